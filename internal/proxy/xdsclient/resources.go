@@ -1,0 +1,41 @@
+// Package xdsclient is the proxy's ADS client: it subscribes to listeners,
+// routes, clusters and endpoints over one gRPC stream, ACKs what the
+// data plane applied and NACKs (with the reason) what it could not, and
+// reconnects with backoff. It hands the data plane only complete, consistent
+// resource sets.
+package xdsclient
+
+import (
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+)
+
+// Resources is one complete set of xDS resources: every RDS name referenced
+// by a listener and every EDS name referenced by a cluster is present (an
+// EDS cluster whose assignment has not arrived may map to an empty
+// assignment only after the first complete set was applied). The maps are
+// keyed by resource name and must not be modified by the receiver.
+type Resources struct {
+	Listeners map[string]*listener.Listener
+	Routes    map[string]*route.RouteConfiguration
+	Clusters  map[string]*cluster.Cluster
+	Endpoints map[string]*endpoint.ClusterLoadAssignment
+	// Versions are the version_info of each type URL last received.
+	Versions map[string]string
+}
+
+// Applier is the data plane seen from the client. Apply is called from the
+// client's single stream goroutine, never concurrently; it must either apply
+// the whole set atomically and return nil, or leave the running config
+// untouched and return an error, which the client sends back as a NACK.
+type Applier interface {
+	Apply(*Resources) error
+}
+
+// ApplierFunc adapts a function to Applier.
+type ApplierFunc func(*Resources) error
+
+// Apply calls f.
+func (f ApplierFunc) Apply(r *Resources) error { return f(r) }

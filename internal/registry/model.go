@@ -1,0 +1,223 @@
+// Package registry is Weft's one model of services and endpoints. Every
+// registry source (static ServiceEntry/WorkloadEntry today, Kubernetes and
+// Consul later) produces the same Service and Endpoint values, and an
+// immutable Snapshot indexes them for the xDS generators.
+package registry
+
+import (
+	"sort"
+	"strings"
+)
+
+// DefaultDomainSuffix is the cluster domain used to expand short names.
+const DefaultDomainSuffix = "cluster.local"
+
+// Protocol is a service port's application protocol, spelled as Istio does.
+type Protocol string
+
+// Protocols Weft understands. Anything else is treated as TCP.
+const (
+	HTTP  Protocol = "HTTP"
+	HTTP2 Protocol = "HTTP2"
+	GRPC  Protocol = "GRPC"
+	HTTPS Protocol = "HTTPS"
+	TLS   Protocol = "TLS"
+	TCP   Protocol = "TCP"
+)
+
+// ParseProtocol maps an Istio protocol name (case-insensitive, "GRPC-Web"
+// included) to a Protocol. Unknown names return TCP and false.
+func ParseProtocol(s string) (Protocol, bool) {
+	switch strings.ToUpper(s) {
+	case "HTTP":
+		return HTTP, true
+	case "HTTP2":
+		return HTTP2, true
+	case "GRPC", "GRPC-WEB":
+		return GRPC, true
+	case "HTTPS":
+		return HTTPS, true
+	case "TLS":
+		return TLS, true
+	case "TCP", "MONGO", "MYSQL", "REDIS":
+		return TCP, true
+	}
+	return TCP, false
+}
+
+// IsHTTP reports whether the port carries HTTP of any version.
+func (p Protocol) IsHTTP() bool { return p == HTTP || p == HTTP2 || p == GRPC }
+
+// IsHTTP2 reports whether upstream connections must speak HTTP/2 (h2c).
+func (p Protocol) IsHTTP2() bool { return p == HTTP2 || p == GRPC }
+
+// Port is one port of a service.
+type Port struct {
+	Name     string
+	Number   uint32
+	Protocol Protocol
+	// TargetPort is the default endpoint port when an endpoint does not map
+	// this port by name; zero means Number.
+	TargetPort uint32
+}
+
+// Service is a named, addressable set of endpoints.
+type Service struct {
+	// Hostname is the fully qualified name, e.g. reviews.default.svc.cluster.local.
+	Hostname  string
+	Namespace string
+	Ports     []Port
+	// Source names where the service came from ("static", "kubernetes", …),
+	// for diagnostics only.
+	Source string
+}
+
+// Port returns the service port with the given number.
+func (s *Service) Port(number uint32) (Port, bool) {
+	for _, p := range s.Ports {
+		if p.Number == number {
+			return p, true
+		}
+	}
+	return Port{}, false
+}
+
+// Health of an endpoint as the registry sees it.
+type Health int
+
+// Health values.
+const (
+	Healthy Health = iota
+	Unhealthy
+)
+
+// Endpoint is one instance of a service on one service port.
+type Endpoint struct {
+	// ServiceHostname and ServicePort identify the service port this
+	// endpoint serves.
+	ServiceHostname string
+	ServicePort     uint32
+	// Address and Port are where the endpoint receives traffic (for a
+	// sidecar-fronted workload: the sidecar's inbound listener).
+	Address string
+	Port    uint32
+	// Labels select subsets (version, stage, canarytag, …).
+	Labels map[string]string
+	// Locality is "region/zone/subzone"; any part may be empty.
+	Locality string
+	// Weight is the relative load-balancing weight; zero means 1.
+	Weight         uint32
+	ServiceAccount string
+	// WorkloadName and Namespace name the workload (for metrics).
+	WorkloadName string
+	Namespace    string
+	Health       Health
+}
+
+// Snapshot is an immutable view of every service and endpoint in the mesh.
+// Build one with NewSnapshot; do not modify it after.
+type Snapshot struct {
+	services  map[string]*Service
+	endpoints map[string][]*Endpoint // by service hostname
+	hostnames []string               // sorted
+}
+
+// NewSnapshot indexes services and endpoints. Endpoints of unknown services
+// are kept (a generator may still want them) and sorted deterministically.
+// When two services share a hostname the first one wins.
+func NewSnapshot(services []*Service, endpoints []*Endpoint) *Snapshot {
+	s := &Snapshot{services: map[string]*Service{}, endpoints: map[string][]*Endpoint{}}
+	for _, svc := range services {
+		if _, dup := s.services[svc.Hostname]; dup {
+			continue
+		}
+		s.services[svc.Hostname] = svc
+		s.hostnames = append(s.hostnames, svc.Hostname)
+	}
+	sort.Strings(s.hostnames)
+	for _, ep := range endpoints {
+		s.endpoints[ep.ServiceHostname] = append(s.endpoints[ep.ServiceHostname], ep)
+	}
+	for _, eps := range s.endpoints {
+		sort.SliceStable(eps, func(i, j int) bool {
+			if eps[i].ServicePort != eps[j].ServicePort {
+				return eps[i].ServicePort < eps[j].ServicePort
+			}
+			if eps[i].Address != eps[j].Address {
+				return eps[i].Address < eps[j].Address
+			}
+			return eps[i].Port < eps[j].Port
+		})
+	}
+	return s
+}
+
+// Service returns the service with the given FQDN, or nil.
+func (s *Snapshot) Service(hostname string) *Service {
+	if s == nil {
+		return nil
+	}
+	return s.services[hostname]
+}
+
+// Services returns all services sorted by hostname.
+func (s *Snapshot) Services() []*Service {
+	if s == nil {
+		return nil
+	}
+	out := make([]*Service, 0, len(s.hostnames))
+	for _, h := range s.hostnames {
+		out = append(out, s.services[h])
+	}
+	return out
+}
+
+// Endpoints returns the endpoints of one service port (all ports when port
+// is zero), sorted by port, address.
+func (s *Snapshot) Endpoints(hostname string, port uint32) []*Endpoint {
+	if s == nil {
+		return nil
+	}
+	all := s.endpoints[hostname]
+	if port == 0 {
+		return all
+	}
+	var out []*Endpoint
+	for _, ep := range all {
+		if ep.ServicePort == port {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+// EndpointsAt returns every endpoint whose address is one of addrs, sorted
+// by service hostname, service port, address. The generators use it to find
+// the workloads a proxy fronts.
+func (s *Snapshot) EndpointsAt(addrs []string) []*Endpoint {
+	if s == nil || len(addrs) == 0 {
+		return nil
+	}
+	want := make(map[string]bool, len(addrs))
+	for _, a := range addrs {
+		want[a] = true
+	}
+	var out []*Endpoint
+	for _, h := range sortedKeys(s.endpoints) {
+		for _, ep := range s.endpoints[h] {
+			if want[ep.Address] {
+				out = append(out, ep)
+			}
+		}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,163 @@
+// Package contract holds the conventions both ends of Weft's xDS agree on
+// beyond Envoy's own schema: the keys of the proxy identity carried in the
+// xDS node, Istio-style resource names, and the metadata the control plane
+// puts on clusters and endpoints so a proxy can label its metrics. It is
+// imported by the control plane and by the lean proxy, so it must never
+// import Istio, Kubernetes or Consul packages.
+//
+// Everything here is also expressible to Envoy: names are plain strings,
+// metadata lives under filter_metadata["istio"] exactly where Istio puts it.
+package contract
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Node metadata keys. The ones Istio also uses keep Istio's spelling so
+// existing tooling reads them; Weft-only keys carry a WEFT_ prefix.
+const (
+	MetaNamespace      = "NAMESPACE"
+	MetaWorkloadName   = "WORKLOAD_NAME"
+	MetaLabels         = "LABELS"       // struct of string values
+	MetaInstanceIPs    = "INSTANCE_IPS" // comma-separated, every address of the host
+	MetaServiceAccount = "SERVICE_ACCOUNT"
+	MetaClusterID      = "CLUSTER_ID"
+	// MetaOutboundAddress is where the proxy's outbound HTTP listener binds
+	// ("127.0.0.1:15001"). Empty means the proxy has no outbound listener.
+	MetaOutboundAddress = "WEFT_OUTBOUND_ADDRESS"
+	// MetaAppPorts maps a workload port (the port registered for the
+	// endpoint, where the proxy's inbound listener binds) to the address the
+	// local application listens on: "9080=127.0.0.1:18080,9090=127.0.0.1:19090".
+	// A workload port not listed forwards to 127.0.0.1 on the same port.
+	MetaAppPorts = "WEFT_APP_PORTS"
+)
+
+// Filter metadata namespace used on clusters and endpoints, as in Istio.
+const FilterMetadataIstio = "istio"
+
+// Keys under filter_metadata["istio"].
+const (
+	// MetaClusterServices (on a Cluster) is a list of structs with "host",
+	// "name" and "namespace": the services the cluster reaches.
+	MetaClusterServices = "services"
+	// MetaClusterSubset (on a Cluster) names the DestinationRule subset.
+	MetaClusterSubset = "subset"
+	// MetaEndpointWorkload (on an LbEndpoint) is
+	// "workload;namespace;app;version;cluster", Istio's format; the proxy
+	// reads destination_workload and destination_version from it.
+	MetaEndpointWorkload = "workload"
+)
+
+// Peer metadata headers, as Istio's HTTP metadata exchange uses them: the
+// client proxy adds them to upstream requests so the server proxy can label
+// its metrics with the source workload; the server proxy strips them before
+// the request reaches the application.
+const (
+	HeaderPeerMetadata   = "x-envoy-peer-metadata"    // base64 of a serialized google.protobuf.Struct
+	HeaderPeerMetadataID = "x-envoy-peer-metadata-id" // the peer's node id
+)
+
+// Well-known names.
+const (
+	// RouteHTTPProxy is the RDS name of the outbound route configuration:
+	// every service the proxy may reach, chosen by Host/:authority.
+	RouteHTTPProxy = "http_proxy"
+	// DefaultOutboundAddress is where a sidecar's outbound listener binds
+	// when it does not say otherwise.
+	DefaultOutboundAddress = "127.0.0.1:15001"
+)
+
+// Direction of a cluster, as in Istio cluster names.
+type Direction string
+
+// Directions.
+const (
+	Inbound  Direction = "inbound"
+	Outbound Direction = "outbound"
+)
+
+// ClusterName builds an Istio-style cluster name:
+// "outbound|9080|v2|reviews.default.svc.cluster.local" or "inbound|9080||".
+func ClusterName(dir Direction, port uint32, subset, host string) string {
+	return fmt.Sprintf("%s|%d|%s|%s", dir, port, subset, host)
+}
+
+// ParseClusterName splits an Istio-style cluster name.
+func ParseClusterName(name string) (dir Direction, port uint32, subset, host string, err error) {
+	parts := strings.Split(name, "|")
+	if len(parts) != 4 {
+		return "", 0, "", "", fmt.Errorf("cluster name %q: want direction|port|subset|host", name)
+	}
+	p, err := strconv.ParseUint(parts[1], 10, 32)
+	if err != nil {
+		return "", 0, "", "", fmt.Errorf("cluster name %q: bad port: %w", name, err)
+	}
+	return Direction(parts[0]), uint32(p), parts[2], parts[3], nil
+}
+
+// ListenerName names a listener bound to ip:port, as Istio does ("10.0.0.1_9080").
+func ListenerName(ip string, port uint32) string {
+	return fmt.Sprintf("%s_%d", ip, port)
+}
+
+// InboundRouteName names the inline route configuration of an inbound listener.
+func InboundRouteName(port uint32) string { return ClusterName(Inbound, port, "", "") }
+
+// WorkloadMetadata formats MetaEndpointWorkload.
+func WorkloadMetadata(workload, namespace, app, version, cluster string) string {
+	return strings.Join([]string{workload, namespace, app, version, cluster}, ";")
+}
+
+// ParseWorkloadMetadata is the inverse of WorkloadMetadata; missing fields are empty.
+func ParseWorkloadMetadata(s string) (workload, namespace, app, version, cluster string) {
+	f := strings.SplitN(s, ";", 5)
+	for len(f) < 5 {
+		f = append(f, "")
+	}
+	return f[0], f[1], f[2], f[3], f[4]
+}
+
+// FormatAppPorts renders MetaAppPorts sorted by port.
+func FormatAppPorts(m map[uint32]string) string {
+	ports := make([]uint32, 0, len(m))
+	for p := range m {
+		ports = append(ports, p)
+	}
+	sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
+	parts := make([]string, 0, len(ports))
+	for _, p := range ports {
+		parts = append(parts, fmt.Sprintf("%d=%s", p, m[p]))
+	}
+	return strings.Join(parts, ",")
+}
+
+// ParseAppPorts parses MetaAppPorts.
+func ParseAppPorts(s string) (map[uint32]string, error) {
+	out := map[uint32]string{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, item := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(item), "=")
+		if !ok || v == "" {
+			return nil, fmt.Errorf("%s: %q: want port=host:port", MetaAppPorts, item)
+		}
+		p, err := strconv.ParseUint(k, 10, 16)
+		if err != nil || p == 0 {
+			return nil, fmt.Errorf("%s: %q: bad port %q", MetaAppPorts, item, k)
+		}
+		out[uint32(p)] = v
+	}
+	return out, nil
+}
+
+// AppAddress returns where the application for workload port p listens.
+func AppAddress(appPorts map[uint32]string, p uint32) string {
+	if a, ok := appPorts[p]; ok {
+		return a
+	}
+	return fmt.Sprintf("127.0.0.1:%d", p)
+}

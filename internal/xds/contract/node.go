@@ -1,0 +1,101 @@
+package contract
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Identity is what a proxy tells the control plane about itself. The proxy
+// builds it from its flags; the control plane parses it from the xDS node.
+type Identity struct {
+	ID             string
+	Namespace      string
+	WorkloadName   string
+	Labels         map[string]string
+	IPs            []string // every address of the host, first is primary
+	ServiceAccount string
+	ClusterID      string
+	// OutboundAddress is where the outbound HTTP listener binds; empty for none.
+	OutboundAddress string
+	// AppPorts maps workload port -> local application address.
+	AppPorts map[uint32]string
+}
+
+// DefaultNodeID builds an Istio-style node id: sidecar~IP~workload.ns~ns.svc.cluster.local.
+func DefaultNodeID(ip, workload, ns string) string {
+	return fmt.Sprintf("sidecar~%s~%s.%s~%s.svc.cluster.local", ip, workload, ns, ns)
+}
+
+// Node renders the identity as an Envoy v3 Node.
+func (id Identity) Node() *core.Node {
+	labels := map[string]any{}
+	for k, v := range id.Labels {
+		labels[k] = v
+	}
+	fields := map[string]any{
+		MetaNamespace:      id.Namespace,
+		MetaWorkloadName:   id.WorkloadName,
+		MetaLabels:         labels,
+		MetaInstanceIPs:    strings.Join(id.IPs, ","),
+		MetaServiceAccount: id.ServiceAccount,
+		MetaClusterID:      id.ClusterID,
+	}
+	if id.OutboundAddress != "" {
+		fields[MetaOutboundAddress] = id.OutboundAddress
+	}
+	if len(id.AppPorts) > 0 {
+		fields[MetaAppPorts] = FormatAppPorts(id.AppPorts)
+	}
+	md, err := structpb.NewStruct(fields)
+	if err != nil { // only strings and maps of strings: cannot fail
+		panic(err)
+	}
+	return &core.Node{Id: id.ID, Cluster: id.WorkloadName + "." + id.Namespace, Metadata: md}
+}
+
+// ParseNode reads an Identity from an Envoy node. Missing fields are left
+// empty; malformed ones are an error naming the key.
+func ParseNode(n *core.Node) (Identity, error) {
+	if n == nil {
+		return Identity{}, fmt.Errorf("xds node is missing")
+	}
+	id := Identity{ID: n.GetId(), Labels: map[string]string{}}
+	f := n.GetMetadata().GetFields()
+	str := func(k string) string { return f[k].GetStringValue() }
+	id.Namespace = str(MetaNamespace)
+	id.WorkloadName = str(MetaWorkloadName)
+	id.ServiceAccount = str(MetaServiceAccount)
+	id.ClusterID = str(MetaClusterID)
+	id.OutboundAddress = str(MetaOutboundAddress)
+	for k, v := range f[MetaLabels].GetStructValue().GetFields() {
+		id.Labels[k] = v.GetStringValue()
+	}
+	for _, ip := range strings.Split(str(MetaInstanceIPs), ",") {
+		if ip = strings.TrimSpace(ip); ip != "" {
+			id.IPs = append(id.IPs, ip)
+		}
+	}
+	ap, err := ParseAppPorts(str(MetaAppPorts))
+	if err != nil {
+		return Identity{}, fmt.Errorf("node %q: %w", id.ID, err)
+	}
+	id.AppPorts = ap
+	if id.Namespace == "" {
+		id.Namespace = "default"
+	}
+	return id, nil
+}
+
+// SortedLabelKeys returns the label keys in order, for deterministic output.
+func (id Identity) SortedLabelKeys() []string {
+	keys := make([]string, 0, len(id.Labels))
+	for k := range id.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

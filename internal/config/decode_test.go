@@ -1,0 +1,401 @@
+package config
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+const reviewsDR = `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels: {version: v1}
+  - name: v2
+    labels: {version: v2}
+`
+
+// TestDiagnostics checks that each bad document yields exactly the
+// expected diagnostics, rendered in full.
+func TestDiagnostics(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string // loaded as t.yaml, after reviewsDR in dr.yaml
+		want []string
+	}{
+		{
+			name: "virtualservice without hosts",
+			doc: `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  http:
+  - route:
+    - destination: {host: reviews}
+`,
+			want: []string{`error: t.yaml: doc 1: VirtualService default/reviews: spec.hosts: at least one host is required`},
+		},
+		{
+			name: "negative weight",
+			doc: `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 110
+    - destination: {host: reviews, subset: v2}
+      weight: -10
+`,
+			want: []string{`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[0].route[1].weight: weight -10 must not be negative`},
+		},
+		{
+			name: "all weights zero",
+			doc: `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+  - route:
+    - destination: {host: reviews, subset: v1}
+    - destination: {host: reviews, subset: v2}
+      weight: 0
+`,
+			want: []string{`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[1].route: the total weight of 2 destinations is 0; give at least one a positive weight`},
+		},
+		{
+			name: "bad regexes",
+			doc: `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - uri: {regex: "/a("}
+    - headers:
+        x-user: {regex: "[a-"}
+        x-ok: {regex: "^ok$"}
+      queryParams:
+        q: {regex: "*"}
+      withoutHeaders:
+        x-no: {regex: "(?P<>a)"}
+      authority: {regex: "a{2,1}"}
+    route:
+    - destination: {host: reviews}
+`,
+			want: []string{
+				"error: t.yaml: doc 1: VirtualService default/reviews: spec.http[0].match[0].uri.regex: invalid RE2 regex \"/a(\": error parsing regexp: missing closing ): `/a(`",
+				"error: t.yaml: doc 1: VirtualService default/reviews: spec.http[0].match[1].authority.regex: invalid RE2 regex \"a{2,1}\": error parsing regexp: invalid repeat count: `{2,1}`",
+				"error: t.yaml: doc 1: VirtualService default/reviews: spec.http[0].match[1].headers.x-user.regex: invalid RE2 regex \"[a-\": error parsing regexp: missing closing ]: `[a-`",
+				"error: t.yaml: doc 1: VirtualService default/reviews: spec.http[0].match[1].queryParams.q.regex: invalid RE2 regex \"*\": error parsing regexp: missing argument to repetition operator: `*`",
+				"error: t.yaml: doc 1: VirtualService default/reviews: spec.http[0].match[1].withoutHeaders.x-no.regex: invalid RE2 regex \"(?P<>a)\": error parsing regexp: invalid named capture: `(?P<>`",
+			},
+		},
+		{
+			name: "undefined subset",
+			doc: `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+  - route:
+    - destination: {host: reviews, subset: v1}
+    - destination: {host: reviews, subset: v9}
+      weight: 1
+  - mirror: {host: reviews, subset: v8}
+    route:
+    - destination: {host: ratings, subset: v1}
+`,
+			want: []string{
+				`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[1].route[1].destination.subset: subset "v9" is not defined by any DestinationRule for reviews.default.svc.cluster.local`,
+				`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[2].mirror.subset: subset "v8" is not defined by any DestinationRule for reviews.default.svc.cluster.local`,
+				`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[2].route[0].destination.subset: subset "v1" is not defined by any DestinationRule for ratings.default.svc.cluster.local`,
+			},
+		},
+		{
+			name: "unknown host is a warning",
+			doc: `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: unknown}
+    mirror: {host: api.example.com}
+`,
+			want: []string{
+				`warning: t.yaml: doc 1: VirtualService default/reviews: spec.http[0].mirror.host: host api.example.com is not known to any registry (no ServiceEntry or service defines it)`,
+				`warning: t.yaml: doc 1: VirtualService default/reviews: spec.http[0].route[0].destination.host: host unknown.default.svc.cluster.local is not known to any registry (no ServiceEntry or service defines it)`,
+			},
+		},
+		{
+			name: "host known from a serviceentry",
+			doc: `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ext}
+spec:
+  hosts: [api.example.com]
+  http:
+  - route:
+    - destination: {host: api.example.com}
+    - destination: {host: x.wild.example.com}
+      weight: 1
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [api.example.com, "*.wild.example.com"]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  resolution: DNS
+`,
+		},
+		{
+			name: "destinationrule problems",
+			doc: `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings}
+spec:
+  subsets:
+  - name: v1
+  - labels: {version: v2}
+  - name: v1
+`,
+			want: []string{
+				`error: t.yaml: doc 1: DestinationRule default/ratings: spec.host: host is required`,
+				`error: t.yaml: doc 1: DestinationRule default/ratings: spec.subsets[1].name: subset name is required`,
+				`error: t.yaml: doc 1: DestinationRule default/ratings: spec.subsets[2].name: duplicate subset name "v1" (also spec.subsets[0])`,
+			},
+		},
+		{
+			name: "missing name",
+			doc: `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {namespace: prod}
+spec: {hosts: [a]}
+`,
+			want: []string{`error: t.yaml: doc 1: metadata.name: name is required`},
+		},
+		{
+			name: "serviceentry problems",
+			doc: `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: se, namespace: ext}
+spec:
+  ports:
+  - {number: 0, name: a}
+  - {number: 70000, name: b}
+  - {number: 80, name: http}
+  - {number: 80, name: http}
+  - {number: 81, protocol: FOO}
+`,
+			want: []string{
+				`error: t.yaml: doc 1: ServiceEntry ext/se: spec.hosts: at least one host is required`,
+				`error: t.yaml: doc 1: ServiceEntry ext/se: spec.ports[0].number: port number 0 out of range 1-65535`,
+				`error: t.yaml: doc 1: ServiceEntry ext/se: spec.ports[1].number: port number 70000 out of range 1-65535`,
+				`error: t.yaml: doc 1: ServiceEntry ext/se: spec.ports[3].name: duplicate port name "http" (also spec.ports[2])`,
+				`error: t.yaml: doc 1: ServiceEntry ext/se: spec.ports[3].number: duplicate port number 80 (also spec.ports[2])`,
+				`error: t.yaml: doc 1: ServiceEntry ext/se: spec.ports[4].name: port name is required`,
+				`warning: t.yaml: doc 1: ServiceEntry ext/se: spec.ports[4].protocol: unknown protocol "FOO" is treated as TCP`,
+			},
+		},
+		{
+			name: "serviceentry static endpoint must be an IP",
+			doc: `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: se}
+spec:
+  hosts: [db.example.com]
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints:
+  - address: db.internal
+  - address: 10.0.0.1
+    ports: {tcp: 0}
+`,
+			want: []string{
+				`error: t.yaml: doc 1: ServiceEntry default/se: spec.endpoints[0].address: address "db.internal" must be an IP address with resolution STATIC`,
+				`error: t.yaml: doc 1: ServiceEntry default/se: spec.endpoints[1].ports.tcp: port 0 out of range 1-65535`,
+			},
+		},
+		{
+			name: "workloadentry problems",
+			doc: `apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm1}
+spec:
+  ports: {http: 70000}
+  labels: {app: reviews}
+`,
+			want: []string{
+				`error: t.yaml: doc 1: WorkloadEntry default/vm1: spec.address: address is required unless network is set`,
+				`error: t.yaml: doc 1: WorkloadEntry default/vm1: spec.ports.http: port 70000 out of range 1-65535`,
+			},
+		},
+		{
+			name: "unknown field in a list",
+			doc: `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weigth: 100
+`,
+			want: []string{`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[0].route[0].weigth: unknown field "weigth"`},
+		},
+		{
+			name: "unknown field in a map value",
+			doc: `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        x-user: {exakt: bob}
+    route:
+    - destination: {host: reviews}
+`,
+			want: []string{`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[0].match[0].headers.x-user.exakt: unknown field "exakt"`},
+		},
+		{
+			name: "unknown top-level spec field",
+			doc: `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings}
+spec:
+  host: ratings
+  subsetz: []
+`,
+			want: []string{`error: t.yaml: doc 1: DestinationRule default/ratings: spec.subsetz: unknown field "subsetz"`},
+		},
+		{
+			name: "well-known types, proto names and maps are accepted",
+			doc: `apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - name: canary
+    match:
+    - headers:
+        end-user: {exact: jason}
+      query_params:
+        debug: {}
+      sourceLabels: {app: productpage}
+    timeout: 1.5s
+    retries: {attempts: 3, perTryTimeout: 500ms, retry_remote_localities: true}
+    mirror_percentage: {value: 10}
+    mirror: {host: reviews, subset: v2}
+    corsPolicy:
+      allowCredentials: false
+    route:
+    - destination: {host: reviews, subset: v1, port: {number: 9080}}
+      headers:
+        request:
+          set: {x-canary: "1"}
+`,
+		},
+		{
+			name: "unsupported kind and apiVersion",
+			doc: `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+---
+apiVersion: networking.istio.io/v2
+kind: VirtualService
+metadata: {name: reviews}
+spec: {hosts: [reviews]}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cm}
+`,
+			want: []string{
+				`error: t.yaml: doc 1: kind: unsupported kind "Gateway" (Weft loads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry)`,
+				`error: t.yaml: doc 2: VirtualService default/reviews: apiVersion: unsupported apiVersion "networking.istio.io/v2" for VirtualService (want networking.istio.io/v1, v1beta1 or v1alpha3)`,
+				`error: t.yaml: doc 3: kind: unsupported kind "ConfigMap" (Weft loads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry)`,
+			},
+		},
+		{
+			name: "document that is not a mapping",
+			doc:  "- a\n- b\n",
+			want: []string{`error: t.yaml: doc 1: document is not a mapping`},
+		},
+		{
+			name: "bad names",
+			doc: `apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: Bad_Name}
+spec: {address: 10.0.0.1}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ok, namespace: a.b}
+spec: {address: 10.0.0.1}
+`,
+			want: []string{
+				`error: t.yaml: doc 1: WorkloadEntry default/Bad_Name: metadata.name: invalid name "Bad_Name": must be a lowercase DNS-1123 subdomain`,
+				`error: t.yaml: doc 2: WorkloadEntry a.b/ok: metadata.namespace: invalid namespace "a.b": must be a lowercase DNS-1123 label`,
+			},
+		},
+		{
+			name: "route without destination host",
+			doc: `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {subset: v1}
+  - match: [{uri: {prefix: /}}]
+`,
+			want: []string{
+				`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[0].route[0].destination.host: destination host is required`,
+				`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[1]: one of route, redirect, directResponse or delegate is required`,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewStore(testOptions())
+			snap := s.Load(files("dr.yaml", reviewsDR, "t.yaml", tt.doc))
+			checkStrings(t, "diagnostics", diagStrings(snap), tt.want)
+			// A document with errors contributes no resource.
+			for _, d := range snap.Diagnostics {
+				if d.Severity != SeverityError || d.Resource == "" {
+					continue
+				}
+				if k := keyOf(d.Resource); k != "DestinationRule/default/reviews" && slices.Contains(keys(snap), k) {
+					t.Errorf("rejected %s is in the snapshot", d.Resource)
+				}
+			}
+		})
+	}
+}
+
+// keyOf turns a Diagnostic.Resource ("Kind ns/name") into a Meta.Key().
+func keyOf(resource string) string {
+	kind, rest, _ := strings.Cut(resource, " ")
+	return kind + "/" + rest
+}

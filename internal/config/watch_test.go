@@ -1,0 +1,189 @@
+package config
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// watcher runs Watch on dir for the test's lifetime and exposes its snapshots.
+type watcher struct {
+	snaps chan *Snapshot
+	calls atomic.Int64
+}
+
+func startWatch(t *testing.T, dir string) *watcher {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &watcher{snaps: make(chan *Snapshot, 1000)}
+	done := make(chan error, 1)
+	go func() {
+		done <- Watch(ctx, dir, NewStore(testOptions()), func(s *Snapshot) {
+			w.calls.Add(1)
+			select {
+			case w.snaps <- s:
+			case <-ctx.Done():
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Watch returned %v", err)
+		}
+	})
+	return w
+}
+
+// waitFor returns the first snapshot satisfying ok, failing the test if
+// none arrives within timeout.
+func (w *watcher) waitFor(t *testing.T, timeout time.Duration, what string, ok func(*Snapshot) bool) *Snapshot {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		select {
+		case s := <-w.snaps:
+			if ok(s) {
+				return s
+			}
+		case <-ctx.Done():
+			t.Fatalf("no snapshot with %s within %v", what, timeout)
+			return nil
+		}
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func hasWeights(name, want string) func(*Snapshot) bool {
+	return func(s *Snapshot) bool {
+		for _, vs := range s.VirtualServices {
+			if vs.Name == name {
+				var ws []int32
+				for _, d := range vs.Spec.GetHttp()[0].GetRoute() {
+					ws = append(ws, d.GetWeight())
+				}
+				return fmt.Sprint(ws) == want
+			}
+		}
+		return false
+	}
+}
+
+func hasKey(key string, present bool) func(*Snapshot) bool {
+	return func(s *Snapshot) bool {
+		for _, k := range keys(s) {
+			if k == key {
+				return present
+			}
+		}
+		return !present
+	}
+}
+
+func TestWatch(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "dr.yaml"), reviewsDR)
+	vs := filepath.Join(dir, "vs.yaml")
+	writeFile(t, vs, vsYAML("reviews", "90", "10"))
+	w := startWatch(t, dir)
+	first := w.waitFor(t, time.Second, "the initial config", hasWeights("reviews", "[90 10]"))
+	if first.Version != 1 {
+		t.Errorf("first Version = %d", first.Version)
+	}
+
+	// An edit is in force well within a second.
+	writeFile(t, vs, vsYAML("reviews", "50", "50"))
+	w.waitFor(t, time.Second, "the edit", hasWeights("reviews", "[50 50]"))
+
+	// Editors write a temporary file and rename it over the original.
+	tmp := filepath.Join(dir, ".vs.yaml.swp")
+	writeFile(t, tmp, vsYAML("reviews", "20", "80"))
+	if err := os.Rename(tmp, vs); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor(t, time.Second, "the renamed-over file", hasWeights("reviews", "[20 80]"))
+
+	// A bad edit keeps the last good version and reports why.
+	writeFile(t, vs, vsYAML("reviews", "20", "-80"))
+	s := w.waitFor(t, time.Second, "a diagnostic", func(s *Snapshot) bool { return len(s.Diagnostics) == 1 })
+	if !hasWeights("reviews", "[20 80]")(s) {
+		t.Error("the last good version is not in force after a bad edit")
+	}
+
+	// New subdirectories and files in them are picked up.
+	sub := filepath.Join(dir, "team", "a")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(sub, "other.yml"), vsYAML("other", "1"))
+	w.waitFor(t, time.Second, "the file in a new subdirectory", hasKey("VirtualService/default/other", true))
+	writeFile(t, filepath.Join(sub, "other.yml"), vsYAML("other", "2"))
+	w.waitFor(t, time.Second, "an edit in the subdirectory", hasWeights("other", "[2]"))
+
+	// Deleting a file removes its resources.
+	if err := os.RemoveAll(filepath.Join(dir, "team")); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor(t, time.Second, "the removal", hasKey("VirtualService/default/other", false))
+}
+
+func TestWatchDebouncesBursts(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "dr.yaml"), reviewsDR)
+	vs := filepath.Join(dir, "vs.yaml")
+	writeFile(t, vs, vsYAML("reviews", "1"))
+	w := startWatch(t, dir)
+	w.waitFor(t, time.Second, "the initial config", hasWeights("reviews", "[1]"))
+	before := w.calls.Load()
+	for i := range 100 {
+		writeFile(t, vs, vsYAML("reviews", fmt.Sprint(1000+i)))
+	}
+	w.waitFor(t, 2*time.Second, "the last write", hasWeights("reviews", "[1099]"))
+	if n := w.calls.Load() - before; n > 10 {
+		t.Errorf("100 writes caused %d onChange calls, want at most 10", n)
+	}
+}
+
+func TestWatchMissingDir(t *testing.T) {
+	err := Watch(context.Background(), filepath.Join(t.TempDir(), "nope"), NewStore(testOptions()), func(*Snapshot) {
+		t.Error("onChange called for a missing directory")
+	})
+	if err == nil {
+		t.Fatal("Watch of a missing directory succeeded")
+	}
+}
+
+func TestReadDir(t *testing.T) {
+	dir := t.TempDir()
+	for _, p := range []string{"a.yaml", "b.yml", "c.txt", "sub/d.YAML", ".hidden/e.yaml", "..data/f.yaml"} {
+		p = filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, p, "x: 1\n")
+	}
+	if err := os.Symlink(filepath.Join(dir, "..data", "f.yaml"), filepath.Join(dir, "f.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range sortedKeys(got) {
+		rel, _ := filepath.Rel(dir, p)
+		names = append(names, rel)
+	}
+	checkStrings(t, "files", names, []string{"a.yaml", "b.yml", "f.yaml", "sub/d.YAML"})
+}

@@ -1,0 +1,137 @@
+// Package static builds the registry model from config: ServiceEntries
+// become services, and their inline endpoints or the WorkloadEntries their
+// workloadSelector picks become endpoints.
+package static
+
+import (
+	"maps"
+
+	networking "istio.io/api/networking/v1alpha3"
+
+	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/registry"
+)
+
+// Source is the Service.Source of every service Build produces.
+const Source = "static"
+
+// Build turns the ServiceEntries of cfg (any resolution: STATIC, NONE,
+// DNS; inline endpoints or a workloadSelector) and the WorkloadEntries they
+// select into registry services and endpoints. There is one Service per
+// ServiceEntry host, resolved in the ServiceEntry's namespace, and one
+// Endpoint per (host, service port, workload). A workload's endpoint port is
+// its ports[<service port name>], else the service port's target port, else
+// the service port number. When several hosts resolve to the same FQDN
+// the first ServiceEntry (in snapshot order) defines it. A nil cfg yields an empty snapshot. Build is a
+// pure function; it does not modify cfg.
+func Build(cfg *config.Snapshot, domainSuffix string) *registry.Snapshot {
+	if cfg == nil {
+		return registry.NewSnapshot(nil, nil)
+	}
+	var (
+		services  []*registry.Service
+		endpoints []*registry.Endpoint
+		seen      = map[string]bool{}
+	)
+	for _, se := range cfg.ServiceEntries {
+		ports := servicePorts(se.Spec)
+		workloads := selectWorkloads(cfg, se)
+		for _, h := range se.Spec.GetHosts() {
+			host := registry.ResolveHost(h, se.Namespace, domainSuffix, nil)
+			if seen[host] {
+				continue // written twice, or defined by an earlier ServiceEntry: the first wins
+			}
+			seen[host] = true
+			services = append(services, &registry.Service{
+				Hostname:  host,
+				Namespace: se.Namespace,
+				Ports:     ports,
+				Source:    Source,
+			})
+			for _, p := range ports {
+				for _, w := range workloads {
+					endpoints = append(endpoints, endpoint(host, p, w))
+				}
+			}
+		}
+	}
+	return registry.NewSnapshot(services, endpoints)
+}
+
+func servicePorts(se *networking.ServiceEntry) []registry.Port {
+	ports := make([]registry.Port, 0, len(se.GetPorts()))
+	for _, p := range se.GetPorts() {
+		proto, _ := registry.ParseProtocol(p.GetProtocol())
+		ports = append(ports, registry.Port{
+			Name:       p.GetName(),
+			Number:     p.GetNumber(),
+			Protocol:   proto,
+			TargetPort: p.GetTargetPort(),
+		})
+	}
+	return ports
+}
+
+// workload is one instance behind a ServiceEntry.
+type workload struct {
+	name, namespace string
+	spec            *networking.WorkloadEntry
+}
+
+// selectWorkloads returns the ServiceEntry's inline endpoints, or else the
+// WorkloadEntries of its namespace whose labels include its
+// workloadSelector's labels.
+func selectWorkloads(cfg *config.Snapshot, se *config.ServiceEntry) []workload {
+	var out []workload
+	for _, ep := range se.Spec.GetEndpoints() {
+		name := ep.GetLabels()["app"]
+		if name == "" {
+			name = ep.GetAddress()
+		}
+		out = append(out, workload{name: name, namespace: se.Namespace, spec: ep})
+	}
+	sel := se.Spec.GetWorkloadSelector()
+	if len(out) > 0 || sel == nil {
+		return out
+	}
+	for _, we := range cfg.WorkloadEntries {
+		if we.Namespace == se.Namespace && labelsMatch(sel.GetLabels(), we.Spec.GetLabels()) {
+			out = append(out, workload{name: we.Name, namespace: we.Namespace, spec: we.Spec})
+		}
+	}
+	return out
+}
+
+// labelsMatch reports whether have includes every label of want. An empty
+// selector matches every workload, as in Istio.
+func labelsMatch(want, have map[string]string) bool {
+	for k, v := range want {
+		if got, ok := have[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+func endpoint(host string, p registry.Port, w workload) *registry.Endpoint {
+	port := w.spec.GetPorts()[p.Name]
+	if port == 0 {
+		port = p.TargetPort
+	}
+	if port == 0 {
+		port = p.Number
+	}
+	return &registry.Endpoint{
+		ServiceHostname: host,
+		ServicePort:     p.Number,
+		Address:         w.spec.GetAddress(),
+		Port:            port,
+		Labels:          maps.Clone(w.spec.GetLabels()),
+		Locality:        w.spec.GetLocality(),
+		Weight:          w.spec.GetWeight(),
+		ServiceAccount:  w.spec.GetServiceAccount(),
+		WorkloadName:    w.name,
+		Namespace:       w.namespace,
+		Health:          registry.Healthy,
+	}
+}

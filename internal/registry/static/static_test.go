@@ -1,0 +1,211 @@
+package static
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/registry"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// load builds a config snapshot from YAML, failing on any diagnostic.
+func load(t *testing.T, yaml string) *config.Snapshot {
+	t.Helper()
+	s := config.NewStore(config.Options{Logger: slog.New(slog.DiscardHandler)})
+	snap := s.Load(map[string][]byte{"c.yaml": []byte(yaml)})
+	for _, d := range snap.Diagnostics {
+		if d.Severity == config.SeverityError {
+			t.Fatalf("config: %v", d)
+		}
+	}
+	return snap
+}
+
+func fmtService(s *registry.Service) string {
+	var ports []string
+	for _, p := range s.Ports {
+		ports = append(ports, fmt.Sprintf("%s/%d/%s/%d", p.Name, p.Number, p.Protocol, p.TargetPort))
+	}
+	return fmt.Sprintf("%s ns=%s src=%s ports=[%s]", s.Hostname, s.Namespace, s.Source, strings.Join(ports, " "))
+}
+
+func fmtEndpoint(e *registry.Endpoint) string {
+	return fmt.Sprintf("%s:%d -> %s:%d labels=%v loc=%q w=%d sa=%q wl=%s/%s health=%d",
+		e.ServiceHostname, e.ServicePort, e.Address, e.Port, e.Labels, e.Locality, e.Weight,
+		e.ServiceAccount, e.Namespace, e.WorkloadName, e.Health)
+}
+
+func TestBuild(t *testing.T) {
+	tests := []struct {
+		name      string
+		yaml      string
+		services  []string
+		endpoints []string
+	}{
+		{
+			name: "inline endpoints",
+			yaml: `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: prod}
+spec:
+  hosts: [reviews, reviews.prod.svc]
+  ports:
+  - {number: 9080, name: http, protocol: http}
+  - {number: 9090, name: grpc, protocol: GRPC, targetPort: 19090}
+  - {number: 9100, name: metrics}
+  resolution: STATIC
+  endpoints:
+  - address: 10.0.0.1
+    ports: {http: 18080}
+    labels: {app: reviews, version: v1}
+    locality: us-east/zone-a
+    weight: 3
+    serviceAccount: reviews-sa
+  - address: 10.0.0.2
+`,
+			services: []string{
+				"reviews.prod.svc.cluster.local ns=prod src=static ports=[http/9080/HTTP/0 grpc/9090/GRPC/19090 metrics/9100/TCP/0]",
+			},
+			endpoints: []string{
+				`reviews.prod.svc.cluster.local:9080 -> 10.0.0.1:18080 labels=map[app:reviews version:v1] loc="us-east/zone-a" w=3 sa="reviews-sa" wl=prod/reviews health=0`,
+				`reviews.prod.svc.cluster.local:9080 -> 10.0.0.2:9080 labels=map[] loc="" w=0 sa="" wl=prod/10.0.0.2 health=0`,
+				`reviews.prod.svc.cluster.local:9090 -> 10.0.0.1:19090 labels=map[app:reviews version:v1] loc="us-east/zone-a" w=3 sa="reviews-sa" wl=prod/reviews health=0`,
+				`reviews.prod.svc.cluster.local:9090 -> 10.0.0.2:19090 labels=map[] loc="" w=0 sa="" wl=prod/10.0.0.2 health=0`,
+				`reviews.prod.svc.cluster.local:9100 -> 10.0.0.1:9100 labels=map[app:reviews version:v1] loc="us-east/zone-a" w=3 sa="reviews-sa" wl=prod/reviews health=0`,
+				`reviews.prod.svc.cluster.local:9100 -> 10.0.0.2:9100 labels=map[] loc="" w=0 sa="" wl=prod/10.0.0.2 health=0`,
+			},
+		},
+		{
+			name: "workload selector picks matching entries of the namespace",
+			yaml: `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings}
+spec:
+  hosts: [ratings, ratings.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: ratings}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-1}
+spec:
+  address: 127.0.0.2
+  ports: {http: 9080}
+  labels: {app: ratings, version: v2, stage: canary}
+  serviceAccount: ratings
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-2}
+spec:
+  address: 127.0.0.3
+  labels: {app: ratings, version: v1}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: other-app}
+spec: {address: 127.0.0.4, labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: other-ns, namespace: prod}
+spec: {address: 127.0.0.5, labels: {app: ratings}}
+`,
+			services: []string{
+				"ratings.default.svc.cluster.local ns=default src=static ports=[http/80/HTTP/8080]",
+				"ratings.example.com ns=default src=static ports=[http/80/HTTP/8080]",
+			},
+			endpoints: []string{
+				`ratings.default.svc.cluster.local:80 -> 127.0.0.2:9080 labels=map[app:ratings stage:canary version:v2] loc="" w=0 sa="ratings" wl=default/vm-1 health=0`,
+				`ratings.default.svc.cluster.local:80 -> 127.0.0.3:8080 labels=map[app:ratings version:v1] loc="" w=0 sa="" wl=default/vm-2 health=0`,
+				`ratings.example.com:80 -> 127.0.0.2:9080 labels=map[app:ratings stage:canary version:v2] loc="" w=0 sa="ratings" wl=default/vm-1 health=0`,
+				`ratings.example.com:80 -> 127.0.0.3:8080 labels=map[app:ratings version:v1] loc="" w=0 sa="" wl=default/vm-2 health=0`,
+			},
+		},
+		{
+			name: "DNS service without endpoints",
+			yaml: `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: egress}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: unselected, namespace: egress}
+spec: {address: 10.1.1.1}
+`,
+			services: []string{"api.example.com ns=egress src=static ports=[https/443/HTTPS/0]"},
+		},
+		{
+			name: "no service entries",
+			yaml: "",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := Build(load(t, tt.yaml), "")
+			var services, endpoints []string
+			for _, s := range reg.Services() {
+				services = append(services, fmtService(s))
+				for _, e := range reg.Endpoints(s.Hostname, 0) {
+					endpoints = append(endpoints, fmtEndpoint(e))
+				}
+			}
+			check(t, "services", services, tt.services)
+			check(t, "endpoints", endpoints, tt.endpoints)
+		})
+	}
+}
+
+func TestBuildNilAndSuffix(t *testing.T) {
+	if got := Build(nil, "").Services(); len(got) != 0 {
+		t.Errorf("Build(nil) has services %v", got)
+	}
+	reg := Build(load(t, `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: a}
+spec: {hosts: [a], ports: [{number: 80, name: http}], endpoints: [{address: 10.0.0.1}]}
+`), "corp.internal")
+	if reg.Service("a.default.svc.corp.internal") == nil {
+		t.Errorf("services = %v, want a.default.svc.corp.internal", reg.Services())
+	}
+}
+
+func check(t *testing.T, what string, got, want []string) {
+	t.Helper()
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("%s:\ngot:\n\t%s\nwant:\n\t%s", what, strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+	}
+}
+
+func TestBuildFirstServiceEntryWins(t *testing.T) {
+	reg := Build(load(t, `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: a}
+spec: {hosts: [shared.example.com], ports: [{number: 80, name: http}], endpoints: [{address: 10.0.0.1}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: b}
+spec: {hosts: [shared.example.com], ports: [{number: 81, name: http}], endpoints: [{address: 10.0.0.2}]}
+`), "")
+	var got []string
+	for _, e := range reg.Endpoints("shared.example.com", 0) {
+		got = append(got, fmtEndpoint(e))
+	}
+	check(t, "endpoints", got, []string{
+		`shared.example.com:80 -> 10.0.0.1:80 labels=map[] loc="" w=0 sa="" wl=default/10.0.0.1 health=0`,
+	})
+}

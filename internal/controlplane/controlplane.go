@@ -1,0 +1,191 @@
+// Package controlplane wires Weft's control plane together: a watched
+// config directory feeds the config store, the static registry is built
+// from it, the two become a mesh snapshot, and the xDS server pushes it to
+// proxies. A small HTTP endpoint reports status and Prometheus metrics.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/registry/static"
+	"weft.dev/weft/internal/xds/server"
+)
+
+// Default listen addresses.
+const (
+	DefaultXDSAddress    = "127.0.0.1:15010"
+	DefaultStatusAddress = "127.0.0.1:15014"
+	// StatusDisabled as Options.StatusAddress turns the status endpoint off.
+	StatusDisabled = "-"
+)
+
+// Options configure a ControlPlane.
+type Options struct {
+	// ConfigDir holds the Istio YAML files; required.
+	ConfigDir string
+	// XDSAddress is where ADS is served; "" means DefaultXDSAddress.
+	XDSAddress string
+	// StatusAddress serves /status, /metrics and /debug/snapshot; ""
+	// means DefaultStatusAddress, StatusDisabled means none.
+	StatusAddress string
+	// DomainSuffix is the cluster domain; "" means cluster.local.
+	DomainSuffix string
+	// Debounce and DebounceMax tune xDS push debouncing (see server.Options).
+	Debounce, DebounceMax time.Duration
+	Logger                *slog.Logger
+}
+
+// ControlPlane is one running control plane. Create it with New, run it
+// once with Run.
+type ControlPlane struct {
+	opts    Options
+	log     *slog.Logger
+	store   *config.Store
+	xds     *server.Server
+	metrics *prometheus.Registry
+
+	xdsLis, statusLis net.Listener
+	current           atomic.Pointer[mesh.Snapshot]
+	running           atomic.Bool
+}
+
+// New validates opts and binds both listeners, so the caller can read
+// XDSAddr and StatusAddr (useful with ":0" ports) before calling Run. It
+// does not start serving. If Run is never called, the listeners leak;
+// callers that give up must call Run with a cancelled context.
+func New(opts Options) (*ControlPlane, error) {
+	if opts.ConfigDir == "" {
+		return nil, errors.New("controlplane: ConfigDir is required")
+	}
+	if opts.XDSAddress == "" {
+		opts.XDSAddress = DefaultXDSAddress
+	}
+	if opts.StatusAddress == "" {
+		opts.StatusAddress = DefaultStatusAddress
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	c := &ControlPlane{
+		opts:    opts,
+		log:     opts.Logger.With("component", "controlplane"),
+		metrics: reg,
+		store:   config.NewStore(config.Options{DomainSuffix: opts.DomainSuffix, Logger: opts.Logger}),
+		xds: server.New(server.Options{
+			Debounce:    opts.Debounce,
+			DebounceMax: opts.DebounceMax,
+			Logger:      opts.Logger,
+			Metrics:     reg,
+		}),
+	}
+	var err error
+	if c.xdsLis, err = net.Listen("tcp", opts.XDSAddress); err != nil {
+		return nil, fmt.Errorf("controlplane: xds listener on %s: %w", opts.XDSAddress, err)
+	}
+	if opts.StatusAddress != StatusDisabled {
+		if c.statusLis, err = net.Listen("tcp", opts.StatusAddress); err != nil {
+			c.xdsLis.Close()
+			return nil, fmt.Errorf("controlplane: status listener on %s: %w", opts.StatusAddress, err)
+		}
+	}
+	return c, nil
+}
+
+// XDSAddr is the bound ADS address.
+func (c *ControlPlane) XDSAddr() net.Addr { return c.xdsLis.Addr() }
+
+// StatusAddr is the bound status address, or nil when disabled.
+func (c *ControlPlane) StatusAddr() net.Addr {
+	if c.statusLis == nil {
+		return nil
+	}
+	return c.statusLis.Addr()
+}
+
+// Pushes is the number of debounced xDS push rounds so far.
+func (c *ControlPlane) Pushes() uint64 { return c.xds.Pushes() }
+
+// Run watches the config directory and serves xDS and status until ctx is
+// done, then shuts everything down and returns nil once every goroutine it
+// started has ended. It returns an error early if the config directory
+// cannot be watched or a listener fails. Run may be called once.
+func (c *ControlPlane) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("controlplane: Run called twice")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	fail := func(err error) {
+		if err != nil {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+			cancel()
+		}
+	}
+	wg.Go(func() { fail(c.xds.Serve(ctx, c.xdsLis)) })
+	if c.statusLis != nil {
+		wg.Go(func() { fail(c.serveStatus(ctx)) })
+	}
+	wg.Go(func() {
+		if err := config.Watch(ctx, c.opts.ConfigDir, c.store, c.apply); err != nil {
+			fail(fmt.Errorf("controlplane: %w", err))
+		}
+	})
+	c.log.Info("control plane running", "config", c.opts.ConfigDir, "xds", c.XDSAddr().String())
+	wg.Wait()
+	c.log.Info("control plane stopped")
+	return errors.Join(errs...)
+}
+
+// apply turns a config snapshot into a mesh snapshot and hands it to the
+// xDS server. Called from config.Watch's goroutine, never concurrently.
+func (c *ControlPlane) apply(cfg *config.Snapshot) {
+	reg := static.Build(cfg, c.opts.DomainSuffix)
+	m := mesh.New(cfg, reg, c.opts.DomainSuffix)
+	c.current.Store(m)
+	c.xds.Update(m)
+	c.log.Info("config applied", "version", m.Version, "services", len(reg.Services()), "diagnostics", len(cfg.Diagnostics))
+}
+
+// serveStatus serves the status endpoint until ctx is done.
+func (c *ControlPlane) serveStatus(ctx context.Context) error {
+	srv := &http.Server{Handler: c.statusHandler(), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(c.statusLis) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("controlplane: status server on %s: %w", c.statusLis.Addr(), err)
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("controlplane: status server on %s: %w", c.statusLis.Addr(), err)
+	}
+	return nil
+}

@@ -1,0 +1,111 @@
+package controlplane
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"weft.dev/weft/internal/config"
+)
+
+// Status is the body of GET /status.
+type Status struct {
+	// Version is the mesh snapshot version in force ("" before the first).
+	Version       string `json:"version"`
+	ConfigVersion uint64 `json:"configVersion"`
+	Resources     struct {
+		VirtualServices  int `json:"virtualServices"`
+		DestinationRules int `json:"destinationRules"`
+		ServiceEntries   int `json:"serviceEntries"`
+		WorkloadEntries  int `json:"workloadEntries"`
+		Services         int `json:"services"`
+		Endpoints        int `json:"endpoints"`
+	} `json:"resources"`
+	ConnectedProxies int    `json:"connectedProxies"`
+	Pushes           uint64 `json:"pushes"`
+	// Diagnostics are the config store's current errors and warnings: a
+	// file that failed to load is named here even though the last good
+	// version of its resources stays in force.
+	Diagnostics []config.Diagnostic `json:"diagnostics"`
+}
+
+func (c *ControlPlane) statusHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, c.status())
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(c.metrics, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /debug/snapshot", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, c.debugSnapshot())
+	})
+	return mux
+}
+
+// status reads the latest state; safe from any goroutine.
+func (c *ControlPlane) status() Status {
+	var st Status
+	cfg := c.store.Snapshot() // newest, diagnostics included even when nothing else changed
+	st.ConfigVersion = cfg.Version
+	st.Diagnostics = cfg.Diagnostics
+	if st.Diagnostics == nil {
+		st.Diagnostics = []config.Diagnostic{}
+	}
+	st.Resources.VirtualServices = len(cfg.VirtualServices)
+	st.Resources.DestinationRules = len(cfg.DestinationRules)
+	st.Resources.ServiceEntries = len(cfg.ServiceEntries)
+	st.Resources.WorkloadEntries = len(cfg.WorkloadEntries)
+	if m := c.current.Load(); m != nil {
+		st.Version = m.Version
+		svcs := m.Registry.Services()
+		st.Resources.Services = len(svcs)
+		for _, s := range svcs {
+			st.Resources.Endpoints += len(m.Registry.Endpoints(s.Hostname, 0))
+		}
+	}
+	st.ConnectedProxies = c.xds.ConnectedProxies()
+	st.Pushes = c.xds.Pushes()
+	return st
+}
+
+// debugSnapshot lists the services and the VirtualService/DestinationRule
+// each resolves to, for humans debugging routing.
+func (c *ControlPlane) debugSnapshot() any {
+	type svc struct {
+		Host            string   `json:"host"`
+		Ports           []uint32 `json:"ports"`
+		Endpoints       int      `json:"endpoints"`
+		VirtualServices []string `json:"virtualServices,omitempty"`
+		DestinationRule string   `json:"destinationRule,omitempty"`
+	}
+	out := struct {
+		Version  string `json:"version"`
+		Services []svc  `json:"services"`
+	}{Services: []svc{}}
+	m := c.current.Load()
+	if m == nil {
+		return out
+	}
+	out.Version = m.Version
+	for _, s := range m.Registry.Services() {
+		e := svc{Host: s.Hostname, Endpoints: len(m.Registry.Endpoints(s.Hostname, 0))}
+		for _, p := range s.Ports {
+			e.Ports = append(e.Ports, p.Number)
+		}
+		for _, vs := range m.Routes.ForHost(s.Hostname) {
+			e.VirtualServices = append(e.VirtualServices, vs.Namespace+"/"+vs.Name)
+		}
+		if dr := m.Subsets.ForHost(s.Hostname); dr != nil {
+			e.DestinationRule = dr.Namespace + "/" + dr.Name
+		}
+		out.Services = append(out.Services, e)
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v) // the client went away; nothing to do
+}

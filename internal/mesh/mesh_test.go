@@ -1,0 +1,71 @@
+package mesh
+
+import (
+	"testing"
+
+	networking "istio.io/api/networking/v1alpha3"
+
+	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/registry"
+)
+
+func meta(kind config.Kind, ns, name string) config.Meta {
+	return config.Meta{Kind: kind, Namespace: ns, Name: name}
+}
+
+func TestIndexes(t *testing.T) {
+	reviews := "reviews.default.svc.cluster.local"
+	reg := registry.NewSnapshot([]*registry.Service{
+		{Hostname: reviews, Namespace: "default"},
+		{Hostname: "api.example.com", Namespace: "ext"},
+	}, nil)
+	cfg := &config.Snapshot{
+		Version: 7,
+		VirtualServices: []*config.VirtualService{
+			{Meta: meta(config.KindVirtualService, "default", "b"), Spec: &networking.VirtualService{Hosts: []string{"reviews"}}},
+			{Meta: meta(config.KindVirtualService, "default", "a"), Spec: &networking.VirtualService{Hosts: []string{"reviews.default.svc.cluster.local", "reviews"}}},
+			{Meta: meta(config.KindVirtualService, "default", "gw"), Spec: &networking.VirtualService{Hosts: []string{"reviews"}, Gateways: []string{"ingress"}}},
+			{Meta: meta(config.KindVirtualService, "other", "wild"), Spec: &networking.VirtualService{Hosts: []string{"*.example.com"}}},
+		},
+		DestinationRules: []*config.DestinationRule{
+			{Meta: meta(config.KindDestinationRule, "aaa", "first"), Spec: &networking.DestinationRule{Host: reviews, Subsets: []*networking.Subset{{Name: "x"}}}},
+			{Meta: meta(config.KindDestinationRule, "default", "own"), Spec: &networking.DestinationRule{Host: "reviews", Subsets: []*networking.Subset{{Name: "v1"}}}},
+			{Meta: meta(config.KindDestinationRule, "zzz", "later"), Spec: &networking.DestinationRule{Host: "api.example.com"}},
+			{Meta: meta(config.KindDestinationRule, "aaa", "earlier"), Spec: &networking.DestinationRule{Host: "api.example.com"}},
+		},
+	}
+	s := New(cfg, reg, "")
+
+	var names []string
+	for _, vs := range s.Routes.ForHost(reviews) {
+		names = append(names, vs.Name)
+	}
+	if len(names) != 2 || names[0] != "a" || names[1] != "b" {
+		t.Errorf("VirtualServices for reviews = %v, want [a b] (namespace/name order, gateway-only left out, duplicates once)", names)
+	}
+	if got := s.Routes.ForHost("api.example.com"); len(got) != 1 || got[0].Name != "wild" {
+		t.Errorf("wildcard VirtualService not indexed for api.example.com: %v", got)
+	}
+	if dr := s.Subsets.ForHost(reviews); dr == nil || dr.Name != "own" {
+		t.Errorf("DestinationRule for reviews = %v, want the one in its own namespace", dr)
+	}
+	if _, ok := s.Subsets.Subset(reviews, "v1"); !ok {
+		t.Error("subset v1 not found")
+	}
+	if dr := s.Subsets.ForHost("api.example.com"); dr == nil || dr.Name != "earlier" {
+		t.Errorf("DestinationRule for api.example.com = %v, want the first by namespace/name", dr)
+	}
+
+	// Version follows config and registry content.
+	same := New(cfg, registry.NewSnapshot([]*registry.Service{{Hostname: reviews, Namespace: "default"}, {Hostname: "api.example.com", Namespace: "ext"}}, nil), "")
+	if same.Version != s.Version {
+		t.Errorf("equal inputs, versions %q and %q", s.Version, same.Version)
+	}
+	moreEPs := New(cfg, registry.NewSnapshot(reg.Services(), []*registry.Endpoint{{ServiceHostname: reviews, ServicePort: 80, Address: "10.0.0.1", Port: 80}}), "")
+	if moreEPs.Version == s.Version {
+		t.Error("an endpoint change did not change the version")
+	}
+	if empty := New(nil, nil, ""); empty.Routes.ForHost(reviews) != nil || empty.DomainSuffix != registry.DefaultDomainSuffix {
+		t.Error("New(nil, nil) is not an empty snapshot")
+	}
+}

@@ -1,0 +1,137 @@
+package generate
+
+import (
+	"strings"
+	"time"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+const (
+	connectTimeout = 10 * time.Second
+	// httpProtocolOptionsKey is where Envoy looks for upstream HTTP options.
+	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+)
+
+// outboundClusters returns an EDS cluster per service port and per
+// DestinationRule subset of the service.
+func outboundClusters(s *mesh.Snapshot) []types.Resource {
+	var out []types.Resource
+	for _, svc := range s.Registry.Services() {
+		for _, p := range svc.Ports {
+			out = append(out, edsCluster(svc, p, "", s.DomainSuffix))
+			for _, sub := range s.Subsets.Subsets(svc.Hostname) {
+				out = append(out, edsCluster(svc, p, sub.GetName(), s.DomainSuffix))
+			}
+		}
+	}
+	return out
+}
+
+func edsCluster(svc *registry.Service, p registry.Port, subset, suffix string) *cluster.Cluster {
+	name := contract.ClusterName(contract.Outbound, p.Number, subset, svc.Hostname)
+	c := &cluster.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
+		EdsClusterConfig:     &cluster.Cluster_EdsClusterConfig{EdsConfig: adsConfigSource(), ServiceName: name},
+		LbPolicy:             cluster.Cluster_ROUND_ROBIN,
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		Metadata:             clusterMetadata([]*registry.Service{svc}, subset, suffix),
+	}
+	setProtocolOptions(c, p.Protocol)
+	return c
+}
+
+// inboundCluster forwards a workload port to the local application.
+func inboundCluster(port uint32, appAddr string, proto registry.Protocol, svcs []*registry.Service, suffix string) *cluster.Cluster {
+	name := contract.ClusterName(contract.Inbound, port, "", "")
+	ip, appPort, ok := splitHostPort(appAddr)
+	if !ok { // ParseAppPorts accepted it but it is not host:port: use the default
+		ip, appPort = "127.0.0.1", port
+	}
+	c := &cluster.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
+		LbPolicy:             cluster.Cluster_ROUND_ROBIN,
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		Metadata:             clusterMetadata(svcs, "", suffix),
+		LoadAssignment: &endpoint.ClusterLoadAssignment{
+			ClusterName: name,
+			Endpoints: []*endpoint.LocalityLbEndpoints{{
+				LbEndpoints: []*endpoint.LbEndpoint{{
+					HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{Address: socketAddress(ip, appPort)}},
+				}},
+			}},
+		},
+	}
+	setProtocolOptions(c, proto)
+	return c
+}
+
+// setProtocolOptions pins the upstream HTTP version: h2c for HTTP2/GRPC,
+// HTTP/1.1 for HTTP, nothing for other protocols.
+func setProtocolOptions(c *cluster.Cluster, p registry.Protocol) {
+	var opts *upstreamhttp.HttpProtocolOptions
+	switch {
+	case p.IsHTTP2():
+		opts = &upstreamhttp.HttpProtocolOptions{UpstreamProtocolOptions: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &core.Http2ProtocolOptions{}},
+			},
+		}}
+	case p.IsHTTP():
+		opts = &upstreamhttp.HttpProtocolOptions{UpstreamProtocolOptions: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &core.Http1ProtocolOptions{}},
+			},
+		}}
+	default:
+		return
+	}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: mustAny(opts)}
+}
+
+// clusterMetadata is filter_metadata.istio {services: [{host, name,
+// namespace}], subset}, where Istio puts it.
+func clusterMetadata(svcs []*registry.Service, subset, suffix string) *core.Metadata {
+	list := make([]any, 0, len(svcs))
+	for _, svc := range svcs {
+		list = append(list, map[string]any{
+			"host":      svc.Hostname,
+			"name":      serviceName(svc, suffix),
+			"namespace": svc.Namespace,
+		})
+	}
+	fields := map[string]any{contract.MetaClusterServices: list}
+	if subset != "" {
+		fields[contract.MetaClusterSubset] = subset
+	}
+	st, err := structpb.NewStruct(fields)
+	if err != nil { // strings, lists and maps only: cannot fail
+		panic(err)
+	}
+	return &core.Metadata{FilterMetadata: map[string]*structpb.Struct{contract.FilterMetadataIstio: st}}
+}
+
+// serviceName is the short name of a cluster-local service
+// (reviews.default.svc.cluster.local -> reviews); other hosts are their own name.
+func serviceName(svc *registry.Service, suffix string) string {
+	if suffix == "" {
+		suffix = registry.DefaultDomainSuffix
+	}
+	if rest, ok := strings.CutSuffix(svc.Hostname, "."+svc.Namespace+".svc."+suffix); ok && rest != "" {
+		return rest
+	}
+	return svc.Hostname
+}

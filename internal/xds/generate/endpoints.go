@@ -1,0 +1,109 @@
+package generate
+
+import (
+	"strings"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// outboundEndpoints returns a ClusterLoadAssignment for every EDS cluster
+// outboundClusters generates, so the set is always consistent.
+func outboundEndpoints(s *mesh.Snapshot) []types.Resource {
+	var out []types.Resource
+	for _, svc := range s.Registry.Services() {
+		for _, p := range svc.Ports {
+			eps := s.Registry.Endpoints(svc.Hostname, p.Number)
+			out = append(out, loadAssignment(contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname), eps))
+			for _, sub := range s.Subsets.Subsets(svc.Hostname) {
+				var in []*registry.Endpoint
+				for _, ep := range eps {
+					if labelsInclude(ep.Labels, sub.GetLabels()) {
+						in = append(in, ep)
+					}
+				}
+				out = append(out, loadAssignment(contract.ClusterName(contract.Outbound, p.Number, sub.GetName(), svc.Hostname), in))
+			}
+		}
+	}
+	return out
+}
+
+// loadAssignment groups endpoints by locality, localities sorted, endpoints
+// in registry order (port, address).
+func loadAssignment(name string, eps []*registry.Endpoint) *endpoint.ClusterLoadAssignment {
+	cla := &endpoint.ClusterLoadAssignment{ClusterName: name}
+	byLoc := map[string]*endpoint.LocalityLbEndpoints{}
+	for _, ep := range eps {
+		l, ok := byLoc[ep.Locality]
+		if !ok {
+			l = &endpoint.LocalityLbEndpoints{Locality: locality(ep.Locality)}
+			byLoc[ep.Locality] = l
+		}
+		l.LbEndpoints = append(l.LbEndpoints, lbEndpoint(ep))
+	}
+	for _, k := range sortedKeys(byLoc) {
+		cla.Endpoints = append(cla.Endpoints, byLoc[k])
+	}
+	return cla
+}
+
+func lbEndpoint(ep *registry.Endpoint) *endpoint.LbEndpoint {
+	health := core.HealthStatus_HEALTHY
+	if ep.Health == registry.Unhealthy {
+		health = core.HealthStatus_UNHEALTHY
+	}
+	weight := ep.Weight
+	if weight == 0 {
+		weight = 1
+	}
+	wl := contract.WorkloadMetadata(ep.WorkloadName, ep.Namespace, ep.Labels["app"], ep.Labels["version"], "")
+	md, err := structpb.NewStruct(map[string]any{contract.MetaEndpointWorkload: wl})
+	if err != nil { // one string: cannot fail
+		panic(err)
+	}
+	return &endpoint.LbEndpoint{
+		HostIdentifier:      &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{Address: socketAddress(ep.Address, ep.Port)}},
+		HealthStatus:        health,
+		LoadBalancingWeight: wrapperspb.UInt32(weight),
+		Metadata:            &core.Metadata{FilterMetadata: map[string]*structpb.Struct{contract.FilterMetadataIstio: md}},
+	}
+}
+
+// locality parses "region/zone/subzone"; nil when empty.
+func locality(s string) *core.Locality {
+	if s == "" {
+		return nil
+	}
+	f := strings.SplitN(s, "/", 3)
+	f = append(f, make([]string, 3-len(f))...)
+	return &core.Locality{Region: f[0], Zone: f[1], SubZone: f[2]}
+}
+
+// labelsInclude reports whether have contains every key/value of want.
+func labelsInclude(have, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := have[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// endpointProtocol is the protocol of the service port an endpoint serves;
+// HTTP when the service is unknown (the contract's default).
+func endpointProtocol(s *mesh.Snapshot, ep *registry.Endpoint) registry.Protocol {
+	if svc := s.Registry.Service(ep.ServiceHostname); svc != nil {
+		if p, ok := svc.Port(ep.ServicePort); ok {
+			return p.Protocol
+		}
+	}
+	return registry.HTTP
+}

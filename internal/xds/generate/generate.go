@@ -1,0 +1,57 @@
+// Package generate turns a mesh snapshot and one proxy's identity into the
+// Envoy v3 resources that proxy serves, exactly as docs/architecture.md
+// ("The wire contract") describes. Everything here is a pure function of its
+// inputs: no I/O, no clocks, no shared state, deterministic (sorted) output,
+// safe to call from many goroutines at once.
+package generate
+
+import (
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// Resources is everything one proxy gets, one slice per xDS type, each
+// sorted by resource name. Values are freshly built; the caller owns them.
+type Resources struct {
+	Listeners []types.Resource // *listener.Listener
+	Routes    []types.Resource // *route.RouteConfiguration
+	Clusters  []types.Resource // *cluster.Cluster
+	Endpoints []types.Resource // *endpoint.ClusterLoadAssignment
+}
+
+// ByType returns the resources keyed by type URL, the form
+// go-control-plane's cache takes.
+func (r Resources) ByType() map[resource.Type][]types.Resource {
+	return map[resource.Type][]types.Resource{
+		resource.ListenerType: r.Listeners,
+		resource.RouteType:    r.Routes,
+		resource.ClusterType:  r.Clusters,
+		resource.EndpointType: r.Endpoints,
+	}
+}
+
+// ForProxy generates the listeners, routes, clusters and endpoints for the
+// proxy id in snapshot s. It never blocks and never fails: config the
+// generators cannot express is left out (validation in internal/config is
+// where users hear about it).
+func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
+	var r Resources
+	if l := outboundListener(id); l != nil {
+		// The http_proxy route configuration exists exactly when a listener
+		// refers to it, so the set stays consistent.
+		r.Listeners = append(r.Listeners, l)
+		r.Routes = append(r.Routes, outboundRoutes(s, id))
+	}
+	inL, inC := inbound(s, id)
+	r.Listeners = append(r.Listeners, inL...)
+	r.Clusters = append(outboundClusters(s), inC...)
+	r.Endpoints = outboundEndpoints(s)
+	sortByName(r.Listeners)
+	sortByName(r.Routes)
+	sortByName(r.Clusters)
+	sortByName(r.Endpoints)
+	return r
+}

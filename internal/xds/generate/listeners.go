@@ -1,0 +1,169 @@
+package generate
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// outboundListener is the proxy's outbound HTTP listener at
+// id.OutboundAddress, routing by Host/:authority through RDS http_proxy; nil
+// when the proxy has no (or an unparsable) outbound address.
+func outboundListener(id contract.Identity) *listener.Listener {
+	if id.OutboundAddress == "" {
+		return nil
+	}
+	ip, port, ok := splitHostPort(id.OutboundAddress)
+	if !ok {
+		return nil
+	}
+	name := contract.ListenerName(ip, port)
+	m := &hcm.HttpConnectionManager{
+		StatPrefix: "outbound_" + name,
+		CodecType:  hcm.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
+			ConfigSource:    adsConfigSource(),
+			RouteConfigName: contract.RouteHTTPProxy,
+		}},
+		HttpFilters: routerFilters(),
+	}
+	return httpListener(name, ip, port, core.TrafficDirection_OUTBOUND, m)
+}
+
+// inbound returns a listener per distinct endpoint address:port this proxy
+// fronts (endpoints registered on any of id.IPs) and a STATIC cluster per
+// workload port forwarding to the local application. The cluster's
+// metadata lists every service served on that port (one process may carry
+// several), so the proxy can label destination-side metrics.
+func inbound(s *mesh.Snapshot, id contract.Identity) ([]types.Resource, []types.Resource) {
+	var ls, cs []types.Resource
+	seenL := map[string]bool{}
+	type portInfo struct {
+		proto    registry.Protocol
+		services []*registry.Service
+		seen     map[string]bool
+	}
+	ports := map[uint32]*portInfo{}
+	var order []uint32
+	for _, ep := range s.Registry.EndpointsAt(id.IPs) {
+		proto := endpointProtocol(s, ep)
+		if !proto.IsHTTP() {
+			continue // only HTTP is in the wire contract so far
+		}
+		name := contract.ListenerName(ep.Address, ep.Port)
+		if !seenL[name] {
+			seenL[name] = true
+			ls = append(ls, inboundListener(name, ep.Address, ep.Port))
+		}
+		pi, ok := ports[ep.Port]
+		if !ok {
+			pi = &portInfo{proto: proto, seen: map[string]bool{}}
+			ports[ep.Port] = pi
+			order = append(order, ep.Port)
+		}
+		if svc := s.Registry.Service(ep.ServiceHostname); svc != nil && !pi.seen[svc.Hostname] {
+			pi.seen[svc.Hostname] = true
+			pi.services = append(pi.services, svc)
+		}
+	}
+	for _, p := range order {
+		pi := ports[p]
+		cs = append(cs, inboundCluster(p, contract.AppAddress(id.AppPorts, p), pi.proto, pi.services, s.DomainSuffix))
+	}
+	return ls, cs
+}
+
+func inboundListener(name, ip string, port uint32) *listener.Listener {
+	cluster := contract.ClusterName(contract.Inbound, port, "", "")
+	m := &hcm.HttpConnectionManager{
+		StatPrefix: "inbound_" + name,
+		CodecType:  hcm.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcm.HttpConnectionManager_RouteConfig{RouteConfig: &route.RouteConfiguration{
+			Name: contract.InboundRouteName(port),
+			VirtualHosts: []*route.VirtualHost{{
+				Name:    fmt.Sprintf("inbound|http|%d", port),
+				Domains: []string{"*"},
+				Routes: []*route.Route{{
+					Name:   "default",
+					Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+					Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: cluster}}},
+				}},
+			}},
+		}},
+		HttpFilters: routerFilters(),
+	}
+	return httpListener(name, ip, port, core.TrafficDirection_INBOUND, m)
+}
+
+func httpListener(name, ip string, port uint32, dir core.TrafficDirection, m *hcm.HttpConnectionManager) *listener.Listener {
+	return &listener.Listener{
+		Name:             name,
+		Address:          socketAddress(ip, port),
+		TrafficDirection: dir,
+		FilterChains: []*listener.FilterChain{{
+			Filters: []*listener.Filter{{
+				Name:       wellknown.HTTPConnectionManager,
+				ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(m)},
+			}},
+		}},
+	}
+}
+
+func routerFilters() []*hcm.HttpFilter {
+	return []*hcm.HttpFilter{{
+		Name:       wellknown.Router,
+		ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&router.Router{})},
+	}}
+}
+
+// adsConfigSource says "this resource arrives over the same ADS stream".
+func adsConfigSource() *core.ConfigSource {
+	return &core.ConfigSource{
+		ResourceApiVersion:    core.ApiVersion_V3,
+		ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}},
+	}
+}
+
+func socketAddress(ip string, port uint32) *core.Address {
+	return &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
+		Protocol:      core.SocketAddress_TCP,
+		Address:       ip,
+		PortSpecifier: &core.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+func splitHostPort(hp string) (string, uint32, bool) {
+	h, p, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, false
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return "", 0, false
+	}
+	return h, uint32(n), true
+}
+
+// mustAny packs a message into Any. Marshalling a message we just built
+// cannot fail.
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(fmt.Sprintf("generate: pack %T: %v", m, err))
+	}
+	return a
+}

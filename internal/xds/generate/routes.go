@@ -1,0 +1,185 @@
+package generate
+
+import (
+	"fmt"
+	"slices"
+
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// outboundRoutes is the http_proxy route configuration: one virtual host per
+// HTTP service port, sorted by name, routes from the VirtualServices for the
+// service (or a single default route).
+func outboundRoutes(s *mesh.Snapshot, id contract.Identity) *route.RouteConfiguration {
+	rc := &route.RouteConfiguration{Name: contract.RouteHTTPProxy}
+	used := map[string]bool{} // Envoy rejects a domain used by two virtual hosts
+	for _, svc := range s.Registry.Services() {
+		httpPorts := 0
+		for _, p := range svc.Ports {
+			if p.Protocol.IsHTTP() {
+				httpPorts++
+			}
+		}
+		for _, p := range svc.Ports {
+			if !p.Protocol.IsHTTP() {
+				continue
+			}
+			vh := &route.VirtualHost{
+				Name:    fmt.Sprintf("%s:%d", svc.Hostname, p.Number),
+				Domains: domains(s, id, svc, p, httpPorts == 1, used),
+				Routes:  serviceRoutes(s, id, svc, p),
+			}
+			if len(vh.Domains) == 0 {
+				continue
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, vh)
+		}
+	}
+	slices.SortFunc(rc.VirtualHosts, func(a, b *route.VirtualHost) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return rc
+}
+
+// domains lists every name a client in the proxy's namespace may use for
+// the service port, with ":port", and port-less when the port is 80 or the
+// service's only HTTP port. Domains already taken are skipped.
+func domains(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, onlyHTTP bool, used map[string]bool) []string {
+	var out []string
+	add := func(d string) {
+		if !used[d] {
+			used[d] = true
+			out = append(out, d)
+		}
+	}
+	for _, n := range registry.ShortNames(svc.Hostname, id.Namespace, s.DomainSuffix) {
+		if p.Number == 80 || onlyHTTP {
+			add(n)
+		}
+		add(fmt.Sprintf("%s:%d", n, p.Number))
+	}
+	return out
+}
+
+// serviceRoutes builds the routes of one virtual host: every applicable
+// match of every http route of the VirtualServices for the host, in order,
+// or the default route when none applies.
+func serviceRoutes(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port) []*route.Route {
+	var out []*route.Route
+	for _, vs := range s.Routes.ForHost(svc.Hostname) {
+		for _, h := range vs.Spec.GetHttp() {
+			action := routeAction(s, vs.Namespace, h, svc, p)
+			if action == nil {
+				continue // redirects, direct responses, …: not in the contract yet
+			}
+			if len(h.GetMatch()) == 0 {
+				out = append(out, &route.Route{
+					Name:   h.GetName(),
+					Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+					Action: action,
+				})
+				continue
+			}
+			for _, m := range h.GetMatch() {
+				if !matchApplies(m, id, p.Number) {
+					continue
+				}
+				out = append(out, &route.Route{Name: h.GetName(), Match: routeMatch(m), Action: action})
+			}
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, defaultRoute(svc.Hostname, p.Number))
+	}
+	return out
+}
+
+func defaultRoute(host string, port uint32) *route.Route {
+	return &route.Route{
+		Name:  "default",
+		Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{
+			Cluster: contract.ClusterName(contract.Outbound, port, "", host),
+		}}},
+	}
+}
+
+// routeAction maps an http route's destinations to a cluster or weighted
+// clusters; nil when the route has no destination.
+func routeAction(s *mesh.Snapshot, ns string, h *networking.HTTPRoute, svc *registry.Service, p registry.Port) *route.Route_Route {
+	type wc struct {
+		name   string
+		weight uint32
+	}
+	var dests []wc
+	allZero := true
+	for _, d := range h.GetRoute() {
+		dst := d.GetDestination()
+		if dst == nil {
+			continue
+		}
+		host := s.ResolveHost(dst.GetHost(), ns)
+		port := destinationPort(s, host, dst.GetPort().GetNumber(), svc, p)
+		w := uint32(max(d.GetWeight(), 0))
+		if w != 0 {
+			allZero = false
+		}
+		dests = append(dests, wc{contract.ClusterName(contract.Outbound, port, dst.GetSubset(), host), w})
+	}
+	if !allZero { // as Istio: a zero-weight destination gets no traffic
+		dests = slices.DeleteFunc(dests, func(d wc) bool { return d.weight == 0 })
+	}
+	switch len(dests) {
+	case 0:
+		return nil
+	case 1:
+		return &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: dests[0].name}}}
+	}
+	w := &route.WeightedCluster{}
+	for _, d := range dests {
+		weight := d.weight
+		if allZero {
+			weight = 1 // no weights given: split evenly
+		}
+		w.Clusters = append(w.Clusters, &route.WeightedCluster_ClusterWeight{Name: d.name, Weight: wrapperspb.UInt32(weight)})
+	}
+	return &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_WeightedClusters{WeightedClusters: w}}}
+}
+
+// destinationPort picks the port of a destination that does not name one:
+// the destination service's only port; else, for the service being routed,
+// the port of this virtual host; else the same port number if the
+// destination has it; else its first HTTP port; else the virtual host's.
+func destinationPort(s *mesh.Snapshot, host string, given uint32, svc *registry.Service, p registry.Port) uint32 {
+	if given != 0 {
+		return given
+	}
+	dst := s.Registry.Service(host)
+	switch {
+	case dst == nil || host == svc.Hostname:
+		return p.Number
+	case len(dst.Ports) == 1:
+		return dst.Ports[0].Number
+	}
+	if _, ok := dst.Port(p.Number); ok {
+		return p.Number
+	}
+	for _, dp := range dst.Ports {
+		if dp.Protocol.IsHTTP() {
+			return dp.Number
+		}
+	}
+	return p.Number
+}

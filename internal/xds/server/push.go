@@ -1,0 +1,148 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/xds/generate"
+)
+
+// versioned is a mesh snapshot with the order it arrived in, so a slow
+// generation never overwrites the result of a newer one.
+type versioned struct {
+	m   *mesh.Snapshot
+	seq uint64
+}
+
+func (s *Server) current() *versioned { return s.latest.Load() }
+
+// debounce runs on Serve's goroutine until ctx is done. After an Update it
+// waits for a quiet period of Debounce, but never longer than DebounceMax
+// from the first Update of the burst, then pushes the newest snapshot.
+func (s *Server) debounce(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var first, last time.Time
+	pending := false
+	arm := func(now time.Time) {
+		wait := min(last.Add(s.opts.Debounce).Sub(now), first.Add(s.opts.DebounceMax).Sub(now))
+		timer.Reset(wait)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.updated:
+			now := time.Now()
+			if !pending {
+				pending, first = true, now
+			}
+			last = now
+			arm(now)
+		case now := <-timer.C:
+			if !pending {
+				continue
+			}
+			if now.Sub(last) < s.opts.Debounce && now.Sub(first) < s.opts.DebounceMax {
+				arm(now) // an Update arrived while the timer was firing
+				continue
+			}
+			pending = false
+			s.push(ctx)
+		}
+	}
+}
+
+// push regenerates every connected proxy from the newest snapshot, at most
+// PushConcurrency at a time, and returns when all are done or ctx is.
+func (s *Server) push(ctx context.Context) {
+	cur := s.current()
+	if cur == nil {
+		return
+	}
+	start := time.Now()
+	s.mu.Lock()
+	ps := make([]*proxy, 0, len(s.proxies))
+	for _, p := range s.proxies {
+		ps = append(ps, p)
+	}
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		if err := s.acquireCtx(ctx); err != nil {
+			break
+		}
+		wg.Go(func() {
+			defer s.release()
+			s.write(p, cur)
+		})
+	}
+	wg.Wait()
+	s.metrics.pushRounds.Add(1)
+	s.metrics.pushDuration.Observe(time.Since(start).Seconds())
+	s.log.Debug("pushed", "mesh", cur.m.Version, "proxies", len(ps), "took", time.Since(start))
+}
+
+// write generates p's resources from cur and stores them in the cache
+// unless a newer snapshot was already written or nothing changed. Callers
+// hold a semaphore token.
+func (s *Server) write(p *proxy, cur *versioned) {
+	res := generate.ForProxy(cur.m, p.id)
+	snap, versions, err := buildSnapshot(res)
+	if err != nil {
+		s.log.Error("generated resources are unusable", "node", p.id.ID, "mesh", cur.m.Version, "error", err)
+		s.metrics.errors.Inc()
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gone || cur.seq < p.seq {
+		return
+	}
+	p.seq = cur.seq
+	if equal(p.versions, versions) {
+		return
+	}
+	if err := s.cache.SetSnapshot(context.Background(), p.id.ID, snap); err != nil {
+		s.log.Error("setting snapshot", "node", p.id.ID, "error", err)
+		s.metrics.errors.Inc()
+		return
+	}
+	p.versions = versions
+	s.metrics.proxyPushes.Inc()
+}
+
+var errStopped = errors.New("xds server is stopping")
+
+// acquire takes a generation token, giving up when Serve is stopping.
+func (s *Server) acquire() error {
+	return s.acquireCtx(s.serveContext())
+}
+
+func (s *Server) acquireCtx(ctx context.Context) error {
+	select {
+	case s.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return errStopped
+	}
+}
+
+func (s *Server) release() { <-s.sem }
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

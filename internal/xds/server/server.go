@@ -1,0 +1,219 @@
+// Package server serves xDS over gRPC (ADS, state of the world and delta)
+// with go-control-plane. It learns each proxy's identity from the xDS node
+// on its first request, generates that proxy's resources with
+// internal/xds/generate, and keeps a per-node snapshot in a
+// go-control-plane SnapshotCache. Mesh updates are debounced, per-type
+// versions are content hashes (an endpoint-only change re-sends only EDS),
+// and per-proxy generation is bounded by a concurrency limit.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"weft.dev/weft/internal/mesh"
+)
+
+// Defaults for Options.
+const (
+	DefaultDebounce         = 100 * time.Millisecond
+	DefaultDebounceMax      = time.Second
+	DefaultPushConcurrency  = 8
+	DefaultKeepaliveTime    = 10 * time.Second
+	DefaultKeepaliveTimeout = 5 * time.Second
+	DefaultMaxConnectionAge = 30 * time.Minute
+	// gracefulStopTimeout bounds how long Serve waits for streams to finish
+	// before closing them hard.
+	gracefulStopTimeout = 5 * time.Second
+)
+
+// Options configure a Server. The zero value is usable.
+type Options struct {
+	// Debounce is the quiet period after an Update before a push starts;
+	// DebounceMax bounds how long a stream of Updates can delay a push.
+	Debounce, DebounceMax time.Duration
+	// PushConcurrency bounds how many proxies' resources are generated at once.
+	PushConcurrency int
+	Logger          *slog.Logger
+	// Metrics, when set, receives the server's Prometheus collectors.
+	Metrics prometheus.Registerer
+
+	// KeepaliveTime is how long a connection may be idle before the server
+	// pings the peer; KeepaliveTimeout how long it waits for the ack before
+	// closing it. Together they bound how long a dead peer goes unnoticed.
+	KeepaliveTime, KeepaliveTimeout time.Duration
+	// MaxConnectionAge closes connections after about this long (grpc-go
+	// adds ±10% jitter) so proxies rebalance across control plane replicas.
+	MaxConnectionAge time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.Debounce <= 0 {
+		o.Debounce = DefaultDebounce
+	}
+	if o.DebounceMax <= 0 {
+		o.DebounceMax = DefaultDebounceMax
+	}
+	if o.DebounceMax < o.Debounce {
+		o.DebounceMax = o.Debounce
+	}
+	if o.PushConcurrency <= 0 {
+		o.PushConcurrency = DefaultPushConcurrency
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.KeepaliveTime <= 0 {
+		o.KeepaliveTime = DefaultKeepaliveTime
+	}
+	if o.KeepaliveTimeout <= 0 {
+		o.KeepaliveTimeout = DefaultKeepaliveTimeout
+	}
+	if o.MaxConnectionAge <= 0 {
+		o.MaxConnectionAge = DefaultMaxConnectionAge
+	}
+	return o
+}
+
+// Server is an ADS server. Create it with New, feed it with Update from any
+// goroutine, and run it with Serve.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	cache   cachev3.SnapshotCache
+	metrics *metrics
+
+	latest  atomic.Pointer[versioned] // newest Update; nil before the first
+	seq     atomic.Uint64
+	updated chan struct{} // capacity 1: "latest changed"
+	sem     chan struct{} // PushConcurrency tokens
+
+	mu      sync.Mutex
+	proxies map[string]*proxy    // by node id
+	streams map[streamKey]*proxy // open streams that sent a valid node
+
+	serving  atomic.Bool
+	serveCtx context.Context // set by Serve before any stream can start
+}
+
+func (s *Server) serveContext() context.Context { return s.serveCtx }
+
+// New creates a server. It does not start anything; Serve does.
+func New(opts Options) *Server {
+	opts = opts.withDefaults()
+	log := opts.Logger.With("component", "xds")
+	s := &Server{
+		opts:    opts,
+		log:     log,
+		cache:   cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}),
+		metrics: newMetrics(opts.Metrics),
+		updated: make(chan struct{}, 1),
+		sem:     make(chan struct{}, opts.PushConcurrency),
+		proxies: map[string]*proxy{},
+		streams: map[streamKey]*proxy{},
+	}
+	return s
+}
+
+// Update hands the server a new mesh snapshot. It never blocks: the push
+// happens later, after the debounce, from Serve's goroutine. Proxies that
+// connect meanwhile are served from the newest snapshot. Safe for
+// concurrent use; m must not be modified afterwards.
+func (s *Server) Update(m *mesh.Snapshot) {
+	if m == nil {
+		return
+	}
+	s.latest.Store(&versioned{m: m, seq: s.seq.Add(1)})
+	s.metrics.updates.Inc()
+	select {
+	case s.updated <- struct{}{}:
+	default: // a push is already pending; it will read latest
+	}
+}
+
+// Pushes returns how many debounced push rounds have run.
+func (s *Server) Pushes() uint64 { return s.metrics.pushRounds.Load() }
+
+// ConnectedProxies returns how many distinct nodes have an open stream.
+func (s *Server) ConnectedProxies() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.proxies)
+}
+
+// Serve serves ADS on lis until ctx is done, then stops gracefully (open
+// streams are ended; after a short grace period connections are closed) and
+// returns nil. It returns an error if the listener fails. Serve may be
+// called once per Server; it closes lis.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	if !s.serving.CompareAndSwap(false, true) {
+		return errors.New("xds server: Serve called twice")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	gs := grpc.NewServer(
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:                  s.opts.KeepaliveTime,
+			Timeout:               s.opts.KeepaliveTimeout,
+			MaxConnectionAge:      s.opts.MaxConnectionAge,
+			MaxConnectionAgeGrace: time.Minute,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			// Proxies ping every ~10s to notice a dead control plane quickly;
+			// allow it, with margin, even between streams.
+			MinTime:             5 * time.Second,
+			PermitWithoutStream: true,
+		}),
+	)
+	s.serveCtx = ctx
+	// Streams end when ctx is done: go-control-plane watches it.
+	xds := serverv3.NewServer(ctx, s.cache, s.callbacks())
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xds)
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.debounce(ctx)
+	}()
+
+	errc := make(chan error, 1)
+	go func() { errc <- gs.Serve(lis) }()
+	s.log.Info("serving ADS", "address", lis.Addr().String())
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("xds server on %s: %w", lis.Addr(), err)
+		cancel()
+	}
+	stopped := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(gracefulStopTimeout):
+		gs.Stop()
+		<-stopped
+	}
+	wg.Wait()
+	s.log.Info("stopped serving ADS")
+	return err
+}

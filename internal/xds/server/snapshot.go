@@ -1,0 +1,58 @@
+package server
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+
+	"weft.dev/weft/internal/xds/generate"
+)
+
+// typeOrder fixes the order of the per-type versions buildSnapshot returns.
+var typeOrder = []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType}
+
+// buildSnapshot turns generated resources into a cache snapshot whose
+// version for each type is a hash of that type's resources, so a type whose
+// content did not change keeps its version and is not re-sent.
+func buildSnapshot(r generate.Resources) (*cachev3.Snapshot, []string, error) {
+	snap := &cachev3.Snapshot{}
+	byType := r.ByType()
+	versions := make([]string, 0, len(typeOrder))
+	for _, typ := range typeOrder {
+		items := byType[typ]
+		v, err := hashResources(items)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", typ, err)
+		}
+		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(v, items)
+		versions = append(versions, v)
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return snap, versions, nil
+}
+
+// hashResources is a short hex digest of the resources' deterministic
+// encoding, in order (generators sort them).
+func hashResources(items []types.Resource) (string, error) {
+	h := sha256.New()
+	opts := proto.MarshalOptions{Deterministic: true}
+	var n [8]byte
+	for _, it := range items {
+		b, err := opts.Marshal(it)
+		if err != nil {
+			return "", fmt.Errorf("marshal %s: %w", cachev3.GetResourceName(it), err)
+		}
+		binary.LittleEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8]), nil
+}

@@ -1,0 +1,259 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/proto"
+
+	"weft.dev/weft/internal/xds/contract"
+)
+
+const (
+	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	defaultConnectTimeout  = 5 * time.Second // Envoy's default
+	upstreamIdleTimeout    = 60 * time.Second
+)
+
+// clusterPool is the part of a cluster that survives updates which leave the
+// Cluster resource unchanged: the connection pool and the round-robin
+// position. It is shared by successive runtimes and safe for concurrent use.
+type clusterPool struct {
+	transport *http.Transport
+	h2        bool
+	next      atomic.Uint64 // round-robin position
+}
+
+// clusterRT is a translated Cluster with its endpoints. Immutable.
+type clusterRT struct {
+	name   string
+	cfg    *cluster.Cluster
+	cla    *endpointv3.ClusterLoadAssignment
+	pool   *clusterPool
+	picker *picker
+	// Metric labels: dstNoEndpoint when no endpoint was chosen (UH) and
+	// dstInbound when this cluster serves an inbound listener.
+	dstNoEndpoint *dstLabels
+	dstInbound    *dstLabels
+}
+
+// errConnect marks upstream dial failures so the forwarder can answer UF.
+type errConnect struct{ err error }
+
+func (e *errConnect) Error() string { return "upstream connect: " + e.err.Error() }
+func (e *errConnect) Unwrap() error { return e.err }
+
+func newClusterPool(h2 bool, connectTimeout time.Duration) *clusterPool {
+	d := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
+	protocols := new(http.Protocols)
+	if h2 {
+		protocols.SetUnencryptedHTTP2(true)
+	} else {
+		protocols.SetHTTP1(true)
+	}
+	t := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, &errConnect{err}
+			}
+			return c, nil
+		},
+		Protocols:           protocols,
+		MaxIdleConns:        0, // no global limit
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     upstreamIdleTimeout,
+		DisableCompression:  true, // pass Accept-Encoding and bodies through untouched
+		HTTP2: &http.HTTP2Config{
+			SendPingTimeout: 30 * time.Second,
+			PingTimeout:     10 * time.Second,
+		},
+	}
+	p := &clusterPool{transport: t, h2: h2}
+	p.next.Store(rand.Uint64()) // proxies should not all start on the same endpoint
+	return p
+}
+
+// translateCluster builds the runtime of one cluster. prev is the same-named
+// cluster of the running runtime, or nil; its pool is reused when the Cluster
+// resource is unchanged, its picker too when the endpoints are unchanged.
+func (d *Dataplane) translateCluster(c *cluster.Cluster, eps map[string]*endpointv3.ClusterLoadAssignment, prev *clusterRT) (*clusterRT, error) {
+	ct := &clusterRT{name: c.GetName(), cfg: c}
+	var cla *endpointv3.ClusterLoadAssignment
+	switch c.GetClusterDiscoveryType().(type) {
+	case *cluster.Cluster_Type, nil:
+	default:
+		return nil, fmt.Errorf("cluster_type: custom cluster types are unsupported")
+	}
+	switch c.GetType() {
+	case cluster.Cluster_EDS:
+		svc := c.GetEdsClusterConfig().GetServiceName()
+		if svc == "" {
+			svc = c.GetName()
+		}
+		// A missing assignment means no endpoints yet (see xdsclient.Resources).
+		cla = eps[svc]
+	case cluster.Cluster_STATIC, cluster.Cluster_STRICT_DNS, cluster.Cluster_LOGICAL_DNS:
+		cla = c.GetLoadAssignment()
+	default:
+		return nil, fmt.Errorf("type: %s is unsupported", c.GetType())
+	}
+	if c.GetLbPolicy() != cluster.Cluster_ROUND_ROBIN {
+		return nil, fmt.Errorf("lb_policy: %s is unsupported (want ROUND_ROBIN)", c.GetLbPolicy())
+	}
+	if c.GetLoadBalancingPolicy() != nil {
+		return nil, fmt.Errorf("load_balancing_policy: unsupported")
+	}
+	if c.GetTransportSocket() != nil || len(c.GetTransportSocketMatches()) > 0 {
+		return nil, fmt.Errorf("transport_socket: upstream TLS is unsupported")
+	}
+	h2, err := upstreamHTTP2(c)
+	if err != nil {
+		return nil, err
+	}
+	connectTimeout := defaultConnectTimeout
+	if t := c.GetConnectTimeout(); t != nil {
+		if err := t.CheckValid(); err != nil || t.AsDuration() <= 0 {
+			return nil, fmt.Errorf("connect_timeout: must be a positive duration")
+		}
+		connectTimeout = t.AsDuration()
+	}
+	svc, err := clusterService(c)
+	if err != nil {
+		return nil, err
+	}
+	ct.dstNoEndpoint = d.metrics.internDst(dstLabels{service: svc.host, serviceName: svc.name, serviceNamespace: svc.namespace, workload: unknown, workloadNamespace: unknown, app: unknown, version: unknown})
+	ct.dstInbound = d.metrics.internDst(dstLabels{service: svc.host, serviceName: svc.name, serviceNamespace: svc.namespace,
+		workload: orUnknown(d.opts.Identity.WorkloadName), workloadNamespace: orUnknown(d.opts.Identity.Namespace),
+		app: orUnknown(d.opts.Identity.Labels["app"]), version: orUnknown(d.opts.Identity.Labels["version"])})
+
+	if prev != nil && proto.Equal(prev.cfg, c) {
+		ct.pool = prev.pool
+	} else {
+		ct.pool = newClusterPool(h2, connectTimeout)
+	}
+	if prev != nil && ct.pool == prev.pool && proto.Equal(prev.cla, cla) {
+		ct.cla, ct.picker = prev.cla, prev.picker
+		return ct, nil
+	}
+	ct.cla = cla
+	list, err := d.translateEndpoints(cla, svc)
+	if err != nil {
+		return nil, err
+	}
+	ct.picker = newPicker(list, &ct.pool.next)
+	return ct, nil
+}
+
+// upstreamHTTP2 reports whether the cluster speaks HTTP/2 (h2c) upstream.
+func upstreamHTTP2(c *cluster.Cluster) (bool, error) {
+	if a, ok := c.GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]; ok {
+		var o upstreamhttp.HttpProtocolOptions
+		if err := a.UnmarshalTo(&o); err != nil {
+			return false, fmt.Errorf("typed_extension_protocol_options[%q]: %w", httpProtocolOptionsKey, err)
+		}
+		switch p := o.GetUpstreamProtocolOptions().(type) {
+		case *upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_:
+			switch p.ExplicitHttpConfig.GetProtocolConfig().(type) {
+			case *upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions:
+				return true, nil
+			case *upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions:
+				return false, nil
+			default:
+				return false, fmt.Errorf("typed_extension_protocol_options[%q].explicit_http_config: only http_protocol_options or http2_protocol_options are supported", httpProtocolOptionsKey)
+			}
+		case nil:
+		default:
+			return false, fmt.Errorf("typed_extension_protocol_options[%q]: %T is unsupported", httpProtocolOptionsKey, p)
+		}
+	}
+	return c.GetHttp2ProtocolOptions() != nil, nil //nolint:staticcheck // legacy field still honoured
+}
+
+type serviceRef struct{ host, name, namespace string }
+
+// clusterService reads filter_metadata.istio.services[0].
+func clusterService(c *cluster.Cluster) (serviceRef, error) {
+	md := c.GetMetadata().GetFilterMetadata()[contract.FilterMetadataIstio]
+	if md == nil {
+		return serviceRef{unknown, unknown, unknown}, nil
+	}
+	svcs := md.GetFields()[contract.MetaClusterServices]
+	if svcs == nil || len(svcs.GetListValue().GetValues()) == 0 {
+		return serviceRef{unknown, unknown, unknown}, nil
+	}
+	f := svcs.GetListValue().GetValues()[0].GetStructValue().GetFields()
+	if f == nil {
+		return serviceRef{}, fmt.Errorf("metadata.filter_metadata.istio.services[0]: want a struct")
+	}
+	return serviceRef{
+		host:      orUnknown(f["host"].GetStringValue()),
+		name:      orUnknown(f["name"].GetStringValue()),
+		namespace: orUnknown(f["namespace"].GetStringValue()),
+	}, nil
+}
+
+// translateEndpoints returns the healthy endpoints of the lowest priority
+// that has any.
+func (d *Dataplane) translateEndpoints(cla *endpointv3.ClusterLoadAssignment, svc serviceRef) ([]*endpoint, error) {
+	byPrio := map[uint32][]*endpoint{}
+	best := ^uint32(0)
+	for i, loc := range cla.GetEndpoints() {
+		for j, lbe := range loc.GetLbEndpoints() {
+			where := fmt.Sprintf("endpoints[%d].lb_endpoints[%d]", i, j)
+			switch lbe.GetHealthStatus() {
+			case core.HealthStatus_UNKNOWN, core.HealthStatus_HEALTHY:
+			default:
+				continue
+			}
+			sa := lbe.GetEndpoint().GetAddress().GetSocketAddress()
+			if sa == nil {
+				return nil, fmt.Errorf("%s.endpoint.address: want a socket_address", where)
+			}
+			if sa.GetProtocol() != core.SocketAddress_TCP {
+				return nil, fmt.Errorf("%s.endpoint.address.socket_address.protocol: only TCP", where)
+			}
+			if _, ok := sa.GetPortSpecifier().(*core.SocketAddress_PortValue); !ok || sa.GetPortValue() == 0 {
+				return nil, fmt.Errorf("%s.endpoint.address.socket_address: want a port_value", where)
+			}
+			if sa.GetAddress() == "" {
+				return nil, fmt.Errorf("%s.endpoint.address.socket_address.address: empty", where)
+			}
+			w := uint32(1)
+			if lw := lbe.GetLoadBalancingWeight(); lw != nil {
+				if lw.GetValue() == 0 {
+					return nil, fmt.Errorf("%s.load_balancing_weight: must be >= 1", where)
+				}
+				w = lw.GetValue()
+			}
+			wl, ns, app, ver, _ := contract.ParseWorkloadMetadata(lbe.GetMetadata().GetFilterMetadata()[contract.FilterMetadataIstio].GetFields()[contract.MetaEndpointWorkload].GetStringValue())
+			ep := &endpoint{
+				addr:   net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)),
+				weight: w,
+				dst: d.metrics.internDst(dstLabels{service: svc.host, serviceName: svc.name, serviceNamespace: svc.namespace,
+					workload: orUnknown(wl), workloadNamespace: orUnknown(ns), app: orUnknown(app), version: orUnknown(ver)}),
+			}
+			p := loc.GetPriority()
+			byPrio[p] = append(byPrio[p], ep)
+			best = min(best, p)
+		}
+	}
+	return byPrio[best], nil
+}
+
+// isConnectError reports whether err is an upstream dial failure.
+func isConnectError(err error) bool {
+	var ce *errConnect
+	return errors.As(err, &ce)
+}

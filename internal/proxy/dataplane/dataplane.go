@@ -1,0 +1,253 @@
+// Package dataplane is the Go proxy's data plane: it translates one complete
+// set of xDS resources (xdsclient.Resources) into an immutable runtime —
+// listeners → HTTP connection manager → route tables, clusters → load
+// balancers → endpoints — and swaps it in atomically. It binds the
+// listeners, routes each request like Envoy, balances it over the cluster's
+// healthy endpoints, forwards it over HTTP/1.1 or h2c, and records Istio's
+// request metrics.
+//
+// Threading: Apply, Close, ListenerAddr and ConfigDump may be called from any
+// goroutine (Apply is serialized internally). Request handling never takes a
+// global lock: it loads the current runtime from an atomic pointer and keeps
+// using that runtime until the request ends.
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"weft.dev/weft/internal/proxy/xdsclient"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// Options configures a Dataplane.
+type Options struct {
+	Identity contract.Identity     // this proxy's own identity (workload, namespace, labels, IPs…)
+	Metrics  prometheus.Registerer // where istio_* metrics go; nil = a private registry
+	Logger   *slog.Logger          // nil = discard
+}
+
+// Dataplane serves the listeners of the last applied configuration.
+type Dataplane struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	peers   *peerCache
+	self    *srcLabels // source labels of requests leaving through outbound listeners
+	// peerMetadata and peerID are the metadata exchange header values this
+	// proxy adds to outbound requests, computed once.
+	peerMetadata, peerID []string
+
+	rt    atomic.Pointer[runtime] // never nil after New
+	ready atomic.Bool
+
+	// baseCtx is the parent of every request context; cancelled only when
+	// Close gives up waiting. drainCtx bounds the drains of removed listeners.
+	baseCtx, drainCtx       context.Context
+	cancelBase, cancelDrain context.CancelFunc
+	wg                      sync.WaitGroup // serve and drain goroutines
+
+	mu     sync.Mutex // serializes Apply, Close and ListenerAddr; never taken per request
+	bound  map[string]*boundListener
+	closed bool
+	// retired pools may still carry requests that started before an update;
+	// Close closes their connections once everything has drained.
+	retired []retiredPool
+}
+
+type retiredPool struct {
+	pool *clusterPool
+	at   time.Time
+}
+
+var _ xdsclient.Applier = (*Dataplane)(nil)
+
+// New creates a data plane with an empty configuration: no listener is bound
+// until the first successful Apply.
+func New(opts Options) (*Dataplane, error) {
+	d := &Dataplane{opts: opts, log: opts.Logger, bound: map[string]*boundListener{}}
+	if d.log == nil {
+		d.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	d.log = d.log.With("component", "dataplane")
+	reg := opts.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	var err error
+	if d.metrics, err = newMetrics(reg); err != nil {
+		return nil, fmt.Errorf("dataplane: metrics: %w", err)
+	}
+	d.peers = newPeerCache(d.metrics)
+	id := opts.Identity
+	d.self = d.metrics.internSrc(srcLabels{
+		workload: orUnknown(id.WorkloadName), namespace: orUnknown(id.Namespace),
+		app: orUnknown(id.Labels["app"]), version: orUnknown(id.Labels["version"]),
+	})
+	md, err := encodePeerMetadata(id)
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: peer metadata: %w", err)
+	}
+	d.peerMetadata, d.peerID = []string{md}, []string{id.ID}
+	d.baseCtx, d.cancelBase = context.WithCancel(context.Background())
+	d.drainCtx, d.cancelDrain = context.WithCancel(context.Background())
+	d.rt.Store(&runtime{res: &xdsclient.Resources{}})
+	return d, nil
+}
+
+// Apply translates r and, if it is valid and every new listener could be
+// bound, makes it the running configuration. On error nothing changes and
+// the error (naming the resource and field) should be sent as a NACK.
+// Implements xdsclient.Applier. Safe to call from any goroutine; calls are
+// serialized. It never waits for requests.
+func (d *Dataplane) Apply(r *xdsclient.Resources) error {
+	if r == nil {
+		return errors.New("dataplane: nil resources")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("dataplane: closed")
+	}
+	prev := d.rt.Load()
+	rt, err := d.translate(r, prev)
+	if err != nil {
+		return err
+	}
+
+	// Bind new listeners first: a bind failure leaves everything as it was.
+	next := make(map[string]*boundListener, len(rt.listeners))
+	var opened []*boundListener
+	for _, name := range sortedKeys(rt.listeners) {
+		lc := rt.listeners[name]
+		if bl := d.bound[name]; bl != nil && bl.addr == lc.addr {
+			next[name] = bl
+			continue
+		}
+		bl, err := d.bind(lc)
+		if err != nil {
+			for _, o := range opened {
+				o.ln.Close()
+			}
+			return fmt.Errorf("listener %q: bind %s: %w", name, lc.addr, err)
+		}
+		opened = append(opened, bl)
+		next[name] = bl
+	}
+	for name, bl := range next {
+		bl.last.Store(&listenerState{rt: rt, lc: rt.listeners[name]})
+	}
+
+	d.rt.Store(rt)
+
+	for _, bl := range opened {
+		bl.serve()
+	}
+	for name, bl := range d.bound {
+		if next[name] != bl {
+			bl.drain()
+		}
+	}
+	d.bound = next
+	// Pools no longer used: let idle connections go; busy ones finish their
+	// requests and are reaped by IdleConnTimeout.
+	now := time.Now()
+	kept := d.retired[:0]
+	for _, rp := range d.retired {
+		if now.Sub(rp.at) < 2*upstreamIdleTimeout { // older ones have reaped their connections
+			kept = append(kept, rp)
+		}
+	}
+	d.retired = kept
+	for name, c := range prev.clusters {
+		if nc := rt.clusters[name]; nc == nil || nc.pool != c.pool {
+			c.pool.transport.CloseIdleConnections()
+			d.retired = append(d.retired, retiredPool{c.pool, now})
+		}
+	}
+	d.ready.Store(true)
+	d.log.Info("applied configuration", "listeners", len(rt.listeners), "routes", len(rt.routes),
+		"clusters", len(rt.clusters), "versions", r.Versions)
+	return nil
+}
+
+// Ready reports whether a complete first configuration has been applied.
+// Lock-free; safe from any goroutine.
+func (d *Dataplane) Ready() bool { return d.ready.Load() }
+
+// ListenerAddr returns the bound address of the listener with that xDS name,
+// or nil if there is none.
+func (d *Dataplane) ListenerAddr(name string) net.Addr {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if bl := d.bound[name]; bl != nil {
+		return bl.ln.Addr()
+	}
+	return nil
+}
+
+// Close stops accepting connections, lets in-flight requests finish until
+// ctx is done, then closes everything. When it returns, every goroutine the
+// data plane started has ended. It returns ctx.Err() if it had to cut
+// requests short. Later Applies fail.
+func (d *Dataplane) Close(ctx context.Context) error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	bound := d.bound
+	d.bound = map[string]*boundListener{}
+	d.mu.Unlock()
+
+	var wg sync.WaitGroup
+	var forced atomic.Bool
+	for _, bl := range bound {
+		wg.Go(func() {
+			if err := bl.srv.Shutdown(ctx); err != nil {
+				forced.Store(true)
+				bl.srv.Close()
+			}
+		})
+	}
+	wg.Wait()
+	if forced.Load() {
+		d.cancelBase()
+	}
+	// Draining listeners from earlier updates: give them until ctx is done.
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		forced.Store(true)
+		d.cancelDrain()
+		d.cancelBase()
+		<-done
+	}
+	d.cancelDrain()
+	d.cancelBase()
+	d.mu.Lock()
+	for _, c := range d.rt.Load().clusters {
+		c.pool.transport.CloseIdleConnections()
+	}
+	for _, rp := range d.retired {
+		rp.pool.transport.CloseIdleConnections()
+	}
+	d.retired = nil
+	d.mu.Unlock()
+	if forced.Load() {
+		return ctx.Err()
+	}
+	return nil
+}

@@ -1,0 +1,297 @@
+package dataplane
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"testing"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"weft.dev/weft/internal/xds/contract"
+)
+
+func hdr(name string, sm *matcher.StringMatcher, invert bool) *route.HeaderMatcher {
+	return &route.HeaderMatcher{Name: name, InvertMatch: invert,
+		HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{StringMatch: sm}}
+}
+
+func exact(s string) *matcher.StringMatcher {
+	return &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: s}}
+}
+
+// threeUpstreams starts upstreams a, b, c and returns clusters and endpoints for them.
+func threeUpstreams(t *testing.T) []any {
+	var items []any
+	for _, n := range []string{"a", "b", "c"} {
+		addr := upstream(t, n, false)
+		items = append(items, edsCluster(t, n, false, ""), cla(n, ep{addr: addr}))
+	}
+	return items
+}
+
+func TestRouting(t *testing.T) {
+	rc := routeConfig(contract.RouteHTTPProxy,
+		vhost("reviews:80", []string{"reviews", "reviews:80", "reviews.default.svc.cluster.local:9080"},
+			&route.Route{Name: "branch", Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"},
+				Headers: []*route.HeaderMatcher{hdr("x-branch", exact("feat"), false)}},
+				Action: toCluster("", nil, "b").Action},
+			&route.Route{Name: "api", Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/API"}, CaseSensitive: wrapperspb.Bool(false)},
+				Action: toCluster("", nil, "c").Action},
+			&route.Route{Name: "exact", Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: "/exact"}}, Action: toCluster("", nil, "b").Action},
+			&route.Route{Name: "regex", Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: `/re/[0-9]+`}}},
+				Action: toCluster("", nil, "c").Action},
+			&route.Route{Name: "query", Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/q"},
+				QueryParameters: []*route.QueryParameterMatcher{{Name: "v", QueryParameterMatchSpecifier: &route.QueryParameterMatcher_StringMatch{StringMatch: exact("2")}}}},
+				Action: toCluster("", nil, "c").Action},
+			&route.Route{Name: "query-present", Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/q"},
+				QueryParameters: []*route.QueryParameterMatcher{{Name: "debug", QueryParameterMatchSpecifier: &route.QueryParameterMatcher_PresentMatch{PresentMatch: true}}}},
+				Action: toCluster("", nil, "b").Action},
+			&route.Route{Name: "post", Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/m"},
+				Headers: []*route.HeaderMatcher{hdr(":method", exact("POST"), false)}}, Action: toCluster("", nil, "b").Action},
+			&route.Route{Name: "not-canary", Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/inv"},
+				Headers: []*route.HeaderMatcher{hdr("x-canary", &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Prefix{Prefix: "yes"}}, true)}},
+				Action: toCluster("", nil, "c").Action},
+			&route.Route{Name: "present", Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/p"},
+				Headers: []*route.HeaderMatcher{{Name: "x-present", HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: true}}}},
+				Action: toCluster("", nil, "c").Action},
+			&route.Route{Name: "path-pseudo", Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"},
+				Headers: []*route.HeaderMatcher{hdr(":path", &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Suffix{Suffix: ".css"}}, false)}},
+				Action: toCluster("", nil, "c").Action},
+			toCluster("default", prefixMatch("/"), "a"),
+		),
+		vhost("wild", []string{"*.wild.example"}, toCluster("w", prefixMatch("/"), "b")),
+		vhost("longer-wild", []string{"*.x.wild.example"}, toCluster("w", prefixMatch("/"), "c")),
+		vhost("pre", []string{"pre.*"}, toCluster("p", prefixMatch("/"), "c")),
+		vhost("missing", []string{"missing"}, toCluster("m", prefixMatch("/"), "nope")),
+	)
+	items := append(threeUpstreams(t), rc, httpListener(t, "out", core.TrafficDirection_OUTBOUND, contract.RouteHTTPProxy, nil))
+	d := newDataplane(t, contract.Identity{}, nil)
+	mustApply(t, d, resourcesAny(items...))
+	base := "http://" + d.ListenerAddr("out").String()
+	c := client(t, false)
+
+	tests := []struct {
+		name, method, path, host string
+		hdr                      map[string]string
+		wantCode                 int
+		wantUp                   string
+	}{
+		{"default", "GET", "/", "reviews", nil, 200, "a"},
+		{"port-qualified", "GET", "/", "reviews:80", nil, 200, "a"},
+		{"fqdn with port", "GET", "/", "reviews.default.svc.cluster.local:9080", nil, 200, "a"},
+		{"host case", "GET", "/", "REVIEWS", nil, 200, "a"},
+		{"header exact", "GET", "/x", "reviews", map[string]string{"x-branch": "feat"}, 200, "b"},
+		{"header exact mismatch", "GET", "/x", "reviews", map[string]string{"x-branch": "feature"}, 200, "a"},
+		{"prefix case-insensitive", "GET", "/api/v1", "reviews", nil, 200, "c"},
+		{"path exact", "GET", "/exact", "reviews", nil, 200, "b"},
+		{"path exact ignores query", "GET", "/exact?x=1", "reviews", nil, 200, "b"},
+		{"path exact no prefix", "GET", "/exact/more", "reviews", nil, 200, "a"},
+		{"regex", "GET", "/re/123", "reviews", nil, 200, "c"},
+		{"regex full match", "GET", "/re/123x", "reviews", nil, 200, "a"},
+		{"query exact", "GET", "/q?v=2", "reviews", nil, 200, "c"},
+		{"query present", "GET", "/q?debug", "reviews", nil, 200, "b"},
+		{"query mismatch", "GET", "/q?v=3", "reviews", nil, 200, "a"},
+		{"method", "POST", "/m", "reviews", nil, 200, "b"},
+		{"method mismatch", "GET", "/m", "reviews", nil, 200, "a"},
+		{"invert header absent", "GET", "/inv", "reviews", nil, 200, "c"},
+		{"invert header present", "GET", "/inv", "reviews", map[string]string{"x-canary": "yes-please"}, 200, "a"},
+		{"present", "GET", "/p", "reviews", map[string]string{"x-present": ""}, 200, "c"},
+		{":path pseudo-header", "GET", "/style.css", "reviews", nil, 200, "c"},
+		{"suffix wildcard", "GET", "/", "foo.wild.example", nil, 200, "b"},
+		{"longest suffix wins", "GET", "/", "foo.x.wild.example", nil, 200, "c"},
+		{"prefix wildcard", "GET", "/", "pre.anything", nil, 200, "c"},
+		{"no vhost", "GET", "/", "nothing", nil, 404, ""},
+		{"unknown cluster", "GET", "/", "missing", nil, 503, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := do(t, c, tc.method, base+tc.path, tc.host, tc.hdr)
+			if got.code != tc.wantCode || got.upstream != tc.wantUp {
+				t.Errorf("got %d from %q, want %d from %q", got.code, got.upstream, tc.wantCode, tc.wantUp)
+			}
+		})
+	}
+}
+
+// resourcesAny is resources for a mixed []any list.
+func resourcesAny(items ...any) *xdsResources {
+	var ms []protoMessage
+	for _, it := range items {
+		ms = append(ms, it.(protoMessage))
+	}
+	return resources(ms...)
+}
+
+func TestWeightedSplit(t *testing.T) {
+	items := threeUpstreams(t)
+	items = append(items,
+		routeConfig("r", vhost("v", []string{"*"}, toWeighted("split", prefixMatch("/"), map[string]uint32{"a": 90, "b": 10}))),
+		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
+	d := newDataplane(t, contract.Identity{}, nil)
+	mustApply(t, d, resourcesAny(items...))
+	base := "http://" + d.ListenerAddr("out").String()
+	c := client(t, false)
+	const n = 2000
+	counts := map[string]int{}
+	for range n {
+		counts[do(t, c, "GET", base+"/", "svc", nil).upstream]++
+	}
+	// 90/10 over 2000 draws: sd ≈ 13.4; allow ±5 sd.
+	if got := counts["a"]; math.Abs(float64(got)-1800) > 70 || counts["a"]+counts["b"] != n {
+		t.Errorf("split = %v, want ≈ a:1800 b:200", counts)
+	}
+}
+
+func TestRoundRobinWeights(t *testing.T) {
+	addrs := map[string]string{}
+	for _, n := range []string{"a", "b", "c"} {
+		addrs[n] = upstream(t, n, false)
+	}
+	res := resourcesAny(edsCluster(t, "svc", false, ""),
+		cla("svc", ep{addr: addrs["a"], weight: 1}, ep{addr: addrs["b"], weight: 2}, ep{addr: addrs["c"], weight: 3},
+			ep{addr: "127.0.0.1:1", health: core.HealthStatus_UNHEALTHY}, ep{addr: "127.0.0.1:1", health: core.HealthStatus_DRAINING}),
+		routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "svc"))),
+		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
+	d := newDataplane(t, contract.Identity{}, nil)
+	mustApply(t, d, res)
+	base := "http://" + d.ListenerAddr("out").String()
+	c := client(t, false)
+	counts := map[string]int{}
+	for range 600 {
+		r := do(t, c, "GET", base+"/", "svc", nil)
+		if r.code != 200 {
+			t.Fatalf("code %d body %q", r.code, r.body)
+		}
+		counts[r.upstream]++
+	}
+	if counts["a"] != 100 || counts["b"] != 200 || counts["c"] != 300 {
+		t.Errorf("counts = %v, want a:100 b:200 c:300", counts)
+	}
+}
+
+func TestPickerSmooth(t *testing.T) {
+	pool := newPool()
+	eps := []*endpoint{{addr: "a", weight: 1}, {addr: "b", weight: 1}, {addr: "c", weight: 4}}
+	p := newPicker(eps, &pool.next)
+	var seq strings.Builder
+	for range 12 {
+		seq.WriteString(p.pick().addr)
+	}
+	// Smooth: the heavy endpoint never gets 4 picks in a row with weights
+	// 1:1:4 (a naive schedule gives cccc; smooth WRR at most ccc across cycles).
+	s := seq.String()
+	if strings.Contains(s, "cccc") {
+		t.Errorf("schedule not smooth: %s", s)
+	}
+	if strings.Count(s, "c") != 8 || strings.Count(s, "a") != 2 {
+		t.Errorf("schedule %s: want a:2 b:2 c:8", s)
+	}
+}
+
+func TestPriorityFailover(t *testing.T) {
+	a, b := upstream(t, "a", false), upstream(t, "b", false)
+	mk := func(aHealth core.HealthStatus) *xdsResources {
+		return resourcesAny(edsCluster(t, "svc", false, ""),
+			cla("svc", ep{addr: a, health: aHealth}, ep{addr: b, priority: 1}),
+			routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "svc"))),
+			httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
+	}
+	d := newDataplane(t, contract.Identity{}, nil)
+	mustApply(t, d, mk(core.HealthStatus_HEALTHY))
+	base := "http://" + d.ListenerAddr("out").String()
+	c := client(t, false)
+	if got := do(t, c, "GET", base, "x", nil).upstream; got != "a" {
+		t.Errorf("priority 0 healthy: got %q", got)
+	}
+	mustApply(t, d, mk(core.HealthStatus_UNHEALTHY))
+	if got := do(t, c, "GET", base, "x", nil).upstream; got != "b" {
+		t.Errorf("priority 0 unhealthy: got %q", got)
+	}
+}
+
+func TestCompileErrors(t *testing.T) {
+	bad := []struct {
+		name string
+		r    *route.Route
+		want string
+	}{
+		{"regex", &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: "("}}},
+			Action: toCluster("", nil, "a").Action}, "safe_regex"},
+		{"no path", &route.Route{Match: &route.RouteMatch{}, Action: toCluster("", nil, "a").Action}, "missing path specifier"},
+		{"connect", &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_ConnectMatcher_{}}, Action: toCluster("", nil, "a").Action}, "unsupported path specifier"},
+		{"redirect", &route.Route{Match: prefixMatch("/"), Action: &route.Route_Redirect{}}, "action: unsupported"},
+		{"range", &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"},
+			Headers: []*route.HeaderMatcher{{Name: "x", HeaderMatchSpecifier: &route.HeaderMatcher_RangeMatch{}}}}, Action: toCluster("", nil, "a").Action}, "match.headers[0] (x)"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := compileRouteTable(routeConfig("rc", vhost("v0", []string{"a"}), vhost("v1", []string{"b"}, toCluster("ok", prefixMatch("/"), "a"), tc.r)))
+			if err == nil || !strings.Contains(err.Error(), "virtual_hosts[1] (v1): routes[1]: ") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want virtual_hosts[1] (v1): routes[1]: …%s…", err, tc.want)
+			}
+		})
+	}
+	_, err := compileRouteTable(routeConfig("rc", vhost("v0", []string{"a"}), vhost("v1", []string{"A"})))
+	if err == nil || !strings.Contains(err.Error(), "already used") {
+		t.Errorf("duplicate domain: err = %v", err)
+	}
+}
+
+func BenchmarkRouteMatch(b *testing.B) {
+	var vhs []*route.VirtualHost
+	for i := range 1000 {
+		var rs []*route.Route
+		for j := range 9 {
+			rs = append(rs, &route.Route{Name: fmt.Sprint(j), Match: &route.RouteMatch{
+				PathSpecifier: &route.RouteMatch_Prefix{Prefix: fmt.Sprintf("/p%d", j)},
+				Headers:       []*route.HeaderMatcher{hdr("x-branch", exact(fmt.Sprint("b", j)), false)}},
+				Action: toCluster("", nil, "c").Action})
+		}
+		rs = append(rs, toCluster("default", prefixMatch("/"), "c"))
+		host := fmt.Sprintf("svc%d.default.svc.cluster.local", i)
+		vhs = append(vhs, vhost(host+":80", []string{host, host + ":80", fmt.Sprintf("svc%d", i)}, rs...))
+	}
+	tab, err := compileRouteTable(routeConfig("r", vhs...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "http://svc998.default.svc.cluster.local/p8/x", nil)
+	req.Header.Set("x-branch", "b8")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if re := tab.route(req); re == nil || re.name != "8" {
+			b.Fatal("no match")
+		}
+	}
+}
+
+func BenchmarkPickEndpoint(b *testing.B) {
+	for _, weighted := range []bool{false, true} {
+		b.Run(fmt.Sprintf("weighted=%v", weighted), func(b *testing.B) {
+			var eps []*endpoint
+			for i := range 100 {
+				w := uint32(1)
+				if weighted {
+					w = uint32(i%7 + 1)
+				}
+				eps = append(eps, &endpoint{addr: fmt.Sprint(i), weight: w})
+			}
+			pool := newPool()
+			p := newPicker(eps, &pool.next)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if p.pick() == nil {
+						b.Fatal("nil")
+					}
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Latency and footprint of one and two Weft sidecar hops, side by side in one
+# run against a direct connection and nginx (Debian) as a one-hop reverse
+# proxy. Constant 1,000 requests/s over 16 HTTP/1.1 keep-alive connections,
+# 1 KiB response bodies (fortio). Everything runs on 127.0.20.0/24 and stops
+# by itself.
+#
+#   bench/run.sh                 # 20 s per scenario
+#   DURATION=60s QPS=2000 bench/run.sh
+#
+# Needs: fortio (go install fortio.org/fortio@v1.63.0), nginx (apt-get
+# install nginx-light). Writes bench/results/latest.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-20s}
+QPS=${QPS:-1000}
+CONNS=${CONNS:-16}
+FORTIO=${FORTIO:-$(command -v fortio || echo "$HOME/go/bin/fortio")}
+NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+[ -x "$FORTIO" ] || { echo "fortio not found: go install fortio.org/fortio@v1.63.0" >&2; exit 1; }
+[ -x "$NGINX" ] || { echo "nginx not found: apt-get install -y nginx-light" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/weft-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+echo "building weft and weft-proxy"
+go build -o "$work/weft" ./cmd/weft
+go build -o "$work/weft-proxy" ./cmd/weft-proxy
+
+CLIENT=127.0.20.1 SERVER=127.0.20.2 NGINXIP=127.0.20.3
+mkdir -p "$work/config"
+cat > "$work/config/bench.yaml" <<YAML
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: bench, namespace: default}
+spec:
+  hosts: [bench.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: bench}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: bench-server, namespace: default}
+spec:
+  address: $SERVER
+  ports: {http: 8080}
+  labels: {app: bench, version: v1}
+YAML
+
+"$work/weft" serve --config "$work/config" --xds-address 127.0.20.9:15010 --status-address 127.0.20.9:15014 --log-level warn & pids+=($!)
+"$work/weft" echo --name bench-server --address $SERVER:18080 --log-level warn & pids+=($!)
+"$work/weft-proxy" --xds-address 127.0.20.9:15010 --workload bench-server --labels app=bench,version=v1 \
+  --ip $SERVER --outbound "" --app-port 8080=$SERVER:18080 --admin-address $SERVER:15000 --log-level warn & server_proxy=$!; pids+=($!)
+"$work/weft-proxy" --xds-address 127.0.20.9:15010 --workload bench-client --labels app=client,version=v1 \
+  --ip $CLIENT --outbound $CLIENT:15001 --admin-address $CLIENT:15000 --log-level warn & client_proxy=$!; pids+=($!)
+
+cat > "$work/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream app { server $SERVER:18080; keepalive 64; }
+  server {
+    listen $NGINXIP:8080;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGX
+"$NGINX" -c "$work/nginx.conf" -p "$work" & nginx_pid=$!; pids+=($!)
+
+# Wait until both sidecars are ready and the two-hop path answers.
+for i in $(seq 1 100); do
+  if curl -fsS -o /dev/null http://$SERVER:15000/ready && curl -fsS -o /dev/null http://$CLIENT:15000/ready \
+     && curl -fsS -o /dev/null -H 'Host: bench' "http://$CLIENT:15001/" && curl -fsS -o /dev/null "http://$NGINXIP:8080/"; then break; fi
+  sleep 0.1
+  [ "$i" = 100 ] && { echo "mesh did not come up" >&2; exit 1; }
+done
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+hz=$(getconf CLK_TCK)
+
+run() { # name url host pid-to-watch
+  local name=$1 url=$2 host=$3 pid=${4:-}
+  local t0 t1
+  [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+  "$FORTIO" load -quiet -qps "$QPS" -c "$CONNS" -t "$DURATION" -H "Host: $host" -json "$work/$name.json" "$url" >/dev/null 2>&1
+  local cpu="-" rss="-"
+  if [ -n "$pid" ]; then
+    t1=$(cpu_ticks "$pid")
+    cpu=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v dur="${DURATION%s}" 'BEGIN{printf "%.1f%%", 100*d/hz/dur}')
+    rss="$(rss_mb "$pid") MB"
+  fi
+  python3 - "$work/$name.json" "$name" "$cpu" "$rss" >> "$work/rows" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+h = d["DurationHistogram"]
+p = {x["Percentile"]: x["Value"] * 1000 for x in h["Percentiles"]}
+codes = d.get("RetCodes", {})
+ok = codes.get("200", 0)
+print(f'{sys.argv[2]}\t{p.get(50,0):.3f}\t{p.get(90,0):.3f}\t{p.get(99,0):.3f}\t{d["ActualQPS"]:.0f}\t{ok}/{h["Count"]}\t{sys.argv[3]}\t{sys.argv[4]}')
+PY
+}
+
+: > "$work/rows"
+echo "running scenarios: $DURATION each at $QPS rps over $CONNS connections"
+run direct   "http://$SERVER:18080/?size=1024" bench
+run nginx    "http://$NGINXIP:8080/?size=1024" bench "$nginx_pid"
+run one-hop  "http://$SERVER:8080/?size=1024"  bench "$server_proxy"
+run two-hops "http://$CLIENT:15001/?size=1024" bench "$client_proxy"
+
+python3 - "$work/rows" "$DURATION" "$QPS" "$CONNS" > bench/results/latest.md <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+by = {r[0]: r for r in rows}
+d = by["direct"]
+print(f"# Proxy latency, {sys.argv[2]} per scenario, {sys.argv[3]} rps, {sys.argv[4]} connections, 1 KiB bodies\n")
+print("| scenario | p50 ms | p90 ms | p99 ms | added p99 vs direct | rps | 200s | proxy CPU | proxy RSS |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    added = float(r[3]) - float(d[3])
+    print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {added:+.3f} ms | {r[4]} | {r[5]} | {r[6]} | {r[7]} |")
+n, o = by.get("nginx"), by.get("one-hop")
+if n and o:
+    print(f"\nadded p99, one Weft hop / one nginx hop: {(float(o[3])-float(d[3]))/max(1e-9,float(n[3])-float(d[3])):.2f}x")
+PY
+cat bench/results/latest.md

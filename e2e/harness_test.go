@@ -1,0 +1,282 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"weft.dev/weft/internal/controlplane"
+	"weft.dev/weft/internal/echo"
+	"weft.dev/weft/internal/localmesh"
+)
+
+// ipBase spreads concurrent test processes over 127.77.0.0/16 so their
+// workloads never share an address.
+var (
+	ipBase = rand.IntN(200) * 256
+	ipNext atomic.Int64
+)
+
+// nextIP returns a loopback address no other workload of this process uses.
+func nextIP() string {
+	n := ipBase + int(ipNext.Add(1))
+	return fmt.Sprintf("127.77.%d.%d", (n/250)%250+1, n%250+1)
+}
+
+// Mesh is one test's mesh: a config directory and a control plane on
+// ephemeral loopback ports, plus the workloads the test adds. Everything
+// stops in t.Cleanup.
+type Mesh struct {
+	t      testing.TB
+	Dir    string
+	CP     *localmesh.ControlPlane
+	cpOpts controlplane.Options
+	log    *slog.Logger
+}
+
+// NewMesh starts a control plane on an empty config directory.
+func NewMesh(t testing.TB) *Mesh {
+	t.Helper()
+	m := &Mesh{t: t, Dir: t.TempDir(), log: testLogger(t)}
+	m.cpOpts = controlplane.Options{
+		ConfigDir:     m.Dir,
+		XDSAddress:    "127.0.0.1:0",
+		StatusAddress: "127.0.0.1:0",
+		Debounce:      20 * time.Millisecond,
+		DebounceMax:   200 * time.Millisecond,
+		Logger:        m.log.With("component", "controlplane"),
+	}
+	m.StartControlPlane()
+	// Restarts must come back on the same addresses: proxies reconnect there.
+	m.cpOpts.XDSAddress = m.CP.XDSAddr().String()
+	m.cpOpts.StatusAddress = m.CP.StatusAddr().String()
+	t.Cleanup(func() {
+		if m.CP != nil {
+			_ = m.CP.Stop()
+		}
+	})
+	return m
+}
+
+// StartControlPlane (re)starts the control plane.
+func (m *Mesh) StartControlPlane() {
+	m.t.Helper()
+	cp, err := localmesh.StartControlPlane(m.cpOpts)
+	if err != nil {
+		m.t.Fatalf("starting control plane: %v", err)
+	}
+	m.CP = cp
+}
+
+// StopControlPlane stops the control plane; proxies keep their config.
+func (m *Mesh) StopControlPlane() {
+	m.t.Helper()
+	if err := m.CP.Stop(); err != nil {
+		m.t.Fatalf("stopping control plane: %v", err)
+	}
+}
+
+// WriteConfig atomically replaces one file of the config directory.
+func (m *Mesh) WriteConfig(name, content string) {
+	m.t.Helper()
+	tmp := filepath.Join(m.Dir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		m.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(m.Dir, name)); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+// Workload starts an echo app with its sidecar and stops both at cleanup.
+func (m *Mesh) Workload(o localmesh.WorkloadOptions) *localmesh.Workload {
+	m.t.Helper()
+	if len(o.IPs) == 0 {
+		o.IPs = []string{nextIP()}
+	}
+	o.XDSAddress = m.cpOpts.XDSAddress
+	o.Logger = m.log
+	w, err := localmesh.StartWorkload(o)
+	if err != nil {
+		m.t.Fatalf("starting workload %s: %v", o.Name, err)
+	}
+	m.t.Cleanup(func() { _ = w.Stop() })
+	return w
+}
+
+// Backend is a workload registered in the mesh under one service.
+type Backend struct {
+	Name, Version, IP string
+	Port              uint32
+}
+
+// WorkloadEntryYAML registers b for selection by app=<app>.
+func (b Backend) WorkloadEntryYAML(app string) string {
+	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: %s, namespace: default}
+spec:
+  address: %s
+  ports: {http: %d}
+  labels: {app: %s, version: %s}
+  serviceAccount: %s
+`, b.Name, b.IP, b.Port, app, b.Version, app)
+}
+
+// ServiceEntryYAML declares service name in namespace default on port.
+func ServiceEntryYAML(name string, port uint32, protocol string) string {
+	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: %s, namespace: default}
+spec:
+  hosts: [%s.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: %d, name: http, protocol: %s}
+  workloadSelector:
+    labels: {app: %s}
+`, name, name, port, protocol, name)
+}
+
+// Service registers a service with one backend workload per version and
+// starts them. It writes <name>-services.yaml.
+func (m *Mesh) Service(name, protocol string, versions ...string) []*localmesh.Workload {
+	m.t.Helper()
+	docs := []string{ServiceEntryYAML(name, 8080, protocol)}
+	var backends []Backend
+	for i, v := range versions {
+		port, err := localmesh.FreePort("127.0.0.1")
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		b := Backend{Name: fmt.Sprintf("%s-%s-%d", name, v, i), Version: v, IP: nextIP(), Port: uint32(port)}
+		backends = append(backends, b)
+		docs = append(docs, b.WorkloadEntryYAML(name))
+	}
+	m.WriteConfig(name+"-services.yaml", strings.Join(docs, "---\n"))
+	var ws []*localmesh.Workload
+	for _, b := range backends {
+		ws = append(ws, m.Workload(localmesh.WorkloadOptions{
+			Name: b.Name, IPs: []string{b.IP}, WorkloadPort: b.Port,
+			Labels: map[string]string{"app": name, "version": b.Version},
+		}))
+	}
+	return ws
+}
+
+// Client starts a workload that only sends traffic (no inbound port).
+func (m *Mesh) Client(name string) *localmesh.Workload {
+	return m.Workload(localmesh.WorkloadOptions{Name: name,
+		Labels: map[string]string{"app": name, "version": "v1"}})
+}
+
+// Get sends one request through w's outbound listener.
+func Get(ctx context.Context, c *http.Client, w *localmesh.Workload, host, path string, hdr map[string]string) (int, echo.Reply, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+w.Outbound+path, nil)
+	if err != nil {
+		return 0, echo.Reply{}, err
+	}
+	req.Host = host
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, echo.Reply{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, echo.Reply{}, err
+	}
+	var r echo.Reply
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(body, &r); err != nil {
+			return resp.StatusCode, r, fmt.Errorf("decoding %q: %w", body, err)
+		}
+	}
+	return resp.StatusCode, r, nil
+}
+
+// newClient returns a keep-alive HTTP/1.1 client with bounded timeouts.
+func newClient() *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		MaxIdleConnsPerHost: 32, DialContext: (&net.Dialer{Timeout: time.Second}).DialContext,
+	}}
+}
+
+// Eventually polls cond every 20ms until it returns nil or the context's
+// deadline passes, then fails with cond's last error.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for {
+		if err = cond(); err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: not within %v: %v", what, timeout, err)
+		case <-tick.C:
+		}
+	}
+}
+
+// Tally counts versions (or names) over n requests.
+func Tally(t testing.TB, c *http.Client, w *localmesh.Workload, host string, hdr map[string]string, n int, key func(echo.Reply) string) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out := map[string]int{}
+	for i := 0; i < n; i++ {
+		code, r, err := Get(ctx, c, w, host, "/", hdr)
+		if err != nil || code != 200 {
+			t.Fatalf("request %d to %s: code %d err %v", i, host, code, err)
+		}
+		out[key(r)]++
+	}
+	return out
+}
+
+func byVersion(r echo.Reply) string { return r.Version }
+func byName(r echo.Reply) string    { return r.Name }
+
+func sortedKeys(m map[string]int) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// testLogger logs at warn level and above to the test log, so a failing
+// test shows what the components complained about.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	defer func() { _ = recover() }() // a log line after the test ended must not panic
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

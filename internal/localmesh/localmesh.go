@@ -1,0 +1,177 @@
+// Package localmesh runs a whole Weft mesh inside one process on loopback:
+// a control plane, and for each workload an echo app with its own
+// weft-proxy sidecar. `weft demo` and the end-to-end tests both use it, so
+// the demo a user runs is the setup the tests prove.
+package localmesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+
+	"weft.dev/weft/internal/controlplane"
+	"weft.dev/weft/internal/echo"
+	"weft.dev/weft/internal/proxy"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// runner runs one component's Run in the background until Stop.
+type runner struct {
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	err    error
+}
+
+func start(run func(context.Context) error) *runner {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runner{cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- run(ctx) }()
+	return r
+}
+
+// Stop cancels the component and waits for Run to return. Safe to call twice.
+func (r *runner) stop() error {
+	r.once.Do(func() {
+		r.cancel()
+		r.err = <-r.done
+		if errors.Is(r.err, context.Canceled) {
+			r.err = nil
+		}
+	})
+	return r.err
+}
+
+// ControlPlane is a control plane running in the background.
+type ControlPlane struct {
+	*controlplane.ControlPlane
+	r *runner
+}
+
+// StartControlPlane binds and runs a control plane until Stop.
+func StartControlPlane(opts controlplane.Options) (*ControlPlane, error) {
+	cp, err := controlplane.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &ControlPlane{ControlPlane: cp, r: start(cp.Run)}, nil
+}
+
+// Stop shuts the control plane down and waits for it.
+func (c *ControlPlane) Stop() error { return c.r.stop() }
+
+// WorkloadOptions describe one workload: an echo app and its sidecar.
+type WorkloadOptions struct {
+	Name      string
+	Namespace string // default "default"
+	Labels    map[string]string
+	// IPs are the host addresses the proxy reports (INSTANCE_IPS); the
+	// first is where its outbound and admin listeners bind.
+	IPs []string
+	// WorkloadPort is the port registered for this workload in the mesh
+	// (its WorkloadEntry's port): the sidecar's inbound listener. Zero means
+	// the workload receives no mesh traffic.
+	WorkloadPort uint32
+	// AppAddress is where the echo app listens; default IPs[0]:0.
+	AppAddress string
+	// OutboundPort and AdminPort on IPs[0]; zero picks a free port.
+	OutboundPort, AdminPort int
+	XDSAddress              string
+	Logger                  *slog.Logger
+}
+
+// Workload is a running echo app with its sidecar.
+type Workload struct {
+	Opts     WorkloadOptions
+	Echo     *echo.Server
+	Proxy    *proxy.Proxy
+	Outbound string // host:port of the sidecar's outbound listener
+	echoR    *runner
+	proxyR   *runner
+}
+
+// StartWorkload starts the echo app, then its proxy, and returns without
+// waiting for the proxy to be ready (see Workload.Proxy.Ready).
+func StartWorkload(o WorkloadOptions) (*Workload, error) {
+	if len(o.IPs) == 0 {
+		return nil, fmt.Errorf("workload %s: at least one IP is required", o.Name)
+	}
+	if o.Namespace == "" {
+		o.Namespace = "default"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	ip := o.IPs[0]
+	if o.AppAddress == "" {
+		o.AppAddress = net.JoinHostPort(ip, "0")
+	}
+	var err error
+	if o.OutboundPort == 0 {
+		if o.OutboundPort, err = FreePort(ip); err != nil {
+			return nil, err
+		}
+	}
+	if o.AdminPort == 0 {
+		if o.AdminPort, err = FreePort(ip); err != nil {
+			return nil, err
+		}
+	}
+	es, err := echo.New(echo.Options{Name: o.Name, Version: o.Labels["version"], Address: o.AppAddress,
+		Logger: o.Logger.With("workload", o.Name, "component", "echo")})
+	if err != nil {
+		return nil, fmt.Errorf("workload %s: %w", o.Name, err)
+	}
+	w := &Workload{Opts: o, Echo: es, Outbound: net.JoinHostPort(ip, strconv.Itoa(o.OutboundPort))}
+	w.echoR = start(es.Run)
+
+	id := contract.Identity{
+		ID:              contract.DefaultNodeID(ip, o.Name, o.Namespace),
+		Namespace:       o.Namespace,
+		WorkloadName:    o.Name,
+		Labels:          o.Labels,
+		IPs:             o.IPs,
+		ServiceAccount:  o.Name,
+		OutboundAddress: w.Outbound,
+		AppPorts:        map[uint32]string{},
+	}
+	if o.WorkloadPort != 0 {
+		id.AppPorts[o.WorkloadPort] = es.Addr().String()
+	}
+	p, err := proxy.New(proxy.Options{
+		Identity:     id,
+		XDSAddress:   o.XDSAddress,
+		AdminAddress: net.JoinHostPort(ip, strconv.Itoa(o.AdminPort)),
+		Logger:       o.Logger.With("workload", o.Name, "component", "proxy"),
+	})
+	if err != nil {
+		_ = w.echoR.stop()
+		return nil, fmt.Errorf("workload %s: %w", o.Name, err)
+	}
+	w.Proxy = p
+	w.proxyR = start(p.Run)
+	return w, nil
+}
+
+// StopProxy stops only the sidecar.
+func (w *Workload) StopProxy() error { return w.proxyR.stop() }
+
+// Stop stops the proxy, then the app.
+func (w *Workload) Stop() error {
+	return errors.Join(w.proxyR.stop(), w.echoR.stop())
+}
+
+// FreePort returns a TCP port that was free on ip a moment ago. Tests give
+// each workload its own loopback address, so nothing else races for it.
+func FreePort(ip string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port on %s: %w", ip, err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,129 @@
+// Package admin serves the proxy's admin endpoint: readiness, liveness,
+// the config dump, Prometheus metrics and drain. It knows nothing of xDS
+// or the data plane beyond the small Source interface.
+package admin
+
+import (
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Source is what the admin endpoint reports on.
+//
+// Ready is called on every /ready probe, concurrently with everything else:
+// it must be a cheap, non-blocking read (an atomic), so readiness never
+// depends on how busy config processing is. ConfigDump may take longer and
+// is called concurrently too.
+type Source interface {
+	Ready() bool
+	ConfigDump() ([]byte, error)
+}
+
+// Option adds to the admin handler.
+type Option func(*handler)
+
+// WithDrain enables POST /drain: once called, /ready answers 503 for good
+// and hook (if not nil) runs once, e.g. to start a graceful shutdown.
+func WithDrain(hook func()) Option {
+	return func(h *handler) {
+		h.drainEnabled = true
+		h.drainHook = hook
+	}
+}
+
+// WithLogger sets the logger for failed requests (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(h *handler) { h.log = l } }
+
+// WithHandler mounts an extra handler at a net/http ServeMux pattern.
+func WithHandler(pattern string, hd http.Handler) Option {
+	return func(h *handler) { h.extra = append(h.extra, route{pattern, hd}) }
+}
+
+type route struct {
+	pattern string
+	h       http.Handler
+}
+
+type handler struct {
+	src          Source
+	log          *slog.Logger
+	drainEnabled bool
+	drainHook    func()
+	draining     atomic.Bool
+	extra        []route
+}
+
+// Handler returns the admin HTTP handler:
+//
+//	GET  /ready            200 "LIVE" once src is ready and not draining, else 503
+//	GET  /healthz          200 always: the process is alive
+//	GET  /config_dump      src.ConfigDump() as JSON
+//	GET  /stats/prometheus the gatherer's metrics
+//	POST /drain            with WithDrain: mark not ready
+//
+// The handler is safe for concurrent use.
+func Handler(src Source, gatherer prometheus.Gatherer, opts ...Option) http.Handler {
+	h := &handler{src: src, log: slog.Default()}
+	for _, o := range opts {
+		o(h)
+	}
+	h.log = h.log.With("component", "admin")
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ready", h.ready)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("OK\n"))
+	})
+	mux.HandleFunc("GET /config_dump", h.configDump)
+	mux.Handle("GET /stats/prometheus", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(h.log.Handler(), slog.LevelError),
+		ErrorHandling: promhttp.ContinueOnError,
+	}))
+	if h.drainEnabled {
+		mux.HandleFunc("POST /drain", h.drain)
+	}
+	for _, r := range h.extra {
+		mux.Handle(r.pattern, r.h)
+	}
+	return mux
+}
+
+func (h *handler) ready(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	switch {
+	case h.draining.Load():
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("DRAINING\n"))
+	case !h.src.Ready():
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("PRE_INITIALIZING\n"))
+	default:
+		_, _ = w.Write([]byte("LIVE\n"))
+	}
+}
+
+func (h *handler) configDump(w http.ResponseWriter, r *http.Request) {
+	b, err := h.src.ConfigDump()
+	if err != nil {
+		h.log.Error("config dump failed", "error", err)
+		http.Error(w, "config dump: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}
+
+func (h *handler) drain(w http.ResponseWriter, _ *http.Request) {
+	if h.draining.CompareAndSwap(false, true) {
+		h.log.Info("draining: readiness now fails")
+		if h.drainHook != nil {
+			h.drainHook()
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("OK\n"))
+}

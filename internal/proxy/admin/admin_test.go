@@ -1,0 +1,86 @@
+package admin
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type fakeSource struct {
+	ready atomic.Bool
+	dump  []byte
+	err   error
+}
+
+func (f *fakeSource) Ready() bool                 { return f.ready.Load() }
+func (f *fakeSource) ConfigDump() ([]byte, error) { return f.dump, f.err }
+
+func do(t *testing.T, h http.Handler, method, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+	b, _ := io.ReadAll(rec.Result().Body)
+	return rec.Code, string(b)
+}
+
+func TestHandler(t *testing.T) {
+	src := &fakeSource{dump: []byte(`{"configs":[]}`)}
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_test_total", Help: "test"})
+	reg.MustRegister(c)
+	c.Add(3)
+	drained := 0
+	h := Handler(src, reg, WithDrain(func() { drained++ }), WithLogger(slog.New(slog.DiscardHandler)))
+
+	tests := []struct {
+		name, method, path string
+		before             func()
+		code               int
+		body               string
+	}{
+		{"not ready before first config", "GET", "/ready", nil, 503, "PRE_INITIALIZING"},
+		{"healthz always", "GET", "/healthz", nil, 200, "OK"},
+		{"ready after config", "GET", "/ready", func() { src.ready.Store(true) }, 200, "LIVE"},
+		{"config dump", "GET", "/config_dump", nil, 200, `{"configs":[]}`},
+		{"metrics", "GET", "/stats/prometheus", nil, 200, "weft_test_total 3"},
+		{"drain is POST only", "GET", "/drain", nil, 405, ""},
+		{"drain", "POST", "/drain", nil, 200, "OK"},
+		{"not ready once draining", "GET", "/ready", nil, 503, "DRAINING"},
+		{"drain twice", "POST", "/drain", nil, 200, "OK"},
+		{"dump error", "GET", "/config_dump", func() { src.err = errors.New("boom") }, 500, "boom"},
+		{"unknown", "GET", "/nope", nil, 404, ""},
+	}
+	for _, tt := range tests {
+		if tt.before != nil {
+			tt.before()
+		}
+		code, body := do(t, h, tt.method, tt.path)
+		if code != tt.code || !strings.Contains(body, tt.body) {
+			t.Errorf("%s: %s %s = %d %q, want %d containing %q", tt.name, tt.method, tt.path, code, body, tt.code, tt.body)
+		}
+	}
+	if drained != 1 {
+		t.Errorf("drain hook ran %d times, want 1", drained)
+	}
+}
+
+func TestNoDrainWithoutOption(t *testing.T) {
+	h := Handler(&fakeSource{}, prometheus.NewRegistry(),
+		WithHandler("GET /extra", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("x")) })))
+	if code, _ := do(t, h, "POST", "/drain"); code == 200 {
+		t.Errorf("POST /drain = %d without WithDrain", code)
+	}
+	if code, body := do(t, h, "GET", "/extra"); code != 200 || body != "x" {
+		t.Errorf("GET /extra = %d %q", code, body)
+	}
+}

@@ -1,0 +1,245 @@
+// Package proxy wires the Weft proxy together: the xDS client feeds the
+// data plane, and the admin endpoint reports on both. It owns their
+// lifecycle: New binds and builds, Run serves until its context ends and
+// then shuts down in order (stop taking config, drain traffic, close admin).
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"weft.dev/weft/internal/proxy/admin"
+	"weft.dev/weft/internal/proxy/dataplane"
+	"weft.dev/weft/internal/proxy/xdsclient"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultAdminAddress = "127.0.0.1:15000"
+	DefaultDrainTimeout = 5 * time.Second
+)
+
+// Options configure a Proxy. Identity.ID and XDSAddress are required.
+type Options struct {
+	Identity   contract.Identity
+	XDSAddress string // control plane host:port
+	// AdminAddress is where the admin endpoint listens; default
+	// 127.0.0.1:15000, ":0" or "127.0.0.1:0" for an ephemeral port.
+	AdminAddress string
+	Logger       *slog.Logger // default slog.Default()
+	// DrainTimeout bounds how long in-flight requests may take to finish
+	// on shutdown (default 5s).
+	DrainTimeout time.Duration
+	// XDS tunes the xDS client; Address, Node, Applier and Logger are
+	// filled in by New. Zero for defaults.
+	XDS xdsclient.Options
+}
+
+// Proxy is one running sidecar or gateway. Ready, AdminAddr and Registry
+// may be called from any goroutine; Run once.
+type Proxy struct {
+	opts     Options
+	log      *slog.Logger
+	registry *prometheus.Registry
+	dp       *dataplane.Dataplane
+	xds      *xdsclient.Client
+	adminLn  net.Listener
+	adminSrv *http.Server
+
+	running  atomic.Bool
+	stopping atomic.Bool
+}
+
+// New builds the data plane and the xDS client, registers metrics in a
+// registry of its own (several proxies may share a process) and binds the
+// admin listener. Nothing is served until Run. If New fails, nothing is
+// left open.
+func New(opts Options) (*Proxy, error) {
+	if opts.Identity.ID == "" {
+		return nil, errors.New("proxy: Identity.ID is required")
+	}
+	if opts.XDSAddress == "" {
+		return nil, errors.New("proxy: XDSAddress is required")
+	}
+	if opts.AdminAddress == "" {
+		opts.AdminAddress = DefaultAdminAddress
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = DefaultDrainTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	p := &Proxy{opts: opts, log: opts.Logger.With("component", "proxy"), registry: prometheus.NewRegistry()}
+	p.registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+
+	dp, err := dataplane.New(dataplane.Options{Identity: opts.Identity, Metrics: p.registry, Logger: opts.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	p.dp = dp
+	xo := opts.XDS
+	xo.Address, xo.Node, xo.Applier, xo.Logger = opts.XDSAddress, opts.Identity.Node(), dp, opts.Logger
+	if p.xds, err = xdsclient.New(xo); err != nil {
+		p.closeDataplane()
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	if err := p.registry.Register(&xdsCollector{p: p}); err != nil {
+		p.closeDataplane()
+		return nil, fmt.Errorf("proxy: registering xds metrics: %w", err)
+	}
+
+	if p.adminLn, err = net.Listen("tcp", opts.AdminAddress); err != nil {
+		p.closeDataplane()
+		return nil, fmt.Errorf("proxy: admin listener on %s: %w", opts.AdminAddress, err)
+	}
+	p.adminSrv = &http.Server{
+		Handler: admin.Handler(adminSource{p}, p.registry,
+			admin.WithDrain(func() { p.stopping.Store(true) }),
+			admin.WithLogger(opts.Logger)),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+	}
+	return p, nil
+}
+
+func (p *Proxy) closeDataplane() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = p.dp.Close(ctx)
+}
+
+// AdminAddr is the bound admin address (useful with port 0).
+func (p *Proxy) AdminAddr() net.Addr { return p.adminLn.Addr() }
+
+// Ready reports whether a complete first config has been applied and the
+// proxy is not shutting down or drained. Lock-free.
+func (p *Proxy) Ready() bool { return !p.stopping.Load() && p.dp.Ready() }
+
+// ListenerAddr is the bound address of a data plane listener by xDS name,
+// or nil.
+func (p *Proxy) ListenerAddr(name string) net.Addr { return p.dp.ListenerAddr(name) }
+
+// XDSStats reports the xDS client's counters.
+func (p *Proxy) XDSStats() xdsclient.Stats { return p.xds.Stats() }
+
+// Run serves the admin endpoint and runs the xDS client until ctx is done,
+// then shuts down gracefully: readiness fails at once, the xDS client
+// stops, the data plane drains for at most DrainTimeout, and the admin
+// server closes last. All goroutines have ended when it returns. It
+// returns nil after a clean shutdown, or the error that ended it early
+// (the admin server failing). Run may be called once.
+func (p *Proxy) Run(ctx context.Context) error {
+	if !p.running.CompareAndSwap(false, true) {
+		return errors.New("proxy: Run called more than once")
+	}
+	p.log.Info("proxy starting", "node", p.opts.Identity.ID, "xds_address", p.opts.XDSAddress, "admin_address", p.AdminAddr().String())
+
+	adminErr := make(chan error, 1)
+	go func() {
+		err := p.adminSrv.Serve(p.adminLn)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		adminErr <- err
+	}()
+	xctx, stopXDS := context.WithCancel(ctx)
+	defer stopXDS()
+	xdsErr := make(chan error, 1)
+	go func() { xdsErr <- p.xds.Run(xctx) }()
+
+	var runErr error
+	xdsDone, adminDone := false, false
+	select {
+	case <-ctx.Done():
+	case err := <-adminErr:
+		adminDone = true
+		runErr = fmt.Errorf("proxy: admin server on %s: %w", p.AdminAddr(), err)
+	case err := <-xdsErr:
+		xdsDone = true
+		if err != nil {
+			runErr = fmt.Errorf("proxy: %w", err)
+		}
+	}
+
+	p.stopping.Store(true)
+	p.log.Info("proxy shutting down", "drain_timeout", p.opts.DrainTimeout)
+	stopXDS()
+	if !xdsDone {
+		if err := <-xdsErr; err != nil {
+			p.log.Error("xds client", "error", err)
+		}
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), p.opts.DrainTimeout)
+	defer cancel()
+	if err := p.dp.Close(dctx); err != nil {
+		p.log.Warn("data plane drain cut short", "error", err)
+	}
+	sctx, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	if err := p.adminSrv.Shutdown(sctx); err != nil {
+		p.adminSrv.Close()
+	}
+	if !adminDone {
+		if err := <-adminErr; err != nil {
+			p.log.Error("admin server", "error", err)
+		}
+	}
+	p.log.Info("proxy stopped")
+	return runErr
+}
+
+// adminSource adapts the Proxy to admin.Source.
+type adminSource struct{ p *Proxy }
+
+func (s adminSource) Ready() bool                 { return s.p.Ready() }
+func (s adminSource) ConfigDump() ([]byte, error) { return s.p.dp.ConfigDump() }
+
+var _ admin.Source = adminSource{}
+
+// xdsCollector exports the xDS client's counters at scrape time.
+type xdsCollector struct{ p *Proxy }
+
+var (
+	descACKs       = prometheus.NewDesc("weft_proxy_xds_acks_total", "xDS responses ACKed (one per type per applied config).", nil, nil)
+	descNACKs      = prometheus.NewDesc("weft_proxy_xds_nacks_total", "xDS responses NACKed.", nil, nil)
+	descApplies    = prometheus.NewDesc("weft_proxy_xds_applies_total", "Complete configs applied to the data plane.", nil, nil)
+	descReconnects = prometheus.NewDesc("weft_proxy_xds_reconnects_total", "ADS streams established after the first.", nil, nil)
+	descConnected  = prometheus.NewDesc("weft_proxy_xds_connected", "1 while an ADS stream to the control plane is open.", nil, nil)
+	descReady      = prometheus.NewDesc("weft_proxy_ready", "1 once a complete first config is applied and the proxy is not draining.", nil, nil)
+)
+
+func (c *xdsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descACKs, descNACKs, descApplies, descReconnects, descConnected, descReady} {
+		ch <- d
+	}
+}
+
+func (c *xdsCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.p.xds.Stats()
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	ch <- prometheus.MustNewConstMetric(descACKs, prometheus.CounterValue, float64(s.ACKs))
+	ch <- prometheus.MustNewConstMetric(descNACKs, prometheus.CounterValue, float64(s.NACKs))
+	ch <- prometheus.MustNewConstMetric(descApplies, prometheus.CounterValue, float64(s.Applies))
+	ch <- prometheus.MustNewConstMetric(descReconnects, prometheus.CounterValue, float64(s.Reconnects))
+	ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, b(c.p.xds.Connected()))
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b(c.p.Ready()))
+}

@@ -1,0 +1,342 @@
+package xdsclient
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Type URLs of the resources the client subscribes to, in the order Envoy
+// asks for them on a new stream.
+const (
+	TypeCluster  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	TypeEndpoint = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	TypeListener = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	TypeRoute    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+
+	typeResource = "type.googleapis.com/envoy.service.discovery.v3.Resource"
+	hcmName      = "envoy.filters.network.http_connection_manager"
+	hcmTypeURL   = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
+
+// typeOrder is the order of initial subscriptions: wildcard CDS and LDS
+// first, then the named RDS and EDS subscriptions they imply.
+var typeOrder = [...]string{TypeCluster, TypeListener, TypeEndpoint, TypeRoute}
+
+// wildcard reports whether a type is subscribed to as a whole (LDS, CDS)
+// rather than by name (RDS, EDS).
+func wildcard(typeURL string) bool { return typeURL == TypeListener || typeURL == TypeCluster }
+
+// resourceSet is the client's view of the config: what was received so far
+// (the working set) or what was last applied. It is owned by the stream
+// goroutine; clone before handing maps to anyone else.
+type resourceSet struct {
+	listeners map[string]*listener.Listener
+	routes    map[string]*route.RouteConfiguration
+	clusters  map[string]*cluster.Cluster
+	endpoints map[string]*endpoint.ClusterLoadAssignment
+	// received marks the wildcard types (LDS, CDS) for which a response
+	// has been taken in; until both have, the set cannot be complete.
+	received map[string]bool
+	versions map[string]string
+}
+
+func newResourceSet() *resourceSet {
+	return &resourceSet{
+		listeners: map[string]*listener.Listener{},
+		routes:    map[string]*route.RouteConfiguration{},
+		clusters:  map[string]*cluster.Cluster{},
+		endpoints: map[string]*endpoint.ClusterLoadAssignment{},
+		received:  map[string]bool{},
+		versions:  map[string]string{},
+	}
+}
+
+// clone copies the maps; the protos themselves are immutable once decoded
+// and are shared.
+func (s *resourceSet) clone() *resourceSet {
+	return &resourceSet{
+		listeners: maps.Clone(s.listeners),
+		routes:    maps.Clone(s.routes),
+		clusters:  maps.Clone(s.clusters),
+		endpoints: maps.Clone(s.endpoints),
+		received:  maps.Clone(s.received),
+		versions:  maps.Clone(s.versions),
+	}
+}
+
+// routeNames returns the RDS names the listeners reference, sorted.
+func (s *resourceSet) routeNames() []string {
+	set := map[string]struct{}{}
+	for _, l := range s.listeners {
+		for _, n := range listenerRouteNames(l) {
+			set[n] = struct{}{}
+		}
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// endpointNames returns the EDS names the clusters reference, sorted.
+func (s *resourceSet) endpointNames() []string {
+	set := map[string]struct{}{}
+	for _, c := range s.clusters {
+		if n, ok := edsName(c); ok {
+			set[n] = struct{}{}
+		}
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// missing returns the referenced RDS and EDS names that have not arrived.
+// A set is complete when both LDS and CDS were received and nothing is
+// missing.
+func (s *resourceSet) missing(routeNames, edsNames []string) (routes, eds []string) {
+	for _, n := range routeNames {
+		if _, ok := s.routes[n]; !ok {
+			routes = append(routes, n)
+		}
+	}
+	for _, n := range edsNames {
+		if _, ok := s.endpoints[n]; !ok {
+			eds = append(eds, n)
+		}
+	}
+	return routes, eds
+}
+
+// prune drops routes and assignments no longer referenced, as an Envoy
+// does when a name leaves its subscription.
+func (s *resourceSet) prune(routeNames, edsNames []string) {
+	for n := range s.routes {
+		if !slices.Contains(routeNames, n) {
+			delete(s.routes, n)
+		}
+	}
+	for n := range s.endpoints {
+		if !slices.Contains(edsNames, n) {
+			delete(s.endpoints, n)
+		}
+	}
+}
+
+// resources renders the set for the Applier. Fresh maps: the Applier may
+// keep them, and the client goes on mutating its own.
+func (s *resourceSet) resources() *Resources {
+	return &Resources{
+		Listeners: maps.Clone(s.listeners),
+		Routes:    maps.Clone(s.routes),
+		Clusters:  maps.Clone(s.clusters),
+		Endpoints: maps.Clone(s.endpoints),
+		Versions:  maps.Clone(s.versions),
+	}
+}
+
+// take merges one decoded response into the set. LDS and CDS responses are
+// the state of the world and replace the type; RDS and EDS responses may
+// carry a subset and are merged by name, keeping only subscribed names.
+func (s *resourceSet) take(d *decoded, subscribed []string) {
+	s.versions[d.typeURL] = d.version
+	switch d.typeURL {
+	case TypeListener:
+		s.listeners = d.listeners
+		s.received[TypeListener] = true
+	case TypeCluster:
+		s.clusters = d.clusters
+		s.received[TypeCluster] = true
+	case TypeRoute:
+		for n, r := range d.routes {
+			if slices.Contains(subscribed, n) {
+				s.routes[n] = r
+			}
+		}
+	case TypeEndpoint:
+		for n, e := range d.endpoints {
+			if slices.Contains(subscribed, n) {
+				s.endpoints[n] = e
+			}
+		}
+	}
+}
+
+// decoded is one response's resources, unmarshalled into their types.
+type decoded struct {
+	typeURL   string
+	version   string
+	listeners map[string]*listener.Listener
+	routes    map[string]*route.RouteConfiguration
+	clusters  map[string]*cluster.Cluster
+	endpoints map[string]*endpoint.ClusterLoadAssignment
+}
+
+// decode unmarshals and validates a response's resources. Any error names
+// the type and the resource; the whole response is then NACKed.
+func decode(r *discovery.DiscoveryResponse) (*decoded, error) {
+	d := &decoded{typeURL: r.GetTypeUrl(), version: r.GetVersionInfo()}
+	switch d.typeURL {
+	case TypeListener:
+		d.listeners = map[string]*listener.Listener{}
+	case TypeRoute:
+		d.routes = map[string]*route.RouteConfiguration{}
+	case TypeCluster:
+		d.clusters = map[string]*cluster.Cluster{}
+	case TypeEndpoint:
+		d.endpoints = map[string]*endpoint.ClusterLoadAssignment{}
+	default:
+		return nil, fmt.Errorf("unsupported type %q", d.typeURL)
+	}
+	seen := make(map[string]bool, len(r.GetResources()))
+	for i, a := range r.GetResources() {
+		if a.GetTypeUrl() == typeResource { // wrapped (TTL, heartbeats)
+			var w discovery.Resource
+			if err := a.UnmarshalTo(&w); err != nil {
+				return nil, fmt.Errorf("resources[%d]: decoding wrapper: %w", i, err)
+			}
+			if w.GetResource() == nil {
+				continue // a heartbeat; nothing to decode
+			}
+			a = w.GetResource()
+		}
+		if a.GetTypeUrl() != d.typeURL {
+			return nil, fmt.Errorf("resources[%d]: type %q in a %q response", i, a.GetTypeUrl(), d.typeURL)
+		}
+		name, err := d.add(a)
+		if err != nil {
+			return nil, fmt.Errorf("resources[%d]: %w", i, err)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("%s %q: duplicate resource name", shortType(d.typeURL), name)
+		}
+		seen[name] = true
+	}
+	if err := checkHCMs(d); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// add decodes and validates one resource and stores it under its name.
+func (d *decoded) add(a *anypb.Any) (string, error) {
+	var (
+		name  string
+		msg   proto.Message
+		store func()
+	)
+	switch d.typeURL {
+	case TypeListener:
+		m := &listener.Listener{}
+		msg, store = m, func() { name = m.GetName(); d.listeners[name] = m }
+	case TypeRoute:
+		m := &route.RouteConfiguration{}
+		msg, store = m, func() { name = m.GetName(); d.routes[name] = m }
+	case TypeCluster:
+		m := &cluster.Cluster{}
+		msg, store = m, func() { name = m.GetName(); d.clusters[name] = m }
+	case TypeEndpoint:
+		m := &endpoint.ClusterLoadAssignment{}
+		msg, store = m, func() { name = m.GetClusterName(); d.endpoints[name] = m }
+	}
+	if err := unmarshal(a, msg); err != nil {
+		return "", err
+	}
+	store()
+	if name == "" {
+		return "", fmt.Errorf("%s has no name", shortType(d.typeURL))
+	}
+	if v, ok := msg.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			return "", fmt.Errorf("%s %q: %w", shortType(d.typeURL), name, err)
+		}
+	}
+	return name, nil
+}
+
+func unmarshal(a *anypb.Any, m proto.Message) error {
+	if err := a.UnmarshalTo(m); err != nil {
+		return fmt.Errorf("decoding %s: %w", shortType(a.GetTypeUrl()), err)
+	}
+	return nil
+}
+
+// checkHCMs decodes every HTTP connection manager so a malformed one is
+// NACKed here, with the listener named, rather than found later.
+func checkHCMs(d *decoded) error {
+	for name, l := range d.listeners {
+		if _, err := hcmRouteNames(l); err != nil {
+			return fmt.Errorf("listener %q: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// listenerRouteNames returns the RDS names a (validated) listener uses.
+func listenerRouteNames(l *listener.Listener) []string {
+	names, _ := hcmRouteNames(l)
+	return names
+}
+
+// hcmRouteNames returns the route_config_name of every HTTP connection
+// manager using RDS; one with an inline route_config needs none.
+func hcmRouteNames(l *listener.Listener) ([]string, error) {
+	var names []string
+	chains := l.GetFilterChains()
+	if dc := l.GetDefaultFilterChain(); dc != nil {
+		chains = append(slices.Clip(chains), dc)
+	}
+	for ci, fc := range chains {
+		for fi, f := range fc.GetFilters() {
+			tc := f.GetTypedConfig()
+			if tc == nil || (f.GetName() != hcmName && tc.GetTypeUrl() != hcmTypeURL) {
+				continue
+			}
+			if tc.GetTypeUrl() != hcmTypeURL {
+				return nil, fmt.Errorf("filter_chains[%d].filters[%d]: %s has typed_config %q", ci, fi, hcmName, tc.GetTypeUrl())
+			}
+			var m hcm.HttpConnectionManager
+			if err := tc.UnmarshalTo(&m); err != nil {
+				return nil, fmt.Errorf("filter_chains[%d].filters[%d]: decoding http_connection_manager: %w", ci, fi, err)
+			}
+			if rds := m.GetRds(); rds != nil {
+				if rds.GetRouteConfigName() == "" {
+					return nil, fmt.Errorf("filter_chains[%d].filters[%d]: rds.route_config_name is empty", ci, fi)
+				}
+				names = append(names, rds.GetRouteConfigName())
+			}
+		}
+	}
+	return names, nil
+}
+
+// edsName returns the EDS name an EDS cluster subscribes to.
+func edsName(c *cluster.Cluster) (string, bool) {
+	if c.GetType() != cluster.Cluster_EDS {
+		return "", false
+	}
+	if n := c.GetEdsClusterConfig().GetServiceName(); n != "" {
+		return n, true
+	}
+	return c.GetName(), true
+}
+
+// shortType turns a type URL into "Listener", "Cluster", … for messages.
+func shortType(typeURL string) string {
+	switch typeURL {
+	case TypeListener:
+		return "listener"
+	case TypeRoute:
+		return "route configuration"
+	case TypeCluster:
+		return "cluster"
+	case TypeEndpoint:
+		return "cluster load assignment"
+	}
+	return typeURL
+}

@@ -56,7 +56,7 @@ func NewMesh(t testing.TB) *Mesh {
 		StatusAddress: "127.0.0.1:0",
 		Debounce:      20 * time.Millisecond,
 		DebounceMax:   200 * time.Millisecond,
-		Logger:        m.log.With("component", "controlplane"),
+		Logger:        m.log,
 	}
 	m.StartControlPlane()
 	// Restarts must come back on the same addresses: proxies reconnect there.

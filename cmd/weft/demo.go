@@ -18,6 +18,11 @@ weft-proxy sidecar. Requests with x-canary: true go to v2, the rest split
 running so you can curl it and edit the config live. Ctrl-C stops it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The demo's own report is its interface: components only
+			// speak up about problems unless asked to say more.
+			if !cmd.Flags().Changed("log-level") {
+				_ = cmd.Flags().Set("log-level", "warn")
+			}
 			log, err := logger(cmd)
 			if err != nil {
 				return err

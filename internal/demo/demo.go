@@ -91,7 +91,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	cp, err := localmesh.StartControlPlane(controlplane.Options{ConfigDir: dir, XDSAddress: o.XDSAddress,
-		StatusAddress: o.StatusAddr, Logger: o.Logger.With("component", "controlplane")})
+		StatusAddress: o.StatusAddr, Logger: o.Logger})
 	if err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
@@ -137,7 +137,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
-	if err := waitRouted(ctx, c, from, o.To); err != nil {
+	if err := waitRouted(ctx, c, from, o.To, map[string]string{o.CanaryHeader: "true"}); err != nil {
 		return err
 	}
 
@@ -246,19 +246,34 @@ func waitReady(ctx context.Context, ws []*localmesh.Workload) error {
 	return nil
 }
 
-func waitRouted(ctx context.Context, c *http.Client, from *localmesh.Workload, host string) error {
+// waitRouted waits until the routing config is in force: 20 requests in a
+// row that carry the canary header reach one version. Before the
+// VirtualService arrives the default route round-robins over all versions,
+// so a streak shows the header route is applied.
+func waitRouted(ctx context.Context, c *http.Client, from *localmesh.Workload, host string, hdr map[string]string) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	var last error
 	for {
-		_, code, err := get(ctx, c, from, host, nil)
-		if err == nil && code == http.StatusOK {
+		streak, version := 0, ""
+		for ; streak < 20; streak++ {
+			r, code, err := get(ctx, c, from, host, hdr)
+			if err != nil || code != http.StatusOK {
+				last = errors.Join(err, fmt.Errorf("status %d", code))
+				break
+			}
+			if streak > 0 && r.Version != version {
+				last = fmt.Errorf("canary header reached both %s and %s", version, r.Version)
+				break
+			}
+			version = r.Version
+		}
+		if streak == 20 {
 			return nil
 		}
-		last = errors.Join(err, fmt.Errorf("status %d", code))
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("no route to %s through %s: %w", host, from.Opts.Name, last)
+			return fmt.Errorf("routing to %s through %s not in force: %w", host, from.Opts.Name, last)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

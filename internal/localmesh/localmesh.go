@@ -122,7 +122,7 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 		}
 	}
 	es, err := echo.New(echo.Options{Name: o.Name, Version: o.Labels["version"], Address: o.AppAddress,
-		Logger: o.Logger.With("workload", o.Name, "component", "echo")})
+		Logger: o.Logger.With("workload", o.Name)})
 	if err != nil {
 		return nil, fmt.Errorf("workload %s: %w", o.Name, err)
 	}
@@ -146,7 +146,7 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 		Identity:     id,
 		XDSAddress:   o.XDSAddress,
 		AdminAddress: net.JoinHostPort(ip, strconv.Itoa(o.AdminPort)),
-		Logger:       o.Logger.With("workload", o.Name, "component", "proxy"),
+		Logger:       o.Logger.With("workload", o.Name),
 	})
 	if err != nil {
 		_ = w.echoR.stop()

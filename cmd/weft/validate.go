@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 
 	"github.com/spf13/cobra"
 
@@ -19,7 +20,8 @@ func newValidateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			snap := config.NewStore(config.Options{DomainSuffix: suffix}).Load(files)
+			// Diagnostics are this command's output; the store need not log them too.
+			snap := config.NewStore(config.Options{DomainSuffix: suffix, Logger: slog.New(slog.DiscardHandler)}).Load(files)
 			errs := 0
 			for _, d := range snap.Diagnostics {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", d.Severity, d.Error())

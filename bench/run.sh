@@ -53,9 +53,9 @@ YAML
 
 "$work/weft" serve --config "$work/config" --xds-address 127.0.20.9:15010 --status-address 127.0.20.9:15014 --log-level warn & pids+=($!)
 "$work/weft" echo --name bench-server --address $SERVER:18080 --log-level warn & pids+=($!)
-"$work/weft-proxy" --xds-address 127.0.20.9:15010 --workload bench-server --labels app=bench,version=v1 \
+env ${PROXY_ENV:-} "$work/weft-proxy" --xds-address 127.0.20.9:15010 --workload bench-server --labels app=bench,version=v1 \
   --ip $SERVER --outbound "" --app-port 8080=$SERVER:18080 --admin-address $SERVER:15000 --log-level warn & server_proxy=$!; pids+=($!)
-"$work/weft-proxy" --xds-address 127.0.20.9:15010 --workload bench-client --labels app=client,version=v1 \
+env ${PROXY_ENV:-} "$work/weft-proxy" --xds-address 127.0.20.9:15010 --workload bench-client --labels app=client,version=v1 \
   --ip $CLIENT --outbound $CLIENT:15001 --admin-address $CLIENT:15000 --log-level warn & client_proxy=$!; pids+=($!)
 
 cat > "$work/nginx.conf" <<NGX

@@ -174,6 +174,16 @@ func (m *Mesh) Service(name, protocol string, versions ...string) []*localmesh.W
 			Labels: map[string]string{"app": name, "version": b.Version},
 		}))
 	}
+	// Like a readiness gate: the endpoints are registered statically, so
+	// only hand them out once their sidecars accept traffic.
+	for _, w := range ws {
+		Eventually(m.t, 10*time.Second, w.Opts.Name+" serving", func() error {
+			if !w.Serving() {
+				return fmt.Errorf("sidecar not serving its inbound port yet")
+			}
+			return nil
+		})
+	}
 	return ws
 }
 
@@ -279,4 +289,35 @@ func (w tWriter) Write(p []byte) (int, error) {
 	defer func() { _ = recover() }() // a log line after the test ended must not panic
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// Status reads the control plane's /status.
+func (m *Mesh) Status() (controlplane.Status, error) {
+	var st controlplane.Status
+	resp, err := http.Get("http://" + m.CP.StatusAddr().String() + "/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(body, &st)
+}
+
+// WaitLoaded waits until the control plane's newest snapshot holds the
+// given number of VirtualServices and endpoints.
+func (m *Mesh) WaitLoaded(virtualServices, endpoints int) {
+	m.t.Helper()
+	Eventually(m.t, 5*time.Second, "config loaded", func() error {
+		st, err := m.Status()
+		if err != nil {
+			return err
+		}
+		if st.Resources.VirtualServices != virtualServices || st.Resources.Endpoints != endpoints {
+			return fmt.Errorf("%d VirtualServices, %d endpoints", st.Resources.VirtualServices, st.Resources.Endpoints)
+		}
+		return nil
+	})
 }

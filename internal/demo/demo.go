@@ -235,7 +235,7 @@ func waitReady(ctx context.Context, ws []*localmesh.Workload) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	for _, w := range ws {
-		for !w.Proxy.Ready() {
+		for !w.Serving() {
 			select {
 			case <-ctx.Done():
 				return fmt.Errorf("sidecar of %s did not get its config: %w", w.Opts.Name, ctx.Err())

@@ -175,3 +175,21 @@ func FreePort(ip string) (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// Serving reports whether the workload can take mesh traffic: its sidecar
+// has applied config and, for a workload with a WorkloadPort, its inbound
+// listener for that port is bound on one of its IPs.
+func (w *Workload) Serving() bool {
+	if !w.Proxy.Ready() {
+		return false
+	}
+	if w.Opts.WorkloadPort == 0 {
+		return true
+	}
+	for _, ip := range w.Opts.IPs {
+		if w.Proxy.ListenerAddr(contract.ListenerName(ip, w.Opts.WorkloadPort)) != nil {
+			return true
+		}
+	}
+	return false
+}

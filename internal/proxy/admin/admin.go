@@ -6,6 +6,7 @@ package admin
 import (
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,6 +65,7 @@ type handler struct {
 //	GET  /config_dump      src.ConfigDump() as JSON
 //	GET  /stats/prometheus the gatherer's metrics
 //	POST /drain            with WithDrain: mark not ready
+//	GET  /debug/pprof/...  Go runtime profiles (the admin listener is loopback by default)
 //
 // The handler is safe for concurrent use.
 func Handler(src Source, gatherer prometheus.Gatherer, opts ...Option) http.Handler {
@@ -83,6 +85,10 @@ func Handler(src Source, gatherer prometheus.Gatherer, opts ...Option) http.Hand
 		ErrorLog:      slog.NewLogLogger(h.log.Handler(), slog.LevelError),
 		ErrorHandling: promhttp.ContinueOnError,
 	}))
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	if h.drainEnabled {
 		mux.HandleFunc("POST /drain", h.drain)
 	}

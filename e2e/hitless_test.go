@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestNewSubsetsAreHitless introduces subsets and a weighted route while
+// traffic flows. The route to the new subset clusters must not be used
+// before their endpoints are there: not one request may fail.
+func TestNewSubsetsAreHitless(t *testing.T) {
+	for round := 0; round < 3; round++ {
+		t.Run(fmt.Sprint("round", round), func(t *testing.T) {
+			m := NewMesh(t)
+			m.Service("backend", "HTTP", "v1", "v2")
+			front := m.Client("frontend")
+			c := newClient()
+			waitVersion(t, c, front, "backend", nil, "") // default route serving
+
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var sent, failed atomic.Int64
+			var firstErr atomic.Value
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for i := 0; i < 4; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for j := 0; j < 20000; j++ {
+						select {
+						case <-stop:
+							return
+						case <-ctx.Done():
+							return
+						default:
+						}
+						code, _, err := Get(ctx, c, front, "backend", "/", nil)
+						sent.Add(1)
+						if err != nil || code != 200 {
+							failed.Add(1)
+							firstErr.CompareAndSwap(nil, fmt.Sprintf("code %d err %v", code, err))
+						}
+					}
+				}()
+			}
+			m.WriteConfig("backend-routes.yaml", fmt.Sprintf(backendRoutes, 0, 100))
+			waitVersion(t, c, front, "backend", nil, "v2")
+			close(stop)
+			wg.Wait()
+			if f := failed.Load(); f != 0 {
+				t.Fatalf("%d of %d requests failed while subsets were introduced; first: %v", f, sent.Load(), firstErr.Load())
+			}
+		})
+	}
+}
+
+// TestReadyMeansServing starts a sidecar on a mesh whose config is
+// already complete: from the moment it reports ready, every request must
+// succeed — no 503 while clusters or endpoints are still arriving.
+func TestReadyMeansServing(t *testing.T) {
+	m := NewMesh(t)
+	m.Service("backend", "HTTP", "v1", "v2")
+	m.WriteConfig("backend-routes.yaml", fmt.Sprintf(backendRoutes, 50, 50))
+	m.WaitLoaded(1, 2) // the control plane has the config before the sidecars start
+	c := newClient()
+	for round := 0; round < 5; round++ {
+		front := m.Client(fmt.Sprint("frontend-", round))
+		Eventually(t, 10*time.Second, "sidecar ready", func() error {
+			if !front.Proxy.Ready() {
+				return fmt.Errorf("not ready")
+			}
+			return nil
+		})
+		got := map[string]int{}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		for i := 0; i < 200; i++ {
+			code, r, err := Get(ctx, c, front, "backend", "/", map[string]string{"x-canary": fmt.Sprint(i%2 == 0)})
+			if err != nil || code != 200 {
+				cancel()
+				t.Fatalf("round %d: request %d after ready: code %d err %v (answers so far %v)", round, i, code, err, got)
+			}
+			got[r.Version]++
+		}
+		cancel()
+	}
+}
+
+// TestStartDuringConfigChange starts a sidecar while its services and
+// routes are still arriving at the control plane. Whatever config it
+// starts on, once ready it must never answer 503: a route is used only
+// with its clusters, and a cluster only with its endpoints.
+func TestStartDuringConfigChange(t *testing.T) {
+	for round := 0; round < 4; round++ {
+		t.Run(fmt.Sprint("round", round), func(t *testing.T) {
+			m := NewMesh(t)
+			m.Service("backend", "HTTP", "v1", "v2")
+			m.WriteConfig("backend-routes.yaml", fmt.Sprintf(backendRoutes, 50, 50))
+			front := m.Client("frontend")
+			c := newClient()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			codes := map[int]int{}
+			streak := 0
+			for i := 0; i < 5000 && streak < 50; i++ {
+				if !front.Proxy.Ready() {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				code, r, err := Get(ctx, c, front, "backend", "/", map[string]string{"x-canary": "true"})
+				if err != nil {
+					t.Fatalf("request after ready: %v", err)
+				}
+				codes[code]++
+				if code == 200 && r.Version == "v2" {
+					streak++
+				} else {
+					streak = 0
+				}
+			}
+			if streak < 50 {
+				t.Fatalf("canary routing never settled: %v", codes)
+			}
+			for code, n := range codes {
+				if code != 200 && code != 404 { // 404: the route was not there yet — a config state, not a failure to forward
+					_, seen := series(t, front, "istio_requests_total", map[string]string{"response_code": fmt.Sprint(code)})
+					t.Errorf("%d answers with status %d after ready (all: %v); series: %v", n, code, codes, seen)
+				}
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ type cacheLogger struct{ l *slog.Logger }
 
 func (c cacheLogger) Debugf(format string, args ...any) { c.l.Debug(fmt.Sprintf(format, args...)) }
 func (c cacheLogger) Infof(format string, args ...any)  { c.l.Debug(fmt.Sprintf(format, args...)) }
+
 // Warnf logs at warn, except the ADS ordering wait: after a cluster change
 // the cache holds back EDS until the proxy re-subscribes with the new
 // cluster names. That is the protocol working, not a problem.

@@ -149,7 +149,7 @@ func Run(ctx context.Context, o Options) error {
 Try it:
   curl -s -H 'Host: %[1]s' http://%[2]s/
   curl -s -H 'Host: %[1]s' -H '%[3]s: true' http://%[2]s/
-  HTTP_PROXY=http://%[2]s curl -s http://%[1]s/
+  http_proxy=http://%[2]s curl -s http://%[1]s/
   curl -s http://%[4]s/stats/prometheus | grep istio_requests_total
 Edit the weights in %[5]s: the new split is in force within a second.
 Ctrl-C stops the demo.

@@ -242,8 +242,39 @@ spec:
   labels: {app: reviews}
 `,
 			want: []string{
-				`error: t.yaml: doc 1: WorkloadEntry default/vm1: spec.address: address is required unless network is set`,
+				`error: t.yaml: doc 1: WorkloadEntry default/vm1: spec.address: address is required`,
 				`error: t.yaml: doc 1: WorkloadEntry default/vm1: spec.ports.http: port 70000 out of range 1-65535`,
+			},
+		},
+		{
+			// Istio reaches such endpoints through their network's gateway;
+			// Weft has none, and an empty address makes the proxy NACK.
+			name: "network without address",
+			doc: `apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: remote}
+spec: {network: west, labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: local}
+spec: {network: east, address: 10.0.0.9}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: se}
+spec:
+  hosts: [db.example.com]
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints:
+  - address: 10.0.0.1
+    network: east
+  - network: west
+`,
+			want: []string{
+				`error: t.yaml: doc 1: WorkloadEntry default/remote: spec.address: address is required (multi-network endpoints without an address are not supported yet)`,
+				`error: t.yaml: doc 3: ServiceEntry default/se: spec.endpoints[1].address: address is required (multi-network endpoints without an address are not supported yet)`,
 			},
 		},
 		{

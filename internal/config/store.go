@@ -73,8 +73,11 @@ func (s *Store) Snapshot() *Snapshot { return s.snap.Load() }
 // returns from then on. Each document is judged on its own: one with errors
 // is rejected and the last good version of its resource (if any) stays in
 // force; a file that is not valid YAML keeps every resource it provided
-// before; a resource no file mentions any more is removed. The version
-// increases by one on every call. Concurrent calls are serialized.
+// before; a resource no file mentions any more is removed. When several
+// documents define one resource, the one from the file its version in force
+// came from keeps it and the others are errors (with none in force, the
+// first in path order wins). The version increases by one on every call.
+// Concurrent calls are serialized.
 func (s *Store) Load(files map[string][]byte) *Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -120,29 +123,72 @@ func (s *Store) Load(files map[string][]byte) *Snapshot {
 // candidates decodes and validates every document and returns the
 // candidate set (valid documents plus retained last good versions) with
 // the per-document diagnostics.
+//
+// When several documents define the same resource, one owns it and the
+// others are errors: the one in the file the version in force came from
+// (it was there first), else the first in path and document order.
 func (s *Store) candidates(files map[string][]byte) (map[string]*candidate, []Diagnostic) {
 	var diags []Diagnostic
 	cands := map[string]*candidate{}
-	claimed := map[string]Meta{} // key -> the document that defines it
 	inForceKeys := sortedKeys(s.inForce)
 
+	// A definition of a resource: a document of this load, or (doc == nil)
+	// the version in force retained from a file that is not valid YAML.
+	type definition struct {
+		meta Meta
+		doc  *document
+	}
+	type decoded struct {
+		path     string
+		docs     []*document
+		fileDiag *Diagnostic
+	}
+	var (
+		decodedFiles []decoded
+		defs         = map[string][]definition{}
+	)
 	for _, path := range sortedKeys(files) {
 		docs, fileDiag := decodeFile(path, files[path])
+		decodedFiles = append(decodedFiles, decoded{path, docs, fileDiag})
 		if fileDiag != nil {
-			diags = append(diags, *fileDiag)
 			for _, key := range inForceKeys {
-				prev := s.inForce[key]
-				if prev.meta.File != path {
-					continue
-				}
-				if _, taken := claimed[key]; !taken {
-					claimed[key] = prev.meta
-					cands[key] = &candidate{entry: *prev, prev: prev}
+				if prev := s.inForce[key]; prev.meta.File == path {
+					defs[key] = append(defs[key], definition{meta: prev.meta})
 				}
 			}
 			continue
 		}
 		for _, d := range docs {
+			if d.resource() != "" {
+				defs[d.meta.Key()] = append(defs[d.meta.Key()], definition{meta: d.meta, doc: d})
+			}
+		}
+	}
+	owner := make(map[string]definition, len(defs))
+	for key, ds := range defs {
+		owner[key] = ds[0]
+		if prev := s.inForce[key]; prev != nil {
+			for _, d := range ds {
+				if d.meta.File == prev.meta.File {
+					owner[key] = d
+					break
+				}
+			}
+		}
+	}
+
+	for _, f := range decodedFiles {
+		if f.fileDiag != nil {
+			diags = append(diags, *f.fileDiag)
+			for _, key := range inForceKeys {
+				prev := s.inForce[key]
+				if prev.meta.File == f.path && owner[key].doc == nil {
+					cands[key] = &candidate{entry: *prev, prev: prev}
+				}
+			}
+			continue
+		}
+		for _, d := range f.docs {
 			diags = append(diags, d.diags...)
 			var is issues
 			if d.spec != nil {
@@ -156,15 +202,18 @@ func (s *Store) candidates(files map[string][]byte) (map[string]*candidate, []Di
 				continue // nothing identifies a resource to keep or replace
 			}
 			key := d.meta.Key()
-			if first, dup := claimed[key]; dup {
+			if o := owner[key]; o.doc != d {
+				where := fmt.Sprintf("%s doc %d", o.meta.File, o.meta.Doc)
+				if prev := s.inForce[key]; prev != nil && o.meta.File == prev.meta.File {
+					where += ", whose version is in force"
+				}
 				diags = append(diags, Diagnostic{
 					Severity: SeverityError, File: d.meta.File, Doc: d.meta.Doc, Resource: d.resource(),
 					Path:    "metadata.name",
-					Message: fmt.Sprintf("duplicate %s: already defined in %s doc %d; this document is ignored", d.meta, first.File, first.Doc),
+					Message: fmt.Sprintf("duplicate %s: already defined in %s; this document is ignored", d.meta, where),
 				})
 				continue
 			}
-			claimed[key] = d.meta
 			prev := s.inForce[key]
 			if d.spec == nil || is.hasErrors() {
 				if prev != nil {

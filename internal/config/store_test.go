@@ -273,7 +273,7 @@ func TestDocumentsAndOrdering(t *testing.T) {
 	snap := NewStore(testOptions()).Load(files("w.yaml", content))
 	checkStrings(t, "keys", keys(snap), []string{"WorkloadEntry/a/yy", "WorkloadEntry/b/a", "WorkloadEntry/b/z"})
 	checkStrings(t, "diagnostics", diagStrings(snap), []string{
-		`error: w.yaml: doc 6: WorkloadEntry default/bad: spec.address: address is required unless network is set`,
+		`error: w.yaml: doc 6: WorkloadEntry default/bad: spec.address: address is required`,
 	})
 	if d := snap.WorkloadEntries[0].Doc; d != 4 {
 		t.Errorf("a/yy doc = %d, want 4", d)

@@ -272,8 +272,16 @@ func validateServiceEntry(is *issues, se *networking.ServiceEntry) {
 }
 
 func validateWorkloadEntry(is *issues, path string, we *networking.WorkloadEntry) {
-	if we.GetAddress() == "" && we.GetNetwork() == "" {
-		is.errf(path+".address", "address is required unless network is set")
+	// Istio allows an endpoint without an address on another network,
+	// reached through that network's gateway. Weft has no multi-network
+	// gateways: such an endpoint would reach the proxy with an empty
+	// address, and the proxy rejects the whole update.
+	switch {
+	case we.GetAddress() != "":
+	case we.GetNetwork() != "":
+		is.errf(path+".address", "address is required (multi-network endpoints without an address are not supported yet)")
+	default:
+		is.errf(path+".address", "address is required")
 	}
 	for _, name := range sortedKeys(we.GetPorts()) {
 		pp := path + ".ports." + name

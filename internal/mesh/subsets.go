@@ -1,8 +1,6 @@
 package mesh
 
 import (
-	"strings"
-
 	networking "istio.io/api/networking/v1alpha3"
 
 	"weft.dev/weft/internal/config"
@@ -14,40 +12,37 @@ type SubsetIndex struct {
 	byHost map[string]*config.DestinationRule
 }
 
-// newSubsetIndex picks one DestinationRule per resolved FQDN host: the one
-// in the host's own namespace wins; otherwise the first by namespace/name.
+// newSubsetIndex picks one DestinationRule per resolved FQDN host with
+// config.SelectDestinationRule, the rule validation uses too: the one in
+// the host's own namespace wins, otherwise the first by namespace/name.
 // Wildcard hosts are not expanded: subsets are per service.
 func newSubsetIndex(drs []*config.DestinationRule, r resolver) *SubsetIndex {
-	idx := &SubsetIndex{byHost: map[string]*config.DestinationRule{}}
-	for _, dr := range sortedByMeta(drs) {
+	byFQDN := map[string][]*config.DestinationRule{}
+	for _, dr := range drs {
 		if dr.Spec == nil {
 			continue
 		}
 		fqdn := r.resolve(dr.Spec.GetHost(), dr.Namespace)
-		cur, ok := idx.byHost[fqdn]
-		switch {
-		case !ok:
-			idx.byHost[fqdn] = dr
-		case cur.Namespace != hostNamespace(fqdn, r) && dr.Namespace == hostNamespace(fqdn, r):
+		byFQDN[fqdn] = append(byFQDN[fqdn], dr)
+	}
+	idx := &SubsetIndex{byHost: make(map[string]*config.DestinationRule, len(byFQDN))}
+	for fqdn, cands := range byFQDN {
+		if dr := config.SelectDestinationRule(fqdn, hostNamespace(fqdn, r), cands, r.resolve); dr != nil {
 			idx.byHost[fqdn] = dr
 		}
 	}
 	return idx
 }
 
-// hostNamespace is the namespace a host belongs to: its registry service's
-// namespace, else the second label of a cluster-local name, else "".
+// hostNamespace is the namespace a host belongs to (config.HostNamespace):
+// its registry service's namespace, else the second label of a
+// cluster-local name, else "".
 func hostNamespace(fqdn string, r resolver) string {
-	if svc := r.reg.Service(fqdn); svc != nil && svc.Namespace != "" {
-		return svc.Namespace
+	var svcNS string
+	if svc := r.reg.Service(fqdn); svc != nil {
+		svcNS = svc.Namespace
 	}
-	tail := ".svc." + r.suffix
-	if base, ok := strings.CutSuffix(fqdn, tail); ok {
-		if dot := strings.LastIndexByte(base, '.'); dot >= 0 {
-			return base[dot+1:]
-		}
-	}
-	return ""
+	return config.HostNamespace(fqdn, svcNS, r.suffix)
 }
 
 // ForHost returns the DestinationRule for an FQDN, or nil.

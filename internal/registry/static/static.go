@@ -80,10 +80,15 @@ type workload struct {
 
 // selectWorkloads returns the ServiceEntry's inline endpoints, or else the
 // WorkloadEntries of its namespace whose labels include its
-// workloadSelector's labels.
+// workloadSelector's labels. Workloads without an address (Istio's
+// multi-network endpoints, which config validation rejects) are left out:
+// an endpoint with an empty address makes the proxy reject the whole update.
 func selectWorkloads(cfg *config.Snapshot, se *config.ServiceEntry) []workload {
 	var out []workload
 	for _, ep := range se.Spec.GetEndpoints() {
+		if ep.GetAddress() == "" {
+			continue
+		}
 		name := ep.GetLabels()["app"]
 		if name == "" {
 			name = ep.GetAddress()
@@ -91,11 +96,11 @@ func selectWorkloads(cfg *config.Snapshot, se *config.ServiceEntry) []workload {
 		out = append(out, workload{name: name, namespace: se.Namespace, spec: ep})
 	}
 	sel := se.Spec.GetWorkloadSelector()
-	if len(out) > 0 || sel == nil {
+	if len(se.Spec.GetEndpoints()) > 0 || sel == nil {
 		return out
 	}
 	for _, we := range cfg.WorkloadEntries {
-		if we.Namespace == se.Namespace && labelsMatch(sel.GetLabels(), we.Spec.GetLabels()) {
+		if we.Spec.GetAddress() != "" && we.Namespace == se.Namespace && labelsMatch(sel.GetLabels(), we.Spec.GetLabels()) {
 			out = append(out, workload{name: we.Name, namespace: we.Namespace, spec: we.Spec})
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+	networking "istio.io/api/networking/v1alpha3"
 
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/registry"
@@ -207,5 +208,42 @@ spec: {hosts: [shared.example.com], ports: [{number: 81, name: http}], endpoints
 	}
 	check(t, "endpoints", got, []string{
 		`shared.example.com:80 -> 10.0.0.1:80 labels=map[] loc="" w=0 sa="" wl=default/10.0.0.1 health=0`,
+	})
+}
+
+// TestBuildSkipsEndpointsWithoutAddress: validation rejects them, but a
+// snapshot built by hand (or a future validation gap) must never yield an
+// endpoint with an empty address, which the proxy NACKs with the whole update.
+func TestBuildSkipsEndpointsWithoutAddress(t *testing.T) {
+	spec := func(address, network string) *networking.WorkloadEntry {
+		return &networking.WorkloadEntry{Address: address, Network: network, Labels: map[string]string{"app": "backend"}}
+	}
+	ports := []*networking.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP"}}
+	cfg := &config.Snapshot{
+		ServiceEntries: []*config.ServiceEntry{
+			{Meta: config.Meta{Kind: config.KindServiceEntry, Namespace: "default", Name: "inline"}, Spec: &networking.ServiceEntry{
+				Hosts: []string{"inline"}, Ports: ports,
+				Endpoints: []*networking.WorkloadEntry{spec("", "remote"), spec("10.0.0.1", ""), spec("", "")},
+			}},
+			{Meta: config.Meta{Kind: config.KindServiceEntry, Namespace: "default", Name: "selected"}, Spec: &networking.ServiceEntry{
+				Hosts: []string{"selected"}, Ports: ports,
+				WorkloadSelector: &networking.WorkloadSelector{Labels: map[string]string{"app": "backend"}},
+			}},
+		},
+		WorkloadEntries: []*config.WorkloadEntry{
+			{Meta: config.Meta{Kind: config.KindWorkloadEntry, Namespace: "default", Name: "local"}, Spec: spec("10.0.0.2", "")},
+			{Meta: config.Meta{Kind: config.KindWorkloadEntry, Namespace: "default", Name: "remote"}, Spec: spec("", "remote")},
+		},
+	}
+	reg := Build(cfg, "")
+	var got []string
+	for _, svc := range reg.Services() {
+		for _, e := range reg.Endpoints(svc.Hostname, 0) {
+			got = append(got, e.ServiceHostname+" -> "+e.Address+" wl="+e.WorkloadName)
+		}
+	}
+	check(t, "endpoints", got, []string{
+		"inline.default.svc.cluster.local -> 10.0.0.1 wl=backend",
+		"selected.default.svc.cluster.local -> 10.0.0.2 wl=local",
 	})
 }

@@ -1,0 +1,347 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	networking "istio.io/api/networking/v1alpha3"
+)
+
+func drDoc(ns, name, host string, subsets ...string) string {
+	s := fmt.Sprintf("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: %s, namespace: %s}\nspec:\n  host: %q\n  subsets:\n", name, ns, host)
+	for _, sub := range subsets {
+		s += fmt.Sprintf("  - {name: %s, labels: {version: %s}}\n", sub, sub)
+	}
+	return s
+}
+
+// vsDoc routes host (written in namespace ns) to the subsets, one route each.
+func vsDoc(ns, name, host string, subsets ...string) string {
+	s := fmt.Sprintf("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: %s, namespace: %s}\nspec:\n  hosts: [%q]\n  http:\n  - route:\n", name, ns, host)
+	for _, sub := range subsets {
+		s += fmt.Sprintf("    - destination: {host: %q, subset: %s}\n      weight: 1\n", host, sub)
+	}
+	return s
+}
+
+func seDoc(ns, name, host string) string {
+	return fmt.Sprintf("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: %s, namespace: %s}\nspec:\n  hosts: [%q]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n", name, ns, host)
+}
+
+func docs(ds ...string) string { return strings.Join(ds, "---\n") }
+
+func TestSelectDestinationRule(t *testing.T) {
+	dr := func(ns, name, host string) *DestinationRule {
+		return &DestinationRule{Meta: Meta{Kind: KindDestinationRule, Namespace: ns, Name: name}, Spec: &networking.DestinationRule{Host: host}}
+	}
+	resolve := func(host, ns string) string {
+		if !strings.Contains(host, ".") && !strings.HasPrefix(host, "*") {
+			return host + "." + ns + ".svc.cluster.local"
+		}
+		return host
+	}
+	const backend = "backend.default.svc.cluster.local"
+	tests := []struct {
+		name   string
+		fqdn   string
+		hostNS string
+		drs    []*DestinationRule
+		want   string // namespace/name, or "" for nil
+	}{
+		{"none", backend, "default", nil, ""},
+		{"own namespace wins over earlier ones", backend, "default",
+			[]*DestinationRule{dr("zzz", "b", backend), dr("default", "z", "backend"), dr("aaa", "a", backend)}, "default/z"},
+		{"else first by namespace, then name", backend, "default",
+			[]*DestinationRule{dr("zzz", "a", backend), dr("bbb", "b", backend), dr("bbb", "a", backend)}, "bbb/a"},
+		{"first by name within the own namespace", "api.example.com", "ext",
+			[]*DestinationRule{dr("ext", "b", "api.example.com"), dr("aaa", "a", "api.example.com"), dr("ext", "a", "api.example.com")}, "ext/a"},
+		{"unknown namespace: first by namespace/name", "api.example.com", "",
+			[]*DestinationRule{dr("b", "x", "api.example.com"), dr("a", "y", "api.example.com")}, "a/y"},
+		{"host resolved in the rule's own namespace", backend, "default",
+			[]*DestinationRule{dr("aaa", "x", "backend"), dr("bbb", "x", "backend")}, ""},
+		{"wildcard rules are not expanded", "api.example.com", "ext",
+			[]*DestinationRule{dr("ext", "w", "*.example.com"), dr("ext", "all", "*")}, ""},
+		{"a wildcard rule governs the wildcard service", "*.example.com", "ext",
+			[]*DestinationRule{dr("zzz", "w", "*.example.com"), dr("ext", "api", "api.example.com")}, "zzz/w"},
+		{"rules without a spec are skipped", backend, "default",
+			[]*DestinationRule{{Meta: Meta{Namespace: "default", Name: "nil"}}, dr("zzz", "x", backend)}, "zzz/x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got string
+			if dr := SelectDestinationRule(tt.fqdn, tt.hostNS, tt.drs, resolve); dr != nil {
+				got = dr.Namespace + "/" + dr.Name
+			}
+			if got != tt.want {
+				t.Errorf("SelectDestinationRule = %q, want %q", got, tt.want)
+			}
+		})
+	}
+
+	for _, c := range []struct{ fqdn, svcNS, suffix, want string }{
+		{"backend.default.svc.cluster.local", "", "", "default"},
+		{"backend.default.svc.cluster.local", "prod", "", "prod"},
+		{"backend.default.svc.corp.internal", "", "corp.internal", "default"},
+		{"backend.default.svc.corp.internal", "", "", ""},
+		{"api.example.com", "", "", ""},
+		{"api.example.com", "ext", "", "ext"},
+	} {
+		if got := HostNamespace(c.fqdn, c.svcNS, c.suffix); got != c.want {
+			t.Errorf("HostNamespace(%q, %q, %q) = %q, want %q", c.fqdn, c.svcNS, c.suffix, got, c.want)
+		}
+	}
+}
+
+// TestSubsetOfTheRuleInForce: a subset reference is valid only if the one
+// DestinationRule mesh uses for the host defines it.
+func TestSubsetOfTheRuleInForce(t *testing.T) {
+	const backend = "backend.default.svc.cluster.local"
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+		vss  []string // VirtualServices in force
+	}{
+		{
+			name: "subset only in a rule of another namespace",
+			yaml: docs(
+				drDoc("default", "backend", "backend", "v1"),
+				drDoc("prod", "backend-extra", backend, "v2"),
+				vsDoc("default", "backend", "backend", "v1", "v2"),
+			),
+			want: []string{
+				`error: t.yaml: doc 3: VirtualService default/backend: spec.http[0].route[1].destination.subset: subset "v2" is defined by DestinationRule prod/backend-extra, but DestinationRule default/backend is the one in force for backend.default.svc.cluster.local`,
+			},
+		},
+		{
+			name: "no rule in the host's namespace: the first by namespace/name is in force",
+			yaml: docs(
+				drDoc("zzz", "later", backend, "v2"),
+				drDoc("aaa", "first", backend, "v1"),
+				vsDoc("default", "v1", "backend", "v1"),
+				vsDoc("default", "v2", "backend", "v2"),
+			),
+			want: []string{
+				`error: t.yaml: doc 4: VirtualService default/v2: spec.http[0].route[0].destination.subset: subset "v2" is defined by DestinationRule zzz/later, but DestinationRule aaa/first is the one in force for backend.default.svc.cluster.local`,
+			},
+			vss: []string{"default/v1"},
+		},
+		{
+			name: "a ServiceEntry's namespace is its hosts' namespace",
+			yaml: docs(
+				seDoc("ext", "api", "api.example.com"),
+				drDoc("aaa", "api", "api.example.com", "v2"),
+				drDoc("ext", "api", "api.example.com", "v1"),
+				vsDoc("ext", "api", "api.example.com", "v1"),
+				vsDoc("aaa", "api", "api.example.com", "v2"),
+			),
+			want: []string{
+				`error: t.yaml: doc 5: VirtualService aaa/api: spec.http[0].route[0].destination.subset: subset "v2" is defined by DestinationRule aaa/api, but DestinationRule ext/api is the one in force for api.example.com`,
+			},
+			vss: []string{"ext/api"},
+		},
+		{
+			name: "a wildcard rule gives no subsets to the hosts it matches",
+			yaml: docs(
+				seDoc("ext", "api", "api.example.com"),
+				drDoc("ext", "wild", "*.example.com", "v1"),
+				vsDoc("ext", "api", "api.example.com", "v1"),
+			),
+			want: []string{
+				`error: t.yaml: doc 3: VirtualService ext/api: spec.http[0].route[0].destination.subset: subset "v1" is defined by DestinationRule ext/wild, but its wildcard host *.example.com gives no subsets to api.example.com (subsets are per service); define it in a DestinationRule for api.example.com`,
+			},
+		},
+		{
+			name: "a wildcard rule beside the rule in force",
+			yaml: docs(
+				seDoc("ext", "api", "api.example.com"),
+				drDoc("ext", "wild", "*.example.com", "v1"),
+				drDoc("ext", "api", "api.example.com", "v2"),
+				vsDoc("ext", "api", "api.example.com", "v1"),
+			),
+			want: []string{
+				`error: t.yaml: doc 4: VirtualService ext/api: spec.http[0].route[0].destination.subset: subset "v1" is defined by DestinationRule ext/wild, but DestinationRule ext/api is the one in force for api.example.com`,
+			},
+		},
+		{
+			name: "a wildcard rule does give subsets to a wildcard ServiceEntry host",
+			yaml: docs(
+				seDoc("ext", "any", "*.example.com"),
+				drDoc("ext", "wild", "*.example.com", "v1"),
+				vsDoc("ext", "any", "*.example.com", "v1"),
+			),
+			vss: []string{"ext/any"},
+		},
+		{
+			name: "a subset no rule defines keeps its message",
+			yaml: docs(
+				drDoc("default", "backend", "backend", "v1"),
+				vsDoc("default", "backend", "backend", "v3"),
+			),
+			want: []string{
+				`error: t.yaml: doc 2: VirtualService default/backend: spec.http[0].route[0].destination.subset: subset "v3" is not defined by any DestinationRule for backend.default.svc.cluster.local`,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			snap := NewStore(testOptions()).Load(files("t.yaml", tt.yaml))
+			checkStrings(t, "diagnostics", diagStrings(snap), tt.want)
+			var vss []string
+			for _, vs := range snap.VirtualServices {
+				vss = append(vss, vs.Namespace+"/"+vs.Name)
+			}
+			checkStrings(t, "VirtualServices in force", vss, tt.vss)
+		})
+	}
+}
+
+// TestRuleInForceProtectsUsedSubsets: a DestinationRule change that would
+// leave an in-force VirtualService's subset without a cluster is rejected,
+// including a new rule that would take precedence for the host.
+func TestRuleInForceProtectsUsedSubsets(t *testing.T) {
+	const backend = "backend.default.svc.cluster.local"
+	vs := vsDoc("default", "backend", "backend", "v2")
+	type step struct {
+		files map[string][]byte
+		diags []string
+		drs   []string // DestinationRules in force, "ns/name:subsets"
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{
+			name: "a new rule in the host's namespace would take over",
+			steps: []step{
+				{files: files("dr.yaml", drDoc("zzz", "extra", backend, "v1", "v2"), "vs.yaml", vs), drs: []string{"zzz/extra:[v1 v2]"}},
+				{
+					files: files("dr.yaml", drDoc("zzz", "extra", backend, "v1", "v2"), "own.yaml", drDoc("default", "backend", "backend", "v1"), "vs.yaml", vs),
+					diags: []string{
+						`error: own.yaml: doc 1: DestinationRule default/backend: spec.host: subset "v2" is still used by VirtualService default/backend at spec.http[0].route[0].destination.subset, and this DestinationRule would replace DestinationRule zzz/extra as the one in force for backend.default.svc.cluster.local without defining it; this DestinationRule is rejected`,
+					},
+					drs: []string{"zzz/extra:[v1 v2]"},
+				},
+				// With the subset it is accepted and takes over.
+				{
+					files: files("dr.yaml", drDoc("zzz", "extra", backend, "v1", "v2"), "own.yaml", drDoc("default", "backend", "backend", "v2"), "vs.yaml", vs),
+					drs:   []string{"default/backend:[v2]", "zzz/extra:[v1 v2]"},
+				},
+			},
+		},
+		{
+			name: "only the takeover is rejected, not a harmless edit of the rule in force",
+			steps: []step{
+				{files: files("dr.yaml", drDoc("zzz", "extra", backend, "v2"), "vs.yaml", vs), drs: []string{"zzz/extra:[v2]"}},
+				{
+					files: files("dr.yaml", drDoc("zzz", "extra", backend, "v2", "v3"), "own.yaml", drDoc("default", "backend", "backend", "v1"), "vs.yaml", vs),
+					diags: []string{
+						`error: own.yaml: doc 1: DestinationRule default/backend: spec.host: subset "v2" is still used by VirtualService default/backend at spec.http[0].route[0].destination.subset, and this DestinationRule would replace DestinationRule zzz/extra as the one in force for backend.default.svc.cluster.local without defining it; this DestinationRule is rejected`,
+					},
+					drs: []string{"zzz/extra:[v2 v3]"},
+				},
+			},
+		},
+		{
+			name: "both the edit of the rule in force and a takeover are rejected",
+			steps: []step{
+				{files: files("dr.yaml", drDoc("zzz", "extra", backend, "v2"), "vs.yaml", vs), drs: []string{"zzz/extra:[v2]"}},
+				{
+					files: files("dr.yaml", drDoc("zzz", "extra", backend, "v1"), "own.yaml", drDoc("default", "backend", "backend", "v1"), "vs.yaml", vs),
+					diags: []string{
+						`error: dr.yaml: doc 1: DestinationRule zzz/extra: spec.subsets: subset "v2" is still used by VirtualService default/backend at spec.http[0].route[0].destination.subset; this change is rejected and the last good version stays in force`,
+						`error: own.yaml: doc 1: DestinationRule default/backend: spec.host: subset "v2" is still used by VirtualService default/backend at spec.http[0].route[0].destination.subset, and this DestinationRule would replace DestinationRule zzz/extra as the one in force for backend.default.svc.cluster.local without defining it; this DestinationRule is rejected`,
+					},
+					drs: []string{"zzz/extra:[v2]"},
+				},
+			},
+		},
+		{
+			name: "an edited rule whose host moves onto the service would take over",
+			steps: []step{
+				{
+					files: files("dr.yaml", docs(drDoc("zzz", "extra", backend, "v2"), drDoc("aaa", "other", "other", "v1")), "vs.yaml", vs),
+					drs:   []string{"aaa/other:[v1]", "zzz/extra:[v2]"},
+				},
+				{
+					files: files("dr.yaml", docs(drDoc("zzz", "extra", backend, "v2"), drDoc("aaa", "other", backend, "v1")), "vs.yaml", vs),
+					diags: []string{
+						`error: dr.yaml: doc 2: DestinationRule aaa/other: spec.host: subset "v2" is still used by VirtualService default/backend at spec.http[0].route[0].destination.subset, and this DestinationRule would replace DestinationRule zzz/extra as the one in force for backend.default.svc.cluster.local without defining it; this change is rejected and the last good version stays in force`,
+					},
+					drs: []string{"aaa/other:[v1]", "zzz/extra:[v2]"},
+				},
+			},
+		},
+		{
+			name: "deleting the rule in force would hand the host to one without the subset",
+			steps: []step{
+				{
+					files: files("own.yaml", drDoc("default", "backend", "backend", "v2"), "dr.yaml", drDoc("zzz", "extra", backend, "v1"), "vs.yaml", vs),
+					drs:   []string{"default/backend:[v2]", "zzz/extra:[v1]"},
+				},
+				{
+					files: files("dr.yaml", drDoc("zzz", "extra", backend, "v1"), "vs.yaml", vs),
+					diags: []string{
+						`error: own.yaml: doc 1: DestinationRule default/backend: spec.subsets: subset "v2" is still used by VirtualService default/backend at spec.http[0].route[0].destination.subset; deleting this DestinationRule is rejected and the last good version stays in force`,
+					},
+					drs: []string{"default/backend:[v2]", "zzz/extra:[v1]"},
+				},
+			},
+		},
+		{
+			name: "moving the rule in force to another host",
+			steps: []step{
+				{
+					files: files("own.yaml", drDoc("default", "backend", "backend", "v2"), "vs.yaml", vs),
+					drs:   []string{"default/backend:[v2]"},
+				},
+				{
+					files: files("own.yaml", drDoc("default", "backend", "other", "v2"), "vs.yaml", vs),
+					diags: []string{
+						`error: own.yaml: doc 1: DestinationRule default/backend: spec.host: subset "v2" is still used by VirtualService default/backend at spec.http[0].route[0].destination.subset; this change is rejected and the last good version stays in force`,
+					},
+					drs: []string{"default/backend:[v2]"},
+				},
+			},
+		},
+		{
+			name: "a change to a rule not in force does not matter",
+			steps: []step{
+				{
+					files: files("own.yaml", drDoc("default", "backend", "backend", "v2"), "dr.yaml", drDoc("zzz", "extra", backend, "v2"), "vs.yaml", vs),
+					drs:   []string{"default/backend:[v2]", "zzz/extra:[v2]"},
+				},
+				{
+					files: files("own.yaml", drDoc("default", "backend", "backend", "v2"), "dr.yaml", drDoc("zzz", "extra", backend, "v1"), "vs.yaml", vs),
+					drs:   []string{"default/backend:[v2]", "zzz/extra:[v1]"},
+				},
+				{
+					files: files("own.yaml", drDoc("default", "backend", "backend", "v2"), "vs.yaml", vs),
+					drs:   []string{"default/backend:[v2]"},
+				},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewStore(testOptions())
+			for i, st := range tt.steps {
+				snap := s.Load(st.files)
+				checkStrings(t, fmt.Sprintf("load %d: diagnostics", i+1), diagStrings(snap), st.diags)
+				var drs []string
+				for _, dr := range snap.DestinationRules {
+					var subs []string
+					for _, sub := range dr.Spec.GetSubsets() {
+						subs = append(subs, sub.GetName())
+					}
+					drs = append(drs, fmt.Sprintf("%s/%s:%v", dr.Namespace, dr.Name, subs))
+				}
+				checkStrings(t, fmt.Sprintf("load %d: DestinationRules", i+1), drs, st.drs)
+				if len(snap.VirtualServices) != 1 {
+					t.Errorf("load %d: %d VirtualServices in force, want 1", i+1, len(snap.VirtualServices))
+				}
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/xds/server"
 )
 
 // Status is the body of GET /status.
@@ -28,6 +29,10 @@ type Status struct {
 	// file that failed to load is named here even though the last good
 	// version of its resources stays in force.
 	Diagnostics []config.Diagnostic `json:"diagnostics"`
+	// Rejections are configs that proxies NACKed and that no later accepted
+	// version has replaced: the control plane holds them back instead of
+	// re-sending, and the proxies keep serving their last good config.
+	Rejections []server.Rejection `json:"rejections"`
 }
 
 func (c *ControlPlane) statusHandler() http.Handler {
@@ -62,6 +67,10 @@ func (c *ControlPlane) status() Status {
 		for _, s := range svcs {
 			st.Resources.Endpoints += len(m.Registry.Endpoints(s.Hostname, 0))
 		}
+	}
+	st.Rejections = c.xds.Rejections()
+	if st.Rejections == nil {
+		st.Rejections = []server.Rejection{}
 	}
 	st.ConnectedProxies = c.xds.ConnectedProxies()
 	st.Pushes = c.xds.Pushes()

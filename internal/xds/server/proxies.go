@@ -1,14 +1,18 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
+	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -25,7 +29,26 @@ type proxy struct {
 	gone     bool     // its last stream closed; never write its snapshot again
 	seq      uint64   // sequence of the mesh snapshot last written
 	versions []string // per-type versions last written
+	// rejected is the proxy's standing rejection of each type: the last
+	// version it NACKed and has not since replaced with an accepted one.
+	rejected map[string]*Rejection
 }
+
+// Rejection is a proxy's standing rejection of one type's config: the
+// proxy keeps running the last version it accepted, and is sent nothing
+// new until its config changes.
+type Rejection struct {
+	Node    string    `json:"node"`
+	TypeURL string    `json:"typeUrl"`
+	Version string    `json:"version"`
+	Error   string    `json:"error"` // the proxy's error_detail message
+	First   time.Time `json:"first"`
+	Last    time.Time `json:"last"`
+	Count   int       `json:"count"` // NACKs of this version
+}
+
+// sentResponse is the last response of one type on a stream.
+type sentResponse struct{ nonce, version string }
 
 // streamKey tells state-of-the-world and delta streams apart:
 // go-control-plane numbers them independently.
@@ -47,6 +70,12 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			s.metrics.streams.Inc()
 			return nil
 		},
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
+			s.sentResponse(streamKey{id: id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
+		},
+		StreamDeltaResponseFunc: func(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
+			s.sentResponse(streamKey{delta: true, id: id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
+		},
 		StreamClosedFunc: func(id int64, _ *core.Node) {
 			s.metrics.streams.Dec()
 			s.streamClosed(streamKey{id: id})
@@ -56,23 +85,104 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			s.streamClosed(streamKey{delta: true, id: id})
 		},
 		StreamRequestFunc: func(id int64, req *discovery.DiscoveryRequest) error {
-			if req.GetErrorDetail() != nil {
-				s.nack(req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
-			}
-			return s.streamRequest(streamKey{id: id}, req.GetNode())
+			key := streamKey{id: id}
+			s.answered(key, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
+			return s.streamRequest(key, req.GetNode())
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discovery.DeltaDiscoveryRequest) error {
-			if req.GetErrorDetail() != nil {
-				s.nack(req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
-			}
-			return s.streamRequest(streamKey{delta: true, id: id}, req.GetNode())
+			key := streamKey{delta: true, id: id}
+			s.answered(key, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
+			return s.streamRequest(key, req.GetNode())
 		},
 	}
 }
 
-func (s *Server) nack(node, typeURL, nonce, msg string) {
+// sentResponse records the response about to go out on a stream, so the
+// ACK or NACK that answers it (by nonce) can be matched to its version.
+func (s *Server) sentResponse(key streamKey, typeURL, nonce, version string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sent[key] == nil {
+		s.sent[key] = map[string]sentResponse{}
+	}
+	s.sent[key][typeURL] = sentResponse{nonce: nonce, version: version}
+}
+
+// answered handles a request that may answer a response: a NACK (detail
+// set) is counted, and logged at warn once per node, type and version with
+// the proxy's reason; an ACK of a type ends the proxy's rejection of it.
+// nackGuard sees to it that what was rejected is not sent again until the
+// proxy's config changes.
+func (s *Server) answered(key streamKey, node, typeURL, nonce string, detail *rpcstatus.Status) {
+	if nonce == "" && detail == nil {
+		return // an initial request, answering nothing
+	}
+	s.mu.Lock()
+	sent, ok := s.sent[key][typeURL]
+	p := s.streams[key]
+	s.mu.Unlock()
+	if !ok || sent.nonce != nonce {
+		sent = sentResponse{} // stale: answers a superseded response
+	}
+	if detail == nil {
+		if p != nil && sent.nonce != "" {
+			p.mu.Lock()
+			delete(p.rejected, typeURL)
+			p.mu.Unlock()
+		}
+		return
+	}
 	s.metrics.nacks.Inc()
-	s.log.Warn("proxy rejected config", "node", node, "type", typeURL, "nonce", nonce, "error", msg)
+	msg := detail.GetMessage()
+	if sent.nonce == "" || p == nil {
+		// go-control-plane ignores a request with a stale nonce.
+		s.log.Debug("proxy rejected superseded config", "node", node, "type", typeURL, "nonce", nonce, "error", msg)
+		return
+	}
+	now := time.Now()
+	p.mu.Lock()
+	r := p.rejected[typeURL]
+	first := r == nil || r.Version != sent.version
+	if first {
+		r = &Rejection{Node: node, TypeURL: typeURL, Version: sent.version, First: now}
+		if p.rejected == nil {
+			p.rejected = map[string]*Rejection{}
+		}
+		p.rejected[typeURL] = r
+	}
+	r.Error, r.Last = msg, now
+	r.Count++
+	p.mu.Unlock()
+	log := s.log.Debug
+	if first {
+		log = s.log.Warn
+	}
+	log("proxy rejected config; not re-sending it until the proxy's config changes", "node", node, "type", typeURL,
+		"version", sent.version, "nonce", nonce, "error", msg)
+}
+
+// Rejections lists the connected proxies' standing rejections: config they
+// NACKed and have not since replaced with an accepted version. Sorted by
+// node and type.
+func (s *Server) Rejections() []Rejection {
+	s.mu.Lock()
+	ps := make([]*proxy, 0, len(s.proxies))
+	for _, p := range s.proxies {
+		ps = append(ps, p)
+	}
+	s.mu.Unlock()
+	var out []Rejection
+	for _, p := range ps {
+		p.mu.Lock()
+		for _, r := range p.rejected {
+			out = append(out, *r)
+		}
+		p.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b Rejection) int {
+		return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.TypeURL, b.TypeURL))
+	})
+	return out
 }
 
 // streamRequest registers the stream's proxy on its first request and, for
@@ -131,6 +241,7 @@ func (s *Server) streamClosed(key streamKey) {
 	defer s.mu.Unlock()
 	p, ok := s.streams[key]
 	delete(s.streams, key)
+	delete(s.sent, key)
 	if !ok || p == nil {
 		return
 	}

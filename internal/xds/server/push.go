@@ -114,6 +114,14 @@ func (s *Server) write(p *proxy, cur *versioned) {
 		return
 	}
 	p.versions = versions
+	// A rejection stands only while its version is what the proxy is
+	// offered; a new version for the type supersedes it (and, if rejected
+	// too, is recorded anew).
+	for typeURL, r := range p.rejected {
+		if snap.GetVersion(typeURL) != r.Version {
+			delete(p.rejected, typeURL)
+		}
+	}
 	s.metrics.proxyPushes.Inc()
 }
 

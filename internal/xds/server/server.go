@@ -4,7 +4,8 @@
 // internal/xds/generate, and keeps a per-node snapshot in a
 // go-control-plane SnapshotCache. Mesh updates are debounced, per-type
 // versions are content hashes (an endpoint-only change re-sends only EDS),
-// and per-proxy generation is bounded by a concurrency limit.
+// per-proxy generation is bounded by a concurrency limit, and config a
+// proxy rejected is not sent to it again until it changes (nackGuard).
 package server
 
 import (
@@ -93,7 +94,7 @@ func (o Options) withDefaults() Options {
 type Server struct {
 	opts    Options
 	log     *slog.Logger
-	cache   cachev3.SnapshotCache
+	cache   *nackGuard // a SnapshotCache that does not re-send rejected config
 	metrics *metrics
 
 	latest  atomic.Pointer[versioned] // newest Update; nil before the first
@@ -102,8 +103,9 @@ type Server struct {
 	sem     chan struct{} // PushConcurrency tokens
 
 	mu      sync.Mutex
-	proxies map[string]*proxy    // by node id
-	streams map[streamKey]*proxy // open streams that sent a valid node
+	proxies map[string]*proxy                     // by node id
+	streams map[streamKey]*proxy                  // open streams that sent a valid node
+	sent    map[streamKey]map[string]sentResponse // last response per stream and type
 
 	serving  atomic.Bool
 	serveCtx context.Context // set by Serve before any stream can start
@@ -118,12 +120,13 @@ func New(opts Options) *Server {
 	s := &Server{
 		opts:    opts,
 		log:     log,
-		cache:   cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}),
+		cache:   newNACKGuard(cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}), cachev3.IDHash{}),
 		metrics: newMetrics(opts.Metrics),
 		updated: make(chan struct{}, 1),
 		sem:     make(chan struct{}, opts.PushConcurrency),
 		proxies: map[string]*proxy{},
 		streams: map[streamKey]*proxy{},
+		sent:    map[streamKey]map[string]sentResponse{},
 	}
 	return s
 }

@@ -52,6 +52,7 @@ spec:
 YAML
 
 "$work/weft" serve --config "$work/config" --xds-address 127.0.20.9:15010 --status-address 127.0.20.9:15014 --log-level warn & pids+=($!)
+for i in $(seq 1 50); do curl -fsS -o /dev/null http://127.0.20.9:15014/status && break; sleep 0.1; done
 "$work/weft" echo --name bench-server --address $SERVER:18080 --log-level warn & pids+=($!)
 env ${PROXY_ENV:-} "$work/weft-proxy" --xds-address 127.0.20.9:15010 --workload bench-server --labels app=bench,version=v1 \
   --ip $SERVER --outbound "" --app-port 8080=$SERVER:18080 --admin-address $SERVER:15000 --log-level warn & server_proxy=$!; pids+=($!)
@@ -83,20 +84,23 @@ for i in $(seq 1 100); do
   [ "$i" = 100 ] && { echo "mesh did not come up" >&2; exit 1; }
 done
 
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+# CPU and memory of a process and its children (nginx's master + worker).
+tree() { echo "$1"; pgrep -P "$1" || true; }
+cpu_ticks() { local t=0; for p in $(tree "$1"); do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
+rss_kb() { local t=0; for p in $(tree "$1"); do t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $t; }
 hz=$(getconf CLK_TCK)
 
-run() { # name url host pid-to-watch
-  local name=$1 url=$2 host=$3 pid=${4:-}
-  local t0 t1
-  [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+run() { # name url host [pids of the proxies on the path]
+  local name=$1 url=$2 host=$3; shift 3
+  local pids=("$@") t0=0 t1=0 p
+  for p in "${pids[@]}"; do t0=$((t0 + $(cpu_ticks "$p"))); done
   "$FORTIO" load -quiet -qps "$QPS" -c "$CONNS" -t "$DURATION" -H "Host: $host" -json "$work/$name.json" "$url" >/dev/null 2>&1
   local cpu="-" rss="-"
-  if [ -n "$pid" ]; then
-    t1=$(cpu_ticks "$pid")
-    cpu=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v dur="${DURATION%s}" 'BEGIN{printf "%.1f%%", 100*d/hz/dur}')
-    rss="$(rss_mb "$pid") MB"
+  if [ ${#pids[@]} -gt 0 ]; then
+    for p in "${pids[@]}"; do t1=$((t1 + $(cpu_ticks "$p"))); done
+    cpu=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v dur="${DURATION%s}" -v qps="$QPS" 'BEGIN{printf "%.1f%% (%.0f us/req)", 100*d/hz/dur, 1e6*d/hz/dur/qps}')
+    rss=""
+    for p in "${pids[@]}"; do rss="$rss$(awk -v k="$(rss_kb "$p")" 'BEGIN{printf "%.1f", k/1024}') MB "; done
   fi
   python3 - "$work/$name.json" "$name" "$cpu" "$rss" >> "$work/rows" <<'PY'
 import json, sys
@@ -105,7 +109,7 @@ h = d["DurationHistogram"]
 p = {x["Percentile"]: x["Value"] * 1000 for x in h["Percentiles"]}
 codes = d.get("RetCodes", {})
 ok = codes.get("200", 0)
-print(f'{sys.argv[2]}\t{p.get(50,0):.3f}\t{p.get(90,0):.3f}\t{p.get(99,0):.3f}\t{d["ActualQPS"]:.0f}\t{ok}/{h["Count"]}\t{sys.argv[3]}\t{sys.argv[4]}')
+print(f'{sys.argv[2]}\t{p.get(50,0):.3f}\t{p.get(90,0):.3f}\t{p.get(99,0):.3f}\t{d["ActualQPS"]:.0f}\t{ok}/{h["Count"]}\t{sys.argv[3]}\t{sys.argv[4].strip()}')
 PY
 }
 
@@ -114,7 +118,7 @@ echo "running scenarios: $DURATION each at $QPS rps over $CONNS connections"
 run direct   "http://$SERVER:18080/?size=1024" bench
 run nginx    "http://$NGINXIP:8080/?size=1024" bench "$nginx_pid"
 run one-hop  "http://$SERVER:8080/?size=1024"  bench "$server_proxy"
-run two-hops "http://$CLIENT:15001/?size=1024" bench "$client_proxy"
+run two-hops "http://$CLIENT:15001/?size=1024" bench "$client_proxy" "$server_proxy"
 
 python3 - "$work/rows" "$DURATION" "$QPS" "$CONNS" > bench/results/latest.md <<'PY'
 import sys
@@ -122,13 +126,16 @@ rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 by = {r[0]: r for r in rows}
 d = by["direct"]
 print(f"# Proxy latency, {sys.argv[2]} per scenario, {sys.argv[3]} rps, {sys.argv[4]} connections, 1 KiB bodies\n")
-print("| scenario | p50 ms | p90 ms | p99 ms | added p99 vs direct | rps | 200s | proxy CPU | proxy RSS |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| scenario | p50 ms | p90 ms | p99 ms | added p50 | added p99 | rps | 200s | proxy CPU (all hops) | proxy RSS (each) |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
-    added = float(r[3]) - float(d[3])
-    print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {added:+.3f} ms | {r[4]} | {r[5]} | {r[6]} | {r[7]} |")
+    a50, a99 = float(r[1]) - float(d[1]), float(r[3]) - float(d[3])
+    print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {a50:+.3f} ms | {a99:+.3f} ms | {r[4]} | {r[5]} | {r[6]} | {r[7]} |")
 n, o = by.get("nginx"), by.get("one-hop")
 if n and o:
-    print(f"\nadded p99, one Weft hop / one nginx hop: {(float(o[3])-float(d[3]))/max(1e-9,float(n[3])-float(d[3])):.2f}x")
+    def ratio(i):
+        dn = float(n[i]) - float(d[i])
+        return f"{(float(o[i]) - float(d[i])) / dn:.1f}x" if dn > 0.005 else "n/a (nginx added < 5 us)"
+    print(f"\none Weft hop vs one nginx hop, added latency: p50 {ratio(1)}, p99 {ratio(3)}")
 PY
 cat bench/results/latest.md

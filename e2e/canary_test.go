@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,64 +89,20 @@ func TestLiveWeightChange(t *testing.T) {
 	front := m.Client("frontend")
 	waitVersion(t, c, front, "backend", map[string]string{"x-canary": "true"}, "v2") // the VirtualService is in force
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var (
-		sent, failed atomic.Int64
-		firstErr     atomic.Value
-		stop         = make(chan struct{})
-		wg           sync.WaitGroup
-	)
-	for i := 0; i < 8; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := 0; j < 20000; j++ { // bounded: stop closes it long before
-				select {
-				case <-stop:
-					return
-				case <-ctx.Done():
-					return
-				default:
-				}
-				code, _, err := Get(ctx, c, front, "backend", "/", nil)
-				sent.Add(1)
-				if err != nil || code != 200 {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Sprintf("code %d err %v", code, err))
-				}
-			}
-		}()
-	}
+	tr := StartTraffic(c, front, "backend", 8)
 	// Let traffic flow on the old weights, change them, and wait until the
 	// new split is fully in force while traffic continues.
-	Eventually(t, 5*time.Second, "traffic flowing", func() error {
-		if sent.Load() < 200 {
-			return fmt.Errorf("%d sent", sent.Load())
-		}
-		return nil
-	})
+	tr.WaitSent(t, 200)
 	m.WriteConfig("backend-routes.yaml", fmt.Sprintf(backendRoutes, 0, 100))
 	changed := time.Now()
 	waitVersion(t, c, front, "backend", nil, "v2")
 	t.Logf("0/100 in force %v after the edit", time.Since(changed).Round(time.Millisecond))
-	before := sent.Load()
-	Eventually(t, 5*time.Second, "traffic after the change", func() error {
-		if sent.Load() < before+200 {
-			return fmt.Errorf("%d sent since", sent.Load()-before)
-		}
-		return nil
-	})
-	close(stop)
-	wg.Wait()
-	if f := failed.Load(); f != 0 {
-		t.Fatalf("%d of %d requests failed during the weight change; first: %v", f, sent.Load(), firstErr.Load())
-	}
+	tr.WaitSent(t, 200)
+	tr.Stop(t, "during the weight change")
 	got := Tally(t, c, front, "backend", nil, 200, byVersion)
 	if got["v2"] != 200 {
 		t.Fatalf("after 0/100: want all requests on v2, got %v", got)
 	}
-	t.Logf("%d requests during the change, none failed", sent.Load())
 }
 
 // waitVersion waits until requests to host route to version want (any

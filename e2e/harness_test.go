@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -320,4 +321,63 @@ func (m *Mesh) WaitLoaded(virtualServices, endpoints int) {
 		}
 		return nil
 	})
+}
+
+// Traffic sends requests to one host through a workload's sidecar on
+// several connections in the background, counting failures, until Stop.
+// Each worker sends at most 20,000 requests and stops within 30 s anyway.
+type Traffic struct {
+	sent, failed atomic.Int64
+	firstErr     atomic.Value
+	stop         atomic.Bool // checked between requests: none is cut off
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+}
+
+// StartTraffic starts workers goroutines sending GET / to host via w.
+func StartTraffic(c *http.Client, w *localmesh.Workload, host string, workers int) *Traffic {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	tr := &Traffic{cancel: cancel}
+	for i := 0; i < workers; i++ {
+		tr.wg.Add(1)
+		go func() {
+			defer tr.wg.Done()
+			for j := 0; j < 20000 && !tr.stop.Load() && ctx.Err() == nil; j++ {
+				code, _, err := Get(ctx, c, w, host, "/", nil)
+				tr.sent.Add(1)
+				if err != nil || code != 200 {
+					tr.failed.Add(1)
+					tr.firstErr.CompareAndSwap(nil, fmt.Sprintf("code %d err %v", code, err))
+				}
+			}
+		}()
+	}
+	return tr
+}
+
+// Sent is how many requests have completed so far.
+func (tr *Traffic) Sent() int64 { return tr.sent.Load() }
+
+// WaitSent waits until n more requests than now have completed.
+func (tr *Traffic) WaitSent(t testing.TB, n int64) {
+	t.Helper()
+	target := tr.Sent() + n
+	Eventually(t, 10*time.Second, "traffic flowing", func() error {
+		if s := tr.Sent(); s < target {
+			return fmt.Errorf("%d of %d sent", s, target)
+		}
+		return nil
+	})
+}
+
+// Stop ends the traffic and fails t if any request failed.
+func (tr *Traffic) Stop(t testing.TB, during string) {
+	t.Helper()
+	tr.stop.Store(true)
+	tr.wg.Wait()
+	tr.cancel()
+	if f := tr.failed.Load(); f != 0 {
+		t.Fatalf("%d of %d requests failed %s; first: %v", f, tr.sent.Load(), during, tr.firstErr.Load())
+	}
+	t.Logf("%d requests %s, none failed", tr.sent.Load(), during)
 }

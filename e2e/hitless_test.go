@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -21,40 +19,11 @@ func TestNewSubsetsAreHitless(t *testing.T) {
 			c := newClient()
 			waitVersion(t, c, front, "backend", nil, "") // default route serving
 
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			var sent, failed atomic.Int64
-			var firstErr atomic.Value
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			for i := 0; i < 4; i++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for j := 0; j < 20000; j++ {
-						select {
-						case <-stop:
-							return
-						case <-ctx.Done():
-							return
-						default:
-						}
-						code, _, err := Get(ctx, c, front, "backend", "/", nil)
-						sent.Add(1)
-						if err != nil || code != 200 {
-							failed.Add(1)
-							firstErr.CompareAndSwap(nil, fmt.Sprintf("code %d err %v", code, err))
-						}
-					}
-				}()
-			}
+			tr := StartTraffic(c, front, "backend", 4)
+			tr.WaitSent(t, 50)
 			m.WriteConfig("backend-routes.yaml", fmt.Sprintf(backendRoutes, 0, 100))
 			waitVersion(t, c, front, "backend", nil, "v2")
-			close(stop)
-			wg.Wait()
-			if f := failed.Load(); f != 0 {
-				t.Fatalf("%d of %d requests failed while subsets were introduced; first: %v", f, sent.Load(), firstErr.Load())
-			}
+			tr.Stop(t, "while subsets were introduced")
 		})
 	}
 }

@@ -103,3 +103,48 @@ func TestStartDuringConfigChange(t *testing.T) {
 		})
 	}
 }
+
+// TestRemovingSubsetIsHitless drops a subset and every route to it in one
+// edit while traffic flows. Clusters arrive before routes on the wire, so a
+// proxy that applied the new clusters with the old routes would send
+// requests to a cluster that no longer exists (503 NC).
+func TestRemovingSubsetIsHitless(t *testing.T) {
+	for round := 0; round < 3; round++ {
+		t.Run(fmt.Sprint("round", round), func(t *testing.T) {
+			m := NewMesh(t)
+			m.Service("backend", "HTTP", "v1", "v2")
+			m.WriteConfig("backend-routes.yaml", fmt.Sprintf(backendRoutes, 50, 50))
+			front := m.Client("frontend")
+			c := newClient()
+			waitVersion(t, c, front, "backend", map[string]string{"x-canary": "true"}, "v2")
+
+			tr := StartTraffic(c, front, "backend", 4)
+			tr.WaitSent(t, 100)
+			m.WriteConfig("backend-routes.yaml", v1Only)
+			waitVersion(t, c, front, "backend", map[string]string{"x-canary": "true"}, "v1")
+			tr.WaitSent(t, 100)
+			tr.Stop(t, "while subset v2 was removed")
+		})
+	}
+}
+
+// v1Only is backendRoutes after the canary was abandoned: subset v2 and
+// every route to it are gone.
+const v1Only = `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend, namespace: default}
+spec:
+  host: backend
+  subsets:
+  - {name: v1, labels: {version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend, namespace: default}
+spec:
+  hosts: [backend]
+  http:
+  - name: all-v1
+    route:
+    - destination: {host: backend, subset: v1}
+`

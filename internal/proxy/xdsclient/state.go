@@ -340,3 +340,77 @@ func shortType(typeURL string) string {
 	}
 	return typeURL
 }
+
+// dangling returns, sorted, the clusters that the set's routes still name
+// and that prev (the last applied set) had, but that the set no longer has.
+// The control plane sends clusters before routes, so when a change drops a
+// cluster together with every route to it, the new clusters arrive while
+// the old routes still point at the dropped one; applying that would answer
+// 503 (NC) until the routes catch up. A cluster that prev did not have
+// either is not dangling: waiting would not bring it (say, a route to an
+// unknown host), and it must not hold other changes back.
+func (s *resourceSet) dangling(prev *resourceSet) []string {
+	var out []string
+	for name := range s.routedClusters() {
+		if _, have := s.clusters[name]; have {
+			continue
+		}
+		if _, had := prev.clusters[name]; had {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// routedClusters returns the clusters named by the set's route
+// configurations and by its listeners' inline ones.
+func (s *resourceSet) routedClusters() map[string]struct{} {
+	names := map[string]struct{}{}
+	add := func(rc *route.RouteConfiguration) {
+		for _, vh := range rc.GetVirtualHosts() {
+			for _, r := range vh.GetRoutes() {
+				a := r.GetRoute()
+				if c := a.GetCluster(); c != "" {
+					names[c] = struct{}{}
+				}
+				for _, wc := range a.GetWeightedClusters().GetClusters() {
+					names[wc.GetName()] = struct{}{}
+				}
+			}
+		}
+	}
+	for _, rc := range s.routes {
+		add(rc)
+	}
+	for _, l := range s.listeners {
+		for _, rc := range inlineRouteConfigs(l) {
+			add(rc)
+		}
+	}
+	return names
+}
+
+// inlineRouteConfigs returns the route_config of every HTTP connection
+// manager of l that carries its routes inline. Malformed filters are
+// skipped: decode already rejected them.
+func inlineRouteConfigs(l *listener.Listener) []*route.RouteConfiguration {
+	var out []*route.RouteConfiguration
+	chains := l.GetFilterChains()
+	if dc := l.GetDefaultFilterChain(); dc != nil {
+		chains = append(slices.Clip(chains), dc)
+	}
+	for _, fc := range chains {
+		for _, f := range fc.GetFilters() {
+			tc := f.GetTypedConfig()
+			if tc.GetTypeUrl() != hcmTypeURL {
+				continue
+			}
+			var m hcm.HttpConnectionManager
+			if tc.UnmarshalTo(&m) == nil && m.GetRouteConfig() != nil {
+				out = append(out, m.GetRouteConfig())
+			}
+		}
+	}
+	return out
+}

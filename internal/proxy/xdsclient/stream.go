@@ -213,8 +213,12 @@ func (s *state) maybeApply(force bool) error {
 		return nil
 	}
 	missR, missE := s.working.missing(s.subs[TypeRoute], s.subs[TypeEndpoint])
+	var dangling []string
+	if s.everApplied {
+		dangling = s.working.dangling(s.applied)
+	}
 	haveWorld := s.working.received[TypeListener] && s.working.received[TypeCluster]
-	complete := haveWorld && len(missR) == 0 && len(missE) == 0
+	complete := haveWorld && len(missR) == 0 && len(missE) == 0 && len(dangling) == 0
 	if !complete {
 		if !s.everApplied || !haveWorld {
 			return nil // the first config is applied only complete
@@ -226,7 +230,8 @@ func (s *state) maybeApply(force bool) error {
 			return nil
 		}
 		s.c.log.Warn("config still incomplete after timeout; applying without the missing resources",
-			"timeout", s.c.opts.IncompleteTimeout, "missing_routes", missR, "missing_endpoints", missE)
+			"timeout", s.c.opts.IncompleteTimeout, "missing_routes", missR, "missing_endpoints", missE,
+			"removed_clusters_still_routed", dangling)
 	}
 	s.deadline = time.Time{}
 

@@ -27,12 +27,23 @@ const (
 )
 
 // clusterPool is the part of a cluster that survives updates which leave the
-// Cluster resource unchanged: the connection pool and the round-robin
+// Cluster resource unchanged: the connection pools and the round-robin
 // position. It is shared by successive runtimes and safe for concurrent use.
 type clusterPool struct {
 	transport *http.Transport
+	h1        *h1Pool // synchronous path for bodiless requests; nil for h2c clusters
 	h2        bool
 	next      atomic.Uint64 // round-robin position
+}
+
+// closeIdle closes the idle connections. Once the pool is retired (or the
+// data plane closed) connections given back by in-flight requests are closed
+// too (the Transport's are reaped by its IdleConnTimeout).
+func (p *clusterPool) closeIdle() {
+	p.transport.CloseIdleConnections()
+	if p.h1 != nil {
+		p.h1.close()
+	}
 }
 
 // clusterRT is a translated Cluster with its endpoints. Immutable.
@@ -81,6 +92,9 @@ func newClusterPool(h2 bool, connectTimeout time.Duration) *clusterPool {
 		},
 	}
 	p := &clusterPool{transport: t, h2: h2}
+	if !h2 {
+		p.h1 = newH1Pool(d)
+	}
 	p.next.Store(rand.Uint64()) // proxies should not all start on the same endpoint
 	return p
 }
@@ -151,6 +165,11 @@ func (d *Dataplane) translateCluster(c *cluster.Cluster, eps map[string]*endpoin
 	list, err := d.translateEndpoints(cla, svc)
 	if err != nil {
 		return nil, err
+	}
+	if ct.pool.h1 != nil {
+		for _, ep := range list {
+			ep.conns = ct.pool.h1.endpoint(ep.addr)
+		}
 	}
 	ct.picker = newPicker(list, &ct.pool.next)
 	return ct, nil

@@ -148,6 +148,12 @@ func (d *Dataplane) Apply(r *xdsclient.Resources) error {
 	}
 
 	d.rt.Store(rt)
+	// Close pooled connections to endpoints that are gone.
+	for _, c := range rt.clusters {
+		if c.pool.h1 != nil {
+			c.pool.h1.retain(c.picker.endpoints)
+		}
+	}
 
 	for _, bl := range opened {
 		bl.serve()
@@ -170,7 +176,7 @@ func (d *Dataplane) Apply(r *xdsclient.Resources) error {
 	d.retired = kept
 	for name, c := range prev.clusters {
 		if nc := rt.clusters[name]; nc == nil || nc.pool != c.pool {
-			c.pool.transport.CloseIdleConnections()
+			c.pool.closeIdle()
 			d.retired = append(d.retired, retiredPool{c.pool, now})
 		}
 	}
@@ -239,10 +245,10 @@ func (d *Dataplane) Close(ctx context.Context) error {
 	d.cancelBase()
 	d.mu.Lock()
 	for _, c := range d.rt.Load().clusters {
-		c.pool.transport.CloseIdleConnections()
+		c.pool.closeIdle()
 	}
 	for _, rp := range d.retired {
-		rp.pool.transport.CloseIdleConnections()
+		rp.pool.closeIdle()
 	}
 	d.retired = nil
 	d.mu.Unlock()

@@ -130,9 +130,14 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		out.Header[hdrPeerMetadata] = d.peerMetadata
 		out.Header[hdrPeerMetadataID] = d.peerID
 	}
-	out = out.WithContext(ctx)
-
-	resp, err := c.pool.transport.RoundTrip(out)
+	var resp *http.Response
+	var err error
+	if ep.conns != nil && out.Body == nil && out.Trailer == nil && r.Method != http.MethodConnect && r.Header["Upgrade"] == nil {
+		// HTTP/1.1 upstream, no request body: the synchronous path.
+		resp, err = ep.conns.roundTrip(ctx, out)
+	} else {
+		resp, err = c.pool.transport.RoundTrip(out.WithContext(ctx))
+	}
 	if err != nil {
 		switch {
 		case r.Context().Err() != nil:

@@ -14,6 +14,7 @@ type endpoint struct {
 	addr   string // host:port, dialled and used as the request URL host
 	weight uint32
 	dst    *dstLabels // outbound destination metric labels
+	conns  *epConns   // idle HTTP/1.1 connections; nil for h2c clusters
 }
 
 // picker is a lock-free weighted round-robin balancer: an immutable schedule

@@ -76,10 +76,30 @@ http {
 NGX
 "$NGINX" -c "$work/nginx.conf" -p "$work" & nginx_pid=$!; pids+=($!)
 
+# A second nginx in front of the first: the peer for two sidecar hops
+# (two processes on the path, as with a client and a server sidecar).
+NGINX2IP=127.0.20.4
+cat > "$work/nginx2.conf" <<NGX
+worker_processes 1;
+daemon off;
+pid $work/nginx2.pid;
+error_log $work/nginx2-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream hop { server $NGINXIP:8080; keepalive 64; }
+  server {
+    listen $NGINX2IP:8080;
+    location / { proxy_pass http://hop; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGX
+"$NGINX" -c "$work/nginx2.conf" -p "$work" & nginx2_pid=$!; pids+=($!)
+
 # Wait until both sidecars are ready and the two-hop path answers.
 for i in $(seq 1 100); do
   if curl -fsS -o /dev/null http://$SERVER:15000/ready && curl -fsS -o /dev/null http://$CLIENT:15000/ready \
-     && curl -fsS -o /dev/null -H 'Host: bench' "http://$CLIENT:15001/" && curl -fsS -o /dev/null "http://$NGINXIP:8080/"; then break; fi
+     && curl -fsS -o /dev/null -H 'Host: bench' "http://$CLIENT:15001/" && curl -fsS -o /dev/null "http://$NGINX2IP:8080/"; then break; fi
   sleep 0.1
   [ "$i" = 100 ] && { echo "mesh did not come up" >&2; exit 1; }
 done
@@ -119,6 +139,7 @@ run direct   "http://$SERVER:18080/?size=1024" bench
 run nginx    "http://$NGINXIP:8080/?size=1024" bench "$nginx_pid"
 run one-hop  "http://$SERVER:8080/?size=1024"  bench "$server_proxy"
 run two-hops "http://$CLIENT:15001/?size=1024" bench "$client_proxy" "$server_proxy"
+run nginx-two-hops "http://$NGINX2IP:8080/?size=1024" bench "$nginx2_pid" "$nginx_pid"
 
 python3 - "$work/rows" "$DURATION" "$QPS" "$CONNS" > bench/results/latest.md <<'PY'
 import sys
@@ -131,11 +152,16 @@ print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     a50, a99 = float(r[1]) - float(d[1]), float(r[3]) - float(d[3])
     print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {a50:+.3f} ms | {a99:+.3f} ms | {r[4]} | {r[5]} | {r[6]} | {r[7]} |")
-n, o = by.get("nginx"), by.get("one-hop")
-if n and o:
+def compare(label, weft, peer):
+    w, n = by.get(weft), by.get(peer)
+    if not (w and n):
+        return
     def ratio(i):
         dn = float(n[i]) - float(d[i])
-        return f"{(float(o[i]) - float(d[i])) / dn:.1f}x" if dn > 0.005 else "n/a (nginx added < 5 us)"
-    print(f"\none Weft hop vs one nginx hop, added latency: p50 {ratio(1)}, p99 {ratio(3)}")
+        return f"{(float(w[i]) - float(d[i])) / dn:.1f}x" if dn > 0.005 else "n/a (peer added < 5 us)"
+    print(f"{label}, added latency Weft/nginx: p50 {ratio(1)}, p99 {ratio(3)}")
+print()
+compare("one hop", "one-hop", "nginx")
+compare("two hops", "two-hops", "nginx-two-hops")
 PY
 cat bench/results/latest.md

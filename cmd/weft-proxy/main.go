@@ -85,6 +85,7 @@ func parseFlags(args []string, out io.Writer) (proxy.Options, slog.Level, error)
 		sa        = fs.String("service-account", "default", "workload service account")
 		outbound  = fs.String("outbound", contract.DefaultOutboundAddress, "outbound listener `host:port`; empty for none")
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
+		locality  = fs.String("locality", "", "where this proxy runs, `region/zone/subzone` (node.locality; endpoint priorities are relative to it)")
 		drain     = fs.Duration("drain-timeout", proxy.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
 		ips       listFlag
 		appPorts  listFlag
@@ -159,6 +160,7 @@ func parseFlags(args []string, out io.Writer) (proxy.Options, slog.Level, error)
 		Identity: contract.Identity{
 			ID: *id, Namespace: *namespace, WorkloadName: *workload, Labels: lbls,
 			IPs: ips, ServiceAccount: *sa, OutboundAddress: *outbound, AppPorts: ap,
+			Locality: *locality,
 		},
 		XDSAddress:   *xdsAddr,
 		AdminAddress: *adminAddr,

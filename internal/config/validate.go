@@ -119,6 +119,28 @@ func validateHTTPRoute(is *issues, path string, r *networking.HTTPRoute) {
 	if rt := r.GetRetries(); rt != nil && rt.GetAttempts() < 0 {
 		is.errf(path+".retries.attempts", "attempts %d must not be negative", rt.GetAttempts())
 	}
+	validateRouteActions(is, path, r)
+}
+
+// validateRouteActions checks what the proxy could not apply: an RE2
+// uriRegexRewrite and a redirect code Envoy can send (as Istio does).
+func validateRouteActions(is *issues, path string, r *networking.HTTPRoute) {
+	if rr := r.GetRewrite().GetUriRegexRewrite(); rr != nil {
+		if _, err := regexp.Compile(rr.GetMatch()); err != nil {
+			is.errf(path+".rewrite.uriRegexRewrite.match", "invalid RE2 regex %q: %v", rr.GetMatch(), err)
+		}
+		if r.GetRewrite().GetUri() != "" {
+			is.errf(path+".rewrite", "uri and uriRegexRewrite are mutually exclusive")
+		}
+	}
+	switch c := r.GetRedirect().GetRedirectCode(); c {
+	case 0, 301, 302, 303, 307, 308:
+	default:
+		is.errf(path+".redirect.redirectCode", "redirect code %d is not one of 301, 302, 303, 307, 308", c)
+	}
+	if d := r.GetDirectResponse(); d != nil && (d.GetStatus() < 200 || d.GetStatus() > 599) {
+		is.errf(path+".directResponse.status", "status %d out of range 200-599", d.GetStatus())
+	}
 }
 
 func validateRouteDestinations(is *issues, path string, route []*networking.RouteDestination) {
@@ -224,6 +246,7 @@ func validateDestinationRule(is *issues, dr *networking.DestinationRule) {
 			seen[s.GetName()] = i
 		}
 	}
+	validateLoadBalancers(is, dr) // loadbalancer.go
 }
 
 func validateServiceEntry(is *issues, se *networking.ServiceEntry) {

@@ -82,6 +82,8 @@ type WorkloadOptions struct {
 	OutboundPort, AdminPort int
 	XDSAddress              string
 	Logger                  *slog.Logger
+	// Locality is the proxy's "region/zone/subzone" (node.locality).
+	Locality string
 }
 
 // Workload is a running echo app with its sidecar.
@@ -138,6 +140,7 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 		ServiceAccount:  o.Name,
 		OutboundAddress: w.Outbound,
 		AppPorts:        map[uint32]string{},
+		Locality:        o.Locality,
 	}
 	if o.WorkloadPort != 0 {
 		id.AppPorts[o.WorkloadPort] = es.Addr().String()

@@ -7,12 +7,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
@@ -33,7 +31,11 @@ type clusterPool struct {
 	transport *http.Transport
 	h1        *h1Pool // synchronous path for bodiless requests; nil for h2c clusters
 	h2        bool
-	next      atomic.Uint64 // round-robin position
+	next      atomic.Uint64    // round-robin position
+	dialer    *net.Dialer      // shared by transport and h1
+	breaker   *breaker         // circuit_breakers (breaker.go)
+	outlier   *outlierDetector // outlier_detection (outlier.go); nil when off
+	warm      warmTracker      // slow start (slowstart.go)
 }
 
 // closeIdle closes the idle connections. Once the pool is retired (or the
@@ -44,6 +46,9 @@ func (p *clusterPool) closeIdle() {
 	if p.h1 != nil {
 		p.h1.close()
 	}
+	if p.outlier != nil {
+		p.outlier.stop()
+	}
 }
 
 // clusterRT is a translated Cluster with its endpoints. Immutable.
@@ -53,6 +58,7 @@ type clusterRT struct {
 	cla    *endpointv3.ClusterLoadAssignment
 	pool   *clusterPool
 	picker *picker
+	stats  *clusterStats // envoy_cluster_* counters (clusterstats.go)
 	// Metric labels: dstNoEndpoint when no endpoint was chosen (UH) and
 	// dstInbound when this cluster serves an inbound listener.
 	dstNoEndpoint *dstLabels
@@ -91,7 +97,7 @@ func newClusterPool(h2 bool, connectTimeout time.Duration) *clusterPool {
 			PingTimeout:     10 * time.Second,
 		},
 	}
-	p := &clusterPool{transport: t, h2: h2}
+	p := &clusterPool{transport: t, h2: h2, dialer: d}
 	if !h2 {
 		p.h1 = newH1Pool(d)
 	}
@@ -123,8 +129,9 @@ func (d *Dataplane) translateCluster(c *cluster.Cluster, eps map[string]*endpoin
 	default:
 		return nil, fmt.Errorf("type: %s is unsupported", c.GetType())
 	}
-	if c.GetLbPolicy() != cluster.Cluster_ROUND_ROBIN {
-		return nil, fmt.Errorf("lb_policy: %s is unsupported (want ROUND_ROBIN)", c.GetLbPolicy())
+	lbc, err := parseLBConfig(c)
+	if err != nil {
+		return nil, err
 	}
 	if c.GetLoadBalancingPolicy() != nil {
 		return nil, fmt.Errorf("load_balancing_policy: unsupported")
@@ -152,26 +159,32 @@ func (d *Dataplane) translateCluster(c *cluster.Cluster, eps map[string]*endpoin
 		workload: orUnknown(d.opts.Identity.WorkloadName), workloadNamespace: orUnknown(d.opts.Identity.Namespace),
 		app: orUnknown(d.opts.Identity.Labels["app"]), version: orUnknown(d.opts.Identity.Labels["version"])})
 
+	ct.stats = d.metrics.clusters.stats(ct.name)
 	if prev != nil && proto.Equal(prev.cfg, c) {
 		ct.pool = prev.pool
 	} else {
 		ct.pool = newClusterPool(h2, connectTimeout)
+		if err := configurePool(ct.pool, c, ct.stats); err != nil {
+			return nil, err
+		}
 	}
 	if prev != nil && ct.pool == prev.pool && proto.Equal(prev.cla, cla) {
 		ct.cla, ct.picker = prev.cla, prev.picker
 		return ct, nil
 	}
 	ct.cla = cla
-	list, err := d.translateEndpoints(cla, svc)
+	levels, err := d.translateEndpoints(cla, svc, c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil)
 	if err != nil {
 		return nil, err
 	}
+	ct.picker = buildPicker(levels, lbc, &ct.pool.next, overprovisioning(cla))
 	if ct.pool.h1 != nil {
-		for _, ep := range list {
+		for _, ep := range ct.picker.endpoints {
 			ep.conns = ct.pool.h1.endpoint(ep.addr)
 		}
 	}
-	ct.picker = newPicker(list, &ct.pool.next)
+	ct.pool.outlier.attach(ct.picker.endpoints)
+	ct.pool.warm.attach(ct.picker.endpoints, lbc.slowStart)
 	return ct, nil
 }
 
@@ -221,54 +234,6 @@ func clusterService(c *cluster.Cluster) (serviceRef, error) {
 		name:      orUnknown(f["name"].GetStringValue()),
 		namespace: orUnknown(f["namespace"].GetStringValue()),
 	}, nil
-}
-
-// translateEndpoints returns the healthy endpoints of the lowest priority
-// that has any.
-func (d *Dataplane) translateEndpoints(cla *endpointv3.ClusterLoadAssignment, svc serviceRef) ([]*endpoint, error) {
-	byPrio := map[uint32][]*endpoint{}
-	best := ^uint32(0)
-	for i, loc := range cla.GetEndpoints() {
-		for j, lbe := range loc.GetLbEndpoints() {
-			where := fmt.Sprintf("endpoints[%d].lb_endpoints[%d]", i, j)
-			switch lbe.GetHealthStatus() {
-			case core.HealthStatus_UNKNOWN, core.HealthStatus_HEALTHY:
-			default:
-				continue
-			}
-			sa := lbe.GetEndpoint().GetAddress().GetSocketAddress()
-			if sa == nil {
-				return nil, fmt.Errorf("%s.endpoint.address: want a socket_address", where)
-			}
-			if sa.GetProtocol() != core.SocketAddress_TCP {
-				return nil, fmt.Errorf("%s.endpoint.address.socket_address.protocol: only TCP", where)
-			}
-			if _, ok := sa.GetPortSpecifier().(*core.SocketAddress_PortValue); !ok || sa.GetPortValue() == 0 {
-				return nil, fmt.Errorf("%s.endpoint.address.socket_address: want a port_value", where)
-			}
-			if sa.GetAddress() == "" {
-				return nil, fmt.Errorf("%s.endpoint.address.socket_address.address: empty", where)
-			}
-			w := uint32(1)
-			if lw := lbe.GetLoadBalancingWeight(); lw != nil {
-				if lw.GetValue() == 0 {
-					return nil, fmt.Errorf("%s.load_balancing_weight: must be >= 1", where)
-				}
-				w = lw.GetValue()
-			}
-			wl, ns, app, ver, _ := contract.ParseWorkloadMetadata(lbe.GetMetadata().GetFilterMetadata()[contract.FilterMetadataIstio].GetFields()[contract.MetaEndpointWorkload].GetStringValue())
-			ep := &endpoint{
-				addr:   net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)),
-				weight: w,
-				dst: d.metrics.internDst(dstLabels{service: svc.host, serviceName: svc.name, serviceNamespace: svc.namespace,
-					workload: orUnknown(wl), workloadNamespace: orUnknown(ns), app: orUnknown(app), version: orUnknown(ver)}),
-			}
-			p := loc.GetPriority()
-			byPrio[p] = append(byPrio[p], ep)
-			best = min(best, p)
-		}
-	}
-	return byPrio[best], nil
 }
 
 // isConnectError reports whether err is an upstream dial failure.

@@ -42,6 +42,7 @@ type Dataplane struct {
 	log     *slog.Logger
 	metrics *metrics
 	peers   *peerCache
+	mirrors *mirrorState
 	self    *srcLabels // source labels of requests leaving through outbound listeners
 	// peerMetadata and peerID are the metadata exchange header values this
 	// proxy adds to outbound requests, computed once.
@@ -88,6 +89,9 @@ func New(opts Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
 	d.peers = newPeerCache(d.metrics)
+	if d.mirrors, err = newMirrorState(reg, d.metrics.clusters); err != nil {
+		return nil, fmt.Errorf("dataplane: metrics: %w", err)
+	}
 	id := opts.Identity
 	d.self = d.metrics.internSrc(srcLabels{
 		workload: orUnknown(id.WorkloadName), namespace: orUnknown(id.Namespace),
@@ -215,6 +219,7 @@ func (d *Dataplane) Close(ctx context.Context) error {
 	bound := d.bound
 	d.bound = map[string]*boundListener{}
 	d.mu.Unlock()
+	d.mirrors.stop() // shadows never hold up a shutdown
 
 	var wg sync.WaitGroup
 	var forced atomic.Bool

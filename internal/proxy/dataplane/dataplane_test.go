@@ -171,7 +171,7 @@ func TestNACKKeepsOldConfig(t *testing.T) {
 	missingRDS := resourcesAny(edsCluster(t, "a", false, ""), cla("a", ep{addr: a}),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, contract.RouteHTTPProxy, nil))
 	badCluster := resourcesAny(edsCluster(t, "a", false, ""))
-	badCluster.Clusters["a"].LbPolicy = 5 // MAGLEV
+	badCluster.Clusters["a"].LbPolicy = 6 // CLUSTER_PROVIDED
 	inUse := closedPortListener(t)
 	bindFail := resourcesAny(edsCluster(t, "a", false, ""), cla("a", ep{addr: a}),
 		routeConfig(contract.RouteHTTPProxy, vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "a"))),
@@ -184,7 +184,7 @@ func TestNACKKeepsOldConfig(t *testing.T) {
 	}{
 		{"bad regex", badRoute, `route "http_proxy": virtual_hosts[2] (v2): routes[0]: match: safe_regex`},
 		{"missing rds", missingRDS, `listener "out": filter_chains[0].filters[0].typed_config.rds: route configuration "http_proxy" not found`},
-		{"lb policy", badCluster, `cluster "a": lb_policy: MAGLEV is unsupported`},
+		{"lb policy", badCluster, `cluster "a": lb_policy: CLUSTER_PROVIDED is unsupported`},
 		{"bind", bindFail, `listener "taken": bind ` + inUse},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

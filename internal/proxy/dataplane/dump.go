@@ -22,7 +22,8 @@ type configDump struct {
 // {"listeners":[…],"routes":[…],"clusters":[…],"endpoints":[…],"versions":{…}}.
 // Safe from any goroutine; it reads the current runtime without locking.
 func (d *Dataplane) ConfigDump() ([]byte, error) {
-	res := d.rt.Load().res
+	rt := d.rt.Load()
+	res := rt.res
 	out := configDump{Versions: res.Versions}
 	if out.Versions == nil {
 		out.Versions = map[string]string{}
@@ -37,7 +38,7 @@ func (d *Dataplane) ConfigDump() ([]byte, error) {
 	if out.Clusters, err = dumpAll(res.Clusters); err != nil {
 		return nil, err
 	}
-	if out.Endpoints, err = dumpAll(res.Endpoints); err != nil {
+	if out.Endpoints, err = dumpAll(rt.dumpEndpoints()); err != nil { // with outlier state (outlier.go)
 		return nil, err
 	}
 	return json.MarshalIndent(out, "", "  ")

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +31,7 @@ type request struct {
 	start    time.Time
 	inbound  bool
 	grpc     bool
+	delayed  bool // the fault filter delayed it: response flag DI
 	src      *srcLabels
 	dst      *dstLabels
 	code     int
@@ -58,8 +60,14 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		localReply(w, &q, http.StatusNotFound, "", "NR")
 		return
 	}
-	if re.direct != nil {
-		localReply(w, &q, re.direct.status, re.direct.body, "")
+	if lc.cors && re.cors.preflight(w, r, &q) {
+		return // envoy.filters.http.cors answered the preflight
+	}
+	if re.fault != nil && lc.fault && re.fault.apply(w, r, &q) {
+		return // envoy.filters.http.fault answered (or the client left during a delay)
+	}
+	if re.direct != nil || re.redirect != nil {
+		routeReply(w, r, lc, re, &q) // redirect.go
 		return
 	}
 	c := rt.clusters[re.pickCluster(r)]
@@ -72,35 +80,95 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		q.dst = c.dstNoEndpoint
 	}
-	ep := c.picker.pick()
-	if ep == nil {
-		localReply(w, &q, http.StatusServiceUnavailable, bodyNoHealthyUpstream, "UH")
-		return
-	}
-	if !lc.inbound {
-		q.dst = ep.dst
-	}
-	d.forward(w, r, lc, re, c, ep, &q)
+	d.forward(w, r, lc, re, c, &q)
 }
 
 func (d *Dataplane) recordRequest(q *request) {
+	flags := q.flags
+	if q.delayed {
+		flags = joinFlags(append(strings.Split(flags, ","), "DI")...)
+	}
 	d.metrics.record(seriesKey{
 		src: q.src, dst: q.dst, inbound: q.inbound, grpc: q.grpc,
-		code: q.code, grpcCode: q.grpcCode, flags: q.flags,
+		code: q.code, grpcCode: q.grpcCode, flags: flags,
 	}, float64(time.Since(q.start).Microseconds())/1000)
 }
 
-// forward sends r to ep and streams the response back.
-func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listenerConfig, re *routeEntry, c *clusterRT, ep *endpoint, q *request) {
+// pickEndpoint chooses the endpoint of one attempt. tried lists the
+// endpoints earlier attempts used; with the previous_hosts retry predicate a
+// retry avoids them while another endpoint is available, as Envoy does.
+func pickEndpoint(c *clusterRT, k hashKey, rp *retryPolicy, tried []*endpoint) *endpoint {
+	if len(tried) == 0 || rp == nil || !rp.otherHosts {
+		return c.picker.pick(k)
+	}
+	return c.picker.pick(k, tried...) // avoids tried endpoints while others are available
+}
+
+func noCancel() {}
+
+// attemptResult is the outcome of one upstream attempt.
+type attemptResult struct {
+	resp   *http.Response // nil on error
+	err    error
+	out    outcome
+	cancel context.CancelFunc // ends the attempt; the response body is tied to it
+}
+
+// attempt sends one try of the request to ep. ctx carries the route's global
+// timeout; perTry (0 = none) bounds the wait for the response headers only:
+// once they arrive the response streams under the global timeout, as
+// Envoy's per_try_timeout.
+func (d *Dataplane) attempt(ctx context.Context, r *http.Request, re *routeEntry, out *http.Request, c *clusterRT, ep *endpoint, perTry time.Duration) attemptResult {
+	// Only a per-try timeout needs a context of its own: a retried response
+	// is ended by closing its body.
+	actx, cancel := ctx, context.CancelFunc(noCancel)
+	var timer *time.Timer
+	var fired *atomic.Bool
+	if perTry > 0 {
+		actx, cancel = context.WithCancel(ctx)
+		f, stop := new(atomic.Bool), cancel
+		fired, timer = f, time.AfterFunc(perTry, func() { f.Store(true); stop() })
+	}
+	out.URL = upstreamURL(r, re, ep) // attempts run one after another
+	var resp *http.Response
+	var err error
+	if ep.conns != nil && out.Body == nil && out.Trailer == nil && r.Method != http.MethodConnect && r.Header["Upgrade"] == nil {
+		// HTTP/1.1 upstream, no request body: the synchronous path.
+		resp, err = ep.conns.roundTrip(actx, out)
+	} else {
+		resp, err = c.pool.transport.RoundTrip(out.WithContext(actx))
+	}
+	if timer != nil && !timer.Stop() && err == nil {
+		// The per-try timeout fired as the headers arrived: it wins.
+		resp.Body.Close()
+		resp, err = nil, context.DeadlineExceeded
+	}
+	if err != nil {
+		return attemptResult{err: err, out: classify(err, fired != nil && fired.Load()), cancel: cancel}
+	}
+	return attemptResult{resp: resp, out: outcomeResponse, cancel: cancel}
+}
+
+// forward sends r upstream and streams the response back. It makes one
+// attempt, and more when the route's retry policy says the outcome is worth
+// retrying, the request body can be replayed, and nothing has been sent
+// downstream yet; each retry waits a jittered backoff and prefers an
+// endpoint not tried before.
+func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listenerConfig, re *routeEntry, c *clusterRT, q *request) {
 	ctx := r.Context()
 	if re.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, re.timeout)
 		defer cancel()
 	}
+	rp := re.retry
+	upgrade := r.Method == http.MethodConnect || r.Header["Upgrade"] != nil
+	if upgrade {
+		rp = nil // upgraded streams are never retried
+	}
 	out := &http.Request{
 		Method:        r.Method,
-		URL:           upstreamURL(r, re, ep),
+		URL:           r.URL, // per attempt: upstreamURL
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
@@ -110,15 +178,20 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		Trailer:       r.Trailer,
 		Host:          r.Host,
 	}
-	if r.ContentLength == 0 {
+	var body *replayBody
+	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		out.Body = nil
-	} else if r.ProtoMajor == 1 {
-		// Let request and response bodies stream at the same time (bidi).
-		_ = http.NewResponseController(w).EnableFullDuplex()
+	} else {
+		if r.ProtoMajor == 1 {
+			// Let request and response bodies stream at the same time (bidi).
+			_ = http.NewResponseController(w).EnableFullDuplex()
+		}
+		if rp != nil && rp.numRetries > 0 {
+			body = newReplayBody(r.Body)
+			out.Body = body.attempt()
+		}
 	}
-	if re.hostRewrite != "" {
-		out.Host = re.hostRewrite
-	}
+	out.Host = re.upstreamHost(r, c.name)
 	copyRequestHeaders(out.Header, r.Header)
 	if _, ok := out.Header["X-Forwarded-Proto"]; !ok {
 		out.Header["X-Forwarded-Proto"] = []string{"http"}
@@ -130,28 +203,139 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		out.Header[hdrPeerMetadata] = d.peerMetadata
 		out.Header[hdrPeerMetadataID] = d.peerID
 	}
-	var resp *http.Response
-	var err error
-	if ep.conns != nil && out.Body == nil && out.Trailer == nil && r.Method != http.MethodConnect && r.Header["Upgrade"] == nil {
-		// HTTP/1.1 upstream, no request body: the synchronous path.
-		resp, err = ep.conns.roundTrip(ctx, out)
-	} else {
-		resp, err = c.pool.transport.RoundTrip(out.WithContext(ctx))
+	re.applyRequestHeaders(out.Header, c.name) // headers.go
+	var perTry time.Duration
+	if rp != nil {
+		perTry = rp.perTry
 	}
-	if err != nil {
+
+	// hook: mirror
+	defer d.mirror(re, r, out)() // mirror.go: shadows start now; the deferred call cuts off unfinished bodies
+
+	var triedBuf [4]*endpoint
+	tried := triedBuf[:0]
+	var stats *clusterStats // only retries and timeouts touch the counters
+	cstats := func() *clusterStats {
+		if stats == nil {
+			stats = d.metrics.clusters.stats(c.name)
+		}
+		return stats
+	}
+	k := requestHash(re.hash, r, w) // the route's lb hash policy, once for every attempt
+	retries := 0
+	var res attemptResult
+	var ep *endpoint
+	var adm admission    // circuit breaker admission of the current attempt (breaker.go)
+	var rtok retryTokens // max_retries held by this request
+	defer adm.release()
+	defer rtok.release()
+	next := pickEndpoint(c, k, rp, tried)
+	if next == nil {
+		localReply(w, q, http.StatusServiceUnavailable, bodyNoHealthyUpstream, "UH")
+		return
+	}
+	for {
+		if res.cancel != nil {
+			res.cancel() // the retried attempt is over
+		}
+		ep = next
+		tried = append(tried, ep)
+		if !lc.inbound {
+			q.dst = ep.dst
+		}
+		// hook: admission (circuit breaker), least-request accounting
+		if ok, answered := c.admitAttempt(ctx, w, q, &adm, &res); !ok {
+			if answered {
+				return // 503 UO
+			}
+			break // ctx ended while queued
+		}
+		ep.active.Add(1) // LEAST_REQUEST: in flight until forward returns
+		defer ep.active.Add(-1)
+		res = d.attempt(ctx, r, re, out, c, ep, perTry)
+		// hook: outcome (outlier detection, stats)
+		c.observeAttempt(r.Context(), ep, &res)
+
+		if res.err != nil && ctx.Err() != nil && res.out != outcomePerTryTimeout {
+			break // client gone or global timeout: never retried
+		}
+		if res.out == outcomePerTryTimeout {
+			cstats().rqPerTryTimeout.Inc()
+		}
+		if rp == nil {
+			break
+		}
+		var retriable bool
+		if res.err != nil {
+			retriable = rp.retriableError(res.out)
+		} else {
+			retriable = rp.retriableResponse(res.resp.StatusCode, grpcStatusHeader(res.resp.Header))
+		}
+		if !retriable {
+			if retries > 0 && res.err == nil {
+				cstats().rqRetrySuccess.Inc()
+			}
+			break
+		}
+		if retries >= rp.numRetries {
+			q.flags = "URX"
+			break
+		}
+		if !rtok.take(c.pool.breaker) {
+			break // max_retries reached: answer with this attempt's outcome
+		}
+		if next = pickEndpoint(c, k, rp, tried); next == nil {
+			break // nowhere to retry: answer with this attempt's outcome
+		}
+		if body != nil {
+			v := body.attempt()
+			if v == nil {
+				break // the body could not be kept: it cannot be sent again
+			}
+			out.Body = v
+		}
+		if res.resp != nil {
+			res.resp.Body.Close()
+		}
+		retries++
+		cstats().rqRetry.Inc()
+		d.log.Debug("retrying upstream request", "cluster", c.name, "endpoint", ep.addr, "retry", retries, "err", res.err)
+		if !sleepCtx(ctx, rp.backoff(retries)) {
+			res = attemptResult{err: ctx.Err(), out: outcomeReset, cancel: res.cancel}
+			break
+		}
+	}
+	if res.cancel != nil { // nil when no attempt was made (queued for a connection until ctx ended)
+		defer res.cancel()
+	}
+
+	if res.err != nil {
+		urx := q.flags // "URX" when the retry limit was reached
 		switch {
 		case r.Context().Err() != nil:
 			q.flags = "DC" // downstream went away; nobody to answer
 		case ctx.Err() != nil:
-			localReply(w, q, http.StatusGatewayTimeout, bodyTimeout, "UT")
-		case isConnectError(err):
-			localReply(w, q, http.StatusServiceUnavailable, bodyConnectFailure, "UF")
+			cstats().rqTimeout.Inc()
+			localReply(w, q, http.StatusGatewayTimeout, bodyTimeout, joinFlags("UT", urx))
+		case res.out == outcomePerTryTimeout:
+			localReply(w, q, http.StatusGatewayTimeout, bodyTimeout, joinFlags("UT", urx))
+		case res.out == outcomeConnectFailure:
+			localReply(w, q, http.StatusServiceUnavailable, bodyConnectFailure, joinFlags("UF", urx))
 		default:
-			localReply(w, q, http.StatusServiceUnavailable, bodyConnectReset, "UC")
+			localReply(w, q, http.StatusServiceUnavailable, bodyConnectReset, joinFlags("UC", urx))
 		}
-		d.log.Debug("upstream request failed", "cluster", c.name, "endpoint", ep.addr, "err", err)
+		d.log.Debug("upstream request failed", "cluster", c.name, "endpoint", ep.addr, "err", res.err)
 		return
 	}
+	re.applyResponseHeaders(res.resp.Header, c.name) // headers.go
+	if lc.cors {
+		re.cors.decorate(res.resp.Header, r)
+	}
+	d.stream(w, r, q, res.resp)
+}
+
+// stream copies the upstream response to the client.
+func (d *Dataplane) stream(w http.ResponseWriter, r *http.Request, q *request, resp *http.Response) {
 	defer resp.Body.Close()
 
 	h := w.Header()
@@ -204,15 +388,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 // upstreamURL is the request target sent to the endpoint.
 func upstreamURL(r *http.Request, re *routeEntry, ep *endpoint) *url.URL {
 	u := &url.URL{Scheme: "http", Host: ep.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-	if re.prefixRewrite != "" && re.path.kind != pathRegex {
-		raw := r.URL.EscapedPath()
-		if n := len(re.path.value); n <= len(raw) {
-			raw = re.prefixRewrite + raw[n:]
-			if p, err := url.PathUnescape(raw); err == nil {
-				u.Path, u.RawPath = p, raw
-			}
-		}
-	}
+	re.rewritePath(u) // rewrite.go
 	return u
 }
 
@@ -247,7 +423,9 @@ func copyRequestHeaders(dst, src http.Header) {
 
 func copyResponseHeaders(dst, src http.Header) {
 	for k, vv := range src {
-		if !isHopByHop(k) {
+		if k == "Set-Cookie" && len(dst[k]) > 0 { // keep a generated lb cookie
+			dst[k] = append(dst[k], vv...)
+		} else if !isHopByHop(k) {
 			dst[k] = vv
 		}
 	}

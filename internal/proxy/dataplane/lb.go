@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync/atomic"
 )
@@ -9,27 +11,228 @@ import (
 // weight sums are scaled down proportionally.
 const maxSchedule = 1 << 16
 
-// endpoint is one upstream host of a cluster. Immutable.
+// defaultOverprovisioning is Envoy's overprovisioning factor (1.4) in
+// percent: a priority whose healthy share times the factor reaches 100 keeps
+// all the traffic.
+const defaultOverprovisioning = 140
+
+// endpoint is one upstream host of a cluster. Immutable but for its
+// in-flight counter.
 type endpoint struct {
-	addr   string // host:port, dialled and used as the request URL host
-	weight uint32
-	dst    *dstLabels // outbound destination metric labels
-	conns  *epConns   // idle HTTP/1.1 connections; nil for h2c clusters
+	addr    string // host:port, dialled and used as the request URL host
+	weight  uint32
+	healthy bool       // EDS health_status HEALTHY or UNKNOWN
+	dst     *dstLabels // outbound destination metric labels
+	conns   *epConns   // idle HTTP/1.1 connections; nil for h2c clusters
+	// active counts the requests in flight to this endpoint (LEAST_REQUEST);
+	// the forwarder increments and decrements it around each attempt.
+	active atomic.Int64
+	warm   *warming    // slow start; nil when not warming (slowstart.go)
+	od     *hostHealth // outlier detection state (outlier.go); nil when off
 }
 
-// picker is a lock-free weighted round-robin balancer: an immutable schedule
-// in which each endpoint appears in proportion to its weight, spread evenly
-// (earliest-deadline-first order, like smooth weighted round robin), walked
-// by an atomic counter that lives with the cluster so it survives endpoint
-// updates. pick is safe for concurrent use.
+// available reports whether the endpoint may be picked: healthy per EDS
+// (and, once outlier detection lands, not ejected). Every policy asks this.
+func (e *endpoint) available() bool { return e.healthy && !e.od.ejected() }
+
+// hashKey is the request hash the route's hash policies produced; ok is
+// false when none produced a value (hashing balancers then pick at random,
+// as Envoy does).
+type hashKey struct {
+	hash uint64
+	ok   bool
+}
+
+// balancer picks among the endpoints of one priority. Implementations are
+// immutable (but for atomic counters) and safe for concurrent use; pick
+// returns nil when no endpoint passes ok.
+type balancer interface {
+	pick(k hashKey, ok func(*endpoint) bool) *endpoint
+}
+
+// priorityLevel is one priority of a cluster: every endpoint (for the
+// health share) and the balancer over the EDS-healthy ones.
+type priorityLevel struct {
+	all     []*endpoint
+	healthy []*endpoint
+	lb      balancer
+}
+
+// picker chooses an endpoint for a request: first a priority, by Envoy's
+// priority load (the healthy share of each priority times the
+// overprovisioning factor, spilling the rest to the next), then an endpoint
+// within it with the cluster's lb_policy. Immutable; pick is safe for
+// concurrent use and takes no lock.
 type picker struct {
-	endpoints []*endpoint // healthy endpoints of the chosen priority
-	schedule  []uint32    // indexes into endpoints; nil when all weights are equal
+	endpoints     []*endpoint // every endpoint of every priority
+	levels        []*priorityLevel
+	overprovision uint64 // percent
+}
+
+// buildPicker lays out the levels (byPrio in priority order, empty
+// priorities removed by the caller) with one balancer each.
+func buildPicker(byPrio [][]*endpoint, cfg lbConfig, next *atomic.Uint64, overprovision uint64) *picker {
+	p := &picker{overprovision: overprovision}
+	for _, eps := range byPrio {
+		lvl := &priorityLevel{all: eps}
+		for _, e := range eps {
+			if e.healthy {
+				lvl.healthy = append(lvl.healthy, e)
+			}
+		}
+		lvl.lb = cfg.newBalancer(lvl.healthy, next)
+		p.levels = append(p.levels, lvl)
+		p.endpoints = append(p.endpoints, eps...)
+	}
+	return p
+}
+
+// pick returns an endpoint for the request, or nil when no endpoint is
+// available. exclude lists endpoints not to use (e.g. ones a retry already
+// tried); they are avoided when another endpoint is available.
+func (p *picker) pick(k hashKey, exclude ...*endpoint) *endpoint {
+	ok := func(e *endpoint) bool { return e.available() }
+	if len(exclude) > 0 {
+		ok = func(e *endpoint) bool {
+			for _, x := range exclude {
+				if x == e {
+					return false
+				}
+			}
+			return e.available()
+		}
+	}
+	if e := p.pickWith(k, ok); e != nil || len(exclude) == 0 {
+		return e
+	}
+	return p.pickWith(k, (*endpoint).available)
+}
+
+func (p *picker) pickWith(k hashKey, ok func(*endpoint) bool) *endpoint {
+	switch len(p.levels) {
+	case 0:
+		return nil
+	case 1:
+		return p.levels[0].lb.pick(k, ok)
+	}
+	lvl := p.choosePriority(k)
+	if lvl < 0 {
+		return nil
+	}
+	if e := p.levels[lvl].lb.pick(k, ok); e != nil {
+		return e
+	}
+	// The chosen priority had nothing acceptable (e.g. all excluded): try
+	// the others in order.
+	for i, l := range p.levels {
+		if i == lvl {
+			continue
+		}
+		if e := l.lb.pick(k, ok); e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// choosePriority computes Envoy's priority load from the current health of
+// each level and picks one: by the request hash when there is one (so a key
+// stays in its priority), else at random. -1 when no level has an
+// available endpoint.
+func (p *picker) choosePriority(k hashKey) int {
+	var buf [8]uint64
+	loads := p.priorityLoads(buf[:0])
+	if loads == nil {
+		return -1
+	}
+	var x uint64
+	if k.ok {
+		x = k.hash % 100
+	} else {
+		x = rand.Uint64N(100)
+	}
+	var acc uint64
+	for i, l := range loads {
+		acc += l
+		if x < acc {
+			return i
+		}
+	}
+	for i := len(loads) - 1; i >= 0; i-- {
+		if loads[i] > 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// priorityLoads is Envoy's per-priority load in percent (summing to 100),
+// appended to buf: health_i = min(100, overprovision · available_i /
+// total_i); each priority takes min(health_i, what is left); when the
+// healths sum to less than 100 the loads are scaled up to 100. nil when
+// nothing is available.
+func (p *picker) priorityLoads(buf []uint64) []uint64 {
+	health := buf
+	var sum uint64
+	for _, l := range p.levels {
+		var h uint64
+		if len(l.all) > 0 {
+			var n uint64
+			for _, e := range l.all {
+				if e.available() {
+					n++
+				}
+			}
+			h = min(100, p.overprovision*n/uint64(len(l.all)))
+			if n > 0 && h == 0 {
+				h = 1
+			}
+		}
+		health = append(health, h)
+		sum += h
+	}
+	if sum == 0 {
+		return nil
+	}
+	if sum < 100 {
+		// Normalize: every priority keeps its share of what is healthy.
+		var given uint64
+		first := -1
+		for i, h := range health {
+			health[i] = h * 100 / sum
+			given += health[i]
+			if first < 0 && health[i] > 0 {
+				first = i
+			}
+		}
+		if first >= 0 { // the rounding remainder
+			health[first] += 100 - given
+		}
+		return health
+	}
+	left := uint64(100)
+	for i, h := range health {
+		health[i] = min(h, left)
+		left -= health[i]
+	}
+	return health
+}
+
+// roundRobin is a lock-free weighted round-robin balancer: an immutable
+// schedule in which each endpoint appears in proportion to its weight,
+// spread evenly (earliest-deadline-first order, like smooth weighted round
+// robin), walked by an atomic counter that lives with the cluster so it
+// survives endpoint updates.
+type roundRobin struct {
+	endpoints []*endpoint
+	schedule  []uint32 // indexes into endpoints; nil when all weights are equal
 	next      *atomic.Uint64
 }
 
-func newPicker(eps []*endpoint, next *atomic.Uint64) *picker {
-	p := &picker{endpoints: eps, next: next}
+var _ balancer = (*roundRobin)(nil)
+
+func newRoundRobin(eps []*endpoint, next *atomic.Uint64) *roundRobin {
+	p := &roundRobin{endpoints: eps, next: next}
 	if len(eps) < 2 {
 		return p
 	}
@@ -45,6 +248,93 @@ func newPicker(eps []*endpoint, next *atomic.Uint64) *picker {
 	}
 	p.schedule = buildSchedule(eps)
 	return p
+}
+
+func (p *roundRobin) pick(_ hashKey, ok func(*endpoint) bool) *endpoint {
+	n := len(p.endpoints)
+	switch n {
+	case 0:
+		return nil
+	case 1:
+		if e := p.endpoints[0]; ok(e) {
+			return e
+		}
+		return nil
+	}
+	size := uint64(n)
+	if p.schedule != nil {
+		size = uint64(len(p.schedule))
+	}
+	// Skip unavailable endpoints; bounded so a fully ejected set ends.
+	for range min(size, uint64(n)+64) {
+		i := p.next.Add(1) % size
+		var e *endpoint
+		if p.schedule != nil {
+			e = p.endpoints[p.schedule[i]]
+		} else {
+			e = p.endpoints[i]
+		}
+		if ok(e) && e.accept() {
+			return e
+		}
+	}
+	for _, e := range p.endpoints {
+		if ok(e) {
+			return e
+		}
+	}
+	return nil
+}
+
+// randomLB is Envoy's RANDOM: a random available endpoint, weighted when
+// the weights differ (locality weights fold into them).
+type randomLB struct {
+	endpoints []*endpoint
+	cum       []uint64 // cumulative weights; nil when all are equal
+}
+
+var _ balancer = (*randomLB)(nil)
+
+func newRandom(eps []*endpoint) *randomLB {
+	p := &randomLB{endpoints: eps}
+	for _, e := range eps {
+		if e.weight != eps[0].weight {
+			var acc uint64
+			for _, e := range eps {
+				acc += uint64(max(e.weight, 1))
+				p.cum = append(p.cum, acc)
+			}
+			break
+		}
+	}
+	return p
+}
+
+func (p *randomLB) pick(_ hashKey, ok func(*endpoint) bool) *endpoint {
+	if p.cum == nil {
+		return randomAvailable(p.endpoints, ok)
+	}
+	x := rand.Uint64N(p.cum[len(p.cum)-1])
+	i, _ := slices.BinarySearch(p.cum, x+1)
+	if e := p.endpoints[i]; ok(e) {
+		return e
+	}
+	return randomAvailable(p.endpoints, ok)
+}
+
+// randomAvailable returns a random endpoint that passes ok, or nil.
+func randomAvailable(eps []*endpoint, ok func(*endpoint) bool) *endpoint {
+	n := len(eps)
+	if n == 0 {
+		return nil
+	}
+	start := rand.IntN(n)
+	for i := range n {
+		if e := eps[(start+i)%n]; ok(e) {
+			return e
+		}
+	}
+	return nil
 }
 
 // buildSchedule lays out sum(weights) slots, interleaved so that no endpoint
@@ -85,22 +375,6 @@ func buildSchedule(eps []*endpoint) []uint32 {
 		out[i] = s.idx
 	}
 	return out
-}
-
-// pick returns the next endpoint, or nil when there is no healthy endpoint.
-func (p *picker) pick() *endpoint {
-	switch n := len(p.endpoints); n {
-	case 0:
-		return nil
-	case 1:
-		return p.endpoints[0]
-	default:
-		i := p.next.Add(1)
-		if p.schedule != nil {
-			return p.endpoints[p.schedule[i%uint64(len(p.schedule))]]
-		}
-		return p.endpoints[i%uint64(n)]
-	}
 }
 
 // smoothSchedule runs nginx's smooth weighted round robin for one full cycle.

@@ -58,6 +58,7 @@ type series struct {
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	clusters *clusterStatVecs // envoy_cluster_* (clusterstats.go)
 
 	cache sync.Map // seriesKey -> *series
 
@@ -84,6 +85,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.duration, err = register(reg, m.duration); err != nil {
+		return nil, err
+	}
+	if m.clusters, err = newClusterStatVecs(reg); err != nil {
 		return nil, err
 	}
 	return m, nil

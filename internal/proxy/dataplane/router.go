@@ -51,8 +51,20 @@ type routeEntry struct {
 	direct        *directResponse
 
 	timeout       time.Duration
+	retry         *retryPolicy // retry.go; nil: no retries
+	fault         *faultConfig // fault.go; per-route envoy.filters.http.fault config
 	prefixRewrite string
 	hostRewrite   string
+
+	// routeactions (rewrite.go, headers.go, redirect.go, cors.go)
+	regexRewrite     *regexRewrite
+	redirect         *redirect
+	mutations        routeHeaders
+	clusterMutations bool         // some weighted cluster has header mutations or a host rewrite
+	cors             *corsPolicy  // per-route envoy.filters.http.cors config
+	hash             []hashPolicy // hash.go: RouteAction.hash_policy
+
+	mirrors []mirrorPolicy // mirror.go: RouteAction.request_mirror_policies
 }
 
 type weightedCluster struct {
@@ -60,6 +72,9 @@ type weightedCluster struct {
 	// upTo is the cumulative weight: cluster i is chosen for
 	// rnd in [upTo[i-1], upTo[i]).
 	upTo uint32
+
+	mutations   routeHeaders // headers.go
+	hostRewrite string
 }
 
 type directResponse struct {
@@ -112,11 +127,14 @@ func compileRouteTable(rc *route.RouteConfiguration) (*routeTable, error) {
 
 func compileRoute(rc *route.Route) (*routeEntry, error) {
 	re := &routeEntry{name: rc.GetName()}
+	var err error
+	if re.fault, err = compileFault(rc.GetTypedPerFilterConfig()); err != nil {
+		return nil, err
+	}
 	m := rc.GetMatch()
 	if m == nil {
 		return nil, fmt.Errorf("match: missing")
 	}
-	var err error
 	if re.path, err = compilePath(m); err != nil {
 		return nil, fmt.Errorf("match: %w", err)
 	}
@@ -164,10 +182,17 @@ func compileRoute(rc *route.Route) (*routeEntry, error) {
 			dr.body = b.GetInlineString() + string(b.GetInlineBytes())
 		}
 		re.direct = dr
+	case *route.Route_Redirect:
+		if re.redirect, err = compileRedirect(a.Redirect); err != nil {
+			return nil, fmt.Errorf("redirect: %w", err)
+		}
 	case nil:
 		return nil, fmt.Errorf("action: missing")
 	default:
 		return nil, fmt.Errorf("action: unsupported %T", a)
+	}
+	if err := re.compileRouteActions(rc); err != nil {
+		return nil, err
 	}
 	return re, nil
 }
@@ -194,7 +219,13 @@ func (re *routeEntry) compileAction(a *route.RouteAction) error {
 				continue
 			}
 			re.weightTotal += w
-			re.weighted = append(re.weighted, weightedCluster{name: c.GetName(), upTo: re.weightTotal})
+			wc, err := compileClusterWeightActions(c)
+			if err != nil {
+				return fmt.Errorf("weighted_clusters.clusters[%d]: %w", i, err)
+			}
+			wc.name, wc.upTo = c.GetName(), re.weightTotal
+			re.clusterMutations = re.clusterMutations || wc.mutations != (routeHeaders{}) || wc.hostRewrite != ""
+			re.weighted = append(re.weighted, wc)
 		}
 		if re.weightTotal == 0 {
 			return fmt.Errorf("weighted_clusters: total weight is 0")
@@ -204,12 +235,11 @@ func (re *routeEntry) compileAction(a *route.RouteAction) error {
 	default:
 		return fmt.Errorf("cluster_specifier: unsupported %T", cs)
 	}
-	if a.GetRegexRewrite() != nil || a.GetPathRewritePolicy() != nil {
-		return fmt.Errorf("regex_rewrite/path_rewrite_policy: unsupported")
+	if a.GetPathRewritePolicy() != nil {
+		return fmt.Errorf("path_rewrite_policy: unsupported")
 	}
-	re.prefixRewrite = a.GetPrefixRewrite()
-	if re.prefixRewrite != "" && re.path.kind != pathPrefix && re.path.kind != pathSeparatedPrefix {
-		return fmt.Errorf("prefix_rewrite: needs a prefix match")
+	if err := re.compileRewrite(a); err != nil {
+		return err
 	}
 	switch h := a.GetHostRewriteSpecifier().(type) {
 	case *route.RouteAction_HostRewriteLiteral:
@@ -218,11 +248,23 @@ func (re *routeEntry) compileAction(a *route.RouteAction) error {
 	default:
 		return fmt.Errorf("host_rewrite_specifier: unsupported %T", h)
 	}
+	if hp, herr := compileHashPolicies(a.GetHashPolicy()); herr == nil {
+		re.hash = hp
+	} else {
+		return herr
+	}
 	if t := a.GetTimeout(); t != nil {
 		if err := t.CheckValid(); err != nil {
 			return fmt.Errorf("timeout: %w", err)
 		}
 		re.timeout = t.AsDuration()
+	}
+	var err error
+	if re.retry, err = compileRetryPolicy(a.GetRetryPolicy()); err != nil {
+		return fmt.Errorf("retry_policy: %w", err)
+	}
+	if re.mirrors, err = compileMirrorPolicies(a.GetRequestMirrorPolicies()); err != nil {
+		return err
 	}
 	return nil
 }

@@ -180,7 +180,7 @@ func TestPickerSmooth(t *testing.T) {
 	p := newPicker(eps, &pool.next)
 	var seq strings.Builder
 	for range 12 {
-		seq.WriteString(p.pick().addr)
+		seq.WriteString(p.pick(hashKey{}).addr)
 	}
 	// Smooth: the heavy endpoint never gets 4 picks in a row with weights
 	// 1:1:4 (a naive schedule gives cccc; smooth WRR at most ccc across cycles).
@@ -224,7 +224,8 @@ func TestCompileErrors(t *testing.T) {
 			Action: toCluster("", nil, "a").Action}, "safe_regex"},
 		{"no path", &route.Route{Match: &route.RouteMatch{}, Action: toCluster("", nil, "a").Action}, "missing path specifier"},
 		{"connect", &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_ConnectMatcher_{}}, Action: toCluster("", nil, "a").Action}, "unsupported path specifier"},
-		{"redirect", &route.Route{Match: prefixMatch("/"), Action: &route.Route_Redirect{}}, "action: unsupported"},
+		{"redirect", &route.Route{Match: prefixMatch("/"), Action: &route.Route_Redirect{Redirect: &route.RedirectAction{
+			PathRewriteSpecifier: &route.RedirectAction_RegexRewrite{}}}}, "redirect: regex_rewrite: unsupported"},
 		{"range", &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"},
 			Headers: []*route.HeaderMatcher{{Name: "x", HeaderMatchSpecifier: &route.HeaderMatcher_RangeMatch{}}}}, Action: toCluster("", nil, "a").Action}, "match.headers[0] (x)"},
 	}
@@ -287,7 +288,7 @@ func BenchmarkPickEndpoint(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if p.pick() == nil {
+					if p.pick(hashKey{}) == nil {
 						b.Fatal("nil")
 					}
 				}

@@ -41,6 +41,8 @@ type listenerConfig struct {
 	outbound bool
 	rds      string      // RDS route configuration name, when inline is nil
 	inline   *routeTable // inline route_config
+	fault    bool        // envoy.filters.http.fault is in http_filters (fault.go)
+	cors     bool        // envoy.filters.http.cors is in http_filters (cors.go)
 }
 
 // table returns the route table the listener uses in rt, or nil.
@@ -188,6 +190,10 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 			return nil, fmt.Errorf("%s.http_filters[%d] (%s): the last filter must be %s", where, i, f.GetName(), routerFilterName)
 		case !last && isRouter:
 			return nil, fmt.Errorf("%s.http_filters[%d]: %s must be last", where, i, routerFilterName)
+		case !last && f.GetName() == faultFilterName:
+			lc.fault = true
+		case !last && f.GetName() == corsFilterName:
+			lc.cors = true
 		case !last && !f.GetIsOptional():
 			return nil, fmt.Errorf("%s.http_filters[%d] (%s): unsupported filter", where, i, f.GetName())
 		}

@@ -36,6 +36,11 @@ var aLongTimeAgo = time.Unix(1, 0)
 // endpoint's stack (endpoint.conns).
 type h1Pool struct {
 	dialer *net.Dialer
+	// idle is how long a connection may stay idle (0: forever) and maxUses
+	// how many requests it carries (0: no limit): the cluster's
+	// common_http_protocol_options, set before first use (breaker.go).
+	idle    time.Duration
+	maxUses uint32
 
 	mu     sync.Mutex
 	eps    map[string]*epConns
@@ -43,7 +48,7 @@ type h1Pool struct {
 }
 
 func newH1Pool(dialer *net.Dialer) *h1Pool {
-	return &h1Pool{dialer: dialer, eps: map[string]*epConns{}}
+	return &h1Pool{dialer: dialer, eps: map[string]*epConns{}, idle: upstreamIdleTimeout}
 }
 
 // endpoint returns the connection stack of addr, creating it if needed.
@@ -52,7 +57,7 @@ func (p *h1Pool) endpoint(addr string) *epConns {
 	defer p.mu.Unlock()
 	e := p.eps[addr]
 	if e == nil {
-		e = &epConns{addr: addr, dialer: p.dialer, closed: p.closed}
+		e = &epConns{addr: addr, dialer: p.dialer, closed: p.closed, idleTimeout: p.idle, maxUses: p.maxUses}
 		p.eps[addr] = e
 	}
 	return e
@@ -100,8 +105,10 @@ func (p *h1Pool) close() {
 // recently used connection is reused first, so the number of connections
 // follows the concurrency and the others age out.
 type epConns struct {
-	addr   string
-	dialer *net.Dialer
+	addr        string
+	dialer      *net.Dialer
+	idleTimeout time.Duration // 0: never
+	maxUses     uint32        // 0: unlimited
 
 	mu     sync.Mutex
 	idle   []*h1Conn // oldest first
@@ -115,6 +122,7 @@ type h1Conn struct {
 	bw        *bufio.Writer
 	idleAt    time.Time
 	interrupt func() // makes blocked I/O on nc return; allocated once per connection
+	uses      uint32 // requests completed on it
 }
 
 func (e *epConns) get() *h1Conn {
@@ -127,7 +135,7 @@ func (e *epConns) get() *h1Conn {
 	pc := e.idle[n-1]
 	e.idle[n-1] = nil
 	e.idle = e.idle[:n-1]
-	if time.Since(pc.idleAt) <= upstreamIdleTimeout {
+	if e.idleTimeout == 0 || time.Since(pc.idleAt) <= e.idleTimeout {
 		e.mu.Unlock()
 		return pc
 	}
@@ -145,15 +153,16 @@ func (e *epConns) get() *h1Conn {
 func (e *epConns) put(pc *h1Conn) {
 	now := time.Now()
 	pc.idleAt = now
+	pc.uses++
 	e.mu.Lock()
-	if e.closed || len(e.idle) >= maxIdlePerEndpoint {
+	if e.closed || len(e.idle) >= maxIdlePerEndpoint || (e.maxUses > 0 && pc.uses >= e.maxUses) {
 		e.mu.Unlock()
 		pc.nc.Close()
 		return
 	}
 	// Age out the oldest connection lazily, one per put.
 	var old *h1Conn
-	if len(e.idle) > 0 && now.Sub(e.idle[0].idleAt) > upstreamIdleTimeout {
+	if len(e.idle) > 0 && e.idleTimeout > 0 && now.Sub(e.idle[0].idleAt) > e.idleTimeout {
 		old = e.idle[0]
 		n := copy(e.idle, e.idle[1:])
 		e.idle[n] = nil

@@ -23,6 +23,9 @@ type Identity struct {
 	OutboundAddress string
 	// AppPorts maps workload port -> local application address.
 	AppPorts map[uint32]string
+	// Locality is where the proxy runs, "region/zone/subzone" (node.locality);
+	// endpoint priorities are relative to it.
+	Locality string
 }
 
 // DefaultNodeID builds an Istio-style node id: sidecar~IP~workload.ns~ns.svc.cluster.local.
@@ -54,7 +57,7 @@ func (id Identity) Node() *core.Node {
 	if err != nil { // only strings and maps of strings: cannot fail
 		panic(err)
 	}
-	return &core.Node{Id: id.ID, Cluster: id.WorkloadName + "." + id.Namespace, Metadata: md}
+	return &core.Node{Id: id.ID, Cluster: id.WorkloadName + "." + id.Namespace, Metadata: md, Locality: NodeLocality(id.Locality)}
 }
 
 // ParseNode reads an Identity from an Envoy node. Missing fields are left
@@ -84,6 +87,7 @@ func ParseNode(n *core.Node) (Identity, error) {
 		return Identity{}, fmt.Errorf("node %q: %w", id.ID, err)
 	}
 	id.AppPorts = ap
+	id.Locality = LocalityString(n.GetLocality())
 	if id.Namespace == "" {
 		id.Namespace = "default"
 	}
@@ -98,4 +102,22 @@ func (id Identity) SortedLabelKeys() []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// NodeLocality parses "region/zone/subzone" (trailing parts optional) into
+// an Envoy locality; nil when empty.
+func NodeLocality(s string) *core.Locality {
+	if s == "" {
+		return nil
+	}
+	f := strings.SplitN(s, "/", 3)
+	f = append(f, make([]string, 3-len(f))...)
+	return &core.Locality{Region: f[0], Zone: f[1], SubZone: f[2]}
+}
+
+// LocalityString is the inverse of NodeLocality: "region/zone/subzone"
+// without trailing empty parts; "" for nil.
+func LocalityString(l *core.Locality) string {
+	s := l.GetRegion() + "/" + l.GetZone() + "/" + l.GetSubZone()
+	return strings.TrimRight(s, "/")
 }

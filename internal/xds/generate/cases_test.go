@@ -74,7 +74,7 @@ var versionSubsets = &networking.DestinationRule{
 }
 
 func goldenCases() []goldenCase {
-	return []goldenCase{
+	return append([]goldenCase{
 		{
 			name: "default_route",
 			mesh: func() *mesh.Snapshot {
@@ -236,5 +236,5 @@ func goldenCases() []goldenCase {
 				OutboundAddress: "127.0.0.3:15001", AppPorts: map[uint32]string{50051: "127.0.0.1:50052"},
 			},
 		},
-	}
+	}, append(append(append(append(trafficPolicyCases(), resilienceCases()...), routeActionCases()...), loadBalancerCases()...), mirrorCases()...)...)
 }

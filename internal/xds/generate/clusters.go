@@ -30,9 +30,9 @@ func outboundClusters(s *mesh.Snapshot) []types.Resource {
 	var out []types.Resource
 	for _, svc := range s.Registry.Services() {
 		for _, p := range svc.Ports {
-			out = append(out, edsCluster(svc, p, "", s.DomainSuffix))
+			out = append(out, withLoadBalancer(s, svc, p, "", withTrafficPolicy(s, svc, p, "", edsCluster(svc, p, "", s.DomainSuffix))))
 			for _, sub := range s.Subsets.Subsets(svc.Hostname) {
-				out = append(out, edsCluster(svc, p, sub.GetName(), s.DomainSuffix))
+				out = append(out, withLoadBalancer(s, svc, p, sub.GetName(), withTrafficPolicy(s, svc, p, sub.GetName(), edsCluster(svc, p, sub.GetName(), s.DomainSuffix))))
 			}
 		}
 	}

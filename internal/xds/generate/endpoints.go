@@ -16,12 +16,12 @@ import (
 
 // outboundEndpoints returns a ClusterLoadAssignment for every EDS cluster
 // outboundClusters generates, so the set is always consistent.
-func outboundEndpoints(s *mesh.Snapshot) []types.Resource {
+func outboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 	var out []types.Resource
 	for _, svc := range s.Registry.Services() {
 		for _, p := range svc.Ports {
 			eps := s.Registry.Endpoints(svc.Hostname, p.Number)
-			out = append(out, loadAssignment(contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname), eps))
+			out = append(out, withLocalityLB(s, id, svc.Hostname, p.Number, "", eps, loadAssignment(contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname), eps)))
 			for _, sub := range s.Subsets.Subsets(svc.Hostname) {
 				var in []*registry.Endpoint
 				for _, ep := range eps {
@@ -29,7 +29,7 @@ func outboundEndpoints(s *mesh.Snapshot) []types.Resource {
 						in = append(in, ep)
 					}
 				}
-				out = append(out, loadAssignment(contract.ClusterName(contract.Outbound, p.Number, sub.GetName(), svc.Hostname), in))
+				out = append(out, withLocalityLB(s, id, svc.Hostname, p.Number, sub.GetName(), in, loadAssignment(contract.ClusterName(contract.Outbound, p.Number, sub.GetName(), svc.Hostname), in)))
 			}
 		}
 	}

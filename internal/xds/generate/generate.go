@@ -42,13 +42,14 @@ func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
 	if l := outboundListener(id); l != nil {
 		// The http_proxy route configuration exists exactly when a listener
 		// refers to it, so the set stays consistent.
-		r.Listeners = append(r.Listeners, l)
-		r.Routes = append(r.Routes, outboundRoutes(s, id))
+		rc := outboundRoutes(s, id)
+		r.Listeners = append(r.Listeners, withCORSFilter(l, rc))
+		r.Routes = append(r.Routes, rc)
 	}
 	inL, inC := inbound(s, id)
 	r.Listeners = append(r.Listeners, inL...)
 	r.Clusters = append(outboundClusters(s), inC...)
-	r.Endpoints = outboundEndpoints(s)
+	r.Endpoints = outboundEndpoints(s, id)
 	sortByName(r.Listeners)
 	sortByName(r.Routes)
 	sortByName(r.Clusters)

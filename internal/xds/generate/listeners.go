@@ -39,7 +39,7 @@ func outboundListener(id contract.Identity) *listener.Listener {
 			ConfigSource:    adsConfigSource(),
 			RouteConfigName: contract.RouteHTTPProxy,
 		}},
-		HttpFilters: routerFilters(),
+		HttpFilters: append(faultFilters(), routerFilters()...), // resilience.go: fault before the router
 	}
 	return httpListener(name, ip, port, core.TrafficDirection_OUTBOUND, m)
 }
@@ -82,7 +82,8 @@ func inbound(s *mesh.Snapshot, id contract.Identity) ([]types.Resource, []types.
 	}
 	for _, p := range order {
 		pi := ports[p]
-		cs = append(cs, inboundCluster(p, contract.AppAddress(id.AppPorts, p), pi.proto, pi.services, s.DomainSuffix))
+		cs = append(cs, withInboundConnectionPool(s, p, pi.proto, pi.services,
+			inboundCluster(p, contract.AppAddress(id.AppPorts, p), pi.proto, pi.services, s.DomainSuffix)))
 	}
 	return ls, cs
 }

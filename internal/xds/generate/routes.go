@@ -80,39 +80,43 @@ func serviceRoutes(s *mesh.Snapshot, id contract.Identity, svc *registry.Service
 	var out []*route.Route
 	for _, vs := range s.Routes.ForHost(svc.Hostname) {
 		for _, h := range vs.Spec.GetHttp() {
-			action := routeAction(s, vs.Namespace, h, svc, p)
-			if action == nil {
-				continue // redirects, direct responses, …: not in the contract yet
+			action := withHashPolicy(s, routeAction(s, vs.Namespace, h, svc, p))
+			addMirrors(action, s, vs.Namespace, h, svc, p)
+			applyResilience(action, h) // resilience.go: timeout, retry_policy
+			if action == nil && h.GetRedirect() == nil && h.GetDirectResponse() == nil {
+				continue
 			}
 			if len(h.GetMatch()) == 0 {
-				out = append(out, &route.Route{
+				out = append(out, withFault(h, withRouteActions(s, vs.Namespace, h, svc, p, &route.Route{
 					Name:   h.GetName(),
 					Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
 					Action: action,
-				})
+				})))
 				continue
 			}
 			for _, m := range h.GetMatch() {
 				if !matchApplies(m, id, p.Number) {
 					continue
 				}
-				out = append(out, &route.Route{Name: h.GetName(), Match: routeMatch(m), Action: action})
+				out = append(out, withFault(h, withRouteActions(s, vs.Namespace, h, svc, p, &route.Route{Name: h.GetName(), Match: routeMatch(m), Action: action})))
 			}
 		}
 	}
 	if len(out) == 0 {
-		out = append(out, defaultRoute(svc.Hostname, p.Number))
+		out = append(out, withRouteHashPolicy(s, defaultRoute(svc.Hostname, p.Number)))
 	}
 	return out
 }
 
 func defaultRoute(host string, port uint32) *route.Route {
+	action := &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{
+		Cluster: contract.ClusterName(contract.Outbound, port, "", host),
+	}}}
+	applyResilience(action, nil) // Istio's default timeout and retry policy
 	return &route.Route{
-		Name:  "default",
-		Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
-		Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{
-			Cluster: contract.ClusterName(contract.Outbound, port, "", host),
-		}}},
+		Name:   "default",
+		Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+		Action: action,
 	}
 }
 

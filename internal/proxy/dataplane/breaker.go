@@ -1,0 +1,293 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+)
+
+// Circuit breaking: Cluster.circuit_breakers (the DEFAULT priority
+// thresholds), enforced as Envoy's resource manager does.
+//
+//   - max_requests bounds the requests in flight to the cluster (every
+//     protocol).
+//   - max_connections bounds the HTTP/1.1 connections in use: one request
+//     per connection, so it is the upstream concurrency. A request that finds
+//     every connection busy waits in the pending queue (upstream_cx_overflow
+//     counts that the limit was hit), bounded by max_pending_requests.
+//   - max_retries bounds the retries in flight.
+//
+// Past a limit the request is not queued: it overflows (answered at once
+// with 503 and response flag UO; upstream_rq_pending_overflow, or
+// upstream_rq_retry_overflow for a retry, which is then not made).
+//
+// The breaker lives in the clusterPool, so its in-flight counts survive
+// updates that leave the Cluster unchanged. No lock: atomics and, only when
+// max_connections is finite, a channel used as a semaphore.
+
+// Envoy's thresholds when circuit_breakers (or a field of it) is absent.
+const (
+	envoyDefaultMaxConnections     = 1024
+	envoyDefaultMaxPendingRequests = 1024
+	envoyDefaultMaxRequests        = 1024
+	envoyDefaultMaxRetries         = 3
+	// maxSlots bounds the semaphore channel's buffer; larger finite
+	// max_connections are treated as unlimited.
+	maxSlots = 1 << 16
+)
+
+// errOverflow is admit's error when a circuit breaker limit is reached.
+var errOverflow = errors.New("upstream overflow")
+
+type breaker struct {
+	stats                               *clusterStats
+	maxRequests, maxPending, maxRetries int64
+	// slots holds one token per HTTP/1.1 connection in use; nil when the
+	// connections are not limited (h2c clusters, or no finite limit).
+	slots                    chan struct{}
+	active, pending, retries atomic.Int64
+}
+
+// newBreaker reads circuit_breakers. h2 clusters multiplex, so
+// max_connections and max_pending_requests do not bound their requests.
+func newBreaker(c *cluster.Cluster, h2 bool, stats *clusterStats) (*breaker, error) {
+	b := &breaker{stats: stats, maxRequests: envoyDefaultMaxRequests, maxPending: envoyDefaultMaxPendingRequests, maxRetries: envoyDefaultMaxRetries}
+	maxConns := int64(envoyDefaultMaxConnections)
+	for i, t := range c.GetCircuitBreakers().GetThresholds() {
+		if t.GetPriority() != core.RoutingPriority_DEFAULT {
+			continue // only the default priority is used by routes
+		}
+		if t.GetRetryBudget() != nil {
+			return nil, fmt.Errorf("circuit_breakers.thresholds[%d].retry_budget: unsupported", i)
+		}
+		if v := t.GetMaxConnections(); v != nil {
+			maxConns = int64(v.GetValue())
+		}
+		if v := t.GetMaxPendingRequests(); v != nil {
+			b.maxPending = int64(v.GetValue())
+		}
+		if v := t.GetMaxRequests(); v != nil {
+			b.maxRequests = int64(v.GetValue())
+		}
+		if v := t.GetMaxRetries(); v != nil {
+			b.maxRetries = int64(v.GetValue())
+		}
+	}
+	if !h2 && maxConns < maxSlots {
+		b.slots = make(chan struct{}, max(maxConns, 0))
+	}
+	return b, nil
+}
+
+// admission is one admitted upstream attempt; release it when the attempt
+// is over (its response streamed, or abandoned for a retry). The zero value
+// releases nothing.
+type admission struct {
+	b    *breaker
+	slot bool
+}
+
+// admit reserves room for one attempt. When every HTTP/1.1 connection is
+// busy it waits in the pending queue until one frees up or ctx ends (then it
+// returns ctx's error). It returns errOverflow, having counted it, when a
+// limit is reached: the caller answers 503 UO. Safe for concurrent use.
+func (b *breaker) admit(ctx context.Context) (admission, error) {
+	if n := b.active.Add(1); n > b.maxRequests {
+		b.active.Add(-1)
+		b.stats.cbRqOpen.Set(1)
+		b.stats.rqPendingOverflow.Inc()
+		return admission{}, errOverflow
+	} else if n == b.maxRequests {
+		b.stats.cbRqOpen.Set(1)
+	}
+	b.stats.rqActive.Inc()
+	a := admission{b: b}
+	if b.slots == nil {
+		return a, nil
+	}
+	select {
+	case b.slots <- struct{}{}:
+		a.slot = true
+		if len(b.slots) == cap(b.slots) {
+			b.stats.cbCxOpen.Set(1)
+		}
+		return a, nil
+	default:
+	}
+	// Every connection is busy: Envoy counts the connection overflow and
+	// queues the request, if the pending queue has room.
+	b.stats.cxOverflow.Inc()
+	b.stats.cbCxOpen.Set(1)
+	if n := b.pending.Add(1); n > b.maxPending {
+		b.pending.Add(-1)
+		b.stats.cbRqPendingOpen.Set(1)
+		b.stats.rqPendingOverflow.Inc()
+		a.release()
+		return admission{}, errOverflow
+	} else if n == b.maxPending {
+		b.stats.cbRqPendingOpen.Set(1)
+	}
+	b.stats.rqPendingTotal.Inc()
+	b.stats.rqPendingActive.Inc()
+	defer func() {
+		if b.pending.Add(-1) == b.maxPending-1 { // the gauges change on transitions only
+			b.stats.cbRqPendingOpen.Set(0)
+		}
+		b.stats.rqPendingActive.Dec()
+	}()
+	select {
+	case b.slots <- struct{}{}:
+		a.slot = true
+		if len(b.slots) == cap(b.slots) {
+			b.stats.cbCxOpen.Set(1)
+		}
+		return a, nil
+	case <-ctx.Done():
+		a.release()
+		return admission{}, ctx.Err()
+	}
+}
+
+// release ends the attempt. Idempotent.
+func (a *admission) release() {
+	b := a.b
+	if b == nil {
+		return
+	}
+	a.b = nil
+	if a.slot {
+		<-b.slots
+		if len(b.slots) == cap(b.slots)-1 {
+			b.stats.cbCxOpen.Set(0)
+		}
+	}
+	if b.active.Add(-1) == b.maxRequests-1 {
+		b.stats.cbRqOpen.Set(0)
+	}
+	b.stats.rqActive.Dec()
+}
+
+// retryTokens are the retries one request holds against max_retries; they
+// are given back when the request ends. The zero value holds none.
+type retryTokens struct {
+	b *breaker
+	n int64
+}
+
+// take reserves one more retry. false means the retry must not be made
+// (counted as upstream_rq_retry_overflow): the request ends with the last
+// attempt's outcome.
+func (t *retryTokens) take(b *breaker) bool {
+	if n := b.retries.Add(1); n > b.maxRetries {
+		b.retries.Add(-1)
+		b.stats.cbRqRetryOpen.Set(1)
+		b.stats.rqRetryOverflow.Inc()
+		return false
+	} else if n == b.maxRetries {
+		b.stats.cbRqRetryOpen.Set(1)
+	}
+	t.b = b
+	t.n++
+	return true
+}
+
+// release gives the retries back. Idempotent.
+func (t *retryTokens) release() {
+	if b := t.b; b != nil && t.n > 0 {
+		if after := b.retries.Add(-t.n); after < b.maxRetries && after+t.n >= b.maxRetries {
+			b.stats.cbRqRetryOpen.Set(0)
+		}
+		t.n = 0
+	}
+}
+
+// bodyOverflow is Envoy's local reply body for a circuit breaker overflow.
+const bodyOverflow = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+
+// admitAttempt is forward's admission hook, before every attempt: it ends
+// the previous attempt's admission (*adm) and admits the next. When a
+// limit is reached it answers 503 with response flag UO and returns
+// answered=true; when ctx ended while the request was queued it sets *res
+// to that error and returns ok=false, answered=false (the caller answers as
+// for any failed attempt).
+func (c *clusterRT) admitAttempt(ctx context.Context, w http.ResponseWriter, q *request, adm *admission, res *attemptResult) (ok, answered bool) {
+	adm.release()
+	a, err := c.pool.breaker.admit(ctx)
+	switch {
+	case err == nil:
+		*adm = a
+		return true, false
+	case errors.Is(err, errOverflow):
+		if res.resp != nil {
+			res.resp.Body.Close()
+		}
+		w.Header()["X-Envoy-Overloaded"] = []string{"true"} // as Envoy's router
+		localReply(w, q, http.StatusServiceUnavailable, bodyOverflow, "UO")
+		return false, true
+	}
+	cancel := res.cancel
+	if cancel == nil {
+		cancel = func() {}
+	}
+	*res = attemptResult{err: err, out: outcomeReset, cancel: cancel}
+	return false, false
+}
+
+// configurePool applies a new pool's connection settings — circuit
+// breakers, outlier detection, TCP keepalive, the upstream idle timeout —
+// before any request uses it. Called while translating.
+func configurePool(p *clusterPool, c *cluster.Cluster, stats *clusterStats) error {
+	var err error
+	if p.breaker, err = newBreaker(c, p.h2, stats); err != nil {
+		return err
+	}
+	odc, err := parseOutlierDetection(c)
+	if err != nil {
+		return err
+	}
+	if odc != nil {
+		p.outlier = newOutlierDetector(odc, stats)
+	}
+	if ka := c.GetUpstreamConnectionOptions().GetTcpKeepalive(); ka != nil {
+		// Unset fields keep the OS defaults (Go's: 15s, 15s, 9).
+		kc := net.KeepAliveConfig{Enable: true, Count: -1, Idle: -1, Interval: -1}
+		if v := ka.GetKeepaliveProbes(); v != nil {
+			kc.Count = int(v.GetValue())
+		}
+		if v := ka.GetKeepaliveTime(); v != nil {
+			kc.Idle = time.Duration(v.GetValue()) * time.Second
+		}
+		if v := ka.GetKeepaliveInterval(); v != nil {
+			kc.Interval = time.Duration(v.GetValue()) * time.Second
+		}
+		p.dialer.KeepAliveConfig = kc
+	}
+	if a, ok := c.GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]; ok {
+		var o upstreamhttp.HttpProtocolOptions
+		if err := a.UnmarshalTo(&o); err != nil {
+			return fmt.Errorf("typed_extension_protocol_options[%q]: %w", httpProtocolOptionsKey, err)
+		}
+		if t := o.GetCommonHttpProtocolOptions().GetIdleTimeout(); t != nil {
+			if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
+				return fmt.Errorf("typed_extension_protocol_options[%q].common_http_protocol_options.idle_timeout: invalid", httpProtocolOptionsKey)
+			}
+			// 0 disables the timeout in Envoy; the Transport's 0 means the same.
+			p.transport.IdleConnTimeout = t.AsDuration()
+			if p.h1 != nil {
+				p.h1.idle = t.AsDuration()
+			}
+		}
+		if v := o.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection(); v != nil && p.h1 != nil {
+			p.h1.maxUses = v.GetValue() // the synchronous HTTP/1.1 path only
+		}
+	}
+	return nil
+}

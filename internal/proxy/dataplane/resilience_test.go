@@ -1,0 +1,432 @@
+package dataplane
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	previoushosts "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"weft.dev/weft/internal/xds/contract"
+)
+
+func TestRetryConditions(t *testing.T) {
+	rp, err := compileRetryPolicy(&route.RetryPolicy{
+		RetryOn:              "retriable-status-codes, unavailable,cancelled,connect-failure,refused-stream,envoy-ratelimited",
+		RetriableStatusCodes: []uint32{503},
+		NumRetries:           wrapperspb.UInt32(2),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, _ := compileRetryPolicy(&route.RetryPolicy{RetryOn: "5xx,retriable-4xx,deadline-exceeded,internal,resource-exhausted"})
+	gw, _ := compileRetryPolicy(&route.RetryPolicy{RetryOn: "gateway-error"})
+	reset, _ := compileRetryPolicy(&route.RetryPolicy{RetryOn: "reset"})
+	tests := []struct {
+		name string
+		rp   *retryPolicy
+		code int
+		grpc string
+		out  outcome
+		want bool
+	}{
+		{"istio default: 503", rp, 503, "", outcomeResponse, true},
+		{"istio default: 500", rp, 500, "", outcomeResponse, false},
+		{"istio default: grpc unavailable", rp, 200, "14", outcomeResponse, true},
+		{"istio default: grpc cancelled", rp, 200, "1", outcomeResponse, true},
+		{"istio default: grpc internal", rp, 200, "13", outcomeResponse, false},
+		{"istio default: connect failure", rp, 0, "", outcomeConnectFailure, true},
+		{"istio default: refused stream", rp, 0, "", outcomeRefusedStream, true},
+		{"istio default: reset", rp, 0, "", outcomeReset, false},
+		{"istio default: per-try timeout", rp, 0, "", outcomePerTryTimeout, false},
+		{"5xx: 500", all, 500, "", outcomeResponse, true},
+		{"5xx: reset", all, 0, "", outcomeReset, true},
+		{"5xx: per-try timeout", all, 0, "", outcomePerTryTimeout, true},
+		{"retriable-4xx: 409", all, 409, "", outcomeResponse, true},
+		{"retriable-4xx: 404", all, 404, "", outcomeResponse, false},
+		{"grpc deadline-exceeded", all, 200, "4", outcomeResponse, true},
+		{"grpc internal", all, 200, "13", outcomeResponse, true},
+		{"grpc resource-exhausted", all, 200, "8", outcomeResponse, true},
+		{"gateway-error: 502", gw, 502, "", outcomeResponse, true},
+		{"gateway-error: 500", gw, 500, "", outcomeResponse, false},
+		{"gateway-error: connect failure", gw, 0, "", outcomeConnectFailure, true},
+		{"reset: reset", reset, 0, "", outcomeReset, true},
+		{"reset: 503", reset, 503, "", outcomeResponse, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got bool
+			if tt.out == outcomeResponse {
+				got = tt.rp.retriableResponse(tt.code, tt.grpc)
+			} else {
+				got = tt.rp.retriableError(tt.out)
+			}
+			if got != tt.want {
+				t.Errorf("retriable = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCompileRetryPolicy(t *testing.T) {
+	rp, err := compileRetryPolicy(&route.RetryPolicy{
+		RetryOn:                       "5xx",
+		PerTryTimeout:                 durationpb.New(time.Second),
+		HostSelectionRetryMaxAttempts: 5,
+		RetryHostPredicate: []*route.RetryPolicy_RetryHostPredicate{{Name: previousHostsPredicateName,
+			ConfigType: &route.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(t, &previoushosts.PreviousHostsPredicate{})}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rp.numRetries != 1 || rp.perTry != time.Second || !rp.otherHosts || rp.base != 25*time.Millisecond || rp.max != 250*time.Millisecond {
+		t.Errorf("policy = %+v", rp)
+	}
+	for _, bad := range []*route.RetryPolicy{
+		{RetriableStatusCodes: []uint32{42}},
+		{RetryHostPredicate: []*route.RetryPolicy_RetryHostPredicate{{Name: "envoy.retry_host_predicates.omit_canary_hosts"}}},
+		{RetryBackOff: &route.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(time.Second), MaxInterval: durationpb.New(time.Millisecond)}},
+	} {
+		if _, err := compileRetryPolicy(bad); err == nil {
+			t.Errorf("compileRetryPolicy(%v): want an error", bad)
+		}
+	}
+}
+
+func TestBackoffIsJitteredAndCapped(t *testing.T) {
+	rp := &retryPolicy{base: 25 * time.Millisecond, max: 250 * time.Millisecond}
+	for n := 1; n <= 8; n++ {
+		limit := min(rp.base<<(n-1), rp.max)
+		for range 200 {
+			if b := rp.backoff(n); b < 0 || b >= limit {
+				t.Fatalf("backoff(%d) = %v, want [0, %v)", n, b, limit)
+			}
+		}
+	}
+}
+
+func TestReplayBody(t *testing.T) {
+	small := strings.Repeat("a", 1000)
+	rb := newReplayBody(strings.NewReader(small))
+	v := rb.attempt()
+	if b, _ := io.ReadAll(v); string(b) != small {
+		t.Fatalf("first attempt read %d bytes", len(b))
+	}
+	v2 := rb.attempt()
+	if v2 == nil {
+		t.Fatal("a small body read to the end must be replayable")
+	}
+	if b, _ := io.ReadAll(v2); string(b) != small {
+		t.Fatalf("replay read %d bytes", len(b))
+	}
+	if _, err := v.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("old attempt read after completion: %v, want EOF", err)
+	}
+
+	// Nothing read yet (a connect failure): the next attempt may have it.
+	rb = newReplayBody(strings.NewReader(small))
+	rb.attempt()
+	if v := rb.attempt(); v == nil {
+		t.Fatal("an unread body must be replayable")
+	} else if b, _ := io.ReadAll(v); string(b) != small {
+		t.Fatalf("read %d bytes", len(b))
+	}
+
+	// Partly read: not replayable.
+	rb = newReplayBody(strings.NewReader(small))
+	v = rb.attempt()
+	v.Read(make([]byte, 10))
+	if rb.attempt() != nil {
+		t.Error("a partly sent body must not be replayed")
+	}
+
+	// Larger than the buffer: streams through, never replayed.
+	big := bytes.Repeat([]byte("b"), retryBodyBufferLimit+1)
+	rb = newReplayBody(bytes.NewReader(big))
+	v = rb.attempt()
+	if b, _ := io.ReadAll(v); len(b) != len(big) {
+		t.Fatalf("streamed %d bytes, want %d", len(b), len(big))
+	}
+	if rb.attempt() != nil {
+		t.Error("a body over the buffer limit must not be replayed")
+	}
+}
+
+// statusUpstream answers with status (or per request x-status), counts
+// hits and echoes the request body.
+func statusUpstream(t *testing.T, status int, delay time.Duration, hits *atomic.Int64) string {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		b, _ := io.ReadAll(r.Body)
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.WriteHeader(status)
+		w.Write(b)
+	}))
+	t.Cleanup(s.Close)
+	return s.Listener.Addr().String()
+}
+
+func faultListener(t *testing.T, rds string) *listener.Listener {
+	m := &hcm.HttpConnectionManager{
+		StatPrefix:     "out",
+		RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{RouteConfigName: rds}},
+		HttpFilters: []*hcm.HttpFilter{
+			{Name: faultFilterName, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &faultv3.HTTPFault{})}},
+			{Name: routerFilterName, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &routerv3.Router{})}},
+		},
+	}
+	return &listener.Listener{
+		Name: "out", Address: sockAddr("127.0.0.1", 0), TrafficDirection: core.TrafficDirection_OUTBOUND,
+		FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{{
+			Name: hcmFilterName, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(t, m)}}}}},
+	}
+}
+
+func withRetry(r *route.Route, p *route.RetryPolicy, timeout time.Duration) *route.Route {
+	a := r.GetRoute()
+	a.RetryPolicy = p
+	if timeout > 0 {
+		a.Timeout = durationpb.New(timeout)
+	}
+	return r
+}
+
+func TestRetriesEndToEnd(t *testing.T) {
+	var badHits, goodHits, slowHits, allBadHits atomic.Int64
+	bad := statusUpstream(t, 503, 0, &badHits)
+	good := statusUpstream(t, 200, 0, &goodHits)
+	slow := statusUpstream(t, 200, 2*time.Second, &slowHits)
+	allBad := statusUpstream(t, 503, 0, &allBadHits)
+	prev := []*route.RetryPolicy_RetryHostPredicate{{Name: previousHostsPredicateName,
+		ConfigType: &route.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(t, &previoushosts.PreviousHostsPredicate{})}}}
+	res := resourcesAny(
+		edsCluster(t, "mixed", false, ""), cla("mixed", ep{addr: bad}, ep{addr: good}),
+		edsCluster(t, "slowfast", false, ""), cla("slowfast", ep{addr: slow}, ep{addr: good}),
+		edsCluster(t, "allbad", false, ""), cla("allbad", ep{addr: allBad}),
+		edsCluster(t, "slow", false, ""), cla("slow", ep{addr: slow}),
+		edsCluster(t, "refused", false, ""), cla("refused", ep{addr: closedPort(t)}, ep{addr: good}),
+		routeConfig("r",
+			vhost("mixed", []string{"mixed"}, withRetry(toCluster("", prefixMatch("/"), "mixed"),
+				&route.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(1), RetryHostPredicate: prev, HostSelectionRetryMaxAttempts: 5}, 0)),
+			vhost("pertry", []string{"pertry"}, withRetry(toCluster("", prefixMatch("/"), "slowfast"),
+				&route.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(1), PerTryTimeout: durationpb.New(100 * time.Millisecond), RetryHostPredicate: prev}, 0)),
+			vhost("allbad", []string{"allbad"}, withRetry(toCluster("", prefixMatch("/"), "allbad"),
+				&route.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(3)}, 0)),
+			vhost("timeout", []string{"timeout"}, withRetry(toCluster("", prefixMatch("/"), "slow"), nil, 100*time.Millisecond)),
+			vhost("refused", []string{"refused"}, withRetry(toCluster("", prefixMatch("/"), "refused"),
+				&route.RetryPolicy{RetryOn: "connect-failure", NumRetries: wrapperspb.UInt32(2), RetryHostPredicate: prev, HostSelectionRetryMaxAttempts: 5}, 0)),
+		),
+		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
+	reg := newRegistry()
+	d := newDataplane(t, contract.Identity{WorkloadName: "client", Namespace: "default"}, reg)
+	mustApply(t, d, res)
+	base := "http://" + d.ListenerAddr("out").String()
+	c := client(t, false)
+
+	t.Run("5xx retried on the other endpoint, with the body", func(t *testing.T) {
+		for i := range 20 {
+			req, _ := http.NewRequest("POST", base+"/", strings.NewReader("payload-"+itoa(i)))
+			req.Host = "mixed"
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != "payload-"+itoa(i) {
+				t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
+			}
+		}
+		if n := badHits.Load(); n < 5 {
+			t.Errorf("bad endpoint saw %d requests; round robin should have sent it about half", n)
+		}
+	})
+	t.Run("retries stop at num_retries", func(t *testing.T) {
+		allBadHits.Store(0)
+		got := do(t, c, "GET", base+"/", "allbad", nil)
+		if got.code != 503 || allBadHits.Load() != 4 {
+			t.Errorf("got %d after %d attempts, want 503 after 4", got.code, allBadHits.Load())
+		}
+		if n := counterValue(t, reg, map[string]string{"response_flags": "URX", "response_code": "503"}); n != 1 {
+			t.Errorf("istio_requests_total{response_flags=URX} = %v, want 1", n)
+		}
+	})
+	t.Run("per-try timeout moves on", func(t *testing.T) {
+		for range 4 {
+			start := time.Now()
+			got := do(t, c, "GET", base+"/", "pertry", nil)
+			if got.code != 200 || time.Since(start) > 1500*time.Millisecond {
+				t.Fatalf("got %d after %v", got.code, time.Since(start))
+			}
+		}
+	})
+	t.Run("route timeout answers 504 UT", func(t *testing.T) {
+		start := time.Now()
+		got := do(t, c, "GET", base+"/", "timeout", nil)
+		if got.code != 504 || got.body != bodyTimeout || time.Since(start) > 1500*time.Millisecond {
+			t.Errorf("got %d %q after %v", got.code, got.body, time.Since(start))
+		}
+		if n := counterValue(t, reg, map[string]string{"response_flags": "UT", "response_code": "504"}); n != 1 {
+			t.Errorf("istio_requests_total{response_flags=UT} = %v, want 1", n)
+		}
+	})
+	t.Run("connect failure retried", func(t *testing.T) {
+		for range 10 {
+			if got := do(t, c, "GET", base+"/", "refused", nil); got.code != 200 {
+				t.Fatalf("got %d %q", got.code, got.body)
+			}
+		}
+	})
+	for _, tc := range []struct {
+		stat, cluster string
+		min, max      float64
+	}{
+		{"upstream_rq_retry", "mixed", 1, 20},
+		{"upstream_rq_retry_success", "mixed", 1, 20},
+		{"upstream_rq_timeout", "slow", 1, 1},
+		{"upstream_rq_per_try_timeout", "slowfast", 1, 4},
+		{"upstream_rq_retry", "allbad", 3, 3},
+	} {
+		if n := clusterCounter(t, reg, tc.stat, tc.cluster); n < tc.min || n > tc.max {
+			t.Errorf("envoy_cluster_%s{envoy_cluster_name=%q} = %v, want [%v, %v]", tc.stat, tc.cluster, n, tc.min, tc.max)
+		}
+	}
+}
+
+// clusterCounter reads envoy_cluster_<stat>{envoy_cluster_name=cluster}.
+func clusterCounter(t *testing.T, g prometheus.Gatherer, stat, cluster string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "envoy_cluster_"+stat {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "envoy_cluster_name" && lp.GetValue() == cluster {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+func TestLargeBodyIsNotRetried(t *testing.T) {
+	var hits atomic.Int64
+	bad := statusUpstream(t, 503, 0, &hits)
+	res := resourcesAny(
+		edsCluster(t, "bad", false, ""), cla("bad", ep{addr: bad}),
+		routeConfig("r", vhost("bad", []string{"bad"}, withRetry(toCluster("", prefixMatch("/"), "bad"),
+			&route.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(3)}, 0))),
+		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
+	d := newDataplane(t, contract.Identity{WorkloadName: "client", Namespace: "default"}, newRegistry())
+	mustApply(t, d, res)
+	c := client(t, false)
+	for _, tc := range []struct {
+		size     int
+		wantHits int64
+	}{{100, 4}, {retryBodyBufferLimit + 1, 1}} {
+		hits.Store(0)
+		req, _ := http.NewRequest("POST", "http://"+d.ListenerAddr("out").String()+"/", bytes.NewReader(make([]byte, tc.size)))
+		req.Host = "bad"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || hits.Load() != tc.wantHits {
+			t.Errorf("body %d bytes: %d after %d attempts, want 503 after %d", tc.size, resp.StatusCode, hits.Load(), tc.wantHits)
+		}
+	}
+}
+
+func faultRoute(t *testing.T, cluster string, f *faultv3.HTTPFault) *route.Route {
+	r := toCluster("", prefixMatch("/"), cluster)
+	r.TypedPerFilterConfig = map[string]*anypb.Any{faultFilterName: mustAny(t, f)}
+	return r
+}
+
+func TestFaultInjection(t *testing.T) {
+	var hits atomic.Int64
+	up := statusUpstream(t, 200, 0, &hits)
+	all := &typev3.FractionalPercent{Numerator: 100}
+	res := resourcesAny(
+		edsCluster(t, "up", false, ""), cla("up", ep{addr: up}),
+		routeConfig("r",
+			vhost("abort", []string{"abort"}, faultRoute(t, "up", &faultv3.HTTPFault{Abort: &faultv3.FaultAbort{
+				ErrorType: &faultv3.FaultAbort_HttpStatus{HttpStatus: 418}, Percentage: all}})),
+			vhost("grpcabort", []string{"grpcabort"}, faultRoute(t, "up", &faultv3.HTTPFault{Abort: &faultv3.FaultAbort{
+				ErrorType: &faultv3.FaultAbort_GrpcStatus{GrpcStatus: 8}, Percentage: all}})),
+			vhost("delay", []string{"delay"}, faultRoute(t, "up", &faultv3.HTTPFault{Delay: &faultcommon.FaultDelay{
+				FaultDelaySecifier: &faultcommon.FaultDelay_FixedDelay{FixedDelay: durationpb.New(150 * time.Millisecond)}, Percentage: all}})),
+			vhost("never", []string{"never"}, faultRoute(t, "up", &faultv3.HTTPFault{Abort: &faultv3.FaultAbort{
+				ErrorType: &faultv3.FaultAbort_HttpStatus{HttpStatus: 418}}})), // no percentage: 0%
+		),
+		faultListener(t, "r"))
+	reg := newRegistry()
+	d := newDataplane(t, contract.Identity{WorkloadName: "client", Namespace: "default"}, reg)
+	mustApply(t, d, res)
+	base := "http://" + d.ListenerAddr("out").String()
+	c := client(t, false)
+
+	if got := do(t, c, "GET", base+"/", "abort", nil); got.code != 418 || got.body != bodyFaultAbort {
+		t.Errorf("abort: %d %q", got.code, got.body)
+	}
+	if got := do(t, c, "GET", base+"/", "grpcabort", nil); got.code != 429 {
+		t.Errorf("grpc abort of a plain HTTP request: %d, want 429", got.code)
+	}
+	got := do(t, c, "POST", base+"/", "grpcabort", map[string]string{"Content-Type": "application/grpc"})
+	if got.code != 200 || got.header.Get("Grpc-Status") != "8" {
+		t.Errorf("grpc abort: %d grpc-status %q", got.code, got.header.Get("Grpc-Status"))
+	}
+	start := time.Now()
+	if got := do(t, c, "GET", base+"/", "delay", nil); got.code != 200 || time.Since(start) < 150*time.Millisecond {
+		t.Errorf("delay: %d after %v", got.code, time.Since(start))
+	}
+	if got := do(t, c, "GET", base+"/", "never", nil); got.code != 200 {
+		t.Errorf("abort without percentage: %d, want 200", got.code)
+	}
+	if hits.Load() != 2 {
+		t.Errorf("upstream saw %d requests, want 2 (delay, never)", hits.Load())
+	}
+	for _, f := range []string{"FI", "DI"} {
+		if n := counterValue(t, reg, map[string]string{"response_flags": f}); n < 1 {
+			t.Errorf("no istio_requests_total with response_flags=%s", f)
+		}
+	}
+
+	// Without the fault filter in the HCM the per-route config is inert, as in Envoy.
+	res.Listeners["out"] = httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil)
+	mustApply(t, d, res)
+	if got := do(t, c, "GET", "http://"+d.ListenerAddr("out").String()+"/", "abort", nil); got.code != 200 {
+		t.Errorf("without the filter: %d, want 200", got.code)
+	}
+}

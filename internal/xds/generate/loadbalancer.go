@@ -1,0 +1,402 @@
+package generate
+
+import (
+	"math"
+	"sort"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	xdstype "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// DestinationRule trafficPolicy.loadBalancer, as Istio maps it
+// (pilot/pkg/networking/core/cluster_traffic_policy.go applyLoadBalancer,
+// loadbalancer/loadbalancer.go for locality priorities and weights, and
+// route.go consistentHashToHashPolicy for the route's hash_policy).
+
+// Envoy's defaults Istio relies on.
+const defaultMinRingSize = 1024
+
+// withLoadBalancer applies the DestinationRule's loadBalancer to an
+// outbound cluster of svc's port p (subset may be empty) and returns c.
+func withLoadBalancer(s *mesh.Snapshot, svc *registry.Service, p registry.Port, subset string, c *cluster.Cluster) *cluster.Cluster {
+	applyLoadBalancer(c, mergedTrafficPolicy(s, svc.Hostname, p.Number, subset).GetLoadBalancer())
+	return c
+}
+
+// applyLoadBalancer sets lb_policy and its config. Without a loadBalancer
+// the cluster keeps ROUND_ROBIN (Istio's unset default is LEAST_REQUEST;
+// Weft keeps round robin, see docs/load-balancing.md).
+func applyLoadBalancer(c *cluster.Cluster, lb *networking.LoadBalancerSettings) {
+	if lb == nil {
+		return
+	}
+	if localityLBSetting(lb) != nil {
+		if c.CommonLbConfig == nil {
+			c.CommonLbConfig = &cluster.Cluster_CommonLbConfig{}
+		}
+		c.CommonLbConfig.LocalityConfigSpecifier = &cluster.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
+			LocalityWeightedLbConfig: &cluster.Cluster_CommonLbConfig_LocalityWeightedLbConfig{},
+		}
+	}
+	switch lb.GetSimple() {
+	case networking.LoadBalancerSettings_LEAST_CONN, networking.LoadBalancerSettings_LEAST_REQUEST:
+		c.LbPolicy = cluster.Cluster_LEAST_REQUEST
+		if ss := slowStart(lb); ss != nil {
+			c.LbConfig = &cluster.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &cluster.Cluster_LeastRequestLbConfig{SlowStartConfig: ss}}
+		}
+	case networking.LoadBalancerSettings_RANDOM:
+		c.LbPolicy = cluster.Cluster_RANDOM
+	case networking.LoadBalancerSettings_ROUND_ROBIN:
+		c.LbPolicy = cluster.Cluster_ROUND_ROBIN
+		if ss := slowStart(lb); ss != nil {
+			c.LbConfig = &cluster.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &cluster.Cluster_RoundRobinLbConfig{SlowStartConfig: ss}}
+		}
+	}
+	ch := lb.GetConsistentHash()
+	if ch == nil {
+		return
+	}
+	switch {
+	case ch.GetMaglev() != nil:
+		c.LbPolicy = cluster.Cluster_MAGLEV
+		c.LbConfig = nil
+		if n := ch.GetMaglev().GetTableSize(); n != 0 {
+			c.LbConfig = &cluster.Cluster_MaglevLbConfig_{MaglevLbConfig: &cluster.Cluster_MaglevLbConfig{TableSize: wrapperspb.UInt64(n)}}
+		}
+	case ch.GetRingHash() != nil:
+		c.LbPolicy = cluster.Cluster_RING_HASH
+		c.LbConfig = nil
+		if n := ch.GetRingHash().GetMinimumRingSize(); n != 0 {
+			c.LbConfig = &cluster.Cluster_RingHashLbConfig_{RingHashLbConfig: &cluster.Cluster_RingHashLbConfig{MinimumRingSize: wrapperspb.UInt64(n)}}
+		}
+	default: // the deprecated minimumRingSize, Envoy's 1024 when unset
+		n := ch.GetMinimumRingSize() //nolint:staticcheck // still honoured, as Istio does
+		if n == 0 {
+			n = defaultMinRingSize
+		}
+		c.LbPolicy = cluster.Cluster_RING_HASH
+		c.LbConfig = &cluster.Cluster_RingHashLbConfig_{RingHashLbConfig: &cluster.Cluster_RingHashLbConfig{MinimumRingSize: wrapperspb.UInt64(n)}}
+	}
+}
+
+// slowStart is Envoy's slow_start_config for warmup (warmup.duration with
+// minimumPercent and aggression) or the older warmupDurationSecs.
+func slowStart(lb *networking.LoadBalancerSettings) *cluster.Cluster_SlowStartConfig {
+	if w := lb.GetWarmup(); w != nil && w.GetDuration() != nil {
+		ss := &cluster.Cluster_SlowStartConfig{SlowStartWindow: w.GetDuration()}
+		if a := w.GetAggression(); a != nil {
+			ss.Aggression = &core.RuntimeDouble{DefaultValue: a.GetValue(), RuntimeKey: "upstream.slow_start.aggression"}
+		}
+		if m := w.GetMinimumPercent(); m != nil {
+			ss.MinWeightPercent = &xdstype.Percent{Value: m.GetValue()}
+		}
+		return ss
+	}
+	if d := lb.GetWarmupDurationSecs(); d != nil {
+		return &cluster.Cluster_SlowStartConfig{SlowStartWindow: d}
+	}
+	return nil
+}
+
+// localityLBSetting is the loadBalancer's localityLbSetting unless it is
+// disabled (enabled: false). Weft has no mesh-wide default.
+func localityLBSetting(lb *networking.LoadBalancerSettings) *networking.LocalityLoadBalancerSetting {
+	l := lb.GetLocalityLbSetting()
+	if l == nil || (l.GetEnabled() != nil && !l.GetEnabled().GetValue()) {
+		return nil
+	}
+	return l
+}
+
+// consistentHashToHashPolicy is Istio's mapping of consistentHash's key to
+// a RouteAction hash policy; nil for none.
+func consistentHashToHashPolicy(ch *networking.LoadBalancerSettings_ConsistentHashLB) *route.RouteAction_HashPolicy {
+	switch ch.GetHashKey().(type) {
+	case *networking.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName:
+		return &route.RouteAction_HashPolicy{PolicySpecifier: &route.RouteAction_HashPolicy_Header_{
+			Header: &route.RouteAction_HashPolicy_Header{HeaderName: ch.GetHttpHeaderName()},
+		}}
+	case *networking.LoadBalancerSettings_ConsistentHashLB_HttpCookie:
+		c := ch.GetHttpCookie()
+		return &route.RouteAction_HashPolicy{PolicySpecifier: &route.RouteAction_HashPolicy_Cookie_{
+			Cookie: &route.RouteAction_HashPolicy_Cookie{Name: c.GetName(), Path: c.GetPath(), Ttl: c.GetTtl()},
+		}}
+	case *networking.LoadBalancerSettings_ConsistentHashLB_UseSourceIp:
+		return &route.RouteAction_HashPolicy{PolicySpecifier: &route.RouteAction_HashPolicy_ConnectionProperties_{
+			ConnectionProperties: &route.RouteAction_HashPolicy_ConnectionProperties{SourceIp: ch.GetUseSourceIp()},
+		}}
+	case *networking.LoadBalancerSettings_ConsistentHashLB_HttpQueryParameterName:
+		return &route.RouteAction_HashPolicy{PolicySpecifier: &route.RouteAction_HashPolicy_QueryParameter_{
+			QueryParameter: &route.RouteAction_HashPolicy_QueryParameter{Name: ch.GetHttpQueryParameterName()},
+		}}
+	}
+	return nil
+}
+
+// withHashPolicy sets the route's hash_policy from the consistentHash of
+// the DestinationRule governing its destination cluster (for weighted
+// clusters, the first destination that has one), and returns a.
+func withHashPolicy(s *mesh.Snapshot, a *route.Route_Route) *route.Route_Route {
+	if a == nil || a.Route == nil {
+		return a
+	}
+	var names []string
+	switch cs := a.Route.GetClusterSpecifier().(type) {
+	case *route.RouteAction_Cluster:
+		names = []string{cs.Cluster}
+	case *route.RouteAction_WeightedClusters:
+		for _, c := range cs.WeightedClusters.GetClusters() {
+			names = append(names, c.GetName())
+		}
+	}
+	for _, n := range names {
+		_, port, subset, host, err := contract.ParseClusterName(n)
+		if err != nil {
+			continue
+		}
+		ch := mergedTrafficPolicy(s, host, port, subset).GetLoadBalancer().GetConsistentHash()
+		if hp := consistentHashToHashPolicy(ch); hp != nil {
+			a.Route.HashPolicy = []*route.RouteAction_HashPolicy{hp}
+			return a
+		}
+	}
+	return a
+}
+
+// Locality labels Istio adds to proxy and endpoint labels, so
+// failoverPriority can name them.
+const (
+	labelRegion  = "topology.kubernetes.io/region"
+	labelZone    = "topology.kubernetes.io/zone"
+	labelSubzone = "topology.istio.io/subzone"
+)
+
+// withRouteHashPolicy is withHashPolicy for a whole route; it returns r.
+func withRouteHashPolicy(s *mesh.Snapshot, r *route.Route) *route.Route {
+	if a, ok := r.GetAction().(*route.Route_Route); ok {
+		withHashPolicy(s, a)
+	}
+	return r
+}
+
+// withLocalityLB applies localityLbSetting to an outbound assignment for
+// the proxy, as Istio's ApplyLocalityLoadBalancer: distribute sets
+// locality weights; otherwise, when the cluster has outlier detection
+// (Envoy would never fail over without it), failoverPriority and failover
+// (or the default region/zone/subzone proximity) set priorities. eps are
+// the registry endpoints of cla, in its order within each locality.
+func withLocalityLB(s *mesh.Snapshot, id contract.Identity, host string, port uint32, subset string, eps []*registry.Endpoint, cla *endpoint.ClusterLoadAssignment) *endpoint.ClusterLoadAssignment {
+	policy := mergedTrafficPolicy(s, host, port, subset)
+	l := localityLBSetting(policy.GetLoadBalancer())
+	if l == nil {
+		return cla
+	}
+	// The cluster has locality_weighted_lb_config, under which Envoy sends
+	// nothing to a locality without a weight: give each Istio's, the sum of
+	// its endpoints' weights.
+	for _, le := range cla.Endpoints {
+		var w uint32
+		for _, e := range le.GetLbEndpoints() {
+			w += max(e.GetLoadBalancingWeight().GetValue(), 1)
+		}
+		le.LoadBalancingWeight = wrapperspb.UInt32(w)
+	}
+	if id.Locality == "" {
+		return cla
+	}
+	proxyLoc := contract.NodeLocality(id.Locality)
+	if len(l.GetDistribute()) > 0 {
+		applyLocalityWeights(proxyLoc, cla, l.GetDistribute())
+		return cla
+	}
+	if policy.GetOutlierDetection() == nil {
+		return cla
+	}
+	if len(l.GetFailoverPriority()) > 0 {
+		applyFailoverPriorities(cla, eps, localityLabels(id.Labels, id.Locality), l.GetFailoverPriority())
+		if len(l.GetFailover()) > 0 {
+			applyLocalityFailover(proxyLoc, cla, l.GetFailover())
+		}
+		return cla
+	}
+	applyLocalityFailover(proxyLoc, cla, l.GetFailover())
+	return cla
+}
+
+// localityLabels is labels plus the topology labels of loc.
+func localityLabels(labels map[string]string, loc string) map[string]string {
+	out := make(map[string]string, len(labels)+3)
+	for k, v := range labels {
+		out[k] = v
+	}
+	if l := contract.NodeLocality(loc); l != nil {
+		out[labelRegion], out[labelZone], out[labelSubzone] = l.GetRegion(), l.GetZone(), l.GetSubZone()
+	}
+	return out
+}
+
+// lbPriority is Istio's LbPriority: 0 same subzone, 1 same zone, 2 same
+// region, 3 other region.
+func lbPriority(proxy, ep *core.Locality) int {
+	switch {
+	case proxy.GetRegion() != ep.GetRegion():
+		return 3
+	case proxy.GetZone() != ep.GetZone():
+		return 2
+	case proxy.GetSubZone() != ep.GetSubZone():
+		return 1
+	}
+	return 0
+}
+
+// applyLocalityFailover sets each locality's priority by proximity to the
+// proxy; a region with a failover rule ranks every other region but its
+// target last (4). Existing priorities (from failoverPriority) are kept as
+// the major key. Priorities are then renumbered 0..N without gaps.
+func applyLocalityFailover(proxy *core.Locality, cla *endpoint.ClusterLoadAssignment, failover []*networking.LocalityLoadBalancerSetting_Failover) {
+	byPrio := map[int][]int{}
+	for i, le := range cla.Endpoints {
+		p := lbPriority(proxy, le.GetLocality())
+		if p == 3 {
+			for _, f := range failover {
+				if f.GetFrom() == proxy.GetRegion() {
+					if le.GetLocality().GetRegion() != f.GetTo() {
+						p = 4
+					}
+					break
+				}
+			}
+		}
+		p += int(le.Priority) * 5
+		le.Priority = uint32(p)
+		byPrio[p] = append(byPrio[p], i)
+	}
+	renumber(cla, byPrio)
+}
+
+// renumber maps the priorities in byPrio (priority -> indexes into
+// cla.Endpoints) to 0..N in order.
+func renumber(cla *endpoint.ClusterLoadAssignment, byPrio map[int][]int) {
+	prios := make([]int, 0, len(byPrio))
+	for p := range byPrio {
+		prios = append(prios, p)
+	}
+	sort.Ints(prios)
+	for i, p := range prios {
+		for _, idx := range byPrio[p] {
+			cla.Endpoints[idx].Priority = uint32(i)
+		}
+	}
+}
+
+// applyFailoverPriorities splits each locality by how many of the
+// failoverPriority labels (in order) an endpoint shares with the proxy:
+// all of them is priority 0, a mismatch at label j is len-j.
+func applyFailoverPriorities(cla *endpoint.ClusterLoadAssignment, eps []*registry.Endpoint, proxyLabels map[string]string, labels []string) {
+	byLoc := map[string][]*registry.Endpoint{}
+	for _, ep := range eps {
+		byLoc[ep.Locality] = append(byLoc[ep.Locality], ep)
+	}
+	var out []*endpoint.LocalityLbEndpoints
+	for _, le := range cla.Endpoints {
+		reg := byLoc[contract.LocalityString(le.GetLocality())]
+		groups := map[int]*endpoint.LocalityLbEndpoints{}
+		for i, lbe := range le.GetLbEndpoints() {
+			p := 0
+			if i < len(reg) {
+				epLabels := localityLabels(reg[i].Labels, reg[i].Locality)
+				for j, k := range labels {
+					if v, ok := proxyLabels[k]; !ok || v != epLabels[k] {
+						p = len(labels) - j
+						break
+					}
+				}
+			}
+			g := groups[p]
+			if g == nil {
+				g = &endpoint.LocalityLbEndpoints{Locality: le.GetLocality(), Priority: uint32(p)}
+				groups[p] = g
+			}
+			g.LbEndpoints = append(g.LbEndpoints, lbe)
+			g.LoadBalancingWeight = wrapperspb.UInt32(g.GetLoadBalancingWeight().GetValue() + max(lbe.GetLoadBalancingWeight().GetValue(), 1))
+		}
+		keys := make([]int, 0, len(groups))
+		for p := range groups {
+			keys = append(keys, p)
+		}
+		sort.Ints(keys)
+		for _, p := range keys {
+			out = append(out, groups[p])
+		}
+	}
+	cla.Endpoints = out
+	byPrio := map[int][]int{}
+	for i, le := range out {
+		byPrio[int(le.Priority)] = append(byPrio[int(le.Priority)], i)
+	}
+	renumber(cla, byPrio)
+}
+
+// applyLocalityWeights is Istio's distribute: the first rule whose from
+// matches the proxy sets each matching locality's weight (a wildcard target
+// matching several localities shares its weight in proportion to theirs);
+// localities no rule names get no traffic (their endpoints are dropped).
+func applyLocalityWeights(proxy *core.Locality, cla *endpoint.ClusterLoadAssignment, distribute []*networking.LocalityLoadBalancerSetting_Distribute) {
+	for _, d := range distribute {
+		if d == nil || !localityMatch(proxy, d.GetFrom()) {
+			continue
+		}
+		unmatched := map[int]bool{}
+		for i := range cla.Endpoints {
+			unmatched[i] = true
+		}
+		to := d.GetTo()
+		keys := make([]string, 0, len(to))
+		for k := range to {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys) // deterministic when wildcards overlap
+		for _, loc := range keys {
+			weight := to[loc]
+			orig := map[int]uint32{}
+			var total uint32
+			for i, le := range cla.Endpoints {
+				if unmatched[i] && localityMatch(le.GetLocality(), loc) {
+					delete(unmatched, i)
+					orig[i] = max(le.GetLoadBalancingWeight().GetValue(), 1)
+					total += orig[i]
+				}
+			}
+			for i, w := range orig {
+				if dw := float64(w*weight) / float64(total); dw > 0 {
+					cla.Endpoints[i].LoadBalancingWeight = wrapperspb.UInt32(uint32(math.Ceil(dw)))
+				}
+			}
+		}
+		for i := range unmatched {
+			cla.Endpoints[i].LbEndpoints = nil
+		}
+		break
+	}
+}
+
+// localityMatch is Istio's util.LocalityMatch: rule is region/zone/subzone
+// with "*" wildcards; missing trailing parts match anything.
+func localityMatch(l *core.Locality, rule string) bool {
+	r := contract.NodeLocality(rule)
+	if r == nil {
+		return false
+	}
+	return (r.GetRegion() == "*" || r.GetRegion() == l.GetRegion()) &&
+		(r.GetZone() == "*" || r.GetZone() == "" || r.GetZone() == l.GetZone()) &&
+		(r.GetSubZone() == "*" || r.GetSubZone() == "" || r.GetSubZone() == l.GetSubZone())
+}

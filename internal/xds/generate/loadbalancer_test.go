@@ -1,0 +1,228 @@
+package generate
+
+import (
+	"fmt"
+	"testing"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// loadBalancerCases: a top-level cookie hash (ring), a subset with maglev
+// on a header, a port-level LEAST_REQUEST with warmup, and locality
+// failover with outlier detection for a proxy in us-east/1a.
+func loadBalancerCases() []goldenCase {
+	return []goldenCase{{
+		name: "load_balancer_hash_locality",
+		mesh: func() *mesh.Snapshot {
+			eps := []*registry.Endpoint{
+				reviewsEndpoint("10.0.0.1", "v1", 9080),
+				reviewsEndpoint("10.0.0.2", "v1", 9080),
+				reviewsEndpoint("10.0.0.3", "v2", 9080),
+				reviewsEndpoint("10.0.0.4", "v2", 9080),
+			}
+			eps[0].Locality = "us-east/us-east-1a"
+			eps[1].Locality = "us-east/us-east-1b"
+			eps[2].Locality = "us-west/us-west-1a"
+			eps[3].Locality = "eu-west/eu-west-1a"
+			reg := registry.NewSnapshot([]*registry.Service{reviewsService(
+				registry.Port{Name: "http", Number: 9080, Protocol: registry.HTTP},
+				registry.Port{Name: "admin", Number: 9090, Protocol: registry.HTTP},
+			)}, eps)
+			cfg := &config.Snapshot{Version: 1,
+				VirtualServices: []*config.VirtualService{vs("reviews", &networking.VirtualService{
+					Hosts: []string{"reviews"},
+					Http: []*networking.HTTPRoute{{Name: "split", Route: []*networking.HTTPRouteDestination{
+						dest("reviews", "v1", 80), dest("reviews", "v2", 20),
+					}}},
+				})},
+				DestinationRules: []*config.DestinationRule{dr("reviews", &networking.DestinationRule{
+					Host: "reviews",
+					TrafficPolicy: &networking.TrafficPolicy{
+						LoadBalancer: &networking.LoadBalancerSettings{
+							LbPolicy: &networking.LoadBalancerSettings_ConsistentHash{ConsistentHash: &networking.LoadBalancerSettings_ConsistentHashLB{
+								HashKey: &networking.LoadBalancerSettings_ConsistentHashLB_HttpCookie{HttpCookie: &networking.LoadBalancerSettings_ConsistentHashLB_HTTPCookie{
+									Name: "user", Path: "/", Ttl: durationpb.New(3600e9),
+								}},
+							}},
+							LocalityLbSetting: &networking.LocalityLoadBalancerSetting{
+								Failover: []*networking.LocalityLoadBalancerSetting_Failover{{From: "us-east", To: "us-west"}},
+							},
+						},
+						OutlierDetection: &networking.OutlierDetection{BaseEjectionTime: durationpb.New(30e9)},
+						PortLevelSettings: []*networking.TrafficPolicy_PortTrafficPolicy{{
+							Port: &networking.PortSelector{Number: 9090},
+							LoadBalancer: &networking.LoadBalancerSettings{
+								LbPolicy: &networking.LoadBalancerSettings_Simple{Simple: networking.LoadBalancerSettings_LEAST_REQUEST},
+								Warmup:   &networking.WarmupConfiguration{Duration: durationpb.New(60e9)},
+							},
+						}},
+					},
+					Subsets: []*networking.Subset{
+						{Name: "v1", Labels: map[string]string{"version": "v1"}},
+						{Name: "v2", Labels: map[string]string{"version": "v2"}, TrafficPolicy: &networking.TrafficPolicy{
+							LoadBalancer: &networking.LoadBalancerSettings{
+								LbPolicy: &networking.LoadBalancerSettings_ConsistentHash{ConsistentHash: &networking.LoadBalancerSettings_ConsistentHashLB{
+									HashKey:       &networking.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName{HttpHeaderName: "x-user"},
+									HashAlgorithm: &networking.LoadBalancerSettings_ConsistentHashLB_Maglev{Maglev: &networking.LoadBalancerSettings_ConsistentHashLB_MagLev{TableSize: 1021}},
+								}},
+							},
+						}},
+					},
+				})},
+			}
+			return mesh.New(cfg, reg, "")
+		},
+		proxy: func() contract.Identity {
+			id := productpage
+			id.Locality = "us-east/us-east-1a"
+			return id
+		}(),
+	}}
+}
+
+func TestApplyLoadBalancer(t *testing.T) {
+	ch := func(c *networking.LoadBalancerSettings_ConsistentHashLB) *networking.LoadBalancerSettings {
+		c.HashKey = &networking.LoadBalancerSettings_ConsistentHashLB_UseSourceIp{UseSourceIp: true}
+		return &networking.LoadBalancerSettings{LbPolicy: &networking.LoadBalancerSettings_ConsistentHash{ConsistentHash: c}}
+	}
+	simple := func(s networking.LoadBalancerSettings_SimpleLB) *networking.LoadBalancerSettings {
+		return &networking.LoadBalancerSettings{LbPolicy: &networking.LoadBalancerSettings_Simple{Simple: s}}
+	}
+	for _, tc := range []struct {
+		name   string
+		lb     *networking.LoadBalancerSettings
+		policy cluster.Cluster_LbPolicy
+		config string
+	}{
+		{"none", nil, cluster.Cluster_ROUND_ROBIN, "<nil>"},
+		{"round robin", simple(networking.LoadBalancerSettings_ROUND_ROBIN), cluster.Cluster_ROUND_ROBIN, "<nil>"},
+		{"random", simple(networking.LoadBalancerSettings_RANDOM), cluster.Cluster_RANDOM, "<nil>"},
+		{"least conn is least request", simple(networking.LoadBalancerSettings_LEAST_CONN), cluster.Cluster_LEAST_REQUEST, "<nil>"},
+		{"warmup secs", &networking.LoadBalancerSettings{LbPolicy: &networking.LoadBalancerSettings_Simple{Simple: networking.LoadBalancerSettings_ROUND_ROBIN}, WarmupDurationSecs: durationpb.New(30e9)},
+			cluster.Cluster_ROUND_ROBIN, "&{slow_start_config:{slow_start_window:{seconds:30}}}"},
+		{"default hash is a 1024 ring", ch(&networking.LoadBalancerSettings_ConsistentHashLB{}), cluster.Cluster_RING_HASH, "&{minimum_ring_size:{value:1024}}"},
+		{"ring size", ch(&networking.LoadBalancerSettings_ConsistentHashLB{HashAlgorithm: &networking.LoadBalancerSettings_ConsistentHashLB_RingHash_{RingHash: &networking.LoadBalancerSettings_ConsistentHashLB_RingHash{MinimumRingSize: 64}}}),
+			cluster.Cluster_RING_HASH, "&{minimum_ring_size:{value:64}}"},
+		{"maglev default", ch(&networking.LoadBalancerSettings_ConsistentHashLB{HashAlgorithm: &networking.LoadBalancerSettings_ConsistentHashLB_Maglev{Maglev: &networking.LoadBalancerSettings_ConsistentHashLB_MagLev{}}}),
+			cluster.Cluster_MAGLEV, "<nil>"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &cluster.Cluster{}
+			applyLoadBalancer(c, tc.lb)
+			cfg := "<nil>"
+			if c.LbConfig != nil {
+				cfg = fmt.Sprint(c.LbConfig)
+			}
+			if c.LbPolicy != tc.policy || compact(cfg) != compact(tc.config) {
+				t.Errorf("got %s %s, want %s %s", c.LbPolicy, cfg, tc.policy, tc.config)
+			}
+		})
+	}
+}
+
+func compact(s string) string {
+	out := make([]rune, 0, len(s))
+	for _, r := range s {
+		if r != ' ' && r != '\u00a0' {
+			out = append(out, r)
+		}
+	}
+	return string(out)
+}
+
+func TestLocalityPriorities(t *testing.T) {
+	loc := func(s string) *endpoint.LocalityLbEndpoints {
+		return &endpoint.LocalityLbEndpoints{Locality: contract.NodeLocality(s), LbEndpoints: []*endpoint.LbEndpoint{{}}}
+	}
+	proxy := &core.Locality{Region: "r1", Zone: "z1", SubZone: "s1"}
+	for _, tc := range []struct {
+		name     string
+		locs     []string
+		failover []*networking.LocalityLoadBalancerSetting_Failover
+		want     string
+	}{
+		{"proximity", []string{"r1/z1/s1", "r1/z1/s2", "r1/z2", "r2/z1"}, nil, "[0 1 2 3]"},
+		{"no gaps", []string{"r2/z9", "r1/z1/s1"}, nil, "[1 0]"},
+		{"failover target before other regions", []string{"r3/a", "r2/a", "r1/z2"},
+			[]*networking.LocalityLoadBalancerSetting_Failover{{From: "r1", To: "r2"}}, "[2 1 0]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cla := &endpoint.ClusterLoadAssignment{}
+			for _, l := range tc.locs {
+				cla.Endpoints = append(cla.Endpoints, loc(l))
+			}
+			applyLocalityFailover(proxy, cla, tc.failover)
+			var got []uint32
+			for _, e := range cla.Endpoints {
+				got = append(got, e.Priority)
+			}
+			if fmt.Sprint(got) != tc.want {
+				t.Errorf("priorities %v, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestFailoverPriorityAndDistribute(t *testing.T) {
+	eps := []*registry.Endpoint{
+		{Address: "a", Locality: "r1/z1", Labels: map[string]string{"net": "n1", "tier": "x"}},
+		{Address: "b", Locality: "r1/z1", Labels: map[string]string{"net": "n1", "tier": "y"}},
+		{Address: "c", Locality: "r1/z1", Labels: map[string]string{"net": "n2", "tier": "x"}},
+	}
+	cla := loadAssignment("c", eps)
+	applyFailoverPriorities(cla, eps, map[string]string{"net": "n1", "tier": "x"}, []string{"net", "tier"})
+	var got []string
+	for _, le := range cla.Endpoints {
+		for range le.LbEndpoints {
+			got = append(got, fmt.Sprint(le.Priority))
+		}
+	}
+	if fmt.Sprint(got) != "[0 1 2]" {
+		t.Errorf("failoverPriority priorities %v, want [0 1 2] (all match, net only, none)", got)
+	}
+
+	cla = loadAssignment("c", []*registry.Endpoint{
+		{Address: "a", Locality: "r1/z1"}, {Address: "b", Locality: "r1/z1"}, {Address: "c", Locality: "r1/z2"}, {Address: "d", Locality: "r2/z1"},
+	})
+	for _, le := range cla.Endpoints {
+		le.LoadBalancingWeight = nil
+	}
+	applyLocalityWeights(&core.Locality{Region: "r1", Zone: "z1"}, cla, []*networking.LocalityLoadBalancerSetting_Distribute{
+		{From: "r1/z1/*", To: map[string]uint32{"r1/z1/*": 80, "r1/z2/*": 20}},
+	})
+	var w []string
+	for _, le := range cla.Endpoints {
+		w = append(w, fmt.Sprintf("%s=%d/%d", contract.LocalityString(le.Locality), le.GetLoadBalancingWeight().GetValue(), len(le.LbEndpoints)))
+	}
+	if fmt.Sprint(w) != "[r1/z1=80/2 r1/z2=20/1 r2/z1=0/0]" {
+		t.Errorf("distribute: %v", w)
+	}
+}
+
+// A proxy without a locality still gets locality weights (the cluster has
+// locality_weighted_lb_config) but no priorities.
+func TestLocalityLBWithoutProxyLocality(t *testing.T) {
+	s := loadBalancerCases()[0].mesh()
+	for _, r := range ForProxy(s, productpage).Endpoints {
+		cla := r.(*endpoint.ClusterLoadAssignment)
+		if cla.GetClusterName() != contract.ClusterName(contract.Outbound, 9080, "", reviews) {
+			continue
+		}
+		for _, le := range cla.GetEndpoints() {
+			if le.GetPriority() != 0 || le.GetLoadBalancingWeight().GetValue() != 1 {
+				t.Errorf("%v: priority %d weight %v, want 0 and 1", le.GetLocality(), le.GetPriority(), le.GetLoadBalancingWeight())
+			}
+		}
+		return
+	}
+	t.Fatal("no assignment for the reviews cluster")
+}

@@ -5,9 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -80,12 +78,7 @@ func TestFaultAbortShare(t *testing.T) {
 		t.Errorf("istio_requests_total{response_flags=FI} = %v, want %d", got, aborted)
 	}
 
-	cc, err := grpc.NewClient("passthrough:///"+front.Outbound,
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("greeter"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := GRPCClient(t, front, "greeter")
 	before = totalRequests(greeters)
 	aborted = 0
 	for i := 0; i < n; i++ {

@@ -6,9 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -23,33 +21,11 @@ func TestGRPCBalancedPerCall(t *testing.T) {
 	backends := m.Service("greeter", "GRPC", "v1", "v1", "v1")
 	front := m.Client("frontend")
 
-	cc, err := grpc.NewClient("passthrough:///"+front.Outbound,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithAuthority("greeter"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := GRPCClient(t, front, "greeter")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	// Wait until all three endpoints are in the proxy's config.
-	Eventually(t, 10*time.Second, "three greeter endpoints serving", func() error {
-		seen := map[string]bool{}
-		for i := 0; i < 12; i++ {
-			cctx, ccancel := context.WithTimeout(ctx, time.Second)
-			r, err := echo.Call(cctx, cc, &structpb.Struct{})
-			ccancel()
-			if err != nil {
-				return err
-			}
-			seen[r.Fields["name"].GetStringValue()] = true
-		}
-		if len(seen) != 3 {
-			return errorf("answered by %v", seen)
-		}
-		return nil
-	})
+	WaitGRPCAnswerers(t, cc, 3)
 
 	base := make([]uint64, len(backends))
 	for i, b := range backends {
@@ -70,7 +46,7 @@ func TestGRPCBalancedPerCall(t *testing.T) {
 
 	// Status codes travel in trailers: they must arrive intact.
 	req, _ := structpb.NewStruct(map[string]any{"status": float64(codes.NotFound)})
-	_, err = echo.Call(ctx, cc, req)
+	_, err := echo.Call(ctx, cc, req)
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("requested NOT_FOUND through the sidecar, got %v", err)
 	}

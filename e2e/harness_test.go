@@ -18,6 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"weft.dev/weft/internal/controlplane"
 	"weft.dev/weft/internal/echo"
 	"weft.dev/weft/internal/localmesh"
@@ -380,4 +384,39 @@ func (tr *Traffic) Stop(t testing.TB, during string) {
 		t.Fatalf("%d of %d requests failed %s; first: %v", f, tr.sent.Load(), during, tr.firstErr.Load())
 	}
 	t.Logf("%d requests %s, none failed", tr.sent.Load(), during)
+}
+
+// GRPCClient dials w's outbound listener for gRPC calls to service
+// authority; the connection closes at cleanup.
+func GRPCClient(t testing.TB, w *localmesh.Workload, authority string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+w.Outbound,
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(authority))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// WaitGRPCAnswerers waits until echo calls over cc are answered by n
+// distinct workloads: all n endpoints are in the sidecar's config.
+func WaitGRPCAnswerers(t testing.TB, cc *grpc.ClientConn, n int) {
+	t.Helper()
+	Eventually(t, 10*time.Second, fmt.Sprintf("%d gRPC endpoints answering", n), func() error {
+		seen := map[string]bool{}
+		for i := 0; i < 4*n; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			r, err := echo.Call(ctx, cc, &structpb.Struct{})
+			cancel()
+			if err != nil {
+				return err
+			}
+			seen[r.Fields["name"].GetStringValue()] = true
+		}
+		if len(seen) != n {
+			return fmt.Errorf("answered by %v", seen)
+		}
+		return nil
+	})
 }

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"weft.dev/weft/internal/echo"
@@ -256,12 +254,7 @@ spec:
 	}
 	m.WriteConfig("greeter-routes.yaml", vs("{host: greeter, subset: v2}"))
 	front := m.Client("frontend")
-	cc, err := grpc.NewClient("passthrough:///"+front.Outbound,
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("greeter"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := GRPCClient(t, front, "greeter")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	call := func() (string, error) {

@@ -8,9 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -209,30 +207,10 @@ func TestGRPCDefaultRetry(t *testing.T) {
 	m := NewMesh(t)
 	greeters := m.Service("greeter", "GRPC", "v1", "v1", "v1")
 	front := m.Client("frontend")
-	cc, err := grpc.NewClient("passthrough:///"+front.Outbound,
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("greeter"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := GRPCClient(t, front, "greeter")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	Eventually(t, 10*time.Second, "all three greeters answer", func() error {
-		seen := map[string]bool{}
-		for i := 0; i < 9; i++ {
-			cctx, ccancel := context.WithTimeout(ctx, time.Second)
-			r, err := echo.Call(cctx, cc, &structpb.Struct{})
-			ccancel()
-			if err != nil {
-				return err
-			}
-			seen[r.Fields["name"].GetStringValue()] = true
-		}
-		if len(seen) != 3 {
-			return fmt.Errorf("answered by %v", seen)
-		}
-		return nil
-	})
+	WaitGRPCAnswerers(t, cc, 3)
 
 	before := totalRequests(greeters)
 	req, _ := structpb.NewStruct(map[string]any{"status": float64(codes.Unavailable)})

@@ -3,12 +3,9 @@ package dataplane
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -177,18 +174,7 @@ func metricValue(m prometheus.Metric) float64 {
 // outlier detection (a DestinationRule with connectionPool and
 // outlierDetection), and no circuit_breakers at all (Envoy's defaults).
 func BenchmarkForwardBreakerOutlier(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	body := strings.Repeat("x", 1024)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, body)
-	})}
-	var wg sync.WaitGroup
-	wg.Go(func() { srv.Serve(ln) })
-	b.Cleanup(func() { srv.Close(); wg.Wait() })
-
+	upstream := benchUpstream(b)
 	shapes := []struct {
 		name string
 		set  func(c *cluster.Cluster)
@@ -196,39 +182,14 @@ func BenchmarkForwardBreakerOutlier(b *testing.B) {
 		{"istio-defaults", func(c *cluster.Cluster) {
 			c.CircuitBreakers = thresholds(1<<32-1, 1<<32-1, 1<<32-1, 1<<32-1).CircuitBreakers
 		}},
-		{"limits+outlier", func(c *cluster.Cluster) {
-			c.CircuitBreakers = thresholds(1000, 1000, 1000, 10).CircuitBreakers
-			c.OutlierDetection = istioOD(5, 50)
-		}},
+		{"limits+outlier", withBreakerAndOutlier},
 		{"envoy-defaults", func(c *cluster.Cluster) {}},
 	}
 	for _, sh := range shapes {
 		b.Run(sh.name, func(b *testing.B) {
-			d := newDataplane(b, contract.Identity{WorkloadName: "bench", Namespace: "default"}, nil)
-			c := staticCluster(b, "inbound|8080||", ln.Addr().String())
+			c := staticCluster(b, "inbound|8080||", upstream)
 			sh.set(c)
-			mustApply(b, d, resources(c, httpListener(b, "in", core.TrafficDirection_INBOUND, "",
-				routeConfig("inbound|8080||", vhost("inbound|http|8080", []string{"*"}, toCluster("default", prefixMatch("/"), "inbound|8080||"))))))
-			url := "http://" + d.ListenerAddr("in").String() + "/"
-			tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
-			defer tr.CloseIdleConnections()
-			cl := &http.Client{Transport: tr}
-			b.ReportAllocs()
-			b.SetParallelism(8)
-			b.RunParallel(func(pb *testing.PB) {
-				req, _ := http.NewRequest("GET", url, nil)
-				for pb.Next() {
-					resp, err := cl.Do(req)
-					if err != nil {
-						b.Fatal(err)
-					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						b.Fatalf("status %d", resp.StatusCode)
-					}
-				}
-			})
+			benchHop(b, c, toCluster("default", prefixMatch("/"), "inbound|8080||"))
 		})
 	}
 }

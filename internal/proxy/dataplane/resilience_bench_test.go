@@ -30,18 +30,7 @@ import (
 //	go test -run '^$' -bench ResilienceOverhead -count 10 ./internal/proxy/dataplane/ | tee /tmp/r.txt
 //	benchstat -col /config /tmp/r.txt
 func BenchmarkResilienceOverhead(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	body := strings.Repeat("x", 1024)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, body)
-	})}
-	var wg sync.WaitGroup
-	wg.Go(func() { srv.Serve(ln) })
-	b.Cleanup(func() { srv.Close(); wg.Wait() })
-
+	upstream := benchUpstream(b)
 	configs := []struct {
 		name  string
 		route func(*route.RouteAction)
@@ -56,35 +45,57 @@ func BenchmarkResilienceOverhead(b *testing.B) {
 	}
 	for _, cfg := range configs {
 		b.Run(cfg.name, func(b *testing.B) {
-			d := newDataplane(b, contract.Identity{WorkloadName: "bench", Namespace: "default"}, nil)
-			c := staticCluster(b, "inbound|8080||", ln.Addr().String())
+			c := staticCluster(b, "inbound|8080||", upstream)
 			cfg.clus(c)
 			r := toCluster("default", prefixMatch("/"), "inbound|8080||")
 			cfg.route(r.GetRoute())
-			mustApply(b, d, resources(c, httpListener(b, "in", core.TrafficDirection_INBOUND, "",
-				routeConfig("inbound|8080||", vhost("inbound|http|8080", []string{"*"}, r)))))
-			url := "http://" + d.ListenerAddr("in").String() + "/"
-			tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
-			defer tr.CloseIdleConnections()
-			cl := &http.Client{Transport: tr}
-			b.ReportAllocs()
-			b.SetParallelism(8)
-			b.RunParallel(func(pb *testing.PB) {
-				req, _ := http.NewRequest("GET", url, nil)
-				for pb.Next() {
-					resp, err := cl.Do(req)
-					if err != nil {
-						b.Fatal(err)
-					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						b.Fatalf("status %d", resp.StatusCode)
-					}
-				}
-			})
+			benchHop(b, c, r)
 		})
 	}
+}
+
+// benchUpstream serves 1 KiB bodies on loopback until the benchmark ends.
+func benchUpstream(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := strings.Repeat("x", 1024)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, body)
+	})}
+	var wg sync.WaitGroup
+	wg.Go(func() { srv.Serve(ln) })
+	b.Cleanup(func() { srv.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+// benchHop runs GET requests, 8 in parallel over keep-alive connections,
+// through an inbound listener whose one route r leads to cluster c.
+func benchHop(b *testing.B, c *cluster.Cluster, r *route.Route) {
+	d := newDataplane(b, contract.Identity{WorkloadName: "bench", Namespace: "default"}, nil)
+	mustApply(b, d, resources(c, httpListener(b, "in", core.TrafficDirection_INBOUND, "",
+		routeConfig("inbound|8080||", vhost("inbound|http|8080", []string{"*"}, r)))))
+	url := "http://" + d.ListenerAddr("in").String() + "/"
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	cl := &http.Client{Transport: tr}
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		req, _ := http.NewRequest("GET", url, nil)
+		for pb.Next() {
+			resp, err := cl.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatalf("status %d", resp.StatusCode)
+			}
+		}
+	})
 }
 
 // withRetries sets Istio's default retry policy.

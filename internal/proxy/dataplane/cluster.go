@@ -31,6 +31,7 @@ type clusterPool struct {
 	transport *http.Transport
 	h1        *h1Pool // synchronous path for bodiless requests; nil for h2c clusters
 	h2        bool
+	h2c       *http.Transport  // use_downstream_protocol_config: HTTP/2 requests go here (clientprotocol.go); else nil
 	next      atomic.Uint64    // round-robin position
 	dialer    *net.Dialer      // shared by transport and h1
 	breaker   *breaker         // circuit_breakers (breaker.go)
@@ -43,6 +44,9 @@ type clusterPool struct {
 // too (the Transport's are reaped by its IdleConnTimeout).
 func (p *clusterPool) closeIdle() {
 	p.transport.CloseIdleConnections()
+	if p.h2c != nil {
+		p.h2c.CloseIdleConnections()
+	}
 	if p.h1 != nil {
 		p.h1.close()
 	}
@@ -167,6 +171,9 @@ func (d *Dataplane) translateCluster(c *cluster.Cluster, eps map[string]*endpoin
 		if err := configurePool(ct.pool, c, ct.stats); err != nil {
 			return nil, err
 		}
+		if useDownstreamProtocol(c) {
+			ct.pool.enableDownstreamProtocol()
+		}
 	}
 	if prev != nil && ct.pool == prev.pool && proto.Equal(prev.cla, cla) {
 		ct.cla, ct.picker = prev.cla, prev.picker
@@ -205,6 +212,8 @@ func upstreamHTTP2(c *cluster.Cluster) (bool, error) {
 			default:
 				return false, fmt.Errorf("typed_extension_protocol_options[%q].explicit_http_config: only http_protocol_options or http2_protocol_options are supported", httpProtocolOptionsKey)
 			}
+		case *upstreamhttp.HttpProtocolOptions_UseDownstreamProtocolConfig:
+			return false, nil // HTTP/1.1 unless the downstream request is HTTP/2 (clientprotocol.go)
 		case nil:
 		default:
 			return false, fmt.Errorf("typed_extension_protocol_options[%q]: %T is unsupported", httpProtocolOptionsKey, p)

@@ -96,12 +96,21 @@ func (d *Dataplane) recordRequest(q *request) {
 
 // pickEndpoint chooses the endpoint of one attempt. tried lists the
 // endpoints earlier attempts used; with the previous_hosts retry predicate a
-// retry avoids them while another endpoint is available, as Envoy does.
-func pickEndpoint(c *clusterRT, k hashKey, rp *retryPolicy, tried []*endpoint) *endpoint {
-	if len(tried) == 0 || rp == nil || !rp.otherHosts {
+// retry avoids them while another endpoint is available, as Envoy does;
+// with the previous_priorities retry priority it leaves the priorities
+// already attempted out of the priority load (retrypriority.go).
+func pickEndpoint(c *clusterRT, k hashKey, rp *retryPolicy, tried []*endpoint, pp *prevPriorities) *endpoint {
+	if len(tried) == 0 || rp == nil || (!rp.otherHosts && rp.prioFreq == 0) {
 		return c.picker.pick(k)
 	}
-	return c.picker.pick(k, tried...) // avoids tried endpoints while others are available
+	var skip uint64
+	if rp.prioFreq > 0 {
+		skip = pp.update(c.picker, tried, rp.prioFreq)
+	}
+	if !rp.otherHosts {
+		return c.picker.pickExcept(k, skip, nil)
+	}
+	return c.picker.pickExcept(k, skip, tried) // avoids tried endpoints while others are available
 }
 
 func noCancel() {}
@@ -132,11 +141,11 @@ func (d *Dataplane) attempt(ctx context.Context, r *http.Request, re *routeEntry
 	out.URL = upstreamURL(r, re, ep) // attempts run one after another
 	var resp *http.Response
 	var err error
-	if ep.conns != nil && out.Body == nil && out.Trailer == nil && r.Method != http.MethodConnect && r.Header["Upgrade"] == nil {
+	if ep.conns != nil && out.Body == nil && out.Trailer == nil && r.Method != http.MethodConnect && r.Header["Upgrade"] == nil && !c.pool.downstreamH2(r) {
 		// HTTP/1.1 upstream, no request body: the synchronous path.
 		resp, err = ep.conns.roundTrip(actx, out)
 	} else {
-		resp, err = c.pool.transport.RoundTrip(out.WithContext(actx))
+		resp, err = c.pool.transportFor(r).RoundTrip(out.WithContext(actx))
 	}
 	if timer != nil && !timer.Stop() && err == nil {
 		// The per-try timeout fired as the headers arrived: it wins.
@@ -214,6 +223,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
+	var prio prevPriorities // retry_priority state (retrypriority.go)
 	var stats *clusterStats // only retries and timeouts touch the counters
 	cstats := func() *clusterStats {
 		if stats == nil {
@@ -229,7 +239,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 	var rtok retryTokens // max_retries held by this request
 	defer adm.release()
 	defer rtok.release()
-	next := pickEndpoint(c, k, rp, tried)
+	next := pickEndpoint(c, k, rp, tried, &prio)
 	if next == nil {
 		localReply(w, q, http.StatusServiceUnavailable, bodyNoHealthyUpstream, "UH")
 		return
@@ -284,7 +294,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		if !rtok.take(c.pool.breaker) {
 			break // max_retries reached: answer with this attempt's outcome
 		}
-		if next = pickEndpoint(c, k, rp, tried); next == nil {
+		if next = pickEndpoint(c, k, rp, tried, &prio); next == nil {
 			break // nowhere to retry: answer with this attempt's outcome
 		}
 		if body != nil {

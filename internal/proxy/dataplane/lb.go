@@ -91,6 +91,12 @@ func buildPicker(byPrio [][]*endpoint, cfg lbConfig, next *atomic.Uint64, overpr
 // available. exclude lists endpoints not to use (e.g. ones a retry already
 // tried); they are avoided when another endpoint is available.
 func (p *picker) pick(k hashKey, exclude ...*endpoint) *endpoint {
+	return p.pickExcept(k, 0, exclude)
+}
+
+// pickExcept is pick with the levels in skip (bit i: level i) left out of
+// the priority load, as a retry priority asks (retrypriority.go).
+func (p *picker) pickExcept(k hashKey, skip uint64, exclude []*endpoint) *endpoint {
 	ok := func(e *endpoint) bool { return e.available() }
 	if len(exclude) > 0 {
 		ok = func(e *endpoint) bool {
@@ -102,20 +108,20 @@ func (p *picker) pick(k hashKey, exclude ...*endpoint) *endpoint {
 			return e.available()
 		}
 	}
-	if e := p.pickWith(k, ok); e != nil || len(exclude) == 0 {
+	if e := p.pickWith(k, ok, skip); e != nil || len(exclude) == 0 {
 		return e
 	}
-	return p.pickWith(k, (*endpoint).available)
+	return p.pickWith(k, (*endpoint).available, skip)
 }
 
-func (p *picker) pickWith(k hashKey, ok func(*endpoint) bool) *endpoint {
+func (p *picker) pickWith(k hashKey, ok func(*endpoint) bool, skip uint64) *endpoint {
 	switch len(p.levels) {
 	case 0:
 		return nil
 	case 1:
 		return p.levels[0].lb.pick(k, ok)
 	}
-	lvl := p.choosePriority(k)
+	lvl := p.choosePriority(k, skip)
 	if lvl < 0 {
 		return nil
 	}
@@ -139,9 +145,9 @@ func (p *picker) pickWith(k hashKey, ok func(*endpoint) bool) *endpoint {
 // each level and picks one: by the request hash when there is one (so a key
 // stays in its priority), else at random. -1 when no level has an
 // available endpoint.
-func (p *picker) choosePriority(k hashKey) int {
+func (p *picker) choosePriority(k hashKey, skip uint64) int {
 	var buf [8]uint64
-	loads := p.priorityLoads(buf[:0])
+	loads := p.priorityLoadsExcept(buf[:0], skip)
 	if loads == nil {
 		return -1
 	}
@@ -171,12 +177,16 @@ func (p *picker) choosePriority(k hashKey) int {
 // total_i); each priority takes min(health_i, what is left); when the
 // healths sum to less than 100 the loads are scaled up to 100. nil when
 // nothing is available.
-func (p *picker) priorityLoads(buf []uint64) []uint64 {
+func (p *picker) priorityLoads(buf []uint64) []uint64 { return p.priorityLoadsExcept(buf, 0) }
+
+// priorityLoadsExcept is priorityLoads with the levels in skip (bit i:
+// level i) counted as having nothing available.
+func (p *picker) priorityLoadsExcept(buf []uint64, skip uint64) []uint64 {
 	health := buf
 	var sum uint64
-	for _, l := range p.levels {
+	for i, l := range p.levels {
 		var h uint64
-		if len(l.all) > 0 {
+		if len(l.all) > 0 && (i >= 64 || skip&(1<<i) == 0) {
 			var n uint64
 			for _, e := range l.all {
 				if e.available() {

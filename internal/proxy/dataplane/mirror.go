@@ -299,9 +299,9 @@ func shadowRequest(r *http.Request, re *routeEntry, out *http.Request, mp *mirro
 	return &http.Request{
 		Method:        out.Method,
 		URL:           upstreamURL(r, re, ep),
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
+		Proto:         r.Proto, // the downstream version: use_downstream_protocol clusters follow it (clientprotocol.go)
+		ProtoMajor:    r.ProtoMajor,
+		ProtoMinor:    r.ProtoMinor,
 		Header:        out.Header.Clone(), // attempts may still change out's headers
 		ContentLength: out.ContentLength,
 		Host:          host,
@@ -337,10 +337,10 @@ func (d *Dataplane) runShadow(ctx context.Context, cancel context.CancelFunc, sc
 	}
 	var resp *http.Response
 	var err error
-	if ep.conns != nil && sr.Body == nil {
+	if ep.conns != nil && sr.Body == nil && !c.pool.downstreamH2(sr) {
 		resp, err = ep.conns.roundTrip(ctx, sr)
 	} else {
-		resp, err = c.pool.transport.RoundTrip(sr.WithContext(ctx))
+		resp, err = c.pool.transportFor(sr).RoundTrip(sr.WithContext(ctx))
 	}
 	if err != nil {
 		if sb != nil && sb.lagged() {

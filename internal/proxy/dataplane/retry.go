@@ -65,6 +65,7 @@ type retryPolicy struct {
 	base, max    time.Duration // jittered exponential backoff
 	otherHosts   bool          // previous_hosts predicate: retry on a host not tried yet
 	hostAttempts int           // host_selection_retry_max_attempts (at least 1)
+	prioFreq     int           // previous_priorities update_frequency; 0: no retry_priority (retrypriority.go)
 }
 
 // compileRetryPolicy translates a retry_policy; nil in, nil out. Unknown
@@ -117,9 +118,10 @@ func compileRetryPolicy(p *route.RetryPolicy) (*retryPolicy, error) {
 	if n := p.GetHostSelectionRetryMaxAttempts(); n > 0 {
 		rp.hostAttempts = int(min(n, 100))
 	}
-	// retry_priority (previous_priorities, Istio's retryRemoteLocalities) is
-	// accepted: priorities are not modelled yet, so a retry may already go
-	// to any healthy endpoint the balancer offers.
+	var err error
+	if rp.prioFreq, err = compileRetryPriority(p.GetRetryPriority()); err != nil {
+		return nil, err
+	}
 	return rp, nil
 }
 

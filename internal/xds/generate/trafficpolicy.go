@@ -169,7 +169,8 @@ func applyConnectionPool(c *cluster.Cluster, settings *networking.ConnectionPool
 
 	h2Upgrade := outbound && proto.IsHTTP() && !proto.IsHTTP2() &&
 		settings.GetHttp().GetH2UpgradePolicy() == networking.ConnectionPoolSettings_HTTPSettings_UPGRADE
-	if idle == nil && maxConnDuration == nil && maxPerConn == 0 && maxStreams == 0 && !h2Upgrade {
+	useClient := settings.GetHttp().GetUseClientProtocol()
+	if idle == nil && maxConnDuration == nil && maxPerConn == 0 && maxStreams == 0 && !h2Upgrade && !useClient {
 		return
 	}
 	opts := httpProtocolOptions(c)
@@ -192,6 +193,16 @@ func applyConnectionPool(c *cluster.Cluster, settings *networking.ConnectionPool
 	}
 	if h2 := opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions(); h2 != nil && maxStreams > 0 {
 		h2.MaxConcurrentStreams = wrapperspb.UInt32(maxStreams)
+	}
+	if useClient {
+		// Istio's setUseDownstreamProtocol, applied last as Istio does: the
+		// upstream speaks whatever HTTP version the downstream request used.
+		opts.UpstreamProtocolOptions = &upstreamhttp.HttpProtocolOptions_UseDownstreamProtocolConfig{
+			UseDownstreamProtocolConfig: &upstreamhttp.HttpProtocolOptions_UseDownstreamHttpConfig{
+				HttpProtocolOptions:  &core.Http1ProtocolOptions{},
+				Http2ProtocolOptions: &core.Http2ProtocolOptions{},
+			},
+		}
 	}
 	c.TypedExtensionProtocolOptions[httpProtocolOptionsKey] = mustAny(opts)
 }

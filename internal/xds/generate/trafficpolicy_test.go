@@ -19,6 +19,12 @@ func pool(maxConn, pending int32) *networking.ConnectionPoolSettings {
 	}
 }
 
+// useClientProtocol sets http.useClientProtocol on cp and returns it.
+func useClientProtocol(cp *networking.ConnectionPoolSettings) *networking.ConnectionPoolSettings {
+	cp.Http.UseClientProtocol = true
+	return cp
+}
+
 // trafficPolicyCases exercises connectionPool and outlierDetection at the
 // top level, per port and per subset (Istio's MergeTrafficPolicy).
 func trafficPolicyCases() []goldenCase {
@@ -57,7 +63,7 @@ func trafficPolicyCases() []goldenCase {
 					},
 					PortLevelSettings: []*networking.TrafficPolicy_PortTrafficPolicy{{
 						Port:           &networking.PortSelector{Number: 9081},
-						ConnectionPool: pool(1, 1),
+						ConnectionPool: useClientProtocol(pool(1, 1)),
 					}},
 				},
 				Subsets: []*networking.Subset{

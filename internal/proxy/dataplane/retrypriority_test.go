@@ -1,0 +1,146 @@
+package dataplane
+
+import (
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previoushosts "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	previouspriorities "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// TestRetryRemotePriorities: priority 0 answers 503 everywhere, priority 1
+// is healthy. previous_priorities moves a retry to priority 1 once
+// update_frequency hosts were attempted; without it the retries stay in
+// priority 0 (previous_hosts only moves them to another host there).
+func TestRetryRemotePriorities(t *testing.T) {
+	var badHits, goodHits atomic.Int64
+	bad1, bad2, bad3 := statusUpstream(t, 503, 0, &badHits), statusUpstream(t, 503, 0, &badHits), statusUpstream(t, 503, 0, &badHits)
+	good := statusUpstream(t, 200, 0, &goodHits)
+	prevHosts := []*route.RetryPolicy_RetryHostPredicate{{Name: previousHostsPredicateName,
+		ConfigType: &route.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(t, &previoushosts.PreviousHostsPredicate{})}}}
+	prevPrios := func(freq int32) *route.RetryPolicy_RetryPriority {
+		return &route.RetryPolicy_RetryPriority{Name: previousPrioritiesName,
+			ConfigType: &route.RetryPolicy_RetryPriority_TypedConfig{TypedConfig: mustAny(t, &previouspriorities.PreviousPrioritiesConfig{UpdateFrequency: freq})}}
+	}
+	policy := func(retries uint32, prio *route.RetryPolicy_RetryPriority) *route.RetryPolicy {
+		return &route.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(retries), RetryHostPredicate: prevHosts,
+			HostSelectionRetryMaxAttempts: 5, RetryPriority: prio}
+	}
+	cases := []struct {
+		name     string
+		badP0    int // endpoints of priority 0, all answering 503
+		policy   *route.RetryPolicy
+		wantCode int
+	}{
+		{"update_frequency 1: the first retry goes to priority 1", 2, policy(1, prevPrios(1)), 200},
+		{"no retry_priority: the retry stays in priority 0", 2, policy(1, nil), 503},
+		{"update_frequency 2 (Istio): the first two attempts use the unmodified load", 2, policy(1, prevPrios(2)), 503},
+		{"update_frequency 2 (Istio): the third attempt goes to priority 1", 3, policy(2, prevPrios(2)), 200},
+		{"no retry_priority, 2 retries: all attempts in priority 0", 3, policy(2, nil), 503},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			eps := []ep{{addr: bad1}, {addr: bad2}, {addr: bad3}}[:tc.badP0]
+			eps = append(eps, ep{addr: good, priority: 1})
+			d := newDataplane(t, contract.Identity{}, nil)
+			mustApply(t, d, resourcesAny(edsCluster(t, "svc", false, ""), cla("svc", eps...),
+				routeConfig("r", vhost("v", []string{"*"}, withRetry(toCluster("", prefixMatch("/"), "svc"), tc.policy, 0))),
+				httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil)))
+			base := "http://" + d.ListenerAddr("out").String()
+			c := client(t, false)
+			badHits.Store(0)
+			goodHits.Store(0)
+			const n = 20
+			for i := range n {
+				if got := do(t, c, "GET", base+"/", "svc", nil); got.code != tc.wantCode {
+					t.Fatalf("request %d: got %d, want %d", i, got.code, tc.wantCode)
+				}
+			}
+			attempts := int64(n) * int64(tc.policy.GetNumRetries().GetValue()+1)
+			if tc.wantCode == 200 {
+				if goodHits.Load() != n || badHits.Load() != attempts-n {
+					t.Errorf("priority 1 saw %d, priority 0 %d; want %d and %d", goodHits.Load(), badHits.Load(), n, attempts-n)
+				}
+			} else if goodHits.Load() != 0 || badHits.Load() != attempts {
+				t.Errorf("priority 1 saw %d, priority 0 %d; want 0 and %d", goodHits.Load(), badHits.Load(), attempts)
+			}
+		})
+	}
+}
+
+// TestPrevPrioritiesUpdate follows Envoy's state machine: no change before
+// update_frequency hosts, exclusions at every multiple, and a reset to the
+// unmodified load when every available priority was attempted.
+func TestPrevPrioritiesUpdate(t *testing.T) {
+	p0, p1, p2 := lbEndpoints(2, true), lbEndpoints(1, true), lbEndpoints(1, true)
+	p := buildPicker([][]*endpoint{p0, p1, p2}, lbConfig{}, new(atomic.Uint64), defaultOverprovisioning)
+	unknown := &endpoint{addr: "10.9.9.9:80", healthy: true}
+	cases := []struct {
+		name  string
+		freq  int
+		tried []*endpoint
+		want  []uint64 // skip after each attempted host
+	}{
+		{"freq 1", 1, []*endpoint{p0[0], p1[0], p2[0], p0[1], p1[0]}, []uint64{0b001, 0b011, 0, 0b001, 0b011}},
+		{"freq 2", 2, []*endpoint{p0[0], p0[1], p1[0], p2[0], p0[0]}, []uint64{0, 0b001, 0b001, 0, 0}},
+		{"freq 2, second update", 2, []*endpoint{p0[0], p1[0], p0[1], p2[0]}, []uint64{0, 0b011, 0b011, 0}},
+		{"endpoint gone", 1, []*endpoint{unknown, p0[0]}, []uint64{0, 0b001}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var pp prevPriorities
+			var got []uint64
+			for i := range tc.tried {
+				got = append(got, pp.update(p, tc.tried[:i+1], tc.freq))
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("skip after each host = %b, want %b", got, tc.want)
+				}
+			}
+		})
+	}
+	t.Run("skipped levels get no load", func(t *testing.T) {
+		for range 50 {
+			if e := p.pickExcept(hashKey{}, 0b011, nil); e != p2[0] {
+				t.Fatalf("picked %s, want the priority 2 endpoint", e.addr)
+			}
+		}
+	})
+}
+
+func TestCompileRetryPriority(t *testing.T) {
+	cases := []struct {
+		name    string
+		in      *route.RetryPolicy_RetryPriority
+		want    int
+		wantErr string
+	}{
+		{"none", nil, 0, ""},
+		{"istio", &route.RetryPolicy_RetryPriority{Name: previousPrioritiesName, ConfigType: &route.RetryPolicy_RetryPriority_TypedConfig{
+			TypedConfig: mustAny(t, &previouspriorities.PreviousPrioritiesConfig{UpdateFrequency: 2})}}, 2, ""},
+		{"zero frequency", &route.RetryPolicy_RetryPriority{Name: previousPrioritiesName, ConfigType: &route.RetryPolicy_RetryPriority_TypedConfig{
+			TypedConfig: mustAny(t, &previouspriorities.PreviousPrioritiesConfig{})}}, 0, "update_frequency"},
+		{"other", &route.RetryPolicy_RetryPriority{Name: "envoy.retry_priorities.custom"}, 0, "unsupported"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := compileRetryPriority(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want it to mention %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %d, %v; want %d", got, err, tc.want)
+			}
+		})
+	}
+}

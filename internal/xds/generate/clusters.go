@@ -45,9 +45,11 @@ func edsCluster(svc *registry.Service, p registry.Port, subset, suffix string) *
 		Name:                 name,
 		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
 		EdsClusterConfig:     &cluster.Cluster_EdsClusterConfig{EdsConfig: adsConfigSource(), ServiceName: name},
-		LbPolicy:             cluster.Cluster_ROUND_ROBIN,
-		ConnectTimeout:       durationpb.New(connectTimeout),
-		Metadata:             clusterMetadata([]*registry.Service{svc}, subset, suffix),
+		// Istio's default when a DestinationRule sets no loadBalancer (or
+		// simple: UNSPECIFIED); withLoadBalancer overrides it.
+		LbPolicy:       cluster.Cluster_LEAST_REQUEST,
+		ConnectTimeout: durationpb.New(connectTimeout),
+		Metadata:       clusterMetadata([]*registry.Service{svc}, subset, suffix),
 	}
 	setProtocolOptions(c, p.Protocol)
 	return c

@@ -32,9 +32,9 @@ func withLoadBalancer(s *mesh.Snapshot, svc *registry.Service, p registry.Port, 
 	return c
 }
 
-// applyLoadBalancer sets lb_policy and its config. Without a loadBalancer
-// the cluster keeps ROUND_ROBIN (Istio's unset default is LEAST_REQUEST;
-// Weft keeps round robin, see docs/load-balancing.md).
+// applyLoadBalancer sets lb_policy and its config. Without a loadBalancer,
+// or with simple UNSPECIFIED, the cluster keeps LEAST_REQUEST, Istio's
+// default.
 func applyLoadBalancer(c *cluster.Cluster, lb *networking.LoadBalancerSettings) {
 	if lb == nil {
 		return

@@ -286,7 +286,7 @@ func configurePool(p *clusterPool, c *cluster.Cluster, stats *clusterStats) erro
 			}
 		}
 		if v := o.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection(); v != nil && p.h1 != nil {
-			p.h1.maxUses = v.GetValue() // the synchronous HTTP/1.1 path only
+			p.h1.maxUses = v.GetValue() // every HTTP/1.1 request then takes the counted synchronous path (upstream_h1_body.go)
 		}
 	}
 	return nil

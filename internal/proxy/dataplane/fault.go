@@ -132,12 +132,14 @@ func faultReply(w http.ResponseWriter, q *request, fc *faultConfig, flags string
 		h["Content-Type"] = []string{"application/grpc"}
 		h["Grpc-Status"] = []string{fc.abortGRPC}
 		h["Grpc-Message"] = []string{fc.body}
+		q.reply.apply(h) // CORS, as for every local reply (localreply.go)
 		w.WriteHeader(http.StatusOK)
 		return
 	}
 	q.code = httpStatusForGRPC(fc.abortGRPC)
 	h["Content-Type"] = []string{"text/plain"}
 	h["Content-Length"] = []string{strconv.Itoa(len(fc.body))}
+	q.reply.apply(h)
 	w.WriteHeader(q.code)
 	io.WriteString(w, fc.body)
 }

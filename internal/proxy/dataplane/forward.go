@@ -37,6 +37,7 @@ type request struct {
 	code     int
 	grpcCode string
 	flags    string
+	reply    replyHeaders // decorates local replies (localreply.go)
 }
 
 // ServeHTTP handles one downstream request on the runtime current when it
@@ -63,6 +64,7 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if lc.cors && re.cors.preflight(w, r, &q) {
 		return // envoy.filters.http.cors answered the preflight
 	}
+	q.reply.corsSaw(lc, re, r) // localreply.go
 	if re.fault != nil && lc.fault && re.fault.apply(w, r, &q) {
 		return // envoy.filters.http.fault answered (or the client left during a delay)
 	}
@@ -70,7 +72,9 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		routeReply(w, r, lc, re, &q) // redirect.go
 		return
 	}
-	c := rt.clusters[re.pickCluster(r)]
+	cluster := re.pickCluster(r)
+	q.reply.routed(re, cluster) // the router's local replies carry the route's response headers (localreply.go)
+	c := rt.clusters[cluster]
 	if c == nil {
 		localReply(w, &q, http.StatusServiceUnavailable, "", "NC")
 		return
@@ -144,6 +148,10 @@ func (d *Dataplane) attempt(ctx context.Context, r *http.Request, re *routeEntry
 	if ep.conns != nil && out.Body == nil && out.Trailer == nil && r.Method != http.MethodConnect && r.Header["Upgrade"] == nil && !c.pool.downstreamH2(r) {
 		// HTTP/1.1 upstream, no request body: the synchronous path.
 		resp, err = ep.conns.roundTrip(actx, out)
+	} else if ep.conns != nil && ep.conns.maxUses > 0 && r.Method != http.MethodConnect && r.Header["Upgrade"] == nil && !c.pool.downstreamH2(r) {
+		// HTTP/1.1 upstream with max_requests_per_connection and a request
+		// body: the synchronous path counts it on its connection too.
+		resp, err = ep.conns.roundTripBody(actx, out)
 	} else {
 		resp, err = c.pool.transportFor(r).RoundTrip(out.WithContext(actx))
 	}
@@ -464,7 +472,8 @@ func httpTokenListContains(v, token string) bool {
 
 // localReply answers the request from the proxy itself, as Envoy's local
 // replies do: gRPC requests get a trailers-only response with the mapped
-// grpc-status.
+// grpc-status. q.reply adds the route's response headers and CORS headers
+// where Envoy would.
 func localReply(w http.ResponseWriter, q *request, code int, body, flags string) {
 	q.flags = flags
 	h := w.Header()
@@ -475,6 +484,7 @@ func localReply(w http.ResponseWriter, q *request, code int, body, flags string)
 		if body != "" {
 			h["Grpc-Message"] = []string{body}
 		}
+		q.reply.apply(h)
 		w.WriteHeader(http.StatusOK)
 		return
 	}
@@ -483,6 +493,7 @@ func localReply(w http.ResponseWriter, q *request, code int, body, flags string)
 		h["Content-Type"] = []string{"text/plain"}
 		h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	}
+	q.reply.apply(h)
 	w.WriteHeader(code)
 	io.WriteString(w, body)
 }

@@ -20,8 +20,10 @@ import (
 // request, which dominate the CPU cost of a proxy hop. For requests without
 // a body (most RPC-style traffic) the handler goroutine instead takes an idle
 // connection of the endpoint (or dials one), writes the request, and reads
-// the response itself. Everything else — request bodies, upgrades, h2c —
-// still goes through the cluster's http.Transport.
+// the response itself. Requests with a body take it too when the cluster
+// limits requests per connection (upstream_h1_body.go). Everything else —
+// other request bodies, upgrades, h2c — still goes through the cluster's
+// http.Transport.
 
 const maxIdlePerEndpoint = 64
 
@@ -303,6 +305,7 @@ type h1Body struct {
 	pc        *h1Conn // nil once released
 	stop      func() bool
 	keepAlive bool
+	wrote     <-chan error // the request write's result when it had a body (upstream_h1_body.go); else nil
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
@@ -315,7 +318,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		b.pc = nil
 		// Reuse only if the cancellation hook never ran (so no deadline is
 		// set) and nothing unsolicited follows the response.
-		if b.stop() && b.keepAlive && pc.br.Buffered() == 0 {
+		if b.stop() && b.keepAlive && pc.br.Buffered() == 0 && (b.wrote == nil || writeDone(b.wrote)) {
 			b.e.put(pc)
 		} else {
 			pc.nc.Close()

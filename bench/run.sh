@@ -59,42 +59,32 @@ env ${PROXY_ENV:-} "$work/weft-proxy" --xds-address 127.0.20.9:15010 --workload 
 env ${PROXY_ENV:-} "$work/weft-proxy" --xds-address 127.0.20.9:15010 --workload bench-client --labels app=client,version=v1 \
   --ip $CLIENT --outbound $CLIENT:15001 --admin-address $CLIENT:15000 --log-level warn & client_proxy=$!; pids+=($!)
 
-cat > "$work/nginx.conf" <<NGX
+# start_nginx NAME LISTEN UPSTREAM: one nginx worker reverse-proxying
+# LISTEN to UPSTREAM over keep-alive HTTP/1.1; prints its pid.
+start_nginx() {
+  cat > "$work/$1.conf" <<NGX
 worker_processes 1;
 daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
+pid $work/$1.pid;
+error_log $work/$1-error.log warn;
 events { worker_connections 1024; }
 http {
   access_log off;
-  upstream app { server $SERVER:18080; keepalive 64; }
+  upstream up { server $3; keepalive 64; }
   server {
-    listen $NGINXIP:8080;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    listen $2;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
 NGX
-"$NGINX" -c "$work/nginx.conf" -p "$work" & nginx_pid=$!; pids+=($!)
-
+  "$NGINX" -c "$work/$1.conf" -p "$work" >/dev/null 2>&1 &
+  echo $!
+}
+nginx_pid=$(start_nginx nginx "$NGINXIP:8080" "$SERVER:18080"); pids+=("$nginx_pid")
 # A second nginx in front of the first: the peer for two sidecar hops
 # (two processes on the path, as with a client and a server sidecar).
 NGINX2IP=127.0.20.4
-cat > "$work/nginx2.conf" <<NGX
-worker_processes 1;
-daemon off;
-pid $work/nginx2.pid;
-error_log $work/nginx2-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  upstream hop { server $NGINXIP:8080; keepalive 64; }
-  server {
-    listen $NGINX2IP:8080;
-    location / { proxy_pass http://hop; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-NGX
-"$NGINX" -c "$work/nginx2.conf" -p "$work" & nginx2_pid=$!; pids+=($!)
+nginx2_pid=$(start_nginx nginx2 "$NGINX2IP:8080" "$NGINXIP:8080"); pids+=("$nginx2_pid")
 
 # Wait until both sidecars are ready and the two-hop path answers.
 for i in $(seq 1 100); do

@@ -53,6 +53,8 @@ func TestHandler(t *testing.T) {
 		{"ready after config", "GET", "/ready", func() { src.ready.Store(true) }, 200, "LIVE"},
 		{"config dump", "GET", "/config_dump", nil, 200, `{"configs":[]}`},
 		{"metrics", "GET", "/stats/prometheus", nil, 200, "weft_test_total 3"},
+		{"pprof index", "GET", "/debug/pprof/", nil, 200, "goroutine"},
+		{"pprof goroutines", "GET", "/debug/pprof/goroutine?debug=1", nil, 200, "goroutine profile"},
 		{"drain is POST only", "GET", "/drain", nil, 405, ""},
 		{"drain", "POST", "/drain", nil, 200, "OK"},
 		{"not ready once draining", "GET", "/ready", nil, 503, "DRAINING"},

@@ -29,7 +29,7 @@ func TestValidateExamples(t *testing.T) {
 
 func TestValidateReportsBrokenExample(t *testing.T) {
 	out, err := run(t, "validate", "examples/broken")
-	want := `error: examples/broken/routes.yaml: doc 2: VirtualService default/backend: spec.http[1].route[0].destination.subset: subset "v9" is not defined by any DestinationRule for backend.default.svc.cluster.local`
+	want := `error: examples/broken/routes.yaml:26:44: doc 2: VirtualService default/backend: spec.http[1].route[0].destination.subset: subset "v9" is not defined by any DestinationRule for backend.default.svc.cluster.local`
 	if err == nil || !strings.Contains(out, want+"\n") {
 		t.Fatalf("validate examples/broken: err %v, want line\n%s\ngot\n%s", err, want, out)
 	}

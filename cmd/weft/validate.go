@@ -21,7 +21,7 @@ func newValidateCmd() *cobra.Command {
 				return err
 			}
 			// Diagnostics are this command's output; the store need not log them too.
-			snap := config.NewStore(config.Options{DomainSuffix: suffix, Logger: slog.New(slog.DiscardHandler)}).Load(files)
+			snap := config.NewStore(config.Options{DomainSuffix: suffix, Logger: slog.New(slog.DiscardHandler)}).LoadDir(files)
 			errs := 0
 			for _, d := range snap.Diagnostics {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", d.Severity, d.Error())

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -94,22 +95,32 @@ func (c *crossChecker) keys(kind Kind) []string {
 }
 
 // collectServiceEntryHosts resolves the hosts of every candidate
-// ServiceEntry and records which namespace each host belongs to: that of
-// the first ServiceEntry by namespace/name, as the static registry does.
+// ServiceEntry and records which ServiceEntry defines each host: the one
+// seen first (as the static registry decides), so a new ServiceEntry
+// cannot take over a host in force. Every other claim of a host is
+// reported.
 func (c *crossChecker) collectServiceEntryHosts() {
 	c.seHosts, c.seNS = nil, map[string]string{}
+	owner := map[string]*ServiceEntry{}
 	var ses []*ServiceEntry
 	for _, k := range c.keys(KindServiceEntry) {
 		cand := c.cands[k]
-		ses = append(ses, &ServiceEntry{Meta: cand.meta, Spec: cand.spec.(*networking.ServiceEntry)})
+		ses = append(ses, &ServiceEntry{Meta: cand.meta, Spec: cand.spec.(*networking.ServiceEntry), Pos: cand.pos})
 	}
-	sortResources(ses)
+	slices.SortFunc(ses, FirstSeen)
 	for _, se := range ses {
-		for _, h := range se.Spec.GetHosts() {
+		for i, h := range se.Spec.GetHosts() {
 			fqdn := registry.ResolveHost(h, se.Namespace, c.suffix, c.knownHost)
-			c.seHosts = append(c.seHosts, fqdn)
-			if _, ok := c.seNS[fqdn]; !ok {
+			first, taken := owner[fqdn]
+			switch {
+			case !taken:
+				owner[fqdn] = se
+				c.seHosts = append(c.seHosts, fqdn)
 				c.seNS[fqdn] = se.Namespace
+			case first != se:
+				c.report(SeverityError, CodeServiceEntryConflict, se.Meta, se.Pos, fmt.Sprintf("spec.hosts[%d]", i), fmt.Sprintf(
+					"host %s is already defined by %s, which was there first and defines its ports and endpoints; this ServiceEntry is not used for %s (give its endpoints to that ServiceEntry, or use another host)",
+					fqdn, where(first.Meta), fqdn))
 			}
 		}
 	}
@@ -138,13 +149,18 @@ func (c *crossChecker) inForceDRs() []*DestinationRule {
 }
 
 func asDestinationRule(e *entry) *DestinationRule {
-	return &DestinationRule{Meta: e.meta, Spec: e.spec.(*networking.DestinationRule)}
+	return &DestinationRule{Meta: e.meta, Spec: e.spec.(*networking.DestinationRule), Pos: e.pos}
 }
 
 // selectDR is SelectDestinationRule for fqdn among drs, with the host
 // namespaces of the candidate ServiceEntries: the rule mesh will use.
 func (c *crossChecker) selectDR(fqdn string, drs []*DestinationRule) *DestinationRule {
-	return SelectDestinationRule(fqdn, HostNamespace(fqdn, c.seNS[fqdn], c.suffix), drs, c.resolve)
+	return c.selectDRs(fqdn, drs).Rule
+}
+
+// selectDRs is SelectDestinationRules for fqdn among drs.
+func (c *crossChecker) selectDRs(fqdn string, drs []*DestinationRule) RuleSet {
+	return SelectDestinationRules(fqdn, HostNamespace(fqdn, c.seNS[fqdn], c.suffix), drs, c.resolve)
 }
 
 // definesSubset reports whether dr (which may be nil) has a subset named name.
@@ -184,8 +200,25 @@ func (c *crossChecker) undefinedSubset(b badRef, drs []*DestinationRule) string 
 	return fmt.Sprintf("subset %q is not defined by any DestinationRule for %s", subset, b.fqdn)
 }
 
-func (c *crossChecker) report(sev Severity, m Meta, path, msg string) {
-	c.diags = append(c.diags, Diagnostic{Severity: sev, File: m.File, Doc: m.Doc, Resource: m.String(), Path: path, Message: msg})
+// report records a diagnostic of the resource m, whose fields pos locates.
+func (c *crossChecker) report(sev Severity, code Code, m Meta, pos Positions, path, msg string) {
+	at := pos.Lookup(path)
+	c.diags = append(c.diags, Diagnostic{
+		Severity: sev, Code: code, File: m.File, Doc: m.Doc, Line: at.Line, Column: at.Column,
+		Resource: m.String(), Path: path, Message: msg,
+	})
+}
+
+// where names a resource and where it is written, for messages about
+// another resource: "VirtualService default/reviews (routes.yaml:12)".
+func where(m Meta) string {
+	if m.Line > 0 {
+		return fmt.Sprintf("%s (%s:%d)", m, m.File, m.Line)
+	}
+	if m.File != "" {
+		return fmt.Sprintf("%s (%s)", m, m.File)
+	}
+	return m.String()
 }
 
 // run checks subset references until the candidate set is consistent. A
@@ -201,6 +234,8 @@ func (c *crossChecker) run() {
 		}
 	}
 	c.settleRejected()
+	c.reportVirtualServiceConflicts()
+	c.reportDestinationRuleConflicts()
 	c.warnUnknownHosts()
 }
 
@@ -271,71 +306,85 @@ func (c *crossChecker) settleRejected() {
 		}
 		drs := c.candidateDRs()
 		for _, b := range bad {
-			c.report(SeverityError, cand.meta, b.path+".subset", c.undefinedSubset(b, drs))
+			c.report(SeverityError, CodeUndefinedSubset, cand.meta, cand.pos, b.path+".subset", c.undefinedSubset(b, drs))
 		}
 	}
 }
 
 // blameDestinationRules reverts the DestinationRule changes (edits,
 // deletions, new rules) that took away subsets the in-force VirtualService
-// vs still uses: for each bad reference whose subset the rule in force
-// before this load defined, first a change to that rule, else the changed
-// rule that would now take its place. It reverts at most one rule per
-// reference; the caller checks again. It reports whether it reverted anything.
+// vs still uses. For each bad reference whose subset the rules in force
+// before this load defined, it reverts the changes responsible: a deleted
+// or edited rule of the winning set before that gave the subset (or left
+// the host), and a changed rule that joined or replaced that set. A
+// harmless edit of a rule in force (one that keeps the subset) stays. The
+// caller checks again. It reports whether it reverted anything.
 func (c *crossChecker) blameDestinationRules(vs *candidate, bad []badRef) bool {
 	prevDRs := c.inForceDRs()
 	reverted := false
 	for _, b := range bad {
 		subset := b.dest.GetSubset()
-		was := c.selectDR(b.fqdn, prevDRs)
-		if !definesSubset(was, subset) {
+		was := c.selectDRs(b.fqdn, prevDRs)
+		if !definesSubset(was.Rule, subset) {
 			continue // not given by the rules in force before either: nothing to blame
 		}
-		now := c.selectDR(b.fqdn, c.candidateDRs())
-		if definesSubset(now, subset) {
+		now := c.selectDRs(b.fqdn, c.candidateDRs())
+		if definesSubset(now.Rule, subset) {
 			continue // fixed by a revert for an earlier reference
 		}
 		used := fmt.Sprintf("subset %q is still used by VirtualService %s/%s at %s.subset", subset, vs.meta.Namespace, vs.meta.Name, b.path)
-		wasKey := was.Key()
-		cur := c.cands[wasKey]
-		var curForHost, curDefines bool // whether the rule's version of this load is for b.fqdn, and has the subset
-		if cur != nil {
-			dr := asDestinationRule(&cur.entry)
-			curForHost = c.resolve(dr.Spec.GetHost(), dr.Namespace) == b.fqdn
-			curDefines = definesSubset(dr, subset)
+		const keep = "this change is rejected and the last good version stays in force"
+		inWas := map[string]bool{}
+		for _, dr := range was.From {
+			inWas[dr.Key()] = true
 		}
-		switch {
-		case cur == nil:
-			c.report(SeverityError, was.Meta, "spec.subsets",
-				used+"; deleting this DestinationRule is rejected and the last good version stays in force")
-		case cur.changed() && !curForHost:
-			c.report(SeverityError, cur.meta, "spec.host", used+"; this change is rejected and the last good version stays in force")
-		case cur.changed() && !curDefines:
-			c.report(SeverityError, cur.meta, "spec.subsets", used+"; this change is rejected and the last good version stays in force")
-		default:
-			// The rule in force before still gives the subset: another
-			// rule changed and now takes precedence for the host.
-			if now == nil {
+		type blame struct {
+			key, path, msg string
+			e              *entry
+		}
+		var blamed, changed []blame
+		seen := map[string]bool{}
+		for _, dr := range append(slices.Clone(was.From), now.From...) {
+			key := dr.Key()
+			if seen[key] {
 				continue
 			}
-			nowKey := now.Key()
-			taker := c.cands[nowKey]
-			if !taker.changed() {
-				continue // not a config change of this load (a host moved namespace)
+			seen[key] = true
+			cur, prev := c.cands[key], c.inForce[key]
+			switch {
+			case cur == nil && prev != nil:
+				if definesSubset(asDestinationRule(prev), subset) {
+					blamed = append(blamed, blame{key, "spec.subsets", used + "; deleting this DestinationRule is rejected and the last good version stays in force", prev})
+				}
+				continue
+			case cur == nil || !cur.changed():
+				continue
 			}
-			what := "this change is rejected and the last good version stays in force"
-			if taker.prev == nil {
-				what = "this DestinationRule is rejected"
+			curDR := asDestinationRule(&cur.entry)
+			changed = append(changed, blame{key, "spec.host", used + "; " + keep, &cur.entry})
+			switch {
+			case !inWas[key]:
+				what := keep
+				if prev == nil {
+					what = "this DestinationRule is rejected"
+				}
+				blamed = append(blamed, blame{key, "spec.host", fmt.Sprintf(
+					"%s, and this DestinationRule would replace %s as the one in force for %s without defining it; %s",
+					used, was.Rule.Meta, b.fqdn, what), &cur.entry})
+			case c.resolve(curDR.Spec.GetHost(), cur.meta.Namespace) != b.fqdn:
+				blamed = append(blamed, blame{key, "spec.host", used + "; " + keep, &cur.entry})
+			case prev != nil && definesSubset(asDestinationRule(prev), subset) && !definesSubset(curDR, subset):
+				blamed = append(blamed, blame{key, "spec.subsets", used + "; " + keep, &cur.entry})
 			}
-			c.report(SeverityError, taker.meta, "spec.host", fmt.Sprintf(
-				"%s, and this DestinationRule would replace DestinationRule %s/%s as the one in force for %s without defining it; %s",
-				used, was.Namespace, was.Name, b.fqdn, what))
-			c.revert(nowKey)
-			reverted = true
-			continue
 		}
-		c.revert(wasKey)
-		reverted = true
+		if len(blamed) == 0 {
+			blamed = changed // no single culprit: undo every change to the host's rules
+		}
+		for _, bl := range blamed {
+			c.report(SeverityError, CodeSubsetStillUsed, bl.e.meta, bl.e.pos, bl.path, bl.msg)
+			c.revert(bl.key)
+			reverted = true
+		}
 	}
 	return reverted
 }
@@ -371,7 +420,7 @@ func (c *crossChecker) warnUnknownHosts() {
 		for _, r := range destinations(cand.spec.(*networking.VirtualService)) {
 			fqdn := c.resolve(r.dest.GetHost(), cand.meta.Namespace)
 			if !c.known(fqdn) {
-				c.report(SeverityWarning, cand.meta, r.path+".host",
+				c.report(SeverityWarning, CodeUnknownHost, cand.meta, cand.pos, r.path+".host",
 					fmt.Sprintf("host %s is not known to any registry (no ServiceEntry or service defines it)", fqdn))
 			}
 		}
@@ -382,4 +431,97 @@ func (c *crossChecker) warnUnknownHosts() {
 // before this load (a new resource counts as changed).
 func (c *candidate) changed() bool {
 	return c.prev == nil || c.prev.meta.Key() != c.meta.Key() || !proto.Equal(c.prev.spec, c.spec)
+}
+
+// GatewayMesh is the reserved gateway name meaning "every sidecar".
+const GatewayMesh = "mesh"
+
+// AppliesToMesh reports whether a VirtualService (or one of its matches)
+// bound to these gateways applies to sidecars.
+func AppliesToMesh(gateways []string) bool {
+	return len(gateways) == 0 || slices.Contains(gateways, GatewayMesh)
+}
+
+// reportVirtualServiceConflicts reports every VirtualService that claims a
+// host another one, seen first, already has on sidecars: as in Istio, one
+// VirtualService gives a host its routes there (mesh.RouteIndex keeps the
+// first), and the others are not used for it.
+func (c *crossChecker) reportVirtualServiceConflicts() {
+	var vss []*VirtualService
+	for _, k := range c.keys(KindVirtualService) {
+		cand := c.cands[k]
+		vs := &VirtualService{Meta: cand.meta, Spec: cand.spec.(*networking.VirtualService), Pos: cand.pos}
+		if AppliesToMesh(vs.Spec.GetGateways()) {
+			vss = append(vss, vs)
+		}
+	}
+	slices.SortFunc(vss, FirstSeen)
+	owner := map[string]*VirtualService{}
+	for _, vs := range vss {
+		for i, h := range vs.Spec.GetHosts() {
+			fqdn := c.resolve(h, vs.Namespace)
+			first, taken := owner[fqdn]
+			switch {
+			case !taken:
+				owner[fqdn] = vs
+			case first != vs:
+				c.report(SeverityError, CodeVirtualServiceConflict, vs.Meta, vs.Pos, fmt.Sprintf("spec.hosts[%d]", i), fmt.Sprintf(
+					"host %s already takes its routes from %s, which was there first; this VirtualService is not used for %s (on sidecars one VirtualService routes a host: merge the two, or delegate)",
+					fqdn, where(first.Meta), fqdn))
+			}
+		}
+	}
+}
+
+// reportDestinationRuleConflicts explains, for every host with several
+// DestinationRules, what SelectDestinationRules made of them: rules of
+// another namespace than the one that won are not used; within it, rules
+// are merged, and a subset or traffic policy an older rule already has is
+// not used.
+func (c *crossChecker) reportDestinationRuleConflicts() {
+	drs := c.candidateDRs()
+	hosts := map[string]bool{}
+	for _, dr := range drs {
+		hosts[c.resolve(dr.Spec.GetHost(), dr.Namespace)] = true
+	}
+	for _, fqdn := range sortedKeys(hosts) {
+		set := c.selectDRs(fqdn, drs)
+		if len(set.From) == 0 {
+			continue
+		}
+		oldest := set.From[0]
+		for _, dr := range set.Ignored {
+			c.report(SeverityError, CodeDestinationRuleConflict, dr.Meta, dr.Pos, "spec.host", fmt.Sprintf(
+				"%s is in force for %s (%s); this DestinationRule, of namespace %s, is not used for it (Weft applies the rules of one namespace to a host)",
+				where(oldest.Meta), fqdn, c.whyNamespace(fqdn, oldest), dr.Namespace))
+		}
+		effects := mergeEffects(set.From)
+		for _, dr := range set.From[1:] {
+			eff := effects[dr]
+			for k, j := range eff.dupSubsets {
+				name := dr.Spec.GetSubsets()[j].GetName()
+				c.report(SeverityError, CodeDestinationRuleConflict, dr.Meta, dr.Pos, fmt.Sprintf("spec.subsets[%d].name", j), fmt.Sprintf(
+					"subset %q of %s is already defined by %s, which was there first; this definition is not used",
+					name, fqdn, where(eff.dupOf[k].Meta)))
+			}
+			if eff.policyLost {
+				c.report(SeverityError, CodeDestinationRuleConflict, dr.Meta, dr.Pos, "spec.trafficPolicy", fmt.Sprintf(
+					"the traffic policy of %s comes from %s, which was there first; this one is not used (DestinationRules merged for one host take the first traffic policy)",
+					fqdn, where(eff.policyOf.Meta)))
+			}
+			if len(eff.added) > 0 {
+				c.report(SeverityInfo, CodeDestinationRulesMerged, dr.Meta, dr.Pos, "spec.host", fmt.Sprintf(
+					"merged into %s for %s, as Istio merges the rules of one host: adds subsets %s",
+					where(oldest.Meta), fqdn, strings.Join(eff.added, ", ")))
+			}
+		}
+	}
+}
+
+// whyNamespace says why the rules of oldest's namespace govern fqdn.
+func (c *crossChecker) whyNamespace(fqdn string, oldest *DestinationRule) string {
+	if HostNamespace(fqdn, c.seNS[fqdn], c.suffix) == oldest.Namespace {
+		return "its namespace is the service's"
+	}
+	return "it was there first"
 }

@@ -2,17 +2,22 @@ package config
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
-	"sigs.k8s.io/yaml"
 )
+
+// MaxFileSize is the largest config file Weft reads (4 MiB). Kubernetes
+// stores no object over 1.5 MiB; a bigger file is almost surely a mistake,
+// and reading it would cost the control plane memory for nothing. A file
+// over the limit is reported and its last good resources stay in force.
+const MaxFileSize = 4 << 20
 
 // apiGroup is the only API group Weft loads; versions lists the versions of
 // it that share the istio.io/api networking types (v1 and v1beta1 are
@@ -38,11 +43,17 @@ func newSpec(k Kind) proto.Message {
 
 // document is one decoded YAML document. meta.Name is empty when the
 // document did not get far enough to identify its resource; spec is nil
-// when it has errors.
+// when it could not be decoded at all (it may be partial when diags has
+// decoding errors: see decodeErrors).
 type document struct {
-	meta  Meta
-	spec  proto.Message
-	diags []Diagnostic
+	meta        Meta
+	spec        proto.Message
+	annotations map[string]string
+	pos         Positions
+	diags       []Diagnostic
+	// decodeErrors is how many of diags are errors of decoding (types,
+	// unknown fields) rather than of validation.
+	decodeErrors int
 }
 
 // resource renders the Diagnostic.Resource of d, or "" when d has no name.
@@ -53,38 +64,85 @@ func (d *document) resource() string {
 	return d.meta.String()
 }
 
-// errf records an error at path.
-func (d *document) errf(path, format string, args ...any) {
-	d.diags = append(d.diags, Diagnostic{
-		Severity: SeverityError, File: d.meta.File, Doc: d.meta.Doc,
-		Resource: d.resource(), Path: path, Message: fmt.Sprintf(format, args...),
-	})
+// diag builds a diagnostic of this document at path, located with its
+// positions.
+func (d *document) diag(sev Severity, code Code, path, msg string) Diagnostic {
+	pos := d.pos.Lookup(path)
+	return Diagnostic{
+		Severity: sev, Code: code, File: d.meta.File, Doc: d.meta.Doc, Line: pos.Line, Column: pos.Column,
+		Resource: d.resource(), Path: path, Message: msg,
+	}
 }
-
-// errFileSyntax marks a file that is not valid YAML; the whole file is
-// rejected and the resources previously loaded from it stay in force.
-var errFileSyntax = errors.New("invalid YAML")
 
 // decodeFile splits a file into documents and decodes each one. It returns
 // a non-nil error diagnostic (Doc is the first bad document) when the file
-// is not valid YAML; docs is then nil. Empty documents are skipped.
+// is over MaxFileSize or is not valid YAML; docs is then nil. Empty
+// documents are skipped.
 func decodeFile(file string, data []byte) (docs []*document, fileDiag *Diagnostic) {
-	for i, raw := range splitDocuments(data) {
+	if len(data) > MaxFileSize {
+		return nil, &Diagnostic{
+			Severity: SeverityError, Code: CodeFileTooLarge, File: file,
+			Message: fmt.Sprintf("the file is %s, over the %s limit per file; it is not read and its last good resources stay in force (split it into several files)",
+				byteSize(len(data)), byteSize(MaxFileSize)),
+		}
+	}
+	for i, seg := range splitDocuments(data) {
 		n := i + 1
-		js, err := yaml.YAMLToJSON(raw)
-		if err != nil {
+		var root yaml.Node
+		if err := yaml.Unmarshal(seg.data, &root); err != nil {
+			line, msg := yamlErrorLine(err)
+			if line > 0 {
+				line += seg.line - 1
+				msg += tabHint(data, line)
+			}
 			return nil, &Diagnostic{
-				Severity: SeverityError, File: file, Doc: n,
-				Message: fmt.Sprintf("%v: %v; the file is ignored and its last good resources stay in force", errFileSyntax, err),
+				Severity: SeverityError, Code: CodeInvalidYAML, File: file, Doc: n, Line: line,
+				Message: fmt.Sprintf("invalid YAML: %s; the file is ignored and its last good resources stay in force", msg),
 			}
 		}
-		js = bytes.TrimSpace(js)
-		if len(js) == 0 || string(js) == "null" {
-			continue
+		if root.Kind == 0 || len(root.Content) == 0 || isNull(root.Content[0]) {
+			continue // empty, or only comments
 		}
-		docs = append(docs, decodeDocument(file, n, js))
+		docs = append(docs, decodeDocument(file, n, seg.line-1, root.Content[0]))
 	}
 	return docs, nil
+}
+
+// yamlLine finds the line number yaml.v3 puts in its error messages.
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
+
+// yamlErrorLine splits a yaml.v3 error into its line (0 when it names
+// none) and the message without the "yaml: line N: " prefix.
+func yamlErrorLine(err error) (int, string) {
+	msg := err.Error()
+	m := yamlLine.FindStringSubmatch(msg)
+	if m == nil {
+		return 0, strings.TrimPrefix(msg, "yaml: ")
+	}
+	line, _ := strconv.Atoi(m[1])
+	return line, msg[len(m[0]):]
+}
+
+// tabHint explains the commonest YAML mistake when line holds a tab.
+func tabHint(data []byte, line int) string {
+	lines := bytes.Split(data, []byte("\n"))
+	if line-1 < len(lines) && bytes.ContainsRune(lines[line-1], '\t') {
+		return " (YAML does not allow tabs for indentation)"
+	}
+	return ""
+}
+
+func byteSize(n int) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d KiB", n>>10)
+}
+
+// segment is one YAML document of a file and the line it starts on.
+type segment struct {
+	data []byte
+	line int
 }
 
 // separator matches a YAML document separator line: "---", optionally
@@ -92,26 +150,27 @@ func decodeFile(file string, data []byte) (docs []*document, fileDiag *Diagnosti
 var separator = regexp.MustCompile(`^---\s*(#.*)?$`)
 
 // splitDocuments splits a multi-document YAML stream on "---" lines. A
-// leading empty segment (a file that starts with "---") is not a document.
-func splitDocuments(data []byte) [][]byte {
+// leading segment with nothing but comments (a file that starts with "---")
+// is not a document.
+func splitDocuments(data []byte) []segment {
 	var (
-		docs [][]byte
-		cur  []byte
+		docs []segment
+		cur  = segment{line: 1}
 	)
-	lines := bytes.SplitAfter(data, []byte("\n"))
-	for _, line := range lines {
-		if separator.Match(bytes.TrimRight(line, "\r\n")) {
+	for i, line := range bytes.SplitAfter(data, []byte("\n")) {
+		trimmed := bytes.TrimRight(line, "\r\n")
+		if separator.Match(trimmed) {
 			docs = append(docs, cur)
-			cur = nil
+			cur = segment{line: i + 2}
 			continue
 		}
-		if bytes.Equal(bytes.TrimRight(line, "\r\n"), []byte("...")) {
-			continue // document end marker
+		if bytes.Equal(trimmed, []byte("...")) {
+			line = []byte("\n") // a document end marker; keep the line count
 		}
-		cur = append(cur, line...)
+		cur.data = append(cur.data, line...)
 	}
 	docs = append(docs, cur)
-	if len(docs) > 1 && len(bytes.TrimSpace(stripComments(docs[0]))) == 0 {
+	if len(docs) > 1 && len(bytes.TrimSpace(stripComments(docs[0].data))) == 0 {
 		docs = docs[1:]
 	}
 	return docs
@@ -130,121 +189,217 @@ func stripComments(b []byte) []byte {
 // dns1123 is a Kubernetes object name (DNS-1123 subdomain).
 var dns1123 = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 
-// decodeDocument decodes one non-empty document given as JSON.
-func decodeDocument(file string, n int, js []byte) *document {
-	d := &document{meta: Meta{File: file, Doc: n, Namespace: "default"}}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(js, &top); err != nil {
-		d.errf("", "document is not a mapping")
+// topFields are the fields of a Kubernetes object Weft reads; status is
+// allowed and ignored.
+var topFields = []string{"apiVersion", "kind", "metadata", "spec", "status"}
+
+// metadataFields are the fields of Kubernetes' ObjectMeta. Weft reads
+// name, namespace, labels, annotations and creationTimestamp; the others
+// are allowed (a resource exported with kubectl has them) and ignored.
+var metadataFields = map[string]bool{
+	"name": true, "namespace": true, "labels": true, "annotations": true, "creationTimestamp": true,
+	"generateName": true, "uid": true, "resourceVersion": true, "generation": true, "selfLink": true,
+	"deletionTimestamp": true, "deletionGracePeriodSeconds": true, "ownerReferences": true,
+	"finalizers": true, "managedFields": true,
+}
+
+// decodeDocument decodes the top node of one non-empty document;
+// lineOffset is the document's first line in the file, minus 1.
+func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
+	d := &document{meta: Meta{File: file, Doc: n, Namespace: "default"}, pos: Positions{}}
+	dec := &yamlDecoder{lineOffset: lineOffset, pos: d.pos}
+	d.meta.Line = root.Line + lineOffset
+	defer d.collect(dec)
+
+	if root = dec.resolve(root, ""); root == nil {
+		return d
+	}
+	dec.at("", root)
+	if root.Kind != yaml.MappingNode {
+		dec.errf("", "a resource must be a mapping with apiVersion, kind, metadata and spec, got %s", describe(root))
 		return d
 	}
 	var kind, apiVersion string
-	if !decodeString(d, top, "kind", &kind) || !decodeString(d, top, "apiVersion", &apiVersion) {
-		return d
-	}
-	d.meta.APIVersion = apiVersion
-	var meta struct {
-		Name      string `json:"name"`
-		Namespace string `json:"namespace"`
-	}
-	if raw, ok := top["metadata"]; ok {
-		if err := json.Unmarshal(raw, &meta); err != nil {
-			d.errf("metadata", "metadata must be a mapping with string name and namespace")
+	var metadata, specNode *yaml.Node
+	for _, p := range dec.pairs(root, "") {
+		key := p.key.Value
+		v := dec.resolve(p.value, key)
+		if v == nil {
 			return d
 		}
+		dec.at(key, v)
+		switch key {
+		case "kind":
+			kind = dec.str(v, key)
+		case "apiVersion":
+			apiVersion = dec.str(v, key)
+		case "metadata":
+			metadata = v
+		case "spec":
+			specNode = v
+		case "status":
+		default:
+			dec.errf(key, "unknown field %q; a resource has apiVersion, kind, metadata, spec (and status)%s", key, suggestOf(key, topFields))
+		}
 	}
-	if meta.Namespace != "" {
-		d.meta.Namespace = meta.Namespace
-	}
+	d.meta.APIVersion = apiVersion
 	spec := newSpec(Kind(kind))
 	switch {
 	case kind == "":
-		d.errf("kind", "kind is required")
+		dec.errf("kind", "kind is required")
 		return d
 	case spec == nil:
-		d.errf("kind", "unsupported kind %q (Weft loads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry)", kind)
+		dec.errf("kind", "unsupported kind %q (Weft loads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry)", kind)
 		return d
 	}
 	d.meta.Kind = Kind(kind)
 	// Name the resource before any further check, so a document rejected
 	// from here on keeps its last good version in force.
-	d.meta.Name = meta.Name
-	switch {
-	case meta.Name == "":
-		d.errf("metadata.name", "name is required")
-		return d
-	case !dns1123.MatchString(meta.Name) || len(meta.Name) > 253:
-		d.errf("metadata.name", "invalid name %q: must be a lowercase DNS-1123 subdomain", meta.Name)
-		return d
-	case !dns1123.MatchString(d.meta.Namespace) || strings.Contains(d.meta.Namespace, ".") || len(d.meta.Namespace) > 63:
-		d.errf("metadata.namespace", "invalid namespace %q: must be a lowercase DNS-1123 label", d.meta.Namespace)
+	d.decodeMetadata(dec, metadata)
+	if d.meta.Name == "" {
 		return d
 	}
 	group, version, _ := strings.Cut(apiVersion, "/")
 	if group != apiGroup || !apiVersions[version] {
-		d.errf("apiVersion", "unsupported apiVersion %q for %s (want %s/v1, v1beta1 or v1alpha3)", apiVersion, kind, apiGroup)
+		dec.errf("apiVersion", "unsupported apiVersion %q for %s (want %s/v1, v1beta1 or v1alpha3)", apiVersion, kind, apiGroup)
+	}
+	if specNode != nil && !isNull(specNode) && specNode.Kind != yaml.MappingNode {
+		dec.errf("spec", "spec must be a mapping, got %s", describe(specNode))
 		return d
 	}
-
-	rawSpec, ok := top["spec"]
-	if !ok || string(rawSpec) == "null" {
-		rawSpec = []byte("{}")
-	}
-	if err := unmarshalSpec(rawSpec, spec); err != nil {
-		var fe *fieldError
-		if errors.As(err, &fe) {
-			d.errf(fe.path, "%s", fe.msg)
-		} else {
-			d.errf("spec", "%v", err)
-		}
-		return d
+	if specNode != nil {
+		dec.message(specNode, "spec", spec.ProtoReflect())
 	}
 	d.spec = spec
 	return d
 }
 
-// decodeString reads an optional top-level string field.
-func decodeString(d *document, top map[string]json.RawMessage, key string, out *string) bool {
-	raw, ok := top[key]
-	if !ok {
-		return true
+// decodeMetadata reads name, namespace, annotations and creationTimestamp
+// into d and checks the rest of metadata.
+func (d *document) decodeMetadata(dec *yamlDecoder, n *yaml.Node) {
+	var name, namespace string
+	if n != nil && !isNull(n) {
+		if n.Kind != yaml.MappingNode {
+			dec.errf("metadata", "metadata must be a mapping, got %s", describe(n))
+			return
+		}
+		for _, p := range dec.pairs(n, "metadata") {
+			key := p.key.Value
+			path := "metadata." + key
+			v := dec.resolve(p.value, path)
+			if v == nil {
+				return
+			}
+			dec.at(path, v)
+			switch key {
+			case "name":
+				name = dec.str(v, path)
+			case "namespace":
+				namespace = dec.str(v, path)
+			case "labels":
+				dec.stringMap(v, path)
+			case "annotations":
+				d.annotations = dec.stringMap(v, path)
+			case "creationTimestamp":
+				if isNull(v) {
+					continue
+				}
+				t, err := time.Parse(time.RFC3339, v.Value)
+				if v.Kind != yaml.ScalarNode || err != nil {
+					dec.errf(path, "want an RFC 3339 time such as 2024-05-01T10:00:00Z, got %s", describe(v))
+					continue
+				}
+				d.meta.Created = t.UTC()
+			default:
+				if !metadataFields[key] {
+					dec.errf(path, "unknown field %q in metadata%s", key, suggestOf(key, []string{"name", "namespace", "labels", "annotations"}))
+				}
+			}
+		}
 	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		d.errf(key, "%s must be a string", key)
-		return false
+	if namespace != "" {
+		d.meta.Namespace = namespace
 	}
-	return true
+	// Name the resource even when the name is invalid, so messages say which.
+	d.meta.Name = name
+	switch {
+	case name == "":
+		dec.errf("metadata.name", "name is required")
+		return
+	case !dns1123.MatchString(name) || len(name) > 253:
+		dec.errf("metadata.name", "invalid name %q: must be a lowercase DNS-1123 subdomain", name)
+		return
+	case !dns1123.MatchString(d.meta.Namespace) || strings.Contains(d.meta.Namespace, ".") || len(d.meta.Namespace) > 63:
+		dec.errf("metadata.namespace", "invalid namespace %q: must be a lowercase DNS-1123 label", d.meta.Namespace)
+		return
+	}
 }
 
-// fieldError is a spec decoding error located at a field path.
-type fieldError struct {
-	path, msg string
+// str reads a string scalar.
+func (dec *yamlDecoder) str(n *yaml.Node, path string) string {
+	if isNull(n) {
+		return ""
+	}
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		dec.errf(path, "want a string, got %s", describe(n))
+		return ""
+	}
+	return n.Value
 }
 
-func (e *fieldError) Error() string { return e.path + ": " + e.msg }
+// stringMap reads a mapping of strings to strings (labels, annotations).
+func (dec *yamlDecoder) stringMap(n *yaml.Node, path string) map[string]string {
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		dec.errf(path, "want a mapping of strings, got %s", describe(n))
+		return nil
+	}
+	out := map[string]string{}
+	for _, p := range dec.pairs(n, path) {
+		ep := joinPath(path, p.key.Value)
+		v := dec.resolve(p.value, ep)
+		if v == nil {
+			return out
+		}
+		dec.at(ep, v)
+		if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str" {
+			dec.errf(ep, "want a string, got %s; quote it: %q", describe(v), v.Value)
+			continue
+		}
+		out[p.key.Value] = v.Value
+	}
+	return out
+}
 
-// unmarshalSpec decodes a spec strictly. Unknown fields are reported with
-// their path (protojson itself names the field but not where it is).
-func unmarshalSpec(raw []byte, spec proto.Message) error {
-	var tree any
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&tree); err != nil {
-		return fmt.Errorf("decode spec: %w", err)
+// collect turns the decoder's errors into d's diagnostics, at their
+// positions and with d's resource name.
+func (d *document) collect(dec *yamlDecoder) {
+	for _, e := range dec.errs {
+		code := CodeInvalidField
+		switch {
+		case strings.HasPrefix(e.msg, "unknown field"):
+			code = CodeUnknownField
+		case e.path == "" || e.path == "kind" || e.path == "apiVersion" || e.path == "metadata" ||
+			e.path == "metadata.name" || e.path == "metadata.namespace":
+			code = CodeInvalidResource
+		}
+		d.diags = append(d.diags, d.diag(SeverityError, code, e.path, e.msg))
 	}
-	if _, ok := tree.(map[string]any); !ok {
-		return &fieldError{path: "spec", msg: "spec must be a mapping"}
+	d.decodeErrors = len(dec.errs)
+}
+
+// suggestOf returns "; did you mean X?" for a likely misspelling of one of names.
+func suggestOf(name string, names []string) string {
+	best, bestDist := "", 3
+	for _, c := range names {
+		if dist := editDistance(strings.ToLower(name), strings.ToLower(c)); dist < bestDist {
+			best, bestDist = c, dist
+		}
 	}
-	if path, name, ok := firstUnknownField(spec.ProtoReflect().Descriptor(), tree, "spec"); ok {
-		return &fieldError{path: path, msg: fmt.Sprintf("unknown field %q", name)}
+	if best == "" {
+		return ""
 	}
-	normalizeDurations(spec.ProtoReflect().Descriptor(), tree)
-	norm, err := json.Marshal(tree)
-	if err != nil {
-		return fmt.Errorf("encode spec: %w", err)
-	}
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(norm, spec); err != nil {
-		return fmt.Errorf("invalid spec: %w", err)
-	}
-	return nil
+	return fmt.Sprintf("; did you mean %q?", best)
 }

@@ -34,7 +34,7 @@ func TestDuplicateInForceWins(t *testing.T) {
 			steps: []step{{
 				files: files("services.yaml", servicesYAML, "dup.yaml", weDoc("backend-v1", "10.0.0.99")),
 				diags: []string{
-					`error: services.yaml: doc 2: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in dup.yaml doc 1; this document is ignored`,
+					`error: services.yaml: doc 2: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in dup.yaml:1 (doc 1); this document is ignored`,
 				},
 				from: "dup.yaml", doc: 1, address: "10.0.0.99",
 			}},
@@ -46,7 +46,7 @@ func TestDuplicateInForceWins(t *testing.T) {
 				{
 					files: files("services.yaml", servicesYAML, "dup.yaml", weDoc("backend-v1", "10.0.0.99")),
 					diags: []string{
-						`error: dup.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml doc 2, whose version is in force; this document is ignored`,
+						`error: dup.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml:6 (doc 2), whose version is in force; this document is ignored`,
 					},
 					from: "services.yaml", doc: 2, address: "10.0.0.11",
 				},
@@ -55,7 +55,7 @@ func TestDuplicateInForceWins(t *testing.T) {
 				{
 					files: files("services.yaml", weDoc("backend-v1", "10.0.0.12"), "dup.yaml", weDoc("backend-v1", "10.0.0.99")),
 					diags: []string{
-						`error: dup.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml doc 1, whose version is in force; this document is ignored`,
+						`error: dup.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml:1 (doc 1), whose version is in force; this document is ignored`,
 					},
 					from: "services.yaml", doc: 1, address: "10.0.0.12",
 				},
@@ -73,7 +73,7 @@ func TestDuplicateInForceWins(t *testing.T) {
 				{
 					files: files("services.yaml", servicesYAML, "zz/dup.yaml", "---\n"+weDoc("backend-v1", "10.0.0.99")),
 					diags: []string{
-						`error: zz/dup.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml doc 2, whose version is in force; this document is ignored`,
+						`error: zz/dup.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml:6 (doc 2), whose version is in force; this document is ignored`,
 					},
 					from: "services.yaml", doc: 2, address: "10.0.0.11",
 				},
@@ -87,7 +87,7 @@ func TestDuplicateInForceWins(t *testing.T) {
 					files: files("services.yaml", weDoc("backend-v0", "10.0.0.10")+"---\n"+strings.Replace(weDoc("backend-v1", "10.0.0.12"), "labels:", "ports: {http: 0}, labels:", 1),
 						"dup.yaml", weDoc("backend-v1", "10.0.0.99")),
 					diags: []string{
-						`error: dup.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml doc 2, whose version is in force; this document is ignored`,
+						`error: dup.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml:6 (doc 2), whose version is in force; this document is ignored`,
 						`error: services.yaml: doc 2: WorkloadEntry default/backend-v1: spec.ports.http: port 0 out of range 1-65535`,
 					},
 					from: "services.yaml", doc: 2, address: "10.0.0.11",
@@ -101,8 +101,8 @@ func TestDuplicateInForceWins(t *testing.T) {
 				{
 					files: files("services.yaml", servicesYAML+"---\nkind: [unclosed\n", "dup.yaml", weDoc("backend-v1", "10.0.0.99")),
 					diags: []string{
-						`error: dup.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml doc 2, whose version is in force; this document is ignored`,
-						`error: services.yaml: doc 3: invalid YAML: yaml: line 1: did not find expected ',' or ']'; the file is ignored and its last good resources stay in force`,
+						`error: dup.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml:6 (doc 2), whose version is in force; this document is ignored`,
+						`error: services.yaml: doc 3: invalid YAML: did not find expected ',' or ']'; the file is ignored and its last good resources stay in force`,
 					},
 					from: "services.yaml", doc: 2, address: "10.0.0.11",
 				},
@@ -125,7 +125,7 @@ func TestDuplicateInForceWins(t *testing.T) {
 				{
 					files: files("services.yaml", weDoc("backend-v0", "10.0.0.10"), "b.yaml", weDoc("backend-v1", "10.0.0.2"), "a.yaml", weDoc("backend-v1", "10.0.0.1")),
 					diags: []string{
-						`error: b.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in a.yaml doc 1; this document is ignored`,
+						`error: b.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in a.yaml:1 (doc 1); this document is ignored`,
 					},
 					from: "a.yaml", doc: 1, address: "10.0.0.1",
 				},
@@ -138,8 +138,8 @@ func TestDuplicateInForceWins(t *testing.T) {
 				{
 					files: files("services.yaml", servicesYAML+"---\n"+weDoc("backend-v1", "10.0.0.99"), "dup.yaml", weDoc("backend-v1", "10.0.0.98")),
 					diags: []string{
-						`error: dup.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml doc 2, whose version is in force; this document is ignored`,
-						`error: services.yaml: doc 3: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml doc 2, whose version is in force; this document is ignored`,
+						`error: dup.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml:6 (doc 2), whose version is in force; this document is ignored`,
+						`error: services.yaml: doc 3: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml:6 (doc 2), whose version is in force; this document is ignored`,
 					},
 					from: "services.yaml", doc: 2, address: "10.0.0.11",
 				},

@@ -1,7 +1,11 @@
 package config
 
 import (
+	"cmp"
+	"slices"
 	"strings"
+
+	"google.golang.org/protobuf/proto"
 
 	"weft.dev/weft/internal/registry"
 )
@@ -26,41 +30,157 @@ func HostNamespace(fqdn, serviceNamespace, domainSuffix string) string {
 	return ""
 }
 
-// SelectDestinationRule returns the one DestinationRule in force for the
+// RuleSet is the DestinationRule in force for one service host and the
+// rules it was made of.
+type RuleSet struct {
+	// Rule is what applies: the only rule for the host, or the rules of
+	// one namespace merged (a new Spec; the Meta of the oldest of them).
+	Rule *DestinationRule
+	// From lists the rules merged into Rule, oldest first (Rule itself when
+	// there is one).
+	From []*DestinationRule
+	// Ignored lists the rules for the host that are not used at all:
+	// those of other namespaces than the one that won.
+	Ignored []*DestinationRule
+}
+
+// SelectDestinationRule returns the DestinationRule in force for the
 // service fqdn among drs, or nil when none applies. It is the only rule
-// deciding this: the xDS generators (through mesh) use the subsets of the
-// rule it returns and nothing else, and validation accepts a subset
-// reference only if that same rule defines the subset.
+// deciding this: the xDS generators (through mesh) use the subsets and
+// policies of the rule it returns and nothing else, and validation accepts
+// a subset reference only if that same rule defines the subset.
 //
-// resolve expands a DestinationRule's spec.host, written in the rule's
-// namespace, into an FQDN. A rule applies only when its resolved host is
-// fqdn exactly: a wildcard host ("*.example.com") is not expanded, so it
-// governs only a service whose host is written the same way. Among the
-// rules that apply, one in hostNamespace (see HostNamespace) wins;
-// otherwise the first by namespace, then name. The order of drs does not
-// matter; rules with a nil Spec are skipped.
+// See SelectDestinationRules for how it is chosen.
 func SelectDestinationRule(fqdn, hostNamespace string, drs []*DestinationRule, resolve func(host, namespace string) string) *DestinationRule {
-	var best *DestinationRule
+	return SelectDestinationRules(fqdn, hostNamespace, drs, resolve).Rule
+}
+
+// SelectDestinationRules decides which DestinationRules govern the service
+// fqdn, as Istio does for a client of another namespace:
+//
+// resolve expands a rule's spec.host, written in the rule's namespace,
+// into an FQDN. A rule applies only when its resolved host is fqdn
+// exactly: a wildcard host ("*.example.com") is not expanded, so it
+// governs only a service whose host is written the same way. The rules
+// that apply are grouped by namespace; the group in hostNamespace (see
+// HostNamespace) wins, else the group whose oldest rule was seen first
+// (Meta.Seq, then namespace/name). Within the group, rules are merged in
+// first-seen order, as Istio merges them: subsets are concatenated, and a
+// subset whose name an older rule already defines is dropped; the oldest
+// traffic policy wins (a rule without one takes the next rule's). The
+// order of drs does not matter; rules with a nil Spec are skipped.
+func SelectDestinationRules(fqdn, hostNamespace string, drs []*DestinationRule, resolve func(host, namespace string) string) RuleSet {
+	groups := map[string][]*DestinationRule{}
 	for _, dr := range drs {
 		if dr == nil || dr.Spec == nil || resolve(dr.Spec.GetHost(), dr.Namespace) != fqdn {
 			continue
 		}
-		if best == nil || drPrecedes(dr, best, hostNamespace) {
-			best = dr
+		groups[dr.Namespace] = append(groups[dr.Namespace], dr)
+	}
+	if len(groups) == 0 {
+		return RuleSet{}
+	}
+	for _, g := range groups {
+		slices.SortFunc(g, FirstSeen)
+	}
+	var win string
+	if _, ok := groups[hostNamespace]; ok && hostNamespace != "" {
+		win = hostNamespace
+	} else {
+		for ns, g := range groups {
+			if win == "" || FirstSeen(g[0], groups[win][0]) < 0 {
+				win = ns
+			}
 		}
 	}
-	return best
+	set := RuleSet{From: groups[win], Rule: mergeRules(groups[win])}
+	for ns, g := range groups {
+		if ns != win {
+			set.Ignored = append(set.Ignored, g...)
+		}
+	}
+	slices.SortFunc(set.Ignored, FirstSeen)
+	return set
 }
 
-// drPrecedes reports whether a takes precedence over b for a host of
-// namespace hostNS.
-func drPrecedes(a, b *DestinationRule, hostNS string) bool {
-	aOwn, bOwn := hostNS != "" && a.Namespace == hostNS, hostNS != "" && b.Namespace == hostNS
-	if aOwn != bOwn {
-		return aOwn
+// FirstSeen orders resources by Meta.Seq (0, for resources not loaded by
+// a store, last), then namespace/name: the order in which conflicts are
+// decided, the oldest first. Use it with slices.SortFunc.
+func FirstSeen[T proto.Message](a, b *Resource[T]) int {
+	if (a.Seq == 0) != (b.Seq == 0) {
+		if a.Seq == 0 {
+			return 1
+		}
+		return -1
 	}
-	if a.Namespace != b.Namespace {
-		return a.Namespace < b.Namespace
+	return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+}
+
+// mergeRules merges rules (oldest first) into one; see SelectDestinationRules.
+func mergeRules(rules []*DestinationRule) *DestinationRule {
+	if len(rules) == 1 {
+		return rules[0]
 	}
-	return a.Name < b.Name
+	first := rules[0]
+	spec := proto.CloneOf(first.Spec)
+	names := map[string]bool{}
+	for _, s := range spec.GetSubsets() {
+		names[s.GetName()] = true
+	}
+	for _, dr := range rules[1:] {
+		for _, s := range dr.Spec.GetSubsets() {
+			if !names[s.GetName()] {
+				names[s.GetName()] = true
+				spec.Subsets = append(spec.Subsets, s)
+			}
+		}
+		if spec.TrafficPolicy == nil && dr.Spec.GetTrafficPolicy() != nil {
+			spec.TrafficPolicy = dr.Spec.GetTrafficPolicy()
+		}
+	}
+	merged := *first
+	merged.Spec = spec
+	return &merged
+}
+
+// mergeEffect is what merging did with one rule, for diagnostics.
+type mergeEffect struct {
+	added      []string // subsets the rule adds
+	dupSubsets []int    // indexes of its subsets an older rule already defines
+	dupOf      []*DestinationRule
+	policyLost bool // its traffic policy is not used: an older rule's is
+	policyOf   *DestinationRule
+}
+
+// mergeEffects explains, for each rule of a group after the first, what
+// merging it did.
+func mergeEffects(rules []*DestinationRule) map[*DestinationRule]mergeEffect {
+	out := map[*DestinationRule]mergeEffect{}
+	definedBy := map[string]*DestinationRule{}
+	var policyFrom *DestinationRule
+	for i, dr := range rules {
+		var eff mergeEffect
+		for j, s := range dr.Spec.GetSubsets() {
+			if by, ok := definedBy[s.GetName()]; ok {
+				if by != dr {
+					eff.dupSubsets = append(eff.dupSubsets, j)
+					eff.dupOf = append(eff.dupOf, by)
+				}
+				continue
+			}
+			definedBy[s.GetName()] = dr
+			eff.added = append(eff.added, s.GetName())
+		}
+		if dr.Spec.GetTrafficPolicy() != nil {
+			if policyFrom == nil {
+				policyFrom = dr
+			} else {
+				eff.policyLost, eff.policyOf = true, policyFrom
+			}
+		}
+		if i > 0 {
+			out[dr] = eff
+		}
+	}
+	return out
 }

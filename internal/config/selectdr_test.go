@@ -111,11 +111,12 @@ func TestSubsetOfTheRuleInForce(t *testing.T) {
 				vsDoc("default", "backend", "backend", "v1", "v2"),
 			),
 			want: []string{
+				`error: t.yaml: doc 2: DestinationRule prod/backend-extra: spec.host: DestinationRule default/backend (t.yaml:1) is in force for backend.default.svc.cluster.local (its namespace is the service's); this DestinationRule, of namespace prod, is not used for it (Weft applies the rules of one namespace to a host)`,
 				`error: t.yaml: doc 3: VirtualService default/backend: spec.http[0].route[1].destination.subset: subset "v2" is defined by DestinationRule prod/backend-extra, but DestinationRule default/backend is the one in force for backend.default.svc.cluster.local`,
 			},
 		},
 		{
-			name: "no rule in the host's namespace: the first by namespace/name is in force",
+			name: "no rule in the host's namespace: the first seen is in force, whatever its name",
 			yaml: docs(
 				drDoc("zzz", "later", backend, "v2"),
 				drDoc("aaa", "first", backend, "v1"),
@@ -123,9 +124,10 @@ func TestSubsetOfTheRuleInForce(t *testing.T) {
 				vsDoc("default", "v2", "backend", "v2"),
 			),
 			want: []string{
-				`error: t.yaml: doc 4: VirtualService default/v2: spec.http[0].route[0].destination.subset: subset "v2" is defined by DestinationRule zzz/later, but DestinationRule aaa/first is the one in force for backend.default.svc.cluster.local`,
+				`error: t.yaml: doc 2: DestinationRule aaa/first: spec.host: DestinationRule zzz/later (t.yaml:1) is in force for backend.default.svc.cluster.local (it was there first); this DestinationRule, of namespace aaa, is not used for it (Weft applies the rules of one namespace to a host)`,
+				`error: t.yaml: doc 3: VirtualService default/v1: spec.http[0].route[0].destination.subset: subset "v1" is defined by DestinationRule aaa/first, but DestinationRule zzz/later is the one in force for backend.default.svc.cluster.local`,
 			},
-			vss: []string{"default/v1"},
+			vss: []string{"default/v2"},
 		},
 		{
 			name: "a ServiceEntry's namespace is its hosts' namespace",
@@ -137,6 +139,7 @@ func TestSubsetOfTheRuleInForce(t *testing.T) {
 				vsDoc("aaa", "api", "api.example.com", "v2"),
 			),
 			want: []string{
+				`error: t.yaml: doc 2: DestinationRule aaa/api: spec.host: DestinationRule ext/api (t.yaml:16) is in force for api.example.com (its namespace is the service's); this DestinationRule, of namespace aaa, is not used for it (Weft applies the rules of one namespace to a host)`,
 				`error: t.yaml: doc 5: VirtualService aaa/api: spec.http[0].route[0].destination.subset: subset "v2" is defined by DestinationRule aaa/api, but DestinationRule ext/api is the one in force for api.example.com`,
 			},
 			vss: []string{"ext/api"},
@@ -226,6 +229,7 @@ func TestRuleInForceProtectsUsedSubsets(t *testing.T) {
 				// With the subset it is accepted and takes over.
 				{
 					files: files("dr.yaml", drDoc("zzz", "extra", backend, "v1", "v2"), "own.yaml", drDoc("default", "backend", "backend", "v2"), "vs.yaml", vs),
+					diags: []string{`error: dr.yaml: doc 1: DestinationRule zzz/extra: spec.host: DestinationRule default/backend (own.yaml:1) is in force for backend.default.svc.cluster.local (its namespace is the service's); this DestinationRule, of namespace zzz, is not used for it (Weft applies the rules of one namespace to a host)`},
 					drs:   []string{"default/backend:[v2]", "zzz/extra:[v1 v2]"},
 				},
 			},
@@ -258,7 +262,7 @@ func TestRuleInForceProtectsUsedSubsets(t *testing.T) {
 			},
 		},
 		{
-			name: "an edited rule whose host moves onto the service would take over",
+			name: "an edited rule whose host moves onto the service does not take over: the older rule stays",
 			steps: []step{
 				{
 					files: files("dr.yaml", docs(drDoc("zzz", "extra", backend, "v2"), drDoc("aaa", "other", "other", "v1")), "vs.yaml", vs),
@@ -267,7 +271,7 @@ func TestRuleInForceProtectsUsedSubsets(t *testing.T) {
 				{
 					files: files("dr.yaml", docs(drDoc("zzz", "extra", backend, "v2"), drDoc("aaa", "other", backend, "v1")), "vs.yaml", vs),
 					diags: []string{
-						`error: dr.yaml: doc 2: DestinationRule aaa/other: spec.host: subset "v2" is still used by VirtualService default/backend at spec.http[0].route[0].destination.subset, and this DestinationRule would replace DestinationRule zzz/extra as the one in force for backend.default.svc.cluster.local without defining it; this change is rejected and the last good version stays in force`,
+						`error: dr.yaml: doc 2: DestinationRule aaa/other: spec.host: DestinationRule zzz/extra (dr.yaml:1) is in force for backend.default.svc.cluster.local (it was there first); this DestinationRule, of namespace aaa, is not used for it (Weft applies the rules of one namespace to a host)`,
 					},
 					drs: []string{"aaa/other:[v1]", "zzz/extra:[v2]"},
 				},
@@ -278,11 +282,13 @@ func TestRuleInForceProtectsUsedSubsets(t *testing.T) {
 			steps: []step{
 				{
 					files: files("own.yaml", drDoc("default", "backend", "backend", "v2"), "dr.yaml", drDoc("zzz", "extra", backend, "v1"), "vs.yaml", vs),
+					diags: []string{`error: dr.yaml: doc 1: DestinationRule zzz/extra: spec.host: DestinationRule default/backend (own.yaml:1) is in force for backend.default.svc.cluster.local (its namespace is the service's); this DestinationRule, of namespace zzz, is not used for it (Weft applies the rules of one namespace to a host)`},
 					drs:   []string{"default/backend:[v2]", "zzz/extra:[v1]"},
 				},
 				{
 					files: files("dr.yaml", drDoc("zzz", "extra", backend, "v1"), "vs.yaml", vs),
 					diags: []string{
+						`error: dr.yaml: doc 1: DestinationRule zzz/extra: spec.host: DestinationRule default/backend (own.yaml:1) is in force for backend.default.svc.cluster.local (its namespace is the service's); this DestinationRule, of namespace zzz, is not used for it (Weft applies the rules of one namespace to a host)`,
 						`error: own.yaml: doc 1: DestinationRule default/backend: spec.subsets: subset "v2" is still used by VirtualService default/backend at spec.http[0].route[0].destination.subset; deleting this DestinationRule is rejected and the last good version stays in force`,
 					},
 					drs: []string{"default/backend:[v2]", "zzz/extra:[v1]"},
@@ -310,10 +316,12 @@ func TestRuleInForceProtectsUsedSubsets(t *testing.T) {
 			steps: []step{
 				{
 					files: files("own.yaml", drDoc("default", "backend", "backend", "v2"), "dr.yaml", drDoc("zzz", "extra", backend, "v2"), "vs.yaml", vs),
+					diags: []string{`error: dr.yaml: doc 1: DestinationRule zzz/extra: spec.host: DestinationRule default/backend (own.yaml:1) is in force for backend.default.svc.cluster.local (its namespace is the service's); this DestinationRule, of namespace zzz, is not used for it (Weft applies the rules of one namespace to a host)`},
 					drs:   []string{"default/backend:[v2]", "zzz/extra:[v2]"},
 				},
 				{
 					files: files("own.yaml", drDoc("default", "backend", "backend", "v2"), "dr.yaml", drDoc("zzz", "extra", backend, "v1"), "vs.yaml", vs),
+					diags: []string{`error: dr.yaml: doc 1: DestinationRule zzz/extra: spec.host: DestinationRule default/backend (own.yaml:1) is in force for backend.default.svc.cluster.local (its namespace is the service's); this DestinationRule, of namespace zzz, is not used for it (Weft applies the rules of one namespace to a host)`},
 					drs:   []string{"default/backend:[v2]", "zzz/extra:[v1]"},
 				},
 				{

@@ -3,16 +3,25 @@ package config
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 )
+
+// MaxDiagnosticsPerFile caps how many diagnostics one file contributes to
+// a snapshot (and to the log, and to /status); the rest are summarised in
+// one more. One bad file cannot flood the operator or the control plane's
+// memory.
+const MaxDiagnosticsPerFile = 100
 
 // Options configure a Store.
 type Options struct {
@@ -22,14 +31,53 @@ type Options struct {
 	// knows an FQDN. It decides unknown-host warnings and the two-label
 	// host case. It may be nil, and must be safe to call from Load.
 	KnownHost func(fqdn string) bool
-	// Logger receives every diagnostic once per Load; nil means slog.Default().
+	// Admit, when set, judges every load: given the snapshot the load
+	// proposes and the snapshot in force before it, it returns findings
+	// about resources of the proposal. A finding with Hold set makes the
+	// resource keep its version in force (or stay absent, if it is new),
+	// and the load is judged again without it. Admit is how the
+	// traffic-impact guard plugs in (internal/guard). It is called from
+	// Load with the store's lock held: it must not call the Store, and it
+	// must be deterministic.
+	Admit func(proposed, inForce *Snapshot) []Finding
+	// Logger receives every new diagnostic once; nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// Finding is Admit's verdict on one resource of a proposed snapshot.
+type Finding struct {
+	Key string // Meta.Key() of the resource
+	// Hold keeps the resource's version in force instead of the proposed one.
+	Hold     bool
+	Severity Severity
+	Code     Code
+	Path     string // field path in the resource, e.g. "spec.http[1].route[0]"
+	Message  string
+}
+
+// Dir is the content of a config directory as ReadDir found it.
+type Dir struct {
+	// Files maps each readable config file's path to its content.
+	Files map[string][]byte
+	// Problems maps each config file that could not be read (a dangling or
+	// looping symbolic link, a read error, a named pipe called *.yaml) to
+	// why. Such a file keeps its last good resources in force, exactly as
+	// a file that is not valid YAML does.
+	Problems map[string]*FileProblem
+}
+
+// FileProblem is why a config file could not be read.
+type FileProblem struct {
+	Code    Code
+	Message string
 }
 
 // entry is one resource version in force.
 type entry struct {
-	meta Meta
-	spec proto.Message
+	meta        Meta
+	spec        proto.Message
+	annotations map[string]string
+	pos         Positions
 }
 
 // candidate is a resource version considered by one Load: either a
@@ -41,14 +89,20 @@ type candidate struct {
 }
 
 // Store turns sets of config files into Snapshots, keeping the last good
-// version of every resource. Load and Snapshot are safe for concurrent use.
+// version of every resource. Load, LoadDir, Reload and Snapshot are safe
+// for concurrent use.
 type Store struct {
 	opts Options
 	log  *slog.Logger
 
-	mu      sync.Mutex // serializes Load; guards the fields below
-	version uint64
-	inForce map[string]*entry // by Meta.Key()
+	mu       sync.Mutex // serializes loads; guards the fields below
+	version  uint64
+	inForce  map[string]*entry // by Meta.Key()
+	seq      map[string]uint64 // first-seen order of the keys in force
+	nextSeq  uint64
+	decoded  map[string]*decodedFile // by path: the last decode of each file
+	lastDir  *Dir
+	reported map[string]bool // diagnostics already logged, by rendering
 
 	snap atomic.Pointer[Snapshot]
 }
@@ -59,7 +113,11 @@ func NewStore(opts Options) *Store {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Store{opts: opts, log: log.With("component", "config"), inForce: map[string]*entry{}}
+	s := &Store{
+		opts: opts, log: log.With("component", "config"),
+		inForce: map[string]*entry{}, seq: map[string]uint64{},
+		decoded: map[string]*decodedFile{}, reported: map[string]bool{},
+	}
 	s.snap.Store(&Snapshot{})
 	return s
 }
@@ -68,97 +126,356 @@ func NewStore(opts Options) *Store {
 // Load in progress.
 func (s *Store) Snapshot() *Snapshot { return s.snap.Load() }
 
-// Load replaces the whole set of files the store knows (path -> content),
-// validates every document, and returns the new Snapshot, which Snapshot
-// returns from then on. Each document is judged on its own: one with errors
-// is rejected and the last good version of its resource (if any) stays in
-// force; a file that is not valid YAML keeps every resource it provided
-// before; a resource no file mentions any more is removed. When several
-// documents define one resource, the one from the file its version in force
-// came from keeps it and the others are errors (with none in force, the
-// first in path order wins). The version increases by one on every call.
-// Concurrent calls are serialized.
+// Load is LoadDir of files that could all be read.
 func (s *Store) Load(files map[string][]byte) *Snapshot {
+	return s.LoadDir(&Dir{Files: files})
+}
+
+// LoadDir replaces the whole set of files the store knows, validates every
+// document, and returns the new Snapshot, which Snapshot returns from then
+// on.
+//
+// Each document is judged on its own: one with errors is rejected and the
+// last good version of its resource (if any) stays in force; a file that
+// is not valid YAML, is too large or cannot be read keeps every resource
+// it provided before; a resource no file mentions any more is removed.
+// When several documents define one resource, the one from the file its
+// version in force came from keeps it and the others are errors (with none
+// in force, the first in path order wins). Conflicts between resources
+// (two VirtualServices or ServiceEntries for one host, DestinationRules
+// for one host) are resolved by the order the store first saw them, as
+// Istio resolves them by age, and reported. Options.Admit, when set, may
+// hold changes back. The version increases by one on every call.
+// Concurrent calls are serialized.
+func (s *Store) LoadDir(dir *Dir) *Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-
-	cands, diags := s.candidates(files)
-	cc := &crossChecker{
-		suffix:    s.opts.DomainSuffix,
-		knownHost: s.opts.KnownHost,
-		inForce:   s.inForce,
-		cands:     cands,
+	if dir == nil {
+		dir = &Dir{}
 	}
-	cc.run()
+	s.lastDir = dir
+	return s.load(dir)
+}
+
+// Reload judges the files of the last load again, for when something
+// outside the files changed (a registry): a change the guard held may
+// pass now. Files are not read again, and unchanged files are not decoded
+// again.
+func (s *Store) Reload() *Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lastDir == nil {
+		s.lastDir = &Dir{}
+	}
+	return s.load(s.lastDir)
+}
+
+func (s *Store) load(dir *Dir) *Snapshot {
+	files := s.decodeAll(dir)
+	omitted := map[string]int{}
+	for _, f := range files {
+		if f.omitted > 0 {
+			omitted[f.docs[0].meta.File] = f.omitted
+		}
+	}
+	base, diags := s.candidates(files)
+	s.assignSeq(base)
+
+	// Judge the proposal; when Admit holds changes back, judge again from
+	// scratch without them, so every check sees the final set.
+	held := map[string]Finding{}
+	var (
+		cc       *crossChecker
+		findings []Finding
+	)
+	for round := 0; ; round++ {
+		cands := make(map[string]*candidate, len(base))
+		for k, c := range base {
+			if _, h := held[k]; h && c.changed() {
+				if c.prev == nil {
+					continue
+				}
+				c = &candidate{entry: *c.prev, prev: c.prev}
+			}
+			cands[k] = c
+		}
+		cc = &crossChecker{
+			suffix: s.opts.DomainSuffix, knownHost: s.opts.KnownHost,
+			inForce: s.inForce, cands: cands,
+		}
+		cc.run()
+		if s.opts.Admit == nil {
+			break
+		}
+		findings = s.opts.Admit(s.snapshotOf(cc.cands, 0), s.Snapshot())
+		progress := false
+		for _, f := range findings {
+			if c := cc.cands[f.Key]; f.Hold && c != nil && c.changed() {
+				if _, done := held[f.Key]; !done {
+					held[f.Key] = f
+					progress = true
+				}
+			}
+		}
+		if !progress || round > len(base) {
+			break
+		}
+	}
 	diags = append(diags, cc.diags...)
+	for key, f := range held {
+		diags = append(diags, diagOf(&base[key].entry, f))
+	}
+	for _, f := range findings {
+		if _, isHeld := held[f.Key]; isHeld {
+			continue
+		}
+		c := cc.cands[f.Key]
+		if c == nil {
+			continue
+		}
+		if f.Hold { // not a change of this load: nothing to hold back
+			f.Hold = false
+			f.Severity = cmp.Or(f.Severity, SeverityWarning)
+		}
+		diags = append(diags, diagOf(&c.entry, f))
+	}
 
 	s.version++
-	snap := &Snapshot{Version: s.version, Diagnostics: diags}
+	snap := s.snapshotOf(cc.cands, s.version)
+	snap.Diagnostics = capPerFile(dedupe(diags), omitted)
 	inForce := make(map[string]*entry, len(cc.cands))
 	for key, c := range cc.cands {
 		e := c.entry
 		inForce[key] = &e
+	}
+	s.inForce = inForce
+	for key := range s.seq {
+		if inForce[key] == nil {
+			delete(s.seq, key)
+		}
+	}
+	s.logDiagnostics(snap)
+	s.snap.Store(snap)
+	return snap
+}
+
+// diagOf renders a finding on the entry it is about.
+func diagOf(e *entry, f Finding) Diagnostic {
+	pos := e.pos.Lookup(f.Path)
+	sev := f.Severity
+	if f.Hold {
+		sev = SeverityError
+	}
+	return Diagnostic{
+		Severity: sev, Code: f.Code, File: e.meta.File, Doc: e.meta.Doc, Line: pos.Line, Column: pos.Column,
+		Resource: e.meta.String(), Path: f.Path, Message: f.Message,
+	}
+}
+
+// snapshotOf builds a snapshot of a candidate set (without diagnostics).
+func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapshot {
+	snap := &Snapshot{Version: version}
+	for _, c := range cands {
+		e := c.entry
 		switch spec := e.spec.(type) {
 		case *networking.VirtualService:
-			snap.VirtualServices = append(snap.VirtualServices, &VirtualService{Meta: e.meta, Spec: spec})
+			snap.VirtualServices = append(snap.VirtualServices, &VirtualService{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *networking.DestinationRule:
-			snap.DestinationRules = append(snap.DestinationRules, &DestinationRule{Meta: e.meta, Spec: spec})
+			snap.DestinationRules = append(snap.DestinationRules, &DestinationRule{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *networking.ServiceEntry:
-			snap.ServiceEntries = append(snap.ServiceEntries, &ServiceEntry{Meta: e.meta, Spec: spec})
+			snap.ServiceEntries = append(snap.ServiceEntries, &ServiceEntry{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *networking.WorkloadEntry:
-			snap.WorkloadEntries = append(snap.WorkloadEntries, &WorkloadEntry{Meta: e.meta, Spec: spec})
+			snap.WorkloadEntries = append(snap.WorkloadEntries, &WorkloadEntry{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		}
 	}
 	sortResources(snap.VirtualServices)
 	sortResources(snap.DestinationRules)
 	sortResources(snap.ServiceEntries)
 	sortResources(snap.WorkloadEntries)
-	sortDiagnostics(snap.Diagnostics)
-	s.inForce = inForce
-	s.logDiagnostics(snap)
-	s.snap.Store(snap)
 	return snap
 }
 
-// candidates decodes and validates every document and returns the
-// candidate set (valid documents plus retained last good versions) with
-// the per-document diagnostics.
+// assignSeq gives every key of cands that is not in force yet the next
+// first-seen numbers, in order of creationTimestamp (resources that have
+// one first), then file path and document; and writes each candidate's
+// Seq into its Meta.
+func (s *Store) assignSeq(cands map[string]*candidate) {
+	var fresh []*candidate
+	for key, c := range cands {
+		if _, ok := s.seq[key]; !ok {
+			fresh = append(fresh, c)
+		}
+	}
+	slices.SortFunc(fresh, func(a, b *candidate) int {
+		if az, bz := a.meta.Created.IsZero(), b.meta.Created.IsZero(); az != bz {
+			if az {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Or(a.meta.Created.Compare(b.meta.Created), cmp.Compare(a.meta.File, b.meta.File),
+			cmp.Compare(a.meta.Doc, b.meta.Doc), cmp.Compare(a.meta.Key(), b.meta.Key()))
+	})
+	for _, c := range fresh {
+		s.nextSeq++
+		s.seq[c.meta.Key()] = s.nextSeq
+	}
+	for key, c := range cands {
+		c.meta.Seq = s.seq[key]
+		if c.prev != nil {
+			c.prev.meta.Seq = s.seq[key]
+		}
+	}
+}
+
+// decodedFile is one file's documents, validated on their own. It depends
+// only on the file's path and content, so it is reused while they stay
+// the same.
+type decodedFile struct {
+	sum      [sha256.Size]byte
+	docs     []*document
+	fileDiag *Diagnostic // the whole file is ignored: not YAML, too large, unreadable
+	omitted  int         // diagnostics dropped past MaxDiagnosticsPerFile
+}
+
+// decodeAll decodes and validates every file of dir, reusing the previous
+// decode of files whose content has not changed, and forgets files that
+// are gone.
+func (s *Store) decodeAll(dir *Dir) []*decodedFile {
+	paths := slices.Sorted(maps.Keys(dir.Files))
+	for p := range dir.Problems {
+		if _, ok := dir.Files[p]; !ok {
+			paths = append(paths, p)
+		}
+	}
+	sort.Strings(paths)
+	out := make([]*decodedFile, 0, len(paths))
+	next := make(map[string]*decodedFile, len(paths))
+	for _, path := range paths {
+		if prob := dir.Problems[path]; prob != nil {
+			f := &decodedFile{fileDiag: &Diagnostic{
+				Severity: SeverityError, Code: prob.Code, File: path,
+				Message: prob.Message + "; its last good resources stay in force",
+			}}
+			out = append(out, f)
+			continue
+		}
+		data := dir.Files[path]
+		sum := sha256.Sum256(data)
+		f := s.decoded[path]
+		if f == nil || f.sum != sum {
+			f = decodeAndValidate(path, data)
+			f.sum = sum
+		}
+		next[path] = f
+		out = append(out, f)
+	}
+	s.decoded = next
+	return out
+}
+
+// decodeAndValidate decodes a file and validates each document on its
+// own. A document with errors keeps only what identifies it (its spec and
+// positions are dropped), and a file keeps at most MaxDiagnosticsPerFile
+// diagnostics, so a large bad file costs little memory.
+func decodeAndValidate(path string, data []byte) *decodedFile {
+	docs, fileDiag := decodeFile(path, data)
+	f := &decodedFile{docs: docs, fileDiag: fileDiag}
+	kept := 0
+	for _, d := range docs {
+		if d.spec != nil && !specMissing(d) {
+			for _, i := range validateSpec(d.spec) {
+				if d.decodeErrors > 0 && overlapsDecodeError(d, i.Path) {
+					continue // a consequence of a value that could not be decoded
+				}
+				code := i.Code
+				if code == "" {
+					code = CodeInvalidValue
+				}
+				d.diags = append(d.diags, d.diag(i.Severity, code, i.Path, i.Message))
+			}
+		}
+		if hasErrors(d.diags) {
+			d.spec, d.pos, d.annotations = nil, nil, nil
+		}
+		if room := MaxDiagnosticsPerFile - kept; len(d.diags) > room {
+			f.omitted += len(d.diags) - room
+			d.diags = d.diags[:room:room]
+		}
+		kept += len(d.diags)
+	}
+	return f
+}
+
+// specMissing reports whether the document's spec could not be read at
+// all (a misspelt "spec:" key, a spec that is not a mapping): validating
+// the empty spec would only add noise.
+func specMissing(d *document) bool {
+	for _, e := range d.diags[:d.decodeErrors] {
+		if e.Path == "spec" || (e.Code == CodeUnknownField && !strings.Contains(e.Path, ".")) {
+			return true
+		}
+	}
+	return false
+}
+
+// overlapsDecodeError reports whether path is, contains or is inside a
+// field the document could not decode.
+func overlapsDecodeError(d *document, path string) bool {
+	for _, e := range d.diags[:d.decodeErrors] {
+		if pathWithin(path, e.Path) || pathWithin(e.Path, path) {
+			return true
+		}
+	}
+	return false
+}
+
+// pathWithin reports whether path is prefix or inside it.
+func pathWithin(path, prefix string) bool {
+	if len(path) < len(prefix) || path[:len(prefix)] != prefix {
+		return false
+	}
+	return len(path) == len(prefix) || path[len(prefix)] == '.' || path[len(prefix)] == '['
+}
+
+func hasErrors(ds []Diagnostic) bool {
+	return slices.ContainsFunc(ds, func(d Diagnostic) bool { return d.Severity == SeverityError })
+}
+
+// candidates builds the candidate set (valid documents plus retained last
+// good versions) with the per-document diagnostics.
 //
 // When several documents define the same resource, one owns it and the
 // others are errors: the one in the file the version in force came from
 // (it was there first), else the first in path and document order.
-func (s *Store) candidates(files map[string][]byte) (map[string]*candidate, []Diagnostic) {
+func (s *Store) candidates(files []*decodedFile) (map[string]*candidate, []Diagnostic) {
 	var diags []Diagnostic
 	cands := map[string]*candidate{}
 	inForceKeys := sortedKeys(s.inForce)
 
 	// A definition of a resource: a document of this load, or (doc == nil)
-	// the version in force retained from a file that is not valid YAML.
+	// the version in force retained from a file that was not read.
 	type definition struct {
 		meta Meta
 		doc  *document
 	}
-	type decoded struct {
-		path     string
-		docs     []*document
-		fileDiag *Diagnostic
+	defs := map[string][]definition{}
+	filePath := func(f *decodedFile) string {
+		if f.fileDiag != nil {
+			return f.fileDiag.File
+		}
+		return f.docs[0].meta.File
 	}
-	var (
-		decodedFiles []decoded
-		defs         = map[string][]definition{}
-	)
-	for _, path := range sortedKeys(files) {
-		docs, fileDiag := decodeFile(path, files[path])
-		decodedFiles = append(decodedFiles, decoded{path, docs, fileDiag})
-		if fileDiag != nil {
+	for _, f := range files {
+		if f.fileDiag != nil {
 			for _, key := range inForceKeys {
-				if prev := s.inForce[key]; prev.meta.File == path {
+				if prev := s.inForce[key]; prev.meta.File == filePath(f) {
 					defs[key] = append(defs[key], definition{meta: prev.meta})
 				}
 			}
 			continue
 		}
-		for _, d := range docs {
+		for _, d := range f.docs {
 			if d.resource() != "" {
 				defs[d.meta.Key()] = append(defs[d.meta.Key()], definition{meta: d.meta, doc: d})
 			}
@@ -177,12 +494,12 @@ func (s *Store) candidates(files map[string][]byte) (map[string]*candidate, []Di
 		}
 	}
 
-	for _, f := range decodedFiles {
+	for _, f := range files {
 		if f.fileDiag != nil {
 			diags = append(diags, *f.fileDiag)
 			for _, key := range inForceKeys {
 				prev := s.inForce[key]
-				if prev.meta.File == f.path && owner[key].doc == nil {
+				if prev.meta.File == filePath(f) && owner[key].doc == nil {
 					cands[key] = &candidate{entry: *prev, prev: prev}
 				}
 			}
@@ -190,38 +507,33 @@ func (s *Store) candidates(files map[string][]byte) (map[string]*candidate, []Di
 		}
 		for _, d := range f.docs {
 			diags = append(diags, d.diags...)
-			var is issues
-			if d.spec != nil {
-				is = validateSpec(d.spec)
-				for _, i := range is {
-					i.File, i.Doc, i.Resource = d.meta.File, d.meta.Doc, d.resource()
-					diags = append(diags, i)
-				}
-			}
 			if d.resource() == "" {
 				continue // nothing identifies a resource to keep or replace
 			}
 			key := d.meta.Key()
 			if o := owner[key]; o.doc != d {
-				where := fmt.Sprintf("%s doc %d", o.meta.File, o.meta.Doc)
+				where := fmt.Sprintf("%s:%d (doc %d)", o.meta.File, o.meta.Line, o.meta.Doc)
 				if prev := s.inForce[key]; prev != nil && o.meta.File == prev.meta.File {
 					where += ", whose version is in force"
 				}
 				diags = append(diags, Diagnostic{
-					Severity: SeverityError, File: d.meta.File, Doc: d.meta.Doc, Resource: d.resource(),
-					Path:    "metadata.name",
+					Severity: SeverityError, Code: CodeDuplicateResource, File: d.meta.File, Doc: d.meta.Doc,
+					Line: d.meta.Line, Column: 1, Resource: d.resource(), Path: "metadata.name",
 					Message: fmt.Sprintf("duplicate %s: already defined in %s; this document is ignored", d.meta, where),
 				})
 				continue
 			}
 			prev := s.inForce[key]
-			if d.spec == nil || is.hasErrors() {
+			if d.spec == nil {
 				if prev != nil {
 					cands[key] = &candidate{entry: *prev, prev: prev}
 				}
 				continue
 			}
-			cands[key] = &candidate{entry: entry{meta: d.meta, spec: d.spec}, prev: prev, current: true}
+			cands[key] = &candidate{
+				entry: entry{meta: d.meta, spec: d.spec, annotations: d.annotations, pos: d.pos},
+				prev:  prev, current: true,
+			}
 		}
 	}
 	return cands, diags
@@ -239,22 +551,97 @@ func sortDiagnostics(ds []Diagnostic) {
 		return cmp.Or(
 			cmp.Compare(a.File, b.File),
 			cmp.Compare(a.Doc, b.Doc),
+			cmp.Compare(a.Line, b.Line),
+			cmp.Compare(a.Column, b.Column),
 			cmp.Compare(a.Path, b.Path),
 			cmp.Compare(a.Message, b.Message),
 		) < 0
 	})
 }
 
+// dedupe sorts diagnostics and drops exact repeats (a check reached by
+// two ways).
+func dedupe(ds []Diagnostic) []Diagnostic {
+	sortDiagnostics(ds)
+	return slices.Compact(ds)
+}
+
+// capPerFile keeps at most MaxDiagnosticsPerFile diagnostics of each file
+// (errors first) and says how many more there were, counting those
+// already dropped while decoding (omitted, by file). ds must be sorted.
+func capPerFile(ds []Diagnostic, omitted map[string]int) []Diagnostic {
+	var out []Diagnostic
+	summarise := func(file string, more int) {
+		out = append(out, Diagnostic{
+			Severity: SeverityInfo, Code: CodeTooManyProblems, File: file,
+			Message: fmt.Sprintf("%d more problems in this file are not shown; fix the ones above first", more),
+		})
+	}
+	seen := map[string]bool{}
+	for start := 0; start < len(ds); {
+		end := start
+		for end < len(ds) && ds[end].File == ds[start].File {
+			end++
+		}
+		group, file := ds[start:end], ds[start].File
+		seen[file] = true
+		more := omitted[file]
+		if len(group) > MaxDiagnosticsPerFile {
+			sorted := slices.Clone(group)
+			slices.SortStableFunc(sorted, func(a, b Diagnostic) int {
+				return cmp.Compare(severityRank(a.Severity), severityRank(b.Severity))
+			})
+			group = sorted[:MaxDiagnosticsPerFile]
+			sortDiagnostics(group)
+			more += len(ds[start:end]) - MaxDiagnosticsPerFile
+		}
+		out = append(out, group...)
+		if more > 0 {
+			summarise(file, more)
+		}
+		start = end
+	}
+	for _, file := range sortedKeys(omitted) {
+		if !seen[file] {
+			summarise(file, omitted[file])
+		}
+	}
+	return out
+}
+
+func severityRank(s Severity) int {
+	switch s {
+	case SeverityError:
+		return 0
+	case SeverityWarning:
+		return 1
+	}
+	return 2
+}
+
+// logDiagnostics logs the diagnostics this snapshot has that were not
+// logged before (a problem is logged once, not on every reload), and
+// forgets those that are gone so they are logged again if they come back.
 func (s *Store) logDiagnostics(snap *Snapshot) {
+	now := make(map[string]bool, len(snap.Diagnostics))
 	for _, d := range snap.Diagnostics {
+		key := string(d.Severity) + " " + d.Error()
+		now[key] = true
+		if s.reported[key] {
+			continue
+		}
 		level, msg := slog.LevelError, "config rejected"
-		if d.Severity == SeverityWarning {
+		switch d.Severity {
+		case SeverityWarning:
 			level, msg = slog.LevelWarn, "config warning"
+		case SeverityInfo:
+			level, msg = slog.LevelInfo, "config note"
 		}
 		s.log.Log(context.Background(), level, msg,
-			"version", snap.Version, "file", d.File, "doc", d.Doc,
+			"version", snap.Version, "code", d.Code, "file", d.File, "line", d.Line, "doc", d.Doc,
 			"resource", d.Resource, "path", d.Path, "message", d.Message)
 	}
+	s.reported = now
 }
 
 // sameContent reports whether two snapshots hold the same resources (same
@@ -269,6 +656,6 @@ func sameContent(a, b *Snapshot) bool {
 
 func sameResources[T proto.Message](a, b []*Resource[T]) bool {
 	return slices.EqualFunc(a, b, func(x, y *Resource[T]) bool {
-		return x.Meta == y.Meta && proto.Equal(x.Spec, y.Spec)
+		return x.Meta == y.Meta && proto.Equal(x.Spec, y.Spec) && maps.Equal(x.Annotations, y.Annotations)
 	})
 }

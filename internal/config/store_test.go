@@ -57,7 +57,7 @@ func TestLastGoodRetention(t *testing.T) {
 	// Unknown fields are rejected the same way.
 	snap = s.Load(files("dr.yaml", reviewsDR, "vs.yaml", vsYAML("reviews", "50", "50")+"      weigth: 3\n"))
 	checkStrings(t, "diagnostics", diagStrings(snap), []string{
-		`error: vs.yaml: doc 1: VirtualService default/reviews: spec.http[0].route[1].weigth: unknown field "weigth"`,
+		`error: vs.yaml: doc 1: VirtualService default/reviews: spec.http[0].route[1].weigth: unknown field "weigth"; did you mean "weight"?`,
 	})
 	if got := weightsOf(t, snap, "reviews"); fmt.Sprint(got) != "[90 10]" {
 		t.Errorf("weights in force = %v, want the last good [90 10]", got)
@@ -86,7 +86,8 @@ func TestFileParseFailureKeepsFile(t *testing.T) {
 	snap := s.Load(files("dr.yaml", reviewsDR, "vs.yaml", broken))
 	checkStrings(t, "keys", keys(snap), []string{"VirtualService/default/a", "VirtualService/default/b", "DestinationRule/default/reviews"})
 	checkStrings(t, "diagnostics", diagStrings(snap), []string{
-		`error: vs.yaml: doc 2: invalid YAML: yaml: line 1: did not find expected ',' or ']'; the file is ignored and its last good resources stay in force`,
+		`error: vs.yaml: doc 2: invalid YAML: did not find expected ',' or ']'; the file is ignored and its last good resources stay in force`,
+		`error: vs.yaml: doc 2: VirtualService default/b: spec.hosts[0]: host reviews.default.svc.cluster.local already takes its routes from VirtualService default/a (vs.yaml:1), which was there first; this VirtualService is not used for reviews.default.svc.cluster.local (on sidecars one VirtualService routes a host: merge the two, or delegate)`,
 	})
 	// Fixing the file applies it again, removing what it no longer has.
 	snap = s.Load(files("dr.yaml", reviewsDR, "vs.yaml", vsYAML("a", "1")))
@@ -114,7 +115,8 @@ func TestDuplicateKeys(t *testing.T) {
 		"b.yaml", "---\n"+vsYAML("x", "1")+"---\n"+vsYAML("reviews", "2"),
 	))
 	checkStrings(t, "diagnostics", diagStrings(snap), []string{
-		`error: b.yaml: doc 2: VirtualService default/reviews: metadata.name: duplicate VirtualService default/reviews: already defined in a.yaml doc 1; this document is ignored`,
+		`error: b.yaml: doc 1: VirtualService default/x: spec.hosts[0]: host reviews.default.svc.cluster.local already takes its routes from VirtualService default/reviews (a.yaml:1), which was there first; this VirtualService is not used for reviews.default.svc.cluster.local (on sidecars one VirtualService routes a host: merge the two, or delegate)`,
+		`error: b.yaml: doc 2: VirtualService default/reviews: metadata.name: duplicate VirtualService default/reviews: already defined in a.yaml:1 (doc 1); this document is ignored`,
 	})
 	if got := weightsOf(t, snap, "reviews"); fmt.Sprint(got) != "[1]" {
 		t.Errorf("weights = %v, want the first definition's [1]", got)

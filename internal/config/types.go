@@ -7,6 +7,7 @@ package config
 
 import (
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
@@ -30,9 +31,18 @@ type Meta struct {
 	Namespace  string // "default" when the document leaves it out
 	Name       string
 	// File is the path the document was read from; Doc is its 1-based
-	// index among the file's YAML documents.
+	// index among the file's YAML documents, Line the line it starts on.
 	File string
 	Doc  int
+	Line int
+	// Created is metadata.creationTimestamp; zero when the document has none.
+	Created time.Time
+	// Seq orders resources by when the store first saw them: a resource
+	// with a smaller Seq was there first, and wins a conflict (two
+	// VirtualServices or ServiceEntries for one host, DestinationRules
+	// merged for one host), as the oldest resource does in Istio. It is 0
+	// for resources not loaded by a Store.
+	Seq uint64
 }
 
 // Key identifies a resource across files and reloads: "Kind/namespace/name".
@@ -46,6 +56,12 @@ func (m Meta) String() string { return fmt.Sprintf("%s %s/%s", m.Kind, m.Namespa
 type Resource[T proto.Message] struct {
 	Meta
 	Spec T
+	// Annotations are metadata.annotations (nil when none); shared, never
+	// modified.
+	Annotations map[string]string
+	// Pos locates the fields of the document the resource was read from;
+	// nil for resources not loaded from a file. Shared, never modified.
+	Pos Positions
 }
 
 // Typed resources.
@@ -73,19 +89,28 @@ type Snapshot struct {
 // Severity of a diagnostic.
 type Severity string
 
-// Severities. An error rejects the document (the last good version of the
-// resource stays in force); a warning is reported and the document is used.
+// Severities. An error means something written is not in force as
+// written: the document is rejected (the last good version of the
+// resource stays in force), or a part of it loses a conflict and is not
+// used. A warning is in force but probably not what was meant; info is
+// worth knowing (two DestinationRules merged as Istio merges them).
 const (
 	SeverityError   Severity = "error"
 	SeverityWarning Severity = "warning"
+	SeverityInfo    Severity = "info"
 )
 
 // Diagnostic is one problem found while loading config, located precisely
 // enough for a person to fix it without searching.
 type Diagnostic struct {
 	Severity Severity `json:"severity"`
-	File     string   `json:"file"`
-	Doc      int      `json:"doc"` // 1-based; 0 when the problem is with the whole file
+	// Code is stable across releases (see codes.go and docs/operations.md).
+	Code Code   `json:"code"`
+	File string `json:"file"`
+	Doc  int    `json:"doc"` // 1-based; 0 when the problem is with the whole file
+	// Line and Column locate Path in File (1-based; 0 when unknown).
+	Line   int `json:"line,omitempty"`
+	Column int `json:"column,omitempty"`
 	// Resource is "Kind namespace/name" when the document got that far.
 	Resource string `json:"resource,omitempty"`
 	// Path is the field path in the document, e.g. "spec.http[1].route[0].destination.subset".
@@ -93,11 +118,18 @@ type Diagnostic struct {
 	Message string `json:"message"`
 }
 
-// Error renders the diagnostic on one line:
+// Error renders the diagnostic on one line, its place first as compilers
+// write it (editors jump there):
 //
-//	routes.yaml: doc 2: VirtualService default/reviews: spec.http[1].route[0].destination.subset: subset "v9" is not defined by any DestinationRule for reviews.default.svc.cluster.local
+//	routes.yaml:27:9: doc 2: VirtualService default/reviews: spec.http[1].route[0].destination.subset: subset "v9" is not defined by any DestinationRule for reviews.default.svc.cluster.local
 func (d Diagnostic) Error() string {
 	s := d.File
+	if d.Line > 0 {
+		s += fmt.Sprintf(":%d", d.Line)
+		if d.Column > 0 {
+			s += fmt.Sprintf(":%d", d.Column)
+		}
+	}
 	if d.Doc > 0 {
 		s += fmt.Sprintf(": doc %d", d.Doc)
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -181,9 +182,102 @@ func TestReadDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	var names []string
-	for _, p := range sortedKeys(got) {
+	for _, p := range sortedKeys(got.Files) {
 		rel, _ := filepath.Rel(dir, p)
 		names = append(names, rel)
 	}
 	checkStrings(t, "files", names, []string{"a.yaml", "b.yml", "f.yaml", "sub/d.YAML"})
+}
+
+// TestReadDirProblems: links are followed (to files and directories), and
+// what cannot be read is reported, never silently skipped: a dangling
+// link, a link loop, a named pipe called *.yaml (which is never opened),
+// a directory loop through links.
+func TestReadDirProblems(t *testing.T) {
+	dir := t.TempDir()
+	elsewhere := t.TempDir()
+	writeFile(t, filepath.Join(dir, "ok.yaml"), "x: 1\n")
+	writeFile(t, filepath.Join(elsewhere, "linked.yaml"), "x: 2\n")
+	if err := os.MkdirAll(filepath.Join(elsewhere, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(elsewhere, "sub", "deep.yaml"), "x: 3\n")
+	links := map[string]string{
+		"linked.yaml":  filepath.Join(elsewhere, "linked.yaml"),
+		"linkdir":      filepath.Join(elsewhere, "sub"),
+		"dangling.yml": filepath.Join(dir, "gone.yaml"),
+		"loop-a.yaml":  filepath.Join(dir, "loop-b.yaml"),
+		"loop-b.yaml":  filepath.Join(dir, "loop-a.yaml"),
+		"self":         dir, // a directory loop
+	}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "pipe.yaml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range sortedKeys(got.Files) {
+		rel, _ := filepath.Rel(dir, p)
+		names = append(names, rel)
+	}
+	checkStrings(t, "files", names, []string{"linkdir/deep.yaml", "linked.yaml", "ok.yaml"})
+	var problems []string
+	for _, p := range sortedKeys(got.Problems) {
+		rel, _ := filepath.Rel(dir, p)
+		problems = append(problems, fmt.Sprintf("%s %s: %s", rel, got.Problems[p].Code, got.Problems[p].Message))
+	}
+	checkStrings(t, "problems", problems, []string{
+		"dangling.yml WF0103: dangling symbolic link: its target " + filepath.Join(dir, "gone.yaml") + " does not exist",
+		"loop-a.yaml WF0103: symbolic link loop (-> " + filepath.Join(dir, "loop-b.yaml") + ")",
+		"loop-b.yaml WF0103: symbolic link loop (-> " + filepath.Join(dir, "loop-a.yaml") + ")",
+		"pipe.yaml WF0104: not a regular file (a named pipe); it is not read",
+		"self WF0103: directory loop through symbolic links: " + filepath.Join(dir, "self") + " was read already; not followed",
+	})
+}
+
+// TestUnreadableFileKeepsItsResources: replacing a file with a dangling
+// link (or a loop, or a pipe) keeps its last good resources in force and
+// says why, as broken YAML does; deleting the file removes them.
+func TestUnreadableFileKeepsItsResources(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "services.yaml")
+	writeFile(t, path, weDoc("vm", "10.0.0.1"))
+	s := NewStore(testOptions())
+	load := func() *Snapshot {
+		t.Helper()
+		d, err := ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.LoadDir(d)
+	}
+	if snap := load(); len(snap.WorkloadEntries) != 1 {
+		t.Fatalf("not loaded: %v", snap.Diagnostics)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "nowhere.yaml"), path); err != nil {
+		t.Fatal(err)
+	}
+	snap := load()
+	if len(snap.WorkloadEntries) != 1 {
+		t.Error("a dangling link deleted the file's resources")
+	}
+	checkStrings(t, "diagnostics", diagStrings(snap), []string{
+		"error: " + path + ": dangling symbolic link: its target " + filepath.Join(dir, "nowhere.yaml") + " does not exist; its last good resources stay in force",
+	})
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if snap := load(); len(snap.WorkloadEntries) != 0 || len(snap.Diagnostics) != 0 {
+		t.Errorf("after deletion: %d WorkloadEntries, diagnostics %v", len(snap.WorkloadEntries), snap.Diagnostics)
+	}
 }

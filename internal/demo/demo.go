@@ -80,7 +80,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	snap := store.Load(files)
+	snap := store.LoadDir(files)
 	for _, d := range snap.Diagnostics {
 		if d.Severity == config.SeverityError {
 			return fmt.Errorf("demo config: %w", d)

@@ -4,13 +4,11 @@ import (
 	"slices"
 	"strings"
 
-	"google.golang.org/protobuf/proto"
-
 	"weft.dev/weft/internal/config"
 )
 
 // GatewayMesh is the reserved gateway name meaning "every sidecar".
-const GatewayMesh = "mesh"
+const GatewayMesh = config.GatewayMesh
 
 // RouteIndex finds the VirtualServices that apply to a host on sidecars.
 // It is immutable after construction.
@@ -18,42 +16,58 @@ type RouteIndex struct {
 	byHost map[string][]*config.VirtualService
 }
 
-// newRouteIndex indexes the VirtualServices that bind to sidecars (no
-// gateways, or "mesh" among them) by resolved FQDN host. Wildcard hosts
-// ("*.example.com") are matched against the registry's services. Within a
-// host the order is namespace/name, as in the config snapshot, which is the
-// order Istio evaluates them in.
+// newRouteIndex gives each host the VirtualService that routes it on
+// sidecars (no gateways, or "mesh" among them), as Istio does: one per
+// host. A VirtualService naming the host exactly wins over one whose
+// wildcard host ("*.example.com") covers it, a more specific wildcard over
+// a broader one, and among equals the one seen first (config.FirstSeen),
+// so adding a VirtualService never takes a host over from the one in
+// force. Config validation reports the losers.
 func newRouteIndex(vss []*config.VirtualService, r resolver) *RouteIndex {
 	idx := &RouteIndex{byHost: map[string][]*config.VirtualService{}}
-	for _, vs := range sortedByMeta(vss) {
+	ordered := slices.Clone(vss)
+	slices.SortFunc(ordered, config.FirstSeen)
+	exact := map[string]bool{}
+	type wildcard struct {
+		pattern string
+		vs      *config.VirtualService
+	}
+	var wilds []wildcard
+	for _, vs := range ordered {
 		if vs.Spec == nil || !appliesToMesh(vs.Spec.GetGateways()) {
 			continue
-		}
-		seen := map[string]bool{} // a VS listing a host twice counts once
-		add := func(fqdn string) {
-			if !seen[fqdn] {
-				seen[fqdn] = true
-				idx.byHost[fqdn] = append(idx.byHost[fqdn], vs)
-			}
 		}
 		for _, h := range vs.Spec.GetHosts() {
 			fqdn := r.resolve(h, vs.Namespace)
 			if strings.HasPrefix(fqdn, "*") {
-				for _, svc := range r.reg.Services() {
-					if hostMatchesWildcard(svc.Hostname, fqdn) {
-						add(svc.Hostname)
-					}
-				}
+				wilds = append(wilds, wildcard{fqdn, vs})
 				continue
 			}
-			add(fqdn)
+			if !exact[fqdn] {
+				exact[fqdn] = true
+				idx.byHost[fqdn] = []*config.VirtualService{vs}
+			}
+		}
+	}
+	// Most specific pattern first; the sort is stable, so first seen
+	// among equals.
+	slices.SortStableFunc(wilds, func(a, b wildcard) int { return len(b.pattern) - len(a.pattern) })
+	for _, svc := range r.reg.Services() {
+		if exact[svc.Hostname] {
+			continue
+		}
+		for _, w := range wilds {
+			if hostMatchesWildcard(svc.Hostname, w.pattern) {
+				idx.byHost[svc.Hostname] = []*config.VirtualService{w.vs}
+				break
+			}
 		}
 	}
 	return idx
 }
 
-// ForHost returns the VirtualServices for an FQDN in evaluation order. The
-// slice is shared; do not modify it.
+// ForHost returns the VirtualService that routes an FQDN on sidecars, as
+// a slice of at most one. The slice is shared; do not modify it.
 func (i *RouteIndex) ForHost(fqdn string) []*config.VirtualService {
 	if i == nil {
 		return nil
@@ -76,9 +90,7 @@ func (i *RouteIndex) Hosts() []string {
 
 // appliesToMesh reports whether a VirtualService (or one of its matches)
 // with these gateways applies to sidecars.
-func appliesToMesh(gateways []string) bool {
-	return len(gateways) == 0 || slices.Contains(gateways, GatewayMesh)
-}
+func appliesToMesh(gateways []string) bool { return config.AppliesToMesh(gateways) }
 
 // AppliesToMesh is appliesToMesh for generators looking at match.gateways.
 func AppliesToMesh(gateways []string) bool { return appliesToMesh(gateways) }
@@ -89,19 +101,4 @@ func hostMatchesWildcard(host, pattern string) bool {
 		return true
 	}
 	return strings.HasSuffix(host, strings.TrimPrefix(pattern, "*"))
-}
-
-// sortedByMeta returns rs ordered by namespace, then name. Config snapshots
-// are already in that order; sorting again keeps the index correct for
-// snapshots built by hand.
-func sortedByMeta[T proto.Message](rs []*config.Resource[T]) []*config.Resource[T] {
-	out := slices.Clone(rs)
-	slices.SortStableFunc(out, func(a, b *config.Resource[T]) int {
-		ma, mb := a.Meta, b.Meta
-		if c := strings.Compare(ma.Namespace, mb.Namespace); c != 0 {
-			return c
-		}
-		return strings.Compare(ma.Name, mb.Name)
-	})
-	return out
 }

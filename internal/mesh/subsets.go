@@ -9,13 +9,14 @@ import (
 // SubsetIndex finds the DestinationRule that governs a host. It is
 // immutable after construction.
 type SubsetIndex struct {
-	byHost map[string]*config.DestinationRule
+	byHost map[string]config.RuleSet
 }
 
-// newSubsetIndex picks one DestinationRule per resolved FQDN host with
-// config.SelectDestinationRule, the rule validation uses too: the one in
-// the host's own namespace wins, otherwise the first by namespace/name.
-// Wildcard hosts are not expanded: subsets are per service.
+// newSubsetIndex picks the DestinationRule of each resolved FQDN host with
+// config.SelectDestinationRules, as validation does: the rules of the
+// host's own namespace, else of the namespace whose rule was seen first,
+// merged as Istio merges them. Wildcard hosts are not expanded: subsets
+// are per service.
 func newSubsetIndex(drs []*config.DestinationRule, r resolver) *SubsetIndex {
 	byFQDN := map[string][]*config.DestinationRule{}
 	for _, dr := range drs {
@@ -25,10 +26,10 @@ func newSubsetIndex(drs []*config.DestinationRule, r resolver) *SubsetIndex {
 		fqdn := r.resolve(dr.Spec.GetHost(), dr.Namespace)
 		byFQDN[fqdn] = append(byFQDN[fqdn], dr)
 	}
-	idx := &SubsetIndex{byHost: make(map[string]*config.DestinationRule, len(byFQDN))}
+	idx := &SubsetIndex{byHost: make(map[string]config.RuleSet, len(byFQDN))}
 	for fqdn, cands := range byFQDN {
-		if dr := config.SelectDestinationRule(fqdn, hostNamespace(fqdn, r), cands, r.resolve); dr != nil {
-			idx.byHost[fqdn] = dr
+		if set := config.SelectDestinationRules(fqdn, hostNamespace(fqdn, r), cands, r.resolve); set.Rule != nil {
+			idx.byHost[fqdn] = set
 		}
 	}
 	return idx
@@ -45,10 +46,20 @@ func hostNamespace(fqdn string, r resolver) string {
 	return config.HostNamespace(fqdn, svcNS, r.suffix)
 }
 
-// ForHost returns the DestinationRule for an FQDN, or nil.
+// ForHost returns the DestinationRule for an FQDN (merged, when several
+// apply), or nil.
 func (i *SubsetIndex) ForHost(fqdn string) *config.DestinationRule {
 	if i == nil {
 		return nil
+	}
+	return i.byHost[fqdn].Rule
+}
+
+// RulesFor returns the DestinationRules that govern an FQDN and what they
+// were merged into.
+func (i *SubsetIndex) RulesFor(fqdn string) config.RuleSet {
+	if i == nil {
+		return config.RuleSet{}
 	}
 	return i.byHost[fqdn]
 }

@@ -5,6 +5,7 @@ package static
 
 import (
 	"maps"
+	"slices"
 
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -21,9 +22,10 @@ const Source = "static"
 // ServiceEntry host, resolved in the ServiceEntry's namespace, and one
 // Endpoint per (host, service port, workload). A workload's endpoint port is
 // its ports[<service port name>], else the service port's target port, else
-// the service port number. When several hosts resolve to the same FQDN
-// the first ServiceEntry (in snapshot order) defines it. A nil cfg yields an empty snapshot. Build is a
-// pure function; it does not modify cfg.
+// the service port number. When several ServiceEntries define the same
+// FQDN, the one seen first (config.FirstSeen) defines it, with its ports
+// and endpoints; config validation reports the others. A nil cfg yields
+// an empty snapshot. Build is a pure function; it does not modify cfg.
 func Build(cfg *config.Snapshot, domainSuffix string) *registry.Snapshot {
 	if cfg == nil {
 		return registry.NewSnapshot(nil, nil)
@@ -33,7 +35,9 @@ func Build(cfg *config.Snapshot, domainSuffix string) *registry.Snapshot {
 		endpoints []*registry.Endpoint
 		seen      = map[string]bool{}
 	)
-	for _, se := range cfg.ServiceEntries {
+	ses := slices.Clone(cfg.ServiceEntries)
+	slices.SortFunc(ses, config.FirstSeen)
+	for _, se := range ses {
 		ports := servicePorts(se.Spec)
 		workloads := selectWorkloads(cfg, se)
 		for _, h := range se.Spec.GetHosts() {

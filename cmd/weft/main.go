@@ -34,7 +34,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
-	root.AddCommand(newServeCmd(), newDemoCmd(), newEchoCmd(), newValidateCmd())
+	root.AddCommand(newServeCmd(), newDemoCmd(), newEchoCmd(), newValidateCmd(), newAnalyzeCmd(), newExplainCmd())
 	return root
 }
 

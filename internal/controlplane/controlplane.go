@@ -1,7 +1,7 @@
 // Package controlplane wires Weft's control plane together: a watched
-// config directory feeds the config store, the static registry is built
-// from it, the two become a mesh snapshot, and the xDS server pushes it to
-// proxies. A small HTTP endpoint reports status and Prometheus metrics.
+// config directory feeds the config store (with the traffic-impact guard
+// judging every change), the static registry is built from it, the two
+// become a mesh snapshot, and the xDS server pushes it to proxies. A small HTTP endpoint reports status and Prometheus metrics.
 package controlplane
 
 import (
@@ -19,7 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/guard"
 	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/registry"
 	"weft.dev/weft/internal/registry/static"
 	"weft.dev/weft/internal/xds/server"
 )
@@ -81,11 +83,12 @@ func New(opts Options) (*ControlPlane, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	g := &guard.Guard{Registry: func(cfg *config.Snapshot) *registry.Snapshot { return static.Build(cfg, opts.DomainSuffix) }, DomainSuffix: opts.DomainSuffix}
 	c := &ControlPlane{
 		opts:    opts,
 		log:     opts.Logger.With("component", "controlplane"),
 		metrics: reg,
-		store:   config.NewStore(config.Options{DomainSuffix: opts.DomainSuffix, Logger: opts.Logger}),
+		store:   config.NewStore(config.Options{DomainSuffix: opts.DomainSuffix, Logger: opts.Logger, Admit: g.Admit}),
 		xds: server.New(server.Options{
 			Debounce:    opts.Debounce,
 			DebounceMax: opts.DebounceMax,

@@ -44,6 +44,8 @@ func (c *ControlPlane) statusHandler() http.Handler {
 	mux.HandleFunc("GET /debug/snapshot", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, c.debugSnapshot())
 	})
+	mux.HandleFunc("GET /debug/analyze", c.analyzeHandler) // debug.go
+	mux.HandleFunc("GET /debug/explain", c.explainHandler) // debug.go
 	return mux
 }
 

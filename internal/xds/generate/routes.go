@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 
+	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/registry"
 	"weft.dev/weft/internal/xds/contract"
@@ -74,12 +75,48 @@ func domains(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p re
 }
 
 // serviceRoutes builds the routes of one virtual host: every applicable
-// match of every http route of the VirtualServices for the host, in order,
+// match of every http route of the VirtualService for the host, in order,
 // or the default route when none applies.
 func serviceRoutes(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port) []*route.Route {
-	var out []*route.Route
+	routes, _ := serviceRoutesWithOrigins(s, id, svc, p)
+	return routes
+}
+
+// RouteOrigin is where a generated route came from.
+type RouteOrigin struct {
+	// VS is the VirtualService of the route; nil for the default route.
+	VS *config.VirtualService
+	// Rule is the route's index in spec.http, -1 for the default route;
+	// Match the index of its match in the rule's match list, -1 when the
+	// rule has none.
+	Rule, Match int
+}
+
+// RouteOrigins returns the origin of each route of the virtual host of
+// service host on port, in the order ForProxy generates them for proxy
+// id: origins[i] is where routes[i] came from. It returns nil when the
+// service or port is unknown.
+func RouteOrigins(s *mesh.Snapshot, id contract.Identity, host string, port uint32) []RouteOrigin {
+	svc := s.Registry.Service(host)
+	if svc == nil {
+		return nil
+	}
+	p, ok := svc.Port(port)
+	if !ok {
+		return nil
+	}
+	_, origins := serviceRoutesWithOrigins(s, id, svc, p)
+	return origins
+}
+
+// serviceRoutesWithOrigins is serviceRoutes, with where each route came from.
+func serviceRoutesWithOrigins(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port) ([]*route.Route, []RouteOrigin) {
+	var (
+		out     []*route.Route
+		origins []RouteOrigin
+	)
 	for _, vs := range s.Routes.ForHost(svc.Hostname) {
-		for _, h := range vs.Spec.GetHttp() {
+		for i, h := range vs.Spec.GetHttp() {
 			action := withHashPolicy(s, routeAction(s, vs.Namespace, h, svc, p))
 			addMirrors(action, s, vs.Namespace, h, svc, p)
 			applyResilience(action, h) // resilience.go: timeout, retry_policy
@@ -92,20 +129,23 @@ func serviceRoutes(s *mesh.Snapshot, id contract.Identity, svc *registry.Service
 					Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
 					Action: action,
 				})))
+				origins = append(origins, RouteOrigin{VS: vs, Rule: i, Match: -1})
 				continue
 			}
-			for _, m := range h.GetMatch() {
+			for k, m := range h.GetMatch() {
 				if !matchApplies(m, id, p.Number) {
 					continue
 				}
 				out = append(out, withFault(h, withRouteActions(s, vs.Namespace, h, svc, p, &route.Route{Name: h.GetName(), Match: routeMatch(m), Action: action})))
+				origins = append(origins, RouteOrigin{VS: vs, Rule: i, Match: k})
 			}
 		}
 	}
 	if len(out) == 0 {
 		out = append(out, withRouteHashPolicy(s, defaultRoute(svc.Hostname, p.Number)))
+		origins = append(origins, RouteOrigin{Rule: -1, Match: -1})
 	}
-	return out
+	return out, origins
 }
 
 func defaultRoute(host string, port uint32) *route.Route {

@@ -22,8 +22,8 @@ import (
 func newExplainCmd() *cobra.Command {
 	var (
 		proxy, controlPlane, configDir, suffix, namespace, labels, output string
-		req                                                                 explain.Request
-		headers                                                             []string
+		req                                                               explain.Request
+		headers                                                           []string
 	)
 	cmd := &cobra.Command{
 		Use:   "explain --host HOST [--path PATH] [-H 'name: value'] (--proxy PROXY | --config DIR)",

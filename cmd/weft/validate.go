@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"weft.dev/weft/internal/analyze"
 	"weft.dev/weft/internal/config"
 )
 
@@ -14,6 +15,12 @@ func newValidateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "validate DIR",
 		Short: "Check a config directory and print every error and warning",
+		Long: `Check a config directory as the control plane would load it on a fresh
+start, and print every diagnostic: file:line:column, resource, field path and
+message. Hosts and endpoints the files do not declare may come from another
+registry, so they are warnings here. The exit status is 1 when there is an
+error. weft analyze goes further (routes that never match, subsets with no
+endpoints, ...).`,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files, err := config.ReadDir(args[0])
@@ -22,15 +29,16 @@ func newValidateCmd() *cobra.Command {
 			}
 			// Diagnostics are this command's output; the store need not log them too.
 			snap := config.NewStore(config.Options{DomainSuffix: suffix, Logger: slog.New(slog.DiscardHandler)}).LoadDir(files)
-			errs := 0
 			for _, d := range snap.Diagnostics {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", d.Severity, d.Error())
-				if d.Severity == config.SeverityError {
-					errs++
-				}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d VirtualService, %d DestinationRule, %d ServiceEntry, %d WorkloadEntry; %d error(s), %d warning(s)\n",
-				len(snap.VirtualServices), len(snap.DestinationRules), len(snap.ServiceEntries), len(snap.WorkloadEntries), errs, len(snap.Diagnostics)-errs)
+			errs, warns, infos := analyze.Count(snap.Diagnostics)
+			fmt.Fprintf(cmd.OutOrStdout(), "%d VirtualService, %d DestinationRule, %d ServiceEntry, %d WorkloadEntry; %d error(s), %d warning(s)",
+				len(snap.VirtualServices), len(snap.DestinationRules), len(snap.ServiceEntries), len(snap.WorkloadEntries), errs, warns)
+			if infos > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), ", %d info", infos)
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
 			if errs > 0 {
 				return fmt.Errorf("%s: %d error(s)", args[0], errs)
 			}

@@ -145,9 +145,16 @@ func WriteProxyStatus(w io.Writer, p server.ProxyStatus, meshVersion string, now
 		if n == nil {
 			continue
 		}
-		stands := "replaced by an accepted version"
-		if ts.State == server.NACKed {
+		var stands string
+		switch {
+		case ts.State == server.NACKed:
 			stands = "standing: the proxy runs its last accepted version"
+		case n.Version == ts.Current && ts.State == server.Synced:
+			stands = "since accepted"
+		case n.Version == ts.Current:
+			stands = "sent again, not yet answered"
+		default:
+			stands = "superseded: the control plane holds another version now"
 		}
 		msg := oneLine(n.Error)
 		i := slices.IndexFunc(groups, func(g *nackGroup) bool { return g.err == msg && g.stands == stands })

@@ -147,7 +147,9 @@ func syncState(current string, ts typeState) SyncState {
 	switch {
 	case current != "" && ts.acked == current:
 		return Synced
-	case current != "" && ts.lastNACK != nil && ts.lastNACK.Version == current:
+	case current != "" && ts.lastNACK != nil && ts.lastNACK.Version == current && !ts.sentAt.After(ts.lastNACK.Last):
+		// Not re-sent since the NACK (nackGuard re-sends a rejected
+		// version when another type of the set changes: then it is STALE).
 		return NACKed
 	case ts.sent == "" && ts.acked == "":
 		return NotSent

@@ -39,6 +39,11 @@ func waitStates(t *testing.T, s *Server, want map[string]SyncState) ProxyStatus 
 	t.Helper()
 	ctx := withDeadline(t)
 	var last ProxyStatus
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last status: %+v", last)
+		}
+	})
 	waitFor(t, ctx, fmt.Sprintf("states %v", want), func() bool {
 		all := s.ProxyStatuses()
 		if len(all) != 1 {
@@ -155,4 +160,56 @@ func TestProxyStatusesShowNotSentAndNACKs(t *testing.T) {
 	if lds := typeStatus(t, ps, resource.ListenerType); lds.LastNACK == nil || lds.LastNACK.Version != bad[0].GetVersionInfo() {
 		t.Errorf("LDS after the fix = %+v, want SYNCED and the last NACK (of %s) still shown", lds, bad[0].GetVersionInfo())
 	}
+}
+
+// A rejected version sent again (the rest of its set changed) is STALE
+// until the proxy answers, not NACKED.
+func TestProxyStatusesResentNACKIsStale(t *testing.T) {
+	s, addr := start(t, Options{Debounce: time.Millisecond, DebounceMax: 10 * time.Millisecond})
+	s.Update(testMesh(1))
+	ctx := withDeadline(t)
+	p := newPeer(t, ctx, addr)
+	goodEDS := p.subs[resource.EndpointType]
+
+	s.Update(ratingsMesh("127.0.0.1", 9091))
+	bad := map[string]*discovery.DiscoveryResponse{}
+	for len(bad) < 4 {
+		r := p.next(5 * time.Second)
+		if r == nil {
+			t.Fatalf("got %d types after the change, want 4", len(bad))
+		}
+		bad[r.GetTypeUrl()] = r
+		if r.GetTypeUrl() == resource.ClusterType {
+			p.subscribeEDS(r)
+		}
+	}
+	for _, typ := range typeOrder {
+		names := p.subs[typ]
+		if typ == resource.EndpointType {
+			names = goodEDS
+		}
+		p.nack(bad[typ], names)
+	}
+	waitStates(t, s, map[string]SyncState{resource.ListenerType: NACKed, resource.RouteType: NACKed,
+		resource.ClusterType: NACKed, resource.EndpointType: NACKed})
+
+	// RDS stays what was rejected and is sent again with the new set.
+	s.Update(ratingsMesh("10.0.9.9", 9092))
+	for {
+		r := p.next(5 * time.Second)
+		if r == nil {
+			t.Fatal("the rejected RDS version was not sent again")
+		}
+		if r.GetTypeUrl() != resource.RouteType {
+			p.ack(r)
+			continue
+		}
+		if ts := typeStatus(t, onlyProxy(t, s), resource.RouteType); ts.State != Stale || ts.LastNACK == nil || ts.LastNACK.Version != r.GetVersionInfo() {
+			t.Errorf("RDS sent again, not yet answered = %+v, want STALE with the last NACK of %s", ts, r.GetVersionInfo())
+		}
+		p.ack(r)
+		break
+	}
+	p.answer(500*time.Millisecond, func(*discovery.DiscoveryResponse) bool { return false })
+	waitStates(t, s, nil)
 }

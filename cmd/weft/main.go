@@ -1,8 +1,9 @@
 // Command weft is Weft's control plane and toolbox: `weft serve` runs the
 // control plane, `weft demo` runs a whole mesh on loopback, `weft echo`
-// runs the demo/test workload, and `weft validate` checks a config
-// directory without serving it. The data plane is the separate, lean
-// `weft-proxy` binary.
+// runs the demo/test workload, `weft validate` checks a config directory
+// without serving it, and `weft proxy-status` and `weft proxy-config`
+// show what the connected proxies run. The data plane is the separate,
+// lean `weft-proxy` binary.
 package main
 
 import (
@@ -34,7 +35,8 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
-	root.AddCommand(newServeCmd(), newDemoCmd(), newEchoCmd(), newValidateCmd(), newAnalyzeCmd(), newExplainCmd())
+	root.AddCommand(newServeCmd(), newDemoCmd(), newEchoCmd(), newValidateCmd(), newAnalyzeCmd(), newExplainCmd(),
+		newProxyStatusCmd(), newProxyConfigCmd())
 	return root
 }
 

@@ -40,7 +40,7 @@ type Options struct {
 	ConfigDir string
 	// XDSAddress is where ADS is served; "" means DefaultXDSAddress.
 	XDSAddress string
-	// StatusAddress serves /status, /metrics and /debug/snapshot; ""
+	// StatusAddress serves /status, /metrics and /debug/*; ""
 	// means DefaultStatusAddress, StatusDisabled means none.
 	StatusAddress string
 	// DomainSuffix is the cluster domain; "" means cluster.local.

@@ -153,6 +153,16 @@ func TestRunServesConfigAndStatus(t *testing.T) {
 	if snap := get(t, ctx, base+"/debug/snapshot"); !strings.Contains(snap, `"default/reviews"`) {
 		t.Errorf("/debug/snapshot = %s", snap)
 	}
+	var dp DebugProxies
+	getJSON(t, ctx, base+"/debug/proxies", &dp)
+	if len(dp.Proxies) != 1 || dp.Proxies[0].Node != id.ID || dp.Proxies[0].Workload != "productpage" || len(dp.Proxies[0].Types) != 4 || dp.Version != st.Version {
+		t.Fatalf("/debug/proxies = %+v, want productpage with 4 types at mesh version %s", dp, st.Version)
+	}
+	for _, ts := range dp.Proxies[0].Types {
+		if ts.Type == "RDS" && (ts.Sent == "" || ts.Current == "") {
+			t.Errorf("/debug/proxies RDS = %+v, want a version sent", ts)
+		}
+	}
 }
 
 func TestNewRejectsMissingDirAndBusyPort(t *testing.T) {

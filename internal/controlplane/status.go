@@ -44,6 +44,9 @@ func (c *ControlPlane) statusHandler() http.Handler {
 	mux.HandleFunc("GET /debug/snapshot", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, c.debugSnapshot())
 	})
+	mux.HandleFunc("GET /debug/proxies", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, c.debugProxies())
+	})
 	mux.HandleFunc("GET /debug/analyze", c.analyzeHandler) // debug.go
 	mux.HandleFunc("GET /debug/explain", c.explainHandler) // debug.go
 	return mux
@@ -77,6 +80,25 @@ func (c *ControlPlane) status() Status {
 	st.ConnectedProxies = c.xds.ConnectedProxies()
 	st.Pushes = c.xds.Pushes()
 	return st
+}
+
+// DebugProxies is the body of GET /debug/proxies, what `weft proxy-status`
+// shows and how `weft proxy-config` finds a proxy's admin address.
+type DebugProxies struct {
+	// Version is the mesh snapshot version in force ("" before the first).
+	Version string `json:"version"`
+	// Proxies are the connected proxies, sorted by node id, each with its
+	// identity, admin address and per-type xDS sync state.
+	Proxies []server.ProxyStatus `json:"proxies"`
+}
+
+// debugProxies reads the connected proxies' state; safe from any goroutine.
+func (c *ControlPlane) debugProxies() DebugProxies {
+	out := DebugProxies{Proxies: c.xds.ProxyStatuses()}
+	if m := c.current.Load(); m != nil {
+		out.Version = m.Version
+	}
+	return out
 }
 
 // debugSnapshot lists the services and the VirtualService/DestinationRule

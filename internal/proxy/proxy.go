@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,8 @@ const (
 )
 
 // Options configure a Proxy. Identity.ID and XDSAddress are required.
+// Identity.AdminAddress, when empty, is filled in with the bound admin
+// address (see AdminAddress).
 type Options struct {
 	Identity   contract.Identity
 	XDSAddress string // control plane host:port
@@ -86,8 +89,19 @@ func New(opts Options) (*Proxy, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
+	// The admin listener is bound first: the node tells the control plane
+	// where it is, so operator commands can reach the proxy by name.
+	var err error
+	if p.adminLn, err = net.Listen("tcp", opts.AdminAddress); err != nil {
+		return nil, fmt.Errorf("proxy: admin listener on %s: %w", opts.AdminAddress, err)
+	}
+	if opts.Identity.AdminAddress == "" {
+		opts.Identity.AdminAddress = advertisedAdmin(p.adminLn.Addr(), opts.Identity.IPs)
+		p.opts.Identity.AdminAddress = opts.Identity.AdminAddress
+	}
 	dp, err := dataplane.New(dataplane.Options{Identity: opts.Identity, Metrics: p.registry, Logger: opts.Logger})
 	if err != nil {
+		p.adminLn.Close()
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	p.dp = dp
@@ -102,10 +116,6 @@ func New(opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: registering xds metrics: %w", err)
 	}
 
-	if p.adminLn, err = net.Listen("tcp", opts.AdminAddress); err != nil {
-		p.closeDataplane()
-		return nil, fmt.Errorf("proxy: admin listener on %s: %w", opts.AdminAddress, err)
-	}
 	p.adminSrv = &http.Server{
 		Handler: admin.Handler(adminSource{p}, p.registry,
 			admin.WithDrain(func() { p.stopping.Store(true) }),
@@ -116,10 +126,31 @@ func New(opts Options) (*Proxy, error) {
 	return p, nil
 }
 
+// closeDataplane undoes New after the data plane was built.
 func (p *Proxy) closeDataplane() {
+	p.adminLn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = p.dp.Close(ctx)
+}
+
+// advertisedAdmin is the admin address the proxy tells the control plane
+// (node metadata WEFT_ADMIN_ADDRESS): the bound address, with an
+// unspecified host (0.0.0.0, ::) replaced by the first instance IP, or by
+// loopback when there is none, so the address can be dialed.
+func advertisedAdmin(bound net.Addr, ips []string) string {
+	tcp, ok := bound.(*net.TCPAddr)
+	if !ok {
+		return bound.String()
+	}
+	host := tcp.IP.String()
+	if tcp.IP == nil || tcp.IP.IsUnspecified() {
+		host = "127.0.0.1"
+		if len(ips) > 0 {
+			host = ips[0]
+		}
+	}
+	return net.JoinHostPort(host, strconv.Itoa(tcp.Port))
 }
 
 // AdminAddr is the bound admin address (useful with port 0).

@@ -33,6 +33,11 @@ const (
 	// local application listens on: "9080=127.0.0.1:18080,9090=127.0.0.1:19090".
 	// A workload port not listed forwards to 127.0.0.1 on the same port.
 	MetaAppPorts = "WEFT_APP_PORTS"
+	// MetaAdminAddress is where the proxy's admin endpoint (/ready,
+	// /config_dump, /stats/prometheus) can be reached, "host:port", so
+	// operator commands can find a proxy by name. Istio has no such key.
+	// Empty means the proxy does not say.
+	MetaAdminAddress = "WEFT_ADMIN_ADDRESS"
 )
 
 // Filter metadata namespace used on clusters and endpoints, as in Istio.

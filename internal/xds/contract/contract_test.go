@@ -248,6 +248,7 @@ func TestIdentityNodeRoundTrip(t *testing.T) {
 				ClusterID:       "Kubernetes",
 				OutboundAddress: "127.0.0.1:15001",
 				AppPorts:        map[uint32]string{9080: "127.0.0.1:18080", 9090: "127.0.0.1:19090"},
+				AdminAddress:    "127.0.0.2:15000",
 			},
 		},
 		{
@@ -277,6 +278,9 @@ func TestIdentityNodeRoundTrip(t *testing.T) {
 			if _, ok := f[contract.MetaOutboundAddress]; ok != (tt.in.OutboundAddress != "") {
 				t.Errorf("Node() metadata has %s: %v, want %v", contract.MetaOutboundAddress, ok, tt.in.OutboundAddress != "")
 			}
+			if _, ok := f[contract.MetaAdminAddress]; ok != (tt.in.AdminAddress != "") {
+				t.Errorf("Node() metadata has %s: %v, want %v", contract.MetaAdminAddress, ok, tt.in.AdminAddress != "")
+			}
 			if _, ok := f[contract.MetaAppPorts]; ok != (len(tt.in.AppPorts) > 0) {
 				t.Errorf("Node() metadata has %s: %v, want %v", contract.MetaAppPorts, ok, len(tt.in.AppPorts) > 0)
 			}
@@ -300,7 +304,8 @@ func TestNodeMetadataKeys(t *testing.T) {
 		ID: "x", Namespace: "default", WorkloadName: "reviews-v2",
 		Labels: map[string]string{"app": "reviews"}, IPs: []string{"127.0.0.2", "10.0.0.7"},
 		ServiceAccount: "reviews", OutboundAddress: "127.0.0.1:15001",
-		AppPorts: map[uint32]string{9090: "127.0.0.1:19090", 9080: "127.0.0.1:18080"},
+		AppPorts:     map[uint32]string{9090: "127.0.0.1:19090", 9080: "127.0.0.1:18080"},
+		AdminAddress: "127.0.0.2:15000",
 	}
 	f := id.Node().GetMetadata().GetFields()
 	for key, want := range map[string]string{
@@ -311,6 +316,7 @@ func TestNodeMetadataKeys(t *testing.T) {
 		"CLUSTER_ID":            "",
 		"WEFT_OUTBOUND_ADDRESS": "127.0.0.1:15001",
 		"WEFT_APP_PORTS":        "9080=127.0.0.1:18080,9090=127.0.0.1:19090",
+		"WEFT_ADMIN_ADDRESS":    "127.0.0.2:15000",
 	} {
 		if got := f[key].GetStringValue(); got != want {
 			t.Errorf("metadata %s = %q, want %q", key, got, want)

@@ -26,6 +26,10 @@ type Identity struct {
 	// Locality is where the proxy runs, "region/zone/subzone" (node.locality);
 	// endpoint priorities are relative to it.
 	Locality string
+	// AdminAddress is where the proxy's admin endpoint can be reached
+	// ("host:port"); empty when the proxy does not say. It does not change
+	// what the proxy is served.
+	AdminAddress string
 }
 
 // DefaultNodeID builds an Istio-style node id: sidecar~IP~workload.ns~ns.svc.cluster.local.
@@ -53,6 +57,9 @@ func (id Identity) Node() *core.Node {
 	if len(id.AppPorts) > 0 {
 		fields[MetaAppPorts] = FormatAppPorts(id.AppPorts)
 	}
+	if id.AdminAddress != "" {
+		fields[MetaAdminAddress] = id.AdminAddress
+	}
 	md, err := structpb.NewStruct(fields)
 	if err != nil { // only strings and maps of strings: cannot fail
 		panic(err)
@@ -74,6 +81,7 @@ func ParseNode(n *core.Node) (Identity, error) {
 	id.ServiceAccount = str(MetaServiceAccount)
 	id.ClusterID = str(MetaClusterID)
 	id.OutboundAddress = str(MetaOutboundAddress)
+	id.AdminAddress = str(MetaAdminAddress)
 	for k, v := range f[MetaLabels].GetStructValue().GetFields() {
 		id.Labels[k] = v.GetStringValue()
 	}

@@ -22,16 +22,20 @@ import (
 // proxy is one connected node. Its identity is fixed for its lifetime;
 // streams is guarded by Server.mu, the rest by mu.
 type proxy struct {
-	id      contract.Identity
-	streams int
+	id          contract.Identity
+	connectedAt time.Time
+	streams     int
 
-	mu       sync.Mutex
-	gone     bool     // its last stream closed; never write its snapshot again
-	seq      uint64   // sequence of the mesh snapshot last written
-	versions []string // per-type versions last written
+	mu          sync.Mutex
+	gone        bool     // its last stream closed; never write its snapshot again
+	seq         uint64   // sequence of the mesh snapshot last written
+	meshVersion string   // version of that mesh snapshot
+	versions    []string // per-type versions last written
 	// rejected is the proxy's standing rejection of each type: the last
 	// version it NACKed and has not since replaced with an accepted one.
 	rejected map[string]*Rejection
+	// xds is what was sent and ACKed per type, for ProxyStatuses.
+	xds map[string]*typeState
 }
 
 // Rejection is a proxy's standing rejection of one type's config: the
@@ -87,7 +91,15 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		StreamRequestFunc: func(id int64, req *discovery.DiscoveryRequest) error {
 			key := streamKey{id: id}
 			s.answered(key, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
-			return s.streamRequest(key, req.GetNode())
+			if err := s.streamRequest(key, req.GetNode()); err != nil {
+				return err
+			}
+			// A state-of-the-world request's version_info is the version
+			// the proxy last accepted: what it runs.
+			if p := s.streamProxy(key); p != nil {
+				p.recordAcked(req.GetTypeUrl(), req.GetVersionInfo(), time.Now())
+			}
+			return nil
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discovery.DeltaDiscoveryRequest) error {
 			key := streamKey{delta: true, id: id}
@@ -101,11 +113,22 @@ func (s *Server) callbacks() serverv3.Callbacks {
 // ACK or NACK that answers it (by nonce) can be matched to its version.
 func (s *Server) sentResponse(key streamKey, typeURL, nonce, version string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.sent[key] == nil {
 		s.sent[key] = map[string]sentResponse{}
 	}
 	s.sent[key][typeURL] = sentResponse{nonce: nonce, version: version}
+	p := s.streams[key]
+	s.mu.Unlock()
+	if p != nil {
+		p.recordSent(typeURL, version, time.Now())
+	}
+}
+
+// streamProxy is the proxy of an open stream, or nil.
+func (s *Server) streamProxy(key streamKey) *proxy {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.streams[key]
 }
 
 // answered handles a request that may answer a response: a NACK (detail
@@ -128,6 +151,9 @@ func (s *Server) answered(key streamKey, node, typeURL, nonce string, detail *rp
 		if p != nil && sent.nonce != "" {
 			p.mu.Lock()
 			delete(p.rejected, typeURL)
+			if key.delta { // delta requests carry no version: the ACK is of the response
+				p.typeState(typeURL).setAcked(sent.version, time.Now())
+			}
 			p.mu.Unlock()
 		}
 		return
@@ -149,6 +175,7 @@ func (s *Server) answered(key streamKey, node, typeURL, nonce string, detail *rp
 			p.rejected = map[string]*Rejection{}
 		}
 		p.rejected[typeURL] = r
+		p.typeState(typeURL).lastNACK = r
 	}
 	r.Error, r.Last = msg, now
 	r.Count++
@@ -207,7 +234,7 @@ func (s *Server) streamRequest(key streamKey, node *core.Node) error {
 		// New node, or a node id reconnecting with a different identity:
 		// start over. Streams of the old identity stay counted on the old
 		// proxy, whose close no longer touches the node's snapshot.
-		np := &proxy{id: id}
+		np := &proxy{id: id, connectedAt: time.Now()}
 		if ok {
 			p.mu.Lock()
 			p.gone = true

@@ -104,7 +104,7 @@ func (s *Server) write(p *proxy, cur *versioned) {
 	if p.gone || cur.seq < p.seq {
 		return
 	}
-	p.seq = cur.seq
+	p.seq, p.meshVersion = cur.seq, cur.m.Version
 	if equal(p.versions, versions) {
 		return
 	}

@@ -21,7 +21,7 @@ message. Hosts and endpoints the files do not declare may come from another
 registry, so they are warnings here. The exit status is 1 when there is an
 error. weft analyze goes further (routes that never match, subsets with no
 endpoints, ...).`,
-		Args:  cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files, err := config.ReadDir(args[0])
 			if err != nil {

@@ -62,12 +62,19 @@ func TestRejectedConfigIsNotResent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var seen bool
+	var seen, sourced bool
 	for _, r := range st.Rejections {
-		seen = seen || (strings.Contains(r.Node, w.Opts.Name) && strings.Contains(r.Error, fmt.Sprint(appPort)))
+		if strings.Contains(r.Node, w.Opts.Name) && strings.Contains(r.Error, fmt.Sprint(appPort)) {
+			seen = true
+			// It is mapped back to the config that caused it, with its file.
+			sourced = sourced || strings.Contains(strings.Join(r.Sources, "\n"), "WorkloadEntry default/shadow-v1 (")
+		}
 	}
 	if !seen {
 		t.Fatalf("/status lacks the rejection by %s naming port %d: %+v", w.Opts.Name, appPort, st.Rejections)
+	}
+	if !sourced {
+		t.Errorf("the rejection does not name the WorkloadEntry it came from: %+v", st.Rejections)
 	}
 
 	// Fix it: shadow's endpoint moves to the sidecar's inbound port, which

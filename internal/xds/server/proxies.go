@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"weft.dev/weft/internal/xds/contract"
+	"weft.dev/weft/internal/xds/generate"
 )
 
 // proxy is one connected node. Its identity is fixed for its lifetime;
@@ -42,10 +44,13 @@ type proxy struct {
 // proxy keeps running the last version it accepted, and is sent nothing
 // new until its config changes.
 type Rejection struct {
-	Node    string    `json:"node"`
-	TypeURL string    `json:"typeUrl"`
-	Version string    `json:"version"`
-	Error   string    `json:"error"` // the proxy's error_detail message
+	Node    string `json:"node"`
+	TypeURL string `json:"typeUrl"`
+	Version string `json:"version"`
+	Error   string `json:"error"` // the proxy's error_detail message
+	// Sources names the config resources (with file and line) behind the
+	// Envoy resources the error mentions: where to look for the mistake.
+	Sources []string  `json:"sources,omitempty"`
 	First   time.Time `json:"first"`
 	Last    time.Time `json:"last"`
 	Count   int       `json:"count"` // NACKs of this version
@@ -166,11 +171,12 @@ func (s *Server) answered(key streamKey, node, typeURL, nonce string, detail *rp
 		return
 	}
 	now := time.Now()
+	sources := s.sources(msg)
 	p.mu.Lock()
 	r := p.rejected[typeURL]
 	first := r == nil || r.Version != sent.version
 	if first {
-		r = &Rejection{Node: node, TypeURL: typeURL, Version: sent.version, First: now}
+		r = &Rejection{Node: node, TypeURL: typeURL, Version: sent.version, Sources: sources, First: now}
 		if p.rejected == nil {
 			p.rejected = map[string]*Rejection{}
 		}
@@ -185,7 +191,22 @@ func (s *Server) answered(key streamKey, node, typeURL, nonce string, detail *rp
 		log = s.log.Warn
 	}
 	log("proxy rejected config; not re-sending it until the proxy's config changes", "node", node, "type", typeURL,
-		"version", sent.version, "nonce", nonce, "error", msg)
+		"version", sent.version, "nonce", nonce, "error", msg, "sources", strings.Join(sources, "; "))
+}
+
+// sources maps a proxy's error message back to the config it came from,
+// with the newest mesh snapshot (the one the rejected config was
+// generated from, unless a newer one arrived meanwhile).
+func (s *Server) sources(msg string) []string {
+	cur := s.current()
+	if cur == nil {
+		return nil
+	}
+	var out []string
+	for _, m := range generate.Origins(cur.m, msg) {
+		out = append(out, fmt.Sprintf("%s (%s:%d)", m, m.File, m.Line))
+	}
+	return out
 }
 
 // Rejections lists the connected proxies' standing rejections: config they

@@ -27,12 +27,18 @@ func warnUnreachableRules(is *issues, vs *networking.VirtualService) {
 			prefixes = append(prefixes, pm)
 		}
 	})
-	for i, a := range prefixes {
-		for _, b := range prefixes[i+1:] {
-			if a.prefix != b.prefix && a.covers(b) {
-				is.warnf(b.match, "this match is never used: its uri prefix %q is covered by %s (prefix %q) with the same other conditions", b.prefix, a.match, a.prefix)
+	// Only an earlier match whose prefix is a proper prefix of b's can
+	// cover b: look those up rather than comparing every pair.
+	byPrefix := map[string][]int{}
+	for j, b := range prefixes {
+		for l := 1; l < len(b.prefix); l++ {
+			for _, i := range byPrefix[b.prefix[:l]] {
+				if a := prefixes[i]; a.covers(b) {
+					is.warnf(b.match, "this match is never used: its uri prefix %q is covered by %s (prefix %q) with the same other conditions", b.prefix, a.match, a.prefix)
+				}
 			}
 		}
+		byPrefix[b.prefix] = append(byPrefix[b.prefix], j)
 	}
 	unreachable(is, "tcp", len(vs.GetTcp()), func(i int) []proto.Message {
 		ms := make([]proto.Message, len(vs.GetTcp()[i].GetMatch()))

@@ -124,8 +124,11 @@ func checkHeaderValue(v string) error {
 			i++
 			continue
 		}
-		end := strings.IndexByte(v[i+1:], '%')
-		return fmt.Errorf("header value %q uses the substitution %s, which weft-proxy does not support; values are literal (write %%%% for a %%)", v, v[i:i+2+end])
+		cmd := v[i:]
+		if end := strings.IndexByte(v[i+1:], '%'); end >= 0 {
+			cmd = v[i : i+2+end]
+		}
+		return fmt.Errorf("header value %q uses the substitution %s, which weft-proxy does not support; values are literal (write %%%% for a %%)", v, cmd)
 	}
 	if len(v) > maxHeaderValue {
 		return fmt.Errorf("header value is %d bytes; at most %d are allowed", len(v), maxHeaderValue)

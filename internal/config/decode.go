@@ -221,6 +221,7 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 	}
 	var kind, apiVersion string
 	var metadata, specNode *yaml.Node
+	misspeltMetadata := false // "metdata:": its name is not missing, it is misspelt
 	for _, p := range dec.pairs(root, "") {
 		key := p.key.Value
 		v := dec.resolve(p.value, key)
@@ -239,7 +240,9 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 			specNode = v
 		case "status":
 		default:
-			dec.errf(key, "unknown field %q; a resource has apiVersion, kind, metadata, spec (and status)%s", key, suggestOf(key, topFields))
+			hint := suggestOf(key, topFields)
+			dec.errf(key, "unknown field %q; a resource has apiVersion, kind, metadata, spec (and status)%s", key, hint)
+			misspeltMetadata = misspeltMetadata || strings.Contains(hint, `"metadata"`)
 		}
 	}
 	d.meta.APIVersion = apiVersion
@@ -255,6 +258,9 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 	d.meta.Kind = Kind(kind)
 	// Name the resource before any further check, so a document rejected
 	// from here on keeps its last good version in force.
+	if metadata == nil && misspeltMetadata {
+		return d
+	}
 	d.decodeMetadata(dec, metadata)
 	if d.meta.Name == "" {
 		return d

@@ -28,7 +28,9 @@ func TestDiagnostics(t *testing.T) {
 		want []string
 	}{
 		{
-			name: "virtualservice without hosts",
+			// Without hosts, a VirtualService is a delegate (as in Istio):
+			// only http routes, no gateways.
+			name: "virtualservice without hosts is a delegate",
 			doc: `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: reviews}
@@ -37,7 +39,22 @@ spec:
   - route:
     - destination: {host: reviews}
 `,
-			want: []string{`error: t.yaml: doc 1: VirtualService default/reviews: spec.hosts: at least one host is required`},
+		},
+		{
+			name: "delegate virtualservice with tcp routes",
+			doc: `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  gateways: [mesh]
+  tcp:
+  - route:
+    - destination: {host: reviews}
+`,
+			want: []string{
+				`error: t.yaml: doc 1: VirtualService default/reviews: spec.gateways: a VirtualService without hosts is a delegate, and a delegate must not set gateways (the VirtualService that delegates to it decides where it applies)`,
+				`error: t.yaml: doc 1: VirtualService default/reviews: spec.tcp: a VirtualService without hosts is a delegate, and only http routes can be delegated`,
+			},
 		},
 		{
 			name: "negative weight",
@@ -70,7 +87,10 @@ spec:
     - destination: {host: reviews, subset: v2}
       weight: 0
 `,
-			want: []string{`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[1].route: the total weight of 2 destinations is 0; give at least one a positive weight`},
+			want: []string{
+				`warning: t.yaml: doc 1: VirtualService default/reviews: spec.http[1]: this rule is never used: spec.http[0] before it has no match conditions and takes every request; only the last rule may have none`,
+				`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[1].route: the total weight of 2 destinations is 0; give at least one a positive weight`,
+			},
 		},
 		{
 			name: "bad regexes",
@@ -120,7 +140,9 @@ spec:
     - destination: {host: ratings, subset: v1}
 `,
 			want: []string{
+				`warning: t.yaml: doc 1: VirtualService default/reviews: spec.http[1]: this rule is never used: spec.http[0] before it has no match conditions and takes every request; only the last rule may have none`,
 				`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[1].route[1].destination.subset: subset "v9" is not defined by any DestinationRule for reviews.default.svc.cluster.local`,
+				`warning: t.yaml: doc 1: VirtualService default/reviews: spec.http[2]: this rule is never used: spec.http[0] before it has no match conditions and takes every request; only the last rule may have none`,
 				`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[2].mirror.subset: subset "v8" is not defined by any DestinationRule for reviews.default.svc.cluster.local`,
 				`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[2].route[0].destination.subset: subset "v1" is not defined by any DestinationRule for ratings.default.svc.cluster.local`,
 			},
@@ -161,7 +183,7 @@ metadata: {name: ext}
 spec:
   hosts: [api.example.com, "*.wild.example.com"]
   ports: [{number: 443, name: https, protocol: HTTPS}]
-  resolution: DNS
+  resolution: NONE
 `,
 		},
 		{
@@ -196,6 +218,7 @@ spec: {hosts: [a]}
 kind: ServiceEntry
 metadata: {name: se, namespace: ext}
 spec:
+  resolution: STATIC
   ports:
   - {number: 0, name: a}
   - {number: 70000, name: b}
@@ -210,7 +233,7 @@ spec:
 				`error: t.yaml: doc 1: ServiceEntry ext/se: spec.ports[3].name: duplicate port name "http" (also spec.ports[2])`,
 				`error: t.yaml: doc 1: ServiceEntry ext/se: spec.ports[3].number: duplicate port number 80 (also spec.ports[2])`,
 				`error: t.yaml: doc 1: ServiceEntry ext/se: spec.ports[4].name: port name is required`,
-				`warning: t.yaml: doc 1: ServiceEntry ext/se: spec.ports[4].protocol: unknown protocol "FOO" is treated as TCP`,
+				`error: t.yaml: doc 1: ServiceEntry ext/se: spec.ports[4].protocol: unsupported protocol "FOO"; want HTTP, HTTP2, GRPC, GRPC-Web, HTTPS, TLS, TCP, Mongo, Redis, MySQL or UDP`,
 			},
 		},
 		{
@@ -364,6 +387,7 @@ metadata: {name: cm}
 			want: []string{
 				`error: t.yaml: doc 1: kind: unsupported kind "Gateway" (Weft loads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry)`,
 				`error: t.yaml: doc 2: VirtualService default/reviews: apiVersion: unsupported apiVersion "networking.istio.io/v2" for VirtualService (want networking.istio.io/v1, v1beta1 or v1alpha3)`,
+				`error: t.yaml: doc 2: VirtualService default/reviews: spec: at least one of http, tcp or tls routes is required`,
 				`error: t.yaml: doc 3: kind: unsupported kind "ConfigMap" (Weft loads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry)`,
 			},
 		},
@@ -403,7 +427,8 @@ spec:
 `,
 			want: []string{
 				`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[0].route[0].destination.host: destination host is required`,
-				`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[1]: one of route, redirect, directResponse or delegate is required`,
+				`error: t.yaml: doc 1: VirtualService default/reviews: spec.http[1]: one of route, redirect or directResponse is required`,
+				`warning: t.yaml: doc 1: VirtualService default/reviews: spec.http[1]: this rule is never used: spec.http[0] before it has no match conditions and takes every request; only the last rule may have none`,
 			},
 		},
 	}

@@ -36,22 +36,34 @@ func TestValidateLoadBalancer(t *testing.T) {
 		{"distribute sums to 100", loc(&networking.LocalityLoadBalancerSetting{Distribute: []*networking.LocalityLoadBalancerSetting_Distribute{
 			{From: "us-east/*", To: map[string]uint32{"us-east/*": 80, "us-west/*": 20}}}}), ""},
 		{"distribute sum", loc(&networking.LocalityLoadBalancerSetting{Distribute: []*networking.LocalityLoadBalancerSetting_Distribute{
-			{From: "us-east/*", To: map[string]uint32{"us-east/*": 80}}}}), "p.localityLbSetting.distribute[0].to: weights must sum to 100"},
+			{From: "us-east/*", To: map[string]uint32{"us-east/*": 80}}}}), "p.localityLbSetting.distribute[0].to: weights must add up to 100"},
 		{"distribute and failover", loc(&networking.LocalityLoadBalancerSetting{
 			Distribute: []*networking.LocalityLoadBalancerSetting_Distribute{{From: "a", To: map[string]uint32{"a": 100}}},
-			Failover:   []*networking.LocalityLoadBalancerSetting_Failover{{From: "a", To: "b"}}}), "p.localityLbSetting: can not simultaneously"},
+			Failover:   []*networking.LocalityLoadBalancerSetting_Failover{{From: "a", To: "b"}}}), "p.localityLbSetting: distribute and failover are mutually exclusive"},
 		{"failover same region", loc(&networking.LocalityLoadBalancerSetting{Failover: []*networking.LocalityLoadBalancerSetting_Failover{{From: "a", To: "a"}}}),
 			"p.localityLbSetting.failover[0]: from and to must be different"},
 		{"bad wildcard", loc(&networking.LocalityLoadBalancerSetting{Distribute: []*networking.LocalityLoadBalancerSetting_Distribute{
-			{From: "*/z1", To: map[string]uint32{"a": 100}}}}), "p.localityLbSetting.distribute[0].from"},
+			{From: "*/z1", To: map[string]uint32{"a": 100}}}}), "p.localityLbSetting.distribute: from: locality \"*/z1\": at most one '*', at the end"},
+		{"partial wildcard", loc(&networking.LocalityLoadBalancerSetting{Distribute: []*networking.LocalityLoadBalancerSetting_Distribute{
+			{From: "us-*", To: map[string]uint32{"a": 100}}}}), "p.localityLbSetting.distribute: from: locality \"us-*\": a '*' stands for a whole"},
+		{"overlapping from", loc(&networking.LocalityLoadBalancerSetting{Distribute: []*networking.LocalityLoadBalancerSetting_Distribute{
+			{From: "us/*", To: map[string]uint32{"a": 100}}, {From: "us/z1", To: map[string]uint32{"a": 100}}}}), "p.localityLbSetting.distribute: from: locality \"us/z1\" overlaps"},
+		{"maglev without table size", ch(&networking.LoadBalancerSettings_ConsistentHashLB{HashKey: header,
+			HashAlgorithm: &networking.LoadBalancerSettings_ConsistentHashLB_Maglev{Maglev: &networking.LoadBalancerSettings_ConsistentHashLB_MagLev{}}}),
+			"p.consistentHash.maglev.tableSize: tableSize is required"},
+		{"query parameter without name", ch(&networking.LoadBalancerSettings_ConsistentHashLB{HashKey: &networking.LoadBalancerSettings_ConsistentHashLB_HttpQueryParameterName{}}),
+			"p.consistentHash.httpQueryParameterName: query parameter name is required"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var is issues
-			validateLoadBalancer(&is, "p", tc.lb)
+			validateLoadBalancer(&is, "p", tc.lb, nil)
 			var got string
-			if len(is) > 0 {
-				got = is[0].Path + ": " + is[0].Message
+			for _, d := range is {
+				if d.Severity == SeverityError {
+					got = d.Path + ": " + d.Message
+					break
+				}
 			}
 			if (tc.want == "") != (got == "") || !strings.HasPrefix(got, tc.want) {
 				t.Errorf("got %q, want %q", got, tc.want)

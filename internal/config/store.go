@@ -384,7 +384,7 @@ func decodeAndValidate(path string, data []byte) *decodedFile {
 	kept := 0
 	for _, d := range docs {
 		if d.spec != nil && !specMissing(d) {
-			for _, i := range validateSpec(d.spec) {
+			for _, i := range validateResource(d.meta.Namespace, d.spec) {
 				if d.decodeErrors > 0 && overlapsDecodeError(d, i.Path) {
 					continue // a consequence of a value that could not be decoded
 				}

@@ -219,6 +219,7 @@ spec:
   hosts: [api.example.com]
   ports: [{number: 443, name: https, protocol: HTTPS}]
   resolution: DNS
+  endpoints: [{address: 203.0.113.10}]
 ---
 apiVersion: %[1]s
 kind: WorkloadEntry

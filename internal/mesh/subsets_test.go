@@ -24,7 +24,7 @@ func TestValidationAndSubsetIndexAgree(t *testing.T) {
 		return s
 	}
 	se := func(ns, name, host string) string {
-		return fmt.Sprintf("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: %s, namespace: %s}\nspec:\n  hosts: [%q]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 10.0.0.1, labels: {version: v1}}]\n", name, ns, host)
+		return fmt.Sprintf("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: %s, namespace: %s}\nspec:\n  hosts: [%q]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 10.0.0.1, labels: {version: v1}}]\n", name, ns, host)
 	}
 	vs := func(ns, name, host, subset string) string {
 		return fmt.Sprintf("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: %s, namespace: %s}\nspec:\n  hosts: [%q]\n  http:\n  - route:\n    - destination: {host: %q, subset: %s}\n", name, ns, host, host, subset)

@@ -62,7 +62,7 @@ spec:
   ports:
   - {number: 9080, name: http, protocol: http}
   - {number: 9090, name: grpc, protocol: GRPC, targetPort: 19090}
-  - {number: 9100, name: metrics}
+  - {number: 9100, name: metrics, protocol: TLS}
   resolution: STATIC
   endpoints:
   - address: 10.0.0.1
@@ -74,7 +74,7 @@ spec:
   - address: 10.0.0.2
 `,
 			services: []string{
-				"reviews.prod.svc.cluster.local ns=prod src=static ports=[http/9080/HTTP/0 grpc/9090/GRPC/19090 metrics/9100/TCP/0]",
+				"reviews.prod.svc.cluster.local ns=prod src=static ports=[http/9080/HTTP/0 grpc/9090/GRPC/19090 metrics/9100/TLS/0]",
 			},
 			endpoints: []string{
 				`reviews.prod.svc.cluster.local:9080 -> 10.0.0.1:18080 labels=map[app:reviews version:v1] loc="us-east/zone-a" w=3 sa="reviews-sa" wl=prod/reviews health=0`,
@@ -178,7 +178,7 @@ func TestBuildNilAndSuffix(t *testing.T) {
 	reg := Build(load(t, `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: a}
-spec: {hosts: [a], ports: [{number: 80, name: http}], endpoints: [{address: 10.0.0.1}]}
+spec: {hosts: [a], ports: [{number: 80, name: http}], resolution: STATIC, endpoints: [{address: 10.0.0.1}]}
 `), "corp.internal")
 	if reg.Service("a.default.svc.corp.internal") == nil {
 		t.Errorf("services = %v, want a.default.svc.corp.internal", reg.Services())
@@ -196,12 +196,12 @@ func TestBuildFirstServiceEntryWins(t *testing.T) {
 	reg := Build(load(t, `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: a}
-spec: {hosts: [shared.example.com], ports: [{number: 80, name: http}], endpoints: [{address: 10.0.0.1}]}
+spec: {hosts: [shared.example.com], ports: [{number: 80, name: http}], resolution: STATIC, endpoints: [{address: 10.0.0.1}]}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: b}
-spec: {hosts: [shared.example.com], ports: [{number: 81, name: http}], endpoints: [{address: 10.0.0.2}]}
+spec: {hosts: [shared.example.com], ports: [{number: 81, name: http}], resolution: STATIC, endpoints: [{address: 10.0.0.2}]}
 `, config.CodeServiceEntryConflict), "")
 	var got []string
 	for _, e := range reg.Endpoints("shared.example.com", 0) {

@@ -52,6 +52,9 @@ func routeMatch(m *networking.HTTPMatchRequest) *route.RouteMatch {
 	if m.GetAuthority() != nil {
 		rm.Headers = append(rm.Headers, headerMatcher(":authority", m.GetAuthority(), false))
 	}
+	if m.GetScheme() != nil {
+		rm.Headers = append(rm.Headers, headerMatcher(":scheme", m.GetScheme(), false))
+	}
 	for _, name := range sortedKeys(m.GetQueryParams()) {
 		qm := &route.QueryParameterMatcher{Name: name}
 		if sm := stringMatcher(m.GetQueryParams()[name]); sm != nil {
@@ -78,10 +81,11 @@ func headerMatchers(hs map[string]*networking.StringMatch, invert bool) []*route
 	return out
 }
 
-// headerMatcher matches a header's value, or its presence for `{}`.
+// headerMatcher matches a header's value, or its presence for `{}` and,
+// as in Istio, for regex "*" (not RE2 there: "any value").
 func headerMatcher(name string, sm *networking.StringMatch, invert bool) *route.HeaderMatcher {
 	hm := &route.HeaderMatcher{Name: name, InvertMatch: invert}
-	if m := stringMatcher(sm); m != nil {
+	if m := stringMatcher(sm); m != nil && sm.GetRegex() != "*" {
 		hm.HeaderMatchSpecifier = &route.HeaderMatcher_StringMatch{StringMatch: m}
 	} else {
 		hm.HeaderMatchSpecifier = &route.HeaderMatcher_PresentMatch{PresentMatch: true}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,7 @@ func binaries(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("builds and runs the binaries")
 	}
+	buildArgs := readme(t).buildArgs // parsed first: a failure here must not happen inside Do
 	build.Do(func() {
 		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 		if _, err := os.Stat(goBin); err != nil {
@@ -54,12 +56,14 @@ func binaries(t *testing.T) string {
 		if binDir, buildErr = os.MkdirTemp("", "weft-binary-e2e-"); buildErr != nil {
 			return
 		}
-		args := readme(t).buildArgs
-		for i, a := range args {
-			if a == "-o" && i+1 < len(args) {
-				args[i+1] = binDir // the README writes to the working directory
-			}
+		args := buildArgs
+		i := slices.Index(args, "-o")
+		if i < 0 || i+1 >= len(args) {
+			// go build of several packages writes nothing without -o.
+			buildErr = fmt.Errorf("README's build command %q has no -o DIR: it would write no binaries", args)
+			return
 		}
+		args[i+1] = binDir // the README writes to the working directory
 		cmd := exec.Command(goBin, args...)
 		cmd.Dir = repoRoot
 		if out, err := cmd.CombinedOutput(); err != nil {

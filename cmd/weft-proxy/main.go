@@ -4,22 +4,28 @@
 //	weft-proxy --xds-address 127.0.0.1:15010 --workload reviews-v2 \
 //	    --labels app=reviews,version=v2 --ip 127.0.0.2 --app-port 9080=127.0.0.1:18080
 //
-// Bad flags exit with status 2; SIGINT or SIGTERM shut it down gracefully.
+// Its command line follows weft's: cobra and pflag, double-dash long flags,
+// the shared --log-level. Bad flags exit with status 2 and a message naming
+// the flag and the value; --help exits 0; SIGINT or SIGTERM shut it down
+// gracefully (exit 0).
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"weft.dev/weft/internal/logflag"
 	"weft.dev/weft/internal/proxy"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -27,39 +33,196 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	code := run(ctx, os.Args[1:], os.Stderr)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
+// Exit statuses.
+const (
+	exitOK      = 0 // clean shutdown, or --help
+	exitFailed  = 1 // the proxy could not start, or failed
+	exitBadFlag = 2 // bad flags or arguments
+)
+
 // run parses args, runs the proxy until ctx is done and returns the exit
-// status: 0 after a clean shutdown, 1 when the proxy fails, 2 for bad flags.
-func run(ctx context.Context, args []string, stderr io.Writer) int {
-	opts, level, err := parseFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
+// status. Help goes to stdout, everything else to stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := newRootCmd(stderr, runProxy)
+	cmd.InitDefaultHelpFlag() // so that -help, like --help, is known to longFlagsCompat
+	cmd.SetArgs(longFlagsCompat(args, cmd.Flags(), stderr))
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	err := cmd.ExecuteContext(ctx)
+	var bad usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &bad):
+		fmt.Fprintf(stderr, "weft-proxy: %v\n", bad.err)
+		return exitBadFlag
+	default:
 		fmt.Fprintf(stderr, "weft-proxy: %v\n", err)
-		return 2
+		return exitFailed
 	}
-	opts.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// runProxy starts the proxy and serves until ctx is done.
+func runProxy(ctx context.Context, opts proxy.Options) error {
 	p, err := proxy.New(opts)
 	if err != nil {
-		opts.Logger.Error("cannot start", "error", err)
-		return 1
+		return fmt.Errorf("cannot start: %w", err)
 	}
-	if err := p.Run(ctx); err != nil {
-		opts.Logger.Error("proxy failed", "error", err)
-		return 1
+	return p.Run(ctx)
+}
+
+// usageError marks an error in the command line: exit status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// newRootCmd builds the command line; serve runs the proxy once every flag
+// has been checked. Logs go to stderr.
+func newRootCmd(stderr io.Writer, serve func(context.Context, proxy.Options) error) *cobra.Command {
+	var f flags
+	cmd := &cobra.Command{
+		Use:   "weft-proxy [flags]",
+		Short: "Weft's sidecar: serve the configuration the control plane sends over ADS",
+		Long: `weft-proxy is Weft's sidecar. It connects to the control plane (weft serve)
+over ADS (Envoy xDS v3), introduces itself with the identity its flags give,
+and serves the listeners, routes and clusters it receives: an outbound
+listener where the application sends requests for other services, and an
+inbound listener for every endpoint registered on one of its --ip
+addresses. The admin endpoint serves /ready, /config_dump,
+/stats/prometheus and POST /drain. See docs/proxy.md.`,
+		Example: `  weft-proxy --workload backend-v1 --labels app=backend,version=v1 --ip 127.0.10.2 \
+      --app-port 8080=127.0.10.2:18080 --outbound 127.0.10.2:15001 --admin-address 127.0.10.2:15000`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unexpected arguments %q: weft-proxy takes flags only", args)}
+			}
+			return nil
+		},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts, err := f.options(stderr)
+			if err != nil {
+				return usageError{err}
+			}
+			return serve(cmd.Context(), opts)
+		},
 	}
-	return 0
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	f.register(cmd.Flags())
+	return cmd
+}
+
+// flags holds the raw command line.
+type flags struct {
+	xdsAddr, adminAddr, id, namespace, workload  string
+	serviceAccount, outbound, logLevel, locality string
+	drain                                        time.Duration
+	ips, appPorts, labels                        listFlag
+}
+
+func (f *flags) register(fs *pflag.FlagSet) {
+	fs.SortFlags = false
+	fs.StringVar(&f.xdsAddr, "xds-address", "127.0.0.1:15010", "control plane ADS `host:port` (weft serve --xds-address)")
+	fs.StringVar(&f.adminAddr, "admin-address", proxy.DefaultAdminAddress, "admin endpoint `host:port` (/ready, /config_dump, /stats/prometheus); port 0 picks a free one")
+	fs.StringVar(&f.workload, "workload", "", "workload name, as in its WorkloadEntry (default: the host name up to its first dot)")
+	fs.StringVar(&f.namespace, "namespace", "default", "workload namespace")
+	fs.Var(&f.labels, "labels", "workload labels, `k=v,k=v` (repeatable; a later value for a key wins)")
+	fs.Var(&f.ips, "ip", "an `address` of this host (repeatable or a comma list; default 127.0.0.1)")
+	fs.Var(&f.appPorts, "app-port", "where the app listens for a workload port, `port=host:port` (repeatable or a comma list)")
+	fs.StringVar(&f.outbound, "outbound", contract.DefaultOutboundAddress, "outbound listener `host:port`; '' for none")
+	fs.StringVar(&f.id, "id", "", "xDS node id (default sidecar~<first ip>~<workload>.<namespace>~<namespace>.svc.cluster.local)")
+	fs.StringVar(&f.serviceAccount, "service-account", "default", "workload service account")
+	fs.StringVar(&f.locality, "locality", "", "where this proxy runs, `region/zone/subzone` (endpoint priorities are relative to it)")
+	fs.DurationVar(&f.drain, "drain-timeout", proxy.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
+	fs.StringVar(&f.logLevel, logflag.Name, logflag.Default, logflag.Usage)
+}
+
+// options checks the flags and turns them into proxy options. Every error
+// names the flag and the offending value.
+func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
+	log, err := logflag.Logger(stderr, f.logLevel)
+	if err != nil {
+		return proxy.Options{}, err
+	}
+	for _, a := range []struct{ name, addr string }{{"--xds-address", f.xdsAddr}, {"--admin-address", f.adminAddr}} {
+		if err := checkHostPort(a.addr); err != nil {
+			return proxy.Options{}, fmt.Errorf("%s %q: %w", a.name, a.addr, err)
+		}
+	}
+	if f.outbound != "" {
+		if err := checkHostPort(f.outbound); err != nil {
+			return proxy.Options{}, fmt.Errorf("--outbound %q: %w", f.outbound, err)
+		}
+	}
+	ips := []string(f.ips)
+	if len(ips) == 0 {
+		ips = []string{"127.0.0.1"}
+	}
+	for _, ip := range ips {
+		if net.ParseIP(ip) == nil {
+			return proxy.Options{}, fmt.Errorf("--ip %q: not an IP address", ip)
+		}
+	}
+	labels := map[string]string{}
+	for _, kv := range f.labels {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return proxy.Options{}, fmt.Errorf("--labels %q: %q is not key=value", f.labels.String(), kv)
+		}
+		labels[k] = v
+	}
+	appPorts, err := contract.ParseAppPorts(f.appPorts.String())
+	if err != nil {
+		return proxy.Options{}, fmt.Errorf("--app-port: %w", err)
+	}
+	for p, addr := range appPorts {
+		if err := checkHostPort(addr); err != nil {
+			return proxy.Options{}, fmt.Errorf("--app-port %d=%s: %w", p, addr, err)
+		}
+	}
+	if f.namespace == "" {
+		return proxy.Options{}, errors.New("--namespace must not be empty")
+	}
+	workload := f.workload
+	if workload == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return proxy.Options{}, errors.New("--workload is required (the host name is unknown)")
+		}
+		workload, _, _ = strings.Cut(h, ".")
+	}
+	if f.drain <= 0 {
+		return proxy.Options{}, fmt.Errorf("--drain-timeout %v: must be positive", f.drain)
+	}
+	id := f.id
+	if id == "" {
+		id = contract.DefaultNodeID(ips[0], workload, f.namespace)
+	}
+	return proxy.Options{
+		Identity: contract.Identity{
+			ID: id, Namespace: f.namespace, WorkloadName: workload, Labels: labels,
+			IPs: ips, ServiceAccount: f.serviceAccount, OutboundAddress: f.outbound, AppPorts: appPorts,
+			Locality: f.locality,
+		},
+		XDSAddress:   f.xdsAddr,
+		AdminAddress: f.adminAddr,
+		DrainTimeout: f.drain,
+		Logger:       log,
+	}, nil
 }
 
 // listFlag collects a flag given several times and/or as a comma list.
 type listFlag []string
 
 func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Type() string   { return "list" }
 
 func (l *listFlag) Set(v string) error {
 	for _, s := range strings.Split(v, ",") {
@@ -68,104 +231,6 @@ func (l *listFlag) Set(v string) error {
 		}
 	}
 	return nil
-}
-
-// parseFlags turns the command line into proxy options. Every error names
-// the flag and the offending value.
-func parseFlags(args []string, out io.Writer) (proxy.Options, slog.Level, error) {
-	fs := flag.NewFlagSet("weft-proxy", flag.ContinueOnError)
-	fs.SetOutput(out)
-	var (
-		xdsAddr   = fs.String("xds-address", "127.0.0.1:15010", "control plane ADS `host:port`")
-		adminAddr = fs.String("admin-address", proxy.DefaultAdminAddress, "admin endpoint `host:port` (/ready, /config_dump, /stats/prometheus)")
-		id        = fs.String("id", "", "xDS node id (default sidecar~<first ip>~<workload>.<namespace>~<namespace>.svc.cluster.local)")
-		namespace = fs.String("namespace", "default", "workload namespace")
-		workload  = fs.String("workload", "", "workload name (default: the host name)")
-		labels    = fs.String("labels", "", "workload labels, `k=v,k=v` (e.g. app=reviews,version=v2)")
-		sa        = fs.String("service-account", "default", "workload service account")
-		outbound  = fs.String("outbound", contract.DefaultOutboundAddress, "outbound listener `host:port`; empty for none")
-		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
-		locality  = fs.String("locality", "", "where this proxy runs, `region/zone/subzone` (node.locality; endpoint priorities are relative to it)")
-		drain     = fs.Duration("drain-timeout", proxy.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
-		ips       listFlag
-		appPorts  listFlag
-	)
-	fs.Var(&ips, "ip", "an address of this host (repeatable or a comma list; default 127.0.0.1): INSTANCE_IPS")
-	fs.Var(&appPorts, "app-port", "where the app listens for a workload port, `port=host:port` (repeatable or a comma list)")
-	if err := fs.Parse(args); err != nil {
-		return proxy.Options{}, 0, err
-	}
-	if fs.NArg() > 0 {
-		return proxy.Options{}, 0, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return proxy.Options{}, 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
-	}
-	for name, addr := range map[string]string{"--xds-address": *xdsAddr, "--admin-address": *adminAddr} {
-		if err := checkHostPort(addr); err != nil {
-			return proxy.Options{}, 0, fmt.Errorf("%s %q: %w", name, addr, err)
-		}
-	}
-	if *outbound != "" {
-		if err := checkHostPort(*outbound); err != nil {
-			return proxy.Options{}, 0, fmt.Errorf("--outbound %q: %w", *outbound, err)
-		}
-	}
-	if len(ips) == 0 {
-		ips = listFlag{"127.0.0.1"}
-	}
-	for _, ip := range ips {
-		if net.ParseIP(ip) == nil {
-			return proxy.Options{}, 0, fmt.Errorf("--ip %q: not an IP address", ip)
-		}
-	}
-	lbls := map[string]string{}
-	if strings.TrimSpace(*labels) != "" {
-		for _, kv := range strings.Split(*labels, ",") {
-			k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-			if !ok || k == "" {
-				return proxy.Options{}, 0, fmt.Errorf("--labels %q: %q is not key=value", *labels, kv)
-			}
-			lbls[k] = v
-		}
-	}
-	ap, err := contract.ParseAppPorts(strings.Join(appPorts, ","))
-	if err != nil {
-		return proxy.Options{}, 0, fmt.Errorf("--app-port: %w", err)
-	}
-	for p, addr := range ap {
-		if err := checkHostPort(addr); err != nil {
-			return proxy.Options{}, 0, fmt.Errorf("--app-port %d=%s: %w", p, addr, err)
-		}
-	}
-	if *namespace == "" {
-		return proxy.Options{}, 0, errors.New("--namespace must not be empty")
-	}
-	if *workload == "" {
-		h, err := os.Hostname()
-		if err != nil || h == "" {
-			return proxy.Options{}, 0, errors.New("--workload is required (the host name is unknown)")
-		}
-		*workload, _, _ = strings.Cut(h, ".")
-	}
-	if *drain <= 0 {
-		return proxy.Options{}, 0, fmt.Errorf("--drain-timeout %v: must be positive", *drain)
-	}
-	if *id == "" {
-		*id = contract.DefaultNodeID(ips[0], *workload, *namespace)
-	}
-	return proxy.Options{
-		Identity: contract.Identity{
-			ID: *id, Namespace: *namespace, WorkloadName: *workload, Labels: lbls,
-			IPs: ips, ServiceAccount: *sa, OutboundAddress: *outbound, AppPorts: ap,
-			Locality: *locality,
-		},
-		XDSAddress:   *xdsAddr,
-		AdminAddress: *adminAddr,
-		DrainTimeout: *drain,
-	}, level, nil
 }
 
 func checkHostPort(s string) error {

@@ -5,47 +5,71 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"net"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/spf13/pflag"
 	"go.uber.org/goleak"
 
+	"weft.dev/weft/internal/proxy"
 	"weft.dev/weft/internal/xds/contract"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func TestParseFlagsDefaults(t *testing.T) {
-	o, level, err := parseFlags([]string{"--workload", "reviews-v2"}, &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
+// parse runs the command line as run does, but hands the checked options
+// back instead of starting a proxy.
+func parse(t *testing.T, args ...string) (proxy.Options, string) {
+	t.Helper()
+	var got *proxy.Options
+	var stderr bytes.Buffer
+	cmd := newRootCmd(&stderr, func(_ context.Context, o proxy.Options) error { got = &o; return nil })
+	cmd.InitDefaultHelpFlag()
+	cmd.SetArgs(longFlagsCompat(args, cmd.Flags(), &stderr))
+	cmd.SetOut(&stderr)
+	cmd.SetErr(&stderr)
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatalf("%q: %v", args, err)
 	}
+	if got == nil {
+		t.Fatalf("%q: the proxy was not started", args)
+	}
+	return *got, stderr.String()
+}
+
+func TestParseFlagsDefaults(t *testing.T) {
+	o, _ := parse(t, "--workload", "reviews-v2")
 	id := o.Identity
-	if o.XDSAddress != "127.0.0.1:15010" || o.AdminAddress != "127.0.0.1:15000" || level != slog.LevelInfo {
-		t.Errorf("addresses %q %q level %v", o.XDSAddress, o.AdminAddress, level)
+	if o.XDSAddress != "127.0.0.1:15010" || o.AdminAddress != "127.0.0.1:15000" || o.DrainTimeout != proxy.DefaultDrainTimeout {
+		t.Errorf("addresses %q %q drain %v", o.XDSAddress, o.AdminAddress, o.DrainTimeout)
+	}
+	if !o.Logger.Enabled(context.Background(), slog.LevelInfo) || o.Logger.Enabled(context.Background(), slog.LevelDebug) {
+		t.Errorf("default log level is not info")
 	}
 	if id.ID != contract.DefaultNodeID("127.0.0.1", "reviews-v2", "default") || id.Namespace != "default" ||
-		!slices.Equal(id.IPs, []string{"127.0.0.1"}) || id.OutboundAddress != contract.DefaultOutboundAddress {
+		!slices.Equal(id.IPs, []string{"127.0.0.1"}) || id.OutboundAddress != contract.DefaultOutboundAddress ||
+		id.ServiceAccount != "default" || len(id.Labels) != 0 || len(id.AppPorts) != 0 {
 		t.Errorf("identity %+v", id)
 	}
 }
 
 func TestParseFlags(t *testing.T) {
-	o, level, err := parseFlags([]string{
+	o, _ := parse(t,
 		"--xds-address", "cp:15010", "--admin-address", ":0", "--namespace", "shop", "--workload", "reviews-v2",
 		"--labels", "app=reviews,version=v2", "--ip", "127.0.0.2,10.0.0.1", "--ip", "::1",
 		"--service-account", "reviews", "--outbound", "", "--app-port", "9080=127.0.0.1:18080",
-		"--app-port", "9090=127.0.0.1:19090", "--log-level", "debug",
-	}, &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
-	}
+		"--app-port=9090=127.0.0.1:19090", "--log-level", "debug", "--locality", "eu/a/1", "--drain-timeout", "250ms",
+	)
 	id := o.Identity
 	if id.ID != "sidecar~127.0.0.2~reviews-v2.shop~shop.svc.cluster.local" {
 		t.Errorf("id = %q", id.ID)
 	}
-	if !slices.Equal(id.IPs, []string{"127.0.0.2", "10.0.0.1", "::1"}) || id.OutboundAddress != "" || id.ServiceAccount != "reviews" {
+	if !slices.Equal(id.IPs, []string{"127.0.0.2", "10.0.0.1", "::1"}) || id.OutboundAddress != "" || id.ServiceAccount != "reviews" || id.Locality != "eu/a/1" {
 		t.Errorf("identity %+v", id)
 	}
 	if !maps.Equal(id.Labels, map[string]string{"app": "reviews", "version": "v2"}) {
@@ -54,8 +78,52 @@ func TestParseFlags(t *testing.T) {
 	if !maps.Equal(id.AppPorts, map[uint32]string{9080: "127.0.0.1:18080", 9090: "127.0.0.1:19090"}) {
 		t.Errorf("app ports %v", id.AppPorts)
 	}
-	if level != slog.LevelDebug || o.XDSAddress != "cp:15010" || o.AdminAddress != ":0" {
-		t.Errorf("options %+v level %v", o, level)
+	if !o.Logger.Enabled(context.Background(), slog.LevelDebug) || o.XDSAddress != "cp:15010" || o.AdminAddress != ":0" || o.DrainTimeout != 250*time.Millisecond {
+		t.Errorf("options %+v", o)
+	}
+	if o, _ := parse(t, "--workload", "w", "--id", "custom", "--log-level", "WARN"); o.Identity.ID != "custom" || o.Logger.Enabled(context.Background(), slog.LevelInfo) {
+		t.Errorf("--id custom --log-level WARN: id %q", o.Identity.ID)
+	}
+}
+
+// --labels may be repeated like --ip and --app-port; given twice for one
+// key, the later value wins, as it did when the last --labels won.
+func TestLabelsRepeatable(t *testing.T) {
+	o, _ := parse(t, "--workload", "w", "--labels", "app=a,version=v1", "--labels", "app=b", "--labels", "stage=canary")
+	if want := map[string]string{"app": "b", "version": "v1", "stage": "canary"}; !maps.Equal(o.Identity.Labels, want) {
+		t.Errorf("labels %v, want %v", o.Identity.Labels, want)
+	}
+}
+
+// Command lines written for Go's flag package (one dash before a long
+// flag) keep working, with a warning.
+func TestSingleDashLongFlags(t *testing.T) {
+	o, stderr := parse(t, "-workload", "w", "-ip=127.0.0.2", "-outbound", "", "-id", "-not-a-flag", "-labels", "app=x")
+	if o.Identity.WorkloadName != "w" || !slices.Equal(o.Identity.IPs, []string{"127.0.0.2"}) || o.Identity.OutboundAddress != "" ||
+		o.Identity.ID != "-not-a-flag" || o.Identity.Labels["app"] != "x" {
+		t.Errorf("identity %+v", o.Identity)
+	}
+	if !strings.Contains(stderr, "single-dash long flags are deprecated; use --workload, --ip, --outbound, --id, --labels") {
+		t.Errorf("stderr %q lacks the deprecation warning", stderr)
+	}
+	if _, stderr := parse(t, "--workload", "w"); stderr != "" {
+		t.Errorf("double-dash flags: stderr %q", stderr)
+	}
+}
+
+func TestLongFlagsCompat(t *testing.T) {
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	fs.String("id", "", "")
+	fs.Bool("verbose", false, "")
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"-id", "-id"}, []string{"--id", "-id"}}, // a value is never rewritten
+		{[]string{"--id", "-id", "-id=x"}, []string{"--id", "-id", "--id=x"}},
+		{[]string{"-verbose", "-id", "x"}, []string{"--verbose", "--id", "x"}}, // a bool takes no value
+		{[]string{"-h", "-zz", "--", "-id"}, []string{"-h", "-zz", "--", "-id"}},
+	} {
+		if got := longFlagsCompat(tc.in, fs, &bytes.Buffer{}); !slices.Equal(got, tc.want) {
+			t.Errorf("%q -> %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }
 
@@ -64,32 +132,91 @@ func TestBadFlagsExit2(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--ip", "not-an-ip"}, `--ip "not-an-ip"`},
-		{[]string{"--labels", "app"}, `--labels "app"`},
-		{[]string{"--app-port", "x=1.2.3.4:5"}, "--app-port"},
-		{[]string{"--app-port", "9080=nohostport"}, "--app-port 9080=nohostport"},
-		{[]string{"--log-level", "loud"}, `--log-level "loud"`},
-		{[]string{"--xds-address", "nope"}, `--xds-address "nope"`},
+		{[]string{"--ip", "not-an-ip"}, `--ip "not-an-ip": not an IP address`},
+		{[]string{"--labels", "app"}, `--labels "app": "app" is not key=value`},
+		{[]string{"--labels", "=x"}, `--labels "=x"`},
+		{[]string{"--app-port", "x=1.2.3.4:5"}, `--app-port: WEFT_APP_PORTS: "x=1.2.3.4:5": bad port "x"`},
+		{[]string{"--app-port", "9080"}, `--app-port: WEFT_APP_PORTS: "9080": want port=host:port`},
+		{[]string{"--app-port", "9080=nohostport"}, "--app-port 9080=nohostport: want host:port"},
+		{[]string{"--log-level", "loud"}, `--log-level "loud": want debug, info, warn or error`},
+		{[]string{"--xds-address", "nope"}, `--xds-address "nope": want host:port`},
+		{[]string{"--admin-address", "127.0.0.1:"}, `--admin-address "127.0.0.1:": want host:port: missing port`},
 		{[]string{"--outbound", "127.0.0.1"}, `--outbound "127.0.0.1"`},
-		{[]string{"--namespace", ""}, "--namespace"},
-		{[]string{"--no-such-flag"}, "no-such-flag"},
-		{[]string{"extra"}, "unexpected arguments"},
+		{[]string{"--namespace", ""}, "--namespace must not be empty"},
+		{[]string{"--drain-timeout", "0s"}, "--drain-timeout 0s: must be positive"},
+		{[]string{"--drain-timeout", "soon"}, `invalid argument "soon" for "--drain-timeout" flag`},
+		{[]string{"--no-such-flag"}, "unknown flag: --no-such-flag"},
+		{[]string{"--ip"}, "flag needs an argument: --ip"},
+		{[]string{"extra"}, `unexpected arguments ["extra"]`},
 	} {
-		var stderr bytes.Buffer
-		if code := run(context.Background(), append([]string{"--workload", "w"}, tc.args...), &stderr); code != 2 {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), append([]string{"--workload", "w"}, tc.args...), &stdout, &stderr); code != 2 {
 			t.Errorf("%v: exit %d, want 2", tc.args, code)
 		}
-		if !strings.Contains(stderr.String(), tc.want) {
-			t.Errorf("%v: stderr %q does not mention %q", tc.args, stderr.String(), tc.want)
+		if !strings.HasPrefix(stderr.String(), "weft-proxy: ") || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%v: stderr %q does not say %q", tc.args, stderr.String(), tc.want)
 		}
+		if strings.Count(stderr.String(), "\n") != 1 || stdout.Len() != 0 {
+			t.Errorf("%v: want one line on stderr and nothing on stdout, got %q / %q", tc.args, stderr.String(), stdout.String())
+		}
+	}
+}
+
+func TestHelpExit0(t *testing.T) {
+	for _, h := range []string{"--help", "-h", "-help"} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), []string{h}, &stdout, &stderr); code != 0 {
+			t.Errorf("%s: exit %d, stderr %q", h, code, stderr.String())
+		}
+		for _, want := range []string{"Usage:", "weft-proxy [flags]", "--xds-address host:port", "--app-port port=host:port", "--log-level string", "--drain-timeout duration"} {
+			if !strings.Contains(stdout.String(), want) {
+				t.Errorf("%s: help lacks %q:\n%s", h, want, stdout.String())
+			}
+		}
+	}
+}
+
+// TestFlagsDocumented keeps the flag table of docs/proxy.md equal to the
+// flags the command defines.
+func TestFlagsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/proxy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var documented []string
+	for _, m := range regexp.MustCompile("(?m)^\\| `--([a-z-]+)").FindAllStringSubmatch(string(doc), -1) {
+		documented = append(documented, m[1])
+	}
+	var defined []string
+	newRootCmd(&bytes.Buffer{}, nil).Flags().VisitAll(func(f *pflag.Flag) { defined = append(defined, f.Name) })
+	slices.Sort(documented)
+	slices.Sort(defined)
+	if !slices.Equal(documented, defined) {
+		t.Errorf("docs/proxy.md documents %q, the command defines %q", documented, defined)
 	}
 }
 
 func TestRunStopsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // as if SIGTERM arrived at once: start, then shut down cleanly
-	var stderr bytes.Buffer
-	if code := run(ctx, []string{"--workload", "w", "--admin-address", "127.0.0.1:0", "--xds-address", "127.0.0.1:1"}, &stderr); code != 0 {
+	var stdout, stderr bytes.Buffer
+	if code := run(ctx, []string{"--workload", "w", "--admin-address", "127.0.0.1:0", "--xds-address", "127.0.0.1:1"}, &stdout, &stderr); code != 0 {
 		t.Errorf("exit %d, stderr:\n%s", code, stderr.String())
+	}
+}
+
+// A proxy that cannot start (its admin address is taken) exits 1 and says why.
+func TestStartFailureExit1(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"--workload", "w", "--admin-address", ln.Addr().String()}, &stdout, &stderr); code != 1 {
+		t.Errorf("exit %d, want 1; stderr:\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "weft-proxy: cannot start: proxy: admin listener on "+ln.Addr().String()) {
+		t.Errorf("stderr %q", stderr.String())
 	}
 }

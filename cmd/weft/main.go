@@ -12,10 +12,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"weft.dev/weft/internal/logflag"
 )
 
 func main() {
@@ -34,18 +35,14 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
+	logflag.Add(root.PersistentFlags())
 	root.AddCommand(newServeCmd(), newDemoCmd(), newEchoCmd(), newValidateCmd(), newAnalyzeCmd(), newExplainCmd(),
 		newProxyStatusCmd(), newProxyConfigCmd())
 	return root
 }
 
-// logger builds the process logger from --log-level.
+// logger builds the process logger from --log-level, as weft-proxy does.
 func logger(cmd *cobra.Command) (*slog.Logger, error) {
-	s, _ := cmd.Flags().GetString("log-level")
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), nil
+	s, _ := cmd.Flags().GetString(logflag.Name)
+	return logflag.Logger(os.Stderr, s)
 }

@@ -3,9 +3,14 @@ package dataplane
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // configDump is the JSON shape of ConfigDump, loosely after Envoy's
@@ -21,6 +26,12 @@ type configDump struct {
 // ConfigDump renders the applied resources as JSON:
 // {"listeners":[…],"routes":[…],"clusters":[…],"endpoints":[…],"versions":{…}}.
 // Safe from any goroutine; it reads the current runtime without locking.
+//
+// The dump never fails because of one resource: a typed config
+// (google.protobuf.Any) whose type this binary does not know is shown as
+// {"@type": "<its type URL>", "value": "<its serialized bytes, base64>"},
+// and a resource that still cannot be rendered is shown as
+// {"name": "<name>", "dumpError": "<why>"}. Both are logged.
 func (d *Dataplane) ConfigDump() ([]byte, error) {
 	rt := d.rt.Load()
 	res := rt.res
@@ -28,30 +39,131 @@ func (d *Dataplane) ConfigDump() ([]byte, error) {
 	if out.Versions == nil {
 		out.Versions = map[string]string{}
 	}
-	var err error
-	if out.Listeners, err = dumpAll(res.Listeners); err != nil {
-		return nil, err
-	}
-	if out.Routes, err = dumpAll(res.Routes); err != nil {
-		return nil, err
-	}
-	if out.Clusters, err = dumpAll(res.Clusters); err != nil {
-		return nil, err
-	}
-	if out.Endpoints, err = dumpAll(rt.dumpEndpoints()); err != nil { // with outlier state (outlier.go)
-		return nil, err
-	}
+	r := &dumper{log: d.warnDump}
+	out.Listeners = dumpAll(r, res.Listeners)
+	out.Routes = dumpAll(r, res.Routes)
+	out.Clusters = dumpAll(r, res.Clusters)
+	out.Endpoints = dumpAll(r, rt.dumpEndpoints()) // with outlier state (outlier.go)
 	return json.MarshalIndent(out, "", "  ")
 }
 
-func dumpAll[M proto.Message](m map[string]M) ([]json.RawMessage, error) {
+func (d *Dataplane) warnDump(msg string, args ...any) { d.log.Warn(msg, args...) }
+
+func dumpAll[M proto.Message](r *dumper, m map[string]M) []json.RawMessage {
 	out := make([]json.RawMessage, 0, len(m))
 	for _, k := range sortedKeys(m) {
-		b, err := protojson.Marshal(m[k])
-		if err != nil {
-			return nil, fmt.Errorf("config dump: %q: %w", k, err)
-		}
-		out = append(out, b)
+		out = append(out, r.marshal(k, m[k]))
 	}
-	return out, nil
+	return out
+}
+
+// dumper renders resources as protojson for ConfigDump.
+type dumper struct {
+	log func(msg string, args ...any)
+}
+
+// marshal renders one resource. The common case is one protojson call;
+// only a resource holding an Any of an unknown type takes the slow path.
+func (r *dumper) marshal(name string, m proto.Message) json.RawMessage {
+	b, err := protojson.Marshal(m)
+	if err == nil {
+		return b
+	}
+	c := proto.Clone(m)
+	unknown := map[string]bool{}
+	if _, werr := wrapUnresolved(c.ProtoReflect(), unknown); werr == nil && len(unknown) > 0 {
+		b, err = protojson.MarshalOptions{Resolver: unresolvedAsBytes{Types: protoregistry.GlobalTypes, unknown: unknown}}.Marshal(c)
+		if err == nil {
+			urls := make([]string, 0, len(unknown))
+			for u := range unknown {
+				urls = append(urls, u)
+			}
+			slices.Sort(urls)
+			r.log("config dump: typed configs of a type this proxy does not know are shown as bytes", "resource", name, "types", urls)
+			return b
+		}
+	} else if werr != nil {
+		err = werr
+	}
+	r.log("config dump: resource cannot be rendered", "resource", name, "error", err)
+	b, _ = json.Marshal(struct {
+		Name  string `json:"name"`
+		Error string `json:"dumpError"`
+	}{name, err.Error()})
+	return b
+}
+
+// wrapUnresolved rewrites, in place, every Any in m whose type URL does
+// not resolve in this binary: its value becomes a google.protobuf.BytesValue
+// holding the original bytes, and its URL is added to unknown, so that
+// marshalling with unresolvedAsBytes renders it as {"@type": url, "value":
+// base64}. Anys that resolve are decoded and searched as well (an HTTP
+// connection manager carries its filters' configs in Anys); their value is
+// re-encoded only when something inside changed. It reports whether m
+// changed, and fails only when a known type's bytes do not decode.
+func wrapUnresolved(m protoreflect.Message, unknown map[string]bool) (bool, error) {
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		if _, err := protoregistry.GlobalTypes.FindMessageByURL(a.GetTypeUrl()); err != nil {
+			v, err := proto.Marshal(wrapperspb.Bytes(a.GetValue()))
+			if err != nil {
+				return false, err
+			}
+			a.Value = v
+			unknown[a.GetTypeUrl()] = true
+			return true, nil
+		}
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			return false, fmt.Errorf("decoding %s: %w", a.GetTypeUrl(), err)
+		}
+		changed, err := wrapUnresolved(inner.ProtoReflect(), unknown)
+		if err != nil || !changed {
+			return false, err
+		}
+		if a.Value, err = (proto.MarshalOptions{Deterministic: true}).Marshal(inner); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
+	changed := false
+	var err error
+	visit := func(v protoreflect.Message) bool {
+		c, e := wrapUnresolved(v, unknown)
+		changed = changed || c
+		err = e
+		return e == nil
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			for i := 0; i < v.List().Len(); i++ {
+				if !visit(v.List().Get(i).Message()) {
+					return false
+				}
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool { return visit(mv.Message()) })
+		case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
+			visit(v.Message())
+		}
+		return err == nil
+	})
+	return changed, err
+}
+
+// unresolvedAsBytes resolves like the global registry, except that the
+// type URLs wrapUnresolved rewrote resolve to google.protobuf.BytesValue,
+// whose JSON form inside an Any is {"@type": url, "value": base64}.
+type unresolvedAsBytes struct {
+	*protoregistry.Types
+	unknown map[string]bool
+}
+
+var bytesValueType = (*wrapperspb.BytesValue)(nil).ProtoReflect().Type()
+
+func (u unresolvedAsBytes) FindMessageByURL(url string) (protoreflect.MessageType, error) {
+	if u.unknown[url] {
+		return bytesValueType, nil
+	}
+	return u.Types.FindMessageByURL(url)
 }

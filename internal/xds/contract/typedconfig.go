@@ -1,0 +1,51 @@
+package contract
+
+import (
+	"slices"
+
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// typedConfigs lists every message Weft's control plane puts inside a
+// google.protobuf.Any (typed_config, typed_per_filter_config,
+// typed_extension_protocol_options), besides the four resource types.
+//
+// Why it lives here: protobuf finds the message behind an Any by its type
+// URL in a process-wide registry that only the generated package's init
+// fills, so a type is only known to a binary that links its package. The
+// proxy recognises some extensions by name alone (the previous_hosts retry
+// predicate, the fault and CORS filter names) and never decodes them, so
+// nothing else would pull their packages into weft-proxy, and its
+// /config_dump could not print them. Both ends import this package; listing
+// the types here links every one of them into both, and is the single list
+// to extend when a generator starts emitting a new extension (the golden
+// tests of internal/xds/generate and cmd/weft-proxy check it).
+var typedConfigs = []proto.Message{
+	(*hcmv3.HttpConnectionManager)(nil),                   // listener filter
+	(*routerv3.Router)(nil),                               // last HTTP filter
+	(*faultv3.HTTPFault)(nil),                             // HTTP filter and per-route config
+	(*corsv3.Cors)(nil),                                   // HTTP filter
+	(*corsv3.CorsPolicy)(nil),                             // per-route config
+	(*previoushostsv3.PreviousHostsPredicate)(nil),        // retry_host_predicate
+	(*previousprioritiesv3.PreviousPrioritiesConfig)(nil), // retry_priority
+	(*upstreamhttpv3.HttpProtocolOptions)(nil),            // cluster protocol options
+}
+
+// TypedConfigURLs returns, sorted, the type URLs of every message the
+// control plane may put inside a google.protobuf.Any. Any process that
+// imports this package can resolve all of them.
+func TypedConfigURLs() []string {
+	out := make([]string, 0, len(typedConfigs))
+	for _, m := range typedConfigs {
+		out = append(out, "type.googleapis.com/"+string(m.ProtoReflect().Descriptor().FullName()))
+	}
+	slices.Sort(out)
+	return out
+}

@@ -80,7 +80,7 @@ func analyzeFiles(dir *config.Dir, suffix string) []config.Diagnostic {
 
 // fetchAnalysis asks a running control plane for its analysis.
 func fetchAnalysis(addr string) ([]config.Diagnostic, error) {
-	c := &http.Client{Timeout: 10 * time.Second}
+	c := statusClient()
 	resp, err := c.Get("http://" + addr + "/debug/analyze")
 	if err != nil {
 		return nil, fmt.Errorf("control plane %s: %w", addr, err)
@@ -149,4 +149,11 @@ func severityWord(s config.Severity) string {
 		return "Warning"
 	}
 	return "Info"
+}
+
+// statusClient talks to a control plane's status endpoint. It ignores
+// http_proxy: the demo sets it to a sidecar, which must not carry the
+// operator's own requests.
+func statusClient() *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -113,7 +112,7 @@ func fetchExplanation(addr, proxy string, req explain.Request) (*explain.Explana
 	for k, v := range req.Headers {
 		q.Add("header", k+":"+v)
 	}
-	c := &http.Client{Timeout: 10 * time.Second}
+	c := statusClient()
 	resp, err := c.Get("http://" + addr + "/debug/explain?" + q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("control plane %s: %w", addr, err)

@@ -33,7 +33,7 @@ func newServeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.ConfigDir, "config", "", "directory of Istio YAML (VirtualService, DestinationRule, ServiceEntry, WorkloadEntry), watched for changes")
 	f.StringVar(&o.XDSAddress, "xds-address", "127.0.0.1:15010", "address the ADS (gRPC) server listens on")
-	f.StringVar(&o.StatusAddress, "status-address", "127.0.0.1:15014", "address of the status endpoint (/status, /metrics); \"-\" disables it")
+	f.StringVar(&o.StatusAddress, "status-address", "127.0.0.1:15014", "address of the status endpoint (/status, /metrics, /debug/proxies, /debug/analyze, /debug/explain); \"-\" disables it")
 	f.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "cluster domain used to expand short host names")
 	f.DurationVar(&o.Debounce, "debounce", 0, "quiet period before a config change is pushed (0 = default 100ms)")
 	f.DurationVar(&o.DebounceMax, "debounce-max", 0, "longest a change waits during a burst of edits (0 = default 1s)")

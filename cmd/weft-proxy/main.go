@@ -87,6 +87,7 @@ func parseFlags(args []string, out io.Writer) (proxy.Options, slog.Level, error)
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		locality  = fs.String("locality", "", "where this proxy runs, `region/zone/subzone` (node.locality; endpoint priorities are relative to it)")
 		drain     = fs.Duration("drain-timeout", proxy.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
+		lnDrain   = fs.Duration("listener-drain-time", proxy.DefaultListenerDrain, "how long a listener the control plane removed keeps serving (answering with Connection: close / GOAWAY) before it closes")
 		ips       listFlag
 		appPorts  listFlag
 	)
@@ -153,6 +154,9 @@ func parseFlags(args []string, out io.Writer) (proxy.Options, slog.Level, error)
 	if *drain <= 0 {
 		return proxy.Options{}, 0, fmt.Errorf("--drain-timeout %v: must be positive", *drain)
 	}
+	if *lnDrain <= 0 {
+		return proxy.Options{}, 0, fmt.Errorf("--listener-drain-time %v: must be positive", *lnDrain)
+	}
 	if *id == "" {
 		*id = contract.DefaultNodeID(ips[0], *workload, *namespace)
 	}
@@ -162,9 +166,10 @@ func parseFlags(args []string, out io.Writer) (proxy.Options, slog.Level, error)
 			IPs: ips, ServiceAccount: *sa, OutboundAddress: *outbound, AppPorts: ap,
 			Locality: *locality,
 		},
-		XDSAddress:   *xdsAddr,
-		AdminAddress: *adminAddr,
-		DrainTimeout: *drain,
+		XDSAddress:    *xdsAddr,
+		AdminAddress:  *adminAddr,
+		DrainTimeout:  *drain,
+		ListenerDrain: *lnDrain,
 	}, level, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -25,6 +26,9 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if o.XDSAddress != "127.0.0.1:15010" || o.AdminAddress != "127.0.0.1:15000" || level != slog.LevelInfo {
 		t.Errorf("addresses %q %q level %v", o.XDSAddress, o.AdminAddress, level)
 	}
+	if o.ListenerDrain != 5*time.Second {
+		t.Errorf("listener drain %v, want 5s", o.ListenerDrain)
+	}
 	if id.ID != contract.DefaultNodeID("127.0.0.1", "reviews-v2", "default") || id.Namespace != "default" ||
 		!slices.Equal(id.IPs, []string{"127.0.0.1"}) || id.OutboundAddress != contract.DefaultOutboundAddress {
 		t.Errorf("identity %+v", id)
@@ -36,7 +40,7 @@ func TestParseFlags(t *testing.T) {
 		"--xds-address", "cp:15010", "--admin-address", ":0", "--namespace", "shop", "--workload", "reviews-v2",
 		"--labels", "app=reviews,version=v2", "--ip", "127.0.0.2,10.0.0.1", "--ip", "::1",
 		"--service-account", "reviews", "--outbound", "", "--app-port", "9080=127.0.0.1:18080",
-		"--app-port", "9090=127.0.0.1:19090", "--log-level", "debug",
+		"--app-port", "9090=127.0.0.1:19090", "--log-level", "debug", "--listener-drain-time", "30s",
 	}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +58,7 @@ func TestParseFlags(t *testing.T) {
 	if !maps.Equal(id.AppPorts, map[uint32]string{9080: "127.0.0.1:18080", 9090: "127.0.0.1:19090"}) {
 		t.Errorf("app ports %v", id.AppPorts)
 	}
-	if level != slog.LevelDebug || o.XDSAddress != "cp:15010" || o.AdminAddress != ":0" {
+	if level != slog.LevelDebug || o.XDSAddress != "cp:15010" || o.AdminAddress != ":0" || o.ListenerDrain != 30*time.Second {
 		t.Errorf("options %+v level %v", o, level)
 	}
 }
@@ -72,6 +76,7 @@ func TestBadFlagsExit2(t *testing.T) {
 		{[]string{"--xds-address", "nope"}, `--xds-address "nope"`},
 		{[]string{"--outbound", "127.0.0.1"}, `--outbound "127.0.0.1"`},
 		{[]string{"--namespace", ""}, "--namespace"},
+		{[]string{"--listener-drain-time", "0s"}, "--listener-drain-time 0s: must be positive"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 		{[]string{"extra"}, "unexpected arguments"},
 	} {

@@ -123,7 +123,7 @@ addresses. The admin endpoint serves /ready, /config_dump,
 type flags struct {
 	xdsAddr, adminAddr, id, namespace, workload  string
 	serviceAccount, outbound, logLevel, locality string
-	drain                                        time.Duration
+	drain, listenerDrain                         time.Duration
 	ips, appPorts, labels                        listFlag
 }
 
@@ -141,6 +141,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.serviceAccount, "service-account", "default", "workload service account")
 	fs.StringVar(&f.locality, "locality", "", "where this proxy runs, `region/zone/subzone` (endpoint priorities are relative to it)")
 	fs.DurationVar(&f.drain, "drain-timeout", proxy.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
+	fs.DurationVar(&f.listenerDrain, "listener-drain-time", proxy.DefaultListenerDrain, "how long a listener the control plane removed keeps serving (answering with Connection: close / GOAWAY) before it closes")
 	fs.StringVar(&f.logLevel, logflag.Name, logflag.Default, logflag.Usage)
 }
 
@@ -201,6 +202,9 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 	if f.drain <= 0 {
 		return proxy.Options{}, fmt.Errorf("--drain-timeout %v: must be positive", f.drain)
 	}
+	if f.listenerDrain <= 0 {
+		return proxy.Options{}, fmt.Errorf("--listener-drain-time %v: must be positive", f.listenerDrain)
+	}
 	id := f.id
 	if id == "" {
 		id = contract.DefaultNodeID(ips[0], workload, f.namespace)
@@ -211,10 +215,11 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 			IPs: ips, ServiceAccount: f.serviceAccount, OutboundAddress: f.outbound, AppPorts: appPorts,
 			Locality: f.locality,
 		},
-		XDSAddress:   f.xdsAddr,
-		AdminAddress: f.adminAddr,
-		DrainTimeout: f.drain,
-		Logger:       log,
+		XDSAddress:    f.xdsAddr,
+		AdminAddress:  f.adminAddr,
+		DrainTimeout:  f.drain,
+		ListenerDrain: f.listenerDrain,
+		Logger:        log,
 	}, nil
 }
 

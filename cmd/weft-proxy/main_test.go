@@ -51,6 +51,9 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if !o.Logger.Enabled(context.Background(), slog.LevelInfo) || o.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		t.Errorf("default log level is not info")
 	}
+	if o.ListenerDrain != 5*time.Second {
+		t.Errorf("listener drain %v, want 5s", o.ListenerDrain)
+	}
 	if id.ID != contract.DefaultNodeID("127.0.0.1", "reviews-v2", "default") || id.Namespace != "default" ||
 		!slices.Equal(id.IPs, []string{"127.0.0.1"}) || id.OutboundAddress != contract.DefaultOutboundAddress ||
 		id.ServiceAccount != "default" || len(id.Labels) != 0 || len(id.AppPorts) != 0 {
@@ -63,7 +66,7 @@ func TestParseFlags(t *testing.T) {
 		"--xds-address", "cp:15010", "--admin-address", ":0", "--namespace", "shop", "--workload", "reviews-v2",
 		"--labels", "app=reviews,version=v2", "--ip", "127.0.0.2,10.0.0.1", "--ip", "::1",
 		"--service-account", "reviews", "--outbound", "", "--app-port", "9080=127.0.0.1:18080",
-		"--app-port=9090=127.0.0.1:19090", "--log-level", "debug", "--locality", "eu/a/1", "--drain-timeout", "250ms",
+		"--app-port=9090=127.0.0.1:19090", "--log-level", "debug", "--locality", "eu/a/1", "--drain-timeout", "250ms", "--listener-drain-time", "30s",
 	)
 	id := o.Identity
 	if id.ID != "sidecar~127.0.0.2~reviews-v2.shop~shop.svc.cluster.local" {
@@ -78,7 +81,7 @@ func TestParseFlags(t *testing.T) {
 	if !maps.Equal(id.AppPorts, map[uint32]string{9080: "127.0.0.1:18080", 9090: "127.0.0.1:19090"}) {
 		t.Errorf("app ports %v", id.AppPorts)
 	}
-	if !o.Logger.Enabled(context.Background(), slog.LevelDebug) || o.XDSAddress != "cp:15010" || o.AdminAddress != ":0" || o.DrainTimeout != 250*time.Millisecond {
+	if !o.Logger.Enabled(context.Background(), slog.LevelDebug) || o.XDSAddress != "cp:15010" || o.AdminAddress != ":0" || o.DrainTimeout != 250*time.Millisecond || o.ListenerDrain != 30*time.Second {
 		t.Errorf("options %+v", o)
 	}
 	if o, _ := parse(t, "--workload", "w", "--id", "custom", "--log-level", "WARN"); o.Identity.ID != "custom" || o.Logger.Enabled(context.Background(), slog.LevelInfo) {
@@ -144,6 +147,7 @@ func TestBadFlagsExit2(t *testing.T) {
 		{[]string{"--outbound", "127.0.0.1"}, `--outbound "127.0.0.1"`},
 		{[]string{"--namespace", ""}, "--namespace must not be empty"},
 		{[]string{"--drain-timeout", "0s"}, "--drain-timeout 0s: must be positive"},
+		{[]string{"--listener-drain-time", "0s"}, "--listener-drain-time 0s: must be positive"},
 		{[]string{"--drain-timeout", "soon"}, `invalid argument "soon" for "--drain-timeout" flag`},
 		{[]string{"--no-such-flag"}, "unknown flag: --no-such-flag"},
 		{[]string{"--ip"}, "flag needs an argument: --ip"},

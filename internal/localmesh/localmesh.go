@@ -12,6 +12,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"weft.dev/weft/internal/controlplane"
 	"weft.dev/weft/internal/echo"
@@ -84,6 +85,9 @@ type WorkloadOptions struct {
 	Logger                  *slog.Logger
 	// Locality is the proxy's "region/zone/subzone" (node.locality).
 	Locality string
+	// ListenerDrain is the proxy's drain period for removed listeners;
+	// zero for the default.
+	ListenerDrain time.Duration
 }
 
 // Workload is a running echo app with its sidecar.
@@ -146,10 +150,11 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 		id.AppPorts[o.WorkloadPort] = es.Addr().String()
 	}
 	p, err := proxy.New(proxy.Options{
-		Identity:     id,
-		XDSAddress:   o.XDSAddress,
-		AdminAddress: net.JoinHostPort(ip, strconv.Itoa(o.AdminPort)),
-		Logger:       o.Logger.With("workload", o.Name),
+		Identity:      id,
+		XDSAddress:    o.XDSAddress,
+		AdminAddress:  net.JoinHostPort(ip, strconv.Itoa(o.AdminPort)),
+		Logger:        o.Logger.With("workload", o.Name),
+		ListenerDrain: o.ListenerDrain,
 	})
 	if err != nil {
 		_ = w.echoR.stop()

@@ -28,6 +28,8 @@ import (
 const (
 	DefaultAdminAddress = "127.0.0.1:15000"
 	DefaultDrainTimeout = 5 * time.Second
+	// DefaultListenerDrain is how long a removed listener keeps serving.
+	DefaultListenerDrain = dataplane.DefaultListenerDrain
 )
 
 // Options configure a Proxy. Identity.ID and XDSAddress are required.
@@ -43,6 +45,10 @@ type Options struct {
 	// DrainTimeout bounds how long in-flight requests may take to finish
 	// on shutdown (default 5s).
 	DrainTimeout time.Duration
+	// ListenerDrain is how long a listener that the control plane removed
+	// keeps serving while clients learn of the change (default
+	// DefaultListenerDrain, 5s). Shutdown does not wait for it.
+	ListenerDrain time.Duration
 	// XDS tunes the xDS client; Address, Node, Applier and Logger are
 	// filled in by New. Zero for defaults.
 	XDS xdsclient.Options
@@ -99,7 +105,8 @@ func New(opts Options) (*Proxy, error) {
 		opts.Identity.AdminAddress = advertisedAdmin(p.adminLn.Addr(), opts.Identity.IPs)
 		p.opts.Identity.AdminAddress = opts.Identity.AdminAddress
 	}
-	dp, err := dataplane.New(dataplane.Options{Identity: opts.Identity, Metrics: p.registry, Logger: opts.Logger})
+	dp, err := dataplane.New(dataplane.Options{Identity: opts.Identity, Metrics: p.registry, Logger: opts.Logger,
+		ListenerDrain: opts.ListenerDrain})
 	if err != nil {
 		p.adminLn.Close()
 		return nil, fmt.Errorf("proxy: %w", err)

@@ -4,7 +4,9 @@
 // balancers → endpoints — and swaps it in atomically. It binds the
 // listeners, routes each request like Envoy, balances it over the cluster's
 // healthy endpoints, forwards it over HTTP/1.1 or h2c, and records Istio's
-// request metrics.
+// request metrics. A listener that an update removes drains: it keeps
+// serving on its last runtime for Options.ListenerDrain, telling clients to
+// reconnect elsewhere, before it closes (listeners.go).
 //
 // Threading: Apply, Close, ListenerAddr and ConfigDump may be called from any
 // goroutine (Apply is serialized internally). Request handling never takes a
@@ -34,6 +36,12 @@ type Options struct {
 	Identity contract.Identity     // this proxy's own identity (workload, namespace, labels, IPs…)
 	Metrics  prometheus.Registerer // where istio_* metrics go; nil = a private registry
 	Logger   *slog.Logger          // nil = discard
+	// ListenerDrain is how long a listener removed by an update keeps
+	// accepting and serving, on the configuration it was last part of,
+	// while clients learn of the change; every response meanwhile carries
+	// Connection: close (HTTP/1.1) or a GOAWAY (HTTP/2). Zero means
+	// DefaultListenerDrain.
+	ListenerDrain time.Duration
 }
 
 // Dataplane serves the listeners of the last applied configuration.
@@ -52,14 +60,19 @@ type Dataplane struct {
 	ready atomic.Bool
 
 	// baseCtx is the parent of every request context; cancelled only when
-	// Close gives up waiting. drainCtx bounds the drains of removed listeners.
-	baseCtx, drainCtx       context.Context
-	cancelBase, cancelDrain context.CancelFunc
-	wg                      sync.WaitGroup // serve and drain goroutines
+	// Close gives up waiting. graceCtx ends the drain periods of removed
+	// listeners (at Close); drainCtx then bounds their in-flight requests.
+	baseCtx, graceCtx, drainCtx       context.Context
+	cancelBase, endGrace, cancelDrain context.CancelFunc
+	wg                                sync.WaitGroup // serve and drain goroutines
+	listenerDrain                     time.Duration
+	drainingCount                     atomic.Int64 // len(draining), for metrics
 
-	mu     sync.Mutex // serializes Apply, Close and ListenerAddr; never taken per request
-	bound  map[string]*boundListener
-	closed bool
+	mu    sync.Mutex // serializes Apply, Close and ListenerAddr; never taken per request
+	bound map[string]*boundListener
+	// draining holds the removed listeners that still accept (listeners.go).
+	draining map[*boundListener]struct{}
+	closed   bool
 	// retired pools may still carry requests that started before an update;
 	// Close closes their connections once everything has drained.
 	retired []retiredPool
@@ -75,7 +88,11 @@ var _ xdsclient.Applier = (*Dataplane)(nil)
 // New creates a data plane with an empty configuration: no listener is bound
 // until the first successful Apply.
 func New(opts Options) (*Dataplane, error) {
-	d := &Dataplane{opts: opts, log: opts.Logger, bound: map[string]*boundListener{}}
+	d := &Dataplane{opts: opts, log: opts.Logger, bound: map[string]*boundListener{},
+		draining: map[*boundListener]struct{}{}, listenerDrain: opts.ListenerDrain}
+	if d.listenerDrain <= 0 {
+		d.listenerDrain = DefaultListenerDrain
+	}
 	if d.log == nil {
 		d.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -86,6 +103,12 @@ func New(opts Options) (*Dataplane, error) {
 	}
 	var err error
 	if d.metrics, err = newMetrics(reg); err != nil {
+		return nil, fmt.Errorf("dataplane: metrics: %w", err)
+	}
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "weft_proxy_listeners_draining",
+		Help: "Listeners removed by an update that still serve while clients learn of the change.",
+	}, func() float64 { return float64(d.drainingCount.Load()) })); err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
 	d.peers = newPeerCache(d.metrics)
@@ -103,6 +126,7 @@ func New(opts Options) (*Dataplane, error) {
 	}
 	d.peerMetadata, d.peerID = []string{md}, []string{id.ID}
 	d.baseCtx, d.cancelBase = context.WithCancel(context.Background())
+	d.graceCtx, d.endGrace = context.WithCancel(context.Background())
 	d.drainCtx, d.cancelDrain = context.WithCancel(context.Background())
 	d.rt.Store(&runtime{res: &xdsclient.Resources{}})
 	return d, nil
@@ -128,16 +152,23 @@ func (d *Dataplane) Apply(r *xdsclient.Resources) error {
 		return err
 	}
 
-	// Bind new listeners first: a bind failure leaves everything as it was.
+	// Bind new listeners first: a bind failure leaves everything as it was
+	// (except drains cut short for the address, see bindOverDrains). A
+	// listener added back while it drains takes over its old socket.
 	next := make(map[string]*boundListener, len(rt.listeners))
-	var opened []*boundListener
+	var opened, reclaimed []*boundListener
 	for _, name := range sortedKeys(rt.listeners) {
 		lc := rt.listeners[name]
 		if bl := d.bound[name]; bl != nil && bl.addr == lc.addr {
 			next[name] = bl
 			continue
 		}
-		bl, err := d.bind(lc)
+		if bl := d.reclaimable(name, lc.addr); bl != nil {
+			reclaimed = append(reclaimed, bl)
+			next[name] = bl
+			continue
+		}
+		bl, err := d.bindOverDrains(lc)
 		if err != nil {
 			for _, o := range opened {
 				o.ln.Close()
@@ -162,9 +193,12 @@ func (d *Dataplane) Apply(r *xdsclient.Resources) error {
 	for _, bl := range opened {
 		bl.serve()
 	}
+	for _, bl := range reclaimed {
+		d.reclaim(bl)
+	}
 	for name, bl := range d.bound {
 		if next[name] != bl {
-			bl.drain()
+			bl.startDrain()
 		}
 	}
 	d.bound = next
@@ -219,6 +253,7 @@ func (d *Dataplane) Close(ctx context.Context) error {
 	bound := d.bound
 	d.bound = map[string]*boundListener{}
 	d.mu.Unlock()
+	d.endGrace()     // draining listeners stop accepting now (listeners.go)
 	d.mirrors.stop() // shadows never hold up a shutdown
 
 	var wg sync.WaitGroup
@@ -246,6 +281,7 @@ func (d *Dataplane) Close(ctx context.Context) error {
 		d.cancelBase()
 		<-done
 	}
+	d.endGrace()
 	d.cancelDrain()
 	d.cancelBase()
 	d.mu.Lock()

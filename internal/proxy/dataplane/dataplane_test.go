@@ -341,7 +341,7 @@ func TestListenerReplacedAndRemoved(t *testing.T) {
 	a := upstream(t, "a", false)
 	base := []any{edsCluster(t, "a", false, ""), cla("a", ep{addr: a}),
 		routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "a")))}
-	d := newDataplane(t, contract.Identity{}, nil)
+	d := newDrainDataplane(t, 100*time.Millisecond, nil)
 	mustApply(t, d, resourcesAny(append(base, httpListener(t, "one", core.TrafficDirection_OUTBOUND, "r", nil))...))
 	oneAddr := d.ListenerAddr("one").String()
 	mustApply(t, d, resourcesAny(append(base, httpListener(t, "two", core.TrafficDirection_OUTBOUND, "r", nil))...))
@@ -352,7 +352,7 @@ func TestListenerReplacedAndRemoved(t *testing.T) {
 	if got := do(t, c, "GET", "http://"+d.ListenerAddr("two").String()+"/", "x", nil); got.upstream != "a" {
 		t.Errorf("new listener: %+v", got)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second) // it drains for 100 ms first
 	for {
 		conn, err := net.Dial("tcp", oneAddr)
 		if err != nil {

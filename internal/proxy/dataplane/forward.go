@@ -23,6 +23,8 @@ const (
 	bodyTimeout           = "upstream request timeout"
 )
 
+var connectionClose = []string{"close"} // shared, never modified
+
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // request carries what the metrics need about one request. It lives on the
@@ -44,7 +46,14 @@ type request struct {
 // started. Called concurrently by the listener's http.Server.
 func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d := bl.d
-	rt, lc := bl.state()
+	rt, lc, draining := bl.state()
+	if draining {
+		// The listener was removed and drains (listeners.go): ask the
+		// client to take its next request elsewhere. HTTP/1.1 closes the
+		// connection after this response; the HTTP/2 server turns the
+		// header into a GOAWAY and closes once the connection is idle.
+		w.Header()["Connection"] = connectionClose
+	}
 	q := request{start: time.Now(), inbound: lc.inbound, grpc: isGRPC(r), dst: d.metrics.unknownDst()}
 	if lc.inbound {
 		q.src = d.peers.take(r.Header)

@@ -257,6 +257,7 @@ type result struct {
 	upstream string
 	body     string
 	header   http.Header
+	close    bool // the response said Connection: close (net/http moves it out of header)
 }
 
 func do(t testing.TB, c *http.Client, method, url, host string, hdr map[string]string) result {
@@ -275,7 +276,7 @@ func do(t testing.TB, c *http.Client, method, url, host string, hdr map[string]s
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return result{code: resp.StatusCode, upstream: resp.Header.Get("X-Upstream"), body: string(b), header: resp.Header}
+	return result{code: resp.StatusCode, upstream: resp.Header.Get("X-Upstream"), body: string(b), header: resp.Header, close: resp.Close}
 }
 
 type (

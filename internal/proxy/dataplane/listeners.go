@@ -2,15 +2,30 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
+// DefaultListenerDrain is how long a listener removed by an update keeps
+// serving when Options.ListenerDrain is zero. It must outlast the time the
+// control plane takes to tell every client that the listener's workload is
+// gone (debounce, at most 1 s by default, plus the push to every proxy).
+// Envoy's --drain-time-s defaults to 600 s and Istio runs Envoy with 45 s
+// (drainDuration), but Envoy stops accepting on a removed listener at once
+// and only drains the connections it has. Weft keeps accepting while it
+// drains — clients that have not heard of the change yet still connect —
+// so a few seconds do the job.
+const DefaultListenerDrain = 5 * time.Second
+
 // drainTimeout bounds how long a removed listener waits for its in-flight
-// requests before its connections are closed.
+// requests once its drain period is over, before its connections are
+// closed.
 const drainTimeout = 30 * time.Second
 
 // boundListener is one bound socket and the HTTP server on it. A listener
@@ -25,11 +40,24 @@ type boundListener struct {
 	// last is the runtime and config this listener was last part of; requests
 	// use it only once the listener has been removed and is draining.
 	last atomic.Pointer[listenerState]
+	// drain is the drain in progress while the listener is out of the
+	// configuration, nil while it is in it. Guarded by d.mu.
+	drain *listenerDrain
 }
 
 type listenerState struct {
 	rt *runtime
 	lc *listenerConfig
+}
+
+// listenerDrain is one drain of a removed listener: it keeps accepting and
+// serving on its last runtime, asking clients to go (Connection: close,
+// GOAWAY), until its grace period ends, the data plane closes, or an update
+// ends it early. Its fields are guarded by d.mu.
+type listenerDrain struct {
+	end       chan struct{} // closed to end the grace period early
+	ended     bool          // end is closed
+	reclaimed bool          // the listener is back in the configuration: the drain is void
 }
 
 // bind opens the socket for lc without serving yet, so a bind failure can
@@ -59,35 +87,147 @@ func (bl *boundListener) serve() {
 	bl.d.wg.Add(1)
 	go func() {
 		defer bl.d.wg.Done()
-		if err := bl.srv.Serve(bl.ln); err != nil && err != http.ErrServerClosed {
+		// net.ErrClosed: a drain closed the socket before shutting the server down.
+		if err := bl.srv.Serve(bl.ln); err != nil && err != http.ErrServerClosed && !errors.Is(err, net.ErrClosed) {
 			bl.d.log.Error("listener stopped", "listener", bl.name, "addr", bl.addr, "err", err)
 		}
 	}()
 }
 
-// drain stops accepting and lets in-flight requests finish for at most
-// drainTimeout (or until the data plane is closed), then closes connections.
-func (bl *boundListener) drain() {
-	bl.d.wg.Add(1)
+// startDrain begins draining a listener that an update removed: for the
+// data plane's drain period it keeps accepting and serving requests on the
+// runtime it was last part of, each response asking the client to go
+// elsewhere (ServeHTTP). Then it stops accepting, lets in-flight requests
+// finish for at most drainTimeout (or until the data plane is closed) and
+// closes its connections. An update that adds the listener back before the
+// end takes it over (reclaim). The caller holds d.mu.
+func (bl *boundListener) startDrain() {
+	d := bl.d
+	dr := &listenerDrain{end: make(chan struct{})}
+	bl.drain = dr
+	d.draining[bl] = struct{}{}
+	d.drainingCount.Store(int64(len(d.draining)))
+	d.log.Info("listener draining", "listener", bl.name, "addr", bl.addr, "drain", d.listenerDrain)
+	d.wg.Add(1)
 	go func() {
-		defer bl.d.wg.Done()
-		ctx, cancel := context.WithTimeout(bl.d.drainCtx, drainTimeout)
+		defer d.wg.Done()
+		grace := time.NewTimer(d.listenerDrain)
+		defer grace.Stop()
+		select {
+		case <-grace.C:
+		case <-dr.end:
+		case <-d.graceCtx.Done(): // Close
+		}
+		d.mu.Lock()
+		if dr.reclaimed {
+			d.mu.Unlock()
+			return
+		}
+		d.stopDraining(bl, dr)
+		d.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(d.drainCtx, drainTimeout)
 		defer cancel()
 		if err := bl.srv.Shutdown(ctx); err != nil {
 			bl.srv.Close()
 		}
-		bl.d.log.Info("listener drained", "listener", bl.name, "addr", bl.addr)
+		d.log.Info("listener drained", "listener", bl.name, "addr", bl.addr)
 	}()
+}
+
+// stopDraining ends dr, the drain of bl: bl leaves the draining set and its
+// socket is closed at once, so the address is free for a new listener
+// before d.mu is released; connections already accepted are still served
+// until the drain goroutine shuts the server down. The caller holds d.mu.
+func (d *Dataplane) stopDraining(bl *boundListener, dr *listenerDrain) {
+	if _, ok := d.draining[bl]; !ok {
+		return
+	}
+	delete(d.draining, bl)
+	d.drainingCount.Store(int64(len(d.draining)))
+	bl.drain = nil
+	bl.ln.Close()
+	if !dr.ended {
+		dr.ended = true
+		close(dr.end)
+	}
+}
+
+// reclaimable returns the draining listener an update may take back for a
+// listener named name at the configured address addr, or nil. The caller
+// holds d.mu.
+func (d *Dataplane) reclaimable(name, addr string) *boundListener {
+	for bl := range d.draining {
+		if bl.name == name && bl.addr == addr {
+			return bl
+		}
+	}
+	return nil
+}
+
+// reclaim puts a draining listener back into service: its socket, its
+// connections and the requests in flight on them carry on, now on the
+// current runtime. The caller holds d.mu and has stored the new runtime.
+func (d *Dataplane) reclaim(bl *boundListener) {
+	dr := bl.drain
+	delete(d.draining, bl)
+	d.drainingCount.Store(int64(len(d.draining)))
+	bl.drain = nil
+	dr.reclaimed = true
+	if !dr.ended {
+		dr.ended = true
+		close(dr.end)
+	}
+	d.log.Info("listener back in the configuration while draining; it keeps its socket", "listener", bl.name, "addr", bl.addr)
+}
+
+// bindOverDrains binds lc like bind. If the address is taken by a
+// listener that is draining under another name or an overlapping address
+// (0.0.0.0:80 and 10.0.0.1:80), the new listener wins: those drains end
+// now (their sockets close; accepted connections still finish) and the
+// bind is tried again. The caller holds d.mu.
+func (d *Dataplane) bindOverDrains(lc *listenerConfig) (*boundListener, error) {
+	bl, err := d.bind(lc)
+	if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+		return bl, err
+	}
+	cut := false
+	for dl := range d.draining {
+		if addrsOverlap(dl.ln.Addr(), lc.addr) {
+			d.log.Info("listener drain cut short: a new listener needs its address", "listener", dl.name, "addr", dl.addr, "new_listener", lc.name)
+			d.stopDraining(dl, dl.drain)
+			cut = true
+		}
+	}
+	if !cut {
+		return nil, err
+	}
+	return d.bind(lc)
+}
+
+// addrsOverlap reports whether a bound socket and a configured address
+// want the same port on the same, or a wildcard, IP.
+func addrsOverlap(bound net.Addr, configured string) bool {
+	ta, ok := bound.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	host, port, err := net.SplitHostPort(configured)
+	if err != nil || port != strconv.Itoa(ta.Port) {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || ip.IsUnspecified() || ta.IP.IsUnspecified() || ip.Equal(ta.IP)
 }
 
 // state returns the runtime and listener config a new request uses: the
 // current runtime, or the last one the listener was part of if it has been
-// removed.
-func (bl *boundListener) state() (*runtime, *listenerConfig) {
-	rt := bl.d.rt.Load()
+// removed, in which case draining is true.
+func (bl *boundListener) state() (rt *runtime, lc *listenerConfig, draining bool) {
+	rt = bl.d.rt.Load()
 	if lc := rt.listeners[bl.name]; lc != nil && lc.addr == bl.addr {
-		return rt, lc
+		return rt, lc, false
 	}
 	st := bl.last.Load()
-	return st.rt, st.lc
+	return st.rt, st.lc, true
 }

@@ -2,7 +2,8 @@
 // meant, as `istioctl analyze` does, on a mesh snapshot: routes that can
 // never match, traffic sent to destinations with no endpoints, subsets
 // every route starves, DestinationRules and VirtualServices for hosts no
-// registry knows. Each finding is a config.Diagnostic with a stable code,
+// registry knows; routes that can never match come from validation
+// (Istio's rules). Each finding is a config.Diagnostic with a stable code,
 // a severity, the file, line and field. It is pure: the same snapshot
 // always gives the same findings, sorted.
 package analyze
@@ -12,7 +13,6 @@ import (
 	"slices"
 	"strings"
 
-	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"weft.dev/weft/internal/config"
@@ -35,7 +35,6 @@ type Options struct {
 func Mesh(m *mesh.Snapshot, opts Options) []config.Diagnostic {
 	a := &analysis{m: m, opts: opts}
 	a.out = append(a.out, m.Config.Diagnostics...)
-	a.unreachableRoutes()
 	a.unservedTraffic()
 	a.subsets()
 	a.unknownHosts()
@@ -55,62 +54,6 @@ func (a *analysis) report(sev config.Severity, code config.Code, meta config.Met
 		Severity: sev, Code: code, File: meta.File, Doc: meta.Doc, Line: at.Line, Column: at.Column,
 		Resource: meta.String(), Path: path, Message: fmt.Sprintf(format, args...),
 	})
-}
-
-// unreachableRoutes reports HTTP routes no request can reach: those after
-// a route that matches everything, and those whose every match an earlier
-// route already has.
-func (a *analysis) unreachableRoutes() {
-	for _, vs := range a.m.Config.VirtualServices {
-		catchAll := -1
-		var earlier []*networking.HTTPMatchRequest
-		for i, r := range vs.Spec.GetHttp() {
-			path := fmt.Sprintf("spec.http[%d]", i)
-			if catchAll >= 0 {
-				a.report(config.SeverityWarning, config.CodeUnreachableRoute, vs.Meta, vs.Pos, path,
-					"this route is never reached: spec.http[%d] before it matches every request", catchAll)
-				continue
-			}
-			if len(r.GetMatch()) == 0 {
-				catchAll = i
-				continue
-			}
-			shadowed := true
-			for _, m := range r.GetMatch() {
-				if isCatchAll(m) {
-					catchAll = i
-				}
-				if !slices.ContainsFunc(earlier, func(e *networking.HTTPMatchRequest) bool { return sameMatch(e, m) }) {
-					shadowed = false
-				}
-			}
-			if shadowed {
-				a.report(config.SeverityWarning, config.CodeUnreachableRoute, vs.Meta, vs.Pos, path,
-					"this route is never reached: earlier routes have every one of its matches")
-			}
-			earlier = append(earlier, r.GetMatch()...)
-		}
-	}
-}
-
-// isCatchAll reports whether a match accepts every request on sidecars.
-func isCatchAll(m *networking.HTTPMatchRequest) bool {
-	c := proto.CloneOf(m)
-	c.Name = ""
-	if p, ok := c.GetUri().GetMatchType().(*networking.StringMatch_Prefix); ok && p.Prefix == "/" {
-		c.Uri = nil
-	}
-	if config.AppliesToMesh(c.GetGateways()) {
-		c.Gateways = nil
-	}
-	return proto.Size(c) == 0
-}
-
-// sameMatch compares two matches, ignoring their names.
-func sameMatch(a, b *networking.HTTPMatchRequest) bool {
-	x, y := proto.CloneOf(a), proto.CloneOf(b)
-	x.Name, y.Name = "", ""
-	return proto.Equal(x, y)
 }
 
 // unservedTraffic reports route destinations that ordinary traffic reaches

@@ -19,6 +19,7 @@ kind: ServiceEntry
 metadata: {name: backend}
 spec:
   hosts: [backend.default.svc.cluster.local]
+  resolution: STATIC
   ports: [{number: 8080, name: http, protocol: HTTP}]
   workloadSelector: {labels: {app: backend}}
 ---
@@ -86,9 +87,10 @@ spec:
 		"warning WF0504 routes.yaml:8 spec.subsets[1].labels: subset v2 of backend.default.svc.cluster.local selects no endpoint: none of the 1 endpoints of backend.default.svc.cluster.local has the labels {version=v2}",
 		"warning WF0503 routes.yaml:9 spec.subsets[2]: subset v3 of backend.default.svc.cluster.local gets no traffic: every route to it gives it weight 0",
 		"warning WF0504 routes.yaml:9 spec.subsets[2].labels: subset v3 of backend.default.svc.cluster.local selects no endpoint: none of the 1 endpoints of backend.default.svc.cluster.local has the labels {version=v3}",
-		"warning WF0501 routes.yaml:19 spec.http[1]: this route is never reached: earlier routes have every one of its matches",
+		"warning WF0501 routes.yaml:19 spec.http[1]: this rule is never used: earlier rules take every one of its matches",
+		"warning WF0501 routes.yaml:19 spec.http[1].match[0]: this match is never used: spec.http[0] has the same conditions",
 		"error WF0402 routes.yaml:23 spec.http[2].route[1].destination: 10% of the requests to backend.default.svc.cluster.local that reach spec.http[2] go to subset v2 of backend.default.svc.cluster.local, which has no endpoints: they fail with 503",
-		"warning WF0501 routes.yaml:25 spec.http[3]: this route is never reached: spec.http[2] before it matches every request",
+		"warning WF0501 routes.yaml:25 spec.http[3]: this rule is never used: spec.http[2] before it has no match conditions and takes every request; only the last rule may have none",
 		"warning WF0502 routes.yaml:30 spec.host: no registry knows the host payments.example.com: this DestinationRule applies to nothing",
 		"warning WF0505 routes.yaml:36 spec.hosts[0]: no registry knows the host ghost.example.com: sidecars get no route for it",
 		"warning WF0302 routes.yaml:37 spec.http[0].route[0].destination.host: host ghost.example.com is not known to any registry (no ServiceEntry or service defines it)",

@@ -306,6 +306,7 @@ func (d *document) decodeMetadata(dec *yamlDecoder, n *yaml.Node) {
 				dec.stringMap(v, path)
 			case "annotations":
 				d.annotations = dec.stringMap(v, path)
+				checkAnnotations(dec, path, d.annotations)
 			case "creationTimestamp":
 				if isNull(v) {
 					continue
@@ -408,4 +409,18 @@ func suggestOf(name string, names []string) string {
 		return ""
 	}
 	return fmt.Sprintf("; did you mean %q?", best)
+}
+
+// checkAnnotations applies Istio's rules on annotations of networking
+// resources: istio.io/dry-run is for AuthorizationPolicy only, and the
+// internal annotations may not be set by users.
+func checkAnnotations(dec *yamlDecoder, path string, a map[string]string) {
+	if _, ok := a["istio.io/dry-run"]; ok {
+		dec.errf(path+".istio.io/dry-run", "the annotation istio.io/dry-run is supported on AuthorizationPolicy only; remove it")
+	}
+	for _, k := range []string{"internal.istio.io/webhook-always-reject", "internal.istio.io/parent-namespace", "internal.istio.io/parents"} {
+		if _, ok := a[k]; ok {
+			dec.errf(path+"."+k, "the annotation %s is internal to Istio and may not be set by users", k)
+		}
+	}
 }

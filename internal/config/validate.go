@@ -22,6 +22,11 @@ func (is *issues) warnf(path, format string, args ...any) {
 	*is = append(*is, Diagnostic{Severity: SeverityWarning, Path: path, Message: fmt.Sprintf(format, args...)})
 }
 
+// warnCode records a warning with its own code (the default is CodeInvalidValue).
+func (is *issues) warnCode(code Code, path, format string, args ...any) {
+	*is = append(*is, Diagnostic{Severity: SeverityWarning, Code: code, Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
 // hasErrors reports whether any collected issue is an error.
 func (is issues) hasErrors() bool {
 	for _, d := range is {

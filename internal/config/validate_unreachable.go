@@ -34,7 +34,7 @@ func warnUnreachableRules(is *issues, vs *networking.VirtualService) {
 		for l := 1; l < len(b.prefix); l++ {
 			for _, i := range byPrefix[b.prefix[:l]] {
 				if a := prefixes[i]; a.covers(b) {
-					is.warnf(b.match, "this match is never used: its uri prefix %q is covered by %s (prefix %q) with the same other conditions", b.prefix, a.match, a.prefix)
+					is.warnCode(CodeUnreachableRoute, b.match, "this match is never used: its uri prefix %q is covered by %s (prefix %q) with the same other conditions", b.prefix, a.match, a.prefix)
 				}
 			}
 		}
@@ -66,7 +66,7 @@ func unreachable(is *issues, section string, n int, matches func(int) []proto.Me
 		p := fmt.Sprintf("spec.%s[%d]", section, i)
 		ms := matches(i)
 		if catchAll != "" {
-			is.warnf(p, "this rule is never used: %s before it has no match conditions and takes every request; only the last rule may have none", catchAll)
+			is.warnCode(CodeUnreachableRoute, p, "this rule is never used: %s before it has no match conditions and takes every request; only the last rule may have none", catchAll)
 			continue
 		}
 		if len(ms) == 0 {
@@ -78,7 +78,7 @@ func unreachable(is *issues, section string, n int, matches func(int) []proto.Me
 			mp := fmt.Sprintf("%s.match[%d]", p, k)
 			key := matchKey(m)
 			if first, ok := seen[key]; ok {
-				is.warnf(mp, "this match is never used: %s has the same conditions", first)
+				is.warnCode(CodeUnreachableRoute, mp, "this match is never used: %s has the same conditions", first)
 				dups++
 				continue
 			}
@@ -88,7 +88,7 @@ func unreachable(is *issues, section string, n int, matches func(int) []proto.Me
 			}
 		}
 		if dups == len(ms) {
-			is.warnf(p, "this rule is never used: earlier rules take every one of its matches")
+			is.warnCode(CodeUnreachableRoute, p, "this rule is never used: earlier rules take every one of its matches")
 		}
 	}
 }

@@ -9,7 +9,9 @@
 package explain
 
 import (
+	"bytes"
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -419,8 +421,12 @@ func compact(m proto.Message) string {
 	if err != nil {
 		return fmt.Sprint(m)
 	}
-	// protojson output is not stable in whitespace; normalise it.
-	return strings.Join(strings.Fields(string(b)), " ")
+	// protojson output is deliberately unstable in whitespace; compact it.
+	var out bytes.Buffer
+	if err := json.Compact(&out, b); err != nil {
+		return string(b)
+	}
+	return out.String()
 }
 
 func where(m config.Meta) string {

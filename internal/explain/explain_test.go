@@ -83,6 +83,7 @@ kind: ServiceEntry
 metadata: {name: web}
 spec:
   hosts: [web.default.svc.cluster.local]
+  resolution: STATIC
   ports: [{number: 80, name: http, protocol: HTTP}]
   endpoints: [{address: 10.0.0.1, labels: {version: v1}}]
 `,

@@ -118,13 +118,18 @@ func served(os []Outcome) bool {
 type Destination struct {
 	Host   string // FQDN
 	Subset string // "" for the whole service
+	Port   uint32 // the destination's port.number; 0 when it names none
 }
 
 func (d Destination) String() string {
-	if d.Subset == "" {
-		return d.Host
+	s := d.Host
+	if d.Port != 0 {
+		s = fmt.Sprintf("%s port %d", d.Host, d.Port)
 	}
-	return fmt.Sprintf("subset %s of %s", d.Subset, d.Host)
+	if d.Subset == "" {
+		return s
+	}
+	return fmt.Sprintf("subset %s of %s", d.Subset, s)
 }
 
 // Outcome is one destination of one route of a host, as ordinary traffic
@@ -187,7 +192,8 @@ func Outcomes(m *mesh.Snapshot, host string) []Outcome {
 		}
 		weights := effectiveWeights(r.GetRoute())
 		for j, d := range r.GetRoute() {
-			dest := Destination{Host: m.ResolveHost(d.GetDestination().GetHost(), vs.Namespace), Subset: d.GetDestination().GetSubset()}
+			dest := Destination{Host: m.ResolveHost(d.GetDestination().GetHost(), vs.Namespace), Subset: d.GetDestination().GetSubset(),
+				Port: d.GetDestination().GetPort().GetNumber()}
 			out = append(out, Outcome{VS: vs, Rule: i, Route: j, Ordinary: ordinary, CatchAll: catchAll,
 				Dest: dest, Share: weights[j], Endpoints: endpoints(m, dest)})
 		}
@@ -263,6 +269,11 @@ func effectiveWeights(route []*networking.HTTPRouteDestination) []float64 {
 // its service whose labels include its subset's labels (a subset no rule
 // defines has none).
 func endpoints(m *mesh.Snapshot, d Destination) int {
+	if svc := m.Registry.Service(d.Host); svc != nil && d.Port != 0 {
+		if _, ok := svc.Port(d.Port); !ok {
+			return 0 // no such cluster: every request gets 503 (NC)
+		}
+	}
 	var labels map[string]string
 	if d.Subset != "" {
 		s, ok := m.Subsets.Subset(d.Host, d.Subset)
@@ -361,6 +372,15 @@ func changed[T proto.Message](list []*config.Resource[T], r *config.Resource[T])
 func whyNoEndpoints(m *mesh.Snapshot, d Destination) string {
 	if m.Registry.Service(d.Host) == nil {
 		return "no registry knows the host " + d.Host
+	}
+	if svc := m.Registry.Service(d.Host); d.Port != 0 {
+		if _, ok := svc.Port(d.Port); !ok {
+			var ports []string
+			for _, p := range svc.Ports {
+				ports = append(ports, fmt.Sprint(p.Number))
+			}
+			return fmt.Sprintf("%s has no port %d (its ports: %s)", d.Host, d.Port, strings.Join(ports, ", "))
+		}
 	}
 	all := len(m.Registry.Endpoints(d.Host, 0))
 	if d.Subset == "" {

@@ -124,6 +124,7 @@ kind: ServiceEntry
 metadata: {name: backendd}
 spec:
   hosts: [backendd.default.svc.cluster.local]
+  resolution: STATIC
   ports: [{number: 8080, name: http, protocol: HTTP}]
   endpoints: [{address: 10.0.0.9}]
 `)

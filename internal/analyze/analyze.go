@@ -18,6 +18,7 @@ import (
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/guard"
 	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/registry"
 )
 
 // Options tune an analysis.
@@ -73,7 +74,7 @@ func (a *analysis) unservedTraffic() {
 			}
 			a.report(sev, config.CodeUnservedTraffic, o.VS.Meta, o.VS.Pos, o.Path(),
 				"%s of the requests to %s that reach spec.http[%d] go to %s, which has no endpoints: they fail with 503",
-				percent(o.Share), host, o.Rule, o.Dest)
+				guard.Percent(o.Share), host, o.Rule, o.Dest)
 		}
 	}
 }
@@ -131,10 +132,10 @@ func (a *analysis) subsets() {
 					"subset %s of %s gets no traffic: every route to it gives it weight 0", s.GetName(), host)
 			}
 			usedAny = true
-			if n := subsetEndpoints(a.m, host, s.GetLabels()); n == 0 {
+			if n := guard.Endpoints(a.m, guard.Destination{Host: host, Subset: s.GetName()}); n == 0 {
 				a.report(config.SeverityWarning, config.CodeSubsetNoEndpoints, dr.Meta, dr.Pos, path+".labels",
 					"subset %s of %s selects no endpoint: none of the %d endpoints of %s has the labels %s",
-					s.GetName(), host, len(a.m.Registry.Endpoints(host, 0)), host, labelString(s.GetLabels()))
+					s.GetName(), host, len(a.m.Registry.Endpoints(host, 0)), host, registry.LabelString(s.GetLabels()))
 			}
 		}
 		if !usedAny && len(dr.Spec.GetSubsets()) > 0 && dr.Spec.GetTrafficPolicy() == nil {
@@ -178,44 +179,6 @@ func (a *analysis) unknownHosts() {
 				"no registry knows the host %s: sidecars get no route for it", host)
 		}
 	}
-}
-
-func subsetEndpoints(m *mesh.Snapshot, host string, labels map[string]string) int {
-	n := 0
-	for _, ep := range m.Registry.Endpoints(host, 0) {
-		ok := true
-		for k, v := range labels {
-			if ep.Labels[k] != v {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			n++
-		}
-	}
-	return n
-}
-
-func labelString(l map[string]string) string {
-	keys := make([]string, 0, len(l))
-	for k := range l {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, k+"="+l[k])
-	}
-	return "{" + strings.Join(parts, ", ") + "}"
-}
-
-func percent(f float64) string {
-	p := f * 100
-	if p == float64(int(p)) {
-		return fmt.Sprintf("%d%%", int(p))
-	}
-	return fmt.Sprintf("%.1f%%", p)
 }
 
 // sortDiagnostics sorts by file, line, column, path and message, and

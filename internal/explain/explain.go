@@ -29,8 +29,10 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/guard"
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/proxy/dataplane"
+	"weft.dev/weft/internal/registry"
 	"weft.dev/weft/internal/xds/contract"
 	"weft.dev/weft/internal/xds/generate"
 )
@@ -239,7 +241,7 @@ func outcome(r *Route, er *route.Route) string {
 		if healthy == 0 {
 			state = "NO healthy endpoint: these requests fail with 503 (UH)"
 		}
-		parts = append(parts, fmt.Sprintf("%s to %s (%s)", percent(d.Share), what, state))
+		parts = append(parts, fmt.Sprintf("%s to %s (%s)", guard.Percent(d.Share), what, state))
 	}
 	if len(parts) == 0 {
 		return "the route has no destination"
@@ -261,7 +263,7 @@ func destination(m *mesh.Snapshot, res generate.Resources, name string, share fl
 		for _, dr := range rules.From {
 			for k, s := range dr.Spec.GetSubsets() {
 				if s.GetName() == subset {
-					d.SubsetFrom = fmt.Sprintf("%s, labels %s (%s)", where(dr.Meta), labels(s.GetLabels()),
+					d.SubsetFrom = fmt.Sprintf("%s, labels %s (%s)", where(dr.Meta), registry.LabelString(s.GetLabels()),
 						at(dr.Meta, dr.Pos, fmt.Sprintf("spec.subsets[%d]", k)))
 					break
 				}
@@ -442,25 +444,4 @@ func at(m config.Meta, pos config.Positions, path string) string {
 		return m.File
 	}
 	return fmt.Sprintf("%s:%d:%d", m.File, p.Line, p.Column)
-}
-
-func labels(l map[string]string) string {
-	keys := make([]string, 0, len(l))
-	for k := range l {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, k+"="+l[k])
-	}
-	return "{" + strings.Join(parts, ", ") + "}"
-}
-
-func percent(f float64) string {
-	p := f * 100
-	if p == float64(int(p)) {
-		return fmt.Sprintf("%d%%", int(p))
-	}
-	return fmt.Sprintf("%.1f%%", p)
 }

@@ -5,6 +5,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"weft.dev/weft/internal/guard"
 )
 
 // WriteText renders an explanation for people:
@@ -56,7 +58,7 @@ func (e *Explanation) WriteText(w io.Writer) error {
 			if d.Subset != "" {
 				what = "subset " + d.Subset + " of " + d.Host
 			}
-			fmt.Fprintf(&b, "  %s  %s port %d (cluster %s)\n", padLeft(percent(d.Share), 5), what, d.Port, d.Cluster)
+			fmt.Fprintf(&b, "  %s  %s port %d (cluster %s)\n", padLeft(guard.Percent(d.Share), 5), what, d.Port, d.Cluster)
 			if d.SubsetFrom != "" {
 				fmt.Fprintf(&b, "         subset from %s\n", d.SubsetFrom)
 			}

@@ -178,7 +178,7 @@ func Outcomes(m *mesh.Snapshot, host string) []Outcome {
 	vss := m.Routes.ForHost(host)
 	if len(vss) == 0 {
 		return []Outcome{{Rule: -1, Route: -1, Ordinary: true, CatchAll: true, Dest: Destination{Host: host},
-			Share: 1, Endpoints: endpoints(m, Destination{Host: host})}}
+			Share: 1, Endpoints: Endpoints(m, Destination{Host: host})}}
 	}
 	vs := vss[0]
 	var out []Outcome
@@ -195,7 +195,7 @@ func Outcomes(m *mesh.Snapshot, host string) []Outcome {
 			dest := Destination{Host: m.ResolveHost(d.GetDestination().GetHost(), vs.Namespace), Subset: d.GetDestination().GetSubset(),
 				Port: d.GetDestination().GetPort().GetNumber()}
 			out = append(out, Outcome{VS: vs, Rule: i, Route: j, Ordinary: ordinary, CatchAll: catchAll,
-				Dest: dest, Share: weights[j], Endpoints: endpoints(m, dest)})
+				Dest: dest, Share: weights[j], Endpoints: Endpoints(m, dest)})
 		}
 		if catchAll {
 			break
@@ -265,10 +265,10 @@ func effectiveWeights(route []*networking.HTTPRouteDestination) []float64 {
 	return out
 }
 
-// endpoints counts the healthy endpoints of a destination in m: those of
+// Endpoints counts the healthy endpoints of a destination in m: those of
 // its service whose labels include its subset's labels (a subset no rule
 // defines has none).
-func endpoints(m *mesh.Snapshot, d Destination) int {
+func Endpoints(m *mesh.Snapshot, d Destination) int {
 	if svc := m.Registry.Service(d.Host); svc != nil && d.Port != 0 {
 		if _, ok := svc.Port(d.Port); !ok {
 			return 0 // no such cluster: every request gets 503 (NC)
@@ -287,20 +287,11 @@ func endpoints(m *mesh.Snapshot, d Destination) int {
 		if ep.Health == registry.Unhealthy {
 			continue
 		}
-		if hasLabels(ep.Labels, labels) {
+		if registry.HasLabels(ep.Labels, labels) {
 			n++
 		}
 	}
 	return n
-}
-
-func hasLabels(have, want map[string]string) bool {
-	for k, v := range want {
-		if got, ok := have[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
 }
 
 // blame names the changed resources that make outcome o of host unserved
@@ -310,7 +301,7 @@ func hasLabels(have, want map[string]string) bool {
 // warns on the VirtualService instead: registries change underneath the
 // config, and the guard does not hold them.
 func blame(now, next *mesh.Snapshot, host string, o Outcome) []config.Finding {
-	share := percent(o.Share)
+	share := Percent(o.Share)
 	reach := fmt.Sprintf("the requests to %s that reach %s", host, ruleName(o))
 	why := whyNoEndpoints(next, o.Dest)
 	const applied = "the version in force keeps serving; this change applies by itself once the destination has endpoints, or at once with the annotation " + AllowUnservedAnnotation + `: "true"`
@@ -390,20 +381,7 @@ func whyNoEndpoints(m *mesh.Snapshot, d Destination) string {
 	if !ok {
 		return fmt.Sprintf("no DestinationRule defines subset %s", d.Subset)
 	}
-	return fmt.Sprintf("none of the %d endpoints of %s has the labels %s", all, d.Host, labelString(s.GetLabels()))
-}
-
-func labelString(l map[string]string) string {
-	keys := make([]string, 0, len(l))
-	for k := range l {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, k+"="+l[k])
-	}
-	return "{" + strings.Join(parts, ", ") + "}"
+	return fmt.Sprintf("none of the %d endpoints of %s has the labels %s", all, d.Host, registry.LabelString(s.GetLabels()))
 }
 
 // ruleName names the route an outcome belongs to.
@@ -422,7 +400,8 @@ func ruleName(o Outcome) string {
 	return name
 }
 
-func percent(f float64) string {
+// Percent renders a share (0 to 1) as a percentage: "10%", "33.3%".
+func Percent(f float64) string {
 	p := f * 100
 	if p == float64(int(p)) {
 		return fmt.Sprintf("%d%%", int(p))

@@ -221,3 +221,24 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// LabelString renders labels as "{k=v, k=v}", sorted by key, for messages.
+func LabelString(l map[string]string) string {
+	keys := sortedKeys(l)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+"="+l[k])
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}
+
+// HasLabels reports whether have includes every label of want (an empty
+// want selects everything, as a subset without labels does).
+func HasLabels(have, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := have[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}

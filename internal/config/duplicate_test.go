@@ -73,7 +73,7 @@ func TestDuplicateInForceWins(t *testing.T) {
 				{
 					files: files("services.yaml", servicesYAML, "zz/dup.yaml", "---\n"+weDoc("backend-v1", "10.0.0.99")),
 					diags: []string{
-						`error: zz/dup.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml:6 (doc 2), whose version is in force; this document is ignored`,
+						`error: zz/dup.yaml: doc 1: WorkloadEntry default/backend-v1: metadata.name: duplicate WorkloadEntry default/backend-v1: already defined in services.yaml:6 (doc 2); this document is ignored`,
 					},
 					from: "services.yaml", doc: 2, address: "10.0.0.11",
 				},

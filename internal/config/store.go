@@ -482,12 +482,17 @@ func (s *Store) candidates(files []*decodedFile) (map[string]*candidate, []Diagn
 		}
 	}
 	owner := make(map[string]definition, len(defs))
+	// keptInForce marks the keys whose owner is not the first definition
+	// in path order but the one in force: only then do messages say so,
+	// so that loading the same files again words every diagnostic the same.
+	keptInForce := map[string]bool{}
 	for key, ds := range defs {
 		owner[key] = ds[0]
 		if prev := s.inForce[key]; prev != nil {
-			for _, d := range ds {
+			for i, d := range ds {
 				if d.meta.File == prev.meta.File {
 					owner[key] = d
+					keptInForce[key] = i > 0
 					break
 				}
 			}
@@ -513,7 +518,7 @@ func (s *Store) candidates(files []*decodedFile) (map[string]*candidate, []Diagn
 			key := d.meta.Key()
 			if o := owner[key]; o.doc != d {
 				where := fmt.Sprintf("%s:%d (doc %d)", o.meta.File, o.meta.Line, o.meta.Doc)
-				if prev := s.inForce[key]; prev != nil && o.meta.File == prev.meta.File {
+				if keptInForce[key] {
 					where += ", whose version is in force"
 				}
 				diags = append(diags, Diagnostic{

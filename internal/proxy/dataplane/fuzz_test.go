@@ -746,3 +746,24 @@ func (m *mutator) float() float64 {
 	fs := []float64{0, -1, 0.5, 1, 50, 99.9999, 100, 100.0001, 101, 1e6, math.MaxFloat64, math.Inf(1), math.Inf(-1), math.NaN(), math.SmallestNonzeroFloat64}
 	return fs[int(m.byte())%len(fs)]
 }
+
+// TestFuzzRegressions spells out, readably, what the crashers and
+// failures kept under testdata/fuzz/ found.
+func TestFuzzRegressions(t *testing.T) {
+	t.Run("weighted clusters whose weights add up past 2^32-1", func(t *testing.T) {
+		// testdata/fuzz/FuzzTranslateWire/weighted-clusters-total-over-uint32:
+		// the total wrapped around, so the cumulative weights went down and
+		// the split was not what the weights said. Envoy rejects such a sum.
+		rc := routeConfig("r", vhost("v", []string{"*"}, toWeighted("split", prefixMatch("/"),
+			map[string]uint32{"a": math.MaxUint32, "b": 2})))
+		_, err := compileRouteTable(rc)
+		if err == nil || !strings.Contains(err.Error(), "weighted_clusters.clusters[1].weight: the weights add up to more than 4294967295") {
+			t.Fatalf("err = %v", err)
+		}
+		rc = routeConfig("r", vhost("v", []string{"*"}, toWeighted("split", prefixMatch("/"),
+			map[string]uint32{"a": math.MaxUint32 - 2, "b": 2})))
+		if _, err := compileRouteTable(rc); err != nil {
+			t.Fatalf("a total of exactly 2^32-1 must be accepted: %v", err)
+		}
+	})
+}

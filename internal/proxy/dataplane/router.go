@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -207,6 +208,7 @@ func (re *routeEntry) compileAction(a *route.RouteAction) error {
 	case *route.RouteAction_ClusterHeader:
 		re.clusterHeader = http.CanonicalHeaderKey(cs.ClusterHeader)
 	case *route.RouteAction_WeightedClusters:
+		var total uint64 // summed wider than the uint32 weights, so a sum past 2^32-1 is seen, not wrapped
 		for i, c := range cs.WeightedClusters.GetClusters() {
 			if c.GetName() == "" {
 				return fmt.Errorf("weighted_clusters.clusters[%d].name: empty", i)
@@ -218,7 +220,10 @@ func (re *routeEntry) compileAction(a *route.RouteAction) error {
 			if w == 0 {
 				continue
 			}
-			re.weightTotal += w
+			if total += uint64(w); total > math.MaxUint32 {
+				return fmt.Errorf("weighted_clusters.clusters[%d].weight: the weights add up to more than %d", i, uint32(math.MaxUint32))
+			}
+			re.weightTotal = uint32(total)
 			wc, err := compileClusterWeightActions(c)
 			if err != nil {
 				return fmt.Errorf("weighted_clusters.clusters[%d]: %w", i, err)

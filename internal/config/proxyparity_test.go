@@ -278,7 +278,7 @@ func parityCases() []parityCase {
 		{name: "weights over 32 bits", path: "spec.http[0].route",
 			good: withRoute("  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 2147483647}\n    - {destination: {host: reviews, subset: v2}, weight: 1}\n"),
 			bad:  withRoute("  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 2147483647}\n    - {destination: {host: reviews, subset: v2}, weight: 2147483647}\n    - {destination: {host: reviews, subset: v1}, weight: 2}\n"),
-			nack: "total weight is 0"},
+			nack: "the weights add up to more than 4294967295"},
 		// Cluster settings.
 		{name: "connect timeout 0s", path: "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
 			good: withPolicy("    connectionPool: {tcp: {connectTimeout: 0.25s}}\n"),

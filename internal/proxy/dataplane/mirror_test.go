@@ -173,15 +173,7 @@ func stalledTarget(t *testing.T) string {
 }
 
 // refusedAddr is an address where nothing listens.
-func refusedAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
+func refusedAddr(t *testing.T) string { return closedPort(t) }
 
 func mirrorRoute(primary string, rt *route.RetryPolicy, policies ...*route.RouteAction_RequestMirrorPolicy) *route.Route {
 	r := toCluster("mirrored", prefixMatch("/"), primary)

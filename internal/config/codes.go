@@ -24,6 +24,7 @@ const (
 	CodeDestinationRulesMerged  Code = "WF0202" // DestinationRules for one host merged (info)
 	CodeDestinationRuleConflict Code = "WF0203" // part of a DestinationRule loses a conflict
 	CodeServiceEntryConflict    Code = "WF0204" // two ServiceEntries for one host
+	CodePeerAuthnConflict       Code = "WF0205" // two PeerAuthentications at one level for one workload
 )
 
 // References between resources.
@@ -48,6 +49,7 @@ const (
 	CodeStarvedSubset         Code = "WF0503" // a subset every route gives weight 0
 	CodeSubsetNoEndpoints     Code = "WF0504" // a subset that selects no endpoint
 	CodeHostNotInRegistry     Code = "WF0505" // a VirtualService for a host no registry knows
+	CodeStrictWithoutSidecar  Code = "WF0506" // STRICT mTLS for workloads not marked as having a sidecar
 )
 
 // Rejections by proxies.

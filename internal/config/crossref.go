@@ -62,6 +62,7 @@ func hostMatches(pattern, fqdn string) bool {
 type crossChecker struct {
 	suffix    string
 	knownHost func(string) bool // from Options; may be nil
+	rootNS    string            // Options.RootNamespace
 	seHosts   []string          // resolved ServiceEntry hosts of the candidate set
 	seNS      map[string]string // resolved ServiceEntry host -> namespace of the first ServiceEntry defining it
 	inForce   map[string]*entry // before this load
@@ -236,6 +237,7 @@ func (c *crossChecker) run() {
 	c.settleRejected()
 	c.reportVirtualServiceConflicts()
 	c.reportDestinationRuleConflicts()
+	c.reportPeerAuthenticationConflicts()
 	c.warnUnknownHosts()
 }
 

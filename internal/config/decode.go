@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 )
 
 // MaxFileSize is the largest config file Weft reads (4 MiB). Kubernetes
@@ -19,12 +20,22 @@ import (
 // over the limit is reported and its last good resources stay in force.
 const MaxFileSize = 4 << 20
 
-// apiGroup is the only API group Weft loads; versions lists the versions of
-// it that share the istio.io/api networking types (v1 and v1beta1 are
-// aliases of v1alpha3 there).
+// apiGroup is the API group of the networking kinds; apiVersions lists
+// the versions of it that share the istio.io/api networking types (v1 and
+// v1beta1 are aliases of v1alpha3 there).
 const apiGroup = "networking.istio.io"
 
 var apiVersions = map[string]bool{"v1": true, "v1beta1": true, "v1alpha3": true}
+
+// securityGroup is the API group of the security kinds; securityVersions
+// are the versions sharing the istio.io/api security types (v1 is an alias
+// of v1beta1).
+const securityGroup = "security.istio.io"
+
+var securityVersions = map[string]bool{"v1": true, "v1beta1": true}
+
+// supportedKinds names the kinds Weft loads, for messages.
+const supportedKinds = "VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, PeerAuthentication, AuthorizationPolicy, RequestAuthentication"
 
 // newSpec returns an empty spec message for a kind Weft loads, or nil.
 func newSpec(k Kind) proto.Message {
@@ -37,8 +48,25 @@ func newSpec(k Kind) proto.Message {
 		return &networking.ServiceEntry{}
 	case KindWorkloadEntry:
 		return &networking.WorkloadEntry{}
+	case KindPeerAuthentication:
+		return &security.PeerAuthentication{}
+	case KindAuthorizationPolicy:
+		return &security.AuthorizationPolicy{}
+	case KindRequestAuthentication:
+		return &security.RequestAuthentication{}
 	}
 	return nil
+}
+
+// checkAPIVersion reports whether apiVersion is one Weft reads kind k in,
+// and if not, what it wants.
+func checkAPIVersion(k Kind, apiVersion string) (ok bool, want string) {
+	group, version, _ := strings.Cut(apiVersion, "/")
+	switch k {
+	case KindPeerAuthentication, KindAuthorizationPolicy, KindRequestAuthentication:
+		return group == securityGroup && securityVersions[version], securityGroup + "/v1 or v1beta1"
+	}
+	return group == apiGroup && apiVersions[version], apiGroup + "/v1, v1beta1 or v1alpha3"
 }
 
 // document is one decoded YAML document. meta.Name is empty when the
@@ -252,7 +280,7 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 		dec.errf("kind", "kind is required")
 		return d
 	case spec == nil:
-		dec.errf("kind", "unsupported kind %q (Weft loads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry)", kind)
+		dec.errf("kind", "unsupported kind %q (Weft loads %s)", kind, supportedKinds)
 		return d
 	}
 	d.meta.Kind = Kind(kind)
@@ -265,9 +293,8 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 	if d.meta.Name == "" {
 		return d
 	}
-	group, version, _ := strings.Cut(apiVersion, "/")
-	if group != apiGroup || !apiVersions[version] {
-		dec.errf("apiVersion", "unsupported apiVersion %q for %s (want %s/v1, v1beta1 or v1alpha3)", apiVersion, kind, apiGroup)
+	if ok, want := checkAPIVersion(d.meta.Kind, apiVersion); !ok {
+		dec.errf("apiVersion", "unsupported apiVersion %q for %s (want %s)", apiVersion, kind, want)
 	}
 	if specNode != nil && !isNull(specNode) && specNode.Kind != yaml.MappingNode {
 		dec.errf("spec", "spec must be a mapping, got %s", describe(specNode))
@@ -306,7 +333,7 @@ func (d *document) decodeMetadata(dec *yamlDecoder, n *yaml.Node) {
 				dec.stringMap(v, path)
 			case "annotations":
 				d.annotations = dec.stringMap(v, path)
-				checkAnnotations(dec, path, d.annotations)
+				checkAnnotations(dec, d.meta.Kind, path, d.annotations)
 			case "creationTimestamp":
 				if isNull(v) {
 					continue
@@ -411,11 +438,12 @@ func suggestOf(name string, names []string) string {
 	return fmt.Sprintf("; did you mean %q?", best)
 }
 
-// checkAnnotations applies Istio's rules on annotations of networking
-// resources: istio.io/dry-run is for AuthorizationPolicy only, and the
-// internal annotations may not be set by users.
-func checkAnnotations(dec *yamlDecoder, path string, a map[string]string) {
-	if _, ok := a["istio.io/dry-run"]; ok {
+// checkAnnotations applies Istio's rules on annotations of resources of
+// kind k: istio.io/dry-run is for AuthorizationPolicy only (its value is
+// checked with the spec: validateDryRun), and the internal annotations may
+// not be set by users.
+func checkAnnotations(dec *yamlDecoder, k Kind, path string, a map[string]string) {
+	if _, ok := a[annotationDryRun]; ok && k != KindAuthorizationPolicy {
 		dec.errf(path+".istio.io/dry-run", "the annotation istio.io/dry-run is supported on AuthorizationPolicy only; remove it")
 	}
 	for _, k := range []string{"internal.istio.io/webhook-always-reject", "internal.istio.io/parent-namespace", "internal.istio.io/parents"} {

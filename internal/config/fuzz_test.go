@@ -321,6 +321,15 @@ func resources(s *Snapshot) []anyResource {
 	for _, r := range s.WorkloadEntries {
 		out = append(out, anyResource{r.Meta, r.Spec, r.Annotations})
 	}
+	for _, r := range s.PeerAuthentications {
+		out = append(out, anyResource{r.Meta, r.Spec, r.Annotations})
+	}
+	for _, r := range s.AuthorizationPolicies {
+		out = append(out, anyResource{r.Meta, r.Spec, r.Annotations})
+	}
+	for _, r := range s.RequestAuthentications {
+		out = append(out, anyResource{r.Meta, r.Spec, r.Annotations})
+	}
 	return out
 }
 

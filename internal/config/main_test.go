@@ -56,6 +56,15 @@ func keys(s *Snapshot) []string {
 	for _, r := range s.WorkloadEntries {
 		out = append(out, r.Key())
 	}
+	for _, r := range s.PeerAuthentications {
+		out = append(out, r.Key())
+	}
+	for _, r := range s.AuthorizationPolicies {
+		out = append(out, r.Key())
+	}
+	for _, r := range s.RequestAuthentications {
+		out = append(out, r.Key())
+	}
 	return out
 }
 

@@ -344,7 +344,11 @@ func (d *yamlDecoder) scalar(n *yaml.Node, path string, fd protoreflect.FieldDes
 		if ev := ed.Values().ByName(protoreflect.Name(n.Value)); ev != nil && tag == "!!str" {
 			return protoreflect.ValueOfEnum(ev.Number()), true
 		}
-		d.errf(path, "invalid value %s; want one of %s", describe(n), enumNames(ed))
+		hint := ""
+		if ev := ed.Values().ByName(protoreflect.Name(strings.ToUpper(n.Value))); ev != nil && tag == "!!str" {
+			hint = fmt.Sprintf(" (values are upper case: %s)", ev.Name())
+		}
+		d.errf(path, "invalid value %s; want one of %s%s", describe(n), enumNames(ed), hint)
 	case protoreflect.FloatKind, protoreflect.DoubleKind:
 		if tag == "!!int" || tag == "!!float" {
 			var f float64

@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 )
 
 // MaxDiagnosticsPerFile caps how many diagnostics one file contributes to
@@ -27,6 +28,10 @@ const MaxDiagnosticsPerFile = 100
 type Options struct {
 	// DomainSuffix expands short host names; "" means cluster.local.
 	DomainSuffix string
+	// RootNamespace is the mesh's root namespace: PeerAuthentications
+	// there without a selector apply to the whole mesh. "" means
+	// DefaultRootNamespace. It decides which PeerAuthentications conflict.
+	RootNamespace string
 	// KnownHost reports whether a registry other than the config itself
 	// knows an FQDN. It decides unknown-host warnings and the two-label
 	// host case. It may be nil, and must be safe to call from Load.
@@ -200,7 +205,7 @@ func (s *Store) load(dir *Dir) *Snapshot {
 			cands[k] = c
 		}
 		cc = &crossChecker{
-			suffix: s.opts.DomainSuffix, knownHost: s.opts.KnownHost,
+			suffix: s.opts.DomainSuffix, knownHost: s.opts.KnownHost, rootNS: s.opts.RootNamespace,
 			inForce: s.inForce, cands: cands,
 		}
 		cc.run()
@@ -286,12 +291,21 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 			snap.ServiceEntries = append(snap.ServiceEntries, &ServiceEntry{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *networking.WorkloadEntry:
 			snap.WorkloadEntries = append(snap.WorkloadEntries, &WorkloadEntry{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *security.PeerAuthentication:
+			snap.PeerAuthentications = append(snap.PeerAuthentications, &PeerAuthentication{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *security.AuthorizationPolicy:
+			snap.AuthorizationPolicies = append(snap.AuthorizationPolicies, &AuthorizationPolicy{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *security.RequestAuthentication:
+			snap.RequestAuthentications = append(snap.RequestAuthentications, &RequestAuthentication{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		}
 	}
 	sortResources(snap.VirtualServices)
 	sortResources(snap.DestinationRules)
 	sortResources(snap.ServiceEntries)
 	sortResources(snap.WorkloadEntries)
+	sortResources(snap.PeerAuthentications)
+	sortResources(snap.AuthorizationPolicies)
+	sortResources(snap.RequestAuthentications)
 	return snap
 }
 
@@ -384,7 +398,9 @@ func decodeAndValidate(path string, data []byte) *decodedFile {
 	kept := 0
 	for _, d := range docs {
 		if d.spec != nil && !specMissing(d) {
-			for _, i := range validateResource(d.meta.Namespace, d.spec) {
+			found := validateResource(d.meta.Namespace, d.spec)
+			found = append(found, validateInDocument(d.spec, d.annotations, d.pos)...)
+			for _, i := range found {
 				if d.decodeErrors > 0 && overlapsDecodeError(d, i.Path) {
 					continue // a consequence of a value that could not be decoded
 				}
@@ -656,7 +672,10 @@ func sameContent(a, b *Snapshot) bool {
 		sameResources(a.VirtualServices, b.VirtualServices) &&
 		sameResources(a.DestinationRules, b.DestinationRules) &&
 		sameResources(a.ServiceEntries, b.ServiceEntries) &&
-		sameResources(a.WorkloadEntries, b.WorkloadEntries)
+		sameResources(a.WorkloadEntries, b.WorkloadEntries) &&
+		sameResources(a.PeerAuthentications, b.PeerAuthentications) &&
+		sameResources(a.AuthorizationPolicies, b.AuthorizationPolicies) &&
+		sameResources(a.RequestAuthentications, b.RequestAuthentications)
 }
 
 func sameResources[T proto.Message](a, b []*Resource[T]) bool {

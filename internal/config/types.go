@@ -1,6 +1,7 @@
 // Package config loads Istio networking resources (VirtualService,
-// DestinationRule, ServiceEntry, WorkloadEntry) from multi-document YAML into
-// istio.io/api types, validates them, and keeps the last good version of
+// DestinationRule, ServiceEntry, WorkloadEntry) and security resources
+// (PeerAuthentication, AuthorizationPolicy, RequestAuthentication) from
+// multi-document YAML into istio.io/api types, validates them, and keeps the last good version of
 // each resource so one bad document never takes good config down with it.
 // Its output is an immutable Snapshot; nothing downstream parses YAML.
 package config
@@ -11,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 )
 
 // Kind is a resource kind as written in YAML.
@@ -22,6 +24,10 @@ const (
 	KindDestinationRule Kind = "DestinationRule"
 	KindServiceEntry    Kind = "ServiceEntry"
 	KindWorkloadEntry   Kind = "WorkloadEntry"
+
+	KindPeerAuthentication    Kind = "PeerAuthentication"
+	KindAuthorizationPolicy   Kind = "AuthorizationPolicy"
+	KindRequestAuthentication Kind = "RequestAuthentication"
 )
 
 // Meta identifies a resource and where it was read from.
@@ -70,6 +76,10 @@ type (
 	DestinationRule = Resource[*networking.DestinationRule]
 	ServiceEntry    = Resource[*networking.ServiceEntry]
 	WorkloadEntry   = Resource[*networking.WorkloadEntry]
+
+	PeerAuthentication    = Resource[*security.PeerAuthentication]
+	AuthorizationPolicy   = Resource[*security.AuthorizationPolicy]
+	RequestAuthentication = Resource[*security.RequestAuthentication]
 )
 
 // Snapshot is an immutable, versioned set of the resources in force. Each
@@ -81,6 +91,10 @@ type Snapshot struct {
 	DestinationRules []*DestinationRule
 	ServiceEntries   []*ServiceEntry
 	WorkloadEntries  []*WorkloadEntry
+
+	PeerAuthentications    []*PeerAuthentication
+	AuthorizationPolicies  []*AuthorizationPolicy
+	RequestAuthentications []*RequestAuthentication
 	// Diagnostics are the errors and warnings of the load that produced
 	// this snapshot, sorted by file, document, path.
 	Diagnostics []Diagnostic

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 )
 
 // issues collects the problems found in one document's spec; the store
@@ -58,6 +59,12 @@ func validateResource(ns string, spec proto.Message) issues {
 		validateServiceEntry(&is, ns, s)
 	case *networking.WorkloadEntry:
 		validateWorkloadEntry(&is, "spec", s, nil, true)
+	case *security.PeerAuthentication:
+		validatePeerAuthentication(&is, s)
+	case *security.AuthorizationPolicy:
+		validateAuthorizationPolicy(&is, s)
+	case *security.RequestAuthentication:
+		validateRequestAuthentication(&is, s)
 	}
 	return is
 }

@@ -53,7 +53,7 @@ func (c *crossChecker) reportPeerAuthenticationConflicts() {
 		pas = append(pas, &PeerAuthentication{Meta: cand.meta, Spec: cand.spec.(*security.PeerAuthentication), Pos: cand.pos})
 	}
 	slices.SortFunc(pas, FirstSeen)
-	wide := map[string]*PeerAuthentication{}      // namespace -> its namespace-wide policy
+	wide := map[string]*PeerAuthentication{}       // namespace -> its namespace-wide policy
 	bySelector := map[string]*PeerAuthentication{} // namespace + selector -> first policy with it
 	var selected []*PeerAuthentication
 	for _, pa := range pas {

@@ -175,3 +175,28 @@ func isLoopback(host string) bool {
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
 }
+
+// Source is where a JWT rule's keys come from: its jwksUri, or, when it
+// has none, OpenID discovery from its issuer (Istio's rule). Exactly one
+// field is set; use SourceOf.
+type Source struct {
+	URI    string `json:"jwksUri,omitempty"`
+	Issuer string `json:"issuer,omitempty"` // discovery at <issuer>/.well-known/openid-configuration
+}
+
+// SourceOf returns where a rule with this issuer and jwksUri gets its keys
+// (a rule with inline jwks needs none: do not ask).
+func SourceOf(issuer, jwksURI string) Source {
+	if jwksURI != "" {
+		return Source{URI: jwksURI}
+	}
+	return Source{Issuer: issuer}
+}
+
+// String is the URI, or "issuer <issuer> (OpenID discovery)".
+func (s Source) String() string {
+	if s.URI != "" {
+		return s.URI
+	}
+	return "issuer " + s.Issuer + " (OpenID discovery)"
+}

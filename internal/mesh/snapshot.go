@@ -1,7 +1,9 @@
 // Package mesh joins a config snapshot and a registry snapshot into one
 // immutable, versioned view with small indexes the xDS generators need:
-// VirtualServices by host (routes.go) and DestinationRule subsets by host
-// (subsets.go). Each index is its own type; add new ones beside them rather
+// VirtualServices by host (routes.go), DestinationRule subsets by host
+// (subsets.go), and per workload its mutual TLS mode (peerauthn.go), its
+// AuthorizationPolicies (authz.go) and RequestAuthentications
+// (requestauthn.go), with the JWT keys fetched for them (keys.go). Each index is its own type; add new ones beside them rather
 // than growing Snapshot into a god object.
 package mesh
 
@@ -14,8 +16,30 @@ import (
 	"sort"
 
 	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/jwks"
 	"weft.dev/weft/internal/registry"
 )
+
+// DefaultTrustDomain is the trust domain of SPIFFE identities when none is
+// configured.
+const DefaultTrustDomain = "cluster.local"
+
+// Options are a snapshot's settings beyond its config and registry.
+type Options struct {
+	// DomainSuffix is the cluster domain; "" means cluster.local.
+	DomainSuffix string
+	// RootNamespace holds the mesh-wide policies; "" means
+	// config.DefaultRootNamespace (istio-system).
+	RootNamespace string
+	// TrustDomain of the mesh's SPIFFE identities; "" means
+	// DefaultTrustDomain. AuthorizationPolicy principals written with
+	// cluster.local are matched against it, as Istio does.
+	TrustDomain string
+	// JWKS are the key sets fetched for JWT rules, by source (see
+	// jwks.SourceOf). A rule whose source is missing gets jwks.FailClosed.
+	// Not modified after Build.
+	JWKS map[jwks.Source]string
+}
 
 // Snapshot is an immutable view of config and registry. Build it with New
 // and never modify it (nor the values it points to) afterwards; it is read
@@ -24,19 +48,33 @@ type Snapshot struct {
 	Config       *config.Snapshot
 	Registry     *registry.Snapshot
 	DomainSuffix string
+	// RootNamespace and TrustDomain are Options', defaults filled in.
+	RootNamespace string
+	TrustDomain   string
 	// Version identifies the inputs: the config version and a hash of the
-	// registry content, e.g. "7-3fa2c81d09be4411".
+	// registry content, e.g. "7-3fa2c81d09be4411", then "-k" and a hash of
+	// the fetched JWT keys when there are any.
 	Version string
 
-	Routes  *RouteIndex
-	Subsets *SubsetIndex
+	Routes       *RouteIndex
+	Subsets      *SubsetIndex
+	PeerAuthn    *PeerAuthnIndex
+	Authz        *AuthzIndex
+	RequestAuthn *RequestAuthnIndex
+	Keys         *KeyIndex
 }
 
-// New indexes cfg and reg. Either may be nil (treated as empty). Hosts in
-// VirtualServices and DestinationRules are resolved to FQDNs with
-// registry.ResolveHost against the services in reg. New does not block and
-// may be called from any goroutine.
+// New is Build with default Options but the domain suffix.
 func New(cfg *config.Snapshot, reg *registry.Snapshot, domainSuffix string) *Snapshot {
+	return Build(cfg, reg, Options{DomainSuffix: domainSuffix})
+}
+
+// Build indexes cfg and reg. Either may be nil (treated as empty). Hosts
+// in VirtualServices and DestinationRules are resolved to FQDNs with
+// registry.ResolveHost against the services in reg. Build does not block
+// and may be called from any goroutine.
+func Build(cfg *config.Snapshot, reg *registry.Snapshot, opts Options) *Snapshot {
+	domainSuffix := opts.DomainSuffix
 	if cfg == nil {
 		cfg = &config.Snapshot{}
 	}
@@ -46,15 +84,47 @@ func New(cfg *config.Snapshot, reg *registry.Snapshot, domainSuffix string) *Sna
 	if domainSuffix == "" {
 		domainSuffix = registry.DefaultDomainSuffix
 	}
-	r := resolver{reg: reg, suffix: domainSuffix}
-	return &Snapshot{
-		Config:       cfg,
-		Registry:     reg,
-		DomainSuffix: domainSuffix,
-		Version:      fmt.Sprintf("%d-%s", cfg.Version, registryHash(reg)),
-		Routes:       newRouteIndex(cfg.VirtualServices, r),
-		Subsets:      newSubsetIndex(cfg.DestinationRules, r),
+	rootNS := opts.RootNamespace
+	if rootNS == "" {
+		rootNS = config.DefaultRootNamespace
 	}
+	td := opts.TrustDomain
+	if td == "" {
+		td = DefaultTrustDomain
+	}
+	r := resolver{reg: reg, suffix: domainSuffix}
+	version := fmt.Sprintf("%d-%s", cfg.Version, registryHash(reg))
+	if len(opts.JWKS) > 0 {
+		version += "-k" + keysHash(opts.JWKS)
+	}
+	return &Snapshot{
+		Config:        cfg,
+		Registry:      reg,
+		DomainSuffix:  domainSuffix,
+		RootNamespace: rootNS,
+		TrustDomain:   td,
+		Version:       version,
+		Routes:        newRouteIndex(cfg.VirtualServices, r),
+		Subsets:       newSubsetIndex(cfg.DestinationRules, r),
+		PeerAuthn:     newPeerAuthnIndex(cfg.PeerAuthentications, rootNS),
+		Authz:         newAuthzIndex(cfg.AuthorizationPolicies, rootNS),
+		RequestAuthn:  newRequestAuthnIndex(cfg.RequestAuthentications, rootNS),
+		Keys:          &KeyIndex{fetched: opts.JWKS},
+	}
+}
+
+// keysHash summarises the fetched key sets, so Version changes with them.
+func keysHash(keys map[jwks.Source]string) string {
+	srcs := make([]jwks.Source, 0, len(keys))
+	for s := range keys {
+		srcs = append(srcs, s)
+	}
+	sort.Slice(srcs, func(i, j int) bool { return srcs[i].String() < srcs[j].String() })
+	h := sha256.New()
+	for _, s := range srcs {
+		writeStr(h, s.URI, s.Issuer, keys[s])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:4])
 }
 
 // ResolveHost expands host as written in a resource of namespace ns into an

@@ -38,6 +38,13 @@ const (
 	// operator commands can find a proxy by name. Istio has no such key.
 	// Empty means the proxy does not say.
 	MetaAdminAddress = "WEFT_ADMIN_ADDRESS"
+	// MetaMTLS is "true" when the proxy has a workload certificate (the
+	// SDS secrets default and ROOTCA) and so can do mutual TLS. A proxy
+	// without one (plaintext xDS, local development) gets no TLS where
+	// PERMISSIVE allows plaintext and no automatic mutual TLS to its
+	// upstreams. Istio has no such key: its proxies always have a
+	// certificate.
+	MetaMTLS = "WEFT_MTLS"
 )
 
 // Filter metadata namespace used on clusters and endpoints, as in Istio.

@@ -249,6 +249,7 @@ func TestIdentityNodeRoundTrip(t *testing.T) {
 				OutboundAddress: "127.0.0.1:15001",
 				AppPorts:        map[uint32]string{9080: "127.0.0.1:18080", 9090: "127.0.0.1:19090"},
 				AdminAddress:    "127.0.0.2:15000",
+				MTLS:            true,
 			},
 		},
 		{
@@ -306,6 +307,7 @@ func TestNodeMetadataKeys(t *testing.T) {
 		ServiceAccount: "reviews", OutboundAddress: "127.0.0.1:15001",
 		AppPorts:     map[uint32]string{9090: "127.0.0.1:19090", 9080: "127.0.0.1:18080"},
 		AdminAddress: "127.0.0.2:15000",
+		MTLS:         true,
 	}
 	f := id.Node().GetMetadata().GetFields()
 	for key, want := range map[string]string{
@@ -317,6 +319,7 @@ func TestNodeMetadataKeys(t *testing.T) {
 		"WEFT_OUTBOUND_ADDRESS": "127.0.0.1:15001",
 		"WEFT_APP_PORTS":        "9080=127.0.0.1:18080,9090=127.0.0.1:19090",
 		"WEFT_ADMIN_ADDRESS":    "127.0.0.2:15000",
+		"WEFT_MTLS":             "true",
 	} {
 		if got := f[key].GetStringValue(); got != want {
 			t.Errorf("metadata %s = %q, want %q", key, got, want)

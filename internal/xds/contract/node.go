@@ -30,6 +30,9 @@ type Identity struct {
 	// ("host:port"); empty when the proxy does not say. It does not change
 	// what the proxy is served.
 	AdminAddress string
+	// MTLS is set when the proxy has a workload certificate and does
+	// mutual TLS (MetaMTLS).
+	MTLS bool
 }
 
 // DefaultNodeID builds an Istio-style node id: sidecar~IP~workload.ns~ns.svc.cluster.local.
@@ -60,6 +63,9 @@ func (id Identity) Node() *core.Node {
 	if id.AdminAddress != "" {
 		fields[MetaAdminAddress] = id.AdminAddress
 	}
+	if id.MTLS {
+		fields[MetaMTLS] = "true"
+	}
 	md, err := structpb.NewStruct(fields)
 	if err != nil { // only strings and maps of strings: cannot fail
 		panic(err)
@@ -82,6 +88,7 @@ func ParseNode(n *core.Node) (Identity, error) {
 	id.ClusterID = str(MetaClusterID)
 	id.OutboundAddress = str(MetaOutboundAddress)
 	id.AdminAddress = str(MetaAdminAddress)
+	id.MTLS = str(MetaMTLS) == "true"
 	for k, v := range f[MetaLabels].GetStructValue().GetFields() {
 		id.Labels[k] = v.GetStringValue()
 	}

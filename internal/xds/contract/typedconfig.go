@@ -5,10 +5,16 @@ import (
 
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	uritemplatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/path/match/uri_template/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
+	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 )
@@ -36,6 +42,13 @@ var typedConfigs = []proto.Message{
 	(*previoushostsv3.PreviousHostsPredicate)(nil),        // retry_host_predicate
 	(*previousprioritiesv3.PreviousPrioritiesConfig)(nil), // retry_priority
 	(*upstreamhttpv3.HttpProtocolOptions)(nil),            // cluster protocol options
+	(*tlsv3.DownstreamTlsContext)(nil),                    // inbound filter chain transport socket
+	(*tlsv3.UpstreamTlsContext)(nil),                      // cluster transport socket (matches)
+	(*rawbufferv3.RawBuffer)(nil),                         // plaintext transport socket match
+	(*tlsinspectorv3.TlsInspector)(nil),                   // listener filter of PERMISSIVE ports
+	(*jwtauthnv3.JwtAuthentication)(nil),                  // HTTP filter (RequestAuthentication)
+	(*rbacv3.RBAC)(nil),                                   // HTTP filter (AuthorizationPolicy)
+	(*uritemplatev3.UriTemplateMatchConfig)(nil),          // RBAC path template ({*}, {**})
 }
 
 // TypedConfigURLs returns, sorted, the type URLs of every message the

@@ -236,5 +236,5 @@ func goldenCases() []goldenCase {
 				OutboundAddress: "127.0.0.3:15001", AppPorts: map[uint32]string{50051: "127.0.0.1:50052"},
 			},
 		},
-	}, append(append(append(append(trafficPolicyCases(), resilienceCases()...), routeActionCases()...), loadBalancerCases()...), mirrorCases()...)...)
+	}, append(append(append(append(append(trafficPolicyCases(), resilienceCases()...), routeActionCases()...), loadBalancerCases()...), mirrorCases()...), securityCases()...)...)
 }

@@ -25,14 +25,20 @@ const (
 )
 
 // outboundClusters returns an EDS cluster per service port and per
-// DestinationRule subset of the service.
-func outboundClusters(s *mesh.Snapshot) []types.Resource {
+// DestinationRule subset of the service, for proxy id.
+func outboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 	var out []types.Resource
+	build := func(svc *registry.Service, p registry.Port, subset string) *cluster.Cluster {
+		c := edsCluster(svc, p, subset, s.DomainSuffix)
+		c = withTrafficPolicy(s, svc, p, subset, c)
+		c = withLoadBalancer(s, svc, p, subset, c)
+		return withUpstreamTLS(s, id, svc, p, subset, c) // last: ALPN follows the protocol options
+	}
 	for _, svc := range s.Registry.Services() {
 		for _, p := range svc.Ports {
-			out = append(out, withLoadBalancer(s, svc, p, "", withTrafficPolicy(s, svc, p, "", edsCluster(svc, p, "", s.DomainSuffix))))
+			out = append(out, build(svc, p, ""))
 			for _, sub := range s.Subsets.Subsets(svc.Hostname) {
-				out = append(out, withLoadBalancer(s, svc, p, sub.GetName(), withTrafficPolicy(s, svc, p, sub.GetName(), edsCluster(svc, p, sub.GetName(), s.DomainSuffix))))
+				out = append(out, build(svc, p, sub.GetName()))
 			}
 		}
 	}

@@ -8,7 +8,9 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	networking "istio.io/api/networking/v1alpha3"
 
+	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/registry"
 	"weft.dev/weft/internal/xds/contract"
@@ -21,7 +23,8 @@ func outboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource 
 	for _, svc := range s.Registry.Services() {
 		for _, p := range svc.Ports {
 			eps := s.Registry.Endpoints(svc.Hostname, p.Number)
-			out = append(out, withLocalityLB(s, id, svc.Hostname, p.Number, "", eps, loadAssignment(contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname), eps)))
+			out = append(out, withLocalityLB(s, id, svc.Hostname, p.Number, "", eps,
+				loadAssignment(contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname), eps, mtlsCapable(s, svc, p, ""))))
 			for _, sub := range s.Subsets.Subsets(svc.Hostname) {
 				var in []*registry.Endpoint
 				for _, ep := range eps {
@@ -29,16 +32,41 @@ func outboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource 
 						in = append(in, ep)
 					}
 				}
-				out = append(out, withLocalityLB(s, id, svc.Hostname, p.Number, sub.GetName(), in, loadAssignment(contract.ClusterName(contract.Outbound, p.Number, sub.GetName(), svc.Hostname), in)))
+				out = append(out, withLocalityLB(s, id, svc.Hostname, p.Number, sub.GetName(), in,
+					loadAssignment(contract.ClusterName(contract.Outbound, p.Number, sub.GetName(), svc.Hostname), in, mtlsCapable(s, svc, p, sub.GetName()))))
 			}
 		}
 	}
 	return out
 }
 
+// mtlsCapable reports which endpoints of a cluster (svc's port p, subset
+// may be empty) take mutual TLS, as Istio's mtlsChecker decides: the
+// DestinationRule's tls mode when it sets one (ISTIO_MUTUAL or not), else
+// the workload is labelled security.istio.io/tlsMode: istio (it runs a
+// sidecar) and its own PeerAuthentication for the port is not DISABLE.
+// Such endpoints carry the metadata automatic mutual TLS matches on.
+func mtlsCapable(s *mesh.Snapshot, svc *registry.Service, p registry.Port, subset string) func(*registry.Endpoint) bool {
+	t := mergedTrafficPolicy(s, svc.Hostname, p.Number, subset).GetTls()
+	return func(ep *registry.Endpoint) bool {
+		if ep.Labels[contract.TLSModeLabel] != contract.TLSModeIstio {
+			return false
+		}
+		if t != nil {
+			return t.GetMode() == networking.ClientTLSSettings_ISTIO_MUTUAL
+		}
+		ns := ep.Namespace
+		if ns == "" {
+			ns = svc.Namespace
+		}
+		return s.PeerAuthn.Mode(ns, ep.Labels, ep.Port) != config.MTLSDisable
+	}
+}
+
 // loadAssignment groups endpoints by locality, localities sorted, endpoints
-// in registry order (port, address).
-func loadAssignment(name string, eps []*registry.Endpoint) *endpoint.ClusterLoadAssignment {
+// in registry order (port, address); mtls marks the endpoints that take
+// mutual TLS.
+func loadAssignment(name string, eps []*registry.Endpoint, mtls func(*registry.Endpoint) bool) *endpoint.ClusterLoadAssignment {
 	cla := &endpoint.ClusterLoadAssignment{ClusterName: name}
 	byLoc := map[string]*endpoint.LocalityLbEndpoints{}
 	for _, ep := range eps {
@@ -47,7 +75,7 @@ func loadAssignment(name string, eps []*registry.Endpoint) *endpoint.ClusterLoad
 			l = &endpoint.LocalityLbEndpoints{Locality: locality(ep.Locality)}
 			byLoc[ep.Locality] = l
 		}
-		l.LbEndpoints = append(l.LbEndpoints, lbEndpoint(ep))
+		l.LbEndpoints = append(l.LbEndpoints, lbEndpoint(ep, mtls != nil && mtls(ep)))
 	}
 	for _, k := range sortedKeys(byLoc) {
 		cla.Endpoints = append(cla.Endpoints, byLoc[k])
@@ -55,7 +83,7 @@ func loadAssignment(name string, eps []*registry.Endpoint) *endpoint.ClusterLoad
 	return cla
 }
 
-func lbEndpoint(ep *registry.Endpoint) *endpoint.LbEndpoint {
+func lbEndpoint(ep *registry.Endpoint, mtls bool) *endpoint.LbEndpoint {
 	health := core.HealthStatus_HEALTHY
 	if ep.Health == registry.Unhealthy {
 		health = core.HealthStatus_UNHEALTHY
@@ -69,11 +97,17 @@ func lbEndpoint(ep *registry.Endpoint) *endpoint.LbEndpoint {
 	if err != nil { // one string: cannot fail
 		panic(err)
 	}
+	meta := &core.Metadata{FilterMetadata: map[string]*structpb.Struct{contract.FilterMetadataIstio: md}}
+	if mtls {
+		meta.FilterMetadata[contract.FilterMetadataTransportSocketMatch] = &structpb.Struct{Fields: map[string]*structpb.Value{
+			contract.MetaTLSMode: structpb.NewStringValue(contract.TLSModeIstio),
+		}}
+	}
 	return &endpoint.LbEndpoint{
 		HostIdentifier:      &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{Address: socketAddress(ep.Address, ep.Port)}},
 		HealthStatus:        health,
 		LoadBalancingWeight: wrapperspb.UInt32(weight),
-		Metadata:            &core.Metadata{FilterMetadata: map[string]*structpb.Struct{contract.FilterMetadataIstio: md}},
+		Metadata:            meta,
 	}
 }
 

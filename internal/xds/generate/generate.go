@@ -48,7 +48,7 @@ func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
 	}
 	inL, inC := inbound(s, id)
 	r.Listeners = append(r.Listeners, inL...)
-	r.Clusters = append(outboundClusters(s), inC...)
+	r.Clusters = append(outboundClusters(s, id), inC...)
 	r.Endpoints = outboundEndpoints(s, id)
 	sortByName(r.Listeners)
 	sortByName(r.Routes)

@@ -14,7 +14,9 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/registry"
 	"weft.dev/weft/internal/xds/contract"
@@ -48,7 +50,9 @@ func outboundListener(id contract.Identity) *listener.Listener {
 // fronts (endpoints registered on any of id.IPs) and a STATIC cluster per
 // workload port forwarding to the local application. The cluster's
 // metadata lists every service served on that port (one process may carry
-// several), so the proxy can label destination-side metrics.
+// several), so the proxy can label destination-side metrics. A listener's
+// mutual TLS and HTTP security filters follow the policies of the workload
+// its first endpoint belongs to (security.go).
 func inbound(s *mesh.Snapshot, id contract.Identity) ([]types.Resource, []types.Resource) {
 	var ls, cs []types.Resource
 	seenL := map[string]bool{}
@@ -67,7 +71,7 @@ func inbound(s *mesh.Snapshot, id contract.Identity) ([]types.Resource, []types.
 		name := contract.ListenerName(ep.Address, ep.Port)
 		if !seenL[name] {
 			seenL[name] = true
-			ls = append(ls, inboundListener(name, ep.Address, ep.Port))
+			ls = append(ls, inboundListener(s, id, workloadOf(ep, id), name, ep.Address, ep.Port))
 		}
 		pi, ok := ports[ep.Port]
 		if !ok {
@@ -88,7 +92,12 @@ func inbound(s *mesh.Snapshot, id contract.Identity) ([]types.Resource, []types.
 	return ls, cs
 }
 
-func inboundListener(name, ip string, port uint32) *listener.Listener {
+// inboundListener serves one workload port: an HTTP connection manager
+// with the workload's JWT and RBAC filters (security.go) before the router,
+// forwarding the client certificate's identity to the application
+// (x-forwarded-client-cert, as Istio's sidecars do), behind the transport
+// the port's PeerAuthentication mode asks for (inboundChains).
+func inboundListener(s *mesh.Snapshot, id contract.Identity, w workload, name, ip string, port uint32) *listener.Listener {
 	cluster := contract.ClusterName(contract.Inbound, port, "", "")
 	m := &hcm.HttpConnectionManager{
 		StatPrefix: "inbound_" + name,
@@ -105,9 +114,64 @@ func inboundListener(name, ip string, port uint32) *listener.Listener {
 				}},
 			}},
 		}},
-		HttpFilters: routerFilters(),
+		HttpFilters:              append(inboundSecurityFilters(s, w), routerFilters()...),
+		ForwardClientCertDetails: hcm.HttpConnectionManager_APPEND_FORWARD,
+		SetCurrentClientCertDetails: &hcm.HttpConnectionManager_SetCurrentClientCertDetails{
+			Subject: wrapperspb.Bool(true), Dns: true, Uri: true,
+		},
 	}
-	return httpListener(name, ip, port, core.TrafficDirection_INBOUND, m)
+	l := httpListener(name, ip, port, core.TrafficDirection_INBOUND, m)
+	mode := s.PeerAuthn.Mode(w.namespace, w.labels, port)
+	l.ListenerFilters, l.FilterChains = inboundChains(mode, id.MTLS, l.FilterChains[0])
+	return l
+}
+
+// inboundChains returns the listener filters and filter chains of an
+// inbound listener whose plaintext chain is plain, for a port in mode:
+//
+//   - STRICT: one chain, mutual TLS required (even when this proxy has no
+//     certificate: then no connection completes, which is what STRICT
+//     means);
+//   - PERMISSIVE: the TLS inspector, a mutual TLS chain (transport
+//     protocol "tls") and the plaintext chain ("raw_buffer"), both with
+//     the same HTTP connection manager; plaintext only when the proxy has
+//     no certificate (mtls false);
+//   - DISABLE: plaintext only.
+func inboundChains(mode config.MTLSMode, mtls bool, plain *listener.FilterChain) ([]*listener.ListenerFilter, []*listener.FilterChain) {
+	secure := func() *listener.FilterChain {
+		fc := proto.Clone(plain).(*listener.FilterChain)
+		fc.TransportSocket = downstreamTLSSocket(istioMutualDownstream())
+		return fc
+	}
+	switch {
+	case mode == config.MTLSStrict:
+		return nil, []*listener.FilterChain{secure()}
+	case mode == config.MTLSPermissive && mtls:
+		tlsChain := secure()
+		tlsChain.FilterChainMatch = &listener.FilterChainMatch{TransportProtocol: "tls"}
+		plain.FilterChainMatch = &listener.FilterChainMatch{TransportProtocol: "raw_buffer"}
+		return []*listener.ListenerFilter{tlsInspector()}, []*listener.FilterChain{tlsChain, plain}
+	}
+	return nil, []*listener.FilterChain{plain}
+}
+
+// workload is who an inbound listener serves, for policy selection.
+type workload struct {
+	namespace string
+	labels    map[string]string
+}
+
+// workloadOf is the workload of an endpoint this proxy fronts: its
+// registry namespace and labels, else the proxy's own.
+func workloadOf(ep *registry.Endpoint, id contract.Identity) workload {
+	w := workload{namespace: ep.Namespace, labels: ep.Labels}
+	if w.namespace == "" {
+		w.namespace = id.Namespace
+	}
+	if w.labels == nil {
+		w.labels = id.Labels
+	}
+	return w
 }
 
 func httpListener(name, ip string, port uint32, dir core.TrafficDirection, m *hcm.HttpConnectionManager) *listener.Listener {

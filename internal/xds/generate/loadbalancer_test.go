@@ -178,7 +178,7 @@ func TestFailoverPriorityAndDistribute(t *testing.T) {
 		{Address: "b", Locality: "r1/z1", Labels: map[string]string{"net": "n1", "tier": "y"}},
 		{Address: "c", Locality: "r1/z1", Labels: map[string]string{"net": "n2", "tier": "x"}},
 	}
-	cla := loadAssignment("c", eps)
+	cla := loadAssignment("c", eps, nil)
 	applyFailoverPriorities(cla, eps, map[string]string{"net": "n1", "tier": "x"}, []string{"net", "tier"})
 	var got []string
 	for _, le := range cla.Endpoints {
@@ -192,7 +192,7 @@ func TestFailoverPriorityAndDistribute(t *testing.T) {
 
 	cla = loadAssignment("c", []*registry.Endpoint{
 		{Address: "a", Locality: "r1/z1"}, {Address: "b", Locality: "r1/z1"}, {Address: "c", Locality: "r1/z2"}, {Address: "d", Locality: "r2/z1"},
-	})
+	}, nil)
 	for _, le := range cla.Endpoints {
 		le.LoadBalancingWeight = nil
 	}

@@ -845,7 +845,9 @@ func permNot(p *rbacpb.Permission) *rbacpb.Permission {
 	return &rbacpb.Permission{Rule: &rbacpb.Permission_NotRule{NotRule: p}}
 }
 
-func prinAny() *rbacpb.Principal { return &rbacpb.Principal{Identifier: &rbacpb.Principal_Any{Any: true}} }
+func prinAny() *rbacpb.Principal {
+	return &rbacpb.Principal{Identifier: &rbacpb.Principal_Any{Any: true}}
+}
 func prinAnd(ps []*rbacpb.Principal) *rbacpb.Principal {
 	return &rbacpb.Principal{Identifier: &rbacpb.Principal_AndIds{AndIds: &rbacpb.Principal_Set{Ids: ps}}}
 }

@@ -1,7 +1,9 @@
 // Package controlplane wires Weft's control plane together: a watched
 // config directory feeds the config store (with the traffic-impact guard
-// judging every change), the static registry is built from it, the two
-// become a mesh snapshot, and the xDS server pushes it to proxies. A small HTTP endpoint reports status and Prometheus metrics.
+// judging every change), the static registry is built from it, the JWT
+// keys the RequestAuthentications name are fetched (internal/jwks), they
+// become a mesh snapshot, and the xDS server pushes it to proxies. A small
+// HTTP endpoint reports status and Prometheus metrics.
 package controlplane
 
 import (
@@ -20,6 +22,7 @@ import (
 
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/guard"
+	"weft.dev/weft/internal/jwks"
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/registry"
 	"weft.dev/weft/internal/registry/static"
@@ -45,6 +48,12 @@ type Options struct {
 	StatusAddress string
 	// DomainSuffix is the cluster domain; "" means cluster.local.
 	DomainSuffix string
+	// RootNamespace holds mesh-wide policies (PeerAuthentication,
+	// AuthorizationPolicy, RequestAuthentication); "" means istio-system.
+	RootNamespace string
+	// JWKSRefresh is how often the JWT keys of jwksUri are fetched again;
+	// 0 means jwks.DefaultRefresh (20m, as Istio).
+	JWKSRefresh time.Duration
 	// Debounce and DebounceMax tune xDS push debouncing (see server.Options).
 	Debounce, DebounceMax time.Duration
 	Logger                *slog.Logger
@@ -57,7 +66,14 @@ type ControlPlane struct {
 	log     *slog.Logger
 	store   *config.Store
 	xds     *server.Server
+	jwks    *jwks.Fetcher
 	metrics *prometheus.Registry
+
+	// publishMu serializes building and pushing mesh snapshots: config
+	// changes (apply) and JWT key changes (keysChanged) both do.
+	publishMu sync.Mutex
+	lastCfg   *config.Snapshot // guarded by publishMu
+	runCtx    context.Context  // set by Run before anything calls apply
 
 	xdsLis, statusLis net.Listener
 	current           atomic.Pointer[mesh.Snapshot]
@@ -81,6 +97,9 @@ func New(opts Options) (*ControlPlane, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.RootNamespace == "" {
+		opts.RootNamespace = config.DefaultRootNamespace
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g := &guard.Guard{Registry: func(cfg *config.Snapshot) *registry.Snapshot { return static.Build(cfg, opts.DomainSuffix) }, DomainSuffix: opts.DomainSuffix}
@@ -88,7 +107,9 @@ func New(opts Options) (*ControlPlane, error) {
 		opts:    opts,
 		log:     opts.Logger.With("component", "controlplane"),
 		metrics: reg,
-		store:   config.NewStore(config.Options{DomainSuffix: opts.DomainSuffix, Logger: opts.Logger, Admit: g.Admit}),
+		store: config.NewStore(config.Options{
+			DomainSuffix: opts.DomainSuffix, RootNamespace: opts.RootNamespace, Logger: opts.Logger, Admit: g.Admit,
+		}),
 		xds: server.New(server.Options{
 			Debounce:    opts.Debounce,
 			DebounceMax: opts.DebounceMax,
@@ -96,6 +117,7 @@ func New(opts Options) (*ControlPlane, error) {
 			Metrics:     reg,
 		}),
 	}
+	c.jwks = jwks.NewFetcher(jwks.Options{Refresh: opts.JWKSRefresh, Logger: opts.Logger, OnChange: c.keysChanged})
 	var err error
 	if c.xdsLis, err = net.Listen("tcp", opts.XDSAddress); err != nil {
 		return nil, fmt.Errorf("controlplane: xds listener on %s: %w", opts.XDSAddress, err)
@@ -133,6 +155,7 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	c.runCtx = ctx
 
 	var (
 		wg   sync.WaitGroup
@@ -151,6 +174,7 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	if c.statusLis != nil {
 		wg.Go(func() { fail(c.serveStatus(ctx)) })
 	}
+	wg.Go(func() { fail(c.jwks.Run(ctx)) })
 	wg.Go(func() {
 		if err := config.Watch(ctx, c.opts.ConfigDir, c.store, c.apply); err != nil {
 			fail(fmt.Errorf("controlplane: %w", err))
@@ -163,13 +187,70 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 }
 
 // apply turns a config snapshot into a mesh snapshot and hands it to the
-// xDS server. Called from config.Watch's goroutine, never concurrently.
+// xDS server, after fetching the JWT keys of jwksUris it names for the
+// first time (bounded by each rule's timeout, so a new
+// RequestAuthentication verifies tokens from its first push; a failure is
+// reported and retried, never fails the config). Called from config.Watch's
+// goroutine, never concurrently.
 func (c *ControlPlane) apply(cfg *config.Snapshot) {
+	c.publishMu.Lock()
+	defer c.publishMu.Unlock()
+	c.jwks.Sync(c.runCtx, jwtSources(cfg))
+	c.lastCfg = cfg
+	c.publish(cfg)
+}
+
+// keysChanged pushes the config in force again with the JWT keys the
+// fetcher refreshed. Called from the fetcher's goroutine.
+func (c *ControlPlane) keysChanged() {
+	c.publishMu.Lock()
+	defer c.publishMu.Unlock()
+	if c.lastCfg != nil {
+		c.publish(c.lastCfg)
+	}
+}
+
+// publish builds the mesh snapshot of cfg with the keys fetched so far and
+// pushes it. The caller holds publishMu.
+func (c *ControlPlane) publish(cfg *config.Snapshot) {
 	reg := static.Build(cfg, c.opts.DomainSuffix)
-	m := mesh.New(cfg, reg, c.opts.DomainSuffix)
+	m := mesh.Build(cfg, reg, c.meshOptions())
 	c.current.Store(m)
 	c.xds.Update(m)
 	c.log.Info("config applied", "version", m.Version, "services", len(reg.Services()), "diagnostics", len(cfg.Diagnostics))
+}
+
+// meshOptions are the settings every mesh snapshot is built with.
+func (c *ControlPlane) meshOptions() mesh.Options {
+	return mesh.Options{DomainSuffix: c.opts.DomainSuffix, RootNamespace: c.opts.RootNamespace, JWKS: c.jwks.Keys()}
+}
+
+// jwtSources lists the key sources of the JWT rules in force that do not
+// carry their keys inline, with the rules that use each. Rules of
+// policies attached with targetRef apply to gateways only and are left
+// out.
+func jwtSources(cfg *config.Snapshot) []jwks.Want {
+	var out []jwks.Want
+	index := map[jwks.Source]int{}
+	for _, ra := range cfg.RequestAuthentications {
+		if ra.Spec.GetTargetRef() != nil || len(ra.Spec.GetTargetRefs()) > 0 {
+			continue
+		}
+		for i, r := range ra.Spec.GetJwtRules() {
+			if r.GetJwks() != "" || (r.GetJwksUri() == "" && r.GetIssuer() == "") {
+				continue
+			}
+			src := jwks.SourceOf(r.GetIssuer(), r.GetJwksUri())
+			user := fmt.Sprintf("%s spec.jwtRules[%d]", ra.Meta, i)
+			if j, ok := index[src]; ok {
+				out[j].Users = append(out[j].Users, user)
+				continue
+			}
+			index[src] = len(out)
+			out = append(out, jwks.Want{Source: src, Users: []string{user}, Timeout: r.GetTimeout().AsDuration()})
+		}
+	}
+	return out
 }
 
 // serveStatus serves the status endpoint until ctx is done.

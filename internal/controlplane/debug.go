@@ -17,13 +17,13 @@ import (
 func (c *ControlPlane) analyzeHandler(w http.ResponseWriter, _ *http.Request) {
 	m := c.current.Load()
 	if m == nil {
-		m = mesh.New(nil, nil, c.opts.DomainSuffix)
+		m = mesh.Build(nil, nil, c.meshOptions())
 	}
 	// The newest config snapshot carries the newest diagnostics even when
 	// they changed nothing in force.
 	cfg := c.store.Snapshot()
 	if cfg.Version != m.Config.Version {
-		m = mesh.New(cfg, static.Build(cfg, c.opts.DomainSuffix), c.opts.DomainSuffix)
+		m = mesh.Build(cfg, static.Build(cfg, c.opts.DomainSuffix), c.meshOptions())
 	}
 	ds := analyze.Mesh(m, analyze.Options{})
 	if ds == nil {

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/jwks"
 	"weft.dev/weft/internal/xds/server"
 )
 
@@ -20,8 +21,12 @@ type Status struct {
 		DestinationRules int `json:"destinationRules"`
 		ServiceEntries   int `json:"serviceEntries"`
 		WorkloadEntries  int `json:"workloadEntries"`
-		Services         int `json:"services"`
-		Endpoints        int `json:"endpoints"`
+		// The security resources.
+		PeerAuthentications    int `json:"peerAuthentications"`
+		AuthorizationPolicies  int `json:"authorizationPolicies"`
+		RequestAuthentications int `json:"requestAuthentications"`
+		Services               int `json:"services"`
+		Endpoints              int `json:"endpoints"`
 	} `json:"resources"`
 	ConnectedProxies int    `json:"connectedProxies"`
 	Pushes           uint64 `json:"pushes"`
@@ -33,6 +38,11 @@ type Status struct {
 	// version has replaced: the control plane holds them back instead of
 	// re-sending, and the proxies keep serving their last good config.
 	Rejections []server.Rejection `json:"rejections"`
+	// JWKS lists the JWT key sources the RequestAuthentications in force
+	// use: whether their keys were ever fetched (until then those rules
+	// reject every token), when, and the last error (the last good keys
+	// stay in force meanwhile).
+	JWKS []jwks.Status `json:"jwks"`
 }
 
 func (c *ControlPlane) statusHandler() http.Handler {
@@ -65,6 +75,9 @@ func (c *ControlPlane) status() Status {
 	st.Resources.DestinationRules = len(cfg.DestinationRules)
 	st.Resources.ServiceEntries = len(cfg.ServiceEntries)
 	st.Resources.WorkloadEntries = len(cfg.WorkloadEntries)
+	st.Resources.PeerAuthentications = len(cfg.PeerAuthentications)
+	st.Resources.AuthorizationPolicies = len(cfg.AuthorizationPolicies)
+	st.Resources.RequestAuthentications = len(cfg.RequestAuthentications)
 	if m := c.current.Load(); m != nil {
 		st.Version = m.Version
 		svcs := m.Registry.Services()
@@ -77,6 +90,7 @@ func (c *ControlPlane) status() Status {
 	if st.Rejections == nil {
 		st.Rejections = []server.Rejection{}
 	}
+	st.JWKS = c.jwks.Status()
 	st.ConnectedProxies = c.xds.ConnectedProxies()
 	st.Pushes = c.xds.Pushes()
 	return st

@@ -2,7 +2,8 @@
 // meant, as `istioctl analyze` does, on a mesh snapshot: routes that can
 // never match, traffic sent to destinations with no endpoints, subsets
 // every route starves, DestinationRules and VirtualServices for hosts no
-// registry knows; routes that can never match come from validation
+// registry knows, workloads STRICT mutual TLS covers that clients would
+// send plaintext to; routes that can never match come from validation
 // (Istio's rules). Each finding is a config.Diagnostic with a stable code,
 // a severity, the file, line and field. It is pure: the same snapshot
 // always gives the same findings, sorted.
@@ -39,6 +40,7 @@ func Mesh(m *mesh.Snapshot, opts Options) []config.Diagnostic {
 	a.unservedTraffic()
 	a.subsets()
 	a.unknownHosts()
+	a.strictWithoutSidecar()
 	return sortDiagnostics(a.out)
 }
 

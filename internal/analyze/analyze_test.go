@@ -3,6 +3,7 @@ package analyze
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -106,4 +107,37 @@ func join(ss []string) string {
 		out += "\t" + s + "\n"
 	}
 	return out
+}
+
+func TestStrictWithoutSidecar(t *testing.T) {
+	got := run(t, map[string]string{"services.yaml": services + `---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: backend-v2}
+spec: {address: 10.0.0.2, labels: {app: backend, version: v2, security.istio.io/tlsMode: istio}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: backend-v3}
+spec: {address: 10.0.0.3, labels: {app: backend, version: v3}}
+`, "security.yaml": `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: v3-legacy}
+spec:
+  selector: {matchLabels: {version: v3}}
+  portLevelMtls:
+    8080: {mode: PERMISSIVE}
+`}, Options{})
+	want := []string{
+		"warning WF0506 services.yaml:13 spec.labels: PeerAuthentication istio-system/default (security.yaml:1) makes this workload's port(s) 8080 STRICT, but it is not labelled security.istio.io/tlsMode: istio, so clients send it plaintext (they use mutual TLS only toward workloads with that label) and it refuses them; add the label if it runs a sidecar, or relax the PeerAuthentication",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }

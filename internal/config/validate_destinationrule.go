@@ -224,6 +224,9 @@ func validateClientTLS(is *issues, ns, path string, t *networking.ClientTLSSetti
 			is.errf(path+".credentialName", "credentialName %q: the ConfigMap must be in the rule's namespace %q", t.GetCredentialName(), ns)
 		}
 	}
+	if t.GetCredentialName() != "" {
+		is.warnf(path+".credentialName", "credentialName is not supported by Weft yet (it reads no Kubernetes secrets): sidecars originate no TLS for this destination, as Istio's sidecars do without a workloadSelector; give the files (caCertificates, clientCertificate, privateKey) instead")
+	}
 	mode := t.GetMode()
 	if t.GetInsecureSkipVerify().GetValue() {
 		switch {

@@ -157,7 +157,8 @@ func checkBlock(t *testing.T, b block) {
 			errs = append(errs, d.Error())
 		}
 	}
-	resources := len(snap.VirtualServices) + len(snap.DestinationRules) + len(snap.ServiceEntries) + len(snap.WorkloadEntries)
+	resources := len(snap.VirtualServices) + len(snap.DestinationRules) + len(snap.ServiceEntries) + len(snap.WorkloadEntries) +
+		len(snap.PeerAuthentications) + len(snap.AuthorizationPolicies) + len(snap.RequestAuthentications)
 	switch {
 	case b.invalid && len(errs) == 0:
 		t.Errorf("%s: block is marked %s but loads without errors (%d resources)", b, invalidMarker, resources)

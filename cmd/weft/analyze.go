@@ -18,7 +18,7 @@ import (
 
 func newAnalyzeCmd() *cobra.Command {
 	var (
-		suffix, controlPlane, output string
+		suffix, rootNS, controlPlane, output string
 	)
 	cmd := &cobra.Command{
 		Use:   "analyze [DIR]",
@@ -47,7 +47,7 @@ the file, line and field. The exit status is 1 when there is an error.`,
 				if err != nil {
 					return err
 				}
-				diags = analyzeFiles(dir, suffix)
+				diags = analyzeFiles(dir, suffix, rootNS)
 			default:
 				what = controlPlane
 				var err error
@@ -66,15 +66,16 @@ the file, line and field. The exit status is 1 when there is an error.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&suffix, "domain-suffix", "cluster.local", "cluster domain used to expand short host names (with DIR)")
+	f.StringVar(&rootNS, "root-namespace", "istio-system", "namespace of the mesh-wide security policies, as weft serve --root-namespace (with DIR)")
 	f.StringVar(&controlPlane, "control-plane", "127.0.0.1:15014", "status address of a running control plane (weft serve --status-address)")
 	f.StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
 }
 
 // analyzeFiles loads a directory on its own and analyzes it.
-func analyzeFiles(dir *config.Dir, suffix string) []config.Diagnostic {
-	snap := config.NewStore(config.Options{DomainSuffix: suffix, Logger: slog.New(slog.DiscardHandler)}).LoadDir(dir)
-	m := mesh.New(snap, static.Build(snap, suffix), suffix)
+func analyzeFiles(dir *config.Dir, suffix, rootNS string) []config.Diagnostic {
+	snap := config.NewStore(config.Options{DomainSuffix: suffix, RootNamespace: rootNS, Logger: slog.New(slog.DiscardHandler)}).LoadDir(dir)
+	m := mesh.Build(snap, static.Build(snap, suffix), mesh.Options{DomainSuffix: suffix, RootNamespace: rootNS})
 	return analyze.Mesh(m, analyze.Options{FilesOnly: true})
 }
 

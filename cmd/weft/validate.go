@@ -11,7 +11,7 @@ import (
 )
 
 func newValidateCmd() *cobra.Command {
-	var suffix string
+	var suffix, rootNS string
 	cmd := &cobra.Command{
 		Use:   "validate DIR",
 		Short: "Check a config directory and print every error and warning",
@@ -28,13 +28,18 @@ endpoints, ...).`,
 				return err
 			}
 			// Diagnostics are this command's output; the store need not log them too.
-			snap := config.NewStore(config.Options{DomainSuffix: suffix, Logger: slog.New(slog.DiscardHandler)}).LoadDir(files)
+			snap := config.NewStore(config.Options{DomainSuffix: suffix, RootNamespace: rootNS, Logger: slog.New(slog.DiscardHandler)}).LoadDir(files)
 			for _, d := range snap.Diagnostics {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", d.Severity, d.Error())
 			}
 			errs, warns, infos := analyze.Count(snap.Diagnostics)
-			fmt.Fprintf(cmd.OutOrStdout(), "%d VirtualService, %d DestinationRule, %d ServiceEntry, %d WorkloadEntry; %d error(s), %d warning(s)",
-				len(snap.VirtualServices), len(snap.DestinationRules), len(snap.ServiceEntries), len(snap.WorkloadEntries), errs, warns)
+			counts := fmt.Sprintf("%d VirtualService, %d DestinationRule, %d ServiceEntry, %d WorkloadEntry",
+				len(snap.VirtualServices), len(snap.DestinationRules), len(snap.ServiceEntries), len(snap.WorkloadEntries))
+			if n := len(snap.PeerAuthentications) + len(snap.AuthorizationPolicies) + len(snap.RequestAuthentications); n > 0 {
+				counts += fmt.Sprintf(", %d PeerAuthentication, %d AuthorizationPolicy, %d RequestAuthentication",
+					len(snap.PeerAuthentications), len(snap.AuthorizationPolicies), len(snap.RequestAuthentications))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s; %d error(s), %d warning(s)", counts, errs, warns)
 			if infos > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), ", %d info", infos)
 			}
@@ -46,5 +51,6 @@ endpoints, ...).`,
 		},
 	}
 	cmd.Flags().StringVar(&suffix, "domain-suffix", "cluster.local", "cluster domain used to expand short host names")
+	cmd.Flags().StringVar(&rootNS, "root-namespace", "istio-system", "namespace of the mesh-wide security policies, as weft serve --root-namespace")
 	return cmd
 }

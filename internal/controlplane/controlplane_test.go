@@ -55,7 +55,7 @@ func TestRunServesConfigAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	cp, err := New(Options{
-		ConfigDir: dir, XDSAddress: "127.0.0.1:0", StatusAddress: "127.0.0.1:0",
+		ConfigDir: dir, XDSAddress: "127.0.0.1:0", XDSPlaintextAddress: "127.0.0.1:0", StatusAddress: "127.0.0.1:0",
 		Debounce: time.Millisecond, DebounceMax: 10 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler),
 	})
@@ -74,8 +74,8 @@ func TestRunServesConfigAndStatus(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 
-	// A proxy connects and sees the VirtualService's route.
-	conn, err := grpc.NewClient(cp.XDSAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// A proxy connects (on the plaintext port) and sees the VirtualService's route.
+	conn, err := grpc.NewClient(cp.XDSPlaintextAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}

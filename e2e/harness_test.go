@@ -51,12 +51,15 @@ type Mesh struct {
 	log    *slog.Logger
 }
 
-// NewMesh starts a control plane on an empty config directory.
+// NewMesh starts a control plane on an empty config directory. Its CA
+// keeps its root in a directory of its own, so a restart keeps the root
+// the sidecars trust; sidecars reach it on the secure port.
 func NewMesh(t testing.TB) *Mesh {
 	t.Helper()
 	m := &Mesh{t: t, Dir: t.TempDir(), log: testLogger(t)}
 	m.cpOpts = controlplane.Options{
 		ConfigDir:     m.Dir,
+		CADir:         t.TempDir(),
 		XDSAddress:    "127.0.0.1:0",
 		StatusAddress: "127.0.0.1:0",
 		Debounce:      20 * time.Millisecond,
@@ -106,12 +109,15 @@ func (m *Mesh) WriteConfig(name, content string) {
 }
 
 // Workload starts an echo app with its sidecar and stops both at cleanup.
+// The sidecar's bootstrap token is issued by the running control plane
+// unless o.Token is set.
 func (m *Mesh) Workload(o localmesh.WorkloadOptions) *localmesh.Workload {
 	m.t.Helper()
 	if len(o.IPs) == 0 {
 		o.IPs = []string{nextIP()}
 	}
 	o.XDSAddress = m.cpOpts.XDSAddress
+	o.ControlPlane = m.CP
 	o.Logger = m.log
 	w, err := localmesh.StartWorkload(o)
 	if err != nil {

@@ -131,6 +131,9 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 	if o.ServiceAccount == "" {
 		o.ServiceAccount = o.Name
 	}
+	// A token issued here is not kept in Opts: a workload started again
+	// from its Opts gets a new one.
+	tok := o.Token
 	if o.ControlPlane != nil && !o.Plaintext {
 		if o.XDSAddress == "" {
 			o.XDSAddress = o.ControlPlane.XDSAddr().String()
@@ -138,12 +141,11 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 		if o.RootCertPEM == nil {
 			o.RootCertPEM = o.ControlPlane.RootCertPEM()
 		}
-		if o.Token == "" {
-			tok, err := o.ControlPlane.IssueToken(o.Namespace, o.ServiceAccount, 0)
-			if err != nil {
+		if tok == "" {
+			var err error
+			if tok, err = o.ControlPlane.IssueToken(o.Namespace, o.ServiceAccount, 0); err != nil {
 				return nil, fmt.Errorf("workload %s: %w", o.Name, err)
 			}
-			o.Token = tok
 		}
 	}
 	ip := o.IPs[0]
@@ -184,8 +186,7 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 		id.AppPorts[o.WorkloadPort] = es.Addr().String()
 	}
 	var token func() (string, error)
-	if o.Token != "" {
-		tok := o.Token
+	if tok != "" {
 		token = func() (string, error) { return tok, nil }
 	}
 	var td string

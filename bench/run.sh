@@ -51,12 +51,13 @@ spec:
   labels: {app: bench, version: v1}
 YAML
 
-"$work/weft" serve --config "$work/config" --xds-address 127.0.20.9:15010 --status-address 127.0.20.9:15014 --log-level warn & pids+=($!)
+# The plaintext xDS port: this run measures the data plane without TLS.
+"$work/weft" serve --config "$work/config" --xds-address 127.0.20.9:15012 --xds-plaintext-address 127.0.20.9:15010 --status-address 127.0.20.9:15014 --log-level warn & pids+=($!)
 for i in $(seq 1 50); do curl -fsS -o /dev/null http://127.0.20.9:15014/status && break; sleep 0.1; done
 "$work/weft" echo --name bench-server --address $SERVER:18080 --log-level warn & pids+=($!)
-env ${PROXY_ENV:-} "$work/weft-proxy" --xds-address 127.0.20.9:15010 --workload bench-server --labels app=bench,version=v1 \
+env ${PROXY_ENV:-} "$work/weft-proxy" --xds-plaintext --xds-address 127.0.20.9:15010 --workload bench-server --labels app=bench,version=v1 \
   --ip $SERVER --outbound "" --app-port 8080=$SERVER:18080 --admin-address $SERVER:15000 --log-level warn & server_proxy=$!; pids+=($!)
-env ${PROXY_ENV:-} "$work/weft-proxy" --xds-address 127.0.20.9:15010 --workload bench-client --labels app=client,version=v1 \
+env ${PROXY_ENV:-} "$work/weft-proxy" --xds-plaintext --xds-address 127.0.20.9:15010 --workload bench-client --labels app=client,version=v1 \
   --ip $CLIENT --outbound $CLIENT:15001 --admin-address $CLIENT:15000 --log-level warn & client_proxy=$!; pids+=($!)
 
 # start_nginx NAME LISTEN UPSTREAM: one nginx worker reverse-proxying

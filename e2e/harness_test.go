@@ -49,19 +49,28 @@ type Mesh struct {
 	CP     *localmesh.ControlPlane
 	cpOpts controlplane.Options
 	log    *slog.Logger
+	logs   *logCapture
 }
 
-// NewMesh starts a control plane on an empty config directory.
-func NewMesh(t testing.TB) *Mesh {
+// NewMesh starts a control plane on an empty config directory. Its CA
+// keeps its root in a directory of its own, so a restart keeps the root
+// the sidecars trust; sidecars reach it on the secure port. Each option
+// may change the control plane's options before it starts.
+func NewMesh(t testing.TB, opts ...func(*controlplane.Options)) *Mesh {
 	t.Helper()
-	m := &Mesh{t: t, Dir: t.TempDir(), log: testLogger(t)}
+	m := &Mesh{t: t, Dir: t.TempDir(), logs: &logCapture{}}
+	m.log = slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, m.logs), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	m.cpOpts = controlplane.Options{
 		ConfigDir:     m.Dir,
+		CADir:         t.TempDir(),
 		XDSAddress:    "127.0.0.1:0",
 		StatusAddress: "127.0.0.1:0",
 		Debounce:      20 * time.Millisecond,
 		DebounceMax:   200 * time.Millisecond,
 		Logger:        m.log,
+	}
+	for _, o := range opts {
+		o(&m.cpOpts)
 	}
 	m.StartControlPlane()
 	// Restarts must come back on the same addresses: proxies reconnect there.
@@ -106,12 +115,15 @@ func (m *Mesh) WriteConfig(name, content string) {
 }
 
 // Workload starts an echo app with its sidecar and stops both at cleanup.
+// The sidecar's bootstrap token is issued by the running control plane
+// unless o.Token is set.
 func (m *Mesh) Workload(o localmesh.WorkloadOptions) *localmesh.Workload {
 	m.t.Helper()
 	if len(o.IPs) == 0 {
 		o.IPs = []string{nextIP()}
 	}
 	o.XDSAddress = m.cpOpts.XDSAddress
+	o.ControlPlane = m.CP
 	o.Logger = m.log
 	w, err := localmesh.StartWorkload(o)
 	if err != nil {
@@ -282,13 +294,30 @@ func sortedKeys(m map[string]int) []string {
 	return ks
 }
 
-// testLogger logs at warn level and above to the test log, so a failing
-// test shows what the components complained about.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+// tWriter writes log lines to the test log, so a failing test shows what
+// the components complained about (NewMesh logs at warn level and above).
+type tWriter struct{ t testing.TB }
+
+// logCapture keeps what a mesh's components logged (warn and above), for
+// tests that check what a user would read.
+type logCapture struct {
+	mu sync.Mutex
+	b  strings.Builder
 }
 
-type tWriter struct{ t testing.TB }
+func (l *logCapture) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// Logs is everything the mesh's control plane and sidecars logged at warn
+// level and above so far.
+func (m *Mesh) Logs() string {
+	m.logs.mu.Lock()
+	defer m.logs.mu.Unlock()
+	return m.logs.b.String()
+}
 
 func (w tWriter) Write(p []byte) (int, error) {
 	defer func() { _ = recover() }() // a log line after the test ended must not panic

@@ -1,8 +1,9 @@
 // Command weft-proxy is Weft's lean sidecar/gateway proxy: it takes its
 // configuration over ADS from the control plane and serves it.
 //
-//	weft-proxy --xds-address 127.0.0.1:15010 --workload reviews-v2 \
-//	    --labels app=reviews,version=v2 --ip 127.0.0.2 --app-port 9080=127.0.0.1:18080
+//	weft-proxy --root-cert root-cert.pem --token-file reviews.token --workload reviews-v2 \
+//	    --service-account reviews --labels app=reviews,version=v2 --ip 127.0.0.2 \
+//	    --app-port 9080=127.0.0.1:18080
 //
 // Its command line follows weft's: cobra and pflag, double-dash long flags,
 // the shared --log-level. Bad flags exit with status 2 and a message naming
@@ -12,9 +13,11 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -94,9 +97,17 @@ over ADS (Envoy xDS v3), introduces itself with the identity its flags give,
 and serves the listeners, routes and clusters it receives: an outbound
 listener where the application sends requests for other services, and an
 inbound listener for every endpoint registered on one of its --ip
-addresses. The admin endpoint serves /ready, /config_dump,
-/stats/prometheus and POST /drain. See docs/proxy.md.`,
-		Example: `  weft-proxy --workload backend-v1 --labels app=backend,version=v1 --ip 127.0.10.2 \
+addresses. The admin endpoint serves /ready, /config_dump, /certs,
+/stats/prometheus and POST /drain. See docs/proxy.md.
+
+It reaches the control plane on its secure port over TLS, verified against
+--root-cert. It first gets its workload certificate (SPIFFE ID
+spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>) from the
+control plane's CA with a single-use bootstrap token (weft token), then
+renews it with the certificate itself. See docs/security.md.`,
+		Example: `  weft token --namespace default --service-account backend --root-cert-out root-cert.pem > backend.token
+  weft-proxy --root-cert root-cert.pem --token-file backend.token \
+      --workload backend-v1 --service-account backend --labels app=backend,version=v1 --ip 127.0.10.2 \
       --app-port 8080=127.0.10.2:18080 --outbound 127.0.10.2:15001 --admin-address 127.0.10.2:15000`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
@@ -123,13 +134,22 @@ addresses. The admin endpoint serves /ready, /config_dump,
 type flags struct {
 	xdsAddr, adminAddr, id, namespace, workload  string
 	serviceAccount, outbound, logLevel, locality string
+	rootCert, tokenFile, token, trustDomain      string
+	certDir                                      string
+	plaintext                                    bool
 	drain, listenerDrain                         time.Duration
 	ips, appPorts, labels                        listFlag
 }
 
 func (f *flags) register(fs *pflag.FlagSet) {
 	fs.SortFlags = false
-	fs.StringVar(&f.xdsAddr, "xds-address", "127.0.0.1:15010", "control plane ADS `host:port` (weft serve --xds-address)")
+	fs.StringVar(&f.xdsAddr, "xds-address", "127.0.0.1:15012", "the control plane's secure port, `host:port` (weft serve --xds-address); with --xds-plaintext its plaintext port")
+	fs.StringVar(&f.rootCert, "root-cert", "", "the mesh's trust root, a PEM `file` (weft token --root-cert-out): the control plane must present a certificate from it")
+	fs.StringVar(&f.tokenFile, "token-file", "", "`file` holding the bootstrap token for the first certificate (weft token); read again at each attempt")
+	fs.StringVar(&f.token, "token", "", "the bootstrap token itself (visible in the process list: prefer --token-file)")
+	fs.StringVar(&f.trustDomain, "trust-domain", "cluster.local", "trust domain of the proxy's SPIFFE ID (weft serve --trust-domain)")
+	fs.StringVar(&f.certDir, "cert-dir", "", "`directory` to keep the key and certificate in, so a restart renews with them instead of needing a new token")
+	fs.BoolVar(&f.plaintext, "xds-plaintext", false, "reach a plaintext xDS port (weft serve --xds-plaintext-address) with no certificate: local development only")
 	fs.StringVar(&f.adminAddr, "admin-address", proxy.DefaultAdminAddress, "admin endpoint `host:port` (/ready, /config_dump, /stats/prometheus); port 0 picks a free one")
 	fs.StringVar(&f.workload, "workload", "", "workload name, as in its WorkloadEntry (default: the host name up to its first dot)")
 	fs.StringVar(&f.namespace, "namespace", "default", "workload namespace")
@@ -209,7 +229,16 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 	if id == "" {
 		id = contract.DefaultNodeID(ips[0], workload, f.namespace)
 	}
+	sec, err := f.security(log)
+	if err != nil {
+		return proxy.Options{}, err
+	}
 	return proxy.Options{
+		Plaintext:   f.plaintext,
+		RootCertPEM: sec.root,
+		Token:       sec.token,
+		TrustDomain: f.trustDomain,
+		CertDir:     f.certDir,
 		Identity: contract.Identity{
 			ID: id, Namespace: f.namespace, WorkloadName: workload, Labels: labels,
 			IPs: ips, ServiceAccount: f.serviceAccount, OutboundAddress: f.outbound, AppPorts: appPorts,
@@ -221,6 +250,64 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 		ListenerDrain: f.listenerDrain,
 		Logger:        log,
 	}, nil
+}
+
+// security is what the proxy proves itself and checks the control plane with.
+type security struct {
+	root  []byte
+	token func() (string, error)
+}
+
+// security checks --root-cert, --token-file, --token and --cert-dir.
+func (f *flags) security(log *slog.Logger) (security, error) {
+	if f.plaintext {
+		for _, s := range []struct{ flag, v string }{{"--root-cert", f.rootCert}, {"--token-file", f.tokenFile}, {"--token", f.token}, {"--cert-dir", f.certDir}} {
+			if s.v != "" {
+				log.Warn("ignoring "+s.flag+": with --xds-plaintext the proxy runs without a certificate", "flag", s.flag)
+			}
+		}
+		return security{}, nil
+	}
+	if f.rootCert == "" {
+		return security{}, errors.New("--root-cert is required to verify the control plane on its secure port (weft token --root-cert-out FILE writes it); --xds-plaintext uses a plaintext port instead")
+	}
+	root, err := os.ReadFile(f.rootCert)
+	if err != nil {
+		return security{}, fmt.Errorf("--root-cert: %w", err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(root) {
+		return security{}, fmt.Errorf("--root-cert %s: no PEM certificate in it", f.rootCert)
+	}
+	if f.trustDomain == "" {
+		return security{}, errors.New("--trust-domain must not be empty")
+	}
+	var token func() (string, error)
+	switch {
+	case f.token != "" && f.tokenFile != "":
+		return security{}, errors.New("--token and --token-file: give one")
+	case f.token != "":
+		tok := f.token
+		token = func() (string, error) { return tok, nil }
+	case f.tokenFile != "":
+		if _, err := os.Stat(f.tokenFile); err != nil {
+			return security{}, fmt.Errorf("--token-file: %w", err)
+		}
+		path := f.tokenFile
+		token = func() (string, error) {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return "", err
+			}
+			tok := strings.TrimSpace(string(b))
+			if tok == "" {
+				return "", fmt.Errorf("token file %s is empty", path)
+			}
+			return tok, nil
+		}
+	case f.certDir == "":
+		return security{}, errors.New("--token-file (or --token) is required for the proxy's first certificate: weft token --namespace NS --service-account SA prints one")
+	}
+	return security{root: root, token: token}, nil
 }
 
 // listFlag collects a flag given several times and/or as a comma list.

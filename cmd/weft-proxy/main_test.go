@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/goleak"
 
+	"weft.dev/weft/internal/ca"
 	"weft.dev/weft/internal/proxy"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -42,11 +44,45 @@ func parse(t *testing.T, args ...string) (proxy.Options, string) {
 	return *got, stderr.String()
 }
 
+// rootCert writes a trust root to a file and returns its path.
+func rootCert(t *testing.T) (string, []byte) {
+	t.Helper()
+	c, err := ca.New(ca.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "root-cert.pem")
+	if err := os.WriteFile(path, c.RootPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, c.RootPEM()
+}
+
 func TestParseFlagsDefaults(t *testing.T) {
-	o, _ := parse(t, "--workload", "reviews-v2")
+	root, pem := rootCert(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("tok-123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, _ := parse(t, "--workload", "reviews-v2", "--root-cert", root, "--token-file", tokenFile)
 	id := o.Identity
-	if o.XDSAddress != "127.0.0.1:15010" || o.AdminAddress != "127.0.0.1:15000" || o.DrainTimeout != proxy.DefaultDrainTimeout {
+	if o.XDSAddress != "127.0.0.1:15012" || o.AdminAddress != "127.0.0.1:15000" || o.DrainTimeout != proxy.DefaultDrainTimeout {
 		t.Errorf("addresses %q %q drain %v", o.XDSAddress, o.AdminAddress, o.DrainTimeout)
+	}
+	if o.Plaintext || !bytes.Equal(o.RootCertPEM, pem) || o.TrustDomain != "cluster.local" || o.CertDir != "" || o.Token == nil {
+		t.Errorf("security options: plaintext %v, root %d bytes, trust domain %q, cert dir %q", o.Plaintext, len(o.RootCertPEM), o.TrustDomain, o.CertDir)
+	}
+	if tok, err := o.Token(); tok != "tok-123" || err != nil {
+		t.Errorf("token from --token-file: %q %v", tok, err)
+	}
+	// The file is read again at each attempt: an operator may fix it.
+	_ = os.WriteFile(tokenFile, []byte("tok-456"), 0o600)
+	if tok, _ := o.Token(); tok != "tok-456" {
+		t.Errorf("token after the file changed: %q", tok)
+	}
+	_ = os.WriteFile(tokenFile, []byte(" \n"), 0o600)
+	if _, err := o.Token(); err == nil || !strings.Contains(err.Error(), "is empty") {
+		t.Errorf("empty token file: %v", err)
 	}
 	if !o.Logger.Enabled(context.Background(), slog.LevelInfo) || o.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		t.Errorf("default log level is not info")
@@ -63,7 +99,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	o, _ := parse(t,
-		"--xds-address", "cp:15010", "--admin-address", ":0", "--namespace", "shop", "--workload", "reviews-v2",
+		"--xds-address", "cp:15010", "--xds-plaintext", "--admin-address", ":0", "--namespace", "shop", "--workload", "reviews-v2",
 		"--labels", "app=reviews,version=v2", "--ip", "127.0.0.2,10.0.0.1", "--ip", "::1",
 		"--service-account", "reviews", "--outbound", "", "--app-port", "9080=127.0.0.1:18080",
 		"--app-port=9090=127.0.0.1:19090", "--log-level", "debug", "--locality", "eu/a/1", "--drain-timeout", "250ms", "--listener-drain-time", "30s",
@@ -84,7 +120,10 @@ func TestParseFlags(t *testing.T) {
 	if !o.Logger.Enabled(context.Background(), slog.LevelDebug) || o.XDSAddress != "cp:15010" || o.AdminAddress != ":0" || o.DrainTimeout != 250*time.Millisecond || o.ListenerDrain != 30*time.Second {
 		t.Errorf("options %+v", o)
 	}
-	if o, _ := parse(t, "--workload", "w", "--id", "custom", "--log-level", "WARN"); o.Identity.ID != "custom" || o.Logger.Enabled(context.Background(), slog.LevelInfo) {
+	if !o.Plaintext || o.RootCertPEM != nil || o.Token != nil {
+		t.Errorf("--xds-plaintext: plaintext %v, root %d bytes", o.Plaintext, len(o.RootCertPEM))
+	}
+	if o, _ := parse(t, "--workload", "w", "--xds-plaintext", "--id", "custom", "--log-level", "WARN"); o.Identity.ID != "custom" || o.Logger.Enabled(context.Background(), slog.LevelInfo) {
 		t.Errorf("--id custom --log-level WARN: id %q", o.Identity.ID)
 	}
 }
@@ -92,7 +131,7 @@ func TestParseFlags(t *testing.T) {
 // --labels may be repeated like --ip and --app-port; given twice for one
 // key, the later value wins, as it did when the last --labels won.
 func TestLabelsRepeatable(t *testing.T) {
-	o, _ := parse(t, "--workload", "w", "--labels", "app=a,version=v1", "--labels", "app=b", "--labels", "stage=canary")
+	o, _ := parse(t, "--workload", "w", "--xds-plaintext", "--labels", "app=a,version=v1", "--labels", "app=b", "--labels", "stage=canary")
 	if want := map[string]string{"app": "b", "version": "v1", "stage": "canary"}; !maps.Equal(o.Identity.Labels, want) {
 		t.Errorf("labels %v, want %v", o.Identity.Labels, want)
 	}
@@ -101,15 +140,15 @@ func TestLabelsRepeatable(t *testing.T) {
 // Command lines written for Go's flag package (one dash before a long
 // flag) keep working, with a warning.
 func TestSingleDashLongFlags(t *testing.T) {
-	o, stderr := parse(t, "-workload", "w", "-ip=127.0.0.2", "-outbound", "", "-id", "-not-a-flag", "-labels", "app=x")
+	o, stderr := parse(t, "-xds-plaintext", "-workload", "w", "-ip=127.0.0.2", "-outbound", "", "-id", "-not-a-flag", "-labels", "app=x")
 	if o.Identity.WorkloadName != "w" || !slices.Equal(o.Identity.IPs, []string{"127.0.0.2"}) || o.Identity.OutboundAddress != "" ||
 		o.Identity.ID != "-not-a-flag" || o.Identity.Labels["app"] != "x" {
 		t.Errorf("identity %+v", o.Identity)
 	}
-	if !strings.Contains(stderr, "single-dash long flags are deprecated; use --workload, --ip, --outbound, --id, --labels") {
+	if !strings.Contains(stderr, "single-dash long flags are deprecated; use --xds-plaintext, --workload, --ip, --outbound, --id, --labels") {
 		t.Errorf("stderr %q lacks the deprecation warning", stderr)
 	}
-	if _, stderr := parse(t, "--workload", "w"); stderr != "" {
+	if _, stderr := parse(t, "--workload", "w", "--xds-plaintext"); stderr != "" {
 		t.Errorf("double-dash flags: stderr %q", stderr)
 	}
 }
@@ -131,6 +170,9 @@ func TestLongFlagsCompat(t *testing.T) {
 }
 
 func TestBadFlagsExit2(t *testing.T) {
+	root, _ := rootCert(t)
+	notPEM := filepath.Join(t.TempDir(), "not.pem")
+	_ = os.WriteFile(notPEM, []byte("hello"), 0o600)
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -152,6 +194,13 @@ func TestBadFlagsExit2(t *testing.T) {
 		{[]string{"--no-such-flag"}, "unknown flag: --no-such-flag"},
 		{[]string{"--ip"}, "flag needs an argument: --ip"},
 		{[]string{"extra"}, `unexpected arguments ["extra"]`},
+		{nil, "--root-cert is required to verify the control plane on its secure port"},
+		{[]string{"--root-cert", "/no/such/root.pem"}, "--root-cert: open /no/such/root.pem: no such file or directory"},
+		{[]string{"--root-cert", notPEM}, "--root-cert " + notPEM + ": no PEM certificate in it"},
+		{[]string{"--root-cert", root}, "--token-file (or --token) is required for the proxy's first certificate"},
+		{[]string{"--root-cert", root, "--token", "a", "--token-file", "b"}, "--token and --token-file: give one"},
+		{[]string{"--root-cert", root, "--token-file", "/no/such/token"}, "--token-file: stat /no/such/token: no such file or directory"},
+		{[]string{"--root-cert", root, "--token", "a", "--trust-domain", ""}, "--trust-domain must not be empty"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), append([]string{"--workload", "w"}, tc.args...), &stdout, &stderr); code != 2 {
@@ -204,7 +253,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // as if SIGTERM arrived at once: start, then shut down cleanly
 	var stdout, stderr bytes.Buffer
-	if code := run(ctx, []string{"--workload", "w", "--admin-address", "127.0.0.1:0", "--xds-address", "127.0.0.1:1"}, &stdout, &stderr); code != 0 {
+	if code := run(ctx, []string{"--workload", "w", "--admin-address", "127.0.0.1:0", "--xds-plaintext", "--xds-address", "127.0.0.1:1"}, &stdout, &stderr); code != 0 {
 		t.Errorf("exit %d, stderr:\n%s", code, stderr.String())
 	}
 }
@@ -217,7 +266,7 @@ func TestStartFailureExit1(t *testing.T) {
 	}
 	defer ln.Close()
 	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), []string{"--workload", "w", "--admin-address", ln.Addr().String()}, &stdout, &stderr); code != 1 {
+	if code := run(context.Background(), []string{"--workload", "w", "--xds-plaintext", "--admin-address", ln.Addr().String()}, &stdout, &stderr); code != 1 {
 		t.Errorf("exit %d, want 1; stderr:\n%s", code, stderr.String())
 	}
 	if !strings.Contains(stderr.String(), "weft-proxy: cannot start: proxy: admin listener on "+ln.Addr().String()) {

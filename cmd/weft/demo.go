@@ -39,7 +39,7 @@ running so you can curl it and edit the config live. Ctrl-C stops it.`,
 	f.StringVar(&o.CanaryHeader, "canary-header", "x-canary", "header that routes to the canary")
 	f.IntVar(&o.Requests, "requests", 1000, "requests per measurement")
 	f.DurationVar(&o.Duration, "duration", 0, "exit by itself after this long (0 = run until Ctrl-C)")
-	f.StringVar(&o.XDSAddress, "xds-address", "127.0.0.1:15010", "control plane xDS address")
+	f.StringVar(&o.XDSAddress, "xds-address", "127.0.0.1:15012", "control plane secure port (ADS and the CA over TLS)")
 	f.StringVar(&o.StatusAddr, "status-address", "127.0.0.1:15014", "control plane status address")
 	return cmd
 }

@@ -1,6 +1,7 @@
 // Command weft is Weft's control plane and toolbox: `weft serve` runs the
 // control plane, `weft demo` runs a whole mesh on loopback, `weft echo`
-// runs the demo/test workload, `weft validate` checks a config directory
+// runs the demo/test workload, `weft token` issues a bootstrap token for
+// a proxy, `weft validate` checks a config directory
 // without serving it, and `weft proxy-status` and `weft proxy-config`
 // show what the connected proxies run. The data plane is the separate,
 // lean `weft-proxy` binary.
@@ -37,7 +38,7 @@ func newRootCmd() *cobra.Command {
 	}
 	logflag.Add(root.PersistentFlags())
 	root.AddCommand(newServeCmd(), newDemoCmd(), newEchoCmd(), newValidateCmd(), newAnalyzeCmd(), newExplainCmd(),
-		newProxyStatusCmd(), newProxyConfigCmd())
+		newProxyStatusCmd(), newProxyConfigCmd(), newTokenCmd())
 	return root
 }
 

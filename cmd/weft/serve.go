@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -8,34 +9,62 @@ import (
 	"weft.dev/weft/internal/controlplane"
 )
 
+// minWorkloadCertTTL is the shortest --workload-cert-ttl: shorter
+// lifetimes exist for tests only (controlplane.Options).
+const minWorkloadCertTTL = time.Minute
+
 func newServeCmd() *cobra.Command {
 	var o controlplane.Options
 	cmd := &cobra.Command{
 		Use:   "serve --config DIR",
-		Short: "Run the control plane: watch Istio config in DIR and serve xDS",
-		Args:  cobra.NoArgs,
+		Short: "Run the control plane: watch Istio config in DIR, serve xDS and the mesh CA",
+		Long: `Run the control plane: watch the Istio config in DIR and serve it to proxies
+over ADS, and run the mesh CA that gives each proxy its workload certificate.
+
+ADS and the CA are served over TLS on the secure port (--xds-address);
+proxies verify it against the mesh's root (GET /debug/root-cert, or
+weft token --root-cert-out) and prove who they are with a bootstrap token
+(weft token) the first time. --xds-plaintext-address also serves ADS
+without TLS, for local development. See docs/security.md.
+
+The status address serves /status, /metrics and /debug/*, including
+POST /debug/token, which issues bootstrap tokens: it answers only callers on
+this host (loopback), but anyone who can reach it from here can become any
+workload. Keep it on loopback, or at least away from untrusted hosts.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logger(cmd)
 			if err != nil {
 				return err
+			}
+			if o.WorkloadCertTTL < minWorkloadCertTTL {
+				return fmt.Errorf("--workload-cert-ttl %v: must be at least %v", o.WorkloadCertTTL, minWorkloadCertTTL)
 			}
 			o.Logger = log
 			cp, err := controlplane.New(o)
 			if err != nil {
 				return err
 			}
-			status := "disabled"
+			status, plain := "disabled", "off"
 			if a := cp.StatusAddr(); a != nil {
 				status = a.String()
 			}
-			log.Info("control plane serving", "xds", cp.XDSAddr().String(), "status", status, "config", o.ConfigDir)
+			if a := cp.XDSPlaintextAddr(); a != nil {
+				plain = a.String()
+				log.Warn("plaintext xDS is on: anyone who can reach it gets the mesh's config, and its proxies run without certificates; for local development only", "address", plain)
+			}
+			log.Info("control plane serving", "xds", cp.XDSAddr().String(), "xds_plaintext", plain, "status", status, "config", o.ConfigDir)
 			return cp.Run(cmd.Context())
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.ConfigDir, "config", "", "directory of Istio YAML (VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, PeerAuthentication, AuthorizationPolicy, RequestAuthentication), watched for changes")
-	f.StringVar(&o.XDSAddress, "xds-address", "127.0.0.1:15010", "address the ADS (gRPC) server listens on")
-	f.StringVar(&o.StatusAddress, "status-address", "127.0.0.1:15014", "address of the status endpoint (/status, /metrics, /debug/proxies, /debug/analyze, /debug/explain); \"-\" disables it")
+	f.StringVar(&o.XDSAddress, "xds-address", controlplane.DefaultXDSAddress, "the secure port: ADS and the CA over TLS")
+	f.StringVar(&o.XDSPlaintextAddress, "xds-plaintext-address", "", "also serve ADS without TLS here (no CA, proxies without certificates): local development only; empty is off")
+	f.StringVar(&o.StatusAddress, "status-address", "127.0.0.1:15014", "address of the status endpoint (/status, /metrics, /debug/proxies, /debug/analyze, /debug/explain, /debug/root-cert, POST /debug/token); \"-\" disables it. It issues bootstrap tokens to local callers: keep it on loopback")
+	f.StringVar(&o.CADir, "ca-dir", "", "directory of the CA's root and key (Istio's cacerts layout): used if present (a plug-in CA when ca-cert.pem is an intermediate), else a new self-signed root is written there. Empty keeps the root in memory: a restart makes a new trust root")
+	f.StringVar(&o.TrustDomain, "trust-domain", "cluster.local", "trust domain of the mesh's SPIFFE identities")
+	f.DurationVar(&o.WorkloadCertTTL, "workload-cert-ttl", 24*time.Hour, "lifetime of workload certificates (at least 1m); proxies renew at about half of it")
 	f.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "cluster domain used to expand short host names")
 	f.StringVar(&o.RootNamespace, "root-namespace", "istio-system", "namespace whose PeerAuthentication, AuthorizationPolicy and RequestAuthentication without a selector apply to the whole mesh")
 	f.DurationVar(&o.JWKSRefresh, "jwks-refresh-interval", 20*time.Minute, "how often the JWT keys of a RequestAuthentication's jwksUri are fetched again")

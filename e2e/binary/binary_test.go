@@ -37,30 +37,61 @@ func TestREADMEPieces(t *testing.T) {
 	rc := readme(t)
 	pre := newPrefix()
 	cfg := canaryConfig(t, pre)
-	xdsAddr, statusAddr := pre+"100:15010", pre+"100:15014"
-	rewrite := func(w string) string {
-		if w == "examples/canary" {
+	files := t.TempDir() // where the README's relative files (CA, root, tokens) go
+	xdsAddr, statusAddr := pre+"100:15012", pre+"100:15014"
+	fileFlags := map[string]bool{"--ca-dir": true, "--root-cert-out": true, "--root-cert": true, "--token-file": true, ">": true}
+	rewrite := func(prev, w string) string {
+		switch {
+		case w == "examples/canary":
 			return cfg
+		case fileFlags[prev]:
+			if filepath.IsAbs(w) || strings.Contains(w, "..") {
+				t.Fatalf("README writes %s %s outside the working directory", prev, w)
+			}
+			return filepath.Join(files, w)
 		}
 		return strings.ReplaceAll(w, "127.0.10.", pre)
 	}
 
-	type sidecar struct{ admin, outbound string }
+	type sidecar struct{ admin, outbound, serviceAccount string }
 	sidecars := map[string]sidecar{} // by --workload
 	var procs []*proc
+	tokens := 0
 	for _, words := range rc.pieces {
 		args := make([]string, 0, len(words)+4)
-		for _, w := range words[1:] {
-			args = append(args, rewrite(w))
+		stdout := ""
+		for i, w := range words[1:] {
+			prev := words[i]
+			switch {
+			case w == ">":
+			case prev == ">":
+				stdout = rewrite(prev, w)
+			default:
+				args = append(args, rewrite(prev, w))
+			}
 		}
 		switch {
 		case words[0] == "./weft" && args[0] == "serve":
 			args = append(args, "--xds-address", xdsAddr, "--status-address", statusAddr)
+		case words[0] == "./weft" && args[0] == "token":
+			// A one-shot command: it runs to completion, once the
+			// control plane answers.
+			args = append(args, "--control-plane", statusAddr)
+			runToFile(t, filepath.Join(bin, "weft"), stdout, 20*time.Second, args...)
+			tokens++
+			continue
 		case words[0] == "./weft-proxy":
 			args = append(args, "--xds-address", xdsAddr)
-			sidecars[flagValue(t, args, "--workload")] = sidecar{flagValue(t, args, "--admin-address"), flagValue(t, args, "--outbound")}
+			sidecars[flagValue(t, args, "--workload")] = sidecar{flagValue(t, args, "--admin-address"), flagValue(t, args, "--outbound"),
+				flagValue(t, args, "--service-account")}
+		}
+		if stdout != "" {
+			t.Fatalf("README redirects the output of %q, a command that keeps running", words)
 		}
 		procs = append(procs, start(t, filepath.Join(bin, strings.TrimPrefix(words[0], "./")), args...))
+	}
+	if tokens != 3 {
+		t.Errorf("README issues %d bootstrap tokens, want one per sidecar (3)", tokens)
 	}
 	for _, w := range []string{"frontend", "backend-v1", "backend-v2"} {
 		if _, ok := sidecars[w]; !ok {
@@ -134,10 +165,27 @@ func TestREADMEPieces(t *testing.T) {
 		}
 	}
 
+	// Each sidecar holds a certificate for its service account, from the
+	// root the README handed it; the CA persisted in --ca-dir.
+	root, err := os.ReadFile(filepath.Join(files, "root-cert.pem"))
+	if err != nil {
+		t.Fatalf("README's weft token --root-cert-out: %v", err)
+	}
+	if caRoot, err := os.ReadFile(filepath.Join(files, "weft-ca", "root-cert.pem")); err != nil || string(caRoot) != string(root) {
+		t.Errorf("--ca-dir weft-ca does not hold the root weft token wrote: %v", err)
+	}
+	for name, s := range sidecars {
+		code, body, err := get(c, "http://"+s.admin+"/certs", nil)
+		want := "spiffe://cluster.local/ns/default/sa/" + s.serviceAccount
+		if err != nil || code != 200 || !strings.Contains(body, `"uri": "`+want+`"`) || !strings.Contains(body, `"path": "ROOTCA"`) {
+			t.Errorf("%s /certs: %d %v, want a certificate for %s:\n%s", name, code, err, want, body)
+		}
+	}
+
 	// The README's requests, as written (on this test's addresses).
 	sent := map[string]int{} // version -> 200 answers through the frontend's sidecar
 	for _, cu := range rc.curls {
-		code, body, err := get(c, rewrite(cu.url), cu.headers)
+		code, body, err := get(c, rewrite("", cu.url), cu.headers)
 		if err != nil || code != 200 {
 			t.Fatalf("%s: %d %v\n%s", cu.line, code, err, body)
 		}
@@ -227,10 +275,14 @@ func TestREADMEDefaults(t *testing.T) {
 	}
 	serveHelp := mustRun(t, filepath.Join(bin, "weft"), "serve", "--help")
 	proxyHelp := mustRun(t, filepath.Join(bin, "weft-proxy"), "--help")
+	tokenHelp := mustRun(t, filepath.Join(bin, "weft"), "token", "--help")
 	for _, tc := range []struct{ help, flag, value string }{
-		{serveHelp, "--xds-address", "127.0.0.1:15010"},
+		{serveHelp, "--xds-address", "127.0.0.1:15012"},
 		{serveHelp, "--status-address", "127.0.0.1:15014"},
-		{proxyHelp, "--xds-address", "127.0.0.1:15010"},
+		{serveHelp, "--trust-domain", "cluster.local"},
+		{proxyHelp, "--xds-address", "127.0.0.1:15012"},
+		{proxyHelp, "--trust-domain", "cluster.local"},
+		{tokenHelp, "--control-plane", "127.0.0.1:15014"},
 	} {
 		if !regexp.MustCompile(regexp.QuoteMeta(tc.flag) + `\b.*\(default "` + regexp.QuoteMeta(tc.value) + `"\)`).MatchString(tc.help) {
 			t.Errorf("%s does not default to %s:\n%s", tc.flag, tc.value, tc.help)
@@ -271,7 +323,7 @@ func TestDemo(t *testing.T) {
 	pre := newPrefix()
 	cfg := canaryConfig(t, pre)
 	p := start(t, filepath.Join(bin, "weft"), "demo", "--config", cfg, "--requests", "200",
-		"--xds-address", pre+"100:15010", "--status-address", pre+"100:15014")
+		"--xds-address", pre+"100:15012", "--status-address", pre+"100:15014")
 	p.waitOutput(regexp.MustCompile(`Ctrl-C stops the demo`), 60*time.Second)
 	out := p.stdout.String()
 	m := regexp.MustCompile(`no header\s+200 requests\s+v1\s+(\d+) \(\s*[\d.]+%\)\s+v2\s+(\d+) \(`).FindStringSubmatch(out)

@@ -218,3 +218,33 @@ func (w teeWriter) Write(p []byte) (int, error) {
 	_, _ = w[1].Write(p)
 	return w[0].Write(p)
 }
+
+// runToFile runs a one-shot bin with args from the repository root, its
+// stdout to the file out (mode 0600), until it exits 0 — retrying while
+// it fails, for at most timeout (a command that needs a server that is
+// still starting). Each attempt is bounded by 10 s.
+func runToFile(t *testing.T, bin, out string, timeout time.Duration, args ...string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Dir = repoRoot
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		cancel()
+		if err == nil {
+			if out != "" {
+				if err := os.WriteFile(out, stdout.Bytes(), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", filepath.Base(bin), strings.Join(args, " "), err, stdout.String(), stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

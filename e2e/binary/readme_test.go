@@ -15,7 +15,8 @@ type readmeCommands struct {
 	// buildArgs is the build command after "go": build -o . ./cmd/weft ./cmd/weft-proxy.
 	buildArgs []string
 	// pieces are the commands of "Running the pieces yourself", in order,
-	// each split into words; the first word is ./weft or ./weft-proxy.
+	// each split into words; the first word is ./weft or ./weft-proxy. A
+	// redirect of stdout is the two words ">" and the file.
 	pieces [][]string
 	// curls are the requests the README sends to the pieces.
 	curls []curl
@@ -172,9 +173,10 @@ func shellLines(block string) []string {
 }
 
 // shellWords splits a command line the way sh would for the README's
-// commands: words separated by blanks, single quotes, and a comment from
-// an unquoted # at the start of a word. Anything fancier is an error, so
-// a README change the tests cannot follow is noticed.
+// commands: words separated by blanks, single quotes, a comment from an
+// unquoted # at the start of a word, and "> file" (stdout to a file: the
+// word ">"). Anything fancier is an error, so a README change the tests
+// cannot follow is noticed.
 func shellWords(line string) ([]string, error) {
 	var words []string
 	var cur strings.Builder
@@ -195,6 +197,8 @@ func shellWords(line string) ([]string, error) {
 			}
 		case r == '#' && !inWord:
 			return words, nil
+		case r == '>' && !inWord:
+			words = append(words, ">")
 		case strings.ContainsRune("\"$`\\;&<>(){}", r):
 			return nil, fmt.Errorf("shell syntax %q is not understood by the test", r)
 		default:

@@ -2,8 +2,11 @@
 // config directory feeds the config store (with the traffic-impact guard
 // judging every change), the static registry is built from it, the JWT
 // keys the RequestAuthentications name are fetched (internal/jwks), they
-// become a mesh snapshot, and the xDS server pushes it to proxies. A small
-// HTTP endpoint reports status and Prometheus metrics.
+// become a mesh snapshot, and the xDS server pushes it to proxies. The
+// mesh CA signs workload certificates; ADS and the CA are served over TLS
+// on the secure port (plaintext ADS only when asked for). A small HTTP
+// endpoint reports status and Prometheus metrics and issues bootstrap
+// tokens to local operators.
 package controlplane
 
 import (
@@ -20,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"weft.dev/weft/internal/ca"
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/guard"
 	"weft.dev/weft/internal/jwks"
@@ -31,7 +35,8 @@ import (
 
 // Default listen addresses.
 const (
-	DefaultXDSAddress    = "127.0.0.1:15010"
+	// DefaultXDSAddress is the secure port: ADS and the CA over TLS.
+	DefaultXDSAddress    = "127.0.0.1:15012"
 	DefaultStatusAddress = "127.0.0.1:15014"
 	// StatusDisabled as Options.StatusAddress turns the status endpoint off.
 	StatusDisabled = "-"
@@ -41,8 +46,22 @@ const (
 type Options struct {
 	// ConfigDir holds the Istio YAML files; required.
 	ConfigDir string
-	// XDSAddress is where ADS is served; "" means DefaultXDSAddress.
+	// XDSAddress is the secure port, where ADS and the CA are served over
+	// TLS with the control plane's serving certificate; "" means
+	// DefaultXDSAddress.
 	XDSAddress string
+	// XDSPlaintextAddress, when set, also serves ADS without TLS (no CA,
+	// no identity check): for local development only.
+	XDSPlaintextAddress string
+	// CADir keeps the CA's root and key (see ca.Options.Dir); "" keeps a
+	// new root in memory, so a restart makes a new trust root.
+	CADir string
+	// TrustDomain of the mesh's identities; "" means cluster.local.
+	TrustDomain string
+	// WorkloadCertTTL is the lifetime of workload certificates; zero means
+	// 24h. `weft serve` refuses less than a minute; anything from
+	// ca.MinWorkloadCertTTL up is accepted here (tests).
+	WorkloadCertTTL time.Duration
 	// StatusAddress serves /status, /metrics and /debug/*; ""
 	// means DefaultStatusAddress, StatusDisabled means none.
 	StatusAddress string
@@ -68,6 +87,8 @@ type ControlPlane struct {
 	xds     *server.Server
 	jwks    *jwks.Fetcher
 	metrics *prometheus.Registry
+	ca      *ca.CA
+	serving *ca.ServingCert
 
 	// publishMu serializes building and pushing mesh snapshots: config
 	// changes (apply) and JWT key changes (keysChanged) both do.
@@ -75,15 +96,16 @@ type ControlPlane struct {
 	lastCfg   *config.Snapshot // guarded by publishMu
 	runCtx    context.Context  // set by Run before anything calls apply
 
-	xdsLis, statusLis net.Listener
-	current           atomic.Pointer[mesh.Snapshot]
-	running           atomic.Bool
+	xdsLis, plainLis, statusLis net.Listener
+	current                     atomic.Pointer[mesh.Snapshot]
+	running                     atomic.Bool
 }
 
-// New validates opts and binds both listeners, so the caller can read
-// XDSAddr and StatusAddr (useful with ":0" ports) before calling Run. It
-// does not start serving. If Run is never called, the listeners leak;
-// callers that give up must call Run with a cancelled context.
+// New validates opts, loads or creates the CA and binds the listeners, so
+// the caller can read XDSAddr and StatusAddr (useful with ":0" ports) and
+// issue tokens before calling Run. It does not start serving. If Run is
+// never called, the listeners leak; callers that give up must call Run
+// with a cancelled context.
 func New(opts Options) (*ControlPlane, error) {
 	if opts.ConfigDir == "" {
 		return nil, errors.New("controlplane: ConfigDir is required")
@@ -119,20 +141,46 @@ func New(opts Options) (*ControlPlane, error) {
 	}
 	c.jwks = jwks.NewFetcher(jwks.Options{Refresh: opts.JWKSRefresh, Logger: opts.Logger, OnChange: c.keysChanged})
 	var err error
+	if c.ca, err = ca.New(ca.Options{Dir: opts.CADir, TrustDomain: opts.TrustDomain, WorkloadCertTTL: opts.WorkloadCertTTL,
+		Logger: opts.Logger}); err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
 	if c.xdsLis, err = net.Listen("tcp", opts.XDSAddress); err != nil {
 		return nil, fmt.Errorf("controlplane: xds listener on %s: %w", opts.XDSAddress, err)
+	}
+	host, _, _ := net.SplitHostPort(c.xdsLis.Addr().String())
+	if c.serving, err = c.ca.ServingCert([]string{host}); err != nil {
+		c.xdsLis.Close()
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	if opts.XDSPlaintextAddress != "" {
+		if c.plainLis, err = net.Listen("tcp", opts.XDSPlaintextAddress); err != nil {
+			c.xdsLis.Close()
+			return nil, fmt.Errorf("controlplane: plaintext xds listener on %s: %w", opts.XDSPlaintextAddress, err)
+		}
 	}
 	if opts.StatusAddress != StatusDisabled {
 		if c.statusLis, err = net.Listen("tcp", opts.StatusAddress); err != nil {
 			c.xdsLis.Close()
+			if c.plainLis != nil {
+				c.plainLis.Close()
+			}
 			return nil, fmt.Errorf("controlplane: status listener on %s: %w", opts.StatusAddress, err)
 		}
 	}
 	return c, nil
 }
 
-// XDSAddr is the bound ADS address.
+// XDSAddr is the bound secure (TLS) ADS and CA address.
 func (c *ControlPlane) XDSAddr() net.Addr { return c.xdsLis.Addr() }
+
+// XDSPlaintextAddr is the bound plaintext ADS address, or nil when off.
+func (c *ControlPlane) XDSPlaintextAddr() net.Addr {
+	if c.plainLis == nil {
+		return nil
+	}
+	return c.plainLis.Addr()
+}
 
 // StatusAddr is the bound status address, or nil when disabled.
 func (c *ControlPlane) StatusAddr() net.Addr {
@@ -170,7 +218,7 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 			cancel()
 		}
 	}
-	wg.Go(func() { fail(c.xds.Serve(ctx, c.xdsLis)) })
+	wg.Go(func() { fail(c.xds.ServeEndpoints(ctx, c.endpoints()...)) })
 	if c.statusLis != nil {
 		wg.Go(func() { fail(c.serveStatus(ctx)) })
 	}
@@ -180,7 +228,12 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 			fail(fmt.Errorf("controlplane: %w", err))
 		}
 	})
-	c.log.Info("control plane running", "config", c.opts.ConfigDir, "xds", c.XDSAddr().String())
+	plain := "off"
+	if a := c.XDSPlaintextAddr(); a != nil {
+		plain = a.String()
+	}
+	c.log.Info("control plane running", "config", c.opts.ConfigDir, "xds", c.XDSAddr().String(), "xds_plaintext", plain,
+		"ca", c.ca.Mode(), "trust_domain", c.ca.TrustDomain())
 	wg.Wait()
 	c.log.Info("control plane stopped")
 	return errors.Join(errs...)
@@ -222,7 +275,7 @@ func (c *ControlPlane) publish(cfg *config.Snapshot) {
 
 // meshOptions are the settings every mesh snapshot is built with.
 func (c *ControlPlane) meshOptions() mesh.Options {
-	return mesh.Options{DomainSuffix: c.opts.DomainSuffix, RootNamespace: c.opts.RootNamespace, JWKS: c.jwks.Keys()}
+	return mesh.Options{DomainSuffix: c.opts.DomainSuffix, RootNamespace: c.opts.RootNamespace, TrustDomain: c.ca.TrustDomain(), JWKS: c.jwks.Keys()}
 }
 
 // jwtSources lists the key sources of the JWT rules in force that do not

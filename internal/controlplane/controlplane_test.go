@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -55,7 +56,7 @@ func TestRunServesConfigAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	cp, err := New(Options{
-		ConfigDir: dir, XDSAddress: "127.0.0.1:0", StatusAddress: "127.0.0.1:0",
+		ConfigDir: dir, XDSAddress: "127.0.0.1:0", XDSPlaintextAddress: "127.0.0.1:0", StatusAddress: "127.0.0.1:0",
 		Debounce: time.Millisecond, DebounceMax: 10 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler),
 	})
@@ -74,8 +75,8 @@ func TestRunServesConfigAndStatus(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 
-	// A proxy connects and sees the VirtualService's route.
-	conn, err := grpc.NewClient(cp.XDSAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// A proxy connects (on the plaintext port) and sees the VirtualService's route.
+	conn, err := grpc.NewClient(cp.XDSPlaintextAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +126,9 @@ func TestRunServesConfigAndStatus(t *testing.T) {
 	for {
 		st = Status{}
 		getJSON(t, ctx, base+"/status", &st)
-		if len(st.Diagnostics) > 0 {
+		// The store's diagnostics show as soon as it has loaded; the mesh
+		// version a moment later, once the snapshot is applied.
+		if len(st.Diagnostics) > 0 && strings.HasPrefix(st.Version, fmt.Sprintf("%d-", st.ConfigVersion)) {
 			break
 		}
 		select {

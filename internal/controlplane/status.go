@@ -28,6 +28,12 @@ type Status struct {
 		Services               int `json:"services"`
 		Endpoints              int `json:"endpoints"`
 	} `json:"resources"`
+	// CA says where the mesh CA's root comes from.
+	CA struct {
+		Mode            string `json:"mode"`
+		TrustDomain     string `json:"trustDomain"`
+		WorkloadCertTTL string `json:"workloadCertTTL"`
+	} `json:"ca"`
 	ConnectedProxies int    `json:"connectedProxies"`
 	Pushes           uint64 `json:"pushes"`
 	// Diagnostics are the config store's current errors and warnings: a
@@ -59,6 +65,8 @@ func (c *ControlPlane) statusHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /debug/analyze", c.analyzeHandler) // debug.go
 	mux.HandleFunc("GET /debug/explain", c.explainHandler) // debug.go
+	mux.HandleFunc("POST /debug/token", c.tokenHandler)    // security.go
+	mux.HandleFunc("GET /debug/root-cert", c.rootCertHandler)
 	return mux
 }
 
@@ -91,6 +99,7 @@ func (c *ControlPlane) status() Status {
 		st.Rejections = []server.Rejection{}
 	}
 	st.JWKS = c.jwks.Status()
+	st.CA.Mode, st.CA.TrustDomain, st.CA.WorkloadCertTTL = c.ca.Mode(), c.ca.TrustDomain(), c.ca.WorkloadCertTTL().String()
 	st.ConnectedProxies = c.xds.ConnectedProxies()
 	st.Pushes = c.xds.Pushes()
 	return st

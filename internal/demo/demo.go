@@ -90,8 +90,15 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("demo config %s has no WorkloadEntry to run", dir)
 	}
 
+	// The CA's root lives as long as the demo: sidecars reconnecting to a
+	// control plane restarted in between would not trust a new one.
+	caDir, err := os.MkdirTemp("", "weft-demo-ca-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(caDir)
 	cp, err := localmesh.StartControlPlane(controlplane.Options{ConfigDir: dir, XDSAddress: o.XDSAddress,
-		StatusAddress: o.StatusAddr, Logger: o.Logger})
+		StatusAddress: o.StatusAddr, CADir: filepath.Join(caDir, "ca"), Logger: o.Logger})
 	if err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
@@ -111,11 +118,11 @@ func Run(ctx context.Context, o Options) error {
 			break
 		}
 		w, err := localmesh.StartWorkload(localmesh.WorkloadOptions{
-			Name: we.Name, Namespace: we.Namespace, Labels: we.Spec.GetLabels(),
+			Name: we.Name, Namespace: we.Namespace, Labels: we.Spec.GetLabels(), ServiceAccount: we.Spec.GetServiceAccount(),
 			IPs: []string{we.Spec.GetAddress()}, WorkloadPort: port,
 			AppAddress:   fmt.Sprintf("%s:%d", we.Spec.GetAddress(), 10000+port),
 			OutboundPort: 15001, AdminPort: 15000,
-			XDSAddress: cp.XDSAddr().String(), Logger: o.Logger,
+			ControlPlane: cp, Logger: o.Logger,
 		})
 		if err != nil {
 			return err
@@ -128,13 +135,19 @@ func Run(ctx context.Context, o Options) error {
 	if from == nil {
 		return fmt.Errorf("demo: no WorkloadEntry named %q to send traffic from", o.From)
 	}
-	fmt.Fprintf(o.Out, "Weft demo: control plane on %s (status http://%s/status), config in %s\n", cp.XDSAddr(), cp.StatusAddr(), dir)
+	fmt.Fprintf(o.Out, "Weft demo: control plane on %s (ADS and the CA over TLS; status http://%s/status), config in %s\n", cp.XDSAddr(), cp.StatusAddr(), dir)
 	for _, w := range workloads {
 		fmt.Fprintf(o.Out, "  %-12s %-4s app %s, sidecar inbound %s:%d, outbound %s, admin http://%s\n",
 			w.Opts.Name, w.Opts.Labels["version"], w.Echo.Addr(), w.Opts.IPs[0], w.Opts.WorkloadPort, w.Outbound, w.Proxy.AdminAddr())
 	}
 	if err := waitReady(ctx, workloads); err != nil {
 		return err
+	}
+	fmt.Fprintln(o.Out, "\nEach sidecar holds a workload certificate from the mesh CA (see /certs on its admin address):")
+	for _, w := range workloads {
+		if b := w.Proxy.Certs().Current(); b != nil {
+			fmt.Fprintf(o.Out, "  %-12s %s, expires %s\n", w.Opts.Name, b.ID, b.Leaf().NotAfter.Local().Format(time.DateTime))
+		}
 	}
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
 	if err := waitRouted(ctx, c, from, o.To, map[string]string{o.CanaryHeader: "true"}); err != nil {

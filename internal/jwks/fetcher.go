@@ -234,6 +234,11 @@ func (f *Fetcher) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		// A refresh cut short by ctx leaves its source due at once: check
+		// ctx first, or this loop would spin (and start goroutines) forever.
+		if ctx.Err() != nil {
+			return nil
+		}
 		due, wait := f.due()
 		if len(due) > 0 {
 			changed := false

@@ -249,3 +249,46 @@ func TestPlainHTTPElsewhereIsNotFetched(t *testing.T) {
 		t.Errorf("status: %+v", st)
 	}
 }
+
+// TestRunEndsWhenCancelledMidFetch: a fetch cut short by the end of Run's
+// context must not leave Run spinning on the source it left due.
+func TestRunEndsWhenCancelledMidFetch(t *testing.T) {
+	started := make(chan struct{})
+	var (
+		once  sync.Once
+		mu    sync.Mutex
+		calls int
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		if n == 1 { // Sync's fetch succeeds; Run's refreshes hang
+			fmt.Fprint(w, `{"keys":[{"kty":"EC","kid":"b","crv":"P-256","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}`)
+			return
+		}
+		once.Do(func() { close(started) })
+		<-r.Context().Done() // hang until the client gives up
+	}))
+	t.Cleanup(srv.Close)
+	f := NewFetcher(Options{Client: srv.Client(), Refresh: time.Millisecond, Timeout: time.Minute, Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	f.Sync(ctx, []Want{{Source: Source{URI: srv.URL + "/keys"}, Users: []string{"test"}}})
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fetch never started")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not end after its context was cancelled")
+	}
+}

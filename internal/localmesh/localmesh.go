@@ -1,6 +1,8 @@
 // Package localmesh runs a whole Weft mesh inside one process on loopback:
 // a control plane, and for each workload an echo app with its own
-// weft-proxy sidecar. `weft demo` and the end-to-end tests both use it, so
+// weft-proxy sidecar, which gets its certificate from the control plane's
+// CA with a token issued in process and takes its config over the secure
+// port. `weft demo` and the end-to-end tests both use it, so
 // the demo a user runs is the setup the tests prove.
 package localmesh
 
@@ -81,8 +83,22 @@ type WorkloadOptions struct {
 	AppAddress string
 	// OutboundPort and AdminPort on IPs[0]; zero picks a free port.
 	OutboundPort, AdminPort int
-	XDSAddress              string
-	Logger                  *slog.Logger
+	// XDSAddress is the control plane's address: its secure port, or its
+	// plaintext port with Plaintext. Empty means ControlPlane's secure port.
+	XDSAddress string
+	// ControlPlane, when set, issues the sidecar's bootstrap token (unless
+	// Token is set) and gives its trust root (unless RootCertPEM is set),
+	// in process.
+	ControlPlane *ControlPlane
+	// Token is the bootstrap token; RootCertPEM the mesh's trust root.
+	Token       string
+	RootCertPEM []byte
+	// ServiceAccount is the workload's identity; default Name.
+	ServiceAccount string
+	// Plaintext runs the sidecar without TLS or certificate, against a
+	// plaintext xDS port.
+	Plaintext bool
+	Logger    *slog.Logger
 	// Locality is the proxy's "region/zone/subzone" (node.locality).
 	Locality string
 	// ListenerDrain is the proxy's drain period for removed listeners;
@@ -111,6 +127,26 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.ServiceAccount == "" {
+		o.ServiceAccount = o.Name
+	}
+	// A token issued here is not kept in Opts: a workload started again
+	// from its Opts gets a new one.
+	tok := o.Token
+	if o.ControlPlane != nil && !o.Plaintext {
+		if o.XDSAddress == "" {
+			o.XDSAddress = o.ControlPlane.XDSAddr().String()
+		}
+		if o.RootCertPEM == nil {
+			o.RootCertPEM = o.ControlPlane.RootCertPEM()
+		}
+		if tok == "" {
+			var err error
+			if tok, err = o.ControlPlane.IssueToken(o.Namespace, o.ServiceAccount, 0); err != nil {
+				return nil, fmt.Errorf("workload %s: %w", o.Name, err)
+			}
+		}
 	}
 	ip := o.IPs[0]
 	if o.AppAddress == "" {
@@ -141,7 +177,7 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 		WorkloadName:    o.Name,
 		Labels:          o.Labels,
 		IPs:             o.IPs,
-		ServiceAccount:  o.Name,
+		ServiceAccount:  o.ServiceAccount,
 		OutboundAddress: w.Outbound,
 		AppPorts:        map[uint32]string{},
 		Locality:        o.Locality,
@@ -149,9 +185,21 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 	if o.WorkloadPort != 0 {
 		id.AppPorts[o.WorkloadPort] = es.Addr().String()
 	}
+	var token func() (string, error)
+	if tok != "" {
+		token = func() (string, error) { return tok, nil }
+	}
+	var td string
+	if o.ControlPlane != nil {
+		td = o.ControlPlane.TrustDomain()
+	}
 	p, err := proxy.New(proxy.Options{
 		Identity:      id,
 		XDSAddress:    o.XDSAddress,
+		Plaintext:     o.Plaintext,
+		RootCertPEM:   o.RootCertPEM,
+		TrustDomain:   td,
+		Token:         token,
 		AdminAddress:  net.JoinHostPort(ip, strconv.Itoa(o.AdminPort)),
 		Logger:        o.Logger.With("workload", o.Name),
 		ListenerDrain: o.ListenerDrain,

@@ -41,7 +41,7 @@ func TestNodeCarriesAdminAddress(t *testing.T) {
 	go func() { defer close(served); _ = gs.Serve(lis) }()
 	defer func() { gs.Stop(); <-served }()
 
-	p, err := New(Options{Identity: testID, XDSAddress: lis.Addr().String(), AdminAddress: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	p, err := New(Options{Identity: testID, XDSAddress: lis.Addr().String(), Plaintext: true, AdminAddress: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

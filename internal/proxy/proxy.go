@@ -1,7 +1,9 @@
-// Package proxy wires the Weft proxy together: the xDS client feeds the
-// data plane, and the admin endpoint reports on both. It owns their
-// lifecycle: New binds and builds, Run serves until its context ends and
-// then shuts down in order (stop taking config, drain traffic, close admin).
+// Package proxy wires the Weft proxy together: the certificate manager
+// gets the workload's certificate from the control plane's CA, the xDS
+// client (over TLS, presenting that certificate) feeds the data plane,
+// and the admin endpoint reports on all of them. It owns their lifecycle:
+// New binds and builds, Run serves until its context ends and then shuts
+// down in order (stop taking config, drain traffic, close admin).
 package proxy
 
 import (
@@ -17,8 +19,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc/credentials"
 
 	"weft.dev/weft/internal/proxy/admin"
+	"weft.dev/weft/internal/proxy/certs"
 	"weft.dev/weft/internal/proxy/dataplane"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
@@ -32,12 +36,32 @@ const (
 	DefaultListenerDrain = dataplane.DefaultListenerDrain
 )
 
-// Options configure a Proxy. Identity.ID and XDSAddress are required.
-// Identity.AdminAddress, when empty, is filled in with the bound admin
-// address (see AdminAddress).
+// Options configure a Proxy. Identity.ID and XDSAddress are required, and
+// RootCertPEM unless Plaintext. Identity.AdminAddress, when empty, is
+// filled in with the bound admin address (see AdminAddress).
 type Options struct {
-	Identity   contract.Identity
-	XDSAddress string // control plane host:port
+	Identity contract.Identity
+	// XDSAddress is the control plane's secure port (host:port), or its
+	// plaintext port with Plaintext.
+	XDSAddress string
+	// Plaintext dials XDSAddress without TLS and runs without a workload
+	// certificate: for a control plane's plaintext port in local
+	// development.
+	Plaintext bool
+	// RootCertPEM is the mesh's trust root: the control plane, and the
+	// certificates the CA issues, must chain up to it.
+	RootCertPEM []byte
+	// TrustDomain of the proxy's SPIFFE ID (and the control plane's);
+	// default cluster.local.
+	TrustDomain string
+	// Token returns the bootstrap token for the first certificate; see
+	// certs.Options.Token.
+	Token func() (string, error)
+	// CertDir, when set, keeps the key and certificate across restarts.
+	CertDir string
+	// Certs tunes the certificate manager (backoff); Identity, Address,
+	// RootPEM, Token, Dir and Logger are filled in by New.
+	Certs certs.Options
 	// AdminAddress is where the admin endpoint listens; default
 	// 127.0.0.1:15000, ":0" or "127.0.0.1:0" for an ephemeral port.
 	AdminAddress string
@@ -62,6 +86,7 @@ type Proxy struct {
 	registry *prometheus.Registry
 	dp       *dataplane.Dataplane
 	xds      *xdsclient.Client
+	certs    *certs.Manager // nil with Plaintext
 	adminLn  net.Listener
 	adminSrv *http.Server
 
@@ -114,6 +139,13 @@ func New(opts Options) (*Proxy, error) {
 	p.dp = dp
 	xo := opts.XDS
 	xo.Address, xo.Node, xo.Applier, xo.Logger = opts.XDSAddress, opts.Identity.Node(), dp, opts.Logger
+	if !opts.Plaintext {
+		if p.certs, err = newCerts(opts); err != nil {
+			p.closeDataplane()
+			return nil, fmt.Errorf("proxy: %w", err)
+		}
+		xo.Credentials = credentials.NewTLS(p.certs.ControlPlaneTLS())
+	}
 	if p.xds, err = xdsclient.New(xo); err != nil {
 		p.closeDataplane()
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -122,10 +154,17 @@ func New(opts Options) (*Proxy, error) {
 		p.closeDataplane()
 		return nil, fmt.Errorf("proxy: registering xds metrics: %w", err)
 	}
+	if p.certs != nil {
+		if err := p.registry.Register(certCollector{p.certs}); err != nil {
+			p.closeDataplane()
+			return nil, fmt.Errorf("proxy: registering certificate metrics: %w", err)
+		}
+	}
 
 	p.adminSrv = &http.Server{
 		Handler: admin.Handler(adminSource{p}, p.registry,
 			admin.WithDrain(func() { p.stopping.Store(true) }),
+			admin.WithCerts(p.certificates),
 			admin.WithLogger(opts.Logger)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
@@ -163,9 +202,16 @@ func advertisedAdmin(bound net.Addr, ips []string) string {
 // AdminAddr is the bound admin address (useful with port 0).
 func (p *Proxy) AdminAddr() net.Addr { return p.adminLn.Addr() }
 
-// Ready reports whether a complete first config has been applied and the
-// proxy is not shutting down or drained. Lock-free.
-func (p *Proxy) Ready() bool { return !p.stopping.Load() && p.dp.Ready() }
+// Ready reports whether the proxy has its workload certificate (unless
+// Plaintext), has applied a complete first config, and is not shutting
+// down or drained. Lock-free.
+func (p *Proxy) Ready() bool {
+	return !p.stopping.Load() && (p.certs == nil || p.certs.Ready()) && p.dp.Ready()
+}
+
+// Certs is the proxy's certificate manager (the workload certificate and
+// the trust root, for TLS code), or nil with Plaintext.
+func (p *Proxy) Certs() *certs.Manager { return p.certs }
 
 // ListenerAddr is the bound address of a data plane listener by xDS name,
 // or nil.
@@ -196,8 +242,24 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}()
 	xctx, stopXDS := context.WithCancel(ctx)
 	defer stopXDS()
+	certsDone := make(chan error, 1)
+	if p.certs != nil {
+		go func() { certsDone <- p.certs.Run(xctx) }()
+	} else {
+		certsDone <- nil
+	}
 	xdsErr := make(chan error, 1)
-	go func() { xdsErr <- p.xds.Run(xctx) }()
+	go func() {
+		// ADS needs the workload certificate: the secure port admits a
+		// stream only with it.
+		if p.certs != nil {
+			if err := p.certs.Wait(xctx); err != nil {
+				xdsErr <- nil
+				return
+			}
+		}
+		xdsErr <- p.xds.Run(xctx)
+	}()
 
 	var runErr error
 	xdsDone, adminDone := false, false
@@ -220,6 +282,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 		if err := <-xdsErr; err != nil {
 			p.log.Error("xds client", "error", err)
 		}
+	}
+	if err := <-certsDone; err != nil {
+		p.log.Error("certificate manager", "error", err)
 	}
 	dctx, cancel := context.WithTimeout(context.Background(), p.opts.DrainTimeout)
 	defer cancel()

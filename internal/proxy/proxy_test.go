@@ -118,7 +118,7 @@ func TestProxyGetsReadyServesAdminAndShutsDown(t *testing.T) {
 		// the world client never hears about clusters and never gets ready.
 		resource.ClusterType: {},
 	})
-	p, err := New(Options{Identity: testID, XDSAddress: xds, AdminAddress: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	p, err := New(Options{Identity: testID, XDSAddress: xds, Plaintext: true, AdminAddress: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,6 +186,10 @@ func TestNewValidatesAndCleansUp(t *testing.T) {
 	}
 	if _, err := New(Options{Identity: testID}); err == nil {
 		t.Error("New without an xDS address succeeded")
+	}
+	if _, err := New(Options{Identity: testID, XDSAddress: "127.0.0.1:1", AdminAddress: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)}); err == nil ||
+		!strings.Contains(err.Error(), "--root-cert") {
+		t.Errorf("New on the secure port without a trust root = %v", err)
 	}
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

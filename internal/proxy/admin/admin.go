@@ -4,10 +4,14 @@
 package admin
 
 import (
+	"crypto/x509"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -39,6 +43,19 @@ func WithDrain(hook func()) Option {
 // WithLogger sets the logger for failed requests (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(h *handler) { h.log = l } }
 
+// CertificateSet is one TLS context on GET /certs: the trust roots it
+// verifies peers against and the certificate chain it presents (leaf
+// first). Name is the secret name each list is served as.
+type CertificateSet struct {
+	CAName, ChainName string
+	CA, Chain         []*x509.Certificate
+}
+
+// WithCerts serves GET /certs: the certificates f returns, as Envoy's
+// admin /certs shows them. f is called on every request, concurrently;
+// it must not block.
+func WithCerts(f func() []CertificateSet) Option { return func(h *handler) { h.certs = f } }
+
 // WithHandler mounts an extra handler at a net/http ServeMux pattern.
 func WithHandler(pattern string, hd http.Handler) Option {
 	return func(h *handler) { h.extra = append(h.extra, route{pattern, hd}) }
@@ -55,6 +72,7 @@ type handler struct {
 	drainEnabled bool
 	drainHook    func()
 	draining     atomic.Bool
+	certs        func() []CertificateSet
 	extra        []route
 }
 
@@ -65,6 +83,7 @@ type handler struct {
 //	GET  /config_dump      src.ConfigDump() as JSON
 //	GET  /stats/prometheus the gatherer's metrics
 //	POST /drain            with WithDrain: mark not ready
+//	GET  /certs            the TLS certificates (empty list without WithCerts), read-only
 //	GET  /debug/pprof/...  Go runtime profiles (the admin listener is loopback by default)
 //
 // The handler is safe for concurrent use.
@@ -81,6 +100,7 @@ func Handler(src Source, gatherer prometheus.Gatherer, opts ...Option) http.Hand
 		_, _ = w.Write([]byte("OK\n"))
 	})
 	mux.HandleFunc("GET /config_dump", h.configDump)
+	mux.HandleFunc("GET /certs", h.listCerts)
 	mux.Handle("GET /stats/prometheus", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(h.log.Handler(), slog.LevelError),
 		ErrorHandling: promhttp.ContinueOnError,
@@ -132,4 +152,64 @@ func (h *handler) drain(w http.ResponseWriter, _ *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write([]byte("OK\n"))
+}
+
+// certDetails is one certificate on /certs, with Envoy's field names
+// (envoy.admin.v3.CertificateDetails).
+type certDetails struct {
+	Path                string    `json:"path"`
+	SerialNumber        string    `json:"serial_number"`
+	SubjectAltNames     []sanJSON `json:"subject_alt_names"`
+	DaysUntilExpiration string    `json:"days_until_expiration"`
+	ValidFrom           string    `json:"valid_from"`
+	ExpirationTime      string    `json:"expiration_time"`
+}
+
+type sanJSON struct {
+	URI string `json:"uri,omitempty"`
+	DNS string `json:"dns,omitempty"`
+	IP  string `json:"ip_address,omitempty"`
+}
+
+type certsJSON struct {
+	Certificates []certSetJSON `json:"certificates"`
+}
+
+type certSetJSON struct {
+	CACert    []certDetails `json:"ca_cert"`
+	CertChain []certDetails `json:"cert_chain"`
+}
+
+func details(path string, cs []*x509.Certificate, now time.Time) []certDetails {
+	out := []certDetails{}
+	for _, c := range cs {
+		d := certDetails{Path: path, SerialNumber: c.SerialNumber.Text(16), SubjectAltNames: []sanJSON{},
+			DaysUntilExpiration: strconv.Itoa(max(0, int(c.NotAfter.Sub(now).Hours()/24))),
+			ValidFrom:           c.NotBefore.UTC().Format(time.RFC3339), ExpirationTime: c.NotAfter.UTC().Format(time.RFC3339)}
+		for _, u := range c.URIs {
+			d.SubjectAltNames = append(d.SubjectAltNames, sanJSON{URI: u.String()})
+		}
+		for _, n := range c.DNSNames {
+			d.SubjectAltNames = append(d.SubjectAltNames, sanJSON{DNS: n})
+		}
+		for _, ip := range c.IPAddresses {
+			d.SubjectAltNames = append(d.SubjectAltNames, sanJSON{IP: ip.String()})
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func (h *handler) listCerts(w http.ResponseWriter, _ *http.Request) {
+	out := certsJSON{Certificates: []certSetJSON{}}
+	if h.certs != nil {
+		now := time.Now()
+		for _, s := range h.certs() {
+			out.Certificates = append(out.Certificates, certSetJSON{CACert: details(s.CAName, s.CA, now), CertChain: details(s.ChainName, s.Chain, now)})
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(out)
 }

@@ -1,14 +1,20 @@
 package admin
 
 import (
+	"crypto/x509"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
@@ -84,5 +90,33 @@ func TestNoDrainWithoutOption(t *testing.T) {
 	}
 	if code, body := do(t, h, "GET", "/extra"); code != 200 || body != "x" {
 		t.Errorf("GET /extra = %d %q", code, body)
+	}
+}
+
+func TestCerts(t *testing.T) {
+	h := Handler(&fakeSource{}, prometheus.NewRegistry())
+	if code, body := do(t, h, "GET", "/certs"); code != 200 || strings.Join(strings.Fields(body), "") != `{"certificates":[]}` {
+		t.Errorf("/certs without certificates: %d %s", code, body)
+	}
+	u, _ := url.Parse("spiffe://cluster.local/ns/default/sa/backend")
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(0xabc), URIs: []*url.URL{u},
+		NotBefore: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Now().Add(49 * time.Hour)}
+	root := &x509.Certificate{SerialNumber: big.NewInt(1), NotAfter: time.Now().Add(-time.Hour)}
+	h = Handler(&fakeSource{}, prometheus.NewRegistry(), WithCerts(func() []CertificateSet {
+		return []CertificateSet{{CAName: "ROOTCA", ChainName: "default", CA: []*x509.Certificate{root}, Chain: []*x509.Certificate{leaf}}}
+	}))
+	code, body := do(t, h, "GET", "/certs")
+	var raw map[string][]map[string][]map[string]any
+	if err := json.Unmarshal([]byte(body), &raw); code != 200 || err != nil {
+		t.Fatalf("/certs: %d %v\n%s", code, err, body)
+	}
+	chain := raw["certificates"][0]["cert_chain"][0]
+	ca := raw["certificates"][0]["ca_cert"][0]
+	if chain["path"] != "default" || chain["serial_number"] != "abc" || chain["days_until_expiration"] != "2" ||
+		chain["valid_from"] != "2030-01-01T00:00:00Z" || fmt.Sprint(chain["subject_alt_names"]) != "[map[uri:spiffe://cluster.local/ns/default/sa/backend]]" {
+		t.Errorf("cert_chain[0] = %v", chain)
+	}
+	if ca["path"] != "ROOTCA" || ca["days_until_expiration"] != "0" {
+		t.Errorf("ca_cert[0] = %v", ca)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 )
@@ -32,8 +33,11 @@ const (
 
 // Options configure a Client. Address, Node and Applier are required.
 type Options struct {
-	// Address is the control plane's host:port (plaintext gRPC).
+	// Address is the control plane's host:port.
 	Address string
+	// Credentials secure the connection (TLS to the control plane's
+	// secure port); nil dials plaintext.
+	Credentials credentials.TransportCredentials
 	// Node identifies the proxy; see contract.Identity.Node.
 	Node *core.Node
 	// Applier receives complete resource sets, from one goroutine.
@@ -147,8 +151,12 @@ func (c *Client) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("xdsclient: Run called more than once")
 	}
+	creds := c.opts.Credentials
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
 	conn, err := grpc.NewClient(c.opts.Address,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                c.opts.KeepaliveTime,
 			Timeout:             c.opts.KeepaliveTimeout,

@@ -157,18 +157,66 @@ func (s *Server) ConnectedProxies() int {
 	return len(s.proxies)
 }
 
-// Serve serves ADS on lis until ctx is done, then stops gracefully (open
-// streams are ended; after a short grace period connections are closed) and
-// returns nil. It returns an error if the listener fails. Serve may be
-// called once per Server; it closes lis.
+// Serve serves ADS in plaintext on lis until ctx is done; see
+// ServeEndpoints.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	return s.ServeEndpoints(ctx, Endpoint{Listener: lis})
+}
+
+// ServeEndpoints serves ADS on every endpoint until ctx is done, then
+// stops gracefully (open streams are ended; after a short grace period
+// connections are closed) and returns nil. It returns an error if a
+// listener fails. It may be called once per Server (Serve counts); it
+// closes the listeners.
+func (s *Server) ServeEndpoints(ctx context.Context, eps ...Endpoint) error {
 	if !s.serving.CompareAndSwap(false, true) {
 		return errors.New("xds server: Serve called twice")
+	}
+	if len(eps) == 0 {
+		return errors.New("xds server: no endpoint to serve")
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	gs := grpc.NewServer(
+	s.serveCtx = ctx
+	// Streams end when ctx is done: go-control-plane watches it.
+	xds := serverv3.NewServer(ctx, s.cache, s.callbacks())
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.debounce(ctx)
+	}()
+
+	errc := make(chan error, len(eps))
+	for _, ep := range eps {
+		gs := s.grpcServer(ep)
+		discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xds)
+		if ep.Register != nil {
+			ep.Register(gs)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- s.serveOne(ctx, cancel, gs, ep)
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	var errs []error
+	for err := range errc {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// grpcServer builds the gRPC server of one endpoint: the same keepalive
+// for all, TLS and the node check where the endpoint asks for them.
+func (s *Server) grpcServer(ep Endpoint) *grpc.Server {
+	opts := []grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:                  s.opts.KeepaliveTime,
 			Timeout:               s.opts.KeepaliveTimeout,
@@ -181,22 +229,23 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 			MinTime:             5 * time.Second,
 			PermitWithoutStream: true,
 		}),
-	)
-	s.serveCtx = ctx
-	// Streams end when ctx is done: go-control-plane watches it.
-	xds := serverv3.NewServer(ctx, s.cache, s.callbacks())
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xds)
+	}
+	if ep.Credentials != nil {
+		opts = append(opts, grpc.Creds(ep.Credentials))
+	}
+	if ep.AuthorizeNode != nil {
+		opts = append(opts, grpc.StreamInterceptor(authorizeNodes(ep.AuthorizeNode, s.log)))
+	}
+	return grpc.NewServer(opts...)
+}
 
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.debounce(ctx)
-	}()
-
+// serveOne serves one endpoint until ctx is done or its listener fails
+// (which cancels the others too).
+func (s *Server) serveOne(ctx context.Context, cancel context.CancelFunc, gs *grpc.Server, ep Endpoint) error {
+	lis := ep.Listener
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(lis) }()
-	s.log.Info("serving ADS", "address", lis.Addr().String())
+	s.log.Info("serving ADS", "address", lis.Addr().String(), "tls", ep.Credentials != nil)
 
 	var err error
 	select {
@@ -216,7 +265,6 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		gs.Stop()
 		<-stopped
 	}
-	wg.Wait()
-	s.log.Info("stopped serving ADS")
+	s.log.Info("stopped serving ADS", "address", lis.Addr().String())
 	return err
 }

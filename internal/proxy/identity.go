@@ -1,0 +1,63 @@
+package proxy
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"weft.dev/weft/internal/proxy/admin"
+	"weft.dev/weft/internal/proxy/certs"
+	"weft.dev/weft/internal/spiffe"
+)
+
+// newCerts builds the certificate manager for the proxy's SPIFFE ID:
+// its trust domain, namespace and service account.
+func newCerts(opts Options) (*certs.Manager, error) {
+	if len(opts.RootCertPEM) == 0 {
+		return nil, errors.New("the mesh's trust root (RootCertPEM, weft-proxy --root-cert) is required to reach the control plane's secure port")
+	}
+	td := opts.TrustDomain
+	if td == "" {
+		td = spiffe.DefaultTrustDomain
+	}
+	co := opts.Certs
+	co.Identity = spiffe.ID{TrustDomain: td, Namespace: opts.Identity.Namespace, ServiceAccount: opts.Identity.ServiceAccount}
+	co.Address, co.RootPEM, co.Token, co.Dir, co.Logger = opts.XDSAddress, opts.RootCertPEM, opts.Token, opts.CertDir, opts.Logger
+	return certs.New(co)
+}
+
+// certificates is what the admin endpoint's /certs lists: the trust root
+// (ROOTCA) and the workload certificate chain (default).
+func (p *Proxy) certificates() []admin.CertificateSet {
+	if p.certs == nil {
+		return nil
+	}
+	s := admin.CertificateSet{CAName: certs.SecretRootCA, ChainName: certs.SecretDefault, CA: p.certs.RootCertificates()}
+	if b := p.certs.Current(); b != nil {
+		s.Chain = b.Chain
+	}
+	return []admin.CertificateSet{s}
+}
+
+var (
+	descCertExpiry = prometheus.NewDesc("weft_proxy_certificate_expiration_timestamp_seconds",
+		"When the workload certificate expires (Unix time); absent before the first certificate or without one (plaintext).", nil, nil)
+	descCertsIssued = prometheus.NewDesc("weft_proxy_certificates_total",
+		"Workload certificates installed: the first, loaded or issued, and each renewal.", nil, nil)
+)
+
+// certCollector exports the certificate manager's state at scrape time.
+type certCollector struct{ m *certs.Manager }
+
+func (c certCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descCertExpiry
+	ch <- descCertsIssued
+}
+
+func (c certCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(descCertsIssued, prometheus.CounterValue, float64(c.m.Issued()))
+	if b := c.m.Current(); b != nil {
+		ch <- prometheus.MustNewConstMetric(descCertExpiry, prometheus.GaugeValue, float64(b.Leaf().NotAfter.UnixNano())/float64(time.Second))
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -149,20 +150,36 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 		}
 	}
 	ip := o.IPs[0]
+	// The ports picked on ip must differ from each other and from the
+	// workload port (picked by the caller, maybe on another address), or
+	// the sidecar's inbound listener finds its port taken.
+	taken := []int{int(o.WorkloadPort), o.OutboundPort, o.AdminPort}
+	pick := func(p *int) error {
+		if *p != 0 {
+			return nil
+		}
+		port, err := freePortExcept(ip, taken)
+		if err != nil {
+			return err
+		}
+		*p = port
+		taken = append(taken, port)
+		return nil
+	}
+	if err := pick(&o.OutboundPort); err != nil {
+		return nil, err
+	}
+	if err := pick(&o.AdminPort); err != nil {
+		return nil, err
+	}
 	if o.AppAddress == "" {
-		o.AppAddress = net.JoinHostPort(ip, "0")
+		var app int
+		if err := pick(&app); err != nil {
+			return nil, err
+		}
+		o.AppAddress = net.JoinHostPort(ip, strconv.Itoa(app))
 	}
 	var err error
-	if o.OutboundPort == 0 {
-		if o.OutboundPort, err = FreePort(ip); err != nil {
-			return nil, err
-		}
-	}
-	if o.AdminPort == 0 {
-		if o.AdminPort, err = FreePort(ip); err != nil {
-			return nil, err
-		}
-	}
 	es, err := echo.New(echo.Options{Name: o.Name, Version: o.Labels["version"], Address: o.AppAddress,
 		Logger: o.Logger.With("workload", o.Name)})
 	if err != nil {
@@ -248,4 +265,19 @@ func (w *Workload) Serving() bool {
 		}
 	}
 	return false
+}
+
+// freePortExcept is FreePort on ip, never one of taken (tried a bounded
+// number of times).
+func freePortExcept(ip string, taken []int) (int, error) {
+	for range 20 {
+		p, err := FreePort(ip)
+		if err != nil {
+			return 0, err
+		}
+		if !slices.Contains(taken, p) {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("no free port on %s outside %v", ip, taken)
 }

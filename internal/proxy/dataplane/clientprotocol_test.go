@@ -33,7 +33,7 @@ func TestUseDownstreamProtocol(t *testing.T) {
 	addr := upstream(t, "up", true) // serves HTTP/1.1 and h2c, reports r.Proto
 	res := func() *xdsResources {
 		return resourcesAny(
-			downstreamProtocolCluster(t, "svc"), cla("svc", ep{addr: addr}),
+			downstreamProtocolCluster(t, "svc"), cla("svc", ep{Addr: addr}),
 			routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "svc"))),
 			httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
 	}
@@ -129,8 +129,8 @@ func TestUseDownstreamProtocolMirror(t *testing.T) {
 	hits := make(chan shadowHit, 8)
 	d := newDataplane(t, contract.Identity{WorkloadName: "client", Namespace: "default"}, nil)
 	mustApply(t, d, resourcesAny(
-		edsCluster(t, "primary", false, ""), cla("primary", ep{addr: upstream(t, "primary", false)}),
-		downstreamProtocolCluster(t, "canary"), cla("canary", ep{addr: mirrorTarget(t, hits, nil)}),
+		edsCluster(t, "primary", false, ""), cla("primary", ep{Addr: upstream(t, "primary", false)}),
+		downstreamProtocolCluster(t, "canary"), cla("canary", ep{Addr: mirrorTarget(t, hits, nil)}),
 		routeConfig("r", vhost("v", []string{"*"},
 			mirrorRoute("primary", nil, &route.RouteAction_RequestMirrorPolicy{Cluster: "canary"}))),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil)))

@@ -48,7 +48,7 @@ func newDrainDataplane(t *testing.T, drain time.Duration, reg prometheus.Registe
 // requests. The outbound listener "out" stays in both.
 func withdrawal(t *testing.T, inAddr, app string, present bool) *xdsResources {
 	items := []any{
-		edsCluster(t, "other", false, ""), cla("other", ep{addr: app}),
+		edsCluster(t, "other", false, ""), cla("other", ep{Addr: app}),
 		routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "other"))),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil),
 	}

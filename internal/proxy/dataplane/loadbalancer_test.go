@@ -295,7 +295,7 @@ func BenchmarkPickPolicies(b *testing.B) {
 
 func TestTranslateLocalityWeights(t *testing.T) {
 	d := newDataplane(t, contract.Identity{}, newRegistry())
-	c := cla("c", ep{addr: "10.0.0.1:80"}, ep{addr: "10.0.0.2:80"}, ep{addr: "10.0.0.3:80", priority: 1}, ep{addr: "10.0.0.4:80", priority: 1, health: core.HealthStatus_UNHEALTHY})
+	c := cla("c", ep{Addr: "10.0.0.1:80"}, ep{Addr: "10.0.0.2:80"}, ep{Addr: "10.0.0.3:80", Priority: 1}, ep{Addr: "10.0.0.4:80", Priority: 1, Health: core.HealthStatus_UNHEALTHY})
 	// One locality of two endpoints at weight 80, one of one at 20 (in
 	// priority 1, with an unhealthy one), and one without a weight.
 	c.Endpoints[0].LoadBalancingWeight = wrapperspb.UInt32(80)

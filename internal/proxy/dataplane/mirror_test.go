@@ -189,8 +189,8 @@ func mirrorMesh(t *testing.T, reg *prometheus.Registry, h2 bool, primaryAddr, mi
 	t.Helper()
 	d := newDataplane(t, contract.Identity{WorkloadName: "client", Namespace: "default"}, reg)
 	mustApply(t, d, resourcesAny(
-		edsCluster(t, "primary", h2, "reviews.default.svc.cluster.local"), cla("primary", ep{addr: primaryAddr}),
-		edsCluster(t, "canary", h2, "canary.default.svc.cluster.local"), cla("canary", ep{addr: mirrorAddr}),
+		edsCluster(t, "primary", h2, "reviews.default.svc.cluster.local"), cla("primary", ep{Addr: primaryAddr}),
+		edsCluster(t, "canary", h2, "canary.default.svc.cluster.local"), cla("canary", ep{Addr: mirrorAddr}),
 		routeConfig("r", vhost("v", []string{"reviews", "reviews:9080"}, r)),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil)))
 	return d, "http://" + d.ListenerAddr("out").String()

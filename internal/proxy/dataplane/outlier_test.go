@@ -181,7 +181,7 @@ func TestOutlierStateSurvivesPushes(t *testing.T) {
 	c := edsCluster(t, "c", false, "")
 	c.OutlierDetection = istioOD(1, 100)
 	c.CommonLbConfig = &cluster.Cluster_CommonLbConfig{HealthyPanicThreshold: &xdstype.Percent{Value: 0}}
-	mustApply(t, d, resources(c, cla("c", ep{addr: "10.0.0.1:80"}, ep{addr: "10.0.0.2:80"}, ep{addr: "10.0.0.3:80"})))
+	mustApply(t, d, resources(c, cla("c", ep{Addr: "10.0.0.1:80"}, ep{Addr: "10.0.0.2:80"}, ep{Addr: "10.0.0.3:80"})))
 	rt := d.rt.Load().clusters["c"]
 	var target *endpoint
 	for _, e := range rt.picker.endpoints {
@@ -195,7 +195,7 @@ func TestOutlierStateSurvivesPushes(t *testing.T) {
 	}
 
 	// Endpoints change, the Cluster does not.
-	mustApply(t, d, resources(proto.Clone(c), cla("c", ep{addr: "10.0.0.2:80"}, ep{addr: "10.0.0.4:80"})))
+	mustApply(t, d, resources(proto.Clone(c), cla("c", ep{Addr: "10.0.0.2:80"}, ep{Addr: "10.0.0.4:80"})))
 	rt2 := d.rt.Load().clusters["c"]
 	if rt2.pool.breaker != rt.pool.breaker || rt2.pool.outlier != rt.pool.outlier {
 		t.Fatal("breaker or detector replaced by an endpoint-only update")
@@ -216,7 +216,7 @@ func TestOutlierStateSurvivesPushes(t *testing.T) {
 	// The Cluster changes: a new detector, the old one's gauge given back.
 	c2 := proto.Clone(c).(*cluster.Cluster)
 	c2.ConnectTimeout = durationpb.New(3 * time.Second)
-	mustApply(t, d, resources(c2, cla("c", ep{addr: "10.0.0.2:80"}, ep{addr: "10.0.0.4:80"})))
+	mustApply(t, d, resources(c2, cla("c", ep{Addr: "10.0.0.2:80"}, ep{Addr: "10.0.0.4:80"})))
 	for _, e := range d.rt.Load().clusters["c"].picker.endpoints {
 		if !e.available() {
 			t.Errorf("%s still ejected after the cluster changed", e.addr)

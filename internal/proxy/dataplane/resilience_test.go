@@ -223,11 +223,11 @@ func TestRetriesEndToEnd(t *testing.T) {
 	prev := []*route.RetryPolicy_RetryHostPredicate{{Name: previousHostsPredicateName,
 		ConfigType: &route.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(t, &previoushosts.PreviousHostsPredicate{})}}}
 	res := resourcesAny(
-		edsCluster(t, "mixed", false, ""), cla("mixed", ep{addr: bad}, ep{addr: good}),
-		edsCluster(t, "slowfast", false, ""), cla("slowfast", ep{addr: slow}, ep{addr: good}),
-		edsCluster(t, "allbad", false, ""), cla("allbad", ep{addr: allBad}),
-		edsCluster(t, "slow", false, ""), cla("slow", ep{addr: slow}),
-		edsCluster(t, "refused", false, ""), cla("refused", ep{addr: closedPort(t)}, ep{addr: good}),
+		edsCluster(t, "mixed", false, ""), cla("mixed", ep{Addr: bad}, ep{Addr: good}),
+		edsCluster(t, "slowfast", false, ""), cla("slowfast", ep{Addr: slow}, ep{Addr: good}),
+		edsCluster(t, "allbad", false, ""), cla("allbad", ep{Addr: allBad}),
+		edsCluster(t, "slow", false, ""), cla("slow", ep{Addr: slow}),
+		edsCluster(t, "refused", false, ""), cla("refused", ep{Addr: closedPort(t)}, ep{Addr: good}),
 		routeConfig("r",
 			vhost("mixed", []string{"mixed"}, withRetry(toCluster("", prefixMatch("/"), "mixed"),
 				&route.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(1), RetryHostPredicate: prev, HostSelectionRetryMaxAttempts: 5}, 0)),
@@ -342,7 +342,7 @@ func TestLargeBodyIsNotRetried(t *testing.T) {
 	var hits atomic.Int64
 	bad := statusUpstream(t, 503, 0, &hits)
 	res := resourcesAny(
-		edsCluster(t, "bad", false, ""), cla("bad", ep{addr: bad}),
+		edsCluster(t, "bad", false, ""), cla("bad", ep{Addr: bad}),
 		routeConfig("r", vhost("bad", []string{"bad"}, withRetry(toCluster("", prefixMatch("/"), "bad"),
 			&route.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(3)}, 0))),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
@@ -379,7 +379,7 @@ func TestFaultInjection(t *testing.T) {
 	up := statusUpstream(t, 200, 0, &hits)
 	all := &typev3.FractionalPercent{Numerator: 100}
 	res := resourcesAny(
-		edsCluster(t, "up", false, ""), cla("up", ep{addr: up}),
+		edsCluster(t, "up", false, ""), cla("up", ep{Addr: up}),
 		routeConfig("r",
 			vhost("abort", []string{"abort"}, faultRoute(t, "up", &faultv3.HTTPFault{Abort: &faultv3.FaultAbort{
 				ErrorType: &faultv3.FaultAbort_HttpStatus{HttpStatus: 418}, Percentage: all}})),

@@ -46,8 +46,8 @@ func TestRetryRemotePriorities(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			eps := []ep{{addr: bad1}, {addr: bad2}, {addr: bad3}}[:tc.badP0]
-			eps = append(eps, ep{addr: good, priority: 1})
+			eps := []ep{{Addr: bad1}, {Addr: bad2}, {Addr: bad3}}[:tc.badP0]
+			eps = append(eps, ep{Addr: good, Priority: 1})
 			d := newDataplane(t, contract.Identity{}, nil)
 			mustApply(t, d, resourcesAny(edsCluster(t, "svc", false, ""), cla("svc", eps...),
 				routeConfig("r", vhost("v", []string{"*"}, withRetry(toCluster("", prefixMatch("/"), "svc"), tc.policy, 0))),

@@ -375,7 +375,7 @@ func TestRouteActions(t *testing.T) {
 		r := toCluster("h", prefixMatch("/"), "e")
 		r.RequestHeadersToAdd = []*core.HeaderValueOption{hvo("x-set", "v", overwriteOrAdd), hvo("x-add", "two", appendOrAdd)}
 		r.RequestHeadersToRemove = []string{"x-drop"}
-		items := []any{edsCluster(t, "e", false, ""), cla("e", ep{addr: s.Listener.Addr().String()}),
+		items := []any{edsCluster(t, "e", false, ""), cla("e", ep{Addr: s.Listener.Addr().String()}),
 			routeConfig(contract.RouteHTTPProxy, vhost("svc", []string{"svc"}, r)), httpListener(t, "out", core.TrafficDirection_OUTBOUND, contract.RouteHTTPProxy, nil)}
 		d := newDataplane(t, contract.Identity{}, nil)
 		mustApply(t, d, resourcesAny(items...))

@@ -29,7 +29,7 @@ func threeUpstreams(t *testing.T) []any {
 	var items []any
 	for _, n := range []string{"a", "b", "c"} {
 		addr := upstream(t, n, false)
-		items = append(items, edsCluster(t, n, false, ""), cla(n, ep{addr: addr}))
+		items = append(items, edsCluster(t, n, false, ""), cla(n, ep{Addr: addr}))
 	}
 	return items
 }
@@ -153,8 +153,8 @@ func TestRoundRobinWeights(t *testing.T) {
 		addrs[n] = upstream(t, n, false)
 	}
 	res := resourcesAny(edsCluster(t, "svc", false, ""),
-		cla("svc", ep{addr: addrs["a"], weight: 1}, ep{addr: addrs["b"], weight: 2}, ep{addr: addrs["c"], weight: 3},
-			ep{addr: "127.0.0.1:1", health: core.HealthStatus_UNHEALTHY}, ep{addr: "127.0.0.1:1", health: core.HealthStatus_DRAINING}),
+		cla("svc", ep{Addr: addrs["a"], Weight: 1}, ep{Addr: addrs["b"], Weight: 2}, ep{Addr: addrs["c"], Weight: 3},
+			ep{Addr: "127.0.0.1:1", Health: core.HealthStatus_UNHEALTHY}, ep{Addr: "127.0.0.1:1", Health: core.HealthStatus_DRAINING}),
 		routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "svc"))),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
 	d := newDataplane(t, contract.Identity{}, nil)
@@ -197,7 +197,7 @@ func TestPriorityFailover(t *testing.T) {
 	a, b := upstream(t, "a", false), upstream(t, "b", false)
 	mk := func(aHealth core.HealthStatus) *xdsResources {
 		return resourcesAny(edsCluster(t, "svc", false, ""),
-			cla("svc", ep{addr: a, health: aHealth}, ep{addr: b, priority: 1}),
+			cla("svc", ep{Addr: a, Health: aHealth}, ep{Addr: b, Priority: 1}),
 			routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "svc"))),
 			httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
 	}

@@ -430,7 +430,7 @@ func TestH1PoolClosedWhenEndpointOrClusterChanges(t *testing.T) {
 	mk := func(addr string, connectTimeout time.Duration) *xdsResources {
 		cl := edsCluster(t, "up", false, "")
 		cl.ConnectTimeout = durationpb.New(connectTimeout)
-		return resourcesAny(cl, cla("up", ep{addr: addr}),
+		return resourcesAny(cl, cla("up", ep{Addr: addr}),
 			routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "up"))),
 			httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
 	}

@@ -6,6 +6,8 @@ import (
 
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"weft.dev/weft/internal/proxy/matcher"
 )
 
 const corsFilterName = "envoy.filters.http.cors"
@@ -14,7 +16,7 @@ const corsFilterName = "envoy.filters.http.cors"
 // the per-route config of the envoy.filters.http.cors filter. It acts only
 // on listeners whose HTTP filters include that filter (listenerConfig.cors).
 type corsPolicy struct {
-	origins          []stringMatch
+	origins          []matcher.String
 	allowMethods     string
 	allowHeaders     string
 	exposeHeaders    string
@@ -49,7 +51,7 @@ func compileCORS(tpfc map[string]*anypb.Any) (*corsPolicy, error) {
 		disabled: in.GetFilterEnabled() != nil && in.GetFilterEnabled().GetDefaultValue().GetNumerator() == 0,
 	}
 	for i, m := range in.GetAllowOriginStringMatch() {
-		sm, err := compileStringMatcher(m)
+		sm, err := matcher.CompileString(m)
 		if err != nil {
 			return nil, fmt.Errorf("typed_per_filter_config[%s].allow_origin_string_match[%d]: %w", corsFilterName, i, err)
 		}
@@ -62,7 +64,7 @@ func compileCORS(tpfc map[string]*anypb.Any) (*corsPolicy, error) {
 // allows every origin.
 func (c *corsPolicy) originAllowed(origin string) bool {
 	for i := range c.origins {
-		if c.origins[i].match("*") || c.origins[i].match(origin) {
+		if c.origins[i].Match("*") || c.origins[i].Match(origin) {
 			return true
 		}
 	}

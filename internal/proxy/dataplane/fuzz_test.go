@@ -23,7 +23,9 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -219,11 +221,11 @@ func serveFuzzRequests(t *testing.T, d *Dataplane, rt *runtime, up *fuzzBackend)
 		lc := rt.listeners[name]
 		bl := &boundListener{d: d, name: name, addr: lc.addr}
 		bl.last.Store(&listenerState{rt: rt, lc: lc})
-		tab := lc.table(rt)
-		if tab == nil {
-			t.Fatalf("listener %q has no route table", name)
+		rc := routeConfigOf(rt.res.Listeners[name], rt.res)
+		if rc == nil {
+			t.Fatalf("listener %q has no route configuration", name)
 		}
-		for _, req := range fuzzRequests(tab) {
+		for _, req := range fuzzRequests(rc) {
 			if sent == maxFuzzRequests {
 				return
 			}
@@ -239,32 +241,39 @@ func serveFuzzRequests(t *testing.T, d *Dataplane, rt *runtime, up *fuzzBackend)
 	}
 }
 
-// fuzzRequests builds requests that reach the routes of tab: one per route
+// fuzzRequests builds requests that reach the routes of rc: one per route
 // of every virtual host, with the route's path and the headers its exact
-// matchers want, and a few that match nothing.
-func fuzzRequests(tab *routeTable) []*http.Request {
+// matchers want, and a few that match nothing. The host of a virtual host
+// is the one the router picks it for: its first exact domain in sort
+// order, else its longest wildcard, else any host for "*".
+func fuzzRequests(rc *route.RouteConfiguration) []*http.Request {
 	var out []*http.Request
-	add := func(host string, re *routeEntry, i int) {
+	add := func(host string, rt *route.Route, i int) {
 		method, body := http.MethodGet, io.Reader(nil)
 		if i%3 == 1 {
 			method, body = http.MethodPost, strings.NewReader("fuzz body")
 		}
 		r := httptest.NewRequest(method, "http://x/", body)
 		r.Host = host
-		if re != nil {
-			switch re.path.kind {
-			case pathPrefix, pathExact, pathSeparatedPrefix:
-				r.URL.Path, r.URL.RawPath = re.path.value, ""
+		if rt != nil {
+			m := rt.GetMatch()
+			switch ps := m.GetPathSpecifier().(type) {
+			case *route.RouteMatch_Prefix:
+				r.URL.Path, r.URL.RawPath = ps.Prefix, ""
+			case *route.RouteMatch_Path:
+				r.URL.Path, r.URL.RawPath = ps.Path, ""
+			case *route.RouteMatch_PathSeparatedPrefix:
+				r.URL.Path, r.URL.RawPath = ps.PathSeparatedPrefix, ""
 			}
-			for _, h := range re.headers {
-				if h.str.kind == strExact && !strings.HasPrefix(h.name, ":") && h.present == nil {
-					r.Header.Set(h.name, h.str.value)
+			for _, h := range m.GetHeaders() {
+				if v, ok := exactHeaderValue(h); ok && !strings.HasPrefix(h.GetName(), ":") {
+					r.Header.Set(h.GetName(), v)
 				}
 			}
-			for _, q := range re.query {
-				r.URL.RawQuery += "&" + q.name + "=" + q.str.value
+			for _, q := range m.GetQueryParameters() {
+				r.URL.RawQuery += "&" + q.GetName() + "=" + stringPattern(q.GetStringMatch())
 			}
-			if re.grpc {
+			if m.GetGrpc() != nil {
 				r.Header.Set("Content-Type", "application/grpc")
 			}
 		}
@@ -276,41 +285,105 @@ func fuzzRequests(tab *routeTable) []*http.Request {
 		}
 		out = append(out, r)
 	}
-	hosts := map[*virtualHost]string{}
-	for _, d := range sortedKeys(tab.exact) {
-		if _, ok := hosts[tab.exact[d]]; !ok {
-			hosts[tab.exact[d]] = d
+	vhs := rc.GetVirtualHosts()
+	exact := map[string]int{}
+	type wildcard struct {
+		part string
+		vh   int
+	}
+	var suffix, prefix []wildcard
+	star := -1
+	for i, vh := range vhs {
+		for _, d := range vh.GetDomains() {
+			d = strings.ToLower(d)
+			switch {
+			case d == "*":
+				star = i
+			case strings.HasPrefix(d, "*"):
+				suffix = append(suffix, wildcard{d[1:], i})
+			case strings.HasSuffix(d, "*"):
+				prefix = append(prefix, wildcard{d[:len(d)-1], i})
+			case d != "":
+				exact[d] = i
+			}
 		}
 	}
-	for _, w := range tab.suffix {
+	byLen := func(a, b wildcard) int { return len(b.part) - len(a.part) }
+	slices.SortStableFunc(suffix, byLen)
+	slices.SortStableFunc(prefix, byLen)
+	hosts := map[int]string{}
+	for _, d := range sortedKeys(exact) {
+		if _, ok := hosts[exact[d]]; !ok {
+			hosts[exact[d]] = d
+		}
+	}
+	for _, w := range suffix {
 		if _, ok := hosts[w.vh]; !ok {
 			hosts[w.vh] = "x" + w.part
 		}
 	}
-	for _, w := range tab.prefix {
+	for _, w := range prefix {
 		if _, ok := hosts[w.vh]; !ok {
 			hosts[w.vh] = w.part + "x"
 		}
 	}
-	if tab.star != nil {
-		if _, ok := hosts[tab.star]; !ok {
-			hosts[tab.star] = "anything.example"
-		}
+	if _, ok := hosts[star]; star >= 0 && !ok {
+		hosts[star] = "anything.example"
 	}
-	vhs := make([]*virtualHost, 0, len(hosts))
-	for vh := range hosts {
-		vhs = append(vhs, vh)
-	}
-	slices.SortFunc(vhs, func(a, b *virtualHost) int { return strings.Compare(hosts[a], hosts[b]) })
+	order := slices.Collect(gomaps.Keys(hosts))
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(hosts[a], hosts[b]) })
 	i := 0
-	for _, vh := range vhs {
-		for _, re := range vh.routes {
-			add(hosts[vh], re, i)
+	for _, vh := range order {
+		for _, rt := range vhs[vh].GetRoutes() {
+			add(hosts[vh], rt, i)
 			i++
 		}
 	}
 	add("no-such-host.invalid", nil, i)
 	return out
+}
+
+// exactHeaderValue is the value an exact header matcher wants.
+func exactHeaderValue(h *route.HeaderMatcher) (string, bool) {
+	switch s := h.GetHeaderMatchSpecifier().(type) {
+	case *route.HeaderMatcher_ExactMatch:
+		return s.ExactMatch, true
+	case *route.HeaderMatcher_StringMatch:
+		if e, ok := s.StringMatch.GetMatchPattern().(*matcherv3.StringMatcher_Exact); ok {
+			return e.Exact, true
+		}
+	}
+	return "", false
+}
+
+// stringPattern is the literal part of a string matcher ("" for a regular
+// expression or none).
+func stringPattern(m *matcherv3.StringMatcher) string {
+	v := m.GetExact() + m.GetPrefix() + m.GetSuffix() + m.GetContains()
+	if m.GetIgnoreCase() {
+		v = strings.ToLower(v)
+	}
+	return v
+}
+
+// routeConfigOf returns the route configuration listener l uses in r: its
+// inline one or the RDS one it names; nil when it has none.
+func routeConfigOf(l *listener.Listener, r *xdsclient.Resources) *route.RouteConfiguration {
+	chain := l.GetDefaultFilterChain()
+	if fc := l.GetFilterChains(); len(fc) > 0 {
+		chain = fc[0]
+	}
+	if len(chain.GetFilters()) == 0 {
+		return nil
+	}
+	var m hcm.HttpConnectionManager
+	if chain.GetFilters()[0].GetTypedConfig().UnmarshalTo(&m) != nil {
+		return nil
+	}
+	if rc := m.GetRouteConfig(); rc != nil {
+		return rc
+	}
+	return r.Routes[m.GetRds().GetRouteConfigName()]
 }
 
 // loopbackOnly refuses to dial anything but a loopback address: fuzzed

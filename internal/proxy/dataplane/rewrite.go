@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 )
 
 // regexRewrite is a compiled RegexMatchAndSubstitute: every match of the
@@ -18,7 +18,7 @@ type regexRewrite struct {
 	subs string // in Go's Expand syntax
 }
 
-func compileRegexRewrite(m *matcher.RegexMatchAndSubstitute) (*regexRewrite, error) {
+func compileRegexRewrite(m *matcherv3.RegexMatchAndSubstitute) (*regexRewrite, error) {
 	re, err := regexp.Compile(m.GetPattern().GetRegex())
 	if err != nil {
 		return nil, fmt.Errorf("pattern: %w", err)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"weft.dev/weft/internal/proxy/matcher"
 )
 
 // routeTable is a translated RouteConfiguration. It is immutable after
@@ -41,8 +43,8 @@ type routeEntry struct {
 	name    string
 	path    pathMatch
 	grpc    bool // RouteMatch.grpc: only gRPC requests
-	headers []headerMatch
-	query   []queryMatch
+	headers []matcher.Header
+	query   []matcher.Query
 
 	// Exactly one of the following actions is set.
 	cluster       string
@@ -153,14 +155,14 @@ func compileRoute(rc *route.Route) (*routeEntry, error) {
 	}
 	re.grpc = m.GetGrpc() != nil
 	for i, h := range m.GetHeaders() {
-		hm, err := compileHeaderMatcher(h)
+		hm, err := matcher.CompileHeader(h)
 		if err != nil {
 			return nil, fmt.Errorf("match.headers[%d] (%s): %w", i, h.GetName(), err)
 		}
 		re.headers = append(re.headers, hm)
 	}
 	for i, q := range m.GetQueryParameters() {
-		qm, err := compileQueryMatcher(q)
+		qm, err := matcher.CompileQuery(q)
 		if err != nil {
 			return nil, fmt.Errorf("match.query_parameters[%d] (%s): %w", i, q.GetName(), err)
 		}
@@ -317,7 +319,7 @@ func (vh *virtualHost) match(r *http.Request) *routeEntry {
 		}
 		ok := true
 		for i := range re.headers {
-			if !re.headers[i].match(r) {
+			if !re.headers[i].Match(r) {
 				ok = false
 				break
 			}
@@ -330,7 +332,7 @@ func (vh *virtualHost) match(r *http.Request) *routeEntry {
 				query = r.URL.Query()
 			}
 			for i := range re.query {
-				if !re.query[i].match(query) {
+				if !re.query[i].Match(query) {
 					ok = false
 					break
 				}

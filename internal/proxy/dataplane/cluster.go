@@ -15,6 +15,7 @@ import (
 	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 
+	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -65,8 +66,8 @@ type clusterRT struct {
 	stats  *clusterStats // envoy_cluster_* counters (clusterstats.go)
 	// Metric labels: dstNoEndpoint when no endpoint was chosen (UH) and
 	// dstInbound when this cluster serves an inbound listener.
-	dstNoEndpoint *dstLabels
-	dstInbound    *dstLabels
+	dstNoEndpoint *telemetry.DstLabels
+	dstInbound    *telemetry.DstLabels
 }
 
 // errConnect marks upstream dial failures so the forwarder can answer UF.
@@ -158,12 +159,13 @@ func (d *Dataplane) translateCluster(c *cluster.Cluster, eps map[string]*endpoin
 	if err != nil {
 		return nil, err
 	}
-	ct.dstNoEndpoint = d.metrics.internDst(dstLabels{service: svc.host, serviceName: svc.name, serviceNamespace: svc.namespace, workload: unknown, workloadNamespace: unknown, app: unknown, version: unknown})
-	ct.dstInbound = d.metrics.internDst(dstLabels{service: svc.host, serviceName: svc.name, serviceNamespace: svc.namespace,
-		workload: orUnknown(d.opts.Identity.WorkloadName), workloadNamespace: orUnknown(d.opts.Identity.Namespace),
-		app: orUnknown(d.opts.Identity.Labels["app"]), version: orUnknown(d.opts.Identity.Labels["version"])})
+	ct.dstNoEndpoint = d.metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
+		Workload: telemetry.Unknown, WorkloadNamespace: telemetry.Unknown, App: telemetry.Unknown, Version: telemetry.Unknown})
+	ct.dstInbound = d.metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
+		Workload: telemetry.OrUnknown(d.opts.Identity.WorkloadName), WorkloadNamespace: telemetry.OrUnknown(d.opts.Identity.Namespace),
+		App: telemetry.OrUnknown(d.opts.Identity.Labels["app"]), Version: telemetry.OrUnknown(d.opts.Identity.Labels["version"])})
 
-	ct.stats = d.metrics.clusters.stats(ct.name)
+	ct.stats = d.clusterStats.stats(ct.name)
 	if prev != nil && proto.Equal(prev.cfg, c) {
 		ct.pool = prev.pool
 	} else {
@@ -224,24 +226,26 @@ func upstreamHTTP2(c *cluster.Cluster) (bool, error) {
 
 type serviceRef struct{ host, name, namespace string }
 
+var unknownService = serviceRef{host: telemetry.Unknown, name: telemetry.Unknown, namespace: telemetry.Unknown}
+
 // clusterService reads filter_metadata.istio.services[0].
 func clusterService(c *cluster.Cluster) (serviceRef, error) {
 	md := c.GetMetadata().GetFilterMetadata()[contract.FilterMetadataIstio]
 	if md == nil {
-		return serviceRef{unknown, unknown, unknown}, nil
+		return unknownService, nil
 	}
 	svcs := md.GetFields()[contract.MetaClusterServices]
 	if svcs == nil || len(svcs.GetListValue().GetValues()) == 0 {
-		return serviceRef{unknown, unknown, unknown}, nil
+		return unknownService, nil
 	}
 	f := svcs.GetListValue().GetValues()[0].GetStructValue().GetFields()
 	if f == nil {
 		return serviceRef{}, fmt.Errorf("metadata.filter_metadata.istio.services[0]: want a struct")
 	}
 	return serviceRef{
-		host:      orUnknown(f["host"].GetStringValue()),
-		name:      orUnknown(f["name"].GetStringValue()),
-		namespace: orUnknown(f["namespace"].GetStringValue()),
+		host:      telemetry.OrUnknown(f["host"].GetStringValue()),
+		name:      telemetry.OrUnknown(f["name"].GetStringValue()),
+		namespace: telemetry.OrUnknown(f["namespace"].GetStringValue()),
 	}, nil
 }
 

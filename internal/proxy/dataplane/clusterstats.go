@@ -4,6 +4,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"weft.dev/weft/internal/proxy/telemetry"
 )
 
 // Envoy's per-cluster statistics, exported as Envoy's Prometheus endpoint
@@ -18,7 +20,7 @@ const clusterNameLabel = "envoy_cluster_name"
 
 // clusterStats is the counter set of one cluster. Every field is a
 // prometheus child already bound to the cluster name, so recording is one
-// atomic add. Safe for concurrent use; obtained with metrics.clusterStats.
+// atomic add. Safe for concurrent use; obtained with clusterStatVecs.stats.
 type clusterStats struct {
 	// Requests.
 	rqTotal           prometheus.Counter // upstream_rq_total: attempts sent upstream (each retry counts)
@@ -92,7 +94,7 @@ func newClusterStatVecs(reg prometheus.Registerer) (*clusterStatVecs, error) {
 		byName:   map[string]*clusterStats{},
 	}
 	for _, n := range clusterCounterNames {
-		c, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		c, err := telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "envoy_cluster_" + n, Help: "Envoy cluster statistic " + n + ".",
 		}, []string{clusterNameLabel}))
 		if err != nil {
@@ -101,7 +103,7 @@ func newClusterStatVecs(reg prometheus.Registerer) (*clusterStatVecs, error) {
 		v.counters[n] = c
 	}
 	for _, n := range clusterGaugeNames {
-		g, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		g, err := telemetry.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "envoy_cluster_" + n, Help: "Envoy cluster statistic " + n + ".",
 		}, []string{clusterNameLabel}))
 		if err != nil {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -46,12 +47,13 @@ type Options struct {
 
 // Dataplane serves the listeners of the last applied configuration.
 type Dataplane struct {
-	opts    Options
-	log     *slog.Logger
-	metrics *metrics
-	peers   *peerCache
-	mirrors *mirrorState
-	self    *srcLabels // source labels of requests leaving through outbound listeners
+	opts         Options
+	log          *slog.Logger
+	metrics      *telemetry.Metrics
+	clusterStats *clusterStatVecs // envoy_cluster_* (clusterstats.go)
+	peers        *telemetry.PeerCache
+	mirrors      *mirrorState
+	self         *telemetry.SrcLabels // source labels of requests leaving through outbound listeners
 	// peerMetadata and peerID are the metadata exchange header values this
 	// proxy adds to outbound requests, computed once.
 	peerMetadata, peerID []string
@@ -102,7 +104,10 @@ func New(opts Options) (*Dataplane, error) {
 		reg = prometheus.NewRegistry()
 	}
 	var err error
-	if d.metrics, err = newMetrics(reg); err != nil {
+	if d.metrics, err = telemetry.NewMetrics(reg); err != nil {
+		return nil, fmt.Errorf("dataplane: metrics: %w", err)
+	}
+	if d.clusterStats, err = newClusterStatVecs(reg); err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -111,16 +116,16 @@ func New(opts Options) (*Dataplane, error) {
 	}, func() float64 { return float64(d.drainingCount.Load()) })); err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
-	d.peers = newPeerCache(d.metrics)
-	if d.mirrors, err = newMirrorState(reg, d.metrics.clusters); err != nil {
+	d.peers = telemetry.NewPeerCache(d.metrics)
+	if d.mirrors, err = newMirrorState(reg, d.clusterStats); err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
 	id := opts.Identity
-	d.self = d.metrics.internSrc(srcLabels{
-		workload: orUnknown(id.WorkloadName), namespace: orUnknown(id.Namespace),
-		app: orUnknown(id.Labels["app"]), version: orUnknown(id.Labels["version"]),
+	d.self = d.metrics.InternSrc(telemetry.SrcLabels{
+		Workload: telemetry.OrUnknown(id.WorkloadName), Namespace: telemetry.OrUnknown(id.Namespace),
+		App: telemetry.OrUnknown(id.Labels["app"]), Version: telemetry.OrUnknown(id.Labels["version"]),
 	})
-	md, err := encodePeerMetadata(id)
+	md, err := telemetry.EncodePeerMetadata(id)
 	if err != nil {
 		return nil, fmt.Errorf("dataplane: peer metadata: %w", err)
 	}

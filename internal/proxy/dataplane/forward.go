@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"weft.dev/weft/internal/proxy/telemetry"
 )
 
 // Envoy's local reply bodies.
@@ -34,8 +36,8 @@ type request struct {
 	inbound  bool
 	grpc     bool
 	delayed  bool // the fault filter delayed it: response flag DI
-	src      *srcLabels
-	dst      *dstLabels
+	src      *telemetry.SrcLabels
+	dst      *telemetry.DstLabels
 	code     int
 	grpcCode string
 	flags    string
@@ -54,9 +56,9 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// header into a GOAWAY and closes once the connection is idle.
 		w.Header()["Connection"] = connectionClose
 	}
-	q := request{start: time.Now(), inbound: lc.inbound, grpc: isGRPC(r), dst: d.metrics.unknownDst()}
+	q := request{start: time.Now(), inbound: lc.inbound, grpc: isGRPC(r), dst: d.metrics.UnknownDst()}
 	if lc.inbound {
-		q.src = d.peers.take(r.Header)
+		q.src = d.peers.Take(r.Header)
 	} else {
 		q.src = d.self
 	}
@@ -101,9 +103,9 @@ func (d *Dataplane) recordRequest(q *request) {
 	if q.delayed {
 		flags = joinFlags(append(strings.Split(flags, ","), "DI")...)
 	}
-	d.metrics.record(seriesKey{
-		src: q.src, dst: q.dst, inbound: q.inbound, grpc: q.grpc,
-		code: q.code, grpcCode: q.grpcCode, flags: flags,
+	d.metrics.Record(telemetry.Key{
+		Src: q.src, Dst: q.dst, Inbound: q.inbound, GRPC: q.grpc,
+		Code: q.code, GRPCCode: q.grpcCode, Flags: flags,
 	}, float64(time.Since(q.start).Microseconds())/1000)
 }
 
@@ -226,8 +228,8 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		out.Header["X-Request-Id"] = []string{newRequestID()}
 	}
 	if lc.outbound {
-		out.Header[hdrPeerMetadata] = d.peerMetadata
-		out.Header[hdrPeerMetadataID] = d.peerID
+		out.Header[telemetry.HeaderPeerMetadata] = d.peerMetadata
+		out.Header[telemetry.HeaderPeerMetadataID] = d.peerID
 	}
 	re.applyRequestHeaders(out.Header, c.name) // headers.go
 	var perTry time.Duration
@@ -244,7 +246,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 	var stats *clusterStats // only retries and timeouts touch the counters
 	cstats := func() *clusterStats {
 		if stats == nil {
-			stats = d.metrics.clusters.stats(c.name)
+			stats = d.clusterStats.stats(c.name)
 		}
 		return stats
 	}

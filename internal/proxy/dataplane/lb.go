@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sort"
 	"sync/atomic"
+
+	"weft.dev/weft/internal/proxy/telemetry"
 )
 
 // maxSchedule bounds the length of a weighted round-robin schedule; larger
@@ -21,9 +23,9 @@ const defaultOverprovisioning = 140
 type endpoint struct {
 	addr    string // host:port, dialled and used as the request URL host
 	weight  uint32
-	healthy bool       // EDS health_status HEALTHY or UNKNOWN
-	dst     *dstLabels // outbound destination metric labels
-	conns   *epConns   // idle HTTP/1.1 connections; nil for h2c clusters
+	healthy bool                 // EDS health_status HEALTHY or UNKNOWN
+	dst     *telemetry.DstLabels // outbound destination metric labels
+	conns   *epConns             // idle HTTP/1.1 connections; nil for h2c clusters
 	// active counts the requests in flight to this endpoint (LEAST_REQUEST);
 	// the forwarder increments and decrements it around each attempt.
 	active atomic.Int64

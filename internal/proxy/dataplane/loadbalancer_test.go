@@ -303,7 +303,7 @@ func TestTranslateLocalityWeights(t *testing.T) {
 	c.Endpoints[1].Priority = 0
 	c.Endpoints = append(c.Endpoints, &endpointv3.LocalityLbEndpoints{LbEndpoints: []*endpointv3.LbEndpoint{c.Endpoints[0].LbEndpoints[0]}})
 	for _, weighted := range []bool{false, true} {
-		levels, err := d.translateEndpoints(c, serviceRef{unknown, unknown, unknown}, weighted)
+		levels, err := d.translateEndpoints(c, unknownService, weighted)
 		if err != nil {
 			t.Fatal(err)
 		}

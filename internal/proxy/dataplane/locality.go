@@ -9,6 +9,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
+	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -64,8 +65,8 @@ func (d *Dataplane) translateEndpoints(cla *endpointv3.ClusterLoadAssignment, sv
 				addr:    net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)),
 				weight:  w,
 				healthy: hs == core.HealthStatus_UNKNOWN || hs == core.HealthStatus_HEALTHY,
-				dst: d.metrics.internDst(dstLabels{service: svc.host, serviceName: svc.name, serviceNamespace: svc.namespace,
-					workload: orUnknown(wl), workloadNamespace: orUnknown(ns), app: orUnknown(app), version: orUnknown(ver)}),
+				dst: d.metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
+					Workload: telemetry.OrUnknown(wl), WorkloadNamespace: telemetry.OrUnknown(ns), App: telemetry.OrUnknown(app), Version: telemetry.OrUnknown(ver)}),
 			}
 			p := loc.GetPriority()
 			byPrio[p] = append(byPrio[p], ep)

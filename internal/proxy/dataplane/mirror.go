@@ -29,6 +29,8 @@ import (
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"weft.dev/weft/internal/proxy/telemetry"
 )
 
 const (
@@ -152,13 +154,13 @@ type shadowCluster struct {
 func newMirrorState(reg prometheus.Registerer, envoy *clusterStatVecs) (*mirrorState, error) {
 	m := &mirrorState{envoy: envoy}
 	var err error
-	if m.results, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	if m.results, err = telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "weft_shadow_requests_total",
 		Help: "Mirrored (shadow) requests by mirror cluster and result: completed, failed, overflow, body_overflow, no_healthy_upstream, no_cluster.",
 	}, []string{clusterNameLabel, "result"})); err != nil {
 		return nil, err
 	}
-	if m.active, err = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	if m.active, err = telemetry.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "weft_shadow_requests_active",
 		Help: "Shadow requests in flight by mirror cluster.",
 	}, []string{clusterNameLabel})); err != nil {

@@ -222,7 +222,7 @@ func TestOutlierStateSurvivesPushes(t *testing.T) {
 			t.Errorf("%s still ejected after the cluster changed", e.addr)
 		}
 	}
-	if got := metricValue(d.metrics.clusters.stats("c").odEjectionsActive); got != 0 {
+	if got := metricValue(d.clusterStats.stats("c").odEjectionsActive); got != 0 {
 		t.Errorf("ejections_active = %v, want 0", got)
 	}
 }

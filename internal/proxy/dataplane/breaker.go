@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync/atomic"
-	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
 
 // Circuit breaking: Cluster.circuit_breakers (the DEFAULT priority
@@ -241,12 +238,11 @@ func (c *clusterRT) admitAttempt(ctx context.Context, w http.ResponseWriter, q *
 	return false, false
 }
 
-// configurePool applies a new pool's connection settings — circuit
-// breakers, outlier detection, TCP keepalive, the upstream idle timeout —
-// before any request uses it. Called while translating.
+// configurePool gives a new pool its circuit breakers and outlier
+// detector before any request uses it. Called while translating.
 func configurePool(p *clusterPool, c *cluster.Cluster, stats *clusterStats) error {
 	var err error
-	if p.breaker, err = newBreaker(c, p.h2, stats); err != nil {
+	if p.breaker, err = newBreaker(c, p.up.HTTP2(), stats); err != nil {
 		return err
 	}
 	odc, err := parseOutlierDetection(c)
@@ -255,39 +251,6 @@ func configurePool(p *clusterPool, c *cluster.Cluster, stats *clusterStats) erro
 	}
 	if odc != nil {
 		p.outlier = newOutlierDetector(odc, stats)
-	}
-	if ka := c.GetUpstreamConnectionOptions().GetTcpKeepalive(); ka != nil {
-		// Unset fields keep the OS defaults (Go's: 15s, 15s, 9).
-		kc := net.KeepAliveConfig{Enable: true, Count: -1, Idle: -1, Interval: -1}
-		if v := ka.GetKeepaliveProbes(); v != nil {
-			kc.Count = int(v.GetValue())
-		}
-		if v := ka.GetKeepaliveTime(); v != nil {
-			kc.Idle = time.Duration(v.GetValue()) * time.Second
-		}
-		if v := ka.GetKeepaliveInterval(); v != nil {
-			kc.Interval = time.Duration(v.GetValue()) * time.Second
-		}
-		p.dialer.KeepAliveConfig = kc
-	}
-	if a, ok := c.GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]; ok {
-		var o upstreamhttp.HttpProtocolOptions
-		if err := a.UnmarshalTo(&o); err != nil {
-			return fmt.Errorf("typed_extension_protocol_options[%q]: %w", httpProtocolOptionsKey, err)
-		}
-		if t := o.GetCommonHttpProtocolOptions().GetIdleTimeout(); t != nil {
-			if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
-				return fmt.Errorf("typed_extension_protocol_options[%q].common_http_protocol_options.idle_timeout: invalid", httpProtocolOptionsKey)
-			}
-			// 0 disables the timeout in Envoy; the Transport's 0 means the same.
-			p.transport.IdleConnTimeout = t.AsDuration()
-			if p.h1 != nil {
-				p.h1.idle = t.AsDuration()
-			}
-		}
-		if v := o.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection(); v != nil && p.h1 != nil {
-			p.h1.maxUses = v.GetValue() // every HTTP/1.1 request then takes the counted synchronous path (upstream_h1_body.go)
-		}
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"weft.dev/weft/internal/proxy/telemetry"
+	"weft.dev/weft/internal/proxy/upstream"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -190,9 +191,7 @@ func (d *Dataplane) Apply(r *xdsclient.Resources) error {
 	d.rt.Store(rt)
 	// Close pooled connections to endpoints that are gone.
 	for _, c := range rt.clusters {
-		if c.pool.h1 != nil {
-			c.pool.h1.retain(c.picker.endpoints)
-		}
+		c.pool.up.Retain(c.picker.conns())
 	}
 
 	for _, bl := range opened {
@@ -212,7 +211,7 @@ func (d *Dataplane) Apply(r *xdsclient.Resources) error {
 	now := time.Now()
 	kept := d.retired[:0]
 	for _, rp := range d.retired {
-		if now.Sub(rp.at) < 2*upstreamIdleTimeout { // older ones have reaped their connections
+		if now.Sub(rp.at) < 2*upstream.IdleTimeout { // older ones have reaped their connections
 			kept = append(kept, rp)
 		}
 	}

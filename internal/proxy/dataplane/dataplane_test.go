@@ -112,8 +112,8 @@ func TestFailureResponses(t *testing.T) {
 
 func TestHTTP1AndH2C(t *testing.T) {
 	res := resourcesAny(
-		edsCluster(t, "h1", false, ""), cla("h1", ep{Addr: upstream(t, "h1", false)}),
-		edsCluster(t, "h2", true, ""), cla("h2", ep{Addr: upstream(t, "h2", true)}),
+		edsCluster(t, "h1", false, ""), cla("h1", ep{Addr: echoUpstream(t, "h1", false)}),
+		edsCluster(t, "h2", true, ""), cla("h2", ep{Addr: echoUpstream(t, "h2", true)}),
 		routeConfig("r",
 			vhost("h1", []string{"h1"}, toCluster("", prefixMatch("/"), "h1")),
 			vhost("h2", []string{"h2"}, toCluster("", prefixMatch("/"), "h2"))),
@@ -162,7 +162,7 @@ func TestHTTP1AndH2C(t *testing.T) {
 }
 
 func TestNACKKeepsOldConfig(t *testing.T) {
-	a := upstream(t, "a", false)
+	a := echoUpstream(t, "a", false)
 	good := resourcesAny(edsCluster(t, "a", false, ""), cla("a", ep{Addr: a}),
 		routeConfig(contract.RouteHTTPProxy, vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "a"))),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, contract.RouteHTTPProxy, nil))
@@ -236,7 +236,7 @@ func withAddr(l *listenerT, addr string) *listenerT {
 }
 
 func TestRDSOnlyUpdate(t *testing.T) {
-	a, b := upstream(t, "a", false), upstream(t, "b", false)
+	a, b := echoUpstream(t, "a", false), echoUpstream(t, "b", false)
 	mk := func(to string) *xdsResources {
 		return resourcesAny(edsCluster(t, "a", false, ""), cla("a", ep{Addr: a}), edsCluster(t, "b", false, ""), cla("b", ep{Addr: b}),
 			routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), to))),
@@ -274,7 +274,7 @@ func TestRDSOnlyUpdate(t *testing.T) {
 }
 
 func TestUnchangedClusterKeepsTransport(t *testing.T) {
-	a, b := upstream(t, "a", false), upstream(t, "b", false)
+	a, b := echoUpstream(t, "a", false), echoUpstream(t, "b", false)
 	mk := func(addr string, timeout time.Duration) *xdsResources {
 		c := edsCluster(t, "svc", false, "")
 		c.ConnectTimeout = durationpb.New(timeout)
@@ -352,7 +352,7 @@ func newSlowUpstream(t *testing.T, started chan<- struct{}, delay time.Duration)
 }
 
 func TestListenerReplacedAndRemoved(t *testing.T) {
-	a := upstream(t, "a", false)
+	a := echoUpstream(t, "a", false)
 	base := []any{edsCluster(t, "a", false, ""), cla("a", ep{Addr: a}),
 		routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "a")))}
 	d := newDrainDataplane(t, 100*time.Millisecond, nil)

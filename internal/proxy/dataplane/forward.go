@@ -154,18 +154,7 @@ func (d *Dataplane) attempt(ctx context.Context, r *http.Request, re *routeEntry
 		fired, timer = f, time.AfterFunc(perTry, func() { f.Store(true); stop() })
 	}
 	out.URL = upstreamURL(r, re, ep) // attempts run one after another
-	var resp *http.Response
-	var err error
-	if ep.conns != nil && out.Body == nil && out.Trailer == nil && r.Method != http.MethodConnect && r.Header["Upgrade"] == nil && !c.pool.downstreamH2(r) {
-		// HTTP/1.1 upstream, no request body: the synchronous path.
-		resp, err = ep.conns.roundTrip(actx, out)
-	} else if ep.conns != nil && ep.conns.maxUses > 0 && r.Method != http.MethodConnect && r.Header["Upgrade"] == nil && !c.pool.downstreamH2(r) {
-		// HTTP/1.1 upstream with max_requests_per_connection and a request
-		// body: the synchronous path counts it on its connection too.
-		resp, err = ep.conns.roundTripBody(actx, out)
-	} else {
-		resp, err = c.pool.transportFor(r).RoundTrip(out.WithContext(actx))
-	}
+	resp, err := c.pool.up.RoundTrip(actx, ep.conns, r, out)
 	if timer != nil && !timer.Stop() && err == nil {
 		// The per-try timeout fired as the headers arrived: it wins.
 		resp.Body.Close()

@@ -15,11 +15,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -151,7 +151,66 @@ func checkTranslation(t *testing.T, r *xdsclient.Resources, up *fuzzBackend) {
 			t.Fatalf("cluster %q: an unchanged cluster did not keep its pool", name)
 		}
 	}
-	serveFuzzRequests(t, d, again, up)
+	// Serve on the same resources with every endpoint at the loopback
+	// upstream, so no request leaves this host.
+	served, err := d.translate(toLoopback(r, up.addr), again)
+	if err != nil {
+		t.Fatalf("pointing the endpoints at the test's upstream: %v", err)
+	}
+	for name, c := range again.clusters {
+		if sc := served.clusters[name]; sc == nil || sc.pool != c.pool {
+			c.pool.closeIdle()
+		}
+	}
+	serveFuzzRequests(t, d, served)
+}
+
+// toLoopback returns r with every socket address of its clusters and
+// endpoint assignments (copies of them) replaced by addr's host and port:
+// whatever translation makes of them, a runtime built from the result
+// dials nothing but addr. Ports that are not a port_value stay as they
+// are, so what translated before still translates.
+func toLoopback(r *xdsclient.Resources, addr string) *xdsclient.Resources {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		panic(err)
+	}
+	port, err := strconv.ParseUint(p, 10, 32)
+	if err != nil {
+		panic(err)
+	}
+	var walk func(m protoreflect.Message)
+	walk = func(m protoreflect.Message) {
+		if sa, ok := m.Interface().(*core.SocketAddress); ok {
+			sa.Address = host
+			if _, ok := sa.GetPortSpecifier().(*core.SocketAddress_PortValue); ok {
+				sa.PortSpecifier = &core.SocketAddress_PortValue{PortValue: uint32(port)}
+			}
+			return
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			switch {
+			case fd.IsList() && fd.Message() != nil:
+				for i := 0; i < v.List().Len(); i++ {
+					walk(v.List().Get(i).Message())
+				}
+			case fd.IsMap() && fd.MapValue().Message() != nil:
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool { walk(mv.Message()); return true })
+			case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
+				walk(v.Message())
+			}
+			return true
+		})
+	}
+	out := &xdsclient.Resources{Listeners: r.Listeners, Routes: r.Routes,
+		Clusters: cloneMap(r.Clusters), Endpoints: cloneMap(r.Endpoints), Versions: r.Versions}
+	for _, c := range out.Clusters {
+		walk(c.ProtoReflect())
+	}
+	for _, cla := range out.Endpoints {
+		walk(cla.ProtoReflect())
+	}
+	return out
 }
 
 // checkRuntime checks what a translated runtime promises its request
@@ -203,18 +262,9 @@ func closeRuntime(rt *runtime) {
 const maxFuzzRequests = 12
 
 // serveFuzzRequests sends requests built from the routes of rt through
-// each of its listeners, with every endpoint pointed at the loopback
-// upstream first, so no request leaves this host.
-func serveFuzzRequests(t *testing.T, d *Dataplane, rt *runtime, up *fuzzBackend) {
-	for _, c := range rt.clusters {
-		c.pool.dialer.ControlContext = loopbackOnly
-		for _, ep := range c.picker.endpoints {
-			ep.addr = up.addr
-			if c.pool.h1 != nil {
-				ep.conns = c.pool.h1.endpoint(up.addr)
-			}
-		}
-	}
+// each of its listeners; rt's endpoints are all the loopback upstream
+// (toLoopback).
+func serveFuzzRequests(t *testing.T, d *Dataplane, rt *runtime) {
 	d.rt.Store(rt)
 	sent := 0
 	for _, name := range sortedKeys(rt.listeners) {
@@ -384,19 +434,6 @@ func routeConfigOf(l *listener.Listener, r *xdsclient.Resources) *route.RouteCon
 		return rc
 	}
 	return r.Routes[m.GetRds().GetRouteConfigName()]
-}
-
-// loopbackOnly refuses to dial anything but a loopback address: fuzzed
-// endpoints are redirected to the test's upstream, and this makes sure of it.
-func loopbackOnly(_ context.Context, network, address string, _ syscall.RawConn) error {
-	host, _, err := net.SplitHostPort(address)
-	if err != nil {
-		return err
-	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("fuzz: refusing to dial %s %s", network, address)
-	}
-	return nil
 }
 
 // fuzzStatusHeader asks the test upstream for a response status.
@@ -839,4 +876,57 @@ func TestFuzzRegressions(t *testing.T) {
 			t.Fatalf("a total of exactly 2^32-1 must be accepted: %v", err)
 		}
 	})
+}
+
+// TestToLoopback: after toLoopback, no socket address of a cluster or an
+// endpoint assignment names anything but the loopback upstream, so the
+// fuzz targets cannot send a request elsewhere.
+func TestToLoopback(t *testing.T) {
+	const up = "127.0.0.1:9"
+	for _, r := range goldenResources(t) {
+		lo := toLoopback(r, up)
+		var msgs []proto.Message
+		msgs = append(msgs, valuesOf(lo.Clusters)...)
+		msgs = append(msgs, valuesOf(lo.Endpoints)...)
+		n := 0
+		for _, m := range msgs {
+			b, err := protojson.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v any
+			if err := json.Unmarshal(b, &v); err != nil {
+				t.Fatal(err)
+			}
+			findSocketAddresses(v, func(sa map[string]any) {
+				n++
+				if sa["address"] != "127.0.0.1" || (sa["portValue"] != nil && sa["portValue"] != float64(9)) {
+					t.Errorf("socket address %v left in %s", sa, b)
+				}
+			})
+		}
+		if n == 0 {
+			t.Fatal("no socket address found: the check would pass vacuously")
+		}
+		if r.Clusters[sortedKeys(r.Clusters)[0]] == lo.Clusters[sortedKeys(lo.Clusters)[0]] {
+			t.Fatal("toLoopback modified its input")
+		}
+	}
+}
+
+// findSocketAddresses calls f with every "socketAddress" object in v.
+func findSocketAddresses(v any, f func(map[string]any)) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if sa, ok := e.(map[string]any); ok && k == "socketAddress" {
+				f(sa)
+			}
+			findSocketAddresses(e, f)
+		}
+	case []any:
+		for _, e := range x {
+			findSocketAddresses(e, f)
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"weft.dev/weft/internal/proxy/proxytest"
+	"weft.dev/weft/internal/proxy/upstream"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -37,6 +38,8 @@ var (
 )
 
 type ep = proxytest.Endpoint
+
+const httpProtocolOptionsKey = proxytest.HTTPProtocolOptionsKey
 
 // ---- runtime helpers ----------------------------------------------------
 
@@ -63,9 +66,9 @@ func mustApply(t testing.TB, d *Dataplane, r *xdsclient.Resources) {
 	}
 }
 
-// upstream is a real HTTP server that names itself in X-Upstream and echoes
+// echoUpstream is a real HTTP server that names itself in X-Upstream and echoes
 // what it saw.
-func upstream(t testing.TB, name string, h2c bool) string {
+func echoUpstream(t testing.TB, name string, h2c bool) string {
 	t.Helper()
 	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Upstream", name)
@@ -131,7 +134,7 @@ type (
 	protoMessage = proto.Message
 )
 
-func newPool() *clusterPool { return newClusterPool(false, time.Second) }
+func newPool() *clusterPool { return newClusterPool(upstream.Options{}) }
 
 type (
 	listenerT = listener.Listener

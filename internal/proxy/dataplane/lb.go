@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"weft.dev/weft/internal/proxy/telemetry"
+	"weft.dev/weft/internal/proxy/upstream"
 )
 
 // maxSchedule bounds the length of a weighted round-robin schedule; larger
@@ -25,7 +26,7 @@ type endpoint struct {
 	weight  uint32
 	healthy bool                 // EDS health_status HEALTHY or UNKNOWN
 	dst     *telemetry.DstLabels // outbound destination metric labels
-	conns   *epConns             // idle HTTP/1.1 connections; nil for h2c clusters
+	conns   *upstream.Conns      // HTTP/1.1 connections; nil for h2c clusters
 	// active counts the requests in flight to this endpoint (LEAST_REQUEST);
 	// the forwarder increments and decrements it around each attempt.
 	active atomic.Int64
@@ -87,6 +88,17 @@ func buildPicker(byPrio [][]*endpoint, cfg lbConfig, next *atomic.Uint64, overpr
 		p.endpoints = append(p.endpoints, eps...)
 	}
 	return p
+}
+
+// conns lists the HTTP/1.1 connections of every endpoint (none for h2c).
+func (p *picker) conns() []*upstream.Conns {
+	out := make([]*upstream.Conns, 0, len(p.endpoints))
+	for _, e := range p.endpoints {
+		if e.conns != nil {
+			out = append(out, e.conns)
+		}
+	}
+	return out
 }
 
 // pick returns an endpoint for the request, or nil when no endpoint is

@@ -12,7 +12,7 @@ import (
 // TestMetricsAndPeerMetadata runs client proxy (outbound) → server proxy
 // (inbound) → app and checks both sides' istio_* labels.
 func TestMetricsAndPeerMetadata(t *testing.T) {
-	app := upstream(t, "reviews-app", false)
+	app := echoUpstream(t, "reviews-app", false)
 	const svc = "reviews.default.svc.cluster.local"
 
 	serverReg := newRegistry()

@@ -301,7 +301,7 @@ func shadowRequest(r *http.Request, re *routeEntry, out *http.Request, mp *mirro
 	return &http.Request{
 		Method:        out.Method,
 		URL:           upstreamURL(r, re, ep),
-		Proto:         r.Proto, // the downstream version: use_downstream_protocol clusters follow it (clientprotocol.go)
+		Proto:         r.Proto, // the downstream version: use_downstream_protocol clusters follow it (upstream.Pool.TransportFor)
 		ProtoMajor:    r.ProtoMajor,
 		ProtoMinor:    r.ProtoMinor,
 		Header:        out.Header.Clone(), // attempts may still change out's headers
@@ -339,10 +339,10 @@ func (d *Dataplane) runShadow(ctx context.Context, cancel context.CancelFunc, sc
 	}
 	var resp *http.Response
 	var err error
-	if ep.conns != nil && sr.Body == nil && !c.pool.downstreamH2(sr) {
-		resp, err = ep.conns.roundTrip(ctx, sr)
+	if ep.conns != nil && sr.Body == nil && !c.pool.up.DownstreamH2(sr) {
+		resp, err = ep.conns.RoundTrip(ctx, sr)
 	} else {
-		resp, err = c.pool.transportFor(sr).RoundTrip(sr.WithContext(ctx))
+		resp, err = c.pool.up.TransportFor(sr).RoundTrip(sr.WithContext(ctx))
 	}
 	if err != nil {
 		if sb != nil && sb.lagged() {

@@ -256,7 +256,7 @@ func TestMirrorCopiesRequest(t *testing.T) {
 		t.Run(fmt.Sprintf("h2c=%v", h2), func(t *testing.T) {
 			hits := make(chan shadowHit, 16)
 			reg := newRegistry()
-			_, url := mirrorMesh(t, reg, h2, upstream(t, "primary", h2), mirrorTarget(t, hits, nil),
+			_, url := mirrorMesh(t, reg, h2, echoUpstream(t, "primary", h2), mirrorTarget(t, hits, nil),
 				mirrorRoute("primary", nil, &route.RouteAction_RequestMirrorPolicy{Cluster: "canary"}))
 			c := client(t, h2)
 
@@ -449,7 +449,7 @@ func TestMirrorNeverHoldsThePrimary(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := newRegistry()
-			d, url := mirrorMesh(t, reg, false, upstream(t, "primary", false), tc.target(t),
+			d, url := mirrorMesh(t, reg, false, echoUpstream(t, "primary", false), tc.target(t),
 				mirrorRoute("primary", nil, &route.RouteAction_RequestMirrorPolicy{Cluster: "canary"}))
 			c := client(t, false)
 			const n = maxShadowsPerCluster + 20
@@ -520,7 +520,7 @@ func TestMirrorNeverHoldsThePrimary(t *testing.T) {
 func TestMirrorMissingClusterAndHeader(t *testing.T) {
 	hits := make(chan shadowHit, 4)
 	reg := newRegistry()
-	_, url := mirrorMesh(t, reg, false, upstream(t, "primary", false), mirrorTarget(t, hits, nil),
+	_, url := mirrorMesh(t, reg, false, echoUpstream(t, "primary", false), mirrorTarget(t, hits, nil),
 		mirrorRoute("primary", nil,
 			&route.RouteAction_RequestMirrorPolicy{Cluster: "gone"},
 			&route.RouteAction_RequestMirrorPolicy{ClusterHeader: "x-mirror-to", HostRewriteLiteral: "literal.example"}))

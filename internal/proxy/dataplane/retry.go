@@ -13,6 +13,8 @@ import (
 	"time"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"weft.dev/weft/internal/proxy/upstream"
 )
 
 // Envoy's retry defaults.
@@ -206,7 +208,7 @@ func classify(err error, perTryFired bool) outcome {
 	switch {
 	case perTryFired:
 		return outcomePerTryTimeout
-	case isConnectError(err):
+	case upstream.IsConnectError(err):
 		return outcomeConnectFailure
 	case strings.Contains(err.Error(), "REFUSED_STREAM"):
 		return outcomeRefusedStream

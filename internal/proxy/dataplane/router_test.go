@@ -28,7 +28,7 @@ func exact(s string) *matcher.StringMatcher {
 func threeUpstreams(t *testing.T) []any {
 	var items []any
 	for _, n := range []string{"a", "b", "c"} {
-		addr := upstream(t, n, false)
+		addr := echoUpstream(t, n, false)
 		items = append(items, edsCluster(t, n, false, ""), cla(n, ep{Addr: addr}))
 	}
 	return items
@@ -150,7 +150,7 @@ func TestWeightedSplit(t *testing.T) {
 func TestRoundRobinWeights(t *testing.T) {
 	addrs := map[string]string{}
 	for _, n := range []string{"a", "b", "c"} {
-		addrs[n] = upstream(t, n, false)
+		addrs[n] = echoUpstream(t, n, false)
 	}
 	res := resourcesAny(edsCluster(t, "svc", false, ""),
 		cla("svc", ep{Addr: addrs["a"], Weight: 1}, ep{Addr: addrs["b"], Weight: 2}, ep{Addr: addrs["c"], Weight: 3},
@@ -194,7 +194,7 @@ func TestPickerSmooth(t *testing.T) {
 }
 
 func TestPriorityFailover(t *testing.T) {
-	a, b := upstream(t, "a", false), upstream(t, "b", false)
+	a, b := echoUpstream(t, "a", false), echoUpstream(t, "b", false)
 	mk := func(aHealth core.HealthStatus) *xdsResources {
 		return resourcesAny(edsCluster(t, "svc", false, ""),
 			cla("svc", ep{Addr: a, Health: aHealth}, ep{Addr: b, Priority: 1}),

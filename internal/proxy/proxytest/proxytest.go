@@ -148,6 +148,21 @@ func EDSCluster(t testing.TB, name string, h2 bool, svcHost string) *cluster.Clu
 	return c
 }
 
+// DownstreamProtocolCluster is an EDS cluster with
+// use_downstream_protocol_config, as Istio's useClientProtocol generates it.
+func DownstreamProtocolCluster(t testing.TB, name string) *cluster.Cluster {
+	c := EDSCluster(t, name, false, "")
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOptionsKey: MustAny(t, &upstreamhttp.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttp.HttpProtocolOptions_UseDownstreamProtocolConfig{
+			UseDownstreamProtocolConfig: &upstreamhttp.HttpProtocolOptions_UseDownstreamHttpConfig{
+				HttpProtocolOptions:  &core.Http1ProtocolOptions{},
+				Http2ProtocolOptions: &core.Http2ProtocolOptions{},
+			},
+		},
+	})}
+	return c
+}
+
 // StaticCluster is a STATIC HTTP/1.1 cluster of one endpoint, addr.
 func StaticCluster(t testing.TB, name string, addr string) *cluster.Cluster {
 	c := EDSCluster(t, name, false, "")

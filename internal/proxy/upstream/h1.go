@@ -1,4 +1,4 @@
-package dataplane
+package upstream
 
 import (
 	"bufio"
@@ -21,7 +21,7 @@ import (
 // a body (most RPC-style traffic) the handler goroutine instead takes an idle
 // connection of the endpoint (or dials one), writes the request, and reads
 // the response itself. Requests with a body take it too when the cluster
-// limits requests per connection (upstream_h1_body.go). Everything else —
+// limits requests per connection (h1_body.go). Everything else —
 // other request bodies, upgrades, h2c — still goes through the cluster's
 // http.Transport.
 
@@ -32,49 +32,49 @@ const maxIdlePerEndpoint = 64
 var aLongTimeAgo = time.Unix(1, 0)
 
 // h1Pool holds a cluster's idle HTTP/1.1 connections, one small LIFO stack
-// per endpoint address. It lives in the clusterPool, so it survives updates
-// that leave the Cluster unchanged. The map is touched only when
-// translating and applying configuration; requests go straight to their
-// endpoint's stack (endpoint.conns).
+// per endpoint address. It lives in the Pool, so it survives updates that
+// leave the Cluster unchanged. The map is touched only when translating
+// and applying configuration; requests go straight to their endpoint's
+// stack (Pool.Endpoint).
 type h1Pool struct {
 	dialer *net.Dialer
 	// idle is how long a connection may stay idle (0: forever) and maxUses
 	// how many requests it carries (0: no limit): the cluster's
-	// common_http_protocol_options, set before first use (breaker.go).
+	// common_http_protocol_options, set before first use (NewPool).
 	idle    time.Duration
 	maxUses uint32
 
 	mu     sync.Mutex
-	eps    map[string]*epConns
+	eps    map[string]*Conns
 	closed bool
 }
 
 func newH1Pool(dialer *net.Dialer) *h1Pool {
-	return &h1Pool{dialer: dialer, eps: map[string]*epConns{}, idle: upstreamIdleTimeout}
+	return &h1Pool{dialer: dialer, eps: map[string]*Conns{}, idle: IdleTimeout}
 }
 
 // endpoint returns the connection stack of addr, creating it if needed.
-func (p *h1Pool) endpoint(addr string) *epConns {
+func (p *h1Pool) endpoint(addr string) *Conns {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.eps[addr]
 	if e == nil {
-		e = &epConns{addr: addr, dialer: p.dialer, closed: p.closed, idleTimeout: p.idle, maxUses: p.maxUses}
+		e = &Conns{addr: addr, dialer: p.dialer, closed: p.closed, idleTimeout: p.idle, maxUses: p.maxUses}
 		p.eps[addr] = e
 	}
 	return e
 }
 
-// retain closes the connections of every endpoint not in eps. Requests still
-// running on a dropped endpoint finish normally, but their connections are
-// closed instead of pooled.
-func (p *h1Pool) retain(eps []*endpoint) {
-	live := make(map[*epConns]bool, len(eps))
-	for _, ep := range eps {
-		live[ep.conns] = true
+// retain closes the connections of every endpoint not in keep. Requests
+// still running on a dropped endpoint finish normally, but their
+// connections are closed instead of pooled.
+func (p *h1Pool) retain(keep []*Conns) {
+	live := make(map[*Conns]bool, len(keep))
+	for _, c := range keep {
+		live[c] = true
 	}
 	p.mu.Lock()
-	var drop []*epConns
+	var drop []*Conns
 	for addr, e := range p.eps {
 		if !live[e] {
 			drop = append(drop, e)
@@ -93,7 +93,7 @@ func (p *h1Pool) retain(eps []*endpoint) {
 func (p *h1Pool) close() {
 	p.mu.Lock()
 	p.closed = true
-	eps := make([]*epConns, 0, len(p.eps))
+	eps := make([]*Conns, 0, len(p.eps))
 	for _, e := range p.eps {
 		eps = append(eps, e)
 	}
@@ -103,10 +103,11 @@ func (p *h1Pool) close() {
 	}
 }
 
-// epConns is the idle connection stack of one endpoint. LIFO: the most
-// recently used connection is reused first, so the number of connections
-// follows the concurrency and the others age out.
-type epConns struct {
+// Conns is the HTTP/1.1 connections of one endpoint of a pool: a stack of
+// idle ones, LIFO, so the most recently used connection is reused first,
+// the number of connections follows the concurrency and the others age
+// out. Safe for concurrent use.
+type Conns struct {
 	addr        string
 	dialer      *net.Dialer
 	idleTimeout time.Duration // 0: never
@@ -127,7 +128,7 @@ type h1Conn struct {
 	uses      uint32 // requests completed on it
 }
 
-func (e *epConns) get() *h1Conn {
+func (e *Conns) get() *h1Conn {
 	e.mu.Lock()
 	n := len(e.idle)
 	if n == 0 {
@@ -152,7 +153,7 @@ func (e *epConns) get() *h1Conn {
 	return nil
 }
 
-func (e *epConns) put(pc *h1Conn) {
+func (e *Conns) put(pc *h1Conn) {
 	now := time.Now()
 	pc.idleAt = now
 	pc.uses++
@@ -178,7 +179,7 @@ func (e *epConns) put(pc *h1Conn) {
 }
 
 // shutdown closes the idle connections and every connection given back later.
-func (e *epConns) shutdown() {
+func (e *Conns) shutdown() {
 	e.mu.Lock()
 	e.closed = true
 	idle := e.idle
@@ -189,22 +190,23 @@ func (e *epConns) shutdown() {
 	}
 }
 
-func (e *epConns) dial(ctx context.Context) (*h1Conn, error) {
+func (e *Conns) dial(ctx context.Context) (*h1Conn, error) {
 	nc, err := e.dialer.DialContext(ctx, "tcp", e.addr)
 	if err != nil {
-		return nil, &errConnect{err}
+		return nil, &connectError{err}
 	}
 	pc := &h1Conn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
 	pc.interrupt = func() { nc.SetDeadline(aLongTimeAgo) }
 	return pc, nil
 }
 
-// roundTrip sends req, which has no body, and reads the response head. The
+// RoundTrip sends req, which has no body, on one of the endpoint's
+// connections and reads the response head, on the calling goroutine. The
 // response body must be read to EOF or closed; at EOF the connection goes
 // back to the stack if both sides allow keep-alive. A reused connection that
 // fails before the first response byte (the upstream closed it while idle)
 // is replaced by a fresh one once: safe, since there is no body to replay.
-func (e *epConns) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+func (e *Conns) RoundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -242,7 +244,7 @@ var errRetry = errors.New("stale pooled connection")
 // processed the request: the write failed (the request was not delivered
 // whole), or, for an idempotent request, the connection was closed or reset
 // before any response byte.
-func (e *epConns) send(ctx context.Context, pc *h1Conn, req *http.Request, reused, idempotent bool) (*http.Response, error) {
+func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, reused, idempotent bool) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, pc.interrupt)
 	fail := func(err error, retry bool) (*http.Response, error) {
 		stop()
@@ -301,11 +303,11 @@ func isIdempotent(req *http.Request) bool {
 // connection back at EOF and closes it when closed early.
 type h1Body struct {
 	rc        io.ReadCloser
-	e         *epConns
+	e         *Conns
 	pc        *h1Conn // nil once released
 	stop      func() bool
 	keepAlive bool
-	wrote     <-chan error // the request write's result when it had a body (upstream_h1_body.go); else nil
+	wrote     <-chan error // the request write's result when it had a body (h1_body.go); else nil
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {

@@ -1,4 +1,4 @@
-package dataplane
+package upstream
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 //
 // When the cluster sets common_http_protocol_options.max_requests_per_connection
 // every HTTP/1.1 request must be counted on the connection it used, so
-// requests with a body take the synchronous path too (forward.go attempt)
+// requests with a body take the synchronous path too (Pool.RoundTrip)
 // instead of http.Transport, whose pool does not limit requests per
 // connection. One goroutine writes the request head and body while the
 // handler goroutine reads the response, as http.Transport's writeLoop does:
@@ -28,9 +28,9 @@ const maxWriteWaitBeforeReuse = 50 * time.Millisecond
 
 // roundTripBody sends req, which has a body, and reads the response head.
 // The body cannot be replayed here, so a failure is never retried on another
-// connection (retry.go decides on replays); pooled connections the upstream
+// connection (the caller decides on replays); pooled connections the upstream
 // has visibly closed are dropped first, as for non-idempotent requests.
-func (e *epConns) roundTripBody(ctx context.Context, req *http.Request) (*http.Response, error) {
+func (e *Conns) roundTripBody(ctx context.Context, req *http.Request) (*http.Response, error) {
 	if err := ctx.Err(); err != nil {
 		if req.Body != nil {
 			req.Body.Close()

@@ -64,9 +64,9 @@ func TestUseDownstreamProtocol(t *testing.T) {
 	run(t)
 
 	// An identical update keeps the pool and both of its transports.
-	pool := d.rt.Load().clusters["svc"].pool
+	before := d.rt.Load().clusters["svc"]
 	mustApply(t, d, res())
-	if got := d.rt.Load().clusters["svc"].pool; got != pool || got.up != pool.up {
+	if got := d.rt.Load().clusters["svc"]; !got.SharesState(before) || got.Upstream() != before.Upstream() {
 		t.Errorf("identical update replaced the pool or its transports")
 	}
 	t.Run("after update", run)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/upstream"
 	"weft.dev/weft/internal/proxy/xdsclient"
@@ -48,13 +49,13 @@ type Options struct {
 
 // Dataplane serves the listeners of the last applied configuration.
 type Dataplane struct {
-	opts         Options
-	log          *slog.Logger
-	metrics      *telemetry.Metrics
-	clusterStats *clusterStatVecs // envoy_cluster_* (clusterstats.go)
-	peers        *telemetry.PeerCache
-	mirrors      *mirrorState
-	self         *telemetry.SrcLabels // source labels of requests leaving through outbound listeners
+	opts     Options
+	log      *slog.Logger
+	metrics  *telemetry.Metrics
+	clusters cluster.Builder // builds clusters with this proxy's metrics and identity
+	peers    *telemetry.PeerCache
+	mirrors  *mirrorState
+	self     *telemetry.SrcLabels // source labels of requests leaving through outbound listeners
 	// peerMetadata and peerID are the metadata exchange header values this
 	// proxy adds to outbound requests, computed once.
 	peerMetadata, peerID []string
@@ -81,9 +82,11 @@ type Dataplane struct {
 	retired []retiredPool
 }
 
+// retiredPool is a cluster whose state (pool, outlier detection) no
+// running configuration uses any more.
 type retiredPool struct {
-	pool *clusterPool
-	at   time.Time
+	c  *cluster.Cluster
+	at time.Time
 }
 
 var _ xdsclient.Applier = (*Dataplane)(nil)
@@ -108,9 +111,11 @@ func New(opts Options) (*Dataplane, error) {
 	if d.metrics, err = telemetry.NewMetrics(reg); err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
-	if d.clusterStats, err = newClusterStatVecs(reg); err != nil {
+	clusterStats, err := cluster.NewStatVecs(reg)
+	if err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
+	d.clusters = cluster.Builder{Metrics: d.metrics, Stats: clusterStats, Identity: opts.Identity}
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "weft_proxy_listeners_draining",
 		Help: "Listeners removed by an update that still serve while clients learn of the change.",
@@ -118,7 +123,7 @@ func New(opts Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
 	d.peers = telemetry.NewPeerCache(d.metrics)
-	if d.mirrors, err = newMirrorState(reg, d.clusterStats); err != nil {
+	if d.mirrors, err = newMirrorState(reg, clusterStats); err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
 	id := opts.Identity
@@ -191,7 +196,7 @@ func (d *Dataplane) Apply(r *xdsclient.Resources) error {
 	d.rt.Store(rt)
 	// Close pooled connections to endpoints that are gone.
 	for _, c := range rt.clusters {
-		c.pool.up.Retain(c.picker.conns())
+		c.RetainConnections()
 	}
 
 	for _, bl := range opened {
@@ -217,9 +222,9 @@ func (d *Dataplane) Apply(r *xdsclient.Resources) error {
 	}
 	d.retired = kept
 	for name, c := range prev.clusters {
-		if nc := rt.clusters[name]; nc == nil || nc.pool != c.pool {
-			c.pool.closeIdle()
-			d.retired = append(d.retired, retiredPool{c.pool, now})
+		if nc := rt.clusters[name]; nc == nil || !nc.SharesState(c) {
+			c.CloseIdle()
+			d.retired = append(d.retired, retiredPool{c, now})
 		}
 	}
 	d.ready.Store(true)
@@ -290,10 +295,10 @@ func (d *Dataplane) Close(ctx context.Context) error {
 	d.cancelBase()
 	d.mu.Lock()
 	for _, c := range d.rt.Load().clusters {
-		c.pool.closeIdle()
+		c.CloseIdle()
 	}
 	for _, rp := range d.retired {
-		rp.pool.closeIdle()
+		rp.c.CloseIdle()
 	}
 	d.retired = nil
 	d.mu.Unlock()

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/telemetry"
 )
 
@@ -83,17 +84,17 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		routeReply(w, r, lc, re, &q) // redirect.go
 		return
 	}
-	cluster := re.pickCluster(r)
-	q.reply.routed(re, cluster) // the router's local replies carry the route's response headers (localreply.go)
-	c := rt.clusters[cluster]
+	name := re.pickCluster(r)
+	q.reply.routed(re, name) // the router's local replies carry the route's response headers (localreply.go)
+	c := rt.clusters[name]
 	if c == nil {
 		localReply(w, &q, http.StatusServiceUnavailable, "", "NC")
 		return
 	}
 	if lc.inbound {
-		q.dst = c.dstInbound
+		q.dst = c.DstInbound()
 	} else {
-		q.dst = c.dstNoEndpoint
+		q.dst = c.DstNoEndpoint()
 	}
 	d.forward(w, r, lc, re, c, &q)
 }
@@ -113,19 +114,19 @@ func (d *Dataplane) recordRequest(q *request) {
 // endpoints earlier attempts used; with the previous_hosts retry predicate a
 // retry avoids them while another endpoint is available, as Envoy does;
 // with the previous_priorities retry priority it leaves the priorities
-// already attempted out of the priority load (retrypriority.go).
-func pickEndpoint(c *clusterRT, k hashKey, rp *retryPolicy, tried []*endpoint, pp *prevPriorities) *endpoint {
+// already attempted out of the priority load (cluster.PrevPriorities).
+func pickEndpoint(c *cluster.Cluster, k cluster.HashKey, rp *retryPolicy, tried []*cluster.Endpoint, pp *cluster.PrevPriorities) *cluster.Endpoint {
 	if len(tried) == 0 || rp == nil || (!rp.otherHosts && rp.prioFreq == 0) {
-		return c.picker.pick(k)
+		return c.Pick(k)
 	}
 	var skip uint64
 	if rp.prioFreq > 0 {
-		skip = pp.update(c.picker, tried, rp.prioFreq)
+		skip = pp.Update(c, tried, rp.prioFreq)
 	}
 	if !rp.otherHosts {
-		return c.picker.pickExcept(k, skip, nil)
+		return c.PickExcept(k, skip, nil)
 	}
-	return c.picker.pickExcept(k, skip, tried) // avoids tried endpoints while others are available
+	return c.PickExcept(k, skip, tried) // avoids tried endpoints while others are available
 }
 
 func noCancel() {}
@@ -142,7 +143,7 @@ type attemptResult struct {
 // timeout; perTry (0 = none) bounds the wait for the response headers only:
 // once they arrive the response streams under the global timeout, as
 // Envoy's per_try_timeout.
-func (d *Dataplane) attempt(ctx context.Context, r *http.Request, re *routeEntry, out *http.Request, c *clusterRT, ep *endpoint, perTry time.Duration) attemptResult {
+func (d *Dataplane) attempt(ctx context.Context, r *http.Request, re *routeEntry, out *http.Request, c *cluster.Cluster, ep *cluster.Endpoint, perTry time.Duration) attemptResult {
 	// Only a per-try timeout needs a context of its own: a retried response
 	// is ended by closing its body.
 	actx, cancel := ctx, context.CancelFunc(noCancel)
@@ -154,7 +155,7 @@ func (d *Dataplane) attempt(ctx context.Context, r *http.Request, re *routeEntry
 		fired, timer = f, time.AfterFunc(perTry, func() { f.Store(true); stop() })
 	}
 	out.URL = upstreamURL(r, re, ep) // attempts run one after another
-	resp, err := c.pool.up.RoundTrip(actx, ep.conns, r, out)
+	resp, err := c.Upstream().RoundTrip(actx, ep.Conns(), r, out)
 	if timer != nil && !timer.Stop() && err == nil {
 		// The per-try timeout fired as the headers arrived: it wins.
 		resp.Body.Close()
@@ -171,7 +172,7 @@ func (d *Dataplane) attempt(ctx context.Context, r *http.Request, re *routeEntry
 // retrying, the request body can be replayed, and nothing has been sent
 // downstream yet; each retry waits a jittered backoff and prefers an
 // endpoint not tried before.
-func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listenerConfig, re *routeEntry, c *clusterRT, q *request) {
+func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listenerConfig, re *routeEntry, c *cluster.Cluster, q *request) {
 	ctx := r.Context()
 	if re.timeout > 0 {
 		var cancel context.CancelFunc
@@ -208,7 +209,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 			out.Body = body.attempt()
 		}
 	}
-	out.Host = re.upstreamHost(r, c.name)
+	out.Host = re.upstreamHost(r, c.Name())
 	copyRequestHeaders(out.Header, r.Header)
 	if _, ok := out.Header["X-Forwarded-Proto"]; !ok {
 		out.Header["X-Forwarded-Proto"] = []string{"http"}
@@ -220,7 +221,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		out.Header[telemetry.HeaderPeerMetadata] = d.peerMetadata
 		out.Header[telemetry.HeaderPeerMetadataID] = d.peerID
 	}
-	re.applyRequestHeaders(out.Header, c.name) // headers.go
+	re.applyRequestHeaders(out.Header, c.Name()) // headers.go
 	var perTry time.Duration
 	if rp != nil {
 		perTry = rp.perTry
@@ -229,24 +230,18 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 	// hook: mirror
 	defer d.mirror(re, r, out)() // mirror.go: shadows start now; the deferred call cuts off unfinished bodies
 
-	var triedBuf [4]*endpoint
+	var triedBuf [4]*cluster.Endpoint
 	tried := triedBuf[:0]
-	var prio prevPriorities // retry_priority state (retrypriority.go)
-	var stats *clusterStats // only retries and timeouts touch the counters
-	cstats := func() *clusterStats {
-		if stats == nil {
-			stats = d.clusterStats.stats(c.name)
-		}
-		return stats
-	}
+	var prio cluster.PrevPriorities // retry_priority state
+	stats := c.Stats()              // envoy_cluster_* counters
 	k := requestHash(re.hash, r, w) // the route's lb hash policy, once for every attempt
 	retries := 0
 	var res attemptResult
-	var ep *endpoint
-	var adm admission    // circuit breaker admission of the current attempt (breaker.go)
-	var rtok retryTokens // max_retries held by this request
-	defer adm.release()
-	defer rtok.release()
+	var ep *cluster.Endpoint
+	var adm cluster.Admission    // circuit breaker admission of the current attempt
+	var rtok cluster.RetryTokens // max_retries held by this request
+	defer adm.Release()
+	defer rtok.Release()
 	next := pickEndpoint(c, k, rp, tried, &prio)
 	if next == nil {
 		localReply(w, q, http.StatusServiceUnavailable, bodyNoHealthyUpstream, "UH")
@@ -259,26 +254,26 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		ep = next
 		tried = append(tried, ep)
 		if !lc.inbound {
-			q.dst = ep.dst
+			q.dst = ep.Dst()
 		}
 		// hook: admission (circuit breaker), least-request accounting
-		if ok, answered := c.admitAttempt(ctx, w, q, &adm, &res); !ok {
+		if ok, answered := admitAttempt(ctx, c, w, q, &adm, &res); !ok {
 			if answered {
 				return // 503 UO
 			}
 			break // ctx ended while queued
 		}
-		ep.active.Add(1) // LEAST_REQUEST: in flight until forward returns
-		defer ep.active.Add(-1)
+		ep.BeginRequest() // LEAST_REQUEST: in flight until forward returns
+		defer ep.EndRequest()
 		res = d.attempt(ctx, r, re, out, c, ep, perTry)
 		// hook: outcome (outlier detection, stats)
-		c.observeAttempt(r.Context(), ep, &res)
+		observeAttempt(r.Context(), c, ep, &res)
 
 		if res.err != nil && ctx.Err() != nil && res.out != outcomePerTryTimeout {
 			break // client gone or global timeout: never retried
 		}
 		if res.out == outcomePerTryTimeout {
-			cstats().rqPerTryTimeout.Inc()
+			stats.RqPerTryTimeout.Inc()
 		}
 		if rp == nil {
 			break
@@ -291,7 +286,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		}
 		if !retriable {
 			if retries > 0 && res.err == nil {
-				cstats().rqRetrySuccess.Inc()
+				stats.RqRetrySuccess.Inc()
 			}
 			break
 		}
@@ -299,7 +294,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 			q.flags = "URX"
 			break
 		}
-		if !rtok.take(c.pool.breaker) {
+		if !rtok.Take(c.Breaker()) {
 			break // max_retries reached: answer with this attempt's outcome
 		}
 		if next = pickEndpoint(c, k, rp, tried, &prio); next == nil {
@@ -316,8 +311,8 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 			res.resp.Body.Close()
 		}
 		retries++
-		cstats().rqRetry.Inc()
-		d.log.Debug("retrying upstream request", "cluster", c.name, "endpoint", ep.addr, "retry", retries, "err", res.err)
+		stats.RqRetry.Inc()
+		d.log.Debug("retrying upstream request", "cluster", c.Name(), "endpoint", ep.Addr(), "retry", retries, "err", res.err)
 		if !sleepCtx(ctx, rp.backoff(retries)) {
 			res = attemptResult{err: ctx.Err(), out: outcomeReset, cancel: res.cancel}
 			break
@@ -333,7 +328,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		case r.Context().Err() != nil:
 			q.flags = "DC" // downstream went away; nobody to answer
 		case ctx.Err() != nil:
-			cstats().rqTimeout.Inc()
+			stats.RqTimeout.Inc()
 			localReply(w, q, http.StatusGatewayTimeout, bodyTimeout, joinFlags("UT", urx))
 		case res.out == outcomePerTryTimeout:
 			localReply(w, q, http.StatusGatewayTimeout, bodyTimeout, joinFlags("UT", urx))
@@ -342,10 +337,10 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		default:
 			localReply(w, q, http.StatusServiceUnavailable, bodyConnectReset, joinFlags("UC", urx))
 		}
-		d.log.Debug("upstream request failed", "cluster", c.name, "endpoint", ep.addr, "err", res.err)
+		d.log.Debug("upstream request failed", "cluster", c.Name(), "endpoint", ep.Addr(), "err", res.err)
 		return
 	}
-	re.applyResponseHeaders(res.resp.Header, c.name) // headers.go
+	re.applyResponseHeaders(res.resp.Header, c.Name()) // headers.go
 	if lc.cors {
 		re.cors.decorate(res.resp.Header, r)
 	}
@@ -404,8 +399,8 @@ func (d *Dataplane) stream(w http.ResponseWriter, r *http.Request, q *request, r
 }
 
 // upstreamURL is the request target sent to the endpoint.
-func upstreamURL(r *http.Request, re *routeEntry, ep *endpoint) *url.URL {
-	u := &url.URL{Scheme: "http", Host: ep.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+func upstreamURL(r *http.Request, re *routeEntry, ep *cluster.Endpoint) *url.URL {
+	u := &url.URL{Scheme: "http", Host: ep.Addr(), Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	re.rewritePath(u) // rewrite.go
 	return u
 }

@@ -147,7 +147,7 @@ func checkTranslation(t *testing.T, r *xdsclient.Resources, up *fuzzBackend) {
 		t.Fatalf("translating the same resources on top of their own runtime: %v", err)
 	}
 	for name, c := range again.clusters {
-		if c.pool != rt.clusters[name].pool {
+		if !c.SharesState(rt.clusters[name]) {
 			t.Fatalf("cluster %q: an unchanged cluster did not keep its pool", name)
 		}
 	}
@@ -158,8 +158,8 @@ func checkTranslation(t *testing.T, r *xdsclient.Resources, up *fuzzBackend) {
 		t.Fatalf("pointing the endpoints at the test's upstream: %v", err)
 	}
 	for name, c := range again.clusters {
-		if sc := served.clusters[name]; sc == nil || sc.pool != c.pool {
-			c.pool.closeIdle()
+		if sc := served.clusters[name]; sc == nil || !sc.SharesState(c) {
+			c.CloseIdle()
 		}
 	}
 	serveFuzzRequests(t, d, served)
@@ -254,7 +254,7 @@ func checkRuntime(t *testing.T, rt *runtime) {
 // closeRuntime closes the pools of a runtime that was never published.
 func closeRuntime(rt *runtime) {
 	for _, c := range rt.clusters {
-		c.pool.closeIdle()
+		c.CloseIdle()
 	}
 }
 

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"weft.dev/weft/internal/proxy/proxytest"
-	"weft.dev/weft/internal/proxy/upstream"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -35,6 +34,8 @@ var (
 	staticCluster = proxytest.StaticCluster
 	cla           = proxytest.CLA
 	resources     = proxytest.Resources
+	thresholds    = proxytest.Thresholds
+	istioOD       = proxytest.IstioOutlierDetection
 )
 
 type ep = proxytest.Endpoint
@@ -133,8 +134,6 @@ type (
 	xdsResources = xdsclient.Resources
 	protoMessage = proto.Message
 )
-
-func newPool() *clusterPool { return newClusterPool(upstream.Options{}) }
 
 type (
 	listenerT = listener.Listener

@@ -30,6 +30,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/telemetry"
 )
 
@@ -140,7 +141,7 @@ type mirrorState struct {
 	clusters sync.Map // cluster name -> *shadowCluster
 	results  *prometheus.CounterVec
 	active   *prometheus.GaugeVec
-	envoy    *clusterStatVecs // envoy_cluster_* of the mirror clusters; may be nil
+	envoy    *cluster.StatVecs // envoy_cluster_* of the mirror clusters; may be nil
 }
 
 // shadowCluster is the shadow state of one mirror cluster.
@@ -148,22 +149,22 @@ type shadowCluster struct {
 	inFlight atomic.Int64
 	active   prometheus.Gauge
 	results  map[string]prometheus.Counter
-	envoy    *clusterStats // nil without cluster stats
+	envoy    *cluster.Stats // nil without cluster stats
 }
 
-func newMirrorState(reg prometheus.Registerer, envoy *clusterStatVecs) (*mirrorState, error) {
+func newMirrorState(reg prometheus.Registerer, envoy *cluster.StatVecs) (*mirrorState, error) {
 	m := &mirrorState{envoy: envoy}
 	var err error
 	if m.results, err = telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "weft_shadow_requests_total",
 		Help: "Mirrored (shadow) requests by mirror cluster and result: completed, failed, overflow, body_overflow, no_healthy_upstream, no_cluster.",
-	}, []string{clusterNameLabel, "result"})); err != nil {
+	}, []string{cluster.NameLabel, "result"})); err != nil {
 		return nil, err
 	}
 	if m.active, err = telemetry.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "weft_shadow_requests_active",
 		Help: "Shadow requests in flight by mirror cluster.",
-	}, []string{clusterNameLabel})); err != nil {
+	}, []string{cluster.NameLabel})); err != nil {
 		return nil, err
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
@@ -179,7 +180,7 @@ func (m *mirrorState) cluster(name string) *shadowCluster {
 		sc.results[r] = m.results.WithLabelValues(name, r)
 	}
 	if m.envoy != nil {
-		sc.envoy = m.envoy.stats(name)
+		sc.envoy = m.envoy.For(name)
 	}
 	got, _ := m.clusters.LoadOrStore(name, sc)
 	return got.(*shadowCluster)
@@ -240,7 +241,7 @@ func (d *Dataplane) mirror(re *routeEntry, r *http.Request, out *http.Request) f
 			sc.results[shadowNoCluster].Inc()
 			continue
 		}
-		ep := c.picker.pick(hashKey{})
+		ep := c.Pick(cluster.HashKey{})
 		if ep == nil {
 			sc.results[shadowNoHealthy].Inc()
 			continue
@@ -290,7 +291,7 @@ func (d *Dataplane) mirror(re *routeEntry, r *http.Request, out *http.Request) f
 
 // shadowRequest builds the shadow copy of out for endpoint ep: same method,
 // (rewritten) path, headers and body, Host suffixed "-shadow".
-func shadowRequest(r *http.Request, re *routeEntry, out *http.Request, mp *mirrorPolicy, ep *endpoint) *http.Request {
+func shadowRequest(r *http.Request, re *routeEntry, out *http.Request, mp *mirrorPolicy, ep *cluster.Endpoint) *http.Request {
 	host := out.Host
 	switch {
 	case mp.hostRewrite != "":
@@ -312,17 +313,17 @@ func shadowRequest(r *http.Request, re *routeEntry, out *http.Request, mp *mirro
 
 // runShadow sends one shadow request and discards the response. It runs on
 // its own goroutine and ends with ctx at the latest.
-func (d *Dataplane) runShadow(ctx context.Context, cancel context.CancelFunc, sc *shadowCluster, c *clusterRT, ep *endpoint, sr *http.Request, sb *shadowBody) {
+func (d *Dataplane) runShadow(ctx context.Context, cancel context.CancelFunc, sc *shadowCluster, c *cluster.Cluster, ep *cluster.Endpoint, sr *http.Request, sb *shadowBody) {
 	defer d.mirrors.wg.Done()
 	defer sc.inFlight.Add(-1)
 	defer sc.active.Dec()
 	defer cancel()
 	// Shadows are admitted by the mirror cluster's circuit breaker, as in
 	// Envoy; waiting in its pending queue happens here, off the primary's path.
-	if b := c.pool.breaker; b != nil {
-		adm, err := b.admit(ctx)
+	if b := c.Breaker(); b != nil {
+		adm, err := b.Admit(ctx)
 		if err != nil {
-			if errors.Is(err, errOverflow) {
+			if errors.Is(err, cluster.ErrOverflow) {
 				sc.results[shadowOverflow].Inc()
 			} else {
 				sc.results[shadowFailed].Inc()
@@ -332,17 +333,17 @@ func (d *Dataplane) runShadow(ctx context.Context, cancel context.CancelFunc, sc
 			}
 			return
 		}
-		defer adm.release()
+		defer adm.Release()
 	}
 	if sc.envoy != nil {
-		sc.envoy.rqTotal.Inc()
+		sc.envoy.RqTotal.Inc()
 	}
 	var resp *http.Response
 	var err error
-	if ep.conns != nil && sr.Body == nil && !c.pool.up.DownstreamH2(sr) {
-		resp, err = ep.conns.RoundTrip(ctx, sr)
+	if conns := ep.Conns(); conns != nil && sr.Body == nil && !c.Upstream().DownstreamH2(sr) {
+		resp, err = conns.RoundTrip(ctx, sr)
 	} else {
-		resp, err = c.pool.up.TransportFor(sr).RoundTrip(sr.WithContext(ctx))
+		resp, err = c.Upstream().TransportFor(sr).RoundTrip(sr.WithContext(ctx))
 	}
 	if err != nil {
 		if sb != nil && sb.lagged() {
@@ -350,14 +351,14 @@ func (d *Dataplane) runShadow(ctx context.Context, cancel context.CancelFunc, sc
 		} else {
 			sc.results[shadowFailed].Inc()
 			if sc.envoy != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				sc.envoy.rqTimeout.Inc()
+				sc.envoy.RqTimeout.Inc()
 			}
 		}
-		d.log.Debug("shadow request failed", "cluster", c.name, "endpoint", ep.addr, "err", err)
+		d.log.Debug("shadow request failed", "cluster", c.Name(), "endpoint", ep.Addr(), "err", err)
 		return
 	}
 	if sc.envoy != nil {
-		sc.envoy.rqCompleted.Inc()
+		sc.envoy.RqCompleted.Inc()
 	}
 	sc.results[shadowCompleted].Inc()
 	// Drain so the connection can be reused; bounded by ctx.

@@ -213,7 +213,7 @@ func shadowCount(t *testing.T, g prometheus.Gatherer, name, cluster, result stri
 			for _, lp := range m.GetLabel() {
 				ls[lp.GetName()] = lp.GetValue()
 			}
-			if ls[clusterNameLabel] != cluster || (result != "" && ls["result"] != result) {
+			if ls["envoy_cluster_name"] != cluster || (result != "" && ls["result"] != result) {
 				continue
 			}
 			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()

@@ -74,47 +74,6 @@ func TestRetryRemotePriorities(t *testing.T) {
 	}
 }
 
-// TestPrevPrioritiesUpdate follows Envoy's state machine: no change before
-// update_frequency hosts, exclusions at every multiple, and a reset to the
-// unmodified load when every available priority was attempted.
-func TestPrevPrioritiesUpdate(t *testing.T) {
-	p0, p1, p2 := lbEndpoints(2, true), lbEndpoints(1, true), lbEndpoints(1, true)
-	p := buildPicker([][]*endpoint{p0, p1, p2}, lbConfig{}, new(atomic.Uint64), defaultOverprovisioning)
-	unknown := &endpoint{addr: "10.9.9.9:80", healthy: true}
-	cases := []struct {
-		name  string
-		freq  int
-		tried []*endpoint
-		want  []uint64 // skip after each attempted host
-	}{
-		{"freq 1", 1, []*endpoint{p0[0], p1[0], p2[0], p0[1], p1[0]}, []uint64{0b001, 0b011, 0, 0b001, 0b011}},
-		{"freq 2", 2, []*endpoint{p0[0], p0[1], p1[0], p2[0], p0[0]}, []uint64{0, 0b001, 0b001, 0, 0}},
-		{"freq 2, second update", 2, []*endpoint{p0[0], p1[0], p0[1], p2[0]}, []uint64{0, 0b011, 0b011, 0}},
-		{"endpoint gone", 1, []*endpoint{unknown, p0[0]}, []uint64{0, 0b001}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			var pp prevPriorities
-			var got []uint64
-			for i := range tc.tried {
-				got = append(got, pp.update(p, tc.tried[:i+1], tc.freq))
-			}
-			for i := range got {
-				if got[i] != tc.want[i] {
-					t.Fatalf("skip after each host = %b, want %b", got, tc.want)
-				}
-			}
-		})
-	}
-	t.Run("skipped levels get no load", func(t *testing.T) {
-		for range 50 {
-			if e := p.pickExcept(hashKey{}, 0b011, nil); e != p2[0] {
-				t.Fatalf("picked %s, want the priority 2 endpoint", e.addr)
-			}
-		}
-	})
-}
-
 func TestCompileRetryPriority(t *testing.T) {
 	cases := []struct {
 		name    string

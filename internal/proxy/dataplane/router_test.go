@@ -174,25 +174,6 @@ func TestRoundRobinWeights(t *testing.T) {
 	}
 }
 
-func TestPickerSmooth(t *testing.T) {
-	pool := newPool()
-	eps := []*endpoint{{addr: "a", weight: 1}, {addr: "b", weight: 1}, {addr: "c", weight: 4}}
-	p := newPicker(eps, &pool.next)
-	var seq strings.Builder
-	for range 12 {
-		seq.WriteString(p.pick(hashKey{}).addr)
-	}
-	// Smooth: the heavy endpoint never gets 4 picks in a row with weights
-	// 1:1:4 (a naive schedule gives cccc; smooth WRR at most ccc across cycles).
-	s := seq.String()
-	if strings.Contains(s, "cccc") {
-		t.Errorf("schedule not smooth: %s", s)
-	}
-	if strings.Count(s, "c") != 8 || strings.Count(s, "a") != 2 {
-		t.Errorf("schedule %s: want a:2 b:2 c:8", s)
-	}
-}
-
 func TestPriorityFailover(t *testing.T) {
 	a, b := echoUpstream(t, "a", false), echoUpstream(t, "b", false)
 	mk := func(aHealth core.HealthStatus) *xdsResources {
@@ -269,30 +250,5 @@ func BenchmarkRouteMatch(b *testing.B) {
 		if re := tab.route(req); re == nil || re.name != "8" {
 			b.Fatal("no match")
 		}
-	}
-}
-
-func BenchmarkPickEndpoint(b *testing.B) {
-	for _, weighted := range []bool{false, true} {
-		b.Run(fmt.Sprintf("weighted=%v", weighted), func(b *testing.B) {
-			var eps []*endpoint
-			for i := range 100 {
-				w := uint32(1)
-				if weighted {
-					w = uint32(i%7 + 1)
-				}
-				eps = append(eps, &endpoint{addr: fmt.Sprint(i), weight: w})
-			}
-			pool := newPool()
-			p := newPicker(eps, &pool.next)
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if p.pick(hashKey{}) == nil {
-						b.Fatal("nil")
-					}
-				}
-			})
-		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 
+	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/xdsclient"
 )
 
@@ -27,7 +28,7 @@ type runtime struct {
 	listeners map[string]*listenerConfig
 	routes    map[string]*routeTable // RDS route configurations by name
 	routeCfgs map[string]proto.Message
-	clusters  map[string]*clusterRT
+	clusters  map[string]*cluster.Cluster
 	res       *xdsclient.Resources
 }
 
@@ -61,7 +62,7 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 		listeners: map[string]*listenerConfig{},
 		routes:    map[string]*routeTable{},
 		routeCfgs: map[string]proto.Message{},
-		clusters:  map[string]*clusterRT{},
+		clusters:  map[string]*cluster.Cluster{},
 		res:       r,
 	}
 	for _, name := range sortedKeys(r.Clusters) {
@@ -69,11 +70,11 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 		if c.GetName() != name {
 			return nil, fmt.Errorf("cluster %q: name %q does not match its key", name, c.GetName())
 		}
-		var old *clusterRT
+		var old *cluster.Cluster
 		if prev != nil {
 			old = prev.clusters[name]
 		}
-		ct, err := d.translateCluster(c, r.Endpoints, old)
+		ct, err := d.clusters.Build(c, r.Endpoints, old)
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", name, err)
 		}

@@ -1,4 +1,4 @@
-package dataplane
+package cluster
 
 import (
 	"math/rand/v2"
@@ -19,45 +19,62 @@ const maxSchedule = 1 << 16
 // all the traffic.
 const defaultOverprovisioning = 140
 
-// endpoint is one upstream host of a cluster. Immutable but for its
-// in-flight counter.
-type endpoint struct {
+// Endpoint is one upstream host of a cluster. Immutable but for its
+// in-flight counter and outlier state; safe for concurrent use.
+type Endpoint struct {
 	addr    string // host:port, dialled and used as the request URL host
 	weight  uint32
 	healthy bool                 // EDS health_status HEALTHY or UNKNOWN
 	dst     *telemetry.DstLabels // outbound destination metric labels
 	conns   *upstream.Conns      // HTTP/1.1 connections; nil for h2c clusters
-	// active counts the requests in flight to this endpoint (LEAST_REQUEST);
-	// the forwarder increments and decrements it around each attempt.
+	// active counts the requests in flight to this endpoint (LEAST_REQUEST):
+	// BeginRequest and EndRequest around each attempt.
 	active atomic.Int64
 	warm   *warming    // slow start; nil when not warming (slowstart.go)
 	od     *hostHealth // outlier detection state (outlier.go); nil when off
 }
 
-// available reports whether the endpoint may be picked: healthy per EDS
-// (and, once outlier detection lands, not ejected). Every policy asks this.
-func (e *endpoint) available() bool { return e.healthy && !e.od.ejected() }
+// Addr is the endpoint's host:port: what is dialled, and the host of the
+// upstream request's URL.
+func (e *Endpoint) Addr() string { return e.addr }
 
-// hashKey is the request hash the route's hash policies produced; ok is
+// Conns is the endpoint's HTTP/1.1 connections; nil in an h2c cluster.
+func (e *Endpoint) Conns() *upstream.Conns { return e.conns }
+
+// Dst labels a request sent to this endpoint from an outbound listener.
+func (e *Endpoint) Dst() *telemetry.DstLabels { return e.dst }
+
+// BeginRequest counts an attempt in flight to the endpoint, as
+// LEAST_REQUEST balancing weighs endpoints; EndRequest ends it. Lock-free.
+func (e *Endpoint) BeginRequest() { e.active.Add(1) }
+
+// EndRequest ends an attempt counted by BeginRequest.
+func (e *Endpoint) EndRequest() { e.active.Add(-1) }
+
+// available reports whether the endpoint may be picked: healthy per EDS
+// and not ejected by outlier detection. Every policy asks this.
+func (e *Endpoint) available() bool { return e.healthy && !e.od.ejected() }
+
+// HashKey is the request hash a route's hash policies produced. OK is
 // false when none produced a value (hashing balancers then pick at random,
 // as Envoy does).
-type hashKey struct {
-	hash uint64
-	ok   bool
+type HashKey struct {
+	Hash uint64
+	OK   bool
 }
 
 // balancer picks among the endpoints of one priority. Implementations are
 // immutable (but for atomic counters) and safe for concurrent use; pick
 // returns nil when no endpoint passes ok.
 type balancer interface {
-	pick(k hashKey, ok func(*endpoint) bool) *endpoint
+	pick(k HashKey, ok func(*Endpoint) bool) *Endpoint
 }
 
 // priorityLevel is one priority of a cluster: every endpoint (for the
 // health share) and the balancer over the EDS-healthy ones.
 type priorityLevel struct {
-	all     []*endpoint
-	healthy []*endpoint
+	all     []*Endpoint
+	healthy []*Endpoint
 	lb      balancer
 }
 
@@ -67,14 +84,14 @@ type priorityLevel struct {
 // within it with the cluster's lb_policy. Immutable; pick is safe for
 // concurrent use and takes no lock.
 type picker struct {
-	endpoints     []*endpoint // every endpoint of every priority
+	endpoints     []*Endpoint // every endpoint of every priority
 	levels        []*priorityLevel
 	overprovision uint64 // percent
 }
 
 // buildPicker lays out the levels (byPrio in priority order, empty
 // priorities removed by the caller) with one balancer each.
-func buildPicker(byPrio [][]*endpoint, cfg lbConfig, next *atomic.Uint64, overprovision uint64) *picker {
+func buildPicker(byPrio [][]*Endpoint, cfg lbConfig, next *atomic.Uint64, overprovision uint64) *picker {
 	p := &picker{overprovision: overprovision}
 	for _, eps := range byPrio {
 		lvl := &priorityLevel{all: eps}
@@ -104,16 +121,16 @@ func (p *picker) conns() []*upstream.Conns {
 // pick returns an endpoint for the request, or nil when no endpoint is
 // available. exclude lists endpoints not to use (e.g. ones a retry already
 // tried); they are avoided when another endpoint is available.
-func (p *picker) pick(k hashKey, exclude ...*endpoint) *endpoint {
+func (p *picker) pick(k HashKey, exclude ...*Endpoint) *Endpoint {
 	return p.pickExcept(k, 0, exclude)
 }
 
 // pickExcept is pick with the levels in skip (bit i: level i) left out of
 // the priority load, as a retry priority asks (retrypriority.go).
-func (p *picker) pickExcept(k hashKey, skip uint64, exclude []*endpoint) *endpoint {
-	ok := func(e *endpoint) bool { return e.available() }
+func (p *picker) pickExcept(k HashKey, skip uint64, exclude []*Endpoint) *Endpoint {
+	ok := func(e *Endpoint) bool { return e.available() }
 	if len(exclude) > 0 {
-		ok = func(e *endpoint) bool {
+		ok = func(e *Endpoint) bool {
 			for _, x := range exclude {
 				if x == e {
 					return false
@@ -125,10 +142,10 @@ func (p *picker) pickExcept(k hashKey, skip uint64, exclude []*endpoint) *endpoi
 	if e := p.pickWith(k, ok, skip); e != nil || len(exclude) == 0 {
 		return e
 	}
-	return p.pickWith(k, (*endpoint).available, skip)
+	return p.pickWith(k, (*Endpoint).available, skip)
 }
 
-func (p *picker) pickWith(k hashKey, ok func(*endpoint) bool, skip uint64) *endpoint {
+func (p *picker) pickWith(k HashKey, ok func(*Endpoint) bool, skip uint64) *Endpoint {
 	switch len(p.levels) {
 	case 0:
 		return nil
@@ -159,15 +176,15 @@ func (p *picker) pickWith(k hashKey, ok func(*endpoint) bool, skip uint64) *endp
 // each level and picks one: by the request hash when there is one (so a key
 // stays in its priority), else at random. -1 when no level has an
 // available endpoint.
-func (p *picker) choosePriority(k hashKey, skip uint64) int {
+func (p *picker) choosePriority(k HashKey, skip uint64) int {
 	var buf [8]uint64
 	loads := p.priorityLoadsExcept(buf[:0], skip)
 	if loads == nil {
 		return -1
 	}
 	var x uint64
-	if k.ok {
-		x = k.hash % 100
+	if k.OK {
+		x = k.Hash % 100
 	} else {
 		x = rand.Uint64N(100)
 	}
@@ -248,14 +265,14 @@ func (p *picker) priorityLoadsExcept(buf []uint64, skip uint64) []uint64 {
 // robin), walked by an atomic counter that lives with the cluster so it
 // survives endpoint updates.
 type roundRobin struct {
-	endpoints []*endpoint
+	endpoints []*Endpoint
 	schedule  []uint32 // indexes into endpoints; nil when all weights are equal
 	next      *atomic.Uint64
 }
 
 var _ balancer = (*roundRobin)(nil)
 
-func newRoundRobin(eps []*endpoint, next *atomic.Uint64) *roundRobin {
+func newRoundRobin(eps []*Endpoint, next *atomic.Uint64) *roundRobin {
 	p := &roundRobin{endpoints: eps, next: next}
 	if len(eps) < 2 {
 		return p
@@ -274,7 +291,7 @@ func newRoundRobin(eps []*endpoint, next *atomic.Uint64) *roundRobin {
 	return p
 }
 
-func (p *roundRobin) pick(_ hashKey, ok func(*endpoint) bool) *endpoint {
+func (p *roundRobin) pick(_ HashKey, ok func(*Endpoint) bool) *Endpoint {
 	n := len(p.endpoints)
 	switch n {
 	case 0:
@@ -292,7 +309,7 @@ func (p *roundRobin) pick(_ hashKey, ok func(*endpoint) bool) *endpoint {
 	// Skip unavailable endpoints; bounded so a fully ejected set ends.
 	for range min(size, uint64(n)+64) {
 		i := p.next.Add(1) % size
-		var e *endpoint
+		var e *Endpoint
 		if p.schedule != nil {
 			e = p.endpoints[p.schedule[i]]
 		} else {
@@ -313,13 +330,13 @@ func (p *roundRobin) pick(_ hashKey, ok func(*endpoint) bool) *endpoint {
 // randomLB is Envoy's RANDOM: a random available endpoint, weighted when
 // the weights differ (locality weights fold into them).
 type randomLB struct {
-	endpoints []*endpoint
+	endpoints []*Endpoint
 	cum       []uint64 // cumulative weights; nil when all are equal
 }
 
 var _ balancer = (*randomLB)(nil)
 
-func newRandom(eps []*endpoint) *randomLB {
+func newRandom(eps []*Endpoint) *randomLB {
 	p := &randomLB{endpoints: eps}
 	for _, e := range eps {
 		if e.weight != eps[0].weight {
@@ -334,7 +351,7 @@ func newRandom(eps []*endpoint) *randomLB {
 	return p
 }
 
-func (p *randomLB) pick(_ hashKey, ok func(*endpoint) bool) *endpoint {
+func (p *randomLB) pick(_ HashKey, ok func(*Endpoint) bool) *Endpoint {
 	if p.cum == nil {
 		return randomAvailable(p.endpoints, ok)
 	}
@@ -347,7 +364,7 @@ func (p *randomLB) pick(_ hashKey, ok func(*endpoint) bool) *endpoint {
 }
 
 // randomAvailable returns a random endpoint that passes ok, or nil.
-func randomAvailable(eps []*endpoint, ok func(*endpoint) bool) *endpoint {
+func randomAvailable(eps []*Endpoint, ok func(*Endpoint) bool) *Endpoint {
 	n := len(eps)
 	if n == 0 {
 		return nil
@@ -365,7 +382,7 @@ func randomAvailable(eps []*endpoint, ok func(*endpoint) bool) *endpoint {
 // gets a burst: nginx's smooth weighted round robin when that is cheap
 // (O(total·n)), else earliest-deadline-first where slot k of an endpoint with
 // weight w has the virtual deadline (k+0.5)/w.
-func buildSchedule(eps []*endpoint) []uint32 {
+func buildSchedule(eps []*Endpoint) []uint32 {
 	weights := make([]uint64, len(eps))
 	var total uint64
 	for i, e := range eps {

@@ -1,4 +1,4 @@
-package dataplane
+package cluster
 
 import (
 	"fmt"
@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 )
 
 // Slow start (Cluster.{round_robin,least_request}_lb_config.slow_start_config,
@@ -20,7 +20,7 @@ import (
 // The balancers apply the factor by rejection: a warming endpoint the
 // schedule (round robin) or a random choice (least request) lands on is
 // taken with probability factor, so its share of picks scales with it.
-// When an endpoint was first seen lives in the clusterPool, so endpoint
+// When an endpoint was first seen lives in the cluster's state, so endpoint
 // updates that keep it do not restart its warmup; every endpoint of a new
 // cluster starts warming together, which (as in Envoy) changes nothing.
 
@@ -32,12 +32,12 @@ type slowStartConfig struct {
 }
 
 // parseSlowStart reads the policy's slow_start_config; nil when absent.
-func parseSlowStart(c *cluster.Cluster) (*slowStartConfig, error) {
-	var ss *cluster.Cluster_SlowStartConfig
+func parseSlowStart(c *clusterv3.Cluster) (*slowStartConfig, error) {
+	var ss *clusterv3.Cluster_SlowStartConfig
 	switch c.GetLbPolicy() {
-	case cluster.Cluster_ROUND_ROBIN:
+	case clusterv3.Cluster_ROUND_ROBIN:
 		ss = c.GetRoundRobinLbConfig().GetSlowStartConfig()
-	case cluster.Cluster_LEAST_REQUEST:
+	case clusterv3.Cluster_LEAST_REQUEST:
 		ss = c.GetLeastRequestLbConfig().GetSlowStartConfig()
 	}
 	if ss == nil || ss.GetSlowStartWindow() == nil {
@@ -85,7 +85,7 @@ func (w *warming) factor(now time.Time) float64 {
 
 // accept reports whether a pick that landed on e stands: always, unless e
 // is warming, then with probability factor.
-func (e *endpoint) accept() bool {
+func (e *Endpoint) accept() bool {
 	w := e.warm
 	if w == nil || w.done.Load() {
 		return true
@@ -101,7 +101,7 @@ type warmTracker struct {
 
 // attach gives each endpoint its warmup state (cfg nil: none) and forgets
 // addresses that left. Called when translating, not on the request path.
-func (t *warmTracker) attach(eps []*endpoint, cfg *slowStartConfig) {
+func (t *warmTracker) attach(eps []*Endpoint, cfg *slowStartConfig) {
 	if cfg == nil {
 		return
 	}

@@ -1,22 +1,16 @@
-package dataplane
+package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 )
 
 // Outlier detection: Cluster.outlier_detection, the consecutive-error
@@ -39,7 +33,7 @@ import (
 // Success-rate and failure-percentage detection are not implemented; Istio
 // turns them off.
 //
-// The detector and each endpoint's state live in the clusterPool, so they
+// The detector and each endpoint's state live in the cluster's state, so they
 // survive updates that leave the Cluster unchanged; when only the endpoints
 // change, the endpoints that remain keep their state. The request path
 // takes no lock: counters are atomics; the detector's mutex is taken only to
@@ -75,7 +69,7 @@ type outlierConfig struct {
 	panicThreshold                      float64
 }
 
-func parseOutlierDetection(c *cluster.Cluster) (*outlierConfig, error) {
+func parseOutlierDetection(c *clusterv3.Cluster) (*outlierConfig, error) {
 	od := c.GetOutlierDetection()
 	if od == nil {
 		return nil, nil
@@ -159,7 +153,7 @@ func (h *hostHealth) ejected() bool {
 // outlierDetector holds a cluster's outlier state.
 type outlierDetector struct {
 	cfg   *outlierConfig
-	stats *clusterStats
+	stats *Stats
 	panic atomic.Bool
 
 	mu       sync.Mutex
@@ -170,7 +164,7 @@ type outlierDetector struct {
 	now      func() time.Time   // tests
 }
 
-func newOutlierDetector(cfg *outlierConfig, stats *clusterStats) *outlierDetector {
+func newOutlierDetector(cfg *outlierConfig, stats *Stats) *outlierDetector {
 	return &outlierDetector{cfg: cfg, stats: stats, hosts: map[string]*hostHealth{}, now: time.Now}
 }
 
@@ -193,7 +187,7 @@ func (d *outlierDetector) sync(addrs []string) []*hostHealth {
 		if keep[a] == nil && h.ejectedFlag.Load() {
 			h.ejectedFlag.Store(false)
 			d.nEjected--
-			d.stats.odEjectionsActive.Dec()
+			d.stats.OdEjectionsActive.Dec()
 		}
 	}
 	d.hosts = keep
@@ -220,7 +214,7 @@ func (d *outlierDetector) stop() {
 		d.cancel()
 		d.cancel = nil
 	}
-	d.stats.odEjectionsActive.Sub(float64(d.nEjected))
+	d.stats.OdEjectionsActive.Sub(float64(d.nEjected))
 	d.nEjected = 0
 }
 
@@ -263,20 +257,42 @@ func (h *hostHealth) reportStatus(code int) {
 	}
 }
 
-// localOrigin is a failure the proxy itself saw.
-type localOrigin uint8
+// LocalOrigin is a failure the proxy itself saw (Envoy's local-origin
+// errors), as opposed to an error status from the upstream.
+type LocalOrigin uint8
 
+// The local-origin failures of an upstream attempt.
 const (
-	localConnectFailed localOrigin = iota // connection refused, unreachable, connect timeout
-	localTimeout                          // no response in time
-	localReset                            // reset or closed before a response
+	LocalConnectFailed LocalOrigin = iota // connection refused, unreachable, connect timeout
+	LocalTimeout                          // no response in time
+	LocalReset                            // reset or closed before a response
 )
+
+// ObserveResponse feeds the status of an upstream response from e to
+// outlier detection (a trailers-only gRPC answer's grpc-status in h mapped
+// to HTTP, as Envoy does). Called on the request goroutine after every
+// attempt that got a response; lock-free unless it ejects; a no-op
+// without outlier detection.
+func (e *Endpoint) ObserveResponse(code int, h http.Header) {
+	od := e.od
+	if od == nil {
+		return
+	}
+	if v := h["Grpc-Status"]; len(v) > 0 && code == http.StatusOK {
+		code = grpcToHTTP(v[0]) // trailers-only gRPC answer
+	}
+	od.reportStatus(code)
+}
+
+// ObserveLocalFailure feeds a failed attempt to e to outlier detection.
+// As ObserveResponse.
+func (e *Endpoint) ObserveLocalFailure(o LocalOrigin) { e.od.reportLocal(o) }
 
 // reportLocal records a local-origin failure. Without
 // split_external_local_origin_errors Envoy folds them into the 5xx and
 // gateway detectors (connect failure and reset as 503, timeout as 504);
 // with it they count only towards consecutive_local_origin_failure.
-func (h *hostHealth) reportLocal(o localOrigin) {
+func (h *hostHealth) reportLocal(o LocalOrigin) {
 	if h == nil {
 		return
 	}
@@ -300,17 +316,17 @@ func (d *outlierDetector) eject(h *hostHealth, k odKind) {
 	h.consecutive[k].Store(0)
 	switch k {
 	case odKind5xx:
-		d.stats.odDetected5xx.Inc()
+		d.stats.OdDetected5xx.Inc()
 	case odKindGateway:
-		d.stats.odDetectedGateway.Inc()
+		d.stats.OdDetectedGateway.Inc()
 	case odKindLocalOrigin:
-		d.stats.odDetectedLocalOrigin.Inc()
+		d.stats.OdDetectedLocalOrigin.Inc()
 	}
 	if e := d.cfg.enforcing[k]; e == 0 || (e < 100 && rand.Uint32N(100) >= e) {
 		return
 	}
 	if n := len(d.hosts); n == 0 || float64(d.nEjected)*100/float64(n) >= d.cfg.maxEjectionPercent {
-		d.stats.odEjectionsOverflow.Inc()
+		d.stats.OdEjectionsOverflow.Inc()
 		return
 	}
 	now := d.now()
@@ -320,16 +336,16 @@ func (d *outlierDetector) eject(h *hostHealth, k odKind) {
 	h.ejectedFlag.Store(true)
 	d.nEjected++
 	d.updatePanic()
-	d.stats.odEjectionsActive.Inc()
-	d.stats.odEjectionsTotal.Inc()
-	d.stats.odEjectionsEnforcedTotal.Inc()
+	d.stats.OdEjectionsActive.Inc()
+	d.stats.OdEjectionsTotal.Inc()
+	d.stats.OdEjectionsEnforcedTotal.Inc()
 	switch k {
 	case odKind5xx:
-		d.stats.odEnforced5xx.Inc()
+		d.stats.OdEnforced5xx.Inc()
 	case odKindGateway:
-		d.stats.odEnforcedGateway.Inc()
+		d.stats.OdEnforcedGateway.Inc()
 	case odKindLocalOrigin:
-		d.stats.odEnforcedLocalOrigin.Inc()
+		d.stats.OdEnforcedLocalOrigin.Inc()
 	}
 	if d.cancel == nil {
 		// The sweep runs only while there is something to bring back or a
@@ -374,7 +390,7 @@ func (d *outlierDetector) sweep() bool {
 				h.lastUnejected = now
 				h.reset(odKind5xx, odKindGateway, odKindLocalOrigin)
 				d.nEjected--
-				d.stats.odEjectionsActive.Dec()
+				d.stats.OdEjectionsActive.Dec()
 			}
 			busy = true
 			continue
@@ -449,42 +465,9 @@ func grpcToHTTP(s string) int {
 	return 500 // UNKNOWN, INTERNAL, DATA_LOSS
 }
 
-// observeAttempt feeds the result of one upstream attempt to the cluster's
-// counters and to its outlier detector. Called by forward after every
-// attempt, on the request goroutine; lock-free unless it ejects.
-// downstream is the downstream request's context: an attempt cut short
-// because the client left says nothing about the host.
-func (c *clusterRT) observeAttempt(downstream context.Context, ep *endpoint, res *attemptResult) {
-	s := c.stats
-	s.rqTotal.Inc()
-	h := ep.od
-	if res.err != nil {
-		switch {
-		case downstream.Err() != nil:
-		case res.out == outcomeConnectFailure:
-			s.cxConnectFail.Inc()
-			h.reportLocal(localConnectFailed)
-		case res.out == outcomePerTryTimeout || errors.Is(res.err, context.DeadlineExceeded):
-			h.reportLocal(localTimeout) // per-try or route timeout, as Envoy
-		default:
-			h.reportLocal(localReset)
-		}
-		return
-	}
-	s.rqCompleted.Inc()
-	if h == nil {
-		return
-	}
-	code := res.resp.StatusCode
-	if v := res.resp.Header["Grpc-Status"]; len(v) > 0 && code == http.StatusOK {
-		code = grpcToHTTP(v[0]) // trailers-only gRPC answer
-	}
-	h.reportStatus(code)
-}
-
 // attach gives each endpoint its outlier state, keeping the state of
 // addresses the detector already tracks. No-op on a nil detector.
-func (d *outlierDetector) attach(eps []*endpoint) {
+func (d *outlierDetector) attach(eps []*Endpoint) {
 	if d == nil {
 		return
 	}
@@ -495,52 +478,4 @@ func (d *outlierDetector) attach(eps []*endpoint) {
 	for i, h := range d.sync(addrs) {
 		eps[i].od = h
 	}
-}
-
-// dumpEndpoints returns the runtime's endpoint assignments for
-// /config_dump with the outlier state filled in, as Envoy's EDS dump does:
-// an ejected endpoint shows health_status UNHEALTHY, and every endpoint of
-// a cluster with outlier detection carries
-// metadata.filter_metadata["envoy.outlier_detection"] = {ejected,
-// ejected_until (RFC 3339), ejections}. Assignments of clusters without
-// outlier detection are returned as they are.
-func (rt *runtime) dumpEndpoints() map[string]*endpointv3.ClusterLoadAssignment {
-	res := rt.res.Endpoints
-	out := make(map[string]*endpointv3.ClusterLoadAssignment, len(res))
-	for name, cla := range res {
-		out[name] = cla
-		c := rt.clusters[name]
-		if c == nil || c.pool == nil || c.pool.outlier == nil {
-			continue
-		}
-		cla = proto.Clone(cla).(*endpointv3.ClusterLoadAssignment)
-		for _, loc := range cla.GetEndpoints() {
-			for _, lbe := range loc.GetLbEndpoints() {
-				sa := lbe.GetEndpoint().GetAddress().GetSocketAddress()
-				st, ok := c.pool.outlier.status(net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)))
-				if !ok {
-					continue
-				}
-				if st.ejected {
-					lbe.HealthStatus = core.HealthStatus_UNHEALTHY
-				}
-				fields := map[string]*structpb.Value{
-					"ejected":   structpb.NewBoolValue(st.ejected),
-					"ejections": structpb.NewNumberValue(float64(st.ejections)),
-				}
-				if st.ejected {
-					fields["ejected_until"] = structpb.NewStringValue(st.ejectedUntil.UTC().Format(time.RFC3339Nano))
-				}
-				if lbe.Metadata == nil {
-					lbe.Metadata = &core.Metadata{}
-				}
-				if lbe.Metadata.FilterMetadata == nil {
-					lbe.Metadata.FilterMetadata = map[string]*structpb.Struct{}
-				}
-				lbe.Metadata.FilterMetadata["envoy.outlier_detection"] = &structpb.Struct{Fields: fields}
-			}
-		}
-		out[name] = cla
-	}
-	return out
 }

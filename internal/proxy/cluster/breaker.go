@@ -1,13 +1,12 @@
-package dataplane
+package cluster
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"sync/atomic"
 
-	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 )
 
@@ -26,7 +25,7 @@ import (
 // with 503 and response flag UO; upstream_rq_pending_overflow, or
 // upstream_rq_retry_overflow for a retry, which is then not made).
 //
-// The breaker lives in the clusterPool, so its in-flight counts survive
+// The breaker lives in the cluster's state, so its in-flight counts survive
 // updates that leave the Cluster unchanged. No lock: atomics and, only when
 // max_connections is finite, a channel used as a semaphore.
 
@@ -41,11 +40,15 @@ const (
 	maxSlots = 1 << 16
 )
 
-// errOverflow is admit's error when a circuit breaker limit is reached.
-var errOverflow = errors.New("upstream overflow")
+// ErrOverflow is Admit's error when a circuit breaker limit is reached.
+var ErrOverflow = errors.New("upstream overflow")
 
-type breaker struct {
-	stats                               *clusterStats
+// Breaker is a cluster's circuit breakers: its counts of requests,
+// pending requests, connections and retries in flight against their
+// limits. Safe for concurrent use; lock-free unless max_connections is
+// finite and reached.
+type Breaker struct {
+	stats                               *Stats
 	maxRequests, maxPending, maxRetries int64
 	// slots holds one token per HTTP/1.1 connection in use; nil when the
 	// connections are not limited (h2c clusters, or no finite limit).
@@ -55,8 +58,8 @@ type breaker struct {
 
 // newBreaker reads circuit_breakers. h2 clusters multiplex, so
 // max_connections and max_pending_requests do not bound their requests.
-func newBreaker(c *cluster.Cluster, h2 bool, stats *clusterStats) (*breaker, error) {
-	b := &breaker{stats: stats, maxRequests: envoyDefaultMaxRequests, maxPending: envoyDefaultMaxPendingRequests, maxRetries: envoyDefaultMaxRetries}
+func newBreaker(c *clusterv3.Cluster, h2 bool, stats *Stats) (*Breaker, error) {
+	b := &Breaker{stats: stats, maxRequests: envoyDefaultMaxRequests, maxPending: envoyDefaultMaxPendingRequests, maxRetries: envoyDefaultMaxRetries}
 	maxConns := int64(envoyDefaultMaxConnections)
 	for i, t := range c.GetCircuitBreakers().GetThresholds() {
 		if t.GetPriority() != core.RoutingPriority_DEFAULT {
@@ -84,29 +87,29 @@ func newBreaker(c *cluster.Cluster, h2 bool, stats *clusterStats) (*breaker, err
 	return b, nil
 }
 
-// admission is one admitted upstream attempt; release it when the attempt
+// Admission is one admitted upstream attempt; Release it when the attempt
 // is over (its response streamed, or abandoned for a retry). The zero value
 // releases nothing.
-type admission struct {
-	b    *breaker
+type Admission struct {
+	b    *Breaker
 	slot bool
 }
 
-// admit reserves room for one attempt. When every HTTP/1.1 connection is
+// Admit reserves room for one attempt. When every HTTP/1.1 connection is
 // busy it waits in the pending queue until one frees up or ctx ends (then it
-// returns ctx's error). It returns errOverflow, having counted it, when a
+// returns ctx's error). It returns ErrOverflow, having counted it, when a
 // limit is reached: the caller answers 503 UO. Safe for concurrent use.
-func (b *breaker) admit(ctx context.Context) (admission, error) {
+func (b *Breaker) Admit(ctx context.Context) (Admission, error) {
 	if n := b.active.Add(1); n > b.maxRequests {
 		b.active.Add(-1)
-		b.stats.cbRqOpen.Set(1)
-		b.stats.rqPendingOverflow.Inc()
-		return admission{}, errOverflow
+		b.stats.CbRqOpen.Set(1)
+		b.stats.RqPendingOverflow.Inc()
+		return Admission{}, ErrOverflow
 	} else if n == b.maxRequests {
-		b.stats.cbRqOpen.Set(1)
+		b.stats.CbRqOpen.Set(1)
 	}
-	b.stats.rqActive.Inc()
-	a := admission{b: b}
+	b.stats.RqActive.Inc()
+	a := Admission{b: b}
 	if b.slots == nil {
 		return a, nil
 	}
@@ -114,47 +117,47 @@ func (b *breaker) admit(ctx context.Context) (admission, error) {
 	case b.slots <- struct{}{}:
 		a.slot = true
 		if len(b.slots) == cap(b.slots) {
-			b.stats.cbCxOpen.Set(1)
+			b.stats.CbCxOpen.Set(1)
 		}
 		return a, nil
 	default:
 	}
 	// Every connection is busy: Envoy counts the connection overflow and
 	// queues the request, if the pending queue has room.
-	b.stats.cxOverflow.Inc()
-	b.stats.cbCxOpen.Set(1)
+	b.stats.CxOverflow.Inc()
+	b.stats.CbCxOpen.Set(1)
 	if n := b.pending.Add(1); n > b.maxPending {
 		b.pending.Add(-1)
-		b.stats.cbRqPendingOpen.Set(1)
-		b.stats.rqPendingOverflow.Inc()
-		a.release()
-		return admission{}, errOverflow
+		b.stats.CbRqPendingOpen.Set(1)
+		b.stats.RqPendingOverflow.Inc()
+		a.Release()
+		return Admission{}, ErrOverflow
 	} else if n == b.maxPending {
-		b.stats.cbRqPendingOpen.Set(1)
+		b.stats.CbRqPendingOpen.Set(1)
 	}
-	b.stats.rqPendingTotal.Inc()
-	b.stats.rqPendingActive.Inc()
+	b.stats.RqPendingTotal.Inc()
+	b.stats.RqPendingActive.Inc()
 	defer func() {
 		if b.pending.Add(-1) == b.maxPending-1 { // the gauges change on transitions only
-			b.stats.cbRqPendingOpen.Set(0)
+			b.stats.CbRqPendingOpen.Set(0)
 		}
-		b.stats.rqPendingActive.Dec()
+		b.stats.RqPendingActive.Dec()
 	}()
 	select {
 	case b.slots <- struct{}{}:
 		a.slot = true
 		if len(b.slots) == cap(b.slots) {
-			b.stats.cbCxOpen.Set(1)
+			b.stats.CbCxOpen.Set(1)
 		}
 		return a, nil
 	case <-ctx.Done():
-		a.release()
-		return admission{}, ctx.Err()
+		a.Release()
+		return Admission{}, ctx.Err()
 	}
 }
 
-// release ends the attempt. Idempotent.
-func (a *admission) release() {
+// Release ends the attempt. Idempotent.
+func (a *Admission) Release() {
 	b := a.b
 	if b == nil {
 		return
@@ -163,84 +166,53 @@ func (a *admission) release() {
 	if a.slot {
 		<-b.slots
 		if len(b.slots) == cap(b.slots)-1 {
-			b.stats.cbCxOpen.Set(0)
+			b.stats.CbCxOpen.Set(0)
 		}
 	}
 	if b.active.Add(-1) == b.maxRequests-1 {
-		b.stats.cbRqOpen.Set(0)
+		b.stats.CbRqOpen.Set(0)
 	}
-	b.stats.rqActive.Dec()
+	b.stats.RqActive.Dec()
 }
 
-// retryTokens are the retries one request holds against max_retries; they
-// are given back when the request ends. The zero value holds none.
-type retryTokens struct {
-	b *breaker
+// RetryTokens are the retries one request holds against max_retries; they
+// are given back (Release) when the request ends. The zero value holds
+// none. Not safe for concurrent use: it belongs to one request.
+type RetryTokens struct {
+	b *Breaker
 	n int64
 }
 
-// take reserves one more retry. false means the retry must not be made
+// Take reserves one more retry against b. false means the retry must not be made
 // (counted as upstream_rq_retry_overflow): the request ends with the last
 // attempt's outcome.
-func (t *retryTokens) take(b *breaker) bool {
+func (t *RetryTokens) Take(b *Breaker) bool {
 	if n := b.retries.Add(1); n > b.maxRetries {
 		b.retries.Add(-1)
-		b.stats.cbRqRetryOpen.Set(1)
-		b.stats.rqRetryOverflow.Inc()
+		b.stats.CbRqRetryOpen.Set(1)
+		b.stats.RqRetryOverflow.Inc()
 		return false
 	} else if n == b.maxRetries {
-		b.stats.cbRqRetryOpen.Set(1)
+		b.stats.CbRqRetryOpen.Set(1)
 	}
 	t.b = b
 	t.n++
 	return true
 }
 
-// release gives the retries back. Idempotent.
-func (t *retryTokens) release() {
+// Release gives the retries back. Idempotent.
+func (t *RetryTokens) Release() {
 	if b := t.b; b != nil && t.n > 0 {
 		if after := b.retries.Add(-t.n); after < b.maxRetries && after+t.n >= b.maxRetries {
-			b.stats.cbRqRetryOpen.Set(0)
+			b.stats.CbRqRetryOpen.Set(0)
 		}
 		t.n = 0
 	}
 }
 
-// bodyOverflow is Envoy's local reply body for a circuit breaker overflow.
-const bodyOverflow = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
-
-// admitAttempt is forward's admission hook, before every attempt: it ends
-// the previous attempt's admission (*adm) and admits the next. When a
-// limit is reached it answers 503 with response flag UO and returns
-// answered=true; when ctx ended while the request was queued it sets *res
-// to that error and returns ok=false, answered=false (the caller answers as
-// for any failed attempt).
-func (c *clusterRT) admitAttempt(ctx context.Context, w http.ResponseWriter, q *request, adm *admission, res *attemptResult) (ok, answered bool) {
-	adm.release()
-	a, err := c.pool.breaker.admit(ctx)
-	switch {
-	case err == nil:
-		*adm = a
-		return true, false
-	case errors.Is(err, errOverflow):
-		if res.resp != nil {
-			res.resp.Body.Close()
-		}
-		w.Header()["X-Envoy-Overloaded"] = []string{"true"} // as Envoy's router
-		localReply(w, q, http.StatusServiceUnavailable, bodyOverflow, "UO")
-		return false, true
-	}
-	cancel := res.cancel
-	if cancel == nil {
-		cancel = func() {}
-	}
-	*res = attemptResult{err: err, out: outcomeReset, cancel: cancel}
-	return false, false
-}
-
-// configurePool gives a new pool its circuit breakers and outlier
+// configureState gives new state its circuit breakers and outlier
 // detector before any request uses it. Called while translating.
-func configurePool(p *clusterPool, c *cluster.Cluster, stats *clusterStats) error {
+func configureState(p *state, c *clusterv3.Cluster, stats *Stats) error {
 	var err error
 	if p.breaker, err = newBreaker(c, p.up.HTTP2(), stats); err != nil {
 		return err

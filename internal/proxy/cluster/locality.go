@@ -1,10 +1,8 @@
-package dataplane
+package cluster
 
 import (
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -22,8 +20,8 @@ import (
 // locality's load_balancing_weight is folded into its endpoints' weights,
 // so each locality gets its weight's share and each endpoint its share of
 // that; a locality without a weight gets no traffic, as in Envoy.
-func (d *Dataplane) translateEndpoints(cla *endpointv3.ClusterLoadAssignment, svc serviceRef, localityWeighted bool) ([][]*endpoint, error) {
-	byPrio := map[uint32][]*endpoint{}
+func (b *Builder) translateEndpoints(cla *endpointv3.ClusterLoadAssignment, svc serviceRef, localityWeighted bool) ([][]*Endpoint, error) {
+	byPrio := map[uint32][]*Endpoint{}
 	for i, loc := range cla.GetEndpoints() {
 		var locWeight, sumWeight uint64
 		if localityWeighted {
@@ -61,11 +59,11 @@ func (d *Dataplane) translateEndpoints(cla *endpointv3.ClusterLoadAssignment, sv
 			}
 			wl, ns, app, ver, _ := contract.ParseWorkloadMetadata(lbe.GetMetadata().GetFilterMetadata()[contract.FilterMetadataIstio].GetFields()[contract.MetaEndpointWorkload].GetStringValue())
 			hs := lbe.GetHealthStatus()
-			ep := &endpoint{
-				addr:    net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)),
+			ep := &Endpoint{
+				addr:    endpointKey(sa.GetAddress(), sa.GetPortValue()),
 				weight:  w,
 				healthy: hs == core.HealthStatus_UNKNOWN || hs == core.HealthStatus_HEALTHY,
-				dst: d.metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
+				dst: b.Metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
 					Workload: telemetry.OrUnknown(wl), WorkloadNamespace: telemetry.OrUnknown(ns), App: telemetry.OrUnknown(app), Version: telemetry.OrUnknown(ver)}),
 			}
 			p := loc.GetPriority()
@@ -77,7 +75,7 @@ func (d *Dataplane) translateEndpoints(cla *endpointv3.ClusterLoadAssignment, sv
 		prios = append(prios, p)
 	}
 	slices.Sort(prios)
-	out := make([][]*endpoint, 0, len(prios))
+	out := make([][]*Endpoint, 0, len(prios))
 	for _, p := range prios {
 		out = append(out, byPrio[p])
 	}

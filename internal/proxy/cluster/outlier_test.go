@@ -1,27 +1,27 @@
-package dataplane
+package cluster
 
 import (
 	"strings"
 	"testing"
 	"time"
 
-	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	xdstype "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-
-	"weft.dev/weft/internal/xds/contract"
 )
 
 // testDetector returns a detector over n hosts (addresses "h0", "h1", …)
 // with a settable clock. It never starts its sweep goroutine before a test
 // ejects; tests call sweep directly and stop at cleanup.
-func testDetector(t *testing.T, od *cluster.OutlierDetection, panicPct float64, n int) (*outlierDetector, []*hostHealth, *time.Time) {
+func testDetector(t *testing.T, od *clusterv3.OutlierDetection, panicPct float64, n int) (*outlierDetector, []*hostHealth, *time.Time) {
 	t.Helper()
-	c := &cluster.Cluster{OutlierDetection: od}
+	c := &clusterv3.Cluster{OutlierDetection: od}
 	if panicPct >= 0 {
-		c.CommonLbConfig = &cluster.Cluster_CommonLbConfig{HealthyPanicThreshold: &xdstype.Percent{Value: panicPct}}
+		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &xdstype.Percent{Value: panicPct}}
 	}
 	cfg, err := parseOutlierDetection(c)
 	if err != nil {
@@ -39,14 +39,6 @@ func testDetector(t *testing.T, od *cluster.OutlierDetection, panicPct float64, 
 	return d, d.sync(addrs), &now
 }
 
-func istioOD(consec5xx uint32, maxPct uint32) *cluster.OutlierDetection {
-	return &cluster.OutlierDetection{
-		Consecutive_5Xx: wrapperspb.UInt32(consec5xx), EnforcingConsecutive_5Xx: wrapperspb.UInt32(100),
-		BaseEjectionTime: durationpb.New(time.Second), MaxEjectionPercent: wrapperspb.UInt32(maxPct),
-		EnforcingSuccessRate: wrapperspb.UInt32(0),
-	}
-}
-
 func TestOutlierConsecutive5xxEjectsAndReturns(t *testing.T) {
 	d, hs, now := testDetector(t, istioOD(3, 100), 0, 3)
 	h := hs[0]
@@ -61,7 +53,7 @@ func TestOutlierConsecutive5xxEjectsAndReturns(t *testing.T) {
 	if !h.ejected() {
 		t.Fatal("not ejected after 3 consecutive 5xx")
 	}
-	if got := metricValue(d.stats.odEjectionsActive); got != 1 {
+	if got := metricValue(d.stats.OdEjectionsActive); got != 1 {
 		t.Errorf("ejections_active = %v, want 1", got)
 	}
 	*now = now.Add(500 * time.Millisecond)
@@ -74,7 +66,7 @@ func TestOutlierConsecutive5xxEjectsAndReturns(t *testing.T) {
 	if h.ejected() {
 		t.Fatal("still ejected after base_ejection_time")
 	}
-	if got := metricValue(d.stats.odEjectionsActive); got != 0 {
+	if got := metricValue(d.stats.OdEjectionsActive); got != 0 {
 		t.Errorf("ejections_active = %v, want 0", got)
 	}
 	// The second ejection lasts twice as long.
@@ -84,7 +76,7 @@ func TestOutlierConsecutive5xxEjectsAndReturns(t *testing.T) {
 	if !h.ejected() || h.ejectedUntil.Sub(*now) != 2*time.Second {
 		t.Fatalf("second ejection: ejected=%v for %v, want 2s", h.ejected(), h.ejectedUntil.Sub(*now))
 	}
-	if got := metricValue(d.stats.odEjectionsTotal); got != 2 {
+	if got := metricValue(d.stats.OdEjectionsTotal); got != 2 {
 		t.Errorf("ejections_total = %v, want 2", got)
 	}
 }
@@ -96,7 +88,7 @@ func TestOutlierMaxEjectionPercent(t *testing.T) {
 	if !hs[0].ejected() || hs[1].ejected() {
 		t.Fatalf("ejected %v %v, want only the first (10%% of 3 allows one)", hs[0].ejected(), hs[1].ejected())
 	}
-	if got := metricValue(d.stats.odEjectionsOverflow); got != 1 {
+	if got := metricValue(d.stats.OdEjectionsOverflow); got != 1 {
 		t.Errorf("ejections_overflow = %v, want 1", got)
 	}
 }
@@ -116,25 +108,25 @@ func TestOutlierPanicThreshold(t *testing.T) {
 func TestOutlierLocalOrigin(t *testing.T) {
 	tests := []struct {
 		name   string
-		od     *cluster.OutlierDetection
+		od     *clusterv3.OutlierDetection
 		report func(h *hostHealth)
 		want   bool
 	}{
 		{"connect failures are gateway errors when not split",
-			&cluster.OutlierDetection{ConsecutiveGatewayFailure: wrapperspb.UInt32(2), EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(100), Consecutive_5Xx: wrapperspb.UInt32(0)},
-			func(h *hostHealth) { h.reportLocal(localConnectFailed); h.reportLocal(localConnectFailed) }, true},
+			&clusterv3.OutlierDetection{ConsecutiveGatewayFailure: wrapperspb.UInt32(2), EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(100), Consecutive_5Xx: wrapperspb.UInt32(0)},
+			func(h *hostHealth) { h.reportLocal(LocalConnectFailed); h.reportLocal(LocalConnectFailed) }, true},
 		{"split: local failures use their own detector",
-			&cluster.OutlierDetection{SplitExternalLocalOriginErrors: true, ConsecutiveLocalOriginFailure: wrapperspb.UInt32(2), Consecutive_5Xx: wrapperspb.UInt32(0)},
-			func(h *hostHealth) { h.reportLocal(localConnectFailed); h.reportLocal(localTimeout) }, true},
+			&clusterv3.OutlierDetection{SplitExternalLocalOriginErrors: true, ConsecutiveLocalOriginFailure: wrapperspb.UInt32(2), Consecutive_5Xx: wrapperspb.UInt32(0)},
+			func(h *hostHealth) { h.reportLocal(LocalConnectFailed); h.reportLocal(LocalTimeout) }, true},
 		{"split: a response resets local failures",
-			&cluster.OutlierDetection{SplitExternalLocalOriginErrors: true, ConsecutiveLocalOriginFailure: wrapperspb.UInt32(2), Consecutive_5Xx: wrapperspb.UInt32(0)},
+			&clusterv3.OutlierDetection{SplitExternalLocalOriginErrors: true, ConsecutiveLocalOriginFailure: wrapperspb.UInt32(2), Consecutive_5Xx: wrapperspb.UInt32(0)},
 			func(h *hostHealth) {
-				h.reportLocal(localConnectFailed)
+				h.reportLocal(LocalConnectFailed)
 				h.reportStatus(500)
-				h.reportLocal(localConnectFailed)
+				h.reportLocal(LocalConnectFailed)
 			}, false},
 		{"gateway detector not enforced by default",
-			&cluster.OutlierDetection{ConsecutiveGatewayFailure: wrapperspb.UInt32(1), Consecutive_5Xx: wrapperspb.UInt32(0)},
+			&clusterv3.OutlierDetection{ConsecutiveGatewayFailure: wrapperspb.UInt32(1), Consecutive_5Xx: wrapperspb.UInt32(0)},
 			func(h *hostHealth) { h.reportStatus(503) }, false},
 	}
 	for _, tc := range tests {
@@ -160,7 +152,7 @@ func TestOutlierSyncKeepsRemainingHosts(t *testing.T) {
 		t.Fatal("unexpected state for h2/h9")
 	}
 	d.sync([]string{"h2"})
-	if got := metricValue(d.stats.odEjectionsActive); got != 0 {
+	if got := metricValue(d.stats.OdEjectionsActive); got != 0 {
 		t.Errorf("ejections_active = %v after the ejected host left, want 0", got)
 	}
 }
@@ -175,29 +167,36 @@ func TestGRPCToHTTP(t *testing.T) {
 
 // TestOutlierStateSurvivesPushes: an update that leaves the Cluster alone
 // keeps the breaker and the detector; when only endpoints change, the ones
-// that remain keep their ejection; changing the Cluster starts afresh.
+// that remain keep their ejection, and the config dump shows it; changing
+// the Cluster starts afresh.
 func TestOutlierStateSurvivesPushes(t *testing.T) {
-	d := newDataplane(t, contract.Identity{}, newRegistry())
+	b := testBuilder(t)
 	c := edsCluster(t, "c", false, "")
 	c.OutlierDetection = istioOD(1, 100)
-	c.CommonLbConfig = &cluster.Cluster_CommonLbConfig{HealthyPanicThreshold: &xdstype.Percent{Value: 0}}
-	mustApply(t, d, resources(c, cla("c", ep{Addr: "10.0.0.1:80"}, ep{Addr: "10.0.0.2:80"}, ep{Addr: "10.0.0.3:80"})))
-	rt := d.rt.Load().clusters["c"]
-	var target *endpoint
+	c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &xdstype.Percent{Value: 0}}
+	build := func(c *clusterv3.Cluster, prev *Cluster, eps ...ep) *Cluster {
+		t.Helper()
+		ct, err := b.Build(c, map[string]*endpointv3.ClusterLoadAssignment{"c": cla("c", eps...)}, prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ct
+	}
+	rt := build(c, nil, ep{Addr: "10.0.0.1:80"}, ep{Addr: "10.0.0.2:80"}, ep{Addr: "10.0.0.3:80"})
+	t.Cleanup(rt.CloseIdle)
+	var target *Endpoint
 	for _, e := range rt.picker.endpoints {
 		if e.addr == "10.0.0.2:80" {
 			target = e
 		}
 	}
-	target.od.reportStatus(503)
+	target.ObserveResponse(503, nil)
 	if target.available() {
 		t.Fatal("endpoint not ejected")
 	}
-
 	// Endpoints change, the Cluster does not.
-	mustApply(t, d, resources(proto.Clone(c), cla("c", ep{Addr: "10.0.0.2:80"}, ep{Addr: "10.0.0.4:80"})))
-	rt2 := d.rt.Load().clusters["c"]
-	if rt2.pool.breaker != rt.pool.breaker || rt2.pool.outlier != rt.pool.outlier {
+	rt2 := build(proto.Clone(c).(*clusterv3.Cluster), rt, ep{Addr: "10.0.0.2:80"}, ep{Addr: "10.0.0.4:80"})
+	if !rt2.SharesState(rt) || rt2.state.breaker != rt.state.breaker || rt2.state.outlier != rt.state.outlier {
 		t.Fatal("breaker or detector replaced by an endpoint-only update")
 	}
 	for _, e := range rt2.picker.endpoints {
@@ -205,24 +204,31 @@ func TestOutlierStateSurvivesPushes(t *testing.T) {
 			t.Errorf("%s available=%v after the endpoint update", e.addr, e.available())
 		}
 	}
-	dump, err := d.ConfigDump()
+	dump, err := protojson.Marshal(rt2.DumpAssignment(rt2.cla))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(dump), `"healthStatus": "UNHEALTHY"`) || !strings.Contains(string(dump), `"ejected": true`) {
-		t.Errorf("config dump does not show the ejection:\n%s", dump)
+	if !strings.Contains(string(dump), `"healthStatus":"UNHEALTHY"`) || !strings.Contains(string(dump), `"ejected":true`) {
+		t.Errorf("dumped assignment does not show the ejection:\n%s", dump)
 	}
-
+	if rt2.cla.GetEndpoints()[0].GetLbEndpoints()[0].GetMetadata() != nil {
+		t.Error("DumpAssignment modified the assignment it was given")
+	}
 	// The Cluster changes: a new detector, the old one's gauge given back.
-	c2 := proto.Clone(c).(*cluster.Cluster)
+	c2 := proto.Clone(c).(*clusterv3.Cluster)
 	c2.ConnectTimeout = durationpb.New(3 * time.Second)
-	mustApply(t, d, resources(c2, cla("c", ep{Addr: "10.0.0.2:80"}, ep{Addr: "10.0.0.4:80"})))
-	for _, e := range d.rt.Load().clusters["c"].picker.endpoints {
+	rt3 := build(c2, rt2, ep{Addr: "10.0.0.2:80"}, ep{Addr: "10.0.0.4:80"})
+	t.Cleanup(rt3.CloseIdle)
+	if rt3.SharesState(rt2) {
+		t.Fatal("a changed Cluster kept its state")
+	}
+	rt2.CloseIdle() // what the data plane does with the state nothing uses any more
+	for _, e := range rt3.picker.endpoints {
 		if !e.available() {
 			t.Errorf("%s still ejected after the cluster changed", e.addr)
 		}
 	}
-	if got := metricValue(d.clusterStats.stats("c").odEjectionsActive); got != 0 {
+	if got := metricValue(b.Stats.For("c").OdEjectionsActive); got != 0 {
 		t.Errorf("ejections_active = %v, want 0", got)
 	}
 }

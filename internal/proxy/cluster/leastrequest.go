@@ -1,4 +1,4 @@
-package dataplane
+package cluster
 
 import (
 	"fmt"
@@ -6,7 +6,7 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 
-	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 )
 
 // leastRequest is Envoy's LEAST_REQUEST with equal weights: power of
@@ -14,18 +14,18 @@ import (
 // in flight wins. With unequal weights the comparison is active/weight (as
 // Envoy's active_request_bias 1.0 does via weight/(active+1)).
 type leastRequest struct {
-	endpoints []*endpoint
+	endpoints []*Endpoint
 	choices   int
 }
 
 var _ balancer = (*leastRequest)(nil)
 
-func (p *leastRequest) pick(_ hashKey, ok func(*endpoint) bool) *endpoint {
+func (p *leastRequest) pick(_ HashKey, ok func(*Endpoint) bool) *Endpoint {
 	n := len(p.endpoints)
 	if n == 0 {
 		return nil
 	}
-	var best *endpoint
+	var best *Endpoint
 	for range p.choices {
 		e := p.endpoints[rand.IntN(n)]
 		if !ok(e) || !e.accept() {
@@ -42,13 +42,13 @@ func (p *leastRequest) pick(_ hashKey, ok func(*endpoint) bool) *endpoint {
 }
 
 // less reports whether a is less loaded than b: (active+1)/weight.
-func less(a, b *endpoint) bool {
+func less(a, b *Endpoint) bool {
 	return (a.active.Load()+1)*int64(max(b.weight, 1)) < (b.active.Load()+1)*int64(max(a.weight, 1))
 }
 
 // lbConfig is a cluster's lb_policy with its settings.
 type lbConfig struct {
-	policy      cluster.Cluster_LbPolicy
+	policy      clusterv3.Cluster_LbPolicy
 	choices     int    // LEAST_REQUEST choice_count
 	minRing     uint64 // RING_HASH
 	maxRing     uint64
@@ -57,20 +57,20 @@ type lbConfig struct {
 }
 
 // parseLBConfig reads lb_policy and its lb_config.
-func parseLBConfig(c *cluster.Cluster) (lbConfig, error) {
+func parseLBConfig(c *clusterv3.Cluster) (lbConfig, error) {
 	cfg := lbConfig{policy: c.GetLbPolicy(), choices: 2, minRing: defaultMinRingSize, maxRing: defaultMaxRingSize, maglevTable: defaultMaglevSize}
 	switch cfg.policy {
-	case cluster.Cluster_ROUND_ROBIN, cluster.Cluster_RANDOM:
-	case cluster.Cluster_LEAST_REQUEST:
+	case clusterv3.Cluster_ROUND_ROBIN, clusterv3.Cluster_RANDOM:
+	case clusterv3.Cluster_LEAST_REQUEST:
 		if n := c.GetLeastRequestLbConfig().GetChoiceCount(); n != nil {
 			if n.GetValue() < 2 {
 				return cfg, fmt.Errorf("least_request_lb_config.choice_count: must be >= 2")
 			}
 			cfg.choices = int(min(n.GetValue(), 100))
 		}
-	case cluster.Cluster_RING_HASH:
+	case clusterv3.Cluster_RING_HASH:
 		rh := c.GetRingHashLbConfig()
-		if rh.GetHashFunction() != cluster.Cluster_RingHashLbConfig_XX_HASH {
+		if rh.GetHashFunction() != clusterv3.Cluster_RingHashLbConfig_XX_HASH {
 			return cfg, fmt.Errorf("ring_hash_lb_config.hash_function: only XX_HASH")
 		}
 		if v := rh.GetMinimumRingSize(); v != nil {
@@ -82,7 +82,7 @@ func parseLBConfig(c *cluster.Cluster) (lbConfig, error) {
 		if cfg.minRing == 0 || cfg.minRing > defaultMaxRingSize || cfg.maxRing < cfg.minRing || cfg.maxRing > defaultMaxRingSize {
 			return cfg, fmt.Errorf("ring_hash_lb_config: want 0 < minimum_ring_size <= maximum_ring_size <= %d", defaultMaxRingSize)
 		}
-	case cluster.Cluster_MAGLEV:
+	case clusterv3.Cluster_MAGLEV:
 		if v := c.GetMaglevLbConfig().GetTableSize(); v != nil {
 			cfg.maglevTable = v.GetValue()
 		}
@@ -100,15 +100,15 @@ func parseLBConfig(c *cluster.Cluster) (lbConfig, error) {
 }
 
 // newBalancer builds the balancer for one priority's healthy endpoints.
-func (c lbConfig) newBalancer(eps []*endpoint, next *atomic.Uint64) balancer {
+func (c lbConfig) newBalancer(eps []*Endpoint, next *atomic.Uint64) balancer {
 	switch c.policy {
-	case cluster.Cluster_RANDOM:
+	case clusterv3.Cluster_RANDOM:
 		return newRandom(eps)
-	case cluster.Cluster_LEAST_REQUEST:
+	case clusterv3.Cluster_LEAST_REQUEST:
 		return &leastRequest{endpoints: eps, choices: c.choices}
-	case cluster.Cluster_RING_HASH:
+	case clusterv3.Cluster_RING_HASH:
 		return newRingHash(eps, c.minRing, c.maxRing)
-	case cluster.Cluster_MAGLEV:
+	case clusterv3.Cluster_MAGLEV:
 		return newMaglev(eps, c.maglevTable)
 	default:
 		return newRoundRobin(eps, next)

@@ -36,7 +36,6 @@ type request struct {
 	start    time.Time
 	inbound  bool
 	grpc     bool
-	delayed  bool // the fault filter delayed it: response flag DI
 	src      *telemetry.SrcLabels
 	dst      *telemetry.DstLabels
 	code     int
@@ -73,15 +72,11 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		localReply(w, &q, http.StatusNotFound, "", "NR")
 		return
 	}
-	if lc.cors && re.cors.preflight(w, r, &q) {
-		return // envoy.filters.http.cors answered the preflight
-	}
-	q.reply.corsSaw(lc, re, r) // localreply.go
-	if re.fault != nil && lc.fault && re.fault.apply(w, r, &q) {
-		return // envoy.filters.http.fault answered (or the client left during a delay)
+	if len(lc.filters) > 0 && runFilters(w, r, lc, re, &q) {
+		return // a filter answered (or the client left)
 	}
 	if re.direct != nil || re.redirect != nil {
-		routeReply(w, r, lc, re, &q) // redirect.go
+		routeReply(w, r, re, &q) // redirect.go
 		return
 	}
 	name := re.pickCluster(r)
@@ -101,8 +96,8 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (d *Dataplane) recordRequest(q *request) {
 	flags := q.flags
-	if q.delayed {
-		flags = joinFlags(append(strings.Split(flags, ","), "DI")...)
+	if fs := q.reply.fs; fs != nil && len(fs.ResponseFlags()) > 0 {
+		flags = joinFlags(append(strings.Split(flags, ","), fs.ResponseFlags()...)...) // DI
 	}
 	d.metrics.Record(telemetry.Key{
 		Src: q.src, Dst: q.dst, Inbound: q.inbound, GRPC: q.grpc,
@@ -341,9 +336,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		return
 	}
 	re.applyResponseHeaders(res.resp.Header, c.Name()) // headers.go
-	if lc.cors {
-		re.cors.decorate(res.resp.Header, r)
-	}
+	q.reply.encode(res.resp.Header)                    // the filters' response headers
 	d.stream(w, r, q, res.resp)
 }
 
@@ -470,10 +463,19 @@ func httpTokenListContains(v, token string) bool {
 // grpc-status. q.reply adds the route's response headers and CORS headers
 // where Envoy would.
 func localReply(w http.ResponseWriter, q *request, code int, body, flags string) {
+	localReplyGRPC(w, q, code, "", body, flags)
+}
+
+// localReplyGRPC is localReply with the grpc-status of a gRPC request
+// given (grpcStatus; "" maps code).
+func localReplyGRPC(w http.ResponseWriter, q *request, code int, grpcStatus, body, flags string) {
 	q.flags = flags
 	h := w.Header()
 	if q.grpc {
-		q.code, q.grpcCode = http.StatusOK, grpcStatusFor(code)
+		if grpcStatus == "" {
+			grpcStatus = grpcStatusFor(code)
+		}
+		q.code, q.grpcCode = http.StatusOK, grpcStatus
 		h["Content-Type"] = []string{"application/grpc"}
 		h["Grpc-Status"] = []string{q.grpcCode}
 		if body != "" {

@@ -211,9 +211,6 @@ func (re *routeEntry) compileRouteActions(rc *route.Route) error {
 		rc.GetResponseHeadersToAdd(), rc.GetResponseHeadersToRemove()); err != nil {
 		return err
 	}
-	if re.cors, err = compileCORS(rc.GetTypedPerFilterConfig()); err != nil {
-		return err
-	}
 	return nil
 }
 

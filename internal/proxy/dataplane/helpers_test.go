@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"weft.dev/weft/internal/proxy/filter/cors"
+	"weft.dev/weft/internal/proxy/filter/fault"
 	"weft.dev/weft/internal/proxy/proxytest"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
@@ -40,7 +42,11 @@ var (
 
 type ep = proxytest.Endpoint
 
-const httpProtocolOptionsKey = proxytest.HTTPProtocolOptionsKey
+const (
+	httpProtocolOptionsKey = proxytest.HTTPProtocolOptionsKey
+	faultFilterName        = fault.Name
+	corsFilterName         = cors.Name
+)
 
 // ---- runtime helpers ----------------------------------------------------
 

@@ -121,18 +121,18 @@ func (rd *redirect) location(r *http.Request, re *routeEntry) string {
 }
 
 // routeReply answers a request whose route is a redirect or a direct
-// response, with the route's response headers and CORS headers applied.
-func routeReply(w http.ResponseWriter, r *http.Request, lc *listenerConfig, re *routeEntry, q *request) {
+// response, with the route's response headers and the HTTP filters'
+// (CORS) applied.
+func routeReply(w http.ResponseWriter, r *http.Request, re *routeEntry, q *request) {
 	h := w.Header()
 	re.applyResponseHeaders(h, "")
-	if lc.cors {
-		re.cors.decorate(h, r)
-	}
+	q.reply.encode(h) // the filters' response headers
 	if re.redirect != nil {
 		h["Location"] = []string{re.redirect.location(r, re)}
 		q.code = re.redirect.code
 		w.WriteHeader(re.redirect.code)
 		return
 	}
+	q.reply.decorated = true // localReply must not decorate twice
 	localReply(w, q, re.direct.status, re.direct.body, "")
 }

@@ -397,7 +397,7 @@ func TestFaultInjection(t *testing.T) {
 	base := "http://" + d.ListenerAddr("out").String()
 	c := client(t, false)
 
-	if got := do(t, c, "GET", base+"/", "abort", nil); got.code != 418 || got.body != bodyFaultAbort {
+	if got := do(t, c, "GET", base+"/", "abort", nil); got.code != 418 || got.body != "fault filter abort" {
 		t.Errorf("abort: %d %q", got.code, got.body)
 	}
 	if got := do(t, c, "GET", base+"/", "grpcabort", nil); got.code != 429 {

@@ -15,7 +15,6 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -208,79 +207,6 @@ func TestRedirectLocation(t *testing.T) {
 
 func corsAny(t testing.TB, p *corsv3.CorsPolicy) map[string]*anypb.Any {
 	return map[string]*anypb.Any{corsFilterName: mustAny(t, p)}
-}
-
-func TestCORSPolicy(t *testing.T) {
-	pol := &corsv3.CorsPolicy{
-		AllowOriginStringMatch: []*matcher.StringMatcher{exact("https://good.example"),
-			{MatchPattern: &matcher.StringMatcher_Suffix{Suffix: ".trusted.example"}}},
-		AllowMethods: "GET,POST", AllowHeaders: "x-token", ExposeHeaders: "x-trace", MaxAge: "600",
-		AllowCredentials: wrapperspb.Bool(true),
-	}
-	tests := []struct {
-		name      string
-		pol       func(*corsv3.CorsPolicy)
-		method    string
-		hdr       map[string]string
-		preflight bool
-		want      http.Header // after preflight (if answered) or decorate
-	}{
-		{"preflight allowed", nil, "OPTIONS", map[string]string{"Origin": "https://good.example", "Access-Control-Request-Method": "POST"}, true,
-			http.Header{"Access-Control-Allow-Origin": {"https://good.example"}, "Access-Control-Allow-Credentials": {"true"},
-				"Access-Control-Allow-Methods": {"GET,POST"}, "Access-Control-Allow-Headers": {"x-token"}, "Access-Control-Max-Age": {"600"}}},
-		{"preflight suffix", nil, "OPTIONS", map[string]string{"Origin": "https://a.trusted.example", "Access-Control-Request-Method": "GET"}, true,
-			http.Header{"Access-Control-Allow-Origin": {"https://a.trusted.example"}, "Access-Control-Allow-Credentials": {"true"},
-				"Access-Control-Allow-Methods": {"GET,POST"}, "Access-Control-Allow-Headers": {"x-token"}, "Access-Control-Max-Age": {"600"}}},
-		{"preflight other origin forwarded", nil, "OPTIONS", map[string]string{"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}, false, http.Header{}},
-		{"preflight other origin ignored", func(p *corsv3.CorsPolicy) { p.ForwardNotMatchingPreflights = wrapperspb.Bool(false) },
-			"OPTIONS", map[string]string{"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}, true, http.Header{}},
-		{"options without request method", nil, "OPTIONS", map[string]string{"Origin": "https://good.example"}, false,
-			http.Header{"Access-Control-Allow-Origin": {"https://good.example"}, "Access-Control-Allow-Credentials": {"true"}, "Access-Control-Expose-Headers": {"x-trace"}}},
-		{"actual request", nil, "GET", map[string]string{"Origin": "https://good.example"}, false,
-			http.Header{"Access-Control-Allow-Origin": {"https://good.example"}, "Access-Control-Allow-Credentials": {"true"}, "Access-Control-Expose-Headers": {"x-trace"}}},
-		{"actual request other origin", nil, "GET", map[string]string{"Origin": "https://evil.example"}, false, http.Header{}},
-		{"no origin", nil, "GET", nil, false, http.Header{}},
-		{"star allows all", func(p *corsv3.CorsPolicy) {
-			p.AllowOriginStringMatch = []*matcher.StringMatcher{exact("*")}
-			p.AllowCredentials = nil
-			p.ExposeHeaders = ""
-		},
-			"GET", map[string]string{"Origin": "https://any.example"}, false, http.Header{"Access-Control-Allow-Origin": {"https://any.example"}}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			p := proto.Clone(pol).(*corsv3.CorsPolicy)
-			if tc.pol != nil {
-				tc.pol(p)
-			}
-			c, err := compileCORS(corsAny(t, p))
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := httptest.NewRequest(tc.method, "/", nil)
-			for k, v := range tc.hdr {
-				r.Header.Set(k, v)
-			}
-			w := httptest.NewRecorder()
-			var q request
-			answered := c.preflight(w, r, &q)
-			if answered != tc.preflight {
-				t.Fatalf("preflight answered = %v, want %v", answered, tc.preflight)
-			}
-			h := w.Header()
-			if answered {
-				if w.Code != 200 || q.code != 200 {
-					t.Errorf("preflight status %d (q %d), want 200", w.Code, q.code)
-				}
-			} else {
-				h = http.Header{}
-				c.decorate(h, r)
-			}
-			if !reflect.DeepEqual(h, tc.want) {
-				t.Errorf("headers = %v, want %v", h, tc.want)
-			}
-		})
-	}
 }
 
 // corsListener is httpListener with envoy.filters.http.cors before the router.

@@ -55,19 +55,20 @@ type routeEntry struct {
 
 	timeout       time.Duration
 	retry         *retryPolicy // retry.go; nil: no retries
-	fault         *faultConfig // fault.go; per-route envoy.filters.http.fault config
 	prefixRewrite string
 	hostRewrite   string
 
-	// routeactions (rewrite.go, headers.go, redirect.go, cors.go)
+	// routeactions (rewrite.go, headers.go, redirect.go)
 	regexRewrite     *regexRewrite
 	redirect         *redirect
 	mutations        routeHeaders
 	clusterMutations bool         // some weighted cluster has header mutations or a host rewrite
-	cors             *corsPolicy  // per-route envoy.filters.http.cors config
 	hash             []hashPolicy // hash.go: RouteAction.hash_policy
 
 	mirrors []mirrorPolicy // mirror.go: RouteAction.request_mirror_policies
+
+	// filterConfigs is typed_per_filter_config, compiled (filters.go).
+	filterConfigs []filterConfig
 }
 
 type weightedCluster struct {
@@ -131,7 +132,7 @@ func compileRouteTable(rc *route.RouteConfiguration) (*routeTable, error) {
 func compileRoute(rc *route.Route) (*routeEntry, error) {
 	re := &routeEntry{name: rc.GetName()}
 	var err error
-	if re.fault, err = compileFault(rc.GetTypedPerFilterConfig()); err != nil {
+	if re.filterConfigs, err = compileFilterConfigs(rc.GetTypedPerFilterConfig()); err != nil {
 		return nil, err
 	}
 	m := rc.GetMatch()

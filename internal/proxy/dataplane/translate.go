@@ -40,10 +40,9 @@ type listenerConfig struct {
 	inbound bool   // traffic_direction INBOUND: strip peer metadata, reporter=destination
 	// outbound: traffic_direction OUTBOUND: add peer metadata, reporter=source.
 	outbound bool
-	rds      string      // RDS route configuration name, when inline is nil
-	inline   *routeTable // inline route_config
-	fault    bool        // envoy.filters.http.fault is in http_filters (fault.go)
-	cors     bool        // envoy.filters.http.cors is in http_filters (cors.go)
+	rds      string       // RDS route configuration name, when inline is nil
+	inline   *routeTable  // inline route_config
+	filters  []httpFilter // http_filters but the router, in order (filters.go)
 }
 
 // table returns the route table the listener uses in rt, or nil.
@@ -191,12 +190,19 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 			return nil, fmt.Errorf("%s.http_filters[%d] (%s): the last filter must be %s", where, i, f.GetName(), routerFilterName)
 		case !last && isRouter:
 			return nil, fmt.Errorf("%s.http_filters[%d]: %s must be last", where, i, routerFilterName)
-		case !last && f.GetName() == faultFilterName:
-			lc.fault = true
-		case !last && f.GetName() == corsFilterName:
-			lc.cors = true
-		case !last && !f.GetIsOptional():
-			return nil, fmt.Errorf("%s.http_filters[%d] (%s): unsupported filter", where, i, f.GetName())
+		case !last:
+			fac := httpFilters[f.GetName()]
+			if fac == nil {
+				if !f.GetIsOptional() {
+					return nil, fmt.Errorf("%s.http_filters[%d] (%s): unsupported filter", where, i, f.GetName())
+				}
+				continue
+			}
+			flt, err := fac.New(f.GetTypedConfig())
+			if err != nil {
+				return nil, fmt.Errorf("%s.http_filters[%d] (%s): %w", where, i, f.GetName(), err)
+			}
+			lc.filters = append(lc.filters, newHTTPFilter(f.GetName(), flt))
 		}
 	}
 	return lc, nil

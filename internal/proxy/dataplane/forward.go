@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"weft.dev/weft/internal/proxy/cluster"
+	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/telemetry"
 )
 
@@ -56,7 +57,7 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// header into a GOAWAY and closes once the connection is idle.
 		w.Header()["Connection"] = connectionClose
 	}
-	q := request{start: time.Now(), inbound: lc.inbound, grpc: isGRPC(r), dst: d.metrics.UnknownDst()}
+	q := request{start: time.Now(), inbound: lc.inbound, grpc: route.IsGRPC(r), dst: d.metrics.UnknownDst()}
 	if lc.inbound {
 		q.src = d.peers.Take(r.Header)
 	} else {
@@ -64,9 +65,9 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer d.recordRequest(&q)
 
-	var re *routeEntry
+	var re *route.Entry
 	if tab := lc.table(rt); tab != nil {
-		re = tab.route(r)
+		re = tab.Route(r)
 	}
 	if re == nil {
 		localReply(w, &q, http.StatusNotFound, "", "NR")
@@ -75,11 +76,11 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(lc.filters) > 0 && runFilters(w, r, lc, re, &q) {
 		return // a filter answered (or the client left)
 	}
-	if re.direct != nil || re.redirect != nil {
-		routeReply(w, r, re, &q) // redirect.go
+	if re.Direct != nil || re.IsRedirect() {
+		routeReply(w, r, re, &q) // routereply.go
 		return
 	}
-	name := re.pickCluster(r)
+	name := re.PickCluster(r)
 	q.reply.routed(re, name) // the router's local replies carry the route's response headers (localreply.go)
 	c := rt.clusters[name]
 	if c == nil {
@@ -110,15 +111,15 @@ func (d *Dataplane) recordRequest(q *request) {
 // retry avoids them while another endpoint is available, as Envoy does;
 // with the previous_priorities retry priority it leaves the priorities
 // already attempted out of the priority load (cluster.PrevPriorities).
-func pickEndpoint(c *cluster.Cluster, k cluster.HashKey, rp *retryPolicy, tried []*cluster.Endpoint, pp *cluster.PrevPriorities) *cluster.Endpoint {
-	if len(tried) == 0 || rp == nil || (!rp.otherHosts && rp.prioFreq == 0) {
+func pickEndpoint(c *cluster.Cluster, k cluster.HashKey, rp *route.RetryPolicy, tried []*cluster.Endpoint, pp *cluster.PrevPriorities) *cluster.Endpoint {
+	if len(tried) == 0 || rp == nil || (!rp.OtherHosts && rp.PriorityUpdateFrequency == 0) {
 		return c.Pick(k)
 	}
 	var skip uint64
-	if rp.prioFreq > 0 {
-		skip = pp.Update(c, tried, rp.prioFreq)
+	if rp.PriorityUpdateFrequency > 0 {
+		skip = pp.Update(c, tried, rp.PriorityUpdateFrequency)
 	}
-	if !rp.otherHosts {
+	if !rp.OtherHosts {
 		return c.PickExcept(k, skip, nil)
 	}
 	return c.PickExcept(k, skip, tried) // avoids tried endpoints while others are available
@@ -138,7 +139,7 @@ type attemptResult struct {
 // timeout; perTry (0 = none) bounds the wait for the response headers only:
 // once they arrive the response streams under the global timeout, as
 // Envoy's per_try_timeout.
-func (d *Dataplane) attempt(ctx context.Context, r *http.Request, re *routeEntry, out *http.Request, c *cluster.Cluster, ep *cluster.Endpoint, perTry time.Duration) attemptResult {
+func (d *Dataplane) attempt(ctx context.Context, r *http.Request, re *route.Entry, out *http.Request, c *cluster.Cluster, ep *cluster.Endpoint, perTry time.Duration) attemptResult {
 	// Only a per-try timeout needs a context of its own: a retried response
 	// is ended by closing its body.
 	actx, cancel := ctx, context.CancelFunc(noCancel)
@@ -167,14 +168,14 @@ func (d *Dataplane) attempt(ctx context.Context, r *http.Request, re *routeEntry
 // retrying, the request body can be replayed, and nothing has been sent
 // downstream yet; each retry waits a jittered backoff and prefers an
 // endpoint not tried before.
-func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listenerConfig, re *routeEntry, c *cluster.Cluster, q *request) {
+func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listenerConfig, re *route.Entry, c *cluster.Cluster, q *request) {
 	ctx := r.Context()
-	if re.timeout > 0 {
+	if re.Timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, re.timeout)
+		ctx, cancel = context.WithTimeout(ctx, re.Timeout)
 		defer cancel()
 	}
-	rp := re.retry
+	rp := re.Retry
 	upgrade := r.Method == http.MethodConnect || r.Header["Upgrade"] != nil
 	if upgrade {
 		rp = nil // upgraded streams are never retried
@@ -199,12 +200,12 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 			// Let request and response bodies stream at the same time (bidi).
 			_ = http.NewResponseController(w).EnableFullDuplex()
 		}
-		if rp != nil && rp.numRetries > 0 {
+		if rp != nil && rp.NumRetries > 0 {
 			body = newReplayBody(r.Body)
 			out.Body = body.attempt()
 		}
 	}
-	out.Host = re.upstreamHost(r, c.Name())
+	out.Host = re.UpstreamHost(r, c.Name())
 	copyRequestHeaders(out.Header, r.Header)
 	if _, ok := out.Header["X-Forwarded-Proto"]; !ok {
 		out.Header["X-Forwarded-Proto"] = []string{"http"}
@@ -216,10 +217,10 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		out.Header[telemetry.HeaderPeerMetadata] = d.peerMetadata
 		out.Header[telemetry.HeaderPeerMetadataID] = d.peerID
 	}
-	re.applyRequestHeaders(out.Header, c.Name()) // headers.go
+	re.ApplyRequestHeaders(out.Header, c.Name())
 	var perTry time.Duration
 	if rp != nil {
-		perTry = rp.perTry
+		perTry = rp.PerTry
 	}
 
 	// hook: mirror
@@ -227,9 +228,10 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 
 	var triedBuf [4]*cluster.Endpoint
 	tried := triedBuf[:0]
-	var prio cluster.PrevPriorities // retry_priority state
-	stats := c.Stats()              // envoy_cluster_* counters
-	k := requestHash(re.hash, r, w) // the route's lb hash policy, once for every attempt
+	var prio cluster.PrevPriorities      // retry_priority state
+	stats := c.Stats()                   // envoy_cluster_* counters
+	hash, hashed := re.RequestHash(r, w) // the route's lb hash policy, once for every attempt
+	k := cluster.HashKey{Hash: hash, OK: hashed}
 	retries := 0
 	var res attemptResult
 	var ep *cluster.Endpoint
@@ -275,9 +277,9 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		}
 		var retriable bool
 		if res.err != nil {
-			retriable = rp.retriableError(res.out)
+			retriable = retriableError(rp, res.out)
 		} else {
-			retriable = rp.retriableResponse(res.resp.StatusCode, grpcStatusHeader(res.resp.Header))
+			retriable = rp.RetriableResponse(res.resp.StatusCode, grpcStatusHeader(res.resp.Header))
 		}
 		if !retriable {
 			if retries > 0 && res.err == nil {
@@ -285,7 +287,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 			}
 			break
 		}
-		if retries >= rp.numRetries {
+		if retries >= rp.NumRetries {
 			q.flags = "URX"
 			break
 		}
@@ -308,7 +310,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		retries++
 		stats.RqRetry.Inc()
 		d.log.Debug("retrying upstream request", "cluster", c.Name(), "endpoint", ep.Addr(), "retry", retries, "err", res.err)
-		if !sleepCtx(ctx, rp.backoff(retries)) {
+		if !sleepCtx(ctx, rp.Backoff(retries)) {
 			res = attemptResult{err: ctx.Err(), out: outcomeReset, cancel: res.cancel}
 			break
 		}
@@ -335,8 +337,8 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		d.log.Debug("upstream request failed", "cluster", c.Name(), "endpoint", ep.Addr(), "err", res.err)
 		return
 	}
-	re.applyResponseHeaders(res.resp.Header, c.Name()) // headers.go
-	q.reply.encode(res.resp.Header)                    // the filters' response headers
+	re.ApplyResponseHeaders(res.resp.Header, c.Name())
+	q.reply.encode(res.resp.Header) // the filters' response headers
 	d.stream(w, r, q, res.resp)
 }
 
@@ -392,9 +394,9 @@ func (d *Dataplane) stream(w http.ResponseWriter, r *http.Request, q *request, r
 }
 
 // upstreamURL is the request target sent to the endpoint.
-func upstreamURL(r *http.Request, re *routeEntry, ep *cluster.Endpoint) *url.URL {
+func upstreamURL(r *http.Request, re *route.Entry, ep *cluster.Endpoint) *url.URL {
 	u := &url.URL{Scheme: "http", Host: ep.Addr(), Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-	re.rewritePath(u) // rewrite.go
+	re.RewritePath(u)
 	return u
 }
 

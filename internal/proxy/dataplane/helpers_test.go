@@ -46,6 +46,9 @@ const (
 	httpProtocolOptionsKey = proxytest.HTTPProtocolOptionsKey
 	faultFilterName        = fault.Name
 	corsFilterName         = cors.Name
+
+	previousHostsPredicateName = "envoy.retry_host_predicates.previous_hosts"
+	previousPrioritiesName     = "envoy.retry_priorities.previous_priorities"
 )
 
 // ---- runtime helpers ----------------------------------------------------

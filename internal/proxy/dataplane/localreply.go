@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"weft.dev/weft/internal/proxy/filter"
+	"weft.dev/weft/internal/proxy/route"
 )
 
 // replyHeaders is what decorates the proxy's own replies to one request, as
@@ -24,14 +25,14 @@ import (
 //
 // No route (NR) means no decoration at all. The zero value does nothing.
 type replyHeaders struct {
-	route   *routeEntry // set when the router runs
-	cluster string      // the picked destination cluster ("" = route-level only)
+	route   *route.Entry // set when the router runs
+	cluster string       // the picked destination cluster ("" = route-level only)
 
 	// The HTTP filters (filters.go): the listener's chain, the route whose
 	// per-filter configs apply, how many filters the request passed, and
 	// their view of the request (nil until a filter ran).
 	chain  []httpFilter
-	entry  *routeEntry
+	entry  *route.Entry
 	passed int
 	fs     *filter.Stream
 
@@ -39,7 +40,7 @@ type replyHeaders struct {
 }
 
 // routed records that the router took the request for cluster.
-func (rh *replyHeaders) routed(re *routeEntry, cluster string) {
+func (rh *replyHeaders) routed(re *route.Entry, cluster string) {
 	rh.route, rh.cluster = re, cluster
 }
 
@@ -51,7 +52,7 @@ func (rh *replyHeaders) apply(h http.Header) {
 		return
 	}
 	if rh.route != nil {
-		rh.route.applyResponseHeaders(h, rh.cluster) // headers.go
+		rh.route.ApplyResponseHeaders(h, rh.cluster)
 	}
 	rh.encode(h)
 }
@@ -67,7 +68,7 @@ func (rh *replyHeaders) encode(h http.Header) {
 		if hf.enc == nil {
 			continue
 		}
-		cfg := rh.entry.filterConfig(hf.name)
+		cfg := rh.entry.FilterConfig(hf.name)
 		if cfg == nil && hf.perRouteOnly {
 			continue
 		}

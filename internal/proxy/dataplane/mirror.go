@@ -17,18 +17,16 @@ package dataplane
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"weft.dev/weft/internal/proxy/route"
 
 	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/telemetry"
@@ -60,61 +58,6 @@ const (
 	shadowNoHealthy    = "no_healthy_upstream" // the mirror cluster has no healthy endpoint
 	shadowNoCluster    = "no_cluster"          // the mirror cluster does not exist
 )
-
-// mirrorPolicy is one compiled RequestMirrorPolicy. Immutable.
-type mirrorPolicy struct {
-	cluster       string // exactly one of cluster and clusterHeader is set
-	clusterHeader string // canonical header name
-	// The request is mirrored when rand[0,denominator) < numerator;
-	// denominator 0 means always.
-	numerator, denominator uint32
-	hostRewrite            string // host_rewrite_literal (no suffix then)
-	noSuffix               bool   // disable_shadow_host_suffix_append
-}
-
-// compileMirrorPolicies translates RouteAction.request_mirror_policies.
-// runtime_fraction.runtime_key is ignored (there is no runtime: Envoy then
-// uses default_value); trace_sampled is ignored (no tracing).
-func compileMirrorPolicies(ps []*route.RouteAction_RequestMirrorPolicy) ([]mirrorPolicy, error) {
-	var out []mirrorPolicy
-	for i, p := range ps {
-		mp := mirrorPolicy{cluster: p.GetCluster(), hostRewrite: p.GetHostRewriteLiteral(), noSuffix: p.GetDisableShadowHostSuffixAppend()}
-		switch {
-		case p.GetCluster() != "" && p.GetClusterHeader() != "":
-			return nil, fmt.Errorf("request_mirror_policies[%d]: only one of cluster and cluster_header may be set", i)
-		case p.GetClusterHeader() != "":
-			mp.clusterHeader = http.CanonicalHeaderKey(p.GetClusterHeader())
-		case p.GetCluster() == "":
-			return nil, fmt.Errorf("request_mirror_policies[%d]: one of cluster and cluster_header is required", i)
-		}
-		if len(p.GetRequestHeadersMutations()) > 0 {
-			return nil, fmt.Errorf("request_mirror_policies[%d].request_headers_mutations: unsupported", i)
-		}
-		if f := p.GetRuntimeFraction().GetDefaultValue(); f != nil {
-			switch f.GetDenominator() {
-			case typev3.FractionalPercent_HUNDRED:
-				mp.denominator = 100
-			case typev3.FractionalPercent_TEN_THOUSAND:
-				mp.denominator = 10_000
-			case typev3.FractionalPercent_MILLION:
-				mp.denominator = 1_000_000
-			default:
-				return nil, fmt.Errorf("request_mirror_policies[%d].runtime_fraction.default_value.denominator: unknown %v", i, f.GetDenominator())
-			}
-			mp.numerator = f.GetNumerator()
-			if mp.numerator >= mp.denominator {
-				mp.numerator, mp.denominator = 0, 0 // always
-			}
-		}
-		out = append(out, mp)
-	}
-	return out, nil
-}
-
-// sampled reports whether this request is mirrored.
-func (mp *mirrorPolicy) sampled() bool {
-	return mp.denominator == 0 || rand.Uint32N(mp.denominator) < mp.numerator
-}
 
 // shadowHost is the Host/:authority of a shadow request: Envoy's
 // "-shadow" suffix on the host part, the port kept.
@@ -215,8 +158,8 @@ var noMirror = func() {}
 // goroutines. If out has a body, mirror makes the primary's reads of it
 // feed the shadows (called before the first attempt, so no byte has been
 // read yet). Called on the request goroutine.
-func (d *Dataplane) mirror(re *routeEntry, r *http.Request, out *http.Request) func() {
-	if len(re.mirrors) == 0 || d.mirrors == nil {
+func (d *Dataplane) mirror(re *route.Entry, r *http.Request, out *http.Request) func() {
+	if len(re.Mirrors) == 0 || d.mirrors == nil {
 		return noMirror
 	}
 	if r.Method == http.MethodConnect || r.Header["Upgrade"] != nil {
@@ -224,14 +167,14 @@ func (d *Dataplane) mirror(re *routeEntry, r *http.Request, out *http.Request) f
 	}
 	var tee *teeReader
 	clusters := d.rt.Load().clusters
-	for i := range re.mirrors {
-		mp := &re.mirrors[i]
-		if !mp.sampled() {
+	for i := range re.Mirrors {
+		mp := &re.Mirrors[i]
+		if !mp.Sampled() {
 			continue
 		}
-		name := mp.cluster
-		if mp.clusterHeader != "" {
-			if name = r.Header.Get(mp.clusterHeader); name == "" {
+		name := mp.Cluster
+		if mp.ClusterHeader != "" {
+			if name = r.Header.Get(mp.ClusterHeader); name == "" {
 				continue // Envoy: no header, no shadow
 			}
 		}
@@ -256,8 +199,8 @@ func (d *Dataplane) mirror(re *routeEntry, r *http.Request, out *http.Request) f
 			continue
 		}
 		timeout := defaultShadowTimeout
-		if re.timeout > 0 {
-			timeout = re.timeout
+		if re.Timeout > 0 {
+			timeout = re.Timeout
 		}
 		ctx, cancel := context.WithTimeout(d.mirrors.ctx, timeout)
 		sr := shadowRequest(r, re, out, mp, ep)
@@ -291,12 +234,12 @@ func (d *Dataplane) mirror(re *routeEntry, r *http.Request, out *http.Request) f
 
 // shadowRequest builds the shadow copy of out for endpoint ep: same method,
 // (rewritten) path, headers and body, Host suffixed "-shadow".
-func shadowRequest(r *http.Request, re *routeEntry, out *http.Request, mp *mirrorPolicy, ep *cluster.Endpoint) *http.Request {
+func shadowRequest(r *http.Request, re *route.Entry, out *http.Request, mp *route.MirrorPolicy, ep *cluster.Endpoint) *http.Request {
 	host := out.Host
 	switch {
-	case mp.hostRewrite != "":
-		host = mp.hostRewrite // implies no suffix, as in Envoy
-	case !mp.noSuffix:
+	case mp.HostRewrite != "":
+		host = mp.HostRewrite // implies no suffix, as in Envoy
+	case !mp.NoSuffix:
 		host = shadowHost(host)
 	}
 	return &http.Request{

@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -69,36 +68,6 @@ func TestRetryRemotePriorities(t *testing.T) {
 				}
 			} else if goodHits.Load() != 0 || badHits.Load() != attempts {
 				t.Errorf("priority 1 saw %d, priority 0 %d; want 0 and %d", goodHits.Load(), badHits.Load(), attempts)
-			}
-		})
-	}
-}
-
-func TestCompileRetryPriority(t *testing.T) {
-	cases := []struct {
-		name    string
-		in      *route.RetryPolicy_RetryPriority
-		want    int
-		wantErr string
-	}{
-		{"none", nil, 0, ""},
-		{"istio", &route.RetryPolicy_RetryPriority{Name: previousPrioritiesName, ConfigType: &route.RetryPolicy_RetryPriority_TypedConfig{
-			TypedConfig: mustAny(t, &previouspriorities.PreviousPrioritiesConfig{UpdateFrequency: 2})}}, 2, ""},
-		{"zero frequency", &route.RetryPolicy_RetryPriority{Name: previousPrioritiesName, ConfigType: &route.RetryPolicy_RetryPriority_TypedConfig{
-			TypedConfig: mustAny(t, &previouspriorities.PreviousPrioritiesConfig{})}}, 0, "update_frequency"},
-		{"other", &route.RetryPolicy_RetryPriority{Name: "envoy.retry_priorities.custom"}, 0, "unsupported"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := compileRetryPriority(tc.in)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want it to mention %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tc.want {
-				t.Fatalf("got %d, %v; want %d", got, err, tc.want)
 			}
 		})
 	}

@@ -1,10 +1,7 @@
 package dataplane
 
 import (
-	"fmt"
 	"math"
-	"net/http"
-	"strings"
 	"testing"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -192,63 +189,5 @@ func TestPriorityFailover(t *testing.T) {
 	mustApply(t, d, mk(core.HealthStatus_UNHEALTHY))
 	if got := do(t, c, "GET", base, "x", nil).upstream; got != "b" {
 		t.Errorf("priority 0 unhealthy: got %q", got)
-	}
-}
-
-func TestCompileErrors(t *testing.T) {
-	bad := []struct {
-		name string
-		r    *route.Route
-		want string
-	}{
-		{"regex", &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: "("}}},
-			Action: toCluster("", nil, "a").Action}, "safe_regex"},
-		{"no path", &route.Route{Match: &route.RouteMatch{}, Action: toCluster("", nil, "a").Action}, "missing path specifier"},
-		{"connect", &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_ConnectMatcher_{}}, Action: toCluster("", nil, "a").Action}, "unsupported path specifier"},
-		{"redirect", &route.Route{Match: prefixMatch("/"), Action: &route.Route_Redirect{Redirect: &route.RedirectAction{
-			PathRewriteSpecifier: &route.RedirectAction_RegexRewrite{}}}}, "redirect: regex_rewrite: unsupported"},
-		{"range", &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"},
-			Headers: []*route.HeaderMatcher{{Name: "x", HeaderMatchSpecifier: &route.HeaderMatcher_RangeMatch{}}}}, Action: toCluster("", nil, "a").Action}, "match.headers[0] (x)"},
-	}
-	for _, tc := range bad {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := compileRouteTable(routeConfig("rc", vhost("v0", []string{"a"}), vhost("v1", []string{"b"}, toCluster("ok", prefixMatch("/"), "a"), tc.r)))
-			if err == nil || !strings.Contains(err.Error(), "virtual_hosts[1] (v1): routes[1]: ") || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("err = %v, want virtual_hosts[1] (v1): routes[1]: …%s…", err, tc.want)
-			}
-		})
-	}
-	_, err := compileRouteTable(routeConfig("rc", vhost("v0", []string{"a"}), vhost("v1", []string{"A"})))
-	if err == nil || !strings.Contains(err.Error(), "already used") {
-		t.Errorf("duplicate domain: err = %v", err)
-	}
-}
-
-func BenchmarkRouteMatch(b *testing.B) {
-	var vhs []*route.VirtualHost
-	for i := range 1000 {
-		var rs []*route.Route
-		for j := range 9 {
-			rs = append(rs, &route.Route{Name: fmt.Sprint(j), Match: &route.RouteMatch{
-				PathSpecifier: &route.RouteMatch_Prefix{Prefix: fmt.Sprintf("/p%d", j)},
-				Headers:       []*route.HeaderMatcher{hdr("x-branch", exact(fmt.Sprint("b", j)), false)}},
-				Action: toCluster("", nil, "c").Action})
-		}
-		rs = append(rs, toCluster("default", prefixMatch("/"), "c"))
-		host := fmt.Sprintf("svc%d.default.svc.cluster.local", i)
-		vhs = append(vhs, vhost(host+":80", []string{host, host + ":80", fmt.Sprintf("svc%d", i)}, rs...))
-	}
-	tab, err := compileRouteTable(routeConfig("r", vhs...))
-	if err != nil {
-		b.Fatal(err)
-	}
-	req, _ := http.NewRequest("GET", "http://svc998.default.svc.cluster.local/p8/x", nil)
-	req.Header.Set("x-branch", "b8")
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if re := tab.route(req); re == nil || re.name != "8" {
-			b.Fatal("no match")
-		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"weft.dev/weft/internal/proxy/cluster"
+	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/xdsclient"
 )
 
@@ -26,7 +27,7 @@ const (
 // and keep using the runtime they started on.
 type runtime struct {
 	listeners map[string]*listenerConfig
-	routes    map[string]*routeTable // RDS route configurations by name
+	routes    map[string]*route.Table // RDS route configurations by name
 	routeCfgs map[string]proto.Message
 	clusters  map[string]*cluster.Cluster
 	res       *xdsclient.Resources
@@ -41,12 +42,12 @@ type listenerConfig struct {
 	// outbound: traffic_direction OUTBOUND: add peer metadata, reporter=source.
 	outbound bool
 	rds      string       // RDS route configuration name, when inline is nil
-	inline   *routeTable  // inline route_config
+	inline   *route.Table // inline route_config
 	filters  []httpFilter // http_filters but the router, in order (filters.go)
 }
 
 // table returns the route table the listener uses in rt, or nil.
-func (lc *listenerConfig) table(rt *runtime) *routeTable {
+func (lc *listenerConfig) table(rt *runtime) *route.Table {
 	if lc.inline != nil {
 		return lc.inline
 	}
@@ -59,7 +60,7 @@ func (lc *listenerConfig) table(rt *runtime) *routeTable {
 func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, error) {
 	rt := &runtime{
 		listeners: map[string]*listenerConfig{},
-		routes:    map[string]*routeTable{},
+		routes:    map[string]*route.Table{},
 		routeCfgs: map[string]proto.Message{},
 		clusters:  map[string]*cluster.Cluster{},
 		res:       r,
@@ -88,7 +89,7 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 			rt.routes[name], rt.routeCfgs[name] = prev.routes[name], rc
 			continue
 		}
-		tab, err := compileRouteTable(rc)
+		tab, err := route.Compile(rc, httpFilters)
 		if err != nil {
 			return nil, fmt.Errorf("route %q: %w", name, err)
 		}
@@ -168,7 +169,7 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 			return nil, fmt.Errorf("%s.rds: route configuration %q not found", where, lc.rds)
 		}
 	case *hcm.HttpConnectionManager_RouteConfig:
-		tab, err := compileRouteTable(rs.RouteConfig)
+		tab, err := route.Compile(rs.RouteConfig, httpFilters)
 		if err != nil {
 			return nil, fmt.Errorf("%s.route_config (%s): %w", where, rs.RouteConfig.GetName(), err)
 		}

@@ -1,4 +1,4 @@
-package dataplane
+package route
 
 import (
 	"fmt"
@@ -67,7 +67,7 @@ func compileRedirect(a *route.RedirectAction) (*redirect, error) {
 // does: scheme, host and port each replaced when configured; an explicit
 // port replaces the request's, and a scheme change drops the old scheme's
 // default port.
-func (rd *redirect) location(r *http.Request, re *routeEntry) string {
+func (rd *redirect) location(r *http.Request, re *Entry) string {
 	reqScheme := "http"
 	if r.TLS != nil {
 		reqScheme = "https"
@@ -120,19 +120,11 @@ func (rd *redirect) location(r *http.Request, re *routeEntry) string {
 	return scheme + "://" + host + rd.port + path
 }
 
-// routeReply answers a request whose route is a redirect or a direct
-// response, with the route's response headers and the HTTP filters'
-// (CORS) applied.
-func routeReply(w http.ResponseWriter, r *http.Request, re *routeEntry, q *request) {
-	h := w.Header()
-	re.applyResponseHeaders(h, "")
-	q.reply.encode(h) // the filters' response headers
-	if re.redirect != nil {
-		h["Location"] = []string{re.redirect.location(r, re)}
-		q.code = re.redirect.code
-		w.WriteHeader(re.redirect.code)
-		return
-	}
-	q.reply.decorated = true // localReply must not decorate twice
-	localReply(w, q, re.direct.status, re.direct.body, "")
+// IsRedirect reports whether the route's action is a redirect.
+func (re *Entry) IsRedirect() bool { return re.redirect != nil }
+
+// RedirectTo is the answer of a redirect route to r: the status code and
+// the Location. Only for routes where IsRedirect.
+func (re *Entry) RedirectTo(r *http.Request) (code int, location string) {
+	return re.redirect.code, re.redirect.location(r, re)
 }

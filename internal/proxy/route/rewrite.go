@@ -1,4 +1,4 @@
-package dataplane
+package route
 
 import (
 	"fmt"
@@ -62,12 +62,12 @@ func goSubstitution(s string, groups int) (string, error) {
 	return b.String(), nil
 }
 
-// rewritePath applies the route's path rewrite to u, whose Path/RawPath
+// RewritePath applies the route's path rewrite to u, whose Path/RawPath
 // hold the request's path. prefix_rewrite replaces the matched prefix, or
 // the whole path for exact and regex matches, as Envoy does; regex_rewrite
 // substitutes in the escaped path. A result that does not unescape leaves
 // the path unchanged.
-func (re *routeEntry) rewritePath(u *url.URL) {
+func (re *Entry) RewritePath(u *url.URL) {
 	if re.regexRewrite == nil && re.prefixRewrite == "" {
 		return // the common case: nothing to do
 	}
@@ -95,7 +95,7 @@ func (re *routeEntry) rewritePath(u *url.URL) {
 }
 
 // compileRewrite reads prefix_rewrite and regex_rewrite (Envoy allows one).
-func (re *routeEntry) compileRewrite(a *route.RouteAction) error {
+func (re *Entry) compileRewrite(a *route.RouteAction) error {
 	re.prefixRewrite = a.GetPrefixRewrite()
 	if rr := a.GetRegexRewrite(); rr != nil {
 		if re.prefixRewrite != "" {

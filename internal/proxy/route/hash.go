@@ -1,4 +1,4 @@
-package dataplane
+package route
 
 import (
 	"fmt"
@@ -9,8 +9,6 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-
-	"weft.dev/weft/internal/proxy/cluster"
 )
 
 // hashPolicy is one RouteAction.hash_policy entry.
@@ -78,13 +76,28 @@ func compileHashPolicies(in []*route.RouteAction_HashPolicy) ([]hashPolicy, erro
 	return out, nil
 }
 
+// hashKey is a request's hash; ok is false when no policy produced a value.
+type hashKey struct {
+	hash uint64
+	ok   bool
+}
+
+// RequestHash is the request's hash by the route's hash policies (for the
+// hashing load balancers); ok is false when no policy produced a value.
+// A cookie policy may add a Set-Cookie header to w. Called on the request
+// goroutine.
+func (re *Entry) RequestHash(r *http.Request, w http.ResponseWriter) (hash uint64, ok bool) {
+	k := requestHash(re.hash, r, w)
+	return k.hash, k.ok
+}
+
 // requestHash computes the request's hash as Envoy's HashPolicyImpl does:
 // each policy that yields a value is mixed in (hash = rotl(hash,1) ^ h);
 // a terminal policy with a value ends the walk. A cookie policy with a ttl
 // whose cookie is absent generates one (xxHash64 of the connection
 // addresses, hex), hashes it and adds its Set-Cookie to w's headers.
-func requestHash(policies []hashPolicy, r *http.Request, w http.ResponseWriter) cluster.HashKey {
-	var k cluster.HashKey
+func requestHash(policies []hashPolicy, r *http.Request, w http.ResponseWriter) hashKey {
+	var k hashKey
 	for i := range policies {
 		p := &policies[i]
 		var h uint64
@@ -115,10 +128,10 @@ func requestHash(policies []hashPolicy, r *http.Request, w http.ResponseWriter) 
 		if !got {
 			continue
 		}
-		if k.OK {
-			k.Hash = (k.Hash<<1 | k.Hash>>63) ^ h
+		if k.ok {
+			k.hash = (k.hash<<1 | k.hash>>63) ^ h
 		} else {
-			k = cluster.HashKey{Hash: h, OK: true}
+			k = hashKey{hash: h, ok: true}
 		}
 		if p.terminal {
 			break

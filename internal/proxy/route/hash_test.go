@@ -1,4 +1,4 @@
-package dataplane
+package route
 
 import (
 	"net/http"
@@ -21,7 +21,7 @@ func TestRequestHash(t *testing.T) {
 	w := httptest.NewRecorder()
 	k := requestHash(pols, r, w)
 	sc := w.Header().Get("Set-Cookie")
-	if !k.OK || !strings.HasPrefix(sc, `sticky="`) || !strings.Contains(sc, "Max-Age=3600; Path=/; HttpOnly") {
+	if !k.ok || !strings.HasPrefix(sc, `sticky="`) || !strings.Contains(sc, "Max-Age=3600; Path=/; HttpOnly") {
 		t.Fatalf("no cookie: hash %v, Set-Cookie %q", k, sc)
 	}
 	val := strings.Trim(strings.SplitN(strings.TrimPrefix(sc, "sticky="), ";", 2)[0], `"`)
@@ -56,8 +56,8 @@ func TestRequestHash(t *testing.T) {
 			}
 			r := httptest.NewRequest("GET", "http://svc/", nil)
 			tc.req(r)
-			if k := requestHash(pols, r, httptest.NewRecorder()); k.OK != tc.want {
-				t.Errorf("hash ok = %v, want %v", k.OK, tc.want)
+			if k := requestHash(pols, r, httptest.NewRecorder()); k.ok != tc.want {
+				t.Errorf("hash ok = %v, want %v", k.ok, tc.want)
 			}
 		})
 	}

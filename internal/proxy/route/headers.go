@@ -1,4 +1,4 @@
-package dataplane
+package route
 
 import (
 	"fmt"
@@ -156,7 +156,7 @@ func compileRouteHeaders(reqAdd []*core.HeaderValueOption, reqRemove []string, r
 }
 
 // weightedFor returns the weighted cluster entry named cluster, or nil.
-func (re *routeEntry) weightedFor(cluster string) *weightedCluster {
+func (re *Entry) weightedFor(cluster string) *weightedCluster {
 	for i := range re.weighted {
 		if re.weighted[i].name == cluster {
 			return &re.weighted[i]
@@ -165,10 +165,10 @@ func (re *routeEntry) weightedFor(cluster string) *weightedCluster {
 	return nil
 }
 
-// applyRequestHeaders applies the request header mutations for a request
+// ApplyRequestHeaders applies the request header mutations for a request
 // routed by re to cluster, in Envoy's order: the weighted cluster's, then
 // the route's. Called once per upstream request, on the request goroutine.
-func (re *routeEntry) applyRequestHeaders(h http.Header, cluster string) {
+func (re *Entry) ApplyRequestHeaders(h http.Header, cluster string) {
 	if re.clusterMutations {
 		if wc := re.weightedFor(cluster); wc != nil {
 			wc.mutations.request.apply(h)
@@ -177,10 +177,10 @@ func (re *routeEntry) applyRequestHeaders(h http.Header, cluster string) {
 	re.mutations.request.apply(h)
 }
 
-// applyResponseHeaders applies the response header mutations, in the same
-// order as applyRequestHeaders. cluster is "" for direct responses and
+// ApplyResponseHeaders applies the response header mutations, in the same
+// order as ApplyRequestHeaders. cluster is "" for direct responses and
 // redirects.
-func (re *routeEntry) applyResponseHeaders(h http.Header, cluster string) {
+func (re *Entry) ApplyResponseHeaders(h http.Header, cluster string) {
 	if re.clusterMutations && cluster != "" {
 		if wc := re.weightedFor(cluster); wc != nil {
 			wc.mutations.response.apply(h)
@@ -189,9 +189,9 @@ func (re *routeEntry) applyResponseHeaders(h http.Header, cluster string) {
 	re.mutations.response.apply(h)
 }
 
-// upstreamHost is the Host/:authority sent upstream: the route's
+// UpstreamHost is the Host/:authority sent upstream: the route's
 // host_rewrite_literal, else the weighted cluster's, else the request's.
-func (re *routeEntry) upstreamHost(r *http.Request, cluster string) string {
+func (re *Entry) UpstreamHost(r *http.Request, cluster string) string {
 	if re.hostRewrite != "" {
 		return re.hostRewrite
 	}
@@ -205,7 +205,7 @@ func (re *routeEntry) upstreamHost(r *http.Request, cluster string) string {
 
 // compileRouteActions compiles the route-level header mutations and the
 // per-route CORS policy.
-func (re *routeEntry) compileRouteActions(rc *route.Route) error {
+func (re *Entry) compileRouteActions(rc *route.Route) error {
 	var err error
 	if re.mutations, err = compileRouteHeaders(rc.GetRequestHeadersToAdd(), rc.GetRequestHeadersToRemove(),
 		rc.GetResponseHeadersToAdd(), rc.GetResponseHeadersToRemove()); err != nil {

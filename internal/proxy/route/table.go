@@ -1,4 +1,14 @@
-package dataplane
+// Package route compiles Envoy RouteConfigurations into immutable route
+// tables and decides, for each request, what Envoy's router would: the
+// virtual host (by Host/:authority), the first route whose path, headers
+// and query match, and that route's actions — the cluster (weighted),
+// path and host rewrites, header mutations, redirect or direct response,
+// hash policy, and the per-route policies the request path carries out
+// (timeout, retries, mirroring, the HTTP filters' per-route configs).
+//
+// Everything is compiled once, at translation; a Table and its Entries are
+// then read concurrently by request goroutines without locks.
+package route
 
 import (
 	"fmt"
@@ -11,14 +21,17 @@ import (
 	"time"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"weft.dev/weft/internal/proxy/matcher"
 )
 
-// routeTable is a translated RouteConfiguration. It is immutable after
+// Table is a translated RouteConfiguration. It is immutable after
 // translation and read concurrently by request goroutines without locks.
-type routeTable struct {
-	name  string
+type Table struct {
+	name string
+	vhs  []*virtualHost // in configuration order
+
 	exact map[string]*virtualHost // lower-cased domain, port included if configured
 	// suffix holds "*.example.com"-style domains (the part after '*'),
 	// longest first; prefix holds "api.*"-style domains (the part before '*'),
@@ -35,26 +48,36 @@ type wildcardHost struct {
 
 type virtualHost struct {
 	name   string
-	routes []*routeEntry
+	routes []*Entry
 }
 
-// routeEntry is one compiled Route.
-type routeEntry struct {
-	name    string
+// Entry is one compiled Route: how it matches and what it does. Immutable;
+// the exported fields are the per-route policies the request path carries
+// out.
+type Entry struct {
+	// Name is the route's name (may be empty).
+	Name string
+	// Timeout is the route's timeout; 0: none.
+	Timeout time.Duration
+	// Retry is the route's retry policy; nil: no retries.
+	Retry *RetryPolicy
+	// Mirrors are the route's request mirror policies.
+	Mirrors []MirrorPolicy
+	// Direct is the route's direct response; nil for other actions.
+	Direct *DirectResponse
+
 	path    pathMatch
 	grpc    bool // RouteMatch.grpc: only gRPC requests
 	headers []matcher.Header
 	query   []matcher.Query
 
-	// Exactly one of the following actions is set.
+	// The action: a cluster (exactly one of cluster, clusterHeader and
+	// weighted is set), or Direct, or redirect.
 	cluster       string
 	clusterHeader string
 	weighted      []weightedCluster
 	weightTotal   uint32
-	direct        *directResponse
 
-	timeout       time.Duration
-	retry         *retryPolicy // retry.go; nil: no retries
 	prefixRewrite string
 	hostRewrite   string
 
@@ -64,8 +87,6 @@ type routeEntry struct {
 	mutations        routeHeaders
 	clusterMutations bool         // some weighted cluster has header mutations or a host rewrite
 	hash             []hashPolicy // hash.go: RouteAction.hash_policy
-
-	mirrors []mirrorPolicy // mirror.go: RouteAction.request_mirror_policies
 
 	// filterConfigs is typed_per_filter_config, compiled (filters.go).
 	filterConfigs []filterConfig
@@ -81,18 +102,31 @@ type weightedCluster struct {
 	hostRewrite string
 }
 
-type directResponse struct {
-	status int
-	body   string
+// DirectResponse is a route's direct_response: the proxy answers with
+// Status and Body (text/plain, or a gRPC trailers-only response).
+type DirectResponse struct {
+	Status int
+	Body   string
 }
 
-func compileRouteTable(rc *route.RouteConfiguration) (*routeTable, error) {
-	rt := &routeTable{name: rc.GetName(), exact: map[string]*virtualHost{}}
+// FilterConfigParser compiles a route's typed_per_filter_config entries:
+// the config for the HTTP filter named name, or known=false when the proxy
+// has no such filter (the entry is then ignored). filter.Registry is one.
+type FilterConfigParser interface {
+	ParsePerRoute(name string, config *anypb.Any) (cfg any, known bool, err error)
+}
+
+// Compile validates and compiles rc. filters compiles the routes' per-filter
+// configs; with nil they are ignored. Errors name the virtual host, route
+// and field that is wrong.
+func Compile(rc *route.RouteConfiguration, filters FilterConfigParser) (*Table, error) {
+	rt := &Table{name: rc.GetName(), exact: map[string]*virtualHost{}}
 	seen := map[string]int{}
 	for i, vhc := range rc.GetVirtualHosts() {
 		vh := &virtualHost{name: vhc.GetName()}
+		rt.vhs = append(rt.vhs, vh)
 		for j, rtc := range vhc.GetRoutes() {
-			re, err := compileRoute(rtc)
+			re, err := compileRoute(rtc, filters)
 			if err != nil {
 				return nil, fmt.Errorf("virtual_hosts[%d] (%s): routes[%d]: %w", i, vh.name, j, err)
 			}
@@ -129,10 +163,10 @@ func compileRouteTable(rc *route.RouteConfiguration) (*routeTable, error) {
 	return rt, nil
 }
 
-func compileRoute(rc *route.Route) (*routeEntry, error) {
-	re := &routeEntry{name: rc.GetName()}
+func compileRoute(rc *route.Route, filters FilterConfigParser) (*Entry, error) {
+	re := &Entry{Name: rc.GetName()}
 	var err error
-	if re.filterConfigs, err = compileFilterConfigs(rc.GetTypedPerFilterConfig()); err != nil {
+	if re.filterConfigs, err = compileFilterConfigs(rc.GetTypedPerFilterConfig(), filters); err != nil {
 		return nil, err
 	}
 	m := rc.GetMatch()
@@ -175,17 +209,17 @@ func compileRoute(rc *route.Route) (*routeEntry, error) {
 			return nil, fmt.Errorf("route: %w", err)
 		}
 	case *route.Route_DirectResponse:
-		dr := &directResponse{status: int(a.DirectResponse.GetStatus())}
-		if dr.status < 200 || dr.status > 599 {
-			return nil, fmt.Errorf("direct_response.status: %d out of range", dr.status)
+		dr := &DirectResponse{Status: int(a.DirectResponse.GetStatus())}
+		if dr.Status < 200 || dr.Status > 599 {
+			return nil, fmt.Errorf("direct_response.status: %d out of range", dr.Status)
 		}
 		if b := a.DirectResponse.GetBody(); b != nil {
 			if b.GetFilename() != "" || b.GetEnvironmentVariable() != "" {
 				return nil, fmt.Errorf("direct_response.body: only inline_string/inline_bytes are supported")
 			}
-			dr.body = b.GetInlineString() + string(b.GetInlineBytes())
+			dr.Body = b.GetInlineString() + string(b.GetInlineBytes())
 		}
-		re.direct = dr
+		re.Direct = dr
 	case *route.Route_Redirect:
 		if re.redirect, err = compileRedirect(a.Redirect); err != nil {
 			return nil, fmt.Errorf("redirect: %w", err)
@@ -201,7 +235,7 @@ func compileRoute(rc *route.Route) (*routeEntry, error) {
 	return re, nil
 }
 
-func (re *routeEntry) compileAction(a *route.RouteAction) error {
+func (re *Entry) compileAction(a *route.RouteAction) error {
 	switch cs := a.GetClusterSpecifier().(type) {
 	case *route.RouteAction_Cluster:
 		if cs.Cluster == "" {
@@ -265,13 +299,13 @@ func (re *routeEntry) compileAction(a *route.RouteAction) error {
 		if err := t.CheckValid(); err != nil {
 			return fmt.Errorf("timeout: %w", err)
 		}
-		re.timeout = t.AsDuration()
+		re.Timeout = t.AsDuration()
 	}
 	var err error
-	if re.retry, err = compileRetryPolicy(a.GetRetryPolicy()); err != nil {
+	if re.Retry, err = compileRetryPolicy(a.GetRetryPolicy()); err != nil {
 		return fmt.Errorf("retry_policy: %w", err)
 	}
-	if re.mirrors, err = compileMirrorPolicies(a.GetRequestMirrorPolicies()); err != nil {
+	if re.Mirrors, err = compileMirrorPolicies(a.GetRequestMirrorPolicies()); err != nil {
 		return err
 	}
 	return nil
@@ -280,7 +314,7 @@ func (re *routeEntry) compileAction(a *route.RouteAction) error {
 // virtualHost selects the virtual host for a Host/:authority value, as Envoy
 // does: exact domain, then the longest suffix wildcard, then the longest
 // prefix wildcard, then "*". host must already be lower case.
-func (t *routeTable) virtualHost(host string) *virtualHost {
+func (t *Table) virtualHost(host string) *virtualHost {
 	if vh, ok := t.exact[host]; ok {
 		return vh
 	}
@@ -299,8 +333,11 @@ func (t *routeTable) virtualHost(host string) *virtualHost {
 	return t.star
 }
 
-// route returns the first matching route of r, or nil.
-func (t *routeTable) route(r *http.Request) *routeEntry {
+// Route returns the route a request takes, as Envoy's router decides: the
+// virtual host by Host/:authority, then the first route whose path,
+// headers and query match; nil when there is none (404 NR). Lock-free;
+// called on the request goroutine.
+func (t *Table) Route(r *http.Request) *Entry {
 	vh := t.virtualHost(strings.ToLower(r.Host))
 	if vh == nil {
 		return nil
@@ -308,14 +345,14 @@ func (t *routeTable) route(r *http.Request) *routeEntry {
 	return vh.match(r)
 }
 
-func (vh *virtualHost) match(r *http.Request) *routeEntry {
+func (vh *virtualHost) match(r *http.Request) *Entry {
 	path := r.URL.EscapedPath()
 	var query url.Values
 	for _, re := range vh.routes {
 		if !re.path.match(path, r.URL.RawQuery) {
 			continue
 		}
-		if re.grpc && !isGRPC(r) {
+		if re.grpc && !IsGRPC(r) {
 			continue
 		}
 		ok := true
@@ -347,9 +384,9 @@ func (vh *virtualHost) match(r *http.Request) *routeEntry {
 	return nil
 }
 
-// pickCluster returns the cluster the request goes to. Weighted clusters use
+// PickCluster returns the cluster the request goes to. Weighted clusters use
 // a fast per-goroutine random source.
-func (re *routeEntry) pickCluster(r *http.Request) string {
+func (re *Entry) PickCluster(r *http.Request) string {
 	switch {
 	case re.cluster != "":
 		return re.cluster
@@ -369,6 +406,33 @@ func (re *routeEntry) pickCluster(r *http.Request) string {
 	return ""
 }
 
-func isGRPC(r *http.Request) bool {
+// IsGRPC reports whether r is a gRPC request (its Content-Type is
+// application/grpc…), as RouteMatch.grpc decides.
+func IsGRPC(r *http.Request) bool {
 	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+}
+
+// Match reports which route of the configuration compiled into t a
+// request takes: the indexes of the virtual host and of the route in it;
+// route is -1 when the virtual host has no matching route, and both are
+// -1 when no virtual host serves the Host. For operator tools.
+func (t *Table) Match(r *http.Request) (vhost, route int) {
+	vh := t.virtualHost(strings.ToLower(r.Host))
+	if vh == nil {
+		return -1, -1
+	}
+	vhost = -1
+	for i, v := range t.vhs {
+		if v.name == vh.name { // the first of that name, as the configuration lists them
+			vhost = i
+			break
+		}
+	}
+	re := vh.match(r)
+	for j, e := range vh.routes {
+		if e == re {
+			return vhost, j
+		}
+	}
+	return vhost, -1
 }

@@ -47,6 +47,17 @@ const (
 	faultFilterName        = fault.Name
 	corsFilterName         = cors.Name
 
+	// What the request path promises, spelled out (internal/proxy/forward).
+	bodyTimeout          = "upstream request timeout" // Envoy's local reply body for UT
+	retryBodyBufferLimit = 64 << 10                   // request bodies up to this size are replayed on a retry
+	maxShadowsPerCluster = 128                        // shadow requests in flight per mirror cluster
+	// The result label values of weft_shadow_requests_total.
+	shadowCompleted    = "completed"
+	shadowFailed       = "failed"
+	shadowOverflow     = "overflow"
+	shadowBodyOverflow = "body_overflow"
+	shadowNoCluster    = "no_cluster"
+
 	previousHostsPredicateName = "envoy.retry_host_predicates.previous_hosts"
 	previousPrioritiesName     = "envoy.retry_priorities.previous_priorities"
 )

@@ -25,21 +25,6 @@ import (
 	"weft.dev/weft/internal/xds/contract"
 )
 
-func TestShadowHost(t *testing.T) {
-	for in, want := range map[string]string{
-		"reviews":                           "reviews-shadow",
-		"reviews:9080":                      "reviews-shadow:9080",
-		"reviews.default.svc.cluster.local": "reviews.default.svc.cluster.local-shadow",
-		"10.0.0.1:80":                       "10.0.0.1-shadow:80",
-		"[::1]:80":                          "[::1]-shadow:80",
-		"[::1]":                             "[::1]-shadow",
-	} {
-		if got := shadowHost(in); got != want {
-			t.Errorf("shadowHost(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // shadowHit is what a mirror target saw of one request.
 type shadowHit struct {
 	method, host, path, proto, ctype, peer string

@@ -13,6 +13,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"weft.dev/weft/internal/proxy/cluster"
+	"weft.dev/weft/internal/proxy/filter"
+	"weft.dev/weft/internal/proxy/filter/cors"
+	"weft.dev/weft/internal/proxy/filter/fault"
+	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/xdsclient"
 )
@@ -33,17 +37,19 @@ type runtime struct {
 	res       *xdsclient.Resources
 }
 
-// listenerConfig is a translated Listener: where it binds and how its HTTP
-// connection manager finds its routes.
+// httpFilters are the HTTP filters the proxy implements, besides the
+// router. Immutable.
+var httpFilters = filter.NewRegistry(cors.Factory{}, fault.Factory{})
+
+// listenerConfig is a translated Listener: where it binds, how its HTTP
+// connection manager finds its routes, and what the request path needs of
+// it (direction, HTTP filters).
 type listenerConfig struct {
-	name    string
-	addr    string // host:port as configured (port may be 0 in tests)
-	inbound bool   // traffic_direction INBOUND: strip peer metadata, reporter=destination
-	// outbound: traffic_direction OUTBOUND: add peer metadata, reporter=source.
-	outbound bool
-	rds      string       // RDS route configuration name, when inline is nil
-	inline   *route.Table // inline route_config
-	filters  []httpFilter // http_filters but the router, in order (filters.go)
+	name   string
+	addr   string       // host:port as configured (port may be 0 in tests)
+	rds    string       // RDS route configuration name, when inline is nil
+	inline *route.Table // inline route_config
+	http   forward.Listener
 }
 
 // table returns the route table the listener uses in rt, or nil.
@@ -129,10 +135,12 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 		return nil, fmt.Errorf("address.socket_address.address: empty")
 	}
 	lc := &listenerConfig{
-		name:     l.GetName(),
-		addr:     net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)),
-		inbound:  l.GetTrafficDirection() == core.TrafficDirection_INBOUND,
-		outbound: l.GetTrafficDirection() == core.TrafficDirection_OUTBOUND,
+		name: l.GetName(),
+		addr: net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)),
+		http: forward.Listener{
+			Inbound:  l.GetTrafficDirection() == core.TrafficDirection_INBOUND,
+			Outbound: l.GetTrafficDirection() == core.TrafficDirection_OUTBOUND,
+		},
 	}
 	chains := l.GetFilterChains()
 	field := "filter_chains[0]"
@@ -203,7 +211,7 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 			if err != nil {
 				return nil, fmt.Errorf("%s.http_filters[%d] (%s): %w", where, i, f.GetName(), err)
 			}
-			lc.filters = append(lc.filters, newHTTPFilter(f.GetName(), flt))
+			lc.http.AddFilter(f.GetName(), flt)
 		}
 	}
 	return lc, nil

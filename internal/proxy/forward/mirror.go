@@ -1,4 +1,4 @@
-package dataplane
+package forward
 
 // Request mirroring (RouteAction.request_mirror_policies), as Envoy's
 // router shadows requests: for every policy whose runtime_fraction samples
@@ -12,7 +12,7 @@ package dataplane
 // Resources are bounded: at most maxShadowsPerCluster shadows are in flight
 // per mirror cluster (more are dropped and counted), each shadow buffers at
 // most shadowBodyLimit bytes of request body, and each ends after
-// shadowTimeout. Closing the data plane cancels every shadow at once.
+// shadowTimeout. Forwarder.Close cancels every shadow at once.
 
 import (
 	"context"
@@ -68,7 +68,7 @@ func shadowHost(host string) string {
 	return host + shadowHostSuffix
 }
 
-// mirrorState is the data plane's shadow bookkeeping: per-cluster in-flight
+// mirrorState is the Forwarder's shadow bookkeeping: per-cluster in-flight
 // counts (kept by cluster name, so they survive config updates), counters,
 // and the context every shadow runs under. Safe for concurrent use.
 type mirrorState struct {
@@ -141,7 +141,7 @@ func (m *mirrorState) begin() bool {
 }
 
 // stop cancels every shadow and waits for their goroutines to end. Called
-// by Dataplane.Close; shadows never hold up a shutdown.
+// by Forwarder.Close; shadows never hold up a shutdown.
 func (m *mirrorState) stop() {
 	m.mu.Lock()
 	m.closed = true
@@ -158,15 +158,14 @@ var noMirror = func() {}
 // goroutines. If out has a body, mirror makes the primary's reads of it
 // feed the shadows (called before the first attempt, so no byte has been
 // read yet). Called on the request goroutine.
-func (d *Dataplane) mirror(re *route.Entry, r *http.Request, out *http.Request) func() {
-	if len(re.Mirrors) == 0 || d.mirrors == nil {
+func (f *Forwarder) mirror(re *route.Entry, r *http.Request, out *http.Request, clusters map[string]*cluster.Cluster) func() {
+	if len(re.Mirrors) == 0 || f.mirrors == nil {
 		return noMirror
 	}
 	if r.Method == http.MethodConnect || r.Header["Upgrade"] != nil {
 		return noMirror // upgraded streams are not mirrored
 	}
 	var tee *teeReader
-	clusters := d.rt.Load().clusters
 	for i := range re.Mirrors {
 		mp := &re.Mirrors[i]
 		if !mp.Sampled() {
@@ -178,7 +177,7 @@ func (d *Dataplane) mirror(re *route.Entry, r *http.Request, out *http.Request) 
 				continue // Envoy: no header, no shadow
 			}
 		}
-		sc := d.mirrors.cluster(name)
+		sc := f.mirrors.cluster(name)
 		c := clusters[name]
 		if c == nil {
 			sc.results[shadowNoCluster].Inc()
@@ -194,7 +193,7 @@ func (d *Dataplane) mirror(re *route.Entry, r *http.Request, out *http.Request) 
 			sc.results[shadowOverflow].Inc()
 			continue
 		}
-		if !d.mirrors.begin() {
+		if !f.mirrors.begin() {
 			sc.inFlight.Add(-1)
 			continue
 		}
@@ -202,7 +201,7 @@ func (d *Dataplane) mirror(re *route.Entry, r *http.Request, out *http.Request) 
 		if re.Timeout > 0 {
 			timeout = re.Timeout
 		}
-		ctx, cancel := context.WithTimeout(d.mirrors.ctx, timeout)
+		ctx, cancel := context.WithTimeout(f.mirrors.ctx, timeout)
 		sr := shadowRequest(r, re, out, mp, ep)
 		var sb *shadowBody
 		if out.Body != nil {
@@ -214,7 +213,7 @@ func (d *Dataplane) mirror(re *route.Entry, r *http.Request, out *http.Request) 
 			tee.shadows = append(tee.shadows, sb)
 		}
 		sc.active.Inc()
-		go d.runShadow(ctx, cancel, sc, c, ep, sr, sb)
+		go f.runShadow(ctx, cancel, sc, c, ep, sr, sb)
 	}
 	if tee == nil {
 		return noMirror
@@ -256,8 +255,8 @@ func shadowRequest(r *http.Request, re *route.Entry, out *http.Request, mp *rout
 
 // runShadow sends one shadow request and discards the response. It runs on
 // its own goroutine and ends with ctx at the latest.
-func (d *Dataplane) runShadow(ctx context.Context, cancel context.CancelFunc, sc *shadowCluster, c *cluster.Cluster, ep *cluster.Endpoint, sr *http.Request, sb *shadowBody) {
-	defer d.mirrors.wg.Done()
+func (f *Forwarder) runShadow(ctx context.Context, cancel context.CancelFunc, sc *shadowCluster, c *cluster.Cluster, ep *cluster.Endpoint, sr *http.Request, sb *shadowBody) {
+	defer f.mirrors.wg.Done()
 	defer sc.inFlight.Add(-1)
 	defer sc.active.Dec()
 	defer cancel()
@@ -297,7 +296,7 @@ func (d *Dataplane) runShadow(ctx context.Context, cancel context.CancelFunc, sc
 				sc.envoy.RqTimeout.Inc()
 			}
 		}
-		d.log.Debug("shadow request failed", "cluster", c.Name(), "endpoint", ep.Addr(), "err", err)
+		f.log.Debug("shadow request failed", "cluster", c.Name(), "endpoint", ep.Addr(), "err", err)
 		return
 	}
 	if sc.envoy != nil {

@@ -1,9 +1,24 @@
-package dataplane
+// Package forward is the proxy's request path, what Envoy's HTTP
+// connection manager and router do with one downstream request: run the
+// listener's HTTP filters (internal/proxy/filter), route the request
+// (internal/proxy/route), forward it to an endpoint of its cluster
+// (internal/proxy/cluster, internal/proxy/upstream) — with the route's
+// timeout and retries, the cluster's circuit breakers and outlier
+// detection, and shadow copies for its mirror policies — stream the
+// response back, answer what the proxy answers itself as Envoy's local
+// replies, and record the request's metrics (internal/proxy/telemetry).
+//
+// Threading: a Forwarder serves any number of requests concurrently and
+// takes no lock on the request path; everything it reads per request is
+// immutable configuration handed to Serve.
+package forward
 
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/textproto"
@@ -14,9 +29,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"weft.dev/weft/internal/proxy/cluster"
+	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/telemetry"
+	"weft.dev/weft/internal/xds/contract"
 )
 
 // Envoy's local reply bodies.
@@ -27,9 +46,74 @@ const (
 	bodyTimeout           = "upstream request timeout"
 )
 
-var connectionClose = []string{"close"} // shared, never modified
-
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// Options configures a Forwarder.
+type Options struct {
+	Identity     contract.Identity     // this proxy's workload: source labels and the peer metadata it sends
+	Metrics      *telemetry.Metrics    // istio_* request metrics
+	ClusterStats *cluster.StatVecs     // envoy_cluster_* of mirror clusters
+	Registerer   prometheus.Registerer // where the shadow request metrics go
+	Logger       *slog.Logger          // required
+}
+
+// Forwarder serves requests. It holds what outlives one configuration:
+// metrics, the peer metadata cache, this proxy's own identity headers and
+// the shadow requests in flight.
+type Forwarder struct {
+	log     *slog.Logger
+	metrics *telemetry.Metrics
+	peers   *telemetry.PeerCache
+	mirrors *mirrorState
+	self    *telemetry.SrcLabels // source labels of requests leaving through outbound listeners
+	// peerMetadata and peerID are the metadata exchange header values this
+	// proxy adds to outbound requests, computed once.
+	peerMetadata, peerID []string
+}
+
+// New returns a Forwarder. Errors come from registering metrics or
+// encoding the peer metadata.
+func New(o Options) (*Forwarder, error) {
+	f := &Forwarder{log: o.Logger, metrics: o.Metrics, peers: telemetry.NewPeerCache(o.Metrics)}
+	var err error
+	if f.mirrors, err = newMirrorState(o.Registerer, o.ClusterStats); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	id := o.Identity
+	f.self = o.Metrics.InternSrc(telemetry.SrcLabels{
+		Workload: telemetry.OrUnknown(id.WorkloadName), Namespace: telemetry.OrUnknown(id.Namespace),
+		App: telemetry.OrUnknown(id.Labels["app"]), Version: telemetry.OrUnknown(id.Labels["version"]),
+	})
+	md, err := telemetry.EncodePeerMetadata(id)
+	if err != nil {
+		return nil, fmt.Errorf("peer metadata: %w", err)
+	}
+	f.peerMetadata, f.peerID = []string{md}, []string{id.ID}
+	return f, nil
+}
+
+// Close cancels every shadow request and waits for them to end. Requests
+// still being served are not affected; Serve must not be called after.
+func (f *Forwarder) Close() { f.mirrors.stop() }
+
+// Listener is what the request path needs to know of one listener.
+// Immutable once built; shared by every request on the listener.
+type Listener struct {
+	// Inbound: traffic_direction INBOUND. The peer metadata headers are
+	// read and stripped, metrics are reported as reporter="destination".
+	Inbound bool
+	// Outbound: traffic_direction OUTBOUND. The proxy's peer metadata is
+	// added to requests, metrics say reporter="source".
+	Outbound bool
+
+	filters []httpFilter // http_filters but the router, in order (filters.go)
+}
+
+// AddFilter appends a filter to the listener's chain (before the router),
+// as http_filters lists it under name. For building a Listener.
+func (l *Listener) AddFilter(name string, f filter.Filter) {
+	l.filters = append(l.filters, newHTTPFilter(name, f))
+}
 
 // request carries what the metrics need about one request. It lives on the
 // handler's stack.
@@ -45,35 +129,29 @@ type request struct {
 	reply    replyHeaders // decorates local replies (localreply.go)
 }
 
-// ServeHTTP handles one downstream request on the runtime current when it
-// started. Called concurrently by the listener's http.Server.
-func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	d := bl.d
-	rt, lc, draining := bl.state()
-	if draining {
-		// The listener was removed and drains (listeners.go): ask the
-		// client to take its next request elsewhere. HTTP/1.1 closes the
-		// connection after this response; the HTTP/2 server turns the
-		// header into a GOAWAY and closes once the connection is idle.
-		w.Header()["Connection"] = connectionClose
-	}
-	q := request{start: time.Now(), inbound: lc.inbound, grpc: route.IsGRPC(r), dst: d.metrics.UnknownDst()}
-	if lc.inbound {
-		q.src = d.peers.Take(r.Header)
+// Serve handles one downstream request that arrived on l, with the route
+// table tab (nil: none) and the clusters of the configuration l belongs
+// to; it uses that configuration until the request ends, whatever is
+// applied meanwhile. Called concurrently by the listener's http.Server;
+// it returns once the response is written.
+func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, tab *route.Table, clusters map[string]*cluster.Cluster) {
+	q := request{start: time.Now(), inbound: l.Inbound, grpc: route.IsGRPC(r), dst: f.metrics.UnknownDst()}
+	if l.Inbound {
+		q.src = f.peers.Take(r.Header)
 	} else {
-		q.src = d.self
+		q.src = f.self
 	}
-	defer d.recordRequest(&q)
+	defer f.recordRequest(&q)
 
 	var re *route.Entry
-	if tab := lc.table(rt); tab != nil {
+	if tab != nil {
 		re = tab.Route(r)
 	}
 	if re == nil {
 		localReply(w, &q, http.StatusNotFound, "", "NR")
 		return
 	}
-	if len(lc.filters) > 0 && runFilters(w, r, lc, re, &q) {
+	if len(l.filters) > 0 && runFilters(w, r, l, re, &q) {
 		return // a filter answered (or the client left)
 	}
 	if re.Direct != nil || re.IsRedirect() {
@@ -82,25 +160,25 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	name := re.PickCluster(r)
 	q.reply.routed(re, name) // the router's local replies carry the route's response headers (localreply.go)
-	c := rt.clusters[name]
+	c := clusters[name]
 	if c == nil {
 		localReply(w, &q, http.StatusServiceUnavailable, "", "NC")
 		return
 	}
-	if lc.inbound {
+	if l.Inbound {
 		q.dst = c.DstInbound()
 	} else {
 		q.dst = c.DstNoEndpoint()
 	}
-	d.forward(w, r, lc, re, c, &q)
+	f.forward(w, r, l, re, c, clusters, &q)
 }
 
-func (d *Dataplane) recordRequest(q *request) {
+func (f *Forwarder) recordRequest(q *request) {
 	flags := q.flags
 	if fs := q.reply.fs; fs != nil && len(fs.ResponseFlags()) > 0 {
 		flags = joinFlags(append(strings.Split(flags, ","), fs.ResponseFlags()...)...) // DI
 	}
-	d.metrics.Record(telemetry.Key{
+	f.metrics.Record(telemetry.Key{
 		Src: q.src, Dst: q.dst, Inbound: q.inbound, GRPC: q.grpc,
 		Code: q.code, GRPCCode: q.grpcCode, Flags: flags,
 	}, float64(time.Since(q.start).Microseconds())/1000)
@@ -139,7 +217,7 @@ type attemptResult struct {
 // timeout; perTry (0 = none) bounds the wait for the response headers only:
 // once they arrive the response streams under the global timeout, as
 // Envoy's per_try_timeout.
-func (d *Dataplane) attempt(ctx context.Context, r *http.Request, re *route.Entry, out *http.Request, c *cluster.Cluster, ep *cluster.Endpoint, perTry time.Duration) attemptResult {
+func (f *Forwarder) attempt(ctx context.Context, r *http.Request, re *route.Entry, out *http.Request, c *cluster.Cluster, ep *cluster.Endpoint, perTry time.Duration) attemptResult {
 	// Only a per-try timeout needs a context of its own: a retried response
 	// is ended by closing its body.
 	actx, cancel := ctx, context.CancelFunc(noCancel)
@@ -168,7 +246,7 @@ func (d *Dataplane) attempt(ctx context.Context, r *http.Request, re *route.Entr
 // retrying, the request body can be replayed, and nothing has been sent
 // downstream yet; each retry waits a jittered backoff and prefers an
 // endpoint not tried before.
-func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listenerConfig, re *route.Entry, c *cluster.Cluster, q *request) {
+func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener, re *route.Entry, c *cluster.Cluster, clusters map[string]*cluster.Cluster, q *request) {
 	ctx := r.Context()
 	if re.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -213,9 +291,9 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 	if _, ok := out.Header["X-Request-Id"]; !ok {
 		out.Header["X-Request-Id"] = []string{newRequestID()}
 	}
-	if lc.outbound {
-		out.Header[telemetry.HeaderPeerMetadata] = d.peerMetadata
-		out.Header[telemetry.HeaderPeerMetadataID] = d.peerID
+	if l.Outbound {
+		out.Header[telemetry.HeaderPeerMetadata] = f.peerMetadata
+		out.Header[telemetry.HeaderPeerMetadataID] = f.peerID
 	}
 	re.ApplyRequestHeaders(out.Header, c.Name())
 	var perTry time.Duration
@@ -224,7 +302,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 	}
 
 	// hook: mirror
-	defer d.mirror(re, r, out)() // mirror.go: shadows start now; the deferred call cuts off unfinished bodies
+	defer f.mirror(re, r, out, clusters)() // mirror.go: shadows start now; the deferred call cuts off unfinished bodies
 
 	var triedBuf [4]*cluster.Endpoint
 	tried := triedBuf[:0]
@@ -250,7 +328,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		}
 		ep = next
 		tried = append(tried, ep)
-		if !lc.inbound {
+		if !l.Inbound {
 			q.dst = ep.Dst()
 		}
 		// hook: admission (circuit breaker), least-request accounting
@@ -262,7 +340,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		}
 		ep.BeginRequest() // LEAST_REQUEST: in flight until forward returns
 		defer ep.EndRequest()
-		res = d.attempt(ctx, r, re, out, c, ep, perTry)
+		res = f.attempt(ctx, r, re, out, c, ep, perTry)
 		// hook: outcome (outlier detection, stats)
 		observeAttempt(r.Context(), c, ep, &res)
 
@@ -309,7 +387,7 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		}
 		retries++
 		stats.RqRetry.Inc()
-		d.log.Debug("retrying upstream request", "cluster", c.Name(), "endpoint", ep.Addr(), "retry", retries, "err", res.err)
+		f.log.Debug("retrying upstream request", "cluster", c.Name(), "endpoint", ep.Addr(), "retry", retries, "err", res.err)
 		if !sleepCtx(ctx, rp.Backoff(retries)) {
 			res = attemptResult{err: ctx.Err(), out: outcomeReset, cancel: res.cancel}
 			break
@@ -334,16 +412,16 @@ func (d *Dataplane) forward(w http.ResponseWriter, r *http.Request, lc *listener
 		default:
 			localReply(w, q, http.StatusServiceUnavailable, bodyConnectReset, joinFlags("UC", urx))
 		}
-		d.log.Debug("upstream request failed", "cluster", c.Name(), "endpoint", ep.Addr(), "err", res.err)
+		f.log.Debug("upstream request failed", "cluster", c.Name(), "endpoint", ep.Addr(), "err", res.err)
 		return
 	}
 	re.ApplyResponseHeaders(res.resp.Header, c.Name())
 	q.reply.encode(res.resp.Header) // the filters' response headers
-	d.stream(w, r, q, res.resp)
+	f.stream(w, r, q, res.resp)
 }
 
 // stream copies the upstream response to the client.
-func (d *Dataplane) stream(w http.ResponseWriter, r *http.Request, q *request, resp *http.Response) {
+func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, resp *http.Response) {
 	defer resp.Body.Close()
 
 	h := w.Header()

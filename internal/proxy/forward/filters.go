@@ -1,4 +1,4 @@
-package dataplane
+package forward
 
 import (
 	"net/http"
@@ -6,13 +6,7 @@ import (
 	"weft.dev/weft/internal/proxy/route"
 
 	"weft.dev/weft/internal/proxy/filter"
-	"weft.dev/weft/internal/proxy/filter/cors"
-	"weft.dev/weft/internal/proxy/filter/fault"
 )
-
-// httpFilters are the HTTP filters the proxy implements, besides the
-// router. Immutable.
-var httpFilters = filter.NewRegistry(cors.Factory{}, fault.Factory{})
 
 // httpFilter is one filter of a listener's chain.
 type httpFilter struct {
@@ -33,11 +27,11 @@ func newHTTPFilter(name string, f filter.Filter) httpFilter {
 // in order, as Envoy's connection manager does before the router. It
 // reports whether a filter stopped the request; the request has then been
 // answered, unless the client went away. Called on the request goroutine.
-func runFilters(w http.ResponseWriter, r *http.Request, lc *listenerConfig, re *route.Entry, q *request) bool {
+func runFilters(w http.ResponseWriter, r *http.Request, l *Listener, re *route.Entry, q *request) bool {
 	rh := &q.reply
-	rh.chain, rh.entry = lc.filters, re
-	for i := range lc.filters {
-		hf := &lc.filters[i]
+	rh.chain, rh.entry = l.filters, re
+	for i := range l.filters {
+		hf := &l.filters[i]
 		cfg := re.FilterConfig(hf.name)
 		if cfg == nil && hf.perRouteOnly {
 			rh.passed = i + 1

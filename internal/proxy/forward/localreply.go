@@ -1,4 +1,4 @@
-package dataplane
+package forward
 
 import (
 	"net/http"

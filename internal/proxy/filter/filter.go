@@ -123,10 +123,11 @@ type Stream struct {
 	// none. The chain sets it before each call.
 	PerRoute any
 
-	header http.Header
-	answer Answer
-	reply  LocalReply
-	flags  []string
+	header   http.Header
+	answer   Answer
+	reply    LocalReply
+	flags    []string
+	metadata map[string]any
 }
 
 // NewStream starts the filters' view of request r whose response headers
@@ -160,6 +161,20 @@ func (s *Stream) Respond(status int) Status {
 // AddResponseFlag records a response flag for the request's metrics and
 // logs, whatever happens to the request next (DI for an injected delay).
 func (s *Stream) AddResponseFlag(flag string) { s.flags = append(s.flags, flag) }
+
+// SetMetadata records v under namespace (by convention the name of the
+// filter that produced it) for filters later in the chain, as Envoy's
+// dynamic metadata: the JWT filter's verified claims, read by RBAC.
+func (s *Stream) SetMetadata(namespace string, v any) {
+	if s.metadata == nil {
+		s.metadata = map[string]any{}
+	}
+	s.metadata[namespace] = v
+}
+
+// Metadata returns what an earlier filter recorded under namespace, or
+// nil.
+func (s *Stream) Metadata(namespace string) any { return s.metadata[namespace] }
 
 // Answer reports how the filter that stopped the chain answered: with a
 // local reply (reply is it), a bare status (reply.Status), or not at all.

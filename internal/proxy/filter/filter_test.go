@@ -54,6 +54,13 @@ func TestStreamAnswers(t *testing.T) {
 	if a, r := s.Answer(); a != AnsweredStatus || r.Status != 204 {
 		t.Errorf("Answer = %v %+v", a, r)
 	}
+	if s.Metadata("envoy.filters.http.jwt_authn") != nil {
+		t.Error("metadata of a new stream")
+	}
+	s.SetMetadata("envoy.filters.http.jwt_authn", "claims")
+	if got := s.Metadata("envoy.filters.http.jwt_authn"); got != "claims" {
+		t.Errorf("Metadata = %v", got)
+	}
 	s.AddResponseFlag("DI")
 	if f := s.ResponseFlags(); len(f) != 1 || f[0] != "DI" {
 		t.Errorf("ResponseFlags = %v", f)

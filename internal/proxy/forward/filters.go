@@ -3,9 +3,8 @@ package forward
 import (
 	"net/http"
 
-	"weft.dev/weft/internal/proxy/route"
-
 	"weft.dev/weft/internal/proxy/filter"
+	"weft.dev/weft/internal/proxy/route"
 )
 
 // httpFilter is one filter of a listener's chain.

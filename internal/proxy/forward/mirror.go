@@ -26,9 +26,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"weft.dev/weft/internal/proxy/route"
-
 	"weft.dev/weft/internal/proxy/cluster"
+	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/telemetry"
 )
 

@@ -95,6 +95,7 @@ var (
 	_ filter.PerRouteOnly = corsFilter{}
 )
 
+// PerRouteOnly implements filter.PerRouteOnly: routes without a CORS policy skip the filter.
 func (corsFilter) PerRouteOnly() {}
 
 // DecodeHeaders answers a CORS preflight (OPTIONS with Origin and

@@ -120,6 +120,7 @@ var (
 	_ filter.PerRouteOnly = faultFilter{}
 )
 
+// PerRouteOnly implements filter.PerRouteOnly: routes without faults skip the filter.
 func (faultFilter) PerRouteOnly() {}
 
 // DecodeHeaders delays the request (flag DI) and may answer it with the

@@ -13,7 +13,7 @@ import (
 )
 
 // outlierMetadata is where the proxy's config dump reports an endpoint's
-// outlier-detection state (internal/proxy/dataplane/outlier.go).
+// outlier-detection state (internal/proxy/cluster, DumpAssignment).
 const outlierMetadata = "envoy.outlier_detection"
 
 // assignment is one cluster's endpoints.

@@ -5,35 +5,20 @@ import (
 	"strings"
 	"testing"
 
-	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 
+	"weft.dev/weft/internal/proxy/proxytest"
 	"weft.dev/weft/internal/xds/contract"
 )
 
-// downstreamProtocolCluster is an EDS cluster with
-// use_downstream_protocol_config, as Istio's useClientProtocol generates it.
-func downstreamProtocolCluster(t testing.TB, name string) *cluster.Cluster {
-	c := edsCluster(t, name, false, "")
-	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: mustAny(t, &upstreamhttp.HttpProtocolOptions{
-		UpstreamProtocolOptions: &upstreamhttp.HttpProtocolOptions_UseDownstreamProtocolConfig{
-			UseDownstreamProtocolConfig: &upstreamhttp.HttpProtocolOptions_UseDownstreamHttpConfig{
-				HttpProtocolOptions:  &core.Http1ProtocolOptions{},
-				Http2ProtocolOptions: &core.Http2ProtocolOptions{},
-			},
-		},
-	})}
-	return c
-}
+var downstreamProtocolCluster = proxytest.DownstreamProtocolCluster
 
 func TestUseDownstreamProtocol(t *testing.T) {
-	addr := upstream(t, "up", true) // serves HTTP/1.1 and h2c, reports r.Proto
+	addr := echoUpstream(t, "up", true) // serves HTTP/1.1 and h2c, reports r.Proto
 	res := func() *xdsResources {
 		return resourcesAny(
-			downstreamProtocolCluster(t, "svc"), cla("svc", ep{addr: addr}),
+			downstreamProtocolCluster(t, "svc"), cla("svc", ep{Addr: addr}),
 			routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "svc"))),
 			httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
 	}
@@ -79,40 +64,12 @@ func TestUseDownstreamProtocol(t *testing.T) {
 	run(t)
 
 	// An identical update keeps the pool and both of its transports.
-	pool := d.rt.Load().clusters["svc"].pool
-	if pool.h2c == nil {
-		t.Fatal("use_downstream_protocol cluster has no h2c transport")
-	}
+	before := d.rt.Load().clusters["svc"]
 	mustApply(t, d, res())
-	if got := d.rt.Load().clusters["svc"].pool; got != pool || got.h2c != pool.h2c {
-		t.Errorf("identical update replaced the pool or its h2c transport")
+	if got := d.rt.Load().clusters["svc"]; !got.SharesState(before) || got.Upstream() != before.Upstream() {
+		t.Errorf("identical update replaced the pool or its transports")
 	}
 	t.Run("after update", run)
-}
-
-func TestUseDownstreamProtocolOnlyWhenConfigured(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		c    *cluster.Cluster
-		want bool
-	}{
-		{"use_downstream_protocol_config", downstreamProtocolCluster(t, "a"), true},
-		{"explicit HTTP/1.1", edsCluster(t, "b", false, ""), false},
-		{"explicit h2c", edsCluster(t, "c", true, ""), false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := useDownstreamProtocol(tc.c); got != tc.want {
-				t.Errorf("useDownstreamProtocol = %v, want %v", got, tc.want)
-			}
-			h2, err := upstreamHTTP2(tc.c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tc.want && h2 {
-				t.Errorf("use_downstream_protocol cluster reported as h2c-only")
-			}
-		})
-	}
 }
 
 // newRequest builds a request with body (none when empty).
@@ -129,8 +86,8 @@ func TestUseDownstreamProtocolMirror(t *testing.T) {
 	hits := make(chan shadowHit, 8)
 	d := newDataplane(t, contract.Identity{WorkloadName: "client", Namespace: "default"}, nil)
 	mustApply(t, d, resourcesAny(
-		edsCluster(t, "primary", false, ""), cla("primary", ep{addr: upstream(t, "primary", false)}),
-		downstreamProtocolCluster(t, "canary"), cla("canary", ep{addr: mirrorTarget(t, hits, nil)}),
+		edsCluster(t, "primary", false, ""), cla("primary", ep{Addr: echoUpstream(t, "primary", false)}),
+		downstreamProtocolCluster(t, "canary"), cla("canary", ep{Addr: mirrorTarget(t, hits, nil)}),
 		routeConfig("r", vhost("v", []string{"*"},
 			mirrorRoute("primary", nil, &route.RouteAction_RequestMirrorPolicy{Cluster: "canary"}))),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil)))

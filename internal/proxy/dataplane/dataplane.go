@@ -1,12 +1,14 @@
-// Package dataplane is the Go proxy's data plane: it translates one complete
-// set of xDS resources (xdsclient.Resources) into an immutable runtime —
-// listeners → HTTP connection manager → route tables, clusters → load
-// balancers → endpoints — and swaps it in atomically. It binds the
-// listeners, routes each request like Envoy, balances it over the cluster's
-// healthy endpoints, forwards it over HTTP/1.1 or h2c, and records Istio's
-// request metrics. A listener that an update removes drains: it keeps
-// serving on its last runtime for Options.ListenerDrain, telling clients to
-// reconnect elsewhere, before it closes (listeners.go).
+// Package dataplane is the Go proxy's data plane orchestrator: it
+// translates one complete set of xDS resources (xdsclient.Resources) into
+// an immutable runtime — listeners with their HTTP filters (filter/...),
+// route tables (route), clusters (cluster) — carrying over what an update
+// leaves unchanged, and swaps it in atomically. It binds the listeners and
+// hands each request to the request path (forward) with the runtime it
+// started on. A listener that an update removes drains: it keeps serving
+// on its last runtime for Options.ListenerDrain, telling clients to
+// reconnect elsewhere, before it closes (listeners.go). It also renders
+// the config dump and answers, for weft explain, which route a request
+// takes (MatchRoute).
 //
 // Threading: Apply, Close, ListenerAddr and ConfigDump may be called from any
 // goroutine (Apply is serialized internally). Request handling never takes a
@@ -27,6 +29,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"weft.dev/weft/internal/proxy/cluster"
+	"weft.dev/weft/internal/proxy/forward"
+	"weft.dev/weft/internal/proxy/telemetry"
+	"weft.dev/weft/internal/proxy/upstream"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -46,15 +52,10 @@ type Options struct {
 
 // Dataplane serves the listeners of the last applied configuration.
 type Dataplane struct {
-	opts    Options
-	log     *slog.Logger
-	metrics *metrics
-	peers   *peerCache
-	mirrors *mirrorState
-	self    *srcLabels // source labels of requests leaving through outbound listeners
-	// peerMetadata and peerID are the metadata exchange header values this
-	// proxy adds to outbound requests, computed once.
-	peerMetadata, peerID []string
+	opts     Options
+	log      *slog.Logger
+	clusters cluster.Builder    // builds clusters with this proxy's metrics and identity
+	fwd      *forward.Forwarder // the request path
 
 	rt    atomic.Pointer[runtime] // never nil after New
 	ready atomic.Bool
@@ -78,9 +79,11 @@ type Dataplane struct {
 	retired []retiredPool
 }
 
+// retiredPool is a cluster whose state (pool, outlier detection) no
+// running configuration uses any more.
 type retiredPool struct {
-	pool *clusterPool
-	at   time.Time
+	c  *cluster.Cluster
+	at time.Time
 }
 
 var _ xdsclient.Applier = (*Dataplane)(nil)
@@ -101,30 +104,25 @@ func New(opts Options) (*Dataplane, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	var err error
-	if d.metrics, err = newMetrics(reg); err != nil {
+	metrics, err := telemetry.NewMetrics(reg)
+	if err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
+	clusterStats, err := cluster.NewStatVecs(reg)
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: metrics: %w", err)
+	}
+	d.clusters = cluster.Builder{Metrics: metrics, Stats: clusterStats, Identity: opts.Identity}
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "weft_proxy_listeners_draining",
 		Help: "Listeners removed by an update that still serve while clients learn of the change.",
 	}, func() float64 { return float64(d.drainingCount.Load()) })); err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
-	d.peers = newPeerCache(d.metrics)
-	if d.mirrors, err = newMirrorState(reg, d.metrics.clusters); err != nil {
-		return nil, fmt.Errorf("dataplane: metrics: %w", err)
+	if d.fwd, err = forward.New(forward.Options{Identity: opts.Identity, Metrics: metrics,
+		ClusterStats: clusterStats, Registerer: reg, Logger: d.log}); err != nil {
+		return nil, fmt.Errorf("dataplane: %w", err)
 	}
-	id := opts.Identity
-	d.self = d.metrics.internSrc(srcLabels{
-		workload: orUnknown(id.WorkloadName), namespace: orUnknown(id.Namespace),
-		app: orUnknown(id.Labels["app"]), version: orUnknown(id.Labels["version"]),
-	})
-	md, err := encodePeerMetadata(id)
-	if err != nil {
-		return nil, fmt.Errorf("dataplane: peer metadata: %w", err)
-	}
-	d.peerMetadata, d.peerID = []string{md}, []string{id.ID}
 	d.baseCtx, d.cancelBase = context.WithCancel(context.Background())
 	d.graceCtx, d.endGrace = context.WithCancel(context.Background())
 	d.drainCtx, d.cancelDrain = context.WithCancel(context.Background())
@@ -185,9 +183,7 @@ func (d *Dataplane) Apply(r *xdsclient.Resources) error {
 	d.rt.Store(rt)
 	// Close pooled connections to endpoints that are gone.
 	for _, c := range rt.clusters {
-		if c.pool.h1 != nil {
-			c.pool.h1.retain(c.picker.endpoints)
-		}
+		c.RetainConnections()
 	}
 
 	for _, bl := range opened {
@@ -207,15 +203,15 @@ func (d *Dataplane) Apply(r *xdsclient.Resources) error {
 	now := time.Now()
 	kept := d.retired[:0]
 	for _, rp := range d.retired {
-		if now.Sub(rp.at) < 2*upstreamIdleTimeout { // older ones have reaped their connections
+		if now.Sub(rp.at) < 2*upstream.IdleTimeout { // older ones have reaped their connections
 			kept = append(kept, rp)
 		}
 	}
 	d.retired = kept
 	for name, c := range prev.clusters {
-		if nc := rt.clusters[name]; nc == nil || nc.pool != c.pool {
-			c.pool.closeIdle()
-			d.retired = append(d.retired, retiredPool{c.pool, now})
+		if nc := rt.clusters[name]; nc == nil || !nc.SharesState(c) {
+			c.CloseIdle()
+			d.retired = append(d.retired, retiredPool{c, now})
 		}
 	}
 	d.ready.Store(true)
@@ -253,8 +249,8 @@ func (d *Dataplane) Close(ctx context.Context) error {
 	bound := d.bound
 	d.bound = map[string]*boundListener{}
 	d.mu.Unlock()
-	d.endGrace()     // draining listeners stop accepting now (listeners.go)
-	d.mirrors.stop() // shadows never hold up a shutdown
+	d.endGrace()  // draining listeners stop accepting now (listeners.go)
+	d.fwd.Close() // shadows never hold up a shutdown
 
 	var wg sync.WaitGroup
 	var forced atomic.Bool
@@ -286,10 +282,10 @@ func (d *Dataplane) Close(ctx context.Context) error {
 	d.cancelBase()
 	d.mu.Lock()
 	for _, c := range d.rt.Load().clusters {
-		c.pool.closeIdle()
+		c.CloseIdle()
 	}
 	for _, rp := range d.retired {
-		rp.pool.closeIdle()
+		rp.c.CloseIdle()
 	}
 	d.retired = nil
 	d.mu.Unlock()

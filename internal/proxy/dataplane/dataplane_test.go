@@ -68,9 +68,9 @@ func closedPort(t testing.TB) string {
 func TestFailureResponses(t *testing.T) {
 	res := resourcesAny(
 		edsCluster(t, "empty", false, ""), cla("empty"),
-		edsCluster(t, "unhealthy", false, ""), cla("unhealthy", ep{addr: "127.0.0.1:1", health: core.HealthStatus_UNHEALTHY}),
-		edsCluster(t, "refused", false, ""), cla("refused", ep{addr: closedPort(t)}),
-		edsCluster(t, "reset", false, ""), cla("reset", ep{addr: resetUpstream(t)}),
+		edsCluster(t, "unhealthy", false, ""), cla("unhealthy", ep{Addr: "127.0.0.1:1", Health: core.HealthStatus_UNHEALTHY}),
+		edsCluster(t, "refused", false, ""), cla("refused", ep{Addr: closedPort(t)}),
+		edsCluster(t, "reset", false, ""), cla("reset", ep{Addr: resetUpstream(t)}),
 		routeConfig("r",
 			vhost("empty", []string{"empty"}, toCluster("", prefixMatch("/"), "empty")),
 			vhost("unhealthy", []string{"unhealthy"}, toCluster("", prefixMatch("/"), "unhealthy")),
@@ -112,8 +112,8 @@ func TestFailureResponses(t *testing.T) {
 
 func TestHTTP1AndH2C(t *testing.T) {
 	res := resourcesAny(
-		edsCluster(t, "h1", false, ""), cla("h1", ep{addr: upstream(t, "h1", false)}),
-		edsCluster(t, "h2", true, ""), cla("h2", ep{addr: upstream(t, "h2", true)}),
+		edsCluster(t, "h1", false, ""), cla("h1", ep{Addr: echoUpstream(t, "h1", false)}),
+		edsCluster(t, "h2", true, ""), cla("h2", ep{Addr: echoUpstream(t, "h2", true)}),
 		routeConfig("r",
 			vhost("h1", []string{"h1"}, toCluster("", prefixMatch("/"), "h1")),
 			vhost("h2", []string{"h2"}, toCluster("", prefixMatch("/"), "h2"))),
@@ -162,8 +162,8 @@ func TestHTTP1AndH2C(t *testing.T) {
 }
 
 func TestNACKKeepsOldConfig(t *testing.T) {
-	a := upstream(t, "a", false)
-	good := resourcesAny(edsCluster(t, "a", false, ""), cla("a", ep{addr: a}),
+	a := echoUpstream(t, "a", false)
+	good := resourcesAny(edsCluster(t, "a", false, ""), cla("a", ep{Addr: a}),
 		routeConfig(contract.RouteHTTPProxy, vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "a"))),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, contract.RouteHTTPProxy, nil))
 	d := newDataplane(t, contract.Identity{}, nil)
@@ -177,17 +177,17 @@ func TestNACKKeepsOldConfig(t *testing.T) {
 	base := "http://" + d.ListenerAddr("out").String()
 	c := client(t, false)
 
-	badRoute := resourcesAny(edsCluster(t, "a", false, ""), cla("a", ep{addr: a}),
+	badRoute := resourcesAny(edsCluster(t, "a", false, ""), cla("a", ep{Addr: a}),
 		routeConfig(contract.RouteHTTPProxy, vhost("v0", []string{"x"}), vhost("v1", []string{"y"}), vhost("v2", []string{"*"},
 			&route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: "[bad"}}},
 				Action: toCluster("", nil, "a").Action})),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, contract.RouteHTTPProxy, nil))
-	missingRDS := resourcesAny(edsCluster(t, "a", false, ""), cla("a", ep{addr: a}),
+	missingRDS := resourcesAny(edsCluster(t, "a", false, ""), cla("a", ep{Addr: a}),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, contract.RouteHTTPProxy, nil))
 	badCluster := resourcesAny(edsCluster(t, "a", false, ""))
 	badCluster.Clusters["a"].LbPolicy = 6 // CLUSTER_PROVIDED
 	inUse := closedPortListener(t)
-	bindFail := resourcesAny(edsCluster(t, "a", false, ""), cla("a", ep{addr: a}),
+	bindFail := resourcesAny(edsCluster(t, "a", false, ""), cla("a", ep{Addr: a}),
 		routeConfig(contract.RouteHTTPProxy, vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "a"))),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, contract.RouteHTTPProxy, nil),
 		withAddr(httpListener(t, "taken", core.TrafficDirection_OUTBOUND, contract.RouteHTTPProxy, nil), inUse))
@@ -236,9 +236,9 @@ func withAddr(l *listenerT, addr string) *listenerT {
 }
 
 func TestRDSOnlyUpdate(t *testing.T) {
-	a, b := upstream(t, "a", false), upstream(t, "b", false)
+	a, b := echoUpstream(t, "a", false), echoUpstream(t, "b", false)
 	mk := func(to string) *xdsResources {
-		return resourcesAny(edsCluster(t, "a", false, ""), cla("a", ep{addr: a}), edsCluster(t, "b", false, ""), cla("b", ep{addr: b}),
+		return resourcesAny(edsCluster(t, "a", false, ""), cla("a", ep{Addr: a}), edsCluster(t, "b", false, ""), cla("b", ep{Addr: b}),
 			routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), to))),
 			httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
 	}
@@ -274,33 +274,32 @@ func TestRDSOnlyUpdate(t *testing.T) {
 }
 
 func TestUnchangedClusterKeepsTransport(t *testing.T) {
-	a, b := upstream(t, "a", false), upstream(t, "b", false)
+	a, b := echoUpstream(t, "a", false), echoUpstream(t, "b", false)
 	mk := func(addr string, timeout time.Duration) *xdsResources {
 		c := edsCluster(t, "svc", false, "")
 		c.ConnectTimeout = durationpb.New(timeout)
-		return resourcesAny(c, cla("svc", ep{addr: addr}),
+		return resourcesAny(c, cla("svc", ep{Addr: addr}),
 			routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "svc"))),
 			httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
 	}
 	d := newDataplane(t, contract.Identity{}, nil)
 	mustApply(t, d, mk(a, time.Second))
-	pool := d.rt.Load().clusters["svc"].pool
-	picker := d.rt.Load().clusters["svc"].picker
+	first := d.rt.Load().clusters["svc"]
 
 	mustApply(t, d, mk(a, time.Second))
-	if got := d.rt.Load().clusters["svc"]; got.pool != pool || got.picker != picker {
-		t.Errorf("identical update replaced pool or picker")
+	if got := d.rt.Load().clusters["svc"]; !got.SharesState(first) {
+		t.Errorf("identical update replaced the cluster's pool")
 	}
 	mustApply(t, d, mk(b, time.Second))
-	if got := d.rt.Load().clusters["svc"]; got.pool != pool || got.picker == picker {
-		t.Errorf("endpoint-only update: pool kept=%v picker replaced=%v", got.pool == pool, got.picker != picker)
+	if got := d.rt.Load().clusters["svc"]; !got.SharesState(first) {
+		t.Errorf("endpoint-only update replaced the cluster's pool")
 	}
 	c := client(t, false)
 	if got := do(t, c, "GET", "http://"+d.ListenerAddr("out").String()+"/", "x", nil).upstream; got != "b" {
 		t.Errorf("new endpoint not used: %q", got)
 	}
 	mustApply(t, d, mk(b, 2*time.Second))
-	if d.rt.Load().clusters["svc"].pool == pool {
+	if d.rt.Load().clusters["svc"].SharesState(first) {
 		t.Errorf("changed cluster kept its transport")
 	}
 }
@@ -308,7 +307,7 @@ func TestUnchangedClusterKeepsTransport(t *testing.T) {
 func TestCloseLetsInFlightFinish(t *testing.T) {
 	started := make(chan struct{})
 	slow := newSlowUpstream(t, started, 300*time.Millisecond)
-	res := resourcesAny(edsCluster(t, "slow", false, ""), cla("slow", ep{addr: slow}),
+	res := resourcesAny(edsCluster(t, "slow", false, ""), cla("slow", ep{Addr: slow}),
 		routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "slow"))),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
 	d, err := New(Options{})
@@ -352,8 +351,8 @@ func newSlowUpstream(t *testing.T, started chan<- struct{}, delay time.Duration)
 }
 
 func TestListenerReplacedAndRemoved(t *testing.T) {
-	a := upstream(t, "a", false)
-	base := []any{edsCluster(t, "a", false, ""), cla("a", ep{addr: a}),
+	a := echoUpstream(t, "a", false)
+	base := []any{edsCluster(t, "a", false, ""), cla("a", ep{Addr: a}),
 		routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "a")))}
 	d := newDrainDataplane(t, 100*time.Millisecond, nil)
 	mustApply(t, d, resourcesAny(append(base, httpListener(t, "one", core.TrafficDirection_OUTBOUND, "r", nil))...))
@@ -382,7 +381,7 @@ func TestListenerReplacedAndRemoved(t *testing.T) {
 
 func TestConfigDump(t *testing.T) {
 	d := newDataplane(t, contract.Identity{}, nil)
-	mustApply(t, d, resourcesAny(edsCluster(t, "a", true, "reviews.default.svc.cluster.local"), cla("a", ep{addr: "127.0.0.1:9"}),
+	mustApply(t, d, resourcesAny(edsCluster(t, "a", true, "reviews.default.svc.cluster.local"), cla("a", ep{Addr: "127.0.0.1:9"}),
 		routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "a"))),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil)))
 	b, err := d.ConfigDump()

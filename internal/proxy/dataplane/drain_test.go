@@ -48,7 +48,7 @@ func newDrainDataplane(t *testing.T, drain time.Duration, reg prometheus.Registe
 // requests. The outbound listener "out" stays in both.
 func withdrawal(t *testing.T, inAddr, app string, present bool) *xdsResources {
 	items := []any{
-		edsCluster(t, "other", false, ""), cla("other", ep{addr: app}),
+		edsCluster(t, "other", false, ""), cla("other", ep{Addr: app}),
 		routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "other"))),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil),
 	}
@@ -108,7 +108,7 @@ func newDialCounter(t *testing.T) *dialCounter {
 // ones — and every answer asks the client to leave: Connection: close on
 // HTTP/1.1, GOAWAY on HTTP/2.
 func TestRemovedListenerKeepsServing(t *testing.T) {
-	app := upstream(t, "app", false)
+	app := echoUpstream(t, "app", false)
 	inAddr := freeAddr(t)
 	reg := newRegistry()
 	d := newDrainDataplane(t, longDrain, reg)
@@ -165,7 +165,7 @@ func TestRemovedListenerKeepsServing(t *testing.T) {
 // connection is answered by the app; no request is cut or refused by the
 // proxy while the socket accepts.
 func TestRemovedListenerClosesAfterDrain(t *testing.T) {
-	app := upstream(t, "app", false)
+	app := echoUpstream(t, "app", false)
 	inAddr := freeAddr(t)
 	reg := newRegistry()
 	d := newDrainDataplane(t, 200*time.Millisecond, reg)
@@ -208,7 +208,7 @@ func TestRemovedListenerClosesAfterDrain(t *testing.T) {
 func TestListenerReaddedDuringDrainTakesOver(t *testing.T) {
 	started := make(chan struct{})
 	slow := newSlowUpstream(t, started, 300*time.Millisecond)
-	app := upstream(t, "app", false)
+	app := echoUpstream(t, "app", false)
 	inAddr := freeAddr(t)
 	reg := newRegistry()
 	d := newDrainDataplane(t, longDrain, reg)
@@ -261,7 +261,7 @@ func TestListenerReaddedDuringDrainTakesOver(t *testing.T) {
 func TestNewListenerOnDrainingAddress(t *testing.T) {
 	started := make(chan struct{})
 	slow := newSlowUpstream(t, started, 300*time.Millisecond)
-	app := upstream(t, "app", false)
+	app := echoUpstream(t, "app", false)
 	inAddr := freeAddr(t)
 	d := newDrainDataplane(t, longDrain, nil)
 	mustApply(t, d, withdrawal(t, inAddr, slow, true))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -43,8 +44,23 @@ func (d *Dataplane) ConfigDump() ([]byte, error) {
 	out.Listeners = dumpAll(r, res.Listeners)
 	out.Routes = dumpAll(r, res.Routes)
 	out.Clusters = dumpAll(r, res.Clusters)
-	out.Endpoints = dumpAll(r, rt.dumpEndpoints()) // with outlier state (outlier.go)
+	out.Endpoints = dumpAll(r, rt.dumpEndpoints())
 	return json.MarshalIndent(out, "", "  ")
+}
+
+// dumpEndpoints returns the runtime's endpoint assignments with the
+// outlier state of their clusters filled in (cluster.DumpAssignment).
+// An assignment is matched to the cluster of the same name.
+func (rt *runtime) dumpEndpoints() map[string]*endpointv3.ClusterLoadAssignment {
+	res := rt.res.Endpoints
+	out := make(map[string]*endpointv3.ClusterLoadAssignment, len(res))
+	for name, cla := range res {
+		if c := rt.clusters[name]; c != nil {
+			cla = c.DumpAssignment(cla)
+		}
+		out[name] = cla
+	}
+	return out
 }
 
 func (d *Dataplane) warnDump(msg string, args ...any) { d.log.Warn(msg, args...) }

@@ -31,7 +31,7 @@ func TestConfigDumpShowsUnknownTypedConfigAsBytes(t *testing.T) {
 		return routeConfig(name, vhost("v", []string{"*"}, r))
 	}
 	d := newDataplane(t, contract.Identity{}, nil)
-	mustApply(t, d, resources(edsCluster(t, "a", false, "reviews.default.svc.cluster.local"), cla("a", ep{addr: "127.0.0.1:9"}),
+	mustApply(t, d, resources(edsCluster(t, "a", false, "reviews.default.svc.cluster.local"), cla("a", ep{Addr: "127.0.0.1:9"}),
 		withUnknown("r"),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil),
 		httpListener(t, "in", core.TrafficDirection_INBOUND, "", withUnknown("inline"))))

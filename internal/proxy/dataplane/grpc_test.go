@@ -43,7 +43,7 @@ func TestGRPCBalancedPerRequest(t *testing.T) {
 	var calls [3]atomic.Int64
 	var eps []ep
 	for i, n := range []string{"g0", "g1", "g2"} {
-		eps = append(eps, ep{addr: grpcUpstream(t, n, &calls[i]), workload: "grpc-" + n + ";default;grpc;v1;"})
+		eps = append(eps, ep{Addr: grpcUpstream(t, n, &calls[i]), Workload: "grpc-" + n + ";default;grpc;v1;"})
 	}
 	reg := newRegistry()
 	d := newDataplane(t, contract.Identity{WorkloadName: "client", Namespace: "default"}, reg)

@@ -220,6 +220,23 @@ func addrsOverlap(bound net.Addr, configured string) bool {
 	return ip == nil || ip.IsUnspecified() || ta.IP.IsUnspecified() || ip.Equal(ta.IP)
 }
 
+var connectionClose = []string{"close"} // shared, never modified
+
+// ServeHTTP handles one downstream request on the runtime current when it
+// started (or, once the listener is removed, the one it was last part
+// of). Called concurrently by the listener's http.Server.
+func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rt, lc, draining := bl.state()
+	if draining {
+		// The listener was removed and drains: ask the client to take its
+		// next request elsewhere. HTTP/1.1 closes the connection after
+		// this response; the HTTP/2 server turns the header into a GOAWAY
+		// and closes once the connection is idle.
+		w.Header()["Connection"] = connectionClose
+	}
+	bl.d.fwd.Serve(w, r, &lc.http, lc.table(rt), rt.clusters)
+}
+
 // state returns the runtime and listener config a new request uses: the
 // current runtime, or the last one the listener was part of if it has been
 // removed, in which case draining is true.

@@ -62,7 +62,7 @@ func TestLocalReplyHeaders(t *testing.T) {
 	d := newDataplane(t, contract.Identity{}, nil)
 	mustApply(t, d, resourcesAny(
 		edsCluster(t, "empty", false, ""), cla("empty"),
-		edsCluster(t, "slow", false, ""), cla("slow", ep{addr: slow}),
+		edsCluster(t, "slow", false, ""), cla("slow", ep{Addr: slow}),
 		routeConfig("r", vhost("svc", []string{"svc"}, uh, ut, nc, split, fi)),
 		corsFaultListener(t, "r")))
 	base := "http://" + d.ListenerAddr("out").String()

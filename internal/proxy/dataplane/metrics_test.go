@@ -12,7 +12,7 @@ import (
 // TestMetricsAndPeerMetadata runs client proxy (outbound) → server proxy
 // (inbound) → app and checks both sides' istio_* labels.
 func TestMetricsAndPeerMetadata(t *testing.T) {
-	app := upstream(t, "reviews-app", false)
+	app := echoUpstream(t, "reviews-app", false)
 	const svc = "reviews.default.svc.cluster.local"
 
 	serverReg := newRegistry()
@@ -31,7 +31,7 @@ func TestMetricsAndPeerMetadata(t *testing.T) {
 	cl := newDataplane(t, clientID, clientReg)
 	outCluster := "outbound|9080||" + svc
 	mustApply(t, cl, resourcesAny(edsCluster(t, outCluster, false, svc),
-		cla(outCluster, ep{addr: inboundAddr, workload: contract.WorkloadMetadata("reviews-v2", "default", "reviews", "v2", "Kubernetes")}),
+		cla(outCluster, ep{Addr: inboundAddr, Workload: contract.WorkloadMetadata("reviews-v2", "default", "reviews", "v2", "Kubernetes")}),
 		routeConfig(contract.RouteHTTPProxy, vhost(svc+":9080", []string{"reviews", "reviews:9080"}, toCluster("default", prefixMatch("/"), outCluster))),
 		httpListener(t, "127.0.0.1_15001", core.TrafficDirection_OUTBOUND, contract.RouteHTTPProxy, nil)))
 

@@ -14,10 +14,8 @@ import (
 	"testing"
 	"time"
 
-	mutationrules "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -26,85 +24,6 @@ import (
 
 	"weft.dev/weft/internal/xds/contract"
 )
-
-func TestShadowHost(t *testing.T) {
-	for in, want := range map[string]string{
-		"reviews":                           "reviews-shadow",
-		"reviews:9080":                      "reviews-shadow:9080",
-		"reviews.default.svc.cluster.local": "reviews.default.svc.cluster.local-shadow",
-		"10.0.0.1:80":                       "10.0.0.1-shadow:80",
-		"[::1]:80":                          "[::1]-shadow:80",
-		"[::1]":                             "[::1]-shadow",
-	} {
-		if got := shadowHost(in); got != want {
-			t.Errorf("shadowHost(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-func TestCompileMirrorPolicies(t *testing.T) {
-	frac := func(n uint32, d typev3.FractionalPercent_DenominatorType) *core.RuntimeFractionalPercent {
-		return &core.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: n, Denominator: d}, RuntimeKey: "ignored"}
-	}
-	cases := []struct {
-		name    string
-		in      *route.RouteAction_RequestMirrorPolicy
-		want    mirrorPolicy
-		wantErr string
-	}{
-		{name: "cluster only: always", in: &route.RouteAction_RequestMirrorPolicy{Cluster: "c"}, want: mirrorPolicy{cluster: "c"}},
-		{name: "hundred", in: &route.RouteAction_RequestMirrorPolicy{Cluster: "c", RuntimeFraction: frac(25, typev3.FractionalPercent_HUNDRED)},
-			want: mirrorPolicy{cluster: "c", numerator: 25, denominator: 100}},
-		{name: "ten thousand", in: &route.RouteAction_RequestMirrorPolicy{Cluster: "c", RuntimeFraction: frac(25, typev3.FractionalPercent_TEN_THOUSAND)},
-			want: mirrorPolicy{cluster: "c", numerator: 25, denominator: 10000}},
-		{name: "Istio's 100% in millionths is always", in: &route.RouteAction_RequestMirrorPolicy{Cluster: "c", RuntimeFraction: frac(1000000, typev3.FractionalPercent_MILLION), TraceSampled: wrapperspb.Bool(false)},
-			want: mirrorPolicy{cluster: "c"}},
-		{name: "cluster header and host options", in: &route.RouteAction_RequestMirrorPolicy{ClusterHeader: "x-mirror-to", DisableShadowHostSuffixAppend: true, HostRewriteLiteral: "h"},
-			want: mirrorPolicy{clusterHeader: "X-Mirror-To", noSuffix: true, hostRewrite: "h"}},
-		{name: "both", in: &route.RouteAction_RequestMirrorPolicy{Cluster: "c", ClusterHeader: "x"}, wantErr: "only one of cluster and cluster_header"},
-		{name: "neither", in: &route.RouteAction_RequestMirrorPolicy{}, wantErr: "one of cluster and cluster_header is required"},
-		{name: "header mutations", in: &route.RouteAction_RequestMirrorPolicy{Cluster: "c", RequestHeadersMutations: []*mutationrules.HeaderMutation{{}}}, wantErr: "request_headers_mutations: unsupported"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := compileMirrorPolicies([]*route.RouteAction_RequestMirrorPolicy{tc.in})
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.HasPrefix(err.Error(), "request_mirror_policies[0]") {
-					t.Fatalf("err = %v, want request_mirror_policies[0]…%s", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(got) != 1 || got[0] != tc.want {
-				t.Fatalf("got %+v, want %+v", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestMirrorSampling(t *testing.T) {
-	for _, tc := range []struct {
-		mp       mirrorPolicy
-		min, max int
-	}{
-		{mirrorPolicy{}, 10000, 10000},
-		{mirrorPolicy{numerator: 0, denominator: 100}, 0, 0},
-		{mirrorPolicy{numerator: 25, denominator: 100}, 2200, 2800},
-		{mirrorPolicy{numerator: 500000, denominator: 1000000}, 4600, 5400},
-	} {
-		n := 0
-		for range 10000 {
-			if tc.mp.sampled() {
-				n++
-			}
-		}
-		if n < tc.min || n > tc.max {
-			t.Errorf("%d/%d: sampled %d of 10000, want %d..%d", tc.mp.numerator, tc.mp.denominator, n, tc.min, tc.max)
-		}
-	}
-}
 
 // shadowHit is what a mirror target saw of one request.
 type shadowHit struct {
@@ -189,8 +108,8 @@ func mirrorMesh(t *testing.T, reg *prometheus.Registry, h2 bool, primaryAddr, mi
 	t.Helper()
 	d := newDataplane(t, contract.Identity{WorkloadName: "client", Namespace: "default"}, reg)
 	mustApply(t, d, resourcesAny(
-		edsCluster(t, "primary", h2, "reviews.default.svc.cluster.local"), cla("primary", ep{addr: primaryAddr}),
-		edsCluster(t, "canary", h2, "canary.default.svc.cluster.local"), cla("canary", ep{addr: mirrorAddr}),
+		edsCluster(t, "primary", h2, "reviews.default.svc.cluster.local"), cla("primary", ep{Addr: primaryAddr}),
+		edsCluster(t, "canary", h2, "canary.default.svc.cluster.local"), cla("canary", ep{Addr: mirrorAddr}),
 		routeConfig("r", vhost("v", []string{"reviews", "reviews:9080"}, r)),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil)))
 	return d, "http://" + d.ListenerAddr("out").String()
@@ -213,7 +132,7 @@ func shadowCount(t *testing.T, g prometheus.Gatherer, name, cluster, result stri
 			for _, lp := range m.GetLabel() {
 				ls[lp.GetName()] = lp.GetValue()
 			}
-			if ls[clusterNameLabel] != cluster || (result != "" && ls["result"] != result) {
+			if ls["envoy_cluster_name"] != cluster || (result != "" && ls["result"] != result) {
 				continue
 			}
 			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
@@ -256,7 +175,7 @@ func TestMirrorCopiesRequest(t *testing.T) {
 		t.Run(fmt.Sprintf("h2c=%v", h2), func(t *testing.T) {
 			hits := make(chan shadowHit, 16)
 			reg := newRegistry()
-			_, url := mirrorMesh(t, reg, h2, upstream(t, "primary", h2), mirrorTarget(t, hits, nil),
+			_, url := mirrorMesh(t, reg, h2, echoUpstream(t, "primary", h2), mirrorTarget(t, hits, nil),
 				mirrorRoute("primary", nil, &route.RouteAction_RequestMirrorPolicy{Cluster: "canary"}))
 			c := client(t, h2)
 
@@ -449,7 +368,7 @@ func TestMirrorNeverHoldsThePrimary(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := newRegistry()
-			d, url := mirrorMesh(t, reg, false, upstream(t, "primary", false), tc.target(t),
+			d, url := mirrorMesh(t, reg, false, echoUpstream(t, "primary", false), tc.target(t),
 				mirrorRoute("primary", nil, &route.RouteAction_RequestMirrorPolicy{Cluster: "canary"}))
 			c := client(t, false)
 			const n = maxShadowsPerCluster + 20
@@ -520,7 +439,7 @@ func TestMirrorNeverHoldsThePrimary(t *testing.T) {
 func TestMirrorMissingClusterAndHeader(t *testing.T) {
 	hits := make(chan shadowHit, 4)
 	reg := newRegistry()
-	_, url := mirrorMesh(t, reg, false, upstream(t, "primary", false), mirrorTarget(t, hits, nil),
+	_, url := mirrorMesh(t, reg, false, echoUpstream(t, "primary", false), mirrorTarget(t, hits, nil),
 		mirrorRoute("primary", nil,
 			&route.RouteAction_RequestMirrorPolicy{Cluster: "gone"},
 			&route.RouteAction_RequestMirrorPolicy{ClusterHeader: "x-mirror-to", HostRewriteLiteral: "literal.example"}))

@@ -124,3 +124,29 @@ func mustAnyPreviousHosts() *anypb.Any {
 	}
 	return a
 }
+
+// BenchmarkForwardBreakerOutlier is BenchmarkForwardHTTP1's hop with the
+// cluster's circuit breakers and outlier detection in their three shapes:
+// Istio's unlimited defaults (what every cluster gets), finite limits with
+// outlier detection (a DestinationRule with connectionPool and
+// outlierDetection), and no circuit_breakers at all (Envoy's defaults).
+func BenchmarkForwardBreakerOutlier(b *testing.B) {
+	upstream := benchUpstream(b)
+	shapes := []struct {
+		name string
+		set  func(c *cluster.Cluster)
+	}{
+		{"istio-defaults", func(c *cluster.Cluster) {
+			c.CircuitBreakers = thresholds(1<<32-1, 1<<32-1, 1<<32-1, 1<<32-1).CircuitBreakers
+		}},
+		{"limits+outlier", withBreakerAndOutlier},
+		{"envoy-defaults", func(c *cluster.Cluster) {}},
+	}
+	for _, sh := range shapes {
+		b.Run(sh.name, func(b *testing.B) {
+			c := staticCluster(b, "inbound|8080||", upstream)
+			sh.set(c)
+			benchHop(b, c, toCluster("default", prefixMatch("/"), "inbound|8080||"))
+		})
+	}
+}

@@ -27,148 +27,6 @@ import (
 	"weft.dev/weft/internal/xds/contract"
 )
 
-func TestRetryConditions(t *testing.T) {
-	rp, err := compileRetryPolicy(&route.RetryPolicy{
-		RetryOn:              "retriable-status-codes, unavailable,cancelled,connect-failure,refused-stream,envoy-ratelimited",
-		RetriableStatusCodes: []uint32{503},
-		NumRetries:           wrapperspb.UInt32(2),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, _ := compileRetryPolicy(&route.RetryPolicy{RetryOn: "5xx,retriable-4xx,deadline-exceeded,internal,resource-exhausted"})
-	gw, _ := compileRetryPolicy(&route.RetryPolicy{RetryOn: "gateway-error"})
-	reset, _ := compileRetryPolicy(&route.RetryPolicy{RetryOn: "reset"})
-	tests := []struct {
-		name string
-		rp   *retryPolicy
-		code int
-		grpc string
-		out  outcome
-		want bool
-	}{
-		{"istio default: 503", rp, 503, "", outcomeResponse, true},
-		{"istio default: 500", rp, 500, "", outcomeResponse, false},
-		{"istio default: grpc unavailable", rp, 200, "14", outcomeResponse, true},
-		{"istio default: grpc cancelled", rp, 200, "1", outcomeResponse, true},
-		{"istio default: grpc internal", rp, 200, "13", outcomeResponse, false},
-		{"istio default: connect failure", rp, 0, "", outcomeConnectFailure, true},
-		{"istio default: refused stream", rp, 0, "", outcomeRefusedStream, true},
-		{"istio default: reset", rp, 0, "", outcomeReset, false},
-		{"istio default: per-try timeout", rp, 0, "", outcomePerTryTimeout, false},
-		{"5xx: 500", all, 500, "", outcomeResponse, true},
-		{"5xx: reset", all, 0, "", outcomeReset, true},
-		{"5xx: per-try timeout", all, 0, "", outcomePerTryTimeout, true},
-		{"retriable-4xx: 409", all, 409, "", outcomeResponse, true},
-		{"retriable-4xx: 404", all, 404, "", outcomeResponse, false},
-		{"grpc deadline-exceeded", all, 200, "4", outcomeResponse, true},
-		{"grpc internal", all, 200, "13", outcomeResponse, true},
-		{"grpc resource-exhausted", all, 200, "8", outcomeResponse, true},
-		{"gateway-error: 502", gw, 502, "", outcomeResponse, true},
-		{"gateway-error: 500", gw, 500, "", outcomeResponse, false},
-		{"gateway-error: connect failure", gw, 0, "", outcomeConnectFailure, true},
-		{"reset: reset", reset, 0, "", outcomeReset, true},
-		{"reset: 503", reset, 503, "", outcomeResponse, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var got bool
-			if tt.out == outcomeResponse {
-				got = tt.rp.retriableResponse(tt.code, tt.grpc)
-			} else {
-				got = tt.rp.retriableError(tt.out)
-			}
-			if got != tt.want {
-				t.Errorf("retriable = %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestCompileRetryPolicy(t *testing.T) {
-	rp, err := compileRetryPolicy(&route.RetryPolicy{
-		RetryOn:                       "5xx",
-		PerTryTimeout:                 durationpb.New(time.Second),
-		HostSelectionRetryMaxAttempts: 5,
-		RetryHostPredicate: []*route.RetryPolicy_RetryHostPredicate{{Name: previousHostsPredicateName,
-			ConfigType: &route.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(t, &previoushosts.PreviousHostsPredicate{})}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rp.numRetries != 1 || rp.perTry != time.Second || !rp.otherHosts || rp.base != 25*time.Millisecond || rp.max != 250*time.Millisecond {
-		t.Errorf("policy = %+v", rp)
-	}
-	for _, bad := range []*route.RetryPolicy{
-		{RetriableStatusCodes: []uint32{42}},
-		{RetryHostPredicate: []*route.RetryPolicy_RetryHostPredicate{{Name: "envoy.retry_host_predicates.omit_canary_hosts"}}},
-		{RetryBackOff: &route.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(time.Second), MaxInterval: durationpb.New(time.Millisecond)}},
-	} {
-		if _, err := compileRetryPolicy(bad); err == nil {
-			t.Errorf("compileRetryPolicy(%v): want an error", bad)
-		}
-	}
-}
-
-func TestBackoffIsJitteredAndCapped(t *testing.T) {
-	rp := &retryPolicy{base: 25 * time.Millisecond, max: 250 * time.Millisecond}
-	for n := 1; n <= 8; n++ {
-		limit := min(rp.base<<(n-1), rp.max)
-		for range 200 {
-			if b := rp.backoff(n); b < 0 || b >= limit {
-				t.Fatalf("backoff(%d) = %v, want [0, %v)", n, b, limit)
-			}
-		}
-	}
-}
-
-func TestReplayBody(t *testing.T) {
-	small := strings.Repeat("a", 1000)
-	rb := newReplayBody(strings.NewReader(small))
-	v := rb.attempt()
-	if b, _ := io.ReadAll(v); string(b) != small {
-		t.Fatalf("first attempt read %d bytes", len(b))
-	}
-	v2 := rb.attempt()
-	if v2 == nil {
-		t.Fatal("a small body read to the end must be replayable")
-	}
-	if b, _ := io.ReadAll(v2); string(b) != small {
-		t.Fatalf("replay read %d bytes", len(b))
-	}
-	if _, err := v.Read(make([]byte, 1)); err != io.EOF {
-		t.Errorf("old attempt read after completion: %v, want EOF", err)
-	}
-
-	// Nothing read yet (a connect failure): the next attempt may have it.
-	rb = newReplayBody(strings.NewReader(small))
-	rb.attempt()
-	if v := rb.attempt(); v == nil {
-		t.Fatal("an unread body must be replayable")
-	} else if b, _ := io.ReadAll(v); string(b) != small {
-		t.Fatalf("read %d bytes", len(b))
-	}
-
-	// Partly read: not replayable.
-	rb = newReplayBody(strings.NewReader(small))
-	v = rb.attempt()
-	v.Read(make([]byte, 10))
-	if rb.attempt() != nil {
-		t.Error("a partly sent body must not be replayed")
-	}
-
-	// Larger than the buffer: streams through, never replayed.
-	big := bytes.Repeat([]byte("b"), retryBodyBufferLimit+1)
-	rb = newReplayBody(bytes.NewReader(big))
-	v = rb.attempt()
-	if b, _ := io.ReadAll(v); len(b) != len(big) {
-		t.Fatalf("streamed %d bytes, want %d", len(b), len(big))
-	}
-	if rb.attempt() != nil {
-		t.Error("a body over the buffer limit must not be replayed")
-	}
-}
-
 // statusUpstream answers with status (or per request x-status), counts
 // hits and echoes the request body.
 func statusUpstream(t *testing.T, status int, delay time.Duration, hits *atomic.Int64) string {
@@ -223,11 +81,11 @@ func TestRetriesEndToEnd(t *testing.T) {
 	prev := []*route.RetryPolicy_RetryHostPredicate{{Name: previousHostsPredicateName,
 		ConfigType: &route.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(t, &previoushosts.PreviousHostsPredicate{})}}}
 	res := resourcesAny(
-		edsCluster(t, "mixed", false, ""), cla("mixed", ep{addr: bad}, ep{addr: good}),
-		edsCluster(t, "slowfast", false, ""), cla("slowfast", ep{addr: slow}, ep{addr: good}),
-		edsCluster(t, "allbad", false, ""), cla("allbad", ep{addr: allBad}),
-		edsCluster(t, "slow", false, ""), cla("slow", ep{addr: slow}),
-		edsCluster(t, "refused", false, ""), cla("refused", ep{addr: closedPort(t)}, ep{addr: good}),
+		edsCluster(t, "mixed", false, ""), cla("mixed", ep{Addr: bad}, ep{Addr: good}),
+		edsCluster(t, "slowfast", false, ""), cla("slowfast", ep{Addr: slow}, ep{Addr: good}),
+		edsCluster(t, "allbad", false, ""), cla("allbad", ep{Addr: allBad}),
+		edsCluster(t, "slow", false, ""), cla("slow", ep{Addr: slow}),
+		edsCluster(t, "refused", false, ""), cla("refused", ep{Addr: closedPort(t)}, ep{Addr: good}),
 		routeConfig("r",
 			vhost("mixed", []string{"mixed"}, withRetry(toCluster("", prefixMatch("/"), "mixed"),
 				&route.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(1), RetryHostPredicate: prev, HostSelectionRetryMaxAttempts: 5}, 0)),
@@ -342,7 +200,7 @@ func TestLargeBodyIsNotRetried(t *testing.T) {
 	var hits atomic.Int64
 	bad := statusUpstream(t, 503, 0, &hits)
 	res := resourcesAny(
-		edsCluster(t, "bad", false, ""), cla("bad", ep{addr: bad}),
+		edsCluster(t, "bad", false, ""), cla("bad", ep{Addr: bad}),
 		routeConfig("r", vhost("bad", []string{"bad"}, withRetry(toCluster("", prefixMatch("/"), "bad"),
 			&route.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(3)}, 0))),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
@@ -379,7 +237,7 @@ func TestFaultInjection(t *testing.T) {
 	up := statusUpstream(t, 200, 0, &hits)
 	all := &typev3.FractionalPercent{Numerator: 100}
 	res := resourcesAny(
-		edsCluster(t, "up", false, ""), cla("up", ep{addr: up}),
+		edsCluster(t, "up", false, ""), cla("up", ep{Addr: up}),
 		routeConfig("r",
 			vhost("abort", []string{"abort"}, faultRoute(t, "up", &faultv3.HTTPFault{Abort: &faultv3.FaultAbort{
 				ErrorType: &faultv3.FaultAbort_HttpStatus{HttpStatus: 418}, Percentage: all}})),
@@ -397,7 +255,7 @@ func TestFaultInjection(t *testing.T) {
 	base := "http://" + d.ListenerAddr("out").String()
 	c := client(t, false)
 
-	if got := do(t, c, "GET", base+"/", "abort", nil); got.code != 418 || got.body != bodyFaultAbort {
+	if got := do(t, c, "GET", base+"/", "abort", nil); got.code != 418 || got.body != "fault filter abort" {
 		t.Errorf("abort: %d %q", got.code, got.body)
 	}
 	if got := do(t, c, "GET", base+"/", "grpcabort", nil); got.code != 429 {

@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -46,8 +45,8 @@ func TestRetryRemotePriorities(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			eps := []ep{{addr: bad1}, {addr: bad2}, {addr: bad3}}[:tc.badP0]
-			eps = append(eps, ep{addr: good, priority: 1})
+			eps := []ep{{Addr: bad1}, {Addr: bad2}, {Addr: bad3}}[:tc.badP0]
+			eps = append(eps, ep{Addr: good, Priority: 1})
 			d := newDataplane(t, contract.Identity{}, nil)
 			mustApply(t, d, resourcesAny(edsCluster(t, "svc", false, ""), cla("svc", eps...),
 				routeConfig("r", vhost("v", []string{"*"}, withRetry(toCluster("", prefixMatch("/"), "svc"), tc.policy, 0))),
@@ -69,77 +68,6 @@ func TestRetryRemotePriorities(t *testing.T) {
 				}
 			} else if goodHits.Load() != 0 || badHits.Load() != attempts {
 				t.Errorf("priority 1 saw %d, priority 0 %d; want 0 and %d", goodHits.Load(), badHits.Load(), attempts)
-			}
-		})
-	}
-}
-
-// TestPrevPrioritiesUpdate follows Envoy's state machine: no change before
-// update_frequency hosts, exclusions at every multiple, and a reset to the
-// unmodified load when every available priority was attempted.
-func TestPrevPrioritiesUpdate(t *testing.T) {
-	p0, p1, p2 := lbEndpoints(2, true), lbEndpoints(1, true), lbEndpoints(1, true)
-	p := buildPicker([][]*endpoint{p0, p1, p2}, lbConfig{}, new(atomic.Uint64), defaultOverprovisioning)
-	unknown := &endpoint{addr: "10.9.9.9:80", healthy: true}
-	cases := []struct {
-		name  string
-		freq  int
-		tried []*endpoint
-		want  []uint64 // skip after each attempted host
-	}{
-		{"freq 1", 1, []*endpoint{p0[0], p1[0], p2[0], p0[1], p1[0]}, []uint64{0b001, 0b011, 0, 0b001, 0b011}},
-		{"freq 2", 2, []*endpoint{p0[0], p0[1], p1[0], p2[0], p0[0]}, []uint64{0, 0b001, 0b001, 0, 0}},
-		{"freq 2, second update", 2, []*endpoint{p0[0], p1[0], p0[1], p2[0]}, []uint64{0, 0b011, 0b011, 0}},
-		{"endpoint gone", 1, []*endpoint{unknown, p0[0]}, []uint64{0, 0b001}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			var pp prevPriorities
-			var got []uint64
-			for i := range tc.tried {
-				got = append(got, pp.update(p, tc.tried[:i+1], tc.freq))
-			}
-			for i := range got {
-				if got[i] != tc.want[i] {
-					t.Fatalf("skip after each host = %b, want %b", got, tc.want)
-				}
-			}
-		})
-	}
-	t.Run("skipped levels get no load", func(t *testing.T) {
-		for range 50 {
-			if e := p.pickExcept(hashKey{}, 0b011, nil); e != p2[0] {
-				t.Fatalf("picked %s, want the priority 2 endpoint", e.addr)
-			}
-		}
-	})
-}
-
-func TestCompileRetryPriority(t *testing.T) {
-	cases := []struct {
-		name    string
-		in      *route.RetryPolicy_RetryPriority
-		want    int
-		wantErr string
-	}{
-		{"none", nil, 0, ""},
-		{"istio", &route.RetryPolicy_RetryPriority{Name: previousPrioritiesName, ConfigType: &route.RetryPolicy_RetryPriority_TypedConfig{
-			TypedConfig: mustAny(t, &previouspriorities.PreviousPrioritiesConfig{UpdateFrequency: 2})}}, 2, ""},
-		{"zero frequency", &route.RetryPolicy_RetryPriority{Name: previousPrioritiesName, ConfigType: &route.RetryPolicy_RetryPriority_TypedConfig{
-			TypedConfig: mustAny(t, &previouspriorities.PreviousPrioritiesConfig{})}}, 0, "update_frequency"},
-		{"other", &route.RetryPolicy_RetryPriority{Name: "envoy.retry_priorities.custom"}, 0, "unsupported"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := compileRetryPriority(tc.in)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want it to mention %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tc.want {
-				t.Fatalf("got %d, %v; want %d", got, err, tc.want)
 			}
 		})
 	}

@@ -1,10 +1,7 @@
 package dataplane
 
 import (
-	"fmt"
 	"math"
-	"net/http"
-	"strings"
 	"testing"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -28,8 +25,8 @@ func exact(s string) *matcher.StringMatcher {
 func threeUpstreams(t *testing.T) []any {
 	var items []any
 	for _, n := range []string{"a", "b", "c"} {
-		addr := upstream(t, n, false)
-		items = append(items, edsCluster(t, n, false, ""), cla(n, ep{addr: addr}))
+		addr := echoUpstream(t, n, false)
+		items = append(items, edsCluster(t, n, false, ""), cla(n, ep{Addr: addr}))
 	}
 	return items
 }
@@ -150,11 +147,11 @@ func TestWeightedSplit(t *testing.T) {
 func TestRoundRobinWeights(t *testing.T) {
 	addrs := map[string]string{}
 	for _, n := range []string{"a", "b", "c"} {
-		addrs[n] = upstream(t, n, false)
+		addrs[n] = echoUpstream(t, n, false)
 	}
 	res := resourcesAny(edsCluster(t, "svc", false, ""),
-		cla("svc", ep{addr: addrs["a"], weight: 1}, ep{addr: addrs["b"], weight: 2}, ep{addr: addrs["c"], weight: 3},
-			ep{addr: "127.0.0.1:1", health: core.HealthStatus_UNHEALTHY}, ep{addr: "127.0.0.1:1", health: core.HealthStatus_DRAINING}),
+		cla("svc", ep{Addr: addrs["a"], Weight: 1}, ep{Addr: addrs["b"], Weight: 2}, ep{Addr: addrs["c"], Weight: 3},
+			ep{Addr: "127.0.0.1:1", Health: core.HealthStatus_UNHEALTHY}, ep{Addr: "127.0.0.1:1", Health: core.HealthStatus_DRAINING}),
 		routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "svc"))),
 		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
 	d := newDataplane(t, contract.Identity{}, nil)
@@ -174,30 +171,11 @@ func TestRoundRobinWeights(t *testing.T) {
 	}
 }
 
-func TestPickerSmooth(t *testing.T) {
-	pool := newPool()
-	eps := []*endpoint{{addr: "a", weight: 1}, {addr: "b", weight: 1}, {addr: "c", weight: 4}}
-	p := newPicker(eps, &pool.next)
-	var seq strings.Builder
-	for range 12 {
-		seq.WriteString(p.pick(hashKey{}).addr)
-	}
-	// Smooth: the heavy endpoint never gets 4 picks in a row with weights
-	// 1:1:4 (a naive schedule gives cccc; smooth WRR at most ccc across cycles).
-	s := seq.String()
-	if strings.Contains(s, "cccc") {
-		t.Errorf("schedule not smooth: %s", s)
-	}
-	if strings.Count(s, "c") != 8 || strings.Count(s, "a") != 2 {
-		t.Errorf("schedule %s: want a:2 b:2 c:8", s)
-	}
-}
-
 func TestPriorityFailover(t *testing.T) {
-	a, b := upstream(t, "a", false), upstream(t, "b", false)
+	a, b := echoUpstream(t, "a", false), echoUpstream(t, "b", false)
 	mk := func(aHealth core.HealthStatus) *xdsResources {
 		return resourcesAny(edsCluster(t, "svc", false, ""),
-			cla("svc", ep{addr: a, health: aHealth}, ep{addr: b, priority: 1}),
+			cla("svc", ep{Addr: a, Health: aHealth}, ep{Addr: b, Priority: 1}),
 			routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "svc"))),
 			httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
 	}
@@ -211,88 +189,5 @@ func TestPriorityFailover(t *testing.T) {
 	mustApply(t, d, mk(core.HealthStatus_UNHEALTHY))
 	if got := do(t, c, "GET", base, "x", nil).upstream; got != "b" {
 		t.Errorf("priority 0 unhealthy: got %q", got)
-	}
-}
-
-func TestCompileErrors(t *testing.T) {
-	bad := []struct {
-		name string
-		r    *route.Route
-		want string
-	}{
-		{"regex", &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: "("}}},
-			Action: toCluster("", nil, "a").Action}, "safe_regex"},
-		{"no path", &route.Route{Match: &route.RouteMatch{}, Action: toCluster("", nil, "a").Action}, "missing path specifier"},
-		{"connect", &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_ConnectMatcher_{}}, Action: toCluster("", nil, "a").Action}, "unsupported path specifier"},
-		{"redirect", &route.Route{Match: prefixMatch("/"), Action: &route.Route_Redirect{Redirect: &route.RedirectAction{
-			PathRewriteSpecifier: &route.RedirectAction_RegexRewrite{}}}}, "redirect: regex_rewrite: unsupported"},
-		{"range", &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"},
-			Headers: []*route.HeaderMatcher{{Name: "x", HeaderMatchSpecifier: &route.HeaderMatcher_RangeMatch{}}}}, Action: toCluster("", nil, "a").Action}, "match.headers[0] (x)"},
-	}
-	for _, tc := range bad {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := compileRouteTable(routeConfig("rc", vhost("v0", []string{"a"}), vhost("v1", []string{"b"}, toCluster("ok", prefixMatch("/"), "a"), tc.r)))
-			if err == nil || !strings.Contains(err.Error(), "virtual_hosts[1] (v1): routes[1]: ") || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("err = %v, want virtual_hosts[1] (v1): routes[1]: …%s…", err, tc.want)
-			}
-		})
-	}
-	_, err := compileRouteTable(routeConfig("rc", vhost("v0", []string{"a"}), vhost("v1", []string{"A"})))
-	if err == nil || !strings.Contains(err.Error(), "already used") {
-		t.Errorf("duplicate domain: err = %v", err)
-	}
-}
-
-func BenchmarkRouteMatch(b *testing.B) {
-	var vhs []*route.VirtualHost
-	for i := range 1000 {
-		var rs []*route.Route
-		for j := range 9 {
-			rs = append(rs, &route.Route{Name: fmt.Sprint(j), Match: &route.RouteMatch{
-				PathSpecifier: &route.RouteMatch_Prefix{Prefix: fmt.Sprintf("/p%d", j)},
-				Headers:       []*route.HeaderMatcher{hdr("x-branch", exact(fmt.Sprint("b", j)), false)}},
-				Action: toCluster("", nil, "c").Action})
-		}
-		rs = append(rs, toCluster("default", prefixMatch("/"), "c"))
-		host := fmt.Sprintf("svc%d.default.svc.cluster.local", i)
-		vhs = append(vhs, vhost(host+":80", []string{host, host + ":80", fmt.Sprintf("svc%d", i)}, rs...))
-	}
-	tab, err := compileRouteTable(routeConfig("r", vhs...))
-	if err != nil {
-		b.Fatal(err)
-	}
-	req, _ := http.NewRequest("GET", "http://svc998.default.svc.cluster.local/p8/x", nil)
-	req.Header.Set("x-branch", "b8")
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if re := tab.route(req); re == nil || re.name != "8" {
-			b.Fatal("no match")
-		}
-	}
-}
-
-func BenchmarkPickEndpoint(b *testing.B) {
-	for _, weighted := range []bool{false, true} {
-		b.Run(fmt.Sprintf("weighted=%v", weighted), func(b *testing.B) {
-			var eps []*endpoint
-			for i := range 100 {
-				w := uint32(1)
-				if weighted {
-					w = uint32(i%7 + 1)
-				}
-				eps = append(eps, &endpoint{addr: fmt.Sprint(i), weight: w})
-			}
-			pool := newPool()
-			p := newPicker(eps, &pool.next)
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if p.pick(hashKey{}) == nil {
-						b.Fatal("nil")
-					}
-				}
-			})
-		})
 	}
 }

@@ -12,6 +12,12 @@ import (
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 
+	"weft.dev/weft/internal/proxy/cluster"
+	"weft.dev/weft/internal/proxy/filter"
+	"weft.dev/weft/internal/proxy/filter/cors"
+	"weft.dev/weft/internal/proxy/filter/fault"
+	"weft.dev/weft/internal/proxy/forward"
+	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/xdsclient"
 )
 
@@ -25,28 +31,29 @@ const (
 // and keep using the runtime they started on.
 type runtime struct {
 	listeners map[string]*listenerConfig
-	routes    map[string]*routeTable // RDS route configurations by name
+	routes    map[string]*route.Table // RDS route configurations by name
 	routeCfgs map[string]proto.Message
-	clusters  map[string]*clusterRT
+	clusters  map[string]*cluster.Cluster
 	res       *xdsclient.Resources
 }
 
-// listenerConfig is a translated Listener: where it binds and how its HTTP
-// connection manager finds its routes.
+// httpFilters are the HTTP filters the proxy implements, besides the
+// router. Immutable.
+var httpFilters = filter.NewRegistry(cors.Factory{}, fault.Factory{})
+
+// listenerConfig is a translated Listener: where it binds, how its HTTP
+// connection manager finds its routes, and what the request path needs of
+// it (direction, HTTP filters).
 type listenerConfig struct {
-	name    string
-	addr    string // host:port as configured (port may be 0 in tests)
-	inbound bool   // traffic_direction INBOUND: strip peer metadata, reporter=destination
-	// outbound: traffic_direction OUTBOUND: add peer metadata, reporter=source.
-	outbound bool
-	rds      string      // RDS route configuration name, when inline is nil
-	inline   *routeTable // inline route_config
-	fault    bool        // envoy.filters.http.fault is in http_filters (fault.go)
-	cors     bool        // envoy.filters.http.cors is in http_filters (cors.go)
+	name   string
+	addr   string       // host:port as configured (port may be 0 in tests)
+	rds    string       // RDS route configuration name, when inline is nil
+	inline *route.Table // inline route_config
+	http   forward.Listener
 }
 
 // table returns the route table the listener uses in rt, or nil.
-func (lc *listenerConfig) table(rt *runtime) *routeTable {
+func (lc *listenerConfig) table(rt *runtime) *route.Table {
 	if lc.inline != nil {
 		return lc.inline
 	}
@@ -59,9 +66,9 @@ func (lc *listenerConfig) table(rt *runtime) *routeTable {
 func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, error) {
 	rt := &runtime{
 		listeners: map[string]*listenerConfig{},
-		routes:    map[string]*routeTable{},
+		routes:    map[string]*route.Table{},
 		routeCfgs: map[string]proto.Message{},
-		clusters:  map[string]*clusterRT{},
+		clusters:  map[string]*cluster.Cluster{},
 		res:       r,
 	}
 	for _, name := range sortedKeys(r.Clusters) {
@@ -69,11 +76,11 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 		if c.GetName() != name {
 			return nil, fmt.Errorf("cluster %q: name %q does not match its key", name, c.GetName())
 		}
-		var old *clusterRT
+		var old *cluster.Cluster
 		if prev != nil {
 			old = prev.clusters[name]
 		}
-		ct, err := d.translateCluster(c, r.Endpoints, old)
+		ct, err := d.clusters.Build(c, r.Endpoints, old)
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", name, err)
 		}
@@ -88,7 +95,7 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 			rt.routes[name], rt.routeCfgs[name] = prev.routes[name], rc
 			continue
 		}
-		tab, err := compileRouteTable(rc)
+		tab, err := route.Compile(rc, httpFilters)
 		if err != nil {
 			return nil, fmt.Errorf("route %q: %w", name, err)
 		}
@@ -128,10 +135,12 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 		return nil, fmt.Errorf("address.socket_address.address: empty")
 	}
 	lc := &listenerConfig{
-		name:     l.GetName(),
-		addr:     net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)),
-		inbound:  l.GetTrafficDirection() == core.TrafficDirection_INBOUND,
-		outbound: l.GetTrafficDirection() == core.TrafficDirection_OUTBOUND,
+		name: l.GetName(),
+		addr: net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)),
+		http: forward.Listener{
+			Inbound:  l.GetTrafficDirection() == core.TrafficDirection_INBOUND,
+			Outbound: l.GetTrafficDirection() == core.TrafficDirection_OUTBOUND,
+		},
 	}
 	chains := l.GetFilterChains()
 	field := "filter_chains[0]"
@@ -168,7 +177,7 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 			return nil, fmt.Errorf("%s.rds: route configuration %q not found", where, lc.rds)
 		}
 	case *hcm.HttpConnectionManager_RouteConfig:
-		tab, err := compileRouteTable(rs.RouteConfig)
+		tab, err := route.Compile(rs.RouteConfig, httpFilters)
 		if err != nil {
 			return nil, fmt.Errorf("%s.route_config (%s): %w", where, rs.RouteConfig.GetName(), err)
 		}
@@ -190,12 +199,19 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 			return nil, fmt.Errorf("%s.http_filters[%d] (%s): the last filter must be %s", where, i, f.GetName(), routerFilterName)
 		case !last && isRouter:
 			return nil, fmt.Errorf("%s.http_filters[%d]: %s must be last", where, i, routerFilterName)
-		case !last && f.GetName() == faultFilterName:
-			lc.fault = true
-		case !last && f.GetName() == corsFilterName:
-			lc.cors = true
-		case !last && !f.GetIsOptional():
-			return nil, fmt.Errorf("%s.http_filters[%d] (%s): unsupported filter", where, i, f.GetName())
+		case !last:
+			fac := httpFilters[f.GetName()]
+			if fac == nil {
+				if !f.GetIsOptional() {
+					return nil, fmt.Errorf("%s.http_filters[%d] (%s): unsupported filter", where, i, f.GetName())
+				}
+				continue
+			}
+			flt, err := fac.New(f.GetTypedConfig())
+			if err != nil {
+				return nil, fmt.Errorf("%s.http_filters[%d] (%s): %w", where, i, f.GetName(), err)
+			}
+			lc.http.AddFilter(f.GetName(), flt)
 		}
 	}
 	return lc, nil

@@ -2,7 +2,9 @@ package dataplane
 
 import (
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -201,5 +203,38 @@ func TestMaxRequestsPerConnectionRetryReplaysBody(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || string(got) != "payload" || hits.Load() != 2 {
 		t.Fatalf("got %d %q after %d attempts, want 200 \"payload\" after 2", resp.StatusCode, got, hits.Load())
+	}
+}
+
+// TestMaxRequestsPerConnection: common_http_protocol_options
+// .max_requests_per_connection closes an upstream HTTP/1.1 connection after
+// that many requests.
+func TestMaxRequestsPerConnection(t *testing.T) {
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	d := newDataplane(t, contract.Identity{}, nil)
+	c := staticCluster(t, "inbound|8080||", srv.Listener.Addr().String())
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: mustAny(t, &upstreamhttp.HttpProtocolOptions{
+		CommonHttpProtocolOptions: &core.HttpProtocolOptions{MaxRequestsPerConnection: wrapperspb.UInt32(2)},
+		UpstreamProtocolOptions: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &core.Http1ProtocolOptions{}}}}})}
+	mustApply(t, d, resources(c, httpListener(t, "in", core.TrafficDirection_INBOUND, "",
+		routeConfig("inbound|8080||", vhost("inbound|http|8080", []string{"*"}, toCluster("default", prefixMatch("/"), "inbound|8080||"))))))
+	cl := client(t, false)
+	for range 6 {
+		if r := do(t, cl, "GET", "http://"+d.ListenerAddr("in").String()+"/", "x", nil); r.code != 200 {
+			t.Fatalf("status %d", r.code)
+		}
+	}
+	if got := conns.Load(); got != 3 {
+		t.Errorf("upstream connections = %d for 6 requests, want 3 (2 requests each)", got)
 	}
 }

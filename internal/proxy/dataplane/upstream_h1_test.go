@@ -430,7 +430,7 @@ func TestH1PoolClosedWhenEndpointOrClusterChanges(t *testing.T) {
 	mk := func(addr string, connectTimeout time.Duration) *xdsResources {
 		cl := edsCluster(t, "up", false, "")
 		cl.ConnectTimeout = durationpb.New(connectTimeout)
-		return resourcesAny(cl, cla("up", ep{addr: addr}),
+		return resourcesAny(cl, cla("up", ep{Addr: addr}),
 			routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "up"))),
 			httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
 	}
@@ -441,11 +441,11 @@ func TestH1PoolClosedWhenEndpointOrClusterChanges(t *testing.T) {
 	if got := do(t, c, "GET", base+"/", "svc", nil); got.code != 200 {
 		t.Fatalf("GET: %d", got.code)
 	}
-	pool := d.rt.Load().clusters["up"].pool
+	before := d.rt.Load().clusters["up"]
 	// Endpoint removed, cluster unchanged: the pool stays, the endpoint's
 	// idle connection goes.
 	mustApply(t, d, mk(b, time.Second))
-	if d.rt.Load().clusters["up"].pool != pool {
+	if !d.rt.Load().clusters["up"].SharesState(before) {
 		t.Fatal("pool replaced on an endpoint-only update")
 	}
 	waitFor(t, func() bool { return closed.Load() == 1 })

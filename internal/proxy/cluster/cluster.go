@@ -1,0 +1,229 @@
+// Package cluster is the proxy's runtime of its upstream clusters: a
+// Cluster resource and its endpoint assignment translated into an
+// immutable Cluster that picks an endpoint for each request — by priority
+// and locality, then with the cluster's load balancer (round robin, least
+// request, random, ring hash, Maglev, with slow start) — and the state
+// that outlives one configuration: circuit breakers, outlier detection,
+// the connection pool (internal/proxy/upstream) and Envoy's per-cluster
+// statistics.
+//
+// A Cluster is immutable and safe for concurrent use; picking takes no
+// lock. What must survive an update lives in the cluster's state, which a
+// new Cluster built from an unchanged Cluster resource shares with the
+// previous one (Build).
+package cluster
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync/atomic"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/proto"
+
+	"weft.dev/weft/internal/proxy/telemetry"
+	"weft.dev/weft/internal/proxy/upstream"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// state is the part of a cluster that survives updates which leave the
+// Cluster resource unchanged: the connection pool, the round-robin
+// position, the circuit breakers, outlier detection and slow start. It is
+// shared by successive Clusters and safe for concurrent use.
+type state struct {
+	up      *upstream.Pool   // connections to the endpoints
+	next    atomic.Uint64    // round-robin position
+	breaker *Breaker         // circuit_breakers (breaker.go)
+	outlier *outlierDetector // outlier_detection (outlier.go); nil when off
+	warm    warmTracker      // slow start (slowstart.go)
+}
+
+func newState(o upstream.Options) *state {
+	s := &state{up: upstream.NewPool(o)}
+	s.next.Store(rand.Uint64()) // proxies should not all start on the same endpoint
+	return s
+}
+
+// Cluster is a translated Cluster with its endpoints. Immutable; safe for
+// concurrent use.
+type Cluster struct {
+	name   string
+	cfg    *clusterv3.Cluster
+	cla    *endpointv3.ClusterLoadAssignment
+	state  *state
+	picker *picker
+	stats  *Stats // envoy_cluster_* counters (stats.go)
+	// Metric labels: dstNoEndpoint when no endpoint was chosen (UH) and
+	// dstInbound when this cluster serves an inbound listener.
+	dstNoEndpoint *telemetry.DstLabels
+	dstInbound    *telemetry.DstLabels
+}
+
+// Name is the cluster's name.
+func (c *Cluster) Name() string { return c.name }
+
+// Stats is the cluster's envoy_cluster_* counter set.
+func (c *Cluster) Stats() *Stats { return c.stats }
+
+// Upstream is the cluster's connection pool.
+func (c *Cluster) Upstream() *upstream.Pool { return c.state.up }
+
+// Breaker is the cluster's circuit breaker.
+func (c *Cluster) Breaker() *Breaker { return c.state.breaker }
+
+// DstNoEndpoint labels a request routed to this cluster before (or
+// without) an endpoint being chosen.
+func (c *Cluster) DstNoEndpoint() *telemetry.DstLabels { return c.dstNoEndpoint }
+
+// DstInbound labels a request this cluster serves on an inbound listener:
+// the destination is the proxy's own workload.
+func (c *Cluster) DstInbound() *telemetry.DstLabels { return c.dstInbound }
+
+// Pick returns an endpoint for a request with hash k (used by the hashing
+// balancers), or nil when no endpoint is available. Lock-free; called on
+// the request goroutine.
+func (c *Cluster) Pick(k HashKey) *Endpoint { return c.picker.pick(k) }
+
+// PickExcept is Pick for a retry: the priority levels in skip (bit i:
+// level i) are left out of the priority load, as a retry priority asks
+// (PrevPriorities), and the endpoints in exclude are avoided while
+// another endpoint is available.
+func (c *Cluster) PickExcept(k HashKey, skip uint64, exclude []*Endpoint) *Endpoint {
+	return c.picker.pickExcept(k, skip, exclude)
+}
+
+// SharesState reports whether c carries on the state of other: pool,
+// breakers and outlier detection. A Cluster built on top of an unchanged
+// Cluster resource does.
+func (c *Cluster) SharesState(other *Cluster) bool { return other != nil && c.state == other.state }
+
+// RetainConnections closes the pooled connections of endpoints that are
+// no longer in the cluster. Called once c is the running configuration.
+func (c *Cluster) RetainConnections() { c.state.up.Retain(c.picker.conns()) }
+
+// CloseIdle closes the idle connections of the cluster's state and stops
+// its outlier detection. Called when no running configuration uses that
+// state any more (or at shutdown): connections given back by requests
+// still in flight are closed too.
+func (c *Cluster) CloseIdle() {
+	c.state.up.CloseIdle()
+	if c.state.outlier != nil {
+		c.state.outlier.stop()
+	}
+}
+
+// Builder builds Clusters. Its fields are set once, before the first
+// Build; Build is called from one goroutine at a time (translation).
+type Builder struct {
+	Metrics  *telemetry.Metrics // interns the endpoints' destination labels
+	Stats    *StatVecs          // envoy_cluster_* counters
+	Identity contract.Identity  // the proxy's own workload: inbound destination labels
+}
+
+// Build translates Cluster c with the endpoint assignments eps (keyed by
+// EDS service name; a missing one means no endpoints yet). prev is the
+// same-named Cluster of the running configuration, or nil: its state is
+// kept when c is unchanged, its endpoints too when the assignment is.
+// Errors name the field of c (or of its assignment) that is wrong.
+func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.ClusterLoadAssignment, prev *Cluster) (*Cluster, error) {
+	ct := &Cluster{name: c.GetName(), cfg: c}
+	var cla *endpointv3.ClusterLoadAssignment
+	switch c.GetClusterDiscoveryType().(type) {
+	case *clusterv3.Cluster_Type, nil:
+	default:
+		return nil, fmt.Errorf("cluster_type: custom cluster types are unsupported")
+	}
+	switch c.GetType() {
+	case clusterv3.Cluster_EDS:
+		svc := c.GetEdsClusterConfig().GetServiceName()
+		if svc == "" {
+			svc = c.GetName()
+		}
+		// A missing assignment means no endpoints yet (see xdsclient.Resources).
+		cla = eps[svc]
+	case clusterv3.Cluster_STATIC, clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
+		cla = c.GetLoadAssignment()
+	default:
+		return nil, fmt.Errorf("type: %s is unsupported", c.GetType())
+	}
+	lbc, err := parseLBConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	if c.GetLoadBalancingPolicy() != nil {
+		return nil, fmt.Errorf("load_balancing_policy: unsupported")
+	}
+	uo, err := upstream.ParseOptions(c)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := clusterService(c)
+	if err != nil {
+		return nil, err
+	}
+	ct.dstNoEndpoint = b.Metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
+		Workload: telemetry.Unknown, WorkloadNamespace: telemetry.Unknown, App: telemetry.Unknown, Version: telemetry.Unknown})
+	ct.dstInbound = b.Metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
+		Workload: telemetry.OrUnknown(b.Identity.WorkloadName), WorkloadNamespace: telemetry.OrUnknown(b.Identity.Namespace),
+		App: telemetry.OrUnknown(b.Identity.Labels["app"]), Version: telemetry.OrUnknown(b.Identity.Labels["version"])})
+
+	ct.stats = b.Stats.For(ct.name)
+	if prev != nil && proto.Equal(prev.cfg, c) {
+		ct.state = prev.state
+	} else {
+		ct.state = newState(uo)
+		if err := configureState(ct.state, c, ct.stats); err != nil {
+			return nil, err
+		}
+	}
+	if prev != nil && ct.state == prev.state && proto.Equal(prev.cla, cla) {
+		ct.cla, ct.picker = prev.cla, prev.picker
+		return ct, nil
+	}
+	ct.cla = cla
+	levels, err := b.translateEndpoints(cla, svc, c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil)
+	if err != nil {
+		return nil, err
+	}
+	ct.picker = buildPicker(levels, lbc, &ct.state.next, overprovisioning(cla))
+	for _, ep := range ct.picker.endpoints {
+		ep.conns = ct.state.up.Endpoint(ep.addr) // nil for h2c
+	}
+	ct.state.outlier.attach(ct.picker.endpoints)
+	ct.state.warm.attach(ct.picker.endpoints, lbc.slowStart)
+	return ct, nil
+}
+
+type serviceRef struct{ host, name, namespace string }
+
+var unknownService = serviceRef{host: telemetry.Unknown, name: telemetry.Unknown, namespace: telemetry.Unknown}
+
+// clusterService reads filter_metadata.istio.services[0].
+func clusterService(c *clusterv3.Cluster) (serviceRef, error) {
+	md := c.GetMetadata().GetFilterMetadata()[contract.FilterMetadataIstio]
+	if md == nil {
+		return unknownService, nil
+	}
+	svcs := md.GetFields()[contract.MetaClusterServices]
+	if svcs == nil || len(svcs.GetListValue().GetValues()) == 0 {
+		return unknownService, nil
+	}
+	f := svcs.GetListValue().GetValues()[0].GetStructValue().GetFields()
+	if f == nil {
+		return serviceRef{}, fmt.Errorf("metadata.filter_metadata.istio.services[0]: want a struct")
+	}
+	return serviceRef{
+		host:      telemetry.OrUnknown(f["host"].GetStringValue()),
+		name:      telemetry.OrUnknown(f["name"].GetStringValue()),
+		namespace: telemetry.OrUnknown(f["namespace"].GetStringValue()),
+	}, nil
+}
+
+// endpointKey is the key endpoints and their outlier state are known by:
+// host:port of a socket address.
+func endpointKey(host string, port uint32) string {
+	return net.JoinHostPort(host, strconv.FormatUint(uint64(port), 10))
+}

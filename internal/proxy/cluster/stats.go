@@ -1,0 +1,163 @@
+package cluster
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"weft.dev/weft/internal/proxy/telemetry"
+)
+
+// Envoy's per-cluster statistics, exported as Envoy's Prometheus endpoint
+// does (and so as Istio's sidecars show them): envoy_cluster_<stat> with the
+// label envoy_cluster_name. Counters keep Envoy's names exactly (no _total
+// suffix is added), so dashboards built for Envoy keep working.
+//
+// Stats belong to a cluster name, not to one version of the cluster: like
+// Envoy's stat scopes they survive cluster updates.
+
+// NameLabel is the label that names the cluster of an envoy_cluster_*
+// statistic; other per-cluster metrics use it too.
+const NameLabel = "envoy_cluster_name"
+
+// Stats is the counter set of one cluster. Every field is a prometheus
+// child already bound to the cluster name, so recording is one atomic add.
+// Safe for concurrent use; obtained with StatVecs.For.
+type Stats struct {
+	// Requests.
+	RqTotal           prometheus.Counter // upstream_rq_total: attempts sent upstream (each retry counts)
+	RqCompleted       prometheus.Counter // upstream_rq_completed: attempts that got a response
+	RqTimeout         prometheus.Counter // upstream_rq_timeout: route timeout fired
+	RqPerTryTimeout   prometheus.Counter // upstream_rq_per_try_timeout
+	RqRetry           prometheus.Counter // upstream_rq_retry
+	RqRetrySuccess    prometheus.Counter // upstream_rq_retry_success
+	RqRetryOverflow   prometheus.Counter // upstream_rq_retry_overflow: retry refused by max_retries
+	RqPendingTotal    prometheus.Counter // upstream_rq_pending_total: requests that waited for a connection
+	RqPendingOverflow prometheus.Counter // upstream_rq_pending_overflow: rejected by max_pending_requests or max_requests (UO)
+	RqActive          prometheus.Gauge   // upstream_rq_active
+	RqPendingActive   prometheus.Gauge   // upstream_rq_pending_active
+	// Connections.
+	CxConnectFail prometheus.Counter // upstream_cx_connect_fail
+	CxOverflow    prometheus.Counter // upstream_cx_overflow: max_connections was reached
+	// Circuit breaker state (circuit_breakers.default.*_open): 1 while the
+	// limit is reached.
+	CbCxOpen        prometheus.Gauge
+	CbRqPendingOpen prometheus.Gauge
+	CbRqOpen        prometheus.Gauge
+	CbRqRetryOpen   prometheus.Gauge
+	// Outlier detection.
+	OdEjectionsActive        prometheus.Gauge   // outlier_detection_ejections_active
+	OdEjectionsTotal         prometheus.Counter // outlier_detection_ejections_total
+	OdEjectionsEnforcedTotal prometheus.Counter // outlier_detection_ejections_enforced_total
+	OdEjectionsOverflow      prometheus.Counter // outlier_detection_ejections_overflow: max_ejection_percent prevented one
+	OdEnforced5xx            prometheus.Counter // outlier_detection_ejections_enforced_consecutive_5xx
+	OdEnforcedGateway        prometheus.Counter // outlier_detection_ejections_enforced_consecutive_gateway_failure
+	OdEnforcedLocalOrigin    prometheus.Counter // outlier_detection_ejections_enforced_consecutive_local_origin_failure
+	OdDetected5xx            prometheus.Counter // outlier_detection_ejections_detected_consecutive_5xx
+	OdDetectedGateway        prometheus.Counter // outlier_detection_ejections_detected_consecutive_gateway_failure
+	OdDetectedLocalOrigin    prometheus.Counter // outlier_detection_ejections_detected_consecutive_local_origin_failure
+}
+
+// StatVecs holds the envoy_cluster_* metric families of one registry and
+// the counter set of every cluster name seen. Safe for concurrent use.
+type StatVecs struct {
+	counters map[string]*prometheus.CounterVec
+	gauges   map[string]*prometheus.GaugeVec
+
+	mu     sync.Mutex // translation only, never per request
+	byName map[string]*Stats
+}
+
+var clusterCounterNames = []string{
+	"upstream_rq_total", "upstream_rq_completed", "upstream_rq_timeout", "upstream_rq_per_try_timeout",
+	"upstream_rq_retry", "upstream_rq_retry_success", "upstream_rq_retry_overflow",
+	"upstream_rq_pending_total", "upstream_rq_pending_overflow",
+	"upstream_cx_connect_fail", "upstream_cx_overflow",
+	"outlier_detection_ejections_total", "outlier_detection_ejections_enforced_total",
+	"outlier_detection_ejections_overflow",
+	"outlier_detection_ejections_enforced_consecutive_5xx",
+	"outlier_detection_ejections_enforced_consecutive_gateway_failure",
+	"outlier_detection_ejections_enforced_consecutive_local_origin_failure",
+	"outlier_detection_ejections_detected_consecutive_5xx",
+	"outlier_detection_ejections_detected_consecutive_gateway_failure",
+	"outlier_detection_ejections_detected_consecutive_local_origin_failure",
+}
+
+var clusterGaugeNames = []string{
+	"upstream_rq_active", "upstream_rq_pending_active",
+	"circuit_breakers_default_cx_open", "circuit_breakers_default_rq_pending_open",
+	"circuit_breakers_default_rq_open", "circuit_breakers_default_rq_retry_open",
+	"outlier_detection_ejections_active",
+}
+
+// NewStatVecs registers the envoy_cluster_* families with reg (reusing
+// those already registered there).
+func NewStatVecs(reg prometheus.Registerer) (*StatVecs, error) {
+	v := &StatVecs{
+		counters: map[string]*prometheus.CounterVec{},
+		gauges:   map[string]*prometheus.GaugeVec{},
+		byName:   map[string]*Stats{},
+	}
+	for _, n := range clusterCounterNames {
+		c, err := telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "envoy_cluster_" + n, Help: "Envoy cluster statistic " + n + ".",
+		}, []string{NameLabel}))
+		if err != nil {
+			return nil, err
+		}
+		v.counters[n] = c
+	}
+	for _, n := range clusterGaugeNames {
+		g, err := telemetry.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "envoy_cluster_" + n, Help: "Envoy cluster statistic " + n + ".",
+		}, []string{NameLabel}))
+		if err != nil {
+			return nil, err
+		}
+		v.gauges[n] = g
+	}
+	return v, nil
+}
+
+// For returns the counter set of the named cluster, creating it on first
+// use. It takes a lock: call it while translating, not per request.
+func (v *StatVecs) For(name string) *Stats {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if s := v.byName[name]; s != nil {
+		return s
+	}
+	c := func(n string) prometheus.Counter { return v.counters[n].WithLabelValues(name) }
+	g := func(n string) prometheus.Gauge { return v.gauges[n].WithLabelValues(name) }
+	s := &Stats{
+		RqTotal:                  c("upstream_rq_total"),
+		RqCompleted:              c("upstream_rq_completed"),
+		RqTimeout:                c("upstream_rq_timeout"),
+		RqPerTryTimeout:          c("upstream_rq_per_try_timeout"),
+		RqRetry:                  c("upstream_rq_retry"),
+		RqRetrySuccess:           c("upstream_rq_retry_success"),
+		RqRetryOverflow:          c("upstream_rq_retry_overflow"),
+		RqPendingTotal:           c("upstream_rq_pending_total"),
+		RqPendingOverflow:        c("upstream_rq_pending_overflow"),
+		RqActive:                 g("upstream_rq_active"),
+		RqPendingActive:          g("upstream_rq_pending_active"),
+		CxConnectFail:            c("upstream_cx_connect_fail"),
+		CxOverflow:               c("upstream_cx_overflow"),
+		CbCxOpen:                 g("circuit_breakers_default_cx_open"),
+		CbRqPendingOpen:          g("circuit_breakers_default_rq_pending_open"),
+		CbRqOpen:                 g("circuit_breakers_default_rq_open"),
+		CbRqRetryOpen:            g("circuit_breakers_default_rq_retry_open"),
+		OdEjectionsActive:        g("outlier_detection_ejections_active"),
+		OdEjectionsTotal:         c("outlier_detection_ejections_total"),
+		OdEjectionsEnforcedTotal: c("outlier_detection_ejections_enforced_total"),
+		OdEjectionsOverflow:      c("outlier_detection_ejections_overflow"),
+		OdEnforced5xx:            c("outlier_detection_ejections_enforced_consecutive_5xx"),
+		OdEnforcedGateway:        c("outlier_detection_ejections_enforced_consecutive_gateway_failure"),
+		OdEnforcedLocalOrigin:    c("outlier_detection_ejections_enforced_consecutive_local_origin_failure"),
+		OdDetected5xx:            c("outlier_detection_ejections_detected_consecutive_5xx"),
+		OdDetectedGateway:        c("outlier_detection_ejections_detected_consecutive_gateway_failure"),
+		OdDetectedLocalOrigin:    c("outlier_detection_ejections_detected_consecutive_local_origin_failure"),
+	}
+	v.byName[name] = s
+	return s
+}

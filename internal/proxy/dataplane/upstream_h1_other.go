@@ -1,9 +1,0 @@
-//go:build !unix
-
-package dataplane
-
-import "net"
-
-// connAlive cannot look at the socket here; a stale connection shows up as
-// an error on use instead.
-func connAlive(net.Conn) bool { return true }

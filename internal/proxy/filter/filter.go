@@ -1,0 +1,212 @@
+// Package filter defines the proxy's HTTP filters the way Envoy's HTTP
+// connection manager runs them: a listener's http_filters are a chain,
+// and every request passes through it in order before the router, which
+// is always last. Each filter's DecodeHeaders sees the request and either
+// lets it continue to the next filter or stops the chain, usually by
+// answering the request itself (a local reply: a fault abort, a CORS
+// preflight, an RBAC denial). Filters that implement Encoder also see the
+// headers of the response the request gets, whether it came from
+// upstream or from the proxy.
+//
+// A filter's configuration comes from two places, as in Envoy: its entry
+// in the listener's http_filters (Factory.New) and, per route, the
+// route's typed_per_filter_config under the filter's name
+// (Factory.ParsePerRoute), which the filter reads from Stream.PerRoute.
+//
+// Each kind of filter lives in its own package under filter/ and exports a
+// Factory; the data plane lists the Factories it implements in a Registry.
+// Nothing registers itself globally.
+package filter
+
+import (
+	"net/http"
+
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Factory is one kind of HTTP filter. Its methods are called while
+// translating configuration, never per request, from one goroutine at a
+// time.
+type Factory interface {
+	// Name is the filter's name in http_filters and
+	// typed_per_filter_config, e.g. "envoy.filters.http.fault".
+	Name() string
+	// New builds the filter from its http_filters entry's typed_config
+	// (nil when the entry has none). Errors name the field inside config
+	// that is wrong.
+	New(config *anypb.Any) (Filter, error)
+	// ParsePerRoute compiles a route's typed_per_filter_config entry for
+	// this filter; the filter gets the result as Stream.PerRoute on
+	// requests of that route. The result must be immutable: requests read
+	// it concurrently. Errors name the field inside config that is wrong.
+	ParsePerRoute(config *anypb.Any) (any, error)
+}
+
+// Status is what DecodeHeaders tells the chain.
+type Status uint8
+
+const (
+	// Continue passes the request to the next filter, and finally to the
+	// router.
+	Continue Status = iota
+	// Stop ends the chain: the filter has answered the request
+	// (Stream.SendLocalReply or Stream.Respond), or the downstream went
+	// away (the request's context is done) and nobody is left to answer.
+	Stop
+)
+
+// Filter is one HTTP filter of a listener, built once per listener
+// configuration and shared by every request on that listener.
+//
+// Threading: DecodeHeaders runs on the request's goroutine, concurrently
+// for different requests; it must not modify the Filter (per-request state
+// goes in the Stream). It may block — a fault delay does — but must return
+// once s.Request.Context() is done.
+type Filter interface {
+	DecodeHeaders(s *Stream) Status
+}
+
+// Encoder is implemented by filters that decorate response headers: for a
+// request that passed the filter (its DecodeHeaders returned Continue),
+// EncodeHeaders runs on h, the headers of the response about to be sent —
+// from upstream, a direct response or redirect of the route, or a local
+// reply of a filter later in the chain or of the router — after the
+// route's own response headers, in reverse chain order, as Envoy's
+// encoder filters. Same threading contract as DecodeHeaders; it must not
+// block.
+type Encoder interface {
+	EncodeHeaders(s *Stream, h http.Header)
+}
+
+// PerRouteOnly is implemented by filters that act only on routes that
+// configure them (Istio uses the fault and CORS filters that way): on
+// other routes the chain skips them without calling them, so such routes
+// cost nothing.
+type PerRouteOnly interface {
+	PerRouteOnly()
+}
+
+// LocalReply is an answer from the proxy itself, as Envoy's
+// sendLocalReply: a gRPC request gets a trailers-only response (HTTP 200)
+// whose grpc-status is GRPCStatus, or Status mapped as Envoy maps it when
+// GRPCStatus is empty, with Body as grpc-message; any other request gets
+// Status with Body as text/plain.
+type LocalReply struct {
+	Status     int    // HTTP status
+	GRPCStatus string // grpc-status for gRPC requests; "" maps Status
+	Body       string
+	Flag       string // response flag for metrics and logs (FI, RBAC, …); may be ""
+}
+
+// Answer is how a filter that stopped the chain answered.
+type Answer uint8
+
+const (
+	// NoAnswer: nothing was sent; the downstream went away.
+	NoAnswer Answer = iota
+	// AnsweredLocalReply: SendLocalReply.
+	AnsweredLocalReply
+	// AnsweredStatus: Respond.
+	AnsweredStatus
+)
+
+// Stream is one request as the filters see it. The chain creates it when
+// the first filter runs; it belongs to the request's goroutine and is used
+// from DecodeHeaders and EncodeHeaders only.
+type Stream struct {
+	// Request is the downstream request. A filter may change its headers
+	// (they go upstream as changed) but must not replace it or read its
+	// body.
+	Request *http.Request
+	// PerRoute is the running filter's config for the request's route
+	// (what its Factory.ParsePerRoute returned), nil when the route has
+	// none. The chain sets it before each call.
+	PerRoute any
+
+	header   http.Header
+	answer   Answer
+	reply    LocalReply
+	flags    []string
+	metadata map[string]any
+}
+
+// NewStream starts the filters' view of request r whose response headers
+// are header (the http.ResponseWriter's). For the chain's runner.
+func NewStream(r *http.Request, header http.Header) *Stream {
+	return &Stream{Request: r, header: header}
+}
+
+// ResponseHeader is the header map of the response the request will get,
+// whatever it turns out to be: a filter may set headers there that go
+// with its own answer (a preflight's CORS headers, a 401's
+// WWW-Authenticate).
+func (s *Stream) ResponseHeader() http.Header { return s.header }
+
+// SendLocalReply answers the request with r and returns Stop, for
+// DecodeHeaders to return. The reply carries the response headers of the
+// filters earlier in the chain (Encoder), not the route's.
+func (s *Stream) SendLocalReply(r LocalReply) Status {
+	s.answer, s.reply = AnsweredLocalReply, r
+	return Stop
+}
+
+// Respond answers the request with status, the headers set on
+// ResponseHeader and no body, nothing added (Envoy: a filter encoding its
+// own headers, as the CORS filter answers a preflight), and returns Stop.
+func (s *Stream) Respond(status int) Status {
+	s.answer, s.reply = AnsweredStatus, LocalReply{Status: status}
+	return Stop
+}
+
+// AddResponseFlag records a response flag for the request's metrics and
+// logs, whatever happens to the request next (DI for an injected delay).
+func (s *Stream) AddResponseFlag(flag string) { s.flags = append(s.flags, flag) }
+
+// SetMetadata records v under namespace (by convention the name of the
+// filter that produced it) for filters later in the chain, as Envoy's
+// dynamic metadata: the JWT filter's verified claims, read by RBAC.
+func (s *Stream) SetMetadata(namespace string, v any) {
+	if s.metadata == nil {
+		s.metadata = map[string]any{}
+	}
+	s.metadata[namespace] = v
+}
+
+// Metadata returns what an earlier filter recorded under namespace, or
+// nil.
+func (s *Stream) Metadata(namespace string) any { return s.metadata[namespace] }
+
+// Answer reports how the filter that stopped the chain answered: with a
+// local reply (reply is it), a bare status (reply.Status), or not at all.
+// For the chain's runner.
+func (s *Stream) Answer() (a Answer, reply LocalReply) { return s.answer, s.reply }
+
+// ResponseFlags are the flags added with AddResponseFlag, in order. For
+// the chain's runner.
+func (s *Stream) ResponseFlags() []string { return s.flags }
+
+// Registry is the HTTP filters a proxy implements, by name. Immutable once
+// built; safe for concurrent use.
+type Registry map[string]Factory
+
+// NewRegistry lists factories by name; a later factory of the same name
+// replaces an earlier one.
+func NewRegistry(factories ...Factory) Registry {
+	r := make(Registry, len(factories))
+	for _, f := range factories {
+		r[f.Name()] = f
+	}
+	return r
+}
+
+// ParsePerRoute compiles a route's typed_per_filter_config entry for the
+// filter named name. known is false when the proxy has no such filter;
+// the entry is then ignored.
+func (r Registry) ParsePerRoute(name string, config *anypb.Any) (cfg any, known bool, err error) {
+	f := r[name]
+	if f == nil {
+		return nil, false, nil
+	}
+	cfg, err = f.ParsePerRoute(config)
+	return cfg, true, err
+}

@@ -1,0 +1,614 @@
+// Package forward is the proxy's request path, what Envoy's HTTP
+// connection manager and router do with one downstream request: run the
+// listener's HTTP filters (internal/proxy/filter), route the request
+// (internal/proxy/route), forward it to an endpoint of its cluster
+// (internal/proxy/cluster, internal/proxy/upstream) — with the route's
+// timeout and retries, the cluster's circuit breakers and outlier
+// detection, and shadow copies for its mirror policies — stream the
+// response back, answer what the proxy answers itself as Envoy's local
+// replies, and record the request's metrics (internal/proxy/telemetry).
+//
+// Threading: a Forwarder serves any number of requests concurrently and
+// takes no lock on the request path; everything it reads per request is
+// immutable configuration handed to Serve.
+package forward
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"weft.dev/weft/internal/proxy/cluster"
+	"weft.dev/weft/internal/proxy/filter"
+	"weft.dev/weft/internal/proxy/route"
+	"weft.dev/weft/internal/proxy/telemetry"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// Envoy's local reply bodies.
+const (
+	bodyNoHealthyUpstream = "no healthy upstream"
+	bodyConnectFailure    = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+	bodyConnectReset      = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+	bodyTimeout           = "upstream request timeout"
+)
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// Options configures a Forwarder.
+type Options struct {
+	Identity     contract.Identity     // this proxy's workload: source labels and the peer metadata it sends
+	Metrics      *telemetry.Metrics    // istio_* request metrics
+	ClusterStats *cluster.StatVecs     // envoy_cluster_* of mirror clusters
+	Registerer   prometheus.Registerer // where the shadow request metrics go
+	Logger       *slog.Logger          // required
+}
+
+// Forwarder serves requests. It holds what outlives one configuration:
+// metrics, the peer metadata cache, this proxy's own identity headers and
+// the shadow requests in flight.
+type Forwarder struct {
+	log     *slog.Logger
+	metrics *telemetry.Metrics
+	peers   *telemetry.PeerCache
+	mirrors *mirrorState
+	self    *telemetry.SrcLabels // source labels of requests leaving through outbound listeners
+	// peerMetadata and peerID are the metadata exchange header values this
+	// proxy adds to outbound requests, computed once.
+	peerMetadata, peerID []string
+}
+
+// New returns a Forwarder. Errors come from registering metrics or
+// encoding the peer metadata.
+func New(o Options) (*Forwarder, error) {
+	f := &Forwarder{log: o.Logger, metrics: o.Metrics, peers: telemetry.NewPeerCache(o.Metrics)}
+	var err error
+	if f.mirrors, err = newMirrorState(o.Registerer, o.ClusterStats); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	id := o.Identity
+	f.self = o.Metrics.InternSrc(telemetry.SrcLabels{
+		Workload: telemetry.OrUnknown(id.WorkloadName), Namespace: telemetry.OrUnknown(id.Namespace),
+		App: telemetry.OrUnknown(id.Labels["app"]), Version: telemetry.OrUnknown(id.Labels["version"]),
+	})
+	md, err := telemetry.EncodePeerMetadata(id)
+	if err != nil {
+		return nil, fmt.Errorf("peer metadata: %w", err)
+	}
+	f.peerMetadata, f.peerID = []string{md}, []string{id.ID}
+	return f, nil
+}
+
+// Close cancels every shadow request and waits for them to end. Requests
+// still being served are not affected; Serve must not be called after.
+func (f *Forwarder) Close() { f.mirrors.stop() }
+
+// Listener is what the request path needs to know of one listener.
+// Immutable once built; shared by every request on the listener.
+type Listener struct {
+	// Inbound: traffic_direction INBOUND. The peer metadata headers are
+	// read and stripped, metrics are reported as reporter="destination".
+	Inbound bool
+	// Outbound: traffic_direction OUTBOUND. The proxy's peer metadata is
+	// added to requests, metrics say reporter="source".
+	Outbound bool
+
+	filters []httpFilter // http_filters but the router, in order (filters.go)
+}
+
+// AddFilter appends a filter to the listener's chain (before the router),
+// as http_filters lists it under name. For building a Listener.
+func (l *Listener) AddFilter(name string, f filter.Filter) {
+	l.filters = append(l.filters, newHTTPFilter(name, f))
+}
+
+// request carries what the metrics need about one request. It lives on the
+// handler's stack.
+type request struct {
+	start    time.Time
+	inbound  bool
+	grpc     bool
+	src      *telemetry.SrcLabels
+	dst      *telemetry.DstLabels
+	code     int
+	grpcCode string
+	flags    string
+	reply    replyHeaders // decorates local replies (localreply.go)
+}
+
+// Serve handles one downstream request that arrived on l, with the route
+// table tab (nil: none) and the clusters of the configuration l belongs
+// to; it uses that configuration until the request ends, whatever is
+// applied meanwhile. Called concurrently by the listener's http.Server;
+// it returns once the response is written.
+func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, tab *route.Table, clusters map[string]*cluster.Cluster) {
+	q := request{start: time.Now(), inbound: l.Inbound, grpc: route.IsGRPC(r), dst: f.metrics.UnknownDst()}
+	if l.Inbound {
+		q.src = f.peers.Take(r.Header)
+	} else {
+		q.src = f.self
+	}
+	defer f.recordRequest(&q)
+
+	var re *route.Entry
+	if tab != nil {
+		re = tab.Route(r)
+	}
+	if re == nil {
+		localReply(w, &q, http.StatusNotFound, "", "NR")
+		return
+	}
+	if len(l.filters) > 0 && runFilters(w, r, l, re, &q) {
+		return // a filter answered (or the client left)
+	}
+	if re.Direct != nil || re.IsRedirect() {
+		routeReply(w, r, re, &q) // routereply.go
+		return
+	}
+	name := re.PickCluster(r)
+	q.reply.routed(re, name) // the router's local replies carry the route's response headers (localreply.go)
+	c := clusters[name]
+	if c == nil {
+		localReply(w, &q, http.StatusServiceUnavailable, "", "NC")
+		return
+	}
+	if l.Inbound {
+		q.dst = c.DstInbound()
+	} else {
+		q.dst = c.DstNoEndpoint()
+	}
+	f.forward(w, r, l, re, c, clusters, &q)
+}
+
+func (f *Forwarder) recordRequest(q *request) {
+	flags := q.flags
+	if fs := q.reply.fs; fs != nil && len(fs.ResponseFlags()) > 0 {
+		flags = joinFlags(append(strings.Split(flags, ","), fs.ResponseFlags()...)...) // DI
+	}
+	f.metrics.Record(telemetry.Key{
+		Src: q.src, Dst: q.dst, Inbound: q.inbound, GRPC: q.grpc,
+		Code: q.code, GRPCCode: q.grpcCode, Flags: flags,
+	}, float64(time.Since(q.start).Microseconds())/1000)
+}
+
+// pickEndpoint chooses the endpoint of one attempt. tried lists the
+// endpoints earlier attempts used; with the previous_hosts retry predicate a
+// retry avoids them while another endpoint is available, as Envoy does;
+// with the previous_priorities retry priority it leaves the priorities
+// already attempted out of the priority load (cluster.PrevPriorities).
+func pickEndpoint(c *cluster.Cluster, k cluster.HashKey, rp *route.RetryPolicy, tried []*cluster.Endpoint, pp *cluster.PrevPriorities) *cluster.Endpoint {
+	if len(tried) == 0 || rp == nil || (!rp.OtherHosts && rp.PriorityUpdateFrequency == 0) {
+		return c.Pick(k)
+	}
+	var skip uint64
+	if rp.PriorityUpdateFrequency > 0 {
+		skip = pp.Update(c, tried, rp.PriorityUpdateFrequency)
+	}
+	if !rp.OtherHosts {
+		return c.PickExcept(k, skip, nil)
+	}
+	return c.PickExcept(k, skip, tried) // avoids tried endpoints while others are available
+}
+
+func noCancel() {}
+
+// attemptResult is the outcome of one upstream attempt.
+type attemptResult struct {
+	resp   *http.Response // nil on error
+	err    error
+	out    outcome
+	cancel context.CancelFunc // ends the attempt; the response body is tied to it
+}
+
+// attempt sends one try of the request to ep. ctx carries the route's global
+// timeout; perTry (0 = none) bounds the wait for the response headers only:
+// once they arrive the response streams under the global timeout, as
+// Envoy's per_try_timeout.
+func (f *Forwarder) attempt(ctx context.Context, r *http.Request, re *route.Entry, out *http.Request, c *cluster.Cluster, ep *cluster.Endpoint, perTry time.Duration) attemptResult {
+	// Only a per-try timeout needs a context of its own: a retried response
+	// is ended by closing its body.
+	actx, cancel := ctx, context.CancelFunc(noCancel)
+	var timer *time.Timer
+	var fired *atomic.Bool
+	if perTry > 0 {
+		actx, cancel = context.WithCancel(ctx)
+		f, stop := new(atomic.Bool), cancel
+		fired, timer = f, time.AfterFunc(perTry, func() { f.Store(true); stop() })
+	}
+	out.URL = upstreamURL(r, re, ep) // attempts run one after another
+	resp, err := c.Upstream().RoundTrip(actx, ep.Conns(), r, out)
+	if timer != nil && !timer.Stop() && err == nil {
+		// The per-try timeout fired as the headers arrived: it wins.
+		resp.Body.Close()
+		resp, err = nil, context.DeadlineExceeded
+	}
+	if err != nil {
+		return attemptResult{err: err, out: classify(err, fired != nil && fired.Load()), cancel: cancel}
+	}
+	return attemptResult{resp: resp, out: outcomeResponse, cancel: cancel}
+}
+
+// forward sends r upstream and streams the response back. It makes one
+// attempt, and more when the route's retry policy says the outcome is worth
+// retrying, the request body can be replayed, and nothing has been sent
+// downstream yet; each retry waits a jittered backoff and prefers an
+// endpoint not tried before.
+func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener, re *route.Entry, c *cluster.Cluster, clusters map[string]*cluster.Cluster, q *request) {
+	ctx := r.Context()
+	if re.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, re.Timeout)
+		defer cancel()
+	}
+	rp := re.Retry
+	upgrade := r.Method == http.MethodConnect || r.Header["Upgrade"] != nil
+	if upgrade {
+		rp = nil // upgraded streams are never retried
+	}
+	out := &http.Request{
+		Method:        r.Method,
+		URL:           r.URL, // per attempt: upstreamURL
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        make(http.Header, len(r.Header)+4),
+		Body:          r.Body,
+		ContentLength: r.ContentLength,
+		Trailer:       r.Trailer,
+		Host:          r.Host,
+	}
+	var body *replayBody
+	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+		out.Body = nil
+	} else {
+		if r.ProtoMajor == 1 {
+			// Let request and response bodies stream at the same time (bidi).
+			_ = http.NewResponseController(w).EnableFullDuplex()
+		}
+		if rp != nil && rp.NumRetries > 0 {
+			body = newReplayBody(r.Body)
+			out.Body = body.attempt()
+		}
+	}
+	out.Host = re.UpstreamHost(r, c.Name())
+	copyRequestHeaders(out.Header, r.Header)
+	if _, ok := out.Header["X-Forwarded-Proto"]; !ok {
+		out.Header["X-Forwarded-Proto"] = []string{"http"}
+	}
+	if _, ok := out.Header["X-Request-Id"]; !ok {
+		out.Header["X-Request-Id"] = []string{newRequestID()}
+	}
+	if l.Outbound {
+		out.Header[telemetry.HeaderPeerMetadata] = f.peerMetadata
+		out.Header[telemetry.HeaderPeerMetadataID] = f.peerID
+	}
+	re.ApplyRequestHeaders(out.Header, c.Name())
+	var perTry time.Duration
+	if rp != nil {
+		perTry = rp.PerTry
+	}
+
+	// hook: mirror
+	defer f.mirror(re, r, out, clusters)() // mirror.go: shadows start now; the deferred call cuts off unfinished bodies
+
+	var triedBuf [4]*cluster.Endpoint
+	tried := triedBuf[:0]
+	var prio cluster.PrevPriorities      // retry_priority state
+	stats := c.Stats()                   // envoy_cluster_* counters
+	hash, hashed := re.RequestHash(r, w) // the route's lb hash policy, once for every attempt
+	k := cluster.HashKey{Hash: hash, OK: hashed}
+	retries := 0
+	var res attemptResult
+	var ep *cluster.Endpoint
+	var adm cluster.Admission    // circuit breaker admission of the current attempt
+	var rtok cluster.RetryTokens // max_retries held by this request
+	defer adm.Release()
+	defer rtok.Release()
+	next := pickEndpoint(c, k, rp, tried, &prio)
+	if next == nil {
+		localReply(w, q, http.StatusServiceUnavailable, bodyNoHealthyUpstream, "UH")
+		return
+	}
+	for {
+		if res.cancel != nil {
+			res.cancel() // the retried attempt is over
+		}
+		ep = next
+		tried = append(tried, ep)
+		if !l.Inbound {
+			q.dst = ep.Dst()
+		}
+		// hook: admission (circuit breaker), least-request accounting
+		if ok, answered := admitAttempt(ctx, c, w, q, &adm, &res); !ok {
+			if answered {
+				return // 503 UO
+			}
+			break // ctx ended while queued
+		}
+		ep.BeginRequest() // LEAST_REQUEST: in flight until forward returns
+		defer ep.EndRequest()
+		res = f.attempt(ctx, r, re, out, c, ep, perTry)
+		// hook: outcome (outlier detection, stats)
+		observeAttempt(r.Context(), c, ep, &res)
+
+		if res.err != nil && ctx.Err() != nil && res.out != outcomePerTryTimeout {
+			break // client gone or global timeout: never retried
+		}
+		if res.out == outcomePerTryTimeout {
+			stats.RqPerTryTimeout.Inc()
+		}
+		if rp == nil {
+			break
+		}
+		var retriable bool
+		if res.err != nil {
+			retriable = retriableError(rp, res.out)
+		} else {
+			retriable = rp.RetriableResponse(res.resp.StatusCode, grpcStatusHeader(res.resp.Header))
+		}
+		if !retriable {
+			if retries > 0 && res.err == nil {
+				stats.RqRetrySuccess.Inc()
+			}
+			break
+		}
+		if retries >= rp.NumRetries {
+			q.flags = "URX"
+			break
+		}
+		if !rtok.Take(c.Breaker()) {
+			break // max_retries reached: answer with this attempt's outcome
+		}
+		if next = pickEndpoint(c, k, rp, tried, &prio); next == nil {
+			break // nowhere to retry: answer with this attempt's outcome
+		}
+		if body != nil {
+			v := body.attempt()
+			if v == nil {
+				break // the body could not be kept: it cannot be sent again
+			}
+			out.Body = v
+		}
+		if res.resp != nil {
+			res.resp.Body.Close()
+		}
+		retries++
+		stats.RqRetry.Inc()
+		f.log.Debug("retrying upstream request", "cluster", c.Name(), "endpoint", ep.Addr(), "retry", retries, "err", res.err)
+		if !sleepCtx(ctx, rp.Backoff(retries)) {
+			res = attemptResult{err: ctx.Err(), out: outcomeReset, cancel: res.cancel}
+			break
+		}
+	}
+	if res.cancel != nil { // nil when no attempt was made (queued for a connection until ctx ended)
+		defer res.cancel()
+	}
+
+	if res.err != nil {
+		urx := q.flags // "URX" when the retry limit was reached
+		switch {
+		case r.Context().Err() != nil:
+			q.flags = "DC" // downstream went away; nobody to answer
+		case ctx.Err() != nil:
+			stats.RqTimeout.Inc()
+			localReply(w, q, http.StatusGatewayTimeout, bodyTimeout, joinFlags("UT", urx))
+		case res.out == outcomePerTryTimeout:
+			localReply(w, q, http.StatusGatewayTimeout, bodyTimeout, joinFlags("UT", urx))
+		case res.out == outcomeConnectFailure:
+			localReply(w, q, http.StatusServiceUnavailable, bodyConnectFailure, joinFlags("UF", urx))
+		default:
+			localReply(w, q, http.StatusServiceUnavailable, bodyConnectReset, joinFlags("UC", urx))
+		}
+		f.log.Debug("upstream request failed", "cluster", c.Name(), "endpoint", ep.Addr(), "err", res.err)
+		return
+	}
+	re.ApplyResponseHeaders(res.resp.Header, c.Name())
+	q.reply.encode(res.resp.Header) // the filters' response headers
+	f.stream(w, r, q, res.resp)
+}
+
+// stream copies the upstream response to the client.
+func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, resp *http.Response) {
+	defer resp.Body.Close()
+
+	h := w.Header()
+	copyResponseHeaders(h, resp.Header)
+	q.code = resp.StatusCode
+	w.WriteHeader(resp.StatusCode)
+
+	streaming := resp.ContentLength < 0 || q.grpc
+	flusher, _ := w.(http.Flusher)
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				q.flags = "DC"
+				return
+			}
+			if streaming && flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			if r.Context().Err() != nil {
+				q.flags = "DC"
+				return
+			}
+			// Upstream reset after the headers were sent: reset downstream too.
+			// ServeHTTP's deferred recordRequest still runs.
+			q.flags = "UR"
+			panic(http.ErrAbortHandler)
+		}
+	}
+	for k, vv := range resp.Trailer {
+		h[http.TrailerPrefix+k] = vv
+	}
+	if q.grpc {
+		if v := resp.Trailer["Grpc-Status"]; len(v) > 0 {
+			q.grpcCode = v[0]
+		} else if v := resp.Header["Grpc-Status"]; len(v) > 0 {
+			q.grpcCode = v[0]
+		}
+	}
+}
+
+// upstreamURL is the request target sent to the endpoint.
+func upstreamURL(r *http.Request, re *route.Entry, ep *cluster.Endpoint) *url.URL {
+	u := &url.URL{Scheme: "http", Host: ep.Addr(), Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	re.RewritePath(u)
+	return u
+}
+
+// hopByHop headers are per connection and never forwarded.
+var hopByHop = map[string]bool{
+	"Connection":        true,
+	"Keep-Alive":        true,
+	"Te":                true,
+	"Trailer":           true,
+	"Transfer-Encoding": true,
+	"Upgrade":           true,
+}
+
+func isHopByHop(k string) bool {
+	return hopByHop[k] || strings.HasPrefix(k, "Proxy-")
+}
+
+func copyRequestHeaders(dst, src http.Header) {
+	for k, vv := range src {
+		if !isHopByHop(k) {
+			dst[k] = vv // values are never modified in place
+		}
+	}
+	removeConnectionHeaders(dst, src)
+	for _, v := range src["Te"] {
+		if httpTokenListContains(v, "trailers") {
+			dst["Te"] = []string{"trailers"}
+			break
+		}
+	}
+}
+
+func copyResponseHeaders(dst, src http.Header) {
+	for k, vv := range src {
+		if k == "Set-Cookie" && len(dst[k]) > 0 { // keep a generated lb cookie
+			dst[k] = append(dst[k], vv...)
+		} else if !isHopByHop(k) {
+			dst[k] = vv
+		}
+	}
+	removeConnectionHeaders(dst, src)
+}
+
+// removeConnectionHeaders drops the headers src's Connection header names.
+func removeConnectionHeaders(dst, src http.Header) {
+	for _, v := range src["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				delete(dst, http.CanonicalHeaderKey(f))
+			}
+		}
+	}
+}
+
+func httpTokenListContains(v, token string) bool {
+	for f := range strings.SplitSeq(v, ",") {
+		if strings.EqualFold(textproto.TrimString(f), token) {
+			return true
+		}
+	}
+	return false
+}
+
+// localReply answers the request from the proxy itself, as Envoy's local
+// replies do: gRPC requests get a trailers-only response with the mapped
+// grpc-status. q.reply adds the route's response headers and CORS headers
+// where Envoy would.
+func localReply(w http.ResponseWriter, q *request, code int, body, flags string) {
+	localReplyGRPC(w, q, code, "", body, flags)
+}
+
+// localReplyGRPC is localReply with the grpc-status of a gRPC request
+// given (grpcStatus; "" maps code).
+func localReplyGRPC(w http.ResponseWriter, q *request, code int, grpcStatus, body, flags string) {
+	q.flags = flags
+	h := w.Header()
+	if q.grpc {
+		if grpcStatus == "" {
+			grpcStatus = grpcStatusFor(code)
+		}
+		q.code, q.grpcCode = http.StatusOK, grpcStatus
+		h["Content-Type"] = []string{"application/grpc"}
+		h["Grpc-Status"] = []string{q.grpcCode}
+		if body != "" {
+			h["Grpc-Message"] = []string{body}
+		}
+		q.reply.apply(h)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	q.code = code
+	if body != "" {
+		h["Content-Type"] = []string{"text/plain"}
+		h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	}
+	q.reply.apply(h)
+	w.WriteHeader(code)
+	io.WriteString(w, body)
+}
+
+// grpcStatusFor maps an HTTP status to a gRPC code as Envoy does.
+func grpcStatusFor(code int) string {
+	switch code {
+	case 400:
+		return "13" // INTERNAL
+	case 401:
+		return "16" // UNAUTHENTICATED
+	case 403:
+		return "7" // PERMISSION_DENIED
+	case 404:
+		return "12" // UNIMPLEMENTED
+	case 429, 502, 503, 504:
+		return "14" // UNAVAILABLE
+	}
+	return "2" // UNKNOWN
+}
+
+// newRequestID returns a random UUIDv4 string.
+func newRequestID() string {
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	const hexd = "0123456789abcdef"
+	var s [36]byte
+	j := 0
+	for i, x := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			s[j] = '-'
+			j++
+		}
+		s[j], s[j+1] = hexd[x>>4], hexd[x&0xf]
+		j += 2
+	}
+	return string(s[:])
+}

@@ -1,0 +1,91 @@
+package route
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"testing"
+
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+)
+
+func TestCompileErrors(t *testing.T) {
+	bad := []struct {
+		name string
+		r    *route.Route
+		want string
+	}{
+		{"regex", &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "("}}},
+			Action: toCluster("", nil, "a").Action}, "safe_regex"},
+		{"no path", &route.Route{Match: &route.RouteMatch{}, Action: toCluster("", nil, "a").Action}, "missing path specifier"},
+		{"connect", &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_ConnectMatcher_{}}, Action: toCluster("", nil, "a").Action}, "unsupported path specifier"},
+		{"redirect", &route.Route{Match: prefixMatch("/"), Action: &route.Route_Redirect{Redirect: &route.RedirectAction{
+			PathRewriteSpecifier: &route.RedirectAction_RegexRewrite{}}}}, "redirect: regex_rewrite: unsupported"},
+		{"range", &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"},
+			Headers: []*route.HeaderMatcher{{Name: "x", HeaderMatchSpecifier: &route.HeaderMatcher_RangeMatch{}}}}, Action: toCluster("", nil, "a").Action}, "match.headers[0] (x)"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Compile(routeConfig("rc", vhost("v0", []string{"a"}), vhost("v1", []string{"b"}, toCluster("ok", prefixMatch("/"), "a"), tc.r)), nil)
+			if err == nil || !strings.Contains(err.Error(), "virtual_hosts[1] (v1): routes[1]: ") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want virtual_hosts[1] (v1): routes[1]: …%s…", err, tc.want)
+			}
+		})
+	}
+	_, err := Compile(routeConfig("rc", vhost("v0", []string{"a"}), vhost("v1", []string{"A"})), nil)
+	if err == nil || !strings.Contains(err.Error(), "already used") {
+		t.Errorf("duplicate domain: err = %v", err)
+	}
+}
+
+func BenchmarkRouteMatch(b *testing.B) {
+	var vhs []*route.VirtualHost
+	for i := range 1000 {
+		var rs []*route.Route
+		for j := range 9 {
+			rs = append(rs, &route.Route{Name: fmt.Sprint(j), Match: &route.RouteMatch{
+				PathSpecifier: &route.RouteMatch_Prefix{Prefix: fmt.Sprintf("/p%d", j)},
+				Headers:       []*route.HeaderMatcher{hdr("x-branch", exact(fmt.Sprint("b", j)), false)}},
+				Action: toCluster("", nil, "c").Action})
+		}
+		rs = append(rs, toCluster("default", prefixMatch("/"), "c"))
+		host := fmt.Sprintf("svc%d.default.svc.cluster.local", i)
+		vhs = append(vhs, vhost(host+":80", []string{host, host + ":80", fmt.Sprintf("svc%d", i)}, rs...))
+	}
+	tab, err := Compile(routeConfig("r", vhs...), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "http://svc998.default.svc.cluster.local/p8/x", nil)
+	req.Header.Set("x-branch", "b8")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if re := tab.Route(req); re == nil || re.Name != "8" {
+			b.Fatal("no match")
+		}
+	}
+}
+
+// TestFuzzRegressions spells out, readably, what the crashers and
+// failures kept under testdata/fuzz/ found.
+func TestFuzzRegressions(t *testing.T) {
+	t.Run("weighted clusters whose weights add up past 2^32-1", func(t *testing.T) {
+		// testdata/fuzz/FuzzTranslateWire/weighted-clusters-total-over-uint32:
+		// the total wrapped around, so the cumulative weights went down and
+		// the split was not what the weights said. Envoy rejects such a sum.
+		rc := routeConfig("r", vhost("v", []string{"*"}, toWeighted("split", prefixMatch("/"),
+			map[string]uint32{"a": math.MaxUint32, "b": 2})))
+		_, err := Compile(rc, nil)
+		if err == nil || !strings.Contains(err.Error(), "weighted_clusters.clusters[1].weight: the weights add up to more than 4294967295") {
+			t.Fatalf("err = %v", err)
+		}
+		rc = routeConfig("r", vhost("v", []string{"*"}, toWeighted("split", prefixMatch("/"),
+			map[string]uint32{"a": math.MaxUint32 - 2, "b": 2})))
+		if _, err := Compile(rc, nil); err != nil {
+			t.Fatalf("a total of exactly 2^32-1 must be accepted: %v", err)
+		}
+	})
+}

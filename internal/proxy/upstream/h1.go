@@ -1,0 +1,339 @@
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The synchronous HTTP/1.1 upstream path.
+//
+// http.Transport runs a reader and a writer goroutine per connection and
+// hands every request to them over channels: several goroutine wake-ups per
+// request, which dominate the CPU cost of a proxy hop. For requests without
+// a body (most RPC-style traffic) the handler goroutine instead takes an idle
+// connection of the endpoint (or dials one), writes the request, and reads
+// the response itself. Requests with a body take it too when the cluster
+// limits requests per connection (h1_body.go). Everything else —
+// other request bodies, upgrades, h2c — still goes through the cluster's
+// http.Transport.
+
+const maxIdlePerEndpoint = 64
+
+// aLongTimeAgo is a deadline in the past: setting it makes blocked reads and
+// writes on a connection return at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// h1Pool holds a cluster's idle HTTP/1.1 connections, one small LIFO stack
+// per endpoint address. It lives in the Pool, so it survives updates that
+// leave the Cluster unchanged. The map is touched only when translating
+// and applying configuration; requests go straight to their endpoint's
+// stack (Pool.Endpoint).
+type h1Pool struct {
+	dialer *net.Dialer
+	// idle is how long a connection may stay idle (0: forever) and maxUses
+	// how many requests it carries (0: no limit): the cluster's
+	// common_http_protocol_options, set before first use (NewPool).
+	idle    time.Duration
+	maxUses uint32
+
+	mu     sync.Mutex
+	eps    map[string]*Conns
+	closed bool
+}
+
+func newH1Pool(dialer *net.Dialer) *h1Pool {
+	return &h1Pool{dialer: dialer, eps: map[string]*Conns{}, idle: IdleTimeout}
+}
+
+// endpoint returns the connection stack of addr, creating it if needed.
+func (p *h1Pool) endpoint(addr string) *Conns {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.eps[addr]
+	if e == nil {
+		e = &Conns{addr: addr, dialer: p.dialer, closed: p.closed, idleTimeout: p.idle, maxUses: p.maxUses}
+		p.eps[addr] = e
+	}
+	return e
+}
+
+// retain closes the connections of every endpoint not in keep. Requests
+// still running on a dropped endpoint finish normally, but their
+// connections are closed instead of pooled.
+func (p *h1Pool) retain(keep []*Conns) {
+	live := make(map[*Conns]bool, len(keep))
+	for _, c := range keep {
+		live[c] = true
+	}
+	p.mu.Lock()
+	var drop []*Conns
+	for addr, e := range p.eps {
+		if !live[e] {
+			drop = append(drop, e)
+			delete(p.eps, addr)
+		}
+	}
+	p.mu.Unlock()
+	for _, e := range drop {
+		e.shutdown()
+	}
+}
+
+// close closes every idle connection, and from now on every connection
+// given back. For pools no longer used by the running configuration and at
+// Close.
+func (p *h1Pool) close() {
+	p.mu.Lock()
+	p.closed = true
+	eps := make([]*Conns, 0, len(p.eps))
+	for _, e := range p.eps {
+		eps = append(eps, e)
+	}
+	p.mu.Unlock()
+	for _, e := range eps {
+		e.shutdown()
+	}
+}
+
+// Conns is the HTTP/1.1 connections of one endpoint of a pool: a stack of
+// idle ones, LIFO, so the most recently used connection is reused first,
+// the number of connections follows the concurrency and the others age
+// out. Safe for concurrent use.
+type Conns struct {
+	addr        string
+	dialer      *net.Dialer
+	idleTimeout time.Duration // 0: never
+	maxUses     uint32        // 0: unlimited
+
+	mu     sync.Mutex
+	idle   []*h1Conn // oldest first
+	closed bool
+}
+
+// h1Conn is one upstream HTTP/1.1 connection. Used by one request at a time.
+type h1Conn struct {
+	nc        net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleAt    time.Time
+	interrupt func() // makes blocked I/O on nc return; allocated once per connection
+	uses      uint32 // requests completed on it
+}
+
+func (e *Conns) get() *h1Conn {
+	e.mu.Lock()
+	n := len(e.idle)
+	if n == 0 {
+		e.mu.Unlock()
+		return nil
+	}
+	pc := e.idle[n-1]
+	e.idle[n-1] = nil
+	e.idle = e.idle[:n-1]
+	if e.idleTimeout == 0 || time.Since(pc.idleAt) <= e.idleTimeout {
+		e.mu.Unlock()
+		return pc
+	}
+	// pc and every older connection have been idle too long.
+	stale := append([]*h1Conn{pc}, e.idle...)
+	clear(e.idle)
+	e.idle = e.idle[:0]
+	e.mu.Unlock()
+	for _, c := range stale {
+		c.nc.Close()
+	}
+	return nil
+}
+
+func (e *Conns) put(pc *h1Conn) {
+	now := time.Now()
+	pc.idleAt = now
+	pc.uses++
+	e.mu.Lock()
+	if e.closed || len(e.idle) >= maxIdlePerEndpoint || (e.maxUses > 0 && pc.uses >= e.maxUses) {
+		e.mu.Unlock()
+		pc.nc.Close()
+		return
+	}
+	// Age out the oldest connection lazily, one per put.
+	var old *h1Conn
+	if len(e.idle) > 0 && e.idleTimeout > 0 && now.Sub(e.idle[0].idleAt) > e.idleTimeout {
+		old = e.idle[0]
+		n := copy(e.idle, e.idle[1:])
+		e.idle[n] = nil
+		e.idle = e.idle[:n]
+	}
+	e.idle = append(e.idle, pc)
+	e.mu.Unlock()
+	if old != nil {
+		old.nc.Close()
+	}
+}
+
+// shutdown closes the idle connections and every connection given back later.
+func (e *Conns) shutdown() {
+	e.mu.Lock()
+	e.closed = true
+	idle := e.idle
+	e.idle = nil
+	e.mu.Unlock()
+	for _, c := range idle {
+		c.nc.Close()
+	}
+}
+
+func (e *Conns) dial(ctx context.Context) (*h1Conn, error) {
+	nc, err := e.dialer.DialContext(ctx, "tcp", e.addr)
+	if err != nil {
+		return nil, &connectError{err}
+	}
+	pc := &h1Conn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
+	pc.interrupt = func() { nc.SetDeadline(aLongTimeAgo) }
+	return pc, nil
+}
+
+// RoundTrip sends req, which has no body, on one of the endpoint's
+// connections and reads the response head, on the calling goroutine. The
+// response body must be read to EOF or closed; at EOF the connection goes
+// back to the stack if both sides allow keep-alive. A reused connection that
+// fails before the first response byte (the upstream closed it while idle)
+// is replaced by a fresh one once: safe, since there is no body to replay.
+func (e *Conns) RoundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	idempotent := isIdempotent(req)
+	pc, reused := e.get(), true
+	// Replaying a request that is not idempotent is only safe if it never
+	// reached the upstream, so first drop connections the upstream has
+	// visibly closed. Idempotent requests skip the check and are retried.
+	for pc != nil && !idempotent && !connAlive(pc.nc) {
+		pc.nc.Close()
+		pc = e.get()
+	}
+	if pc == nil {
+		var err error
+		if pc, err = e.dial(ctx); err != nil {
+			return nil, err
+		}
+		reused = false
+	}
+	resp, err := e.send(ctx, pc, req, reused, idempotent)
+	if err == errRetry {
+		if pc, err = e.dial(ctx); err != nil {
+			return nil, err
+		}
+		resp, err = e.send(ctx, pc, req, false, idempotent)
+	}
+	return resp, err
+}
+
+// errRetry is send's answer when a reused connection turned out stale.
+var errRetry = errors.New("stale pooled connection")
+
+// send writes req on pc and reads the response head. It returns errRetry
+// when pc was reused and failed in a way that shows the upstream never
+// processed the request: the write failed (the request was not delivered
+// whole), or, for an idempotent request, the connection was closed or reset
+// before any response byte.
+func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, reused, idempotent bool) (*http.Response, error) {
+	stop := context.AfterFunc(ctx, pc.interrupt)
+	fail := func(err error, retry bool) (*http.Response, error) {
+		stop()
+		pc.nc.Close()
+		if retry && reused && ctx.Err() == nil {
+			return nil, errRetry
+		}
+		return nil, err
+	}
+	err := req.Write(pc.bw)
+	if err == nil {
+		err = pc.bw.Flush()
+	}
+	if err != nil {
+		var oe *net.OpError
+		return fail(err, errors.As(err, &oe) && oe.Op == "write")
+	}
+	if _, err := pc.br.Peek(1); err != nil {
+		return fail(err, idempotent && isStale(err))
+	}
+	var resp *http.Response
+	for n := 0; ; n++ {
+		if resp, err = http.ReadResponse(pc.br, req); err != nil {
+			return fail(err, false)
+		}
+		// Skip informational responses (100 Continue, 103 Early Hints), as
+		// http.Transport does. A 101 was never asked for: this path carries
+		// no Upgrade requests.
+		if resp.StatusCode >= 200 {
+			break
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols || n == 5 {
+			return fail(fmt.Errorf("upstream sent unexpected %d response", resp.StatusCode), false)
+		}
+	}
+	resp.Body = &h1Body{rc: resp.Body, e: e, pc: pc, stop: stop, keepAlive: !resp.Close && !req.Close}
+	return resp, nil
+}
+
+// isStale reports whether err, read before any response byte, means the
+// upstream closed or reset the connection.
+func isStale(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED)
+}
+
+// isIdempotent reports whether req may be sent twice (RFC 9110 9.2.2).
+func isIdempotent(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return req.Header["Idempotency-Key"] != nil || req.Header["X-Idempotency-Key"] != nil
+}
+
+// h1Body is the response body of the synchronous path: it gives the
+// connection back at EOF and closes it when closed early.
+type h1Body struct {
+	rc        io.ReadCloser
+	e         *Conns
+	pc        *h1Conn // nil once released
+	stop      func() bool
+	keepAlive bool
+	wrote     <-chan error // the request write's result when it had a body (h1_body.go); else nil
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.pc == nil {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		pc := b.pc
+		b.pc = nil
+		// Reuse only if the cancellation hook never ran (so no deadline is
+		// set) and nothing unsolicited follows the response.
+		if b.stop() && b.keepAlive && pc.br.Buffered() == 0 && (b.wrote == nil || writeDone(b.wrote)) {
+			b.e.put(pc)
+		} else {
+			pc.nc.Close()
+		}
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	if pc := b.pc; pc != nil {
+		b.pc = nil
+		b.stop()
+		pc.nc.Close()
+	}
+	return nil
+}

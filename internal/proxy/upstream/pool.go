@@ -1,0 +1,290 @@
+// Package upstream is the proxy's side of its connections to upstream
+// endpoints: one Pool per cluster holds the cluster's transports — the
+// synchronous HTTP/1.1 path (h1.go), an http.Transport for h2c and for
+// what the synchronous path does not carry, and the h2c transport of a
+// cluster that follows the downstream protocol — and sends one attempt of
+// a request over the right one. A Pool is built from the Cluster's
+// connection settings (protocol, connect timeout, TCP keepalive, idle
+// timeout, requests per connection); upstream TLS will be configured here
+// too.
+//
+// A Pool lives as long as the Cluster resource it was built from is
+// unchanged, so its connections survive configuration updates. Everything
+// here is safe for concurrent use.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+)
+
+const (
+	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	defaultConnectTimeout  = 5 * time.Second // Envoy's default
+)
+
+// IdleTimeout is how long an upstream connection may stay idle when the
+// cluster's common_http_protocol_options.idle_timeout does not say.
+const IdleTimeout = 60 * time.Second
+
+// Options are a Cluster's connection settings, validated. The zero value
+// is HTTP/1.1 with Envoy's defaults.
+type Options struct {
+	h2                 bool // explicit http2_protocol_options: h2c with prior knowledge
+	downstreamProtocol bool // use_downstream_protocol_config: h2c for HTTP/2 requests, else HTTP/1.1
+	connectTimeout     time.Duration
+	keepAlive          *net.KeepAliveConfig // upstream_connection_options.tcp_keepalive; nil: Go's default keep-alive
+	idleTimeout        *time.Duration       // nil: IdleTimeout
+	maxUses            uint32               // max_requests_per_connection; 0: unlimited
+}
+
+// HTTP2 reports whether the cluster speaks h2c to its endpoints (its
+// connections multiplex requests).
+func (o Options) HTTP2() bool { return o.h2 }
+
+// ParseOptions reads c's transport and protocol settings. Errors name the
+// field of c that is wrong.
+func ParseOptions(c *cluster.Cluster) (Options, error) {
+	var o Options
+	if c.GetTransportSocket() != nil || len(c.GetTransportSocketMatches()) > 0 {
+		return o, fmt.Errorf("transport_socket: upstream TLS is unsupported")
+	}
+	var err error
+	if o.h2, o.downstreamProtocol, err = parseHTTPProtocol(c); err != nil {
+		return o, err
+	}
+	o.connectTimeout = defaultConnectTimeout
+	if t := c.GetConnectTimeout(); t != nil {
+		if err := t.CheckValid(); err != nil || t.AsDuration() <= 0 {
+			return o, fmt.Errorf("connect_timeout: must be a positive duration")
+		}
+		o.connectTimeout = t.AsDuration()
+	}
+	if ka := c.GetUpstreamConnectionOptions().GetTcpKeepalive(); ka != nil {
+		// Unset fields keep the OS defaults (Go's: 15s, 15s, 9).
+		kc := net.KeepAliveConfig{Enable: true, Count: -1, Idle: -1, Interval: -1}
+		if v := ka.GetKeepaliveProbes(); v != nil {
+			kc.Count = int(v.GetValue())
+		}
+		if v := ka.GetKeepaliveTime(); v != nil {
+			kc.Idle = time.Duration(v.GetValue()) * time.Second
+		}
+		if v := ka.GetKeepaliveInterval(); v != nil {
+			kc.Interval = time.Duration(v.GetValue()) * time.Second
+		}
+		o.keepAlive = &kc
+	}
+	if a, ok := c.GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]; ok {
+		var po upstreamhttp.HttpProtocolOptions
+		if err := a.UnmarshalTo(&po); err != nil {
+			return o, fmt.Errorf("typed_extension_protocol_options[%q]: %w", httpProtocolOptionsKey, err)
+		}
+		if t := po.GetCommonHttpProtocolOptions().GetIdleTimeout(); t != nil {
+			if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
+				return o, fmt.Errorf("typed_extension_protocol_options[%q].common_http_protocol_options.idle_timeout: invalid", httpProtocolOptionsKey)
+			}
+			// 0 disables the timeout in Envoy; the Transport's 0 means the same.
+			d := t.AsDuration()
+			o.idleTimeout = &d
+		}
+		if v := po.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection(); v != nil && !o.h2 {
+			o.maxUses = v.GetValue() // every HTTP/1.1 request then takes the counted synchronous path (h1_body.go)
+		}
+	}
+	return o, nil
+}
+
+// parseHTTPProtocol reports whether the cluster speaks HTTP/2 (h2c)
+// upstream, and whether it follows the downstream request's protocol
+// instead (HttpProtocolOptions.use_downstream_protocol_config, Istio's
+// connectionPool.http.useClientProtocol: h2c when the client spoke
+// HTTP/2, HTTP/1.1 otherwise).
+func parseHTTPProtocol(c *cluster.Cluster) (h2, downstream bool, err error) {
+	if a, ok := c.GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]; ok {
+		var o upstreamhttp.HttpProtocolOptions
+		if err := a.UnmarshalTo(&o); err != nil {
+			return false, false, fmt.Errorf("typed_extension_protocol_options[%q]: %w", httpProtocolOptionsKey, err)
+		}
+		switch p := o.GetUpstreamProtocolOptions().(type) {
+		case *upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_:
+			switch p.ExplicitHttpConfig.GetProtocolConfig().(type) {
+			case *upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions:
+				return true, false, nil
+			case *upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions:
+				return false, false, nil
+			default:
+				return false, false, fmt.Errorf("typed_extension_protocol_options[%q].explicit_http_config: only http_protocol_options or http2_protocol_options are supported", httpProtocolOptionsKey)
+			}
+		case *upstreamhttp.HttpProtocolOptions_UseDownstreamProtocolConfig:
+			return false, true, nil // HTTP/1.1 unless the downstream request is HTTP/2
+		case nil:
+		default:
+			return false, false, fmt.Errorf("typed_extension_protocol_options[%q]: %T is unsupported", httpProtocolOptionsKey, p)
+		}
+	}
+	return c.GetHttp2ProtocolOptions() != nil, false, nil //nolint:staticcheck // legacy field still honoured
+}
+
+// connectError marks upstream dial failures so the forwarder can answer UF.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return "upstream connect: " + e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+// IsConnectError reports whether err is a failure to connect to the
+// endpoint (refused, unreachable, connect timeout): Envoy's UF.
+func IsConnectError(err error) bool {
+	var ce *connectError
+	return errors.As(err, &ce)
+}
+
+// Pool is the connections of one cluster to its endpoints. It is shared by
+// successive configurations while the Cluster is unchanged and is safe for
+// concurrent use.
+type Pool struct {
+	transport *http.Transport
+	h1        *h1Pool // synchronous path for bodiless requests; nil for h2c clusters
+	h2        bool
+	h2c       *http.Transport // use_downstream_protocol_config: HTTP/2 requests go here; else nil
+	dialer    *net.Dialer     // shared by transport and h1
+}
+
+// NewPool builds the pool of a cluster with options o. It dials nothing
+// until the first request.
+func NewPool(o Options) *Pool {
+	connectTimeout := o.connectTimeout
+	if connectTimeout <= 0 {
+		connectTimeout = defaultConnectTimeout
+	}
+	d := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
+	if o.keepAlive != nil {
+		d.KeepAliveConfig = *o.keepAlive
+	}
+	protocols := new(http.Protocols)
+	if o.h2 {
+		protocols.SetUnencryptedHTTP2(true)
+	} else {
+		protocols.SetHTTP1(true)
+	}
+	t := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, &connectError{err}
+			}
+			return c, nil
+		},
+		Protocols:           protocols,
+		MaxIdleConns:        0, // no global limit
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     IdleTimeout,
+		DisableCompression:  true, // pass Accept-Encoding and bodies through untouched
+		HTTP2: &http.HTTP2Config{
+			SendPingTimeout: 30 * time.Second,
+			PingTimeout:     10 * time.Second,
+		},
+	}
+	p := &Pool{transport: t, h2: o.h2, dialer: d}
+	if !o.h2 {
+		p.h1 = newH1Pool(d)
+		p.h1.maxUses = o.maxUses
+	}
+	if o.idleTimeout != nil {
+		p.transport.IdleConnTimeout = *o.idleTimeout
+		if p.h1 != nil {
+			p.h1.idle = *o.idleTimeout
+		}
+	}
+	if o.downstreamProtocol {
+		// A copy of the HTTP/1.1 transport (dialer, timeouts, idle timeout)
+		// speaking HTTP/2 with prior knowledge.
+		h2c := p.transport.Clone()
+		protocols := new(http.Protocols)
+		protocols.SetUnencryptedHTTP2(true)
+		h2c.Protocols = protocols
+		p.h2c = h2c
+	}
+	return p
+}
+
+// HTTP2 reports whether the pool speaks h2c to its endpoints.
+func (p *Pool) HTTP2() bool { return p.h2 }
+
+// Endpoint returns the HTTP/1.1 connections of the endpoint at addr
+// (host:port), creating them if needed; nil for an h2c pool. Called while
+// translating configuration, not per request.
+func (p *Pool) Endpoint(addr string) *Conns {
+	if p.h1 == nil {
+		return nil
+	}
+	return p.h1.endpoint(addr)
+}
+
+// Retain closes the connections of every endpoint not in keep: requests
+// still running on them finish, their connections are closed instead of
+// pooled. Called after a configuration is applied.
+func (p *Pool) Retain(keep []*Conns) {
+	if p.h1 != nil {
+		p.h1.retain(keep)
+	}
+}
+
+// CloseIdle closes the idle connections. Once the pool is retired (or the
+// data plane closed) HTTP/1.1 connections given back by requests still in
+// flight are closed too; the transports' are reaped by their idle timeout.
+func (p *Pool) CloseIdle() {
+	p.transport.CloseIdleConnections()
+	if p.h2c != nil {
+		p.h2c.CloseIdleConnections()
+	}
+	if p.h1 != nil {
+		p.h1.close()
+	}
+}
+
+// DownstreamH2 reports whether a request that arrived as r goes upstream
+// over the pool's h2c transport rather than HTTP/1.1: the pool follows the
+// downstream protocol and r is HTTP/2.
+func (p *Pool) DownstreamH2(r *http.Request) bool {
+	return p.h2c != nil && r.ProtoMajor == 2
+}
+
+// TransportFor is the transport of an upstream request for a downstream
+// request r: the h2c one when the pool follows the downstream protocol and
+// r is HTTP/2, the cluster's own otherwise.
+func (p *Pool) TransportFor(r *http.Request) *http.Transport {
+	if p.DownstreamH2(r) {
+		return p.h2c
+	}
+	return p.transport
+}
+
+// RoundTrip sends out, the upstream copy of the downstream request
+// downstream, to the endpoint whose connections are conns (nil for h2c
+// pools), and returns the response head. HTTP/1.1 requests without a body
+// (and, when the cluster limits requests per connection, with one) take
+// the synchronous path on the calling goroutine; upgrades, h2c and other
+// bodies go through the pool's transport. ctx bounds the exchange; the
+// response body is tied to it. A failure to connect satisfies
+// IsConnectError.
+func (p *Pool) RoundTrip(ctx context.Context, conns *Conns, downstream, out *http.Request) (*http.Response, error) {
+	if conns != nil && downstream.Method != http.MethodConnect && downstream.Header["Upgrade"] == nil && !p.DownstreamH2(downstream) {
+		if out.Body == nil && out.Trailer == nil {
+			// HTTP/1.1 upstream, no request body: the synchronous path.
+			return conns.RoundTrip(ctx, out)
+		}
+		if conns.maxUses > 0 {
+			// max_requests_per_connection and a request body: the
+			// synchronous path counts it on its connection too.
+			return conns.roundTripBody(ctx, out)
+		}
+	}
+	return p.TransportFor(downstream).RoundTrip(out.WithContext(ctx))
+}

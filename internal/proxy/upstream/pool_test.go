@@ -1,0 +1,124 @@
+package upstream
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"weft.dev/weft/internal/proxy/proxytest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestParseOptions(t *testing.T) {
+	withOptions := func(o *upstreamhttp.HttpProtocolOptions) *cluster.Cluster {
+		c := proxytest.EDSCluster(t, "c", false, "")
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: proxytest.MustAny(t, o)}
+		return c
+	}
+	for _, tc := range []struct {
+		name             string
+		c                *cluster.Cluster
+		h2, downstream   bool
+		maxUses          uint32
+		connect, idle    time.Duration
+		wantErrSubstring string
+	}{
+		{name: "explicit HTTP/1.1", c: proxytest.EDSCluster(t, "c", false, ""), connect: 2 * time.Second, idle: IdleTimeout},
+		{name: "explicit h2c", c: proxytest.EDSCluster(t, "c", true, ""), h2: true, connect: 2 * time.Second, idle: IdleTimeout},
+		{name: "use_downstream_protocol_config", c: proxytest.DownstreamProtocolCluster(t, "c"), downstream: true, connect: 2 * time.Second, idle: IdleTimeout},
+		{name: "legacy http2_protocol_options", c: &cluster.Cluster{Http2ProtocolOptions: &core.Http2ProtocolOptions{}}, h2: true, connect: defaultConnectTimeout, idle: IdleTimeout},
+		{name: "idle timeout and requests per connection", c: withOptions(&upstreamhttp.HttpProtocolOptions{
+			CommonHttpProtocolOptions: &core.HttpProtocolOptions{IdleTimeout: durationpb.New(time.Second), MaxRequestsPerConnection: wrapperspb.UInt32(3)}}),
+			maxUses: 3, connect: 2 * time.Second, idle: time.Second},
+		{name: "TLS", c: &cluster.Cluster{TransportSocket: &core.TransportSocket{Name: "envoy.transport_sockets.tls",
+			ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: proxytest.MustAny(t, &tlsv3.UpstreamTlsContext{})}}},
+			wantErrSubstring: "transport_socket: upstream TLS is unsupported"},
+		{name: "negative connect timeout", c: &cluster.Cluster{ConnectTimeout: durationpb.New(-time.Second)}, wantErrSubstring: "connect_timeout"},
+		{name: "negative idle timeout", c: withOptions(&upstreamhttp.HttpProtocolOptions{
+			CommonHttpProtocolOptions: &core.HttpProtocolOptions{IdleTimeout: durationpb.New(-time.Second)}}), wantErrSubstring: "idle_timeout: invalid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := ParseOptions(tc.c)
+			if tc.wantErrSubstring != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErrSubstring) {
+					t.Fatalf("err = %v, want …%s…", err, tc.wantErrSubstring)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.HTTP2() != tc.h2 || o.downstreamProtocol != tc.downstream || o.maxUses != tc.maxUses || o.connectTimeout != tc.connect {
+				t.Errorf("options = %+v", o)
+			}
+			p := NewPool(o)
+			defer p.CloseIdle()
+			if (p.h2c != nil) != tc.downstream || (p.h1 == nil) != tc.h2 || p.transport.IdleConnTimeout != tc.idle {
+				t.Errorf("pool: h2c %v, h1 %v, idle %v", p.h2c != nil, p.h1 != nil, p.transport.IdleConnTimeout)
+			}
+		})
+	}
+}
+
+// TestPoolRoundTrip: bodiless HTTP/1.1 requests reuse one connection on
+// the synchronous path; a refused connection is a connect error.
+func TestPoolRoundTrip(t *testing.T) {
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	p := NewPool(Options{})
+	defer p.CloseIdle()
+	addr := srv.Listener.Addr().String()
+	ep := p.Endpoint(addr)
+	for range 3 {
+		in := httptest.NewRequest("GET", "http://svc/", nil)
+		out, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+		resp, err := p.RoundTrip(context.Background(), ep, in, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "ok" {
+			t.Fatalf("body %q", b)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("3 requests used %d connections, want 1", n)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	out, _ := http.NewRequest("GET", "http://"+closed+"/", nil)
+	if _, err := p.RoundTrip(context.Background(), p.Endpoint(closed), httptest.NewRequest("GET", "http://svc/", nil), out); !IsConnectError(err) {
+		t.Errorf("refused connection: err = %v, want a connect error", err)
+	}
+}

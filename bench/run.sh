@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Latency and footprint of one and two Weft sidecar hops, side by side in one
-# run against a direct connection and nginx (Debian) as a one-hop reverse
-# proxy. Constant 1,000 requests/s over 16 HTTP/1.1 keep-alive connections,
+# Latency and footprint of one and two Weft sidecar hops, plaintext and
+# with mutual TLS between the sidecars, side by side in one run against a
+# direct connection and nginx (Debian): one nginx hop, two nginx processes,
+# and two nginx processes with mutual TLS between them. Constant 1,000 requests/s over 16 HTTP/1.1 keep-alive connections,
 # 1 KiB response bodies (fortio). Everything runs on 127.0.20.0/24 and stops
 # by itself.
 #
@@ -22,7 +23,9 @@ NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 
 work=$(mktemp -d /tmp/weft-bench.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+# Stop in reverse order of start: proxies before the control plane, so they
+# do not log its departure.
+cleanup() { for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 echo "building weft and weft-proxy"
@@ -30,6 +33,7 @@ go build -o "$work/weft" ./cmd/weft
 go build -o "$work/weft-proxy" ./cmd/weft-proxy
 
 CLIENT=127.0.20.1 SERVER=127.0.20.2 NGINXIP=127.0.20.3
+MTLS_CLIENT=127.0.20.11 MTLS_SERVER=127.0.20.12
 mkdir -p "$work/config"
 cat > "$work/config/bench.yaml" <<YAML
 apiVersion: networking.istio.io/v1
@@ -49,6 +53,27 @@ spec:
   address: $SERVER
   ports: {http: 8080}
   labels: {app: bench, version: v1}
+---
+# The same server behind a sidecar that has a workload certificate: its
+# clients reach it over mutual TLS (auto mTLS, from the tlsMode label).
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: bench-mtls, namespace: default}
+spec:
+  hosts: [bench-mtls.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: bench-mtls}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: bench-mtls-server, namespace: default}
+spec:
+  address: $MTLS_SERVER
+  ports: {http: 8080}
+  serviceAccount: bench-mtls-server
+  labels: {app: bench-mtls, version: v1, security.istio.io/tlsMode: istio}
 YAML
 
 # The plaintext xDS port: this run measures the data plane without TLS.
@@ -59,6 +84,18 @@ env ${PROXY_ENV:-} "$work/weft-proxy" --xds-plaintext --xds-address 127.0.20.9:1
   --ip $SERVER --outbound "" --app-port 8080=$SERVER:18080 --admin-address $SERVER:15000 --log-level warn & server_proxy=$!; pids+=($!)
 env ${PROXY_ENV:-} "$work/weft-proxy" --xds-plaintext --xds-address 127.0.20.9:15010 --workload bench-client --labels app=client,version=v1 \
   --ip $CLIENT --outbound $CLIENT:15001 --admin-address $CLIENT:15000 --log-level warn & client_proxy=$!; pids+=($!)
+
+# The mutual-TLS pair: sidecars on the secure port, each with a bootstrap
+# token for its service account; the server shares the echo app.
+"$work/weft" token --control-plane 127.0.20.9:15014 --namespace default --service-account bench-mtls-server \
+  --root-cert-out "$work/root.pem" > "$work/server.token"
+"$work/weft" token --control-plane 127.0.20.9:15014 --namespace default --service-account bench-mtls-client > "$work/client.token"
+env ${PROXY_ENV:-} "$work/weft-proxy" --xds-address 127.0.20.9:15012 --root-cert "$work/root.pem" --token-file "$work/server.token" \
+  --workload bench-mtls-server --service-account bench-mtls-server --labels app=bench-mtls,version=v1 \
+  --ip $MTLS_SERVER --outbound "" --app-port 8080=$SERVER:18080 --admin-address $MTLS_SERVER:15000 --log-level warn & mtls_server_proxy=$!; pids+=($!)
+env ${PROXY_ENV:-} "$work/weft-proxy" --xds-address 127.0.20.9:15012 --root-cert "$work/root.pem" --token-file "$work/client.token" \
+  --workload bench-mtls-client --service-account bench-mtls-client --labels app=client,version=v1 \
+  --ip $MTLS_CLIENT --outbound $MTLS_CLIENT:15001 --admin-address $MTLS_CLIENT:15000 --log-level warn & mtls_client_proxy=$!; pids+=($!)
 
 # start_nginx NAME LISTEN UPSTREAM: one nginx worker reverse-proxying
 # LISTEN to UPSTREAM over keep-alive HTTP/1.1; prints its pid.
@@ -87,10 +124,71 @@ nginx_pid=$(start_nginx nginx "$NGINXIP:8080" "$SERVER:18080"); pids+=("$nginx_p
 NGINX2IP=127.0.20.4
 nginx2_pid=$(start_nginx nginx2 "$NGINX2IP:8080" "$NGINXIP:8080"); pids+=("$nginx2_pid")
 
+# The peer for two mutual-TLS hops: two nginx processes with TLS between
+# them, client certificates required and verified, keep-alive upstream and
+# TLS session reuse; ECDSA P-256 certificates from a CA made here, as
+# Weft's. front (plaintext in) -> TLS -> back -> the echo app.
+NGINX_TLS_FRONT=127.0.20.5 NGINX_TLS_BACK=127.0.20.6
+pki="$work/pki"; mkdir -p "$pki"
+( cd "$pki"
+  openssl ecparam -name prime256v1 -genkey -noout -out ca.key 2>/dev/null
+  openssl req -x509 -new -key ca.key -subj /CN=bench-ca -days 2 -out ca.crt 2>/dev/null
+  for n in server client; do
+    openssl ecparam -name prime256v1 -genkey -noout -out $n.key 2>/dev/null
+    openssl req -new -key $n.key -subj /CN=$n -out $n.csr 2>/dev/null
+    printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\n' $n > $n.ext
+    openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile $n.ext -out $n.crt 2>/dev/null
+  done )
+cat > "$work/nginx-tls-back.conf" <<NGX
+worker_processes 1;
+daemon off;
+pid $work/nginx-tls-back.pid;
+error_log $work/nginx-tls-back-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream up { server $SERVER:18080; keepalive 64; }
+  server {
+    listen $NGINX_TLS_BACK:8443 ssl;
+    ssl_certificate $pki/server.crt;
+    ssl_certificate_key $pki/server.key;
+    ssl_client_certificate $pki/ca.crt;
+    ssl_verify_client on;
+    ssl_session_cache shared:tls:1m;
+    keepalive_requests 100000;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGX
+cat > "$work/nginx-tls-front.conf" <<NGX
+worker_processes 1;
+daemon off;
+pid $work/nginx-tls-front.pid;
+error_log $work/nginx-tls-front-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream up { server $NGINX_TLS_BACK:8443; keepalive 64; }
+  server {
+    listen $NGINX_TLS_FRONT:8080;
+    keepalive_requests 100000;
+    location / {
+      proxy_pass https://up; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_certificate $pki/client.crt; proxy_ssl_certificate_key $pki/client.key;
+      proxy_ssl_trusted_certificate $pki/ca.crt; proxy_ssl_verify on; proxy_ssl_name server;
+      proxy_ssl_session_reuse on;
+    }
+  }
+}
+NGX
+"$NGINX" -c "$work/nginx-tls-back.conf" -p "$work" >/dev/null 2>&1 & nginx_tls_back_pid=$!; pids+=($!)
+"$NGINX" -c "$work/nginx-tls-front.conf" -p "$work" >/dev/null 2>&1 & nginx_tls_front_pid=$!; pids+=($!)
+
 # Wait until both sidecars are ready and the two-hop path answers.
 for i in $(seq 1 100); do
   if curl -fsS -o /dev/null http://$SERVER:15000/ready && curl -fsS -o /dev/null http://$CLIENT:15000/ready \
-     && curl -fsS -o /dev/null -H 'Host: bench' "http://$CLIENT:15001/" && curl -fsS -o /dev/null "http://$NGINX2IP:8080/"; then break; fi
+     && curl -fsS -o /dev/null -H 'Host: bench' "http://$CLIENT:15001/" && curl -fsS -o /dev/null "http://$NGINX2IP:8080/" \
+     && curl -fsS -o /dev/null -H 'Host: bench-mtls' "http://$MTLS_CLIENT:15001/" && curl -fsS -o /dev/null "http://$NGINX_TLS_FRONT:8080/"; then break; fi
   sleep 0.1
   [ "$i" = 100 ] && { echo "mesh did not come up" >&2; exit 1; }
 done
@@ -131,6 +229,8 @@ run nginx    "http://$NGINXIP:8080/?size=1024" bench "$nginx_pid"
 run one-hop  "http://$SERVER:8080/?size=1024"  bench "$server_proxy"
 run two-hops "http://$CLIENT:15001/?size=1024" bench "$client_proxy" "$server_proxy"
 run nginx-two-hops "http://$NGINX2IP:8080/?size=1024" bench "$nginx2_pid" "$nginx_pid"
+run two-hops-mtls "http://$MTLS_CLIENT:15001/?size=1024" bench-mtls "$mtls_client_proxy" "$mtls_server_proxy"
+run nginx-two-hops-tls "http://$NGINX_TLS_FRONT:8080/?size=1024" bench "$nginx_tls_front_pid" "$nginx_tls_back_pid"
 
 python3 - "$work/rows" "$DURATION" "$QPS" "$CONNS" > bench/results/latest.md <<'PY'
 import sys
@@ -154,5 +254,19 @@ def compare(label, weft, peer):
 print()
 compare("one hop", "one-hop", "nginx")
 compare("two hops", "two-hops", "nginx-two-hops")
+compare("two mutual-TLS hops", "two-hops-mtls", "nginx-two-hops-tls")
+def cpu(name):
+    r = by.get(name)
+    if not r or "us/req" not in r[6]:
+        return None
+    return float(r[6].split("(")[1].split(" us/req")[0])
+pt, mt, nt, nmt = cpu("two-hops"), cpu("two-hops-mtls"), cpu("nginx-two-hops"), cpu("nginx-two-hops-tls")
+if pt and mt:
+    print(f"mutual TLS, CPU per request over plaintext (two hops, kept-alive connections): Weft {100*(mt-pt)/pt:+.0f}%", end="")
+    if nt and nmt:
+        print(f", nginx {100*(nmt-nt)/nt:+.0f}%", end="")
+    print()
+if mt and nmt:
+    print(f"two mutual-TLS hops, CPU per request Weft/nginx: {mt/nmt:.1f}x")
 PY
 cat bench/results/latest.md

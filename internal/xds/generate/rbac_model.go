@@ -287,107 +287,85 @@ func check(action rbacpb.RBAC_Action, err error) error {
 }
 
 func (c *condition) permission(action rbacpb.RBAC_Action) ([]*rbacpb.Permission, error) {
-	var out []*rbacpb.Permission
 	if c.list != nil {
-		if len(c.values) > 0 {
-			p, err := c.list.permissions(c.key, c.values)
+		return build(c, action, c.list.permissions, nil, permOr, permNot)
+	}
+	return build(c, action, nil, c.gen.permission, permOr, permNot)
+}
+
+func (c *condition) principal(action rbacpb.RBAC_Action) ([]*rbacpb.Principal, error) {
+	if c.list != nil {
+		return build(c, action, c.list.principals, nil, prinOr, prinNot)
+	}
+	return build(c, action, nil, c.gen.principal, prinOr, prinNot)
+}
+
+// build turns a condition into permissions or principals, as Istio's
+// model does for both: with a list generator, one matcher for the values
+// and one negated for the notValues; else one matcher per value, ORed, and
+// the notValues' OR negated. Errors count for ALLOW only (check).
+func build[T any](c *condition, action rbacpb.RBAC_Action,
+	list func(key string, values []string) (T, error), one func(key, value string) (T, error),
+	or func([]T) T, not func(T) T) ([]T, error) {
+	var out []T
+	isNil := func(v T) bool { return any(v) == nil || reflectNil(v) }
+	if list != nil {
+		for _, vs := range []struct {
+			values []string
+			negate bool
+		}{{c.values, false}, {c.notValues, true}} {
+			if len(vs.values) == 0 {
+				continue
+			}
+			p, err := list(c.key, vs.values)
 			if err := check(action, err); err != nil {
 				return nil, err
 			}
-			if p != nil {
-				out = append(out, p)
+			if isNil(p) {
+				continue
 			}
-		}
-		if len(c.notValues) > 0 {
-			p, err := c.list.permissions(c.key, c.notValues)
-			if err := check(action, err); err != nil {
-				return nil, err
+			if vs.negate {
+				p = not(p)
 			}
-			if p != nil {
-				out = append(out, permNot(p))
-			}
+			out = append(out, p)
 		}
 		return out, nil
 	}
-	each := func(values []string) ([]*rbacpb.Permission, error) {
-		var or []*rbacpb.Permission
-		for _, v := range values {
-			p, err := c.gen.permission(c.key, v)
+	for _, vs := range []struct {
+		values []string
+		negate bool
+	}{{c.values, false}, {c.notValues, true}} {
+		var alts []T
+		for _, v := range vs.values {
+			p, err := one(c.key, v)
 			if err := check(action, err); err != nil {
 				return nil, err
 			}
-			if p != nil {
-				or = append(or, p)
+			if !isNil(p) {
+				alts = append(alts, p)
 			}
 		}
-		return or, nil
-	}
-	or, err := each(c.values)
-	if err != nil {
-		return nil, err
-	}
-	if len(or) > 0 {
-		out = append(out, permOr(or))
-	}
-	if or, err = each(c.notValues); err != nil {
-		return nil, err
-	}
-	if len(or) > 0 {
-		out = append(out, permNot(permOr(or)))
+		if len(alts) == 0 {
+			continue
+		}
+		p := or(alts)
+		if vs.negate {
+			p = not(p)
+		}
+		out = append(out, p)
 	}
 	return out, nil
 }
 
-func (c *condition) principal(action rbacpb.RBAC_Action) ([]*rbacpb.Principal, error) {
-	var out []*rbacpb.Principal
-	if c.list != nil {
-		if len(c.values) > 0 {
-			p, err := c.list.principals(c.key, c.values)
-			if err := check(action, err); err != nil {
-				return nil, err
-			}
-			if p != nil {
-				out = append(out, p)
-			}
-		}
-		if len(c.notValues) > 0 {
-			p, err := c.list.principals(c.key, c.notValues)
-			if err := check(action, err); err != nil {
-				return nil, err
-			}
-			if p != nil {
-				out = append(out, prinNot(p))
-			}
-		}
-		return out, nil
+// reflectNil reports whether v (a pointer) is nil.
+func reflectNil[T any](v T) bool {
+	switch p := any(v).(type) {
+	case *rbacpb.Permission:
+		return p == nil
+	case *rbacpb.Principal:
+		return p == nil
 	}
-	each := func(values []string) ([]*rbacpb.Principal, error) {
-		var or []*rbacpb.Principal
-		for _, v := range values {
-			p, err := c.gen.principal(c.key, v)
-			if err := check(action, err); err != nil {
-				return nil, err
-			}
-			if p != nil {
-				or = append(or, p)
-			}
-		}
-		return or, nil
-	}
-	or, err := each(c.values)
-	if err != nil {
-		return nil, err
-	}
-	if len(or) > 0 {
-		out = append(out, prinOr(or))
-	}
-	if or, err = each(c.notValues); err != nil {
-		return nil, err
-	}
-	if len(or) > 0 {
-		out = append(out, prinNot(prinOr(or)))
-	}
-	return out, nil
+	return false
 }
 
 // Permission generators.

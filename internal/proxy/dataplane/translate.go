@@ -188,6 +188,9 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 		return nil, fmt.Errorf("%s: route specifier %T is unsupported", where, rs)
 	}
 	hf := m.GetHttpFilters()
+	if err := connectionManagerOptions(&lc.http, &m, where); err != nil {
+		return nil, err
+	}
 	if len(hf) == 0 {
 		return nil, fmt.Errorf("%s.http_filters: must end with %s", where, routerFilterName)
 	}

@@ -211,6 +211,12 @@ spec:
 	}
 	eventuallyAll(t, "policies in force", c, frontend.Outbound, "orders", cases)
 
+	// Refusals are counted by orders' sidecar against orders.
+	if got, _ := series(t, orders, "istio_requests_total", map[string]string{"reporter": "destination", "response_code": "403",
+		"response_flags": "RBAC", "destination_service_name": "orders", "destination_workload": orders.Opts.Name, "source_workload": "frontend"}); got < 7 {
+		t.Errorf("orders' sidecar counted %v refusals as 403 RBAC against orders, want at least 7", got)
+	}
+
 	// The same, sent straight to orders' sidecar (no client sidecar
 	// normalizing first): the server side normalizes on its own.
 	inbound := net.JoinHostPort(orders.Opts.IPs[0], fmt.Sprint(orders.Opts.WorkloadPort))

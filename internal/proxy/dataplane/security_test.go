@@ -218,7 +218,8 @@ func TestInboundAuthorization(t *testing.T) {
 		}
 	}
 
-	if n := counterValue(t, reg, map[string]string{"reporter": "destination", "response_code": "403", "response_flags": "RBAC"}); n != 5 {
+	if n := counterValue(t, reg, map[string]string{"reporter": "destination", "response_code": "403", "response_flags": "RBAC",
+		"destination_workload": "shop", "destination_workload_namespace": "shop"}); n != 5 {
 		t.Errorf("istio_requests_total{response_code=403,response_flags=RBAC} = %v, want 5", n)
 	}
 	if n := counterValue(t, reg, map[string]string{"response_code": "401", "response_flags": "-"}); n != 1 {

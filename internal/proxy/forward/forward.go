@@ -164,14 +164,27 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, t
 		localReply(w, &q, http.StatusNotFound, "", "NR")
 		return
 	}
-	if len(l.filters) > 0 && runFilters(w, r, l, re, &q) {
-		return // a filter answered (or the client left)
+	// As Envoy, the route's cluster is chosen when the route is, before
+	// the filters run.
+	forwarded := re.Direct == nil && !re.IsRedirect()
+	var name string
+	if forwarded {
+		name = re.PickCluster(r)
 	}
-	if re.Direct != nil || re.IsRedirect() {
+	if len(l.filters) > 0 {
+		if c := clusters[name]; c != nil && l.Inbound {
+			// A request an RBAC or JWT filter refuses is still counted
+			// against the workload and service it was for.
+			q.dst = c.DstInbound()
+		}
+		if runFilters(w, r, l, re, &q) {
+			return // a filter answered (or the client left)
+		}
+	}
+	if !forwarded {
 		routeReply(w, r, re, &q) // routereply.go
 		return
 	}
-	name := re.PickCluster(r)
 	q.reply.routed(re, name) // the router's local replies carry the route's response headers (localreply.go)
 	c := clusters[name]
 	if c == nil {

@@ -3,6 +3,7 @@ package forward
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -202,6 +203,7 @@ func canonicalPath(p string) (string, bool) {
 	if p == "" || (p[0] != '/' && p[0] != '\\') {
 		b = append(b, '/')
 	}
+	lastPct := -1 // where in b the last '%' that began no escape is
 	for i := 0; i < len(p); i++ {
 		c := p[i]
 		switch {
@@ -215,11 +217,18 @@ func canonicalPath(p string) (string, bool) {
 					return "", false
 				case isUnreserved(v):
 					b = append(b, v)
+					if lastPct >= 0 && lastPct >= len(b)-3 {
+						var fixed bool
+						if b, fixed = nestedEscape(b, lastPct, p[i+3:]); fixed {
+							lastPct = -1
+						}
+					}
 				default:
 					b = append(b, p[i:i+3]...)
 				}
 				i += 2
 			} else {
+				lastPct = len(b)
 				b = append(b, '%')
 			}
 		case mustEscape(c):
@@ -232,6 +241,31 @@ func canonicalPath(p string) (string, bool) {
 		}
 	}
 	return removeDotSegments(b), true
+}
+
+// nestedEscape is Chromium's CheckForNestedEscapes: when the '%' at
+// b[pct], which began no escape, is followed in b (or, for the second
+// digit, in the input still to read) by two hex digits that decoding
+// produced ("%%30%30"), it would read as an escape ("%00") the second
+// time the path is read: it is written %25 instead. It reports whether it
+// did.
+func nestedEscape(b []byte, pct int, rest string) ([]byte, bool) {
+	var d1, d2 byte
+	switch len(b) - pct {
+	case 2: // "%c": the next input byte would complete an escape
+		if rest == "" || rest[0] >= 0x80 {
+			return b, false
+		}
+		d1, d2 = b[pct+1], rest[0]
+	case 3:
+		d1, d2 = b[pct+1], b[pct+2]
+	default:
+		return b, false
+	}
+	if !isHex(d1) || !isHex(d2) {
+		return b, false
+	}
+	return slices.Insert(b, pct+1, '2', '5'), true
 }
 
 // isCanonical reports, cheaply, that canonicalPath would return p

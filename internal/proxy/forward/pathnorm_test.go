@@ -3,6 +3,7 @@ package forward
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -40,6 +41,9 @@ func TestCanonicalPath(t *testing.T) {
 		"/public/../admin/x": "/admin/x",
 		`/public\..\admin`:   "/admin",
 		"//admin":            "//admin", // merge_slashes' job, not normalize_path's
+		"/%%300":             "/%2500",  // Chromium's nested escapes: never "%00"
+		"/%%30%30":           "/%2500",
+		"/%%3041":            "/%25041",
 	} {
 		got, ok := canonicalPath(in)
 		if !ok || got != want {
@@ -172,4 +176,33 @@ func TestRemoteIP(t *testing.T) {
 			t.Errorf("%+v %q: %v, want %q", tc.l, tc.xff, got, tc.want)
 		}
 	}
+}
+
+// FuzzCanonicalPath: whatever a client sends, a normalized path starts
+// with '/', has no dot segment left, and normalizing it again changes
+// nothing (a policy and the application see the same path).
+func FuzzCanonicalPath(f *testing.F) {
+	for _, s := range []string{"/a/b/../c", `/a/..\c`, "/%2e%2E/x", "a/./b", "/%41%zz%", "/\xff/ /.", "//a//..//b/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out, ok := canonicalPath(in)
+		if !ok {
+			return
+		}
+		if out == "" || out[0] != '/' {
+			t.Fatalf("canonicalPath(%q) = %q: not absolute", in, out)
+		}
+		for seg := range strings.SplitSeq(out, "/") {
+			if seg == "." || seg == ".." {
+				t.Fatalf("canonicalPath(%q) = %q: dot segment left", in, out)
+			}
+		}
+		if again, ok := canonicalPath(out); !ok || again != out {
+			t.Fatalf("canonicalPath(%q) = %q, then %q (%v)", in, out, again, ok)
+		}
+		if m := mergeSlashes(out); mergeSlashes(m) != m {
+			t.Fatalf("mergeSlashes not idempotent on %q", out)
+		}
+	})
 }

@@ -290,3 +290,67 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestHTTPFilterOverTLS: over a real TLS connection, the filter takes the
+// principal from the client certificate net/http puts in r.TLS, and the
+// destination from the connection.
+func TestHTTPFilterOverTLS(t *testing.T) {
+	f, err := Factory{}.New(anyOf(t, parseConfig(t, `
+rules:
+  policies:
+    ns[default]-policy[allow-client]-rule[0]:
+      permissions: [{any: true}]
+      principals: [{authenticated: {principalName: {exact: "spiffe://cluster.local/ns/default/sa/client"}}}]
+`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := filter.NewStream(r, w.Header())
+		if f.DecodeHeaders(s) == filter.Stop {
+			w.WriteHeader(http.StatusForbidden)
+		}
+	}))
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	srv.StartTLS()
+	defer srv.Close()
+
+	get := func(id string) int {
+		cert, key := selfSigned(t, id)
+		tr := srv.Client().Transport.(*http.Transport).Clone()
+		tr.TLSClientConfig.Certificates = []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get(srv.URL + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get("spiffe://cluster.local/ns/default/sa/client"); code != 200 {
+		t.Errorf("the allowed principal got %d", code)
+	}
+	if code := get("spiffe://cluster.local/ns/default/sa/other"); code != 403 {
+		t.Errorf("another principal got %d", code)
+	}
+}
+
+func selfSigned(t testing.TB, id string) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(id)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), URIs: []*url.URL{u}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, key
+}

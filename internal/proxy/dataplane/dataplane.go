@@ -30,6 +30,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"weft.dev/weft/internal/proxy/cluster"
+	"weft.dev/weft/internal/proxy/filter"
+	"weft.dev/weft/internal/proxy/filter/rbac"
 	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/upstream"
@@ -56,6 +58,7 @@ type Dataplane struct {
 	log      *slog.Logger
 	clusters cluster.Builder    // builds clusters with this proxy's metrics and identity
 	fwd      *forward.Forwarder // the request path
+	filters  filter.Registry    // the HTTP filters, with this proxy's metrics and logger
 
 	rt    atomic.Pointer[runtime] // never nil after New
 	ready atomic.Bool
@@ -119,6 +122,11 @@ func New(opts Options) (*Dataplane, error) {
 	}, func() float64 { return float64(d.drainingCount.Load()) })); err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
+	rbacStats, err := rbac.NewStats(reg)
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: metrics: %w", err)
+	}
+	d.filters = newHTTPFilters(filterOptions{log: d.log, rbacStats: rbacStats})
 	if d.fwd, err = forward.New(forward.Options{Identity: opts.Identity, Metrics: metrics,
 		ClusterStats: clusterStats, Registerer: reg, Logger: d.log}); err != nil {
 		return nil, fmt.Errorf("dataplane: %w", err)

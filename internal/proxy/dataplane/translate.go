@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"sort"
 	"strconv"
@@ -16,6 +17,8 @@ import (
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/filter/cors"
 	"weft.dev/weft/internal/proxy/filter/fault"
+	"weft.dev/weft/internal/proxy/filter/jwt"
+	"weft.dev/weft/internal/proxy/filter/rbac"
 	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/xdsclient"
@@ -35,11 +38,28 @@ type runtime struct {
 	routeCfgs map[string]proto.Message
 	clusters  map[string]*cluster.Cluster
 	res       *xdsclient.Resources
+	filters   filter.Registry // the data plane's HTTP filters (newHTTPFilters)
 }
 
-// httpFilters are the HTTP filters the proxy implements, besides the
-// router. Immutable.
-var httpFilters = filter.NewRegistry(cors.Factory{}, fault.Factory{})
+// newHTTPFilters lists the HTTP filters the proxy implements, besides the
+// router. Each Dataplane has its own (the security filters count and log
+// with the proxy's registry and logger, and the JWT filter reuses the
+// keys of the filters it compiled before); the zero filterOptions give
+// filters that count and log nothing. Immutable.
+func newHTTPFilters(o filterOptions) filter.Registry {
+	return filter.NewRegistry(cors.Factory{}, fault.Factory{},
+		jwt.NewFactory(o.log), rbac.Factory{Stats: o.rbacStats, Logger: o.log})
+}
+
+// filterOptions are what the HTTP filters need of the proxy.
+type filterOptions struct {
+	log       *slog.Logger
+	rbacStats *rbac.Stats
+}
+
+// httpFilters parse per-route filter configs for operator tools
+// (MatchRoute), which serve no request.
+var httpFilters = newHTTPFilters(filterOptions{})
 
 // listenerConfig is a translated Listener: where it binds, how its HTTP
 // connection manager finds its routes, and what the request path needs of
@@ -70,6 +90,7 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 		routeCfgs: map[string]proto.Message{},
 		clusters:  map[string]*cluster.Cluster{},
 		res:       r,
+		filters:   d.filters,
 	}
 	for _, name := range sortedKeys(r.Clusters) {
 		c := r.Clusters[name]
@@ -95,7 +116,7 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 			rt.routes[name], rt.routeCfgs[name] = prev.routes[name], rc
 			continue
 		}
-		tab, err := route.Compile(rc, httpFilters)
+		tab, err := route.Compile(rc, rt.filters)
 		if err != nil {
 			return nil, fmt.Errorf("route %q: %w", name, err)
 		}
@@ -167,6 +188,9 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 		return nil, fmt.Errorf("%s.filters[0] (%s): want %s: %w", field, f.GetName(), hcmFilterName, err)
 	}
 	where := field + ".filters[0].typed_config"
+	if err := connectionManagerOptions(&lc.http, &m, where); err != nil {
+		return nil, err
+	}
 	switch rs := m.GetRouteSpecifier().(type) {
 	case *hcm.HttpConnectionManager_Rds:
 		lc.rds = rs.Rds.GetRouteConfigName()
@@ -177,7 +201,7 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 			return nil, fmt.Errorf("%s.rds: route configuration %q not found", where, lc.rds)
 		}
 	case *hcm.HttpConnectionManager_RouteConfig:
-		tab, err := route.Compile(rs.RouteConfig, httpFilters)
+		tab, err := route.Compile(rs.RouteConfig, rt.filters)
 		if err != nil {
 			return nil, fmt.Errorf("%s.route_config (%s): %w", where, rs.RouteConfig.GetName(), err)
 		}
@@ -200,7 +224,7 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 		case !last && isRouter:
 			return nil, fmt.Errorf("%s.http_filters[%d]: %s must be last", where, i, routerFilterName)
 		case !last:
-			fac := httpFilters[f.GetName()]
+			fac := rt.filters[f.GetName()]
 			if fac == nil {
 				if !f.GetIsOptional() {
 					return nil, fmt.Errorf("%s.http_filters[%d] (%s): unsupported filter", where, i, f.GetName())

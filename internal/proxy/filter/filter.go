@@ -20,6 +20,7 @@ package filter
 
 import (
 	"net/http"
+	"net/netip"
 
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -122,6 +123,12 @@ type Stream struct {
 	// (what its Factory.ParsePerRoute returned), nil when the route has
 	// none. The chain sets it before each call.
 	PerRoute any
+	// RemoteIP is the original client's address as the connection manager
+	// derives it from X-Forwarded-For (use_remote_address,
+	// xff_num_trusted_hops), Envoy's downstream remote address; the zero
+	// Addr when that is the TCP peer (Request.RemoteAddr). Set by the
+	// chain's runner.
+	RemoteIP netip.Addr
 
 	header   http.Header
 	answer   Answer
@@ -134,6 +141,16 @@ type Stream struct {
 // are header (the http.ResponseWriter's). For the chain's runner.
 func NewStream(r *http.Request, header http.Header) *Stream {
 	return &Stream{Request: r, header: header}
+}
+
+// Path is the request's :path, path and query, as the filters and the
+// router see it: as received, or as the connection manager normalized it
+// (the runner keeps Request.RequestURI in step with Request.URL).
+func (s *Stream) Path() string {
+	if u := s.Request.RequestURI; u != "" && u[0] == '/' {
+		return u
+	}
+	return s.Request.URL.RequestURI() // absolute form: a forward proxy request
 }
 
 // ResponseHeader is the header map of the response the request will get,

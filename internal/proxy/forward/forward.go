@@ -105,6 +105,16 @@ type Listener struct {
 	// Outbound: traffic_direction OUTBOUND. The proxy's peer metadata is
 	// added to requests, metrics say reporter="source".
 	Outbound bool
+	// Path is how the connection manager treats request paths before
+	// routing and the filters (normalize_path, merge_slashes,
+	// path_with_escaped_slashes_action; pathnorm.go).
+	Path PathOptions
+	// UseRemoteAddress and XFFTrustedHops are the connection manager's
+	// use_remote_address and xff_num_trusted_hops: where the original
+	// client's address (the filters' Stream.RemoteIP, RBAC's remote_ip)
+	// comes from (remoteaddr.go).
+	UseRemoteAddress bool
+	XFFTrustedHops   uint32
 
 	filters []httpFilter // http_filters but the router, in order (filters.go)
 }
@@ -143,6 +153,9 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, t
 	}
 	defer f.recordRequest(&q)
 
+	if !normalizeRequestPath(w, r, &l.Path, &q) {
+		return // refused (400) or redirected (307)
+	}
 	var re *route.Entry
 	if tab != nil {
 		re = tab.Route(r)
@@ -151,14 +164,27 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, t
 		localReply(w, &q, http.StatusNotFound, "", "NR")
 		return
 	}
-	if len(l.filters) > 0 && runFilters(w, r, l, re, &q) {
-		return // a filter answered (or the client left)
+	// As Envoy, the route's cluster is chosen when the route is, before
+	// the filters run.
+	forwarded := re.Direct == nil && !re.IsRedirect()
+	var name string
+	if forwarded {
+		name = re.PickCluster(r)
 	}
-	if re.Direct != nil || re.IsRedirect() {
+	if len(l.filters) > 0 {
+		if c := clusters[name]; c != nil && l.Inbound {
+			// A request an RBAC or JWT filter refuses is still counted
+			// against the workload and service it was for.
+			q.dst = c.DstInbound()
+		}
+		if runFilters(w, r, l, re, &q) {
+			return // a filter answered (or the client left)
+		}
+	}
+	if !forwarded {
 		routeReply(w, r, re, &q) // routereply.go
 		return
 	}
-	name := re.PickCluster(r)
 	q.reply.routed(re, name) // the router's local replies carry the route's response headers (localreply.go)
 	c := clusters[name]
 	if c == nil {

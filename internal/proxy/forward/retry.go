@@ -147,7 +147,10 @@ func (v *bodyView) Read(p []byte) (int, error) {
 func (v *bodyView) Close() error { return nil }
 
 // flagsOrder is the order Envoy prints response flags in.
-var flagsOrder = []string{"UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "URX"}
+// RBAC (an RBAC filter denied the request) is Weft's: Envoy's access log
+// shows such a request by its response code details
+// (rbac_access_denied_matched_policy[...]), which Weft does not log.
+var flagsOrder = []string{"UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "URX", "RBAC"}
 
 // joinFlags joins response flags in Envoy's order.
 func joinFlags(flags ...string) string {

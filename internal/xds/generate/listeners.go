@@ -174,7 +174,15 @@ func workloadOf(ep *registry.Endpoint, id contract.Identity) workload {
 	return w
 }
 
+// httpListener wraps m in a listener. Every HTTP connection manager gets
+// Istio's default path handling (mesh config pathNormalization BASE, as
+// Istio's buildHTTPConnectionManager): paths normalized (RFC 3986: dot
+// segments, backslashes, decoded unreserved characters) before routing and
+// authorization, escaped slashes left alone. AuthorizationPolicy paths
+// rely on it: "/public/../admin" must be "/admin" to a policy.
 func httpListener(name, ip string, port uint32, dir core.TrafficDirection, m *hcm.HttpConnectionManager) *listener.Listener {
+	m.NormalizePath = wrapperspb.Bool(true)
+	m.PathWithEscapedSlashesAction = hcm.HttpConnectionManager_KEEP_UNCHANGED
 	return &listener.Listener{
 		Name:             name,
 		Address:          socketAddress(ip, port),

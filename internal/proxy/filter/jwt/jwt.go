@@ -113,17 +113,21 @@ type Option func(*options)
 
 type options struct {
 	now  func() time.Time
-	prev *Filter
+	prev []*Filter
 }
 
 // WithClock makes the Filter read the time from now instead of time.Now
 // (tests use it to check exp and nbf).
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
-// ReuseKeys lets Compile take parsed keys from the Filter it replaces when
-// a provider's JWKS text is unchanged, so a config push does not parse
-// every key again. prev may be nil.
-func ReuseKeys(prev *Filter) Option { return func(o *options) { o.prev = prev } }
+// ReuseKeys lets Compile take parsed keys from the Filters it replaces
+// when a provider's JWKS text is unchanged, so a config push does not
+// parse every key again, and tokens verified before need not be verified
+// again (the cache of verified tokens goes with the keys). Filters may be
+// nil; the option may be given several times.
+func ReuseKeys(prev ...*Filter) Option {
+	return func(o *options) { o.prev = append(o.prev, prev...) }
+}
 
 // Compile compiles a JWT authentication filter config. Errors name the
 // offending field. A JWKS without a usable key is not an error (Envoy
@@ -153,8 +157,13 @@ func Compile(cfg *jwtv3.JwtAuthentication, opts ...Option) (*Filter, error) {
 	}
 	keysFor := func(text string) *keySet {
 		ks, ok := f.jwks[text]
-		if !ok && o.prev != nil {
-			ks, ok = o.prev.jwks[text]
+		for _, p := range o.prev {
+			if ok {
+				break
+			}
+			if p != nil {
+				ks, ok = p.jwks[text]
+			}
 		}
 		if !ok {
 			ks = parseJWKS(text)

@@ -130,8 +130,21 @@ func New(opts Options) (*Proxy, error) {
 		opts.Identity.AdminAddress = advertisedAdmin(p.adminLn.Addr(), opts.Identity.IPs)
 		p.opts.Identity.AdminAddress = opts.Identity.AdminAddress
 	}
-	dp, err := dataplane.New(dataplane.Options{Identity: opts.Identity, Metrics: p.registry, Logger: opts.Logger,
-		ListenerDrain: opts.ListenerDrain})
+	// With a workload certificate the proxy does mutual TLS: it says so
+	// in its node (WEFT_MTLS) and serves the SDS secrets its listeners'
+	// and clusters' TLS contexts name from the certificate manager.
+	dpo := dataplane.Options{Metrics: p.registry, Logger: opts.Logger, ListenerDrain: opts.ListenerDrain}
+	if !opts.Plaintext {
+		if p.certs, err = newCerts(opts); err != nil {
+			p.adminLn.Close()
+			return nil, fmt.Errorf("proxy: %w", err)
+		}
+		opts.Identity.MTLS = true
+		p.opts.Identity.MTLS = true
+		dpo.Secrets, dpo.Principal = secrets{p.certs}, p.certs.Identity().String()
+	}
+	dpo.Identity = opts.Identity
+	dp, err := dataplane.New(dpo)
 	if err != nil {
 		p.adminLn.Close()
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -139,11 +152,7 @@ func New(opts Options) (*Proxy, error) {
 	p.dp = dp
 	xo := opts.XDS
 	xo.Address, xo.Node, xo.Applier, xo.Logger = opts.XDSAddress, opts.Identity.Node(), dp, opts.Logger
-	if !opts.Plaintext {
-		if p.certs, err = newCerts(opts); err != nil {
-			p.closeDataplane()
-			return nil, fmt.Errorf("proxy: %w", err)
-		}
+	if p.certs != nil {
 		xo.Credentials = credentials.NewTLS(p.certs.ControlPlaneTLS())
 	}
 	if p.xds, err = xdsclient.New(xo); err != nil {

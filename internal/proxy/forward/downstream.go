@@ -79,6 +79,7 @@ const xfccHeader = "X-Forwarded-Client-Cert"
 type xfccElement struct {
 	details ClientCertDetails
 	s       string
+	hv      []string // {s}
 }
 
 // mutateXFCC applies the listener's forward_client_cert_details to the
@@ -99,24 +100,24 @@ func (f *Forwarder) mutateXFCC(h http.Header, l *Listener, ds *Downstream) {
 		return
 	}
 	el := ds.xfccFor(f.principal, l.ClientCertDetails)
-	if mode == AppendForward {
-		if v := h[xfccHeader]; len(v) > 0 {
-			el = strings.Join(v, ",") + "," + el
-		}
+	if v := h[xfccHeader]; mode == AppendForward && len(v) > 0 {
+		h[xfccHeader] = []string{strings.Join(v, ",") + "," + el.s}
+		return
 	}
-	h[xfccHeader] = []string{el}
+	h[xfccHeader] = el.hv // shared: header values are never modified in place
 }
 
 // xfccFor is the connection's XFCC element for details, rendered once
 // and kept (a connection's requests all ask for the same details unless
 // its listener changes).
-func (d *Downstream) xfccFor(by string, details ClientCertDetails) string {
+func (d *Downstream) xfccFor(by string, details ClientCertDetails) *xfccElement {
 	if e := d.xfcc.Load(); e != nil && e.details == details {
-		return e.s
+		return e
 	}
 	s := renderXFCC(by, d.Conn.Peer, d.Conn.TLS.PeerCertificates, details)
-	d.xfcc.Store(&xfccElement{details: details, s: s})
-	return s
+	e := &xfccElement{details: details, s: s, hv: []string{s}}
+	d.xfcc.Store(e)
+	return e
 }
 
 // renderXFCC is Envoy's element for one client certificate: By= (the

@@ -146,7 +146,6 @@ type rootsOnly struct{ pool *x509.CertPool }
 func (rootsOnly) Certificate() *tls.Certificate { return nil }
 func (r rootsOnly) Roots() *x509.CertPool       { return r.pool }
 
-
 // TestServerWithoutCertificate: a proxy with no workload certificate
 // yet fails its handshakes instead of serving without one.
 func TestServerWithoutCertificate(t *testing.T) {
@@ -256,7 +255,9 @@ func TestCompileErrors(t *testing.T) {
 		ctx  *tlsv3.DownstreamTlsContext
 		want string
 	}{
-		{"another secret", down(func(c *tlsv3.DownstreamTlsContext) { c.CommonTlsContext.TlsCertificateSdsSecretConfigs = sds("kubernetes://gw") }),
+		{"another secret", down(func(c *tlsv3.DownstreamTlsContext) {
+			c.CommonTlsContext.TlsCertificateSdsSecretConfigs = sds("kubernetes://gw")
+		}),
 			`common_tls_context.tls_certificate_sds_secret_configs[0]: secret "kubernetes://gw": the proxy serves only "default"`},
 		{"no certificate", down(func(c *tlsv3.DownstreamTlsContext) { c.CommonTlsContext.TlsCertificateSdsSecretConfigs = nil }),
 			"a server needs a certificate"},

@@ -127,6 +127,11 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", name, err)
 		}
+		if !ct.SharesState(old) {
+			for _, err := range ct.Upstream().Broken() {
+				d.log.Warn("cluster's TLS cannot work on this host: its connections fail", "cluster", name, "err", err)
+			}
+		}
 		rt.clusters[name] = ct
 	}
 	for _, name := range sortedKeys(r.Routes) {
@@ -291,6 +296,9 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 		if cc.tls == nil {
 			if cc.tls, err = tlssocket.NewServer(sock.Downstream, d.opts.Secrets); err != nil {
 				return nil, fmt.Errorf("%s.transport_socket.typed_config (DownstreamTlsContext): %w", field, err)
+			}
+			if err := cc.tls.Broken(); err != nil {
+				d.log.Warn("listener's TLS cannot work on this host: its TLS connections fail", "listener", l.GetName(), "chain", field, "err", err)
 			}
 		}
 	}

@@ -10,7 +10,12 @@
 // whatever the SdsSecretConfig's sds_config says. They are read through
 // callbacks on every handshake, so a rotated certificate is presented on
 // the next new connection and connections already established keep
-// theirs. Files and inline data sources are read once, when compiling.
+// theirs. Files and inline data sources are read once, when compiling. A
+// file that cannot be used (missing, unreadable, not PEM) is the host's
+// state, not a configuration mistake: the context compiles, reports it
+// (Broken), and fails every handshake that needs it, so the rest of the
+// configuration still applies — an Envoy would refuse just that cluster
+// or listener.
 //
 // A peer validated against ROOTCA is a mesh workload: its chain must lead
 // to the mesh root and its leaf carry exactly one SPIFFE ID
@@ -22,6 +27,7 @@
 package tlssocket
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -178,6 +184,9 @@ type common struct {
 	static []tls.Certificate
 	// Peer validation; nil verifies nothing.
 	v *verifier
+	// broken, when set, is why this context cannot make a handshake (a
+	// file it names, fileError): every handshake fails with it.
+	broken error
 }
 
 func compileCommon(c *tlsv3.CommonTlsContext, s Secrets, usage x509.ExtKeyUsage) (*common, error) {
@@ -199,7 +208,12 @@ func compileCommon(c *tlsv3.CommonTlsContext, s Secrets, usage x509.ExtKeyUsage)
 			return nil, errors.New("tls_certificates: not together with tls_certificate_sds_secret_configs")
 		}
 		cert, err := loadCertificate(tc)
-		if err != nil {
+		var fe *fileError
+		switch {
+		case errors.As(err, &fe):
+			out.broken = cmp.Or(out.broken, fmt.Errorf("tls_certificates[%d]: %w", i, err))
+			continue
+		case err != nil:
 			return nil, fmt.Errorf("tls_certificates[%d]: %w", i, err)
 		}
 		out.static = append(out.static, cert)
@@ -212,6 +226,11 @@ func compileCommon(c *tlsv3.CommonTlsContext, s Secrets, usage x509.ExtKeyUsage)
 		return nil, errors.New("custom_handshaker: not supported")
 	}
 	v, err := compileValidation(c, s, usage)
+	var fe *fileError
+	if errors.As(err, &fe) {
+		out.broken = cmp.Or(out.broken, err)
+		v, err = &verifier{usage: usage}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -314,13 +333,31 @@ func (c *common) base() *tls.Config {
 
 // ---- data sources -------------------------------------------------------
 
+// fileError is a file a context names that could not be used: missing,
+// unreadable, or not what it should hold. It is the proxy host's state,
+// not a mistake in the configuration, so it does not refuse the
+// configuration: the handshakes that need the file fail instead (Broken),
+// and the rest of the configuration applies.
+type fileError struct{ err error }
+
+func (e *fileError) Error() string { return e.err.Error() }
+func (e *fileError) Unwrap() error { return e.err }
+
+// onFile makes err a fileError when ds is a file.
+func onFile(ds *core.DataSource, err error) error {
+	if _, ok := ds.GetSpecifier().(*core.DataSource_Filename); ok && err != nil {
+		return &fileError{err}
+	}
+	return err
+}
+
 // readSource reads a DataSource: a file, or inline bytes or string.
 func readSource(ds *core.DataSource) ([]byte, error) {
 	switch s := ds.GetSpecifier().(type) {
 	case *core.DataSource_Filename:
 		b, err := os.ReadFile(s.Filename)
 		if err != nil {
-			return nil, err
+			return nil, &fileError{err}
 		}
 		return b, nil
 	case *core.DataSource_InlineBytes:
@@ -348,7 +385,7 @@ func loadCertificate(tc *tlsv3.TlsCertificate) (tls.Certificate, error) {
 	}
 	cert, err := tls.X509KeyPair(chain, key)
 	if err != nil {
-		return tls.Certificate{}, err
+		return tls.Certificate{}, onFile(tc.GetCertificateChain(), onFile(tc.GetPrivateKey(), err))
 	}
 	return cert, nil
 }
@@ -453,7 +490,7 @@ func compileValidation(c *tlsv3.CommonTlsContext, s Secrets, usage x509.ExtKeyUs
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s.trusted_ca: no PEM certificate in it", field)
+			return nil, fmt.Errorf("%s.trusted_ca: %w", field, onFile(ca, errors.New("no PEM certificate in it")))
 		}
 		v.roots = func() *x509.CertPool { return pool }
 	} else if cvc.GetSystemRootCerts() != nil && !v.mesh {
@@ -469,7 +506,7 @@ func compileValidation(c *tlsv3.CommonTlsContext, s Secrets, usage x509.ExtKeyUs
 			return nil, fmt.Errorf("%s.crl: %w", field, err)
 		}
 		if v.crls, err = parseCRLs(b); err != nil {
-			return nil, fmt.Errorf("%s.crl: %w", field, err)
+			return nil, fmt.Errorf("%s.crl: %w", field, onFile(crl, err))
 		}
 	}
 	for i, m := range cvc.GetMatchSubjectAltNames() {
@@ -649,8 +686,9 @@ func sans(c *x509.Certificate) []string {
 
 // Server is a compiled DownstreamTlsContext.
 type Server struct {
-	proto *tlsv3.DownstreamTlsContext
-	cfg   *tls.Config
+	proto  *tlsv3.DownstreamTlsContext
+	cfg    *tls.Config
+	broken error
 }
 
 // NewServer compiles ctx for a listener's filter chain. The server's
@@ -663,7 +701,7 @@ func NewServer(ctx *tlsv3.DownstreamTlsContext, s Secrets) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("common_tls_context.%w", err)
 	}
-	if !c.sds && len(c.static) == 0 {
+	if !c.sds && len(c.static) == 0 && c.broken == nil {
 		return nil, errors.New("common_tls_context: a server needs a certificate (tls_certificate_sds_secret_configs or tls_certificates)")
 	}
 	switch {
@@ -706,8 +744,18 @@ func NewServer(ctx *tlsv3.DownstreamTlsContext, s Secrets) (*Server, error) {
 			return nil
 		}
 	}
+	if err := c.broken; err != nil {
+		err = fmt.Errorf("common_tls_context.%w", err)
+		cfg.Certificates = nil
+		cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return nil, err }
+		return &Server{proto: ctx, cfg: cfg, broken: err}, nil
+	}
 	return &Server{proto: ctx, cfg: cfg}, nil
 }
+
+// Broken is why the server cannot make handshakes (a file its context
+// names could not be used: all its handshakes fail), or nil.
+func (s *Server) Broken() error { return s.broken }
 
 // Config is the server's tls.Config, for tls.Server. Shared: the caller
 // must not modify it.
@@ -758,6 +806,15 @@ func NewClient(ctx *tlsv3.UpstreamTlsContext, s Secrets, autoSNI, autoSAN bool) 
 	return cl, nil
 }
 
+// Broken is why the client cannot make handshakes (a file its context
+// names could not be used: all its handshakes fail), or nil.
+func (c *Client) Broken() error {
+	if c.c.broken != nil {
+		return fmt.Errorf("common_tls_context.%w", c.c.broken)
+	}
+	return nil
+}
+
 // SNI is the configured server name ("" when none, or auto).
 func (c *Client) SNI() string { return c.sni }
 
@@ -801,7 +858,9 @@ func (c *Client) Config(serverName string, alpn []string, cache tls.ClientSessio
 			name = h
 		}
 	}
-	if v := c.c.v; v != nil {
+	if err := c.Broken(); err != nil {
+		cfg.VerifyConnection = func(tls.ConnectionState) error { return err }
+	} else if v := c.c.v; v != nil {
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 			if _, err := v.verify(cs.PeerCertificates, name); err != nil {
 				return fmt.Errorf("server certificate: %w", err)

@@ -273,10 +273,10 @@ func TestCompileErrors(t *testing.T) {
 			c.CommonTlsContext.GetCombinedValidationContext().DefaultValidationContext.VerifyCertificateSpki = []string{"x"}
 		}), "combined_validation_context.default_validation_context.verify_certificate_spki: not supported"},
 		{"require sni", down(func(c *tlsv3.DownstreamTlsContext) { c.RequireSni = wrapperspb.Bool(true) }), "require_sni"},
-		{"missing trusted_ca file", down(func(c *tlsv3.DownstreamTlsContext) {
+		{"bad inline trusted_ca", down(func(c *tlsv3.DownstreamTlsContext) {
 			c.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: &core.DataSource{Specifier: &core.DataSource_Filename{Filename: "/nonexistent/ca.pem"}}}}
-		}), "validation_context.trusted_ca: open /nonexistent/ca.pem"},
+				TrustedCa: &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: "not PEM"}}}}
+		}), "validation_context.trusted_ca: no PEM certificate in it"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := NewServer(tc.ctx, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -290,6 +290,32 @@ func TestCompileErrors(t *testing.T) {
 	if _, err := NewClient(&tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{TlsParams: &tlsv3.TlsParameters{EcdhCurves: []string{"brainpool"}}}}, nil, false, false); err == nil ||
 		!strings.Contains(err.Error(), `ecdh_curves[0]: "brainpool" is not supported`) {
 		t.Errorf("unknown curve: %v", err)
+	}
+}
+
+// TestMissingFiles: a file a context names that the host lacks does not
+// refuse the configuration; the context says why it is broken and its
+// handshakes fail.
+func TestMissingFiles(t *testing.T) {
+	ca := proxytest.NewMeshCA(t)
+	missing := &core.DataSource{Specifier: &core.DataSource_Filename{Filename: "/nonexistent/client.pem"}}
+	cl, err := NewClient(&tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: missing, PrivateKey: missing}}}}, nil, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "common_tls_context.tls_certificates[0]: certificate_chain: open /nonexistent/client.pem"
+	if b := cl.Broken(); b == nil || !strings.Contains(b.Error(), want) {
+		t.Errorf("Broken() = %v, want …%s…", b, want)
+	}
+	server := mustServer(t, proxytest.IstioDownstreamTLS(), ca.Secrets(t, serverID))
+	if cerr, _, _ := handshake(t, cl.Config("", nil, nil), server.Config()); cerr == nil || !strings.Contains(cerr.Error(), want) {
+		t.Errorf("handshake: %v, want …%s…", cerr, want)
+	}
+	srv, err := NewServer(&tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: missing, PrivateKey: missing}}}}, nil)
+	if err != nil || srv.Broken() == nil {
+		t.Errorf("server with a missing file: %v, broken %v", err, srv.Broken())
 	}
 }
 

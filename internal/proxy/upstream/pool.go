@@ -244,6 +244,11 @@ func (p *Pool) Endpoint(addr string, md *core.Metadata) *Conns {
 	return p.h1.endpoint(addr, p.sockets.pick(md))
 }
 
+// Broken lists the cluster's TLS sockets that cannot make handshakes (a
+// file their context names could not be used): connections through them
+// fail. For the caller to report when the pool is built.
+func (p *Pool) Broken() []error { return p.sockets.broken() }
+
 // Retain closes the connections of every endpoint not in keep: requests
 // still running on them finish, their connections are closed instead of
 // pooled. Called after a configuration is applied.

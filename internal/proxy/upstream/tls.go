@@ -106,6 +106,21 @@ func parseSockets(c *cluster.Cluster, secrets tlssocket.Secrets) (sockets, error
 	return out, nil
 }
 
+// broken lists why TLS sockets of the cluster cannot make handshakes (a
+// file their context names could not be used); their connections fail.
+func (s sockets) broken() []error {
+	var out []error
+	for _, sk := range s.all {
+		if sk.tls == nil {
+			continue
+		}
+		if err := sk.tls.Broken(); err != nil {
+			out = append(out, fmt.Errorf("transport socket %s: %w", sk.name, err))
+		}
+	}
+	return out
+}
+
 // pick returns the index of the socket an endpoint with metadata md
 // takes.
 func (s sockets) pick(md *core.Metadata) int {

@@ -194,12 +194,14 @@ func TestSecurityMTLSMigration(t *testing.T) {
 	tr.Stop(t, "while the namespace moved from PERMISSIVE to STRICT")
 }
 
-// TestSecurityMTLSRotation: workload certificates that live 4 seconds
+// TestSecurityMTLSRotation: workload certificates that live 6 seconds
 // rotate several times under steady traffic. No request fails: kept-alive
 // connections carry on, and every new connection presents the current
-// certificate (the backend sees its hash).
+// certificate (the backend sees its hash). (The lifetime leaves a loaded
+// machine time to renew at half of it: an expired certificate needs a
+// new token.)
 func TestSecurityMTLSRotation(t *testing.T) {
-	const lifetime = 4 * time.Second
+	const lifetime = 6 * time.Second
 	m := NewMesh(t, func(o *controlplane.Options) { o.WorkloadCertTTL = lifetime })
 	steady := m.Service("backend", "HTTP", "v1")[0]
 	fresh := m.Service("fresh", "HTTP", "v1")[0]
@@ -223,8 +225,8 @@ spec:
 	waitVersion(t, c, client, "backend", nil, "v1")
 	waitVersion(t, c, client, "fresh", nil, "v1")
 
-	steadyTr := StartTraffic(c, client, "backend", 4)
-	freshTr := StartTraffic(c, client, "fresh", 2)
+	steadyTr := StartTraffic(c, client, "backend", 2)
+	freshTr := StartTraffic(c, client, "fresh", 1)
 	hashOf := func(b *tls.Certificate) string {
 		sum := sha256.Sum256(b.Certificate[0])
 		return hex.EncodeToString(sum[:])

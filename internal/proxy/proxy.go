@@ -1,7 +1,8 @@
 // Package proxy wires the Weft proxy together: the certificate manager
 // gets the workload's certificate from the control plane's CA, the xDS
 // client (over TLS, presenting that certificate) feeds the data plane,
-// and the admin endpoint reports on all of them. It owns their lifecycle:
+// whose mutual TLS reads the same certificate (the SDS secrets default
+// and ROOTCA), and the admin endpoint reports on all of them. It owns their lifecycle:
 // New binds and builds, Run serves until its context ends and then shuts
 // down in order (stop taking config, drain traffic, close admin).
 package proxy
@@ -45,8 +46,10 @@ type Options struct {
 	// plaintext port with Plaintext.
 	XDSAddress string
 	// Plaintext dials XDSAddress without TLS and runs without a workload
-	// certificate: for a control plane's plaintext port in local
-	// development.
+	// certificate, and so without mutual TLS (the node does not say
+	// WEFT_MTLS): for a control plane's plaintext port in local
+	// development. Otherwise the proxy does mutual TLS with its
+	// certificate.
 	Plaintext bool
 	// RootCertPEM is the mesh's trust root: the control plane, and the
 	// certificates the CA issues, must chain up to it.

@@ -151,26 +151,6 @@ func Hash(c *x509.Certificate) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// LocalURI is the first URI SAN of the proxy's own current certificate
-// (its SPIFFE ID), "" without one.
-func LocalURI(s Secrets) string {
-	c := orNone(s).Certificate()
-	if c == nil {
-		return ""
-	}
-	leaf := c.Leaf
-	if leaf == nil && len(c.Certificate) > 0 {
-		var err error
-		if leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
-			return ""
-		}
-	}
-	if leaf == nil || len(leaf.URIs) == 0 {
-		return ""
-	}
-	return leaf.URIs[0].String()
-}
-
 // ---- common_tls_context -------------------------------------------------
 
 // common is a compiled CommonTlsContext: what both sides share.
@@ -719,7 +699,7 @@ func NewServer(ctx *tlsv3.DownstreamTlsContext, s Secrets) (*Server, error) {
 			if cert := s.Certificate(); cert != nil {
 				return cert, nil
 			}
-			return nil, errors.New("the proxy has no workload certificate (SDS \"default\") yet")
+			return nil, errors.New("the proxy has no valid workload certificate (SDS \"default\"): none yet, or it expired")
 		}
 	} else {
 		cfg.Certificates = c.static

@@ -153,7 +153,7 @@ func TestServerWithoutCertificate(t *testing.T) {
 	server := mustServer(t, proxytest.IstioDownstreamTLS(), nil)
 	cl := mustClient(t, proxytest.IstioUpstreamTLS("", nil), ca.Secrets(t, clientID))
 	cerr, serr, _ := handshake(t, cl.Config("", nil, nil), server.Config())
-	if serr == nil || !strings.Contains(serr.Error(), `no workload certificate (SDS "default")`) || cerr == nil {
+	if serr == nil || !strings.Contains(serr.Error(), `no valid workload certificate (SDS "default")`) || cerr == nil {
 		t.Errorf("client %v, server %v", cerr, serr)
 	}
 }

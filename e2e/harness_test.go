@@ -137,19 +137,36 @@ func (m *Mesh) Workload(o localmesh.WorkloadOptions) *localmesh.Workload {
 type Backend struct {
 	Name, Version, IP string
 	Port              uint32
+	// ServiceAccount is the identity its sidecar's certificate carries;
+	// default the app it is registered for (localmesh's default).
+	ServiceAccount string
+	// Plain: no sidecar answers at IP:Port (a bare server), so clients
+	// use plaintext: the entry lacks the tlsMode label.
+	Plain bool
 }
 
-// WorkloadEntryYAML registers b for selection by app=<app>.
+// WorkloadEntryYAML registers b for selection by app=<app>. A workload
+// with a sidecar is labelled security.istio.io/tlsMode: istio, as Istio's
+// injector labels pods, so its clients use mutual TLS, and names its
+// service account, the identity clients verify.
 func (b Backend) WorkloadEntryYAML(app string) string {
+	sa := b.ServiceAccount
+	if sa == "" {
+		sa = app
+	}
+	tlsMode := ", security.istio.io/tlsMode: istio"
+	if b.Plain {
+		tlsMode = ""
+	}
 	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {name: %s, namespace: default}
 spec:
   address: %s
   ports: {http: %d}
-  labels: {app: %s, version: %s}
+  labels: {app: %s, version: %s%s}
   serviceAccount: %s
-`, b.Name, b.IP, b.Port, app, b.Version, app)
+`, b.Name, b.IP, b.Port, app, b.Version, tlsMode, sa)
 }
 
 // ServiceEntryYAML declares service name in namespace default on port.

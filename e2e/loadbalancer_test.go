@@ -304,7 +304,7 @@ func TestLeastRequestAvoidsSlowEndpoint(t *testing.T) {
 	m := NewMesh(t)
 	ws := m.Service("mixed", "HTTP", "v1", "v1", "v1", "v1")
 	slow := startSlowBackend(t, nextIP(), 200*time.Millisecond)
-	bs := []Backend{{Name: "mixed-slow", Version: "v1", IP: slow.addr.IP.String(), Port: uint32(slow.addr.Port)}}
+	bs := []Backend{{Name: "mixed-slow", Version: "v1", IP: slow.addr.IP.String(), Port: uint32(slow.addr.Port), Plain: true}}
 	for _, w := range ws {
 		bs = append(bs, backendOf(w))
 	}

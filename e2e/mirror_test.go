@@ -66,7 +66,7 @@ func sinkService(m *Mesh, name, protocol string) string {
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	b := Backend{Name: name + "-0", Version: "v1", IP: ip, Port: uint32(port)}
+	b := Backend{Name: name + "-0", Version: "v1", IP: ip, Port: uint32(port), Plain: true}
 	m.WriteConfig(name+"-services.yaml", ServiceEntryYAML(name, 8080, protocol)+"---\n"+b.WorkloadEntryYAML(name))
 	return net.JoinHostPort(ip, strconv.Itoa(port))
 }

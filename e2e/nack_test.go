@@ -81,7 +81,7 @@ func TestRejectedConfigIsNotResent(t *testing.T) {
 	// it already serves. The listeners are back to what the sidecar has,
 	// but it still needs the routes and clusters it rejected with the bad
 	// listener: its own outbound must learn shadow.
-	fixed := Backend{Name: "shadow-v1", Version: "v1", IP: ip, Port: w.Opts.WorkloadPort}
+	fixed := Backend{Name: "shadow-v1", Version: "v1", IP: ip, Port: w.Opts.WorkloadPort, ServiceAccount: w.Opts.ServiceAccount}
 	m.WriteConfig("shadow.yaml", ServiceEntryYAML("shadow", 8080, "HTTP")+"---\n"+fixed.WorkloadEntryYAML("shadow"))
 	start := time.Now()
 	for _, src := range []string{"sidecar", "frontend"} {

@@ -127,7 +127,7 @@ func TestOutlierDetectionEjectsFlakyEndpoint(t *testing.T) {
 	_, port, _ := net.SplitHostPort(bad.addr)
 	var portN uint32
 	fmt.Sscan(port, &portN)
-	m.WriteConfig("flaky-bad.yaml", Backend{Name: "flaky-bad", Version: "v1", IP: badIP, Port: portN}.WorkloadEntryYAML("flaky"))
+	m.WriteConfig("flaky-bad.yaml", Backend{Name: "flaky-bad", Version: "v1", IP: badIP, Port: portN, Plain: true}.WorkloadEntryYAML("flaky"))
 	m.WriteConfig("flaky-rules.yaml", outlierConfig)
 	front := m.Client("frontend")
 	c := newClient()

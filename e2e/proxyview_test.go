@@ -166,7 +166,7 @@ func TestProxyStatusAndConfig(t *testing.T) {
 	t.Logf("weft proxy-status %s:\n%s", w.Opts.Name, detail.String())
 
 	// Fixed: the shadow endpoint moves to the sidecar's inbound port.
-	fixed := Backend{Name: "shadow-v1", Version: "v1", IP: w.Opts.IPs[0], Port: w.Opts.WorkloadPort}
+	fixed := Backend{Name: "shadow-v1", Version: "v1", IP: w.Opts.IPs[0], Port: w.Opts.WorkloadPort, ServiceAccount: w.Opts.ServiceAccount}
 	m.WriteConfig("shadow.yaml", ServiceEntryYAML("shadow", 8080, "HTTP")+"---\n"+fixed.WorkloadEntryYAML("shadow"))
 	waitSynced(t, c, "", all...)
 }

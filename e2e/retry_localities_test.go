@@ -29,7 +29,7 @@ func startFailingBackend(t *testing.T, hits *atomic.Int64) Backend {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return Backend{Name: fmt.Sprintf("failing-%d", ln.Addr().(*net.TCPAddr).Port), Version: "v1", IP: ip,
-		Port: uint32(ln.Addr().(*net.TCPAddr).Port)}
+		Port: uint32(ln.Addr().(*net.TCPAddr).Port), Plain: true}
 }
 
 const retryLocalitiesDR = `apiVersion: networking.istio.io/v1

@@ -127,12 +127,10 @@ func mutualTLS(t *testing.T, c *http.Client, frontend *localmesh.Workload) bool 
 func TestSecurityAuthzAllowPrincipal(t *testing.T) {
 	m, orders, frontend, batch := authzMesh(t)
 	c := newClient()
+	// Principals come from the client's certificate: the hop between the
+	// sidecars must be mutual TLS.
 	if !mutualTLS(t, c, frontend) {
-		// TODO(lead): remove this skip when mutual TLS between sidecars
-		// (wip/mtls) is merged: principals come from the client's
-		// certificate, so without it no request has one and the ALLOW
-		// policy below refuses both clients.
-		t.Skip("needs mutual TLS between sidecars: the app sees no x-forwarded-client-cert")
+		t.Fatal("the app sees no x-forwarded-client-cert: the hop is not mutual TLS")
 	}
 	m.WriteConfig("authz.yaml", `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy

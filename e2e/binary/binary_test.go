@@ -245,6 +245,26 @@ func TestREADMEPieces(t *testing.T) {
 		}
 		return nil
 	})
+	// Mutual TLS between the sidecars (examples/canary runs STRICT): the
+	// backends count the frontend's requests as mutual TLS from its
+	// identity, and refuse plaintext straight to their sidecar.
+	var overMTLS float64
+	for _, name := range []string{"backend-v1", "backend-v2"} {
+		for _, m := range scrape(t, c, sidecars[name].admin)["istio_requests_total"].GetMetric() {
+			l := labels(m)
+			if l["reporter"] == "destination" && l["connection_security_policy"] == "mutual_tls" &&
+				l["source_principal"] == "spiffe://cluster.local/ns/default/sa/frontend" &&
+				l["destination_principal"] == "spiffe://cluster.local/ns/default/sa/backend" {
+				overMTLS += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if total := split["v1"] + split["v2"]; int(overMTLS) != total {
+		t.Errorf("the backends counted %v requests over mutual TLS from the frontend, want all %d", overMTLS, total)
+	}
+	if code, body, err := get(c, "http://"+pre+"2:8080/", map[string]string{"Host": "backend"}); err == nil {
+		t.Errorf("plaintext straight to backend-v1's sidecar was answered (%d %q); examples/canary is STRICT", code, body)
+	}
 	for name, s := range sidecars {
 		fams := scrape(t, c, s.admin)
 		if r := fams["weft_proxy_ready"].GetMetric(); len(r) != 1 || r[0].GetGauge().GetValue() != 1 {

@@ -143,10 +143,12 @@ func Run(ctx context.Context, o Options) error {
 	if err := waitReady(ctx, workloads); err != nil {
 		return err
 	}
-	fmt.Fprintln(o.Out, "\nEach sidecar holds a workload certificate from the mesh CA (see /certs on its admin address):")
+	fmt.Fprintln(o.Out, "\nMutual TLS between the sidecars: each holds a workload certificate from the mesh CA (see /certs")
+	fmt.Fprintln(o.Out, "on its admin address), uses it toward the others, and accepts what its PeerAuthentication says:")
 	for _, w := range workloads {
 		if b := w.Proxy.Certs().Current(); b != nil {
-			fmt.Fprintf(o.Out, "  %-12s %s, expires %s\n", w.Opts.Name, b.ID, b.Leaf().NotAfter.Local().Format(time.DateTime))
+			fmt.Fprintf(o.Out, "  %-12s %-46s mTLS: %-10s certificate expires %s\n", w.Opts.Name, b.ID,
+				mtlsMode(snap, w), b.Leaf().NotAfter.Local().Format(time.DateTime))
 		}
 	}
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
@@ -164,10 +166,11 @@ Try it:
   curl -s -H 'Host: %[1]s' -H '%[3]s: true' http://%[2]s/
   http_proxy=http://%[2]s curl -s http://%[1]s/
   curl -s http://%[4]s/stats/prometheus | grep istio_requests_total
+  curl -s -H 'Host: %[1]s' http://%[6]s/    # plaintext, straight to a sidecar: refused when STRICT
 Edit the weights in %[5]s: the new split is in force within a second.
 Ctrl-C stops the demo.
 
-`, o.To, from.Outbound, o.CanaryHeader, from.Proxy.AdminAddr(), filepath.Join(dir, "backend.yaml"))
+`, o.To, from.Outbound, o.CanaryHeader, from.Proxy.AdminAddr(), filepath.Join(dir, "backend.yaml"), inbound(workloads, from))
 
 	tick := time.NewTicker(o.ReportPeriod)
 	defer tick.Stop()
@@ -180,6 +183,25 @@ Ctrl-C stops the demo.
 			report(o.Out, "live", measure(ctx, c, from, o.To, nil, 100))
 		}
 	}
+}
+
+// mtlsMode is the mutual TLS mode w's sidecar accepts on its workload
+// port, from the PeerAuthentications of the demo's config (mesh-wide in
+// the root namespace istio-system, as the control plane's default).
+func mtlsMode(snap *config.Snapshot, w *localmesh.Workload) config.MTLSMode {
+	set := config.SelectPeerAuthentications(config.DefaultRootNamespace, w.Opts.Namespace, w.Opts.Labels, snap.PeerAuthentications)
+	return set.Compose().ModeFor(w.Opts.WorkloadPort)
+}
+
+// inbound is the sidecar inbound address of a workload other than from
+// (one that receives the demo's traffic), for the plaintext curl.
+func inbound(ws []*localmesh.Workload, from *localmesh.Workload) string {
+	for _, w := range ws {
+		if w != from && w.Opts.WorkloadPort != 0 {
+			return fmt.Sprintf("%s:%d", w.Opts.IPs[0], w.Opts.WorkloadPort)
+		}
+	}
+	return fmt.Sprintf("%s:%d", from.Opts.IPs[0], from.Opts.WorkloadPort)
 }
 
 // tally is what one measurement saw.

@@ -3,7 +3,9 @@ package demo
 import (
 	"bytes"
 	"context"
+	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -58,6 +60,23 @@ func canaryCopy(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// plaintextAnswered sends a plaintext HTTP request to addr on a new
+// connection and reports whether any response came back.
+func plaintextAnswered(t *testing.T, addr string) bool {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: backend\r\n\r\n"); err != nil {
+		return false
+	}
+	n, _ := c.Read(make([]byte, 16))
+	return n > 0
 }
 
 var splitLine = regexp.MustCompile(`(?m)^\s+(no header|x-canary: true|live)\s+(\d+) requests\s+(.*)$`)
@@ -120,10 +139,19 @@ func TestDemoGrayRelease(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"curl -s -H 'Host: backend' -H 'x-canary: true' http://127.78.10.1:15001/", filepath.Join(dir, "backend.yaml")} {
+	for _, want := range []string{"curl -s -H 'Host: backend' -H 'x-canary: true' http://127.78.10.1:15001/", filepath.Join(dir, "backend.yaml"),
+		"spiffe://cluster.local/ns/default/sa/frontend", "spiffe://cluster.local/ns/default/sa/backend"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("demo output lacks %q", want)
 		}
+	}
+	// Mutual TLS, STRICT mesh-wide: the banner says so for each sidecar,
+	// and a plaintext request straight to a sidecar is refused.
+	if n := strings.Count(s, "mTLS: STRICT"); n != 3 {
+		t.Errorf("demo banner says \"mTLS: STRICT\" %d times, want 3 (one per sidecar):\n%s", n, s)
+	}
+	if answered := plaintextAnswered(t, "127.78.10.2:8080"); answered {
+		t.Error("a plaintext request to backend-v1's sidecar was answered; the demo runs STRICT")
 	}
 
 	// Edit the weights as the demo suggests: all traffic to v2.

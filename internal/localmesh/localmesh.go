@@ -94,7 +94,9 @@ type WorkloadOptions struct {
 	// Token is the bootstrap token; RootCertPEM the mesh's trust root.
 	Token       string
 	RootCertPEM []byte
-	// ServiceAccount is the workload's identity; default Name.
+	// ServiceAccount is the workload's identity; default its app label
+	// (Labels["app"]), else Name: the versions of an app share one
+	// identity, as the service accounts of a Kubernetes deployment's pods.
 	ServiceAccount string
 	// Plaintext runs the sidecar without TLS or certificate, against a
 	// plaintext xDS port.
@@ -128,6 +130,9 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.ServiceAccount == "" {
+		o.ServiceAccount = o.Labels["app"]
 	}
 	if o.ServiceAccount == "" {
 		o.ServiceAccount = o.Name

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"time"
 
@@ -8,6 +10,7 @@ import (
 
 	"weft.dev/weft/internal/proxy/admin"
 	"weft.dev/weft/internal/proxy/certs"
+	"weft.dev/weft/internal/proxy/tlssocket"
 	"weft.dev/weft/internal/spiffe"
 )
 
@@ -26,6 +29,22 @@ func newCerts(opts Options) (*certs.Manager, error) {
 	co.Address, co.RootPEM, co.Token, co.Dir, co.Logger = opts.XDSAddress, opts.RootCertPEM, opts.Token, opts.CertDir, opts.Logger
 	return certs.New(co)
 }
+
+// secrets serves the data plane's SDS secrets from the certificate
+// manager: "default", the current workload certificate while it is
+// valid, and "ROOTCA", the trust root.
+type secrets struct{ m *certs.Manager }
+
+var _ tlssocket.Secrets = secrets{}
+
+func (s secrets) Certificate() *tls.Certificate {
+	if b := s.m.Current(); b != nil && time.Now().Before(b.Leaf().NotAfter) {
+		return b.TLS
+	}
+	return nil
+}
+
+func (s secrets) Roots() *x509.CertPool { return s.m.Roots() }
 
 // certificates is what the admin endpoint's /certs lists: the trust root
 // (ROOTCA) and the workload certificate chain (default).

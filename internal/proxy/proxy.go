@@ -1,7 +1,8 @@
 // Package proxy wires the Weft proxy together: the certificate manager
 // gets the workload's certificate from the control plane's CA, the xDS
 // client (over TLS, presenting that certificate) feeds the data plane,
-// and the admin endpoint reports on all of them. It owns their lifecycle:
+// whose mutual TLS reads the same certificate (the SDS secrets default
+// and ROOTCA), and the admin endpoint reports on all of them. It owns their lifecycle:
 // New binds and builds, Run serves until its context ends and then shuts
 // down in order (stop taking config, drain traffic, close admin).
 package proxy
@@ -45,8 +46,10 @@ type Options struct {
 	// plaintext port with Plaintext.
 	XDSAddress string
 	// Plaintext dials XDSAddress without TLS and runs without a workload
-	// certificate: for a control plane's plaintext port in local
-	// development.
+	// certificate, and so without mutual TLS (the node does not say
+	// WEFT_MTLS): for a control plane's plaintext port in local
+	// development. Otherwise the proxy does mutual TLS with its
+	// certificate.
 	Plaintext bool
 	// RootCertPEM is the mesh's trust root: the control plane, and the
 	// certificates the CA issues, must chain up to it.
@@ -130,8 +133,21 @@ func New(opts Options) (*Proxy, error) {
 		opts.Identity.AdminAddress = advertisedAdmin(p.adminLn.Addr(), opts.Identity.IPs)
 		p.opts.Identity.AdminAddress = opts.Identity.AdminAddress
 	}
-	dp, err := dataplane.New(dataplane.Options{Identity: opts.Identity, Metrics: p.registry, Logger: opts.Logger,
-		ListenerDrain: opts.ListenerDrain})
+	// With a workload certificate the proxy does mutual TLS: it says so
+	// in its node (WEFT_MTLS) and serves the SDS secrets its listeners'
+	// and clusters' TLS contexts name from the certificate manager.
+	dpo := dataplane.Options{Metrics: p.registry, Logger: opts.Logger, ListenerDrain: opts.ListenerDrain}
+	if !opts.Plaintext {
+		if p.certs, err = newCerts(opts); err != nil {
+			p.adminLn.Close()
+			return nil, fmt.Errorf("proxy: %w", err)
+		}
+		opts.Identity.MTLS = true
+		p.opts.Identity.MTLS = true
+		dpo.Secrets, dpo.Principal = secrets{p.certs}, p.certs.Identity().String()
+	}
+	dpo.Identity = opts.Identity
+	dp, err := dataplane.New(dpo)
 	if err != nil {
 		p.adminLn.Close()
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -139,11 +155,7 @@ func New(opts Options) (*Proxy, error) {
 	p.dp = dp
 	xo := opts.XDS
 	xo.Address, xo.Node, xo.Applier, xo.Logger = opts.XDSAddress, opts.Identity.Node(), dp, opts.Logger
-	if !opts.Plaintext {
-		if p.certs, err = newCerts(opts); err != nil {
-			p.closeDataplane()
-			return nil, fmt.Errorf("proxy: %w", err)
-		}
+	if p.certs != nil {
 		xo.Credentials = credentials.NewTLS(p.certs.ControlPlaneTLS())
 	}
 	if p.xds, err = xdsclient.New(xo); err != nil {

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"weft.dev/weft/internal/proxy/telemetry"
+	"weft.dev/weft/internal/proxy/tlssocket"
 	"weft.dev/weft/internal/proxy/upstream"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -121,6 +122,7 @@ type Builder struct {
 	Metrics  *telemetry.Metrics // interns the endpoints' destination labels
 	Stats    *StatVecs          // envoy_cluster_* counters
 	Identity contract.Identity  // the proxy's own workload: inbound destination labels
+	Secrets  tlssocket.Secrets  // SDS default and ROOTCA for upstream TLS; nil: none
 }
 
 // Build translates Cluster c with the endpoint assignments eps (keyed by
@@ -156,7 +158,7 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 	if c.GetLoadBalancingPolicy() != nil {
 		return nil, fmt.Errorf("load_balancing_policy: unsupported")
 	}
-	uo, err := upstream.ParseOptions(c)
+	uo, err := upstream.ParseOptions(c, b.Secrets)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +192,8 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 	}
 	ct.picker = buildPicker(levels, lbc, &ct.state.next, overprovisioning(cla))
 	for _, ep := range ct.picker.endpoints {
-		ep.conns = ct.state.up.Endpoint(ep.addr) // nil for h2c
+		ep.conns = ct.state.up.Endpoint(ep.addr, ep.md) // its transport socket: TLS or plaintext
+		ep.md = nil
 	}
 	ct.state.outlier.attach(ct.picker.endpoints)
 	ct.state.warm.attach(ct.picker.endpoints, lbc.slowStart)

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"math/rand/v2"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"slices"
 	"sort"
 	"sync/atomic"
@@ -26,7 +28,9 @@ type Endpoint struct {
 	weight  uint32
 	healthy bool                 // EDS health_status HEALTHY or UNKNOWN
 	dst     *telemetry.DstLabels // outbound destination metric labels
-	conns   *upstream.Conns      // HTTP/1.1 connections; nil for h2c clusters
+	conns   *upstream.Conns      // connections, in the endpoint's transport socket
+	md      *core.Metadata       // LbEndpoint metadata, until conns is set (Build)
+	sec     telemetry.SecCache   // security labels of requests over mutual TLS
 	// active counts the requests in flight to this endpoint (LEAST_REQUEST):
 	// BeginRequest and EndRequest around each attempt.
 	active atomic.Int64
@@ -38,8 +42,13 @@ type Endpoint struct {
 // upstream request's URL.
 func (e *Endpoint) Addr() string { return e.addr }
 
-// Conns is the endpoint's HTTP/1.1 connections; nil in an h2c cluster.
+// Conns is the endpoint's connections (plaintext or TLS, as its
+// transport socket says).
 func (e *Endpoint) Conns() *upstream.Conns { return e.conns }
+
+// SecCache is where the request path keeps the endpoint's security
+// metric labels (source_principal, destination_principal).
+func (e *Endpoint) SecCache() *telemetry.SecCache { return &e.sec }
 
 // Dst labels a request sent to this endpoint from an outbound listener.
 func (e *Endpoint) Dst() *telemetry.DstLabels { return e.dst }
@@ -107,7 +116,7 @@ func buildPicker(byPrio [][]*Endpoint, cfg lbConfig, next *atomic.Uint64, overpr
 	return p
 }
 
-// conns lists the HTTP/1.1 connections of every endpoint (none for h2c).
+// conns lists the connections of every endpoint.
 func (p *picker) conns() []*upstream.Conns {
 	out := make([]*upstream.Conns, 0, len(p.endpoints))
 	for _, e := range p.endpoints {

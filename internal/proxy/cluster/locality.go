@@ -63,6 +63,7 @@ func (b *Builder) translateEndpoints(cla *endpointv3.ClusterLoadAssignment, svc 
 				addr:    endpointKey(sa.GetAddress(), sa.GetPortValue()),
 				weight:  w,
 				healthy: hs == core.HealthStatus_UNKNOWN || hs == core.HealthStatus_HEALTHY,
+				md:      lbe.GetMetadata(),
 				dst: b.Metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
 					Workload: telemetry.OrUnknown(wl), WorkloadNamespace: telemetry.OrUnknown(ns), App: telemetry.OrUnknown(app), Version: telemetry.OrUnknown(ver)}),
 			}

@@ -1,10 +1,12 @@
 // Package dataplane is the Go proxy's data plane orchestrator: it
 // translates one complete set of xDS resources (xdsclient.Resources) into
-// an immutable runtime — listeners with their HTTP filters (filter/...),
-// route tables (route), clusters (cluster) — carrying over what an update
-// leaves unchanged, and swaps it in atomically. It binds the listeners and
-// hands each request to the request path (forward) with the runtime it
-// started on. A listener that an update removes drains: it keeps serving
+// an immutable runtime — listeners with their filter chains, TLS
+// (tlssocket) and HTTP filters (filter/...), route tables (route),
+// clusters (cluster) — carrying over what an update leaves unchanged, and
+// swaps it in atomically. It binds the listeners, picks each new
+// connection's filter chain as Envoy does (the TLS inspector, mutual TLS
+// handshakes: serve.go) and hands each request to the request path
+// (forward) with the runtime it started on. A listener that an update removes drains: it keeps serving
 // on its last runtime for Options.ListenerDrain, telling clients to
 // reconnect elsewhere, before it closes (listeners.go). It also renders
 // the config dump and answers, for weft explain, which route a request
@@ -34,6 +36,7 @@ import (
 	"weft.dev/weft/internal/proxy/filter/rbac"
 	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/telemetry"
+	"weft.dev/weft/internal/proxy/tlssocket"
 	"weft.dev/weft/internal/proxy/upstream"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
@@ -50,6 +53,14 @@ type Options struct {
 	// Connection: close (HTTP/1.1) or a GOAWAY (HTTP/2). Zero means
 	// DefaultListenerDrain.
 	ListenerDrain time.Duration
+	// Secrets serve the SDS secrets "default" (the workload certificate)
+	// and "ROOTCA" (the mesh root) the listeners' and clusters' TLS
+	// contexts name, read at every handshake; nil for a proxy without a
+	// certificate (its TLS handshakes fail).
+	Secrets tlssocket.Secrets
+	// Principal is the SPIFFE ID of the proxy's workload certificate ("" without one):
+	// By= in x-forwarded-client-cert, this side in the security metric labels.
+	Principal string
 }
 
 // Dataplane serves the listeners of the last applied configuration.
@@ -59,6 +70,8 @@ type Dataplane struct {
 	clusters cluster.Builder    // builds clusters with this proxy's metrics and identity
 	fwd      *forward.Forwarder // the request path
 	filters  filter.Registry    // the HTTP filters, with this proxy's metrics and logger
+
+	listenerStats *listenerStats // envoy_listener_* (serve.go)
 
 	rt    atomic.Pointer[runtime] // never nil after New
 	ready atomic.Bool
@@ -115,7 +128,10 @@ func New(opts Options) (*Dataplane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
-	d.clusters = cluster.Builder{Metrics: metrics, Stats: clusterStats, Identity: opts.Identity}
+	d.clusters = cluster.Builder{Metrics: metrics, Stats: clusterStats, Identity: opts.Identity, Secrets: opts.Secrets}
+	if d.listenerStats, err = newListenerStats(reg); err != nil {
+		return nil, fmt.Errorf("dataplane: metrics: %w", err)
+	}
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "weft_proxy_listeners_draining",
 		Help: "Listeners removed by an update that still serve while clients learn of the change.",
@@ -128,7 +144,7 @@ func New(opts Options) (*Dataplane, error) {
 	}
 	d.filters = newHTTPFilters(filterOptions{log: d.log, rbacStats: rbacStats})
 	if d.fwd, err = forward.New(forward.Options{Identity: opts.Identity, Metrics: metrics,
-		ClusterStats: clusterStats, Registerer: reg, Logger: d.log}); err != nil {
+		ClusterStats: clusterStats, Registerer: reg, Logger: d.log, Principal: opts.Principal}); err != nil {
 		return nil, fmt.Errorf("dataplane: %w", err)
 	}
 	d.baseCtx, d.cancelBase = context.WithCancel(context.Background())

@@ -709,6 +709,10 @@ var anyTypes = []string{
 	"type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
 	"type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
 	"type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+	"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+	"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+	"type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
+	"type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
 }
 
 // mutateAny mutates the message inside an Any (or, rarely, its type).
@@ -755,6 +759,8 @@ var interestingStrings = []string{
 	"envoy.filters.http.router", "envoy.filters.http.fault", "envoy.filters.http.cors",
 	"envoy.filters.network.http_connection_manager", "envoy.retry_host_predicates.previous_hosts",
 	"envoy.retry_priorities.previous_priorities", "http_proxy", "%", "%d", "http://x", "https", "\\1",
+	"tls", "raw_buffer", "default", "ROOTCA", "envoy.transport_sockets.tls", "envoy.filters.listener.tls_inspector",
+	"spiffe://cluster.local/ns/default/sa/reviews", "ECDHE-ECDSA-AES128-GCM-SHA256", "X25519", "h2", "http/1.1",
 }
 
 func (m *mutator) integer() int64 {

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,6 +100,8 @@ func echoUpstream(t testing.TB, name string, h2c bool) string {
 		w.Header().Set("X-Seen-Peer", r.Header.Get(contract.HeaderPeerMetadata))
 		w.Header().Set("X-Seen-Request-Id", r.Header.Get("X-Request-Id"))
 		w.Header().Set("X-Seen-Connection", r.Header.Get("Connection")+r.Header.Get("X-Hop"))
+		w.Header().Set("X-Seen-Xfcc", strings.Join(r.Header.Values("X-Forwarded-Client-Cert"), ","))
+		w.Header().Set("X-Seen-Xfp", r.Header.Get("X-Forwarded-Proto"))
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, name)
 	}))

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"weft.dev/weft/internal/proxy/forward"
 )
 
 // DefaultListenerDrain is how long a listener removed by an update keeps
@@ -32,11 +34,13 @@ const drainTimeout = 30 * time.Second
 // whose configured address is unchanged keeps its boundListener across
 // updates, so its connections and in-flight requests are untouched.
 type boundListener struct {
-	d    *Dataplane
-	name string
-	addr string // configured address
-	ln   net.Listener
-	srv  *http.Server
+	d     *Dataplane
+	name  string
+	addr  string       // configured address
+	ln    net.Listener // the socket
+	cl    *connListener
+	srv   *http.Server // serves cl: connections set up (serve.go)
+	stats boundStats
 	// last is the runtime and config this listener was last part of; requests
 	// use it only once the listener has been removed and is draining.
 	last atomic.Pointer[listenerState]
@@ -67,10 +71,12 @@ func (d *Dataplane) bind(lc *listenerConfig) (*boundListener, error) {
 	if err != nil {
 		return nil, err
 	}
-	bl := &boundListener{d: d, name: lc.name, addr: lc.addr, ln: ln}
+	bl := &boundListener{d: d, name: lc.name, addr: lc.addr, ln: ln, stats: d.listenerStats.forListener(lc.name)}
+	bl.cl = newConnListener(bl)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge, as Envoy's codec_type AUTO
+	protocols.SetHTTP2(true)            // HTTP/2 over TLS, by ALPN
 	bl.srv = &http.Server{
 		Handler:           bl,
 		Protocols:         protocols,
@@ -78,19 +84,23 @@ func (d *Dataplane) bind(lc *listenerConfig) (*boundListener, error) {
 		IdleTimeout:       5 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(d.log.Handler().WithAttrs([]slog.Attr{slog.String("listener", lc.name)}), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return d.baseCtx },
+		ConnContext:       connContext,
 	}
 	return bl, nil
 }
 
-// serve runs the server until it is shut down. Called once per listener.
+// serve accepts and serves until the server is shut down. Called once per
+// listener, with d.mu held.
 func (bl *boundListener) serve() {
-	bl.d.wg.Add(1)
+	bl.d.wg.Add(2)
+	go bl.cl.acceptLoop()
 	go func() {
 		defer bl.d.wg.Done()
 		// net.ErrClosed: a drain closed the socket before shutting the server down.
-		if err := bl.srv.Serve(bl.ln); err != nil && err != http.ErrServerClosed && !errors.Is(err, net.ErrClosed) {
+		if err := bl.srv.Serve(bl.cl); err != nil && err != http.ErrServerClosed && !errors.Is(err, net.ErrClosed) {
 			bl.d.log.Error("listener stopped", "listener", bl.name, "addr", bl.addr, "err", err)
 		}
+		bl.cl.Close() // also when the server was shut down before it served
 	}()
 }
 
@@ -146,7 +156,7 @@ func (d *Dataplane) stopDraining(bl *boundListener, dr *listenerDrain) {
 	delete(d.draining, bl)
 	d.drainingCount.Store(int64(len(d.draining)))
 	bl.drain = nil
-	bl.ln.Close()
+	bl.cl.Close()
 	if !dr.ended {
 		dr.ended = true
 		close(dr.end)
@@ -224,9 +234,32 @@ var connectionClose = []string{"close"} // shared, never modified
 
 // ServeHTTP handles one downstream request on the runtime current when it
 // started (or, once the listener is removed, the one it was last part
-// of). Called concurrently by the listener's http.Server.
+// of), with the filter chain the listener now has for the request's
+// connection. Called concurrently by the listener's http.Server.
 func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt, lc, draining := bl.state()
+	ci := connOf(r)
+	var cc *chainConfig
+	var ds *forward.Downstream
+	if ci == nil {
+		cc = lc.forRaw
+	} else {
+		cc, ds = lc.chainFor(ci.transport), ci.ds
+		if cc == nil || (cc.tls != nil) != (ci.chain.tls != nil) {
+			// The update took away this connection's kind of chain (a
+			// port that turned STRICT still has plaintext connections):
+			// finish on the chain it was accepted on, as Envoy drains the
+			// connections of a removed filter chain, and ask the client
+			// to reconnect.
+			cc, draining = ci.chain, true
+		}
+	}
+	if cc == nil {
+		// Not accepted by a bound listener, and no plaintext chain.
+		w.Header()["Connection"] = connectionClose
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
 	if draining {
 		// The listener was removed and drains: ask the client to take its
 		// next request elsewhere. HTTP/1.1 closes the connection after
@@ -234,7 +267,7 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// and closes once the connection is idle.
 		w.Header()["Connection"] = connectionClose
 	}
-	bl.d.fwd.Serve(w, r, &lc.http, lc.table(rt), rt.clusters)
+	bl.d.fwd.Serve(w, r, &cc.http, ds, cc.table(rt), rt.clusters)
 }
 
 // state returns the runtime and listener config a new request uses: the

@@ -52,8 +52,10 @@ func TestMetricsAndPeerMetadata(t *testing.T) {
 		"destination_workload": "reviews-v2", "destination_workload_namespace": "default",
 		"destination_app": "reviews", "destination_version": "v2",
 		"request_protocol": "http", "response_code": "200", "grpc_response_status": "", "response_flags": "-",
+		// Plaintext: Istio's source side does not know the policy.
+		"connection_security_policy": "unknown", "source_principal": "unknown", "destination_principal": "unknown",
 	}
-	destination := maps(source, map[string]string{"reporter": "destination"})
+	destination := maps(source, map[string]string{"reporter": "destination", "connection_security_policy": "none"})
 	assertSeries(t, clientReg, source)
 	assertSeries(t, serverReg, destination)
 	assertSeries(t, clientReg, maps(source, map[string]string{"response_code": "404", "response_flags": "NR",

@@ -1,15 +1,19 @@
 package dataplane
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sort"
 	"strconv"
+	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	tlsinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -21,12 +25,17 @@ import (
 	"weft.dev/weft/internal/proxy/filter/rbac"
 	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/route"
+	"weft.dev/weft/internal/proxy/tlssocket"
 	"weft.dev/weft/internal/proxy/xdsclient"
 )
 
 const (
 	hcmFilterName    = "envoy.filters.network.http_connection_manager"
 	routerFilterName = "envoy.filters.http.router"
+	tlsInspectorName = "envoy.filters.listener.tls_inspector"
+	// defaultListenerFiltersTimeout is Envoy's listener_filters_timeout:
+	// how long the TLS inspector waits for a client's first bytes.
+	defaultListenerFiltersTimeout = 15 * time.Second
 )
 
 // runtime is one translated, validated Resources set. It is immutable once
@@ -61,23 +70,57 @@ type filterOptions struct {
 // (MatchRoute), which serve no request.
 var httpFilters = newHTTPFilters(filterOptions{})
 
-// listenerConfig is a translated Listener: where it binds, how its HTTP
-// connection manager finds its routes, and what the request path needs of
-// it (direction, HTTP filters).
+// listenerConfig is a translated Listener: where it binds, how it picks a
+// filter chain for a new connection (listener_filters, filter chains'
+// filter_chain_match) and, for each chain, its transport socket and what
+// its HTTP connection manager does.
 type listenerConfig struct {
-	name   string
-	addr   string       // host:port as configured (port may be 0 in tests)
-	rds    string       // RDS route configuration name, when inline is nil
-	inline *route.Table // inline route_config
-	http   forward.Listener
+	name string
+	addr string // host:port as configured (port may be 0 in tests)
+	// inspect: the listener runs envoy.filters.listener.tls_inspector,
+	// which reads a new connection's first bytes, within inspectTimeout
+	// (listener_filters_timeout; 0: none), to tell TLS from plaintext.
+	// Without it every connection's transport protocol is raw_buffer.
+	inspect           bool
+	inspectTimeout    time.Duration
+	continueOnTimeout bool // continue_on_listener_filters_timeout: a silent client counts as raw_buffer
+	chains            []*chainConfig
+	// forTLS and forRaw are the chains a connection whose transport
+	// protocol is "tls" or "raw_buffer" takes; nil refuses it (Envoy's
+	// no_filter_chain_match).
+	forTLS, forRaw *chainConfig
 }
 
-// table returns the route table the listener uses in rt, or nil.
-func (lc *listenerConfig) table(rt *runtime) *route.Table {
-	if lc.inline != nil {
-		return lc.inline
+// chainConfig is one translated filter chain.
+type chainConfig struct {
+	transport string            // filter_chain_match.transport_protocol; "" matches any
+	tls       *tlssocket.Server // its transport socket; nil: plaintext
+	rds       string            // RDS route configuration name, when inline is nil
+	inline    *route.Table      // inline route_config
+	http      forward.Listener
+}
+
+// chainFor returns the chain a connection of transport protocol
+// transport ("tls" or "raw_buffer") takes, or nil.
+func (lc *listenerConfig) chainFor(transport string) *chainConfig {
+	if transport == transportTLS {
+		return lc.forTLS
 	}
-	return rt.routes[lc.rds]
+	return lc.forRaw
+}
+
+// Transport protocols, as tls_inspector names them.
+const (
+	transportTLS = "tls"
+	transportRaw = "raw_buffer"
+)
+
+// table returns the route table the chain uses in rt, or nil.
+func (cc *chainConfig) table(rt *runtime) *route.Table {
+	if cc.inline != nil {
+		return cc.inline
+	}
+	return rt.routes[cc.rds]
 }
 
 // translate validates r and builds a new runtime. prev (may be nil) supplies
@@ -105,6 +148,11 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", name, err)
 		}
+		if !ct.SharesState(old) {
+			for _, err := range ct.Upstream().Broken() {
+				d.log.Warn("cluster's TLS cannot work on this host: its connections fail", "cluster", name, "err", err)
+			}
+		}
 		rt.clusters[name] = ct
 	}
 	for _, name := range sortedKeys(r.Routes) {
@@ -128,7 +176,11 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 		if l.GetName() != name {
 			return nil, fmt.Errorf("listener %q: name %q does not match its key", name, l.GetName())
 		}
-		lc, err := translateListener(l, rt)
+		var prevLC *listenerConfig
+		if prev != nil {
+			prevLC = prev.listeners[name]
+		}
+		lc, err := d.translateListener(l, rt, prevLC)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
@@ -141,7 +193,10 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 	return rt, nil
 }
 
-func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, error) {
+// translateListener translates l; prev is the same-named listener of the
+// running configuration (nil: none), whose compiled TLS configurations
+// are kept where unchanged (and with them their session ticket keys).
+func (d *Dataplane) translateListener(l *listener.Listener, rt *runtime, prev *listenerConfig) (*listenerConfig, error) {
 	sa := l.GetAddress().GetSocketAddress()
 	if sa == nil {
 		return nil, fmt.Errorf("address: want a socket_address")
@@ -158,22 +213,115 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 	lc := &listenerConfig{
 		name: l.GetName(),
 		addr: net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)),
-		http: forward.Listener{
-			Inbound:  l.GetTrafficDirection() == core.TrafficDirection_INBOUND,
-			Outbound: l.GetTrafficDirection() == core.TrafficDirection_OUTBOUND,
-		},
+	}
+	for i, lf := range l.GetListenerFilters() {
+		isInspector := lf.GetName() == tlsInspectorName || (lf.GetTypedConfig() != nil && lf.GetTypedConfig().MessageIs((*tlsinspector.TlsInspector)(nil)))
+		if !isInspector {
+			return nil, fmt.Errorf("listener_filters[%d] (%s): unsupported listener filter (the proxy has %s only)", i, lf.GetName(), tlsInspectorName)
+		}
+		if lf.GetFilterDisabled() != nil {
+			return nil, fmt.Errorf("listener_filters[%d].filter_disabled: not supported", i)
+		}
+		lc.inspect = true
+	}
+	lc.inspectTimeout = defaultListenerFiltersTimeout
+	if t := l.GetListenerFiltersTimeout(); t != nil {
+		if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
+			return nil, fmt.Errorf("listener_filters_timeout: invalid")
+		}
+		lc.inspectTimeout = t.AsDuration()
+	}
+	lc.continueOnTimeout = l.GetContinueOnListenerFiltersTimeout()
+
+	var prevTLS []*tlssocket.Server
+	if prev != nil {
+		for _, cc := range prev.chains {
+			if cc.tls != nil {
+				prevTLS = append(prevTLS, cc.tls)
+			}
+		}
 	}
 	chains := l.GetFilterChains()
-	field := "filter_chains[0]"
-	if len(chains) == 0 && l.GetDefaultFilterChain() != nil {
-		chains, field = []*listener.FilterChain{l.GetDefaultFilterChain()}, "default_filter_chain"
+	for i, fc := range chains {
+		cc, err := d.translateChain(fc, fmt.Sprintf("filter_chains[%d]", i), l, rt, prevTLS)
+		if err != nil {
+			return nil, err
+		}
+		lc.chains = append(lc.chains, cc)
 	}
-	if len(chains) != 1 {
-		return nil, fmt.Errorf("filter_chains: want exactly one filter chain, have %d", len(chains))
+	var def *chainConfig
+	if dfc := l.GetDefaultFilterChain(); dfc != nil {
+		var err error
+		if def, err = d.translateChain(dfc, "default_filter_chain", l, rt, prevTLS); err != nil {
+			return nil, err
+		}
+		if def.transport != "" {
+			return nil, fmt.Errorf("default_filter_chain.filter_chain_match: must be empty")
+		}
+		lc.chains = append(lc.chains, def)
 	}
-	fc := chains[0]
-	if fc.GetTransportSocket() != nil {
-		return nil, fmt.Errorf("%s.transport_socket: TLS is unsupported", field)
+	if len(lc.chains) == 0 {
+		return nil, fmt.Errorf("filter_chains: want at least one filter chain")
+	}
+	// Envoy picks the most specific match: a chain for the connection's
+	// transport protocol, else one matching any, else the default chain.
+	seen := map[string]int{}
+	for i, cc := range lc.chains[:len(chains)] {
+		if j, dup := seen[cc.transport]; dup {
+			return nil, fmt.Errorf("filter_chains[%d].filter_chain_match: same as filter_chains[%d]'s (transport_protocol %q)", i, j, cc.transport)
+		}
+		seen[cc.transport] = i
+		switch cc.transport {
+		case transportTLS:
+			lc.forTLS = cc
+		case transportRaw:
+			lc.forRaw = cc
+		}
+	}
+	for _, cc := range lc.chains[:len(chains)] {
+		if cc.transport == "" {
+			lc.forTLS, lc.forRaw = cmp.Or(lc.forTLS, cc), cmp.Or(lc.forRaw, cc)
+		}
+	}
+	lc.forTLS, lc.forRaw = cmp.Or(lc.forTLS, def), cmp.Or(lc.forRaw, def)
+	return lc, nil
+}
+
+// translateChain translates one filter chain of l: its match, transport
+// socket and HTTP connection manager. field names it in errors.
+func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *listener.Listener, rt *runtime, prevTLS []*tlssocket.Server) (*chainConfig, error) {
+	cc := &chainConfig{http: forward.Listener{
+		Inbound:  l.GetTrafficDirection() == core.TrafficDirection_INBOUND,
+		Outbound: l.GetTrafficDirection() == core.TrafficDirection_OUTBOUND,
+	}}
+	if m := fc.GetFilterChainMatch(); m != nil {
+		if err := onlyTransportProtocol(m); err != nil {
+			return nil, fmt.Errorf("%s.filter_chain_match.%w", field, err)
+		}
+		cc.transport = m.GetTransportProtocol()
+		if cc.transport != "" && cc.transport != transportTLS && cc.transport != transportRaw {
+			return nil, fmt.Errorf("%s.filter_chain_match.transport_protocol: %q is not one of %q, %q", field, cc.transport, transportTLS, transportRaw)
+		}
+	}
+	sock, err := tlssocket.ParseSocket(fc.GetTransportSocket(), false)
+	if err != nil {
+		return nil, fmt.Errorf("%s.transport_socket.%w", field, err)
+	}
+	if sock.Downstream != nil {
+		for _, p := range prevTLS {
+			if p.Same(sock.Downstream) {
+				cc.tls = p
+				break
+			}
+		}
+		if cc.tls == nil {
+			if cc.tls, err = tlssocket.NewServer(sock.Downstream, d.opts.Secrets); err != nil {
+				return nil, fmt.Errorf("%s.transport_socket.typed_config (DownstreamTlsContext): %w", field, err)
+			}
+			if err := cc.tls.Broken(); err != nil {
+				d.log.Warn("listener's TLS cannot work on this host: its TLS connections fail", "listener", l.GetName(), "chain", field, "err", err)
+			}
+		}
 	}
 	if len(fc.GetFilters()) != 1 {
 		return nil, fmt.Errorf("%s.filters: want exactly one %s, have %d filters", field, hcmFilterName, len(fc.GetFilters()))
@@ -188,24 +336,27 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 		return nil, fmt.Errorf("%s.filters[0] (%s): want %s: %w", field, f.GetName(), hcmFilterName, err)
 	}
 	where := field + ".filters[0].typed_config"
-	if err := connectionManagerOptions(&lc.http, &m, where); err != nil {
+	if err := connectionManagerOptions(&cc.http, &m, where); err != nil {
 		return nil, err
+	}
+	if cc.http.ForwardClientCert, cc.http.ClientCertDetails, err = clientCertConfig(&m); err != nil {
+		return nil, fmt.Errorf("%s.%w", where, err)
 	}
 	switch rs := m.GetRouteSpecifier().(type) {
 	case *hcm.HttpConnectionManager_Rds:
-		lc.rds = rs.Rds.GetRouteConfigName()
-		if lc.rds == "" {
+		cc.rds = rs.Rds.GetRouteConfigName()
+		if cc.rds == "" {
 			return nil, fmt.Errorf("%s.rds.route_config_name: empty", where)
 		}
-		if rt.routes[lc.rds] == nil {
-			return nil, fmt.Errorf("%s.rds: route configuration %q not found", where, lc.rds)
+		if rt.routes[cc.rds] == nil {
+			return nil, fmt.Errorf("%s.rds: route configuration %q not found", where, cc.rds)
 		}
 	case *hcm.HttpConnectionManager_RouteConfig:
 		tab, err := route.Compile(rs.RouteConfig, rt.filters)
 		if err != nil {
 			return nil, fmt.Errorf("%s.route_config (%s): %w", where, rs.RouteConfig.GetName(), err)
 		}
-		lc.inline = tab
+		cc.inline = tab
 	case nil:
 		return nil, fmt.Errorf("%s: rds or route_config required", where)
 	default:
@@ -235,10 +386,75 @@ func translateListener(l *listener.Listener, rt *runtime) (*listenerConfig, erro
 			if err != nil {
 				return nil, fmt.Errorf("%s.http_filters[%d] (%s): %w", where, i, f.GetName(), err)
 			}
-			lc.http.AddFilter(f.GetName(), flt)
+			cc.http.AddFilter(f.GetName(), flt)
 		}
 	}
-	return lc, nil
+	return cc, nil
+}
+
+// onlyTransportProtocol refuses the filter_chain_match fields the proxy
+// does not match on.
+func onlyTransportProtocol(m *listener.FilterChainMatch) error {
+	switch {
+	case m.GetDestinationPort() != nil:
+		return errors.New("destination_port: not supported (one listener per port)")
+	case len(m.GetPrefixRanges()) > 0:
+		return errors.New("prefix_ranges: not supported")
+	case len(m.GetDirectSourcePrefixRanges()) > 0:
+		return errors.New("direct_source_prefix_ranges: not supported")
+	case m.GetSourceType() != listener.FilterChainMatch_ANY:
+		return errors.New("source_type: not supported")
+	case len(m.GetSourcePrefixRanges()) > 0:
+		return errors.New("source_prefix_ranges: not supported")
+	case len(m.GetSourcePorts()) > 0:
+		return errors.New("source_ports: not supported")
+	case len(m.GetServerNames()) > 0:
+		return errors.New("server_names: not supported")
+	case len(m.GetApplicationProtocols()) > 0:
+		return errors.New("application_protocols: not supported")
+	case m.GetAddressSuffix() != "" || m.GetSuffixLen() != nil:
+		return errors.New("address_suffix: not supported")
+	}
+	return nil
+}
+
+// clientCertConfig reads forward_client_cert_details and
+// set_current_client_cert_details.
+func clientCertConfig(m *hcm.HttpConnectionManager) (forward.ForwardClientCert, forward.ClientCertDetails, error) {
+	var mode forward.ForwardClientCert
+	switch m.GetForwardClientCertDetails() {
+	case hcm.HttpConnectionManager_SANITIZE:
+		mode = forward.Sanitize
+	case hcm.HttpConnectionManager_FORWARD_ONLY:
+		mode = forward.ForwardOnly
+	case hcm.HttpConnectionManager_APPEND_FORWARD:
+		mode = forward.AppendForward
+	case hcm.HttpConnectionManager_SANITIZE_SET:
+		mode = forward.SanitizeSet
+	case hcm.HttpConnectionManager_ALWAYS_FORWARD_ONLY:
+		mode = forward.AlwaysForwardOnly
+	default:
+		return 0, 0, fmt.Errorf("forward_client_cert_details: unknown value %v", m.GetForwardClientCertDetails())
+	}
+	var det forward.ClientCertDetails
+	if d := m.GetSetCurrentClientCertDetails(); d != nil {
+		if d.GetSubject().GetValue() {
+			det |= forward.DetailSubject
+		}
+		if d.GetUri() {
+			det |= forward.DetailURI
+		}
+		if d.GetDns() {
+			det |= forward.DetailDNS
+		}
+		if d.GetCert() {
+			det |= forward.DetailCert
+		}
+		if d.GetChain() {
+			det |= forward.DetailChain
+		}
+	}
+	return mode, det, nil
 }
 
 func isPortZero(addr string) bool {

@@ -19,6 +19,7 @@
 package filter
 
 import (
+	"crypto/tls"
 	"net/http"
 	"net/netip"
 
@@ -129,12 +130,49 @@ type Stream struct {
 	// Addr when that is the TCP peer (Request.RemoteAddr). Set by the
 	// chain's runner.
 	RemoteIP netip.Addr
+	// Connection is the downstream connection the request arrived on:
+	// addresses, TLS, the client certificate (source.principal). Never
+	// nil when the chain runs; shared by the connection's requests, so
+	// read only.
+	Connection *Connection
 
 	header   http.Header
 	answer   Answer
 	reply    LocalReply
 	flags    []string
 	metadata map[string]any
+}
+
+// Connection is what the proxy knows of one downstream connection, as
+// Envoy's connection and ssl() objects tell filters. Built once per
+// connection, when it is accepted (after the TLS handshake); immutable.
+type Connection struct {
+	// LocalAddr is where the connection arrived (the destination address
+	// and port); RemoteAddr is the peer's address.
+	LocalAddr, RemoteAddr netip.AddrPort
+	// TLS is the connection's TLS state; nil for plaintext.
+	TLS *tls.ConnectionState
+	// Peer is the client certificate of a TLS connection, nil for
+	// plaintext or when the client sent none. A listener that requires
+	// one (mutual TLS) has verified it: against the mesh root, by SPIFFE
+	// ID, for the proxy's sidecar ports.
+	Peer *PeerCertificate
+}
+
+// PeerCertificate is the client's certificate as Envoy's ssl()
+// describes it.
+type PeerCertificate struct {
+	// Principal is the client's identity (source.principal): its first
+	// URI SAN, in the mesh its SPIFFE ID
+	// (spiffe://<trust-domain>/ns/<ns>/sa/<sa>); else its first DNS SAN,
+	// else its subject.
+	Principal string
+	URISANs   []string
+	DNSSANs   []string
+	// Subject is in RFC 2253 form ("CN=client,O=example"); "" when empty.
+	Subject string
+	// Hash is the hex SHA-256 of the certificate's DER encoding.
+	Hash string
 }
 
 // NewStream starts the filters' view of request r whose response headers

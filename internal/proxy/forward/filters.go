@@ -39,6 +39,7 @@ func runFilters(w http.ResponseWriter, r *http.Request, l *Listener, re *route.E
 		if rh.fs == nil {
 			rh.fs = filter.NewStream(r, w.Header())
 			rh.fs.RemoteIP = remoteIP(r, l)
+			rh.fs.Connection = &q.ds.Conn
 		}
 		rh.fs.PerRoute = cfg
 		if hf.f.DecodeHeaders(rh.fs) == filter.Stop {

@@ -55,6 +55,10 @@ type Options struct {
 	ClusterStats *cluster.StatVecs     // envoy_cluster_* of mirror clusters
 	Registerer   prometheus.Registerer // where the shadow request metrics go
 	Logger       *slog.Logger          // required
+	// Principal is the proxy's own identity, the SPIFFE ID its workload
+	// certificate carries ("" without one): By= of x-forwarded-client-cert
+	// and this side's principal in the security metric labels.
+	Principal string
 }
 
 // Forwarder serves requests. It holds what outlives one configuration:
@@ -69,12 +73,13 @@ type Forwarder struct {
 	// peerMetadata and peerID are the metadata exchange header values this
 	// proxy adds to outbound requests, computed once.
 	peerMetadata, peerID []string
+	principal            string // Options.Principal
 }
 
 // New returns a Forwarder. Errors come from registering metrics or
 // encoding the peer metadata.
 func New(o Options) (*Forwarder, error) {
-	f := &Forwarder{log: o.Logger, metrics: o.Metrics, peers: telemetry.NewPeerCache(o.Metrics)}
+	f := &Forwarder{log: o.Logger, metrics: o.Metrics, peers: telemetry.NewPeerCache(o.Metrics), principal: o.Principal}
 	var err error
 	if f.mirrors, err = newMirrorState(o.Registerer, o.ClusterStats); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
@@ -115,6 +120,12 @@ type Listener struct {
 	// comes from (remoteaddr.go).
 	UseRemoteAddress bool
 	XFFTrustedHops   uint32
+	// ForwardClientCert and ClientCertDetails are the connection
+	// manager's forward_client_cert_details and
+	// set_current_client_cert_details: what x-forwarded-client-cert
+	// becomes (downstream.go).
+	ForwardClientCert ForwardClientCert
+	ClientCertDetails ClientCertDetails
 
 	filters []httpFilter // http_filters but the router, in order (filters.go)
 }
@@ -133,25 +144,33 @@ type request struct {
 	grpc     bool
 	src      *telemetry.SrcLabels
 	dst      *telemetry.DstLabels
+	sec      *telemetry.SecLabels
+	ds       *Downstream
 	code     int
 	grpcCode string
 	flags    string
 	reply    replyHeaders // decorates local replies (localreply.go)
 }
 
-// Serve handles one downstream request that arrived on l, with the route
-// table tab (nil: none) and the clusters of the configuration l belongs
-// to; it uses that configuration until the request ends, whatever is
-// applied meanwhile. Called concurrently by the listener's http.Server;
-// it returns once the response is written.
-func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, tab *route.Table, clusters map[string]*cluster.Cluster) {
-	q := request{start: time.Now(), inbound: l.Inbound, grpc: route.IsGRPC(r), dst: f.metrics.UnknownDst()}
+// Serve handles one downstream request that arrived on l over the
+// connection ds (NewDownstream; nil: plaintext, nothing known), with the
+// route table tab (nil: none) and the clusters of the configuration l
+// belongs to; it uses that configuration until the request ends,
+// whatever is applied meanwhile. Called concurrently by the listener's
+// http.Server; it returns once the response is written.
+func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, ds *Downstream, tab *route.Table, clusters map[string]*cluster.Cluster) {
+	if ds == nil {
+		ds = plaintextDownstream
+	}
+	q := request{start: time.Now(), inbound: l.Inbound, grpc: route.IsGRPC(r), dst: f.metrics.UnknownDst(), ds: ds}
 	if l.Inbound {
 		q.src = f.peers.Take(r.Header)
+		q.sec = ds.sec
 	} else {
 		q.src = f.self
 	}
 	defer f.recordRequest(&q)
+	f.mutateXFCC(r.Header, l, ds)
 
 	if !normalizeRequestPath(w, r, &l.Path, &q) {
 		return // refused (400) or redirected (307)
@@ -205,7 +224,7 @@ func (f *Forwarder) recordRequest(q *request) {
 		flags = joinFlags(append(strings.Split(flags, ","), fs.ResponseFlags()...)...) // DI
 	}
 	f.metrics.Record(telemetry.Key{
-		Src: q.src, Dst: q.dst, Inbound: q.inbound, GRPC: q.grpc,
+		Src: q.src, Dst: q.dst, Sec: q.sec, Inbound: q.inbound, GRPC: q.grpc,
 		Code: q.code, GRPCCode: q.grpcCode, Flags: flags,
 	}, float64(time.Since(q.start).Microseconds())/1000)
 }
@@ -312,7 +331,11 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	out.Host = re.UpstreamHost(r, c.Name())
 	copyRequestHeaders(out.Header, r.Header)
 	if _, ok := out.Header["X-Forwarded-Proto"]; !ok {
-		out.Header["X-Forwarded-Proto"] = []string{"http"}
+		if q.ds.Conn.TLS != nil {
+			out.Header["X-Forwarded-Proto"] = schemeHTTPS
+		} else {
+			out.Header["X-Forwarded-Proto"] = schemeHTTP
+		}
 	}
 	if _, ok := out.Header["X-Request-Id"]; !ok {
 		out.Header["X-Request-Id"] = []string{newRequestID()}
@@ -367,6 +390,9 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		ep.BeginRequest() // LEAST_REQUEST: in flight until forward returns
 		defer ep.EndRequest()
 		res = f.attempt(ctx, r, re, out, c, ep, perTry)
+		if !l.Inbound {
+			q.sec = f.sourceSec(ep)
+		}
 		// hook: outcome (outlier detection, stats)
 		observeAttempt(r.Context(), c, ep, &res)
 
@@ -495,6 +521,19 @@ func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, r
 			q.grpcCode = v[0]
 		}
 	}
+}
+
+var schemeHTTP, schemeHTTPS = []string{"http"}, []string{"https"} // shared, never modified
+
+// sourceSec is the security labels of a request this proxy sent to ep:
+// its own and the endpoint's principal over mutual TLS, unknown
+// otherwise.
+func (f *Forwarder) sourceSec(ep *cluster.Endpoint) *telemetry.SecLabels {
+	conns := ep.Conns()
+	if conns == nil || !conns.TLS() {
+		return nil // all unknown
+	}
+	return ep.SecCache().Source(f.metrics, f.principal, conns.Peer())
 }
 
 // upstreamURL is the request target sent to the endpoint.

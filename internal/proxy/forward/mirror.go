@@ -279,13 +279,7 @@ func (f *Forwarder) runShadow(ctx context.Context, cancel context.CancelFunc, sc
 	if sc.envoy != nil {
 		sc.envoy.RqTotal.Inc()
 	}
-	var resp *http.Response
-	var err error
-	if conns := ep.Conns(); conns != nil && sr.Body == nil && !c.Upstream().DownstreamH2(sr) {
-		resp, err = conns.RoundTrip(ctx, sr)
-	} else {
-		resp, err = c.Upstream().TransportFor(sr).RoundTrip(sr.WithContext(ctx))
-	}
+	resp, err := c.Upstream().RoundTrip(ctx, ep.Conns(), sr, sr)
 	if err != nil {
 		if sb != nil && sb.lagged() {
 			sc.results[shadowBodyOverflow].Inc()

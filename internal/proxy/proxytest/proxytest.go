@@ -179,6 +179,10 @@ type Endpoint struct {
 	Health   core.HealthStatus
 	Workload string // istio workload metadata: "workload;ns;app;version;cluster"
 	Priority uint32
+	// TLSMode, when set, is the endpoint's
+	// filter_metadata["envoy.transport_socket_match"].tlsMode ("istio":
+	// it has a sidecar, automatic mutual TLS).
+	TLSMode string
 }
 
 // CLA is the endpoint assignment of cluster name: one locality per
@@ -199,9 +203,16 @@ func CLA(name string, eps ...Endpoint) *endpointv3.ClusterLoadAssignment {
 		if e.Weight > 0 {
 			lbe.LoadBalancingWeight = wrapperspb.UInt32(e.Weight)
 		}
+		if e.Workload != "" || e.TLSMode != "" {
+			lbe.Metadata = &core.Metadata{FilterMetadata: map[string]*structpb.Struct{}}
+		}
 		if e.Workload != "" {
-			lbe.Metadata = &core.Metadata{FilterMetadata: map[string]*structpb.Struct{contract.FilterMetadataIstio: {
-				Fields: map[string]*structpb.Value{contract.MetaEndpointWorkload: structpb.NewStringValue(e.Workload)}}}}
+			lbe.Metadata.FilterMetadata[contract.FilterMetadataIstio] = &structpb.Struct{
+				Fields: map[string]*structpb.Value{contract.MetaEndpointWorkload: structpb.NewStringValue(e.Workload)}}
+		}
+		if e.TLSMode != "" {
+			lbe.Metadata.FilterMetadata[contract.FilterMetadataTransportSocketMatch] = &structpb.Struct{
+				Fields: map[string]*structpb.Value{contract.MetaTLSMode: structpb.NewStringValue(e.TLSMode)}}
 		}
 		loc := byPrio[e.Priority]
 		if loc == nil {

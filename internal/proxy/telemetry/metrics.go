@@ -1,5 +1,6 @@
 // Package telemetry records the proxy's Istio-standard request metrics
-// (istio_requests_total, istio_request_duration_milliseconds) and reads
+// (istio_requests_total, istio_request_duration_milliseconds, with
+// Istio's labels, the security ones included) and reads
 // and writes Istio's metadata exchange headers, which tell a server-side
 // proxy who the calling workload is.
 //
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -36,6 +38,7 @@ var metricLabels = []string{
 	"destination_service", "destination_service_name", "destination_service_namespace",
 	"destination_workload", "destination_workload_namespace", "destination_app", "destination_version",
 	"request_protocol", "response_code", "grpc_response_status", "response_flags",
+	"connection_security_policy", "source_principal", "destination_principal",
 }
 
 // SrcLabels are the source_* labels of a request. Obtain them interned
@@ -49,11 +52,27 @@ type DstLabels struct {
 	Workload, WorkloadNamespace, App, Version string
 }
 
+// SecLabels are the security labels of a request, as Istio reports
+// them: connection_security_policy ("mutual_tls" or "none" on the
+// destination side; "unknown" on the source side, which cannot know the
+// server's policy), source_principal and destination_principal (SPIFFE
+// IDs, "unknown" without mutual TLS). Obtain them interned
+// (Metrics.InternSec); never modify an interned value.
+type SecLabels struct{ Policy, SourcePrincipal, DestinationPrincipal string }
+
+// Connection security policies.
+const (
+	PolicyMutualTLS = "mutual_tls"
+	PolicyNone      = "none"
+)
+
 // Key identifies the series one finished request is counted in. Small and
-// comparable; Src and Dst must be interned.
+// comparable; Src, Dst and Sec must be interned (Sec may be nil: all
+// unknown).
 type Key struct {
 	Src      *SrcLabels
 	Dst      *DstLabels
+	Sec      *SecLabels
 	Inbound  bool // reporter="destination"; else "source"
 	GRPC     bool // request_protocol="grpc"; else "http"
 	Code     int
@@ -77,13 +96,17 @@ type Metrics struct {
 	internMu sync.Mutex // translation and peer decoding only, never per request
 	srcs     map[SrcLabels]*SrcLabels
 	dsts     map[DstLabels]*DstLabels
+	secs     map[SecLabels]*SecLabels
 	unknown  *DstLabels
+	// unknownSec and noneSec are the labels of a request without mutual
+	// TLS, on the source and the destination side.
+	unknownSec, noneSec *SecLabels
 }
 
 // NewMetrics registers the request metrics with reg. Several proxies may
 // share a registry: metrics already registered there are reused.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	m := &Metrics{srcs: map[SrcLabels]*SrcLabels{}, dsts: map[DstLabels]*DstLabels{}}
+	m := &Metrics{srcs: map[SrcLabels]*SrcLabels{}, dsts: map[DstLabels]*DstLabels{}, secs: map[SecLabels]*SecLabels{}}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "istio_requests_total",
 		Help: "Total requests handled by the proxy.",
@@ -95,6 +118,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}, metricLabels)
 	m.unknown = m.InternDst(DstLabels{Service: Unknown, ServiceName: Unknown, ServiceNamespace: Unknown,
 		Workload: Unknown, WorkloadNamespace: Unknown, App: Unknown, Version: Unknown})
+	m.unknownSec = m.InternSec(SecLabels{Policy: Unknown, SourcePrincipal: Unknown, DestinationPrincipal: Unknown})
+	m.noneSec = m.InternSec(SecLabels{Policy: PolicyNone, SourcePrincipal: Unknown, DestinationPrincipal: Unknown})
 	var err error
 	if m.requests, err = Register(reg, m.requests); err != nil {
 		return nil, err
@@ -146,6 +171,27 @@ func (m *Metrics) InternDst(d DstLabels) *DstLabels {
 	return p
 }
 
+// InternSec returns the shared copy of s. It takes a lock: call it when a
+// connection is set up, not per request.
+func (m *Metrics) InternSec(s SecLabels) *SecLabels {
+	m.internMu.Lock()
+	defer m.internMu.Unlock()
+	if p, ok := m.secs[s]; ok {
+		return p
+	}
+	p := &s
+	m.secs[s] = p
+	return p
+}
+
+// UnknownSec labels a request the source side sent without mutual TLS
+// (and every source-side request's policy).
+func (m *Metrics) UnknownSec() *SecLabels { return m.unknownSec }
+
+// NoneSec labels a request the destination side received without
+// mutual TLS.
+func (m *Metrics) NoneSec() *SecLabels { return m.noneSec }
+
 // Record counts one finished request that took ms milliseconds.
 func (m *Metrics) Record(k Key, ms float64) {
 	s, ok := m.cache.Load(k)
@@ -169,13 +215,41 @@ func (m *Metrics) newSeries(k Key) *series {
 		flags = "-"
 	}
 	code := strconv.Itoa(k.Code)
+	sec := k.Sec
+	if sec == nil {
+		sec = m.unknownSec
+	}
 	lv := []string{reporter,
 		k.Src.Workload, k.Src.Namespace, k.Src.App, k.Src.Version,
 		k.Dst.Service, k.Dst.ServiceName, k.Dst.ServiceNamespace,
 		k.Dst.Workload, k.Dst.WorkloadNamespace, k.Dst.App, k.Dst.Version,
-		proto, code, k.GRPCCode, flags}
+		proto, code, k.GRPCCode, flags,
+		sec.Policy, sec.SourcePrincipal, sec.DestinationPrincipal}
 	return &series{requests: m.requests.WithLabelValues(lv...), duration: m.duration.WithLabelValues(lv...)}
 }
 
 // UnknownDst labels requests whose destination is not known (no route).
 func (m *Metrics) UnknownDst() *DstLabels { return m.unknown }
+
+// SecCache remembers the interned security labels last used for one
+// upstream endpoint, so a request over mutual TLS finds its labels with
+// two atomic loads and a string comparison. The zero value is ready;
+// safe for concurrent use.
+type SecCache struct{ p atomic.Pointer[secEntry] }
+
+type secEntry struct {
+	local, peer string
+	labels      *SecLabels
+}
+
+// Source returns the source-side labels of a request sent over mutual
+// TLS by local (this proxy's principal) to peer (the endpoint's
+// principal): policy unknown, as Istio reports it on the source side.
+func (c *SecCache) Source(m *Metrics, local, peer string) *SecLabels {
+	if e := c.p.Load(); e != nil && e.peer == peer && e.local == local {
+		return e.labels
+	}
+	l := m.InternSec(SecLabels{Policy: Unknown, SourcePrincipal: OrUnknown(local), DestinationPrincipal: OrUnknown(peer)})
+	c.p.Store(&secEntry{local: local, peer: peer, labels: l})
+	return l
+}

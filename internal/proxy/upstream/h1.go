@@ -37,7 +37,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // and applying configuration; requests go straight to their endpoint's
 // stack (Pool.Endpoint).
 type h1Pool struct {
-	dialer *net.Dialer
+	pool *Pool
 	// idle is how long a connection may stay idle (0: forever) and maxUses
 	// how many requests it carries (0: no limit): the cluster's
 	// common_http_protocol_options, set before first use (NewPool).
@@ -45,22 +45,33 @@ type h1Pool struct {
 	maxUses uint32
 
 	mu     sync.Mutex
-	eps    map[string]*Conns
+	eps    map[endpointKey]*Conns
 	closed bool
 }
 
-func newH1Pool(dialer *net.Dialer) *h1Pool {
-	return &h1Pool{dialer: dialer, eps: map[string]*Conns{}, idle: IdleTimeout}
+// endpointKey is an endpoint in one transport socket: an endpoint whose
+// metadata moves it to another socket (it gets a sidecar) gets new
+// connections.
+type endpointKey struct {
+	addr   string
+	socket int // index in sockets.all
 }
 
-// endpoint returns the connection stack of addr, creating it if needed.
-func (p *h1Pool) endpoint(addr string) *Conns {
+func newH1Pool(p *Pool) *h1Pool {
+	return &h1Pool{pool: p, eps: map[endpointKey]*Conns{}, idle: IdleTimeout}
+}
+
+// endpoint returns the connections of addr in socket sock, creating them
+// if needed.
+func (p *h1Pool) endpoint(addr string, sock int) *Conns {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	e := p.eps[addr]
+	k := endpointKey{addr, sock}
+	e := p.eps[k]
 	if e == nil {
-		e = &Conns{addr: addr, dialer: p.dialer, closed: p.closed, idleTimeout: p.idle, maxUses: p.maxUses}
-		p.eps[addr] = e
+		e = &Conns{addr: addr, dialer: p.pool.dialer, closed: p.closed, idleTimeout: p.idle, maxUses: p.maxUses}
+		e.setSocket(p.pool.sockets.all[sock])
+		p.eps[k] = e
 	}
 	return e
 }
@@ -75,10 +86,10 @@ func (p *h1Pool) retain(keep []*Conns) {
 	}
 	p.mu.Lock()
 	var drop []*Conns
-	for addr, e := range p.eps {
+	for k, e := range p.eps {
 		if !live[e] {
 			drop = append(drop, e)
-			delete(p.eps, addr)
+			delete(p.eps, k)
 		}
 	}
 	p.mu.Unlock()
@@ -103,15 +114,18 @@ func (p *h1Pool) close() {
 	}
 }
 
-// Conns is the HTTP/1.1 connections of one endpoint of a pool: a stack of
+// Conns is the connections of one endpoint of a pool in one transport
+// socket. Its HTTP/1.1 connections (the synchronous path) are a stack of
 // idle ones, LIFO, so the most recently used connection is reused first,
 // the number of connections follows the concurrency and the others age
-// out. Safe for concurrent use.
+// out. A TLS endpoint also has its own http.Transports for what the
+// synchronous path does not carry (tls.go). Safe for concurrent use.
 type Conns struct {
 	addr        string
 	dialer      *net.Dialer
 	idleTimeout time.Duration // 0: never
 	maxUses     uint32        // 0: unlimited
+	endpointTLS               // the endpoint's TLS; zero for plaintext (tls.go)
 
 	mu     sync.Mutex
 	idle   []*h1Conn // oldest first
@@ -120,7 +134,8 @@ type Conns struct {
 
 // h1Conn is one upstream HTTP/1.1 connection. Used by one request at a time.
 type h1Conn struct {
-	nc        net.Conn
+	nc        net.Conn // a *tls.Conn for a TLS endpoint
+	raw       net.Conn // the TCP connection under nc (nc itself in plaintext)
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleAt    time.Time
@@ -178,7 +193,8 @@ func (e *Conns) put(pc *h1Conn) {
 	}
 }
 
-// shutdown closes the idle connections and every connection given back later.
+// shutdown closes the idle connections and every connection given back
+// later, and the idle connections of the endpoint's TLS transports.
 func (e *Conns) shutdown() {
 	e.mu.Lock()
 	e.closed = true
@@ -188,14 +204,21 @@ func (e *Conns) shutdown() {
 	for _, c := range idle {
 		c.nc.Close()
 	}
+	e.shutdownTLS()
 }
 
 func (e *Conns) dial(ctx context.Context) (*h1Conn, error) {
-	nc, err := e.dialer.DialContext(ctx, "tcp", e.addr)
+	raw, err := e.dialer.DialContext(ctx, "tcp", e.addr)
 	if err != nil {
 		return nil, &connectError{err}
 	}
-	pc := &h1Conn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
+	nc := raw
+	if e.tls != nil {
+		if nc, err = e.handshake(ctx, raw, e.h1Config); err != nil {
+			return nil, err
+		}
+	}
+	pc := &h1Conn{nc: nc, raw: raw, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
 	pc.interrupt = func() { nc.SetDeadline(aLongTimeAgo) }
 	return pc, nil
 }
@@ -215,7 +238,7 @@ func (e *Conns) RoundTrip(ctx context.Context, req *http.Request) (*http.Respons
 	// Replaying a request that is not idempotent is only safe if it never
 	// reached the upstream, so first drop connections the upstream has
 	// visibly closed. Idempotent requests skip the check and are retried.
-	for pc != nil && !idempotent && !connAlive(pc.nc) {
+	for pc != nil && !idempotent && !connAlive(pc.raw) {
 		pc.nc.Close()
 		pc = e.get()
 	}

@@ -38,7 +38,7 @@ func (e *Conns) roundTripBody(ctx context.Context, req *http.Request) (*http.Res
 		return nil, err
 	}
 	pc := e.get()
-	for pc != nil && !connAlive(pc.nc) {
+	for pc != nil && !connAlive(pc.raw) {
 		pc.nc.Close()
 		pc = e.get()
 	}

@@ -5,8 +5,11 @@
 // cluster that follows the downstream protocol — and sends one attempt of
 // a request over the right one. A Pool is built from the Cluster's
 // connection settings (protocol, connect timeout, TCP keepalive, idle
-// timeout, requests per connection); upstream TLS will be configured here
-// too.
+// timeout, requests per connection) and its transport sockets: plaintext,
+// TLS (internal/proxy/tlssocket), or chosen per endpoint by the
+// endpoint's metadata (transport_socket_matches, tls.go), so one cluster
+// reaches endpoints with a sidecar over mutual TLS and the others in
+// plaintext.
 //
 // A Pool lives as long as the Cluster resource it was built from is
 // unchanged, so its connections survive configuration updates. Everything
@@ -22,7 +25,10 @@ import (
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+
+	"weft.dev/weft/internal/proxy/tlssocket"
 )
 
 const (
@@ -43,19 +49,18 @@ type Options struct {
 	keepAlive          *net.KeepAliveConfig // upstream_connection_options.tcp_keepalive; nil: Go's default keep-alive
 	idleTimeout        *time.Duration       // nil: IdleTimeout
 	maxUses            uint32               // max_requests_per_connection; 0: unlimited
+	sockets            sockets              // transport_socket and transport_socket_matches (tls.go)
 }
 
 // HTTP2 reports whether the cluster speaks h2c to its endpoints (its
 // connections multiplex requests).
 func (o Options) HTTP2() bool { return o.h2 }
 
-// ParseOptions reads c's transport and protocol settings. Errors name the
+// ParseOptions reads c's transport and protocol settings; secrets (may be
+// nil: none) serve the SDS secrets its TLS contexts name. Errors name the
 // field of c that is wrong.
-func ParseOptions(c *cluster.Cluster) (Options, error) {
+func ParseOptions(c *cluster.Cluster, secrets tlssocket.Secrets) (Options, error) {
 	var o Options
-	if c.GetTransportSocket() != nil || len(c.GetTransportSocketMatches()) > 0 {
-		return o, fmt.Errorf("transport_socket: upstream TLS is unsupported")
-	}
 	var err error
 	if o.h2, o.downstreamProtocol, err = parseHTTPProtocol(c); err != nil {
 		return o, err
@@ -97,6 +102,9 @@ func ParseOptions(c *cluster.Cluster) (Options, error) {
 		if v := po.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection(); v != nil && !o.h2 {
 			o.maxUses = v.GetValue() // every HTTP/1.1 request then takes the counted synchronous path (h1_body.go)
 		}
+	}
+	if o.sockets, err = parseSockets(c, secrets); err != nil {
+		return o, err
 	}
 	return o, nil
 }
@@ -149,11 +157,13 @@ func IsConnectError(err error) bool {
 // successive configurations while the Cluster is unchanged and is safe for
 // concurrent use.
 type Pool struct {
-	transport *http.Transport
-	h1        *h1Pool // synchronous path for bodiless requests; nil for h2c clusters
+	transport *http.Transport // plaintext endpoints
+	h1        *h1Pool         // every endpoint's Conns; the synchronous path for HTTP/1.1 clusters
 	h2        bool
 	h2c       *http.Transport // use_downstream_protocol_config: HTTP/2 requests go here; else nil
 	dialer    *net.Dialer     // shared by transport and h1
+	sockets   sockets
+	idle      time.Duration // IdleConnTimeout of the transports
 }
 
 // NewPool builds the pool of a cluster with options o. It dials nothing
@@ -167,13 +177,40 @@ func NewPool(o Options) *Pool {
 	if o.keepAlive != nil {
 		d.KeepAliveConfig = *o.keepAlive
 	}
+	p := &Pool{h2: o.h2, dialer: d, sockets: o.sockets, idle: IdleTimeout}
+	if len(p.sockets.all) == 0 {
+		p.sockets.all = []socket{{name: "transport_socket"}} // the zero Options: plaintext
+	}
+	if o.idleTimeout != nil {
+		p.idle = *o.idleTimeout
+	}
+	p.transport = p.newTransport(o.h2, false, nil)
+	p.h1 = newH1Pool(p)
+	p.h1.maxUses = o.maxUses
+	p.h1.idle = p.idle
+	if o.downstreamProtocol {
+		// The HTTP/1.1 transport's twin (dialer, timeouts, idle timeout)
+		// speaking HTTP/2 with prior knowledge.
+		p.h2c = p.newTransport(true, false, nil)
+	}
+	return p
+}
+
+// newTransport builds one of the pool's http.Transports: HTTP/2 (h2) or
+// HTTP/1.1, in plaintext (h2c with prior knowledge for HTTP/2) or, with
+// tlsOn, over the connections dialTLS makes.
+func (p *Pool) newTransport(h2, tlsOn bool, dialTLS func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
 	protocols := new(http.Protocols)
-	if o.h2 {
+	switch {
+	case h2 && tlsOn:
+		protocols.SetHTTP2(true)
+	case h2:
 		protocols.SetUnencryptedHTTP2(true)
-	} else {
+	default:
 		protocols.SetHTTP1(true)
 	}
-	t := &http.Transport{
+	d := p.dialer
+	return &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := d.DialContext(ctx, network, addr)
 			if err != nil {
@@ -181,60 +218,41 @@ func NewPool(o Options) *Pool {
 			}
 			return c, nil
 		},
+		DialTLSContext:      dialTLS,
 		Protocols:           protocols,
 		MaxIdleConns:        0, // no global limit
 		MaxIdleConnsPerHost: 1024,
-		IdleConnTimeout:     IdleTimeout,
+		IdleConnTimeout:     p.idle,
 		DisableCompression:  true, // pass Accept-Encoding and bodies through untouched
 		HTTP2: &http.HTTP2Config{
 			SendPingTimeout: 30 * time.Second,
 			PingTimeout:     10 * time.Second,
 		},
 	}
-	p := &Pool{transport: t, h2: o.h2, dialer: d}
-	if !o.h2 {
-		p.h1 = newH1Pool(d)
-		p.h1.maxUses = o.maxUses
-	}
-	if o.idleTimeout != nil {
-		p.transport.IdleConnTimeout = *o.idleTimeout
-		if p.h1 != nil {
-			p.h1.idle = *o.idleTimeout
-		}
-	}
-	if o.downstreamProtocol {
-		// A copy of the HTTP/1.1 transport (dialer, timeouts, idle timeout)
-		// speaking HTTP/2 with prior knowledge.
-		h2c := p.transport.Clone()
-		protocols := new(http.Protocols)
-		protocols.SetUnencryptedHTTP2(true)
-		h2c.Protocols = protocols
-		p.h2c = h2c
-	}
-	return p
 }
 
 // HTTP2 reports whether the pool speaks h2c to its endpoints.
 func (p *Pool) HTTP2() bool { return p.h2 }
 
-// Endpoint returns the HTTP/1.1 connections of the endpoint at addr
-// (host:port), creating them if needed; nil for an h2c pool. Called while
+// Endpoint returns the connections of the endpoint at addr (host:port)
+// whose metadata is md (its LbEndpoint metadata; may be nil), creating
+// them if needed: the transport socket is the first of the cluster's
+// transport_socket_matches that md's "envoy.transport_socket_match"
+// fields match, else the cluster's transport_socket. Called while
 // translating configuration, not per request.
-func (p *Pool) Endpoint(addr string) *Conns {
-	if p.h1 == nil {
-		return nil
-	}
-	return p.h1.endpoint(addr)
+func (p *Pool) Endpoint(addr string, md *core.Metadata) *Conns {
+	return p.h1.endpoint(addr, p.sockets.pick(md))
 }
+
+// Broken lists the cluster's TLS sockets that cannot make handshakes (a
+// file their context names could not be used): connections through them
+// fail. For the caller to report when the pool is built.
+func (p *Pool) Broken() []error { return p.sockets.broken() }
 
 // Retain closes the connections of every endpoint not in keep: requests
 // still running on them finish, their connections are closed instead of
 // pooled. Called after a configuration is applied.
-func (p *Pool) Retain(keep []*Conns) {
-	if p.h1 != nil {
-		p.h1.retain(keep)
-	}
-}
+func (p *Pool) Retain(keep []*Conns) { p.h1.retain(keep) }
 
 // CloseIdle closes the idle connections. Once the pool is retired (or the
 // data plane closed) HTTP/1.1 connections given back by requests still in
@@ -244,9 +262,7 @@ func (p *Pool) CloseIdle() {
 	if p.h2c != nil {
 		p.h2c.CloseIdleConnections()
 	}
-	if p.h1 != nil {
-		p.h1.close()
-	}
+	p.h1.close()
 }
 
 // DownstreamH2 reports whether a request that arrived as r goes upstream
@@ -267,15 +283,21 @@ func (p *Pool) TransportFor(r *http.Request) *http.Transport {
 }
 
 // RoundTrip sends out, the upstream copy of the downstream request
-// downstream, to the endpoint whose connections are conns (nil for h2c
-// pools), and returns the response head. HTTP/1.1 requests without a body
-// (and, when the cluster limits requests per connection, with one) take
-// the synchronous path on the calling goroutine; upgrades, h2c and other
-// bodies go through the pool's transport. ctx bounds the exchange; the
-// response body is tied to it. A failure to connect satisfies
-// IsConnectError.
+// downstream, to the endpoint whose connections are conns, and returns
+// the response head. HTTP/1.1 requests without a body (and, when the
+// cluster limits requests per connection, with one) take the
+// synchronous path on the calling goroutine, in plaintext or TLS alike;
+// upgrades, HTTP/2 and other bodies go through an http.Transport: the
+// pool's for plaintext endpoints, the endpoint's own for TLS ones (out's
+// URL scheme is then set to https). ctx bounds the exchange; the
+// response body is tied to it. A failure to connect, TLS handshake
+// included, satisfies IsConnectError.
 func (p *Pool) RoundTrip(ctx context.Context, conns *Conns, downstream, out *http.Request) (*http.Response, error) {
-	if conns != nil && downstream.Method != http.MethodConnect && downstream.Header["Upgrade"] == nil && !p.DownstreamH2(downstream) {
+	if conns.autoSNI {
+		conns = conns.forHost(out.Host)
+	}
+	downH2 := p.DownstreamH2(downstream)
+	if !p.h2 && downstream.Method != http.MethodConnect && downstream.Header["Upgrade"] == nil && !downH2 {
 		if out.Body == nil && out.Trailer == nil {
 			// HTTP/1.1 upstream, no request body: the synchronous path.
 			return conns.RoundTrip(ctx, out)
@@ -285,6 +307,10 @@ func (p *Pool) RoundTrip(ctx context.Context, conns *Conns, downstream, out *htt
 			// synchronous path counts it on its connection too.
 			return conns.roundTripBody(ctx, out)
 		}
+	}
+	if conns.tls != nil {
+		out.URL.Scheme = "https"
+		return conns.transport(p, p.h2 || downH2).RoundTrip(out.WithContext(ctx))
 	}
 	return p.TransportFor(downstream).RoundTrip(out.WithContext(ctx))
 }

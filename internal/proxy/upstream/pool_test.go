@@ -46,15 +46,16 @@ func TestParseOptions(t *testing.T) {
 		{name: "idle timeout and requests per connection", c: withOptions(&upstreamhttp.HttpProtocolOptions{
 			CommonHttpProtocolOptions: &core.HttpProtocolOptions{IdleTimeout: durationpb.New(time.Second), MaxRequestsPerConnection: wrapperspb.UInt32(3)}}),
 			maxUses: 3, connect: 2 * time.Second, idle: time.Second},
-		{name: "TLS", c: &cluster.Cluster{TransportSocket: &core.TransportSocket{Name: "envoy.transport_sockets.tls",
-			ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: proxytest.MustAny(t, &tlsv3.UpstreamTlsContext{})}}},
-			wantErrSubstring: "transport_socket: upstream TLS is unsupported"},
+		{name: "TLS with an unknown secret", c: &cluster.Cluster{TransportSocket: &core.TransportSocket{Name: "envoy.transport_sockets.tls",
+			ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: proxytest.MustAny(t, &tlsv3.UpstreamTlsContext{
+				CommonTlsContext: &tlsv3.CommonTlsContext{TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: "kubernetes://foo"}}}})}}},
+			wantErrSubstring: `transport_socket.typed_config (UpstreamTlsContext): common_tls_context.tls_certificate_sds_secret_configs[0]: secret "kubernetes://foo": the proxy serves only "default"`},
 		{name: "negative connect timeout", c: &cluster.Cluster{ConnectTimeout: durationpb.New(-time.Second)}, wantErrSubstring: "connect_timeout"},
 		{name: "negative idle timeout", c: withOptions(&upstreamhttp.HttpProtocolOptions{
 			CommonHttpProtocolOptions: &core.HttpProtocolOptions{IdleTimeout: durationpb.New(-time.Second)}}), wantErrSubstring: "idle_timeout: invalid"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o, err := ParseOptions(tc.c)
+			o, err := ParseOptions(tc.c, nil)
 			if tc.wantErrSubstring != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErrSubstring) {
 					t.Fatalf("err = %v, want …%s…", err, tc.wantErrSubstring)
@@ -69,8 +70,8 @@ func TestParseOptions(t *testing.T) {
 			}
 			p := NewPool(o)
 			defer p.CloseIdle()
-			if (p.h2c != nil) != tc.downstream || (p.h1 == nil) != tc.h2 || p.transport.IdleConnTimeout != tc.idle {
-				t.Errorf("pool: h2c %v, h1 %v, idle %v", p.h2c != nil, p.h1 != nil, p.transport.IdleConnTimeout)
+			if (p.h2c != nil) != tc.downstream || p.h2 != tc.h2 || p.transport.IdleConnTimeout != tc.idle {
+				t.Errorf("pool: h2c %v, h2 %v, idle %v", p.h2c != nil, p.h2, p.transport.IdleConnTimeout)
 			}
 		})
 	}
@@ -93,7 +94,7 @@ func TestPoolRoundTrip(t *testing.T) {
 	p := NewPool(Options{})
 	defer p.CloseIdle()
 	addr := srv.Listener.Addr().String()
-	ep := p.Endpoint(addr)
+	ep := p.Endpoint(addr, nil)
 	for range 3 {
 		in := httptest.NewRequest("GET", "http://svc/", nil)
 		out, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
@@ -118,7 +119,7 @@ func TestPoolRoundTrip(t *testing.T) {
 	closed := ln.Addr().String()
 	ln.Close()
 	out, _ := http.NewRequest("GET", "http://"+closed+"/", nil)
-	if _, err := p.RoundTrip(context.Background(), p.Endpoint(closed), httptest.NewRequest("GET", "http://svc/", nil), out); !IsConnectError(err) {
+	if _, err := p.RoundTrip(context.Background(), p.Endpoint(closed, nil), httptest.NewRequest("GET", "http://svc/", nil), out); !IsConnectError(err) {
 		t.Errorf("refused connection: err = %v, want a connect error", err)
 	}
 }

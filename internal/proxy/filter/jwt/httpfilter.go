@@ -128,9 +128,15 @@ var _ filter.Filter = (*httpFilter)(nil)
 // allowed, the reason as body ("Jwt is expired") and WWW-Authenticate.
 func (h *httpFilter) DecodeHeaders(s *filter.Stream) filter.Status {
 	r := s.Request
-	req := Request{Method: r.Method, Path: s.Path(), Authority: r.Host, Scheme: "http", Header: r.Header}
-	if r.TLS != nil {
-		req.Scheme = "https"
+	// Envoy's realm takes its scheme from x-forwarded-proto, which the
+	// connection manager always sets (a client sidecar sets it to the
+	// app's own scheme; else it is the downstream connection's).
+	req := Request{Method: r.Method, Path: s.Path(), Authority: r.Host, Scheme: r.Header.Get("X-Forwarded-Proto"), Header: r.Header}
+	if req.Scheme == "" {
+		req.Scheme = "http"
+		if r.TLS != nil || (s.Connection != nil && s.Connection.TLS != nil) {
+			req.Scheme = "https"
+		}
 	}
 	res := h.f.Verify(&req)
 	if res.Metadata != nil {

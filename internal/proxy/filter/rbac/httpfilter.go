@@ -271,6 +271,21 @@ func newRequest(s *filter.Stream) *Request {
 		Header:    r.Header,
 		RemoteIP:  s.RemoteIP,
 	}
+	if c := s.Connection; c != nil {
+		// The connection the proxy accepted: its addresses, and the TLS
+		// state and client certificate the listener verified.
+		req.DirectRemoteIP = c.RemoteAddr.Addr().Unmap()
+		req.DestinationIP, req.DestinationPort = c.LocalAddr.Addr().Unmap(), uint32(c.LocalAddr.Port())
+		if c.TLS != nil {
+			req.Scheme = "https"
+			req.ServerName = c.TLS.ServerName
+		}
+		if p := c.Peer; p != nil {
+			req.Peer = &Peer{URISANs: p.URISANs, DNSSANs: p.DNSSANs, Subject: p.Subject}
+		}
+		return req
+	}
+	// No connection (operator tools, tests): what net/http knows.
 	if r.TLS != nil {
 		req.Scheme = "https"
 		req.ServerName = r.TLS.ServerName

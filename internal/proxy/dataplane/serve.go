@@ -1,0 +1,380 @@
+package dataplane
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"weft.dev/weft/internal/proxy/filter"
+	"weft.dev/weft/internal/proxy/forward"
+	"weft.dev/weft/internal/proxy/telemetry"
+	"weft.dev/weft/internal/proxy/tlssocket"
+)
+
+// Accepting connections, as Envoy's listener does before the HTTP
+// connection manager sees them.
+//
+// Every connection a bound listener accepts is set up on a goroutine of
+// its own, with the listener's configuration current at that moment: the
+// TLS inspector (when the listener has one) reads the first bytes to tell
+// TLS from plaintext, the filter chain for that transport protocol is
+// picked, and a chain with a TLS transport socket makes the TLS handshake
+// — a client that sends plaintext there, or a certificate the chain does
+// not accept, is refused: its connection is closed and counted
+// (envoy_listener_ssl_connection_error), as Envoy's failed handshake.
+// Only then does the listener's http.Server get the connection, TLS
+// established, with what the request path needs to know of it (connInfo).
+// So a slow or hostile client never holds up the accept loop, and a
+// certificate that rotates is presented on the next handshake while
+// connections already set up keep theirs.
+
+// handshakeTimeout bounds a TLS handshake (and, without a TLS inspector,
+// the wait for the first bytes of a connection on a TLS chain).
+const handshakeTimeout = 15 * time.Second
+
+// connInfo is what the request path knows of one accepted connection.
+// Immutable once the connection is handed to the http.Server.
+type connInfo struct {
+	transport string       // transportTLS or transportRaw: what its chain was picked by
+	chain     *chainConfig // the chain it was accepted on
+	ds        *forward.Downstream
+}
+
+type connInfoKey struct{}
+
+// connOf returns the connInfo of the connection r arrived on, nil for a
+// request that did not come through a bound listener (tests calling
+// ServeHTTP).
+func connOf(r interface{ Context() context.Context }) *connInfo {
+	ci, _ := r.Context().Value(connInfoKey{}).(*connInfo)
+	return ci
+}
+
+// connContext is the listener's http.Server.ConnContext: it puts the
+// connection's connInfo in every request's context.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if sc, ok := c.(*serverConn); ok {
+		return context.WithValue(ctx, connInfoKey{}, sc.info)
+	}
+	return ctx
+}
+
+// serverConn is an accepted connection: the bytes the TLS inspector read
+// are given back first.
+type serverConn struct {
+	net.Conn
+	head []byte
+	info *connInfo
+}
+
+func (c *serverConn) Read(p []byte) (int, error) {
+	if len(c.head) > 0 {
+		n := copy(p, c.head)
+		c.head = c.head[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite half-closes the TCP connection, as net/http does before
+// closing a connection it has answered.
+func (c *serverConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// connListener is the net.Listener a bound listener's http.Server serves:
+// its Accept returns connections set up (setup) on goroutines of their
+// own. Close closes the socket and interrupts the setups in progress.
+type connListener struct {
+	bl     *boundListener
+	conns  chan net.Conn
+	closed chan struct{} // Close was called
+	failed chan struct{} // the accept loop ended on an error (err)
+	err    error
+	once   sync.Once
+
+	mu      sync.Mutex
+	pending map[net.Conn]struct{} // connections being set up
+	shut    bool
+}
+
+func newConnListener(bl *boundListener) *connListener {
+	return &connListener{bl: bl, conns: make(chan net.Conn), closed: make(chan struct{}), failed: make(chan struct{}),
+		pending: map[net.Conn]struct{}{}}
+}
+
+// Accept implements net.Listener.
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	case <-l.failed:
+		return nil, l.err
+	}
+}
+
+// Close implements net.Listener: the socket closes and connections still
+// being set up are closed.
+func (l *connListener) Close() error {
+	var err error
+	l.once.Do(func() {
+		close(l.closed)
+		err = l.bl.ln.Close()
+		l.mu.Lock()
+		l.shut = true
+		for c := range l.pending {
+			c.SetDeadline(aLongTimeAgo) // the setup's read or handshake returns at once
+		}
+		l.mu.Unlock()
+	})
+	return err
+}
+
+// Addr implements net.Listener.
+func (l *connListener) Addr() net.Addr { return l.bl.ln.Addr() }
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// acceptLoop accepts connections until the socket closes, setting each
+// up on a goroutine of its own. Runs on a goroutine counted in d.wg.
+func (l *connListener) acceptLoop() {
+	d := l.bl.d
+	defer d.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := l.bl.ln.Accept()
+		if err != nil {
+			select {
+			case <-l.closed:
+				return
+			default:
+			}
+			//nolint:staticcheck // Temporary is what net/http checks too (EMFILE and the like).
+			if ne, ok := err.(net.Error); ok && ne.Temporary() && !errors.Is(err, net.ErrClosed) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				d.log.Warn("accept failed; retrying", "listener", l.bl.name, "err", err, "retry_in", delay)
+				select {
+				case <-time.After(delay):
+					continue
+				case <-l.closed:
+					return
+				}
+			}
+			l.err = err
+			close(l.failed)
+			return
+		}
+		delay = 0
+		l.mu.Lock()
+		if l.shut {
+			l.mu.Unlock()
+			c.Close()
+			return
+		}
+		l.pending[c] = struct{}{}
+		d.wg.Add(1) // while this goroutine holds its own count
+		l.mu.Unlock()
+		go l.setupAndHand(c)
+	}
+}
+
+// setupAndHand sets c up and hands it to the http.Server, or closes it.
+func (l *connListener) setupAndHand(c net.Conn) {
+	defer l.bl.d.wg.Done()
+	conn := l.bl.setup(c)
+	l.mu.Lock()
+	delete(l.pending, c)
+	l.mu.Unlock()
+	if conn == nil {
+		c.Close()
+		return
+	}
+	select {
+	case l.conns <- conn:
+	case <-l.closed:
+		conn.Close()
+	case <-l.failed:
+		conn.Close()
+	}
+}
+
+// setup picks c's filter chain in the listener's current configuration
+// and, on a TLS chain, makes the handshake. It returns the connection for
+// the http.Server (a *tls.Conn or a *serverConn), or nil when c is
+// refused.
+func (bl *boundListener) setup(c net.Conn) net.Conn {
+	_, lc, _ := bl.state()
+	transport := transportRaw
+	var head []byte
+	if lc.inspect {
+		var err error
+		head, err = peek(c, lc.inspectTimeout)
+		switch {
+		case err == nil && tlssocket.IsHandshake(head):
+			transport = transportTLS
+		case err == nil:
+		case isTimeout(err) && lc.continueOnTimeout:
+		default:
+			bl.d.log.Debug("connection closed before its first bytes", "listener", bl.name, "remote", c.RemoteAddr().String(), "err", err)
+			return nil
+		}
+	}
+	cc := lc.chainFor(transport)
+	if cc == nil {
+		bl.stats.noChainMatch.Inc()
+		bl.d.log.Debug("connection refused: no filter chain matches", "listener", bl.name, "remote", c.RemoteAddr().String(), "transport_protocol", transport)
+		return nil
+	}
+	ci := &connInfo{transport: transport, chain: cc}
+	sc := &serverConn{Conn: c, head: head, info: ci}
+	conn := filter.Connection{LocalAddr: addrPort(c.LocalAddr()), RemoteAddr: addrPort(c.RemoteAddr())}
+	if cc.tls == nil {
+		ci.ds = bl.d.fwd.NewDownstream(conn)
+		return sc
+	}
+	if head == nil {
+		// No inspector: the TLS socket itself sees what the client sends.
+		var err error
+		if head, err = peek(c, handshakeTimeout); err != nil {
+			bl.stats.sslError.Inc()
+			bl.d.log.Debug("TLS connection closed before its first bytes", "listener", bl.name, "remote", c.RemoteAddr().String(), "err", err)
+			return nil
+		}
+		sc.head = head
+	}
+	if !tlssocket.IsHandshake(head) {
+		// Plaintext on a TLS chain (STRICT): Envoy's handshake fails and
+		// the connection closes; so does this one, without an answer.
+		bl.stats.sslError.Inc()
+		bl.d.log.Debug("plaintext connection refused: the filter chain requires TLS", "listener", bl.name, "remote", c.RemoteAddr().String())
+		return nil
+	}
+	c.SetDeadline(time.Now().Add(handshakeTimeout))
+	tc := tls.Server(sc, cc.tls.Config())
+	if err := tc.Handshake(); err != nil {
+		bl.stats.sslError.Inc()
+		bl.d.log.Debug("TLS handshake failed", "listener", bl.name, "remote", c.RemoteAddr().String(), "err", err)
+		return nil
+	}
+	c.SetDeadline(time.Time{})
+	cs := tc.ConnectionState()
+	bl.stats.handshake.Inc()
+	if cs.DidResume {
+		bl.stats.sessionReused.Inc()
+	}
+	conn.TLS = &cs
+	conn.Peer = peerCertificate(&cs)
+	ci.ds = bl.d.fwd.NewDownstream(conn)
+	return tc
+}
+
+// peek reads a connection's first bytes, waiting at most timeout (0: no
+// limit).
+func peek(c net.Conn, timeout time.Duration) ([]byte, error) {
+	if timeout > 0 {
+		c.SetReadDeadline(time.Now().Add(timeout))
+		defer c.SetReadDeadline(time.Time{})
+	}
+	buf := make([]byte, 8)
+	n, err := c.Read(buf)
+	if n > 0 {
+		return buf[:n], nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return nil, err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// peerCertificate describes the client certificate of a TLS connection;
+// nil when the client sent none.
+func peerCertificate(cs *tls.ConnectionState) *filter.PeerCertificate {
+	if len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	leaf := cs.PeerCertificates[0]
+	p := &filter.PeerCertificate{
+		Principal: tlssocket.Principal(leaf),
+		DNSSANs:   leaf.DNSNames,
+		Subject:   leaf.Subject.String(),
+		Hash:      tlssocket.Hash(leaf),
+	}
+	for _, u := range leaf.URIs {
+		p.URISANs = append(p.URISANs, u.String())
+	}
+	return p
+}
+
+// listenerStats are Envoy's per-listener TLS and filter chain statistics,
+// as its Prometheus endpoint names them (envoy_listener_<stat>, label
+// envoy_listener_address; counters without a _total suffix, like the
+// envoy_cluster_* ones).
+type listenerStats struct {
+	handshake, sslError, sessionReused, noChainMatch *prometheus.CounterVec
+}
+
+// boundStats are one listener's counters.
+type boundStats struct {
+	handshake, sslError, sessionReused, noChainMatch prometheus.Counter
+}
+
+const listenerAddressLabel = "envoy_listener_address"
+
+func newListenerStats(reg prometheus.Registerer) (*listenerStats, error) {
+	mk := func(name, help string) (*prometheus.CounterVec, error) {
+		return telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{listenerAddressLabel}))
+	}
+	var s listenerStats
+	var err error
+	for _, m := range []struct {
+		v          **prometheus.CounterVec
+		name, help string
+	}{
+		{&s.handshake, "envoy_listener_ssl_handshake", "TLS handshakes completed on the listener (mutual TLS: the client's certificate verified)."},
+		{&s.sslError, "envoy_listener_ssl_connection_error", "Connections on a TLS filter chain closed without a handshake: plaintext on a STRICT port, a certificate the listener does not accept, a failed handshake."},
+		{&s.sessionReused, "envoy_listener_ssl_session_reused", "TLS handshakes that resumed a session."},
+		{&s.noChainMatch, "envoy_listener_no_filter_chain_match", "Connections refused because no filter chain matches them."},
+	} {
+		if *m.v, err = mk(m.name, m.help); err != nil {
+			return nil, err
+		}
+	}
+	return &s, nil
+}
+
+func (s *listenerStats) forListener(name string) boundStats {
+	return boundStats{
+		handshake:     s.handshake.WithLabelValues(name),
+		sslError:      s.sslError.WithLabelValues(name),
+		sessionReused: s.sessionReused.WithLabelValues(name),
+		noChainMatch:  s.noChainMatch.WithLabelValues(name),
+	}
+}

@@ -284,7 +284,7 @@ func Endpoints(m *mesh.Snapshot, d Destination) int {
 	}
 	n := 0
 	for _, ep := range m.Registry.Endpoints(d.Host, 0) {
-		if ep.Health == registry.Unhealthy {
+		if ep.Health != registry.Healthy {
 			continue
 		}
 		if registry.HasLabels(ep.Labels, labels) {

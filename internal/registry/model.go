@@ -89,6 +89,9 @@ type Health int
 const (
 	Healthy Health = iota
 	Unhealthy
+	// Draining is an endpoint that is going away (a terminating Pod that
+	// still serves): it gets no new requests, as Envoy's DRAINING.
+	Draining
 )
 
 // Endpoint is one instance of a service on one service port.
@@ -120,6 +123,7 @@ type Snapshot struct {
 	services  map[string]*Service
 	endpoints map[string][]*Endpoint // by service hostname
 	hostnames []string               // sorted
+	workloads []*Workload            // sorted by namespace, name
 }
 
 // NewSnapshot indexes services and endpoints. Endpoints of unknown services
@@ -210,6 +214,17 @@ func (s *Snapshot) EndpointsAt(addrs []string) []*Endpoint {
 			}
 		}
 	}
+	return out
+}
+
+func sortWorkloads(ws []*Workload) []*Workload {
+	out := append([]*Workload(nil), ws...)
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Name < out[j].Name
+	})
 	return out
 }
 

@@ -85,8 +85,11 @@ func loadAssignment(name string, eps []*registry.Endpoint, mtls func(*registry.E
 
 func lbEndpoint(ep *registry.Endpoint, mtls bool) *endpoint.LbEndpoint {
 	health := core.HealthStatus_HEALTHY
-	if ep.Health == registry.Unhealthy {
+	switch ep.Health {
+	case registry.Unhealthy:
 		health = core.HealthStatus_UNHEALTHY
+	case registry.Draining:
+		health = core.HealthStatus_DRAINING
 	}
 	weight := ep.Weight
 	if weight == 0 {

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# hack/tools.sh builds the third-party servers that Weft's tests run
+# against — a real kube-apiserver and a real Consul agent — into a tool
+# directory outside the product's go.mod. The product never depends on
+# k8s.io/kubernetes or hashicorp/consul; only tests start these binaries.
+#
+#   hack/tools.sh            build what is missing, print the directory
+#   WEFT_TOOLS_DIR=DIR       where to build (default $HOME/.cache/weft-tools)
+#
+# What is already built is skipped (a stamp file records the version), so
+# a warm run takes well under a second. Cold, on 2 cores: kube-apiserver
+# about 13 minutes, consul about 6.
+#
+# etcd comes from Debian's etcd-server package (.ci/run installs it).
+set -euo pipefail
+
+KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
+CONSUL_VERSION=${CONSUL_VERSION:-v1.14.11}
+TOOLS=${WEFT_TOOLS_DIR:-$HOME/.cache/weft-tools}
+mkdir -p "$TOOLS/bin" "$TOOLS/src"
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local GOWORK=off
+
+log() { printf '%s tools: %s\n' "$(date +%T)" "$*" >&2; }
+
+built() { # built NAME VERSION: is bin/NAME built at VERSION?
+  [ -x "$TOOLS/bin/$1" ] && [ "$(cat "$TOOLS/bin/$1.version" 2>/dev/null)" = "$2" ]
+}
+
+# moddir copies a module's files out of the read-only module cache into a
+# writable build directory. Usage: moddir MODULE@VERSION DEST FILES...
+moddir() {
+  local mv=$1 dest=$2; shift 2
+  local dir
+  dir=$(cd "$TOOLS/src" && go mod download -json "$mv" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$dir" ] || { log "go mod download $mv gave no directory"; exit 1; }
+  rm -rf "$dest"; mkdir -p "$dest"
+  local f
+  for f in "$@"; do cp -r "$dir/$f" "$dest/"; done
+  chmod -R u+w "$dest"
+}
+
+build_kube_apiserver() {
+  if built kube-apiserver "$KUBE_VERSION"; then return; fi
+  log "building kube-apiserver $KUBE_VERSION (cold: ~13 min on 2 cores)"
+  local src=$TOOLS/src/kubernetes
+  moddir "k8s.io/kubernetes@$KUBE_VERSION" "$src" cmd pkg plugin third_party go.mod go.sum
+  # The module points each k8s.io/X at ./staging/src/k8s.io/X, which the
+  # module zip does not contain. Point them at the published staging
+  # modules of the same release (v1.37.2 -> v0.37.2).
+  local staging=v0${KUBE_VERSION#v1}
+  sed -i -E "s#^([[:space:]]*k8s\.io/[a-z0-9-]+) => \./staging/src/k8s\.io/[a-z0-9-]+\$#\1 => \1 $staging#" "$src/go.mod"
+  rm -f "$src/go.work" "$src/go.work.sum"
+  local ver=${KUBE_VERSION#v} ldflags
+  ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION"
+  ldflags+=" -X k8s.io/component-base/version.gitMajor=${ver%%.*}"
+  ldflags+=" -X k8s.io/component-base/version.gitMinor=$(echo "$ver" | cut -d. -f2)"
+  ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+  ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
+  (cd "$src" && go build -trimpath -ldflags "$ldflags" -o "$TOOLS/bin/kube-apiserver.tmp" ./cmd/kube-apiserver)
+  mv "$TOOLS/bin/kube-apiserver.tmp" "$TOOLS/bin/kube-apiserver"
+  echo "$KUBE_VERSION" >"$TOOLS/bin/kube-apiserver.version"
+  log "kube-apiserver built"
+}
+
+build_consul() {
+  if built consul "$CONSUL_VERSION"; then return; fi
+  log "building consul $CONSUL_VERSION (cold: ~6 min on 2 cores)"
+  local src=$TOOLS/src/consul dir
+  dir=$(cd "$TOOLS/src" && go mod download -json "github.com/hashicorp/consul@$CONSUL_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  rm -rf "$src"; mkdir -p "$src"
+  cp -r "$dir/." "$src/"; chmod -R u+w "$src"
+  # Its ./api, ./sdk and ./proto-public nested modules are not in the
+  # module zip: use the published versions its go.mod requires.
+  sed -i -E '/^replace[[:space:]]+github\.com\/hashicorp\/consul\/(api|sdk|proto-public)[[:space:]]+=>/d' "$src/go.mod"
+  sed -i -E '/^[[:space:]]*github\.com\/hashicorp\/consul\/(api|sdk|proto-public)[[:space:]]+=>[[:space:]]+\.\//d' "$src/go.mod"
+  (cd "$src" && go build -trimpath -ldflags "-s -w -X github.com/hashicorp/consul/version.GitCommit=release" -o "$TOOLS/bin/consul.tmp" .)
+  mv "$TOOLS/bin/consul.tmp" "$TOOLS/bin/consul"
+  echo "$CONSUL_VERSION" >"$TOOLS/bin/consul.version"
+  log "consul built"
+}
+
+check_etcd() {
+  if command -v etcd >/dev/null; then ln -sf "$(command -v etcd)" "$TOOLS/bin/etcd"; return; fi
+  log "etcd is missing: apt-get install -y etcd-server"
+  return 1
+}
+
+what=${1:-all}
+case $what in
+  all) check_etcd; build_consul; build_kube_apiserver ;;
+  kube-apiserver) build_kube_apiserver ;;
+  consul) build_consul ;;
+  etcd) check_etcd ;;
+  *) echo "usage: $0 [all|kube-apiserver|consul|etcd]" >&2; exit 2 ;;
+esac
+rm -rf "$TOOLS/src" # sources are only needed while building
+echo "$TOOLS"

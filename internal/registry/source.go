@@ -68,6 +68,13 @@ type Workload struct {
 	Health   Health
 	// Source names the registry ("kubernetes").
 	Source string
+	// Ports maps the workload's named ports (a Pod's named container
+	// ports) to numbers: a selecting ServiceEntry's port of that name
+	// targets it, as a WorkloadEntry's ports do. May be nil.
+	Ports map[string]uint32
+	// WorkloadName names what the instance belongs to (a Pod's
+	// Deployment) in endpoints' metadata; "" means Name.
+	WorkloadName string
 }
 
 // Contents is what a Snapshot is built from.

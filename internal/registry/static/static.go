@@ -27,6 +27,27 @@ const Source = "static"
 // and endpoints; config validation reports the others. A nil cfg yields
 // an empty snapshot. Build is a pure function; it does not modify cfg.
 func Build(cfg *config.Snapshot, domainSuffix string) *registry.Snapshot {
+	return BuildWith(cfg, Options{DomainSuffix: domainSuffix})
+}
+
+// Options configure BuildWith.
+type Options struct {
+	// DomainSuffix expands short hosts; "" means the default.
+	DomainSuffix string
+	// Workloads are the other registries' instances (Kubernetes Pods, …)
+	// that a ServiceEntry's workloadSelector selects besides
+	// WorkloadEntries, as Istio's ServiceEntry selects Pods: those in the
+	// ServiceEntry's namespace whose labels include the selector's. A
+	// workload's endpoint port is its Ports[<service port name>], else
+	// the service port's target port, else its number; its health is the
+	// workload's. The slice is only read.
+	Workloads []*registry.Workload
+}
+
+// BuildWith is Build with ServiceEntries' workloadSelectors also selecting
+// opts.Workloads.
+func BuildWith(cfg *config.Snapshot, opts Options) *registry.Snapshot {
+	domainSuffix := opts.DomainSuffix
 	if cfg == nil {
 		return registry.NewSnapshot(nil, nil)
 	}
@@ -39,7 +60,7 @@ func Build(cfg *config.Snapshot, domainSuffix string) *registry.Snapshot {
 	slices.SortFunc(ses, config.FirstSeen)
 	for _, se := range ses {
 		ports := servicePorts(se.Spec)
-		workloads := selectWorkloads(cfg, se)
+		workloads := selectWorkloads(cfg, se, opts.Workloads)
 		for _, h := range se.Spec.GetHosts() {
 			host := registry.ResolveHost(h, se.Namespace, domainSuffix, nil)
 			if seen[host] {
@@ -76,10 +97,12 @@ func servicePorts(se *networking.ServiceEntry) []registry.Port {
 	return ports
 }
 
-// workload is one instance behind a ServiceEntry.
+// workload is one instance behind a ServiceEntry: an inline endpoint or
+// WorkloadEntry (spec), or another registry's workload (reg).
 type workload struct {
 	name, namespace string
 	spec            *networking.WorkloadEntry
+	reg             *registry.Workload
 }
 
 // selectWorkloads returns the ServiceEntry's inline endpoints, or else the
@@ -87,7 +110,7 @@ type workload struct {
 // workloadSelector's labels. Workloads without an address (Istio's
 // multi-network endpoints, which config validation rejects) are left out:
 // an endpoint with an empty address makes the proxy reject the whole update.
-func selectWorkloads(cfg *config.Snapshot, se *config.ServiceEntry) []workload {
+func selectWorkloads(cfg *config.Snapshot, se *config.ServiceEntry, others []*registry.Workload) []workload {
 	var out []workload
 	for _, ep := range se.Spec.GetEndpoints() {
 		if ep.GetAddress() == "" {
@@ -108,6 +131,15 @@ func selectWorkloads(cfg *config.Snapshot, se *config.ServiceEntry) []workload {
 			out = append(out, workload{name: we.Name, namespace: we.Namespace, spec: we.Spec})
 		}
 	}
+	for _, w := range others {
+		if w.Address != "" && w.Namespace == se.Namespace && labelsMatch(sel.GetLabels(), w.Labels) {
+			name := w.WorkloadName
+			if name == "" {
+				name = w.Name
+			}
+			out = append(out, workload{name: name, namespace: w.Namespace, reg: w})
+		}
+	}
 	return out
 }
 
@@ -123,6 +155,9 @@ func labelsMatch(want, have map[string]string) bool {
 }
 
 func endpoint(host string, p registry.Port, w workload) *registry.Endpoint {
+	if w.reg != nil {
+		return registryEndpoint(host, p, w)
+	}
 	port := w.spec.GetPorts()[p.Name]
 	if port == 0 {
 		port = p.TargetPort
@@ -142,5 +177,28 @@ func endpoint(host string, p registry.Port, w workload) *registry.Endpoint {
 		WorkloadName:    w.name,
 		Namespace:       w.namespace,
 		Health:          registry.Healthy,
+	}
+}
+
+// registryEndpoint is the endpoint of another registry's workload.
+func registryEndpoint(host string, p registry.Port, w workload) *registry.Endpoint {
+	port := w.reg.Ports[p.Name]
+	if port == 0 {
+		port = p.TargetPort
+	}
+	if port == 0 {
+		port = p.Number
+	}
+	return &registry.Endpoint{
+		ServiceHostname: host,
+		ServicePort:     p.Number,
+		Address:         w.reg.Address,
+		Port:            port,
+		Labels:          maps.Clone(w.reg.Labels),
+		Locality:        w.reg.Locality,
+		ServiceAccount:  w.reg.ServiceAccount,
+		WorkloadName:    w.name,
+		Namespace:       w.namespace,
+		Health:          w.reg.Health,
 	}
 }

@@ -248,3 +248,53 @@ func TestBuildSkipsEndpointsWithoutAddress(t *testing.T) {
 		"selected.default.svc.cluster.local -> 10.0.0.2 wl=local",
 	})
 }
+
+// TestBuildWithSelectsOtherRegistriesWorkloads: a workloadSelector selects
+// Pods (registry.Workloads) of its own namespace by labels, as Istio's
+// ServiceEntry does, beside WorkloadEntries; named ports, target ports,
+// health, identity and locality come from the workload.
+func TestBuildWithSelectsOtherRegistriesWorkloads(t *testing.T) {
+	cfg := load(t, `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy, namespace: shop}
+spec:
+  hosts: [legacy.shop.example]
+  ports:
+  - {number: 80, name: http, protocol: HTTP, targetPort: 8080}
+  - {number: 9000, name: admin, protocol: TCP}
+  resolution: STATIC
+  workloadSelector: {labels: {app: legacy}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-1, namespace: shop}
+spec: {address: 10.77.0.9, labels: {app: legacy, version: vm}}
+`)
+	pods := []*registry.Workload{
+		{Name: "legacy-7d9-abcde", WorkloadName: "legacy", Namespace: "shop", Address: "10.77.1.1",
+			Labels: map[string]string{"app": "legacy", "version": "k8s"}, ServiceAccount: "legacy",
+			Locality: "r1/z1/", Health: registry.Healthy, Ports: map[string]uint32{"admin": 9901}, Source: "kubernetes"},
+		{Name: "legacy-7d9-fghij", Namespace: "shop", Address: "10.77.1.2",
+			Labels: map[string]string{"app": "legacy"}, Health: registry.Draining, Source: "kubernetes"},
+		{Name: "other-ns", Namespace: "default", Address: "10.77.1.3", Labels: map[string]string{"app": "legacy"}},
+		{Name: "other-app", Namespace: "shop", Address: "10.77.1.4", Labels: map[string]string{"app": "web"}},
+		{Name: "no-ip", Namespace: "shop", Labels: map[string]string{"app": "legacy"}},
+	}
+	reg := BuildWith(cfg, Options{Workloads: pods})
+	var got []string
+	for _, e := range reg.Endpoints("legacy.shop.example", 0) {
+		got = append(got, fmtEndpoint(e))
+	}
+	check(t, "endpoints", got, []string{
+		`legacy.shop.example:80 -> 10.77.0.9:8080 labels=map[app:legacy version:vm] loc="" w=0 sa="" wl=shop/vm-1 health=0`,
+		`legacy.shop.example:80 -> 10.77.1.1:8080 labels=map[app:legacy version:k8s] loc="r1/z1/" w=0 sa="legacy" wl=shop/legacy health=0`,
+		`legacy.shop.example:80 -> 10.77.1.2:8080 labels=map[app:legacy] loc="" w=0 sa="" wl=shop/legacy-7d9-fghij health=2`,
+		`legacy.shop.example:9000 -> 10.77.0.9:9000 labels=map[app:legacy version:vm] loc="" w=0 sa="" wl=shop/vm-1 health=0`,
+		`legacy.shop.example:9000 -> 10.77.1.1:9901 labels=map[app:legacy version:k8s] loc="r1/z1/" w=0 sa="legacy" wl=shop/legacy health=0`,
+		`legacy.shop.example:9000 -> 10.77.1.2:9000 labels=map[app:legacy] loc="" w=0 sa="" wl=shop/legacy-7d9-fghij health=2`,
+	})
+	// Build (no workloads) keeps selecting WorkloadEntries only.
+	if n := len(Build(cfg, "").Endpoints("legacy.shop.example", 0)); n != 2 {
+		t.Errorf("Build: %d endpoints, want the WorkloadEntry's 2", n)
+	}
+}

@@ -19,6 +19,9 @@ const (
 	// indexIP indexes Pods by IP, for EndpointSlice endpoints without a
 	// targetRef.
 	indexIP = "ip"
+	// indexNode indexes Pods by spec.nodeName, so a Node's new zone
+	// relocates only its Pods.
+	indexNode = "node"
 )
 
 func sliceServiceIndex(obj any) ([]string, error) {
@@ -48,6 +51,14 @@ func podIPIndex(obj any) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+func podNodeIndex(obj any) ([]string, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok || p.Spec.NodeName == "" {
+		return nil, nil
+	}
+	return []string{p.Spec.NodeName}, nil
 }
 
 // store is one kind's informer stores: one for all namespaces (key "") or
@@ -89,6 +100,18 @@ func (s store) byIndex(ns, index, value string) []any {
 	return out
 }
 
+// byIndexAll looks value up in every namespace's store.
+func (s store) byIndexAll(index, value string) []any {
+	var out []any
+	for _, i := range s {
+		objs, err := i.ByIndex(index, value)
+		if err == nil {
+			out = append(out, objs...)
+		}
+	}
+	return out
+}
+
 func (s store) keys() []string {
 	var out []string
 	for _, i := range s {
@@ -102,18 +125,22 @@ type stores struct {
 	services, slices, pods, nodes, namespaces store
 }
 
-// dirty is what changed since the last build: keys "<ns>/<name>".
+// dirty is what changed since the last build: services and pods by
+// "<ns>/<name>", nodes by name; all redoes everything.
 type dirty struct {
 	all      bool
 	services map[string]bool
 	pods     map[string]bool
+	nodes    map[string]bool
 }
 
 func newDirty() *dirty {
-	return &dirty{services: map[string]bool{}, pods: map[string]bool{}}
+	return &dirty{services: map[string]bool{}, pods: map[string]bool{}, nodes: map[string]bool{}}
 }
 
-func (d *dirty) empty() bool { return !d.all && len(d.services) == 0 && len(d.pods) == 0 }
+func (d *dirty) empty() bool {
+	return !d.all && len(d.services) == 0 && len(d.pods) == 0 && len(d.nodes) == 0
+}
 
 // builder turns the informers' stores into registry contents,
 // incrementally: it keeps each Service's conversion (service and
@@ -128,8 +155,8 @@ type builder struct {
 	svcs map[string]*builtService // by service key
 	pods map[string]*pod          // by pod key
 	// podServices: the services whose endpoints used a pod (by key), or,
-	// for endpoints without a targetRef, an IP ("ip:" prefix), so a pod
-	// change rebuilds them.
+	// for endpoints without a targetRef, an IP ("ip:" prefix) and a node
+	// ("node:" prefix), so a pod or node change rebuilds them.
 	podServices map[string]map[string]bool
 }
 
@@ -177,6 +204,16 @@ func (b *builder) build(d *dirty) registry.Contents {
 		}
 		for _, k := range b.st.services.keys() {
 			d.services[k] = true
+		}
+	}
+	for name := range d.nodes {
+		for _, obj := range b.st.pods.byIndexAll(indexNode, name) {
+			if p, _ := obj.(*corev1.Pod); p != nil {
+				d.pods[p.Namespace+"/"+p.Name] = true
+			}
+		}
+		for s := range b.podServices["node:"+name] {
+			d.services[s] = true
 		}
 	}
 	for key := range d.pods {
@@ -263,7 +300,7 @@ func (b *builder) buildService(key string) {
 				if skip {
 					continue
 				}
-				meta := b.endpointMeta(p, ns, zone, e.NodeName)
+				meta := b.endpointMeta(p, zone, e.NodeName, use)
 				for _, sp := range sl.Ports {
 					if sp.Port == nil || *sp.Port <= 0 || (sp.Protocol != nil && *sp.Protocol != corev1.ProtocolTCP) {
 						continue
@@ -340,7 +377,7 @@ type endpointMeta struct {
 // endpointMeta is what an endpoint takes from its Pod (labels, service
 // account, workload, locality), or, without a Pod, from its Node and
 // zone.
-func (b *builder) endpointMeta(p *pod, ns, zone string, nodeName *string) endpointMeta {
+func (b *builder) endpointMeta(p *pod, zone string, nodeName *string, use func(string)) endpointMeta {
 	if p != nil {
 		m := endpointMeta{labels: p.labels, locality: p.locality(zone), serviceAccount: p.serviceAccount, workloadName: p.workloadName}
 		if m.locality != p.locality("") { // the slice knows another zone than the node: relabel
@@ -349,8 +386,9 @@ func (b *builder) endpointMeta(p *pod, ns, zone string, nodeName *string) endpoi
 		return m
 	}
 	var region, nodeZone, subzone, node string
-	if nodeName != nil {
+	if nodeName != nil && *nodeName != "" {
 		node = *nodeName
+		use("node:" + node)
 		if n := b.node(node); n != nil {
 			region, nodeZone, subzone = n.Labels[labelRegion], n.Labels[labelZone], n.Labels[labelSubzone]
 		}

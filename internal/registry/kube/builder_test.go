@@ -29,7 +29,7 @@ func newFixture(t testing.TB, objs ...any) *fixture {
 	f := &fixture{st: stores{
 		services:   store{"": idx(cache.Indexers{})},
 		slices:     store{"": idx(cache.Indexers{indexService: sliceServiceIndex})},
-		pods:       store{"": idx(cache.Indexers{indexIP: podIPIndex})},
+		pods:       store{"": idx(cache.Indexers{indexIP: podIPIndex, indexNode: podNodeIndex})},
 		nodes:      store{"": idx(cache.Indexers{})},
 		namespaces: store{"": idx(cache.Indexers{})},
 	}}
@@ -143,7 +143,7 @@ func ksvc(ns, name string, ports ...corev1.ServicePort) *corev1.Service {
 type sliceEP struct {
 	ip, pod                     string
 	ready, serving, terminating *bool
-	zone                        string
+	zone, nodeName              string
 }
 
 func kslice(ns, svc, name string, ports []discoveryv1.EndpointPort, eps ...sliceEP) *discoveryv1.EndpointSlice {
@@ -160,6 +160,9 @@ func kslice(ns, svc, name string, ports []discoveryv1.EndpointPort, eps ...slice
 		}
 		if e.zone != "" {
 			ep.Zone = ptr(e.zone)
+		}
+		if e.nodeName != "" {
+			ep.NodeName = ptr(e.nodeName)
 		}
 		s.Endpoints = append(s.Endpoints, ep)
 	}
@@ -271,8 +274,13 @@ func TestBuildIncremental(t *testing.T) {
 	p2 := kpod("ns", "web-2", "10.77.1.2", "n1", true, lbl)
 	svc := ksvc("ns", "web", corev1.ServicePort{Name: "http", Port: 80})
 	sl := kslice("ns", "web", "web-a", []discoveryv1.EndpointPort{eport("http", 8080)}, sliceEP{ip: "10.77.1.1", pod: "web-1"})
-	f := newFixture(t, node("n1", "r", "z1"), p1, p2, svc, sl)
-	f.b.build(all())
+	// A hand-made slice: no Pod, a node.
+	manual := ksvc("ns", "manual", corev1.ServicePort{Name: "http", Port: 80})
+	manualSlice := kslice("ns", "manual", "manual-a", []discoveryv1.EndpointPort{eport("http", 80)}, sliceEP{ip: "10.77.1.50", nodeName: "n1"})
+	f := newFixture(t, node("n1", "r", "z1"), p1, p2, svc, sl, manual, manualSlice)
+	if got := fmtContents(f.b.build(all())); !strings.Contains(strings.Join(got, "\n"), `10.77.1.50:80 HEALTHY {kubernetes.io/hostname=n1, topology.kubernetes.io/region=r, topology.kubernetes.io/zone=z1} loc="r/z1/"`) {
+		t.Errorf("hand-made slice endpoint has no node locality:\n%s", strings.Join(got, "\n"))
+	}
 
 	step := func(name string, mark func(d *dirty)) {
 		t.Helper()
@@ -293,9 +301,9 @@ func TestBuildIncremental(t *testing.T) {
 	f.update(t, p1b)
 	step("pod labels", func(d *dirty) { d.pods["ns/web-1"] = true })
 
-	// A node moves zone: everything is redone.
+	// A node moves zone: its pods relocate.
 	f.update(t, node("n1", "r", "z2"))
-	step("node zone", func(d *dirty) { d.all = true })
+	step("node zone", func(d *dirty) { d.nodes["n1"] = true })
 
 	// Scale down: web-2 leaves the slice and is deleted.
 	f.update(t, sl)
@@ -305,8 +313,8 @@ func TestBuildIncremental(t *testing.T) {
 	// The service is deleted: its endpoints go.
 	f.remove(t, svc)
 	step("service deleted", func(d *dirty) { d.services["ns/web"] = true })
-	if c := f.b.build(newDirty()); len(c.Services) != 0 || len(c.Endpoints) != 0 {
-		t.Errorf("after delete: %v", fmtContents(c))
+	if snap := registry.New(f.b.build(newDirty())); snap.Service("web.ns.svc.cluster.local") != nil || len(snap.Endpoints("web.ns.svc.cluster.local", 0)) != 0 {
+		t.Errorf("after delete: %v", fmtContents(f.b.build(newDirty())))
 	}
 }
 

@@ -248,7 +248,7 @@ func (r *Registry) informers() (stores, []informers.SharedInformerFactory) {
 		st.slices[ns] = sl.GetIndexer()
 
 		pods := f.Core().V1().Pods().Informer()
-		must(pods.AddIndexers(cache.Indexers{indexIP: podIPIndex}))
+		must(pods.AddIndexers(cache.Indexers{indexIP: podIPIndex, indexNode: podNodeIndex}))
 		r.watch(pods, "pods", func(old, cur any) {
 			o, c := asPod(old), asPod(cur)
 			if o != nil && c != nil && !podRelevantChange(o, c) {
@@ -269,7 +269,9 @@ func (r *Registry) informers() (stores, []informers.SharedInformerFactory) {
 		if o != nil && c != nil && !nodeRelevantChange(o, c) {
 			return
 		}
-		r.mark(func(d *dirty) { d.all = true })
+		if n := cmpOr(c, o); n != nil {
+			r.mark(func(d *dirty) { d.nodes[n.Name] = true })
+		}
 	})
 	st.nodes[""] = nodes.GetIndexer()
 	if r.nsSel != nil {

@@ -1,9 +1,6 @@
 package kube
 
 import (
-	"cmp"
-	"slices"
-
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -410,26 +407,18 @@ func healthRank(h registry.Health) int {
 	return 2
 }
 
-// contents assembles the cached conversions.
+// contents assembles the cached conversions, in no particular order:
+// registry.New sorts them (hosts and namespace/name are unique here).
 func (b *builder) contents() registry.Contents {
 	var c registry.Contents
-	keys := make([]string, 0, len(b.svcs))
-	for k := range b.svcs {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		s := b.svcs[k]
+	for _, s := range b.svcs {
 		c.Services = append(c.Services, s.svc)
 		c.Endpoints = append(c.Endpoints, s.endpoints...)
 	}
 	for _, p := range b.pods {
-		if w := p.wl; w != nil {
-			c.Workloads = append(c.Workloads, w)
+		if p.wl != nil {
+			c.Workloads = append(c.Workloads, p.wl)
 		}
 	}
-	slices.SortFunc(c.Workloads, func(x, y *registry.Workload) int {
-		return cmp.Or(cmp.Compare(x.Namespace, y.Namespace), cmp.Compare(x.Name, y.Name))
-	})
 	return c
 }

@@ -209,7 +209,9 @@ func (r *Registry) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.pending = newDirty()
 	r.mu.Unlock()
-	r.publish(b.build(&dirty{all: true, services: map[string]bool{}, pods: map[string]bool{}}), true)
+	everything := newDirty()
+	everything.all = true
+	r.publish(b.build(everything), true)
 	r.loop(ctx, b)
 	return nil
 }

@@ -137,7 +137,7 @@ func kpod(ns, name, ip, nodeName string, ready bool, lbls map[string]string) *co
 }
 
 func ksvc(ns, name string, ports ...corev1.ServicePort) *corev1.Service {
-	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.1", Ports: ports}}
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ServiceSpec{Ports: ports}}
 }
 
 type sliceEP struct {

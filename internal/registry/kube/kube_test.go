@@ -291,7 +291,7 @@ func TestKubernetesRegistry(t *testing.T) {
 			Ports: []corev1.ServicePort{{Name: "tcp-pg", Port: 5432}},
 		}})
 		c.slice(kslice("shop", "db", "db-1", []discoveryv1.EndpointPort{eport("tcp-pg", 5432)}, sliceEP{ip: "10.77.1.1", pod: "db-0"}))
-		await(t, r, serviceOf("db.shop.svc.cluster.local"), []string{"db.shop.svc.cluster.local kubernetes", "tcp-pg 5432 TCP target=0"})
+		await(t, r, serviceOf("db.shop.svc.cluster.local"), []string{"db.shop.svc.cluster.local kubernetes", "tcp-pg 5432 TCP target=5432"})
 		await(t, r, endpointsOf("db.shop.svc.cluster.local"), []string{"5432 -> 10.77.1.1:5432 HEALTHY v= loc=eu-west/eu-west-1a/ sa=sa-db wl=db-0"})
 	})
 
@@ -302,7 +302,7 @@ func TestKubernetesRegistry(t *testing.T) {
 			Ports: []corev1.ServicePort{{Name: "https", Port: 443}},
 		}})
 		const host = "payments.shop.svc.cluster.local"
-		await(t, r, serviceOf(host), []string{host + " kubernetes", "https 443 HTTPS target=0"})
+		await(t, r, serviceOf(host), []string{host + " kubernetes", "https 443 HTTPS target=443"})
 		await(t, r, endpointsOf(host), []string{"443 -> pay.example.com:443 HEALTHY v= loc= sa= wl=pay.example.com"})
 	})
 
@@ -364,7 +364,7 @@ spec:
 	t.Run("namespace filters", func(t *testing.T) {
 		c.t = t
 		c.service(ksvc("other", "elsewhere", corev1.ServicePort{Name: "http", Port: 80}))
-		await(t, r, serviceOf("elsewhere.other.svc.cluster.local"), []string{"elsewhere.other.svc.cluster.local kubernetes", "http 80 HTTP target=0"})
+		await(t, r, serviceOf("elsewhere.other.svc.cluster.local"), []string{"elsewhere.other.svc.cluster.local kubernetes", "http 80 HTTP target=80"})
 		for name, opts := range map[string]Options{
 			"namespaces": {Namespaces: []string{"shop"}},
 			"selector":   {NamespaceSelector: "mesh=on"},
@@ -451,7 +451,7 @@ func TestKubernetesRegistryRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := startRegistry(t, as("system:serviceaccount:weft-system:weft"), Options{NamespaceSelector: "mesh=on"})
-	await(t, r, serviceOf("a.shop.svc.cluster.local"), []string{"a.shop.svc.cluster.local kubernetes", "http 80 HTTP target=0"})
+	await(t, r, serviceOf("a.shop.svc.cluster.local"), []string{"a.shop.svc.cluster.local kubernetes", "http 80 HTTP target=80"})
 	if st := r.Status(); !st.Synced || !st.Connected || st.LastError != "" {
 		t.Errorf("with RBAC: status = %+v", st)
 	}

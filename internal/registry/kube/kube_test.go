@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -454,5 +457,124 @@ func TestKubernetesRegistryRBAC(t *testing.T) {
 	await(t, r, serviceOf("a.shop.svc.cluster.local"), []string{"a.shop.svc.cluster.local kubernetes", "http 80 HTTP target=80"})
 	if st := r.Status(); !st.Synced || !st.Connected || st.LastError != "" {
 		t.Errorf("with RBAC: status = %+v", st)
+	}
+}
+
+// forwarder is a TCP relay in front of the API server that the test can
+// cut and restore, to make an outage the registry sees as one.
+type forwarder struct {
+	t      *testing.T
+	addr   string // listen address, kept across restarts
+	target string
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  map[net.Conn]bool
+	wg     sync.WaitGroup
+}
+
+func newForwarder(t *testing.T, target string) *forwarder {
+	f := &forwarder{t: t, addr: "127.0.0.1:0", target: target, conns: map[net.Conn]bool{}}
+	f.start()
+	t.Cleanup(f.stop)
+	return f
+}
+
+func (f *forwarder) start() {
+	f.t.Helper()
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		f.t.Fatalf("forwarder: %v", err)
+	}
+	f.mu.Lock()
+	f.ln, f.addr = ln, ln.Addr().String()
+	f.mu.Unlock()
+	f.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", f.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			f.mu.Lock()
+			f.conns[c], f.conns[up] = true, true
+			f.mu.Unlock()
+			for _, pair := range [][2]net.Conn{{c, up}, {up, c}} {
+				f.wg.Go(func() {
+					io.Copy(pair[0], pair[1])
+					pair[0].Close()
+					pair[1].Close()
+				})
+			}
+		}
+	})
+}
+
+// stop closes the listener and every relayed connection.
+func (f *forwarder) stop() {
+	f.mu.Lock()
+	if f.ln != nil {
+		f.ln.Close()
+		f.ln = nil
+	}
+	for c := range f.conns {
+		c.Close()
+	}
+	f.conns = map[net.Conn]bool{}
+	f.mu.Unlock()
+	f.wg.Wait()
+}
+
+// TestKubernetesRegistryOutage: when the API server cannot be reached the
+// registry says so on Status and keeps its last snapshot; when it is back,
+// the informers catch up with what changed meanwhile.
+func TestKubernetesRegistryOutage(t *testing.T) {
+	env := testenv.KubeAPIServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := &cluster{t: t, ctx: ctx, client: env.Client(t)}
+	c.namespace("shop", nil)
+	c.service(ksvc("shop", "a", corev1.ServicePort{Name: "http", Port: 80}))
+	httpPort := []discoveryv1.EndpointPort{eport("http", 8080)}
+	c.slice(kslice("shop", "a", "a-1", httpPort, sliceEP{ip: "10.77.4.1"}))
+
+	u, err := url.Parse(env.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd := newForwarder(t, u.Host)
+	cfg := env.RESTConfig()
+	cfg.Host = "https://" + fwd.addr
+	r := startRegistry(t, cfg, Options{})
+	const host = "a.shop.svc.cluster.local"
+	await(t, r, endpointsOf(host), []string{"80 -> 10.77.4.1:8080 HEALTHY v= loc= sa= wl="})
+
+	fwd.stop()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) && r.Status().Connected {
+		time.Sleep(50 * time.Millisecond)
+	}
+	st := r.Status()
+	if st.Connected || st.LastError == "" || !st.Synced {
+		t.Fatalf("during the outage: status = %+v, want synced, not connected, an error", st)
+	}
+	t.Logf("during the outage: %s", st.LastError)
+	if got := endpointsOf(host)(r.Snapshot()); len(got) != 1 {
+		t.Errorf("during the outage the snapshot lost its endpoints: %v", got)
+	}
+	// Scale up while the registry cannot see it.
+	c.slice(kslice("shop", "a", "a-1", httpPort, sliceEP{ip: "10.77.4.1"}, sliceEP{ip: "10.77.4.2"}))
+
+	fwd.start()
+	await(t, r, endpointsOf(host), []string{"80 -> 10.77.4.1:8080 HEALTHY v= loc= sa= wl=", "80 -> 10.77.4.2:8080 HEALTHY v= loc= sa= wl="})
+	deadline = time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) && (!r.Status().Connected || r.Status().LastError != "") {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := r.Status(); !st.Connected || st.LastError != "" {
+		t.Errorf("after the outage: status = %+v, want connected, no error", st)
 	}
 }

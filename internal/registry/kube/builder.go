@@ -225,9 +225,9 @@ func (b *builder) build(d *dirty) registry.Contents {
 		for s := range b.podServices[key] {
 			d.services[s] = true
 		}
-		for _, ip := range []*pod{old, b.pods[key]} {
-			if ip != nil && ip.ip != "" {
-				for s := range b.podServices["ip:"+ip.ip] {
+		for _, pp := range []*pod{old, b.pods[key]} { // endpoints found by the old or new IP
+			if pp != nil && pp.ip != "" {
+				for s := range b.podServices["ip:"+pp.ip] {
 					d.services[s] = true
 				}
 			}
@@ -239,6 +239,10 @@ func (b *builder) build(d *dirty) registry.Contents {
 	return b.contents()
 }
 
+// buildService reconverts one Service (key "<ns>/<name>") and its
+// EndpointSlices' endpoints, or forgets it when it is gone or its
+// namespace is not selected, and records which pods, IPs and nodes the
+// result depends on.
 func (b *builder) buildService(key string) {
 	if old := b.svcs[key]; old != nil {
 		for _, u := range old.uses {

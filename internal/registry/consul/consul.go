@@ -13,11 +13,13 @@
 // # Mapping
 //
 // Each Consul service name becomes the mesh host <name>.<domain> (domain
-// default "service.consul", as Consul DNS), plus the bare name <name> as
-// a short alias (a second registry.Service with the same ports and
-// endpoints; Options.DisableShortAlias turns it off), plus every host the
+// default "service.consul", as Consul DNS), whose short alias is the bare
+// name <name> (registry.Service.Aliases: a domain of the host's virtual
+// hosts, so clients calling http://order:8080 get the routing rules of
+// order.service.consul; Options.DisableShortAlias turns it off). Every host the
 // instances list in meta `weft-host` (comma-separated; also accepted as a
-// tag `weft-host=<host>`), which is how a Consul service and a Kubernetes
+// tag `weft-host=<host>`) is a host too, with the same ports and
+// endpoints: that is how a Consul service and a Kubernetes
 // Service become one host. Several services on one node (one process with
 // order on 8080 and payment on 8081) are independent services whose
 // endpoints share the node's address.

@@ -53,14 +53,10 @@ type result struct {
 }
 
 // hosts returns the mesh hosts of Consul service name: the FQDN
-// <name>.<domain>, the bare name (when aliases are on and the name has no
-// dot) and every host the instances name in MetaHost, in that order,
-// without duplicates.
+// <name>.<domain> first, then every host the instances name in MetaHost,
+// sorted, without duplicates.
 func (c converter) hosts(name string, entries []*api.ServiceEntry) []string {
 	out := []string{name + "." + c.domain}
-	if c.alias && !strings.Contains(name, ".") {
-		out = append(out, name)
-	}
 	var extra []string
 	for _, e := range entries {
 		for h := range strings.SplitSeq(instanceValue(e.Service, MetaHost), ",") {
@@ -76,6 +72,16 @@ func (c converter) hosts(name string, entries []*api.ServiceEntry) []string {
 		}
 	}
 	return out
+}
+
+// aliases are the short names of the FQDN host: the bare service name
+// when aliases are on and the name has no dot (a dotted name would read
+// as another domain).
+func (c converter) aliases(name string) []string {
+	if !c.alias || strings.Contains(name, ".") {
+		return nil
+	}
+	return []string{name}
 }
 
 // convert maps the instances of one Consul service (the answer of
@@ -130,8 +136,12 @@ func (c converter) convert(name string, entries []*api.ServiceEntry) result {
 			break
 		}
 	}
-	for _, host := range c.hosts(name, typical) {
-		r.services = append(r.services, &registry.Service{Hostname: host, Namespace: ns, Ports: ports, Source: c.source})
+	for i, host := range c.hosts(name, typical) {
+		svc := &registry.Service{Hostname: host, Namespace: ns, Ports: ports, Source: c.source}
+		if i == 0 {
+			svc.Aliases = c.aliases(name)
+		}
+		r.services = append(r.services, svc)
 		for _, e := range typical {
 			port, ok := instancePort(e.Service)
 			if !ok {

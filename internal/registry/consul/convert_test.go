@@ -23,7 +23,11 @@ func fmtService(s *registry.Service) string {
 	for _, p := range s.Ports {
 		ports = append(ports, fmt.Sprintf("%s/%d/%s", p.Name, p.Number, p.Protocol))
 	}
-	return fmt.Sprintf("%s ns=%s src=%s ports=[%s]", s.Hostname, s.Namespace, s.Source, strings.Join(ports, " "))
+	alias := ""
+	if len(s.Aliases) > 0 {
+		alias = " aliases=" + strings.Join(s.Aliases, ",")
+	}
+	return fmt.Sprintf("%s%s ns=%s src=%s ports=[%s]", s.Hostname, alias, s.Namespace, s.Source, strings.Join(ports, " "))
 }
 
 func fmtEndpoint(e *registry.Endpoint) string {
@@ -68,12 +72,10 @@ func TestConvert(t *testing.T) {
 				inst(vm1, "order", 8080, []string{"version=v2", "canary", "stage|beta"}, map[string]string{"protocol": "http", "team": "billing"}, api.HealthPassing),
 			},
 			services: []string{
-				"order.service.consul ns=default src=consul ports=[http-8080/8080/HTTP]",
-				"order ns=default src=consul ports=[http-8080/8080/HTTP]",
+				"order.service.consul aliases=order ns=default src=consul ports=[http-8080/8080/HTTP]",
 			},
 			endpoints: []string{
 				`order.service.consul:8080 -> 10.1.0.1:8080 labels={canary=, rack=r7, stage=beta, team=billing, version=v2, zone=z1} loc="dc1/z1" w=1 sa="" wl=default/vm-1 health=0`,
-				`order:8080 -> 10.1.0.1:8080 labels={canary=, rack=r7, stage=beta, team=billing, version=v2, zone=z1} loc="dc1/z1" w=1 sa="" wl=default/vm-1 health=0`,
 			},
 		},
 		{
@@ -103,13 +105,11 @@ func TestConvert(t *testing.T) {
 				return e
 			}()},
 			services: []string{
-				"order.service.consul ns=default src=consul ports=[http-8080/8080/HTTP]",
-				"order ns=default src=consul ports=[http-8080/8080/HTTP]",
+				"order.service.consul aliases=order ns=default src=consul ports=[http-8080/8080/HTTP]",
 				"order.default.svc.cluster.local ns=default src=consul ports=[http-8080/8080/HTTP]",
 			},
 			endpoints: []string{
 				`order.service.consul:8080 -> 192.168.5.5:8080 labels={version=vm} loc="dc1" w=5 sa="order" wl=default/vm-2 health=0`,
-				`order:8080 -> 192.168.5.5:8080 labels={version=vm} loc="dc1" w=5 sa="order" wl=default/vm-2 health=0`,
 				`order.default.svc.cluster.local:8080 -> 192.168.5.5:8080 labels={version=vm} loc="dc1" w=5 sa="order" wl=default/vm-2 health=0`,
 			},
 		},
@@ -255,7 +255,7 @@ func TestLabels(t *testing.T) {
 
 func TestNextIndex(t *testing.T) {
 	tests := []struct{ prev, got, want uint64 }{
-		{0, 0, 1},  // never wait on index 0 twice
+		{0, 0, 1}, // never wait on index 0 twice
 		{0, 42, 42},
 		{42, 42, 42},
 		{42, 43, 43},

@@ -137,7 +137,7 @@ func (c converter) convert(name string, entries []*api.ServiceEntry) result {
 		}
 	}
 	for i, host := range c.hosts(name, typical) {
-		svc := &registry.Service{Hostname: host, Namespace: ns, Ports: ports, Source: c.source}
+		svc := &registry.Service{Hostname: host, Namespace: cmp.Or(kubeNamespace(host), ns), Ports: ports, Source: c.source}
 		if i == 0 {
 			svc.Aliases = c.aliases(name)
 		}
@@ -159,10 +159,6 @@ func (c converter) endpoint(host string, port uint32, e *api.ServiceEntry) *regi
 	if addr == "" {
 		addr = e.Node.Address
 	}
-	ns := c.namespace
-	if e.Service.Namespace != "" && e.Service.Namespace != "default" {
-		ns = e.Service.Namespace
-	}
 	health, weight := healthOf(e)
 	return &registry.Endpoint{
 		ServiceHostname: host,
@@ -174,9 +170,42 @@ func (c converter) endpoint(host string, port uint32, e *api.ServiceEntry) *regi
 		Weight:          weight,
 		ServiceAccount:  e.Service.Meta[MetaServiceAccount],
 		WorkloadName:    e.Node.Node,
-		Namespace:       ns,
+		Namespace:       c.instanceNamespace(e.Service),
 		Health:          health,
 	}
+}
+
+// instanceNamespace is the namespace of one instance, the same for all
+// its endpoints (its identity is spiffe://<trust domain>/ns/<namespace>/sa/
+// <service-account>): its Consul Enterprise namespace, else the namespace
+// of the first (sorted) Kubernetes host it names in weft-host — a VM
+// migrating into a namespace has that namespace's identity —, else the
+// default namespace.
+func (c converter) instanceNamespace(s *api.AgentService) string {
+	if s.Namespace != "" && s.Namespace != "default" {
+		return s.Namespace
+	}
+	hosts := strings.Split(instanceValue(s, MetaHost), ",")
+	for i := range hosts {
+		hosts[i] = strings.ToLower(strings.TrimSpace(hosts[i]))
+	}
+	slices.Sort(hosts)
+	for _, h := range hosts {
+		if ns := kubeNamespace(h); ns != "" {
+			return ns
+		}
+	}
+	return c.namespace
+}
+
+// kubeNamespace is the namespace of a Kubernetes host
+// <name>.<namespace>.svc[.<domain suffix>], "" for any other host.
+func kubeNamespace(host string) string {
+	parts := strings.SplitN(host, ".", 4)
+	if len(parts) >= 3 && parts[2] == "svc" && parts[0] != "" && parts[1] != "" {
+		return parts[1]
+	}
+	return ""
 }
 
 // instancePort is the instance's port, false when it has none (a service

@@ -98,7 +98,7 @@ func TestConvert(t *testing.T) {
 			name:    "weft-host joins a Kubernetes host; service address and account; weights",
 			service: "order",
 			entries: []*api.ServiceEntry{func() *api.ServiceEntry {
-				e := inst(vm2, "order", 8080, []string{"weft-host=order.default.svc.cluster.local"},
+				e := inst(vm2, "order", 8080, []string{"weft-host=order.prod.svc.cluster.local, api.example.com"},
 					map[string]string{"protocol": "http", "service-account": "order", "version": "vm"}, api.HealthPassing)
 				e.Service.Address = "192.168.5.5"
 				e.Service.Weights = api.AgentWeights{Passing: 5, Warning: 1}
@@ -106,11 +106,13 @@ func TestConvert(t *testing.T) {
 			}()},
 			services: []string{
 				"order.service.consul aliases=order ns=default src=consul ports=[http-8080/8080/HTTP]",
-				"order.default.svc.cluster.local ns=default src=consul ports=[http-8080/8080/HTTP]",
+				"api.example.com ns=default src=consul ports=[http-8080/8080/HTTP]",
+				"order.prod.svc.cluster.local ns=prod src=consul ports=[http-8080/8080/HTTP]",
 			},
 			endpoints: []string{
-				`order.service.consul:8080 -> 192.168.5.5:8080 labels={version=vm} loc="dc1" w=5 sa="order" wl=default/vm-2 health=0`,
-				`order.default.svc.cluster.local:8080 -> 192.168.5.5:8080 labels={version=vm} loc="dc1" w=5 sa="order" wl=default/vm-2 health=0`,
+				`order.service.consul:8080 -> 192.168.5.5:8080 labels={version=vm} loc="dc1" w=5 sa="order" wl=prod/vm-2 health=0`,
+				`api.example.com:8080 -> 192.168.5.5:8080 labels={version=vm} loc="dc1" w=5 sa="order" wl=prod/vm-2 health=0`,
+				`order.prod.svc.cluster.local:8080 -> 192.168.5.5:8080 labels={version=vm} loc="dc1" w=5 sa="order" wl=prod/vm-2 health=0`,
 			},
 		},
 		{

@@ -70,8 +70,10 @@ type Options struct {
 	// Address is the Consul agent's HTTP API: host:port, or a URL
 	// (http://host:port, https://host:port).
 	Address string
-	// Token is the ACL token sent with every query; empty sends none
-	// (the agent's default token applies).
+	// Token is the ACL token sent with every query; empty means
+	// CONSUL_HTTP_TOKEN from the environment, else none (the agent's
+	// default token applies). TLS settings come from the environment as
+	// for the consul CLI (CONSUL_CACERT, CONSUL_CLIENT_CERT, …).
 	Token string
 	// Datacenter to read; empty means the agent's own.
 	Datacenter string
@@ -151,13 +153,23 @@ func New(opts Options) (*Source, error) {
 	}
 	cfg := api.DefaultNonPooledConfig()
 	cfg.Address = opts.Address
-	cfg.Token = opts.Token
-	cfg.Datacenter = opts.Datacenter
-	// A blocking query lasts up to WaitTime plus Consul's jitter
-	// (WaitTime/16); a connection silent for longer than that is dead.
+	if opts.Token != "" {
+		cfg.Token = opts.Token
+	}
+	if opts.Datacenter != "" {
+		cfg.Datacenter = opts.Datacenter
+	}
 	cfg.HttpClient = opts.HTTPClient
 	if cfg.HttpClient == nil {
-		cfg.HttpClient = &http.Client{Transport: cfg.Transport, Timeout: opts.WaitTime + opts.WaitTime/16 + 15*time.Second}
+		// TLS as the Consul CLI configures it (CONSUL_CACERT, …).
+		hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
+		if err != nil {
+			return nil, fmt.Errorf("consul registry: TLS settings for %q: %w", opts.Address, err)
+		}
+		// A blocking query lasts up to WaitTime plus Consul's jitter
+		// (WaitTime/16); a connection silent for longer than that is dead.
+		hc.Timeout = opts.WaitTime + opts.WaitTime/16 + 15*time.Second
+		cfg.HttpClient = hc
 	}
 	client, err := api.NewClient(cfg)
 	if err != nil {
@@ -232,6 +244,7 @@ func (s *Source) Run(ctx context.Context) error {
 				break
 			}
 			s.fail("catalog", fmt.Errorf("consul registry: listing services at %s: %w", s.opts.Address, err))
+			index = 0 // the agent may come back as another one, with a lower index
 			sleep(ctx, bo.next())
 			continue
 		}
@@ -286,6 +299,7 @@ func (s *Source) watchService(ctx context.Context, name string) {
 				return
 			}
 			s.fail(key, fmt.Errorf("consul registry: reading service %q at %s: %w", name, s.opts.Address, err))
+			index = 0 // a restarted agent's index may be lower: blocking on ours would wait WaitTime
 			sleep(ctx, bo.next())
 			continue
 		}

@@ -8,7 +8,10 @@
 // (or WaitTime passes), so a change arrives as soon as Consul knows it and
 // an idle catalog costs one open request per service. Errors are retried
 // with bounded, jittered backoff; while Consul cannot be reached the last
-// known snapshot keeps serving and Status reports Connected=false.
+// known snapshot keeps serving and Status reports Connected=false. When it
+// answers again, what it says is published after Options.Settle, so an
+// agent that restarted empty and is re-registering its services does not
+// empty the mesh for a moment.
 //
 // # Mapping
 //
@@ -63,6 +66,7 @@ const (
 	DefaultWaitTime   = 5 * time.Minute
 	DefaultMinBackoff = 250 * time.Millisecond
 	DefaultMaxBackoff = 30 * time.Second
+	DefaultSettle     = 5 * time.Second
 )
 
 // Options configure a Source. Only Address is required.
@@ -94,6 +98,12 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential backoff
 	// after a failed query; defaults DefaultMinBackoff, DefaultMaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
+	// Settle is how long, after Consul answers again following an outage,
+	// the last snapshot keeps serving while Weft reads the catalog anew; what
+	// it reads then is published at once. A restarted agent re-registers its
+	// services and re-runs its checks in that time instead of emptying the
+	// mesh for a moment. Default DefaultSettle; negative publishes at once.
+	Settle time.Duration
 	// HTTPClient talks to Consul (TLS settings, proxies); nil builds one
 	// without connection pooling whose timeout outlasts a blocking query.
 	HTTPClient *http.Client
@@ -110,6 +120,7 @@ type Source struct {
 	log    *slog.Logger
 
 	changed chan struct{}
+	settle  chan struct{} // a publish waits for the settle time to end
 
 	mu       sync.Mutex
 	snap     *registry.Snapshot
@@ -121,6 +132,9 @@ type Source struct {
 	errTime  time.Time
 	update   time.Time
 	warned   map[string]bool // warnings already logged
+	outage   bool            // the catalog query failed since it last succeeded
+	until    time.Time       // publishing waits until then (settling after an outage)
+	dirty    bool            // a publish is waiting for until
 	synced   bool
 	counting struct{ services, endpoints int }
 }
@@ -148,6 +162,9 @@ func New(opts Options) (*Source, error) {
 		opts.MaxBackoff = DefaultMaxBackoff
 	}
 	opts.MaxBackoff = max(opts.MaxBackoff, opts.MinBackoff)
+	if opts.Settle == 0 {
+		opts.Settle = DefaultSettle
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -181,6 +198,7 @@ func New(opts Options) (*Source, error) {
 		conv:    converter{source: Name, domain: opts.Domain, namespace: opts.Namespace, alias: !opts.DisableShortAlias},
 		log:     opts.Logger.With("component", "registry/consul", "address", opts.Address),
 		changed: make(chan struct{}, 1),
+		settle:  make(chan struct{}, 1),
 		snap:    registry.New(registry.Contents{}),
 		results: map[string]result{},
 		pending: map[string]bool{},
@@ -234,6 +252,7 @@ func (s *Source) Run(ctx context.Context) error {
 		}
 		wg.Wait()
 	}()
+	wg.Go(func() { s.settler(ctx) })
 	bo := s.backoff()
 	var index uint64
 	for ctx.Err() == nil {
@@ -329,6 +348,13 @@ func (s *Source) catalogRead(started, stopped []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.succeed("catalog")
+	if s.outage {
+		s.outage = false
+		if s.opts.Settle > 0 {
+			s.until = time.Now().Add(s.opts.Settle)
+			s.log.Info("consul answers again; reading its catalog before applying it", "settle", s.opts.Settle)
+		}
+	}
 	s.catalog = true
 	for _, name := range started {
 		s.pending[name] = true
@@ -377,8 +403,18 @@ func (s *Source) serviceRead(ctx context.Context, key, name string, entries []*a
 }
 
 // publish builds a new snapshot from every service's result and signals
-// Changed. s.mu is held.
+// Changed, or, while settling after an outage, leaves that to the settler.
+// s.mu is held.
 func (s *Source) publish() {
+	if time.Now().Before(s.until) {
+		s.dirty = true
+		select {
+		case s.settle <- struct{}{}:
+		default:
+		}
+		return
+	}
+	s.dirty = false
 	var c registry.Contents
 	for _, name := range sortedNames(s.results) {
 		r := s.results[name]
@@ -391,6 +427,27 @@ func (s *Source) publish() {
 	select {
 	case s.changed <- struct{}{}:
 	default:
+	}
+}
+
+// settler publishes what was read while settling once the settle time
+// is over; it ends with ctx.
+func (s *Source) settler(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.settle:
+		}
+		s.mu.Lock()
+		wait := time.Until(s.until)
+		s.mu.Unlock()
+		sleep(ctx, wait)
+		s.mu.Lock()
+		if s.dirty && ctx.Err() == nil {
+			s.publish()
+		}
+		s.mu.Unlock()
 	}
 }
 
@@ -416,6 +473,9 @@ func (s *Source) fail(key string, err error) {
 	}
 	s.failing[key] = err
 	s.lastErr, s.errTime = err, time.Now()
+	if key == "catalog" {
+		s.outage = true
+	}
 }
 
 // succeed clears watcher key's failure. s.mu is held.

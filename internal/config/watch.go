@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -198,6 +199,27 @@ func isConfigFile(path string) bool {
 // early only when dir cannot be watched or read at start. Its goroutines
 // end before it returns.
 func Watch(ctx context.Context, dir string, s *Store, onChange func(*Snapshot)) error {
+	var last *Snapshot
+	return WatchDir(ctx, dir, s.log, func(files *Dir) {
+		if snap := s.LoadDir(files); last == nil || !sameContent(last, snap) {
+			last = snap
+			onChange(snap)
+		}
+	})
+}
+
+// WatchDir reads dir, calls onRead with its content, then watches dir and
+// its subdirectories and reads it again after every burst of changes,
+// calling onRead with each new reading (which may equal the previous one).
+// It is Watch without a Store, for callers that merge the directory with
+// other config sources before loading. onRead is called from WatchDir's
+// goroutine, never concurrently. WatchDir blocks until ctx is done and
+// returns nil; it returns an error early only when dir cannot be watched
+// or read at start. A nil log means slog.Default().
+func WatchDir(ctx context.Context, dir string, log *slog.Logger, onRead func(*Dir)) error {
+	if log == nil {
+		log = slog.Default()
+	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("config: watch %s: %w", dir, err)
@@ -211,8 +233,7 @@ func Watch(ctx context.Context, dir string, s *Store, onChange func(*Snapshot)) 
 	if err != nil {
 		return err
 	}
-	last := s.LoadDir(files)
-	onChange(last)
+	onRead(files)
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -243,7 +264,7 @@ func Watch(ctx context.Context, dir string, s *Store, onChange func(*Snapshot)) 
 					// Files may have landed in it before the watch did; the
 					// reload reads them.
 					if err := addTree(w, ev.Name); err != nil {
-						s.log.Warn("cannot watch directory", "dir", ev.Name, "err", err)
+						log.Warn("cannot watch directory", "dir", ev.Name, "err", err)
 					}
 				}
 			}
@@ -253,7 +274,7 @@ func Watch(ctx context.Context, dir string, s *Store, onChange func(*Snapshot)) 
 				return nil
 			}
 			// Events may have been lost (e.g. queue overflow): reload anyway.
-			s.log.Warn("watch error", "dir", dir, "err", err)
+			log.Warn("watch error", "dir", dir, "err", err)
 			schedule()
 		case <-timer.C:
 			first = time.Time{}
@@ -262,16 +283,18 @@ func Watch(ctx context.Context, dir string, s *Store, onChange func(*Snapshot)) 
 			_ = addTree(w, dir)
 			files, err := ReadDir(dir)
 			if err != nil {
-				s.log.Error("cannot reload config; keeping the current snapshot", "dir", dir, "err", err)
+				log.Error("cannot reload config; keeping the current snapshot", "dir", dir, "err", err)
 				continue
 			}
-			if snap := s.LoadDir(files); !sameContent(last, snap) {
-				last = snap
-				onChange(snap)
-			}
+			onRead(files)
 		}
 	}
 }
+
+// SameContent reports whether two snapshots hold the same resources and
+// diagnostics (their versions aside): loading again changed nothing a
+// consumer would see.
+func SameContent(a, b *Snapshot) bool { return sameContent(a, b) }
 
 // addTree watches dir and every non-hidden directory below it, following
 // symbolic links to directories (each directory once), and the directory

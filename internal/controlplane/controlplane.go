@@ -29,7 +29,6 @@ import (
 	"weft.dev/weft/internal/jwks"
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/registry"
-	"weft.dev/weft/internal/registry/static"
 	"weft.dev/weft/internal/xds/server"
 )
 
@@ -73,6 +72,22 @@ type Options struct {
 	// JWKSRefresh is how often the JWT keys of jwksUri are fetched again;
 	// 0 means jwks.DefaultRefresh (20m, as Istio).
 	JWKSRefresh time.Duration
+	// ConfigSources supply config besides ConfigDir (the Kubernetes API
+	// server's Istio objects): their virtual files are loaded together
+	// with the directory's. A source that also implements config.Reporter
+	// is told the outcome of every load.
+	ConfigSources []config.Source
+	// Registries supply services, endpoints and workloads besides the
+	// config's ServiceEntries (Kubernetes, Consul); see
+	// internal/registry/aggregate for how they merge.
+	Registries []registry.Source
+	// Authenticators are tried by the CA after client certificates and
+	// bootstrap tokens (Kubernetes service-account tokens).
+	Authenticators []ca.Authenticator
+	// SourceSyncTimeout bounds the wait for ConfigSources and Registries
+	// to sync before the first mesh is served; 0 means
+	// DefaultSourceSyncTimeout.
+	SourceSyncTimeout time.Duration
 	// Debounce and DebounceMax tune xDS push debouncing (see server.Options).
 	Debounce, DebounceMax time.Duration
 	Logger                *slog.Logger
@@ -98,6 +113,7 @@ type ControlPlane struct {
 
 	xdsLis, plainLis, statusLis net.Listener
 	current                     atomic.Pointer[mesh.Snapshot]
+	conflicts                   atomic.Pointer[[]string] // registry conflicts in force, for /status
 	running                     atomic.Bool
 }
 
@@ -124,14 +140,10 @@ func New(opts Options) (*ControlPlane, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	g := &guard.Guard{Registry: func(cfg *config.Snapshot) *registry.Snapshot { return static.Build(cfg, opts.DomainSuffix) }, DomainSuffix: opts.DomainSuffix}
 	c := &ControlPlane{
 		opts:    opts,
 		log:     opts.Logger.With("component", "controlplane"),
 		metrics: reg,
-		store: config.NewStore(config.Options{
-			DomainSuffix: opts.DomainSuffix, RootNamespace: opts.RootNamespace, Logger: opts.Logger, Admit: g.Admit,
-		}),
 		xds: server.New(server.Options{
 			Debounce:    opts.Debounce,
 			DebounceMax: opts.DebounceMax,
@@ -139,6 +151,12 @@ func New(opts Options) (*ControlPlane, error) {
 			Metrics:     reg,
 		}),
 	}
+	g := &guard.Guard{Registry: c.registryOf, DomainSuffix: opts.DomainSuffix}
+	storeOpts := config.Options{DomainSuffix: opts.DomainSuffix, RootNamespace: opts.RootNamespace, Logger: opts.Logger, Admit: g.Admit}
+	if len(opts.Registries) > 0 {
+		storeOpts.KnownHost = c.knownHost
+	}
+	c.store = config.NewStore(storeOpts)
 	c.jwks = jwks.NewFetcher(jwks.Options{Refresh: opts.JWKSRefresh, Logger: opts.Logger, OnChange: c.keysChanged})
 	var err error
 	if c.ca, err = ca.New(ca.Options{Dir: opts.CADir, TrustDomain: opts.TrustDomain, WorkloadCertTTL: opts.WorkloadCertTTL,
@@ -224,7 +242,7 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	}
 	wg.Go(func() { fail(c.jwks.Run(ctx)) })
 	wg.Go(func() {
-		if err := config.Watch(ctx, c.opts.ConfigDir, c.store, c.apply); err != nil {
+		if err := c.runConfig(ctx); err != nil {
 			fail(fmt.Errorf("controlplane: %w", err))
 		}
 	})
@@ -243,7 +261,7 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 // xDS server, after fetching the JWT keys of jwksUris it names for the
 // first time (bounded by each rule's timeout, so a new
 // RequestAuthentication verifies tokens from its first push; a failure is
-// reported and retried, never fails the config). Called from config.Watch's
+// reported and retried, never fails the config). Called from runConfig's
 // goroutine, never concurrently.
 func (c *ControlPlane) apply(cfg *config.Snapshot) {
 	c.publishMu.Lock()
@@ -266,7 +284,7 @@ func (c *ControlPlane) keysChanged() {
 // publish builds the mesh snapshot of cfg with the keys fetched so far and
 // pushes it. The caller holds publishMu.
 func (c *ControlPlane) publish(cfg *config.Snapshot) {
-	reg := static.Build(cfg, c.opts.DomainSuffix)
+	reg := c.registryOf(cfg)
 	m := mesh.Build(cfg, reg, c.meshOptions())
 	c.current.Store(m)
 	c.xds.Update(m)

@@ -34,7 +34,12 @@ func (c *ControlPlane) endpoints() []server.Endpoint {
 		ClientAuth: tls.RequestClientCert,
 		MinVersion: tls.VersionTLS12,
 	}
-	caSvc := ca.NewService(c.ca, c.opts.Logger)
+	auths := []ca.Authenticator{
+		ca.CertAuthenticator{Roots: c.ca.Roots(), TrustDomain: c.ca.TrustDomain()},
+		ca.TokenAuthenticator{Tokens: c.ca.Tokens()},
+	}
+	auths = append(auths, c.opts.Authenticators...)
+	caSvc := ca.NewService(c.ca, c.opts.Logger, auths...)
 	eps := []server.Endpoint{{
 		Listener:      c.xdsLis,
 		Credentials:   credentials.NewTLS(tlsConf),

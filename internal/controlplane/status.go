@@ -8,6 +8,7 @@ import (
 
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/jwks"
+	"weft.dev/weft/internal/registry"
 	"weft.dev/weft/internal/xds/server"
 )
 
@@ -49,6 +50,17 @@ type Status struct {
 	// reject every token), when, and the last error (the last good keys
 	// stay in force meanwhile).
 	JWKS []jwks.Status `json:"jwks"`
+	// ConfigSources are the config sources besides the directory (the
+	// Kubernetes API server): synced, connected, last error.
+	ConfigSources []config.SourceStatus `json:"configSources"`
+	// Registries are the service registries besides ServiceEntries
+	// (Kubernetes, Consul). While one cannot be reached its last known
+	// services and endpoints keep serving, and it says so here.
+	Registries []registry.SourceStatus `json:"registries"`
+	// RegistryConflicts are hosts that several registries define
+	// differently (ports, protocols): which definition is in force and
+	// which is ignored.
+	RegistryConflicts []string `json:"registryConflicts"`
 }
 
 func (c *ControlPlane) statusHandler() http.Handler {
@@ -102,6 +114,15 @@ func (c *ControlPlane) status() Status {
 	st.CA.Mode, st.CA.TrustDomain, st.CA.WorkloadCertTTL = c.ca.Mode(), c.ca.TrustDomain(), c.ca.WorkloadCertTTL().String()
 	st.ConnectedProxies = c.xds.ConnectedProxies()
 	st.Pushes = c.xds.Pushes()
+	st.ConfigSources = []config.SourceStatus{}
+	for _, s := range c.opts.ConfigSources {
+		st.ConfigSources = append(st.ConfigSources, s.Status())
+	}
+	st.Registries = []registry.SourceStatus{}
+	for _, r := range c.opts.Registries {
+		st.Registries = append(st.Registries, r.Status())
+	}
+	st.RegistryConflicts = c.registryConflicts()
 	return st
 }
 

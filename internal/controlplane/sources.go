@@ -1,0 +1,355 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/registry/static"
+)
+
+// DefaultSourceSyncTimeout bounds how long the control plane waits for its
+// config sources and registries to list everything once before it serves
+// its first mesh without those that are late.
+const DefaultSourceSyncTimeout = 30 * time.Second
+
+// registryPollInterval is how often the first-sync wait looks at the
+// sources again; sources signal changes, not syncs.
+const registryPollInterval = 50 * time.Millisecond
+
+// runConfig feeds the store: it watches the config directory, runs every
+// config source and registry, and loads the directory's files together
+// with the sources' virtual files whenever either changes. The first load
+// waits until every source has synced (bounded by SourceSyncTimeout), so a
+// restarting control plane never serves a mesh that lacks the Kubernetes
+// objects or endpoints it has simply not read yet. A registry change
+// rebuilds the mesh from the config in force; it judges the config again
+// (store.Reload) only when that can change the verdict: the traffic guard
+// holds or warns about something, or the set of known hosts changed.
+// runConfig returns when ctx is done, after every goroutine it started has
+// ended; it returns an error early when the directory cannot be watched or
+// a source cannot start.
+func (c *ControlPlane) runConfig(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg      sync.WaitGroup
+		errMu   sync.Mutex
+		errs    []error
+		dirMu   sync.Mutex
+		dir     *config.Dir
+		dirKick = make(chan struct{}, 1)
+		cfgKick = make(chan struct{}, 1)
+		regKick = make(chan struct{}, 1)
+	)
+	defer wg.Wait()
+	fail := func(err error) {
+		if err != nil {
+			errMu.Lock()
+			errs = append(errs, err)
+			errMu.Unlock()
+			cancel()
+		}
+	}
+	kick := func(ch chan struct{}) {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	wg.Go(func() {
+		fail(config.WatchDir(ctx, c.opts.ConfigDir, c.log, func(d *config.Dir) {
+			dirMu.Lock()
+			dir = d
+			dirMu.Unlock()
+			kick(dirKick)
+		}))
+	})
+	for _, src := range c.opts.ConfigSources {
+		wg.Go(func() { fail(src.Run(ctx)) })
+		wg.Go(func() { forward(ctx, src.Changed(), cfgKick) })
+	}
+	for _, src := range c.opts.Registries {
+		wg.Go(func() { fail(src.Run(ctx)) })
+		wg.Go(func() { forward(ctx, src.Changed(), regKick) })
+	}
+
+	// The first load: the directory read and every source synced.
+	select {
+	case <-ctx.Done():
+		return joinErrs(&errMu, errs)
+	case <-dirKick:
+	}
+	c.waitForSync(ctx)
+
+	load := func() {
+		dirMu.Lock()
+		d := dir
+		dirMu.Unlock()
+		snap := c.store.LoadDir(c.mergeSources(d))
+		c.report(snap)
+		c.applyIfChanged(snap)
+	}
+	load()
+	hosts := c.knownHosts()
+	for {
+		select {
+		case <-ctx.Done():
+			return joinErrs(&errMu, errs)
+		case <-dirKick:
+			load()
+		case <-cfgKick:
+			load()
+		case <-regKick:
+			// Several registry changes in a burst become one rebuild.
+			coalesce(ctx, regKick, c.registryDebounce())
+			next := c.knownHosts()
+			if !maps.Equal(hosts, next) || guardHasOpinion(c.lastConfig()) {
+				hosts = next
+				snap := c.store.Reload()
+				c.report(snap)
+				if c.applyIfChanged(snap) {
+					continue
+				}
+			}
+			c.republish()
+		}
+	}
+}
+
+// waitForSync waits until every config source and registry has synced, ctx
+// is done or SourceSyncTimeout passes, and says which sources were late.
+func (c *ControlPlane) waitForSync(ctx context.Context) {
+	if len(c.opts.ConfigSources) == 0 && len(c.opts.Registries) == 0 {
+		return
+	}
+	timeout := c.opts.SourceSyncTimeout
+	if timeout <= 0 {
+		timeout = DefaultSourceSyncTimeout
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(registryPollInterval)
+	defer tick.Stop()
+	for {
+		var late []string
+		for _, s := range c.opts.ConfigSources {
+			if !s.Synced() {
+				late = append(late, s.Name())
+			}
+		}
+		for _, r := range c.opts.Registries {
+			if !r.Status().Synced {
+				late = append(late, r.Name())
+			}
+		}
+		if len(late) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			c.log.Warn("serving before every source has synced; their objects and endpoints arrive when they do",
+				"late", late, "waited", timeout)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// mergeSources is the directory's content plus every synced config
+// source's virtual files (their names cannot collide with file paths).
+func (c *ControlPlane) mergeSources(d *config.Dir) *config.Dir {
+	if len(c.opts.ConfigSources) == 0 {
+		return d
+	}
+	out := &config.Dir{Files: map[string][]byte{}}
+	if d != nil {
+		maps.Copy(out.Files, d.Files)
+		out.Problems = d.Problems
+	}
+	for _, s := range c.opts.ConfigSources {
+		if s.Synced() {
+			maps.Copy(out.Files, s.Files())
+		}
+	}
+	return out
+}
+
+// report tells every config source that writes results back (Kubernetes
+// status) the outcome of a load.
+func (c *ControlPlane) report(snap *config.Snapshot) {
+	for _, s := range c.opts.ConfigSources {
+		if r, ok := s.(config.Reporter); ok {
+			r.Report(snap)
+		}
+	}
+}
+
+// applyIfChanged applies snap when its content differs from the config in
+// force, and says whether it did.
+func (c *ControlPlane) applyIfChanged(snap *config.Snapshot) bool {
+	if last := c.lastConfig(); last != nil && config.SameContent(last, snap) {
+		return false
+	}
+	c.apply(snap)
+	return true
+}
+
+// lastConfig is the config snapshot in force, nil before the first.
+func (c *ControlPlane) lastConfig() *config.Snapshot {
+	c.publishMu.Lock()
+	defer c.publishMu.Unlock()
+	return c.lastCfg
+}
+
+// republish builds and pushes the mesh again from the config in force,
+// for a registry change. Only what changed reaches the proxies: the xDS
+// server versions each resource type, so new endpoints alone are an
+// EDS-only push.
+func (c *ControlPlane) republish() {
+	c.publishMu.Lock()
+	defer c.publishMu.Unlock()
+	if c.lastCfg != nil {
+		c.publish(c.lastCfg)
+	}
+}
+
+// registryOf is the registry the mesh is built from: the services of the
+// config's ServiceEntries (which may select the registries' workloads)
+// merged with every registry source's. Conflicts between them are kept
+// for /status and logged once each.
+func (c *ControlPlane) registryOf(cfg *config.Snapshot) *registry.Snapshot {
+	st := static.Build(cfg, c.opts.DomainSuffix)
+	if len(c.opts.Registries) == 0 {
+		return st
+	}
+	snaps := make([]*registry.Snapshot, 0, len(c.opts.Registries))
+	for _, r := range c.opts.Registries {
+		snaps = append(snaps, r.Snapshot())
+	}
+	return mergeRegistries(st, snaps)
+}
+
+// knownHost reports whether a registry source knows fqdn: such hosts are
+// not "unknown" to config validation. Safe from any goroutine.
+func (c *ControlPlane) knownHost(fqdn string) bool {
+	for _, r := range c.opts.Registries {
+		if r.Snapshot().Service(fqdn) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// knownHosts is every host the registry sources know, with its ports, to
+// tell when a registry change may change config verdicts.
+func (c *ControlPlane) knownHosts() map[string]string {
+	out := map[string]string{}
+	for _, r := range c.opts.Registries {
+		for _, s := range r.Snapshot().Services() {
+			var ports []string
+			for _, p := range s.Ports {
+				ports = append(ports, p.Name+"/"+string(p.Protocol)+"/"+itoa(p.Number))
+			}
+			slices.Sort(ports)
+			out[s.Hostname] = joinStrings(ports)
+		}
+	}
+	return out
+}
+
+// registryDebounce is how long registry changes are gathered before one
+// rebuild: the xDS debounce, which bounds pushes anyway.
+func (c *ControlPlane) registryDebounce() time.Duration {
+	if c.opts.Debounce > 0 {
+		return c.opts.Debounce
+	}
+	return 20 * time.Millisecond
+}
+
+// guardHasOpinion reports whether the traffic guard holds back or warns
+// about a change in cfg, a verdict new endpoints may change.
+func guardHasOpinion(cfg *config.Snapshot) bool {
+	if cfg == nil {
+		return false
+	}
+	for _, d := range cfg.Diagnostics {
+		if d.Code == config.CodeTrafficHeld || d.Code == config.CodeUnservedTraffic {
+			return true
+		}
+	}
+	return false
+}
+
+// forward kicks out after each value of in, until ctx is done.
+func forward(ctx context.Context, in <-chan struct{}, out chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-in:
+			select {
+			case out <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// coalesce waits d, absorbing further kicks, so a burst is one rebuild.
+func coalesce(ctx context.Context, ch chan struct{}, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	select {
+	case <-ch:
+	default:
+	}
+}
+
+func joinErrs(mu *sync.Mutex, errs []error) error {
+	mu.Lock()
+	defer mu.Unlock()
+	return errors.Join(errs...)
+}
+
+func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
+
+func joinStrings(s []string) string { return strings.Join(s, ",") }
+
+// registryConflicts are the conflicts of the registry in force, rendered.
+func (c *ControlPlane) registryConflicts() []string {
+	if p := c.conflicts.Load(); p != nil {
+		return *p
+	}
+	return []string{}
+}
+
+// mergeRegistries TEMPORARY until registry/aggregate lands.
+func mergeRegistries(st *registry.Snapshot, snaps []*registry.Snapshot) *registry.Snapshot {
+	var c registry.Contents
+	seen := map[string]bool{}
+	for _, s := range append([]*registry.Snapshot{st}, snaps...) {
+		for _, svc := range s.Services() {
+			if !seen[svc.Hostname] {
+				seen[svc.Hostname] = true
+				c.Services = append(c.Services, svc)
+			}
+			c.Endpoints = append(c.Endpoints, s.Endpoints(svc.Hostname, 0)...)
+		}
+		c.Workloads = append(c.Workloads, s.Workloads()...)
+	}
+	return registry.New(c)
+}

@@ -122,21 +122,23 @@ type Source struct {
 	changed chan struct{}
 	settle  chan struct{} // a publish waits for the settle time to end
 
-	mu       sync.Mutex
-	snap     *registry.Snapshot
-	results  map[string]result // by Consul service name: the last converted health answer
-	pending  map[string]bool   // services listed by the catalog whose first health answer is still due
-	catalog  bool              // the catalog list has been read once
-	failing  map[string]error  // by watcher ("catalog", "service <name>"): its last query failed
-	lastErr  error
-	errTime  time.Time
-	update   time.Time
-	warned   map[string]bool // warnings already logged
-	outage   bool            // the catalog query failed since it last succeeded
-	until    time.Time       // publishing waits until then (settling after an outage)
-	dirty    bool            // a publish is waiting for until
-	synced   bool
-	counting struct{ services, endpoints int }
+	mu        sync.Mutex
+	snap      *registry.Snapshot
+	results   map[string]result // by Consul service name: the last converted health answer
+	pending   map[string]bool   // services listed by the catalog whose first health answer is still due
+	catalog   bool              // the catalog list has been read once
+	failing   map[string]error  // by watcher ("catalog", "service <name>"): its last query failed
+	lastErr   error
+	errTime   time.Time
+	update    time.Time
+	warned    map[string]bool    // warnings already logged
+	outage    bool               // Consul was unreachable and the service list has not been read since
+	outageSeq uint64             // incremented when an outage begins
+	kick      context.CancelFunc // cancels the catalog query in flight
+	until     time.Time          // publishing waits until then (settling after an outage)
+	dirty     bool               // a publish is waiting for until
+	synced    bool
+	counting  struct{ services, endpoints int }
 }
 
 var _ registry.Source = (*Source)(nil)
@@ -254,21 +256,43 @@ func (s *Source) Run(ctx context.Context) error {
 	}()
 	wg.Go(func() { s.settler(ctx) })
 	bo := s.backoff()
-	var index uint64
+	var index, last uint64 // the next query's WaitIndex; the last index Consul answered
 	for ctx.Err() == nil {
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: s.opts.WaitTime}).WithContext(ctx)
+		// A watcher that finds Consul gone cancels this query (kick), so
+		// the list is read again at once rather than after WaitTime.
+		qctx, kick := context.WithCancel(ctx)
+		seq, outage := s.startCatalogQuery(kick)
+		if outage {
+			index = 0 // the agent answering now may not be the one whose index we hold
+		}
+		began := time.Now()
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: s.opts.WaitTime}).WithContext(qctx)
 		names, meta, err := s.client.Catalog().Services(q)
+		kick()
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
+			if qctx.Err() != nil {
+				continue // kicked: read the list again now
+			}
 			s.fail("catalog", fmt.Errorf("consul registry: listing services at %s: %w", s.opts.Address, err))
-			index = 0 // the agent may come back as another one, with a lower index
+			index = 0
 			sleep(ctx, bo.next())
 			continue
 		}
 		bo.reset()
+		if meta.LastIndex < last {
+			// The list's index only goes backwards when the server's state
+			// was reset (a dev agent restarted, a snapshot restored): handle
+			// it as an outage, then read the list anew.
+			s.stateReset(last, meta.LastIndex)
+			last, index = meta.LastIndex, 0
+			continue
+		}
+		last = meta.LastIndex
 		unchanged := meta.LastIndex == index
+		early := unchanged && time.Since(began) < s.opts.WaitTime/2
 		index = nextIndex(index, meta.LastIndex)
 
 		want := map[string]bool{}
@@ -293,14 +317,33 @@ func (s *Source) Run(ctx context.Context) error {
 				stopped = append(stopped, name)
 			}
 		}
-		s.catalogRead(started, stopped)
-		if unchanged {
-			// Consul answered without a change (WaitTime passed): pause a
-			// little so a misbehaving agent cannot make this a busy loop.
+		if s.catalogRead(seq, started, stopped) {
+			// The answer may come from an agent on its way down: ask again
+			// without blocking on its index.
+			index = 0
 			sleep(ctx, s.opts.MinBackoff)
+			continue
 		}
+		index = s.nextWait(ctx, index, unchanged, early)
 	}
 	return nil
+}
+
+// nextWait pauses after an answer without a change, so a misbehaving
+// agent cannot make a watch a busy loop, and returns the next WaitIndex:
+// 0 after an unchanged answer that came long before WaitTime (an agent
+// shutting down answers its blocking queries; the agent answering next may
+// be a restarted one, on whose lower index a blocking query would wait for
+// WaitTime), else index.
+func (s *Source) nextWait(ctx context.Context, index uint64, unchanged, early bool) uint64 {
+	if !unchanged {
+		return index
+	}
+	sleep(ctx, s.opts.MinBackoff)
+	if early {
+		return 0
+	}
+	return index
 }
 
 // watchService follows one service's instances and checks until ctx ends
@@ -311,6 +354,11 @@ func (s *Source) watchService(ctx context.Context, name string) {
 	bo := s.backoff()
 	var index uint64
 	for ctx.Err() == nil {
+		seq, outage := s.outageState()
+		if outage {
+			index = 0
+		}
+		began := time.Now()
 		q := (&api.QueryOptions{WaitIndex: index, WaitTime: s.opts.WaitTime}).WithContext(ctx)
 		entries, meta, err := s.client.Health().Service(name, "", false, q)
 		if err != nil {
@@ -324,11 +372,17 @@ func (s *Source) watchService(ctx context.Context, name string) {
 		}
 		bo.reset()
 		unchanged := meta.LastIndex == index
+		early := unchanged && time.Since(began) < s.opts.WaitTime/2
 		index = nextIndex(index, meta.LastIndex)
 		s.serviceRead(ctx, key, name, entries)
-		if unchanged {
+		if now, outage := s.outageState(); outage || now != seq {
+			// Consul went away while this query ran, or is still away: the
+			// index may be another agent's; ask again without blocking.
+			index = 0
 			sleep(ctx, s.opts.MinBackoff)
+			continue
 		}
+		index = s.nextWait(ctx, index, unchanged, early)
 	}
 }
 
@@ -342,17 +396,52 @@ func nextIndex(prev, got uint64) uint64 {
 	return max(got, 1)
 }
 
-// catalogRead records a successful catalog answer: services that appeared
-// wait for their first health answer, services that left are removed.
-func (s *Source) catalogRead(started, stopped []string) {
+// startCatalogQuery records how to kick the catalog query about to start
+// and returns the outage sequence number it starts in and whether Consul
+// is in an outage.
+func (s *Source) startCatalogQuery(kick context.CancelFunc) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.kick = kick
+	return s.outageSeq, s.outage
+}
+
+// stateReset starts an outage without an error: the catalog's index went
+// from prev back to now.
+func (s *Source) stateReset(prev, now uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.outage {
+		s.outage = true
+		s.outageSeq++
+		s.log.Info("consul's catalog index went backwards (a restarted or restored server): reading it anew", "from", prev, "to", now)
+	}
+}
+
+// outageState returns the outage sequence number (incremented when an
+// outage begins) and whether Consul is unreachable now.
+func (s *Source) outageState() (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.outageSeq, s.outage
+}
+
+// catalogRead records a successful catalog answer to a query started in
+// outage seq: services that appeared wait for their first health answer,
+// services that left are removed. An answer to a query started before the
+// current outage does not end it. It returns whether the outage goes on.
+func (s *Source) catalogRead(seq uint64, started, stopped []string) (outage bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.succeed("catalog")
-	if s.outage {
+	if s.outage && seq == s.outageSeq {
 		s.outage = false
 		if s.opts.Settle > 0 {
 			s.until = time.Now().Add(s.opts.Settle)
 			s.log.Info("consul answers again; reading its catalog before applying it", "settle", s.opts.Settle)
+		}
+		if s.dirty {
+			s.publish() // now, or at the end of the settle time
 		}
 	}
 	s.catalog = true
@@ -374,6 +463,7 @@ func (s *Source) catalogRead(started, stopped []string) {
 	if removed {
 		s.publish()
 	}
+	return s.outage
 }
 
 // serviceRead records a successful health answer for one service. An
@@ -403,9 +493,15 @@ func (s *Source) serviceRead(ctx context.Context, key, name string, entries []*a
 }
 
 // publish builds a new snapshot from every service's result and signals
-// Changed, or, while settling after an outage, leaves that to the settler.
-// s.mu is held.
+// Changed. During an outage (the service list cannot be read) it only
+// notes that a publish is due: another service's answer, from an agent
+// that restarted empty, must not empty the mesh. While settling after an
+// outage it leaves the publish to the settler. s.mu is held.
 func (s *Source) publish() {
+	if s.outage {
+		s.dirty = true
+		return
+	}
 	if time.Now().Before(s.until) {
 		s.dirty = true
 		select {
@@ -473,9 +569,26 @@ func (s *Source) fail(key string, err error) {
 	}
 	s.failing[key] = err
 	s.lastErr, s.errTime = err, time.Now()
-	if key == "catalog" {
+	if unreachable(err) && !s.outage {
+		// Hold what is published until the service list has been read
+		// again, from whichever agent answers then; read it now.
 		s.outage = true
+		s.outageSeq++
+		if s.kick != nil {
+			s.kick()
+		}
 	}
+}
+
+// unreachable reports whether err means Consul cannot answer (no
+// connection, a timeout, a 5xx such as "No cluster leader"), rather than
+// refusing one query (an ACL's 403).
+func unreachable(err error) bool {
+	var se api.StatusError
+	if errors.As(err, &se) {
+		return se.Code >= 500
+	}
+	return true
 }
 
 // succeed clears watcher key's failure. s.mu is held.

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,10 +17,11 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/testenv"
 )
 
 // The TestConsul* tests run the Source against a real Consul agent
-// (consul agent -dev on loopback, see agent_test.go).
+// (consul agent -dev on loopback, testenv.Consul), started per test.
 
 // run starts a Source on addr and stops it in t.Cleanup, failing the test
 // if Run does not return after its context ends.
@@ -135,7 +138,7 @@ func registerSOA(t *testing.T, c *api.Client) {
 }
 
 func TestConsulServicesOnOneNode(t *testing.T) {
-	a := startAgent(t)
+	a := testenv.Consul(t)
 	c := client(t, a.Addr)
 	registerSOA(t, c)
 	// A second VM, registered in the catalog directly, with a zone.
@@ -164,12 +167,12 @@ func TestConsulServicesOnOneNode(t *testing.T) {
 	}
 	wantEps := []string{
 		`order.service.consul:8080 -> 10.1.0.2:8080 labels={version=v2, zone=z2} loc="dc1/z2" w=1 sa="" wl=default/vm-2 health=0`,
-		`order.service.consul:8080 -> 127.0.0.1:8080 labels={primary=, team=orders, version=v1} loc="dc1" w=1 sa="" wl=default/weft-vm health=0`,
+		`order.service.consul:8080 -> 127.0.0.1:8080 labels={primary=, team=orders, version=v1} loc="dc1" w=1 sa="" wl=default/weft-test health=0`,
 	}
 	if got := endpointStrings(snap, "order.service.consul"); !slices.Equal(got, wantEps) {
 		t.Errorf("order endpoints:\n got  %q\n want %q", got, wantEps)
 	}
-	wantEps = []string{`payment.service.consul:8081 -> 127.0.0.1:8081 labels={version=v3} loc="dc1" w=1 sa="" wl=default/weft-vm health=0`}
+	wantEps = []string{`payment.service.consul:8081 -> 127.0.0.1:8081 labels={version=v3} loc="dc1" w=1 sa="" wl=default/weft-test health=0`}
 	if got := endpointStrings(snap, "payment.service.consul"); !slices.Equal(got, wantEps) {
 		t.Errorf("payment endpoints:\n got  %q\n want %q", got, wantEps)
 	}
@@ -180,7 +183,7 @@ func TestConsulServicesOnOneNode(t *testing.T) {
 }
 
 func TestConsulHealthAndDeregistration(t *testing.T) {
-	a := startAgent(t)
+	a := testenv.Consul(t)
 	c := client(t, a.Addr)
 	registerSOA(t, c)
 	s := run(t, Options{Address: a.Addr, DisableShortAlias: true})
@@ -235,7 +238,7 @@ func TestConsulHealthAndDeregistration(t *testing.T) {
 }
 
 func TestConsulOutageKeepsLastSnapshot(t *testing.T) {
-	a := startAgent(t)
+	a := testenv.Consul(t)
 	c := client(t, a.Addr)
 	registerSOA(t, c)
 	s := run(t, Options{Address: a.Addr}) // the default settle time
@@ -311,6 +314,66 @@ func TestConsulOutageKeepsLastSnapshot(t *testing.T) {
 	}
 }
 
+// An agent restart as quick as testenv's Restart (the agent is back before
+// every watcher noticed it was gone) with the VM's services in the agent's
+// configuration, so the restarted agent registers them again.
+func TestConsulRestartKeepsServing(t *testing.T) {
+	a := testenv.Consul(t)
+	def := `{"service": {"name": "order", "port": 8080, "tags": ["version=v1"], "meta": {"protocol": "http"}}}`
+	if err := os.WriteFile(filepath.Join(a.ConfigDir, "order.json"), []byte(def), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.Restart() // load the definition
+	c := client(t, a.Addr)
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "payment", Name: "payment", Port: 8081}); err != nil {
+		t.Fatal(err) // through the API: the restarted dev agent forgets it
+	}
+	s := run(t, Options{Address: a.Addr})
+	waitSnapshot(t, s, "order and payment", func(s *registry.Snapshot) bool {
+		return len(s.Endpoints("order.service.consul", 0)) == 1 && len(s.Endpoints("payment.service.consul", 0)) == 1
+	})
+
+	var (
+		mu        sync.Mutex
+		published []*registry.Snapshot
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		for {
+			select {
+			case <-s.Changed():
+				mu.Lock()
+				published = append(published, s.Snapshot())
+				mu.Unlock()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	defer func() { cancel(); <-collected }()
+
+	for range 2 {
+		a.Restart()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for snap := s.Snapshot(); snap.Service("payment.service.consul") != nil || len(snap.Endpoints("order.service.consul", 0)) != 1; snap = s.Snapshot() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for order alone after the restarts; snapshot:\n%s\nstatus: %+v", dump(snap), s.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitStatus(t, s, "connected", func(st registry.SourceStatus) bool { return st.Connected && st.LastError == "" })
+	mu.Lock()
+	defer mu.Unlock()
+	for i, snap := range published {
+		if len(snap.Endpoints("order.service.consul", 0)) != 1 {
+			t.Errorf("snapshot %d published across the restarts lacks order:\n%s", i, dump(snap))
+		}
+	}
+}
+
 // countingTransport records every request to Consul.
 type countingTransport struct {
 	base http.RoundTripper
@@ -332,7 +395,7 @@ func (c *countingTransport) requests() []string {
 }
 
 func TestConsulBlockingQueriesNotPolling(t *testing.T) {
-	a := startAgent(t)
+	a := testenv.Consul(t)
 	c := client(t, a.Addr)
 	registerSOA(t, c)
 	tr := &countingTransport{base: api.DefaultNonPooledConfig().Transport}

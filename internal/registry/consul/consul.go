@@ -48,6 +48,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -148,6 +149,7 @@ func New(opts Options) (*Source, error) {
 	if opts.Address == "" {
 		return nil, errors.New("consul registry: no address: set the Consul agent's HTTP address (host:port)")
 	}
+	opts.Domain = strings.ToLower(strings.Trim(opts.Domain, "."))
 	if opts.Domain == "" {
 		opts.Domain = DefaultDomain
 	}
@@ -436,7 +438,9 @@ func (s *Source) catalogRead(seq uint64, started, stopped []string) (outage bool
 	s.succeed("catalog")
 	if s.outage && seq == s.outageSeq {
 		s.outage = false
-		if s.opts.Settle > 0 {
+		if s.opts.Settle > 0 && s.synced {
+			// Only a mesh that had Consul's services needs protecting; a
+			// first read is published as soon as it is complete.
 			s.until = time.Now().Add(s.opts.Settle)
 			s.log.Info("consul answers again; reading its catalog before applying it", "settle", s.opts.Settle)
 		}

@@ -9,12 +9,17 @@
 //   - The same host in several parts has the endpoints of all of them, so
 //     a service migrating from VMs (Consul) to Kubernetes is one host whose
 //     subsets may select either side.
+//   - A later part's port joins the definition's port with the same
+//     number, else the definition's only port whose target port it is (a
+//     Kubernetes Service's port 80 with targetPort 8080 and Consul
+//     instances on 8080), else the definition's only port whose number is
+//     its target port; its endpoints then serve that port.
 //   - A later part that disagrees about a host's ports is a Conflict: a
-//     port number the first definition lacks (its endpoints on that port are
-//     dropped: no service port carries them), or the same port number with
-//     another protocol (its endpoints are kept and receive traffic with the
-//     first definition's protocol). A later part serving only some of the
-//     first definition's ports is no conflict.
+//     port that joins none of the definition's (its endpoints on that port
+//     are left out: no service port carries them), or one that joins a
+//     port of another protocol (its endpoints are kept and receive traffic
+//     with the first definition's protocol). A later part serving only some
+//     of the definition's ports is no conflict.
 //   - An endpoint (host, service port, address, port) present in several
 //     parts is kept once, from the first.
 //   - Workloads of every part are kept.
@@ -40,27 +45,34 @@ type Part struct {
 }
 
 // Conflict is a host that two registries define differently. Winner's
-// definition is in force; Loser's disagreeing ports are left out (see the
-// package doc).
+// definition is in force (see the package doc for what happens to Loser's
+// endpoints).
 type Conflict struct {
 	Host   string
 	Winner string // the part whose Service is kept
 	Loser  string // the part that disagrees
-	// Port is the service port they disagree about.
-	Port uint32
-	// WinnerProtocol is "" when Winner has no such port; LoserProtocol is
-	// the loser's protocol of Port.
+	// Port is the loser's service port; WinnerPort is the winner's port it
+	// corresponds to (the same number, or the port whose target it is), 0
+	// when there is none.
+	Port, WinnerPort uint32
+	// WinnerProtocol is WinnerPort's protocol ("" without one);
+	// LoserProtocol is Port's.
 	WinnerProtocol, LoserProtocol registry.Protocol
 }
 
 // String says what conflicts and what happens, for logs and /status.
 func (c Conflict) String() string {
-	if c.WinnerProtocol == "" {
-		return fmt.Sprintf("host %s: %s defines port %d (%s), which %s (the first registry defining the host) does not: %s's endpoints on port %d are left out",
+	if c.WinnerPort == 0 {
+		return fmt.Sprintf("host %s: %s defines port %d (%s), which matches no single port of %s (the first registry defining the host) by number or target port: %s's endpoints on port %d are left out",
 			c.Host, c.Loser, c.Port, c.LoserProtocol, c.Winner, c.Loser, c.Port)
 	}
-	return fmt.Sprintf("host %s: port %d is %s in %s but %s in %s: %s (the first registry defining the host) wins; %s's endpoints get %s traffic",
-		c.Host, c.Port, c.WinnerProtocol, c.Winner, c.LoserProtocol, c.Loser, c.Winner, c.Loser, c.WinnerProtocol)
+	winnerPort := fmt.Sprintf("port %d", c.WinnerPort)
+	loserPort := ""
+	if c.WinnerPort != c.Port {
+		loserPort = fmt.Sprintf(" (its port %d)", c.Port)
+	}
+	return fmt.Sprintf("host %s: %s is %s in %s but %s in %s%s: %s (the first registry defining the host) wins; %s's endpoints get %s traffic",
+		c.Host, winnerPort, c.WinnerProtocol, c.Winner, c.LoserProtocol, c.Loser, loserPort, c.Winner, c.Loser, c.WinnerProtocol)
 }
 
 // SourceParts returns the static snapshot (named "static") followed by the
@@ -80,9 +92,8 @@ func SourceParts(static *registry.Snapshot, sources []registry.Source) []Part {
 // result are shared with the parts' snapshots, which are immutable.
 func Merge(parts ...Part) (*registry.Snapshot, []Conflict) {
 	type owner struct {
-		part  string
-		svc   *registry.Service
-		ports map[uint32]registry.Protocol
+		part string
+		svc  *registry.Service
 	}
 	owners := map[string]*owner{}
 	var (
@@ -91,38 +102,43 @@ func Merge(parts ...Part) (*registry.Snapshot, []Conflict) {
 		seen      = map[epKey]bool{}
 	)
 	for _, p := range parts {
-		// Which of this part's endpoints may join: by host, the service
-		// ports the host's definition has.
-		dropPort := map[string]map[uint32]bool{}
+		// How this part's endpoints join a host another part defined: by
+		// host, its service port -> the definition's (0: left out).
+		remap := map[string]map[uint32]uint32{}
 		for _, svc := range p.Snapshot.Services() {
 			o, ok := owners[svc.Hostname]
 			if !ok {
-				o = &owner{part: p.Name, svc: svc, ports: map[uint32]registry.Protocol{}}
-				for _, port := range svc.Ports {
-					o.ports[port.Number] = port.Protocol
-				}
-				owners[svc.Hostname] = o
+				owners[svc.Hostname] = &owner{part: p.Name, svc: svc}
 				c.Services = append(c.Services, svc)
 				continue
 			}
+			m := map[uint32]uint32{}
+			remap[svc.Hostname] = m
 			for _, port := range svc.Ports {
-				want, has := o.ports[port.Number]
+				w, found := correspondingPort(o.svc.Ports, port)
+				m[port.Number] = w.Number
 				switch {
-				case !has:
+				case !found:
 					conflicts = append(conflicts, Conflict{Host: svc.Hostname, Winner: o.part, Loser: p.Name, Port: port.Number, LoserProtocol: port.Protocol})
-					if dropPort[svc.Hostname] == nil {
-						dropPort[svc.Hostname] = map[uint32]bool{}
-					}
-					dropPort[svc.Hostname][port.Number] = true
-				case want != port.Protocol:
-					conflicts = append(conflicts, Conflict{Host: svc.Hostname, Winner: o.part, Loser: p.Name, Port: port.Number, WinnerProtocol: want, LoserProtocol: port.Protocol})
+				case w.Protocol != port.Protocol:
+					conflicts = append(conflicts, Conflict{Host: svc.Hostname, Winner: o.part, Loser: p.Name, Port: port.Number, WinnerPort: w.Number,
+						WinnerProtocol: w.Protocol, LoserProtocol: port.Protocol})
 				}
 			}
 		}
 		for _, svc := range p.Snapshot.Services() {
+			m := remap[svc.Hostname]
 			for _, ep := range p.Snapshot.Endpoints(svc.Hostname, 0) {
-				if dropPort[ep.ServiceHostname][ep.ServicePort] {
-					continue
+				if m != nil {
+					to, ok := m[ep.ServicePort]
+					if !ok || to == 0 {
+						continue // on a port the host's definition lacks
+					}
+					if to != ep.ServicePort {
+						moved := *ep
+						moved.ServicePort = to
+						ep = &moved
+					}
 				}
 				k := epKey{ep.ServiceHostname, ep.ServicePort, ep.Address, ep.Port}
 				if seen[k] {
@@ -138,6 +154,29 @@ func Merge(parts ...Part) (*registry.Snapshot, []Conflict) {
 		return cmp.Or(cmp.Compare(a.Host, b.Host), cmp.Compare(a.Loser, b.Loser), cmp.Compare(a.Port, b.Port))
 	})
 	return registry.New(c), conflicts
+}
+
+// correspondingPort is the port of the host's definition (ports) that a
+// later registry's port p serves: the one with p's number; else the only
+// one whose target port is p's number (Kubernetes port 80 -> 8080, Consul
+// instances on 8080) or whose number is p's target port (the reverse).
+func correspondingPort(ports []registry.Port, p registry.Port) (registry.Port, bool) {
+	for _, w := range ports {
+		if w.Number == p.Number {
+			return w, true
+		}
+	}
+	pTarget := cmp.Or(p.TargetPort, p.Number)
+	var found []registry.Port
+	for _, w := range ports {
+		if cmp.Or(w.TargetPort, w.Number) == p.Number || (pTarget != p.Number && w.Number == pTarget) {
+			found = append(found, w)
+		}
+	}
+	if len(found) == 1 {
+		return found[0], true
+	}
+	return registry.Port{}, false
 }
 
 type epKey struct {

@@ -107,7 +107,64 @@ func TestMerge(t *testing.T) {
 			},
 			conflicts: []string{
 				"host order.default.svc.cluster.local: port 8080 is GRPC in static but TCP in consul: static (the first registry defining the host) wins; consul's endpoints get GRPC traffic",
-				"host order.default.svc.cluster.local: kubernetes defines port 9090 (HTTP), which static (the first registry defining the host) does not: kubernetes's endpoints on port 9090 are left out",
+				"host order.default.svc.cluster.local: kubernetes defines port 9090 (HTTP), which matches no single port of static (the first registry defining the host) by number or target port: kubernetes's endpoints on port 9090 are left out",
+			},
+		},
+		{
+			name: "Consul instances on a Kubernetes Service's target port serve its port",
+			parts: []Part{
+				part("kubernetes", registry.Contents{
+					Services:  []*registry.Service{svc(order, "kubernetes", registry.Port{Name: "http", Number: 80, Protocol: registry.HTTP, TargetPort: 8080})},
+					Endpoints: []*registry.Endpoint{{ServiceHostname: order, ServicePort: 80, Address: "10.244.0.5", Port: 8080, Labels: map[string]string{"version": "k8s"}}},
+				}),
+				part("consul", registry.Contents{
+					Services:  []*registry.Service{svc(order, "consul", port(8080, registry.HTTP))},
+					Endpoints: []*registry.Endpoint{ep(order, 8080, "10.1.0.1", "vm")},
+				}),
+			},
+			services: []string{order + " src=kubernetes ports=80/HTTP"},
+			endpoints: []string{
+				order + ":80@10.1.0.1:8080 {version=vm}",
+				order + ":80@10.244.0.5:8080 {version=k8s}",
+			},
+		},
+		{
+			name: "the reverse: Consul first, a Kubernetes port targeting Consul's; a protocol conflict through the target port",
+			parts: []Part{
+				part("consul", registry.Contents{
+					Services:  []*registry.Service{svc(order, "consul", port(8080, registry.TCP))},
+					Endpoints: []*registry.Endpoint{ep(order, 8080, "10.1.0.1", "vm")},
+				}),
+				part("kubernetes", registry.Contents{
+					Services:  []*registry.Service{svc(order, "kubernetes", registry.Port{Name: "http", Number: 80, Protocol: registry.HTTP, TargetPort: 8080})},
+					Endpoints: []*registry.Endpoint{{ServiceHostname: order, ServicePort: 80, Address: "10.244.0.5", Port: 8080, Labels: map[string]string{"version": "k8s"}}},
+				}),
+			},
+			services: []string{order + " src=consul ports=8080/TCP"},
+			endpoints: []string{
+				order + ":8080@10.1.0.1:8080 {version=vm}",
+				order + ":8080@10.244.0.5:8080 {version=k8s}",
+			},
+			conflicts: []string{
+				"host order.default.svc.cluster.local: port 8080 is TCP in consul but HTTP in kubernetes (its port 80): consul (the first registry defining the host) wins; kubernetes's endpoints get TCP traffic",
+			},
+		},
+		{
+			name: "two ports targeting the same number are ambiguous: a conflict",
+			parts: []Part{
+				part("kubernetes", registry.Contents{
+					Services: []*registry.Service{svc(order, "kubernetes",
+						registry.Port{Name: "http", Number: 80, Protocol: registry.HTTP, TargetPort: 8080},
+						registry.Port{Name: "http-alt", Number: 81, Protocol: registry.HTTP, TargetPort: 8080})},
+				}),
+				part("consul", registry.Contents{
+					Services:  []*registry.Service{svc(order, "consul", port(8080, registry.HTTP))},
+					Endpoints: []*registry.Endpoint{ep(order, 8080, "10.1.0.1", "vm")},
+				}),
+			},
+			services: []string{order + " src=kubernetes ports=80/HTTP,81/HTTP"},
+			conflicts: []string{
+				"host order.default.svc.cluster.local: consul defines port 8080 (HTTP), which matches no single port of kubernetes (the first registry defining the host) by number or target port: consul's endpoints on port 8080 are left out",
 			},
 		},
 		{

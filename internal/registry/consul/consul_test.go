@@ -16,7 +16,10 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/registry/aggregate"
+	"weft.dev/weft/internal/registry/static"
 	"weft.dev/weft/internal/testenv"
 )
 
@@ -371,6 +374,54 @@ func TestConsulRestartKeepsServing(t *testing.T) {
 		if len(snap.Endpoints("order.service.consul", 0)) != 1 {
 			t.Errorf("snapshot %d published across the restarts lacks order:\n%s", i, dump(snap))
 		}
+	}
+}
+
+// A Consul service naming a ServiceEntry's host in weft-host shares it: the
+// merged registry has the endpoints of both, on the ServiceEntry's port
+// whose target port the VMs listen on.
+func TestConsulSharesHostWithServiceEntry(t *testing.T) {
+	const host = "order.prod.svc.cluster.local"
+	a := testenv.Consul(t)
+	c := client(t, a.Addr)
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "order", Name: "order", Port: 8080,
+		Tags: []string{"version=vm"}, Meta: map[string]string{"protocol": "http", "weft-host": host}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.NewStore(config.Options{Logger: slog.New(slog.DiscardHandler)}).Load(map[string][]byte{"se.yaml": []byte(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: order, namespace: prod}
+spec:
+  hosts: [order.prod.svc.cluster.local]
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+  resolution: STATIC
+  endpoints: [{address: 10.244.0.5, labels: {version: k8s}}]
+`)})
+	for _, d := range cfg.Diagnostics {
+		if d.Severity == config.SeverityError {
+			t.Fatalf("config: %v", d)
+		}
+	}
+	s := run(t, Options{Address: a.Addr})
+	waitSnapshot(t, s, "order's weft-host", func(s *registry.Snapshot) bool { return len(s.Endpoints(host, 0)) == 1 })
+
+	merged, conflicts := aggregate.Merge(aggregate.SourceParts(static.Build(cfg, ""), []registry.Source{s})...)
+	if len(conflicts) != 0 {
+		t.Errorf("conflicts: %v", conflicts)
+	}
+	if svc := merged.Service(host); svc == nil || svc.Source != "static" || len(svc.Ports) != 1 || svc.Ports[0].Number != 80 {
+		t.Fatalf("merged %s = %+v, want the ServiceEntry's definition", host, svc)
+	}
+	var got []string
+	for _, e := range merged.Endpoints(host, 80) {
+		got = append(got, fmt.Sprintf("%s:%d %s", e.Address, e.Port, e.Labels["version"]))
+	}
+	if want := []string{"10.244.0.5:8080 k8s", "127.0.0.1:8080 vm"}; !slices.Equal(got, want) {
+		t.Errorf("endpoints of %s:80 = %q, want %q", host, got, want)
+	}
+	if merged.Service("order.service.consul") == nil {
+		t.Errorf("order.service.consul missing from the merged registry")
 	}
 }
 

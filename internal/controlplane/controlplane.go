@@ -43,7 +43,8 @@ const (
 
 // Options configure a ControlPlane.
 type Options struct {
-	// ConfigDir holds the Istio YAML files; required.
+	// ConfigDir holds the Istio YAML files; "" means none (config comes
+	// only from ConfigSources, which must then be given).
 	ConfigDir string
 	// XDSAddress is the secure port, where ADS and the CA are served over
 	// TLS with the control plane's serving certificate; "" means
@@ -123,8 +124,8 @@ type ControlPlane struct {
 // never called, the listeners leak; callers that give up must call Run
 // with a cancelled context.
 func New(opts Options) (*ControlPlane, error) {
-	if opts.ConfigDir == "" {
-		return nil, errors.New("controlplane: ConfigDir is required")
+	if opts.ConfigDir == "" && len(opts.ConfigSources) == 0 {
+		return nil, errors.New("controlplane: a config directory or a config source (Kubernetes) is required")
 	}
 	if opts.XDSAddress == "" {
 		opts.XDSAddress = DefaultXDSAddress

@@ -64,14 +64,18 @@ func (c *ControlPlane) runConfig(ctx context.Context) error {
 		default:
 		}
 	}
-	wg.Go(func() {
-		fail(config.WatchDir(ctx, c.opts.ConfigDir, c.log, func(d *config.Dir) {
-			dirMu.Lock()
-			dir = d
-			dirMu.Unlock()
-			kick(dirKick)
-		}))
-	})
+	if c.opts.ConfigDir != "" {
+		wg.Go(func() {
+			fail(config.WatchDir(ctx, c.opts.ConfigDir, c.log, func(d *config.Dir) {
+				dirMu.Lock()
+				dir = d
+				dirMu.Unlock()
+				kick(dirKick)
+			}))
+		})
+	} else {
+		kick(dirKick) // no directory: it is read, and empty
+	}
 	for _, src := range c.opts.ConfigSources {
 		wg.Go(func() { fail(src.Run(ctx)) })
 		wg.Go(func() { forward(ctx, src.Changed(), cfgKick) })

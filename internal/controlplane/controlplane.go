@@ -29,6 +29,7 @@ import (
 	"weft.dev/weft/internal/jwks"
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/registry/autoreg"
 	"weft.dev/weft/internal/xds/server"
 )
 
@@ -85,6 +86,9 @@ type Options struct {
 	// Authenticators are tried by the CA after client certificates and
 	// bootstrap tokens (Kubernetes service-account tokens).
 	Authenticators []ca.Authenticator
+	// AutoRegistrationGrace is how long a VM registered by WorkloadGroup
+	// stays after its proxy disconnects; 0 means autoreg.DefaultGrace.
+	AutoRegistrationGrace time.Duration
 	// SourceSyncTimeout bounds the wait for ConfigSources and Registries
 	// to sync before the first mesh is served; 0 means
 	// DefaultSourceSyncTimeout.
@@ -105,6 +109,7 @@ type ControlPlane struct {
 	metrics *prometheus.Registry
 	ca      *ca.CA
 	serving *ca.ServingCert
+	autoreg *autoreg.Registry // VMs registered by WorkloadGroup
 
 	// publishMu serializes building and pushing mesh snapshots: config
 	// changes (apply) and JWT key changes (keysChanged) both do.
@@ -145,13 +150,16 @@ func New(opts Options) (*ControlPlane, error) {
 		opts:    opts,
 		log:     opts.Logger.With("component", "controlplane"),
 		metrics: reg,
-		xds: server.New(server.Options{
-			Debounce:    opts.Debounce,
-			DebounceMax: opts.DebounceMax,
-			Logger:      opts.Logger,
-			Metrics:     reg,
-		}),
+		autoreg: autoreg.New(autoreg.Options{Grace: opts.AutoRegistrationGrace, Logger: opts.Logger}),
 	}
+	c.xds = server.New(server.Options{
+		Debounce:     opts.Debounce,
+		DebounceMax:  opts.DebounceMax,
+		Logger:       opts.Logger,
+		Metrics:      reg,
+		OnConnect:    c.autoreg.Connect,
+		OnDisconnect: c.autoreg.Disconnect,
+	})
 	g := &guard.Guard{Registry: c.registryOf, DomainSuffix: opts.DomainSuffix}
 	storeOpts := config.Options{DomainSuffix: opts.DomainSuffix, RootNamespace: opts.RootNamespace, Logger: opts.Logger, Admit: g.Admit}
 	if len(opts.Registries) > 0 {
@@ -268,6 +276,7 @@ func (c *ControlPlane) apply(cfg *config.Snapshot) {
 	c.publishMu.Lock()
 	defer c.publishMu.Unlock()
 	c.jwks.Sync(c.runCtx, jwtSources(cfg))
+	c.autoreg.SetGroups(cfg)
 	c.lastCfg = cfg
 	c.publish(cfg)
 }

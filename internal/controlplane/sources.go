@@ -64,19 +64,23 @@ func (c *ControlPlane) runConfig(ctx context.Context) error {
 		default:
 		}
 	}
-	wg.Go(func() {
-		fail(config.WatchDir(ctx, c.opts.ConfigDir, c.log, func(d *config.Dir) {
-			dirMu.Lock()
-			dir = d
-			dirMu.Unlock()
-			kick(dirKick)
-		}))
-	})
+	if c.opts.ConfigDir != "" {
+		wg.Go(func() {
+			fail(config.WatchDir(ctx, c.opts.ConfigDir, c.log, func(d *config.Dir) {
+				dirMu.Lock()
+				dir = d
+				dirMu.Unlock()
+				kick(dirKick)
+			}))
+		})
+	} else {
+		kick(dirKick) // no directory: it is read, and empty
+	}
 	for _, src := range c.opts.ConfigSources {
 		wg.Go(func() { fail(src.Run(ctx)) })
 		wg.Go(func() { forward(ctx, src.Changed(), cfgKick) })
 	}
-	for _, src := range c.opts.Registries {
+	for _, src := range c.registries() {
 		wg.Go(func() { fail(src.Run(ctx)) })
 		wg.Go(func() { forward(ctx, src.Changed(), regKick) })
 	}
@@ -229,14 +233,17 @@ func (c *ControlPlane) republish() {
 // for /status and logged once each.
 func (c *ControlPlane) registryOf(cfg *config.Snapshot) *registry.Snapshot {
 	st := static.Build(cfg, c.opts.DomainSuffix)
-	if len(c.opts.Registries) == 0 {
-		return st
-	}
-	snaps := make([]*registry.Snapshot, 0, len(c.opts.Registries))
-	for _, r := range c.opts.Registries {
+	var snaps []*registry.Snapshot
+	for _, r := range c.registries() {
 		snaps = append(snaps, r.Snapshot())
 	}
 	return mergeRegistries(st, snaps)
+}
+
+// registries are the registry sources: the configured ones and the VMs
+// registered by WorkloadGroup.
+func (c *ControlPlane) registries() []registry.Source {
+	return append(slices.Clone(c.opts.Registries), c.autoreg)
 }
 
 // knownHost reports whether a registry source knows fqdn: such hosts are

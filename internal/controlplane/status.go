@@ -119,7 +119,7 @@ func (c *ControlPlane) status() Status {
 		st.ConfigSources = append(st.ConfigSources, s.Status())
 	}
 	st.Registries = []registry.SourceStatus{}
-	for _, r := range c.opts.Registries {
+	for _, r := range c.registries() {
 		st.Registries = append(st.Registries, r.Status())
 	}
 	st.RegistryConflicts = c.registryConflicts()

@@ -66,6 +66,10 @@ type Workload struct {
 	// Locality is "region/zone/subzone"; any part may be empty.
 	Locality string
 	Health   Health
+	// Ports maps a service port name to the port the workload receives it
+	// on, as WorkloadEntry.ports; nil when the workload uses the service's
+	// target ports.
+	Ports map[string]uint32
 	// Source names the registry ("kubernetes").
 	Source string
 }

@@ -29,6 +29,7 @@ import (
 	"weft.dev/weft/internal/jwks"
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/registry/aggregate"
 	"weft.dev/weft/internal/registry/autoreg"
 	"weft.dev/weft/internal/xds/server"
 )
@@ -115,7 +116,10 @@ type ControlPlane struct {
 	// changes (apply) and JWT key changes (keysChanged) both do.
 	publishMu sync.Mutex
 	lastCfg   *config.Snapshot // guarded by publishMu
-	runCtx    context.Context  // set by Run before anything calls apply
+	// lastConflicts are the registry conflicts of the mesh in force;
+	// guarded by publishMu.
+	lastConflicts []aggregate.Conflict
+	runCtx        context.Context // set by Run before anything calls apply
 
 	xdsLis, plainLis, statusLis net.Listener
 	current                     atomic.Pointer[mesh.Snapshot]
@@ -294,7 +298,8 @@ func (c *ControlPlane) keysChanged() {
 // publish builds the mesh snapshot of cfg with the keys fetched so far and
 // pushes it. The caller holds publishMu.
 func (c *ControlPlane) publish(cfg *config.Snapshot) {
-	reg := c.registryOf(cfg)
+	reg, conflicts := c.buildRegistry(cfg)
+	c.recordConflicts(conflicts)
 	m := mesh.Build(cfg, reg, c.meshOptions())
 	c.current.Store(m)
 	c.xds.Update(m)

@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 
 // binaries builds weft and weft-proxy once per test run (the README's
 // build command) and returns their directory.
-func binaries(t *testing.T) string {
+func binaries(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the binaries")
@@ -67,7 +67,7 @@ func binaries(t *testing.T) string {
 
 // proc is one running process; its output is logged when the test fails.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	cmd  *exec.Cmd
 	out  syncBuffer
@@ -76,7 +76,7 @@ type proc struct {
 }
 
 // startCmd starts cmd; it is stopped (SIGTERM, then SIGKILL) at cleanup.
-func startCmd(t *testing.T, name string, cmd *exec.Cmd) *proc {
+func startCmd(t testing.TB, name string, cmd *exec.Cmd) *proc {
 	t.Helper()
 	p := &proc{t: t, name: name, cmd: cmd, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = &p.out, &p.out
@@ -152,9 +152,15 @@ type controlPlane struct {
 
 // serve starts `weft serve` with args, its secure port on the network's
 // gateway address, and fetches the mesh root.
-func serve(t *testing.T, bin string, n *testenv.Network, args ...string) *controlPlane {
+func serve(t testing.TB, bin string, n *testenv.Network, args ...string) *controlPlane {
 	t.Helper()
-	xds := net.JoinHostPort(n.Gateway, freePort(t, n.Gateway))
+	return serveOn(t, bin, n.Gateway, args...)
+}
+
+// serveOn starts `weft serve` with its secure port on host.
+func serveOn(t testing.TB, bin, host string, args ...string) *controlPlane {
+	t.Helper()
+	xds := net.JoinHostPort(host, freePort(t, host))
 	status := net.JoinHostPort("127.0.0.1", freePort(t, "127.0.0.1"))
 	dir := t.TempDir()
 	all := append([]string{"serve", "--xds-address", xds, "--status-address", status, "--ca-dir", filepath.Join(dir, "ca"),
@@ -174,7 +180,7 @@ func serve(t *testing.T, bin string, n *testenv.Network, args ...string) *contro
 }
 
 // token asks the running control plane for a bootstrap token.
-func (cp *controlPlane) token(t *testing.T, bin, ns, sa string) string {
+func (cp *controlPlane) token(t testing.TB, bin, ns, sa string) string {
 	t.Helper()
 	out, err := exec.Command(filepath.Join(bin, "weft"), "token", "--control-plane", cp.Status, "--namespace", ns, "--service-account", sa).Output()
 	if err != nil {
@@ -210,7 +216,7 @@ type workloadSpec struct {
 // startWorkload runs `weft echo` on the namespace's loopback and
 // `weft-proxy` on its address, connected to cp, and waits until the
 // sidecar is ready.
-func startWorkload(t *testing.T, bin string, cp *controlPlane, ns *testenv.Netns, s workloadSpec) *workload {
+func startWorkload(t testing.TB, bin string, cp *controlPlane, ns *testenv.Netns, s workloadSpec) *workload {
 	t.Helper()
 	w := &workload{NS: ns, Name: s.Name, Admin: ns.IP + ":15000", Out: ns.IP + ":15001"}
 	args := []string{"--workload", s.Name, "--namespace", s.Namespace, "--service-account", s.ServiceAccount,
@@ -236,7 +242,7 @@ func startWorkload(t *testing.T, bin string, cp *controlPlane, ns *testenv.Netns
 }
 
 // freePort picks a free TCP port on host.
-func freePort(t *testing.T, host string) string {
+func freePort(t testing.TB, host string) string {
 	t.Helper()
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
@@ -272,7 +278,7 @@ func httpGet(c *http.Client, url string, headers map[string]string) (int, string
 
 // eventually retries cond every 50 ms until it returns nil or timeout
 // passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

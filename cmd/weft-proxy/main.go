@@ -134,6 +134,7 @@ renews it with the certificate itself. See docs/security.md.`,
 type flags struct {
 	xdsAddr, adminAddr, id, namespace, workload  string
 	serviceAccount, outbound, logLevel, locality string
+	autoRegisterGroup                            string
 	rootCert, tokenFile, token, trustDomain      string
 	certDir                                      string
 	plaintext                                    bool
@@ -159,6 +160,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.outbound, "outbound", contract.DefaultOutboundAddress, "outbound listener `host:port`; '' for none")
 	fs.StringVar(&f.id, "id", "", "xDS node id (default sidecar~<first ip>~<workload>.<namespace>~<namespace>.svc.cluster.local)")
 	fs.StringVar(&f.serviceAccount, "service-account", "default", "workload service account")
+	fs.StringVar(&f.autoRegisterGroup, "auto-register-group", "", "register this workload (a VM) with the WorkloadGroup of this `name` in --namespace while the proxy is connected: the control plane adds it to the mesh with the group's labels and removes it after the proxy disconnects")
 	fs.StringVar(&f.locality, "locality", "", "where this proxy runs, `region/zone/subzone` (endpoint priorities are relative to it)")
 	fs.DurationVar(&f.drain, "drain-timeout", proxy.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
 	fs.DurationVar(&f.listenerDrain, "listener-drain-time", proxy.DefaultListenerDrain, "how long a listener the control plane removed keeps serving (answering with Connection: close / GOAWAY) before it closes")
@@ -242,7 +244,7 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 		Identity: contract.Identity{
 			ID: id, Namespace: f.namespace, WorkloadName: workload, Labels: labels,
 			IPs: ips, ServiceAccount: f.serviceAccount, OutboundAddress: f.outbound, AppPorts: appPorts,
-			Locality: f.locality,
+			Locality: f.locality, AutoRegisterGroup: f.autoRegisterGroup,
 		},
 		XDSAddress:    f.xdsAddr,
 		AdminAddress:  f.adminAddr,

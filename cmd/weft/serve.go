@@ -14,7 +14,10 @@ import (
 const minWorkloadCertTTL = time.Minute
 
 func newServeCmd() *cobra.Command {
-	var o controlplane.Options
+	var (
+		o    controlplane.Options
+		regs registryFlags
+	)
 	cmd := &cobra.Command{
 		Use:   "serve --config DIR",
 		Short: "Run the control plane: watch Istio config in DIR, serve xDS and the mesh CA",
@@ -41,6 +44,9 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 				return fmt.Errorf("--workload-cert-ttl %v: must be at least %v", o.WorkloadCertTTL, minWorkloadCertTTL)
 			}
 			o.Logger = log
+			if err := regs.apply(&o, log); err != nil {
+				return err
+			}
 			cp, err := controlplane.New(o)
 			if err != nil {
 				return err
@@ -58,7 +64,7 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.ConfigDir, "config", "", "directory of Istio YAML (VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, PeerAuthentication, AuthorizationPolicy, RequestAuthentication), watched for changes")
+	f.StringVar(&o.ConfigDir, "config", "", "directory of Istio YAML (VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, PeerAuthentication, AuthorizationPolicy, RequestAuthentication), watched for changes")
 	f.StringVar(&o.XDSAddress, "xds-address", controlplane.DefaultXDSAddress, "the secure port: ADS and the CA over TLS")
 	f.StringVar(&o.XDSPlaintextAddress, "xds-plaintext-address", "", "also serve ADS without TLS here (no CA, proxies without certificates): local development only; empty is off")
 	f.StringVar(&o.StatusAddress, "status-address", "127.0.0.1:15014", "address of the status endpoint (/status, /metrics, /debug/proxies, /debug/analyze, /debug/explain, /debug/root-cert, POST /debug/token); \"-\" disables it. It issues bootstrap tokens to local callers: keep it on loopback")
@@ -70,6 +76,8 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 	f.DurationVar(&o.JWKSRefresh, "jwks-refresh-interval", 20*time.Minute, "how often the JWT keys of a RequestAuthentication's jwksUri are fetched again")
 	f.DurationVar(&o.Debounce, "debounce", 0, "quiet period before a config change is pushed (0 = default 100ms)")
 	f.DurationVar(&o.DebounceMax, "debounce-max", 0, "longest a change waits during a burst of edits (0 = default 1s)")
-	_ = cmd.MarkFlagRequired("config")
+	f.DurationVar(&o.AutoRegistrationGrace, "auto-registration-grace", 0, "how long a VM registered by WorkloadGroup (weft-proxy --auto-register-group) stays after its proxy disconnects (0 = default 10s)")
+	f.DurationVar(&o.SourceSyncTimeout, "source-sync-timeout", controlplane.DefaultSourceSyncTimeout, "how long to wait for the Kubernetes and Consul sources to be read once before serving the first config without the late ones")
+	regs.register(f)
 	return cmd
 }

@@ -35,7 +35,7 @@ const securityGroup = "security.istio.io"
 var securityVersions = map[string]bool{"v1": true, "v1beta1": true}
 
 // supportedKinds names the kinds Weft loads, for messages.
-const supportedKinds = "VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, PeerAuthentication, AuthorizationPolicy, RequestAuthentication"
+const supportedKinds = "VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, PeerAuthentication, AuthorizationPolicy, RequestAuthentication"
 
 // newSpec returns an empty spec message for a kind Weft loads, or nil.
 func newSpec(k Kind) proto.Message {
@@ -48,6 +48,8 @@ func newSpec(k Kind) proto.Message {
 		return &networking.ServiceEntry{}
 	case KindWorkloadEntry:
 		return &networking.WorkloadEntry{}
+	case KindWorkloadGroup:
+		return &networking.WorkloadGroup{}
 	case KindPeerAuthentication:
 		return &security.PeerAuthentication{}
 	case KindAuthorizationPolicy:

@@ -291,6 +291,8 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 			snap.ServiceEntries = append(snap.ServiceEntries, &ServiceEntry{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *networking.WorkloadEntry:
 			snap.WorkloadEntries = append(snap.WorkloadEntries, &WorkloadEntry{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *networking.WorkloadGroup:
+			snap.WorkloadGroups = append(snap.WorkloadGroups, &WorkloadGroup{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *security.PeerAuthentication:
 			snap.PeerAuthentications = append(snap.PeerAuthentications, &PeerAuthentication{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *security.AuthorizationPolicy:
@@ -303,6 +305,7 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 	sortResources(snap.DestinationRules)
 	sortResources(snap.ServiceEntries)
 	sortResources(snap.WorkloadEntries)
+	sortResources(snap.WorkloadGroups)
 	sortResources(snap.PeerAuthentications)
 	sortResources(snap.AuthorizationPolicies)
 	sortResources(snap.RequestAuthentications)
@@ -673,6 +676,7 @@ func sameContent(a, b *Snapshot) bool {
 		sameResources(a.DestinationRules, b.DestinationRules) &&
 		sameResources(a.ServiceEntries, b.ServiceEntries) &&
 		sameResources(a.WorkloadEntries, b.WorkloadEntries) &&
+		sameResources(a.WorkloadGroups, b.WorkloadGroups) &&
 		sameResources(a.PeerAuthentications, b.PeerAuthentications) &&
 		sameResources(a.AuthorizationPolicies, b.AuthorizationPolicies) &&
 		sameResources(a.RequestAuthentications, b.RequestAuthentications)

@@ -24,6 +24,7 @@ const (
 	KindDestinationRule Kind = "DestinationRule"
 	KindServiceEntry    Kind = "ServiceEntry"
 	KindWorkloadEntry   Kind = "WorkloadEntry"
+	KindWorkloadGroup   Kind = "WorkloadGroup"
 
 	KindPeerAuthentication    Kind = "PeerAuthentication"
 	KindAuthorizationPolicy   Kind = "AuthorizationPolicy"
@@ -76,6 +77,7 @@ type (
 	DestinationRule = Resource[*networking.DestinationRule]
 	ServiceEntry    = Resource[*networking.ServiceEntry]
 	WorkloadEntry   = Resource[*networking.WorkloadEntry]
+	WorkloadGroup   = Resource[*networking.WorkloadGroup]
 
 	PeerAuthentication    = Resource[*security.PeerAuthentication]
 	AuthorizationPolicy   = Resource[*security.AuthorizationPolicy]
@@ -91,6 +93,9 @@ type Snapshot struct {
 	DestinationRules []*DestinationRule
 	ServiceEntries   []*ServiceEntry
 	WorkloadEntries  []*WorkloadEntry
+	// WorkloadGroups are templates for VM workloads that register
+	// themselves when their proxy connects (auto-registration).
+	WorkloadGroups []*WorkloadGroup
 
 	PeerAuthentications    []*PeerAuthentication
 	AuthorizationPolicies  []*AuthorizationPolicy

@@ -59,6 +59,8 @@ func validateResource(ns string, spec proto.Message) issues {
 		validateServiceEntry(&is, ns, s)
 	case *networking.WorkloadEntry:
 		validateWorkloadEntry(&is, "spec", s, nil, true)
+	case *networking.WorkloadGroup:
+		validateWorkloadGroup(&is, s)
 	case *security.PeerAuthentication:
 		validatePeerAuthentication(&is, s)
 	case *security.AuthorizationPolicy:

@@ -29,6 +29,8 @@ import (
 	"weft.dev/weft/internal/jwks"
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/registry/aggregate"
+	"weft.dev/weft/internal/registry/autoreg"
 	"weft.dev/weft/internal/xds/server"
 )
 
@@ -43,7 +45,8 @@ const (
 
 // Options configure a ControlPlane.
 type Options struct {
-	// ConfigDir holds the Istio YAML files; required.
+	// ConfigDir holds the Istio YAML files; "" means none (config comes
+	// only from ConfigSources, which must then be given).
 	ConfigDir string
 	// XDSAddress is the secure port, where ADS and the CA are served over
 	// TLS with the control plane's serving certificate; "" means
@@ -84,6 +87,9 @@ type Options struct {
 	// Authenticators are tried by the CA after client certificates and
 	// bootstrap tokens (Kubernetes service-account tokens).
 	Authenticators []ca.Authenticator
+	// AutoRegistrationGrace is how long a VM registered by WorkloadGroup
+	// stays after its proxy disconnects; 0 means autoreg.DefaultGrace.
+	AutoRegistrationGrace time.Duration
 	// SourceSyncTimeout bounds the wait for ConfigSources and Registries
 	// to sync before the first mesh is served; 0 means
 	// DefaultSourceSyncTimeout.
@@ -104,12 +110,16 @@ type ControlPlane struct {
 	metrics *prometheus.Registry
 	ca      *ca.CA
 	serving *ca.ServingCert
+	autoreg *autoreg.Registry // VMs registered by WorkloadGroup
 
 	// publishMu serializes building and pushing mesh snapshots: config
 	// changes (apply) and JWT key changes (keysChanged) both do.
 	publishMu sync.Mutex
 	lastCfg   *config.Snapshot // guarded by publishMu
-	runCtx    context.Context  // set by Run before anything calls apply
+	// lastConflicts are the registry conflicts of the mesh in force;
+	// guarded by publishMu.
+	lastConflicts []aggregate.Conflict
+	runCtx        context.Context // set by Run before anything calls apply
 
 	xdsLis, plainLis, statusLis net.Listener
 	current                     atomic.Pointer[mesh.Snapshot]
@@ -123,8 +133,8 @@ type ControlPlane struct {
 // never called, the listeners leak; callers that give up must call Run
 // with a cancelled context.
 func New(opts Options) (*ControlPlane, error) {
-	if opts.ConfigDir == "" {
-		return nil, errors.New("controlplane: ConfigDir is required")
+	if opts.ConfigDir == "" && len(opts.ConfigSources) == 0 {
+		return nil, errors.New("controlplane: a config directory or a config source (Kubernetes) is required")
 	}
 	if opts.XDSAddress == "" {
 		opts.XDSAddress = DefaultXDSAddress
@@ -144,13 +154,16 @@ func New(opts Options) (*ControlPlane, error) {
 		opts:    opts,
 		log:     opts.Logger.With("component", "controlplane"),
 		metrics: reg,
-		xds: server.New(server.Options{
-			Debounce:    opts.Debounce,
-			DebounceMax: opts.DebounceMax,
-			Logger:      opts.Logger,
-			Metrics:     reg,
-		}),
+		autoreg: autoreg.New(autoreg.Options{Grace: opts.AutoRegistrationGrace, Logger: opts.Logger}),
 	}
+	c.xds = server.New(server.Options{
+		Debounce:     opts.Debounce,
+		DebounceMax:  opts.DebounceMax,
+		Logger:       opts.Logger,
+		Metrics:      reg,
+		OnConnect:    c.autoreg.Connect,
+		OnDisconnect: c.autoreg.Disconnect,
+	})
 	g := &guard.Guard{Registry: c.registryOf, DomainSuffix: opts.DomainSuffix}
 	storeOpts := config.Options{DomainSuffix: opts.DomainSuffix, RootNamespace: opts.RootNamespace, Logger: opts.Logger, Admit: g.Admit}
 	if len(opts.Registries) > 0 {
@@ -267,6 +280,7 @@ func (c *ControlPlane) apply(cfg *config.Snapshot) {
 	c.publishMu.Lock()
 	defer c.publishMu.Unlock()
 	c.jwks.Sync(c.runCtx, jwtSources(cfg))
+	c.autoreg.SetGroups(cfg)
 	c.lastCfg = cfg
 	c.publish(cfg)
 }
@@ -284,7 +298,8 @@ func (c *ControlPlane) keysChanged() {
 // publish builds the mesh snapshot of cfg with the keys fetched so far and
 // pushes it. The caller holds publishMu.
 func (c *ControlPlane) publish(cfg *config.Snapshot) {
-	reg := c.registryOf(cfg)
+	reg, conflicts := c.buildRegistry(cfg)
+	c.recordConflicts(conflicts)
 	m := mesh.Build(cfg, reg, c.meshOptions())
 	c.current.Store(m)
 	c.xds.Update(m)

@@ -12,6 +12,7 @@ import (
 
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/registry/aggregate"
 	"weft.dev/weft/internal/registry/static"
 )
 
@@ -64,19 +65,23 @@ func (c *ControlPlane) runConfig(ctx context.Context) error {
 		default:
 		}
 	}
-	wg.Go(func() {
-		fail(config.WatchDir(ctx, c.opts.ConfigDir, c.log, func(d *config.Dir) {
-			dirMu.Lock()
-			dir = d
-			dirMu.Unlock()
-			kick(dirKick)
-		}))
-	})
+	if c.opts.ConfigDir != "" {
+		wg.Go(func() {
+			fail(config.WatchDir(ctx, c.opts.ConfigDir, c.log, func(d *config.Dir) {
+				dirMu.Lock()
+				dir = d
+				dirMu.Unlock()
+				kick(dirKick)
+			}))
+		})
+	} else {
+		kick(dirKick) // no directory: it is read, and empty
+	}
 	for _, src := range c.opts.ConfigSources {
 		wg.Go(func() { fail(src.Run(ctx)) })
 		wg.Go(func() { forward(ctx, src.Changed(), cfgKick) })
 	}
-	for _, src := range c.opts.Registries {
+	for _, src := range c.registries() {
 		wg.Go(func() { fail(src.Run(ctx)) })
 		wg.Go(func() { forward(ctx, src.Changed(), regKick) })
 	}
@@ -223,20 +228,40 @@ func (c *ControlPlane) republish() {
 	}
 }
 
-// registryOf is the registry the mesh is built from: the services of the
-// config's ServiceEntries (which may select the registries' workloads)
-// merged with every registry source's. Conflicts between them are kept
-// for /status and logged once each.
+// registryOf is the registry the mesh of cfg is built from (the guard
+// judges candidate configs with it too): the services of the config's
+// ServiceEntries merged with every registry source's, as
+// aggregate.Merge does.
 func (c *ControlPlane) registryOf(cfg *config.Snapshot) *registry.Snapshot {
+	reg, _ := c.buildRegistry(cfg)
+	return reg
+}
+
+// buildRegistry is registryOf with the conflicts between registries.
+func (c *ControlPlane) buildRegistry(cfg *config.Snapshot) (*registry.Snapshot, []aggregate.Conflict) {
 	st := static.Build(cfg, c.opts.DomainSuffix)
-	if len(c.opts.Registries) == 0 {
-		return st
+	return aggregate.Merge(aggregate.SourceParts(st, c.registries())...)
+}
+
+// recordConflicts keeps the conflicts of the registry in force for
+// /status and logs each new one once. The caller holds publishMu.
+func (c *ControlPlane) recordConflicts(cur []aggregate.Conflict) {
+	for _, cf := range aggregate.Added(c.lastConflicts, cur) {
+		c.log.Warn("registry conflict: one host defined differently by two registries", "host", cf.Host,
+			"in_force", cf.Winner, "ignored", cf.Loser, "detail", cf.String())
 	}
-	snaps := make([]*registry.Snapshot, 0, len(c.opts.Registries))
-	for _, r := range c.opts.Registries {
-		snaps = append(snaps, r.Snapshot())
+	c.lastConflicts = cur
+	out := make([]string, 0, len(cur))
+	for _, cf := range cur {
+		out = append(out, cf.String())
 	}
-	return mergeRegistries(st, snaps)
+	c.conflicts.Store(&out)
+}
+
+// registries are the registry sources: the configured ones and the VMs
+// registered by WorkloadGroup.
+func (c *ControlPlane) registries() []registry.Source {
+	return append(slices.Clone(c.opts.Registries), c.autoreg)
 }
 
 // knownHost reports whether a registry source knows fqdn: such hosts are
@@ -335,21 +360,4 @@ func (c *ControlPlane) registryConflicts() []string {
 		return *p
 	}
 	return []string{}
-}
-
-// mergeRegistries TEMPORARY until registry/aggregate lands.
-func mergeRegistries(st *registry.Snapshot, snaps []*registry.Snapshot) *registry.Snapshot {
-	var c registry.Contents
-	seen := map[string]bool{}
-	for _, s := range append([]*registry.Snapshot{st}, snaps...) {
-		for _, svc := range s.Services() {
-			if !seen[svc.Hostname] {
-				seen[svc.Hostname] = true
-				c.Services = append(c.Services, svc)
-			}
-			c.Endpoints = append(c.Endpoints, s.Endpoints(svc.Hostname, 0)...)
-		}
-		c.Workloads = append(c.Workloads, s.Workloads()...)
-	}
-	return registry.New(c)
 }

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -79,6 +80,11 @@ func (c *ControlPlane) statusHandler() http.Handler {
 	mux.HandleFunc("GET /debug/explain", c.explainHandler) // debug.go
 	mux.HandleFunc("POST /debug/token", c.tokenHandler)    // security.go
 	mux.HandleFunc("GET /debug/root-cert", c.rootCertHandler)
+	// Go's profiler, as istiod serves it on its monitoring port.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 
@@ -119,7 +125,7 @@ func (c *ControlPlane) status() Status {
 		st.ConfigSources = append(st.ConfigSources, s.Status())
 	}
 	st.Registries = []registry.SourceStatus{}
-	for _, r := range c.opts.Registries {
+	for _, r := range c.registries() {
 		st.Registries = append(st.Registries, r.Status())
 	}
 	st.RegistryConflicts = c.registryConflicts()

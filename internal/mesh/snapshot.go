@@ -150,6 +150,8 @@ func registryHash(reg *registry.Snapshot) string {
 	h := sha256.New()
 	for _, svc := range reg.Services() {
 		writeStr(h, svc.Hostname, svc.Namespace)
+		writeU32(h, uint32(len(svc.Aliases)))
+		writeStr(h, svc.Aliases...)
 		for _, p := range svc.Ports {
 			writeStr(h, p.Name, string(p.Protocol))
 			writeU32(h, p.Number, p.TargetPort)

@@ -67,6 +67,11 @@ type Service struct {
 	Hostname  string
 	Namespace string
 	Ports     []Port
+	// Aliases are further names clients may use for the service (Consul's
+	// bare service name, "order" for order.service.consul). They are
+	// domains of the service's virtual hosts, not hosts of their own:
+	// routing rules, subsets and clusters are those of Hostname.
+	Aliases []string
 	// Source names where the service came from ("static", "kubernetes", …),
 	// for diagnostics only.
 	Source string

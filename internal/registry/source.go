@@ -66,12 +66,12 @@ type Workload struct {
 	// Locality is "region/zone/subzone"; any part may be empty.
 	Locality string
 	Health   Health
+	// Ports maps a service port name to the port the workload receives it
+	// on, as WorkloadEntry.ports; nil when the workload uses the service's
+	// target ports.
+	Ports map[string]uint32
 	// Source names the registry ("kubernetes").
 	Source string
-	// Ports maps the workload's named ports (a Pod's named container
-	// ports) to numbers: a selecting ServiceEntry's port of that name
-	// targets it, as a WorkloadEntry's ports do. May be nil.
-	Ports map[string]uint32
 	// WorkloadName names what the instance belongs to (a Pod's
 	// Deployment) in endpoints' metadata; "" means Name.
 	WorkloadName string

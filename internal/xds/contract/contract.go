@@ -25,6 +25,10 @@ const (
 	MetaInstanceIPs    = "INSTANCE_IPS" // comma-separated, every address of the host
 	MetaServiceAccount = "SERVICE_ACCOUNT"
 	MetaClusterID      = "CLUSTER_ID"
+	// MetaAutoRegisterGroup names the WorkloadGroup (in the proxy's
+	// namespace) a VM proxy registers with, as Istio's
+	// ISTIO_META_AUTO_REGISTER_GROUP.
+	MetaAutoRegisterGroup = "AUTO_REGISTER_GROUP"
 	// MetaOutboundAddress is where the proxy's outbound HTTP listener binds
 	// ("127.0.0.1:15001"). Empty means the proxy has no outbound listener.
 	MetaOutboundAddress = "WEFT_OUTBOUND_ADDRESS"

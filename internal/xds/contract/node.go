@@ -33,6 +33,10 @@ type Identity struct {
 	// MTLS is set when the proxy has a workload certificate and does
 	// mutual TLS (MetaMTLS).
 	MTLS bool
+	// AutoRegisterGroup, when set, names the WorkloadGroup of the proxy's
+	// namespace that the control plane registers it with while it is
+	// connected (a VM joining the mesh).
+	AutoRegisterGroup string
 }
 
 // DefaultNodeID builds an Istio-style node id: sidecar~IP~workload.ns~ns.svc.cluster.local.
@@ -66,6 +70,9 @@ func (id Identity) Node() *core.Node {
 	if id.MTLS {
 		fields[MetaMTLS] = "true"
 	}
+	if id.AutoRegisterGroup != "" {
+		fields[MetaAutoRegisterGroup] = id.AutoRegisterGroup
+	}
 	md, err := structpb.NewStruct(fields)
 	if err != nil { // only strings and maps of strings: cannot fail
 		panic(err)
@@ -89,6 +96,7 @@ func ParseNode(n *core.Node) (Identity, error) {
 	id.OutboundAddress = str(MetaOutboundAddress)
 	id.AdminAddress = str(MetaAdminAddress)
 	id.MTLS = str(MetaMTLS) == "true"
+	id.AutoRegisterGroup = str(MetaAutoRegisterGroup)
 	for k, v := range f[MetaLabels].GetStructValue().GetFields() {
 		id.Labels[k] = v.GetStringValue()
 	}

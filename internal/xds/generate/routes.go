@@ -55,8 +55,9 @@ func outboundRoutes(s *mesh.Snapshot, id contract.Identity) *route.RouteConfigur
 }
 
 // domains lists every name a client in the proxy's namespace may use for
-// the service port, with ":port", and port-less when the port is 80 or the
-// service's only HTTP port. Domains already taken are skipped.
+// the service port (its short names, then its aliases), with ":port", and
+// port-less when the port is 80 or the service's only HTTP port. Domains
+// already taken are skipped.
 func domains(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, onlyHTTP bool, used map[string]bool) []string {
 	var out []string
 	add := func(d string) {
@@ -65,7 +66,7 @@ func domains(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p re
 			out = append(out, d)
 		}
 	}
-	for _, n := range registry.ShortNames(svc.Hostname, id.Namespace, s.DomainSuffix) {
+	for _, n := range slices.Concat(registry.ShortNames(svc.Hostname, id.Namespace, s.DomainSuffix), svc.Aliases) {
 		if p.Number == 80 || onlyHTTP {
 			add(n)
 		}

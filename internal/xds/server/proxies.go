@@ -271,6 +271,9 @@ func (s *Server) streamRequest(key streamKey, node *core.Node) error {
 
 	if fresh {
 		s.log.Info("proxy connected", "node", id.ID, "namespace", id.Namespace, "workload", id.WorkloadName, "ips", id.IPs)
+		if s.opts.OnConnect != nil {
+			s.opts.OnConnect(id)
+		}
 		if cur := s.current(); cur != nil {
 			if err := s.acquire(); err != nil {
 				return status.Error(codes.Unavailable, err.Error())
@@ -285,17 +288,25 @@ func (s *Server) streamRequest(key streamKey, node *core.Node) error {
 // streamClosed forgets a stream and, with its proxy's last stream, the
 // proxy and its cache snapshot.
 func (s *Server) streamClosed(key streamKey) {
+	if gone := s.forgetStream(key); gone != nil && s.opts.OnDisconnect != nil {
+		s.opts.OnDisconnect(*gone)
+	}
+}
+
+// forgetStream is streamClosed under the server's lock; it returns the
+// identity of the proxy whose last stream this was, or nil.
+func (s *Server) forgetStream(key streamKey) *contract.Identity {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, ok := s.streams[key]
 	delete(s.streams, key)
 	delete(s.sent, key)
 	if !ok || p == nil {
-		return
+		return nil
 	}
 	p.streams--
 	if p.streams > 0 || s.proxies[p.id.ID] != p {
-		return
+		return nil
 	}
 	delete(s.proxies, p.id.ID)
 	s.metrics.proxies.Set(float64(len(s.proxies)))
@@ -306,6 +317,8 @@ func (s *Server) streamClosed(key streamKey) {
 	s.cache.ClearSnapshot(p.id.ID)
 	p.mu.Unlock()
 	s.log.Info("proxy disconnected", "node", p.id.ID)
+	id := p.id
+	return &id
 }
 
 // parseNode reads and checks the identity a proxy sends.

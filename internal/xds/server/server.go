@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/xds/contract"
 )
 
 // Defaults for Options.
@@ -59,6 +60,15 @@ type Options struct {
 	// MaxConnectionAge closes connections after about this long (grpc-go
 	// adds ±10% jitter) so proxies rebalance across control plane replicas.
 	MaxConnectionAge time.Duration
+
+	// OnConnect, when set, is called when a proxy (a node id with an
+	// identity) opens its first stream; OnDisconnect when its last stream
+	// closes. A node that reconnects with another identity gets OnConnect
+	// for the new one only. On the secure port the identity's namespace
+	// and service account were verified against the proxy's certificate.
+	// They are called from stream goroutines, never with the server's
+	// locks held, and must not block for long.
+	OnConnect, OnDisconnect func(contract.Identity)
 }
 
 func (o Options) withDefaults() Options {

@@ -28,8 +28,8 @@ func vsObject(name string, weights ...int64) *unstructured.Unstructured {
 		"metadata": map[string]any{
 			"name": name, "namespace": "shop",
 			"uid": "0b6c3a63-4d0e-4cc2-9b4c-0e3b1c3b2f11", "resourceVersion": "1234", "generation": int64(3),
-			"labels":      map[string]any{"app": "reviews"},
-			"annotations": map[string]any{"kubectl.kubernetes.io/last-applied-configuration": `{"big":"json"}`, "team": "books"},
+			"labels":        map[string]any{"app": "reviews"},
+			"annotations":   map[string]any{"kubectl.kubernetes.io/last-applied-configuration": `{"big":"json"}`, "team": "books"},
 			"managedFields": []any{map[string]any{"manager": "kubectl", "operation": "Update"}},
 		},
 		"spec":   map[string]any{"hosts": []any{"reviews"}, "http": []any{map[string]any{"route": route}}},

@@ -248,6 +248,7 @@ func TestKubernetesConfigSource(t *testing.T) {
 	})
 	cond, st := c.reconciled(t, "reviews")
 	msg, _ := cond["message"].(string)
+	t.Logf("status of the rejected object: %v", st)
 	if !strings.Contains(msg, "spec.http[0].match[0].uri.regex") || !strings.Contains(msg, "the last good version stays in force") {
 		t.Errorf("condition message = %q", msg)
 	}
@@ -262,6 +263,7 @@ func TestKubernetesConfigSource(t *testing.T) {
 		return len(evs) == 1 && evs[0].Type == corev1.EventTypeWarning && evs[0].Reason == kubesource.ReasonRejected, fmt.Sprint(evs)
 	})
 	ev := c.events(t, "reviews")[0]
+	t.Logf("event: %s %s %s/%s: %s", ev.Type, ev.Reason, ev.Regarding.Kind, ev.Regarding.Name, ev.Note)
 	if ev.ReportingController != kubesource.ReportingController || ev.ReportingInstance != "replica-a" || !strings.Contains(ev.Note, "regex") {
 		t.Errorf("event = %+v", ev)
 	}

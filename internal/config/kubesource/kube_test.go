@@ -79,7 +79,7 @@ type replica struct {
 
 func (c *cluster) startReplica(t *testing.T, identity string) *replica {
 	t.Helper()
-	log := slog.New(slog.DiscardHandler)
+	log := slog.New(slog.NewTextHandler(tLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("replica", identity)
 	src, err := kubesource.New(kubesource.Options{
 		Config: c.weft, Identity: identity, Logger: log,
 		// Short, so that the failover test takes seconds; the API server is
@@ -113,6 +113,14 @@ func (c *cluster) startReplica(t *testing.T, identity string) *replica {
 	r.stop = sync.OnceFunc(func() { cancel(); wg.Wait() })
 	t.Cleanup(r.stop)
 	return r
+}
+
+// tLog writes a replica's warnings to the test's log (shown on failure).
+type tLog struct{ t *testing.T }
+
+func (w tLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }
 
 // eventually polls cond every 50 ms until it holds, failing after 30 s

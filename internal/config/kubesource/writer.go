@@ -3,6 +3,7 @@ package kubesource
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -218,7 +219,7 @@ func (w *writer) announce(ctx context.Context, path string, u *unstructured.Unst
 		}
 		d := rej[key]
 		ev := &eventsv1.Event{
-			ObjectMeta:          metav1.ObjectMeta{GenerateName: u.GetName() + ".", Namespace: u.GetNamespace()},
+			ObjectMeta:          metav1.ObjectMeta{Name: eventName(u.GetName()), Namespace: u.GetNamespace()},
 			EventTime:           metav1.NewMicroTime(time.Now()),
 			ReportingController: ReportingController,
 			ReportingInstance:   truncate(s.opts.Identity, 128),
@@ -248,4 +249,14 @@ func (w *writer) announce(ctx context.Context, path string, u *unstructured.Unst
 	}
 	w.mu.Unlock()
 	return ok
+}
+
+// eventName names an event "<object>.<hex nanoseconds>" as client-go's
+// recorders do (generateName would need a name ending in a letter or
+// digit); the object's part is cut so the whole stays under 253 bytes.
+func eventName(object string) string {
+	if len(object) > 230 {
+		object = strings.TrimRight(object[:230], ".-")
+	}
+	return fmt.Sprintf("%s.%x", object, time.Now().UnixNano())
 }

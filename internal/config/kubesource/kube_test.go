@@ -407,3 +407,70 @@ func TestKubernetesStatusLeaderOnly(t *testing.T) {
 		t.Errorf("condition = %v", cond)
 	}
 }
+
+// looseCRD is VirtualService's CRD as older Istio releases shipped it: the
+// spec is not checked by the API server at all.
+const looseCRD = `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: virtualservices.networking.istio.io
+spec:
+  group: networking.istio.io
+  names: {kind: VirtualService, listKind: VirtualServiceList, plural: virtualservices, singular: virtualservice}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+`
+
+// An object the istio.io/api Go types cannot decode (a weight that is a
+// string) still reaches Weft's decoder, gets a status saying why, and does
+// not hide the good objects listed with it; the kinds whose CRDs are
+// missing are reported.
+func TestKubernetesUndecodableObject(t *testing.T) {
+	env := testenv.KubeAPIServer(t)
+	ctx := t.Context()
+	if err := env.Apply(ctx, []byte(looseCRD)); err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{env: env, kube: env.Client(t), dyn: env.Dynamic(t), weft: env.RESTConfig()}
+	if _, err := c.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	good := vs("ratings", "/r", "")
+	good.Object["spec"].(map[string]any)["http"].([]any)[0].(map[string]any)["route"] = []any{map[string]any{"destination": map[string]any{"host": "ratings"}}}
+	good.Object["spec"].(map[string]any)["hosts"] = []any{"ratings"}
+	bad := vs("reviews", "/v1", "")
+	bad.Object["spec"].(map[string]any)["http"].([]any)[0].(map[string]any)["route"] = []any{map[string]any{"destination": map[string]any{"host": "reviews"}, "weight": "ten"}}
+	for _, u := range []*unstructured.Unstructured{good, bad} {
+		if _, err := c.dyn.Resource(vsGVR).Namespace("shop").Create(ctx, u, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := c.startReplica(t, "replica-a")
+	eventually(t, "the good object in force", func() (bool, string) {
+		return inForce(r, "ratings") == "/r", fmt.Sprint(r.store.Snapshot().Diagnostics)
+	})
+	eventually(t, "the undecodable object rejected on its status", func() (bool, string) {
+		cond, st := c.reconciled(t, "reviews")
+		msg, _ := cond["message"].(string)
+		return cond["reason"] == kubesource.ReasonRejected && strings.Contains(msg, "spec.http[0].route[0].weight"), fmt.Sprint(st)
+	})
+	cond, _ := c.reconciled(t, "reviews")
+	t.Logf("condition: %v", cond)
+	st := r.src.Status()
+	if !strings.Contains(st.LastError, "DestinationRule") || !st.Synced {
+		t.Errorf("status = %+v, want synced and the missing kinds named", st)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -156,6 +157,23 @@ func New(opts Options) (*Source, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	s := &Source{
+		opts: opts, log: log.With("component", "kubesource"),
+		changed: make(chan struct{}, 1),
+		objects: map[string]*object{}, served: map[string]int64{},
+		informers: map[schema.GroupVersionResource]cache.SharedIndexInformer{},
+	}
+	// A successful request means the API server is reachable (again, after
+	// a watch error): Status says Connected from then on.
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(req)
+			if err == nil && resp.StatusCode/100 == 2 {
+				s.markConnected()
+			}
+			return resp, err
+		})
+	})
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubesource: dynamic client: %w", err)
@@ -164,13 +182,7 @@ func New(opts Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubesource: client: %w", err)
 	}
-	s := &Source{
-		opts: opts, log: log.With("component", "kubesource"),
-		dyn: dyn, kube: kube, disc: kube.Discovery(),
-		changed: make(chan struct{}, 1),
-		objects: map[string]*object{}, served: map[string]int64{},
-		informers: map[schema.GroupVersionResource]cache.SharedIndexInformer{},
-	}
+	s.dyn, s.kube, s.disc = dyn, kube, kube.Discovery()
 	s.w = newWriter(s)
 	return s, nil
 }
@@ -235,6 +247,16 @@ func (s *Source) Status() config.SourceStatus {
 		st.LastError = "the API server serves no " + strings.Join(s.missing, ", ") + " (their CRDs are not installed); those kinds are not watched"
 	}
 	return st
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func (s *Source) markConnected() {
+	s.mu.Lock()
+	s.connected = true
+	s.mu.Unlock()
 }
 
 func (s *Source) setError(err error) {
@@ -424,7 +446,6 @@ func (s *Source) upsert(w watchedKind, obj any) {
 		s.files = nil
 		s.lastUpdate = time.Now()
 	}
-	s.connected = true
 	synced := s.synced
 	s.mu.Unlock()
 	if same {

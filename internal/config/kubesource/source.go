@@ -265,7 +265,7 @@ func (s *Source) setError(err error) {
 	s.lastErr, s.lastErrAt, s.connected = err.Error(), time.Now(), false
 }
 
-// Run implements config.Source: it finds the served versions of Istio's
+// Run implements config.Source; call it once. It finds the served versions of Istio's
 // kinds (retrying while the API server cannot be reached), watches them
 // until ctx is done and, unless ReadOnly, runs the status writer and its
 // leader election. It returns nil after everything it started has ended.
@@ -365,7 +365,7 @@ func (s *Source) discoverOnce() (watched []watchedKind, missing []string, err er
 			for _, res := range list.APIResources {
 				r[res.Name] = true
 			}
-		case isNotFound(err):
+		case apierrors.IsNotFound(err): // the group or version is not served
 		default:
 			return nil, fmt.Errorf("discover %s: %w", gv, err)
 		}
@@ -391,8 +391,6 @@ func (s *Source) discoverOnce() (watched []watchedKind, missing []string, err er
 	}
 	return watched, missing, nil
 }
-
-func isNotFound(err error) bool { return apierrors.IsNotFound(err) }
 
 // handler keeps s.objects up to date with one informer's objects.
 func (s *Source) handler(w watchedKind) cache.ResourceEventHandler {

@@ -245,6 +245,7 @@ func TestKubernetesConfigSource(t *testing.T) {
 	}
 	bad := vs("reviews", "", "/v1/(unclosed")
 	bad.SetResourceVersion(cur.GetResourceVersion())
+	edited := time.Now()
 	if _, err := c.dyn.Resource(vsGVR).Namespace("shop").Update(ctx, bad, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -254,6 +255,7 @@ func TestKubernetesConfigSource(t *testing.T) {
 		return cond["status"] == "False" && cond["reason"] == kubesource.ReasonRejected &&
 			fmt.Sprint(st["observedGeneration"]) == "2" && fmt.Sprint(cond["observedGeneration"]) == "2" && len(msgs) > 0, fmt.Sprint(st)
 	})
+	t.Logf("from the bad edit to its status read back: %v (polled every 50ms)", time.Since(edited))
 	cond, st := c.reconciled(t, "reviews")
 	msg, _ := cond["message"].(string)
 	t.Logf("status of the rejected object: %v", st)

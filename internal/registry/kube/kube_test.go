@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -398,36 +399,10 @@ func workloadsIn(ns, prefix string) func(*registry.Snapshot) []string {
 	}
 }
 
-// clusterRole is the RBAC the docs give for the registry.
-const clusterRole = `apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: weft-registry
-rules:
-- apiGroups: [""]
-  resources: [services, pods, nodes, namespaces]
-  verbs: [get, list, watch]
-- apiGroups: [discovery.k8s.io]
-  resources: [endpointslices]
-  verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: weft-registry
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: weft-registry
-subjects:
-- kind: ServiceAccount
-  name: weft
-  namespace: weft-system
-`
-
-// TestKubernetesRegistryRBAC: with only the documented ClusterRole (as
-// the weft-system/weft service account, by impersonation) the registry
-// syncs; without it, it reports the API server's refusal on Status.
+// TestKubernetesRegistryRBAC: with only the documented ClusterRole
+// (testdata/rbac.yaml, as the weft-system/weft service account, by
+// impersonation) the registry syncs; without it, it reports the API
+// server's refusal on Status.
 func TestKubernetesRegistryRBAC(t *testing.T) {
 	env := testenv.KubeAPIServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -450,7 +425,11 @@ func TestKubernetesRegistryRBAC(t *testing.T) {
 		t.Errorf("without RBAC: status = %+v, want not synced, connected, a forbidden error", st)
 	}
 
-	if err := env.Apply(ctx, []byte(clusterRole)); err != nil {
+	rbac, err := os.ReadFile("testdata/rbac.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Apply(ctx, rbac); err != nil {
 		t.Fatal(err)
 	}
 	r := startRegistry(t, as("system:serviceaccount:weft-system:weft"), Options{NamespaceSelector: "mesh=on"})

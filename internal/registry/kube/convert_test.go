@@ -1,6 +1,8 @@
 package kube
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -275,5 +277,44 @@ func TestRelevantChanges(t *testing.T) {
 	n2.Labels[labelZone] = "b"
 	if !nodeRelevantChange(n1, n2) {
 		t.Error("a zone change is not relevant")
+	}
+}
+
+// TestSlimKeepsWhatConversionReads: a Pod and a Node slimmed for the
+// informer caches convert exactly as the full objects do.
+func TestSlimKeepsWhatConversionReads(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "reviews-5c8d9-x7k2p", GenerateName: "reviews-5c8d9-", Namespace: "shop",
+			Labels:            map[string]string{"app": "reviews", "pod-template-hash": "5c8d9", labelLocality: "r.z"},
+			Annotations:       map[string]string{"big": strings.Repeat("x", 1000)},
+			ManagedFields:     []metav1.ManagedFieldsEntry{{Manager: "kubelet"}},
+			OwnerReferences:   []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "reviews-5c8d9", Controller: ptr(true)}},
+			DeletionTimestamp: &metav1.Time{}},
+		Spec: corev1.PodSpec{NodeName: "n1", ServiceAccountName: "reviews",
+			Containers: []corev1.Container{{Name: "app", Image: "img", Env: []corev1.EnvVar{{Name: "A", Value: "b"}},
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}},
+			InitContainers: []corev1.Container{{Name: "sidecar", RestartPolicy: &always, Ports: []corev1.ContainerPort{{Name: "admin", ContainerPort: 15000}}}},
+		},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.77.0.1", PodIPs: []corev1.PodIP{{IP: "10.77.0.1"}},
+			Conditions:        []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}, {Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "app", RestartCount: 2}}},
+	}
+	n := node("n1", "r", "z")
+	n.Status.Images = []corev1.ContainerImage{{Names: []string{"img"}, SizeBytes: 1}}
+	so, _ := slim(p)
+	sn, _ := slim(n)
+	slimPod, slimNode := so.(*corev1.Pod), sn.(*corev1.Node)
+	full, slimmed := convertPod(p, n), convertPod(slimPod, slimNode)
+	if fmt.Sprintf("%+v", *full.wl) != fmt.Sprintf("%+v", *slimmed.wl) || full.workloadName != slimmed.workloadName || full.terminating != slimmed.terminating {
+		t.Errorf("slimmed pod converts to\n%+v\nfull:\n%+v", *slimmed.wl, *full.wl)
+	}
+	other := slimPod.DeepCopy()
+	other.ResourceVersion = "2"
+	if podRelevantChange(p, other) {
+		t.Error("the slimmed pod differs from the full one in a field the registry reads")
+	}
+	if len(slimPod.Annotations) != 0 || len(slimPod.ManagedFields) != 0 || len(slimNode.Status.Images) != 0 || slimPod.Spec.Containers[0].Env != nil {
+		t.Errorf("not slimmed: %+v", slimPod)
 	}
 }

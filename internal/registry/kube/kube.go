@@ -291,10 +291,9 @@ func (r *Registry) informers() (stores, []informers.SharedInformerFactory) {
 }
 
 // watch registers on(old, cur) for every add (old nil), update and delete
-// (cur nil) of inf's objects, strips managed fields from what it caches
-// and records its list/watch errors under resource.
+// (cur nil) of inf's objects, slims what it caches and records its list/watch errors under resource.
 func (r *Registry) watch(inf cache.SharedIndexInformer, resource string, on func(old, cur any)) {
-	must(inf.SetTransform(stripManagedFields))
+	must(inf.SetTransform(slim))
 	must(inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, _ *cache.Reflector, err error) {
 		if ctx.Err() != nil {
 			return
@@ -318,13 +317,61 @@ func (r *Registry) watch(inf cache.SharedIndexInformer, resource string, on func
 	must(err)
 }
 
-// stripManagedFields drops what the registry never reads before the
-// informer caches an object: managed fields are often most of its bytes.
-func stripManagedFields(obj any) (any, error) {
-	if m, ok := obj.(metav1.Object); ok {
-		m.SetManagedFields(nil)
+// slim drops what the registry never reads before an informer caches an
+// object: managed fields and annotations of every object, and of Pods and
+// Nodes everything but what the conversion reads (a Node's status, with
+// its image list, is most of its bytes; a Pod's spec is mostly
+// containers' commands, environment and volumes). That keeps a large
+// cluster's caches small.
+func slim(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		return slimPod(o), nil
+	case *corev1.Node:
+		return &corev1.Node{TypeMeta: o.TypeMeta, ObjectMeta: slimMeta(o.ObjectMeta)}, nil
+	case metav1.Object:
+		o.SetManagedFields(nil)
 	}
 	return obj, nil
+}
+
+func slimMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name: m.Name, GenerateName: m.GenerateName, Namespace: m.Namespace, UID: m.UID,
+		ResourceVersion: m.ResourceVersion, Generation: m.Generation, CreationTimestamp: m.CreationTimestamp,
+		DeletionTimestamp: m.DeletionTimestamp, Labels: m.Labels, OwnerReferences: m.OwnerReferences,
+	}
+}
+
+// slimPod keeps what convertPod, podRelevantChange and the indexes read.
+func slimPod(p *corev1.Pod) *corev1.Pod {
+	ports := func(cs []corev1.Container) []corev1.Container {
+		var out []corev1.Container
+		for _, c := range cs {
+			if len(c.Ports) > 0 {
+				out = append(out, corev1.Container{Name: c.Name, Ports: c.Ports, RestartPolicy: c.RestartPolicy})
+			}
+		}
+		return out
+	}
+	var conds []corev1.PodCondition
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			conds = append(conds, corev1.PodCondition{Type: c.Type, Status: c.Status})
+		}
+	}
+	return &corev1.Pod{
+		TypeMeta:   p.TypeMeta,
+		ObjectMeta: slimMeta(p.ObjectMeta),
+		Spec: corev1.PodSpec{
+			NodeName:           p.Spec.NodeName,
+			ServiceAccountName: p.Spec.ServiceAccountName,
+			HostNetwork:        p.Spec.HostNetwork,
+			Containers:         ports(p.Spec.Containers),
+			InitContainers:     ports(p.Spec.InitContainers),
+		},
+		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs, Conditions: conds},
+	}
 }
 
 // must panics on errors that only a programming mistake causes (adding an

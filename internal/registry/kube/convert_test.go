@@ -9,6 +9,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
 
 	"weft.dev/weft/internal/registry"
 )
@@ -316,5 +317,25 @@ func TestSlimKeepsWhatConversionReads(t *testing.T) {
 	}
 	if len(slimPod.Annotations) != 0 || len(slimPod.ManagedFields) != 0 || len(slimNode.Status.Images) != 0 || slimPod.Spec.Containers[0].Env != nil {
 		t.Errorf("not slimmed: %+v", slimPod)
+	}
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	cfg := &rest.Config{Host: "https://127.0.0.1:1"}
+	for name, opts := range map[string]Options{
+		"no config":          {},
+		"bad selector":       {Config: cfg, NamespaceSelector: "mesh in (a"},
+		"an empty namespace": {Config: cfg, Namespaces: []string{"a", ""}},
+	} {
+		if _, err := New(opts); err == nil || !strings.Contains(err.Error(), "kubernetes registry") {
+			t.Errorf("%s: New = %v, want an error naming the registry", name, err)
+		}
+	}
+	r, err := New(Options{Config: cfg, Namespaces: []string{"b", "a", "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(r.opts.Namespaces) != "[a b]" || r.Snapshot() == nil || r.Name() != "kubernetes" || r.Status().Synced {
+		t.Errorf("New: namespaces %v, snapshot %v, name %q, status %+v", r.opts.Namespaces, r.Snapshot(), r.Name(), r.Status())
 	}
 }

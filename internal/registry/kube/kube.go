@@ -32,6 +32,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
@@ -122,6 +123,10 @@ func New(opts Options) (*Registry, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	opts.Namespaces = slices.Compact(slices.Sorted(slices.Values(opts.Namespaces)))
+	if slices.Contains(opts.Namespaces, "") {
+		return nil, errors.New("kubernetes registry: an empty namespace in Options.Namespaces (leave the list empty to watch all)")
+	}
 	r := &Registry{
 		opts:    opts,
 		log:     opts.Logger.With("registry", SourceName),
@@ -173,7 +178,8 @@ func (r *Registry) Status() registry.SourceStatus {
 	return st
 }
 
-// Run starts the informers, waits for their first list, publishes the
+// Run checks that the API server accepts the credentials (an error if it
+// answers 401), starts the informers, waits for their first list, publishes the
 // first snapshot (Status().Synced becomes true) and then rebuilds after
 // each change until ctx is done. It returns nil once the informers have
 // stopped. An API server that cannot be reached is retried by the
@@ -182,6 +188,9 @@ func (r *Registry) Status() registry.SourceStatus {
 func (r *Registry) Run(ctx context.Context) error {
 	if !r.started.CompareAndSwap(false, true) {
 		return errors.New("kubernetes registry: Run called twice")
+	}
+	if err := r.checkCredentials(ctx); err != nil {
+		return err
 	}
 	st, factories := r.informers()
 	defer func() {
@@ -213,6 +222,23 @@ func (r *Registry) Run(ctx context.Context) error {
 	everything.all = true
 	r.publish(b.build(everything), true)
 	r.loop(ctx, b)
+	return nil
+}
+
+// checkCredentials asks the API server for its version once: a server that
+// refuses our credentials (401) is a configuration error Run reports at
+// once. Any other failure (not reachable yet, slow) is left to the
+// informers' retries.
+func (r *Registry) checkCredentials(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := r.client.Discovery().RESTClient().Get().AbsPath("/version").Do(ctx).Error()
+	if apierrors.IsUnauthorized(err) {
+		return fmt.Errorf("kubernetes registry: the API server at %s refused our credentials: %w", r.opts.Config.Host, err)
+	}
+	if err != nil && ctx.Err() == nil {
+		r.log.Warn("API server not reachable yet; retrying", "host", r.opts.Config.Host, "error", err)
+	}
 	return nil
 }
 

@@ -416,6 +416,17 @@ func TestKubernetesRegistryRBAC(t *testing.T) {
 		cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
 		return cfg
 	}
+	// Credentials the API server refuses: Run fails at once, saying so.
+	bad := env.RESTConfig()
+	bad.BearerToken = "not-a-token"
+	badReg, err := New(Options{Config: bad, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := badReg.Run(ctx); err == nil || !strings.Contains(err.Error(), "refused our credentials") {
+		t.Errorf("Run with a bad token: %v, want an error about credentials", err)
+	}
+
 	denied := startRegistry(t, as("system:serviceaccount:weft-system:nobody"), Options{})
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) && !strings.Contains(denied.Status().LastError, "forbidden") {

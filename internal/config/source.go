@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -33,6 +34,14 @@ type Source interface {
 	// Status reports the source's health for /status.
 	Status() SourceStatus
 }
+
+// VirtualPrefix starts the path of every virtual file a Source provides:
+// "k8s:<Kind>/<namespace>/<name>".
+const VirtualPrefix = "k8s:"
+
+// IsVirtual reports whether path names a Source's virtual file rather
+// than a file on disk.
+func IsVirtual(path string) bool { return strings.HasPrefix(path, VirtualPrefix) }
 
 // Reporter is implemented by a Source that writes the outcome of each load
 // back where its users look (status conditions and events of Kubernetes

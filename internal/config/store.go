@@ -247,6 +247,13 @@ func (s *Store) load(dir *Dir) *Snapshot {
 
 	s.version++
 	snap := s.snapshotOf(cc.cands, s.version)
+	for i := range diags {
+		if IsVirtual(diags[i].File) {
+			// Lines of a rendered object mean nothing to its author: the
+			// resource and field path say where.
+			diags[i].Line, diags[i].Column = 0, 0
+		}
+	}
 	snap.Diagnostics = capPerFile(dedupe(diags), omitted)
 	inForce := make(map[string]*entry, len(cc.cands))
 	for key, c := range cc.cands {

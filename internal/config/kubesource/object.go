@@ -12,7 +12,7 @@ import (
 )
 
 // PathPrefix starts the path of every virtual file this source provides.
-const PathPrefix = "k8s:"
+const PathPrefix = config.VirtualPrefix
 
 // kind is an Istio kind Weft loads and where the API server serves it.
 type kind struct {
@@ -23,14 +23,14 @@ type kind struct {
 }
 
 // kinds are the kinds Weft's config package loads (config.Kind*). Gateway,
-// Sidecar, EnvoyFilter, WorkloadGroup and Telemetry are not loaded by Weft
-// yet, so they are not watched either: a kind is added here when the
+// Sidecar, EnvoyFilter and Telemetry are not loaded by Weft yet, so they are not watched either: a kind is added here when the
 // decoder learns it.
 var kinds = []kind{
 	{config.KindVirtualService, "networking.istio.io", "virtualservices", networkingVersions},
 	{config.KindDestinationRule, "networking.istio.io", "destinationrules", networkingVersions},
 	{config.KindServiceEntry, "networking.istio.io", "serviceentries", networkingVersions},
 	{config.KindWorkloadEntry, "networking.istio.io", "workloadentries", networkingVersions},
+	{config.KindWorkloadGroup, "networking.istio.io", "workloadgroups", networkingVersions},
 	{config.KindPeerAuthentication, "security.istio.io", "peerauthentications", securityVersions},
 	{config.KindAuthorizationPolicy, "security.istio.io", "authorizationpolicies", securityVersions},
 	{config.KindRequestAuthentication, "security.istio.io", "requestauthentications", securityVersions},

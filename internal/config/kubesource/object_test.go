@@ -136,7 +136,7 @@ func TestRenderIgnoresStatusChurn(t *testing.T) {
 func TestKindsCoverTheDecoder(t *testing.T) {
 	want := []config.Kind{
 		config.KindVirtualService, config.KindDestinationRule, config.KindServiceEntry, config.KindWorkloadEntry,
-		config.KindPeerAuthentication, config.KindAuthorizationPolicy, config.KindRequestAuthentication,
+		config.KindWorkloadGroup, config.KindPeerAuthentication, config.KindAuthorizationPolicy, config.KindRequestAuthentication,
 	}
 	have := map[config.Kind]bool{}
 	for _, k := range kinds {

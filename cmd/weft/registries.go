@@ -16,12 +16,14 @@ import (
 	"weft.dev/weft/internal/config/kubesource"
 	"weft.dev/weft/internal/controlplane"
 	"weft.dev/weft/internal/registry/consul"
+	kuberegistry "weft.dev/weft/internal/registry/kube"
 )
 
 // registryFlags are `weft serve`'s flags for the sources of config and
 // services besides the config directory: Kubernetes and Consul.
 type registryFlags struct {
 	kubeconfig, kubeNamespace, kubeAudience, leaseNamespace string
+	kubeNamespaceSelector                                   string
 	inCluster, kubeReadOnly                                 bool
 
 	consulAddr, consulDomain, consulDatacenter, consulNamespace string
@@ -31,7 +33,8 @@ type registryFlags struct {
 func (f *registryFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "read Istio config (VirtualService, DestinationRule, … custom resources), Services, EndpointSlices and Pods from the Kubernetes API server this kubeconfig `file` names; see docs/registries.md")
 	fs.BoolVar(&f.inCluster, "in-cluster", false, "like --kubeconfig, with the pod's own service account (running inside Kubernetes)")
-	fs.StringVar(&f.kubeNamespace, "kube-namespace", "", "read Istio config from this Kubernetes `namespace` only (default: all)")
+	fs.StringVar(&f.kubeNamespace, "kube-namespace", "", "read Istio config, Services and Pods from this Kubernetes `namespace` only (default: all)")
+	fs.StringVar(&f.kubeNamespaceSelector, "kube-namespace-selector", "", "publish only Services and Pods of namespaces whose labels match this `selector` (as kubectl spells it, e.g. istio-discovery=enabled), as Istio's discoverySelectors")
 	fs.StringVar(&f.kubeAudience, "kube-token-audience", kubetoken.DefaultAudience, "the `audience` of projected service-account tokens the CA accepts from pods (verified with TokenReview)")
 	fs.StringVar(&f.leaseNamespace, "leader-election-namespace", kubesource.DefaultLeaseNamespace, "`namespace` of the Lease that elects the one replica writing status and events")
 	fs.BoolVar(&f.kubeReadOnly, "kube-read-only", false, "never write status or events to Kubernetes (no leader election)")
@@ -94,6 +97,16 @@ func (f *registryFlags) apply(o *controlplane.Options, log *slog.Logger) error {
 			return err
 		}
 		o.Authenticators = append(o.Authenticators, auth)
+		var nss []string
+		if f.kubeNamespace != "" {
+			nss = []string{f.kubeNamespace}
+		}
+		reg, err := kuberegistry.New(kuberegistry.Options{Config: kc, DomainSuffix: o.DomainSuffix, Namespaces: nss,
+			NamespaceSelector: f.kubeNamespaceSelector, Logger: log})
+		if err != nil {
+			return err
+		}
+		o.Registries = append(o.Registries, reg)
 	}
 	if f.consulAddr != "" {
 		src, err := consul.New(consul.Options{Address: f.consulAddr, Domain: f.consulDomain, Datacenter: f.consulDatacenter,

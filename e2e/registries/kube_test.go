@@ -211,6 +211,7 @@ func TestKubernetesMesh(t *testing.T) {
 	k := newKube(t)
 	n := testenv.NewNetwork(t)
 	k.namespace("shop")
+	k.namespace("weft-system") // the status writers' Lease lives there
 	v1a, v2, v1b, fe := n.Netns(t, "v1a"), n.Netns(t, "v2"), n.Netns(t, "v1b"), n.Netns(t, "fe")
 
 	k.service("shop", "backend", 8080, map[string]string{"app": "backend"})

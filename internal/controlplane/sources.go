@@ -239,8 +239,15 @@ func (c *ControlPlane) registryOf(cfg *config.Snapshot) *registry.Snapshot {
 
 // buildRegistry is registryOf with the conflicts between registries.
 func (c *ControlPlane) buildRegistry(cfg *config.Snapshot) (*registry.Snapshot, []aggregate.Conflict) {
-	st := static.Build(cfg, c.opts.DomainSuffix)
-	return aggregate.Merge(aggregate.SourceParts(st, c.registries())...)
+	regs := c.registries()
+	var workloads []*registry.Workload
+	for _, r := range regs {
+		workloads = append(workloads, r.Snapshot().Workloads()...)
+	}
+	// ServiceEntries select Pods and auto-registered VMs by labels, as
+	// they select WorkloadEntries.
+	st := static.BuildWith(cfg, static.Options{DomainSuffix: c.opts.DomainSuffix, Workloads: workloads})
+	return aggregate.Merge(aggregate.SourceParts(st, regs)...)
 }
 
 // recordConflicts keeps the conflicts of the registry in force for

@@ -310,3 +310,5 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func regexpMust(s string) *regexp.Regexp { return regexp.MustCompile(s) }

@@ -193,3 +193,24 @@ var (
 )
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// Run runs run(ctx) in a goroutine until t ends: at cleanup the context is
+// cancelled and run must return nil within timeout, or t fails. It is how
+// tests start a component's Run loop (a registry source, a config source).
+func Run(t testing.TB, timeout time.Duration, run func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(timeout):
+			t.Errorf("Run did not return within %v of its context ending", timeout)
+		}
+	})
+}

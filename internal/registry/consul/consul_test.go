@@ -40,20 +40,7 @@ func run(t *testing.T, opts Options) *Source {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Run did not return within 10s of its context ending")
-		}
-	})
+	testenv.Run(t, 10*time.Second, s.Run)
 	return s
 }
 

@@ -310,3 +310,58 @@ spec:
 	})
 	cp.waitOutput(regexpMust(`VM unregistered after its grace period`), 5*time.Second)
 }
+
+// TestKubernetesVMJoinsService: Istio's VM onboarding — a Kubernetes
+// Service selects app=reviews, a VM registers with a WorkloadGroup
+// (custom resource) carrying that label, and clients calling the
+// Kubernetes Service reach the VM beside the Pod.
+func TestKubernetesVMJoinsService(t *testing.T) {
+	bin := binaries(t)
+	k := newKube(t)
+	n := testenv.NewNetwork(t)
+	k.namespace("shop")
+	k.namespace("weft-system")
+	podNS, vm, fe := n.Netns(t, "pod"), n.Netns(t, "vm"), n.Netns(t, "fe")
+	k.service("shop", "reviews", 9080, map[string]string{"app": "reviews"})
+	k.pod("shop", "reviews-pod", "reviews", podNS.IP, map[string]string{"app": "reviews", "version": "pod"})
+	k.endpointSlice("shop", "reviews", 9080, []sliceEndpoint{{pod: "reviews-pod", ip: podNS.IP, ready: true, serving: true}})
+	k.apply(`
+apiVersion: networking.istio.io/v1
+kind: WorkloadGroup
+metadata: {name: reviews-vms, namespace: shop}
+spec:
+  metadata:
+    labels: {app: reviews, version: vm}
+  template:
+    serviceAccount: reviews-vm
+`)
+	cp := serve(t, bin, n, "--kubeconfig", k.env.Kubeconfig)
+	startWorkload(t, bin, cp, podNS, workloadSpec{Name: "reviews-pod", Namespace: "shop", ServiceAccount: "reviews",
+		Labels: "app=reviews,version=pod", Version: "pod", Port: 9080, TokenFile: k.serviceAccountToken("shop", "reviews")})
+	client := startWorkload(t, bin, cp, fe, workloadSpec{Name: "frontend", Namespace: "shop", ServiceAccount: "frontend",
+		Labels: "app=frontend", TokenFile: k.serviceAccountToken("shop", "frontend")})
+	// The VM has no Kubernetes identity: a bootstrap token.
+	startWorkload(t, bin, cp, vm, workloadSpec{Name: "reviews-vm1", Namespace: "shop", ServiceAccount: "reviews-vm",
+		Version: "vm", Port: 9080, TokenFile: cp.token(t, bin, "shop", "reviews-vm"), Extra: []string{"--auto-register-group", "reviews-vms"}})
+
+	hc := &http.Client{Timeout: 5 * time.Second}
+	seen := map[string]bool{}
+	eventually(t, 30*time.Second, "the pod and the VM both answer for the Kubernetes Service", func() error {
+		code, body, err := httpGet(hc, "http://"+client.Out+"/", map[string]string{"Host": "reviews.shop.svc.cluster.local:9080"})
+		if err != nil {
+			return err
+		}
+		if code != 200 {
+			return fmt.Errorf("%d %s", code, body)
+		}
+		r, err := reply(body)
+		if err != nil {
+			return err
+		}
+		seen[r.Version] = true
+		if !seen["pod"] || !seen["vm"] {
+			return fmt.Errorf("answered so far by %v", seen)
+		}
+		return nil
+	})
+}

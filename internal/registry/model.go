@@ -59,6 +59,10 @@ type Port struct {
 	// TargetPort is the default endpoint port when an endpoint does not map
 	// this port by name; zero means Number.
 	TargetPort uint32
+	// TargetPortName is a Kubernetes Service port's named targetPort ("" when
+	// numeric): a selected workload receives the port on its port of that
+	// name.
+	TargetPortName string
 }
 
 // Service is a named, addressable set of endpoints.
@@ -75,6 +79,14 @@ type Service struct {
 	// Source names where the service came from ("static", "kubernetes", …),
 	// for diagnostics only.
 	Source string
+	// Selector, when not empty, are the labels of the workloads the
+	// service selects (a Kubernetes Service's spec.selector). Its own
+	// registry provides the endpoints of its own workloads (Pods, through
+	// EndpointSlices); workloads of other registries in its namespace
+	// whose labels match — WorkloadEntries, auto-registered VMs — become
+	// endpoints too (aggregate.Merge), as Istio's Services select
+	// WorkloadEntries.
+	Selector map[string]string
 }
 
 // Port returns the service port with the given number.

@@ -150,6 +150,7 @@ func Merge(parts ...Part) (*registry.Snapshot, []Conflict) {
 		}
 		c.Workloads = append(c.Workloads, p.Snapshot.Workloads()...)
 	}
+	c.Endpoints = append(c.Endpoints, selected(c.Services, c.Workloads, seen)...)
 	slices.SortStableFunc(conflicts, func(a, b Conflict) int {
 		return cmp.Or(cmp.Compare(a.Host, b.Host), cmp.Compare(a.Loser, b.Loser), cmp.Compare(a.Port, b.Port))
 	})
@@ -193,6 +194,55 @@ func Added(prev, cur []Conflict) []Conflict {
 	for _, c := range cur {
 		if !slices.Contains(prev, c) {
 			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// selected are the endpoints services with a Selector get from other
+// registries' workloads: a Kubernetes Service selecting WorkloadEntries
+// and auto-registered VMs in its namespace, as Istio's Services do. A
+// workload of the service's own registry is left out (its Pods are
+// endpoints through EndpointSlices already), and so is an endpoint
+// already present (seen). The endpoint port is the workload's port named
+// like the service port, else named like its named target port, else the
+// numeric target port, else the service port.
+func selected(services []*registry.Service, workloads []*registry.Workload, seen map[epKey]bool) []*registry.Endpoint {
+	var out []*registry.Endpoint
+	for _, svc := range services {
+		if len(svc.Selector) == 0 {
+			continue
+		}
+		for _, w := range workloads {
+			if w.Source == svc.Source || w.Namespace != svc.Namespace || w.Address == "" || !registry.HasLabels(w.Labels, svc.Selector) {
+				continue
+			}
+			for _, p := range svc.Ports {
+				port := w.Ports[p.Name]
+				if port == 0 && p.TargetPortName != "" {
+					port = w.Ports[p.TargetPortName]
+				}
+				if port == 0 {
+					port = p.TargetPort
+				}
+				if port == 0 {
+					port = p.Number
+				}
+				k := epKey{svc.Hostname, p.Number, w.Address, port}
+				if seen[k] {
+					continue
+				}
+				seen[k] = true
+				name := w.WorkloadName
+				if name == "" {
+					name = w.Name
+				}
+				out = append(out, &registry.Endpoint{
+					ServiceHostname: svc.Hostname, ServicePort: p.Number, Address: w.Address, Port: port,
+					Labels: w.Labels, Locality: w.Locality, ServiceAccount: w.ServiceAccount,
+					WorkloadName: name, Namespace: w.Namespace, Health: w.Health,
+				})
+			}
 		}
 	}
 	return out

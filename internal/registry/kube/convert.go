@@ -103,6 +103,8 @@ func convertService(s *corev1.Service, domainSuffix string) *service {
 	}
 	if s.Spec.Type == corev1.ServiceTypeExternalName {
 		out.externalName = strings.TrimSuffix(s.Spec.ExternalName, ".")
+	} else if len(s.Spec.Selector) > 0 {
+		out.svc.Selector = maps.Clone(s.Spec.Selector)
 	}
 	for _, p := range s.Spec.Ports {
 		proto, ok := portProtocol(p)
@@ -113,6 +115,7 @@ func convertService(s *corev1.Service, domainSuffix string) *service {
 		if p.TargetPort.IntVal > 0 && p.TargetPort.StrVal == "" {
 			rp.TargetPort = uint32(p.TargetPort.IntVal)
 		}
+		rp.TargetPortName = p.TargetPort.StrVal
 		out.svc.Ports = append(out.svc.Ports, rp)
 		out.ports[p.Name] = rp
 	}

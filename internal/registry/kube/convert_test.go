@@ -75,6 +75,7 @@ func TestConvertService(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "reviews", Namespace: "shop"},
 		Spec: corev1.ServiceSpec{
 			ClusterIP: "10.96.0.10",
+			Selector:  map[string]string{"app": "reviews"},
 			Ports: []corev1.ServicePort{
 				{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)},
 				{Name: "grpc-api", Port: 9090, TargetPort: intstr.FromString("grpc")},
@@ -84,12 +85,13 @@ func TestConvertService(t *testing.T) {
 		},
 	}
 	got := convertService(svc, "corp.local")
-	if got.svc.Hostname != "reviews.shop.svc.corp.local" || got.svc.Namespace != "shop" || got.svc.Source != "kubernetes" {
+	if got.svc.Hostname != "reviews.shop.svc.corp.local" || got.svc.Namespace != "shop" || got.svc.Source != "kubernetes" ||
+		got.svc.Selector["app"] != "reviews" {
 		t.Errorf("service = %+v", got.svc)
 	}
 	want := []registry.Port{
 		{Name: "http", Number: 80, Protocol: registry.HTTP, TargetPort: 8080},
-		{Name: "grpc-api", Number: 9090, Protocol: registry.GRPC}, // named target port: resolved per endpoint
+		{Name: "grpc-api", Number: 9090, Protocol: registry.GRPC, TargetPortName: "grpc"}, // named target port: resolved per endpoint
 		{Name: "metrics", Number: 9100, Protocol: registry.HTTP},
 	}
 	if len(got.svc.Ports) != len(want) {

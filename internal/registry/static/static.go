@@ -80,7 +80,24 @@ func BuildWith(cfg *config.Snapshot, opts Options) *registry.Snapshot {
 			}
 		}
 	}
-	return registry.NewSnapshot(services, endpoints)
+	return registry.New(registry.Contents{Services: services, Endpoints: endpoints, Workloads: workloadEntries(cfg)})
+}
+
+// workloadEntries are the config's WorkloadEntries as workloads, which
+// other registries' services (a Kubernetes Service's selector) may select.
+func workloadEntries(cfg *config.Snapshot) []*registry.Workload {
+	var out []*registry.Workload
+	for _, we := range cfg.WorkloadEntries {
+		if we.Spec.GetAddress() == "" {
+			continue
+		}
+		out = append(out, &registry.Workload{
+			Name: we.Name, Namespace: we.Namespace, Address: we.Spec.GetAddress(),
+			Labels: we.Spec.GetLabels(), ServiceAccount: we.Spec.GetServiceAccount(), Locality: we.Spec.GetLocality(),
+			Health: registry.Healthy, Ports: we.Spec.GetPorts(), Source: Source,
+		})
+	}
+	return out
 }
 
 func servicePorts(se *networking.ServiceEntry) []registry.Port {

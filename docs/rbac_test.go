@@ -18,6 +18,7 @@ import (
 var rbacSources = []string{
 	"../internal/config/kubesource/testdata/rbac.yaml",
 	"../internal/registry/kube/testdata/rbac.yaml",
+	"../internal/ca/kuberoot/testdata/rbac.yaml",
 }
 
 // rbacDoc is the part of an RBAC object the comparison reads.

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"weft.dev/weft/internal/ca/kuberoot"
 	"weft.dev/weft/internal/ca/kubetoken"
 	"weft.dev/weft/internal/config/kubesource"
 	"weft.dev/weft/internal/controlplane"
@@ -97,6 +98,7 @@ func (f *registryFlags) apply(o *controlplane.Options, log *slog.Logger) error {
 			return err
 		}
 		o.Authenticators = append(o.Authenticators, auth)
+		o.RootPublishers = append(o.RootPublishers, kuberoot.New(client, log))
 		var nss []string
 		if f.kubeNamespace != "" {
 			nss = []string{f.kubeNamespace}

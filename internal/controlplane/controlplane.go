@@ -87,6 +87,10 @@ type Options struct {
 	// Authenticators are tried by the CA after client certificates and
 	// bootstrap tokens (Kubernetes service-account tokens).
 	Authenticators []ca.Authenticator
+	// RootPublishers distribute the mesh's root certificate (to every
+	// Kubernetes namespace, for pods to mount); each runs with the root
+	// until the control plane stops.
+	RootPublishers []RootPublisher
 	// AutoRegistrationGrace is how long a VM registered by WorkloadGroup
 	// stays after its proxy disconnects; 0 means autoreg.DefaultGrace.
 	AutoRegistrationGrace time.Duration
@@ -97,6 +101,12 @@ type Options struct {
 	// Debounce and DebounceMax tune xDS push debouncing (see server.Options).
 	Debounce, DebounceMax time.Duration
 	Logger                *slog.Logger
+}
+
+// RootPublisher distributes the mesh's root certificate (see
+// internal/ca/kuberoot). Run returns nil once ctx is done.
+type RootPublisher interface {
+	Run(ctx context.Context, rootPEM []byte) error
 }
 
 // ControlPlane is one running control plane. Create it with New, run it
@@ -254,6 +264,9 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 		wg.Go(func() { fail(c.serveStatus(ctx)) })
 	}
 	wg.Go(func() { fail(c.jwks.Run(ctx)) })
+	for _, p := range c.opts.RootPublishers {
+		wg.Go(func() { fail(p.Run(ctx, c.ca.RootPEM())) })
+	}
 	wg.Go(func() {
 		if err := c.runConfig(ctx); err != nil {
 			fail(fmt.Errorf("controlplane: %w", err))

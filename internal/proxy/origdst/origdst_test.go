@@ -1,0 +1,195 @@
+package origdst_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"weft.dev/weft/internal/proxy/capture"
+	"weft.dev/weft/internal/proxy/origdst"
+	"weft.dev/weft/internal/testenv"
+)
+
+// accepted is one connection a listener accepted and the first bytes read
+// from it.
+type accepted struct {
+	conn net.Conn
+	msg  string
+}
+
+// acceptOne accepts one connection on l (bounded by a deadline, so a
+// broken capture fails the test instead of hanging it) and reads what the
+// client sent until it closes its side.
+func acceptOne(t *testing.T, l net.Listener) accepted {
+	t.Helper()
+	if err := l.(*net.TCPListener).SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatalf("accept on %s: %v", l.Addr(), err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read from %s: %v", c.RemoteAddr(), err)
+	}
+	return accepted{conn: c, msg: string(b)}
+}
+
+// dialSend dials addr from inside ns, as root, sends msg and closes its
+// sending side.
+func dialSend(t *testing.T, ns *testenv.Netns, addr, msg string) {
+	t.Helper()
+	err := ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, msg); err != nil {
+			return err
+		}
+		return c.(*net.TCPConn).CloseWrite()
+	})
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, ns.Name, err)
+	}
+}
+
+// dialAs dials addr from inside ns as uid:gid (a separate process: bash's
+// /dev/tcp under setpriv), sends msg and exits.
+func dialAs(t *testing.T, ctx context.Context, ns *testenv.Netns, uid int, host, port, msg string) {
+	t.Helper()
+	script := fmt.Sprintf("exec 3<>/dev/tcp/%s/%s && printf %%s %q >&3", host, port, msg)
+	out, err := ns.Command(ctx, "setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups",
+		"bash", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dial %s:%s as uid %d: %v: %s", host, port, uid, err, out)
+	}
+}
+
+// TestCaptureOriginalDst installs the capture rules in a "pod" namespace
+// and checks, for IPv4 and (when the kernel has it) IPv6: a connection
+// the application makes to another namespace's address is redirected to
+// the outbound capture listener, which reads the original destination; a
+// connection to an excluded port reaches its destination directly; the
+// proxy's UID is not captured while another UID is.
+func TestCaptureOriginalDst(t *testing.T) {
+	testenv.Privileged(t)
+	for _, name := range []string{"iptables-restore", "iptables-save", "setpriv", "bash"} {
+		if _, err := exec.LookPath(name); err != nil {
+			t.Skipf("%s not found", name)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	network := testenv.NewNetwork(t)
+	pod := network.Netns(t, "pod")
+	srv := network.Netns(t, "srv")
+
+	families := []struct {
+		name       string
+		podIP, dst string
+	}{{"ipv4", pod.IP, srv.IP}}
+	if _, err := os.Stat("/proc/net/if_inet6"); err == nil {
+		// A ULA prefix on the test's own bridge only; nodad so the
+		// addresses are usable at once.
+		p6 := "fd77:" + strings.ReplaceAll(strings.TrimPrefix(network.Prefix, "10.77."), ".", "") + "::"
+		ok := true
+		for i, ns := range []*testenv.Netns{pod, srv} {
+			if out, err := exec.Command("ip", "-n", ns.Name, "addr", "add", fmt.Sprintf("%s%d/64", p6, i+2), "dev", "eth0", "nodad").CombinedOutput(); err != nil {
+				t.Logf("no IPv6 in the test namespaces (%v: %s): IPv4 only", err, out)
+				ok = false
+				break
+			}
+		}
+		if ok {
+			families = append(families, struct{ name, podIP, dst string }{"ipv6", p6 + "2", p6 + "3"})
+		}
+	}
+
+	cfg := capture.Default()
+	cfg.ExcludeOutboundPorts = []uint16{9090}
+	in := &capture.Installer{Run: pod.Command}
+	if err := in.Install(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The outbound capture listener, dual-stack as a proxy's would be.
+	capL, err := pod.Listen("tcp", ":15001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { capL.Close() })
+	var srvL = map[string]net.Listener{}
+	for _, port := range []string{"8080", "9090"} {
+		l, err := srv.Listen("tcp", ":"+port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		srvL[port] = l
+	}
+
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			captured := net.JoinHostPort(fam.dst, "8080")
+			want := netip.MustParseAddrPort(captured)
+
+			// The application's connection is redirected; the listener
+			// recovers where it was going.
+			dialSend(t, pod, captured, "app")
+			got := acceptOne(t, capL)
+			if got.msg != "app" {
+				t.Fatalf("capture listener read %q, want %q", got.msg, "app")
+			}
+			dst, err := origdst.OriginalDst(got.conn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dst != want {
+				t.Errorf("OriginalDst = %s, want %s", dst, want)
+			}
+
+			// An excluded port goes straight through.
+			dialSend(t, pod, net.JoinHostPort(fam.dst, "9090"), "excluded")
+			if got := acceptOne(t, srvL["9090"]); got.msg != "excluded" || !strings.Contains(got.conn.RemoteAddr().String(), fam.podIP) {
+				t.Errorf("server on 9090 got %q from %s, want %q from %s", got.msg, got.conn.RemoteAddr(), "excluded", fam.podIP)
+			}
+
+			// The proxy's own connection (uid 1337) is not captured...
+			dialAs(t, ctx, pod, capture.DefaultProxyUID, fam.dst, "8080", "proxy")
+			if got := acceptOne(t, srvL["8080"]); got.msg != "proxy" {
+				t.Errorf("server on 8080 got %q, want the proxy's connection", got.msg)
+			}
+			// ...while another user's is.
+			dialAs(t, ctx, pod, 1000, fam.dst, "8080", "user")
+			got = acceptOne(t, capL)
+			if got.msg != "user" {
+				t.Fatalf("capture listener read %q, want %q", got.msg, "user")
+			}
+			if dst, err := origdst.OriginalDst(got.conn); err != nil || dst != want {
+				t.Errorf("OriginalDst = %s, %v; want %s", dst, err, want)
+			}
+		})
+	}
+}
+
+func TestOriginalDstNotSocket(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if _, err := origdst.OriginalDst(a); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("OriginalDst(pipe) = %v, want a 'not a socket' error", err)
+	}
+}

@@ -127,6 +127,8 @@ renews it with the certificate itself. See docs/security.md.`,
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	f.register(cmd.Flags())
+	cmd.CompletionOptions.DisableDefaultCmd = true
+	cmd.AddCommand(newCaptureCmd(stderr))
 	return cmd
 }
 

@@ -252,16 +252,16 @@ func Default() Config {
 // Validate reports what is wrong with c.
 func (c Config) Validate() error {
 	if c.OutboundPort == 0 {
-		return fmt.Errorf("outbound port: must be 1-65535")
+		return fmt.Errorf("outbound port 0: must be 1-65535")
 	}
 	if c.InboundPort == 0 {
-		return fmt.Errorf("inbound port: must be 1-65535")
+		return fmt.Errorf("inbound port 0: must be 1-65535")
 	}
 	if c.OutboundPort == c.InboundPort {
 		return fmt.Errorf("outbound and inbound ports are both %d: they must differ", c.InboundPort)
 	}
 	if len(c.ProxyUIDs) == 0 && len(c.ProxyGIDs) == 0 {
-		return fmt.Errorf("no proxy UID or GID: the proxy's own connections would be captured (a loop)")
+		return fmt.Errorf("no proxy UID and no proxy GID: the proxy's own connections would be captured (a loop)")
 	}
 	return nil
 }

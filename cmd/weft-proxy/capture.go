@@ -21,6 +21,8 @@ type captureFlags struct {
 	includeOutbound, excludeOutbound string
 	includeInbound, excludeInbound   string
 	excludeOutboundPorts             string
+	includeOutboundPorts             string
+	excludeInterfaces                string
 	backend, logLevel                string
 	dryRun, clean                    bool
 }
@@ -36,6 +38,8 @@ func (f *captureFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.includeInbound, "include-inbound-ports", "*", "local `ports` (comma list) whose inbound connections are captured; \"*\" for all, \"\" for none")
 	fs.StringVar(&f.excludeInbound, "exclude-inbound-ports", "", "local `ports` (comma list) not captured inbound when --include-inbound-ports is \"*\"; the proxy's own ports (15000,15001,15006,15020,15021,15090) always are")
 	fs.StringVar(&f.excludeOutboundPorts, "exclude-outbound-ports", "", "destination `ports` (comma list) never captured outbound")
+	fs.StringVar(&f.includeOutboundPorts, "include-outbound-ports", "", "destination `ports` (comma list) captured outbound whatever the destination address (unless excluded)")
+	fs.StringVar(&f.excludeInterfaces, "exclude-interfaces", "", "network `interfaces` (comma list) whose traffic is never captured")
 	fs.StringVar(&f.backend, "iptables-backend", string(capture.BackendAuto), "`auto` (what iptables -V reports), nft (iptables-nft) or legacy (iptables-legacy)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print the iptables-restore input for IPv4 and IPv6 instead of applying it")
 	fs.BoolVar(&f.clean, "clean", false, "remove Weft's chains and the jumps to them instead of installing")
@@ -72,6 +76,7 @@ func (f *captureFlags) config() (capture.Config, error) {
 	}{
 		{"--exclude-inbound-ports", f.excludeInbound, &c.ExcludeInbound},
 		{"--exclude-outbound-ports", f.excludeOutboundPorts, &c.ExcludeOutboundPorts},
+		{"--include-outbound-ports", f.includeOutboundPorts, &c.IncludeOutboundPorts},
 	} {
 		ports, err := capture.ParsePorts(p.value)
 		if err != nil {
@@ -81,6 +86,11 @@ func (f *captureFlags) config() (capture.Config, error) {
 			return c, fmt.Errorf("%s \"*\": not allowed; list ports", p.name)
 		}
 		*p.dst = ports.Ports
+	}
+	for name := range strings.SplitSeq(f.excludeInterfaces, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			c.ExcludeInterfaces = append(c.ExcludeInterfaces, name)
+		}
 	}
 	if err := c.Validate(); err != nil {
 		return c, fmt.Errorf("capture flags: %w", err)

@@ -46,6 +46,8 @@ func TestCaptureBadFlags(t *testing.T) {
 		{[]string{"--include-inbound-ports", "http"}, `--include-inbound-ports: "http": not a port`},
 		{[]string{"--exclude-inbound-ports", "*"}, `--exclude-inbound-ports "*": not allowed`},
 		{[]string{"--exclude-outbound-ports", "70000"}, `--exclude-outbound-ports: "70000": not a port`},
+		{[]string{"--include-outbound-ports", "*"}, `--include-outbound-ports "*": not allowed`},
+		{[]string{"--exclude-interfaces", "eth0,a b"}, `interface "a b": not a network interface name`},
 		{[]string{"--outbound-port", "15006"}, "outbound and inbound ports are both 15006"},
 		{[]string{"--outbound-port", "99999"}, `invalid argument "99999" for "--outbound-port"`},
 		{[]string{"--iptables-backend", "iptables"}, `--iptables-backend: "iptables": want auto, nft or legacy`},

@@ -234,6 +234,12 @@ type Config struct {
 	ExcludeInbound []uint16
 	// ExcludeOutboundPorts are destination ports never captured outbound.
 	ExcludeOutboundPorts []uint16
+	// IncludeOutboundPorts are destination ports captured outbound
+	// whatever the destination address, unless it is excluded.
+	IncludeOutboundPorts []uint16
+	// ExcludeInterfaces are network interfaces whose traffic is never
+	// captured, in or out.
+	ExcludeInterfaces []string
 }
 
 // Default returns Istio's defaults: capture every outbound destination and
@@ -260,10 +266,29 @@ func (c Config) Validate() error {
 	if c.OutboundPort == c.InboundPort {
 		return fmt.Errorf("outbound and inbound ports are both %d: they must differ", c.InboundPort)
 	}
+	for _, name := range c.ExcludeInterfaces {
+		if !validInterface(name) {
+			return fmt.Errorf("interface %q: not a network interface name", name)
+		}
+	}
 	if len(c.ProxyUIDs) == 0 && len(c.ProxyGIDs) == 0 {
 		return fmt.Errorf("no proxy UID and no proxy GID: the proxy's own connections would be captured (a loop)")
 	}
 	return nil
+}
+
+// validInterface reports whether name can be a Linux interface name (at
+// most 15 bytes, no space, slash or colon), so it is safe in a rule.
+func validInterface(name string) bool {
+	if name == "" || len(name) > 15 || name == "." || name == ".." {
+		return false
+	}
+	for _, r := range name {
+		if r <= ' ' || r == '/' || r == ':' || r > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // excludedInbound returns the inbound ports never captured: the proxy's
@@ -297,6 +322,9 @@ func Rules(c Config, f Family) []string {
 	// Inbound: PREROUTING sees connections arriving from outside the pod.
 	if c.IncludeInbound.All || len(c.IncludeInbound.Ports) > 0 {
 		add("PREROUTING", "-p tcp -j", ChainInbound)
+		for _, i := range c.ExcludeInterfaces {
+			add(ChainInbound, "-i", i, "-j RETURN")
+		}
 		if c.IncludeInbound.All {
 			for _, p := range c.excludedInbound() {
 				add(ChainInbound, "-p tcp --dport", port(p), "-j RETURN")
@@ -312,6 +340,9 @@ func Rules(c Config, f Family) []string {
 	// Outbound: OUTPUT sees connections made inside the pod, by the
 	// application and by the proxy.
 	add("OUTPUT", "-j", ChainOutput)
+	for _, i := range c.ExcludeInterfaces {
+		add(ChainOutput, "-o", i, "-j RETURN")
+	}
 	for _, p := range c.ExcludeOutboundPorts {
 		add(ChainOutput, "-p tcp --dport", port(p), "-j RETURN")
 	}
@@ -341,6 +372,9 @@ func Rules(c Config, f Family) []string {
 		if p.Addr().Is6() == (f == IPv6) {
 			add(ChainOutput, "-d", p.String(), "-j RETURN")
 		}
+	}
+	for _, p := range c.IncludeOutboundPorts {
+		add(ChainOutput, "-p tcp --dport", port(p), "-j", ChainRedirect)
 	}
 	if c.IncludeOutbound.All {
 		add(ChainOutput, "-j", ChainRedirect)

@@ -75,6 +75,11 @@ func TestRulesGolden(t *testing.T) {
 		{"include-inbound-none", func(c *Config) { c.IncludeInbound = Ports{} }},
 		{"exclude-inbound-ports", func(c *Config) { c.ExcludeInbound = mustPorts(t, "22,9090,15000") }},
 		{"exclude-outbound-ports", func(c *Config) { c.ExcludeOutboundPorts = mustPorts(t, "3306,6379") }},
+		{"include-outbound-ports", func(c *Config) {
+			c.IncludeOutbound = mustRanges(t, "10.96.0.0/12")
+			c.IncludeOutboundPorts = mustPorts(t, "443")
+		}},
+		{"exclude-interfaces", func(c *Config) { c.ExcludeInterfaces = []string{"eth1", "net1"} }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -175,6 +180,8 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.InboundPort = 0 }, "inbound port"},
 		{func(c *Config) { c.InboundPort = c.OutboundPort }, "must differ"},
 		{func(c *Config) { c.ProxyUIDs, c.ProxyGIDs = nil, nil }, "a loop"},
+		{func(c *Config) { c.ExcludeInterfaces = []string{"eth0 -j ACCEPT"} }, `interface "eth0 -j ACCEPT"`},
+		{func(c *Config) { c.ExcludeInterfaces = []string{"averyveryverylongname"} }, "not a network interface name"},
 	} {
 		c := Default()
 		tc.edit(&c)

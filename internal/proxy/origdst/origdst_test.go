@@ -83,8 +83,10 @@ func dialAs(t *testing.T, ctx context.Context, ns *testenv.Netns, uid int, host,
 // and checks, for IPv4 and (when the kernel has it) IPv6: a connection
 // the application makes to another namespace's address is redirected to
 // the outbound capture listener, which reads the original destination; a
-// connection to an excluded port reaches its destination directly; the
-// proxy's UID is not captured while another UID is.
+// connection to an excluded port or an excluded CIDR reaches its
+// destination directly; a connection into the pod reaches the inbound
+// capture listener with its original port, except on the proxy's own
+// ports; the proxy's UID is not captured while another UID is.
 func TestCaptureOriginalDst(t *testing.T) {
 	testenv.Privileged(t)
 	for _, name := range []string{"iptables-restore", "iptables-save", "setpriv", "bash"} {
@@ -97,17 +99,18 @@ func TestCaptureOriginalDst(t *testing.T) {
 	network := testenv.NewNetwork(t)
 	pod := network.Netns(t, "pod")
 	srv := network.Netns(t, "srv")
+	ext := network.Netns(t, "ext") // its address is an excluded CIDR
 
 	families := []struct {
-		name       string
-		podIP, dst string
-	}{{"ipv4", pod.IP, srv.IP}}
+		name            string
+		podIP, dst, ext string
+	}{{"ipv4", pod.IP, srv.IP, ext.IP}}
 	if _, err := os.Stat("/proc/net/if_inet6"); err == nil {
 		// A ULA prefix on the test's own bridge only; nodad so the
 		// addresses are usable at once.
 		p6 := "fd77:" + strings.ReplaceAll(strings.TrimPrefix(network.Prefix, "10.77."), ".", "") + "::"
 		ok := true
-		for i, ns := range []*testenv.Netns{pod, srv} {
+		for i, ns := range []*testenv.Netns{pod, srv, ext} {
 			if out, err := exec.Command("ip", "-n", ns.Name, "addr", "add", fmt.Sprintf("%s%d/64", p6, i+2), "dev", "eth0", "nodad").CombinedOutput(); err != nil {
 				t.Logf("no IPv6 in the test namespaces (%v: %s): IPv4 only", err, out)
 				ok = false
@@ -115,31 +118,34 @@ func TestCaptureOriginalDst(t *testing.T) {
 			}
 		}
 		if ok {
-			families = append(families, struct{ name, podIP, dst string }{"ipv6", p6 + "2", p6 + "3"})
+			families = append(families, struct{ name, podIP, dst, ext string }{"ipv6", p6 + "2", p6 + "3", p6 + "4"})
 		}
 	}
 
 	cfg := capture.Default()
 	cfg.ExcludeOutboundPorts = []uint16{9090}
+	for _, f := range families {
+		a := netip.MustParseAddr(f.ext)
+		cfg.ExcludeOutbound = append(cfg.ExcludeOutbound, netip.PrefixFrom(a, a.BitLen()))
+	}
 	in := &capture.Installer{Run: pod.Command}
 	if err := in.Install(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	// The outbound capture listener, dual-stack as a proxy's would be.
-	capL, err := pod.Listen("tcp", ":15001")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { capL.Close() })
-	var srvL = map[string]net.Listener{}
-	for _, port := range []string{"8080", "9090"} {
-		l, err := srv.Listen("tcp", ":"+port)
+	listen := func(ns *testenv.Netns, port string) net.Listener {
+		t.Helper()
+		l, err := ns.Listen("tcp", ":"+port) // dual-stack, as a proxy's would be
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { l.Close() })
-		srvL[port] = l
+		return l
 	}
+	capL := listen(pod, "15001")    // outbound capture
+	inL := listen(pod, "15006")     // inbound capture
+	statusL := listen(pod, "15021") // a proxy port: never captured inbound
+	srvL := map[string]net.Listener{"8080": listen(srv, "8080"), "9090": listen(srv, "9090")}
+	extL := listen(ext, "8080")
 
 	for _, fam := range families {
 		t.Run(fam.name, func(t *testing.T) {
@@ -165,6 +171,30 @@ func TestCaptureOriginalDst(t *testing.T) {
 			dialSend(t, pod, net.JoinHostPort(fam.dst, "9090"), "excluded")
 			if got := acceptOne(t, srvL["9090"]); got.msg != "excluded" || !strings.Contains(got.conn.RemoteAddr().String(), fam.podIP) {
 				t.Errorf("server on 9090 got %q from %s, want %q from %s", got.msg, got.conn.RemoteAddr(), "excluded", fam.podIP)
+			}
+
+			// An excluded destination CIDR goes straight through.
+			dialSend(t, pod, net.JoinHostPort(fam.ext, "8080"), "excluded cidr")
+			if got := acceptOne(t, extL); got.msg != "excluded cidr" {
+				t.Errorf("excluded destination got %q", got.msg)
+			}
+
+			// Inbound: a connection from another pod to this pod's
+			// application port reaches the inbound capture listener,
+			// which reads the port the client dialled.
+			dialSend(t, srv, net.JoinHostPort(fam.podIP, "8080"), "inbound")
+			got = acceptOne(t, inL)
+			if got.msg != "inbound" {
+				t.Fatalf("inbound capture listener read %q, want %q", got.msg, "inbound")
+			}
+			wantIn := netip.MustParseAddrPort(net.JoinHostPort(fam.podIP, "8080"))
+			if dst, err := origdst.OriginalDst(got.conn); err != nil || dst != wantIn {
+				t.Errorf("inbound OriginalDst = %s, %v; want %s", dst, err, wantIn)
+			}
+			// The proxy's own ports are not captured inbound.
+			dialSend(t, srv, net.JoinHostPort(fam.podIP, "15021"), "status")
+			if got := acceptOne(t, statusL); got.msg != "status" {
+				t.Errorf("port 15021 got %q", got.msg)
 			}
 
 			// The proxy's own connection (uid 1337) is not captured...

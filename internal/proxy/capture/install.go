@@ -146,16 +146,15 @@ func (in *Installer) Install(ctx context.Context, c Config) error {
 		if err != nil {
 			return fmt.Errorf("capture: %s: read the nat table: %w", f, err)
 		}
-		rules := Rules(c, f)
-		// Drop the earlier run's jumps first: in the same transaction, so
-		// there is no moment without capture.
+		// Drop the earlier run's jumps in the same transaction, so there
+		// is no moment without capture and no duplicate jump after it.
 		del := deleteJumps(current)
-		payload := "*nat\n" + strings.Join(rules[:2*len(Chains)], "\n") + "\n" +
-			join(del) + strings.Join(rules[2*len(Chains):], "\n") + "\nCOMMIT\n"
-		if _, err := in.run(ctx, payload, restore, "--noflush"); err != nil {
+		add := rules(c, f)
+		payload := "*nat\n" + join(prologue()) + join(del) + join(add) + "COMMIT\n"
+		if _, err := in.run(ctx, payload, restore, restoreArgs(backend)...); err != nil {
 			return fmt.Errorf("capture: %s: install rules (%s backend): %w", f, backend, err)
 		}
-		in.log().Info("capture rules installed", "family", f.String(), "backend", string(backend), "rules", len(rules)-2*len(Chains), "replaced_jumps", len(del))
+		in.log().Info("capture rules installed", "family", f.String(), "backend", string(backend), "rules", len(add), "replaced_jumps", len(del))
 	}
 	return nil
 }
@@ -164,7 +163,8 @@ func (in *Installer) Install(ctx context.Context, c Config) error {
 // one iptables-restore --noflush call each. It is a no-op when there is
 // nothing of Weft's.
 func (in *Installer) Clean(ctx context.Context) error {
-	if _, err := in.Detect(ctx); err != nil {
+	backend, err := in.Detect(ctx)
+	if err != nil {
 		return fmt.Errorf("capture: %w", err)
 	}
 	for _, f := range in.families() {
@@ -186,12 +186,22 @@ func (in *Installer) Clean(ctx context.Context) error {
 			in.log().Info("no capture rules to remove", "family", f.String())
 			continue
 		}
-		if _, err := in.run(ctx, "*nat\n"+join(lines)+"COMMIT\n", restore, "--noflush"); err != nil {
+		if _, err := in.run(ctx, "*nat\n"+join(lines)+"COMMIT\n", restore, restoreArgs(backend)...); err != nil {
 			return fmt.Errorf("capture: %s: remove rules: %w", f, err)
 		}
 		in.log().Info("capture rules removed", "family", f.String(), "chains", len(chains))
 	}
 	return nil
+}
+
+// restoreArgs are iptables-restore's arguments: --noflush, and for the
+// legacy backend, which takes the xtables lock, a bounded wait for it (as
+// Istio: another agent in the namespace may hold it for a moment).
+func restoreArgs(b Backend) []string {
+	if b == BackendLegacy {
+		return []string{"--noflush", "--wait=30"}
+	}
+	return []string{"--noflush"}
 }
 
 // deleteJumps returns "-D" lines for every rule of the built-in chains of

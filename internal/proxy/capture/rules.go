@@ -304,15 +304,27 @@ func (c Config) excludedInbound() []uint16 {
 // a flush of each (so installing twice gives the same rules), then the
 // rules in order.
 func Rules(c Config, f Family) []string {
+	return slices.Concat(prologue(), rules(c, f))
+}
+
+// prologue declares Weft's chains (creating those that do not exist) and
+// flushes them.
+func prologue() []string {
 	var r []string
-	add := func(chain string, spec ...string) {
-		r = append(r, "-A "+chain+" "+strings.Join(spec, " "))
-	}
 	for _, ch := range Chains {
 		r = append(r, ":"+ch+" - [0:0]")
 	}
 	for _, ch := range Chains {
 		r = append(r, "-F "+ch)
+	}
+	return r
+}
+
+// rules returns the "-A" lines of c for family f.
+func rules(c Config, f Family) []string {
+	var r []string
+	add := func(chain string, spec ...string) {
+		r = append(r, "-A "+chain+" "+strings.Join(spec, " "))
 	}
 	port := func(p uint16) string { return strconv.Itoa(int(p)) }
 

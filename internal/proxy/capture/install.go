@@ -35,7 +35,10 @@ func ParseBackend(s string) (Backend, error) {
 // run the commands inside a network namespace (ip netns exec).
 type Runner func(ctx context.Context, name string, args ...string) *exec.Cmd
 
-// Installer applies and removes the rules.
+// Installer applies and removes the rules in the network namespace its
+// commands run in. Its methods run the iptables commands and block until
+// they finish (or ctx ends); an Installer is configured once and used from
+// one goroutine at a time (capture is one short-lived init step).
 type Installer struct {
 	// Backend picks the iptables implementation; "" means auto.
 	Backend Backend

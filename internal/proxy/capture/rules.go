@@ -10,7 +10,9 @@
 // pod's network namespace. Rules are applied with one iptables-restore
 // --noflush call per address family, so a family's rules appear all at once
 // or not at all, and everything outside Weft's own chains (and the jumps to
-// them) is left as it was.
+// them) is left as it was. The sidecar injector turns a pod's
+// traffic.sidecar.istio.io/* annotations into the command's flags with
+// ArgsFromAnnotations.
 package capture
 
 import (

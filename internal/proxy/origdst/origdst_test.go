@@ -91,6 +91,9 @@ func TestCaptureOriginalDst(t *testing.T) {
 	testenv.Privileged(t)
 	for _, name := range []string{"iptables-restore", "iptables-save", "setpriv", "bash"} {
 		if _, err := exec.LookPath(name); err != nil {
+			if testenv.Required() {
+				t.Fatalf("%s not found (WEFT_REQUIRE_TOOLS=1)", name)
+			}
 			t.Skipf("%s not found", name)
 		}
 	}

@@ -17,6 +17,7 @@ func newServeCmd() *cobra.Command {
 	var (
 		o    controlplane.Options
 		regs registryFlags
+		inj  injectionFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --config DIR",
@@ -45,6 +46,9 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 			}
 			o.Logger = log
 			if err := regs.apply(&o, log); err != nil {
+				return err
+			}
+			if err := inj.apply(&o, &regs); err != nil {
 				return err
 			}
 			cp, err := controlplane.New(o)
@@ -79,5 +83,6 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 	f.DurationVar(&o.AutoRegistrationGrace, "auto-registration-grace", 0, "how long a VM registered by WorkloadGroup (weft-proxy --auto-register-group) stays after its proxy disconnects (0 = default 10s)")
 	f.DurationVar(&o.SourceSyncTimeout, "source-sync-timeout", controlplane.DefaultSourceSyncTimeout, "how long to wait for the Kubernetes and Consul sources to be read once before serving the first config without the late ones")
 	regs.register(f)
+	inj.register(f)
 	return cmd
 }

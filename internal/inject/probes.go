@@ -91,7 +91,13 @@ func rewriteProbes(t *corev1.PodTemplateSpec) (string, error) {
 }
 
 func prober(c *corev1.Container, p *corev1.Probe) (Prober, bool, error) {
+	// Kubernetes' defaults are filled in, so the pod the webhook gets (the
+	// API server has defaulted it) and the manifest `weft inject` reads
+	// give the same value.
 	out := Prober{TimeoutSeconds: p.TimeoutSeconds}
+	if out.TimeoutSeconds == 0 {
+		out.TimeoutSeconds = 1
+	}
 	switch {
 	case p.HTTPGet != nil:
 		port, err := resolvePort(c, p.HTTPGet.Port)
@@ -99,6 +105,9 @@ func prober(c *corev1.Container, p *corev1.Probe) (Prober, bool, error) {
 			return out, false, err
 		}
 		h := &HTTPGet{Path: p.HTTPGet.Path, Port: port, Host: p.HTTPGet.Host, Scheme: string(p.HTTPGet.Scheme)}
+		if h.Scheme == "" {
+			h.Scheme = string(corev1.URISchemeHTTP)
+		}
 		for _, hd := range p.HTTPGet.HTTPHeaders {
 			h.HTTPHeaders = append(h.HTTPHeaders, HTTPHeader{Name: hd.Name, Value: hd.Value})
 		}
@@ -111,6 +120,9 @@ func prober(c *corev1.Container, p *corev1.Probe) (Prober, bool, error) {
 		out.TCPSocket = &TCPSocket{Host: p.TCPSocket.Host, Port: port}
 	case p.GRPC != nil:
 		out.GRPC = &GRPC{Port: p.GRPC.Port, Service: p.GRPC.Service}
+		if out.GRPC.Service != nil && *out.GRPC.Service == "" {
+			out.GRPC.Service = nil
+		}
 	default:
 		return out, false, nil // exec probes run in the container: nothing to rewrite
 	}

@@ -7,9 +7,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,12 +22,14 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
 	"weft.dev/weft/internal/controlplane"
 	"weft.dev/weft/internal/inject"
 	"weft.dev/weft/internal/inject/webhook"
+	"weft.dev/weft/internal/proxy/probes"
 	"weft.dev/weft/internal/testenv"
 )
 
@@ -217,6 +224,70 @@ func TestInjectionWebhook(t *testing.T) {
 	if _, err := client.CoreV1().Pods("shop").Create(ctx, bad, metav1.CreateOptions{}); err == nil ||
 		!strings.Contains(err.Error(), inject.AnnotationProxyCPU) {
 		t.Errorf("pod with a bad annotation: %v, want a refusal naming %s", err, inject.AnnotationProxyCPU)
+	}
+
+	t.Run("probes", func(t *testing.T) { probesAnswered(t, client) })
+}
+
+// probesAnswered creates a pod whose probes point at real servers on
+// loopback, then plays the kubelet: it calls the rewritten probes on a
+// probes server run as weft-proxy runs it, with the WEFT_APP_PROBERS the
+// webhook put in the pod.
+func probesAnswered(t *testing.T, client kubernetes.Interface) {
+	var healthy atomic.Bool
+	healthy.Store(true)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !healthy.Load() || r.URL.Path != "/ready" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer app.Close()
+	appPort := int32(app.Listener.Addr().(*net.TCPAddr).Port)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "probed", Namespace: "shop"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
+		Name: "app", Image: "app", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: appPort}},
+		ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("http")}}},
+		LivenessProbe:  &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(appPort)}}},
+	}}}}
+	got, err := client.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probers, err := probes.Parse(envValue(got.Spec.InitContainers[1].Env, inject.ProbersEnv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Run(t, 10*time.Second, func(ctx context.Context) error {
+		return probes.Serve(ctx, ln, probes.Handler(probers, "http://127.0.0.1:1/ready", slog.Default()))
+	})
+	kubelet := func(p *corev1.Probe) int {
+		t.Helper()
+		if p.HTTPGet == nil || p.HTTPGet.Port.IntValue() != inject.AppProbesPort {
+			t.Fatalf("probe not rewritten to the proxy: %s", js(p))
+		}
+		// The kubelet would call <pod IP>:15020; the test's server is on
+		// an ephemeral loopback port.
+		resp, err := http.Get("http://" + ln.Addr().String() + p.HTTPGet.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	c := got.Spec.Containers[0]
+	if r, l := kubelet(c.ReadinessProbe), kubelet(c.LivenessProbe); r != 200 || l != 200 {
+		t.Errorf("healthy app: readiness %d, liveness %d", r, l)
+	}
+	healthy.Store(false)
+	if r := kubelet(c.ReadinessProbe); r != http.StatusServiceUnavailable {
+		t.Errorf("unready app: readiness %d, want the app's 503", r)
+	}
+	app.Close()
+	if l := kubelet(c.LivenessProbe); l != http.StatusServiceUnavailable {
+		t.Errorf("app gone: liveness %d, want 503", l)
 	}
 }
 

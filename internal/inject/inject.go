@@ -260,6 +260,12 @@ func mutate(t *corev1.PodTemplateSpec, workload string, cfg Config) error {
 		t.Labels[LabelCanonicalRevision] = firstOf(t.Labels["app.kubernetes.io/version"], t.Labels["version"], "latest")
 	}
 
+	// The projected token needs a service account; the API server's
+	// ServiceAccount admission would set this one.
+	if t.Spec.ServiceAccountName == "" {
+		t.Spec.ServiceAccountName = "default"
+	}
+
 	capture, err := captureContainer(ann, cfg)
 	if err != nil {
 		return err

@@ -325,14 +325,28 @@ func (s *Server) patchCABundle(ctx context.Context) {
 		reconcile()
 		w, err := api.Watch(ctx, metav1.ListOptions{FieldSelector: sel})
 		if err == nil {
-			for range w.ResultChan() {
-				reconcile()
-			}
+			watchUntilClosed(ctx, w.ResultChan(), reconcile)
 			w.Stop()
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// watchUntilClosed calls f for each event of ch until ch closes or ctx is
+// done.
+func watchUntilClosed[T any](ctx context.Context, ch <-chan T, f func()) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+			f()
 		}
 	}
 }

@@ -61,3 +61,14 @@ func TestInjectCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestServeInjectionNeedsKubernetes: the webhook needs an API server.
+func TestServeInjectionNeedsKubernetes(t *testing.T) {
+	cmd := newRootCmd()
+	cmd.SetOut(&bytes.Buffer{})
+	cmd.SetErr(&bytes.Buffer{})
+	cmd.SetArgs([]string{"serve", "--config", t.TempDir(), "--injection-address", "127.0.0.1:0", "--status-address", "-", "--xds-address", "127.0.0.1:0"})
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--injection-address needs --kubeconfig") {
+		t.Errorf("weft serve --injection-address without Kubernetes: %v", err)
+	}
+}

@@ -11,6 +11,7 @@
 package inject
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -44,6 +45,9 @@ const (
 
 	DefaultImage      = "weft/weft-proxy:latest"
 	DefaultXDSAddress = "weft.weft-system.svc:15012"
+
+	// proxyDefaultDrain is weft-proxy's --drain-timeout default.
+	proxyDefaultDrain = 5 * time.Second
 
 	ProxyUID      = 1337 // the proxy runs as this UID/GID; capture exempts it
 	OutboundPort  = 15001
@@ -329,6 +333,15 @@ func proxyContainer(t *corev1.PodTemplateSpec, workload string, cfg Config) (cor
 	drain, err := drainTimeout(ann, cfg.DrainTimeout)
 	if err != nil {
 		return corev1.Container{}, err
+	}
+	// The kubelet kills the proxy terminationGracePeriodSeconds after the
+	// pod's deletion: the drain must end before that.
+	grace := 30 * time.Second
+	if g := t.Spec.TerminationGracePeriodSeconds; g != nil {
+		grace = time.Duration(*g) * time.Second
+	}
+	if eff := cmp.Or(drain, proxyDefaultDrain); eff > grace && grace >= time.Second {
+		drain = grace
 	}
 	args := []string{
 		"--xds-address", cfg.xds(),

@@ -142,6 +142,13 @@ func TestInjectPod(t *testing.T) {
 	if err != nil || why == "" || again != got {
 		t.Errorf("second injection: %q, %v; want the pod unchanged with a reason", why, err)
 	}
+	short := testPod()
+	two := int64(2)
+	short.Spec.TerminationGracePeriodSeconds = &two
+	if got, _, _ := InjectPod(short, "shop", en, testConfig); indexOf(got.Spec.InitContainers[1].Args, "--drain-timeout") < 0 ||
+		got.Spec.InitContainers[1].Args[indexOf(got.Spec.InitContainers[1].Args, "--drain-timeout")+1] != "2s" {
+		t.Errorf("terminationGracePeriodSeconds 2: proxy args %q, want --drain-timeout 2s", got.Spec.InitContainers[1].Args)
+	}
 	host := testPod()
 	host.Spec.HostNetwork = true
 	if _, why, _ := InjectPod(host, "shop", en, testConfig); !strings.Contains(why, "hostNetwork") {

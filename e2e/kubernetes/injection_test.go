@@ -55,7 +55,7 @@ func startInjector(t *testing.T, env *testenv.KubeEnv, client kubernetes.Interfa
 	}
 	url := "https://" + cp.InjectionAddr().String() + webhook.Path
 	fail := admissionregistrationv1.Fail
-	none := admissionregistrationv1.SideEffectClassNone
+	none := admissionregistrationv1.SideEffectClassNoneOnDryRun
 	timeout := int32(10)
 	// Registered before the control plane runs, without a caBundle: the
 	// patcher must fill it in.

@@ -4,7 +4,8 @@
 // serves TLS with a certificate issued by the mesh CA, keeps the caBundle
 // of its MutatingWebhookConfiguration pointed at the CA's root, and
 // publishes the root as the weft-ca-root-cert ConfigMap in every namespace
-// where it injects a pod (the injected proxies mount it).
+// where it injects a pod (the injected proxies mount it) — not on dry runs,
+// so its configuration declares sideEffects: NoneOnDryRun.
 package webhook
 
 import (
@@ -202,8 +203,12 @@ func (s *Server) admit(ctx context.Context, req *admissionv1.AdmissionRequest) *
 		s.log.Debug("pod not injected", "namespace", req.Namespace, "pod", name, "reason", why)
 		return allow
 	}
-	if err := s.publishRoot(ctx, req.Namespace); err != nil {
-		return deny(err)
+	// The ConfigMap is the webhook's one side effect (sideEffects:
+	// NoneOnDryRun): a dry run does not write it.
+	if req.DryRun == nil || !*req.DryRun {
+		if err := s.publishRoot(ctx, req.Namespace); err != nil {
+			return deny(err)
+		}
 	}
 	patch, err := Patch(&pod, out)
 	if err != nil {

@@ -126,6 +126,20 @@ func TestAdmit(t *testing.T) {
 		t.Errorf("root ConfigMap: %v %v", cm, err)
 	}
 
+	// A dry run injects without writing the ConfigMap.
+	dry := true
+	var rv admissionv1.AdmissionReview
+	json.Unmarshal(review(t, "Pod", "dry", pod), &rv)
+	rv.Request.DryRun = &dry
+	client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "dry", Labels: map[string]string{inject.LabelIstioInjection: "enabled"}}}, metav1.CreateOptions{})
+	body, _ := json.Marshal(rv)
+	if _, resp := post(t, s, body); !resp.Allowed || resp.Patch == nil {
+		t.Errorf("dry run: %+v", resp)
+	}
+	if _, err := client.CoreV1().ConfigMaps("dry").Get(context.Background(), inject.RootCertConfigMap, metav1.GetOptions{}); err == nil {
+		t.Error("a dry run wrote the root ConfigMap")
+	}
+
 	if _, resp := post(t, s, review(t, "Pod", "plain", pod)); !resp.Allowed || resp.Patch != nil {
 		t.Errorf("pod of an unlabelled namespace: %+v", resp)
 	}

@@ -24,8 +24,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
+	"weft.dev/weft/internal/ca/kuberoot"
 	"weft.dev/weft/internal/controlplane"
 	"weft.dev/weft/internal/inject"
 	"weft.dev/weft/internal/inject/webhook"
@@ -40,14 +42,34 @@ var injCfg = inject.Config{Image: "example/weft-proxy:test", XDSAddress: "weft.w
 // startInjector runs a control plane with the injection webhook on
 // loopback and registers it with the API server; it returns once the
 // webhook's caBundle has been patched to the mesh root.
+//
+// The control plane's client has exactly the rights of the documented
+// RBAC files (the webhook's and the root ConfigMap publisher's), as the
+// service account weft/weft-system; client (the administrator) sets up.
 func startInjector(t *testing.T, env *testenv.KubeEnv, client kubernetes.Interface) {
 	t.Helper()
 	ctx := context.Background()
+	for _, f := range []string{"../../internal/inject/webhook/testdata/rbac.yaml", "../../internal/ca/kuberoot/testdata/rbac.yaml"} {
+		rbac, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Apply(ctx, rbac); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	cfg := env.RESTConfig()
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:weft-system:weft"}
+	weft, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cp, err := controlplane.New(controlplane.Options{
-		ConfigDir:     t.TempDir(),
-		XDSAddress:    "127.0.0.1:0",
-		StatusAddress: controlplane.StatusDisabled,
-		Injection: &webhook.Options{Address: "127.0.0.1:0", Client: client, Config: injCfg,
+		ConfigDir:      t.TempDir(),
+		XDSAddress:     "127.0.0.1:0",
+		StatusAddress:  controlplane.StatusDisabled,
+		RootPublishers: []controlplane.RootPublisher{kuberoot.New(weft, nil)},
+		Injection: &webhook.Options{Address: "127.0.0.1:0", Client: weft, Config: injCfg,
 			WebhookConfigName: "weft-sidecar-injector"},
 	})
 	if err != nil {
@@ -55,7 +77,7 @@ func startInjector(t *testing.T, env *testenv.KubeEnv, client kubernetes.Interfa
 	}
 	url := "https://" + cp.InjectionAddr().String() + webhook.Path
 	fail := admissionregistrationv1.Fail
-	none := admissionregistrationv1.SideEffectClassNoneOnDryRun
+	none := admissionregistrationv1.SideEffectClassNone
 	timeout := int32(10)
 	// Registered before the control plane runs, without a caBundle: the
 	// patcher must fill it in.
@@ -122,7 +144,7 @@ func mustCreateNS(t *testing.T, client kubernetes.Interface, name string, labels
 // namespace labelled istio-injection=enabled come out with the sidecar,
 // the same one `weft inject` adds to the Deployment they come from; an
 // opted-out Pod and a Pod of an unlabelled namespace are unchanged; the
-// namespace gets the root ConfigMap the proxy mounts.
+// namespace has the root ConfigMap the proxy mounts.
 func TestInjectionWebhook(t *testing.T) {
 	env := testenv.KubeAPIServer(t)
 	client := env.Client(t)
@@ -194,9 +216,16 @@ func TestInjectionWebhook(t *testing.T) {
 	if !reflect.DeepEqual(got.Labels, wt.Labels) || got.Labels[inject.LabelTLSMode] != "istio" {
 		t.Errorf("labels %v, weft inject's %v", got.Labels, wt.Labels)
 	}
-	cm, err := client.CoreV1().ConfigMaps("shop").Get(ctx, inject.RootCertConfigMap, metav1.GetOptions{})
-	if err != nil || !strings.Contains(cm.Data["root-cert.pem"], "BEGIN CERTIFICATE") {
-		t.Errorf("root ConfigMap in shop: %v %v", cm, err)
+	// The volume's ConfigMap is published to the namespace (kuberoot).
+	for i := 0; ; i++ {
+		cm, err := client.CoreV1().ConfigMaps("shop").Get(ctx, inject.RootCertConfigMap, metav1.GetOptions{})
+		if err == nil && strings.Contains(cm.Data["root-cert.pem"], "BEGIN CERTIFICATE") {
+			break
+		}
+		if i == 200 {
+			t.Fatalf("root ConfigMap in shop after 10s: %v %v", cm, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 
 	// Opt-outs go through the webhook and come out unchanged.

@@ -2,10 +2,10 @@
 // admission webhook: POST /inject takes an AdmissionReview (v1) for a Pod
 // and answers with a JSON patch that adds what inject.InjectPod adds. It
 // serves TLS with a certificate issued by the mesh CA, keeps the caBundle
-// of its MutatingWebhookConfiguration pointed at the CA's root, and
-// publishes the root as the weft-ca-root-cert ConfigMap in every namespace
-// where it injects a pod (the injected proxies mount it) — not on dry runs,
-// so its configuration declares sideEffects: NoneOnDryRun.
+// of its MutatingWebhookConfiguration pointed at the CA's root. It has no
+// side effects: the root ConfigMap the injected proxies mount
+// (weft-ca-root-cert) is published to every namespace by
+// internal/ca/kuberoot.
 package webhook
 
 import (
@@ -48,8 +48,8 @@ type Options struct {
 	// Address to listen on (DefaultAddress when empty).
 	Address string
 	// Client reaches the API server: namespaces are read (their labels
-	// decide injection), the root ConfigMap written and the
-	// MutatingWebhookConfiguration patched.
+	// decide injection) and the MutatingWebhookConfiguration patched
+	// (testdata/rbac.yaml lists the rights).
 	Client kubernetes.Interface
 	// Config is what is injected.
 	Config inject.Config
@@ -73,9 +73,6 @@ type Server struct {
 	ca      *ca.CA
 	serving *ca.ServingCert
 	ln      net.Listener
-
-	mu        sync.Mutex
-	published map[string]bool // namespaces whose root ConfigMap is current
 }
 
 // New binds the listener and issues the serving certificate from c.
@@ -108,8 +105,7 @@ func New(opts Options, c *ca.CA) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("injection webhook: listener on %s: %w", opts.Address, err)
 	}
-	return &Server{opts: opts, log: opts.Logger.With("component", "inject"), ca: c, serving: serving, ln: ln,
-		published: map[string]bool{}}, nil
+	return &Server{opts: opts, log: opts.Logger.With("component", "inject"), ca: c, serving: serving, ln: ln}, nil
 }
 
 // Addr is the bound address.
@@ -203,13 +199,6 @@ func (s *Server) admit(ctx context.Context, req *admissionv1.AdmissionRequest) *
 		s.log.Debug("pod not injected", "namespace", req.Namespace, "pod", name, "reason", why)
 		return allow
 	}
-	// The ConfigMap is the webhook's one side effect (sideEffects:
-	// NoneOnDryRun): a dry run does not write it.
-	if req.DryRun == nil || !*req.DryRun {
-		if err := s.publishRoot(ctx, req.Namespace); err != nil {
-			return deny(err)
-		}
-	}
 	patch, err := Patch(&pod, out)
 	if err != nil {
 		return deny(err)
@@ -243,42 +232,6 @@ func Patch(before, after *corev1.Pod) ([]byte, error) {
 		return nil, nil
 	}
 	return json.Marshal(ops)
-}
-
-// publishRoot makes sure the namespace has the root ConfigMap the
-// injected proxy mounts.
-func (s *Server) publishRoot(ctx context.Context, ns string) error {
-	s.mu.Lock()
-	done := s.published[ns]
-	s.mu.Unlock()
-	if done {
-		return nil
-	}
-	root := string(s.ca.RootPEM())
-	cms := s.opts.Client.CoreV1().ConfigMaps(ns)
-	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: inject.RootCertConfigMap, Namespace: ns,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "weft"}},
-		Data: map[string]string{"root-cert.pem": root},
-	}
-	_, err := cms.Create(ctx, cm, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		var cur *corev1.ConfigMap
-		if cur, err = cms.Get(ctx, cm.Name, metav1.GetOptions{}); err == nil && cur.Data["root-cert.pem"] != root {
-			if cur.Data == nil {
-				cur.Data = map[string]string{}
-			}
-			cur.Data["root-cert.pem"] = root
-			_, err = cms.Update(ctx, cur, metav1.UpdateOptions{})
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("publishing the mesh root as ConfigMap %s/%s: %w", ns, inject.RootCertConfigMap, err)
-	}
-	s.mu.Lock()
-	s.published[ns] = true
-	s.mu.Unlock()
-	return nil
 }
 
 // patchCABundle keeps every webhook of the MutatingWebhookConfiguration

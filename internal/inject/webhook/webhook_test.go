@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"weft.dev/weft/internal/ca"
+	"weft.dev/weft/internal/ca/kuberoot"
 	"weft.dev/weft/internal/inject"
 	"weft.dev/weft/internal/testenv"
 )
@@ -103,11 +104,9 @@ func applyPatch(t *testing.T, pod *corev1.Pod, patch []byte) *corev1.Pod {
 }
 
 func TestAdmit(t *testing.T) {
-	s, client := newServer(t,
+	s, _ := newServer(t,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{inject.LabelIstioInjection: "enabled"}}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "plain"}},
-		// A stale root from an earlier CA is replaced.
-		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: inject.RootCertConfigMap, Namespace: "shop"}, Data: map[string]string{"root-cert.pem": "old"}},
 	)
 	defer s.Close()
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{"app": "web"}},
@@ -120,24 +119,6 @@ func TestAdmit(t *testing.T) {
 	want, _, _ := inject.InjectPod(pod, "shop", map[string]string{inject.LabelIstioInjection: "enabled"}, s.opts.Config)
 	if got := applyPatch(t, pod, resp.Patch); !reflect.DeepEqual(got, want) {
 		t.Errorf("patched pod differs from InjectPod's:\n%s\n%s", resp.Patch, mustJSON(want))
-	}
-	cm, err := client.CoreV1().ConfigMaps("shop").Get(context.Background(), inject.RootCertConfigMap, metav1.GetOptions{})
-	if err != nil || cm.Data["root-cert.pem"] != string(s.ca.RootPEM()) {
-		t.Errorf("root ConfigMap: %v %v", cm, err)
-	}
-
-	// A dry run injects without writing the ConfigMap.
-	dry := true
-	var rv admissionv1.AdmissionReview
-	json.Unmarshal(review(t, "Pod", "dry", pod), &rv)
-	rv.Request.DryRun = &dry
-	client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "dry", Labels: map[string]string{inject.LabelIstioInjection: "enabled"}}}, metav1.CreateOptions{})
-	body, _ := json.Marshal(rv)
-	if _, resp := post(t, s, body); !resp.Allowed || resp.Patch == nil {
-		t.Errorf("dry run: %+v", resp)
-	}
-	if _, err := client.CoreV1().ConfigMaps("dry").Get(context.Background(), inject.RootCertConfigMap, metav1.GetOptions{}); err == nil {
-		t.Error("a dry run wrote the root ConfigMap")
 	}
 
 	if _, resp := post(t, s, review(t, "Pod", "plain", pod)); !resp.Allowed || resp.Patch != nil {
@@ -192,4 +173,12 @@ func TestCABundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait("after a change")
+}
+
+// TestRootConfigMapName: the volume the injector adds is the ConfigMap
+// kuberoot publishes.
+func TestRootConfigMapName(t *testing.T) {
+	if inject.RootCertConfigMap != kuberoot.ConfigMapName || kuberoot.Key != "root-cert.pem" {
+		t.Errorf("inject mounts ConfigMap %s key root-cert.pem; kuberoot publishes %s key %s", inject.RootCertConfigMap, kuberoot.ConfigMapName, kuberoot.Key)
+	}
 }

@@ -146,8 +146,9 @@ var ignoredNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"
 // istio-injection=enabled (or weft.dev/inject=enabled), when it or its
 // namespace has an istio.io/rev label, or when it says
 // sidecar.istio.io/inject "true" — and only by the injector of the
-// revision asked (the pod's istio.io/rev, else the namespace's, else the
-// default revision).
+// revision asked: the default revision in a namespace labelled
+// istio-injection=enabled, else the pod's istio.io/rev, else the
+// namespace's, else the default.
 func Decide(ns string, nsLabels, labels, annotations map[string]string, rev string) string {
 	if slices.Contains(ignoredNamespaces, ns) {
 		return "namespace " + ns + " is never injected"
@@ -168,8 +169,15 @@ func Decide(ns string, nsLabels, labels, annotations map[string]string, rev stri
 	if nsInj == "disabled" {
 		return fmt.Sprintf("namespace %s is labelled %s=disabled", ns, nsKey)
 	}
-	want := labels[LabelRevision]
-	if want == "" && nsInj == "" {
+	// The revision asked: a namespace's istio-injection=enabled asks for
+	// the default one whatever the pod says (as Istio's webhooks select),
+	// else the pod's istio.io/rev, else the namespace's.
+	var want string
+	switch {
+	case nsInj == "enabled":
+	case labels[LabelRevision] != "":
+		want = labels[LabelRevision]
+	default:
 		want = nsLabels[LabelRevision]
 	}
 	if nsInj != "enabled" && !(podSet && podOpt) && want == "" {

@@ -89,6 +89,8 @@ func TestDecide(t *testing.T) {
 		{"pod revision beats namespace's", "shop", map[string]string{LabelRevision: "canary"}, map[string]string{LabelRevision: "stable"}, nil, "stable", true},
 		{"istio-injection beats namespace revision", "shop", map[string]string{LabelIstioInjection: "enabled", LabelRevision: "canary"}, nil, nil, "", true},
 		{"enabled namespace, revisioned injector", "shop", en, nil, nil, "canary", false},
+		{"enabled namespace beats the pod's revision", "shop", en, map[string]string{LabelRevision: "canary"}, nil, "", true},
+		{"enabled namespace beats the pod's revision (canary injector)", "shop", en, map[string]string{LabelRevision: "canary"}, nil, "canary", false},
 		{"default is the empty revision", "shop", map[string]string{LabelRevision: "default"}, nil, nil, "", true},
 	} {
 		why := Decide(c.ns, c.nsLabels, c.labels, c.a, c.rev)

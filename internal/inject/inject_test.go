@@ -190,3 +190,26 @@ func TestInjectBadAnnotations(t *testing.T) {
 }
 
 func intstrName(s string) intstr.IntOrString { return intstr.FromString(s) }
+
+// TestInjectYAMLRevision: weft inject leaves a pod asking another revision
+// alone, and injects it with --revision of that name.
+func TestInjectYAMLRevision(t *testing.T) {
+	in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels: {istio.io/rev: canary}\nspec:\n  containers:\n  - {name: a, image: a}\n"
+	var out bytes.Buffer
+	var skipped string
+	if err := InjectYAML(strings.NewReader(in), &out, testConfig, func(what, why string) { skipped = what + ": " + why }); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != in || !strings.Contains(skipped, `revision "canary"`) {
+		t.Errorf("default injector: output %q, skipped %q", out.String(), skipped)
+	}
+	out.Reset()
+	cfg := testConfig
+	cfg.Revision = "canary"
+	if err := InjectYAML(strings.NewReader(in), &out, cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "name: weft-proxy") || !strings.Contains(out.String(), `"revision":"canary"`) {
+		t.Errorf("canary injector: %s", out.String())
+	}
+}

@@ -24,10 +24,9 @@ import (
 // still holds. Other kinds, and documents that are not injected, are
 // written unchanged. Skipped workloads are reported to skipped.
 func InjectYAML(in io.Reader, out io.Writer, cfg Config, skipped func(what, why string)) error {
-	nsLabels := map[string]string{LabelIstioInjection: "enabled"}
-	if normRev(cfg.Revision) != "" {
-		nsLabels = map[string]string{LabelRevision: cfg.Revision}
-	}
+	// As if the namespace asked for this revision: a pod's own istio.io/rev
+	// still wins.
+	nsLabels := map[string]string{LabelRevision: firstOf(cfg.Revision, "default")}
 	r := utilyaml.NewYAMLReader(bufio.NewReader(in))
 	first := true
 	for n := 1; ; n++ {

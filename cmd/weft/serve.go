@@ -63,7 +63,11 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 				plain = a.String()
 				log.Warn("plaintext xDS is on: anyone who can reach it gets the mesh's config, and its proxies run without certificates; for local development only", "address", plain)
 			}
-			log.Info("control plane serving", "xds", cp.XDSAddr().String(), "xds_plaintext", plain, "status", status, "config", o.ConfigDir)
+			injection := "off"
+			if a := cp.InjectionAddr(); a != nil {
+				injection = a.String()
+			}
+			log.Info("control plane serving", "xds", cp.XDSAddr().String(), "xds_plaintext", plain, "status", status, "injection", injection, "config", o.ConfigDir)
 			return cp.Run(cmd.Context())
 		},
 	}

@@ -122,7 +122,11 @@ renews it with the certificate itself. See docs/security.md.`,
 			if err != nil {
 				return usageError{err}
 			}
-			return serve(cmd.Context(), opts)
+			probes, err := appProbesConfig(f.appProbesAddr)
+			if err != nil {
+				return usageError{err}
+			}
+			return withAppProbes(cmd.Context(), probes, opts, serve)
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -138,7 +142,7 @@ type flags struct {
 	serviceAccount, outbound, logLevel, locality string
 	autoRegisterGroup                            string
 	rootCert, tokenFile, token, trustDomain      string
-	certDir                                      string
+	certDir, appProbesAddr                       string
 	plaintext                                    bool
 	drain, listenerDrain                         time.Duration
 	ips, appPorts, labels                        listFlag
@@ -167,6 +171,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.drain, "drain-timeout", proxy.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
 	fs.DurationVar(&f.listenerDrain, "listener-drain-time", proxy.DefaultListenerDrain, "how long a listener the control plane removed keeps serving (answering with Connection: close / GOAWAY) before it closes")
 	fs.StringVar(&f.logLevel, logflag.Name, logflag.Default, logflag.Usage)
+	registerAppProbes(fs, &f.appProbesAddr)
 }
 
 // options checks the flags and turns them into proxy options. Every error

@@ -17,6 +17,7 @@ func newServeCmd() *cobra.Command {
 	var (
 		o    controlplane.Options
 		regs registryFlags
+		inj  injectionFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --config DIR",
@@ -47,6 +48,9 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 			if err := regs.apply(&o, log); err != nil {
 				return err
 			}
+			if err := inj.apply(&o, &regs); err != nil {
+				return err
+			}
 			cp, err := controlplane.New(o)
 			if err != nil {
 				return err
@@ -59,7 +63,11 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 				plain = a.String()
 				log.Warn("plaintext xDS is on: anyone who can reach it gets the mesh's config, and its proxies run without certificates; for local development only", "address", plain)
 			}
-			log.Info("control plane serving", "xds", cp.XDSAddr().String(), "xds_plaintext", plain, "status", status, "config", o.ConfigDir)
+			injection := "off"
+			if a := cp.InjectionAddr(); a != nil {
+				injection = a.String()
+			}
+			log.Info("control plane serving", "xds", cp.XDSAddr().String(), "xds_plaintext", plain, "status", status, "injection", injection, "config", o.ConfigDir)
 			return cp.Run(cmd.Context())
 		},
 	}
@@ -79,5 +87,6 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 	f.DurationVar(&o.AutoRegistrationGrace, "auto-registration-grace", 0, "how long a VM registered by WorkloadGroup (weft-proxy --auto-register-group) stays after its proxy disconnects (0 = default 10s)")
 	f.DurationVar(&o.SourceSyncTimeout, "source-sync-timeout", controlplane.DefaultSourceSyncTimeout, "how long to wait for the Kubernetes and Consul sources to be read once before serving the first config without the late ones")
 	regs.register(f)
+	inj.register(f)
 	return cmd
 }

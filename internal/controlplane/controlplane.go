@@ -26,6 +26,7 @@ import (
 	"weft.dev/weft/internal/ca"
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/guard"
+	"weft.dev/weft/internal/inject/webhook"
 	"weft.dev/weft/internal/jwks"
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/registry"
@@ -98,6 +99,10 @@ type Options struct {
 	// to sync before the first mesh is served; 0 means
 	// DefaultSourceSyncTimeout.
 	SourceSyncTimeout time.Duration
+	// Injection, when set, serves the sidecar injection webhook
+	// (internal/inject/webhook) on its own TLS listener, with a serving
+	// certificate from the mesh CA. It needs Injection.Client.
+	Injection *webhook.Options
 	// Debounce and DebounceMax tune xDS push debouncing (see server.Options).
 	Debounce, DebounceMax time.Duration
 	Logger                *slog.Logger
@@ -121,6 +126,7 @@ type ControlPlane struct {
 	ca      *ca.CA
 	serving *ca.ServingCert
 	autoreg *autoreg.Registry // VMs registered by WorkloadGroup
+	inject  *webhook.Server   // nil without Options.Injection
 
 	// publishMu serializes building and pushing mesh snapshots: config
 	// changes (apply) and JWT key changes (keysChanged) both do.
@@ -209,7 +215,25 @@ func New(opts Options) (*ControlPlane, error) {
 			return nil, fmt.Errorf("controlplane: status listener on %s: %w", opts.StatusAddress, err)
 		}
 	}
+	if opts.Injection != nil {
+		if c.inject, err = webhook.New(*opts.Injection, c.ca); err != nil {
+			for _, l := range []net.Listener{c.xdsLis, c.plainLis, c.statusLis} {
+				if l != nil {
+					l.Close()
+				}
+			}
+			return nil, fmt.Errorf("controlplane: %w", err)
+		}
+	}
 	return c, nil
+}
+
+// InjectionAddr is the bound injection webhook address, or nil when off.
+func (c *ControlPlane) InjectionAddr() net.Addr {
+	if c.inject == nil {
+		return nil
+	}
+	return c.inject.Addr()
 }
 
 // XDSAddr is the bound secure (TLS) ADS and CA address.
@@ -266,6 +290,9 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	wg.Go(func() { fail(c.jwks.Run(ctx)) })
 	for _, p := range c.opts.RootPublishers {
 		wg.Go(func() { fail(p.Run(ctx, c.ca.RootPEM())) })
+	}
+	if c.inject != nil {
+		wg.Go(func() { fail(c.inject.Run(ctx)) })
 	}
 	wg.Go(func() {
 		if err := c.runConfig(ctx); err != nil {

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# hack/tools.sh builds the third-party servers that Weft's tests run
-# against — a real kube-apiserver and a real Consul agent — into a tool
-# directory outside the product's go.mod. The product never depends on
-# k8s.io/kubernetes or hashicorp/consul; only tests start these binaries.
+# hack/tools.sh builds the third-party tools that Weft's tests run against
+# — a real kube-apiserver, a real Consul agent, and helm for the charts —
+# into a tool directory outside the product's go.mod. The product never
+# depends on k8s.io/kubernetes, hashicorp/consul or helm; only tests run
+# these binaries.
 #
 #   hack/tools.sh            build what is missing, print the directory
 #   WEFT_TOOLS_DIR=DIR       where to build (default $HOME/.cache/weft-tools)
 #
 # What is already built is skipped (a stamp file records the version), so
 # a warm run takes well under a second. Cold, on 2 cores: kube-apiserver
-# about 13 minutes, consul about 6, helm about 2.5 (cold module download and build, measured under load 6 on 2 cores).
+# about 13 minutes, consul about 6, helm about 4 (measured: 3m50s with an
+# empty build cache, 2m36s with the product's build cache and a module
+# download; both at load average 4-6).
 #
 # etcd comes from Debian's etcd-server package (.ci/run installs it).
 set -euo pipefail
@@ -85,7 +88,7 @@ build_consul() {
 # its dependencies never enter Weft's go.mod.
 build_helm() {
   if built helm "$HELM_VERSION"; then return; fi
-  log "building helm $HELM_VERSION (cold: ~2.5 min on 2 cores)"
+  log "building helm $HELM_VERSION (cold: ~4 min on 2 cores)"
   # As helm's Makefile does: its version, and the Kubernetes version that
   # `helm template` and `helm lint` assume (one past its client-go v0.X).
   local gomod minor ldflags

@@ -650,3 +650,90 @@ func TestHelmDryRunApply(t *testing.T) {
 		}
 	})
 }
+
+// TestHelmInstallKeepsCARoot installs the weft chart for real on a
+// kube-apiserver (no kubelet: nothing runs, the objects are stored) and
+// follows the generated CA root through upgrade, uninstall and reinstall:
+// the root never changes, and a cacerts Secret someone else made is used,
+// not replaced.
+func TestHelmInstallKeepsCARoot(t *testing.T) {
+	testenv.Tool(t, "helm")
+	env := testenv.KubeAPIServer(t, testenv.WithIstioCRDs())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	client := env.Client(t)
+	const ns = "weft-system"
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	helm := func(args ...string) string {
+		t.Helper()
+		out, err := helmRun(t, append(args, "--namespace", ns, "--kubeconfig", env.Kubeconfig)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	root := func() []byte {
+		t.Helper()
+		s, err := client.CoreV1().Secrets(ns).Get(ctx, "cacerts", metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("Secret cacerts: %v", err)
+		}
+		if len(s.Data[ca.FileRootCert]) == 0 || len(s.Data[ca.FileCAKey]) == 0 {
+			t.Fatalf("Secret cacerts has keys %v", slices.Sorted(func(yield func(string) bool) {
+				for k := range s.Data {
+					if !yield(k) {
+						return
+					}
+				}
+			}))
+		}
+		return s.Data[ca.FileRootCert]
+	}
+
+	notes := helm("install", "weft", chartWeft)
+	if !strings.Contains(notes, "weft.weft-system.svc:15012") {
+		t.Errorf("install NOTES do not say where proxies connect:\n%s", notes)
+	}
+	first := root()
+
+	helm("upgrade", "weft", chartWeft, "--set", "logLevel=debug")
+	if !bytes.Equal(root(), first) {
+		t.Error("helm upgrade replaced the CA root")
+	}
+	d, err := client.AppsV1().Deployments(ns).Get(ctx, "weft", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if args := d.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--log-level=debug") {
+		t.Errorf("after upgrade, args %q lack --log-level=debug", args)
+	}
+
+	helm("uninstall", "weft")
+	if _, err := client.AppsV1().Deployments(ns).Get(ctx, "weft", metav1.GetOptions{}); err == nil {
+		t.Error("helm uninstall left the Deployment")
+	}
+	if !bytes.Equal(root(), first) {
+		t.Error("helm uninstall removed or changed the CA root")
+	}
+	helm("install", "weft", chartWeft)
+	if !bytes.Equal(root(), first) {
+		t.Error("reinstalling replaced the CA root that uninstall kept")
+	}
+
+	// A plug-in CA: a cacerts Secret the chart did not make is left alone.
+	helm("uninstall", "weft")
+	if err := client.CoreV1().Secrets(ns).Delete(ctx, "cacerts", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	own := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cacerts", Namespace: ns}, Data: map[string][]byte{
+		ca.FileCACert: []byte("team CA"), ca.FileCAKey: []byte("team key"), ca.FileRootCert: []byte("team root")}}
+	if _, err := client.CoreV1().Secrets(ns).Create(ctx, own, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	helm("install", "weft", chartWeft)
+	if got := root(); string(got) != "team root" {
+		t.Errorf("the chart replaced a cacerts Secret it did not make: root-cert.pem = %.40q", got)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
@@ -737,3 +738,121 @@ func TestHelmInstallKeepsCARoot(t *testing.T) {
 		t.Errorf("the chart replaced a cacerts Secret it did not make: root-cert.pem = %.40q", got)
 	}
 }
+
+// TestHelmInjectionWebhookSelectors asks the real API server which pods the
+// chart's webhooks select: with each webhook alone installed (and no
+// Service behind it, so a call fails), a pod creation is refused exactly
+// when that webhook matches. Every pod must match at most one webhook, and
+// the right one.
+func TestHelmInjectionWebhookSelectors(t *testing.T) {
+	testenv.Tool(t, "helm")
+	env := testenv.KubeAPIServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	client := env.Client(t)
+
+	mwc := find(t, render(t, "weft", chartWeft, "weft-system"), "MutatingWebhookConfiguration", "weft-sidecar-injector")
+	hooks, _, _ := unstructured.NestedSlice(mwc.Object, "webhooks")
+	var hookNames []string
+	for _, h := range hooks {
+		hookNames = append(hookNames, h.(map[string]any)["name"].(string))
+	}
+
+	nsLabels := map[string]map[string]string{
+		"istio-on":       {"istio-injection": "enabled"},
+		"istio-off":      {"istio-injection": "disabled"},
+		"weft-on":        {"weft.dev/inject": "enabled"},
+		"both-on":        {"istio-injection": "enabled", "weft.dev/inject": "enabled"},
+		"plain":          nil,
+		"istio-off-weft": {"istio-injection": "disabled", "weft.dev/inject": "enabled"},
+		"weft-off":       {"weft.dev/inject": "disabled"},
+	}
+	for name, labels := range nsLabels {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+		if _, err := client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		ns, podInject string // podInject: the pod's sidecar.istio.io/inject label, "" for none
+		want          string // the webhook that must select the pod, "" for none
+	}{
+		{"istio-on", "", hookNames[0]},
+		{"istio-on", "true", hookNames[0]},
+		{"istio-on", "false", ""},
+		{"weft-on", "", hookNames[1]},
+		{"weft-on", "true", hookNames[1]},
+		{"weft-on", "false", ""},
+		{"both-on", "", hookNames[0]},
+		{"plain", "", ""},
+		{"plain", "true", hookNames[2]},
+		{"plain", "false", ""},
+		{"istio-off", "true", ""},
+		{"istio-off-weft", "", hookNames[1]},
+		{"istio-off-weft", "false", ""},
+		{"weft-off", "true", ""},
+	}
+	matched := make([][]string, len(cases))
+	for _, h := range hooks {
+		one := mwc.DeepCopy()
+		if err := unstructured.SetNestedSlice(one.Object, []any{h}, "webhooks"); err != nil {
+			t.Fatal(err)
+		}
+		dc := env.Dynamic(t).Resource(admissionGVR)
+		_ = dc.Delete(ctx, one.GetName(), metav1.DeleteOptions{})
+		if _, err := dc.Create(ctx, one, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create webhook configuration: %v", err)
+		}
+		name := h.(map[string]any)["name"].(string)
+		create := func(c int) error {
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{GenerateName: "app-", Namespace: cases[c].ns},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+			}
+			if cases[c].podInject != "" {
+				pod.Labels = map[string]string{"sidecar.istio.io/inject": cases[c].podInject}
+			}
+			_, err := client.CoreV1().Pods(cases[c].ns).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		}
+		// The API server loads webhook configurations asynchronously:
+		// wait until a pod this webhook must select is refused by it (not
+		// by the previous configuration).
+		probe := slices.IndexFunc(cases, func(c struct{ ns, podInject, want string }) bool { return c.want == name })
+		if probe < 0 {
+			t.Fatalf("no case expects webhook %s", name)
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			err := create(probe)
+			if err != nil && strings.Contains(err.Error(), `failed calling webhook "`+name+`"`) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("webhook %s never took effect: last answer %v", name, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		for i := range cases {
+			err := create(i)
+			switch {
+			case err == nil:
+			case strings.Contains(err.Error(), `failed calling webhook "`+name+`"`):
+				matched[i] = append(matched[i], name)
+			default:
+				t.Fatalf("pod in %s: %v", cases[i].ns, err)
+			}
+		}
+	}
+	for i, c := range cases {
+		var want []string
+		if c.want != "" {
+			want = []string{c.want}
+		}
+		if !slices.Equal(matched[i], want) {
+			t.Errorf("namespace %s %v, pod sidecar.istio.io/inject=%q: selected by %v, want %v",
+				c.ns, nsLabels[c.ns], c.podInject, matched[i], want)
+		}
+	}
+}
+
+var admissionGVR = schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "mutatingwebhookconfigurations"}

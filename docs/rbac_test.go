@@ -19,6 +19,7 @@ var rbacSources = []string{
 	"../internal/config/kubesource/testdata/rbac.yaml",
 	"../internal/registry/kube/testdata/rbac.yaml",
 	"../internal/ca/kuberoot/testdata/rbac.yaml",
+	"../internal/inject/webhook/testdata/rbac.yaml",
 }
 
 // rbacDoc is the part of an RBAC object the comparison reads.

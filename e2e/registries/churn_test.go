@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,23 +19,51 @@ import (
 )
 
 // Endpoint churn benchmarks: a registry with many endpoints changes one
-// endpoint at a time, and each change is timed from the registry write
-// being acknowledged to every connected sidecar ACKing the new endpoints
+// endpoint at a time, and each change is timed from just before the
+// registry write to every connected sidecar having ACKed the new endpoints
 // (as the control plane's /debug/proxies reports each proxy's EDS ACK
 // time). They are Go benchmarks, run only when asked:
 //
-//	go test -run '^$' -bench Churn -benchtime 60x ./e2e/registries
+//	go test -run '^$' -bench EndpointChurn -benchtime 100x ./e2e/registries
 //
-// Each iteration replaces one endpoint; -benchtime Nx sets how many. The
-// setup (the registry, `weft serve`, the sidecars) is outside the timer.
+// Each iteration replaces one endpoint; -benchtime Nx sets how many, one
+// every churnInterval (100x: a minute at 10% of 1,000 endpoints per
+// minute). The setup (the registry, `weft serve`, the sidecars) and the
+// pacing are outside the timer. WEFT_CP_PROFILE=FILE also writes a CPU
+// profile of the control plane over the first 10 s of churn.
 // Reported: ack-p50-ms, ack-p99-ms, ack-max-ms (registry write to the
 // last sidecar's ACK), cp-cpu-ms/change and cp-rss-MB of the control
-// plane process, and non-eds-pushes, which must stay 0: an endpoint change
-// is an EDS-only push.
+// plane process, push-rounds/change (the control plane's push rounds —
+// every connected proxy regenerated — per change, from its
+// weft_xds_pushes_total), push-round-ms (the mean wall time of one push
+// round, from weft_xds_push_duration_seconds), changes/min (the rate
+// achieved: 100 when the pacing holds), and non-eds-pushes, which must
+// stay 0: an endpoint change is an EDS-only push.
 
 const (
 	churnSidecars = 10
+	// churnInterval paces the changes: one every 600 ms is 100 a minute,
+	// 10% of 1,000 endpoints per minute, so -benchtime 100x is one minute
+	// of that churn.
+	churnInterval = 600 * time.Millisecond
 )
+
+// pacer spaces changes churnInterval apart (start to start); its sleep is
+// outside the measurement.
+type pacer struct {
+	every time.Duration
+	next  time.Time
+}
+
+func newPacer(every time.Duration) *pacer { return &pacer{every: every} }
+
+// wait sleeps until the next change is due.
+func (p *pacer) wait() {
+	if d := time.Until(p.next); d > 0 {
+		time.Sleep(d)
+	}
+	p.next = time.Now().Add(p.every)
+}
 
 // sidecarFleet starts n weft-proxy sidecars on loopback connected to cp,
 // with no listeners of their own: clients that receive every cluster's
@@ -60,6 +89,24 @@ func sidecarFleet(b *testing.B, bin string, cp *controlPlane, n int) {
 					return fmt.Errorf("%s %s: %s", p.Node, ty.Type, ty.State)
 				}
 			}
+		}
+		return nil
+	})
+}
+
+// quiesce waits until no proxy's ACKed versions have changed for 2 s:
+// the registry's first sync has reached every sidecar before the clock
+// starts.
+func quiesce(b *testing.B, cp *controlPlane) {
+	b.Helper()
+	last, since := versions(proxies(b, cp)), time.Now()
+	eventually(b, 60*time.Second, "the sidecars' versions steady for 2s", func() error {
+		cur := versions(proxies(b, cp))
+		if !maps.Equal(cur, last) {
+			last, since = cur, time.Now()
+		}
+		if d := time.Since(since); d < 2*time.Second {
+			return fmt.Errorf("last change %v ago", d.Round(time.Millisecond))
 		}
 		return nil
 	})
@@ -102,13 +149,21 @@ type churnMeter struct {
 	cp        *controlPlane
 	lat       []time.Duration
 	nonEDS    int
+	quietEDS  int  // EDS versions that changed between changes
+	quiet     bool // settled was called: report quietEDS
 	cpu0      time.Duration
+	rounds0   float64
+	pushSec0  float64   // weft_xds_push_duration_seconds_sum
+	first     time.Time // t0 of the first change
+	lastT0    time.Time
 	lastAcked map[string]string
 }
 
 func newChurnMeter(b *testing.B, cp *controlPlane) *churnMeter {
 	m := &churnMeter{b: b, cp: cp, lastAcked: versions(proxies(b, cp))}
 	m.cpu0 = cpuTime(b, cp.proc.cmd.Process.Pid)
+	m.rounds0 = metric(b, cp, "weft_xds_pushes_total")
+	m.pushSec0 = metric(b, cp, "weft_xds_push_duration_seconds_sum")
 	if path := os.Getenv("WEFT_CP_PROFILE"); path != "" {
 		// A CPU profile of the control plane over the first 10 s of churn.
 		done := make(chan struct{})
@@ -136,6 +191,10 @@ func newChurnMeter(b *testing.B, cp *controlPlane) *churnMeter {
 // ACK.
 func (m *churnMeter) waitAcked(t0 time.Time) {
 	m.b.Helper()
+	if m.first.IsZero() {
+		m.first = t0
+	}
+	m.lastT0 = t0
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ps := proxies(m.b, m.cp)
@@ -173,6 +232,26 @@ func (m *churnMeter) waitAcked(t0 time.Time) {
 	}
 }
 
+// settled records any version that changed since the last ACK while no
+// registry change was written (an EDS one in quietEDS, reported as
+// pod-eds-pushes: the pod writes around a Kubernetes change must not change
+// endpoints), so that the next change is timed from a quiet state.
+func (m *churnMeter) settled() {
+	m.b.Helper()
+	m.quiet = true
+	for k, v := range versions(proxies(m.b, m.cp)) {
+		if v == m.lastAcked[k] || v == "" {
+			continue
+		}
+		if strings.HasSuffix(k, "/EDS") {
+			m.quietEDS++
+		} else {
+			m.nonEDS++
+		}
+		m.lastAcked[k] = v
+	}
+}
+
 func (m *churnMeter) report() {
 	b := m.b
 	if len(m.lat) == 0 {
@@ -188,8 +267,39 @@ func (m *churnMeter) report() {
 	cpu := cpuTime(b, m.cp.proc.cmd.Process.Pid) - m.cpu0
 	b.ReportMetric(float64(cpu)/float64(time.Millisecond)/float64(len(m.lat)), "cp-cpu-ms/change")
 	b.ReportMetric(float64(rss(b, m.cp.proc.cmd.Process.Pid))/(1<<20), "cp-rss-MB")
+	rounds := metric(b, m.cp, "weft_xds_pushes_total") - m.rounds0
+	b.ReportMetric(rounds/float64(len(m.lat)), "push-rounds/change")
+	if rounds > 0 {
+		b.ReportMetric((metric(b, m.cp, "weft_xds_push_duration_seconds_sum")-m.pushSec0)*1000/rounds, "push-round-ms")
+	}
+	if len(m.lat) > 1 {
+		b.ReportMetric(float64(len(m.lat)-1)/m.lastT0.Sub(m.first).Minutes(), "changes/min")
+	}
 	b.ReportMetric(float64(m.nonEDS), "non-eds-pushes")
+	if m.quiet {
+		b.ReportMetric(float64(m.quietEDS), "pod-eds-pushes")
+	}
 	b.ReportMetric(0, "ns/op") // wall time per op is the pacing, not a result
+}
+
+// metric is the value of an unlabelled metric on the control plane's
+// /metrics.
+func metric(b testing.TB, cp *controlPlane, name string) float64 {
+	code, body, err := httpGet(&http.Client{Timeout: 5 * time.Second}, "http://"+cp.Status+"/metrics", nil)
+	if err != nil || code != 200 {
+		b.Fatalf("/metrics: %d %v", code, err)
+	}
+	for _, l := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				b.Fatalf("/metrics: %s: %v", name, err)
+			}
+			return f
+		}
+	}
+	b.Fatalf("/metrics has no %s", name)
+	return 0
 }
 
 // cpuTime is the user+system CPU time of a process (and its reaped
@@ -245,9 +355,9 @@ func BenchmarkConsulEndpointChurn(b *testing.B) {
 	cfg := b.TempDir()
 	cp := serveOn(b, bin, "127.0.0.1", "--config", cfg, "--consul", c.Addr)
 	sidecarFleet(b, bin, cp, churnSidecars)
-	// Every sidecar has every service's endpoints before the clock starts.
-	time.Sleep(time.Second)
+	quiesce(b, cp) // every sidecar has every service's endpoints before the clock starts
 	m := newChurnMeter(b, cp)
+	pace := newPacer(churnInterval)
 	next := make([]int, services)
 	for s := range next {
 		next[s] = perService
@@ -258,11 +368,13 @@ func BenchmarkConsulEndpointChurn(b *testing.B) {
 		// in one catalog change.
 		s := i % services
 		id := fmt.Sprintf("svc%d-%d", s, next[s]%perService)
+		b.StopTimer()
+		pace.wait()
+		b.StartTimer()
 		t0 := time.Now()
 		reg(id, fmt.Sprintf("svc%d", s), addr(s, next[s]))
 		next[s]++
 		m.waitAcked(t0)
-		time.Sleep(200 * time.Millisecond) // pace: changes apart, as churn is
 	}
 	b.StopTimer()
 	m.report()

@@ -15,8 +15,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
+
+	"weft.dev/weft/internal/proxy/capture"
 )
 
 // Names of what Inject adds.
@@ -507,32 +507,16 @@ func captureContainer(ann map[string]string, cfg Config) (corev1.Container, erro
 		"--inbound-port", strconv.Itoa(InboundPort),
 		"--proxy-uid", strconv.Itoa(ProxyUID),
 	}
-	for _, a := range []struct {
-		key, flag, def string
-		check          func(string) error
-	}{
-		{AnnotationIncludeOutIPs, "--include-outbound-ip-ranges", "*", cidrList},
-		{AnnotationExcludeOutIPs, "--exclude-outbound-ip-ranges", "", cidrList},
-		{AnnotationIncludeInPort, "--include-inbound-ports", "*", portList},
-		{AnnotationExcludeInPort, "--exclude-inbound-ports", "", portList},
-		{AnnotationExcludeOutPrt, "--exclude-outbound-ports", "", portList},
-	} {
-		v, ok := ann[a.key]
-		v = strings.Join(strings.Fields(strings.ReplaceAll(v, ",", " ")), ",")
-		if !ok {
-			v = a.def
-		}
-		if err := a.check(v); err != nil {
-			return corev1.Container{}, fmt.Errorf("annotation %s: %w", a.key, err)
-		}
-		if a.key == AnnotationExcludeInPort {
-			// The kubelet's probes reach the proxy directly.
-			v = strings.Trim(strconv.Itoa(AppProbesPort)+","+v, ",")
-		}
-		if v != "" {
-			args = append(args, a.flag, v)
-		}
+	// Istio's traffic.sidecar.istio.io/* annotations, checked as the
+	// capture command checks its flags, so a bad one is refused here with
+	// its name rather than failing the pod's start. The proxy's own ports
+	// (15020 for the kubelet's probes included) are always excluded by the
+	// capture command itself.
+	extra, err := capture.ArgsFromAnnotations(ann)
+	if err != nil {
+		return corev1.Container{}, err
 	}
+	args = append(args, extra...)
 	zero := int64(0)
 	f := false
 	return corev1.Container{
@@ -551,33 +535,4 @@ func captureContainer(ann map[string]string, cfg Config) (corev1.Container, erro
 			},
 		},
 	}, nil
-}
-
-// cidrList accepts "", "*" or a comma list of CIDRs (or bare addresses).
-func cidrList(v string) error {
-	if v == "" || v == "*" {
-		return nil
-	}
-	for _, s := range strings.Split(v, ",") {
-		if _, err := netip.ParsePrefix(s); err == nil {
-			continue
-		}
-		if net.ParseIP(s) == nil {
-			return fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8", s)
-		}
-	}
-	return nil
-}
-
-// portList accepts "", "*" or a comma list of ports 1-65535.
-func portList(v string) error {
-	if v == "" || v == "*" {
-		return nil
-	}
-	for _, s := range strings.Split(v, ",") {
-		if n, err := strconv.Atoi(s); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("%q is not a port (1-65535)", s)
-		}
-	}
-	return nil
 }

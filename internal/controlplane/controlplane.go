@@ -341,9 +341,20 @@ func (c *ControlPlane) publish(cfg *config.Snapshot) {
 	reg, conflicts := c.buildRegistry(cfg)
 	c.recordConflicts(conflicts)
 	m := mesh.Build(cfg, reg, c.meshOptions())
+	prev := c.current.Load()
+	if prev != nil && prev.Version == m.Version {
+		// Same config, services, endpoints and keys: nothing a proxy is
+		// sent changed (a Pod that no Service selects yet, a registry
+		// echo). No push round.
+		return
+	}
 	c.current.Store(m)
 	c.xds.Update(m)
-	c.log.Info("config applied", "version", m.Version, "services", len(reg.Services()), "diagnostics", len(cfg.Diagnostics))
+	if prev == nil || prev.Config != cfg {
+		c.log.Info("config applied", "version", m.Version, "services", len(reg.Services()), "diagnostics", len(cfg.Diagnostics))
+	} else {
+		c.log.Debug("registry change pushed", "version", m.Version, "services", len(reg.Services()))
+	}
 }
 
 // meshOptions are the settings every mesh snapshot is built with.

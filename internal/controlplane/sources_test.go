@@ -103,6 +103,14 @@ spec:
 	waitFor(t, "the first mesh with the registry's endpoints", func() bool { return endpoints() == 2 })
 	reg.set(3)
 	waitFor(t, "the mesh rebuilt after a registry change", func() bool { return endpoints() == 3 })
+	// The same services and endpoints again (a Pod no Service selects, a
+	// registry echo): no new mesh, no push round.
+	before := cp.current.Load()
+	reg.set(3)
+	time.Sleep(200 * time.Millisecond)
+	if cp.current.Load() != before {
+		t.Errorf("an unchanged registry published a new mesh (version %s)", cp.current.Load().Version)
+	}
 	if st := cp.status(); len(st.Registries) != 2 || st.Registries[0].Name != "memory" || st.Registries[1].Name != "autoregistration" {
 		t.Errorf("/status registries = %+v", st.Registries)
 	}

@@ -20,10 +20,13 @@ func newServeCmd() *cobra.Command {
 		inj  injectionFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "serve --config DIR",
-		Short: "Run the control plane: watch Istio config in DIR, serve xDS and the mesh CA",
-		Long: `Run the control plane: watch the Istio config in DIR and serve it to proxies
-over ADS, and run the mesh CA that gives each proxy its workload certificate.
+		Use:   "serve [--config DIR] [--kubeconfig FILE | --in-cluster] [--consul ADDR]",
+		Short: "Run the control plane: watch Istio config and registries, serve xDS and the mesh CA",
+		Long: `Run the control plane: watch the Istio config in DIR (and/or the Kubernetes
+API server's Istio custom resources) and serve it to proxies over ADS, with
+the services of ServiceEntries, Kubernetes and Consul merged into one mesh
+(docs/registries.md), and run the mesh CA that gives each proxy its
+workload certificate.
 
 ADS and the CA are served over TLS on the secure port (--xds-address);
 proxies verify it against the mesh's root (GET /debug/root-cert, or

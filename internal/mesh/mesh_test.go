@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"net/netip"
 	"testing"
 
 	networking "istio.io/api/networking/v1alpha3"
@@ -64,6 +65,12 @@ func TestIndexes(t *testing.T) {
 	moreEPs := New(cfg, registry.NewSnapshot(reg.Services(), []*registry.Endpoint{{ServiceHostname: reviews, ServicePort: 80, Address: "10.0.0.1", Port: 80}}), "")
 	if moreEPs.Version == s.Version {
 		t.Error("an endpoint change did not change the version")
+	}
+	vip := func(a string) *Snapshot {
+		return New(cfg, registry.NewSnapshot([]*registry.Service{{Hostname: reviews, Namespace: "default", Addresses: []netip.Addr{netip.MustParseAddr(a)}}, {Hostname: "api.example.com", Namespace: "ext"}}, nil), "")
+	}
+	if v1, v2 := vip("10.96.0.10"), vip("10.96.0.11"); v1.Version == s.Version || v1.Version == v2.Version || v1.Version != vip("10.96.0.10").Version {
+		t.Errorf("a VIP change must change the version, equal VIPs must not: %q %q %q", s.Version, v1.Version, v2.Version)
 	}
 	if empty := New(nil, nil, ""); empty.Routes.ForHost(reviews) != nil || empty.DomainSuffix != registry.DefaultDomainSuffix {
 		t.Error("New(nil, nil) is not an empty snapshot")

@@ -152,6 +152,10 @@ func registryHash(reg *registry.Snapshot) string {
 		writeStr(h, svc.Hostname, svc.Namespace)
 		writeU32(h, uint32(len(svc.Aliases)))
 		writeStr(h, svc.Aliases...)
+		writeU32(h, uint32(len(svc.Addresses)))
+		for _, a := range svc.Addresses {
+			writeStr(h, a.String())
+		}
 		for _, p := range svc.Ports {
 			writeStr(h, p.Name, string(p.Protocol))
 			writeU32(h, p.Number, p.TargetPort)

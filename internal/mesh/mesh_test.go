@@ -76,3 +76,20 @@ func TestIndexes(t *testing.T) {
 		t.Error("New(nil, nil) is not an empty snapshot")
 	}
 }
+
+func TestOutboundTrafficPolicy(t *testing.T) {
+	if got := New(nil, nil, "").OutboundTrafficPolicy; got != AllowAny {
+		t.Errorf("default outbound traffic policy = %q, want %q (Istio's)", got, AllowAny)
+	}
+	if got := Build(nil, nil, Options{OutboundTrafficPolicy: RegistryOnly}).OutboundTrafficPolicy; got != RegistryOnly {
+		t.Errorf("outbound traffic policy = %q, want %q", got, RegistryOnly)
+	}
+	for in, want := range map[string]OutboundTrafficPolicy{"ALLOW_ANY": AllowAny, "REGISTRY_ONLY": RegistryOnly} {
+		if got, err := ParseOutboundTrafficPolicy(in); got != want || err != nil {
+			t.Errorf("ParseOutboundTrafficPolicy(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParseOutboundTrafficPolicy("allow_any"); err == nil || err.Error() != `outbound traffic policy "allow_any": want ALLOW_ANY or REGISTRY_ONLY` {
+		t.Errorf("lower case: error = %v", err)
+	}
+}

@@ -31,8 +31,10 @@ import (
 // address is restored to where the client dialled, and the filter chains
 // match on it.
 //
-// Outbound traffic policy is ALLOW_ANY (Istio's default): a destination
-// the mesh does not know is forwarded to where it was going.
+// s.OutboundTrafficPolicy decides what happens to a destination the mesh
+// does not know: ALLOW_ANY (Istio's default) forwards it to where it was
+// going (PassthroughCluster), REGISTRY_ONLY refuses it (BlackHoleCluster
+// for TCP, a 502 for HTTP), as Istio.
 
 // captured returns a captured proxy's listeners, route configurations and
 // the clusters beyond the outbound ones (inbound and passthrough).
@@ -54,10 +56,15 @@ func captured(s *mesh.Snapshot, id contract.Identity) (ls, rcs, cs []types.Resou
 //     connection manager with RDS "P", which routes by Host (any
 //     destination IP on an HTTP port, as Istio's 0.0.0.0_P listeners; an
 //     HTTP service's VIP needs no chain of its own);
-//   - the default chain: tcp_proxy → PassthroughCluster.
+//   - the default chain: tcp_proxy → PassthroughCluster, or
+//     BlackHoleCluster under REGISTRY_ONLY (its stat prefix says which).
 //
 // It returns the listener and the route configurations its chains name.
 func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {
+	unknown := contract.ClusterPassthrough
+	if s.OutboundTrafficPolicy == mesh.RegistryOnly {
+		unknown = contract.ClusterBlackHole
+	}
 	l := &listener.Listener{
 		Name:             contract.ListenerVirtualOutbound,
 		Address:          dualStackAddress(contract.VirtualOutboundPort),
@@ -65,8 +72,8 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 		UseOriginalDst:   wrapperspb.Bool(true),
 		ListenerFilters:  []*listener.ListenerFilter{originalDstFilter(), httpInspectorFilter()},
 		DefaultFilterChain: &listener.FilterChain{
-			Name:    contract.ClusterPassthrough,
-			Filters: []*listener.Filter{tcpProxyFilter(contract.ClusterPassthrough, contract.ClusterPassthrough)},
+			Name:    unknown,
+			Filters: []*listener.Filter{tcpProxyFilter(unknown, unknown)},
 		},
 	}
 	var (
@@ -122,22 +129,27 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 
 // outboundRoutesForPort is a captured proxy's route configuration for
 // HTTP port port, named "<port>": the virtual hosts of the services on
-// that port (as in http_proxy), then Istio's allow_any, which sends any
-// other Host to where the client was going (PassthroughCluster).
+// that port (as in http_proxy), then Istio's last virtual host for any
+// other Host: allow_any, to where the client was going
+// (PassthroughCluster), or under REGISTRY_ONLY block_all, a 502.
 func outboundRoutesForPort(s *mesh.Snapshot, id contract.Identity, port uint32) *route.RouteConfiguration {
 	vhs := outboundVirtualHosts(s, id, port)
-	vhs = append(vhs, &route.VirtualHost{
-		Name:    "allow_any",
-		Domains: []string{"*"},
-		Routes: []*route.Route{{
-			Name:  "allow_any",
-			Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &route.Route_Route{Route: &route.RouteAction{
-				ClusterSpecifier: &route.RouteAction_Cluster{Cluster: contract.ClusterPassthrough},
-				Timeout:          durationpb.New(0), // a passthrough stream may be long-lived, as Istio
-			}},
+	last := &route.Route{
+		Name:  "allow_any",
+		Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &route.Route_Route{Route: &route.RouteAction{
+			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: contract.ClusterPassthrough},
+			Timeout:          durationpb.New(0), // a passthrough stream may be long-lived, as Istio
 		}},
-	})
+	}
+	if s.OutboundTrafficPolicy == mesh.RegistryOnly {
+		last = &route.Route{
+			Name:   "block_all",
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &route.Route_DirectResponse{DirectResponse: &route.DirectResponseAction{Status: 502}},
+		}
+	}
+	vhs = append(vhs, &route.VirtualHost{Name: last.Name, Domains: []string{"*"}, Routes: []*route.Route{last}})
 	return &route.RouteConfiguration{
 		Name:         contract.OutboundRouteName(port),
 		VirtualHosts: vhs,

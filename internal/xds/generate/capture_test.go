@@ -92,6 +92,15 @@ func captureCases() []goldenCase {
 			proxy: capturedProxy(reviewsProxy),
 		},
 		{
+			// Unknown destinations refused: BlackHoleCluster as the
+			// default chain, block_all (502) as the last virtual host.
+			name: "capture_registry_only",
+			mesh: func() *mesh.Snapshot {
+				return securityMesh(captureMesh, mesh.Options{OutboundTrafficPolicy: mesh.RegistryOnly})
+			},
+			proxy: capturedProxy(reviewsProxy),
+		},
+		{
 			// STRICT mesh-wide, port 9090 back to DISABLE: per port chains.
 			name: "capture_inbound_strict",
 			mesh: func() *mesh.Snapshot {

@@ -162,8 +162,10 @@ func outboundRoutesForPort(s *mesh.Snapshot, id contract.Identity, port uint32) 
 // PeerAuthentication), each also matching destination_port P; HTTP ports
 // get the inbound HTTP connection manager, other ports tcp_proxy to
 // inbound|P||. Any other port goes to the application unchanged
-// (InboundPassthroughClusterIpv4), as Istio does for undeclared ports.
-// It returns the listener and the inbound clusters.
+// (InboundPassthroughClusterIpv4; for a proxy with an IPv6 address, a
+// chain matching ::/0 sends IPv6 destinations to
+// InboundPassthroughClusterIpv6), as Istio does for undeclared ports.
+// It returns the listener and the inbound clusters, passthrough included.
 func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {
 	l := &listener.Listener{
 		Name:             contract.ListenerVirtualInbound,
@@ -202,36 +204,59 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 		}
 		cs = append(cs, wp.cluster(s, id))
 	}
+	cs = append(cs, inboundPassthroughCluster(contract.ClusterInboundPassthroughIPv4, contract.InboundPassthroughSourceIPv4))
+	if hasIPv6(id.IPs) {
+		l.FilterChains = append(l.FilterChains, &listener.FilterChain{
+			Name:             contract.ClusterInboundPassthroughIPv6,
+			FilterChainMatch: &listener.FilterChainMatch{PrefixRanges: []*core.CidrRange{{AddressPrefix: "::", PrefixLen: wrapperspb.UInt32(0)}}},
+			Filters:          []*listener.Filter{tcpProxyFilter(contract.ClusterInboundPassthroughIPv6, contract.ClusterInboundPassthroughIPv6)},
+		})
+		cs = append(cs, inboundPassthroughCluster(contract.ClusterInboundPassthroughIPv6, contract.InboundPassthroughSourceIPv6))
+	}
 	return l, cs
 }
 
-// passthroughClusters are Istio's: PassthroughCluster (to the original
-// destination), BlackHoleCluster (nowhere) and
-// InboundPassthroughClusterIpv4 (to the application on the original
-// destination, from 127.0.0.6, which the capture rules do not capture
-// again).
-func passthroughClusters() []types.Resource {
-	originalDst := func(name string) *cluster.Cluster {
-		return &cluster.Cluster{
-			Name:                 name,
-			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_ORIGINAL_DST},
-			LbPolicy:             cluster.Cluster_CLUSTER_PROVIDED,
-			ConnectTimeout:       durationpb.New(connectTimeout),
+// hasIPv6 reports whether any of ips is an IPv6 address (not IPv4-mapped).
+func hasIPv6(ips []string) bool {
+	for _, ip := range ips {
+		if a, err := netip.ParseAddr(ip); err == nil && a.Unmap().Is6() {
+			return true
 		}
 	}
-	inbound := originalDst(contract.ClusterInboundPassthroughIPv4)
-	inbound.UpstreamBindConfig = &core.BindConfig{SourceAddress: &core.SocketAddress{
-		Address:       contract.InboundPassthroughSourceIPv4,
-		PortSpecifier: &core.SocketAddress_PortValue{PortValue: 0},
-	}}
+	return false
+}
+
+// passthroughClusters are Istio's outbound ones: PassthroughCluster (to
+// the original destination) and BlackHoleCluster (nowhere).
+func passthroughClusters() []types.Resource {
 	return []types.Resource{
-		originalDst(contract.ClusterPassthrough),
+		originalDstCluster(contract.ClusterPassthrough),
 		&cluster.Cluster{
 			Name:                 contract.ClusterBlackHole,
 			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
 			ConnectTimeout:       durationpb.New(connectTimeout),
 		},
-		inbound,
+	}
+}
+
+// inboundPassthroughCluster forwards to the application on the original
+// destination, from source (127.0.0.6, ::6), which the capture rules do
+// not capture again.
+func inboundPassthroughCluster(name, source string) *cluster.Cluster {
+	c := originalDstCluster(name)
+	c.UpstreamBindConfig = &core.BindConfig{SourceAddress: &core.SocketAddress{
+		Address:       source,
+		PortSpecifier: &core.SocketAddress_PortValue{PortValue: 0},
+	}}
+	return c
+}
+
+func originalDstCluster(name string) *cluster.Cluster {
+	return &cluster.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_ORIGINAL_DST},
+		LbPolicy:             cluster.Cluster_CLUSTER_PROVIDED,
+		ConnectTimeout:       durationpb.New(connectTimeout),
 	}
 }
 

@@ -123,5 +123,16 @@ spec:
 			},
 			proxy: capturedProxy(reviewsProxy),
 		},
+		{
+			// A dual-stack pod: IPv6 destinations of undeclared ports
+			// pass through from ::6.
+			name: "capture_dual_stack",
+			mesh: func() *mesh.Snapshot { return securityMesh(captureMesh, mesh.Options{}) },
+			proxy: func() contract.Identity {
+				id := capturedProxy(reviewsProxy)
+				id.IPs = []string{"127.0.0.2", "fd00:10::2"}
+				return id
+			}(),
+		},
 	}
 }

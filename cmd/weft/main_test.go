@@ -42,6 +42,13 @@ func TestBadLogLevel(t *testing.T) {
 	}
 }
 
+func TestBadOutboundTrafficPolicy(t *testing.T) {
+	_, err := run(t, "serve", "--outbound-traffic-policy", "registry_only", "--config", "examples/canary")
+	if err == nil || err.Error() != `--outbound-traffic-policy: outbound traffic policy "registry_only": want ALLOW_ANY or REGISTRY_ONLY` {
+		t.Fatalf("serve --outbound-traffic-policy registry_only: want a clear error, got %v", err)
+	}
+}
+
 // TestAnalyzeExamples: analyze finds nothing wrong with the canary example
 // and the error in the broken one, with its code and position.
 func TestAnalyzeExamples(t *testing.T) {

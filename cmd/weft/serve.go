@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"weft.dev/weft/internal/controlplane"
+	"weft.dev/weft/internal/mesh"
 )
 
 // minWorkloadCertTTL is the shortest --workload-cert-ttl: shorter
@@ -15,9 +16,10 @@ const minWorkloadCertTTL = time.Minute
 
 func newServeCmd() *cobra.Command {
 	var (
-		o    controlplane.Options
-		regs registryFlags
-		inj  injectionFlags
+		o              controlplane.Options
+		regs           registryFlags
+		inj            injectionFlags
+		outboundPolicy string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--config DIR] [--kubeconfig FILE | --in-cluster] [--consul ADDR]",
@@ -46,6 +48,9 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 			}
 			if o.WorkloadCertTTL < minWorkloadCertTTL {
 				return fmt.Errorf("--workload-cert-ttl %v: must be at least %v", o.WorkloadCertTTL, minWorkloadCertTTL)
+			}
+			if o.OutboundTrafficPolicy, err = mesh.ParseOutboundTrafficPolicy(outboundPolicy); err != nil {
+				return fmt.Errorf("--outbound-traffic-policy: %w", err)
 			}
 			o.Logger = log
 			if err := regs.apply(&o, log); err != nil {
@@ -84,6 +89,7 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 	f.DurationVar(&o.WorkloadCertTTL, "workload-cert-ttl", 24*time.Hour, "lifetime of workload certificates (at least 1m); proxies renew at about half of it")
 	f.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "cluster domain used to expand short host names")
 	f.StringVar(&o.RootNamespace, "root-namespace", "istio-system", "namespace whose PeerAuthentication, AuthorizationPolicy and RequestAuthentication without a selector apply to the whole mesh")
+	f.StringVar(&outboundPolicy, "outbound-traffic-policy", string(mesh.AllowAny), "what captured sidecars do with traffic to destinations outside the registry: ALLOW_ANY forwards it to where it was going (PassthroughCluster), REGISTRY_ONLY refuses it (BlackHoleCluster), as Istio's outboundTrafficPolicy.mode")
 	f.DurationVar(&o.JWKSRefresh, "jwks-refresh-interval", 20*time.Minute, "how often the JWT keys of a RequestAuthentication's jwksUri are fetched again")
 	f.DurationVar(&o.Debounce, "debounce", 0, "quiet period before a config change is pushed (0 = default 100ms)")
 	f.DurationVar(&o.DebounceMax, "debounce-max", 0, "longest a change waits during a burst of edits (0 = default 1s)")

@@ -73,6 +73,9 @@ type Options struct {
 	// RootNamespace holds mesh-wide policies (PeerAuthentication,
 	// AuthorizationPolicy, RequestAuthentication); "" means istio-system.
 	RootNamespace string
+	// OutboundTrafficPolicy is what captured proxies do with traffic to
+	// destinations the mesh does not know; "" means mesh.AllowAny.
+	OutboundTrafficPolicy mesh.OutboundTrafficPolicy
 	// JWKSRefresh is how often the JWT keys of jwksUri are fetched again;
 	// 0 means jwks.DefaultRefresh (20m, as Istio).
 	JWKSRefresh time.Duration
@@ -359,7 +362,8 @@ func (c *ControlPlane) publish(cfg *config.Snapshot) {
 
 // meshOptions are the settings every mesh snapshot is built with.
 func (c *ControlPlane) meshOptions() mesh.Options {
-	return mesh.Options{DomainSuffix: c.opts.DomainSuffix, RootNamespace: c.opts.RootNamespace, TrustDomain: c.ca.TrustDomain(), JWKS: c.jwks.Keys()}
+	return mesh.Options{DomainSuffix: c.opts.DomainSuffix, RootNamespace: c.opts.RootNamespace, TrustDomain: c.ca.TrustDomain(), JWKS: c.jwks.Keys(),
+		OutboundTrafficPolicy: c.opts.OutboundTrafficPolicy}
 }
 
 // jwtSources lists the key sources of the JWT rules in force that do not

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"net/netip"
 	"testing"
 
 	networking "istio.io/api/networking/v1alpha3"
@@ -65,7 +66,30 @@ func TestIndexes(t *testing.T) {
 	if moreEPs.Version == s.Version {
 		t.Error("an endpoint change did not change the version")
 	}
+	vip := func(a string) *Snapshot {
+		return New(cfg, registry.NewSnapshot([]*registry.Service{{Hostname: reviews, Namespace: "default", Addresses: []netip.Addr{netip.MustParseAddr(a)}}, {Hostname: "api.example.com", Namespace: "ext"}}, nil), "")
+	}
+	if v1, v2 := vip("10.96.0.10"), vip("10.96.0.11"); v1.Version == s.Version || v1.Version == v2.Version || v1.Version != vip("10.96.0.10").Version {
+		t.Errorf("a VIP change must change the version, equal VIPs must not: %q %q %q", s.Version, v1.Version, v2.Version)
+	}
 	if empty := New(nil, nil, ""); empty.Routes.ForHost(reviews) != nil || empty.DomainSuffix != registry.DefaultDomainSuffix {
 		t.Error("New(nil, nil) is not an empty snapshot")
+	}
+}
+
+func TestOutboundTrafficPolicy(t *testing.T) {
+	if got := New(nil, nil, "").OutboundTrafficPolicy; got != AllowAny {
+		t.Errorf("default outbound traffic policy = %q, want %q (Istio's)", got, AllowAny)
+	}
+	if got := Build(nil, nil, Options{OutboundTrafficPolicy: RegistryOnly}).OutboundTrafficPolicy; got != RegistryOnly {
+		t.Errorf("outbound traffic policy = %q, want %q", got, RegistryOnly)
+	}
+	for in, want := range map[string]OutboundTrafficPolicy{"ALLOW_ANY": AllowAny, "REGISTRY_ONLY": RegistryOnly} {
+		if got, err := ParseOutboundTrafficPolicy(in); got != want || err != nil {
+			t.Errorf("ParseOutboundTrafficPolicy(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParseOutboundTrafficPolicy("allow_any"); err == nil || err.Error() != `outbound traffic policy "allow_any": want ALLOW_ANY or REGISTRY_ONLY` {
+		t.Errorf("lower case: error = %v", err)
 	}
 }

@@ -39,6 +39,31 @@ type Options struct {
 	// jwks.SourceOf). A rule whose source is missing gets jwks.FailClosed.
 	// Not modified after Build.
 	JWKS map[jwks.Source]string
+	// OutboundTrafficPolicy is what a captured proxy does with traffic to
+	// destinations the mesh does not know; "" means AllowAny.
+	OutboundTrafficPolicy OutboundTrafficPolicy
+}
+
+// OutboundTrafficPolicy is Istio's MeshConfig outboundTrafficPolicy.mode.
+type OutboundTrafficPolicy string
+
+// Outbound traffic policies, spelled as Istio's.
+const (
+	// AllowAny forwards traffic to unknown destinations to where it was
+	// going (PassthroughCluster). Istio's default.
+	AllowAny OutboundTrafficPolicy = "ALLOW_ANY"
+	// RegistryOnly refuses it (BlackHoleCluster): only services of the
+	// registry are reachable.
+	RegistryOnly OutboundTrafficPolicy = "REGISTRY_ONLY"
+)
+
+// ParseOutboundTrafficPolicy reads ALLOW_ANY or REGISTRY_ONLY.
+func ParseOutboundTrafficPolicy(s string) (OutboundTrafficPolicy, error) {
+	switch p := OutboundTrafficPolicy(s); p {
+	case AllowAny, RegistryOnly:
+		return p, nil
+	}
+	return "", fmt.Errorf("outbound traffic policy %q: want %s or %s", s, AllowAny, RegistryOnly)
 }
 
 // Snapshot is an immutable view of config and registry. Build it with New
@@ -51,6 +76,8 @@ type Snapshot struct {
 	// RootNamespace and TrustDomain are Options', defaults filled in.
 	RootNamespace string
 	TrustDomain   string
+	// OutboundTrafficPolicy is Options', default filled in.
+	OutboundTrafficPolicy OutboundTrafficPolicy
 	// Version identifies the inputs: the config version and a hash of the
 	// registry content, e.g. "7-3fa2c81d09be4411", then "-k" and a hash of
 	// the fetched JWT keys when there are any.
@@ -92,24 +119,30 @@ func Build(cfg *config.Snapshot, reg *registry.Snapshot, opts Options) *Snapshot
 	if td == "" {
 		td = DefaultTrustDomain
 	}
+	otp := opts.OutboundTrafficPolicy
+	if otp == "" {
+		otp = AllowAny
+	}
 	r := resolver{reg: reg, suffix: domainSuffix}
 	version := fmt.Sprintf("%d-%s", cfg.Version, registryHash(reg))
 	if len(opts.JWKS) > 0 {
 		version += "-k" + keysHash(opts.JWKS)
 	}
 	return &Snapshot{
-		Config:        cfg,
-		Registry:      reg,
-		DomainSuffix:  domainSuffix,
-		RootNamespace: rootNS,
-		TrustDomain:   td,
-		Version:       version,
-		Routes:        newRouteIndex(cfg.VirtualServices, r),
-		Subsets:       newSubsetIndex(cfg.DestinationRules, r),
-		PeerAuthn:     newPeerAuthnIndex(cfg.PeerAuthentications, rootNS),
-		Authz:         newAuthzIndex(cfg.AuthorizationPolicies, rootNS),
-		RequestAuthn:  newRequestAuthnIndex(cfg.RequestAuthentications, rootNS),
-		Keys:          &KeyIndex{fetched: opts.JWKS},
+		Config:                cfg,
+		Registry:              reg,
+		DomainSuffix:          domainSuffix,
+		RootNamespace:         rootNS,
+		TrustDomain:           td,
+		Version:               version,
+		OutboundTrafficPolicy: otp,
+
+		Routes:       newRouteIndex(cfg.VirtualServices, r),
+		Subsets:      newSubsetIndex(cfg.DestinationRules, r),
+		PeerAuthn:    newPeerAuthnIndex(cfg.PeerAuthentications, rootNS),
+		Authz:        newAuthzIndex(cfg.AuthorizationPolicies, rootNS),
+		RequestAuthn: newRequestAuthnIndex(cfg.RequestAuthentications, rootNS),
+		Keys:         &KeyIndex{fetched: opts.JWKS},
 	}
 }
 
@@ -152,6 +185,10 @@ func registryHash(reg *registry.Snapshot) string {
 		writeStr(h, svc.Hostname, svc.Namespace)
 		writeU32(h, uint32(len(svc.Aliases)))
 		writeStr(h, svc.Aliases...)
+		writeU32(h, uint32(len(svc.Addresses)))
+		for _, a := range svc.Addresses {
+			writeStr(h, a.String())
+		}
 		for _, p := range svc.Ports {
 			writeStr(h, p.Name, string(p.Protocol))
 			writeU32(h, p.Number, p.TargetPort)

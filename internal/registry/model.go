@@ -5,6 +5,7 @@
 package registry
 
 import (
+	"net/netip"
 	"sort"
 	"strings"
 )
@@ -87,6 +88,11 @@ type Service struct {
 	// endpoints too (aggregate.Merge), as Istio's Services select
 	// WorkloadEntries.
 	Selector map[string]string
+	// Addresses are the service's virtual IPs (a Kubernetes Service's
+	// cluster IPs, a ServiceEntry's spec.addresses): a captured client
+	// dialling one of them on a service port reaches the service. Empty
+	// for headless and ExternalName services. Only read.
+	Addresses []netip.Addr
 }
 
 // Port returns the service port with the given number.
@@ -141,6 +147,7 @@ type Snapshot struct {
 	endpoints map[string][]*Endpoint // by service hostname
 	hostnames []string               // sorted
 	workloads []*Workload            // sorted by namespace, name
+	byAddr    map[netip.Addr][]*Service
 }
 
 // NewSnapshot indexes services and endpoints. Endpoints of unknown services
@@ -156,6 +163,15 @@ func NewSnapshot(services []*Service, endpoints []*Endpoint) *Snapshot {
 		s.hostnames = append(s.hostnames, svc.Hostname)
 	}
 	sort.Strings(s.hostnames)
+	for _, h := range s.hostnames {
+		for _, a := range s.services[h].Addresses {
+			a = a.Unmap()
+			if s.byAddr == nil {
+				s.byAddr = map[netip.Addr][]*Service{}
+			}
+			s.byAddr[a] = append(s.byAddr[a], s.services[h])
+		}
+	}
 	for _, ep := range endpoints {
 		s.endpoints[ep.ServiceHostname] = append(s.endpoints[ep.ServiceHostname], ep)
 	}
@@ -191,6 +207,17 @@ func (s *Snapshot) Services() []*Service {
 		out = append(out, s.services[h])
 	}
 	return out
+}
+
+// ServiceAt returns the services whose virtual IPs include a, sorted by
+// hostname. There is more than one only when services overlap (two
+// ServiceEntries written with one address); callers take the first, as
+// Istio does. An IPv4-mapped IPv6 address is looked up as IPv4.
+func (s *Snapshot) ServiceAt(a netip.Addr) []*Service {
+	if s == nil {
+		return nil
+	}
+	return s.byAddr[a.Unmap()]
 }
 
 // Endpoints returns the endpoints of one service port (all ports when port

@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"testing"
 
@@ -225,6 +226,40 @@ func TestEmptyAndNilSnapshot(t *testing.T) {
 			if got := s.EndpointsAt([]string{"10.0.0.1"}); len(got) != 0 {
 				t.Errorf("EndpointsAt() = %v, want none", got)
 			}
+			if got := s.ServiceAt(netip.MustParseAddr("10.96.0.1")); len(got) != 0 {
+				t.Errorf("ServiceAt() = %v, want none", got)
+			}
 		})
+	}
+}
+
+func TestSnapshotServiceAt(t *testing.T) {
+	vip := netip.MustParseAddr("10.96.0.10")
+	s := registry.NewSnapshot([]*registry.Service{
+		{Hostname: "z.shop.svc.cluster.local", Addresses: []netip.Addr{vip}},
+		{Hostname: "a.shop.svc.cluster.local", Addresses: []netip.Addr{vip, netip.MustParseAddr("fd00::10")}},
+		{Hostname: "a.shop.svc.cluster.local", Addresses: []netip.Addr{netip.MustParseAddr("10.96.0.99")}}, // duplicate hostname: loses
+		{Hostname: "headless.shop.svc.cluster.local"},
+	}, nil)
+	names := func(ss []*registry.Service) []string {
+		var out []string
+		for _, s := range ss {
+			out = append(out, s.Hostname)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		addr string
+		want []string
+	}{
+		{"10.96.0.10", []string{"a.shop.svc.cluster.local", "z.shop.svc.cluster.local"}}, // overlapping: sorted by hostname
+		{"::ffff:10.96.0.10", []string{"a.shop.svc.cluster.local", "z.shop.svc.cluster.local"}},
+		{"fd00::10", []string{"a.shop.svc.cluster.local"}},
+		{"10.96.0.99", nil}, // the losing duplicate's address is not indexed
+		{"10.96.0.11", nil},
+	} {
+		if got := names(s.ServiceAt(netip.MustParseAddr(tc.addr))); !slices.Equal(got, tc.want) {
+			t.Errorf("ServiceAt(%s) = %v, want %v", tc.addr, got, tc.want)
+		}
 	}
 }

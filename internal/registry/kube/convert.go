@@ -2,6 +2,7 @@ package kube
 
 import (
 	"maps"
+	"net/netip"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -91,6 +92,7 @@ type service struct {
 // EndpointSlices, are pod addresses that proxies balance across. An
 // ExternalName service's endpoint is its external DNS name on each port,
 // as Istio modelled it (weft-proxy resolves the name when it connects).
+// A ClusterIP service's cluster IPs are its Addresses (see clusterIPs).
 func convertService(s *corev1.Service, domainSuffix string) *service {
 	out := &service{
 		svc: &registry.Service{
@@ -103,8 +105,11 @@ func convertService(s *corev1.Service, domainSuffix string) *service {
 	}
 	if s.Spec.Type == corev1.ServiceTypeExternalName {
 		out.externalName = strings.TrimSuffix(s.Spec.ExternalName, ".")
-	} else if len(s.Spec.Selector) > 0 {
-		out.svc.Selector = maps.Clone(s.Spec.Selector)
+	} else {
+		if len(s.Spec.Selector) > 0 {
+			out.svc.Selector = maps.Clone(s.Spec.Selector)
+		}
+		out.svc.Addresses = clusterIPs(s)
 	}
 	for _, p := range s.Spec.Ports {
 		proto, ok := portProtocol(p)
@@ -118,6 +123,27 @@ func convertService(s *corev1.Service, domainSuffix string) *service {
 		rp.TargetPortName = p.TargetPort.StrVal
 		out.svc.Ports = append(out.svc.Ports, rp)
 		out.ports[p.Name] = rp
+	}
+	return out
+}
+
+// clusterIPs are a Service's virtual IPs: spec.clusterIPs (dual-stack),
+// else spec.clusterIP; none for a headless service ("None"), whose pods
+// are reached by their own addresses. Unparseable values are skipped (the
+// API server validates them; a bad one must not drop the service).
+func clusterIPs(s *corev1.Service) []netip.Addr {
+	ips := s.Spec.ClusterIPs
+	if len(ips) == 0 && s.Spec.ClusterIP != "" {
+		ips = []string{s.Spec.ClusterIP}
+	}
+	var out []netip.Addr
+	for _, ip := range ips {
+		if ip == corev1.ClusterIPNone {
+			return nil
+		}
+		if a, err := netip.ParseAddr(ip); err == nil {
+			out = append(out, a.Unmap())
+		}
 	}
 	return out
 }

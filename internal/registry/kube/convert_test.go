@@ -2,6 +2,8 @@ package kube
 
 import (
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -104,6 +106,9 @@ func TestConvertService(t *testing.T) {
 	}
 	if got.externalName != "" || len(got.externalEndpoints()) != 0 {
 		t.Errorf("ClusterIP service has external endpoints")
+	}
+	if want := []netip.Addr{netip.MustParseAddr("10.96.0.10")}; !slices.Equal(got.svc.Addresses, want) {
+		t.Errorf("addresses = %v, want %v (spec.clusterIP)", got.svc.Addresses, want)
 	}
 	if ServiceHostname("a", "b", "") != "a.b.svc.cluster.local" {
 		t.Errorf("default domain suffix not applied")
@@ -339,5 +344,26 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 	if fmt.Sprint(r.opts.Namespaces) != "[a b]" || r.Snapshot() == nil || r.Name() != "kubernetes" || r.Status().Synced {
 		t.Errorf("New: namespaces %v, snapshot %v, name %q, status %+v", r.opts.Namespaces, r.Snapshot(), r.Name(), r.Status())
+	}
+}
+
+func TestConvertServiceAddresses(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec corev1.ServiceSpec
+		want []netip.Addr
+	}{
+		{"dual stack", corev1.ServiceSpec{ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10", "fd00:10:96::a"}},
+			[]netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00:10:96::a")}},
+		{"headless", corev1.ServiceSpec{ClusterIP: "None", ClusterIPs: []string{"None"}}, nil},
+		{"not yet allocated", corev1.ServiceSpec{}, nil},
+		{"external name", corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "db.example.com", ClusterIP: "10.96.0.11"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s", Namespace: "ns"}, Spec: tc.spec}
+			if got := convertService(svc, "").svc.Addresses; !slices.Equal(got, tc.want) {
+				t.Errorf("addresses = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

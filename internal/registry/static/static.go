@@ -5,6 +5,7 @@ package static
 
 import (
 	"maps"
+	"net/netip"
 	"slices"
 
 	networking "istio.io/api/networking/v1alpha3"
@@ -60,6 +61,7 @@ func BuildWith(cfg *config.Snapshot, opts Options) *registry.Snapshot {
 	slices.SortFunc(ses, config.FirstSeen)
 	for _, se := range ses {
 		ports := servicePorts(se.Spec)
+		addrs := serviceAddresses(se.Spec)
 		workloads := selectWorkloads(cfg, se, opts.Workloads)
 		for _, h := range se.Spec.GetHosts() {
 			host := registry.ResolveHost(h, se.Namespace, domainSuffix, nil)
@@ -72,6 +74,7 @@ func BuildWith(cfg *config.Snapshot, opts Options) *registry.Snapshot {
 				Namespace: se.Namespace,
 				Ports:     ports,
 				Source:    Source,
+				Addresses: addrs,
 			})
 			for _, p := range ports {
 				for _, w := range workloads {
@@ -96,6 +99,22 @@ func workloadEntries(cfg *config.Snapshot) []*registry.Workload {
 			Labels: we.Spec.GetLabels(), ServiceAccount: we.Spec.GetServiceAccount(), Locality: we.Spec.GetLocality(),
 			Health: registry.Healthy, Ports: we.Spec.GetPorts(), Source: Source,
 		})
+	}
+	return out
+}
+
+// serviceAddresses are a ServiceEntry's spec.addresses that are single IPs
+// (a /32 or /128 CIDR counts as one). Wider CIDRs, allowed with
+// resolution NONE or STATIC, are not virtual IPs of one service and are
+// not modelled yet; validation rejects anything unparseable.
+func serviceAddresses(se *networking.ServiceEntry) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range se.GetAddresses() {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			out = append(out, ip.Unmap())
+		} else if p, err := netip.ParsePrefix(a); err == nil && p.IsSingleIP() {
+			out = append(out, p.Addr().Unmap())
+		}
 	}
 	return out
 }

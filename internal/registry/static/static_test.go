@@ -36,7 +36,11 @@ func fmtService(s *registry.Service) string {
 	for _, p := range s.Ports {
 		ports = append(ports, fmt.Sprintf("%s/%d/%s/%d", p.Name, p.Number, p.Protocol, p.TargetPort))
 	}
-	return fmt.Sprintf("%s ns=%s src=%s ports=[%s]", s.Hostname, s.Namespace, s.Source, strings.Join(ports, " "))
+	out := fmt.Sprintf("%s ns=%s src=%s ports=[%s]", s.Hostname, s.Namespace, s.Source, strings.Join(ports, " "))
+	if len(s.Addresses) > 0 {
+		out += fmt.Sprintf(" addrs=%v", s.Addresses)
+	}
+	return out
 }
 
 func fmtEndpoint(e *registry.Endpoint) string {
@@ -149,6 +153,25 @@ metadata: {name: unselected, namespace: egress}
 spec: {address: 10.1.1.1}
 `,
 			services: []string{"api.example.com ns=egress src=static ports=[https/443/HTTPS/0]"},
+		},
+		{
+			name: "virtual IPs: single addresses, not wider CIDRs",
+			yaml: `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: data}
+spec:
+  hosts: [db.example.com]
+  addresses: [10.77.0.1, 10.78.0.0/16, 10.77.0.2/32, fd00::1]
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.9}]
+`,
+			services: []string{
+				"db.example.com ns=data src=static ports=[tcp/5432/TCP/0] addrs=[10.77.0.1 10.77.0.2 fd00::1]",
+			},
+			endpoints: []string{
+				`db.example.com:5432 -> 10.0.0.9:5432 labels=map[] loc="" w=0 sa="" wl=data/10.0.0.9 health=0`,
+			},
 		},
 		{
 			name: "no service entries",

@@ -49,6 +49,19 @@ const (
 	// upstreams. Istio has no such key: its proxies always have a
 	// certificate.
 	MetaMTLS = "WEFT_MTLS"
+	// MetaInterceptionMode is how the proxy's pod sends traffic to it,
+	// Istio's key: InterceptionRedirect when iptables REDIRECT captures
+	// the pod's traffic (weft-proxy capture), else empty or
+	// InterceptionNone. A captured proxy gets the virtual listeners
+	// (ListenerVirtualOutbound, ListenerVirtualInbound) instead of
+	// per-workload inbound listeners and the explicit outbound listener.
+	MetaInterceptionMode = "INTERCEPTION_MODE"
+)
+
+// Interception modes (MetaInterceptionMode values), spelled as Istio's.
+const (
+	InterceptionRedirect = "REDIRECT"
+	InterceptionNone     = "NONE"
 )
 
 // Filter metadata namespace used on clusters and endpoints, as in Istio.
@@ -84,7 +97,42 @@ const (
 	// DefaultOutboundAddress is where a sidecar's outbound listener binds
 	// when it does not say otherwise.
 	DefaultOutboundAddress = "127.0.0.1:15001"
+
+	// ListenerVirtualOutbound is a captured proxy's listener for the
+	// pod's outbound connections, on [::]:VirtualOutboundPort with
+	// use_original_dst: its filter chains match the original destination
+	// (service VIP and port).
+	ListenerVirtualOutbound = "virtualOutbound"
+	// ListenerVirtualInbound is a captured proxy's listener for
+	// connections to the pod, on [::]:VirtualInboundPort with
+	// use_original_dst: one set of filter chains per workload port.
+	ListenerVirtualInbound = "virtualInbound"
+	// VirtualOutboundPort and VirtualInboundPort are where the capture
+	// rules redirect to; fixed, as in Istio.
+	VirtualOutboundPort = 15001
+	VirtualInboundPort  = 15006
+
+	// ClusterPassthrough forwards to the connection's original
+	// destination (ORIGINAL_DST): outbound traffic to destinations the
+	// mesh does not know, under the ALLOW_ANY outbound policy.
+	ClusterPassthrough = "PassthroughCluster"
+	// ClusterBlackHole has no endpoints: outbound traffic to unknown
+	// destinations under REGISTRY_ONLY ends there.
+	ClusterBlackHole = "BlackHoleCluster"
+	// ClusterInboundPassthroughIPv4 and …IPv6 forward inbound connections
+	// to ports the mesh does not declare to the application on the
+	// original destination, from InboundPassthroughSourceIPv4/…IPv6, a
+	// source the capture rules let through without re-capture.
+	ClusterInboundPassthroughIPv4 = "InboundPassthroughClusterIpv4"
+	ClusterInboundPassthroughIPv6 = "InboundPassthroughClusterIpv6"
+	InboundPassthroughSourceIPv4  = "127.0.0.6"
+	InboundPassthroughSourceIPv6  = "::6"
 )
+
+// OutboundRouteName is the RDS name of a captured proxy's outbound route
+// configuration for one service port: "9080", as Istio names it. It holds
+// the virtual hosts of the services on that port.
+func OutboundRouteName(port uint32) string { return strconv.FormatUint(uint64(port), 10) }
 
 // Direction of a cluster, as in Istio cluster names.
 type Direction string

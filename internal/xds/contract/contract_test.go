@@ -181,6 +181,9 @@ func TestListenerAndRouteNames(t *testing.T) {
 	if got, want := contract.InboundRouteName(9080), "inbound|9080||"; got != want {
 		t.Errorf("InboundRouteName = %q, want %q", got, want)
 	}
+	if got, want := contract.OutboundRouteName(9080), "9080"; got != want {
+		t.Errorf("OutboundRouteName = %q, want %q", got, want)
+	}
 }
 
 func TestWorkloadMetadataRoundTrip(t *testing.T) {
@@ -253,6 +256,14 @@ func TestIdentityNodeRoundTrip(t *testing.T) {
 			},
 		},
 		{
+			name: "captured sidecar",
+			in: contract.Identity{
+				ID: "sidecar~10.1.0.5~p.shop~shop.svc.cluster.local", Namespace: "shop", WorkloadName: "p",
+				Labels: map[string]string{}, IPs: []string{"10.1.0.5"}, AppPorts: map[uint32]string{},
+				InterceptionMode: contract.InterceptionRedirect,
+			},
+		},
+		{
 			name: "no outbound listener, no app ports",
 			in: contract.Identity{
 				ID: "gateway-1", Namespace: "edge", WorkloadName: "gw",
@@ -305,9 +316,10 @@ func TestNodeMetadataKeys(t *testing.T) {
 		ID: "x", Namespace: "default", WorkloadName: "reviews-v2",
 		Labels: map[string]string{"app": "reviews"}, IPs: []string{"127.0.0.2", "10.0.0.7"},
 		ServiceAccount: "reviews", OutboundAddress: "127.0.0.1:15001",
-		AppPorts:     map[uint32]string{9090: "127.0.0.1:19090", 9080: "127.0.0.1:18080"},
-		AdminAddress: "127.0.0.2:15000",
-		MTLS:         true,
+		AppPorts:         map[uint32]string{9090: "127.0.0.1:19090", 9080: "127.0.0.1:18080"},
+		AdminAddress:     "127.0.0.2:15000",
+		MTLS:             true,
+		InterceptionMode: "REDIRECT",
 	}
 	f := id.Node().GetMetadata().GetFields()
 	for key, want := range map[string]string{
@@ -320,6 +332,7 @@ func TestNodeMetadataKeys(t *testing.T) {
 		"WEFT_APP_PORTS":        "9080=127.0.0.1:18080,9090=127.0.0.1:19090",
 		"WEFT_ADMIN_ADDRESS":    "127.0.0.2:15000",
 		"WEFT_MTLS":             "true",
+		"INTERCEPTION_MODE":     "REDIRECT",
 	} {
 		if got := f[key].GetStringValue(); got != want {
 			t.Errorf("metadata %s = %q, want %q", key, got, want)
@@ -349,6 +362,18 @@ func TestParseNode(t *testing.T) {
 		want := `node "sidecar~1": WEFT_APP_PORTS: "9080": want port=host:port`
 		if err == nil || err.Error() != want {
 			t.Errorf("ParseNode error = %v, want %s", err, want)
+		}
+	})
+	t.Run("interception modes", func(t *testing.T) {
+		for mode, captured := range map[string]bool{"": false, "NONE": false, "REDIRECT": true} {
+			id, err := contract.ParseNode(&core.Node{Id: "n", Metadata: meta(map[string]any{contract.MetaInterceptionMode: mode})})
+			if err != nil || id.InterceptionMode != mode || id.Captured() != captured {
+				t.Errorf("mode %q: ParseNode = %q captured=%v, %v", mode, id.InterceptionMode, id.Captured(), err)
+			}
+		}
+		_, err := contract.ParseNode(&core.Node{Id: "n", Metadata: meta(map[string]any{contract.MetaInterceptionMode: "TPROXY"})})
+		if want := `node "n": INTERCEPTION_MODE "TPROXY": want REDIRECT or NONE`; err == nil || err.Error() != want {
+			t.Errorf("TPROXY: error = %v, want %s", err, want)
 		}
 	})
 	t.Run("instance IPs are trimmed and blanks dropped", func(t *testing.T) {

@@ -37,7 +37,16 @@ type Identity struct {
 	// namespace that the control plane registers it with while it is
 	// connected (a VM joining the mesh).
 	AutoRegisterGroup string
+	// InterceptionMode is how the pod's traffic reaches the proxy
+	// (MetaInterceptionMode): InterceptionRedirect for a captured pod;
+	// empty or InterceptionNone when applications address the proxy
+	// themselves.
+	InterceptionMode string
 }
+
+// Captured reports whether the proxy's pod traffic is redirected to it
+// (InterceptionMode is InterceptionRedirect).
+func (id Identity) Captured() bool { return id.InterceptionMode == InterceptionRedirect }
 
 // DefaultNodeID builds an Istio-style node id: sidecar~IP~workload.ns~ns.svc.cluster.local.
 func DefaultNodeID(ip, workload, ns string) string {
@@ -73,6 +82,9 @@ func (id Identity) Node() *core.Node {
 	if id.AutoRegisterGroup != "" {
 		fields[MetaAutoRegisterGroup] = id.AutoRegisterGroup
 	}
+	if id.InterceptionMode != "" {
+		fields[MetaInterceptionMode] = id.InterceptionMode
+	}
 	md, err := structpb.NewStruct(fields)
 	if err != nil { // only strings and maps of strings: cannot fail
 		panic(err)
@@ -97,6 +109,12 @@ func ParseNode(n *core.Node) (Identity, error) {
 	id.AdminAddress = str(MetaAdminAddress)
 	id.MTLS = str(MetaMTLS) == "true"
 	id.AutoRegisterGroup = str(MetaAutoRegisterGroup)
+	switch m := str(MetaInterceptionMode); m {
+	case "", InterceptionNone, InterceptionRedirect:
+		id.InterceptionMode = m
+	default: // TPROXY, or a typo: serving REDIRECT's listeners would break the pod
+		return Identity{}, fmt.Errorf("node %q: %s %q: want %s or %s", n.GetId(), MetaInterceptionMode, m, InterceptionRedirect, InterceptionNone)
+	}
 	for k, v := range f[MetaLabels].GetStructValue().GetFields() {
 		id.Labels[k] = v.GetStringValue()
 	}

@@ -1,6 +1,8 @@
 package generate
 
 import (
+	"slices"
+
 	networking "istio.io/api/networking/v1alpha3"
 
 	"weft.dev/weft/internal/config"
@@ -236,5 +238,5 @@ func goldenCases() []goldenCase {
 				OutboundAddress: "127.0.0.3:15001", AppPorts: map[uint32]string{50051: "127.0.0.1:50052"},
 			},
 		},
-	}, append(append(append(append(append(trafficPolicyCases(), resilienceCases()...), routeActionCases()...), loadBalancerCases()...), mirrorCases()...), securityCases()...)...)
+	}, slices.Concat(trafficPolicyCases(), resilienceCases(), routeActionCases(), loadBalancerCases(), mirrorCases(), securityCases(), captureCases())...)
 }

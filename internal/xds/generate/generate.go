@@ -37,18 +37,30 @@ func (r Resources) ByType() map[resource.Type][]types.Resource {
 // proxy id in snapshot s. It never blocks and never fails: config the
 // generators cannot express is left out (validation in internal/config is
 // where users hear about it).
+//
+// A captured proxy (id.Captured()) gets the virtual listeners of
+// capture.go instead of the explicit outbound listener and the
+// per-endpoint inbound listeners.
 func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
-	var r Resources
-	if l := outboundListener(id); l != nil {
-		// The http_proxy route configuration exists exactly when a listener
-		// refers to it, so the set stays consistent.
-		rc := outboundRoutes(s, id)
-		r.Listeners = append(r.Listeners, withCORSFilter(l, rc))
-		r.Routes = append(r.Routes, rc)
+	var (
+		r     Resources
+		local []types.Resource // inbound (and passthrough) clusters
+	)
+	if id.Captured() {
+		r.Listeners, r.Routes, local = captured(s, id)
+	} else {
+		if l := outboundListener(id); l != nil {
+			// The http_proxy route configuration exists exactly when a listener
+			// refers to it, so the set stays consistent.
+			rc := outboundRoutes(s, id)
+			r.Listeners = append(r.Listeners, withCORSFilter(l, rc))
+			r.Routes = append(r.Routes, rc)
+		}
+		var inL []types.Resource
+		inL, local = inbound(s, id)
+		r.Listeners = append(r.Listeners, inL...)
 	}
-	inL, inC := inbound(s, id)
-	r.Listeners = append(r.Listeners, inL...)
-	r.Clusters = append(outboundClusters(s, id), inC...)
+	r.Clusters = append(outboundClusters(s, id), local...)
 	r.Endpoints = outboundEndpoints(s, id)
 	sortByName(r.Listeners)
 	sortByName(r.Routes)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -56,40 +57,65 @@ func outboundListener(id contract.Identity) *listener.Listener {
 func inbound(s *mesh.Snapshot, id contract.Identity) ([]types.Resource, []types.Resource) {
 	var ls, cs []types.Resource
 	seenL := map[string]bool{}
-	type portInfo struct {
-		proto    registry.Protocol
-		services []*registry.Service
-		seen     map[string]bool
-	}
-	ports := map[uint32]*portInfo{}
-	var order []uint32
 	for _, ep := range s.Registry.EndpointsAt(id.IPs) {
-		proto := endpointProtocol(s, ep)
-		if !proto.IsHTTP() {
-			continue // only HTTP is in the wire contract so far
+		if !endpointProtocol(s, ep).IsHTTP() {
+			continue // only HTTP is in the wire contract of explicit listeners
 		}
 		name := contract.ListenerName(ep.Address, ep.Port)
 		if !seenL[name] {
 			seenL[name] = true
 			ls = append(ls, inboundListener(s, id, workloadOf(ep, id), name, ep.Address, ep.Port))
 		}
-		pi, ok := ports[ep.Port]
-		if !ok {
-			pi = &portInfo{proto: proto, seen: map[string]bool{}}
-			ports[ep.Port] = pi
-			order = append(order, ep.Port)
-		}
-		if svc := s.Registry.Service(ep.ServiceHostname); svc != nil && !pi.seen[svc.Hostname] {
-			pi.seen[svc.Hostname] = true
-			pi.services = append(pi.services, svc)
-		}
 	}
-	for _, p := range order {
-		pi := ports[p]
-		cs = append(cs, withInboundConnectionPool(s, p, pi.proto, pi.services,
-			inboundCluster(p, contract.AppAddress(id.AppPorts, p), pi.proto, pi.services, s.DomainSuffix)))
+	for _, wp := range workloadPorts(s, id, false) {
+		cs = append(cs, wp.cluster(s, id))
 	}
 	return ls, cs
+}
+
+// workloadPort is one port of the workloads this proxy fronts.
+type workloadPort struct {
+	port  uint32
+	proto registry.Protocol
+	// w is the workload of the first endpoint on the port.
+	w workload
+	// services are those served on the port, in endpoint order.
+	services []*registry.Service
+}
+
+// workloadPorts are the ports of the endpoints registered on id.IPs, in
+// the order EndpointsAt returns them; HTTP ports only unless tcp is set.
+func workloadPorts(s *mesh.Snapshot, id contract.Identity, tcp bool) []*workloadPort {
+	var out []*workloadPort
+	byPort := map[uint32]*workloadPort{}
+	seen := map[uint32]map[string]bool{}
+	for _, ep := range s.Registry.EndpointsAt(id.IPs) {
+		proto := endpointProtocol(s, ep)
+		if !proto.IsHTTP() && !tcp {
+			continue
+		}
+		wp, ok := byPort[ep.Port]
+		if !ok {
+			wp = &workloadPort{port: ep.Port, proto: proto, w: workloadOf(ep, id)}
+			byPort[ep.Port] = wp
+			seen[ep.Port] = map[string]bool{}
+			out = append(out, wp)
+		}
+		if svc := s.Registry.Service(ep.ServiceHostname); svc != nil && !seen[ep.Port][svc.Hostname] {
+			seen[ep.Port][svc.Hostname] = true
+			wp.services = append(wp.services, svc)
+		}
+	}
+	return out
+}
+
+// cluster is the STATIC cluster forwarding the port to the local
+// application. Its metadata lists every service served on the port (one
+// process may carry several), so the proxy can label destination-side
+// metrics.
+func (wp *workloadPort) cluster(s *mesh.Snapshot, id contract.Identity) *cluster.Cluster {
+	return withInboundConnectionPool(s, wp.port, wp.proto, wp.services,
+		inboundCluster(wp.port, contract.AppAddress(id.AppPorts, wp.port), wp.proto, wp.services, s.DomainSuffix))
 }
 
 // inboundListener serves one workload port: an HTTP connection manager
@@ -98,8 +124,19 @@ func inbound(s *mesh.Snapshot, id contract.Identity) ([]types.Resource, []types.
 // (x-forwarded-client-cert, as Istio's sidecars do), behind the transport
 // the port's PeerAuthentication mode asks for (inboundChains).
 func inboundListener(s *mesh.Snapshot, id contract.Identity, w workload, name, ip string, port uint32) *listener.Listener {
+	l := httpListener(name, ip, port, core.TrafficDirection_INBOUND, inboundHCM(s, w, name, port))
+	mode := s.PeerAuthn.Mode(w.namespace, w.labels, port)
+	l.ListenerFilters, l.FilterChains = inboundChains(mode, id.MTLS, l.FilterChains[0])
+	return l
+}
+
+// inboundHCM is the HTTP connection manager of workload port port, stat
+// prefix "inbound_"+name: the workload's JWT and RBAC filters before the
+// router, one route to the inbound cluster, the client certificate's
+// identity forwarded to the application.
+func inboundHCM(s *mesh.Snapshot, w workload, name string, port uint32) *hcm.HttpConnectionManager {
 	cluster := contract.ClusterName(contract.Inbound, port, "", "")
-	m := &hcm.HttpConnectionManager{
+	return &hcm.HttpConnectionManager{
 		StatPrefix: "inbound_" + name,
 		CodecType:  hcm.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcm.HttpConnectionManager_RouteConfig{RouteConfig: &route.RouteConfiguration{
@@ -120,10 +157,6 @@ func inboundListener(s *mesh.Snapshot, id contract.Identity, w workload, name, i
 			Subject: wrapperspb.Bool(true), Dns: true, Uri: true,
 		},
 	}
-	l := httpListener(name, ip, port, core.TrafficDirection_INBOUND, m)
-	mode := s.PeerAuthn.Mode(w.namespace, w.labels, port)
-	l.ListenerFilters, l.FilterChains = inboundChains(mode, id.MTLS, l.FilterChains[0])
-	return l
 }
 
 // inboundChains returns the listener filters and filter chains of an
@@ -181,18 +214,22 @@ func workloadOf(ep *registry.Endpoint, id contract.Identity) workload {
 // authorization, escaped slashes left alone. AuthorizationPolicy paths
 // rely on it: "/public/../admin" must be "/admin" to a policy.
 func httpListener(name, ip string, port uint32, dir core.TrafficDirection, m *hcm.HttpConnectionManager) *listener.Listener {
-	m.NormalizePath = wrapperspb.Bool(true)
-	m.PathWithEscapedSlashesAction = hcm.HttpConnectionManager_KEEP_UNCHANGED
 	return &listener.Listener{
 		Name:             name,
 		Address:          socketAddress(ip, port),
 		TrafficDirection: dir,
-		FilterChains: []*listener.FilterChain{{
-			Filters: []*listener.Filter{{
-				Name:       wellknown.HTTPConnectionManager,
-				ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(m)},
-			}},
-		}},
+		FilterChains:     []*listener.FilterChain{{Filters: []*listener.Filter{hcmFilter(m)}}},
+	}
+}
+
+// hcmFilter packs m as a network filter, with the path handling every
+// connection manager gets (see httpListener).
+func hcmFilter(m *hcm.HttpConnectionManager) *listener.Filter {
+	m.NormalizePath = wrapperspb.Bool(true)
+	m.PathWithEscapedSlashesAction = hcm.HttpConnectionManager_KEEP_UNCHANGED
+	return &listener.Filter{
+		Name:       wellknown.HTTPConnectionManager,
+		ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(m)},
 	}
 }
 

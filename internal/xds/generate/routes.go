@@ -3,6 +3,7 @@ package generate
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -18,7 +19,15 @@ import (
 // HTTP service port, sorted by name, routes from the VirtualServices for the
 // service (or a single default route).
 func outboundRoutes(s *mesh.Snapshot, id contract.Identity) *route.RouteConfiguration {
-	rc := &route.RouteConfiguration{Name: contract.RouteHTTPProxy}
+	return &route.RouteConfiguration{Name: contract.RouteHTTPProxy, VirtualHosts: outboundVirtualHosts(s, id, 0)}
+}
+
+// outboundVirtualHosts are the virtual hosts of the HTTP service ports
+// numbered port (every HTTP port when port is 0), sorted by name. With a
+// port given, the port-less domains are always included: the client
+// dialled that port, so "reviews" means "reviews:<port>".
+func outboundVirtualHosts(s *mesh.Snapshot, id contract.Identity, port uint32) []*route.VirtualHost {
+	var vhs []*route.VirtualHost
 	used := map[string]bool{} // Envoy rejects a domain used by two virtual hosts
 	for _, svc := range s.Registry.Services() {
 		httpPorts := 0
@@ -28,35 +37,28 @@ func outboundRoutes(s *mesh.Snapshot, id contract.Identity) *route.RouteConfigur
 			}
 		}
 		for _, p := range svc.Ports {
-			if !p.Protocol.IsHTTP() {
+			if !p.Protocol.IsHTTP() || port != 0 && p.Number != port {
 				continue
 			}
 			vh := &route.VirtualHost{
 				Name:    fmt.Sprintf("%s:%d", svc.Hostname, p.Number),
-				Domains: domains(s, id, svc, p, httpPorts == 1, used),
+				Domains: domains(s, id, svc, p, httpPorts == 1 || port != 0, used),
 				Routes:  serviceRoutes(s, id, svc, p),
 			}
 			if len(vh.Domains) == 0 {
 				continue
 			}
-			rc.VirtualHosts = append(rc.VirtualHosts, vh)
+			vhs = append(vhs, vh)
 		}
 	}
-	slices.SortFunc(rc.VirtualHosts, func(a, b *route.VirtualHost) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
-	return rc
+	slices.SortFunc(vhs, func(a, b *route.VirtualHost) int { return strings.Compare(a.Name, b.Name) })
+	return vhs
 }
 
 // domains lists every name a client in the proxy's namespace may use for
 // the service port (its short names, then its aliases), with ":port", and
-// port-less when the port is 80 or the service's only HTTP port. Domains
+// port-less when the port is 80 or the service's only HTTP port (or
+// onlyHTTP says the port is known). Domains
 // already taken are skipped.
 func domains(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, onlyHTTP bool, used map[string]bool) []string {
 	var out []string

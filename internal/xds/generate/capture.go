@@ -1,0 +1,317 @@
+package generate
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	httpinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	originaldst "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// This file is a captured proxy's configuration (id.Captured(): the pod's
+// traffic is redirected to it by iptables REDIRECT, weft-proxy capture).
+// Instead of per-workload inbound listeners (the application binds those
+// addresses itself) and the explicit outbound listener, it gets Istio's two
+// virtual listeners, both with use_original_dst: the connection's local
+// address is restored to where the client dialled, and the filter chains
+// match on it.
+//
+// s.OutboundTrafficPolicy decides what happens to a destination the mesh
+// does not know: ALLOW_ANY (Istio's default) forwards it to where it was
+// going (PassthroughCluster), REGISTRY_ONLY refuses it (BlackHoleCluster
+// for TCP, a 502 for HTTP), as Istio.
+
+// captured returns a captured proxy's listeners, route configurations and
+// the clusters beyond the outbound ones (inbound and passthrough).
+func captured(s *mesh.Snapshot, id contract.Identity) (ls, rcs, cs []types.Resource) {
+	out, rcs := virtualOutboundListener(s, id)
+	in, inClusters := virtualInboundListener(s, id)
+	ls = []types.Resource{out, in}
+	cs = append(inClusters, passthroughClusters()...)
+	return ls, rcs, cs
+}
+
+// virtualOutboundListener is [::]:15001 (ipv4_compat: REDIRECT delivers
+// IPv4 to 127.0.0.1 and IPv6 to ::1, one dual-stack socket gets both).
+// Its filter chains, in Envoy's match order:
+//
+//   - per non-HTTP service port P with virtual IPs: {destination_port: P,
+//     prefix_ranges: the VIPs} → tcp_proxy to outbound|P||<host>;
+//   - per HTTP port P of any service: {destination_port: P} → an HTTP
+//     connection manager with RDS "P", which routes by Host (any
+//     destination IP on an HTTP port, as Istio's 0.0.0.0_P listeners; an
+//     HTTP service's VIP needs no chain of its own);
+//   - the default chain: tcp_proxy → PassthroughCluster, or
+//     BlackHoleCluster under REGISTRY_ONLY (its stat prefix says which).
+//
+// It returns the listener and the route configurations its chains name.
+func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {
+	unknown := contract.ClusterPassthrough
+	if s.OutboundTrafficPolicy == mesh.RegistryOnly {
+		unknown = contract.ClusterBlackHole
+	}
+	l := &listener.Listener{
+		Name:             contract.ListenerVirtualOutbound,
+		Address:          dualStackAddress(contract.VirtualOutboundPort),
+		TrafficDirection: core.TrafficDirection_OUTBOUND,
+		UseOriginalDst:   wrapperspb.Bool(true),
+		ListenerFilters:  []*listener.ListenerFilter{originalDstFilter(), httpInspectorFilter()},
+		DefaultFilterChain: &listener.FilterChain{
+			Name:    unknown,
+			Filters: []*listener.Filter{tcpProxyFilter(unknown, unknown)},
+		},
+	}
+	var (
+		rcs       []types.Resource
+		httpPorts []uint32
+	)
+	for _, svc := range s.Registry.Services() {
+		vips := ownVIPs(s, svc)
+		for _, p := range svc.Ports {
+			if p.Protocol.IsHTTP() {
+				if !slices.Contains(httpPorts, p.Number) {
+					httpPorts = append(httpPorts, p.Number)
+				}
+				continue
+			}
+			if len(vips) == 0 {
+				continue // headless or external: reached by its endpoints' own addresses, through the passthrough
+			}
+			c := contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname)
+			l.FilterChains = append(l.FilterChains, &listener.FilterChain{
+				Name: c,
+				FilterChainMatch: &listener.FilterChainMatch{
+					DestinationPort: wrapperspb.UInt32(p.Number),
+					PrefixRanges:    hostRanges(vips),
+				},
+				Filters: []*listener.Filter{tcpProxyFilter(c, c)},
+			})
+		}
+	}
+	slices.Sort(httpPorts)
+	for _, port := range httpPorts {
+		rc := outboundRoutesForPort(s, id, port)
+		name := fmt.Sprintf("outbound_0.0.0.0_%d", port)
+		fc := &listener.FilterChain{
+			Name:             name,
+			FilterChainMatch: &listener.FilterChainMatch{DestinationPort: wrapperspb.UInt32(port)},
+			Filters: []*listener.Filter{hcmFilter(&hcm.HttpConnectionManager{
+				StatPrefix: name,
+				CodecType:  hcm.HttpConnectionManager_AUTO,
+				RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
+					ConfigSource:    adsConfigSource(),
+					RouteConfigName: rc.Name,
+				}},
+				HttpFilters: append(faultFilters(), routerFilters()...),
+			})},
+		}
+		withCORSFilter(&listener.Listener{FilterChains: []*listener.FilterChain{fc}}, rc) // rewrites fc's connection manager
+		l.FilterChains = append(l.FilterChains, fc)
+		rcs = append(rcs, rc)
+	}
+	return l, rcs
+}
+
+// outboundRoutesForPort is a captured proxy's route configuration for
+// HTTP port port, named "<port>": the virtual hosts of the services on
+// that port (as in http_proxy), then Istio's last virtual host for any
+// other Host: allow_any, to where the client was going
+// (PassthroughCluster), or under REGISTRY_ONLY block_all, a 502.
+func outboundRoutesForPort(s *mesh.Snapshot, id contract.Identity, port uint32) *route.RouteConfiguration {
+	vhs := outboundVirtualHosts(s, id, port)
+	last := &route.Route{
+		Name:  "allow_any",
+		Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &route.Route_Route{Route: &route.RouteAction{
+			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: contract.ClusterPassthrough},
+			Timeout:          durationpb.New(0), // a passthrough stream may be long-lived, as Istio
+		}},
+	}
+	if s.OutboundTrafficPolicy == mesh.RegistryOnly {
+		last = &route.Route{
+			Name:   "block_all",
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &route.Route_DirectResponse{DirectResponse: &route.DirectResponseAction{Status: 502}},
+		}
+	}
+	vhs = append(vhs, &route.VirtualHost{Name: last.Name, Domains: []string{"*"}, Routes: []*route.Route{last}})
+	return &route.RouteConfiguration{
+		Name:         contract.OutboundRouteName(port),
+		VirtualHosts: vhs,
+	}
+}
+
+// virtualInboundListener is [::]:15006: per workload port P (the ports of
+// the endpoints registered on id.IPs), the chains an inbound listener of
+// P has (inboundChains: STRICT, PERMISSIVE, DISABLE per the port's
+// PeerAuthentication), each also matching destination_port P; HTTP ports
+// get the inbound HTTP connection manager, other ports tcp_proxy to
+// inbound|P||. Any other port goes to the application unchanged
+// (InboundPassthroughClusterIpv4; for a proxy with an IPv6 address, a
+// chain matching ::/0 sends IPv6 destinations to
+// InboundPassthroughClusterIpv6), as Istio does for undeclared ports.
+// It returns the listener and the inbound clusters, passthrough included.
+func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {
+	l := &listener.Listener{
+		Name:             contract.ListenerVirtualInbound,
+		Address:          dualStackAddress(contract.VirtualInboundPort),
+		TrafficDirection: core.TrafficDirection_INBOUND,
+		UseOriginalDst:   wrapperspb.Bool(true),
+		ListenerFilters:  []*listener.ListenerFilter{originalDstFilter(), tlsInspector(), httpInspectorFilter()},
+		DefaultFilterChain: &listener.FilterChain{
+			Name:    contract.ClusterInboundPassthroughIPv4,
+			Filters: []*listener.Filter{tcpProxyFilter(contract.ClusterInboundPassthroughIPv4, contract.ClusterInboundPassthroughIPv4)},
+		},
+	}
+	ports := workloadPorts(s, id, true)
+	var cs []types.Resource
+	for _, wp := range ports {
+		name := fmt.Sprintf("0.0.0.0_%d", wp.port)
+		var plain *listener.FilterChain
+		if wp.proto.IsHTTP() {
+			plain = &listener.FilterChain{Filters: []*listener.Filter{hcmFilter(inboundHCM(s, wp.w, name, wp.port))}}
+		} else {
+			c := contract.ClusterName(contract.Inbound, wp.port, "", "")
+			plain = &listener.FilterChain{Filters: []*listener.Filter{tcpProxyFilter("inbound_"+name, c)}}
+		}
+		mode := s.PeerAuthn.Mode(wp.w.namespace, wp.w.labels, wp.port)
+		_, chains := inboundChains(mode, id.MTLS, plain)
+		for _, fc := range chains {
+			if fc.FilterChainMatch == nil {
+				fc.FilterChainMatch = &listener.FilterChainMatch{}
+			}
+			fc.FilterChainMatch.DestinationPort = wrapperspb.UInt32(wp.port)
+			fc.Name = "inbound_" + name
+			if tp := fc.FilterChainMatch.GetTransportProtocol(); tp != "" {
+				fc.Name += "_" + tp
+			}
+			l.FilterChains = append(l.FilterChains, fc)
+		}
+		cs = append(cs, wp.cluster(s, id))
+	}
+	cs = append(cs, inboundPassthroughCluster(contract.ClusterInboundPassthroughIPv4, contract.InboundPassthroughSourceIPv4))
+	if hasIPv6(id.IPs) {
+		l.FilterChains = append(l.FilterChains, &listener.FilterChain{
+			Name:             contract.ClusterInboundPassthroughIPv6,
+			FilterChainMatch: &listener.FilterChainMatch{PrefixRanges: []*core.CidrRange{{AddressPrefix: "::", PrefixLen: wrapperspb.UInt32(0)}}},
+			Filters:          []*listener.Filter{tcpProxyFilter(contract.ClusterInboundPassthroughIPv6, contract.ClusterInboundPassthroughIPv6)},
+		})
+		cs = append(cs, inboundPassthroughCluster(contract.ClusterInboundPassthroughIPv6, contract.InboundPassthroughSourceIPv6))
+	}
+	return l, cs
+}
+
+// hasIPv6 reports whether any of ips is an IPv6 address (not IPv4-mapped).
+func hasIPv6(ips []string) bool {
+	for _, ip := range ips {
+		if a, err := netip.ParseAddr(ip); err == nil && a.Unmap().Is6() {
+			return true
+		}
+	}
+	return false
+}
+
+// passthroughClusters are Istio's outbound ones: PassthroughCluster (to
+// the original destination) and BlackHoleCluster (nowhere).
+func passthroughClusters() []types.Resource {
+	return []types.Resource{
+		originalDstCluster(contract.ClusterPassthrough),
+		&cluster.Cluster{
+			Name:                 contract.ClusterBlackHole,
+			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
+			ConnectTimeout:       durationpb.New(connectTimeout),
+		},
+	}
+}
+
+// inboundPassthroughCluster forwards to the application on the original
+// destination, from source (127.0.0.6, ::6), which the capture rules do
+// not capture again.
+func inboundPassthroughCluster(name, source string) *cluster.Cluster {
+	c := originalDstCluster(name)
+	c.UpstreamBindConfig = &core.BindConfig{SourceAddress: &core.SocketAddress{
+		Address:       source,
+		PortSpecifier: &core.SocketAddress_PortValue{PortValue: 0},
+	}}
+	return c
+}
+
+func originalDstCluster(name string) *cluster.Cluster {
+	return &cluster.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_ORIGINAL_DST},
+		LbPolicy:             cluster.Cluster_CLUSTER_PROVIDED,
+		ConnectTimeout:       durationpb.New(connectTimeout),
+	}
+}
+
+// ownVIPs are the virtual IPs of svc that route to it: an address two
+// services claim (overlapping ServiceEntries) belongs to the first by
+// hostname, as registry.Snapshot.ServiceAt orders them; Envoy refuses two
+// chains with the same match. Duplicates are dropped.
+func ownVIPs(s *mesh.Snapshot, svc *registry.Service) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range svc.Addresses {
+		a = a.Unmap()
+		if owners := s.Registry.ServiceAt(a); len(owners) == 0 || owners[0] != svc || slices.Contains(out, a) {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// hostRanges are single-address CIDR ranges (/32, /128) of addrs.
+func hostRanges(addrs []netip.Addr) []*core.CidrRange {
+	out := make([]*core.CidrRange, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, &core.CidrRange{AddressPrefix: a.String(), PrefixLen: wrapperspb.UInt32(uint32(a.BitLen()))})
+	}
+	return out
+}
+
+// dualStackAddress is [::]:port accepting IPv4 too (ipv4_compat).
+func dualStackAddress(port uint32) *core.Address {
+	a := socketAddress("::", port)
+	a.GetSocketAddress().Ipv4Compat = true
+	return a
+}
+
+func tcpProxyFilter(statPrefix, cluster string) *listener.Filter {
+	return &listener.Filter{
+		Name: wellknown.TCPProxy,
+		ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(&tcpproxy.TcpProxy{
+			StatPrefix:       statPrefix,
+			ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: cluster},
+		})},
+	}
+}
+
+func originalDstFilter() *listener.ListenerFilter {
+	return &listener.ListenerFilter{
+		Name:       "envoy.filters.listener.original_dst",
+		ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&originaldst.OriginalDst{})},
+	}
+}
+
+func httpInspectorFilter() *listener.ListenerFilter {
+	return &listener.ListenerFilter{
+		Name:       wellknown.HTTPInspector,
+		ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&httpinspector.HttpInspector{})},
+	}
+}

@@ -1,0 +1,138 @@
+package generate
+
+import (
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// captureMesh is bookinfo with virtual IPs: reviews and ratings (HTTP)
+// on cluster IPs, a TCP database of reviews' workload with one, an
+// external TCP service written twice with one address (the first by
+// hostname owns it), and a 90/10 split on reviews.
+const captureMesh = bookinfo + `
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews-vip, namespace: bookinfo}
+spec:
+  hosts: [reviews-vip.bookinfo.svc.cluster.local]
+  addresses: [10.96.0.10]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: redis, namespace: bookinfo}
+spec:
+  hosts: [redis.bookinfo.svc.cluster.local]
+  addresses: [10.96.0.20, fd00:96::20]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 6379, name: tcp-redis, protocol: TCP}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db-a, namespace: egress}
+spec:
+  hosts: [a.db.example.com]
+  addresses: [240.0.0.7]
+  resolution: STATIC
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  endpoints: [{address: 192.0.2.7}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db-b, namespace: egress}
+spec:
+  hosts: [b.db.example.com]
+  addresses: [240.0.0.7, 240.0.0.8]
+  resolution: STATIC
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  endpoints: [{address: 192.0.2.8}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews.bookinfo.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews.bookinfo.svc.cluster.local]
+  http:
+  - route:
+    - {destination: {host: reviews.bookinfo.svc.cluster.local, subset: v1}, weight: 90}
+    - {destination: {host: reviews.bookinfo.svc.cluster.local, subset: v2}, weight: 10}
+`
+
+// capturedProxy is id with its pod's traffic redirected to it.
+func capturedProxy(id contract.Identity) contract.Identity {
+	id.InterceptionMode = contract.InterceptionRedirect
+	id.OutboundAddress = "" // what weft-proxy sends when captured; ignored anyway
+	return id
+}
+
+func captureCases() []goldenCase {
+	return []goldenCase{
+		{
+			// No PeerAuthentication (PERMISSIVE): the virtual outbound
+			// listener routes HTTP ports by Host and TCP VIPs to their
+			// service; the virtual inbound one serves reviews' HTTP ports
+			// and its redis port, TLS or plaintext.
+			name:  "capture_vip_permissive",
+			mesh:  func() *mesh.Snapshot { return securityMesh(captureMesh, mesh.Options{}) },
+			proxy: capturedProxy(reviewsProxy),
+		},
+		{
+			// Unknown destinations refused: BlackHoleCluster as the
+			// default chain, block_all (502) as the last virtual host.
+			name: "capture_registry_only",
+			mesh: func() *mesh.Snapshot {
+				return securityMesh(captureMesh, mesh.Options{OutboundTrafficPolicy: mesh.RegistryOnly})
+			},
+			proxy: capturedProxy(reviewsProxy),
+		},
+		{
+			// STRICT mesh-wide, port 9090 back to DISABLE: per port chains.
+			name: "capture_inbound_strict",
+			mesh: func() *mesh.Snapshot {
+				return securityMesh(captureMesh+`
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  portLevelMtls:
+    9090: {mode: DISABLE}
+`, mesh.Options{})
+			},
+			proxy: capturedProxy(reviewsProxy),
+		},
+		{
+			// A dual-stack pod: IPv6 destinations of undeclared ports
+			// pass through from ::6.
+			name: "capture_dual_stack",
+			mesh: func() *mesh.Snapshot { return securityMesh(captureMesh, mesh.Options{}) },
+			proxy: func() contract.Identity {
+				id := capturedProxy(reviewsProxy)
+				id.IPs = []string{"127.0.0.2", "fd00:10::2"}
+				return id
+			}(),
+		},
+	}
+}

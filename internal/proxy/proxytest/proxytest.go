@@ -272,3 +272,28 @@ func IstioOutlierDetection(consec5xx uint32, maxPct uint32) *cluster.OutlierDete
 		EnforcingSuccessRate: wrapperspb.UInt32(0),
 	}
 }
+
+// OriginalDstCluster is an ORIGINAL_DST cluster (Istio's
+// PassthroughCluster shape): lb_policy CLUSTER_PROVIDED, no endpoints;
+// source, when not "", is its upstream_bind_config.source_address.
+func OriginalDstCluster(name, source string) *cluster.Cluster {
+	c := &cluster.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_ORIGINAL_DST},
+		LbPolicy:             cluster.Cluster_CLUSTER_PROVIDED,
+		ConnectTimeout:       durationpb.New(10 * time.Second),
+	}
+	if source != "" {
+		c.UpstreamBindConfig = &core.BindConfig{SourceAddress: &core.SocketAddress{Address: source}}
+	}
+	return c
+}
+
+// BlackHoleCluster is Istio's BlackHoleCluster: STATIC with no endpoints.
+func BlackHoleCluster(name string) *cluster.Cluster {
+	return &cluster.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(10 * time.Second),
+	}
+}

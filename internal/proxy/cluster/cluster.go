@@ -186,9 +186,10 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 	if err != nil {
 		return nil, err
 	}
-	if origDst && svc == unknownService {
-		// Istio's PassthroughCluster and InboundPassthroughCluster: the
-		// metrics name the cluster, so ALLOW_ANY traffic is visible.
+	if svc == unknownService && (origDst || c.GetType() == clusterv3.Cluster_STATIC && len(cla.GetEndpoints()) == 0) {
+		// Istio's PassthroughCluster, InboundPassthroughCluster and
+		// BlackHoleCluster: the metrics name the cluster, so ALLOW_ANY
+		// and REGISTRY_ONLY traffic is visible.
 		svc = serviceRef{host: ct.name, name: ct.name, namespace: telemetry.Unknown}
 	}
 	ct.dstNoEndpoint = b.Metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,

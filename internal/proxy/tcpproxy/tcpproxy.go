@@ -140,7 +140,7 @@ type Conn struct {
 	// Dst is its (restored) destination: the endpoint an ORIGINAL_DST
 	// cluster dials.
 	Dst     netip.AddrPort
-	Inbound bool                // accepted on an inbound listener
+	Inbound bool                 // accepted on an inbound listener
 	Sec     *telemetry.SecLabels // its security labels; nil: unknown
 }
 

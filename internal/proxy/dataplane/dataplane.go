@@ -81,7 +81,7 @@ type Dataplane struct {
 	metrics  *telemetry.Metrics // istio_* label interning
 	// originalDst is Options.OriginalDst or origdst.OriginalDst.
 	originalDst func(net.Conn) (netip.AddrPort, error)
-	filters  filter.Registry    // the HTTP filters, with this proxy's metrics and logger
+	filters     filter.Registry // the HTTP filters, with this proxy's metrics and logger
 
 	listenerStats *listenerStats // envoy_listener_* (serve.go)
 

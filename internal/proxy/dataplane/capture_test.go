@@ -360,3 +360,61 @@ func TestTCPProxyEndsWithClose(t *testing.T) {
 		t.Errorf("read %q after Close: want the connection ended", b)
 	}
 }
+
+// TestTCPProxyMutualTLS: a tcp_proxy chain reaches a sidecar's inbound
+// TCP chain over mutual TLS (the cluster's transport_socket_matches, as
+// for HTTP), the server side terminates it and relays to its app, and
+// counts the connection with the client's principal.
+func TestTCPProxyMutualTLS(t *testing.T) {
+	ca := proxytest.NewMeshCA(t)
+	clientID, serverID := proxytest.SPIFFE("default", "client"), proxytest.SPIFFE("default", "server")
+	serverReg := newRegistry()
+	server, _ := mtlsProxy(t, ca, "server", serverID, serverReg)
+	in := &listener.Listener{Name: "in", Address: sockAddr("127.0.0.1", 0), TrafficDirection: core.TrafficDirection_INBOUND,
+		FilterChains: []*listener.FilterChain{proxytest.TCPProxyChain(t, nil, "inbound|9000||")}}
+	in.FilterChains[0].TransportSocket = proxytest.TLSSocket(t, proxytest.IstioDownstreamTLS())
+	mustApply(t, server, resources(in, staticCluster(t, "inbound|9000||", tcpNamed(t, "app"))))
+
+	client, _ := mtlsProxy(t, ca, "client", clientID, nil)
+	f := &fakeOrigDst{dst: map[netip.Addr]netip.AddrPort{}}
+	client.originalDst = f.lookup
+	c := staticCluster(t, "outbound|9000||tcp.default.svc.cluster.local", "127.0.0.1:1")
+	c.LoadAssignment = cla(c.GetName(), ep{Addr: server.ListenerAddr("in").String(), TLSMode: contract.TLSModeIstio})
+	proxytest.AutoMTLS(t, c, proxytest.IstioUpstreamTLS("", []string{serverID}))
+	out := proxytest.VirtualListener(t, "virtualOutbound", core.TrafficDirection_OUTBOUND, nil,
+		proxytest.TCPProxyChain(t, proxytest.Match(9000, nil), c.GetName()))
+	mustApply(t, client, resources(out, c))
+
+	f.set("127.0.0.70", netip.MustParseAddrPort("10.77.0.9:9000"))
+	if got := exchange(t, dialFrom(t, "127.0.0.70", client.ListenerAddr("virtualOutbound").String()), "secret"); got != "app:secret" {
+		t.Fatalf("got %q, want app:secret", got)
+	}
+	var opened float64
+	for range 200 { // the server records the connection as its relay ends
+		mfs, err := serverReg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "istio_tcp_connections_closed_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				l := map[string]string{}
+				for _, lp := range m.GetLabel() {
+					l[lp.GetName()] = lp.GetValue()
+				}
+				if l["reporter"] == "destination" && l["connection_security_policy"] == "mutual_tls" && l["source_principal"] == clientID {
+					opened += m.GetCounter().GetValue()
+				}
+			}
+		}
+		if opened > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if opened != 1 {
+		t.Errorf("server counted %v mutual TLS connections from %s, want 1", opened, clientID)
+	}
+}

@@ -418,3 +418,18 @@ func TestTCPProxyMutualTLS(t *testing.T) {
 		t.Errorf("server counted %v mutual TLS connections from %s, want 1", opened, clientID)
 	}
 }
+
+// TestPassthroughNoLoop: a connection that reached the virtual listener
+// directly (no original destination) is not relayed back to the listener
+// by an ORIGINAL_DST cluster: it is closed.
+func TestPassthroughNoLoop(t *testing.T) {
+	f := &fakeOrigDst{dst: map[netip.Addr]netip.AddrPort{}}
+	d := newCaptureDataplane(t, f)
+	l := proxytest.VirtualListener(t, "v", core.TrafficDirection_OUTBOUND, proxytest.TCPProxyChain(t, nil, "PassthroughCluster"))
+	mustApply(t, d, resources(l, proxytest.OriginalDstCluster("PassthroughCluster", "")))
+	c := dialFrom(t, "127.0.0.80", d.ListenerAddr("v").String())
+	io.WriteString(c, "hello")
+	if b, _ := io.ReadAll(c); len(b) != 0 {
+		t.Errorf("read %q: want the connection closed", b)
+	}
+}

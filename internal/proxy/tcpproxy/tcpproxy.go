@@ -166,7 +166,12 @@ func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[str
 	}
 	var ep *cluster.Endpoint
 	if cl.IsOriginalDst() {
-		ep = cl.PickOriginal(c.Dst)
+		// A connection that was not redirected (it came to the listener's
+		// own address) would be relayed back to the listener, and so on:
+		// refused, as no endpoint.
+		if !sameAddr(c.Dst, c.LocalAddr()) {
+			ep = cl.PickOriginal(c.Dst)
+		}
 	} else {
 		ep = cl.Pick(cluster.HashKey{})
 	}
@@ -272,6 +277,16 @@ func (r *relayState) pipe(src, dst net.Conn, count interface{ Add(float64) }) {
 		r.abort()
 		return
 	}
+}
+
+// sameAddr reports whether a and b are the same IP and port.
+func sameAddr(a netip.AddrPort, b net.Addr) bool {
+	ta, ok := b.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	bp := ta.AddrPort()
+	return a.Port() == bp.Port() && a.Addr().Unmap() == bp.Addr().Unmap()
 }
 
 func isTimeout(err error) bool {

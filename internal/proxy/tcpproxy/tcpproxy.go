@@ -189,6 +189,7 @@ func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[str
 	}
 	up, err := ep.Conns().DialStream(ctx)
 	if err != nil {
+		cl.Stats().CxConnectFail.Inc()
 		s := p.Metrics.Series(telemetry.TCPKey{Src: src, Dst: dst, Sec: c.Sec, Inbound: c.Inbound, Flags: "UF"})
 		s.Opened.Inc()
 		s.Closed.Inc()

@@ -299,3 +299,46 @@ func waitFor(t *testing.T, f func() error) {
 	}
 	t.Fatal(err)
 }
+
+// TestConnectFailure: an endpoint that refuses closes the downstream
+// connection, counted as UF and upstream_cx_connect_fail.
+func TestConnectFailure(t *testing.T) {
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	clusters := e.build(t, proxytest.StaticCluster(t, "c", addr))
+	cc := e.serve(t, cfgFor("c", time.Minute), clusters, netip.AddrPort{})
+	cc.SetDeadline(time.Now().Add(30 * time.Second))
+	if b, err := io.ReadAll(cc); err != nil || len(b) != 0 {
+		t.Fatalf("read %q, %v: want EOF", b, err)
+	}
+	waitFor(t, func() error {
+		mfs, err := e.reg.Gather()
+		if err != nil {
+			return err
+		}
+		var fail, uf float64
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				switch mf.GetName() {
+				case "envoy_cluster_upstream_cx_connect_fail":
+					fail += m.GetCounter().GetValue()
+				case "istio_tcp_connections_closed_total":
+					for _, l := range m.GetLabel() {
+						if l.GetName() == "response_flags" && l.GetValue() == "UF" {
+							uf += m.GetCounter().GetValue()
+						}
+					}
+				}
+			}
+		}
+		if fail != 1 || uf != 1 {
+			return errorf("connect_fail=%v UF=%v, want 1 and 1", fail, uf)
+		}
+		return nil
+	})
+}

@@ -4,9 +4,11 @@
 // (tlssocket) and HTTP filters (filter/...), route tables (route),
 // clusters (cluster) — carrying over what an update leaves unchanged, and
 // swaps it in atomically. It binds the listeners, picks each new
-// connection's filter chain as Envoy does (the TLS inspector, mutual TLS
-// handshakes: serve.go) and hands each request to the request path
-// (forward) with the runtime it started on. A listener that an update removes drains: it keeps serving
+// connection's filter chain as Envoy does (the original destination, the
+// TLS and HTTP inspectors, Envoy's match order, mutual TLS handshakes:
+// serve.go, chainmatch.go) and hands each request to the request path
+// (forward) with the runtime it started on, or a tcp_proxy chain's
+// connection to the TCP proxy (tcpproxy). A listener that an update removes drains: it keeps serving
 // on its last runtime for Options.ListenerDrain, telling clients to
 // reconnect elsewhere, before it closes (listeners.go). It also renders
 // the config dump and answers, for weft explain, which route a request

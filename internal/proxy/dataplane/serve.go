@@ -23,15 +23,19 @@ import (
 // connection manager sees them.
 //
 // Every connection a bound listener accepts is set up on a goroutine of
-// its own, with the listener's configuration current at that moment: the
-// TLS inspector (when the listener has one) reads the first bytes to tell
-// TLS from plaintext, the filter chain for that transport protocol is
-// picked, and a chain with a TLS transport socket makes the TLS handshake
+// its own, with the listener's configuration current at that moment: with
+// use_original_dst its local address becomes the destination its client
+// dialled before an iptables REDIRECT; the TLS and HTTP inspectors (when
+// the listener has them) read the first bytes to tell TLS from plaintext
+// and HTTP/1.1 or h2c from other bytes; the filter chain is picked
+// (chainmatch.go), and a chain with a TLS transport socket makes the TLS handshake
 // — a client that sends plaintext there, or a certificate the chain does
 // not accept, is refused: its connection is closed and counted
 // (envoy_listener_ssl_connection_error), as Envoy's failed handshake.
 // Only then does the listener's http.Server get the connection, TLS
-// established, with what the request path needs to know of it (connInfo).
+// established, with what the request path needs to know of it (connInfo)
+// — or, on a tcp_proxy chain, the TCP proxy relays it on the same
+// goroutine until it ends or the listener closes.
 // So a slow or hostile client never holds up the accept loop, and a
 // certificate that rotates is presented on the next handshake while
 // connections already set up keep theirs.

@@ -283,11 +283,11 @@ func (d *Dataplane) translateListener(l *listener.Listener, rt *runtime, prev *l
 		return nil, err
 	}
 	if dfc := l.GetDefaultFilterChain(); dfc != nil {
-		if dfc.GetFilterChainMatch() != nil {
-			return nil, fmt.Errorf("default_filter_chain.filter_chain_match: must be empty")
-		}
 		if lc.def, err = d.translateChain(dfc, "default_filter_chain", l, rt, prevTLS); err != nil {
 			return nil, err
+		}
+		if m := lc.def.match; m.port != 0 || len(m.prefixes) > 0 || m.transport != "" || len(m.appProtos) > 0 {
+			return nil, fmt.Errorf("default_filter_chain.filter_chain_match: must be empty")
 		}
 		lc.chains = append(lc.chains, lc.def)
 	}

@@ -279,9 +279,10 @@ func TestChainIndex(t *testing.T) {
 	wide := mk(0, []string{"10.0.0.0/8"}, "")
 	narrow := mk(0, []string{"10.1.0.0/16"}, "")
 	h1 := mk(8080, nil, "", "http/1.1")
+	vip := mk(0, []string{"10.1.9.9/32", "fd00::9/128"}, "")
 	def := &chainConfig{}
-	chains := []*chainConfig{portTLS, anyPort, wide, narrow, h1}
-	ix, err := buildChainIndex(chains, []string{"a", "b", "c", "d", "e"})
+	chains := []*chainConfig{portTLS, anyPort, wide, narrow, h1, vip}
+	ix, err := buildChainIndex(chains, []string{"a", "b", "c", "d", "e", "f"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,6 +299,10 @@ func TestChainIndex(t *testing.T) {
 		{"192.168.0.1:80", transportRaw, "", anyPort},
 		{"192.168.0.1:8080", transportRaw, "http/1.1", h1},
 		{"192.168.0.1:8080", transportRaw, "", def},
+		{"10.1.9.9:80", transportRaw, "", vip},
+		{"[::ffff:10.1.9.9]:80", transportRaw, "", vip},
+		{"[fd00::9]:80", transportRaw, "", vip},
+		{"[fd00::8]:80", transportRaw, "", anyPort},
 	} {
 		if got := lc.match(netip.MustParseAddrPort(tc.dst), tc.transport, tc.app); got != tc.want {
 			t.Errorf("%s %s %q: got chain %+v, want %+v", tc.dst, tc.transport, tc.app, got.match, tc.want.match)

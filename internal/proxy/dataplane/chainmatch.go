@@ -91,7 +91,11 @@ type chainIndex struct {
 }
 
 type ipLevel struct {
-	prefixed []prefixLevel // longest prefix first
+	// exact holds the single-address prefixes (a service VIP's /32 or
+	// /128), the longest there are: one map lookup per connection even
+	// with a chain per VIP. prefixed holds the others, longest first.
+	exact    map[netip.Addr]*transportLevel
+	prefixed []prefixLevel
 	anyIP    *transportLevel
 }
 
@@ -143,6 +147,16 @@ func buildChainIndex(chains []*chainConfig, fields []string) (*chainIndex, error
 			tls = append(tls, ipl.anyIP)
 		}
 		for _, p := range m.prefixes {
+			if p.IsSingleIP() {
+				if ipl.exact == nil {
+					ipl.exact = map[netip.Addr]*transportLevel{}
+				}
+				if ipl.exact[p.Addr()] == nil {
+					ipl.exact[p.Addr()] = &transportLevel{}
+				}
+				tls = append(tls, ipl.exact[p.Addr()])
+				continue
+			}
 			j := slices.IndexFunc(ipl.prefixed, func(pl prefixLevel) bool { return pl.p == p })
 			if j < 0 {
 				ipl.prefixed = append(ipl.prefixed, prefixLevel{p: p, next: &transportLevel{}})
@@ -219,12 +233,14 @@ func (ix *chainIndex) match(dst netip.AddrPort, transport, app string) *chainCon
 	if ipl == nil {
 		return nil
 	}
-	ip := dst.Addr().Unmap()
-	var tl *transportLevel
-	for _, pl := range ipl.prefixed {
-		if ip.IsValid() && pl.p.Contains(ip) {
-			tl = pl.next
-			break
+	ip := dst.Addr().Unmap().WithZone("")
+	tl := ipl.exact[ip]
+	if tl == nil && ip.IsValid() {
+		for _, pl := range ipl.prefixed {
+			if pl.p.Contains(ip) {
+				tl = pl.next
+				break
+			}
 		}
 	}
 	if tl == nil {

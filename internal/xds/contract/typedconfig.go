@@ -8,11 +8,8 @@ import (
 	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
-	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	uritemplatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/path/match/uri_template/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
@@ -52,9 +49,6 @@ var typedConfigs = []proto.Message{
 	(*jwtauthnv3.JwtAuthentication)(nil),                  // HTTP filter (RequestAuthentication)
 	(*rbacv3.RBAC)(nil),                                   // HTTP filter (AuthorizationPolicy)
 	(*uritemplatev3.UriTemplateMatchConfig)(nil),          // RBAC path template ({*}, {**})
-	(*tcpproxyv3.TcpProxy)(nil),                           // network filter of TCP ports (transparent capture)
-	(*originaldstv3.OriginalDst)(nil),                     // listener filter of the virtual listeners
-	(*httpinspectorv3.HttpInspector)(nil),                 // listener filter of the virtual listeners
 }
 
 // TypedConfigURLs returns, sorted, the type URLs of every message the

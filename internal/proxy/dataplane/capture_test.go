@@ -438,3 +438,31 @@ func TestPassthroughNoLoop(t *testing.T) {
 		t.Errorf("read %q: want the connection closed", b)
 	}
 }
+
+// TestHTTPPassthrough: HTTP routed to an ORIGINAL_DST cluster (Istio's
+// allow_any virtual host) goes where the client dialled; a request that
+// came to the listener's own address is not sent back to it (503, UH).
+func TestHTTPPassthrough(t *testing.T) {
+	f := &fakeOrigDst{dst: map[netip.Addr]netip.AddrPort{}}
+	d := newCaptureDataplane(t, f)
+	rc := routeConfig("80", vhost("allow_any", []string{"*"}, toCluster("allow_any", prefixMatch("/"), "PassthroughCluster")))
+	l := proxytest.VirtualListener(t, "v", core.TrafficDirection_OUTBOUND, nil, proxytest.HTTPChain(t, nil, rc))
+	mustApply(t, d, resources(l, proxytest.OriginalDstCluster("PassthroughCluster", "")))
+	addr := d.ListenerAddr("v").String()
+	up := echoUpstream(t, "external", false)
+	f.set("127.0.0.90", netip.MustParseAddrPort(up))
+	get := func(src string) result {
+		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+			return d.DialContext(ctx, "tcp", addr)
+		}}
+		t.Cleanup(tr.CloseIdleConnections)
+		return do(t, &http.Client{Transport: tr, Timeout: 10 * time.Second}, "GET", "http://example.com/", "example.com", nil)
+	}
+	if r := get("127.0.0.90"); r.code != 200 || r.upstream != "external" {
+		t.Errorf("redirected request: %d from %q, want 200 from the original destination", r.code, r.upstream)
+	}
+	if r := get("127.0.0.91"); r.code != http.StatusServiceUnavailable || r.header.Get("X-Upstream") != "" {
+		t.Errorf("request to the listener itself: %d from %q, want 503 without a loop", r.code, r.upstream)
+	}
+}

@@ -291,8 +291,10 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	ci := &connInfo{dst: local, transport: transport, app: app, chain: cc}
 	sc := &serverConn{Conn: c, head: head, info: ci}
 	conn := filter.Connection{LocalAddr: local, RemoteAddr: addrPort(c.RemoteAddr())}
+	socket := addrPort(c.LocalAddr())
 	if cc.tls == nil {
 		ci.ds = bl.d.fwd.NewDownstream(conn)
+		ci.ds.Socket = socket
 		return sc, ci
 	}
 	if head == nil {
@@ -328,6 +330,7 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	conn.TLS = &cs
 	conn.Peer = peerCertificate(&cs)
 	ci.ds = bl.d.fwd.NewDownstream(conn)
+	ci.ds.Socket = socket
 	return tc, ci
 }
 

@@ -40,6 +40,7 @@ type state struct {
 	breaker *Breaker         // circuit_breakers (breaker.go)
 	outlier *outlierDetector // outlier_detection (outlier.go); nil when off
 	warm    warmTracker      // slow start (slowstart.go)
+	orig    *originalDst     // an ORIGINAL_DST cluster's hosts (origdst.go); nil otherwise
 }
 
 func newState(o upstream.Options) *state {
@@ -103,7 +104,13 @@ func (c *Cluster) SharesState(other *Cluster) bool { return other != nil && c.st
 
 // RetainConnections closes the pooled connections of endpoints that are
 // no longer in the cluster. Called once c is the running configuration.
-func (c *Cluster) RetainConnections() { c.state.up.Retain(c.picker.conns()) }
+func (c *Cluster) RetainConnections() {
+	keep := c.picker.conns()
+	if c.state.orig != nil {
+		keep = append(keep, c.state.orig.conns()...)
+	}
+	c.state.up.Retain(keep)
+}
 
 // CloseIdle closes the idle connections of the cluster's state and stops
 // its outlier detection. Called when no running configuration uses that
@@ -148,12 +155,25 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 		cla = eps[svc]
 	case clusterv3.Cluster_STATIC, clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
 		cla = c.GetLoadAssignment()
+	case clusterv3.Cluster_ORIGINAL_DST:
+		// Envoy's rules: the cluster provides the load balancer, and its
+		// hosts are the connections' original destinations, not a list.
+		if c.GetLbPolicy() != clusterv3.Cluster_CLUSTER_PROVIDED {
+			return nil, fmt.Errorf("lb_policy: an ORIGINAL_DST cluster must use CLUSTER_PROVIDED, not %s", c.GetLbPolicy())
+		}
+		if c.GetLoadAssignment() != nil {
+			return nil, fmt.Errorf("load_assignment: an ORIGINAL_DST cluster takes no endpoints")
+		}
 	default:
 		return nil, fmt.Errorf("type: %s is unsupported", c.GetType())
 	}
-	lbc, err := parseLBConfig(c)
-	if err != nil {
-		return nil, err
+	origDst := c.GetType() == clusterv3.Cluster_ORIGINAL_DST
+	var lbc lbConfig
+	var err error
+	if !origDst {
+		if lbc, err = parseLBConfig(c); err != nil {
+			return nil, err
+		}
 	}
 	if c.GetLoadBalancingPolicy() != nil {
 		return nil, fmt.Errorf("load_balancing_policy: unsupported")
@@ -165,6 +185,12 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 	svc, err := clusterService(c)
 	if err != nil {
 		return nil, err
+	}
+	if svc == unknownService && (origDst || c.GetType() == clusterv3.Cluster_STATIC && len(cla.GetEndpoints()) == 0) {
+		// Istio's PassthroughCluster, InboundPassthroughCluster and
+		// BlackHoleCluster: the metrics name the cluster, so ALLOW_ANY
+		// and REGISTRY_ONLY traffic is visible.
+		svc = serviceRef{host: ct.name, name: ct.name, namespace: telemetry.Unknown}
 	}
 	ct.dstNoEndpoint = b.Metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
 		Workload: telemetry.Unknown, WorkloadNamespace: telemetry.Unknown, App: telemetry.Unknown, Version: telemetry.Unknown})
@@ -179,6 +205,11 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 		ct.state = newState(uo)
 		if err := configureState(ct.state, c, ct.stats); err != nil {
 			return nil, err
+		}
+		if origDst {
+			if ct.state.orig, err = newOriginalDst(c); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if prev != nil && ct.state == prev.state && proto.Equal(prev.cla, cla) {

@@ -1,13 +1,18 @@
 package cluster
 
 import (
+	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"weft.dev/weft/internal/proxy/proxytest"
 )
 
 // TestBuildCarriesState: an identical update keeps the cluster's state and
@@ -55,9 +60,17 @@ func TestBuildErrors(t *testing.T) {
 		mod  func(c *clusterv3.Cluster)
 		want string
 	}{
-		{"original dst", func(c *clusterv3.Cluster) {
+		{"original dst without CLUSTER_PROVIDED", func(c *clusterv3.Cluster) {
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
-		}, "type: ORIGINAL_DST is unsupported"},
+		}, "lb_policy: an ORIGINAL_DST cluster must use CLUSTER_PROVIDED"},
+		{"original dst with endpoints", func(c *clusterv3.Cluster) {
+			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
+			c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+			c.LoadAssignment = cla("svc", ep{Addr: "10.0.0.1:80"})
+		}, "load_assignment: an ORIGINAL_DST cluster takes no endpoints"},
+		{"bind config", func(c *clusterv3.Cluster) {
+			c.UpstreamBindConfig = &core.BindConfig{SourceAddress: &core.SocketAddress{Address: "nope"}}
+		}, `upstream_bind_config.source_address.address: "nope" is not an IP address`},
 		{"lb policy", func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED }, "lb_policy"},
 		{"connect timeout", func(c *clusterv3.Cluster) { c.ConnectTimeout = durationpb.New(0) }, "connect_timeout"},
 		{"retry budget", func(c *clusterv3.Cluster) {
@@ -75,5 +88,95 @@ func TestBuildErrors(t *testing.T) {
 				t.Errorf("err = %v, want …%s…", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestOriginalDst: an ORIGINAL_DST cluster's endpoint is the destination
+// asked for, the same Endpoint while it is used, kept across an update
+// that leaves the cluster unchanged, and dropped once unused for the
+// cleanup interval; its connections come from the bind address.
+func TestOriginalDst(t *testing.T) {
+	b := testBuilder(t)
+	c := proxytest.OriginalDstCluster("PassthroughCluster", "127.0.0.1")
+	c.CleanupInterval = durationpb.New(time.Hour)
+	ct, err := b.Build(c, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ct.CloseIdle)
+	if !ct.IsOriginalDst() || ct.Pick(HashKey{}) != nil {
+		t.Fatalf("IsOriginalDst=%v, Pick=%v: want an original-destination cluster without endpoints", ct.IsOriginalDst(), ct.Pick(HashKey{}))
+	}
+	if got := ct.DstNoEndpoint().ServiceName; got != "PassthroughCluster" {
+		t.Errorf("destination service name %q, want the cluster's", got)
+	}
+	dst := netip.MustParseAddrPort("10.1.2.3:8080")
+	e := ct.PickOriginal(dst)
+	if e == nil || e.Addr() != "10.1.2.3:8080" || e.Conns() == nil {
+		t.Fatalf("PickOriginal(%v) = %v", dst, e)
+	}
+	if ct.PickOriginal(netip.MustParseAddrPort("[::ffff:10.1.2.3]:8080")) != e {
+		t.Errorf("a v4-mapped destination got another endpoint")
+	}
+	if other := ct.PickOriginal(netip.MustParseAddrPort("10.1.2.4:8080")); other == nil || other == e {
+		t.Errorf("another destination got %v", other)
+	}
+	same, err := b.Build(proxytest.OriginalDstCluster("PassthroughCluster", "127.0.0.1"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(same.CloseIdle)
+	c2 := proxytest.OriginalDstCluster("PassthroughCluster", "127.0.0.1")
+	c2.CleanupInterval = durationpb.New(time.Hour)
+	kept, err := b.Build(c2, nil, ct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !kept.SharesState(ct) || kept.PickOriginal(dst) != e {
+		t.Errorf("an unchanged update lost the original destinations")
+	}
+	kept.RetainConnections()
+
+	// Cleanup: an interval that has passed drops every unused host.
+	o := ct.state.orig
+	o.mu.Lock()
+	for _, h := range o.hosts {
+		h.used = h.used.Add(-2 * time.Hour)
+	}
+	o.nextSweep = time.Time{}
+	o.mu.Unlock()
+	if ct.PickOriginal(dst) == e {
+		t.Errorf("an unused host survived its cleanup interval")
+	}
+	o.mu.Lock()
+	n := len(o.hosts)
+	o.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d hosts after cleanup, want 1 (the one just picked)", n)
+	}
+
+	// The bind address: the upstream sees connections from it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	bound, err := b.Build(proxytest.OriginalDstCluster("InboundPassthroughClusterIpv4", "127.0.0.6"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bound.CloseIdle)
+	uc, err := bound.PickOriginal(ln.Addr().(*net.TCPAddr).AddrPort()).Conns().DialStream(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if got := sc.RemoteAddr().(*net.TCPAddr).IP.String(); got != "127.0.0.6" {
+		t.Errorf("upstream connection from %s, want 127.0.0.6 (upstream_bind_config)", got)
 	}
 }

@@ -4,9 +4,11 @@
 // (tlssocket) and HTTP filters (filter/...), route tables (route),
 // clusters (cluster) — carrying over what an update leaves unchanged, and
 // swaps it in atomically. It binds the listeners, picks each new
-// connection's filter chain as Envoy does (the TLS inspector, mutual TLS
-// handshakes: serve.go) and hands each request to the request path
-// (forward) with the runtime it started on. A listener that an update removes drains: it keeps serving
+// connection's filter chain as Envoy does (the original destination, the
+// TLS and HTTP inspectors, Envoy's match order, mutual TLS handshakes:
+// serve.go, chainmatch.go) and hands each request to the request path
+// (forward) with the runtime it started on, or a tcp_proxy chain's
+// connection to the TCP proxy (tcpproxy). A listener that an update removes drains: it keeps serving
 // on its last runtime for Options.ListenerDrain, telling clients to
 // reconnect elsewhere, before it closes (listeners.go). It also renders
 // the config dump and answers, for weft explain, which route a request
@@ -25,6 +27,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +38,8 @@ import (
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/filter/rbac"
 	"weft.dev/weft/internal/proxy/forward"
+	"weft.dev/weft/internal/proxy/origdst"
+	"weft.dev/weft/internal/proxy/tcpproxy"
 	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/tlssocket"
 	"weft.dev/weft/internal/proxy/upstream"
@@ -61,6 +66,11 @@ type Options struct {
 	// Principal is the SPIFFE ID of the proxy's workload certificate ("" without one):
 	// By= in x-forwarded-client-cert, this side in the security metric labels.
 	Principal string
+	// OriginalDst returns the destination a redirected connection's
+	// client dialled, for listeners with use_original_dst; nil means
+	// origdst.OriginalDst (SO_ORIGINAL_DST). Tests set it to fake a
+	// redirect. Called on the connection's setup goroutine.
+	OriginalDst func(net.Conn) (netip.AddrPort, error)
 }
 
 // Dataplane serves the listeners of the last applied configuration.
@@ -69,7 +79,11 @@ type Dataplane struct {
 	log      *slog.Logger
 	clusters cluster.Builder    // builds clusters with this proxy's metrics and identity
 	fwd      *forward.Forwarder // the request path
-	filters  filter.Registry    // the HTTP filters, with this proxy's metrics and logger
+	tcp      *tcpproxy.Proxy    // tcp_proxy chains
+	metrics  *telemetry.Metrics // istio_* label interning
+	// originalDst is Options.OriginalDst or origdst.OriginalDst.
+	originalDst func(net.Conn) (netip.AddrPort, error)
+	filters     filter.Registry // the HTTP filters, with this proxy's metrics and logger
 
 	listenerStats *listenerStats // envoy_listener_* (serve.go)
 
@@ -146,6 +160,22 @@ func New(opts Options) (*Dataplane, error) {
 	if d.fwd, err = forward.New(forward.Options{Identity: opts.Identity, Metrics: metrics,
 		ClusterStats: clusterStats, Registerer: reg, Logger: d.log, Principal: opts.Principal}); err != nil {
 		return nil, fmt.Errorf("dataplane: %w", err)
+	}
+	tcpMetrics, err := telemetry.NewTCPMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: metrics: %w", err)
+	}
+	d.metrics = metrics
+	self := metrics.InternSrc(telemetry.SrcLabels{
+		Workload: telemetry.OrUnknown(opts.Identity.WorkloadName), Namespace: telemetry.OrUnknown(opts.Identity.Namespace),
+		App: telemetry.OrUnknown(opts.Identity.Labels["app"]), Version: telemetry.OrUnknown(opts.Identity.Labels["version"]),
+	})
+	unknownPeer := metrics.InternSrc(telemetry.SrcLabels{Workload: telemetry.Unknown, Namespace: telemetry.Unknown,
+		App: telemetry.Unknown, Version: telemetry.Unknown})
+	d.tcp = &tcpproxy.Proxy{Metrics: tcpMetrics, Self: self, Peer: unknownPeer, Logger: d.log}
+	d.originalDst = opts.OriginalDst
+	if d.originalDst == nil {
+		d.originalDst = origdst.OriginalDst
 	}
 	d.baseCtx, d.cancelBase = context.WithCancel(context.Background())
 	d.graceCtx, d.endGrace = context.WithCancel(context.Background())

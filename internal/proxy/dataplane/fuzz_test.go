@@ -377,24 +377,28 @@ func stringPattern(m *matcherv3.StringMatcher) string {
 	return v
 }
 
-// routeConfigOf returns the route configuration listener l uses in r: its
+// routeConfigOf returns the route configuration the first HTTP chain of
+// listener l uses in r (tcp_proxy chains are skipped): its
 // inline one or the RDS one it names; nil when it has none.
 func routeConfigOf(l *listener.Listener, r *xdsclient.Resources) *route.RouteConfiguration {
-	chain := l.GetDefaultFilterChain()
-	if fc := l.GetFilterChains(); len(fc) > 0 {
-		chain = fc[0]
+	chains := l.GetFilterChains()
+	if dc := l.GetDefaultFilterChain(); dc != nil {
+		chains = append(chains[:len(chains):len(chains)], dc)
 	}
-	if len(chain.GetFilters()) == 0 {
-		return nil
+	for _, chain := range chains {
+		if len(chain.GetFilters()) == 0 {
+			continue
+		}
+		var m hcm.HttpConnectionManager
+		if chain.GetFilters()[0].GetTypedConfig().UnmarshalTo(&m) != nil {
+			continue // a tcp_proxy chain
+		}
+		if rc := m.GetRouteConfig(); rc != nil {
+			return rc
+		}
+		return r.Routes[m.GetRds().GetRouteConfigName()]
 	}
-	var m hcm.HttpConnectionManager
-	if chain.GetFilters()[0].GetTypedConfig().UnmarshalTo(&m) != nil {
-		return nil
-	}
-	if rc := m.GetRouteConfig(); rc != nil {
-		return rc
-	}
-	return r.Routes[m.GetRds().GetRouteConfigName()]
+	return nil
 }
 
 // fuzzStatusHeader asks the test upstream for a response status.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -242,10 +243,10 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var cc *chainConfig
 	var ds *forward.Downstream
 	if ci == nil {
-		cc = lc.forRaw
+		cc = lc.match(netip.AddrPort{}, transportRaw, "")
 	} else {
-		cc, ds = lc.chainFor(ci.transport), ci.ds
-		if cc == nil || (cc.tls != nil) != (ci.chain.tls != nil) {
+		cc, ds = lc.match(ci.dst, ci.transport, ci.app), ci.ds
+		if cc == nil || (cc.tls != nil) != (ci.chain.tls != nil) || cc.tcp != nil {
 			// The update took away this connection's kind of chain (a
 			// port that turned STRICT still has plaintext connections):
 			// finish on the chain it was accepted on, as Envoy drains the
@@ -254,8 +255,8 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			cc, draining = ci.chain, true
 		}
 	}
-	if cc == nil {
-		// Not accepted by a bound listener, and no plaintext chain.
+	if cc == nil || cc.tcp != nil {
+		// Not accepted by a bound listener, and no plaintext HTTP chain.
 		w.Header()["Connection"] = connectionClose
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return

@@ -14,6 +14,7 @@ import (
 
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/forward"
+	"weft.dev/weft/internal/proxy/tcpproxy"
 	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/tlssocket"
 )
@@ -22,15 +23,19 @@ import (
 // connection manager sees them.
 //
 // Every connection a bound listener accepts is set up on a goroutine of
-// its own, with the listener's configuration current at that moment: the
-// TLS inspector (when the listener has one) reads the first bytes to tell
-// TLS from plaintext, the filter chain for that transport protocol is
-// picked, and a chain with a TLS transport socket makes the TLS handshake
+// its own, with the listener's configuration current at that moment: with
+// use_original_dst its local address becomes the destination its client
+// dialled before an iptables REDIRECT; the TLS and HTTP inspectors (when
+// the listener has them) read the first bytes to tell TLS from plaintext
+// and HTTP/1.1 or h2c from other bytes; the filter chain is picked
+// (chainmatch.go), and a chain with a TLS transport socket makes the TLS handshake
 // — a client that sends plaintext there, or a certificate the chain does
 // not accept, is refused: its connection is closed and counted
 // (envoy_listener_ssl_connection_error), as Envoy's failed handshake.
 // Only then does the listener's http.Server get the connection, TLS
-// established, with what the request path needs to know of it (connInfo).
+// established, with what the request path needs to know of it (connInfo)
+// — or, on a tcp_proxy chain, the TCP proxy relays it on the same
+// goroutine until it ends or the listener closes.
 // So a slow or hostile client never holds up the accept loop, and a
 // certificate that rotates is presented on the next handshake while
 // connections already set up keep theirs.
@@ -42,7 +47,12 @@ const handshakeTimeout = 15 * time.Second
 // connInfo is what the request path knows of one accepted connection.
 // Immutable once the connection is handed to the http.Server.
 type connInfo struct {
-	transport string       // transportTLS or transportRaw: what its chain was picked by
+	// What its chain was picked by: its (restored) destination, transport
+	// protocol (transportTLS or transportRaw) and detected application
+	// protocol ("" when none).
+	dst       netip.AddrPort
+	transport string
+	app       string
 	chain     *chainConfig // the chain it was accepted on
 	ds        *forward.Downstream
 }
@@ -106,14 +116,21 @@ type connListener struct {
 	err    error
 	once   sync.Once
 
+	// ctx ends when the listener closes (its drain is over, or the data
+	// plane closes): the TCP proxy's connections end with it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // connections being set up
 	shut    bool
 }
 
 func newConnListener(bl *boundListener) *connListener {
-	return &connListener{bl: bl, conns: make(chan net.Conn), closed: make(chan struct{}), failed: make(chan struct{}),
+	l := &connListener{bl: bl, conns: make(chan net.Conn), closed: make(chan struct{}), failed: make(chan struct{}),
 		pending: map[net.Conn]struct{}{}}
+	l.ctx, l.cancel = context.WithCancel(bl.d.baseCtx)
+	return l
 }
 
 // Accept implements net.Listener.
@@ -134,6 +151,7 @@ func (l *connListener) Close() error {
 	var err error
 	l.once.Do(func() {
 		close(l.closed)
+		l.cancel()
 		err = l.bl.ln.Close()
 		l.mu.Lock()
 		l.shut = true
@@ -193,15 +211,23 @@ func (l *connListener) acceptLoop() {
 	}
 }
 
-// setupAndHand sets c up and hands it to the http.Server, or closes it.
+// setupAndHand sets c up and hands it to the http.Server, or, on a TCP
+// proxy chain, relays it on this goroutine (counted in d.wg) until it
+// ends or the listener closes; or closes it.
 func (l *connListener) setupAndHand(c net.Conn) {
 	defer l.bl.d.wg.Done()
-	conn := l.bl.setup(c)
+	conn, ci := l.bl.setup(c)
 	l.mu.Lock()
 	delete(l.pending, c)
 	l.mu.Unlock()
 	if conn == nil {
 		c.Close()
+		return
+	}
+	if cc := ci.chain; cc.tcp != nil {
+		rt, _, _ := l.bl.state()
+		l.bl.d.tcp.Serve(l.ctx, tcpproxy.Conn{Conn: conn, Dst: ci.dst, Inbound: cc.http.Inbound, Sec: l.bl.d.tcpSec(ci)},
+			cc.tcp, rt.clusters)
 		return
 	}
 	select {
@@ -214,38 +240,62 @@ func (l *connListener) setupAndHand(c net.Conn) {
 }
 
 // setup picks c's filter chain in the listener's current configuration
-// and, on a TLS chain, makes the handshake. It returns the connection for
-// the http.Server (a *tls.Conn or a *serverConn), or nil when c is
-// refused.
-func (bl *boundListener) setup(c net.Conn) net.Conn {
+// — after restoring its original destination (use_original_dst) and
+// running the listener filters (the TLS and HTTP inspectors) — and, on a
+// TLS chain, makes the handshake. It returns the connection (a *tls.Conn
+// or a *serverConn) and what is known of it, or nil when c is refused.
+func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	_, lc, _ := bl.state()
-	transport := transportRaw
-	var head []byte
-	if lc.inspect {
-		var err error
-		head, err = peek(c, lc.inspectTimeout)
-		switch {
-		case err == nil && tlssocket.IsHandshake(head):
-			transport = transportTLS
-		case err == nil:
-		case isTimeout(err) && lc.continueOnTimeout:
-		default:
-			bl.d.log.Debug("connection closed before its first bytes", "listener", bl.name, "remote", c.RemoteAddr().String(), "err", err)
-			return nil
+	local := addrPort(c.LocalAddr())
+	if lc.useOriginalDst {
+		// Envoy's original_dst: the destination the client dialled before
+		// the REDIRECT becomes the connection's local address. A
+		// connection that was not redirected keeps its own.
+		if dst, err := bl.d.originalDst(c); err == nil {
+			local = dst
+		} else {
+			bl.d.log.Debug("no original destination; keeping the local address", "listener", bl.name, "remote", c.RemoteAddr().String(), "err", err)
 		}
 	}
-	cc := lc.chainFor(transport)
+	transport, app := transportRaw, ""
+	var head []byte
+	if lc.inspectTLS || lc.inspectHTTP {
+		var err error
+		head, err = inspect(c, lc.inspectTimeout, lc.inspectHTTP)
+		switch {
+		case len(head) > 0 && tlssocket.IsHandshake(head):
+			if lc.inspectTLS {
+				transport = transportTLS
+			}
+		case len(head) > 0 && lc.inspectHTTP:
+			app = httpProtocol(head)
+		}
+		switch {
+		case err == nil:
+		case isTimeout(err) && lc.continueOnTimeout:
+		case len(head) > 0 && !isTimeout(err):
+			// The client sent its bytes and half-closed (or failed after
+			// them): match on what it sent; its chain sees the rest.
+		default:
+			bl.d.log.Debug("connection closed before the listener filters were done", "listener", bl.name, "remote", c.RemoteAddr().String(), "err", err)
+			return nil, nil
+		}
+	}
+	cc := lc.match(local, transport, app)
 	if cc == nil {
 		bl.stats.noChainMatch.Inc()
-		bl.d.log.Debug("connection refused: no filter chain matches", "listener", bl.name, "remote", c.RemoteAddr().String(), "transport_protocol", transport)
-		return nil
+		bl.d.log.Debug("connection refused: no filter chain matches", "listener", bl.name, "remote", c.RemoteAddr().String(),
+			"destination", local.String(), "transport_protocol", transport, "application_protocol", app)
+		return nil, nil
 	}
-	ci := &connInfo{transport: transport, chain: cc}
+	ci := &connInfo{dst: local, transport: transport, app: app, chain: cc}
 	sc := &serverConn{Conn: c, head: head, info: ci}
-	conn := filter.Connection{LocalAddr: addrPort(c.LocalAddr()), RemoteAddr: addrPort(c.RemoteAddr())}
+	conn := filter.Connection{LocalAddr: local, RemoteAddr: addrPort(c.RemoteAddr())}
+	socket := addrPort(c.LocalAddr())
 	if cc.tls == nil {
 		ci.ds = bl.d.fwd.NewDownstream(conn)
-		return sc
+		ci.ds.Socket = socket
+		return sc, ci
 	}
 	if head == nil {
 		// No inspector: the TLS socket itself sees what the client sends.
@@ -253,7 +303,7 @@ func (bl *boundListener) setup(c net.Conn) net.Conn {
 		if head, err = peek(c, handshakeTimeout); err != nil {
 			bl.stats.sslError.Inc()
 			bl.d.log.Debug("TLS connection closed before its first bytes", "listener", bl.name, "remote", c.RemoteAddr().String(), "err", err)
-			return nil
+			return nil, nil
 		}
 		sc.head = head
 	}
@@ -262,14 +312,14 @@ func (bl *boundListener) setup(c net.Conn) net.Conn {
 		// the connection closes; so does this one, without an answer.
 		bl.stats.sslError.Inc()
 		bl.d.log.Debug("plaintext connection refused: the filter chain requires TLS", "listener", bl.name, "remote", c.RemoteAddr().String())
-		return nil
+		return nil, nil
 	}
 	c.SetDeadline(time.Now().Add(handshakeTimeout))
 	tc := tls.Server(sc, cc.tls.Config())
 	if err := tc.Handshake(); err != nil {
 		bl.stats.sslError.Inc()
 		bl.d.log.Debug("TLS handshake failed", "listener", bl.name, "remote", c.RemoteAddr().String(), "err", err)
-		return nil
+		return nil, nil
 	}
 	c.SetDeadline(time.Time{})
 	cs := tc.ConnectionState()
@@ -280,7 +330,8 @@ func (bl *boundListener) setup(c net.Conn) net.Conn {
 	conn.TLS = &cs
 	conn.Peer = peerCertificate(&cs)
 	ci.ds = bl.d.fwd.NewDownstream(conn)
-	return tc
+	ci.ds.Socket = socket
+	return tc, ci
 }
 
 // peek reads a connection's first bytes, waiting at most timeout (0: no
@@ -299,6 +350,84 @@ func peek(c net.Conn, timeout time.Duration) ([]byte, error) {
 		err = io.ErrNoProgress
 	}
 	return nil, err
+}
+
+// h2Preface is the HTTP/2 client connection preface.
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// inspect runs the listener filters' reads: the first bytes of c, within
+// timeout (0: no limit). With http (the HTTP inspector) it reads on until
+// httpProtocol can decide — at most len(h2Preface) bytes —; otherwise one
+// read, enough for the TLS inspector. It returns what it read; err is the
+// read error that stopped it early (a timeout, EOF), nil once decided.
+func inspect(c net.Conn, timeout time.Duration, http bool) ([]byte, error) {
+	if timeout > 0 {
+		c.SetReadDeadline(time.Now().Add(timeout))
+		defer c.SetReadDeadline(time.Time{})
+	}
+	buf := make([]byte, len(h2Preface))
+	n := 0
+	for {
+		m, err := c.Read(buf[n:])
+		n += m
+		head := buf[:n]
+		if n > 0 && (!http || tlssocket.IsHandshake(head) || httpDecided(head)) {
+			return head, nil
+		}
+		if err != nil {
+			return head, err
+		}
+		if m == 0 {
+			return head, io.ErrNoProgress
+		}
+	}
+}
+
+// httpDecided reports whether head is enough for httpProtocol.
+func httpDecided(head []byte) bool {
+	if len(head) >= len(h2Preface) {
+		return true
+	}
+	if len(head) <= len(h2Preface) && string(head) == h2Preface[:len(head)] {
+		return false // maybe the preface: read on
+	}
+	for i, b := range head {
+		switch {
+		case b == ' ':
+			return true
+		case !isMethodChar(b) || i >= maxMethodLen:
+			return true // not an HTTP/1 method: decided, no protocol
+		}
+	}
+	return false
+}
+
+// maxMethodLen bounds an HTTP/1 method token the inspector accepts.
+const maxMethodLen = 16
+
+// isMethodChar: HTTP methods in practice are upper-case letters, '-' and
+// '_' (Envoy's parser knows a fixed list of such methods).
+func isMethodChar(b byte) bool { return b >= 'A' && b <= 'Z' || b == '-' || b == '_' }
+
+// httpProtocol is the http_inspector's verdict on a connection's first
+// bytes: "h2c" for the HTTP/2 preface, "http/1.1" for an HTTP/1 method
+// followed by a space, "" otherwise.
+func httpProtocol(head []byte) string {
+	if len(head) >= len(h2Preface) && string(head[:len(h2Preface)]) == h2Preface {
+		return "h2c"
+	}
+	for i, b := range head {
+		if b == ' ' {
+			if i > 0 && string(head[:i]) != "PRI" {
+				return "http/1.1"
+			}
+			return ""
+		}
+		if !isMethodChar(b) || i >= maxMethodLen {
+			return ""
+		}
+	}
+	return ""
 }
 
 func isTimeout(err error) bool {
@@ -377,4 +506,18 @@ func (s *listenerStats) forListener(name string) boundStats {
 		sessionReused: s.sessionReused.WithLabelValues(name),
 		noChainMatch:  s.noChainMatch.WithLabelValues(name),
 	}
+}
+
+// tcpSec is the security labels of a TCP proxy connection: mutual TLS
+// with the peer's principal on an inbound TLS chain, else none (inbound)
+// or unknown (outbound: the client side cannot know the server's policy).
+func (d *Dataplane) tcpSec(ci *connInfo) *telemetry.SecLabels {
+	if !ci.chain.http.Inbound {
+		return d.metrics.UnknownSec()
+	}
+	if p := ci.ds.Conn.Peer; p != nil && ci.ds.Conn.TLS != nil {
+		return d.metrics.InternSec(telemetry.SecLabels{Policy: telemetry.PolicyMutualTLS,
+			SourcePrincipal: telemetry.OrUnknown(p.Principal), DestinationPrincipal: telemetry.OrUnknown(d.opts.Principal)})
+	}
+	return d.metrics.NoneSec()
 }

@@ -1,11 +1,10 @@
 package dataplane
 
 import (
-	"cmp"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sort"
 	"strconv"
 	"time"
@@ -13,8 +12,11 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	httpinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	originaldst "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/proto"
 
 	"weft.dev/weft/internal/proxy/cluster"
@@ -25,14 +27,17 @@ import (
 	"weft.dev/weft/internal/proxy/filter/rbac"
 	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/route"
+	"weft.dev/weft/internal/proxy/tcpproxy"
 	"weft.dev/weft/internal/proxy/tlssocket"
 	"weft.dev/weft/internal/proxy/xdsclient"
 )
 
 const (
-	hcmFilterName    = "envoy.filters.network.http_connection_manager"
-	routerFilterName = "envoy.filters.http.router"
-	tlsInspectorName = "envoy.filters.listener.tls_inspector"
+	hcmFilterName     = "envoy.filters.network.http_connection_manager"
+	routerFilterName  = "envoy.filters.http.router"
+	tlsInspectorName  = "envoy.filters.listener.tls_inspector"
+	httpInspectorName = "envoy.filters.listener.http_inspector"
+	originalDstName   = "envoy.filters.listener.original_dst"
 	// defaultListenerFiltersTimeout is Envoy's listener_filters_timeout:
 	// how long the TLS inspector waits for a client's first bytes.
 	defaultListenerFiltersTimeout = 15 * time.Second
@@ -72,41 +77,50 @@ var httpFilters = newHTTPFilters(filterOptions{})
 
 // listenerConfig is a translated Listener: where it binds, how it picks a
 // filter chain for a new connection (listener_filters, filter chains'
-// filter_chain_match) and, for each chain, its transport socket and what
-// its HTTP connection manager does.
+// filter_chain_match: chainmatch.go) and, for each chain, its transport
+// socket and what its HTTP connection manager or TCP proxy does.
 type listenerConfig struct {
 	name string
 	addr string // host:port as configured (port may be 0 in tests)
-	// inspect: the listener runs envoy.filters.listener.tls_inspector,
-	// which reads a new connection's first bytes, within inspectTimeout
-	// (listener_filters_timeout; 0: none), to tell TLS from plaintext.
-	// Without it every connection's transport protocol is raw_buffer.
-	inspect           bool
-	inspectTimeout    time.Duration
-	continueOnTimeout bool // continue_on_listener_filters_timeout: a silent client counts as raw_buffer
-	chains            []*chainConfig
-	// forTLS and forRaw are the chains a connection whose transport
-	// protocol is "tls" or "raw_buffer" takes; nil refuses it (Envoy's
-	// no_filter_chain_match).
-	forTLS, forRaw *chainConfig
+	// useOriginalDst: a connection's local address is restored to the
+	// destination its client dialled before an iptables REDIRECT
+	// delivered it here (use_original_dst, envoy.filters.listener.original_dst).
+	useOriginalDst bool
+	// inspectTLS: the listener runs envoy.filters.listener.tls_inspector,
+	// which reads a new connection's first bytes to tell TLS from
+	// plaintext; without it every connection's transport protocol is
+	// raw_buffer. inspectHTTP: envoy.filters.listener.http_inspector,
+	// which tells HTTP/1.1 and h2c (prior knowledge) from other plaintext
+	// by the first bytes (the application protocol chains match on).
+	// Both wait at most inspectTimeout (listener_filters_timeout; 0: no
+	// limit).
+	inspectTLS, inspectHTTP bool
+	inspectTimeout          time.Duration
+	continueOnTimeout       bool // continue_on_listener_filters_timeout: a silent client is matched as it is
+	chains                  []*chainConfig
+	index                   *chainIndex  // filter_chains
+	def                     *chainConfig // default_filter_chain; nil: none
 }
 
-// chainConfig is one translated filter chain.
+// chainConfig is one translated filter chain: an HTTP connection manager
+// (http and its routes) or a TCP proxy (tcp).
 type chainConfig struct {
-	transport string            // filter_chain_match.transport_protocol; "" matches any
-	tls       *tlssocket.Server // its transport socket; nil: plaintext
-	rds       string            // RDS route configuration name, when inline is nil
-	inline    *route.Table      // inline route_config
-	http      forward.Listener
+	match  chainMatch        // filter_chain_match
+	tls    *tlssocket.Server // its transport socket; nil: plaintext
+	rds    string            // RDS route configuration name, when inline is nil
+	inline *route.Table      // inline route_config
+	http   forward.Listener
+	tcp    *tcpproxy.Config // envoy.filters.network.tcp_proxy; nil for an HTTP chain
 }
 
-// chainFor returns the chain a connection of transport protocol
-// transport ("tls" or "raw_buffer") takes, or nil.
-func (lc *listenerConfig) chainFor(transport string) *chainConfig {
-	if transport == transportTLS {
-		return lc.forTLS
+// match returns the chain a connection to dst of transport protocol
+// transport ("tls" or "raw_buffer") and application protocol app (""
+// when none was detected) takes, or nil (Envoy's no_filter_chain_match).
+func (lc *listenerConfig) match(dst netip.AddrPort, transport, app string) *chainConfig {
+	if cc := lc.index.match(dst, transport, app); cc != nil {
+		return cc
 	}
-	return lc.forRaw
+	return lc.def
 }
 
 // Transport protocols, as tls_inspector names them.
@@ -215,14 +229,26 @@ func (d *Dataplane) translateListener(l *listener.Listener, rt *runtime, prev *l
 		addr: net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)),
 	}
 	for i, lf := range l.GetListenerFilters() {
-		isInspector := lf.GetName() == tlsInspectorName || (lf.GetTypedConfig() != nil && lf.GetTypedConfig().MessageIs((*tlsinspector.TlsInspector)(nil)))
-		if !isInspector {
-			return nil, fmt.Errorf("listener_filters[%d] (%s): unsupported listener filter (the proxy has %s only)", i, lf.GetName(), tlsInspectorName)
-		}
 		if lf.GetFilterDisabled() != nil {
 			return nil, fmt.Errorf("listener_filters[%d].filter_disabled: not supported", i)
 		}
-		lc.inspect = true
+		is := func(name string, m proto.Message) bool {
+			return lf.GetName() == name || (lf.GetTypedConfig() != nil && lf.GetTypedConfig().MessageIs(m))
+		}
+		switch {
+		case is(tlsInspectorName, (*tlsinspector.TlsInspector)(nil)):
+			lc.inspectTLS = true
+		case is(httpInspectorName, (*httpinspector.HttpInspector)(nil)):
+			lc.inspectHTTP = true
+		case is(originalDstName, (*originaldst.OriginalDst)(nil)):
+			lc.useOriginalDst = true
+		default:
+			return nil, fmt.Errorf("listener_filters[%d] (%s): unsupported listener filter (the proxy has %s, %s and %s)",
+				i, lf.GetName(), tlsInspectorName, httpInspectorName, originalDstName)
+		}
+	}
+	if l.GetUseOriginalDst().GetValue() {
+		lc.useOriginalDst = true
 	}
 	lc.inspectTimeout = defaultListenerFiltersTimeout
 	if t := l.GetListenerFiltersTimeout(); t != nil {
@@ -242,48 +268,32 @@ func (d *Dataplane) translateListener(l *listener.Listener, rt *runtime, prev *l
 		}
 	}
 	chains := l.GetFilterChains()
+	fields := make([]string, 0, len(chains))
 	for i, fc := range chains {
-		cc, err := d.translateChain(fc, fmt.Sprintf("filter_chains[%d]", i), l, rt, prevTLS)
+		field := fmt.Sprintf("filter_chains[%d]", i)
+		cc, err := d.translateChain(fc, field, l, rt, prevTLS)
 		if err != nil {
 			return nil, err
 		}
 		lc.chains = append(lc.chains, cc)
+		fields = append(fields, field)
 	}
-	var def *chainConfig
+	var err error
+	if lc.index, err = buildChainIndex(lc.chains, fields); err != nil {
+		return nil, err
+	}
 	if dfc := l.GetDefaultFilterChain(); dfc != nil {
-		var err error
-		if def, err = d.translateChain(dfc, "default_filter_chain", l, rt, prevTLS); err != nil {
+		if lc.def, err = d.translateChain(dfc, "default_filter_chain", l, rt, prevTLS); err != nil {
 			return nil, err
 		}
-		if def.transport != "" {
+		if m := lc.def.match; m.port != 0 || len(m.prefixes) > 0 || m.transport != "" || len(m.appProtos) > 0 {
 			return nil, fmt.Errorf("default_filter_chain.filter_chain_match: must be empty")
 		}
-		lc.chains = append(lc.chains, def)
+		lc.chains = append(lc.chains, lc.def)
 	}
 	if len(lc.chains) == 0 {
 		return nil, fmt.Errorf("filter_chains: want at least one filter chain")
 	}
-	// Envoy picks the most specific match: a chain for the connection's
-	// transport protocol, else one matching any, else the default chain.
-	seen := map[string]int{}
-	for i, cc := range lc.chains[:len(chains)] {
-		if j, dup := seen[cc.transport]; dup {
-			return nil, fmt.Errorf("filter_chains[%d].filter_chain_match: same as filter_chains[%d]'s (transport_protocol %q)", i, j, cc.transport)
-		}
-		seen[cc.transport] = i
-		switch cc.transport {
-		case transportTLS:
-			lc.forTLS = cc
-		case transportRaw:
-			lc.forRaw = cc
-		}
-	}
-	for _, cc := range lc.chains[:len(chains)] {
-		if cc.transport == "" {
-			lc.forTLS, lc.forRaw = cmp.Or(lc.forTLS, cc), cmp.Or(lc.forRaw, cc)
-		}
-	}
-	lc.forTLS, lc.forRaw = cmp.Or(lc.forTLS, def), cmp.Or(lc.forRaw, def)
 	return lc, nil
 }
 
@@ -294,14 +304,9 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 		Inbound:  l.GetTrafficDirection() == core.TrafficDirection_INBOUND,
 		Outbound: l.GetTrafficDirection() == core.TrafficDirection_OUTBOUND,
 	}}
-	if m := fc.GetFilterChainMatch(); m != nil {
-		if err := onlyTransportProtocol(m); err != nil {
-			return nil, fmt.Errorf("%s.filter_chain_match.%w", field, err)
-		}
-		cc.transport = m.GetTransportProtocol()
-		if cc.transport != "" && cc.transport != transportTLS && cc.transport != transportRaw {
-			return nil, fmt.Errorf("%s.filter_chain_match.transport_protocol: %q is not one of %q, %q", field, cc.transport, transportTLS, transportRaw)
-		}
+	var err error
+	if cc.match, err = parseChainMatch(fc.GetFilterChainMatch()); err != nil {
+		return nil, fmt.Errorf("%s.filter_chain_match.%w", field, err)
 	}
 	sock, err := tlssocket.ParseSocket(fc.GetTransportSocket(), false)
 	if err != nil {
@@ -324,9 +329,15 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 		}
 	}
 	if len(fc.GetFilters()) != 1 {
-		return nil, fmt.Errorf("%s.filters: want exactly one %s, have %d filters", field, hcmFilterName, len(fc.GetFilters()))
+		return nil, fmt.Errorf("%s.filters: want exactly one %s or %s, have %d filters", field, hcmFilterName, tcpproxy.FilterName, len(fc.GetFilters()))
 	}
 	f := fc.GetFilters()[0]
+	if f.GetName() == tcpproxy.FilterName || (f.GetTypedConfig() != nil && f.GetTypedConfig().MessageIs((*tcpproxyv3.TcpProxy)(nil))) {
+		if cc.tcp, err = tcpproxy.Parse(f.GetTypedConfig()); err != nil {
+			return nil, fmt.Errorf("%s.filters[0] (%s).typed_config.%w", field, f.GetName(), err)
+		}
+		return cc, nil
+	}
 	var m hcm.HttpConnectionManager
 	tc := f.GetTypedConfig()
 	if tc == nil {
@@ -390,32 +401,6 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 		}
 	}
 	return cc, nil
-}
-
-// onlyTransportProtocol refuses the filter_chain_match fields the proxy
-// does not match on.
-func onlyTransportProtocol(m *listener.FilterChainMatch) error {
-	switch {
-	case m.GetDestinationPort() != nil:
-		return errors.New("destination_port: not supported (one listener per port)")
-	case len(m.GetPrefixRanges()) > 0:
-		return errors.New("prefix_ranges: not supported")
-	case len(m.GetDirectSourcePrefixRanges()) > 0:
-		return errors.New("direct_source_prefix_ranges: not supported")
-	case m.GetSourceType() != listener.FilterChainMatch_ANY:
-		return errors.New("source_type: not supported")
-	case len(m.GetSourcePrefixRanges()) > 0:
-		return errors.New("source_prefix_ranges: not supported")
-	case len(m.GetSourcePorts()) > 0:
-		return errors.New("source_ports: not supported")
-	case len(m.GetServerNames()) > 0:
-		return errors.New("server_names: not supported")
-	case len(m.GetApplicationProtocols()) > 0:
-		return errors.New("application_protocols: not supported")
-	case m.GetAddressSuffix() != "" || m.GetSuffixLen() != nil:
-		return errors.New("address_suffix: not supported")
-	}
-	return nil
 }
 
 // clientCertConfig reads forward_client_cert_details and

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -20,8 +21,14 @@ import (
 // connection's requests.
 type Downstream struct {
 	Conn filter.Connection
-	sec  *telemetry.SecLabels
-	xfcc atomic.Pointer[xfccElement] // the last rendered element
+	// Socket is the address the connection arrived on, before
+	// use_original_dst restored Conn.LocalAddr (the same when it did
+	// not): an ORIGINAL_DST cluster never sends there, which would loop
+	// back into the listener. Set by the listener before the first
+	// request; zero when unknown.
+	Socket netip.AddrPort
+	sec    *telemetry.SecLabels
+	xfcc   atomic.Pointer[xfccElement] // the last rendered element
 }
 
 // NewDownstream describes a connection the proxy accepted: conn as the

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"net/url"
 	"strconv"
@@ -234,7 +235,19 @@ func (f *Forwarder) recordRequest(q *request) {
 // retry avoids them while another endpoint is available, as Envoy does;
 // with the previous_priorities retry priority it leaves the priorities
 // already attempted out of the priority load (cluster.PrevPriorities).
-func pickEndpoint(c *cluster.Cluster, k cluster.HashKey, rp *route.RetryPolicy, tried []*cluster.Endpoint, pp *cluster.PrevPriorities) *cluster.Endpoint {
+// An ORIGINAL_DST cluster's endpoint is local, the connection's (restored)
+// destination.
+func pickEndpoint(c *cluster.Cluster, local, socket netip.AddrPort, k cluster.HashKey, rp *route.RetryPolicy, tried []*cluster.Endpoint, pp *cluster.PrevPriorities) *cluster.Endpoint {
+	if c.IsOriginalDst() {
+		// ORIGINAL_DST: where the client dialled (the listener restored
+		// it with use_original_dst); retries go there too. A request
+		// that came to the listener's own address is not sent back to
+		// it (UH).
+		if local == socket {
+			return nil
+		}
+		return c.PickOriginal(local)
+	}
 	if len(tried) == 0 || rp == nil || (!rp.OtherHosts && rp.PriorityUpdateFrequency == 0) {
 		return c.Pick(k)
 	}
@@ -366,7 +379,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	var rtok cluster.RetryTokens // max_retries held by this request
 	defer adm.Release()
 	defer rtok.Release()
-	next := pickEndpoint(c, k, rp, tried, &prio)
+	next := pickEndpoint(c, q.ds.Conn.LocalAddr, q.ds.Socket, k, rp, tried, &prio)
 	if next == nil {
 		localReply(w, q, http.StatusServiceUnavailable, bodyNoHealthyUpstream, "UH")
 		return
@@ -424,7 +437,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		if !rtok.Take(c.Breaker()) {
 			break // max_retries reached: answer with this attempt's outcome
 		}
-		if next = pickEndpoint(c, k, rp, tried, &prio); next == nil {
+		if next = pickEndpoint(c, q.ds.Conn.LocalAddr, q.ds.Socket, k, rp, tried, &prio); next == nil {
 			break // nowhere to retry: answer with this attempt's outcome
 		}
 		if body != nil {

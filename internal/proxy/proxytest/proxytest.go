@@ -11,6 +11,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +21,10 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -271,4 +275,90 @@ func IstioOutlierDetection(consec5xx uint32, maxPct uint32) *cluster.OutlierDete
 		BaseEjectionTime: durationpb.New(time.Second), MaxEjectionPercent: wrapperspb.UInt32(maxPct),
 		EnforcingSuccessRate: wrapperspb.UInt32(0),
 	}
+}
+
+// OriginalDstCluster is an ORIGINAL_DST cluster (Istio's
+// PassthroughCluster shape): lb_policy CLUSTER_PROVIDED, no endpoints;
+// source, when not "", is its upstream_bind_config.source_address.
+func OriginalDstCluster(name, source string) *cluster.Cluster {
+	c := &cluster.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_ORIGINAL_DST},
+		LbPolicy:             cluster.Cluster_CLUSTER_PROVIDED,
+		ConnectTimeout:       durationpb.New(10 * time.Second),
+	}
+	if source != "" {
+		c.UpstreamBindConfig = &core.BindConfig{SourceAddress: &core.SocketAddress{Address: source}}
+	}
+	return c
+}
+
+// BlackHoleCluster is Istio's BlackHoleCluster: STATIC with no endpoints.
+func BlackHoleCluster(name string) *cluster.Cluster {
+	return &cluster.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(10 * time.Second),
+	}
+}
+
+// Listener filter names of a captured sidecar's virtual listeners.
+const (
+	OriginalDstFilterName   = "envoy.filters.listener.original_dst"
+	HTTPInspectorFilterName = "envoy.filters.listener.http_inspector"
+	TCPProxyFilterName      = "envoy.filters.network.tcp_proxy"
+)
+
+// TCPProxyChain is a filter chain with match m (nil: none) whose one
+// filter is a tcp_proxy to cluster.
+func TCPProxyChain(t testing.TB, m *listener.FilterChainMatch, cluster string) *listener.FilterChain {
+	tp := &tcpproxyv3.TcpProxy{StatPrefix: cluster, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster}}
+	return &listener.FilterChain{FilterChainMatch: m, Filters: []*listener.Filter{{
+		Name: TCPProxyFilterName, ConfigType: &listener.Filter_TypedConfig{TypedConfig: MustAny(t, tp)}}}}
+}
+
+// HTTPChain is a filter chain with match m (nil: none) whose HTTP
+// connection manager has only the router and routes with rc inline.
+func HTTPChain(t testing.TB, m *listener.FilterChainMatch, rc *route.RouteConfiguration) *listener.FilterChain {
+	fc := HTTPListener(t, "chain", core.TrafficDirection_OUTBOUND, "", rc).GetFilterChains()[0]
+	fc.FilterChainMatch = m
+	return fc
+}
+
+// VirtualListener is a captured sidecar's virtual listener on
+// 127.0.0.1:0: use_original_dst, the original_dst and http_inspector
+// listener filters, chains and the default chain def (nil: none).
+func VirtualListener(t testing.TB, name string, dir core.TrafficDirection, def *listener.FilterChain, chains ...*listener.FilterChain) *listener.Listener {
+	return &listener.Listener{
+		Name:             name,
+		Address:          SockAddr("127.0.0.1", 0),
+		TrafficDirection: dir,
+		UseOriginalDst:   wrapperspb.Bool(true),
+		ListenerFilters: []*listener.ListenerFilter{
+			{Name: OriginalDstFilterName, ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: MustAny(t, &originaldstv3.OriginalDst{})}},
+			{Name: HTTPInspectorFilterName, ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: MustAny(t, &httpinspectorv3.HttpInspector{})}},
+		},
+		FilterChains:       chains,
+		DefaultFilterChain: def,
+	}
+}
+
+// Match is a filter_chain_match: destination port (0: any), prefix
+// ranges as CIDRs ("10.0.0.0/8", "10.0.0.1" for /32), application
+// protocols.
+func Match(port uint32, prefixes []string, appProtos ...string) *listener.FilterChainMatch {
+	m := &listener.FilterChainMatch{ApplicationProtocols: appProtos}
+	if port != 0 {
+		m.DestinationPort = wrapperspb.UInt32(port)
+	}
+	for _, p := range prefixes {
+		addr, bits, ok := strings.Cut(p, "/")
+		cr := &core.CidrRange{AddressPrefix: addr}
+		if ok {
+			n, _ := strconv.Atoi(bits)
+			cr.PrefixLen = wrapperspb.UInt32(uint32(n))
+		}
+		m.PrefixRanges = append(m.PrefixRanges, cr)
+	}
+	return m
 }

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -50,6 +51,7 @@ type Options struct {
 	idleTimeout        *time.Duration       // nil: IdleTimeout
 	maxUses            uint32               // max_requests_per_connection; 0: unlimited
 	sockets            sockets              // transport_socket and transport_socket_matches (tls.go)
+	source             *net.TCPAddr         // upstream_bind_config.source_address; nil: the OS picks
 }
 
 // HTTP2 reports whether the cluster speaks h2c to its endpoints (its
@@ -106,7 +108,39 @@ func ParseOptions(c *cluster.Cluster, secrets tlssocket.Secrets) (Options, error
 	if o.sockets, err = parseSockets(c, secrets); err != nil {
 		return o, err
 	}
+	if o.source, err = parseBindConfig(c.GetUpstreamBindConfig()); err != nil {
+		return o, fmt.Errorf("upstream_bind_config.%w", err)
+	}
 	return o, nil
+}
+
+// parseBindConfig reads the source address upstream connections bind to
+// (Istio's inbound passthrough binds 127.0.0.6 so the capture rules let
+// its connections to the app through).
+func parseBindConfig(b *core.BindConfig) (*net.TCPAddr, error) {
+	if b == nil {
+		return nil, nil
+	}
+	switch {
+	case len(b.GetAdditionalSourceAddresses()) > 0 || len(b.GetExtraSourceAddresses()) > 0: //nolint:staticcheck // refused, deprecated or not
+		return nil, fmt.Errorf("extra_source_addresses: unsupported")
+	case b.GetFreebind() != nil:
+		return nil, fmt.Errorf("freebind: unsupported")
+	case len(b.GetSocketOptions()) > 0:
+		return nil, fmt.Errorf("socket_options: unsupported")
+	}
+	sa := b.GetSourceAddress()
+	if sa == nil {
+		return nil, fmt.Errorf("source_address: required")
+	}
+	if sa.GetProtocol() != core.SocketAddress_TCP {
+		return nil, fmt.Errorf("source_address.protocol: only TCP")
+	}
+	ip, err := netip.ParseAddr(sa.GetAddress())
+	if err != nil {
+		return nil, fmt.Errorf("source_address.address: %q is not an IP address", sa.GetAddress())
+	}
+	return &net.TCPAddr{IP: ip.AsSlice(), Port: int(sa.GetPortValue()), Zone: ip.Zone()}, nil
 }
 
 // parseHTTPProtocol reports whether the cluster speaks HTTP/2 (h2c)
@@ -174,6 +208,9 @@ func NewPool(o Options) *Pool {
 		connectTimeout = defaultConnectTimeout
 	}
 	d := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
+	if o.source != nil {
+		d.LocalAddr = o.source
+	}
 	if o.keepAlive != nil {
 		d.KeepAliveConfig = *o.keepAlive
 	}

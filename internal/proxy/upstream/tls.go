@@ -310,3 +310,20 @@ func (e *Conns) shutdownTLS() {
 		c.shutdown()
 	}
 }
+
+// DialStream opens a new connection to the endpoint for a byte stream
+// (tcp_proxy): a TCP connection from the cluster's source address, made
+// TLS when the endpoint's transport socket says so (the handshake within
+// the connect timeout, with the context's ALPN and SNI). It is not
+// pooled; the caller closes it. A failure satisfies IsConnectError.
+func (e *Conns) DialStream(ctx context.Context) (net.Conn, error) {
+	raw, err := e.dialer.DialContext(ctx, "tcp", e.addr)
+	if err != nil {
+		return nil, &connectError{err}
+	}
+	if e.tls == nil {
+		return raw, nil
+	}
+	cfg := e.tls.Config(e.sni, e.tls.ALPN(), e.cache)
+	return e.handshake(ctx, raw, cfg)
+}

@@ -1,0 +1,296 @@
+// Package tcpproxy is the proxy's envoy.filters.network.tcp_proxy: a
+// connection a filter chain hands to it is relayed as bytes to an
+// endpoint of the chain's cluster (or of one of its weighted clusters) —
+// for an ORIGINAL_DST cluster, the connection's original destination —
+// over the cluster's transport socket (mutual TLS when its
+// transport_socket_matches say so), both ways, with half-close, until
+// both sides are done or the connection has been idle for idle_timeout.
+// Each connection is counted in Istio's TCP metrics.
+//
+// A cluster with no endpoint (Istio's BlackHoleCluster) or none at all
+// closes the connection at once, as Envoy does (UH, NC).
+package tcpproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"weft.dev/weft/internal/proxy/cluster"
+	"weft.dev/weft/internal/proxy/telemetry"
+)
+
+// FilterName is the network filter's name.
+const FilterName = "envoy.filters.network.tcp_proxy"
+
+// DefaultIdleTimeout is Envoy's idle_timeout when the config has none.
+const DefaultIdleTimeout = time.Hour
+
+// Config is a translated TcpProxy. Immutable.
+type Config struct {
+	StatPrefix  string
+	Clusters    []WeightedCluster // one, weight 1, for cluster
+	IdleTimeout time.Duration     // 0: none
+	total       uint64
+}
+
+// WeightedCluster is one cluster of weighted_clusters.
+type WeightedCluster struct {
+	Name   string
+	Weight uint32
+}
+
+// Parse translates a tcp_proxy typed_config. Errors name the field.
+func Parse(a *anypb.Any) (*Config, error) {
+	var m tcpv3.TcpProxy
+	if a == nil {
+		return nil, errors.New("typed_config missing")
+	}
+	if err := a.UnmarshalTo(&m); err != nil {
+		return nil, fmt.Errorf("want %s: %w", FilterName, err)
+	}
+	c := &Config{StatPrefix: m.GetStatPrefix(), IdleTimeout: DefaultIdleTimeout}
+	if c.StatPrefix == "" {
+		return nil, errors.New("stat_prefix: empty")
+	}
+	switch cs := m.GetClusterSpecifier().(type) {
+	case *tcpv3.TcpProxy_Cluster:
+		if cs.Cluster == "" {
+			return nil, errors.New("cluster: empty")
+		}
+		c.Clusters = []WeightedCluster{{Name: cs.Cluster, Weight: 1}}
+	case *tcpv3.TcpProxy_WeightedClusters:
+		for i, w := range cs.WeightedClusters.GetClusters() {
+			if w.GetName() == "" {
+				return nil, fmt.Errorf("weighted_clusters.clusters[%d].name: empty", i)
+			}
+			if w.GetMetadataMatch() != nil {
+				return nil, fmt.Errorf("weighted_clusters.clusters[%d].metadata_match: unsupported", i)
+			}
+			c.Clusters = append(c.Clusters, WeightedCluster{Name: w.GetName(), Weight: w.GetWeight()})
+		}
+		if len(c.Clusters) == 0 {
+			return nil, errors.New("weighted_clusters.clusters: empty")
+		}
+	default:
+		return nil, errors.New("cluster or weighted_clusters required")
+	}
+	for _, w := range c.Clusters {
+		c.total += uint64(w.Weight)
+	}
+	if c.total == 0 {
+		return nil, errors.New("weighted_clusters: the weights sum to 0")
+	}
+	if t := m.GetIdleTimeout(); t != nil {
+		if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
+			return nil, errors.New("idle_timeout: invalid")
+		}
+		c.IdleTimeout = t.AsDuration() // 0 disables it, as in Envoy
+	}
+	switch {
+	case m.GetMetadataMatch() != nil:
+		return nil, errors.New("metadata_match: unsupported")
+	case m.GetTunnelingConfig() != nil:
+		return nil, errors.New("tunneling_config: unsupported")
+	case m.GetOnDemand() != nil:
+		return nil, errors.New("on_demand: unsupported")
+	case len(m.GetHashPolicy()) > 0:
+		return nil, errors.New("hash_policy: unsupported")
+	}
+	return c, nil
+}
+
+// pickCluster chooses a cluster by weight.
+func (c *Config) pickCluster() string {
+	if len(c.Clusters) == 1 {
+		return c.Clusters[0].Name
+	}
+	n := rand.Uint64N(c.total)
+	for _, w := range c.Clusters {
+		if n < uint64(w.Weight) {
+			return w.Name
+		}
+		n -= uint64(w.Weight)
+	}
+	return c.Clusters[len(c.Clusters)-1].Name
+}
+
+// Proxy relays connections. Its fields are set before the first Serve.
+type Proxy struct {
+	Metrics *telemetry.TCPMetrics
+	Self    *telemetry.SrcLabels // source labels of outbound connections
+	Peer    *telemetry.SrcLabels // source labels of inbound connections (no metadata exchange for TCP: unknown)
+	Logger  *slog.Logger         // nil: discard
+}
+
+// Conn is one downstream connection and what the listener knows of it.
+type Conn struct {
+	net.Conn
+	// Dst is its (restored) destination: the endpoint an ORIGINAL_DST
+	// cluster dials.
+	Dst     netip.AddrPort
+	Inbound bool                 // accepted on an inbound listener
+	Sec     *telemetry.SecLabels // its security labels; nil: unknown
+}
+
+// Serve relays c with cfg over clusters until both directions are done,
+// the connection idles for cfg.IdleTimeout, or ctx ends (the listener
+// drained or the proxy closed). It closes c. Called on the connection's
+// own goroutine; blocks.
+func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[string]*cluster.Cluster) {
+	defer c.Close()
+	log := p.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	src := p.Self
+	if c.Inbound {
+		src = p.Peer
+	}
+	name := cfg.pickCluster()
+	cl := clusters[name]
+	if cl == nil {
+		log.Debug("tcp_proxy: no such cluster; connection closed", "stat_prefix", cfg.StatPrefix, "cluster", name)
+		return // NC
+	}
+	var ep *cluster.Endpoint
+	if cl.IsOriginalDst() {
+		// A connection that was not redirected (it came to the listener's
+		// own address) would be relayed back to the listener, and so on:
+		// refused, as no endpoint.
+		if !sameAddr(c.Dst, c.LocalAddr()) {
+			ep = cl.PickOriginal(c.Dst)
+		}
+	} else {
+		ep = cl.Pick(cluster.HashKey{})
+	}
+	if ep == nil {
+		// BlackHoleCluster: counted, so REGISTRY_ONLY refusals show.
+		s := p.Metrics.Series(telemetry.TCPKey{Src: src, Dst: cl.DstNoEndpoint(), Sec: c.Sec, Inbound: c.Inbound, Flags: "UH"})
+		s.Opened.Inc()
+		s.Closed.Inc()
+		log.Debug("tcp_proxy: no endpoint; connection closed", "stat_prefix", cfg.StatPrefix, "cluster", name, "dst", c.Dst)
+		return
+	}
+	dst := ep.Dst()
+	if c.Inbound {
+		dst = cl.DstInbound()
+	}
+	up, err := ep.Conns().DialStream(ctx)
+	if err != nil {
+		cl.Stats().CxConnectFail.Inc()
+		s := p.Metrics.Series(telemetry.TCPKey{Src: src, Dst: dst, Sec: c.Sec, Inbound: c.Inbound, Flags: "UF"})
+		s.Opened.Inc()
+		s.Closed.Inc()
+		log.Debug("tcp_proxy: upstream connect failed; connection closed", "stat_prefix", cfg.StatPrefix, "cluster", name, "endpoint", ep.Addr(), "err", err)
+		return
+	}
+	defer up.Close()
+	s := p.Metrics.Series(telemetry.TCPKey{Src: src, Dst: dst, Sec: c.Sec, Inbound: c.Inbound})
+	s.Opened.Inc()
+	defer s.Closed.Inc()
+	relay(ctx, c.Conn, up, cfg.IdleTimeout, s)
+}
+
+// relay copies down→up and up→down until both directions have ended,
+// either side fails, the connection idles for idle (0: never) or ctx
+// ends. An EOF in one direction half-closes the other side's write.
+func relay(ctx context.Context, down, up net.Conn, idle time.Duration, s telemetry.TCPSeries) {
+	r := &relayState{down: down, up: up, idle: idle}
+	r.last.Store(time.Now().UnixNano())
+	stop := context.AfterFunc(ctx, r.abort)
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.pipe(up, down, s.Received)
+	}()
+	r.pipe(down, up, s.Sent)
+	<-done
+}
+
+// relayState is what the two directions of one relay share.
+type relayState struct {
+	down, up net.Conn
+	idle     time.Duration
+	last     atomic.Int64 // unix nanos of the last byte either way
+	stopped  atomic.Bool
+	once     sync.Once
+}
+
+// abort ends both directions: blocked reads and writes return at once.
+func (r *relayState) abort() {
+	r.once.Do(func() {
+		r.stopped.Store(true)
+		r.down.SetDeadline(aLongTimeAgo)
+		r.up.SetDeadline(aLongTimeAgo)
+	})
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// pipe copies from src to dst. At src's EOF it half-closes dst (or, if
+// dst cannot half-close, ends the relay); on any other error it ends the
+// relay.
+func (r *relayState) pipe(src, dst net.Conn, count interface{ Add(float64) }) {
+	buf := make([]byte, 32<<10)
+	for {
+		if r.idle > 0 {
+			src.SetReadDeadline(time.Unix(0, r.last.Load()).Add(r.idle))
+			if r.stopped.Load() { // abort ran meanwhile: keep its deadline
+				src.SetReadDeadline(aLongTimeAgo)
+			}
+		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			r.last.Store(time.Now().UnixNano())
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				r.abort()
+				return
+			}
+			count.Add(float64(n))
+		}
+		if err == nil {
+			continue
+		}
+		if r.stopped.Load() {
+			return
+		}
+		if r.idle > 0 && isTimeout(err) && time.Since(time.Unix(0, r.last.Load())) < r.idle {
+			continue // the other direction was active: not idle yet
+		}
+		if errors.Is(err, io.EOF) {
+			if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+				return
+			}
+		}
+		r.abort()
+		return
+	}
+}
+
+// sameAddr reports whether a and b are the same IP and port.
+func sameAddr(a netip.AddrPort, b net.Addr) bool {
+	ta, ok := b.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	bp := ta.AddrPort()
+	return a.Port() == bp.Port() && a.Addr().Unmap() == bp.Addr().Unmap()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,344 @@
+package tcpproxy
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+
+	"weft.dev/weft/internal/proxy/cluster"
+	"weft.dev/weft/internal/proxy/proxytest"
+	"weft.dev/weft/internal/proxy/telemetry"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		m    *tcpv3.TcpProxy
+		want string // error substring; "" = ok
+	}{
+		{"cluster", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"}}, ""},
+		{"weighted", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{
+			Clusters: []*tcpv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: "a", Weight: 90}, {Name: "b", Weight: 10}}}}}, ""},
+		{"no stat prefix", &tcpv3.TcpProxy{ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"}}, "stat_prefix: empty"},
+		{"no cluster", &tcpv3.TcpProxy{StatPrefix: "s"}, "cluster or weighted_clusters required"},
+		{"zero weights", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{
+			Clusters: []*tcpv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: "a"}}}}}, "sum to 0"},
+		{"bad idle", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"}, IdleTimeout: durationpb.New(-time.Second)}, "idle_timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse(proxytest.MustAny(t, tc.m))
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.IdleTimeout != DefaultIdleTimeout {
+					t.Errorf("idle timeout %v, want Envoy's default %v", c.IdleTimeout, DefaultIdleTimeout)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want …%s…", err, tc.want)
+			}
+		})
+	}
+}
+
+// env is a Proxy with its metrics, and a cluster builder.
+type env struct {
+	p   *Proxy
+	reg *prometheus.Registry
+	b   *cluster.Builder
+}
+
+func newEnv(t *testing.T) *env {
+	reg := prometheus.NewRegistry()
+	m, err := telemetry.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := telemetry.NewTCPMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := cluster.NewStatVecs(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := m.InternSrc(telemetry.SrcLabels{Workload: "w", Namespace: "ns", App: "a", Version: "v1"})
+	return &env{p: &Proxy{Metrics: tm, Self: self, Peer: self}, reg: reg, b: &cluster.Builder{Metrics: m, Stats: st}}
+}
+
+func (e *env) build(t *testing.T, c *clusterv3.Cluster) map[string]*cluster.Cluster {
+	ct, err := e.b.Build(c, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ct.CloseIdle)
+	return map[string]*cluster.Cluster{c.GetName(): ct}
+}
+
+// serve runs Serve on the server side of a loopback connection and
+// returns the client side; Serve's end is awaited at cleanup.
+func (e *env) serve(t *testing.T, cfg *Config, clusters map[string]*cluster.Cluster, dst netip.AddrPort) *net.TCPConn {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.p.Serve(t.Context(), Conn{Conn: sc, Dst: dst}, cfg, clusters)
+	}()
+	t.Cleanup(func() { cc.Close(); <-done })
+	return cc.(*net.TCPConn)
+}
+
+// echoUpstream accepts one connection, reads everything to EOF, then
+// writes "got:"+what it read and closes.
+func echoUpstream(t *testing.T) (netip.AddrPort, <-chan string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- "accept: " + err.Error()
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		b, _ := io.ReadAll(c)
+		got <- string(b)
+		c.Write(append([]byte("got:"), b...))
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort(), got
+}
+
+func cfgFor(name string, idle time.Duration) *Config {
+	return &Config{StatPrefix: name, Clusters: []WeightedCluster{{Name: name, Weight: 1}}, IdleTimeout: idle, total: 1}
+}
+
+// TestRelayHalfClose: bytes go both ways; the client's half-close reaches
+// the upstream, whose answer still comes back.
+func TestRelayHalfClose(t *testing.T) {
+	e := newEnv(t)
+	up, got := echoUpstream(t)
+	clusters := e.build(t, proxytest.StaticCluster(t, "outbound|9000||tcp.ns.svc.cluster.local", up.String()))
+	cc := e.serve(t, cfgFor("outbound|9000||tcp.ns.svc.cluster.local", time.Minute), clusters, netip.AddrPort{})
+	cc.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := cc.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	cc.CloseWrite()
+	if s := <-got; s != "hello" {
+		t.Fatalf("upstream read %q", s)
+	}
+	b, err := io.ReadAll(cc)
+	if err != nil || string(b) != "got:hello" {
+		t.Fatalf("client read %q, %v", b, err)
+	}
+}
+
+// TestOriginalDstRelay: an ORIGINAL_DST cluster dials the connection's
+// destination.
+func TestOriginalDstRelay(t *testing.T) {
+	e := newEnv(t)
+	up, got := echoUpstream(t)
+	clusters := e.build(t, proxytest.OriginalDstCluster("PassthroughCluster", ""))
+	cc := e.serve(t, cfgFor("PassthroughCluster", 0), clusters, up)
+	cc.SetDeadline(time.Now().Add(30 * time.Second))
+	cc.Write([]byte("x"))
+	cc.CloseWrite()
+	if s := <-got; s != "x" {
+		t.Fatalf("upstream read %q", s)
+	}
+	if b, _ := io.ReadAll(cc); string(b) != "got:x" {
+		t.Fatalf("client read %q", b)
+	}
+}
+
+// TestBlackHole: a cluster without endpoints closes the connection at
+// once, counted with UH.
+func TestBlackHole(t *testing.T) {
+	e := newEnv(t)
+	clusters := e.build(t, proxytest.BlackHoleCluster("BlackHoleCluster"))
+	cc := e.serve(t, cfgFor("BlackHoleCluster", time.Minute), clusters, netip.MustParseAddrPort("10.0.0.1:80"))
+	cc.SetDeadline(time.Now().Add(30 * time.Second))
+	if b, err := io.ReadAll(cc); err != nil || len(b) != 0 {
+		t.Fatalf("read %q, %v: want EOF", b, err)
+	}
+	waitFor(t, func() error {
+		mfs, err := e.reg.Gather()
+		if err != nil {
+			return err
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "istio_tcp_connections_closed_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				l := map[string]string{}
+				for _, lp := range m.GetLabel() {
+					l[lp.GetName()] = lp.GetValue()
+				}
+				if l["destination_service"] == "BlackHoleCluster" && l["response_flags"] == "UH" && l["request_protocol"] == "tcp" && m.GetCounter().GetValue() == 1 {
+					return nil
+				}
+			}
+		}
+		return errorf("no closed connection to BlackHoleCluster with UH in %v", mfs)
+	})
+}
+
+// TestIdleTimeout: a connection idle in both directions is closed.
+func TestIdleTimeout(t *testing.T) {
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	clusters := e.build(t, proxytest.StaticCluster(t, "c", ln.Addr().String()))
+	cc := e.serve(t, cfgFor("c", 50*time.Millisecond), clusters, netip.AddrPort{})
+	cc.SetDeadline(time.Now().Add(30 * time.Second))
+	if b, err := io.ReadAll(cc); err != nil || len(b) != 0 {
+		t.Fatalf("read %q, %v: want EOF after the idle timeout", b, err)
+	}
+	select {
+	case c := <-accepted:
+		c.Close()
+	case <-time.After(30 * time.Second):
+		t.Fatal("upstream never connected")
+	}
+}
+
+// TestSentReceivedBytes: the byte counters see both directions.
+func TestSentReceivedBytes(t *testing.T) {
+	e := newEnv(t)
+	up, got := echoUpstream(t)
+	clusters := e.build(t, proxytest.StaticCluster(t, "c", up.String()))
+	cc := e.serve(t, cfgFor("c", time.Minute), clusters, netip.AddrPort{})
+	cc.SetDeadline(time.Now().Add(30 * time.Second))
+	payload := bytes.Repeat([]byte("a"), 100000)
+	cc.Write(payload)
+	cc.CloseWrite()
+	<-got
+	b, _ := io.ReadAll(cc)
+	if len(b) != len(payload)+4 {
+		t.Fatalf("client read %d bytes", len(b))
+	}
+	waitFor(t, func() error {
+		mfs, err := e.reg.Gather()
+		if err != nil {
+			return err
+		}
+		vals := map[string]float64{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				vals[mf.GetName()] += m.GetCounter().GetValue()
+			}
+		}
+		if vals["istio_tcp_sent_bytes_total"] != float64(len(payload)) || vals["istio_tcp_received_bytes_total"] != float64(len(payload)+4) ||
+			vals["istio_tcp_connections_opened_total"] != 1 || vals["istio_tcp_connections_closed_total"] != 1 {
+			return errorf("metrics %v", vals)
+		}
+		return nil
+	})
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+func errorf(format string, a ...any) error { return errString(fmt.Sprintf(format, a...)) }
+
+// waitFor polls f for a bounded time (the relay's goroutine records its
+// last counters right after the client sees EOF).
+func waitFor(t *testing.T, f func() error) {
+	t.Helper()
+	var err error
+	for range 200 {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal(err)
+}
+
+// TestConnectFailure: an endpoint that refuses closes the downstream
+// connection, counted as UF and upstream_cx_connect_fail.
+func TestConnectFailure(t *testing.T) {
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	clusters := e.build(t, proxytest.StaticCluster(t, "c", addr))
+	cc := e.serve(t, cfgFor("c", time.Minute), clusters, netip.AddrPort{})
+	cc.SetDeadline(time.Now().Add(30 * time.Second))
+	if b, err := io.ReadAll(cc); err != nil || len(b) != 0 {
+		t.Fatalf("read %q, %v: want EOF", b, err)
+	}
+	waitFor(t, func() error {
+		mfs, err := e.reg.Gather()
+		if err != nil {
+			return err
+		}
+		var fail, uf float64
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				switch mf.GetName() {
+				case "envoy_cluster_upstream_cx_connect_fail":
+					fail += m.GetCounter().GetValue()
+				case "istio_tcp_connections_closed_total":
+					for _, l := range m.GetLabel() {
+						if l.GetName() == "response_flags" && l.GetValue() == "UF" {
+							uf += m.GetCounter().GetValue()
+						}
+					}
+				}
+			}
+		}
+		if fail != 1 || uf != 1 {
+			return errorf("connect_fail=%v UF=%v, want 1 and 1", fail, uf)
+		}
+		return nil
+	})
+}

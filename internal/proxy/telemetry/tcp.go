@@ -1,0 +1,83 @@
+package telemetry
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Istio's TCP metrics (tcp_proxy connections) carry the request labels
+// but the response code and gRPC status; request_protocol is "tcp".
+var tcpLabels = []string{
+	"reporter",
+	"source_workload", "source_workload_namespace", "source_app", "source_version",
+	"destination_service", "destination_service_name", "destination_service_namespace",
+	"destination_workload", "destination_workload_namespace", "destination_app", "destination_version",
+	"request_protocol", "response_flags",
+	"connection_security_policy", "source_principal", "destination_principal",
+}
+
+// TCPMetrics records Istio's TCP metrics:
+// istio_tcp_connections_opened_total, istio_tcp_connections_closed_total,
+// istio_tcp_sent_bytes_total (downstream to upstream) and
+// istio_tcp_received_bytes_total (upstream to downstream). Safe for
+// concurrent use.
+type TCPMetrics struct {
+	opened, closed, sent, received *prometheus.CounterVec
+}
+
+// NewTCPMetrics registers the TCP metrics with reg (or reuses those
+// already registered there).
+func NewTCPMetrics(reg prometheus.Registerer) (*TCPMetrics, error) {
+	m := &TCPMetrics{}
+	for _, c := range []struct {
+		v          **prometheus.CounterVec
+		name, help string
+	}{
+		{&m.opened, "istio_tcp_connections_opened_total", "TCP connections the proxy opened to an upstream (tcp_proxy)."},
+		{&m.closed, "istio_tcp_connections_closed_total", "TCP connections through the proxy that ended."},
+		{&m.sent, "istio_tcp_sent_bytes_total", "Bytes sent from the downstream to the upstream of TCP connections."},
+		{&m.received, "istio_tcp_received_bytes_total", "Bytes received from the upstream for the downstream of TCP connections."},
+	} {
+		var err error
+		if *c.v, err = Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: c.name, Help: c.help}, tcpLabels)); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// TCPKey identifies the series of one TCP connection. Src, Dst and Sec
+// are interned labels (Sec nil: all unknown).
+type TCPKey struct {
+	Src     *SrcLabels
+	Dst     *DstLabels
+	Sec     *SecLabels
+	Inbound bool   // reporter="destination"; else "source"
+	Flags   string // response_flags; "" is reported as "-"
+}
+
+// TCPSeries are the counters of one TCPKey.
+type TCPSeries struct {
+	Opened, Closed, Sent, Received prometheus.Counter
+}
+
+// Series returns the counters of k. Called once per connection.
+func (m *TCPMetrics) Series(k TCPKey) TCPSeries {
+	reporter, flags := "source", k.Flags
+	if k.Inbound {
+		reporter = "destination"
+	}
+	if flags == "" {
+		flags = "-"
+	}
+	sec := k.Sec
+	if sec == nil {
+		sec = &SecLabels{Policy: Unknown, SourcePrincipal: Unknown, DestinationPrincipal: Unknown}
+	}
+	lv := []string{reporter,
+		k.Src.Workload, k.Src.Namespace, k.Src.App, k.Src.Version,
+		k.Dst.Service, k.Dst.ServiceName, k.Dst.ServiceNamespace,
+		k.Dst.Workload, k.Dst.WorkloadNamespace, k.Dst.App, k.Dst.Version,
+		"tcp", flags, sec.Policy, sec.SourcePrincipal, sec.DestinationPrincipal}
+	return TCPSeries{Opened: m.opened.WithLabelValues(lv...), Closed: m.closed.WithLabelValues(lv...),
+		Sent: m.sent.WithLabelValues(lv...), Received: m.received.WithLabelValues(lv...)}
+}

@@ -140,7 +140,7 @@ renews it with the certificate itself. See docs/security.md.`,
 type flags struct {
 	xdsAddr, adminAddr, id, namespace, workload  string
 	serviceAccount, outbound, logLevel, locality string
-	autoRegisterGroup                            string
+	autoRegisterGroup, interceptionMode          string
 	rootCert, tokenFile, token, trustDomain      string
 	certDir, appProbesAddr                       string
 	plaintext                                    bool
@@ -166,6 +166,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.outbound, "outbound", contract.DefaultOutboundAddress, "outbound listener `host:port`; '' for none")
 	fs.StringVar(&f.id, "id", "", "xDS node id (default sidecar~<first ip>~<workload>.<namespace>~<namespace>.svc.cluster.local)")
 	fs.StringVar(&f.serviceAccount, "service-account", "default", "workload service account")
+	fs.StringVar(&f.interceptionMode, "interception-mode", contract.InterceptionNone, "how the workload's traffic reaches the proxy: NONE (explicit: apps use the outbound listener, the inbound listeners bind the workload's address) or REDIRECT (iptables REDIRECT by weft-proxy capture: the proxy serves virtualOutbound on 15001 and virtualInbound on 15006 and routes by original destination)")
 	fs.StringVar(&f.autoRegisterGroup, "auto-register-group", "", "register this workload (a VM) with the WorkloadGroup of this `name` in --namespace while the proxy is connected: the control plane adds it to the mesh with the group's labels and removes it after the proxy disconnects")
 	fs.StringVar(&f.locality, "locality", "", "where this proxy runs, `region/zone/subzone` (endpoint priorities are relative to it)")
 	fs.DurationVar(&f.drain, "drain-timeout", proxy.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
@@ -234,6 +235,13 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 	if f.listenerDrain <= 0 {
 		return proxy.Options{}, fmt.Errorf("--listener-drain-time %v: must be positive", f.listenerDrain)
 	}
+	mode := strings.ToUpper(f.interceptionMode)
+	if mode != contract.InterceptionNone && mode != contract.InterceptionRedirect {
+		return proxy.Options{}, fmt.Errorf("--interception-mode %q: want NONE or REDIRECT", f.interceptionMode)
+	}
+	if mode == contract.InterceptionNone {
+		mode = "" // the default: not sent
+	}
 	id := f.id
 	if id == "" {
 		id = contract.DefaultNodeID(ips[0], workload, f.namespace)
@@ -251,7 +259,7 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 		Identity: contract.Identity{
 			ID: id, Namespace: f.namespace, WorkloadName: workload, Labels: labels,
 			IPs: ips, ServiceAccount: f.serviceAccount, OutboundAddress: f.outbound, AppPorts: appPorts,
-			Locality: f.locality, AutoRegisterGroup: f.autoRegisterGroup,
+			Locality: f.locality, AutoRegisterGroup: f.autoRegisterGroup, InterceptionMode: mode,
 		},
 		XDSAddress:    f.xdsAddr,
 		AdminAddress:  f.adminAddr,

@@ -364,6 +364,7 @@ func proxyContainer(t *corev1.PodTemplateSpec, workload string, cfg Config) (cor
 		"--workload", workload,
 		"--service-account", "$(SERVICE_ACCOUNT)",
 		"--ip", "$(INSTANCE_IP)",
+		"--interception-mode", "REDIRECT",
 	)
 	if len(t.Labels) > 0 {
 		var kv []string

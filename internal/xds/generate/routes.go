@@ -74,6 +74,20 @@ func domains(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p re
 		}
 		add(fmt.Sprintf("%s:%d", n, p.Number))
 	}
+	if id.Captured() {
+		// A captured app may dial the service's virtual IP: its Host is
+		// then the address, as Istio's domains include it.
+		for _, a := range svc.Addresses {
+			host := a.String()
+			if a.Is6() && !a.Is4In6() {
+				host = "[" + host + "]"
+			}
+			if p.Number == 80 {
+				add(host)
+			}
+			add(fmt.Sprintf("%s:%d", host, p.Number))
+		}
+	}
 	return out
 }
 

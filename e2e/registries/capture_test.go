@@ -1,0 +1,300 @@
+package registries
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"weft.dev/weft/internal/testenv"
+)
+
+// TestCaptureVIPRouting: unmodified clients in a "pod" — a Go HTTP client
+// with no proxy settings and curl — call a service by its virtual IP;
+// `weft-proxy capture` rules send the connection to the pod's sidecar
+// (running as the proxy UID, so its own connections are not captured),
+// which routes it by the VirtualService (90/10, header match) over mutual
+// TLS to the server pods, whose rules send it to their sidecars' inbound
+// capture port and on to the app on its original port. Plain TCP to a
+// destination outside the registry passes through both sidecars
+// (ALLOW_ANY), and a port excluded from capture bypasses the proxy.
+func TestCaptureVIPRouting(t *testing.T) {
+	bin := binaries(t)
+	testenv.Privileged(t)
+	for _, tool := range []string{"iptables-restore", "setpriv", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if testenv.Required() {
+				t.Fatalf("%s not found (WEFT_REQUIRE_TOOLS=1)", tool)
+			}
+			t.Skipf("%s not found", tool)
+		}
+	}
+	// The sidecars run as UID 1337: the binaries and their files must be
+	// readable by it.
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shared, err := os.MkdirTemp("", "weft-capture-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shared) })
+	if err := os.Chmod(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	n := testenv.NewNetwork(t)
+	client, v1, v2 := n.Netns(t, "client"), n.Netns(t, "v1"), n.Netns(t, "v2")
+	vip := n.Prefix + ".250" // no interface has it: only the capture rules make it answer
+	cfg := t.TempDir()
+	writeFile(t, filepath.Join(cfg, "backend.yaml"), fmt.Sprintf(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: backend, namespace: shop}
+spec:
+  hosts: [backend.shop.svc.cluster.local]
+  addresses: [%s]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+  workloadSelector:
+    labels: {app: backend}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: backend-v1, namespace: shop}
+spec:
+  address: %s
+  serviceAccount: backend
+  labels: {app: backend, version: v1, security.istio.io/tlsMode: istio}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: backend-v2, namespace: shop}
+spec:
+  address: %s
+  serviceAccount: backend
+  labels: {app: backend, version: v2, security.istio.io/tlsMode: istio}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend, namespace: shop}
+spec:
+  host: backend.shop.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend, namespace: shop}
+spec:
+  hosts: [backend.shop.svc.cluster.local]
+  http:
+  - match:
+    - headers: {x-canary: {exact: "true"}}
+    route:
+    - destination: {host: backend.shop.svc.cluster.local, subset: v2}
+  - route:
+    - destination: {host: backend.shop.svc.cluster.local, subset: v1}
+      weight: 90
+    - destination: {host: backend.shop.svc.cluster.local, subset: v2}
+      weight: 10
+`, vip, v1.IP, v2.IP))
+	cp := serve(t, bin, n, "--config", cfg)
+	root := filepath.Join(shared, "root-cert.pem")
+	copyFile(t, cp.Root, root)
+
+	pod := func(ns *testenv.Netns, name, sa, labels, version string, capture ...string) {
+		t.Helper()
+		// The init container's job: the pod's iptables rules.
+		if out, err := ns.Command(t.Context(), filepath.Join(bin, "weft-proxy"), append([]string{"capture"}, capture...)...).CombinedOutput(); err != nil {
+			t.Fatalf("weft-proxy capture in %s: %v\n%s", name, err, out)
+		}
+		tok := filepath.Join(shared, name+".token")
+		copyFile(t, cp.token(t, bin, "shop", sa), tok)
+		args := []string{"--reuid=1337", "--regid=1337", "--clear-groups", filepath.Join(bin, "weft-proxy"),
+			"--workload", name, "--namespace", "shop", "--service-account", sa, "--labels", labels,
+			"--ip", ns.IP, "--interception-mode", "REDIRECT", "--admin-address", ns.IP + ":15000",
+			"--xds-address", cp.XDS, "--root-cert", root, "--token-file", tok, "--log-level", "info"}
+		if version != "" {
+			startCmd(t, name+" echo", ns.Command(context.Background(), filepath.Join(bin, "weft"), "echo",
+				"--name", name, "--version", version, "--address", "127.0.0.1:8080"))
+			args = append(args, "--app-port", "8080=127.0.0.1:8080")
+		}
+		startCmd(t, name+" weft-proxy", ns.Command(context.Background(), "setpriv", args...))
+		hc := &http.Client{Timeout: 2 * time.Second}
+		eventually(t, 30*time.Second, name+" sidecar ready", func() error {
+			code, body, err := httpGet(hc, "http://"+ns.IP+":15000/ready", nil)
+			if err != nil || code != 200 {
+				return fmt.Errorf("/ready: %d %q %v", code, body, err)
+			}
+			return nil
+		})
+	}
+	pod(v1, "backend-v1", "backend", "app=backend,version=v1,security.istio.io/tlsMode=istio", "v1")
+	pod(v2, "backend-v2", "backend", "app=backend,version=v2,security.istio.io/tlsMode=istio", "v2")
+	pod(client, "client", "client", "app=client", "", "--exclude-outbound-ports", "9001")
+
+	// An HTTP client with no proxy settings, dialling from inside the
+	// client pod.
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := client.Do(func() (err error) {
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+		DisableKeepAlives: true,
+	}}
+	call := func(headers map[string]string) (echoReply, error) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+vip+":8080/", nil)
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return echoReply{}, err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return echoReply{}, fmt.Errorf("%d %s", resp.StatusCode, body)
+		}
+		return reply(string(body))
+	}
+	eventually(t, 20*time.Second, "the VIP answers through capture", func() error {
+		_, err := call(nil)
+		return err
+	})
+	got := map[string]int{}
+	for range 300 {
+		r, err := call(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[r.Version]++
+	}
+	t.Logf("90/10 by VIP: %v", got)
+	// 270 expected for v1; six standard deviations (31) either way.
+	if got["v1"] < 239 || got["v1"] > 299 || got["v1"]+got["v2"] != 300 {
+		t.Errorf("split %v, want about 270 v1 / 30 v2", got)
+	}
+	for range 20 {
+		if r, err := call(map[string]string{"x-canary": "true"}); err != nil || r.Version != "v2" {
+			t.Fatalf("header match: %+v %v, want v2", r, err)
+		}
+	}
+
+	// curl, unmodified, from the pod.
+	out, err := client.Command(t.Context(), "curl", "-sS", "--noproxy", "*", "-m", "5", "http://"+vip+":8080/").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"backend-v`) {
+		t.Errorf("curl http://%s:8080/ in the client pod: %v\n%s", vip, err, out)
+	}
+
+	// Plain TCP outside the registry: passed through; port 9001 excluded.
+	tcpPassthrough(t, client, v1)
+	_, cm, err := httpGet(&http.Client{Timeout: 5 * time.Second}, "http://"+client.IP+":15000/stats/prometheus", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One connection (9000) went through the sidecar; 9001 bypassed it.
+	if opened := grepLines(cm, "istio_tcp_connections_opened_total{"); !strings.Contains(opened, "PassthroughCluster") ||
+		!strings.HasSuffix(strings.TrimSpace(opened), " 1") || strings.Count(opened, "\n") != 0 {
+		t.Errorf("the client's sidecar should count exactly one passthrough TCP connection (port 9000; 9001 is excluded):\n%s", opened)
+	}
+
+	// Mutual TLS between the sidecars: the server side counted the
+	// requests as mutual TLS from the client's identity.
+	_, metrics, err := httpGet(&http.Client{Timeout: 5 * time.Second}, "http://"+v1.IP+":15000/stats/prometheus", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mtls bool
+	for _, l := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(l, "istio_requests_total{") && strings.Contains(l, `reporter="destination"`) &&
+			strings.Contains(l, `connection_security_policy="mutual_tls"`) && strings.Contains(l, `source_principal="spiffe://cluster.local/ns/shop/sa/client"`) {
+			mtls = true
+		}
+	}
+	if !mtls {
+		t.Errorf("backend-v1's sidecar did not count mutual TLS requests from the client:\n%s", grepLines(metrics, "istio_requests_total"))
+	}
+}
+
+// tcpPassthrough dials server:9000 and server:9001 (plain TCP echo
+// servers outside the registry) from the client pod and wants the echo.
+func tcpPassthrough(t *testing.T, client, server *testenv.Netns) {
+	t.Helper()
+	for _, port := range []string{"9000", "9001"} {
+		l, err := server.Listen("tcp", server.IP+":"+port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					b := make([]byte, 64)
+					n, _ := c.Read(b)
+					io.WriteString(c, "echo:"+string(b[:n]))
+				}()
+			}
+		}()
+	}
+	for _, port := range []string{"9000", "9001"} {
+		var got string
+		err := client.Do(func() error {
+			c, err := net.DialTimeout("tcp", server.IP+":"+port, 5*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, "ping "+port)
+			b, err := io.ReadAll(c)
+			got = string(b)
+			return err
+		})
+		if err != nil || got != "echo:ping "+port {
+			t.Errorf("TCP to %s:%s from the client pod: %q %v", server.IP, port, got, err)
+		}
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

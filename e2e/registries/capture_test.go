@@ -16,16 +16,26 @@ import (
 	"weft.dev/weft/internal/testenv"
 )
 
-// TestCaptureVIPRouting: unmodified clients in a "pod" — a Go HTTP client
-// with no proxy settings and curl — call a service by its virtual IP;
-// `weft-proxy capture` rules send the connection to the pod's sidecar
-// (running as the proxy UID, so its own connections are not captured),
-// which routes it by the VirtualService (90/10, header match) over mutual
-// TLS to the server pods, whose rules send it to their sidecars' inbound
-// capture port and on to the app on its original port. Plain TCP to a
-// destination outside the registry passes through both sidecars
-// (ALLOW_ANY), and a port excluded from capture bypasses the proxy.
-func TestCaptureVIPRouting(t *testing.T) {
+// captureMesh is a control plane and three captured pods: a client and
+// the two versions of backend.shop (a ServiceEntry with a virtual IP,
+// routed 90/10 and by the header x-canary), each pod's rules installed by
+// `weft-proxy capture` and its sidecar running as the proxy UID with
+// --interception-mode REDIRECT. The client pod excludes port 9001 from
+// capture.
+type captureMesh struct {
+	bin            string
+	n              *testenv.Network
+	client, v1, v2 *testenv.Netns
+	vip            string
+	cp             *controlPlane
+	// call sends GET http://VIP:8080/ from inside the client pod with an
+	// HTTP client that has no proxy settings.
+	call func(headers map[string]string) (echoReply, error)
+}
+
+// newCaptureMesh starts it; serveArgs are more `weft serve` flags.
+func newCaptureMesh(t testing.TB, serveArgs ...string) *captureMesh {
+	t.Helper()
 	bin := binaries(t)
 	testenv.Privileged(t)
 	for _, tool := range []string{"iptables-restore", "setpriv", "curl"} {
@@ -109,7 +119,7 @@ spec:
     - destination: {host: backend.shop.svc.cluster.local, subset: v2}
       weight: 10
 `, vip, v1.IP, v2.IP))
-	cp := serve(t, bin, n, "--config", cfg)
+	cp := serve(t, bin, n, append([]string{"--config", cfg}, serveArgs...)...)
 	root := filepath.Join(shared, "root-cert.pem")
 	copyFile(t, cp.Root, root)
 
@@ -178,6 +188,21 @@ spec:
 		_, err := call(nil)
 		return err
 	})
+	return &captureMesh{bin: bin, n: n, client: client, v1: v1, v2: v2, vip: vip, cp: cp, call: call}
+}
+
+// TestCaptureVIPRouting: unmodified clients in a "pod" — a Go HTTP client
+// with no proxy settings and curl — call a service by its virtual IP;
+// `weft-proxy capture` rules send the connection to the pod's sidecar
+// (running as the proxy UID, so its own connections are not captured),
+// which routes it by the VirtualService (90/10, header match) over mutual
+// TLS to the server pods, whose rules send it to their sidecars' inbound
+// capture port and on to the app on its original port. Plain TCP to a
+// destination outside the registry passes through both sidecars
+// (ALLOW_ANY), and a port excluded from capture bypasses the proxy.
+func TestCaptureVIPRouting(t *testing.T) {
+	m := newCaptureMesh(t)
+	client, v1, vip, call := m.client, m.v1, m.vip, m.call
 	got := map[string]int{}
 	for range 300 {
 		r, err := call(nil)
@@ -278,7 +303,7 @@ func tcpPassthrough(t *testing.T, client, server *testenv.Netns) {
 	}
 }
 
-func copyFile(t *testing.T, from, to string) {
+func copyFile(t testing.TB, from, to string) {
 	t.Helper()
 	b, err := os.ReadFile(from)
 	if err != nil {
@@ -297,4 +322,110 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestCaptureRegistryOnly: with --outbound-traffic-policy REGISTRY_ONLY a
+// captured pod still reaches mesh services by VIP, while TCP to a
+// destination outside the registry is closed by the sidecar
+// (BlackHoleCluster) before it reaches the server.
+func TestCaptureRegistryOnly(t *testing.T) {
+	m := newCaptureMesh(t, "--outbound-traffic-policy", "REGISTRY_ONLY")
+	if r, err := m.call(nil); err != nil || !strings.HasPrefix(r.Name, "backend-v") {
+		t.Fatalf("a mesh service by VIP under REGISTRY_ONLY: %+v %v", r, err)
+	}
+	l, err := m.v1.Listen("tcp", m.v1.IP+":9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "should not be reached")
+			c.Close()
+		}
+	}()
+	var got string
+	err = m.client.Do(func() error {
+		c, err := net.DialTimeout("tcp", m.v1.IP+":9000", 5*time.Second)
+		if err != nil {
+			return nil // refused: fine
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(c)
+		got = string(b)
+		return nil
+	})
+	if err != nil || got != "" {
+		t.Errorf("TCP outside the registry under REGISTRY_ONLY got %q (%v), want the connection closed", got, err)
+	}
+}
+
+// BenchmarkCapturePath: one request from an unmodified client in a
+// captured pod to a service VIP (iptables REDIRECT, original-destination
+// lookup, the virtual listener) against the same request sent explicitly
+// to a sidecar's outbound listener by Host (no capture), both through
+// two sidecars over mutual TLS to the same echo app:
+//
+//	go test -run '^$' -bench CapturePath -benchtime 2000x ./e2e/registries
+//
+// Both clients keep their connection alive; reported: wall time per
+// request (ns/op), side by side in one run.
+func BenchmarkCapturePath(b *testing.B) {
+	m := newCaptureMesh(b)
+	// An explicit client pod: no rules, its sidecar's outbound listener
+	// on the pod address.
+	explicit := m.n.Netns(b, "explicit")
+	tok := filepath.Join(b.TempDir(), "token")
+	copyFile(b, m.cp.token(b, m.bin, "shop", "client"), tok)
+	w := startWorkload(b, m.bin, m.cp, explicit, workloadSpec{Name: "explicit", Namespace: "shop", ServiceAccount: "client",
+		Labels: "app=explicit", TokenFile: tok})
+	viaProxy := &http.Client{Timeout: 5 * time.Second}
+	explicitCall := func() error {
+		code, body, err := httpGet(viaProxy, "http://"+w.Out+"/", map[string]string{"Host": "backend.shop.svc.cluster.local:8080"})
+		if err == nil && code != 200 {
+			err = fmt.Errorf("%d %s", code, body)
+		}
+		return err
+	}
+	eventually(b, 20*time.Second, "explicit path", explicitCall)
+	// The captured client keeps its connection alive too, as the explicit
+	// one does: both measure the request path, not connection setup.
+	inPod := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := m.client.Do(func() (err error) {
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
+	captured := func() error {
+		code, body, err := httpGet(inPod, "http://"+m.vip+":8080/", nil)
+		if err == nil && code != 200 {
+			err = fmt.Errorf("%d %s", code, body)
+		}
+		return err
+	}
+
+	for _, path := range []struct {
+		name string
+		do   func() error
+	}{
+		{"capture", captured},
+		{"explicit", explicitCall},
+	} {
+		b.Run(path.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if err := path.do(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -191,7 +191,7 @@ spec:
 	t.Logf("across a Consul agent restart: %d requests, 0 failed", ok.Load())
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(strings.TrimLeft(content, "\n")), 0o644); err != nil {
 		t.Fatal(err)

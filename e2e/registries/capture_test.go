@@ -157,16 +157,7 @@ spec:
 	// An HTTP client with no proxy settings, dialling from inside the
 	// client pod.
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := client.Do(func() (err error) {
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-		DisableKeepAlives: true,
+		Proxy: nil, DialContext: client.DialContext, DisableKeepAlives: true,
 	}}
 	call := func(headers map[string]string) (echoReply, error) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+vip+":8080/", nil)
@@ -395,16 +386,7 @@ func BenchmarkCapturePath(b *testing.B) {
 	eventually(b, 20*time.Second, "explicit path", explicitCall)
 	// The captured client keeps its connection alive too, as the explicit
 	// one does: both measure the request path, not connection setup.
-	inPod := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := m.client.Do(func() (err error) {
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
+	inPod := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: m.client.DialContext}}
 	captured := func() error {
 		code, body, err := httpGet(inPod, "http://"+m.vip+":8080/", nil)
 		if err == nil && code != 200 {

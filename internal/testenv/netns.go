@@ -188,3 +188,15 @@ func (ns *Netns) Listen(network, addr string) (net.Listener, error) {
 	})
 	return l, err
 }
+
+// DialContext dials from inside the namespace, as an app in the pod would
+// (its connections go through the pod's iptables rules): use it as an
+// http.Transport's DialContext.
+func (ns *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := ns.Do(func() (err error) {
+		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}

@@ -109,7 +109,7 @@ func TestLiveWeightChange(t *testing.T) {
 // successful answer when want is empty).
 func waitVersion(t *testing.T, c *http.Client, front *localmesh.Workload, host string, hdr map[string]string, want string) {
 	t.Helper()
-	Eventually(t, 10*time.Second, "routing to "+host+" "+want, func() error {
+	Eventually(t, 30*time.Second, "routing to "+host+" "+want, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		// A streak of answers from the wanted version, so a weighted split

@@ -45,7 +45,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -148,6 +150,9 @@ var _ registry.Source = (*Source)(nil)
 func New(opts Options) (*Source, error) {
 	if opts.Address == "" {
 		return nil, errors.New("consul registry: no address: set the Consul agent's HTTP address (host:port)")
+	}
+	if err := checkAddress(opts.Address); err != nil {
+		return nil, fmt.Errorf("consul registry: address %q: %w", opts.Address, err)
 	}
 	opts.Domain = strings.ToLower(strings.Trim(opts.Domain, "."))
 	if opts.Domain == "" {
@@ -653,4 +658,26 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// checkAddress accepts what the Consul client does: host:port, or an
+// http(s) URL with a host.
+func checkAddress(addr string) error {
+	if strings.Contains(addr, "://") {
+		u, err := url.Parse(addr)
+		if err != nil {
+			return err
+		}
+		if u.Scheme != "http" && u.Scheme != "https" {
+			return fmt.Errorf("scheme %q: want http or https", u.Scheme)
+		}
+		if u.Host == "" {
+			return errors.New("no host")
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("want host:port or an http(s) URL: %w", err)
+	}
+	return nil
 }

@@ -304,3 +304,18 @@ func TestNewOptions(t *testing.T) {
 		t.Errorf("initial status = %+v, want not synced, not connected", st)
 	}
 }
+
+// TestNewRefusesBadAddress: a Consul address the client could never use
+// is refused at start, naming it, instead of retrying forever.
+func TestNewRefusesBadAddress(t *testing.T) {
+	for _, bad := range []string{"http://[bad", "ftp://consul:8500", "consul", "http://"} {
+		if _, err := New(Options{Address: bad}); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("New(%q) = %v, want an error naming the address", bad, err)
+		}
+	}
+	for _, good := range []string{"127.0.0.1:8500", "http://consul.service:8500", "https://consul:8501", "[::1]:8500"} {
+		if _, err := New(Options{Address: good}); err != nil {
+			t.Errorf("New(%q): %v", good, err)
+		}
+	}
+}

@@ -235,7 +235,11 @@ func TestConsulOutageKeepsLastSnapshot(t *testing.T) {
 	before := waitSnapshot(t, s, "order and payment", func(s *registry.Snapshot) bool {
 		return len(s.Endpoints("order.service.consul", 0)) == 1 && len(s.Endpoints("payment.service.consul", 0)) == 1
 	})
-	waitStatus(t, s, "connected", func(st registry.SourceStatus) bool { return st.Connected })
+	// The snapshot can show both services a moment before the source has
+	// read every service's first answer (synced): wait for that too, and
+	// take the snapshot in force then.
+	waitStatus(t, s, "connected and synced", func(st registry.SourceStatus) bool { return st.Connected && st.Synced })
+	before = s.Snapshot()
 
 	// From now on this goroutine alone reads Changed: it records whether
 	// any snapshot published across the outage lacked order.

@@ -24,6 +24,13 @@ const (
 	HTTPS Protocol = "HTTPS"
 	TLS   Protocol = "TLS"
 	TCP   Protocol = "TCP"
+	// Auto is a port whose protocol is not declared (a Kubernetes port
+	// with neither appProtocol nor a protocol name, a ServiceEntry port
+	// without protocol): a captured sidecar detects HTTP/1.1 and h2c from
+	// a connection's first bytes and routes it as HTTP, and carries
+	// anything else as TCP (Istio's protocol sniffing). Elsewhere (an
+	// explicit proxy, which only carries HTTP it is sent) it is TCP.
+	Auto Protocol = "AUTO"
 )
 
 // ParseProtocol maps an Istio protocol name (case-insensitive, "GRPC-Web"
@@ -48,6 +55,10 @@ func ParseProtocol(s string) (Protocol, bool) {
 
 // IsHTTP reports whether the port carries HTTP of any version.
 func (p Protocol) IsHTTP() bool { return p == HTTP || p == HTTP2 || p == GRPC }
+
+// Sniffed reports whether a captured sidecar detects the port's protocol
+// from each connection's first bytes.
+func (p Protocol) Sniffed() bool { return p == Auto }
 
 // IsHTTP2 reports whether upstream connections must speak HTTP/2 (h2c).
 func (p Protocol) IsHTTP2() bool { return p == HTTP2 || p == GRPC }

@@ -51,6 +51,7 @@ func TestProtocolClasses(t *testing.T) {
 		{registry.HTTPS, false, false, "not HTTP to the proxy"},
 		{registry.TLS, false, false, "not HTTP to the proxy"},
 		{registry.TCP, false, false, "not HTTP to the proxy"},
+		{registry.Auto, false, false, "HTTP only when a captured sidecar detects it"},
 	}
 	for _, tt := range tests {
 		if got := tt.p.IsHTTP(); got != tt.http {

@@ -280,9 +280,11 @@ func TestChainIndex(t *testing.T) {
 	narrow := mk(0, []string{"10.1.0.0/16"}, "")
 	h1 := mk(8080, nil, "", "http/1.1")
 	vip := mk(0, []string{"10.1.9.9/32", "fd00::9/128"}, "")
+	alpn := mk(9443, nil, transportTLS, "h2", "http/1.1")
+	alpnTCP := mk(9443, nil, transportTLS)
 	def := &chainConfig{}
-	chains := []*chainConfig{portTLS, anyPort, wide, narrow, h1, vip}
-	ix, err := buildChainIndex(chains, []string{"a", "b", "c", "d", "e", "f"})
+	chains := []*chainConfig{portTLS, anyPort, wide, narrow, h1, vip, alpn, alpnTCP}
+	ix, err := buildChainIndex(chains, []string{"a", "b", "c", "d", "e", "f", "g", "h"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,8 +305,17 @@ func TestChainIndex(t *testing.T) {
 		{"[::ffff:10.1.9.9]:80", transportRaw, "", vip},
 		{"[fd00::9]:80", transportRaw, "", vip},
 		{"[fd00::8]:80", transportRaw, "", anyPort},
+		// A ClientHello's ALPN list: the first protocol a chain names.
+		{"10.1.2.3:9443", transportTLS, "istio,http/1.1", alpn},
+		{"10.1.2.3:9443", transportTLS, "h2", alpn},
+		{"10.1.2.3:9443", transportTLS, "", alpnTCP},
+		{"10.1.2.3:9443", transportTLS, "istio", alpnTCP},
 	} {
-		if got := lc.match(netip.MustParseAddrPort(tc.dst), tc.transport, tc.app); got != tc.want {
+		var apps []string
+		if tc.app != "" {
+			apps = strings.Split(tc.app, ",")
+		}
+		if got := lc.match(netip.MustParseAddrPort(tc.dst), tc.transport, apps); got != tc.want {
 			t.Errorf("%s %s %q: got chain %+v, want %+v", tc.dst, tc.transport, tc.app, got.match, tc.want.match)
 		}
 	}

@@ -221,8 +221,10 @@ func dupMatch(first, second string) error {
 
 // match returns the chain of a connection to dst (its destination,
 // restored by use_original_dst) of transport protocol transport and
-// application protocol app ("" when none was detected), or nil.
-func (ix *chainIndex) match(dst netip.AddrPort, transport, app string) *chainConfig {
+// application protocols apps, or nil. As Envoy, the first of apps (in
+// the client's order) that a chain names wins; then a chain that names
+// none.
+func (ix *chainIndex) match(dst netip.AddrPort, transport string, apps []string) *chainConfig {
 	if ix == nil {
 		return nil
 	}
@@ -256,7 +258,7 @@ func (ix *chainIndex) match(dst netip.AddrPort, transport, app string) *chainCon
 	if pl == nil {
 		return nil
 	}
-	if app != "" {
+	for _, app := range apps {
 		if c := pl.byProto[app]; c != nil {
 			return c.cc
 		}

@@ -48,11 +48,11 @@ const handshakeTimeout = 15 * time.Second
 // Immutable once the connection is handed to the http.Server.
 type connInfo struct {
 	// What its chain was picked by: its (restored) destination, transport
-	// protocol (transportTLS or transportRaw) and detected application
-	// protocol ("" when none).
+	// protocol (transportTLS or transportRaw) and requested application
+	// protocols (none when none were detected).
 	dst       netip.AddrPort
 	transport string
-	app       string
+	apps      []string
 	chain     *chainConfig // the chain it was accepted on
 	ds        *forward.Downstream
 }
@@ -257,18 +257,27 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 			bl.d.log.Debug("no original destination; keeping the local address", "listener", bl.name, "remote", c.RemoteAddr().String(), "err", err)
 		}
 	}
-	transport, app := transportRaw, ""
-	var head []byte
-	if lc.inspectTLS || lc.inspectHTTP {
+	transport := transportRaw
+	var (
+		apps []string
+		head []byte
+	)
+	port := local.Port()
+	if tlsOn, httpOn := lc.inspectTLS.runs(port), lc.inspectHTTP.runs(port); tlsOn || httpOn {
 		var err error
-		head, err = inspect(c, lc.inspectTimeout, lc.inspectHTTP)
+		head, err = inspect(c, lc.inspectTimeout, httpOn)
 		switch {
 		case len(head) > 0 && tlssocket.IsHandshake(head):
-			if lc.inspectTLS {
+			if tlsOn {
 				transport = transportTLS
+				if lc.readALPN {
+					c.SetReadDeadline(deadline(lc.inspectTimeout))
+					apps, head = clientHelloALPN(c, head)
+					c.SetReadDeadline(time.Time{})
+				}
 			}
-		case len(head) > 0 && lc.inspectHTTP:
-			app = httpProtocol(head)
+		case len(head) > 0 && httpOn:
+			apps = httpProtocols(head)
 		}
 		switch {
 		case err == nil:
@@ -281,14 +290,14 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 			return nil, nil
 		}
 	}
-	cc := lc.match(local, transport, app)
+	cc := lc.match(local, transport, apps)
 	if cc == nil {
 		bl.stats.noChainMatch.Inc()
 		bl.d.log.Debug("connection refused: no filter chain matches", "listener", bl.name, "remote", c.RemoteAddr().String(),
-			"destination", local.String(), "transport_protocol", transport, "application_protocol", app)
+			"destination", local.String(), "transport_protocol", transport, "application_protocols", apps)
 		return nil, nil
 	}
-	ci := &connInfo{dst: local, transport: transport, app: app, chain: cc}
+	ci := &connInfo{dst: local, transport: transport, apps: apps, chain: cc}
 	sc := &serverConn{Conn: c, head: head, info: ci}
 	conn := filter.Connection{LocalAddr: local, RemoteAddr: addrPort(c.RemoteAddr())}
 	socket := addrPort(c.LocalAddr())
@@ -408,6 +417,31 @@ const maxMethodLen = 16
 // isMethodChar: HTTP methods in practice are upper-case letters, '-' and
 // '_' (Envoy's parser knows a fixed list of such methods).
 func isMethodChar(b byte) bool { return b >= 'A' && b <= 'Z' || b == '-' || b == '_' }
+
+// The HTTP inspector's verdicts, as application protocol lists.
+var (
+	protosH2C    = []string{"h2c"}
+	protosHTTP11 = []string{"http/1.1"}
+)
+
+// httpProtocols is httpProtocol as the list chains match on.
+func httpProtocols(head []byte) []string {
+	switch httpProtocol(head) {
+	case "h2c":
+		return protosH2C
+	case "http/1.1":
+		return protosHTTP11
+	}
+	return nil
+}
+
+// deadline is now+timeout, or none for 0.
+func deadline(timeout time.Duration) time.Time {
+	if timeout <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(timeout)
+}
 
 // httpProtocol is the http_inspector's verdict on a connection's first
 // bytes: "h2c" for the HTTP/2 preface, "http/1.1" for an HTTP/1 method

@@ -93,13 +93,17 @@ type listenerConfig struct {
 	// which tells HTTP/1.1 and h2c (prior knowledge) from other plaintext
 	// by the first bytes (the application protocol chains match on).
 	// Both wait at most inspectTimeout (listener_filters_timeout; 0: no
-	// limit).
-	inspectTLS, inspectHTTP bool
-	inspectTimeout          time.Duration
-	continueOnTimeout       bool // continue_on_listener_filters_timeout: a silent client is matched as it is
-	chains                  []*chainConfig
-	index                   *chainIndex  // filter_chains
-	def                     *chainConfig // default_filter_chain; nil: none
+	// limit), and run only for the destination ports their
+	// filter_disabled predicate leaves (listenerfilter.go).
+	inspectTLS, inspectHTTP inspector
+	// readALPN: the TLS inspector reads the ClientHello's ALPN list,
+	// because a chain matches on application_protocols.
+	readALPN          bool
+	inspectTimeout    time.Duration
+	continueOnTimeout bool // continue_on_listener_filters_timeout: a silent client is matched as it is
+	chains            []*chainConfig
+	index             *chainIndex  // filter_chains
+	def               *chainConfig // default_filter_chain; nil: none
 }
 
 // chainConfig is one translated filter chain: an HTTP connection manager
@@ -114,10 +118,11 @@ type chainConfig struct {
 }
 
 // match returns the chain a connection to dst of transport protocol
-// transport ("tls" or "raw_buffer") and application protocol app (""
-// when none was detected) takes, or nil (Envoy's no_filter_chain_match).
-func (lc *listenerConfig) match(dst netip.AddrPort, transport, app string) *chainConfig {
-	if cc := lc.index.match(dst, transport, app); cc != nil {
+// transport ("tls" or "raw_buffer") and application protocols apps (the
+// ClientHello's ALPN list, or the HTTP inspector's verdict; none when
+// nothing was detected) takes, or nil (Envoy's no_filter_chain_match).
+func (lc *listenerConfig) match(dst netip.AddrPort, transport string, apps []string) *chainConfig {
+	if cc := lc.index.match(dst, transport, apps); cc != nil {
 		return cc
 	}
 	return lc.def
@@ -229,18 +234,25 @@ func (d *Dataplane) translateListener(l *listener.Listener, rt *runtime, prev *l
 		addr: net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)),
 	}
 	for i, lf := range l.GetListenerFilters() {
-		if lf.GetFilterDisabled() != nil {
-			return nil, fmt.Errorf("listener_filters[%d].filter_disabled: not supported", i)
+		var disabled portPredicate
+		if p := lf.GetFilterDisabled(); p != nil {
+			var err error
+			if disabled, err = parsePredicate(p); err != nil {
+				return nil, fmt.Errorf("listener_filters[%d].filter_disabled.%w", i, err)
+			}
 		}
 		is := func(name string, m proto.Message) bool {
 			return lf.GetName() == name || (lf.GetTypedConfig() != nil && lf.GetTypedConfig().MessageIs(m))
 		}
 		switch {
 		case is(tlsInspectorName, (*tlsinspector.TlsInspector)(nil)):
-			lc.inspectTLS = true
+			lc.inspectTLS = inspector{on: true, disabled: disabled}
 		case is(httpInspectorName, (*httpinspector.HttpInspector)(nil)):
-			lc.inspectHTTP = true
+			lc.inspectHTTP = inspector{on: true, disabled: disabled}
 		case is(originalDstName, (*originaldst.OriginalDst)(nil)):
+			if disabled != nil {
+				return nil, fmt.Errorf("listener_filters[%d].filter_disabled: not supported on %s", i, originalDstName)
+			}
 			lc.useOriginalDst = true
 		default:
 			return nil, fmt.Errorf("listener_filters[%d] (%s): unsupported listener filter (the proxy has %s, %s and %s)",
@@ -277,6 +289,11 @@ func (d *Dataplane) translateListener(l *listener.Listener, rt *runtime, prev *l
 		}
 		lc.chains = append(lc.chains, cc)
 		fields = append(fields, field)
+	}
+	for _, cc := range lc.chains {
+		if len(cc.match.appProtos) > 0 && cc.match.transport != transportRaw {
+			lc.readALPN = lc.inspectTLS.on
+		}
 	}
 	var err error
 	if lc.index, err = buildChainIndex(lc.chains, fields); err != nil {

@@ -314,7 +314,9 @@ func (e *Conns) shutdownTLS() {
 // DialStream opens a new connection to the endpoint for a byte stream
 // (tcp_proxy): a TCP connection from the cluster's source address, made
 // TLS when the endpoint's transport socket says so (the handshake within
-// the connect timeout, with the context's ALPN and SNI). It is not
+// the connect timeout, with the context's SNI and its ALPN less the HTTP
+// protocols: a byte stream does not speak HTTP, and the sidecar of a
+// port whose protocol is sniffed picks its TCP chain by that). It is not
 // pooled; the caller closes it. A failure satisfies IsConnectError.
 func (e *Conns) DialStream(ctx context.Context) (net.Conn, error) {
 	raw, err := e.dialer.DialContext(ctx, "tcp", e.addr)
@@ -324,6 +326,17 @@ func (e *Conns) DialStream(ctx context.Context) (net.Conn, error) {
 	if e.tls == nil {
 		return raw, nil
 	}
-	cfg := e.tls.Config(e.sni, e.tls.ALPN(), e.cache)
+	cfg := e.tls.Config(e.sni, streamALPN(e.tls.ALPN()), e.cache)
 	return e.handshake(ctx, raw, cfg)
+}
+
+// streamALPN is alpn without h2 and http/1.1 (nil when nothing is left).
+func streamALPN(alpn []string) []string {
+	var out []string
+	for _, p := range alpn {
+		if p != "h2" && p != "http/1.1" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

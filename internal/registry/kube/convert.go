@@ -42,8 +42,8 @@ func ServiceHostname(name, ns, domainSuffix string) string {
 // kubernetes.io/h2c, /ws and /wss), else the port's name; the name (or
 // appProtocol) is read up to its first "-" ("http-web" is HTTP, "grpc-api"
 // is GRPC; "grpc-web…" is gRPC-Web, which Weft carries as GRPC). Names
-// Istio does not know (and no name) are TCP: Weft does not sniff
-// protocols. ok is false for UDP and SCTP ports, which the mesh does not
+// Istio does not know (and no name) are Auto: a captured sidecar detects
+// HTTP per connection, as Istio's protocol sniffing. ok is false for UDP and SCTP ports, which the mesh does not
 // carry; they are left out of the service.
 func portProtocol(p corev1.ServicePort) (proto registry.Protocol, ok bool) {
 	if p.Protocol == corev1.ProtocolUDP || p.Protocol == corev1.ProtocolSCTP {
@@ -67,7 +67,10 @@ func portProtocol(p corev1.ServicePort) (proto registry.Protocol, ok bool) {
 	if i := strings.IndexByte(name, '-'); i >= 0 {
 		name = name[:i]
 	}
-	proto, _ = registry.ParseProtocol(name)
+	proto, known := registry.ParseProtocol(name)
+	if !known {
+		proto = registry.Auto
+	}
 	return proto, true
 }
 

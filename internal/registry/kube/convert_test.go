@@ -41,10 +41,10 @@ func TestPortProtocol(t *testing.T) {
 		{name: "mongo", want: registry.TCP},
 		{name: "redis-cache", want: registry.TCP},
 		{name: "mysql", want: registry.TCP},
-		{name: "", want: registry.TCP},
-		{name: "web", want: registry.TCP},          // unknown prefix: Weft does not sniff
-		{name: "httpfoo", want: registry.TCP},      // no "-": the whole name counts
-		{name: "metrics-http", want: registry.TCP}, // the prefix decides
+		{name: "", want: registry.Auto},
+		{name: "web", want: registry.Auto},          // unknown prefix: sniffed
+		{name: "httpfoo", want: registry.Auto},      // no "-": the whole name counts
+		{name: "metrics-http", want: registry.Auto}, // the prefix decides
 		// appProtocol wins over the name.
 		{name: "tcp", appProtocol: ptr("http"), want: registry.HTTP},
 		{name: "http", appProtocol: ptr("grpc"), want: registry.GRPC},
@@ -53,7 +53,7 @@ func TestPortProtocol(t *testing.T) {
 		{name: "web", appProtocol: ptr("kubernetes.io/h2c"), want: registry.HTTP2},
 		{name: "web", appProtocol: ptr("kubernetes.io/ws"), want: registry.HTTP},
 		{name: "web", appProtocol: ptr("kubernetes.io/wss"), want: registry.HTTPS},
-		{name: "http", appProtocol: ptr("example.com/custom"), want: registry.TCP},
+		{name: "http", appProtocol: ptr("example.com/custom"), want: registry.Auto},
 		// The mesh carries TCP only.
 		{name: "dns", proto: corev1.ProtocolUDP, skipped: true},
 		{name: "http", proto: corev1.ProtocolSCTP, skipped: true},

@@ -314,7 +314,7 @@ func TestKubernetesRegistry(t *testing.T) {
 		const host = "protocols.shop.svc.cluster.local"
 		await(t, r, serviceOf(host), []string{host + " kubernetes",
 			"http-web 80 HTTP target=8080", "api 81 HTTP2 target=81", "grpc-orders 82 TCP target=82",
-			"grpc-orders2 83 GRPC target=83", "tls-db 84 TLS target=84", "mongo 85 TCP target=85", "admin 86 TCP target=86"})
+			"grpc-orders2 83 GRPC target=83", "tls-db 84 TLS target=84", "mongo 85 TCP target=85", "admin 86 AUTO target=86"})
 	})
 
 	t.Run("serviceentry selects pods", func(t *testing.T) {

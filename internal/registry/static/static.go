@@ -123,6 +123,9 @@ func servicePorts(se *networking.ServiceEntry) []registry.Port {
 	ports := make([]registry.Port, 0, len(se.GetPorts()))
 	for _, p := range se.GetPorts() {
 		proto, _ := registry.ParseProtocol(p.GetProtocol())
+		if p.GetProtocol() == "" {
+			proto = registry.Auto // Istio sniffs a port without protocol
+		}
 		ports = append(ports, registry.Port{
 			Name:       p.GetName(),
 			Number:     p.GetNumber(),

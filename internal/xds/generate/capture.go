@@ -13,8 +13,10 @@ import (
 	originaldst "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -50,14 +52,26 @@ func captured(s *mesh.Snapshot, id contract.Identity) (ls, rcs, cs []types.Resou
 // IPv4 to 127.0.0.1 and IPv6 to ::1, one dual-stack socket gets both).
 // Its filter chains, in Envoy's match order:
 //
-//   - per non-HTTP service port P with virtual IPs: {destination_port: P,
+//   - per TCP service port P with virtual IPs: {destination_port: P,
 //     prefix_ranges: the VIPs} → tcp_proxy to outbound|P||<host>;
+//   - per sniffed service port P (protocol not declared) with virtual
+//     IPs: the same chain, and before it {destination_port: P,
+//     prefix_ranges: the VIPs, application_protocols: [http/1.1, h2c]}
+//     → the HTTP connection manager of P;
 //   - per HTTP port P of any service: {destination_port: P} → an HTTP
 //     connection manager with RDS "P", which routes by Host (any
 //     destination IP on an HTTP port, as Istio's 0.0.0.0_P listeners; an
-//     HTTP service's VIP needs no chain of its own);
+//     HTTP service's VIP needs no chain of its own); per sniffed port
+//     that no service declares HTTP, the same chain matching only the
+//     connections the HTTP inspector found HTTP in;
 //   - the default chain: tcp_proxy → PassthroughCluster, or
 //     BlackHoleCluster under REGISTRY_ONLY (its stat prefix says which).
+//
+// The HTTP inspector runs only on the sniffed ports (filter_disabled), so
+// a server-first protocol elsewhere is never held waiting for its
+// client's first bytes; on a sniffed port it waits for them without a
+// time limit, as Istio's default protocolDetectionTimeout of 0: declare
+// a server-first protocol's port (a "tcp-" name, appProtocol: tcp).
 //
 // It returns the listener and the route configurations its chains name.
 func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {
@@ -70,29 +84,36 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 		Address:          dualStackAddress(contract.VirtualOutboundPort),
 		TrafficDirection: core.TrafficDirection_OUTBOUND,
 		UseOriginalDst:   wrapperspb.Bool(true),
-		ListenerFilters:  []*listener.ListenerFilter{originalDstFilter(), httpInspectorFilter()},
+		ListenerFilters:  []*listener.ListenerFilter{originalDstFilter()},
 		DefaultFilterChain: &listener.FilterChain{
 			Name:    unknown,
 			Filters: []*listener.Filter{tcpProxyFilter(unknown, unknown)},
 		},
 	}
-	var (
-		rcs       []types.Resource
-		httpPorts []uint32
-	)
+	var httpPorts, sniffedPorts []uint32
+	type vipChain struct {
+		port    uint32
+		name    string
+		matchIP []*core.CidrRange
+	}
+	var sniffedVIPs []vipChain // HTTP chains to add once the port's HTTP connection manager exists
 	for _, svc := range s.Registry.Services() {
 		vips := ownVIPs(s, svc)
 		for _, p := range svc.Ports {
-			if p.Protocol.IsHTTP() {
-				if !slices.Contains(httpPorts, p.Number) {
-					httpPorts = append(httpPorts, p.Number)
-				}
+			switch {
+			case p.Protocol.IsHTTP():
+				httpPorts = appendNew(httpPorts, p.Number)
 				continue
+			case p.Protocol.Sniffed():
+				sniffedPorts = appendNew(sniffedPorts, p.Number)
 			}
 			if len(vips) == 0 {
 				continue // headless or external: reached by its endpoints' own addresses, through the passthrough
 			}
 			c := contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname)
+			if p.Protocol.Sniffed() {
+				sniffedVIPs = append(sniffedVIPs, vipChain{port: p.Number, name: c + "_http", matchIP: hostRanges(vips)})
+			}
 			l.FilterChains = append(l.FilterChains, &listener.FilterChain{
 				Name: c,
 				FilterChainMatch: &listener.FilterChainMatch{
@@ -103,8 +124,16 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 			})
 		}
 	}
-	slices.Sort(httpPorts)
-	for _, port := range httpPorts {
+	if len(sniffedPorts) > 0 {
+		slices.Sort(sniffedPorts)
+		l.ListenerFilters = append(l.ListenerFilters, httpInspectorOnly(sniffedPorts))
+		l.ListenerFiltersTimeout = durationpb.New(0)
+		l.ContinueOnListenerFiltersTimeout = true
+	}
+	routePorts := slices.Sorted(slices.Values(appendNew(slices.Clone(httpPorts), sniffedPorts...)))
+	var rcs []types.Resource
+	hcmChains := map[uint32]*listener.FilterChain{}
+	for _, port := range routePorts {
 		rc := outboundRoutesForPort(s, id, port)
 		name := fmt.Sprintf("outbound_0.0.0.0_%d", port)
 		fc := &listener.FilterChain{
@@ -121,10 +150,43 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 			})},
 		}
 		withCORSFilter(&listener.Listener{FilterChains: []*listener.FilterChain{fc}}, rc) // rewrites fc's connection manager
+		hcmChains[port] = fc
+		if !slices.Contains(httpPorts, port) {
+			// Only sniffed service ports here: only what the inspector
+			// found HTTP in is routed; other bytes pass through.
+			fc.FilterChainMatch.ApplicationProtocols = sniffedHTTP
+		}
 		l.FilterChains = append(l.FilterChains, fc)
 		rcs = append(rcs, rc)
 	}
+	for _, v := range sniffedVIPs {
+		fc := proto.Clone(hcmChains[v.port]).(*listener.FilterChain)
+		fc.Name = v.name
+		fc.FilterChainMatch = &listener.FilterChainMatch{
+			DestinationPort:      wrapperspb.UInt32(v.port),
+			PrefixRanges:         v.matchIP,
+			ApplicationProtocols: sniffedHTTP,
+		}
+		l.FilterChains = append(l.FilterChains, fc)
+	}
 	return l, rcs
+}
+
+// sniffedHTTP are the application protocols the HTTP inspector reports.
+var sniffedHTTP = []string{"http/1.1", "h2c"}
+
+// mtlsHTTP are the ALPN protocols a sidecar offers when it carries HTTP
+// over mutual TLS (a byte stream offers neither).
+var mtlsHTTP = []string{"h2", "http/1.1"}
+
+// appendNew appends the values of vs not already in s.
+func appendNew(s []uint32, vs ...uint32) []uint32 {
+	for _, v := range vs {
+		if !slices.Contains(s, v) {
+			s = append(s, v)
+		}
+	}
+	return s
 }
 
 // outboundRoutesForPort is a captured proxy's route configuration for
@@ -172,25 +234,51 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 		Address:          dualStackAddress(contract.VirtualInboundPort),
 		TrafficDirection: core.TrafficDirection_INBOUND,
 		UseOriginalDst:   wrapperspb.Bool(true),
-		ListenerFilters:  []*listener.ListenerFilter{originalDstFilter(), tlsInspector(), httpInspectorFilter()},
+		ListenerFilters:  []*listener.ListenerFilter{originalDstFilter(), tlsInspector()},
 		DefaultFilterChain: &listener.FilterChain{
 			Name:    contract.ClusterInboundPassthroughIPv4,
 			Filters: []*listener.Filter{tcpProxyFilter(contract.ClusterInboundPassthroughIPv4, contract.ClusterInboundPassthroughIPv4)},
 		},
 	}
 	ports := workloadPorts(s, id, true)
-	var cs []types.Resource
+	var (
+		cs      []types.Resource
+		sniffed []uint32
+	)
 	for _, wp := range ports {
 		name := fmt.Sprintf("0.0.0.0_%d", wp.port)
-		var plain *listener.FilterChain
-		if wp.proto.IsHTTP() {
-			plain = &listener.FilterChain{Filters: []*listener.Filter{hcmFilter(inboundHCM(s, wp.w, name, wp.port))}}
-		} else {
-			c := contract.ClusterName(contract.Inbound, wp.port, "", "")
-			plain = &listener.FilterChain{Filters: []*listener.Filter{tcpProxyFilter("inbound_"+name, c)}}
-		}
 		mode := s.PeerAuthn.Mode(wp.w.namespace, wp.w.labels, wp.port)
-		_, chains := inboundChains(mode, id.MTLS, plain)
+		httpChain := func() *listener.FilterChain {
+			return &listener.FilterChain{Filters: []*listener.Filter{hcmFilter(inboundHCM(s, wp.w, name, wp.port))}}
+		}
+		tcpChain := func() *listener.FilterChain {
+			c := contract.ClusterName(contract.Inbound, wp.port, "", "")
+			return &listener.FilterChain{Filters: []*listener.Filter{tcpProxyFilter("inbound_"+name, c)}}
+		}
+		var chains []*listener.FilterChain
+		switch {
+		case wp.proto.IsHTTP():
+			_, chains = inboundChains(mode, id.MTLS, httpChain())
+		case wp.proto.Sniffed():
+			// HTTP when the client says so: the HTTP inspector's verdict
+			// on plaintext, the ALPN a sidecar offers over mutual TLS
+			// (it offers none for a byte stream); TCP otherwise.
+			sniffed = append(sniffed, wp.port)
+			_, chains = inboundChains(mode, id.MTLS, httpChain())
+			for _, fc := range chains {
+				if fc.FilterChainMatch == nil {
+					fc.FilterChainMatch = &listener.FilterChainMatch{}
+				}
+				fc.FilterChainMatch.ApplicationProtocols = sniffedHTTP
+				if fc.TransportSocket != nil {
+					fc.FilterChainMatch.ApplicationProtocols = mtlsHTTP
+				}
+			}
+			_, tcp := inboundChains(mode, id.MTLS, tcpChain())
+			chains = append(chains, tcp...)
+		default:
+			_, chains = inboundChains(mode, id.MTLS, tcpChain())
+		}
 		for _, fc := range chains {
 			if fc.FilterChainMatch == nil {
 				fc.FilterChainMatch = &listener.FilterChainMatch{}
@@ -200,9 +288,16 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 			if tp := fc.FilterChainMatch.GetTransportProtocol(); tp != "" {
 				fc.Name += "_" + tp
 			}
+			if len(fc.FilterChainMatch.GetApplicationProtocols()) > 0 {
+				fc.Name += "_http"
+			}
 			l.FilterChains = append(l.FilterChains, fc)
 		}
 		cs = append(cs, wp.cluster(s, id))
+	}
+	if len(sniffed) > 0 {
+		slices.Sort(sniffed)
+		l.ListenerFilters = append(l.ListenerFilters, httpInspectorOnly(sniffed))
 	}
 	cs = append(cs, inboundPassthroughCluster(contract.ClusterInboundPassthroughIPv4, contract.InboundPassthroughSourceIPv4))
 	if hasIPv6(id.IPs) {
@@ -309,9 +404,26 @@ func originalDstFilter() *listener.ListenerFilter {
 	}
 }
 
-func httpInspectorFilter() *listener.ListenerFilter {
+// httpInspectorOnly is the HTTP inspector, disabled for every
+// destination port but ports (Istio's listenerPredicateIncludePorts).
+func httpInspectorOnly(ports []uint32) *listener.ListenerFilter {
+	rules := make([]*listener.ListenerFilterChainMatchPredicate, 0, len(ports))
+	for _, p := range ports {
+		rules = append(rules, &listener.ListenerFilterChainMatchPredicate{Rule: &listener.ListenerFilterChainMatchPredicate_DestinationPortRange{
+			DestinationPortRange: &typev3.Int32Range{Start: int32(p), End: int32(p) + 1},
+		}})
+	}
+	included := rules[0]
+	if len(rules) > 1 {
+		included = &listener.ListenerFilterChainMatchPredicate{Rule: &listener.ListenerFilterChainMatchPredicate_OrMatch{
+			OrMatch: &listener.ListenerFilterChainMatchPredicate_MatchSet{Rules: rules},
+		}}
+	}
 	return &listener.ListenerFilter{
 		Name:       wellknown.HTTPInspector,
 		ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&httpinspector.HttpInspector{})},
+		FilterDisabled: &listener.ListenerFilterChainMatchPredicate{Rule: &listener.ListenerFilterChainMatchPredicate_NotMatch{
+			NotMatch: included,
+		}},
 	}
 }

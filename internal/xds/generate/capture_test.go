@@ -124,6 +124,40 @@ spec:
 			proxy: capturedProxy(reviewsProxy),
 		},
 		{
+			// Ports without a declared protocol: reviews' admin port 9100
+			// on a VIP and an external service without one (port 7000).
+			// The HTTP inspector runs on those ports only; outbound, HTTP
+			// to the VIP is routed and other bytes go to the service's
+			// TCP cluster, HTTP to port 7000 is routed by Host; inbound,
+			// HTTP chains (ALPN h2/http/1.1 over mutual TLS, the
+			// inspector's verdict in plaintext) before TCP ones.
+			name: "capture_sniffed",
+			mesh: func() *mesh.Snapshot {
+				return securityMesh(captureMesh+`
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews-admin, namespace: bookinfo}
+spec:
+  hosts: [reviews-admin.bookinfo.svc.cluster.local]
+  addresses: [10.96.0.30]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9100, name: admin}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy, namespace: egress}
+spec:
+  hosts: [legacy.example.com]
+  resolution: DNS
+  ports: [{number: 7000, name: legacy}]
+`, mesh.Options{})
+			},
+			proxy: capturedProxy(reviewsProxy),
+		},
+		{
 			// A dual-stack pod: IPv6 destinations of undeclared ports
 			// pass through from ::6.
 			name: "capture_dual_stack",

@@ -88,7 +88,9 @@ func inboundCluster(port uint32, appAddr string, proto registry.Protocol, svcs [
 }
 
 // setProtocolOptions pins the upstream HTTP version: h2c for HTTP2/GRPC,
-// HTTP/1.1 for HTTP, nothing for other protocols.
+// HTTP/1.1 for HTTP; a sniffed port's upstream speaks what the
+// downstream spoke (Istio's use_downstream_protocol for auto-detected
+// ports; a byte stream ignores it); nothing for other protocols.
 func setProtocolOptions(c *cluster.Cluster, p registry.Protocol) {
 	var opts *upstreamhttp.HttpProtocolOptions
 	switch {
@@ -102,6 +104,13 @@ func setProtocolOptions(c *cluster.Cluster, p registry.Protocol) {
 		opts = &upstreamhttp.HttpProtocolOptions{UpstreamProtocolOptions: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_{
 			ExplicitHttpConfig: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig{
 				ProtocolConfig: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &core.Http1ProtocolOptions{}},
+			},
+		}}
+	case p.Sniffed():
+		opts = &upstreamhttp.HttpProtocolOptions{UpstreamProtocolOptions: &upstreamhttp.HttpProtocolOptions_UseDownstreamProtocolConfig{
+			UseDownstreamProtocolConfig: &upstreamhttp.HttpProtocolOptions_UseDownstreamHttpConfig{
+				HttpProtocolOptions:  &core.Http1ProtocolOptions{},
+				Http2ProtocolOptions: &core.Http2ProtocolOptions{},
 			},
 		}}
 	default:

@@ -25,19 +25,25 @@ func outboundRoutes(s *mesh.Snapshot, id contract.Identity) *route.RouteConfigur
 // outboundVirtualHosts are the virtual hosts of the HTTP service ports
 // numbered port (every HTTP port when port is 0), sorted by name. With a
 // port given, the port-less domains are always included: the client
-// dialled that port, so "reviews" means "reviews:<port>".
+// dialled that port, so "reviews" means "reviews:<port>"; and the ports
+// whose protocol is sniffed are included, for the HTTP a captured
+// sidecar detects on them (an explicit proxy, port 0, carries them as
+// TCP).
 func outboundVirtualHosts(s *mesh.Snapshot, id contract.Identity, port uint32) []*route.VirtualHost {
 	var vhs []*route.VirtualHost
 	used := map[string]bool{} // Envoy rejects a domain used by two virtual hosts
+	routed := func(p registry.Port) bool {
+		return p.Protocol.IsHTTP() || port != 0 && p.Protocol.Sniffed()
+	}
 	for _, svc := range s.Registry.Services() {
 		httpPorts := 0
 		for _, p := range svc.Ports {
-			if p.Protocol.IsHTTP() {
+			if routed(p) {
 				httpPorts++
 			}
 		}
 		for _, p := range svc.Ports {
-			if !p.Protocol.IsHTTP() || port != 0 && p.Number != port {
+			if !routed(p) || port != 0 && p.Number != port {
 				continue
 			}
 			vh := &route.VirtualHost{

@@ -28,6 +28,7 @@ type captureMesh struct {
 	client, v1, v2 *testenv.Netns
 	vip            string
 	cp             *controlPlane
+	cfg            string // the control plane's --config directory (watched)
 	// call sends GET http://VIP:8080/ from inside the client pod with an
 	// HTTP client that has no proxy settings.
 	call func(headers map[string]string) (echoReply, error)
@@ -179,7 +180,7 @@ spec:
 		_, err := call(nil)
 		return err
 	})
-	return &captureMesh{bin: bin, n: n, client: client, v1: v1, v2: v2, vip: vip, cp: cp, call: call}
+	return &captureMesh{bin: bin, n: n, client: client, v1: v1, v2: v2, vip: vip, cp: cp, cfg: cfg, call: call}
 }
 
 // TestCaptureVIPRouting: unmodified clients in a "pod" — a Go HTTP client

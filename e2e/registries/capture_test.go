@@ -357,6 +357,32 @@ func TestCaptureRegistryOnly(t *testing.T) {
 	}
 }
 
+// sidecarCPU is the CPU time, in seconds, the sidecars with these admin
+// addresses have used (their process_cpu_seconds_total).
+func sidecarCPU(b *testing.B, admins ...string) float64 {
+	b.Helper()
+	var total float64
+	for _, a := range admins {
+		_, body, err := httpGet(&http.Client{Timeout: 5 * time.Second}, "http://"+a+"/stats/prometheus", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var v float64
+		found := false
+		for _, l := range strings.Split(body, "\n") {
+			if rest, ok := strings.CutPrefix(l, "process_cpu_seconds_total "); ok {
+				_, err = fmt.Sscanf(rest, "%g", &v)
+				found = err == nil
+			}
+		}
+		if !found {
+			b.Fatalf("%s: no process_cpu_seconds_total in its metrics", a)
+		}
+		total += v
+	}
+	return total
+}
+
 // BenchmarkCapturePath: one request from an unmodified client in a
 // captured pod to a service VIP (iptables REDIRECT, original-destination
 // lookup, the virtual listener) against the same request sent explicitly
@@ -365,8 +391,10 @@ func TestCaptureRegistryOnly(t *testing.T) {
 //
 //	go test -run '^$' -bench CapturePath -benchtime 2000x ./e2e/registries
 //
-// Both clients keep their connection alive; reported: wall time per
-// request (ns/op), side by side in one run.
+// Each path with keep-alive and with a new connection per request;
+// reported side by side in one run: wall time per request (ns/op) and
+// the CPU time the client's sidecar and the servers' sidecars spent per
+// request.
 func BenchmarkCapturePath(b *testing.B) {
 	m := newCaptureMesh(b)
 	// An explicit client pod: no rules, its sidecar's outbound listener
@@ -376,39 +404,64 @@ func BenchmarkCapturePath(b *testing.B) {
 	copyFile(b, m.cp.token(b, m.bin, "shop", "client"), tok)
 	w := startWorkload(b, m.bin, m.cp, explicit, workloadSpec{Name: "explicit", Namespace: "shop", ServiceAccount: "client",
 		Labels: "app=explicit", TokenFile: tok})
-	viaProxy := &http.Client{Timeout: 5 * time.Second}
-	explicitCall := func() error {
-		code, body, err := httpGet(viaProxy, "http://"+w.Out+"/", map[string]string{"Host": "backend.shop.svc.cluster.local:8080"})
+	// Each path with keep-alive (the request path alone) and with a new
+	// connection per request (REDIRECT and the original-destination
+	// lookup happen once per connection).
+	clients := func(dial func(ctx context.Context, network, addr string) (net.Conn, error)) map[bool]*http.Client {
+		out := map[bool]*http.Client{}
+		for _, keepAlive := range []bool{true, false} {
+			out[keepAlive] = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+				Proxy: nil, DialContext: dial, DisableKeepAlives: !keepAlive,
+			}}
+		}
+		return out
+	}
+	var d net.Dialer
+	explicitClients, capturedClients := clients(d.DialContext), clients(m.client.DialContext)
+	explicitCall := func(keepAlive bool) error {
+		code, body, err := httpGet(explicitClients[keepAlive], "http://"+w.Out+"/", map[string]string{"Host": "backend.shop.svc.cluster.local:8080"})
 		if err == nil && code != 200 {
 			err = fmt.Errorf("%d %s", code, body)
 		}
 		return err
 	}
-	eventually(b, 20*time.Second, "explicit path", explicitCall)
-	// The captured client keeps its connection alive too, as the explicit
-	// one does: both measure the request path, not connection setup.
-	inPod := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: m.client.DialContext}}
-	captured := func() error {
-		code, body, err := httpGet(inPod, "http://"+m.vip+":8080/", nil)
+	eventually(b, 20*time.Second, "explicit path", func() error { return explicitCall(true) })
+	captured := func(keepAlive bool) error {
+		code, body, err := httpGet(capturedClients[keepAlive], "http://"+m.vip+":8080/", nil)
 		if err == nil && code != 200 {
 			err = fmt.Errorf("%d %s", code, body)
 		}
 		return err
 	}
+	servers := []string{m.v1.IP + ":15000", m.v2.IP + ":15000"}
 
 	for _, path := range []struct {
-		name string
-		do   func() error
+		name    string
+		do      func(keepAlive bool) error
+		sidecar string // the client's sidecar's admin address
 	}{
-		{"capture", captured},
-		{"explicit", explicitCall},
+		{"capture", captured, m.client.IP + ":15000"},
+		{"explicit", explicitCall, w.Admin},
 	} {
-		b.Run(path.name, func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				if err := path.do(); err != nil {
-					b.Fatal(err)
-				}
+		for _, keepAlive := range []bool{true, false} {
+			name := path.name + "/keepalive"
+			if !keepAlive {
+				name = path.name + "/new-connection"
 			}
-		})
+			b.Run(name, func(b *testing.B) {
+				clientCPU, serverCPU := sidecarCPU(b, path.sidecar), sidecarCPU(b, servers...)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if err := path.do(keepAlive); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				// CPU time the sidecars spent, per request (process CPU, 10 ms
+				// resolution: use -benchtime 1000x or more).
+				b.ReportMetric((sidecarCPU(b, path.sidecar)-clientCPU)*1e6/float64(b.N), "client-sidecar-cpu-µs/op")
+				b.ReportMetric((sidecarCPU(b, servers...)-serverCPU)*1e6/float64(b.N), "server-sidecar-cpu-µs/op")
+			})
+		}
 	}
 }

@@ -46,6 +46,7 @@ func TestCaptureIPv6(t *testing.T) {
 		}
 	}
 	client, v1, v2 := n.Netns(t, "client"), n.Netns(t, "v1"), n.Netns(t, "v2")
+	n.RequireIPv6(t)
 	// The kernel's IPv6 NAT (REDIRECT needs it): without it there is
 	// nothing to test.
 	if out, err := client.Command(t.Context(), "ip6tables", "-t", "nat", "-S").CombinedOutput(); err != nil {

@@ -28,8 +28,9 @@ import (
 // carries the unique local /64 fd77:X:: (X the same number as the IPv4
 // prefix's third octet, so 10.77.31.5 is also fd77:31::5), the host has
 // Gateway6 on it and every namespace an IPv6 address too (IP6). Without
-// IPv6, Prefix6, Gateway6 and every Netns's IP6 are empty and IPv6 says
-// why; RequireIPv6 skips a test that needs it.
+// IPv6, Prefix6, Gateway6 and the Netns's IP6 are empty and IPv6 says
+// why; RequireIPv6, called once a test's namespaces exist, skips a test
+// that needs it.
 type Network struct {
 	// Bridge is the bridge interface's name.
 	Bridge string
@@ -145,15 +146,22 @@ func kernelIPv6() string {
 }
 
 // IPv6 returns "" when the network is dual-stack, or why it has no IPv6.
-func (n *Network) IPv6() string { return n.noIPv6 }
+// Call it (or RequireIPv6) after creating the namespaces a test needs: a
+// namespace that could not get an IPv6 address makes the network IPv4
+// only.
+func (n *Network) IPv6() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.noIPv6
+}
 
 // RequireIPv6 skips t, saying why, when the network has no IPv6. A kernel
 // without IPv6 is never a failure, not even under WEFT_REQUIRE_TOOLS=1: it
 // is the machine, not a missing tool.
 func (n *Network) RequireIPv6(t testing.TB) {
 	t.Helper()
-	if n.noIPv6 != "" {
-		t.Skipf("testenv: no IPv6 on the test network: %s", n.noIPv6)
+	if why := n.IPv6(); why != "" {
+		t.Skipf("testenv: no IPv6 on the test network: %s", why)
 	}
 }
 
@@ -189,12 +197,35 @@ func (n *Network) Netns(t testing.TB, name string) *Netns {
 	run(t, "ip", "-n", ns.Name, "addr", "add", ns.IP+"/24", "dev", "eth0")
 	run(t, "ip", "-n", ns.Name, "link", "set", "eth0", "up")
 	run(t, "ip", "-n", ns.Name, "route", "add", "default", "via", n.Gateway)
-	if n.Gateway6 != "" {
-		ns.IP6 = fmt.Sprintf("%s%d", n.Prefix6, host)
-		run(t, "ip", "-n", ns.Name, "-6", "addr", "add", ns.IP6+"/64", "dev", "eth0", "nodad")
-		run(t, "ip", "-n", ns.Name, "-6", "route", "add", "default", "via", n.Gateway6)
+	if n.IPv6() == "" {
+		ip6 := fmt.Sprintf("%s%d", n.Prefix6, host)
+		if err := n.setupIPv6(ns.Name, ip6); err != nil {
+			// IPv6 on the host but not in new namespaces (their
+			// disable_ipv6 default): the network is IPv4 only from now
+			// on, and RequireIPv6 says why. IPv4 tests go on.
+			n.mu.Lock()
+			n.noIPv6 = fmt.Sprintf("namespace %s: %v", ns.Name, err)
+			n.mu.Unlock()
+			t.Logf("testenv: %v; the network is IPv4 only", err)
+		} else {
+			ns.IP6 = ip6
+		}
 	}
 	return ns
+}
+
+// setupIPv6 gives namespace name the address ip6 (nodad: usable at once)
+// and a default route via the gateway.
+func (n *Network) setupIPv6(name, ip6 string) error {
+	for _, args := range [][]string{
+		{"-n", name, "-6", "addr", "add", ip6 + "/64", "dev", "eth0", "nodad"},
+		{"-n", name, "-6", "route", "add", "default", "via", n.Gateway6},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
 }
 
 // Command returns a command that runs inside the namespace.

@@ -141,6 +141,7 @@ func TestNetworkNamespacesIPv6(t *testing.T) {
 		n := NewNetwork(t)
 		n.RequireIPv6(t)
 		a, b := n.Netns(t, "a"), n.Netns(t, "b")
+		n.RequireIPv6(t)
 		bridge, names = n.Bridge, []string{a.Name, b.Name}
 		if a.IP6 == "" || b.IP6 == "" || a.IP6 == b.IP6 || !strings.HasPrefix(a.IP6, n.Prefix6) || n.Gateway6 != n.Prefix6+"1" {
 			t.Fatalf("addresses: a %q, b %q, gateway %q, prefix %q", a.IP6, b.IP6, n.Gateway6, n.Prefix6)

@@ -23,6 +23,14 @@ import (
 // reachable from every namespace on it, and each namespace reaches the
 // others directly. Traffic never leaves the machine: the /24 exists only
 // on the bridge the test made. Everything is removed in t.Cleanup.
+//
+// When the kernel has IPv6 the network is dual-stack: the bridge also
+// carries the unique local /64 fd77:X:: (X the same number as the IPv4
+// prefix's third octet, so 10.77.31.5 is also fd77:31::5), the host has
+// Gateway6 on it and every namespace an IPv6 address too (IP6). Without
+// IPv6, Prefix6, Gateway6 and the Netns's IP6 are empty and IPv6 says
+// why; RequireIPv6, called once a test's namespaces exist, skips a test
+// that needs it.
 type Network struct {
 	// Bridge is the bridge interface's name.
 	Bridge string
@@ -30,11 +38,19 @@ type Network struct {
 	Prefix string
 	// Gateway is the host's address on the network ("<Prefix>.1").
 	Gateway string
+	// Prefix6 is the IPv6 /64 without its length, e.g. "fd77:31::";
+	// empty without IPv6.
+	Prefix6 string
+	// Gateway6 is the host's IPv6 address on the network ("<Prefix6>1");
+	// empty without IPv6.
+	Gateway6 string
 
 	t    testing.TB
 	mu   sync.Mutex
 	next int // last host number handed out
 	seq  int // this network's sequence number, for interface names
+	// noIPv6 says why the network has no IPv6 ("" when it has).
+	noIPv6 string
 }
 
 // Netns is a network namespace attached to a Network through a veth pair,
@@ -44,6 +60,9 @@ type Netns struct {
 	Name string
 	// IP is its address on the network.
 	IP string
+	// IP6 is its IPv6 address on the network, usable at once (no
+	// duplicate address detection); empty when the network has no IPv6.
+	IP6 string
 	// Network is what it is attached to.
 	Network *Network
 }
@@ -60,7 +79,8 @@ func Privileged(t testing.TB) {
 	}
 }
 
-// NewNetwork creates a bridge with a free 10.77.X.0/24 for t.
+// NewNetwork creates a bridge with a free 10.77.X.0/24 for t, and
+// fd77:X::/64 when the kernel has IPv6.
 func NewNetwork(t testing.TB) *Network {
 	t.Helper()
 	Privileged(t)
@@ -82,7 +102,11 @@ func NewNetwork(t testing.TB) *Network {
 		if strings.TrimSpace(string(out)) != "" {
 			continue // another test (process) uses it
 		}
-		n.Prefix = prefix
+		prefix6 := fmt.Sprintf("fd77:%d::", x)
+		if out, _ := exec.Command("ip", "-6", "route", "show", prefix6+"/64").Output(); strings.TrimSpace(string(out)) != "" {
+			continue
+		}
+		n.Prefix, n.Prefix6 = prefix, prefix6
 		break
 	}
 	if n.Prefix == "" {
@@ -92,8 +116,53 @@ func NewNetwork(t testing.TB) *Network {
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", n.Bridge).Run() })
 	run(t, "ip", "link", "add", n.Bridge, "type", "bridge")
 	run(t, "ip", "addr", "add", n.Gateway+"/24", "dev", n.Bridge)
+	n.noIPv6 = kernelIPv6()
+	if n.noIPv6 == "" {
+		gw := n.Prefix6 + "1"
+		// nodad: usable at once, not after duplicate address detection.
+		if out, err := exec.Command("ip", "-6", "addr", "add", gw+"/64", "dev", n.Bridge, "nodad").CombinedOutput(); err != nil {
+			n.noIPv6 = fmt.Sprintf("cannot add an IPv6 address to the test bridge: %v: %s", err, strings.TrimSpace(string(out)))
+		} else {
+			n.Gateway6 = gw
+		}
+	}
+	if n.noIPv6 != "" {
+		n.Prefix6 = ""
+	}
 	run(t, "ip", "link", "set", n.Bridge, "up")
 	return n
+}
+
+// kernelIPv6 says why the kernel (in this network namespace) has no usable
+// IPv6, or returns "" when it has.
+func kernelIPv6() string {
+	if _, err := os.Stat("/proc/net/if_inet6"); err != nil {
+		return "the kernel has no IPv6 (no /proc/net/if_inet6)"
+	}
+	if b, err := os.ReadFile("/proc/sys/net/ipv6/conf/default/disable_ipv6"); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return "IPv6 is disabled (net.ipv6.conf.default.disable_ipv6=1)"
+	}
+	return ""
+}
+
+// IPv6 returns "" when the network is dual-stack, or why it has no IPv6.
+// Call it (or RequireIPv6) after creating the namespaces a test needs: a
+// namespace that could not get an IPv6 address makes the network IPv4
+// only.
+func (n *Network) IPv6() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.noIPv6
+}
+
+// RequireIPv6 skips t, saying why, when the network has no IPv6. A kernel
+// without IPv6 is never a failure, not even under WEFT_REQUIRE_TOOLS=1: it
+// is the machine, not a missing tool.
+func (n *Network) RequireIPv6(t testing.TB) {
+	t.Helper()
+	if why := n.IPv6(); why != "" {
+		t.Skipf("testenv: no IPv6 on the test network: %s", why)
+	}
 }
 
 // Netns creates a namespace on the network with the next free address;
@@ -128,7 +197,35 @@ func (n *Network) Netns(t testing.TB, name string) *Netns {
 	run(t, "ip", "-n", ns.Name, "addr", "add", ns.IP+"/24", "dev", "eth0")
 	run(t, "ip", "-n", ns.Name, "link", "set", "eth0", "up")
 	run(t, "ip", "-n", ns.Name, "route", "add", "default", "via", n.Gateway)
+	if n.IPv6() == "" {
+		ip6 := fmt.Sprintf("%s%d", n.Prefix6, host)
+		if err := n.setupIPv6(ns.Name, ip6); err != nil {
+			// IPv6 on the host but not in new namespaces (their
+			// disable_ipv6 default): the network is IPv4 only from now
+			// on, and RequireIPv6 says why. IPv4 tests go on.
+			n.mu.Lock()
+			n.noIPv6 = fmt.Sprintf("namespace %s: %v", ns.Name, err)
+			n.mu.Unlock()
+			t.Logf("testenv: %v; the network is IPv4 only", err)
+		} else {
+			ns.IP6 = ip6
+		}
+	}
 	return ns
+}
+
+// setupIPv6 gives namespace name the address ip6 (nodad: usable at once)
+// and a default route via the gateway.
+func (n *Network) setupIPv6(name, ip6 string) error {
+	for _, args := range [][]string{
+		{"-n", name, "-6", "addr", "add", ip6 + "/64", "dev", "eth0", "nodad"},
+		{"-n", name, "-6", "route", "add", "default", "via", n.Gateway6},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
 }
 
 // Command returns a command that runs inside the namespace.

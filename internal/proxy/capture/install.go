@@ -134,7 +134,9 @@ func (in *Installer) families() []Family {
 // Install applies c: for each family one atomic iptables-restore
 // --noflush call that (re)creates Weft's chains with c's rules and
 // replaces any jumps to them left by an earlier run, so installing twice
-// gives the same rules. Nothing else in the tables changes.
+// gives the same rules. Nothing else in the tables changes. With IPv6 it
+// first adds ::6/128 to lo (InboundPassthroughIPv6), which the proxy
+// binds to reach the application; Clean leaves that address.
 func (in *Installer) Install(ctx context.Context, c Config) error {
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("capture: %w", err)
@@ -144,6 +146,13 @@ func (in *Installer) Install(ctx context.Context, c Config) error {
 		return fmt.Errorf("capture: %w", err)
 	}
 	for _, f := range in.families() {
+		if f == IPv6 {
+			// The inbound passthrough source must exist before capture
+			// starts sending inbound IPv6 connections to the proxy.
+			if err := in.addLoopbackAddress(ctx); err != nil {
+				return fmt.Errorf("capture: %s: %w", f, err)
+			}
+		}
 		save, restore := binaries(in.Backend, f)
 		current, err := in.run(ctx, "", save, "-t", "nat")
 		if err != nil {

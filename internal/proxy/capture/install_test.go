@@ -170,3 +170,64 @@ func TestInstallKeepsOthersRules(t *testing.T) {
 		t.Errorf("after Install and Clean:\n%s", out)
 	}
 }
+
+// TestInstallAddsIPv6PassthroughAddress: with IPv6, Install puts ::6/128
+// on the namespace's lo (the proxy's inbound passthrough source), through
+// the Runner when there is one and by netlink without; twice is no error;
+// the host's lo is untouched.
+func TestInstallAddsIPv6PassthroughAddress(t *testing.T) {
+	testenv.Privileged(t)
+	needIptables(t, BackendAuto)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	network := testenv.NewNetwork(t)
+	network.RequireIPv6(t)
+	hasPassthrough := func(ns *testenv.Netns) bool {
+		t.Helper()
+		out, err := ns.Command(ctx, "ip", "-6", "-o", "addr", "show", "dev", "lo").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip addr in %s: %v: %s", ns.Name, err, out)
+		}
+		return strings.Contains(string(out), " ::6/128 ")
+	}
+	hostLo, _ := exec.Command("ip", "-6", "-o", "addr", "show", "dev", "lo").Output()
+
+	// Through the Runner, as the tests install rules.
+	ns := network.Netns(t, "lo6")
+	in := &Installer{Run: ns.Command, IPv6: func() bool { return true }}
+	for range 2 {
+		if err := in.Install(ctx, Default()); err != nil {
+			t.Fatal(err)
+		}
+		if !hasPassthrough(ns) {
+			t.Fatalf("no ::6/128 on lo in %s after Install", ns.Name)
+		}
+	}
+	// By netlink, as `weft-proxy capture` does in the pod's namespace.
+	ns2 := network.Netns(t, "nl6")
+	for range 2 {
+		if err := ns2.Do(func() error { return replaceAddr("lo", InboundPassthroughIPv6) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !hasPassthrough(ns2) {
+		t.Fatalf("no ::6/128 on lo in %s after replaceAddr", ns2.Name)
+	}
+	if err := ns2.Do(func() error { return replaceAddr("no-such-if0", InboundPassthroughIPv6) }); err == nil {
+		t.Error("replaceAddr on a missing interface: no error")
+	}
+	// A lo with IPv6 switched off is left alone, without an error.
+	ns3 := network.Netns(t, "off6")
+	if err := ns3.Do(func() error { return os.WriteFile("/proc/sys/net/ipv6/conf/lo/disable_ipv6", []byte("1"), 0o644) }); err != nil {
+		t.Fatalf("disable IPv6 on lo in %s: %v", ns3.Name, err)
+	}
+	if err := ns3.Do(func() error { return (&Installer{}).addLoopbackAddress(ctx) }); err != nil {
+		t.Errorf("lo with IPv6 disabled: %v", err)
+	}
+	if hasPassthrough(ns3) {
+		t.Errorf("::6/128 added to a lo with IPv6 disabled")
+	}
+	if now, _ := exec.Command("ip", "-6", "-o", "addr", "show", "dev", "lo").Output(); string(now) != string(hostLo) {
+		t.Errorf("the host's lo changed:\n%s\nwas:\n%s", now, hostLo)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -108,21 +107,10 @@ func TestCaptureOriginalDst(t *testing.T) {
 		name            string
 		podIP, dst, ext string
 	}{{"ipv4", pod.IP, srv.IP, ext.IP}}
-	if _, err := os.Stat("/proc/net/if_inet6"); err == nil {
-		// A ULA prefix on the test's own bridge only; nodad so the
-		// addresses are usable at once.
-		p6 := "fd77:" + strings.ReplaceAll(strings.TrimPrefix(network.Prefix, "10.77."), ".", "") + "::"
-		ok := true
-		for i, ns := range []*testenv.Netns{pod, srv, ext} {
-			if out, err := exec.Command("ip", "-n", ns.Name, "addr", "add", fmt.Sprintf("%s%d/64", p6, i+2), "dev", "eth0", "nodad").CombinedOutput(); err != nil {
-				t.Logf("no IPv6 in the test namespaces (%v: %s): IPv4 only", err, out)
-				ok = false
-				break
-			}
-		}
-		if ok {
-			families = append(families, struct{ name, podIP, dst, ext string }{"ipv6", p6 + "2", p6 + "3", p6 + "4"})
-		}
+	if why := network.IPv6(); why == "" {
+		families = append(families, struct{ name, podIP, dst, ext string }{"ipv6", pod.IP6, srv.IP6, ext.IP6})
+	} else {
+		t.Logf("IPv4 only: %s", why)
 	}
 
 	cfg := capture.Default()

@@ -363,7 +363,7 @@ func proxyContainer(t *corev1.PodTemplateSpec, workload string, cfg Config) (cor
 		"--namespace", "$(POD_NAMESPACE)",
 		"--workload", workload,
 		"--service-account", "$(SERVICE_ACCOUNT)",
-		"--ip", "$(INSTANCE_IP)",
+		"--ip", "$(INSTANCE_IPS)", // every address of a dual-stack pod, comma separated
 		"--interception-mode", "REDIRECT",
 	)
 	if len(t.Labels) > 0 {
@@ -405,6 +405,7 @@ func proxyContainer(t *corev1.PodTemplateSpec, workload string, cfg Config) (cor
 			fieldEnv("POD_NAME", "metadata.name"),
 			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
 			fieldEnv("INSTANCE_IP", "status.podIP"),
+			fieldEnv("INSTANCE_IPS", "status.podIPs"),
 			fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
 		},
 		Ports: []corev1.ContainerPort{{Name: "weft-probes", ContainerPort: AppProbesPort, Protocol: corev1.ProtocolTCP}},

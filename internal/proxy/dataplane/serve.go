@@ -259,15 +259,16 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	}
 	transport, app := transportRaw, ""
 	var head []byte
-	if lc.inspectTLS || lc.inspectHTTP {
+	inspectHTTP := lc.inspectHTTP && (lc.inspectTLS || lc.appMatters(local))
+	if lc.inspectTLS || inspectHTTP {
 		var err error
-		head, err = inspect(c, lc.inspectTimeout, lc.inspectHTTP)
+		head, err = inspect(c, lc.inspectTimeout, inspectHTTP)
 		switch {
 		case len(head) > 0 && tlssocket.IsHandshake(head):
 			if lc.inspectTLS {
 				transport = transportTLS
 			}
-		case len(head) > 0 && lc.inspectHTTP:
+		case len(head) > 0 && inspectHTTP:
 			app = httpProtocol(head)
 		}
 		switch {

@@ -62,6 +62,10 @@ type Cluster struct {
 	// dstInbound when this cluster serves an inbound listener.
 	dstNoEndpoint *telemetry.DstLabels
 	dstInbound    *telemetry.DstLabels
+	// passthrough: a cluster with no service of its own that forwards to
+	// the original destination or nowhere (PassthroughCluster,
+	// BlackHoleCluster): its metrics name the cluster.
+	passthrough bool
 }
 
 // Name is the cluster's name.
@@ -79,6 +83,14 @@ func (c *Cluster) Breaker() *Breaker { return c.state.breaker }
 // DstNoEndpoint labels a request routed to this cluster before (or
 // without) an endpoint being chosen.
 func (c *Cluster) DstNoEndpoint() *telemetry.DstLabels { return c.dstNoEndpoint }
+
+// Passthrough reports whether the cluster stands for destinations outside
+// the mesh (Istio's PassthroughCluster and BlackHoleCluster: an
+// ORIGINAL_DST cluster, or a STATIC one without endpoints, that names no
+// service in its metadata). Its metrics name the cluster as the service;
+// an HTTP request to it is labelled with its Host
+// (telemetry.Metrics.HostDst).
+func (c *Cluster) Passthrough() bool { return c.passthrough }
 
 // DstInbound labels a request this cluster serves on an inbound listener:
 // the destination is the proxy's own workload.
@@ -186,13 +198,19 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 	if err != nil {
 		return nil, err
 	}
+	outSvc := svc
 	if svc == unknownService && (origDst || c.GetType() == clusterv3.Cluster_STATIC && len(cla.GetEndpoints()) == 0) {
 		// Istio's PassthroughCluster, InboundPassthroughCluster and
 		// BlackHoleCluster: the metrics name the cluster, so ALLOW_ANY
-		// and REGISTRY_ONLY traffic is visible.
+		// and REGISTRY_ONLY traffic is visible. On the source side, as
+		// Istio's stats filter, destination_service_name is the cluster
+		// and destination_service unknown (an HTTP request's Host, which
+		// the request path sets: telemetry.Metrics.HostDst).
+		ct.passthrough = true
 		svc = serviceRef{host: ct.name, name: ct.name, namespace: telemetry.Unknown}
+		outSvc = serviceRef{host: telemetry.Unknown, name: ct.name, namespace: telemetry.Unknown}
 	}
-	ct.dstNoEndpoint = b.Metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
+	ct.dstNoEndpoint = b.Metrics.InternDst(telemetry.DstLabels{Service: outSvc.host, ServiceName: outSvc.name, ServiceNamespace: outSvc.namespace,
 		Workload: telemetry.Unknown, WorkloadNamespace: telemetry.Unknown, App: telemetry.Unknown, Version: telemetry.Unknown})
 	ct.dstInbound = b.Metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
 		Workload: telemetry.OrUnknown(b.Identity.WorkloadName), WorkloadNamespace: telemetry.OrUnknown(b.Identity.Namespace),
@@ -202,6 +220,7 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 	if prev != nil && proto.Equal(prev.cfg, c) {
 		ct.state = prev.state
 	} else {
+		uo.CountConnections(ct.stats.CxTotal.Inc)
 		ct.state = newState(uo)
 		if err := configureState(ct.state, c, ct.stats); err != nil {
 			return nil, err

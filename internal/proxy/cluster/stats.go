@@ -37,6 +37,8 @@ type Stats struct {
 	RqActive          prometheus.Gauge   // upstream_rq_active
 	RqPendingActive   prometheus.Gauge   // upstream_rq_pending_active
 	// Connections.
+	CxTotal       prometheus.Counter // upstream_cx_total: connections opened (failed connects included)
+	CxNoneHealthy prometheus.Counter // upstream_cx_none_healthy: no endpoint to connect to (UH; BlackHoleCluster)
 	CxConnectFail prometheus.Counter // upstream_cx_connect_fail
 	CxOverflow    prometheus.Counter // upstream_cx_overflow: max_connections was reached
 	// Circuit breaker state (circuit_breakers.default.*_open): 1 while the
@@ -72,7 +74,7 @@ var clusterCounterNames = []string{
 	"upstream_rq_total", "upstream_rq_completed", "upstream_rq_timeout", "upstream_rq_per_try_timeout",
 	"upstream_rq_retry", "upstream_rq_retry_success", "upstream_rq_retry_overflow",
 	"upstream_rq_pending_total", "upstream_rq_pending_overflow",
-	"upstream_cx_connect_fail", "upstream_cx_overflow",
+	"upstream_cx_total", "upstream_cx_none_healthy", "upstream_cx_connect_fail", "upstream_cx_overflow",
 	"outlier_detection_ejections_total", "outlier_detection_ejections_enforced_total",
 	"outlier_detection_ejections_overflow",
 	"outlier_detection_ejections_enforced_consecutive_5xx",
@@ -141,6 +143,8 @@ func (v *StatVecs) For(name string) *Stats {
 		RqPendingOverflow:        c("upstream_rq_pending_overflow"),
 		RqActive:                 g("upstream_rq_active"),
 		RqPendingActive:          g("upstream_rq_pending_active"),
+		CxTotal:                  c("upstream_cx_total"),
+		CxNoneHealthy:            c("upstream_cx_none_healthy"),
 		CxConnectFail:            c("upstream_cx_connect_fail"),
 		CxOverflow:               c("upstream_cx_overflow"),
 		CbCxOpen:                 g("circuit_breakers_default_cx_open"),

@@ -263,7 +263,11 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 		head []byte
 	)
 	port := local.Port()
-	if tlsOn, httpOn := lc.inspectTLS.runs(port), lc.inspectHTTP.runs(port); tlsOn || httpOn {
+	tlsOn := lc.inspectTLS.runs(port)
+	// The HTTP inspector's verdict is read when it can change the chain
+	// (appMatters), or for free while the TLS inspector waits anyway.
+	httpOn := lc.inspectHTTP.runs(port) && (tlsOn || lc.appMatters(local))
+	if tlsOn || httpOn {
 		var err error
 		head, err = inspect(c, lc.inspectTimeout, httpOn)
 		switch {

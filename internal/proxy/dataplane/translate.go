@@ -128,6 +128,20 @@ func (lc *listenerConfig) match(dst netip.AddrPort, transport string, apps []str
 	return lc.def
 }
 
+// appMatters reports whether the application protocol the HTTP inspector
+// would find can change the chain a plaintext connection to dst takes.
+// When it cannot (a captured sidecar's connection to a port without an
+// HTTP chain: passthrough, black hole, a TCP service), the inspector is
+// skipped: its verdict would change nothing, and waiting for the first
+// bytes would hold a server-first protocol (or a client that only
+// listens) for the listener filter timeout, and drop it uncounted if the
+// client gave up first. Istio's per-port listeners run no HTTP inspector
+// there either.
+func (lc *listenerConfig) appMatters(dst netip.AddrPort) bool {
+	c := lc.match(dst, transportRaw, nil)
+	return lc.match(dst, transportRaw, protosHTTP11) != c || lc.match(dst, transportRaw, protosH2C) != c
+}
+
 // Transport protocols, as tls_inspector names them.
 const (
 	transportTLS = "tls"

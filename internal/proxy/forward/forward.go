@@ -151,6 +151,9 @@ type request struct {
 	grpcCode string
 	flags    string
 	reply    replyHeaders // decorates local replies (localreply.go)
+	// hostDst: dst names a destination outside the mesh by the request's
+	// Host (passthroughDst); the endpoint does not relabel it.
+	hostDst bool
 }
 
 // Serve handles one downstream request that arrived on l over the
@@ -184,6 +187,14 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 		localReply(w, &q, http.StatusNotFound, "", "NR")
 		return
 	}
+	if !l.Inbound {
+		switch re.Name {
+		case contract.RouteBlockAll:
+			f.passthroughDst(&q, contract.ClusterBlackHole, r)
+		case contract.RouteAllowAny:
+			f.passthroughDst(&q, contract.ClusterPassthrough, r)
+		}
+	}
 	// As Envoy, the route's cluster is chosen when the route is, before
 	// the filters run.
 	forwarded := re.Direct == nil && !re.IsRedirect()
@@ -211,12 +222,25 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 		localReply(w, &q, http.StatusServiceUnavailable, "", "NC")
 		return
 	}
-	if l.Inbound {
+	switch {
+	case l.Inbound:
 		q.dst = c.DstInbound()
-	} else {
+	case c.Passthrough():
+		f.passthroughDst(&q, c.Name(), r)
+	case !q.hostDst:
 		q.dst = c.DstNoEndpoint()
 	}
 	f.forward(w, r, l, re, c, clusters, &q)
+}
+
+// passthroughDst labels an outbound request to a destination outside the
+// mesh as Istio's stats filter does: destination_service_name is the
+// cluster or catch-all route that handled it (PassthroughCluster,
+// BlackHoleCluster), destination_service the request's Host.
+func (f *Forwarder) passthroughDst(q *request, name string, r *http.Request) {
+	if !q.hostDst {
+		q.dst, q.hostDst = f.metrics.HostDst(name, r.Host), true
+	}
 }
 
 func (f *Forwarder) recordRequest(q *request) {
@@ -381,6 +405,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	defer rtok.Release()
 	next := pickEndpoint(c, q.ds.Conn.LocalAddr, q.ds.Socket, k, rp, tried, &prio)
 	if next == nil {
+		stats.CxNoneHealthy.Inc() // as Envoy's router
 		localReply(w, q, http.StatusServiceUnavailable, bodyNoHealthyUpstream, "UH")
 		return
 	}
@@ -390,7 +415,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		}
 		ep = next
 		tried = append(tried, ep)
-		if !l.Inbound {
+		if !l.Inbound && !q.hostDst {
 			q.dst = ep.Dst()
 		}
 		// hook: admission (circuit breaker), least-request accounting

@@ -176,7 +176,10 @@ func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[str
 		ep = cl.Pick(cluster.HashKey{})
 	}
 	if ep == nil {
-		// BlackHoleCluster: counted, so REGISTRY_ONLY refusals show.
+		// BlackHoleCluster: counted, so REGISTRY_ONLY refusals show, as
+		// Envoy and Istio count them: upstream_cx_none_healthy, and a
+		// connection opened and closed with UH.
+		cl.Stats().CxNoneHealthy.Inc()
 		s := p.Metrics.Series(telemetry.TCPKey{Src: src, Dst: cl.DstNoEndpoint(), Sec: c.Sec, Inbound: c.Inbound, Flags: "UH"})
 		s.Opened.Inc()
 		s.Closed.Inc()

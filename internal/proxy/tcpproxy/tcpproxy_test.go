@@ -167,7 +167,9 @@ func TestRelayHalfClose(t *testing.T) {
 }
 
 // TestOriginalDstRelay: an ORIGINAL_DST cluster dials the connection's
-// destination.
+// destination, and the connection is counted as Istio counts ALLOW_ANY
+// passthrough: destination_service_name PassthroughCluster, the other
+// destination labels unknown, and upstream_cx_total of the cluster.
 func TestOriginalDstRelay(t *testing.T) {
 	e := newEnv(t)
 	up, got := echoUpstream(t)
@@ -182,10 +184,29 @@ func TestOriginalDstRelay(t *testing.T) {
 	if b, _ := io.ReadAll(cc); string(b) != "got:x" {
 		t.Fatalf("client read %q", b)
 	}
+	want := unknownDst("PassthroughCluster", "-")
+	waitFor(t, func() error {
+		for name, n := range map[string]float64{
+			"istio_tcp_connections_opened_total": 1,
+			"istio_tcp_connections_closed_total": 1,
+			"istio_tcp_sent_bytes_total":         1,
+			"istio_tcp_received_bytes_total":     5, // "got:x"
+		} {
+			if v := sum(t, e.reg, name, want); v != n {
+				return errorf("%s%v = %v, want %v", name, want, v, n)
+			}
+		}
+		if v := sum(t, e.reg, "envoy_cluster_upstream_cx_total", map[string]string{cluster.NameLabel: "PassthroughCluster"}); v != 1 {
+			return errorf("upstream_cx_total of PassthroughCluster = %v, want 1", v)
+		}
+		return nil
+	})
 }
 
 // TestBlackHole: a cluster without endpoints closes the connection at
-// once, counted with UH.
+// once, counted as Envoy and Istio count REGISTRY_ONLY refusals: a
+// connection opened and closed to destination_service_name
+// BlackHoleCluster with UH, and upstream_cx_none_healthy.
 func TestBlackHole(t *testing.T) {
 	e := newEnv(t)
 	clusters := e.build(t, proxytest.BlackHoleCluster("BlackHoleCluster"))
@@ -194,27 +215,65 @@ func TestBlackHole(t *testing.T) {
 	if b, err := io.ReadAll(cc); err != nil || len(b) != 0 {
 		t.Fatalf("read %q, %v: want EOF", b, err)
 	}
+	want := unknownDst("BlackHoleCluster", "UH")
 	waitFor(t, func() error {
-		mfs, err := e.reg.Gather()
-		if err != nil {
-			return err
-		}
-		for _, mf := range mfs {
-			if mf.GetName() != "istio_tcp_connections_closed_total" {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				l := map[string]string{}
-				for _, lp := range m.GetLabel() {
-					l[lp.GetName()] = lp.GetValue()
-				}
-				if l["destination_service"] == "BlackHoleCluster" && l["response_flags"] == "UH" && l["request_protocol"] == "tcp" && m.GetCounter().GetValue() == 1 {
-					return nil
-				}
+		for _, name := range []string{"istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total"} {
+			if v := sum(t, e.reg, name, want); v != 1 {
+				return errorf("%s%v = %v, want 1", name, want, v)
 			}
 		}
-		return errorf("no closed connection to BlackHoleCluster with UH in %v", mfs)
+		st := map[string]string{cluster.NameLabel: "BlackHoleCluster"}
+		if v := sum(t, e.reg, "envoy_cluster_upstream_cx_none_healthy", st); v != 1 {
+			return errorf("upstream_cx_none_healthy of BlackHoleCluster = %v, want 1", v)
+		}
+		if v := sum(t, e.reg, "envoy_cluster_upstream_cx_total", st); v != 0 {
+			return errorf("upstream_cx_total of BlackHoleCluster = %v, want 0", v)
+		}
+		return nil
 	})
+}
+
+// unknownDst is the label set of an outbound TCP connection the proxy
+// handled for a destination outside the mesh with cluster name, as
+// Istio's client-side stats filter reports it.
+func unknownDst(name, flags string) map[string]string {
+	return map[string]string{
+		"reporter": "source", "request_protocol": "tcp", "response_flags": flags,
+		"source_workload": "w", "source_workload_namespace": "ns", "source_app": "a", "source_version": "v1",
+		"destination_service": "unknown", "destination_service_name": name, "destination_service_namespace": "unknown",
+		"destination_workload": "unknown", "destination_workload_namespace": "unknown",
+		"destination_app": "unknown", "destination_version": "unknown",
+		"connection_security_policy": "unknown", "source_principal": "unknown", "destination_principal": "unknown",
+	}
+}
+
+// sum adds up the series of metric name whose labels include want.
+func sum(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range want {
+				if have[k] != v {
+					continue series
+				}
+			}
+			total += m.GetCounter().GetValue()
+		}
+	}
+	return total
 }
 
 // TestIdleTimeout: a connection idle in both directions is closed.

@@ -101,6 +101,8 @@ type Metrics struct {
 	// unknownSec and noneSec are the labels of a request without mutual
 	// TLS, on the source and the destination side.
 	unknownSec, noneSec *SecLabels
+
+	hosts hostDsts // HostDst (passthrough.go)
 }
 
 // NewMetrics registers the request metrics with reg. Several proxies may

@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"syscall"
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -52,7 +53,14 @@ type Options struct {
 	maxUses            uint32               // max_requests_per_connection; 0: unlimited
 	sockets            sockets              // transport_socket and transport_socket_matches (tls.go)
 	source             *net.TCPAddr         // upstream_bind_config.source_address; nil: the OS picks
+	onConnect          func()               // CountConnections; nil: none
 }
+
+// CountConnections makes the pool built with o call count once for every
+// connection it opens, before it connects (so a failed connect counts
+// too): Envoy's upstream_cx_total. count is called on the dialling
+// goroutine and must not block.
+func (o *Options) CountConnections(count func()) { o.onConnect = count }
 
 // HTTP2 reports whether the cluster speaks h2c to its endpoints (its
 // connections multiplex requests).
@@ -213,6 +221,15 @@ func NewPool(o Options) *Pool {
 	}
 	if o.keepAlive != nil {
 		d.KeepAliveConfig = *o.keepAlive
+	}
+	if count := o.onConnect; count != nil {
+		// Called once per socket, after it is created and before it
+		// connects: every dial of the pool (HTTP, TLS, byte streams)
+		// goes through d.
+		d.ControlContext = func(context.Context, string, string, syscall.RawConn) error {
+			count()
+			return nil
+		}
 	}
 	p := &Pool{h2: o.h2, dialer: d, sockets: o.sockets, idle: IdleTimeout}
 	if len(p.sockets.all) == 0 {

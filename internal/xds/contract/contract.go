@@ -127,6 +127,15 @@ const (
 	ClusterInboundPassthroughIPv6 = "InboundPassthroughClusterIpv6"
 	InboundPassthroughSourceIPv4  = "127.0.0.6"
 	InboundPassthroughSourceIPv6  = "::6"
+
+	// RouteAllowAny and RouteBlockAll name the last route of a captured
+	// proxy's outbound HTTP route configurations, for a Host the mesh
+	// does not know: to ClusterPassthrough (ALLOW_ANY), or a direct 502
+	// (REGISTRY_ONLY). As in Istio, the proxy's metrics report requests
+	// they handled as destination_service_name ClusterPassthrough and
+	// ClusterBlackHole.
+	RouteAllowAny = "allow_any"
+	RouteBlockAll = "block_all"
 )
 
 // OutboundRouteName is the RDS name of a captured proxy's outbound route

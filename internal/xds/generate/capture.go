@@ -197,7 +197,7 @@ func appendNew(s []uint32, vs ...uint32) []uint32 {
 func outboundRoutesForPort(s *mesh.Snapshot, id contract.Identity, port uint32) *route.RouteConfiguration {
 	vhs := outboundVirtualHosts(s, id, port)
 	last := &route.Route{
-		Name:  "allow_any",
+		Name:  contract.RouteAllowAny,
 		Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &route.Route_Route{Route: &route.RouteAction{
 			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: contract.ClusterPassthrough},
@@ -206,7 +206,7 @@ func outboundRoutesForPort(s *mesh.Snapshot, id contract.Identity, port uint32) 
 	}
 	if s.OutboundTrafficPolicy == mesh.RegistryOnly {
 		last = &route.Route{
-			Name:   "block_all",
+			Name:   contract.RouteBlockAll,
 			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
 			Action: &route.Route_DirectResponse{DirectResponse: &route.DirectResponseAction{Status: 502}},
 		}

@@ -20,6 +20,7 @@ func newServeCmd() *cobra.Command {
 		regs           registryFlags
 		inj            injectionFlags
 		outboundPolicy string
+		egressScope    string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--config DIR] [--kubeconfig FILE | --in-cluster] [--consul ADDR]",
@@ -51,6 +52,9 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 			}
 			if o.OutboundTrafficPolicy, err = mesh.ParseOutboundTrafficPolicy(outboundPolicy); err != nil {
 				return fmt.Errorf("--outbound-traffic-policy: %w", err)
+			}
+			if o.EgressScope, err = mesh.ParseEgressScope(egressScope); err != nil {
+				return fmt.Errorf("--default-egress-scope: %w", err)
 			}
 			o.Logger = log
 			if err := regs.apply(&o, log); err != nil {
@@ -89,6 +93,7 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 	f.DurationVar(&o.WorkloadCertTTL, "workload-cert-ttl", 24*time.Hour, "lifetime of workload certificates (at least 1m); proxies renew at about half of it")
 	f.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "cluster domain used to expand short host names")
 	f.StringVar(&o.RootNamespace, "root-namespace", "istio-system", "namespace whose PeerAuthentication, AuthorizationPolicy and RequestAuthentication without a selector apply to the whole mesh")
+	f.StringVar(&egressScope, "default-egress-scope", string(mesh.EgressScopeMesh), "what a proxy without a Sidecar resource is sent: mesh (every service, as Istio) or namespace (the services of its namespace and of the root namespace, and what their VirtualServices route to)")
 	f.StringVar(&outboundPolicy, "outbound-traffic-policy", string(mesh.AllowAny), "what captured sidecars do with traffic to destinations outside the registry: ALLOW_ANY forwards it to where it was going (PassthroughCluster), REGISTRY_ONLY refuses it (BlackHoleCluster), as Istio's outboundTrafficPolicy.mode")
 	f.DurationVar(&o.JWKSRefresh, "jwks-refresh-interval", 20*time.Minute, "how often the JWT keys of a RequestAuthentication's jwksUri are fetched again")
 	f.DurationVar(&o.Debounce, "debounce", 0, "quiet period before a config change is pushed (0 = default 100ms)")

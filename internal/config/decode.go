@@ -35,7 +35,7 @@ const securityGroup = "security.istio.io"
 var securityVersions = map[string]bool{"v1": true, "v1beta1": true}
 
 // supportedKinds names the kinds Weft loads, for messages.
-const supportedKinds = "VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, PeerAuthentication, AuthorizationPolicy, RequestAuthentication"
+const supportedKinds = "VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication"
 
 // newSpec returns an empty spec message for a kind Weft loads, or nil.
 func newSpec(k Kind) proto.Message {
@@ -50,6 +50,8 @@ func newSpec(k Kind) proto.Message {
 		return &networking.WorkloadEntry{}
 	case KindWorkloadGroup:
 		return &networking.WorkloadGroup{}
+	case KindSidecar:
+		return &networking.Sidecar{}
 	case KindPeerAuthentication:
 		return &security.PeerAuthentication{}
 	case KindAuthorizationPolicy:

@@ -143,3 +143,40 @@ func mtlsMode(m *security.PeerAuthentication_MutualTLS) (MTLSMode, bool) {
 	}
 	return "", false
 }
+
+// SelectSidecar returns the Sidecar that applies to a workload of
+// namespace ns with these labels, as Istio picks it: the oldest Sidecar of
+// ns whose workloadSelector matches the labels, else the oldest of ns
+// without a selector, else the oldest of the root namespace (rootNS ""
+// means DefaultRootNamespace) without a selector; nil when none applies.
+// Sidecars with a nil Spec are skipped.
+func SelectSidecar(rootNS, ns string, labels map[string]string, scs []*Sidecar) *Sidecar {
+	if rootNS == "" {
+		rootNS = DefaultRootNamespace
+	}
+	var workload, namespace, mesh *Sidecar
+	older := func(cur, sc *Sidecar) bool { return cur == nil || FirstSeen(sc, cur) < 0 }
+	for _, sc := range scs {
+		if sc.Spec == nil {
+			continue
+		}
+		sel := sc.Spec.GetWorkloadSelector().GetLabels()
+		switch {
+		case sc.Namespace == ns && len(sel) > 0:
+			if registry.HasLabels(labels, sel) && older(workload, sc) {
+				workload = sc
+			}
+		case sc.Namespace == ns && older(namespace, sc):
+			namespace = sc
+		case sc.Namespace == rootNS && len(sel) == 0 && older(mesh, sc):
+			mesh = sc
+		}
+	}
+	switch {
+	case workload != nil:
+		return workload
+	case namespace != nil:
+		return namespace
+	}
+	return mesh
+}

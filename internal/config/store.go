@@ -300,6 +300,8 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 			snap.WorkloadEntries = append(snap.WorkloadEntries, &WorkloadEntry{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *networking.WorkloadGroup:
 			snap.WorkloadGroups = append(snap.WorkloadGroups, &WorkloadGroup{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *networking.Sidecar:
+			snap.Sidecars = append(snap.Sidecars, &Sidecar{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *security.PeerAuthentication:
 			snap.PeerAuthentications = append(snap.PeerAuthentications, &PeerAuthentication{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *security.AuthorizationPolicy:
@@ -313,6 +315,7 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 	sortResources(snap.ServiceEntries)
 	sortResources(snap.WorkloadEntries)
 	sortResources(snap.WorkloadGroups)
+	sortResources(snap.Sidecars)
 	sortResources(snap.PeerAuthentications)
 	sortResources(snap.AuthorizationPolicies)
 	sortResources(snap.RequestAuthentications)
@@ -684,6 +687,7 @@ func sameContent(a, b *Snapshot) bool {
 		sameResources(a.ServiceEntries, b.ServiceEntries) &&
 		sameResources(a.WorkloadEntries, b.WorkloadEntries) &&
 		sameResources(a.WorkloadGroups, b.WorkloadGroups) &&
+		sameResources(a.Sidecars, b.Sidecars) &&
 		sameResources(a.PeerAuthentications, b.PeerAuthentications) &&
 		sameResources(a.AuthorizationPolicies, b.AuthorizationPolicies) &&
 		sameResources(a.RequestAuthentications, b.RequestAuthentications)

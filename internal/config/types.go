@@ -1,5 +1,5 @@
 // Package config loads Istio networking resources (VirtualService,
-// DestinationRule, ServiceEntry, WorkloadEntry) and security resources
+// DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar) and security resources
 // (PeerAuthentication, AuthorizationPolicy, RequestAuthentication) from
 // multi-document YAML into istio.io/api types, validates them, and keeps the last good version of
 // each resource so one bad document never takes good config down with it.
@@ -25,6 +25,7 @@ const (
 	KindServiceEntry    Kind = "ServiceEntry"
 	KindWorkloadEntry   Kind = "WorkloadEntry"
 	KindWorkloadGroup   Kind = "WorkloadGroup"
+	KindSidecar         Kind = "Sidecar"
 
 	KindPeerAuthentication    Kind = "PeerAuthentication"
 	KindAuthorizationPolicy   Kind = "AuthorizationPolicy"
@@ -78,6 +79,7 @@ type (
 	ServiceEntry    = Resource[*networking.ServiceEntry]
 	WorkloadEntry   = Resource[*networking.WorkloadEntry]
 	WorkloadGroup   = Resource[*networking.WorkloadGroup]
+	Sidecar         = Resource[*networking.Sidecar]
 
 	PeerAuthentication    = Resource[*security.PeerAuthentication]
 	AuthorizationPolicy   = Resource[*security.AuthorizationPolicy]
@@ -96,6 +98,9 @@ type Snapshot struct {
 	// WorkloadGroups are templates for VM workloads that register
 	// themselves when their proxy connects (auto-registration).
 	WorkloadGroups []*WorkloadGroup
+	// Sidecars scope what each proxy is sent (egress hosts) and its
+	// outbound traffic policy.
+	Sidecars []*Sidecar
 
 	PeerAuthentications    []*PeerAuthentication
 	AuthorizationPolicies  []*AuthorizationPolicy

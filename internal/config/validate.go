@@ -61,6 +61,8 @@ func validateResource(ns string, spec proto.Message) issues {
 		validateWorkloadEntry(&is, "spec", s, nil, true)
 	case *networking.WorkloadGroup:
 		validateWorkloadGroup(&is, s)
+	case *networking.Sidecar:
+		validateSidecar(&is, s)
 	case *security.PeerAuthentication:
 		validatePeerAuthentication(&is, s)
 	case *security.AuthorizationPolicy:

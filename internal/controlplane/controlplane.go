@@ -76,6 +76,9 @@ type Options struct {
 	// OutboundTrafficPolicy is what captured proxies do with traffic to
 	// destinations the mesh does not know; "" means mesh.AllowAny.
 	OutboundTrafficPolicy mesh.OutboundTrafficPolicy
+	// EgressScope is what a proxy without a Sidecar resource is sent; ""
+	// means mesh.EgressScopeMesh (every service).
+	EgressScope mesh.EgressScope
 	// JWKSRefresh is how often the JWT keys of jwksUri are fetched again;
 	// 0 means jwks.DefaultRefresh (20m, as Istio).
 	JWKSRefresh time.Duration
@@ -363,7 +366,7 @@ func (c *ControlPlane) publish(cfg *config.Snapshot) {
 // meshOptions are the settings every mesh snapshot is built with.
 func (c *ControlPlane) meshOptions() mesh.Options {
 	return mesh.Options{DomainSuffix: c.opts.DomainSuffix, RootNamespace: c.opts.RootNamespace, TrustDomain: c.ca.TrustDomain(), JWKS: c.jwks.Keys(),
-		OutboundTrafficPolicy: c.opts.OutboundTrafficPolicy}
+		OutboundTrafficPolicy: c.opts.OutboundTrafficPolicy, EgressScope: c.opts.EgressScope}
 }
 
 // jwtSources lists the key sources of the JWT rules in force that do not

@@ -42,6 +42,9 @@ type Options struct {
 	// OutboundTrafficPolicy is what a captured proxy does with traffic to
 	// destinations the mesh does not know; "" means AllowAny.
 	OutboundTrafficPolicy OutboundTrafficPolicy
+	// EgressScope is what a proxy without a Sidecar is sent; "" means
+	// EgressScopeMesh (every service).
+	EgressScope EgressScope
 }
 
 // OutboundTrafficPolicy is Istio's MeshConfig outboundTrafficPolicy.mode.
@@ -89,6 +92,9 @@ type Snapshot struct {
 	Authz        *AuthzIndex
 	RequestAuthn *RequestAuthnIndex
 	Keys         *KeyIndex
+	// Scopes says which services each proxy is sent (Sidecar resources,
+	// EgressScope).
+	Scopes *ScopeIndex
 }
 
 // New is Build with default Options but the domain suffix.
@@ -128,7 +134,7 @@ func Build(cfg *config.Snapshot, reg *registry.Snapshot, opts Options) *Snapshot
 	if len(opts.JWKS) > 0 {
 		version += "-k" + keysHash(opts.JWKS)
 	}
-	return &Snapshot{
+	s := &Snapshot{
 		Config:                cfg,
 		Registry:              reg,
 		DomainSuffix:          domainSuffix,
@@ -144,6 +150,8 @@ func Build(cfg *config.Snapshot, reg *registry.Snapshot, opts Options) *Snapshot
 		RequestAuthn: newRequestAuthnIndex(cfg.RequestAuthentications, rootNS),
 		Keys:         &KeyIndex{fetched: opts.JWKS},
 	}
+	s.Scopes = newScopeIndex(s, cfg.Sidecars, opts.EgressScope)
+	return s
 }
 
 // keysHash summarises the fetched key sets, so Version changes with them.

@@ -23,7 +23,7 @@ type kind struct {
 }
 
 // kinds are the kinds Weft's config package loads (config.Kind*). Gateway,
-// Sidecar, EnvoyFilter and Telemetry are not loaded by Weft yet, so they are not watched either: a kind is added here when the
+// EnvoyFilter and Telemetry are not loaded by Weft yet, so they are not watched either: a kind is added here when the
 // decoder learns it.
 var kinds = []kind{
 	{config.KindVirtualService, "networking.istio.io", "virtualservices", networkingVersions},
@@ -31,6 +31,7 @@ var kinds = []kind{
 	{config.KindServiceEntry, "networking.istio.io", "serviceentries", networkingVersions},
 	{config.KindWorkloadEntry, "networking.istio.io", "workloadentries", networkingVersions},
 	{config.KindWorkloadGroup, "networking.istio.io", "workloadgroups", networkingVersions},
+	{config.KindSidecar, "networking.istio.io", "sidecars", networkingVersions},
 	{config.KindPeerAuthentication, "security.istio.io", "peerauthentications", securityVersions},
 	{config.KindAuthorizationPolicy, "security.istio.io", "authorizationpolicies", securityVersions},
 	{config.KindRequestAuthentication, "security.istio.io", "requestauthentications", securityVersions},

@@ -33,8 +33,9 @@ import (
 // address is restored to where the client dialled, and the filter chains
 // match on it.
 //
-// s.OutboundTrafficPolicy decides what happens to a destination the mesh
-// does not know: ALLOW_ANY (Istio's default) forwards it to where it was
+// The outbound traffic policy (the proxy's Sidecar's, else
+// s.OutboundTrafficPolicy) decides what happens to a destination the mesh
+// does not know (or the proxy's Sidecar does not let it see): ALLOW_ANY (Istio's default) forwards it to where it was
 // going (PassthroughCluster), REGISTRY_ONLY refuses it (BlackHoleCluster
 // for TCP, a 502 for HTTP), as Istio.
 
@@ -75,8 +76,9 @@ func captured(s *mesh.Snapshot, id contract.Identity) (ls, rcs, cs []types.Resou
 //
 // It returns the listener and the route configurations its chains name.
 func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {
+	vis := s.Scopes.For(id.Namespace, id.Labels)
 	unknown := contract.ClusterPassthrough
-	if s.OutboundTrafficPolicy == mesh.RegistryOnly {
+	if vis.OutboundTrafficPolicy(s) == mesh.RegistryOnly {
 		unknown = contract.ClusterBlackHole
 	}
 	l := &listener.Listener{
@@ -100,6 +102,9 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 	for _, svc := range s.Registry.Services() {
 		vips := ownVIPs(s, svc)
 		for _, p := range svc.Ports {
+			if !vis.Port(svc, p.Number) {
+				continue
+			}
 			switch {
 			case p.Protocol.IsHTTP():
 				httpPorts = appendNew(httpPorts, p.Number)
@@ -204,7 +209,7 @@ func outboundRoutesForPort(s *mesh.Snapshot, id contract.Identity, port uint32) 
 			Timeout:          durationpb.New(0), // a passthrough stream may be long-lived, as Istio
 		}},
 	}
-	if s.OutboundTrafficPolicy == mesh.RegistryOnly {
+	if s.Scopes.For(id.Namespace, id.Labels).OutboundTrafficPolicy(s) == mesh.RegistryOnly {
 		last = &route.Route{
 			Name:   contract.RouteBlockAll,
 			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},

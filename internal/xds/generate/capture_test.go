@@ -158,6 +158,30 @@ spec:
 			proxy: capturedProxy(reviewsProxy),
 		},
 		{
+			// reviews' own Sidecar: HTTP port 9080 of its namespace's
+			// services only, every port of egress/*, and REGISTRY_ONLY:
+			// ratings (legacy), greeter (apps) and redis' port are not
+			// sent; unknown destinations are refused.
+			name: "capture_sidecar_scoped",
+			mesh: func() *mesh.Snapshot {
+				return securityMesh(captureMesh+`
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  workloadSelector:
+    labels: {app: reviews}
+  egress:
+  - port: {number: 9080, name: http, protocol: HTTP}
+    hosts: ["./*"]
+  - hosts: ["egress/*"]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+`, mesh.Options{})
+			},
+			proxy: capturedProxy(reviewsProxy),
+		},
+		{
 			// A dual-stack pod: IPv6 destinations of undeclared ports
 			// pass through from ::6.
 			name: "capture_dual_stack",

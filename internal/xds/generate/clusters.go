@@ -24,10 +24,11 @@ const (
 	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
 
-// outboundClusters returns an EDS cluster per service port and per
-// DestinationRule subset of the service, for proxy id.
+// outboundClusters returns an EDS cluster per service port the proxy id
+// sees (mesh.ScopeIndex) and per DestinationRule subset of the service.
 func outboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 	var out []types.Resource
+	vis := s.Scopes.For(id.Namespace, id.Labels)
 	build := func(svc *registry.Service, p registry.Port, subset string) *cluster.Cluster {
 		c := edsCluster(svc, p, subset, s.DomainSuffix)
 		c = withTrafficPolicy(s, svc, p, subset, c)
@@ -36,6 +37,9 @@ func outboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 	}
 	for _, svc := range s.Registry.Services() {
 		for _, p := range svc.Ports {
+			if !vis.Port(svc, p.Number) {
+				continue
+			}
 			out = append(out, build(svc, p, ""))
 			for _, sub := range s.Subsets.Subsets(svc.Hostname) {
 				out = append(out, build(svc, p, sub.GetName()))

@@ -20,8 +20,12 @@ import (
 // outboundClusters generates, so the set is always consistent.
 func outboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 	var out []types.Resource
+	vis := s.Scopes.For(id.Namespace, id.Labels)
 	for _, svc := range s.Registry.Services() {
 		for _, p := range svc.Ports {
+			if !vis.Port(svc, p.Number) {
+				continue
+			}
 			eps := s.Registry.Endpoints(svc.Hostname, p.Number)
 			out = append(out, withLocalityLB(s, id, svc.Hostname, p.Number, "", eps,
 				loadAssignment(contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname), eps, mtlsCapable(s, svc, p, ""))))

@@ -38,7 +38,7 @@ func newRootCmd() *cobra.Command {
 	}
 	logflag.Add(root.PersistentFlags())
 	root.AddCommand(newServeCmd(), newDemoCmd(), newEchoCmd(), newValidateCmd(), newAnalyzeCmd(), newExplainCmd(),
-		newProxyStatusCmd(), newProxyConfigCmd(), newTokenCmd(), newInjectCmd())
+		newProxyStatusCmd(), newProxyConfigCmd(), newTokenCmd(), newInjectCmd(), newGRPCBootstrapCmd())
 	return root
 }
 

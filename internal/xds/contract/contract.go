@@ -56,7 +56,16 @@ const (
 	// (ListenerVirtualOutbound, ListenerVirtualInbound) instead of
 	// per-workload inbound listeners and the explicit outbound listener.
 	MetaInterceptionMode = "INTERCEPTION_MODE"
+	// MetaGenerator is Istio's key for the kind of config a node wants:
+	// GeneratorGRPC marks a proxyless gRPC client (Istio's gRPC bootstrap
+	// sets it), which is served only the resources it names, shaped for
+	// gRPC's xDS client (internal/xds/generate's ForProxyless). Empty or
+	// any other value is a sidecar.
+	MetaGenerator = "GENERATOR"
 )
+
+// GeneratorGRPC is the MetaGenerator value of a proxyless gRPC client.
+const GeneratorGRPC = "grpc"
 
 // Interception modes (MetaInterceptionMode values), spelled as Istio's.
 const (

@@ -42,7 +42,15 @@ type Identity struct {
 	// empty or InterceptionNone when applications address the proxy
 	// themselves.
 	InterceptionMode string
+	// Generator is MetaGenerator: GeneratorGRPC for a proxyless gRPC
+	// client, else empty.
+	Generator string
 }
+
+// Proxyless reports whether the node is a proxyless gRPC client
+// (Generator is GeneratorGRPC): it gets only the listeners, routes,
+// clusters and endpoints it names, in the form gRPC's xDS client accepts.
+func (id Identity) Proxyless() bool { return id.Generator == GeneratorGRPC }
 
 // Captured reports whether the proxy's pod traffic is redirected to it
 // (InterceptionMode is InterceptionRedirect).
@@ -85,6 +93,9 @@ func (id Identity) Node() *core.Node {
 	if id.InterceptionMode != "" {
 		fields[MetaInterceptionMode] = id.InterceptionMode
 	}
+	if id.Generator != "" {
+		fields[MetaGenerator] = id.Generator
+	}
 	md, err := structpb.NewStruct(fields)
 	if err != nil { // only strings and maps of strings: cannot fail
 		panic(err)
@@ -109,6 +120,7 @@ func ParseNode(n *core.Node) (Identity, error) {
 	id.AdminAddress = str(MetaAdminAddress)
 	id.MTLS = str(MetaMTLS) == "true"
 	id.AutoRegisterGroup = str(MetaAutoRegisterGroup)
+	id.Generator = str(MetaGenerator)
 	switch m := str(MetaInterceptionMode); m {
 	case "", InterceptionNone, InterceptionRedirect:
 		id.InterceptionMode = m

@@ -38,6 +38,10 @@ type proxy struct {
 	rejected map[string]*Rejection
 	// xds is what was sent and ACKed per type, for ProxyStatuses.
 	xds map[string]*typeState
+	// subs are what a proxyless client's streams subscribe to
+	// (ondemand.go); namesGen counts their changes.
+	subs     map[streamKey]generate.Names
+	namesGen uint64
 }
 
 // Rejection is a proxy's standing rejection of one type's config: the
@@ -87,6 +91,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		},
 		StreamClosedFunc: func(id int64, _ *core.Node) {
 			s.metrics.streams.Dec()
+			s.unsubscribe(streamKey{id: id}) // ondemand.go
 			s.streamClosed(streamKey{id: id})
 		},
 		DeltaStreamClosedFunc: func(id int64, _ *core.Node) {
@@ -98,6 +103,9 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			s.answered(key, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
 			if err := s.streamRequest(key, req.GetNode()); err != nil {
 				return err
+			}
+			if err := s.subscribe(key, req); err != nil { // ondemand.go: proxyless clients
+				return status.Error(codes.Unavailable, err.Error())
 			}
 			// A state-of-the-world request's version_info is the version
 			// the proxy last accepted: what it runs.

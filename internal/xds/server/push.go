@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"weft.dev/weft/internal/mesh"
-	"weft.dev/weft/internal/xds/generate"
 )
 
 // versioned is a mesh snapshot with the order it arrived in, so a slow
@@ -92,8 +91,7 @@ func (s *Server) push(ctx context.Context) {
 // unless a newer snapshot was already written or nothing changed. Callers
 // hold a semaphore token.
 func (s *Server) write(p *proxy, cur *versioned) {
-	res := generate.ForProxy(cur.m, p.id)
-	snap, versions, err := buildSnapshot(res)
+	snap, versions, namesGen, err := s.generateFor(p, cur)
 	if err != nil {
 		s.log.Error("generated resources are unusable", "node", p.id.ID, "mesh", cur.m.Version, "error", err)
 		s.metrics.errors.Inc()
@@ -101,8 +99,8 @@ func (s *Server) write(p *proxy, cur *versioned) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.gone || cur.seq < p.seq {
-		return
+	if p.gone || cur.seq < p.seq || p.namesGen != namesGen {
+		return // superseded; a proxyless client's new names are written by subscribe
 	}
 	p.seq, p.meshVersion = cur.seq, cur.m.Version
 	if equal(p.versions, versions) {

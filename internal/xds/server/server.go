@@ -128,9 +128,11 @@ func New(opts Options) *Server {
 	opts = opts.withDefaults()
 	log := opts.Logger.With("component", "xds")
 	s := &Server{
-		opts:    opts,
-		log:     log,
-		cache:   newNACKGuard(cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}), cachev3.IDHash{}),
+		opts: opts,
+		log:  log,
+		cache: newNACKGuard(newCacheMux( // ondemand.go: proxyless gRPC clients get a cache not in ADS mode
+			cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}),
+			cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cacheLogger{log})), cachev3.IDHash{}),
 		metrics: newMetrics(opts.Metrics),
 		updated: make(chan struct{}, 1),
 		sem:     make(chan struct{}, opts.PushConcurrency),

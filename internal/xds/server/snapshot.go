@@ -21,6 +21,20 @@ var typeOrder = []resource.Type{resource.ListenerType, resource.RouteType, resou
 // version for each type is a hash of that type's resources, so a type whose
 // content did not change keeps its version and is not re-sent.
 func buildSnapshot(r generate.Resources) (*cachev3.Snapshot, []string, error) {
+	snap, versions, err := snapshotOf(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return snap, versions, nil
+}
+
+// snapshotOf is buildSnapshot without the consistency check, for a
+// proxyless client's snapshot, which holds only what it names: a listener
+// can be there before the route configuration it refers to is asked for.
+func snapshotOf(r generate.Resources) (*cachev3.Snapshot, []string, error) {
 	snap := &cachev3.Snapshot{}
 	byType := r.ByType()
 	versions := make([]string, 0, len(typeOrder))
@@ -32,9 +46,6 @@ func buildSnapshot(r generate.Resources) (*cachev3.Snapshot, []string, error) {
 		}
 		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(v, items)
 		versions = append(versions, v)
-	}
-	if err := snap.Consistent(); err != nil {
-		return nil, nil, fmt.Errorf("snapshot: %w", err)
 	}
 	return snap, versions, nil
 }

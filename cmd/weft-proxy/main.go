@@ -359,7 +359,7 @@ type defaultedList struct {
 }
 
 func (l *defaultedList) String() string { return strings.Join(l.list, ",") }
-func (l *defaultedList) Type() string   { return "list" }
+func (l *defaultedList) Type() string   { return "string" } // so --help quotes the default
 
 func (l *defaultedList) Set(v string) error {
 	if !l.set {

@@ -30,10 +30,10 @@ const (
 	DefaultKeepaliveTime = 10 * time.Second
 	// DefaultKeepaliveTimeout equals cpdial.UserTimeout: grpc-go also sets
 	// TCP_USER_TIMEOUT to it on the connection.
-	DefaultKeepaliveTimeout = cpdial.UserTimeout
-	// connectTimeout bounds connecting to one replica, TLS included.
-	connectTimeout           = 10 * time.Second
+	DefaultKeepaliveTimeout  = cpdial.UserTimeout
 	DefaultIncompleteTimeout = 2 * time.Second
+	// connectTimeout bounds connecting to one replica, TLS included.
+	connectTimeout = 10 * time.Second
 	// maxRecvMsgSize bounds one xDS response; large meshes exceed gRPC's
 	// 4 MiB default.
 	maxRecvMsgSize = 64 << 20

@@ -138,7 +138,7 @@ renews it with the certificate itself. See docs/security.md.`,
 
 // flags holds the raw command line.
 type flags struct {
-	xdsAddr, adminAddr, id, namespace, workload  string
+	adminAddr, id, namespace, workload           string
 	serviceAccount, outbound, logLevel, locality string
 	autoRegisterGroup, interceptionMode          string
 	rootCert, tokenFile, token, trustDomain      string
@@ -146,11 +146,13 @@ type flags struct {
 	plaintext                                    bool
 	drain, listenerDrain                         time.Duration
 	ips, appPorts, labels                        listFlag
+	xdsAddrs                                     defaultedList
 }
 
 func (f *flags) register(fs *pflag.FlagSet) {
 	fs.SortFlags = false
-	fs.StringVar(&f.xdsAddr, "xds-address", "127.0.0.1:15012", "the control plane's secure port, `host:port` (weft serve --xds-address); with --xds-plaintext its plaintext port")
+	f.xdsAddrs = defaultedList{list: []string{"127.0.0.1:15012"}}
+	fs.Var(&f.xdsAddrs, "xds-address", "the control plane's secure port, `host:port` (weft serve --xds-address); with --xds-plaintext its plaintext port. Repeatable or a comma list for several replicas, and a host name stands for all its DNS records: the proxy starts at a random one and moves to the next at once when its connection is lost (docs/control-plane.md)")
 	fs.StringVar(&f.rootCert, "root-cert", "", "the mesh's trust root, a PEM `file` (weft token --root-cert-out): the control plane must present a certificate from it")
 	fs.StringVar(&f.tokenFile, "token-file", "", "`file` holding the bootstrap token for the first certificate (weft token); read again at each attempt")
 	fs.StringVar(&f.token, "token", "", "the bootstrap token itself (visible in the process list: prefer --token-file)")
@@ -182,7 +184,14 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 	if err != nil {
 		return proxy.Options{}, err
 	}
-	for _, a := range []struct{ name, addr string }{{"--xds-address", f.xdsAddr}, {"--admin-address", f.adminAddr}} {
+	addrs := []struct{ name, addr string }{{"--admin-address", f.adminAddr}}
+	for _, a := range f.xdsAddrs.list {
+		addrs = append(addrs, struct{ name, addr string }{"--xds-address", a})
+	}
+	if len(f.xdsAddrs.list) == 0 {
+		return proxy.Options{}, errors.New("--xds-address: no address given")
+	}
+	for _, a := range addrs {
 		if err := checkHostPort(a.addr); err != nil {
 			return proxy.Options{}, fmt.Errorf("%s %q: %w", a.name, a.addr, err)
 		}
@@ -261,7 +270,7 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 			IPs: ips, ServiceAccount: f.serviceAccount, OutboundAddress: f.outbound, AppPorts: appPorts,
 			Locality: f.locality, AutoRegisterGroup: f.autoRegisterGroup, InterceptionMode: mode,
 		},
-		XDSAddress:    f.xdsAddr,
+		XDSAddress:    strings.Join(f.xdsAddrs.list, ","),
 		AdminAddress:  f.adminAddr,
 		DrainTimeout:  f.drain,
 		ListenerDrain: f.listenerDrain,
@@ -340,6 +349,23 @@ func (l *listFlag) Set(v string) error {
 		}
 	}
 	return nil
+}
+
+// defaultedList is a listFlag whose default is replaced, not extended, by
+// the first value given.
+type defaultedList struct {
+	list []string
+	set  bool
+}
+
+func (l *defaultedList) String() string { return strings.Join(l.list, ",") }
+func (l *defaultedList) Type() string   { return "string" } // so --help quotes the default
+
+func (l *defaultedList) Set(v string) error {
+	if !l.set {
+		l.list, l.set = nil, true
+	}
+	return (*listFlag)(&l.list).Set(v)
 }
 
 func checkHostPort(s string) error {

@@ -123,6 +123,10 @@ func TestParseFlags(t *testing.T) {
 	if !o.Plaintext || o.RootCertPEM != nil || o.Token != nil {
 		t.Errorf("--xds-plaintext: plaintext %v, root %d bytes", o.Plaintext, len(o.RootCertPEM))
 	}
+	// Control plane replicas: repeated and comma lists, the default replaced.
+	if o, _ := parse(t, "--workload", "w", "--xds-plaintext", "--xds-address", "cp-0:15010,cp-1:15010", "--xds-address", "[fd00::2]:15010"); o.XDSAddress != "cp-0:15010,cp-1:15010,[fd00::2]:15010" {
+		t.Errorf("several --xds-address: %q", o.XDSAddress)
+	}
 	if o, _ := parse(t, "--workload", "w", "--xds-plaintext", "--id", "custom", "--log-level", "WARN"); o.Identity.ID != "custom" || o.Logger.Enabled(context.Background(), slog.LevelInfo) {
 		t.Errorf("--id custom --log-level WARN: id %q", o.Identity.ID)
 	}
@@ -185,6 +189,8 @@ func TestBadFlagsExit2(t *testing.T) {
 		{[]string{"--app-port", "9080=nohostport"}, "--app-port 9080=nohostport: want host:port"},
 		{[]string{"--log-level", "loud"}, `--log-level "loud": want debug, info, warn or error`},
 		{[]string{"--xds-address", "nope"}, `--xds-address "nope": want host:port`},
+		{[]string{"--xds-address", "cp:1,nope"}, `--xds-address "nope": want host:port`},
+		{[]string{"--xds-address", ","}, "--xds-address: no address given"},
 		{[]string{"--admin-address", "127.0.0.1:"}, `--admin-address "127.0.0.1:": want host:port: missing port`},
 		{[]string{"--outbound", "127.0.0.1"}, `--outbound "127.0.0.1"`},
 		{[]string{"--namespace", ""}, "--namespace must not be empty"},

@@ -335,10 +335,11 @@ var (
 	descReconnects = prometheus.NewDesc("weft_proxy_xds_reconnects_total", "ADS streams established after the first.", nil, nil)
 	descConnected  = prometheus.NewDesc("weft_proxy_xds_connected", "1 while an ADS stream to the control plane is open.", nil, nil)
 	descReady      = prometheus.NewDesc("weft_proxy_ready", "1 once a complete first config is applied and the proxy is not draining.", nil, nil)
+	descReplica    = prometheus.NewDesc("weft_proxy_xds_control_plane_info", "1 for the control plane replica (address) of the open ADS stream; absent while none is open.", []string{"address"}, nil)
 )
 
 func (c *xdsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descACKs, descNACKs, descApplies, descReconnects, descConnected, descReady} {
+	for _, d := range []*prometheus.Desc{descACKs, descNACKs, descApplies, descReconnects, descConnected, descReady, descReplica} {
 		ch <- d
 	}
 }
@@ -357,4 +358,7 @@ func (c *xdsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReconnects, prometheus.CounterValue, float64(s.Reconnects))
 	ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, b(c.p.xds.Connected()))
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b(c.p.Ready()))
+	if s.Address != "" {
+		ch <- prometheus.MustNewConstMetric(descReplica, prometheus.GaugeValue, 1, s.Address)
+	}
 }

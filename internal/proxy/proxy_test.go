@@ -146,6 +146,7 @@ func TestProxyGetsReadyServesAdminAndShutsDown(t *testing.T) {
 	}
 	if code, body := get(ctx, t, base+"/stats/prometheus"); code != 200 ||
 		!strings.Contains(body, "weft_proxy_xds_connected 1") || !strings.Contains(body, "weft_proxy_xds_acks_total") ||
+		!strings.Contains(body, "weft_proxy_xds_control_plane_info{address=") ||
 		!strings.Contains(body, "go_goroutines") {
 		t.Errorf("/stats/prometheus = %d\n%s", code, body)
 	}

@@ -46,6 +46,7 @@ import (
 	"google.golang.org/grpc/status"
 	pb "istio.io/api/security/v1alpha1"
 
+	"weft.dev/weft/internal/proxy/cpdial"
 	"weft.dev/weft/internal/spiffe"
 )
 
@@ -71,7 +72,9 @@ type Options struct {
 	// Identity is the SPIFFE ID the proxy asks for: its trust domain,
 	// namespace and service account.
 	Identity spiffe.ID
-	// Address is the control plane's secure port (host:port).
+	// Address is the control plane's secure port (host:port), or several
+	// replicas' separated by commas; a host name stands for all its
+	// addresses. Each request goes to the next one (see cpdial.Replicas).
 	Address string
 	// RootPEM is the mesh's trust root: the control plane and the issued
 	// certificates must chain up to it.
@@ -121,6 +124,7 @@ type Manager struct {
 	readyOnce sync.Once
 	issued    atomic.Uint64
 	running   atomic.Bool
+	replicas  *cpdial.Replicas
 }
 
 // New checks the options and, with Dir set, loads a stored certificate
@@ -131,6 +135,10 @@ func New(opts Options) (*Manager, error) {
 	}
 	if opts.Address == "" {
 		return nil, errors.New("certs: Address is required")
+	}
+	addrs, err := cpdial.Split(opts.Address)
+	if err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -143,6 +151,9 @@ func New(opts Options) (*Manager, error) {
 	}
 	m := &Manager{opts: opts, ready: make(chan struct{}), roots: x509.NewCertPool(),
 		log: opts.Logger.With("component", "certs", "identity", opts.Identity.String())}
+	if m.replicas, err = cpdial.NewReplicas(addrs, m.log); err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
 	rest := opts.RootPEM
 	for {
 		var b *pem.Block
@@ -374,20 +385,22 @@ func (m *Manager) request(ctx context.Context) (*Bundle, string, error) {
 	}
 	// A connection per request: the client certificate is chosen at the
 	// handshake, and renewals are rare.
-	cc, err := grpc.NewClient(m.opts.Address, grpc.WithTransportCredentials(credentials.NewTLS(m.ControlPlaneTLS())))
+	addr := m.replicas.Next(ctx)
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithContextDialer(cpdial.Dial),
+		grpc.WithTransportCredentials(credentials.NewTLS(m.ControlPlaneTLS())))
 	if err != nil {
-		return nil, "", fmt.Errorf("CA at %s: %w", m.opts.Address, err)
+		return nil, "", fmt.Errorf("CA at %s: %w", addr, err)
 	}
 	defer cc.Close()
 	resp, err := pb.NewIstioCertificateServiceClient(cc).CreateCertificate(ctx, &pb.IstioCertificateRequest{
 		Csr: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})),
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("CA at %s: %w", m.opts.Address, err)
+		return nil, "", fmt.Errorf("CA at %s: %w", addr, err)
 	}
 	b, err := m.bundle(resp.GetCertChain(), key)
 	if err != nil {
-		return nil, "", fmt.Errorf("CA at %s answered with an unusable certificate: %w", m.opts.Address, err)
+		return nil, "", fmt.Errorf("CA at %s answered with an unusable certificate: %w", addr, err)
 	}
 	return b, how, nil
 }

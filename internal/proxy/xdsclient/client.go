@@ -17,15 +17,23 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+
+	"weft.dev/weft/internal/proxy/cpdial"
 )
 
 // Defaults for zero Options fields.
 const (
-	DefaultBackoffBase       = 100 * time.Millisecond
-	DefaultBackoffMax        = 5 * time.Second
-	DefaultKeepaliveTime     = 10 * time.Second
-	DefaultKeepaliveTimeout  = 5 * time.Second
+	DefaultBackoffBase = 100 * time.Millisecond
+	DefaultBackoffMax  = 5 * time.Second
+	// DefaultKeepaliveTime is grpc-go's minimum HTTP/2 ping interval. The
+	// faster check of a dead connection is the TCP one in cpdial.
+	DefaultKeepaliveTime = 10 * time.Second
+	// DefaultKeepaliveTimeout equals cpdial.UserTimeout: grpc-go also sets
+	// TCP_USER_TIMEOUT to it on the connection.
+	DefaultKeepaliveTimeout  = cpdial.UserTimeout
 	DefaultIncompleteTimeout = 2 * time.Second
+	// connectTimeout bounds connecting to one replica, TLS included.
+	connectTimeout = 10 * time.Second
 	// maxRecvMsgSize bounds one xDS response; large meshes exceed gRPC's
 	// 4 MiB default.
 	maxRecvMsgSize = 64 << 20
@@ -33,7 +41,11 @@ const (
 
 // Options configure a Client. Address, Node and Applier are required.
 type Options struct {
-	// Address is the control plane's host:port.
+	// Address is the control plane's host:port, or several replicas'
+	// separated by commas. A host name stands for every A and AAAA record
+	// it resolves to (looked up again each time all were tried). The
+	// client starts at a random one and, when a stream ends, goes on to
+	// the next at once; it backs off only after every address failed.
 	Address string
 	// Credentials secure the connection (TLS to the control plane's
 	// secure port); nil dials plaintext.
@@ -45,14 +57,20 @@ type Options struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// BackoffBase and BackoffMax bound the jittered exponential delay
-	// between stream attempts (defaults 100ms and 5s).
+	// between rounds of stream attempts once every replica failed
+	// (defaults 100ms and 5s). Within a round, the next replica is tried
+	// after at most BackoffBase (random, so a fleet does not move in
+	// lockstep).
 	BackoffBase, BackoffMax time.Duration
 	// KeepaliveTime and KeepaliveTimeout are the HTTP/2 ping interval and
 	// how long to wait for its ack before the connection is declared dead
-	// (defaults 10s and 5s): a dead control plane is noticed in seconds.
-	// The server must permit pings this often (keepalive.EnforcementPolicy
-	// MinTime <= KeepaliveTime, PermitWithoutStream), or it closes the
-	// connection with "too_many_pings". grpc-go raises a Time below 10s to 10s.
+	// (defaults 10s and 4s): they catch a control plane that is hung while
+	// its host still answers TCP. A vanished host is noticed sooner, by
+	// the TCP keepalive and TCP_USER_TIMEOUT of cpdial (about 4s); grpc-go
+	// also sets TCP_USER_TIMEOUT to KeepaliveTimeout. The server must
+	// permit pings this often (keepalive.EnforcementPolicy MinTime <=
+	// KeepaliveTime, PermitWithoutStream), or it closes the connection
+	// with "too_many_pings". grpc-go raises a Time below 10s to 10s.
 	KeepaliveTime, KeepaliveTimeout time.Duration
 	// IncompleteTimeout is how long, after the first config was applied,
 	// the client waits for routes or assignments that new listeners or
@@ -68,6 +86,8 @@ type Stats struct {
 	NACKs      uint64 // NACK requests sent
 	Applies    uint64 // successful Applier.Apply calls
 	Reconnects uint64 // streams established after the first one
+	// Address is the control plane replica of the open stream, or "".
+	Address string
 	// LastNACKError is the error_detail message of the last NACK, or "".
 	LastNACKError string
 }
@@ -87,12 +107,16 @@ type Client struct {
 
 	mu      sync.Mutex
 	lastErr string
+	addr    string // replica of the open stream
 }
 
 // New checks the options and fills in defaults. It does not connect.
 func New(opts Options) (*Client, error) {
 	if opts.Address == "" {
 		return nil, errors.New("xdsclient: Address is required")
+	}
+	if _, err := cpdial.Split(opts.Address); err != nil {
+		return nil, fmt.Errorf("xdsclient: %w", err)
 	}
 	if opts.Node == nil || opts.Node.GetId() == "" {
 		return nil, errors.New("xdsclient: Node with an id is required")
@@ -129,9 +153,10 @@ func (c *Client) Connected() bool { return c.connected.Load() }
 // Stats returns a snapshot of the counters. Safe for concurrent use.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
-	last := c.lastErr
+	last, addr := c.lastErr, c.addr
 	c.mu.Unlock()
 	return Stats{
+		Address:       addr,
 		ACKs:          c.acks.Load(),
 		NACKs:         c.nacks.Load(),
 		Applies:       c.applies.Load(),
@@ -140,10 +165,10 @@ func (c *Client) Stats() Stats {
 	}
 }
 
-// Run connects to the control plane and keeps an ADS stream open,
-// reconnecting with jittered exponential backoff, until ctx is done. It
-// then returns nil once every goroutine it started has ended. It returns an
-// error only when it cannot start at all. Run may be called once.
+// Run connects to the control plane and keeps an ADS stream open until
+// ctx is done, going from replica to replica (see Options.Address). It
+// then returns nil once every goroutine it started has ended. It returns
+// an error only when it cannot start at all. Run may be called once.
 //
 // While disconnected the Applier is not called: the data plane keeps
 // serving its last applied config.
@@ -151,57 +176,43 @@ func (c *Client) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("xdsclient: Run called more than once")
 	}
-	creds := c.opts.Credentials
-	if creds == nil {
-		creds = insecure.NewCredentials()
-	}
-	conn, err := grpc.NewClient(c.opts.Address,
-		grpc.WithTransportCredentials(creds),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{
-			Time:                c.opts.KeepaliveTime,
-			Timeout:             c.opts.KeepaliveTimeout,
-			PermitWithoutStream: true,
-		}),
-		// gRPC's own reconnect backoff defaults to a 120s maximum; keep it
-		// within ours so a restarted control plane is found quickly.
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: backoff.Config{
-				BaseDelay:  c.opts.BackoffBase,
-				Multiplier: 1.6,
-				Jitter:     0.2,
-				MaxDelay:   c.opts.BackoffMax,
-			},
-			MinConnectTimeout: c.opts.KeepaliveTime,
-		}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
-	)
+	addrs, err := cpdial.Split(c.opts.Address)
 	if err != nil {
-		return fmt.Errorf("xdsclient: dialing control plane %q: %w", c.opts.Address, err)
+		return fmt.Errorf("xdsclient: %w", err)
 	}
-	defer conn.Close()
-	ads := discovery.NewAggregatedDiscoveryServiceClient(conn)
+	replicas, err := cpdial.NewReplicas(addrs, c.log)
+	if err != nil {
+		return fmt.Errorf("xdsclient: %w", err)
+	}
 
 	st := newState(c)
-	attempt := 0
+	fails := 0 // attempts in a row that got no response
 	established := false
 	for {
-		healthy, err := st.runStream(ctx, ads, func() {
+		addr := replicas.Next(ctx)
+		healthy, err := c.runOnce(ctx, st, addr, func() {
 			if established {
 				c.reconns.Add(1)
 			}
 			established = true
+			c.mu.Lock()
+			c.addr = addr
+			c.mu.Unlock()
 			c.connected.Store(true)
 		})
 		c.connected.Store(false)
+		c.mu.Lock()
+		c.addr = ""
+		c.mu.Unlock()
 		if ctx.Err() != nil {
 			return nil
 		}
 		if healthy {
-			attempt = 0
+			fails = 0
 		}
-		delay := c.backoff(attempt)
-		attempt++
-		c.log.Warn("ADS stream ended; reconnecting", "error", err, "backoff", delay, "attempt", attempt)
+		fails++
+		delay := c.retryDelay(fails, replicas.Len())
+		c.log.Warn("ADS stream ended; trying the next control plane replica", "replica", addr, "error", err, "delay", delay, "failed_attempts", fails)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -210,6 +221,51 @@ func (c *Client) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// runOnce dials one replica and serves one ADS stream on it; see
+// state.runStream. The connection is closed when it returns: the next
+// attempt, maybe to another replica, starts from a fresh one.
+func (c *Client) runOnce(ctx context.Context, st *state, addr string, onOpen func()) (healthy bool, err error) {
+	creds := c.opts.Credentials
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	conn, err := grpc.NewClient("passthrough:///"+addr,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithContextDialer(cpdial.Dial),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                c.opts.KeepaliveTime,
+			Timeout:             c.opts.KeepaliveTimeout,
+			PermitWithoutStream: true,
+		}),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			// One connection per attempt: gRPC's own reconnect loop
+			// never runs; Run decides where to go next.
+			Backoff:           backoff.Config{BaseDelay: c.opts.BackoffBase, Multiplier: 1.6, Jitter: 0.2, MaxDelay: c.opts.BackoffMax},
+			MinConnectTimeout: connectTimeout,
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
+	)
+	if err != nil {
+		return false, fmt.Errorf("dialing control plane %s: %w", addr, err)
+	}
+	defer conn.Close()
+	return st.runStream(ctx, discovery.NewAggregatedDiscoveryServiceClient(conn), func() {
+		c.log.Info("connected to control plane replica", "replica", addr)
+		onOpen()
+	})
+}
+
+// retryDelay is the wait before the next attempt after fails attempts in
+// a row without a response, with n replicas: at most BackoffBase (random)
+// while some replica of this round is still untried, then growing
+// exponentially with every further round.
+func (c *Client) retryDelay(fails, n int) time.Duration {
+	if fails <= n {
+		return rand.N(c.opts.BackoffBase)
+	}
+	return c.backoff((fails-1)/n - 1)
 }
 
 // backoff returns the delay before attempt n (0-based): exponential from

@@ -74,9 +74,12 @@ func (b *blackhole) pipe(dst, src net.Conn) {
 	}
 }
 
-// TestKeepaliveNoticesDeadControlPlane: with no FIN and no RST, only HTTP/2
-// pings can tell that the control plane is gone. gRPC does not ping more
-// often than every 10s, so this takes about KeepaliveTime+KeepaliveTimeout.
+// TestKeepaliveNoticesDeadControlPlane: a control plane that stops
+// answering while its host's TCP stack still acknowledges (this relay keeps
+// ACKing at the kernel, so TCP keepalive and TCP_USER_TIMEOUT see nothing):
+// only HTTP/2 pings tell. gRPC does not ping more often than every 10s, so
+// this takes about KeepaliveTime+KeepaliveTimeout. A vanished host is
+// noticed sooner; see TestControlPlaneBlackhole in e2e/registries.
 func TestKeepaliveNoticesDeadControlPlane(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for a keepalive ping (about 11s)")

@@ -1,8 +1,9 @@
 // Package xdsclient is the proxy's ADS client: it subscribes to listeners,
 // routes, clusters and endpoints over one gRPC stream, ACKs what the
 // data plane applied and NACKs (with the reason) what it could not, and
-// reconnects with backoff. It hands the data plane only complete, consistent
-// resource sets.
+// when the stream ends moves on to the next control plane replica at once
+// (backing off only once all failed). It hands the data plane only
+// complete, consistent resource sets.
 package xdsclient
 
 import (

@@ -236,8 +236,10 @@ func (s *Server) grpcServer(ep Endpoint) *grpc.Server {
 			MaxConnectionAgeGrace: time.Minute,
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			// Proxies ping every ~10s to notice a dead control plane quickly;
-			// allow it, with margin, even between streams.
+			// weft-proxy pings every 10s (grpc-go's minimum interval; its
+			// faster dead-connection check is TCP keepalive, which this
+			// policy does not see); allow it, with margin, even between
+			// streams. See docs/control-plane.md.
 			MinTime:             5 * time.Second,
 			PermitWithoutStream: true,
 		}),
@@ -266,6 +268,10 @@ func (s *Server) serveOne(ctx context.Context, cancel context.CancelFunc, gs *gr
 		err = fmt.Errorf("xds server on %s: %w", lis.Addr(), err)
 		cancel()
 	}
+	// By now ctx is done, so go-control-plane has ended every ADS stream
+	// (a clean end of stream); GracefulStop sends GOAWAY and waits for the
+	// rest. Proxies go to another replica at once rather than when their
+	// connection dies.
 	stopped := make(chan struct{})
 	go func() {
 		gs.GracefulStop()

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -329,5 +331,34 @@ func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
 			t.Fatalf("waiting for %s: %v", what, ctx.Err())
 		case <-tick.C:
 		}
+	}
+}
+
+// TestShutdownEndsStreams: a control plane shutting down ends its ADS
+// streams itself (a clean end of stream, not a connection reset after the
+// grace period) and sends GOAWAY, so proxies move to another replica at
+// once instead of when their connection dies.
+func TestShutdownEndsStreams(t *testing.T) {
+	s := New(Options{Logger: slog.New(slog.DiscardHandler)})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, lis) }()
+	s.Update(testMesh(1))
+	sctx := withDeadline(t)
+	c := dial(t, sctx, lis.Addr().String(), client.Node())
+	c.sync()
+
+	cancel()
+	start := time.Now()
+	if _, err := c.stream.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("stream after shutdown: %v, want io.EOF (ended by the server)", err)
+	}
+	t.Logf("stream ended %v after the shutdown began", time.Since(start))
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

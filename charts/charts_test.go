@@ -199,7 +199,8 @@ func TestHelmTemplateWeftDefaults(t *testing.T) {
 	c := ps.Containers[0]
 	for _, want := range []string{"serve", "--in-cluster", "--xds-address=0.0.0.0:15012", "--status-address=0.0.0.0:15014",
 		"--injection-address=:15017", "--leader-election-namespace=weft-system", "--trust-domain=cluster.local",
-		"--domain-suffix=cluster.local", "--log-level=info", "--ca-dir=/etc/cacerts"} {
+		"--domain-suffix=cluster.local", "--log-level=info", "--ca-dir=/etc/cacerts",
+		"--injection-xds-address=weft-xds.weft-system.svc:15012"} {
 		if !slices.Contains(c.Args, want) {
 			t.Errorf("weft serve args %q lack %q", c.Args, want)
 		}
@@ -230,6 +231,12 @@ func TestHelmTemplateWeftDefaults(t *testing.T) {
 	}
 	if want := []string{"grpc-xds=15012", "http-monitoring=15014", "https-webhook=15017"}; !slices.Equal(got, want) {
 		t.Errorf("Service ports = %v, want %v", got, want)
+	}
+
+	// Proxies reach every replica through the headless Service.
+	xds := find(t, objs, "Service", "weft-xds")
+	if ip, _, _ := unstructured.NestedString(xds.Object, "spec", "clusterIP"); ip != "None" {
+		t.Errorf("weft-xds clusterIP = %q, want None (headless: one record per replica)", ip)
 	}
 
 	mwc := find(t, objs, "MutatingWebhookConfiguration", "weft-sidecar-injector")

@@ -271,8 +271,25 @@ spec:
 	d := sm.waitDiagnostic(t, config.CodeTrafficHeld, "backend-vs.yaml", "spec.http[0].route[0].destination")
 	t.Logf("held: %s", d.Error())
 	tr.WaitSent(t, 200)
-	// Its workload arrives: the held change applies by itself.
-	sm.Service("backend-next", "HTTP", "v9")
+	// Its workload arrives and is ready — its sidecar serving it under
+	// another service — before backend-next publishes it, as a pod is
+	// ready before its endpoints are: the held change applies by itself.
+	port, err := localmesh.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := Backend{Name: "backend-next-v9", Version: "v9", IP: nextIP(), Port: uint32(port)}
+	sm.WriteConfig("backend-next-workload.yaml", strings.Replace(ServiceEntryYAML("warmup", 8080, "HTTP"), "labels: {app: warmup}", "labels: {app: backend-next}", 1)+
+		"---\n"+b.WorkloadEntryYAML("backend-next"))
+	w := sm.Workload(localmesh.WorkloadOptions{Name: b.Name, IPs: []string{b.IP}, WorkloadPort: b.Port,
+		Labels: map[string]string{"app": "backend-next", "version": "v9"}})
+	Eventually(t, 10*time.Second, "backend-next's sidecar serving", func() error {
+		if !w.Serving() {
+			return fmt.Errorf("not serving its inbound port yet")
+		}
+		return nil
+	})
+	sm.WriteConfig("backend-next.yaml", ServiceEntryYAML("backend-next", 8080, "HTTP"))
 	waitVersion(t, sm.c, sm.front, "backend", nil, "v9")
 	tr.WaitSent(t, 100)
 	tr.Stop(t, "while the guard held a change and then applied it")

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"hash"
 	"sort"
+	"sync"
 
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/jwks"
@@ -95,6 +96,23 @@ type Snapshot struct {
 	// Scopes says which services each proxy is sent (Sidecar resources,
 	// EgressScope).
 	Scopes *ScopeIndex
+
+	memo sync.Map // Memo's values, by key
+}
+
+// Memo returns the value stored under key for this snapshot, building and
+// storing it on first use. It lets the per-proxy generators share what
+// does not depend on the proxy (or depends on a part many proxies have in
+// common): a value is computed about once per snapshot and key, and lives
+// as long as the snapshot. build may run more than once when callers race;
+// one result wins. Keys must be comparable and distinct across users
+// (use a key type of your own package); values must be immutable.
+func (s *Snapshot) Memo(key any, build func() any) any {
+	if v, ok := s.memo.Load(key); ok {
+		return v
+	}
+	v, _ := s.memo.LoadOrStore(key, build())
+	return v
 }
 
 // New is Build with default Options but the domain suffix.

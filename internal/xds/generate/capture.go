@@ -42,7 +42,7 @@ import (
 // captured returns a captured proxy's listeners, route configurations and
 // the clusters beyond the outbound ones (inbound and passthrough).
 func captured(s *mesh.Snapshot, id contract.Identity) (ls, rcs, cs []types.Resource) {
-	out, rcs := virtualOutboundListener(s, id)
+	out, rcs := sharedVirtualOutbound(s, id)
 	in, inClusters := virtualInboundListener(s, id)
 	ls = []types.Resource{out, in}
 	cs = append(inClusters, passthroughClusters()...)

@@ -40,9 +40,9 @@ func outboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 			if !vis.Port(svc, p.Number) {
 				continue
 			}
-			out = append(out, build(svc, p, ""))
+			out = append(out, sharedCluster(s, id, svc, p, "", func() *cluster.Cluster { return build(svc, p, "") }))
 			for _, sub := range s.Subsets.Subsets(svc.Hostname) {
-				out = append(out, build(svc, p, sub.GetName()))
+				out = append(out, sharedCluster(s, id, svc, p, sub.GetName(), func() *cluster.Cluster { return build(svc, p, sub.GetName()) }))
 			}
 		}
 	}

@@ -27,17 +27,21 @@ func outboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource 
 				continue
 			}
 			eps := s.Registry.Endpoints(svc.Hostname, p.Number)
-			out = append(out, withLocalityLB(s, id, svc.Hostname, p.Number, "", eps,
-				loadAssignment(contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname), eps, mtlsCapable(s, svc, p, ""))))
+			out = append(out, sharedCLA(s, id, svc.Hostname, p.Number, "", func() *endpoint.ClusterLoadAssignment {
+				return withLocalityLB(s, id, svc.Hostname, p.Number, "", eps,
+					loadAssignment(contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname), eps, mtlsCapable(s, svc, p, "")))
+			}))
 			for _, sub := range s.Subsets.Subsets(svc.Hostname) {
-				var in []*registry.Endpoint
-				for _, ep := range eps {
-					if labelsInclude(ep.Labels, sub.GetLabels()) {
-						in = append(in, ep)
+				out = append(out, sharedCLA(s, id, svc.Hostname, p.Number, sub.GetName(), func() *endpoint.ClusterLoadAssignment {
+					var in []*registry.Endpoint
+					for _, ep := range eps {
+						if labelsInclude(ep.Labels, sub.GetLabels()) {
+							in = append(in, ep)
+						}
 					}
-				}
-				out = append(out, withLocalityLB(s, id, svc.Hostname, p.Number, sub.GetName(), in,
-					loadAssignment(contract.ClusterName(contract.Outbound, p.Number, sub.GetName(), svc.Hostname), in, mtlsCapable(s, svc, p, sub.GetName()))))
+					return withLocalityLB(s, id, svc.Hostname, p.Number, sub.GetName(), in,
+						loadAssignment(contract.ClusterName(contract.Outbound, p.Number, sub.GetName(), svc.Hostname), in, mtlsCapable(s, svc, p, sub.GetName())))
+				}))
 			}
 		}
 	}

@@ -14,7 +14,9 @@ import (
 )
 
 // Resources is everything one proxy gets, one slice per xDS type, each
-// sorted by resource name. Values are freshly built; the caller owns them.
+// sorted by resource name. The slices are the caller's; the resources in
+// them may be shared with other proxies of the same mesh snapshot
+// (memo.go) and must never be modified.
 type Resources struct {
 	Listeners []types.Resource // *listener.Listener
 	Routes    []types.Resource // *route.RouteConfiguration
@@ -52,7 +54,7 @@ func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
 		if l := outboundListener(id); l != nil {
 			// The http_proxy route configuration exists exactly when a listener
 			// refers to it, so the set stays consistent.
-			rc := outboundRoutes(s, id)
+			rc := sharedOutboundRoutes(s, id)
 			r.Listeners = append(r.Listeners, withCORSFilter(l, rc))
 			r.Routes = append(r.Routes, rc)
 		}

@@ -1,0 +1,139 @@
+package generate
+
+import (
+	"slices"
+	"strings"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// Sharing between proxies.
+//
+// Most of what a proxy is sent does not depend on the proxy: an outbound
+// cluster depends only on whether the proxy speaks mutual TLS, a
+// ClusterLoadAssignment only on the proxy's locality (and its labels, for
+// failoverPriority), the outbound routes and the virtual outbound listener
+// on what the proxy sees (its Sidecar scope), its namespace, and its labels
+// only when some VirtualService matches on sourceLabels. Each such resource
+// is built once per mesh snapshot and key (mesh.Snapshot.Memo) and the same
+// value is handed to every proxy that shares the key: generation cost and
+// memory grow with the distinct resources of the mesh, not with proxies ×
+// resources. Values handed out this way are shared: nobody may modify a
+// resource ForProxy returns.
+
+type clusterKey struct {
+	mtls         bool
+	host, subset string
+	port         uint32
+}
+
+type claKey struct {
+	locality     string // "" when the proxy's locality does not matter
+	host, subset string
+	port         uint32
+}
+
+// outboundKey is what a proxy's outbound routes and virtual outbound
+// listener depend on.
+type outboundKey struct {
+	vis      *mesh.Visibility // interned per Sidecar and namespace
+	ns       string
+	labels   string // "" unless a VirtualService matches on sourceLabels
+	captured bool
+}
+
+type sourceLabelsKey struct{}
+
+type outboundSet struct {
+	listener *listener.Listener
+	routes   []types.Resource
+}
+
+func sharedCluster(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, subset string, build func() *cluster.Cluster) *cluster.Cluster {
+	k := clusterKey{mtls: id.MTLS, host: svc.Hostname, port: p.Number, subset: subset}
+	return s.Memo(k, func() any { return build() }).(*cluster.Cluster)
+}
+
+func sharedCLA(s *mesh.Snapshot, id contract.Identity, host string, port uint32, subset string, build func() *endpoint.ClusterLoadAssignment) *endpoint.ClusterLoadAssignment {
+	k := claKey{locality: localityKey(s, id, host, port, subset), host: host, port: port, subset: subset}
+	return s.Memo(k, func() any { return build() }).(*endpoint.ClusterLoadAssignment)
+}
+
+// localityKey is what of the proxy withLocalityLB reads for this cluster.
+func localityKey(s *mesh.Snapshot, id contract.Identity, host string, port uint32, subset string) string {
+	if id.Locality == "" {
+		return ""
+	}
+	l := localityLBSetting(mergedTrafficPolicy(s, host, port, subset).GetLoadBalancer())
+	switch {
+	case l == nil:
+		return ""
+	case len(l.GetFailoverPriority()) > 0:
+		return id.Locality + "\x00" + labelsKey(id.Labels)
+	}
+	return id.Locality
+}
+
+func keyOf(s *mesh.Snapshot, id contract.Identity) outboundKey {
+	k := outboundKey{vis: s.Scopes.For(id.Namespace, id.Labels), ns: id.Namespace, captured: id.Captured()}
+	if usesSourceLabels(s) {
+		k.labels = labelsKey(id.Labels)
+	}
+	return k
+}
+
+// sharedVirtualOutbound is virtualOutboundListener, shared.
+func sharedVirtualOutbound(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {
+	set := s.Memo(keyOf(s, id), func() any {
+		l, rcs := virtualOutboundListener(s, id)
+		return &outboundSet{listener: l, routes: rcs}
+	}).(*outboundSet)
+	return set.listener, slices.Clone(set.routes)
+}
+
+// sharedOutboundRoutes is outboundRoutes, shared.
+func sharedOutboundRoutes(s *mesh.Snapshot, id contract.Identity) *route.RouteConfiguration {
+	return s.Memo(keyOf(s, id), func() any { return outboundRoutes(s, id) }).(*route.RouteConfiguration)
+}
+
+// usesSourceLabels reports whether any VirtualService of s matches on
+// sourceLabels, the only way a proxy's labels reach its outbound routes.
+func usesSourceLabels(s *mesh.Snapshot) bool {
+	return s.Memo(sourceLabelsKey{}, func() any {
+		for _, vs := range s.Config.VirtualServices {
+			for _, r := range vs.Spec.GetHttp() {
+				for _, m := range r.GetMatch() {
+					if len(m.GetSourceLabels()) > 0 {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}).(bool)
+}
+
+// labelsKey is labels as one comparable string, in key order.
+func labelsKey(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	return b.String()
+}

@@ -52,7 +52,8 @@ func run() error {
 		timeout    = flag.Duration("timeout", 5*time.Minute, "longest wait for the fleet to connect or for one change to be ACKed everywhere")
 		cpCPUs     = flag.String("cp-cpus", "", "pin weft serve to these CPUs (taskset -c list, e.g. 1)")
 		simCPUs    = flag.String("sim-cpus", "", "pin the simulator to these CPUs (e.g. 0) and size its GOMAXPROCS to them")
-		profileDir = flag.String("profile-dir", "", "write the control plane's CPU profile during the storm and heap profile after it here")
+		profileDir = flag.String("profile-dir", "", "write the control plane's CPU profiles (from the first config change on, and during the storm) and heap profile (after the single changes) here")
+		changeProf = flag.Duration("change-profile", 30*time.Second, "length of the CPU profile taken from the first config change on (with --profile-dir)")
 		maxRSS     = flag.Int64("max-cp-rss-mib", 6144, "stop the run when weft serve's RSS exceeds this many MiB (0: no limit)")
 		jsonOut    = flag.String("json", "", "also write the report as JSON to this `file` (- for stdout)")
 		cpLog      = flag.String("cp-log", "", "write weft serve's log to this file (default: discarded)")
@@ -115,7 +116,7 @@ func run() error {
 		Mesh: m, CP: cp,
 		Fleet:   xdsload.FleetOptions{Proxies: *proxies, Conns: *conns, Captured: !*explicit},
 		Changes: *changes, StormRate: *stormRate, StormDuration: *storm, Timeout: *timeout,
-		ProfileDir: *profileDir, MaxRSS: *maxRSS << 20, Logger: log,
+		ProfileDir: *profileDir, ChangeProfile: *changeProf, MaxRSS: *maxRSS << 20, Logger: log,
 	})
 	if rep != nil {
 		if werr := rep.WriteTable(os.Stdout); werr != nil {

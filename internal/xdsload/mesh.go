@@ -95,13 +95,16 @@ func (m *Mesh) Dir() string { return m.dir }
 func (m *Mesh) Spec() MeshSpec { return m.spec }
 
 // Workloads lists the endpoints a proxy may play (not the spare ones) as
-// the mesh was written, service by service.
+// the mesh was written: the first endpoint of every service, then the
+// second, and so on.
 func (m *Mesh) Workloads() []Workload {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []Workload
-	for i := range m.spec.Services {
-		for j := range m.spec.Endpoints {
+	// Endpoint-major, so that a fleet smaller than the mesh still spreads
+	// over every service and namespace.
+	for j := range m.spec.Endpoints {
+		for i := range m.spec.Services {
 			out = append(out, Workload{
 				Service: serviceName(i), Namespace: m.namespace(i),
 				Name: fmt.Sprintf("%s-%d", serviceName(i), j), IP: m.ips[i][j], Version: version(j),

@@ -26,6 +26,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "change\tn\tACK p50\tp99\tmax\tnot ACKed\tresp/proxy\tres/proxy\tKiB/proxy\tCP CPU-s\tRSS MiB\tload\t")
 	for _, c := range []Change{r.Config, r.Endpoint} {
+		if c.Changes == 0 || len(c.PerChangeMax) == 0 {
+			continue // not reached
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%.1f\t%.0f\t%.0f\t%.2f\t%.0f\t%.2f\t\n", c.Kind, c.Changes,
 			ms(c.Latency.P50), ms(c.Latency.P99), ms(c.Latency.Max), c.Latency.Missing,
 			c.PerProxy.Responses, c.PerProxy.Resources, c.PerProxy.KiB, c.CPUSeconds, c.After.RSSMiB, c.After.Load1)
@@ -43,8 +46,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 			s.Before.RSSMiB, s.MaxRSSMiB, s.After.RSSMiB, s.PerProxy.Responses, s.PerProxy.MaxResponses,
 			s.PerProxy.ByType[0], s.PerProxy.ByType[1], s.PerProxy.ByType[2], s.PerProxy.ByType[3])
 	}
-	fmt.Fprintf(&b, "final: control plane %.1f CPU-s in all, RSS %.0f MiB (peak %.0f), load %.2f\n",
-		r.Final.CPUSeconds, r.Final.RSSMiB, r.Final.PeakRSSMiB, r.Final.Load1)
+	fmt.Fprintf(&b, "final: control plane %.1f CPU-s in all, RSS %.0f MiB (peak %.0f); simulator %.1f CPU-s; load %.2f\n",
+		r.Final.CPUSeconds, r.Final.RSSMiB, r.Final.PeakRSSMiB, r.Final.SimCPUSeconds, r.Final.Load1)
 	for _, p := range r.Profiles {
 		fmt.Fprintf(&b, "profile: %s\n", p)
 	}

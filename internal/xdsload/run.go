@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,10 +33,13 @@ type Options struct {
 	// Settle is how long after the last ACK pushes are still counted to a
 	// change (default 500ms).
 	Settle time.Duration
-	// ProfileDir, when set, receives the control plane's CPU profile taken
-	// during the storm (cpu-storm.pprof) and its heap profile after it
-	// (heap.pprof).
+	// ProfileDir, when set, receives the control plane's CPU profiles
+	// taken from the first config change on for ChangeProfile
+	// (cpu-changes.pprof) and during the storm (cpu-storm.pprof), and its
+	// heap profile after the changes (heap.pprof).
 	ProfileDir string
+	// ChangeProfile is the length of cpu-changes.pprof (default 30s).
+	ChangeProfile time.Duration
 	// MaxRSS, when set, stops the run once the control plane's resident
 	// memory exceeds it (bytes): the machine is shared, and a control
 	// plane that cannot fit is a result, not a reason to swap.
@@ -70,6 +75,9 @@ type CPSample struct {
 	RSSMiB     float64 `json:"rss_mib"`
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
 	Load1      float64 `json:"load1"`
+	// SimCPUSeconds is the simulator's own CPU time so far (cumulative),
+	// to tell whether it, not the control plane, was the bottleneck.
+	SimCPUSeconds float64 `json:"sim_cpu_seconds"`
 }
 
 // Connect is the initial connection of the fleet.
@@ -125,6 +133,8 @@ type Storm struct {
 	MaxRSSMiB float64   `json:"max_rss_mib"`
 	Before    CPSample  `json:"before"`
 	After     CPSample  `json:"after"`
+
+	profile string // the CPU profile's file, once written
 }
 
 func (o *Options) defaults() error {
@@ -149,6 +159,9 @@ func (o *Options) defaults() error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.ChangeProfile <= 0 {
+		o.ChangeProfile = 30 * time.Second
+	}
 	return nil
 }
 
@@ -172,6 +185,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.before = before
 	ctx, abort := context.WithCancelCause(ctx)
 	defer abort(nil)
 	if o.MaxRSS > 0 {
@@ -199,6 +213,25 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep.Connect.PerProxy = perProxy(f.Counters(), nil, 1)
 	log.Info("fleet connected", "proxies", len(f.proxies), "took", rep.Connect.Duration)
 
+	var profWG sync.WaitGroup
+	if o.ProfileDir != "" {
+		file := filepath.Join(o.ProfileDir, "cpu-changes.pprof")
+		secs := max(1, int(o.ChangeProfile/time.Second))
+		var ok atomic.Bool
+		profWG.Go(func() {
+			if err := o.CP.FetchProfile(ctx, "profile", fmt.Sprintf("seconds=%d", secs), file); err != nil {
+				log.Warn("cpu profile", "error", err)
+				return
+			}
+			ok.Store(true)
+		})
+		defer func() { // before the report is returned
+			profWG.Wait()
+			if ok.Load() {
+				rep.Profiles = append(rep.Profiles, file)
+			}
+		}()
+	}
 	if rep.Config, err = r.changes(ctx, "config (VirtualService)", "RDS", func(i int, before func(string)) error {
 		_, err := o.Mesh.ChangeRoute(i*7, before)
 		return err
@@ -211,17 +244,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}); err != nil {
 		return rep, r.aborted(ctx, rep, err)
 	}
+	if o.ProfileDir != "" {
+		file := filepath.Join(o.ProfileDir, "heap.pprof")
+		if err := o.CP.FetchProfile(ctx, "heap", "", file); err != nil {
+			log.Warn("heap profile", "error", err)
+		} else {
+			rep.Profiles = append(rep.Profiles, file)
+		}
+	}
 	if o.StormDuration > 0 {
 		if rep.Storm, err = r.storm(ctx); err != nil {
 			return rep, r.aborted(ctx, rep, err)
 		}
-		if o.ProfileDir != "" {
-			file := filepath.Join(o.ProfileDir, "heap.pprof")
-			if err := o.CP.FetchProfile(ctx, "heap", "", file); err != nil {
-				log.Warn("heap profile", "error", err)
-			} else {
-				rep.Profiles = append(rep.Profiles, file)
-			}
+		if rep.Storm.profile != "" {
+			rep.Profiles = append(rep.Profiles, rep.Storm.profile)
 		}
 	}
 	if rep.Final, err = r.sample(); err != nil {
@@ -257,14 +293,28 @@ func (r *runner) aborted(ctx context.Context, rep *Report, err error) error {
 	rep.Aborted = err.Error()
 	if s, serr := r.sample(); serr == nil {
 		rep.Final = s
+		if rep.Connect.After == (CPSample{}) { // stopped while connecting
+			rep.Connect.After = s
+			rep.Connect.CPUSeconds = s.CPUSeconds - r.before.CPUSeconds
+			rep.Connect.PerProxy = perProxy(r.f.Counters(), nil, 1)
+		}
+	}
+	if r.o.ProfileDir != "" { // what filled the memory, while it still holds it
+		file := filepath.Join(r.o.ProfileDir, "heap-aborted.pprof")
+		pctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if perr := r.o.CP.FetchProfile(pctx, "heap", "", file); perr == nil {
+			rep.Profiles = append(rep.Profiles, file)
+		}
 	}
 	return err
 }
 
 type runner struct {
-	o   Options
-	f   *Fleet
-	log *slog.Logger
+	o      Options
+	f      *Fleet
+	log    *slog.Logger
+	before CPSample // before the fleet connected
 }
 
 func (r *runner) sample() (CPSample, error) {
@@ -272,7 +322,11 @@ func (r *runner) sample() (CPSample, error) {
 	if err != nil {
 		return CPSample{}, err
 	}
-	return CPSample{CPUSeconds: s.CPU.Seconds(), RSSMiB: mib(s.RSS), PeakRSSMiB: mib(s.PeakRSS), Load1: LoadAvg()}, nil
+	out := CPSample{CPUSeconds: s.CPU.Seconds(), RSSMiB: mib(s.RSS), PeakRSSMiB: mib(s.PeakRSS), Load1: LoadAvg()}
+	if self, err := ReadProc(os.Getpid()); err == nil {
+		out.SimCPUSeconds = self.CPU.Seconds()
+	}
+	return out, nil
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
@@ -385,7 +439,9 @@ func (r *runner) storm(ctx context.Context) (*Storm, error) {
 		profWG.Go(func() {
 			if err := o.CP.FetchProfile(ctx, "profile", fmt.Sprintf("seconds=%d", secs), file); err != nil {
 				r.log.Warn("cpu profile", "error", err)
+				return
 			}
+			st.profile = file
 		})
 		defer func() { profWG.Wait() }()
 	}

@@ -141,7 +141,8 @@ func (f *Fleet) Counters() []Counters {
 
 // Watch starts watching for marker in responses of the given type
 // ("CDS", "LDS", "EDS" or "RDS"): each proxy's ACK of the first response
-// carrying it is timed from start. Call before making the change.
+// carrying it is timed from start. Call before making the change. It
+// panics on another type name, a programming error.
 func (f *Fleet) Watch(typ, marker string, start time.Time) *Probe {
 	t := -1
 	for i, s := range shortTypes {
@@ -183,12 +184,6 @@ func (p *Probe) Wait(ctx context.Context) []time.Duration {
 	}
 	return out
 }
-
-// Start is when the change was made.
-func (p *Probe) Start() time.Time { return p.p.start }
-
-// SetStart moves the start (to the moment the change was written).
-func (p *Probe) SetStart(t time.Time) { p.p.start = t }
 
 type probe struct {
 	marker    []byte

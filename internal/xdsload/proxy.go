@@ -71,11 +71,18 @@ type Proxy struct {
 	names    *nameCache
 	probes   *probeBoard
 
-	mu  sync.Mutex
-	cnt Counters
-	// connected is set while a stream is open.
-	connected atomic.Bool
-	synced    atomic.Bool // a first complete set was ACKed
+	mu      sync.Mutex
+	cnt     Counters
+	lastErr error       // why the last stream ended, nil while the first runs
+	synced  atomic.Bool // a first complete set was ACKed
+}
+
+// LastError is why the proxy's last stream broke (it then opens a new
+// one), or nil. Safe for concurrent use.
+func (p *Proxy) LastError() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastErr
 }
 
 // Counters returns a copy of the counters. Safe for concurrent use.
@@ -91,11 +98,12 @@ func (p *Proxy) run(ctx context.Context, conn grpc.ClientConnInterface) {
 	ads := discovery.NewAggregatedDiscoveryServiceClient(conn)
 	for ctx.Err() == nil {
 		err := p.stream(ctx, ads)
-		p.connected.Store(false)
 		if ctx.Err() != nil {
 			return
 		}
-		_ = err // the fleet sees the reconnect in Counters.Streams
+		p.mu.Lock()
+		p.lastErr = err
+		p.mu.Unlock()
 		select {
 		case <-ctx.Done():
 		case <-time.After(200 * time.Millisecond):
@@ -135,7 +143,6 @@ func (p *Proxy) stream(ctx context.Context, ads discovery.AggregatedDiscoverySer
 	p.mu.Lock()
 	p.cnt.Streams++
 	p.mu.Unlock()
-	p.connected.Store(true)
 	for _, t := range []int{0, 1} { // wildcard CDS, LDS
 		if err := p.send(s, t, nil); err != nil {
 			return err

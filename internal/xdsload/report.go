@@ -48,6 +48,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "final: control plane %.1f CPU-s in all, RSS %.0f MiB (peak %.0f); simulator %.1f CPU-s; load %.2f\n",
 		r.Final.CPUSeconds, r.Final.RSSMiB, r.Final.PeakRSSMiB, r.Final.SimCPUSeconds, r.Final.Load1)
+	if r.Reconnects > 0 {
+		fmt.Fprintf(&b, "reconnects: %d streams were reopened\n", r.Reconnects)
+	}
 	for _, p := range r.Profiles {
 		fmt.Fprintf(&b, "profile: %s\n", p)
 	}

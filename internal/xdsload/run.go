@@ -63,6 +63,9 @@ type Report struct {
 	Storm    *Storm   `json:"storm,omitempty"`
 	Final    CPSample `json:"final"`
 	Profiles []string `json:"profiles,omitempty"`
+	// Reconnects counts streams opened after each proxy's first: a
+	// control plane that drops streams under load shows here.
+	Reconnects uint64 `json:"reconnects"`
 	// Aborted says why the run stopped early (empty when it did not); the
 	// phases not reached are zero.
 	Aborted string `json:"aborted,omitempty"`
@@ -263,6 +266,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if rep.Final, err = r.sample(); err != nil {
 		return rep, err
 	}
+	for _, c := range f.Counters() {
+		rep.Reconnects += c.Streams - 1
+	}
 	return rep, nil
 }
 
@@ -355,8 +361,8 @@ func (r *runner) waitSynced(ctx context.Context, start time.Time) error {
 	}
 }
 
-// quiet waits until no proxy has received anything for d (at most max).
-func (r *runner) quiet(ctx context.Context, d, max time.Duration) {
+// quiet waits until no proxy has received anything for d (at most limit).
+func (r *runner) quiet(ctx context.Context, d, limit time.Duration) {
 	total := func() uint64 {
 		var n uint64
 		for _, c := range r.f.Counters() {
@@ -364,7 +370,7 @@ func (r *runner) quiet(ctx context.Context, d, max time.Duration) {
 		}
 		return n
 	}
-	deadline := time.Now().Add(max)
+	deadline := time.Now().Add(limit)
 	prev, since := total(), time.Now()
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		select {

@@ -141,6 +141,9 @@ func TestSmallRun(t *testing.T) {
 	if rep.Storm == nil || rep.Storm.Converge.Missing != 0 || rep.Storm.Changes != 50 {
 		t.Errorf("storm = %+v, want 50 changes every proxy ACKed", rep.Storm)
 	}
+	if rep.Reconnects != 0 {
+		t.Errorf("%d streams were reopened; want every proxy on its first stream", rep.Reconnects)
+	}
 	if rep.Connect.PerProxy.Resources == 0 {
 		t.Error("no resources pushed on connect")
 	}

@@ -1,0 +1,66 @@
+package xdsload
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// WriteTable writes the report as a compact table for people.
+func (r *Report) WriteTable(w io.Writer) error {
+	mode := "explicit"
+	if r.Captured {
+		mode = "captured"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "xDS load: %d proxies (%s, %d connections), %d services x %d endpoints (%d of them spare)\n",
+		r.Proxies, mode, r.Conns, r.Services, r.Endpoints+r.Spare, r.Spare)
+	if r.Aborted != "" {
+		fmt.Fprintf(&b, "ABORTED: %s\n", r.Aborted)
+	}
+	fmt.Fprintf(&b, "connect: %d of %d ACKed a complete config in %v; control plane %.1f CPU-s, RSS %.0f MiB (peak %.0f), load %.2f; per proxy %.0f responses, %.0f resources, %.0f KiB\n\n",
+		r.Connect.Synced, r.Proxies, r.Connect.Duration.Round(time.Millisecond), r.Connect.CPUSeconds, r.Connect.After.RSSMiB, r.Connect.After.PeakRSSMiB,
+		r.Connect.After.Load1, r.Connect.PerProxy.Responses, r.Connect.PerProxy.Resources, r.Connect.PerProxy.KiB)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "change\tn\tACK p50\tp99\tmax\tnot ACKed\tresp/proxy\tres/proxy\tKiB/proxy\tCP CPU-s\tRSS MiB\tload\t")
+	for _, c := range []Change{r.Config, r.Endpoint} {
+		if c.Changes == 0 || len(c.PerChangeMax) == 0 {
+			continue // not reached
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%.1f\t%.0f\t%.0f\t%.2f\t%.0f\t%.2f\t\n", c.Kind, c.Changes,
+			ms(c.Latency.P50), ms(c.Latency.P99), ms(c.Latency.Max), c.Latency.Missing,
+			c.PerProxy.Responses, c.PerProxy.Resources, c.PerProxy.KiB, c.CPUSeconds, c.After.RSSMiB, c.After.Load1)
+	}
+	if s := r.Storm; s != nil {
+		fmt.Fprintf(tw, "storm %d/s for %v (after last)\t%d\t%s\t%s\t%s\t%d\t%.1f\t%.0f\t%.0f\t%.2f\t%.0f\t%.2f\t\n", s.Rate, s.Duration, s.Changes,
+			ms(s.Converge.P50), ms(s.Converge.P99), ms(s.Converge.Max), s.Converge.Missing,
+			s.PerProxy.Responses, s.PerProxy.Resources, s.PerProxy.KiB, s.CPUSeconds, s.After.RSSMiB, s.After.Load1)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if s := r.Storm; s != nil {
+		fmt.Fprintf(&b, "\nstorm: RSS before %.0f MiB, max %.0f MiB, after %.0f MiB; per proxy %.1f responses (max %d): CDS %.1f, LDS %.1f, EDS %.1f, RDS %.1f\n",
+			s.Before.RSSMiB, s.MaxRSSMiB, s.After.RSSMiB, s.PerProxy.Responses, s.PerProxy.MaxResponses,
+			s.PerProxy.ByType[0], s.PerProxy.ByType[1], s.PerProxy.ByType[2], s.PerProxy.ByType[3])
+	}
+	fmt.Fprintf(&b, "final: control plane %.1f CPU-s in all, RSS %.0f MiB (peak %.0f); simulator %.1f CPU-s; load %.2f\n",
+		r.Final.CPUSeconds, r.Final.RSSMiB, r.Final.PeakRSSMiB, r.Final.SimCPUSeconds, r.Final.Load1)
+	if r.Reconnects > 0 {
+		fmt.Fprintf(&b, "reconnects: %d streams were reopened\n", r.Reconnects)
+	}
+	for _, p := range r.Profiles {
+		fmt.Fprintf(&b, "profile: %s\n", p)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func ms(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}

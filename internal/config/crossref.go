@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
@@ -137,6 +138,26 @@ func (c *crossChecker) candidateDRs() []*DestinationRule {
 	return drs
 }
 
+// drIndex is the candidate DestinationRules by the host they resolve to
+// (SelectDestinationRules only considers rules of exactly the host), each
+// list in candidateDRs' order: selecting the rule of a host costs the
+// rules of that host, not of the mesh.
+type drIndex map[string][]*DestinationRule
+
+// candidateDRIndex indexes candidateDRs. Valid until the candidate
+// DestinationRules change (a step's fallBack or blame).
+func (c *crossChecker) candidateDRIndex() drIndex {
+	ix := drIndex{}
+	for _, dr := range c.candidateDRs() {
+		if dr.Spec == nil {
+			continue
+		}
+		h := c.resolve(dr.Spec.GetHost(), dr.Namespace)
+		ix[h] = append(ix[h], dr)
+	}
+	return ix
+}
+
 // inForceDRs returns the DestinationRules in force before this load.
 func (c *crossChecker) inForceDRs() []*DestinationRule {
 	var drs []*DestinationRule
@@ -252,21 +273,16 @@ type badRef struct {
 // badRefs returns the subset references of the VirtualService cand that
 // the DestinationRule selected for their host (SelectDestinationRule, as
 // mesh selects it) does not define. Subsets of other rules for the host
-// never become clusters, so they do not count.
-func (c *crossChecker) badRefs(cand *candidate) []badRef {
-	var (
-		bad []badRef
-		drs []*DestinationRule
-	)
+// never become clusters, so they do not count. drs gives the candidate
+// DestinationRules' index, built on first use.
+func (c *crossChecker) badRefs(cand *candidate, drs func() drIndex) []badRef {
+	var bad []badRef
 	for _, r := range destinations(cand.spec.(*networking.VirtualService)) {
 		if r.dest.GetSubset() == "" {
 			continue
 		}
-		if drs == nil {
-			drs = c.candidateDRs()
-		}
 		fqdn := c.resolve(r.dest.GetHost(), cand.meta.Namespace)
-		if sel := c.selectDR(fqdn, drs); !definesSubset(sel, r.dest.GetSubset()) {
+		if sel := c.selectDR(fqdn, drs()[fqdn]); !definesSubset(sel, r.dest.GetSubset()) {
 			bad = append(bad, badRef{r, fqdn, sel})
 		}
 	}
@@ -274,9 +290,10 @@ func (c *crossChecker) badRefs(cand *candidate) []badRef {
 }
 
 func (c *crossChecker) step() (changed bool) {
+	drs := sync.OnceValue(c.candidateDRIndex) // the step ends when the DestinationRules change
 	for _, key := range c.keys(KindVirtualService) {
 		cand := c.cands[key]
-		bad := c.badRefs(cand)
+		bad := c.badRefs(cand, drs)
 		if len(bad) == 0 {
 			continue
 		}
@@ -295,12 +312,13 @@ func (c *crossChecker) step() (changed bool) {
 // accepted after all; the others are reported.
 func (c *crossChecker) settleRejected() {
 	settled := map[string]bool{}
+	drs := sync.OnceValue(c.candidateDRIndex) // only VirtualServices change below
 	for _, cand := range c.rejected {
 		key := cand.meta.Key()
 		if settled[key] {
 			continue
 		}
-		bad := c.badRefs(cand)
+		bad := c.badRefs(cand, drs)
 		if len(bad) == 0 {
 			c.cands[key] = cand
 			settled[key] = true

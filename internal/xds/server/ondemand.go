@@ -90,13 +90,13 @@ func namesOf(n *generate.Names, typeURL string) *[]string {
 // sidecar), which write checks is still current before storing.
 func (s *Server) generateFor(p *proxy, cur *versioned) (cachev3.ResourceSnapshot, []string, uint64, error) {
 	if !p.id.Proxyless() {
-		snap, versions, err := buildSnapshot(generate.ForProxy(cur.m, p.id))
+		snap, versions, err := buildSnapshot(cur.m, generate.ForProxy(cur.m, p.id))
 		return snap, versions, 0, err
 	}
 	p.mu.Lock()
 	names, gen := unionOf(p.subs), p.namesGen
 	p.mu.Unlock()
-	snap, versions, err := snapshotOf(generate.ForProxyless(cur.m, p.id, names))
+	snap, versions, err := snapshotOf(cur.m, generate.ForProxyless(cur.m, p.id, names))
 	if err != nil {
 		return nil, nil, 0, err
 	}

@@ -313,7 +313,7 @@ func TestServeStopsWithContext(t *testing.T) {
 
 func wantVersion(t *testing.T, m *mesh.Snapshot, typ string) string {
 	t.Helper()
-	snap, _, err := buildSnapshot(generate.ForProxy(m, client))
+	snap, _, err := buildSnapshot(m, generate.ForProxy(m, client))
 	if err != nil {
 		t.Fatal(err)
 	}

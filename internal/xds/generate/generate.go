@@ -6,6 +6,8 @@
 package generate
 
 import (
+	"slices"
+
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
@@ -62,11 +64,10 @@ func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
 		inL, local = inbound(s, id)
 		r.Listeners = append(r.Listeners, inL...)
 	}
-	r.Clusters = append(outboundClusters(s, id), local...)
-	r.Endpoints = outboundEndpoints(s, id)
+	sortByName(local)
+	r.Clusters = mergeSorted(sharedOutboundClusters(s, id), local)
+	r.Endpoints = slices.Clone(sharedOutboundEndpoints(s, id))
 	sortByName(r.Listeners)
 	sortByName(r.Routes)
-	sortByName(r.Clusters)
-	sortByName(r.Endpoints)
 	return r
 }

@@ -9,6 +9,8 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	networking "istio.io/api/networking/v1alpha3"
 
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/registry"
@@ -51,6 +53,85 @@ type outboundKey struct {
 }
 
 type sourceLabelsKey struct{}
+
+type failoverPriorityKey struct{}
+
+// clusterListKey and claListKey key a proxy's whole outbound cluster and
+// endpoint lists, sorted by name.
+type clusterListKey struct {
+	mtls bool
+	vis  *mesh.Visibility
+}
+
+type claListKey struct {
+	vis      *mesh.Visibility
+	locality string
+	labels   string // "" unless a DestinationRule uses failoverPriority
+}
+
+// sharedOutboundClusters is outboundClusters sorted by name, shared by
+// the proxies with the same mTLS capability and scope. Read only.
+func sharedOutboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
+	k := clusterListKey{mtls: id.MTLS, vis: s.Scopes.For(id.Namespace, id.Labels)}
+	return s.Memo(k, func() any {
+		cs := outboundClusters(s, id)
+		sortByName(cs)
+		return cs
+	}).([]types.Resource)
+}
+
+// sharedOutboundEndpoints is outboundEndpoints sorted by name, shared by
+// the proxies with the same scope and locality (and labels, where a
+// DestinationRule's failoverPriority reads them). Read only.
+func sharedOutboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource {
+	k := claListKey{vis: s.Scopes.For(id.Namespace, id.Labels), locality: id.Locality}
+	if id.Locality != "" && usesFailoverPriority(s) {
+		k.labels = labelsKey(id.Labels)
+	}
+	return s.Memo(k, func() any {
+		es := outboundEndpoints(s, id)
+		sortByName(es)
+		return es
+	}).([]types.Resource)
+}
+
+// usesFailoverPriority reports whether any DestinationRule of s sets a
+// locality failoverPriority, the only way a proxy's labels reach its
+// endpoints.
+func usesFailoverPriority(s *mesh.Snapshot) bool {
+	return s.Memo(failoverPriorityKey{}, func() any {
+		for _, dr := range s.Config.DestinationRules {
+			tps := []*networking.TrafficPolicy{dr.Spec.GetTrafficPolicy()}
+			for _, sub := range dr.Spec.GetSubsets() {
+				tps = append(tps, sub.GetTrafficPolicy())
+			}
+			for _, tp := range tps {
+				if len(tp.GetLoadBalancer().GetLocalityLbSetting().GetFailoverPriority()) > 0 {
+					return true
+				}
+				for _, pl := range tp.GetPortLevelSettings() {
+					if len(pl.GetLoadBalancer().GetLocalityLbSetting().GetFailoverPriority()) > 0 {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}).(bool)
+}
+
+// mergeSorted merges two lists sorted by name into a new one.
+func mergeSorted(a, b []types.Resource) []types.Resource {
+	out := make([]types.Resource, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if cache.GetResourceName(b[0]) < cache.GetResourceName(a[0]) {
+			out, b = append(out, b[0]), b[1:]
+		} else {
+			out, a = append(out, a[0]), a[1:]
+		}
+	}
+	return append(append(out, a...), b...)
+}
 
 type outboundSet struct {
 	listener *listener.Listener

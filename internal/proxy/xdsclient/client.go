@@ -60,6 +60,9 @@ type Options struct {
 	// assignments empty, missing route configurations empty). Default 2s.
 	// The first config is only ever applied complete.
 	IncompleteTimeout time.Duration
+	// Protocol is the ADS variant: ProtocolDelta (the default) or
+	// ProtocolSotW; see protocol.go.
+	Protocol Protocol
 }
 
 // Stats are counters for the admin endpoint, metrics and tests.
@@ -84,6 +87,7 @@ type Client struct {
 	nacks     atomic.Uint64
 	applies   atomic.Uint64
 	reconns   atomic.Uint64
+	recv      receiveCounters // protocol.go
 
 	mu      sync.Mutex
 	lastErr string
@@ -113,6 +117,10 @@ func New(opts Options) (*Client, error) {
 	def(&opts.KeepaliveTime, DefaultKeepaliveTime)
 	def(&opts.KeepaliveTimeout, DefaultKeepaliveTimeout)
 	def(&opts.IncompleteTimeout, DefaultIncompleteTimeout)
+	var err error
+	if opts.Protocol, err = opts.Protocol.withDefault(); err != nil {
+		return nil, err
+	}
 	if opts.BackoffMax < opts.BackoffBase {
 		return nil, fmt.Errorf("xdsclient: BackoffMax %v is less than BackoffBase %v", opts.BackoffMax, opts.BackoffBase)
 	}
@@ -181,7 +189,7 @@ func (c *Client) Run(ctx context.Context) error {
 	defer conn.Close()
 	ads := discovery.NewAggregatedDiscoveryServiceClient(conn)
 
-	st := newState(c)
+	st := c.newSession() // protocol.go: delta or state of the world
 	attempt := 0
 	established := false
 	for {

@@ -34,25 +34,38 @@ func buildSnapshot(r generate.Resources) (*cachev3.Snapshot, []string, error) {
 // snapshotOf is buildSnapshot without the consistency check, for a
 // proxyless client's snapshot, which holds only what it names: a listener
 // can be there before the route configuration it refers to is asked for.
+//
+// It also fills the snapshot's per-resource versions (VersionMap), which
+// delta xDS compares with what a stream was sent, or with the
+// initial_resource_versions of a reconnecting proxy, to send only what
+// differs. go-control-plane would otherwise compute them itself, marshalling
+// every resource a second time, under its cache-wide lock, at every
+// SetSnapshot of a node with a delta stream. They are content hashes
+// (cachev3.HashResource of the deterministic encoding), so a
+// restarted or another control plane gives the same resource the same
+// version and a reconnecting proxy is sent only real differences.
 func snapshotOf(r generate.Resources) (*cachev3.Snapshot, []string, error) {
-	snap := &cachev3.Snapshot{}
+	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
 	byType := r.ByType()
 	versions := make([]string, 0, len(typeOrder))
 	for _, typ := range typeOrder {
 		items := byType[typ]
-		v, err := hashResources(items)
+		perName := make(map[string]string, len(items))
+		v, err := hashResources(items, perName)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", typ, err)
 		}
 		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(v, items)
+		snap.VersionMap[typ] = perName
 		versions = append(versions, v)
 	}
 	return snap, versions, nil
 }
 
 // hashResources is a short hex digest of the resources' deterministic
-// encoding, in order (generators sort them).
-func hashResources(items []types.Resource) (string, error) {
+// encoding, in order (generators sort them). When perName is not nil it
+// also records there a digest of each resource by name.
+func hashResources(items []types.Resource, perName map[string]string) (string, error) {
 	h := sha256.New()
 	opts := proto.MarshalOptions{Deterministic: true}
 	var n [8]byte
@@ -64,6 +77,14 @@ func hashResources(items []types.Resource) (string, error) {
 		binary.LittleEndian.PutUint64(n[:], uint64(len(b)))
 		h.Write(n[:])
 		h.Write(b)
+		if perName != nil {
+			// The very hash go-control-plane puts in each delta
+			// Resource.version (it computes that one apart, lazily): a
+			// different scheme here would never match what proxies send
+			// back in initial_resource_versions, and a reconnecting proxy
+			// would be sent everything.
+			perName[cachev3.GetResourceName(it)] = cachev3.HashResource(b)
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8]), nil
 }

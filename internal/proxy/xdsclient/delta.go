@@ -234,7 +234,7 @@ func (s *deltaState) take(d *decoded, versions map[string]string, removed []stri
 		changed = true
 	}
 	put := func(name string) bool {
-		if !wildcard(t) && !slices.Contains(s.subs[t], name) {
+		if _, ok := slices.BinarySearch(s.subs[t], name); !wildcard(t) && !ok { // subs are sorted
 			return false
 		}
 		if v, ok := s.rv[t][name]; ok && v == versions[name] && versions[name] != "" {
@@ -297,16 +297,20 @@ func (s *deltaState) resubscribe() error {
 		if slices.Equal(want[t], have) {
 			continue
 		}
-		var add, drop []string
-		for _, n := range want[t] {
-			if !slices.Contains(have, n) {
-				add = append(add, n)
-			}
-		}
-		for _, n := range have {
-			if !slices.Contains(want[t], n) {
-				drop = append(drop, n)
-				delete(s.rv[t], n)
+		var add, drop []string // both lists are sorted: merge them
+		i, j := 0, 0
+		for i < len(want[t]) || j < len(have) {
+			switch {
+			case j == len(have) || (i < len(want[t]) && want[t][i] < have[j]):
+				add = append(add, want[t][i])
+				i++
+			case i == len(want[t]) || have[j] < want[t][i]:
+				drop = append(drop, have[j])
+				delete(s.rv[t], have[j])
+				j++
+			default:
+				i++
+				j++
 			}
 		}
 		s.subs[t] = want[t]

@@ -61,7 +61,13 @@ type deltaState struct {
 	// unacked is the nonce of the last response of each type taken in and
 	// not yet answered: it is ACKed once the set it belongs to is applied,
 	// NACKed if the Applier rejects it.
-	unacked  map[string]string
+	unacked map[string]string
+	// rejected is the nonce of the last response of each type NACKed
+	// because the data plane refused the set it belonged to. Its resources
+	// stay in the working set, so once a later set is applied they run,
+	// and the response is ACKed after all: the control plane, which sends
+	// them only once, then knows the proxy accepted them.
+	rejected map[string]string
 	nodeSent bool
 }
 
@@ -88,7 +94,7 @@ func (s *deltaState) runStream(ctx context.Context, ads discovery.AggregatedDisc
 		cancel()
 		return false, fmt.Errorf("opening delta ADS stream: %w", err)
 	}
-	s.stream, s.unacked, s.nodeSent = stream, map[string]string{}, false
+	s.stream, s.unacked, s.rejected, s.nodeSent = stream, map[string]string{}, map[string]string{}, false
 
 	recvCh := make(chan *discovery.DeltaDiscoveryResponse)
 	errCh := make(chan error, 1)
@@ -210,6 +216,7 @@ func (s *deltaState) handle(r *discovery.DeltaDiscoveryResponse) error {
 		err := fmt.Errorf("%s version %q: %w", shortType(t), r.GetSystemVersionInfo(), decodeErr)
 		log.Error("rejecting xDS resources", "error", err)
 		delete(s.unacked, t)
+		delete(s.rejected, t) // superseded: its invalid resources are not held
 		if err := s.nack(t, r.GetNonce(), err); err != nil {
 			return err
 		}
@@ -335,7 +342,7 @@ func (s *deltaState) resubscribe() error {
 func (s *deltaState) maybeApply(force bool) error {
 	if !s.dirty {
 		s.deadline = time.Time{}
-		return s.answerAll(nil)
+		return s.answerAll(nil, false)
 	}
 	missR, missE := s.working.missing(s.subs[TypeRoute], s.subs[TypeEndpoint])
 	var dangling []string
@@ -375,22 +382,29 @@ func (s *deltaState) maybeApply(force bool) error {
 		s.c.applies.Add(1)
 		s.c.log.Info("applied xDS config", "versions", res.Versions,
 			"listeners", len(res.Listeners), "routes", len(res.Routes), "clusters", len(res.Clusters), "endpoints", len(res.Endpoints))
-		return s.answerAll(nil)
+		return s.answerAll(nil, true)
 	}
 	s.c.log.Error("data plane rejected xDS config; keeping the last good one", "error", applyErr, "versions", res.Versions)
-	return s.answerAll(applyErr)
+	return s.answerAll(applyErr, false)
 }
 
 // answerAll ACKs (reason nil) or NACKs the last unanswered response of
-// every type, in subscription order.
-func (s *deltaState) answerAll(reason error) error {
+// every type, in subscription order. When applied is set (a set was just
+// applied), a type whose last response was NACKed with a refused set is
+// ACKed too: what it carried now runs.
+func (s *deltaState) answerAll(reason error, applied bool) error {
 	for _, t := range typeOrder {
 		nonce, ok := s.unacked[t]
+		if !ok && applied {
+			nonce, ok = s.rejected[t]
+		}
 		if !ok {
 			continue
 		}
 		delete(s.unacked, t)
+		delete(s.rejected, t)
 		if reason != nil {
+			s.rejected[t] = nonce
 			if err := s.nack(t, nonce, reason); err != nil {
 				return err
 			}

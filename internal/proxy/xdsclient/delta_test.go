@@ -294,6 +294,16 @@ func TestDeltaNACKs(t *testing.T) {
 	if got := diff(received(c), before); got["cluster"] != 0 || got["cluster load assignment"] != 0 {
 		t.Errorf("resources resent after the NACK: %v, want none (only c3's removal)", got)
 	}
+	// The types NACKed with the refused set are ACKed now that it runs.
+	waitFor(ctx, t, "ACKs of CDS and EDS after the NACKs", func() bool {
+		last := map[string]*discovery.DeltaDiscoveryRequest{}
+		for _, r := range g.requests() {
+			if r.GetResponseNonce() != "" {
+				last[r.GetTypeUrl()] = r
+			}
+		}
+		return last[TypeCluster].GetErrorDetail() == nil && last[TypeEndpoint] != nil && last[TypeEndpoint].GetErrorDetail() == nil
+	})
 }
 
 // TestDeltaReconnectResumes: after the control plane restarts, the client

@@ -35,8 +35,10 @@ const wildcardName = "*"
 // control plane's view of what this client has (it records per resource
 // the version it sent). So the working set is not rolled back when the
 // data plane rejects it: the control plane would not send those resources
-// again. A rejected set simply stays unapplied until a later response
-// changes it, and the data plane keeps running the last good one. On
+// again. While it is refused, each change is applied as the
+// state-of-the-world client would, on top of the last good set without
+// what was refused (fallback), and the working set is applied whole again
+// once a change makes it acceptable. On
 // reconnect the versions of the working set go out as
 // initial_resource_versions, and the control plane sends only what
 // differs.
@@ -55,6 +57,10 @@ type deltaState struct {
 	dirty bool
 	// deadline, when set, is when an incomplete set is applied anyway.
 	deadline time.Time
+	// refusedRV, set while the data plane refuses the working set, is rv
+	// as it was at the last refusal: what changed since can still be
+	// applied on top of the last good set (fallback).
+	refusedRV map[string]map[string]string
 
 	// Per stream.
 	stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
@@ -379,13 +385,72 @@ func (s *deltaState) maybeApply(force bool) error {
 	if applyErr == nil {
 		s.applied = s.working.clone()
 		s.everApplied = true
+		s.refusedRV = nil
 		s.c.applies.Add(1)
 		s.c.log.Info("applied xDS config", "versions", res.Versions,
 			"listeners", len(res.Listeners), "routes", len(res.Routes), "clusters", len(res.Clusters), "endpoints", len(res.Endpoints))
 		return s.answerAll(nil, true)
 	}
+	if s.refusedRV != nil {
+		// Still refused: apply the changes since the refusal on top of
+		// the last good set, as a state-of-the-world client would.
+		fb := s.fallback()
+		fres := fb.resources()
+		missR, missE := fb.missing(fb.routeNames(), fb.endpointNames())
+		for _, n := range missR {
+			fres.Routes[n] = &route.RouteConfiguration{Name: n}
+		}
+		for _, n := range missE {
+			fres.Endpoints[n] = &endpoint.ClusterLoadAssignment{ClusterName: n}
+		}
+		if err := s.c.opts.Applier.Apply(fres); err == nil {
+			s.applied = fb
+			s.c.applies.Add(1)
+			s.c.log.Warn("applied the changes since the data plane refused a config, without what it refused",
+				"refused", applyErr, "versions", fres.Versions)
+			return s.answerAll(nil, false)
+		}
+	}
 	s.c.log.Error("data plane rejected xDS config; keeping the last good one", "error", applyErr, "versions", res.Versions)
+	s.refusedRV = map[string]map[string]string{}
+	for t, m := range s.rv {
+		s.refusedRV[t] = maps.Clone(m)
+	}
 	return s.answerAll(applyErr, false)
+}
+
+// fallback is what a state-of-the-world client would hold after the data
+// plane refused a set: the last applied set, plus every resource that
+// arrived or changed since the refusal, minus those removed since. A
+// resource the refused set added or changed, and that has not changed
+// since, is left out (or kept at its last applied version).
+func (s *deltaState) fallback() *resourceSet {
+	fb := s.applied.clone()
+	w := s.working
+	overlay(fb.listeners, w.listeners, s.rv[TypeListener], s.refusedRV[TypeListener])
+	overlay(fb.clusters, w.clusters, s.rv[TypeCluster], s.refusedRV[TypeCluster])
+	overlay(fb.routes, w.routes, s.rv[TypeRoute], s.refusedRV[TypeRoute])
+	overlay(fb.endpoints, w.endpoints, s.rv[TypeEndpoint], s.refusedRV[TypeEndpoint])
+	fb.prune(fb.routeNames(), fb.endpointNames())
+	fb.versions = maps.Clone(w.versions)
+	fb.received = maps.Clone(w.received)
+	return fb
+}
+
+// overlay puts into dst the resources of src whose version (rv) differs
+// from the one refused, and drops from dst those refused that src no
+// longer has.
+func overlay[M any](dst, src map[string]M, rv, refused map[string]string) {
+	for n, r := range src {
+		if v, ok := refused[n]; !ok || v != rv[n] {
+			dst[n] = r
+		}
+	}
+	for n := range refused {
+		if _, ok := src[n]; !ok {
+			delete(dst, n)
+		}
+	}
 }
 
 // answerAll ACKs (reason nil) or NACKs the last unanswered response of

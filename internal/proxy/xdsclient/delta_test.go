@@ -284,9 +284,15 @@ func TestDeltaNACKs(t *testing.T) {
 	if msg := c.Stats().LastNACKError; !strings.Contains(msg, "c3 is not acceptable") {
 		t.Errorf("last NACK = %q", msg)
 	}
+	// While refused, other changes still apply, without what was refused.
+	g.set(ctx, "3b", map[string]int{"c1": 2, "c2": 1, "c3": 1, "c4": 1}, bad)
+	res = nextWith(ctx, t, rec, "c1's second endpoint", func(r *Resources) bool { return endpointsOf(r, "c1") == 2 })
+	if res.Clusters["c3"] != nil || res.Clusters["c4"] != nil || res.Clusters["c2"] == nil {
+		t.Errorf("applied during the refusal: clusters %v; want c1 and c2 only", keys(res.Clusters))
+	}
 	// c3 goes; c4 is not sent again, yet is in the next applied set.
 	before := received(c)
-	g.set(ctx, "4", map[string]int{"c1": 1, "c2": 1, "c4": 1}, bad)
+	g.set(ctx, "4", map[string]int{"c1": 2, "c2": 1, "c4": 1}, bad)
 	res = nextWith(ctx, t, rec, "c4 without c3", func(r *Resources) bool { return r.Clusters["c4"] != nil })
 	if res.Clusters["c3"] != nil || res.Endpoints["c4"] == nil || res.Clusters["c1"] == nil {
 		t.Errorf("applied clusters %v, endpoints %v; want c1, c2, c4", keys(res.Clusters), keys(res.Endpoints))

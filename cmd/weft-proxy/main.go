@@ -30,6 +30,7 @@ import (
 
 	"weft.dev/weft/internal/logflag"
 	"weft.dev/weft/internal/proxy"
+	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -143,6 +144,7 @@ type flags struct {
 	autoRegisterGroup, interceptionMode          string
 	rootCert, tokenFile, token, trustDomain      string
 	certDir, appProbesAddr                       string
+	xdsProtocol                                  string
 	plaintext                                    bool
 	drain, listenerDrain                         time.Duration
 	ips, appPorts, labels                        listFlag
@@ -158,6 +160,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.token, "token", "", "the bootstrap token itself (visible in the process list: prefer --token-file)")
 	fs.StringVar(&f.trustDomain, "trust-domain", "cluster.local", "trust domain of the proxy's SPIFFE ID (weft serve --trust-domain)")
 	fs.StringVar(&f.certDir, "cert-dir", "", "`directory` to keep the key and certificate in, so a restart renews with them instead of needing a new token")
+	fs.StringVar(&f.xdsProtocol, "xds-protocol", string(xdsclient.ProtocolDelta), "ADS variant to speak: delta (incremental: only changed resources are sent, and a reconnect resumes with the versions held) or sotw (state of the world)")
 	fs.BoolVar(&f.plaintext, "xds-plaintext", false, "reach a plaintext xDS port (weft serve --xds-plaintext-address) with no certificate: local development only")
 	fs.StringVar(&f.adminAddr, "admin-address", proxy.DefaultAdminAddress, "admin endpoint `host:port` (/ready, /config_dump, /stats/prometheus); port 0 picks a free one")
 	fs.StringVar(&f.workload, "workload", "", "workload name, as in its WorkloadEntry (default: the host name up to its first dot)")
@@ -244,6 +247,10 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 	if f.listenerDrain <= 0 {
 		return proxy.Options{}, fmt.Errorf("--listener-drain-time %v: must be positive", f.listenerDrain)
 	}
+	protocol := xdsclient.Protocol(strings.ToLower(f.xdsProtocol))
+	if protocol != xdsclient.ProtocolDelta && protocol != xdsclient.ProtocolSotW {
+		return proxy.Options{}, fmt.Errorf("--xds-protocol %q: want delta or sotw", f.xdsProtocol)
+	}
 	mode := strings.ToUpper(f.interceptionMode)
 	if mode != contract.InterceptionNone && mode != contract.InterceptionRedirect {
 		return proxy.Options{}, fmt.Errorf("--interception-mode %q: want NONE or REDIRECT", f.interceptionMode)
@@ -275,6 +282,7 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 		DrainTimeout:  f.drain,
 		ListenerDrain: f.listenerDrain,
 		Logger:        log,
+		XDS:           xdsclient.Options{Protocol: protocol},
 	}, nil
 }
 

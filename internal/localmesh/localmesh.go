@@ -20,6 +20,7 @@ import (
 	"weft.dev/weft/internal/controlplane"
 	"weft.dev/weft/internal/echo"
 	"weft.dev/weft/internal/proxy"
+	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -107,6 +108,9 @@ type WorkloadOptions struct {
 	// ListenerDrain is the proxy's drain period for removed listeners;
 	// zero for the default.
 	ListenerDrain time.Duration
+	// XDSProtocol is the ADS variant the sidecar speaks; empty for the
+	// default (delta).
+	XDSProtocol xdsclient.Protocol
 }
 
 // Workload is a running echo app with its sidecar.
@@ -225,6 +229,7 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 		AdminAddress:  net.JoinHostPort(ip, strconv.Itoa(o.AdminPort)),
 		Logger:        o.Logger.With("workload", o.Name),
 		ListenerDrain: o.ListenerDrain,
+		XDS:           xdsclient.Options{Protocol: o.XDSProtocol},
 	})
 	if err != nil {
 		_ = w.echoR.stop()

@@ -22,15 +22,18 @@ func TestNodeCarriesAdminAddress(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	nodes := make(chan *core.Node, 1)
-	cb := server.CallbackFuncs{StreamRequestFunc: func(_ int64, r *discovery.DiscoveryRequest) error {
-		if r.GetNode() != nil {
+	node := func(n *core.Node) {
+		if n != nil {
 			select {
-			case nodes <- r.GetNode():
+			case nodes <- n:
 			default:
 			}
 		}
-		return nil
-	}}
+	}
+	cb := server.CallbackFuncs{
+		StreamRequestFunc:      func(_ int64, r *discovery.DiscoveryRequest) error { node(r.GetNode()); return nil },
+		StreamDeltaRequestFunc: func(_ int64, r *discovery.DeltaDiscoveryRequest) error { node(r.GetNode()); return nil },
+	}
 	gs := grpc.NewServer()
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, server.NewServer(ctx, cache.NewSnapshotCache(true, cache.IDHash{}, nil), cb))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

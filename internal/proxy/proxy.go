@@ -232,6 +232,9 @@ func (p *Proxy) ListenerAddr(name string) net.Addr { return p.dp.ListenerAddr(na
 // XDSStats reports the xDS client's counters.
 func (p *Proxy) XDSStats() xdsclient.Stats { return p.xds.Stats() }
 
+// XDSReceived reports what the control plane has sent, by type.
+func (p *Proxy) XDSReceived() xdsclient.ReceiveStats { return p.xds.Received() }
+
 // Run serves the admin endpoint and runs the xDS client until ctx is done,
 // then shuts down gracefully: readiness fails at once, the xDS client
 // stops, the data plane drains for at most DrainTimeout, and the admin
@@ -334,12 +337,14 @@ var (
 	descApplies    = prometheus.NewDesc("weft_proxy_xds_applies_total", "Complete configs applied to the data plane.", nil, nil)
 	descReconnects = prometheus.NewDesc("weft_proxy_xds_reconnects_total", "ADS streams established after the first.", nil, nil)
 	descConnected  = prometheus.NewDesc("weft_proxy_xds_connected", "1 while an ADS stream to the control plane is open.", nil, nil)
+	descRecvRes    = prometheus.NewDesc("weft_proxy_xds_received_resources_total", "xDS resources received, by type (with delta xDS only those that changed).", []string{"type"}, nil)
+	descRecvBytes  = prometheus.NewDesc("weft_proxy_xds_received_bytes_total", "Encoded size of the xDS responses received, by type.", []string{"type"}, nil)
 	descReady      = prometheus.NewDesc("weft_proxy_ready", "1 once a complete first config is applied and the proxy is not draining.", nil, nil)
 	descReplica    = prometheus.NewDesc("weft_proxy_xds_control_plane_info", "1 for the control plane replica (address) of the open ADS stream; absent while none is open.", []string{"address"}, nil)
 )
 
 func (c *xdsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descACKs, descNACKs, descApplies, descReconnects, descConnected, descReady, descReplica} {
+	for _, d := range []*prometheus.Desc{descACKs, descNACKs, descApplies, descReconnects, descConnected, descReady, descReplica, descRecvRes, descRecvBytes} {
 		ch <- d
 	}
 }
@@ -360,5 +365,13 @@ func (c *xdsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b(c.p.Ready()))
 	if s.Address != "" {
 		ch <- prometheus.MustNewConstMetric(descReplica, prometheus.GaugeValue, 1, s.Address)
+	}
+	recv := c.p.xds.Received()
+	for _, t := range []struct{ url, name string }{
+		{xdsclient.TypeListener, "listener"}, {xdsclient.TypeRoute, "route"},
+		{xdsclient.TypeCluster, "cluster"}, {xdsclient.TypeEndpoint, "endpoint"},
+	} {
+		ch <- prometheus.MustNewConstMetric(descRecvRes, prometheus.CounterValue, float64(recv.Resources[t.url]), t.name)
+		ch <- prometheus.MustNewConstMetric(descRecvBytes, prometheus.CounterValue, float64(recv.Bytes[t.url]), t.name)
 	}
 }

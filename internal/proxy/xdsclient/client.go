@@ -78,6 +78,9 @@ type Options struct {
 	// assignments empty, missing route configurations empty). Default 2s.
 	// The first config is only ever applied complete.
 	IncompleteTimeout time.Duration
+	// Protocol is the ADS variant: ProtocolDelta (the default) or
+	// ProtocolSotW; see protocol.go.
+	Protocol Protocol
 }
 
 // Stats are counters for the admin endpoint, metrics and tests.
@@ -104,6 +107,7 @@ type Client struct {
 	nacks     atomic.Uint64
 	applies   atomic.Uint64
 	reconns   atomic.Uint64
+	recv      receiveCounters // protocol.go
 
 	mu      sync.Mutex
 	lastErr string
@@ -137,6 +141,10 @@ func New(opts Options) (*Client, error) {
 	def(&opts.KeepaliveTime, DefaultKeepaliveTime)
 	def(&opts.KeepaliveTimeout, DefaultKeepaliveTimeout)
 	def(&opts.IncompleteTimeout, DefaultIncompleteTimeout)
+	var err error
+	if opts.Protocol, err = opts.Protocol.withDefault(); err != nil {
+		return nil, err
+	}
 	if opts.BackoffMax < opts.BackoffBase {
 		return nil, fmt.Errorf("xdsclient: BackoffMax %v is less than BackoffBase %v", opts.BackoffMax, opts.BackoffBase)
 	}
@@ -185,8 +193,8 @@ func (c *Client) Run(ctx context.Context) error {
 		return fmt.Errorf("xdsclient: %w", err)
 	}
 
-	st := newState(c)
-	fails := 0 // attempts in a row that got no response
+	st := c.newSession() // protocol.go: delta or state of the world
+	fails := 0           // attempts in a row that got no response
 	established := false
 	for {
 		addr := replicas.Next(ctx)
@@ -226,7 +234,7 @@ func (c *Client) Run(ctx context.Context) error {
 // runOnce dials one replica and serves one ADS stream on it; see
 // state.runStream. The connection is closed when it returns: the next
 // attempt, maybe to another replica, starts from a fresh one.
-func (c *Client) runOnce(ctx context.Context, st *state, addr string, onOpen func()) (healthy bool, err error) {
+func (c *Client) runOnce(ctx context.Context, st session, addr string, onOpen func()) (healthy bool, err error) {
 	creds := c.opts.Credentials
 	if creds == nil {
 		creds = insecure.NewCredentials()

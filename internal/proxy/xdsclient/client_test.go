@@ -276,6 +276,7 @@ func startClient(t *testing.T, addr string, mod func(*Options)) (*Client, *recor
 		Logger:      slog.New(slog.DiscardHandler),
 		BackoffBase: 10 * time.Millisecond,
 		BackoffMax:  100 * time.Millisecond,
+		Protocol:    ProtocolSotW, // the fake server speaks state of the world; delta_test.go covers delta
 	}
 	if mod != nil {
 		mod(&opts)

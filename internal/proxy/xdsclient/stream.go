@@ -12,6 +12,7 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 )
 
 // state is the ADS state machine. It is owned by the goroutine running
@@ -150,6 +151,7 @@ func (s *state) runStream(ctx context.Context, ads discovery.AggregatedDiscovery
 func (s *state) handle(r *discovery.DiscoveryResponse) error {
 	t := r.GetTypeUrl()
 	log := s.c.log.With("type", shortType(t), "version", r.GetVersionInfo(), "nonce", r.GetNonce())
+	s.c.recv.add(t, len(r.GetResources()), 0, proto.Size(r)) // protocol.go
 	if !slices.Contains(typeOrder[:], t) {
 		log.Warn("ignoring response of a type never subscribed to")
 		return nil

@@ -269,9 +269,13 @@ func splitHostPort(hp string) (string, uint32, bool) {
 }
 
 // mustAny packs a message into Any. Marshalling a message we just built
-// cannot fail.
+// cannot fail. The encoding is deterministic: resources are versioned by
+// a hash of their bytes (a delta xDS proxy is sent a resource again only
+// when its hash changes), and maps (RBAC policies, JWT providers) are
+// otherwise encoded in a different order each time.
 func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
+	a := &anypb.Any{}
+	err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true})
 	if err != nil {
 		panic(fmt.Sprintf("generate: pack %T: %v", m, err))
 	}

@@ -116,7 +116,13 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discovery.DeltaDiscoveryRequest) error {
 			key := streamKey{delta: true, id: id}
-			s.answered(key, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
+			// go-control-plane fills in the node of a delta request (sent
+			// on a stream's first only) after this callback.
+			node := req.GetNode().GetId()
+			if p := s.streamProxy(key); node == "" && p != nil {
+				node = p.id.ID
+			}
+			s.answered(key, node, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
 			return s.streamRequest(key, req.GetNode())
 		},
 	}

@@ -35,70 +35,88 @@ func buildSnapshot(m *mesh.Snapshot, r generate.Resources) (*cachev3.Snapshot, [
 // snapshotOf is buildSnapshot without the consistency check, for a
 // proxyless client's snapshot, which holds only what it names: a listener
 // can be there before the route configuration it refers to is asked for.
+//
+// It also fills the snapshot's per-resource versions (VersionMap), which
+// delta xDS compares with what a stream was sent, or with the
+// initial_resource_versions of a reconnecting proxy, to send only what
+// differs. go-control-plane would otherwise compute them itself, marshalling
+// every resource a second time, under its cache-wide lock, at every
+// SetSnapshot of a node with a delta stream. They are content hashes
+// (cachev3.HashResource of the deterministic encoding), so a restarted or
+// another control plane gives the same resource the same version and a
+// reconnecting proxy is sent only real differences.
 func snapshotOf(m *mesh.Snapshot, r generate.Resources) (*cachev3.Snapshot, []string, error) {
-	snap := &cachev3.Snapshot{}
+	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
 	byType := r.ByType()
 	versions := make([]string, 0, len(typeOrder))
 	for _, typ := range typeOrder {
 		items := byType[typ]
-		v, err := hashResources(m, items)
+		perName := make(map[string]string, len(items))
+		v, err := hashResources(m, items, perName)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", typ, err)
 		}
 		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(v, items)
+		snap.VersionMap[typ] = perName
 		versions = append(versions, v)
 	}
 	return snap, versions, nil
 }
 
 // hashResources is a short hex digest of the resources' deterministic
-// encodings, in order (generators sort them). Each resource's own digest
-// is kept for the life of m (mesh.Snapshot.Memo): a resource shared by
-// many proxies (generate's memo.go) is encoded once per push, not once
-// per proxy.
-func hashResources(m *mesh.Snapshot, items []types.Resource) (string, error) {
+// encodings, in order (generators sort them). When perName is not nil it
+// also records there each resource's delta version, by name. Each
+// resource's digests are kept for the life of m (mesh.Snapshot.Memo): a
+// resource shared by many proxies (generate's memo.go) is encoded once per
+// push, not once per proxy.
+func hashResources(m *mesh.Snapshot, items []types.Resource, perName map[string]string) (string, error) {
 	h := sha256.New()
 	for _, it := range items {
-		d, err := resourceDigest(m, it)
-		if err != nil {
-			return "", err
+		d := resourceDigest(m, it)
+		if d.err != nil {
+			return "", d.err
 		}
-		h.Write(d[:])
+		h.Write(d.sum[:])
+		if perName != nil {
+			perName[cachev3.GetResourceName(it)] = d.delta
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8]), nil
 }
 
-// digestKey keys a resource's digest in mesh.Snapshot.Memo: the resource
+// digestKey keys a resource's digests in mesh.Snapshot.Memo: the resource
 // itself (a pointer), which the memo keeps alive, so it is never reused.
 type digestKey struct{ r types.Resource }
 
-type digestResult struct {
-	sum [sha256.Size]byte
-	err error
+type digests struct {
+	sum [sha256.Size]byte // of the length-prefixed encoding: our per-type versions
+	// delta is the very hash go-control-plane puts in each delta
+	// Resource.version (it computes that one apart, lazily): a different
+	// scheme in VersionMap would never match what proxies send back in
+	// initial_resource_versions, and a reconnecting proxy would be sent
+	// everything.
+	delta string
+	err   error
 }
 
-// resourceDigest is the SHA-256 of r's length-prefixed deterministic
-// encoding, memoized in m when m is not nil.
-func resourceDigest(m *mesh.Snapshot, r types.Resource) ([sha256.Size]byte, error) {
+// resourceDigest is r's digests, memoized in m when m is not nil.
+func resourceDigest(m *mesh.Snapshot, r types.Resource) digests {
 	compute := func() any {
 		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
 		if err != nil {
-			return digestResult{err: fmt.Errorf("marshal %s: %w", cachev3.GetResourceName(r), err)}
+			return digests{err: fmt.Errorf("marshal %s: %w", cachev3.GetResourceName(r), err)}
 		}
 		var n [8]byte
 		binary.LittleEndian.PutUint64(n[:], uint64(len(b)))
 		h := sha256.New()
 		h.Write(n[:])
 		h.Write(b)
-		var d digestResult
+		d := digests{delta: cachev3.HashResource(b)}
 		h.Sum(d.sum[:0])
 		return d
 	}
-	var d digestResult
 	if m == nil {
-		d = compute().(digestResult)
-	} else {
-		d = m.Memo(digestKey{r}, compute).(digestResult)
+		return compute().(digests)
 	}
-	return d.sum, d.err
+	return m.Memo(digestKey{r}, compute).(digests)
 }

@@ -55,10 +55,13 @@ spec:
 	c := newClient()
 	waitVersion(t, c, page, "ratings", nil, "v1")
 	waitVersion(t, c, page, "reviews", nil, "v1")
-	full := outboundClusters(t, page)
-	if len(full) != 3 {
-		t.Fatalf("before the Sidecar, productpage's outbound clusters = %v, want reviews, ratings and catalog", full)
-	}
+	var full []string
+	Eventually(t, 10*time.Second, "productpage sees every service", func() error {
+		if full = outboundClusters(t, page); len(full) != 3 {
+			return fmt.Errorf("outbound clusters %v, want reviews, ratings and catalog", full)
+		}
+		return nil
+	})
 
 	m.WriteConfig("productpage-sidecar.yaml", `apiVersion: networking.istio.io/v1
 kind: Sidecar
@@ -84,15 +87,21 @@ spec:
 	if code, _, err := Get(ctx, c, page, "ratings", "/", nil); err == nil && code == 200 {
 		t.Errorf("ratings through the scoped proxy answered 200; it is outside its Sidecar's egress hosts")
 	}
-	if got := outboundClusters(t, other); len(got) != len(full) {
-		t.Errorf("details (not selected) has %v, want every cluster", got)
-	}
+	Eventually(t, 10*time.Second, "details (not selected) keeps every cluster", func() error {
+		if got := outboundClusters(t, other); len(got) != len(full) {
+			return fmt.Errorf("outbound clusters %v", got)
+		}
+		return nil
+	})
 
 	if err := os.Remove(filepath.Join(m.Dir, "productpage-sidecar.yaml")); err != nil {
 		t.Fatal(err)
 	}
 	waitVersion(t, c, page, "ratings", nil, "v1")
-	if got := outboundClusters(t, page); len(got) != len(full) {
-		t.Errorf("after the Sidecar was removed, productpage has %v, want every cluster", got)
-	}
+	Eventually(t, 10*time.Second, "productpage sees every service again", func() error {
+		if got := outboundClusters(t, page); len(got) != len(full) {
+			return fmt.Errorf("outbound clusters %v", got)
+		}
+		return nil
+	})
 }

@@ -67,61 +67,7 @@ func TestCaptureIPv6(t *testing.T) {
 
 	vip := n.Prefix6 + "250" // no interface has it: only the capture rules make it answer
 	cfg := t.TempDir()
-	writeFile(t, filepath.Join(cfg, "backend.yaml"), fmt.Sprintf(`
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: backend, namespace: shop}
-spec:
-  hosts: [backend.shop.svc.cluster.local]
-  addresses: ["%s"]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-  - {number: 8080, name: http, protocol: HTTP}
-  workloadSelector:
-    labels: {app: backend}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: backend-v1, namespace: shop}
-spec:
-  address: "%s"
-  serviceAccount: backend
-  labels: {app: backend, version: v1, security.istio.io/tlsMode: istio}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: backend-v2, namespace: shop}
-spec:
-  address: "%s"
-  serviceAccount: backend
-  labels: {app: backend, version: v2, security.istio.io/tlsMode: istio}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: backend, namespace: shop}
-spec:
-  host: backend.shop.svc.cluster.local
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: backend, namespace: shop}
-spec:
-  hosts: [backend.shop.svc.cluster.local]
-  http:
-  - match:
-    - headers: {x-canary: {exact: "true"}}
-    route:
-    - destination: {host: backend.shop.svc.cluster.local, subset: v2}
-  - route:
-    - destination: {host: backend.shop.svc.cluster.local, subset: v1}
-      weight: 90
-    - destination: {host: backend.shop.svc.cluster.local, subset: v2}
-      weight: 10
-`, vip, v1.IP6, v2.IP6))
+	writeFile(t, filepath.Join(cfg, "backend.yaml"), captureBackendYAML(vip, v1.IP6, v2.IP6))
 	cp := serve(t, bin, n, "--config", cfg)
 	root := filepath.Join(shared, "root-cert.pem")
 	copyFile(t, cp.Root, root)
@@ -157,24 +103,7 @@ spec:
 		return err
 	})
 
-	got := map[string]int{}
-	for range 300 {
-		r, err := call(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got[r.Version]++
-	}
-	t.Logf("90/10 by IPv6 VIP: %v", got)
-	// 270 expected for v1; six standard deviations (31) either way.
-	if got["v1"] < 239 || got["v1"] > 299 || got["v1"]+got["v2"] != 300 {
-		t.Errorf("split %v, want about 270 v1 / 30 v2", got)
-	}
-	for range 20 {
-		if r, err := call(map[string]string{"x-canary": "true"}); err != nil || r.Version != "v2" {
-			t.Fatalf("header match: %+v %v, want v2", r, err)
-		}
-	}
+	checkSplitAndHeader(t, "IPv6 VIP", call)
 
 	// curl, unmodified, from the pod (-g: the brackets are the address).
 	out, err = client.Command(t.Context(), "curl", "-sS", "-g", "--noproxy", "*", "-m", "5", url).CombinedOutput()

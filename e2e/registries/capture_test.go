@@ -38,6 +38,67 @@ type captureMesh struct {
 	call func(headers map[string]string) (echoReply, error)
 }
 
+// captureBackendYAML is backend.shop: a ServiceEntry with virtual IP vip
+// selecting the WorkloadEntries backend-v1 (address v1) and backend-v2
+// (v2), routed 90/10 and by the header x-canary.
+func captureBackendYAML(vip, v1, v2 string) string {
+	return fmt.Sprintf(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: backend, namespace: shop}
+spec:
+  hosts: [backend.shop.svc.cluster.local]
+  addresses: ["%s"]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+  workloadSelector:
+    labels: {app: backend}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: backend-v1, namespace: shop}
+spec:
+  address: "%s"
+  serviceAccount: backend
+  labels: {app: backend, version: v1, security.istio.io/tlsMode: istio}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: backend-v2, namespace: shop}
+spec:
+  address: "%s"
+  serviceAccount: backend
+  labels: {app: backend, version: v2, security.istio.io/tlsMode: istio}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend, namespace: shop}
+spec:
+  host: backend.shop.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend, namespace: shop}
+spec:
+  hosts: [backend.shop.svc.cluster.local]
+  http:
+  - match:
+    - headers: {x-canary: {exact: "true"}}
+    route:
+    - destination: {host: backend.shop.svc.cluster.local, subset: v2}
+  - route:
+    - destination: {host: backend.shop.svc.cluster.local, subset: v1}
+      weight: 90
+    - destination: {host: backend.shop.svc.cluster.local, subset: v2}
+      weight: 10
+`, vip, v1, v2)
+}
+
 // newCaptureMesh starts it; serveArgs are more `weft serve` flags.
 func newCaptureMesh(t testing.TB, serveArgs ...string) *captureMesh {
 	t.Helper()
@@ -69,61 +130,7 @@ func newCaptureMesh(t testing.TB, serveArgs ...string) *captureMesh {
 	client, v1, v2 := n.Netns(t, "client"), n.Netns(t, "v1"), n.Netns(t, "v2")
 	vip := n.Prefix + ".250" // no interface has it: only the capture rules make it answer
 	cfg := t.TempDir()
-	writeFile(t, filepath.Join(cfg, "backend.yaml"), fmt.Sprintf(`
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: backend, namespace: shop}
-spec:
-  hosts: [backend.shop.svc.cluster.local]
-  addresses: [%s]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-  - {number: 8080, name: http, protocol: HTTP}
-  workloadSelector:
-    labels: {app: backend}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: backend-v1, namespace: shop}
-spec:
-  address: %s
-  serviceAccount: backend
-  labels: {app: backend, version: v1, security.istio.io/tlsMode: istio}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: backend-v2, namespace: shop}
-spec:
-  address: %s
-  serviceAccount: backend
-  labels: {app: backend, version: v2, security.istio.io/tlsMode: istio}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: backend, namespace: shop}
-spec:
-  host: backend.shop.svc.cluster.local
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: backend, namespace: shop}
-spec:
-  hosts: [backend.shop.svc.cluster.local]
-  http:
-  - match:
-    - headers: {x-canary: {exact: "true"}}
-    route:
-    - destination: {host: backend.shop.svc.cluster.local, subset: v2}
-  - route:
-    - destination: {host: backend.shop.svc.cluster.local, subset: v1}
-      weight: 90
-    - destination: {host: backend.shop.svc.cluster.local, subset: v2}
-      weight: 10
-`, vip, v1.IP, v2.IP))
+	writeFile(t, filepath.Join(cfg, "backend.yaml"), captureBackendYAML(vip, v1.IP, v2.IP))
 	cp := serve(t, bin, n, append([]string{"--config", cfg}, serveArgs...)...)
 	root := filepath.Join(shared, "root-cert.pem")
 	copyFile(t, cp.Root, root)
@@ -202,24 +209,7 @@ spec:
 func TestCaptureVIPRouting(t *testing.T) {
 	m := newCaptureMesh(t)
 	client, v1, vip, call := m.client, m.v1, m.vip, m.call
-	got := map[string]int{}
-	for range 300 {
-		r, err := call(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got[r.Version]++
-	}
-	t.Logf("90/10 by VIP: %v", got)
-	// 270 expected for v1; six standard deviations (31) either way.
-	if got["v1"] < 239 || got["v1"] > 299 || got["v1"]+got["v2"] != 300 {
-		t.Errorf("split %v, want about 270 v1 / 30 v2", got)
-	}
-	for range 20 {
-		if r, err := call(map[string]string{"x-canary": "true"}); err != nil || r.Version != "v2" {
-			t.Fatalf("header match: %+v %v, want v2", r, err)
-		}
-	}
+	checkSplitAndHeader(t, "VIP", call)
 
 	// curl, unmodified, from the pod.
 	out, err := client.Command(t.Context(), "curl", "-sS", "--noproxy", "*", "-m", "5", "http://"+vip+":8080/").CombinedOutput()
@@ -264,6 +254,30 @@ func TestCaptureVIPRouting(t *testing.T) {
 	}
 	if !mtls {
 		t.Errorf("backend-v1's sidecar did not count mutual TLS requests from the client:\n%s", grepLines(metrics, "istio_requests_total"))
+	}
+}
+
+// checkSplitAndHeader sends 300 calls and wants backend's 90/10 split
+// within tolerance, then 20 with x-canary: true and wants v2 for each.
+func checkSplitAndHeader(t *testing.T, what string, call func(headers map[string]string) (echoReply, error)) {
+	t.Helper()
+	got := map[string]int{}
+	for range 300 {
+		r, err := call(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[r.Version]++
+	}
+	t.Logf("90/10 by %s: %v", what, got)
+	// 270 expected for v1; six standard deviations (31) either way.
+	if got["v1"] < 239 || got["v1"] > 299 || got["v1"]+got["v2"] != 300 {
+		t.Errorf("split %v, want about 270 v1 / 30 v2", got)
+	}
+	for range 20 {
+		if r, err := call(map[string]string{"x-canary": "true"}); err != nil || r.Version != "v2" {
+			t.Fatalf("header match: %+v %v, want v2", r, err)
+		}
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sync"
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -102,26 +101,10 @@ func (s *deltaState) runStream(ctx context.Context, ads discovery.AggregatedDisc
 	}
 	s.stream, s.unacked, s.rejected, s.nodeSent = stream, map[string]string{}, map[string]string{}, false
 
-	recvCh := make(chan *discovery.DeltaDiscoveryResponse)
-	errCh := make(chan error, 1)
-	var wg sync.WaitGroup
-	wg.Go(func() { // the only reader of the stream
-		for {
-			r, err := stream.Recv()
-			if err != nil {
-				errCh <- err
-				return
-			}
-			select {
-			case recvCh <- r:
-			case <-sctx.Done():
-				return
-			}
-		}
-	})
+	recvCh, errCh, wait := startReceiving(sctx, stream.Recv)
 	defer func() {
 		cancel() // unblocks Recv
-		wg.Wait()
+		wait()
 		s.stream = nil
 	}()
 
@@ -146,49 +129,7 @@ func (s *deltaState) runStream(ctx context.Context, ads discovery.AggregatedDisc
 	}
 	onOpen()
 	s.c.log.Info("delta ADS stream open", "resources_held", s.held())
-
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		var timeout <-chan time.Time
-		if !s.deadline.IsZero() {
-			timer.Reset(time.Until(s.deadline))
-			timeout = timer.C
-		}
-		select {
-		case <-ctx.Done():
-			return healthy, ctx.Err()
-		case err := <-errCh:
-			return healthy, fmt.Errorf("receiving from delta ADS stream: %w", err)
-		case r := <-recvCh:
-			healthy = true
-			if err := s.handle(r); err != nil {
-				return healthy, err
-			}
-			// Take in what else has already arrived so a burst is
-			// applied once.
-		drain:
-			for {
-				select {
-				case r := <-recvCh:
-					if err := s.handle(r); err != nil {
-						return healthy, err
-					}
-				default:
-					break drain
-				}
-			}
-			if err := s.maybeApply(false); err != nil {
-				return healthy, err
-			}
-		case <-timeout:
-			if err := s.maybeApply(true); err != nil {
-				return healthy, err
-			}
-		}
-		timer.Stop()
-	}
+	return serveStream(ctx, "delta ADS stream", recvCh, errCh, func() time.Time { return s.deadline }, s.handle, s.maybeApply)
 }
 
 // held counts the resources whose versions a new stream announces.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -64,28 +63,10 @@ func (s *state) runStream(ctx context.Context, ads discovery.AggregatedDiscovery
 	}
 	s.stream, s.nonce, s.subMoved, s.nodeSent = stream, map[string]string{}, map[string]bool{}, false
 
-	recvCh := make(chan *discovery.DiscoveryResponse)
-	errCh := make(chan error, 1)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // the only reader of the stream
-		defer wg.Done()
-		for {
-			r, err := stream.Recv()
-			if err != nil {
-				errCh <- err
-				return
-			}
-			select {
-			case recvCh <- r:
-			case <-sctx.Done():
-				return
-			}
-		}
-	}()
+	recvCh, errCh, wait := startReceiving(sctx, stream.Recv)
 	defer func() {
 		cancel() // unblocks Recv
-		wg.Wait()
+		wait()
 		s.stream = nil
 	}()
 
@@ -100,49 +81,7 @@ func (s *state) runStream(ctx context.Context, ads discovery.AggregatedDiscovery
 	}
 	onOpen()
 	s.c.log.Info("ADS stream open")
-
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		var timeout <-chan time.Time
-		if !s.deadline.IsZero() {
-			timer.Reset(time.Until(s.deadline))
-			timeout = timer.C
-		}
-		select {
-		case <-ctx.Done():
-			return healthy, ctx.Err()
-		case err := <-errCh:
-			return healthy, fmt.Errorf("receiving from ADS stream: %w", err)
-		case r := <-recvCh:
-			healthy = true
-			if err := s.handle(r); err != nil {
-				return healthy, err
-			}
-			// Take in what else has already arrived so a burst is
-			// applied once.
-		drain:
-			for {
-				select {
-				case r := <-recvCh:
-					if err := s.handle(r); err != nil {
-						return healthy, err
-					}
-				default:
-					break drain
-				}
-			}
-			if err := s.maybeApply(false); err != nil {
-				return healthy, err
-			}
-		case <-timeout:
-			if err := s.maybeApply(true); err != nil {
-				return healthy, err
-			}
-		}
-		timer.Stop()
-	}
+	return serveStream(ctx, "ADS stream", recvCh, errCh, func() time.Time { return s.deadline }, s.handle, s.maybeApply)
 }
 
 // handle takes one response into the working set and updates the RDS and

@@ -1,0 +1,85 @@
+package xdsclient
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// serveStream is the event loop both state machines run on an open
+// stream, until ctx is done, the stream fails, or handling fails. Each
+// response from recvCh is handled as it arrives, and what else has
+// already arrived with it is taken in too, so a burst is applied once
+// (maybeApply(false)); an incomplete set is applied anyway once the
+// deadline the state keeps (deadline(); zero: none) passes
+// (maybeApply(true)). what names the stream in errors. healthy reports
+// whether a response arrived.
+func serveStream[R any](ctx context.Context, what string, recvCh <-chan R, errCh <-chan error,
+	deadline func() time.Time, handle func(R) error, maybeApply func(force bool) error) (healthy bool, err error) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		var timeout <-chan time.Time
+		if d := deadline(); !d.IsZero() {
+			timer.Reset(time.Until(d))
+			timeout = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			return healthy, ctx.Err()
+		case err := <-errCh:
+			return healthy, fmt.Errorf("receiving from %s: %w", what, err)
+		case r := <-recvCh:
+			healthy = true
+			if err := handle(r); err != nil {
+				return healthy, err
+			}
+		drain:
+			for {
+				select {
+				case r := <-recvCh:
+					if err := handle(r); err != nil {
+						return healthy, err
+					}
+				default:
+					break drain
+				}
+			}
+			if err := maybeApply(false); err != nil {
+				return healthy, err
+			}
+		case <-timeout:
+			if err := maybeApply(true); err != nil {
+				return healthy, err
+			}
+		}
+		timer.Stop()
+	}
+}
+
+// startReceiving starts the only reader of a stream: it calls recv until
+// it fails (the error goes to errCh) or ctx is done, handing each
+// response to recvCh. wait returns once the reader has ended; cancel ctx
+// first, which unblocks recv.
+func startReceiving[R any](ctx context.Context, recv func() (R, error)) (recvCh <-chan R, errCh <-chan error, wait func()) {
+	rc := make(chan R)
+	ec := make(chan error, 1)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			r, err := recv()
+			if err != nil {
+				ec <- err
+				return
+			}
+			select {
+			case rc <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	return rc, ec, wg.Wait
+}

@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"weft.dev/weft/internal/controlplane"
 	"weft.dev/weft/internal/localmesh"
+	"weft.dev/weft/internal/mesh"
 )
 
 // outboundClusters lists the outbound cluster names in w's /config_dump.
@@ -101,6 +103,49 @@ spec:
 	Eventually(t, 10*time.Second, "productpage sees every service again", func() error {
 		if got := outboundClusters(t, page); len(got) != len(full) {
 			return fmt.Errorf("outbound clusters %v", got)
+		}
+		return nil
+	})
+}
+
+// TestControlPlaneDefaultEgressScopeNamespace: with weft serve
+// --default-egress-scope namespace, a proxy no Sidecar selects is sent
+// the services of its own namespace, and a service of another namespace
+// only once a VirtualService it sees routes there.
+func TestControlPlaneDefaultEgressScopeNamespace(t *testing.T) {
+	m := NewMesh(t, func(o *controlplane.Options) { o.EgressScope = mesh.EgressScopeNamespace })
+	m.Service("reviews", "HTTP", "v1")
+	m.WriteConfig("catalog.yaml", `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: catalog, namespace: store}
+spec:
+  hosts: [catalog.store.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1}]
+`)
+	page := m.Client("productpage")
+	c := newClient()
+	waitVersion(t, c, page, "reviews", nil, "v1")
+	reviewsOnly := []string{"outbound|8080||reviews.default.svc.cluster.local"}
+	if got := outboundClusters(t, page); !slices.Equal(got, reviewsOnly) {
+		t.Errorf("namespace scope: productpage's outbound clusters = %v, want %v (not store's catalog)", got, reviewsOnly)
+	}
+
+	// reviews' traffic mirrored to catalog: now productpage needs it.
+	m.WriteConfig("reviews-vs.yaml", `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews}}]
+    mirror: {host: catalog.store.svc.cluster.local}
+`)
+	Eventually(t, 10*time.Second, "catalog sent once a route reaches it", func() error {
+		if got := outboundClusters(t, page); len(got) != 2 {
+			return fmt.Errorf("outbound clusters %v, want reviews and catalog", got)
 		}
 		return nil
 	})

@@ -291,37 +291,11 @@ func (s *deltaState) maybeApply(force bool) error {
 		s.deadline = time.Time{}
 		return s.answerAll(nil, false)
 	}
-	missR, missE := s.working.missing(s.subs[TypeRoute], s.subs[TypeEndpoint])
-	var dangling []string
-	if s.everApplied {
-		dangling = s.working.dangling(s.applied)
+	res := s.c.setToApply(s.working, s.applied, s.everApplied, s.subs, &s.deadline, force)
+	if res == nil {
+		return nil
 	}
-	haveWorld := s.working.received[TypeListener] && s.working.received[TypeCluster]
-	complete := haveWorld && len(missR) == 0 && len(missE) == 0 && len(dangling) == 0
-	if !complete {
-		if !s.everApplied || !haveWorld {
-			return nil // the first config is applied only complete
-		}
-		if !force {
-			if s.deadline.IsZero() {
-				s.deadline = time.Now().Add(s.c.opts.IncompleteTimeout)
-			}
-			return nil
-		}
-		s.c.log.Warn("config still incomplete after timeout; applying without the missing resources",
-			"timeout", s.c.opts.IncompleteTimeout, "missing_routes", missR, "missing_endpoints", missE,
-			"removed_clusters_still_routed", dangling)
-	}
-	s.deadline = time.Time{}
 	s.dirty = false
-
-	res := s.working.resources()
-	for _, n := range missR {
-		res.Routes[n] = &route.RouteConfiguration{Name: n}
-	}
-	for _, n := range missE {
-		res.Endpoints[n] = &endpoint.ClusterLoadAssignment{ClusterName: n}
-	}
 	applyErr := s.c.opts.Applier.Apply(res)
 	if applyErr == nil {
 		s.applied = s.working.clone()
@@ -336,14 +310,8 @@ func (s *deltaState) maybeApply(force bool) error {
 		// Still refused: apply the changes since the refusal on top of
 		// the last good set, as a state-of-the-world client would.
 		fb := s.fallback()
-		fres := fb.resources()
 		missR, missE := fb.missing(fb.routeNames(), fb.endpointNames())
-		for _, n := range missR {
-			fres.Routes[n] = &route.RouteConfiguration{Name: n}
-		}
-		for _, n := range missE {
-			fres.Endpoints[n] = &endpoint.ClusterLoadAssignment{ClusterName: n}
-		}
+		fres := withStandIns(fb.resources(), missR, missE)
 		if err := s.c.opts.Applier.Apply(fres); err == nil {
 			s.applied = fb
 			s.c.applies.Add(1)

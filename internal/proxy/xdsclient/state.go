@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -413,4 +414,50 @@ func inlineRouteConfigs(l *listener.Listener) []*route.RouteConfiguration {
 		}
 	}
 	return out
+}
+
+// setToApply is the decision both state machines make on a working set:
+// it is applied when complete (listeners and clusters received, every
+// subscribed route configuration and assignment present, no removed
+// cluster still routed), or — only after a first complete set was
+// applied — incomplete, once force is set because the deadline passed;
+// an incomplete set arms *deadline (IncompleteTimeout from now) when it is
+// not armed. It returns the resources to apply, with empty stand-ins for
+// what is missing, or nil when nothing is to be applied yet.
+func (c *Client) setToApply(working, applied *resourceSet, everApplied bool, subs map[string][]string, deadline *time.Time, force bool) *Resources {
+	missR, missE := working.missing(subs[TypeRoute], subs[TypeEndpoint])
+	var dangling []string
+	if everApplied {
+		dangling = working.dangling(applied)
+	}
+	haveWorld := working.received[TypeListener] && working.received[TypeCluster]
+	complete := haveWorld && len(missR) == 0 && len(missE) == 0 && len(dangling) == 0
+	if !complete {
+		if !everApplied || !haveWorld {
+			return nil // the first config is applied only complete
+		}
+		if !force {
+			if deadline.IsZero() {
+				*deadline = time.Now().Add(c.opts.IncompleteTimeout)
+			}
+			return nil
+		}
+		c.log.Warn("config still incomplete after timeout; applying without the missing resources",
+			"timeout", c.opts.IncompleteTimeout, "missing_routes", missR, "missing_endpoints", missE,
+			"removed_clusters_still_routed", dangling)
+	}
+	*deadline = time.Time{}
+	return withStandIns(working.resources(), missR, missE)
+}
+
+// withStandIns gives res an empty route configuration for each name of
+// routes and an empty assignment for each name of eds, and returns it.
+func withStandIns(res *Resources, routes, eds []string) *Resources {
+	for _, n := range routes {
+		res.Routes[n] = &route.RouteConfiguration{Name: n}
+	}
+	for _, n := range eds {
+		res.Endpoints[n] = &endpoint.ClusterLoadAssignment{ClusterName: n}
+	}
+	return res
 }

@@ -6,8 +6,6 @@ import (
 	"slices"
 	"time"
 
-	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
@@ -153,35 +151,9 @@ func (s *state) maybeApply(force bool) error {
 		s.deadline = time.Time{}
 		return nil
 	}
-	missR, missE := s.working.missing(s.subs[TypeRoute], s.subs[TypeEndpoint])
-	var dangling []string
-	if s.everApplied {
-		dangling = s.working.dangling(s.applied)
-	}
-	haveWorld := s.working.received[TypeListener] && s.working.received[TypeCluster]
-	complete := haveWorld && len(missR) == 0 && len(missE) == 0 && len(dangling) == 0
-	if !complete {
-		if !s.everApplied || !haveWorld {
-			return nil // the first config is applied only complete
-		}
-		if !force {
-			if s.deadline.IsZero() {
-				s.deadline = time.Now().Add(s.c.opts.IncompleteTimeout)
-			}
-			return nil
-		}
-		s.c.log.Warn("config still incomplete after timeout; applying without the missing resources",
-			"timeout", s.c.opts.IncompleteTimeout, "missing_routes", missR, "missing_endpoints", missE,
-			"removed_clusters_still_routed", dangling)
-	}
-	s.deadline = time.Time{}
-
-	res := s.working.resources()
-	for _, n := range missR {
-		res.Routes[n] = &route.RouteConfiguration{Name: n}
-	}
-	for _, n := range missE {
-		res.Endpoints[n] = &endpoint.ClusterLoadAssignment{ClusterName: n}
+	res := s.c.setToApply(s.working, s.applied, s.everApplied, s.subs, &s.deadline, force)
+	if res == nil {
+		return nil
 	}
 	applyErr := s.c.opts.Applier.Apply(res)
 	pending := s.pending

@@ -36,6 +36,7 @@ import (
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/telemetry"
+	"weft.dev/weft/internal/proxy/tracing"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -127,6 +128,9 @@ type Listener struct {
 	// becomes (downstream.go).
 	ForwardClientCert ForwardClientCert
 	ClientCertDetails ClientCertDetails
+	// Tracing is the connection manager's tracing (nil: off): a span per
+	// sampled request, trace context propagated (tracing.go).
+	Tracing *tracing.Config
 
 	filters []httpFilter // http_filters but the router, in order (filters.go)
 }
@@ -154,6 +158,12 @@ type request struct {
 	// hostDst: dst names a destination outside the mesh by the request's
 	// Host (passthroughDst); the endpoint does not relabel it.
 	hostDst bool
+	// span is the request's span (nil: not traced); op, cluster and ep
+	// are what it is named and tagged with (tracing.go).
+	span    *tracing.Span
+	op      string
+	cluster string
+	ep      *cluster.Endpoint
 }
 
 // Serve handles one downstream request that arrived on l over the
@@ -174,6 +184,11 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 		q.src = f.self
 	}
 	defer f.recordRequest(&q)
+	if l.Tracing != nil {
+		if q.span = l.Tracing.Start(r.Header, q.start, newRequestID); q.span != nil {
+			defer endSpan(r, l, &q)
+		}
+	}
 	f.mutateXFCC(r.Header, l, ds)
 
 	if !normalizeRequestPath(w, r, &l.Path, &q) {
@@ -182,6 +197,9 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	var re *route.Entry
 	if tab != nil {
 		re = tab.Route(r)
+	}
+	if re != nil {
+		q.op = re.Operation
 	}
 	if re == nil {
 		localReply(w, &q, http.StatusNotFound, "", "NR")
@@ -201,6 +219,7 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	var name string
 	if forwarded {
 		name = re.PickCluster(r)
+		q.cluster = name
 	}
 	if len(l.filters) > 0 {
 		if c := clusters[name]; c != nil && l.Inbound {
@@ -414,6 +433,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 			res.cancel() // the retried attempt is over
 		}
 		ep = next
+		q.ep = ep
 		tried = append(tried, ep)
 		if !l.Inbound && !q.hostDst {
 			q.dst = ep.Dst()

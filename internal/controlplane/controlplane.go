@@ -79,6 +79,10 @@ type Options struct {
 	// EgressScope is what a proxy without a Sidecar resource is sent; ""
 	// means mesh.EgressScopeMesh (every service).
 	EgressScope mesh.EgressScope
+	// Tracing is the mesh's default tracing (mesh config
+	// defaultProviders.tracing and its opentelemetry provider); nil: the
+	// proxies trace nothing. New validates it.
+	Tracing *mesh.Tracing
 	// JWKSRefresh is how often the JWT keys of jwksUri are fetched again;
 	// 0 means jwks.DefaultRefresh (20m, as Istio).
 	JWKSRefresh time.Duration
@@ -157,6 +161,11 @@ type ControlPlane struct {
 func New(opts Options) (*ControlPlane, error) {
 	if opts.ConfigDir == "" && len(opts.ConfigSources) == 0 {
 		return nil, errors.New("controlplane: a config directory or a config source (Kubernetes) is required")
+	}
+	if opts.Tracing != nil {
+		if err := opts.Tracing.Validate(); err != nil {
+			return nil, fmt.Errorf("controlplane: %w", err)
+		}
 	}
 	if opts.XDSAddress == "" {
 		opts.XDSAddress = DefaultXDSAddress
@@ -366,7 +375,7 @@ func (c *ControlPlane) publish(cfg *config.Snapshot) {
 // meshOptions are the settings every mesh snapshot is built with.
 func (c *ControlPlane) meshOptions() mesh.Options {
 	return mesh.Options{DomainSuffix: c.opts.DomainSuffix, RootNamespace: c.opts.RootNamespace, TrustDomain: c.ca.TrustDomain(), JWKS: c.jwks.Keys(),
-		OutboundTrafficPolicy: c.opts.OutboundTrafficPolicy, EgressScope: c.opts.EgressScope}
+		OutboundTrafficPolicy: c.opts.OutboundTrafficPolicy, EgressScope: c.opts.EgressScope, Tracing: c.opts.Tracing}
 }
 
 // jwtSources lists the key sources of the JWT rules in force that do not

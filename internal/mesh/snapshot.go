@@ -46,6 +46,9 @@ type Options struct {
 	// EgressScope is what a proxy without a Sidecar is sent; "" means
 	// EgressScopeMesh (every service).
 	EgressScope EgressScope
+	// Tracing is the mesh's default tracing (mesh config
+	// defaultProviders.tracing); nil: off. Not modified after Build.
+	Tracing *Tracing
 }
 
 // OutboundTrafficPolicy is Istio's MeshConfig outboundTrafficPolicy.mode.
@@ -96,6 +99,8 @@ type Snapshot struct {
 	// Scopes says which services each proxy is sent (Sidecar resources,
 	// EgressScope).
 	Scopes *ScopeIndex
+
+	tracing *Tracing // Options.Tracing (tracing.go)
 
 	memo sync.Map // Memo's values, by key
 }
@@ -167,6 +172,7 @@ func Build(cfg *config.Snapshot, reg *registry.Snapshot, opts Options) *Snapshot
 		Authz:        newAuthzIndex(cfg.AuthorizationPolicies, rootNS),
 		RequestAuthn: newRequestAuthnIndex(cfg.RequestAuthentications, rootNS),
 		Keys:         &KeyIndex{fetched: opts.JWKS},
+		tracing:      opts.Tracing,
 	}
 	s.Scopes = newScopeIndex(s, cfg.Sidecars, opts.EgressScope)
 	return s

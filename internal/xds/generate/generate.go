@@ -69,5 +69,6 @@ func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
 	r.Endpoints = slices.Clone(sharedOutboundEndpoints(s, id))
 	sortByName(r.Listeners)
 	sortByName(r.Routes)
+	withTracing(s, id, &r) // tracing.go
 	return r
 }

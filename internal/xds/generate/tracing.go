@@ -184,12 +184,12 @@ func serviceTags(s *mesh.Snapshot, id contract.Identity) []*tracingtype.CustomTa
 }
 
 // inboundHosts maps each port of the endpoints this proxy fronts to the
-// host name of the (first) service served there.
+// "<host>:<service port>" of the (first) service served there.
 func inboundHosts(s *mesh.Snapshot, id contract.Identity) map[uint32]string {
 	out := map[uint32]string{}
 	for _, ep := range s.Registry.EndpointsAt(id.IPs) {
 		if _, ok := out[ep.Port]; !ok && ep.ServiceHostname != "" {
-			out[ep.Port] = ep.ServiceHostname
+			out[ep.Port] = ep.ServiceHostname + ":" + strconv.FormatUint(uint64(ep.ServicePort), 10)
 		}
 	}
 	return out
@@ -197,8 +197,7 @@ func inboundHosts(s *mesh.Snapshot, id contract.Identity) map[uint32]string {
 
 // decorateInbound names the server spans of an inbound route
 // configuration ("inbound|<port>||") as Istio does:
-// "<service host>:<port>/*", the port being the service's target port
-// where the workload listens.
+// "<service host>:<service port>/*", the name the client's span has.
 func decorateInbound(rc *route.RouteConfiguration, hosts map[uint32]string) {
 	if rc == nil {
 		return
@@ -209,11 +208,11 @@ func decorateInbound(rc *route.RouteConfiguration, hosts map[uint32]string) {
 			if err != nil {
 				continue
 			}
-			host := hosts[port]
-			if host == "" {
+			hp := hosts[port]
+			if hp == "" {
 				continue
 			}
-			rt.Decorator = &route.Decorator{Operation: host + ":" + strconv.FormatUint(uint64(port), 10) + "/*"}
+			rt.Decorator = &route.Decorator{Operation: hp + "/*"}
 		}
 	}
 }

@@ -272,6 +272,25 @@ func inject(h http.Header, tid trace.TraceID, sid, pid trace.SpanID, sampled, b3
 	}
 }
 
+// injectUnsampled writes the decision "not sampled" for a request that
+// came without one: traceparent (…-00) and x-b3-sampled: 0, the fewest
+// headers that make the next hop of either format keep the decision (two
+// allocations). A request that came with B3 ids keeps them; one that came
+// with the single b3 header gets b3: 0.
+func injectUnsampled(h http.Header, tid trace.TraceID, sid, _ trace.SpanID, p parent) {
+	var buf [55]byte
+	copy(buf[:3], "00-")
+	hexEncode(buf[3:35], tid[:])
+	buf[35] = '-'
+	hexEncode(buf[36:52], sid[:])
+	buf[52], buf[53], buf[54] = '-', '0', '0'
+	h[hdrTraceparent] = []string{string(buf[:])}
+	h[hdrB3Sampled] = sampledNo
+	if p.b3One {
+		h[hdrB3] = sampledNo
+	}
+}
+
 func hexEncode(dst, src []byte) {
 	for i, b := range src {
 		dst[2*i], dst[2*i+1] = hexDigits[b>>4], hexDigits[b&0xf]

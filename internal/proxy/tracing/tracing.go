@@ -154,7 +154,7 @@ func (c *Config) Start(h http.Header, start time.Time, newRequestID func() strin
 			}
 			var sid trace.SpanID
 			fillRandom(sid[:])
-			inject(h, tid, sid, pid, false, p.b3One)
+			injectUnsampled(h, tid, sid, pid, p)
 		}
 		return nil
 	}

@@ -117,8 +117,18 @@ func TestStartSampling(t *testing.T) {
 		t.Fatal("0% sampled a request")
 	}
 	p := extract(h)
-	if !p.valid || p.decided != samplingDrop || h.Get("x-b3-sampled") != "0" {
+	if !p.valid || p.decided != samplingDrop || h.Get("x-b3-sampled") != "0" || len(h) != 2 {
 		t.Errorf("unsampled request carries %v", h)
+	}
+	// An app forwarding only B3 keeps the decision too.
+	if p := extract(http.Header{"X-B3-Sampled": h["X-B3-Sampled"]}); p.decided != samplingDrop {
+		t.Errorf("x-b3-sampled alone: %+v", p)
+	}
+	// B3 ids without a decision: ids kept, the decision added.
+	h = http.Header{"X-B3-Traceid": {"4bf92f3577b34da6a3ce929d0e0e4736"}, "X-B3-Spanid": {"00f067aa0ba902b7"}}
+	off.Start(h, time.Now(), reqID)
+	if p := extract(h); p.tid.String() != "4bf92f3577b34da6a3ce929d0e0e4736" || p.decided != samplingDrop || h.Get("x-b3-traceid") != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Errorf("deferred B3 not sampled: %v", h)
 	}
 	if h.Get("x-request-id") != "" {
 		t.Errorf("x-request-id added to an unsampled request")

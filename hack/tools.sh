@@ -13,7 +13,9 @@
 # a warm run takes well under a second. Cold, on 2 cores: kube-apiserver
 # about 13 minutes, consul about 6, helm about 4 (measured: 3m50s with an
 # empty build cache, 2m36s with the product's build cache and a module
-# download; both at load average 4-6).
+# download; both at load average 4-6), jaeger about 10 CPU-minutes
+# (measured: 17m05s wall, 487 s user + 104 s system, with empty module and
+# build caches at load average 6-16; about 5-6 minutes on 2 idle cores).
 #
 # etcd comes from Debian's etcd-server package (.ci/run installs it).
 set -euo pipefail

@@ -78,10 +78,11 @@ func (t *Tracing) Validate() error {
 }
 
 // TracingFor is the tracing of the workload in namespace ns with labels
-// (nil: tracing off). Today it is the mesh-wide default
-// (Options.Tracing); the Telemetry API's namespace and workload tracing
-// overrides plug in here.
-func (s *Snapshot) TracingFor(ns string, labels map[string]string) *Tracing {
+// on one side of its traffic — server (inbound listeners) or client
+// (outbound) — nil when that side does not trace. Today it is the
+// mesh-wide default (Options.Tracing) on both sides; the Telemetry API's
+// namespace and workload tracing (with its match.mode) plugs in here.
+func (s *Snapshot) TracingFor(ns string, labels map[string]string, server bool) *Tracing {
 	return s.tracing
 }
 

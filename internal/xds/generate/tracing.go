@@ -44,16 +44,37 @@ const (
 // name. The outbound routes' decorators come with the shared routes
 // (decorateRoutes). Nothing changes when the workload does not trace.
 func withTracing(s *mesh.Snapshot, id contract.Identity, r *Resources) {
-	t := s.TracingFor(id.Namespace, id.Labels)
-	if t == nil {
+	// Each side (server: inbound listeners, client: outbound) may trace
+	// differently, or not at all.
+	type side struct {
+		t       *mesh.Tracing
+		tr      *hcm.HttpConnectionManager_Tracing
+		cluster string
+	}
+	var sides [2]side // [0] client, [1] server
+	for i := range sides {
+		t := s.TracingFor(id.Namespace, id.Labels, i == 1)
+		if t == nil {
+			continue
+		}
+		c := contract.ClusterName(contract.Outbound, t.Provider.Port, "", t.Provider.Service)
+		sides[i] = side{t: t, tr: hcmTracing(s, id, t, c), cluster: c}
+	}
+	if sides[0].t == nil && sides[1].t == nil {
 		return
 	}
-	clusterName := contract.ClusterName(contract.Outbound, t.Provider.Port, "", t.Provider.Service)
-	tr := hcmTracing(s, id, t, clusterName)
 	hosts := inboundHosts(s, id)
 	for i, res := range r.Listeners {
-		l := proto.Clone(res.(*listener.Listener)).(*listener.Listener)
+		l := res.(*listener.Listener)
 		inbound := l.GetTrafficDirection() == core.TrafficDirection_INBOUND
+		sd := sides[0]
+		if inbound {
+			sd = sides[1]
+		}
+		if sd.t == nil {
+			continue
+		}
+		l = proto.Clone(l).(*listener.Listener)
 		changed := false
 		chains := slices.Clone(l.GetFilterChains())
 		if l.GetDefaultFilterChain() != nil {
@@ -68,7 +89,7 @@ func withTracing(s *mesh.Snapshot, id contract.Identity, r *Resources) {
 				if err := f.GetTypedConfig().UnmarshalTo(&m); err != nil {
 					continue
 				}
-				m.Tracing = tr
+				m.Tracing = sd.tr
 				if inbound {
 					decorateInbound(m.GetRouteConfig(), hosts)
 				}
@@ -80,13 +101,21 @@ func withTracing(s *mesh.Snapshot, id contract.Identity, r *Resources) {
 			r.Listeners[i] = l
 		}
 	}
+	have := map[string]bool{}
 	for _, c := range r.Clusters {
-		if c.(*cluster.Cluster).GetName() == clusterName {
-			return // the collector is a service of the mesh: its cluster serves
+		have[c.(*cluster.Cluster).GetName()] = true
+	}
+	added := false
+	for _, sd := range sides {
+		if sd.t != nil && !have[sd.cluster] {
+			// Not a service of the mesh (whose cluster would serve).
+			r.Clusters = append(r.Clusters, collectorCluster(sd.cluster, sd.t.Provider))
+			have[sd.cluster], added = true, true
 		}
 	}
-	r.Clusters = append(r.Clusters, collectorCluster(clusterName, t.Provider))
-	sortByName(r.Clusters)
+	if added {
+		sortByName(r.Clusters)
+	}
 }
 
 // hcmTracing is HttpConnectionManager.tracing for t, as Istio's

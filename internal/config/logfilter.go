@@ -277,12 +277,18 @@ func (p *celParser) primary() (*LogFilter, error) {
 			if err != nil || v > 999 {
 				return nil, p.errf("status code %s is out of range", p.tok.text)
 			}
+			if v == 0 && cmp == CmpLT {
+				return nil, p.errf("response.code < 0 never holds")
+			}
 			p.next()
 			return &LogFilter{Op: LogFilterStatusCode, Cmp: cmp, Value: v}, nil
 		}
 		ms, err := p.duration()
 		if err != nil {
 			return nil, err
+		}
+		if ms == 0 && cmp == CmpLT {
+			return nil, p.errf("response.duration < duration(\"0s\") never holds")
 		}
 		return &LogFilter{Op: LogFilterDuration, Cmp: cmp, Value: ms}, nil
 	case p.tok.kind == tIdent && p.tok.text == "request":

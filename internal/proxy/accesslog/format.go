@@ -472,6 +472,10 @@ func (s *segment) appendValue(dst []byte, e *Entry) []byte {
 			dst = appendTime(dst, e.Start, s.timeFmt)
 		}
 	case opReq, opReqWithoutQuery:
+		if s.hdr == ":path" && e.Request != nil {
+			dst = appendRequestPath(dst, e.Request, s.op == opReqWithoutQuery)
+			break
+		}
 		v, ok := requestHeader(e.Request, s.hdr)
 		if !ok && s.alt != "" {
 			v, ok = requestHeader(e.Request, s.alt)
@@ -580,6 +584,27 @@ func requestPath(r *http.Request) string {
 		return u.Path
 	}
 	return u.RequestURI()
+}
+
+// appendRequestPath appends the request's :path (without its query when
+// noQuery is set) without allocating when nothing needs escaping.
+func appendRequestPath(dst []byte, r *http.Request, noQuery bool) []byte {
+	u := r.URL
+	if u == nil || u.RawPath != "" || u.ForceQuery || !plainPath(u.Path) {
+		p := requestPath(r)
+		if noQuery {
+			if i := strings.IndexByte(p, '?'); i >= 0 {
+				p = p[:i]
+			}
+		}
+		return append(dst, p...)
+	}
+	dst = append(dst, u.Path...)
+	if u.RawQuery != "" && !noQuery {
+		dst = append(dst, '?')
+		dst = append(dst, u.RawQuery...)
+	}
+	return dst
 }
 
 func plainPath(p string) bool {

@@ -21,7 +21,7 @@ type accessLogState struct {
 	route, upstreamHost, cluster, failure string
 	requestID                             []string // the x-request-id generated for the upstream request, if any
 	viaUpstream                           bool
-	body                                             countingBody // r.Body, counted (BYTES_RECEIVED)
+	body                                  countingBody // r.Body, counted (BYTES_RECEIVED)
 }
 
 func newAccessLogState(w http.ResponseWriter, r *http.Request, l *Listener) *accessLogState {

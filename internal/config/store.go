@@ -694,7 +694,8 @@ func sameContent(a, b *Snapshot) bool {
 		sameResources(a.Sidecars, b.Sidecars) &&
 		sameResources(a.PeerAuthentications, b.PeerAuthentications) &&
 		sameResources(a.AuthorizationPolicies, b.AuthorizationPolicies) &&
-		sameResources(a.RequestAuthentications, b.RequestAuthentications)
+		sameResources(a.RequestAuthentications, b.RequestAuthentications) &&
+		sameResources(a.Telemetries, b.Telemetries)
 }
 
 func sameResources[T proto.Message](a, b []*Resource[T]) bool {

@@ -13,7 +13,7 @@ const accessLogMeshConfig = `
 extensionProviders:
 - name: json
   envoyFileAccessLog:
-    path: /var/log/weft/access.json
+    path: /dev/null
     logFormat:
       labels:
         method: "%REQ(:METHOD)%"

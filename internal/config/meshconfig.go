@@ -173,6 +173,10 @@ func validateMeshConfig(is *issues, mc *meshconfig.MeshConfig) {
 		if fl := p.GetEnvoyFileAccessLog(); fl != nil {
 			validateFileAccessLogFormat(is, path+".envoyFileAccessLog", fl)
 		}
+		switch {
+		case p.GetEnvoyHttpAls() != nil, p.GetEnvoyTcpAls() != nil, p.GetEnvoyOtelAls() != nil:
+			is.warnf(path, "extension provider %q: Weft's proxy implements envoyFileAccessLog access logs only; Telemetry naming this provider logs nothing through it", p.GetName())
+		}
 	}
 	if mc.GetAccessLogFormat() != "" && mc.GetAccessLogEncoding() == meshconfig.MeshConfig_TEXT {
 		if err := CheckAccessLogFormat(mc.GetAccessLogFormat()); err != nil {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	meshconfig "istio.io/api/mesh/v1alpha1"
 
 	"weft.dev/weft/internal/ca"
 	"weft.dev/weft/internal/config"
@@ -83,6 +84,10 @@ type Options struct {
 	// defaultProviders.tracing and its opentelemetry provider); nil: the
 	// proxies trace nothing. New validates it.
 	Tracing *mesh.Tracing
+	// MeshConfig is Istio's mesh config (config.LoadMeshConfig): the
+	// telemetry providers Telemetry resources name. nil means
+	// config.DefaultMeshConfig(). Not modified after New.
+	MeshConfig *meshconfig.MeshConfig
 	// JWKSRefresh is how often the JWT keys of jwksUri are fetched again;
 	// 0 means jwks.DefaultRefresh (20m, as Istio).
 	JWKSRefresh time.Duration
@@ -375,7 +380,8 @@ func (c *ControlPlane) publish(cfg *config.Snapshot) {
 // meshOptions are the settings every mesh snapshot is built with.
 func (c *ControlPlane) meshOptions() mesh.Options {
 	return mesh.Options{DomainSuffix: c.opts.DomainSuffix, RootNamespace: c.opts.RootNamespace, TrustDomain: c.ca.TrustDomain(), JWKS: c.jwks.Keys(),
-		OutboundTrafficPolicy: c.opts.OutboundTrafficPolicy, EgressScope: c.opts.EgressScope, Tracing: c.opts.Tracing}
+		OutboundTrafficPolicy: c.opts.OutboundTrafficPolicy, EgressScope: c.opts.EgressScope,
+		MeshConfig: c.opts.MeshConfig, Tracing: c.opts.Tracing}
 }
 
 // jwtSources lists the key sources of the JWT rules in force that do not

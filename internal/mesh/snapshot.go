@@ -16,6 +16,8 @@ import (
 	"sort"
 	"sync"
 
+	meshconfig "istio.io/api/mesh/v1alpha1"
+
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/jwks"
 	"weft.dev/weft/internal/registry"
@@ -49,6 +51,10 @@ type Options struct {
 	// Tracing is the mesh's default tracing (mesh config
 	// defaultProviders.tracing); nil: off. Not modified after Build.
 	Tracing *Tracing
+	// MeshConfig is Istio's mesh config as `weft serve --mesh-config`
+	// read it (config.ParseMeshConfig): the telemetry providers. nil
+	// means config.DefaultMeshConfig(). Not modified after Build.
+	MeshConfig *meshconfig.MeshConfig
 }
 
 // OutboundTrafficPolicy is Istio's MeshConfig outboundTrafficPolicy.mode.
@@ -99,6 +105,9 @@ type Snapshot struct {
 	// Scopes says which services each proxy is sent (Sidecar resources,
 	// EgressScope).
 	Scopes *ScopeIndex
+	// Telemetry finds the Telemetry resources of a workload and resolves
+	// them against the mesh config's providers (MeshConfig()).
+	Telemetry *TelemetryIndex
 
 	tracing *Tracing // Options.Tracing (tracing.go)
 
@@ -173,6 +182,7 @@ func Build(cfg *config.Snapshot, reg *registry.Snapshot, opts Options) *Snapshot
 		RequestAuthn: newRequestAuthnIndex(cfg.RequestAuthentications, rootNS),
 		Keys:         &KeyIndex{fetched: opts.JWKS},
 		tracing:      opts.Tracing,
+		Telemetry:    newTelemetryIndex(cfg.Telemetries, rootNS, opts.MeshConfig),
 	}
 	s.Scopes = newScopeIndex(s, cfg.Sidecars, opts.EgressScope)
 	return s

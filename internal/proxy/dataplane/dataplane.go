@@ -34,6 +34,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"weft.dev/weft/internal/proxy/accesslog"
 	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/filter/rbac"
@@ -88,6 +89,9 @@ type Dataplane struct {
 
 	listenerStats *listenerStats     // envoy_listener_* (serve.go)
 	exporters     *tracing.Exporters // span exporters, kept across updates (tracing.go)
+	// accessLogs are the access log files the connection managers write,
+	// shared across configurations; closed by Close.
+	accessLogs *accesslog.Sinks
 
 	rt    atomic.Pointer[runtime] // never nil after New
 	ready atomic.Bool
@@ -153,6 +157,9 @@ func New(opts Options) (*Dataplane, error) {
 		Name: "weft_proxy_listeners_draining",
 		Help: "Listeners removed by an update that still serve while clients learn of the change.",
 	}, func() float64 { return float64(d.drainingCount.Load()) })); err != nil {
+		return nil, fmt.Errorf("dataplane: metrics: %w", err)
+	}
+	if d.accessLogs, err = accesslog.NewSinks(accesslog.SinksOptions{Registerer: reg, Logger: d.log}); err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
 	rbacStats, err := rbac.NewStats(reg)
@@ -353,6 +360,7 @@ func (d *Dataplane) Close(ctx context.Context) error {
 		d.log.Warn("tracing: spans not flushed at shutdown", "err", err)
 	}
 	cancel()
+	d.accessLogs.Close() // every request has ended: write what is queued
 	if forced.Load() {
 		return ctx.Err()
 	}

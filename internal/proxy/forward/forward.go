@@ -32,6 +32,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"weft.dev/weft/internal/proxy/accesslog"
 	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/route"
@@ -132,6 +133,10 @@ type Listener struct {
 	// sampled request, trace context propagated (tracing.go).
 	Tracing *tracing.Config
 
+	// AccessLogs are the connection manager's access_log entries, each
+	// given every finished request (accesslog.go).
+	AccessLogs []*accesslog.Logger
+
 	filters []httpFilter // http_filters but the router, in order (filters.go)
 }
 
@@ -164,6 +169,11 @@ type request struct {
 	op      string
 	cluster string
 	ep      *cluster.Endpoint
+	// bytesSent counts the response body bytes written downstream.
+	bytesSent int64
+	// alog is what only the access logs need; nil when the listener has
+	// none (accesslog.go).
+	alog *accessLogState
 }
 
 // Serve handles one downstream request that arrived on l over the
@@ -183,6 +193,9 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	} else {
 		q.src = f.self
 	}
+	if len(l.AccessLogs) > 0 {
+		q.alog = newAccessLogState(w, r, l)
+	}
 	defer f.recordRequest(&q)
 	if l.Tracing != nil {
 		if q.span = l.Tracing.Start(r.Header, q.start, newRequestID); q.span != nil {
@@ -200,6 +213,9 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	}
 	if re != nil {
 		q.op = re.Operation
+	}
+	if q.alog != nil && re != nil {
+		q.alog.route = re.Name
 	}
 	if re == nil {
 		localReply(w, &q, http.StatusNotFound, "", "NR")
@@ -267,10 +283,14 @@ func (f *Forwarder) recordRequest(q *request) {
 	if fs := q.reply.fs; fs != nil && len(fs.ResponseFlags()) > 0 {
 		flags = joinFlags(append(strings.Split(flags, ","), fs.ResponseFlags()...)...) // DI
 	}
+	d := time.Since(q.start)
 	f.metrics.Record(telemetry.Key{
 		Src: q.src, Dst: q.dst, Sec: q.sec, Inbound: q.inbound, GRPC: q.grpc,
 		Code: q.code, GRPCCode: q.grpcCode, Flags: flags,
-	}, float64(time.Since(q.start).Microseconds())/1000)
+	}, float64(d.Microseconds())/1000)
+	if q.alog != nil {
+		q.alog.log(q, flags, d)
+	}
 }
 
 // pickEndpoint chooses the endpoint of one attempt. tried lists the
@@ -394,7 +414,11 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		}
 	}
 	if _, ok := out.Header["X-Request-Id"]; !ok {
-		out.Header["X-Request-Id"] = []string{newRequestID()}
+		id := []string{newRequestID()}
+		out.Header["X-Request-Id"] = id
+		if q.alog != nil {
+			q.alog.requestID = id // the access log shows the id the upstream got, as Envoy's
+		}
 	}
 	if l.Outbound {
 		out.Header[telemetry.HeaderPeerMetadata] = f.peerMetadata
@@ -435,6 +459,9 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		ep = next
 		q.ep = ep
 		tried = append(tried, ep)
+		if q.alog != nil {
+			q.alog.upstream(c, ep)
+		}
 		if !l.Inbound && !q.hostDst {
 			q.dst = ep.Dst()
 		}
@@ -518,6 +545,9 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		case res.out == outcomePerTryTimeout:
 			localReply(w, q, http.StatusGatewayTimeout, bodyTimeout, joinFlags("UT", urx))
 		case res.out == outcomeConnectFailure:
+			if q.alog != nil {
+				q.alog.failure = res.err.Error()
+			}
 			localReply(w, q, http.StatusServiceUnavailable, bodyConnectFailure, joinFlags("UF", urx))
 		default:
 			localReply(w, q, http.StatusServiceUnavailable, bodyConnectReset, joinFlags("UC", urx))
@@ -537,6 +567,9 @@ func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, r
 	h := w.Header()
 	copyResponseHeaders(h, resp.Header)
 	q.code = resp.StatusCode
+	if q.alog != nil {
+		q.alog.viaUpstream = true
+	}
 	w.WriteHeader(resp.StatusCode)
 
 	streaming := resp.ContentLength < 0 || q.grpc
@@ -547,6 +580,7 @@ func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, r
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
+			q.bytesSent += int64(n)
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				q.flags = "DC"
 				return
@@ -695,7 +729,8 @@ func localReplyGRPC(w http.ResponseWriter, q *request, code int, grpcStatus, bod
 	}
 	q.reply.apply(h)
 	w.WriteHeader(code)
-	io.WriteString(w, body)
+	n, _ := io.WriteString(w, body)
+	q.bytesSent += int64(n)
 }
 
 // grpcStatusFor maps an HTTP status to a gRPC code as Envoy does.

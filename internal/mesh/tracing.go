@@ -79,13 +79,36 @@ func (t *Tracing) Validate() error {
 
 // TracingFor is the tracing of the workload in namespace ns with labels
 // on one side of its traffic — server (inbound listeners) or client
-// (outbound) — nil when that side does not trace. Today it is the
-// mesh-wide default (Options.Tracing) on both sides; the Telemetry API's
-// namespace and workload tracing (with its match.mode) plugs in here.
+// (outbound) — nil when that side does not trace: the Telemetry API's
+// (with the mesh config's providers, TelemetryIndex.Tracing) when it
+// gives one, else the flags' mesh-wide default (Options.Tracing).
 func (s *Snapshot) TracingFor(ns string, labels map[string]string, server bool) *Tracing {
+	if t := s.Telemetry.Tracing(s.Telemetry.For(ns, labels), server); t != nil {
+		return t
+	}
 	return s.tracing
 }
 
-// TracingEnabled reports whether any workload of the mesh traces: the
-// routes then carry the decorators that name spans.
-func (s *Snapshot) TracingEnabled() bool { return s.tracing != nil }
+// TracingEnabled reports whether any workload of the mesh may trace: the
+// routes then carry the decorators that name spans (a route shared by
+// every proxy cannot tell which of them trace; decorators only name
+// spans).
+func (s *Snapshot) TracingEnabled() bool {
+	if s.tracing != nil {
+		return true
+	}
+	if s.Telemetry == nil {
+		return false
+	}
+	if len(s.Telemetry.MeshConfig().GetDefaultProviders().GetTracing()) > 0 {
+		return true
+	}
+	for _, ts := range s.Telemetry.byNS {
+		for _, t := range ts {
+			if len(t.Spec.GetTracing()) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}

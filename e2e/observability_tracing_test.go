@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/controlplane"
 	"weft.dev/weft/internal/echo"
 	"weft.dev/weft/internal/mesh"
@@ -444,4 +445,121 @@ func TestObservabilityTracingSampling(t *testing.T) {
 			t.Logf("%v%%: %d of %d requests traced", tc.pct, sampled, tc.n)
 		})
 	}
+}
+
+// TestObservabilityTracingTelemetry: tracing configured the Istio way — an
+// opentelemetry provider in the mesh config, Telemetry resources naming
+// it — and changed live: no Telemetry, no tracing; a mesh-wide Telemetry
+// at 100% traces every request; the same Telemetry at 0% stops new
+// traces; a workload Telemetry turning span reporting off on the backend's
+// server side leaves only the client's span. Nothing restarts.
+func TestObservabilityTracingTelemetry(t *testing.T) {
+	j := testenv.Jaeger(t)
+	host, port, _ := net.SplitHostPort(j.OTLPGRPC)
+	mc, _, err := config.ParseMeshConfig("mesh.yaml", []byte(fmt.Sprintf(`
+extensionProviders:
+- name: jaeger
+  opentelemetry: {service: %q, port: %s}
+`, host, port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMesh(t, func(o *controlplane.Options) { o.MeshConfig = mc })
+	m.Service("backend", "HTTP", "v1")
+	client := m.Client("client")
+	c := newClient()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	// traceparent the backend received for a request without context.
+	got := func() (string, error) {
+		code, r, err := Get(ctx, c, client, "backend", "/", nil)
+		if err != nil || code != 200 {
+			return "", fmt.Errorf("code %d err %v", code, err)
+		}
+		return r.Headers["traceparent"], nil
+	}
+	Eventually(t, 15*time.Second, "backend answers, untraced", func() error {
+		tp, err := got()
+		if err != nil {
+			return err
+		}
+		if tp != "" {
+			return fmt.Errorf("traced without a Telemetry: %q", tp)
+		}
+		return nil
+	})
+
+	telemetry := func(pct int) string {
+		return fmt.Sprintf(`apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing:
+  - providers: [{name: jaeger}]
+    randomSamplingPercentage: %d
+    customTags:
+      team: {literal: {value: platform}}
+`, pct)
+	}
+	m.WriteConfig("telemetry.yaml", telemetry(100))
+	var tp string
+	Eventually(t, 15*time.Second, "a mesh-wide Telemetry at 100% traces", func() error {
+		var err error
+		if tp, err = got(); err != nil {
+			return err
+		}
+		if !strings.HasSuffix(tp, "-01") {
+			return fmt.Errorf("traceparent %q", tp)
+		}
+		return nil
+	})
+	tr := waitTrace(t, j, traceIDOf(t, tp), 2)
+	for _, s := range tr.Spans {
+		if v, _ := s.Tag("team"); v != "platform" {
+			t.Errorf("span %s: custom tag team = %q", s.OperationName, v)
+		}
+	}
+
+	m.WriteConfig("telemetry.yaml", telemetry(0))
+	Eventually(t, 15*time.Second, "the Telemetry at 0% stops tracing", func() error {
+		var err error
+		if tp, err = got(); err != nil {
+			return err
+		}
+		if !strings.HasSuffix(tp, "-00") {
+			return fmt.Errorf("traceparent %q", tp)
+		}
+		return nil
+	})
+
+	m.WriteConfig("telemetry.yaml", telemetry(100)+`---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: backend-quiet, namespace: default}
+spec:
+  selector: {matchLabels: {app: backend}}
+  tracing:
+  - match: {mode: SERVER}
+    disableSpanReporting: true
+`)
+	Eventually(t, 20*time.Second, "the backend's server side stops reporting", func() error {
+		tp, err := got()
+		if err != nil {
+			return err
+		}
+		if !strings.HasSuffix(tp, "-01") {
+			return fmt.Errorf("traceparent %q: the client side does not trace", tp)
+		}
+		// The client's span arrives; the backend's never does. Wait for
+		// the client's, then give the backend's the same flush to show up.
+		tr := waitTrace(t, j, traceIDOf(t, tp), 1)
+		time.Sleep(2 * time.Second) // two flush intervals
+		if tr2, err := j.Trace(ctx, traceIDOf(t, tp)); err == nil && len(tr2.Spans) != 1 {
+			return fmt.Errorf("%d spans: the backend still reports", len(tr2.Spans))
+		}
+		if k, _ := tr.Spans[0].Tag("span.kind"); k != "client" {
+			return fmt.Errorf("the span is a %s span", k)
+		}
+		return nil
+	})
 }

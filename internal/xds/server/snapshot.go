@@ -5,118 +5,280 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
+	"sync"
+	"weak"
 
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/xds/generate"
 )
 
-// typeOrder fixes the order of the per-type versions buildSnapshot returns.
-var typeOrder = []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType}
+// typeOrder fixes the order of a nodeSnapshot's sets and of the per-type
+// versions snapshotOf returns.
+var typeOrder = [...]string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType}
 
-// buildSnapshot turns resources generated from m into a cache snapshot
-// whose version for each type is a hash of that type's resources, so a
-// type whose content did not change keeps its version and is not re-sent.
-func buildSnapshot(m *mesh.Snapshot, r generate.Resources) (*cachev3.Snapshot, []string, error) {
-	snap, versions, err := snapshotOf(m, r)
-	if err != nil {
-		return nil, nil, err
+// pushOrder is the order a stream sends types in when several changed:
+// Envoy's make-before-break order (clusters and their endpoints before
+// the listeners and routes that use them).
+var pushOrder = [...]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}
+
+func typeIndex(typeURL string) int {
+	for i, t := range typeOrder {
+		if t == typeURL {
+			return i
+		}
 	}
-	if err := snap.Consistent(); err != nil {
-		return nil, nil, fmt.Errorf("snapshot: %w", err)
-	}
-	return snap, versions, nil
+	return -1
 }
 
-// snapshotOf is buildSnapshot without the consistency check, for a
-// proxyless client's snapshot, which holds only what it names: a listener
-// can be there before the route configuration it refers to is asked for.
-//
-// It also fills the snapshot's per-resource versions (VersionMap), which
-// delta xDS compares with what a stream was sent, or with the
-// initial_resource_versions of a reconnecting proxy, to send only what
-// differs. go-control-plane would otherwise compute them itself, marshalling
-// every resource a second time, under its cache-wide lock, at every
-// SetSnapshot of a node with a delta stream. They are content hashes
-// (cachev3.HashResource of the deterministic encoding), so a restarted or
-// another control plane gives the same resource the same version and a
-// reconnecting proxy is sent only real differences.
-func snapshotOf(m *mesh.Snapshot, r generate.Resources) (*cachev3.Snapshot, []string, error) {
-	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
+// nodeSnapshot is everything one proxy is served: one typeSet per type,
+// in typeOrder. Immutable; replaced whole when any type changes.
+type nodeSnapshot struct {
+	sets [len(typeOrder)]*typeSet
+}
+
+// set is the snapshot's resources of typeURL (nil for a type not served).
+func (n *nodeSnapshot) set(typeURL string) *typeSet {
+	if i := typeIndex(typeURL); i >= 0 {
+		return n.sets[i]
+	}
+	return nil
+}
+
+// version is the snapshot's version of typeURL ("" for a type not served).
+func (n *nodeSnapshot) version(typeURL string) string {
+	if set := n.set(typeURL); set != nil {
+		return set.version
+	}
+	return ""
+}
+
+// encoded is one resource as it goes on the wire, encoded once per mesh
+// snapshot and shared by every proxy and stream that is sent it. Read
+// only: the gRPC encoder of many streams reads it at once.
+type encoded struct {
+	name    string
+	version string // its delta version (a content hash)
+	any     *anypb.Any
+	delta   *discovery.Resource
+}
+
+// typeSet is the resources of one type as one proxy receives them,
+// shared by every proxy that receives the same (the sets are looked up by
+// content, see Server.setOf). Immutable.
+type typeSet struct {
+	typeURL string
+	// version is a digest of every resource's encoding, in order: the
+	// state-of-the-world version, and what identifies the set.
+	version string
+	names   []string // sorted, each once
+	byName  map[string]*encoded
+	anys    []*anypb.Any          // every resource, as a state-of-the-world response lists them
+	deltas  []*discovery.Resource // every resource, as a delta response lists them
+	diffs   sync.Map              // older set's version -> *setDiff, for delta pushes
+}
+
+// setDiff is what a delta response carries to a proxy that has all of an
+// older set to bring it to all of a newer one.
+type setDiff struct {
+	resources []*discovery.Resource
+	removed   []string
+}
+
+// diffFrom is what changed from old to set, both taken whole. It is
+// computed once for all the proxies that make the same step.
+func (set *typeSet) diffFrom(old *typeSet) *setDiff {
+	if d, ok := set.diffs.Load(old.version); ok {
+		return d.(*setDiff)
+	}
+	d := &setDiff{}
+	for _, e := range set.byName {
+		if o := old.byName[e.name]; o == nil || o.version != e.version {
+			d.resources = append(d.resources, e.delta)
+		}
+	}
+	slices.SortFunc(d.resources, func(a, b *discovery.Resource) int { return cmpString(a.GetName(), b.GetName()) })
+	for _, n := range old.names {
+		if set.byName[n] == nil {
+			d.removed = append(d.removed, n)
+		}
+	}
+	v, _ := set.diffs.LoadOrStore(old.version, d)
+	return v.(*setDiff)
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// has reports whether name is one of the set's resources.
+func (set *typeSet) has(name string) bool { return set != nil && set.byName[name] != nil }
+
+// setKey finds a set by content.
+type setKey struct{ typeURL, version string }
+
+// setCache finds the typeSet of some content if one is alive anywhere,
+// so proxies that receive the same resources share one set (its maps,
+// its response lists, its delta diffs), across mesh snapshots too: a
+// type that did not change keeps its very set. Entries go when the last
+// proxy lets go of their set.
+type setCache struct {
+	mu   sync.Mutex
+	sets map[setKey]weak.Pointer[typeSet]
+}
+
+func (c *setCache) get(k setKey) *typeSet {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w, ok := c.sets[k]; ok {
+		if set := w.Value(); set != nil {
+			return set
+		}
+		delete(c.sets, k)
+	}
+	return nil
+}
+
+// put stores set unless a live set of the same content got there first,
+// and returns the one to use.
+func (c *setCache) put(set *typeSet) *typeSet {
+	k := setKey{set.typeURL, set.version}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w, ok := c.sets[k]; ok {
+		if old := w.Value(); old != nil {
+			return old
+		}
+	}
+	if c.sets == nil {
+		c.sets = map[setKey]weak.Pointer[typeSet]{}
+	}
+	c.sets[k] = weak.Make(set)
+	return set
+}
+
+// prune forgets sets no proxy holds any more.
+func (c *setCache) prune() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, w := range c.sets {
+		if w.Value() == nil {
+			delete(c.sets, k)
+		}
+	}
+}
+
+// snapshotOf turns resources generated from m into a node snapshot and
+// its per-type versions (in typeOrder). Each type's version is a hash of
+// its resources, so a type whose content did not change keeps its
+// version, and its set, and is not sent again.
+func (s *Server) snapshotOf(m *mesh.Snapshot, r generate.Resources) (*nodeSnapshot, []string, error) {
 	byType := r.ByType()
-	versions := make([]string, 0, len(typeOrder))
-	for _, typ := range typeOrder {
-		items := byType[typ]
-		perName := make(map[string]string, len(items))
-		v, err := hashResources(m, items, perName)
+	snap := &nodeSnapshot{}
+	versions := make([]string, len(typeOrder))
+	for i, typ := range typeOrder {
+		set, err := s.setOf(m, typ, byType[typ])
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", typ, err)
 		}
-		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(v, items)
-		snap.VersionMap[typ] = perName
-		versions = append(versions, v)
+		snap.sets[i] = set
+		versions[i] = set.version
 	}
 	return snap, versions, nil
 }
 
-// hashResources is a short hex digest of the resources' deterministic
-// encodings, in order (generators sort them). When perName is not nil it
-// also records there each resource's delta version, by name. Each
-// resource's digests are kept for the life of m (mesh.Snapshot.Memo): a
-// resource shared by many proxies (generate's memo.go) is encoded once per
-// push, not once per proxy.
-func hashResources(m *mesh.Snapshot, items []types.Resource, perName map[string]string) (string, error) {
+// setOf is the shared set of items (generators sort them).
+func (s *Server) setOf(m *mesh.Snapshot, typeURL string, items []types.Resource) (*typeSet, error) {
+	ds := make([]*digests, len(items))
 	h := sha256.New()
-	for _, it := range items {
-		d := resourceDigest(m, it)
+	for i, it := range items {
+		d := resourceDigest(m, typeURL, it)
 		if d.err != nil {
-			return "", d.err
+			return nil, d.err
 		}
 		h.Write(d.sum[:])
-		if perName != nil {
-			perName[cachev3.GetResourceName(it)] = d.delta
-		}
+		ds[i] = d
 	}
-	return hex.EncodeToString(h.Sum(nil)[:8]), nil
+	version := hex.EncodeToString(h.Sum(nil)[:8])
+	if set := s.sets.get(setKey{typeURL, version}); set != nil {
+		return set, nil
+	}
+	set := &typeSet{
+		typeURL: typeURL,
+		version: version,
+		names:   make([]string, 0, len(ds)),
+		byName:  make(map[string]*encoded, len(ds)),
+		anys:    make([]*anypb.Any, 0, len(ds)),
+		deltas:  make([]*discovery.Resource, 0, len(ds)),
+	}
+	for _, d := range ds {
+		if set.byName[d.enc.name] != nil {
+			continue // a generator bug; the first one wins, as Envoy would keep it
+		}
+		set.byName[d.enc.name] = &d.enc
+		set.names = append(set.names, d.enc.name)
+		set.anys = append(set.anys, d.enc.any)
+		set.deltas = append(set.deltas, d.enc.delta)
+	}
+	slices.Sort(set.names)
+	return s.sets.put(set), nil
 }
 
 // digestKey keys a resource's digests in mesh.Snapshot.Memo: the resource
 // itself (a pointer), which the memo keeps alive, so it is never reused.
 type digestKey struct{ r types.Resource }
 
+// digests are a resource's encoding and hashes.
 type digests struct {
-	sum [sha256.Size]byte // of the length-prefixed encoding: our per-type versions
-	// delta is the very hash go-control-plane puts in each delta
-	// Resource.version (it computes that one apart, lazily): a different
-	// scheme in VersionMap would never match what proxies send back in
-	// initial_resource_versions, and a reconnecting proxy would be sent
-	// everything.
-	delta string
-	err   error
+	sum [sha256.Size]byte // of the length-prefixed encoding: feeds the set's version
+	enc encoded
+	err error
 }
 
-// resourceDigest is r's digests, memoized in m when m is not nil.
-func resourceDigest(m *mesh.Snapshot, r types.Resource) digests {
+// resourceDigest encodes and hashes r, once per mesh snapshot when m is
+// not nil: a resource shared by many proxies (generate's memo.go) is
+// encoded once per push, not once per proxy. The encoding is
+// deterministic, so a restarted or another control plane gives the same
+// resource the same versions, and a reconnecting delta proxy is sent only
+// real differences.
+func resourceDigest(m *mesh.Snapshot, typeURL string, r types.Resource) *digests {
 	compute := func() any {
+		name := cachev3.GetResourceName(r)
 		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
 		if err != nil {
-			return digests{err: fmt.Errorf("marshal %s: %w", cachev3.GetResourceName(r), err)}
+			return &digests{err: fmt.Errorf("marshal %s: %w", name, err)}
 		}
 		var n [8]byte
 		binary.LittleEndian.PutUint64(n[:], uint64(len(b)))
 		h := sha256.New()
 		h.Write(n[:])
 		h.Write(b)
-		d := digests{delta: cachev3.HashResource(b)}
+		any := &anypb.Any{TypeUrl: typeURL, Value: b}
+		version := cachev3.HashResource(b)
+		d := &digests{enc: encoded{
+			name:    name,
+			version: version,
+			any:     any,
+			delta:   &discovery.Resource{Name: name, Version: version, Resource: any},
+		}}
 		h.Sum(d.sum[:0])
 		return d
 	}
 	if m == nil {
-		return compute().(digests)
+		return compute().(*digests)
 	}
-	return m.Memo(digestKey{r}, compute).(digests)
+	return m.Memo(digestKey{r}, compute).(*digests)
 }

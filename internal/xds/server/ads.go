@@ -88,8 +88,8 @@ type subscription struct {
 	inflight bool
 
 	// State of the world.
-	sentSet      *typeSet      // what the last response was cut from...
-	sentWildcard bool          // ...for this subscription
+	sentSet      *typeSet // what the last response was cut from...
+	sentWildcard bool     // ...for this subscription
 	sentNames    []string
 	sentVersion  string        // version of the last response
 	ackedVersion string        // version_info of the last request: what the proxy runs
@@ -188,6 +188,7 @@ func (s *Server) runStream(ctx context.Context, st *adsStream, recv func() (adsR
 // closeStream forgets the stream and, with its proxy's last stream, the
 // proxy.
 func (s *Server) closeStream(st *adsStream) {
+	s.flight.drop(st)
 	if st.p == nil {
 		return
 	}
@@ -244,11 +245,25 @@ func (s *Server) pushStream(st *adsStream) error {
 		} else {
 			err = s.sendSotW(st, sub)
 		}
+		if errors.Is(err, errNoRoom) {
+			return nil // woken when there is room; then all types are looked at again
+		}
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// errNoRoom: a response does not fit in the bytes-in-flight bound now;
+// the stream is woken when it may (flight.go).
+var errNoRoom = errors.New("no room in flight")
+
+func ignoreNoRoom(err error) error {
+	if errors.Is(err, errNoRoom) {
+		return nil
+	}
+	return err
 }
 
 // setNames replaces sub's names with names, sorted, each once, and each
@@ -258,12 +273,12 @@ func (s *Server) pushStream(st *adsStream) error {
 func (sub *subscription) setNames(names []string, set *typeSet) {
 	names = slices.Compact(slices.Sorted(slices.Values(names)))
 	if set != nil {
-		if slices.Equal(names, set.names) {
-			sub.names = set.names
+		if setNames := set.names(); slices.Equal(names, setNames) {
+			sub.names = setNames
 			return
 		}
 		for i, n := range names {
-			if e := set.byName[n]; e != nil {
+			if e := set.get(n); e != nil {
 				names[i] = e.name
 			}
 		}
@@ -283,7 +298,7 @@ func (sub *subscription) subscribes(name string) bool {
 // whole reports whether sub takes every resource of set and nothing else
 // that could exist.
 func (sub *subscription) whole(set *typeSet) bool {
-	return sub.wildcard || sameNames(sub.names, set.names)
+	return sub.wildcard || (len(sub.names) == len(set.items) && sameNames(sub.names, set.names()))
 }
 
 // ---- State of the world ----
@@ -297,6 +312,9 @@ func (s *Server) handleSotW(st *adsStream, req *discovery.DiscoveryRequest) erro
 	st.p.recordAcked(typ, req.GetVersionInfo(), time.Now())
 	if nonce != "" && nonce != sub.nonce {
 		return nil // answers a superseded response; a newer one is on its way
+	}
+	if sub.inflight {
+		s.flight.give(st, typ)
 	}
 	sub.inflight = false
 	if err := s.subscribe(st.key, req); err != nil { // ondemand.go: proxyless clients
@@ -325,17 +343,17 @@ func (s *Server) handleSotW(st *adsStream, req *discovery.DiscoveryRequest) erro
 		sub.nacked, sub.hold = true, snap
 		return nil
 	}
-	return s.sendSotW(st, sub)
+	return ignoreNoRoom(s.sendSotW(st, sub))
 }
 
 // sotwResponse is what sub is sent of set.
 func sotwResponse(sub *subscription, set *typeSet) []*anypb.Any {
 	if sub.whole(set) {
-		return set.anys
+		return set.anys()
 	}
 	var out []*anypb.Any
 	for _, n := range sub.names {
-		if e := set.byName[n]; e != nil {
+		if e := set.get(n); e != nil {
 			out = append(out, e.any)
 		}
 	}
@@ -375,9 +393,13 @@ func (s *Server) sendSotW(st *adsStream, sub *subscription) error {
 	} else if sub.nonce != "" && sub.sentSet == set && sub.sentWildcard == sub.wildcard && sameNames(sub.sentNames, sub.names) {
 		return nil
 	}
+	resources := sotwResponse(sub, set)
+	if !s.flight.take(st, sub.typeURL, sotwSize(resources)) {
+		return errNoRoom
+	}
 	resp := &discovery.DiscoveryResponse{
 		VersionInfo: version,
-		Resources:   sotwResponse(sub, set),
+		Resources:   resources,
 		TypeUrl:     sub.typeURL,
 		Nonce:       st.nextNonce(),
 	}
@@ -439,11 +461,14 @@ func (s *Server) handleDelta(st *adsStream, req *discovery.DeltaDiscoveryRequest
 	if nonce != "" && nonce != sub.nonce {
 		return nil // answers a superseded response; a newer one is on its way
 	}
+	if sub.inflight {
+		s.flight.give(st, typ)
+	}
 	sub.inflight = false
 	if req.GetErrorDetail() != nil {
 		return nil // what it rejected is not sent again until it changes
 	}
-	return s.sendDelta(st, sub)
+	return ignoreNoRoom(s.sendDelta(st, sub))
 }
 
 // sendDelta sends what of sub's type the proxy does not have yet, and
@@ -468,15 +493,19 @@ func (s *Server) sendDelta(st *adsStream, sub *subscription) error {
 		d := set.diffFrom(sub.haveSet)
 		resources, removed = d.resources, d.removed
 	case whole && sub.overrides == nil && sub.haveSet == nil:
-		resources = set.deltas
+		resources = set.deltas()
 	default:
 		resources, removed = sub.diff(set)
 	}
 	firstWildcard := !sub.everSent && sub.wildcard
-	sub.haveSet, sub.haveWildcard, sub.haveNames, sub.overrides = set, sub.wildcard, sub.names, nil
 	if len(resources) == 0 && len(removed) == 0 && !firstWildcard {
+		sub.haveSet, sub.haveWildcard, sub.haveNames, sub.overrides = set, sub.wildcard, sub.names, nil
 		return nil
 	}
+	if !s.flight.take(st, sub.typeURL, deltaSize(resources, removed)) {
+		return errNoRoom
+	}
+	sub.haveSet, sub.haveWildcard, sub.haveNames, sub.overrides = set, sub.wildcard, sub.names, nil
 	resp := &discovery.DeltaDiscoveryResponse{
 		SystemVersionInfo: set.version,
 		Resources:         resources,
@@ -491,7 +520,7 @@ func (s *Server) sendDelta(st *adsStream, sub *subscription) error {
 
 // haveWhole reports whether the proxy had the whole of haveSet.
 func (sub *subscription) haveWhole() bool {
-	return sub.haveWildcard || sameNames(sub.haveNames, sub.haveSet.names)
+	return sub.haveWildcard || (len(sub.haveNames) == len(sub.haveSet.items) && sameNames(sub.haveNames, sub.haveSet.names()))
 }
 
 // had is the version of name the proxy has, if it has it.
@@ -499,7 +528,7 @@ func (sub *subscription) had(name string) (string, bool) {
 	if v, ok := sub.overrides[name]; ok {
 		return v, v != ""
 	}
-	e := sub.haveSet.byNameOrNil(name)
+	e := sub.haveSet.get(name)
 	if e == nil {
 		return "", false
 	}
@@ -509,13 +538,6 @@ func (sub *subscription) had(name string) (string, bool) {
 		}
 	}
 	return e.version, true
-}
-
-func (set *typeSet) byNameOrNil(name string) *encoded {
-	if set == nil {
-		return nil
-	}
-	return set.byName[name]
 }
 
 // diff is the general delta computation, resource by resource, for the
@@ -529,12 +551,12 @@ func (sub *subscription) diff(set *typeSet) ([]*discovery.Resource, []string) {
 		}
 	}
 	if sub.wildcard {
-		for _, n := range set.names {
-			add(set.byName[n])
+		for _, e := range set.items {
+			add(e)
 		}
 	} else {
 		for _, n := range sub.names {
-			if e := set.byName[n]; e != nil {
+			if e := set.get(n); e != nil {
 				add(e)
 			}
 		}
@@ -546,8 +568,8 @@ func (sub *subscription) diff(set *typeSet) ([]*discovery.Resource, []string) {
 		}
 	}
 	if sub.haveSet != nil {
-		for _, n := range sub.haveSet.names {
-			gone(n)
+		for _, e := range sub.haveSet.items {
+			gone(e.name)
 		}
 	}
 	for n := range sub.overrides {

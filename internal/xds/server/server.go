@@ -51,7 +51,11 @@ type Options struct {
 	Debounce, DebounceMax time.Duration
 	// PushConcurrency bounds how many proxies' resources are generated at once.
 	PushConcurrency int
-	Logger          *slog.Logger
+	// MaxBytesInFlight bounds the bytes of responses sent and not yet
+	// answered by their proxies, across all streams (flight.go); 0 means
+	// DefaultMaxBytesInFlight, a negative value no bound.
+	MaxBytesInFlight int64
+	Logger           *slog.Logger
 	// Metrics, when set, receives the server's Prometheus collectors.
 	Metrics prometheus.Registerer
 
@@ -83,6 +87,9 @@ func (o Options) withDefaults() Options {
 	if o.DebounceMax < o.Debounce {
 		o.DebounceMax = o.Debounce
 	}
+	if o.MaxBytesInFlight == 0 {
+		o.MaxBytesInFlight = DefaultMaxBytesInFlight
+	}
 	if o.PushConcurrency <= 0 {
 		o.PushConcurrency = DefaultPushConcurrency
 	}
@@ -109,6 +116,7 @@ type Server struct {
 	opts      Options
 	log       *slog.Logger
 	sets      setCache // the typeSets proxies hold, by content
+	flight    *flightBudget
 	streamIDs atomic.Int64
 	metrics   *metrics
 
@@ -136,6 +144,7 @@ func New(opts Options) *Server {
 		opts:    opts,
 		log:     log,
 		metrics: newMetrics(opts.Metrics),
+		flight:  newFlightBudget(opts.MaxBytesInFlight),
 		updated: make(chan struct{}, 1),
 		sem:     make(chan struct{}, opts.PushConcurrency),
 		proxies: map[string]*proxy{},

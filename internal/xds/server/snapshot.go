@@ -72,17 +72,63 @@ type encoded struct {
 
 // typeSet is the resources of one type as one proxy receives them,
 // shared by every proxy that receives the same (the sets are looked up by
-// content, see Server.setOf). Immutable.
+// content, see Server.setOf). Immutable. It is kept small, because a set
+// that holds a proxy's own resources (its inbound clusters and
+// listeners) is one per proxy: one pointer per resource, sorted by name;
+// the name list is made only when a subscription by name needs it.
 type typeSet struct {
 	typeURL string
 	// version is a digest of every resource's encoding, in order: the
 	// state-of-the-world version, and what identifies the set.
 	version string
-	names   []string // sorted, each once
-	byName  map[string]*encoded
-	anys    []*anypb.Any          // every resource, as a state-of-the-world response lists them
-	deltas  []*discovery.Resource // every resource, as a delta response lists them
-	diffs   sync.Map              // older set's version -> *setDiff, for delta pushes
+	items   []*encoded // sorted by name, each name once
+	names   func() []string
+	diffs   sync.Map // older set's version -> *setDiff, for delta pushes
+}
+
+func newTypeSet(typeURL, version string, items []*encoded) *typeSet {
+	set := &typeSet{typeURL: typeURL, version: version, items: items}
+	set.names = sync.OnceValue(func() []string {
+		names := make([]string, len(set.items))
+		for i, e := range set.items {
+			names[i] = e.name
+		}
+		return names
+	})
+	return set
+}
+
+// get is the resource called name, or nil.
+func (set *typeSet) get(name string) *encoded {
+	if set == nil {
+		return nil
+	}
+	i, ok := slices.BinarySearchFunc(set.items, name, func(e *encoded, n string) int { return cmpString(e.name, n) })
+	if !ok {
+		return nil
+	}
+	return set.items[i]
+}
+
+// has reports whether name is one of the set's resources.
+func (set *typeSet) has(name string) bool { return set.get(name) != nil }
+
+// anys lists every resource as a state-of-the-world response does.
+func (set *typeSet) anys() []*anypb.Any {
+	out := make([]*anypb.Any, len(set.items))
+	for i, e := range set.items {
+		out[i] = e.any
+	}
+	return out
+}
+
+// deltas lists every resource as a delta response does.
+func (set *typeSet) deltas() []*discovery.Resource {
+	out := make([]*discovery.Resource, len(set.items))
+	for i, e := range set.items {
+		out[i] = e.delta
+	}
+	return out
 }
 
 // setDiff is what a delta response carries to a proxy that has all of an
@@ -93,21 +139,28 @@ type setDiff struct {
 }
 
 // diffFrom is what changed from old to set, both taken whole. It is
-// computed once for all the proxies that make the same step.
+// computed once for all the proxies that make the same step (a walk of
+// both sorted lists).
 func (set *typeSet) diffFrom(old *typeSet) *setDiff {
 	if d, ok := set.diffs.Load(old.version); ok {
 		return d.(*setDiff)
 	}
 	d := &setDiff{}
-	for _, e := range set.byName {
-		if o := old.byName[e.name]; o == nil || o.version != e.version {
-			d.resources = append(d.resources, e.delta)
-		}
-	}
-	slices.SortFunc(d.resources, func(a, b *discovery.Resource) int { return cmpString(a.GetName(), b.GetName()) })
-	for _, n := range old.names {
-		if set.byName[n] == nil {
-			d.removed = append(d.removed, n)
+	i, j := 0, 0
+	for i < len(set.items) || j < len(old.items) {
+		switch {
+		case j == len(old.items) || (i < len(set.items) && set.items[i].name < old.items[j].name):
+			d.resources = append(d.resources, set.items[i].delta)
+			i++
+		case i == len(set.items) || old.items[j].name < set.items[i].name:
+			d.removed = append(d.removed, old.items[j].name)
+			j++
+		default:
+			if set.items[i].version != old.items[j].version {
+				d.resources = append(d.resources, set.items[i].delta)
+			}
+			i++
+			j++
 		}
 	}
 	v, _ := set.diffs.LoadOrStore(old.version, d)
@@ -123,9 +176,6 @@ func cmpString(a, b string) int {
 	}
 	return 0
 }
-
-// has reports whether name is one of the set's resources.
-func (set *typeSet) has(name string) bool { return set != nil && set.byName[name] != nil }
 
 // setKey finds a set by content.
 type setKey struct{ typeURL, version string }
@@ -200,11 +250,11 @@ func (s *Server) snapshotOf(m *mesh.Snapshot, r generate.Resources) (*nodeSnapsh
 	return snap, versions, nil
 }
 
-// setOf is the shared set of items (generators sort them).
-func (s *Server) setOf(m *mesh.Snapshot, typeURL string, items []types.Resource) (*typeSet, error) {
-	ds := make([]*digests, len(items))
+// setOf is the shared set of resources.
+func (s *Server) setOf(m *mesh.Snapshot, typeURL string, resources []types.Resource) (*typeSet, error) {
+	ds := make([]*digests, len(resources))
 	h := sha256.New()
-	for i, it := range items {
+	for i, it := range resources {
 		d := resourceDigest(m, typeURL, it)
 		if d.err != nil {
 			return nil, d.err
@@ -216,24 +266,15 @@ func (s *Server) setOf(m *mesh.Snapshot, typeURL string, items []types.Resource)
 	if set := s.sets.get(setKey{typeURL, version}); set != nil {
 		return set, nil
 	}
-	set := &typeSet{
-		typeURL: typeURL,
-		version: version,
-		names:   make([]string, 0, len(ds)),
-		byName:  make(map[string]*encoded, len(ds)),
-		anys:    make([]*anypb.Any, 0, len(ds)),
-		deltas:  make([]*discovery.Resource, 0, len(ds)),
+	items := make([]*encoded, len(ds))
+	for i, d := range ds {
+		items[i] = &d.enc
 	}
-	for _, d := range ds {
-		if set.byName[d.enc.name] != nil {
-			continue // a generator bug; the first one wins, as Envoy would keep it
-		}
-		set.byName[d.enc.name] = &d.enc
-		set.names = append(set.names, d.enc.name)
-		set.anys = append(set.anys, d.enc.any)
-		set.deltas = append(set.deltas, d.enc.delta)
-	}
-	slices.Sort(set.names)
+	slices.SortStableFunc(items, func(a, b *encoded) int { return cmpString(a.name, b.name) })
+	// A name twice is a generator bug; the first one wins, as Envoy would
+	// keep it.
+	items = slices.CompactFunc(items, func(a, b *encoded) bool { return a.name == b.name })
+	set := newTypeSet(typeURL, version, slices.Clip(items))
 	return s.sets.put(set), nil
 }
 

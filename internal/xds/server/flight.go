@@ -24,10 +24,18 @@ const (
 // control lets it out: when 2,000 proxies connect at once and each is
 // sent its 4 MB configuration, or a 900 KB route configuration changes,
 // all of it would sit in the control plane's memory at once, waiting for
-// proxies to read. With the bound, streams take turns: a stream whose
-// response does not fit sends it when an answer frees room (it is woken),
-// and keeps handling its proxy's requests meanwhile. When nothing is in
-// flight, any response goes, however large, so there is always progress.
+// proxies to read. With the bound, streams take turns: a stream with
+// nothing in flight whose response does not fit sends it when an answer
+// frees room (it is woken), and keeps handling its proxy's requests
+// meanwhile.
+//
+// The bound admits streams, not responses: a stream that already has a
+// response in flight may send the rest of its set, because proxies
+// (weft-proxy, Envoy) answer a response only once the set it belongs to
+// is complete — clusters are ACKed after their endpoints arrive. Holding
+// back the endpoints of a proxy whose clusters hold the room would wait
+// forever. And when nothing is in flight any response goes, however
+// large, so there is always progress.
 type flightBudget struct {
 	limit int64
 
@@ -60,12 +68,12 @@ func (b *flightBudget) take(st *adsStream, typeURL string, n int64) bool {
 	now := time.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.used > 0 && b.used+n > b.limit {
+	if !b.admittedLocked(st) && b.used > 0 && b.used+n > b.limit {
 		b.reclaimLocked(now)
-	}
-	if b.used > 0 && b.used+n > b.limit {
-		b.waiting = append(b.waiting, st)
-		return false
+		if b.used > 0 && b.used+n > b.limit {
+			b.waiting = append(b.waiting, st)
+			return false
+		}
 	}
 	k := flightKey{st, typeURL}
 	if old, ok := b.held[k]; ok {
@@ -74,6 +82,16 @@ func (b *flightBudget) take(st *adsStream, typeURL string, n int64) bool {
 	b.held[k] = flightEntry{n: n, expires: now.Add(flightExpiry)}
 	b.used += n
 	return true
+}
+
+// admittedLocked reports whether st has a response in flight.
+func (b *flightBudget) admittedLocked(st *adsStream) bool {
+	for _, typ := range typeOrder {
+		if _, ok := b.held[flightKey{st, typ}]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // give returns what st's response of typeURL held, once it is answered.

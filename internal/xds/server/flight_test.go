@@ -33,19 +33,25 @@ func TestFlightBudget(t *testing.T) {
 	if !b.take(c, resource.ClusterType, 10) || !b.take(a, resource.ListenerType, 90) {
 		t.Fatal("responses that fit were refused")
 	}
-	if b.take(a, resource.RouteType, 1) {
-		t.Fatal("a response went past the bound")
+	d := &adsStream{wake: make(chan struct{}, 1)}
+	if b.take(d, resource.RouteType, 1) {
+		t.Fatal("a new stream's response went past the bound")
+	}
+	// A stream with a response in flight completes its set.
+	if !b.take(a, resource.EndpointType, 1000) {
+		t.Fatal("the rest of an admitted stream's set was held back")
 	}
 	// An unanswered response stops counting after flightExpiry.
 	for k, e := range b.held {
 		e.expires = time.Now().Add(-time.Second)
 		b.held[k] = e
 	}
-	if !b.take(a, resource.RouteType, 1) {
+	if !b.take(d, resource.RouteType, 1) {
 		t.Fatal("expired responses still held the room")
 	}
 	b.drop(a)
 	b.drop(c)
+	b.drop(d)
 	if b.used != 0 || len(b.held) != 0 {
 		t.Fatalf("after both streams closed: used %d, held %v", b.used, b.held)
 	}

@@ -240,7 +240,16 @@ func (s *Server) snapshotOf(m *mesh.Snapshot, r generate.Resources) (*nodeSnapsh
 	snap := &nodeSnapshot{}
 	versions := make([]string, len(typeOrder))
 	for i, typ := range typeOrder {
-		set, err := s.setOf(m, typ, byType[typ])
+		var (
+			set *typeSet
+			err error
+		)
+		switch parts := partsOf(r, typ); {
+		case m != nil && len(parts.Shared) > 0:
+			set, err = s.setOfParts(m, typ, parts)
+		default:
+			set, err = s.setOf(m, typ, byType[typ])
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", typ, err)
 		}
@@ -248,6 +257,74 @@ func (s *Server) snapshotOf(m *mesh.Snapshot, r generate.Resources) (*nodeSnapsh
 		versions[i] = set.version
 	}
 	return snap, versions, nil
+}
+
+// partsOf is how r's list of typeURL was made, if r says.
+func partsOf(r generate.Resources, typeURL string) generate.Parts {
+	switch typeURL {
+	case resource.ClusterType:
+		return r.ClusterParts
+	case resource.EndpointType:
+		return r.EndpointParts
+	}
+	return generate.Parts{}
+}
+
+// sharedSetKey keys the set of a generator's shared list in
+// mesh.Snapshot.Memo: the list's first element's address and its length
+// (the memo that made the list keeps it alive as long as the snapshot).
+type sharedSetKey struct {
+	typeURL string
+	first   *types.Resource
+	n       int
+}
+
+type setOrErr struct {
+	set *typeSet
+	err error
+}
+
+// setOfParts is the set of parts.Shared merged with parts.Own. The shared
+// part's set is made once per mesh snapshot, so a proxy costs only its
+// own resources and one merge of pointers; its version is a digest of the
+// shared set's version and the own resources' digests.
+func (s *Server) setOfParts(m *mesh.Snapshot, typeURL string, parts generate.Parts) (*typeSet, error) {
+	so := m.Memo(sharedSetKey{typeURL, &parts.Shared[0], len(parts.Shared)}, func() any {
+		set, err := s.setOf(m, typeURL, parts.Shared)
+		return setOrErr{set, err}
+	}).(setOrErr)
+	if so.err != nil || len(parts.Own) == 0 {
+		return so.set, so.err
+	}
+	shared := so.set
+	own := make([]*encoded, len(parts.Own))
+	h := sha256.New()
+	h.Write([]byte(shared.version))
+	for i, it := range parts.Own {
+		d := resourceDigest(m, typeURL, it)
+		if d.err != nil {
+			return nil, d.err
+		}
+		h.Write(d.sum[:])
+		own[i] = &d.enc
+	}
+	version := hex.EncodeToString(h.Sum(nil)[:8])
+	if set := s.sets.get(setKey{typeURL, version}); set != nil {
+		return set, nil
+	}
+	slices.SortStableFunc(own, func(a, b *encoded) int { return cmpString(a.name, b.name) })
+	items := make([]*encoded, 0, len(shared.items)+len(own))
+	a, b := shared.items, own
+	for len(a) > 0 && len(b) > 0 {
+		if b[0].name < a[0].name {
+			items, b = append(items, b[0]), b[1:]
+		} else {
+			items, a = append(items, a[0]), a[1:]
+		}
+	}
+	items = append(append(items, a...), b...)
+	items = slices.CompactFunc(items, func(a, b *encoded) bool { return a.name == b.name })
+	return s.sets.put(newTypeSet(typeURL, version, slices.Clip(items))), nil
 }
 
 // setOf is the shared set of resources.

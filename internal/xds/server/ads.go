@@ -29,26 +29,33 @@ import (
 
 // StreamAggregatedResources serves a state-of-the-world ADS stream.
 func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	st := s.newStream(false)
-	return s.runStream(stream.Context(), st, func() (adsRequest, error) {
-		req, err := stream.Recv()
-		if err != nil {
-			return nil, err
-		}
-		return sotwRequest{req}, nil
-	}, func(r any) error { return stream.Send(r.(*discovery.DiscoveryResponse)) })
+	return serveADS[*discovery.DiscoveryRequest, *discovery.DiscoveryResponse](s, stream, false,
+		func(r *discovery.DiscoveryRequest) adsRequest { return sotwRequest{r} })
 }
 
 // DeltaAggregatedResources serves an incremental ADS stream.
 func (s *Server) DeltaAggregatedResources(stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
-	st := s.newStream(true)
+	return serveADS[*discovery.DeltaDiscoveryRequest, *discovery.DeltaDiscoveryResponse](s, stream, true,
+		func(r *discovery.DeltaDiscoveryRequest) adsRequest { return deltaRequest{r} })
+}
+
+// adsServerStream is what both ADS stream kinds have.
+type adsServerStream[Req, Resp any] interface {
+	Context() context.Context
+	Recv() (Req, error)
+	Send(Resp) error
+}
+
+// serveADS runs one stream of either kind.
+func serveADS[Req, Resp any](s *Server, stream adsServerStream[Req, Resp], delta bool, wrap func(Req) adsRequest) error {
+	st := s.newStream(delta)
 	return s.runStream(stream.Context(), st, func() (adsRequest, error) {
 		req, err := stream.Recv()
 		if err != nil {
 			return nil, err
 		}
-		return deltaRequest{req}, nil
-	}, func(r any) error { return stream.Send(r.(*discovery.DeltaDiscoveryResponse)) })
+		return wrap(req), nil
+	}, func(r any) error { return stream.Send(r.(Resp)) })
 }
 
 // adsRequest is a request of either kind.

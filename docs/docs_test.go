@@ -22,6 +22,11 @@ import (
 // block that shows a mistake: it must produce at least one error.
 const invalidMarker = "<!-- invalid -->"
 
+// meshConfigMarker, in the same place, marks a block that is an Istio mesh
+// config (weft serve --mesh-config), not resources: it must parse with
+// config.ParseMeshConfig.
+const meshConfigMarker = "<!-- mesh-config -->"
+
 // minBlocks guards against the test passing because it found nothing (a
 // renamed file, a changed fence style).
 const minBlocks = 12
@@ -41,6 +46,7 @@ type block struct {
 	file    string // as reported: docs/configuration.md, README.md
 	line    int    // 1-based line of the opening fence
 	invalid bool   // preceded by invalidMarker
+	mesh    bool   // preceded by meshConfigMarker
 	body    []byte
 }
 
@@ -75,7 +81,7 @@ func extractBlocks(file string, data []byte) ([]block, error) {
 		}
 		if m := openFence.FindStringSubmatch(line); m != nil {
 			indent = m[1]
-			cur = &block{file: file, line: n, invalid: lastText == invalidMarker}
+			cur = &block{file: file, line: n, invalid: lastText == invalidMarker, mesh: lastText == meshConfigMarker}
 			continue
 		}
 		if t := strings.TrimSpace(line); t != "" {
@@ -149,6 +155,12 @@ func checkBlock(t *testing.T, b block) {
 		t.Errorf("%s: empty ```yaml block", b)
 		return
 	}
+	if b.mesh {
+		if _, _, err := config.ParseMeshConfig(b.String(), b.body); err != nil {
+			t.Errorf("%s: mesh config does not parse: %v", b, err)
+		}
+		return
+	}
 	// Name the file after the block so every diagnostic points at it.
 	snap := config.NewStore(config.Options{}).Load(map[string][]byte{b.String(): b.body})
 	var errs []string
@@ -159,7 +171,7 @@ func checkBlock(t *testing.T, b block) {
 	}
 	resources := len(snap.VirtualServices) + len(snap.DestinationRules) + len(snap.ServiceEntries) + len(snap.WorkloadEntries) +
 		len(snap.PeerAuthentications) + len(snap.AuthorizationPolicies) + len(snap.RequestAuthentications) +
-		len(snap.WorkloadGroups) + len(snap.Sidecars)
+		len(snap.WorkloadGroups) + len(snap.Sidecars) + len(snap.Telemetries)
 	switch {
 	case b.invalid && len(errs) == 0:
 		t.Errorf("%s: block is marked %s but loads without errors (%d resources)", b, invalidMarker, resources)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/controlplane"
 	"weft.dev/weft/internal/mesh"
 )
@@ -21,6 +22,7 @@ func newServeCmd() *cobra.Command {
 		inj            injectionFlags
 		outboundPolicy string
 		egressScope    string
+		meshConfigFile string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--config DIR] [--kubeconfig FILE | --in-cluster] [--consul ADDR]",
@@ -57,6 +59,16 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 				return fmt.Errorf("--default-egress-scope: %w", err)
 			}
 			o.Logger = log
+			if meshConfigFile != "" {
+				mc, warns, err := config.LoadMeshConfig(meshConfigFile)
+				if err != nil {
+					return fmt.Errorf("--mesh-config: %w", err)
+				}
+				for _, w := range warns {
+					log.Warn("mesh config", "warning", w.Error())
+				}
+				o.MeshConfig = mc
+			}
 			if err := regs.apply(&o, log); err != nil {
 				return err
 			}
@@ -94,6 +106,7 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 	f.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "cluster domain used to expand short host names")
 	f.StringVar(&o.RootNamespace, "root-namespace", "istio-system", "namespace whose PeerAuthentication, AuthorizationPolicy and RequestAuthentication without a selector apply to the whole mesh")
 	f.StringVar(&egressScope, "default-egress-scope", string(mesh.EgressScopeMesh), "what a proxy without a Sidecar resource is sent: mesh (every service, as Istio) or namespace (the services of its namespace and of the root namespace, and what their VirtualServices route to)")
+	f.StringVar(&meshConfigFile, "mesh-config", "", "Istio mesh config file (MeshConfig YAML, as the istio ConfigMap's \"mesh\" key): Weft reads extensionProviders, defaultProviders and accessLogFile/accessLogFormat/accessLogEncoding, once at start (docs/observability.md)")
 	f.StringVar(&outboundPolicy, "outbound-traffic-policy", string(mesh.AllowAny), "what captured sidecars do with traffic to destinations outside the registry: ALLOW_ANY forwards it to where it was going (PassthroughCluster), REGISTRY_ONLY refuses it (BlackHoleCluster), as Istio's outboundTrafficPolicy.mode")
 	f.DurationVar(&o.JWKSRefresh, "jwks-refresh-interval", 20*time.Minute, "how often the JWT keys of a RequestAuthentication's jwksUri are fetched again")
 	f.DurationVar(&o.Debounce, "debounce", 0, "quiet period before a config change is pushed (0 = default 100ms)")

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 )
 
 // MaxFileSize is the largest config file Weft reads (4 MiB). Kubernetes
@@ -34,8 +35,14 @@ const securityGroup = "security.istio.io"
 
 var securityVersions = map[string]bool{"v1": true, "v1beta1": true}
 
+// telemetryGroup is the API group of Telemetry; telemetryVersions share
+// the istio.io/api telemetry types (v1 is an alias of v1alpha1).
+const telemetryGroup = "telemetry.istio.io"
+
+var telemetryVersions = map[string]bool{"v1": true, "v1alpha1": true}
+
 // supportedKinds names the kinds Weft loads, for messages.
-const supportedKinds = "VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication"
+const supportedKinds = "VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry"
 
 // newSpec returns an empty spec message for a kind Weft loads, or nil.
 func newSpec(k Kind) proto.Message {
@@ -58,6 +65,8 @@ func newSpec(k Kind) proto.Message {
 		return &security.AuthorizationPolicy{}
 	case KindRequestAuthentication:
 		return &security.RequestAuthentication{}
+	case KindTelemetry:
+		return &telemetry.Telemetry{}
 	}
 	return nil
 }
@@ -69,6 +78,8 @@ func checkAPIVersion(k Kind, apiVersion string) (ok bool, want string) {
 	switch k {
 	case KindPeerAuthentication, KindAuthorizationPolicy, KindRequestAuthentication:
 		return group == securityGroup && securityVersions[version], securityGroup + "/v1 or v1beta1"
+	case KindTelemetry:
+		return group == telemetryGroup && telemetryVersions[version], telemetryGroup + "/v1 or v1alpha1"
 	}
 	return group == apiGroup && apiVersions[version], apiGroup + "/v1, v1beta1 or v1alpha3"
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 )
 
 // MaxDiagnosticsPerFile caps how many diagnostics one file contributes to
@@ -308,6 +309,8 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 			snap.AuthorizationPolicies = append(snap.AuthorizationPolicies, &AuthorizationPolicy{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *security.RequestAuthentication:
 			snap.RequestAuthentications = append(snap.RequestAuthentications, &RequestAuthentication{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *telemetry.Telemetry:
+			snap.Telemetries = append(snap.Telemetries, &Telemetry{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		}
 	}
 	sortResources(snap.VirtualServices)
@@ -319,6 +322,7 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 	sortResources(snap.PeerAuthentications)
 	sortResources(snap.AuthorizationPolicies)
 	sortResources(snap.RequestAuthentications)
+	sortResources(snap.Telemetries)
 	return snap
 }
 
@@ -690,7 +694,8 @@ func sameContent(a, b *Snapshot) bool {
 		sameResources(a.Sidecars, b.Sidecars) &&
 		sameResources(a.PeerAuthentications, b.PeerAuthentications) &&
 		sameResources(a.AuthorizationPolicies, b.AuthorizationPolicies) &&
-		sameResources(a.RequestAuthentications, b.RequestAuthentications)
+		sameResources(a.RequestAuthentications, b.RequestAuthentications) &&
+		sameResources(a.Telemetries, b.Telemetries)
 }
 
 func sameResources[T proto.Message](a, b []*Resource[T]) bool {

@@ -1,6 +1,7 @@
 // Package config loads Istio networking resources (VirtualService,
-// DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar) and security resources
-// (PeerAuthentication, AuthorizationPolicy, RequestAuthentication) from
+// DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar), security resources
+// (PeerAuthentication, AuthorizationPolicy, RequestAuthentication) and
+// Telemetry (telemetry.istio.io) from
 // multi-document YAML into istio.io/api types, validates them, and keeps the last good version of
 // each resource so one bad document never takes good config down with it.
 // Its output is an immutable Snapshot; nothing downstream parses YAML.
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 )
 
 // Kind is a resource kind as written in YAML.
@@ -30,6 +32,8 @@ const (
 	KindPeerAuthentication    Kind = "PeerAuthentication"
 	KindAuthorizationPolicy   Kind = "AuthorizationPolicy"
 	KindRequestAuthentication Kind = "RequestAuthentication"
+
+	KindTelemetry Kind = "Telemetry"
 )
 
 // Meta identifies a resource and where it was read from.
@@ -84,6 +88,10 @@ type (
 	PeerAuthentication    = Resource[*security.PeerAuthentication]
 	AuthorizationPolicy   = Resource[*security.AuthorizationPolicy]
 	RequestAuthentication = Resource[*security.RequestAuthentication]
+
+	// Telemetry is telemetry.istio.io Telemetry (v1 and v1alpha1 share
+	// this type): access logging, tracing and metrics settings.
+	Telemetry = Resource[*telemetry.Telemetry]
 )
 
 // Snapshot is an immutable, versioned set of the resources in force. Each
@@ -105,6 +113,9 @@ type Snapshot struct {
 	PeerAuthentications    []*PeerAuthentication
 	AuthorizationPolicies  []*AuthorizationPolicy
 	RequestAuthentications []*RequestAuthentication
+	// Telemetries configure access logs, tracing and metrics (mesh-wide
+	// in the root namespace, namespace-wide, or per workload selector).
+	Telemetries []*Telemetry
 	// Diagnostics are the errors and warnings of the load that produced
 	// this snapshot, sorted by file, document, path.
 	Diagnostics []Diagnostic

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 )
 
 // issues collects the problems found in one document's spec; the store
@@ -69,6 +70,8 @@ func validateResource(ns string, spec proto.Message) issues {
 		validateAuthorizationPolicy(&is, s)
 	case *security.RequestAuthentication:
 		validateRequestAuthentication(&is, s)
+	case *telemetry.Telemetry:
+		validateTelemetry(&is, s)
 	}
 	return is
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	meshconfig "istio.io/api/mesh/v1alpha1"
 
 	"weft.dev/weft/internal/ca"
 	"weft.dev/weft/internal/config"
@@ -79,6 +80,10 @@ type Options struct {
 	// EgressScope is what a proxy without a Sidecar resource is sent; ""
 	// means mesh.EgressScopeMesh (every service).
 	EgressScope mesh.EgressScope
+	// MeshConfig is Istio's mesh config (config.LoadMeshConfig): the
+	// telemetry providers Telemetry resources name. nil means
+	// config.DefaultMeshConfig(). Not modified after New.
+	MeshConfig *meshconfig.MeshConfig
 	// JWKSRefresh is how often the JWT keys of jwksUri are fetched again;
 	// 0 means jwks.DefaultRefresh (20m, as Istio).
 	JWKSRefresh time.Duration
@@ -366,7 +371,8 @@ func (c *ControlPlane) publish(cfg *config.Snapshot) {
 // meshOptions are the settings every mesh snapshot is built with.
 func (c *ControlPlane) meshOptions() mesh.Options {
 	return mesh.Options{DomainSuffix: c.opts.DomainSuffix, RootNamespace: c.opts.RootNamespace, TrustDomain: c.ca.TrustDomain(), JWKS: c.jwks.Keys(),
-		OutboundTrafficPolicy: c.opts.OutboundTrafficPolicy, EgressScope: c.opts.EgressScope}
+		OutboundTrafficPolicy: c.opts.OutboundTrafficPolicy, EgressScope: c.opts.EgressScope,
+		MeshConfig: c.opts.MeshConfig}
 }
 
 // jwtSources lists the key sources of the JWT rules in force that do not

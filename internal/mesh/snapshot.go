@@ -16,6 +16,8 @@ import (
 	"sort"
 	"sync"
 
+	meshconfig "istio.io/api/mesh/v1alpha1"
+
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/jwks"
 	"weft.dev/weft/internal/registry"
@@ -46,6 +48,10 @@ type Options struct {
 	// EgressScope is what a proxy without a Sidecar is sent; "" means
 	// EgressScopeMesh (every service).
 	EgressScope EgressScope
+	// MeshConfig is Istio's mesh config as `weft serve --mesh-config`
+	// read it (config.ParseMeshConfig): the telemetry providers. nil
+	// means config.DefaultMeshConfig(). Not modified after Build.
+	MeshConfig *meshconfig.MeshConfig
 }
 
 // OutboundTrafficPolicy is Istio's MeshConfig outboundTrafficPolicy.mode.
@@ -96,6 +102,9 @@ type Snapshot struct {
 	// Scopes says which services each proxy is sent (Sidecar resources,
 	// EgressScope).
 	Scopes *ScopeIndex
+	// Telemetry finds the Telemetry resources of a workload and resolves
+	// them against the mesh config's providers (MeshConfig()).
+	Telemetry *TelemetryIndex
 
 	memo sync.Map // Memo's values, by key
 }
@@ -167,6 +176,7 @@ func Build(cfg *config.Snapshot, reg *registry.Snapshot, opts Options) *Snapshot
 		Authz:        newAuthzIndex(cfg.AuthorizationPolicies, rootNS),
 		RequestAuthn: newRequestAuthnIndex(cfg.RequestAuthentications, rootNS),
 		Keys:         &KeyIndex{fetched: opts.JWKS},
+		Telemetry:    newTelemetryIndex(cfg.Telemetries, rootNS, opts.MeshConfig),
 	}
 	s.Scopes = newScopeIndex(s, cfg.Sidecars, opts.EgressScope)
 	return s

@@ -34,6 +34,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"weft.dev/weft/internal/proxy/accesslog"
 	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/filter/rbac"
@@ -86,6 +87,9 @@ type Dataplane struct {
 	filters     filter.Registry // the HTTP filters, with this proxy's metrics and logger
 
 	listenerStats *listenerStats // envoy_listener_* (serve.go)
+	// accessLogs are the access log files the connection managers write,
+	// shared across configurations; closed by Close.
+	accessLogs *accesslog.Sinks
 
 	rt    atomic.Pointer[runtime] // never nil after New
 	ready atomic.Bool
@@ -150,6 +154,9 @@ func New(opts Options) (*Dataplane, error) {
 		Name: "weft_proxy_listeners_draining",
 		Help: "Listeners removed by an update that still serve while clients learn of the change.",
 	}, func() float64 { return float64(d.drainingCount.Load()) })); err != nil {
+		return nil, fmt.Errorf("dataplane: metrics: %w", err)
+	}
+	if d.accessLogs, err = accesslog.NewSinks(accesslog.SinksOptions{Registerer: reg, Logger: d.log}); err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
 	rbacStats, err := rbac.NewStats(reg)
@@ -343,6 +350,7 @@ func (d *Dataplane) Close(ctx context.Context) error {
 	}
 	d.retired = nil
 	d.mu.Unlock()
+	d.accessLogs.Close() // every request has ended: write what is queued
 	if forced.Load() {
 		return ctx.Err()
 	}

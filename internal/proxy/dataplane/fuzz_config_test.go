@@ -55,6 +55,7 @@ func FuzzConfigToProxy(f *testing.F) {
 				if rt, err = d.translate(r, nil); err == nil {
 					closeRuntime(rt)
 				}
+				d.Close(t.Context()) // its access log writers, if the config has access logs
 			}
 			if err != nil {
 				t.Fatalf("proxy %s would NACK config the control plane put in force: %v\nin force:%s", id.WorkloadName, err, inForce(snap))

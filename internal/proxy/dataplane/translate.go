@@ -19,6 +19,7 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/proto"
 
+	"weft.dev/weft/internal/proxy/accesslog"
 	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/filter/cors"
@@ -383,6 +384,13 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 	}
 	if cc.http.ForwardClientCert, cc.http.ClientCertDetails, err = clientCertConfig(&m); err != nil {
 		return nil, fmt.Errorf("%s.%w", where, err)
+	}
+	for i, al := range m.GetAccessLog() {
+		lg, err := accesslog.Parse(al, d.accessLogs)
+		if err != nil {
+			return nil, fmt.Errorf("%s.access_log[%d] (%s).%w", where, i, al.GetName(), err)
+		}
+		cc.http.AccessLogs = append(cc.http.AccessLogs, lg)
 	}
 	switch rs := m.GetRouteSpecifier().(type) {
 	case *hcm.HttpConnectionManager_Rds:

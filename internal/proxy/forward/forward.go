@@ -32,6 +32,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"weft.dev/weft/internal/proxy/accesslog"
 	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/route"
@@ -128,6 +129,10 @@ type Listener struct {
 	ForwardClientCert ForwardClientCert
 	ClientCertDetails ClientCertDetails
 
+	// AccessLogs are the connection manager's access_log entries, each
+	// given every finished request (accesslog.go).
+	AccessLogs []*accesslog.Logger
+
 	filters []httpFilter // http_filters but the router, in order (filters.go)
 }
 
@@ -154,6 +159,11 @@ type request struct {
 	// hostDst: dst names a destination outside the mesh by the request's
 	// Host (passthroughDst); the endpoint does not relabel it.
 	hostDst bool
+	// bytesSent counts the response body bytes written downstream.
+	bytesSent int64
+	// alog is what only the access logs need; nil when the listener has
+	// none (accesslog.go).
+	alog *accessLogState
 }
 
 // Serve handles one downstream request that arrived on l over the
@@ -173,6 +183,9 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	} else {
 		q.src = f.self
 	}
+	if len(l.AccessLogs) > 0 {
+		q.alog = newAccessLogState(w, r, l)
+	}
 	defer f.recordRequest(&q)
 	f.mutateXFCC(r.Header, l, ds)
 
@@ -182,6 +195,9 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	var re *route.Entry
 	if tab != nil {
 		re = tab.Route(r)
+	}
+	if q.alog != nil && re != nil {
+		q.alog.route = re.Name
 	}
 	if re == nil {
 		localReply(w, &q, http.StatusNotFound, "", "NR")
@@ -248,10 +264,14 @@ func (f *Forwarder) recordRequest(q *request) {
 	if fs := q.reply.fs; fs != nil && len(fs.ResponseFlags()) > 0 {
 		flags = joinFlags(append(strings.Split(flags, ","), fs.ResponseFlags()...)...) // DI
 	}
+	d := time.Since(q.start)
 	f.metrics.Record(telemetry.Key{
 		Src: q.src, Dst: q.dst, Sec: q.sec, Inbound: q.inbound, GRPC: q.grpc,
 		Code: q.code, GRPCCode: q.grpcCode, Flags: flags,
-	}, float64(time.Since(q.start).Microseconds())/1000)
+	}, float64(d.Microseconds())/1000)
+	if q.alog != nil {
+		q.alog.log(q, flags, d)
+	}
 }
 
 // pickEndpoint chooses the endpoint of one attempt. tried lists the
@@ -375,7 +395,11 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		}
 	}
 	if _, ok := out.Header["X-Request-Id"]; !ok {
-		out.Header["X-Request-Id"] = []string{newRequestID()}
+		id := []string{newRequestID()}
+		out.Header["X-Request-Id"] = id
+		if q.alog != nil {
+			q.alog.requestID = id // the access log shows the id the upstream got, as Envoy's
+		}
 	}
 	if l.Outbound {
 		out.Header[telemetry.HeaderPeerMetadata] = f.peerMetadata
@@ -415,6 +439,9 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		}
 		ep = next
 		tried = append(tried, ep)
+		if q.alog != nil {
+			q.alog.upstream(c, ep)
+		}
 		if !l.Inbound && !q.hostDst {
 			q.dst = ep.Dst()
 		}
@@ -498,6 +525,9 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		case res.out == outcomePerTryTimeout:
 			localReply(w, q, http.StatusGatewayTimeout, bodyTimeout, joinFlags("UT", urx))
 		case res.out == outcomeConnectFailure:
+			if q.alog != nil {
+				q.alog.failure = res.err.Error()
+			}
 			localReply(w, q, http.StatusServiceUnavailable, bodyConnectFailure, joinFlags("UF", urx))
 		default:
 			localReply(w, q, http.StatusServiceUnavailable, bodyConnectReset, joinFlags("UC", urx))
@@ -517,6 +547,9 @@ func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, r
 	h := w.Header()
 	copyResponseHeaders(h, resp.Header)
 	q.code = resp.StatusCode
+	if q.alog != nil {
+		q.alog.viaUpstream = true
+	}
 	w.WriteHeader(resp.StatusCode)
 
 	streaming := resp.ContentLength < 0 || q.grpc
@@ -527,6 +560,7 @@ func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, r
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
+			q.bytesSent += int64(n)
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				q.flags = "DC"
 				return
@@ -675,7 +709,8 @@ func localReplyGRPC(w http.ResponseWriter, q *request, code int, grpcStatus, bod
 	}
 	q.reply.apply(h)
 	w.WriteHeader(code)
-	io.WriteString(w, body)
+	n, _ := io.WriteString(w, body)
+	q.bytesSent += int64(n)
 }
 
 // grpcStatusFor maps an HTTP status to a gRPC code as Envoy does.

@@ -3,6 +3,7 @@ package contract
 import (
 	"slices"
 
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
@@ -55,6 +56,7 @@ var typedConfigs = []proto.Message{
 	(*tcpproxyv3.TcpProxy)(nil),                           // network filter of captured TCP and passthrough chains
 	(*originaldstv3.OriginalDst)(nil),                     // listener filter of the virtual listeners
 	(*httpinspectorv3.HttpInspector)(nil),                 // listener filter of the virtual listeners
+	(*filev3.FileAccessLog)(nil),                          // connection managers' access_log (Telemetry accessLogging)
 }
 
 // TypedConfigURLs returns, sorted, the type URLs of every message the

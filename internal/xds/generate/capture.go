@@ -144,7 +144,7 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 		fc := &listener.FilterChain{
 			Name:             name,
 			FilterChainMatch: &listener.FilterChainMatch{DestinationPort: wrapperspb.UInt32(port)},
-			Filters: []*listener.Filter{hcmFilter(&hcm.HttpConnectionManager{
+			Filters: []*listener.Filter{hcmFilter(withAccessLogs(s, &hcm.HttpConnectionManager{
 				StatPrefix: name,
 				CodecType:  hcm.HttpConnectionManager_AUTO,
 				RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
@@ -152,7 +152,7 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 					RouteConfigName: rc.Name,
 				}},
 				HttpFilters: append(faultFilters(), routerFilters()...),
-			})},
+			}, id.Namespace, id.Labels, mesh.ModeClient))},
 		}
 		withCORSFilter(&listener.Listener{FilterChains: []*listener.FilterChain{fc}}, rc) // rewrites fc's connection manager
 		hcmChains[port] = fc

@@ -67,7 +67,7 @@ func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
 	if id.Captured() {
 		r.Listeners, r.Routes, local = captured(s, id)
 	} else {
-		if l := outboundListener(id); l != nil {
+		if l := outboundListener(s, id); l != nil {
 			// The http_proxy route configuration exists exactly when a listener
 			// refers to it, so the set stays consistent.
 			rc := sharedOutboundRoutes(s, id)

@@ -26,7 +26,7 @@ import (
 // outboundListener is the proxy's outbound HTTP listener at
 // id.OutboundAddress, routing by Host/:authority through RDS http_proxy; nil
 // when the proxy has no (or an unparsable) outbound address.
-func outboundListener(id contract.Identity) *listener.Listener {
+func outboundListener(s *mesh.Snapshot, id contract.Identity) *listener.Listener {
 	if id.OutboundAddress == "" {
 		return nil
 	}
@@ -44,6 +44,7 @@ func outboundListener(id contract.Identity) *listener.Listener {
 		}},
 		HttpFilters: append(faultFilters(), routerFilters()...), // resilience.go: fault before the router
 	}
+	withAccessLogs(s, m, id.Namespace, id.Labels, mesh.ModeClient)
 	return httpListener(name, ip, port, core.TrafficDirection_OUTBOUND, m)
 }
 
@@ -136,7 +137,7 @@ func inboundListener(s *mesh.Snapshot, id contract.Identity, w workload, name, i
 // identity forwarded to the application.
 func inboundHCM(s *mesh.Snapshot, w workload, name string, port uint32) *hcm.HttpConnectionManager {
 	cluster := contract.ClusterName(contract.Inbound, port, "", "")
-	return &hcm.HttpConnectionManager{
+	return withAccessLogs(s, &hcm.HttpConnectionManager{
 		StatPrefix: "inbound_" + name,
 		CodecType:  hcm.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcm.HttpConnectionManager_RouteConfig{RouteConfig: &route.RouteConfiguration{
@@ -156,7 +157,7 @@ func inboundHCM(s *mesh.Snapshot, w workload, name string, port uint32) *hcm.Htt
 		SetCurrentClientCertDetails: &hcm.HttpConnectionManager_SetCurrentClientCertDetails{
 			Subject: wrapperspb.Bool(true), Dns: true, Uri: true,
 		},
-	}
+	}, w.namespace, w.labels, mesh.ModeServer)
 }
 
 // inboundChains returns the listener filters and filter chains of an

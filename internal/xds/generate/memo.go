@@ -50,6 +50,9 @@ type outboundKey struct {
 	ns       string
 	labels   string // "" unless a VirtualService matches on sourceLabels
 	captured bool
+	// telemetry names the Telemetry resources that apply (their access
+	// logs are in the virtual outbound listener's connection managers).
+	telemetry string
 }
 
 type sourceLabelsKey struct{}
@@ -164,7 +167,8 @@ func localityKey(s *mesh.Snapshot, id contract.Identity, host string, port uint3
 }
 
 func keyOf(s *mesh.Snapshot, id contract.Identity) outboundKey {
-	k := outboundKey{vis: s.Scopes.For(id.Namespace, id.Labels), ns: id.Namespace, captured: id.Captured()}
+	k := outboundKey{vis: s.Scopes.For(id.Namespace, id.Labels), ns: id.Namespace, captured: id.Captured(),
+		telemetry: s.Telemetry.For(id.Namespace, id.Labels).Key()}
 	if usesSourceLabels(s) {
 		k.labels = labelsKey(id.Labels)
 	}

@@ -1,0 +1,240 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
+	meshconfig "istio.io/api/mesh/v1alpha1"
+
+	"weft.dev/weft/internal/proxy/accesslog"
+)
+
+// Mesh config.
+//
+// Istio keeps mesh-wide settings in a MeshConfig (the "mesh" key of the
+// istio ConfigMap, istiod's --meshConfig file). Weft reads the same YAML
+// document from `weft serve --mesh-config FILE`, once at start, into
+// istio.io/api's MeshConfig, and uses what the Telemetry API needs of it:
+// extensionProviders, defaultProviders, and the legacy access log fields
+// (accessLogFile, accessLogFormat, accessLogEncoding). Other fields are
+// accepted (an Istio mesh config loads unchanged) and reported as not read
+// by Weft: several of them have a `weft serve` flag instead.
+
+// BuiltinAccessLogProvider is Istio's built-in access log provider, an
+// envoyFileAccessLog to /dev/stdout whose format comes from the mesh
+// config's accessLogFormat and accessLogEncoding.
+const BuiltinAccessLogProvider = "envoy"
+
+// meshConfigRead are the MeshConfig fields Weft reads (JSON names).
+var meshConfigRead = map[string]bool{
+	"extensionProviders": true, "defaultProviders": true,
+	"accessLogFile": true, "accessLogFormat": true, "accessLogEncoding": true,
+}
+
+// meshConfigFlags names the `weft serve` flag that replaces a MeshConfig
+// field Weft does not read.
+var meshConfigFlags = map[string]string{
+	"rootNamespace":         "--root-namespace",
+	"trustDomain":           "--trust-domain",
+	"outboundTrafficPolicy": "--outbound-traffic-policy",
+}
+
+// DefaultMeshConfig is Istio's default MeshConfig as far as Weft reads it:
+// the built-in "envoy" access log provider, no default providers, text
+// access logs.
+func DefaultMeshConfig() *meshconfig.MeshConfig {
+	return &meshconfig.MeshConfig{
+		DefaultProviders: &meshconfig.MeshConfig_DefaultProviders{},
+		ExtensionProviders: []*meshconfig.MeshConfig_ExtensionProvider{{
+			Name: BuiltinAccessLogProvider,
+			Provider: &meshconfig.MeshConfig_ExtensionProvider_EnvoyFileAccessLog{
+				EnvoyFileAccessLog: &meshconfig.MeshConfig_ExtensionProvider_EnvoyFileAccessLogProvider{Path: "/dev/stdout"},
+			},
+		}},
+	}
+}
+
+// LoadMeshConfig reads a mesh config file (see ParseMeshConfig).
+func LoadMeshConfig(path string) (*meshconfig.MeshConfig, []Diagnostic, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mesh config: %w", err)
+	}
+	return ParseMeshConfig(path, data)
+}
+
+// ParseMeshConfig decodes one MeshConfig YAML document read from file and
+// applies it to DefaultMeshConfig as Istio's ApplyMeshConfig does: fields
+// written replace the defaults, extensionProviders are added to the
+// built-in ones (one of the same name replaces it). The error lists every
+// problem, each with file, line and field path; warnings name the fields
+// Weft does not read. The result is the caller's and is never modified
+// afterwards by this package.
+func ParseMeshConfig(file string, data []byte) (*meshconfig.MeshConfig, []Diagnostic, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		line, msg := yamlErrorLine(err)
+		d := Diagnostic{Severity: SeverityError, Code: CodeInvalidYAML, File: file, Line: line, Message: "invalid YAML: " + msg}
+		return nil, nil, errors.New(d.Error())
+	}
+	user := &meshconfig.MeshConfig{}
+	dec := &yamlDecoder{pos: Positions{}}
+	var warns []Diagnostic
+	if root.Kind != 0 && len(root.Content) > 0 && !isNull(root.Content[0]) {
+		n := root.Content[0]
+		if n.Kind != yaml.MappingNode {
+			d := Diagnostic{Severity: SeverityError, Code: CodeInvalidField, File: file, Line: n.Line, Message: "a mesh config must be a mapping of MeshConfig fields, got " + describe(n)}
+			return nil, nil, errors.New(d.Error())
+		}
+		dec.message(n, "", user.ProtoReflect())
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i]
+			if meshConfigRead[key.Value] || user.ProtoReflect().Descriptor().Fields().ByJSONName(key.Value) == nil && user.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(key.Value)) == nil {
+				continue // read, or unknown (the decoder reported it)
+			}
+			msg := fmt.Sprintf("%s is not read by Weft and has no effect", key.Value)
+			if f := meshConfigFlags[key.Value]; f != "" {
+				msg += fmt.Sprintf(" (use weft serve %s)", f)
+			}
+			warns = append(warns, Diagnostic{Severity: SeverityWarning, Code: CodeInvalidValue, File: file, Line: key.Line, Column: key.Column, Path: key.Value, Message: msg})
+		}
+	}
+	var errs []string
+	for _, e := range dec.errs {
+		pos := dec.pos.Lookup(e.path)
+		errs = append(errs, Diagnostic{Severity: SeverityError, Code: CodeInvalidField, File: file, Line: pos.Line, Column: pos.Column, Path: e.path, Message: e.msg}.Error())
+	}
+	var is issues
+	validateMeshConfig(&is, user)
+	for _, d := range is {
+		pos := dec.pos.Lookup(d.Path)
+		d.File, d.Line, d.Column = file, pos.Line, pos.Column
+		if d.Code == "" {
+			d.Code = CodeInvalidValue
+		}
+		if d.Severity == SeverityError {
+			errs = append(errs, d.Error())
+		} else {
+			warns = append(warns, d)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, warns, fmt.Errorf("mesh config: %s", strings.Join(errs, "; "))
+	}
+	return applyMeshConfig(user), warns, nil
+}
+
+// applyMeshConfig lays user over DefaultMeshConfig.
+func applyMeshConfig(user *meshconfig.MeshConfig) *meshconfig.MeshConfig {
+	out := DefaultMeshConfig()
+	defaults := out.ExtensionProviders
+	proto.Merge(out, user)
+	out.ExtensionProviders = defaults
+	for _, p := range user.GetExtensionProviders() {
+		replaced := false
+		for i, d := range out.ExtensionProviders {
+			if d.GetName() == p.GetName() {
+				out.ExtensionProviders[i], replaced = p, true
+			}
+		}
+		if !replaced {
+			out.ExtensionProviders = append(out.ExtensionProviders, p)
+		}
+	}
+	if user.GetDefaultProviders() != nil {
+		out.DefaultProviders = user.GetDefaultProviders()
+	}
+	return out
+}
+
+// validateMeshConfig is what Istio's ValidateMeshConfig checks of the
+// fields Weft reads, and Weft's check of the access log formats (the
+// proxy must be able to render them).
+func validateMeshConfig(is *issues, mc *meshconfig.MeshConfig) {
+	seen := map[string]bool{}
+	for i, p := range mc.GetExtensionProviders() {
+		path := fmt.Sprintf("extensionProviders[%d]", i)
+		switch {
+		case p.GetName() == "":
+			is.errf(path+".name", "an extension provider needs a name")
+		case seen[p.GetName()]:
+			is.errf(path+".name", "extension provider %q is defined twice", p.GetName())
+		}
+		seen[p.GetName()] = true
+		if p.GetProvider() == nil {
+			is.errf(path, "extension provider %q sets no provider type (e.g. envoyFileAccessLog, opentelemetry)", p.GetName())
+		}
+		if fl := p.GetEnvoyFileAccessLog(); fl != nil {
+			validateFileAccessLogFormat(is, path+".envoyFileAccessLog", fl)
+		}
+		switch {
+		case p.GetEnvoyHttpAls() != nil, p.GetEnvoyTcpAls() != nil, p.GetEnvoyOtelAls() != nil:
+			is.warnf(path, "extension provider %q: Weft's proxy implements envoyFileAccessLog access logs only; Telemetry naming this provider logs nothing through it", p.GetName())
+		}
+	}
+	if mc.GetAccessLogFormat() != "" && mc.GetAccessLogEncoding() == meshconfig.MeshConfig_TEXT {
+		if err := CheckAccessLogFormat(mc.GetAccessLogFormat()); err != nil {
+			is.errf("accessLogFormat", "%v", err)
+		}
+	}
+	if mc.GetAccessLogFormat() != "" && mc.GetAccessLogEncoding() == meshconfig.MeshConfig_JSON {
+		if err := CheckAccessLogJSON(mc.GetAccessLogFormat()); err != nil {
+			is.errf("accessLogFormat", "%v", err)
+		}
+	}
+	for _, f := range []struct {
+		name  string
+		names []string
+	}{{"accessLogging", mc.GetDefaultProviders().GetAccessLogging()}, {"tracing", mc.GetDefaultProviders().GetTracing()}, {"metrics", mc.GetDefaultProviders().GetMetrics()}} {
+		for i, n := range f.names {
+			if !seen[n] && n != BuiltinAccessLogProvider && n != "prometheus" {
+				is.warnf(fmt.Sprintf("defaultProviders.%s[%d]", f.name, i), "provider %q is not defined in extensionProviders; it is ignored", n)
+			}
+		}
+	}
+}
+
+func validateFileAccessLogFormat(is *issues, path string, fl *meshconfig.MeshConfig_ExtensionProvider_EnvoyFileAccessLogProvider) {
+	switch f := fl.GetLogFormat().GetLogFormat().(type) {
+	case *meshconfig.MeshConfig_ExtensionProvider_EnvoyFileAccessLogProvider_LogFormat_Text:
+		if err := CheckAccessLogFormat(f.Text); err != nil {
+			is.errf(path+".logFormat.text", "%v", err)
+		}
+	case *meshconfig.MeshConfig_ExtensionProvider_EnvoyFileAccessLogProvider_LogFormat_Labels:
+		for _, k := range sortedKeys(f.Labels.GetFields()) {
+			if v := f.Labels.GetFields()[k].GetStringValue(); v != "" {
+				if err := CheckAccessLogFormat(v); err != nil {
+					is.errf(path+".logFormat.labels."+k, "%v", err)
+				}
+			}
+		}
+	}
+	if fl.GetOmitEmptyValues() {
+		is.warnf(path+".omitEmptyValues", "omitEmptyValues is not supported by Weft's proxy and is ignored: missing values are written as \"-\" (null in JSON)")
+	}
+}
+
+// CheckAccessLogFormat reports whether Weft's proxy can render a text
+// access log format (its command operators), saying what it cannot.
+func CheckAccessLogFormat(text string) error {
+	_, err := accesslog.ParseText(text)
+	return err
+}
+
+// CheckAccessLogJSON is CheckAccessLogFormat for a JSON format given as a
+// JSON object of field names to formats (mesh config accessLogFormat with
+// accessLogEncoding JSON).
+func CheckAccessLogJSON(js string) error {
+	var st structpb.Struct
+	if err := st.UnmarshalJSON([]byte(js)); err != nil {
+		return fmt.Errorf("accessLogFormat with accessLogEncoding JSON must be a JSON object of field names to formats: %w", err)
+	}
+	_, err := accesslog.ParseJSON(&st)
+	return err
+}

@@ -5,6 +5,9 @@
 //
 //	go run ./bench/xdsload --weft /tmp/weft --proxies 1000 --services 1000 \
 //	    --cp-cpus 1 --sim-cpus 0 --storm 60s --profile-dir /tmp/prof
+//
+// The proxies speak delta ADS, as weft-proxy does by default;
+// --xds-protocol sotw makes them speak state of the world.
 package main
 
 import (
@@ -45,6 +48,7 @@ func run() error {
 		spare      = flag.Int("spare", 1, "further WorkloadEntries per service that no proxy plays; endpoint changes move these")
 		namespaces = flag.Int("namespaces", 10, "namespaces the services are spread over")
 		conns      = flag.Int("conns", 0, "gRPC connections the proxies' streams share; 0: one per proxy, as real sidecars")
+		protocol   = flag.String("xds-protocol", string(xdsload.Delta), "ADS variant the proxies speak: delta (incremental, as weft-proxy by default) or sotw (state of the world)")
 		explicit   = flag.Bool("explicit", false, "explicit proxies (outbound listener on 127.0.0.1:15001) instead of captured sidecars (INTERCEPTION_MODE REDIRECT, as injected pods)")
 		changes    = flag.Int("changes", 3, "config changes and endpoint changes measured, each")
 		storm      = flag.Duration("storm", 0, "duration of the endpoint-change storm; 0 skips it")
@@ -62,6 +66,10 @@ func run() error {
 	flag.Parse()
 	if *weft == "" {
 		return errors.New("--weft is required: go build -o /tmp/weft ./cmd/weft")
+	}
+	proto, err := xdsload.ParseProtocol(*protocol)
+	if err != nil {
+		return fmt.Errorf("--xds-protocol: %w", err)
 	}
 	if *simCPUs != "" {
 		if err := pinSelf(*simCPUs); err != nil {
@@ -114,7 +122,7 @@ func run() error {
 	}
 	rep, err := xdsload.Run(ctx, xdsload.Options{
 		Mesh: m, CP: cp,
-		Fleet:   xdsload.FleetOptions{Proxies: *proxies, Conns: *conns, Captured: !*explicit},
+		Fleet:   xdsload.FleetOptions{Proxies: *proxies, Conns: *conns, Captured: !*explicit, Protocol: proto},
 		Changes: *changes, StormRate: *stormRate, StormDuration: *storm, Timeout: *timeout,
 		ProfileDir: *profileDir, ChangeProfile: *changeProf, MaxRSS: *maxRSS << 20, Logger: log,
 	})

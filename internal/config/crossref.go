@@ -499,13 +499,9 @@ func (c *crossChecker) reportVirtualServiceConflicts() {
 // are merged, and a subset or traffic policy an older rule already has is
 // not used.
 func (c *crossChecker) reportDestinationRuleConflicts() {
-	drs := c.candidateDRs()
-	hosts := map[string]bool{}
-	for _, dr := range drs {
-		hosts[c.resolve(dr.Spec.GetHost(), dr.Namespace)] = true
-	}
-	for _, fqdn := range sortedKeys(hosts) {
-		set := c.selectDRs(fqdn, drs)
+	ix := c.candidateDRIndex()
+	for _, fqdn := range sortedKeys(ix) {
+		set := c.selectDRs(fqdn, ix[fqdn])
 		if len(set.From) == 0 {
 			continue
 		}

@@ -5,7 +5,9 @@
 package registry
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -159,6 +161,9 @@ type Snapshot struct {
 	hostnames []string               // sorted
 	workloads []*Workload            // sorted by namespace, name
 	byAddr    map[netip.Addr][]*Service
+	// epsAt indexes endpoints by address, in EndpointsAt's order: a
+	// generator asks once per proxy, on every push.
+	epsAt map[string][]*Endpoint
 }
 
 // NewSnapshot indexes services and endpoints. Endpoints of unknown services
@@ -196,6 +201,12 @@ func NewSnapshot(services []*Service, endpoints []*Endpoint) *Snapshot {
 			}
 			return eps[i].Port < eps[j].Port
 		})
+	}
+	s.epsAt = map[string][]*Endpoint{}
+	for _, h := range sortedKeys(s.endpoints) {
+		for _, ep := range s.endpoints[h] {
+			s.epsAt[ep.Address] = append(s.epsAt[ep.Address], ep)
+		}
 	}
 	return s
 }
@@ -252,23 +263,26 @@ func (s *Snapshot) Endpoints(hostname string, port uint32) []*Endpoint {
 
 // EndpointsAt returns every endpoint whose address is one of addrs, sorted
 // by service hostname, service port, address. The generators use it to find
-// the workloads a proxy fronts.
+// the workloads a proxy fronts. The result is shared: read only.
 func (s *Snapshot) EndpointsAt(addrs []string) []*Endpoint {
 	if s == nil || len(addrs) == 0 {
 		return nil
 	}
-	want := make(map[string]bool, len(addrs))
-	for _, a := range addrs {
-		want[a] = true
+	if len(addrs) == 1 {
+		return s.epsAt[addrs[0]]
 	}
 	var out []*Endpoint
-	for _, h := range sortedKeys(s.endpoints) {
-		for _, ep := range s.endpoints[h] {
-			if want[ep.Address] {
-				out = append(out, ep)
-			}
+	seen := make(map[string]bool, len(addrs))
+	for _, a := range addrs {
+		if !seen[a] {
+			seen[a] = true
+			out = append(out, s.epsAt[a]...)
 		}
 	}
+	slices.SortStableFunc(out, func(a, b *Endpoint) int {
+		return cmp.Or(cmp.Compare(a.ServiceHostname, b.ServiceHostname), cmp.Compare(a.ServicePort, b.ServicePort),
+			cmp.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
+	})
 	return out
 }
 

@@ -32,6 +32,31 @@ type FleetOptions struct {
 	// REDIRECT, as injected pods are); otherwise explicit ones with an
 	// outbound listener on 127.0.0.1:15001.
 	Captured bool
+	// Protocol is the ADS variant the proxies speak; "" is Delta, as
+	// weft-proxy's default.
+	Protocol Protocol
+}
+
+// Protocol is an ADS variant.
+type Protocol string
+
+// The ADS variants a simulated proxy speaks.
+const (
+	// Delta is incremental ADS (DeltaAggregatedResources): a response
+	// carries only the resources that changed, and removals by name.
+	Delta Protocol = "delta"
+	// SotW is state-of-the-world ADS (StreamAggregatedResources): a
+	// response carries every resource of its type the proxy subscribes to.
+	SotW Protocol = "sotw"
+)
+
+// ParseProtocol reads "delta" or "sotw".
+func ParseProtocol(s string) (Protocol, error) {
+	switch p := Protocol(s); p {
+	case Delta, SotW:
+		return p, nil
+	}
+	return "", fmt.Errorf("xDS protocol %q: want delta or sotw", s)
 }
 
 // Fleet is N simulated proxies, each playing one workload of the mesh
@@ -56,6 +81,12 @@ func NewFleet(opts FleetOptions, workloads []Workload) (*Fleet, error) {
 	if opts.Conns <= 0 || opts.Conns > opts.Proxies {
 		opts.Conns = opts.Proxies
 	}
+	if opts.Protocol == "" {
+		opts.Protocol = Delta
+	}
+	if _, err := ParseProtocol(string(opts.Protocol)); err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
+	}
 	f := &Fleet{opts: opts, probes: &probeBoard{}}
 	names := newNameCache()
 	for i := range opts.Proxies {
@@ -74,10 +105,13 @@ func NewFleet(opts FleetOptions, workloads []Workload) (*Fleet, error) {
 		} else {
 			id.OutboundAddress = contract.DefaultOutboundAddress
 		}
-		f.proxies = append(f.proxies, &Proxy{Identity: id, index: i, names: names, probes: f.probes})
+		f.proxies = append(f.proxies, &Proxy{Identity: id, index: i, protocol: opts.Protocol, names: names, probes: f.probes})
 	}
 	return f, nil
 }
+
+// Protocol is the ADS variant the proxies speak.
+func (f *Fleet) Protocol() Protocol { return f.opts.Protocol }
 
 // Proxies returns the simulated proxies.
 func (f *Fleet) Proxies() []*Proxy { return f.proxies }

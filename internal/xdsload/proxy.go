@@ -43,7 +43,7 @@ var shortTypes = [...]string{"CDS", "LDS", "EDS", "RDS"}
 type Counters struct {
 	Responses uint64    // DiscoveryResponses received
 	Bytes     uint64    // their encoded size
-	Resources uint64    // resources in them
+	Resources uint64    // resources in them (not counting delta removals)
 	ByType    [4]uint64 // responses per type, in typeOrder (CDS, LDS, EDS, RDS)
 	ACKs      uint64    // ACK requests sent
 	Streams   uint64    // streams opened (1 + reconnects)
@@ -58,18 +58,23 @@ func (c Counters) sub(o Counters) Counters {
 	return d
 }
 
-// Proxy is one simulated sidecar: an ADS (state of the world) stream that
-// subscribes and ACKs as weft-proxy's xdsclient does — wildcard CDS and
-// LDS first, then RDS and EDS by the names the listeners and clusters
-// reference, the node on the first request only, and an ACK for every type
-// received once the set is complete — without building a data plane: it
-// decodes only what it needs for the names (listeners and clusters, with a
-// cache shared by the fleet since most proxies receive identical ones).
+// Proxy is one simulated sidecar: an ADS stream, delta or state of the
+// world (FleetOptions.Protocol), that subscribes and ACKs as weft-proxy's
+// xdsclient does — wildcard CDS and LDS first, then RDS and EDS by the
+// names the listeners and clusters reference, the node on the first
+// request only, and an ACK for every type received once the set is
+// complete — without building a data plane: it decodes only what it needs
+// for the names (listeners and clusters, with a cache shared by the fleet
+// since most proxies receive identical ones).
 type Proxy struct {
 	Identity contract.Identity
 	index    int
+	protocol Protocol
 	names    *nameCache
 	probes   *probeBoard
+	// delta is what a delta proxy holds across its streams; owned by the
+	// goroutine running run.
+	delta *deltaState
 
 	mu      sync.Mutex
 	cnt     Counters
@@ -97,7 +102,12 @@ func (p *Proxy) Counters() Counters {
 func (p *Proxy) run(ctx context.Context, conn grpc.ClientConnInterface) {
 	ads := discovery.NewAggregatedDiscoveryServiceClient(conn)
 	for ctx.Err() == nil {
-		err := p.stream(ctx, ads)
+		var err error
+		if p.protocol == SotW {
+			err = p.stream(ctx, ads)
+		} else {
+			err = p.deltaStream(ctx, ads)
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -111,7 +121,40 @@ func (p *Proxy) run(ctx context.Context, conn grpc.ClientConnInterface) {
 	}
 }
 
-// streamState is one stream's view, as xdsclient's state: what was
+// count records one response of type t received: its encoded size and
+// the resources it carries.
+func (p *Proxy) count(t, size, resources int) {
+	p.mu.Lock()
+	p.cnt.Responses++
+	p.cnt.Bytes += uint64(size)
+	p.cnt.Resources += uint64(resources)
+	p.cnt.ByType[t]++
+	p.mu.Unlock()
+}
+
+// spot adds to seen each probe of probes whose marker is in b (the
+// encoded resource) and is not in seen yet.
+func spot(seen []*probe, probes []*probe, b []byte) []*probe {
+	for _, pr := range probes {
+		if !slices.Contains(seen, pr) && bytes.Contains(b, pr.marker) {
+			seen = append(seen, pr)
+		}
+	}
+	return seen
+}
+
+// recordACK counts one ACK sent at at and times the probes seen in the
+// responses it answers.
+func (p *Proxy) recordACK(seen []*probe, at time.Time) {
+	p.mu.Lock()
+	p.cnt.ACKs++
+	p.mu.Unlock()
+	for _, pr := range seen {
+		pr.ack(p.index, at)
+	}
+}
+
+// streamState is one state-of-the-world stream's view, as xdsclient's state: what was
 // received, what is subscribed, what was ACKed.
 type streamState struct {
 	stream   discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
@@ -181,22 +224,13 @@ func (p *Proxy) handle(s *streamState, r *discovery.DiscoveryResponse) error {
 	if t < 0 {
 		return nil
 	}
-	size := proto.Size(r)
-	p.mu.Lock()
-	p.cnt.Responses++
-	p.cnt.Bytes += uint64(size)
-	p.cnt.Resources += uint64(len(r.GetResources()))
-	p.cnt.ByType[t]++
-	p.mu.Unlock()
+	p.count(t, proto.Size(r), len(r.GetResources()))
 
 	s.nonce[t], s.version[t] = r.GetNonce(), r.GetVersionInfo()
 	s.pending[t], s.received[t] = true, true
-	for _, pr := range p.probes.active(t) {
+	if probes := p.probes.active(t); len(probes) > 0 {
 		for _, a := range r.GetResources() {
-			if bytes.Contains(a.GetValue(), pr.marker) {
-				s.seen[t] = append(s.seen[t], pr)
-				break
-			}
+			s.seen[t] = spot(s.seen[t], probes, a.GetValue())
 		}
 	}
 	switch t {
@@ -260,12 +294,7 @@ func (p *Proxy) maybeACK(s *streamState) error {
 		if err := p.send(s, t, names); err != nil {
 			return err
 		}
-		p.mu.Lock()
-		p.cnt.ACKs++
-		p.mu.Unlock()
-		for _, pr := range s.seen[t] {
-			pr.ack(p.index, now)
-		}
+		p.recordACK(s.seen[t], now)
 		s.seen[t] = nil
 	}
 	p.synced.Store(true)

@@ -15,8 +15,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		mode = "captured"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "xDS load: %d proxies (%s, %d connections), %d services x %d endpoints (%d of them spare)\n",
-		r.Proxies, mode, r.Conns, r.Services, r.Endpoints+r.Spare, r.Spare)
+	fmt.Fprintf(&b, "xDS load: %d proxies (%s ADS, %s, %d connections), %d services x %d endpoints (%d of them spare)\n",
+		r.Proxies, r.Protocol, mode, r.Conns, r.Services, r.Endpoints+r.Spare, r.Spare)
 	if r.Aborted != "" {
 		fmt.Fprintf(&b, "ABORTED: %s\n", r.Aborted)
 	}

@@ -56,6 +56,8 @@ type Report struct {
 	Endpoints int  `json:"endpoints_per_service"`
 	Spare     int  `json:"spare_endpoints_per_service"`
 	Captured  bool `json:"captured"`
+	// Protocol is the ADS variant the proxies spoke: "delta" or "sotw".
+	Protocol Protocol `json:"protocol"`
 
 	Connect  Connect  `json:"connect"`
 	Config   Change   `json:"config_change"`
@@ -181,7 +183,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	spec := o.Mesh.Spec()
-	rep := &Report{Proxies: o.Fleet.Proxies, Conns: f.opts.Conns, Services: spec.Services, Endpoints: spec.Endpoints, Spare: spec.Spare, Captured: o.Fleet.Captured}
+	rep := &Report{Proxies: o.Fleet.Proxies, Conns: f.opts.Conns, Services: spec.Services, Endpoints: spec.Endpoints, Spare: spec.Spare, Captured: o.Fleet.Captured, Protocol: f.Protocol()}
 	r := runner{o: o, f: f, log: log}
 
 	before, err := r.sample()

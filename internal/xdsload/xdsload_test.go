@@ -1,6 +1,7 @@
 package xdsload
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"os"
@@ -11,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"weft.dev/weft/internal/config"
@@ -107,13 +111,45 @@ func TestPercentiles(t *testing.T) {
 }
 
 // TestSmallRun runs the whole simulator small against an in-process
-// control plane (20 proxies, 50 services): every proxy gets a complete
-// config and ACKs every change, a config change reaches the proxies as
-// route configurations and an endpoint change as assignments only. It
-// asserts no timing.
+// control plane (20 proxies, 50 services), once per protocol: every proxy
+// gets a complete config and ACKs every change, a config change reaches
+// the proxies as route configurations and an endpoint change as
+// assignments only — with delta, only the few assignments that changed,
+// where state of the world sends every one the proxy has. It asserts no
+// timing.
 func TestSmallRun(t *testing.T) {
+	const services = 50
+	reps := map[Protocol]*Report{}
+	for _, proto := range []Protocol{Delta, SotW} {
+		t.Run(string(proto), func(t *testing.T) {
+			rep := smallRun(t, proto, services)
+			reps[proto] = rep
+			if rep.Protocol != proto {
+				t.Errorf("report says protocol %q, want %q", rep.Protocol, proto)
+			}
+		})
+	}
+	d, s := reps[Delta], reps[SotW]
+	if d == nil || s == nil {
+		return
+	}
+	// Each service has a cluster and a subset cluster per version, each
+	// with its assignment: SotW re-sends them all (and the proxy's own
+	// inbound ones); delta only those of the changed service.
+	if got := d.Endpoint.PerProxy.Resources; got > 3 {
+		t.Errorf("delta: %.1f resources per proxy per endpoint change, want at most 3 (the changed service's assignments)", got)
+	}
+	if got := s.Endpoint.PerProxy.Resources; got < 3*services {
+		t.Errorf("sotw: %.1f resources per proxy per endpoint change, want every assignment (at least %d)", got, 3*services)
+	}
+	if d.Endpoint.PerProxy.KiB*10 > s.Endpoint.PerProxy.KiB {
+		t.Errorf("delta pushed %.1f KiB per proxy per endpoint change, sotw %.1f: want delta under a tenth", d.Endpoint.PerProxy.KiB, s.Endpoint.PerProxy.KiB)
+	}
+}
+
+func smallRun(t *testing.T, proto Protocol, services int) *Report {
 	dir := t.TempDir()
-	m, err := WriteMesh(dir, MeshSpec{Services: 50, Endpoints: 1, Spare: 1, Namespaces: 5})
+	m, err := WriteMesh(dir, MeshSpec{Services: services, Endpoints: 1, Spare: 1, Namespaces: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +157,7 @@ func TestSmallRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, Options{
-		Mesh: m, CP: cp, Fleet: FleetOptions{Proxies: 20, Conns: 4, Captured: true},
+		Mesh: m, CP: cp, Fleet: FleetOptions{Proxies: 20, Conns: 4, Captured: true, Protocol: proto},
 		Changes: 2, StormRate: 50, StormDuration: time.Second, Timeout: time.Minute,
 		Settle: 200 * time.Millisecond,
 	})
@@ -153,6 +189,7 @@ func TestSmallRun(t *testing.T) {
 	if e := rep.Endpoint.PerProxy.ByType; e[2] < 1 || e[0] != 0 || e[1] != 0 {
 		t.Errorf("endpoint change: responses per proxy CDS, LDS, EDS, RDS = %v, want EDS only", e)
 	}
+	return rep
 }
 
 // TestLongRun is the benchmark at scale, outside the default test run:
@@ -161,7 +198,8 @@ func TestSmallRun(t *testing.T) {
 //
 // It builds weft and runs `weft serve` as its own process. XDSLOAD_STORM
 // (a duration, default 60s) sizes the storm, XDSLOAD_CP_CPUS pins the
-// control plane (taskset).
+// control plane (taskset), XDSLOAD_PROTOCOL (delta or sotw, default
+// delta) chooses the ADS variant.
 func TestLongRun(t *testing.T) {
 	proxies := envInt(t, "XDSLOAD_PROXIES", 0)
 	if proxies == 0 {
@@ -174,6 +212,10 @@ func TestLongRun(t *testing.T) {
 		if storm, err = time.ParseDuration(s); err != nil {
 			t.Fatalf("XDSLOAD_STORM: %v", err)
 		}
+	}
+	proto, err := ParseProtocol(cmp.Or(os.Getenv("XDSLOAD_PROTOCOL"), string(Delta)))
+	if err != nil {
+		t.Fatalf("XDSLOAD_PROTOCOL: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "weft")
 	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "weft.dev/weft/cmd/weft")
@@ -190,7 +232,7 @@ func TestLongRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cp.Stop() })
-	rep, err := Run(t.Context(), Options{Mesh: m, CP: cp, Fleet: FleetOptions{Proxies: proxies, Captured: true},
+	rep, err := Run(t.Context(), Options{Mesh: m, CP: cp, Fleet: FleetOptions{Proxies: proxies, Captured: true, Protocol: proto},
 		StormDuration: storm, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	if rep != nil {
 		var b strings.Builder
@@ -235,4 +277,64 @@ func startInProcess(t *testing.T, dir string) *ControlPlane {
 		}
 	})
 	return &ControlPlane{XDSAddress: cp.XDSPlaintextAddr().String(), StatusAddress: cp.StatusAddr().String(), PID: os.Getpid()}
+}
+
+// TestDeltaReconnectResumes: a delta proxy whose stream ends opens a new
+// one announcing the versions it holds, and gets only what changed since
+// — not its whole config again — while still timing changes.
+func TestDeltaReconnectResumes(t *testing.T) {
+	dir := t.TempDir()
+	m, err := WriteMesh(dir, MeshSpec{Services: 20, Endpoints: 1, Spare: 1, Namespaces: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := startInProcess(t, dir)
+	f, err := NewFleet(FleetOptions{Address: cp.XDSAddress, Proxies: 1, Captured: true}, m.Workloads())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := f.Proxies()[0]
+	conn, err := grpc.NewClient(cp.XDSAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ads := discovery.NewAggregatedDiscoveryServiceClient(conn)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	// stream runs one stream until stop is called, which waits for it.
+	stream := func() (stop func()) {
+		sctx, scancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- p.deltaStream(sctx, ads) }()
+		return func() {
+			scancel()
+			if err := <-done; sctx.Err() == nil {
+				t.Errorf("stream ended by itself: %v", err)
+			}
+		}
+	}
+	stop := stream()
+	for !p.synced.Load() && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	first := p.Counters()
+	if !p.synced.Load() || first.Resources < 3*20 {
+		t.Fatalf("first stream: synced %v, %d resources; want a complete config", p.synced.Load(), first.Resources)
+	}
+	stop = stream()
+	defer stop()
+	var pr *Probe
+	if _, err := m.ChangeEndpoint(3, 0, func(ip string) { pr = f.Watch("EDS", ip, time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	if lat := pr.Wait(ctx); lat[0] < 0 {
+		t.Fatal("the endpoint change was never ACKed on the second stream")
+	}
+	got := p.Counters().sub(first)
+	if got.Streams != 1 || got.Resources > 3 {
+		t.Errorf("second stream: %d streams opened, %d resources received (%d responses); want 1 stream and only the changed assignments",
+			got.Streams, got.Resources, got.Responses)
+	}
 }

@@ -59,10 +59,11 @@ func BuildWith(cfg *config.Snapshot, opts Options) *registry.Snapshot {
 	)
 	ses := slices.Clone(cfg.ServiceEntries)
 	slices.SortFunc(ses, config.FirstSeen)
+	ix := indexWorkloads(cfg, opts.Workloads)
 	for _, se := range ses {
 		ports := servicePorts(se.Spec)
 		addrs := serviceAddresses(se.Spec)
-		workloads := selectWorkloads(cfg, se, opts.Workloads)
+		workloads := selectWorkloads(se, ix)
 		for _, h := range se.Spec.GetHosts() {
 			host := registry.ResolveHost(h, se.Namespace, domainSuffix, nil)
 			if seen[host] {
@@ -144,12 +145,62 @@ type workload struct {
 	reg             *registry.Workload
 }
 
+// workloadIndex holds the workloads a workloadSelector may pick: the
+// WorkloadEntries with an address, then the other registries' workloads
+// with one, each list in that order, by namespace and by each of their
+// labels ("key=value"), so a ServiceEntry looks only at the workloads of
+// its namespace that carry one of its selector's labels, not at every
+// workload of the mesh.
+type workloadIndex struct {
+	byNS    map[string][]workload
+	byLabel map[string]map[string][]workload // namespace -> "k=v" -> workloads
+}
+
+func indexWorkloads(cfg *config.Snapshot, others []*registry.Workload) workloadIndex {
+	ix := workloadIndex{byNS: map[string][]workload{}, byLabel: map[string]map[string][]workload{}}
+	add := func(w workload, labels map[string]string) {
+		ix.byNS[w.namespace] = append(ix.byNS[w.namespace], w)
+		m := ix.byLabel[w.namespace]
+		if m == nil {
+			m = map[string][]workload{}
+			ix.byLabel[w.namespace] = m
+		}
+		for k, v := range labels {
+			m[k+"="+v] = append(m[k+"="+v], w)
+		}
+	}
+	for _, we := range cfg.WorkloadEntries {
+		if we.Spec.GetAddress() != "" {
+			add(workload{name: we.Name, namespace: we.Namespace, spec: we.Spec}, we.Spec.GetLabels())
+		}
+	}
+	for _, w := range others {
+		if w.Address != "" {
+			name := w.WorkloadName
+			if name == "" {
+				name = w.Name
+			}
+			add(workload{name: name, namespace: w.Namespace, reg: w}, w.Labels)
+		}
+	}
+	return ix
+}
+
+// labels are a workload's labels, whichever kind it is.
+func (w workload) labels() map[string]string {
+	if w.reg != nil {
+		return w.reg.Labels
+	}
+	return w.spec.GetLabels()
+}
+
 // selectWorkloads returns the ServiceEntry's inline endpoints, or else the
 // WorkloadEntries of its namespace whose labels include its
-// workloadSelector's labels. Workloads without an address (Istio's
-// multi-network endpoints, which config validation rejects) are left out:
-// an endpoint with an empty address makes the proxy reject the whole update.
-func selectWorkloads(cfg *config.Snapshot, se *config.ServiceEntry, others []*registry.Workload) []workload {
+// workloadSelector's labels (then the other registries' workloads that
+// do). Workloads without an address (Istio's multi-network endpoints,
+// which config validation rejects) are left out: an endpoint with an
+// empty address makes the proxy reject the whole update.
+func selectWorkloads(se *config.ServiceEntry, ix workloadIndex) []workload {
 	var out []workload
 	for _, ep := range se.Spec.GetEndpoints() {
 		if ep.GetAddress() == "" {
@@ -165,18 +216,17 @@ func selectWorkloads(cfg *config.Snapshot, se *config.ServiceEntry, others []*re
 	if len(se.Spec.GetEndpoints()) > 0 || sel == nil {
 		return out
 	}
-	for _, we := range cfg.WorkloadEntries {
-		if we.Spec.GetAddress() != "" && we.Namespace == se.Namespace && labelsMatch(sel.GetLabels(), we.Spec.GetLabels()) {
-			out = append(out, workload{name: we.Name, namespace: we.Namespace, spec: we.Spec})
+	// The candidates: the workloads with the rarest of the selector's
+	// labels (all of the namespace's for an empty selector).
+	cands := ix.byNS[se.Namespace]
+	for k, v := range sel.GetLabels() {
+		if l := ix.byLabel[se.Namespace][k+"="+v]; len(l) < len(cands) {
+			cands = l
 		}
 	}
-	for _, w := range others {
-		if w.Address != "" && w.Namespace == se.Namespace && labelsMatch(sel.GetLabels(), w.Labels) {
-			name := w.WorkloadName
-			if name == "" {
-				name = w.Name
-			}
-			out = append(out, workload{name: name, namespace: w.Namespace, reg: w})
+	for _, w := range cands {
+		if labelsMatch(sel.GetLabels(), w.labels()) {
+			out = append(out, w)
 		}
 	}
 	return out

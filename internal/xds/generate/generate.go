@@ -24,6 +24,20 @@ type Resources struct {
 	Routes    []types.Resource // *route.RouteConfiguration
 	Clusters  []types.Resource // *cluster.Cluster
 	Endpoints []types.Resource // *endpoint.ClusterLoadAssignment
+
+	// ClusterParts and EndpointParts, when their Shared is set, say how
+	// Clusters and Endpoints were made (ForProxy sets them): see Parts.
+	ClusterParts, EndpointParts Parts
+}
+
+// Parts splits a type's resources in two: Shared, a list shared by every
+// proxy of the same scope, one slice per mesh snapshot (read only; its
+// identity may key a cache that lives as long as the snapshot), and Own,
+// the proxy's own resources. The type's list is the two merged by name,
+// Shared first where names tie. A server can then do the work of the
+// shared part once per snapshot rather than once per proxy.
+type Parts struct {
+	Shared, Own []types.Resource
 }
 
 // ByType returns the resources keyed by type URL, the form
@@ -65,8 +79,12 @@ func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
 		r.Listeners = append(r.Listeners, inL...)
 	}
 	sortByName(local)
-	r.Clusters = mergeSorted(sharedOutboundClusters(s, id), local)
-	r.Endpoints = slices.Clone(sharedOutboundEndpoints(s, id))
+	shared := sharedOutboundClusters(s, id)
+	r.Clusters = mergeSorted(shared, local)
+	r.ClusterParts = Parts{Shared: shared, Own: local}
+	eps := sharedOutboundEndpoints(s, id)
+	r.Endpoints = slices.Clone(eps)
+	r.EndpointParts = Parts{Shared: eps}
 	sortByName(r.Listeners)
 	sortByName(r.Routes)
 	withTracing(s, id, &r) // tracing.go

@@ -222,3 +222,45 @@ func labelsKey(labels map[string]string) string {
 	}
 	return b.String()
 }
+
+// serviceRoutesKey keys a service port's outbound routes. ns and labels
+// are set only when a VirtualService of the host matches on the client.
+type serviceRoutesKey struct {
+	host   string
+	port   uint32
+	ns     string
+	labels string
+}
+
+type clientMatchKey struct{ host string }
+
+// sharedServiceRoutes is serviceRoutes, built once per snapshot for all
+// the proxies whose routes to the service port cannot differ: every proxy,
+// unless a VirtualService of the host matches on the client
+// (sourceNamespace, sourceLabels), then the proxies of one namespace and
+// labels. Without it, every namespace's route configuration rebuilt every
+// service's routes. Read only.
+func sharedServiceRoutes(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port) []*route.Route {
+	k := serviceRoutesKey{host: svc.Hostname, port: p.Number}
+	if routesMatchClient(s, svc.Hostname) {
+		k.ns, k.labels = id.Namespace, labelsKey(id.Labels)
+	}
+	return s.Memo(k, func() any { return serviceRoutes(s, id, svc, p) }).([]*route.Route)
+}
+
+// routesMatchClient reports whether a VirtualService of host has a match
+// on the client's namespace or labels.
+func routesMatchClient(s *mesh.Snapshot, host string) bool {
+	return s.Memo(clientMatchKey{host}, func() any {
+		for _, vs := range s.Routes.ForHost(host) {
+			for _, h := range vs.Spec.GetHttp() {
+				for _, m := range h.GetMatch() {
+					if m.GetSourceNamespace() != "" || len(m.GetSourceLabels()) > 0 {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}).(bool)
+}

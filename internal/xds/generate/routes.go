@@ -51,7 +51,7 @@ func outboundVirtualHosts(s *mesh.Snapshot, id contract.Identity, port uint32) [
 			vh := &route.VirtualHost{
 				Name:    fmt.Sprintf("%s:%d", svc.Hostname, p.Number),
 				Domains: domains(s, id, svc, p, httpPorts == 1 || port != 0, used),
-				Routes:  serviceRoutes(s, id, svc, p),
+				Routes:  sharedServiceRoutes(s, id, svc, p),
 			}
 			if len(vh.Domains) == 0 {
 				continue

@@ -201,9 +201,6 @@ func TestNACKedVersionIsNotResent(t *testing.T) {
 			if bad == good {
 				t.Fatalf("%s version did not change", typ)
 			}
-			if n := s.cache.heldWatches(client.ID); n != 1 {
-				t.Errorf("%d held watches, want 1", n)
-			}
 			if n := counterValue(t, reg, "weft_xds_nacks_total"); n != 1 {
 				t.Errorf("weft_xds_nacks_total = %v, want 1", n)
 			}
@@ -231,9 +228,6 @@ func TestNACKedVersionIsNotResent(t *testing.T) {
 			}
 			t.Logf("new %s version %s %v after the change", typ, fixed.GetVersionInfo(), time.Since(start))
 			waitFor(t, ctx, "the ACK to end the rejection", func() bool { return len(s.Rejections()) == 0 })
-			if n := s.cache.heldWatches(client.ID); n != 0 {
-				t.Errorf("%d held watches after the change, want 0", n)
-			}
 		})
 	}
 }
@@ -292,8 +286,5 @@ func TestNACKedVersionIsResentWhenTheSetChanges(t *testing.T) {
 	}
 	if r := got[resource.ListenerType]; r != nil {
 		t.Errorf("LDS %s sent, but the proxy already has it", r.GetVersionInfo())
-	}
-	if n := s.cache.heldWatches(client.ID); n != 0 {
-		t.Errorf("%d held watches after the change, want 0", n)
 	}
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"cmp"
-	"context"
 	"fmt"
 	"reflect"
 	"slices"
@@ -11,8 +10,6 @@ import (
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -42,6 +39,17 @@ type proxy struct {
 	// (ondemand.go); namesGen counts their changes.
 	subs     map[streamKey]generate.Names
 	namesGen uint64
+	// snap is what the proxy is served; live its open streams, woken
+	// when snap changes.
+	snap *nodeSnapshot
+	live map[*adsStream]struct{}
+}
+
+// snapshot is what p is served now, or nil before its first write.
+func (p *proxy) snapshot() *nodeSnapshot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.snap
 }
 
 // Rejection is a proxy's standing rejection of one type's config: the
@@ -63,69 +71,11 @@ type Rejection struct {
 // sentResponse is the last response of one type on a stream.
 type sentResponse struct{ nonce, version string }
 
-// streamKey tells state-of-the-world and delta streams apart:
-// go-control-plane numbers them independently.
+// streamKey names a stream; the server numbers all streams in one
+// sequence, delta tells the kinds apart.
 type streamKey struct {
 	delta bool
 	id    int64
-}
-
-// callbacks wires go-control-plane's stream events to proxy tracking. They
-// run on each stream's goroutine; request callbacks may block while the
-// proxy's first snapshot is generated (bounded by the push semaphore).
-func (s *Server) callbacks() serverv3.Callbacks {
-	return serverv3.CallbackFuncs{
-		StreamOpenFunc: func(context.Context, int64, string) error {
-			s.metrics.streams.Inc()
-			return nil
-		},
-		DeltaStreamOpenFunc: func(context.Context, int64, string) error {
-			s.metrics.streams.Inc()
-			return nil
-		},
-		StreamResponseFunc: func(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
-			s.sentResponse(streamKey{id: id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
-		},
-		StreamDeltaResponseFunc: func(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
-			s.sentResponse(streamKey{delta: true, id: id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
-		},
-		StreamClosedFunc: func(id int64, _ *core.Node) {
-			s.metrics.streams.Dec()
-			s.unsubscribe(streamKey{id: id}) // ondemand.go
-			s.streamClosed(streamKey{id: id})
-		},
-		DeltaStreamClosedFunc: func(id int64, _ *core.Node) {
-			s.metrics.streams.Dec()
-			s.streamClosed(streamKey{delta: true, id: id})
-		},
-		StreamRequestFunc: func(id int64, req *discovery.DiscoveryRequest) error {
-			key := streamKey{id: id}
-			s.answered(key, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
-			if err := s.streamRequest(key, req.GetNode()); err != nil {
-				return err
-			}
-			if err := s.subscribe(key, req); err != nil { // ondemand.go: proxyless clients
-				return status.Error(codes.Unavailable, err.Error())
-			}
-			// A state-of-the-world request's version_info is the version
-			// the proxy last accepted: what it runs.
-			if p := s.streamProxy(key); p != nil {
-				p.recordAcked(req.GetTypeUrl(), req.GetVersionInfo(), time.Now())
-			}
-			return nil
-		},
-		StreamDeltaRequestFunc: func(id int64, req *discovery.DeltaDiscoveryRequest) error {
-			key := streamKey{delta: true, id: id}
-			// go-control-plane fills in the node of a delta request (sent
-			// on a stream's first only) after this callback.
-			node := req.GetNode().GetId()
-			if p := s.streamProxy(key); node == "" && p != nil {
-				node = p.id.ID
-			}
-			s.answered(key, node, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
-			return s.streamRequest(key, req.GetNode())
-		},
-	}
 }
 
 // sentResponse records the response about to go out on a stream, so the
@@ -180,7 +130,7 @@ func (s *Server) answered(key streamKey, node, typeURL, nonce string, detail *rp
 	s.metrics.nacks.Inc()
 	msg := detail.GetMessage()
 	if sent.nonce == "" || p == nil {
-		// go-control-plane ignores a request with a stale nonce.
+		// The server ignores a request with a stale nonce.
 		s.log.Debug("proxy rejected superseded config", "node", node, "type", typeURL, "nonce", nonce, "error", msg)
 		return
 	}
@@ -249,19 +199,19 @@ func (s *Server) Rejections() []Rejection {
 
 // streamRequest registers the stream's proxy on its first request and, for
 // a proxy not seen before, writes its first snapshot before returning so
-// the cache can answer the request at once. A malformed node ends the
-// stream with InvalidArgument.
-func (s *Server) streamRequest(key streamKey, node *core.Node) error {
+// the request can be answered at once. A malformed node ends the stream
+// with InvalidArgument.
+func (s *Server) streamRequest(key streamKey, node *core.Node) (*proxy, error) {
 	s.mu.Lock()
-	if _, known := s.streams[key]; known {
+	if p, known := s.streams[key]; known {
 		s.mu.Unlock()
-		return nil
+		return p, nil
 	}
 	id, err := parseNode(node)
 	if err != nil {
 		s.mu.Unlock()
 		s.log.Warn("rejecting stream", "node", node.GetId(), "error", err)
-		return status.Error(codes.InvalidArgument, err.Error())
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	p, ok := s.proxies[id.ID]
 	fresh := !ok || !reflect.DeepEqual(p.id, id)
@@ -290,17 +240,17 @@ func (s *Server) streamRequest(key streamKey, node *core.Node) error {
 		}
 		if cur := s.current(); cur != nil {
 			if err := s.acquire(); err != nil {
-				return status.Error(codes.Unavailable, err.Error())
+				return nil, status.Error(codes.Unavailable, err.Error())
 			}
 			s.write(p, cur)
 			s.release()
 		}
 	}
-	return nil
+	return p, nil
 }
 
 // streamClosed forgets a stream and, with its proxy's last stream, the
-// proxy and its cache snapshot.
+// proxy and its snapshot.
 func (s *Server) streamClosed(key streamKey) {
 	if gone := s.forgetStream(key); gone != nil && s.opts.OnDisconnect != nil {
 		s.opts.OnDisconnect(*gone)
@@ -328,7 +278,7 @@ func (s *Server) forgetStream(key streamKey) *contract.Identity {
 	// snapshot before this one is cleared.
 	p.mu.Lock()
 	p.gone = true
-	s.cache.ClearSnapshot(p.id.ID)
+	p.snap = nil
 	p.mu.Unlock()
 	s.log.Info("proxy disconnected", "node", p.id.ID)
 	id := p.id

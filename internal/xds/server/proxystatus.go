@@ -136,7 +136,7 @@ func (ts *typeState) setAcked(version string, now time.Time) {
 
 // current is the version p's snapshot holds for typeURL. Callers hold p.mu.
 func (p *proxy) current(typeURL string) string {
-	if i := slices.Index(typeOrder, typeURL); i >= 0 && i < len(p.versions) {
+	if i := typeIndex(typeURL); i >= 0 && i < len(p.versions) {
 		return p.versions[i]
 	}
 	return ""
@@ -148,7 +148,7 @@ func syncState(current string, ts typeState) SyncState {
 	case current != "" && ts.acked == current:
 		return Synced
 	case current != "" && ts.lastNACK != nil && ts.lastNACK.Version == current && !ts.sentAt.After(ts.lastNACK.Last):
-		// Not re-sent since the NACK (nackGuard re-sends a rejected
+		// Not re-sent since the NACK (the server re-sends a rejected
 		// version when another type of the set changes: then it is STALE).
 		return NACKed
 	case ts.sent == "" && ts.acked == "":

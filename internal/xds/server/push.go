@@ -82,14 +82,15 @@ func (s *Server) push(ctx context.Context) {
 		})
 	}
 	wg.Wait()
+	s.sets.prune()
 	s.metrics.pushRounds.Add(1)
 	s.metrics.pushDuration.Observe(time.Since(start).Seconds())
 	s.log.Debug("pushed", "mesh", cur.m.Version, "proxies", len(ps), "took", time.Since(start))
 }
 
-// write generates p's resources from cur and stores them in the cache
-// unless a newer snapshot was already written or nothing changed. Callers
-// hold a semaphore token.
+// write generates p's resources from cur and makes them what p is served,
+// waking its streams, unless a newer snapshot was already written or
+// nothing changed. Callers hold a semaphore token.
 func (s *Server) write(p *proxy, cur *versioned) {
 	snap, versions, namesGen, err := s.generateFor(p, cur)
 	if err != nil {
@@ -98,28 +99,28 @@ func (s *Server) write(p *proxy, cur *versioned) {
 		return
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.gone || cur.seq < p.seq || p.namesGen != namesGen {
+		p.mu.Unlock()
 		return // superseded; a proxyless client's new names are written by subscribe
 	}
 	p.seq, p.meshVersion = cur.seq, cur.m.Version
 	if equal(p.versions, versions) {
+		p.mu.Unlock()
 		return
 	}
-	if err := s.cache.SetSnapshot(context.Background(), p.id.ID, snap); err != nil {
-		s.log.Error("setting snapshot", "node", p.id.ID, "error", err)
-		s.metrics.errors.Inc()
-		return
-	}
-	p.versions = versions
+	p.snap, p.versions = snap, versions
 	// A rejection stands only while its version is what the proxy is
 	// offered; a new version for the type supersedes it (and, if rejected
 	// too, is recorded anew).
 	for typeURL, r := range p.rejected {
-		if snap.GetVersion(typeURL) != r.Version {
+		if snap.version(typeURL) != r.Version {
 			delete(p.rejected, typeURL)
 		}
 	}
+	for st := range p.live {
+		st.notify()
+	}
+	p.mu.Unlock()
 	s.metrics.proxyPushes.Inc()
 }
 

@@ -1,11 +1,15 @@
-// Package server serves xDS over gRPC (ADS, state of the world and delta)
-// with go-control-plane. It learns each proxy's identity from the xDS node
-// on its first request, generates that proxy's resources with
-// internal/xds/generate, and keeps a per-node snapshot in a
-// go-control-plane SnapshotCache. Mesh updates are debounced, per-type
-// versions are content hashes (an endpoint-only change re-sends only EDS),
-// per-proxy generation is bounded by a concurrency limit, and config a
-// proxy rejected is not sent to it again until it changes (nackGuard).
+// Package server serves xDS over gRPC: the aggregated discovery service,
+// state of the world and delta, with go-control-plane's protos and its
+// resource helpers but a stream engine of its own (ads.go). It learns each
+// proxy's identity from the xDS node on its first request, generates that
+// proxy's resources with internal/xds/generate, and serves them from a
+// per-node snapshot made of shared, pre-encoded per-type sets
+// (snapshot.go): proxies that receive the same resources share one copy,
+// encoded once. Mesh updates are debounced, versions are content hashes
+// (an endpoint-only change sends only EDS; in delta, only the changed
+// assignments), per-proxy generation is bounded by a concurrency limit,
+// and config a proxy rejected is not sent to it again until its snapshot
+// changes.
 package server
 
 import (
@@ -19,8 +23,6 @@ import (
 	"time"
 
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
@@ -49,7 +51,11 @@ type Options struct {
 	Debounce, DebounceMax time.Duration
 	// PushConcurrency bounds how many proxies' resources are generated at once.
 	PushConcurrency int
-	Logger          *slog.Logger
+	// MaxBytesInFlight bounds the bytes of responses sent and not yet
+	// answered by their proxies, across all streams (flight.go); 0 means
+	// DefaultMaxBytesInFlight, a negative value no bound.
+	MaxBytesInFlight int64
+	Logger           *slog.Logger
 	// Metrics, when set, receives the server's Prometheus collectors.
 	Metrics prometheus.Registerer
 
@@ -81,6 +87,9 @@ func (o Options) withDefaults() Options {
 	if o.DebounceMax < o.Debounce {
 		o.DebounceMax = o.Debounce
 	}
+	if o.MaxBytesInFlight == 0 {
+		o.MaxBytesInFlight = DefaultMaxBytesInFlight
+	}
 	if o.PushConcurrency <= 0 {
 		o.PushConcurrency = DefaultPushConcurrency
 	}
@@ -102,10 +111,14 @@ func (o Options) withDefaults() Options {
 // Server is an ADS server. Create it with New, feed it with Update from any
 // goroutine, and run it with Serve.
 type Server struct {
-	opts    Options
-	log     *slog.Logger
-	cache   *nackGuard // a SnapshotCache that does not re-send rejected config
-	metrics *metrics
+	discoverygrpc.UnimplementedAggregatedDiscoveryServiceServer
+
+	opts      Options
+	log       *slog.Logger
+	sets      setCache // the typeSets proxies hold, by content
+	flight    *flightBudget
+	streamIDs atomic.Int64
+	metrics   *metrics
 
 	latest  atomic.Pointer[versioned] // newest Update; nil before the first
 	seq     atomic.Uint64
@@ -128,12 +141,10 @@ func New(opts Options) *Server {
 	opts = opts.withDefaults()
 	log := opts.Logger.With("component", "xds")
 	s := &Server{
-		opts: opts,
-		log:  log,
-		cache: newNACKGuard(newCacheMux( // ondemand.go: proxyless gRPC clients get a cache not in ADS mode
-			cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}),
-			cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cacheLogger{log})), cachev3.IDHash{}),
+		opts:    opts,
+		log:     log,
 		metrics: newMetrics(opts.Metrics),
+		flight:  newFlightBudget(opts.MaxBytesInFlight),
 		updated: make(chan struct{}, 1),
 		sem:     make(chan struct{}, opts.PushConcurrency),
 		proxies: map[string]*proxy{},
@@ -190,9 +201,7 @@ func (s *Server) ServeEndpoints(ctx context.Context, eps ...Endpoint) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	s.serveCtx = ctx
-	// Streams end when ctx is done: go-control-plane watches it.
-	xds := serverv3.NewServer(ctx, s.cache, s.callbacks())
+	s.serveCtx = ctx // streams end when it is done (runStream)
 
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -204,7 +213,7 @@ func (s *Server) ServeEndpoints(ctx context.Context, eps ...Endpoint) error {
 	errc := make(chan error, len(eps))
 	for _, ep := range eps {
 		gs := s.grpcServer(ep)
-		discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xds)
+		discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, s)
 		if ep.Register != nil {
 			ep.Register(gs)
 		}
@@ -268,8 +277,8 @@ func (s *Server) serveOne(ctx context.Context, cancel context.CancelFunc, gs *gr
 		err = fmt.Errorf("xds server on %s: %w", lis.Addr(), err)
 		cancel()
 	}
-	// By now ctx is done, so go-control-plane has ended every ADS stream
-	// (a clean end of stream); GracefulStop sends GOAWAY and waits for the
+	// By now ctx is done, so every ADS stream has ended (a clean end of
+	// stream); GracefulStop sends GOAWAY and waits for the
 	// rest. Proxies go to another replica at once rather than when their
 	// connection dies.
 	stopped := make(chan struct{})

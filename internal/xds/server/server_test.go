@@ -213,8 +213,7 @@ func TestProxyGetsAllTypes(t *testing.T) {
 		t.Fatal("stream still open after CloseSend")
 	}
 	waitFor(t, ctx, "proxy forgotten", func() bool {
-		_, err := s.cache.GetSnapshot(client.ID)
-		return s.ConnectedProxies() == 0 && err != nil
+		return s.ConnectedProxies() == 0 && s.nodeSnapshot(client.ID) == nil
 	})
 }
 
@@ -230,12 +229,12 @@ func TestEndpointOnlyChangeSendsOnlyEDS(t *testing.T) {
 	if eds.GetVersionInfo() == before[resource.EndpointType].GetVersionInfo() {
 		t.Fatal("EDS version did not change")
 	}
-	snap, err := s.cache.GetSnapshot(client.ID)
-	if err != nil {
-		t.Fatal(err)
+	snap := s.nodeSnapshot(client.ID)
+	if snap == nil {
+		t.Fatal("no snapshot for the proxy")
 	}
 	for _, typ := range []string{resource.ListenerType, resource.RouteType, resource.ClusterType} {
-		if got, want := snap.GetVersion(typ), before[typ].GetVersionInfo(); got != want {
+		if got, want := snap.version(typ), before[typ].GetVersionInfo(); got != want {
 			t.Errorf("%s version changed %s -> %s on an endpoint-only change", typ, want, got)
 		}
 	}
@@ -313,11 +312,11 @@ func TestServeStopsWithContext(t *testing.T) {
 
 func wantVersion(t *testing.T, m *mesh.Snapshot, typ string) string {
 	t.Helper()
-	snap, _, err := buildSnapshot(m, generate.ForProxy(m, client))
+	snap, _, err := New(Options{}).snapshotOf(m, generate.ForProxy(m, client))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return snap.GetVersion(typ)
+	return snap.version(typ)
 }
 
 // waitFor polls cond until it holds or ctx ends.
@@ -361,4 +360,15 @@ func TestShutdownEndsStreams(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// nodeSnapshot is what the connected proxy node is served, or nil.
+func (s *Server) nodeSnapshot(node string) *nodeSnapshot {
+	s.mu.Lock()
+	p := s.proxies[node]
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.snapshot()
 }

@@ -5,118 +5,398 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
+	"sync"
+	"weak"
 
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/xds/generate"
 )
 
-// typeOrder fixes the order of the per-type versions buildSnapshot returns.
-var typeOrder = []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType}
+// typeOrder fixes the order of a nodeSnapshot's sets and of the per-type
+// versions snapshotOf returns.
+var typeOrder = [...]string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType}
 
-// buildSnapshot turns resources generated from m into a cache snapshot
-// whose version for each type is a hash of that type's resources, so a
-// type whose content did not change keeps its version and is not re-sent.
-func buildSnapshot(m *mesh.Snapshot, r generate.Resources) (*cachev3.Snapshot, []string, error) {
-	snap, versions, err := snapshotOf(m, r)
-	if err != nil {
-		return nil, nil, err
+// pushOrder is the order a stream sends types in when several changed:
+// Envoy's make-before-break order (clusters and their endpoints before
+// the listeners and routes that use them).
+var pushOrder = [...]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}
+
+func typeIndex(typeURL string) int {
+	for i, t := range typeOrder {
+		if t == typeURL {
+			return i
+		}
 	}
-	if err := snap.Consistent(); err != nil {
-		return nil, nil, fmt.Errorf("snapshot: %w", err)
-	}
-	return snap, versions, nil
+	return -1
 }
 
-// snapshotOf is buildSnapshot without the consistency check, for a
-// proxyless client's snapshot, which holds only what it names: a listener
-// can be there before the route configuration it refers to is asked for.
-//
-// It also fills the snapshot's per-resource versions (VersionMap), which
-// delta xDS compares with what a stream was sent, or with the
-// initial_resource_versions of a reconnecting proxy, to send only what
-// differs. go-control-plane would otherwise compute them itself, marshalling
-// every resource a second time, under its cache-wide lock, at every
-// SetSnapshot of a node with a delta stream. They are content hashes
-// (cachev3.HashResource of the deterministic encoding), so a restarted or
-// another control plane gives the same resource the same version and a
-// reconnecting proxy is sent only real differences.
-func snapshotOf(m *mesh.Snapshot, r generate.Resources) (*cachev3.Snapshot, []string, error) {
-	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
+// nodeSnapshot is everything one proxy is served: one typeSet per type,
+// in typeOrder. Immutable; replaced whole when any type changes.
+type nodeSnapshot struct {
+	sets [len(typeOrder)]*typeSet
+}
+
+// set is the snapshot's resources of typeURL (nil for a type not served).
+func (n *nodeSnapshot) set(typeURL string) *typeSet {
+	if i := typeIndex(typeURL); i >= 0 {
+		return n.sets[i]
+	}
+	return nil
+}
+
+// version is the snapshot's version of typeURL ("" for a type not served).
+func (n *nodeSnapshot) version(typeURL string) string {
+	if set := n.set(typeURL); set != nil {
+		return set.version
+	}
+	return ""
+}
+
+// encoded is one resource as it goes on the wire, encoded once per mesh
+// snapshot and shared by every proxy and stream that is sent it. Read
+// only: the gRPC encoder of many streams reads it at once.
+type encoded struct {
+	name    string
+	version string // its delta version (a content hash)
+	any     *anypb.Any
+	delta   *discovery.Resource
+}
+
+// typeSet is the resources of one type as one proxy receives them,
+// shared by every proxy that receives the same (the sets are looked up by
+// content, see Server.setOf). Immutable. It is kept small, because a set
+// that holds a proxy's own resources (its inbound clusters and
+// listeners) is one per proxy: one pointer per resource, sorted by name;
+// the name list is made only when a subscription by name needs it.
+type typeSet struct {
+	typeURL string
+	// version is a digest of every resource's encoding, in order: the
+	// state-of-the-world version, and what identifies the set.
+	version string
+	items   []*encoded // sorted by name, each name once
+	names   func() []string
+	diffs   sync.Map // older set's version -> *setDiff, for delta pushes
+}
+
+func newTypeSet(typeURL, version string, items []*encoded) *typeSet {
+	set := &typeSet{typeURL: typeURL, version: version, items: items}
+	set.names = sync.OnceValue(func() []string {
+		names := make([]string, len(set.items))
+		for i, e := range set.items {
+			names[i] = e.name
+		}
+		return names
+	})
+	return set
+}
+
+// get is the resource called name, or nil.
+func (set *typeSet) get(name string) *encoded {
+	if set == nil {
+		return nil
+	}
+	i, ok := slices.BinarySearchFunc(set.items, name, func(e *encoded, n string) int { return cmpString(e.name, n) })
+	if !ok {
+		return nil
+	}
+	return set.items[i]
+}
+
+// has reports whether name is one of the set's resources.
+func (set *typeSet) has(name string) bool { return set.get(name) != nil }
+
+// anys lists every resource as a state-of-the-world response does.
+func (set *typeSet) anys() []*anypb.Any {
+	out := make([]*anypb.Any, len(set.items))
+	for i, e := range set.items {
+		out[i] = e.any
+	}
+	return out
+}
+
+// deltas lists every resource as a delta response does.
+func (set *typeSet) deltas() []*discovery.Resource {
+	out := make([]*discovery.Resource, len(set.items))
+	for i, e := range set.items {
+		out[i] = e.delta
+	}
+	return out
+}
+
+// setDiff is what a delta response carries to a proxy that has all of an
+// older set to bring it to all of a newer one.
+type setDiff struct {
+	resources []*discovery.Resource
+	removed   []string
+}
+
+// diffFrom is what changed from old to set, both taken whole. It is
+// computed once for all the proxies that make the same step (a walk of
+// both sorted lists).
+func (set *typeSet) diffFrom(old *typeSet) *setDiff {
+	if d, ok := set.diffs.Load(old.version); ok {
+		return d.(*setDiff)
+	}
+	d := &setDiff{}
+	i, j := 0, 0
+	for i < len(set.items) || j < len(old.items) {
+		switch {
+		case j == len(old.items) || (i < len(set.items) && set.items[i].name < old.items[j].name):
+			d.resources = append(d.resources, set.items[i].delta)
+			i++
+		case i == len(set.items) || old.items[j].name < set.items[i].name:
+			d.removed = append(d.removed, old.items[j].name)
+			j++
+		default:
+			if set.items[i].version != old.items[j].version {
+				d.resources = append(d.resources, set.items[i].delta)
+			}
+			i++
+			j++
+		}
+	}
+	v, _ := set.diffs.LoadOrStore(old.version, d)
+	return v.(*setDiff)
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// setKey finds a set by content.
+type setKey struct{ typeURL, version string }
+
+// setCache finds the typeSet of some content if one is alive anywhere,
+// so proxies that receive the same resources share one set (its maps,
+// its response lists, its delta diffs), across mesh snapshots too: a
+// type that did not change keeps its very set. Entries go when the last
+// proxy lets go of their set.
+type setCache struct {
+	mu   sync.Mutex
+	sets map[setKey]weak.Pointer[typeSet]
+}
+
+func (c *setCache) get(k setKey) *typeSet {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w, ok := c.sets[k]; ok {
+		if set := w.Value(); set != nil {
+			return set
+		}
+		delete(c.sets, k)
+	}
+	return nil
+}
+
+// put stores set unless a live set of the same content got there first,
+// and returns the one to use.
+func (c *setCache) put(set *typeSet) *typeSet {
+	k := setKey{set.typeURL, set.version}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w, ok := c.sets[k]; ok {
+		if old := w.Value(); old != nil {
+			return old
+		}
+	}
+	if c.sets == nil {
+		c.sets = map[setKey]weak.Pointer[typeSet]{}
+	}
+	c.sets[k] = weak.Make(set)
+	return set
+}
+
+// prune forgets sets no proxy holds any more.
+func (c *setCache) prune() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, w := range c.sets {
+		if w.Value() == nil {
+			delete(c.sets, k)
+		}
+	}
+}
+
+// snapshotOf turns resources generated from m into a node snapshot and
+// its per-type versions (in typeOrder). Each type's version is a hash of
+// its resources, so a type whose content did not change keeps its
+// version, and its set, and is not sent again.
+func (s *Server) snapshotOf(m *mesh.Snapshot, r generate.Resources) (*nodeSnapshot, []string, error) {
 	byType := r.ByType()
-	versions := make([]string, 0, len(typeOrder))
-	for _, typ := range typeOrder {
-		items := byType[typ]
-		perName := make(map[string]string, len(items))
-		v, err := hashResources(m, items, perName)
+	snap := &nodeSnapshot{}
+	versions := make([]string, len(typeOrder))
+	for i, typ := range typeOrder {
+		var (
+			set *typeSet
+			err error
+		)
+		switch parts := partsOf(r, typ); {
+		case m != nil && len(parts.Shared) > 0:
+			set, err = s.setOfParts(m, typ, parts)
+		default:
+			set, err = s.setOf(m, typ, byType[typ])
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", typ, err)
 		}
-		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(v, items)
-		snap.VersionMap[typ] = perName
-		versions = append(versions, v)
+		snap.sets[i] = set
+		versions[i] = set.version
 	}
 	return snap, versions, nil
 }
 
-// hashResources is a short hex digest of the resources' deterministic
-// encodings, in order (generators sort them). When perName is not nil it
-// also records there each resource's delta version, by name. Each
-// resource's digests are kept for the life of m (mesh.Snapshot.Memo): a
-// resource shared by many proxies (generate's memo.go) is encoded once per
-// push, not once per proxy.
-func hashResources(m *mesh.Snapshot, items []types.Resource, perName map[string]string) (string, error) {
+// partsOf is how r's list of typeURL was made, if r says.
+func partsOf(r generate.Resources, typeURL string) generate.Parts {
+	switch typeURL {
+	case resource.ClusterType:
+		return r.ClusterParts
+	case resource.EndpointType:
+		return r.EndpointParts
+	}
+	return generate.Parts{}
+}
+
+// sharedSetKey keys the set of a generator's shared list in
+// mesh.Snapshot.Memo: the list's first element's address and its length
+// (the memo that made the list keeps it alive as long as the snapshot).
+type sharedSetKey struct {
+	typeURL string
+	first   *types.Resource
+	n       int
+}
+
+type setOrErr struct {
+	set *typeSet
+	err error
+}
+
+// setOfParts is the set of parts.Shared merged with parts.Own. The shared
+// part's set is made once per mesh snapshot, so a proxy costs only its
+// own resources and one merge of pointers; its version is a digest of the
+// shared set's version and the own resources' digests.
+func (s *Server) setOfParts(m *mesh.Snapshot, typeURL string, parts generate.Parts) (*typeSet, error) {
+	so := m.Memo(sharedSetKey{typeURL, &parts.Shared[0], len(parts.Shared)}, func() any {
+		set, err := s.setOf(m, typeURL, parts.Shared)
+		return setOrErr{set, err}
+	}).(setOrErr)
+	if so.err != nil || len(parts.Own) == 0 {
+		return so.set, so.err
+	}
+	shared := so.set
+	own := make([]*encoded, len(parts.Own))
 	h := sha256.New()
-	for _, it := range items {
-		d := resourceDigest(m, it)
+	h.Write([]byte(shared.version))
+	for i, it := range parts.Own {
+		d := resourceDigest(m, typeURL, it)
 		if d.err != nil {
-			return "", d.err
+			return nil, d.err
 		}
 		h.Write(d.sum[:])
-		if perName != nil {
-			perName[cachev3.GetResourceName(it)] = d.delta
+		own[i] = &d.enc
+	}
+	version := hex.EncodeToString(h.Sum(nil)[:8])
+	if set := s.sets.get(setKey{typeURL, version}); set != nil {
+		return set, nil
+	}
+	slices.SortStableFunc(own, func(a, b *encoded) int { return cmpString(a.name, b.name) })
+	items := make([]*encoded, 0, len(shared.items)+len(own))
+	a, b := shared.items, own
+	for len(a) > 0 && len(b) > 0 {
+		if b[0].name < a[0].name {
+			items, b = append(items, b[0]), b[1:]
+		} else {
+			items, a = append(items, a[0]), a[1:]
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil)[:8]), nil
+	items = append(append(items, a...), b...)
+	items = slices.CompactFunc(items, func(a, b *encoded) bool { return a.name == b.name })
+	return s.sets.put(newTypeSet(typeURL, version, slices.Clip(items))), nil
+}
+
+// setOf is the shared set of resources.
+func (s *Server) setOf(m *mesh.Snapshot, typeURL string, resources []types.Resource) (*typeSet, error) {
+	ds := make([]*digests, len(resources))
+	h := sha256.New()
+	for i, it := range resources {
+		d := resourceDigest(m, typeURL, it)
+		if d.err != nil {
+			return nil, d.err
+		}
+		h.Write(d.sum[:])
+		ds[i] = d
+	}
+	version := hex.EncodeToString(h.Sum(nil)[:8])
+	if set := s.sets.get(setKey{typeURL, version}); set != nil {
+		return set, nil
+	}
+	items := make([]*encoded, len(ds))
+	for i, d := range ds {
+		items[i] = &d.enc
+	}
+	slices.SortStableFunc(items, func(a, b *encoded) int { return cmpString(a.name, b.name) })
+	// A name twice is a generator bug; the first one wins, as Envoy would
+	// keep it.
+	items = slices.CompactFunc(items, func(a, b *encoded) bool { return a.name == b.name })
+	set := newTypeSet(typeURL, version, slices.Clip(items))
+	return s.sets.put(set), nil
 }
 
 // digestKey keys a resource's digests in mesh.Snapshot.Memo: the resource
 // itself (a pointer), which the memo keeps alive, so it is never reused.
 type digestKey struct{ r types.Resource }
 
+// digests are a resource's encoding and hashes.
 type digests struct {
-	sum [sha256.Size]byte // of the length-prefixed encoding: our per-type versions
-	// delta is the very hash go-control-plane puts in each delta
-	// Resource.version (it computes that one apart, lazily): a different
-	// scheme in VersionMap would never match what proxies send back in
-	// initial_resource_versions, and a reconnecting proxy would be sent
-	// everything.
-	delta string
-	err   error
+	sum [sha256.Size]byte // of the length-prefixed encoding: feeds the set's version
+	enc encoded
+	err error
 }
 
-// resourceDigest is r's digests, memoized in m when m is not nil.
-func resourceDigest(m *mesh.Snapshot, r types.Resource) digests {
+// resourceDigest encodes and hashes r, once per mesh snapshot when m is
+// not nil: a resource shared by many proxies (generate's memo.go) is
+// encoded once per push, not once per proxy. The encoding is
+// deterministic, so a restarted or another control plane gives the same
+// resource the same versions, and a reconnecting delta proxy is sent only
+// real differences.
+func resourceDigest(m *mesh.Snapshot, typeURL string, r types.Resource) *digests {
 	compute := func() any {
+		name := cachev3.GetResourceName(r)
 		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
 		if err != nil {
-			return digests{err: fmt.Errorf("marshal %s: %w", cachev3.GetResourceName(r), err)}
+			return &digests{err: fmt.Errorf("marshal %s: %w", name, err)}
 		}
 		var n [8]byte
 		binary.LittleEndian.PutUint64(n[:], uint64(len(b)))
 		h := sha256.New()
 		h.Write(n[:])
 		h.Write(b)
-		d := digests{delta: cachev3.HashResource(b)}
+		any := &anypb.Any{TypeUrl: typeURL, Value: b}
+		version := cachev3.HashResource(b)
+		d := &digests{enc: encoded{
+			name:    name,
+			version: version,
+			any:     any,
+			delta:   &discovery.Resource{Name: name, Version: version, Resource: any},
+		}}
 		h.Sum(d.sum[:0])
 		return d
 	}
 	if m == nil {
-		return compute().(digests)
+		return compute().(*digests)
 	}
-	return m.Memo(digestKey{r}, compute).(digests)
+	return m.Memo(digestKey{r}, compute).(*digests)
 }

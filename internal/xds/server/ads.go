@@ -1,0 +1,589 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"strconv"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// The ADS service. Each stream is one goroutine that handles the proxy's
+// requests and, when the proxy's snapshot changes, sends what changed; a
+// second one only reads requests. A stream's state per type is small: it
+// points at the shared sets it sent and, for a subscription by name, at
+// the set's own sorted name list whenever the proxy names exactly the
+// set's resources (a sidecar's EDS and RDS subscriptions do), so 2,000
+// proxies of one mesh do not hold 2,000 copies of anything.
+//
+// A stream never blocks another: a proxy that reads slowly holds up only
+// its own stream's goroutine, its wake-ups merge into one, and when it
+// catches up it is sent the newest snapshot, not the ones in between.
+
+// StreamAggregatedResources serves a state-of-the-world ADS stream.
+func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	return serveADS[*discovery.DiscoveryRequest, *discovery.DiscoveryResponse](s, stream, false,
+		func(r *discovery.DiscoveryRequest) adsRequest { return sotwRequest{r} })
+}
+
+// DeltaAggregatedResources serves an incremental ADS stream.
+func (s *Server) DeltaAggregatedResources(stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return serveADS[*discovery.DeltaDiscoveryRequest, *discovery.DeltaDiscoveryResponse](s, stream, true,
+		func(r *discovery.DeltaDiscoveryRequest) adsRequest { return deltaRequest{r} })
+}
+
+// adsServerStream is what both ADS stream kinds have.
+type adsServerStream[Req, Resp any] interface {
+	Context() context.Context
+	Recv() (Req, error)
+	Send(Resp) error
+}
+
+// serveADS runs one stream of either kind.
+func serveADS[Req, Resp any](s *Server, stream adsServerStream[Req, Resp], delta bool, wrap func(Req) adsRequest) error {
+	st := s.newStream(delta)
+	return s.runStream(stream.Context(), st, func() (adsRequest, error) {
+		req, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		return wrap(req), nil
+	}, func(r any) error { return stream.Send(r.(Resp)) })
+}
+
+// adsRequest is a request of either kind.
+type adsRequest interface {
+	GetNode() *core.Node
+	GetTypeUrl() string
+}
+
+type sotwRequest struct{ *discovery.DiscoveryRequest }
+type deltaRequest struct {
+	*discovery.DeltaDiscoveryRequest
+}
+
+// adsStream is one open stream. Only its goroutine touches it, but for
+// wake, which write signals.
+type adsStream struct {
+	key   streamKey
+	wake  chan struct{} // capacity 1: "the proxy's snapshot changed"
+	p     *proxy        // set by the first request
+	nonce int64
+	send  func(any) error
+	types map[string]*subscription
+}
+
+// subscription is a stream's state of one type.
+type subscription struct {
+	typeURL   string
+	requested bool // a request for the type arrived
+	wildcard  bool
+	named     bool     // names were given once (state of the world: an empty list no longer means wildcard)
+	names     []string // sorted, each once; the set's own list when equal
+	nonce     string   // of the last response
+	// inflight: the last response is not answered yet. Nothing more of
+	// the type is sent until it is: at most one response per type in
+	// flight, and a proxy that falls behind gets the newest state next,
+	// not every one in between.
+	inflight bool
+
+	// State of the world.
+	sentSet      *typeSet // what the last response was cut from...
+	sentWildcard bool     // ...for this subscription
+	sentNames    []string
+	sentVersion  string        // version of the last response
+	ackedVersion string        // version_info of the last request: what the proxy runs
+	nacked       bool          // the last response was rejected...
+	hold         *nodeSnapshot // ...while the snapshot was this one: send nothing until it changes
+
+	// Delta: the proxy has the resources of haveSet its subscription
+	// (haveWildcard, haveNames) then covered, except for overrides (name ->
+	// version, "" for "does not have it"), which also hold the
+	// initial_resource_versions of a reconnecting proxy.
+	everSent     bool
+	haveSet      *typeSet
+	haveWildcard bool
+	haveNames    []string
+	overrides    map[string]string
+}
+
+func (s *Server) newStream(delta bool) *adsStream {
+	return &adsStream{
+		key:   streamKey{delta: delta, id: s.streamIDs.Add(1)},
+		wake:  make(chan struct{}, 1),
+		types: map[string]*subscription{},
+	}
+}
+
+func (st *adsStream) notify() {
+	select {
+	case st.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (st *adsStream) sub(typeURL string) *subscription {
+	sub := st.types[typeURL]
+	if sub == nil {
+		sub = &subscription{typeURL: typeURL}
+		st.types[typeURL] = sub
+	}
+	return sub
+}
+
+func (st *adsStream) nextNonce() string {
+	st.nonce++
+	return strconv.FormatInt(st.nonce, 10)
+}
+
+// runStream is the stream's goroutine; it ends with the stream, when the
+// server stops (a clean end of stream, so the proxy moves to another
+// replica at once), or on a request it cannot serve.
+func (s *Server) runStream(ctx context.Context, st *adsStream, recv func() (adsRequest, error), send func(any) error) error {
+	st.send = send
+	s.metrics.streams.Inc()
+	defer s.metrics.streams.Dec()
+	defer s.closeStream(st)
+
+	reqs := make(chan adsRequest)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			r, err := recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case reqs <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	stop := s.serveContext().Done()
+	for {
+		select {
+		case <-stop:
+			return nil
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case r := <-reqs:
+			if err := s.handle(st, r); err != nil {
+				return err
+			}
+		case <-st.wake:
+			if err := s.pushStream(st); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// closeStream forgets the stream and, with its proxy's last stream, the
+// proxy.
+func (s *Server) closeStream(st *adsStream) {
+	s.flight.drop(st)
+	if st.p == nil {
+		return
+	}
+	st.p.mu.Lock()
+	delete(st.p.live, st)
+	st.p.mu.Unlock()
+	if !st.key.delta {
+		s.unsubscribe(st.key) // ondemand.go
+	}
+	s.streamClosed(st.key)
+}
+
+// handle serves one request.
+func (s *Server) handle(st *adsStream, r adsRequest) error {
+	if st.p == nil {
+		p, err := s.streamRequest(st.key, r.GetNode())
+		if err != nil {
+			return err
+		}
+		st.p = p
+		p.mu.Lock()
+		if p.live == nil {
+			p.live = map[*adsStream]struct{}{}
+		}
+		p.live[st] = struct{}{}
+		p.mu.Unlock()
+	}
+	if typeIndex(r.GetTypeUrl()) < 0 {
+		s.log.Debug("request for a type the server does not serve", "node", st.p.id.ID, "type", r.GetTypeUrl())
+		return nil
+	}
+	switch r := r.(type) {
+	case sotwRequest:
+		return s.handleSotW(st, r.DiscoveryRequest)
+	case deltaRequest:
+		return s.handleDelta(st, r.DeltaDiscoveryRequest)
+	}
+	return nil
+}
+
+// pushStream sends every type whose resources changed, in pushOrder.
+func (s *Server) pushStream(st *adsStream) error {
+	if st.p == nil {
+		return nil
+	}
+	for _, typ := range pushOrder {
+		sub := st.types[typ]
+		if sub == nil || !sub.requested {
+			continue
+		}
+		var err error
+		if st.key.delta {
+			err = s.sendDelta(st, sub)
+		} else {
+			err = s.sendSotW(st, sub)
+		}
+		if errors.Is(err, errNoRoom) {
+			return nil // woken when there is room; then all types are looked at again
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// errNoRoom: a response does not fit in the bytes-in-flight bound now;
+// the stream is woken when it may (flight.go).
+var errNoRoom = errors.New("no room in flight")
+
+func ignoreNoRoom(err error) error {
+	if errors.Is(err, errNoRoom) {
+		return nil
+	}
+	return err
+}
+
+// setNames replaces sub's names with names, sorted, each once, and each
+// the set's own string where the set has it (the request's copies are
+// then garbage); when they are exactly the set's names, sub keeps the
+// set's list itself.
+func (sub *subscription) setNames(names []string, set *typeSet) {
+	names = slices.Compact(slices.Sorted(slices.Values(names)))
+	if set != nil {
+		if setNames := set.names(); slices.Equal(names, setNames) {
+			sub.names = setNames
+			return
+		}
+		for i, n := range names {
+			if e := set.get(n); e != nil {
+				names[i] = e.name
+			}
+		}
+	}
+	sub.names = slices.Clip(names)
+}
+
+// subscribes reports whether sub takes the resource name.
+func (sub *subscription) subscribes(name string) bool {
+	if sub.wildcard {
+		return true
+	}
+	_, ok := slices.BinarySearch(sub.names, name)
+	return ok
+}
+
+// whole reports whether sub takes every resource of set and nothing else
+// that could exist.
+func (sub *subscription) whole(set *typeSet) bool {
+	return sub.wildcard || (len(sub.names) == len(set.items) && sameNames(sub.names, set.names()))
+}
+
+// ---- State of the world ----
+
+func (s *Server) handleSotW(st *adsStream, req *discovery.DiscoveryRequest) error {
+	typ, nonce := req.GetTypeUrl(), req.GetResponseNonce()
+	sub := st.sub(typ)
+	s.answered(st.key, st.p.id.ID, typ, nonce, req.GetErrorDetail())
+	// The version_info of a request is the version the proxy last
+	// accepted: what it runs.
+	st.p.recordAcked(typ, req.GetVersionInfo(), time.Now())
+	if nonce != "" && nonce != sub.nonce {
+		return nil // answers a superseded response; a newer one is on its way
+	}
+	if sub.inflight {
+		s.flight.give(st, typ)
+	}
+	sub.inflight = false
+	if err := s.subscribe(st.key, req); err != nil { // ondemand.go: proxyless clients
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	snap := st.p.snapshot()
+	names := req.GetResourceNames()
+	switch {
+	case slices.Contains(names, "*"):
+		sub.wildcard, sub.named, sub.names = true, true, nil
+	case len(names) == 0 && !sub.named:
+		sub.wildcard = true // legacy wildcard: no names ever given
+	default:
+		sub.wildcard, sub.named = false, true
+		var set *typeSet
+		if snap != nil {
+			set = snap.set(typ)
+		}
+		sub.setNames(names, set)
+	}
+	sub.requested = true
+	sub.ackedVersion = req.GetVersionInfo()
+	if req.GetErrorDetail() != nil {
+		// Do not send what was just rejected again; wait for the
+		// snapshot to change (see sendSotW).
+		sub.nacked, sub.hold = true, snap
+		return nil
+	}
+	return ignoreNoRoom(s.sendSotW(st, sub))
+}
+
+// sotwResponse is what sub is sent of set.
+func sotwResponse(sub *subscription, set *typeSet) []*anypb.Any {
+	if sub.whole(set) {
+		return set.anys()
+	}
+	var out []*anypb.Any
+	for _, n := range sub.names {
+		if e := set.get(n); e != nil {
+			out = append(out, e.any)
+		}
+	}
+	return out
+}
+
+// sameNames compares sorted name lists, cheaply when they are one list.
+func sameNames(a, b []string) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0] || slices.Equal(a, b))
+}
+
+// sendSotW sends sub's type if its set or the subscription changed since
+// it was last sent. After a NACK it sends nothing until the proxy's
+// snapshot changes in any type: a proxy applies all types together and
+// rejects every type of a set that failed, so a version rejected
+// alongside a bad listener can be fine next to a fixed one and is then
+// sent again, unless it is what the proxy runs.
+func (s *Server) sendSotW(st *adsStream, sub *subscription) error {
+	snap := st.p.snapshot()
+	if snap == nil {
+		return nil
+	}
+	if sub.inflight {
+		return nil // sent when the proxy answers
+	}
+	set := snap.set(sub.typeURL)
+	version := set.version
+	if sub.nacked {
+		if snap == sub.hold {
+			return nil
+		}
+		if version == sub.ackedVersion {
+			sub.nacked, sub.hold = false, nil
+			sub.sentSet, sub.sentWildcard, sub.sentNames, sub.sentVersion = set, sub.wildcard, sub.names, version
+			return nil
+		}
+	} else if sub.nonce != "" && sub.sentSet == set && sub.sentWildcard == sub.wildcard && sameNames(sub.sentNames, sub.names) {
+		return nil
+	}
+	resources := sotwResponse(sub, set)
+	if !s.flight.take(st, sub.typeURL, sotwSize(resources)) {
+		return errNoRoom
+	}
+	resp := &discovery.DiscoveryResponse{
+		VersionInfo: version,
+		Resources:   resources,
+		TypeUrl:     sub.typeURL,
+		Nonce:       st.nextNonce(),
+	}
+	s.sentResponse(st.key, sub.typeURL, resp.Nonce, version)
+	sub.nonce, sub.inflight, sub.nacked, sub.hold = resp.Nonce, true, false, nil
+	sub.sentSet, sub.sentWildcard, sub.sentNames, sub.sentVersion = set, sub.wildcard, sub.names, version
+	return st.send(resp)
+}
+
+// ---- Delta ----
+
+func (s *Server) handleDelta(st *adsStream, req *discovery.DeltaDiscoveryRequest) error {
+	typ, nonce := req.GetTypeUrl(), req.GetResponseNonce()
+	sub := st.sub(typ)
+	s.answered(st.key, st.p.id.ID, typ, nonce, req.GetErrorDetail())
+	first := !sub.requested
+	sub.requested = true
+	if first {
+		if iv := req.GetInitialResourceVersions(); len(iv) > 0 {
+			sub.overrides = make(map[string]string, len(iv))
+			for n, v := range iv {
+				sub.overrides[n] = v
+			}
+		}
+		if len(req.GetResourceNamesSubscribe()) == 0 {
+			sub.wildcard = true // legacy wildcard
+		}
+	}
+	// Subscription changes apply whatever the nonce: they are increments.
+	var set *typeSet
+	if snap := st.p.snapshot(); snap != nil {
+		set = snap.set(typ)
+	}
+	if add, drop := req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(); len(add) > 0 || len(drop) > 0 {
+		names := slices.Clone(sub.names)
+		for _, n := range add {
+			if n == "*" {
+				sub.wildcard = true
+				continue
+			}
+			names = append(names, n)
+		}
+		for _, n := range drop {
+			if n == "*" {
+				sub.wildcard = false
+				continue
+			}
+			names = slices.DeleteFunc(names, func(x string) bool { return x == n })
+			// The proxy drops what it no longer wants; if it wants it
+			// again, it is sent again. Under a wildcard it must be told
+			// whether the resource exists: sent again or removed.
+			if sub.overrides == nil {
+				sub.overrides = map[string]string{}
+			}
+			sub.overrides[n] = ""
+		}
+		sub.setNames(names, set)
+	}
+	if nonce != "" && nonce != sub.nonce {
+		return nil // answers a superseded response; a newer one is on its way
+	}
+	if sub.inflight {
+		s.flight.give(st, typ)
+	}
+	sub.inflight = false
+	if req.GetErrorDetail() != nil {
+		return nil // what it rejected is not sent again until it changes
+	}
+	return ignoreNoRoom(s.sendDelta(st, sub))
+}
+
+// sendDelta sends what of sub's type the proxy does not have yet, and
+// the removal of what it has that is gone.
+func (s *Server) sendDelta(st *adsStream, sub *subscription) error {
+	snap := st.p.snapshot()
+	if snap == nil {
+		return nil
+	}
+	if sub.inflight {
+		return nil // sent when the proxy answers
+	}
+	set := snap.set(sub.typeURL)
+	var resources []*discovery.Resource
+	var removed []string
+	whole := sub.whole(set)
+	switch {
+	case whole && sub.overrides == nil && sub.haveSet != nil && sub.haveWhole():
+		if sub.haveSet == set {
+			return nil
+		}
+		d := set.diffFrom(sub.haveSet)
+		resources, removed = d.resources, d.removed
+	case whole && sub.overrides == nil && sub.haveSet == nil:
+		resources = set.deltas()
+	default:
+		resources, removed = sub.diff(set)
+	}
+	firstWildcard := !sub.everSent && sub.wildcard
+	if len(resources) == 0 && len(removed) == 0 && !firstWildcard {
+		sub.haveSet, sub.haveWildcard, sub.haveNames, sub.overrides = set, sub.wildcard, sub.names, nil
+		return nil
+	}
+	if !s.flight.take(st, sub.typeURL, deltaSize(resources, removed)) {
+		return errNoRoom
+	}
+	sub.haveSet, sub.haveWildcard, sub.haveNames, sub.overrides = set, sub.wildcard, sub.names, nil
+	resp := &discovery.DeltaDiscoveryResponse{
+		SystemVersionInfo: set.version,
+		Resources:         resources,
+		RemovedResources:  removed,
+		TypeUrl:           sub.typeURL,
+		Nonce:             st.nextNonce(),
+	}
+	s.sentResponse(st.key, sub.typeURL, resp.Nonce, set.version)
+	sub.nonce, sub.everSent, sub.inflight = resp.Nonce, true, true
+	return st.send(resp)
+}
+
+// haveWhole reports whether the proxy had the whole of haveSet.
+func (sub *subscription) haveWhole() bool {
+	return sub.haveWildcard || (len(sub.haveNames) == len(sub.haveSet.items) && sameNames(sub.haveNames, sub.haveSet.names()))
+}
+
+// had is the version of name the proxy has, if it has it.
+func (sub *subscription) had(name string) (string, bool) {
+	if v, ok := sub.overrides[name]; ok {
+		return v, v != ""
+	}
+	e := sub.haveSet.get(name)
+	if e == nil {
+		return "", false
+	}
+	if !sub.haveWildcard {
+		if _, ok := slices.BinarySearch(sub.haveNames, name); !ok {
+			return "", false
+		}
+	}
+	return e.version, true
+}
+
+// diff is the general delta computation, resource by resource, for the
+// cases the shared setDiffs do not cover (a partial subscription, a
+// reconnect with initial versions, a changed subscription).
+func (sub *subscription) diff(set *typeSet) ([]*discovery.Resource, []string) {
+	var resources []*discovery.Resource
+	add := func(e *encoded) {
+		if v, ok := sub.had(e.name); !ok || v != e.version {
+			resources = append(resources, e.delta)
+		}
+	}
+	if sub.wildcard {
+		for _, e := range set.items {
+			add(e)
+		}
+	} else {
+		for _, n := range sub.names {
+			if e := set.get(n); e != nil {
+				add(e)
+			}
+		}
+	}
+	var removed []string
+	gone := func(n string) {
+		if _, ok := sub.had(n); ok && !set.has(n) && sub.subscribes(n) {
+			removed = append(removed, n)
+		}
+	}
+	if sub.haveSet != nil {
+		for _, e := range sub.haveSet.items {
+			gone(e.name)
+		}
+	}
+	for n := range sub.overrides {
+		if !sub.haveSet.has(n) {
+			gone(n)
+		}
+	}
+	slices.Sort(removed)
+	return resources, slices.Compact(removed)
+}

@@ -1,0 +1,181 @@
+package server
+
+import (
+	"sync"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Defaults for the bytes-in-flight bound.
+const (
+	DefaultMaxBytesInFlight = 64 << 20
+	// flightExpiry is how long a response counts against the bound
+	// without an answer: a proxy that stops reading holds its share only
+	// this long, so a few stuck proxies cannot stall everyone else's
+	// pushes.
+	flightExpiry = 10 * time.Second
+)
+
+// flightBudget bounds the bytes of responses sent and not yet answered
+// (ACKed or NACKed), across all streams. gRPC encodes a whole response
+// into memory before writing it, and keeps it until the peer's flow
+// control lets it out: when 2,000 proxies connect at once and each is
+// sent its 4 MB configuration, or a 900 KB route configuration changes,
+// all of it would sit in the control plane's memory at once, waiting for
+// proxies to read. With the bound, streams take turns: a stream with
+// nothing in flight whose response does not fit sends it when an answer
+// frees room (it is woken), and keeps handling its proxy's requests
+// meanwhile.
+//
+// The bound admits streams, not responses: a stream that already has a
+// response in flight may send the rest of its set, because proxies
+// (weft-proxy, Envoy) answer a response only once the set it belongs to
+// is complete — clusters are ACKed after their endpoints arrive. Holding
+// back the endpoints of a proxy whose clusters hold the room would wait
+// forever. And when nothing is in flight any response goes, however
+// large, so there is always progress.
+type flightBudget struct {
+	limit int64
+
+	mu      sync.Mutex
+	used    int64
+	held    map[flightKey]flightEntry
+	waiting []*adsStream // FIFO; a stream may appear more than once
+}
+
+type flightKey struct {
+	st      *adsStream
+	typeURL string
+}
+
+type flightEntry struct {
+	n       int64
+	expires time.Time
+}
+
+func newFlightBudget(limit int64) *flightBudget {
+	return &flightBudget{limit: limit, held: map[flightKey]flightEntry{}}
+}
+
+// take counts n bytes for st's response of typeURL, or, when they do not
+// fit, queues st to be woken when room frees and returns false.
+func (b *flightBudget) take(st *adsStream, typeURL string, n int64) bool {
+	if b.limit <= 0 {
+		return true
+	}
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.admittedLocked(st) && b.used > 0 && b.used+n > b.limit {
+		b.reclaimLocked(now)
+		if b.used > 0 && b.used+n > b.limit {
+			b.waiting = append(b.waiting, st)
+			return false
+		}
+	}
+	k := flightKey{st, typeURL}
+	if old, ok := b.held[k]; ok {
+		b.used -= old.n
+	}
+	b.held[k] = flightEntry{n: n, expires: now.Add(flightExpiry)}
+	b.used += n
+	return true
+}
+
+// admittedLocked reports whether st has a response in flight.
+func (b *flightBudget) admittedLocked(st *adsStream) bool {
+	for _, typ := range typeOrder {
+		if _, ok := b.held[flightKey{st, typ}]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// give returns what st's response of typeURL held, once it is answered.
+func (b *flightBudget) give(st *adsStream, typeURL string) {
+	if b.limit <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k := flightKey{st, typeURL}
+	if e, ok := b.held[k]; ok {
+		delete(b.held, k)
+		b.used -= e.n
+		b.wakeLocked()
+	}
+}
+
+// drop returns everything a closed stream held.
+func (b *flightBudget) drop(st *adsStream) {
+	if b.limit <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k, e := range b.held {
+		if k.st == st {
+			delete(b.held, k)
+			b.used -= e.n
+		}
+	}
+	b.waiting = slicesDeleteStream(b.waiting, st)
+	b.wakeLocked()
+}
+
+// reclaimLocked forgets responses unanswered for longer than flightExpiry.
+func (b *flightBudget) reclaimLocked(now time.Time) {
+	for k, e := range b.held {
+		if now.After(e.expires) {
+			delete(b.held, k)
+			b.used -= e.n
+		}
+	}
+}
+
+// wakeLocked wakes waiting streams while there is room: each tries again
+// and queues itself anew if its response still does not fit.
+func (b *flightBudget) wakeLocked() {
+	const batch = 4 // woken per freed response; enough to keep the room used
+	for i := 0; i < batch && len(b.waiting) > 0 && b.used < b.limit; i++ {
+		b.waiting[0].notify()
+		b.waiting = b.waiting[1:]
+	}
+	if len(b.waiting) == 0 {
+		b.waiting = nil // let the array go
+	}
+}
+
+func slicesDeleteStream(s []*adsStream, st *adsStream) []*adsStream {
+	out := s[:0]
+	for _, x := range s {
+		if x != st {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// sotwSize is about the encoded size of a state-of-the-world response.
+func sotwSize(rs []*anypb.Any) int64 {
+	n := int64(64)
+	for _, r := range rs {
+		n += int64(len(r.GetValue())+len(r.GetTypeUrl())) + 8
+	}
+	return n
+}
+
+// deltaSize is about the encoded size of a delta response.
+func deltaSize(rs []*discovery.Resource, removed []string) int64 {
+	n := int64(64)
+	for _, r := range rs {
+		n += int64(len(r.GetResource().GetValue())+len(r.GetResource().GetTypeUrl())+len(r.GetName())+len(r.GetVersion())) + 16
+	}
+	for _, r := range removed {
+		n += int64(len(r)) + 2
+	}
+	return n
+}

@@ -60,7 +60,6 @@ func outboundVirtualHosts(s *mesh.Snapshot, id contract.Identity, port uint32) [
 		}
 	}
 	slices.SortFunc(vhs, func(a, b *route.VirtualHost) int { return strings.Compare(a.Name, b.Name) })
-	decorateRoutes(s, vhs) // tracing.go: span names, when the mesh traces
 	return vhs
 }
 

@@ -108,13 +108,17 @@ func withTracing(s *mesh.Snapshot, id contract.Identity, r *Resources) {
 	added := false
 	for _, sd := range sides {
 		if sd.t != nil && !have[sd.cluster] {
-			// Not a service of the mesh (whose cluster would serve).
-			r.Clusters = append(r.Clusters, collectorCluster(sd.cluster, sd.t.Provider))
+			// Not a service of the mesh (whose cluster would serve): the
+			// proxy's own, in both the list and its parts.
+			c := collectorCluster(sd.cluster, sd.t.Provider)
+			r.Clusters = append(r.Clusters, c)
+			r.ClusterParts.Own = append(slices.Clone(r.ClusterParts.Own), c)
 			have[sd.cluster], added = true, true
 		}
 	}
 	if added {
 		sortByName(r.Clusters)
+		sortByName(r.ClusterParts.Own)
 	}
 }
 
@@ -250,29 +254,29 @@ func decorateInbound(rc *route.RouteConfiguration, hosts map[uint32]string) {
 // GetRouteOperation does: "<host>:<port><path>" of the route's one
 // destination cluster, else of its virtual host ("<host>:<port>"), path
 // being the match's prefix followed by "*" (or its exact path or regex).
-// Only when the mesh traces, so nothing else changes otherwise; the
-// virtual hosts are new, not yet shared.
-func decorateRoutes(s *mesh.Snapshot, vhs []*route.VirtualHost) {
+// Only when the mesh traces, so nothing else changes otherwise. rs are
+// the routes of svc's port, new (sharedServiceRoutes calls it before they
+// are shared); the virtual host's name is "<host>:<port>".
+func decorateRoutes(s *mesh.Snapshot, svc *registry.Service, port uint32, rs []*route.Route) {
 	if !s.TracingEnabled() {
 		return
 	}
-	for _, vh := range vhs {
-		for _, rt := range vh.GetRoutes() {
-			path := "/*"
-			switch m := rt.GetMatch(); m.GetPathSpecifier().(type) {
-			case *route.RouteMatch_Prefix:
-				path = m.GetPrefix() + "*"
-			case *route.RouteMatch_Path:
-				path = m.GetPath()
-			case *route.RouteMatch_SafeRegex:
-				path = m.GetSafeRegex().GetRegex()
-			}
-			base := vh.GetName()
-			if _, port, _, host, err := contract.ParseClusterName(rt.GetRoute().GetCluster()); err == nil && host != "" {
-				base = host + ":" + strconv.FormatUint(uint64(port), 10)
-			}
-			rt.Decorator = &route.Decorator{Operation: base + path}
+	vhost := svc.Hostname + ":" + strconv.FormatUint(uint64(port), 10)
+	for _, rt := range rs {
+		path := "/*"
+		switch m := rt.GetMatch(); m.GetPathSpecifier().(type) {
+		case *route.RouteMatch_Prefix:
+			path = m.GetPrefix() + "*"
+		case *route.RouteMatch_Path:
+			path = m.GetPath()
+		case *route.RouteMatch_SafeRegex:
+			path = m.GetSafeRegex().GetRegex()
 		}
+		base := vhost
+		if _, port, _, host, err := contract.ParseClusterName(rt.GetRoute().GetCluster()); err == nil && host != "" {
+			base = host + ":" + strconv.FormatUint(uint64(port), 10)
+		}
+		rt.Decorator = &route.Decorator{Operation: base + path}
 	}
 }
 

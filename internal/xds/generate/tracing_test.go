@@ -83,6 +83,11 @@ func TestTracingOff(t *testing.T) {
 	if collector == nil || collector.GetType() != cluster.Cluster_STRICT_DNS {
 		t.Errorf("collector cluster: %v", collector)
 	}
+	// The server serves the clusters from their parts: the collector is
+	// the proxy's own.
+	if got := mergeSorted(on.ClusterParts.Shared, on.ClusterParts.Own); len(got) != len(on.Clusters) {
+		t.Errorf("cluster parts hold %d clusters, the list %d", len(got), len(on.Clusters))
+	}
 	for _, l := range off.Listeners {
 		eachHCM(t, l.(*listener.Listener), func(m *hcm.HttpConnectionManager) {
 			if m.GetTracing() != nil {

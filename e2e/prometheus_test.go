@@ -23,12 +23,6 @@ import (
 	"weft.dev/weft/internal/testenv"
 )
 
-// The Prometheus server and promtool of the Debian "prometheus" package.
-const (
-	prometheusBin = "/usr/bin/prometheus"
-	promtoolBin   = "/usr/bin/promtool"
-)
-
 const promBackendFQDN = "backend.default.svc.cluster.local"
 
 // TestPrometheusPerVersionQuery proves with a real Prometheus server that
@@ -164,18 +158,13 @@ func TestPrometheusPerVersionQuery(t *testing.T) {
 	t.Logf("p99 latency by version (ms): %v", p99)
 }
 
-// requirePrometheus skips the test when Prometheus is not installed, unless
-// WEFT_REQUIRE_PROMETHEUS=1 (set in CI), where its absence is a failure.
+// requirePrometheus skips the test when Prometheus or promtool is not
+// installed, unless WEFT_REQUIRE_PROMETHEUS=1 or WEFT_REQUIRE_TOOLS=1
+// (set in CI), where its absence is a failure.
 func requirePrometheus(t *testing.T) {
 	t.Helper()
-	for _, bin := range []string{prometheusBin, promtoolBin} {
-		if _, err := os.Stat(bin); err != nil {
-			if os.Getenv("WEFT_REQUIRE_PROMETHEUS") == "1" {
-				t.Fatalf("WEFT_REQUIRE_PROMETHEUS=1 but %v (install the Debian package prometheus)", err)
-			}
-			t.Skipf("%v; install the Debian package prometheus to run this test", err)
-		}
-	}
+	testenv.Prometheus(t)
+	testenv.Promtool(t)
 }
 
 // promSamePerVersion compares a sum by destination_version with the client's
@@ -244,7 +233,22 @@ scrape_configs:
   static_configs:
   - targets: [%s]
 `, strings.Join(addrs, ", "))
-	cfgFile := filepath.Join(t.TempDir(), "prometheus.yml")
+	return runPrometheus(t, cfg, nil)
+}
+
+// runPrometheus runs Prometheus on loopback with configuration cfg, in a
+// temporary directory that also holds files (name -> content: rule files
+// cfg names). It is killed at cleanup; its log goes to the test log if
+// the test failed.
+func runPrometheus(t *testing.T, cfg string, files map[string]string) *promServer {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfgFile := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +261,7 @@ scrape_configs:
 		c: &http.Client{Timeout: 5 * time.Second}}
 
 	// Cancelled before the cleanups run, which kills Prometheus.
-	cmd := exec.CommandContext(t.Context(), prometheusBin,
+	cmd := exec.CommandContext(t.Context(), testenv.Prometheus(t),
 		"--config.file="+cfgFile,
 		"--storage.tsdb.path="+data,
 		"--web.listen-address="+p.addr,

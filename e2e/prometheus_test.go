@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -21,12 +20,7 @@ import (
 	"time"
 
 	"weft.dev/weft/internal/localmesh"
-)
-
-// The Prometheus server and promtool of the Debian "prometheus" package.
-const (
-	prometheusBin = "/usr/bin/prometheus"
-	promtoolBin   = "/usr/bin/promtool"
+	"weft.dev/weft/internal/testenv"
 )
 
 const promBackendFQDN = "backend.default.svc.cluster.local"
@@ -164,18 +158,13 @@ func TestPrometheusPerVersionQuery(t *testing.T) {
 	t.Logf("p99 latency by version (ms): %v", p99)
 }
 
-// requirePrometheus skips the test when Prometheus is not installed, unless
-// WEFT_REQUIRE_PROMETHEUS=1 (set in CI), where its absence is a failure.
+// requirePrometheus skips the test when Prometheus or promtool is not
+// installed, unless WEFT_REQUIRE_PROMETHEUS=1 or WEFT_REQUIRE_TOOLS=1
+// (set in CI), where its absence is a failure.
 func requirePrometheus(t *testing.T) {
 	t.Helper()
-	for _, bin := range []string{prometheusBin, promtoolBin} {
-		if _, err := os.Stat(bin); err != nil {
-			if os.Getenv("WEFT_REQUIRE_PROMETHEUS") == "1" {
-				t.Fatalf("WEFT_REQUIRE_PROMETHEUS=1 but %v (install the Debian package prometheus)", err)
-			}
-			t.Skipf("%v; install the Debian package prometheus to run this test", err)
-		}
-	}
+	testenv.Prometheus(t)
+	testenv.Promtool(t)
 }
 
 // promSamePerVersion compares a sum by destination_version with the client's
@@ -207,58 +196,11 @@ func promSameVector(got, want map[string]float64) error {
 	return nil
 }
 
-// promtoolLint runs `promtool check metrics` on one sidecar's exposition.
-//
-// promtool (2.42) exits 0 when clean, 1 when the exposition does not parse
-// ("error while linting: ..."), and 3 for promlint findings, one per line
-// as "<metric> <advice>". A parse error always fails the test. Lint
-// findings fail it too, except the ones in promtoolTolerated: Istio's
-// metric names are kept bit for bit so its dashboards and alerts work on
-// Weft, and Istio names the latency histogram in milliseconds where the
-// convention asks for seconds. Every tolerated finding is logged.
-func promtoolLint(t *testing.T, name, exposition string) {
+// promtoolLint runs `promtool check metrics` on one sidecar's exposition
+// (testenv.LintMetrics says which findings are tolerated and why).
+func promtoolLint(t *testing.T, name string, exposition string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, promtoolBin, "check", "metrics")
-	cmd.Stdin = strings.NewReader(exposition)
-	out, err := cmd.CombinedOutput()
-	code := 0
-	if err != nil {
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) {
-			t.Fatalf("running promtool: %v", err)
-		}
-		code = exit.ExitCode()
-	}
-	var tolerated, bad []string
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		switch {
-		case line == "":
-		case promtoolTolerated[line], envoyCounterName(line):
-			tolerated = append(tolerated, line)
-		default:
-			bad = append(bad, line)
-		}
-	}
-	if len(tolerated) > 0 {
-		t.Logf("promtool on %s, tolerated (Istio's names):\n  %s", name, strings.Join(tolerated, "\n  "))
-	}
-	if len(bad) > 0 || code != 0 && (code != 3 || len(tolerated) == 0) {
-		t.Fatalf("promtool check metrics on %s's /stats/prometheus: exit %d:\n%s", name, code, out)
-	}
-}
-
-// promtoolTolerated lists the promlint findings accepted on purpose.
-var promtoolTolerated = map[string]bool{
-	`istio_request_duration_milliseconds use base unit "seconds" instead of "milliseconds"`: true,
-}
-
-// envoyCounterName reports the finding on an Envoy statistic: Envoy
-// exports its counters without the _total suffix (envoy_cluster_upstream_rq_retry),
-// and Weft keeps its names so dashboards built for Envoy work.
-func envoyCounterName(finding string) bool {
-	return strings.HasPrefix(finding, "envoy_") && strings.HasSuffix(finding, `counter metrics should have "_total" suffix`)
+	testenv.LintMetrics(t, name+"'s /stats/prometheus", exposition)
 }
 
 // promServer is a Prometheus server run by a test.
@@ -291,7 +233,22 @@ scrape_configs:
   static_configs:
   - targets: [%s]
 `, strings.Join(addrs, ", "))
-	cfgFile := filepath.Join(t.TempDir(), "prometheus.yml")
+	return runPrometheus(t, cfg, nil)
+}
+
+// runPrometheus runs Prometheus on loopback with configuration cfg, in a
+// temporary directory that also holds files (name -> content: rule files
+// cfg names). It is killed at cleanup; its log goes to the test log if
+// the test failed.
+func runPrometheus(t *testing.T, cfg string, files map[string]string) *promServer {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfgFile := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +261,7 @@ scrape_configs:
 		c: &http.Client{Timeout: 5 * time.Second}}
 
 	// Cancelled before the cleanups run, which kills Prometheus.
-	cmd := exec.CommandContext(t.Context(), prometheusBin,
+	cmd := exec.CommandContext(t.Context(), testenv.Prometheus(t),
 		"--config.file="+cfgFile,
 		"--storage.tsdb.path="+data,
 		"--web.listen-address="+p.addr,

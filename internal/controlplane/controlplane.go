@@ -192,6 +192,7 @@ func New(opts Options) (*ControlPlane, error) {
 		metrics: reg,
 		autoreg: autoreg.New(autoreg.Options{Grace: opts.AutoRegistrationGrace, Logger: opts.Logger}),
 	}
+	reg.MustRegister(conflictMetrics{c})
 	c.xds = server.New(server.Options{
 		Debounce:     opts.Debounce,
 		DebounceMax:  opts.DebounceMax,

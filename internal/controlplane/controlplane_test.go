@@ -148,7 +148,8 @@ func TestRunServesConfigAndStatus(t *testing.T) {
 	}
 
 	metrics := get(t, ctx, base+"/metrics")
-	for _, m := range []string{"weft_xds_pushes_total", "weft_xds_connected_proxies 1"} {
+	for _, m := range []string{"weft_xds_pushes_total", "weft_xds_connected_proxies 1",
+		"pilot_xds 1", `pilot_xds_pushes{type="rds"}`, "pilot_vservice_dup_domain 0", "weft_registry_conflicts 0"} {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("/metrics lacks %q", m)
 		}

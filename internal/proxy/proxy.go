@@ -341,10 +341,29 @@ var (
 	descRecvBytes  = prometheus.NewDesc("weft_proxy_xds_received_bytes_total", "Encoded size of the xDS responses received, by type.", []string{"type"}, nil)
 	descReady      = prometheus.NewDesc("weft_proxy_ready", "1 once a complete first config is applied and the proxy is not draining.", nil, nil)
 	descReplica    = prometheus.NewDesc("weft_proxy_xds_control_plane_info", "1 for the control plane replica (address) of the open ADS stream; absent while none is open.", []string{"address"}, nil)
+
+	// Envoy's names where Envoy has the statistic (server.live,
+	// control_plane.connected_state); Envoy-like ones, by xDS type
+	// (lds, rds, cds, eds), for its per-subscription update_time,
+	// update_success and update_rejected, and for the state of holding a
+	// rejected config (docs/observability.md).
+	descServerLive     = prometheus.NewDesc("envoy_server_live", "1 while the proxy serves and is not draining (Envoy's server.live).", nil, nil)
+	descCPConnected    = prometheus.NewDesc("envoy_control_plane_connected_state", "1 while an ADS stream to the control plane is open (Envoy's control_plane.connected_state).", nil, nil)
+	descUpdateTime     = prometheus.NewDesc("envoy_control_plane_xds_update_time", "When a response of the xDS type was last accepted, in milliseconds since the epoch (as Envoy's update_time); absent before the first.", []string{"type"}, nil)
+	descUpdateSuccess  = prometheus.NewDesc("envoy_control_plane_xds_update_success", "Responses of the xDS type accepted (ACKed), as Envoy's update_success.", []string{"type"}, nil)
+	descUpdateRejected = prometheus.NewDesc("envoy_control_plane_xds_update_rejected", "Responses of the xDS type refused (NACKed), as Envoy's update_rejected.", []string{"type"}, nil)
+	descRejectedState  = prometheus.NewDesc("envoy_control_plane_xds_rejected_state", "1 while the last response of the xDS type was refused: the proxy holds an older config than the control plane sent.", []string{"type"}, nil)
 )
 
+// xdsTypes are the xDS types by their short names in metric labels.
+var xdsTypes = []struct{ url, name, short string }{
+	{xdsclient.TypeListener, "listener", "lds"}, {xdsclient.TypeRoute, "route", "rds"},
+	{xdsclient.TypeCluster, "cluster", "cds"}, {xdsclient.TypeEndpoint, "endpoint", "eds"},
+}
+
 func (c *xdsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descACKs, descNACKs, descApplies, descReconnects, descConnected, descReady, descReplica, descRecvRes, descRecvBytes} {
+	for _, d := range []*prometheus.Desc{descACKs, descNACKs, descApplies, descReconnects, descConnected, descReady, descReplica, descRecvRes, descRecvBytes,
+		descServerLive, descCPConnected, descUpdateTime, descUpdateSuccess, descUpdateRejected, descRejectedState} {
 		ch <- d
 	}
 }
@@ -362,16 +381,23 @@ func (c *xdsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descApplies, prometheus.CounterValue, float64(s.Applies))
 	ch <- prometheus.MustNewConstMetric(descReconnects, prometheus.CounterValue, float64(s.Reconnects))
 	ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, b(c.p.xds.Connected()))
+	ch <- prometheus.MustNewConstMetric(descCPConnected, prometheus.GaugeValue, b(c.p.xds.Connected()))
+	ch <- prometheus.MustNewConstMetric(descServerLive, prometheus.GaugeValue, b(c.p.running.Load() && !c.p.stopping.Load()))
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b(c.p.Ready()))
 	if s.Address != "" {
 		ch <- prometheus.MustNewConstMetric(descReplica, prometheus.GaugeValue, 1, s.Address)
 	}
 	recv := c.p.xds.Received()
-	for _, t := range []struct{ url, name string }{
-		{xdsclient.TypeListener, "listener"}, {xdsclient.TypeRoute, "route"},
-		{xdsclient.TypeCluster, "cluster"}, {xdsclient.TypeEndpoint, "endpoint"},
-	} {
+	types := c.p.xds.TypeStats()
+	for _, t := range xdsTypes {
 		ch <- prometheus.MustNewConstMetric(descRecvRes, prometheus.CounterValue, float64(recv.Resources[t.url]), t.name)
 		ch <- prometheus.MustNewConstMetric(descRecvBytes, prometheus.CounterValue, float64(recv.Bytes[t.url]), t.name)
+		ts := types[t.url]
+		if !ts.LastACK.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descUpdateTime, prometheus.GaugeValue, float64(ts.LastACK.UnixMilli()), t.short)
+		}
+		ch <- prometheus.MustNewConstMetric(descUpdateSuccess, prometheus.CounterValue, float64(ts.ACKs), t.short)
+		ch <- prometheus.MustNewConstMetric(descUpdateRejected, prometheus.CounterValue, float64(ts.NACKs), t.short)
+		ch <- prometheus.MustNewConstMetric(descRejectedState, prometheus.GaugeValue, b(ts.Rejected), t.short)
 	}
 }

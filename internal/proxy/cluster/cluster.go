@@ -212,15 +212,14 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 	}
 	ct.dstNoEndpoint = b.Metrics.InternDst(telemetry.DstLabels{Service: outSvc.host, ServiceName: outSvc.name, ServiceNamespace: outSvc.namespace,
 		Workload: telemetry.Unknown, WorkloadNamespace: telemetry.Unknown, App: telemetry.Unknown, Version: telemetry.Unknown})
-	ct.dstInbound = b.Metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
-		Workload: telemetry.OrUnknown(b.Identity.WorkloadName), WorkloadNamespace: telemetry.OrUnknown(b.Identity.Namespace),
-		App: telemetry.OrUnknown(b.Identity.Labels["app"]), Version: telemetry.OrUnknown(b.Identity.Labels["version"])})
+	ct.dstInbound = b.Metrics.InternDst(telemetry.IdentityDst(b.Identity, svc.host, svc.name, svc.namespace))
 
 	ct.stats = b.Stats.For(ct.name)
 	if prev != nil && proto.Equal(prev.cfg, c) {
 		ct.state = prev.state
 	} else {
 		uo.CountConnections(ct.stats.CxTotal.Inc)
+		uo.CountActive(ct.stats.CxActive)
 		ct.state = newState(uo)
 		if err := configureState(ct.state, c, ct.stats); err != nil {
 			return nil, err

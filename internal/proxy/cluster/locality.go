@@ -57,7 +57,7 @@ func (b *Builder) translateEndpoints(cla *endpointv3.ClusterLoadAssignment, svc 
 			if localityWeighted && sumWeight > 0 {
 				w = uint32(min(max((locWeight*uint64(w)*1000+sumWeight-1)/sumWeight, 1), 1<<31))
 			}
-			wl, ns, app, ver, _ := contract.ParseWorkloadMetadata(lbe.GetMetadata().GetFilterMetadata()[contract.FilterMetadataIstio].GetFields()[contract.MetaEndpointWorkload].GetStringValue())
+			wl, ns, app, ver, clusterID := contract.ParseWorkloadMetadata(lbe.GetMetadata().GetFilterMetadata()[contract.FilterMetadataIstio].GetFields()[contract.MetaEndpointWorkload].GetStringValue())
 			hs := lbe.GetHealthStatus()
 			ep := &Endpoint{
 				addr:    endpointKey(sa.GetAddress(), sa.GetPortValue()),
@@ -65,7 +65,8 @@ func (b *Builder) translateEndpoints(cla *endpointv3.ClusterLoadAssignment, svc 
 				healthy: hs == core.HealthStatus_UNKNOWN || hs == core.HealthStatus_HEALTHY,
 				md:      lbe.GetMetadata(),
 				dst: b.Metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
-					Workload: telemetry.OrUnknown(wl), WorkloadNamespace: telemetry.OrUnknown(ns), App: telemetry.OrUnknown(app), Version: telemetry.OrUnknown(ver)}),
+					Workload: telemetry.OrUnknown(wl), WorkloadNamespace: telemetry.OrUnknown(ns), App: telemetry.OrUnknown(app), Version: telemetry.OrUnknown(ver),
+					Cluster: clusterID}), // canonical service and revision: app (else workload) and version (else "latest"), by InternDst
 			}
 			p := loc.GetPriority()
 			byPrio[p] = append(byPrio[p], ep)

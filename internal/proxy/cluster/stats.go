@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -41,6 +43,10 @@ type Stats struct {
 	CxNoneHealthy prometheus.Counter // upstream_cx_none_healthy: no endpoint to connect to (UH; BlackHoleCluster)
 	CxConnectFail prometheus.Counter // upstream_cx_connect_fail
 	CxOverflow    prometheus.Counter // upstream_cx_overflow: max_connections was reached
+	CxActive      prometheus.Gauge   // upstream_cx_active: connections open now (counted by the pool)
+	// RqTime is upstream_rq_time: milliseconds from sending an attempt to
+	// the end of its response (Envoy's default buckets).
+	RqTime prometheus.Observer
 	// Circuit breaker state (circuit_breakers.default.*_open): 1 while the
 	// limit is reached.
 	CbCxOpen        prometheus.Gauge
@@ -58,6 +64,54 @@ type Stats struct {
 	OdDetected5xx            prometheus.Counter // outlier_detection_ejections_detected_consecutive_5xx
 	OdDetectedGateway        prometheus.Counter // outlier_detection_ejections_detected_consecutive_gateway_failure
 	OdDetectedLocalOrigin    prometheus.Counter // outlier_detection_ejections_detected_consecutive_local_origin_failure
+
+	// upstream_rq{envoy_response_code} and upstream_rq_xx{envoy_response_code_class}
+	// (Response).
+	codeVec   *prometheus.CounterVec
+	codes     atomic.Pointer[[]codeCounter] // copy on write, a few entries
+	codesMu   sync.Mutex                    // adding a code
+	classes   [6]prometheus.Counter         // [1..5]: 1xx..5xx by the first digit
+	clusterNm string
+}
+
+type codeCounter struct {
+	code int
+	c    prometheus.Counter
+}
+
+// Response counts one upstream response with this status code, as
+// Envoy's upstream_rq_<code> and upstream_rq_<class>xx (exported as
+// envoy_cluster_upstream_rq{envoy_response_code="503"} and
+// envoy_cluster_upstream_rq_xx{envoy_response_code_class="5"}). A code
+// seen before takes no lock.
+func (s *Stats) Response(code int) {
+	if code >= 100 && code < 600 {
+		s.classes[code/100].Inc()
+	}
+	if p := s.codes.Load(); p != nil {
+		for _, cc := range *p {
+			if cc.code == code {
+				cc.c.Inc()
+				return
+			}
+		}
+	}
+	s.codesMu.Lock()
+	defer s.codesMu.Unlock()
+	var cur []codeCounter
+	if p := s.codes.Load(); p != nil {
+		cur = *p
+	}
+	for _, cc := range cur {
+		if cc.code == code {
+			cc.c.Inc()
+			return
+		}
+	}
+	next := append(append(make([]codeCounter, 0, len(cur)+1), cur...),
+		codeCounter{code, s.codeVec.WithLabelValues(s.clusterNm, strconv.Itoa(code))})
+	s.codes.Store(&next)
+	next[len(next)-1].c.Inc()
 }
 
 // StatVecs holds the envoy_cluster_* metric families of one registry and
@@ -65,6 +119,10 @@ type Stats struct {
 type StatVecs struct {
 	counters map[string]*prometheus.CounterVec
 	gauges   map[string]*prometheus.GaugeVec
+	codes    *prometheus.CounterVec   // upstream_rq{envoy_response_code}
+	classes  *prometheus.CounterVec   // upstream_rq_xx{envoy_response_code_class}
+	rqTime   *prometheus.HistogramVec // upstream_rq_time
+	members  *membership              // membership_total, membership_healthy
 
 	mu     sync.Mutex // translation only, never per request
 	byName map[string]*Stats
@@ -86,7 +144,7 @@ var clusterCounterNames = []string{
 }
 
 var clusterGaugeNames = []string{
-	"upstream_rq_active", "upstream_rq_pending_active",
+	"upstream_rq_active", "upstream_rq_pending_active", "upstream_cx_active",
 	"circuit_breakers_default_cx_open", "circuit_breakers_default_rq_pending_open",
 	"circuit_breakers_default_rq_open", "circuit_breakers_default_rq_retry_open",
 	"outlier_detection_ejections_active",
@@ -118,6 +176,26 @@ func NewStatVecs(reg prometheus.Registerer) (*StatVecs, error) {
 		}
 		v.gauges[n] = g
 	}
+	var err error
+	if v.codes, err = telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "envoy_cluster_upstream_rq", Help: "Envoy cluster statistic upstream_rq_<code>: upstream responses by status code.",
+	}, []string{NameLabel, "envoy_response_code"})); err != nil {
+		return nil, err
+	}
+	if v.classes, err = telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "envoy_cluster_upstream_rq_xx", Help: "Envoy cluster statistic upstream_rq_<class>xx: upstream responses by status class (1-5).",
+	}, []string{NameLabel, "envoy_response_code_class"})); err != nil {
+		return nil, err
+	}
+	if v.rqTime, err = telemetry.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "envoy_cluster_upstream_rq_time", Help: "Envoy cluster statistic upstream_rq_time: milliseconds from sending an upstream request to the end of its response.",
+		Buckets: telemetry.Buckets,
+	}, []string{NameLabel})); err != nil {
+		return nil, err
+	}
+	if v.members, err = telemetry.Register(reg, newMembership()); err != nil {
+		return nil, err
+	}
 	return v, nil
 }
 
@@ -147,6 +225,8 @@ func (v *StatVecs) For(name string) *Stats {
 		CxNoneHealthy:            c("upstream_cx_none_healthy"),
 		CxConnectFail:            c("upstream_cx_connect_fail"),
 		CxOverflow:               c("upstream_cx_overflow"),
+		CxActive:                 g("upstream_cx_active"),
+		RqTime:                   v.rqTime.WithLabelValues(name),
 		CbCxOpen:                 g("circuit_breakers_default_cx_open"),
 		CbRqPendingOpen:          g("circuit_breakers_default_rq_pending_open"),
 		CbRqOpen:                 g("circuit_breakers_default_rq_open"),
@@ -161,6 +241,11 @@ func (v *StatVecs) For(name string) *Stats {
 		OdDetected5xx:            c("outlier_detection_ejections_detected_consecutive_5xx"),
 		OdDetectedGateway:        c("outlier_detection_ejections_detected_consecutive_gateway_failure"),
 		OdDetectedLocalOrigin:    c("outlier_detection_ejections_detected_consecutive_local_origin_failure"),
+		codeVec:                  v.codes,
+		clusterNm:                name,
+	}
+	for i := 1; i <= 5; i++ {
+		s.classes[i] = v.classes.WithLabelValues(name, strconv.Itoa(i))
 	}
 	v.byName[name] = s
 	return s

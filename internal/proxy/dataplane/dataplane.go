@@ -176,10 +176,7 @@ func New(opts Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
 	d.metrics = metrics
-	self := metrics.InternSrc(telemetry.SrcLabels{
-		Workload: telemetry.OrUnknown(opts.Identity.WorkloadName), Namespace: telemetry.OrUnknown(opts.Identity.Namespace),
-		App: telemetry.OrUnknown(opts.Identity.Labels["app"]), Version: telemetry.OrUnknown(opts.Identity.Labels["version"]),
-	})
+	self := metrics.InternSrc(telemetry.IdentitySrc(opts.Identity))
 	unknownPeer := metrics.InternSrc(telemetry.SrcLabels{Workload: telemetry.Unknown, Namespace: telemetry.Unknown,
 		App: telemetry.Unknown, Version: telemetry.Unknown})
 	d.tcp = &tcpproxy.Proxy{Metrics: tcpMetrics, Self: self, Peer: unknownPeer, Logger: d.log}
@@ -245,7 +242,8 @@ func (d *Dataplane) Apply(r *xdsclient.Resources) error {
 	}
 
 	d.rt.Store(rt)
-	d.exporters.Retain(rt.tracers) // span exporters no listener uses any more
+	d.exporters.Retain(rt.tracers)           // span exporters no listener uses any more
+	d.clusters.Stats.SetCurrent(rt.clusters) // envoy_cluster_membership_*
 	// Close pooled connections to endpoints that are gone.
 	for _, c := range rt.clusters {
 		c.RetainConnections()

@@ -48,6 +48,10 @@ func TestMetricsAndPeerMetadata(t *testing.T) {
 	source := map[string]string{
 		"reporter": "source", "source_workload": "productpage-v1", "source_workload_namespace": "default",
 		"source_app": "productpage", "source_version": "v1",
+		// Canonical service and revision from app and version; the
+		// client has no cluster id, the endpoint's metadata names one.
+		"source_canonical_service": "productpage", "source_canonical_revision": "v1", "source_cluster": "unknown",
+		"destination_canonical_service": "reviews", "destination_canonical_revision": "v2", "destination_cluster": "Kubernetes",
 		"destination_service": svc, "destination_service_name": "reviews", "destination_service_namespace": "default",
 		"destination_workload": "reviews-v2", "destination_workload_namespace": "default",
 		"destination_app": "reviews", "destination_version": "v2",
@@ -55,14 +59,34 @@ func TestMetricsAndPeerMetadata(t *testing.T) {
 		// Plaintext: Istio's source side does not know the policy.
 		"connection_security_policy": "unknown", "source_principal": "unknown", "destination_principal": "unknown",
 	}
-	destination := maps(source, map[string]string{"reporter": "destination", "connection_security_policy": "none"})
+	// The server side labels the destination with its own identity
+	// (no cluster id) and the source with the peer metadata.
+	destination := maps(source, map[string]string{"reporter": "destination", "connection_security_policy": "none", "destination_cluster": "unknown"})
 	assertSeries(t, clientReg, source)
 	assertSeries(t, serverReg, destination)
 	assertSeries(t, clientReg, maps(source, map[string]string{"response_code": "404", "response_flags": "NR",
 		"destination_service": "unknown", "destination_service_name": "unknown", "destination_service_namespace": "unknown",
-		"destination_workload": "unknown", "destination_workload_namespace": "unknown", "destination_app": "unknown", "destination_version": "unknown"}))
-	if n := histogramCount(t, clientReg, source); n != 1 {
+		"destination_workload": "unknown", "destination_workload_namespace": "unknown", "destination_app": "unknown", "destination_version": "unknown",
+		"destination_canonical_service": "unknown", "destination_canonical_revision": "unknown", "destination_cluster": "unknown"}))
+	if n := histogramCount(t, clientReg, "istio_request_duration_milliseconds", source); n != 1 {
 		t.Errorf("duration histogram count = %d, want 1", n)
+	}
+	// Sizes: one request and one response each side, headers included
+	// (a GET has no body, but its headers are counted).
+	for _, side := range []struct {
+		reg interface {
+			Gather() ([]*dto.MetricFamily, error)
+		}
+		want map[string]string
+	}{{clientReg, source}, {serverReg, destination}} {
+		for _, name := range []string{"istio_request_bytes", "istio_response_bytes"} {
+			if n := histogramCount(t, side.reg, name, side.want); n != 1 {
+				t.Errorf("%s{reporter=%q} count = %d, want 1", name, side.want["reporter"], n)
+			}
+			if s := histogramSum(t, side.reg, name, side.want); s <= 0 {
+				t.Errorf("%s{reporter=%q} sum = %v, want > 0", name, side.want["reporter"], s)
+			}
+		}
 	}
 }
 
@@ -101,18 +125,37 @@ func assertSeries(t *testing.T, g interface {
 
 func histogramCount(t *testing.T, g interface {
 	Gather() ([]*dto.MetricFamily, error)
-}, want map[string]string) uint64 {
+}, name string, want map[string]string) uint64 {
+	if h := histogram(g, name, want); h != nil {
+		return h.GetSampleCount()
+	}
+	return 0
+}
+
+func histogramSum(t *testing.T, g interface {
+	Gather() ([]*dto.MetricFamily, error)
+}, name string, want map[string]string) float64 {
+	if h := histogram(g, name, want); h != nil {
+		return h.GetSampleSum()
+	}
+	return 0
+}
+
+// histogram returns the histogram name{want}, nil if there is none.
+func histogram(g interface {
+	Gather() ([]*dto.MetricFamily, error)
+}, name string, want map[string]string) *dto.Histogram {
 	mfs, _ := g.Gather()
 	for _, mf := range mfs {
-		if mf.GetName() == "istio_request_duration_milliseconds" {
+		if mf.GetName() == name {
 			for _, m := range mf.GetMetric() {
 				if labelsEqual(m, want) {
-					return m.GetHistogram().GetSampleCount()
+					return m.GetHistogram()
 				}
 			}
 		}
 	}
-	return 0
+	return nil
 }
 
 func labelsEqual(m *dto.Metric, want map[string]string) bool {

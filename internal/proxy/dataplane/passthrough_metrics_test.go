@@ -115,6 +115,8 @@ func TestUnknownDestinationMetrics(t *testing.T) {
 			dst := map[string]string{
 				"reporter": "source", "source_workload": "client", "source_workload_namespace": "shop",
 				"source_app": "client", "source_version": "unknown",
+				"source_canonical_service": "client", "source_canonical_revision": "latest", "source_cluster": "unknown",
+				"destination_canonical_service": "unknown", "destination_canonical_revision": "unknown", "destination_cluster": "unknown",
 				"destination_service_name": tc.unknown, "destination_service_namespace": "unknown",
 				"destination_workload": "unknown", "destination_workload_namespace": "unknown",
 				"destination_app": "unknown", "destination_version": "unknown",

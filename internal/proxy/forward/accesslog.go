@@ -1,9 +1,7 @@
 package forward
 
 import (
-	"io"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"weft.dev/weft/internal/proxy/accesslog"
@@ -21,16 +19,10 @@ type accessLogState struct {
 	route, upstreamHost, cluster, failure string
 	requestID                             []string // the x-request-id generated for the upstream request, if any
 	viaUpstream                           bool
-	body                                  countingBody // r.Body, counted (BYTES_RECEIVED)
 }
 
 func newAccessLogState(w http.ResponseWriter, r *http.Request, l *Listener) *accessLogState {
-	a := &accessLogState{w: w, r: r, l: l}
-	if r.Body != nil && r.Body != http.NoBody {
-		a.body.rc = r.Body
-		r.Body = &a.body
-	}
-	return a
+	return &accessLogState{w: w, r: r, l: l}
 }
 
 // upstream records the endpoint of the current attempt.
@@ -46,7 +38,7 @@ func (a *accessLogState) log(q *request, flags string, d time.Duration) {
 	}
 	e := accesslog.Entry{
 		Start: q.start, Duration: d, Request: a.r, Code: q.code, Flags: flags,
-		ViaUpstream: a.viaUpstream, BytesReceived: a.body.n.Load(), BytesSent: q.bytesSent,
+		ViaUpstream: a.viaUpstream, BytesReceived: q.reqBody.bytes(), BytesSent: q.rspBody,
 		UpstreamHost: a.upstreamHost, UpstreamCluster: a.cluster, RouteName: a.route,
 		UpstreamFailure:  a.failure,
 		DownstreamRemote: q.ds.Conn.RemoteAddr, DownstreamLocal: q.ds.Conn.LocalAddr,
@@ -61,18 +53,3 @@ func (a *accessLogState) log(q *request, flags string, d time.Duration) {
 		lg.Log(&e)
 	}
 }
-
-// countingBody counts the request body bytes read. The upstream
-// transport may read it on a goroutine of its own, hence the atomic.
-type countingBody struct {
-	rc io.ReadCloser
-	n  atomic.Int64
-}
-
-func (b *countingBody) Read(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
-	b.n.Add(int64(n))
-	return n, err
-}
-
-func (b *countingBody) Close() error { return b.rc.Close() }

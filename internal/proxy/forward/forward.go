@@ -88,10 +88,7 @@ func New(o Options) (*Forwarder, error) {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	id := o.Identity
-	f.self = o.Metrics.InternSrc(telemetry.SrcLabels{
-		Workload: telemetry.OrUnknown(id.WorkloadName), Namespace: telemetry.OrUnknown(id.Namespace),
-		App: telemetry.OrUnknown(id.Labels["app"]), Version: telemetry.OrUnknown(id.Labels["version"]),
-	})
+	f.self = o.Metrics.InternSrc(telemetry.IdentitySrc(id))
 	md, err := telemetry.EncodePeerMetadata(id)
 	if err != nil {
 		return nil, fmt.Errorf("peer metadata: %w", err)
@@ -169,11 +166,53 @@ type request struct {
 	op      string
 	cluster string
 	ep      *cluster.Endpoint
-	// bytesSent counts the response body bytes written downstream.
-	bytesSent int64
 	// alog is what only the access logs need; nil when the listener has
 	// none (accesslog.go).
 	alog *accessLogState
+	// The sizes of istio_request_bytes and istio_response_bytes
+	// (recordRequest): the request and the response writer, the request
+	// body as read (wrapped by Serve when there is one) and the response
+	// body bytes written.
+	r       *http.Request
+	w       http.ResponseWriter
+	reqBody *countingBody // nil: no body
+	rspBody int64
+}
+
+// countingBody counts the bytes read from a request body. Allocated
+// only for a request with a body (the request itself stays on the
+// stack).
+type countingBody struct {
+	rc io.ReadCloser
+	n  atomic.Int64 // an upstream transport may still be sending the body when the request is recorded
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func (b *countingBody) Close() error { return b.rc.Close() }
+
+// bytes is the body bytes read so far; 0 for no body (b nil).
+func (b *countingBody) bytes() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.n.Load()
+}
+
+// headerBytes is the size of h as Envoy counts a header map's bytes:
+// every name and value.
+func headerBytes(h http.Header) int64 {
+	n := 0
+	for k, vv := range h {
+		for _, v := range vv {
+			n += len(k) + len(v)
+		}
+	}
+	return int64(n)
 }
 
 // Serve handles one downstream request that arrived on l over the
@@ -186,7 +225,11 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	if ds == nil {
 		ds = plaintextDownstream
 	}
-	q := request{start: time.Now(), inbound: l.Inbound, grpc: route.IsGRPC(r), dst: f.metrics.UnknownDst(), ds: ds}
+	q := request{start: time.Now(), inbound: l.Inbound, grpc: route.IsGRPC(r), dst: f.metrics.UnknownDst(), ds: ds, r: r, w: w}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		q.reqBody = &countingBody{rc: r.Body}
+		r.Body = q.reqBody
+	}
 	if l.Inbound {
 		q.src = f.peers.Take(r.Header)
 		q.sec = ds.sec
@@ -284,10 +327,22 @@ func (f *Forwarder) recordRequest(q *request) {
 		flags = joinFlags(append(strings.Split(flags, ","), fs.ResponseFlags()...)...) // DI
 	}
 	d := time.Since(q.start)
+	// Sizes as Istio's stats filter counts them: headers (the request's
+	// pseudo-headers too) and body bytes.
+	r := q.r
+	reqBytes := headerBytes(r.Header) + int64(len(r.Method)+len(r.Host)+len(r.RequestURI))
+	if q.reqBody != nil {
+		// Give the server its own body back: net/http decides by its type
+		// whether the rest of an unread body can be skipped to reuse the
+		// connection.
+		r.Body = q.reqBody.rc
+		reqBytes += q.reqBody.n.Load()
+	}
+	rspBytes := headerBytes(q.w.Header()) + q.rspBody
 	f.metrics.Record(telemetry.Key{
 		Src: q.src, Dst: q.dst, Sec: q.sec, Inbound: q.inbound, GRPC: q.grpc,
 		Code: q.code, GRPCCode: q.grpcCode, Flags: flags,
-	}, float64(d.Microseconds())/1000)
+	}, float64(d.Microseconds())/1000, reqBytes, rspBytes)
 	if q.alog != nil {
 		q.alog.log(q, flags, d)
 	}
@@ -442,6 +497,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	retries := 0
 	var res attemptResult
 	var ep *cluster.Endpoint
+	var attemptStart time.Time   // of the current attempt: upstream_rq_time
 	var adm cluster.Admission    // circuit breaker admission of the current attempt
 	var rtok cluster.RetryTokens // max_retries held by this request
 	defer adm.Release()
@@ -474,6 +530,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		}
 		ep.BeginRequest() // LEAST_REQUEST: in flight until forward returns
 		defer ep.EndRequest()
+		attemptStart = time.Now()
 		res = f.attempt(ctx, r, re, out, c, ep, perTry)
 		if !l.Inbound {
 			q.sec = f.sourceSec(ep)
@@ -521,6 +578,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		}
 		if res.resp != nil {
 			res.resp.Body.Close()
+			stats.RqTime.Observe(msSince(attemptStart)) // a response, not used
 		}
 		retries++
 		stats.RqRetry.Inc()
@@ -558,7 +616,11 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	re.ApplyResponseHeaders(res.resp.Header, c.Name())
 	q.reply.encode(res.resp.Header) // the filters' response headers
 	f.stream(w, r, q, res.resp)
+	stats.RqTime.Observe(msSince(attemptStart))
 }
+
+// msSince is the time since t in milliseconds, to the microsecond.
+func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
 
 // stream copies the upstream response to the client.
 func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, resp *http.Response) {
@@ -580,11 +642,11 @@ func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, r
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
-			q.bytesSent += int64(n)
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				q.flags = "DC"
 				return
 			}
+			q.rspBody += int64(n)
 			if streaming && flusher != nil {
 				flusher.Flush()
 			}
@@ -730,7 +792,7 @@ func localReplyGRPC(w http.ResponseWriter, q *request, code int, grpcStatus, bod
 	q.reply.apply(h)
 	w.WriteHeader(code)
 	n, _ := io.WriteString(w, body)
-	q.bytesSent += int64(n)
+	q.rspBody += int64(n)
 }
 
 // grpcStatusFor maps an HTTP status to a gRPC code as Envoy does.

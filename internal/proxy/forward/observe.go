@@ -29,5 +29,6 @@ func observeAttempt(downstream context.Context, c *cluster.Cluster, ep *cluster.
 		return
 	}
 	s.RqCompleted.Inc()
+	s.Response(res.resp.StatusCode)
 	ep.ObserveResponse(res.resp.StatusCode, res.resp.Header)
 }

@@ -1,6 +1,8 @@
 // Package telemetry records the proxy's Istio-standard request metrics
-// (istio_requests_total, istio_request_duration_milliseconds, with
-// Istio's labels, the security ones included) and reads
+// (istio_requests_total, istio_request_duration_milliseconds,
+// istio_request_bytes, istio_response_bytes, and the istio_tcp_* ones in
+// tcp.go, with all of Istio's standard labels, the security, canonical
+// service and cluster ones included) and reads
 // and writes Istio's metadata exchange headers, which tell a server-side
 // proxy who the calling workload is.
 //
@@ -29,27 +31,99 @@ func OrUnknown(s string) string {
 	return s
 }
 
-// Istio's default buckets for istio_request_duration_milliseconds.
-var durationBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
+// Buckets are Envoy's default histogram buckets, which Istio's sidecars
+// use for istio_request_duration_milliseconds, istio_request_bytes and
+// istio_response_bytes (and Envoy for envoy_cluster_upstream_rq_time).
+var Buckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
 
+// Istio's standard labels of the request metrics, in the order the label
+// values are built (newSeries).
 var metricLabels = []string{
 	"reporter",
 	"source_workload", "source_workload_namespace", "source_app", "source_version",
+	"source_canonical_service", "source_canonical_revision", "source_cluster",
 	"destination_service", "destination_service_name", "destination_service_namespace",
 	"destination_workload", "destination_workload_namespace", "destination_app", "destination_version",
+	"destination_canonical_service", "destination_canonical_revision", "destination_cluster",
 	"request_protocol", "response_code", "grpc_response_status", "response_flags",
 	"connection_security_policy", "source_principal", "destination_principal",
 }
 
 // SrcLabels are the source_* labels of a request. Obtain them interned
-// (Metrics.InternSrc); never modify an interned value.
-type SrcLabels struct{ Workload, Namespace, App, Version string }
+// (Metrics.InternSrc, which fills in the canonical service, revision and
+// cluster when they are empty); never modify an interned value.
+type SrcLabels struct {
+	Workload, Namespace, App, Version            string
+	CanonicalService, CanonicalRevision, Cluster string
+}
 
 // DstLabels are the destination_* labels of a request. Obtain them
-// interned (Metrics.InternDst); never modify an interned value.
+// interned (Metrics.InternDst, which fills in the canonical service,
+// revision and cluster when they are empty); never modify an interned
+// value.
 type DstLabels struct {
-	Service, ServiceName, ServiceNamespace    string
-	Workload, WorkloadNamespace, App, Version string
+	Service, ServiceName, ServiceNamespace       string
+	Workload, WorkloadNamespace, App, Version    string
+	CanonicalService, CanonicalRevision, Cluster string
+}
+
+// Istio's canonical service labels, and the value of a canonical revision
+// nothing names.
+const (
+	LabelCanonicalName     = "service.istio.io/canonical-name"
+	LabelCanonicalRevision = "service.istio.io/canonical-revision"
+	RevisionLatest         = "latest"
+)
+
+// Canonical returns the canonical service and revision of a workload
+// with these labels, as Istio derives them: the canonical-name label,
+// else app.kubernetes.io/name, else app, else the workload's name; the
+// canonical-revision label, else app.kubernetes.io/version, else version,
+// else "latest". Empty results are Unknown.
+func Canonical(labels map[string]string, workload string) (service, revision string) {
+	service = firstSet(labels[LabelCanonicalName], labels["app.kubernetes.io/name"], labels["app"], workload)
+	revision = firstSet(labels[LabelCanonicalRevision], labels["app.kubernetes.io/version"], labels["version"], RevisionLatest)
+	if service == "" {
+		service, revision = Unknown, Unknown
+	}
+	return service, revision
+}
+
+func firstSet(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// canonicalDefaults fills empty canonical labels from what the other
+// labels say (app or workload, version or "latest"), and an empty
+// cluster with Unknown.
+func canonicalDefaults(svc, rev, cluster *string, app, version, workload string) {
+	known := func(v string) string {
+		if v == Unknown {
+			return ""
+		}
+		return v
+	}
+	if *svc == "" {
+		*svc = OrUnknown(firstSet(known(app), known(workload)))
+	}
+	if *rev == "" {
+		switch {
+		case *svc == Unknown:
+			*rev = Unknown
+		case known(version) != "":
+			*rev = version
+		default:
+			*rev = RevisionLatest
+		}
+	}
+	if *cluster == "" {
+		*cluster = Unknown
+	}
 }
 
 // SecLabels are the security labels of a request, as Istio reports
@@ -81,15 +155,17 @@ type Key struct {
 }
 
 type series struct {
-	requests prometheus.Counter
-	duration prometheus.Observer
+	requests           prometheus.Counter
+	duration           prometheus.Observer
+	reqBytes, rspBytes prometheus.Observer
 }
 
 // Metrics records istio_* request metrics. All methods are safe for
 // concurrent use; Record takes no lock once a series has been seen.
 type Metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	requests           *prometheus.CounterVec
+	duration           *prometheus.HistogramVec
+	reqBytes, rspBytes *prometheus.HistogramVec
 
 	cache sync.Map // Key -> *series
 
@@ -116,7 +192,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "istio_request_duration_milliseconds",
 		Help:    "Request duration in milliseconds.",
-		Buckets: durationBuckets,
+		Buckets: Buckets,
+	}, metricLabels)
+	m.reqBytes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "istio_request_bytes",
+		Help:    "Request size in bytes: headers and body, as the proxy received them.",
+		Buckets: Buckets,
+	}, metricLabels)
+	m.rspBytes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "istio_response_bytes",
+		Help:    "Response size in bytes: headers and body, as the proxy sent them.",
+		Buckets: Buckets,
 	}, metricLabels)
 	m.unknown = m.InternDst(DstLabels{Service: Unknown, ServiceName: Unknown, ServiceNamespace: Unknown,
 		Workload: Unknown, WorkloadNamespace: Unknown, App: Unknown, Version: Unknown})
@@ -127,6 +213,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return nil, err
 	}
 	if m.duration, err = Register(reg, m.duration); err != nil {
+		return nil, err
+	}
+	if m.reqBytes, err = Register(reg, m.reqBytes); err != nil {
+		return nil, err
+	}
+	if m.rspBytes, err = Register(reg, m.rspBytes); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -150,6 +242,7 @@ func Register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 // InternSrc returns the shared copy of s. It takes a lock: call it when
 // translating configuration or decoding a new peer, not per request.
 func (m *Metrics) InternSrc(s SrcLabels) *SrcLabels {
+	canonicalDefaults(&s.CanonicalService, &s.CanonicalRevision, &s.Cluster, s.App, s.Version, s.Workload)
 	m.internMu.Lock()
 	defer m.internMu.Unlock()
 	if p, ok := m.srcs[s]; ok {
@@ -163,6 +256,7 @@ func (m *Metrics) InternSrc(s SrcLabels) *SrcLabels {
 // InternDst returns the shared copy of d. It takes a lock: call it when
 // translating configuration, not per request.
 func (m *Metrics) InternDst(d DstLabels) *DstLabels {
+	canonicalDefaults(&d.CanonicalService, &d.CanonicalRevision, &d.Cluster, d.App, d.Version, d.Workload)
 	m.internMu.Lock()
 	defer m.internMu.Unlock()
 	if p, ok := m.dsts[d]; ok {
@@ -194,8 +288,9 @@ func (m *Metrics) UnknownSec() *SecLabels { return m.unknownSec }
 // mutual TLS.
 func (m *Metrics) NoneSec() *SecLabels { return m.noneSec }
 
-// Record counts one finished request that took ms milliseconds.
-func (m *Metrics) Record(k Key, ms float64) {
+// Record counts one finished request that took ms milliseconds, whose
+// request was reqBytes long and response rspBytes (headers and bodies).
+func (m *Metrics) Record(k Key, ms float64, reqBytes, rspBytes int64) {
 	s, ok := m.cache.Load(k)
 	if !ok {
 		s, _ = m.cache.LoadOrStore(k, m.newSeries(k))
@@ -203,6 +298,8 @@ func (m *Metrics) Record(k Key, ms float64) {
 	se := s.(*series)
 	se.requests.Inc()
 	se.duration.Observe(ms)
+	se.reqBytes.Observe(float64(reqBytes))
+	se.rspBytes.Observe(float64(rspBytes))
 }
 
 func (m *Metrics) newSeries(k Key) *series {
@@ -223,11 +320,14 @@ func (m *Metrics) newSeries(k Key) *series {
 	}
 	lv := []string{reporter,
 		k.Src.Workload, k.Src.Namespace, k.Src.App, k.Src.Version,
+		k.Src.CanonicalService, k.Src.CanonicalRevision, k.Src.Cluster,
 		k.Dst.Service, k.Dst.ServiceName, k.Dst.ServiceNamespace,
 		k.Dst.Workload, k.Dst.WorkloadNamespace, k.Dst.App, k.Dst.Version,
+		k.Dst.CanonicalService, k.Dst.CanonicalRevision, k.Dst.Cluster,
 		proto, code, k.GRPCCode, flags,
 		sec.Policy, sec.SourcePrincipal, sec.DestinationPrincipal}
-	return &series{requests: m.requests.WithLabelValues(lv...), duration: m.duration.WithLabelValues(lv...)}
+	return &series{requests: m.requests.WithLabelValues(lv...), duration: m.duration.WithLabelValues(lv...),
+		reqBytes: m.reqBytes.WithLabelValues(lv...), rspBytes: m.rspBytes.WithLabelValues(lv...)}
 }
 
 // UnknownDst labels requests whose destination is not known (no route).

@@ -22,19 +22,44 @@ var (
 	HeaderPeerMetadataID = http.CanonicalHeaderKey(contract.HeaderPeerMetadataID)
 )
 
+// IdentitySrc returns the source labels of requests a proxy with this
+// identity sends (not interned).
+func IdentitySrc(id contract.Identity) SrcLabels {
+	svc, rev := Canonical(id.Labels, id.WorkloadName)
+	return SrcLabels{
+		Workload: OrUnknown(id.WorkloadName), Namespace: OrUnknown(id.Namespace),
+		App: OrUnknown(id.Labels["app"]), Version: OrUnknown(id.Labels["version"]),
+		CanonicalService: svc, CanonicalRevision: rev, Cluster: OrUnknown(id.ClusterID),
+	}
+}
+
+// IdentityDst returns the destination labels of requests a proxy with
+// this identity receives for the service host (name, namespace); not
+// interned.
+func IdentityDst(id contract.Identity, host, name, namespace string) DstLabels {
+	s := IdentitySrc(id)
+	return DstLabels{Service: host, ServiceName: name, ServiceNamespace: namespace,
+		Workload: s.Workload, WorkloadNamespace: s.Namespace, App: s.App, Version: s.Version,
+		CanonicalService: s.CanonicalService, CanonicalRevision: s.CanonicalRevision, Cluster: s.Cluster}
+}
+
 // EncodePeerMetadata renders the proxy identity as Istio's metadata
 // exchange header: base64 of a serialized google.protobuf.Struct with
-// NAMESPACE, WORKLOAD_NAME and LABELS.
+// NAMESPACE, WORKLOAD_NAME, LABELS and, when set, CLUSTER_ID.
 func EncodePeerMetadata(id contract.Identity) (string, error) {
 	labels := map[string]any{}
 	for k, v := range id.Labels {
 		labels[k] = v
 	}
-	s, err := structpb.NewStruct(map[string]any{
+	fields := map[string]any{
 		contract.MetaNamespace:    id.Namespace,
 		contract.MetaWorkloadName: id.WorkloadName,
 		contract.MetaLabels:       labels,
-	})
+	}
+	if id.ClusterID != "" {
+		fields[contract.MetaClusterID] = id.ClusterID
+	}
+	s, err := structpb.NewStruct(fields)
 	if err != nil {
 		return "", err
 	}
@@ -98,11 +123,19 @@ func (c *PeerCache) decode(v string) *SrcLabels {
 		return c.unknown
 	}
 	f := st.GetFields()
-	labels := f[contract.MetaLabels].GetStructValue().GetFields()
+	labels := map[string]string{}
+	for k, v := range f[contract.MetaLabels].GetStructValue().GetFields() {
+		labels[k] = v.GetStringValue()
+	}
+	workload := f[contract.MetaWorkloadName].GetStringValue()
+	svc, rev := Canonical(labels, workload)
 	return c.metrics.InternSrc(SrcLabels{
-		Workload:  OrUnknown(f[contract.MetaWorkloadName].GetStringValue()),
-		Namespace: OrUnknown(f[contract.MetaNamespace].GetStringValue()),
-		App:       OrUnknown(labels["app"].GetStringValue()),
-		Version:   OrUnknown(labels["version"].GetStringValue()),
+		Workload:          OrUnknown(workload),
+		Namespace:         OrUnknown(f[contract.MetaNamespace].GetStringValue()),
+		App:               OrUnknown(labels["app"]),
+		Version:           OrUnknown(labels["version"]),
+		CanonicalService:  svc,
+		CanonicalRevision: rev,
+		Cluster:           OrUnknown(f[contract.MetaClusterID].GetStringValue()),
 	})
 }

@@ -9,8 +9,10 @@ import (
 var tcpLabels = []string{
 	"reporter",
 	"source_workload", "source_workload_namespace", "source_app", "source_version",
+	"source_canonical_service", "source_canonical_revision", "source_cluster",
 	"destination_service", "destination_service_name", "destination_service_namespace",
 	"destination_workload", "destination_workload_namespace", "destination_app", "destination_version",
+	"destination_canonical_service", "destination_canonical_revision", "destination_cluster",
 	"request_protocol", "response_flags",
 	"connection_security_policy", "source_principal", "destination_principal",
 }
@@ -75,8 +77,10 @@ func (m *TCPMetrics) Series(k TCPKey) TCPSeries {
 	}
 	lv := []string{reporter,
 		k.Src.Workload, k.Src.Namespace, k.Src.App, k.Src.Version,
+		k.Src.CanonicalService, k.Src.CanonicalRevision, k.Src.Cluster,
 		k.Dst.Service, k.Dst.ServiceName, k.Dst.ServiceNamespace,
 		k.Dst.Workload, k.Dst.WorkloadNamespace, k.Dst.App, k.Dst.Version,
+		k.Dst.CanonicalService, k.Dst.CanonicalRevision, k.Dst.Cluster,
 		"tcp", flags, sec.Policy, sec.SourcePrincipal, sec.DestinationPrincipal}
 	return TCPSeries{Opened: m.opened.WithLabelValues(lv...), Closed: m.closed.WithLabelValues(lv...),
 		Sent: m.sent.WithLabelValues(lv...), Received: m.received.WithLabelValues(lv...)}

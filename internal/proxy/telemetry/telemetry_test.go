@@ -26,7 +26,8 @@ func TestPeerMetadataRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := NewPeerCache(m)
-	want := SrcLabels{Workload: "ratings-v1", Namespace: "default", App: "ratings", Version: "v1"}
+	want := SrcLabels{Workload: "ratings-v1", Namespace: "default", App: "ratings", Version: "v1",
+		CanonicalService: "ratings", CanonicalRevision: "v1", Cluster: Unknown}
 	var first *SrcLabels
 	for range 2 {
 		h := http.Header{HeaderPeerMetadata: {v}, HeaderPeerMetadataID: {"sidecar~1"}}
@@ -60,7 +61,8 @@ func TestHostDst(t *testing.T) {
 	}
 	d := m.HostDst("PassthroughCluster", "example.com:8080")
 	want := DstLabels{Service: "example.com:8080", ServiceName: "PassthroughCluster", ServiceNamespace: Unknown,
-		Workload: Unknown, WorkloadNamespace: Unknown, App: Unknown, Version: Unknown}
+		Workload: Unknown, WorkloadNamespace: Unknown, App: Unknown, Version: Unknown,
+		CanonicalService: Unknown, CanonicalRevision: Unknown, Cluster: Unknown}
 	if *d != want {
 		t.Fatalf("HostDst = %+v, want %+v", *d, want)
 	}
@@ -81,5 +83,42 @@ func TestHostDst(t *testing.T) {
 	}
 	if m.HostDst("PassthroughCluster", "example.com:8080") != d {
 		t.Error("a Host seen before the bound lost its labels")
+	}
+}
+
+// TestCanonical: Istio's precedence for the canonical service and
+// revision labels, and what the peer metadata carries of them.
+func TestCanonical(t *testing.T) {
+	for _, tc := range []struct {
+		labels           map[string]string
+		workload         string
+		wantSvc, wantRev string
+	}{
+		{map[string]string{LabelCanonicalName: "cn", "app.kubernetes.io/name": "kn", "app": "a",
+			LabelCanonicalRevision: "cr", "app.kubernetes.io/version": "kv", "version": "v"}, "w", "cn", "cr"},
+		{map[string]string{"app.kubernetes.io/name": "kn", "app": "a", "app.kubernetes.io/version": "kv", "version": "v"}, "w", "kn", "kv"},
+		{map[string]string{"app": "a", "version": "v"}, "w", "a", "v"},
+		{nil, "w", "w", RevisionLatest},
+		{nil, "", Unknown, Unknown},
+	} {
+		if s, r := Canonical(tc.labels, tc.workload); s != tc.wantSvc || r != tc.wantRev {
+			t.Errorf("Canonical(%v, %q) = %q, %q; want %q, %q", tc.labels, tc.workload, s, r, tc.wantSvc, tc.wantRev)
+		}
+	}
+
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := EncodePeerMetadata(contract.Identity{WorkloadName: "reviews-v2", Namespace: "shop", ClusterID: "east",
+		Labels: map[string]string{LabelCanonicalName: "reviews", LabelCanonicalRevision: "2.1", "app": "reviews-app"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := NewPeerCache(m).Take(http.Header{HeaderPeerMetadata: {v}})
+	want := SrcLabels{Workload: "reviews-v2", Namespace: "shop", App: "reviews-app", Version: Unknown,
+		CanonicalService: "reviews", CanonicalRevision: "2.1", Cluster: "east"}
+	if *got != want {
+		t.Errorf("peer labels = %+v, want %+v", *got, want)
 	}
 }

@@ -122,7 +122,7 @@ func (p *h1Pool) close() {
 // synchronous path does not carry (tls.go). Safe for concurrent use.
 type Conns struct {
 	addr        string
-	dialer      *net.Dialer
+	dialer      *dialer
 	idleTimeout time.Duration // 0: never
 	maxUses     uint32        // 0: unlimited
 	endpointTLS               // the endpoint's TLS; zero for plaintext (tls.go)

@@ -54,7 +54,20 @@ type Options struct {
 	sockets            sockets              // transport_socket and transport_socket_matches (tls.go)
 	source             *net.TCPAddr         // upstream_bind_config.source_address; nil: the OS picks
 	onConnect          func()               // CountConnections; nil: none
+	active             ActiveCounter        // CountActive; nil: none
 }
+
+// ActiveCounter counts open connections: Inc when one is established,
+// Dec when it is closed (a prometheus.Gauge is one).
+type ActiveCounter interface {
+	Inc()
+	Dec()
+}
+
+// CountActive makes the pool built with o keep a count of its open
+// connections in a (Envoy's upstream_cx_active): every connection it
+// establishes, HTTP, TLS or byte stream, is counted until it is closed.
+func (o *Options) CountActive(a ActiveCounter) { o.active = a }
 
 // CountConnections makes the pool built with o call count once for every
 // connection it opens, before it connects (so a failed connect counts
@@ -203,7 +216,7 @@ type Pool struct {
 	h1        *h1Pool         // every endpoint's Conns; the synchronous path for HTTP/1.1 clusters
 	h2        bool
 	h2c       *http.Transport // use_downstream_protocol_config: HTTP/2 requests go here; else nil
-	dialer    *net.Dialer     // shared by transport and h1
+	dialer    *dialer         // shared by transport and h1
 	sockets   sockets
 	idle      time.Duration // IdleConnTimeout of the transports
 }
@@ -231,7 +244,7 @@ func NewPool(o Options) *Pool {
 			return nil
 		}
 	}
-	p := &Pool{h2: o.h2, dialer: d, sockets: o.sockets, idle: IdleTimeout}
+	p := &Pool{h2: o.h2, dialer: &dialer{Dialer: d, active: o.active}, sockets: o.sockets, idle: IdleTimeout}
 	if len(p.sockets.all) == 0 {
 		p.sockets.all = []socket{{name: "transport_socket"}} // the zero Options: plaintext
 	}

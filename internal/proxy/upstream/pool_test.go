@@ -123,3 +123,63 @@ func TestPoolRoundTrip(t *testing.T) {
 		t.Errorf("refused connection: err = %v, want a connect error", err)
 	}
 }
+
+// activeCount is an ActiveCounter for tests.
+type activeCount struct{ n atomic.Int64 }
+
+func (a *activeCount) Inc() { a.n.Add(1) }
+func (a *activeCount) Dec() { a.n.Add(-1) }
+
+// TestPoolCountsActiveConnections: upstream_cx_active counts the open
+// connections, HTTP/1.1 pooled and byte streams, until they are closed;
+// a failed connect is never counted.
+func TestPoolCountsActiveConnections(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer srv.Close()
+	var active activeCount
+	var o Options
+	o.CountActive(&active)
+	p := NewPool(o)
+	defer p.CloseIdle()
+	addr := srv.Listener.Addr().String()
+	ep := p.Endpoint(addr, nil)
+	in := httptest.NewRequest("GET", "http://svc/", nil)
+	out, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+	resp, err := p.RoundTrip(context.Background(), ep, in, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if n := active.n.Load(); n != 1 {
+		t.Fatalf("after one request: %d active, want 1 (kept for reuse)", n)
+	}
+	s, err := ep.DialStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.(interface{ CloseWrite() error }); !ok {
+		t.Error("a counted TCP stream lost CloseWrite (half-close)")
+	}
+	if n := active.n.Load(); n != 2 {
+		t.Errorf("with a byte stream: %d active, want 2", n)
+	}
+	s.Close()
+	s.Close() // counted once
+	p.CloseIdle()
+	if n := active.n.Load(); n != 0 {
+		t.Errorf("after closing: %d active, want 0", n)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	if _, err := p.Endpoint(closed, nil).DialStream(context.Background()); err == nil {
+		t.Fatal("dial to a closed port succeeded")
+	}
+	if n := active.n.Load(); n != 0 {
+		t.Errorf("after a failed connect: %d active, want 0", n)
+	}
+}

@@ -107,7 +107,8 @@ type Client struct {
 	nacks     atomic.Uint64
 	applies   atomic.Uint64
 	reconns   atomic.Uint64
-	recv      receiveCounters // protocol.go
+	recv      receiveCounters              // protocol.go
+	types     [len(typeOrder)]typeCounters // by index in typeOrder
 
 	mu      sync.Mutex
 	lastErr string
@@ -289,7 +290,67 @@ func (c *Client) backoff(n int) time.Duration {
 	return half + rand.N(half+1)
 }
 
-func (c *Client) recordNACK(msg string) {
+// typeCounters are the ACK/NACK state of one resource type.
+type typeCounters struct {
+	lastACK  atomic.Int64 // unix nanoseconds; 0: never
+	rejected atomic.Bool  // the last response of the type was NACKed
+	acks     atomic.Uint64
+	nacks    atomic.Uint64
+}
+
+// TypeStatus is what the client did with the responses of one resource
+// type (TypeStats).
+type TypeStatus struct {
+	// LastACK is when a response of the type was last accepted (zero:
+	// never).
+	LastACK time.Time
+	// Rejected is set while the last response of the type was refused
+	// (NACKed): the proxy serves an older configuration than the
+	// control plane sent.
+	Rejected    bool
+	ACKs, NACKs uint64
+}
+
+// TypeStats returns the status of each resource type, by type URL. Safe
+// for concurrent use.
+func (c *Client) TypeStats() map[string]TypeStatus {
+	out := make(map[string]TypeStatus, len(typeOrder))
+	for i, t := range typeOrder {
+		tc := &c.types[i]
+		s := TypeStatus{Rejected: tc.rejected.Load(), ACKs: tc.acks.Load(), NACKs: tc.nacks.Load()}
+		if ns := tc.lastACK.Load(); ns != 0 {
+			s.LastACK = time.Unix(0, ns)
+		}
+		out[t] = s
+	}
+	return out
+}
+
+func (c *Client) typeCounters(t string) *typeCounters {
+	for i, u := range typeOrder {
+		if u == t {
+			return &c.types[i]
+		}
+	}
+	return nil
+}
+
+// recordACK counts an accepted response of type t.
+func (c *Client) recordACK(t string) {
+	c.acks.Add(1)
+	if tc := c.typeCounters(t); tc != nil {
+		tc.acks.Add(1)
+		tc.rejected.Store(false)
+		tc.lastACK.Store(time.Now().UnixNano())
+	}
+}
+
+// recordNACK counts a refused response of type t.
+func (c *Client) recordNACK(t, msg string) {
+	if tc := c.typeCounters(t); tc != nil {
+		tc.nacks.Add(1)
+		tc.rejected.Store(true)
+	}
 	c.nacks.Add(1)
 	c.mu.Lock()
 	c.lastErr = msg

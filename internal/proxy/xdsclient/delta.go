@@ -387,14 +387,14 @@ func (s *deltaState) answerAll(reason error, applied bool) error {
 		if err := s.send(&discovery.DeltaDiscoveryRequest{TypeUrl: t, ResponseNonce: nonce}); err != nil {
 			return err
 		}
-		s.c.acks.Add(1)
+		s.c.recordACK(t)
 	}
 	return nil
 }
 
 // nack rejects the response of type t with this nonce, giving the reason.
 func (s *deltaState) nack(t, nonce string, reason error) error {
-	s.c.recordNACK(reason.Error())
+	s.c.recordNACK(t, reason.Error())
 	return s.send(&discovery.DeltaDiscoveryRequest{
 		TypeUrl:       t,
 		ResponseNonce: nonce,

@@ -173,7 +173,7 @@ func (s *state) maybeApply(force bool) error {
 			if err := s.send(t, s.acked[t], nil); err != nil {
 				return err
 			}
-			s.c.acks.Add(1)
+			s.c.recordACK(t)
 		}
 		return nil
 	}
@@ -202,7 +202,7 @@ func (s *state) maybeApply(force bool) error {
 // nack rejects the last response of type t: the last ACKed version, the
 // response's nonce and the reason.
 func (s *state) nack(t string, reason error) error {
-	s.c.recordNACK(reason.Error())
+	s.c.recordNACK(t, reason.Error())
 	return s.send(t, s.acked[t], &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: reason.Error()})
 }
 

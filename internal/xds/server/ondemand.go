@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -58,7 +59,7 @@ func (s *Server) subscribe(key streamKey, req *discovery.DiscoveryRequest) error
 		return err
 	}
 	defer s.release()
-	s.write(p, cur)
+	s.write(p, cur, time.Time{})
 	return nil
 }
 

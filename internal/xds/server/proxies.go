@@ -43,6 +43,9 @@ type proxy struct {
 	// when snap changes.
 	snap *nodeSnapshot
 	live map[*adsStream]struct{}
+	// conv is the convergence of the last push that changed what p is
+	// served, until p has ACKed every type it changed (convergence.go).
+	conv *convergence
 }
 
 // snapshot is what p is served now, or nil before its first write.
@@ -88,6 +91,7 @@ func (s *Server) sentResponse(key streamKey, typeURL, nonce, version string) {
 	s.sent[key][typeURL] = sentResponse{nonce: nonce, version: version}
 	p := s.streams[key]
 	s.mu.Unlock()
+	s.metrics.pushed(typeURL)
 	if p != nil {
 		p.recordSent(typeURL, version, time.Now())
 	}
@@ -123,11 +127,16 @@ func (s *Server) answered(key streamKey, node, typeURL, nonce string, detail *rp
 			if key.delta { // delta requests carry no version: the ACK is of the response
 				p.typeState(typeURL).setAcked(sent.version, time.Now())
 			}
+			if d, ok := p.conv.acked(typeURL, sent.version); ok {
+				s.metrics.convergence.Observe(d.Seconds())
+				p.conv = nil
+			}
 			p.mu.Unlock()
 		}
 		return
 	}
 	s.metrics.nacks.Inc()
+	s.metrics.rejected(typeURL)
 	msg := detail.GetMessage()
 	if sent.nonce == "" || p == nil {
 		// The server ignores a request with a stale nonce.
@@ -242,7 +251,7 @@ func (s *Server) streamRequest(key streamKey, node *core.Node) (*proxy, error) {
 			if err := s.acquire(); err != nil {
 				return nil, status.Error(codes.Unavailable, err.Error())
 			}
-			s.write(p, cur)
+			s.write(p, cur, time.Time{})
 			s.release()
 		}
 	}

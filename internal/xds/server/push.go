@@ -51,14 +51,16 @@ func (s *Server) debounce(ctx context.Context) {
 				continue
 			}
 			pending = false
-			s.push(ctx)
+			s.push(ctx, first)
 		}
 	}
 }
 
 // push regenerates every connected proxy from the newest snapshot, at most
 // PushConcurrency at a time, and returns when all are done or ctx is.
-func (s *Server) push(ctx context.Context) {
+// since is when the first mesh change of the push reached the server
+// (pilot_proxy_convergence_time is measured from it).
+func (s *Server) push(ctx context.Context, since time.Time) {
 	cur := s.current()
 	if cur == nil {
 		return
@@ -78,7 +80,7 @@ func (s *Server) push(ctx context.Context) {
 		}
 		wg.Go(func() {
 			defer s.release()
-			s.write(p, cur)
+			s.write(p, cur, since)
 		})
 	}
 	wg.Wait()
@@ -90,8 +92,10 @@ func (s *Server) push(ctx context.Context) {
 
 // write generates p's resources from cur and makes them what p is served,
 // waking its streams, unless a newer snapshot was already written or
-// nothing changed. Callers hold a semaphore token.
-func (s *Server) write(p *proxy, cur *versioned) {
+// nothing changed. Callers hold a semaphore token. A push passes since,
+// when its first change reached the server, to measure the proxy's
+// convergence (zero: not measured, as for a proxy that just connected).
+func (s *Server) write(p *proxy, cur *versioned, since time.Time) {
 	snap, versions, namesGen, err := s.generateFor(p, cur)
 	if err != nil {
 		s.log.Error("generated resources are unusable", "node", p.id.ID, "mesh", cur.m.Version, "error", err)
@@ -107,6 +111,9 @@ func (s *Server) write(p *proxy, cur *versioned) {
 	if equal(p.versions, versions) {
 		p.mu.Unlock()
 		return
+	}
+	if !since.IsZero() {
+		p.conv = newConvergence(since, p.snap, snap)
 	}
 	p.snap, p.versions = snap, versions
 	// A rejection stands only while its version is what the proxy is

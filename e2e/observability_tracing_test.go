@@ -501,15 +501,34 @@ spec:
       team: {literal: {value: platform}}
 `, pct)
 	}
+	// spans waits (up to 3 s: three flushes) for the trace of tp to have
+	// want spans and returns how many it has.
+	spans := func(tp string, want int) int {
+		n := 0
+		for range 30 {
+			if tr, err := j.Trace(ctx, traceIDOf(t, tp)); err == nil {
+				if n = len(tr.Spans); n >= want {
+					return n
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return n
+	}
 	m.WriteConfig("telemetry.yaml", telemetry(100))
 	var tp string
-	Eventually(t, 15*time.Second, "a mesh-wide Telemetry at 100% traces", func() error {
+	// Each proxy gets the change on its own: until both have it a trace
+	// may miss a span. Each try sends a new request.
+	Eventually(t, 30*time.Second, "a mesh-wide Telemetry at 100% traces both sides", func() error {
 		var err error
 		if tp, err = got(); err != nil {
 			return err
 		}
 		if !strings.HasSuffix(tp, "-01") {
 			return fmt.Errorf("traceparent %q", tp)
+		}
+		if n := spans(tp, 2); n != 2 {
+			return fmt.Errorf("%d spans", n)
 		}
 		return nil
 	})
@@ -542,7 +561,7 @@ spec:
   - match: {mode: SERVER}
     disableSpanReporting: true
 `)
-	Eventually(t, 20*time.Second, "the backend's server side stops reporting", func() error {
+	Eventually(t, 30*time.Second, "the backend's server side stops reporting", func() error {
 		tp, err := got()
 		if err != nil {
 			return err
@@ -550,12 +569,14 @@ spec:
 		if !strings.HasSuffix(tp, "-01") {
 			return fmt.Errorf("traceparent %q: the client side does not trace", tp)
 		}
-		// The client's span arrives; the backend's never does. Wait for
-		// the client's, then give the backend's the same flush to show up.
-		tr := waitTrace(t, j, traceIDOf(t, tp), 1)
-		time.Sleep(2 * time.Second) // two flush intervals
-		if tr2, err := j.Trace(ctx, traceIDOf(t, tp)); err == nil && len(tr2.Spans) != 1 {
-			return fmt.Errorf("%d spans: the backend still reports", len(tr2.Spans))
+		// The client's span arrives; the backend's must not, within the
+		// same three flushes that brought both before.
+		if n := spans(tp, 2); n != 1 {
+			return fmt.Errorf("%d spans: the backend still reports", n)
+		}
+		tr, err := j.Trace(ctx, traceIDOf(t, tp))
+		if err != nil {
+			return err
 		}
 		if k, _ := tr.Spans[0].Tag("span.kind"); k != "client" {
 			return fmt.Errorf("the span is a %s span", k)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # hack/tools.sh builds the third-party tools that Weft's tests run against
-# — a real kube-apiserver, a real Consul agent, and helm for the charts —
+# — a real kube-apiserver, a real Consul agent, helm for the charts, and
+# Jaeger for the tracing tests —
 # into a tool directory outside the product's go.mod. The product never
 # depends on k8s.io/kubernetes, hashicorp/consul or helm; only tests run
 # these binaries.
@@ -12,7 +13,9 @@
 # a warm run takes well under a second. Cold, on 2 cores: kube-apiserver
 # about 13 minutes, consul about 6, helm about 4 (measured: 3m50s with an
 # empty build cache, 2m36s with the product's build cache and a module
-# download; both at load average 4-6).
+# download; both at load average 4-6), jaeger about 10 CPU-minutes
+# (measured: 17m05s wall, 487 s user + 104 s system, with empty module and
+# build caches at load average 6-16; about 5-6 minutes on 2 idle cores).
 #
 # etcd comes from Debian's etcd-server package (.ci/run installs it).
 set -euo pipefail
@@ -20,6 +23,7 @@ set -euo pipefail
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 CONSUL_VERSION=${CONSUL_VERSION:-v1.14.11}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
+JAEGER_VERSION=${JAEGER_VERSION:-v1.76.0}
 TOOLS=${WEFT_TOOLS_DIR:-$HOME/.cache/weft-tools}
 mkdir -p "$TOOLS/bin" "$TOOLS/src"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local GOWORK=off
@@ -104,6 +108,28 @@ build_helm() {
   log "helm built"
 }
 
+# jaeger (all-in-one: OTLP receiver, memory store, HTTP query API) receives
+# the proxies' spans in the tracing e2e tests (TestObservabilityTracing*).
+# It is a Go tool of its own module under src/, so neither its go.mod nor
+# its ~400 dependencies touch Weft's. The web UI assets are not in the Go
+# module; the tests use only the query API (/api/traces).
+build_jaeger() {
+  if built jaeger "$JAEGER_VERSION"; then return; fi
+  log "building jaeger $JAEGER_VERSION (cold: ~12 CPU-minutes)"
+  # A directory of its own, not under $TOOLS/src: another run of this
+  # script removes $TOOLS/src when it ends.
+  local src
+  src=$(mktemp -d "${TMPDIR:-/tmp}/weft-jaeger.XXXXXX")
+  (cd "$src" && go mod init weft.dev/tools/jaeger >/dev/null 2>&1 &&
+    go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" &&
+    go build -trimpath -ldflags "-s -w" -o "$TOOLS/bin/jaeger.tmp" github.com/jaegertracing/jaeger/cmd/jaeger) ||
+    { rm -rf "$src"; exit 1; }
+  rm -rf "$src"
+  mv "$TOOLS/bin/jaeger.tmp" "$TOOLS/bin/jaeger"
+  echo "$JAEGER_VERSION" >"$TOOLS/bin/jaeger.version"
+  log "jaeger built"
+}
+
 check_etcd() {
   if command -v etcd >/dev/null; then ln -sf "$(command -v etcd)" "$TOOLS/bin/etcd"; return; fi
   log "etcd is missing: apt-get install -y etcd-server"
@@ -112,12 +138,13 @@ check_etcd() {
 
 what=${1:-all}
 case $what in
-  all) check_etcd; build_helm; build_consul; build_kube_apiserver ;;
+  all) check_etcd; build_helm; build_consul; build_kube_apiserver; build_jaeger ;;
   kube-apiserver) build_kube_apiserver ;;
   consul) build_consul ;;
   helm) build_helm ;;
+  jaeger) build_jaeger ;;
   etcd) check_etcd ;;
-  *) echo "usage: $0 [all|kube-apiserver|consul|helm|etcd]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|kube-apiserver|consul|helm|jaeger|etcd]" >&2; exit 2 ;;
 esac
 rm -rf "$TOOLS/src" # sources are only needed while building
 echo "$TOOLS"

@@ -20,6 +20,7 @@ func newServeCmd() *cobra.Command {
 		o              controlplane.Options
 		regs           registryFlags
 		inj            injectionFlags
+		tracingF       tracingFlags
 		outboundPolicy string
 		egressScope    string
 		meshConfigFile string
@@ -75,6 +76,9 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 			if err := inj.apply(&o, &regs); err != nil {
 				return err
 			}
+			if err := tracingF.apply(&o); err != nil {
+				return err
+			}
 			cp, err := controlplane.New(o)
 			if err != nil {
 				return err
@@ -115,5 +119,6 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 	f.DurationVar(&o.SourceSyncTimeout, "source-sync-timeout", controlplane.DefaultSourceSyncTimeout, "how long to wait for the Kubernetes and Consul sources to be read once before serving the first config without the late ones")
 	regs.register(f)
 	inj.register(f)
+	tracingF.register(f)
 	return cmd
 }

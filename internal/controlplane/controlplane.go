@@ -80,6 +80,10 @@ type Options struct {
 	// EgressScope is what a proxy without a Sidecar resource is sent; ""
 	// means mesh.EgressScopeMesh (every service).
 	EgressScope mesh.EgressScope
+	// Tracing is the mesh's default tracing (mesh config
+	// defaultProviders.tracing and its opentelemetry provider); nil: the
+	// proxies trace nothing. New validates it.
+	Tracing *mesh.Tracing
 	// MeshConfig is Istio's mesh config (config.LoadMeshConfig): the
 	// telemetry providers Telemetry resources name. nil means
 	// config.DefaultMeshConfig(). Not modified after New.
@@ -162,6 +166,11 @@ type ControlPlane struct {
 func New(opts Options) (*ControlPlane, error) {
 	if opts.ConfigDir == "" && len(opts.ConfigSources) == 0 {
 		return nil, errors.New("controlplane: a config directory or a config source (Kubernetes) is required")
+	}
+	if opts.Tracing != nil {
+		if err := opts.Tracing.Validate(); err != nil {
+			return nil, fmt.Errorf("controlplane: %w", err)
+		}
 	}
 	if opts.XDSAddress == "" {
 		opts.XDSAddress = DefaultXDSAddress
@@ -373,7 +382,7 @@ func (c *ControlPlane) publish(cfg *config.Snapshot) {
 func (c *ControlPlane) meshOptions() mesh.Options {
 	return mesh.Options{DomainSuffix: c.opts.DomainSuffix, RootNamespace: c.opts.RootNamespace, TrustDomain: c.ca.TrustDomain(), JWKS: c.jwks.Keys(),
 		OutboundTrafficPolicy: c.opts.OutboundTrafficPolicy, EgressScope: c.opts.EgressScope,
-		MeshConfig: c.opts.MeshConfig}
+		MeshConfig: c.opts.MeshConfig, Tracing: c.opts.Tracing}
 }
 
 // jwtSources lists the key sources of the JWT rules in force that do not

@@ -44,6 +44,12 @@ type Options struct {
 	Address string
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
+	// Upstream is the host:port of the outbound proxy (the sidecar's
+	// outbound listener) through which the app calls other services when
+	// a request asks it to (control "call", x-echo-call), forwarding the
+	// trace headers as an instrumented application does. Empty: calls
+	// are refused.
+	Upstream string
 }
 
 // Server is an echo workload bound to one TCP port. Create it with New and
@@ -69,6 +75,9 @@ type Server struct {
 	hijacked map[net.Conn]struct{} // connections taken over from net/http (h2c upgrade, reset)
 
 	started atomic.Bool
+
+	upstreamAddr string       // Options.Upstream
+	upstream     *http.Client // nil without Upstream (call.go)
 }
 
 // New validates opts and binds the listen address. The caller must then call
@@ -95,6 +104,9 @@ func New(opts Options) (*Server, error) {
 		log:      logger,
 		ln:       ln,
 		hijacked: make(map[net.Conn]struct{}),
+	}
+	if opts.Upstream != "" {
+		s.upstreamAddr, s.upstream = opts.Upstream, newUpstreamClient()
 	}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 
@@ -202,6 +214,9 @@ func (s *Server) stop(grace context.Context) {
 	s.grpc.Stop()
 	_ = s.conns.wait(context.Background())
 	_ = s.inFlight.wait(context.Background())
+	if s.upstream != nil {
+		s.upstream.CloseIdleConnections() // calls made for requests (call.go)
+	}
 }
 
 type connKey struct{}

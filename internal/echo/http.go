@@ -39,6 +39,9 @@ type Reply struct {
 	BodyBytes int64 `json:"body_bytes"`
 	// Pad fills the body up to the requested size.
 	Pad string `json:"pad,omitempty"`
+	// Upstream is the reply of the service the request asked this app to
+	// call (control "call"), through its outbound proxy.
+	Upstream *Reply `json:"upstream,omitempty"`
 }
 
 // controls are the per-request behaviours a client asked for.
@@ -48,6 +51,7 @@ type controls struct {
 	reset   bool
 	size    int
 	headers [][2]string
+	call    string // a host to call (GET /) before answering
 }
 
 // control returns the value of a control from the query parameter key or,
@@ -92,6 +96,12 @@ func parseControls(r *http.Request) (controls, error) {
 			return c, fmt.Errorf("size %q: want a non-negative integer", v)
 		}
 		c.size = min(n, MaxSize)
+	}
+	if v, ok := control(r, q, "call"); ok {
+		if !validCallHost(v) {
+			return c, fmt.Errorf("call %q: want a host name", v)
+		}
+		c.call = v
 	}
 	// header is repeatable in both places; all values apply.
 	for _, kv := range append(q["header"], r.Header.Values("x-echo-header")...) {
@@ -154,6 +164,12 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	for k, v := range r.Header {
 		reply.Headers[strings.ToLower(k)] = strings.Join(v, ", ")
+	}
+	if c.call != "" {
+		if reply.Upstream, err = s.call(r.Context(), r, c.call); err != nil {
+			s.writeJSON(w, http.StatusBadGateway, map[string]string{"error": "echo: " + err.Error()})
+			return
+		}
 	}
 	for _, kv := range c.headers {
 		w.Header().Add(kv[0], kv[1])

@@ -190,7 +190,7 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 	}
 	var err error
 	es, err := echo.New(echo.Options{Name: o.Name, Version: o.Labels["version"], Address: o.AppAddress,
-		Logger: o.Logger.With("workload", o.Name)})
+		Logger: o.Logger.With("workload", o.Name), Upstream: net.JoinHostPort(ip, strconv.Itoa(o.OutboundPort))})
 	if err != nil {
 		return nil, fmt.Errorf("workload %s: %w", o.Name, err)
 	}

@@ -48,6 +48,9 @@ type Options struct {
 	// EgressScope is what a proxy without a Sidecar is sent; "" means
 	// EgressScopeMesh (every service).
 	EgressScope EgressScope
+	// Tracing is the mesh's default tracing (mesh config
+	// defaultProviders.tracing); nil: off. Not modified after Build.
+	Tracing *Tracing
 	// MeshConfig is Istio's mesh config as `weft serve --mesh-config`
 	// read it (config.ParseMeshConfig): the telemetry providers. nil
 	// means config.DefaultMeshConfig(). Not modified after Build.
@@ -105,6 +108,8 @@ type Snapshot struct {
 	// Telemetry finds the Telemetry resources of a workload and resolves
 	// them against the mesh config's providers (MeshConfig()).
 	Telemetry *TelemetryIndex
+
+	tracing *Tracing // Options.Tracing (tracing.go)
 
 	memo sync.Map // Memo's values, by key
 }
@@ -176,6 +181,7 @@ func Build(cfg *config.Snapshot, reg *registry.Snapshot, opts Options) *Snapshot
 		Authz:        newAuthzIndex(cfg.AuthorizationPolicies, rootNS),
 		RequestAuthn: newRequestAuthnIndex(cfg.RequestAuthentications, rootNS),
 		Keys:         &KeyIndex{fetched: opts.JWKS},
+		tracing:      opts.Tracing,
 		Telemetry:    newTelemetryIndex(cfg.Telemetries, rootNS, opts.MeshConfig),
 	}
 	s.Scopes = newScopeIndex(s, cfg.Sidecars, opts.EgressScope)

@@ -1,7 +1,8 @@
 // Package testenv starts the real third-party servers Weft's tests run
-// against — etcd with a kube-apiserver, a Consul agent — on loopback, and
-// network namespaces that play the role of Kubernetes pods and VMs. It is
-// for tests only: no product package imports it (a deps test checks).
+// against — etcd with a kube-apiserver, a Consul agent, Jaeger — on
+// loopback, and network namespaces that play the role of Kubernetes pods
+// and VMs. It is for tests only: no product package imports it (a deps
+// test checks).
 //
 // The servers are binaries built by hack/tools.sh into
 // $WEFT_TOOLS_DIR/bin (default $HOME/.cache/weft-tools/bin). When one is

@@ -43,6 +43,7 @@ import (
 	"weft.dev/weft/internal/proxy/tcpproxy"
 	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/tlssocket"
+	"weft.dev/weft/internal/proxy/tracing"
 	"weft.dev/weft/internal/proxy/upstream"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
@@ -86,7 +87,8 @@ type Dataplane struct {
 	originalDst func(net.Conn) (netip.AddrPort, error)
 	filters     filter.Registry // the HTTP filters, with this proxy's metrics and logger
 
-	listenerStats *listenerStats // envoy_listener_* (serve.go)
+	listenerStats *listenerStats     // envoy_listener_* (serve.go)
+	exporters     *tracing.Exporters // span exporters, kept across updates (tracing.go)
 	// accessLogs are the access log files the connection managers write,
 	// shared across configurations; closed by Close.
 	accessLogs *accesslog.Sinks
@@ -134,6 +136,7 @@ func New(opts Options) (*Dataplane, error) {
 		d.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	d.log = d.log.With("component", "dataplane")
+	d.exporters = tracing.NewExporters(d.log)
 	reg := opts.Metrics
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -239,6 +242,7 @@ func (d *Dataplane) Apply(r *xdsclient.Resources) error {
 	}
 
 	d.rt.Store(rt)
+	d.exporters.Retain(rt.tracers)           // span exporters no listener uses any more
 	d.clusters.Stats.SetCurrent(rt.clusters) // envoy_cluster_membership_*
 	// Close pooled connections to endpoints that are gone.
 	for _, c := range rt.clusters {
@@ -348,6 +352,12 @@ func (d *Dataplane) Close(ctx context.Context) error {
 	}
 	d.retired = nil
 	d.mu.Unlock()
+	// Flush the spans still queued, briefly even when ctx is over.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	if err := d.exporters.Shutdown(fctx); err != nil {
+		d.log.Warn("tracing: spans not flushed at shutdown", "err", err)
+	}
+	cancel()
 	d.accessLogs.Close() // every request has ended: write what is queued
 	if forced.Load() {
 		return ctx.Err()

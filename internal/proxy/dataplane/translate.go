@@ -30,6 +30,7 @@ import (
 	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/tcpproxy"
 	"weft.dev/weft/internal/proxy/tlssocket"
+	"weft.dev/weft/internal/proxy/tracing"
 	"weft.dev/weft/internal/proxy/xdsclient"
 )
 
@@ -54,6 +55,9 @@ type runtime struct {
 	clusters  map[string]*cluster.Cluster
 	res       *xdsclient.Resources
 	filters   filter.Registry // the data plane's HTTP filters (newHTTPFilters)
+	// tracers are the span exporters the listeners' tracing uses
+	// (tracing.go); the others are shut down once this runtime is applied.
+	tracers map[tracing.ExporterKey]bool
 }
 
 // newHTTPFilters lists the HTTP filters the proxy implements, besides the
@@ -168,6 +172,7 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 		clusters:  map[string]*cluster.Cluster{},
 		res:       r,
 		filters:   d.filters,
+		tracers:   map[tracing.ExporterKey]bool{},
 	}
 	for _, name := range sortedKeys(r.Clusters) {
 		c := r.Clusters[name]
@@ -384,6 +389,12 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 	}
 	if cc.http.ForwardClientCert, cc.http.ClientCertDetails, err = clientCertConfig(&m); err != nil {
 		return nil, fmt.Errorf("%s.%w", where, err)
+	}
+	var tk tracing.ExporterKey
+	if cc.http.Tracing, tk, err = d.tracingConfig(&m, cc.http.Inbound, rt.res, where); err != nil {
+		return nil, err
+	} else if cc.http.Tracing != nil {
+		rt.tracers[tk] = true
 	}
 	for i, al := range m.GetAccessLog() {
 		lg, err := accesslog.Parse(al, d.accessLogs)

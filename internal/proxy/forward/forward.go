@@ -37,6 +37,7 @@ import (
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/telemetry"
+	"weft.dev/weft/internal/proxy/tracing"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -125,6 +126,9 @@ type Listener struct {
 	// becomes (downstream.go).
 	ForwardClientCert ForwardClientCert
 	ClientCertDetails ClientCertDetails
+	// Tracing is the connection manager's tracing (nil: off): a span per
+	// sampled request, trace context propagated (tracing.go).
+	Tracing *tracing.Config
 
 	// AccessLogs are the connection manager's access_log entries, each
 	// given every finished request (accesslog.go).
@@ -156,6 +160,12 @@ type request struct {
 	// hostDst: dst names a destination outside the mesh by the request's
 	// Host (passthroughDst); the endpoint does not relabel it.
 	hostDst bool
+	// span is the request's span (nil: not traced); op, cluster and ep
+	// are what it is named and tagged with (tracing.go).
+	span    *tracing.Span
+	op      string
+	cluster string
+	ep      *cluster.Endpoint
 	// alog is what only the access logs need; nil when the listener has
 	// none (accesslog.go).
 	alog *accessLogState
@@ -230,6 +240,11 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 		q.alog = newAccessLogState(w, r, l)
 	}
 	defer f.recordRequest(&q)
+	if l.Tracing != nil {
+		if q.span = l.Tracing.Start(r.Header, q.start, newRequestID); q.span != nil {
+			defer endSpan(r, l, &q)
+		}
+	}
 	f.mutateXFCC(r.Header, l, ds)
 
 	if !normalizeRequestPath(w, r, &l.Path, &q) {
@@ -238,6 +253,9 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	var re *route.Entry
 	if tab != nil {
 		re = tab.Route(r)
+	}
+	if re != nil {
+		q.op = re.Operation
 	}
 	if q.alog != nil && re != nil {
 		q.alog.route = re.Name
@@ -260,6 +278,7 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	var name string
 	if forwarded {
 		name = re.PickCluster(r)
+		q.cluster = name
 	}
 	if len(l.filters) > 0 {
 		if c := clusters[name]; c != nil && l.Inbound {
@@ -494,6 +513,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 			res.cancel() // the retried attempt is over
 		}
 		ep = next
+		q.ep = ep
 		tried = append(tried, ep)
 		if q.alog != nil {
 			q.alog.upstream(c, ep)

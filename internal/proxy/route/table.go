@@ -57,6 +57,9 @@ type virtualHost struct {
 type Entry struct {
 	// Name is the route's name (may be empty).
 	Name string
+	// Operation is the route's decorator operation: the name of the
+	// spans of requests it serves ("" = none).
+	Operation string
 	// Timeout is the route's timeout; 0: none.
 	Timeout time.Duration
 	// Retry is the route's retry policy; nil: no retries.
@@ -164,7 +167,7 @@ func Compile(rc *route.RouteConfiguration, filters FilterConfigParser) (*Table, 
 }
 
 func compileRoute(rc *route.Route, filters FilterConfigParser) (*Entry, error) {
-	re := &Entry{Name: rc.GetName()}
+	re := &Entry{Name: rc.GetName(), Operation: rc.GetDecorator().GetOperation()}
 	var err error
 	if re.filterConfigs, err = compileFilterConfigs(rc.GetTypedPerFilterConfig(), filters); err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package contract
 import (
 	"slices"
 
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
@@ -39,6 +40,7 @@ import (
 // tests of internal/xds/generate and cmd/weft-proxy check it).
 var typedConfigs = []proto.Message{
 	(*hcmv3.HttpConnectionManager)(nil),                   // listener filter
+	(*tracev3.OpenTelemetryConfig)(nil),                   // HttpConnectionManager.tracing provider
 	(*routerv3.Router)(nil),                               // last HTTP filter
 	(*faultv3.HTTPFault)(nil),                             // HTTP filter and per-route config
 	(*corsv3.Cors)(nil),                                   // HTTP filter

@@ -87,5 +87,6 @@ func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
 	r.EndpointParts = Parts{Shared: eps}
 	sortByName(r.Listeners)
 	sortByName(r.Routes)
+	withTracing(s, id, &r) // tracing.go
 	return r
 }

@@ -245,7 +245,11 @@ func sharedServiceRoutes(s *mesh.Snapshot, id contract.Identity, svc *registry.S
 	if routesMatchClient(s, svc.Hostname) {
 		k.ns, k.labels = id.Namespace, labelsKey(id.Labels)
 	}
-	return s.Memo(k, func() any { return serviceRoutes(s, id, svc, p) }).([]*route.Route)
+	return s.Memo(k, func() any {
+		rs := serviceRoutes(s, id, svc, p)
+		decorateRoutes(s, svc, p.Number, rs) // tracing.go: span names, when the mesh traces
+		return rs
+	}).([]*route.Route)
 }
 
 // routesMatchClient reports whether a VirtualService of host has a match

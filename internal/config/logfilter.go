@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"weft.dev/weft/internal/celexpr"
 )
 
 // Access log filters.
@@ -64,135 +66,25 @@ type LogFilter struct {
 // Weft supports (LogFilterSupport). The error says what was not
 // understood and where (a 1-based column).
 func ParseLogFilter(expr string) (*LogFilter, error) {
-	p := &celParser{src: expr}
-	p.next()
-	if p.err != nil {
-		return nil, p.err
+	p := &celParser{celexpr.NewLexer(expr)}
+	if p.Err != nil {
+		return nil, p.Err
 	}
-	if p.tok.kind == tEOF {
+	if p.Tok.Kind == celexpr.EOF {
 		return nil, fmt.Errorf("the expression is empty")
 	}
 	f, err := p.or()
 	if err != nil {
 		return nil, err
 	}
-	if p.tok.kind != tEOF {
-		return nil, p.errf("unexpected %s", p.tok)
+	if p.Err != nil || p.Tok.Kind != celexpr.EOF {
+		return nil, p.Errf("unexpected %s", p.Tok)
 	}
 	return f, nil
 }
 
-type celTokKind int
-
-const (
-	tEOF celTokKind = iota
-	tIdent
-	tInt
-	tString
-	tOp // == != < <= > >= && || ( ) [ ] . ,
-)
-
-type celTok struct {
-	kind celTokKind
-	text string
-	pos  int // 0-based byte offset
-}
-
-func (t celTok) String() string {
-	switch t.kind {
-	case tEOF:
-		return "end of expression"
-	case tString:
-		return strconv.Quote(t.text)
-	}
-	return fmt.Sprintf("%q", t.text)
-}
-
-type celParser struct {
-	src string
-	i   int
-	tok celTok
-	err error // a lexical error, reported at the next token use
-}
-
-func (p *celParser) errf(format string, args ...any) error {
-	if p.err != nil {
-		return p.err
-	}
-	return fmt.Errorf("column %d: %s", p.tok.pos+1, fmt.Sprintf(format, args...))
-}
-
-// next reads the next token into p.tok.
-func (p *celParser) next() {
-	for p.i < len(p.src) && strings.IndexByte(" \t\r\n", p.src[p.i]) >= 0 {
-		p.i++
-	}
-	start := p.i
-	if p.i >= len(p.src) {
-		p.tok = celTok{kind: tEOF, pos: start}
-		return
-	}
-	c := p.src[p.i]
-	switch {
-	case c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
-		for p.i < len(p.src) && (p.src[p.i] == '_' || p.src[p.i] >= 'a' && p.src[p.i] <= 'z' || p.src[p.i] >= 'A' && p.src[p.i] <= 'Z' || p.src[p.i] >= '0' && p.src[p.i] <= '9') {
-			p.i++
-		}
-		p.tok = celTok{kind: tIdent, text: p.src[start:p.i], pos: start}
-	case c >= '0' && c <= '9':
-		for p.i < len(p.src) && p.src[p.i] >= '0' && p.src[p.i] <= '9' {
-			p.i++
-		}
-		p.tok = celTok{kind: tInt, text: p.src[start:p.i], pos: start}
-	case c == '\'' || c == '"':
-		p.i++
-		var b strings.Builder
-		for {
-			if p.i >= len(p.src) {
-				p.err = fmt.Errorf("column %d: unterminated string", start+1)
-				p.tok = celTok{kind: tEOF, pos: p.i}
-				return
-			}
-			ch := p.src[p.i]
-			if ch == c {
-				p.i++
-				break
-			}
-			if ch == '\\' {
-				if p.i+1 >= len(p.src) || strings.IndexByte(`\'"`, p.src[p.i+1]) < 0 {
-					p.err = fmt.Errorf("column %d: only \\\\, \\' and \\\" escapes are supported in strings", p.i+1)
-					p.tok = celTok{kind: tEOF, pos: p.i}
-					return
-				}
-				p.i++
-				ch = p.src[p.i]
-			}
-			b.WriteByte(ch)
-			p.i++
-		}
-		p.tok = celTok{kind: tString, text: b.String(), pos: start}
-	default:
-		for _, op := range []string{"==", "!=", "<=", ">=", "&&", "||", "<", ">", "(", ")", "[", "]", ".", ","} {
-			if strings.HasPrefix(p.src[p.i:], op) {
-				p.i += len(op)
-				p.tok = celTok{kind: tOp, text: op, pos: start}
-				return
-			}
-		}
-		p.err = fmt.Errorf("column %d: unexpected character %q", start+1, c)
-		p.tok = celTok{kind: tEOF, pos: start}
-	}
-}
-
-func (p *celParser) isOp(op string) bool { return p.tok.kind == tOp && p.tok.text == op }
-
-func (p *celParser) expect(op string) error {
-	if !p.isOp(op) {
-		return p.errf("want %q, got %s", op, p.tok)
-	}
-	p.next()
-	return nil
-}
+// celParser parses a filter expression with celexpr's lexer.
+type celParser struct{ *celexpr.Lexer }
 
 func (p *celParser) or() (*LogFilter, error) {
 	return p.chain("||", LogFilterOr, p.and)
@@ -208,7 +100,7 @@ func (p *celParser) chain(op string, k LogFilterOp, operand func() (*LogFilter, 
 	if err != nil {
 		return nil, err
 	}
-	if !p.isOp(op) {
+	if !p.IsOp(op) {
 		return first, nil
 	}
 	n := &LogFilter{Op: k}
@@ -220,8 +112,8 @@ func (p *celParser) chain(op string, k LogFilterOp, operand func() (*LogFilter, 
 		}
 	}
 	add(first)
-	for p.isOp(op) {
-		p.next()
+	for p.IsOp(op) {
+		p.Next()
 		f, err := operand()
 		if err != nil {
 			return nil, err
@@ -232,55 +124,55 @@ func (p *celParser) chain(op string, k LogFilterOp, operand func() (*LogFilter, 
 }
 
 func (p *celParser) primary() (*LogFilter, error) {
-	if p.err != nil {
-		return nil, p.err
+	if p.Err != nil {
+		return nil, p.Err
 	}
 	switch {
-	case p.isOp("("):
-		p.next()
+	case p.IsOp("("):
+		p.Next()
 		f, err := p.or()
 		if err != nil {
 			return nil, err
 		}
-		return f, p.expect(")")
-	case p.tok.kind == tString:
+		return f, p.Expect(")")
+	case p.Tok.Kind == celexpr.String:
 		// 'name' in request.headers
-		name := p.tok.text
-		p.next()
-		if p.tok.kind != tIdent || p.tok.text != "in" {
-			return nil, p.errf("a string on the left must be followed by \"in request.headers\", got %s", p.tok)
+		name := p.Tok.Text
+		p.Next()
+		if p.Tok.Kind != celexpr.Ident || p.Tok.Text != "in" {
+			return nil, p.Errf("a string on the left must be followed by \"in request.headers\", got %s", p.Tok)
 		}
-		p.next()
+		p.Next()
 		if err := p.path("request", "headers"); err != nil {
 			return nil, err
 		}
 		return &LogFilter{Op: LogFilterHeaderPresent, Header: strings.ToLower(name)}, nil
-	case p.tok.kind == tIdent && p.tok.text == "response":
-		p.next()
-		if err := p.expect("."); err != nil {
+	case p.Tok.Kind == celexpr.Ident && p.Tok.Text == "response":
+		p.Next()
+		if err := p.Expect("."); err != nil {
 			return nil, err
 		}
-		if p.tok.kind != tIdent || (p.tok.text != "code" && p.tok.text != "duration") {
-			return nil, p.errf("want response.code or response.duration, got response.%s", p.tok.text)
+		if p.Tok.Kind != celexpr.Ident || (p.Tok.Text != "code" && p.Tok.Text != "duration") {
+			return nil, p.Errf("want response.code or response.duration, got response.%s", p.Tok.Text)
 		}
-		attr := p.tok.text
-		p.next()
+		attr := p.Tok.Text
+		p.Next()
 		cmp, err := p.cmp()
 		if err != nil {
 			return nil, err
 		}
 		if attr == "code" {
-			if p.tok.kind != tInt {
-				return nil, p.errf("response.code compares with an integer, got %s", p.tok)
+			if p.Tok.Kind != celexpr.Int {
+				return nil, p.Errf("response.code compares with an integer, got %s", p.Tok)
 			}
-			v, err := strconv.ParseInt(p.tok.text, 10, 32)
+			v, err := strconv.ParseInt(p.Tok.Text, 10, 32)
 			if err != nil || v > 999 {
-				return nil, p.errf("status code %s is out of range", p.tok.text)
+				return nil, p.Errf("status code %s is out of range", p.Tok.Text)
 			}
 			if v == 0 && cmp == CmpLT {
-				return nil, p.errf("response.code < 0 never holds")
+				return nil, p.Errf("response.code < 0 never holds")
 			}
-			p.next()
+			p.Next()
 			return &LogFilter{Op: LogFilterStatusCode, Cmp: cmp, Value: v}, nil
 		}
 		ms, err := p.duration()
@@ -288,86 +180,86 @@ func (p *celParser) primary() (*LogFilter, error) {
 			return nil, err
 		}
 		if ms == 0 && cmp == CmpLT {
-			return nil, p.errf("response.duration < duration(\"0s\") never holds")
+			return nil, p.Errf("response.duration < duration(\"0s\") never holds")
 		}
 		return &LogFilter{Op: LogFilterDuration, Cmp: cmp, Value: ms}, nil
-	case p.tok.kind == tIdent && p.tok.text == "request":
+	case p.Tok.Kind == celexpr.Ident && p.Tok.Text == "request":
 		if err := p.path("request", "headers"); err != nil {
 			return nil, err
 		}
-		if err := p.expect("["); err != nil {
+		if err := p.Expect("["); err != nil {
 			return nil, err
 		}
-		if p.tok.kind != tString {
-			return nil, p.errf("want a header name in quotes, got %s", p.tok)
+		if p.Tok.Kind != celexpr.String {
+			return nil, p.Errf("want a header name in quotes, got %s", p.Tok)
 		}
-		name := p.tok.text
-		p.next()
-		if err := p.expect("]"); err != nil {
+		name := p.Tok.Text
+		p.Next()
+		if err := p.Expect("]"); err != nil {
 			return nil, err
 		}
-		if !p.isOp("==") {
-			return nil, p.errf("request.headers[%q] supports == only, got %s", name, p.tok)
+		if !p.IsOp("==") {
+			return nil, p.Errf("request.headers[%q] supports == only, got %s", name, p.Tok)
 		}
-		p.next()
-		if p.tok.kind != tString {
-			return nil, p.errf("request.headers[%q] compares with a string, got %s", name, p.tok)
+		p.Next()
+		if p.Tok.Kind != celexpr.String {
+			return nil, p.Errf("request.headers[%q] compares with a string, got %s", name, p.Tok)
 		}
-		v := p.tok.text
-		p.next()
+		v := p.Tok.Text
+		p.Next()
 		return &LogFilter{Op: LogFilterHeaderEquals, Header: strings.ToLower(name), HeaderValue: v}, nil
-	case p.tok.kind == tEOF:
-		return nil, p.errf("the expression ends too early")
+	case p.Tok.Kind == celexpr.EOF:
+		return nil, p.Errf("the expression ends too early")
 	}
-	return nil, p.errf("unsupported %s", p.tok)
+	return nil, p.Errf("unsupported %s", p.Tok)
 }
 
 // path consumes the identifiers a.b.c.
 func (p *celParser) path(names ...string) error {
 	for i, n := range names {
 		if i > 0 {
-			if err := p.expect("."); err != nil {
+			if err := p.Expect("."); err != nil {
 				return err
 			}
 		}
-		if p.tok.kind != tIdent || p.tok.text != n {
-			return p.errf("want %s, got %s", strings.Join(names, "."), p.tok)
+		if p.Tok.Kind != celexpr.Ident || p.Tok.Text != n {
+			return p.Errf("want %s, got %s", strings.Join(names, "."), p.Tok)
 		}
-		p.next()
+		p.Next()
 	}
 	return nil
 }
 
 func (p *celParser) cmp() (LogFilterCmp, error) {
-	if p.tok.kind == tOp {
-		c, ok := map[string]LogFilterCmp{"==": CmpEQ, "!=": CmpNE, "<": CmpLT, "<=": CmpLE, ">": CmpGT, ">=": CmpGE}[p.tok.text]
+	if p.Tok.Kind == celexpr.Op {
+		c, ok := map[string]LogFilterCmp{"==": CmpEQ, "!=": CmpNE, "<": CmpLT, "<=": CmpLE, ">": CmpGT, ">=": CmpGE}[p.Tok.Text]
 		if ok {
-			p.next()
+			p.Next()
 			return c, nil
 		}
 	}
-	return 0, p.errf("want a comparison (==, !=, <, <=, >, >=), got %s", p.tok)
+	return 0, p.Errf("want a comparison (==, !=, <, <=, >, >=), got %s", p.Tok)
 }
 
 // duration reads duration("...") in whole milliseconds.
 func (p *celParser) duration() (int64, error) {
-	if p.tok.kind != tIdent || p.tok.text != "duration" {
-		return 0, p.errf("response.duration compares with duration(\"...\"), got %s", p.tok)
+	if p.Tok.Kind != celexpr.Ident || p.Tok.Text != "duration" {
+		return 0, p.Errf("response.duration compares with duration(\"...\"), got %s", p.Tok)
 	}
-	p.next()
-	if err := p.expect("("); err != nil {
+	p.Next()
+	if err := p.Expect("("); err != nil {
 		return 0, err
 	}
-	if p.tok.kind != tString {
-		return 0, p.errf("want a duration string such as \"500ms\", got %s", p.tok)
+	if p.Tok.Kind != celexpr.String {
+		return 0, p.Errf("want a duration string such as \"500ms\", got %s", p.Tok)
 	}
-	d, err := time.ParseDuration(p.tok.text)
+	d, err := time.ParseDuration(p.Tok.Text)
 	switch {
 	case err != nil:
-		return 0, p.errf("invalid duration %q", p.tok.text)
+		return 0, p.Errf("invalid duration %q", p.Tok.Text)
 	case d < 0 || d%time.Millisecond != 0:
-		return 0, p.errf("duration %q: want a whole, non-negative number of milliseconds", p.tok.text)
+		return 0, p.Errf("duration %q: want a whole, non-negative number of milliseconds", p.Tok.Text)
 	}
-	p.next()
-	return d.Milliseconds(), p.expect(")")
+	p.Next()
+	return d.Milliseconds(), p.Expect(")")
 }

@@ -222,9 +222,20 @@ func (m *Mesh) Service(name, protocol string, versions ...string) []*localmesh.W
 }
 
 // Client starts a workload that only sends traffic (no inbound port).
+// It returns once the sidecar has applied its first config, so its
+// outbound listener is bound: a test's first request never meets a
+// connection refused.
 func (m *Mesh) Client(name string) *localmesh.Workload {
-	return m.Workload(localmesh.WorkloadOptions{Name: name,
+	m.t.Helper()
+	w := m.Workload(localmesh.WorkloadOptions{Name: name,
 		Labels: map[string]string{"app": name, "version": "v1"}})
+	Eventually(m.t, 30*time.Second, "client "+name+" ready", func() error {
+		if !w.Proxy.Ready() {
+			return fmt.Errorf("its sidecar has not applied config yet")
+		}
+		return nil
+	})
+	return w
 }
 
 // Get sends one request through w's outbound listener.

@@ -31,6 +31,11 @@ import (
 // config's accessLogFormat and accessLogEncoding.
 const BuiltinAccessLogProvider = "envoy"
 
+// BuiltinMetricsProvider is Istio's built-in Prometheus metrics provider,
+// the default metrics provider, as Istio's installation sets
+// defaultProviders.metrics.
+const BuiltinMetricsProvider = "prometheus"
+
 // meshConfigRead are the MeshConfig fields Weft reads (JSON names).
 var meshConfigRead = map[string]bool{
 	"extensionProviders": true, "defaultProviders": true,
@@ -50,8 +55,13 @@ var meshConfigFlags = map[string]string{
 // access logs.
 func DefaultMeshConfig() *meshconfig.MeshConfig {
 	return &meshconfig.MeshConfig{
-		DefaultProviders: &meshconfig.MeshConfig_DefaultProviders{},
+		DefaultProviders: &meshconfig.MeshConfig_DefaultProviders{Metrics: []string{BuiltinMetricsProvider}},
 		ExtensionProviders: []*meshconfig.MeshConfig_ExtensionProvider{{
+			Name: BuiltinMetricsProvider,
+			Provider: &meshconfig.MeshConfig_ExtensionProvider_Prometheus{
+				Prometheus: &meshconfig.MeshConfig_ExtensionProvider_PrometheusMetricsProvider{},
+			},
+		}, {
 			Name: BuiltinAccessLogProvider,
 			Provider: &meshconfig.MeshConfig_ExtensionProvider_EnvoyFileAccessLog{
 				EnvoyFileAccessLog: &meshconfig.MeshConfig_ExtensionProvider_EnvoyFileAccessLogProvider{Path: "/dev/stdout"},
@@ -147,10 +157,24 @@ func applyMeshConfig(user *meshconfig.MeshConfig) *meshconfig.MeshConfig {
 			out.ExtensionProviders = append(out.ExtensionProviders, p)
 		}
 	}
-	if user.GetDefaultProviders() != nil {
-		out.DefaultProviders = user.GetDefaultProviders()
+	// Each default provider list the user writes replaces the default's;
+	// one not written keeps it (metrics: prometheus).
+	if dp := user.GetDefaultProviders(); dp != nil {
+		def := DefaultMeshConfig().GetDefaultProviders()
+		out.DefaultProviders = &meshconfig.MeshConfig_DefaultProviders{
+			Metrics:       orDefault(dp.GetMetrics(), def.GetMetrics()),
+			Tracing:       orDefault(dp.GetTracing(), def.GetTracing()),
+			AccessLogging: orDefault(dp.GetAccessLogging(), def.GetAccessLogging()),
+		}
 	}
 	return out
+}
+
+func orDefault(names, def []string) []string {
+	if len(names) > 0 {
+		return names
+	}
+	return def
 }
 
 // validateMeshConfig is what Istio's ValidateMeshConfig checks of the
@@ -193,7 +217,7 @@ func validateMeshConfig(is *issues, mc *meshconfig.MeshConfig) {
 		names []string
 	}{{"accessLogging", mc.GetDefaultProviders().GetAccessLogging()}, {"tracing", mc.GetDefaultProviders().GetTracing()}, {"metrics", mc.GetDefaultProviders().GetMetrics()}} {
 		for i, n := range f.names {
-			if !seen[n] && n != BuiltinAccessLogProvider && n != "prometheus" {
+			if !seen[n] && n != BuiltinAccessLogProvider && n != BuiltinMetricsProvider {
 				is.warnf(fmt.Sprintf("defaultProviders.%s[%d]", f.name, i), "provider %q is not defined in extensionProviders; it is ignored", n)
 			}
 		}

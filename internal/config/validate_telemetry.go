@@ -2,8 +2,11 @@ package config
 
 import (
 	"fmt"
+	"regexp"
 
 	telemetry "istio.io/api/telemetry/v1alpha1"
+
+	"weft.dev/weft/internal/celexpr"
 )
 
 // validateTelemetry is Istio's ValidateTelemetry (selector, targetRef(s),
@@ -72,6 +75,9 @@ func validateTelemetry(is *issues, t *telemetry.Telemetry) {
 			continue
 		}
 		validateProviderRefs(is, p+".providers", m.GetProviders())
+		if m.GetReportingInterval() != nil {
+			is.warnf(p+".reportingInterval", "has no effect: Weft's proxy updates the TCP metrics as bytes flow, not at intervals")
+		}
 		for j, o := range m.GetOverrides() {
 			op := fmt.Sprintf("%s.overrides[%d]", p, j)
 			if o == nil {
@@ -88,10 +94,15 @@ func validateTelemetry(is *issues, t *telemetry.Telemetry) {
 					is.errf(tp, "tagOverrides may not be null")
 					continue
 				}
+				if name != "" && !promLabelName.MatchString(name) {
+					is.errf(tp, "%q is not a Prometheus label name (letters, digits and _, not starting with a digit or __)", name)
+				}
 				switch to.GetOperation() {
 				case telemetry.MetricsOverrides_TagOverride_UPSERT:
 					if to.GetValue() == "" {
 						is.errf(tp+".value", "value must be set when operation is UPSERT")
+					} else if _, err := celexpr.ParseValue(to.GetValue()); err != nil {
+						is.errf(tp+".value", "%v (Weft's proxy evaluates a CEL subset: %s)", err, celexpr.ValueSupport)
 					}
 				case telemetry.MetricsOverrides_TagOverride_REMOVE:
 					if to.GetValue() != "" {
@@ -99,8 +110,17 @@ func validateTelemetry(is *issues, t *telemetry.Telemetry) {
 					}
 				}
 			}
-			if cm, ok := o.GetMatch().GetMetricMatch().(*telemetry.MetricSelector_CustomMetric); ok && cm.CustomMetric == "" {
-				is.errf(op+".match.customMetric", "customMetric may not be empty")
+			switch mm := o.GetMatch().GetMetricMatch().(type) {
+			case *telemetry.MetricSelector_CustomMetric:
+				if mm.CustomMetric == "" {
+					is.errf(op+".match.customMetric", "customMetric may not be empty")
+				} else {
+					is.warnf(op+".match.customMetric", "Weft's proxy reports Istio's standard metrics only; overrides of custom metric %q have no effect", mm.CustomMetric)
+				}
+			case *telemetry.MetricSelector_Metric:
+				if mm.Metric == telemetry.MetricSelector_GRPC_REQUEST_MESSAGES || mm.Metric == telemetry.MetricSelector_GRPC_RESPONSE_MESSAGES {
+					is.warnf(op+".match.metric", "Weft's proxy does not report %s; this override has no effect", mm.Metric)
+				}
 			}
 		}
 	}
@@ -115,3 +135,6 @@ func validateProviderRefs(is *issues, path string, providers []*telemetry.Provid
 		}
 	}
 }
+
+// promLabelName is a label name Prometheus accepts and does not reserve.
+var promLabelName = regexp.MustCompile(`^(?:[a-zA-Z]|_[a-zA-Z0-9])[a-zA-Z0-9_]*$`)

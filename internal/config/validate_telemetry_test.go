@@ -43,6 +43,7 @@ spec:
     - match: {metric: REQUEST_COUNT, mode: CLIENT}
       tagOverrides:
         request_protocol: {operation: REMOVE}
+        user: {value: "has(request.headers['x-user']) ? request.headers['x-user'] : 'anonymous'"}
 `
 	snap := NewStore(testOptions()).Load(map[string][]byte{"tel.yaml": []byte(good)})
 	for _, d := range snap.Diagnostics {
@@ -69,6 +70,11 @@ spec:
 		{"sampling range", `{tracing: [{randomSamplingPercentage: 101}]}`, "spec.tracing[0].randomSamplingPercentage: randomSamplingPercentage must be in [0.0, 100.0]", false},
 		{"two tracing", `{tracing: [{providers: [{name: a}]}, {providers: [{name: b}]}]}`, "only the first tracing entry is used", true},
 		{"upsert needs value", `{metrics: [{overrides: [{tagOverrides: {x: {operation: UPSERT}}}]}]}`, "spec.metrics[0].overrides[0].tagOverrides.x.value: value must be set when operation is UPSERT", false},
+		{"tag value outside the subset", `{metrics: [{overrides: [{tagOverrides: {x: {value: "request.size"}}}]}]}`, "spec.metrics[0].overrides[0].tagOverrides.x.value: column 1: unsupported attribute request.size", false},
+		{"tag value garbage", `{metrics: [{overrides: [{tagOverrides: {x: {value: "request.headers['a"}}}]}]}`, "tagOverrides.x.value: column 17: unterminated string", false},
+		{"tag name", `{metrics: [{overrides: [{tagOverrides: {"my-tag": {value: "'a'"}}}]}]}`, `tagOverrides.my-tag: "my-tag" is not a Prometheus label name`, false},
+		{"custom metric warns", `{metrics: [{overrides: [{match: {customMetric: my_metric}, disabled: true}]}]}`, `overrides of custom metric "my_metric" have no effect`, true},
+		{"reporting interval warns", `{metrics: [{reportingInterval: 10s}]}`, "spec.metrics[0].reportingInterval: has no effect", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			doc := "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t, namespace: ns}\nspec: " + c.spec + "\n"
@@ -191,11 +197,15 @@ defaultProviders:
 	for _, p := range mc.GetExtensionProviders() {
 		names = append(names, p.GetName())
 	}
-	if strings.Join(names, ",") != "envoy,json,otel" {
+	if strings.Join(names, ",") != "prometheus,envoy,json,otel" {
 		t.Errorf("providers = %v", names)
 	}
 	if got := mc.GetDefaultProviders().GetAccessLogging(); len(got) != 1 || got[0] != "envoy" {
 		t.Errorf("defaultProviders.accessLogging = %v", got)
+	}
+	// Default provider lists not written keep the defaults.
+	if got := mc.GetDefaultProviders().GetMetrics(); len(got) != 1 || got[0] != "prometheus" {
+		t.Errorf("defaultProviders.metrics = %v, want the default [prometheus]", got)
 	}
 	if len(warns) != 1 || !strings.Contains(warns[0].Error(), "mesh.yaml:2:1: rootNamespace: rootNamespace is not read by Weft and has no effect (use weft serve --root-namespace)") {
 		t.Errorf("warnings = %v", warns)

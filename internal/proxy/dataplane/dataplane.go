@@ -87,8 +87,11 @@ type Dataplane struct {
 	originalDst func(net.Conn) (netip.AddrPort, error)
 	filters     filter.Registry // the HTTP filters, with this proxy's metrics and logger
 
-	listenerStats *listenerStats     // envoy_listener_* (serve.go)
-	exporters     *tracing.Exporters // span exporters, kept across updates (tracing.go)
+	listenerStats *listenerStats // envoy_listener_* (serve.go)
+	// reg is where the metrics go; metric overrides (istio.stats) add
+	// their series families there.
+	reg       prometheus.Registerer
+	exporters *tracing.Exporters // span exporters, kept across updates (tracing.go)
 	// accessLogs are the access log files the connection managers write,
 	// shared across configurations; closed by Close.
 	accessLogs *accesslog.Sinks
@@ -141,6 +144,7 @@ func New(opts Options) (*Dataplane, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
+	d.reg = reg
 	metrics, err := telemetry.NewMetrics(reg)
 	if err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
@@ -179,7 +183,7 @@ func New(opts Options) (*Dataplane, error) {
 	self := metrics.InternSrc(telemetry.IdentitySrc(opts.Identity))
 	unknownPeer := metrics.InternSrc(telemetry.SrcLabels{Workload: telemetry.Unknown, Namespace: telemetry.Unknown,
 		App: telemetry.Unknown, Version: telemetry.Unknown})
-	d.tcp = &tcpproxy.Proxy{Metrics: tcpMetrics, Self: self, Peer: unknownPeer, Logger: d.log}
+	d.tcp = &tcpproxy.Proxy{Metrics: tcpMetrics, Self: self, Peer: unknownPeer, Logger: d.log, Node: telemetry.NewNode(opts.Identity)}
 	d.originalDst = opts.OriginalDst
 	if d.originalDst == nil {
 		d.originalDst = origdst.OriginalDst

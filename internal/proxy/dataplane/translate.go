@@ -18,6 +18,7 @@ import (
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"weft.dev/weft/internal/proxy/accesslog"
 	"weft.dev/weft/internal/proxy/cluster"
@@ -29,9 +30,11 @@ import (
 	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/tcpproxy"
+	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/tlssocket"
 	"weft.dev/weft/internal/proxy/tracing"
 	"weft.dev/weft/internal/proxy/xdsclient"
+	"weft.dev/weft/internal/xds/contract"
 )
 
 const (
@@ -365,14 +368,28 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 			}
 		}
 	}
-	if len(fc.GetFilters()) != 1 {
-		return nil, fmt.Errorf("%s.filters: want exactly one %s or %s, have %d filters", field, hcmFilterName, tcpproxy.FilterName, len(fc.GetFilters()))
+	filters := fc.GetFilters()
+	if len(filters) == 0 {
+		return nil, fmt.Errorf("%s.filters: want a %s or %s last, have no filters", field, hcmFilterName, tcpproxy.FilterName)
 	}
-	f := fc.GetFilters()[0]
+	// Before the terminal filter, only Istio's stats filter (the
+	// Telemetry API's TCP metric overrides).
+	var tcpStats *telemetry.Stats
+	for i, f := range filters[:len(filters)-1] {
+		if f.GetName() != contract.StatsFilterName {
+			return nil, fmt.Errorf("%s.filters[%d] (%s): unsupported network filter; want %s or %s, optionally after %s", field, i, f.GetName(), hcmFilterName, tcpproxy.FilterName, contract.StatsFilterName)
+		}
+		if tcpStats, err = d.statsConfig(f.GetTypedConfig()); err != nil {
+			return nil, fmt.Errorf("%s.filters[%d] (%s).%w", field, i, f.GetName(), err)
+		}
+	}
+	last := len(filters) - 1
+	f := filters[last]
 	if f.GetName() == tcpproxy.FilterName || (f.GetTypedConfig() != nil && f.GetTypedConfig().MessageIs((*tcpproxyv3.TcpProxy)(nil))) {
 		if cc.tcp, err = tcpproxy.Parse(f.GetTypedConfig()); err != nil {
-			return nil, fmt.Errorf("%s.filters[0] (%s).typed_config.%w", field, f.GetName(), err)
+			return nil, fmt.Errorf("%s.filters[%d] (%s).typed_config.%w", field, last, f.GetName(), err)
 		}
+		cc.tcp.Stats = tcpStats
 		return cc, nil
 	}
 	var m hcm.HttpConnectionManager
@@ -435,6 +452,10 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 			return nil, fmt.Errorf("%s.http_filters[%d] (%s): the last filter must be %s", where, i, f.GetName(), routerFilterName)
 		case !last && isRouter:
 			return nil, fmt.Errorf("%s.http_filters[%d]: %s must be last", where, i, routerFilterName)
+		case f.GetName() == contract.StatsFilterName:
+			if cc.http.Stats, err = d.statsConfig(f.GetTypedConfig()); err != nil {
+				return nil, fmt.Errorf("%s.http_filters[%d] (%s).%w", where, i, f.GetName(), err)
+			}
 		case !last:
 			fac := rt.filters[f.GetName()]
 			if fac == nil {
@@ -504,4 +525,17 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// statsConfig compiles the typed_config of an istio.stats filter.
+func (d *Dataplane) statsConfig(a *anypb.Any) (*telemetry.Stats, error) {
+	cfg, err := contract.ParseStatsConfig(a)
+	if err != nil {
+		return nil, err
+	}
+	st, err := telemetry.CompileStats(d.reg, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("typed_config.value.%w", err)
+	}
+	return st, nil
 }

@@ -77,6 +77,8 @@ type Forwarder struct {
 	// proxy adds to outbound requests, computed once.
 	peerMetadata, peerID []string
 	principal            string // Options.Principal
+	// node answers the node attributes of metric label expressions.
+	node *telemetry.Node
 }
 
 // New returns a Forwarder. Errors come from registering metrics or
@@ -89,6 +91,7 @@ func New(o Options) (*Forwarder, error) {
 	}
 	id := o.Identity
 	f.self = o.Metrics.InternSrc(telemetry.IdentitySrc(id))
+	f.node = telemetry.NewNode(id)
 	md, err := telemetry.EncodePeerMetadata(id)
 	if err != nil {
 		return nil, fmt.Errorf("peer metadata: %w", err)
@@ -134,6 +137,11 @@ type Listener struct {
 	// given every finished request (accesslog.go).
 	AccessLogs []*accesslog.Logger
 
+	// Stats is the connection manager's istio.stats filter config: the
+	// Telemetry API's metric overrides of this side (nil: the standard
+	// metrics; statsattrs.go).
+	Stats *telemetry.Stats
+
 	filters []httpFilter // http_filters but the router, in order (filters.go)
 }
 
@@ -169,6 +177,10 @@ type request struct {
 	// alog is what only the access logs need; nil when the listener has
 	// none (accesslog.go).
 	alog *accessLogState
+	// stats is the listener's metric overrides (nil: none); routeName the
+	// route that matched, for their xds.route_name.
+	stats     *telemetry.Stats
+	routeName string
 	// The sizes of istio_request_bytes and istio_response_bytes
 	// (recordRequest): the request and the response writer, the request
 	// body as read (wrapped by Serve when there is one) and the response
@@ -225,7 +237,7 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	if ds == nil {
 		ds = plaintextDownstream
 	}
-	q := request{start: time.Now(), inbound: l.Inbound, grpc: route.IsGRPC(r), dst: f.metrics.UnknownDst(), ds: ds, r: r, w: w}
+	q := request{start: time.Now(), inbound: l.Inbound, grpc: route.IsGRPC(r), dst: f.metrics.UnknownDst(), ds: ds, r: r, w: w, stats: l.Stats}
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		q.reqBody = &countingBody{rc: r.Body}
 		r.Body = q.reqBody
@@ -255,7 +267,7 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 		re = tab.Route(r)
 	}
 	if re != nil {
-		q.op = re.Operation
+		q.op, q.routeName = re.Operation, re.Name
 	}
 	if q.alog != nil && re != nil {
 		q.alog.route = re.Name
@@ -339,10 +351,15 @@ func (f *Forwarder) recordRequest(q *request) {
 		reqBytes += q.reqBody.n.Load()
 	}
 	rspBytes := headerBytes(q.w.Header()) + q.rspBody
-	f.metrics.Record(telemetry.Key{
+	k := telemetry.Key{
 		Src: q.src, Dst: q.dst, Sec: q.sec, Inbound: q.inbound, GRPC: q.grpc,
 		Code: q.code, GRPCCode: q.grpcCode, Flags: flags,
-	}, float64(d.Microseconds())/1000, reqBytes, rspBytes)
+	}
+	if q.stats != nil {
+		f.metrics.RecordWith(q.stats, k, requestAttrs{q: q, node: f.node}, float64(d.Microseconds())/1000, reqBytes, rspBytes)
+	} else {
+		f.metrics.Record(k, float64(d.Microseconds())/1000, reqBytes, rspBytes)
+	}
 	if q.alog != nil {
 		q.alog.log(q, flags, d)
 	}

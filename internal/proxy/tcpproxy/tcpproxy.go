@@ -20,6 +20,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,7 @@ import (
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"weft.dev/weft/internal/celexpr"
 	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/telemetry"
 )
@@ -42,7 +44,10 @@ type Config struct {
 	StatPrefix  string
 	Clusters    []WeightedCluster // one, weight 1, for cluster
 	IdleTimeout time.Duration     // 0: none
-	total       uint64
+	// Stats is the chain's istio.stats filter config, the Telemetry
+	// API's metric overrides (nil: the standard metrics).
+	Stats *telemetry.Stats
+	total uint64
 }
 
 // WeightedCluster is one cluster of weighted_clusters.
@@ -132,6 +137,8 @@ type Proxy struct {
 	Self    *telemetry.SrcLabels // source labels of outbound connections
 	Peer    *telemetry.SrcLabels // source labels of inbound connections (no metadata exchange for TCP: unknown)
 	Logger  *slog.Logger         // nil: discard
+	// Node answers the node attributes of metric override expressions.
+	Node *telemetry.Node
 }
 
 // Conn is one downstream connection and what the listener knows of it.
@@ -180,7 +187,7 @@ func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[str
 		// Envoy and Istio count them: upstream_cx_none_healthy, and a
 		// connection opened and closed with UH.
 		cl.Stats().CxNoneHealthy.Inc()
-		s := p.Metrics.Series(telemetry.TCPKey{Src: src, Dst: cl.DstNoEndpoint(), Sec: c.Sec, Inbound: c.Inbound, Flags: "UH"})
+		s := p.series(cfg, &c, name, telemetry.TCPKey{Src: src, Dst: cl.DstNoEndpoint(), Sec: c.Sec, Inbound: c.Inbound, Flags: "UH"})
 		s.Opened.Inc()
 		s.Closed.Inc()
 		log.Debug("tcp_proxy: no endpoint; connection closed", "stat_prefix", cfg.StatPrefix, "cluster", name, "dst", c.Dst)
@@ -193,14 +200,14 @@ func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[str
 	up, err := ep.Conns().DialStream(ctx)
 	if err != nil {
 		cl.Stats().CxConnectFail.Inc()
-		s := p.Metrics.Series(telemetry.TCPKey{Src: src, Dst: dst, Sec: c.Sec, Inbound: c.Inbound, Flags: "UF"})
+		s := p.series(cfg, &c, name, telemetry.TCPKey{Src: src, Dst: dst, Sec: c.Sec, Inbound: c.Inbound, Flags: "UF"})
 		s.Opened.Inc()
 		s.Closed.Inc()
 		log.Debug("tcp_proxy: upstream connect failed; connection closed", "stat_prefix", cfg.StatPrefix, "cluster", name, "endpoint", ep.Addr(), "err", err)
 		return
 	}
 	defer up.Close()
-	s := p.Metrics.Series(telemetry.TCPKey{Src: src, Dst: dst, Sec: c.Sec, Inbound: c.Inbound})
+	s := p.series(cfg, &c, name, telemetry.TCPKey{Src: src, Dst: dst, Sec: c.Sec, Inbound: c.Inbound})
 	s.Opened.Inc()
 	defer s.Closed.Inc()
 	relay(ctx, c.Conn, up, cfg.IdleTimeout, s)
@@ -296,4 +303,55 @@ func sameAddr(a netip.AddrPort, b net.Addr) bool {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// series returns the metric counters of connection c relayed to cluster
+// name, with the chain's metric overrides.
+func (p *Proxy) series(cfg *Config, c *Conn, name string, k telemetry.TCPKey) telemetry.TCPSeries {
+	if cfg.Stats == nil {
+		return p.Metrics.Series(k)
+	}
+	return p.Metrics.SeriesWith(cfg.Stats, k, connAttrs{c: c, cluster: name, k: k, node: p.Node})
+}
+
+// connAttrs answers the attributes of one connection for the label
+// expressions of metric overrides, as Envoy's attributes name them.
+// Request and response attributes are absent on a TCP connection.
+type connAttrs struct {
+	c       *Conn
+	cluster string
+	k       telemetry.TCPKey
+	node    *telemetry.Node
+}
+
+func (a connAttrs) Attr(x celexpr.Attr) (string, bool) {
+	local, _ := netip.ParseAddrPort(a.c.LocalAddr().String())
+	remote, _ := netip.ParseAddrPort(a.c.RemoteAddr().String())
+	switch x.ID {
+	case celexpr.SourceAddress:
+		return remote.Addr().String(), remote.IsValid()
+	case celexpr.SourcePort:
+		return strconv.Itoa(int(remote.Port())), remote.IsValid()
+	case celexpr.DestinationAddress:
+		return local.Addr().String(), local.IsValid()
+	case celexpr.DestinationPort:
+		return strconv.Itoa(int(local.Port())), local.IsValid()
+	case celexpr.ConnectionMTLS:
+		return strconv.FormatBool(a.k.Sec != nil && a.k.Sec.Policy == telemetry.PolicyMutualTLS), true
+	case celexpr.ClusterName:
+		return a.cluster, a.cluster != ""
+	case celexpr.UpstreamPeer:
+		if a.k.Inbound {
+			return "", false
+		}
+		return telemetry.DstAttr(a.k.Dst, x.Key)
+	case celexpr.DownstreamPeer:
+		if !a.k.Inbound {
+			return "", false
+		}
+		return telemetry.SrcAttr(a.k.Src, x.Key)
+	case celexpr.NodeID, celexpr.NodeMetadata, celexpr.NodeLabel:
+		return a.node.Attr(x)
+	}
+	return "", false
 }

@@ -13,7 +13,6 @@ package telemetry
 
 import (
 	"errors"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -185,25 +184,10 @@ type Metrics struct {
 // share a registry: metrics already registered there are reused.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{srcs: map[SrcLabels]*SrcLabels{}, dsts: map[DstLabels]*DstLabels{}, secs: map[SecLabels]*SecLabels{}}
-	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "istio_requests_total",
-		Help: "Total requests handled by the proxy.",
-	}, metricLabels)
-	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "istio_request_duration_milliseconds",
-		Help:    "Request duration in milliseconds.",
-		Buckets: Buckets,
-	}, metricLabels)
-	m.reqBytes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "istio_request_bytes",
-		Help:    "Request size in bytes: headers and body, as the proxy received them.",
-		Buckets: Buckets,
-	}, metricLabels)
-	m.rspBytes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "istio_response_bytes",
-		Help:    "Response size in bytes: headers and body, as the proxy sent them.",
-		Buckets: Buckets,
-	}, metricLabels)
+	m.requests = statSpecs[statRequests].newVec(metricLabels).(*prometheus.CounterVec)
+	m.duration = statSpecs[statDuration].newVec(metricLabels).(*prometheus.HistogramVec)
+	m.reqBytes = statSpecs[statRequestBytes].newVec(metricLabels).(*prometheus.HistogramVec)
+	m.rspBytes = statSpecs[statResponseBytes].newVec(metricLabels).(*prometheus.HistogramVec)
 	m.unknown = m.InternDst(DstLabels{Service: Unknown, ServiceName: Unknown, ServiceNamespace: Unknown,
 		Workload: Unknown, WorkloadNamespace: Unknown, App: Unknown, Version: Unknown})
 	m.unknownSec = m.InternSec(SecLabels{Policy: Unknown, SourcePrincipal: Unknown, DestinationPrincipal: Unknown})
@@ -291,41 +275,24 @@ func (m *Metrics) NoneSec() *SecLabels { return m.noneSec }
 // Record counts one finished request that took ms milliseconds, whose
 // request was reqBytes long and response rspBytes (headers and bodies).
 func (m *Metrics) Record(k Key, ms float64, reqBytes, rspBytes int64) {
-	s, ok := m.cache.Load(k)
-	if !ok {
-		s, _ = m.cache.LoadOrStore(k, m.newSeries(k))
-	}
-	se := s.(*series)
+	se := m.series(k)
 	se.requests.Inc()
 	se.duration.Observe(ms)
 	se.reqBytes.Observe(float64(reqBytes))
 	se.rspBytes.Observe(float64(rspBytes))
 }
 
+// series returns the standard series of k, made on first use.
+func (m *Metrics) series(k Key) *series {
+	s, ok := m.cache.Load(k)
+	if !ok {
+		s, _ = m.cache.LoadOrStore(k, m.newSeries(k))
+	}
+	return s.(*series)
+}
+
 func (m *Metrics) newSeries(k Key) *series {
-	reporter, proto, flags := "source", "http", k.Flags
-	if k.Inbound {
-		reporter = "destination"
-	}
-	if k.GRPC {
-		proto = "grpc"
-	}
-	if flags == "" {
-		flags = "-"
-	}
-	code := strconv.Itoa(k.Code)
-	sec := k.Sec
-	if sec == nil {
-		sec = m.unknownSec
-	}
-	lv := []string{reporter,
-		k.Src.Workload, k.Src.Namespace, k.Src.App, k.Src.Version,
-		k.Src.CanonicalService, k.Src.CanonicalRevision, k.Src.Cluster,
-		k.Dst.Service, k.Dst.ServiceName, k.Dst.ServiceNamespace,
-		k.Dst.Workload, k.Dst.WorkloadNamespace, k.Dst.App, k.Dst.Version,
-		k.Dst.CanonicalService, k.Dst.CanonicalRevision, k.Dst.Cluster,
-		proto, code, k.GRPCCode, flags,
-		sec.Policy, sec.SourcePrincipal, sec.DestinationPrincipal}
+	lv := m.labelValues(k)
 	return &series{requests: m.requests.WithLabelValues(lv...), duration: m.duration.WithLabelValues(lv...),
 		reqBytes: m.reqBytes.WithLabelValues(lv...), rspBytes: m.rspBytes.WithLabelValues(lv...)}
 }

@@ -30,19 +30,12 @@ type TCPMetrics struct {
 // already registered there).
 func NewTCPMetrics(reg prometheus.Registerer) (*TCPMetrics, error) {
 	m := &TCPMetrics{}
-	for _, c := range []struct {
-		v          **prometheus.CounterVec
-		name, help string
-	}{
-		{&m.opened, "istio_tcp_connections_opened_total", "TCP connections the proxy opened to an upstream (tcp_proxy)."},
-		{&m.closed, "istio_tcp_connections_closed_total", "TCP connections through the proxy that ended."},
-		{&m.sent, "istio_tcp_sent_bytes_total", "Bytes sent from the downstream to the upstream of TCP connections."},
-		{&m.received, "istio_tcp_received_bytes_total", "Bytes received from the upstream for the downstream of TCP connections."},
-	} {
-		var err error
-		if *c.v, err = Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: c.name, Help: c.help}, tcpLabels)); err != nil {
+	for i, v := range []**prometheus.CounterVec{&m.opened, &m.closed, &m.sent, &m.received} {
+		c, err := Register(reg, statSpecs[statTCPOpened+i].newVec(tcpLabels).(*prometheus.CounterVec))
+		if err != nil {
 			return nil, err
 		}
+		*v = c
 	}
 	return m, nil
 }
@@ -64,6 +57,13 @@ type TCPSeries struct {
 
 // Series returns the counters of k. Called once per connection.
 func (m *TCPMetrics) Series(k TCPKey) TCPSeries {
+	lv := tcpLabelValues(k)
+	return TCPSeries{Opened: m.opened.WithLabelValues(lv...), Closed: m.closed.WithLabelValues(lv...),
+		Sent: m.sent.WithLabelValues(lv...), Received: m.received.WithLabelValues(lv...)}
+}
+
+// tcpLabelValues are the standard label values of a TCP connection.
+func tcpLabelValues(k TCPKey) []string {
 	reporter, flags := "source", k.Flags
 	if k.Inbound {
 		reporter = "destination"
@@ -75,13 +75,11 @@ func (m *TCPMetrics) Series(k TCPKey) TCPSeries {
 	if sec == nil {
 		sec = &SecLabels{Policy: Unknown, SourcePrincipal: Unknown, DestinationPrincipal: Unknown}
 	}
-	lv := []string{reporter,
+	return []string{reporter,
 		k.Src.Workload, k.Src.Namespace, k.Src.App, k.Src.Version,
 		k.Src.CanonicalService, k.Src.CanonicalRevision, k.Src.Cluster,
 		k.Dst.Service, k.Dst.ServiceName, k.Dst.ServiceNamespace,
 		k.Dst.Workload, k.Dst.WorkloadNamespace, k.Dst.App, k.Dst.Version,
 		k.Dst.CanonicalService, k.Dst.CanonicalRevision, k.Dst.Cluster,
 		"tcp", flags, sec.Policy, sec.SourcePrincipal, sec.DestinationPrincipal}
-	return TCPSeries{Opened: m.opened.WithLabelValues(lv...), Closed: m.closed.WithLabelValues(lv...),
-		Sent: m.sent.WithLabelValues(lv...), Received: m.received.WithLabelValues(lv...)}
 }

@@ -22,6 +22,8 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
+
+	xdstype "github.com/cncf/xds/go/xds/type/v3"
 )
 
 // typedConfigs lists every message Weft's control plane puts inside a
@@ -59,6 +61,7 @@ var typedConfigs = []proto.Message{
 	(*originaldstv3.OriginalDst)(nil),                     // listener filter of the virtual listeners
 	(*httpinspectorv3.HttpInspector)(nil),                 // listener filter of the virtual listeners
 	(*filev3.FileAccessLog)(nil),                          // connection managers' access_log (Telemetry accessLogging)
+	(*xdstype.TypedStruct)(nil),                           // istio.stats filters (Telemetry metrics, stats.go)
 }
 
 // TypedConfigURLs returns, sorted, the type URLs of every message the

@@ -88,5 +88,6 @@ func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
 	sortByName(r.Listeners)
 	sortByName(r.Routes)
 	withTracing(s, id, &r) // tracing.go
+	withStats(s, id, &r)   // stats.go
 	return r
 }

@@ -498,7 +498,11 @@ func (s *segment) appendValue(dst []byte, e *Entry) []byte {
 	case opResponseCode:
 		dst = strconv.AppendInt(dst, int64(e.Code), 10)
 	case opResponseFlags:
-		dst = append(dst, e.Flags...)
+		if e.Flags == "" {
+			dst = append(dst, '-') // Envoy's "no flags", in JSON too
+		} else {
+			dst = append(dst, e.Flags...)
+		}
 	case opResponseCodeDetails:
 		dst = append(dst, codeDetails(e)...)
 	case opConnTermination:

@@ -107,7 +107,7 @@ func TestAccessLogFile(t *testing.T) {
 		t.Fatalf("%v: %s", err, js[0])
 	}
 	want := map[string]any{"method": "POST", "code": float64(200), "path": "/ok?x=1", "upstream": app, "cluster": "inbound|8080||",
-		"route": "default", "missing": nil, "flags": nil, "ua": "agent=alog-test", "static": float64(7)}
+		"route": "default", "missing": nil, "flags": "-", "ua": "agent=alog-test", "static": float64(7)}
 	for k, v := range want {
 		if first[k] != v {
 			t.Errorf("json %s = %#v, want %#v (%s)", k, first[k], v, js[0])

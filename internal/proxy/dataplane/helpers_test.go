@@ -173,13 +173,26 @@ func newRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
 // include want.
 func counterValue(t testing.TB, g prometheus.Gatherer, want map[string]string) float64 {
 	t.Helper()
+	return counterFamilyWith(t, g, "istio_requests_total", want)
+}
+
+// counterFamily sums the counters of the family name.
+func counterFamily(t testing.TB, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	return counterFamilyWith(t, g, name, nil)
+}
+
+// counterFamilyWith sums the counters of the family name over the
+// series whose labels include want.
+func counterFamilyWith(t testing.TB, g prometheus.Gatherer, name string, want map[string]string) float64 {
+	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var sum float64
 	for _, mf := range mfs {
-		if mf.GetName() != "istio_requests_total" {
+		if mf.GetName() != name {
 			continue
 		}
 	next:

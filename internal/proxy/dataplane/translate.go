@@ -386,7 +386,7 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 	last := len(filters) - 1
 	f := filters[last]
 	if f.GetName() == tcpproxy.FilterName || (f.GetTypedConfig() != nil && f.GetTypedConfig().MessageIs((*tcpproxyv3.TcpProxy)(nil))) {
-		if cc.tcp, err = tcpproxy.Parse(f.GetTypedConfig()); err != nil {
+		if cc.tcp, err = tcpproxy.Parse(f.GetTypedConfig(), d.accessLogs); err != nil {
 			return nil, fmt.Errorf("%s.filters[%d] (%s).typed_config.%w", field, last, f.GetName(), err)
 		}
 		cc.tcp.Stats = tcpStats

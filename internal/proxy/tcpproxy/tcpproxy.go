@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"weft.dev/weft/internal/celexpr"
+	"weft.dev/weft/internal/proxy/accesslog"
 	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/telemetry"
 )
@@ -47,7 +48,10 @@ type Config struct {
 	// Stats is the chain's istio.stats filter config, the Telemetry
 	// API's metric overrides (nil: the standard metrics).
 	Stats *telemetry.Stats
-	total uint64
+	// AccessLogs are the tcp_proxy's access_log entries, each given every
+	// connection when it ends.
+	AccessLogs []*accesslog.Logger
+	total      uint64
 }
 
 // WeightedCluster is one cluster of weighted_clusters.
@@ -56,8 +60,9 @@ type WeightedCluster struct {
 	Weight uint32
 }
 
-// Parse translates a tcp_proxy typed_config. Errors name the field.
-func Parse(a *anypb.Any) (*Config, error) {
+// Parse translates a tcp_proxy typed_config. Its access logs open their
+// files in sinks. Errors name the field.
+func Parse(a *anypb.Any, sinks *accesslog.Sinks) (*Config, error) {
 	var m tcpv3.TcpProxy
 	if a == nil {
 		return nil, errors.New("typed_config missing")
@@ -113,6 +118,13 @@ func Parse(a *anypb.Any) (*Config, error) {
 	case len(m.GetHashPolicy()) > 0:
 		return nil, errors.New("hash_policy: unsupported")
 	}
+	for i, al := range m.GetAccessLog() {
+		lg, err := accesslog.Parse(al, sinks)
+		if err != nil {
+			return nil, fmt.Errorf("access_log[%d] (%s).%w", i, al.GetName(), err)
+		}
+		c.AccessLogs = append(c.AccessLogs, lg)
+	}
 	return c, nil
 }
 
@@ -157,6 +169,11 @@ type Conn struct {
 // own goroutine; blocks.
 func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[string]*cluster.Cluster) {
 	defer c.Close()
+	var al *connLog
+	if len(cfg.AccessLogs) > 0 {
+		al = &connLog{start: time.Now(), c: &c, cfg: cfg}
+		defer al.log()
+	}
 	log := p.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -167,7 +184,13 @@ func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[str
 	}
 	name := cfg.pickCluster()
 	cl := clusters[name]
+	if al != nil {
+		al.cluster = name
+	}
 	if cl == nil {
+		if al != nil {
+			al.flags = "NC"
+		}
 		log.Debug("tcp_proxy: no such cluster; connection closed", "stat_prefix", cfg.StatPrefix, "cluster", name)
 		return // NC
 	}
@@ -190,6 +213,9 @@ func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[str
 		s := p.series(cfg, &c, name, telemetry.TCPKey{Src: src, Dst: cl.DstNoEndpoint(), Sec: c.Sec, Inbound: c.Inbound, Flags: "UH"})
 		s.Opened.Inc()
 		s.Closed.Inc()
+		if al != nil {
+			al.flags = "UH"
+		}
 		log.Debug("tcp_proxy: no endpoint; connection closed", "stat_prefix", cfg.StatPrefix, "cluster", name, "dst", c.Dst)
 		return
 	}
@@ -203,6 +229,9 @@ func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[str
 		s := p.series(cfg, &c, name, telemetry.TCPKey{Src: src, Dst: dst, Sec: c.Sec, Inbound: c.Inbound, Flags: "UF"})
 		s.Opened.Inc()
 		s.Closed.Inc()
+		if al != nil {
+			al.flags, al.upstream, al.failure = "UF", ep.Addr(), err.Error()
+		}
 		log.Debug("tcp_proxy: upstream connect failed; connection closed", "stat_prefix", cfg.StatPrefix, "cluster", name, "endpoint", ep.Addr(), "err", err)
 		return
 	}
@@ -210,13 +239,54 @@ func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[str
 	s := p.series(cfg, &c, name, telemetry.TCPKey{Src: src, Dst: dst, Sec: c.Sec, Inbound: c.Inbound})
 	s.Opened.Inc()
 	defer s.Closed.Inc()
-	relay(ctx, c.Conn, up, cfg.IdleTimeout, s)
+	sent, received := relay(ctx, c.Conn, up, cfg.IdleTimeout, s)
+	if al != nil {
+		al.upstream, al.sent, al.received = ep.Addr(), sent, received
+	}
+}
+
+// connLog is what a connection's access log line says, filled in as the
+// connection goes.
+type connLog struct {
+	start                    time.Time
+	c                        *Conn
+	cfg                      *Config
+	cluster, upstream, flags string
+	failure                  string
+	sent, received           int64 // bytes to the upstream, to the downstream
+}
+
+// log hands the ended connection to the access logs: as Envoy's tcp_proxy
+// logs it, with no request or response (their operators print "-"),
+// BYTES_RECEIVED from the downstream and BYTES_SENT to it.
+func (l *connLog) log() {
+	e := accesslog.Entry{
+		Start: l.start, Duration: time.Since(l.start), Flags: l.flags,
+		BytesReceived: l.sent, BytesSent: l.received,
+		UpstreamHost: l.upstream, UpstreamCluster: l.cluster, UpstreamFailure: l.failure,
+		DownstreamRemote: addrPort(l.c.RemoteAddr()), DownstreamLocal: l.c.Dst,
+	}
+	if !e.DownstreamLocal.IsValid() {
+		e.DownstreamLocal = addrPort(l.c.LocalAddr()) // the original destination, when use_original_dst restored one
+	}
+	for _, lg := range l.cfg.AccessLogs {
+		lg.Log(&e)
+	}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
 }
 
 // relay copies down→up and up→down until both directions have ended,
 // either side fails, the connection idles for idle (0: never) or ctx
 // ends. An EOF in one direction half-closes the other side's write.
-func relay(ctx context.Context, down, up net.Conn, idle time.Duration, s telemetry.TCPSeries) {
+// It returns the bytes relayed each way.
+func relay(ctx context.Context, down, up net.Conn, idle time.Duration, s telemetry.TCPSeries) (sent, received int64) {
 	r := &relayState{down: down, up: up, idle: idle}
 	r.last.Store(time.Now().UnixNano())
 	stop := context.AfterFunc(ctx, r.abort)
@@ -224,10 +294,11 @@ func relay(ctx context.Context, down, up net.Conn, idle time.Duration, s telemet
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		r.pipe(up, down, s.Received)
+		received = r.pipe(up, down, s.Received)
 	}()
-	r.pipe(down, up, s.Sent)
+	sent = r.pipe(down, up, s.Sent)
 	<-done
+	return sent, received
 }
 
 // relayState is what the two directions of one relay share.
@@ -252,8 +323,8 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // pipe copies from src to dst. At src's EOF it half-closes dst (or, if
 // dst cannot half-close, ends the relay); on any other error it ends the
-// relay.
-func (r *relayState) pipe(src, dst net.Conn, count interface{ Add(float64) }) {
+// relay. It returns the bytes copied.
+func (r *relayState) pipe(src, dst net.Conn, count interface{ Add(float64) }) (total int64) {
 	buf := make([]byte, 32<<10)
 	for {
 		if r.idle > 0 {
@@ -267,26 +338,27 @@ func (r *relayState) pipe(src, dst net.Conn, count interface{ Add(float64) }) {
 			r.last.Store(time.Now().UnixNano())
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				r.abort()
-				return
+				return total
 			}
 			count.Add(float64(n))
+			total += int64(n)
 		}
 		if err == nil {
 			continue
 		}
 		if r.stopped.Load() {
-			return
+			return total
 		}
 		if r.idle > 0 && isTimeout(err) && time.Since(time.Unix(0, r.last.Load())) < r.idle {
 			continue // the other direction was active: not idle yet
 		}
 		if errors.Is(err, io.EOF) {
 			if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-				return
+				return total
 			}
 		}
 		r.abort()
-		return
+		return total
 	}
 }
 
@@ -325,8 +397,11 @@ type connAttrs struct {
 }
 
 func (a connAttrs) Attr(x celexpr.Attr) (string, bool) {
-	local, _ := netip.ParseAddrPort(a.c.LocalAddr().String())
-	remote, _ := netip.ParseAddrPort(a.c.RemoteAddr().String())
+	local := a.c.Dst // the (restored) destination, as Envoy's destination.*
+	if !local.IsValid() {
+		local = addrPort(a.c.LocalAddr())
+	}
+	remote := addrPort(a.c.RemoteAddr())
 	switch x.ID {
 	case celexpr.SourceAddress:
 		return remote.Addr().String(), remote.IsValid()

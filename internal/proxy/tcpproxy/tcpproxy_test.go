@@ -40,7 +40,7 @@ func TestParse(t *testing.T) {
 		{"bad idle", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"}, IdleTimeout: durationpb.New(-time.Second)}, "idle_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := Parse(proxytest.MustAny(t, tc.m))
+			c, err := Parse(proxytest.MustAny(t, tc.m), nil)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)

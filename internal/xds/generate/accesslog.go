@@ -41,6 +41,18 @@ func withAccessLogs(s *mesh.Snapshot, m *hcm.HttpConnectionManager, ns string, l
 	return m
 }
 
+// tcpAccessLogs are the access logs of a workload's TCP proxies on the
+// mode side: the same providers, formats and filters as its connection
+// managers', as Istio's sidecars log TCP connections (request and
+// response operators print "-", the status code is 0).
+func tcpAccessLogs(s *mesh.Snapshot, ns string, labels map[string]string, mode mesh.Mode) []*accesslogv3.AccessLog {
+	var out []*accesslogv3.AccessLog
+	for _, al := range s.Telemetry.AccessLogs(s.Telemetry.For(ns, labels), mode) {
+		out = append(out, fileAccessLog(al))
+	}
+	return out
+}
+
 // fileAccessLog is Istio's fileAccessLogFromTelemetry with Weft's filter.
 func fileAccessLog(al mesh.AccessLog) *accesslogv3.AccessLog {
 	fl := &filev3.FileAccessLog{Path: al.Path}

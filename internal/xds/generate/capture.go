@@ -2,6 +2,7 @@ package generate
 
 import (
 	"fmt"
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	"net/netip"
 	"slices"
 
@@ -78,6 +79,7 @@ func captured(s *mesh.Snapshot, id contract.Identity) (ls, rcs, cs []types.Resou
 func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {
 	vis := s.Scopes.For(id.Namespace, id.Labels)
 	unknown := contract.ClusterPassthrough
+	logs := tcpAccessLogs(s, id.Namespace, id.Labels, mesh.ModeClient)
 	if vis.OutboundTrafficPolicy(s) == mesh.RegistryOnly {
 		unknown = contract.ClusterBlackHole
 	}
@@ -89,7 +91,7 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 		ListenerFilters:  []*listener.ListenerFilter{originalDstFilter()},
 		DefaultFilterChain: &listener.FilterChain{
 			Name:    unknown,
-			Filters: []*listener.Filter{tcpProxyFilter(unknown, unknown)},
+			Filters: []*listener.Filter{tcpProxyFilter(unknown, unknown, logs)},
 		},
 	}
 	var httpPorts, sniffedPorts []uint32
@@ -125,7 +127,7 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 					DestinationPort: wrapperspb.UInt32(p.Number),
 					PrefixRanges:    hostRanges(vips),
 				},
-				Filters: []*listener.Filter{tcpProxyFilter(c, c)},
+				Filters: []*listener.Filter{tcpProxyFilter(c, c, logs)},
 			})
 		}
 	}
@@ -234,6 +236,7 @@ func outboundRoutesForPort(s *mesh.Snapshot, id contract.Identity, port uint32) 
 // InboundPassthroughClusterIpv6), as Istio does for undeclared ports.
 // It returns the listener and the inbound clusters, passthrough included.
 func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {
+	logs := tcpAccessLogs(s, id.Namespace, id.Labels, mesh.ModeServer)
 	l := &listener.Listener{
 		Name:             contract.ListenerVirtualInbound,
 		Address:          dualStackAddress(contract.VirtualInboundPort),
@@ -242,7 +245,7 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 		ListenerFilters:  []*listener.ListenerFilter{originalDstFilter(), tlsInspector()},
 		DefaultFilterChain: &listener.FilterChain{
 			Name:    contract.ClusterInboundPassthroughIPv4,
-			Filters: []*listener.Filter{tcpProxyFilter(contract.ClusterInboundPassthroughIPv4, contract.ClusterInboundPassthroughIPv4)},
+			Filters: []*listener.Filter{tcpProxyFilter(contract.ClusterInboundPassthroughIPv4, contract.ClusterInboundPassthroughIPv4, logs)},
 		},
 	}
 	ports := workloadPorts(s, id, true)
@@ -258,7 +261,7 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 		}
 		tcpChain := func() *listener.FilterChain {
 			c := contract.ClusterName(contract.Inbound, wp.port, "", "")
-			return &listener.FilterChain{Filters: []*listener.Filter{tcpProxyFilter("inbound_"+name, c)}}
+			return &listener.FilterChain{Filters: []*listener.Filter{tcpProxyFilter("inbound_"+name, c, tcpAccessLogs(s, wp.w.namespace, wp.w.labels, mesh.ModeServer))}}
 		}
 		var chains []*listener.FilterChain
 		switch {
@@ -309,7 +312,7 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 		l.FilterChains = append(l.FilterChains, &listener.FilterChain{
 			Name:             contract.ClusterInboundPassthroughIPv6,
 			FilterChainMatch: &listener.FilterChainMatch{PrefixRanges: []*core.CidrRange{{AddressPrefix: "::", PrefixLen: wrapperspb.UInt32(0)}}},
-			Filters:          []*listener.Filter{tcpProxyFilter(contract.ClusterInboundPassthroughIPv6, contract.ClusterInboundPassthroughIPv6)},
+			Filters:          []*listener.Filter{tcpProxyFilter(contract.ClusterInboundPassthroughIPv6, contract.ClusterInboundPassthroughIPv6, logs)},
 		})
 		cs = append(cs, inboundPassthroughCluster(contract.ClusterInboundPassthroughIPv6, contract.InboundPassthroughSourceIPv6))
 	}
@@ -392,12 +395,15 @@ func dualStackAddress(port uint32) *core.Address {
 	return a
 }
 
-func tcpProxyFilter(statPrefix, cluster string) *listener.Filter {
+// tcpProxyFilter relays a chain's connections to cluster, logging each
+// one to logs when it ends (tcpAccessLogs).
+func tcpProxyFilter(statPrefix, cluster string, logs []*accesslogv3.AccessLog) *listener.Filter {
 	return &listener.Filter{
 		Name: wellknown.TCPProxy,
 		ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(&tcpproxy.TcpProxy{
 			StatPrefix:       statPrefix,
 			ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: cluster},
+			AccessLog:        logs,
 		})},
 	}
 }

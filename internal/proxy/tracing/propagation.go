@@ -9,16 +9,22 @@ import (
 
 // Header names, in Go's canonical form (http.Header keys).
 const (
-	hdrTraceparent  = "Traceparent"
-	hdrB3           = "B3"
-	hdrB3TraceID    = "X-B3-Traceid"
-	hdrB3SpanID     = "X-B3-Spanid"
-	hdrB3ParentID   = "X-B3-Parentspanid"
-	hdrB3Sampled    = "X-B3-Sampled"
-	hdrB3Flags      = "X-B3-Flags"
-	hdrRequestID    = "X-Request-Id"
-	hdrUserAgent    = "User-Agent"
-	hdrDownstreamCl = "X-Envoy-Downstream-Service-Cluster"
+	hdrTraceparent = "Traceparent"
+	hdrB3          = "B3"
+	hdrB3TraceID   = "X-B3-Traceid"
+	hdrB3SpanID    = "X-B3-Spanid"
+	hdrB3ParentID  = "X-B3-Parentspanid"
+	hdrB3Sampled   = "X-B3-Sampled"
+	hdrB3Flags     = "X-B3-Flags"
+	hdrRequestID   = "X-Request-Id"
+	// Envoy's headers that ask for a trace of a request no caller has
+	// decided on: x-envoy-force-trace (from a trusted, internal client),
+	// and x-client-trace-id (a client's own trace id; Envoy samples these
+	// at client_sampling, 100% by default).
+	hdrForceTrace    = "X-Envoy-Force-Trace"
+	hdrClientTraceID = "X-Client-Trace-Id"
+	hdrUserAgent     = "User-Agent"
+	hdrDownstreamCl  = "X-Envoy-Downstream-Service-Cluster"
 )
 
 // sampling is what an incoming trace context says about sampling.

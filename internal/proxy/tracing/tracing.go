@@ -141,7 +141,10 @@ func (c *Config) Start(h http.Header, start time.Time, newRequestID func() strin
 	case samplingDrop:
 		keep = false
 	default:
-		keep = c.always || (c.sampling > 0 && rand.Uint64() < c.sampling)
+		// As Envoy: forced, or asked for by the client, else at the
+		// random sampling rate.
+		keep = c.always || len(h[hdrForceTrace]) > 0 || len(h[hdrClientTraceID]) > 0 ||
+			(c.sampling > 0 && rand.Uint64() < c.sampling)
 	}
 	if !keep {
 		if p.decided == samplingNone {

@@ -139,6 +139,19 @@ func TestStartSampling(t *testing.T) {
 	if sp := on.Start(h, time.Now(), reqID); sp != nil || h.Get("traceparent") != in || len(h) != 1 {
 		t.Errorf("caller's 'not sampled' not honoured: %v", h)
 	}
+	// x-envoy-force-trace and x-client-trace-id sample a request no
+	// caller decided on, at 0% too; the caller's "not sampled" still wins.
+	for _, hdr := range []string{"X-Envoy-Force-Trace", "X-Client-Trace-Id"} {
+		h = http.Header{hdr: {"1"}}
+		sp := off.Start(h, time.Now(), reqID)
+		if sp == nil || extract(h).decided != samplingKeep {
+			t.Errorf("%s did not force a trace: %v", hdr, h)
+		} // not ended: the spans below are counted
+		h = http.Header{hdr: {"1"}, "Traceparent": {in}}
+		if sp := off.Start(h, time.Now(), reqID); sp != nil {
+			t.Errorf("%s overrode the caller's decision", hdr)
+		}
+	}
 	// The caller's "sampled" wins over 0%.
 	h = http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, "X-Request-Id": {"rid"}}
 	sp := off.Start(h, time.Now(), reqID)

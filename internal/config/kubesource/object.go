@@ -25,7 +25,7 @@ type kind struct {
 // kinds are the kinds Weft's config package loads (config.Kind*), every
 // one of them. Gateway, EnvoyFilter and the other Istio kinds are not
 // loaded by Weft yet, so they are not watched either: a kind is added here
-// when the decoder learns it (TestKindsMatchDecoder checks), and its
+// when the decoder learns it (TestKindsCoverTheDecoder checks), and its
 // resource goes into the chart's ClusterRole and docs/registries.md's
 // RBAC (read, and update of its status).
 var kinds = []kind{

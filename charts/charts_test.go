@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	meshconfig "istio.io/api/mesh/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,6 +33,7 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"weft.dev/weft/internal/ca"
+	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/testenv"
 )
 
@@ -221,6 +224,10 @@ func TestHelmTemplateWeftDefaults(t *testing.T) {
 	if a := ps.Affinity; a == nil || a.PodAntiAffinity == nil || len(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 {
 		t.Errorf("affinity = %+v, want a preferred pod anti-affinity", a)
 	}
+	// No meshConfig: Istio's default mesh config, no ConfigMap, no flag.
+	if has(objs, "ConfigMap") || slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--mesh-config") }) {
+		t.Errorf("without meshConfig: objects %v, args %q; want no ConfigMap and no --mesh-config", names(objs), c.Args)
+	}
 
 	svc := find(t, objs, "Service", "weft")
 	ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
@@ -319,6 +326,147 @@ func TestHelmTemplateWeftPlatformValues(t *testing.T) {
 	pdb := find(t, objs, "PodDisruptionBudget", "weft")
 	if v, _, _ := unstructured.NestedFieldNoCopy(pdb.Object, "spec", "minAvailable"); fmt.Sprint(v) != "2" {
 		t.Errorf("PDB minAvailable = %v, want 2", v)
+	}
+
+	// meshConfig: a ConfigMap weft serve reads as --mesh-config.
+	mc := meshConfigOf(t, objs, d, "mesh-control")
+	var providers []string
+	for _, p := range mc.GetExtensionProviders() {
+		providers = append(providers, p.GetName())
+	}
+	if want := []string{"prometheus", "envoy", "otel-tracing", "json-stdout"}; !slices.Equal(providers, want) {
+		t.Fatalf("mesh config providers = %v, want %v (the built-in ones, then the values')", providers, want)
+	}
+	if got := mc.GetExtensionProviders()[2].GetOpentelemetry(); got.GetService() != "opentelemetry-collector.observability.svc.cluster.local" || got.GetPort() != 4317 {
+		t.Errorf("otel-tracing = %v", got)
+	}
+	if got := mc.GetExtensionProviders()[3].GetEnvoyFileAccessLog().GetLogFormat().GetLabels().AsMap()["path"]; got != "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%" {
+		t.Errorf("json-stdout's path label = %q: the value did not survive the rendering", got)
+	}
+	if got := mc.GetDefaultProviders().GetTracing(); !slices.Equal(got, []string{"otel-tracing"}) {
+		t.Errorf("defaultProviders.tracing = %v", got)
+	}
+	if got := mc.GetDefaultConfig().GetTracing().GetSampling(); got != 5 {
+		t.Errorf("defaultConfig.tracing.sampling = %v, want 5", got)
+	}
+}
+
+// meshConfigOf checks how the weft chart hands a meshConfig to weft serve
+// — a ConfigMap with key mesh, mounted read-only where --mesh-config
+// points, its checksum on the pod template — and returns the mesh config
+// weft serve reads from it, which must load without errors or warnings.
+func meshConfigOf(t *testing.T, objs []*unstructured.Unstructured, d *unstructured.Unstructured, ns string) *meshconfig.MeshConfig {
+	t.Helper()
+	cm := find(t, objs, "ConfigMap", "weft-mesh-config")
+	if cm.GetNamespace() != ns {
+		t.Errorf("ConfigMap weft-mesh-config in namespace %q, want %q", cm.GetNamespace(), ns)
+	}
+	data, _, _ := unstructured.NestedStringMap(cm.Object, "data")
+	ps := podSpec(t, d)
+	c := ps.Containers[0]
+	var flag string
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--mesh-config="); ok {
+			flag = v
+		}
+	}
+	vol := slices.IndexFunc(ps.Volumes, func(v corev1.Volume) bool { return v.ConfigMap != nil && v.ConfigMap.Name == cm.GetName() })
+	if vol < 0 {
+		t.Fatalf("no volume of ConfigMap %s: %v", cm.GetName(), ps.Volumes)
+	}
+	mount := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == ps.Volumes[vol].Name })
+	if mount < 0 || !c.VolumeMounts[mount].ReadOnly {
+		t.Fatalf("volume %s is not mounted read-only: %v", ps.Volumes[vol].Name, c.VolumeMounts)
+	}
+	if want := path.Join(c.VolumeMounts[mount].MountPath, "mesh"); flag != want {
+		t.Errorf("--mesh-config=%q, want %q (key mesh of the mounted ConfigMap)", flag, want)
+	}
+	ann, _, _ := unstructured.NestedStringMap(d.Object, "spec", "template", "metadata", "annotations")
+	if sum := ann["checksum/mesh-config"]; len(sum) != 64 {
+		t.Errorf("pod template annotations %v: no checksum/mesh-config (a new mesh config must roll the pods: weft serve reads it once)", ann)
+	}
+	mc, warns, err := config.ParseMeshConfig("ConfigMap weft-mesh-config", []byte(data["mesh"]))
+	if err != nil {
+		t.Fatalf("weft serve would refuse the rendered mesh config: %v\n%s", err, data["mesh"])
+	}
+	for _, w := range warns {
+		t.Errorf("mesh config: %v", w.Error())
+	}
+	return mc
+}
+
+// TestHelmMeshConfig: a meshConfig as Istio users write it reaches weft
+// serve; a change of it changes the pod template (helm upgrade rolls the
+// pods); the schema knows exactly MeshConfig's fields.
+func TestHelmMeshConfig(t *testing.T) {
+	values := func(body string) string {
+		f := filepath.Join(t.TempDir(), "values.yaml")
+		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	const tracing = `meshConfig:
+  extensionProviders:
+  - name: jaeger
+    opentelemetry: {service: jaeger-collector.observability.svc.cluster.local, port: 4317}
+  defaultProviders:
+    tracing: [jaeger]
+`
+	objs := render(t, "weft", chartWeft, "weft-system", "-f", values(tracing))
+	d := find(t, objs, "Deployment", "weft")
+	if mc := meshConfigOf(t, objs, d, "weft-system"); !slices.Equal(mc.GetDefaultProviders().GetTracing(), []string{"jaeger"}) {
+		t.Errorf("defaultProviders = %v", mc.GetDefaultProviders())
+	}
+	sum := func(d *unstructured.Unstructured) string {
+		ann, _, _ := unstructured.NestedStringMap(d.Object, "spec", "template", "metadata", "annotations")
+		return ann["checksum/mesh-config"]
+	}
+	// The scrape annotations stay beside the checksum.
+	if ann, _, _ := unstructured.NestedStringMap(d.Object, "spec", "template", "metadata", "annotations"); ann["prometheus.io/scrape"] != "true" {
+		t.Errorf("pod annotations %v lost the default podAnnotations", ann)
+	}
+	again := find(t, render(t, "weft", chartWeft, "weft-system", "-f", values(tracing)), "Deployment", "weft")
+	changed := find(t, render(t, "weft", chartWeft, "weft-system", "-f", values(tracing+"  accessLogFile: /dev/stdout\n")), "Deployment", "weft")
+	if sum(again) != sum(d) || sum(changed) == sum(d) {
+		t.Errorf("checksum/mesh-config: %q, same values %q, changed values %q; want equal, then different", sum(d), sum(again), sum(changed))
+	}
+
+	// The schema's meshConfig properties are MeshConfig's fields, by
+	// their JSON and proto names (weft serve reads both).
+	raw, err := os.ReadFile(filepath.Join(chartWeft, "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema struct {
+		Properties struct {
+			MeshConfig struct {
+				Properties map[string]json.RawMessage `json:"properties"`
+			} `json:"meshConfig"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(raw, &schema); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	fields := (&meshconfig.MeshConfig{}).ProtoReflect().Descriptor().Fields()
+	for i := range fields.Len() {
+		want[fields.Get(i).JSONName()] = true
+		want[string(fields.Get(i).Name())] = true
+	}
+	got := map[string]bool{}
+	for k := range schema.Properties.MeshConfig.Properties {
+		got[k] = true
+	}
+	for k := range want {
+		if !got[k] {
+			t.Errorf("values.schema.json meshConfig lacks MeshConfig field %s", k)
+		}
+	}
+	for k := range got {
+		if !want[k] {
+			t.Errorf("values.schema.json meshConfig has %s, not a MeshConfig field", k)
+		}
 	}
 }
 
@@ -474,6 +622,9 @@ func TestHelmSchemaRejectsBadValues(t *testing.T) {
 		{"failure policy", chartWeft, "injection:\n  failurePolicy: Maybe\n", "failurePolicy"},
 		{"memory CA with replicas", chartWeft, "ca:\n  source: memory\n", "ca.source memory"},
 		{"extra arg not a flag", chartWeft, "extraArgs: [debug]\n", "extraArgs"},
+		{"mesh config field misspelt", chartWeft, "meshConfig:\n  extensionProvider: []\n", "extensionProvider"},
+		{"mesh config encoding", chartWeft, "meshConfig:\n  accessLogEncoding: json\n", "accessLogEncoding"},
+		{"mesh config provider without a name", chartWeft, "meshConfig:\n  extensionProviders:\n  - opentelemetry: {port: 4317}\n", "name"},
 		{"gateway privileged port", chartGateway, "service:\n  ports:\n  - {name: http, port: 80, targetPort: 80}\n", "targetPort"},
 		{"gateway without labels", chartGateway, "labels: null\n", "labels"},
 		{"gateway control plane address", chartGateway, "controlPlane:\n  address: weft\n", "address"},

@@ -2,7 +2,9 @@
 // as README.md tells a user to: it builds them with the README's command,
 // runs the README's commands (on loopback addresses of its own) and checks
 // what a user would see: readiness, the config dump, Prometheus metrics,
-// the gray-release split, `weft validate`, the demo and a clean SIGTERM.
+// the gray-release split, `weft validate`, the demo and a clean SIGTERM;
+// and, with a real Jaeger, access logs and traces configured by
+// --mesh-config and a Telemetry resource (observability_test.go).
 // The in-process suite in ../ cannot see what a real binary lacks (a
 // proto type not linked in, a flag not wired); this one can.
 package binary

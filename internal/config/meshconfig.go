@@ -105,6 +105,10 @@ func ParseMeshConfig(file string, data []byte) (*meshconfig.MeshConfig, []Diagno
 		dec.message(n, "", user.ProtoReflect())
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key := n.Content[i]
+			if key.Value == "defaultConfig" {
+				warns = append(warns, unreadDefaultConfig(file, n.Content[i+1])...)
+				continue
+			}
 			if meshConfigRead[key.Value] || user.ProtoReflect().Descriptor().Fields().ByJSONName(key.Value) == nil && user.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(key.Value)) == nil {
 				continue // read, or unknown (the decoder reported it)
 			}
@@ -138,6 +142,33 @@ func ParseMeshConfig(file string, data []byte) (*meshconfig.MeshConfig, []Diagno
 		return nil, warns, fmt.Errorf("mesh config: %s", strings.Join(errs, "; "))
 	}
 	return applyMeshConfig(user), warns, nil
+}
+
+// unreadDefaultConfig warns about the fields of defaultConfig (a
+// ProxyConfig) other than tracing.sampling, the one Weft reads: the
+// default of Telemetry's randomSamplingPercentage, as in Istio.
+func unreadDefaultConfig(file string, n *yaml.Node) []Diagnostic {
+	var out []Diagnostic
+	warn := func(key *yaml.Node, path string) {
+		out = append(out, Diagnostic{Severity: SeverityWarning, Code: CodeInvalidValue, File: file, Line: key.Line, Column: key.Column, Path: path,
+			Message: path + " is not read by Weft and has no effect (of defaultConfig, Weft reads tracing.sampling)"})
+	}
+	if n.Kind != yaml.MappingNode {
+		return nil // the decoder reported it
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		key, val := n.Content[i], n.Content[i+1]
+		if key.Value != "tracing" || val.Kind != yaml.MappingNode {
+			warn(key, "defaultConfig."+key.Value)
+			continue
+		}
+		for j := 0; j+1 < len(val.Content); j += 2 {
+			if k := val.Content[j]; k.Value != "sampling" {
+				warn(k, "defaultConfig.tracing."+k.Value)
+			}
+		}
+	}
+	return out
 }
 
 // applyMeshConfig lays user over DefaultMeshConfig.

@@ -211,6 +211,23 @@ defaultProviders:
 		t.Errorf("warnings = %v", warns)
 	}
 
+	// Of defaultConfig (a ProxyConfig), Weft reads tracing.sampling only.
+	mc, warns, err = ParseMeshConfig("mesh.yaml", []byte("defaultConfig:\n  tracing:\n    sampling: 5\n    zipkin: {address: z:9411}\n  concurrency: 2\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mc.GetDefaultConfig().GetTracing().GetSampling(); got != 5 {
+		t.Errorf("defaultConfig.tracing.sampling = %v, want 5", got)
+	}
+	var ws []string
+	for _, w := range warns {
+		ws = append(ws, w.Error())
+	}
+	if len(ws) != 2 || !strings.Contains(ws[0], "mesh.yaml:4:5: defaultConfig.tracing.zipkin: defaultConfig.tracing.zipkin is not read by Weft") ||
+		!strings.Contains(ws[1], "mesh.yaml:5:3: defaultConfig.concurrency:") {
+		t.Errorf("warnings = %q", ws)
+	}
+
 	for _, c := range []struct{ doc, want string }{
 		{"extensionProviders:\n- name: x\n  envoyFileAccessLog:\n    logFormat: {text: \"%REQ(:METHOD) %FOO%\"}\n", "mesh.yaml:4:23: extensionProviders[0].envoyFileAccessLog.logFormat.text:"},
 		{"extensionProviders:\n- name: x\n  envoyFileAccessLog:\n    logFormat: {text: \"%NOPE%\"}\n", "unknown command operator %NOPE%"},

@@ -29,3 +29,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "weft.caFromSecret" -}}
 {{- if ne .Values.ca.source "memory" }}true{{ end -}}
 {{- end -}}
+
+{{/* The mesh config file: meshConfig as YAML. */}}
+{{- define "weft.meshConfig" -}}
+{{ toYaml .Values.meshConfig }}
+{{- end -}}

@@ -476,3 +476,135 @@ func TestKubernetesUndecodableObject(t *testing.T) {
 		t.Errorf("status = %+v, want synced and the missing kinds named", st)
 	}
 }
+
+var telGVR = schema.GroupVersionResource{Group: "telemetry.istio.io", Version: "v1", Resource: "telemetries"}
+
+// telemetry is a Telemetry of namespace shop logging through the built-in
+// envoy provider, only what filter selects ("" for everything).
+func telemetry(apiVersion, name, filter string) *unstructured.Unstructured {
+	entry := map[string]any{"providers": []any{map[string]any{"name": "envoy"}}}
+	if filter != "" {
+		entry["filter"] = map[string]any{"expression": filter}
+	}
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": apiVersion, "kind": "Telemetry",
+		"metadata": map[string]any{"name": name, "namespace": "shop"},
+		"spec": map[string]any{
+			"selector":      map[string]any{"matchLabels": map[string]any{"app": name}},
+			"accessLogging": []any{entry},
+		},
+	}}
+}
+
+// telemetryInForce returns the access-log filter of Telemetry shop/name in
+// force ("*" when it has none), or "" when none is.
+func telemetryInForce(r *replica, name string) string {
+	for _, tel := range r.store.Snapshot().Telemetries {
+		if tel.Namespace == "shop" && tel.Name == name {
+			if f := tel.Spec.GetAccessLogging()[0].GetFilter().GetExpression(); f != "" {
+				return f
+			}
+			return "*"
+		}
+	}
+	return ""
+}
+
+// reconciledOf is reconciled for an object of any watched resource.
+func (c *cluster) reconciledOf(t *testing.T, gvr schema.GroupVersionResource, name string) (cond map[string]any, st map[string]any) {
+	t.Helper()
+	u, err := c.dyn.Resource(gvr).Namespace("shop").Get(t.Context(), name, metav1.GetOptions{})
+	if err != nil {
+		return nil, nil
+	}
+	st, _, _ = unstructured.NestedMap(u.Object, "status")
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, x := range conds {
+		if m, _ := x.(map[string]any); m["type"] == kubesource.ConditionType {
+			return m, st
+		}
+	}
+	return nil, st
+}
+
+// Telemetry objects are watched like the other kinds, in either version
+// the CRD serves: created, they are in force with status Accepted; a bad
+// edit (a filter Weft cannot run) is rejected on the object's status,
+// naming the field, and the last good version stays in force; deleted,
+// they are gone.
+func TestKubernetesTelemetry(t *testing.T) {
+	c := newCluster(t)
+	ctx := t.Context()
+	// One object before the source starts, written as v1alpha1 (the API
+	// server serves it as v1 too: the versions share one schema).
+	if _, err := c.dyn.Resource(schema.GroupVersionResource{Group: "telemetry.istio.io", Version: "v1alpha1", Resource: "telemetries"}).
+		Namespace("shop").Create(ctx, telemetry("telemetry.istio.io/v1alpha1", "ratings", ""), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r := c.startReplica(t, "replica-a")
+	eventually(t, "synced", func() (bool, string) { return r.src.Synced(), fmt.Sprint(r.src.Status()) })
+	if st := r.src.Status(); st.LastError != "" {
+		t.Errorf("status = %+v: with Istio's CRDs installed every kind is served", st)
+	}
+	eventually(t, "the v1alpha1 Telemetry in force", func() (bool, string) {
+		return telemetryInForce(r, "ratings") == "*", fmt.Sprint(r.store.Snapshot().Diagnostics)
+	})
+
+	good := "response.code >= 500"
+	if _, err := c.dyn.Resource(telGVR).Namespace("shop").Create(ctx, telemetry("telemetry.istio.io/v1", "reviews", good), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the Telemetry in force and Accepted", func() (bool, string) {
+		cond, st := c.reconciledOf(t, telGVR, "reviews")
+		return telemetryInForce(r, "reviews") == good && cond["reason"] == kubesource.ReasonAccepted &&
+			fmt.Sprint(st["observedGeneration"]) == "1", fmt.Sprint(st, r.store.Snapshot().Diagnostics)
+	})
+
+	// A filter outside the CEL subset Weft runs: the CRD's schema lets it
+	// in, Weft's validation rejects it.
+	cur, err := c.dyn.Resource(telGVR).Namespace("shop").Get(ctx, "reviews", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := telemetry("telemetry.istio.io/v1", "reviews", "response.flags != 0")
+	bad.SetResourceVersion(cur.GetResourceVersion())
+	if _, err := c.dyn.Resource(telGVR).Namespace("shop").Update(ctx, bad, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "status Rejected", func() (bool, string) {
+		cond, st := c.reconciledOf(t, telGVR, "reviews")
+		return cond["reason"] == kubesource.ReasonRejected && fmt.Sprint(cond["observedGeneration"]) == "2", fmt.Sprint(st)
+	})
+	cond, _ := c.reconciledOf(t, telGVR, "reviews")
+	msg, _ := cond["message"].(string)
+	t.Logf("condition of the rejected Telemetry: %s", msg)
+	for _, want := range []string{"spec.accessLogging[0].filter.expression", `"response.flags != 0"`, "Weft supports", "the last good version stays in force"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("condition message lacks %q: %q", want, msg)
+		}
+	}
+	if got := telemetryInForce(r, "reviews"); got != good {
+		t.Errorf("in force after the bad edit: %q, want the last good %q", got, good)
+	}
+	found := false
+	for _, d := range r.store.Snapshot().Diagnostics {
+		if d.File == "k8s:Telemetry/shop/reviews" && d.Severity == config.SeverityError && d.Path == "spec.accessLogging[0].filter.expression" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no error diagnostic for k8s:Telemetry/shop/reviews: %v", r.store.Snapshot().Diagnostics)
+	}
+
+	// Deleting removes it (the other one stays).
+	if err := c.dyn.Resource(telGVR).Namespace("shop").Delete(ctx, "reviews", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "deleted", func() (bool, string) {
+		_, file := r.src.Files()["k8s:Telemetry/shop/reviews"]
+		return telemetryInForce(r, "reviews") == "" && !file, fmt.Sprint(keys(r.src.Files()))
+	})
+	if got := telemetryInForce(r, "ratings"); got != "*" {
+		t.Errorf("Telemetry shop/ratings in force: %q, want it untouched", got)
+	}
+}

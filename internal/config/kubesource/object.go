@@ -22,9 +22,12 @@ type kind struct {
 	versions []string // in order of preference
 }
 
-// kinds are the kinds Weft's config package loads (config.Kind*). Gateway,
-// EnvoyFilter and Telemetry are not loaded by Weft yet, so they are not watched either: a kind is added here when the
-// decoder learns it.
+// kinds are the kinds Weft's config package loads (config.Kind*), every
+// one of them. Gateway, EnvoyFilter and the other Istio kinds are not
+// loaded by Weft yet, so they are not watched either: a kind is added here
+// when the decoder learns it (TestKindsCoverTheDecoder checks), and its
+// resource goes into the chart's ClusterRole and docs/registries.md's
+// RBAC (read, and update of its status).
 var kinds = []kind{
 	{config.KindVirtualService, "networking.istio.io", "virtualservices", networkingVersions},
 	{config.KindDestinationRule, "networking.istio.io", "destinationrules", networkingVersions},
@@ -35,12 +38,14 @@ var kinds = []kind{
 	{config.KindPeerAuthentication, "security.istio.io", "peerauthentications", securityVersions},
 	{config.KindAuthorizationPolicy, "security.istio.io", "authorizationpolicies", securityVersions},
 	{config.KindRequestAuthentication, "security.istio.io", "requestauthentications", securityVersions},
+	{config.KindTelemetry, "telemetry.istio.io", "telemetries", telemetryVersions},
 }
 
 // The versions Weft's decoder reads, newest first (they share one schema).
 var (
 	networkingVersions = []string{"v1", "v1beta1", "v1alpha3"}
 	securityVersions   = []string{"v1", "v1beta1"}
+	telemetryVersions  = []string{"v1", "v1alpha1"}
 )
 
 // FilePath is the virtual file of an object: "k8s:<Kind>/<namespace>/<name>".

@@ -1,11 +1,17 @@
 package kubesource
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -132,19 +138,129 @@ func TestRenderIgnoresStatusChurn(t *testing.T) {
 	}
 }
 
-// Every kind Weft's decoder loads is watched.
+// kindSamples are a valid spec of each watched kind.
+var kindSamples = map[config.Kind]string{
+	config.KindVirtualService:        "hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}",
+	config.KindDestinationRule:       "host: reviews",
+	config.KindServiceEntry:          "hosts: [api.example.com]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: DNS",
+	config.KindWorkloadEntry:         "address: 10.0.0.7",
+	config.KindWorkloadGroup:         "template: {serviceAccount: reviews}",
+	config.KindSidecar:               "egress: [{hosts: [\"./*\"]}]",
+	config.KindPeerAuthentication:    "mtls: {mode: STRICT}",
+	config.KindAuthorizationPolicy:   "action: ALLOW",
+	config.KindRequestAuthentication: "selector: {matchLabels: {app: reviews}}",
+	config.KindTelemetry:             "accessLogging: [{providers: [{name: envoy}]}]",
+}
+
+// Every kind Weft's decoder loads is watched, at every version the
+// decoder reads it in, with the rights the RBAC the tests run with grants
+// (and so the chart and docs/registries.md, which other tests compare
+// with it); and a watched object in force is known to be in force, so a
+// bad edit of it says the last good version stays.
 func TestKindsCoverTheDecoder(t *testing.T) {
-	want := []config.Kind{
-		config.KindVirtualService, config.KindDestinationRule, config.KindServiceEntry, config.KindWorkloadEntry,
-		config.KindWorkloadGroup, config.KindPeerAuthentication, config.KindAuthorizationPolicy, config.KindRequestAuthentication,
+	// The decoder names the kinds it loads when it meets another one.
+	store := config.NewStore(config.Options{Logger: slog.New(slog.DiscardHandler), KnownHost: func(string) bool { return true }})
+	snap := store.Load(map[string][]byte{"probe.yaml": []byte("apiVersion: x/v1\nkind: NoSuchKind\nmetadata: {name: x}\n")})
+	if len(snap.Diagnostics) != 1 {
+		t.Fatalf("diagnostics = %v", snap.Diagnostics)
 	}
-	have := map[config.Kind]bool{}
+	_, list, ok := strings.Cut(snap.Diagnostics[0].Message, "(Weft loads ")
+	if !ok {
+		t.Fatalf("the decoder no longer names the kinds it loads: %q", snap.Diagnostics[0].Message)
+	}
+	decoded := strings.Split(strings.TrimSuffix(list, ")"), ", ")
+	watched := map[config.Kind]kind{}
 	for _, k := range kinds {
-		have[k.kind] = true
+		watched[k.kind] = k
 	}
-	for _, k := range want {
-		if !have[k] {
-			t.Errorf("kind %s is not watched", k)
+	for _, name := range decoded {
+		if _, ok := watched[config.Kind(name)]; !ok {
+			t.Errorf("the decoder loads %s, the Kubernetes source does not watch it", name)
+		}
+	}
+	if len(kinds) != len(decoded) {
+		t.Errorf("watched %d kinds, the decoder loads %d: %v", len(kinds), len(decoded), decoded)
+	}
+
+	rbac, err := os.ReadFile("testdata/rbac.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grants := grantsOf(t, rbac)
+	// One load per version index: the samples of one kind would
+	// otherwise conflict with each other (one host, one namespace).
+	byVersion := []map[string][]byte{}
+	for _, k := range kinds {
+		spec, ok := kindSamples[k.kind]
+		if !ok {
+			t.Errorf("no sample of %s in kindSamples", k.kind)
+			continue
+		}
+		for i, v := range k.versions {
+			if i == len(byVersion) {
+				byVersion = append(byVersion, map[string][]byte{})
+			}
+			doc := fmt.Sprintf("apiVersion: %s/%s\nkind: %s\nmetadata: {name: sample-%s, namespace: shop}\nspec:\n  %s\n", k.group, v, k.kind, v, spec)
+			byVersion[i][FilePath(k.kind, "shop", "sample-"+v)] = []byte(doc)
+		}
+		for _, want := range []string{k.group + "/" + k.resource + " get", k.group + "/" + k.resource + " list",
+			k.group + "/" + k.resource + " watch", k.group + "/" + k.resource + "/status update"} {
+			if !grants[want] {
+				t.Errorf("testdata/rbac.yaml does not grant %s", want)
+			}
+		}
+	}
+	for _, files := range byVersion {
+		store := config.NewStore(config.Options{Logger: slog.New(slog.DiscardHandler), KnownHost: func(string) bool { return true }})
+		snap := store.Load(files)
+		for _, d := range snap.Diagnostics {
+			if d.Severity == config.SeverityError {
+				t.Errorf("sample: %v", d.Error())
+			}
+		}
+		in := inForce(snap)
+		for path := range files {
+			k, ns, name, _ := ParseFilePath(path)
+			if !in[string(k)+"/"+ns+"/"+name] {
+				t.Errorf("%s is in force, inForce does not list it", path)
+			}
+		}
+	}
+}
+
+// grantsOf flattens the ClusterRoles of a multi-document RBAC YAML into
+// "group/resource verb" strings.
+func grantsOf(t *testing.T, data []byte) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var d struct {
+			Kind  string `yaml:"kind"`
+			Rules []struct {
+				APIGroups []string `yaml:"apiGroups"`
+				Resources []string `yaml:"resources"`
+				Verbs     []string `yaml:"verbs"`
+			} `yaml:"rules"`
+		}
+		err := dec.Decode(&d)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("rbac: %v", err)
+		}
+		if d.Kind != "ClusterRole" {
+			continue
+		}
+		for _, r := range d.Rules {
+			for _, g := range r.APIGroups {
+				for _, res := range r.Resources {
+					for _, v := range r.Verbs {
+						out[g+"/"+res+" "+v] = true
+					}
+				}
+			}
 		}
 	}
 }

@@ -294,7 +294,7 @@ func diagnosticsByFile(snap *config.Snapshot) map[string][]config.Diagnostic {
 }
 
 // inForce lists the keys ("Kind/namespace/name") of a snapshot's
-// resources.
+// resources, of every kind the source watches (TestInForceEveryKind).
 func inForce(snap *config.Snapshot) map[string]bool {
 	out := map[string]bool{}
 	add := func(m config.Meta) { out[m.Key()] = true }
@@ -310,6 +310,12 @@ func inForce(snap *config.Snapshot) map[string]bool {
 	for _, r := range snap.WorkloadEntries {
 		add(r.Meta)
 	}
+	for _, r := range snap.WorkloadGroups {
+		add(r.Meta)
+	}
+	for _, r := range snap.Sidecars {
+		add(r.Meta)
+	}
 	for _, r := range snap.PeerAuthentications {
 		add(r.Meta)
 	}
@@ -317,6 +323,9 @@ func inForce(snap *config.Snapshot) map[string]bool {
 		add(r.Meta)
 	}
 	for _, r := range snap.RequestAuthentications {
+		add(r.Meta)
+	}
+	for _, r := range snap.Telemetries {
 		add(r.Meta)
 	}
 	return out

@@ -60,6 +60,18 @@ func (r Resources) ByType() map[resource.Type][]types.Resource {
 // capture.go instead of the explicit outbound listener and the
 // per-endpoint inbound listeners.
 func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
+	return forProxy(s, id, true)
+}
+
+// ForProxyParts is ForProxy for a server that reads clusters and
+// endpoints only from ClusterParts and EndpointParts: Clusters and
+// Endpoints are left nil, which spares merging and copying the shared
+// lists (thousands of entries in a large mesh) once per proxy.
+func ForProxyParts(s *mesh.Snapshot, id contract.Identity) Resources {
+	return forProxy(s, id, false)
+}
+
+func forProxy(s *mesh.Snapshot, id contract.Identity, merged bool) Resources {
 	var (
 		r     Resources
 		local []types.Resource // inbound (and passthrough) clusters
@@ -80,11 +92,13 @@ func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
 	}
 	sortByName(local)
 	shared := sharedOutboundClusters(s, id)
-	r.Clusters = mergeSorted(shared, local)
 	r.ClusterParts = Parts{Shared: shared, Own: local}
 	eps := sharedOutboundEndpoints(s, id)
-	r.Endpoints = slices.Clone(eps)
 	r.EndpointParts = Parts{Shared: eps}
+	if merged {
+		r.Clusters = mergeSorted(shared, local)
+		r.Endpoints = slices.Clone(eps)
+	}
 	sortByName(r.Listeners)
 	sortByName(r.Routes)
 	withTracing(s, id, &r) // tracing.go

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -124,4 +125,34 @@ func render(t *testing.T, rs []types.Resource) []byte {
 	}
 	out.WriteByte('\n')
 	return out.Bytes()
+}
+
+// TestForProxyPartsMatchesForProxy: for every golden case, what
+// ForProxyParts leaves to its parts is exactly what ForProxy lists.
+func TestForProxyPartsMatchesForProxy(t *testing.T) {
+	names := func(rs []types.Resource) []string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, cache.GetResourceName(r))
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, tc := range goldenCases() {
+		s := tc.mesh()
+		full, parts := ForProxy(s, tc.proxy), ForProxyParts(s, tc.proxy)
+		if parts.Clusters != nil || parts.Endpoints != nil {
+			t.Errorf("%s: ForProxyParts made the merged lists", tc.name)
+		}
+		for _, c := range []struct {
+			typ  string
+			list []types.Resource
+			p    Parts
+		}{{"clusters", full.Clusters, parts.ClusterParts}, {"endpoints", full.Endpoints, parts.EndpointParts}} {
+			got, want := names(append(slices.Clone(c.p.Shared), c.p.Own...)), names(c.list)
+			if !slices.Equal(got, want) {
+				t.Errorf("%s %s: parts %v, ForProxy %v", tc.name, c.typ, got, want)
+			}
+		}
+	}
 }

@@ -101,25 +101,36 @@ func withTracing(s *mesh.Snapshot, id contract.Identity, r *Resources) {
 			r.Listeners[i] = l
 		}
 	}
-	have := map[string]bool{}
-	for _, c := range r.Clusters {
-		have[c.(*cluster.Cluster).GetName()] = true
+	have := func(name string) bool {
+		return hasCluster(r.ClusterParts.Shared, name) || hasCluster(r.ClusterParts.Own, name)
 	}
+	merged := r.Clusters != nil
 	added := false
 	for _, sd := range sides {
-		if sd.t != nil && !have[sd.cluster] {
+		if sd.t != nil && !have(sd.cluster) {
 			// Not a service of the mesh (whose cluster would serve): the
-			// proxy's own, in both the list and its parts.
+			// proxy's own, in both the list (when there is one) and its
+			// parts.
 			c := collectorCluster(sd.cluster, sd.t.Provider)
-			r.Clusters = append(r.Clusters, c)
+			if merged {
+				r.Clusters = append(r.Clusters, c)
+			}
 			r.ClusterParts.Own = append(slices.Clone(r.ClusterParts.Own), c)
-			have[sd.cluster], added = true, true
+			sortByName(r.ClusterParts.Own) // sorted for have
+			added = true
 		}
 	}
 	if added {
 		sortByName(r.Clusters)
-		sortByName(r.ClusterParts.Own)
 	}
+}
+
+// hasCluster reports whether the sorted list cs has a cluster named name.
+func hasCluster(cs []types.Resource, name string) bool {
+	_, ok := slices.BinarySearchFunc(cs, name, func(r types.Resource, n string) int {
+		return strings.Compare(r.(*cluster.Cluster).GetName(), n)
+	})
+	return ok
 }
 
 // hcmTracing is HttpConnectionManager.tracing for t, as Istio's

@@ -247,6 +247,8 @@ func (s *Server) snapshotOf(m *mesh.Snapshot, r generate.Resources) (*nodeSnapsh
 		switch parts := partsOf(r, typ); {
 		case m != nil && len(parts.Shared) > 0:
 			set, err = s.setOfParts(m, typ, parts)
+		case byType[typ] == nil && len(parts.Own) > 0:
+			set, err = s.setOf(m, typ, parts.Own) // ForProxyParts, nothing shared
 		default:
 			set, err = s.setOf(m, typ, byType[typ])
 		}

@@ -231,6 +231,9 @@ func validateMeshConfig(is *issues, mc *meshconfig.MeshConfig) {
 		switch {
 		case p.GetEnvoyHttpAls() != nil, p.GetEnvoyTcpAls() != nil, p.GetEnvoyOtelAls() != nil:
 			is.warnf(path, "extension provider %q: Weft's proxy implements envoyFileAccessLog access logs only; Telemetry naming this provider logs nothing through it", p.GetName())
+		case p.GetZipkin() != nil, p.GetDatadog() != nil, p.GetLightstep() != nil, p.GetSkywalking() != nil,
+			p.GetStackdriver() != nil, p.GetOpencensus() != nil:
+			is.warnf(path, "extension provider %q: Weft's proxy implements the opentelemetry tracer only (OTLP over gRPC or HTTP: Jaeger, the OpenTelemetry Collector and Datadog's agent take it, and the Collector forwards to Zipkin); Telemetry naming this provider traces nothing through it", p.GetName())
 		}
 	}
 	if mc.GetAccessLogFormat() != "" && mc.GetAccessLogEncoding() == meshconfig.MeshConfig_TEXT {

@@ -228,6 +228,12 @@ defaultProviders:
 		t.Errorf("warnings = %q", ws)
 	}
 
+	// A tracing provider of a type the proxy has no tracer for: a warning.
+	_, zw, err := ParseMeshConfig("mesh.yaml", []byte("extensionProviders:\n- name: zipkin\n  zipkin: {service: zipkin.observability.svc.cluster.local, port: 9411}\n"))
+	if err != nil || len(zw) != 1 || !strings.Contains(zw[0].Error(), `extension provider "zipkin": Weft's proxy implements the opentelemetry tracer only`) {
+		t.Errorf("zipkin provider: err %v, warnings %v", err, zw)
+	}
+
 	for _, c := range []struct{ doc, want string }{
 		{"extensionProviders:\n- name: x\n  envoyFileAccessLog:\n    logFormat: {text: \"%REQ(:METHOD) %FOO%\"}\n", "mesh.yaml:4:23: extensionProviders[0].envoyFileAccessLog.logFormat.text:"},
 		{"extensionProviders:\n- name: x\n  envoyFileAccessLog:\n    logFormat: {text: \"%NOPE%\"}\n", "unknown command operator %NOPE%"},

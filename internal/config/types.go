@@ -9,6 +9,8 @@ package config
 
 import (
 	"fmt"
+	"maps"
+	"reflect"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -175,4 +177,55 @@ func (d Diagnostic) Error() string {
 		s += ": " + d.Path
 	}
 	return s + ": " + d.Message
+}
+
+// SameExceptWorkloadEntries reports whether s and o hold the same
+// resources of every kind but WorkloadEntry: the same metadata (but for
+// where in its file a document sits), specs and annotations (compared by identity first: a Store shares the spec of a
+// resource it did not decode again, so only the resources of files read
+// again are compared field by field). When it holds, everything derived from the
+// config alone (routes, policies, scopes, telemetry) is the same for both,
+// and only the endpoints WorkloadEntries make may differ. False for nil.
+func (s *Snapshot) SameExceptWorkloadEntries(o *Snapshot) bool {
+	if s == nil || o == nil {
+		return false
+	}
+	return identicalResources(s.VirtualServices, o.VirtualServices) &&
+		identicalResources(s.DestinationRules, o.DestinationRules) &&
+		identicalResources(s.ServiceEntries, o.ServiceEntries) &&
+		identicalResources(s.WorkloadGroups, o.WorkloadGroups) &&
+		identicalResources(s.Sidecars, o.Sidecars) &&
+		identicalResources(s.PeerAuthentications, o.PeerAuthentications) &&
+		identicalResources(s.AuthorizationPolicies, o.AuthorizationPolicies) &&
+		identicalResources(s.RequestAuthentications, o.RequestAuthentications) &&
+		identicalResources(s.Telemetries, o.Telemetries)
+}
+
+func identicalResources[T proto.Message](a, b []*Resource[T]) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x == y {
+			continue
+		}
+		// Where a document sits in its file (File, Doc, Line) moves when
+		// another document of the file changes; nothing built from the
+		// config reads it.
+		mx, my := x.Meta, y.Meta
+		mx.File, mx.Doc, mx.Line = my.File, my.Doc, my.Line
+		if mx != my {
+			return false
+		}
+		// The same spec, or, from a file decoded again (another document
+		// of it changed), an equal one.
+		if proto.Message(x.Spec) != proto.Message(y.Spec) && !proto.Equal(x.Spec, y.Spec) {
+			return false
+		}
+		if reflect.ValueOf(x.Annotations).UnsafePointer() != reflect.ValueOf(y.Annotations).UnsafePointer() && !maps.Equal(x.Annotations, y.Annotations) {
+			return false
+		}
+	}
+	return true
 }

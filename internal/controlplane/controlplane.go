@@ -361,8 +361,8 @@ func (c *ControlPlane) keysChanged() {
 func (c *ControlPlane) publish(cfg *config.Snapshot) {
 	reg, conflicts := c.buildRegistry(cfg)
 	c.recordConflicts(conflicts)
-	m := mesh.Build(cfg, reg, c.meshOptions())
 	prev := c.current.Load()
+	m := mesh.BuildFrom(prev, cfg, reg, c.meshOptions())
 	if prev != nil && prev.Version == m.Version {
 		// Same config, services, endpoints and keys: nothing a proxy is
 		// sent changed (a Pod that no Service selects yet, a registry

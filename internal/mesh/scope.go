@@ -48,10 +48,24 @@ func ParseEgressScope(s string) (EgressScope, error) {
 // what it computes is cached for the snapshot's lifetime (one entry per
 // Sidecar and namespace that asked).
 type ScopeIndex struct {
-	s        *Snapshot
+	in       scopeInputs
 	sidecars []*config.Sidecar
 	def      EgressScope
 	cache    sync.Map // scopeKey → *Visibility
+}
+
+// scopeInputs is what of a snapshot the scopes read: the services (the
+// registry's, never its endpoints), the VirtualServices, the root
+// namespace. Not the snapshot itself, so that an index shared by later
+// snapshots (BuildFrom) does not keep the one it was made in alive.
+type scopeInputs struct {
+	rootNS, suffix string
+	reg            *registry.Snapshot
+	routes         *RouteIndex
+}
+
+func (in scopeInputs) resolve(host, ns string) string {
+	return resolver{reg: in.reg, suffix: in.suffix}.resolve(host, ns)
 }
 
 type scopeKey struct {
@@ -106,7 +120,8 @@ func newScopeIndex(s *Snapshot, sidecars []*config.Sidecar, def EgressScope) *Sc
 	if def == "" {
 		def = EgressScopeMesh
 	}
-	return &ScopeIndex{s: s, sidecars: sidecars, def: def}
+	in := scopeInputs{rootNS: s.RootNamespace, suffix: s.DomainSuffix, reg: s.Registry, routes: s.Routes}
+	return &ScopeIndex{in: in, sidecars: sidecars, def: def}
 }
 
 // For returns what a proxy of namespace ns with these labels sees.
@@ -114,7 +129,7 @@ func (x *ScopeIndex) For(ns string, labels map[string]string) *Visibility {
 	if x == nil {
 		return nil
 	}
-	sc := config.SelectSidecar(x.s.RootNamespace, ns, labels, x.sidecars)
+	sc := config.SelectSidecar(x.in.rootNS, ns, labels, x.sidecars)
 	if sc == nil && x.def == EgressScopeMesh {
 		return nil
 	}
@@ -165,7 +180,7 @@ func (x *ScopeIndex) sidecarVisibility(sc *config.Sidecar, ns string) *Visibilit
 		}
 	}
 	if len(sc.Spec.GetEgress()) == 0 {
-		return nil2all(v, x.s)
+		return nil2all(v, x.in.reg)
 	}
 	byPort := map[uint32][]egressHost{}
 	var anyPort []egressHost
@@ -188,7 +203,7 @@ func (x *ScopeIndex) sidecarVisibility(sc *config.Sidecar, ns string) *Visibilit
 		}
 		byPort[eg.GetPort().GetNumber()] = hosts
 	}
-	for _, svc := range x.s.Registry.Services() {
+	for _, svc := range x.in.reg.Services() {
 		for _, p := range svc.Ports {
 			hosts, ok := byPort[p.Number]
 			if !ok {
@@ -210,8 +225,8 @@ func (x *ScopeIndex) sidecarVisibility(sc *config.Sidecar, ns string) *Visibilit
 
 // nil2all makes v see every service (a Sidecar with only an outbound
 // traffic policy).
-func nil2all(v *Visibility, s *Snapshot) *Visibility {
-	for _, svc := range s.Registry.Services() {
+func nil2all(v *Visibility, reg *registry.Snapshot) *Visibility {
+	for _, svc := range reg.Services() {
 		v.ports[svc.Hostname] = nil
 	}
 	return v
@@ -233,11 +248,11 @@ func (v *Visibility) add(host string, port uint32) {
 // ns: every port of the services of ns and of the root namespace, then,
 // transitively, every service their VirtualServices route or mirror to.
 func (x *ScopeIndex) namespaceVisibility(ns string) *Visibility {
-	s := x.s
+	in := x.in
 	v := &Visibility{ports: map[string]map[uint32]bool{}}
 	var queue []string
-	for _, svc := range s.Registry.Services() {
-		if svc.Namespace == ns || svc.Namespace == s.RootNamespace {
+	for _, svc := range in.reg.Services() {
+		if svc.Namespace == ns || svc.Namespace == in.rootNS {
 			v.ports[svc.Hostname] = nil
 			queue = append(queue, svc.Hostname)
 		}
@@ -245,10 +260,10 @@ func (x *ScopeIndex) namespaceVisibility(ns string) *Visibility {
 	for len(queue) > 0 {
 		host := queue[0]
 		queue = queue[1:]
-		for _, vs := range s.Routes.ForHost(host) {
+		for _, vs := range in.routes.ForHost(host) {
 			for _, dst := range routeDestinations(vs.Spec) {
-				fqdn := s.ResolveHost(dst, vs.Namespace)
-				if _, seen := v.ports[fqdn]; seen || s.Registry.Service(fqdn) == nil {
+				fqdn := in.resolve(dst, vs.Namespace)
+				if _, seen := v.ports[fqdn]; seen || in.reg.Service(fqdn) == nil {
 					continue
 				}
 				v.ports[fqdn] = nil

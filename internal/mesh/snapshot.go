@@ -13,8 +13,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"hash/fnv"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	meshconfig "istio.io/api/mesh/v1alpha1"
 
@@ -112,6 +116,19 @@ type Snapshot struct {
 	tracing *Tracing // Options.Tracing (tracing.go)
 
 	memo sync.Map // Memo's values, by key
+
+	// opts are the Options it was built with, servicesHash a digest of
+	// the registry's services (not their endpoints): with the config but
+	// its WorkloadEntries, what BuildFrom compares to carry work over.
+	opts         Options
+	servicesHash string
+	epDigests    map[hostPort]uint64 // EndpointsDigest's
+	// carry is the snapshot this one was built from when everything but
+	// endpoints is the same (BuildFrom): MemoCarry reuses its values. Cut
+	// when the next snapshot is built from this one, so at most one older
+	// snapshot is kept alive.
+	carry atomic.Pointer[Snapshot]
+	used  atomic.Bool // a Memo ran: some generation started from it
 }
 
 // Memo returns the value stored under key for this snapshot, building and
@@ -122,8 +139,31 @@ type Snapshot struct {
 // one result wins. Keys must be comparable and distinct across users
 // (use a key type of your own package); values must be immutable.
 func (s *Snapshot) Memo(key any, build func() any) any {
+	s.used.Store(true)
 	if v, ok := s.memo.Load(key); ok {
 		return v
+	}
+	v, _ := s.memo.LoadOrStore(key, build())
+	return v
+}
+
+// MemoCarry is Memo for a value that depends on the config and the
+// registry's services but not on endpoints, or on endpoints only in ways
+// keep can check: on first use in this snapshot, the value the snapshot
+// it was built from (BuildFrom) has under key is reused when keep (nil:
+// always) says it still holds for this snapshot; else build runs. A
+// reused value keeps its identity, so what was derived from it by
+// identity (an encoding, keyed by pointer) is reused too.
+func (s *Snapshot) MemoCarry(key any, keep func(prev any) bool, build func() any) any {
+	s.used.Store(true)
+	if v, ok := s.memo.Load(key); ok {
+		return v
+	}
+	if prev := s.carry.Load(); prev != nil {
+		if v, ok := prev.memo.Load(key); ok && (keep == nil || keep(v)) {
+			v, _ = s.memo.LoadOrStore(key, v)
+			return v
+		}
 	}
 	v, _ := s.memo.LoadOrStore(key, build())
 	return v
@@ -139,6 +179,18 @@ func New(cfg *config.Snapshot, reg *registry.Snapshot, domainSuffix string) *Sna
 // registry.ResolveHost against the services in reg. Build does not block
 // and may be called from any goroutine.
 func Build(cfg *config.Snapshot, reg *registry.Snapshot, opts Options) *Snapshot {
+	return BuildFrom(nil, cfg, reg, opts)
+}
+
+// BuildFrom is Build, reusing what it can of prev (the snapshot before,
+// or nil): when prev was built with the same Options, from the same
+// config but for its WorkloadEntries (config.Snapshot.SameExceptWorkloadEntries)
+// and a registry with the same services, only endpoints differ. The new
+// snapshot then shares prev's indexes (they read the config and the
+// services only) and its MemoCarry values, which the generators check
+// against the endpoints they read. An endpoint change in a large mesh so
+// costs what changed, not a rebuild of everything.
+func BuildFrom(prev *Snapshot, cfg *config.Snapshot, reg *registry.Snapshot, opts Options) *Snapshot {
 	domainSuffix := opts.DomainSuffix
 	if cfg == nil {
 		cfg = &config.Snapshot{}
@@ -162,7 +214,9 @@ func Build(cfg *config.Snapshot, reg *registry.Snapshot, opts Options) *Snapshot
 		otp = AllowAny
 	}
 	r := resolver{reg: reg, suffix: domainSuffix}
-	version := fmt.Sprintf("%d-%s", cfg.Version, registryHash(reg))
+	svcHash := servicesHash(reg)
+	epDigests := endpointDigests(reg)
+	version := fmt.Sprintf("%d-%s", cfg.Version, registryHash(reg, svcHash, epDigests))
 	if len(opts.JWKS) > 0 {
 		version += "-k" + keysHash(opts.JWKS)
 	}
@@ -174,18 +228,45 @@ func Build(cfg *config.Snapshot, reg *registry.Snapshot, opts Options) *Snapshot
 		TrustDomain:           td,
 		Version:               version,
 		OutboundTrafficPolicy: otp,
-
-		Routes:       newRouteIndex(cfg.VirtualServices, r),
-		Subsets:      newSubsetIndex(cfg.DestinationRules, r),
-		PeerAuthn:    newPeerAuthnIndex(cfg.PeerAuthentications, rootNS),
-		Authz:        newAuthzIndex(cfg.AuthorizationPolicies, rootNS),
-		RequestAuthn: newRequestAuthnIndex(cfg.RequestAuthentications, rootNS),
-		Keys:         &KeyIndex{fetched: opts.JWKS},
-		tracing:      opts.Tracing,
-		Telemetry:    newTelemetryIndex(cfg.Telemetries, rootNS, opts.MeshConfig),
+		Keys:                  &KeyIndex{fetched: opts.JWKS},
+		tracing:               opts.Tracing,
+		opts:                  opts,
+		servicesHash:          svcHash,
+		epDigests:             epDigests,
 	}
+	if prev != nil && prev.carries(s) {
+		s.Routes, s.Subsets, s.PeerAuthn, s.Authz = prev.Routes, prev.Subsets, prev.PeerAuthn, prev.Authz
+		s.RequestAuthn, s.Telemetry, s.Scopes = prev.RequestAuthn, prev.Telemetry, prev.Scopes
+		// Carry from prev, or, when nothing was generated from prev (a
+		// push skipped it), from what prev would have carried from.
+		from := prev
+		if c := prev.carry.Load(); c != nil && !prev.used.Load() {
+			from = c
+		}
+		prev.carry.Store(nil) // keep one older snapshot alive at most
+		s.carry.Store(from)
+		return s
+	}
+	s.Routes = newRouteIndex(cfg.VirtualServices, r)
+	s.Subsets = newSubsetIndex(cfg.DestinationRules, r)
+	s.PeerAuthn = newPeerAuthnIndex(cfg.PeerAuthentications, rootNS)
+	s.Authz = newAuthzIndex(cfg.AuthorizationPolicies, rootNS)
+	s.RequestAuthn = newRequestAuthnIndex(cfg.RequestAuthentications, rootNS)
+	s.Telemetry = newTelemetryIndex(cfg.Telemetries, rootNS, opts.MeshConfig)
 	s.Scopes = newScopeIndex(s, cfg.Sidecars, opts.EgressScope)
 	return s
+}
+
+// carries reports whether a snapshot s built after p differs from it in
+// endpoints only: the same Options, the same config but for its
+// WorkloadEntries, the same services.
+func (p *Snapshot) carries(s *Snapshot) bool {
+	po, so := p.opts, s.opts
+	return po.DomainSuffix == so.DomainSuffix && po.RootNamespace == so.RootNamespace &&
+		po.TrustDomain == so.TrustDomain && po.OutboundTrafficPolicy == so.OutboundTrafficPolicy &&
+		po.EgressScope == so.EgressScope && po.Tracing == so.Tracing && po.MeshConfig == so.MeshConfig &&
+		maps.Equal(po.JWKS, so.JWKS) &&
+		p.servicesHash == s.servicesHash && s.Config.SameExceptWorkloadEntries(p.Config)
 }
 
 // keysHash summarises the fetched key sets, so Version changes with them.
@@ -219,9 +300,8 @@ func (r resolver) resolve(host, ns string) string {
 
 func (r resolver) known(fqdn string) bool { return r.reg.Service(fqdn) != nil }
 
-// registryHash summarises every service and endpoint so that Version changes
-// whenever the registry content does.
-func registryHash(reg *registry.Snapshot) string {
+// servicesHash summarises every service (not its endpoints).
+func servicesHash(reg *registry.Snapshot) string {
 	h := sha256.New()
 	for _, svc := range reg.Services() {
 		writeStr(h, svc.Hostname, svc.Namespace)
@@ -235,20 +315,92 @@ func registryHash(reg *registry.Snapshot) string {
 			writeStr(h, p.Name, string(p.Protocol))
 			writeU32(h, p.Number, p.TargetPort)
 		}
-		for _, ep := range reg.Endpoints(svc.Hostname, 0) {
-			writeStr(h, ep.Address, ep.Locality, ep.ServiceAccount, ep.WorkloadName, ep.Namespace)
-			writeU32(h, ep.ServicePort, ep.Port, ep.Weight, uint32(ep.Health))
-			keys := make([]string, 0, len(ep.Labels))
-			for k := range ep.Labels {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				writeStr(h, k, ep.Labels[k])
-			}
-		}
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+type hostPort struct {
+	host string
+	port uint32
+}
+
+// endpointDigests digests the endpoints of every service port (by the
+// service port the endpoints serve).
+func endpointDigests(reg *registry.Snapshot) map[hostPort]uint64 {
+	out := map[hostPort]uint64{}
+	hashes := map[hostPort]hash.Hash64{}
+	for _, svc := range reg.Services() {
+		for _, ep := range reg.Endpoints(svc.Hostname, 0) {
+			k := hostPort{svc.Hostname, ep.ServicePort}
+			h := hashes[k]
+			if h == nil {
+				h = fnv.New64a()
+				hashes[k] = h
+			}
+			HashEndpoint(h, ep)
+		}
+	}
+	for k, h := range hashes {
+		out[k] = h.Sum64()
+	}
+	return out
+}
+
+// EndpointsDigest is a digest of the endpoints of service host's port
+// (registry.Snapshot.Endpoints(host, port)), in their order: equal
+// digests, equal endpoints. 0 when the port has none.
+func (s *Snapshot) EndpointsDigest(host string, port uint32) uint64 {
+	return s.epDigests[hostPort{host, port}]
+}
+
+// registryHash summarises every service (svcHash, servicesHash's) and
+// endpoint (digests, endpointDigests') so that Version changes whenever
+// the registry content does.
+func registryHash(reg *registry.Snapshot, svcHash string, digests map[hostPort]uint64) string {
+	h := sha256.New()
+	writeStr(h, svcHash)
+	for _, svc := range reg.Services() {
+		for _, p := range svc.Ports {
+			writeU32(h, p.Number)
+			var b [8]byte
+			binary.LittleEndian.PutUint64(b[:], digests[hostPort{svc.Hostname, p.Number}])
+			h.Write(b[:])
+		}
+	}
+	// Endpoints of ports the service does not declare still change the
+	// version.
+	keys := make([]hostPort, 0, len(digests))
+	for k := range digests {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		return keys[i].host < keys[j].host || keys[i].host == keys[j].host && keys[i].port < keys[j].port
+	})
+	for _, k := range keys {
+		writeStr(h, k.host)
+		writeU32(h, k.port)
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], digests[k])
+		h.Write(b[:])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// HashEndpoint writes every field of ep to h, so that equal sums mean
+// equal endpoints.
+func HashEndpoint(h hash.Hash, ep *registry.Endpoint) {
+	writeStr(h, ep.ServiceHostname, ep.Address, ep.Locality, ep.ServiceAccount, ep.WorkloadName, ep.Namespace)
+	writeU32(h, ep.ServicePort, ep.Port, ep.Weight, uint32(ep.Health))
+	var buf [16]string
+	keys := buf[:0]
+	for k := range ep.Labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	writeU32(h, uint32(len(keys)))
+	for _, k := range keys {
+		writeStr(h, k, ep.Labels[k])
+	}
 }
 
 func writeStr(h hash.Hash, ss ...string) {

@@ -95,4 +95,3 @@ func TestTCPTelemetry(t *testing.T) {
 		t.Errorf("istio_tcp_received_bytes_total = %v, want 8", n)
 	}
 }
-

@@ -6,6 +6,8 @@
 package generate
 
 import (
+	"fmt"
+	"hash/fnv"
 	"slices"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -72,36 +74,76 @@ func ForProxyParts(s *mesh.Snapshot, id contract.Identity) Resources {
 }
 
 func forProxy(s *mesh.Snapshot, id contract.Identity, merged bool) Resources {
-	var (
-		r     Resources
-		local []types.Resource // inbound (and passthrough) clusters
-	)
-	if id.Captured() {
-		r.Listeners, r.Routes, local = captured(s, id)
-	} else {
-		if l := outboundListener(s, id); l != nil {
-			// The http_proxy route configuration exists exactly when a listener
-			// refers to it, so the set stays consistent.
-			rc := sharedOutboundRoutes(s, id)
-			r.Listeners = append(r.Listeners, withCORSFilter(l, rc))
-			r.Routes = append(r.Routes, rc)
-		}
-		var inL []types.Resource
-		inL, local = inbound(s, id)
-		r.Listeners = append(r.Listeners, inL...)
-	}
-	sortByName(local)
 	shared := sharedOutboundClusters(s, id)
-	r.ClusterParts = Parts{Shared: shared, Own: local}
 	eps := sharedOutboundEndpoints(s, id)
-	r.EndpointParts = Parts{Shared: eps}
+	own := ownResources(s, id, shared)
+	// Clipped: the lists are shared (by the proxy's pushes, and carried
+	// over), so an append by a caller must not write into them.
+	r := Resources{
+		Listeners:     slices.Clip(own.listeners),
+		Routes:        slices.Clip(own.routes),
+		ClusterParts:  Parts{Shared: shared, Own: slices.Clip(own.clusters)},
+		EndpointParts: Parts{Shared: eps},
+	}
 	if merged {
-		r.Clusters = mergeSorted(shared, local)
+		r.Clusters = mergeSorted(shared, own.clusters)
 		r.Endpoints = slices.Clone(eps)
 	}
-	sortByName(r.Listeners)
-	sortByName(r.Routes)
-	withTracing(s, id, &r) // tracing.go
-	withStats(s, id, &r)   // stats.go
 	return r
+}
+
+// proxyOwn is what ForProxy builds for one proxy: its listeners and
+// routes (some shared), its own clusters, and the digest of its own
+// endpoints (EndpointsAt its addresses) they were built from.
+type proxyOwn struct {
+	listeners, routes, clusters []types.Resource
+	eps                         uint64
+}
+
+type proxyKey struct{ identity string }
+
+// ownResources builds a proxy's listeners, routes and own clusters, or
+// carries them over from the snapshot before (mesh.Snapshot.MemoCarry)
+// when only endpoints changed and none of the proxy's own: what a proxy's
+// inbound side is made of reads the endpoints at its addresses, nothing
+// else of the registry but its services. shared is the proxy's outbound
+// cluster list (tracing adds a collector cluster only when no service
+// has its name).
+func ownResources(s *mesh.Snapshot, id contract.Identity, shared []types.Resource) *proxyOwn {
+	own := func() uint64 {
+		h := fnv.New64a()
+		for _, ep := range s.Registry.EndpointsAt(id.IPs) {
+			mesh.HashEndpoint(h, ep)
+		}
+		return h.Sum64()
+	}
+	// Every field of the identity, maps in key order.
+	key := proxyKey{fmt.Sprintf("%+v", id)}
+	return s.MemoCarry(key, func(prev any) bool { return prev.(*proxyOwn).eps == own() }, func() any {
+		var (
+			r     Resources
+			local []types.Resource // inbound (and passthrough) clusters
+		)
+		if id.Captured() {
+			r.Listeners, r.Routes, local = captured(s, id)
+		} else {
+			if l := outboundListener(s, id); l != nil {
+				// The http_proxy route configuration exists exactly when a
+				// listener refers to it, so the set stays consistent.
+				rc := sharedOutboundRoutes(s, id)
+				r.Listeners = append(r.Listeners, withCORSFilter(l, rc))
+				r.Routes = append(r.Routes, rc)
+			}
+			var inL []types.Resource
+			inL, local = inbound(s, id)
+			r.Listeners = append(r.Listeners, inL...)
+		}
+		sortByName(local)
+		r.ClusterParts = Parts{Shared: shared, Own: local}
+		sortByName(r.Listeners)
+		sortByName(r.Routes)
+		withTracing(s, id, &r) // tracing.go
+		withStats(s, id, &r)   // stats.go
+		return &proxyOwn{listeners: r.Listeners, routes: r.Routes, clusters: r.ClusterParts.Own, eps: own()}
+	}).(*proxyOwn)
 }

@@ -141,14 +141,45 @@ type outboundSet struct {
 	routes   []types.Resource
 }
 
+// Carrying over between snapshots.
+//
+// When a snapshot differs from the one before only in endpoints
+// (mesh.BuildFrom), what does not read endpoints is carried over as it is
+// (the outbound routes and listeners, the service routes), and what does
+// is carried over when what it read is unchanged: an outbound cluster
+// reads its endpoints' service accounts (the SANs it verifies), a
+// ClusterLoadAssignment its endpoints. A carried resource keeps its
+// identity, so its encoding is carried too (internal/xds/server). An
+// endpoint change in a mesh of thousands of services so rebuilds the
+// load assignments of one service, not of all of them.
+
+// carriedCluster is a shared cluster, carriedCLA a shared load
+// assignment, with the digest of the service port's endpoints they were
+// built from (mesh.Snapshot.EndpointsDigest).
+type carriedCluster struct {
+	c   *cluster.Cluster
+	eps uint64
+}
+
+type carriedCLA struct {
+	cla *endpoint.ClusterLoadAssignment
+	eps uint64
+}
+
 func sharedCluster(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, subset string, build func() *cluster.Cluster) *cluster.Cluster {
 	k := clusterKey{mtls: id.MTLS, host: svc.Hostname, port: p.Number, subset: subset}
-	return s.Memo(k, func() any { return build() }).(*cluster.Cluster)
+	eps := s.EndpointsDigest(svc.Hostname, p.Number) // the SANs read its endpoints' service accounts
+	return s.MemoCarry(k, func(prev any) bool { return prev.(carriedCluster).eps == eps }, func() any {
+		return carriedCluster{c: build(), eps: eps}
+	}).(carriedCluster).c
 }
 
 func sharedCLA(s *mesh.Snapshot, id contract.Identity, host string, port uint32, subset string, build func() *endpoint.ClusterLoadAssignment) *endpoint.ClusterLoadAssignment {
 	k := claKey{locality: localityKey(s, id, host, port, subset), host: host, port: port, subset: subset}
-	return s.Memo(k, func() any { return build() }).(*endpoint.ClusterLoadAssignment)
+	eps := s.EndpointsDigest(host, port)
+	return s.MemoCarry(k, func(prev any) bool { return prev.(carriedCLA).eps == eps }, func() any {
+		return carriedCLA{cla: build(), eps: eps}
+	}).(carriedCLA).cla
 }
 
 // localityKey is what of the proxy withLocalityLB reads for this cluster.
@@ -177,7 +208,7 @@ func keyOf(s *mesh.Snapshot, id contract.Identity) outboundKey {
 
 // sharedVirtualOutbound is virtualOutboundListener, shared.
 func sharedVirtualOutbound(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {
-	set := s.Memo(keyOf(s, id), func() any {
+	set := s.MemoCarry(keyOf(s, id), nil, func() any {
 		l, rcs := virtualOutboundListener(s, id)
 		return &outboundSet{listener: l, routes: rcs}
 	}).(*outboundSet)
@@ -186,7 +217,7 @@ func sharedVirtualOutbound(s *mesh.Snapshot, id contract.Identity) (*listener.Li
 
 // sharedOutboundRoutes is outboundRoutes, shared.
 func sharedOutboundRoutes(s *mesh.Snapshot, id contract.Identity) *route.RouteConfiguration {
-	return s.Memo(keyOf(s, id), func() any { return outboundRoutes(s, id) }).(*route.RouteConfiguration)
+	return s.MemoCarry(keyOf(s, id), nil, func() any { return outboundRoutes(s, id) }).(*route.RouteConfiguration)
 }
 
 // usesSourceLabels reports whether any VirtualService of s matches on
@@ -245,7 +276,7 @@ func sharedServiceRoutes(s *mesh.Snapshot, id contract.Identity, svc *registry.S
 	if routesMatchClient(s, svc.Hostname) {
 		k.ns, k.labels = id.Namespace, labelsKey(id.Labels)
 	}
-	return s.Memo(k, func() any {
+	return s.MemoCarry(k, nil, func() any {
 		rs := serviceRoutes(s, id, svc, p)
 		decorateRoutes(s, svc, p.Number, rs) // tracing.go: span names, when the mesh traces
 		return rs

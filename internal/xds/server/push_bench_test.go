@@ -38,6 +38,7 @@ func benchmarkPush(b *testing.B, change string) {
 		b.Fatal(err)
 	}
 	store := config.NewStore(config.Options{Logger: slog.New(slog.DiscardHandler)})
+	var prev *mesh.Snapshot
 	build := func() *mesh.Snapshot {
 		files := map[string][]byte{}
 		entries, err := os.ReadDir(dir)
@@ -55,7 +56,8 @@ func benchmarkPush(b *testing.B, change string) {
 			files[e.Name()] = data
 		}
 		cfg := store.Load(files)
-		return mesh.Build(cfg, static.Build(cfg, ""), mesh.Options{})
+		prev = mesh.BuildFrom(prev, cfg, static.Build(cfg, ""), mesh.Options{})
+		return prev
 	}
 	s := New(Options{Logger: slog.New(slog.DiscardHandler), PushConcurrency: 8})
 	s.Update(build())

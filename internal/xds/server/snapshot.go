@@ -400,5 +400,7 @@ func resourceDigest(m *mesh.Snapshot, typeURL string, r types.Resource) *digests
 	if m == nil {
 		return compute().(*digests)
 	}
-	return m.Memo(digestKey{r}, compute).(*digests)
+	// Keyed by the resource's identity: a resource carried over from the
+	// snapshot before (mesh.Snapshot.MemoCarry) keeps its encoding.
+	return m.MemoCarry(digestKey{r}, nil, compute).(*digests)
 }

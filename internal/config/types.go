@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -179,26 +180,29 @@ func (d Diagnostic) Error() string {
 	return s + ": " + d.Message
 }
 
-// SameExceptWorkloadEntries reports whether s and o hold the same
-// resources of every kind but WorkloadEntry: the same metadata (but for
-// where in its file a document sits), specs and annotations (compared by identity first: a Store shares the spec of a
-// resource it did not decode again, so only the resources of files read
-// again are compared field by field). When it holds, everything derived from the
-// config alone (routes, policies, scopes, telemetry) is the same for both,
-// and only the endpoints WorkloadEntries make may differ. False for nil.
-func (s *Snapshot) SameExceptWorkloadEntries(o *Snapshot) bool {
+// SameExcept reports whether s and o hold the same resources of every
+// kind but those listed: the same metadata (but for where in its file a
+// document sits), specs and annotations, compared by identity first (a
+// Store shares the spec of a resource it did not decode again, so only
+// the resources of files read again are compared field by field). With
+// except = KindWorkloadEntry, everything derived from the config alone
+// (routes, policies, scopes, telemetry) is the same for both, and only
+// the endpoints WorkloadEntries make may differ. False for nil.
+func (s *Snapshot) SameExcept(o *Snapshot, except ...Kind) bool {
 	if s == nil || o == nil {
 		return false
 	}
-	return identicalResources(s.VirtualServices, o.VirtualServices) &&
-		identicalResources(s.DestinationRules, o.DestinationRules) &&
-		identicalResources(s.ServiceEntries, o.ServiceEntries) &&
-		identicalResources(s.WorkloadGroups, o.WorkloadGroups) &&
-		identicalResources(s.Sidecars, o.Sidecars) &&
-		identicalResources(s.PeerAuthentications, o.PeerAuthentications) &&
-		identicalResources(s.AuthorizationPolicies, o.AuthorizationPolicies) &&
-		identicalResources(s.RequestAuthentications, o.RequestAuthentications) &&
-		identicalResources(s.Telemetries, o.Telemetries)
+	same := func(k Kind, eq func() bool) bool { return slices.Contains(except, k) || eq() }
+	return same(KindVirtualService, func() bool { return identicalResources(s.VirtualServices, o.VirtualServices) }) &&
+		same(KindDestinationRule, func() bool { return identicalResources(s.DestinationRules, o.DestinationRules) }) &&
+		same(KindServiceEntry, func() bool { return identicalResources(s.ServiceEntries, o.ServiceEntries) }) &&
+		same(KindWorkloadEntry, func() bool { return identicalResources(s.WorkloadEntries, o.WorkloadEntries) }) &&
+		same(KindWorkloadGroup, func() bool { return identicalResources(s.WorkloadGroups, o.WorkloadGroups) }) &&
+		same(KindSidecar, func() bool { return identicalResources(s.Sidecars, o.Sidecars) }) &&
+		same(KindPeerAuthentication, func() bool { return identicalResources(s.PeerAuthentications, o.PeerAuthentications) }) &&
+		same(KindAuthorizationPolicy, func() bool { return identicalResources(s.AuthorizationPolicies, o.AuthorizationPolicies) }) &&
+		same(KindRequestAuthentication, func() bool { return identicalResources(s.RequestAuthentications, o.RequestAuthentications) }) &&
+		same(KindTelemetry, func() bool { return identicalResources(s.Telemetries, o.Telemetries) })
 }
 
 func identicalResources[T proto.Message](a, b []*Resource[T]) bool {

@@ -123,13 +123,25 @@ type Snapshot struct {
 	opts         Options
 	servicesHash string
 	epDigests    map[hostPort]uint64 // EndpointsDigest's
-	// carry is the snapshot this one was built from when everything but
-	// endpoints is the same (BuildFrom): MemoCarry reuses its values. Cut
-	// when the next snapshot is built from this one, so at most one older
-	// snapshot is kept alive.
+	// carry is the snapshot this one was built from when they differ in
+	// endpoints or VirtualServices only (BuildFrom; level says which):
+	// MemoCarry and MemoCarryRoutes reuse its values. Cut when the next
+	// snapshot is built from this one, so at most one older snapshot is
+	// kept alive.
 	carry atomic.Pointer[Snapshot]
+	level carryLevel
 	used  atomic.Bool // a Memo ran: some generation started from it
 }
+
+// carryLevel is how much a snapshot has in common with the one it
+// carries values from.
+type carryLevel int
+
+const (
+	carryNone      carryLevel = iota
+	carryRoutes               // endpoints and VirtualServices may differ
+	carryEndpoints            // only endpoints may differ
+)
 
 // Memo returns the value stored under key for this snapshot, building and
 // storing it on first use. It lets the per-proxy generators share what
@@ -155,11 +167,22 @@ func (s *Snapshot) Memo(key any, build func() any) any {
 // reused value keeps its identity, so what was derived from it by
 // identity (an encoding, keyed by pointer) is reused too.
 func (s *Snapshot) MemoCarry(key any, keep func(prev any) bool, build func() any) any {
+	return s.memoCarry(carryEndpoints, key, keep, build)
+}
+
+// MemoCarryRoutes is MemoCarry for a value that does not read the
+// VirtualServices either (a cluster, a load assignment, an encoding): it
+// is also carried over a change of VirtualServices.
+func (s *Snapshot) MemoCarryRoutes(key any, keep func(prev any) bool, build func() any) any {
+	return s.memoCarry(carryRoutes, key, keep, build)
+}
+
+func (s *Snapshot) memoCarry(need carryLevel, key any, keep func(prev any) bool, build func() any) any {
 	s.used.Store(true)
 	if v, ok := s.memo.Load(key); ok {
 		return v
 	}
-	if prev := s.carry.Load(); prev != nil {
+	if prev := s.carry.Load(); prev != nil && s.level >= need {
 		if v, ok := prev.memo.Load(key); ok && (keep == nil || keep(v)) {
 			v, _ = s.memo.LoadOrStore(key, v)
 			return v
@@ -234,39 +257,58 @@ func BuildFrom(prev *Snapshot, cfg *config.Snapshot, reg *registry.Snapshot, opt
 		servicesHash:          svcHash,
 		epDigests:             epDigests,
 	}
-	if prev != nil && prev.carries(s) {
-		s.Routes, s.Subsets, s.PeerAuthn, s.Authz = prev.Routes, prev.Subsets, prev.PeerAuthn, prev.Authz
-		s.RequestAuthn, s.Telemetry, s.Scopes = prev.RequestAuthn, prev.Telemetry, prev.Scopes
+	level := carryNone
+	if prev != nil {
+		level = prev.carries(s)
+	}
+	if level != carryNone {
 		// Carry from prev, or, when nothing was generated from prev (a
 		// push skipped it), from what prev would have carried from.
 		from := prev
 		if c := prev.carry.Load(); c != nil && !prev.used.Load() {
-			from = c
+			from, level = c, min(level, prev.level)
 		}
 		prev.carry.Store(nil) // keep one older snapshot alive at most
 		s.carry.Store(from)
-		return s
+		s.level = level
+		// The indexes that read neither endpoints nor VirtualServices.
+		s.Subsets, s.PeerAuthn, s.Authz = prev.Subsets, prev.PeerAuthn, prev.Authz
+		s.RequestAuthn, s.Telemetry = prev.RequestAuthn, prev.Telemetry
+		if level == carryEndpoints {
+			s.Routes, s.Scopes = prev.Routes, prev.Scopes
+			return s
+		}
+	} else {
+		s.Subsets = newSubsetIndex(cfg.DestinationRules, r)
+		s.PeerAuthn = newPeerAuthnIndex(cfg.PeerAuthentications, rootNS)
+		s.Authz = newAuthzIndex(cfg.AuthorizationPolicies, rootNS)
+		s.RequestAuthn = newRequestAuthnIndex(cfg.RequestAuthentications, rootNS)
+		s.Telemetry = newTelemetryIndex(cfg.Telemetries, rootNS, opts.MeshConfig)
 	}
 	s.Routes = newRouteIndex(cfg.VirtualServices, r)
-	s.Subsets = newSubsetIndex(cfg.DestinationRules, r)
-	s.PeerAuthn = newPeerAuthnIndex(cfg.PeerAuthentications, rootNS)
-	s.Authz = newAuthzIndex(cfg.AuthorizationPolicies, rootNS)
-	s.RequestAuthn = newRequestAuthnIndex(cfg.RequestAuthentications, rootNS)
-	s.Telemetry = newTelemetryIndex(cfg.Telemetries, rootNS, opts.MeshConfig)
 	s.Scopes = newScopeIndex(s, cfg.Sidecars, opts.EgressScope)
 	return s
 }
 
-// carries reports whether a snapshot s built after p differs from it in
-// endpoints only: the same Options, the same config but for its
-// WorkloadEntries, the same services.
-func (p *Snapshot) carries(s *Snapshot) bool {
+// carries says how much a snapshot s built after p has in common with
+// it: with the same Options and services, carryEndpoints when the config
+// is the same but for its WorkloadEntries, carryRoutes when its
+// VirtualServices differ too, else carryNone.
+func (p *Snapshot) carries(s *Snapshot) carryLevel {
 	po, so := p.opts, s.opts
-	return po.DomainSuffix == so.DomainSuffix && po.RootNamespace == so.RootNamespace &&
-		po.TrustDomain == so.TrustDomain && po.OutboundTrafficPolicy == so.OutboundTrafficPolicy &&
-		po.EgressScope == so.EgressScope && po.Tracing == so.Tracing && po.MeshConfig == so.MeshConfig &&
-		maps.Equal(po.JWKS, so.JWKS) &&
-		p.servicesHash == s.servicesHash && s.Config.SameExceptWorkloadEntries(p.Config)
+	if po.DomainSuffix != so.DomainSuffix || po.RootNamespace != so.RootNamespace ||
+		po.TrustDomain != so.TrustDomain || po.OutboundTrafficPolicy != so.OutboundTrafficPolicy ||
+		po.EgressScope != so.EgressScope || po.Tracing != so.Tracing || po.MeshConfig != so.MeshConfig ||
+		!maps.Equal(po.JWKS, so.JWKS) || p.servicesHash != s.servicesHash {
+		return carryNone
+	}
+	switch {
+	case s.Config.SameExcept(p.Config, config.KindWorkloadEntry):
+		return carryEndpoints
+	case s.Config.SameExcept(p.Config, config.KindWorkloadEntry, config.KindVirtualService):
+		return carryRoutes
+	}
+	return carryNone
 }
 
 // keysHash summarises the fetched key sets, so Version changes with them.

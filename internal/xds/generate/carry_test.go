@@ -62,7 +62,7 @@ func TestCarryOverMatchesFromScratch(t *testing.T) {
 	for _, step := range []struct {
 		name    string
 		edit    func()
-		carried bool     // greeter's cluster and load assignment keep their identity
+		carried bool     // greeter's cluster and load assignment keep their identity (it is never changed)
 		changed []string // resources that must differ from the step before
 	}{
 		{"initial", func() {}, false, nil},
@@ -76,9 +76,14 @@ func TestCarryOverMatchesFromScratch(t *testing.T) {
 			replace("mesh.yaml", "address: 127.0.0.2\n  serviceAccount: reviews", "address: 127.0.0.2\n  ports: {http: 9081}\n  serviceAccount: reviews-sa")
 		}, true, nil},
 		{"an endpoint removed", func() { delete(files, "ratings-v2.yaml") }, true, nil},
-		{"config change", func() {
+		{"a VirtualService added (clusters carried over)", func() {
 			files["vs.yaml"] = []byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings, namespace: legacy}\nspec:\n  hosts: [ratings.legacy.svc.cluster.local]\n  http:\n  - timeout: 3s\n    route: [{destination: {host: ratings.legacy.svc.cluster.local}}]\n")
-		}, false, nil},
+		}, true, nil},
+		{"a VirtualService and an endpoint changed", func() {
+			replace("vs.yaml", "timeout: 3s", "timeout: 4s")
+			files["ratings-v2.yaml"] = []byte(strings.Replace(carryRatingsWE, "10.1.0.2", "10.1.0.4", 1)) // back, elsewhere
+		}, true, []string{"outbound|9080||ratings.legacy.svc.cluster.local"}},
+		{"a DestinationRule changed", func() { replace("mesh.yaml", "- {name: v2, labels: {version: v2}}", "- {name: v2, labels: {version: v2}, trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}}") }, false, nil},
 		{"service change", func() { replace("mesh.yaml", "ports: [{number: 50051, name: grpc, protocol: GRPC}]", "ports: [{number: 50051, name: grpc, protocol: GRPC}, {number: 8080, name: http, protocol: HTTP}]") }, false, nil},
 		{"endpoint change after the service change", func() { files["ratings-v2.yaml"] = []byte(carryRatingsWE) }, true, nil},
 	} {

@@ -148,7 +148,10 @@ type outboundSet struct {
 // (the outbound routes and listeners, the service routes), and what does
 // is carried over when what it read is unchanged: an outbound cluster
 // reads its endpoints' service accounts (the SANs it verifies), a
-// ClusterLoadAssignment its endpoints. A carried resource keeps its
+// ClusterLoadAssignment its endpoints. Clusters and load assignments do
+// not read VirtualServices: they are carried over a change of those too
+// (MemoCarryRoutes), so a route edit re-encodes the routes, not the
+// thousands of clusters beside them. A carried resource keeps its
 // identity, so its encoding is carried too (internal/xds/server). An
 // endpoint change in a mesh of thousands of services so rebuilds the
 // load assignments of one service, not of all of them.
@@ -169,7 +172,7 @@ type carriedCLA struct {
 func sharedCluster(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, subset string, build func() *cluster.Cluster) *cluster.Cluster {
 	k := clusterKey{mtls: id.MTLS, host: svc.Hostname, port: p.Number, subset: subset}
 	eps := s.EndpointsDigest(svc.Hostname, p.Number) // the SANs read its endpoints' service accounts
-	return s.MemoCarry(k, func(prev any) bool { return prev.(carriedCluster).eps == eps }, func() any {
+	return s.MemoCarryRoutes(k, func(prev any) bool { return prev.(carriedCluster).eps == eps }, func() any {
 		return carriedCluster{c: build(), eps: eps}
 	}).(carriedCluster).c
 }
@@ -177,7 +180,7 @@ func sharedCluster(s *mesh.Snapshot, id contract.Identity, svc *registry.Service
 func sharedCLA(s *mesh.Snapshot, id contract.Identity, host string, port uint32, subset string, build func() *endpoint.ClusterLoadAssignment) *endpoint.ClusterLoadAssignment {
 	k := claKey{locality: localityKey(s, id, host, port, subset), host: host, port: port, subset: subset}
 	eps := s.EndpointsDigest(host, port)
-	return s.MemoCarry(k, func(prev any) bool { return prev.(carriedCLA).eps == eps }, func() any {
+	return s.MemoCarryRoutes(k, func(prev any) bool { return prev.(carriedCLA).eps == eps }, func() any {
 		return carriedCLA{cla: build(), eps: eps}
 	}).(carriedCLA).cla
 }

@@ -402,5 +402,5 @@ func resourceDigest(m *mesh.Snapshot, typeURL string, r types.Resource) *digests
 	}
 	// Keyed by the resource's identity: a resource carried over from the
 	// snapshot before (mesh.Snapshot.MemoCarry) keeps its encoding.
-	return m.MemoCarry(digestKey{r}, nil, compute).(*digests)
+	return m.MemoCarryRoutes(digestKey{r}, nil, compute).(*digests)
 }

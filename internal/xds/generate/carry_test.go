@@ -70,7 +70,9 @@ func TestCarryOverMatchesFromScratch(t *testing.T) {
 			[]string{"outbound|9080||ratings.legacy.svc.cluster.local"}},
 		{"endpoint service account (the cluster's SANs)", func() { replace("ratings-v2.yaml", "serviceAccount: ratings", "serviceAccount: ratings-new") }, true,
 			[]string{"outbound|9080||ratings.legacy.svc.cluster.local"}},
-		{"endpoint in a file with other resources", func() { replace("mesh.yaml", "labels: {app: reviews, version: v2}", "labels: {app: reviews, version: v1}") }, true,
+		{"endpoint in a file with other resources", func() {
+			replace("mesh.yaml", "labels: {app: reviews, version: v2}", "labels: {app: reviews, version: v1}")
+		}, true,
 			[]string{"outbound|9080|v1|reviews.bookinfo.svc.cluster.local"}},
 		{"the proxy's own endpoint", func() {
 			replace("mesh.yaml", "address: 127.0.0.2\n  serviceAccount: reviews", "address: 127.0.0.2\n  ports: {http: 9081}\n  serviceAccount: reviews-sa")
@@ -83,8 +85,12 @@ func TestCarryOverMatchesFromScratch(t *testing.T) {
 			replace("vs.yaml", "timeout: 3s", "timeout: 4s")
 			files["ratings-v2.yaml"] = []byte(strings.Replace(carryRatingsWE, "10.1.0.2", "10.1.0.4", 1)) // back, elsewhere
 		}, true, []string{"outbound|9080||ratings.legacy.svc.cluster.local"}},
-		{"a DestinationRule changed", func() { replace("mesh.yaml", "- {name: v2, labels: {version: v2}}", "- {name: v2, labels: {version: v2}, trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}}") }, false, nil},
-		{"service change", func() { replace("mesh.yaml", "ports: [{number: 50051, name: grpc, protocol: GRPC}]", "ports: [{number: 50051, name: grpc, protocol: GRPC}, {number: 8080, name: http, protocol: HTTP}]") }, false, nil},
+		{"a DestinationRule changed", func() {
+			replace("mesh.yaml", "- {name: v2, labels: {version: v2}}", "- {name: v2, labels: {version: v2}, trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}}")
+		}, false, nil},
+		{"service change", func() {
+			replace("mesh.yaml", "ports: [{number: 50051, name: grpc, protocol: GRPC}]", "ports: [{number: 50051, name: grpc, protocol: GRPC}, {number: 8080, name: http, protocol: HTTP}]")
+		}, false, nil},
 		{"endpoint change after the service change", func() { files["ratings-v2.yaml"] = []byte(carryRatingsWE) }, true, nil},
 	} {
 		step.edit()

@@ -61,10 +61,10 @@ type Meta struct {
 }
 
 // Key identifies a resource across files and reloads: "Kind/namespace/name".
-func (m Meta) Key() string { return fmt.Sprintf("%s/%s/%s", m.Kind, m.Namespace, m.Name) }
+func (m Meta) Key() string { return string(m.Kind) + "/" + m.Namespace + "/" + m.Name }
 
 // String is "Kind namespace/name".
-func (m Meta) String() string { return fmt.Sprintf("%s %s/%s", m.Kind, m.Namespace, m.Name) }
+func (m Meta) String() string { return string(m.Kind) + " " + m.Namespace + "/" + m.Name }
 
 // Resource is one validated resource with its typed spec. Specs are shared
 // between snapshots and must never be modified.

@@ -64,7 +64,7 @@ type crossChecker struct {
 	suffix    string
 	knownHost func(string) bool // from Options; may be nil
 	rootNS    string            // Options.RootNamespace
-	seHosts   []string          // resolved ServiceEntry hosts of the candidate set
+	seWild    []string          // resolved ServiceEntry hosts of the candidate set that are wildcards (the others are seNS's keys)
 	seNS      map[string]string // resolved ServiceEntry host -> namespace of the first ServiceEntry defining it
 	inForce   map[string]*entry // before this load
 	cands     map[string]*candidate
@@ -73,7 +73,10 @@ type crossChecker struct {
 }
 
 func (c *crossChecker) known(fqdn string) bool {
-	for _, h := range c.seHosts {
+	if _, ok := c.seNS[fqdn]; ok {
+		return true
+	}
+	for _, h := range c.seWild {
 		if hostMatches(h, fqdn) {
 			return true
 		}
@@ -102,7 +105,7 @@ func (c *crossChecker) keys(kind Kind) []string {
 // cannot take over a host in force. Every other claim of a host is
 // reported.
 func (c *crossChecker) collectServiceEntryHosts() {
-	c.seHosts, c.seNS = nil, map[string]string{}
+	c.seWild, c.seNS = nil, map[string]string{}
 	owner := map[string]*ServiceEntry{}
 	var ses []*ServiceEntry
 	for _, k := range c.keys(KindServiceEntry) {
@@ -117,7 +120,9 @@ func (c *crossChecker) collectServiceEntryHosts() {
 			switch {
 			case !taken:
 				owner[fqdn] = se
-				c.seHosts = append(c.seHosts, fqdn)
+				if strings.HasPrefix(fqdn, "*") {
+					c.seWild = append(c.seWild, fqdn)
+				}
 				c.seNS[fqdn] = se.Namespace
 			case first != se:
 				c.report(SeverityError, CodeServiceEntryConflict, se.Meta, se.Pos, fmt.Sprintf("spec.hosts[%d]", i), fmt.Sprintf(

@@ -42,6 +42,9 @@ type boundListener struct {
 	cl    *connListener
 	srv   *http.Server // serves cl: connections set up (serve.go)
 	stats boundStats
+	// active counts the connections accepted and not yet closed, for
+	// Options.MaxConnectionsPerListener.
+	active atomic.Int64
 	// last is the runtime and config this listener was last part of; requests
 	// use it only once the listener has been removed and is draining.
 	last atomic.Pointer[listenerState]

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -309,4 +310,70 @@ func TestMalformedBodyIsNotRetried(t *testing.T) {
 	if n := counterValue(t, reg, map[string]string{"response_code": "400", "response_flags": "DPE"}); n != 1 {
 		t.Errorf("istio_requests_total{response_code=400,response_flags=DPE} = %v, want 1", n)
 	}
+}
+
+// TestMaxConnectionsPerListener: with Options.MaxConnectionsPerListener a
+// listener holds at most that many connections; one more is closed at
+// once without an answer and counted as an overflow, and a connection
+// that closes makes room again.
+func TestMaxConnectionsPerListener(t *testing.T) {
+	up := newRecordingUpstream(t)
+	reg := newRegistry()
+	d, err := New(Options{Metrics: reg, MaxConnectionsPerListener: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		d.Close(ctx)
+	})
+	mustApply(t, d, resourcesAny(staticCluster(t, "app", up.addr),
+		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "", routeConfig("80", vhost("svc", []string{"svc"}, toCluster("all", prefixMatch("/"), "app"))))))
+	addr := d.ListenerAddr("out").String()
+
+	// open dials and makes one keep-alive request; it returns the open
+	// connection, or nil when the proxy closed it without an answer.
+	open := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET /ok HTTP/1.1\r\nHost: svc\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			c.Close()
+			return nil
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		return c
+	}
+	a, b := open(), open()
+	if a == nil || b == nil {
+		t.Fatal("the first two connections were refused")
+	}
+	defer b.Close()
+	if c := open(); c != nil {
+		c.Close()
+		t.Fatal("a third connection was served; want it closed")
+	}
+	if n := counterFamily(t, reg, "envoy_listener_downstream_cx_overflow"); n != 1 {
+		t.Errorf("envoy_listener_downstream_cx_overflow = %v, want 1", n)
+	}
+	a.Close()
+	// The proxy sees the close asynchronously: bounded retries.
+	var c net.Conn
+	for i := 0; i < 100 && c == nil; i++ {
+		if c = open(); c == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if c == nil {
+		t.Fatal("no room after a connection closed")
+	}
+	c.Close()
 }

@@ -304,6 +304,11 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 		localReply(w, &q, http.StatusRequestHeaderFieldsTooLarge, bodyHeadersTooLarge, "DPE")
 		return
 	}
+	if !validHTTP1RequestLine(r) {
+		w.Header()["Connection"] = connectionClose
+		localReply(w, &q, http.StatusBadRequest, bodyBadRequest, "DPE")
+		return
+	}
 	f.mutateXFCC(r.Header, l, ds)
 
 	if !normalizeRequestPath(w, r, &l.Path, &q) {

@@ -380,3 +380,41 @@ func TestMaxConnectionsPerListener(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestTruncatedBodyIsDownstreamDisconnect: a client that stops sending in
+// the middle of a chunked body (and half-closes) gets no answer and is
+// counted as a downstream disconnect (DC), as Envoy does, not as the
+// upstream's failure or a protocol error.
+func TestTruncatedBodyIsDownstreamDisconnect(t *testing.T) {
+	up := newRecordingUpstream(t)
+	reg := newRegistry()
+	d := newDataplane(t, contract.Identity{}, reg)
+	mustApply(t, d, resourcesAny(staticCluster(t, "app", up.addr),
+		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "", routeConfig("80", vhost("svc", []string{"svc"}, toCluster("all", prefixMatch("/"), "app"))))))
+	c, err := net.Dial("tcp", d.ListenerAddr("out").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "POST /cut HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+	c.(*net.TCPConn).CloseWrite()
+	if b, err := io.ReadAll(c); len(b) != 0 {
+		t.Errorf("got %q (%v), want the connection closed without an answer", b, err)
+	}
+	if got := up.take(); len(got) != 0 {
+		t.Errorf("the upstream got %q", got)
+	}
+	// The request is recorded after the connection closes: bounded wait.
+	for i := 0; i < 100 && counterValue(t, reg, map[string]string{"response_flags": "DC"}) == 0; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := counterValue(t, reg, map[string]string{"response_flags": "DC", "response_code": "0"}); n != 1 {
+		t.Errorf("istio_requests_total{response_flags=DC,response_code=0} = %v, want 1", n)
+	}
+	for _, f := range []string{"DPE", "UC"} {
+		if n := counterValue(t, reg, map[string]string{"response_flags": f}); n != 0 {
+			t.Errorf("istio_requests_total{response_flags=%s} = %v, want 0", f, n)
+		}
+	}
+}

@@ -673,13 +673,13 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		urx := q.flags // "URX" when the retry limit was reached
 		berr := q.reqBody.readErr()
 		switch {
-		case r.Context().Err() != nil:
-			q.flags = "DC" // downstream went away; nobody to answer
-		case berr != nil && downstreamTruncated(berr):
-			// The client stopped sending mid-body: as Envoy, a
-			// downstream disconnect; nothing is answered.
+		case r.Context().Err() != nil, berr != nil && downstreamTruncated(berr):
+			// The downstream went away (or stopped sending mid-body and
+			// half-closed): as Envoy, a downstream disconnect, and
+			// nothing is answered — returning would make net/http send
+			// an empty 200 to a client that may still read.
 			q.flags = "DC"
-			f.log.Debug("downstream request body ended early", "cluster", c.Name(), "err", berr)
+			f.log.Debug("downstream went away before the response", "cluster", c.Name(), "err", res.err, "body_err", berr)
 			panic(http.ErrAbortHandler) // recordRequest still runs (deferred)
 		case berr != nil:
 			// Malformed request body framing (bad chunk size, chunk

@@ -19,6 +19,7 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"weft.dev/weft/internal/xds/contract"
@@ -416,5 +417,51 @@ func TestTruncatedBodyIsDownstreamDisconnect(t *testing.T) {
 		if n := counterValue(t, reg, map[string]string{"response_flags": f}); n != 0 {
 			t.Errorf("istio_requests_total{response_flags=%s} = %v, want 0", f, n)
 		}
+	}
+}
+
+// TestConnectionTimeoutsFromConnectionManager: request_headers_timeout
+// closes a connection whose request headers do not arrive in time, and
+// common_http_protocol_options.idle_timeout one that stays idle after a
+// request. (Bounded by a 10 s deadline; no timing is asserted.)
+func TestConnectionTimeoutsFromConnectionManager(t *testing.T) {
+	up := newRecordingUpstream(t)
+	d := newDataplane(t, contract.Identity{}, nil)
+	l := withHCM(t, httpListener(t, "out", core.TrafficDirection_OUTBOUND, "",
+		routeConfig("80", vhost("svc", []string{"svc"}, toCluster("all", prefixMatch("/"), "app")))), func(m *hcmT) {
+		m.RequestHeadersTimeout = durationpb.New(200 * time.Millisecond)
+		m.CommonHttpProtocolOptions = &core.HttpProtocolOptions{IdleTimeout: durationpb.New(200 * time.Millisecond)}
+	})
+	mustApply(t, d, resourcesAny(staticCluster(t, "app", up.addr), l))
+	addr := d.ListenerAddr("out").String()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		return c
+	}
+
+	slow := dial()
+	defer slow.Close()
+	io.WriteString(slow, "GET / HTTP/1.1\r\nHo")
+	// net/http answers a request cut short by the timeout with its 400,
+	// and closes the connection.
+	if b, err := io.ReadAll(slow); err != nil || (len(b) != 0 && !strings.HasPrefix(string(b), "HTTP/1.1 400 ")) {
+		t.Errorf("slow headers: read %q, %v; want the connection closed", b, err)
+	}
+
+	idle := dial()
+	defer idle.Close()
+	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+	br := bufio.NewReader(idle)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("first request: %v, %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if b, err := io.ReadAll(br); err != nil || len(b) != 0 {
+		t.Errorf("idle: read %q, %v; want the connection closed", b, err)
 	}
 }

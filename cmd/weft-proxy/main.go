@@ -147,6 +147,7 @@ type flags struct {
 	xdsProtocol                                  string
 	plaintext                                    bool
 	drain, listenerDrain                         time.Duration
+	maxConns                                     int
 	ips, appPorts, labels                        listFlag
 	xdsAddrs                                     defaultedList
 }
@@ -176,6 +177,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.locality, "locality", "", "where this proxy runs, `region/zone/subzone` (endpoint priorities are relative to it)")
 	fs.DurationVar(&f.drain, "drain-timeout", proxy.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
 	fs.DurationVar(&f.listenerDrain, "listener-drain-time", proxy.DefaultListenerDrain, "how long a listener the control plane removed keeps serving (answering with Connection: close / GOAWAY) before it closes")
+	fs.IntVar(&f.maxConns, "max-connections-per-listener", 0, "the most connections each listener holds open at once; more are closed at once (0: no limit, as Envoy)")
 	fs.StringVar(&f.logLevel, logflag.Name, logflag.Default, logflag.Usage)
 	registerAppProbes(fs, &f.appProbesAddr)
 }
@@ -247,6 +249,9 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 	if f.listenerDrain <= 0 {
 		return proxy.Options{}, fmt.Errorf("--listener-drain-time %v: must be positive", f.listenerDrain)
 	}
+	if f.maxConns < 0 {
+		return proxy.Options{}, fmt.Errorf("--max-connections-per-listener %d: must not be negative", f.maxConns)
+	}
 	protocol := xdsclient.Protocol(strings.ToLower(f.xdsProtocol))
 	if protocol != xdsclient.ProtocolDelta && protocol != xdsclient.ProtocolSotW {
 		return proxy.Options{}, fmt.Errorf("--xds-protocol %q: want delta or sotw", f.xdsProtocol)
@@ -277,12 +282,13 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 			IPs: ips, ServiceAccount: f.serviceAccount, OutboundAddress: f.outbound, AppPorts: appPorts,
 			Locality: f.locality, AutoRegisterGroup: f.autoRegisterGroup, InterceptionMode: mode,
 		},
-		XDSAddress:    strings.Join(f.xdsAddrs.list, ","),
-		AdminAddress:  f.adminAddr,
-		DrainTimeout:  f.drain,
-		ListenerDrain: f.listenerDrain,
-		Logger:        log,
-		XDS:           xdsclient.Options{Protocol: protocol},
+		XDSAddress:                strings.Join(f.xdsAddrs.list, ","),
+		AdminAddress:              f.adminAddr,
+		DrainTimeout:              f.drain,
+		ListenerDrain:             f.listenerDrain,
+		MaxConnectionsPerListener: f.maxConns,
+		Logger:                    log,
+		XDS:                       xdsclient.Options{Protocol: protocol},
 	}, nil
 }
 

@@ -76,6 +76,10 @@ type Options struct {
 	// keeps serving while clients learn of the change (default
 	// DefaultListenerDrain, 5s). Shutdown does not wait for it.
 	ListenerDrain time.Duration
+	// MaxConnectionsPerListener bounds the connections each listener
+	// holds open at once; 0 means no limit (Envoy's default). See
+	// dataplane.Options.
+	MaxConnectionsPerListener int
 	// XDS tunes the xDS client; Address, Node, Applier and Logger are
 	// filled in by New. Zero for defaults.
 	XDS xdsclient.Options
@@ -136,7 +140,8 @@ func New(opts Options) (*Proxy, error) {
 	// With a workload certificate the proxy does mutual TLS: it says so
 	// in its node (WEFT_MTLS) and serves the SDS secrets its listeners'
 	// and clusters' TLS contexts name from the certificate manager.
-	dpo := dataplane.Options{Metrics: p.registry, Logger: opts.Logger, ListenerDrain: opts.ListenerDrain}
+	dpo := dataplane.Options{Metrics: p.registry, Logger: opts.Logger, ListenerDrain: opts.ListenerDrain,
+		MaxConnectionsPerListener: opts.MaxConnectionsPerListener}
 	if !opts.Plaintext {
 		if p.certs, err = newCerts(opts); err != nil {
 			p.adminLn.Close()

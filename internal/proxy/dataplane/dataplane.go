@@ -68,6 +68,13 @@ type Options struct {
 	// Principal is the SPIFFE ID of the proxy's workload certificate ("" without one):
 	// By= in x-forwarded-client-cert, this side in the security metric labels.
 	Principal string
+	// MaxConnectionsPerListener bounds the connections each listener
+	// holds open at once (0: no limit, Envoy's default). A connection
+	// accepted over the limit is closed at once, without a response, and
+	// counted in envoy_listener_downstream_cx_overflow, as Envoy's
+	// per-listener limit (runtime
+	// envoy.resource_limits.listener.<name>.connection_limit) does.
+	MaxConnectionsPerListener int
 	// OriginalDst returns the destination a redirected connection's
 	// client dialled, for listeners with use_original_dst; nil means
 	// origdst.OriginalDst (SO_ORIGINAL_DST). Tests set it to fake a

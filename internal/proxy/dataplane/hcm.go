@@ -2,6 +2,8 @@ package dataplane
 
 import (
 	"fmt"
+	"math"
+	"time"
 
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
@@ -40,4 +42,96 @@ func connectionManagerOptions(l *forward.Listener, m *hcm.HttpConnectionManager,
 		return fmt.Errorf("%s.original_ip_detection_extensions: not supported (the original client comes from X-Forwarded-For)", where)
 	}
 	return nil
+}
+
+// Envoy's defaults for the connection limits an HttpConnectionManager can
+// override, and Weft's where it deliberately differs.
+const (
+	// defaultIdleTimeout is common_http_protocol_options.idle_timeout's
+	// default for downstream connections: 1 h.
+	defaultIdleTimeout = time.Hour
+	// defaultRequestHeadersTimeout bounds the wait for a request's
+	// headers. Envoy's request_headers_timeout is off by default; a
+	// sidecar's clients are its own application and other sidecars,
+	// which send a request's headers in one go, so 10 s is generous for
+	// them and keeps a slow-loris client from holding a connection (and
+	// its goroutine and buffers) for longer.
+	defaultRequestHeadersTimeout = 10 * time.Second
+	// defaultMaxConcurrentStreams is Go's HTTP/2 server default (Envoy's
+	// is 2^31-1, effectively none): a bound on what one HTTP/2
+	// connection can make the proxy hold, kept unless the connection
+	// manager says otherwise.
+	defaultMaxConcurrentStreams = 250
+)
+
+// serverLimits are the connection limits of a listener's http.Server,
+// which serves every HTTP chain of the listener: the most permissive of
+// its chains' values, so no chain gets less than it configured. Each
+// chain's own header limits are then enforced per request
+// (forward.Limits).
+type serverLimits struct {
+	maxHeaderBytes int           // the largest max_request_headers_kb, in bytes
+	headersTimeout time.Duration // request_headers_timeout; 0: none
+	idleTimeout    time.Duration // common_http_protocol_options.idle_timeout; 0: none
+	maxStreams     uint32        // http2_protocol_options.max_concurrent_streams
+}
+
+// chainLimits reads the connection limits of m, with Envoy's defaults
+// (and Weft's, above) for those it does not set: l gets the header
+// limits the request path enforces, the result what the listener's
+// server must allow. where names m in errors.
+func chainLimits(l *forward.Limits, m *hcm.HttpConnectionManager, where string) (serverLimits, error) {
+	sl := serverLimits{maxHeaderBytes: forward.DefaultMaxRequestHeadersBytes, headersTimeout: defaultRequestHeadersTimeout,
+		idleTimeout: defaultIdleTimeout, maxStreams: defaultMaxConcurrentStreams}
+	*l = forward.Limits{MaxRequestHeadersBytes: forward.DefaultMaxRequestHeadersBytes, MaxHeadersCount: forward.DefaultMaxHeadersCount}
+	if kb := m.GetMaxRequestHeadersKb(); kb != nil {
+		// Envoy's range: 1 to 8192 KiB.
+		if kb.GetValue() < 1 || kb.GetValue() > 8192 {
+			return sl, fmt.Errorf("%s.max_request_headers_kb: %d out of range [1, 8192]", where, kb.GetValue())
+		}
+		l.MaxRequestHeadersBytes = int64(kb.GetValue()) << 10
+		sl.maxHeaderBytes = int(l.MaxRequestHeadersBytes)
+	}
+	common := m.GetCommonHttpProtocolOptions()
+	if n := common.GetMaxHeadersCount(); n != nil {
+		if n.GetValue() < 1 {
+			return sl, fmt.Errorf("%s.common_http_protocol_options.max_headers_count: must be at least 1", where)
+		}
+		l.MaxHeadersCount = int(min(n.GetValue(), math.MaxInt32))
+	}
+	if d := common.GetIdleTimeout(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+			return sl, fmt.Errorf("%s.common_http_protocol_options.idle_timeout: invalid duration", where)
+		}
+		sl.idleTimeout = d.AsDuration() // 0: none, as Envoy
+	}
+	if d := m.GetRequestHeadersTimeout(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+			return sl, fmt.Errorf("%s.request_headers_timeout: invalid duration", where)
+		}
+		sl.headersTimeout = d.AsDuration() // 0: none, as Envoy
+	}
+	if n := m.GetHttp2ProtocolOptions().GetMaxConcurrentStreams(); n != nil {
+		if n.GetValue() < 1 {
+			return sl, fmt.Errorf("%s.http2_protocol_options.max_concurrent_streams: must be at least 1", where)
+		}
+		sl.maxStreams = n.GetValue()
+	}
+	return sl, nil
+}
+
+// widen makes s allow whatever o allows.
+func (s *serverLimits) widen(o serverLimits) {
+	s.maxHeaderBytes = max(s.maxHeaderBytes, o.maxHeaderBytes)
+	s.headersTimeout = longer(s.headersTimeout, o.headersTimeout)
+	s.idleTimeout = longer(s.idleTimeout, o.idleTimeout)
+	s.maxStreams = max(s.maxStreams, o.maxStreams)
+}
+
+// longer is the longer of two timeouts where 0 means none.
+func longer(a, b time.Duration) time.Duration {
+	if a == 0 || b == 0 {
+		return 0
+	}
+	return max(a, b)
 }

@@ -42,6 +42,9 @@ type boundListener struct {
 	cl    *connListener
 	srv   *http.Server // serves cl: connections set up (serve.go)
 	stats boundStats
+	// active counts the connections accepted and not yet closed, for
+	// Options.MaxConnectionsPerListener.
+	active atomic.Int64
 	// last is the runtime and config this listener was last part of; requests
 	// use it only once the listener has been removed and is draining.
 	last atomic.Pointer[listenerState]
@@ -78,14 +81,27 @@ func (d *Dataplane) bind(lc *listenerConfig) (*boundListener, error) {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge, as Envoy's codec_type AUTO
 	protocols.SetHTTP2(true)            // HTTP/2 over TLS, by ALPN
+	// The server's limits are the listener's when it is bound (hcm.go);
+	// an update keeps the server, so they change when the listener is
+	// bound again. Each chain's header limits are enforced per request
+	// whatever the update (forward.Limits).
+	sl := lc.server
+	idle := sl.idleTimeout
+	if idle == 0 {
+		idle = -1 // none; net/http's 0 would mean ReadTimeout's
+	}
 	bl.srv = &http.Server{
 		Handler:           bl,
 		Protocols:         protocols,
-		ReadHeaderTimeout: 60 * time.Second,
-		IdleTimeout:       5 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(d.log.Handler().WithAttrs([]slog.Attr{slog.String("listener", lc.name)}), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return d.baseCtx },
-		ConnContext:       connContext,
+		ReadHeaderTimeout: sl.headersTimeout,
+		IdleTimeout:       idle,
+		// net/http answers 431 itself past MaxHeaderBytes+4 KiB of request
+		// line and headers; the request path checks the exact limit.
+		MaxHeaderBytes: sl.maxHeaderBytes,
+		HTTP2:          &http.HTTP2Config{MaxConcurrentStreams: int(sl.maxStreams)},
+		ErrorLog:       slog.NewLogLogger(d.log.Handler().WithAttrs([]slog.Attr{slog.String("listener", lc.name)}), slog.LevelDebug),
+		BaseContext:    func(net.Listener) context.Context { return d.baseCtx },
+		ConnContext:    connContext,
 	}
 	return bl, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,8 +84,20 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 // are given back first.
 type serverConn struct {
 	net.Conn
-	head []byte
-	info *connInfo
+	head     []byte
+	info     *connInfo
+	bl       *boundListener // whose connection limit it counts against; nil: none
+	released atomic.Bool
+}
+
+// Close closes the connection and gives its place back to the listener's
+// connection limit, once, whoever closes it (the HTTP server, a TLS
+// connection on top, the TCP proxy, a hijacker).
+func (c *serverConn) Close() error {
+	if c.bl != nil && !c.released.Swap(true) {
+		c.bl.releaseConn()
+	}
+	return c.Conn.Close()
 }
 
 func (c *serverConn) Read(p []byte) (int, error) {
@@ -198,10 +211,15 @@ func (l *connListener) acceptLoop() {
 			return
 		}
 		delay = 0
+		if !l.bl.admitConn() {
+			c.Close()
+			continue
+		}
 		l.mu.Lock()
 		if l.shut {
 			l.mu.Unlock()
 			c.Close()
+			l.bl.releaseConn()
 			return
 		}
 		l.pending[c] = struct{}{}
@@ -221,7 +239,8 @@ func (l *connListener) setupAndHand(c net.Conn) {
 	delete(l.pending, c)
 	l.mu.Unlock()
 	if conn == nil {
-		c.Close()
+		c.Close() // never wrapped in a serverConn handed out
+		l.bl.releaseConn()
 		return
 	}
 	if cc := ci.chain; cc.tcp != nil {
@@ -302,7 +321,7 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 		return nil, nil
 	}
 	ci := &connInfo{dst: local, transport: transport, apps: apps, chain: cc}
-	sc := &serverConn{Conn: c, head: head, info: ci}
+	sc := &serverConn{Conn: c, head: head, info: ci, bl: bl}
 	conn := filter.Connection{LocalAddr: local, RemoteAddr: addrPort(c.RemoteAddr())}
 	socket := addrPort(c.LocalAddr())
 	if cc.tls == nil {
@@ -345,6 +364,26 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	ci.ds = bl.d.fwd.NewDownstream(conn)
 	ci.ds.Socket = socket
 	return tc, ci
+}
+
+// admitConn counts a newly accepted connection against the listener's
+// connection limit; false (counted as an overflow) when the listener is
+// full and the connection must be closed.
+func (bl *boundListener) admitConn() bool {
+	limit := int64(bl.d.opts.MaxConnectionsPerListener)
+	if n := bl.active.Add(1); limit > 0 && n > limit {
+		bl.active.Add(-1)
+		bl.stats.cxOverflow.Inc()
+		return false
+	}
+	bl.stats.cxActive.Inc()
+	return true
+}
+
+// releaseConn gives an admitted connection's place back.
+func (bl *boundListener) releaseConn() {
+	bl.active.Add(-1)
+	bl.stats.cxActive.Dec()
 }
 
 // peek reads a connection's first bytes, waiting at most timeout (0: no
@@ -505,12 +544,14 @@ func peerCertificate(cs *tls.ConnectionState) *filter.PeerCertificate {
 // envoy_listener_address; counters without a _total suffix, like the
 // envoy_cluster_* ones).
 type listenerStats struct {
-	handshake, sslError, sessionReused, noChainMatch *prometheus.CounterVec
+	handshake, sslError, sessionReused, noChainMatch, cxOverflow *prometheus.CounterVec
+	cxActive                                                     *prometheus.GaugeVec
 }
 
 // boundStats are one listener's counters.
 type boundStats struct {
-	handshake, sslError, sessionReused, noChainMatch prometheus.Counter
+	handshake, sslError, sessionReused, noChainMatch, cxOverflow prometheus.Counter
+	cxActive                                                     prometheus.Gauge
 }
 
 const listenerAddressLabel = "envoy_listener_address"
@@ -529,10 +570,15 @@ func newListenerStats(reg prometheus.Registerer) (*listenerStats, error) {
 		{&s.sslError, "envoy_listener_ssl_connection_error", "Connections on a TLS filter chain closed without a handshake: plaintext on a STRICT port, a certificate the listener does not accept, a failed handshake."},
 		{&s.sessionReused, "envoy_listener_ssl_session_reused", "TLS handshakes that resumed a session."},
 		{&s.noChainMatch, "envoy_listener_no_filter_chain_match", "Connections refused because no filter chain matches them."},
+		{&s.cxOverflow, "envoy_listener_downstream_cx_overflow", "Connections closed at once because the listener held its maximum number of connections."},
 	} {
 		if *m.v, err = mk(m.name, m.help); err != nil {
 			return nil, err
 		}
+	}
+	if s.cxActive, err = telemetry.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "envoy_listener_downstream_cx_active",
+		Help: "Connections the listener holds open."}, []string{listenerAddressLabel})); err != nil {
+		return nil, err
 	}
 	return &s, nil
 }
@@ -543,6 +589,8 @@ func (s *listenerStats) forListener(name string) boundStats {
 		sslError:      s.sslError.WithLabelValues(name),
 		sessionReused: s.sessionReused.WithLabelValues(name),
 		noChainMatch:  s.noChainMatch.WithLabelValues(name),
+		cxOverflow:    s.cxOverflow.WithLabelValues(name),
+		cxActive:      s.cxActive.WithLabelValues(name),
 	}
 }
 

@@ -112,6 +112,10 @@ type listenerConfig struct {
 	chains            []*chainConfig
 	index             *chainIndex  // filter_chains
 	def               *chainConfig // default_filter_chain; nil: none
+	// server is what the listener's http.Server allows: the most
+	// permissive of its HTTP chains' limits (hcm.go). Applied when the
+	// listener is bound.
+	server serverLimits
 }
 
 // chainConfig is one translated filter chain: an HTTP connection manager
@@ -123,6 +127,7 @@ type chainConfig struct {
 	inline *route.Table      // inline route_config
 	http   forward.Listener
 	tcp    *tcpproxy.Config // envoy.filters.network.tcp_proxy; nil for an HTTP chain
+	limits serverLimits     // what its connection manager needs of the listener's server (HTTP chains)
 }
 
 // match returns the chain a connection to dst of transport protocol
@@ -334,6 +339,20 @@ func (d *Dataplane) translateListener(l *listener.Listener, rt *runtime, prev *l
 	if len(lc.chains) == 0 {
 		return nil, fmt.Errorf("filter_chains: want at least one filter chain")
 	}
+	first := true
+	for _, cc := range lc.chains {
+		if cc.tcp != nil {
+			continue
+		}
+		if first {
+			lc.server, first = cc.limits, false
+		} else {
+			lc.server.widen(cc.limits)
+		}
+	}
+	if first { // no HTTP chain: Envoy's defaults for the server that refuses plaintext HTTP
+		lc.server, _ = chainLimits(new(forward.Limits), &hcm.HttpConnectionManager{}, "")
+	}
 	return lc, nil
 }
 
@@ -402,6 +421,9 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 	}
 	where := field + ".filters[0].typed_config"
 	if err := connectionManagerOptions(&cc.http, &m, where); err != nil {
+		return nil, err
+	}
+	if cc.limits, err = chainLimits(&cc.http.Limits, &m, where); err != nil {
 		return nil, err
 	}
 	if cc.http.ForwardClientCert, cc.http.ClientCertDetails, err = clientCertConfig(&m); err != nil {

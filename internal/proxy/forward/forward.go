@@ -16,10 +16,12 @@ package forward
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/textproto"
@@ -47,6 +49,8 @@ const (
 	bodyConnectFailure    = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
 	bodyConnectReset      = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 	bodyTimeout           = "upstream request timeout"
+	// bodyBadRequest is Envoy's codec error reply body (the status text).
+	bodyBadRequest = "Bad Request"
 )
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -137,6 +141,11 @@ type Listener struct {
 	// given every finished request (accesslog.go).
 	AccessLogs []*accesslog.Logger
 
+	// Limits are the connection manager's request header limits
+	// (max_request_headers_kb, common_http_protocol_options.
+	// max_headers_count); the zero value is Envoy's defaults.
+	Limits Limits
+
 	// Stats is the connection manager's istio.stats filter config: the
 	// Telemetry API's metric overrides of this side (nil: the standard
 	// metrics; statsattrs.go).
@@ -197,12 +206,42 @@ type request struct {
 type countingBody struct {
 	rc io.ReadCloser
 	n  atomic.Int64 // an upstream transport may still be sending the body when the request is recorded
+	// err is the first error other than io.EOF that reading the
+	// downstream body returned (a *bodyError): the downstream's fault,
+	// whatever the upstream attempt then reports.
+	err atomic.Pointer[bodyError]
 }
+
+// bodyError is a read error of the downstream request body.
+type bodyError struct{ err error }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	b.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		b.err.CompareAndSwap(nil, &bodyError{err})
+	}
 	return n, err
+}
+
+// readErr is the downstream body's read error, nil if there was none
+// (or no body: b nil).
+func (b *countingBody) readErr() error {
+	if b == nil {
+		return nil
+	}
+	if e := b.err.Load(); e != nil {
+		return e.err
+	}
+	return nil
+}
+
+// downstreamTruncated reports whether a downstream body read error means
+// the client went away mid-body (EOF before the end, a broken
+// connection) rather than sent malformed framing.
+func downstreamTruncated(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || errors.As(err, &ne)
 }
 
 func (b *countingBody) Close() error { return b.rc.Close() }
@@ -238,6 +277,7 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 		ds = plaintextDownstream
 	}
 	q := request{start: time.Now(), inbound: l.Inbound, grpc: route.IsGRPC(r), dst: f.metrics.UnknownDst(), ds: ds, r: r, w: w, stats: l.Stats}
+	tooLarge := l.Limits.exceeded(r) // as received, peer metadata included
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		q.reqBody = &countingBody{rc: r.Body}
 		r.Body = q.reqBody
@@ -256,6 +296,18 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 		if q.span = l.Tracing.Start(r.Header, q.start, newRequestID); q.span != nil {
 			defer endSpan(r, l, &q)
 		}
+	}
+	if tooLarge {
+		// Envoy's codec refuses the request before any filter or route
+		// sees it, and closes the connection.
+		w.Header()["Connection"] = connectionClose
+		localReply(w, &q, http.StatusRequestHeaderFieldsTooLarge, bodyHeadersTooLarge, "DPE")
+		return
+	}
+	if !validHTTP1RequestLine(r) {
+		w.Header()["Connection"] = connectionClose
+		localReply(w, &q, http.StatusBadRequest, bodyBadRequest, "DPE")
+		return
 	}
 	f.mutateXFCC(r.Header, l, ds)
 
@@ -552,6 +604,14 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		if !l.Inbound {
 			q.sec = f.sourceSec(ep)
 		}
+		if res.err != nil && q.reqBody.readErr() != nil {
+			// The downstream's body broke the attempt (malformed
+			// chunked framing, or the client left mid-body): not the
+			// endpoint's failure, never retried (Envoy resets the
+			// upstream request on a downstream codec error).
+			c.Stats().RqTotal.Inc()
+			break
+		}
 		// hook: outcome (outlier detection, stats)
 		observeAttempt(r.Context(), c, ep, &res)
 
@@ -611,9 +671,27 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 
 	if res.err != nil {
 		urx := q.flags // "URX" when the retry limit was reached
+		berr := q.reqBody.readErr()
 		switch {
-		case r.Context().Err() != nil:
-			q.flags = "DC" // downstream went away; nobody to answer
+		case r.Context().Err() != nil, berr != nil && downstreamTruncated(berr):
+			// The downstream went away (or stopped sending mid-body and
+			// half-closed): as Envoy, a downstream disconnect, and
+			// nothing is answered — returning would make net/http send
+			// an empty 200 to a client that may still read.
+			q.flags = "DC"
+			f.log.Debug("downstream went away before the response", "cluster", c.Name(), "err", res.err, "body_err", berr)
+			panic(http.ErrAbortHandler) // recordRequest still runs (deferred)
+		case berr != nil:
+			// Malformed request body framing (bad chunk size, chunk
+			// line): Envoy's codec answers 400 as a downstream protocol
+			// error, and the connection closes.
+			if q.alog != nil {
+				q.alog.failure = berr.Error()
+			}
+			w.Header()["Connection"] = connectionClose
+			localReply(w, q, http.StatusBadRequest, bodyBadRequest, "DPE")
+			f.log.Debug("malformed downstream request body", "cluster", c.Name(), "err", berr)
+			return
 		case ctx.Err() != nil:
 			stats.RqTimeout.Inc()
 			localReply(w, q, http.StatusGatewayTimeout, bodyTimeout, joinFlags("UT", urx))
@@ -693,6 +771,8 @@ func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, r
 		}
 	}
 }
+
+var connectionClose = []string{"close"} // shared, never modified
 
 var schemeHTTP, schemeHTTPS = []string{"http"}, []string{"https"} // shared, never modified
 

@@ -166,9 +166,12 @@ type request struct {
 	op      string
 	cluster string
 	ep      *cluster.Endpoint
-	// alog is what only the access logs need; nil when the listener has
-	// none (accesslog.go).
-	alog *accessLogState
+	// alog is what only the access logs need, kept when logging is set
+	// (the listener has access logs; accesslog.go). A value, not a
+	// pointer: the request stays on the stack, and logging allocates
+	// nothing here.
+	logging bool
+	alog    accessLogState
 	// The sizes of istio_request_bytes and istio_response_bytes
 	// (recordRequest): the request and the response writer, the request
 	// body as read (wrapped by Serve when there is one) and the response
@@ -237,7 +240,7 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 		q.src = f.self
 	}
 	if len(l.AccessLogs) > 0 {
-		q.alog = newAccessLogState(w, r, l)
+		q.logging, q.alog = true, accessLogState{w: w, r: r, l: l}
 	}
 	defer f.recordRequest(&q)
 	if l.Tracing != nil {
@@ -257,7 +260,7 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	if re != nil {
 		q.op = re.Operation
 	}
-	if q.alog != nil && re != nil {
+	if q.logging && re != nil {
 		q.alog.route = re.Name
 	}
 	if re == nil {
@@ -343,7 +346,7 @@ func (f *Forwarder) recordRequest(q *request) {
 		Src: q.src, Dst: q.dst, Sec: q.sec, Inbound: q.inbound, GRPC: q.grpc,
 		Code: q.code, GRPCCode: q.grpcCode, Flags: flags,
 	}, float64(d.Microseconds())/1000, reqBytes, rspBytes)
-	if q.alog != nil {
+	if q.logging {
 		q.alog.log(q, flags, d)
 	}
 }
@@ -471,7 +474,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	if _, ok := out.Header["X-Request-Id"]; !ok {
 		id := []string{newRequestID()}
 		out.Header["X-Request-Id"] = id
-		if q.alog != nil {
+		if q.logging {
 			q.alog.requestID = id // the access log shows the id the upstream got, as Envoy's
 		}
 	}
@@ -515,7 +518,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		ep = next
 		q.ep = ep
 		tried = append(tried, ep)
-		if q.alog != nil {
+		if q.logging {
 			q.alog.upstream(c, ep)
 		}
 		if !l.Inbound && !q.hostDst {
@@ -603,7 +606,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		case res.out == outcomePerTryTimeout:
 			localReply(w, q, http.StatusGatewayTimeout, bodyTimeout, joinFlags("UT", urx))
 		case res.out == outcomeConnectFailure:
-			if q.alog != nil {
+			if q.logging {
 				q.alog.failure = res.err.Error()
 			}
 			localReply(w, q, http.StatusServiceUnavailable, bodyConnectFailure, joinFlags("UF", urx))
@@ -629,7 +632,7 @@ func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, r
 	h := w.Header()
 	copyResponseHeaders(h, resp.Header)
 	q.code = resp.StatusCode
-	if q.alog != nil {
+	if q.logging {
 		q.alog.viaUpstream = true
 	}
 	w.WriteHeader(resp.StatusCode)

@@ -237,12 +237,32 @@ func TestRandomSamplingRate(t *testing.T) {
 	}
 }
 
+// BenchmarkStartUnsampled: Start for a request that is not sampled (0%),
+// one that came without a trace context (the decision is written: two
+// headers) and one that came with "not sampled" (nothing is written).
+// The header map is reused; only what Start adds is measured.
 func BenchmarkStartUnsampled(b *testing.B) {
 	exp, _ := recorder()
 	c := New(Options{Exporter: exp, SamplingPercent: 0})
-	b.ReportAllocs()
-	for b.Loop() {
-		h := http.Header{}
-		c.Start(h, time.Time{}, nil)
+	for _, tc := range []struct {
+		name string
+		in   string // traceparent the request came with
+	}{{"no-context", ""}, {"decided", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"}} {
+		b.Run(tc.name, func(b *testing.B) {
+			h := http.Header{"User-Agent": {"bench"}, "Accept": {"*/*"}, "X-Request-Id": {"7d0c4f3e-2b7a-4c1e-9f3a-5b6d7e8f9a0b"}}
+			if tc.in != "" {
+				h["Traceparent"] = []string{tc.in}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if tc.in == "" {
+					delete(h, "Traceparent")
+					delete(h, "X-B3-Sampled")
+				}
+				if c.Start(h, time.Time{}, nil) != nil {
+					b.Fatal("sampled")
+				}
+			}
+		})
 	}
 }

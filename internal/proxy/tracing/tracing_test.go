@@ -219,6 +219,22 @@ func TestSpanAttributes(t *testing.T) {
 		t.Errorf("200 marked as error")
 	}
 	_ = attribute.Key("")
+
+	// End reuses its attribute list: a second span's values must not
+	// show through the first's; codes outside 100-599 are still written.
+	for _, code := range []int{503, 999} {
+		sp := c.Start(http.Header{}, time.Now(), nil)
+		sp.End(Finish{Operation: "other", Method: "POST", URL: "http://x/", Code: code, Cluster: "c2"}, time.Now())
+	}
+	for i, want := range map[int][2]string{0: {"200", "GET"}, 1: {"503", "POST"}, 2: {"999", "POST"}} {
+		attrs := map[string]string{}
+		for _, kv := range rec.Ended()[i].Attributes() {
+			attrs[string(kv.Key)] = kv.Value.Emit()
+		}
+		if attrs["http.status_code"] != want[0] || attrs["http.method"] != want[1] {
+			t.Errorf("span %d: status %q method %q, want %q", i, attrs["http.status_code"], attrs["http.method"], want)
+		}
+	}
 }
 
 func TestRandomSamplingRate(t *testing.T) {

@@ -74,7 +74,9 @@ fi
 
 CP=127.0.21.9 APP=127.0.21.2 J=127.0.21.8
 # Scenario names say what the pair gets: traceN (tracing at N%), logtext,
-# logjson; any other name (plain, plain2, ...) nothing. At most 10; the
+# logjson, lognone (an access log whose filter matches no request: the
+# request path's share without formatting or writing); any other name
+# (plain, plain2, ...) nothing. At most 10; the
 # first is the base of the ratios.
 read -r -a SCENARIOS <<<"${SCENARIOS:-plain trace1 trace100 plain2 logtext logjson}"
 # Pair i: client sidecar 127.0.21.1i, server sidecar 127.0.21.2i.
@@ -147,6 +149,7 @@ for s in "${SCENARIOS[@]}"; do
     trace*) telemetry "$s" "  tracing: [{providers: [{name: jaeger}], randomSamplingPercentage: ${s#trace}}]" ;;
     logtext) telemetry "$s" "  accessLogging: [{providers: [{name: file-text}]}]" ;;
     logjson) telemetry "$s" "  accessLogging: [{providers: [{name: file-json}]}]" ;;
+    lognone) telemetry "$s" "  accessLogging: [{providers: [{name: file-text}], filter: {expression: 'response.code >= 600'}}]" ;;
   esac
 done
 
@@ -230,7 +233,11 @@ for r in $(seq 1 "$ROUNDS"); do
     shared_begin
     for s in "${SCENARIOS[@]}"; do begin "$s" "$r"; done
     loads=()
-    for s in "${SCENARIOS[@]}"; do load "$s" "$r" & loads+=($!); done
+    n=${#SCENARIOS[@]}
+    for k in $(seq 0 $((n - 1))); do # started in a rotating order: no pair always first
+      s=${SCENARIOS[$(((k + r) % n))]}
+      load "$s" "$r" & loads+=($!)
+    done
     wait "${loads[@]}"
     settle
     for s in "${SCENARIOS[@]}"; do end "$s" "$r"; done

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -194,4 +195,174 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// BenchmarkFormat: rendering one line (no queue) in Envoy's default text
+// format, Istio's text format and Istio's JSON format, for a request
+// whose path has a query.
+func BenchmarkFormat(b *testing.B) {
+	istioJSON, err := ParseJSONMap(IstioDefaultJSON)
+	if err != nil {
+		b.Fatal(err)
+	}
+	envoyText, _ := ParseText("")
+	istioText, _ := ParseText(IstioDefaultFormat)
+	for _, c := range []struct {
+		name string
+		f    *Format
+	}{{"envoy-text", envoyText}, {"istio-text", istioText}, {"istio-json", istioJSON}} {
+		b.Run(c.name, func(b *testing.B) {
+			e := entry()
+			buf := make([]byte, 0, 1024)
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = c.f.Append(buf[:0], e)
+			}
+		})
+	}
+}
+
+// TestJSONEscaping: every string field is valid JSON that decodes to the
+// value, an invalid UTF-8 byte becoming U+FFFD, whether the value is one
+// operator, operators mixed with text, short or longer than the escape
+// buffer.
+func TestJSONEscaping(t *testing.T) {
+	f, err := ParseJSONMap(map[string]string{"ua": "%REQ(USER-AGENT)%", "mixed": "<%REQ(USER-AGENT)%>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("abc\"def\\", 100)
+	for _, v := range []string{"plain", "", "quote\" back\\ nl\n cr\r tab\t \x01 \x1f é ü 日本", "bad \xff\xfe utf8 \xc3", long, strings.Repeat("é", 400) + "\n"} {
+		e := entry()
+		e.Request.Header["User-Agent"] = []string{v}
+		line := f.Append(nil, e)
+		if !json.Valid(line) {
+			t.Fatalf("%q: invalid JSON %q", v, line)
+		}
+		var got map[string]any
+		if err := json.Unmarshal(line, &got); err != nil {
+			t.Fatal(err)
+		}
+		var want strings.Builder
+		for _, r := range v { // an invalid byte ranges as U+FFFD, one per byte
+			want.WriteRune(r)
+		}
+		if v == "" {
+			if got["ua"] != nil || got["mixed"] != "<->" { // missing: null alone, "-" in text
+				t.Errorf("empty: %q", line)
+			}
+			continue
+		}
+		if got["ua"] != want.String() || got["mixed"] != "<"+want.String()+">" {
+			t.Errorf("%q: got %q", v, line)
+		}
+	}
+}
+
+// TestStartTime: %START_TIME%'s fast path writes what time's layout does.
+func TestStartTime(t *testing.T) {
+	for _, tm := range []time.Time{
+		time.Date(2024, 5, 1, 10, 0, 0, 123456789, time.UTC),
+		time.Date(1999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(2026, 1, 2, 3, 4, 5, 6000000, time.FixedZone("x", -7*3600)),
+		time.Date(9, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(12345, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Unix(0, 0),
+	} {
+		want := tm.UTC().Format(defaultTimeLayout)
+		if got := string(appendStartTime(nil, tm)); got != want {
+			t.Errorf("%v: %q, want %q", tm, got, want)
+		}
+	}
+}
+
+// TestPathAlternative: %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% (Istio's
+// path) is the original path when the header is set, else :path with
+// its query; %REQ_WITHOUT_QUERY% drops the query either way.
+func TestPathAlternative(t *testing.T) {
+	f, err := ParseText("%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := entry()
+	if got := string(f.Append(nil, e)); got != "/api/v1?x=1 /api/v1" {
+		t.Errorf("without the header: %q", got)
+	}
+	e.Request.Header.Set("X-Envoy-Original-Path", "/orig?y=2")
+	if got := string(f.Append(nil, e)); got != "/orig?y=2 /orig" {
+		t.Errorf("with the header: %q", got)
+	}
+	e = entry()
+	buf := make([]byte, 0, 256)
+	if n := testing.AllocsPerRun(100, func() { buf = f.Append(buf[:0], e) }); n != 0 {
+		t.Errorf("%v allocations per line", n)
+	}
+}
+
+// countingWriter records each Write.
+type countingWriter struct {
+	mu     sync.Mutex
+	writes []string
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writes = append(w.writes, string(p))
+	return len(p), nil
+}
+
+func (w *countingWriter) Close() error { return nil }
+
+func (w *countingWriter) get() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.writes)
+}
+
+// TestSinkBatches: lines gather into one write. With a batch delay far
+// longer than the test, three lines wait (the queue of 8 is not half
+// full); by the fifth it is, and the lines go out together in one write
+// (four or five of them: the writer may hold the first while the queue
+// fills); Close writes the rest in one more.
+func TestSinkBatches(t *testing.T) {
+	w := &countingWriter{}
+	sinks, err := NewSinks(SinksOptions{QueueLines: 8, FlushDelay: time.Hour, Open: func(string) (io.WriteCloser, error) { return w, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := sinks.Open("/batch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := ParseText("%RESPONSE_CODE%\n")
+	lg := NewLogger(nil, f, k)
+	log := func(code int) {
+		e := entry()
+		e.Code = code
+		lg.Log(e)
+	}
+	for i := range 3 {
+		log(200 + i)
+	}
+	if got := w.get(); len(got) != 0 {
+		t.Fatalf("written before the batch ended: %q", got)
+	}
+	log(203)
+	log(204)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(w.get()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a half-full queue was not written within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := w.get(); len(got) != 1 || (got[0] != "200\n201\n202\n203\n" && got[0] != "200\n201\n202\n203\n204\n") {
+		t.Errorf("writes %q, want the first four or five lines in one", got)
+	}
+	log(299)
+	sinks.Close()
+	if got := w.get(); len(got) != 2 || strings.Join(got, "") != "200\n201\n202\n203\n204\n299\n" {
+		t.Errorf("after Close: writes %q, want the rest in one", got)
+	}
 }

@@ -420,27 +420,27 @@ func (f *Format) Append(dst []byte, e *Entry) []byte {
 		case len(jf.segs) == 1 && jf.segs[0].op != opLiteral:
 			s := &jf.segs[0]
 			start := len(dst)
-			v := s.appendValue(dst, e)
-			switch {
-			case len(v) == start: // missing
-				dst = append(v, "null"...)
-			case s.numeric():
-				dst = v
-			default:
-				// Rendered in place, then quoted: move it aside first.
-				var tmp [256]byte
-				raw := append(tmp[:0], v[start:]...)
-				dst = appendJSONBytes(v[:start], raw)
+			if s.numeric() {
+				if dst = s.appendValue(dst, e); len(dst) == start {
+					dst = append(dst, "null"...) // missing
+				}
+				break
 			}
+			// Rendered in place after the opening quote, escaped only
+			// when it has to be.
+			dst = s.appendValue(append(dst, '"'), e)
+			if len(dst) == start+1 {
+				dst = append(dst[:start], "null"...) // missing
+				break
+			}
+			dst = closeJSONString(dst, start+1)
 		default:
 			start := len(dst)
-			var v []byte = dst
+			dst = append(dst, '"')
 			for k := range jf.segs {
-				v = jf.segs[k].appendText(v, e)
+				dst = jf.segs[k].appendText(dst, e)
 			}
-			var tmp [512]byte
-			raw := append(tmp[:0], v[start:]...)
-			dst = appendJSONBytes(v[:start], raw)
+			dst = closeJSONString(dst, start+1)
 		}
 	}
 	return append(dst, '}', '\n')
@@ -468,26 +468,14 @@ func (s *segment) appendValue(dst []byte, e *Entry) []byte {
 		dst = append(dst, s.lit...)
 	case opStartTime:
 		if s.timeFmt == nil {
-			dst = e.Start.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
+			dst = appendStartTime(dst, e.Start)
 		} else {
 			dst = appendTime(dst, e.Start, s.timeFmt)
 		}
 	case opReq, opReqWithoutQuery:
-		if s.hdr == ":path" && e.Request != nil {
-			dst = appendRequestPath(dst, e.Request, s.op == opReqWithoutQuery)
-			break
-		}
-		v, ok := requestHeader(e.Request, s.hdr)
-		if !ok && s.alt != "" {
-			v, ok = requestHeader(e.Request, s.alt)
-		}
-		if ok {
-			if s.op == opReqWithoutQuery {
-				if i := strings.IndexByte(v, '?'); i >= 0 {
-					v = v[:i]
-				}
-			}
-			dst = append(dst, v...)
+		var ok bool
+		if dst, ok = appendRequestHeader(dst, e.Request, s.hdr, s.op == opReqWithoutQuery); !ok && s.alt != "" {
+			dst, _ = appendRequestHeader(dst, e.Request, s.alt, s.op == opReqWithoutQuery)
 		}
 	case opResp:
 		if vs := e.ResponseHeader[s.hdr]; len(vs) > 0 {
@@ -548,6 +536,22 @@ func (s *segment) appendValue(dst []byte, e *Entry) []byte {
 		dst = dst[:start+s.maxLen]
 	}
 	return dst
+}
+
+// appendRequestHeader appends a request header or pseudo-header (without
+// its query when noQuery is set; for :path only), reporting whether the
+// request has it. :path is appended without allocating.
+func appendRequestHeader(dst []byte, r *http.Request, key string, noQuery bool) ([]byte, bool) {
+	if key == ":path" && r != nil {
+		return appendRequestPath(dst, r, noQuery), true
+	}
+	v, ok := requestHeader(r, key)
+	if ok && noQuery {
+		if i := strings.IndexByte(v, '?'); i >= 0 {
+			v = v[:i]
+		}
+	}
+	return append(dst, v...), ok
 }
 
 // requestHeader reads a request header or pseudo-header.
@@ -687,43 +691,64 @@ const hexDigits = "0123456789abcdef"
 
 // appendJSONString appends s as a JSON string.
 func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
+	return append(appendJSONEscaped(append(dst, '"'), s), '"')
+}
+
+// appendJSONEscaped appends s escaped for the inside of a JSON string:
+// runs of bytes that need no escaping are copied at once.
+func appendJSONEscaped(dst []byte, s string) []byte {
+	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				dst = append(dst, '\\', c)
-			case c < 0x20:
-				switch c {
-				case '\n':
-					dst = append(dst, '\\', 'n')
-				case '\r':
-					dst = append(dst, '\\', 'r')
-				case '\t':
-					dst = append(dst, '\\', 't')
-				default:
-					dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-				}
-			default:
-				dst = append(dst, c)
-			}
+		if c < utf8.RuneSelf && c >= 0x20 && c != '"' && c != '\\' {
 			i++
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, `\ufffd`...)
+		dst = append(dst, s[start:i]...)
+		if c < utf8.RuneSelf {
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
 		} else {
-			dst = append(dst, s[i:i+size]...)
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				dst = append(dst, `\ufffd`...)
+			} else {
+				dst = append(dst, s[i:i+size]...)
+			}
+			i += size
 		}
-		i += size
+		start = i
 	}
-	return append(dst, '"')
+	return append(dst, s[start:]...)
 }
 
-// appendJSONBytes is appendJSONString of b, without copying it: the
-// string is only read, before this returns.
-func appendJSONBytes(dst, b []byte) []byte {
-	return appendJSONString(dst, unsafe.String(unsafe.SliceData(b), len(b)))
+// closeJSONString ends the JSON string whose opening quote precedes
+// dst[from:], the raw text rendered in place: it escapes that text when
+// it has to (moving it aside first) and appends the closing quote.
+func closeJSONString(dst []byte, from int) []byte {
+	i := from
+	for ; i < len(dst); i++ {
+		if c := dst[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' {
+			break
+		}
+	}
+	if i == len(dst) {
+		return append(dst, '"') // the common case: nothing to escape
+	}
+	var tmp [512]byte
+	raw := append(tmp[:0], dst[i:]...)
+	// The string is only read, before this returns: no copy.
+	dst = appendJSONEscaped(dst[:i], unsafe.String(unsafe.SliceData(raw), len(raw)))
+	return append(dst, '"')
 }

@@ -107,3 +107,29 @@ func appendFrac(dst []byte, ns, digits int) []byte {
 	}
 	return append(dst, b[:digits]...)
 }
+
+// defaultTimeLayout is %START_TIME% without a format, as Envoy writes it.
+const defaultTimeLayout = "2006-01-02T15:04:05.000Z"
+
+// appendStartTime appends t in UTC in defaultTimeLayout, digit by digit
+// rather than through time's layout interpreter (this runs once per
+// logged request).
+func appendStartTime(dst []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(dst, defaultTimeLayout)
+	}
+	hour, minute, sec := t.Clock()
+	ms := t.Nanosecond() / 1e6
+	b := [24]byte{
+		byte('0' + year/1000), byte('0' + year/100%10), byte('0' + year/10%10), byte('0' + year%10), '-',
+		byte('0' + month/10), byte('0' + month%10), '-',
+		byte('0' + day/10), byte('0' + day%10), 'T',
+		byte('0' + hour/10), byte('0' + hour%10), ':',
+		byte('0' + minute/10), byte('0' + minute%10), ':',
+		byte('0' + sec/10), byte('0' + sec%10), '.',
+		byte('0' + ms/100), byte('0' + ms/10%10), byte('0' + ms%10), 'Z',
+	}
+	return append(dst, b[:]...)
+}

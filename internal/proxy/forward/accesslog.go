@@ -9,8 +9,8 @@ import (
 )
 
 // accessLogState is what a request on a listener with access logs
-// collects beyond its metrics: one allocation per request, none when the
-// listener has no access log.
+// collects beyond its metrics. It lives in the request (on the handler's
+// stack): no allocation.
 type accessLogState struct {
 	w http.ResponseWriter
 	r *http.Request
@@ -19,10 +19,6 @@ type accessLogState struct {
 	route, upstreamHost, cluster, failure string
 	requestID                             []string // the x-request-id generated for the upstream request, if any
 	viaUpstream                           bool
-}
-
-func newAccessLogState(w http.ResponseWriter, r *http.Request, l *Listener) *accessLogState {
-	return &accessLogState{w: w, r: r, l: l}
 }
 
 // upstream records the endpoint of the current attempt.

@@ -183,9 +183,12 @@ type request struct {
 	op      string
 	cluster string
 	ep      *cluster.Endpoint
-	// alog is what only the access logs need; nil when the listener has
-	// none (accesslog.go).
-	alog *accessLogState
+	// alog is what only the access logs need, kept when logging is set
+	// (the listener has access logs; accesslog.go). A value, not a
+	// pointer: the request stays on the stack, and logging allocates
+	// nothing here.
+	logging bool
+	alog    accessLogState
 	// stats is the listener's metric overrides (nil: none); routeName the
 	// route that matched, for their xds.route_name.
 	stats     *telemetry.Stats
@@ -289,7 +292,7 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 		q.src = f.self
 	}
 	if len(l.AccessLogs) > 0 {
-		q.alog = newAccessLogState(w, r, l)
+		q.logging, q.alog = true, accessLogState{w: w, r: r, l: l}
 	}
 	defer f.recordRequest(&q)
 	if l.Tracing != nil {
@@ -321,7 +324,7 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	if re != nil {
 		q.op, q.routeName = re.Operation, re.Name
 	}
-	if q.alog != nil && re != nil {
+	if q.logging && re != nil {
 		q.alog.route = re.Name
 	}
 	if re == nil {
@@ -412,7 +415,7 @@ func (f *Forwarder) recordRequest(q *request) {
 	} else {
 		f.metrics.Record(k, float64(d.Microseconds())/1000, reqBytes, rspBytes)
 	}
-	if q.alog != nil {
+	if q.logging {
 		q.alog.log(q, flags, d)
 	}
 }
@@ -540,7 +543,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	if _, ok := out.Header["X-Request-Id"]; !ok {
 		id := []string{newRequestID()}
 		out.Header["X-Request-Id"] = id
-		if q.alog != nil {
+		if q.logging {
 			q.alog.requestID = id // the access log shows the id the upstream got, as Envoy's
 		}
 	}
@@ -584,7 +587,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		ep = next
 		q.ep = ep
 		tried = append(tried, ep)
-		if q.alog != nil {
+		if q.logging {
 			q.alog.upstream(c, ep)
 		}
 		if !l.Inbound && !q.hostDst {
@@ -685,7 +688,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 			// Malformed request body framing (bad chunk size, chunk
 			// line): Envoy's codec answers 400 as a downstream protocol
 			// error, and the connection closes.
-			if q.alog != nil {
+			if q.logging {
 				q.alog.failure = berr.Error()
 			}
 			w.Header()["Connection"] = connectionClose
@@ -698,7 +701,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		case res.out == outcomePerTryTimeout:
 			localReply(w, q, http.StatusGatewayTimeout, bodyTimeout, joinFlags("UT", urx))
 		case res.out == outcomeConnectFailure:
-			if q.alog != nil {
+			if q.logging {
 				q.alog.failure = res.err.Error()
 			}
 			localReply(w, q, http.StatusServiceUnavailable, bodyConnectFailure, joinFlags("UF", urx))
@@ -724,7 +727,7 @@ func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, r
 	h := w.Header()
 	copyResponseHeaders(h, resp.Header)
 	q.code = resp.StatusCode
-	if q.alog != nil {
+	if q.logging {
 		q.alog.viaUpstream = true
 	}
 	w.WriteHeader(resp.StatusCode)

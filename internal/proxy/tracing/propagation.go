@@ -3,6 +3,7 @@ package tracing
 import (
 	"net/http"
 	"strings"
+	"unsafe"
 
 	"go.opentelemetry.io/otel/trace"
 )
@@ -280,21 +281,32 @@ func inject(h http.Header, tid trace.TraceID, sid, pid trace.SpanID, sampled, b3
 
 // injectUnsampled writes the decision "not sampled" for a request that
 // came without one: traceparent (…-00) and x-b3-sampled: 0, the fewest
-// headers that make the next hop of either format keep the decision (two
-// allocations). A request that came with B3 ids keeps them; one that came
-// with the single b3 header gets b3: 0.
+// headers that make the next hop of either format keep the decision. A
+// request that came with B3 ids keeps them; one that came with the single
+// b3 header gets b3: 0. One allocation: the header value and its text
+// share it (unsampledHeader).
 func injectUnsampled(h http.Header, tid trace.TraceID, sid, _ trace.SpanID, p parent) {
-	var buf [55]byte
-	copy(buf[:3], "00-")
-	hexEncode(buf[3:35], tid[:])
-	buf[35] = '-'
-	hexEncode(buf[36:52], sid[:])
-	buf[52], buf[53], buf[54] = '-', '0', '0'
-	h[hdrTraceparent] = []string{string(buf[:])}
+	u := new(unsampledHeader)
+	b := &u.text
+	copy(b[:3], "00-")
+	hexEncode(b[3:35], tid[:])
+	b[35] = '-'
+	hexEncode(b[36:52], sid[:])
+	b[52], b[53], b[54] = '-', '0', '0'
+	// b is written once, above, and never again: the string may alias it.
+	u.vals[0] = unsafe.String(&b[0], len(b))
+	h[hdrTraceparent] = u.vals[:]
 	h[hdrB3Sampled] = sampledNo
 	if p.b3One {
 		h[hdrB3] = sampledNo
 	}
+}
+
+// unsampledHeader is a traceparent header value ([]string of one) and the
+// bytes of its text in one allocation.
+type unsampledHeader struct {
+	vals [1]string
+	text [55]byte
 }
 
 func hexEncode(dst, src []byte) {

@@ -24,6 +24,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -224,14 +225,17 @@ func (s *Span) End(f Finish, end time.Time) {
 	}
 	c := s.c
 	s.span.SetName(f.Operation)
-	attrs := make([]attribute.KeyValue, 0, len(c.tags)+len(c.hdrTags)+16)
-	attrs = append(attrs, c.tags...)
+	ap := attrPool.Get().(*[]attribute.KeyValue)
+	attrs := append((*ap)[:0], c.tags...)
 	url := f.URL
 	if len(url) > c.maxPath {
 		url = url[:c.maxPath]
 	}
 	code := "0"
-	if f.Code > 0 {
+	switch {
+	case f.Code >= 100 && f.Code < 100+len(statusCodes):
+		code = statusCodes[f.Code-100]
+	case f.Code > 0:
 		code = strconv.Itoa(f.Code)
 	}
 	flags := f.Flags
@@ -268,9 +272,26 @@ func (s *Span) End(f Finish, end time.Time) {
 		attrs = append(attrs, attribute.String("error", "true"))
 		s.span.SetStatus(codes.Error, "")
 	}
-	s.span.SetAttributes(attrs...)
+	s.span.SetAttributes(attrs...) // copies them
+	clear(attrs)                   // the pool keeps no strings alive
+	*ap = attrs[:0]
+	attrPool.Put(ap)
 	s.span.End(trace.WithTimestamp(end))
 }
+
+// attrPool recycles End's attribute lists: the SDK copies what
+// SetAttributes is given, so each sampled request need not allocate one.
+var attrPool = sync.Pool{New: func() any { a := make([]attribute.KeyValue, 0, 32); return &a }}
+
+// statusCodes are the strings of the status codes 100-599, so that a
+// span's http.status_code costs no allocation.
+var statusCodes = func() []string {
+	out := make([]string, 500)
+	for i := range out {
+		out[i] = strconv.Itoa(100 + i)
+	}
+	return out
+}()
 
 func first(v []string, def string) string {
 	if len(v) > 0 && strings.TrimSpace(v[0]) != "" {

@@ -232,6 +232,22 @@ func TestSpanAttributes(t *testing.T) {
 		t.Errorf("200 marked as error")
 	}
 	_ = attribute.Key("")
+
+	// End reuses its attribute list: a second span's values must not
+	// show through the first's; codes outside 100-599 are still written.
+	for _, code := range []int{503, 999} {
+		sp := c.Start(http.Header{}, time.Now(), nil)
+		sp.End(Finish{Operation: "other", Method: "POST", URL: "http://x/", Code: code, Cluster: "c2"}, time.Now())
+	}
+	for i, want := range map[int][2]string{0: {"200", "GET"}, 1: {"503", "POST"}, 2: {"999", "POST"}} {
+		attrs := map[string]string{}
+		for _, kv := range rec.Ended()[i].Attributes() {
+			attrs[string(kv.Key)] = kv.Value.Emit()
+		}
+		if attrs["http.status_code"] != want[0] || attrs["http.method"] != want[1] {
+			t.Errorf("span %d: status %q method %q, want %q", i, attrs["http.status_code"], attrs["http.method"], want)
+		}
+	}
 }
 
 func TestRandomSamplingRate(t *testing.T) {
@@ -250,12 +266,32 @@ func TestRandomSamplingRate(t *testing.T) {
 	}
 }
 
+// BenchmarkStartUnsampled: Start for a request that is not sampled (0%),
+// one that came without a trace context (the decision is written: two
+// headers) and one that came with "not sampled" (nothing is written).
+// The header map is reused; only what Start adds is measured.
 func BenchmarkStartUnsampled(b *testing.B) {
 	exp, _ := recorder()
 	c := New(Options{Exporter: exp, SamplingPercent: 0})
-	b.ReportAllocs()
-	for b.Loop() {
-		h := http.Header{}
-		c.Start(h, time.Time{}, nil)
+	for _, tc := range []struct {
+		name string
+		in   string // traceparent the request came with
+	}{{"no-context", ""}, {"decided", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"}} {
+		b.Run(tc.name, func(b *testing.B) {
+			h := http.Header{"User-Agent": {"bench"}, "Accept": {"*/*"}, "X-Request-Id": {"7d0c4f3e-2b7a-4c1e-9f3a-5b6d7e8f9a0b"}}
+			if tc.in != "" {
+				h["Traceparent"] = []string{tc.in}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if tc.in == "" {
+					delete(h, "Traceparent")
+					delete(h, "X-B3-Sampled")
+				}
+				if c.Start(h, time.Time{}, nil) != nil {
+					b.Fatal("sampled")
+				}
+			}
+		})
 	}
 }

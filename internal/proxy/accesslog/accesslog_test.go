@@ -158,7 +158,10 @@ func TestSinkDropsWhenFull(t *testing.T) {
 	sinks.Close()
 	dropped, written := counter(t, reg, MetricDropped), counter(t, reg, MetricWritten)
 	lines := strings.Fields(w.buf.String())
-	if dropped < 90 || int(written) != len(lines) || int(dropped)+len(lines) != 100 {
+	// How many lines the writer takes before its first write blocks
+	// depends on scheduling (a busy machine let 12 through); most must be
+	// dropped, and every line is either written or counted as dropped.
+	if dropped < 50 || int(written) != len(lines) || int(dropped)+len(lines) != 100 {
 		t.Errorf("dropped %v, written %v, lines %d", dropped, written, len(lines))
 	}
 	for i := 1; i < len(lines); i++ {

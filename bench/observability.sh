@@ -76,8 +76,8 @@ CP=127.0.21.9 APP=127.0.21.2 J=127.0.21.8
 # Scenario names say what the pair gets: traceN (tracing at N%), logtext,
 # logjson, lognone (an access log whose filter matches no request: the
 # request path's share without formatting or writing); any other name
-# (plain, plain2, ...) nothing. At most 10; the
-# first is the base of the ratios.
+# (plain, plain2, ...) nothing. At most 10. The pairs named plain* are
+# the base of the ratios, pooled (without any: the first).
 read -r -a SCENARIOS <<<"${SCENARIOS:-plain trace1 trace100 plain2 logtext logjson}"
 # Pair i: client sidecar 127.0.21.1i, server sidecar 127.0.21.2i.
 client_ip() { echo "127.0.21.1$1"; }
@@ -133,7 +133,7 @@ spec:
   labels: {app: obs-$s, version: v1, obs: $s}
 YAML
 done
-telemetry() { # name selector-value spec-body
+telemetry() { # name spec-body: a Telemetry for the pair labelled obs=name
   cat >> "$work/config/bench.yaml" <<YAML
 ---
 apiVersion: telemetry.istio.io/v1

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -299,73 +298,5 @@ func TestPathAlternative(t *testing.T) {
 	buf := make([]byte, 0, 256)
 	if n := testing.AllocsPerRun(100, func() { buf = f.Append(buf[:0], e) }); n != 0 {
 		t.Errorf("%v allocations per line", n)
-	}
-}
-
-// countingWriter records each Write.
-type countingWriter struct {
-	mu     sync.Mutex
-	writes []string
-}
-
-func (w *countingWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.writes = append(w.writes, string(p))
-	return len(p), nil
-}
-
-func (w *countingWriter) Close() error { return nil }
-
-func (w *countingWriter) get() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return slices.Clone(w.writes)
-}
-
-// TestSinkBatches: lines gather into one write. With a batch delay far
-// longer than the test, three lines wait (the queue of 8 is not half
-// full); by the fifth it is, and the lines go out together in one write
-// (four or five of them: the writer may hold the first while the queue
-// fills); Close writes the rest in one more.
-func TestSinkBatches(t *testing.T) {
-	w := &countingWriter{}
-	sinks, err := NewSinks(SinksOptions{QueueLines: 8, FlushDelay: time.Hour, Open: func(string) (io.WriteCloser, error) { return w, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := sinks.Open("/batch")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, _ := ParseText("%RESPONSE_CODE%\n")
-	lg := NewLogger(nil, f, k)
-	log := func(code int) {
-		e := entry()
-		e.Code = code
-		lg.Log(e)
-	}
-	for i := range 3 {
-		log(200 + i)
-	}
-	if got := w.get(); len(got) != 0 {
-		t.Fatalf("written before the batch ended: %q", got)
-	}
-	log(203)
-	log(204)
-	deadline := time.Now().Add(10 * time.Second)
-	for len(w.get()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("a half-full queue was not written within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if got := w.get(); len(got) != 1 || (got[0] != "200\n201\n202\n203\n" && got[0] != "200\n201\n202\n203\n204\n") {
-		t.Errorf("writes %q, want the first four or five lines in one", got)
-	}
-	log(299)
-	sinks.Close()
-	if got := w.get(); len(got) != 2 || strings.Join(got, "") != "200\n201\n202\n203\n204\n299\n" {
-		t.Errorf("after Close: writes %q, want the rest in one", got)
 	}
 }

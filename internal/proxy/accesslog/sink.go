@@ -8,7 +8,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -16,13 +15,6 @@ import (
 // DefaultQueueLines is how many lines a sink holds waiting to be written;
 // a line that finds the queue full is dropped.
 const DefaultQueueLines = 4096
-
-// DefaultFlushDelay is how long a sink's writer lets lines gather after the
-// first one of a batch before it writes them, unless its queue fills to
-// half first: one write (and two wake-ups of the writer) per batch
-// rather than per line. A line reaches the file at most this late (plus
-// scheduling); an idle sink does not wake at all.
-const DefaultFlushDelay = 50 * time.Millisecond
 
 // Metric names, documented in docs/observability.md.
 const (
@@ -38,7 +30,6 @@ const (
 type Sinks struct {
 	log        *slog.Logger
 	queueLines int
-	flushDelay time.Duration
 	dropped    *prometheus.CounterVec
 	written    *prometheus.CounterVec
 	errors     *prometheus.CounterVec
@@ -57,8 +48,6 @@ type SinksOptions struct {
 	Logger     *slog.Logger // nil: discard
 	// QueueLines bounds each sink's queue; 0 means DefaultQueueLines.
 	QueueLines int
-	// FlushDelay is how long a batch gathers; 0 means DefaultFlushDelay.
-	FlushDelay time.Duration
 	// Open opens a path for appending; nil means os.OpenFile with
 	// O_APPEND|O_CREATE|O_WRONLY, 0644, with /dev/stdout and /dev/stderr
 	// the process's own streams. Tests use it to slow a sink down.
@@ -78,9 +67,6 @@ func NewSinks(o SinksOptions) (*Sinks, error) {
 	}
 	if s.queueLines <= 0 {
 		s.queueLines = DefaultQueueLines
-	}
-	if s.flushDelay = o.FlushDelay; s.flushDelay <= 0 {
-		s.flushDelay = DefaultFlushDelay
 	}
 	s.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricDropped,
 		Help: "Access log lines dropped because the sink's queue was full (the sink writes slower than requests finish)."}, []string{"path"})
@@ -135,7 +121,7 @@ func (s *Sinks) Open(path string) (*Sink, error) {
 		return nil, fmt.Errorf("access log %s: %w", path, err)
 	}
 	k := &Sink{
-		path: path, q: make(chan *[]byte, s.queueLines), stop: make(chan struct{}), full: make(chan struct{}, 1), wakeAt: max(1, s.queueLines/2), delay: s.flushDelay,
+		path: path, q: make(chan *[]byte, s.queueLines), stop: make(chan struct{}),
 		dropped: s.dropped.WithLabelValues(path), written: s.written.WithLabelValues(path), errors: s.errors.WithLabelValues(path),
 	}
 	s.byPath[path] = k
@@ -165,9 +151,6 @@ type Sink struct {
 	path    string
 	q       chan *[]byte
 	stop    chan struct{}
-	full    chan struct{} // the queue holds wakeAt lines: write them now
-	wakeAt  int
-	delay   time.Duration // SinksOptions.FlushDelay
 	closing atomic.Bool
 	dropped prometheus.Counter
 	written prometheus.Counter
@@ -197,22 +180,14 @@ func (k *Sink) write(b *[]byte) {
 	}
 	select {
 	case k.q <- b:
-		if len(k.q) >= k.wakeAt {
-			select {
-			case k.full <- struct{}{}:
-			default: // already signalled
-			}
-		}
 	default:
 		k.dropped.Inc()
 		putLine(b)
 	}
 }
 
-// run writes queued lines in batches until stop; then it writes what is
-// left and closes w. A batch starts with the first line queued while the
-// writer is idle and ends its delay later, or as soon as the queue is
-// half full: its lines are written together.
+// run writes queued lines, flushing whenever the queue runs empty, until
+// stop; then it writes what is left and closes w.
 func (k *Sink) run(w io.WriteCloser, log *slog.Logger) {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	var pending float64 // lines in bw not yet flushed
@@ -242,54 +217,35 @@ func (k *Sink) run(w io.WriteCloser, log *slog.Logger) {
 		pending++
 		putLine(b)
 	}
-	// drain takes what the queue holds, at most one queue's worth: a
-	// writer whose queue refills as fast as it empties still flushes.
-	drain := func() {
-		for range cap(k.q) {
-			select {
-			case b := <-k.q:
-				take(b)
-			default:
-				return
-			}
-		}
-	}
-	drainAll := func() {
-		for {
-			select {
-			case b := <-k.q:
-				take(b)
-			default:
-				return
-			}
-		}
-	}
 	defer func() {
 		flush()
 		w.Close()
 	}()
-	batch := time.NewTimer(k.delay)
-	batch.Stop()
 	for {
-		// Idle: wait for the first line of a batch.
 		select {
 		case b := <-k.q:
 			take(b)
+			// What the queue holds, at most one queue's worth: a writer
+			// whose queue refills as fast as it empties still flushes
+			// (and a full queue drops lines rather than grow the batch).
+			for n := 0; n < cap(k.q); n++ {
+				select {
+				case b := <-k.q:
+					take(b)
+				default:
+					n = cap(k.q)
+				}
+			}
+			flush()
 		case <-k.stop:
-			drainAll()
-			return
+			for {
+				select {
+				case b := <-k.q:
+					take(b)
+				default:
+					return
+				}
+			}
 		}
-		// Let the batch gather.
-		batch.Reset(k.delay)
-		select {
-		case <-batch.C:
-		case <-k.full:
-			batch.Stop()
-		case <-k.stop:
-			drainAll()
-			return
-		}
-		drain()
-		flush()
 	}
 }

@@ -340,26 +340,40 @@ func (f *families) Collect(ch chan<- prometheus.Metric) {
 
 // labelValues are the standard label values of a request (newSeries).
 func (m *Metrics) labelValues(k Key) []string {
-	reporter, proto, flags := "source", "http", k.Flags
-	if k.Inbound {
-		reporter = "destination"
-	}
+	proto := "http"
 	if k.GRPC {
 		proto = "grpc"
-	}
-	if flags == "" {
-		flags = "-"
 	}
 	sec := k.Sec
 	if sec == nil {
 		sec = m.unknownSec
 	}
-	return []string{reporter,
-		k.Src.Workload, k.Src.Namespace, k.Src.App, k.Src.Version,
-		k.Src.CanonicalService, k.Src.CanonicalRevision, k.Src.Cluster,
-		k.Dst.Service, k.Dst.ServiceName, k.Dst.ServiceNamespace,
-		k.Dst.Workload, k.Dst.WorkloadNamespace, k.Dst.App, k.Dst.Version,
-		k.Dst.CanonicalService, k.Dst.CanonicalRevision, k.Dst.Cluster,
-		proto, strconv.Itoa(k.Code), k.GRPCCode, flags,
-		sec.Policy, sec.SourcePrincipal, sec.DestinationPrincipal}
+	return peerLabelValues(k.Inbound, k.Src, k.Dst, sec, proto, strconv.Itoa(k.Code), k.GRPCCode, orDash(k.Flags))
+}
+
+// peerLabelValues are the label values every standard metric starts
+// with (reporter, source_*, destination_*), then middle, then the
+// security labels: metricLabels' and tcpLabels' order.
+func peerLabelValues(inbound bool, src *SrcLabels, dst *DstLabels, sec *SecLabels, middle ...string) []string {
+	reporter := "source"
+	if inbound {
+		reporter = "destination"
+	}
+	out := make([]string, 0, 21+len(middle))
+	out = append(out, reporter,
+		src.Workload, src.Namespace, src.App, src.Version,
+		src.CanonicalService, src.CanonicalRevision, src.Cluster,
+		dst.Service, dst.ServiceName, dst.ServiceNamespace,
+		dst.Workload, dst.WorkloadNamespace, dst.App, dst.Version,
+		dst.CanonicalService, dst.CanonicalRevision, dst.Cluster)
+	out = append(out, middle...)
+	return append(out, sec.Policy, sec.SourcePrincipal, sec.DestinationPrincipal)
+}
+
+// orDash is response_flags' value: "-" for none.
+func orDash(flags string) string {
+	if flags == "" {
+		return "-"
+	}
+	return flags
 }

@@ -64,22 +64,9 @@ func (m *TCPMetrics) Series(k TCPKey) TCPSeries {
 
 // tcpLabelValues are the standard label values of a TCP connection.
 func tcpLabelValues(k TCPKey) []string {
-	reporter, flags := "source", k.Flags
-	if k.Inbound {
-		reporter = "destination"
-	}
-	if flags == "" {
-		flags = "-"
-	}
 	sec := k.Sec
 	if sec == nil {
 		sec = &SecLabels{Policy: Unknown, SourcePrincipal: Unknown, DestinationPrincipal: Unknown}
 	}
-	return []string{reporter,
-		k.Src.Workload, k.Src.Namespace, k.Src.App, k.Src.Version,
-		k.Src.CanonicalService, k.Src.CanonicalRevision, k.Src.Cluster,
-		k.Dst.Service, k.Dst.ServiceName, k.Dst.ServiceNamespace,
-		k.Dst.Workload, k.Dst.WorkloadNamespace, k.Dst.App, k.Dst.Version,
-		k.Dst.CanonicalService, k.Dst.CanonicalRevision, k.Dst.Cluster,
-		"tcp", flags, sec.Policy, sec.SourcePrincipal, sec.DestinationPrincipal}
+	return peerLabelValues(k.Inbound, k.Src, k.Dst, sec, "tcp", orDash(k.Flags))
 }

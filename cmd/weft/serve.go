@@ -113,7 +113,7 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 	f.StringVar(&meshConfigFile, "mesh-config", "", "Istio mesh config file (MeshConfig YAML, as the istio ConfigMap's \"mesh\" key): Weft reads extensionProviders, defaultProviders and accessLogFile/accessLogFormat/accessLogEncoding, once at start (docs/observability.md)")
 	f.StringVar(&outboundPolicy, "outbound-traffic-policy", string(mesh.AllowAny), "what captured sidecars do with traffic to destinations outside the registry: ALLOW_ANY forwards it to where it was going (PassthroughCluster), REGISTRY_ONLY refuses it (BlackHoleCluster), as Istio's outboundTrafficPolicy.mode")
 	f.DurationVar(&o.JWKSRefresh, "jwks-refresh-interval", 20*time.Minute, "how often the JWT keys of a RequestAuthentication's jwksUri are fetched again")
-	f.DurationVar(&o.Debounce, "debounce", 0, "quiet period before a config change is pushed (0 = default 100ms)")
+	f.DurationVar(&o.Debounce, "debounce", 0, "a change is pushed at once, unless it follows a push by less than this; then it waits for this long a quiet period, as a burst of edits (0 = default 100ms)")
 	f.DurationVar(&o.DebounceMax, "debounce-max", 0, "longest a change waits during a burst of edits (0 = default 1s)")
 	f.DurationVar(&o.AutoRegistrationGrace, "auto-registration-grace", 0, "how long a VM registered by WorkloadGroup (weft-proxy --auto-register-group) stays after its proxy disconnects (0 = default 10s)")
 	f.DurationVar(&o.SourceSyncTimeout, "source-sync-timeout", controlplane.DefaultSourceSyncTimeout, "how long to wait for the Kubernetes and Consul sources to be read once before serving the first config without the late ones")

@@ -142,6 +142,7 @@ type ControlPlane struct {
 	serving *ca.ServingCert
 	autoreg *autoreg.Registry // VMs registered by WorkloadGroup
 	inject  *webhook.Server   // nil without Options.Injection
+	regMemo registryMemo      // the last registries built (buildRegistry)
 
 	// publishMu serializes building and pushing mesh snapshots: config
 	// changes (apply) and JWT key changes (keysChanged) both do.

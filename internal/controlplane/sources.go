@@ -238,16 +238,84 @@ func (c *ControlPlane) registryOf(cfg *config.Snapshot) *registry.Snapshot {
 }
 
 // buildRegistry is registryOf with the conflicts between registries.
+//
+// A config change builds the registry of the same inputs up to three
+// times: the guard judges the candidate against the config in force (one
+// registry each), then publish builds the candidate's again. The inputs
+// are immutable snapshots, so the last few results are kept, keyed by
+// their identities, and each is built once.
 func (c *ControlPlane) buildRegistry(cfg *config.Snapshot) (*registry.Snapshot, []aggregate.Conflict) {
 	regs := c.registries()
+	key := registryKey{cfg: cfg, sources: make([]*registry.Snapshot, len(regs))}
+	for i, r := range regs {
+		key.sources[i] = r.Snapshot()
+	}
+	if b, ok := c.regMemo.get(key); ok {
+		return b.reg, b.conflicts
+	}
 	var workloads []*registry.Workload
-	for _, r := range regs {
-		workloads = append(workloads, r.Snapshot().Workloads()...)
+	for _, s := range key.sources {
+		workloads = append(workloads, s.Workloads()...)
 	}
 	// ServiceEntries select Pods and auto-registered VMs by labels, as
 	// they select WorkloadEntries.
 	st := static.BuildWith(cfg, static.Options{DomainSuffix: c.opts.DomainSuffix, Workloads: workloads})
-	return aggregate.Merge(aggregate.SourceParts(st, regs)...)
+	parts := make([]aggregate.Part, 0, len(regs)+1)
+	parts = append(parts, aggregate.Part{Name: "static", Snapshot: st})
+	for i, r := range regs {
+		parts = append(parts, aggregate.Part{Name: r.Name(), Snapshot: key.sources[i]})
+	}
+	reg, conflicts := aggregate.Merge(parts...)
+	c.regMemo.put(key, builtRegistry{reg: reg, conflicts: conflicts})
+	return reg, conflicts
+}
+
+// registryKey identifies the inputs of buildRegistry: a config snapshot
+// and each registry source's snapshot, all immutable.
+type registryKey struct {
+	cfg     *config.Snapshot
+	sources []*registry.Snapshot
+}
+
+func (k registryKey) equal(o registryKey) bool {
+	return k.cfg == o.cfg && slices.Equal(k.sources, o.sources)
+}
+
+type builtRegistry struct {
+	reg       *registry.Snapshot
+	conflicts []aggregate.Conflict
+}
+
+// registryMemo keeps the last few registries built, most recent first:
+// the one in force and the candidate being judged or published. Safe for
+// concurrent use.
+type registryMemo struct {
+	mu      sync.Mutex
+	keys    []registryKey
+	results []builtRegistry
+}
+
+const registryMemoSize = 3
+
+func (m *registryMemo) get(k registryKey) (builtRegistry, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, o := range m.keys {
+		if o.equal(k) {
+			return m.results[i], true
+		}
+	}
+	return builtRegistry{}, false
+}
+
+func (m *registryMemo) put(k registryKey, b builtRegistry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.keys = append([]registryKey{k}, m.keys...)
+	m.results = append([]builtRegistry{b}, m.results...)
+	if len(m.keys) > registryMemoSize {
+		m.keys, m.results = m.keys[:registryMemoSize], m.results[:registryMemoSize]
+	}
 }
 
 // recordConflicts keeps the conflicts of the registry in force for

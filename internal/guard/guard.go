@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
@@ -41,6 +42,30 @@ type Guard struct {
 	Registry func(*config.Snapshot) *registry.Snapshot
 	// DomainSuffix expands short host names; "" means cluster.local.
 	DomainSuffix string
+
+	// meshes keeps the last meshes built for judging: the candidate of one
+	// change is the config in force at the next, so each is built once.
+	mu     sync.Mutex
+	meshes []*mesh.Snapshot
+}
+
+// meshOf is the mesh cfg makes, built once per (config, registry) pair
+// among the last few.
+func (g *Guard) meshOf(cfg *config.Snapshot) *mesh.Snapshot {
+	reg := g.Registry(cfg)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, m := range g.meshes {
+		if m.Config == cfg && m.Registry == reg {
+			return m
+		}
+	}
+	m := mesh.New(cfg, reg, g.DomainSuffix)
+	g.meshes = append([]*mesh.Snapshot{m}, g.meshes...)
+	if len(g.meshes) > 3 {
+		g.meshes = g.meshes[:3]
+	}
+	return m
 }
 
 // Admit is a config.Options.Admit: see the package comment. It compares
@@ -49,8 +74,8 @@ func (g *Guard) Admit(proposed, inForce *config.Snapshot) []config.Finding {
 	if inForce == nil || inForce.Version == 0 {
 		return nil // nothing is served before the first config
 	}
-	now := mesh.New(inForce, g.Registry(inForce), g.DomainSuffix)
-	next := mesh.New(proposed, g.Registry(proposed), g.DomainSuffix)
+	now := g.meshOf(inForce)
+	next := g.meshOf(proposed)
 	return judge(now, next)
 }
 

@@ -72,8 +72,10 @@ type Options struct {
 	// Istio's discoverySelectors. It needs list/watch on namespaces.
 	NamespaceSelector string
 	// Debounce is how long the Registry waits after an event for more
-	// before it rebuilds (DefaultDebounce when zero); MaxDelay bounds the
-	// wait while events keep coming (DefaultMaxDelay when zero).
+	// before it rebuilds, when the event follows a rebuild by less than
+	// Debounce (a lone event is built at once); DefaultDebounce when zero.
+	// MaxDelay bounds the wait while events keep coming (DefaultMaxDelay
+	// when zero).
 	Debounce, MaxDelay time.Duration
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
@@ -427,12 +429,15 @@ func (r *Registry) take() *dirty {
 	return d
 }
 
-// loop rebuilds after changes: once events stop for Debounce, or
-// MaxDelay after the first of a burst.
+// loop rebuilds after changes. The first event after a quiet spell (no
+// rebuild for Debounce) is built at once; an event that follows a rebuild
+// sooner starts a burst, built once events stop for Debounce, or MaxDelay
+// after its first.
 func (r *Registry) loop(ctx context.Context, b *builder) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	var built time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -440,6 +445,13 @@ func (r *Registry) loop(ctx context.Context, b *builder) {
 		case <-r.kick:
 		}
 		first := time.Now()
+		if first.Sub(built) >= r.opts.Debounce {
+			if d := r.take(); !d.empty() {
+				r.publish(b.build(d), false)
+			}
+			built = time.Now()
+			continue
+		}
 		timer.Reset(r.opts.Debounce)
 	wait:
 		for {
@@ -457,6 +469,7 @@ func (r *Registry) loop(ctx context.Context, b *builder) {
 		if d := r.take(); !d.empty() {
 			r.publish(b.build(d), false)
 		}
+		built = time.Now()
 	}
 }
 

@@ -18,14 +18,20 @@ type versioned struct {
 
 func (s *Server) current() *versioned { return s.latest.Load() }
 
-// debounce runs on Serve's goroutine until ctx is done. After an Update it
-// waits for a quiet period of Debounce, but never longer than DebounceMax
-// from the first Update of the burst, then pushes the newest snapshot.
+// debounce runs on Serve's goroutine until ctx is done. The first Update
+// after a quiet spell (no push for Debounce) is pushed at once: a lone
+// change, the common case, waits for nothing. An Update that follows a
+// push within Debounce starts a burst: it waits for a quiet period of
+// Debounce, but never longer than DebounceMax from the first Update of the
+// burst, then the newest snapshot is pushed. A storm of changes is
+// therefore pushed at most once per DebounceMax plus once at its end, and
+// a burst of edits costs at most one push more than it would without the
+// leading edge.
 func (s *Server) debounce(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
-	var first, last time.Time
+	var first, last, pushed time.Time // pushed: when the last push ended
 	pending := false
 	arm := func(now time.Time) {
 		wait := min(last.Add(s.opts.Debounce).Sub(now), first.Add(s.opts.DebounceMax).Sub(now))
@@ -37,6 +43,11 @@ func (s *Server) debounce(ctx context.Context) {
 			return
 		case <-s.updated:
 			now := time.Now()
+			if !pending && now.Sub(pushed) >= s.opts.Debounce {
+				s.push(ctx, now)
+				pushed = time.Now()
+				continue
+			}
 			if !pending {
 				pending, first = true, now
 			}
@@ -52,6 +63,7 @@ func (s *Server) debounce(ctx context.Context) {
 			}
 			pending = false
 			s.push(ctx, first)
+			pushed = time.Now()
 		}
 	}
 }

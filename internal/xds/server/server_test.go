@@ -265,6 +265,48 @@ func TestUpdatesAreDebounced(t *testing.T) {
 	}
 }
 
+// TestLoneUpdateIsPushedAtOnce: an Update after a quiet spell is pushed
+// without waiting for the debounce. The updates that follow it keep coming
+// faster than the quiet period for as long as the test runs, and
+// DebounceMax is an hour, so a trailing-edge debounce alone would never
+// deliver the first of them.
+func TestLoneUpdateIsPushedAtOnce(t *testing.T) {
+	const quiet = 300 * time.Millisecond
+	s, addr := start(t, Options{Debounce: quiet, DebounceMax: time.Hour})
+	s.Update(testMesh(1))
+	ctx := withDeadline(t)
+	c := dial(t, ctx, addr, client.Node())
+	c.sync()
+	time.Sleep(quiet + 50*time.Millisecond) // a quiet spell after the first push
+
+	lone := testMesh(2)
+	want := wantVersion(t, lone, resource.EndpointType)
+	s.Update(lone)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		tick := time.NewTicker(quiet / 10)
+		defer tick.Stop()
+		for i := 3; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				s.Update(testMesh(i))
+			}
+		}
+	}()
+	for {
+		r := c.recv()
+		c.request(r.GetTypeUrl(), c.subs[r.GetTypeUrl()], r)
+		if r.GetTypeUrl() == resource.EndpointType && r.GetVersionInfo() == want {
+			return
+		}
+	}
+}
+
 func TestMalformedNodeIsRejected(t *testing.T) {
 	_, addr := start(t, Options{})
 	ctx := withDeadline(t)

@@ -61,6 +61,7 @@ func run() error {
 		maxRSS     = flag.Int64("max-cp-rss-mib", 6144, "stop the run when weft serve's RSS exceeds this many MiB (0: no limit)")
 		jsonOut    = flag.String("json", "", "also write the report as JSON to this `file` (- for stdout)")
 		cpLog      = flag.String("cp-log", "", "write weft serve's log to this file (default: discarded)")
+		scope      = flag.String("scope", string(xdsload.ScopeMesh), "what weft serve sends a proxy (--default-egress-scope): mesh (every service) or namespace (its namespace's; a change is then waited for on that namespace's proxies)")
 		verbose    = flag.Bool("v", false, "log progress to stderr")
 	)
 	flag.Parse()
@@ -70,6 +71,10 @@ func run() error {
 	proto, err := xdsload.ParseProtocol(*protocol)
 	if err != nil {
 		return fmt.Errorf("--xds-protocol: %w", err)
+	}
+	sc, err := xdsload.ParseScope(*scope)
+	if err != nil {
+		return fmt.Errorf("--scope: %w", err)
 	}
 	if *simCPUs != "" {
 		if err := pinSelf(*simCPUs); err != nil {
@@ -106,7 +111,7 @@ func run() error {
 		defer f.Close()
 		cpOut = f
 	}
-	cp, err := xdsload.StartProcess(ctx, xdsload.ProcessOptions{Binary: *weft, ConfigDir: dir, CPUs: *cpCPUs, Stderr: cpOut})
+	cp, err := xdsload.StartProcess(ctx, xdsload.ProcessOptions{Binary: *weft, ConfigDir: dir, CPUs: *cpCPUs, Stderr: cpOut, ExtraArgs: sc.ServeArgs()})
 	if err != nil {
 		return err
 	}
@@ -124,7 +129,7 @@ func run() error {
 		Mesh: m, CP: cp,
 		Fleet:   xdsload.FleetOptions{Proxies: *proxies, Conns: *conns, Captured: !*explicit, Protocol: proto},
 		Changes: *changes, StormRate: *stormRate, StormDuration: *storm, Timeout: *timeout,
-		ProfileDir: *profileDir, ChangeProfile: *changeProf, MaxRSS: *maxRSS << 20, Logger: log,
+		ProfileDir: *profileDir, ChangeProfile: *changeProf, MaxRSS: *maxRSS << 20, Scope: sc, Logger: log,
 	})
 	if rep != nil {
 		if werr := rep.WriteTable(os.Stdout); werr != nil {

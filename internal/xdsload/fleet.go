@@ -178,6 +178,13 @@ func (f *Fleet) Counters() []Counters {
 // carrying it is timed from start. Call before making the change. It
 // panics on another type name, a programming error.
 func (f *Fleet) Watch(typ, marker string, start time.Time) *Probe {
+	return f.WatchNamespace(typ, marker, start, "")
+}
+
+// WatchNamespace is Watch for the proxies of one namespace only (all of
+// them when namespace is ""): with namespace scoping, a change of a
+// service is sent to the proxies that see it, and only their ACKs count.
+func (f *Fleet) WatchNamespace(typ, marker string, start time.Time, namespace string) *Probe {
 	t := -1
 	for i, s := range shortTypes {
 		if s == typ {
@@ -188,8 +195,19 @@ func (f *Fleet) Watch(typ, marker string, start time.Time) *Probe {
 		panic("xdsload: unknown type " + typ)
 	}
 	// Length-prefixed, as the string is encoded: 10.128.0.1 must not match 10.128.0.12.
-	pr := &probe{marker: protowire.AppendString(nil, marker), typ: t, start: start, acks: make([]atomic.Int64, len(f.proxies)), done: make(chan struct{})}
-	pr.remaining.Store(int64(len(f.proxies)))
+	pr := &probe{marker: protowire.AppendString(nil, marker), typ: t, start: start, acks: make([]atomic.Int64, len(f.proxies)),
+		expected: make([]bool, len(f.proxies)), done: make(chan struct{})}
+	n := 0
+	for i, p := range f.proxies {
+		if namespace == "" || p.Identity.Namespace == namespace {
+			pr.expected[i] = true
+			n++
+		}
+	}
+	pr.remaining.Store(int64(n))
+	if n == 0 {
+		close(pr.done)
+	}
 	f.probes.add(pr)
 	return &Probe{p: pr, board: f.probes}
 }
@@ -200,20 +218,24 @@ type Probe struct {
 	board *probeBoard
 }
 
-// Wait blocks until every proxy ACKed the change or ctx is done, stops
-// watching, and returns each proxy's latency (-1 for one that did not ACK).
+// Wait blocks until every proxy watched ACKed the change or ctx is done,
+// stops watching, and returns each watched proxy's latency (-1 for one
+// that did not ACK).
 func (p *Probe) Wait(ctx context.Context) []time.Duration {
 	select {
 	case <-p.p.done:
 	case <-ctx.Done():
 	}
 	p.board.remove(p.p)
-	out := make([]time.Duration, len(p.p.acks))
+	out := make([]time.Duration, 0, len(p.p.acks))
 	for i := range p.p.acks {
+		if !p.p.expected[i] {
+			continue
+		}
 		if at := p.p.acks[i].Load(); at != 0 {
-			out[i] = time.Duration(at - p.p.start.UnixNano())
+			out = append(out, time.Duration(at-p.p.start.UnixNano()))
 		} else {
-			out[i] = -1
+			out = append(out, -1)
 		}
 	}
 	return out
@@ -224,12 +246,13 @@ type probe struct {
 	typ       int
 	start     time.Time
 	acks      []atomic.Int64 // unix nanoseconds of each proxy's ACK; 0 until then
+	expected  []bool         // the proxies watched
 	remaining atomic.Int64
 	done      chan struct{}
 }
 
 func (p *probe) ack(i int, at time.Time) {
-	if p.acks[i].CompareAndSwap(0, at.UnixNano()) && p.remaining.Add(-1) == 0 {
+	if p.expected[i] && p.acks[i].CompareAndSwap(0, at.UnixNano()) && p.remaining.Add(-1) == 0 {
 		close(p.done)
 	}
 }
@@ -286,11 +309,12 @@ func (b *probeBoard) remove(p *probe) {
 type Percentiles struct {
 	P50, P99, Max time.Duration
 	Missing       int // proxies that never ACKed
+	N             int // proxies watched
 }
 
 func percentiles(ds []time.Duration) Percentiles {
 	var ok []time.Duration
-	var p Percentiles
+	p := Percentiles{N: len(ds)}
 	for _, d := range ds {
 		if d < 0 {
 			p.Missing++

@@ -153,6 +153,9 @@ func (m *Mesh) ChangeEndpoint(svc, ep int, before func(ip string)) (ip string, e
 	return m.ips[svc][ep], m.write(svc)
 }
 
+// Namespace is the namespace of service i (modulo the services).
+func (m *Mesh) Namespace(i int) string { return m.namespace(i % m.spec.Services) }
+
 func (m *Mesh) namespace(i int) string { return fmt.Sprintf("ns-%02d", i%m.spec.Namespaces) }
 
 func serviceName(i int) string { return fmt.Sprintf("svc-%04d", i) }

@@ -44,8 +44,41 @@ type Options struct {
 	// memory exceeds it (bytes): the machine is shared, and a control
 	// plane that cannot fit is a result, not a reason to swap.
 	MaxRSS int64
+	// Scope is what the control plane sends a proxy (its
+	// --default-egress-scope): ScopeMesh (every service, the default) or
+	// ScopeNamespace (the services of its namespace). With ScopeNamespace
+	// a change is waited for on the proxies of the service's namespace
+	// only, the ones it is sent to.
+	Scope Scope
 	// Logger reports progress; nil discards it.
 	Logger *slog.Logger
+}
+
+// Scope is the egress scope the control plane gives proxies without a
+// Sidecar resource.
+type Scope string
+
+// The scopes of Options.Scope.
+const (
+	ScopeMesh      Scope = "mesh"
+	ScopeNamespace Scope = "namespace"
+)
+
+// ParseScope checks a scope name.
+func ParseScope(s string) (Scope, error) {
+	switch Scope(s) {
+	case ScopeMesh, ScopeNamespace:
+		return Scope(s), nil
+	}
+	return "", fmt.Errorf("unknown scope %q: want mesh or namespace", s)
+}
+
+// ServeArgs are the `weft serve` arguments the scope needs.
+func (s Scope) ServeArgs() []string {
+	if s == ScopeNamespace {
+		return []string{"--default-egress-scope", "namespace"}
+	}
+	return nil
 }
 
 // Report is what Run measured. Durations are in nanoseconds in JSON.
@@ -56,6 +89,8 @@ type Report struct {
 	Endpoints int  `json:"endpoints_per_service"`
 	Spare     int  `json:"spare_endpoints_per_service"`
 	Captured  bool `json:"captured"`
+	// Scope is the proxies' egress scope (Options.Scope).
+	Scope Scope `json:"scope"`
 	// Protocol is the ADS variant the proxies spoke: "delta" or "sotw".
 	Protocol Protocol `json:"protocol"`
 
@@ -113,7 +148,10 @@ type Pushed struct {
 type Change struct {
 	Kind    string      `json:"kind"`
 	Changes int         `json:"changes"`
-	Latency Percentiles `json:"ack_latency"` // over every proxy of every change
+	Latency Percentiles `json:"ack_latency"` // over every proxy watched of every change
+	// Watched is the mean number of proxies a change was waited for: every
+	// proxy, or with ScopeNamespace those of the service's namespace.
+	Watched float64 `json:"watched_proxies"`
 	// PerChange is each change's slowest proxy.
 	PerChangeMax []time.Duration `json:"per_change_max"`
 	PerProxy     Pushed          `json:"per_proxy_per_change"`
@@ -167,6 +205,12 @@ func (o *Options) defaults() error {
 	if o.ChangeProfile <= 0 {
 		o.ChangeProfile = 30 * time.Second
 	}
+	if o.Scope == "" {
+		o.Scope = ScopeMesh
+	}
+	if _, err := ParseScope(string(o.Scope)); err != nil {
+		return fmt.Errorf("xdsload: %w", err)
+	}
 	return nil
 }
 
@@ -183,7 +227,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	spec := o.Mesh.Spec()
-	rep := &Report{Proxies: o.Fleet.Proxies, Conns: f.opts.Conns, Services: spec.Services, Endpoints: spec.Endpoints, Spare: spec.Spare, Captured: o.Fleet.Captured, Protocol: f.Protocol()}
+	rep := &Report{Proxies: o.Fleet.Proxies, Conns: f.opts.Conns, Services: spec.Services, Endpoints: spec.Endpoints, Spare: spec.Spare, Captured: o.Fleet.Captured, Protocol: f.Protocol(), Scope: o.Scope}
 	r := runner{o: o, f: f, log: log}
 
 	before, err := r.sample()
@@ -237,14 +281,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 		}()
 	}
-	if rep.Config, err = r.changes(ctx, "config (VirtualService)", "RDS", func(i int, before func(string)) error {
-		_, err := o.Mesh.ChangeRoute(i*7, before)
+	if rep.Config, err = r.changes(ctx, "config (VirtualService)", "RDS", func(i int) int { return i * 7 }, func(i, svc int, before func(string)) error {
+		_, err := o.Mesh.ChangeRoute(svc, before)
 		return err
 	}); err != nil {
 		return rep, r.aborted(ctx, rep, err)
 	}
-	if rep.Endpoint, err = r.changes(ctx, "endpoint (WorkloadEntry address)", "EDS", func(i int, before func(string)) error {
-		_, err := o.Mesh.ChangeEndpoint(i*13+1, i, before)
+	if rep.Endpoint, err = r.changes(ctx, "endpoint (WorkloadEntry address)", "EDS", func(i int) int { return i*13 + 1 }, func(i, svc int, before func(string)) error {
+		_, err := o.Mesh.ChangeEndpoint(svc, i, before)
 		return err
 	}); err != nil {
 		return rep, r.aborted(ctx, rep, err)
@@ -390,7 +434,17 @@ func (r *runner) quiet(ctx context.Context, d, limit time.Duration) {
 // changes makes o.Changes changes with change, one at a time, each
 // measured until every proxy ACKed a response of type typ carrying its
 // marker.
-func (r *runner) changes(ctx context.Context, kind, typ string, change func(i int, before func(string)) error) (Change, error) {
+// watch watches for marker on the proxies that are sent a change of
+// service svc: all of them, or with ScopeNamespace those of its namespace.
+func (r *runner) watch(typ, marker string, svc int) *Probe {
+	ns := ""
+	if r.o.Scope == ScopeNamespace {
+		ns = r.o.Mesh.Namespace(svc)
+	}
+	return r.f.WatchNamespace(typ, marker, time.Now(), ns)
+}
+
+func (r *runner) changes(ctx context.Context, kind, typ string, svcOf func(i int) int, change func(i, svc int, before func(string)) error) (Change, error) {
 	res := Change{Kind: kind, Changes: r.o.Changes}
 	var all []time.Duration
 	var sum Pushed
@@ -403,12 +457,14 @@ func (r *runner) changes(ctx context.Context, kind, typ string, change func(i in
 			return res, err
 		}
 		var pr *Probe
-		if err := change(i, func(marker string) { pr = r.f.Watch(typ, marker, time.Now()) }); err != nil {
+		svc := svcOf(i)
+		if err := change(i, svc, func(marker string) { pr = r.watch(typ, marker, svc) }); err != nil {
 			return res, err
 		}
 		wctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
 		lat := pr.Wait(wctx)
 		cancel()
+		res.Watched += float64(len(lat)) / float64(r.o.Changes)
 		p := percentiles(lat)
 		r.log.Info("change acked", "kind", kind, "i", i, "p50", p.P50, "p99", p.P99, "max", p.Max, "missing", p.Missing)
 		r.quiet(ctx, r.o.Settle, 10*time.Second)
@@ -471,7 +527,7 @@ func (r *runner) storm(ctx context.Context) (*Storm, error) {
 		}
 		var before func(string)
 		if i == total-1 {
-			before = func(m string) { pr = r.f.Watch("EDS", m, time.Now()) }
+			before = func(m string) { pr = r.watch("EDS", m, i) }
 		}
 		if _, err := o.Mesh.ChangeEndpoint(i, i/spec.Services, before); err != nil {
 			return nil, err

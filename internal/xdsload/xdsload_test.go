@@ -20,6 +20,7 @@ import (
 
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/controlplane"
+	"weft.dev/weft/internal/mesh"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -147,19 +148,41 @@ func TestSmallRun(t *testing.T) {
 	}
 }
 
+// TestSmallRunNamespaceScope: with namespace scoping a change is sent to,
+// and waited for on, the proxies of the service's namespace only.
+func TestSmallRunNamespaceScope(t *testing.T) {
+	rep := smallRunScoped(t, Delta, 50, ScopeNamespace)
+	if rep.Scope != ScopeNamespace {
+		t.Errorf("report says scope %q", rep.Scope)
+	}
+	// 20 proxies over 5 namespaces.
+	for _, c := range []Change{rep.Config, rep.Endpoint} {
+		if c.Watched != 4 {
+			t.Errorf("%s: waited for %.1f proxies, want the 4 of the namespace", c.Kind, c.Watched)
+		}
+	}
+	if got := rep.Config.PerProxy.ByType[3]; got > 0.5 {
+		t.Errorf("config change: %.2f RDS responses per proxy of the fleet, want about 0.2 (4 of 20 proxies)", got)
+	}
+}
+
 func smallRun(t *testing.T, proto Protocol, services int) *Report {
+	return smallRunScoped(t, proto, services, ScopeMesh)
+}
+
+func smallRunScoped(t *testing.T, proto Protocol, services int, scope Scope) *Report {
 	dir := t.TempDir()
 	m, err := WriteMesh(dir, MeshSpec{Services: services, Endpoints: 1, Spare: 1, Namespaces: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := startInProcess(t, dir)
+	cp := startInProcess(t, dir, scope)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, Options{
 		Mesh: m, CP: cp, Fleet: FleetOptions{Proxies: 20, Conns: 4, Captured: true, Protocol: proto},
 		Changes: 2, StormRate: 50, StormDuration: time.Second, Timeout: time.Minute,
-		Settle: 200 * time.Millisecond,
+		Settle: 200 * time.Millisecond, Scope: scope,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -183,11 +206,13 @@ func smallRun(t *testing.T, proto Protocol, services int) *Report {
 	if rep.Connect.PerProxy.Resources == 0 {
 		t.Error("no resources pushed on connect")
 	}
-	if rep.Config.PerProxy.ByType[3] < 1 {
-		t.Errorf("config change: %.1f RDS responses per proxy, want at least 1", rep.Config.PerProxy.ByType[3])
+	// Every proxy watched is sent the change: all of them, or a namespace's.
+	reached := rep.Config.Watched / float64(rep.Proxies)
+	if rep.Config.PerProxy.ByType[3] < reached {
+		t.Errorf("config change: %.2f RDS responses per proxy, want at least %.2f", rep.Config.PerProxy.ByType[3], reached)
 	}
-	if e := rep.Endpoint.PerProxy.ByType; e[2] < 1 || e[0] != 0 || e[1] != 0 {
-		t.Errorf("endpoint change: responses per proxy CDS, LDS, EDS, RDS = %v, want EDS only", e)
+	if e := rep.Endpoint.PerProxy.ByType; e[2] < reached || e[0] != 0 || e[1] != 0 {
+		t.Errorf("endpoint change: responses per proxy CDS, LDS, EDS, RDS = %v, want EDS only (at least %.2f)", e, reached)
 	}
 	return rep
 }
@@ -258,10 +283,14 @@ func envInt(t *testing.T, name string, def int) int {
 
 // startInProcess runs the control plane in this process (CPU and memory
 // are then the test's, simulator included).
-func startInProcess(t *testing.T, dir string) *ControlPlane {
+func startInProcess(t *testing.T, dir string, scope Scope) *ControlPlane {
 	t.Helper()
+	egress := mesh.EgressScopeMesh
+	if scope == ScopeNamespace {
+		egress = mesh.EgressScopeNamespace
+	}
 	cp, err := controlplane.New(controlplane.Options{
-		ConfigDir: dir, XDSAddress: "127.0.0.1:0", XDSPlaintextAddress: "127.0.0.1:0", StatusAddress: "127.0.0.1:0",
+		ConfigDir: dir, EgressScope: egress, XDSAddress: "127.0.0.1:0", XDSPlaintextAddress: "127.0.0.1:0", StatusAddress: "127.0.0.1:0",
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
@@ -288,7 +317,7 @@ func TestDeltaReconnectResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := startInProcess(t, dir)
+	cp := startInProcess(t, dir, ScopeMesh)
 	f, err := NewFleet(FleetOptions{Address: cp.XDSAddress, Proxies: 1, Captured: true}, m.Workloads())
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -16,6 +17,12 @@ const (
 	// this long, so a few stuck proxies cannot stall everyone else's
 	// pushes.
 	flightExpiry = 10 * time.Second
+	// flightSweep is how often waiting streams are woken even when no
+	// answer freed room: a wake-up can be spent by a stream that then had
+	// nothing to send, and room held by proxies that never answer frees
+	// only by expiry, which no answer announces. Without the sweep the
+	// waiting streams could wait for ever.
+	flightSweep = time.Second
 )
 
 // flightBudget bounds the bytes of responses sent and not yet answered
@@ -42,7 +49,8 @@ type flightBudget struct {
 	mu      sync.Mutex
 	used    int64
 	held    map[flightKey]flightEntry
-	waiting []*adsStream // FIFO; a stream may appear more than once
+	waiting []*adsStream // FIFO, each stream once
+	queued  map[*adsStream]bool
 }
 
 type flightKey struct {
@@ -56,7 +64,7 @@ type flightEntry struct {
 }
 
 func newFlightBudget(limit int64) *flightBudget {
-	return &flightBudget{limit: limit, held: map[flightKey]flightEntry{}}
+	return &flightBudget{limit: limit, held: map[flightKey]flightEntry{}, queued: map[*adsStream]bool{}}
 }
 
 // take counts n bytes for st's response of typeURL, or, when they do not
@@ -71,7 +79,10 @@ func (b *flightBudget) take(st *adsStream, typeURL string, n int64) bool {
 	if !b.admittedLocked(st) && b.used > 0 && b.used+n > b.limit {
 		b.reclaimLocked(now)
 		if b.used > 0 && b.used+n > b.limit {
-			b.waiting = append(b.waiting, st)
+			if !b.queued[st] {
+				b.queued[st] = true
+				b.waiting = append(b.waiting, st)
+			}
 			return false
 		}
 	}
@@ -81,6 +92,16 @@ func (b *flightBudget) take(st *adsStream, typeURL string, n int64) bool {
 	}
 	b.held[k] = flightEntry{n: n, expires: now.Add(flightExpiry)}
 	b.used += n
+	if b.queued[st] {
+		// A stream queued for one type got in with another (a proxy's
+		// request for listeners may fit where its clusters did not). It
+		// may now send the rest of its set: woken at once, not when its
+		// turn in the queue comes — its proxy may wait for those clusters
+		// before it answers anything, so the turn might never come.
+		delete(b.queued, st)
+		b.waiting = slicesDeleteStream(b.waiting, st)
+		st.notify()
+	}
 	return true
 }
 
@@ -122,8 +143,39 @@ func (b *flightBudget) drop(st *adsStream) {
 			b.used -= e.n
 		}
 	}
-	b.waiting = slicesDeleteStream(b.waiting, st)
+	if b.queued[st] {
+		delete(b.queued, st)
+		b.waiting = slicesDeleteStream(b.waiting, st)
+	}
 	b.wakeLocked()
+}
+
+// sweep forgets expired responses and wakes waiting streams while there
+// is room; Serve calls it every flightSweep until ctx is done.
+func (b *flightBudget) sweep(ctx context.Context) {
+	if b.limit <= 0 {
+		return
+	}
+	t := time.NewTicker(flightSweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			b.mu.Lock()
+			if len(b.waiting) > 0 {
+				b.reclaimLocked(now)
+				if b.used == 0 {
+					// Nothing in flight: whoever is first may send, however
+					// large (take).
+					b.wakeOneLocked()
+				}
+				b.wakeLocked()
+			}
+			b.mu.Unlock()
+		}
+	}
 }
 
 // reclaimLocked forgets responses unanswered for longer than flightExpiry.
@@ -141,9 +193,20 @@ func (b *flightBudget) reclaimLocked(now time.Time) {
 func (b *flightBudget) wakeLocked() {
 	const batch = 4 // woken per freed response; enough to keep the room used
 	for i := 0; i < batch && len(b.waiting) > 0 && b.used < b.limit; i++ {
-		b.waiting[0].notify()
-		b.waiting = b.waiting[1:]
+		b.wakeOneLocked()
 	}
+}
+
+// wakeOneLocked wakes the first waiting stream, if any. (A stream leaves
+// the queue when it gets in otherwise: take.)
+func (b *flightBudget) wakeOneLocked() {
+	if len(b.waiting) == 0 {
+		return
+	}
+	st := b.waiting[0]
+	b.waiting = b.waiting[1:]
+	delete(b.queued, st)
+	st.notify()
 	if len(b.waiting) == 0 {
 		b.waiting = nil // let the array go
 	}

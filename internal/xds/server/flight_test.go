@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -54,6 +55,80 @@ func TestFlightBudget(t *testing.T) {
 	b.drop(d)
 	if b.used != 0 || len(b.held) != 0 {
 		t.Fatalf("after both streams closed: used %d, held %v", b.used, b.held)
+	}
+}
+
+// TestFlightBudgetNoStrandedWaiter: a stream queued once is woken once,
+// a stream that got in meanwhile is not woken for nothing, and when room
+// frees without an answer (an expired response) the sweep wakes the
+// queue, so no waiting stream is left waiting for ever.
+func TestFlightBudgetNoStrandedWaiter(t *testing.T) {
+	b := newFlightBudget(100)
+	newStream := func() *adsStream { return &adsStream{wake: make(chan struct{}, 1)} }
+	woken := func(st *adsStream) bool {
+		select {
+		case <-st.wake:
+			return true
+		default:
+			return false
+		}
+	}
+	holder, w1, w2 := newStream(), newStream(), newStream()
+	if !b.take(holder, resource.ClusterType, 100) {
+		t.Fatal("the first response was refused")
+	}
+	for range 3 { // retried three times: queued once
+		if b.take(w1, resource.ClusterType, 10) {
+			t.Fatal("a response went past the bound")
+		}
+	}
+	if b.take(w2, resource.ClusterType, 10) {
+		t.Fatal("a response went past the bound")
+	}
+	if len(b.waiting) != 2 {
+		t.Fatalf("waiting = %d streams, want 2 (each once)", len(b.waiting))
+	}
+
+	// The holder's response expires unanswered: no give announces it.
+	for k, e := range b.held {
+		e.expires = time.Now().Add(-time.Second)
+		b.held[k] = e
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { b.sweep(ctx); close(done) }()
+	deadline := time.After(10 * time.Second)
+	for !woken(w1) {
+		select {
+		case <-deadline:
+			t.Fatal("the waiting stream was never woken after the room freed by expiry")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	<-done
+
+	// A queued stream that gets in with another type (its proxy's
+	// listeners fitted where its clusters did not) is woken at once to
+	// send the rest of its set, and leaves the queue: its proxy may answer
+	// nothing before it has those clusters.
+	w3, w4 := newStream(), newStream()
+	if !b.take(holder, resource.ListenerType, 100) || b.take(w3, resource.ClusterType, 10) || b.take(w4, resource.ClusterType, 10) {
+		t.Fatal("unexpected admission")
+	}
+	woken(w1)
+	woken(w2)
+	b.mu.Lock()
+	b.used = 0 // room frees unannounced
+	b.mu.Unlock()
+	if !b.take(w3, resource.ListenerType, 1) {
+		t.Fatal("a response that fits was refused")
+	}
+	if !woken(w3) {
+		t.Error("a queued stream that got in with another type was not woken")
+	}
+	if b.queued[w3] || len(b.waiting) != 1 || b.waiting[0] != w4 {
+		t.Errorf("queue = %d streams, want only the one still waiting", len(b.waiting))
 	}
 }
 

@@ -209,6 +209,7 @@ func (s *Server) ServeEndpoints(ctx context.Context, eps ...Endpoint) error {
 		defer wg.Done()
 		s.debounce(ctx)
 	}()
+	wg.Go(func() { s.flight.sweep(ctx) })
 
 	errc := make(chan error, len(eps))
 	for _, ep := range eps {
@@ -238,6 +239,7 @@ func (s *Server) ServeEndpoints(ctx context.Context, eps ...Endpoint) error {
 // for all, TLS and the node check where the endpoint asks for them.
 func (s *Server) grpcServer(ep Endpoint) *grpc.Server {
 	opts := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(newWireCodec()), // codec.go
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:                  s.opts.KeepaliveTime,
 			Timeout:               s.opts.KeepaliveTimeout,

@@ -34,14 +34,66 @@ func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 	ok := false
 	switch m := v.(type) {
 	case *discovery.DeltaDiscoveryResponse:
-		ok = w.delta(m)
+		if w.plan(len(m.SystemVersionInfo)+len(m.TypeUrl)+len(m.Nonce), deltaAnys(m)) {
+			for _, r := range m.RemovedResources {
+				w.bound += 16 + len(r)
+			}
+			ok = w.delta(m)
+		}
 	case *discovery.DiscoveryResponse:
-		ok = w.sotw(m)
+		if w.plan(len(m.VersionInfo)+len(m.TypeUrl)+len(m.Nonce), func(yield func(*anypb.Any, int) bool) {
+			for _, a := range m.Resources {
+				if !yield(a, 0) {
+					return
+				}
+			}
+		}) {
+			ok = w.sotw(m)
+		}
 	}
 	if !ok {
 		return c.base.Marshal(v)
 	}
 	return w.finish(), nil
+}
+
+// deltaAnys yields each resource's body with the length of its name and
+// version.
+func deltaAnys(m *discovery.DeltaDiscoveryResponse) func(yield func(*anypb.Any, int) bool) {
+	return func(yield func(*anypb.Any, int) bool) {
+		for _, r := range m.Resources {
+			if r == nil || !yield(r.Resource, len(r.Name)+len(r.Version)) {
+				return
+			}
+		}
+	}
+}
+
+// plan sizes the framing buffer from the resources (fixed: the length of
+// the response's own strings; each resource with the length of its own
+// strings) and reports whether any encoding is large enough to be
+// referred to. When none is, the proto codec does better: its one pooled
+// buffer holds the whole response.
+func (w *wireWriter) plan(fixed int, resources func(yield func(*anypb.Any, int) bool)) bool {
+	w.bound = 64 + fixed
+	large := 0
+	for a, own := range resources {
+		w.bound += 48 + own // tags and lengths: at most 6 fields of 1 + 5 bytes each
+		if a == nil {
+			continue
+		}
+		w.bound += len(a.TypeUrl)
+		if len(a.Value) >= inlineBelow {
+			large++
+		} else {
+			w.bound += len(a.Value)
+		}
+	}
+	if large == 0 {
+		return false
+	}
+	w.out = make(mem.BufferSlice, 0, 2*large+1)
+	return true
 }
 
 // inlineBelow: encodings shorter than this are copied into the framing
@@ -52,9 +104,10 @@ const inlineBelow = 1024
 // wireWriter builds a response as framing bytes interleaved with
 // references to encodings held elsewhere.
 type wireWriter struct {
-	buf  []byte // framing, and small encodings copied in
-	from int    // start of buf not yet in out
-	out  mem.BufferSlice
+	buf   []byte // framing, and small encodings copied in
+	from  int    // start of buf not yet in out
+	out   mem.BufferSlice
+	bound int // the framing's size at most (plan), so buf never grows
 }
 
 // ref appends b by reference (or by copy when small).
@@ -126,7 +179,7 @@ func (w *wireWriter) delta(m *discovery.DeltaDiscoveryResponse) bool {
 	if len(m.ProtoReflect().GetUnknown()) > 0 || m.ControlPlane != nil || len(m.RemovedResourceNames) > 0 || len(m.ResourceErrors) > 0 {
 		return false
 	}
-	w.buf = make([]byte, 0, 64+len(m.SystemVersionInfo)+len(m.TypeUrl)+len(m.Nonce)+64*len(m.Resources)+32*len(m.RemovedResources))
+	w.buf = make([]byte, 0, w.bound)
 	w.str(1, m.SystemVersionInfo)
 	for _, r := range m.Resources {
 		if r == nil || len(r.ProtoReflect().GetUnknown()) > 0 || r.ResourceName != nil || len(r.Aliases) > 0 ||
@@ -166,7 +219,7 @@ func (w *wireWriter) sotw(m *discovery.DiscoveryResponse) bool {
 	if len(m.ProtoReflect().GetUnknown()) > 0 || m.ControlPlane != nil || len(m.ResourceErrors) > 0 {
 		return false
 	}
-	w.buf = make([]byte, 0, 64+len(m.VersionInfo)+len(m.TypeUrl)+len(m.Nonce)+48*len(m.Resources))
+	w.buf = make([]byte, 0, w.bound)
 	w.str(1, m.VersionInfo)
 	for _, a := range m.Resources {
 		if a == nil {

@@ -64,6 +64,19 @@ func TestWireCodecMatchesProto(t *testing.T) {
 		}
 		bs.Free()
 	}
+	// The framing buffer is sized once: it never grows (and copies) while
+	// written.
+	var w wireWriter
+	m := cases[1].(*discovery.DeltaDiscoveryResponse)
+	if !w.plan(len(m.SystemVersionInfo)+len(m.TypeUrl)+len(m.Nonce), deltaAnys(m)) {
+		t.Fatal("a response with large resources was not planned for references")
+	}
+	for _, r := range m.RemovedResources {
+		w.bound += 16 + len(r)
+	}
+	if !w.delta(m) || len(w.buf) > w.bound {
+		t.Errorf("framing %d bytes, planned at most %d", len(w.buf), w.bound)
+	}
 }
 
 // TestWireCodecRefersToEncodings: a large resource's encoding is sent from

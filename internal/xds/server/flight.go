@@ -76,6 +76,13 @@ func (b *flightBudget) take(st *adsStream, typeURL string, n int64) bool {
 	now := time.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if !b.admittedLocked(st) && b.queued[st] {
+		// Waiting for its turn: a stream gets in with its first response
+		// (clusters, in push order), not past the queue with a smaller one
+		// (listeners). Its proxy would hold those unanswered until it had
+		// its clusters, which could then wait for answers nobody can give.
+		return false
+	}
 	if !b.admittedLocked(st) && b.used > 0 && b.used+n > b.limit {
 		b.reclaimLocked(now)
 		if b.used > 0 && b.used+n > b.limit {
@@ -92,16 +99,6 @@ func (b *flightBudget) take(st *adsStream, typeURL string, n int64) bool {
 	}
 	b.held[k] = flightEntry{n: n, expires: now.Add(flightExpiry)}
 	b.used += n
-	if b.queued[st] {
-		// A stream queued for one type got in with another (a proxy's
-		// request for listeners may fit where its clusters did not). It
-		// may now send the rest of its set: woken at once, not when its
-		// turn in the queue comes — its proxy may wait for those clusters
-		// before it answers anything, so the turn might never come.
-		delete(b.queued, st)
-		b.waiting = slicesDeleteStream(b.waiting, st)
-		st.notify()
-	}
 	return true
 }
 
@@ -163,19 +160,25 @@ func (b *flightBudget) sweep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			b.mu.Lock()
-			if len(b.waiting) > 0 {
-				b.reclaimLocked(now)
-				if b.used == 0 {
-					// Nothing in flight: whoever is first may send, however
-					// large (take).
-					b.wakeOneLocked()
-				}
-				b.wakeLocked()
-			}
-			b.mu.Unlock()
+			b.sweepOnce(now)
 		}
 	}
+}
+
+// sweepOnce is one round of sweep.
+func (b *flightBudget) sweepOnce(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.waiting) == 0 {
+		return
+	}
+	b.reclaimLocked(now)
+	if b.used == 0 {
+		// Nothing in flight: whoever is first may send, however large
+		// (take).
+		b.wakeOneLocked()
+	}
+	b.wakeLocked()
 }
 
 // reclaimLocked forgets responses unanswered for longer than flightExpiry.
@@ -197,8 +200,7 @@ func (b *flightBudget) wakeLocked() {
 	}
 }
 
-// wakeOneLocked wakes the first waiting stream, if any. (A stream leaves
-// the queue when it gets in otherwise: take.)
+// wakeOneLocked wakes the first waiting stream, if any.
 func (b *flightBudget) wakeOneLocked() {
 	if len(b.waiting) == 0 {
 		return

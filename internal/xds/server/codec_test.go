@@ -33,10 +33,18 @@ func TestWireCodecMatchesProto(t *testing.T) {
 		deltaRes = append(deltaRes, &discovery.Resource{Name: strings.Repeat("n", i), Version: strings.Repeat("v", i%3), Resource: a})
 	}
 	deltaRes = append(deltaRes, &discovery.Resource{Name: "no-body"})
+	// Small resources only, over poolBelow in all: encoded whole into a
+	// buffer of the codec's own pool.
+	var smallRes []*discovery.Resource
+	for i := range 300 {
+		smallRes = append(smallRes, &discovery.Resource{Name: fmt.Sprint("c", i), Version: "1",
+			Resource: &anypb.Any{TypeUrl: resource.ClusterType, Value: bytes.Repeat([]byte{byte(i)}, 500)}})
+	}
 	cases := []proto.Message{
 		&discovery.DeltaDiscoveryResponse{},
 		&discovery.DeltaDiscoveryResponse{SystemVersionInfo: "abc", TypeUrl: resource.RouteType, Nonce: "7",
 			Resources: deltaRes, RemovedResources: []string{"gone", "", "also-gone"}},
+		&discovery.DeltaDiscoveryResponse{TypeUrl: resource.ClusterType, Nonce: "8", Resources: smallRes},
 		&discovery.DiscoveryResponse{},
 		&discovery.DiscoveryResponse{VersionInfo: "v1", Resources: codecResources(), Canary: true, TypeUrl: resource.ClusterType, Nonce: "9"},
 		// Fields Weft does not set: written by the proto codec.

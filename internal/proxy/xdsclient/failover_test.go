@@ -125,6 +125,11 @@ func TestFailoverBetweenReplicas(t *testing.T) {
 					break
 				}
 			}
+			// The applier has seen the new set; the client counts the apply
+			// once the applier has returned.
+			for c.Stats().Applies <= applies && ctx.Err() == nil {
+				time.Sleep(2 * time.Millisecond)
+			}
 			if s := c.Stats(); s.Reconnects != 1 || s.Applies <= applies {
 				t.Errorf("Stats = %+v, want 1 reconnect and a new apply", s)
 			}

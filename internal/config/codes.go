@@ -33,6 +33,7 @@ const (
 	CodeUnknownHost      Code = "WF0302" // a destination host no registry knows
 	CodeSubsetStillUsed  Code = "WF0303" // a change would remove a subset a route in force uses
 	CodeDelegateNotFound Code = "WF0304" // a delegate VirtualService that does not exist
+	CodeGatewayNotFound  Code = "WF0305" // a VirtualService bound to a Gateway that does not exist
 )
 
 // The traffic-impact guard.

@@ -265,6 +265,7 @@ func (c *crossChecker) run() {
 	c.reportDestinationRuleConflicts()
 	c.reportPeerAuthenticationConflicts()
 	c.warnUnknownHosts()
+	c.warnUnknownGateways()
 }
 
 // badRef is a subset reference the DestinationRule in force for its host
@@ -450,6 +451,55 @@ func (c *crossChecker) warnUnknownHosts() {
 			}
 		}
 	}
+}
+
+// warnUnknownGateways reports every gateway a current VirtualService (or
+// one of its http matches) is bound to that no Gateway defines, as
+// Istio's analyzer does (IST0101): the binding applies to no proxy.
+func (c *crossChecker) warnUnknownGateways() {
+	defined := map[string]bool{}
+	for _, key := range c.keys(KindGateway) {
+		m := c.cands[key].meta
+		defined[m.Namespace+"/"+m.Name] = true
+	}
+	for _, key := range c.keys(KindVirtualService) {
+		cand := c.cands[key]
+		if !cand.current {
+			continue
+		}
+		vs := cand.spec.(*networking.VirtualService)
+		check := func(path string, refs []string) {
+			for i, g := range refs {
+				if g == GatewayMesh {
+					continue
+				}
+				if ref := GatewayRef(g, cand.meta.Namespace); !defined[ref] {
+					c.report(SeverityWarning, CodeGatewayNotFound, cand.meta, cand.pos, fmt.Sprintf("%s[%d]", path, i),
+						fmt.Sprintf("gateway %s is not defined by any Gateway: this binding applies to no proxy until it is", ref))
+				}
+			}
+		}
+		check("spec.gateways", vs.GetGateways())
+		for i, r := range vs.GetHttp() {
+			for k, m := range r.GetMatch() {
+				check(fmt.Sprintf("spec.http[%d].match[%d].gateways", i, k), m.GetGateways())
+			}
+		}
+	}
+}
+
+// GatewayRef resolves a VirtualService's reference to a Gateway as Istio
+// does: "<namespace>/<name>", a bare name in the VirtualService's
+// namespace ns, or the legacy "<name>.<namespace>[.svc.<domain>]".
+func GatewayRef(ref, ns string) string {
+	if strings.Contains(ref, "/") {
+		return ref
+	}
+	if name, rest, ok := strings.Cut(ref, "."); ok {
+		gwNS, _, _ := strings.Cut(rest, ".")
+		return gwNS + "/" + name
+	}
+	return ns + "/" + ref
 }
 
 // changed reports whether the candidate differs from the version in force

@@ -42,7 +42,7 @@ const telemetryGroup = "telemetry.istio.io"
 var telemetryVersions = map[string]bool{"v1": true, "v1alpha1": true}
 
 // supportedKinds names the kinds Weft loads, for messages.
-const supportedKinds = "VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry"
+const supportedKinds = "VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry"
 
 // newSpec returns an empty spec message for a kind Weft loads, or nil.
 func newSpec(k Kind) proto.Message {
@@ -59,6 +59,8 @@ func newSpec(k Kind) proto.Message {
 		return &networking.WorkloadGroup{}
 	case KindSidecar:
 		return &networking.Sidecar{}
+	case KindGateway:
+		return &networking.Gateway{}
 	case KindPeerAuthentication:
 		return &security.PeerAuthentication{}
 	case KindAuthorizationPolicy:

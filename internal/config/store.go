@@ -303,6 +303,8 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 			snap.WorkloadGroups = append(snap.WorkloadGroups, &WorkloadGroup{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *networking.Sidecar:
 			snap.Sidecars = append(snap.Sidecars, &Sidecar{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *networking.Gateway:
+			snap.Gateways = append(snap.Gateways, &Gateway{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *security.PeerAuthentication:
 			snap.PeerAuthentications = append(snap.PeerAuthentications, &PeerAuthentication{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *security.AuthorizationPolicy:
@@ -319,6 +321,7 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 	sortResources(snap.WorkloadEntries)
 	sortResources(snap.WorkloadGroups)
 	sortResources(snap.Sidecars)
+	sortResources(snap.Gateways)
 	sortResources(snap.PeerAuthentications)
 	sortResources(snap.AuthorizationPolicies)
 	sortResources(snap.RequestAuthentications)
@@ -416,6 +419,10 @@ func decodeAndValidate(path string, data []byte) *decodedFile {
 	for _, d := range docs {
 		if d.spec != nil && !specMissing(d) {
 			found := validateResource(d.meta.Namespace, d.spec)
+			if d.meta.Kind == KindGateway && !isDNSLabel(d.meta.Name) {
+				// VirtualServices name gateways <namespace>/<name>.
+				found = append(found, Diagnostic{Severity: SeverityError, Path: "metadata.name", Message: fmt.Sprintf("gateway name %q must be a DNS-1123 label (no dots): VirtualServices refer to it as <namespace>/<name>", d.meta.Name)})
+			}
 			found = append(found, validateInDocument(d.spec, d.annotations, d.pos)...)
 			for _, i := range found {
 				if d.decodeErrors > 0 && overlapsDecodeError(d, i.Path) {
@@ -692,6 +699,7 @@ func sameContent(a, b *Snapshot) bool {
 		sameResources(a.WorkloadEntries, b.WorkloadEntries) &&
 		sameResources(a.WorkloadGroups, b.WorkloadGroups) &&
 		sameResources(a.Sidecars, b.Sidecars) &&
+		sameResources(a.Gateways, b.Gateways) &&
 		sameResources(a.PeerAuthentications, b.PeerAuthentications) &&
 		sameResources(a.AuthorizationPolicies, b.AuthorizationPolicies) &&
 		sameResources(a.RequestAuthentications, b.RequestAuthentications) &&

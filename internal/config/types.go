@@ -1,5 +1,5 @@
 // Package config loads Istio networking resources (VirtualService,
-// DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar), security resources
+// DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, Gateway), security resources
 // (PeerAuthentication, AuthorizationPolicy, RequestAuthentication) and
 // Telemetry (telemetry.istio.io) from
 // multi-document YAML into istio.io/api types, validates them, and keeps the last good version of
@@ -31,6 +31,7 @@ const (
 	KindWorkloadEntry   Kind = "WorkloadEntry"
 	KindWorkloadGroup   Kind = "WorkloadGroup"
 	KindSidecar         Kind = "Sidecar"
+	KindGateway         Kind = "Gateway"
 
 	KindPeerAuthentication    Kind = "PeerAuthentication"
 	KindAuthorizationPolicy   Kind = "AuthorizationPolicy"
@@ -87,6 +88,7 @@ type (
 	WorkloadEntry   = Resource[*networking.WorkloadEntry]
 	WorkloadGroup   = Resource[*networking.WorkloadGroup]
 	Sidecar         = Resource[*networking.Sidecar]
+	Gateway         = Resource[*networking.Gateway]
 
 	PeerAuthentication    = Resource[*security.PeerAuthentication]
 	AuthorizationPolicy   = Resource[*security.AuthorizationPolicy]
@@ -112,6 +114,9 @@ type Snapshot struct {
 	// Sidecars scope what each proxy is sent (egress hosts) and its
 	// outbound traffic policy.
 	Sidecars []*Sidecar
+	// Gateways configure the listeners of the gateway proxies their
+	// selectors pick; VirtualServices bind to them by name.
+	Gateways []*Gateway
 
 	PeerAuthentications    []*PeerAuthentication
 	AuthorizationPolicies  []*AuthorizationPolicy
@@ -199,6 +204,7 @@ func (s *Snapshot) SameExcept(o *Snapshot, except ...Kind) bool {
 		same(KindWorkloadEntry, func() bool { return identicalResources(s.WorkloadEntries, o.WorkloadEntries) }) &&
 		same(KindWorkloadGroup, func() bool { return identicalResources(s.WorkloadGroups, o.WorkloadGroups) }) &&
 		same(KindSidecar, func() bool { return identicalResources(s.Sidecars, o.Sidecars) }) &&
+		same(KindGateway, func() bool { return identicalResources(s.Gateways, o.Gateways) }) &&
 		same(KindPeerAuthentication, func() bool { return identicalResources(s.PeerAuthentications, o.PeerAuthentications) }) &&
 		same(KindAuthorizationPolicy, func() bool { return identicalResources(s.AuthorizationPolicies, o.AuthorizationPolicies) }) &&
 		same(KindRequestAuthentication, func() bool { return identicalResources(s.RequestAuthentications, o.RequestAuthentications) }) &&

@@ -64,6 +64,8 @@ func validateResource(ns string, spec proto.Message) issues {
 		validateWorkloadGroup(&is, s)
 	case *networking.Sidecar:
 		validateSidecar(&is, s)
+	case *networking.Gateway:
+		validateGateway(&is, s)
 	case *security.PeerAuthentication:
 		validatePeerAuthentication(&is, s)
 	case *security.AuthorizationPolicy:
@@ -95,9 +97,6 @@ func validateVirtualService(is *issues, ns string, vs *networking.VirtualService
 	}
 	validateGatewayNames(is, "spec.gateways", vs.GetGateways())
 	toMesh, toGateway := appliesTo(vs.GetGateways())
-	if !toMesh && !delegate {
-		is.warnf("spec.gateways", "this VirtualService is bound to gateways only; Weft configures sidecars, so it has no effect (add \"mesh\" to gateways to apply it to sidecars)")
-	}
 	if !toGateway {
 		for i, r := range vs.GetHttp() {
 			for k, m := range r.GetMatch() {

@@ -303,6 +303,30 @@ subsets:
 			}},
 		{"we network without address", KindWorkloadEntry, "", "network: net2\n",
 			[]string{`error spec.address: address is required (multi-network endpoints without an address are not supported yet)`}},
+		// Gateway: servers, ports, hosts, TLS.
+		{"gateway ok", KindGateway, "", "selector: {istio: ingressgateway}\nservers:\n- port: {number: 80, name: http, protocol: HTTP}\n  hosts: [\"team-a/*.a.example.com\"]\n  tls: {httpsRedirect: true}\n- port: {number: 443, name: https, protocol: HTTPS}\n  hosts: [\"*.a.example.com\"]\n  tls: {mode: SIMPLE, credentialName: a-cert, minProtocolVersion: TLSV1_2, cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256]}\n", nil},
+		{"gateway no servers", KindGateway, "", "selector: {istio: ingressgateway}\n",
+			[]string{`error spec.servers: a gateway must have at least one server`}},
+		{"gateway server without hosts or port name", KindGateway, "", "servers: [{port: {number: 80, protocol: HTTP}}]\n",
+			[]string{`error spec.servers[0].hosts: a server must list at least one host`, `error spec.servers[0].port.name: port name must be set`}},
+		{"gateway bad host", KindGateway, "", "servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [\"~/a.example.com\", \"ns/foo*.example.com\"]}]\n",
+			[]string{`error spec.servers[0].hosts[0]: host "~/a.example.com": namespace "~" is not allowed`, `error spec.servers[0].hosts[1]: host "ns/foo*.example.com": partial wildcard`}},
+		{"gateway https without tls", KindGateway, "", "servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [\"*\"]}]\n",
+			[]string{`error spec.servers[0].tls: a HTTPS server must have TLS settings`}},
+		{"gateway simple without certificate", KindGateway, "", "servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [\"*\"], tls: {mode: SIMPLE}}]\n",
+			[]string{`error spec.servers[0].tls.privateKey: SIMPLE TLS requires a private key`, `error spec.servers[0].tls.serverCertificate: SIMPLE TLS requires a server certificate`}},
+		{"gateway mutual files without ca", KindGateway, "", "servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [\"*\"], tls: {mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem}}]\n",
+			[]string{`error spec.servers[0].tls.caCertificates: MUTUAL TLS requires a client CA bundle`}},
+		{"gateway istio mutual with credential", KindGateway, "", "servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [\"*\"], tls: {mode: ISTIO_MUTUAL, credentialName: c}}]\n",
+			[]string{`error spec.servers[0].tls.credentialName: ISTIO_MUTUAL uses the gateway's mesh certificate`}},
+		{"gateway tls on tcp", KindGateway, "", "servers: [{port: {number: 31400, name: tcp, protocol: TCP}, hosts: [\"*\"], tls: {mode: SIMPLE, credentialName: c}}]\n",
+			[]string{`error spec.servers[0].tls: a TCP server cannot have TLS settings`}},
+		{"gateway duplicate port name and mixed port", KindGateway, "", "servers:\n- {port: {number: 80, name: p, protocol: HTTP}, hosts: [\"*\"]}\n- {port: {number: 80, name: p, protocol: TCP}, hosts: [\"*\"]}\n",
+			[]string{`error spec.servers[1].port.name: port names in servers must be unique`, `error spec.servers[1].port.protocol: port 80 is also spec.servers[0] with protocol HTTP`}},
+		{"gateway unknown protocol and cipher", KindGateway, "", "servers:\n- {port: {number: 80, name: p, protocol: QUIC}, hosts: [\"*\"]}\n- {port: {number: 443, name: s, protocol: HTTPS}, hosts: [\"*\"], tls: {mode: SIMPLE, credentialName: c, cipherSuites: [NOPE]}}\n",
+			[]string{`error spec.servers[0].port.protocol: invalid protocol "QUIC"`, `warning spec.servers[1].tls.cipherSuites[0]: ignoring unknown cipher suite "NOPE"`}},
+		{"gateway auto passthrough", KindGateway, "", "servers: [{port: {number: 15443, name: tls, protocol: TLS}, hosts: [\"*.local\"], tls: {mode: AUTO_PASSTHROUGH}}]\n",
+			[]string{`error spec.servers[0].tls.mode: AUTO_PASSTHROUGH`}},
 		{"we dns name", KindWorkloadEntry, "", "address: vm1.example.internal\n",
 			[]string{`warning spec.address: address "vm1.example.internal" is a DNS name: weft-proxy resolves it when it connects`}},
 	}
@@ -313,6 +337,7 @@ subsets:
 				KindDestinationRule: &networking.DestinationRule{},
 				KindServiceEntry:    &networking.ServiceEntry{},
 				KindWorkloadEntry:   &networking.WorkloadEntry{},
+				KindGateway:         &networking.Gateway{},
 			}[tc.kind]
 			var root yaml.Node
 			if err := yaml.Unmarshal([]byte(tc.spec), &root); err != nil {

@@ -23,7 +23,7 @@ type kind struct {
 }
 
 // kinds are the kinds Weft's config package loads (config.Kind*), every
-// one of them. Gateway, EnvoyFilter and the other Istio kinds are not
+// one of them. EnvoyFilter and the other Istio kinds are not
 // loaded by Weft yet, so they are not watched either: a kind is added here
 // when the decoder learns it (TestKindsCoverTheDecoder checks), and its
 // resource goes into the chart's ClusterRole and docs/registries.md's
@@ -35,6 +35,7 @@ var kinds = []kind{
 	{config.KindWorkloadEntry, "networking.istio.io", "workloadentries", networkingVersions},
 	{config.KindWorkloadGroup, "networking.istio.io", "workloadgroups", networkingVersions},
 	{config.KindSidecar, "networking.istio.io", "sidecars", networkingVersions},
+	{config.KindGateway, "networking.istio.io", "gateways", networkingVersions},
 	{config.KindPeerAuthentication, "security.istio.io", "peerauthentications", securityVersions},
 	{config.KindAuthorizationPolicy, "security.istio.io", "authorizationpolicies", securityVersions},
 	{config.KindRequestAuthentication, "security.istio.io", "requestauthentications", securityVersions},

@@ -146,6 +146,7 @@ var kindSamples = map[config.Kind]string{
 	config.KindWorkloadEntry:         "address: 10.0.0.7",
 	config.KindWorkloadGroup:         "template: {serviceAccount: reviews}",
 	config.KindSidecar:               "egress: [{hosts: [\"./*\"]}]",
+	config.KindGateway:               "selector: {istio: ingressgateway}\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [\"*\"]}]",
 	config.KindPeerAuthentication:    "mtls: {mode: STRICT}",
 	config.KindAuthorizationPolicy:   "action: ALLOW",
 	config.KindRequestAuthentication: "selector: {matchLabels: {app: reviews}}",

@@ -316,6 +316,9 @@ func inForce(snap *config.Snapshot) map[string]bool {
 	for _, r := range snap.Sidecars {
 		add(r.Meta)
 	}
+	for _, r := range snap.Gateways {
+		add(r.Meta)
+	}
 	for _, r := range snap.PeerAuthentications {
 		add(r.Meta)
 	}

@@ -292,6 +292,13 @@ var cipherSuites = map[string]uint16{
 	"AES256-SHA":                    tls.TLS_RSA_WITH_AES_256_CBC_SHA,
 }
 
+// KnownCipherSuite reports whether name is an OpenSSL cipher suite name
+// the proxy accepts in cipher_suites.
+func KnownCipherSuite(name string) bool {
+	_, ok := cipherSuites[name]
+	return ok
+}
+
 var curves = map[string]tls.CurveID{
 	"X25519":         tls.X25519,
 	"P-256":          tls.CurveP256,

@@ -264,4 +264,3 @@ func validCredentialName(n string) bool {
 	}
 	return true
 }
-

@@ -105,11 +105,19 @@ It reaches the control plane on its secure port over TLS, verified against
 --root-cert. It first gets its workload certificate (SPIFFE ID
 spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>) from the
 control plane's CA with a single-use bootstrap token (weft token), then
-renews it with the certificate itself. See docs/security.md.`,
+renews it with the certificate itself. See docs/security.md.
+
+With --gateway it is a gateway instead (Istio's ingress or egress
+gateway): no application behind it, listeners from the Gateway resources
+whose selector matches its --labels, TLS certificates by credentialName
+from --credential-dir. See docs/gateways.md.`,
 		Example: `  weft token --namespace default --service-account backend --root-cert-out root-cert.pem > backend.token
   weft-proxy --root-cert root-cert.pem --token-file backend.token \
       --workload backend-v1 --service-account backend --labels app=backend,version=v1 --ip 127.0.10.2 \
-      --app-port 8080=127.0.10.2:18080 --outbound 127.0.10.2:15001 --admin-address 127.0.10.2:15000`,
+      --app-port 8080=127.0.10.2:18080 --outbound 127.0.10.2:15001 --admin-address 127.0.10.2:15000
+  weft-proxy --gateway --root-cert root-cert.pem --token-file gateway.token --namespace team-a \
+      --workload team-a-gateway --labels istio=team-a-gateway --ip 127.0.20.1 --gateway-bind 127.0.20.1 \
+      --credential-dir /etc/weft/credentials --admin-address 127.0.20.1:15000`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usageError{fmt.Errorf("unexpected arguments %q: weft-proxy takes flags only", args)}
@@ -119,6 +127,7 @@ renews it with the certificate itself. See docs/security.md.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.outboundSet = cmd.Flags().Changed("outbound")
 			opts, err := f.options(stderr)
 			if err != nil {
 				return usageError{err}
@@ -148,6 +157,8 @@ type flags struct {
 	plaintext                                    bool
 	drain, listenerDrain                         time.Duration
 	maxConns                                     int
+	gateway, outboundSet                         bool
+	gatewayBind, credentialDir                   string
 	ips, appPorts, labels                        listFlag
 	xdsAddrs                                     defaultedList
 }
@@ -178,6 +189,9 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.drain, "drain-timeout", proxy.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
 	fs.DurationVar(&f.listenerDrain, "listener-drain-time", proxy.DefaultListenerDrain, "how long a listener the control plane removed keeps serving (answering with Connection: close / GOAWAY) before it closes")
 	fs.IntVar(&f.maxConns, "max-connections-per-listener", 0, "the most connections each listener holds open at once; more are closed at once (0: no limit, as Envoy)")
+	fs.BoolVar(&f.gateway, "gateway", false, "run as a gateway (Istio's router): no application behind it, listeners from the Gateways whose selector matches --labels, node id router~...; no outbound listener unless --outbound is given")
+	fs.StringVar(&f.gatewayBind, "gateway-bind", "", "with --gateway, the `address` its listeners bind (a Gateway server's bind wins); default every address (0.0.0.0)")
+	fs.StringVar(&f.credentialDir, "credential-dir", "", "with --gateway, the `directory` of TLS credentials Gateways name by credentialName: <dir>/<name>/tls.crt, tls.key and, for MUTUAL, ca.crt (Kubernetes Secret mounts work as is); read again every 2s, so a rotated certificate is served to new connections")
 	fs.StringVar(&f.logLevel, logflag.Name, logflag.Default, logflag.Usage)
 	registerAppProbes(fs, &f.appProbesAddr)
 }
@@ -263,8 +277,38 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 	if mode == contract.InterceptionNone {
 		mode = "" // the default: not sent
 	}
+	outbound := f.outbound
+	if f.gateway {
+		if !f.outboundSet {
+			outbound = "" // a gateway has no app to send it traffic
+		}
+		if len(appPorts) > 0 {
+			return proxy.Options{}, errors.New("--app-port: a gateway (--gateway) has no application behind it")
+		}
+		if mode == contract.InterceptionRedirect {
+			return proxy.Options{}, errors.New("--interception-mode REDIRECT: a gateway (--gateway) is addressed directly, not captured")
+		}
+		if f.gatewayBind != "" && net.ParseIP(f.gatewayBind) == nil {
+			return proxy.Options{}, fmt.Errorf("--gateway-bind %q: not an IP address", f.gatewayBind)
+		}
+	} else {
+		for _, g := range []struct{ flag, v string }{{"--gateway-bind", f.gatewayBind}, {"--credential-dir", f.credentialDir}} {
+			if g.v != "" {
+				return proxy.Options{}, fmt.Errorf("%s: only for a gateway (add --gateway)", g.flag)
+			}
+		}
+	}
+	if f.credentialDir != "" {
+		if fi, err := os.Stat(f.credentialDir); err != nil || !fi.IsDir() {
+			return proxy.Options{}, fmt.Errorf("--credential-dir %q: not a readable directory", f.credentialDir)
+		}
+	}
 	id := f.id
-	if id == "" {
+	switch {
+	case id != "":
+	case f.gateway:
+		id = contract.RouterNodeID(ips[0], workload, f.namespace)
+	default:
 		id = contract.DefaultNodeID(ips[0], workload, f.namespace)
 	}
 	sec, err := f.security(log)
@@ -279,9 +323,11 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 		CertDir:     f.certDir,
 		Identity: contract.Identity{
 			ID: id, Namespace: f.namespace, WorkloadName: workload, Labels: labels,
-			IPs: ips, ServiceAccount: f.serviceAccount, OutboundAddress: f.outbound, AppPorts: appPorts,
+			IPs: ips, ServiceAccount: f.serviceAccount, OutboundAddress: outbound, AppPorts: appPorts,
 			Locality: f.locality, AutoRegisterGroup: f.autoRegisterGroup, InterceptionMode: mode,
+			GatewayBind: f.gatewayBind,
 		},
+		CredentialDir:             f.credentialDir,
 		XDSAddress:                strings.Join(f.xdsAddrs.list, ","),
 		AdminAddress:              f.adminAddr,
 		DrainTimeout:              f.drain,

@@ -1,6 +1,7 @@
 // Package mesh joins a config snapshot and a registry snapshot into one
 // immutable, versioned view with small indexes the xDS generators need:
-// VirtualServices by host (routes.go), DestinationRule subsets by host
+// VirtualServices by host (routes.go), Gateways and the VirtualServices
+// bound to them (gateways.go), DestinationRule subsets by host
 // (subsets.go), and per workload its mutual TLS mode (peerauthn.go), its
 // AuthorizationPolicies (authz.go) and RequestAuthentications
 // (requestauthn.go), with the JWT keys fetched for them (keys.go). Each index is its own type; add new ones beside them rather
@@ -100,7 +101,10 @@ type Snapshot struct {
 	// the fetched JWT keys when there are any.
 	Version string
 
-	Routes       *RouteIndex
+	Routes *RouteIndex
+	// Gateways finds a gateway proxy's Gateways and the VirtualServices
+	// bound to them (gateways.go).
+	Gateways     *GatewayIndex
 	Subsets      *SubsetIndex
 	PeerAuthn    *PeerAuthnIndex
 	Authz        *AuthzIndex
@@ -275,7 +279,7 @@ func BuildFrom(prev *Snapshot, cfg *config.Snapshot, reg *registry.Snapshot, opt
 		s.Subsets, s.PeerAuthn, s.Authz = prev.Subsets, prev.PeerAuthn, prev.Authz
 		s.RequestAuthn, s.Telemetry = prev.RequestAuthn, prev.Telemetry
 		if level == carryEndpoints {
-			s.Routes, s.Scopes = prev.Routes, prev.Scopes
+			s.Routes, s.Scopes, s.Gateways = prev.Routes, prev.Scopes, prev.Gateways
 			return s
 		}
 	} else {
@@ -286,6 +290,7 @@ func BuildFrom(prev *Snapshot, cfg *config.Snapshot, reg *registry.Snapshot, opt
 		s.Telemetry = newTelemetryIndex(cfg.Telemetries, rootNS, opts.MeshConfig)
 	}
 	s.Routes = newRouteIndex(cfg.VirtualServices, r)
+	s.Gateways = newGatewayIndex(cfg.Gateways, cfg.VirtualServices)
 	s.Scopes = newScopeIndex(s, cfg.Sidecars, opts.EgressScope)
 	return s
 }

@@ -10,6 +10,7 @@ import (
 
 	"weft.dev/weft/internal/proxy/admin"
 	"weft.dev/weft/internal/proxy/certs"
+	"weft.dev/weft/internal/proxy/secretdir"
 	"weft.dev/weft/internal/proxy/tlssocket"
 	"weft.dev/weft/internal/spiffe"
 )
@@ -45,6 +46,28 @@ func (s secrets) Certificate() *tls.Certificate {
 }
 
 func (s secrets) Roots() *x509.CertPool { return s.m.Roots() }
+
+// withCredentials serves a gateway's named credentials (secretdir) beside
+// the workload secrets.
+type withCredentials struct {
+	tlssocket.Secrets
+	*secretdir.Dir
+}
+
+var _ tlssocket.Credentials = withCredentials{}
+
+// noSecrets is a proxy without a workload certificate (plaintext xDS).
+type noSecrets struct{}
+
+func (noSecrets) Certificate() *tls.Certificate { return nil }
+func (noSecrets) Roots() *x509.CertPool         { return nil }
+
+func orNoSecrets(s tlssocket.Secrets) tlssocket.Secrets {
+	if s == nil {
+		return noSecrets{}
+	}
+	return s
+}
 
 // certificates is what the admin endpoint's /certs lists: the trust root
 // (ROOTCA) and the workload certificate chain (default).

@@ -25,6 +25,7 @@ import (
 	"weft.dev/weft/internal/proxy/admin"
 	"weft.dev/weft/internal/proxy/certs"
 	"weft.dev/weft/internal/proxy/dataplane"
+	"weft.dev/weft/internal/proxy/secretdir"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -83,6 +84,11 @@ type Options struct {
 	// XDS tunes the xDS client; Address, Node, Applier and Logger are
 	// filled in by New. Zero for defaults.
 	XDS xdsclient.Options
+	// CredentialDir, for a gateway, is the directory of TLS credentials
+	// its Gateways name by credentialName (see internal/proxy/secretdir);
+	// read again every CredentialPoll (default secretdir.DefaultPoll).
+	CredentialDir  string
+	CredentialPoll time.Duration
 }
 
 // Proxy is one running sidecar or gateway. Ready, AdminAddr and Registry
@@ -94,6 +100,7 @@ type Proxy struct {
 	dp       *dataplane.Dataplane
 	xds      *xdsclient.Client
 	certs    *certs.Manager // nil with Plaintext
+	creds    *secretdir.Dir // nil without CredentialDir
 	adminLn  net.Listener
 	adminSrv *http.Server
 
@@ -150,6 +157,15 @@ func New(opts Options) (*Proxy, error) {
 		opts.Identity.MTLS = true
 		p.opts.Identity.MTLS = true
 		dpo.Secrets, dpo.Principal = secrets{p.certs}, p.certs.Identity().String()
+	}
+	if opts.CredentialDir != "" {
+		// A gateway's credentials (credentialName) beside the workload
+		// certificate: the data plane's Secrets serve both.
+		if p.creds, err = secretdir.Open(opts.CredentialDir, opts.Logger); err != nil {
+			p.adminLn.Close()
+			return nil, fmt.Errorf("proxy: %w", err)
+		}
+		dpo.Secrets = withCredentials{orNoSecrets(dpo.Secrets), p.creds}
 	}
 	dpo.Identity = opts.Identity
 	dp, err := dataplane.New(dpo)
@@ -268,6 +284,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 	} else {
 		certsDone <- nil
 	}
+	credsDone := make(chan struct{})
+	if p.creds != nil {
+		go func() { defer close(credsDone); p.creds.Run(xctx, p.opts.CredentialPoll) }()
+	} else {
+		close(credsDone)
+	}
 	xdsErr := make(chan error, 1)
 	go func() {
 		// ADS needs the workload certificate: the secure port admits a
@@ -306,6 +328,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err := <-certsDone; err != nil {
 		p.log.Error("certificate manager", "error", err)
 	}
+	<-credsDone
 	dctx, cancel := context.WithTimeout(context.Background(), p.opts.DrainTimeout)
 	defer cancel()
 	if err := p.dp.Close(dctx); err != nil {

@@ -76,6 +76,20 @@ type Secrets interface {
 	Roots() *x509.CertPool
 }
 
+// Credentials is what a gateway proxy's Secrets also serve: the SDS
+// secrets a Gateway server names by credentialName, as Istio spells them
+// ("kubernetes://<name>" for the certificate and key,
+// "kubernetes://<name>-cacert" for the CA that client certificates must
+// chain to). Methods are called on every handshake, from any goroutine,
+// and must not block.
+type Credentials interface {
+	// CredentialCertificate is the certificate with its key of secret
+	// name, or nil while the proxy has none.
+	CredentialCertificate(name string) *tls.Certificate
+	// CredentialRoots is the CA bundle of secret name, or nil.
+	CredentialRoots(name string) *x509.CertPool
+}
+
 // noSecrets is what a proxy without a certificate manager has: no
 // certificate, no root. A handshake that needs them fails.
 type noSecrets struct{}
@@ -159,8 +173,10 @@ type common struct {
 	ciphers                []uint16
 	curves                 []tls.CurveID
 	alpn                   []string
-	// Own certificate: from SDS "default" (sds) or static (files).
+	// Own certificate: from SDS "default" (sds), a named credential
+	// (named, with sds), or static (files).
 	sds    bool
+	named  string
 	static []tls.Certificate
 	// Peer validation; nil verifies nothing.
 	v *verifier
@@ -178,8 +194,11 @@ func compileCommon(c *tlsv3.CommonTlsContext, s Secrets, usage x509.ExtKeyUsage)
 		if i > 0 {
 			return nil, fmt.Errorf("tls_certificate_sds_secret_configs: one secret is supported, have %d", len(c.GetTlsCertificateSdsSecretConfigs()))
 		}
-		if sc.GetName() != SecretDefault {
-			return nil, fmt.Errorf("tls_certificate_sds_secret_configs[0]: secret %q: the proxy serves only %q (its workload certificate) and %q", sc.GetName(), SecretDefault, SecretRootCA)
+		if n := sc.GetName(); n != SecretDefault {
+			if _, ok := s.(Credentials); !ok || n == SecretRootCA {
+				return nil, fmt.Errorf("tls_certificate_sds_secret_configs[0]: secret %q: the proxy serves only %q (its workload certificate) and %q, and credentials by name when it runs as a gateway with a credential directory", n, SecretDefault, SecretRootCA)
+			}
+			out.named = n
 		}
 		out.sds = true
 	}
@@ -443,11 +462,18 @@ func compileValidation(c *tlsv3.CommonTlsContext, s Secrets, usage x509.ExtKeyUs
 	}
 	v := &verifier{usage: usage}
 	if sdsRoot != nil {
-		if sdsRoot.GetName() != SecretRootCA {
-			return nil, fmt.Errorf("%s: secret %q: the proxy serves only %q (the mesh root) and %q", strings.TrimSuffix(field, ".default_validation_context"), sdsRoot.GetName(), SecretRootCA, SecretDefault)
+		creds, isCreds := s.(Credentials)
+		switch n := sdsRoot.GetName(); {
+		case n == SecretRootCA:
+			s = orNone(s)
+			v.roots, v.mesh = s.Roots, true
+		case isCreds && n != SecretDefault:
+			// A gateway credential's CA: client certificates are checked
+			// as against a trusted_ca, read at every handshake.
+			v.roots = func() *x509.CertPool { return creds.CredentialRoots(n) }
+		default:
+			return nil, fmt.Errorf("%s: secret %q: the proxy serves only %q (the mesh root) and %q, and credentials by name when it runs as a gateway with a credential directory", strings.TrimSuffix(field, ".default_validation_context"), n, SecretRootCA, SecretDefault)
 		}
-		s = orNone(s)
-		v.roots, v.mesh = s.Roots, true
 	}
 	if cvc == nil {
 		return v, nil
@@ -468,7 +494,7 @@ func compileValidation(c *tlsv3.CommonTlsContext, s Secrets, usage x509.ExtKeyUs
 	}
 	v.allowExpired = cvc.GetAllowExpiredCertificate()
 	if ca := cvc.GetTrustedCa(); ca != nil {
-		if v.mesh {
+		if sdsRoot != nil {
 			return nil, fmt.Errorf("%s.trusted_ca: not together with the %q secret", field, SecretRootCA)
 		}
 		pem, err := readSource(ca)
@@ -480,7 +506,7 @@ func compileValidation(c *tlsv3.CommonTlsContext, s Secrets, usage x509.ExtKeyUs
 			return nil, fmt.Errorf("%s.trusted_ca: %w", field, onFile(ca, errors.New("no PEM certificate in it")))
 		}
 		v.roots = func() *x509.CertPool { return pool }
-	} else if cvc.GetSystemRootCerts() != nil && !v.mesh {
+	} else if cvc.GetSystemRootCerts() != nil && sdsRoot == nil {
 		pool, err := x509.SystemCertPool()
 		if err != nil {
 			return nil, fmt.Errorf("%s.system_root_certs: %w", field, err)
@@ -701,14 +727,23 @@ func NewServer(ctx *tlsv3.DownstreamTlsContext, s Secrets) (*Server, error) {
 	}
 	cfg := c.base()
 	cfg.SessionTicketsDisabled = ctx.GetDisableStatelessSessionResumption()
-	if c.sds {
+	switch {
+	case c.named != "":
+		creds, name := s.(Credentials), c.named
+		cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if cert := creds.CredentialCertificate(name); cert != nil {
+				return cert, nil
+			}
+			return nil, fmt.Errorf("the gateway has no certificate for credential %q (SDS): not in its credential directory, or unreadable", name)
+		}
+	case c.sds:
 		cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if cert := s.Certificate(); cert != nil {
 				return cert, nil
 			}
 			return nil, errors.New("the proxy has no valid workload certificate (SDS \"default\"): none yet, or it expired")
 		}
-	} else {
+	default:
 		cfg.Certificates = c.static
 	}
 	require := ctx.GetRequireClientCertificate().GetValue()
@@ -828,6 +863,16 @@ func (c *Client) Config(serverName string, alpn []string, cache tls.ClientSessio
 	cfg.InsecureSkipVerify = true //nolint:gosec // VerifyConnection verifies.
 	s := c.s
 	switch {
+	case c.c.named != "":
+		// A credential as a client certificate (an egress gateway
+		// originating mutual TLS with a named credential).
+		creds, name := s.(Credentials), c.c.named
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if cert := creds.CredentialCertificate(name); cert != nil {
+				return cert, nil
+			}
+			return &tls.Certificate{}, nil
+		}
 	case c.c.sds:
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			if cert := s.Certificate(); cert != nil {

@@ -62,6 +62,12 @@ const (
 	// gRPC's xDS client (internal/xds/generate's ForProxyless). Empty or
 	// any other value is a sidecar.
 	MetaGenerator = "GENERATOR"
+	// MetaGatewayBind is the address a gateway proxy's listeners bind
+	// (a Gateway server's bind overrides it); empty means every address
+	// (0.0.0.0), as Istio's gateways. Istio has no such key: its gateway
+	// pods have one address each, and several Weft gateways on one host
+	// (or loopback) need their own.
+	MetaGatewayBind = "WEFT_GATEWAY_BIND"
 )
 
 // GeneratorGRPC is the MetaGenerator value of a proxyless gRPC client.

@@ -45,12 +45,30 @@ type Identity struct {
 	// Generator is MetaGenerator: GeneratorGRPC for a proxyless gRPC
 	// client, else empty.
 	Generator string
+	// GatewayBind is where a gateway proxy's listeners bind
+	// (MetaGatewayBind); empty for every address.
+	GatewayBind string
 }
 
 // Proxyless reports whether the node is a proxyless gRPC client
 // (Generator is GeneratorGRPC): it gets only the listeners, routes,
 // clusters and endpoints it names, in the form gRPC's xDS client accepts.
 func (id Identity) Proxyless() bool { return id.Generator == GeneratorGRPC }
+
+// Router reports whether the node is a gateway proxy: its id starts
+// with "router~", as Istio's gateways' ids do (sidecars' start with
+// "sidecar~"). A gateway has no application behind it: it serves the
+// listeners of the Gateways that select it.
+func (id Identity) Router() bool { return strings.HasPrefix(id.ID, RouterNodePrefix) }
+
+// RouterNodePrefix starts a gateway proxy's node id.
+const RouterNodePrefix = "router~"
+
+// RouterNodeID builds an Istio-style gateway node id:
+// router~IP~workload.ns~ns.svc.cluster.local.
+func RouterNodeID(ip, workload, ns string) string {
+	return fmt.Sprintf("%s%s~%s.%s~%s.svc.cluster.local", RouterNodePrefix, ip, workload, ns, ns)
+}
 
 // Captured reports whether the proxy's pod traffic is redirected to it
 // (InterceptionMode is InterceptionRedirect).
@@ -96,6 +114,9 @@ func (id Identity) Node() *core.Node {
 	if id.Generator != "" {
 		fields[MetaGenerator] = id.Generator
 	}
+	if id.GatewayBind != "" {
+		fields[MetaGatewayBind] = id.GatewayBind
+	}
 	md, err := structpb.NewStruct(fields)
 	if err != nil { // only strings and maps of strings: cannot fail
 		panic(err)
@@ -121,6 +142,7 @@ func ParseNode(n *core.Node) (Identity, error) {
 	id.MTLS = str(MetaMTLS) == "true"
 	id.AutoRegisterGroup = str(MetaAutoRegisterGroup)
 	id.Generator = str(MetaGenerator)
+	id.GatewayBind = str(MetaGatewayBind)
 	switch m := str(MetaInterceptionMode); m {
 	case "", InterceptionNone, InterceptionRedirect:
 		id.InterceptionMode = m

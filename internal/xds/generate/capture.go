@@ -77,7 +77,7 @@ func captured(s *mesh.Snapshot, id contract.Identity) (ls, rcs, cs []types.Resou
 //
 // It returns the listener and the route configurations its chains name.
 func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {
-	vis := s.Scopes.For(id.Namespace, id.Labels)
+	vis := scopeOf(s, id)
 	unknown := contract.ClusterPassthrough
 	logs := tcpAccessLogs(s, id.Namespace, id.Labels, mesh.ModeClient)
 	if vis.OutboundTrafficPolicy(s) == mesh.RegistryOnly {
@@ -211,7 +211,7 @@ func outboundRoutesForPort(s *mesh.Snapshot, id contract.Identity, port uint32) 
 			Timeout:          durationpb.New(0), // a passthrough stream may be long-lived, as Istio
 		}},
 	}
-	if s.Scopes.For(id.Namespace, id.Labels).OutboundTrafficPolicy(s) == mesh.RegistryOnly {
+	if scopeOf(s, id).OutboundTrafficPolicy(s) == mesh.RegistryOnly {
 		last = &route.Route{
 			Name:   contract.RouteBlockAll,
 			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},

@@ -28,7 +28,7 @@ const (
 // sees (mesh.ScopeIndex) and per DestinationRule subset of the service.
 func outboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 	var out []types.Resource
-	vis := s.Scopes.For(id.Namespace, id.Labels)
+	vis := scopeOf(s, id)
 	build := func(svc *registry.Service, p registry.Port, subset string) *cluster.Cluster {
 		c := edsCluster(svc, p, subset, s.DomainSuffix)
 		c = withTrafficPolicy(s, svc, p, subset, c)

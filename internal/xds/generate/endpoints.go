@@ -20,7 +20,7 @@ import (
 // outboundClusters generates, so the set is always consistent.
 func outboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 	var out []types.Resource
-	vis := s.Scopes.For(id.Namespace, id.Labels)
+	vis := scopeOf(s, id)
 	for _, svc := range s.Registry.Services() {
 		for _, p := range svc.Ports {
 			if !vis.Port(svc, p.Number) {

@@ -60,7 +60,8 @@ func (r Resources) ByType() map[resource.Type][]types.Resource {
 //
 // A captured proxy (id.Captured()) gets the virtual listeners of
 // capture.go instead of the explicit outbound listener and the
-// per-endpoint inbound listeners.
+// per-endpoint inbound listeners; a gateway (id.Router()) gets the
+// listeners of the Gateways that select it (gateway.go).
 func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
 	return forProxy(s, id, true)
 }
@@ -124,9 +125,14 @@ func ownResources(s *mesh.Snapshot, id contract.Identity, shared []types.Resourc
 			r     Resources
 			local []types.Resource // inbound (and passthrough) clusters
 		)
-		if id.Captured() {
+		switch {
+		case id.Router():
+			// A gateway: the Gateways' listeners, no application behind it
+			// (gateway.go).
+			r.Listeners, r.Routes = gatewayListeners(s, id)
+		case id.Captured():
 			r.Listeners, r.Routes, local = captured(s, id)
-		} else {
+		default:
 			if l := outboundListener(s, id); l != nil {
 				// The http_proxy route configuration exists exactly when a
 				// listener refers to it, so the set stays consistent.

@@ -75,7 +75,7 @@ type claListKey struct {
 // sharedOutboundClusters is outboundClusters sorted by name, shared by
 // the proxies with the same mTLS capability and scope. Read only.
 func sharedOutboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
-	k := clusterListKey{mtls: id.MTLS, vis: s.Scopes.For(id.Namespace, id.Labels)}
+	k := clusterListKey{mtls: id.MTLS, vis: scopeOf(s, id)}
 	return s.Memo(k, func() any {
 		cs := outboundClusters(s, id)
 		sortByName(cs)
@@ -87,7 +87,7 @@ func sharedOutboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Reso
 // the proxies with the same scope and locality (and labels, where a
 // DestinationRule's failoverPriority reads them). Read only.
 func sharedOutboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource {
-	k := claListKey{vis: s.Scopes.For(id.Namespace, id.Labels), locality: id.Locality}
+	k := claListKey{vis: scopeOf(s, id), locality: id.Locality}
 	if id.Locality != "" && usesFailoverPriority(s) {
 		k.labels = labelsKey(id.Labels)
 	}
@@ -201,7 +201,7 @@ func localityKey(s *mesh.Snapshot, id contract.Identity, host string, port uint3
 }
 
 func keyOf(s *mesh.Snapshot, id contract.Identity) outboundKey {
-	k := outboundKey{vis: s.Scopes.For(id.Namespace, id.Labels), ns: id.Namespace, captured: id.Captured(),
+	k := outboundKey{vis: scopeOf(s, id), ns: id.Namespace, captured: id.Captured(),
 		telemetry: s.Telemetry.For(id.Namespace, id.Labels).Key()}
 	if usesSourceLabels(s) {
 		k.labels = labelsKey(id.Labels)

@@ -6,6 +6,9 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/xds/contract"
 )
 
 func sortByName(rs []types.Resource) {
@@ -23,4 +26,15 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// scopeOf is what proxy id is sent of the mesh's services: its Sidecar's
+// or the default egress scope, and for a gateway every service (Sidecar
+// resources do not apply to gateways, which route to whatever their
+// VirtualServices name, in any namespace).
+func scopeOf(s *mesh.Snapshot, id contract.Identity) *mesh.Visibility {
+	if id.Router() {
+		return nil
+	}
+	return s.Scopes.For(id.Namespace, id.Labels)
 }

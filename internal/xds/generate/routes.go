@@ -32,7 +32,7 @@ func outboundRoutes(s *mesh.Snapshot, id contract.Identity) *route.RouteConfigur
 func outboundVirtualHosts(s *mesh.Snapshot, id contract.Identity, port uint32) []*route.VirtualHost {
 	var vhs []*route.VirtualHost
 	used := map[string]bool{} // Envoy rejects a domain used by two virtual hosts
-	vis := s.Scopes.For(id.Namespace, id.Labels)
+	vis := scopeOf(s, id)
 	var svc *registry.Service
 	routed := func(p registry.Port) bool {
 		return (p.Protocol.IsHTTP() || port != 0 && p.Protocol.Sniffed()) && vis.Port(svc, p.Number)

@@ -1,0 +1,570 @@
+package generate
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/proxy/tlssocket"
+	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// A gateway proxy (contract.Identity.Router) has no application behind
+// it: it serves the servers of the Gateways whose selector picks it, as
+// Istio's gateway listeners (pilot/pkg/networking/core/gateway.go) do.
+//
+//   - Servers are merged by port: one listener per port (at the server's
+//     bind, else the proxy's GatewayBind, else 0.0.0.0).
+//   - Plaintext HTTP servers on a port share the route configuration
+//     "http.<port>": a virtual host per host a bound VirtualService
+//     serves there (VirtualServices naming one host are merged, first
+//     seen first); httpsRedirect makes its virtual hosts answer 301 to
+//     https (require_tls).
+//   - HTTPS servers each get a filter chain selected by SNI (their hosts;
+//     "*" takes the connections no other chain names), terminating TLS
+//     with the server's certificate (credentialName over SDS
+//     "kubernetes://<name>", files, or the mesh certificate for
+//     ISTIO_MUTUAL) and routing with "https.<port>.<portName>.<gateway>.<namespace>".
+//   - TLS servers in PASSTHROUGH mode forward connections by SNI along
+//     the bound VirtualServices' tls routes, without terminating them;
+//     TLS servers that terminate, and TCP servers, forward along tcp
+//     routes.
+
+// CredentialSecretPrefix starts the SDS name of a gateway credential
+// (credentialName), as in Istio; "-cacert" ends the name of its client
+// CA.
+const (
+	CredentialSecretPrefix = "kubernetes://"
+	CredentialCASuffix     = "-cacert"
+)
+
+// gatewayServer is one server of a Gateway selecting the proxy.
+type gatewayServer struct {
+	gw    *config.Gateway
+	srv   *networking.Server
+	proto registry.Protocol
+}
+
+// terminates reports whether the server terminates TLS.
+func (g gatewayServer) terminates() bool {
+	switch g.srv.GetTls().GetMode() {
+	case networking.ServerTLSSettings_PASSTHROUGH, networking.ServerTLSSettings_AUTO_PASSTHROUGH:
+		return false
+	}
+	return g.proto == registry.HTTPS || g.proto == registry.TLS
+}
+
+// gatewayPort is the servers sharing one listener.
+type gatewayPort struct {
+	bind    string
+	number  uint32
+	servers []gatewayServer
+}
+
+// gatewayPorts groups the servers of the Gateways that select id by
+// bind address and port, in port order.
+func gatewayPorts(s *mesh.Snapshot, id contract.Identity) []*gatewayPort {
+	byKey := map[string]*gatewayPort{}
+	var out []*gatewayPort
+	for _, gw := range s.Gateways.ForWorkload(id.Labels) {
+		for _, srv := range gw.Spec.GetServers() {
+			p := srv.GetPort()
+			proto, _ := registry.ParseProtocol(p.GetProtocol())
+			bind := srv.GetBind()
+			if bind == "" {
+				bind = id.GatewayBind
+			}
+			if bind == "" {
+				bind = "0.0.0.0"
+			}
+			key := bind + ":" + strconv.Itoa(int(p.GetNumber()))
+			gp := byKey[key]
+			if gp == nil {
+				gp = &gatewayPort{bind: bind, number: p.GetNumber()}
+				byKey[key] = gp
+				out = append(out, gp)
+			}
+			gs := gatewayServer{gw: gw, srv: srv, proto: proto}
+			// Validation keeps a port's servers in one family; a server
+			// of another family (from another Gateway) is left out, as
+			// Istio drops conflicting servers.
+			if len(gp.servers) > 0 && portFamily(gp.servers[0]) != portFamily(gs) {
+				continue
+			}
+			gp.servers = append(gp.servers, gs)
+		}
+	}
+	slices.SortFunc(out, func(a, b *gatewayPort) int {
+		if a.number != b.number {
+			return int(a.number) - int(b.number)
+		}
+		return strings.Compare(a.bind, b.bind)
+	})
+	return out
+}
+
+func portFamily(g gatewayServer) string {
+	switch {
+	case g.proto.IsHTTP():
+		return "http"
+	case g.proto == registry.HTTPS || g.proto == registry.TLS:
+		return "tls"
+	}
+	return "tcp"
+}
+
+// gatewayListeners builds a gateway proxy's listeners and their route
+// configurations.
+func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.Resource) {
+	for _, gp := range gatewayPorts(s, id) {
+		name := contract.ListenerName(gp.bind, gp.number)
+		l := &listener.Listener{
+			Name:             name,
+			Address:          socketAddress(gp.bind, gp.number),
+			TrafficDirection: core.TrafficDirection_OUTBOUND,
+		}
+		switch portFamily(gp.servers[0]) {
+		case "http":
+			rcName := fmt.Sprintf("http.%d", gp.number)
+			rc := gatewayRouteConfig(s, id, rcName, gp.number, gp.servers)
+			l.FilterChains = []*listener.FilterChain{withChainCORS(&listener.FilterChain{Filters: []*listener.Filter{hcmFilter(gatewayHCM(s, id, name, rcName))}}, rc)}
+			rcs = append(rcs, rc)
+		case "tls":
+			l.ListenerFilters = []*listener.ListenerFilter{tlsInspector()}
+			used := map[string]bool{} // an SNI (or "" for none) already has a chain
+			for _, gs := range gp.servers {
+				if !gs.terminates() {
+					l.FilterChains = append(l.FilterChains, passthroughChains(s, id, gs, gp.number, used)...)
+					continue
+				}
+				snis := serverNames(gs.srv.GetHosts(), used)
+				if snis == nil {
+					continue // every name it serves has a chain already
+				}
+				fc := &listener.FilterChain{
+					FilterChainMatch: &listener.FilterChainMatch{ServerNames: snis},
+					TransportSocket:  downstreamTLSSocket(gatewayTLSContext(gs)),
+				}
+				if gs.proto == registry.HTTPS {
+					rcName := fmt.Sprintf("https.%d.%s.%s.%s", gp.number, gs.srv.GetPort().GetName(), gs.gw.Name, gs.gw.Namespace)
+					rc := gatewayRouteConfig(s, id, rcName, gp.number, []gatewayServer{gs})
+					fc.Filters = []*listener.Filter{hcmFilter(gatewayHCM(s, id, name, rcName))}
+					withChainCORS(fc, rc)
+					rcs = append(rcs, rc)
+				} else if f := gatewayTCPFilter(s, id, name, gp.number, []gatewayServer{gs}); f != nil {
+					fc.Filters = []*listener.Filter{f}
+				} else {
+					continue
+				}
+				if len(snis) == 1 && snis[0] == "" {
+					fc.FilterChainMatch = nil
+				}
+				l.FilterChains = append(l.FilterChains, fc)
+			}
+		default:
+			if f := gatewayTCPFilter(s, id, name, gp.number, gp.servers); f != nil {
+				l.FilterChains = []*listener.FilterChain{{Filters: []*listener.Filter{f}}}
+			}
+		}
+		if len(l.FilterChains) == 0 {
+			continue // nothing routed there: Envoy refuses a listener without chains
+		}
+		ls = append(ls, l)
+	}
+	return ls, rcs
+}
+
+// serverNames are the SNI names of a server's hosts not yet used by
+// another chain of the listener: nil when all are; [""] when the server
+// serves "*" (no server_names: any name, and none).
+func serverNames(hosts []string, used map[string]bool) []string {
+	var out []string
+	for _, h := range hosts {
+		_, host := config.ParseServerHost(h)
+		if host == "*" {
+			host = ""
+		}
+		if used[host] {
+			continue
+		}
+		used[host] = true
+		out = append(out, host)
+	}
+	if slices.Contains(out, "") {
+		if len(out) > 1 {
+			// "*" and named hosts on one server: the named ones are
+			// covered by the catch-all chain.
+			return []string{""}
+		}
+	}
+	return out
+}
+
+// gatewayHCM is the connection manager of a gateway port: routes from
+// rcName over RDS, fault injection and CORS before the router, the
+// client's address taken from the connection (a gateway is the edge).
+func gatewayHCM(s *mesh.Snapshot, id contract.Identity, listenerName, rcName string) *hcm.HttpConnectionManager {
+	m := &hcm.HttpConnectionManager{
+		StatPrefix: "outbound_" + listenerName,
+		CodecType:  hcm.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
+			ConfigSource:    adsConfigSource(),
+			RouteConfigName: rcName,
+		}},
+		HttpFilters:       append(faultFilters(), routerFilters()...),
+		UseRemoteAddress:  wrapperspb.Bool(true),
+		XffNumTrustedHops: 0,
+	}
+	return withAccessLogs(s, m, id.Namespace, id.Labels, mesh.ModeClient)
+}
+
+// withChainCORS adds the CORS filter to fc's connection manager when a
+// route of rc, its route configuration, carries a CORS policy.
+func withChainCORS(fc *listener.FilterChain, rc *route.RouteConfiguration) *listener.FilterChain {
+	withCORSFilter(&listener.Listener{FilterChains: []*listener.FilterChain{fc}}, rc)
+	return fc
+}
+
+// gatewayRouteConfig builds the route configuration of HTTP servers:
+// a virtual host per host the VirtualServices bound to the servers'
+// Gateways serve on them, VirtualServices for one host merged in first
+// seen order; for a server with httpsRedirect, its virtual hosts (and
+// one per host it names that no VirtualService serves) redirect to
+// https.
+func gatewayRouteConfig(s *mesh.Snapshot, id contract.Identity, name string, port uint32, servers []gatewayServer) *route.RouteConfiguration {
+	rc := &route.RouteConfiguration{Name: name}
+	vhosts := map[string]*route.VirtualHost{}
+	var order []string
+	vhost := func(host string) *route.VirtualHost {
+		vh := vhosts[host]
+		if vh == nil {
+			domains := []string{host}
+			if host != "*" {
+				domains = append(domains, host+":"+strconv.Itoa(int(port)))
+			}
+			vh = &route.VirtualHost{Name: host + ":" + strconv.Itoa(int(port)), Domains: domains}
+			vhosts[host] = vh
+			order = append(order, host)
+		}
+		return vh
+	}
+	for _, gs := range servers {
+		redirect := gs.srv.GetTls().GetHttpsRedirect() && gs.proto.IsHTTP()
+		for _, vs := range s.Gateways.Bound(gs.gw, id.Namespace) {
+			if len(vs.Spec.GetHttp()) == 0 {
+				continue
+			}
+			for _, host := range mesh.ServerHosts(gs.gw, gs.srv, vs) {
+				vh := vhost(host)
+				if redirect {
+					vh.RequireTls = route.VirtualHost_ALL
+				}
+				vh.Routes = append(vh.Routes, gatewayHTTPRoutes(s, id, gs, vs, host, port)...)
+			}
+		}
+		if redirect {
+			for _, h := range gs.srv.GetHosts() {
+				_, host := config.ParseServerHost(h)
+				vhost(host).RequireTls = route.VirtualHost_ALL
+			}
+		}
+	}
+	for _, h := range order {
+		vh := vhosts[h]
+		if len(vh.Routes) == 0 && vh.RequireTls == route.VirtualHost_NONE {
+			continue
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, vh)
+	}
+	// Envoy picks exact domains before wildcards whatever the order; a
+	// stable order keeps versions stable.
+	slices.SortFunc(rc.VirtualHosts, func(a, b *route.VirtualHost) int { return strings.Compare(a.Name, b.Name) })
+	return rc
+}
+
+// gatewayHTTPRoutes translates the http routes of vs for host on a
+// gateway server: each rule's matches that apply to this gateway (their
+// gateways, else the VirtualService's, must name it), in order.
+func gatewayHTTPRoutes(s *mesh.Snapshot, id contract.Identity, gs gatewayServer, vs *config.VirtualService, host string, port uint32) []*route.Route {
+	// The routed "service" is the host the client asked for; destinations
+	// without a port take their service's only (or first HTTP) port.
+	svc := &registry.Service{Hostname: host, Namespace: vs.Namespace}
+	p := registry.Port{Number: port, Protocol: registry.HTTP}
+	gwRef := gs.gw.Namespace + "/" + gs.gw.Name
+	var out []*route.Route
+	for _, h := range vs.Spec.GetHttp() {
+		action := withHashPolicy(s, routeAction(s, vs.Namespace, h, svc, p))
+		addMirrors(action, s, vs.Namespace, h, svc, p)
+		applyResilience(action, h)
+		if action == nil && h.GetRedirect() == nil && h.GetDirectResponse() == nil {
+			continue
+		}
+		if len(h.GetMatch()) == 0 {
+			out = append(out, withFault(h, withRouteActions(s, vs.Namespace, h, svc, p, &route.Route{
+				Name:   h.GetName(),
+				Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+				Action: action,
+			})))
+			continue
+		}
+		for _, m := range h.GetMatch() {
+			if !gatewayMatchApplies(m, vs, gwRef, id, port) {
+				continue
+			}
+			out = append(out, withFault(h, withRouteActions(s, vs.Namespace, h, svc, p, &route.Route{Name: h.GetName(), Match: routeMatch(m), Action: action})))
+		}
+	}
+	return out
+}
+
+// gatewayMatchApplies is matchApplies for a gateway: the match's
+// gateways (else the VirtualService's) must name this gateway, and its
+// port, sourceLabels and sourceNamespace must fit the gateway proxy.
+func gatewayMatchApplies(m *networking.HTTPMatchRequest, vs *config.VirtualService, gwRef string, id contract.Identity, port uint32) bool {
+	if p := m.GetPort(); p != 0 && p != port {
+		return false
+	}
+	if ns := m.GetSourceNamespace(); ns != "" && ns != id.Namespace {
+		return false
+	}
+	for k, v := range m.GetSourceLabels() {
+		if got, ok := id.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	if gws := m.GetGateways(); len(gws) > 0 {
+		for _, g := range gws {
+			if g != mesh.GatewayMesh && config.GatewayRef(g, vs.Namespace) == gwRef {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// gatewayTLSContext is the DownstreamTlsContext of a server that
+// terminates TLS, as Istio's BuildListenerTLSContext: the certificate
+// from credentialName (SDS), the files, or the gateway's mesh
+// certificate (ISTIO_MUTUAL); for MUTUAL a client certificate required
+// and checked against the credential's CA (or caCertificates), SANs if
+// given; protocol versions and cipher suites as set.
+func gatewayTLSContext(gs gatewayServer) *tlsv3.DownstreamTlsContext {
+	t := gs.srv.GetTls()
+	alpn := []string{"h2", "http/1.1"}
+	if gs.proto != registry.HTTPS {
+		alpn = nil
+	}
+	common := &tlsv3.CommonTlsContext{AlpnProtocols: alpn}
+	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: common}
+	if t.GetMode() == networking.ServerTLSSettings_ISTIO_MUTUAL {
+		m := istioMutualDownstream()
+		m.CommonTlsContext.AlpnProtocols = alpn
+		return m
+	}
+	sans := exactSANs(t.GetSubjectAltNames())
+	mutual := t.GetMode() == networking.ServerTLSSettings_MUTUAL
+	switch cred := t.GetCredentialName(); {
+	case cred != "":
+		name := CredentialSecretPrefix + strings.TrimPrefix(cred, CredentialSecretPrefix)
+		common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{sdsSecret(name)}
+		if mutual {
+			common.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{
+				CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+					DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchSubjectAltNames: sans},
+					ValidationContextSdsSecretConfig: sdsSecret(name + CredentialCASuffix),
+				},
+			}
+		}
+	default:
+		common.TlsCertificates = []*tlsv3.TlsCertificate{{
+			CertificateChain: fileSource(t.GetServerCertificate()),
+			PrivateKey:       fileSource(t.GetPrivateKey()),
+		}}
+		if mutual {
+			vc := &tlsv3.CertificateValidationContext{TrustedCa: fileSource(t.GetCaCertificates()), MatchSubjectAltNames: sans}
+			if crl := t.GetCaCrl(); crl != "" {
+				vc.Crl = fileSource(crl)
+			}
+			common.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc}
+		}
+	}
+	if mutual {
+		ctx.RequireClientCertificate = wrapperspb.Bool(true)
+	}
+	params := &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2}
+	if v := tlsProtocol(t.GetMinProtocolVersion()); v != tlsv3.TlsParameters_TLS_AUTO && v > tlsv3.TlsParameters_TLSv1_2 {
+		params.TlsMinimumProtocolVersion = v
+	}
+	if v := tlsProtocol(t.GetMaxProtocolVersion()); v != tlsv3.TlsParameters_TLS_AUTO {
+		params.TlsMaximumProtocolVersion = v
+	}
+	for _, cs := range t.GetCipherSuites() {
+		if tlssocket.KnownCipherSuite(cs) && !slices.Contains(params.CipherSuites, cs) {
+			params.CipherSuites = append(params.CipherSuites, cs)
+		}
+	}
+	common.TlsParams = params
+	return ctx
+}
+
+func tlsProtocol(v networking.ServerTLSSettings_TLSProtocol) tlsv3.TlsParameters_TlsProtocol {
+	switch v {
+	case networking.ServerTLSSettings_TLSV1_0:
+		return tlsv3.TlsParameters_TLSv1_0
+	case networking.ServerTLSSettings_TLSV1_1:
+		return tlsv3.TlsParameters_TLSv1_1
+	case networking.ServerTLSSettings_TLSV1_2:
+		return tlsv3.TlsParameters_TLSv1_2
+	case networking.ServerTLSSettings_TLSV1_3:
+		return tlsv3.TlsParameters_TLSv1_3
+	}
+	return tlsv3.TlsParameters_TLS_AUTO
+}
+
+// passthroughChains forwards a PASSTHROUGH server's connections by SNI,
+// along the tls routes of the VirtualServices bound to its Gateway: a
+// chain per route match, its server names the match's sniHosts that the
+// server serves.
+func passthroughChains(s *mesh.Snapshot, id contract.Identity, gs gatewayServer, port uint32, used map[string]bool) []*listener.FilterChain {
+	var out []*listener.FilterChain
+	gwRef := gs.gw.Namespace + "/" + gs.gw.Name
+	for _, vs := range s.Gateways.Bound(gs.gw, id.Namespace) {
+		hosts := mesh.ServerHosts(gs.gw, gs.srv, vs)
+		for _, r := range vs.Spec.GetTls() {
+			for _, m := range r.GetMatch() {
+				if !l4MatchApplies(m.GetPort(), m.GetSourceLabels(), m.GetGateways(), vs, gwRef, id, port) {
+					continue
+				}
+				var snis []string
+				for _, sni := range m.GetSniHosts() {
+					for _, h := range hosts {
+						if n, ok := intersect(sni, h); ok && !used[n] {
+							used[n] = true
+							snis = append(snis, n)
+						}
+					}
+				}
+				if len(snis) == 0 {
+					continue
+				}
+				f := tcpRouteFilter(s, vs.Namespace, "outbound_"+contract.ListenerName("0.0.0.0", port), r.GetRoute(), port)
+				if f == nil {
+					continue
+				}
+				out = append(out, &listener.FilterChain{
+					FilterChainMatch: &listener.FilterChainMatch{ServerNames: snis},
+					Filters:          []*listener.Filter{f},
+				})
+			}
+		}
+	}
+	return out
+}
+
+// intersect is the more specific of two host patterns, when one covers
+// the other.
+func intersect(a, b string) (string, bool) {
+	vs := &config.VirtualService{Spec: &networking.VirtualService{Hosts: []string{a}}}
+	hs := mesh.ServerHosts(&config.Gateway{}, &networking.Server{Hosts: []string{"*/" + b}}, vs)
+	if len(hs) == 0 {
+		return "", false
+	}
+	return hs[0], true
+}
+
+// l4MatchApplies is gatewayMatchApplies for tls and tcp route matches.
+func l4MatchApplies(port uint32, sourceLabels map[string]string, gateways []string, vs *config.VirtualService, gwRef string, id contract.Identity, listenerPort uint32) bool {
+	m := &networking.HTTPMatchRequest{Port: port, SourceLabels: sourceLabels, Gateways: gateways}
+	return gatewayMatchApplies(m, vs, gwRef, id, listenerPort)
+}
+
+// gatewayTCPFilter forwards a TCP (or TLS-terminated) port's connections
+// along the first tcp route of the VirtualServices bound to the servers'
+// Gateways whose match applies; nil when none does.
+func gatewayTCPFilter(s *mesh.Snapshot, id contract.Identity, listenerName string, port uint32, servers []gatewayServer) *listener.Filter {
+	for _, gs := range servers {
+		gwRef := gs.gw.Namespace + "/" + gs.gw.Name
+		for _, vs := range s.Gateways.Bound(gs.gw, id.Namespace) {
+			if len(mesh.ServerHosts(gs.gw, gs.srv, vs)) == 0 {
+				continue
+			}
+			for _, r := range vs.Spec.GetTcp() {
+				applies := len(r.GetMatch()) == 0
+				for _, m := range r.GetMatch() {
+					if len(m.GetDestinationSubnets()) == 0 && l4MatchApplies(m.GetPort(), m.GetSourceLabels(), m.GetGateways(), vs, gwRef, id, port) {
+						applies = true
+					}
+				}
+				if !applies {
+					continue
+				}
+				if f := tcpRouteFilter(s, vs.Namespace, "outbound_"+listenerName, r.GetRoute(), port); f != nil {
+					return f
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// tcpRouteFilter is a tcp_proxy to a tcp or tls route's destinations:
+// one cluster, or weighted clusters.
+func tcpRouteFilter(s *mesh.Snapshot, ns, statPrefix string, dests []*networking.RouteDestination, port uint32) *listener.Filter {
+	type wc struct {
+		name   string
+		weight uint32
+	}
+	var ws []wc
+	for _, d := range dests {
+		dst := d.GetDestination()
+		if dst == nil {
+			continue
+		}
+		host := s.ResolveHost(dst.GetHost(), ns)
+		p := dst.GetPort().GetNumber()
+		if p == 0 {
+			if svc := s.Registry.Service(host); svc != nil && len(svc.Ports) == 1 {
+				p = svc.Ports[0].Number
+			} else {
+				p = port
+			}
+		}
+		w := uint32(max(d.GetWeight(), 0))
+		if len(dests) == 1 {
+			w = 1
+		}
+		if w > 0 {
+			ws = append(ws, wc{contract.ClusterName(contract.Outbound, p, dst.GetSubset(), host), w})
+		}
+	}
+	tp := &tcpproxy.TcpProxy{StatPrefix: statPrefix}
+	switch len(ws) {
+	case 0:
+		return nil
+	case 1:
+		tp.ClusterSpecifier = &tcpproxy.TcpProxy_Cluster{Cluster: ws[0].name}
+	default:
+		wcs := &tcpproxy.TcpProxy_WeightedCluster{}
+		for _, w := range ws {
+			wcs.Clusters = append(wcs.Clusters, &tcpproxy.TcpProxy_WeightedCluster_ClusterWeight{Name: w.name, Weight: w.weight})
+		}
+		tp.ClusterSpecifier = &tcpproxy.TcpProxy_WeightedClusters{WeightedClusters: wcs}
+	}
+	return &listener.Filter{Name: wellknown.TCPProxy, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(tp)}}
+}

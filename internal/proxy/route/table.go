@@ -49,6 +49,12 @@ type wildcardHost struct {
 type virtualHost struct {
 	name   string
 	routes []*Entry
+	// tlsRedirect, for a virtual host with require_tls, answers the
+	// requests that did not come over TLS: 301 to https.
+	tlsRedirect *Entry
+	// externalOnly: require_tls EXTERNAL_ONLY, which spares requests
+	// marked x-envoy-internal.
+	externalOnly bool
 }
 
 // Entry is one compiled Route: how it matches and what it does. Immutable;
@@ -127,6 +133,16 @@ func Compile(rc *route.RouteConfiguration, filters FilterConfigParser) (*Table, 
 	seen := map[string]int{}
 	for i, vhc := range rc.GetVirtualHosts() {
 		vh := &virtualHost{name: vhc.GetName()}
+		switch vhc.GetRequireTls() {
+		case route.VirtualHost_NONE:
+		case route.VirtualHost_ALL, route.VirtualHost_EXTERNAL_ONLY:
+			// Envoy's SslRedirectRoute: 301 to the same host and path
+			// over https.
+			vh.tlsRedirect = &Entry{Name: "require_tls", redirect: &redirect{code: http.StatusMovedPermanently, scheme: "https"}}
+			vh.externalOnly = vhc.GetRequireTls() == route.VirtualHost_EXTERNAL_ONLY
+		default:
+			return nil, fmt.Errorf("virtual_hosts[%d] (%s): require_tls: unknown %v", i, vh.name, vhc.GetRequireTls())
+		}
 		rt.vhs = append(rt.vhs, vh)
 		for j, rtc := range vhc.GetRoutes() {
 			re, err := compileRoute(rtc, filters)
@@ -344,6 +360,9 @@ func (t *Table) Route(r *http.Request) *Entry {
 	vh := t.virtualHost(strings.ToLower(r.Host))
 	if vh == nil {
 		return nil
+	}
+	if vh.tlsRedirect != nil && r.TLS == nil && !(vh.externalOnly && r.Header.Get("x-envoy-internal") == "true") {
+		return vh.tlsRedirect
 	}
 	return vh.match(r)
 }

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"crypto/tls"
 	"fmt"
 	"math"
 	"net/http"
@@ -89,3 +90,60 @@ func TestFuzzRegressions(t *testing.T) {
 		}
 	})
 }
+
+// A virtual host with require_tls answers plaintext requests with a 301
+// to the same host and path over https (Envoy's SslRedirectRoute) and
+// routes TLS requests as usual; EXTERNAL_ONLY spares internal requests.
+func TestRequireTLS(t *testing.T) {
+	rc := &route.RouteConfiguration{VirtualHosts: []*route.VirtualHost{
+		{Name: "all", Domains: []string{"a.example.com", "a.example.com:8080"}, RequireTls: route.VirtualHost_ALL, Routes: []*route.Route{{
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "web"}}},
+		}}},
+		{Name: "ext", Domains: []string{"b.example.com"}, RequireTls: route.VirtualHost_EXTERNAL_ONLY},
+	}}
+	tab, err := Compile(rc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		host, path string
+		tls        bool
+		internal   bool
+		want       string // Location, or "cluster web", or "none"
+	}{
+		{"a.example.com", "/x?q=1", false, false, "https://a.example.com/x?q=1"},
+		{"a.example.com:8080", "/", false, false, "https://a.example.com:8080/"},
+		{"a.example.com", "/x", true, false, "cluster web"},
+		{"b.example.com", "/", false, false, "https://b.example.com/"},
+		{"b.example.com", "/", false, true, "none"},
+	} {
+		r, _ := http.NewRequest("GET", "http://"+tc.host+tc.path, nil)
+		r.Host = tc.host
+		if tc.tls {
+			r.TLS = &tlsState
+		}
+		if tc.internal {
+			r.Header.Set("x-envoy-internal", "true")
+		}
+		e := tab.Route(r)
+		var got string
+		switch {
+		case e == nil:
+			got = "none"
+		case e.IsRedirect():
+			code, loc := e.RedirectTo(r)
+			if code != http.StatusMovedPermanently {
+				t.Errorf("%s%s: code %d, want 301", tc.host, tc.path, code)
+			}
+			got = loc
+		default:
+			got = "cluster " + e.PickCluster(r)
+		}
+		if got != tc.want {
+			t.Errorf("%s%s (tls %v): got %q, want %q", tc.host, tc.path, tc.tls, got, tc.want)
+		}
+	}
+}
+
+var tlsState = tls.ConnectionState{}

@@ -1,0 +1,359 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"weft.dev/weft/internal/echo"
+	"weft.dev/weft/internal/localmesh"
+	"weft.dev/weft/internal/proxy/proxytest"
+)
+
+// startGateway starts a gateway proxy on its own loopback address and
+// stops it at cleanup.
+func (m *Mesh) startGateway(name, ns string, labels map[string]string, credDir string) *localmesh.Gateway {
+	m.t.Helper()
+	g, err := localmesh.StartGateway(localmesh.GatewayOptions{
+		Name: name, Namespace: ns, Labels: labels, IP: nextIP(),
+		CredentialDir: credDir, CredentialPoll: 100 * time.Millisecond,
+		ControlPlane: m.CP, Logger: m.log,
+	})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Cleanup(func() { _ = g.Stop() })
+	return g
+}
+
+// gatewayClient sends every request to addr, whatever the URL says, as a
+// client resolving the gateway's host names to it would; TLS as cfg says.
+func gatewayClient(addr string, cfg *tls.Config) *http.Client {
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	return &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			DialContext:     func(ctx context.Context, network, _ string) (net.Conn, error) { return d.DialContext(ctx, network, addr) },
+			TLSClientConfig: cfg,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// gwGet sends GET url through c and returns the status, the Location
+// and the echo reply (empty when the answer is not one).
+func gwGet(c *http.Client, url string) (int, string, echo.Reply, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", echo.Reply{}, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var r echo.Reply
+	_ = json.Unmarshal(b, &r)
+	return resp.StatusCode, resp.Header.Get("Location"), r, nil
+}
+
+// Two teams each run their own gateway, on their own address, selected
+// by their own labels: each serves only the hosts its Gateway and its
+// team's VirtualServices name. A VirtualService from another namespace
+// cannot put a host on a Gateway whose server admits only its own
+// namespace.
+func TestGatewayTeamsServeOnlyTheirHosts(t *testing.T) {
+	m := NewMesh(t)
+	m.Service("web-a", "HTTP", "v1")
+	m.Service("web-b", "HTTP", "v1")
+	ipA, ipB := nextIP(), nextIP()
+	port, err := localmesh.FreePort(ipA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.WriteConfig("gateways.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: team-a}
+spec:
+  selector: {istio: team-a-gateway}
+  servers:
+  - port: {number: %[1]d, name: http, protocol: HTTP}
+    hosts: ["team-a/*.a.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: team-b}
+spec:
+  selector: {istio: team-b-gateway}
+  servers:
+  - port: {number: %[1]d, name: http, protocol: HTTP}
+    hosts: ["*.b.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: team-a}
+spec:
+  hosts: [www.a.example.com]
+  gateways: [ingress]
+  http:
+  - route: [{destination: {host: web-a.default.svc.cluster.local, port: {number: 8080}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: team-b}
+spec:
+  hosts: [www.b.example.com]
+  gateways: [team-b/ingress]
+  http:
+  - route: [{destination: {host: web-b.default.svc.cluster.local}}]
+---
+# Team b trying to serve a host on team a's gateway: the server admits
+# VirtualServices of namespace team-a only.
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: takeover, namespace: team-b}
+spec:
+  hosts: [api.a.example.com]
+  gateways: [team-a/ingress]
+  http:
+  - route: [{destination: {host: web-b.default.svc.cluster.local}}]
+`, port))
+	gwA := m.gatewayAt("gw-a", "team-a", ipA, map[string]string{"istio": "team-a-gateway"})
+	gwB := m.gatewayAt("gw-b", "team-b", ipB, map[string]string{"istio": "team-b-gateway"})
+	ca := gatewayClient(net.JoinHostPort(ipA, fmt.Sprint(port)), nil)
+	cb := gatewayClient(net.JoinHostPort(ipB, fmt.Sprint(port)), nil)
+	Eventually(t, 20*time.Second, "both gateways routing", func() error {
+		for _, g := range []struct {
+			c    *http.Client
+			host string
+			gw   *localmesh.Gateway
+		}{{ca, "www.a.example.com", gwA}, {cb, "www.b.example.com", gwB}} {
+			if code, _, _, err := gwGet(g.c, "http://"+g.host+"/"); err != nil || code != 200 {
+				return fmt.Errorf("%s via %s: %d %v", g.host, g.gw.Opts.Name, code, err)
+			}
+		}
+		return nil
+	})
+	for _, tc := range []struct {
+		c          *http.Client
+		via, host  string
+		code       int
+		answeredBy string
+	}{
+		{ca, "gw-a", "www.a.example.com", 200, "web-a"},
+		{ca, "gw-a", "www.b.example.com", 404, ""},
+		{ca, "gw-a", "api.a.example.com", 404, ""}, // team b's VirtualService is not admitted
+		{cb, "gw-b", "www.b.example.com", 200, "web-b"},
+		{cb, "gw-b", "www.a.example.com", 404, ""},
+	} {
+		code, _, r, err := gwGet(tc.c, "http://"+tc.host+"/")
+		if err != nil || code != tc.code || !strings.HasPrefix(r.Name, tc.answeredBy) {
+			t.Errorf("%s via %s: %d from %q (%v), want %d from %s", tc.host, tc.via, code, r.Name, err, tc.code, tc.answeredBy)
+		}
+	}
+}
+
+// gatewayAt starts a gateway proxy on ip.
+func (m *Mesh) gatewayAt(name, ns, ip string, labels map[string]string) *localmesh.Gateway {
+	m.t.Helper()
+	g, err := localmesh.StartGateway(localmesh.GatewayOptions{Name: name, Namespace: ns, Labels: labels, IP: ip, ControlPlane: m.CP, Logger: m.log})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Cleanup(func() { _ = g.Stop() })
+	return g
+}
+
+// credentials writes a credential directory entry as a Kubernetes TLS
+// Secret mount: <dir>/<name>/tls.crt, tls.key and, with ca, ca.crt.
+func writeCredential(t *testing.T, dir, name string, cert *tls.Certificate, ca []byte) {
+	t.Helper()
+	d := filepath.Join(dir, name)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{
+		"tls.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}),
+		"tls.key": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}),
+	}
+	if ca != nil {
+		files["ca.crt"] = ca
+	}
+	for f, b := range files {
+		// Written aside and renamed, as a Secret update swaps files.
+		tmp := filepath.Join(d, "."+f)
+		if err := os.WriteFile(tmp, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(d, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// An HTTPS gateway: several hosts on one port, each with its own
+// certificate picked by SNI (checked with a real TLS client verifying
+// the chain and the name), plain HTTP redirected to https, mutual TLS
+// for one host (no client certificate, no handshake), and a certificate
+// rotated in the credential directory served to new connections while
+// an established one keeps working.
+func TestGatewayHTTPS(t *testing.T) {
+	m := NewMesh(t)
+	m.Service("web", "HTTP", "v1")
+	ca := proxytest.NewMeshCA(t)
+	clientCA := proxytest.NewMeshCA(t)
+	creds := t.TempDir()
+	writeCredential(t, creds, "a-cert", ca.Issue(t, "", time.Hour, "a.example.com"), nil)
+	writeCredential(t, creds, "b-cert", ca.Issue(t, "", time.Hour, "b.example.com"), nil)
+	writeCredential(t, creds, "m-cert", ca.Issue(t, "", time.Hour, "m.example.com"), clientCA.RootPEM)
+	gw := m.startGateway("ingress", "istio-system", map[string]string{"istio": "ingressgateway"}, creds)
+	ip := gw.Opts.IP
+	httpPort, err := localmesh.FreePort(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpsPort, err := localmesh.FreePort(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mtlsPort, err := localmesh.FreePort(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.WriteConfig("gateway.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: %d, name: http, protocol: HTTP}
+    hosts: [a.example.com, b.example.com]
+    tls: {httpsRedirect: true}
+  - port: {number: %d, name: https-a, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls: {mode: SIMPLE, credentialName: a-cert}
+  - port: {number: %[2]d, name: https-b, protocol: HTTPS}
+    hosts: [b.example.com]
+    tls: {mode: SIMPLE, credentialName: b-cert, minProtocolVersion: TLSV1_3}
+  - port: {number: %d, name: https-m, protocol: HTTPS}
+    hosts: [m.example.com]
+    tls: {mode: MUTUAL, credentialName: m-cert}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: istio-system}
+spec:
+  hosts: [a.example.com, b.example.com, m.example.com]
+  gateways: [ingress]
+  http:
+  - route: [{destination: {host: web.default.svc.cluster.local, port: {number: 8080}}}]
+`, httpPort, httpsPort, mtlsPort))
+
+	tlsClient := func(cert *tls.Certificate) *http.Client {
+		cfg := &tls.Config{RootCAs: ca.Pool}
+		if cert != nil {
+			cfg.Certificates = []tls.Certificate{*cert}
+		}
+		return gatewayClient(net.JoinHostPort(ip, fmt.Sprint(httpsPort)), cfg)
+	}
+	https := tlsClient(nil)
+	Eventually(t, 20*time.Second, "https routed", func() error {
+		code, _, _, err := gwGet(https, fmt.Sprintf("https://a.example.com:%d/", httpsPort))
+		if err != nil || code != 200 {
+			return fmt.Errorf("%d %v", code, err)
+		}
+		return nil
+	})
+
+	// SNI picks each host's certificate; the client verifies chain and name.
+	for _, host := range []string{"a.example.com", "b.example.com"} {
+		resp, err := https.Get(fmt.Sprintf("https://%s:%d/x", host, httpsPort))
+		if err != nil {
+			t.Fatalf("%s: %v", host, err)
+		}
+		resp.Body.Close()
+		if got := resp.TLS.PeerCertificates[0].DNSNames; resp.StatusCode != 200 || len(got) != 1 || got[0] != host {
+			t.Errorf("%s: status %d, certificate for %v", host, resp.StatusCode, got)
+		}
+		if host == "b.example.com" && resp.TLS.Version != tls.VersionTLS13 {
+			t.Errorf("b.example.com: TLS version %x, want 1.3 (minProtocolVersion)", resp.TLS.Version)
+		}
+	}
+	// A name no server serves gets no certificate.
+	if _, err := https.Get(fmt.Sprintf("https://c.example.com:%d/", httpsPort)); err == nil {
+		t.Errorf("c.example.com: handshake succeeded on a gateway that does not serve it")
+	}
+
+	// httpsRedirect.
+	plain := gatewayClient(net.JoinHostPort(ip, fmt.Sprint(httpPort)), nil)
+	code, loc, _, err := gwGet(plain, "http://a.example.com/path?q=1")
+	if err != nil || code != http.StatusMovedPermanently || loc != "https://a.example.com/path?q=1" {
+		t.Errorf("http://a.example.com/path?q=1: %d Location %q (%v), want 301 to https://a.example.com/path?q=1", code, loc, err)
+	}
+
+	// Mutual TLS: a client certificate from the credential's CA is
+	// required.
+	mtls := func(cert *tls.Certificate) (int, error) {
+		cfg := &tls.Config{RootCAs: ca.Pool}
+		if cert != nil {
+			cfg.Certificates = []tls.Certificate{*cert}
+		}
+		code, _, _, err := gwGet(gatewayClient(net.JoinHostPort(ip, fmt.Sprint(mtlsPort)), cfg), fmt.Sprintf("https://m.example.com:%d/", mtlsPort))
+		return code, err
+	}
+	if code, err := mtls(nil); err == nil {
+		t.Errorf("MUTUAL without a client certificate: %d, want a failed handshake", code)
+	}
+	if code, err := mtls(ca.Issue(t, "", time.Hour, "client.example.com")); err == nil {
+		t.Errorf("MUTUAL with a certificate from another CA: %d, want a failed handshake", code)
+	}
+	if code, err := mtls(clientCA.Issue(t, "", time.Hour, "client.example.com")); err != nil || code != 200 {
+		t.Errorf("MUTUAL with a valid client certificate: %d %v, want 200", code, err)
+	}
+
+	// Rotation: a new certificate for a.example.com is served to new
+	// connections; the established keep-alive connection keeps working.
+	old := https.Transport.(*http.Transport)
+	first, err := https.Get(fmt.Sprintf("https://a.example.com:%d/", httpsPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, first.Body)
+	first.Body.Close()
+	serial := first.TLS.PeerCertificates[0].SerialNumber
+	writeCredential(t, creds, "a-cert", ca.Issue(t, "", time.Hour, "a.example.com"), nil)
+	Eventually(t, 10*time.Second, "rotated certificate served", func() error {
+		fresh := tlsClient(nil)
+		defer fresh.CloseIdleConnections()
+		resp, err := fresh.Get(fmt.Sprintf("https://a.example.com:%d/", httpsPort))
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.TLS.PeerCertificates[0].SerialNumber.Cmp(serial) == 0 {
+			return fmt.Errorf("still the old certificate")
+		}
+		return nil
+	})
+	again, err := https.Get(fmt.Sprintf("https://a.example.com:%d/", httpsPort))
+	if err != nil {
+		t.Fatalf("the established connection broke on rotation: %v", err)
+	}
+	again.Body.Close()
+	if again.TLS.PeerCertificates[0].SerialNumber.Cmp(serial) != 0 || again.StatusCode != 200 {
+		t.Errorf("after rotation the kept-alive connection: status %d, serial changed %v (want the old connection reused)", again.StatusCode, again.TLS.PeerCertificates[0].SerialNumber.Cmp(serial) != 0)
+	}
+	old.CloseIdleConnections()
+}

@@ -448,7 +448,7 @@ func passthroughChains(s *mesh.Snapshot, id contract.Identity, gs gatewayServer,
 		hosts := mesh.ServerHosts(gs.gw, gs.srv, vs)
 		for _, r := range vs.Spec.GetTls() {
 			for _, m := range r.GetMatch() {
-				if !l4MatchApplies(m.GetPort(), m.GetSourceLabels(), m.GetGateways(), vs, gwRef, id, port) {
+				if !gatewayL4MatchApplies(m.GetPort(), m.GetSourceLabels(), m.GetGateways(), vs, gwRef, id, port) {
 					continue
 				}
 				var snis []string
@@ -488,8 +488,8 @@ func intersect(a, b string) (string, bool) {
 	return hs[0], true
 }
 
-// l4MatchApplies is gatewayMatchApplies for tls and tcp route matches.
-func l4MatchApplies(port uint32, sourceLabels map[string]string, gateways []string, vs *config.VirtualService, gwRef string, id contract.Identity, listenerPort uint32) bool {
+// gatewayL4MatchApplies is gatewayMatchApplies for tls and tcp route matches.
+func gatewayL4MatchApplies(port uint32, sourceLabels map[string]string, gateways []string, vs *config.VirtualService, gwRef string, id contract.Identity, listenerPort uint32) bool {
 	m := &networking.HTTPMatchRequest{Port: port, SourceLabels: sourceLabels, Gateways: gateways}
 	return gatewayMatchApplies(m, vs, gwRef, id, listenerPort)
 }
@@ -507,7 +507,7 @@ func gatewayTCPFilter(s *mesh.Snapshot, id contract.Identity, listenerName strin
 			for _, r := range vs.Spec.GetTcp() {
 				applies := len(r.GetMatch()) == 0
 				for _, m := range r.GetMatch() {
-					if len(m.GetDestinationSubnets()) == 0 && l4MatchApplies(m.GetPort(), m.GetSourceLabels(), m.GetGateways(), vs, gwRef, id, port) {
+					if len(m.GetDestinationSubnets()) == 0 && gatewayL4MatchApplies(m.GetPort(), m.GetSourceLabels(), m.GetGateways(), vs, gwRef, id, port) {
 						applies = true
 					}
 				}

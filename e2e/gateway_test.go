@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -358,4 +359,199 @@ spec:
 		t.Errorf("after rotation the kept-alive connection: status %d, serial changed %v (want the old connection reused)", again.StatusCode, again.TLS.PeerCertificates[0].SerialNumber.Cmp(serial) != 0)
 	}
 	old.CloseIdleConnections()
+}
+
+// lineEcho serves TCP on ip: each line read is written back prefixed
+// with name. It stops at cleanup.
+func lineEcho(t *testing.T, ip, name string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if _, err := io.WriteString(c, name+": "+line); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// A TLS server in PASSTHROUGH mode forwards connections by SNI, along
+// the bound VirtualService's tls routes, to a backend that terminates
+// TLS itself (the client sees the backend's certificate); a TCP server
+// forwards connections along tcp routes, split 80/20 by weight.
+func TestGatewayTLSPassthroughAndTCP(t *testing.T) {
+	m := NewMesh(t)
+	ca := proxytest.NewMeshCA(t)
+	// The backend terminating TLS for pt.example.com.
+	backendIP := nextIP()
+	backendCert := ca.Issue(t, "", time.Hour, "pt.example.com")
+	bl, err := net.Listen("tcp", net.JoinHostPort(backendIP, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "terminated by the backend") }),
+		ReadHeaderTimeout: 5 * time.Second,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{*backendCert}},
+	}
+	go func() { _ = backend.ServeTLS(bl, "", "") }()
+	t.Cleanup(func() { backend.Close() })
+	backendPort := bl.Addr().(*net.TCPAddr).Port
+	// Two line-echo backends of one TCP service, two subsets.
+	echo1IP, echo2IP := nextIP(), nextIP()
+	echo1Port, echo2Port := lineEcho(t, echo1IP, "v1"), lineEcho(t, echo2IP, "v2")
+	const echoPort = 7000 // the service port; each endpoint names its own
+
+	gw := m.startGateway("ingress", "istio-system", map[string]string{"istio": "ingressgateway"}, "")
+	tlsPort, err := localmesh.FreePort(gw.Opts.IP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcpPort, err := localmesh.FreePort(gw.Opts.IP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.WriteConfig("passthrough.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: %d, name: tls, protocol: TLS}
+    hosts: [pt.example.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: %d, name: tcp, protocol: TCP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: secure, namespace: default}
+spec:
+  hosts: [secure.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: %d, name: tls, protocol: TLS}]
+  endpoints: [{address: %s}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: secure, namespace: istio-system}
+spec:
+  hosts: [pt.example.com]
+  gateways: [ingress]
+  tls:
+  - match: [{sniHosts: [pt.example.com]}]
+    route: [{destination: {host: secure.internal, port: {number: %[3]d}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: lines, namespace: default}
+spec:
+  hosts: [lines.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: %[5]d, name: tcp, protocol: TCP}]
+  endpoints:
+  - {address: %[6]s, ports: {tcp: %[7]d}, labels: {version: v1}}
+  - {address: %[8]s, ports: {tcp: %[9]d}, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: lines, namespace: default}
+spec:
+  host: lines.internal
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: lines, namespace: istio-system}
+spec:
+  hosts: ["*"]
+  gateways: [ingress]
+  tcp:
+  - match: [{port: %[2]d}]
+    route:
+    - {destination: {host: lines.internal, subset: v1}, weight: 80}
+    - {destination: {host: lines.internal, subset: v2}, weight: 20}
+`, tlsPort, tcpPort, backendPort, backendIP, echoPort, echo1IP, echo1Port, echo2IP, echo2Port))
+
+	// Passthrough: the client's TLS reaches the backend, which answers
+	// with its own certificate.
+	pt := gatewayClient(net.JoinHostPort(gw.Opts.IP, fmt.Sprint(tlsPort)), &tls.Config{RootCAs: ca.Pool})
+	Eventually(t, 20*time.Second, "passthrough routed", func() error {
+		defer pt.CloseIdleConnections()
+		resp, err := pt.Get(fmt.Sprintf("https://pt.example.com:%d/", tlsPort))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != "terminated by the backend" || !resp.TLS.PeerCertificates[0].Equal(backendCert.Leaf) {
+			return fmt.Errorf("answer %q from %v", b, resp.TLS.PeerCertificates[0].Subject)
+		}
+		return nil
+	})
+	// Another name has no route: the connection is refused or reset.
+	if _, err := pt.Get(fmt.Sprintf("https://other.example.com:%d/", tlsPort)); err == nil {
+		t.Errorf("other.example.com passed through a gateway with no route for it")
+	}
+
+	// TCP: connections split 80/20 between the subsets.
+	addr := net.JoinHostPort(gw.Opts.IP, fmt.Sprint(tcpPort))
+	ask := func() (string, error) {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "hello\n"); err != nil {
+			return "", err
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		v, _, _ := strings.Cut(line, ":")
+		return v, nil
+	}
+	Eventually(t, 20*time.Second, "tcp routed", func() error {
+		_, err := ask()
+		return err
+	})
+	// 400 connections at p = 0.8: mean 320, standard deviation 8; the
+	// bounds are 5 deviations wide, so a correct split fails about once
+	// in two million runs.
+	const n = 400
+	counts := map[string]int{}
+	for range n {
+		v, err := ask()
+		if err != nil {
+			t.Fatalf("tcp connection through the gateway: %v", err)
+		}
+		counts[v]++
+	}
+	if counts["v1"]+counts["v2"] != n || counts["v1"] < 280 || counts["v1"] > 360 {
+		t.Errorf("tcp split over %d connections: %v, want about 320 v1 / 80 v2", n, counts)
+	}
 }

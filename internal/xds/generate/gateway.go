@@ -71,9 +71,13 @@ func (g gatewayServer) terminates() bool {
 
 // gatewayPort is the servers sharing one listener.
 type gatewayPort struct {
-	bind    string
-	number  uint32
-	servers []gatewayServer
+	bind string
+	// number is the servers' port; listen where the listener binds: the
+	// target port of the gateway's Service port number, if a Service
+	// fronts the gateway with a different one, as Istio does (a pod
+	// without privileges serves Gateway port 80 on 8080).
+	number, listen uint32
+	servers        []gatewayServer
 }
 
 // gatewayPorts groups the servers of the Gateways that select id by
@@ -95,7 +99,7 @@ func gatewayPorts(s *mesh.Snapshot, id contract.Identity) []*gatewayPort {
 			key := bind + ":" + strconv.Itoa(int(p.GetNumber()))
 			gp := byKey[key]
 			if gp == nil {
-				gp = &gatewayPort{bind: bind, number: p.GetNumber()}
+				gp = &gatewayPort{bind: bind, number: p.GetNumber(), listen: targetPort(s, id, p.GetNumber())}
 				byKey[key] = gp
 				out = append(out, gp)
 			}
@@ -128,14 +132,26 @@ func portFamily(g gatewayServer) string {
 	return "tcp"
 }
 
+// targetPort is where a gateway serves its Gateways' port n: the port of
+// its own endpoint for service port n when a registry has one (a
+// Kubernetes Service mapping 80 to 8080), else n.
+func targetPort(s *mesh.Snapshot, id contract.Identity, n uint32) uint32 {
+	for _, ep := range s.Registry.EndpointsAt(id.IPs) {
+		if ep.ServicePort == n && ep.Port != 0 {
+			return ep.Port
+		}
+	}
+	return n
+}
+
 // gatewayListeners builds a gateway proxy's listeners and their route
 // configurations.
 func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.Resource) {
 	for _, gp := range gatewayPorts(s, id) {
-		name := contract.ListenerName(gp.bind, gp.number)
+		name := contract.ListenerName(gp.bind, gp.listen)
 		l := &listener.Listener{
 			Name:             name,
-			Address:          socketAddress(gp.bind, gp.number),
+			Address:          socketAddress(gp.bind, gp.listen),
 			TrafficDirection: core.TrafficDirection_OUTBOUND,
 		}
 		switch portFamily(gp.servers[0]) {
@@ -249,6 +265,7 @@ func withChainCORS(fc *listener.FilterChain, rc *route.RouteConfiguration) *list
 func gatewayRouteConfig(s *mesh.Snapshot, id contract.Identity, name string, port uint32, servers []gatewayServer) *route.RouteConfiguration {
 	rc := &route.RouteConfiguration{Name: name}
 	vhosts := map[string]*route.VirtualHost{}
+	merged := map[string]int{} // VirtualServices contributing to each host
 	var order []string
 	vhost := func(host string) *route.VirtualHost {
 		vh := vhosts[host]
@@ -274,7 +291,10 @@ func gatewayRouteConfig(s *mesh.Snapshot, id contract.Identity, name string, por
 				if redirect {
 					vh.RequireTls = route.VirtualHost_ALL
 				}
-				vh.Routes = append(vh.Routes, gatewayHTTPRoutes(s, id, gs, vs, host, port)...)
+				if rs := gatewayHTTPRoutes(s, id, gs, vs, host, port); len(rs) > 0 {
+					vh.Routes = append(vh.Routes, rs...)
+					merged[host]++
+				}
 			}
 		}
 		if redirect {
@@ -286,6 +306,12 @@ func gatewayRouteConfig(s *mesh.Snapshot, id contract.Identity, name string, por
 	}
 	for _, h := range order {
 		vh := vhosts[h]
+		if merged[h] > 1 {
+			// Routes of several VirtualServices: as Istio's
+			// SortVHostRoutes, catch-all routes go last (in order), so
+			// one VirtualService's "/" does not hide another's matches.
+			slices.SortStableFunc(vh.Routes, func(a, b *route.Route) int { return boolInt(catchAll(a)) - boolInt(catchAll(b)) })
+		}
 		if len(vh.Routes) == 0 && vh.RequireTls == route.VirtualHost_NONE {
 			continue
 		}
@@ -295,6 +321,20 @@ func gatewayRouteConfig(s *mesh.Snapshot, id contract.Identity, name string, por
 	// stable order keeps versions stable.
 	slices.SortFunc(rc.VirtualHosts, func(a, b *route.VirtualHost) int { return strings.Compare(a.Name, b.Name) })
 	return rc
+}
+
+// catchAll reports whether a route matches every request (Istio's
+// isCatchAllRoute): prefix "/" with no other condition.
+func catchAll(r *route.Route) bool {
+	m := r.GetMatch()
+	return m.GetPrefix() == "/" && len(m.GetHeaders()) == 0 && len(m.GetQueryParameters()) == 0 && m.GetRuntimeFraction() == nil && m.GetGrpc() == nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // gatewayHTTPRoutes translates the http routes of vs for host on a

@@ -587,7 +587,8 @@ func TestHelmTemplateGateway(t *testing.T) {
 		t.Errorf("Service type %q, want LoadBalancer", typ)
 	}
 	c := podSpec(t, d).Containers[0]
-	if !slices.Contains(c.Args, "--xds-address=weft.weft-system.svc:15012") || !slices.Contains(c.Args, "--labels=app=istio-ingressgateway,istio=ingressgateway") {
+	if !slices.Contains(c.Args, "--xds-address=weft.weft-system.svc:15012") || !slices.Contains(c.Args, "--labels=app=istio-ingressgateway,istio=ingressgateway") ||
+		!slices.Contains(c.Args, "--gateway") || slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--credential-dir") }) {
 		t.Errorf("weft-proxy args %q", c.Args)
 	}
 	if has(objs, "HorizontalPodAutoscaler") {
@@ -605,6 +606,27 @@ func TestHelmTemplateGateway(t *testing.T) {
 	}
 	if ps := podSpec(t, d); ps.TerminationGracePeriodSeconds == nil || *ps.TerminationGracePeriodSeconds != 50 {
 		t.Errorf("terminationGracePeriodSeconds = %v, want drainTimeoutSeconds+5 = 50", ps.TerminationGracePeriodSeconds)
+	}
+	// The credentials the Gateways name are mounted where the gateway
+	// reads them.
+	ps := podSpec(t, d)
+	if args := ps.Containers[0].Args; !slices.Contains(args, "--gateway") || !slices.Contains(args, "--credential-dir=/var/run/weft/credentials") {
+		t.Errorf("weft-proxy args %q lack --gateway and --credential-dir", args)
+	}
+	mounted := map[string]bool{}
+	for _, m := range ps.Containers[0].VolumeMounts {
+		mounted[m.MountPath] = true
+	}
+	secrets := map[string]bool{}
+	for _, v := range ps.Volumes {
+		if v.Secret != nil {
+			secrets[v.Secret.SecretName] = true
+		}
+	}
+	for _, n := range []string{"shop-example-com", "partners-mtls"} {
+		if !mounted["/var/run/weft/credentials/"+n] || !secrets[n] {
+			t.Errorf("credential %s: mounted %v, Secret volume %v", n, mounted["/var/run/weft/credentials/"+n], secrets[n])
+		}
 	}
 }
 

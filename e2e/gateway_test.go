@@ -555,3 +555,105 @@ spec:
 		t.Errorf("tcp split over %d connections: %v, want about 320 v1 / 80 v2", n, counts)
 	}
 }
+
+// Istio's egress gateway task: sidecars send an external host's traffic
+// to the egress gateway (match.gateways: [mesh]), which sends it out
+// (match.gateways: [egress]). The external server answers, and the
+// gateway's own metrics count the request to the external service.
+func TestGatewayEgress(t *testing.T) {
+	m := NewMesh(t)
+	client := m.Client("client")
+	extIP := nextIP()
+	ext, err := echo.New(echo.Options{Name: "partner-api", Address: extIP + ":0", Logger: m.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ext.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	extPort := ext.Addr().(*net.TCPAddr).Port
+
+	gw := m.startGateway("egress", "istio-system", map[string]string{"istio": "egressgateway"}, "")
+	gwPort, err := localmesh.FreePort(gw.Opts.IP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.WriteConfig("egress.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: partner-api, namespace: default}
+spec:
+  hosts: [api.partner.example]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: %s, ports: {http: %d}}]
+---
+# The egress gateway's own service: port 80, served on the pod's %[4]d.
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: egressgateway, namespace: istio-system}
+spec:
+  hosts: [istio-egressgateway.istio-system.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: %[3]s, ports: {http: %[4]d}, labels: {istio: egressgateway}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [api.partner.example]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: partner-through-egress, namespace: istio-system}
+spec:
+  hosts: [api.partner.example]
+  gateways: [egress, mesh]
+  http:
+  - match: [{gateways: [mesh], port: 80}]
+    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 80}}}]
+  - match: [{gateways: [egress], port: 80}]
+    route: [{destination: {host: api.partner.example, port: {number: 80}}}]
+`, extIP, extPort, gw.Opts.IP, gwPort))
+	c := newClient()
+	Eventually(t, 20*time.Second, "the partner API through the egress gateway", func() error {
+		code, r, err := Get(context.Background(), c, client, "api.partner.example", "/", nil)
+		if err != nil || code != 200 || r.Name != "partner-api" {
+			return fmt.Errorf("%d from %q: %v", code, r.Name, err)
+		}
+		return nil
+	})
+	// The request crossed the gateway: it counted it, toward the
+	// external service.
+	resp, err := http.Get("http://" + gw.Proxy.AdminAddr().String() + "/stats/prometheus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	found := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "istio_requests_total{") && strings.Contains(line, `destination_service="api.partner.example"`) && strings.Contains(line, `response_code="200"`) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("the egress gateway counted no request to api.partner.example:\n%s", grepLines(string(b), "istio_requests_total"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -107,7 +107,9 @@ func TestGatewayBinary(t *testing.T) {
 		return &http.Client{
 			Timeout: 5 * time.Second,
 			Transport: &http.Transport{
-				DialContext:     func(ctx context.Context, network, _ string) (net.Conn, error) { return dialer.DialContext(ctx, network, addr) },
+				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+					return dialer.DialContext(ctx, network, addr)
+				},
 				TLSClientConfig: cfg,
 			},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -656,4 +658,142 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// Editing a Gateway and its VirtualServices under load drops nothing:
+// hosts and servers added to the listener in use, a route's weights
+// changed, a new port opened, while keep-alive and new connections keep
+// getting answers.
+func TestGatewayConfigChangeDropsNothing(t *testing.T) {
+	m := NewMesh(t)
+	m.Service("web", "HTTP", "v1", "v2")
+	gw := m.startGateway("ingress", "istio-system", map[string]string{"istio": "ingressgateway"}, "")
+	port, err := localmesh.FreePort(gw.Opts.IP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port2, err := localmesh.FreePort(gw.Opts.IP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dr := `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: default}
+spec:
+  host: web.default.svc.cluster.local
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+`
+	gateway := func(hosts string, extraPort int) string {
+		extra := ""
+		if extraPort != 0 {
+			extra = fmt.Sprintf("  - port: {number: %d, name: http-extra, protocol: HTTP}\n    hosts: [\"*\"]\n", extraPort)
+		}
+		return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: %d, name: http, protocol: HTTP}
+    hosts: [%s]
+%s`, port, hosts, extra)
+	}
+	vs := func(hosts string, v1, v2 int) string {
+		return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: istio-system}
+spec:
+  hosts: [%s]
+  gateways: [ingress]
+  http:
+  - route:
+    - {destination: {host: web.default.svc.cluster.local, subset: v1, port: {number: 8080}}, weight: %d}
+    - {destination: {host: web.default.svc.cluster.local, subset: v2, port: {number: 8080}}, weight: %d}
+`, hosts, v1, v2)
+	}
+	m.WriteConfig("dr.yaml", dr)
+	m.WriteConfig("gateway.yaml", gateway("a.example.com", 0))
+	m.WriteConfig("vs.yaml", vs("a.example.com", 100, 0))
+	addr := net.JoinHostPort(gw.Opts.IP, fmt.Sprint(port))
+	keepAlive := gatewayClient(addr, nil)
+	Eventually(t, 20*time.Second, "gateway routing", func() error {
+		code, _, _, err := gwGet(keepAlive, "http://a.example.com/")
+		if err != nil || code != 200 {
+			return fmt.Errorf("%d %v", code, err)
+		}
+		return nil
+	})
+
+	// Two kinds of clients: keep-alive, and a new connection per request.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var sent, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for i := range 4 {
+		c := keepAlive
+		if i%2 == 1 {
+			c = gatewayClient(addr, nil)
+			c.Transport.(*http.Transport).DisableKeepAlives = true
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 20000 && ctx.Err() == nil; j++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, _, _, err := gwGet(c, "http://a.example.com/")
+				sent.Add(1)
+				if err != nil || code != 200 {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("code %d err %v", code, err))
+				}
+			}
+		}()
+	}
+	waitSent := func(n int64) {
+		target := sent.Load() + n
+		Eventually(t, 10*time.Second, "traffic flowing", func() error {
+			if s := sent.Load(); s < target {
+				return fmt.Errorf("%d of %d sent", s, target)
+			}
+			return nil
+		})
+	}
+	waitSent(100)
+	steps := []struct {
+		what string
+		file string
+		body string
+	}{
+		{"a host added to the server", "gateway.yaml", gateway("a.example.com, b.example.com", 0)},
+		{"the VirtualService takes the new host and shifts weight", "vs.yaml", vs("a.example.com, b.example.com", 50, 50)},
+		{"a port added", "gateway.yaml", gateway("a.example.com, b.example.com", port2)},
+		{"all traffic to v2", "vs.yaml", vs("a.example.com, b.example.com", 0, 100)},
+		{"the port removed again", "gateway.yaml", gateway("a.example.com, b.example.com", 0)},
+	}
+	for _, s := range steps {
+		m.WriteConfig(s.file, s.body)
+		waitSent(200)
+	}
+	// The last state is in force: everything goes to v2, b is served.
+	Eventually(t, 10*time.Second, "the last edit in force", func() error {
+		for _, host := range []string{"a.example.com", "b.example.com"} {
+			code, _, r, err := gwGet(keepAlive, "http://"+host+"/")
+			if err != nil || code != 200 || r.Version != "v2" {
+				return fmt.Errorf("%s: %d %s %v", host, code, r.Version, err)
+			}
+		}
+		return nil
+	})
+	close(stop)
+	wg.Wait()
+	if f := failed.Load(); f != 0 {
+		t.Fatalf("%d of %d requests failed while the Gateway and VirtualService changed; first: %v", f, sent.Load(), firstErr.Load())
+	}
+	t.Logf("%d requests while the Gateway and VirtualService changed %d times, none failed", sent.Load(), len(steps))
 }

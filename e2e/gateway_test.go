@@ -563,6 +563,15 @@ spec:
 // (match.gateways: [egress]). The external server answers, and the
 // gateway's own metrics count the request to the external service.
 func TestGatewayEgress(t *testing.T) {
+	t.Run("plaintext", func(t *testing.T) { testGatewayEgress(t, false) })
+	// As Istio's egress task with mutual TLS: the sidecar reaches the
+	// gateway over ISTIO_MUTUAL (its DestinationRule names the SNI the
+	// gateway's server serves), the gateway checks the sidecar's mesh
+	// certificate with its own.
+	t.Run("ISTIO_MUTUAL", func(t *testing.T) { testGatewayEgress(t, true) })
+}
+
+func testGatewayEgress(t *testing.T, mtls bool) {
 	m := NewMesh(t)
 	client := m.Client("client")
 	extIP := nextIP()
@@ -581,7 +590,26 @@ func TestGatewayEgress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.WriteConfig("egress.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
+	server, gwRoute, extra := "{number: 80, name: http, protocol: HTTP}", "80", ""
+	labels := "istio: egressgateway"
+	if mtls {
+		server = "{number: 443, name: https, protocol: HTTPS}\n    tls: {mode: ISTIO_MUTUAL}"
+		gwRoute = "443"
+		labels += ", security.istio.io/tlsMode: istio"
+		extra = `---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: egressgateway, namespace: istio-system}
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 443}
+      tls: {mode: ISTIO_MUTUAL, sni: api.partner.example}
+---
+`
+	}
+	m.WriteConfig("egress.yaml", extra+fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: partner-api, namespace: default}
 spec:
@@ -599,8 +627,8 @@ spec:
   hosts: [istio-egressgateway.istio-system.svc.cluster.local]
   location: MESH_INTERNAL
   resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  endpoints: [{address: %[3]s, ports: {http: %[4]d}, labels: {istio: egressgateway}}]
+  ports: [{number: %[5]s, name: http, protocol: HTTP}]
+  endpoints: [{address: %[3]s, ports: {http: %[4]d}, labels: {%[6]s}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -608,7 +636,7 @@ metadata: {name: egress, namespace: istio-system}
 spec:
   selector: {istio: egressgateway}
   servers:
-  - port: {number: 80, name: http, protocol: HTTP}
+  - port: %[7]s
     hosts: [api.partner.example]
 ---
 apiVersion: networking.istio.io/v1
@@ -619,10 +647,10 @@ spec:
   gateways: [egress, mesh]
   http:
   - match: [{gateways: [mesh], port: 80}]
-    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 80}}}]
-  - match: [{gateways: [egress], port: 80}]
+    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: %[5]s}}}]
+  - match: [{gateways: [egress], port: %[5]s}]
     route: [{destination: {host: api.partner.example, port: {number: 80}}}]
-`, extIP, extPort, gw.Opts.IP, gwPort))
+`, extIP, extPort, gw.Opts.IP, gwPort, gwRoute, labels, server))
 	c := newClient()
 	Eventually(t, 20*time.Second, "the partner API through the egress gateway", func() error {
 		code, r, err := Get(context.Background(), c, client, "api.partner.example", "/", nil)

@@ -241,9 +241,16 @@ func TestChainMatchErrors(t *testing.T) {
 			proxytest.TCPProxyChain(t, proxytest.Match(80, nil, "h2c"), "a"),
 			proxytest.TCPProxyChain(t, proxytest.Match(80, nil, "http/1.1", "h2c"), "a")),
 			"filter_chains[1].filter_chain_match: matches the same connections as filter_chains[0]'s"},
-		{"server names", proxytest.VirtualListener(t, "v", core.TrafficDirection_OUTBOUND, nil,
-			proxytest.TCPProxyChain(t, &listener.FilterChainMatch{ServerNames: []string{"a"}}, "a")),
-			"filter_chains[0].filter_chain_match.server_names: not supported"},
+		{"server name wildcard", proxytest.VirtualListener(t, "v", core.TrafficDirection_OUTBOUND, nil,
+			proxytest.TCPProxyChain(t, &listener.FilterChainMatch{ServerNames: []string{"a.*.example"}}, "a")),
+			`filter_chains[0].filter_chain_match.server_names[0]: "a.*.example" is not a name or a wildcard`},
+		{"server name star", proxytest.VirtualListener(t, "v", core.TrafficDirection_OUTBOUND, nil,
+			proxytest.TCPProxyChain(t, &listener.FilterChainMatch{ServerNames: []string{"*"}}, "a")),
+			`filter_chains[0].filter_chain_match.server_names[0]: "*" is not a name`},
+		{"duplicate server name", proxytest.VirtualListener(t, "v", core.TrafficDirection_OUTBOUND, nil,
+			proxytest.TCPProxyChain(t, &listener.FilterChainMatch{ServerNames: []string{"a.example", "b.example"}}, "a"),
+			proxytest.TCPProxyChain(t, &listener.FilterChainMatch{ServerNames: []string{"B.example"}}, "a")),
+			"filter_chains[1].filter_chain_match: matches the same connections as filter_chains[0]'s"},
 		{"bad prefix", proxytest.VirtualListener(t, "v", core.TrafficDirection_OUTBOUND, nil,
 			proxytest.TCPProxyChain(t, proxytest.Match(0, []string{"10.0.0.0/40"}), "a")),
 			"filter_chains[0].filter_chain_match.prefix_ranges[0].prefix_len: 40 is too long"},
@@ -267,8 +274,9 @@ func TestChainMatchErrors(t *testing.T) {
 // specific match, the less specific chains of that level are not
 // considered.
 func TestChainIndex(t *testing.T) {
+	var names []string // server_names of the next chain mk makes
 	mk := func(port uint32, prefixes []string, transport string, app ...string) *chainConfig {
-		cm := chainMatch{port: port, transport: transport, appProtos: app}
+		cm := chainMatch{port: port, transport: transport, appProtos: app, names: names}
 		for _, p := range prefixes {
 			cm.prefixes = append(cm.prefixes, netip.MustParsePrefix(p))
 		}
@@ -282,9 +290,19 @@ func TestChainIndex(t *testing.T) {
 	vip := mk(0, []string{"10.1.9.9/32", "fd00::9/128"}, "")
 	alpn := mk(9443, nil, transportTLS, "h2", "http/1.1")
 	alpnTCP := mk(9443, nil, transportTLS)
+	names = []string{"a.example.com"}
+	sniA := mk(8443, []string{"10.1.9.9/32"}, "")
+	names = []string{"*.example.com"}
+	sniWild := mk(8443, []string{"10.1.9.9/32"}, "")
+	names = []string{"*.b.example.com", "c.example.org"}
+	sniWildB := mk(8443, []string{"10.1.9.9/32"}, "")
+	names = []string{"raw.example.com"}
+	sniRaw := mk(8443, []string{"10.1.9.9/32"}, transportRaw) // a server name on a plaintext chain: never matched by plaintext
+	names = nil
+	sniNone := mk(8443, []string{"10.1.9.9/32"}, "")
 	def := &chainConfig{}
-	chains := []*chainConfig{portTLS, anyPort, wide, narrow, h1, vip, alpn, alpnTCP}
-	ix, err := buildChainIndex(chains, []string{"a", "b", "c", "d", "e", "f", "g", "h"})
+	chains := []*chainConfig{portTLS, anyPort, wide, narrow, h1, vip, alpn, alpnTCP, sniA, sniWild, sniWildB, sniRaw, sniNone}
+	ix, err := buildChainIndex(chains, []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,31 +310,45 @@ func TestChainIndex(t *testing.T) {
 	for _, tc := range []struct {
 		dst, transport, app string
 		want                *chainConfig
+		sni                 string
 	}{
-		{"10.1.2.3:443", transportTLS, "", portTLS},
-		{"10.1.2.3:443", transportRaw, "", def}, // port 443 matched; no raw chain there: no fallback to port-less chains
-		{"10.1.2.3:80", transportRaw, "", narrow},
-		{"10.2.2.3:80", transportRaw, "", wide},
-		{"[::ffff:10.2.2.3]:80", transportRaw, "", wide},
-		{"192.168.0.1:80", transportRaw, "", anyPort},
-		{"192.168.0.1:8080", transportRaw, "http/1.1", h1},
-		{"192.168.0.1:8080", transportRaw, "", def},
-		{"10.1.9.9:80", transportRaw, "", vip},
-		{"[::ffff:10.1.9.9]:80", transportRaw, "", vip},
-		{"[fd00::9]:80", transportRaw, "", vip},
-		{"[fd00::8]:80", transportRaw, "", anyPort},
+		{"10.1.2.3:443", transportTLS, "", portTLS, ""},
+		{"10.1.2.3:443", transportRaw, "", def, ""}, // port 443 matched; no raw chain there: no fallback to port-less chains
+		{"10.1.2.3:80", transportRaw, "", narrow, ""},
+		{"10.2.2.3:80", transportRaw, "", wide, ""},
+		{"[::ffff:10.2.2.3]:80", transportRaw, "", wide, ""},
+		{"192.168.0.1:80", transportRaw, "", anyPort, ""},
+		{"192.168.0.1:8080", transportRaw, "http/1.1", h1, ""},
+		{"192.168.0.1:8080", transportRaw, "", def, ""},
+		{"10.1.9.9:80", transportRaw, "", vip, ""},
+		{"[::ffff:10.1.9.9]:80", transportRaw, "", vip, ""},
+		{"[fd00::9]:80", transportRaw, "", vip, ""},
+		{"[fd00::8]:80", transportRaw, "", anyPort, ""},
 		// A ClientHello's ALPN list: the first protocol a chain names.
-		{"10.1.2.3:9443", transportTLS, "istio,http/1.1", alpn},
-		{"10.1.2.3:9443", transportTLS, "h2", alpn},
-		{"10.1.2.3:9443", transportTLS, "", alpnTCP},
-		{"10.1.2.3:9443", transportTLS, "istio", alpnTCP},
+		{"10.1.2.3:9443", transportTLS, "istio,http/1.1", alpn, ""},
+		{"10.1.2.3:9443", transportTLS, "h2", alpn, ""},
+		{"10.1.2.3:9443", transportTLS, "", alpnTCP, ""},
+		{"10.1.2.3:9443", transportTLS, "istio", alpnTCP, ""},
+		// server_names, after the destination IP: the exact name, then
+		// the longest wildcard suffix, then the chains without names.
+		{"10.1.9.9:8443", transportTLS, "", sniA, "a.example.com"},
+		{"10.1.9.9:8443", transportTLS, "", sniA, "A.Example.COM"},
+		{"10.1.9.9:8443", transportTLS, "", sniWild, "z.example.com"},
+		{"10.1.9.9:8443", transportTLS, "", sniWild, "z.y.example.com"},
+		{"10.1.9.9:8443", transportTLS, "", sniWildB, "z.b.example.com"},
+		{"10.1.9.9:8443", transportTLS, "", sniWildB, "c.example.org"},
+		{"10.1.9.9:8443", transportTLS, "", sniNone, "example.com"},
+		{"10.1.9.9:8443", transportTLS, "", sniNone, ""},
+		{"10.1.9.9:8443", transportTLS, "", def, "raw.example.com"}, // its names' level has only a raw_buffer chain: no backtracking
+		{"10.1.9.9:8443", transportRaw, "", sniNone, ""},
+		{"10.2.9.9:8443", transportTLS, "", def, "a.example.com"}, // port 8443 matched, its IP did not: the names are not looked at
 	} {
 		var apps []string
 		if tc.app != "" {
 			apps = strings.Split(tc.app, ",")
 		}
-		if got := lc.match(netip.MustParseAddrPort(tc.dst), tc.transport, apps); got != tc.want {
-			t.Errorf("%s %s %q: got chain %+v, want %+v", tc.dst, tc.transport, tc.app, got.match, tc.want.match)
+		if got := lc.match(netip.MustParseAddrPort(tc.dst), tc.sni, tc.transport, apps); got != tc.want {
+			t.Errorf("%s %q %s %q: got chain %+v, want %+v", tc.dst, tc.sni, tc.transport, tc.app, got.match, tc.want.match)
 		}
 	}
 }

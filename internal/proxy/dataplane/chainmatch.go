@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 )
@@ -13,7 +14,9 @@ import (
 // Filter chain matching, as Envoy's listener does it: the criteria of
 // filter_chain_match are tried in a fixed order — destination_port, then
 // the destination IP against prefix_ranges (the longest prefix that
-// contains it), then transport_protocol, then application_protocols —
+// contains it), then server_names against the TLS ClientHello's SNI (the
+// exact name, then the most specific wildcard "*.suffix"), then
+// transport_protocol, then application_protocols —
 // and at each step the chains that name the connection's value win over
 // the chains that leave the criterion out; the others are never
 // reconsidered (no backtracking). When nothing matches, the listener's
@@ -23,6 +26,7 @@ import (
 type chainMatch struct {
 	port      uint32         // destination_port; 0: any
 	prefixes  []netip.Prefix // prefix_ranges, masked; empty: any
+	names     []string       // server_names, lower case; empty: any
 	transport string         // transport_protocol; "": any
 	appProtos []string       // application_protocols; empty: any
 }
@@ -43,8 +47,6 @@ func parseChainMatch(m *listener.FilterChainMatch) (chainMatch, error) {
 		return cm, errors.New("source_prefix_ranges: not supported")
 	case len(m.GetSourcePorts()) > 0:
 		return cm, errors.New("source_ports: not supported")
-	case len(m.GetServerNames()) > 0:
-		return cm, errors.New("server_names: not supported")
 	case m.GetAddressSuffix() != "" || m.GetSuffixLen() != nil:
 		return cm, errors.New("address_suffix: not supported")
 	}
@@ -70,6 +72,17 @@ func parseChainMatch(m *listener.FilterChainMatch) (chainMatch, error) {
 		}
 		cm.prefixes = append(cm.prefixes, p)
 	}
+	for i, n := range m.GetServerNames() {
+		n = strings.ToLower(n)
+		switch {
+		case n == "":
+			return cm, fmt.Errorf("server_names[%d]: empty", i)
+		case strings.Contains(n[1:], "*"), strings.HasPrefix(n, "*") && !strings.HasPrefix(n, "*."):
+			// Envoy's wildcards are a whole leftmost label: "*.example.com".
+			return cm, fmt.Errorf("server_names[%d]: %q is not a name or a wildcard \"*.suffix\"", i, n)
+		}
+		cm.names = append(cm.names, n)
+	}
 	cm.transport = m.GetTransportProtocol()
 	if cm.transport != "" && cm.transport != transportTLS && cm.transport != transportRaw {
 		return cm, fmt.Errorf("transport_protocol: %q is not one of %q, %q", cm.transport, transportTLS, transportRaw)
@@ -94,14 +107,63 @@ type ipLevel struct {
 	// exact holds the single-address prefixes (a service VIP's /32 or
 	// /128), the longest there are: one map lookup per connection even
 	// with a chain per VIP. prefixed holds the others, longest first.
-	exact    map[netip.Addr]*transportLevel
+	exact    map[netip.Addr]*nameLevel
 	prefixed []prefixLevel
-	anyIP    *transportLevel
+	anyIP    *nameLevel
 }
 
 type prefixLevel struct {
 	p    netip.Prefix
-	next *transportLevel
+	next *nameLevel
+}
+
+// nameLevel is server_names: exact names, wildcards keyed by their
+// suffix with its dot (".example.com" for "*.example.com"), and the
+// chains that name none.
+type nameLevel struct {
+	exact, wild map[string]*transportLevel
+	anyName     *transportLevel
+}
+
+// level returns the transport level of server name n ("" for the chains
+// without server_names), creating it.
+func (nl *nameLevel) level(n string) *transportLevel {
+	m, key := &nl.exact, n
+	switch {
+	case n == "":
+		if nl.anyName == nil {
+			nl.anyName = &transportLevel{}
+		}
+		return nl.anyName
+	case strings.HasPrefix(n, "*."):
+		m, key = &nl.wild, n[1:]
+	}
+	if *m == nil {
+		*m = map[string]*transportLevel{}
+	}
+	if (*m)[key] == nil {
+		(*m)[key] = &transportLevel{}
+	}
+	return (*m)[key]
+}
+
+// find returns the transport level a connection with SNI sni takes: its
+// exact name, else the longest wildcard suffix, else the chains without
+// server_names (also for a connection without SNI).
+func (nl *nameLevel) find(sni string) *transportLevel {
+	if sni != "" {
+		if tl := nl.exact[sni]; tl != nil {
+			return tl
+		}
+		for i := 0; i < len(sni); i++ {
+			if sni[i] == '.' {
+				if tl := nl.wild[sni[i:]]; tl != nil {
+					return tl
+				}
+			}
+		}
+	}
+	return nl.anyName
 }
 
 type transportLevel struct {
@@ -139,30 +201,39 @@ func buildChainIndex(chains []*chainConfig, fields []string) (*chainIndex, error
 			}
 			ipl = ix.byPort[m.port]
 		}
-		var tls []*transportLevel
+		var nls []*nameLevel
 		if len(m.prefixes) == 0 {
 			if ipl.anyIP == nil {
-				ipl.anyIP = &transportLevel{}
+				ipl.anyIP = &nameLevel{}
 			}
-			tls = append(tls, ipl.anyIP)
+			nls = append(nls, ipl.anyIP)
 		}
 		for _, p := range m.prefixes {
 			if p.IsSingleIP() {
 				if ipl.exact == nil {
-					ipl.exact = map[netip.Addr]*transportLevel{}
+					ipl.exact = map[netip.Addr]*nameLevel{}
 				}
 				if ipl.exact[p.Addr()] == nil {
-					ipl.exact[p.Addr()] = &transportLevel{}
+					ipl.exact[p.Addr()] = &nameLevel{}
 				}
-				tls = append(tls, ipl.exact[p.Addr()])
+				nls = append(nls, ipl.exact[p.Addr()])
 				continue
 			}
 			j := slices.IndexFunc(ipl.prefixed, func(pl prefixLevel) bool { return pl.p == p })
 			if j < 0 {
-				ipl.prefixed = append(ipl.prefixed, prefixLevel{p: p, next: &transportLevel{}})
+				ipl.prefixed = append(ipl.prefixed, prefixLevel{p: p, next: &nameLevel{}})
 				j = len(ipl.prefixed) - 1
 			}
-			tls = append(tls, ipl.prefixed[j].next)
+			nls = append(nls, ipl.prefixed[j].next)
+		}
+		var tls []*transportLevel
+		for _, nl := range nls {
+			if len(m.names) == 0 {
+				tls = append(tls, nl.level(""))
+			}
+			for _, n := range m.names {
+				tls = append(tls, nl.level(n))
+			}
 		}
 		for _, tl := range tls {
 			var pl *protoLevel
@@ -220,11 +291,11 @@ func dupMatch(first, second string) error {
 }
 
 // match returns the chain of a connection to dst (its destination,
-// restored by use_original_dst) of transport protocol transport and
-// application protocols apps, or nil. As Envoy, the first of apps (in
-// the client's order) that a chain names wins; then a chain that names
-// none.
-func (ix *chainIndex) match(dst netip.AddrPort, transport string, apps []string) *chainConfig {
+// restored by use_original_dst) with TLS server name sni ("": none or
+// not TLS), of transport protocol transport and application protocols
+// apps, or nil. As Envoy, the first of apps (in the client's order) that
+// a chain names wins; then a chain that names none.
+func (ix *chainIndex) match(dst netip.AddrPort, sni, transport string, apps []string) *chainConfig {
 	if ix == nil {
 		return nil
 	}
@@ -236,18 +307,22 @@ func (ix *chainIndex) match(dst netip.AddrPort, transport string, apps []string)
 		return nil
 	}
 	ip := dst.Addr().Unmap().WithZone("")
-	tl := ipl.exact[ip]
-	if tl == nil && ip.IsValid() {
+	nl := ipl.exact[ip]
+	if nl == nil && ip.IsValid() {
 		for _, pl := range ipl.prefixed {
 			if pl.p.Contains(ip) {
-				tl = pl.next
+				nl = pl.next
 				break
 			}
 		}
 	}
-	if tl == nil {
-		tl = ipl.anyIP
+	if nl == nil {
+		nl = ipl.anyIP
 	}
+	if nl == nil {
+		return nil
+	}
+	tl := nl.find(strings.ToLower(sni))
 	if tl == nil {
 		return nil
 	}

@@ -22,11 +22,13 @@ import (
 // (MySQL, SMTP) on any other port is never held waiting for a first byte
 // its client will not send.
 //
-// The TLS inspector reads the ClientHello's ALPN list when a chain of the
-// listener matches on application_protocols, as Envoy's tls_inspector
-// sets the connection's requested application protocols: a sidecar
-// offers "h2"/"http/1.1" when it carries HTTP, nothing for a byte stream,
-// and the inbound side of a sniffed port picks its HTTP or TCP chain by it.
+// The TLS inspector reads the ClientHello's server name (SNI) and ALPN
+// list when a chain of the listener matches on server_names or
+// application_protocols, as Envoy's tls_inspector sets the connection's
+// requested server name and application protocols: a sidecar offers
+// "h2"/"http/1.1" when it carries HTTP, nothing for a byte stream, and
+// the inbound side of a sniffed port picks its HTTP or TCP chain by it;
+// VirtualService tls routes pick their chain by the SNI.
 
 // portPredicate reports whether a filter is disabled for a connection to
 // a destination port.
@@ -123,22 +125,23 @@ func (i inspector) runs(port uint16) bool {
 // errHelloRead ends a handshake once the ClientHello has been read.
 var errHelloRead = errors.New("client hello read")
 
-// clientHelloALPN reads the rest of a TLS ClientHello whose first bytes
-// are head from c (within the read deadline the caller set) and returns
-// its ALPN list and every byte read, head included, for the handshake
-// that follows to read again. A connection that ends, or sends something
-// other than a ClientHello, returns what was read and no protocols: the
-// chain is picked without them and its handshake fails as it would.
-func clientHelloALPN(c net.Conn, head []byte) (alpn []string, read []byte) {
+// clientHello reads the rest of a TLS ClientHello whose first bytes are
+// head from c (within the read deadline the caller set) and returns its
+// server name, its ALPN list and every byte read, head included, for the
+// handshake that follows to read again. A connection that ends, or sends
+// something other than a ClientHello, returns what was read and no name
+// or protocols: the chain is picked without them and its handshake fails
+// as it would.
+func clientHello(c net.Conn, head []byte) (sni string, alpn []string, read []byte) {
 	var buf bytes.Buffer
 	buf.Write(head)
 	rc := &recordingConn{Conn: c, r: io.MultiReader(bytes.NewReader(head), io.TeeReader(c, &buf))}
 	srv := tls.Server(rc, &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
-		alpn = append([]string(nil), h.SupportedProtos...)
+		sni, alpn = h.ServerName, append([]string(nil), h.SupportedProtos...)
 		return nil, errHelloRead
 	}})
 	_ = srv.Handshake() // always fails: errHelloRead, or what the client sent
-	return alpn, buf.Bytes()
+	return sni, alpn, buf.Bytes()
 }
 
 // recordingConn reads from r and swallows writes (the alert a refused

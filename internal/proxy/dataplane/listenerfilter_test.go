@@ -68,10 +68,10 @@ func TestFilterDisabledPredicate(t *testing.T) {
 	}
 }
 
-// TestClientHelloALPN reads a real client's ClientHello off a socket and
-// then completes the handshake from the bytes it read: the client sees
-// one ordinary handshake.
-func TestClientHelloALPN(t *testing.T) {
+// TestClientHello reads a real client's ClientHello (its SNI and ALPN)
+// off a socket and then completes the handshake from the bytes it read:
+// the client sees one ordinary handshake.
+func TestClientHello(t *testing.T) {
 	ca := proxytest.NewMeshCA(t)
 	cert := ca.Issue(t, "", time.Hour, "server.example")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -100,10 +100,13 @@ func TestClientHelloALPN(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		got, read := clientHelloALPN(c, head)
+		sni, got, read := clientHello(c, head)
 		c.SetReadDeadline(time.Time{})
 		if !slices.Equal(got, offered) {
 			t.Errorf("ALPN = %q, want %q", got, offered)
+		}
+		if sni != "server.example" {
+			t.Errorf("SNI = %q, want server.example", sni)
 		}
 		srv := tls.Server(&serverConn{Conn: c, head: read}, &tls.Config{Certificates: []tls.Certificate{*cert}, NextProtos: []string{"http/1.1", "h2"}})
 		c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -118,9 +121,9 @@ func TestClientHelloALPN(t *testing.T) {
 	}
 }
 
-// TestClientHelloALPNNotTLS: bytes that are not a ClientHello yield no
-// protocols and are all kept for the chain's own handshake to refuse.
-func TestClientHelloALPNNotTLS(t *testing.T) {
+// TestClientHelloNotTLS: bytes that are not a ClientHello yield no name
+// or protocols and are all kept for the chain's own handshake to refuse.
+func TestClientHelloNotTLS(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	go func() {
@@ -131,8 +134,8 @@ func TestClientHelloALPNNotTLS(t *testing.T) {
 	if _, err := io.ReadFull(a, head); err != nil {
 		t.Fatal(err)
 	}
-	alpn, read := clientHelloALPN(a, head)
-	if alpn != nil || len(read) != 10 {
-		t.Errorf("alpn %q, %d bytes read; want none, 10", alpn, len(read))
+	sni, alpn, read := clientHello(a, head)
+	if sni != "" || alpn != nil || len(read) != 10 {
+		t.Errorf("sni %q, alpn %q, %d bytes read; want none, 10", sni, alpn, len(read))
 	}
 }

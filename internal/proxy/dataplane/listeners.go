@@ -259,9 +259,9 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var cc *chainConfig
 	var ds *forward.Downstream
 	if ci == nil {
-		cc = lc.match(netip.AddrPort{}, transportRaw, nil)
+		cc = lc.match(netip.AddrPort{}, "", transportRaw, nil)
 	} else {
-		cc, ds = lc.match(ci.dst, ci.transport, ci.apps), ci.ds
+		cc, ds = lc.match(ci.dst, ci.sni, ci.transport, ci.apps), ci.ds
 		if cc == nil || (cc.tls != nil) != (ci.chain.tls != nil) || cc.tcp != nil {
 			// The update took away this connection's kind of chain (a
 			// port that turned STRICT still has plaintext connections):

@@ -48,10 +48,12 @@ const handshakeTimeout = 15 * time.Second
 // connInfo is what the request path knows of one accepted connection.
 // Immutable once the connection is handed to the http.Server.
 type connInfo struct {
-	// What its chain was picked by: its (restored) destination, transport
-	// protocol (transportTLS or transportRaw) and requested application
-	// protocols (none when none were detected).
+	// What its chain was picked by: its (restored) destination, TLS
+	// server name (SNI; "" when none was read), transport protocol
+	// (transportTLS or transportRaw) and requested application protocols
+	// (none when none were detected).
 	dst       netip.AddrPort
+	sni       string
 	transport string
 	apps      []string
 	chain     *chainConfig // the chain it was accepted on
@@ -278,6 +280,7 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	}
 	transport := transportRaw
 	var (
+		sni  string
 		apps []string
 		head []byte
 	)
@@ -293,9 +296,9 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 		case len(head) > 0 && tlssocket.IsHandshake(head):
 			if tlsOn {
 				transport = transportTLS
-				if lc.readALPN {
+				if lc.readHello {
 					c.SetReadDeadline(deadline(lc.inspectTimeout))
-					apps, head = clientHelloALPN(c, head)
+					sni, apps, head = clientHello(c, head)
 					c.SetReadDeadline(time.Time{})
 				}
 			}
@@ -313,14 +316,14 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 			return nil, nil
 		}
 	}
-	cc := lc.match(local, transport, apps)
+	cc := lc.match(local, sni, transport, apps)
 	if cc == nil {
 		bl.stats.noChainMatch.Inc()
 		bl.d.log.Debug("connection refused: no filter chain matches", "listener", bl.name, "remote", c.RemoteAddr().String(),
-			"destination", local.String(), "transport_protocol", transport, "application_protocols", apps)
+			"destination", local.String(), "server_name", sni, "transport_protocol", transport, "application_protocols", apps)
 		return nil, nil
 	}
-	ci := &connInfo{dst: local, transport: transport, apps: apps, chain: cc}
+	ci := &connInfo{dst: local, sni: sni, transport: transport, apps: apps, chain: cc}
 	sc := &serverConn{Conn: c, head: head, info: ci, bl: bl}
 	conn := filter.Connection{LocalAddr: local, RemoteAddr: addrPort(c.RemoteAddr())}
 	socket := addrPort(c.LocalAddr())

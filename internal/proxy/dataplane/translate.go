@@ -104,9 +104,10 @@ type listenerConfig struct {
 	// limit), and run only for the destination ports their
 	// filter_disabled predicate leaves (listenerfilter.go).
 	inspectTLS, inspectHTTP inspector
-	// readALPN: the TLS inspector reads the ClientHello's ALPN list,
-	// because a chain matches on application_protocols.
-	readALPN          bool
+	// readHello: the TLS inspector reads the whole ClientHello (its SNI
+	// and ALPN list), because a chain matches on server_names or
+	// application_protocols.
+	readHello         bool
 	inspectTimeout    time.Duration
 	continueOnTimeout bool // continue_on_listener_filters_timeout: a silent client is matched as it is
 	chains            []*chainConfig
@@ -130,12 +131,13 @@ type chainConfig struct {
 	limits serverLimits     // what its connection manager needs of the listener's server (HTTP chains)
 }
 
-// match returns the chain a connection to dst of transport protocol
-// transport ("tls" or "raw_buffer") and application protocols apps (the
-// ClientHello's ALPN list, or the HTTP inspector's verdict; none when
-// nothing was detected) takes, or nil (Envoy's no_filter_chain_match).
-func (lc *listenerConfig) match(dst netip.AddrPort, transport string, apps []string) *chainConfig {
-	if cc := lc.index.match(dst, transport, apps); cc != nil {
+// match returns the chain a connection to dst with TLS server name sni
+// ("": none), of transport protocol transport ("tls" or "raw_buffer")
+// and application protocols apps (the ClientHello's ALPN list, or the
+// HTTP inspector's verdict; none when nothing was detected) takes, or
+// nil (Envoy's no_filter_chain_match).
+func (lc *listenerConfig) match(dst netip.AddrPort, sni, transport string, apps []string) *chainConfig {
+	if cc := lc.index.match(dst, sni, transport, apps); cc != nil {
 		return cc
 	}
 	return lc.def
@@ -151,8 +153,8 @@ func (lc *listenerConfig) match(dst netip.AddrPort, transport string, apps []str
 // client gave up first. Istio's per-port listeners run no HTTP inspector
 // there either.
 func (lc *listenerConfig) appMatters(dst netip.AddrPort) bool {
-	c := lc.match(dst, transportRaw, nil)
-	return lc.match(dst, transportRaw, protosHTTP11) != c || lc.match(dst, transportRaw, protosH2C) != c
+	c := lc.match(dst, "", transportRaw, nil)
+	return lc.match(dst, "", transportRaw, protosHTTP11) != c || lc.match(dst, "", transportRaw, protosH2C) != c
 }
 
 // Transport protocols, as tls_inspector names them.
@@ -319,8 +321,8 @@ func (d *Dataplane) translateListener(l *listener.Listener, rt *runtime, prev *l
 		fields = append(fields, field)
 	}
 	for _, cc := range lc.chains {
-		if len(cc.match.appProtos) > 0 && cc.match.transport != transportRaw {
-			lc.readALPN = lc.inspectTLS.on
+		if len(cc.match.appProtos) > 0 && cc.match.transport != transportRaw || len(cc.match.names) > 0 {
+			lc.readHello = lc.inspectTLS.on
 		}
 	}
 	var err error
@@ -331,7 +333,7 @@ func (d *Dataplane) translateListener(l *listener.Listener, rt *runtime, prev *l
 		if lc.def, err = d.translateChain(dfc, "default_filter_chain", l, rt, prevTLS); err != nil {
 			return nil, err
 		}
-		if m := lc.def.match; m.port != 0 || len(m.prefixes) > 0 || m.transport != "" || len(m.appProtos) > 0 {
+		if m := lc.def.match; m.port != 0 || len(m.prefixes) > 0 || len(m.names) > 0 || m.transport != "" || len(m.appProtos) > 0 {
 			return nil, fmt.Errorf("default_filter_chain.filter_chain_match: must be empty")
 		}
 		lc.chains = append(lc.chains, lc.def)

@@ -63,7 +63,7 @@ import (
 type l4Target struct {
 	statPrefix string
 	clusters   []*tcpproxy.TcpProxy_WeightedCluster_ClusterWeight // one: a plain cluster
-	idle       *durationpb.Duration                                // the DestinationRule's connectionPool.tcp.idleTimeout; nil: Envoy's default
+	idle       *durationpb.Duration                               // the DestinationRule's connectionPool.tcp.idleTimeout; nil: Envoy's default
 }
 
 // l4Rule is one applicable match of a tcp or tls route, reduced to what
@@ -88,7 +88,9 @@ type l4Plan struct {
 }
 
 // isTLSPort reports whether Istio routes the port by tls routes.
-func isTLSPort(p registry.Port) bool { return p.Protocol == registry.TLS || p.Protocol == registry.HTTPS }
+func isTLSPort(p registry.Port) bool {
+	return p.Protocol == registry.TLS || p.Protocol == registry.HTTPS
+}
 
 // l4Routes reads the tcp (or, on a TLS port, tls) routes of the
 // VirtualService for svc that apply to proxy id on port p.

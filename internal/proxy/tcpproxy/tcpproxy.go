@@ -8,7 +8,8 @@
 // Each connection is counted in Istio's TCP metrics.
 //
 // A cluster with no endpoint (Istio's BlackHoleCluster) or none at all
-// closes the connection at once, as Envoy does (UH, NC).
+// closes the connection at once, as Envoy does (UH, NC), and so does one
+// whose circuit breaker's max_connections are all in use (UO).
 package tcpproxy
 
 import (
@@ -223,6 +224,20 @@ func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[str
 	if c.Inbound {
 		dst = cl.DstInbound()
 	}
+	release, ok := cl.Breaker().AdmitConn()
+	if !ok {
+		// max_connections reached: Envoy's tcp_proxy closes the
+		// connection (upstream_cx_overflow, UO) rather than queue it.
+		s := p.series(cfg, &c, name, telemetry.TCPKey{Src: src, Dst: dst, Sec: c.Sec, Inbound: c.Inbound, Flags: "UO"})
+		s.Opened.Inc()
+		s.Closed.Inc()
+		if al != nil {
+			al.flags = "UO"
+		}
+		log.Debug("tcp_proxy: the cluster's max_connections is reached; connection closed", "stat_prefix", cfg.StatPrefix, "cluster", name)
+		return
+	}
+	defer release()
 	up, err := ep.Conns().DialStream(ctx)
 	if err != nil {
 		cl.Stats().CxConnectFail.Inc()

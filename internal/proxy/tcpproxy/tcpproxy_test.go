@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 
@@ -270,7 +271,7 @@ func sum(t *testing.T, reg *prometheus.Registry, name string, want map[string]st
 					continue series
 				}
 			}
-			total += m.GetCounter().GetValue()
+			total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
 	return total
@@ -400,4 +401,68 @@ func TestConnectFailure(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestMaxConnections: the cluster's circuit breaker bounds the relayed
+// connections, as Envoy's tcp_proxy does: with max_connections 1 and one
+// connection open, the next is closed at once (UO, upstream_cx_overflow)
+// without reaching the upstream; once the first ends, a new one relays.
+func TestMaxConnections(t *testing.T) {
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	c := proxytest.StaticCluster(t, "c", ln.Addr().String())
+	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: wrapperspb.UInt32(1)}}}
+	clusters := e.build(t, c)
+	first := e.serve(t, cfgFor("c", time.Minute), clusters, netip.AddrPort{})
+	var up net.Conn
+	select {
+	case up = <-accepted:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first connection never reached the upstream")
+	}
+	second := e.serve(t, cfgFor("c", time.Minute), clusters, netip.AddrPort{})
+	second.SetDeadline(time.Now().Add(30 * time.Second))
+	if b, err := io.ReadAll(second); err != nil || len(b) != 0 {
+		t.Fatalf("second connection: read %q, %v; want EOF (overflow)", b, err)
+	}
+	waitFor(t, func() error {
+		if v := sum(t, e.reg, "envoy_cluster_upstream_cx_overflow", map[string]string{cluster.NameLabel: "c"}); v != 1 {
+			return errorf("upstream_cx_overflow = %v, want 1", v)
+		}
+		if v := sum(t, e.reg, "istio_tcp_connections_closed_total", map[string]string{"response_flags": "UO"}); v != 1 {
+			return errorf("connections closed with UO = %v, want 1", v)
+		}
+		return nil
+	})
+	first.Close()
+	up.Close()
+	// The first relay ends and gives its connection back.
+	waitFor(t, func() error {
+		if v := sum(t, e.reg, "envoy_cluster_circuit_breakers_default_cx_open", map[string]string{cluster.NameLabel: "c"}); v != 0 {
+			return errorf("cx_open = %v, want 0 once the first connection is closed", v)
+		}
+		return nil
+	})
+	third := e.serve(t, cfgFor("c", time.Minute), clusters, netip.AddrPort{})
+	defer third.Close()
+	select {
+	case up3 := <-accepted:
+		up3.Close()
+	case <-time.After(30 * time.Second):
+		t.Fatal("the third connection never reached the upstream")
+	}
 }

@@ -46,6 +46,9 @@ type Config struct {
 	StatPrefix  string
 	Clusters    []WeightedCluster // one, weight 1, for cluster
 	IdleTimeout time.Duration     // 0: none
+	// MaxDuration is max_downstream_connection_duration: a connection
+	// is closed that long after it was accepted. 0: no limit.
+	MaxDuration time.Duration
 	// Stats is the chain's istio.stats filter config, the Telemetry
 	// API's metric overrides (nil: the standard metrics).
 	Stats *telemetry.Stats
@@ -109,6 +112,12 @@ func Parse(a *anypb.Any, sinks *accesslog.Sinks) (*Config, error) {
 		}
 		c.IdleTimeout = t.AsDuration() // 0 disables it, as in Envoy
 	}
+	if t := m.GetMaxDownstreamConnectionDuration(); t != nil {
+		if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
+			return nil, errors.New("max_downstream_connection_duration: invalid")
+		}
+		c.MaxDuration = t.AsDuration()
+	}
 	switch {
 	case m.GetMetadataMatch() != nil:
 		return nil, errors.New("metadata_match: unsupported")
@@ -165,11 +174,17 @@ type Conn struct {
 }
 
 // Serve relays c with cfg over clusters until both directions are done,
-// the connection idles for cfg.IdleTimeout, or ctx ends (the listener
-// drained or the proxy closed). It closes c. Called on the connection's
+// the connection idles for cfg.IdleTimeout, it has lasted
+// cfg.MaxDuration, or ctx ends (the listener drained or the proxy
+// closed). It closes c. Called on the connection's
 // own goroutine; blocks.
 func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[string]*cluster.Cluster) {
 	defer c.Close()
+	if cfg.MaxDuration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.MaxDuration)
+		defer cancel()
+	}
 	var al *connLog
 	if len(cfg.AccessLogs) > 0 {
 		al = &connLog{start: time.Now(), c: &c, cfg: cfg}

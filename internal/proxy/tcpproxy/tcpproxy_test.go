@@ -39,6 +39,7 @@ func TestParse(t *testing.T) {
 		{"zero weights", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{
 			Clusters: []*tcpv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: "a"}}}}}, "sum to 0"},
 		{"bad idle", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"}, IdleTimeout: durationpb.New(-time.Second)}, "idle_timeout"},
+		{"bad max duration", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"}, MaxDownstreamConnectionDuration: durationpb.New(-time.Second)}, "max_downstream_connection_duration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse(proxytest.MustAny(t, tc.m), nil)
@@ -464,5 +465,42 @@ func TestMaxConnections(t *testing.T) {
 		up3.Close()
 	case <-time.After(30 * time.Second):
 		t.Fatal("the third connection never reached the upstream")
+	}
+}
+
+// TestMaxDuration: max_downstream_connection_duration closes a
+// connection that is busy (never idle) once it has lasted that long.
+func TestMaxDuration(t *testing.T) {
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		io.Copy(io.Discard, c)
+	}()
+	a, err := Parse(proxytest.MustAny(t, &tcpv3.TcpProxy{StatPrefix: "c", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"},
+		IdleTimeout: durationpb.New(0), MaxDownstreamConnectionDuration: durationpb.New(200 * time.Millisecond)}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusters := e.build(t, proxytest.StaticCluster(t, "c", ln.Addr().String()))
+	cc := e.serve(t, a, clusters, netip.AddrPort{})
+	cc.SetDeadline(time.Now().Add(30 * time.Second))
+	// Keep it busy: writes succeed until the proxy closes the connection.
+	var werr error
+	for i := 0; i < 3000 && werr == nil; i++ {
+		_, werr = cc.Write([]byte("x"))
+		time.Sleep(10 * time.Millisecond)
+	}
+	if werr == nil {
+		t.Fatal("the connection was still open after 30 s of writes")
 	}
 }

@@ -64,6 +64,7 @@ type l4Target struct {
 	statPrefix string
 	clusters   []*tcpproxy.TcpProxy_WeightedCluster_ClusterWeight // one: a plain cluster
 	idle       *durationpb.Duration                               // the DestinationRule's connectionPool.tcp.idleTimeout; nil: Envoy's default
+	maxDur     *durationpb.Duration                               // its maxConnectionDuration; nil: none
 }
 
 // l4Rule is one applicable match of a tcp or tls route, reduced to what
@@ -204,7 +205,8 @@ func (plan *l4Plan) addTarget(s *mesh.Snapshot, vs *config.VirtualService, dests
 		}
 		return contract.ClusterName(contract.Outbound, port, d.GetSubset(), host)
 	}
-	t := l4Target{idle: tcpIdleTimeout(s, s.ResolveHost(dests[0].GetDestination().GetHost(), vs.Namespace))}
+	t := l4Target{}
+	t.idle, t.maxDur = tcpDurations(s, s.ResolveHost(dests[0].GetDestination().GetHost(), vs.Namespace))
 	if len(dests) == 1 {
 		c := cluster(dests[0].GetDestination())
 		t.statPrefix = c
@@ -224,21 +226,24 @@ func (plan *l4Plan) addTarget(s *mesh.Snapshot, vs *config.VirtualService, dests
 	return len(plan.targets) - 1
 }
 
-// tcpIdleTimeout is the DestinationRule's connectionPool.tcp.idleTimeout
-// for host (its top-level traffic policy, as Istio's tcp_proxy takes it),
-// or nil.
-func tcpIdleTimeout(s *mesh.Snapshot, host string) *durationpb.Duration {
+// tcpDurations are the DestinationRule's connectionPool.tcp idleTimeout
+// and maxConnectionDuration for host (its top-level traffic policy, as
+// Istio's tcp_proxy takes them), or nil.
+func tcpDurations(s *mesh.Snapshot, host string) (idle, maxDur *durationpb.Duration) {
 	dr := s.Subsets.ForHost(host)
 	if dr == nil {
-		return nil
+		return nil, nil
 	}
-	return dr.Spec.GetTrafficPolicy().GetConnectionPool().GetTcp().GetIdleTimeout()
+	t := dr.Spec.GetTrafficPolicy().GetConnectionPool().GetTcp()
+	return t.GetIdleTimeout(), t.GetMaxConnectionDuration()
 }
 
 // defaultTarget is the service port's own cluster.
 func defaultTarget(s *mesh.Snapshot, svc *registry.Service, p registry.Port) l4Target {
 	c := contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname)
-	return l4Target{statPrefix: c, clusters: []*tcpproxy.TcpProxy_WeightedCluster_ClusterWeight{{Name: c, Weight: 1}}, idle: tcpIdleTimeout(s, svc.Hostname)}
+	t := l4Target{statPrefix: c, clusters: []*tcpproxy.TcpProxy_WeightedCluster_ClusterWeight{{Name: c, Weight: 1}}}
+	t.idle, t.maxDur = tcpDurations(s, svc.Hostname)
+	return t
 }
 
 // blackHoleTarget closes the connection (Envoy finds no endpoint).
@@ -246,7 +251,7 @@ var blackHoleTarget = l4Target{statPrefix: contract.ClusterBlackHole, clusters: 
 
 // tcpProxyTo is a chain's tcp_proxy to t.
 func tcpProxyTo(t l4Target, logs []*accesslogv3.AccessLog) *listener.Filter {
-	tp := &tcpproxy.TcpProxy{StatPrefix: t.statPrefix, IdleTimeout: t.idle, AccessLog: logs}
+	tp := &tcpproxy.TcpProxy{StatPrefix: t.statPrefix, IdleTimeout: t.idle, MaxDownstreamConnectionDuration: t.maxDur, AccessLog: logs}
 	if len(t.clusters) == 1 {
 		tp.ClusterSpecifier = &tcpproxy.TcpProxy_Cluster{Cluster: t.clusters[0].Name}
 	} else {

@@ -35,7 +35,7 @@ spec:
   host: redis.bookinfo.svc.cluster.local
   trafficPolicy:
     connectionPool:
-      tcp: {maxConnections: 10, connectTimeout: 2s, idleTimeout: 30s}
+      tcp: {maxConnections: 10, connectTimeout: 2s, idleTimeout: 30s, maxConnectionDuration: 1h}
   subsets:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}
@@ -184,6 +184,7 @@ type chainSummary struct {
 	names    string // comma-separated server names
 	target   string // cluster, or "name=weight,…" for weighted clusters
 	idle     time.Duration
+	maxDur   time.Duration
 }
 
 func summarize(t *testing.T, fc *listener.FilterChain) chainSummary {
@@ -208,6 +209,7 @@ func summarize(t *testing.T, fc *listener.FilterChain) chainSummary {
 	return chainSummary{
 		port: m.GetDestinationPort().GetValue(), prefixes: strings.Join(prefixes, ","),
 		names: strings.Join(m.GetServerNames(), ","), target: target, idle: tp.GetIdleTimeout().AsDuration(),
+		maxDur: tp.GetMaxDownstreamConnectionDuration().AsDuration(),
 	}
 }
 
@@ -250,23 +252,23 @@ func TestTCPRouteChains(t *testing.T) {
 		{6379, map[string]chainSummary{
 			// The sourceLabels route is not this proxy's; the IPv4 VIP is
 			// in the subnet; the IPv6 one takes the catch-all split.
-			redis + "_tcp_1": {6379, "10.96.0.20/32", "", "outbound|6379|v2|redis.bookinfo.svc.cluster.local", 30 * time.Second},
-			redis + "_tcp":   {6379, "fd00:96::20/128", "", "outbound|6379|v1|redis.bookinfo.svc.cluster.local=80,outbound|6379|v2|redis.bookinfo.svc.cluster.local=20", 30 * time.Second},
+			redis + "_tcp_1": {6379, "10.96.0.20/32", "", "outbound|6379|v2|redis.bookinfo.svc.cluster.local", 30 * time.Second, time.Hour},
+			redis + "_tcp":   {6379, "fd00:96::20/128", "", "outbound|6379|v1|redis.bookinfo.svc.cluster.local=80,outbound|6379|v2|redis.bookinfo.svc.cluster.local=20", 30 * time.Second, time.Hour},
 		}},
 		{9300, map[string]chainSummary{
-			lines + "_tcp": {9300, "10.96.0.50/32", "", "outbound|9300|v1|lines.bookinfo.svc.cluster.local=80,outbound|9300|v2|lines.bookinfo.svc.cluster.local=20", 0},
+			lines + "_tcp": {9300, "10.96.0.50/32", "", "outbound|9300|v1|lines.bookinfo.svc.cluster.local=80,outbound|9300|v2|lines.bookinfo.svc.cluster.local=20", 0, 0},
 		}},
 		{9301, map[string]chainSummary{
-			lines1 + "_tcp": {9301, "10.96.0.50/32", "", "outbound|9301|v2|lines.bookinfo.svc.cluster.local", 0},
+			lines1 + "_tcp": {9301, "10.96.0.50/32", "", "outbound|9301|v2|lines.bookinfo.svc.cluster.local", 0, 0},
 		}},
 		{443, map[string]chainSummary{
-			secure + "_tls_0_0":                     {443, "10.96.0.40/32", "a.secure.example", "outbound|443|v1|secure.bookinfo.svc.cluster.local", 0},
-			secure + "_tls_1_0":                     {443, "10.96.0.40/32", "b.secure.example,*.wild.example", "outbound|443|v2|secure.bookinfo.svc.cluster.local", 0},
-			secure + "_blackhole":                   {443, "10.96.0.40/32", "", "BlackHoleCluster", 0},
-			"outbound|443||api.example.com_tls_0_0": {443, "", "api.example.com", "outbound|443||api.example.com", 0},
+			secure + "_tls_0_0":                     {443, "10.96.0.40/32", "a.secure.example", "outbound|443|v1|secure.bookinfo.svc.cluster.local", 0, 0},
+			secure + "_tls_1_0":                     {443, "10.96.0.40/32", "b.secure.example,*.wild.example", "outbound|443|v2|secure.bookinfo.svc.cluster.local", 0, 0},
+			secure + "_blackhole":                   {443, "10.96.0.40/32", "", "BlackHoleCluster", 0, 0},
+			"outbound|443||api.example.com_tls_0_0": {443, "", "api.example.com", "outbound|443||api.example.com", 0, 0},
 		}},
 		{27017, map[string]chainSummary{
-			"outbound|27017||mongo.example.com_tcp_0": {27017, "192.0.2.0/24", "", "outbound|27017||mongo.example.com", 0},
+			"outbound|27017||mongo.example.com_tcp_0": {27017, "192.0.2.0/24", "", "outbound|27017||mongo.example.com", 0, 0},
 		}},
 	} {
 		l, got := outboundChains(t, s, id, tc.port)

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -49,6 +50,10 @@ type Config struct {
 	// MaxDuration is max_downstream_connection_duration: a connection
 	// is closed that long after it was accepted. 0: no limit.
 	MaxDuration time.Duration
+	// HashSourceIP is hash_policy source_ip: a consistent-hash cluster
+	// (ring hash, Maglev) picks the endpoint by the client's IP address,
+	// so one client's connections go to the same endpoint.
+	HashSourceIP bool
 	// Stats is the chain's istio.stats filter config, the Telemetry
 	// API's metric overrides (nil: the standard metrics).
 	Stats *telemetry.Stats
@@ -125,8 +130,12 @@ func Parse(a *anypb.Any, sinks *accesslog.Sinks) (*Config, error) {
 		return nil, errors.New("tunneling_config: unsupported")
 	case m.GetOnDemand() != nil:
 		return nil, errors.New("on_demand: unsupported")
-	case len(m.GetHashPolicy()) > 0:
-		return nil, errors.New("hash_policy: unsupported")
+	}
+	for i, hp := range m.GetHashPolicy() {
+		if hp.GetSourceIp() == nil {
+			return nil, fmt.Errorf("hash_policy[%d]: only source_ip is supported", i)
+		}
+		c.HashSourceIP = true
 	}
 	for i, al := range m.GetAccessLog() {
 		lg, err := accesslog.Parse(al, sinks)
@@ -219,7 +228,13 @@ func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[str
 			ep = cl.PickOriginal(c.Dst)
 		}
 	} else {
-		ep = cl.Pick(cluster.HashKey{})
+		var k cluster.HashKey
+		if cfg.HashSourceIP {
+			if ra := addrPort(c.RemoteAddr()); ra.IsValid() {
+				k = cluster.HashKey{Hash: xxhash.Sum64String(ra.Addr().Unmap().String()), OK: true} // as the HTTP router hashes source_ip
+			}
+		}
+		ep = cl.Pick(k)
 	}
 	if ep == nil {
 		// BlackHoleCluster: counted, so REGISTRY_ONLY refusals show, as

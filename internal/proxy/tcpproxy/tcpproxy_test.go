@@ -11,6 +11,7 @@ import (
 	"time"
 
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -39,6 +40,7 @@ func TestParse(t *testing.T) {
 		{"zero weights", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{
 			Clusters: []*tcpv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: "a"}}}}}, "sum to 0"},
 		{"bad idle", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"}, IdleTimeout: durationpb.New(-time.Second)}, "idle_timeout"},
+		{"header hash", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"}, HashPolicy: []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_FilterState_{}}}}, "hash_policy[0]: only source_ip"},
 		{"bad max duration", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"}, MaxDownstreamConnectionDuration: durationpb.New(-time.Second)}, "max_downstream_connection_duration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -502,5 +504,58 @@ func TestMaxDuration(t *testing.T) {
 	}
 	if werr == nil {
 		t.Fatal("the connection was still open after 30 s of writes")
+	}
+}
+
+// TestHashSourceIP: with hash_policy source_ip on a ring hash cluster,
+// every connection of one client reaches the same endpoint (without a
+// hash, ten connections over two endpoints all landing on one would
+// happen once in 512).
+func TestHashSourceIP(t *testing.T) {
+	e := newEnv(t)
+	hits := make(chan string, 64)
+	var addrs []string
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addr := ln.Addr().String()
+		addrs = append(addrs, addr)
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				hits <- addr
+				c.Close()
+			}
+		}()
+	}
+	c := proxytest.StaticCluster(t, "c", addrs[0])
+	c.LoadAssignment = proxytest.CLA("c", proxytest.Endpoint{Addr: addrs[0]}, proxytest.Endpoint{Addr: addrs[1]})
+	c.LbPolicy = clusterv3.Cluster_RING_HASH
+	clusters := e.build(t, c)
+	cfg, err := Parse(proxytest.MustAny(t, &tcpv3.TcpProxy{StatPrefix: "c", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"},
+		HashPolicy: []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_SourceIp_{SourceIp: &typev3.HashPolicy_SourceIp{}}}}}), nil)
+	if err != nil || !cfg.HashSourceIP {
+		t.Fatalf("parse: %v, HashSourceIP %v", err, cfg != nil && cfg.HashSourceIP)
+	}
+	seen := map[string]int{}
+	for range 10 {
+		cc := e.serve(t, cfg, clusters, netip.AddrPort{})
+		cc.SetDeadline(time.Now().Add(30 * time.Second))
+		io.ReadAll(cc) // the endpoint closes at once
+		select {
+		case a := <-hits:
+			seen[a]++
+		case <-time.After(30 * time.Second):
+			t.Fatal("no endpoint was reached")
+		}
+	}
+	if len(seen) != 1 {
+		t.Errorf("one client's connections reached %v, want one endpoint", seen)
 	}
 }

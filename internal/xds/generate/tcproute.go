@@ -11,6 +11,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -65,6 +66,7 @@ type l4Target struct {
 	clusters   []*tcpproxy.TcpProxy_WeightedCluster_ClusterWeight // one: a plain cluster
 	idle       *durationpb.Duration                               // the DestinationRule's connectionPool.tcp.idleTimeout; nil: Envoy's default
 	maxDur     *durationpb.Duration                               // its maxConnectionDuration; nil: none
+	sourceIP   bool                                               // hash_policy source_ip: its consistentHash.useSourceIp
 }
 
 // l4Rule is one applicable match of a tcp or tls route, reduced to what
@@ -208,10 +210,12 @@ func (plan *l4Plan) addTarget(s *mesh.Snapshot, vs *config.VirtualService, dests
 	t := l4Target{}
 	t.idle, t.maxDur = tcpDurations(s, s.ResolveHost(dests[0].GetDestination().GetHost(), vs.Namespace))
 	if len(dests) == 1 {
+		t.sourceIP = useSourceIP(s, s.ResolveHost(dests[0].GetDestination().GetHost(), vs.Namespace), dests[0].GetDestination().GetSubset())
 		c := cluster(dests[0].GetDestination())
 		t.statPrefix = c
 		t.clusters = []*tcpproxy.TcpProxy_WeightedCluster_ClusterWeight{{Name: c, Weight: 1}}
 	} else {
+		t.sourceIP = useSourceIP(s, s.ResolveHost(dests[0].GetDestination().GetHost(), vs.Namespace), "")
 		t.statPrefix = vs.Name + "." + vs.Namespace
 		for _, d := range dests {
 			if d.GetWeight() > 0 {
@@ -238,11 +242,32 @@ func tcpDurations(s *mesh.Snapshot, host string) (idle, maxDur *durationpb.Durat
 	return t.GetIdleTimeout(), t.GetMaxConnectionDuration()
 }
 
+// useSourceIP is Istio's maybeSetHashPolicy: whether host's
+// DestinationRule balances by consistent hash of the source IP — its
+// top-level loadBalancer, or the subset's when the subset sets one.
+func useSourceIP(s *mesh.Snapshot, host, subset string) bool {
+	dr := s.Subsets.ForHost(host)
+	if dr == nil {
+		return false
+	}
+	use := dr.Spec.GetTrafficPolicy().GetLoadBalancer().GetConsistentHash().GetUseSourceIp()
+	for _, sub := range dr.Spec.GetSubsets() {
+		if sub.GetName() == subset {
+			if lb := sub.GetTrafficPolicy().GetLoadBalancer(); lb != nil {
+				use = lb.GetConsistentHash().GetUseSourceIp()
+			}
+			break
+		}
+	}
+	return use
+}
+
 // defaultTarget is the service port's own cluster.
 func defaultTarget(s *mesh.Snapshot, svc *registry.Service, p registry.Port) l4Target {
 	c := contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname)
 	t := l4Target{statPrefix: c, clusters: []*tcpproxy.TcpProxy_WeightedCluster_ClusterWeight{{Name: c, Weight: 1}}}
 	t.idle, t.maxDur = tcpDurations(s, svc.Hostname)
+	t.sourceIP = useSourceIP(s, svc.Hostname, "")
 	return t
 }
 
@@ -252,6 +277,9 @@ var blackHoleTarget = l4Target{statPrefix: contract.ClusterBlackHole, clusters: 
 // tcpProxyTo is a chain's tcp_proxy to t.
 func tcpProxyTo(t l4Target, logs []*accesslogv3.AccessLog) *listener.Filter {
 	tp := &tcpproxy.TcpProxy{StatPrefix: t.statPrefix, IdleTimeout: t.idle, MaxDownstreamConnectionDuration: t.maxDur, AccessLog: logs}
+	if t.sourceIP {
+		tp.HashPolicy = []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_SourceIp_{SourceIp: &typev3.HashPolicy_SourceIp{}}}}
+	}
 	if len(t.clusters) == 1 {
 		tp.ClusterSpecifier = &tcpproxy.TcpProxy_Cluster{Cluster: t.clusters[0].Name}
 	} else {

@@ -76,6 +76,9 @@ kind: DestinationRule
 metadata: {name: lines, namespace: bookinfo}
 spec:
   host: lines.bookinfo.svc.cluster.local
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {useSourceIp: true}
   subsets:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}

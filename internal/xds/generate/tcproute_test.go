@@ -25,7 +25,10 @@ import (
 //   - secure (TLS 443, VIP 10.96.0.40): SNI a.secure.example to v1,
 //     b.secure.example and *.wild.example to v2, other names closed;
 //   - api.example.com (TLS 443, no VIP): its SNI to the egress service;
-//   - mongo (TCP 27017, no VIP): destinationSubnets 192.0.2.0/24 to it.
+//   - mongo (TCP 27017, no VIP): destinationSubnets 192.0.2.0/24 to it;
+//   - portal (port 443 undeclared, sniffed, VIP 240.0.0.60): its HTTP
+//     chains must not take TLS connections now that the TLS inspector
+//     runs on 443.
 const tcpRouteMesh = captureMesh + `
 ---
 apiVersion: networking.istio.io/v1
@@ -151,6 +154,16 @@ spec:
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
+metadata: {name: portal, namespace: egress}
+spec:
+  hosts: [portal.example.com]
+  addresses: [240.0.0.60]
+  resolution: STATIC
+  ports: [{number: 443, name: portal}]
+  endpoints: [{address: 192.0.2.60}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
 metadata: {name: mongo, namespace: egress}
 spec:
   hosts: [mongo.example.com]
@@ -269,6 +282,7 @@ func TestTCPRouteChains(t *testing.T) {
 			secure + "_tls_1_0":                     {443, "10.96.0.40/32", "b.secure.example,*.wild.example", "outbound|443|v2|secure.bookinfo.svc.cluster.local", 0, 0},
 			secure + "_blackhole":                   {443, "10.96.0.40/32", "", "BlackHoleCluster", 0, 0},
 			"outbound|443||api.example.com_tls_0_0": {443, "", "api.example.com", "outbound|443||api.example.com", 0, 0},
+			"outbound|443||portal.example.com":      {443, "240.0.0.60/32", "", "outbound|443||portal.example.com", 0, 0},
 		}},
 		{27017, map[string]chainSummary{
 			"outbound|27017||mongo.example.com_tcp_0": {27017, "192.0.2.0/24", "", "outbound|27017||mongo.example.com", 0, 0},
@@ -289,6 +303,12 @@ func TestTCPRouteChains(t *testing.T) {
 		}
 		if !inspected {
 			t.Errorf("the TLS inspector should run on port 443 only: %v", l.GetListenerFilters())
+		}
+		for _, fc := range l.GetFilterChains() {
+			m := fc.GetFilterChainMatch()
+			if m.GetDestinationPort().GetValue() == 443 && len(m.GetApplicationProtocols()) > 0 && m.GetTransportProtocol() != "raw_buffer" {
+				t.Errorf("chain %s matches the HTTP inspector's verdict on any transport: a TLS client's ALPN would pick it", fc.GetName())
+			}
 		}
 	}
 }

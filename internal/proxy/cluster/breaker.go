@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -20,6 +21,8 @@ import (
 //     every connection busy waits in the pending queue (upstream_cx_overflow
 //     counts that the limit was hit), bounded by max_pending_requests.
 //   - max_retries bounds the retries in flight.
+//   - a TCP proxy's upstream connections count against max_connections
+//     too (AdmitConn); past it the downstream connection is closed (UO).
 //
 // Past a limit the request is not queued: it overflows (answered at once
 // with 503 and response flag UO; upstream_rq_pending_overflow, or
@@ -153,6 +156,37 @@ func (b *Breaker) Admit(ctx context.Context) (Admission, error) {
 	case <-ctx.Done():
 		a.Release()
 		return Admission{}, ctx.Err()
+	}
+}
+
+// AdmitConn reserves one of max_connections for a TCP proxy's upstream
+// connection, without waiting (Envoy's tcp_proxy does not queue): false,
+// counted as upstream_cx_overflow, when every connection is in use; the
+// caller closes the downstream connection (response flag UO). Call
+// release once the upstream connection is closed. Safe for concurrent
+// use; nil b admits everything.
+func (b *Breaker) AdmitConn() (release func(), ok bool) {
+	if b == nil || b.slots == nil {
+		return func() {}, true
+	}
+	select {
+	case b.slots <- struct{}{}:
+		if len(b.slots) == cap(b.slots) {
+			b.stats.CbCxOpen.Set(1)
+		}
+		var once sync.Once
+		return func() {
+			once.Do(func() {
+				<-b.slots
+				if len(b.slots) == cap(b.slots)-1 {
+					b.stats.CbCxOpen.Set(0)
+				}
+			})
+		}, true
+	default:
+		b.stats.CxOverflow.Inc()
+		b.stats.CbCxOpen.Set(1)
+		return nil, false
 	}
 }
 

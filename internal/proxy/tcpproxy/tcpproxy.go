@@ -8,7 +8,8 @@
 // Each connection is counted in Istio's TCP metrics.
 //
 // A cluster with no endpoint (Istio's BlackHoleCluster) or none at all
-// closes the connection at once, as Envoy does (UH, NC).
+// closes the connection at once, as Envoy does (UH, NC), and so does one
+// whose circuit breaker's max_connections are all in use (UO).
 package tcpproxy
 
 import (
@@ -25,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -45,6 +47,13 @@ type Config struct {
 	StatPrefix  string
 	Clusters    []WeightedCluster // one, weight 1, for cluster
 	IdleTimeout time.Duration     // 0: none
+	// MaxDuration is max_downstream_connection_duration: a connection
+	// is closed that long after it was accepted. 0: no limit.
+	MaxDuration time.Duration
+	// HashSourceIP is hash_policy source_ip: a consistent-hash cluster
+	// (ring hash, Maglev) picks the endpoint by the client's IP address,
+	// so one client's connections go to the same endpoint.
+	HashSourceIP bool
 	// Stats is the chain's istio.stats filter config, the Telemetry
 	// API's metric overrides (nil: the standard metrics).
 	Stats *telemetry.Stats
@@ -108,6 +117,12 @@ func Parse(a *anypb.Any, sinks *accesslog.Sinks) (*Config, error) {
 		}
 		c.IdleTimeout = t.AsDuration() // 0 disables it, as in Envoy
 	}
+	if t := m.GetMaxDownstreamConnectionDuration(); t != nil {
+		if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
+			return nil, errors.New("max_downstream_connection_duration: invalid")
+		}
+		c.MaxDuration = t.AsDuration()
+	}
 	switch {
 	case m.GetMetadataMatch() != nil:
 		return nil, errors.New("metadata_match: unsupported")
@@ -115,8 +130,12 @@ func Parse(a *anypb.Any, sinks *accesslog.Sinks) (*Config, error) {
 		return nil, errors.New("tunneling_config: unsupported")
 	case m.GetOnDemand() != nil:
 		return nil, errors.New("on_demand: unsupported")
-	case len(m.GetHashPolicy()) > 0:
-		return nil, errors.New("hash_policy: unsupported")
+	}
+	for i, hp := range m.GetHashPolicy() {
+		if hp.GetSourceIp() == nil {
+			return nil, fmt.Errorf("hash_policy[%d]: only source_ip is supported", i)
+		}
+		c.HashSourceIP = true
 	}
 	for i, al := range m.GetAccessLog() {
 		lg, err := accesslog.Parse(al, sinks)
@@ -164,11 +183,17 @@ type Conn struct {
 }
 
 // Serve relays c with cfg over clusters until both directions are done,
-// the connection idles for cfg.IdleTimeout, or ctx ends (the listener
-// drained or the proxy closed). It closes c. Called on the connection's
+// the connection idles for cfg.IdleTimeout, it has lasted
+// cfg.MaxDuration, or ctx ends (the listener drained or the proxy
+// closed). It closes c. Called on the connection's
 // own goroutine; blocks.
 func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[string]*cluster.Cluster) {
 	defer c.Close()
+	if cfg.MaxDuration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.MaxDuration)
+		defer cancel()
+	}
 	var al *connLog
 	if len(cfg.AccessLogs) > 0 {
 		al = &connLog{start: time.Now(), c: &c, cfg: cfg}
@@ -203,7 +228,13 @@ func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[str
 			ep = cl.PickOriginal(c.Dst)
 		}
 	} else {
-		ep = cl.Pick(cluster.HashKey{})
+		var k cluster.HashKey
+		if cfg.HashSourceIP {
+			if ra := addrPort(c.RemoteAddr()); ra.IsValid() {
+				k = cluster.HashKey{Hash: xxhash.Sum64String(ra.Addr().Unmap().String()), OK: true} // as the HTTP router hashes source_ip
+			}
+		}
+		ep = cl.Pick(k)
 	}
 	if ep == nil {
 		// BlackHoleCluster: counted, so REGISTRY_ONLY refusals show, as
@@ -223,6 +254,20 @@ func (p *Proxy) Serve(ctx context.Context, c Conn, cfg *Config, clusters map[str
 	if c.Inbound {
 		dst = cl.DstInbound()
 	}
+	release, ok := cl.Breaker().AdmitConn()
+	if !ok {
+		// max_connections reached: Envoy's tcp_proxy closes the
+		// connection (upstream_cx_overflow, UO) rather than queue it.
+		s := p.series(cfg, &c, name, telemetry.TCPKey{Src: src, Dst: dst, Sec: c.Sec, Inbound: c.Inbound, Flags: "UO"})
+		s.Opened.Inc()
+		s.Closed.Inc()
+		if al != nil {
+			al.flags = "UO"
+		}
+		log.Debug("tcp_proxy: the cluster's max_connections is reached; connection closed", "stat_prefix", cfg.StatPrefix, "cluster", name)
+		return
+	}
+	defer release()
 	up, err := ep.Conns().DialStream(ctx)
 	if err != nil {
 		cl.Stats().CxConnectFail.Inc()

@@ -11,9 +11,11 @@ import (
 	"time"
 
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 
@@ -38,6 +40,8 @@ func TestParse(t *testing.T) {
 		{"zero weights", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{
 			Clusters: []*tcpv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: "a"}}}}}, "sum to 0"},
 		{"bad idle", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"}, IdleTimeout: durationpb.New(-time.Second)}, "idle_timeout"},
+		{"header hash", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"}, HashPolicy: []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_FilterState_{}}}}, "hash_policy[0]: only source_ip"},
+		{"bad max duration", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"}, MaxDownstreamConnectionDuration: durationpb.New(-time.Second)}, "max_downstream_connection_duration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse(proxytest.MustAny(t, tc.m), nil)
@@ -270,7 +274,7 @@ func sum(t *testing.T, reg *prometheus.Registry, name string, want map[string]st
 					continue series
 				}
 			}
-			total += m.GetCounter().GetValue()
+			total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
 	return total
@@ -400,4 +404,158 @@ func TestConnectFailure(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestMaxConnections: the cluster's circuit breaker bounds the relayed
+// connections, as Envoy's tcp_proxy does: with max_connections 1 and one
+// connection open, the next is closed at once (UO, upstream_cx_overflow)
+// without reaching the upstream; once the first ends, a new one relays.
+func TestMaxConnections(t *testing.T) {
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	c := proxytest.StaticCluster(t, "c", ln.Addr().String())
+	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: wrapperspb.UInt32(1)}}}
+	clusters := e.build(t, c)
+	first := e.serve(t, cfgFor("c", time.Minute), clusters, netip.AddrPort{})
+	var up net.Conn
+	select {
+	case up = <-accepted:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first connection never reached the upstream")
+	}
+	second := e.serve(t, cfgFor("c", time.Minute), clusters, netip.AddrPort{})
+	second.SetDeadline(time.Now().Add(30 * time.Second))
+	if b, err := io.ReadAll(second); err != nil || len(b) != 0 {
+		t.Fatalf("second connection: read %q, %v; want EOF (overflow)", b, err)
+	}
+	waitFor(t, func() error {
+		if v := sum(t, e.reg, "envoy_cluster_upstream_cx_overflow", map[string]string{cluster.NameLabel: "c"}); v != 1 {
+			return errorf("upstream_cx_overflow = %v, want 1", v)
+		}
+		if v := sum(t, e.reg, "istio_tcp_connections_closed_total", map[string]string{"response_flags": "UO"}); v != 1 {
+			return errorf("connections closed with UO = %v, want 1", v)
+		}
+		return nil
+	})
+	first.Close()
+	up.Close()
+	// The first relay ends and gives its connection back.
+	waitFor(t, func() error {
+		if v := sum(t, e.reg, "envoy_cluster_circuit_breakers_default_cx_open", map[string]string{cluster.NameLabel: "c"}); v != 0 {
+			return errorf("cx_open = %v, want 0 once the first connection is closed", v)
+		}
+		return nil
+	})
+	third := e.serve(t, cfgFor("c", time.Minute), clusters, netip.AddrPort{})
+	defer third.Close()
+	select {
+	case up3 := <-accepted:
+		up3.Close()
+	case <-time.After(30 * time.Second):
+		t.Fatal("the third connection never reached the upstream")
+	}
+}
+
+// TestMaxDuration: max_downstream_connection_duration closes a
+// connection that is busy (never idle) once it has lasted that long.
+func TestMaxDuration(t *testing.T) {
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		io.Copy(io.Discard, c)
+	}()
+	a, err := Parse(proxytest.MustAny(t, &tcpv3.TcpProxy{StatPrefix: "c", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"},
+		IdleTimeout: durationpb.New(0), MaxDownstreamConnectionDuration: durationpb.New(200 * time.Millisecond)}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusters := e.build(t, proxytest.StaticCluster(t, "c", ln.Addr().String()))
+	cc := e.serve(t, a, clusters, netip.AddrPort{})
+	cc.SetDeadline(time.Now().Add(30 * time.Second))
+	// Keep it busy: writes succeed until the proxy closes the connection.
+	var werr error
+	for i := 0; i < 3000 && werr == nil; i++ {
+		_, werr = cc.Write([]byte("x"))
+		time.Sleep(10 * time.Millisecond)
+	}
+	if werr == nil {
+		t.Fatal("the connection was still open after 30 s of writes")
+	}
+}
+
+// TestHashSourceIP: with hash_policy source_ip on a ring hash cluster,
+// every connection of one client reaches the same endpoint (without a
+// hash, ten connections over two endpoints all landing on one would
+// happen once in 512).
+func TestHashSourceIP(t *testing.T) {
+	e := newEnv(t)
+	hits := make(chan string, 64)
+	var addrs []string
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addr := ln.Addr().String()
+		addrs = append(addrs, addr)
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				hits <- addr
+				c.Close()
+			}
+		}()
+	}
+	c := proxytest.StaticCluster(t, "c", addrs[0])
+	c.LoadAssignment = proxytest.CLA("c", proxytest.Endpoint{Addr: addrs[0]}, proxytest.Endpoint{Addr: addrs[1]})
+	c.LbPolicy = clusterv3.Cluster_RING_HASH
+	clusters := e.build(t, c)
+	cfg, err := Parse(proxytest.MustAny(t, &tcpv3.TcpProxy{StatPrefix: "c", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "c"},
+		HashPolicy: []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_SourceIp_{SourceIp: &typev3.HashPolicy_SourceIp{}}}}}), nil)
+	if err != nil || !cfg.HashSourceIP {
+		t.Fatalf("parse: %v, HashSourceIP %v", err, cfg != nil && cfg.HashSourceIP)
+	}
+	seen := map[string]int{}
+	for range 10 {
+		cc := e.serve(t, cfg, clusters, netip.AddrPort{})
+		cc.SetDeadline(time.Now().Add(30 * time.Second))
+		io.ReadAll(cc) // the endpoint closes at once
+		select {
+		case a := <-hits:
+			seen[a]++
+		case <-time.After(30 * time.Second):
+			t.Fatal("no endpoint was reached")
+		}
+	}
+	if len(seen) != 1 {
+		t.Errorf("one client's connections reached %v, want one endpoint", seen)
+	}
 }

@@ -55,7 +55,12 @@ func captured(s *mesh.Snapshot, id contract.Identity) (ls, rcs, cs []types.Resou
 // Its filter chains, in Envoy's match order:
 //
 //   - per TCP service port P with virtual IPs: {destination_port: P,
-//     prefix_ranges: the VIPs} → tcp_proxy to outbound|P||<host>;
+//     prefix_ranges: the VIPs} → tcp_proxy to outbound|P||<host>, or
+//     where the VirtualService's tcp routes send them; per TLS or HTTPS
+//     port, chains by server name for its tls routes (the TLS inspector
+//     runs on those ports only); services without VIPs get chains only
+//     for routes whose match names subnets or server names
+//     (tcproute.go);
 //   - per sniffed service port P (protocol not declared) with virtual
 //     IPs: the same chain, and before it {destination_port: P,
 //     prefix_ranges: the VIPs, application_protocols: [http/1.1, h2c]}
@@ -101,6 +106,8 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 		matchIP []*core.CidrRange
 	}
 	var sniffedVIPs []vipChain // HTTP chains to add once the port's HTTP connection manager exists
+	claims := l4Claims{}
+	tlsPorts := map[uint32]bool{} // ports with chains by server name: the TLS inspector runs there
 	for _, svc := range s.Registry.Services() {
 		vips := ownVIPs(s, svc)
 		for _, p := range svc.Ports {
@@ -114,26 +121,35 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 			case p.Protocol.Sniffed():
 				sniffedPorts = appendNew(sniffedPorts, p.Number)
 			}
+			// tcp and tls routes (tcproute.go); a service without a
+			// VIP gets chains only where a route's match says which
+			// connections are its.
+			for _, fc := range l4Chains(s, id, svc, p, vips, logs) {
+				if !claims.take(fc) {
+					continue
+				}
+				if len(fc.GetFilterChainMatch().GetServerNames()) > 0 {
+					tlsPorts[p.Number] = true
+				}
+				l.FilterChains = append(l.FilterChains, fc)
+			}
 			if len(vips) == 0 {
 				continue // headless or external: reached by its endpoints' own addresses, through the passthrough
 			}
-			c := contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname)
 			if p.Protocol.Sniffed() {
+				c := contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname)
 				sniffedVIPs = append(sniffedVIPs, vipChain{port: p.Number, name: c + "_http", matchIP: hostRanges(vips)})
 			}
-			l.FilterChains = append(l.FilterChains, &listener.FilterChain{
-				Name: c,
-				FilterChainMatch: &listener.FilterChainMatch{
-					DestinationPort: wrapperspb.UInt32(p.Number),
-					PrefixRanges:    hostRanges(vips),
-				},
-				Filters: []*listener.Filter{tcpProxyFilter(c, c, logs)},
-			})
 		}
+	}
+	if len(tlsPorts) > 0 {
+		l.ListenerFilters = append(l.ListenerFilters, inspectorOnly(tlsInspector(), sortedPorts(tlsPorts)))
 	}
 	if len(sniffedPorts) > 0 {
 		slices.Sort(sniffedPorts)
 		l.ListenerFilters = append(l.ListenerFilters, httpInspectorOnly(sniffedPorts))
+	}
+	if len(tlsPorts) > 0 || len(sniffedPorts) > 0 {
 		l.ListenerFiltersTimeout = durationpb.New(0)
 		l.ContinueOnListenerFiltersTimeout = true
 	}
@@ -162,6 +178,11 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 			// Only sniffed service ports here: only what the inspector
 			// found HTTP in is routed; other bytes pass through.
 			fc.FilterChainMatch.ApplicationProtocols = sniffedHTTP
+			if tlsPorts[port] {
+				// The TLS inspector runs here too: a TLS client's ALPN
+				// must not pick the plaintext HTTP chain.
+				fc.FilterChainMatch.TransportProtocol = "raw_buffer"
+			}
 		}
 		l.FilterChains = append(l.FilterChains, fc)
 		rcs = append(rcs, rc)
@@ -173,6 +194,9 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 			DestinationPort:      wrapperspb.UInt32(v.port),
 			PrefixRanges:         v.matchIP,
 			ApplicationProtocols: sniffedHTTP,
+		}
+		if tlsPorts[v.port] {
+			fc.FilterChainMatch.TransportProtocol = "raw_buffer"
 		}
 		l.FilterChains = append(l.FilterChains, fc)
 	}
@@ -418,6 +442,16 @@ func originalDstFilter() *listener.ListenerFilter {
 // httpInspectorOnly is the HTTP inspector, disabled for every
 // destination port but ports (Istio's listenerPredicateIncludePorts).
 func httpInspectorOnly(ports []uint32) *listener.ListenerFilter {
+	return inspectorOnly(&listener.ListenerFilter{
+		Name:       wellknown.HTTPInspector,
+		ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&httpinspector.HttpInspector{})},
+	}, ports)
+}
+
+// inspectorOnly is the listener filter f, disabled for every destination
+// port but ports: a server-first protocol elsewhere is never held
+// waiting for its client's first bytes.
+func inspectorOnly(f *listener.ListenerFilter, ports []uint32) *listener.ListenerFilter {
 	rules := make([]*listener.ListenerFilterChainMatchPredicate, 0, len(ports))
 	for _, p := range ports {
 		rules = append(rules, &listener.ListenerFilterChainMatchPredicate{Rule: &listener.ListenerFilterChainMatchPredicate_DestinationPortRange{
@@ -430,11 +464,8 @@ func httpInspectorOnly(ports []uint32) *listener.ListenerFilter {
 			OrMatch: &listener.ListenerFilterChainMatchPredicate_MatchSet{Rules: rules},
 		}}
 	}
-	return &listener.ListenerFilter{
-		Name:       wellknown.HTTPInspector,
-		ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&httpinspector.HttpInspector{})},
-		FilterDisabled: &listener.ListenerFilterChainMatchPredicate{Rule: &listener.ListenerFilterChainMatchPredicate_NotMatch{
-			NotMatch: included,
-		}},
-	}
+	f.FilterDisabled = &listener.ListenerFilterChainMatchPredicate{Rule: &listener.ListenerFilterChainMatchPredicate_NotMatch{
+		NotMatch: included,
+	}}
+	return f
 }

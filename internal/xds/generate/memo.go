@@ -235,6 +235,20 @@ func usesSourceLabels(s *mesh.Snapshot) bool {
 					}
 				}
 			}
+			for _, r := range vs.Spec.GetTcp() { // tcproute.go
+				for _, m := range r.GetMatch() {
+					if len(m.GetSourceLabels()) > 0 {
+						return true
+					}
+				}
+			}
+			for _, r := range vs.Spec.GetTls() {
+				for _, m := range r.GetMatch() {
+					if len(m.GetSourceLabels()) > 0 {
+						return true
+					}
+				}
+			}
 		}
 		return false
 	}).(bool)

@@ -148,7 +148,7 @@ type flags struct {
 	plaintext                                    bool
 	drain, listenerDrain                         time.Duration
 	maxConns                                     int
-	ips, appPorts, labels                        listFlag
+	ips, appPorts, labels, dnsServers            listFlag
 	xdsAddrs                                     defaultedList
 }
 
@@ -178,6 +178,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.drain, "drain-timeout", proxy.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
 	fs.DurationVar(&f.listenerDrain, "listener-drain-time", proxy.DefaultListenerDrain, "how long a listener the control plane removed keeps serving (answering with Connection: close / GOAWAY) before it closes")
 	fs.IntVar(&f.maxConns, "max-connections-per-listener", 0, "the most connections each listener holds open at once; more are closed at once (0: no limit, as Envoy)")
+	fs.Var(&f.dnsServers, "dns-server", "a DNS server, `host:port`, to resolve the names of DNS clusters (ServiceEntries with resolution DNS) with, asked for their records' TTLs (repeatable or a comma list, tried in order); default: the system's resolver, re-resolving every dns_refresh_rate")
 	fs.StringVar(&f.logLevel, logflag.Name, logflag.Default, logflag.Usage)
 	registerAppProbes(fs, &f.appProbesAddr)
 }
@@ -252,6 +253,11 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 	if f.maxConns < 0 {
 		return proxy.Options{}, fmt.Errorf("--max-connections-per-listener %d: must not be negative", f.maxConns)
 	}
+	for _, s := range f.dnsServers {
+		if err := checkHostPort(s); err != nil {
+			return proxy.Options{}, fmt.Errorf("--dns-server %q: %w", s, err)
+		}
+	}
 	protocol := xdsclient.Protocol(strings.ToLower(f.xdsProtocol))
 	if protocol != xdsclient.ProtocolDelta && protocol != xdsclient.ProtocolSotW {
 		return proxy.Options{}, fmt.Errorf("--xds-protocol %q: want delta or sotw", f.xdsProtocol)
@@ -287,6 +293,7 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 		DrainTimeout:              f.drain,
 		ListenerDrain:             f.listenerDrain,
 		MaxConnectionsPerListener: f.maxConns,
+		DNSServers:                f.dnsServers,
 		Logger:                    log,
 		XDS:                       xdsclient.Options{Protocol: protocol},
 	}, nil

@@ -5,7 +5,8 @@
 // request, random, ring hash, Maglev, with slow start) — and the state
 // that outlives one configuration: circuit breakers, outlier detection,
 // the connection pool (internal/proxy/upstream) and Envoy's per-cluster
-// statistics.
+// statistics. STRICT_DNS and LOGICAL_DNS clusters resolve their endpoints'
+// names in the proxy, through a Resolver (dnscluster.go).
 //
 // A Cluster is immutable and safe for concurrent use; picking takes no
 // lock. What must survive an update lives in the cluster's state, which a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -433,13 +432,6 @@ func (d *dnsHosts) stop() {
 		cancel()
 		<-done
 	}
-}
-
-// lastGood returns the last good answers, for tests and dumps.
-func (d *dnsHosts) lastGood() map[string][]netip.Addr {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return maps.Clone(d.last)
 }
 
 // Warm makes the first DNS lookups of the STRICT_DNS and LOGICAL_DNS

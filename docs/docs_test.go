@@ -33,7 +33,8 @@ const minBlocks = 12
 
 // minPerFile is how many blocks each of these documents must contribute.
 var minPerFile = map[string]int{
-	"configuration.md": 10,
+	"configuration.md":     10,
+	"external-services.md": 4,
 }
 
 var (

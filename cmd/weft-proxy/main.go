@@ -159,7 +159,7 @@ type flags struct {
 	maxConns                                     int
 	gateway, outboundSet                         bool
 	gatewayBind, credentialDir                   string
-	ips, appPorts, labels                        listFlag
+	ips, appPorts, labels, dnsServers            listFlag
 	xdsAddrs                                     defaultedList
 }
 
@@ -192,6 +192,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.gateway, "gateway", false, "run as a gateway (Istio's router): no application behind it, listeners from the Gateways whose selector matches --labels, node id router~...; no outbound listener unless --outbound is given")
 	fs.StringVar(&f.gatewayBind, "gateway-bind", "", "with --gateway, the `address` its listeners bind (a Gateway server's bind wins); default every address (0.0.0.0)")
 	fs.StringVar(&f.credentialDir, "credential-dir", "", "with --gateway, the `directory` of TLS credentials Gateways name by credentialName: <dir>/<name>/tls.crt, tls.key and, for MUTUAL, ca.crt (Kubernetes Secret mounts work as is); read again every 2s, so a rotated certificate is served to new connections")
+	fs.Var(&f.dnsServers, "dns-server", "a DNS server, `host:port`, to resolve the names of DNS clusters (ServiceEntries with resolution DNS) with, asked for their records' TTLs (repeatable or a comma list, tried in order); default: the system's resolver, re-resolving every dns_refresh_rate")
 	fs.StringVar(&f.logLevel, logflag.Name, logflag.Default, logflag.Usage)
 	registerAppProbes(fs, &f.appProbesAddr)
 }
@@ -266,6 +267,11 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 	if f.maxConns < 0 {
 		return proxy.Options{}, fmt.Errorf("--max-connections-per-listener %d: must not be negative", f.maxConns)
 	}
+	for _, s := range f.dnsServers {
+		if err := checkHostPort(s); err != nil {
+			return proxy.Options{}, fmt.Errorf("--dns-server %q: %w", s, err)
+		}
+	}
 	protocol := xdsclient.Protocol(strings.ToLower(f.xdsProtocol))
 	if protocol != xdsclient.ProtocolDelta && protocol != xdsclient.ProtocolSotW {
 		return proxy.Options{}, fmt.Errorf("--xds-protocol %q: want delta or sotw", f.xdsProtocol)
@@ -333,6 +339,7 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 		DrainTimeout:              f.drain,
 		ListenerDrain:             f.listenerDrain,
 		MaxConnectionsPerListener: f.maxConns,
+		DNSServers:                f.dnsServers,
 		Logger:                    log,
 		XDS:                       xdsclient.Options{Protocol: protocol},
 	}, nil

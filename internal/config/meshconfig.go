@@ -22,7 +22,8 @@ import (
 // document from `weft serve --mesh-config FILE`, once at start, into
 // istio.io/api's MeshConfig, and uses what the Telemetry API needs of it:
 // extensionProviders, defaultProviders, and the legacy access log fields
-// (accessLogFile, accessLogFormat, accessLogEncoding). Other fields are
+// (accessLogFile, accessLogFormat, accessLogEncoding), and dnsRefreshRate
+// for the clusters of DNS-resolved ServiceEntries. Other fields are
 // accepted (an Istio mesh config loads unchanged) and reported as not read
 // by Weft: several of them have a `weft serve` flag instead.
 
@@ -40,6 +41,7 @@ const BuiltinMetricsProvider = "prometheus"
 var meshConfigRead = map[string]bool{
 	"extensionProviders": true, "defaultProviders": true,
 	"accessLogFile": true, "accessLogFormat": true, "accessLogEncoding": true,
+	"dnsRefreshRate": true,
 }
 
 // meshConfigFlags names the `weft serve` flag that replaces a MeshConfig

@@ -273,8 +273,11 @@ subsets:
 		{"se dns without endpoints", KindServiceEntry, "", "hosts: ['*.example.com']\nresolution: DNS\nports: [{number: 443, name: tls, protocol: TLS}]\n",
 			[]string{
 				`error spec.hosts[0]: with resolution DNS and no endpoints, hosts are resolved by DNS`,
-				`warning spec.resolution: Weft does not resolve DNS names`,
 			}},
+		{"se dns resolved by the proxies", KindServiceEntry, "", "hosts: [api.example.com]\nresolution: DNS\nports: [{number: 443, name: tls, protocol: TLS}]\n", nil},
+		{"se dns endpoint names", KindServiceEntry, "", "hosts: [api.example.com]\nresolution: DNS\nports: [{number: 443, name: tls, protocol: TLS}]\nendpoints: [{address: eu.api.example.com}, {address: 10.0.0.1}]\n", nil},
+		{"se static endpoint name", KindServiceEntry, "", "hosts: [api.example.com]\nresolution: STATIC\nports: [{number: 443, name: tls, protocol: TLS}]\nendpoints: [{address: eu.api.example.com}]\n",
+			[]string{`error spec.endpoints[0].address: address "eu.api.example.com" must be an IP address with resolution STATIC`}},
 		{"se dns round robin", KindServiceEntry, "", "hosts: [a.example.com]\nresolution: DNS_ROUND_ROBIN\nports: [{number: 80, name: http, protocol: HTTP}]\nendpoints: [{address: 10.0.0.1}, {address: 10.0.0.2}]\n",
 			[]string{`error spec.endpoints: resolution DNS_ROUND_ROBIN allows at most one endpoint, not 2`}},
 		{"se dynamic dns", KindServiceEntry, "", "hosts: ['*.example.com']\nresolution: DYNAMIC_DNS\naddresses: [10.0.0.1]\nports: [{number: 5432, name: pg, protocol: TCP}]\n",
@@ -328,7 +331,7 @@ subsets:
 		{"gateway auto passthrough", KindGateway, "", "servers: [{port: {number: 15443, name: tls, protocol: TLS}, hosts: [\"*.local\"], tls: {mode: AUTO_PASSTHROUGH}}]\n",
 			[]string{`error spec.servers[0].tls.mode: AUTO_PASSTHROUGH`}},
 		{"we dns name", KindWorkloadEntry, "", "address: vm1.example.internal\n",
-			[]string{`warning spec.address: address "vm1.example.internal" is a DNS name: weft-proxy resolves it when it connects`}},
+			[]string{`warning spec.address: address "vm1.example.internal" is a DNS name: proxies resolve it for ServiceEntries with resolution DNS`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,8 +11,9 @@ import (
 
 // ServiceEntries and WorkloadEntries, rule by rule as Istio's
 // ValidateServiceEntry / ValidateWorkloadEntry and the CRD schemas check
-// them, plus Weft's limits: Weft resolves no DNS names and proxies reach
-// endpoints over TCP only, so an endpoint must be an IP address.
+// them, plus Weft's limits: proxies reach endpoints over TCP only (no unix
+// sockets), and a DNS name as an endpoint address is resolved by the
+// proxies only in the clusters of ServiceEntries with resolution DNS.
 
 // istioProtocol is Istio's protocol.Parse: the canonical name of a port
 // protocol Istio knows, or "" (unsupported; "" is also sniffing).
@@ -173,10 +174,8 @@ func validateServiceEntry(is *issues, ns string, se *networking.ServiceEntry) {
 					break
 				}
 			}
-			// Weft-only: nothing resolves the hosts.
-			if sel == nil {
-				is.warnf("spec.resolution", "Weft does not resolve DNS names: with resolution %s and no endpoints, this service has no endpoints and requests to it fail (503)", res)
-			}
+			// The proxies resolve the hosts themselves (a STRICT_DNS or
+			// LOGICAL_DNS cluster), as Envoy does for Istio.
 		}
 		if res == networking.ServiceEntry_DNS_ROUND_ROBIN && len(se.GetEndpoints()) > 1 {
 			is.errf("spec.endpoints", "resolution DNS_ROUND_ROBIN allows at most one endpoint, not %d", len(se.GetEndpoints()))
@@ -236,8 +235,9 @@ func validateServiceEntry(is *issues, ns string, se *networking.ServiceEntry) {
 // rules, for a WorkloadEntry (servicePorts nil, DNS names allowed by
 // Istio) or a ServiceEntry endpoint (the ServiceEntry's port names; DNS
 // names allowed with resolution DNS only). Weft is stricter on unix
-// socket addresses (proxies dial endpoints over TCP) and warns about DNS
-// names.
+// socket addresses (proxies dial endpoints over TCP) and warns about a
+// WorkloadEntry named by DNS, which only a ServiceEntry with resolution
+// DNS resolves in its proxies.
 func validateWorkloadEntry(is *issues, path string, we *networking.WorkloadEntry, servicePorts map[string]bool, dnsAllowed bool) {
 	addr := we.GetAddress()
 	checkMaxLen(is, path+".address", "address", addr, 256)
@@ -273,12 +273,16 @@ func validateWorkloadEntry(is *issues, path string, we *networking.WorkloadEntry
 		is.errf(path+".address", "address %q must be an IP address with resolution STATIC", addr)
 	case checkFQDN(addr) != nil:
 		is.errf(path+".address", "address %q is not an IP address or a DNS name", addr)
+	case servicePorts != nil:
+		// An endpoint of a ServiceEntry with resolution DNS: its cluster
+		// is STRICT_DNS (or LOGICAL_DNS), the proxies resolve the name.
 	default:
-		// Istio accepts it. weft-proxy resolves the name when it connects;
-		// Envoy would refuse a name in EDS (Weft does not generate
-		// STRICT_DNS clusters yet), so say so rather than reject valid
-		// Istio config.
-		is.warnf(path+".address", "address %q is a DNS name: weft-proxy resolves it when it connects, but Envoy proxies would reject it (Weft does not generate DNS clusters yet); prefer the workload's IP address", addr)
+		// A WorkloadEntry: Istio accepts it. A ServiceEntry with
+		// resolution DNS selecting it resolves the name in its proxies;
+		// one with resolution STATIC (or a Kubernetes Service) sends the
+		// name in EDS, which weft-proxy resolves when it connects but
+		// Envoy refuses. Say so rather than reject valid Istio config.
+		is.warnf(path+".address", "address %q is a DNS name: proxies resolve it for ServiceEntries with resolution DNS that select this workload; others (resolution STATIC, Kubernetes Services) send the name in EDS, which weft-proxy resolves when it connects but Envoy proxies reject; prefer the workload's IP address", addr)
 	}
 	for _, name := range sortedKeys(we.GetPorts()) {
 		pp := path + ".ports." + name

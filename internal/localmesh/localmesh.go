@@ -111,6 +111,9 @@ type WorkloadOptions struct {
 	// XDSProtocol is the ADS variant the sidecar speaks; empty for the
 	// default (delta).
 	XDSProtocol xdsclient.Protocol
+	// DNSServers resolve the sidecar's DNS clusters (proxy.Options);
+	// empty for the system's resolver.
+	DNSServers []string
 }
 
 // Workload is a running echo app with its sidecar.
@@ -230,6 +233,7 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 		Logger:        o.Logger.With("workload", o.Name),
 		ListenerDrain: o.ListenerDrain,
 		XDS:           xdsclient.Options{Protocol: o.XDSProtocol},
+		DNSServers:    o.DNSServers,
 	})
 	if err != nil {
 		_ = w.echoR.stop()

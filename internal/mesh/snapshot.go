@@ -352,7 +352,7 @@ func servicesHash(reg *registry.Snapshot) string {
 	h := sha256.New()
 	for _, svc := range reg.Services() {
 		writeStr(h, svc.Hostname, svc.Namespace)
-		writeU32(h, uint32(len(svc.Aliases)))
+		writeU32(h, uint32(svc.Resolution), uint32(len(svc.Aliases)))
 		writeStr(h, svc.Aliases...)
 		writeU32(h, uint32(len(svc.Addresses)))
 		for _, a := range svc.Addresses {

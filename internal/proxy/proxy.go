@@ -25,6 +25,7 @@ import (
 	"weft.dev/weft/internal/proxy/admin"
 	"weft.dev/weft/internal/proxy/certs"
 	"weft.dev/weft/internal/proxy/dataplane"
+	"weft.dev/weft/internal/proxy/dns"
 	"weft.dev/weft/internal/proxy/secretdir"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
@@ -81,6 +82,11 @@ type Options struct {
 	// holds open at once; 0 means no limit (Envoy's default). See
 	// dataplane.Options.
 	MaxConnectionsPerListener int
+	// DNSServers ("host:port") resolve the names of the STRICT_DNS and
+	// LOGICAL_DNS clusters (ServiceEntries with resolution DNS), queried
+	// in order by the proxy's DNS client, which reads the records' TTLs;
+	// empty means the system's resolver (no TTLs).
+	DNSServers []string
 	// XDS tunes the xDS client; Address, Node, Applier and Logger are
 	// filled in by New. Zero for defaults.
 	XDS xdsclient.Options
@@ -149,6 +155,9 @@ func New(opts Options) (*Proxy, error) {
 	// and clusters' TLS contexts name from the certificate manager.
 	dpo := dataplane.Options{Metrics: p.registry, Logger: opts.Logger, ListenerDrain: opts.ListenerDrain,
 		MaxConnectionsPerListener: opts.MaxConnectionsPerListener}
+	if len(opts.DNSServers) > 0 {
+		dpo.Resolver = &dns.Client{Servers: opts.DNSServers}
+	}
 	if !opts.Plaintext {
 		if p.certs, err = newCerts(opts); err != nil {
 			p.adminLn.Close()

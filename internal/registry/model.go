@@ -106,7 +106,46 @@ type Service struct {
 	// dialling one of them on a service port reaches the service. Empty
 	// for headless and ExternalName services. Only read.
 	Addresses []netip.Addr
+	// Resolution is how proxies find the service's endpoints: from the
+	// control plane (EDS, the zero value) or by resolving the endpoints'
+	// DNS names themselves (a ServiceEntry's resolution DNS or
+	// DNS_ROUND_ROBIN).
+	Resolution Resolution
 }
+
+// Resolution is how a service's endpoint addresses become the addresses
+// proxies connect to, as a ServiceEntry's resolution says.
+type Resolution int
+
+// Resolutions.
+const (
+	// ClientSide: the endpoints are addresses the control plane sends
+	// (EDS): Kubernetes, Consul, ServiceEntry resolution STATIC or NONE.
+	ClientSide Resolution = iota
+	// DNS: every endpoint is a name (or an IP address) the proxy
+	// resolves, and every address of every name is a host of the
+	// cluster (Envoy's STRICT_DNS). A ServiceEntry with resolution DNS
+	// and no endpoints has one endpoint per port: its host.
+	DNS
+	// DNSRoundRobin: the one endpoint is a name the proxy resolves, and
+	// new connections go to the first address of the latest answer
+	// (Envoy's LOGICAL_DNS).
+	DNSRoundRobin
+)
+
+// String is the ServiceEntry's spelling of the resolution.
+func (r Resolution) String() string {
+	switch r {
+	case DNS:
+		return "DNS"
+	case DNSRoundRobin:
+		return "DNS_ROUND_ROBIN"
+	}
+	return "CLIENT_SIDE"
+}
+
+// ResolvedByDNS reports whether proxies resolve the endpoints' names.
+func (r Resolution) ResolvedByDNS() bool { return r == DNS || r == DNSRoundRobin }
 
 // Port returns the service port with the given number.
 func (s *Service) Port(number uint32) (Port, bool) {

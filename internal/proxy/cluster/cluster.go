@@ -5,7 +5,8 @@
 // request, random, ring hash, Maglev, with slow start) — and the state
 // that outlives one configuration: circuit breakers, outlier detection,
 // the connection pool (internal/proxy/upstream) and Envoy's per-cluster
-// statistics.
+// statistics. STRICT_DNS and LOGICAL_DNS clusters resolve their endpoints'
+// names in the proxy, through a Resolver (dnscluster.go).
 //
 // A Cluster is immutable and safe for concurrent use; picking takes no
 // lock. What must survive an update lives in the cluster's state, which a
@@ -15,6 +16,7 @@ package cluster
 
 import (
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -41,6 +43,7 @@ type state struct {
 	outlier *outlierDetector // outlier_detection (outlier.go); nil when off
 	warm    warmTracker      // slow start (slowstart.go)
 	orig    *originalDst     // an ORIGINAL_DST cluster's hosts (origdst.go); nil otherwise
+	dns     *dnsHosts        // a STRICT_DNS or LOGICAL_DNS cluster's hosts (dnscluster.go); nil otherwise
 }
 
 func newState(o upstream.Options) *state {
@@ -56,8 +59,8 @@ type Cluster struct {
 	cfg    *clusterv3.Cluster
 	cla    *endpointv3.ClusterLoadAssignment
 	state  *state
-	picker *picker
-	stats  *Stats // envoy_cluster_* counters (stats.go)
+	picker *picker // nil for a cluster resolved by DNS: its state's is current (pick)
+	stats  *Stats  // envoy_cluster_* counters (stats.go)
 	// Metric labels: dstNoEndpoint when no endpoint was chosen (UH) and
 	// dstInbound when this cluster serves an inbound listener.
 	dstNoEndpoint *telemetry.DstLabels
@@ -99,14 +102,31 @@ func (c *Cluster) DstInbound() *telemetry.DstLabels { return c.dstInbound }
 // Pick returns an endpoint for a request with hash k (used by the hashing
 // balancers), or nil when no endpoint is available. Lock-free; called on
 // the request goroutine.
-func (c *Cluster) Pick(k HashKey) *Endpoint { return c.picker.pick(k) }
+func (c *Cluster) Pick(k HashKey) *Endpoint { return c.pick().pick(k) }
+
+// pick is the cluster's picker: its own, or the current one of the hosts
+// it resolves. Lock-free.
+func (c *Cluster) pick() *picker {
+	if c.picker != nil {
+		return c.picker
+	}
+	if d := c.state.dns; d != nil {
+		if p := d.cur.Load(); p != nil {
+			return p
+		}
+	}
+	return emptyPicker
+}
+
+// emptyPicker has no endpoint.
+var emptyPicker = &picker{}
 
 // PickExcept is Pick for a retry: the priority levels in skip (bit i:
 // level i) are left out of the priority load, as a retry priority asks
 // (PrevPriorities), and the endpoints in exclude are avoided while
 // another endpoint is available.
 func (c *Cluster) PickExcept(k HashKey, skip uint64, exclude []*Endpoint) *Endpoint {
-	return c.picker.pickExcept(k, skip, exclude)
+	return c.pick().pickExcept(k, skip, exclude)
 }
 
 // SharesState reports whether c carries on the state of other: pool,
@@ -117,6 +137,13 @@ func (c *Cluster) SharesState(other *Cluster) bool { return other != nil && c.st
 // RetainConnections closes the pooled connections of endpoints that are
 // no longer in the cluster. Called once c is the running configuration.
 func (c *Cluster) RetainConnections() {
+	if d := c.state.dns; d != nil {
+		d.mu.Lock()
+		c.state.up.Retain(c.pick().conns())
+		d.mu.Unlock()
+		d.start()
+		return
+	}
 	keep := c.picker.conns()
 	if c.state.orig != nil {
 		keep = append(keep, c.state.orig.conns()...)
@@ -125,10 +152,14 @@ func (c *Cluster) RetainConnections() {
 }
 
 // CloseIdle closes the idle connections of the cluster's state and stops
-// its outlier detection. Called when no running configuration uses that
-// state any more (or at shutdown): connections given back by requests
-// still in flight are closed too.
+// its outlier detection and its DNS refresh (waiting for the goroutine
+// to end). Called when no running configuration uses that state any more
+// (or at shutdown): connections given back by requests still in flight
+// are closed too.
 func (c *Cluster) CloseIdle() {
+	if c.state.dns != nil {
+		c.state.dns.stop()
+	}
 	c.state.up.CloseIdle()
 	if c.state.outlier != nil {
 		c.state.outlier.stop()
@@ -142,6 +173,11 @@ type Builder struct {
 	Stats    *StatVecs          // envoy_cluster_* counters
 	Identity contract.Identity  // the proxy's own workload: inbound destination labels
 	Secrets  tlssocket.Secrets  // SDS default and ROOTCA for upstream TLS; nil: none
+	// Resolver resolves the names of STRICT_DNS and LOGICAL_DNS clusters;
+	// nil: SystemResolver.
+	Resolver Resolver
+	// Logger reports DNS lookups that fail; nil: slog.Default().
+	Logger *slog.Logger
 }
 
 // Build translates Cluster c with the endpoint assignments eps (keyed by
@@ -167,6 +203,9 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 		cla = eps[svc]
 	case clusterv3.Cluster_STATIC, clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
 		cla = c.GetLoadAssignment()
+		if cla == nil {
+			cla = &endpointv3.ClusterLoadAssignment{ClusterName: c.GetName()}
+		}
 	case clusterv3.Cluster_ORIGINAL_DST:
 		// Envoy's rules: the cluster provides the load balancer, and its
 		// hosts are the connections' original destinations, not a list.
@@ -229,24 +268,82 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 				return nil, err
 			}
 		}
+		if t := c.GetType(); t == clusterv3.Cluster_STRICT_DNS || t == clusterv3.Cluster_LOGICAL_DNS {
+			if err := b.newDNSHosts(ct, cla, svc, lbc, prev); err != nil {
+				return nil, err
+			}
+		}
+	}
+	ct.cla = cla
+	if ct.state.dns != nil {
+		return ct, nil // the hosts are the state's, resolved (dnscluster.go)
 	}
 	if prev != nil && ct.state == prev.state && proto.Equal(prev.cla, cla) {
 		ct.cla, ct.picker = prev.cla, prev.picker
 		return ct, nil
 	}
-	ct.cla = cla
-	levels, err := b.translateEndpoints(cla, svc, c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil)
+	ct.picker, err = b.newPicker(ct.state, cla, svc, lbc, c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil)
 	if err != nil {
 		return nil, err
 	}
-	ct.picker = buildPicker(levels, lbc, &ct.state.next, overprovisioning(cla))
-	for _, ep := range ct.picker.endpoints {
-		ep.conns = ct.state.up.Endpoint(ep.addr, ep.md) // its transport socket: TLS or plaintext
+	return ct, nil
+}
+
+// newPicker translates the endpoints of cla into a picker whose
+// endpoints have their connections, outlier and slow start state from st.
+func (b *Builder) newPicker(st *state, cla *endpointv3.ClusterLoadAssignment, svc serviceRef, lbc lbConfig, localityWeighted bool) (*picker, error) {
+	levels, err := b.translateEndpoints(cla, svc, localityWeighted)
+	if err != nil {
+		return nil, err
+	}
+	p := buildPicker(levels, lbc, &st.next, overprovisioning(cla))
+	for _, ep := range p.endpoints {
+		ep.conns = st.up.Endpoint(ep.addr, ep.md) // its transport socket: TLS or plaintext
 		ep.md = nil
 	}
-	ct.state.outlier.attach(ct.picker.endpoints)
-	ct.state.warm.attach(ct.picker.endpoints, lbc.slowStart)
-	return ct, nil
+	st.outlier.attach(p.endpoints)
+	st.warm.attach(p.endpoints, lbc.slowStart)
+	return p, nil
+}
+
+// newDNSHosts gives the new state of ct, a STRICT_DNS or LOGICAL_DNS
+// cluster, its host set: checked, seeded with the last good addresses of
+// prev's when it resolved names too, its picker built from them.
+func (b *Builder) newDNSHosts(ct *Cluster, cla *endpointv3.ClusterLoadAssignment, svc serviceRef, lbc lbConfig, prev *Cluster) error {
+	localityWeighted := ct.cfg.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
+	// The endpoints as written (names included) must translate: errors
+	// name their fields, as for any other cluster.
+	if _, err := b.translateEndpoints(cla, svc, localityWeighted); err != nil {
+		return err
+	}
+	r := b.Resolver
+	if r == nil {
+		r = SystemResolver{}
+	}
+	log := b.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	d, err := newDNSHosts(ct.cfg, cla, r, log, b.Stats.forDNS(ct.name))
+	if err != nil {
+		return err
+	}
+	st := ct.state
+	d.build = func(a *endpointv3.ClusterLoadAssignment) (*picker, error) {
+		return b.newPicker(st, a, svc, lbc, localityWeighted)
+	}
+	d.retain = func(p *picker) { st.up.Retain(p.conns()) }
+	if prev != nil {
+		d.seed(prev.state.dns)
+	}
+	d.mu.Lock()
+	err = d.rebuild()
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	st.dns = d
+	return nil
 }
 
 type serviceRef struct{ host, name, namespace string }

@@ -56,10 +56,7 @@ func (v *StatVecs) SetCurrent(clusters map[string]*Cluster) {
 // that may be picked: healthy per EDS and not ejected. Safe for
 // concurrent use; O(endpoints).
 func (c *Cluster) Membership() (total, healthy int) {
-	if c.picker == nil {
-		return 0, 0
-	}
-	for _, e := range c.picker.endpoints {
+	for _, e := range c.pick().endpoints {
 		total++
 		if e.available() {
 			healthy++

@@ -16,7 +16,7 @@ type PrevPriorities struct {
 // next attempt (PickExcept's skip), given the endpoints attempted so far,
 // in order, and the retry priority's update_frequency.
 func (pp *PrevPriorities) Update(c *Cluster, tried []*Endpoint, freq int) uint64 {
-	return pp.update(c.picker, tried, freq)
+	return pp.update(c.pick(), tried, freq)
 }
 
 // update returns the levels to leave out of the priority load for the next

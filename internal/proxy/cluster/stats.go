@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -143,6 +144,17 @@ var clusterCounterNames = []string{
 	"outlier_detection_ejections_detected_consecutive_local_origin_failure",
 }
 
+// dnsCounterNames are counted by the clusters the proxy resolves (per
+// name lookup), and exported only for them.
+var dnsCounterNames = []string{"update_attempt", "update_success", "update_failure", "update_no_rebuild"}
+
+// forDNS returns the update_* counters of the named cluster.
+func (v *StatVecs) forDNS(name string) dnsStats {
+	c := func(n string) prometheus.Counter { return v.counters[n].WithLabelValues(name) }
+	return dnsStats{attempt: c("update_attempt"), success: c("update_success"), failure: c("update_failure"),
+		noRebuild: c("update_no_rebuild")}
+}
+
 var clusterGaugeNames = []string{
 	"upstream_rq_active", "upstream_rq_pending_active", "upstream_cx_active",
 	"circuit_breakers_default_cx_open", "circuit_breakers_default_rq_pending_open",
@@ -158,7 +170,7 @@ func NewStatVecs(reg prometheus.Registerer) (*StatVecs, error) {
 		gauges:   map[string]*prometheus.GaugeVec{},
 		byName:   map[string]*Stats{},
 	}
-	for _, n := range clusterCounterNames {
+	for _, n := range slices.Concat(clusterCounterNames, dnsCounterNames) {
 		c, err := telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "envoy_cluster_" + n, Help: "Envoy cluster statistic " + n + ".",
 		}, []string{NameLabel}))

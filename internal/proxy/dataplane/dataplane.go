@@ -80,7 +80,17 @@ type Options struct {
 	// origdst.OriginalDst (SO_ORIGINAL_DST). Tests set it to fake a
 	// redirect. Called on the connection's setup goroutine.
 	OriginalDst func(net.Conn) (netip.AddrPort, error)
+	// Resolver resolves the names of STRICT_DNS and LOGICAL_DNS clusters
+	// (ServiceEntries with resolution DNS); nil means the system's
+	// (cluster.SystemResolver).
+	Resolver cluster.Resolver
 }
+
+// dnsWarmTimeout bounds the first DNS lookups of the clusters an update
+// adds, made before the update is applied (Envoy's cluster warming): a
+// cluster whose names did not resolve in time starts without those hosts
+// and keeps resolving.
+const dnsWarmTimeout = 5 * time.Second
 
 // Dataplane serves the listeners of the last applied configuration.
 type Dataplane struct {
@@ -160,7 +170,8 @@ func New(opts Options) (*Dataplane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
-	d.clusters = cluster.Builder{Metrics: metrics, Stats: clusterStats, Identity: opts.Identity, Secrets: opts.Secrets}
+	d.clusters = cluster.Builder{Metrics: metrics, Stats: clusterStats, Identity: opts.Identity, Secrets: opts.Secrets,
+		Resolver: opts.Resolver, Logger: d.log}
 	if d.listenerStats, err = newListenerStats(reg); err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
@@ -221,6 +232,10 @@ func (d *Dataplane) Apply(r *xdsclient.Resources) error {
 	if err != nil {
 		return err
 	}
+	// Names of new DNS clusters are resolved before they serve.
+	wctx, cancel := context.WithTimeout(context.Background(), dnsWarmTimeout)
+	cluster.Warm(wctx, rt.clusters)
+	cancel()
 
 	// Bind new listeners first: a bind failure leaves everything as it was
 	// (except drains cut short for the address, see bindOverDrains). A

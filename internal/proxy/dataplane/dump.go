@@ -60,6 +60,13 @@ func (rt *runtime) dumpEndpoints() map[string]*endpointv3.ClusterLoadAssignment 
 		}
 		out[name] = cla
 	}
+	// The hosts the proxy resolved for its STRICT_DNS and LOGICAL_DNS
+	// clusters, as Envoy dumps them with include_eds.
+	for name, c := range rt.clusters {
+		if cla := c.ResolvedAssignment(); cla != nil {
+			out[name] = c.DumpAssignment(cla)
+		}
+	}
 	return out
 }
 

@@ -94,7 +94,8 @@ type service struct {
 // (clusterIP: None) services are alike in the mesh: their endpoints, from
 // EndpointSlices, are pod addresses that proxies balance across. An
 // ExternalName service's endpoint is its external DNS name on each port,
-// as Istio modelled it (weft-proxy resolves the name when it connects).
+// resolved by the proxies (resolution DNS: a STRICT_DNS cluster), as
+// Istio models it.
 // A ClusterIP service's cluster IPs are its Addresses (see clusterIPs).
 func convertService(s *corev1.Service, domainSuffix string) *service {
 	out := &service{
@@ -108,6 +109,7 @@ func convertService(s *corev1.Service, domainSuffix string) *service {
 	}
 	if s.Spec.Type == corev1.ServiceTypeExternalName {
 		out.externalName = strings.TrimSuffix(s.Spec.ExternalName, ".")
+		out.svc.Resolution = registry.DNS
 	} else {
 		if len(s.Spec.Selector) > 0 {
 			out.svc.Selector = maps.Clone(s.Spec.Selector)

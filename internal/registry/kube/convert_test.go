@@ -125,6 +125,9 @@ func TestConvertExternalNameService(t *testing.T) {
 		},
 	}
 	got := convertService(svc, "")
+	if got.svc.Resolution != registry.DNS {
+		t.Errorf("resolution %s, want DNS: the proxies resolve the name", got.svc.Resolution)
+	}
 	eps := got.externalEndpoints()
 	if len(eps) != 1 {
 		t.Fatalf("endpoints = %v, want one", eps)

@@ -11,7 +11,8 @@
 //     and terminating → Draining, not ready → Unhealthy), each address on
 //     each slice port whose name is a service port's name, with the Pod's
 //     labels, service account, workload name and locality;
-//   - an ExternalName Service's endpoint is its external DNS name;
+//   - an ExternalName Service's endpoint is its external DNS name, which
+//     proxies resolve (registry.DNS);
 //   - every Pod with an IP is a registry.Workload, which ServiceEntries'
 //     workloadSelectors select (see static.BuildWith).
 //

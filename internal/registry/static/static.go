@@ -19,7 +19,9 @@ const Source = "static"
 
 // Build turns the ServiceEntries of cfg (any resolution: STATIC, NONE,
 // DNS; inline endpoints or a workloadSelector) and the WorkloadEntries they
-// select into registry services and endpoints. There is one Service per
+// select into registry services and endpoints. A ServiceEntry with
+// resolution DNS or DNS_ROUND_ROBIN and neither endpoints nor a
+// workloadSelector has its host as its endpoint (the proxies resolve it). There is one Service per
 // ServiceEntry host, resolved in the ServiceEntry's namespace, and one
 // Endpoint per (host, service port, workload). A workload's endpoint port is
 // its ports[<service port name>], else the service port's target port, else
@@ -63,6 +65,7 @@ func BuildWith(cfg *config.Snapshot, opts Options) *registry.Snapshot {
 	for _, se := range ses {
 		ports := servicePorts(se.Spec)
 		addrs := serviceAddresses(se.Spec)
+		res := resolution(se.Spec.GetResolution())
 		workloads := selectWorkloads(se, ix)
 		for _, h := range se.Spec.GetHosts() {
 			host := registry.ResolveHost(h, se.Namespace, domainSuffix, nil)
@@ -71,20 +74,56 @@ func BuildWith(cfg *config.Snapshot, opts Options) *registry.Snapshot {
 			}
 			seen[host] = true
 			services = append(services, &registry.Service{
-				Hostname:  host,
-				Namespace: se.Namespace,
-				Ports:     ports,
-				Source:    Source,
-				Addresses: addrs,
+				Hostname:   host,
+				Namespace:  se.Namespace,
+				Ports:      ports,
+				Source:     Source,
+				Addresses:  addrs,
+				Resolution: res,
 			})
 			for _, p := range ports {
 				for _, w := range workloads {
 					endpoints = append(endpoints, endpoint(host, p, w))
 				}
+				if res.ResolvedByDNS() && len(se.Spec.GetEndpoints()) == 0 && se.Spec.GetWorkloadSelector() == nil {
+					endpoints = append(endpoints, hostEndpoint(host, p, se))
+				}
 			}
 		}
 	}
 	return registry.New(registry.Contents{Services: services, Endpoints: endpoints, Workloads: workloadEntries(cfg)})
+}
+
+// resolution is the registry's resolution of a ServiceEntry's.
+func resolution(r networking.ServiceEntry_Resolution) registry.Resolution {
+	switch r {
+	case networking.ServiceEntry_DNS:
+		return registry.DNS
+	case networking.ServiceEntry_DNS_ROUND_ROBIN:
+		return registry.DNSRoundRobin
+	}
+	return registry.ClientSide
+}
+
+// hostEndpoint is the endpoint of a ServiceEntry with resolution DNS (or
+// DNS_ROUND_ROBIN) that has neither endpoints nor a workloadSelector: the
+// host itself, resolved by the proxies, at the port's target port (else
+// its number), as Istio's conversion makes it. It has no labels (so no
+// mutual TLS) and is named after the ServiceEntry.
+func hostEndpoint(host string, p registry.Port, se *config.ServiceEntry) *registry.Endpoint {
+	port := p.TargetPort
+	if port == 0 {
+		port = p.Number
+	}
+	return &registry.Endpoint{
+		ServiceHostname: host,
+		ServicePort:     p.Number,
+		Address:         host,
+		Port:            port,
+		WorkloadName:    se.Name,
+		Namespace:       se.Namespace,
+		Health:          registry.Healthy,
+	}
 }
 
 // workloadEntries are the config's WorkloadEntries as workloads, which

@@ -40,6 +40,9 @@ func fmtService(s *registry.Service) string {
 	if len(s.Addresses) > 0 {
 		out += fmt.Sprintf(" addrs=%v", s.Addresses)
 	}
+	if s.Resolution != registry.ClientSide {
+		out += " resolution=" + s.Resolution.String()
+	}
 	return out
 }
 
@@ -152,7 +155,39 @@ kind: WorkloadEntry
 metadata: {name: unselected, namespace: egress}
 spec: {address: 10.1.1.1}
 `,
-			services: []string{"api.example.com ns=egress src=static ports=[https/443/HTTPS/0]"},
+			services: []string{"api.example.com ns=egress src=static ports=[https/443/HTTPS/0] resolution=DNS"},
+			// The host itself, for the proxies to resolve (Istio's conversion).
+			endpoints: []string{`api.example.com:443 -> api.example.com:443 labels=map[] loc="" w=0 sa="" wl=egress/ext health=0`},
+		},
+		{
+			name: "DNS round robin with a DNS-named endpoint and a target port",
+			yaml: `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: egress}
+spec:
+  hosts: [api.example.com, api2.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+  resolution: DNS_ROUND_ROBIN
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: named, namespace: egress}
+spec:
+  hosts: [named.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+  endpoints: [{address: backend.example.net, labels: {app: be}}]
+`,
+			services: []string{
+				"api.example.com ns=egress src=static ports=[http/80/HTTP/8080] resolution=DNS_ROUND_ROBIN",
+				"api2.example.com ns=egress src=static ports=[http/80/HTTP/8080] resolution=DNS_ROUND_ROBIN",
+				"named.example.com ns=egress src=static ports=[http/80/HTTP/0] resolution=DNS",
+			},
+			endpoints: []string{
+				`api.example.com:80 -> api.example.com:8080 labels=map[] loc="" w=0 sa="" wl=egress/ext health=0`,
+				`api2.example.com:80 -> api2.example.com:8080 labels=map[] loc="" w=0 sa="" wl=egress/ext health=0`,
+				`named.example.com:80 -> backend.example.net:80 labels=map[app:be] loc="" w=0 sa="" wl=egress/be health=0`,
+			},
 		},
 		{
 			name: "virtual IPs: single addresses, not wider CIDRs",

@@ -1,6 +1,7 @@
 package generate
 
 import (
+	"net/netip"
 	"strings"
 	"time"
 
@@ -30,7 +31,12 @@ func outboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 	var out []types.Resource
 	vis := scopeOf(s, id)
 	build := func(svc *registry.Service, p registry.Port, subset string) *cluster.Cluster {
-		c := edsCluster(svc, p, subset, s.DomainSuffix)
+		var c *cluster.Cluster
+		if svc.Resolution.ResolvedByDNS() {
+			c = dnsCluster(s, id, svc, p, subset)
+		} else {
+			c = edsCluster(svc, p, subset, s.DomainSuffix)
+		}
 		c = withTrafficPolicy(s, svc, p, subset, c)
 		c = withLoadBalancer(s, svc, p, subset, c)
 		return withUpstreamTLS(s, id, svc, p, subset, c) // last: ALPN follows the protocol options
@@ -63,6 +69,78 @@ func edsCluster(svc *registry.Service, p registry.Port, subset, suffix string) *
 	}
 	setProtocolOptions(c, p.Protocol)
 	return c
+}
+
+// defaultDNSRefreshRate is Istio's default mesh config dnsRefreshRate.
+const defaultDNSRefreshRate = 60 * time.Second
+
+// dnsCluster is the cluster of a service whose endpoints the proxy
+// resolves, as Istio's cluster builder makes it: resolution DNS is a
+// STRICT_DNS cluster (every address of every endpoint name is a host),
+// DNS_ROUND_ROBIN a LOGICAL_DNS one (one host: the first address of the
+// latest answer), the endpoints inline in load_assignment (the subset's
+// only), re-resolved every dns_refresh_rate (the mesh config's
+// dnsRefreshRate, Istio's 60 s by default) or the records' TTL
+// (respect_dns_ttl), IPv4 or IPv6 as the proxy's own addresses are
+// (Istio's SelectDNSLookupFamily). Where Istio leaves out a cluster with
+// no endpoints (a subset selecting none), Weft sends a STRICT_DNS
+// cluster with none, so routes to it answer 503 as to an empty EDS
+// cluster (Envoy takes no LOGICAL_DNS cluster without exactly one).
+func dnsCluster(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, subset string) *cluster.Cluster {
+	name := contract.ClusterName(contract.Outbound, p.Number, subset, svc.Hostname)
+	eps := s.Registry.Endpoints(svc.Hostname, p.Number)
+	if subset != "" {
+		var labels map[string]string
+		for _, sub := range s.Subsets.Subsets(svc.Hostname) {
+			if sub.GetName() == subset {
+				labels = sub.GetLabels()
+			}
+		}
+		var in []*registry.Endpoint
+		for _, ep := range eps {
+			if labelsInclude(ep.Labels, labels) {
+				in = append(in, ep)
+			}
+		}
+		eps = in
+	}
+	typ := cluster.Cluster_STRICT_DNS
+	if svc.Resolution == registry.DNSRoundRobin && len(eps) > 0 {
+		typ = cluster.Cluster_LOGICAL_DNS
+		eps = eps[:1] // validation allows one endpoint; a workloadSelector may pick more
+	}
+	refresh := s.Telemetry.MeshConfig().GetDnsRefreshRate()
+	if refresh == nil || refresh.AsDuration() <= 0 {
+		refresh = durationpb.New(defaultDNSRefreshRate)
+	}
+	c := &cluster.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &cluster.Cluster_Type{Type: typ},
+		LbPolicy:             cluster.Cluster_LEAST_REQUEST, // as edsCluster; withLoadBalancer overrides it
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		Metadata:             clusterMetadata([]*registry.Service{svc}, subset, s.DomainSuffix),
+		DnsLookupFamily:      dnsLookupFamily(id.IPs),
+		DnsRefreshRate:       refresh,
+		RespectDnsTtl:        true,
+		LoadAssignment: withLocalityLB(s, id, svc.Hostname, p.Number, subset, eps,
+			loadAssignment(name, eps, mtlsCapable(s, svc, p, subset))),
+	}
+	setProtocolOptions(c, p.Protocol)
+	return c
+}
+
+// dnsLookupFamily is Istio's SelectDNSLookupFamily without dual stack:
+// IPv6 only for a proxy whose addresses are all IPv6, else IPv4 only.
+func dnsLookupFamily(ips []string) cluster.Cluster_DnsLookupFamily {
+	if len(ips) == 0 {
+		return cluster.Cluster_V4_ONLY
+	}
+	for _, ip := range ips {
+		if a, err := netip.ParseAddr(ip); err != nil || a.Unmap().Is4() {
+			return cluster.Cluster_V4_ONLY
+		}
+	}
+	return cluster.Cluster_V6_ONLY
 }
 
 // inboundCluster forwards a workload port to the local application.

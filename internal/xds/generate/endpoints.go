@@ -17,11 +17,15 @@ import (
 )
 
 // outboundEndpoints returns a ClusterLoadAssignment for every EDS cluster
-// outboundClusters generates, so the set is always consistent.
+// outboundClusters generates, so the set is always consistent. The
+// clusters of services resolved by DNS carry their endpoints themselves.
 func outboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 	var out []types.Resource
 	vis := scopeOf(s, id)
 	for _, svc := range s.Registry.Services() {
+		if svc.Resolution.ResolvedByDNS() {
+			continue
+		}
 		for _, p := range svc.Ports {
 			if !vis.Port(svc, p.Number) {
 				continue

@@ -35,6 +35,9 @@ type clusterKey struct {
 	mtls         bool
 	host, subset string
 	port         uint32
+	// dns is what of the proxy a cluster resolved by DNS also reads: the
+	// lookup family (its addresses) and its locality (withLocalityLB).
+	dns string
 }
 
 type claKey struct {
@@ -64,7 +67,12 @@ type failoverPriorityKey struct{}
 type clusterListKey struct {
 	mtls bool
 	vis  *mesh.Visibility
+	// dns is the proxy's DNS lookup family and locality when the mesh has
+	// services resolved by DNS (their clusters read them), else "".
+	dns string
 }
+
+type hasDNSKey struct{}
 
 type claListKey struct {
 	vis      *mesh.Visibility
@@ -73,9 +81,13 @@ type claListKey struct {
 }
 
 // sharedOutboundClusters is outboundClusters sorted by name, shared by
-// the proxies with the same mTLS capability and scope. Read only.
+// the proxies with the same mTLS capability and scope (and DNS lookup
+// family and locality, when some service is resolved by DNS). Read only.
 func sharedOutboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 	k := clusterListKey{mtls: id.MTLS, vis: scopeOf(s, id)}
+	if hasDNSServices(s) {
+		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + id.Locality
+	}
 	return s.Memo(k, func() any {
 		cs := outboundClusters(s, id)
 		sortByName(cs)
@@ -96,6 +108,18 @@ func sharedOutboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Res
 		sortByName(es)
 		return es
 	}).([]types.Resource)
+}
+
+// hasDNSServices reports whether some service of s is resolved by DNS.
+func hasDNSServices(s *mesh.Snapshot) bool {
+	return s.Memo(hasDNSKey{}, func() any {
+		for _, svc := range s.Registry.Services() {
+			if svc.Resolution.ResolvedByDNS() {
+				return true
+			}
+		}
+		return false
+	}).(bool)
 }
 
 // usesFailoverPriority reports whether any DestinationRule of s sets a
@@ -171,6 +195,9 @@ type carriedCLA struct {
 
 func sharedCluster(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, subset string, build func() *cluster.Cluster) *cluster.Cluster {
 	k := clusterKey{mtls: id.MTLS, host: svc.Hostname, port: p.Number, subset: subset}
+	if svc.Resolution.ResolvedByDNS() {
+		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + localityKey(s, id, svc.Hostname, p.Number, subset)
+	}
 	eps := s.EndpointsDigest(svc.Hostname, p.Number) // the SANs read its endpoints' service accounts
 	return s.MemoCarryRoutes(k, func(prev any) bool { return prev.(carriedCluster).eps == eps }, func() any {
 		return carriedCluster{c: build(), eps: eps}

@@ -10,10 +10,8 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -182,7 +180,7 @@ func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.R
 					fc.Filters = []*listener.Filter{hcmFilter(gatewayHCM(s, id, name, rcName))}
 					withChainCORS(fc, rc)
 					rcs = append(rcs, rc)
-				} else if f := gatewayTCPFilter(s, id, name, gp.number, []gatewayServer{gs}); f != nil {
+				} else if f := gatewayTCPFilter(s, id, gp.number, []gatewayServer{gs}); f != nil {
 					fc.Filters = []*listener.Filter{f}
 				} else {
 					continue
@@ -193,7 +191,7 @@ func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.R
 				l.FilterChains = append(l.FilterChains, fc)
 			}
 		default:
-			if f := gatewayTCPFilter(s, id, name, gp.number, gp.servers); f != nil {
+			if f := gatewayTCPFilter(s, id, gp.number, gp.servers); f != nil {
 				l.FilterChains = []*listener.FilterChain{{Filters: []*listener.Filter{f}}}
 			}
 		}
@@ -503,7 +501,7 @@ func passthroughChains(s *mesh.Snapshot, id contract.Identity, gs gatewayServer,
 				if len(snis) == 0 {
 					continue
 				}
-				f := tcpRouteFilter(s, vs.Namespace, "outbound_"+contract.ListenerName("0.0.0.0", port), r.GetRoute(), port)
+				f := tcpRouteFilter(s, id, vs, r.GetRoute(), port)
 				if f == nil {
 					continue
 				}
@@ -537,7 +535,7 @@ func gatewayL4MatchApplies(port uint32, sourceLabels map[string]string, gateways
 // gatewayTCPFilter forwards a TCP (or TLS-terminated) port's connections
 // along the first tcp route of the VirtualServices bound to the servers'
 // Gateways whose match applies; nil when none does.
-func gatewayTCPFilter(s *mesh.Snapshot, id contract.Identity, listenerName string, port uint32, servers []gatewayServer) *listener.Filter {
+func gatewayTCPFilter(s *mesh.Snapshot, id contract.Identity, port uint32, servers []gatewayServer) *listener.Filter {
 	for _, gs := range servers {
 		gwRef := gs.gw.Namespace + "/" + gs.gw.Name
 		for _, vs := range s.Gateways.Bound(gs.gw, id.Namespace) {
@@ -554,7 +552,7 @@ func gatewayTCPFilter(s *mesh.Snapshot, id contract.Identity, listenerName strin
 				if !applies {
 					continue
 				}
-				if f := tcpRouteFilter(s, vs.Namespace, "outbound_"+listenerName, r.GetRoute(), port); f != nil {
+				if f := tcpRouteFilter(s, id, vs, r.GetRoute(), port); f != nil {
 					return f
 				}
 			}
@@ -563,48 +561,15 @@ func gatewayTCPFilter(s *mesh.Snapshot, id contract.Identity, listenerName strin
 	return nil
 }
 
-// tcpRouteFilter is a tcp_proxy to a tcp or tls route's destinations:
-// one cluster, or weighted clusters.
-func tcpRouteFilter(s *mesh.Snapshot, ns, statPrefix string, dests []*networking.RouteDestination, port uint32) *listener.Filter {
-	type wc struct {
-		name   string
-		weight uint32
-	}
-	var ws []wc
-	for _, d := range dests {
-		dst := d.GetDestination()
-		if dst == nil {
-			continue
-		}
-		host := s.ResolveHost(dst.GetHost(), ns)
-		p := dst.GetPort().GetNumber()
-		if p == 0 {
-			if svc := s.Registry.Service(host); svc != nil && len(svc.Ports) == 1 {
-				p = svc.Ports[0].Number
-			} else {
-				p = port
-			}
-		}
-		w := uint32(max(d.GetWeight(), 0))
-		if len(dests) == 1 {
-			w = 1
-		}
-		if w > 0 {
-			ws = append(ws, wc{contract.ClusterName(contract.Outbound, p, dst.GetSubset(), host), w})
-		}
-	}
-	tp := &tcpproxy.TcpProxy{StatPrefix: statPrefix}
-	switch len(ws) {
-	case 0:
+// tcpRouteFilter is a tcp_proxy to a tcp or tls route's destinations
+// (tcproute.go's targets: one cluster or weighted clusters, the
+// DestinationRule's idle timeout and connection duration), logging each
+// connection as the gateway's Telemetry says; nil without destinations.
+func tcpRouteFilter(s *mesh.Snapshot, id contract.Identity, vs *config.VirtualService, dests []*networking.RouteDestination, port uint32) *listener.Filter {
+	if len(dests) == 0 {
 		return nil
-	case 1:
-		tp.ClusterSpecifier = &tcpproxy.TcpProxy_Cluster{Cluster: ws[0].name}
-	default:
-		wcs := &tcpproxy.TcpProxy_WeightedCluster{}
-		for _, w := range ws {
-			wcs.Clusters = append(wcs.Clusters, &tcpproxy.TcpProxy_WeightedCluster_ClusterWeight{Name: w.name, Weight: w.weight})
-		}
-		tp.ClusterSpecifier = &tcpproxy.TcpProxy_WeightedClusters{WeightedClusters: wcs}
 	}
-	return &listener.Filter{Name: wellknown.TCPProxy, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(tp)}}
+	var plan l4Plan
+	t := plan.addTarget(s, vs, dests, &registry.Service{}, registry.Port{Number: port})
+	return tcpProxyTo(plan.targets[t], tcpAccessLogs(s, id.Namespace, id.Labels, mesh.ModeClient))
 }

@@ -34,6 +34,7 @@ const (
 	CodeSubsetStillUsed  Code = "WF0303" // a change would remove a subset a route in force uses
 	CodeDelegateNotFound Code = "WF0304" // a delegate VirtualService that does not exist
 	CodeGatewayNotFound  Code = "WF0305" // a VirtualService bound to a Gateway that does not exist
+	CodeHostNotOnGateway Code = "WF0306" // a VirtualService bound to a Gateway none of whose servers serves its hosts
 )
 
 // The traffic-impact guard.

@@ -457,10 +457,12 @@ func (c *crossChecker) warnUnknownHosts() {
 // one of its http matches) is bound to that no Gateway defines, as
 // Istio's analyzer does (IST0101): the binding applies to no proxy.
 func (c *crossChecker) warnUnknownGateways() {
-	defined := map[string]bool{}
+	defined := map[string]*networking.Gateway{}
 	for _, key := range c.keys(KindGateway) {
-		m := c.cands[key].meta
-		defined[m.Namespace+"/"+m.Name] = true
+		cand := c.cands[key]
+		if gw, ok := cand.spec.(*networking.Gateway); ok {
+			defined[cand.meta.Namespace+"/"+cand.meta.Name] = gw
+		}
 	}
 	for _, key := range c.keys(KindVirtualService) {
 		cand := c.cands[key]
@@ -473,9 +475,16 @@ func (c *crossChecker) warnUnknownGateways() {
 				if g == GatewayMesh {
 					continue
 				}
-				if ref := GatewayRef(g, cand.meta.Namespace); !defined[ref] {
+				ref := GatewayRef(g, cand.meta.Namespace)
+				gw := defined[ref]
+				if gw == nil {
 					c.report(SeverityWarning, CodeGatewayNotFound, cand.meta, cand.pos, fmt.Sprintf("%s[%d]", path, i),
 						fmt.Sprintf("gateway %s is not defined by any Gateway: this binding applies to no proxy until it is", ref))
+					continue
+				}
+				if path == "spec.gateways" && !servesAny(gw, ref, cand.meta.Namespace, vs.GetHosts()) {
+					c.report(SeverityWarning, CodeHostNotOnGateway, cand.meta, cand.pos, fmt.Sprintf("%s[%d]", path, i),
+						fmt.Sprintf("no server of gateway %s serves any host of this VirtualService (%s) to namespace %s: it routes nothing there (Istio's analyzer: IST0132)", ref, strings.Join(vs.GetHosts(), ", "), cand.meta.Namespace))
 				}
 			}
 		}
@@ -486,6 +495,28 @@ func (c *crossChecker) warnUnknownGateways() {
 			}
 		}
 	}
+}
+
+// servesAny reports whether a server of gw (whose reference is ref,
+// "<namespace>/<name>") admits VirtualServices of namespace ns for one of
+// hosts: its host namespace part is "*", "." (gw's namespace) or ns, and
+// its name and the host cover one another.
+func servesAny(gw *networking.Gateway, ref, ns string, hosts []string) bool {
+	gwNS, _, _ := strings.Cut(ref, "/")
+	for _, srv := range gw.GetServers() {
+		for _, sh := range srv.GetHosts() {
+			sns, shost := ParseServerHost(sh)
+			if sns != "*" && !(sns == "." && ns == gwNS) && sns != ns {
+				continue
+			}
+			for _, h := range hosts {
+				if hostMatches(shost, h) || hostMatches(h, shost) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // GatewayRef resolves a VirtualService's reference to a Gateway as Istio

@@ -700,7 +700,8 @@ func sameContent(a, b *Snapshot) bool {
 		sameResources(a.PeerAuthentications, b.PeerAuthentications) &&
 		sameResources(a.AuthorizationPolicies, b.AuthorizationPolicies) &&
 		sameResources(a.RequestAuthentications, b.RequestAuthentications) &&
-		sameResources(a.Telemetries, b.Telemetries)
+		sameResources(a.Telemetries, b.Telemetries) &&
+		sameResources(a.RateLimits, b.RateLimits)
 }
 
 func sameResources[T proto.Message](a, b []*Resource[T]) bool {

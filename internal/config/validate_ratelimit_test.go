@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -114,5 +115,17 @@ func TestRateLimitAPIVersion(t *testing.T) {
 	want := `rl.yaml:1:13: doc 1: RateLimit default/r: apiVersion: unsupported apiVersion "networking.istio.io/v1" for RateLimit (want networking.weft.dev/v1alpha1)`
 	if len(snap.Diagnostics) != 1 || snap.Diagnostics[0].Error() != want {
 		t.Fatalf("diagnostics = %v, want %s", snap.Diagnostics, want)
+	}
+}
+
+// TestRateLimitChangeIsANewSnapshot: editing only a RateLimit makes a new
+// snapshot version (the control plane pushes on it).
+func TestRateLimitChangeIsANewSnapshot(t *testing.T) {
+	doc := "apiVersion: networking.weft.dev/v1alpha1\nkind: RateLimit\nmetadata: {name: r}\nspec: {limit: {requestsPerUnit: %d, unit: SECOND}}\n"
+	s := NewStore(testOptions())
+	first := s.Load(map[string][]byte{"rl.yaml": []byte(fmt.Sprintf(doc, 1))})
+	second := s.Load(map[string][]byte{"rl.yaml": []byte(fmt.Sprintf(doc, 2))})
+	if second.Version == first.Version || second.RateLimits[0].Spec.GetLimit().GetRequestsPerUnit() != 2 {
+		t.Errorf("versions %d then %d, limit %v: the edit was not taken", first.Version, second.Version, second.RateLimits[0].Spec.GetLimit())
 	}
 }

@@ -78,6 +78,11 @@ func validateLimit(is *issues, path string, l *weftnet.Limit) {
 	if l.GetUnit() == weftnet.Limit_UNIT_UNSPECIFIED {
 		is.errf(path+".unit", "unit is required: SECOND, MINUTE or HOUR")
 	}
+	unit := map[weftnet.Limit_Unit]float64{weftnet.Limit_SECOND: 1, weftnet.Limit_MINUTE: 60, weftnet.Limit_HOUR: 3600}[l.GetUnit()]
+	if b, r := l.GetBurst(), l.GetRequestsPerUnit(); r > 0 && float64(b)/float64(r)*unit > 1e9 {
+		// weft-proxy refuses buckets that take over 100 years to fill.
+		is.errf(path+".burst", "burst %d at %d per %s takes over 30 years to fill from empty; lower burst", b, r, strings.ToLower(l.GetUnit().String()))
+	}
 	if b := l.GetBurst(); b != 0 && b < l.GetRequestsPerUnit() && l.GetUnit() == weftnet.Limit_SECOND {
 		// Not wrong, but the bucket then never holds a second's worth.
 		is.warnf(path+".burst", "burst %d is below requestsPerUnit %d: at most %d requests pass at once", b, l.GetRequestsPerUnit(), b)

@@ -87,6 +87,8 @@ spec:
 			"rl.yaml:7:20: doc 1: RateLimit ns/r: spec.enforcedPercent: shadow refuses no request, so enforcedPercent has no meaning with it: set one of them", false},
 		{"port twice", "  limit: {requestsPerUnit: 1, unit: SECOND}\n  ports: [80, 80]\n",
 			"rl.yaml:6:15: doc 1: RateLimit ns/r: spec.ports[1]: port 80 is listed twice", false},
+		{"huge burst", "  limit: {requestsPerUnit: 1, unit: HOUR, burst: 4000000000}\n",
+			"rl.yaml:5:50: doc 1: RateLimit ns/r: spec.limit.burst: burst 4000000000 at 1 per hour takes over 30 years to fill from empty; lower burst", false},
 		{"small burst warns", "  limit: {requestsPerUnit: 100, unit: SECOND, burst: 10}\n",
 			"rl.yaml:5:54: doc 1: RateLimit ns/r: spec.limit.burst: burst 10 is below requestsPerUnit 100: at most 10 requests pass at once", true},
 	} {

@@ -58,6 +58,7 @@ const (
 	body             = "local_rate_limited"
 	flagRateLimited  = "RL"
 	minFillInterval  = 50 * time.Millisecond // Envoy refuses shorter fill intervals
+	maxFillTime      = int64(100 * 365 * 24 * time.Hour)
 	defaultDynamic   = 20                    // Envoy's max_dynamic_descriptors default
 	grpcUnavailable  = "14"
 	grpcExhausted    = "8"
@@ -234,7 +235,13 @@ func compileBucket(tb *typev3.TokenBucket) (bucketParams, error) {
 			return bucketParams{}, fmt.Errorf("tokens_per_fill: must be at least 1")
 		}
 	}
-	return bucketParams{max: int64(tb.GetMaxTokens()), perToken: max(int64(fill)/int64(per), 1)}, nil
+	p := bucketParams{max: int64(tb.GetMaxTokens()), perToken: max(int64(fill)/int64(per), 1)}
+	if p.max > maxFillTime/p.perToken {
+		// The bucket's state is one int64 of nanoseconds: filling it from
+		// empty must take less than that can count.
+		return bucketParams{}, fmt.Errorf("max_tokens: %d tokens at one per %v take longer than 100 years to fill", p.max, time.Duration(p.perToken))
+	}
+	return p, nil
 }
 
 func compile(a *anypb.Any, stats *Stats) (*limiter, error) {

@@ -59,7 +59,7 @@ const (
 	flagRateLimited  = "RL"
 	minFillInterval  = 50 * time.Millisecond // Envoy refuses shorter fill intervals
 	maxFillTime      = int64(100 * 365 * 24 * time.Hour)
-	defaultDynamic   = 20                    // Envoy's max_dynamic_descriptors default
+	defaultDynamic   = 20 // Envoy's max_dynamic_descriptors default
 	grpcUnavailable  = "14"
 	grpcExhausted    = "8"
 	headerLimit      = "X-Ratelimit-Limit"

@@ -35,6 +35,7 @@ const minBlocks = 12
 var minPerFile = map[string]int{
 	"configuration.md":     10,
 	"external-services.md": 4,
+	"rate-limiting.md":     5,
 }
 
 var (
@@ -172,7 +173,7 @@ func checkBlock(t *testing.T, b block) {
 	}
 	resources := len(snap.VirtualServices) + len(snap.DestinationRules) + len(snap.ServiceEntries) + len(snap.WorkloadEntries) +
 		len(snap.PeerAuthentications) + len(snap.AuthorizationPolicies) + len(snap.RequestAuthentications) +
-		len(snap.WorkloadGroups) + len(snap.Sidecars) + len(snap.Gateways) + len(snap.Telemetries)
+		len(snap.WorkloadGroups) + len(snap.Sidecars) + len(snap.Gateways) + len(snap.Telemetries) + len(snap.RateLimits)
 	switch {
 	case b.invalid && len(errs) == 0:
 		t.Errorf("%s: block is marked %s but loads without errors (%d resources)", b, invalidMarker, resources)

@@ -14,7 +14,7 @@ import (
 var update = flag.Bool("update", false, "rewrite the documented weft validate outputs from what weft validate prints now")
 
 // outputFiles are the pages whose mistake examples show weft validate's output.
-var outputFiles = []string{"configuration.md", "security.md"}
+var outputFiles = []string{"configuration.md", "security.md", "rate-limiting.md"}
 
 // TestMistakeOutputs keeps the documented errors true: wherever a page
 // shows a ```yaml block marked invalid followed by a ```text block, the

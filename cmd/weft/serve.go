@@ -100,7 +100,7 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.ConfigDir, "config", "", "directory of Istio YAML (VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry), watched for changes")
+	f.StringVar(&o.ConfigDir, "config", "", "directory of Istio YAML (VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry; Weft's RateLimit), watched for changes")
 	f.StringVar(&o.XDSAddress, "xds-address", controlplane.DefaultXDSAddress, "the secure port: ADS and the CA over TLS")
 	f.StringVar(&o.XDSPlaintextAddress, "xds-plaintext-address", "", "also serve ADS without TLS here (no CA, proxies without certificates): local development only; empty is off")
 	f.StringVar(&o.StatusAddress, "status-address", "127.0.0.1:15014", "address of the status endpoint (/status, /metrics, /debug/proxies, /debug/analyze, /debug/explain, /debug/root-cert, POST /debug/token); \"-\" disables it. It issues bootstrap tokens to local callers: keep it on loopback")

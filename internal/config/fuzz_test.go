@@ -271,7 +271,7 @@ func rejects(d Diagnostic) bool {
 		return false
 	}
 	switch d.Code {
-	case CodeVirtualServiceConflict, CodeDestinationRuleConflict, CodeServiceEntryConflict:
+	case CodeVirtualServiceConflict, CodeDestinationRuleConflict, CodeServiceEntryConflict, CodePeerAuthnConflict:
 		return false
 	}
 	return true

@@ -116,6 +116,8 @@ type Snapshot struct {
 	// Telemetry finds the Telemetry resources of a workload and resolves
 	// them against the mesh config's providers (MeshConfig()).
 	Telemetry *TelemetryIndex
+	// RateLimits finds the RateLimit (networking.weft.dev) of a workload.
+	RateLimits *RateLimitIndex
 
 	tracing *Tracing // Options.Tracing (tracing.go)
 
@@ -278,6 +280,7 @@ func BuildFrom(prev *Snapshot, cfg *config.Snapshot, reg *registry.Snapshot, opt
 		// The indexes that read neither endpoints nor VirtualServices.
 		s.Subsets, s.PeerAuthn, s.Authz = prev.Subsets, prev.PeerAuthn, prev.Authz
 		s.RequestAuthn, s.Telemetry = prev.RequestAuthn, prev.Telemetry
+		s.RateLimits = prev.RateLimits
 		if level == carryEndpoints {
 			s.Routes, s.Scopes, s.Gateways = prev.Routes, prev.Scopes, prev.Gateways
 			return s
@@ -288,6 +291,7 @@ func BuildFrom(prev *Snapshot, cfg *config.Snapshot, reg *registry.Snapshot, opt
 		s.Authz = newAuthzIndex(cfg.AuthorizationPolicies, rootNS)
 		s.RequestAuthn = newRequestAuthnIndex(cfg.RequestAuthentications, rootNS)
 		s.Telemetry = newTelemetryIndex(cfg.Telemetries, rootNS, opts.MeshConfig)
+		s.RateLimits = newRateLimitIndex(cfg.RateLimits, rootNS)
 	}
 	s.Routes = newRouteIndex(cfg.VirtualServices, r)
 	s.Gateways = newGatewayIndex(cfg.Gateways, cfg.VirtualServices)

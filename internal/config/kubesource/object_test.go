@@ -151,6 +151,7 @@ var kindSamples = map[config.Kind]string{
 	config.KindAuthorizationPolicy:   "action: ALLOW",
 	config.KindRequestAuthentication: "selector: {matchLabels: {app: reviews}}",
 	config.KindTelemetry:             "accessLogging: [{providers: [{name: envoy}]}]",
+	config.KindRateLimit:             "limit: {requestsPerUnit: 100, unit: SECOND}",
 }
 
 // Every kind Weft's decoder loads is watched, at every version the

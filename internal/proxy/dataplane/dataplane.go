@@ -37,6 +37,7 @@ import (
 	"weft.dev/weft/internal/proxy/accesslog"
 	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/filter"
+	"weft.dev/weft/internal/proxy/filter/ratelimit"
 	"weft.dev/weft/internal/proxy/filter/rbac"
 	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/origdst"
@@ -188,7 +189,11 @@ func New(opts Options) (*Dataplane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
-	d.filters = newHTTPFilters(filterOptions{log: d.log, rbacStats: rbacStats})
+	rateLimitStats, err := ratelimit.NewStats(reg)
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: metrics: %w", err)
+	}
+	d.filters = newHTTPFilters(filterOptions{log: d.log, rbacStats: rbacStats, rateLimitStats: rateLimitStats})
 	if d.fwd, err = forward.New(forward.Options{Identity: opts.Identity, Metrics: metrics,
 		ClusterStats: clusterStats, Registerer: reg, Logger: d.log, Principal: opts.Principal}); err != nil {
 		return nil, fmt.Errorf("dataplane: %w", err)

@@ -26,6 +26,7 @@ import (
 	"weft.dev/weft/internal/proxy/filter/cors"
 	"weft.dev/weft/internal/proxy/filter/fault"
 	"weft.dev/weft/internal/proxy/filter/jwt"
+	"weft.dev/weft/internal/proxy/filter/ratelimit"
 	"weft.dev/weft/internal/proxy/filter/rbac"
 	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/route"
@@ -70,13 +71,16 @@ type runtime struct {
 // filters that count and log nothing. Immutable.
 func newHTTPFilters(o filterOptions) filter.Registry {
 	return filter.NewRegistry(cors.Factory{}, fault.Factory{},
-		jwt.NewFactory(o.log), rbac.Factory{Stats: o.rbacStats, Logger: o.log})
+		jwt.NewFactory(o.log), rbac.Factory{Stats: o.rbacStats, Logger: o.log},
+		ratelimit.NewFactory(o.rateLimitStats))
 }
 
 // filterOptions are what the HTTP filters need of the proxy.
 type filterOptions struct {
 	log       *slog.Logger
 	rbacStats *rbac.Stats
+	// rateLimitStats count the local rate limit filters (per stat prefix).
+	rateLimitStats *ratelimit.Stats
 }
 
 // httpFilters parse per-route filter configs for operator tools

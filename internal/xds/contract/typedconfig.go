@@ -8,6 +8,7 @@ import (
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
@@ -62,6 +63,7 @@ var typedConfigs = []proto.Message{
 	(*httpinspectorv3.HttpInspector)(nil),                 // listener filter of the virtual listeners
 	(*filev3.FileAccessLog)(nil),                          // connection managers' access_log (Telemetry accessLogging)
 	(*xdstype.TypedStruct)(nil),                           // istio.stats filters (Telemetry metrics, stats.go)
+	(*localratelimitv3.LocalRateLimit)(nil),               // HTTP filter and per-route config (RateLimit)
 }
 
 // TypedConfigURLs returns, sorted, the type URLs of every message the

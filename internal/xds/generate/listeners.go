@@ -132,12 +132,13 @@ func inboundListener(s *mesh.Snapshot, id contract.Identity, w workload, name, i
 }
 
 // inboundHCM is the HTTP connection manager of workload port port, stat
-// prefix "inbound_"+name: the workload's JWT and RBAC filters before the
-// router, one route to the inbound cluster, the client certificate's
-// identity forwarded to the application.
+// prefix "inbound_"+name: the workload's JWT and RBAC filters, then its
+// local rate limit (ratelimit.go), before the router, one route to the
+// inbound cluster (with a RateLimit's rules, more routes in front of it),
+// the client certificate's identity forwarded to the application.
 func inboundHCM(s *mesh.Snapshot, w workload, name string, port uint32) *hcm.HttpConnectionManager {
 	cluster := contract.ClusterName(contract.Inbound, port, "", "")
-	return withAccessLogs(s, &hcm.HttpConnectionManager{
+	return withRateLimit(withAccessLogs(s, &hcm.HttpConnectionManager{
 		StatPrefix: "inbound_" + name,
 		CodecType:  hcm.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcm.HttpConnectionManager_RouteConfig{RouteConfig: &route.RouteConfiguration{
@@ -157,7 +158,7 @@ func inboundHCM(s *mesh.Snapshot, w workload, name string, port uint32) *hcm.Htt
 		SetCurrentClientCertDetails: &hcm.HttpConnectionManager_SetCurrentClientCertDetails{
 			Subject: wrapperspb.Bool(true), Dns: true, Uri: true,
 		},
-	}, w.namespace, w.labels, mesh.ModeServer)
+	}, w.namespace, w.labels, mesh.ModeServer), s.RateLimits.For(w.namespace, w.labels), port)
 }
 
 // inboundChains returns the listener filters and filter chains of an

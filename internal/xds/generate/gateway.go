@@ -156,7 +156,8 @@ func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.R
 		case "http":
 			rcName := fmt.Sprintf("http.%d", gp.number)
 			rc := gatewayRouteConfig(s, id, rcName, gp.number, gp.servers)
-			l.FilterChains = []*listener.FilterChain{withChainCORS(&listener.FilterChain{Filters: []*listener.Filter{hcmFilter(gatewayHCM(s, id, name, rcName))}}, rc)}
+			m := withGatewayRateLimit(s, id, gp.number, gatewayHCM(s, id, name, rcName), rc)
+			l.FilterChains = []*listener.FilterChain{withChainCORS(&listener.FilterChain{Filters: []*listener.Filter{hcmFilter(m)}}, rc)}
 			rcs = append(rcs, rc)
 		case "tls":
 			l.ListenerFilters = []*listener.ListenerFilter{tlsInspector()}
@@ -177,7 +178,8 @@ func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.R
 				if gs.proto == registry.HTTPS {
 					rcName := fmt.Sprintf("https.%d.%s.%s.%s", gp.number, gs.srv.GetPort().GetName(), gs.gw.Name, gs.gw.Namespace)
 					rc := gatewayRouteConfig(s, id, rcName, gp.number, []gatewayServer{gs})
-					fc.Filters = []*listener.Filter{hcmFilter(gatewayHCM(s, id, name, rcName))}
+					m := withGatewayRateLimit(s, id, gp.number, gatewayHCM(s, id, name, rcName), rc)
+					fc.Filters = []*listener.Filter{hcmFilter(m)}
 					withChainCORS(fc, rc)
 					rcs = append(rcs, rc)
 				} else if f := gatewayTCPFilter(s, id, gp.number, []gatewayServer{gs}); f != nil {
@@ -252,6 +254,23 @@ func gatewayHCM(s *mesh.Snapshot, id contract.Identity, listenerName, rcName str
 func withChainCORS(fc *listener.FilterChain, rc *route.RouteConfiguration) *listener.FilterChain {
 	withCORSFilter(&listener.Listener{FilterChains: []*listener.FilterChain{fc}}, rc)
 	return fc
+}
+
+// withGatewayRateLimit applies the RateLimit (networking.weft.dev) that
+// selects the gateway proxy, as a sidecar's inbound side takes its own
+// (ratelimit.go): the local rate limit filter before the router of m and
+// the limits on the routes of rc, its route configuration, when the
+// RateLimit covers the Gateway server's port. Returns m.
+func withGatewayRateLimit(s *mesh.Snapshot, id contract.Identity, port uint32, m *hcm.HttpConnectionManager, rc *route.RouteConfiguration) *hcm.HttpConnectionManager {
+	rl := s.RateLimits.For(id.Namespace, id.Labels)
+	if rl == nil || !rateLimitCoversPort(rl.Spec, port) {
+		return m
+	}
+	m.HttpFilters = insertBeforeRouter(m.HttpFilters, rateLimitFilter())
+	for _, vh := range rc.GetVirtualHosts() {
+		vh.Routes = rateLimitRoutes(vh.GetRoutes(), rl.Spec)
+	}
+	return m
 }
 
 // gatewayRouteConfig builds the route configuration of HTTP servers:

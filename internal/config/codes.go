@@ -34,6 +34,8 @@ const (
 	CodeSubsetStillUsed  Code = "WF0303" // a change would remove a subset a route in force uses
 	CodeDelegateNotFound Code = "WF0304" // a delegate VirtualService that does not exist
 	CodeGatewayNotFound  Code = "WF0305" // a VirtualService bound to a Gateway that does not exist
+	CodeRouteNotAttached Code = "WF0306" // a Gateway API route no listener admits, or a Gateway not served
+	CodeRefNotPermitted  Code = "WF0307" // a Gateway API reference Weft cannot or may not follow (ReferenceGrant)
 )
 
 // The traffic-impact guard.

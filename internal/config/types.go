@@ -18,6 +18,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // Kind is a resource kind as written in YAML.
@@ -38,6 +39,15 @@ const (
 	KindRequestAuthentication Kind = "RequestAuthentication"
 
 	KindTelemetry Kind = "Telemetry"
+
+	// The Kubernetes Gateway API's kinds (gateway.networking.k8s.io).
+	// Its Gateway shares its kind's name with Istio's, so Weft names it
+	// by kind and group, as kubectl does, to keep the two apart in keys
+	// and messages.
+	KindGatewayClass   Kind = "GatewayClass"
+	KindKubeGateway    Kind = "Gateway.gateway.networking.k8s.io"
+	KindHTTPRoute      Kind = "HTTPRoute"
+	KindReferenceGrant Kind = "ReferenceGrant"
 )
 
 // Meta identifies a resource and where it was read from.
@@ -69,7 +79,7 @@ func (m Meta) String() string { return string(m.Kind) + " " + m.Namespace + "/" 
 
 // Resource is one validated resource with its typed spec. Specs are shared
 // between snapshots and must never be modified.
-type Resource[T proto.Message] struct {
+type Resource[T any] struct {
 	Meta
 	Spec T
 	// Annotations are metadata.annotations (nil when none); shared, never
@@ -97,6 +107,13 @@ type (
 	// Telemetry is telemetry.istio.io Telemetry (v1 and v1alpha1 share
 	// this type): access logging, tracing and metrics settings.
 	Telemetry = Resource[*telemetry.Telemetry]
+
+	// The Kubernetes Gateway API's resources (sigs.k8s.io/gateway-api
+	// types, v1 and v1beta1 alike). They are not protobufs.
+	GatewayClass   = Resource[*gwv1.GatewayClassSpec]
+	KubeGateway    = Resource[*gwv1.GatewaySpec]
+	HTTPRoute      = Resource[*gwv1.HTTPRouteSpec]
+	ReferenceGrant = Resource[*gwv1.ReferenceGrantSpec]
 )
 
 // Snapshot is an immutable, versioned set of the resources in force. Each
@@ -124,6 +141,16 @@ type Snapshot struct {
 	// Telemetries configure access logs, tracing and metrics (mesh-wide
 	// in the root namespace, namespace-wide, or per workload selector).
 	Telemetries []*Telemetry
+
+	// The Kubernetes Gateway API's resources as written. Those of Weft's
+	// GatewayClasses are also translated (gatewayapi_translate.go) into
+	// the Gateways and VirtualServices above, marked with the annotation
+	// AnnotationGeneratedFrom, which is what the gateway proxies serve.
+	GatewayClasses  []*GatewayClass
+	KubeGateways    []*KubeGateway
+	HTTPRoutes      []*HTTPRoute
+	ReferenceGrants []*ReferenceGrant
+
 	// Diagnostics are the errors and warnings of the load that produced
 	// this snapshot, sorted by file, document, path.
 	Diagnostics []Diagnostic
@@ -208,10 +235,27 @@ func (s *Snapshot) SameExcept(o *Snapshot, except ...Kind) bool {
 		same(KindPeerAuthentication, func() bool { return identicalResources(s.PeerAuthentications, o.PeerAuthentications) }) &&
 		same(KindAuthorizationPolicy, func() bool { return identicalResources(s.AuthorizationPolicies, o.AuthorizationPolicies) }) &&
 		same(KindRequestAuthentication, func() bool { return identicalResources(s.RequestAuthentications, o.RequestAuthentications) }) &&
-		same(KindTelemetry, func() bool { return identicalResources(s.Telemetries, o.Telemetries) })
+		same(KindTelemetry, func() bool { return identicalResources(s.Telemetries, o.Telemetries) }) &&
+		same(KindGatewayClass, func() bool { return identicalResources(s.GatewayClasses, o.GatewayClasses) }) &&
+		same(KindKubeGateway, func() bool { return identicalResources(s.KubeGateways, o.KubeGateways) }) &&
+		same(KindHTTPRoute, func() bool { return identicalResources(s.HTTPRoutes, o.HTTPRoutes) }) &&
+		same(KindReferenceGrant, func() bool { return identicalResources(s.ReferenceGrants, o.ReferenceGrants) })
 }
 
-func identicalResources[T proto.Message](a, b []*Resource[T]) bool {
+// specEqual reports whether two specs are the same value or equal ones:
+// protobufs by proto.Equal, the Gateway API's Go types by deep equality.
+func specEqual(a, b any) bool {
+	if a == b {
+		return true
+	}
+	if pa, ok := a.(proto.Message); ok {
+		pb, ok := b.(proto.Message)
+		return ok && proto.Equal(pa, pb)
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+func identicalResources[T any](a, b []*Resource[T]) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -230,7 +274,7 @@ func identicalResources[T proto.Message](a, b []*Resource[T]) bool {
 		}
 		// The same spec, or, from a file decoded again (another document
 		// of it changed), an equal one.
-		if proto.Message(x.Spec) != proto.Message(y.Spec) && !proto.Equal(x.Spec, y.Spec) {
+		if !specEqual(x.Spec, y.Spec) {
 			return false
 		}
 		if reflect.ValueOf(x.Annotations).UnsafePointer() != reflect.ValueOf(y.Annotations).UnsafePointer() && !maps.Equal(x.Annotations, y.Annotations) {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -434,4 +435,28 @@ spec:
 	if !found {
 		t.Error("the last good HTTPRoute is not served")
 	}
+}
+
+// The classes "weft" and "istio" exist without being written, as istiod
+// creates "istio" itself (Istio's samples name it and define no class).
+func TestGatewayAPIBuiltinClasses(t *testing.T) {
+	gw := `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: %s}
+spec:
+  gatewayClassName: %s
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`
+	docs := strings.Join([]string{
+		fmt.Sprintf(gw, "a", "istio"), fmt.Sprintf(gw, "b", "weft"), fmt.Sprintf(gw, "c", "nope"),
+	}, "---\n")
+	snap := NewStore(testOptions()).Load(files("gw.yaml", docs))
+	checkStrings(t, "diagnostics", diagStrings(snap), []string{
+		`warning: gw.yaml: doc 3: Gateway.gateway.networking.k8s.io default/c: spec.gatewayClassName: GatewayClass "nope" does not exist; the Gateway is not served`,
+	})
+	var names []string
+	for _, g := range snap.Gateways {
+		names = append(names, g.Name)
+	}
+	checkStrings(t, "gateways", names, []string{"a~http", "b~http"})
 }

@@ -29,6 +29,11 @@ const (
 	IstioControllerName = "istio.io/gateway-controller"
 )
 
+// BuiltinGatewayClass is the GatewayClass of Weft's controller that
+// exists without being written, as Istio's "istio" class does (which Weft
+// serves too).
+const BuiltinGatewayClass = "weft"
+
 // GatewayNameLabel is the label by which a Gateway API Gateway picks its
 // gateway proxies (in its own namespace), as on the pods of Istio's
 // gateway deployments: gateway.networking.k8s.io/gateway-name: <name>.
@@ -105,7 +110,10 @@ func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 		suffix = "cluster.local"
 	}
 	t := &translator{snap: snap, suffix: suffix, rules: map[*HTTPRoute][]*ruleRoute{}}
-	ours := map[string]bool{}
+	// The classes istiod creates itself exist without being written, as
+	// does Weft's own: Istio's samples say gatewayClassName: istio. A
+	// GatewayClass written with one of their names wins.
+	ours := map[string]bool{BuiltinGatewayClass: true, "istio": true}
 	for _, c := range snap.GatewayClasses {
 		ours[c.Name] = c.Spec.ControllerName == WeftControllerName || c.Spec.ControllerName == IstioControllerName
 	}

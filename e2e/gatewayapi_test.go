@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/echo"
 	"weft.dev/weft/internal/localmesh"
+	"weft.dev/weft/internal/proxy/proxytest"
 )
 
 // The Kubernetes Gateway API through a real gateway proxy: a Gateway of
@@ -176,4 +178,83 @@ func gwDo(c *http.Client, req *http.Request) (echo.Reply, int, error) {
 	}
 	_ = json.Unmarshal(b, &r) // not an echo reply: r stays empty
 	return r, resp.StatusCode, nil
+}
+
+// An HTTPS listener of a Gateway API Gateway terminates TLS with the
+// certificate its certificateRefs name (read as a credentialName, from
+// the gateway's credential directory), verified by a real TLS client;
+// the plain HTTP listener redirects to it with a RequestRedirect.
+func TestGatewayAPIHTTPS(t *testing.T) {
+	m := NewMesh(t)
+	m.Service("web", "HTTP", "v1")
+	ca := proxytest.NewMeshCA(t)
+	creds := t.TempDir()
+	writeCredential(t, creds, "shop-cert", ca.Issue(t, "", time.Hour, "shop.example.com"), nil)
+	gw := m.startGateway("gw-api-tls", "default", map[string]string{config.GatewayNameLabel: "public"}, creds)
+	ip := gw.Opts.IP
+	httpPort, err := localmesh.FreePort(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpsPort, err := localmesh.FreePort(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.WriteConfig("gateway-api.yaml", fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public, namespace: default}
+spec:
+  gatewayClassName: weft
+  listeners:
+  - {name: http, port: %d, protocol: HTTP}
+  - name: https
+    port: %d
+    protocol: HTTPS
+    hostname: "*.example.com"
+    tls: {certificateRefs: [{name: shop-cert}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: to-https, namespace: default}
+spec:
+  parentRefs: [{name: public, sectionName: http}]
+  hostnames: [shop.example.com]
+  rules:
+  - filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, port: %[2]d, statusCode: 301}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: default}
+spec:
+  parentRefs: [{name: public, sectionName: https}]
+  hostnames: [shop.example.com]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+`, httpPort, httpsPort))
+	https := gatewayClient(net.JoinHostPort(ip, fmt.Sprint(httpsPort)), &tls.Config{RootCAs: ca.Pool})
+	Eventually(t, 20*time.Second, "https routed", func() error {
+		code, _, r, err := gwGet(https, fmt.Sprintf("https://shop.example.com:%d/cart", httpsPort))
+		if err != nil || code != 200 || !strings.HasPrefix(r.Name, "web-") {
+			return fmt.Errorf("%d from %q (%v)", code, r.Name, err)
+		}
+		return nil
+	})
+	resp, err := https.Get(fmt.Sprintf("https://shop.example.com:%d/", httpsPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.TLS.PeerCertificates[0].DNSNames; len(got) != 1 || got[0] != "shop.example.com" {
+		t.Errorf("certificate for %v, want shop.example.com", got)
+	}
+	plain := gatewayClient(net.JoinHostPort(ip, fmt.Sprint(httpPort)), nil)
+	Eventually(t, 10*time.Second, "http redirected", func() error {
+		code, loc, _, err := gwGet(plain, fmt.Sprintf("http://shop.example.com:%d/cart?x=1", httpPort))
+		want := fmt.Sprintf("https://shop.example.com:%d/cart?x=1", httpsPort)
+		if err != nil || code != 301 || loc != want {
+			return fmt.Errorf("%d to %q (%v), want 301 to %s", code, loc, err, want)
+		}
+		return nil
+	})
 }

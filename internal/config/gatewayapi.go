@@ -24,7 +24,7 @@ import (
 const gatewayAPIGroup = "gateway.networking.k8s.io"
 
 // gatewayAPIKinds names the Gateway API kinds Weft loads, for messages.
-const gatewayAPIKinds = "GatewayClass, Gateway, HTTPRoute, ReferenceGrant"
+const gatewayAPIKinds = "GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant"
 
 var gatewayAPIVersions = map[string]bool{"v1": true, "v1beta1": true}
 
@@ -39,6 +39,8 @@ func newGatewayAPISpec(kind string) (Kind, any) {
 		return KindKubeGateway, &gwv1.GatewaySpec{}
 	case "HTTPRoute":
 		return KindHTTPRoute, &gwv1.HTTPRouteSpec{}
+	case "GRPCRoute":
+		return KindGRPCRoute, &gwv1.GRPCRouteSpec{}
 	case "ReferenceGrant":
 		return KindReferenceGrant, &gwv1.ReferenceGrantSpec{}
 	}
@@ -75,6 +77,8 @@ func validateGatewayAPI(spec any) issues {
 		validateKubeGateway(&is, s)
 	case *gwv1.HTTPRouteSpec:
 		validateKubeHTTPRoute(&is, s)
+	case *gwv1.GRPCRouteSpec:
+		validateGRPCRoute(&is, s)
 	case *gwv1.ReferenceGrantSpec:
 		if len(s.From) == 0 {
 			is.errf("spec.from", "from needs at least one entry")
@@ -213,24 +217,7 @@ func validateKubeGateway(is *issues, s *gwv1.GatewaySpec) {
 }
 
 func validateKubeHTTPRoute(is *issues, s *gwv1.HTTPRouteSpec) {
-	if n := len(s.ParentRefs); n > 32 {
-		is.errf("spec.parentRefs", "at most 32 parentRefs, got %d", n)
-	}
-	for i, ref := range s.ParentRefs {
-		p := fmt.Sprintf("spec.parentRefs[%d]", i)
-		if ref.Name == "" {
-			is.errf(p+".name", "name is required")
-		}
-		if ref.Port != nil && (*ref.Port < 1 || *ref.Port > 65535) {
-			is.errf(p+".port", "port %d is out of range [1, 65535]", *ref.Port)
-		}
-	}
-	if n := len(s.Hostnames); n > 16 {
-		is.errf("spec.hostnames", "at most 16 hostnames, got %d", n)
-	}
-	for i, h := range s.Hostnames {
-		checkHostname(is, fmt.Sprintf("spec.hostnames[%d]", i), string(h), true)
-	}
+	checkRouteParents(is, s.ParentRefs, s.Hostnames)
 	for i, r := range s.Rules {
 		p := fmt.Sprintf("spec.rules[%d]", i)
 		prefixMatches := 0
@@ -282,6 +269,105 @@ func validateKubeHTTPRoute(is *issues, s *gwv1.HTTPRouteSpec) {
 			is.warnf(p+".sessionPersistence", "sessionPersistence is not supported by Weft yet and is ignored")
 		}
 	}
+}
+
+// checkRouteParents checks a route's parentRefs and hostnames.
+func checkRouteParents(is *issues, parents []gwv1.ParentReference, hostnames []gwv1.Hostname) {
+	if n := len(parents); n > 32 {
+		is.errf("spec.parentRefs", "at most 32 parentRefs, got %d", n)
+	}
+	for i, ref := range parents {
+		p := fmt.Sprintf("spec.parentRefs[%d]", i)
+		if ref.Name == "" {
+			is.errf(p+".name", "name is required")
+		}
+		if ref.Port != nil && (*ref.Port < 1 || *ref.Port > 65535) {
+			is.errf(p+".port", "port %d is out of range [1, 65535]", *ref.Port)
+		}
+	}
+	if n := len(hostnames); n > 16 {
+		is.errf("spec.hostnames", "at most 16 hostnames, got %d", n)
+	}
+	for i, h := range hostnames {
+		checkHostname(is, fmt.Sprintf("spec.hostnames[%d]", i), string(h), true)
+	}
+}
+
+// gRPC service and method names, as the GRPCRoute CRD checks them.
+var (
+	grpcService = regexp.MustCompile(`^(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$`)
+	grpcMethod  = regexp.MustCompile(`^[A-Za-z_][A-Za-z_0-9]*$`)
+)
+
+// validateGRPCRoute checks a GRPCRoute: its own method matches, and the
+// rest as an HTTPRoute's.
+func validateGRPCRoute(is *issues, s *gwv1.GRPCRouteSpec) {
+	checkRouteParents(is, s.ParentRefs, s.Hostnames)
+	for i, r := range s.Rules {
+		p := fmt.Sprintf("spec.rules[%d]", i)
+		for k, m := range r.Matches {
+			mp := fmt.Sprintf("%s.matches[%d]", p, k)
+			if mm := m.Method; mm != nil {
+				typ := gwv1.GRPCMethodMatchExact
+				if mm.Type != nil {
+					typ = *mm.Type
+				}
+				switch {
+				case mm.Service == nil && mm.Method == nil:
+					is.errf(mp+".method", "one or both of service and method must be set")
+				case typ == gwv1.GRPCMethodMatchExact:
+					if mm.Service != nil && !grpcService.MatchString(*mm.Service) {
+						is.errf(mp+".method.service", "invalid service %q: want a gRPC service name such as weft.echo.v1.Echo", *mm.Service)
+					}
+					if mm.Method != nil && !grpcMethod.MatchString(*mm.Method) {
+						is.errf(mp+".method.method", "invalid method %q: want a gRPC method name such as Echo", *mm.Method)
+					}
+				case typ == gwv1.GRPCMethodMatchRegularExpression:
+					for _, f := range []struct {
+						name string
+						v    *string
+					}{{"service", mm.Service}, {"method", mm.Method}} {
+						if f.v == nil {
+							continue
+						}
+						if _, err := regexp.Compile(*f.v); err != nil {
+							is.errf(mp+".method."+f.name, "invalid regular expression %q: %v", *f.v, err)
+						}
+					}
+				default:
+					is.errf(mp+".method.type", "invalid type %q: want Exact or RegularExpression", typ)
+				}
+			}
+			for h, hm := range m.Headers {
+				checkValueMatch(is, fmt.Sprintf("%s.headers[%d]", mp, h), string(hm.Name), hm.Type, hm.Value)
+			}
+		}
+		checkFiltersOf(is, p+".filters", grpcFilters(r.Filters), false, true)
+		for k, b := range r.BackendRefs {
+			bp := fmt.Sprintf("%s.backendRefs[%d]", p, k)
+			checkBackendRef(is, bp, b.BackendObjectReference)
+			if b.Weight != nil && (*b.Weight < 0 || *b.Weight > 1000000) {
+				is.errf(bp+".weight", "weight %d is out of range [0, 1000000]", *b.Weight)
+			}
+			checkFiltersOf(is, bp+".filters", grpcFilters(b.Filters), true, true)
+		}
+		if r.SessionPersistence != nil {
+			is.warnf(p+".sessionPersistence", "sessionPersistence is not supported by Weft yet and is ignored")
+		}
+	}
+}
+
+// grpcFilters are a GRPCRoute's filters as an HTTPRoute's (the same
+// fields, a subset of the types).
+func grpcFilters(fs []gwv1.GRPCRouteFilter) []gwv1.HTTPRouteFilter {
+	var out []gwv1.HTTPRouteFilter
+	for _, f := range fs {
+		out = append(out, gwv1.HTTPRouteFilter{
+			Type: gwv1.HTTPRouteFilterType(f.Type), RequestHeaderModifier: f.RequestHeaderModifier,
+			ResponseHeaderModifier: f.ResponseHeaderModifier, RequestMirror: f.RequestMirror, ExtensionRef: f.ExtensionRef,
+		})
+	}
+	return out
 }
 
 // checkPathMatch checks a path match and returns its type.
@@ -384,6 +470,17 @@ var filterFields = map[gwv1.HTTPRouteFilterType]string{
 // each type with its own field and no other, the modifiers and rewrites
 // at most once, not both a redirect and a rewrite.
 func checkFilters(is *issues, path string, fs []gwv1.HTTPRouteFilter, backend bool) {
+	checkFiltersOf(is, path, fs, backend, false)
+}
+
+// grpcFilterTypes are the filter types a GRPCRoute takes.
+var grpcFilterTypes = []gwv1.HTTPRouteFilterType{
+	gwv1.HTTPRouteFilterRequestHeaderModifier, gwv1.HTTPRouteFilterResponseHeaderModifier,
+	gwv1.HTTPRouteFilterRequestMirror, gwv1.HTTPRouteFilterExtensionRef,
+}
+
+// checkFiltersOf is checkFilters, of a GRPCRoute's filters when grpc.
+func checkFiltersOf(is *issues, path string, fs []gwv1.HTTPRouteFilter, backend, grpc bool) {
 	seen := map[gwv1.HTTPRouteFilterType]int{}
 	for i, f := range fs {
 		p := fmt.Sprintf("%s[%d]", path, i)
@@ -396,6 +493,9 @@ func checkFilters(is *issues, path string, fs []gwv1.HTTPRouteFilter, backend bo
 		switch {
 		case f.Type == "":
 			is.errf(p+".type", "type is required")
+			continue
+		case grpc && !slices.Contains(grpcFilterTypes, f.Type):
+			is.errf(p+".type", "invalid filter type %q: want one of RequestHeaderModifier, ResponseHeaderModifier, RequestMirror, ExtensionRef", f.Type)
 			continue
 		case !known:
 			is.errf(p+".type", "invalid filter type %q: want one of RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite, RequestMirror, CORS, ExternalAuth, ExtensionRef", f.Type)

@@ -177,14 +177,12 @@ http:
   rewrite: {authority: internal.example.com, uri: /v2/}
   mirrors: [{destination: {host: shadow.edge.svc.cluster.local, port: {number: 80}}, percentage: {value: 25}}]
 - name: edge.shop.3.0
-  match: [{uri: {prefix: /}}]
   directResponse: {status: 500}`,
 		"edge/public~http~*": `
 hosts: ["*"]
 gateways: [edge/public~http]
 http:
 - name: team.catchall.0.0
-  match: [{uri: {prefix: /}}]
   route:
   - destination: {host: web.team.svc.cluster.local, port: {number: 80}}
     headers: {response: {set: {x-team: team}}}`,
@@ -349,6 +347,31 @@ spec:
 			},
 		},
 		{
+			name: "grpcroute",
+			doc: `apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: bad}
+spec:
+  parentRefs: [{name: public}]
+  rules:
+  - matches:
+    - method: {type: Exact}
+    - method: {service: "weft/echo", method: "Echo.Call"}
+    - method: {type: RegularExpression, method: "(["}
+    filters:
+    - type: URLRewrite
+    backendRefs: [{name: greeter, port: 8080, weight: -1}]
+`,
+			want: []string{
+				`error: t.yaml: doc 1: GRPCRoute default/bad: spec.rules[0].matches[0].method: one or both of service and method must be set`,
+				`error: t.yaml: doc 1: GRPCRoute default/bad: spec.rules[0].matches[1].method.service: invalid service "weft/echo": want a gRPC service name such as weft.echo.v1.Echo`,
+				`error: t.yaml: doc 1: GRPCRoute default/bad: spec.rules[0].matches[1].method.method: invalid method "Echo.Call": want a gRPC method name such as Echo`,
+				"error: t.yaml: doc 1: GRPCRoute default/bad: spec.rules[0].matches[2].method.method: invalid regular expression \"([\": error parsing regexp: missing closing ]: `[`",
+				`error: t.yaml: doc 1: GRPCRoute default/bad: spec.rules[0].filters[0].type: invalid filter type "URLRewrite": want one of RequestHeaderModifier, ResponseHeaderModifier, RequestMirror, ExtensionRef`,
+				`error: t.yaml: doc 1: GRPCRoute default/bad: spec.rules[0].backendRefs[0].weight: weight -1 is out of range [0, 1000000]`,
+			},
+		},
+		{
 			name: "kinds and versions",
 			doc: `apiVersion: gateway.networking.k8s.io/v1
 kind: TLSRoute
@@ -371,8 +394,8 @@ metadata: {name: g}
 spec: {from: [], to: [{group: "", name: x}]}
 `,
 			want: []string{
-				`error: t.yaml: doc 1: kind: unsupported kind "TLSRoute" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, ReferenceGrant)`,
-				`error: t.yaml: doc 2: kind: unsupported kind "HTTPRoute" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, ReferenceGrant)`,
+				`error: t.yaml: doc 1: kind: unsupported kind "TLSRoute" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant)`,
+				`error: t.yaml: doc 2: kind: unsupported kind "HTTPRoute" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant)`,
 				`error: t.yaml: doc 3: GatewayClass default/c: spec.controllerName: invalid controllerName "no-slash": want a domain-prefixed path such as weft.dev/gateway-controller`,
 				`error: t.yaml: doc 4: ReferenceGrant default/g: spec.from: from needs at least one entry`,
 				`error: t.yaml: doc 4: ReferenceGrant default/g: spec.to[0].kind: kind is required`,
@@ -459,4 +482,57 @@ spec:
 		names = append(names, g.Name)
 	}
 	checkStrings(t, "gateways", names, []string{"a~http", "b~http"})
+}
+
+// A GRPCRoute is the HTTPRoute it means: method matches become path
+// matches of /<service>/<method>.
+func TestGatewayAPIGRPCRoute(t *testing.T) {
+	route := `apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: greeter, namespace: edge}
+spec:
+  parentRefs: [{name: public, sectionName: http}]
+  hostnames: [grpc.example.com]
+  rules:
+  - matches:
+    - method: {service: weft.echo.v1.Echo, method: Echo}
+      headers: [{name: x-version, value: v2}]
+    - method: {method: Stream}
+    backendRefs: [{name: greeter-v2, port: 8080}]
+  - matches: [{method: {service: weft.echo.v1.Echo}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-via, value: gateway}]}
+    backendRefs: [{name: greeter-v1, port: 8080}]
+  - matches: [{method: {type: RegularExpression, service: "weft\\..*"}}]
+    backendRefs: [{name: other, namespace: elsewhere, port: 8080}]
+`
+	snap := NewStore(testOptions()).Load(files("gw.yaml", gwapiBase, "grpc.yaml", route))
+	checkStrings(t, "diagnostics", diagStrings(snap), []string{
+		`error: grpc.yaml: doc 1: GRPCRoute edge/greeter: spec.rules[2].backendRefs[0]: Service elsewhere/other is in another namespace and no ReferenceGrant there permits GRPCRoutes of namespace edge to refer to it; requests for this backend are answered 500`,
+	})
+	wantSpecs(t, snap.VirtualServices, map[string]string{
+		"edge/public~http~grpc.example.com": `
+hosts: [grpc.example.com]
+gateways: [edge/public~http]
+http:
+- name: edge.greeter.0.0
+  match: [{uri: {exact: /weft.echo.v1.Echo/Echo}, headers: {x-version: {exact: v2}}}]
+  route: [{destination: {host: greeter-v2.edge.svc.cluster.local, port: {number: 8080}}}]
+- name: edge.greeter.1.0
+  match: [{uri: {exact: /weft.echo.v1.Echo}}]
+  route: [{destination: {host: greeter-v1.edge.svc.cluster.local, port: {number: 8080}}}]
+  headers: {request: {set: {x-via: gateway}}}
+- name: edge.greeter.1.0
+  match: [{uri: {prefix: /weft.echo.v1.Echo/}}]
+  route: [{destination: {host: greeter-v1.edge.svc.cluster.local, port: {number: 8080}}}]
+  headers: {request: {set: {x-via: gateway}}}
+# Regular expressions last, the longest first.
+- name: edge.greeter.2.0
+  match: [{uri: {regex: "/weft\\..*/[^/]+"}}]
+  directResponse: {status: 500}
+- name: edge.greeter.0.1
+  match: [{uri: {regex: "/[^/]+/Stream"}}]
+  route: [{destination: {host: greeter-v2.edge.svc.cluster.local, port: {number: 8080}}}]`,
+	}, func() *networking.VirtualService { return &networking.VirtualService{} })
 }

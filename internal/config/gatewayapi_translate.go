@@ -3,6 +3,7 @@ package config
 import (
 	"cmp"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -140,6 +141,9 @@ func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 	}
 	for _, r := range snap.HTTPRoutes {
 		t.attach(r, byGateway)
+	}
+	for _, r := range snap.GRPCRoutes {
+		t.attach(grpcAsHTTP(r), byGateway)
 	}
 	for _, l := range all {
 		snap.Gateways = append(snap.Gateways, l.gateway)
@@ -315,9 +319,9 @@ func admits(l *listener, r *HTTPRoute) string {
 		kinds = ar.Kinds
 	}
 	if len(kinds) > 0 && !slices.ContainsFunc(kinds, func(k gwv1.RouteGroupKind) bool {
-		return k.Kind == "HTTPRoute" && (k.Group == nil || *k.Group == gatewayAPIGroup)
+		return string(k.Kind) == string(r.Kind) && (k.Group == nil || *k.Group == gatewayAPIGroup)
 	}) {
-		return fmt.Sprintf("listener %q does not admit HTTPRoutes (allowedRoutes.kinds)", l.l.Name)
+		return fmt.Sprintf("listener %q does not admit %ss (allowedRoutes.kinds)", l.l.Name, r.Kind)
 	}
 	switch from {
 	case gwv1.NamespacesFromAll:
@@ -394,12 +398,18 @@ type pathPart struct {
 	exact  bool
 }
 
+// A match without a path matches every path, and ranks after every
+// path match (regular expressions included), as in Istio: a rule
+// without matches is a catch-all, last.
 func pathParts(m *gwv1.HTTPPathMatch) (parts []pathPart, rank, length int) {
+	if m == nil {
+		return []pathPart{{}}, 0, 0
+	}
 	t, v := gwv1.PathMatchPathPrefix, "/"
-	if m != nil && m.Type != nil {
+	if m.Type != nil {
 		t = *m.Type
 	}
-	if m != nil && m.Value != nil {
+	if m.Value != nil {
 		v = *m.Value
 	}
 	switch t {
@@ -529,7 +539,11 @@ func (t *translator) rule(r *HTTPRoute, i int) []*ruleRoute {
 	}
 	var out []*ruleRoute
 	for k, m := range matches {
-		parts, rank, length := pathParts(m.Path)
+		path := m.Path
+		if path == nil && prefixRewrite != nil {
+			path = &gwv1.HTTPPathMatch{} // PathPrefix "/": the prefix a ReplacePrefixMatch replaces
+		}
+		parts, rank, length := pathParts(path)
 		for n, part := range parts {
 			h := proto.Clone(base).(*networking.HTTPRoute)
 			h.Name = fmt.Sprintf("%s.%s.%d.%d", r.Namespace, r.Name, i, k)
@@ -556,7 +570,9 @@ func (t *translator) rule(r *HTTPRoute, i int) []*ruleRoute {
 				}
 				mr.QueryParams[string(qm.Name)] = stringMatch(qm.Type, qm.Value)
 			}
-			h.Match = []*networking.HTTPMatchRequest{mr}
+			if proto.Size(mr) > 0 {
+				h.Match = []*networking.HTTPMatchRequest{mr}
+			}
 			if prefixRewrite != nil && h.Rewrite != nil && part.prefix != "" {
 				// "/foo" -> "/bar": "/foo" becomes "/bar", "/foo/x" "/bar/x".
 				repl := strings.TrimRight(*prefixRewrite, "/")
@@ -651,9 +667,9 @@ func (t *translator) destination(r *HTTPRoute, path string, b gwv1.BackendObject
 	if b.Namespace != nil && string(*b.Namespace) != "" {
 		ns = string(*b.Namespace)
 	}
-	if ns != r.Namespace && !t.granted(r.Namespace, ns, string(b.Name)) {
+	if ns != r.Namespace && !t.granted(string(r.Kind), r.Namespace, ns, string(b.Name)) {
 		t.diags = append(t.diags, resourceDiag(r, SeverityError, CodeRefNotPermitted, path,
-			fmt.Sprintf("Service %s/%s is in another namespace and no ReferenceGrant there permits HTTPRoutes of namespace %s to refer to it; requests for this backend are answered 500", ns, b.Name, r.Namespace)))
+			fmt.Sprintf("Service %s/%s is in another namespace and no ReferenceGrant there permits %ss of namespace %s to refer to it; requests for this backend are answered 500", ns, b.Name, r.Kind, r.Namespace)))
 		return nil
 	}
 	d := &networking.Destination{Host: fmt.Sprintf("%s.%s.svc.%s", b.Name, ns, t.suffix)}
@@ -663,15 +679,16 @@ func (t *translator) destination(r *HTTPRoute, path string, b gwv1.BackendObject
 	return d
 }
 
-// granted reports whether a ReferenceGrant in namespace to lets
-// HTTPRoutes of namespace from refer to the Service name.
-func (t *translator) granted(from, to, name string) bool {
+// granted reports whether a ReferenceGrant in namespace to lets routes
+// of kind (HTTPRoute, GRPCRoute) of namespace from refer to the Service
+// name.
+func (t *translator) granted(kind, from, to, name string) bool {
 	for _, g := range t.snap.ReferenceGrants {
 		if g.Namespace != to {
 			continue
 		}
 		okFrom := slices.ContainsFunc(g.Spec.From, func(f gwv1.ReferenceGrantFrom) bool {
-			return f.Group == gatewayAPIGroup && f.Kind == "HTTPRoute" && string(f.Namespace) == from
+			return f.Group == gatewayAPIGroup && string(f.Kind) == kind && string(f.Namespace) == from
 		})
 		okTo := slices.ContainsFunc(g.Spec.To, func(t gwv1.ReferenceGrantTo) bool {
 			return (t.Group == "" || t.Group == "core") && t.Kind == "Service" && (t.Name == nil || string(*t.Name) == name)
@@ -681,4 +698,64 @@ func (t *translator) granted(from, to, name string) bool {
 		}
 	}
 	return false
+}
+
+// grpcAsHTTP is a GRPCRoute as the HTTPRoute it means, as Istio
+// translates it: a gRPC call is an HTTP/2 POST of /<service>/<method>,
+// so a method match is a path match (an exact service and method the
+// exact path, a service alone the prefix /<service>/, a method alone or
+// regular expressions a regular expression of the path). The result
+// keeps the GRPCRoute's kind, name and positions, and its rules, matches
+// and filters keep their indexes, so diagnostics name the GRPCRoute's
+// own fields.
+func grpcAsHTTP(g *GRPCRoute) *HTTPRoute {
+	spec := &gwv1.HTTPRouteSpec{CommonRouteSpec: g.Spec.CommonRouteSpec, Hostnames: g.Spec.Hostnames}
+	for _, r := range g.Spec.Rules {
+		hr := gwv1.HTTPRouteRule{Filters: grpcFilters(r.Filters), SessionPersistence: r.SessionPersistence}
+		for _, m := range r.Matches {
+			hm := gwv1.HTTPRouteMatch{Path: grpcPath(m.Method)}
+			for _, h := range m.Headers {
+				var typ *gwv1.HeaderMatchType
+				if h.Type != nil {
+					t := gwv1.HeaderMatchType(*h.Type)
+					typ = &t
+				}
+				hm.Headers = append(hm.Headers, gwv1.HTTPHeaderMatch{Type: typ, Name: gwv1.HTTPHeaderName(h.Name), Value: h.Value})
+			}
+			hr.Matches = append(hr.Matches, hm)
+		}
+		for _, b := range r.BackendRefs {
+			hr.BackendRefs = append(hr.BackendRefs, gwv1.HTTPBackendRef{BackendRef: b.BackendRef, Filters: grpcFilters(b.Filters)})
+		}
+		spec.Rules = append(spec.Rules, hr)
+	}
+	return &HTTPRoute{Meta: g.Meta, Spec: spec, Annotations: g.Annotations, Pos: g.Pos}
+}
+
+// grpcPath is the path match of a gRPC method match; nil matches every
+// call.
+func grpcPath(m *gwv1.GRPCMethodMatch) *gwv1.HTTPPathMatch {
+	if m == nil || (m.Service == nil && m.Method == nil) {
+		return nil
+	}
+	pm := func(t gwv1.PathMatchType, v string) *gwv1.HTTPPathMatch {
+		return &gwv1.HTTPPathMatch{Type: &t, Value: &v}
+	}
+	service, method := "[^/]+", "[^/]+"
+	if m.Type != nil && *m.Type == gwv1.GRPCMethodMatchRegularExpression {
+		if m.Service != nil {
+			service = *m.Service
+		}
+		if m.Method != nil {
+			method = *m.Method
+		}
+		return pm(gwv1.PathMatchRegularExpression, "/"+service+"/"+method)
+	}
+	switch {
+	case m.Service != nil && m.Method != nil:
+		return pm(gwv1.PathMatchExact, "/"+*m.Service+"/"+*m.Method)
+	case m.Service != nil:
+		return pm(gwv1.PathMatchPathPrefix, "/"+*m.Service)
+	}
+	return pm(gwv1.PathMatchRegularExpression, "/"+service+"/"+regexp.QuoteMeta(*m.Method))
 }

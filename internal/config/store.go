@@ -321,6 +321,8 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 			snap.KubeGateways = append(snap.KubeGateways, &KubeGateway{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *gwv1.HTTPRouteSpec:
 			snap.HTTPRoutes = append(snap.HTTPRoutes, &HTTPRoute{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *gwv1.GRPCRouteSpec:
+			snap.GRPCRoutes = append(snap.GRPCRoutes, &GRPCRoute{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *gwv1.ReferenceGrantSpec:
 			snap.ReferenceGrants = append(snap.ReferenceGrants, &ReferenceGrant{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		}
@@ -339,6 +341,7 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 	sortResources(snap.GatewayClasses)
 	sortResources(snap.KubeGateways)
 	sortResources(snap.HTTPRoutes)
+	sortResources(snap.GRPCRoutes)
 	sortResources(snap.ReferenceGrants)
 	// The Gateway API's resources become Gateways and VirtualServices
 	// here, after every check of the resources as written: the gateway
@@ -732,6 +735,7 @@ func sameContent(a, b *Snapshot) bool {
 		sameResources(a.GatewayClasses, b.GatewayClasses) &&
 		sameResources(a.KubeGateways, b.KubeGateways) &&
 		sameResources(a.HTTPRoutes, b.HTTPRoutes) &&
+		sameResources(a.GRPCRoutes, b.GRPCRoutes) &&
 		sameResources(a.ReferenceGrants, b.ReferenceGrants)
 }
 

@@ -47,6 +47,7 @@ const (
 	KindGatewayClass   Kind = "GatewayClass"
 	KindKubeGateway    Kind = "Gateway.gateway.networking.k8s.io"
 	KindHTTPRoute      Kind = "HTTPRoute"
+	KindGRPCRoute      Kind = "GRPCRoute"
 	KindReferenceGrant Kind = "ReferenceGrant"
 )
 
@@ -113,6 +114,7 @@ type (
 	GatewayClass   = Resource[*gwv1.GatewayClassSpec]
 	KubeGateway    = Resource[*gwv1.GatewaySpec]
 	HTTPRoute      = Resource[*gwv1.HTTPRouteSpec]
+	GRPCRoute      = Resource[*gwv1.GRPCRouteSpec]
 	ReferenceGrant = Resource[*gwv1.ReferenceGrantSpec]
 )
 
@@ -149,6 +151,7 @@ type Snapshot struct {
 	GatewayClasses  []*GatewayClass
 	KubeGateways    []*KubeGateway
 	HTTPRoutes      []*HTTPRoute
+	GRPCRoutes      []*GRPCRoute
 	ReferenceGrants []*ReferenceGrant
 
 	// Diagnostics are the errors and warnings of the load that produced
@@ -239,6 +242,7 @@ func (s *Snapshot) SameExcept(o *Snapshot, except ...Kind) bool {
 		same(KindGatewayClass, func() bool { return identicalResources(s.GatewayClasses, o.GatewayClasses) }) &&
 		same(KindKubeGateway, func() bool { return identicalResources(s.KubeGateways, o.KubeGateways) }) &&
 		same(KindHTTPRoute, func() bool { return identicalResources(s.HTTPRoutes, o.HTTPRoutes) }) &&
+		same(KindGRPCRoute, func() bool { return identicalResources(s.GRPCRoutes, o.GRPCRoutes) }) &&
 		same(KindReferenceGrant, func() bool { return identicalResources(s.ReferenceGrants, o.ReferenceGrants) })
 }
 

@@ -131,10 +131,10 @@ spec:
 		t.Fatalf("loaded %d routes, %d gateways, %d classes", len(snap.HTTPRoutes), len(snap.KubeGateways), len(snap.GatewayClasses))
 	}
 	wantSpecs(t, snap.Gateways, map[string]string{
-		"edge/public~http": `
+		"edge/public-gwapi-http": `
 selector: {gateway.networking.k8s.io/gateway-name: public}
 servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*/*"]}]`,
-		"edge/public~https": `
+		"edge/public-gwapi-https": `
 selector: {gateway.networking.k8s.io/gateway-name: public}
 servers:
 - port: {number: 443, name: https, protocol: HTTPS}
@@ -145,9 +145,9 @@ servers:
 		// Rules sorted by precedence: exact path, then the longest prefix
 		// (/api over /v1), and the catch-all of the older route "shop"
 		// before the other route's.
-		"edge/public~http~shop.example.com": `
+		"edge/public-gwapi-http.shop.example.com": `
 hosts: [shop.example.com]
-gateways: [edge/public~http]
+gateways: [edge/public-gwapi-http]
 http:
 - name: edge.shop.1.0
   match: [{uri: {exact: /old}}]
@@ -178,9 +178,9 @@ http:
   mirrors: [{destination: {host: shadow.edge.svc.cluster.local, port: {number: 80}}, percentage: {value: 25}}]
 - name: edge.shop.3.0
   directResponse: {status: 500}`,
-		"edge/public~http~*": `
+		"edge/public-gwapi-http.wildcard": `
 hosts: ["*"]
-gateways: [edge/public~http]
+gateways: [edge/public-gwapi-http]
 http:
 - name: team.catchall.0.0
   route:
@@ -244,7 +244,7 @@ spec:
 	})
 	var hosts []string
 	for _, vs := range snap.VirtualServices {
-		if strings.HasPrefix(vs.Name, "public~https~") {
+		if strings.HasPrefix(vs.Name, "public-gwapi-https.") {
 			hosts = append(hosts, vs.Spec.GetHosts()...)
 			if got := vs.Spec.GetHttp()[0].GetRoute(); len(got) != 1 || got[0].GetDestination().GetHost() != "c.granted.svc.cluster.local" {
 				t.Errorf("%s routes to %v, want only the granted c.granted", vs.Name, got)
@@ -253,6 +253,7 @@ spec:
 	}
 	// A wildcard route hostname narrower than the listener's stays; one
 	// wider ("*.com") takes the listener's.
+	slices.Sort(hosts)
 	checkStrings(t, "hosts on https", hosts, []string{"*.example.com", "*.shop.example.com", "api.example.com"})
 	for _, gw := range snap.Gateways {
 		if strings.HasPrefix(gw.Name, "theirs") {
@@ -427,7 +428,7 @@ spec:
 	for _, gw := range snap.Gateways {
 		names = append(names, gw.Key())
 	}
-	checkStrings(t, "gateways", names, []string{"Gateway/edge/public", "Gateway/edge/public~http", "Gateway/edge/public~https"})
+	checkStrings(t, "gateways", names, []string{"Gateway/edge/public", "Gateway/edge/public-gwapi-http", "Gateway/edge/public-gwapi-https"})
 	if len(snap.KubeGateways) != 1 || snap.KubeGateways[0].Key() != "Gateway.gateway.networking.k8s.io/edge/public" {
 		t.Errorf("Gateway API gateways: %v", snap.KubeGateways)
 	}
@@ -451,7 +452,7 @@ spec:
 	}
 	found := false
 	for _, vs := range snap.VirtualServices {
-		if vs.Name == "public~http~*" {
+		if vs.Name == "public-gwapi-http.wildcard" {
 			found = vs.Spec.GetHttp()[0].GetRoute()[0].GetDestination().GetHost() == "web.edge.svc.cluster.local"
 		}
 	}
@@ -481,7 +482,7 @@ spec:
 	for _, g := range snap.Gateways {
 		names = append(names, g.Name)
 	}
-	checkStrings(t, "gateways", names, []string{"a~http", "b~http"})
+	checkStrings(t, "gateways", names, []string{"a-gwapi-http", "b-gwapi-http"})
 }
 
 // A GRPCRoute is the HTTPRoute it means: method matches become path
@@ -512,9 +513,9 @@ spec:
 		`error: grpc.yaml: doc 1: GRPCRoute edge/greeter: spec.rules[2].backendRefs[0]: Service elsewhere/other is in another namespace and no ReferenceGrant there permits GRPCRoutes of namespace edge to refer to it; requests for this backend are answered 500`,
 	})
 	wantSpecs(t, snap.VirtualServices, map[string]string{
-		"edge/public~http~grpc.example.com": `
+		"edge/public-gwapi-http.grpc.example.com": `
 hosts: [grpc.example.com]
-gateways: [edge/public~http]
+gateways: [edge/public-gwapi-http]
 http:
 - name: edge.greeter.0.0
   match: [{uri: {exact: /weft.echo.v1.Echo/Echo}, headers: {x-version: {exact: v2}}}]

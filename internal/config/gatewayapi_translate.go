@@ -2,6 +2,8 @@ package config
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"slices"
@@ -45,10 +47,25 @@ const GatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
 // ("Gateway.gateway.networking.k8s.io <namespace>/<name>").
 const AnnotationGeneratedFrom = "weft.dev/generated-from"
 
-// generatedSep joins the parts of a generated resource's name. No
-// Kubernetes name has it, so a generated name never clashes with one
-// a user wrote.
-const generatedSep = "~"
+// generatedGatewayName names the Istio Gateway made of a listener:
+// "<gateway>-gwapi-<listener>", dots made dashes, cut to a DNS-1123
+// label (63 characters, the rest replaced by a hash) as Istio's own
+// validation wants Gateway names (VirtualServices name them
+// <namespace>/<name>).
+func generatedGatewayName(gateway, listener string) string {
+	name := strings.ReplaceAll(gateway+"-gwapi-"+listener, ".", "-")
+	if len(name) <= 63 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return strings.TrimRight(name[:54], "-") + "-" + hex.EncodeToString(sum[:4])
+}
+
+// generatedVirtualServiceName names the VirtualService of a listener's
+// host: "<gateway name>.<host>", "*" spelled "wildcard".
+func generatedVirtualServiceName(gateway, host string) string {
+	return gateway + "." + strings.ReplaceAll(host, "*", "wildcard")
+}
 
 // translator holds one translation's inputs and findings.
 type translator struct {
@@ -159,7 +176,7 @@ func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 			}
 			meta := l.gateway.Meta
 			meta.Kind = KindVirtualService
-			meta.Name = l.gateway.Name + generatedSep + host
+			meta.Name = generatedVirtualServiceName(l.gateway.Name, host)
 			snap.VirtualServices = append(snap.VirtualServices, &VirtualService{
 				Meta: meta, Spec: vs, Annotations: l.gateway.Annotations,
 			})
@@ -227,7 +244,7 @@ func (t *translator) listener(gw *KubeGateway, i int) *listener {
 	}
 	meta := gw.Meta
 	meta.Kind = KindGateway
-	meta.Name = gw.Name + generatedSep + string(l.Name)
+	meta.Name = generatedGatewayName(gw.Name, string(l.Name))
 	out := &Gateway{
 		Meta: meta,
 		Spec: &networking.Gateway{

@@ -102,7 +102,7 @@ func TestGatewaysTranslatedFromGatewayAPIStayInTheirNamespace(t *testing.T) {
 	label := map[string]string{config.GatewayNameLabel: "public"}
 	translated := func(ns string) *config.Gateway {
 		return &config.Gateway{
-			Meta:        meta(config.KindGateway, ns, "public~http"),
+			Meta:        meta(config.KindGateway, ns, "public-gwapi-http"),
 			Spec:        &networking.Gateway{Selector: label},
 			Annotations: map[string]string{config.AnnotationGeneratedFrom: "Gateway.gateway.networking.k8s.io " + ns + "/public"},
 		}
@@ -110,8 +110,8 @@ func TestGatewaysTranslatedFromGatewayAPIStayInTheirNamespace(t *testing.T) {
 	istio := &config.Gateway{Meta: meta(config.KindGateway, "istio-system", "ingress"), Spec: &networking.Gateway{Selector: label}}
 	s := New(&config.Snapshot{Gateways: []*config.Gateway{translated("team-a"), translated("team-b"), istio}}, nil, "")
 	for ns, want := range map[string][]string{
-		"team-a": {"team-a/public~http", "istio-system/ingress"},
-		"team-b": {"team-b/public~http", "istio-system/ingress"},
+		"team-a": {"team-a/public-gwapi-http", "istio-system/ingress"},
+		"team-b": {"team-b/public-gwapi-http", "istio-system/ingress"},
 		"team-c": {"istio-system/ingress"},
 	} {
 		var got []string

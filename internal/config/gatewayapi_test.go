@@ -143,8 +143,8 @@ servers:
 	}, func() *networking.Gateway { return &networking.Gateway{} })
 	wantSpecs(t, snap.VirtualServices, map[string]string{
 		// Rules sorted by precedence: exact path, then the longest prefix
-		// (/api over /v1), and the catch-all of the older route "shop"
-		// before the other route's.
+		// (/api over /v1), then the route's catch-all; the other route's
+		// rules, for any host, come after the rules for this host.
 		"edge/public-gwapi-http.shop.example.com": `
 hosts: [shop.example.com]
 gateways: [edge/public-gwapi-http]
@@ -177,7 +177,13 @@ http:
   rewrite: {authority: internal.example.com, uri: /v2/}
   mirrors: [{destination: {host: shadow.edge.svc.cluster.local, port: {number: 80}}, percentage: {value: 25}}]
 - name: edge.shop.3.0
-  directResponse: {status: 500}`,
+  directResponse: {status: 500}
+# Then the rules of the route for every host (here after a catch-all of
+# its own, so never used): a proxy picks one virtual host per request.
+- name: team.catchall.0.0
+  route:
+  - destination: {host: web.team.svc.cluster.local, port: {number: 80}}
+    headers: {response: {set: {x-team: team}}}`,
 		"edge/public-gwapi-http.wildcard": `
 hosts: ["*"]
 gateways: [edge/public-gwapi-http]
@@ -535,5 +541,41 @@ http:
 - name: edge.greeter.0.1
   match: [{uri: {regex: "/[^/]+/Stream"}}]
   route: [{destination: {host: greeter-v2.edge.svc.cluster.local, port: {number: 8080}}}]`,
+	}, func() *networking.VirtualService { return &networking.VirtualService{} })
+}
+
+// A request for a host some route names is also routed by the routes of
+// the wildcards covering it, after that route's own rules: the Gateway
+// API ranks hostnames, a proxy picks one virtual host.
+func TestGatewayAPIWiderHostsFallBack(t *testing.T) {
+	routes := `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: a, namespace: edge}
+spec:
+  parentRefs: [{name: public, sectionName: https}]
+  hostnames: [a.example.com]
+  rules: [{matches: [{path: {type: Exact, value: /a}}], backendRefs: [{name: a, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: b, namespace: edge}
+spec:
+  parentRefs: [{name: public, sectionName: https}]
+  rules: [{matches: [{path: {type: Exact, value: /b}}], backendRefs: [{name: b, port: 80}]}]
+`
+	snap := NewStore(testOptions()).Load(files("gw.yaml", gwapiBase, "routes.yaml", routes))
+	checkStrings(t, "diagnostics", diagStrings(snap), nil)
+	wantSpecs(t, snap.VirtualServices, map[string]string{
+		"edge/public-gwapi-https.a.example.com": `
+hosts: [a.example.com]
+gateways: [edge/public-gwapi-https]
+http:
+- {name: edge.a.0.0, match: [{uri: {exact: /a}}], route: [{destination: {host: a.edge.svc.cluster.local, port: {number: 80}}}]}
+- {name: edge.b.0.0, match: [{uri: {exact: /b}}], route: [{destination: {host: b.edge.svc.cluster.local, port: {number: 80}}}]}`,
+		"edge/public-gwapi-https.wildcard.example.com": `
+hosts: ["*.example.com"]
+gateways: [edge/public-gwapi-https]
+http:
+- {name: edge.b.0.0, match: [{uri: {exact: /b}}], route: [{destination: {host: b.edge.svc.cluster.local, port: {number: 80}}}]}`,
 	}, func() *networking.VirtualService { return &networking.VirtualService{} })
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -104,9 +105,8 @@ func comparePrecedence(a, b precedence) int {
 
 // listener is one served listener of a Gateway API Gateway.
 type listener struct {
-	gw  *KubeGateway
-	idx int
-	l   *gwv1.Listener
+	gw *KubeGateway
+	l  *gwv1.Listener
 	// gateway is the Istio Gateway it becomes.
 	gateway *Gateway
 	// hosts are the hosts routes put on it, in order, with their routes.
@@ -121,7 +121,7 @@ type listener struct {
 // permitted, listeners Weft cannot serve. It only reads the Gateway API
 // lists of snap.
 func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
-	if len(snap.KubeGateways) == 0 && len(snap.HTTPRoutes) == 0 {
+	if len(snap.KubeGateways) == 0 && len(snap.HTTPRoutes) == 0 && len(snap.GRPCRoutes) == 0 {
 		return nil
 	}
 	if suffix == "" {
@@ -165,14 +165,35 @@ func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 	for _, l := range all {
 		snap.Gateways = append(snap.Gateways, l.gateway)
 		for _, host := range l.hosts {
-			rs := l.routes[host]
-			slices.SortStableFunc(rs, func(a, b *ruleRoute) int { return comparePrecedence(a.key, b.key) })
+			// A request for host is routed by the routes of host first,
+			// then by those of the wildcards covering it, the most
+			// specific first: a proxy picks one virtual host per request,
+			// so each carries the rules of the wider ones after its own.
+			type ranked struct {
+				hostLen int
+				r       *ruleRoute
+			}
+			var rs []ranked
+			for _, h := range l.hosts {
+				if h == host || h == "*" || wildcardCovers(h, host) {
+					hostLen := len(h)
+					if h == host {
+						hostLen = math.MaxInt
+					}
+					for _, r := range l.routes[h] {
+						rs = append(rs, ranked{hostLen, r})
+					}
+				}
+			}
+			slices.SortStableFunc(rs, func(a, b ranked) int {
+				return cmp.Or(-cmp.Compare(a.hostLen, b.hostLen), comparePrecedence(a.r.key, b.r.key))
+			})
 			vs := &networking.VirtualService{
 				Hosts:    []string{host},
 				Gateways: []string{l.gateway.Namespace + "/" + l.gateway.Name},
 			}
 			for _, r := range rs {
-				vs.Http = append(vs.Http, r.h)
+				vs.Http = append(vs.Http, r.r.h)
 			}
 			meta := l.gateway.Meta
 			meta.Kind = KindVirtualService
@@ -253,7 +274,7 @@ func (t *translator) listener(gw *KubeGateway, i int) *listener {
 		},
 		Annotations: map[string]string{AnnotationGeneratedFrom: gw.Meta.String()},
 	}
-	return &listener{gw: gw, idx: i, l: l, gateway: out, routes: map[string][]*ruleRoute{}, attached: map[*HTTPRoute]bool{}}
+	return &listener{gw: gw, l: l, gateway: out, routes: map[string][]*ruleRoute{}, attached: map[*HTTPRoute]bool{}}
 }
 
 // attach binds route r to the listeners its parentRefs name and admit

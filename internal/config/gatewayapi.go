@@ -136,6 +136,9 @@ func validateKubeGateway(is *issues, s *gwv1.GatewaySpec) {
 	case n > 64:
 		is.errf("spec.listeners", "at most 64 listeners, got %d", n)
 	}
+	if len(s.Addresses) > 0 {
+		is.warnf("spec.addresses", "addresses are not applied by Weft: its gateway proxies listen on their own addresses (--gateway-bind)")
+	}
 	names := map[gwv1.SectionName]int{}
 	combos := map[string]int{}
 	for i, l := range s.Listeners {

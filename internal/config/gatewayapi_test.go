@@ -279,6 +279,7 @@ func TestGatewayAPIValidation(t *testing.T) {
 kind: Gateway
 metadata: {name: bad}
 spec:
+  addresses: [{value: 10.0.0.9}]
   listeners:
   - {name: a, port: 70000, protocol: HTTP, tls: {certificateRefs: [{name: c}]}}
   - {name: a, port: 443, protocol: HTTPS, hostname: 10.0.0.1}
@@ -288,6 +289,7 @@ spec:
 `,
 			want: []string{
 				`error: t.yaml: doc 1: Gateway.gateway.networking.k8s.io default/bad: spec.gatewayClassName: gatewayClassName is required`,
+				`warning: t.yaml: doc 1: Gateway.gateway.networking.k8s.io default/bad: spec.addresses: addresses are not applied by Weft: its gateway proxies listen on their own addresses (--gateway-bind)`,
 				`error: t.yaml: doc 1: Gateway.gateway.networking.k8s.io default/bad: spec.listeners[0].port: port 70000 is out of range [1, 65535]`,
 				`error: t.yaml: doc 1: Gateway.gateway.networking.k8s.io default/bad: spec.listeners[0].tls: tls must not be set for protocol HTTP`,
 				`error: t.yaml: doc 1: Gateway.gateway.networking.k8s.io default/bad: spec.listeners[1].name: listener name "a" is already used by listeners[0]; names must be unique`,

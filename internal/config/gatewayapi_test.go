@@ -581,3 +581,29 @@ http:
 - {name: edge.b.0.0, match: [{uri: {exact: /b}}], route: [{destination: {host: b.edge.svc.cluster.local, port: {number: 80}}}]}`,
 	}, func() *networking.VirtualService { return &networking.VirtualService{} })
 }
+
+// A rule with a filter Weft lacks answers 500 and nothing else, even
+// beside a redirect, as the Gateway API requires.
+func TestGatewayAPIUnsupportedFilterAnswers500(t *testing.T) {
+	route := `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: edge}
+spec:
+  parentRefs: [{name: public, sectionName: http}]
+  hostnames: [r.example.com]
+  rules:
+  - filters:
+    - {type: RequestRedirect, requestRedirect: {scheme: https}}
+    - {type: ExtensionRef, extensionRef: {group: example.com, kind: Thing, name: x}}
+`
+	snap := NewStore(testOptions()).Load(files("gw.yaml", gwapiBase, "r.yaml", route))
+	checkStrings(t, "diagnostics", diagStrings(snap), []string{
+		`warning: r.yaml: doc 1: HTTPRoute edge/r: spec.rules[0].filters[1].type: filter type ExtensionRef is not supported by Weft yet: requests this rule matches are answered 500, as the Gateway API requires`,
+	})
+	wantSpecs(t, snap.VirtualServices, map[string]string{
+		"edge/public-gwapi-http.r.example.com": `
+hosts: [r.example.com]
+gateways: [edge/public-gwapi-http]
+http: [{name: edge.r.0.0, directResponse: {status: 500}}]`,
+	}, func() *networking.VirtualService { return &networking.VirtualService{} })
+}

@@ -477,9 +477,81 @@ func stringMatch[T ~string](typ *T, value string) *networking.StringMatch {
 // of its path match), each with the rule's action.
 func (t *translator) rule(r *HTTPRoute, i int) []*ruleRoute {
 	rule := &r.Spec.Rules[i]
+	base, prefixRewrite := t.action(r, i)
+	matches := rule.Matches
+	if len(matches) == 0 {
+		matches = []gwv1.HTTPRouteMatch{{}}
+	}
+	var out []*ruleRoute
+	for k, m := range matches {
+		path := m.Path
+		if path == nil && prefixRewrite != nil {
+			path = &gwv1.HTTPPathMatch{} // PathPrefix "/": the prefix a ReplacePrefixMatch replaces
+		}
+		parts, rank, length := pathParts(path)
+		for n, part := range parts {
+			h := proto.Clone(base).(*networking.HTTPRoute)
+			h.Name = fmt.Sprintf("%s.%s.%d.%d", r.Namespace, r.Name, i, k)
+			if mr := matchRequest(m, part.uri); proto.Size(mr) > 0 {
+				h.Match = []*networking.HTTPMatchRequest{mr}
+			}
+			if prefixRewrite != nil && h.Rewrite != nil && part.prefix != "" {
+				// "/foo" -> "/bar": "/foo" becomes "/bar", "/foo/x" "/bar/x".
+				repl := strings.TrimRight(*prefixRewrite, "/")
+				if part.exact {
+					h.Rewrite.Uri = cmp.Or(repl, "/")
+				} else {
+					h.Rewrite.Uri = repl + "/"
+				}
+			}
+			methods := 0
+			if m.Method != nil {
+				methods = 1
+			}
+			out = append(out, &ruleRoute{h: h, key: precedence{
+				rank: rank, pathLen: length, method: methods, headers: len(m.Headers), query: len(m.QueryParams),
+				seq: r.Seq, ns: r.Namespace, name: r.Name, rule: i, match: k, part: n,
+			}})
+		}
+	}
+	return out
+}
+
+// matchRequest is a Gateway API match with uri for its path.
+func matchRequest(m gwv1.HTTPRouteMatch, uri *networking.StringMatch) *networking.HTTPMatchRequest {
+	mr := &networking.HTTPMatchRequest{Uri: uri}
+	if m.Method != nil {
+		mr.Method = &networking.StringMatch{MatchType: &networking.StringMatch_Exact{Exact: string(*m.Method)}}
+	}
+	for _, hm := range m.Headers {
+		name := strings.ToLower(string(hm.Name))
+		if _, dup := mr.Headers[name]; dup {
+			continue // the first match of a name counts, as the Gateway API says
+		}
+		if mr.Headers == nil {
+			mr.Headers = map[string]*networking.StringMatch{}
+		}
+		mr.Headers[name] = stringMatch(hm.Type, hm.Value)
+	}
+	for _, qm := range m.QueryParams {
+		if _, dup := mr.QueryParams[string(qm.Name)]; dup {
+			continue
+		}
+		if mr.QueryParams == nil {
+			mr.QueryParams = map[string]*networking.StringMatch{}
+		}
+		mr.QueryParams[string(qm.Name)] = stringMatch(qm.Type, qm.Value)
+	}
+	return mr
+}
+
+// action translates what rule i of r does, without its matches: filters,
+// backends, timeouts. prefixRewrite is a URLRewrite's ReplacePrefixMatch,
+// which depends on each match's path.
+func (t *translator) action(r *HTTPRoute, i int) (base *networking.HTTPRoute, prefixRewrite *string) {
+	rule := &r.Spec.Rules[i]
 	path := fmt.Sprintf("spec.rules[%d]", i)
-	base := &networking.HTTPRoute{}
-	var prefixRewrite *string
+	base = &networking.HTTPRoute{}
 	fail := false
 	for k, f := range rule.Filters {
 		fp := fmt.Sprintf("%s.filters[%d]", path, k)
@@ -505,17 +577,7 @@ func (t *translator) rule(r *HTTPRoute, i int) []*ruleRoute {
 			}
 			base.Rewrite = rw
 		case gwv1.HTTPRouteFilterRequestMirror:
-			if d := t.destination(r, fp+".requestMirror.backendRef", f.RequestMirror.BackendRef); d != nil {
-				mp := &networking.HTTPMirrorPolicy{Destination: d}
-				if fr := f.RequestMirror.Fraction; fr != nil {
-					den := int32(100)
-					if fr.Denominator != nil {
-						den = *fr.Denominator
-					}
-					mp.Percentage = &networking.Percent{Value: 100 * float64(fr.Numerator) / float64(den)}
-				} else if p := f.RequestMirror.Percent; p != nil {
-					mp.Percentage = &networking.Percent{Value: float64(*p)}
-				}
+			if mp := t.mirror(r, fp+".requestMirror", f.RequestMirror); mp != nil {
 				base.Mirrors = append(base.Mirrors, mp)
 			}
 		default:
@@ -523,42 +585,15 @@ func (t *translator) rule(r *HTTPRoute, i int) []*ruleRoute {
 		}
 	}
 	if base.Redirect == nil && !fail {
-		for k, b := range rule.BackendRefs {
-			bp := fmt.Sprintf("%s.backendRefs[%d]", path, k)
-			w := int32(1)
-			if b.Weight != nil {
-				w = *b.Weight
-			}
-			if w == 0 {
-				continue
-			}
-			d := t.destination(r, bp, b.BackendObjectReference)
-			if d == nil {
-				continue
-			}
-			rd := &networking.HTTPRouteDestination{Destination: d, Weight: w}
-			for _, f := range b.Filters {
-				switch f.Type {
-				case gwv1.HTTPRouteFilterRequestHeaderModifier:
-					rd.Headers = withHeaders(rd.Headers, f.RequestHeaderModifier, nil)
-				case gwv1.HTTPRouteFilterResponseHeaderModifier:
-					rd.Headers = withHeaders(rd.Headers, nil, f.ResponseHeaderModifier)
-				}
-			}
-			base.Route = append(base.Route, rd)
-		}
-		if len(base.Route) == 1 {
-			base.Route[0].Weight = 0 // the only destination takes everything
-		}
+		base.Route = t.destinations(r, path, rule.BackendRefs)
 		fail = len(base.Route) == 0
 	}
 	if fail {
 		// No backend to send to (none, all weight 0, none permitted or
 		// known) or a filter Weft lacks: the Gateway API answers 500.
-		base.Route, base.Mirrors, base.Rewrite = nil, nil, nil
-		base.DirectResponse = &networking.HTTPDirectResponse{Status: 500}
+		return &networking.HTTPRoute{DirectResponse: &networking.HTTPDirectResponse{Status: 500}}, nil
 	}
-	if to := rule.Timeouts; to != nil && base.Redirect == nil && base.DirectResponse == nil {
+	if to := rule.Timeouts; to != nil && base.Redirect == nil {
 		if to.Request != nil {
 			if d, _ := time.ParseDuration(string(*to.Request)); d > 0 {
 				base.Timeout = durationpb.New(d)
@@ -570,65 +605,59 @@ func (t *translator) rule(r *HTTPRoute, i int) []*ruleRoute {
 			}
 		}
 	}
+	return base, prefixRewrite
+}
 
-	matches := rule.Matches
-	if len(matches) == 0 {
-		matches = []gwv1.HTTPRouteMatch{{}}
+// mirror translates a RequestMirror filter at path; nil when its backend
+// cannot be used (reported).
+func (t *translator) mirror(r *HTTPRoute, path string, f *gwv1.HTTPRequestMirrorFilter) *networking.HTTPMirrorPolicy {
+	d := t.destination(r, path+".backendRef", f.BackendRef)
+	if d == nil {
+		return nil
 	}
-	var out []*ruleRoute
-	for k, m := range matches {
-		path := m.Path
-		if path == nil && prefixRewrite != nil {
-			path = &gwv1.HTTPPathMatch{} // PathPrefix "/": the prefix a ReplacePrefixMatch replaces
+	mp := &networking.HTTPMirrorPolicy{Destination: d}
+	if fr := f.Fraction; fr != nil {
+		den := int32(100)
+		if fr.Denominator != nil {
+			den = *fr.Denominator
 		}
-		parts, rank, length := pathParts(path)
-		for n, part := range parts {
-			h := proto.Clone(base).(*networking.HTTPRoute)
-			h.Name = fmt.Sprintf("%s.%s.%d.%d", r.Namespace, r.Name, i, k)
-			mr := &networking.HTTPMatchRequest{Uri: part.uri}
-			if m.Method != nil {
-				mr.Method = &networking.StringMatch{MatchType: &networking.StringMatch_Exact{Exact: string(*m.Method)}}
-			}
-			for _, hm := range m.Headers {
-				name := strings.ToLower(string(hm.Name))
-				if _, dup := mr.Headers[name]; dup {
-					continue // the first match of a name counts, as the Gateway API says
-				}
-				if mr.Headers == nil {
-					mr.Headers = map[string]*networking.StringMatch{}
-				}
-				mr.Headers[name] = stringMatch(hm.Type, hm.Value)
-			}
-			for _, qm := range m.QueryParams {
-				if _, dup := mr.QueryParams[string(qm.Name)]; dup {
-					continue
-				}
-				if mr.QueryParams == nil {
-					mr.QueryParams = map[string]*networking.StringMatch{}
-				}
-				mr.QueryParams[string(qm.Name)] = stringMatch(qm.Type, qm.Value)
-			}
-			if proto.Size(mr) > 0 {
-				h.Match = []*networking.HTTPMatchRequest{mr}
-			}
-			if prefixRewrite != nil && h.Rewrite != nil && part.prefix != "" {
-				// "/foo" -> "/bar": "/foo" becomes "/bar", "/foo/x" "/bar/x".
-				repl := strings.TrimRight(*prefixRewrite, "/")
-				if part.exact {
-					h.Rewrite.Uri = cmp.Or(repl, "/")
-				} else {
-					h.Rewrite.Uri = repl + "/"
-				}
-			}
-			methods := 0
-			if m.Method != nil {
-				methods = 1
-			}
-			out = append(out, &ruleRoute{h: h, key: precedence{
-				rank: rank, pathLen: length, method: methods, headers: len(m.Headers), query: len(m.QueryParams),
-				seq: r.Seq, ns: r.Namespace, name: r.Name, rule: i, match: k, part: n,
-			}})
+		mp.Percentage = &networking.Percent{Value: 100 * float64(fr.Numerator) / float64(den)}
+	} else if p := f.Percent; p != nil {
+		mp.Percentage = &networking.Percent{Value: float64(*p)}
+	}
+	return mp
+}
+
+// destinations translates a rule's backendRefs (at path) into weighted
+// destinations; those of weight 0 and those Weft cannot use (reported)
+// are left out.
+func (t *translator) destinations(r *HTTPRoute, path string, refs []gwv1.HTTPBackendRef) []*networking.HTTPRouteDestination {
+	var out []*networking.HTTPRouteDestination
+	for k, b := range refs {
+		w := int32(1)
+		if b.Weight != nil {
+			w = *b.Weight
 		}
+		if w == 0 {
+			continue
+		}
+		d := t.destination(r, fmt.Sprintf("%s.backendRefs[%d]", path, k), b.BackendObjectReference)
+		if d == nil {
+			continue
+		}
+		rd := &networking.HTTPRouteDestination{Destination: d, Weight: w}
+		for _, f := range b.Filters {
+			switch f.Type {
+			case gwv1.HTTPRouteFilterRequestHeaderModifier:
+				rd.Headers = withHeaders(rd.Headers, f.RequestHeaderModifier, nil)
+			case gwv1.HTTPRouteFilterResponseHeaderModifier:
+				rd.Headers = withHeaders(rd.Headers, nil, f.ResponseHeaderModifier)
+			}
+		}
+		out = append(out, rd)
+	}
+	if len(out) == 1 {
+		out[0].Weight = 0 // the only destination takes everything
 	}
 	return out
 }

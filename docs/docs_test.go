@@ -173,7 +173,18 @@ func checkBlock(t *testing.T, b block) {
 	}
 	resources := len(snap.VirtualServices) + len(snap.DestinationRules) + len(snap.ServiceEntries) + len(snap.WorkloadEntries) +
 		len(snap.PeerAuthentications) + len(snap.AuthorizationPolicies) + len(snap.RequestAuthentications) +
-		len(snap.WorkloadGroups) + len(snap.Sidecars) + len(snap.Gateways) + len(snap.Telemetries) + len(snap.RateLimits)
+		len(snap.WorkloadGroups) + len(snap.Sidecars) + len(snap.Gateways) + len(snap.Telemetries) + len(snap.RateLimits) +
+		len(snap.GatewayClasses) + len(snap.KubeGateways) + len(snap.HTTPRoutes) + len(snap.GRPCRoutes) + len(snap.ReferenceGrants)
+	// A Gateway API example with its Gateway must attach every route it
+	// shows, and follow every reference: else it shows a route that does
+	// nothing.
+	if !b.invalid && len(snap.KubeGateways) > 0 {
+		for _, d := range snap.Diagnostics {
+			if d.Code == config.CodeRouteNotAttached || d.Code == config.CodeRefNotPermitted {
+				t.Errorf("%s: Gateway API example: %s", b, d.Error())
+			}
+		}
+	}
 	switch {
 	case b.invalid && len(errs) == 0:
 		t.Errorf("%s: block is marked %s but loads without errors (%d resources)", b, invalidMarker, resources)

@@ -34,7 +34,9 @@ const (
 	CodeSubsetStillUsed  Code = "WF0303" // a change would remove a subset a route in force uses
 	CodeDelegateNotFound Code = "WF0304" // a delegate VirtualService that does not exist
 	CodeGatewayNotFound  Code = "WF0305" // a VirtualService bound to a Gateway that does not exist
-	CodeHostNotOnGateway Code = "WF0306" // a VirtualService bound to a Gateway none of whose servers serves its hosts
+	CodeRouteNotAttached Code = "WF0306" // a Gateway API route no listener admits, or a Gateway not served
+	CodeRefNotPermitted  Code = "WF0307" // a Gateway API reference Weft cannot or may not follow (ReferenceGrant)
+	CodeHostNotOnGateway Code = "WF0308" // a VirtualService bound to a Gateway none of whose servers serves its hosts
 )
 
 // The traffic-impact guard.

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 
-	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"weft.dev/weft/internal/registry"
@@ -536,7 +535,7 @@ func GatewayRef(ref, ns string) string {
 // changed reports whether the candidate differs from the version in force
 // before this load (a new resource counts as changed).
 func (c *candidate) changed() bool {
-	return c.prev == nil || c.prev.meta.Key() != c.meta.Key() || !proto.Equal(c.prev.spec, c.spec)
+	return c.prev == nil || c.prev.meta.Key() != c.meta.Key() || !specEqual(c.prev.spec, c.spec)
 }
 
 // GatewayMesh is the reserved gateway name meaning "every sidecar".

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -48,7 +49,7 @@ var telemetryVersions = map[string]bool{"v1": true, "v1alpha1": true}
 const weftNetworkingGroup = "networking.weft.dev"
 
 // supportedKinds names the kinds Weft loads, for messages.
-const supportedKinds = "VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit"
+const supportedKinds = "VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit; and from the Gateway API: " + gatewayAPIKinds
 
 // newSpec returns an empty spec message for a kind Weft loads, or nil.
 func newSpec(k Kind) proto.Message {
@@ -86,6 +87,8 @@ func newSpec(k Kind) proto.Message {
 func checkAPIVersion(k Kind, apiVersion string) (ok bool, want string) {
 	group, version, _ := strings.Cut(apiVersion, "/")
 	switch k {
+	case KindGatewayClass, KindKubeGateway, KindHTTPRoute, KindGRPCRoute, KindReferenceGrant:
+		return group == gatewayAPIGroup && gatewayAPIVersions[version], gatewayAPIGroup + "/v1 or v1beta1"
 	case KindPeerAuthentication, KindAuthorizationPolicy, KindRequestAuthentication:
 		return group == securityGroup && securityVersions[version], securityGroup + "/v1 or v1beta1"
 	case KindTelemetry:
@@ -102,7 +105,7 @@ func checkAPIVersion(k Kind, apiVersion string) (ok bool, want string) {
 // decoding errors: see decodeErrors).
 type document struct {
 	meta        Meta
-	spec        proto.Message
+	spec        any // a protobuf, or a Gateway API spec (newGatewayAPISpec)
 	annotations map[string]string
 	pos         Positions
 	diags       []Diagnostic
@@ -301,7 +304,15 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 		}
 	}
 	d.meta.APIVersion = apiVersion
-	spec := newSpec(Kind(kind))
+	// Kinds are named within their API group: a Gateway of
+	// gateway.networking.k8s.io is the Gateway API's, not Istio's.
+	var spec any
+	internalKind := Kind(kind)
+	if group, _, _ := strings.Cut(apiVersion, "/"); group == gatewayAPIGroup {
+		internalKind, spec = newGatewayAPISpec(kind)
+	} else if m := newSpec(Kind(kind)); m != nil {
+		spec = m
+	}
 	switch {
 	case kind == "":
 		dec.errf("kind", "kind is required")
@@ -310,7 +321,7 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 		dec.errf("kind", "unsupported kind %q (Weft loads %s)", kind, supportedKinds)
 		return d
 	}
-	d.meta.Kind = Kind(kind)
+	d.meta.Kind = internalKind
 	// Name the resource before any further check, so a document rejected
 	// from here on keeps its last good version in force.
 	if metadata == nil && misspeltMetadata {
@@ -328,7 +339,11 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 		return d
 	}
 	if specNode != nil {
-		dec.message(specNode, "spec", spec.ProtoReflect())
+		if m, ok := spec.(proto.Message); ok {
+			dec.message(specNode, "spec", m.ProtoReflect())
+		} else {
+			dec.goValue(specNode, "spec", reflect.ValueOf(spec).Elem())
+		}
 	}
 	d.spec = spec
 	return d

@@ -18,6 +18,7 @@ import (
 	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
 
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	weftnet "weft.dev/weft/api/networking/v1alpha1"
 )
 
@@ -83,7 +84,7 @@ type FileProblem struct {
 // entry is one resource version in force.
 type entry struct {
 	meta        Meta
-	spec        proto.Message
+	spec        any // a protobuf of istio.io/api, or a Gateway API spec
 	annotations map[string]string
 	pos         Positions
 }
@@ -250,6 +251,7 @@ func (s *Store) load(dir *Dir) *Snapshot {
 
 	s.version++
 	snap := s.snapshotOf(cc.cands, s.version)
+	diags = append(diags, snap.Diagnostics...) // the Gateway API translation's
 	for i := range diags {
 		if IsVirtual(diags[i].File) {
 			// Lines of a rendered object mean nothing to its author: the
@@ -317,6 +319,16 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 			snap.Telemetries = append(snap.Telemetries, &Telemetry{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *weftnet.RateLimit:
 			snap.RateLimits = append(snap.RateLimits, &RateLimit{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *gwv1.GatewayClassSpec:
+			snap.GatewayClasses = append(snap.GatewayClasses, &GatewayClass{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *gwv1.GatewaySpec:
+			snap.KubeGateways = append(snap.KubeGateways, &KubeGateway{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *gwv1.HTTPRouteSpec:
+			snap.HTTPRoutes = append(snap.HTTPRoutes, &HTTPRoute{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *gwv1.GRPCRouteSpec:
+			snap.GRPCRoutes = append(snap.GRPCRoutes, &GRPCRoute{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *gwv1.ReferenceGrantSpec:
+			snap.ReferenceGrants = append(snap.ReferenceGrants, &ReferenceGrant{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		}
 	}
 	sortResources(snap.VirtualServices)
@@ -331,6 +343,17 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 	sortResources(snap.RequestAuthentications)
 	sortResources(snap.Telemetries)
 	sortResources(snap.RateLimits)
+	sortResources(snap.GatewayClasses)
+	sortResources(snap.KubeGateways)
+	sortResources(snap.HTTPRoutes)
+	sortResources(snap.GRPCRoutes)
+	sortResources(snap.ReferenceGrants)
+	// The Gateway API's resources become Gateways and VirtualServices
+	// here, after every check of the resources as written: the gateway
+	// index and generator then serve them as any other.
+	snap.Diagnostics = translateGatewayAPI(snap, s.opts.DomainSuffix)
+	sortResources(snap.Gateways)
+	sortResources(snap.VirtualServices)
 	return snap
 }
 
@@ -423,7 +446,12 @@ func decodeAndValidate(path string, data []byte) *decodedFile {
 	kept := 0
 	for _, d := range docs {
 		if d.spec != nil && !specMissing(d) {
-			found := validateResource(d.meta.Namespace, d.spec)
+			var found issues
+			if pm, ok := d.spec.(proto.Message); ok {
+				found = validateResource(d.meta.Namespace, pm)
+			} else {
+				found = validateGatewayAPI(d.spec)
+			}
 			if d.meta.Kind == KindGateway && !isDNSLabel(d.meta.Name) {
 				// VirtualServices name gateways <namespace>/<name>.
 				found = append(found, Diagnostic{Severity: SeverityError, Path: "metadata.name", Message: fmt.Sprintf("gateway name %q must be a DNS-1123 label (no dots): VirtualServices refer to it as <namespace>/<name>", d.meta.Name)})
@@ -589,7 +617,7 @@ func (s *Store) candidates(files []*decodedFile) (map[string]*candidate, []Diagn
 	return cands, diags
 }
 
-func sortResources[T proto.Message](rs []*Resource[T]) {
+func sortResources[T any](rs []*Resource[T]) {
 	slices.SortFunc(rs, func(a, b *Resource[T]) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
@@ -709,11 +737,16 @@ func sameContent(a, b *Snapshot) bool {
 		sameResources(a.AuthorizationPolicies, b.AuthorizationPolicies) &&
 		sameResources(a.RequestAuthentications, b.RequestAuthentications) &&
 		sameResources(a.Telemetries, b.Telemetries) &&
-		sameResources(a.RateLimits, b.RateLimits)
+		sameResources(a.RateLimits, b.RateLimits) &&
+		sameResources(a.GatewayClasses, b.GatewayClasses) &&
+		sameResources(a.KubeGateways, b.KubeGateways) &&
+		sameResources(a.HTTPRoutes, b.HTTPRoutes) &&
+		sameResources(a.GRPCRoutes, b.GRPCRoutes) &&
+		sameResources(a.ReferenceGrants, b.ReferenceGrants)
 }
 
-func sameResources[T proto.Message](a, b []*Resource[T]) bool {
+func sameResources[T any](a, b []*Resource[T]) bool {
 	return slices.EqualFunc(a, b, func(x, y *Resource[T]) bool {
-		return x.Meta == y.Meta && proto.Equal(x.Spec, y.Spec) && maps.Equal(x.Annotations, y.Annotations)
+		return x.Meta == y.Meta && specEqual(x.Spec, y.Spec) && maps.Equal(x.Annotations, y.Annotations)
 	})
 }

@@ -19,6 +19,7 @@ import (
 	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
 
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	weftnet "weft.dev/weft/api/networking/v1alpha1"
 )
 
@@ -43,6 +44,15 @@ const (
 
 	// KindRateLimit is Weft's own (networking.weft.dev/v1alpha1).
 	KindRateLimit Kind = "RateLimit"
+	// The Kubernetes Gateway API's kinds (gateway.networking.k8s.io).
+	// Its Gateway shares its kind's name with Istio's, so Weft names it
+	// by kind and group, as kubectl does, to keep the two apart in keys
+	// and messages.
+	KindGatewayClass   Kind = "GatewayClass"
+	KindKubeGateway    Kind = "Gateway.gateway.networking.k8s.io"
+	KindHTTPRoute      Kind = "HTTPRoute"
+	KindGRPCRoute      Kind = "GRPCRoute"
+	KindReferenceGrant Kind = "ReferenceGrant"
 )
 
 // Meta identifies a resource and where it was read from.
@@ -74,7 +84,7 @@ func (m Meta) String() string { return string(m.Kind) + " " + m.Namespace + "/" 
 
 // Resource is one validated resource with its typed spec. Specs are shared
 // between snapshots and must never be modified.
-type Resource[T proto.Message] struct {
+type Resource[T any] struct {
 	Meta
 	Spec T
 	// Annotations are metadata.annotations (nil when none); shared, never
@@ -106,6 +116,13 @@ type (
 	// RateLimit is Weft's networking.weft.dev RateLimit: local rate
 	// limits at the selected workloads' sidecars.
 	RateLimit = Resource[*weftnet.RateLimit]
+	// The Kubernetes Gateway API's resources (sigs.k8s.io/gateway-api
+	// types, v1 and v1beta1 alike). They are not protobufs.
+	GatewayClass   = Resource[*gwv1.GatewayClassSpec]
+	KubeGateway    = Resource[*gwv1.GatewaySpec]
+	HTTPRoute      = Resource[*gwv1.HTTPRouteSpec]
+	GRPCRoute      = Resource[*gwv1.GRPCRouteSpec]
+	ReferenceGrant = Resource[*gwv1.ReferenceGrantSpec]
 )
 
 // Snapshot is an immutable, versioned set of the resources in force. Each
@@ -135,6 +152,17 @@ type Snapshot struct {
 	Telemetries []*Telemetry
 	// RateLimits are Weft's own local rate limits.
 	RateLimits []*RateLimit
+
+	// The Kubernetes Gateway API's resources as written. Those of Weft's
+	// GatewayClasses are also translated (gatewayapi_translate.go) into
+	// the Gateways and VirtualServices above, marked with the annotation
+	// AnnotationGeneratedFrom, which is what the gateway proxies serve.
+	GatewayClasses  []*GatewayClass
+	KubeGateways    []*KubeGateway
+	HTTPRoutes      []*HTTPRoute
+	GRPCRoutes      []*GRPCRoute
+	ReferenceGrants []*ReferenceGrant
+
 	// Diagnostics are the errors and warnings of the load that produced
 	// this snapshot, sorted by file, document, path.
 	Diagnostics []Diagnostic
@@ -220,10 +248,28 @@ func (s *Snapshot) SameExcept(o *Snapshot, except ...Kind) bool {
 		same(KindAuthorizationPolicy, func() bool { return identicalResources(s.AuthorizationPolicies, o.AuthorizationPolicies) }) &&
 		same(KindRequestAuthentication, func() bool { return identicalResources(s.RequestAuthentications, o.RequestAuthentications) }) &&
 		same(KindTelemetry, func() bool { return identicalResources(s.Telemetries, o.Telemetries) }) &&
-		same(KindRateLimit, func() bool { return identicalResources(s.RateLimits, o.RateLimits) })
+		same(KindRateLimit, func() bool { return identicalResources(s.RateLimits, o.RateLimits) }) &&
+		same(KindGatewayClass, func() bool { return identicalResources(s.GatewayClasses, o.GatewayClasses) }) &&
+		same(KindKubeGateway, func() bool { return identicalResources(s.KubeGateways, o.KubeGateways) }) &&
+		same(KindHTTPRoute, func() bool { return identicalResources(s.HTTPRoutes, o.HTTPRoutes) }) &&
+		same(KindGRPCRoute, func() bool { return identicalResources(s.GRPCRoutes, o.GRPCRoutes) }) &&
+		same(KindReferenceGrant, func() bool { return identicalResources(s.ReferenceGrants, o.ReferenceGrants) })
 }
 
-func identicalResources[T proto.Message](a, b []*Resource[T]) bool {
+// specEqual reports whether two specs are the same value or equal ones:
+// protobufs by proto.Equal, the Gateway API's Go types by deep equality.
+func specEqual(a, b any) bool {
+	if a == b {
+		return true
+	}
+	if pa, ok := a.(proto.Message); ok {
+		pb, ok := b.(proto.Message)
+		return ok && proto.Equal(pa, pb)
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+func identicalResources[T any](a, b []*Resource[T]) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -242,7 +288,7 @@ func identicalResources[T proto.Message](a, b []*Resource[T]) bool {
 		}
 		// The same spec, or, from a file decoded again (another document
 		// of it changed), an equal one.
-		if proto.Message(x.Spec) != proto.Message(y.Spec) && !proto.Equal(x.Spec, y.Spec) {
+		if !specEqual(x.Spec, y.Spec) {
 			return false
 		}
 		if reflect.ValueOf(x.Annotations).UnsafePointer() != reflect.ValueOf(y.Annotations).UnsafePointer() && !maps.Equal(x.Annotations, y.Annotations) {

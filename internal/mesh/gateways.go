@@ -42,14 +42,19 @@ func newGatewayIndex(gws []*config.Gateway, vss []*config.VirtualService) *Gatew
 }
 
 // ForWorkload returns the Gateways whose selector picks a gateway proxy
-// with these labels, from any namespace, first seen first. An empty
-// selector picks every gateway proxy, as in Istio.
-func (i *GatewayIndex) ForWorkload(labels map[string]string) []*config.Gateway {
+// of namespace ns with these labels, first seen first: Istio Gateways
+// from any namespace (an empty selector picks every gateway proxy, as in
+// Istio), Gateways translated from the Gateway API from ns only, as a
+// Gateway API Gateway is served by its own namespace's deployment.
+func (i *GatewayIndex) ForWorkload(ns string, labels map[string]string) []*config.Gateway {
 	if i == nil {
 		return nil
 	}
 	var out []*config.Gateway
 	for _, gw := range i.gateways {
+		if _, translated := gw.Annotations[config.AnnotationGeneratedFrom]; translated && gw.Namespace != ns {
+			continue
+		}
 		if selects(gw.Spec.GetSelector(), labels) {
 			out = append(out, gw)
 		}

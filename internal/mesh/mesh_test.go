@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	networking "istio.io/api/networking/v1alpha3"
@@ -91,5 +92,36 @@ func TestOutboundTrafficPolicy(t *testing.T) {
 	}
 	if _, err := ParseOutboundTrafficPolicy("allow_any"); err == nil || err.Error() != `outbound traffic policy "allow_any": want ALLOW_ANY or REGISTRY_ONLY` {
 		t.Errorf("lower case: error = %v", err)
+	}
+}
+
+// A Gateway translated from the Gateway API picks gateway proxies of its
+// own namespace only: two teams may both name their Gateway "public".
+// An Istio Gateway picks proxies of any namespace, as in Istio.
+func TestGatewaysTranslatedFromGatewayAPIStayInTheirNamespace(t *testing.T) {
+	label := map[string]string{config.GatewayNameLabel: "public"}
+	translated := func(ns string) *config.Gateway {
+		return &config.Gateway{
+			Meta:        meta(config.KindGateway, ns, "public-gwapi-http"),
+			Spec:        &networking.Gateway{Selector: label},
+			Annotations: map[string]string{config.AnnotationGeneratedFrom: "Gateway.gateway.networking.k8s.io " + ns + "/public"},
+		}
+	}
+	istio := &config.Gateway{Meta: meta(config.KindGateway, "istio-system", "ingress"), Spec: &networking.Gateway{Selector: label}}
+	s := New(&config.Snapshot{Gateways: []*config.Gateway{translated("team-a"), translated("team-b"), istio}}, nil, "")
+	for ns, want := range map[string][]string{
+		"team-a": {"team-a/public-gwapi-http", "istio-system/ingress"},
+		"team-b": {"team-b/public-gwapi-http", "istio-system/ingress"},
+		"team-c": {"istio-system/ingress"},
+	} {
+		var got []string
+		for _, gw := range s.Gateways.ForWorkload(ns, label) {
+			got = append(got, gw.Namespace+"/"+gw.Name)
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("proxy in %s: gateways %v, want %v", ns, got, want)
+		}
 	}
 }

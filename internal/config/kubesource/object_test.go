@@ -170,7 +170,11 @@ func TestKindsCoverTheDecoder(t *testing.T) {
 	if !ok {
 		t.Fatalf("the decoder no longer names the kinds it loads: %q", snap.Diagnostics[0].Message)
 	}
-	decoded := strings.Split(strings.TrimSuffix(list, ")"), ", ")
+	// The Gateway API's kinds are not watched yet: their status is the
+	// Gateway API's (conditions per parent and listener), which the
+	// status writer does not write (docs/gateways.md says so).
+	list, _, _ = strings.Cut(strings.TrimSuffix(list, ")"), "; and from the Gateway API: ")
+	decoded := strings.Split(list, ", ")
 	watched := map[config.Kind]kind{}
 	for _, k := range kinds {
 		watched[k.kind] = k

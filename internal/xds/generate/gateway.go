@@ -83,7 +83,7 @@ type gatewayPort struct {
 func gatewayPorts(s *mesh.Snapshot, id contract.Identity) []*gatewayPort {
 	byKey := map[string]*gatewayPort{}
 	var out []*gatewayPort
-	for _, gw := range s.Gateways.ForWorkload(id.Labels) {
+	for _, gw := range s.Gateways.ForWorkload(id.Namespace, id.Labels) {
 		for _, srv := range gw.Spec.GetServers() {
 			p := srv.GetPort()
 			proto, _ := registry.ParseProtocol(p.GetProtocol())

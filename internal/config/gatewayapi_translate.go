@@ -1,0 +1,828 @@
+package config
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	networking "istio.io/api/networking/v1alpha3"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// The Gateway API is served by translating it into Istio's model, as
+// Istio does (pilot/pkg/config/kube/gateway): after the load's checks,
+// each listener of a Gateway of Weft's GatewayClasses becomes an Istio
+// Gateway with one server, and the HTTPRoutes attached to it become one
+// VirtualService per listener and host, their rules sorted by the Gateway
+// API's precedence. The gateway index and generator then serve them as
+// any other Gateway and VirtualService: this file is the whole of the
+// Gateway API's support, and nothing downstream knows it exists.
+
+// Controller names whose GatewayClasses Weft serves: its own, and
+// Istio's, so that Istio users' classes (gatewayClassName: istio) work.
+const (
+	WeftControllerName  = "weft.dev/gateway-controller"
+	IstioControllerName = "istio.io/gateway-controller"
+)
+
+// BuiltinGatewayClass is the GatewayClass of Weft's controller that
+// exists without being written, as Istio's "istio" class does (which Weft
+// serves too).
+const BuiltinGatewayClass = "weft"
+
+// GatewayNameLabel is the label by which a Gateway API Gateway picks its
+// gateway proxies (in its own namespace), as on the pods of Istio's
+// gateway deployments: gateway.networking.k8s.io/gateway-name: <name>.
+const GatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
+
+// AnnotationGeneratedFrom marks the Gateways and VirtualServices
+// translated from the Gateway API, with the resource they come from
+// ("Gateway.gateway.networking.k8s.io <namespace>/<name>").
+const AnnotationGeneratedFrom = "weft.dev/generated-from"
+
+// generatedGatewayName names the Istio Gateway made of a listener:
+// "<gateway>-gwapi-<listener>", dots made dashes, cut to a DNS-1123
+// label (63 characters, the rest replaced by a hash) as Istio's own
+// validation wants Gateway names (VirtualServices name them
+// <namespace>/<name>).
+func generatedGatewayName(gateway, listener string) string {
+	name := strings.ReplaceAll(gateway+"-gwapi-"+listener, ".", "-")
+	if len(name) <= 63 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return strings.TrimRight(name[:54], "-") + "-" + hex.EncodeToString(sum[:4])
+}
+
+// generatedVirtualServiceName names the VirtualService of a listener's
+// host: "<gateway name>.<host>", "*" spelled "wildcard".
+func generatedVirtualServiceName(gateway, host string) string {
+	return gateway + "." + strings.ReplaceAll(host, "*", "wildcard")
+}
+
+// translator holds one translation's inputs and findings.
+type translator struct {
+	snap   *Snapshot
+	suffix string
+	diags  []Diagnostic
+	// rules caches the translated rules of each route, so a route
+	// attached to several listeners is translated (and reported) once.
+	rules map[*HTTPRoute][]*ruleRoute
+}
+
+// ruleRoute is one Istio route made from one match of one rule.
+type ruleRoute struct {
+	h   *networking.HTTPRoute
+	key precedence
+}
+
+// precedence orders routes by the Gateway API's rules: the most specific
+// match first (Exact path, then the longest PathPrefix, then regular
+// expressions; a method; more headers; more query parameters), then the
+// oldest route, then by namespace and name, then in rule and match order.
+type precedence struct {
+	rank, pathLen, method, headers, query int
+	seq                                   uint64
+	ns, name                              string
+	rule, match, part                     int
+}
+
+func comparePrecedence(a, b precedence) int {
+	return cmp.Or(
+		-cmp.Compare(a.rank, b.rank), -cmp.Compare(a.pathLen, b.pathLen), -cmp.Compare(a.method, b.method),
+		-cmp.Compare(a.headers, b.headers), -cmp.Compare(a.query, b.query),
+		cmp.Compare(a.seq, b.seq), cmp.Compare(a.ns, b.ns), cmp.Compare(a.name, b.name),
+		cmp.Compare(a.rule, b.rule), cmp.Compare(a.match, b.match), cmp.Compare(a.part, b.part))
+}
+
+// listener is one served listener of a Gateway API Gateway.
+type listener struct {
+	gw *KubeGateway
+	l  *gwv1.Listener
+	// gateway is the Istio Gateway it becomes.
+	gateway *Gateway
+	// hosts are the hosts routes put on it, in order, with their routes.
+	hosts    []string
+	routes   map[string][]*ruleRoute
+	attached map[*HTTPRoute]bool
+}
+
+// translateGatewayAPI appends to snap the Gateways and VirtualServices
+// the Gateway API resources of snap mean, and returns what it found
+// wrong: routes that attach to no listener and why, references not
+// permitted, listeners Weft cannot serve. It only reads the Gateway API
+// lists of snap.
+func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
+	if len(snap.KubeGateways) == 0 && len(snap.HTTPRoutes) == 0 && len(snap.GRPCRoutes) == 0 {
+		return nil
+	}
+	if suffix == "" {
+		suffix = "cluster.local"
+	}
+	t := &translator{snap: snap, suffix: suffix, rules: map[*HTTPRoute][]*ruleRoute{}}
+	// The classes istiod creates itself exist without being written, as
+	// does Weft's own: Istio's samples say gatewayClassName: istio. A
+	// GatewayClass written with one of their names wins.
+	ours := map[string]bool{BuiltinGatewayClass: true, "istio": true}
+	for _, c := range snap.GatewayClasses {
+		ours[c.Name] = c.Spec.ControllerName == WeftControllerName || c.Spec.ControllerName == IstioControllerName
+	}
+	byGateway := map[string][]*listener{} // by namespace/name
+	var all []*listener
+	for _, gw := range snap.KubeGateways {
+		class := string(gw.Spec.GatewayClassName)
+		isOurs, known := ours[class]
+		if !known {
+			t.diags = append(t.diags, resourceDiag(gw, SeverityWarning, CodeRouteNotAttached, "spec.gatewayClassName",
+				fmt.Sprintf("GatewayClass %q does not exist; the Gateway is not served", class)))
+			continue
+		}
+		if !isOurs {
+			continue // another controller's
+		}
+		for i := range gw.Spec.Listeners {
+			if l := t.listener(gw, i); l != nil {
+				key := gw.Namespace + "/" + gw.Name
+				byGateway[key] = append(byGateway[key], l)
+				all = append(all, l)
+			}
+		}
+	}
+	for _, r := range snap.HTTPRoutes {
+		t.attach(r, byGateway)
+	}
+	for _, r := range snap.GRPCRoutes {
+		t.attach(grpcAsHTTP(r), byGateway)
+	}
+	for _, l := range all {
+		snap.Gateways = append(snap.Gateways, l.gateway)
+		for _, host := range l.hosts {
+			// A request for host is routed by the routes of host first,
+			// then by those of the wildcards covering it, the most
+			// specific first: a proxy picks one virtual host per request,
+			// so each carries the rules of the wider ones after its own.
+			type ranked struct {
+				hostLen int
+				r       *ruleRoute
+			}
+			var rs []ranked
+			for _, h := range l.hosts {
+				if h == host || h == "*" || wildcardCovers(h, host) {
+					hostLen := len(h)
+					if h == host {
+						hostLen = math.MaxInt
+					}
+					for _, r := range l.routes[h] {
+						rs = append(rs, ranked{hostLen, r})
+					}
+				}
+			}
+			slices.SortStableFunc(rs, func(a, b ranked) int {
+				return cmp.Or(-cmp.Compare(a.hostLen, b.hostLen), comparePrecedence(a.r.key, b.r.key))
+			})
+			vs := &networking.VirtualService{
+				Hosts:    []string{host},
+				Gateways: []string{l.gateway.Namespace + "/" + l.gateway.Name},
+			}
+			for _, r := range rs {
+				vs.Http = append(vs.Http, r.r.h)
+			}
+			meta := l.gateway.Meta
+			meta.Kind = KindVirtualService
+			meta.Name = generatedVirtualServiceName(l.gateway.Name, host)
+			snap.VirtualServices = append(snap.VirtualServices, &VirtualService{
+				Meta: meta, Spec: vs, Annotations: l.gateway.Annotations,
+			})
+		}
+	}
+	return t.diags
+}
+
+// resourceDiag is a diagnostic about r at path.
+func resourceDiag[T any](r *Resource[T], sev Severity, code Code, path, msg string) Diagnostic {
+	pos := r.Pos.Lookup(path)
+	return Diagnostic{
+		Severity: sev, Code: code, File: r.File, Doc: r.Doc, Line: pos.Line, Column: pos.Column,
+		Resource: r.Meta.String(), Path: path, Message: msg,
+	}
+}
+
+// listener translates listener i of gw into an Istio Gateway with one
+// server; nil when Weft cannot serve it (reported).
+func (t *translator) listener(gw *KubeGateway, i int) *listener {
+	l := &gw.Spec.Listeners[i]
+	path := fmt.Sprintf("spec.listeners[%d]", i)
+	host := "*"
+	if l.Hostname != nil {
+		host = string(*l.Hostname)
+	}
+	srv := &networking.Server{
+		Port:  &networking.Port{Number: uint32(l.Port), Name: string(l.Name), Protocol: string(l.Protocol)},
+		Hosts: []string{"*/" + host},
+	}
+	switch l.Protocol {
+	case gwv1.HTTPProtocolType:
+	case gwv1.HTTPSProtocolType:
+		refs := l.TLS.CertificateRefs
+		if len(refs) == 0 {
+			t.diags = append(t.diags, resourceDiag(gw, SeverityError, CodeInvalidValue, path+".tls",
+				"an HTTPS listener needs a certificateRef: Weft does not read tls.options; the listener is not served"))
+			return nil
+		}
+		ref := refs[0]
+		rp := path + ".tls.certificateRefs[0]"
+		if (ref.Group != nil && *ref.Group != "" && *ref.Group != "core") || (ref.Kind != nil && *ref.Kind != "Secret") {
+			t.diags = append(t.diags, resourceDiag(gw, SeverityError, CodeInvalidValue, rp,
+				"Weft reads certificates from Secrets (group \"\", kind Secret) only; the listener is not served"))
+			return nil
+		}
+		if ref.Namespace != nil && string(*ref.Namespace) != gw.Namespace {
+			t.diags = append(t.diags, resourceDiag(gw, SeverityError, CodeRefNotPermitted, rp+".namespace",
+				fmt.Sprintf("a certificate from namespace %s: Weft serves certificates of the Gateway's own namespace only, for now; the listener is not served", *ref.Namespace)))
+			return nil
+		}
+		if len(refs) > 1 {
+			t.diags = append(t.diags, resourceDiag(gw, SeverityWarning, CodeInvalidValue, path+".tls.certificateRefs",
+				"Weft serves the first certificateRef only"))
+		}
+		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: string(ref.Name)}
+	default:
+		t.diags = append(t.diags, resourceDiag(gw, SeverityWarning, CodeInvalidValue, path+".protocol",
+			fmt.Sprintf("protocol %s listeners are not supported by Weft yet (HTTP and HTTPS are); the listener is not served", l.Protocol)))
+		return nil
+	}
+	if ar := l.AllowedRoutes; ar != nil && ar.Namespaces != nil && ar.Namespaces.From != nil && *ar.Namespaces.From == gwv1.NamespacesFromSelector {
+		t.diags = append(t.diags, resourceDiag(gw, SeverityWarning, CodeInvalidValue, path+".allowedRoutes.namespaces.from",
+			"from: Selector needs the labels of namespaces, which Weft does not read yet: the listener admits no route"))
+	}
+	meta := gw.Meta
+	meta.Kind = KindGateway
+	meta.Name = generatedGatewayName(gw.Name, string(l.Name))
+	out := &Gateway{
+		Meta: meta,
+		Spec: &networking.Gateway{
+			Selector: map[string]string{GatewayNameLabel: gw.Name},
+			Servers:  []*networking.Server{srv},
+		},
+		Annotations: map[string]string{AnnotationGeneratedFrom: gw.Meta.String()},
+	}
+	return &listener{gw: gw, l: l, gateway: out, routes: map[string][]*ruleRoute{}, attached: map[*HTTPRoute]bool{}}
+}
+
+// attach binds route r to the listeners its parentRefs name and admit
+// it, and reports each parentRef that attaches nowhere.
+func (t *translator) attach(r *HTTPRoute, byGateway map[string][]*listener) {
+	for i, ref := range r.Spec.ParentRefs {
+		path := fmt.Sprintf("spec.parentRefs[%d]", i)
+		if (ref.Group != nil && *ref.Group != gatewayAPIGroup) || (ref.Kind != nil && *ref.Kind != "Gateway") {
+			t.diags = append(t.diags, resourceDiag(r, SeverityWarning, CodeRouteNotAttached, path,
+				"Weft attaches routes to Gateways (group gateway.networking.k8s.io, kind Gateway) only; this parentRef is ignored"))
+			continue
+		}
+		ns := r.Namespace
+		if ref.Namespace != nil {
+			ns = string(*ref.Namespace)
+		}
+		key := ns + "/" + string(ref.Name)
+		ls, served := byGateway[key]
+		if !served {
+			if t.gatewayExists(key) {
+				continue // another controller's Gateway, or one with no listener Weft serves (reported there)
+			}
+			t.diags = append(t.diags, resourceDiag(r, SeverityWarning, CodeRouteNotAttached, path,
+				fmt.Sprintf("Gateway %s does not exist; the route is not attached to it", key)))
+			continue
+		}
+		var why []string
+		attached := false
+		for _, l := range ls {
+			if ref.SectionName != nil && *ref.SectionName != l.l.Name {
+				continue
+			}
+			if ref.Port != nil && *ref.Port != l.l.Port {
+				continue
+			}
+			if reason := admits(l, r); reason != "" {
+				why = append(why, reason)
+				continue
+			}
+			hosts := intersectHostnames(l.l.Hostname, r.Spec.Hostnames)
+			if len(hosts) == 0 {
+				why = append(why, fmt.Sprintf("listener %q has hostname %s, which none of the route's hostnames matches", l.l.Name, *l.l.Hostname))
+				continue
+			}
+			attached = true
+			if l.attached[r] {
+				continue // by another parentRef already
+			}
+			l.attached[r] = true
+			for _, h := range hosts {
+				if _, ok := l.routes[h]; !ok {
+					l.hosts = append(l.hosts, h)
+				}
+				l.routes[h] = append(l.routes[h], t.routesOf(r)...)
+			}
+		}
+		if !attached {
+			if len(why) == 0 {
+				why = append(why, "no listener has that sectionName and port")
+			}
+			t.diags = append(t.diags, resourceDiag(r, SeverityWarning, CodeRouteNotAttached, path,
+				fmt.Sprintf("not attached to Gateway %s: %s", key, strings.Join(why, "; "))))
+		}
+	}
+}
+
+func (t *translator) gatewayExists(key string) bool {
+	return slices.ContainsFunc(t.snap.KubeGateways, func(g *KubeGateway) bool { return g.Namespace+"/"+g.Name == key })
+}
+
+// admits returns why listener l refuses route r, or "" when it admits it
+// (allowedRoutes: namespaces and kinds).
+func admits(l *listener, r *HTTPRoute) string {
+	from := gwv1.NamespacesFromSame
+	var kinds []gwv1.RouteGroupKind
+	if ar := l.l.AllowedRoutes; ar != nil {
+		if ar.Namespaces != nil && ar.Namespaces.From != nil {
+			from = *ar.Namespaces.From
+		}
+		kinds = ar.Kinds
+	}
+	if len(kinds) > 0 && !slices.ContainsFunc(kinds, func(k gwv1.RouteGroupKind) bool {
+		return string(k.Kind) == string(r.Kind) && (k.Group == nil || *k.Group == gatewayAPIGroup)
+	}) {
+		return fmt.Sprintf("listener %q does not admit %ss (allowedRoutes.kinds)", l.l.Name, r.Kind)
+	}
+	switch from {
+	case gwv1.NamespacesFromAll:
+		return ""
+	case gwv1.NamespacesFromSame:
+		if r.Namespace == l.gw.Namespace {
+			return ""
+		}
+		return fmt.Sprintf("listener %q admits routes of namespace %s only (allowedRoutes.namespaces.from: Same)", l.l.Name, l.gw.Namespace)
+	}
+	return fmt.Sprintf("listener %q admits routes by namespace labels, which Weft does not read yet", l.l.Name)
+}
+
+// intersectHostnames returns the hosts a route with hostnames serves on a
+// listener with hostname (nil: any), by the Gateway API's rules: with
+// none on either side, the other side's; else each route hostname the
+// listener's covers, and the listener's where a route wildcard covers it.
+func intersectHostnames(listenerHost *gwv1.Hostname, route []gwv1.Hostname) []string {
+	if len(route) == 0 {
+		if listenerHost == nil {
+			return []string{"*"}
+		}
+		return []string{string(*listenerHost)}
+	}
+	var out []string
+	add := func(h string) {
+		if !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	for _, rh := range route {
+		r := string(rh)
+		switch {
+		case listenerHost == nil:
+			add(r)
+		case r == string(*listenerHost) || wildcardCovers(string(*listenerHost), r):
+			add(r)
+		case wildcardCovers(r, string(*listenerHost)):
+			add(string(*listenerHost))
+		}
+	}
+	return out
+}
+
+// wildcardCovers reports whether pattern "*.suffix" covers host, a name
+// or a narrower wildcard ("*.example.com" covers "a.b.example.com" and
+// "*.b.example.com", not "example.com").
+func wildcardCovers(pattern, host string) bool {
+	suffix, ok := strings.CutPrefix(pattern, "*")
+	return ok && strings.HasSuffix(host, suffix) && len(strings.TrimPrefix(host, "*")) > len(suffix)
+}
+
+// routesOf translates the rules of r once.
+func (t *translator) routesOf(r *HTTPRoute) []*ruleRoute {
+	if rs, ok := t.rules[r]; ok {
+		return rs
+	}
+	var out []*ruleRoute
+	for i := range r.Spec.Rules {
+		out = append(out, t.rule(r, i)...)
+	}
+	t.rules[r] = out
+	return out
+}
+
+// pathPart is one Istio match a Gateway API path match becomes: a
+// PathPrefix "/foo" matches "/foo" and below "/foo/", by path elements,
+// so it becomes the exact "/foo" and the prefix "/foo/".
+type pathPart struct {
+	uri *networking.StringMatch
+	// prefix is the Gateway API prefix this part matches below (a
+	// ReplacePrefixMatch rewrite replaces it), "" for other matches.
+	prefix string
+	exact  bool
+}
+
+// A match without a path matches every path, and ranks after every
+// path match (regular expressions included), as in Istio: a rule
+// without matches is a catch-all, last.
+func pathParts(m *gwv1.HTTPPathMatch) (parts []pathPart, rank, length int) {
+	if m == nil {
+		return []pathPart{{}}, 0, 0
+	}
+	t, v := gwv1.PathMatchPathPrefix, "/"
+	if m.Type != nil {
+		t = *m.Type
+	}
+	if m.Value != nil {
+		v = *m.Value
+	}
+	switch t {
+	case gwv1.PathMatchExact:
+		return []pathPart{{uri: &networking.StringMatch{MatchType: &networking.StringMatch_Exact{Exact: v}}, exact: true}}, 3, len(v)
+	case gwv1.PathMatchRegularExpression:
+		return []pathPart{{uri: &networking.StringMatch{MatchType: &networking.StringMatch_Regex{Regex: v}}}}, 1, len(v)
+	}
+	p := strings.TrimRight(v, "/")
+	if p == "" {
+		return []pathPart{{uri: &networking.StringMatch{MatchType: &networking.StringMatch_Prefix{Prefix: "/"}}, prefix: "/"}}, 2, 1
+	}
+	return []pathPart{
+		{uri: &networking.StringMatch{MatchType: &networking.StringMatch_Exact{Exact: p}}, prefix: p, exact: true},
+		{uri: &networking.StringMatch{MatchType: &networking.StringMatch_Prefix{Prefix: p + "/"}}, prefix: p},
+	}, 2, len(p)
+}
+
+func stringMatch[T ~string](typ *T, value string) *networking.StringMatch {
+	if typ != nil && *typ == "RegularExpression" {
+		return &networking.StringMatch{MatchType: &networking.StringMatch_Regex{Regex: value}}
+	}
+	return &networking.StringMatch{MatchType: &networking.StringMatch_Exact{Exact: value}}
+}
+
+// rule translates rule i of r: one Istio route per match (and per part
+// of its path match), each with the rule's action.
+func (t *translator) rule(r *HTTPRoute, i int) []*ruleRoute {
+	rule := &r.Spec.Rules[i]
+	base, prefixRewrite := t.action(r, i)
+	matches := rule.Matches
+	if len(matches) == 0 {
+		matches = []gwv1.HTTPRouteMatch{{}}
+	}
+	var out []*ruleRoute
+	for k, m := range matches {
+		path := m.Path
+		if path == nil && prefixRewrite != nil {
+			path = &gwv1.HTTPPathMatch{} // PathPrefix "/": the prefix a ReplacePrefixMatch replaces
+		}
+		parts, rank, length := pathParts(path)
+		for n, part := range parts {
+			h := proto.Clone(base).(*networking.HTTPRoute)
+			h.Name = fmt.Sprintf("%s.%s.%d.%d", r.Namespace, r.Name, i, k)
+			if mr := matchRequest(m, part.uri); proto.Size(mr) > 0 {
+				h.Match = []*networking.HTTPMatchRequest{mr}
+			}
+			if prefixRewrite != nil && h.Rewrite != nil && part.prefix != "" {
+				// "/foo" -> "/bar": "/foo" becomes "/bar", "/foo/x" "/bar/x".
+				repl := strings.TrimRight(*prefixRewrite, "/")
+				if part.exact {
+					h.Rewrite.Uri = cmp.Or(repl, "/")
+				} else {
+					h.Rewrite.Uri = repl + "/"
+				}
+			}
+			methods := 0
+			if m.Method != nil {
+				methods = 1
+			}
+			out = append(out, &ruleRoute{h: h, key: precedence{
+				rank: rank, pathLen: length, method: methods, headers: len(m.Headers), query: len(m.QueryParams),
+				seq: r.Seq, ns: r.Namespace, name: r.Name, rule: i, match: k, part: n,
+			}})
+		}
+	}
+	return out
+}
+
+// matchRequest is a Gateway API match with uri for its path.
+func matchRequest(m gwv1.HTTPRouteMatch, uri *networking.StringMatch) *networking.HTTPMatchRequest {
+	mr := &networking.HTTPMatchRequest{Uri: uri}
+	if m.Method != nil {
+		mr.Method = &networking.StringMatch{MatchType: &networking.StringMatch_Exact{Exact: string(*m.Method)}}
+	}
+	for _, hm := range m.Headers {
+		name := strings.ToLower(string(hm.Name))
+		if _, dup := mr.Headers[name]; dup {
+			continue // the first match of a name counts, as the Gateway API says
+		}
+		if mr.Headers == nil {
+			mr.Headers = map[string]*networking.StringMatch{}
+		}
+		mr.Headers[name] = stringMatch(hm.Type, hm.Value)
+	}
+	for _, qm := range m.QueryParams {
+		if _, dup := mr.QueryParams[string(qm.Name)]; dup {
+			continue
+		}
+		if mr.QueryParams == nil {
+			mr.QueryParams = map[string]*networking.StringMatch{}
+		}
+		mr.QueryParams[string(qm.Name)] = stringMatch(qm.Type, qm.Value)
+	}
+	return mr
+}
+
+// action translates what rule i of r does, without its matches: filters,
+// backends, timeouts. prefixRewrite is a URLRewrite's ReplacePrefixMatch,
+// which depends on each match's path.
+func (t *translator) action(r *HTTPRoute, i int) (base *networking.HTTPRoute, prefixRewrite *string) {
+	rule := &r.Spec.Rules[i]
+	path := fmt.Sprintf("spec.rules[%d]", i)
+	base = &networking.HTTPRoute{}
+	fail := false
+	for k, f := range rule.Filters {
+		fp := fmt.Sprintf("%s.filters[%d]", path, k)
+		switch f.Type {
+		case gwv1.HTTPRouteFilterRequestHeaderModifier:
+			base.Headers = withHeaders(base.Headers, f.RequestHeaderModifier, nil)
+		case gwv1.HTTPRouteFilterResponseHeaderModifier:
+			base.Headers = withHeaders(base.Headers, nil, f.ResponseHeaderModifier)
+		case gwv1.HTTPRouteFilterRequestRedirect:
+			base.Redirect = redirect(f.RequestRedirect)
+		case gwv1.HTTPRouteFilterURLRewrite:
+			rw := &networking.HTTPRewrite{}
+			if f.URLRewrite.Hostname != nil {
+				rw.Authority = string(*f.URLRewrite.Hostname)
+			}
+			if p := f.URLRewrite.Path; p != nil {
+				switch p.Type {
+				case gwv1.FullPathHTTPPathModifier:
+					rw.UriRegexRewrite = &networking.RegexRewrite{Match: "^/.*$", Rewrite: *p.ReplaceFullPath}
+				case gwv1.PrefixMatchHTTPPathModifier:
+					prefixRewrite = p.ReplacePrefixMatch
+				}
+			}
+			base.Rewrite = rw
+		case gwv1.HTTPRouteFilterRequestMirror:
+			if mp := t.mirror(r, fp+".requestMirror", f.RequestMirror); mp != nil {
+				base.Mirrors = append(base.Mirrors, mp)
+			}
+		default:
+			fail = true // not supported (validation warned): 500, as the Gateway API requires
+		}
+	}
+	if base.Redirect == nil && !fail {
+		base.Route = t.destinations(r, path, rule.BackendRefs)
+		fail = len(base.Route) == 0
+	}
+	if fail {
+		// No backend to send to (none, all weight 0, none permitted or
+		// known) or a filter Weft lacks: the Gateway API answers 500.
+		return &networking.HTTPRoute{DirectResponse: &networking.HTTPDirectResponse{Status: 500}}, nil
+	}
+	if to := rule.Timeouts; to != nil && base.Redirect == nil {
+		if to.Request != nil {
+			if d, _ := time.ParseDuration(string(*to.Request)); d > 0 {
+				base.Timeout = durationpb.New(d)
+			}
+		}
+		if to.BackendRequest != nil {
+			if d, _ := time.ParseDuration(string(*to.BackendRequest)); d > 0 && base.Timeout == nil {
+				base.Timeout = durationpb.New(d) // no retries: one backend request is the whole request
+			}
+		}
+	}
+	return base, prefixRewrite
+}
+
+// mirror translates a RequestMirror filter at path; nil when its backend
+// cannot be used (reported).
+func (t *translator) mirror(r *HTTPRoute, path string, f *gwv1.HTTPRequestMirrorFilter) *networking.HTTPMirrorPolicy {
+	d := t.destination(r, path+".backendRef", f.BackendRef)
+	if d == nil {
+		return nil
+	}
+	mp := &networking.HTTPMirrorPolicy{Destination: d}
+	if fr := f.Fraction; fr != nil {
+		den := int32(100)
+		if fr.Denominator != nil {
+			den = *fr.Denominator
+		}
+		mp.Percentage = &networking.Percent{Value: 100 * float64(fr.Numerator) / float64(den)}
+	} else if p := f.Percent; p != nil {
+		mp.Percentage = &networking.Percent{Value: float64(*p)}
+	}
+	return mp
+}
+
+// destinations translates a rule's backendRefs (at path) into weighted
+// destinations; those of weight 0 and those Weft cannot use (reported)
+// are left out.
+func (t *translator) destinations(r *HTTPRoute, path string, refs []gwv1.HTTPBackendRef) []*networking.HTTPRouteDestination {
+	var out []*networking.HTTPRouteDestination
+	for k, b := range refs {
+		w := int32(1)
+		if b.Weight != nil {
+			w = *b.Weight
+		}
+		if w == 0 {
+			continue
+		}
+		d := t.destination(r, fmt.Sprintf("%s.backendRefs[%d]", path, k), b.BackendObjectReference)
+		if d == nil {
+			continue
+		}
+		rd := &networking.HTTPRouteDestination{Destination: d, Weight: w}
+		for _, f := range b.Filters {
+			switch f.Type {
+			case gwv1.HTTPRouteFilterRequestHeaderModifier:
+				rd.Headers = withHeaders(rd.Headers, f.RequestHeaderModifier, nil)
+			case gwv1.HTTPRouteFilterResponseHeaderModifier:
+				rd.Headers = withHeaders(rd.Headers, nil, f.ResponseHeaderModifier)
+			}
+		}
+		out = append(out, rd)
+	}
+	if len(out) == 1 {
+		out[0].Weight = 0 // the only destination takes everything
+	}
+	return out
+}
+
+// withHeaders adds a request and a response header modifier to h.
+func withHeaders(h *networking.Headers, req, resp *gwv1.HTTPHeaderFilter) *networking.Headers {
+	if h == nil {
+		h = &networking.Headers{}
+	}
+	conv := func(f *gwv1.HTTPHeaderFilter) *networking.Headers_HeaderOperations {
+		op := &networking.Headers_HeaderOperations{Remove: f.Remove}
+		for _, s := range f.Set {
+			if op.Set == nil {
+				op.Set = map[string]string{}
+			}
+			op.Set[string(s.Name)] = s.Value
+		}
+		for _, a := range f.Add {
+			if op.Add == nil {
+				op.Add = map[string]string{}
+			}
+			op.Add[string(a.Name)] = a.Value
+		}
+		return op
+	}
+	if req != nil {
+		h.Request = conv(req)
+	}
+	if resp != nil {
+		h.Response = conv(resp)
+	}
+	return h
+}
+
+// redirect translates a RequestRedirect. Without a port, the port is the
+// scheme's when a scheme is given, else the request's, as the Gateway API
+// says.
+func redirect(f *gwv1.HTTPRequestRedirectFilter) *networking.HTTPRedirect {
+	rd := &networking.HTTPRedirect{RedirectCode: 302}
+	if f.StatusCode != nil {
+		rd.RedirectCode = uint32(*f.StatusCode)
+	}
+	if f.Scheme != nil {
+		rd.Scheme = *f.Scheme
+	}
+	if f.Hostname != nil {
+		rd.Authority = string(*f.Hostname)
+	}
+	switch {
+	case f.Port != nil:
+		rd.RedirectPort = &networking.HTTPRedirect_Port{Port: uint32(*f.Port)}
+	case f.Scheme != nil:
+		rd.RedirectPort = &networking.HTTPRedirect_DerivePort{DerivePort: networking.HTTPRedirect_FROM_PROTOCOL_DEFAULT}
+	default:
+		rd.RedirectPort = &networking.HTTPRedirect_DerivePort{DerivePort: networking.HTTPRedirect_FROM_REQUEST_PORT}
+	}
+	if p := f.Path; p != nil && p.Type == gwv1.FullPathHTTPPathModifier && p.ReplaceFullPath != nil {
+		rd.Uri = *p.ReplaceFullPath
+	}
+	return rd
+}
+
+// destination resolves a backend reference of route r to an Istio
+// destination: a Service as <name>.<namespace>.svc.<suffix>. It reports
+// and returns nil for a reference Weft cannot follow or is not permitted
+// to (another namespace without a ReferenceGrant there).
+func (t *translator) destination(r *HTTPRoute, path string, b gwv1.BackendObjectReference) *networking.Destination {
+	if !isServiceRef(b.Group, b.Kind) {
+		t.diags = append(t.diags, resourceDiag(r, SeverityError, CodeRefNotPermitted, path,
+			"Weft routes to Services only (group \"\", kind Service); requests for this backend are answered 500"))
+		return nil
+	}
+	ns := r.Namespace
+	if b.Namespace != nil && string(*b.Namespace) != "" {
+		ns = string(*b.Namespace)
+	}
+	if ns != r.Namespace && !t.granted(string(r.Kind), r.Namespace, ns, string(b.Name)) {
+		t.diags = append(t.diags, resourceDiag(r, SeverityError, CodeRefNotPermitted, path,
+			fmt.Sprintf("Service %s/%s is in another namespace and no ReferenceGrant there permits %ss of namespace %s to refer to it; requests for this backend are answered 500", ns, b.Name, r.Kind, r.Namespace)))
+		return nil
+	}
+	d := &networking.Destination{Host: fmt.Sprintf("%s.%s.svc.%s", b.Name, ns, t.suffix)}
+	if b.Port != nil {
+		d.Port = &networking.PortSelector{Number: uint32(*b.Port)}
+	}
+	return d
+}
+
+// granted reports whether a ReferenceGrant in namespace to lets routes
+// of kind (HTTPRoute, GRPCRoute) of namespace from refer to the Service
+// name.
+func (t *translator) granted(kind, from, to, name string) bool {
+	for _, g := range t.snap.ReferenceGrants {
+		if g.Namespace != to {
+			continue
+		}
+		okFrom := slices.ContainsFunc(g.Spec.From, func(f gwv1.ReferenceGrantFrom) bool {
+			return f.Group == gatewayAPIGroup && string(f.Kind) == kind && string(f.Namespace) == from
+		})
+		okTo := slices.ContainsFunc(g.Spec.To, func(t gwv1.ReferenceGrantTo) bool {
+			return (t.Group == "" || t.Group == "core") && t.Kind == "Service" && (t.Name == nil || string(*t.Name) == name)
+		})
+		if okFrom && okTo {
+			return true
+		}
+	}
+	return false
+}
+
+// grpcAsHTTP is a GRPCRoute as the HTTPRoute it means, as Istio
+// translates it: a gRPC call is an HTTP/2 POST of /<service>/<method>,
+// so a method match is a path match (an exact service and method the
+// exact path, a service alone the prefix /<service>/, a method alone or
+// regular expressions a regular expression of the path). The result
+// keeps the GRPCRoute's kind, name and positions, and its rules, matches
+// and filters keep their indexes, so diagnostics name the GRPCRoute's
+// own fields.
+func grpcAsHTTP(g *GRPCRoute) *HTTPRoute {
+	spec := &gwv1.HTTPRouteSpec{CommonRouteSpec: g.Spec.CommonRouteSpec, Hostnames: g.Spec.Hostnames}
+	for _, r := range g.Spec.Rules {
+		hr := gwv1.HTTPRouteRule{Filters: grpcFilters(r.Filters), SessionPersistence: r.SessionPersistence}
+		for _, m := range r.Matches {
+			hm := gwv1.HTTPRouteMatch{Path: grpcPath(m.Method)}
+			for _, h := range m.Headers {
+				var typ *gwv1.HeaderMatchType
+				if h.Type != nil {
+					t := gwv1.HeaderMatchType(*h.Type)
+					typ = &t
+				}
+				hm.Headers = append(hm.Headers, gwv1.HTTPHeaderMatch{Type: typ, Name: gwv1.HTTPHeaderName(h.Name), Value: h.Value})
+			}
+			hr.Matches = append(hr.Matches, hm)
+		}
+		for _, b := range r.BackendRefs {
+			hr.BackendRefs = append(hr.BackendRefs, gwv1.HTTPBackendRef{BackendRef: b.BackendRef, Filters: grpcFilters(b.Filters)})
+		}
+		spec.Rules = append(spec.Rules, hr)
+	}
+	return &HTTPRoute{Meta: g.Meta, Spec: spec, Annotations: g.Annotations, Pos: g.Pos}
+}
+
+// grpcPath is the path match of a gRPC method match; nil matches every
+// call.
+func grpcPath(m *gwv1.GRPCMethodMatch) *gwv1.HTTPPathMatch {
+	if m == nil || (m.Service == nil && m.Method == nil) {
+		return nil
+	}
+	pm := func(t gwv1.PathMatchType, v string) *gwv1.HTTPPathMatch {
+		return &gwv1.HTTPPathMatch{Type: &t, Value: &v}
+	}
+	service, method := "[^/]+", "[^/]+"
+	if m.Type != nil && *m.Type == gwv1.GRPCMethodMatchRegularExpression {
+		if m.Service != nil {
+			service = *m.Service
+		}
+		if m.Method != nil {
+			method = *m.Method
+		}
+		return pm(gwv1.PathMatchRegularExpression, "/"+service+"/"+method)
+	}
+	switch {
+	case m.Service != nil && m.Method != nil:
+		return pm(gwv1.PathMatchExact, "/"+*m.Service+"/"+*m.Method)
+	case m.Service != nil:
+		return pm(gwv1.PathMatchPathPrefix, "/"+*m.Service)
+	}
+	return pm(gwv1.PathMatchRegularExpression, "/"+service+"/"+regexp.QuoteMeta(*m.Method))
+}

@@ -13,6 +13,8 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
+
+	weftsec "weft.dev/weft/api/security/v1alpha1"
 )
 
 // MaxFileSize is the largest config file Weft reads (4 MiB). Kubernetes
@@ -41,8 +43,12 @@ const telemetryGroup = "telemetry.istio.io"
 
 var telemetryVersions = map[string]bool{"v1": true, "v1alpha1": true}
 
+// weftSecurityGroup is the API group of Weft's own security kinds
+// (api/security/v1alpha1).
+const weftSecurityGroup = "security.weft.dev"
+
 // supportedKinds names the kinds Weft loads, for messages.
-const supportedKinds = "VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry"
+const supportedKinds = "VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, OIDCLogin"
 
 // newSpec returns an empty spec message for a kind Weft loads, or nil.
 func newSpec(k Kind) proto.Message {
@@ -69,6 +75,8 @@ func newSpec(k Kind) proto.Message {
 		return &security.RequestAuthentication{}
 	case KindTelemetry:
 		return &telemetry.Telemetry{}
+	case KindOIDCLogin:
+		return &weftsec.OIDCLogin{}
 	}
 	return nil
 }
@@ -82,6 +90,8 @@ func checkAPIVersion(k Kind, apiVersion string) (ok bool, want string) {
 		return group == securityGroup && securityVersions[version], securityGroup + "/v1 or v1beta1"
 	case KindTelemetry:
 		return group == telemetryGroup && telemetryVersions[version], telemetryGroup + "/v1 or v1alpha1"
+	case KindOIDCLogin:
+		return group == weftSecurityGroup && version == "v1alpha1", weftSecurityGroup + "/v1alpha1"
 	}
 	return group == apiGroup && apiVersions[version], apiGroup + "/v1, v1beta1 or v1alpha3"
 }

@@ -17,6 +17,8 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
+
+	weftsec "weft.dev/weft/api/security/v1alpha1"
 )
 
 // MaxDiagnosticsPerFile caps how many diagnostics one file contributes to
@@ -313,6 +315,8 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 			snap.RequestAuthentications = append(snap.RequestAuthentications, &RequestAuthentication{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *telemetry.Telemetry:
 			snap.Telemetries = append(snap.Telemetries, &Telemetry{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *weftsec.OIDCLogin:
+			snap.OIDCLogins = append(snap.OIDCLogins, &OIDCLogin{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		}
 	}
 	sortResources(snap.VirtualServices)
@@ -326,6 +330,7 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 	sortResources(snap.AuthorizationPolicies)
 	sortResources(snap.RequestAuthentications)
 	sortResources(snap.Telemetries)
+	sortResources(snap.OIDCLogins)
 	return snap
 }
 
@@ -703,7 +708,8 @@ func sameContent(a, b *Snapshot) bool {
 		sameResources(a.PeerAuthentications, b.PeerAuthentications) &&
 		sameResources(a.AuthorizationPolicies, b.AuthorizationPolicies) &&
 		sameResources(a.RequestAuthentications, b.RequestAuthentications) &&
-		sameResources(a.Telemetries, b.Telemetries)
+		sameResources(a.Telemetries, b.Telemetries) &&
+		sameResources(a.OIDCLogins, b.OIDCLogins)
 }
 
 func sameResources[T proto.Message](a, b []*Resource[T]) bool {

@@ -18,6 +18,8 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
+
+	weftsec "weft.dev/weft/api/security/v1alpha1"
 )
 
 // Kind is a resource kind as written in YAML.
@@ -38,6 +40,9 @@ const (
 	KindRequestAuthentication Kind = "RequestAuthentication"
 
 	KindTelemetry Kind = "Telemetry"
+
+	// KindOIDCLogin is Weft's own (security.weft.dev/v1alpha1).
+	KindOIDCLogin Kind = "OIDCLogin"
 )
 
 // Meta identifies a resource and where it was read from.
@@ -97,6 +102,10 @@ type (
 	// Telemetry is telemetry.istio.io Telemetry (v1 and v1alpha1 share
 	// this type): access logging, tracing and metrics settings.
 	Telemetry = Resource[*telemetry.Telemetry]
+
+	// OIDCLogin is Weft's security.weft.dev OIDCLogin: login for human
+	// users at the selected gateways.
+	OIDCLogin = Resource[*weftsec.OIDCLogin]
 )
 
 // Snapshot is an immutable, versioned set of the resources in force. Each
@@ -124,6 +133,8 @@ type Snapshot struct {
 	// Telemetries configure access logs, tracing and metrics (mesh-wide
 	// in the root namespace, namespace-wide, or per workload selector).
 	Telemetries []*Telemetry
+	// OIDCLogins are Weft's own gateway logins (OpenID Connect).
+	OIDCLogins []*OIDCLogin
 	// Diagnostics are the errors and warnings of the load that produced
 	// this snapshot, sorted by file, document, path.
 	Diagnostics []Diagnostic
@@ -208,7 +219,8 @@ func (s *Snapshot) SameExcept(o *Snapshot, except ...Kind) bool {
 		same(KindPeerAuthentication, func() bool { return identicalResources(s.PeerAuthentications, o.PeerAuthentications) }) &&
 		same(KindAuthorizationPolicy, func() bool { return identicalResources(s.AuthorizationPolicies, o.AuthorizationPolicies) }) &&
 		same(KindRequestAuthentication, func() bool { return identicalResources(s.RequestAuthentications, o.RequestAuthentications) }) &&
-		same(KindTelemetry, func() bool { return identicalResources(s.Telemetries, o.Telemetries) })
+		same(KindTelemetry, func() bool { return identicalResources(s.Telemetries, o.Telemetries) }) &&
+		same(KindOIDCLogin, func() bool { return identicalResources(s.OIDCLogins, o.OIDCLogins) })
 }
 
 func identicalResources[T proto.Message](a, b []*Resource[T]) bool {

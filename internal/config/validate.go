@@ -10,6 +10,8 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
+
+	weftsec "weft.dev/weft/api/security/v1alpha1"
 )
 
 // issues collects the problems found in one document's spec; the store
@@ -74,6 +76,8 @@ func validateResource(ns string, spec proto.Message) issues {
 		validateRequestAuthentication(&is, s)
 	case *telemetry.Telemetry:
 		validateTelemetry(&is, s)
+	case *weftsec.OIDCLogin:
+		validateOIDCLogin(&is, s)
 	}
 	return is
 }

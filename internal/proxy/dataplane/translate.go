@@ -26,6 +26,7 @@ import (
 	"weft.dev/weft/internal/proxy/filter/cors"
 	"weft.dev/weft/internal/proxy/filter/fault"
 	"weft.dev/weft/internal/proxy/filter/jwt"
+	"weft.dev/weft/internal/proxy/filter/oauth2"
 	"weft.dev/weft/internal/proxy/filter/rbac"
 	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/route"
@@ -70,13 +71,17 @@ type runtime struct {
 // filters that count and log nothing. Immutable.
 func newHTTPFilters(o filterOptions) filter.Registry {
 	return filter.NewRegistry(cors.Factory{}, fault.Factory{},
-		jwt.NewFactory(o.log), rbac.Factory{Stats: o.rbacStats, Logger: o.log})
+		jwt.NewFactory(o.log), rbac.Factory{Stats: o.rbacStats, Logger: o.log},
+		oauth2.Factory{Secrets: o.secrets, Logger: o.log})
 }
 
 // filterOptions are what the HTTP filters need of the proxy.
 type filterOptions struct {
 	log       *slog.Logger
 	rbacStats *rbac.Stats
+	// secrets serve the OAuth2 filter's generic secrets (a gateway's
+	// credential directory); nil: none.
+	secrets oauth2.Secrets
 }
 
 // httpFilters parse per-route filter configs for operator tools

@@ -158,7 +158,7 @@ func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.R
 		case "http":
 			rcName := fmt.Sprintf("http.%d", gp.number)
 			rc := gatewayRouteConfig(s, id, rcName, gp.number, gp.servers)
-			l.FilterChains = []*listener.FilterChain{withChainCORS(&listener.FilterChain{Filters: []*listener.Filter{hcmFilter(gatewayHCM(s, id, name, rcName))}}, rc)}
+			l.FilterChains = []*listener.FilterChain{withChainCORS(&listener.FilterChain{Filters: []*listener.Filter{hcmFilter(withLogin(s, id, gatewayHCM(s, id, name, rcName), rc))}}, rc)}
 			rcs = append(rcs, rc)
 		case "tls":
 			l.ListenerFilters = []*listener.ListenerFilter{tlsInspector()}
@@ -179,7 +179,7 @@ func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.R
 				if gs.proto == registry.HTTPS {
 					rcName := fmt.Sprintf("https.%d.%s.%s.%s", gp.number, gs.srv.GetPort().GetName(), gs.gw.Name, gs.gw.Namespace)
 					rc := gatewayRouteConfig(s, id, rcName, gp.number, []gatewayServer{gs})
-					fc.Filters = []*listener.Filter{hcmFilter(gatewayHCM(s, id, name, rcName))}
+					fc.Filters = []*listener.Filter{hcmFilter(withLogin(s, id, gatewayHCM(s, id, name, rcName), rc))}
 					withChainCORS(fc, rc)
 					rcs = append(rcs, rc)
 				} else if f := gatewayTCPFilter(s, id, name, gp.number, []gatewayServer{gs}); f != nil {

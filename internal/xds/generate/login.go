@@ -206,7 +206,10 @@ func oauth2Config(spec *weftsec.OIDCLogin, disc jwks.Discovery, redirect, logout
 		RedirectPathMatcher: &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{Path: exactString(redirect)}},
 		SignoutPath:         &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{Path: exactString(logout)}},
 		AuthScopes:          loginScopes(spec.GetScopes()),
-		UseRefreshToken:     wrapperspb.Bool(!spec.GetDisableRefresh()),
+		// client_secret_basic: OpenID Connect's default client
+		// authentication, which every provider supports.
+		AuthType:        oauthv3.OAuth2Config_BASIC_AUTH,
+		UseRefreshToken: wrapperspb.Bool(!spec.GetDisableRefresh()),
 		// Weft's proxy keeps tokens in signed, unencrypted cookies (the
 		// JWT filter reads the ID token); Envoy is told the same.
 		DisableTokenEncryption: true,

@@ -171,7 +171,7 @@ func checkBlock(t *testing.T, b block) {
 	}
 	resources := len(snap.VirtualServices) + len(snap.DestinationRules) + len(snap.ServiceEntries) + len(snap.WorkloadEntries) +
 		len(snap.PeerAuthentications) + len(snap.AuthorizationPolicies) + len(snap.RequestAuthentications) +
-		len(snap.WorkloadGroups) + len(snap.Sidecars) + len(snap.Gateways) + len(snap.Telemetries)
+		len(snap.WorkloadGroups) + len(snap.Sidecars) + len(snap.Gateways) + len(snap.Telemetries) + len(snap.OIDCLogins)
 	switch {
 	case b.invalid && len(errs) == 0:
 		t.Errorf("%s: block is marked %s but loads without errors (%d resources)", b, invalidMarker, resources)

@@ -12,7 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,8 +32,25 @@ import (
 
 // claimsStorage is the example storage whose clients put the user's
 // claims (email) in the ID token as well as in the userinfo endpoint's
-// answer, as most providers do for confidential web clients.
-type claimsStorage struct{ *storage.Storage }
+// answer, as most providers do for confidential web clients; with
+// lifetime set, access tokens say they expire after it, and refresh
+// grants are counted.
+type claimsStorage struct {
+	*storage.Storage
+	lifetime  time.Duration
+	refreshes *atomic.Int32
+}
+
+func (s claimsStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
+	id, refresh, exp, err := s.Storage.CreateAccessAndRefreshTokens(ctx, req, current)
+	if err == nil && current != "" {
+		s.refreshes.Add(1)
+	}
+	if err == nil && s.lifetime > 0 {
+		exp = time.Now().Add(s.lifetime)
+	}
+	return id, refresh, exp, err
+}
 
 func (s claimsStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
 	c, err := s.Storage.GetClientByClientID(ctx, id)
@@ -46,8 +65,10 @@ type claimsClient struct{ op.Client }
 func (claimsClient) IDTokenUserinfoClaimsAssertion() bool { return true }
 
 // startProvider starts the provider with one web client (clientID,
-// secret) allowed to redirect to redirectURI, and returns its issuer.
-func startProvider(t *testing.T, clientID, secret, redirectURI string) string {
+// secret) allowed to redirect to redirectURI, access tokens of lifetime
+// (0: the storage's 5 minutes), and returns its issuer and the count of
+// refresh grants.
+func startProvider(t *testing.T, clientID, secret, redirectURI string, lifetime time.Duration) (string, *atomic.Int32) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -55,11 +76,11 @@ func startProvider(t *testing.T, clientID, secret, redirectURI string) string {
 	}
 	issuer := "http://" + ln.Addr().String()
 	clients := map[string]*storage.Client{clientID: storage.WebClient(clientID, secret, redirectURI)}
-	st := claimsStorage{storage.NewStorageWithClients(storage.NewUserStore(issuer), clients)}
+	st := claimsStorage{Storage: storage.NewStorageWithClients(storage.NewUserStore(issuer), clients), lifetime: lifetime, refreshes: &atomic.Int32{}}
 	srv := &http.Server{Handler: exampleop.SetupServer(issuer, st, nil, false), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	return issuer
+	return issuer, st.refreshes
 }
 
 // browser is a scripted browser: a cookie jar, redirects followed, host
@@ -148,7 +169,18 @@ func (b *browser) cookies(u string) map[string]*http.Cookie {
 // session and goes to the provider's end_session_endpoint; an XHR without
 // a session gets 401; a host without login and a pass-through path are
 // served without one.
-func TestGatewayOIDCLogin(t *testing.T) {
+// loginGateway is a mesh with an echo backend behind a team gateway
+// whose host shop.example.com needs login at a provider the test started
+// (access tokens of lifetime; 0: 5 minutes), and public.example.com does
+// not.
+type loginGateway struct {
+	origin, issuer, addr string
+	port                 int
+	refreshes            *atomic.Int32
+}
+
+func startLoginGateway(t *testing.T, lifetime time.Duration) loginGateway {
+	t.Helper()
 	m := NewMesh(t)
 	m.Service("web", "HTTP", "v1")
 	// The gateway's credential directory: the client secret and the key
@@ -170,7 +202,7 @@ func TestGatewayOIDCLogin(t *testing.T) {
 	}
 	const host = "shop.example.com"
 	origin := fmt.Sprintf("http://%s:%d", host, port)
-	issuer := startProvider(t, "shop", "client-s3cr3t", origin+"/oauth2/callback")
+	issuer, refreshes := startProvider(t, "shop", "client-s3cr3t", origin+"/oauth2/callback", lifetime)
 
 	m.WriteConfig("login.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -199,14 +231,11 @@ spec:
   issuer: %[3]s
   clientId: shop
   credentialName: shop-oidc
-  scopes: [openid, email, profile]
+  scopes: [openid, email, profile, offline_access]
   passThroughPaths: [{prefix: /healthz}]
   claimToHeaders: [{header: x-user-email, claim: email}]
 `, port, host, issuer))
 	gwAddr := net.JoinHostPort(ip, fmt.Sprint(port))
-
-	// The public host is served without login once the gateway has its
-	// config; the login host redirects to the provider.
 	probe := gatewayClient(gwAddr, nil)
 	Eventually(t, 20*time.Second, "gateway serving with login", func() error {
 		code, _, _, err := gwGet(probe, fmt.Sprintf("http://public.example.com:%d/", port))
@@ -219,21 +248,37 @@ spec:
 		}
 		return nil
 	})
+	return loginGateway{origin: origin, issuer: issuer, addr: gwAddr, port: port, refreshes: refreshes}
+}
 
-	b := newBrowser(gwAddr)
-	p, err := b.get(origin + "/orders?id=7")
+// login takes a new browser through the provider's login to origin+path
+// and returns it with the page it ended on.
+func (g loginGateway) login(t *testing.T, path string) (*browser, page) {
+	t.Helper()
+	b := newBrowser(g.addr)
+	p, err := b.get(g.origin + path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.url.Host != strings.TrimPrefix(issuer, "http://") || !strings.Contains(p.body, `name="password"`) {
+	if p.url.Host != strings.TrimPrefix(g.issuer, "http://") || !strings.Contains(p.body, `name="password"`) {
 		t.Fatalf("first visit ended at %s (%d), want the provider's login form: %.300s", p.url, p.status, p.body)
 	}
 	p, err = b.login(p, "test-user2", "verysecure")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.status != 200 || p.url.String() != origin+"/orders?id=7" || p.reply.Path != "/orders" {
+	if p.status != 200 || p.url.String() != g.origin+path {
 		t.Fatalf("after login: %d at %s, body %.300s", p.status, p.url, p.body)
+	}
+	return b, p
+}
+
+func TestGatewayOIDCLogin(t *testing.T) {
+	g := startLoginGateway(t, 0)
+	origin, issuer, gwAddr, port := g.origin, g.issuer, g.addr, g.port
+	b, p := g.login(t, "/orders?id=7")
+	if p.reply.Path != "/orders" || p.reply.Query != "id=7" {
+		t.Fatalf("after login the backend saw %s?%s, want /orders?id=7", p.reply.Path, p.reply.Query)
 	}
 	if got := p.reply.Headers["x-user-email"]; got != "test-user2@zitadel.ch" {
 		t.Errorf("x-user-email upstream = %q, want test-user2@zitadel.ch", got)
@@ -352,5 +397,45 @@ spec:
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(resp.Header.Get("Location"), issuer+"/") {
 		t.Errorf("after logout: %d to %q, want a redirect to the provider", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+// An expired session is renewed with the refresh token at the provider
+// (a real refresh grant) while the request goes on: the browser is not
+// redirected, it gets the page and new session cookies.
+func TestGatewayOIDCLoginRefresh(t *testing.T) {
+	g := startLoginGateway(t, 2*time.Second)
+	b, _ := g.login(t, "/")
+	before := b.cookies(g.origin)
+	if before["RefreshToken"] == nil || before["OauthExpires"] == nil {
+		t.Fatalf("no refresh token in the session: %v", before)
+	}
+	exp, err := strconv.ParseInt(before["OauthExpires"].Value, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Let the session expire (the access token lives 2 s); bounded.
+	for i := 0; i < 100 && !time.Now().After(time.Unix(exp, 0).Add(time.Second)); i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	noFollow := &http.Client{Jar: b.jar, Transport: b.Transport, Timeout: 5 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(g.origin + "/after-expiry")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var r echo.Reply
+	_ = json.Unmarshal(body, &r)
+	if resp.StatusCode != 200 || r.Path != "/after-expiry" || r.Headers["x-user-email"] != "test-user2@zitadel.ch" {
+		t.Fatalf("expired session: %d to %q, body %.200s; want the page, refreshed", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	if n := g.refreshes.Load(); n < 1 {
+		t.Errorf("refresh grants at the provider: %d, want at least 1", n)
+	}
+	after := b.cookies(g.origin)
+	if after["OauthExpires"] == nil || after["OauthExpires"].Value == before["OauthExpires"].Value || after["IdToken"].Value == before["IdToken"].Value {
+		t.Errorf("session cookies not renewed: before %v, after %v", before, after)
 	}
 }

@@ -27,6 +27,10 @@ const (
 	bodyNoSecrets    = "OAuth2 login is not available: its secrets are missing"
 )
 
+// minHMACKey is the shortest HMAC key accepted: a short key makes
+// session cookies guessable offline.
+const minHMACKey = 16
+
 // keys are the secrets of one request, read from SDS at its start.
 type keys struct {
 	hmac         []byte
@@ -103,6 +107,10 @@ func (f *loginFilter) keys() (keys, bool) {
 	cs := f.secrets.GenericSecret(f.tokenSecret)
 	if len(h) == 0 || len(cs) == 0 {
 		f.log.Warn("OAuth2 secrets missing", "token_secret", f.tokenSecret, "hmac_secret", f.hmacSecret)
+		return keys{}, false
+	}
+	if len(h) < minHMACKey {
+		f.log.Warn("OAuth2 HMAC secret too short to sign sessions", "hmac_secret", f.hmacSecret, "bytes", len(h), "want_at_least", minHMACKey)
 		return keys{}, false
 	}
 	return keys{hmac: h, clientSecret: string(cs)}, true
@@ -216,6 +224,12 @@ func (f *loginFilter) cookie(name, value string, maxAge int, secure bool) string
 // sessionCookies are the Set-Cookie values of session s.
 func (f *loginFilter) sessionCookies(k keys, host string, s session, secure bool, now time.Time) []string {
 	age := int(s.expires.Sub(now).Seconds())
+	if s.refresh != "" && f.useRefresh {
+		// The signed session must outlive its access token: the browser
+		// keeps it as long as the refresh token, and the filter trusts
+		// the refresh token only with a valid signature.
+		age = int(f.refreshExpires.Seconds())
+	}
 	cs := []string{
 		f.cookie(f.cookies.hmac, sessionMAC(k.hmac, host, s), age, secure),
 		f.cookie(f.cookies.expires, strconv.FormatInt(s.expires.Unix(), 10), age, secure),
@@ -224,6 +238,8 @@ func (f *loginFilter) sessionCookies(k keys, host string, s session, secure bool
 	}
 	if s.refresh != "" {
 		cs = append(cs, f.cookie(f.cookies.refresh, s.refresh, int(f.refreshExpires.Seconds()), secure))
+	} else {
+		cs = append(cs, f.cookie(f.cookies.refresh, "", -1, secure)) // none left from an earlier session
 	}
 	return cs
 }

@@ -127,7 +127,7 @@ func newHarness(t *testing.T, mutate func(*oauthv3.OAuth2Config), reply func(url
 	if err != nil {
 		t.Fatal(err)
 	}
-	sec := secrets{"kubernetes://app-oidc/client-secret": "s3cr3t", "kubernetes://app-oidc/hmac-secret": "hmac-key"}
+	sec := secrets{"kubernetes://app-oidc/client-secret": "s3cr3t", "kubernetes://app-oidc/hmac-secret": "0123456789abcdef0123456789abcdef"}
 	flt, err := Factory{Secrets: sec, Now: func() time.Time { return h.now }}.New(a)
 	if err != nil {
 		t.Fatal(err)
@@ -275,6 +275,11 @@ func TestLoginFlow(t *testing.T) {
 	if cs["OauthExpires"].Value != fmt.Sprint(h.now.Add(300*time.Second).Unix()) {
 		t.Errorf("expires = %s", cs["OauthExpires"].Value)
 	}
+	// With a refresh token the browser keeps the signed session as long
+	// as the refresh token, so that it can be renewed after expiry.
+	if week := int((7 * 24 * time.Hour).Seconds()); cs["OauthHMAC"].MaxAge != week || cs["RefreshToken"].MaxAge != week {
+		t.Errorf("Max-Age: OauthHMAC %d, RefreshToken %d, want %d", cs["OauthHMAC"].MaxAge, cs["RefreshToken"].MaxAge, week)
+	}
 }
 
 // A valid session continues upstream with the ID token as bearer and
@@ -412,9 +417,14 @@ func TestPathsAndClients(t *testing.T) {
 		}
 	}
 
-	h.f.secrets = secrets{}
-	if res := h.do(get("http://app.example.com/page", session...), nil); res.reply.Status != http.StatusServiceUnavailable {
-		t.Errorf("no secrets: %+v, want 503", res.reply)
+	for name, sec := range map[string]secrets{
+		"no secrets":     {},
+		"short HMAC key": {"kubernetes://app-oidc/client-secret": "s3cr3t", "kubernetes://app-oidc/hmac-secret": "short"},
+	} {
+		h.f.secrets = sec
+		if res := h.do(get("http://app.example.com/page", session...), nil); res.reply.Status != http.StatusServiceUnavailable {
+			t.Errorf("%s: %+v, want 503", name, res.reply)
+		}
 	}
 }
 

@@ -61,6 +61,7 @@ type KubeOption func(*kubeOptions)
 
 type kubeOptions struct {
 	istioCRDs bool
+	weftCRDs  bool
 	extraArgs []string
 }
 
@@ -68,6 +69,11 @@ type kubeOptions struct {
 // apply, istio.io/api's kubernetes/customresourcedefinitions.gen.yaml —
 // and waits until every one is established.
 func WithIstioCRDs() KubeOption { return func(o *kubeOptions) { o.istioCRDs = true } }
+
+// WithWeftCRDs installs Weft's own CustomResourceDefinitions (RateLimit;
+// charts/weft-crds/files/weft-crds.yaml, which the weft-crds chart
+// installs beside Istio's) and waits until they are established.
+func WithWeftCRDs() KubeOption { return func(o *kubeOptions) { o.weftCRDs = true } }
 
 // WithAPIServerArgs adds kube-apiserver flags.
 func WithAPIServerArgs(args ...string) KubeOption {
@@ -172,6 +178,11 @@ func KubeAPIServer(t testing.TB, opts ...KubeOption) *KubeEnv {
 			t.Fatalf("testenv: %v", err)
 		}
 	}
+	if o.weftCRDs {
+		if err := env.InstallWeftCRDs(context.Background()); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+	}
 	return env
 }
 
@@ -233,6 +244,21 @@ func (e *KubeEnv) InstallIstioCRDs(ctx context.Context) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return err
+	}
+	return e.Apply(ctx, data)
+}
+
+// InstallWeftCRDs creates Weft's own CRDs from the weft-crds chart's
+// files/weft-crds.yaml in this module, and waits until the API server
+// serves them.
+func (e *KubeEnv) InstallWeftCRDs(ctx context.Context) error {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "weft.dev/weft").Output()
+	if err != nil {
+		return fmt.Errorf("locate weft.dev/weft: go list: %w", err)
+	}
+	data, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "charts", "weft-crds", "files", "weft-crds.yaml"))
+	if err != nil {
+		return fmt.Errorf("weft CRDs: %w", err)
 	}
 	return e.Apply(ctx, data)
 }

@@ -30,7 +30,7 @@ var (
 	drGVR = schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"}
 )
 
-// cluster is a real API server with Istio's CRDs, the RBAC of
+// cluster is a real API server with Istio's and Weft's CRDs, the RBAC of
 // testdata/rbac.yaml, and a client config for the "weft" service account
 // bound to it: the source runs with exactly the rights documented.
 type cluster struct {
@@ -42,7 +42,7 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	env := testenv.KubeAPIServer(t, testenv.WithIstioCRDs())
+	env := testenv.KubeAPIServer(t, testenv.WithIstioCRDs(), testenv.WithWeftCRDs())
 	c := &cluster{env: env, kube: env.Client(t), dyn: env.Dynamic(t)}
 	ctx := t.Context()
 	for _, ns := range []string{"weft-system", "shop"} {

@@ -40,6 +40,7 @@ var kinds = []kind{
 	{config.KindAuthorizationPolicy, "security.istio.io", "authorizationpolicies", securityVersions},
 	{config.KindRequestAuthentication, "security.istio.io", "requestauthentications", securityVersions},
 	{config.KindTelemetry, "telemetry.istio.io", "telemetries", telemetryVersions},
+	{config.KindOIDCLogin, "security.weft.dev", "oidclogins", weftSecurityVersions},
 }
 
 // The versions Weft's decoder reads, newest first (they share one schema).
@@ -47,6 +48,8 @@ var (
 	networkingVersions = []string{"v1", "v1beta1", "v1alpha3"}
 	securityVersions   = []string{"v1", "v1beta1"}
 	telemetryVersions  = []string{"v1", "v1alpha1"}
+	// Weft's own kinds (charts/weft-crds/files/weft-crds.yaml).
+	weftSecurityVersions = []string{"v1alpha1"}
 )
 
 // FilePath is the virtual file of an object: "k8s:<Kind>/<namespace>/<name>".

@@ -337,7 +337,7 @@ func (s *Source) discover(ctx context.Context) ([]watchedKind, error) {
 			s.missing = missing
 			s.mu.Unlock()
 			if len(missing) > 0 {
-				s.log.Warn("Istio kinds not served by the API server are not watched (install Istio's CRDs)", "kinds", strings.Join(missing, ", "))
+				s.log.Warn("kinds not served by the API server are not watched (install their CRDs: the weft-crds chart has Istio's and Weft's)", "kinds", strings.Join(missing, ", "))
 			}
 			return watched, nil
 		}

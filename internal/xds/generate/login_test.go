@@ -231,3 +231,68 @@ func TestGatewayLoginResources(t *testing.T) {
 		}
 	}
 }
+
+// Which OIDCLogin a gateway port gets: one of the gateway's namespace or
+// the root namespace (not another namespace's), selecting the gateway,
+// the oldest first; a second login on the same port is not applied, and
+// its hosts are served without login.
+func TestGatewayLoginChoice(t *testing.T) {
+	extra := `
+---
+apiVersion: security.weft.dev/v1alpha1
+kind: OIDCLogin
+metadata: {name: z-public, namespace: shop}
+spec:
+  hosts: [public.example.com]
+  issuer: https://idp.example.com
+  clientId: public
+  credentialName: public-oidc
+---
+apiVersion: security.weft.dev/v1alpha1
+kind: OIDCLogin
+metadata: {name: elsewhere, namespace: other}
+spec:
+  hosts: [public.example.com]
+  issuer: https://idp.example.com
+  clientId: other
+  credentialName: other-oidc
+---
+apiVersion: security.weft.dev/v1alpha1
+kind: OIDCLogin
+metadata: {name: mesh-wide, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: other-gateway}}
+  hosts: [public.example.com]
+  issuer: https://idp.example.com
+  clientId: mesh
+  credentialName: mesh-oidc
+`
+	s := yamlMesh(loginConfig + extra)()
+	opts := mesh.Options{OIDC: map[string]jwks.Discovery{"https://idp.example.com": {Issuer: "https://idp.example.com",
+		AuthorizationEndpoint: "https://idp.example.com/authorize", TokenEndpoint: "https://idp.example.com/token"}}}
+	s = mesh.Build(s.Config, s.Registry, opts)
+	if got := s.Logins.For("shop", shopGateway.Labels); len(got) != 2 || got[0].Name != "shop" || got[1].Name != "z-public" {
+		t.Fatalf("logins for the shop gateway: %v", got)
+	}
+	r := ForProxy(s, shopGateway)
+	for name, m := range connectionManagers(t, r) {
+		n := len(m.GetHttpFilters())
+		var o oauthv3.OAuth2
+		if err := m.GetHttpFilters()[n-3].GetTypedConfig().UnmarshalTo(&o); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if id := o.GetConfig().GetCredentials().GetClientId(); id != "shop" {
+			t.Errorf("%s: client %q, want the oldest login's", name, id)
+		}
+	}
+	for _, vh := range routeConfigs(r)["http.80"].GetVirtualHosts() {
+		if vh.GetDomains()[0] != "public.example.com" {
+			continue
+		}
+		for _, rt := range vh.GetRoutes() {
+			if _, off := rt.GetTypedPerFilterConfig()[oauth2FilterName]; !off {
+				t.Errorf("public host route %v has login", rt.GetMatch())
+			}
+		}
+	}
+}

@@ -51,12 +51,13 @@ func (f *loginFilter) DecodeHeaders(s *filter.Stream) filter.Status {
 	r := s.Request
 	for i := range f.passThrough {
 		if f.passThrough[i].Match(r) {
+			f.stripCookies(r) // the session is not the upstream's, here either
 			return filter.Continue
 		}
 	}
 	k, ok := f.keys()
 	if !ok {
-		return s.SendLocalReply(filter.LocalReply{Status: http.StatusServiceUnavailable, Body: bodyNoSecrets, Flag: "UAEX"})
+		return s.SendLocalReply(filter.LocalReply{Status: http.StatusServiceUnavailable, Body: bodyNoSecrets})
 	}
 	secure := s.Connection != nil && s.Connection.TLS != nil
 	path := r.URL.Path

@@ -390,8 +390,9 @@ func TestRefresh(t *testing.T) {
 func TestPathsAndClients(t *testing.T) {
 	var h *harness
 	h = newHarness(t, nil, func(f url.Values) (int, map[string]any) { return goodTokens(h, "alice")(f) })
-	if res := h.do(get("http://app.example.com/healthz/ready"), nil); res.status != filter.Continue {
-		t.Errorf("pass-through: %+v", res.reply)
+	pt := get("http://app.example.com/healthz/ready", &http.Cookie{Name: "IdToken", Value: "x"}, &http.Cookie{Name: "theme", Value: "dark"})
+	if res := h.do(pt, nil); res.status != filter.Continue || pt.Header.Get("Cookie") != "theme=dark" {
+		t.Errorf("pass-through: %+v, Cookie upstream %q", res.reply, pt.Header.Get("Cookie"))
 	}
 	xhr := get("http://app.example.com/api")
 	xhr.Header.Set("X-Requested-With", "XMLHttpRequest")

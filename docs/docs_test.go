@@ -173,7 +173,7 @@ func checkBlock(t *testing.T, b block) {
 	}
 	resources := len(snap.VirtualServices) + len(snap.DestinationRules) + len(snap.ServiceEntries) + len(snap.WorkloadEntries) +
 		len(snap.PeerAuthentications) + len(snap.AuthorizationPolicies) + len(snap.RequestAuthentications) +
-		len(snap.WorkloadGroups) + len(snap.Sidecars) + len(snap.Gateways) + len(snap.Telemetries) + len(snap.RateLimits) +
+		len(snap.WorkloadGroups) + len(snap.Sidecars) + len(snap.Gateways) + len(snap.Telemetries) + len(snap.RateLimits) + len(snap.OIDCLogins) +
 		len(snap.GatewayClasses) + len(snap.KubeGateways) + len(snap.HTTPRoutes) + len(snap.GRPCRoutes) + len(snap.ReferenceGrants)
 	// A Gateway API example with its Gateway must attach every route it
 	// shows, and follow every reference: else it shows a route that does

@@ -9,7 +9,7 @@ bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 GOBIN=$bin go install google.golang.org/protobuf/cmd/protoc-gen-go
 istio=$(go list -m -f '{{.Dir}}' istio.io/api)
-for f in api/networking/v1alpha1/*.proto; do
+for f in api/*/v1alpha1/*.proto; do
 	protoc --plugin=protoc-gen-go="$bin/protoc-gen-go" \
 		-I . -I "$istio" -I "$istio/common-protos" \
 		--go_out=. --go_opt=module=weft.dev/weft "$f"

@@ -16,6 +16,7 @@ import (
 	telemetry "istio.io/api/telemetry/v1alpha1"
 
 	weftnet "weft.dev/weft/api/networking/v1alpha1"
+	weftsec "weft.dev/weft/api/security/v1alpha1"
 )
 
 // MaxFileSize is the largest config file Weft reads (4 MiB). Kubernetes
@@ -48,8 +49,12 @@ var telemetryVersions = map[string]bool{"v1": true, "v1alpha1": true}
 // (api/networking/v1alpha1).
 const weftNetworkingGroup = "networking.weft.dev"
 
+// weftSecurityGroup is the API group of Weft's own security kinds
+// (api/security/v1alpha1).
+const weftSecurityGroup = "security.weft.dev"
+
 // supportedKinds names the kinds Weft loads, for messages.
-const supportedKinds = "VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit; and from the Gateway API: " + gatewayAPIKinds
+const supportedKinds = "VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: " + gatewayAPIKinds
 
 // newSpec returns an empty spec message for a kind Weft loads, or nil.
 func newSpec(k Kind) proto.Message {
@@ -78,6 +83,8 @@ func newSpec(k Kind) proto.Message {
 		return &telemetry.Telemetry{}
 	case KindRateLimit:
 		return &weftnet.RateLimit{}
+	case KindOIDCLogin:
+		return &weftsec.OIDCLogin{}
 	}
 	return nil
 }
@@ -95,6 +102,8 @@ func checkAPIVersion(k Kind, apiVersion string) (ok bool, want string) {
 		return group == telemetryGroup && telemetryVersions[version], telemetryGroup + "/v1 or v1alpha1"
 	case KindRateLimit:
 		return group == weftNetworkingGroup && version == "v1alpha1", weftNetworkingGroup + "/v1alpha1"
+	case KindOIDCLogin:
+		return group == weftSecurityGroup && version == "v1alpha1", weftSecurityGroup + "/v1alpha1"
 	}
 	return group == apiGroup && apiVersions[version], apiGroup + "/v1, v1beta1 or v1alpha3"
 }

@@ -20,6 +20,7 @@ import (
 
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	weftnet "weft.dev/weft/api/networking/v1alpha1"
+	weftsec "weft.dev/weft/api/security/v1alpha1"
 )
 
 // MaxDiagnosticsPerFile caps how many diagnostics one file contributes to
@@ -329,6 +330,8 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 			snap.GRPCRoutes = append(snap.GRPCRoutes, &GRPCRoute{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *gwv1.ReferenceGrantSpec:
 			snap.ReferenceGrants = append(snap.ReferenceGrants, &ReferenceGrant{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *weftsec.OIDCLogin:
+			snap.OIDCLogins = append(snap.OIDCLogins, &OIDCLogin{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		}
 	}
 	sortResources(snap.VirtualServices)
@@ -354,6 +357,7 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 	snap.Diagnostics = translateGatewayAPI(snap, s.opts.DomainSuffix)
 	sortResources(snap.Gateways)
 	sortResources(snap.VirtualServices)
+	sortResources(snap.OIDCLogins)
 	return snap
 }
 
@@ -742,7 +746,8 @@ func sameContent(a, b *Snapshot) bool {
 		sameResources(a.KubeGateways, b.KubeGateways) &&
 		sameResources(a.HTTPRoutes, b.HTTPRoutes) &&
 		sameResources(a.GRPCRoutes, b.GRPCRoutes) &&
-		sameResources(a.ReferenceGrants, b.ReferenceGrants)
+		sameResources(a.ReferenceGrants, b.ReferenceGrants) &&
+		sameResources(a.OIDCLogins, b.OIDCLogins)
 }
 
 func sameResources[T any](a, b []*Resource[T]) bool {

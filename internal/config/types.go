@@ -21,6 +21,7 @@ import (
 
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	weftnet "weft.dev/weft/api/networking/v1alpha1"
+	weftsec "weft.dev/weft/api/security/v1alpha1"
 )
 
 // Kind is a resource kind as written in YAML.
@@ -53,6 +54,8 @@ const (
 	KindHTTPRoute      Kind = "HTTPRoute"
 	KindGRPCRoute      Kind = "GRPCRoute"
 	KindReferenceGrant Kind = "ReferenceGrant"
+	// KindOIDCLogin is Weft's own (security.weft.dev/v1alpha1).
+	KindOIDCLogin Kind = "OIDCLogin"
 )
 
 // Meta identifies a resource and where it was read from.
@@ -123,6 +126,9 @@ type (
 	HTTPRoute      = Resource[*gwv1.HTTPRouteSpec]
 	GRPCRoute      = Resource[*gwv1.GRPCRouteSpec]
 	ReferenceGrant = Resource[*gwv1.ReferenceGrantSpec]
+	// OIDCLogin is Weft's security.weft.dev OIDCLogin: login for human
+	// users at the selected gateways.
+	OIDCLogin = Resource[*weftsec.OIDCLogin]
 )
 
 // Snapshot is an immutable, versioned set of the resources in force. Each
@@ -163,6 +169,8 @@ type Snapshot struct {
 	GRPCRoutes      []*GRPCRoute
 	ReferenceGrants []*ReferenceGrant
 
+	// OIDCLogins are Weft's own gateway logins (OpenID Connect).
+	OIDCLogins []*OIDCLogin
 	// Diagnostics are the errors and warnings of the load that produced
 	// this snapshot, sorted by file, document, path.
 	Diagnostics []Diagnostic
@@ -253,7 +261,8 @@ func (s *Snapshot) SameExcept(o *Snapshot, except ...Kind) bool {
 		same(KindKubeGateway, func() bool { return identicalResources(s.KubeGateways, o.KubeGateways) }) &&
 		same(KindHTTPRoute, func() bool { return identicalResources(s.HTTPRoutes, o.HTTPRoutes) }) &&
 		same(KindGRPCRoute, func() bool { return identicalResources(s.GRPCRoutes, o.GRPCRoutes) }) &&
-		same(KindReferenceGrant, func() bool { return identicalResources(s.ReferenceGrants, o.ReferenceGrants) })
+		same(KindReferenceGrant, func() bool { return identicalResources(s.ReferenceGrants, o.ReferenceGrants) }) &&
+		same(KindOIDCLogin, func() bool { return identicalResources(s.OIDCLogins, o.OIDCLogins) })
 }
 
 // specEqual reports whether two specs are the same value or equal ones:

@@ -12,6 +12,7 @@ import (
 	telemetry "istio.io/api/telemetry/v1alpha1"
 
 	weftnet "weft.dev/weft/api/networking/v1alpha1"
+	weftsec "weft.dev/weft/api/security/v1alpha1"
 )
 
 // issues collects the problems found in one document's spec; the store
@@ -78,6 +79,8 @@ func validateResource(ns string, spec proto.Message) issues {
 		validateTelemetry(&is, s)
 	case *weftnet.RateLimit:
 		validateRateLimit(&is, s)
+	case *weftsec.OIDCLogin:
+		validateOIDCLogin(&is, s)
 	}
 	return is
 }

@@ -381,7 +381,7 @@ func (c *ControlPlane) publish(cfg *config.Snapshot) {
 
 // meshOptions are the settings every mesh snapshot is built with.
 func (c *ControlPlane) meshOptions() mesh.Options {
-	return mesh.Options{DomainSuffix: c.opts.DomainSuffix, RootNamespace: c.opts.RootNamespace, TrustDomain: c.ca.TrustDomain(), JWKS: c.jwks.Keys(),
+	return mesh.Options{DomainSuffix: c.opts.DomainSuffix, RootNamespace: c.opts.RootNamespace, TrustDomain: c.ca.TrustDomain(), JWKS: c.jwks.Keys(), OIDC: c.jwks.Discovered(),
 		OutboundTrafficPolicy: c.opts.OutboundTrafficPolicy, EgressScope: c.opts.EgressScope,
 		MeshConfig: c.opts.MeshConfig, Tracing: c.opts.Tracing}
 }
@@ -410,6 +410,21 @@ func jwtSources(cfg *config.Snapshot) []jwks.Want {
 			index[src] = len(out)
 			out = append(out, jwks.Want{Source: src, Users: []string{user}, Timeout: r.GetTimeout().AsDuration()})
 		}
+	}
+	// A gateway login needs its issuer's endpoints and keys: both come
+	// by OpenID discovery.
+	for _, l := range cfg.OIDCLogins {
+		if l.Spec.GetIssuer() == "" {
+			continue
+		}
+		src := jwks.SourceOf(l.Spec.GetIssuer(), "")
+		user := fmt.Sprintf("%s spec.issuer", l.Meta)
+		if j, ok := index[src]; ok {
+			out[j].Users = append(out[j].Users, user)
+			continue
+		}
+		index[src] = len(out)
+		out = append(out, jwks.Want{Source: src, Users: []string{user}})
 	}
 	return out
 }

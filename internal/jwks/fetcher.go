@@ -79,10 +79,23 @@ type Options struct {
 	Logger   *slog.Logger
 }
 
+// Discovery is what an issuer's OpenID discovery document says besides
+// its keys: the endpoints a login at a gateway (OIDCLogin) sends users
+// and codes to.
+type Discovery struct {
+	Issuer                string `json:"issuer"`
+	AuthorizationEndpoint string `json:"authorization_endpoint"`
+	TokenEndpoint         string `json:"token_endpoint"`
+	// EndSessionEndpoint is "" when the provider has none (OpenID
+	// Connect RP-Initiated Logout).
+	EndSessionEndpoint string `json:"end_session_endpoint,omitempty"`
+}
+
 // entry is the state of one source.
 type entry struct {
 	want     Want
-	keys     string // last good key set; "" until fetched
+	keys     string    // last good key set; "" until fetched
+	disc     Discovery // with keys, when they came by discovery
 	status   Status
 	failures int
 	next     time.Time
@@ -212,6 +225,21 @@ func (f *Fetcher) Keys() map[Source]string {
 	return out
 }
 
+// Discovered returns, by issuer, the discovery documents of the wanted
+// sources fetched by OpenID discovery at least once (the endpoints a
+// gateway login needs, with the keys of Keys). The map is new.
+func (f *Fetcher) Discovered() map[string]Discovery {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]Discovery{}
+	for src, e := range f.entries {
+		if src.URI == "" && e.keys != "" && e.disc.AuthorizationEndpoint != "" {
+			out[src.Issuer] = e.disc
+		}
+	}
+	return out
+}
+
 // Status reports every wanted source, sorted.
 func (f *Fetcher) Status() []Status {
 	f.mu.Lock()
@@ -310,7 +338,7 @@ func (f *Fetcher) refresh(ctx context.Context, e *entry) bool {
 		timeout = f.opts.Timeout
 	}
 	fctx, cancel := context.WithTimeout(ctx, timeout)
-	keys, err := f.fetch(fctx, w.Source)
+	keys, disc, err := f.fetch(fctx, w.Source)
 	cancel()
 
 	f.mu.Lock()
@@ -352,42 +380,51 @@ func (f *Fetcher) refresh(ctx context.Context, e *entry) bool {
 	e.status.LastSuccess = now
 	e.status.Fetched = true
 	e.next = now.Add(f.opts.Refresh)
-	changed := keys != e.keys
+	changed := keys != e.keys || disc != e.disc
 	if changed && e.keys != "" {
 		f.log.Info("JWT keys changed", "source", w.Source.String())
 	}
-	e.keys = keys
+	e.keys, e.disc = keys, disc
 	return changed
 }
 
 // fetch gets the key set of src: its URI, or the jwks_uri of the issuer's
-// OpenID discovery document.
-func (f *Fetcher) fetch(ctx context.Context, src Source) (string, error) {
+// OpenID discovery document, with the document's endpoints when it has
+// them (only https ones, or http on loopback, are kept).
+func (f *Fetcher) fetch(ctx context.Context, src Source) (string, Discovery, error) {
 	uri := src.URI
+	var disc Discovery
 	if uri == "" {
 		doc := strings.TrimSuffix(src.Issuer, "/") + "/.well-known/openid-configuration"
 		body, err := f.get(ctx, doc)
 		if err != nil {
-			return "", fmt.Errorf("OpenID discovery: %w", err)
+			return "", disc, fmt.Errorf("OpenID discovery: %w", err)
 		}
 		var d struct {
+			Discovery
 			JWKSURI string `json:"jwks_uri"`
 		}
 		if err := json.Unmarshal(body, &d); err != nil || d.JWKSURI == "" {
-			return "", fmt.Errorf("OpenID discovery: %s has no jwks_uri", doc)
+			return "", disc, fmt.Errorf("OpenID discovery: %s has no jwks_uri", doc)
 		}
 		uri = d.JWKSURI
+		if CheckURL(d.AuthorizationEndpoint) == nil && CheckURL(d.TokenEndpoint) == nil {
+			disc = d.Discovery
+			if CheckURL(disc.EndSessionEndpoint) != nil {
+				disc.EndSessionEndpoint = ""
+			}
+		}
 	}
 	body, err := f.get(ctx, uri)
 	if err != nil {
-		return "", err
+		return "", disc, err
 	}
 	// Only a key set is inlined into proxies' config: a jwksUri must not
 	// make the control plane copy whatever it points at.
 	if _, err := Parse(body); err != nil {
-		return "", fmt.Errorf("%s: %w", uri, err)
+		return "", disc, fmt.Errorf("%s: %w", uri, err)
 	}
-	return string(bytes.TrimSpace(body)), nil
+	return string(bytes.TrimSpace(body)), disc, nil
 }
 
 func (f *Fetcher) get(ctx context.Context, uri string) ([]byte, error) {

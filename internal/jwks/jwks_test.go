@@ -105,7 +105,8 @@ func newKeyServer(t *testing.T, body string) *keyServer {
 		fmt.Fprint(w, ks.body)
 	})
 	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, `{"issuer":%q,"jwks_uri":%q}`, ks.URL, ks.URL+"/keys")
+		fmt.Fprintf(w, `{"issuer":%q,"jwks_uri":%q,"authorization_endpoint":%q,"token_endpoint":%q,"end_session_endpoint":"http://192.0.2.1/logout"}`,
+			ks.URL, ks.URL+"/keys", ks.URL+"/authorize", ks.URL+"/token")
 	})
 	ks.Server = httptest.NewServer(mux)
 	t.Cleanup(ks.Close)
@@ -152,6 +153,12 @@ func TestSyncFetchesAndDiscovers(t *testing.T) {
 				t.Errorf("status: %+v", s)
 			}
 		}
+	}
+	// Discovery keeps the endpoints for a gateway login, but not one
+	// that is plain http off loopback.
+	want := Discovery{Issuer: ks.URL, AuthorizationEndpoint: ks.URL + "/authorize", TokenEndpoint: ks.URL + "/token"}
+	if d := f.Discovered(); len(d) != 1 || d[ks.URL] != want {
+		t.Errorf("Discovered() = %+v, want %s: %+v", d, ks.URL, want)
 	}
 	// A source no longer wanted is forgotten.
 	f.Sync(context.Background(), []Want{{Source: byURI}})

@@ -47,6 +47,9 @@ type Options struct {
 	// jwks.SourceOf). A rule whose source is missing gets jwks.FailClosed.
 	// Not modified after Build.
 	JWKS map[jwks.Source]string
+	// OIDC is what OpenID discovery found for the issuers of OIDCLogins,
+	// by issuer (jwks.Fetcher.Discovered). Not modified after Build.
+	OIDC map[string]jwks.Discovery
 	// OutboundTrafficPolicy is what a captured proxy does with traffic to
 	// destinations the mesh does not know; "" means AllowAny.
 	OutboundTrafficPolicy OutboundTrafficPolicy
@@ -110,6 +113,8 @@ type Snapshot struct {
 	Authz        *AuthzIndex
 	RequestAuthn *RequestAuthnIndex
 	Keys         *KeyIndex
+	// Logins finds a gateway's OIDCLogins and their issuers' endpoints.
+	Logins *LoginIndex
 	// Scopes says which services each proxy is sent (Sidecar resources,
 	// EgressScope).
 	Scopes *ScopeIndex
@@ -249,6 +254,9 @@ func BuildFrom(prev *Snapshot, cfg *config.Snapshot, reg *registry.Snapshot, opt
 	if len(opts.JWKS) > 0 {
 		version += "-k" + keysHash(opts.JWKS)
 	}
+	if len(opts.OIDC) > 0 {
+		version += "-o" + discoveryHash(opts.OIDC)
+	}
 	s := &Snapshot{
 		Config:                cfg,
 		Registry:              reg,
@@ -258,6 +266,7 @@ func BuildFrom(prev *Snapshot, cfg *config.Snapshot, reg *registry.Snapshot, opt
 		Version:               version,
 		OutboundTrafficPolicy: otp,
 		Keys:                  &KeyIndex{fetched: opts.JWKS},
+		Logins:                newLoginIndex(cfg.OIDCLogins, rootNS, opts.OIDC),
 		tracing:               opts.Tracing,
 		opts:                  opts,
 		servicesHash:          svcHash,
@@ -308,7 +317,7 @@ func (p *Snapshot) carries(s *Snapshot) carryLevel {
 	if po.DomainSuffix != so.DomainSuffix || po.RootNamespace != so.RootNamespace ||
 		po.TrustDomain != so.TrustDomain || po.OutboundTrafficPolicy != so.OutboundTrafficPolicy ||
 		po.EgressScope != so.EgressScope || po.Tracing != so.Tracing || po.MeshConfig != so.MeshConfig ||
-		!maps.Equal(po.JWKS, so.JWKS) || p.servicesHash != s.servicesHash {
+		!maps.Equal(po.JWKS, so.JWKS) || !maps.Equal(po.OIDC, so.OIDC) || p.servicesHash != s.servicesHash {
 		return carryNone
 	}
 	switch {
@@ -330,6 +339,18 @@ func keysHash(keys map[jwks.Source]string) string {
 	h := sha256.New()
 	for _, s := range srcs {
 		writeStr(h, s.URI, s.Issuer, keys[s])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:4])
+}
+
+// discoveryHash summarises the discovered OpenID endpoints, so Version
+// changes with them.
+func discoveryHash(d map[string]jwks.Discovery) string {
+	issuers := slices.Sorted(maps.Keys(d))
+	h := sha256.New()
+	for _, iss := range issuers {
+		e := d[iss]
+		writeStr(h, iss, e.Issuer, e.AuthorizationEndpoint, e.TokenEndpoint, e.EndSessionEndpoint)
 	}
 	return hex.EncodeToString(h.Sum(nil)[:4])
 }

@@ -41,6 +41,7 @@ var kinds = []kind{
 	{config.KindRequestAuthentication, "security.istio.io", "requestauthentications", securityVersions},
 	{config.KindTelemetry, "telemetry.istio.io", "telemetries", telemetryVersions},
 	{config.KindRateLimit, "networking.weft.dev", "ratelimits", weftNetworkingVersions},
+	{config.KindOIDCLogin, "security.weft.dev", "oidclogins", weftSecurityVersions},
 }
 
 // The versions Weft's decoder reads, newest first (they share one schema).
@@ -50,6 +51,7 @@ var (
 	telemetryVersions  = []string{"v1", "v1alpha1"}
 	// Weft's own kinds (charts/weft-crds/files/weft-crds.yaml).
 	weftNetworkingVersions = []string{"v1alpha1"}
+	weftSecurityVersions   = []string{"v1alpha1"}
 )
 
 // FilePath is the virtual file of an object: "k8s:<Kind>/<namespace>/<name>".

@@ -152,6 +152,7 @@ var kindSamples = map[config.Kind]string{
 	config.KindRequestAuthentication: "selector: {matchLabels: {app: reviews}}",
 	config.KindTelemetry:             "accessLogging: [{providers: [{name: envoy}]}]",
 	config.KindRateLimit:             "limit: {requestsPerUnit: 100, unit: SECOND}",
+	config.KindOIDCLogin:             "hosts: [shop.example.com]\n  issuer: https://idp.example.com\n  clientId: shop\n  credentialName: shop-oidc",
 }
 
 // Every kind Weft's decoder loads is watched, at every version the

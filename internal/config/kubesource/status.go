@@ -334,6 +334,9 @@ func inForce(snap *config.Snapshot) map[string]bool {
 	for _, r := range snap.RateLimits {
 		add(r.Meta)
 	}
+	for _, r := range snap.OIDCLogins {
+		add(r.Meta)
+	}
 	return out
 }
 

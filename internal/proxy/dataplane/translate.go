@@ -26,6 +26,7 @@ import (
 	"weft.dev/weft/internal/proxy/filter/cors"
 	"weft.dev/weft/internal/proxy/filter/fault"
 	"weft.dev/weft/internal/proxy/filter/jwt"
+	"weft.dev/weft/internal/proxy/filter/oauth2"
 	"weft.dev/weft/internal/proxy/filter/ratelimit"
 	"weft.dev/weft/internal/proxy/filter/rbac"
 	"weft.dev/weft/internal/proxy/forward"
@@ -72,7 +73,8 @@ type runtime struct {
 func newHTTPFilters(o filterOptions) filter.Registry {
 	return filter.NewRegistry(cors.Factory{}, fault.Factory{},
 		jwt.NewFactory(o.log), rbac.Factory{Stats: o.rbacStats, Logger: o.log},
-		ratelimit.NewFactory(o.rateLimitStats))
+		ratelimit.NewFactory(o.rateLimitStats),
+		oauth2.Factory{Secrets: o.secrets, Logger: o.log})
 }
 
 // filterOptions are what the HTTP filters need of the proxy.
@@ -81,6 +83,9 @@ type filterOptions struct {
 	rbacStats *rbac.Stats
 	// rateLimitStats count the local rate limit filters (per stat prefix).
 	rateLimitStats *ratelimit.Stats
+	// secrets serve the OAuth2 filter's generic secrets (a gateway's
+	// credential directory); nil: none.
+	secrets oauth2.Secrets
 }
 
 // httpFilters parse per-route filter configs for operator tools

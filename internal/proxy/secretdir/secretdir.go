@@ -6,6 +6,10 @@
 // certificates must chain to for MUTUAL servers. A CA may also stand in
 // its own subdirectory "<name>-cacert" (Istio's split form).
 //
+// Any other file of a credential is a generic secret (an OIDCLogin's
+// client-secret and hmac-secret), served under the SDS name
+// "kubernetes://<credentialName>/<file>" (GenericSecret).
+//
 // The directory is read again every poll interval; a credential whose
 // files changed is parsed again and served to the next handshake, while
 // connections already established keep theirs. A credential that cannot
@@ -21,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,12 +57,27 @@ type Dir struct {
 }
 
 type snapshot struct {
-	certs map[string]*tls.Certificate
-	roots map[string]*x509.CertPool
+	certs   map[string]*tls.Certificate
+	roots   map[string]*x509.CertPool
+	generic map[string]map[string][]byte // by credential, then file
 }
 
 // rawFiles is what a credential's files held when last parsed.
-type rawFiles struct{ cert, key, ca []byte }
+type rawFiles struct {
+	cert, key, ca []byte
+	generic       map[string][]byte // the other files
+}
+
+func (a rawFiles) equal(b rawFiles) bool {
+	return bytes.Equal(a.cert, b.cert) && bytes.Equal(a.key, b.key) && bytes.Equal(a.ca, b.ca) &&
+		maps.EqualFunc(a.generic, b.generic, bytes.Equal)
+}
+
+// tlsFiles are the files of a credential that are not generic secrets.
+var tlsFiles = map[string]bool{"tls.crt": true, "tls.key": true, "cert": true, "key": true, "ca.crt": true, "cacert": true}
+
+// maxGeneric is the largest generic secret file read.
+const maxGeneric = 64 << 10
 
 // Open reads the credentials in path. It fails when path is not a
 // readable directory; credentials that cannot be used are logged and
@@ -111,7 +131,7 @@ func (d *Dir) Reload() error {
 		return fmt.Errorf("credential directory: %w", err)
 	}
 	prev := d.cur.Load()
-	next := &snapshot{certs: map[string]*tls.Certificate{}, roots: map[string]*x509.CertPool{}}
+	next := &snapshot{certs: map[string]*tls.Certificate{}, roots: map[string]*x509.CertPool{}, generic: map[string]map[string][]byte{}}
 	seen := map[string]bool{}
 	for _, e := range entries {
 		name := e.Name()
@@ -128,8 +148,12 @@ func (d *Dir) Reload() error {
 			key:  readFirst(dir, "tls.key", "key"),
 			ca:   readFirst(dir, "ca.crt", "cacert"),
 		}
+		raw.generic = readGeneric(dir)
+		if raw.generic != nil {
+			next.generic[name] = raw.generic
+		}
 		old, had := d.raw[name]
-		if had && bytes.Equal(old.cert, raw.cert) && bytes.Equal(old.key, raw.key) && bytes.Equal(old.ca, raw.ca) {
+		if had && old.equal(raw) {
 			// Unchanged: keep what is in force (possibly nothing, if it
 			// never parsed).
 			if c := prev.certs[name]; c != nil {
@@ -178,6 +202,35 @@ func (d *Dir) Reload() error {
 	return nil
 }
 
+// readGeneric reads the files of dir that are not TLS files: generic
+// secrets, their trailing line break removed. Nil when there are none.
+func readGeneric(dir string) map[string][]byte {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var out map[string][]byte
+	for _, e := range entries {
+		n := e.Name()
+		if strings.HasPrefix(n, ".") || tlsFiles[n] {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(dir, n)) // follows Kubernetes' symlinks
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() > maxGeneric {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			continue
+		}
+		if out == nil {
+			out = map[string][]byte{}
+		}
+		out[n] = bytes.TrimRight(b, "\r\n")
+	}
+	return out
+}
+
 // readFirst returns the content of the first of names in dir that
 // exists, or nil.
 func readFirst(dir string, names ...string) []byte {
@@ -215,8 +268,8 @@ func parse(raw rawFiles) (*tls.Certificate, *x509.CertPool, error) {
 			return nil, nil, errors.New("ca.crt: no PEM certificate in it")
 		}
 	}
-	if cert == nil && roots == nil {
-		return nil, nil, errors.New("no tls.crt/tls.key (or cert/key) and no ca.crt (or cacert)")
+	if cert == nil && roots == nil && raw.generic == nil {
+		return nil, nil, errors.New("no tls.crt/tls.key (or cert/key), no ca.crt (or cacert) and no other file")
 	}
 	return cert, roots, nil
 }
@@ -240,6 +293,17 @@ func (d *Dir) CredentialRoots(name string) *x509.CertPool {
 		return cur.roots[base]
 	}
 	return nil
+}
+
+// GenericSecret is the generic secret of SDS name
+// "kubernetes://<credentialName>/<file>": the file's content without its
+// trailing line break, or nil. The caller must not modify it.
+func (d *Dir) GenericSecret(name string) []byte {
+	cred, file, ok := strings.Cut(strings.TrimPrefix(name, Prefix), "/")
+	if !ok {
+		return nil
+	}
+	return d.cur.Load().generic[cred][file]
 }
 
 // Names lists the credentials in force with a certificate, for the

@@ -128,3 +128,37 @@ func TestOpenErrors(t *testing.T) {
 		t.Errorf("Open of a file succeeded")
 	}
 }
+
+// The other files of a credential are generic secrets, by SDS name
+// "kubernetes://<credential>/<file>", their trailing line break removed;
+// a credential of generic secrets only is no error; a rotation is seen by
+// the next read.
+func TestGenericSecrets(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "login", map[string][]byte{"client-secret": []byte("s3cr3t\n"), "hmac-secret": []byte("k1")})
+	d, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"kubernetes://login/client-secret": "s3cr3t",
+		"login/hmac-secret":                "k1",
+		"kubernetes://login/other":         "",
+		"kubernetes://login":               "",
+		"kubernetes://none/client-secret":  "",
+	} {
+		if got := string(d.GenericSecret(name)); got != want {
+			t.Errorf("GenericSecret(%q) = %q, want %q", name, got, want)
+		}
+	}
+	if c := d.CredentialCertificate("kubernetes://login"); c != nil {
+		t.Errorf("a credential of generic secrets has a certificate")
+	}
+	write(t, dir, "login", map[string][]byte{"hmac-secret": []byte("k2")})
+	if err := d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(d.GenericSecret("kubernetes://login/hmac-secret")); got != "k2" {
+		t.Errorf("after rotation: %q, want k2", got)
+	}
+}

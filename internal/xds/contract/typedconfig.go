@@ -3,12 +3,14 @@ package contract
 import (
 	"slices"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	oauth2v3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/oauth2/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
@@ -64,6 +66,8 @@ var typedConfigs = []proto.Message{
 	(*filev3.FileAccessLog)(nil),                          // connection managers' access_log (Telemetry accessLogging)
 	(*xdstype.TypedStruct)(nil),                           // istio.stats filters (Telemetry metrics, stats.go)
 	(*localratelimitv3.LocalRateLimit)(nil),               // HTTP filter and per-route config (RateLimit)
+	(*oauth2v3.OAuth2)(nil),                               // HTTP filter of gateways (OIDCLogin)
+	(*routev3.FilterConfig)(nil),                          // per-route config turning a filter off (OIDCLogin elsewhere)
 }
 
 // TypedConfigURLs returns, sorted, the type URLs of every message the

@@ -156,7 +156,7 @@ func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.R
 		case "http":
 			rcName := fmt.Sprintf("http.%d", gp.number)
 			rc := gatewayRouteConfig(s, id, rcName, gp.number, gp.servers)
-			m := withGatewayRateLimit(s, id, gp.number, gatewayHCM(s, id, name, rcName), rc)
+			m := withLogin(s, id, withGatewayRateLimit(s, id, gp.number, gatewayHCM(s, id, name, rcName), rc), rc)
 			l.FilterChains = []*listener.FilterChain{withChainCORS(&listener.FilterChain{Filters: []*listener.Filter{hcmFilter(m)}}, rc)}
 			rcs = append(rcs, rc)
 		case "tls":
@@ -178,7 +178,7 @@ func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.R
 				if gs.proto == registry.HTTPS {
 					rcName := fmt.Sprintf("https.%d.%s.%s.%s", gp.number, gs.srv.GetPort().GetName(), gs.gw.Name, gs.gw.Namespace)
 					rc := gatewayRouteConfig(s, id, rcName, gp.number, []gatewayServer{gs})
-					m := withGatewayRateLimit(s, id, gp.number, gatewayHCM(s, id, name, rcName), rc)
+					m := withLogin(s, id, withGatewayRateLimit(s, id, gp.number, gatewayHCM(s, id, name, rcName), rc), rc)
 					fc.Filters = []*listener.Filter{hcmFilter(m)}
 					withChainCORS(fc, rc)
 					rcs = append(rcs, rc)

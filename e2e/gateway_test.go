@@ -875,72 +875,8 @@ spec:
 		return nil
 	})
 
-	const (
-		rate     = 100
-		offered  = 300
-		duration = 3 * time.Second
-		workers  = 32
-	)
-	var admitted, limited, sent atomic.Int64
-	var mu sync.Mutex
-	var firstErr error
-	var limitedHeaders http.Header
-	ticks := make(chan struct{})
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range ticks {
-				sent.Add(1)
-				code, h, err := getHeaders(ctx, c, addr, "api.example.com", "/")
-				mu.Lock()
-				switch {
-				case err != nil:
-					firstErr = cmpOr(firstErr, err)
-				case code == 200:
-					admitted.Add(1)
-				case code == 429:
-					limited.Add(1)
-					if limitedHeaders == nil {
-						limitedHeaders = h
-					}
-				default:
-					firstErr = cmpOr(firstErr, fmt.Errorf("status %d", code))
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	start := time.Now()
-	tick := time.NewTicker(time.Second / offered)
-	for n := 0; n < offered*int(duration/time.Second) && time.Since(start) < duration; n++ {
-		<-tick.C
-		select {
-		case ticks <- struct{}{}:
-		case <-ctx.Done():
-		}
-	}
-	tick.Stop()
-	close(ticks)
-	wg.Wait()
-	span := time.Since(start).Seconds()
-	if firstErr != nil {
-		t.Fatalf("a request failed: %v", firstErr)
-	}
-	got, refused := admitted.Load(), limited.Load()
-	upper := int64(rate + rate*span + 2)
-	lower := int64(rate*span - 50)
-	t.Logf("sent %d in %.2fs (%.0f/s): %d admitted, %d refused; bounds [%d, %d]", sent.Load(), span, float64(sent.Load())/span, got, refused, lower, upper)
-	if got > upper {
-		t.Errorf("%d admitted in %.2fs, more than the bucket allows (%d)", got, span, upper)
-	}
-	if float64(sent.Load()) >= 1.5*rate*span && got < lower {
-		t.Errorf("%d admitted in %.2fs at %.0f requests/s offered, fewer than the limit allows (%d)", got, span, float64(sent.Load())/span, lower)
-	}
-	if refused == 0 {
-		t.Fatalf("nothing was refused: the limit did not hold at the gateway")
-	}
+	run := holdsRate(t, ctx, 100, func() (int, http.Header, error) { return getHeaders(ctx, c, addr, "api.example.com", "/") })
+	limitedHeaders := run.limitedHeaders
 	if limitedHeaders.Get("X-Ratelimit-Limit") != "100" || limitedHeaders.Get("X-Ratelimit-Remaining") != "0" {
 		t.Errorf("429 headers %v, want x-ratelimit-limit 100 and remaining 0", limitedHeaders)
 	}

@@ -50,74 +50,10 @@ func TestRateLimitHolds100RPS(t *testing.T) {
 	waitDump(t, backends[0], "http_local_rate_limiter")
 	c := newClient()
 
-	const (
-		rate     = 100
-		offered  = 300
-		duration = 3 * time.Second
-		workers  = 32
-	)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var admitted, limited, sent atomic.Int64
-	var mu sync.Mutex
-	var firstErr error
-	var limitedHeaders http.Header
-	ticks := make(chan struct{})
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range ticks {
-				sent.Add(1)
-				code, h, err := getHeaders(ctx, c, front.Outbound, "backend", "/")
-				mu.Lock()
-				switch {
-				case err != nil:
-					firstErr = cmpOr(firstErr, err)
-				case code == 200:
-					admitted.Add(1)
-				case code == 429:
-					limited.Add(1)
-					if limitedHeaders == nil {
-						limitedHeaders = h
-					}
-				default:
-					firstErr = cmpOr(firstErr, fmt.Errorf("status %d", code))
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	start := time.Now()
-	tick := time.NewTicker(time.Second / offered)
-	for n := 0; n < offered*int(duration/time.Second) && time.Since(start) < duration; n++ {
-		<-tick.C
-		select {
-		case ticks <- struct{}{}:
-		case <-ctx.Done():
-		}
-	}
-	tick.Stop()
-	close(ticks)
-	wg.Wait()
-	span := time.Since(start).Seconds()
-	if firstErr != nil {
-		t.Fatalf("a request failed: %v", firstErr)
-	}
-	got, refused := admitted.Load(), limited.Load()
-	upper := int64(rate + rate*span + 2)
-	lower := int64(rate*span - 50)
-	t.Logf("sent %d in %.2fs (%.0f/s): %d admitted, %d refused; bounds [%d, %d]", sent.Load(), span, float64(sent.Load())/span, got, refused, lower, upper)
-	if got > upper {
-		t.Errorf("%d admitted in %.2fs, more than the bucket allows (%d)", got, span, upper)
-	}
-	if float64(sent.Load()) >= 1.5*rate*span && got < lower {
-		t.Errorf("%d admitted in %.2fs at %.0f requests/s offered, fewer than the limit allows (%d)", got, span, float64(sent.Load())/span, lower)
-	}
-	if refused == 0 {
-		t.Fatalf("nothing was refused: the limit did not hold")
-	}
+	run := holdsRate(t, ctx, 100, func() (int, http.Header, error) { return getHeaders(ctx, c, front.Outbound, "backend", "/") })
+	got, refused, limitedHeaders := run.admitted, run.refused, run.limitedHeaders
 	for k, want := range map[string]string{"X-Ratelimit-Limit": "100", "X-Ratelimit-Remaining": "0"} {
 		if limitedHeaders.Get(k) != want {
 			t.Errorf("429 %s = %q, want %q (headers %v)", k, limitedHeaders.Get(k), want, limitedHeaders)
@@ -238,4 +174,89 @@ func cmpOr(a, b error) error {
 		return a
 	}
 	return b
+}
+
+// rateRun is what holdsRate saw.
+type rateRun struct {
+	admitted, refused int64
+	// limitedHeaders are the headers of the first 429.
+	limitedHeaders http.Header
+}
+
+// holdsRate offers about three times rate requests per second for 3 s
+// with send (32 workers), fails t on any answer but 200 or 429, and
+// checks the admitted count against the bounds of a token bucket of rate
+// per second and burst rate, as TestRateLimitHolds100RPS explains: at
+// most rate + rate·T + 2 in the measured span T; at least rate·T − 50
+// when at least 1.5 times the rate was offered. At least one request
+// must be refused.
+func holdsRate(t *testing.T, ctx context.Context, rate int, send func() (int, http.Header, error)) rateRun {
+	t.Helper()
+	const (
+		duration = 3 * time.Second
+		workers  = 32
+	)
+	offered := 3 * rate
+	var admitted, limited, sent atomic.Int64
+	var mu sync.Mutex
+	var firstErr error
+	var limitedHeaders http.Header
+	ticks := make(chan struct{})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range ticks {
+				sent.Add(1)
+				code, h, err := send()
+				mu.Lock()
+				switch {
+				case err != nil:
+					firstErr = cmpOr(firstErr, err)
+				case code == 200:
+					admitted.Add(1)
+				case code == 429:
+					limited.Add(1)
+					if limitedHeaders == nil {
+						limitedHeaders = h
+					}
+				default:
+					firstErr = cmpOr(firstErr, fmt.Errorf("status %d", code))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	start := time.Now()
+	tick := time.NewTicker(time.Second / time.Duration(offered))
+	for n := 0; n < offered*int(duration/time.Second) && time.Since(start) < duration; n++ {
+		<-tick.C
+		select {
+		case ticks <- struct{}{}:
+		case <-ctx.Done():
+		}
+	}
+	tick.Stop()
+	close(ticks)
+	wg.Wait()
+	span := time.Since(start).Seconds()
+	if firstErr != nil {
+		t.Fatalf("a request failed: %v", firstErr)
+	}
+	got, refused := admitted.Load(), limited.Load()
+	r := float64(rate)
+	upper := int64(r + r*span + 2)
+	lower := int64(r*span - 50)
+	t.Logf("sent %d in %.2fs (%.0f/s): %d admitted, %d refused; bounds [%d, %d]", sent.Load(), span, float64(sent.Load())/span, got, refused, lower, upper)
+	if got > upper {
+		t.Errorf("%d admitted in %.2fs, more than the bucket allows (%d)", got, span, upper)
+	}
+	if float64(sent.Load()) >= 1.5*r*span && got < lower {
+		t.Errorf("%d admitted in %.2fs at %.0f requests/s offered, fewer than the limit allows (%d)", got, span, float64(sent.Load())/span, lower)
+	}
+	if refused == 0 {
+		t.Fatalf("nothing was refused: the limit did not hold")
+	}
+	return rateRun{admitted: got, refused: refused, limitedHeaders: limitedHeaders}
 }

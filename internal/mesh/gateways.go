@@ -119,7 +119,7 @@ func ServerHosts(gw *config.Gateway, srv *networking.Server, vs *config.VirtualS
 			case ns != "*" && ns != vs.Namespace:
 				continue
 			}
-			if h, ok := intersectHosts(vh, host); ok && !slices.Contains(out, h) {
+			if h, ok := IntersectHosts(vh, host); ok && !slices.Contains(out, h) {
 				out = append(out, h)
 			}
 		}
@@ -127,9 +127,9 @@ func ServerHosts(gw *config.Gateway, srv *networking.Server, vs *config.VirtualS
 	return out
 }
 
-// intersectHosts returns the more specific of a and b (each "*",
+// IntersectHosts returns the more specific of a and b (each "*",
 // "*.suffix" or a name) when one covers the other.
-func intersectHosts(a, b string) (string, bool) {
+func IntersectHosts(a, b string) (string, bool) {
 	switch {
 	case covers(a, b):
 		return b, true

@@ -511,7 +511,7 @@ func passthroughChains(s *mesh.Snapshot, id contract.Identity, gs gatewayServer,
 				var snis []string
 				for _, sni := range m.GetSniHosts() {
 					for _, h := range hosts {
-						if n, ok := intersect(sni, h); ok && !used[n] {
+						if n, ok := mesh.IntersectHosts(sni, h); ok && !used[n] {
 							used[n] = true
 							snis = append(snis, n)
 						}
@@ -532,17 +532,6 @@ func passthroughChains(s *mesh.Snapshot, id contract.Identity, gs gatewayServer,
 		}
 	}
 	return out
-}
-
-// intersect is the more specific of two host patterns, when one covers
-// the other.
-func intersect(a, b string) (string, bool) {
-	vs := &config.VirtualService{Spec: &networking.VirtualService{Hosts: []string{a}}}
-	hs := mesh.ServerHosts(&config.Gateway{}, &networking.Server{Hosts: []string{"*/" + b}}, vs)
-	if len(hs) == 0 {
-		return "", false
-	}
-	return hs[0], true
 }
 
 // gatewayL4MatchApplies is gatewayMatchApplies for tls and tcp route matches.

@@ -32,13 +32,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"weft.dev/weft/internal/xds/contract"
 )
 
 // Prefix is Istio's SDS name prefix for a credentialName, and CASuffix
-// ends the SDS name of a credential's CA.
+// ends the SDS name of a credential's CA (the wire contract's).
 const (
-	Prefix   = "kubernetes://"
-	CASuffix = "-cacert"
+	Prefix   = contract.SecretCredentialPrefix
+	CASuffix = contract.SecretCASuffix
 )
 
 // DefaultPoll is how often the directory is read again.

@@ -13,6 +13,13 @@ const (
 	// proxy serves SecretDefault and SecretRootCA itself, whatever the
 	// sds_config says.
 	SDSClusterName = "sds-grpc"
+	// SecretCredentialPrefix starts the SDS name of a gateway's credential
+	// (a Gateway's credentialName: "kubernetes://<name>"), as in Istio; a
+	// gateway serves it from its credential directory. The credential's
+	// client CA is "kubernetes://<name>" + SecretCASuffix, and one of its
+	// other files "kubernetes://<name>/<file>" (OIDCLogin's secrets).
+	SecretCredentialPrefix = "kubernetes://"
+	SecretCASuffix         = "-cacert"
 
 	// TLSModeLabel on a workload (a WorkloadEntry's labels) says whether it
 	// runs a sidecar that accepts mutual TLS: TLSModeIstio.

@@ -42,14 +42,10 @@ import (
 //     the bound VirtualServices' tls routes, without terminating them;
 //     TLS servers that terminate, and TCP servers, forward along tcp
 //     routes.
-
-// CredentialSecretPrefix starts the SDS name of a gateway credential
-// (credentialName), as in Istio; "-cacert" ends the name of its client
-// CA.
-const (
-	CredentialSecretPrefix = "kubernetes://"
-	CredentialCASuffix     = "-cacert"
-)
+//   - A port is served on the target port of the gateway's own Service
+//     port of that number, when a registry has one (Istio's mapping).
+//   - The connection managers carry the RateLimit (ratelimit.go) and the
+//     OIDCLogin (login.go) that select the gateway.
 
 // gatewayServer is one server of a Gateway selecting the proxy.
 type gatewayServer struct {
@@ -438,13 +434,13 @@ func gatewayTLSContext(gs gatewayServer) *tlsv3.DownstreamTlsContext {
 	mutual := t.GetMode() == networking.ServerTLSSettings_MUTUAL
 	switch cred := t.GetCredentialName(); {
 	case cred != "":
-		name := CredentialSecretPrefix + strings.TrimPrefix(cred, CredentialSecretPrefix)
+		name := contract.SecretCredentialPrefix + strings.TrimPrefix(cred, contract.SecretCredentialPrefix)
 		common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{sdsSecret(name)}
 		if mutual {
 			common.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{
 				CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 					DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchSubjectAltNames: sans},
-					ValidationContextSdsSecretConfig: sdsSecret(name + CredentialCASuffix),
+					ValidationContextSdsSecretConfig: sdsSecret(name + contract.SecretCASuffix),
 				},
 			}
 		}

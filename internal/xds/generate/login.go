@@ -187,7 +187,7 @@ func loginPathRoute(path string) *route.Route {
 
 func oauth2Config(spec *weftsec.OIDCLogin, disc jwks.Discovery, redirect, logout string) *oauthv3.OAuth2Config {
 	sds := func(key string) *tlsv3.SdsSecretConfig {
-		return &tlsv3.SdsSecretConfig{Name: CredentialSecretPrefix + spec.GetCredentialName() + "/" + key, SdsConfig: adsConfigSource()}
+		return &tlsv3.SdsSecretConfig{Name: contract.SecretCredentialPrefix + spec.GetCredentialName() + "/" + key, SdsConfig: adsConfigSource()}
 	}
 	c := &oauthv3.OAuth2Config{
 		TokenEndpoint: &core.HttpUri{

@@ -75,7 +75,7 @@ func validateServer(is *issues, path string, s *networking.Server) {
 			is.errf(fmt.Sprintf("%s.hosts[%d]", path, i), "%v", err)
 		}
 	}
-	portOK := validateServerPort(is, path+".port", s.GetPort(), s.GetBind())
+	portOK := validateServerPort(is, path+".port", s.GetPort())
 	if b := s.GetBind(); b != "" {
 		switch {
 		case strings.HasPrefix(b, "unix://"):
@@ -106,7 +106,7 @@ func validateServer(is *issues, path string, s *networking.Server) {
 
 // validateServerPort is Istio's validateServerPort; ok is false when the
 // port is too broken to check the rest of the server against.
-func validateServerPort(is *issues, path string, p *networking.Port, bind string) bool {
+func validateServerPort(is *issues, path string, p *networking.Port) bool {
 	if p == nil {
 		is.errf(path, "port is required")
 		return false
@@ -126,7 +126,6 @@ func validateServerPort(is *issues, path string, p *networking.Port, bind string
 	if p.GetName() == "" {
 		is.errf(path+".name", "port name must be set")
 	}
-	_ = bind
 	return ok
 }
 

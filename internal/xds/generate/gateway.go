@@ -238,9 +238,8 @@ func gatewayHCM(s *mesh.Snapshot, id contract.Identity, listenerName, rcName str
 			ConfigSource:    adsConfigSource(),
 			RouteConfigName: rcName,
 		}},
-		HttpFilters:       append(faultFilters(), routerFilters()...),
-		UseRemoteAddress:  wrapperspb.Bool(true),
-		XffNumTrustedHops: 0,
+		HttpFilters:      append(faultFilters(), routerFilters()...),
+		UseRemoteAddress: wrapperspb.Bool(true),
 	}
 	return withAccessLogs(s, m, id.Namespace, id.Labels, mesh.ModeClient)
 }

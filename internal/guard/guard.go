@@ -6,7 +6,9 @@
 // version in force keeps serving. The change applies by itself once the
 // destination has endpoints (the store judges it again on every load and
 // every registry change), or at once when the resource carries the
-// annotation AllowUnservedAnnotation.
+// annotation AllowUnservedAnnotation. Routes are judged as sidecars use
+// them (per host) and as gateway proxies do (per Gateway and bound
+// VirtualService).
 //
 // The guard plugs into config.Store as Options.Admit. Its analysis of
 // which routes ordinary traffic reaches and where it goes (Outcomes) is
@@ -90,12 +92,14 @@ func judge(now, next *mesh.Snapshot) []config.Finding {
 			out = append(out, f)
 		}
 	}
-	for _, host := range hosts(next) {
-		if !served(Outcomes(now, host)) {
-			continue // nothing served today: nothing to protect
+	// compare adds the findings of one unit of routing (a host on
+	// sidecars, a VirtualService on a gateway) that ordinary requests reach
+	// today (before) and after the change (after).
+	compare := func(what string, before, after []Outcome) {
+		if !served(before) {
+			return // nothing served today: nothing to protect
 		}
-		before := Outcomes(now, host)
-		for _, o := range Outcomes(next, host) {
+		for _, o := range after {
 			if !o.Ordinary || o.Share == 0 || o.Endpoints > 0 || o.Direct {
 				continue
 			}
@@ -104,12 +108,47 @@ func judge(now, next *mesh.Snapshot) []config.Finding {
 			}) {
 				continue // unserved before this change too: not this change's doing
 			}
-			for _, f := range blame(now, next, host, o) {
+			for _, f := range blame(now, next, what, o) {
 				add(f)
 			}
 		}
 	}
+	for _, host := range hosts(next) {
+		compare("the requests to "+host, Outcomes(now, host), Outcomes(next, host))
+	}
+	for _, gw := range next.Config.Gateways {
+		if _, translated := gw.Annotations[config.AnnotationGeneratedFrom]; translated {
+			// Translated from the Gateway API: its VirtualServices are not
+			// resources of the store that could be held back.
+			continue
+		}
+		ref := gw.Namespace + "/" + gw.Name
+		for _, vs := range next.Gateways.Bound(gw, gw.Namespace) {
+			was := boundBefore(now, gw, vs)
+			if was == nil {
+				continue // not served at this gateway today
+			}
+			what := fmt.Sprintf("the requests to %s at gateway %s", strings.Join(vs.Spec.GetHosts(), ", "), ref)
+			compare(what, GatewayOutcomes(now, ref, was), GatewayOutcomes(next, ref, vs))
+		}
+	}
 	return out
+}
+
+// boundBefore returns the version in force in mesh now of VirtualService
+// vs, when it was bound to gateway gw (as proposed) then too; else nil.
+func boundBefore(now *mesh.Snapshot, gw *config.Gateway, vs *config.VirtualService) *config.VirtualService {
+	for _, g := range now.Config.Gateways {
+		if g.Key() != gw.Key() {
+			continue
+		}
+		for _, was := range now.Gateways.Bound(g, g.Namespace) {
+			if was.Key() == vs.Key() {
+				return was
+			}
+		}
+	}
+	return nil
 }
 
 // hosts lists every host a mesh routes: its services and the hosts of its
@@ -211,20 +250,55 @@ func Outcomes(m *mesh.Snapshot, host string) []Outcome {
 		if !appliesToSidecars(r) {
 			continue
 		}
-		ordinary, catchAll := ordinary(r)
-		if r.GetRedirect() != nil || r.GetDirectResponse() != nil {
-			out = append(out, Outcome{VS: vs, Rule: i, Route: -1, Ordinary: ordinary, CatchAll: catchAll, Share: 1, Direct: true})
-		}
-		weights := effectiveWeights(r.GetRoute())
-		for j, d := range r.GetRoute() {
-			dest := Destination{Host: m.ResolveHost(d.GetDestination().GetHost(), vs.Namespace), Subset: d.GetDestination().GetSubset(),
-				Port: d.GetDestination().GetPort().GetNumber()}
-			out = append(out, Outcome{VS: vs, Rule: i, Route: j, Ordinary: ordinary, CatchAll: catchAll,
-				Dest: dest, Share: weights[j], Endpoints: Endpoints(m, dest)})
-		}
+		ordinary, catchAll := ordinary(r, config.AppliesToMesh)
+		out = routeOutcomes(m, vs, i, ordinary, catchAll, out)
 		if catchAll {
 			break
 		}
+	}
+	return out
+}
+
+// GatewayOutcomes is Outcomes for VirtualService vs bound to the gateway
+// "<namespace>/<name>" gw: every destination of every HTTP route of vs
+// used on that gateway (a match without gateways applies to each of vs's
+// gateways, one with gateways to those it names), up to and including
+// the first catch-all.
+func GatewayOutcomes(m *mesh.Snapshot, gw string, vs *config.VirtualService) []Outcome {
+	onGateway := func(gateways []string) bool {
+		if len(gateways) == 0 {
+			return true
+		}
+		return slices.ContainsFunc(gateways, func(g string) bool { return config.GatewayRef(g, vs.Namespace) == gw })
+	}
+	var out []Outcome
+	for i, r := range vs.Spec.GetHttp() {
+		if len(r.GetMatch()) > 0 && !slices.ContainsFunc(r.GetMatch(), func(mr *networking.HTTPMatchRequest) bool {
+			return onGateway(mr.GetGateways())
+		}) {
+			continue
+		}
+		ordinary, catchAll := ordinary(r, onGateway)
+		out = routeOutcomes(m, vs, i, ordinary, catchAll, out)
+		if catchAll {
+			break
+		}
+	}
+	return out
+}
+
+// routeOutcomes appends the outcomes of route i of vs to out.
+func routeOutcomes(m *mesh.Snapshot, vs *config.VirtualService, i int, ordinary, catchAll bool, out []Outcome) []Outcome {
+	r := vs.Spec.GetHttp()[i]
+	if r.GetRedirect() != nil || r.GetDirectResponse() != nil {
+		out = append(out, Outcome{VS: vs, Rule: i, Route: -1, Ordinary: ordinary, CatchAll: catchAll, Share: 1, Direct: true})
+	}
+	weights := effectiveWeights(r.GetRoute())
+	for j, d := range r.GetRoute() {
+		dest := Destination{Host: m.ResolveHost(d.GetDestination().GetHost(), vs.Namespace), Subset: d.GetDestination().GetSubset(),
+			Port: d.GetDestination().GetPort().GetNumber()}
+		out = append(out, Outcome{VS: vs, Rule: i, Route: j, Ordinary: ordinary, CatchAll: catchAll,
+			Dest: dest, Share: weights[j], Endpoints: Endpoints(m, dest)})
 	}
 	return out
 }
@@ -242,14 +316,15 @@ func appliesToSidecars(r *networking.HTTPRoute) bool {
 }
 
 // ordinary reports whether requests without special headers can reach a
-// route, and whether it catches everything.
-func ordinary(r *networking.HTTPRoute) (ordinary, catchAll bool) {
+// route where applies says a match's gateways apply, and whether it
+// catches everything there.
+func ordinary(r *networking.HTTPRoute, applies func(gateways []string) bool) (ordinary, catchAll bool) {
 	if len(r.GetMatch()) == 0 {
 		return true, true
 	}
 	for _, m := range r.GetMatch() {
 		if len(m.GetHeaders()) == 0 && len(m.GetQueryParams()) == 0 && len(m.GetWithoutHeaders()) == 0 &&
-			len(m.GetSourceLabels()) == 0 && m.GetSourceNamespace() == "" && config.AppliesToMesh(m.GetGateways()) {
+			len(m.GetSourceLabels()) == 0 && m.GetSourceNamespace() == "" && applies(m.GetGateways()) {
 			ordinary = true
 			if isEmptyMatch(m) {
 				catchAll = true
@@ -319,15 +394,16 @@ func Endpoints(m *mesh.Snapshot, d Destination) int {
 	return n
 }
 
-// blame names the changed resources that make outcome o of host unserved
+// blame names the changed resources that make outcome o of what ("the
+// requests to <host>", or at a gateway) unserved
 // and holds them: the VirtualService routing the host, if it changed;
 // else the changed DestinationRules that define the subset. When neither
 // changed (endpoints left, a ServiceEntry or WorkloadEntry changed), it
 // warns on the VirtualService instead: registries change underneath the
 // config, and the guard does not hold them.
-func blame(now, next *mesh.Snapshot, host string, o Outcome) []config.Finding {
+func blame(now, next *mesh.Snapshot, what string, o Outcome) []config.Finding {
 	share := Percent(o.Share)
-	reach := fmt.Sprintf("the requests to %s that reach %s", host, ruleName(o))
+	reach := fmt.Sprintf("%s that reach %s", what, ruleName(o))
 	why := whyNoEndpoints(next, o.Dest)
 	const applied = "the version in force keeps serving; this change applies by itself once the destination has endpoints, or at once with the annotation " + AllowUnservedAnnotation + `: "true"`
 

@@ -230,3 +230,72 @@ func hasCode(s *config.Snapshot, c config.Code) bool {
 	}
 	return false
 }
+
+// TestGatewayRouteIsGuarded: a change to a VirtualService bound only to a
+// Gateway (which sidecars never use) that would send the edge's traffic
+// to a destination with no endpoints is held as on sidecars; a route
+// behind another gateway's match, or a new binding, is not.
+func TestGatewayRouteIsGuarded(t *testing.T) {
+	const gateways = `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: ingress}
+spec:
+  selector: {app: edge}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*/shop.example.com"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: other, namespace: ingress}
+spec:
+  selector: {app: other}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*/shop.example.com"]}]
+`
+	edgeVS := func(host, otherHost string) string {
+		return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop}
+spec:
+  hosts: [shop.example.com]
+  gateways: [ingress/edge, ingress/other]
+  http:
+  - match: [{gateways: [ingress/other]}]
+    route: [{destination: {host: %s}}]
+  - route: [{destination: {host: %s}}]
+`, otherHost, host)
+	}
+	s := newStore()
+	base := files("services.yaml", services, "gw.yaml", gateways, "dr.yaml", dr("v2", ""), "vs.yaml", edgeVS("backend", "backend"))
+	if snap := s.Load(base); len(snap.Diagnostics) != 0 {
+		t.Fatalf("base config: %v", diags(snap))
+	}
+	// A typo in the host of the route every request at ingress/edge takes.
+	base["vs.yaml"] = []byte(edgeVS("backendd", "backend"))
+	snap := s.Load(base)
+	want := `error WF0401 vs.yaml spec.http[1].route[0].destination: held: this change would send 100% of the requests to shop.example.com at gateway ingress/edge that reach VirtualService default/shop spec.http[1], its catch-all route to backendd.default.svc.cluster.local, which has no endpoints (no registry knows the host backendd.default.svc.cluster.local); the version in force keeps serving; this change applies by itself once the destination has endpoints, or at once with the annotation weft.dev/allow-unserved: "true"`
+	if got := diags(snap); !contains(got, want) {
+		t.Fatalf("diagnostics:\n%s\nwant:\n%s", strings.Join(got, "\n"), want)
+	}
+	if strings.Contains(vsSpec(snap, "shop"), "backendd") {
+		t.Errorf("the version in force must keep serving, got %s", vsSpec(snap, "shop"))
+	}
+	// The same typo on the route only ingress/other's match takes is held
+	// for that gateway, and said so.
+	base["vs.yaml"] = []byte(edgeVS("backend", "backendd"))
+	snap = s.Load(base)
+	if got := diags(snap); len(got) != 1 || !strings.Contains(got[0], "at gateway ingress/other that reach VirtualService default/shop spec.http[0]") {
+		t.Fatalf("diagnostics:\n%s", strings.Join(got, "\n"))
+	}
+	// A VirtualService newly bound to a gateway serves nothing there yet.
+	base["vs.yaml"] = []byte(edgeVS("backend", "backend"))
+	base["new.yaml"] = []byte(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: new}
+spec:
+  hosts: [new.example.com]
+  gateways: [ingress/edge]
+  http: [{route: [{destination: {host: nowhere.example.com}}]}]
+`)
+	if snap := s.Load(base); hasCode(snap, config.CodeTrafficHeld) || len(snap.VirtualServices) != 2 {
+		t.Fatalf("a new gateway binding was held: %v", diags(snap))
+	}
+}

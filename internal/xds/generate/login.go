@@ -56,6 +56,7 @@ import (
 //
 // One OIDCLogin per route configuration: the first (oldest, the
 // gateway's namespace first) whose hosts the route configuration serves.
+// The hosts of the others answer 503 there: never served without login.
 
 // Names of the login's filters and secrets.
 const (
@@ -75,10 +76,12 @@ const (
 // rc. It changes rc in place (cloning the routes it touches, which may
 // be shared) and returns m.
 func withLogin(s *mesh.Snapshot, id contract.Identity, m *hcm.HttpConnectionManager, rc *route.RouteConfiguration) *hcm.HttpConnectionManager {
-	login, vhosts := loginFor(s.Logins.For(id.Namespace, id.Labels), rc)
+	logins := s.Logins.For(id.Namespace, id.Labels)
+	login, vhosts := loginFor(logins, rc)
 	if login == nil {
 		return m
 	}
+	refuseOtherLogins(logins, login, vhosts, rc)
 	spec := login.Spec
 	redirect := orDefault(spec.GetRedirectPath(), config.DefaultOIDCRedirectPath)
 	logout := orDefault(spec.GetLogoutPath(), config.DefaultOIDCLogoutPath)
@@ -129,49 +132,82 @@ func withLogin(s *mesh.Snapshot, id contract.Identity, m *hcm.HttpConnectionMana
 	return m
 }
 
+// refuseOtherLogins makes the hosts of the logins other than the one in
+// force on rc (of which vhosts are the virtual hosts) answer 503: one
+// login is in force per route configuration, and a host that asks for
+// login must never be served without it.
+func refuseOtherLogins(logins []*config.OIDCLogin, inForce *config.OIDCLogin, vhosts []*route.VirtualHost, rc *route.RouteConfiguration) {
+	for _, l := range logins {
+		if l == inForce {
+			continue
+		}
+		for _, vh := range loginVirtualHosts(l, rc) {
+			if slices.Contains(vhosts, vh) {
+				continue
+			}
+			vh.Routes = []*route.Route{{
+				Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &route.Route_DirectResponse{DirectResponse: &route.DirectResponseAction{
+					Status: 503, Body: &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: fmt.Sprintf(
+						"login is not available: OIDCLogin %s/%s is not in force on this gateway port, OIDCLogin %s/%s is (one login per port)",
+						l.Namespace, l.Name, inForce.Namespace, inForce.Name)}},
+				}},
+			}}
+		}
+	}
+}
+
 // loginFor picks the first login whose hosts rc serves and returns the
-// virtual hosts of those hosts, giving a login host served by a wildcard
-// virtual host a copy of its own.
+// virtual hosts of those hosts (loginVirtualHosts).
 func loginFor(logins []*config.OIDCLogin, rc *route.RouteConfiguration) (*config.OIDCLogin, []*route.VirtualHost) {
 	for _, l := range logins {
-		var out []*route.VirtualHost
-		for _, h := range l.Spec.GetHosts() {
-			h = strings.ToLower(h)
-			var exact, cover *route.VirtualHost
-			for _, vh := range rc.GetVirtualHosts() {
-				d := strings.ToLower(vh.GetDomains()[0])
-				switch {
-				case d == h:
-					exact = vh
-				case d == "*" || (strings.HasPrefix(d, "*.") && strings.HasSuffix(h, d[1:]) && len(h) > len(d)):
-					if cover == nil || len(d) > len(cover.GetDomains()[0]) {
-						cover = vh // the most specific wildcard
-					}
-				}
-			}
-			switch {
-			case exact != nil:
-				if !slices.Contains(out, exact) {
-					out = append(out, exact)
-				}
-			case cover != nil:
-				vh := proto.Clone(cover).(*route.VirtualHost)
-				port := strings.TrimPrefix(cover.GetName(), cover.GetDomains()[0])
-				vh.Name = h + port
-				vh.Domains = []string{h}
-				if port != "" {
-					vh.Domains = append(vh.Domains, h+port)
-				}
-				rc.VirtualHosts = append(rc.VirtualHosts, vh)
-				out = append(out, vh)
-			}
-		}
-		if len(out) > 0 {
-			slices.SortFunc(rc.VirtualHosts, func(a, b *route.VirtualHost) int { return strings.Compare(a.Name, b.Name) })
+		if out := loginVirtualHosts(l, rc); len(out) > 0 {
 			return l, out
 		}
 	}
 	return nil, nil
+}
+
+// loginVirtualHosts returns the virtual hosts of rc that serve login l's
+// hosts, giving a login host served by a wildcard virtual host a copy of
+// its own (added to rc).
+func loginVirtualHosts(l *config.OIDCLogin, rc *route.RouteConfiguration) []*route.VirtualHost {
+	var out []*route.VirtualHost
+	for _, h := range l.Spec.GetHosts() {
+		h = strings.ToLower(h)
+		var exact, cover *route.VirtualHost
+		for _, vh := range rc.GetVirtualHosts() {
+			d := strings.ToLower(vh.GetDomains()[0])
+			switch {
+			case d == h:
+				exact = vh
+			case d == "*" || (strings.HasPrefix(d, "*.") && strings.HasSuffix(h, d[1:]) && len(h) > len(d)):
+				if cover == nil || len(d) > len(cover.GetDomains()[0]) {
+					cover = vh // the most specific wildcard
+				}
+			}
+		}
+		switch {
+		case exact != nil:
+			if !slices.Contains(out, exact) {
+				out = append(out, exact)
+			}
+		case cover != nil:
+			vh := proto.Clone(cover).(*route.VirtualHost)
+			port := strings.TrimPrefix(cover.GetName(), cover.GetDomains()[0])
+			vh.Name = h + port
+			vh.Domains = []string{h}
+			if port != "" {
+				vh.Domains = append(vh.Domains, h+port)
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, vh)
+			out = append(out, vh)
+		}
+	}
+	if len(out) > 0 {
+		slices.SortFunc(rc.VirtualHosts, func(a, b *route.VirtualHost) int { return strings.Compare(a.Name, b.Name) })
+	}
+	return out
 }
 
 // loginPathRoute routes a path the OAuth2 filter answers itself.

@@ -289,9 +289,16 @@ spec:
 		if vh.GetDomains()[0] != "public.example.com" {
 			continue
 		}
-		for _, rt := range vh.GetRoutes() {
+		// z-public's host is on the port of the login in force: it must
+		// not be served without its own login, so it answers 503.
+		rts := vh.GetRoutes()
+		if len(rts) != 1 || rts[0].GetDirectResponse().GetStatus() != 503 ||
+			!strings.Contains(rts[0].GetDirectResponse().GetBody().GetInlineString(), "OIDCLogin shop/z-public is not in force") {
+			t.Errorf("public host routes: %v, want one 503 naming the login not in force", rts)
+		}
+		for _, rt := range rts {
 			if _, off := rt.GetTypedPerFilterConfig()[oauth2FilterName]; !off {
-				t.Errorf("public host route %v has login", rt.GetMatch())
+				t.Errorf("public host route %v has the other login", rt.GetMatch())
 			}
 		}
 	}

@@ -98,7 +98,7 @@ func (d *Dataplane) bind(lc *listenerConfig) (*boundListener, error) {
 		// net/http answers 431 itself past MaxHeaderBytes+4 KiB of request
 		// line and headers; the request path checks the exact limit.
 		MaxHeaderBytes: sl.maxHeaderBytes,
-		HTTP2:          &http.HTTP2Config{MaxConcurrentStreams: int(sl.maxStreams)},
+		HTTP2:          &http.HTTP2Config{MaxConcurrentStreams: int(sl.maxStreams), MaxReadFrameSize: maxFrameSize},
 		ErrorLog:       slog.NewLogLogger(d.log.Handler().WithAttrs([]slog.Attr{slog.String("listener", lc.name)}), slog.LevelDebug),
 		BaseContext:    func(net.Listener) context.Context { return d.baseCtx },
 		ConnContext:    connContext,

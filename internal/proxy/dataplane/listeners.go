@@ -277,11 +277,12 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
-	if draining {
-		// The listener was removed and drains: ask the client to take its
-		// next request elsewhere. HTTP/1.1 closes the connection after
-		// this response; the HTTP/2 server turns the header into a GOAWAY
-		// and closes once the connection is idle.
+	if draining || (bl.d.opts.Overload != nil && bl.d.opts.Overload.DisableHTTPKeepalive()) {
+		// The listener was removed and drains, or the proxy is short of
+		// memory (Envoy's disable_http_keepalive): ask the client to take
+		// its next request elsewhere. HTTP/1.1 closes the connection
+		// after this response; the HTTP/2 server turns the header into a
+		// GOAWAY and closes once the connection is idle.
 		w.Header()["Connection"] = connectionClose
 	}
 	bl.d.fwd.Serve(w, r, &cc.http, ds, cc.table(rt), rt.clusters)

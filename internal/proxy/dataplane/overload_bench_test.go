@@ -1,11 +1,16 @@
 package dataplane
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,8 +20,10 @@ import (
 // BenchmarkSlowLoris measures normal traffic's latency through a
 // listener — keep-alive HTTP/1.1 requests from 4 clients, each with its
 // connection — with no attack and while 1,000 slow-loris connections
-// trickle request heads (re-dialling when closed), side by side in one
-// run: with the default limits (request_headers_timeout 10 s, no
+// trickle request heads (re-dialling when closed; from a process of
+// their own, this test binary run as TestSlowLorisAttackerProcess, so
+// the attacker does not share the proxy's scheduler and heap), side by
+// side in one run: with the default limits (request_headers_timeout 10 s, no
 // connection limit: all 1,000 are held), and with --max-connections 256
 // (most are shed at once). It reports the latency percentiles (µs) and
 // the attack connections the proxy held and shed, and how often the
@@ -74,13 +81,7 @@ func BenchmarkSlowLoris(b *testing.B) {
 			}
 			warm.Wait()
 			if bc.attack > 0 {
-				ctx, cancel := context.WithCancel(context.Background())
-				attack := newSlowLoris(ctx, addr, bc.attack, true)
-				defer attack.stop()
-				defer cancel()
-				for i := 0; i < 1000 && attack.dialled.Load() < int64(bc.attack); i++ {
-					time.Sleep(10 * time.Millisecond)
-				}
+				startAttacker(b, addr, bc.attack)
 			}
 
 			lat := make([]time.Duration, b.N)
@@ -120,4 +121,82 @@ func BenchmarkSlowLoris(b *testing.B) {
 			b.ReportMetric(counterFamily(b, reg, "envoy_listener_downstream_global_cx_overflow"), "attack-shed")
 		})
 	}
+}
+
+// startAttacker runs this test binary as TestSlowLorisAttackerProcess
+// against addr with conns connections, waits until it has dialled them
+// all, and stops it (closing its stdin) at cleanup.
+func startAttacker(tb testing.TB, addr string, conns int) {
+	tb.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSlowLorisAttackerProcess$", "-test.v")
+	cmd.Env = append(os.Environ(), "WEFT_SLOWLORIS_ADDR="+addr, "WEFT_SLOWLORIS_CONNS="+strconv.Itoa(conns))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		stdin.Close()
+		done := make(chan struct{})
+		go func() { io.Copy(io.Discard, stdout); cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if sc.Text() == attackerReady {
+				ready <- true
+				return
+			}
+		}
+		ready <- false
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			tb.Fatal("the attacker process ended before it was ready")
+		}
+	case <-time.After(60 * time.Second):
+		tb.Fatal("the attacker process did not dial its connections within 60 s")
+	}
+}
+
+const attackerReady = "slow loris: all connections dialled"
+
+// TestSlowLorisAttackerProcess is BenchmarkSlowLoris's attacker when run
+// by startAttacker (WEFT_SLOWLORIS_ADDR set): it keeps
+// WEFT_SLOWLORIS_CONNS slow-loris connections up against the address
+// until its stdin closes. Otherwise it is skipped.
+func TestSlowLorisAttackerProcess(t *testing.T) {
+	addr := os.Getenv("WEFT_SLOWLORIS_ADDR")
+	if addr == "" {
+		t.Skip("the attacker process of BenchmarkSlowLoris; not a test on its own")
+	}
+	conns, err := strconv.Atoi(os.Getenv("WEFT_SLOWLORIS_CONNS"))
+	if err != nil || conns <= 0 {
+		t.Fatalf("WEFT_SLOWLORIS_CONNS %q: want a positive number", os.Getenv("WEFT_SLOWLORIS_CONNS"))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { io.Copy(io.Discard, os.Stdin); cancel() }() // the parent closed stdin (or died)
+	attack := newSlowLoris(ctx, addr, conns, true)
+	defer attack.stop()
+	for attack.dialled.Load() < int64(conns) && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Println(attackerReady)
+	<-ctx.Done()
 }

@@ -172,14 +172,25 @@ func TestOverloadActions(t *testing.T) {
 		t.Errorf("after Connection: close read %q, %v; want EOF", b, err)
 	}
 	ov.reject.Store(false)
-	h2 := client(t, true)
-	if r := do(t, h2, "GET", "http://"+addr+"/h2", "svc", nil); r.code != 200 {
-		t.Fatalf("h2c with keep-alive disabled: status %d", r.code)
+	var h2Dials atomic.Int32
+	h2tr := &http.Transport{DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+		h2Dials.Add(1)
+		var dl net.Dialer
+		return dl.DialContext(ctx, network, a)
+	}}
+	h2tr.Protocols = new(http.Protocols)
+	h2tr.Protocols.SetUnencryptedHTTP2(true)
+	defer h2tr.CloseIdleConnections()
+	h2 := &http.Client{Transport: h2tr, Timeout: 10 * time.Second}
+	// Each HTTP/2 connection is asked to go (GOAWAY) with its response:
+	// every request takes a new one, and all are answered.
+	for i := range 3 {
+		if r := do(t, h2, "GET", "http://"+addr+"/h2", "svc", nil); r.code != 200 {
+			t.Fatalf("h2c request %d with keep-alive disabled: status %d", i, r.code)
+		}
 	}
-	// The HTTP/2 connection was asked to go (GOAWAY): the next request
-	// takes a new one. Both are answered.
-	if r := do(t, h2, "GET", "http://"+addr+"/h2", "svc", nil); r.code != 200 {
-		t.Fatalf("h2c after GOAWAY: status %d", r.code)
+	if n := h2Dials.Load(); n != 3 {
+		t.Errorf("3 HTTP/2 requests with keep-alive disabled took %d connections, want 3", n)
 	}
 
 	ov.noKeepalive.Store(false)

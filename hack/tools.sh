@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # hack/tools.sh builds the third-party tools that Weft's tests run against
-# — a real kube-apiserver, a real Consul agent, helm for the charts, and
-# Jaeger for the tracing tests —
+# — a real kube-apiserver, a real Consul agent, helm for the charts,
+# Jaeger for the tracing tests, and h2spec for HTTP/2 conformance —
 # into a tool directory outside the product's go.mod. The product never
 # depends on k8s.io/kubernetes, hashicorp/consul or helm; only tests run
 # these binaries.
@@ -24,6 +24,7 @@ KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 CONSUL_VERSION=${CONSUL_VERSION:-v1.14.11}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 JAEGER_VERSION=${JAEGER_VERSION:-v1.76.0}
+H2SPEC_VERSION=${H2SPEC_VERSION:-v2.2.1+incompatible}
 TOOLS=${WEFT_TOOLS_DIR:-$HOME/.cache/weft-tools}
 mkdir -p "$TOOLS/bin" "$TOOLS/src"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local GOWORK=off
@@ -130,6 +131,17 @@ build_jaeger() {
   log "jaeger built"
 }
 
+# h2spec, the HTTP/2 conformance suite, runs against the proxy's
+# listeners (TestH2Spec). A small Go tool (about 25 s cold); it has no
+# go.mod, so `go install` takes its dependencies' newest versions.
+build_h2spec() {
+  if built h2spec "$H2SPEC_VERSION"; then return; fi
+  log "building h2spec $H2SPEC_VERSION"
+  (cd "$TOOLS/src" && GOBIN="$TOOLS/bin" go install -trimpath -ldflags "-s -w" "github.com/summerwind/h2spec/cmd/h2spec@$H2SPEC_VERSION")
+  echo "$H2SPEC_VERSION" >"$TOOLS/bin/h2spec.version"
+  log "h2spec built"
+}
+
 check_etcd() {
   if command -v etcd >/dev/null; then ln -sf "$(command -v etcd)" "$TOOLS/bin/etcd"; return; fi
   log "etcd is missing: apt-get install -y etcd-server"
@@ -138,13 +150,14 @@ check_etcd() {
 
 what=${1:-all}
 case $what in
-  all) check_etcd; build_helm; build_consul; build_kube_apiserver; build_jaeger ;;
+  all) check_etcd; build_helm; build_consul; build_kube_apiserver; build_jaeger; build_h2spec ;;
   kube-apiserver) build_kube_apiserver ;;
   consul) build_consul ;;
   helm) build_helm ;;
   jaeger) build_jaeger ;;
+  h2spec) build_h2spec ;;
   etcd) check_etcd ;;
-  *) echo "usage: $0 [all|kube-apiserver|consul|helm|jaeger|etcd]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|kube-apiserver|consul|helm|jaeger|h2spec|etcd]" >&2; exit 2 ;;
 esac
 rm -rf "$TOOLS/src" # sources are only needed while building
 echo "$TOOLS"

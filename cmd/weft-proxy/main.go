@@ -21,6 +21,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +32,7 @@ import (
 
 	"weft.dev/weft/internal/logflag"
 	"weft.dev/weft/internal/proxy"
+	"weft.dev/weft/internal/proxy/overload"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -73,6 +76,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // runProxy starts the proxy and serves until ctx is done.
 func runProxy(ctx context.Context, opts proxy.Options) error {
+	if opts.OverloadMemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		// The garbage collector works to stay under 85 % of the limit,
+		// so the overload guard (90 %) sees live memory, not garbage.
+		debug.SetMemoryLimit(int64(float64(opts.OverloadMemoryLimit) * gcMemoryLimitFraction))
+	}
 	p, err := proxy.New(opts)
 	if err != nil {
 		return fmt.Errorf("cannot start: %w", err)
@@ -157,6 +165,7 @@ type flags struct {
 	plaintext                                    bool
 	drain, listenerDrain                         time.Duration
 	maxConns                                     int
+	maxTotalConns, overloadMemory                string
 	gateway, outboundSet                         bool
 	gatewayBind, credentialDir                   string
 	ips, appPorts, labels, dnsServers            listFlag
@@ -189,6 +198,8 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.drain, "drain-timeout", proxy.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
 	fs.DurationVar(&f.listenerDrain, "listener-drain-time", proxy.DefaultListenerDrain, "how long a listener the control plane removed keeps serving (answering with Connection: close / GOAWAY) before it closes")
 	fs.IntVar(&f.maxConns, "max-connections-per-listener", 0, "the most connections each listener holds open at once; more are closed at once (0: no limit, as Envoy)")
+	fs.StringVar(&f.maxTotalConns, "max-connections", "auto", "the most connections, `N`, all listeners together hold open at once (Envoy's global_downstream_max_connections); more are closed at once. auto: half the open-file limit, so each can have an upstream connection; 0: no limit")
+	fs.StringVar(&f.overloadMemory, "overload-memory-limit", "auto", "memory, a `size` (bytes, or e.g. 256Mi, 1Gi), the overload guard measures the Go heap and stacks against: past 90% new connections are closed at once, past 95% every response closes its connection. auto: the cgroup's memory limit when there is one, else off; 0: off")
 	fs.BoolVar(&f.gateway, "gateway", false, "run as a gateway (Istio's router): no application behind it, listeners from the Gateways whose selector matches --labels, node id router~...; no outbound listener unless --outbound is given")
 	fs.StringVar(&f.gatewayBind, "gateway-bind", "", "with --gateway, the `address` its listeners bind (a Gateway server's bind wins); default every address (0.0.0.0)")
 	fs.StringVar(&f.credentialDir, "credential-dir", "", "with --gateway, the `directory` of TLS credentials Gateways name by credentialName: <dir>/<name>/tls.crt, tls.key and, for MUTUAL, ca.crt (Kubernetes Secret mounts work as is); read again every 2s, so a rotated certificate is served to new connections")
@@ -267,6 +278,14 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 	if f.maxConns < 0 {
 		return proxy.Options{}, fmt.Errorf("--max-connections-per-listener %d: must not be negative", f.maxConns)
 	}
+	maxTotalConns, err := maxConnections(f.maxTotalConns)
+	if err != nil {
+		return proxy.Options{}, err
+	}
+	memLimit, err := overloadMemoryLimit(f.overloadMemory)
+	if err != nil {
+		return proxy.Options{}, err
+	}
 	for _, s := range f.dnsServers {
 		if err := checkHostPort(s); err != nil {
 			return proxy.Options{}, fmt.Errorf("--dns-server %q: %w", s, err)
@@ -339,6 +358,8 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 		DrainTimeout:              f.drain,
 		ListenerDrain:             f.listenerDrain,
 		MaxConnectionsPerListener: f.maxConns,
+		MaxConnections:            maxTotalConns,
+		OverloadMemoryLimit:       memLimit,
 		DNSServers:                f.dnsServers,
 		Logger:                    log,
 		XDS:                       xdsclient.Options{Protocol: protocol},
@@ -445,3 +466,50 @@ func checkHostPort(s string) error {
 	}
 	return nil
 }
+
+// gcMemoryLimitFraction of --overload-memory-limit is the Go runtime's
+// soft memory limit (unless GOMEMLIMIT is set).
+const gcMemoryLimitFraction = 0.85
+
+// maxConnections reads --max-connections: a number (0: no limit) or auto,
+// half the open-file limit (which Go raises to the hard limit at start):
+// a proxied connection needs a descriptor downstream and one upstream,
+// so past that accepting more only makes upstream dials fail.
+func maxConnections(v string) (int, error) {
+	if v == "auto" {
+		var rl syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == 0 || rl.Cur >= 1<<40 {
+			return 0, nil // unknown or unlimited: no limit
+		}
+		return int(rl.Cur / 2), nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("--max-connections %q: want a number of connections (0: no limit) or auto", v)
+	}
+	return n, nil
+}
+
+// overloadMemoryLimit reads --overload-memory-limit: a size, 0 (off), or
+// auto — the cgroup's memory limit, off without one.
+func overloadMemoryLimit(v string) (uint64, error) {
+	if v == "auto" {
+		n, err := overload.CgroupMemoryLimit()
+		if err != nil {
+			return 0, nil // no limit to guard
+		}
+		return n, nil
+	}
+	n, err := overload.ParseBytes(v)
+	if err != nil {
+		return 0, fmt.Errorf("--overload-memory-limit %q: %w", v, err)
+	}
+	if n > 0 && n < minOverloadMemory {
+		return 0, fmt.Errorf("--overload-memory-limit %q: at least 16Mi (the proxy alone needs more than that), or 0 for off", v)
+	}
+	return n, nil
+}
+
+// minOverloadMemory is the smallest --overload-memory-limit: below it the
+// guard would shed connections from the start.
+const minOverloadMemory = 16 << 20

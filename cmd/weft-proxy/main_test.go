@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"weft.dev/weft/internal/ca"
 	"weft.dev/weft/internal/proxy"
+	"weft.dev/weft/internal/proxy/overload"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -132,6 +134,33 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
+// The global connection limit and the overload guard: numbers and sizes
+// as given, auto derived from the open-file limit and the cgroup.
+func TestOverloadFlags(t *testing.T) {
+	o, _ := parse(t, "--workload", "w", "--xds-plaintext", "--max-connections", "5000", "--overload-memory-limit", "256Mi")
+	if o.MaxConnections != 5000 || o.OverloadMemoryLimit != 256<<20 {
+		t.Errorf("max connections %d, memory limit %d", o.MaxConnections, o.OverloadMemoryLimit)
+	}
+	if o, _ := parse(t, "--workload", "w", "--xds-plaintext", "--max-connections", "0", "--overload-memory-limit", "0"); o.MaxConnections != 0 || o.OverloadMemoryLimit != 0 {
+		t.Errorf("0, 0: max connections %d, memory limit %d", o.MaxConnections, o.OverloadMemoryLimit)
+	}
+	o, _ = parse(t, "--workload", "w", "--xds-plaintext")
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	if want := int(rl.Cur / 2); o.MaxConnections != want {
+		t.Errorf("auto max connections %d, want half of RLIMIT_NOFILE %d", o.MaxConnections, want)
+	}
+	want, err := overload.CgroupMemoryLimit()
+	if err != nil {
+		want = 0
+	}
+	if o.OverloadMemoryLimit != want {
+		t.Errorf("auto memory limit %d, want the cgroup's %d", o.OverloadMemoryLimit, want)
+	}
+}
+
 // --labels may be repeated like --ip and --app-port; given twice for one
 // key, the later value wins, as it did when the last --labels won.
 func TestLabelsRepeatable(t *testing.T) {
@@ -197,6 +226,10 @@ func TestBadFlagsExit2(t *testing.T) {
 		{[]string{"--drain-timeout", "0s"}, "--drain-timeout 0s: must be positive"},
 		{[]string{"--listener-drain-time", "0s"}, "--listener-drain-time 0s: must be positive"},
 		{[]string{"--drain-timeout", "soon"}, `invalid argument "soon" for "--drain-timeout" flag`},
+		{[]string{"--max-connections", "-1"}, `--max-connections "-1": want a number of connections (0: no limit) or auto`},
+		{[]string{"--max-connections", "many"}, `--max-connections "many": want a number`},
+		{[]string{"--overload-memory-limit", "lots"}, `--overload-memory-limit "lots": want a number of bytes, e.g. 268435456 or 256Mi`},
+		{[]string{"--overload-memory-limit", "1Mi"}, `--overload-memory-limit "1Mi": at least 16Mi`},
 		{[]string{"--no-such-flag"}, "unknown flag: --no-such-flag"},
 		{[]string{"--ip"}, "flag needs an argument: --ip"},
 		{[]string{"extra"}, `unexpected arguments ["extra"]`},

@@ -26,6 +26,7 @@ import (
 	"weft.dev/weft/internal/proxy/certs"
 	"weft.dev/weft/internal/proxy/dataplane"
 	"weft.dev/weft/internal/proxy/dns"
+	"weft.dev/weft/internal/proxy/overload"
 	"weft.dev/weft/internal/proxy/secretdir"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
@@ -82,6 +83,14 @@ type Options struct {
 	// holds open at once; 0 means no limit (Envoy's default). See
 	// dataplane.Options.
 	MaxConnectionsPerListener int
+	// MaxConnections bounds the connections all listeners together hold
+	// open at once; 0 means no limit. See dataplane.Options.
+	MaxConnections int
+	// OverloadMemoryLimit turns the overload guard on: past 90 % of it
+	// (Go heap objects and goroutine stacks) new connections are closed
+	// at once, past 95 % every response closes its connection
+	// (internal/proxy/overload). 0: off.
+	OverloadMemoryLimit uint64
 	// DNSServers ("host:port") resolve the names of the STRICT_DNS and
 	// LOGICAL_DNS clusters (ServiceEntries with resolution DNS), queried
 	// in order by the proxy's DNS client, which reads the records' TTLs;
@@ -109,6 +118,7 @@ type Proxy struct {
 	creds    *secretdir.Dir // nil without CredentialDir
 	adminLn  net.Listener
 	adminSrv *http.Server
+	overload *overload.Manager // runs while Run does; inactive without OverloadMemoryLimit
 
 	running  atomic.Bool
 	stopping atomic.Bool
@@ -153,8 +163,12 @@ func New(opts Options) (*Proxy, error) {
 	// With a workload certificate the proxy does mutual TLS: it says so
 	// in its node (WEFT_MTLS) and serves the SDS secrets its listeners'
 	// and clusters' TLS contexts name from the certificate manager.
+	if p.overload, err = overload.New(overload.Options{MemoryLimit: opts.OverloadMemoryLimit, Registerer: p.registry, Logger: opts.Logger}); err != nil {
+		p.adminLn.Close()
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
 	dpo := dataplane.Options{Metrics: p.registry, Logger: opts.Logger, ListenerDrain: opts.ListenerDrain,
-		MaxConnectionsPerListener: opts.MaxConnectionsPerListener}
+		MaxConnectionsPerListener: opts.MaxConnectionsPerListener, MaxConnections: opts.MaxConnections, Overload: p.overload}
 	if len(opts.DNSServers) > 0 {
 		dpo.Resolver = &dns.Client{Servers: opts.DNSServers}
 	}
@@ -285,6 +299,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 		}
 		adminErr <- err
 	}()
+	// The overload guard watches until the data plane has drained.
+	octx, stopOverload := context.WithCancel(context.Background())
+	overloadDone := make(chan struct{})
+	go func() { defer close(overloadDone); p.overload.Run(octx) }()
+	defer func() { stopOverload(); <-overloadDone }()
 	xctx, stopXDS := context.WithCancel(ctx)
 	defer stopXDS()
 	certsDone := make(chan error, 1)

@@ -77,6 +77,18 @@ type Options struct {
 	// per-listener limit (runtime
 	// envoy.resource_limits.listener.<name>.connection_limit) does.
 	MaxConnectionsPerListener int
+	// MaxConnections bounds the connections all listeners together hold
+	// open at once (0: no limit), as Envoy's overload manager's
+	// global_downstream_max_connections: a connection accepted over it
+	// is closed at once and counted in
+	// envoy_listener_downstream_global_cx_overflow.
+	MaxConnections int
+	// Overload, when set, sheds load while the proxy is short of memory:
+	// new connections are closed at once (counted in
+	// envoy_listener_downstream_cx_overload_reject) while
+	// RejectIncomingConnections, and every response closes its
+	// connection while DisableHTTPKeepalive (overload.Manager).
+	Overload Overload
 	// OriginalDst returns the destination a redirected connection's
 	// client dialled, for listeners with use_original_dst; nil means
 	// origdst.OriginalDst (SO_ORIGINAL_DST). Tests set it to fake a
@@ -86,6 +98,14 @@ type Options struct {
 	// (ServiceEntries with resolution DNS); nil means the system's
 	// (cluster.SystemResolver).
 	Resolver cluster.Resolver
+}
+
+// Overload is the state of the overload actions the data plane obeys.
+// Its methods are called on every accepted connection and request, from
+// many goroutines, and must be cheap and lock-free.
+type Overload interface {
+	RejectIncomingConnections() bool
+	DisableHTTPKeepalive() bool
 }
 
 // dnsWarmTimeout bounds the first DNS lookups of the clusters an update
@@ -126,6 +146,9 @@ type Dataplane struct {
 	wg                                sync.WaitGroup // serve and drain goroutines
 	listenerDrain                     time.Duration
 	drainingCount                     atomic.Int64 // len(draining), for metrics
+	// activeConns counts the connections all listeners hold, for
+	// Options.MaxConnections (serve.go).
+	activeConns atomic.Int64
 
 	mu    sync.Mutex // serializes Apply, Close and ListenerAddr; never taken per request
 	bound map[string]*boundListener
@@ -181,6 +204,12 @@ func New(opts Options) (*Dataplane, error) {
 		Name: "weft_proxy_listeners_draining",
 		Help: "Listeners removed by an update that still serve while clients learn of the change.",
 	}, func() float64 { return float64(d.drainingCount.Load()) })); err != nil {
+		return nil, fmt.Errorf("dataplane: metrics: %w", err)
+	}
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "envoy_server_total_connections",
+		Help: "Downstream connections all listeners hold open (Envoy's server.total_connections).",
+	}, func() float64 { return float64(d.activeConns.Load()) })); err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
 	if d.accessLogs, err = accesslog.NewSinks(accesslog.SinksOptions{Registerer: reg, Logger: d.log}); err != nil {

@@ -62,6 +62,13 @@ const (
 	// connection can make the proxy hold, kept unless the connection
 	// manager says otherwise.
 	defaultMaxConcurrentStreams = 250
+	// maxFrameSize is the largest HTTP/2 frame the listeners accept:
+	// the protocol's initial SETTINGS_MAX_FRAME_SIZE, 16 KiB, which
+	// Envoy never raises. Go's server would advertise 1 MiB; keeping
+	// the initial value means a HEADERS frame over 16 KiB is the
+	// connection error RFC 9113 §4.2 asks for (h2spec http2/4.2/3), and
+	// a client cannot make the proxy buffer a 1 MiB frame at once.
+	maxFrameSize = 16 << 10
 )
 
 // serverLimits are the connection limits of a listener's http.Server,

@@ -98,7 +98,7 @@ func (d *Dataplane) bind(lc *listenerConfig) (*boundListener, error) {
 		// net/http answers 431 itself past MaxHeaderBytes+4 KiB of request
 		// line and headers; the request path checks the exact limit.
 		MaxHeaderBytes: sl.maxHeaderBytes,
-		HTTP2:          &http.HTTP2Config{MaxConcurrentStreams: int(sl.maxStreams)},
+		HTTP2:          &http.HTTP2Config{MaxConcurrentStreams: int(sl.maxStreams), MaxReadFrameSize: maxFrameSize},
 		ErrorLog:       slog.NewLogLogger(d.log.Handler().WithAttrs([]slog.Attr{slog.String("listener", lc.name)}), slog.LevelDebug),
 		BaseContext:    func(net.Listener) context.Context { return d.baseCtx },
 		ConnContext:    connContext,
@@ -277,11 +277,12 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
-	if draining {
-		// The listener was removed and drains: ask the client to take its
-		// next request elsewhere. HTTP/1.1 closes the connection after
-		// this response; the HTTP/2 server turns the header into a GOAWAY
-		// and closes once the connection is idle.
+	if draining || (bl.d.opts.Overload != nil && bl.d.opts.Overload.DisableHTTPKeepalive()) {
+		// The listener was removed and drains, or the proxy is short of
+		// memory (Envoy's disable_http_keepalive): ask the client to take
+		// its next request elsewhere. HTTP/1.1 closes the connection
+		// after this response; the HTTP/2 server turns the header into a
+		// GOAWAY and closes once the connection is idle.
 		w.Header()["Connection"] = connectionClose
 	}
 	bl.d.fwd.Serve(w, r, &cc.http, ds, cc.table(rt), rt.clusters)

@@ -369,13 +369,27 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	return tc, ci
 }
 
-// admitConn counts a newly accepted connection against the listener's
-// connection limit; false (counted as an overflow) when the listener is
-// full and the connection must be closed.
+// admitConn counts a newly accepted connection against the connection
+// limits, checked in Envoy's order: the global limit
+// (Options.MaxConnections), the overload manager's
+// reject_incoming_connections, the listener's own limit. False (counted
+// as the refusal it is) when the connection must be closed.
 func (bl *boundListener) admitConn() bool {
-	limit := int64(bl.d.opts.MaxConnectionsPerListener)
+	d := bl.d
+	if n := d.activeConns.Add(1); d.opts.MaxConnections > 0 && n > int64(d.opts.MaxConnections) {
+		d.activeConns.Add(-1)
+		bl.stats.globalOverflow.Inc()
+		return false
+	}
+	if d.opts.Overload != nil && d.opts.Overload.RejectIncomingConnections() {
+		d.activeConns.Add(-1)
+		bl.stats.overloadReject.Inc()
+		return false
+	}
+	limit := int64(d.opts.MaxConnectionsPerListener)
 	if n := bl.active.Add(1); limit > 0 && n > limit {
 		bl.active.Add(-1)
+		d.activeConns.Add(-1)
 		bl.stats.cxOverflow.Inc()
 		return false
 	}
@@ -386,6 +400,7 @@ func (bl *boundListener) admitConn() bool {
 // releaseConn gives an admitted connection's place back.
 func (bl *boundListener) releaseConn() {
 	bl.active.Add(-1)
+	bl.d.activeConns.Add(-1)
 	bl.stats.cxActive.Dec()
 }
 
@@ -548,12 +563,14 @@ func peerCertificate(cs *tls.ConnectionState) *filter.PeerCertificate {
 // envoy_cluster_* ones).
 type listenerStats struct {
 	handshake, sslError, sessionReused, noChainMatch, cxOverflow *prometheus.CounterVec
+	globalOverflow, overloadReject                               *prometheus.CounterVec
 	cxActive                                                     *prometheus.GaugeVec
 }
 
 // boundStats are one listener's counters.
 type boundStats struct {
 	handshake, sslError, sessionReused, noChainMatch, cxOverflow prometheus.Counter
+	globalOverflow, overloadReject                               prometheus.Counter
 	cxActive                                                     prometheus.Gauge
 }
 
@@ -574,6 +591,8 @@ func newListenerStats(reg prometheus.Registerer) (*listenerStats, error) {
 		{&s.sessionReused, "envoy_listener_ssl_session_reused", "TLS handshakes that resumed a session."},
 		{&s.noChainMatch, "envoy_listener_no_filter_chain_match", "Connections refused because no filter chain matches them."},
 		{&s.cxOverflow, "envoy_listener_downstream_cx_overflow", "Connections closed at once because the listener held its maximum number of connections."},
+		{&s.globalOverflow, "envoy_listener_downstream_global_cx_overflow", "Connections closed at once because all listeners together held the proxy's maximum number of connections (--max-connections)."},
+		{&s.overloadReject, "envoy_listener_downstream_cx_overload_reject", "Connections closed at once because the overload manager rejects new connections (memory over --overload-memory-limit's threshold)."},
 	} {
 		if *m.v, err = mk(m.name, m.help); err != nil {
 			return nil, err
@@ -588,12 +607,14 @@ func newListenerStats(reg prometheus.Registerer) (*listenerStats, error) {
 
 func (s *listenerStats) forListener(name string) boundStats {
 	return boundStats{
-		handshake:     s.handshake.WithLabelValues(name),
-		sslError:      s.sslError.WithLabelValues(name),
-		sessionReused: s.sessionReused.WithLabelValues(name),
-		noChainMatch:  s.noChainMatch.WithLabelValues(name),
-		cxOverflow:    s.cxOverflow.WithLabelValues(name),
-		cxActive:      s.cxActive.WithLabelValues(name),
+		handshake:      s.handshake.WithLabelValues(name),
+		sslError:       s.sslError.WithLabelValues(name),
+		sessionReused:  s.sessionReused.WithLabelValues(name),
+		noChainMatch:   s.noChainMatch.WithLabelValues(name),
+		cxOverflow:     s.cxOverflow.WithLabelValues(name),
+		globalOverflow: s.globalOverflow.WithLabelValues(name),
+		overloadReject: s.overloadReject.WithLabelValues(name),
+		cxActive:       s.cxActive.WithLabelValues(name),
 	}
 }
 

@@ -254,3 +254,101 @@ func TestRateLimitGlobalFailureMode(t *testing.T) {
 		return nil
 	})
 }
+
+// TestGatewayGlobalRateLimit: two ingress gateway proxies (one
+// Gateway's selector picks both, as replicas of one deployment) share a
+// user's limit through the real rate limit service: requests alternate
+// between them, the first globalLimit pass, the next is refused 429 by
+// either. The gateways count under the route's cluster, the backend
+// service's.
+func TestGatewayGlobalRateLimit(t *testing.T) {
+	rl := testenv.RateLimit(t, rateLimitServiceConfig)
+	m := NewMesh(t)
+	m.WriteConfig("ratelimit-service.yaml", rateLimitServiceEntry(rl.GRPCAddr))
+	m.Service("web", "HTTP", "v1")
+	labels := map[string]string{"istio": "ingressgateway"}
+	gws := []*localmesh.Gateway{m.gatewayAt("ingress-a", "istio-system", nextIP(), labels), m.gatewayAt("ingress-b", "istio-system", nextIP(), labels)}
+	port, err := localmesh.FreePort(gws[0].Opts.IP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := net.Listen("tcp", net.JoinHostPort(gws[1].Opts.IP, fmt.Sprint(port))); err != nil {
+		t.Fatalf("port %d is not free on %s too: %v", port, gws[1].Opts.IP, err)
+	} else {
+		l.Close()
+	}
+	m.WriteConfig("gateway.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: %d, name: http, protocol: HTTP}
+    hosts: [api.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: istio-system}
+spec:
+  hosts: [api.example.com]
+  gateways: [ingress]
+  http:
+  - route: [{destination: {host: web.default.svc.cluster.local, port: {number: 8080}}}]
+---
+apiVersion: networking.weft.dev/v1alpha1
+kind: RateLimit
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  global:
+    service: ratelimit.infra.svc.cluster.local:8081
+    domain: weft-e2e
+    timeout: 2s
+    rateLimitHeaders: true
+    descriptors:
+    - actions:
+      - requestHeader: {header: x-user, key: user}
+`, port))
+	c := newClient()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	get := func(i int, user string) (int, http.Header, error) {
+		addr := net.JoinHostPort(gws[i].Opts.IP, fmt.Sprint(port))
+		return getHeadersWith(ctx, c, addr, "api.example.com", "/", map[string]string{"x-user": user})
+	}
+	send := func(i int, user string) (int, http.Header) {
+		t.Helper()
+		code, h, err := get(i, user)
+		if err != nil {
+			t.Fatalf("request to %s: %v", gws[i].Opts.Name, err)
+		}
+		return code, h
+	}
+	for i := range gws {
+		Eventually(t, 20*time.Second, gws[i].Opts.Name+" asking the rate limit service", func() error {
+			if code, h, err := get(i, "probe"); err != nil || code != 200 || h.Get("X-Ratelimit-Limit") == "" {
+				return fmt.Errorf("status %d, no x-ratelimit-limit yet (%v)", code, err)
+			}
+			return nil
+		})
+	}
+	ok := false
+	for attempt := range 3 {
+		if ok = sharedLimitRun(t, send, fmt.Sprintf("erin-%d", attempt)); ok {
+			break
+		}
+	}
+	if !ok {
+		t.Fatal("three runs each crossed a minute window's end")
+	}
+	var over float64
+	for _, g := range gws {
+		// series reads a proxy's admin endpoint: the gateway's, here.
+		asWorkload := &localmesh.Workload{Proxy: g.Proxy, Opts: localmesh.WorkloadOptions{Name: g.Opts.Name}}
+		v, _ := series(t, asWorkload, "envoy_cluster_ratelimit_over_limit", map[string]string{"envoy_cluster_name": "outbound|8080||web.default.svc.cluster.local"})
+		over += v
+	}
+	if over < 2 {
+		t.Errorf("the gateways counted envoy_cluster_ratelimit_over_limit{envoy_cluster_name=outbound|8080||web…} %v times, want at least 2", over)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	weftnet "weft.dev/weft/api/networking/v1alpha1"
 	"weft.dev/weft/internal/mesh"
 )
 
@@ -134,6 +135,19 @@ func TestGlobalRateLimitConfig(t *testing.T) {
 		}
 		if got := compactJSON(t, protojson.Format(&cfg)); r.GetName() != w.name || got != w.config {
 			t.Errorf("route %d %s config:\n got %s\nwant %s %s", i, r.GetName(), got, w.name, w.config)
+		}
+	}
+
+	// With a local limit too: the local filter first (a request it
+	// refuses costs no call), both configs on every route.
+	rl.Spec.Limit = &weftnet.Limit{RequestsPerUnit: 10, Unit: weftnet.Limit_SECOND}
+	fs = rateLimitFilters([]*hcm.HttpFilter{{Name: "envoy.filters.http.router"}}, rl.Spec)
+	if len(fs) != 3 || fs[0].GetName() != localRateLimitName || fs[1].GetName() != globalRateLimitName {
+		t.Errorf("filters with a local limit = %v, want local, global, router", fs)
+	}
+	for _, r := range rateLimitRoutes([]*route.Route{{Name: "default", Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}}}}, rl.Spec) {
+		if len(r.GetTypedPerFilterConfig()) != 2 {
+			t.Errorf("route %s per-filter configs %v, want local and global", r.GetName(), r.GetTypedPerFilterConfig())
 		}
 	}
 }

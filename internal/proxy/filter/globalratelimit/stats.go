@@ -1,6 +1,8 @@
 package globalratelimit
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -10,7 +12,8 @@ import (
 // stats (cluster.NameLabel): envoy_cluster_ratelimit_ok{envoy_cluster_name="outbound|9080||reviews…"}.
 // Registered once per proxy; safe for concurrent use.
 type Stats struct {
-	vecs [4]*prometheus.CounterVec
+	vecs      [4]*prometheus.CounterVec
+	byCluster sync.Map // cluster name -> *clusterStats: no lock on the request path once seen
 }
 
 // Stat indexes, in statNames order.
@@ -46,19 +49,29 @@ func NewStats(reg prometheus.Registerer) (*Stats, error) {
 
 // clusterStats are one cluster's counters; nil counts nothing.
 type clusterStats struct {
-	s       *Stats
-	cluster string
+	c [4]prometheus.Counter
 }
 
+// forCluster returns the counters labelled name, creating them. A
+// cluster's counters stay once created (they are few: one set per route
+// target cluster the filter has asked for).
 func (s *Stats) forCluster(name string) *clusterStats {
 	if s == nil {
 		return nil
 	}
-	return &clusterStats{s, name}
+	if c, ok := s.byCluster.Load(name); ok {
+		return c.(*clusterStats)
+	}
+	c := &clusterStats{}
+	for i, v := range s.vecs {
+		c.c[i] = v.WithLabelValues(name)
+	}
+	actual, _ := s.byCluster.LoadOrStore(name, c)
+	return actual.(*clusterStats)
 }
 
 func (c *clusterStats) inc(i int) {
 	if c != nil {
-		c.s.vecs[i].WithLabelValues(c.cluster).Inc()
+		c.c[i].Inc()
 	}
 }

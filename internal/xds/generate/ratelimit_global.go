@@ -31,8 +31,10 @@ const (
 // service as the outbound cluster of its host and port (Envoy's
 // envoy_grpc: through the proxy's own cluster, endpoints and TLS),
 // failure mode, timeout and headers. The descriptors are per route
-// (globalRateLimitPerRoute).
-func globalRateLimitFilter(g *weftnet.Global) *hcm.HttpFilter {
+// (globalRateLimitPerRoute). shadow and enforcedPercent apply as to
+// the local limits: filter_enforced.
+func globalRateLimitFilter(spec *weftnet.RateLimit) *hcm.HttpFilter {
+	g := spec.GetGlobal()
 	host, port, _ := net.SplitHostPort(g.GetService()) // validated
 	p, _ := strconv.ParseUint(port, 10, 32)
 	c := &grl.RateLimit{
@@ -51,6 +53,12 @@ func globalRateLimitFilter(g *weftnet.Global) *hcm.HttpFilter {
 	}
 	if g.GetRateLimitHeaders() {
 		c.EnableXRatelimitHeaders = grl.RateLimit_DRAFT_VERSION_03
+	}
+	switch {
+	case spec.GetShadow():
+		c.FilterEnforced = runtimePercent(0, "ratelimit.http_filter_enforcing")
+	case spec.EnforcedPercent != nil:
+		c.FilterEnforced = runtimePercent(uint32(spec.GetEnforcedPercent()*10_000+0.5), "ratelimit.http_filter_enforcing")
 	}
 	return &hcm.HttpFilter{Name: globalRateLimitName, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(c)}}
 }
@@ -118,7 +126,7 @@ func rateLimitFilters(fs []*hcm.HttpFilter, spec *weftnet.RateLimit) []*hcm.Http
 		fs = insertBeforeRouter(fs, rateLimitFilter())
 	}
 	if spec.Global != nil {
-		fs = insertBeforeRouter(fs, globalRateLimitFilter(spec.GetGlobal()))
+		fs = insertBeforeRouter(fs, globalRateLimitFilter(spec))
 	}
 	return fs
 }

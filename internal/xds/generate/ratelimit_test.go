@@ -150,6 +150,15 @@ func TestGlobalRateLimitConfig(t *testing.T) {
 			t.Errorf("route %s per-filter configs %v, want local and global", r.GetName(), r.GetTypedPerFilterConfig())
 		}
 	}
+
+	// shadow: the service's OVER_LIMIT is counted, not enforced.
+	rl.Spec.Shadow = true
+	if err := globalRateLimitFilter(rl.Spec).GetTypedConfig().UnmarshalTo(&fc); err != nil {
+		t.Fatal(err)
+	}
+	if got := compactJSON(t, protojson.Format(fc.GetFilterEnforced())); got != `{"defaultValue":{"denominator":"MILLION"},"runtimeKey":"ratelimit.http_filter_enforcing"}` {
+		t.Errorf("shadow filter_enforced = %s", got)
+	}
 }
 
 // TestLocalRateLimitConfig: how each part of a RateLimit reads as Envoy's

@@ -329,3 +329,21 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestNotEnforced: with filter_enforced 0% (a shadow RateLimit) the
+// service's OVER_LIMIT is counted and the request continues.
+func TestNotEnforced(t *testing.T) {
+	up := newUpstream(t, startRLS(t, &rlsServer{limit: 0}))
+	stats, err := NewStats(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFilter(t, stats, filterYAML+"filter_enforced: {default_value: {numerator: 0}}\n")
+	s := run(f, up, nil, map[string]string{"x-user": "alice"})
+	if a, reply := s.Answer(); a != filter.NoAnswer || s.ResponseHeader().Get(headerLimited) != "" {
+		t.Errorf("answered %v %+v %v, want the request to continue unmarked", a, reply, s.ResponseHeader())
+	}
+	if over := stat(t, stats, statOverLimit); over != 1 {
+		t.Errorf("over_limit %v, want 1", over)
+	}
+}

@@ -112,7 +112,7 @@ type RateLimit struct {
 	// the requests it matches.
 	Rules []*Rule `protobuf:"bytes,5,rep,name=rules,proto3" json:"rules,omitempty"`
 	// Counts requests over a limit (and marks them with the request header
-	// x-weft-rate-limited) but refuses none.
+	// x-weft-rate-limited; over a global limit, unmarked) but refuses none.
 	Shadow bool `protobuf:"varint,6,opt,name=shadow,proto3" json:"shadow,omitempty"`
 	// The share of requests over a limit that are refused, 0 to 100. Absent:
 	// 100.

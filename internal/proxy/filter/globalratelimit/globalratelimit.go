@@ -224,6 +224,9 @@ func (f *httpFilter) DecodeHeaders(s *filter.Stream) filter.Status {
 	}
 	st := c.stats.forCluster(s.Cluster)
 	resp, err := c.call(s, &rls.RateLimitRequest{Domain: domain, Descriptors: ds, HitsAddend: 1})
+	if err != nil && s.Request.Context().Err() != nil {
+		return filter.Stop // the client went away: nobody to answer, nothing to count
+	}
 	if err != nil {
 		st.inc(statError)
 		if c.deny {

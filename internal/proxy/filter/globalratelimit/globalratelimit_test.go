@@ -95,7 +95,7 @@ func (s *rlsServer) requests() []*rls.RateLimitRequest {
 }
 
 // startRLS serves s on a loopback port and returns its address.
-func startRLS(t *testing.T, s *rlsServer) string {
+func startRLS(t testing.TB, s *rlsServer) string {
 	t.Helper()
 	s.count = map[string]uint32{}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -117,7 +117,7 @@ type h2cUpstream struct {
 	tr   *http.Transport
 }
 
-func newUpstream(t *testing.T, addr string) *h2cUpstream {
+func newUpstream(t testing.TB, addr string) *h2cUpstream {
 	p := new(http.Protocols)
 	p.SetUnencryptedHTTP2(true)
 	u := &h2cUpstream{addr: addr, tr: &http.Transport{Protocols: p}}
@@ -345,5 +345,25 @@ func TestNotEnforced(t *testing.T) {
 	}
 	if over := stat(t, stats, statOverLimit); over != 1 {
 		t.Errorf("over_limit %v, want 1", over)
+	}
+}
+
+// BenchmarkDecodeHeaders: one request through the filter, a
+// ShouldRateLimit call to a real gRPC service on loopback over one h2c
+// connection (what a request pays for a global limit, against the
+// local filter's lock-free bucket).
+func BenchmarkDecodeHeaders(b *testing.B) {
+	srv := &rlsServer{limit: ^uint32(0)}
+	up := newUpstream(b, startRLS(b, srv))
+	f, err := Factory{}.New(pack(b, &grl.RateLimit{}, filterYAML))
+	if err != nil {
+		b.Fatal(err)
+	}
+	hdr := map[string]string{"x-user": "alice"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if s := run(f, up, nil, hdr); s.ResponseHeader().Get(headerRemaining) == "" {
+			b.Fatal("no answer from the service")
+		}
 	}
 }

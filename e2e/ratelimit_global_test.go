@@ -10,6 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"weft.dev/weft/internal/echo"
 	"weft.dev/weft/internal/localmesh"
 	"weft.dev/weft/internal/testenv"
 )
@@ -426,5 +433,64 @@ spec:
 		"connection_security_policy": "mutual_tls", "source_principal": "spiffe://cluster.local/ns/default/sa/backend", "grpc_response_status": "0"})
 	if v < globalLimit+2 {
 		t.Errorf("the rate limit service's sidecar saw %v gRPC calls over mutual TLS from the backends, want at least %d; it counted %v", v, globalLimit+2, seen)
+	}
+}
+
+// TestRateLimitGlobalGRPC: gRPC calls through a client's sidecar to the
+// greeter's, limited per user (request metadata x-user) by the real rate
+// limit service: the call over the limit fails with UNAVAILABLE, as from
+// Envoy, and carries x-envoy-ratelimited and the x-ratelimit-* metadata;
+// both sidecars count it with grpc-status 14.
+func TestRateLimitGlobalGRPC(t *testing.T) {
+	rl := testenv.RateLimit(t, rateLimitServiceConfig)
+	m := NewMesh(t)
+	m.WriteConfig("ratelimit-service.yaml", rateLimitServiceEntry(rl.GRPCAddr))
+	backends := m.Service("greeter", "GRPC", "v1")
+	front := m.Client("frontend")
+	m.WriteConfig("ratelimit.yaml", strings.Replace(globalRateLimitYAML(false), "app: backend", "app: greeter", 1))
+	for _, b := range backends {
+		waitDump(t, b, "envoy.filters.http.ratelimit")
+	}
+	cc := GRPCClient(t, front, "greeter")
+	WaitGRPCAnswerers(t, cc, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// send maps a call to what sharedLimitRun reads: 200 for OK, 429 for
+	// UNAVAILABLE, and the response's header and trailer metadata.
+	send := func(_ int, user string) (int, http.Header) {
+		t.Helper()
+		var hdr, trl metadata.MD
+		_, err := echo.Call(metadata.AppendToOutgoingContext(ctx, "x-user", user), cc, &structpb.Struct{}, grpc.Header(&hdr), grpc.Trailer(&trl))
+		h := http.Header{}
+		for _, md := range []metadata.MD{hdr, trl} {
+			for k, vs := range md {
+				for _, v := range vs {
+					h.Add(k, v)
+				}
+			}
+		}
+		switch status.Code(err) {
+		case codes.OK:
+			return 200, h
+		case codes.Unavailable:
+			return 429, h
+		}
+		t.Fatalf("call as %s: %v", user, err)
+		return 0, nil
+	}
+	ok := false
+	for attempt := range 3 {
+		if ok = sharedLimitRun(t, send, fmt.Sprintf("grace-%d", attempt)); ok {
+			break
+		}
+	}
+	if !ok {
+		t.Fatal("three runs each crossed a minute window's end")
+	}
+	if v, _ := series(t, backends[0], "istio_requests_total", map[string]string{"reporter": "destination", "grpc_response_status": "14", "response_flags": "RL"}); v < 2 {
+		t.Errorf("the greeter's sidecar counted %v calls with grpc-status 14 and flag RL, want at least 2", v)
+	}
+	if v, _ := series(t, front, "istio_requests_total", map[string]string{"reporter": "source", "grpc_response_status": "14"}); v < 2 {
+		t.Errorf("the client's sidecar counted %v calls with grpc-status 14, want at least 2", v)
 	}
 }

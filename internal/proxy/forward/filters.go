@@ -23,9 +23,10 @@ func newHTTPFilter(name string, f filter.Filter) httpFilter {
 	return hf
 }
 
-// runFilters runs the listener's HTTP filters on a request routed by re
-// (their Upstream is clusters, the request's configuration's),
-// in order, as Envoy's connection manager does before the router. It
+// runFilters runs the listener's HTTP filters on a request routed by re,
+// in order, as Envoy's connection manager does before the router; the
+// filters call services through clusters, those of the request's
+// configuration (filter.Stream.Upstream). It
 // reports whether a filter stopped the request; the request has then been
 // answered, unless the client went away. Called on the request goroutine.
 func runFilters(w http.ResponseWriter, r *http.Request, l *Listener, re *route.Entry, q *request, clusters map[string]*cluster.Cluster) bool {

@@ -12,5 +12,6 @@ istio=$(go list -m -f '{{.Dir}}' istio.io/api)
 for f in api/*/v1alpha1/*.proto; do
 	protoc --plugin=protoc-gen-go="$bin/protoc-gen-go" \
 		-I . -I "$istio" -I "$istio/common-protos" \
-		--go_out=. --go_opt=module=weft.dev/weft "$f"
+		--go_out=. --go_opt=module=weft.dev/weft \
+		--go_opt=Mgoogle/protobuf/duration.proto=google.golang.org/protobuf/types/known/durationpb "$f"
 done

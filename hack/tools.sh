@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # hack/tools.sh builds the third-party tools that Weft's tests run against
 # — a real kube-apiserver, a real Consul agent, helm for the charts,
-# Jaeger for the tracing tests, and h2spec for HTTP/2 conformance —
+# Jaeger for the tracing tests, h2spec for HTTP/2 conformance, and
+# Envoy's rate limit service for the global rate limit tests —
 # into a tool directory outside the product's go.mod. The product never
 # depends on k8s.io/kubernetes, hashicorp/consul or helm; only tests run
 # these binaries.
@@ -17,7 +18,10 @@
 # (measured: 17m05s wall, 487 s user + 104 s system, with empty module and
 # build caches at load average 6-16; about 5-6 minutes on 2 idle cores).
 #
-# etcd comes from Debian's etcd-server package (.ci/run installs it).
+# etcd comes from Debian's etcd-server package (.ci/run installs it), and
+# so does redis-server, the rate limit service's store. ratelimit: about
+# 6 minutes cold (measured: 6 min with an empty module cache while
+# consul built beside it).
 set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
@@ -25,6 +29,10 @@ CONSUL_VERSION=${CONSUL_VERSION:-v1.14.11}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 JAEGER_VERSION=${JAEGER_VERSION:-v1.76.0}
 H2SPEC_VERSION=${H2SPEC_VERSION:-v2.2.1+incompatible}
+# envoyproxy/ratelimit publishes no semver tags after v1.4.0 (2019): a
+# pseudo-version of its main branch (2026-01-22), which builds with Go
+# 1.26.
+RATELIMIT_VERSION=${RATELIMIT_VERSION:-v1.4.1-0.20260122083618-3fb702589d36}
 TOOLS=${WEFT_TOOLS_DIR:-$HOME/.cache/weft-tools}
 mkdir -p "$TOOLS/bin" "$TOOLS/src"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local GOWORK=off
@@ -142,6 +150,25 @@ build_h2spec() {
   log "h2spec built"
 }
 
+# ratelimit (github.com/envoyproxy/ratelimit's service_cmd) is the
+# reference envoy.service.ratelimit.v3 server the global rate limit tests
+# (TestRateLimitGlobal*, testenv.RateLimit) run against, with Redis. A Go
+# tool of its own module, as jaeger.
+build_ratelimit() {
+  if built ratelimit "$RATELIMIT_VERSION"; then return; fi
+  log "building ratelimit $RATELIMIT_VERSION (cold: ~6 min on 2 cores)"
+  local src
+  src=$(mktemp -d "${TMPDIR:-/tmp}/weft-ratelimit.XXXXXX")
+  (cd "$src" && go mod init weft.dev/tools/ratelimit >/dev/null 2>&1 &&
+    go get -tool "github.com/envoyproxy/ratelimit/src/service_cmd@$RATELIMIT_VERSION" &&
+    go build -trimpath -ldflags "-s -w" -o "$TOOLS/bin/ratelimit.tmp" github.com/envoyproxy/ratelimit/src/service_cmd) ||
+    { rm -rf "$src"; exit 1; }
+  rm -rf "$src"
+  mv "$TOOLS/bin/ratelimit.tmp" "$TOOLS/bin/ratelimit"
+  echo "$RATELIMIT_VERSION" >"$TOOLS/bin/ratelimit.version"
+  log "ratelimit built"
+}
+
 check_etcd() {
   if command -v etcd >/dev/null; then ln -sf "$(command -v etcd)" "$TOOLS/bin/etcd"; return; fi
   log "etcd is missing: apt-get install -y etcd-server"
@@ -150,14 +177,15 @@ check_etcd() {
 
 what=${1:-all}
 case $what in
-  all) check_etcd; build_helm; build_consul; build_kube_apiserver; build_jaeger; build_h2spec ;;
+  all) check_etcd; build_helm; build_consul; build_kube_apiserver; build_jaeger; build_h2spec; build_ratelimit ;;
   kube-apiserver) build_kube_apiserver ;;
   consul) build_consul ;;
   helm) build_helm ;;
   jaeger) build_jaeger ;;
   h2spec) build_h2spec ;;
+  ratelimit) build_ratelimit ;;
   etcd) check_etcd ;;
-  *) echo "usage: $0 [all|kube-apiserver|consul|helm|jaeger|h2spec|etcd]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|kube-apiserver|consul|helm|jaeger|h2spec|ratelimit|etcd]" >&2; exit 2 ;;
 esac
 rm -rf "$TOOLS/src" # sources are only needed while building
 echo "$TOOLS"

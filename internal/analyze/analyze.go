@@ -3,7 +3,7 @@
 // never match, traffic sent to destinations with no endpoints, subsets
 // every route starves, DestinationRules and VirtualServices for hosts no
 // registry knows, workloads STRICT mutual TLS covers that clients would
-// send plaintext to; routes that can never match come from validation
+// send plaintext to, rate limit services no proxy can call; routes that can never match come from validation
 // (Istio's rules). Each finding is a config.Diagnostic with a stable code,
 // a severity, the file, line and field. It is pure: the same snapshot
 // always gives the same findings, sorted.
@@ -41,6 +41,7 @@ func Mesh(m *mesh.Snapshot, opts Options) []config.Diagnostic {
 	a.subsets()
 	a.unknownHosts()
 	a.strictWithoutSidecar()
+	a.rateLimitServices()
 	return sortDiagnostics(a.out)
 }
 

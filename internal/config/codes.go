@@ -54,6 +54,7 @@ const (
 	CodeSubsetNoEndpoints     Code = "WF0504" // a subset that selects no endpoint
 	CodeHostNotInRegistry     Code = "WF0505" // a VirtualService for a host no registry knows
 	CodeStrictWithoutSidecar  Code = "WF0506" // STRICT mTLS for workloads not marked as having a sidecar
+	CodeRateLimitService      Code = "WF0507" // a RateLimit's global.service no proxy can call
 )
 
 // Rejections by proxies.

@@ -29,8 +29,12 @@ func validateRateLimit(is *issues, rl *weftnet.RateLimit) {
 		validateLimit(is, "spec.limit", rl.GetLimit())
 	}
 	validateDescriptors(is, "spec.descriptors", rl.GetDescriptors())
-	if rl.Limit == nil && len(rl.GetDescriptors()) == 0 && !rulesLimit(rl.GetRules()) {
-		is.errf("spec", "nothing to limit: set limit, descriptors, or rules with a limit or descriptors")
+	if rl.Global != nil {
+		validateGlobalRateLimit(is, "spec.global", rl.GetGlobal())
+	}
+	if rl.Limit == nil && len(rl.GetDescriptors()) == 0 && !rulesLimit(rl.GetRules()) &&
+		len(rl.GetGlobal().GetDescriptors()) == 0 && !globalRules(rl.GetRules()) {
+		is.errf("spec", "nothing to limit: set limit, descriptors, global.descriptors, or rules with a limit or descriptors")
 	}
 	seenName := map[string]int{}
 	for i, r := range rl.GetRules() {
@@ -50,6 +54,10 @@ func validateRateLimit(is *issues, rl *weftnet.RateLimit) {
 			validateLimit(is, path+".limit", r.GetLimit())
 		}
 		validateDescriptors(is, path+".descriptors", r.GetDescriptors())
+		if len(r.GetGlobalDescriptors()) > 0 && rl.Global == nil {
+			is.errf(path+".globalDescriptors", "globalDescriptors need spec.global (the rate limit service to send them to)")
+		}
+		validateGlobalDescriptors(is, path+".globalDescriptors", r.GetGlobalDescriptors())
 	}
 	if rl.EnforcedPercent != nil {
 		if p := rl.GetEnforcedPercent(); p < 0 || p > 100 {

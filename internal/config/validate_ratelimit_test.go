@@ -54,7 +54,7 @@ spec:
 		warning    bool
 	}{
 		{"nothing to limit", "  ports: [80]\n",
-			"rl.yaml:5:3: doc 1: RateLimit ns/r: spec: nothing to limit: set limit, descriptors, or rules with a limit or descriptors", false},
+			"rl.yaml:5:3: doc 1: RateLimit ns/r: spec: nothing to limit: set limit, descriptors, global.descriptors, or rules with a limit or descriptors", false},
 		{"unit missing", "  limit: {requestsPerUnit: 100}\n",
 			"rl.yaml:5:10: doc 1: RateLimit ns/r: spec.limit.unit: unit is required: SECOND, MINUTE or HOUR", false},
 		{"zero requests", "  limit: {requestsPerUnit: 0, unit: SECOND}\n",

@@ -83,6 +83,10 @@ type WorkloadOptions struct {
 	WorkloadPort uint32
 	// AppAddress is where the echo app listens; default IPs[0]:0.
 	AppAddress string
+	// AppTarget, when set, is where the sidecar's inbound port forwards
+	// instead of the echo app: a server of the test's own behind the
+	// sidecar (the echo app still runs, unused by mesh traffic).
+	AppTarget string
 	// OutboundPort and AdminPort on IPs[0]; zero picks a free port.
 	OutboundPort, AdminPort int
 	// XDSAddress is the control plane's address: its secure port, or its
@@ -213,6 +217,9 @@ func StartWorkload(o WorkloadOptions) (*Workload, error) {
 	}
 	if o.WorkloadPort != 0 {
 		id.AppPorts[o.WorkloadPort] = es.Addr().String()
+		if o.AppTarget != "" {
+			id.AppPorts[o.WorkloadPort] = o.AppTarget
+		}
 	}
 	var token func() (string, error)
 	if tok != "" {

@@ -1,5 +1,6 @@
 // Package testenv starts the real third-party servers Weft's tests run
-// against — etcd with a kube-apiserver, a Consul agent, Jaeger — on
+// against — etcd with a kube-apiserver, a Consul agent, Jaeger, Envoy's
+// rate limit service with Redis — on
 // loopback, and network namespaces that play the role of Kubernetes pods
 // and VMs. It is for tests only: no product package imports it (a deps
 // test checks).

@@ -15,6 +15,7 @@ package v1alpha1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	v1alpha3 "istio.io/api/networking/v1alpha3"
 	v1beta1 "istio.io/api/type/v1beta1"
 	reflect "reflect"
@@ -79,12 +80,15 @@ func (x Limit_Unit) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Limit_Unit.Descriptor instead.
 func (Limit_Unit) EnumDescriptor() ([]byte, []int) {
-	return file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP(), []int{1, 0}
+	return file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP(), []int{4, 0}
 }
 
 // RateLimit limits the requests the sidecars of the selected workloads
 // admit on their inbound side (server side), with token buckets held in
-// each proxy: Envoy's local rate limit, without an EnvoyFilter.
+// each proxy: Envoy's local rate limit, without an EnvoyFilter. With
+// global, the proxies also ask a rate limit service (Envoy's
+// envoy.service.ratelimit.v3, e.g. github.com/envoyproxy/ratelimit) whose
+// counters every proxy shares: Envoy's global rate limit.
 //
 // Which RateLimit applies to a workload, as Istio's Telemetry: one with a
 // selector matching the workload's labels in its namespace, else its
@@ -108,13 +112,17 @@ type RateLimit struct {
 	// the requests it matches.
 	Rules []*Rule `protobuf:"bytes,5,rep,name=rules,proto3" json:"rules,omitempty"`
 	// Counts requests over a limit (and marks them with the request header
-	// x-weft-rate-limited) but refuses none.
+	// x-weft-rate-limited; over a global limit, unmarked) but refuses none.
 	Shadow bool `protobuf:"varint,6,opt,name=shadow,proto3" json:"shadow,omitempty"`
 	// The share of requests over a limit that are refused, 0 to 100. Absent:
 	// 100.
 	EnforcedPercent *float64 `protobuf:"fixed64,7,opt,name=enforced_percent,json=enforcedPercent,proto3,oneof" json:"enforced_percent,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Global rate limiting: the descriptors sent to a rate limit service,
+	// which counts them for every proxy at once. May be set with or
+	// without the local limits above; both apply.
+	Global        *Global `protobuf:"bytes,8,opt,name=global,proto3" json:"global,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RateLimit) Reset() {
@@ -196,6 +204,231 @@ func (x *RateLimit) GetEnforcedPercent() float64 {
 	return 0
 }
 
+func (x *RateLimit) GetGlobal() *Global {
+	if x != nil {
+		return x.Global
+	}
+	return nil
+}
+
+// Global is Envoy's global rate limit (envoy.filters.http.ratelimit):
+// for each request, the proxy builds descriptors from the request and
+// calls the rate limit service's ShouldRateLimit; the service's limits
+// for the domain and descriptors decide.
+type Global struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rate limit service, "host:port": a mesh host (a Kubernetes
+	// service, a ServiceEntry) and a port whose protocol is gRPC (or
+	// HTTP2), reached through the proxy's outbound cluster for it, e.g.
+	// ratelimit.infra.svc.cluster.local:8081.
+	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// The rate limit domain, as the service's configuration names it.
+	Domain string `protobuf:"bytes,2,opt,name=domain,proto3" json:"domain,omitempty"`
+	// Each entry is one descriptor sent with every request (Envoy's
+	// rate_limits): its actions, in order, give its entries; a request
+	// for which an action yields nothing does not send that descriptor.
+	Descriptors []*GlobalDescriptor `protobuf:"bytes,3,rep,name=descriptors,proto3" json:"descriptors,omitempty"`
+	// When the service cannot be asked (down, slow, an error), refuse the
+	// request with 500 rather than let it pass (Envoy's failure_mode_deny;
+	// default false: fail open).
+	FailureModeDeny bool `protobuf:"varint,4,opt,name=failure_mode_deny,json=failureModeDeny,proto3" json:"failure_mode_deny,omitempty"`
+	// How long a request waits for the service. Absent: 20ms, as Envoy.
+	Timeout *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Adds x-ratelimit-limit, -remaining and -reset (draft 03) to the
+	// responses, from the service's answer.
+	RateLimitHeaders bool `protobuf:"varint,6,opt,name=rate_limit_headers,json=rateLimitHeaders,proto3" json:"rate_limit_headers,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Global) Reset() {
+	*x = Global{}
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Global) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Global) ProtoMessage() {}
+
+func (x *Global) ProtoReflect() protoreflect.Message {
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Global.ProtoReflect.Descriptor instead.
+func (*Global) Descriptor() ([]byte, []int) {
+	return file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Global) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *Global) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *Global) GetDescriptors() []*GlobalDescriptor {
+	if x != nil {
+		return x.Descriptors
+	}
+	return nil
+}
+
+func (x *Global) GetFailureModeDeny() bool {
+	if x != nil {
+		return x.FailureModeDeny
+	}
+	return false
+}
+
+func (x *Global) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *Global) GetRateLimitHeaders() bool {
+	if x != nil {
+		return x.RateLimitHeaders
+	}
+	return false
+}
+
+// GlobalDescriptor is one descriptor: the entries its actions yield.
+type GlobalDescriptor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actions       []*GlobalAction        `protobuf:"bytes,1,rep,name=actions,proto3" json:"actions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GlobalDescriptor) Reset() {
+	*x = GlobalDescriptor{}
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GlobalDescriptor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GlobalDescriptor) ProtoMessage() {}
+
+func (x *GlobalDescriptor) ProtoReflect() protoreflect.Message {
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GlobalDescriptor.ProtoReflect.Descriptor instead.
+func (*GlobalDescriptor) Descriptor() ([]byte, []int) {
+	return file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GlobalDescriptor) GetActions() []*GlobalAction {
+	if x != nil {
+		return x.Actions
+	}
+	return nil
+}
+
+// GlobalAction is one of Envoy's rate limit actions: set exactly one.
+type GlobalAction struct {
+	state         protoimpl.MessageState      `protogen:"open.v1"`
+	RequestHeader *GlobalAction_RequestHeader `protobuf:"bytes,1,opt,name=request_header,json=requestHeader,proto3" json:"request_header,omitempty"`
+	// The client's IP address, keyed remote_address (Envoy's
+	// remote_address).
+	ClientIp         bool                           `protobuf:"varint,2,opt,name=client_ip,json=clientIP,proto3" json:"client_ip,omitempty"`
+	GenericKey       *GlobalAction_GenericKey       `protobuf:"bytes,3,opt,name=generic_key,json=genericKey,proto3" json:"generic_key,omitempty"`
+	HeaderValueMatch *GlobalAction_HeaderValueMatch `protobuf:"bytes,4,opt,name=header_value_match,json=headerValueMatch,proto3" json:"header_value_match,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *GlobalAction) Reset() {
+	*x = GlobalAction{}
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GlobalAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GlobalAction) ProtoMessage() {}
+
+func (x *GlobalAction) ProtoReflect() protoreflect.Message {
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GlobalAction.ProtoReflect.Descriptor instead.
+func (*GlobalAction) Descriptor() ([]byte, []int) {
+	return file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GlobalAction) GetRequestHeader() *GlobalAction_RequestHeader {
+	if x != nil {
+		return x.RequestHeader
+	}
+	return nil
+}
+
+func (x *GlobalAction) GetClientIp() bool {
+	if x != nil {
+		return x.ClientIp
+	}
+	return false
+}
+
+func (x *GlobalAction) GetGenericKey() *GlobalAction_GenericKey {
+	if x != nil {
+		return x.GenericKey
+	}
+	return nil
+}
+
+func (x *GlobalAction) GetHeaderValueMatch() *GlobalAction_HeaderValueMatch {
+	if x != nil {
+		return x.HeaderValueMatch
+	}
+	return nil
+}
+
 // Limit is a token bucket: requests_per_unit tokens per unit, refilled
 // evenly, holding at most burst.
 type Limit struct {
@@ -211,7 +444,7 @@ type Limit struct {
 
 func (x *Limit) Reset() {
 	*x = Limit{}
-	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[1]
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -223,7 +456,7 @@ func (x *Limit) String() string {
 func (*Limit) ProtoMessage() {}
 
 func (x *Limit) ProtoReflect() protoreflect.Message {
-	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[1]
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -236,7 +469,7 @@ func (x *Limit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limit.ProtoReflect.Descriptor instead.
 func (*Limit) Descriptor() ([]byte, []int) {
-	return file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP(), []int{1}
+	return file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Limit) GetRequestsPerUnit() uint32 {
@@ -280,7 +513,7 @@ type Descriptor struct {
 
 func (x *Descriptor) Reset() {
 	*x = Descriptor{}
-	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[2]
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +525,7 @@ func (x *Descriptor) String() string {
 func (*Descriptor) ProtoMessage() {}
 
 func (x *Descriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[2]
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,7 +538,7 @@ func (x *Descriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Descriptor.ProtoReflect.Descriptor instead.
 func (*Descriptor) Descriptor() ([]byte, []int) {
-	return file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP(), []int{2}
+	return file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Descriptor) GetClientIp() bool {
@@ -347,16 +580,19 @@ type Rule struct {
 	// element matches (conditions inside one element are AND'd). Only uri,
 	// headers, withoutHeaders, queryParams, method, authority, scheme and
 	// ignoreUriCase are allowed. Empty: every request.
-	Match         []*v1alpha3.HTTPMatchRequest `protobuf:"bytes,2,rep,name=match,proto3" json:"match,omitempty"`
-	Limit         *Limit                       `protobuf:"bytes,3,opt,name=limit,proto3" json:"limit,omitempty"`
-	Descriptors   []*Descriptor                `protobuf:"bytes,4,rep,name=descriptors,proto3" json:"descriptors,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Match       []*v1alpha3.HTTPMatchRequest `protobuf:"bytes,2,rep,name=match,proto3" json:"match,omitempty"`
+	Limit       *Limit                       `protobuf:"bytes,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	Descriptors []*Descriptor                `protobuf:"bytes,4,rep,name=descriptors,proto3" json:"descriptors,omitempty"`
+	// The global descriptors of the requests the rule matches, in place of
+	// spec.global.descriptors. Needs spec.global.
+	GlobalDescriptors []*GlobalDescriptor `protobuf:"bytes,5,rep,name=global_descriptors,json=globalDescriptors,proto3" json:"global_descriptors,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[3]
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -368,7 +604,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[3]
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -381,7 +617,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP(), []int{3}
+	return file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Rule) GetName() string {
@@ -412,11 +648,211 @@ func (x *Rule) GetDescriptors() []*Descriptor {
 	return nil
 }
 
+func (x *Rule) GetGlobalDescriptors() []*GlobalDescriptor {
+	if x != nil {
+		return x.GlobalDescriptors
+	}
+	return nil
+}
+
+// The value of a request header; a request without it sends no such
+// descriptor (Envoy's request_headers).
+type GlobalAction_RequestHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The header's name.
+	Header string `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The descriptor entry's key. Absent: the header's name.
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// A request without the header sends the descriptor without this
+	// entry instead of none.
+	SkipIfAbsent  bool `protobuf:"varint,3,opt,name=skip_if_absent,json=skipIfAbsent,proto3" json:"skip_if_absent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GlobalAction_RequestHeader) Reset() {
+	*x = GlobalAction_RequestHeader{}
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GlobalAction_RequestHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GlobalAction_RequestHeader) ProtoMessage() {}
+
+func (x *GlobalAction_RequestHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GlobalAction_RequestHeader.ProtoReflect.Descriptor instead.
+func (*GlobalAction_RequestHeader) Descriptor() ([]byte, []int) {
+	return file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP(), []int{3, 0}
+}
+
+func (x *GlobalAction_RequestHeader) GetHeader() string {
+	if x != nil {
+		return x.Header
+	}
+	return ""
+}
+
+func (x *GlobalAction_RequestHeader) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *GlobalAction_RequestHeader) GetSkipIfAbsent() bool {
+	if x != nil {
+		return x.SkipIfAbsent
+	}
+	return false
+}
+
+// A fixed entry (Envoy's generic_key). key absent: generic_key.
+type GlobalAction_GenericKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GlobalAction_GenericKey) Reset() {
+	*x = GlobalAction_GenericKey{}
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GlobalAction_GenericKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GlobalAction_GenericKey) ProtoMessage() {}
+
+func (x *GlobalAction_GenericKey) ProtoReflect() protoreflect.Message {
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GlobalAction_GenericKey.ProtoReflect.Descriptor instead.
+func (*GlobalAction_GenericKey) Descriptor() ([]byte, []int) {
+	return file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP(), []int{3, 1}
+}
+
+func (x *GlobalAction_GenericKey) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *GlobalAction_GenericKey) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+// header_match with value when the request's headers match (Envoy's
+// header_value_match): each condition as a VirtualService's match
+// headers, all of them AND'd.
+type GlobalAction_HeaderValueMatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absent: header_match.
+	Key     string                           `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value   string                           `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Headers map[string]*v1alpha3.StringMatch `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Yield the entry when the headers do not match instead. Absent:
+	// true.
+	ExpectMatch   *bool `protobuf:"varint,4,opt,name=expect_match,json=expectMatch,proto3,oneof" json:"expect_match,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GlobalAction_HeaderValueMatch) Reset() {
+	*x = GlobalAction_HeaderValueMatch{}
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GlobalAction_HeaderValueMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GlobalAction_HeaderValueMatch) ProtoMessage() {}
+
+func (x *GlobalAction_HeaderValueMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_api_networking_v1alpha1_ratelimit_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GlobalAction_HeaderValueMatch.ProtoReflect.Descriptor instead.
+func (*GlobalAction_HeaderValueMatch) Descriptor() ([]byte, []int) {
+	return file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP(), []int{3, 2}
+}
+
+func (x *GlobalAction_HeaderValueMatch) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *GlobalAction_HeaderValueMatch) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *GlobalAction_HeaderValueMatch) GetHeaders() map[string]*v1alpha3.StringMatch {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *GlobalAction_HeaderValueMatch) GetExpectMatch() bool {
+	if x != nil && x.ExpectMatch != nil {
+		return *x.ExpectMatch
+	}
+	return false
+}
+
 var File_api_networking_v1alpha1_ratelimit_proto protoreflect.FileDescriptor
 
 const file_api_networking_v1alpha1_ratelimit_proto_rawDesc = "" +
 	"\n" +
-	"'api/networking/v1alpha1/ratelimit.proto\x12\x18weft.networking.v1alpha1\x1a)networking/v1alpha3/virtual_service.proto\x1a\x1btype/v1beta1/selector.proto\"\xf5\x02\n" +
+	"'api/networking/v1alpha1/ratelimit.proto\x12\x18weft.networking.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a)networking/v1alpha3/virtual_service.proto\x1a\x1btype/v1beta1/selector.proto\"\xaf\x03\n" +
 	"\tRateLimit\x12@\n" +
 	"\bselector\x18\x01 \x01(\v2$.istio.type.v1beta1.WorkloadSelectorR\bselector\x12\x14\n" +
 	"\x05ports\x18\x02 \x03(\rR\x05ports\x125\n" +
@@ -424,8 +860,41 @@ const file_api_networking_v1alpha1_ratelimit_proto_rawDesc = "" +
 	"\vdescriptors\x18\x04 \x03(\v2$.weft.networking.v1alpha1.DescriptorR\vdescriptors\x124\n" +
 	"\x05rules\x18\x05 \x03(\v2\x1e.weft.networking.v1alpha1.RuleR\x05rules\x12\x16\n" +
 	"\x06shadow\x18\x06 \x01(\bR\x06shadow\x12.\n" +
-	"\x10enforced_percent\x18\a \x01(\x01H\x00R\x0fenforcedPercent\x88\x01\x01B\x13\n" +
-	"\x11_enforced_percent\"\xc3\x01\n" +
+	"\x10enforced_percent\x18\a \x01(\x01H\x00R\x0fenforcedPercent\x88\x01\x01\x128\n" +
+	"\x06global\x18\b \x01(\v2 .weft.networking.v1alpha1.GlobalR\x06globalB\x13\n" +
+	"\x11_enforced_percent\"\x97\x02\n" +
+	"\x06Global\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x16\n" +
+	"\x06domain\x18\x02 \x01(\tR\x06domain\x12L\n" +
+	"\vdescriptors\x18\x03 \x03(\v2*.weft.networking.v1alpha1.GlobalDescriptorR\vdescriptors\x12*\n" +
+	"\x11failure_mode_deny\x18\x04 \x01(\bR\x0ffailureModeDeny\x123\n" +
+	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12,\n" +
+	"\x12rate_limit_headers\x18\x06 \x01(\bR\x10rateLimitHeaders\"T\n" +
+	"\x10GlobalDescriptor\x12@\n" +
+	"\aactions\x18\x01 \x03(\v2&.weft.networking.v1alpha1.GlobalActionR\aactions\"\x94\x06\n" +
+	"\fGlobalAction\x12[\n" +
+	"\x0erequest_header\x18\x01 \x01(\v24.weft.networking.v1alpha1.GlobalAction.RequestHeaderR\rrequestHeader\x12\x1b\n" +
+	"\tclient_ip\x18\x02 \x01(\bR\bclientIP\x12R\n" +
+	"\vgeneric_key\x18\x03 \x01(\v21.weft.networking.v1alpha1.GlobalAction.GenericKeyR\n" +
+	"genericKey\x12e\n" +
+	"\x12header_value_match\x18\x04 \x01(\v27.weft.networking.v1alpha1.GlobalAction.HeaderValueMatchR\x10headerValueMatch\x1a_\n" +
+	"\rRequestHeader\x12\x16\n" +
+	"\x06header\x18\x01 \x01(\tR\x06header\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12$\n" +
+	"\x0eskip_if_absent\x18\x03 \x01(\bR\fskipIfAbsent\x1a4\n" +
+	"\n" +
+	"GenericKey\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x1a\xb7\x02\n" +
+	"\x10HeaderValueMatch\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12^\n" +
+	"\aheaders\x18\x03 \x03(\v2D.weft.networking.v1alpha1.GlobalAction.HeaderValueMatch.HeadersEntryR\aheaders\x12&\n" +
+	"\fexpect_match\x18\x04 \x01(\bH\x00R\vexpectMatch\x88\x01\x01\x1ab\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12<\n" +
+	"\x05value\x18\x02 \x01(\v2&.istio.networking.v1alpha3.StringMatchR\x05value:\x028\x01B\x0f\n" +
+	"\r_expect_match\"\xc3\x01\n" +
 	"\x05Limit\x12*\n" +
 	"\x11requests_per_unit\x18\x01 \x01(\rR\x0frequestsPerUnit\x128\n" +
 	"\x04unit\x18\x02 \x01(\x0e2$.weft.networking.v1alpha1.Limit.UnitR\x04unit\x12\x14\n" +
@@ -442,12 +911,13 @@ const file_api_networking_v1alpha1_ratelimit_proto_rawDesc = "" +
 	"\tclient_ip\x18\x01 \x01(\bR\bclientIP\x12\x16\n" +
 	"\x06header\x18\x02 \x01(\tR\x06header\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\tR\x05value\x125\n" +
-	"\x05limit\x18\x04 \x01(\v2\x1f.weft.networking.v1alpha1.LimitR\x05limit\"\xdc\x01\n" +
+	"\x05limit\x18\x04 \x01(\v2\x1f.weft.networking.v1alpha1.LimitR\x05limit\"\xb7\x02\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12A\n" +
 	"\x05match\x18\x02 \x03(\v2+.istio.networking.v1alpha3.HTTPMatchRequestR\x05match\x125\n" +
 	"\x05limit\x18\x03 \x01(\v2\x1f.weft.networking.v1alpha1.LimitR\x05limit\x12F\n" +
-	"\vdescriptors\x18\x04 \x03(\v2$.weft.networking.v1alpha1.DescriptorR\vdescriptorsB'Z%weft.dev/weft/api/networking/v1alpha1b\x06proto3"
+	"\vdescriptors\x18\x04 \x03(\v2$.weft.networking.v1alpha1.DescriptorR\vdescriptors\x12Y\n" +
+	"\x12global_descriptors\x18\x05 \x03(\v2*.weft.networking.v1alpha1.GlobalDescriptorR\x11globalDescriptorsB'Z%weft.dev/weft/api/networking/v1alpha1b\x06proto3"
 
 var (
 	file_api_networking_v1alpha1_ratelimit_proto_rawDescOnce sync.Once
@@ -462,31 +932,50 @@ func file_api_networking_v1alpha1_ratelimit_proto_rawDescGZIP() []byte {
 }
 
 var file_api_networking_v1alpha1_ratelimit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_networking_v1alpha1_ratelimit_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_api_networking_v1alpha1_ratelimit_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_api_networking_v1alpha1_ratelimit_proto_goTypes = []any{
-	(Limit_Unit)(0),                   // 0: weft.networking.v1alpha1.Limit.Unit
-	(*RateLimit)(nil),                 // 1: weft.networking.v1alpha1.RateLimit
-	(*Limit)(nil),                     // 2: weft.networking.v1alpha1.Limit
-	(*Descriptor)(nil),                // 3: weft.networking.v1alpha1.Descriptor
-	(*Rule)(nil),                      // 4: weft.networking.v1alpha1.Rule
-	(*v1beta1.WorkloadSelector)(nil),  // 5: istio.type.v1beta1.WorkloadSelector
-	(*v1alpha3.HTTPMatchRequest)(nil), // 6: istio.networking.v1alpha3.HTTPMatchRequest
+	(Limit_Unit)(0),                       // 0: weft.networking.v1alpha1.Limit.Unit
+	(*RateLimit)(nil),                     // 1: weft.networking.v1alpha1.RateLimit
+	(*Global)(nil),                        // 2: weft.networking.v1alpha1.Global
+	(*GlobalDescriptor)(nil),              // 3: weft.networking.v1alpha1.GlobalDescriptor
+	(*GlobalAction)(nil),                  // 4: weft.networking.v1alpha1.GlobalAction
+	(*Limit)(nil),                         // 5: weft.networking.v1alpha1.Limit
+	(*Descriptor)(nil),                    // 6: weft.networking.v1alpha1.Descriptor
+	(*Rule)(nil),                          // 7: weft.networking.v1alpha1.Rule
+	(*GlobalAction_RequestHeader)(nil),    // 8: weft.networking.v1alpha1.GlobalAction.RequestHeader
+	(*GlobalAction_GenericKey)(nil),       // 9: weft.networking.v1alpha1.GlobalAction.GenericKey
+	(*GlobalAction_HeaderValueMatch)(nil), // 10: weft.networking.v1alpha1.GlobalAction.HeaderValueMatch
+	nil,                                   // 11: weft.networking.v1alpha1.GlobalAction.HeaderValueMatch.HeadersEntry
+	(*v1beta1.WorkloadSelector)(nil),      // 12: istio.type.v1beta1.WorkloadSelector
+	(*durationpb.Duration)(nil),           // 13: google.protobuf.Duration
+	(*v1alpha3.HTTPMatchRequest)(nil),     // 14: istio.networking.v1alpha3.HTTPMatchRequest
+	(*v1alpha3.StringMatch)(nil),          // 15: istio.networking.v1alpha3.StringMatch
 }
 var file_api_networking_v1alpha1_ratelimit_proto_depIdxs = []int32{
-	5, // 0: weft.networking.v1alpha1.RateLimit.selector:type_name -> istio.type.v1beta1.WorkloadSelector
-	2, // 1: weft.networking.v1alpha1.RateLimit.limit:type_name -> weft.networking.v1alpha1.Limit
-	3, // 2: weft.networking.v1alpha1.RateLimit.descriptors:type_name -> weft.networking.v1alpha1.Descriptor
-	4, // 3: weft.networking.v1alpha1.RateLimit.rules:type_name -> weft.networking.v1alpha1.Rule
-	0, // 4: weft.networking.v1alpha1.Limit.unit:type_name -> weft.networking.v1alpha1.Limit.Unit
-	2, // 5: weft.networking.v1alpha1.Descriptor.limit:type_name -> weft.networking.v1alpha1.Limit
-	6, // 6: weft.networking.v1alpha1.Rule.match:type_name -> istio.networking.v1alpha3.HTTPMatchRequest
-	2, // 7: weft.networking.v1alpha1.Rule.limit:type_name -> weft.networking.v1alpha1.Limit
-	3, // 8: weft.networking.v1alpha1.Rule.descriptors:type_name -> weft.networking.v1alpha1.Descriptor
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	12, // 0: weft.networking.v1alpha1.RateLimit.selector:type_name -> istio.type.v1beta1.WorkloadSelector
+	5,  // 1: weft.networking.v1alpha1.RateLimit.limit:type_name -> weft.networking.v1alpha1.Limit
+	6,  // 2: weft.networking.v1alpha1.RateLimit.descriptors:type_name -> weft.networking.v1alpha1.Descriptor
+	7,  // 3: weft.networking.v1alpha1.RateLimit.rules:type_name -> weft.networking.v1alpha1.Rule
+	2,  // 4: weft.networking.v1alpha1.RateLimit.global:type_name -> weft.networking.v1alpha1.Global
+	3,  // 5: weft.networking.v1alpha1.Global.descriptors:type_name -> weft.networking.v1alpha1.GlobalDescriptor
+	13, // 6: weft.networking.v1alpha1.Global.timeout:type_name -> google.protobuf.Duration
+	4,  // 7: weft.networking.v1alpha1.GlobalDescriptor.actions:type_name -> weft.networking.v1alpha1.GlobalAction
+	8,  // 8: weft.networking.v1alpha1.GlobalAction.request_header:type_name -> weft.networking.v1alpha1.GlobalAction.RequestHeader
+	9,  // 9: weft.networking.v1alpha1.GlobalAction.generic_key:type_name -> weft.networking.v1alpha1.GlobalAction.GenericKey
+	10, // 10: weft.networking.v1alpha1.GlobalAction.header_value_match:type_name -> weft.networking.v1alpha1.GlobalAction.HeaderValueMatch
+	0,  // 11: weft.networking.v1alpha1.Limit.unit:type_name -> weft.networking.v1alpha1.Limit.Unit
+	5,  // 12: weft.networking.v1alpha1.Descriptor.limit:type_name -> weft.networking.v1alpha1.Limit
+	14, // 13: weft.networking.v1alpha1.Rule.match:type_name -> istio.networking.v1alpha3.HTTPMatchRequest
+	5,  // 14: weft.networking.v1alpha1.Rule.limit:type_name -> weft.networking.v1alpha1.Limit
+	6,  // 15: weft.networking.v1alpha1.Rule.descriptors:type_name -> weft.networking.v1alpha1.Descriptor
+	3,  // 16: weft.networking.v1alpha1.Rule.global_descriptors:type_name -> weft.networking.v1alpha1.GlobalDescriptor
+	11, // 17: weft.networking.v1alpha1.GlobalAction.HeaderValueMatch.headers:type_name -> weft.networking.v1alpha1.GlobalAction.HeaderValueMatch.HeadersEntry
+	15, // 18: weft.networking.v1alpha1.GlobalAction.HeaderValueMatch.HeadersEntry.value:type_name -> istio.networking.v1alpha3.StringMatch
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_api_networking_v1alpha1_ratelimit_proto_init() }
@@ -495,13 +984,14 @@ func file_api_networking_v1alpha1_ratelimit_proto_init() {
 		return
 	}
 	file_api_networking_v1alpha1_ratelimit_proto_msgTypes[0].OneofWrappers = []any{}
+	file_api_networking_v1alpha1_ratelimit_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_networking_v1alpha1_ratelimit_proto_rawDesc), len(file_api_networking_v1alpha1_ratelimit_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -25,6 +25,7 @@ import (
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/filter/cors"
 	"weft.dev/weft/internal/proxy/filter/fault"
+	"weft.dev/weft/internal/proxy/filter/globalratelimit"
 	"weft.dev/weft/internal/proxy/filter/jwt"
 	"weft.dev/weft/internal/proxy/filter/oauth2"
 	"weft.dev/weft/internal/proxy/filter/ratelimit"
@@ -73,7 +74,7 @@ type runtime struct {
 func newHTTPFilters(o filterOptions) filter.Registry {
 	return filter.NewRegistry(cors.Factory{}, fault.Factory{},
 		jwt.NewFactory(o.log), rbac.Factory{Stats: o.rbacStats, Logger: o.log},
-		ratelimit.NewFactory(o.rateLimitStats),
+		ratelimit.NewFactory(o.rateLimitStats), globalratelimit.Factory{Stats: o.globalRateLimitStats},
 		oauth2.Factory{Secrets: o.secrets, Logger: o.log})
 }
 
@@ -83,6 +84,9 @@ type filterOptions struct {
 	rbacStats *rbac.Stats
 	// rateLimitStats count the local rate limit filters (per stat prefix).
 	rateLimitStats *ratelimit.Stats
+	// globalRateLimitStats count the global rate limit filters (per
+	// route target cluster).
+	globalRateLimitStats *globalratelimit.Stats
 	// secrets serve the OAuth2 filter's generic secrets (a gateway's
 	// credential directory); nil: none.
 	secrets oauth2.Secrets

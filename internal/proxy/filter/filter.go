@@ -19,6 +19,7 @@
 package filter
 
 import (
+	"context"
 	"crypto/tls"
 	"net/http"
 	"net/netip"
@@ -135,6 +136,14 @@ type Stream struct {
 	// nil when the chain runs; shared by the connection's requests, so
 	// read only.
 	Connection *Connection
+	// Cluster is the cluster the route chose for the request (Envoy's
+	// route target cluster, which names some filters' stats); "" for a
+	// direct response or redirect.
+	Cluster string
+	// Upstream sends the filter's own requests to the clusters of the
+	// configuration the request is served by; nil when the chain runs
+	// without clusters (tests).
+	Upstream Upstream
 
 	header   http.Header
 	answer   Answer
@@ -173,6 +182,22 @@ type PeerCertificate struct {
 	Subject string
 	// Hash is the hex SHA-256 of the certificate's DER encoding.
 	Hash string
+}
+
+// Upstream is how a filter calls a service of its own through the
+// proxy's clusters, as Envoy's filters use the cluster manager's async
+// client (envoy_grpc): an endpoint of the named cluster is picked by its
+// load balancer, admitted by its circuit breakers, and reached through
+// its connection pool and transport socket (mutual TLS in the mesh).
+// Safe for concurrent use.
+type Upstream interface {
+	// RoundTrip sends req to an endpoint of cluster: req's URL is
+	// rewritten to the endpoint's address; req.ProtoMajor 2 asks for
+	// HTTP/2 where the cluster follows the downstream protocol. ctx
+	// bounds the exchange and the response body, which the caller must
+	// close. A cluster that does not exist or has no endpoint is an
+	// error.
+	RoundTrip(ctx context.Context, cluster string, req *http.Request) (*http.Response, error)
 }
 
 // NewStream starts the filters' view of request r whose response headers

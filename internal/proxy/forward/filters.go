@@ -3,6 +3,7 @@ package forward
 import (
 	"net/http"
 
+	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/route"
 )
@@ -23,10 +24,12 @@ func newHTTPFilter(name string, f filter.Filter) httpFilter {
 }
 
 // runFilters runs the listener's HTTP filters on a request routed by re,
-// in order, as Envoy's connection manager does before the router. It
+// in order, as Envoy's connection manager does before the router; the
+// filters call services through clusters, those of the request's
+// configuration (filter.Stream.Upstream). It
 // reports whether a filter stopped the request; the request has then been
 // answered, unless the client went away. Called on the request goroutine.
-func runFilters(w http.ResponseWriter, r *http.Request, l *Listener, re *route.Entry, q *request) bool {
+func runFilters(w http.ResponseWriter, r *http.Request, l *Listener, re *route.Entry, q *request, clusters map[string]*cluster.Cluster) bool {
 	rh := &q.reply
 	rh.chain, rh.entry = l.filters, re
 	for i := range l.filters {
@@ -40,6 +43,8 @@ func runFilters(w http.ResponseWriter, r *http.Request, l *Listener, re *route.E
 			rh.fs = filter.NewStream(r, w.Header())
 			rh.fs.RemoteIP = remoteIP(r, l)
 			rh.fs.Connection = &q.ds.Conn
+			rh.fs.Cluster = q.cluster
+			rh.fs.Upstream = filterUpstream(clusters)
 		}
 		rh.fs.PerRoute = cfg
 		if hf.f.DecodeHeaders(rh.fs) == filter.Stop {

@@ -353,7 +353,7 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 			// against the workload and service it was for.
 			q.dst = c.DstInbound()
 		}
-		if runFilters(w, r, l, re, &q) {
+		if runFilters(w, r, l, re, &q, clusters) {
 			return // a filter answered (or the client left)
 		}
 	}

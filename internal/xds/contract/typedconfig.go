@@ -11,6 +11,7 @@ import (
 	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	oauth2v3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/oauth2/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
@@ -66,6 +67,8 @@ var typedConfigs = []proto.Message{
 	(*filev3.FileAccessLog)(nil),                          // connection managers' access_log (Telemetry accessLogging)
 	(*xdstype.TypedStruct)(nil),                           // istio.stats filters (Telemetry metrics, stats.go)
 	(*localratelimitv3.LocalRateLimit)(nil),               // HTTP filter and per-route config (RateLimit)
+	(*ratelimitv3.RateLimit)(nil),                         // HTTP filter (RateLimit.global)
+	(*ratelimitv3.RateLimitPerRoute)(nil),                 // per-route config (RateLimit.global)
 	(*oauth2v3.OAuth2)(nil),                               // HTTP filter of gateways (OIDCLogin)
 	(*routev3.FilterConfig)(nil),                          // per-route config turning a filter off (OIDCLogin elsewhere)
 }

@@ -261,7 +261,7 @@ func withGatewayRateLimit(s *mesh.Snapshot, id contract.Identity, port uint32, m
 	if rl == nil || !rateLimitCoversPort(rl.Spec, port) {
 		return m
 	}
-	m.HttpFilters = insertBeforeRouter(m.HttpFilters, rateLimitFilter())
+	m.HttpFilters = rateLimitFilters(m.HttpFilters, rl.Spec)
 	for _, vh := range rc.GetVirtualHosts() {
 		vh.Routes = rateLimitRoutes(vh.GetRoutes(), rl.Spec)
 	}

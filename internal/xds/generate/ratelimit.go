@@ -52,7 +52,7 @@ func withRateLimit(m *hcm.HttpConnectionManager, rl *config.RateLimit, port uint
 	if rl == nil || !rateLimitCoversPort(rl.Spec, port) {
 		return m
 	}
-	m.HttpFilters = insertBeforeRouter(m.HttpFilters, rateLimitFilter())
+	m.HttpFilters = rateLimitFilters(m.HttpFilters, rl.Spec)
 	if rc := m.GetRouteConfig(); rc != nil {
 		for _, vh := range rc.GetVirtualHosts() {
 			vh.Routes = rateLimitRoutes(vh.GetRoutes(), rl.Spec)
@@ -91,7 +91,12 @@ func insertBeforeRouter(fs []*hcm.HttpFilter, f *hcm.HttpFilter) []*hcm.HttpFilt
 // route's (both set, the route's not the catch-all prefix "/") is left
 // out for that route.
 func rateLimitRoutes(routes []*route.Route, spec *weftnet.RateLimit) []*route.Route {
+	local, global := hasLocalRateLimit(spec), spec.Global != nil
 	def := mustAny(localRateLimitConfig(rateLimitStatPrefix, spec.GetLimit(), spec.GetDescriptors(), spec))
+	var globalDef *anypb.Any
+	if global {
+		globalDef = globalRateLimitPerRoute(spec.GetGlobal().GetDescriptors())
+	}
 	var out []*route.Route
 	for _, r := range routes {
 		for i, rule := range spec.GetRules() {
@@ -100,6 +105,9 @@ func rateLimitRoutes(routes []*route.Route, spec *weftnet.RateLimit) []*route.Ro
 				name = fmt.Sprintf("rule-%d", i)
 			}
 			cfg := mustAny(localRateLimitConfig(rateLimitStatPrefix+"_"+strings.ReplaceAll(name, "-", "_"), rule.GetLimit(), rule.GetDescriptors(), spec))
+			// A rule replaces the global descriptors too: none, and the
+			// route asks the service nothing.
+			globalCfg := globalRateLimitPerRoute(rule.GetGlobalDescriptors())
 			matches := rule.GetMatch()
 			if len(matches) == 0 {
 				matches = []*networking.HTTPMatchRequest{{}}
@@ -112,11 +120,21 @@ func rateLimitRoutes(routes []*route.Route, spec *weftnet.RateLimit) []*route.Ro
 				nr := proto.Clone(r).(*route.Route)
 				nr.Name = "ratelimit/" + name
 				nr.Match = rm
-				setPerFilter(nr, localRateLimitName, cfg)
+				if local {
+					setPerFilter(nr, localRateLimitName, cfg)
+				}
+				if global {
+					setPerFilter(nr, globalRateLimitName, globalCfg)
+				}
 				out = append(out, nr)
 			}
 		}
-		setPerFilter(r, localRateLimitName, def)
+		if local {
+			setPerFilter(r, localRateLimitName, def)
+		}
+		if global {
+			setPerFilter(r, globalRateLimitName, globalDef)
+		}
 		out = append(out, r)
 	}
 	return out

@@ -7,8 +7,11 @@ import (
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	lrl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	grl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	weftnet "weft.dev/weft/api/networking/v1alpha1"
 	"weft.dev/weft/internal/mesh"
 )
 
@@ -46,7 +49,116 @@ spec:
 `, mesh.Options{})
 		},
 		proxy: reviewsProxy,
+	}, {
+		// Global only: the ratelimit filter, no local one; a rule with
+		// its own descriptors and an exempt one.
+		name:  "global_rate_limit",
+		mesh:  func() *mesh.Snapshot { return securityMesh(bookinfo+globalRateLimitYAML, mesh.Options{}) },
+		proxy: reviewsProxy,
 	}}
+}
+
+const globalRateLimitYAML = `
+---
+apiVersion: networking.weft.dev/v1alpha1
+kind: RateLimit
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  ports: [9080]
+  global:
+    service: ratelimit.infra.svc.cluster.local:8081
+    domain: bookinfo
+    rateLimitHeaders: true
+    descriptors:
+    - actions:
+      - requestHeader: {header: X-User, key: user}
+    - actions:
+      - genericKey: {key: tier, value: free}
+      - clientIP: true
+    - actions:
+      - headerValueMatch:
+          value: anonymous
+          expectMatch: false
+          headers: {authorization: {}}
+  rules:
+  - name: health
+    match: [{uri: {exact: /healthz}}]
+  - name: search
+    match: [{uri: {prefix: /search}}]
+    globalDescriptors:
+    - actions: [{genericKey: {value: search}}]
+`
+
+// TestGlobalRateLimitConfig: spec.global reads as Envoy's ratelimit
+// filter (the service as its outbound cluster, 20ms by default) and
+// RateLimitPerRoute rate_limits per route; a rule's descriptors replace
+// the RateLimit's, an exempt rule's route sends none, and no local rate
+// limit filter is added.
+func TestGlobalRateLimitConfig(t *testing.T) {
+	s := securityMesh(bookinfo+globalRateLimitYAML, mesh.Options{})
+	rl := s.RateLimits.For("bookinfo", map[string]string{"app": "reviews"})
+	if rl == nil {
+		t.Fatal("no RateLimit for reviews")
+	}
+	fs := rateLimitFilters([]*hcm.HttpFilter{{Name: "envoy.filters.http.router"}}, rl.Spec)
+	if len(fs) != 2 || fs[0].GetName() != globalRateLimitName {
+		t.Fatalf("filters = %v, want the ratelimit filter before the router only", fs)
+	}
+	var fc grl.RateLimit
+	if err := fs[0].GetTypedConfig().UnmarshalTo(&fc); err != nil {
+		t.Fatal(err)
+	}
+	wantFilter := `{"domain":"bookinfo","timeout":"0.020s","rateLimitService":{"grpcService":{"envoyGrpc":{"clusterName":"outbound|8081||ratelimit.infra.svc.cluster.local"}},"transportApiVersion":"V3"},"enableXRatelimitHeaders":"DRAFT_VERSION_03"}`
+	if got := compactJSON(t, protojson.Format(&fc)); got != wantFilter {
+		t.Errorf("filter config:\n got %s\nwant %s", got, wantFilter)
+	}
+	routes := rateLimitRoutes([]*route.Route{{Name: "default", Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}}}}, rl.Spec)
+	want := []struct{ name, config string }{
+		{"ratelimit/health", `{}`},
+		{"ratelimit/search", `{"rateLimits":[{"actions":[{"genericKey":{"descriptorValue":"search"}}]}]}`},
+		{"default", `{"rateLimits":[{"actions":[{"requestHeaders":{"headerName":"x-user","descriptorKey":"user"}}]},` +
+			`{"actions":[{"genericKey":{"descriptorValue":"free","descriptorKey":"tier"}},{"remoteAddress":{}}]},` +
+			`{"actions":[{"headerValueMatch":{"descriptorValue":"anonymous","expectMatch":false,"headers":[{"name":"authorization","presentMatch":true}]}}]}]}`},
+	}
+	if len(routes) != len(want) {
+		t.Fatalf("%d routes, want %d", len(routes), len(want))
+	}
+	for i, w := range want {
+		r := routes[i]
+		if r.GetTypedPerFilterConfig()[localRateLimitName] != nil {
+			t.Errorf("route %s has a local rate limit", r.GetName())
+		}
+		var cfg grl.RateLimitPerRoute
+		if err := r.GetTypedPerFilterConfig()[globalRateLimitName].UnmarshalTo(&cfg); err != nil {
+			t.Fatal(err)
+		}
+		if got := compactJSON(t, protojson.Format(&cfg)); r.GetName() != w.name || got != w.config {
+			t.Errorf("route %d %s config:\n got %s\nwant %s %s", i, r.GetName(), got, w.name, w.config)
+		}
+	}
+
+	// With a local limit too: the local filter first (a request it
+	// refuses costs no call), both configs on every route.
+	rl.Spec.Limit = &weftnet.Limit{RequestsPerUnit: 10, Unit: weftnet.Limit_SECOND}
+	fs = rateLimitFilters([]*hcm.HttpFilter{{Name: "envoy.filters.http.router"}}, rl.Spec)
+	if len(fs) != 3 || fs[0].GetName() != localRateLimitName || fs[1].GetName() != globalRateLimitName {
+		t.Errorf("filters with a local limit = %v, want local, global, router", fs)
+	}
+	for _, r := range rateLimitRoutes([]*route.Route{{Name: "default", Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}}}}, rl.Spec) {
+		if len(r.GetTypedPerFilterConfig()) != 2 {
+			t.Errorf("route %s per-filter configs %v, want local and global", r.GetName(), r.GetTypedPerFilterConfig())
+		}
+	}
+
+	// shadow: the service's OVER_LIMIT is counted, not enforced.
+	rl.Spec.Shadow = true
+	if err := globalRateLimitFilter(rl.Spec).GetTypedConfig().UnmarshalTo(&fc); err != nil {
+		t.Fatal(err)
+	}
+	if got := compactJSON(t, protojson.Format(fc.GetFilterEnforced())); got != `{"defaultValue":{"denominator":"MILLION"},"runtimeKey":"ratelimit.http_filter_enforcing"}` {
+		t.Errorf("shadow filter_enforced = %s", got)
+	}
 }
 
 // TestLocalRateLimitConfig: how each part of a RateLimit reads as Envoy's

@@ -1,0 +1,527 @@
+// Package globalratelimit is Envoy's envoy.filters.http.ratelimit: for
+// each request, the descriptors its rate_limits actions yield are sent to
+// a rate limit service (envoy.service.ratelimit.v3.RateLimitService,
+// ShouldRateLimit), whose shared counters decide for every proxy at once.
+// OVER_LIMIT is answered 429 (or rate_limited_status) with
+// x-envoy-ratelimited and flag RL; a service that cannot answer within
+// the timeout lets the request pass (counted failure_mode_allowed), or
+// with failure_mode_deny refuses it with status_on_error (500) and flag
+// RLSE. Counted as Envoy's cluster.<route target
+// cluster>.ratelimit.{ok,over_limit,error,failure_mode_allowed} (Stats).
+//
+// The actions come from the route's typed_per_filter_config
+// (RateLimitPerRoute.rate_limits), else the filter's own rate_limits;
+// RouteAction.rate_limits and VirtualHost.rate_limits are not read.
+//
+// The service is called as Envoy's envoy_grpc does: a unary gRPC call
+// over HTTP/2 through the proxy's own cluster of that name
+// (filter.Upstream: its endpoints, balancer, breakers and TLS), so the
+// cluster must speak HTTP/2.
+package globalratelimit
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	grl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
+	rls "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"weft.dev/weft/internal/proxy/filter"
+	"weft.dev/weft/internal/proxy/matcher"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// Name is the filter's name in http_filters and typed_per_filter_config.
+const Name = "envoy.filters.http.ratelimit"
+
+const (
+	method           = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+	defaultTimeout   = 20 * time.Millisecond // Envoy's
+	flagRateLimited  = "RL"
+	flagServiceError = "RLSE"
+	grpcUnavailable  = "14"
+	grpcExhausted    = "8"
+	maxResponse      = 1 << 20
+	headerLimited    = "X-Envoy-Ratelimited"
+	headerLimit      = "X-Ratelimit-Limit"
+	headerRemaining  = "X-Ratelimit-Remaining"
+	headerReset      = "X-Ratelimit-Reset"
+)
+
+// Factory makes global rate limit filters that count in Stats (nil:
+// nothing).
+type Factory struct {
+	Stats *Stats
+}
+
+var _ filter.Factory = Factory{}
+
+// Name implements filter.Factory.
+func (Factory) Name() string { return Name }
+
+// New implements filter.Factory: config is a RateLimit. Fields the proxy
+// cannot honour are refused rather than ignored.
+func (f Factory) New(config *anypb.Any) (filter.Filter, error) {
+	if config == nil {
+		return nil, fmt.Errorf("typed_config: required (a RateLimit with domain and rate_limit_service)")
+	}
+	var in grl.RateLimit
+	if err := config.UnmarshalTo(&in); err != nil {
+		return nil, fmt.Errorf("want RateLimit: %w", err)
+	}
+	if in.GetDomain() == "" {
+		return nil, fmt.Errorf("domain: required")
+	}
+	svc := in.GetRateLimitService()
+	if svc.GetTransportApiVersion() != core.ApiVersion_V3 {
+		return nil, fmt.Errorf("rate_limit_service.transport_api_version: must be V3")
+	}
+	eg := svc.GetGrpcService().GetEnvoyGrpc()
+	if eg.GetClusterName() == "" {
+		return nil, fmt.Errorf("rate_limit_service.grpc_service.envoy_grpc.cluster_name: required (google_grpc is unsupported)")
+	}
+	switch {
+	case in.GetStage() != 0:
+		return nil, fmt.Errorf("stage: unsupported (only stage 0)")
+	case in.GetRequestType() != "" && in.GetRequestType() != "both":
+		return nil, fmt.Errorf("request_type: %q unsupported (only both)", in.GetRequestType())
+	case in.GetStatPrefix() != "":
+		return nil, fmt.Errorf("stat_prefix: unsupported")
+	case in.GetFailureModeDenyPercent() != nil:
+		return nil, fmt.Errorf("failure_mode_deny_percent: unsupported")
+	case in.GetEnableRetryAfterHeader():
+		return nil, fmt.Errorf("enable_retry_after_header: unsupported")
+	}
+	c := &limiterConfig{
+		domain:       in.GetDomain(),
+		cluster:      eg.GetClusterName(),
+		authority:    cmp.Or(eg.GetAuthority(), clusterHost(eg.GetClusterName())),
+		timeout:      defaultTimeout,
+		deny:         in.GetFailureModeDeny(),
+		status:       http.StatusTooManyRequests,
+		errStatus:    http.StatusInternalServerError,
+		grpcStatus:   grpcUnavailable,
+		xHeaders:     in.GetEnableXRatelimitHeaders() == grl.RateLimit_DRAFT_VERSION_03,
+		limitedHdr:   !in.GetDisableXEnvoyRatelimitedHeader(),
+		enabled:      compileFraction(in.GetFilterEnabled()),
+		enforced:     compileFraction(in.GetFilterEnforced()),
+		stats:        f.Stats,
+		extraHeaders: in.GetResponseHeadersToAdd(),
+	}
+	if t := in.GetTimeout(); t != nil {
+		if err := t.CheckValid(); err != nil {
+			return nil, fmt.Errorf("timeout: %w", err)
+		}
+		c.timeout = t.AsDuration() // 0: none
+	}
+	if in.GetRateLimitedAsResourceExhausted() {
+		c.grpcStatus = grpcExhausted
+	}
+	if st := in.GetRateLimitedStatus(); st != nil && st.GetCode() >= 400 {
+		c.status = int(st.GetCode()) // below 400: Envoy uses 429
+	}
+	if st := in.GetStatusOnError(); st != nil {
+		if c.errStatus = int(st.GetCode()); c.errStatus < 100 || c.errStatus > 599 {
+			return nil, fmt.Errorf("status_on_error.code: %d is not an HTTP status", c.errStatus)
+		}
+	}
+	for i, h := range c.extraHeaders {
+		if h.GetHeader().GetKey() == "" {
+			return nil, fmt.Errorf("response_headers_to_add[%d].header.key: required", i)
+		}
+	}
+	var err error
+	if c.actions, err = compileRateLimits(in.GetRateLimits()); err != nil {
+		return nil, err
+	}
+	return &httpFilter{c: c}, nil
+}
+
+// ParsePerRoute implements filter.Factory: config is a RateLimitPerRoute;
+// its rate_limits (when any) replace the filter's for the route, its
+// domain (when set) the filter's.
+func (Factory) ParsePerRoute(config *anypb.Any) (any, error) {
+	var in grl.RateLimitPerRoute
+	if err := config.UnmarshalTo(&in); err != nil {
+		return nil, fmt.Errorf("want RateLimitPerRoute: %w", err)
+	}
+	acts, err := compileRateLimits(in.GetRateLimits())
+	if err != nil {
+		return nil, err
+	}
+	return &perRoute{domain: in.GetDomain(), actions: acts}, nil
+}
+
+// clusterHost is the service host of an Istio-style cluster name, the
+// :authority of the call as the service's own sidecar routes it; the
+// name itself otherwise.
+func clusterHost(name string) string {
+	if _, _, _, host, err := contract.ParseClusterName(name); err == nil && host != "" {
+		return host
+	}
+	return name
+}
+
+// limiterConfig is a compiled RateLimit; immutable.
+type limiterConfig struct {
+	domain, cluster, authority string
+	timeout                    time.Duration
+	deny                       bool
+	status, errStatus          int
+	grpcStatus                 string
+	xHeaders, limitedHdr       bool
+	enabled, enforced          fraction
+	stats                      *Stats
+	extraHeaders               []*core.HeaderValueOption
+	actions                    [][]action
+}
+
+// perRoute is a compiled RateLimitPerRoute; immutable.
+type perRoute struct {
+	domain  string
+	actions [][]action
+}
+
+type httpFilter struct{ c *limiterConfig }
+
+var _ filter.Filter = (*httpFilter)(nil)
+
+// DecodeHeaders asks the service about the request's descriptors (none:
+// the request passes without a call) and acts on its answer. It blocks
+// for the call, at most the timeout or until the request's context ends.
+func (f *httpFilter) DecodeHeaders(s *filter.Stream) filter.Status {
+	c := f.c
+	actions, domain := c.actions, c.domain
+	if pr, _ := s.PerRoute.(*perRoute); pr != nil {
+		if len(pr.actions) > 0 {
+			actions = pr.actions
+		}
+		domain = cmp.Or(pr.domain, domain)
+	}
+	if len(actions) == 0 || !c.enabled.hit() {
+		return filter.Continue
+	}
+	ds := descriptors(s, actions)
+	if len(ds) == 0 {
+		return filter.Continue
+	}
+	st := c.stats.forCluster(s.Cluster)
+	resp, err := c.call(s, &rls.RateLimitRequest{Domain: domain, Descriptors: ds, HitsAddend: 1})
+	if err != nil && s.Request.Context().Err() != nil {
+		return filter.Stop // the client went away: nobody to answer, nothing to count
+	}
+	if err != nil {
+		st.inc(statError)
+		if c.deny {
+			return s.SendLocalReply(filter.LocalReply{Status: c.errStatus, Flag: flagServiceError})
+		}
+		st.inc(statFailureModeAllowed)
+		return filter.Continue
+	}
+	h := s.ResponseHeader()
+	if c.xHeaders {
+		setXRateLimitHeaders(h, resp.GetStatuses())
+	}
+	for _, hv := range resp.GetResponseHeadersToAdd() {
+		h.Set(hv.GetKey(), hv.GetValue())
+	}
+	if resp.GetOverallCode() != rls.RateLimitResponse_OVER_LIMIT {
+		st.inc(statOK)
+		for _, hv := range resp.GetRequestHeadersToAdd() {
+			s.Request.Header.Set(hv.GetKey(), hv.GetValue())
+		}
+		return filter.Continue
+	}
+	st.inc(statOverLimit)
+	if !c.enforced.hit() {
+		return filter.Continue
+	}
+	if c.limitedHdr {
+		h[headerLimited] = []string{"true"}
+	}
+	for _, hv := range c.extraHeaders {
+		h.Set(hv.GetHeader().GetKey(), hv.GetHeader().GetValue())
+	}
+	return s.SendLocalReply(filter.LocalReply{Status: c.status, GRPCStatus: c.grpcStatus, Body: string(resp.GetRawBody()), Flag: flagRateLimited})
+}
+
+// errStatus is a call that reached the service and failed.
+var errStatus = errors.New("rate limit service")
+
+// call makes the unary gRPC call ShouldRateLimit through the proxy's
+// cluster: a length-prefixed protobuf message over HTTP/2, the answer's
+// grpc-status from its trailers (or headers, trailers-only).
+func (c *limiterConfig) call(s *filter.Stream, in *rls.RateLimitRequest) (*rls.RateLimitResponse, error) {
+	if s.Upstream == nil {
+		return nil, fmt.Errorf("no upstream to call cluster %q", c.cluster)
+	}
+	msg, err := proto.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	body := make([]byte, 5+len(msg))
+	binary.BigEndian.PutUint32(body[1:5], uint32(len(msg)))
+	copy(body[5:], msg)
+	ctx := s.Request.Context()
+	hdr := http.Header{"Content-Type": {"application/grpc"}, "Te": {"trailers"}}
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		hdr["Grpc-Timeout"] = []string{strconv.FormatInt(max(c.timeout.Milliseconds(), 1), 10) + "m"}
+	}
+	req := (&http.Request{
+		Method: http.MethodPost, URL: &url.URL{Scheme: "http", Path: method}, Host: c.authority,
+		Proto: "HTTP/2.0", ProtoMajor: 2, Header: hdr,
+		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+	}).WithContext(ctx)
+	resp, err := s.Upstream.RoundTrip(ctx, c.cluster, req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%w: HTTP status %d", errStatus, resp.StatusCode)
+	}
+	code := cmp.Or(resp.Trailer.Get("Grpc-Status"), resp.Header.Get("Grpc-Status"))
+	if code != "0" {
+		return nil, fmt.Errorf("%w: grpc-status %q: %s", errStatus, code, cmp.Or(resp.Trailer.Get("Grpc-Message"), resp.Header.Get("Grpc-Message")))
+	}
+	if len(data) < 5 || data[0] != 0 || int(binary.BigEndian.Uint32(data[1:5])) != len(data)-5 {
+		return nil, fmt.Errorf("%w: not one uncompressed gRPC message (%d bytes)", errStatus, len(data))
+	}
+	var out rls.RateLimitResponse
+	if err := proto.Unmarshal(data[5:], &out); err != nil {
+		return nil, fmt.Errorf("%w: %v", errStatus, err)
+	}
+	return &out, nil
+}
+
+// setXRateLimitHeaders sets the draft 03 headers from the status closest
+// to its limit, as Envoy: X-RateLimit-Limit lists each limit with its
+// window ("10, 10;w=60"), Remaining and Reset are the closest one's.
+func setXRateLimitHeaders(h http.Header, statuses []*rls.RateLimitResponse_DescriptorStatus) {
+	var min *rls.RateLimitResponse_DescriptorStatus
+	for _, st := range statuses {
+		if st.GetCurrentLimit() == nil {
+			continue
+		}
+		if min == nil || st.GetLimitRemaining() < min.GetLimitRemaining() {
+			min = st
+		}
+	}
+	if min == nil {
+		return
+	}
+	var b strings.Builder
+	b.WriteString(strconv.FormatUint(uint64(min.GetCurrentLimit().GetRequestsPerUnit()), 10))
+	for _, st := range statuses {
+		l := st.GetCurrentLimit()
+		if l == nil {
+			continue
+		}
+		fmt.Fprintf(&b, ", %d;w=%d", l.GetRequestsPerUnit(), unitSeconds(l.GetUnit()))
+		if l.GetName() != "" {
+			fmt.Fprintf(&b, ";name=%q", l.GetName())
+		}
+	}
+	h[headerLimit] = []string{b.String()}
+	h[headerRemaining] = []string{strconv.FormatUint(uint64(min.GetLimitRemaining()), 10)}
+	if d := min.GetDurationUntilReset(); d != nil {
+		h[headerReset] = []string{strconv.FormatInt(int64(d.AsDuration().Seconds()), 10)}
+	}
+}
+
+func unitSeconds(u rls.RateLimitResponse_RateLimit_Unit) int64 {
+	switch u {
+	case rls.RateLimitResponse_RateLimit_SECOND:
+		return 1
+	case rls.RateLimitResponse_RateLimit_MINUTE:
+		return 60
+	case rls.RateLimitResponse_RateLimit_HOUR:
+		return 3600
+	case rls.RateLimitResponse_RateLimit_DAY:
+		return 86400
+	case rls.RateLimitResponse_RateLimit_WEEK:
+		return 7 * 86400
+	case rls.RateLimitResponse_RateLimit_MONTH:
+		return 30 * 86400
+	case rls.RateLimitResponse_RateLimit_YEAR:
+		return 365 * 86400
+	}
+	return 0
+}
+
+// action is one compiled rate limit action.
+type action struct {
+	kind         actionKind
+	key, value   string
+	header       string // request_headers: canonical name
+	skipIfAbsent bool
+	headers      []matcher.Header // header_value_match
+	expectMatch  bool
+}
+
+type actionKind uint8
+
+const (
+	actRequestHeader actionKind = iota
+	actRemoteAddress
+	actGenericKey
+	actHeaderValueMatch
+)
+
+func compileRateLimits(rls []*routev3.RateLimit) ([][]action, error) {
+	var out [][]action
+	for i, rl := range rls {
+		acts, err := compileActions(rl)
+		if err != nil {
+			return nil, fmt.Errorf("rate_limits[%d].%w", i, err)
+		}
+		out = append(out, acts)
+	}
+	return out, nil
+}
+
+func compileActions(rl *routev3.RateLimit) ([]action, error) {
+	if rl.GetStage().GetValue() != 0 || rl.GetDisableKey() != "" || rl.GetLimit() != nil || rl.GetApplyOnStreamDone() {
+		return nil, fmt.Errorf("stage, disable_key, limit and apply_on_stream_done: unsupported")
+	}
+	if len(rl.GetActions()) == 0 {
+		return nil, fmt.Errorf("actions: at least one action is required")
+	}
+	var out []action
+	for j, a := range rl.GetActions() {
+		switch sp := a.GetActionSpecifier().(type) {
+		case *routev3.RateLimit_Action_RequestHeaders_:
+			h := sp.RequestHeaders
+			if h.GetHeaderName() == "" || h.GetDescriptorKey() == "" {
+				return nil, fmt.Errorf("actions[%d].request_headers: header_name and descriptor_key are required", j)
+			}
+			out = append(out, action{kind: actRequestHeader, key: h.GetDescriptorKey(),
+				header: http.CanonicalHeaderKey(h.GetHeaderName()), skipIfAbsent: h.GetSkipIfAbsent()})
+		case *routev3.RateLimit_Action_RemoteAddress_:
+			out = append(out, action{kind: actRemoteAddress, key: "remote_address"})
+		case *routev3.RateLimit_Action_GenericKey_:
+			g := sp.GenericKey
+			if g.GetDescriptorValue() == "" {
+				return nil, fmt.Errorf("actions[%d].generic_key.descriptor_value: required", j)
+			}
+			out = append(out, action{kind: actGenericKey, key: cmp.Or(g.GetDescriptorKey(), "generic_key"), value: g.GetDescriptorValue()})
+		case *routev3.RateLimit_Action_HeaderValueMatch_:
+			m := sp.HeaderValueMatch
+			if m.GetDescriptorValue() == "" {
+				return nil, fmt.Errorf("actions[%d].header_value_match.descriptor_value: required", j)
+			}
+			act := action{kind: actHeaderValueMatch, key: cmp.Or(m.GetDescriptorKey(), "header_match"), value: m.GetDescriptorValue(),
+				expectMatch: m.GetExpectMatch() == nil || m.GetExpectMatch().GetValue()}
+			for k, hm := range m.GetHeaders() {
+				ch, err := matcher.CompileHeader(hm)
+				if err != nil {
+					return nil, fmt.Errorf("actions[%d].header_value_match.headers[%d]: %w", j, k, err)
+				}
+				act.headers = append(act.headers, ch)
+			}
+			out = append(out, act)
+		default:
+			return nil, fmt.Errorf("actions[%d]: %T unsupported (request_headers, remote_address, generic_key and header_value_match are)", j, sp)
+		}
+	}
+	return out, nil
+}
+
+// descriptors runs each rate_limits entry's actions on the request, as
+// Envoy: an entry whose action yields nothing (a header absent without
+// skip_if_absent, a header match that does not come out as expected)
+// sends no descriptor.
+func descriptors(s *filter.Stream, all [][]action) []*rlcommon.RateLimitDescriptor {
+	var out []*rlcommon.RateLimitDescriptor
+next:
+	for _, acts := range all {
+		d := &rlcommon.RateLimitDescriptor{}
+		for _, a := range acts {
+			switch a.kind {
+			case actRequestHeader:
+				v := s.Request.Header[a.header]
+				if len(v) == 0 {
+					if a.skipIfAbsent {
+						continue
+					}
+					continue next
+				}
+				d.Entries = append(d.Entries, &rlcommon.RateLimitDescriptor_Entry{Key: a.key, Value: v[0]})
+			case actRemoteAddress:
+				ip := s.RemoteIP
+				if !ip.IsValid() && s.Connection != nil {
+					ip = s.Connection.RemoteAddr.Addr()
+				}
+				if !ip.IsValid() {
+					continue next
+				}
+				d.Entries = append(d.Entries, &rlcommon.RateLimitDescriptor_Entry{Key: a.key, Value: ip.Unmap().String()})
+			case actGenericKey:
+				d.Entries = append(d.Entries, &rlcommon.RateLimitDescriptor_Entry{Key: a.key, Value: a.value})
+			case actHeaderValueMatch:
+				matched := true
+				for i := range a.headers {
+					if !a.headers[i].Match(s.Request) {
+						matched = false
+						break
+					}
+				}
+				if matched != a.expectMatch {
+					continue next
+				}
+				d.Entries = append(d.Entries, &rlcommon.RateLimitDescriptor_Entry{Key: a.key, Value: a.value})
+			}
+		}
+		if len(d.Entries) > 0 {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// fraction is a FractionalPercent: num out of den; unset is 100%, as
+// the ratelimit filter's filter_enabled and filter_enforced default.
+type fraction struct{ num, den uint32 }
+
+func compileFraction(p *core.RuntimeFractionalPercent) fraction {
+	if p == nil {
+		return fraction{1, 1}
+	}
+	d := p.GetDefaultValue()
+	den := uint32(100)
+	switch d.GetDenominator() {
+	case typev3.FractionalPercent_TEN_THOUSAND:
+		den = 10_000
+	case typev3.FractionalPercent_MILLION:
+		den = 1_000_000
+	}
+	return fraction{min(d.GetNumerator(), den), den}
+}
+
+func (f fraction) hit() bool {
+	return f.num > 0 && (f.num >= f.den || rand.Uint32N(f.den) < f.num)
+}

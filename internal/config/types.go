@@ -168,6 +168,10 @@ type Snapshot struct {
 	HTTPRoutes      []*HTTPRoute
 	GRPCRoutes      []*GRPCRoute
 	ReferenceGrants []*ReferenceGrant
+	// GatewayAPI is what translating them found, as the Gateway API's
+	// status says it (for the Kubernetes source's status writer); never
+	// nil in a snapshot a Store made.
+	GatewayAPI *GatewayAPIStatus
 
 	// OIDCLogins are Weft's own gateway logins (OpenID Connect).
 	OIDCLogins []*OIDCLogin

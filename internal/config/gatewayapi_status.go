@@ -24,7 +24,16 @@ type GatewayAPIStatus struct {
 	// Routes are the HTTPRoutes and GRPCRoutes that name a Gateway of
 	// Weft's controller, by Meta.Key().
 	Routes map[string]*RouteResult
+
+	// found holds the diagnostics the translation made (see Found).
+	found map[Diagnostic]bool
 }
+
+// Found reports whether d is one of the translation's findings — about
+// the version in force, which stays in force (a route attached to no
+// listener, a backend not permitted, a listener not served) — rather
+// than a reason the document as written was rejected.
+func (s *GatewayAPIStatus) Found(d Diagnostic) bool { return s != nil && s.found[d] }
 
 // GatewayResult is the outcome of one Gateway.
 type GatewayResult struct {
@@ -98,7 +107,7 @@ func (s *GatewayAPIStatus) WeftClass(name string) bool {
 
 // newGatewayAPIStatus starts the status of a translation.
 func newGatewayAPIStatus(classes []*GatewayClass) *GatewayAPIStatus {
-	s := &GatewayAPIStatus{Classes: map[string]bool{}, Gateways: map[string]*GatewayResult{}, Routes: map[string]*RouteResult{}}
+	s := &GatewayAPIStatus{Classes: map[string]bool{}, Gateways: map[string]*GatewayResult{}, Routes: map[string]*RouteResult{}, found: map[Diagnostic]bool{}}
 	for _, c := range classes {
 		s.Classes[c.Name] = c.Spec.ControllerName == WeftControllerName
 	}

@@ -222,6 +222,9 @@ func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 			})
 		}
 	}
+	for _, d := range t.diags {
+		t.status.found[d] = true
+	}
 	return t.diags
 }
 

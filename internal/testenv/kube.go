@@ -63,7 +63,7 @@ type kubeOptions struct {
 	istioCRDs      bool
 	weftCRDs       bool
 	gatewayAPICRDs bool
-	extraArgs []string
+	extraArgs      []string
 }
 
 // WithIstioCRDs installs Istio's CustomResourceDefinitions — the file users

@@ -475,6 +475,11 @@ func TestKubernetesUndecodableObject(t *testing.T) {
 	if !strings.Contains(st.LastError, "DestinationRule") || !st.Synced {
 		t.Errorf("status = %+v, want synced and the missing kinds named", st)
 	}
+	// A cluster without the Gateway API is an ordinary one: its kinds
+	// are not counted as missing.
+	if strings.Contains(st.LastError, "HTTPRoute") {
+		t.Errorf("status = %+v names the Gateway API's kinds", st)
+	}
 }
 
 var telGVR = schema.GroupVersionResource{Group: "telemetry.istio.io", Version: "v1", Resource: "telemetries"}

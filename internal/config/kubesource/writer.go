@@ -1,6 +1,7 @@
 package kubesource
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -241,8 +242,11 @@ func (w *writer) announce(ctx context.Context, path string, u *unstructured.Unst
 			continue
 		}
 		d := rej[key]
+		// A cluster-scoped object's events live in "default", as
+		// client-go's recorders put them.
+		evNS := cmp.Or(u.GetNamespace(), metav1.NamespaceDefault)
 		ev := &eventsv1.Event{
-			ObjectMeta:          metav1.ObjectMeta{Name: eventName(u.GetName()), Namespace: u.GetNamespace()},
+			ObjectMeta:          metav1.ObjectMeta{Name: eventName(u.GetName()), Namespace: evNS},
 			EventTime:           metav1.NewMicroTime(time.Now()),
 			ReportingController: ReportingController,
 			ReportingInstance:   truncate(s.opts.Identity, 128),
@@ -255,7 +259,7 @@ func (w *writer) announce(ctx context.Context, path string, u *unstructured.Unst
 			},
 			Note: truncate(fmt.Sprintf("generation %d: %s", gen, describe(d)), maxEventNote),
 		}
-		if _, err := s.kube.EventsV1().Events(u.GetNamespace()).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		if _, err := s.kube.EventsV1().Events(evNS).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("event write failed", "object", path, "error", err)
 			}

@@ -21,8 +21,8 @@ type GatewayAPIStatus struct {
 	// Gateways are the Gateways of Weft's controller's classes, by
 	// "namespace/name".
 	Gateways map[string]*GatewayResult
-	// Routes are the HTTPRoutes and GRPCRoutes that name a Gateway of
-	// Weft's controller, by Meta.Key().
+	// Routes are the HTTPRoutes and GRPCRoutes Weft judged, by
+	// Meta.Key(): their parents entries are those of Weft's Gateways.
 	Routes map[string]*RouteResult
 
 	// found holds the diagnostics the translation made (see Found).

@@ -1,6 +1,7 @@
-// Package kubesource reads Istio's custom resources from a Kubernetes API
-// server as a config.Source, and writes the outcome of each load back to
-// the objects (status and Warning events) as a config.Reporter.
+// Package kubesource reads Istio's custom resources (and Weft's, and the
+// Kubernetes Gateway API's) from a Kubernetes API server as a
+// config.Source, and writes the outcome of each load back to the objects
+// (status and Warning events) as a config.Reporter.
 //
 // Each object of a kind Weft loads becomes one virtual file,
 // "k8s:<Kind>/<namespace>/<name>", whose content is the object as YAML

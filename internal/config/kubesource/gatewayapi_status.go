@@ -148,7 +148,7 @@ func gatewayStatus(st map[string]any, u *unstructured.Unstructured, v verdict, g
 	} else {
 		st["conditions"] = mergeConditions(st["conditions"], gen, now,
 			newCondition(accepted, true, string(gwv1.GatewayReasonAccepted), v.message),
-			newCondition(programmed, true, string(gwv1.GatewayReasonProgrammed), "sent to the gateway proxies labelled "+config.GatewayNameLabel+"="+u.GetName()))
+			newCondition(programmed, true, string(gwv1.GatewayReasonProgrammed), "configured for the gateway proxies of namespace "+u.GetNamespace()+" labelled "+config.GatewayNameLabel+"="+u.GetName()))
 	}
 	oldListeners := map[string]map[string]any{}
 	if old, ok := st["listeners"].([]any); ok {

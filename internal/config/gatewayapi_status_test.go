@@ -50,7 +50,7 @@ spec:
   gatewayClassName: weft
   listeners:
   - {name: http, port: 8080, protocol: HTTP}
-  - {name: tcp, port: 9000, protocol: TCP}
+  - {name: udp, port: 9000, protocol: UDP}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -84,7 +84,7 @@ spec:
 		"edge/public http attached=1 kinds=2 /",
 		"edge/public https attached=0 kinds=2 /",
 		"edge/same-only http attached=1 kinds=2 /",
-		"edge/same-only tcp attached=0 kinds=0 Accepted/UnsupportedProtocol",
+		"edge/same-only udp attached=0 kinds=0 Accepted/UnsupportedProtocol",
 	})
 	var parents []string
 	for key, r := range st.Routes {

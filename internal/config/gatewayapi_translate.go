@@ -127,7 +127,7 @@ type listener struct {
 // Gateway API's status says it.
 func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 	snap.GatewayAPI = newGatewayAPIStatus(snap.GatewayClasses)
-	if len(snap.KubeGateways) == 0 && len(snap.HTTPRoutes) == 0 && len(snap.GRPCRoutes) == 0 {
+	if len(snap.KubeGateways) == 0 && len(snap.HTTPRoutes) == 0 && len(snap.GRPCRoutes) == 0 && len(snap.TCPRoutes) == 0 && len(snap.TLSRoutes) == 0 {
 		return nil
 	}
 	if suffix == "" {
@@ -178,11 +178,21 @@ func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 	for _, r := range snap.GRPCRoutes {
 		t.attach(grpcAsHTTP(r), byGateway)
 	}
+	for _, r := range snap.TCPRoutes {
+		t.attach(l4AsHTTP(r, r.Spec.CommonRouteSpec, nil, r.Spec.Rules), byGateway)
+	}
+	for _, r := range snap.TLSRoutes {
+		t.attach(l4AsHTTP(r, r.Spec.CommonRouteSpec, r.Spec.Hostnames, r.Spec.Rules), byGateway)
+	}
 	for _, l := range all {
 		if l.res != nil {
 			l.res.AttachedRoutes = int32(len(l.attached))
 		}
 		snap.Gateways = append(snap.Gateways, l.gateway)
+		if l.l.Protocol == gwv1.TCPProtocolType || l.l.Protocol == gwv1.TLSProtocolType {
+			snap.VirtualServices = append(snap.VirtualServices, t.l4VirtualServices(l)...)
+			continue
+		}
 		for _, host := range l.hosts {
 			// A request for host is routed by the routes of host first,
 			// then by those of the wildcards covering it, the most
@@ -262,6 +272,14 @@ func (t *translator) listener(gw *KubeGateway, i int, res *ListenerResult) *list
 	}
 	switch l.Protocol {
 	case gwv1.HTTPProtocolType:
+	case gwv1.TCPProtocolType:
+		srv.Hosts = []string{"*/*"}
+	case gwv1.TLSProtocolType:
+		if l.TLS == nil || l.TLS.Mode == nil || *l.TLS.Mode != gwv1.TLSModePassthrough {
+			return refuse(SeverityWarning, CodeInvalidValue, path+".tls.mode", gwv1.ListenerConditionAccepted, gwv1.ListenerReasonUnsupportedValue,
+				"TLS listeners that terminate TLS are not supported by Weft yet (mode Passthrough is); the listener is not served")
+		}
+		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_PASSTHROUGH}
 	case gwv1.HTTPSProtocolType:
 		refs := l.TLS.CertificateRefs
 		if len(refs) == 0 {
@@ -285,7 +303,7 @@ func (t *translator) listener(gw *KubeGateway, i int, res *ListenerResult) *list
 		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: string(ref.Name)}
 	default:
 		return refuse(SeverityWarning, CodeInvalidValue, path+".protocol", gwv1.ListenerConditionAccepted, gwv1.ListenerReasonUnsupportedProtocol,
-			fmt.Sprintf("protocol %s listeners are not supported by Weft yet (HTTP and HTTPS are); the listener is not served", l.Protocol))
+			fmt.Sprintf("protocol %s listeners are not supported by Weft yet (HTTP, HTTPS, TCP and TLS are); the listener is not served", l.Protocol))
 	}
 	res.Kinds = routeKinds(l)
 	if ar := l.AllowedRoutes; ar != nil && ar.Namespaces != nil && ar.Namespaces.From != nil && *ar.Namespaces.From == gwv1.NamespacesFromSelector {
@@ -313,17 +331,28 @@ func (t *translator) listener(gw *KubeGateway, i int, res *ListenerResult) *list
 // GRPCRoute.
 func routeKinds(l *gwv1.Listener) []gwv1.RouteGroupKind {
 	group := gwv1.Group(gatewayAPIGroup)
-	all := []gwv1.RouteGroupKind{{Group: &group, Kind: "HTTPRoute"}, {Group: &group, Kind: "GRPCRoute"}}
+	var all []gwv1.RouteGroupKind
+	for _, k := range listenerKinds[l.Protocol] {
+		all = append(all, gwv1.RouteGroupKind{Group: &group, Kind: gwv1.Kind(k)})
+	}
 	if l.AllowedRoutes == nil || len(l.AllowedRoutes.Kinds) == 0 {
 		return all
 	}
 	var out []gwv1.RouteGroupKind
 	for _, k := range l.AllowedRoutes.Kinds {
-		if (k.Group == nil || *k.Group == group) && (k.Kind == "HTTPRoute" || k.Kind == "GRPCRoute") {
+		if (k.Group == nil || *k.Group == group) && slices.Contains(listenerKinds[l.Protocol], Kind(k.Kind)) {
 			out = append(out, gwv1.RouteGroupKind{Group: &group, Kind: k.Kind})
 		}
 	}
 	return out
+}
+
+// listenerKinds are the route kinds a listener of each protocol takes.
+var listenerKinds = map[gwv1.ProtocolType][]Kind{
+	gwv1.HTTPProtocolType:  {KindHTTPRoute, KindGRPCRoute},
+	gwv1.HTTPSProtocolType: {KindHTTPRoute, KindGRPCRoute},
+	gwv1.TCPProtocolType:   {KindTCPRoute},
+	gwv1.TLSProtocolType:   {KindTLSRoute},
 }
 
 // attach binds route r to the listeners its parentRefs name and admit
@@ -364,6 +393,11 @@ func (t *translator) attach(r *HTTPRoute, byGateway map[string][]*listener) {
 				continue
 			}
 			if ref.Port != nil && *ref.Port != l.l.Port {
+				continue
+			}
+			if !slices.Contains(listenerKinds[l.l.Protocol], r.Kind) {
+				why = append(why, fmt.Sprintf("listener %q (protocol %s) does not take %ss", l.l.Name, l.l.Protocol, r.Kind))
+				reason = gwv1.RouteReasonNotAllowedByListeners
 				continue
 			}
 			if refusal := admits(l, r); refusal != "" {
@@ -864,6 +898,66 @@ func grpcAsHTTP(g *GRPCRoute) *HTTPRoute {
 		spec.Rules = append(spec.Rules, hr)
 	}
 	return &HTTPRoute{Meta: g.Meta, Spec: spec, Annotations: g.Annotations, Pos: g.Pos}
+}
+
+// l4AsHTTP is a TCPRoute or TLSRoute as an HTTPRoute whose one rule
+// has the route's backends and no match, so that it attaches, resolves
+// its backends and reports as any route; l4VirtualServices turns it into
+// tcp or tls routes.
+func l4AsHTTP[T any, R interface{ gwv1.TCPRouteRule | gwv1.TLSRouteRule }](r *Resource[T], common gwv1.CommonRouteSpec, hostnames []gwv1.Hostname, rules []R) *HTTPRoute {
+	spec := &gwv1.HTTPRouteSpec{CommonRouteSpec: common, Hostnames: hostnames}
+	for _, rule := range rules {
+		var refs []gwv1.BackendRef
+		switch x := any(rule).(type) {
+		case gwv1.TCPRouteRule:
+			refs = x.BackendRefs
+		case gwv1.TLSRouteRule:
+			refs = x.BackendRefs
+		}
+		hr := gwv1.HTTPRouteRule{}
+		for _, b := range refs {
+			hr.BackendRefs = append(hr.BackendRefs, gwv1.HTTPBackendRef{BackendRef: b})
+		}
+		spec.Rules = append(spec.Rules, hr)
+	}
+	return &HTTPRoute{Meta: r.Meta, Spec: spec, Annotations: r.Annotations, Pos: r.Pos}
+}
+
+// l4VirtualServices are the VirtualServices of a TCP or TLS listener:
+// per host, the routes attached to it as tcp routes (matching the
+// listener's port) or tls routes (matching the host as SNI), oldest
+// route first. A route with no backend Weft may use is left out: a
+// connection has no 500 to answer.
+func (t *translator) l4VirtualServices(l *listener) []*VirtualService {
+	var out []*VirtualService
+	for _, host := range l.hosts {
+		rs := slices.Clone(l.routes[host])
+		slices.SortStableFunc(rs, func(a, b *ruleRoute) int { return comparePrecedence(a.key, b.key) })
+		vs := &networking.VirtualService{Hosts: []string{host}, Gateways: []string{l.gateway.Namespace + "/" + l.gateway.Name}}
+		for _, r := range rs {
+			var dests []*networking.RouteDestination
+			for _, d := range r.h.GetRoute() {
+				dests = append(dests, &networking.RouteDestination{Destination: d.Destination, Weight: d.Weight})
+			}
+			if len(dests) == 0 {
+				continue
+			}
+			port := uint32(l.l.Port)
+			if l.l.Protocol == gwv1.TCPProtocolType {
+				vs.Tcp = append(vs.Tcp, &networking.TCPRoute{Match: []*networking.L4MatchAttributes{{Port: port}}, Route: dests})
+			} else {
+				vs.Tls = append(vs.Tls, &networking.TLSRoute{Match: []*networking.TLSMatchAttributes{{SniHosts: []string{host}, Port: port}}, Route: dests})
+			}
+		}
+		if len(vs.Tcp) == 0 && len(vs.Tls) == 0 {
+			continue
+		}
+		meta := l.gateway.Meta
+		meta.Kind = KindVirtualService
+		meta.Name = generatedVirtualServiceName(l.gateway.Name, host)
+		out = append(out, &VirtualService{Meta: meta, Spec: vs, Annotations: l.gateway.Annotations})
+	}
+	return out
 }
 
 // grpcPath is the path match of a gRPC method match; nil matches every

@@ -284,7 +284,7 @@ func GatewayAPICRDs() ([]string, error) {
 		return nil, fmt.Errorf("locate sigs.k8s.io/gateway-api: go list: %w", err)
 	}
 	var paths []string
-	for _, r := range []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants"} {
+	for _, r := range []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "tcproutes", "tlsroutes", "referencegrants"} {
 		p := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard", "gateway.networking.k8s.io_"+r+".yaml")
 		if _, err := os.Stat(p); err != nil {
 			return nil, fmt.Errorf("gateway API CRDs: %w", err)

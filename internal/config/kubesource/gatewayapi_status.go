@@ -23,7 +23,8 @@ import (
 // isGatewayAPIKind reports whether k is one of the Gateway API's kinds.
 func isGatewayAPIKind(k config.Kind) bool {
 	switch k {
-	case config.KindGatewayClass, config.KindKubeGateway, config.KindHTTPRoute, config.KindGRPCRoute, config.KindReferenceGrant:
+	case config.KindGatewayClass, config.KindKubeGateway, config.KindHTTPRoute, config.KindGRPCRoute,
+		config.KindTCPRoute, config.KindTLSRoute, config.KindReferenceGrant:
 		return true
 	}
 	return false
@@ -57,7 +58,7 @@ func desiredGatewayAPIStatus(u *unstructured.Unstructured, k config.Kind, v verd
 			return nil, false
 		}
 		return gatewayStatus(st, u, v, gen, now, gs.Gateways[u.GetNamespace()+"/"+u.GetName()]), true
-	case config.KindHTTPRoute, config.KindGRPCRoute:
+	case config.KindHTTPRoute, config.KindGRPCRoute, config.KindTCPRoute, config.KindTLSRoute:
 		return routeStatus(st, u, k, v, gen, now, gs)
 	}
 	return nil, false

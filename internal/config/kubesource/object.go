@@ -48,6 +48,8 @@ var kinds = []kind{
 	{config.KindKubeGateway, gatewayAPIGroup, "gateways", gatewayAPIVersions},
 	{config.KindHTTPRoute, gatewayAPIGroup, "httproutes", gatewayAPIVersions},
 	{config.KindGRPCRoute, gatewayAPIGroup, "grpcroutes", gatewayAPIVersions},
+	{config.KindTCPRoute, gatewayAPIGroup, "tcproutes", gatewayAPIVersions},
+	{config.KindTLSRoute, gatewayAPIGroup, "tlsroutes", gatewayAPIVersions},
 	{config.KindReferenceGrant, gatewayAPIGroup, "referencegrants", gatewayAPIVersions},
 }
 

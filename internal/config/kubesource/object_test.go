@@ -162,6 +162,8 @@ var kindSamples = map[config.Kind]string{
 	config.KindKubeGateway:           "gatewayClassName: weft\n  listeners: [{name: http, port: 80, protocol: HTTP}]",
 	config.KindHTTPRoute:             "parentRefs: [{name: public}]\n  rules: [{backendRefs: [{name: reviews, port: 80}]}]",
 	config.KindGRPCRoute:             "parentRefs: [{name: public}]\n  rules: [{backendRefs: [{name: reviews, port: 80}]}]",
+	config.KindTCPRoute:              "parentRefs: [{name: public}]\n  rules: [{backendRefs: [{name: reviews, port: 80}]}]",
+	config.KindTLSRoute:              "parentRefs: [{name: public}]\n  hostnames: [reviews.example.com]\n  rules: [{backendRefs: [{name: reviews, port: 443}]}]",
 	config.KindReferenceGrant:        "from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: edge}]\n  to: [{group: \"\", kind: Service}]",
 }
 

@@ -349,6 +349,12 @@ func inForce(snap *config.Snapshot) map[string]bool {
 	for _, r := range snap.GRPCRoutes {
 		add(r.Meta)
 	}
+	for _, r := range snap.TCPRoutes {
+		add(r.Meta)
+	}
+	for _, r := range snap.TLSRoutes {
+		add(r.Meta)
+	}
 	for _, r := range snap.ReferenceGrants {
 		add(r.Meta)
 	}

@@ -900,13 +900,16 @@ func grpcAsHTTP(g *GRPCRoute) *HTTPRoute {
 	return &HTTPRoute{Meta: g.Meta, Spec: spec, Annotations: g.Annotations, Pos: g.Pos}
 }
 
+// l4Rule is a rule of a TCPRoute or a TLSRoute.
+type l4Rule interface {
+	gwv1.TCPRouteRule | gwv1.TLSRouteRule
+}
+
 // l4AsHTTP is a TCPRoute or TLSRoute as an HTTPRoute whose one rule
 // has the route's backends and no match, so that it attaches, resolves
 // its backends and reports as any route; l4VirtualServices turns it into
 // tcp or tls routes.
-func l4AsHTTP[T any, R interface {
-	gwv1.TCPRouteRule | gwv1.TLSRouteRule
-}](r *Resource[T], common gwv1.CommonRouteSpec, hostnames []gwv1.Hostname, rules []R) *HTTPRoute {
+func l4AsHTTP[T any, R l4Rule](r *Resource[T], common gwv1.CommonRouteSpec, hostnames []gwv1.Hostname, rules []R) *HTTPRoute {
 	spec := &gwv1.HTTPRouteSpec{CommonRouteSpec: common, Hostnames: hostnames}
 	for _, rule := range rules {
 		var refs []gwv1.BackendRef

@@ -33,7 +33,14 @@ type GatewayAPIStatus struct {
 // the version in force, which stays in force (a route attached to no
 // listener, a backend not permitted, a listener not served) — rather
 // than a reason the document as written was rejected.
-func (s *GatewayAPIStatus) Found(d Diagnostic) bool { return s != nil && s.found[d] }
+func (s *GatewayAPIStatus) Found(d Diagnostic) bool { return s != nil && s.found[foundKey(d)] }
+
+// foundKey is d without its position, which the store drops for
+// virtual files.
+func foundKey(d Diagnostic) Diagnostic {
+	d.Line, d.Column = 0, 0
+	return d
+}
 
 // GatewayResult is the outcome of one Gateway.
 type GatewayResult struct {

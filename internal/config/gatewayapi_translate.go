@@ -233,7 +233,7 @@ func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 		}
 	}
 	for _, d := range t.diags {
-		t.status.found[d] = true
+		t.status.found[foundKey(d)] = true
 	}
 	return t.diags
 }

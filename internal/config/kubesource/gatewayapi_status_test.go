@@ -2,6 +2,7 @@ package kubesource
 
 import (
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +185,48 @@ func TestGatewayAndClassStatus(t *testing.T) {
 	grant := objectOf(t, `{"apiVersion":"gateway.networking.k8s.io/v1","kind":"ReferenceGrant","metadata":{"name":"g","namespace":"x"}}`)
 	if _, ok := desiredGatewayAPIStatus(grant, config.KindReferenceGrant, judge(nil, true), 1, now, gs); ok {
 		t.Error("status written for a ReferenceGrant, which has none")
+	}
+}
+
+// What the translation finds about a route in force (a backend not
+// permitted) is said by ResolvedRefs, not by refusing the whole route;
+// a route Weft's decoder rejects is refused.
+func TestGatewayAPITranslationFindingsDoNotReject(t *testing.T) {
+	gwPath := FilePath(config.KindKubeGateway, "edge", "public")
+	routePath := FilePath(config.KindHTTPRoute, "edge", "shop")
+	files := map[string][]byte{
+		gwPath: []byte(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public, namespace: edge}
+spec:
+  gatewayClassName: weft
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`),
+		routePath: []byte(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: edge}
+spec:
+  parentRefs: [{name: public}]
+  rules: [{backendRefs: [{name: web, namespace: elsewhere, port: 80}]}]
+`),
+	}
+	store := config.NewStore(config.Options{Logger: slog.New(slog.DiscardHandler), KnownHost: func(string) bool { return true }})
+	snap := store.Load(files)
+	r := &report{diags: diagnosticsByFile(snap), inForce: inForce(snap), gatewayAPI: snap.GatewayAPI}
+	if judge(r.diags[routePath], true).accepted() {
+		t.Fatalf("the route has no error: %v", snap.Diagnostics)
+	}
+	if v := judge(r.gatewayAPIDiags(routePath), true); !v.accepted() {
+		t.Errorf("a backend not permitted refuses the route: %s", v.message)
+	}
+	if rr := snap.GatewayAPI.Routes["HTTPRoute/edge/shop"]; rr == nil || rr.RefsReason != gwv1.RouteReasonRefNotPermitted {
+		t.Errorf("route result = %+v", rr)
+	}
+
+	files[routePath] = []byte(strings.Replace(string(files[routePath]), "port: 80}", "port: 80, weight: -1}", 1))
+	snap = store.Load(files)
+	r = &report{diags: diagnosticsByFile(snap), inForce: inForce(snap), gatewayAPI: snap.GatewayAPI}
+	if v := judge(r.gatewayAPIDiags(routePath), true); v.accepted() || !strings.Contains(v.message, "weight") {
+		t.Errorf("an invalid route: %s %s", v.reason, v.message)
 	}
 }

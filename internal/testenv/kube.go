@@ -335,8 +335,8 @@ func (e *KubeEnv) Apply(ctx context.Context, yamlDocs []byte) error {
 		}
 		gvk := obj.GroupVersionKind()
 		gvr := gvk.GroupVersion().WithResource(strings.ToLower(gvk.Kind) + "s")
-		switch {
-		case strings.HasSuffix(gvk.Kind, "y"):
+		switch k := gvk.Kind; {
+		case strings.HasSuffix(k, "y") && len(k) > 1 && !strings.ContainsRune("aeiou", rune(k[len(k)-2])): // Policy, not Gateway
 			gvr.Resource = strings.ToLower(strings.TrimSuffix(gvk.Kind, "y")) + "ies"
 		case strings.HasSuffix(gvk.Kind, "s"): // GatewayClass
 			gvr.Resource = strings.ToLower(gvk.Kind) + "es"

@@ -94,7 +94,7 @@ func newSpec(k Kind) proto.Message {
 func checkAPIVersion(k Kind, apiVersion string) (ok bool, want string) {
 	group, version, _ := strings.Cut(apiVersion, "/")
 	switch k {
-	case KindGatewayClass, KindKubeGateway, KindHTTPRoute, KindGRPCRoute, KindReferenceGrant:
+	case KindGatewayClass, KindKubeGateway, KindHTTPRoute, KindGRPCRoute, KindTCPRoute, KindTLSRoute, KindReferenceGrant:
 		return group == gatewayAPIGroup && gatewayAPIVersions[version], gatewayAPIGroup + "/v1 or v1beta1"
 	case KindPeerAuthentication, KindAuthorizationPolicy, KindRequestAuthentication:
 		return group == securityGroup && securityVersions[version], securityGroup + "/v1 or v1beta1"

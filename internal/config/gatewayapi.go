@@ -24,7 +24,7 @@ import (
 const gatewayAPIGroup = "gateway.networking.k8s.io"
 
 // gatewayAPIKinds names the Gateway API kinds Weft loads, for messages.
-const gatewayAPIKinds = "GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant"
+const gatewayAPIKinds = "GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute, ReferenceGrant"
 
 var gatewayAPIVersions = map[string]bool{"v1": true, "v1beta1": true}
 
@@ -41,6 +41,10 @@ func newGatewayAPISpec(kind string) (Kind, any) {
 		return KindHTTPRoute, &gwv1.HTTPRouteSpec{}
 	case "GRPCRoute":
 		return KindGRPCRoute, &gwv1.GRPCRouteSpec{}
+	case "TCPRoute":
+		return KindTCPRoute, &gwv1.TCPRouteSpec{}
+	case "TLSRoute":
+		return KindTLSRoute, &gwv1.TLSRouteSpec{}
 	case "ReferenceGrant":
 		return KindReferenceGrant, &gwv1.ReferenceGrantSpec{}
 	}
@@ -79,6 +83,15 @@ func validateGatewayAPI(spec any) issues {
 		validateKubeHTTPRoute(&is, s)
 	case *gwv1.GRPCRouteSpec:
 		validateGRPCRoute(&is, s)
+	case *gwv1.TCPRouteSpec:
+		checkRouteParents(&is, s.ParentRefs, nil)
+		checkL4Rules(&is, len(s.Rules), func(i int) []gwv1.BackendRef { return s.Rules[i].BackendRefs })
+	case *gwv1.TLSRouteSpec:
+		checkRouteParents(&is, s.ParentRefs, s.Hostnames)
+		if len(s.Hostnames) == 0 {
+			is.errf("spec.hostnames", "hostnames needs at least one SNI host name")
+		}
+		checkL4Rules(&is, len(s.Rules), func(i int) []gwv1.BackendRef { return s.Rules[i].BackendRefs })
 	case *gwv1.ReferenceGrantSpec:
 		if len(s.From) == 0 {
 			is.errf("spec.from", "from needs at least one entry")
@@ -270,6 +283,28 @@ func validateKubeHTTPRoute(is *issues, s *gwv1.HTTPRouteSpec) {
 		}
 		if r.SessionPersistence != nil {
 			is.warnf(p+".sessionPersistence", "sessionPersistence is not supported by Weft yet and is ignored")
+		}
+	}
+}
+
+// checkL4Rules checks the n rules of a TCPRoute or TLSRoute: one rule (a
+// connection has no request to match) with at least one backend.
+func checkL4Rules(is *issues, n int, backends func(i int) []gwv1.BackendRef) {
+	if n != 1 {
+		is.errf("spec.rules", "want exactly one rule, got %d", n)
+	}
+	for i := range n {
+		p := fmt.Sprintf("spec.rules[%d]", i)
+		refs := backends(i)
+		if len(refs) == 0 {
+			is.errf(p+".backendRefs", "backendRefs needs at least one backend")
+		}
+		for k, b := range refs {
+			bp := fmt.Sprintf("%s.backendRefs[%d]", p, k)
+			checkBackendRef(is, bp, b.BackendObjectReference)
+			if b.Weight != nil && (*b.Weight < 0 || *b.Weight > 1000000) {
+				is.errf(bp+".weight", "weight %d is out of range [0, 1000000]", *b.Weight)
+			}
 		}
 	}
 }

@@ -383,7 +383,7 @@ spec:
 		{
 			name: "kinds and versions",
 			doc: `apiVersion: gateway.networking.k8s.io/v1
-kind: TLSRoute
+kind: UDPRoute
 metadata: {name: t}
 spec: {}
 ---
@@ -403,8 +403,8 @@ metadata: {name: g}
 spec: {from: [], to: [{group: "", name: x}]}
 `,
 			want: []string{
-				`error: t.yaml: doc 1: kind: unsupported kind "TLSRoute" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant)`,
-				`error: t.yaml: doc 2: kind: unsupported kind "HTTPRoute" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant)`,
+				`error: t.yaml: doc 1: kind: unsupported kind "UDPRoute" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute, ReferenceGrant)`,
+				`error: t.yaml: doc 2: kind: unsupported kind "HTTPRoute" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute, ReferenceGrant)`,
 				`error: t.yaml: doc 3: GatewayClass default/c: spec.controllerName: invalid controllerName "no-slash": want a domain-prefixed path such as weft.dev/gateway-controller`,
 				`error: t.yaml: doc 4: ReferenceGrant default/g: spec.from: from needs at least one entry`,
 				`error: t.yaml: doc 4: ReferenceGrant default/g: spec.to[0].kind: kind is required`,

@@ -76,6 +76,8 @@ type translator struct {
 	// rules caches the translated rules of each route, so a route
 	// attached to several listeners is translated (and reported) once.
 	rules map[*HTTPRoute][]*ruleRoute
+	// status is what the Gateway API's status of each resource says.
+	status *GatewayAPIStatus
 }
 
 // ruleRoute is one Istio route made from one match of one rule.
@@ -113,21 +115,25 @@ type listener struct {
 	hosts    []string
 	routes   map[string][]*ruleRoute
 	attached map[*HTTPRoute]bool
+	// res is the listener's status; nil for a Gateway of Istio's classes.
+	res *ListenerResult
 }
 
 // translateGatewayAPI appends to snap the Gateways and VirtualServices
 // the Gateway API resources of snap mean, and returns what it found
 // wrong: routes that attach to no listener and why, references not
 // permitted, listeners Weft cannot serve. It only reads the Gateway API
-// lists of snap.
+// lists of snap; what it finds goes into snap.GatewayAPI too, as the
+// Gateway API's status says it.
 func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
-	if len(snap.KubeGateways) == 0 && len(snap.HTTPRoutes) == 0 && len(snap.GRPCRoutes) == 0 {
+	snap.GatewayAPI = newGatewayAPIStatus(snap.GatewayClasses)
+	if len(snap.KubeGateways) == 0 && len(snap.HTTPRoutes) == 0 && len(snap.GRPCRoutes) == 0 && len(snap.TCPRoutes) == 0 && len(snap.TLSRoutes) == 0 {
 		return nil
 	}
 	if suffix == "" {
 		suffix = "cluster.local"
 	}
-	t := &translator{snap: snap, suffix: suffix, rules: map[*HTTPRoute][]*ruleRoute{}}
+	t := &translator{snap: snap, suffix: suffix, rules: map[*HTTPRoute][]*ruleRoute{}, status: snap.GatewayAPI}
 	// The classes istiod creates itself exist without being written, as
 	// does Weft's own: Istio's samples say gatewayClassName: istio. A
 	// GatewayClass written with one of their names wins.
@@ -148,9 +154,19 @@ func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 		if !isOurs {
 			continue // another controller's
 		}
+		key := gw.Namespace + "/" + gw.Name
+		var res *GatewayResult
+		if t.status.WeftClass(class) {
+			res = &GatewayResult{Listeners: make([]ListenerResult, len(gw.Spec.Listeners))}
+			t.status.Gateways[key] = res
+		}
 		for i := range gw.Spec.Listeners {
-			if l := t.listener(gw, i); l != nil {
-				key := gw.Namespace + "/" + gw.Name
+			var lr *ListenerResult
+			if res != nil {
+				lr = &res.Listeners[i]
+				lr.Name = gw.Spec.Listeners[i].Name
+			}
+			if l := t.listener(gw, i, lr); l != nil {
 				byGateway[key] = append(byGateway[key], l)
 				all = append(all, l)
 			}
@@ -162,8 +178,21 @@ func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 	for _, r := range snap.GRPCRoutes {
 		t.attach(grpcAsHTTP(r), byGateway)
 	}
+	for _, r := range snap.TCPRoutes {
+		t.attach(l4AsHTTP(r, r.Spec.CommonRouteSpec, nil, r.Spec.Rules), byGateway)
+	}
+	for _, r := range snap.TLSRoutes {
+		t.attach(l4AsHTTP(r, r.Spec.CommonRouteSpec, r.Spec.Hostnames, r.Spec.Rules), byGateway)
+	}
 	for _, l := range all {
+		if l.res != nil {
+			l.res.AttachedRoutes = int32(len(l.attached))
+		}
 		snap.Gateways = append(snap.Gateways, l.gateway)
+		if l.l.Protocol == gwv1.TCPProtocolType || l.l.Protocol == gwv1.TLSProtocolType {
+			snap.VirtualServices = append(snap.VirtualServices, t.l4VirtualServices(l)...)
+			continue
+		}
 		for _, host := range l.hosts {
 			// A request for host is routed by the routes of host first,
 			// then by those of the wildcards covering it, the most
@@ -203,6 +232,9 @@ func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 			})
 		}
 	}
+	for _, d := range t.diags {
+		t.status.found[foundKey(d)] = true
+	}
 	return t.diags
 }
 
@@ -216,9 +248,19 @@ func resourceDiag[T any](r *Resource[T], sev Severity, code Code, path, msg stri
 }
 
 // listener translates listener i of gw into an Istio Gateway with one
-// server; nil when Weft cannot serve it (reported).
-func (t *translator) listener(gw *KubeGateway, i int) *listener {
+// server; nil when Weft cannot serve it (reported, and said in res when
+// res is not nil).
+func (t *translator) listener(gw *KubeGateway, i int, res *ListenerResult) *listener {
 	l := &gw.Spec.Listeners[i]
+	ours := res
+	if res == nil {
+		res = &ListenerResult{} // a Gateway of Istio's classes: its status is not Weft's
+	}
+	refuse := func(sev Severity, code Code, path string, cond gwv1.ListenerConditionType, reason gwv1.ListenerConditionReason, msg string) *listener {
+		t.diags = append(t.diags, resourceDiag(gw, sev, code, path, msg))
+		res.Condition, res.Reason, res.Message = cond, reason, msg
+		return nil
+	}
 	path := fmt.Sprintf("spec.listeners[%d]", i)
 	host := "*"
 	if l.Hostname != nil {
@@ -230,24 +272,29 @@ func (t *translator) listener(gw *KubeGateway, i int) *listener {
 	}
 	switch l.Protocol {
 	case gwv1.HTTPProtocolType:
+	case gwv1.TCPProtocolType:
+		srv.Hosts = []string{"*/*"}
+	case gwv1.TLSProtocolType:
+		if l.TLS == nil || l.TLS.Mode == nil || *l.TLS.Mode != gwv1.TLSModePassthrough {
+			return refuse(SeverityWarning, CodeInvalidValue, path+".tls.mode", gwv1.ListenerConditionAccepted, gwv1.ListenerReasonUnsupportedValue,
+				"TLS listeners that terminate TLS are not supported by Weft yet (mode Passthrough is); the listener is not served")
+		}
+		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_PASSTHROUGH}
 	case gwv1.HTTPSProtocolType:
 		refs := l.TLS.CertificateRefs
 		if len(refs) == 0 {
-			t.diags = append(t.diags, resourceDiag(gw, SeverityError, CodeInvalidValue, path+".tls",
-				"an HTTPS listener needs a certificateRef: Weft does not read tls.options; the listener is not served"))
-			return nil
+			return refuse(SeverityError, CodeInvalidValue, path+".tls", gwv1.ListenerConditionResolvedRefs, gwv1.ListenerReasonInvalidCertificateRef,
+				"an HTTPS listener needs a certificateRef: Weft does not read tls.options; the listener is not served")
 		}
 		ref := refs[0]
 		rp := path + ".tls.certificateRefs[0]"
 		if (ref.Group != nil && *ref.Group != "" && *ref.Group != "core") || (ref.Kind != nil && *ref.Kind != "Secret") {
-			t.diags = append(t.diags, resourceDiag(gw, SeverityError, CodeInvalidValue, rp,
-				"Weft reads certificates from Secrets (group \"\", kind Secret) only; the listener is not served"))
-			return nil
+			return refuse(SeverityError, CodeInvalidValue, rp, gwv1.ListenerConditionResolvedRefs, gwv1.ListenerReasonInvalidCertificateRef,
+				"Weft reads certificates from Secrets (group \"\", kind Secret) only; the listener is not served")
 		}
 		if ref.Namespace != nil && string(*ref.Namespace) != gw.Namespace {
-			t.diags = append(t.diags, resourceDiag(gw, SeverityError, CodeRefNotPermitted, rp+".namespace",
-				fmt.Sprintf("a certificate from namespace %s: Weft serves certificates of the Gateway's own namespace only, for now; the listener is not served", *ref.Namespace)))
-			return nil
+			return refuse(SeverityError, CodeRefNotPermitted, rp+".namespace", gwv1.ListenerConditionResolvedRefs, gwv1.ListenerReasonRefNotPermitted,
+				fmt.Sprintf("a certificate from namespace %s: Weft serves certificates of the Gateway's own namespace only, for now; the listener is not served", *ref.Namespace))
 		}
 		if len(refs) > 1 {
 			t.diags = append(t.diags, resourceDiag(gw, SeverityWarning, CodeInvalidValue, path+".tls.certificateRefs",
@@ -255,10 +302,10 @@ func (t *translator) listener(gw *KubeGateway, i int) *listener {
 		}
 		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: string(ref.Name)}
 	default:
-		t.diags = append(t.diags, resourceDiag(gw, SeverityWarning, CodeInvalidValue, path+".protocol",
-			fmt.Sprintf("protocol %s listeners are not supported by Weft yet (HTTP and HTTPS are); the listener is not served", l.Protocol)))
-		return nil
+		return refuse(SeverityWarning, CodeInvalidValue, path+".protocol", gwv1.ListenerConditionAccepted, gwv1.ListenerReasonUnsupportedProtocol,
+			fmt.Sprintf("protocol %s listeners are not supported by Weft yet (HTTP, HTTPS, TCP and TLS are); the listener is not served", l.Protocol))
 	}
+	res.Kinds = routeKinds(l)
 	if ar := l.AllowedRoutes; ar != nil && ar.Namespaces != nil && ar.Namespaces.From != nil && *ar.Namespaces.From == gwv1.NamespacesFromSelector {
 		t.diags = append(t.diags, resourceDiag(gw, SeverityWarning, CodeInvalidValue, path+".allowedRoutes.namespaces.from",
 			"from: Selector needs the labels of namespaces, which Weft does not read yet: the listener admits no route"))
@@ -274,7 +321,38 @@ func (t *translator) listener(gw *KubeGateway, i int) *listener {
 		},
 		Annotations: map[string]string{AnnotationGeneratedFrom: gw.Meta.String()},
 	}
-	return &listener{gw: gw, l: l, gateway: out, routes: map[string][]*ruleRoute{}, attached: map[*HTTPRoute]bool{}}
+	ls := &listener{gw: gw, l: l, gateway: out, routes: map[string][]*ruleRoute{}, attached: map[*HTTPRoute]bool{}}
+	ls.res = ours
+	return ls
+}
+
+// routeKinds are the route kinds an HTTP or HTTPS listener takes: those
+// of allowedRoutes.kinds Weft attaches, by default HTTPRoute and
+// GRPCRoute.
+func routeKinds(l *gwv1.Listener) []gwv1.RouteGroupKind {
+	group := gwv1.Group(gatewayAPIGroup)
+	var all []gwv1.RouteGroupKind
+	for _, k := range listenerKinds[l.Protocol] {
+		all = append(all, gwv1.RouteGroupKind{Group: &group, Kind: gwv1.Kind(k)})
+	}
+	if l.AllowedRoutes == nil || len(l.AllowedRoutes.Kinds) == 0 {
+		return all
+	}
+	var out []gwv1.RouteGroupKind
+	for _, k := range l.AllowedRoutes.Kinds {
+		if (k.Group == nil || *k.Group == group) && slices.Contains(listenerKinds[l.Protocol], Kind(k.Kind)) {
+			out = append(out, gwv1.RouteGroupKind{Group: &group, Kind: k.Kind})
+		}
+	}
+	return out
+}
+
+// listenerKinds are the route kinds a listener of each protocol takes.
+var listenerKinds = map[gwv1.ProtocolType][]Kind{
+	gwv1.HTTPProtocolType:  {KindHTTPRoute, KindGRPCRoute},
+	gwv1.HTTPSProtocolType: {KindHTTPRoute, KindGRPCRoute},
+	gwv1.TCPProtocolType:   {KindTCPRoute},
+	gwv1.TLSProtocolType:   {KindTLSRoute},
 }
 
 // attach binds route r to the listeners its parentRefs name and admit
@@ -292,8 +370,12 @@ func (t *translator) attach(r *HTTPRoute, byGateway map[string][]*listener) {
 			ns = string(*ref.Namespace)
 		}
 		key := ns + "/" + string(ref.Name)
+		_, weft := t.status.Gateways[key]
 		ls, served := byGateway[key]
 		if !served {
+			if weft {
+				t.status.parent(r, i, gwv1.RouteReasonNoMatchingParent, fmt.Sprintf("Gateway %s has no listener Weft serves", key))
+			}
 			if t.gatewayExists(key) {
 				continue // another controller's Gateway, or one with no listener Weft serves (reported there)
 			}
@@ -303,6 +385,9 @@ func (t *translator) attach(r *HTTPRoute, byGateway map[string][]*listener) {
 		}
 		var why []string
 		attached := false
+		// The reason of the Gateway API a refusal gives: a listener that
+		// refuses the route outranks one whose hostname does not match.
+		reason := gwv1.RouteReasonNoMatchingParent
 		for _, l := range ls {
 			if ref.SectionName != nil && *ref.SectionName != l.l.Name {
 				continue
@@ -310,13 +395,22 @@ func (t *translator) attach(r *HTTPRoute, byGateway map[string][]*listener) {
 			if ref.Port != nil && *ref.Port != l.l.Port {
 				continue
 			}
-			if reason := admits(l, r); reason != "" {
-				why = append(why, reason)
+			if !slices.Contains(listenerKinds[l.l.Protocol], r.Kind) {
+				why = append(why, fmt.Sprintf("listener %q (protocol %s) does not take %ss", l.l.Name, l.l.Protocol, r.Kind))
+				reason = gwv1.RouteReasonNotAllowedByListeners
+				continue
+			}
+			if refusal := admits(l, r); refusal != "" {
+				why = append(why, refusal)
+				reason = gwv1.RouteReasonNotAllowedByListeners
 				continue
 			}
 			hosts := intersectHostnames(l.l.Hostname, r.Spec.Hostnames)
 			if len(hosts) == 0 {
 				why = append(why, fmt.Sprintf("listener %q has hostname %s, which none of the route's hostnames matches", l.l.Name, *l.l.Hostname))
+				if reason == gwv1.RouteReasonNoMatchingParent {
+					reason = gwv1.RouteReasonNoMatchingListenerHostname
+				}
 				continue
 			}
 			attached = true
@@ -335,8 +429,13 @@ func (t *translator) attach(r *HTTPRoute, byGateway map[string][]*listener) {
 			if len(why) == 0 {
 				why = append(why, "no listener has that sectionName and port")
 			}
-			t.diags = append(t.diags, resourceDiag(r, SeverityWarning, CodeRouteNotAttached, path,
-				fmt.Sprintf("not attached to Gateway %s: %s", key, strings.Join(why, "; "))))
+			msg := fmt.Sprintf("not attached to Gateway %s: %s", key, strings.Join(why, "; "))
+			t.diags = append(t.diags, resourceDiag(r, SeverityWarning, CodeRouteNotAttached, path, msg))
+			if weft {
+				t.status.parent(r, i, reason, msg)
+			}
+		} else if weft {
+			t.status.parent(r, i, "", "")
 		}
 	}
 }
@@ -726,8 +825,9 @@ func redirect(f *gwv1.HTTPRequestRedirectFilter) *networking.HTTPRedirect {
 // to (another namespace without a ReferenceGrant there).
 func (t *translator) destination(r *HTTPRoute, path string, b gwv1.BackendObjectReference) *networking.Destination {
 	if !isServiceRef(b.Group, b.Kind) {
-		t.diags = append(t.diags, resourceDiag(r, SeverityError, CodeRefNotPermitted, path,
-			"Weft routes to Services only (group \"\", kind Service); requests for this backend are answered 500"))
+		msg := "Weft routes to Services only (group \"\", kind Service); requests for this backend are answered 500"
+		t.diags = append(t.diags, resourceDiag(r, SeverityError, CodeRefNotPermitted, path, msg))
+		t.status.refs(r, gwv1.RouteReasonInvalidKind, path+": "+msg)
 		return nil
 	}
 	ns := r.Namespace
@@ -735,8 +835,9 @@ func (t *translator) destination(r *HTTPRoute, path string, b gwv1.BackendObject
 		ns = string(*b.Namespace)
 	}
 	if ns != r.Namespace && !t.granted(string(r.Kind), r.Namespace, ns, string(b.Name)) {
-		t.diags = append(t.diags, resourceDiag(r, SeverityError, CodeRefNotPermitted, path,
-			fmt.Sprintf("Service %s/%s is in another namespace and no ReferenceGrant there permits %ss of namespace %s to refer to it; requests for this backend are answered 500", ns, b.Name, r.Kind, r.Namespace)))
+		msg := fmt.Sprintf("Service %s/%s is in another namespace and no ReferenceGrant there permits %ss of namespace %s to refer to it; requests for this backend are answered 500", ns, b.Name, r.Kind, r.Namespace)
+		t.diags = append(t.diags, resourceDiag(r, SeverityError, CodeRefNotPermitted, path, msg))
+		t.status.refs(r, gwv1.RouteReasonRefNotPermitted, path+": "+msg)
 		return nil
 	}
 	d := &networking.Destination{Host: fmt.Sprintf("%s.%s.svc.%s", b.Name, ns, t.suffix)}
@@ -797,6 +898,71 @@ func grpcAsHTTP(g *GRPCRoute) *HTTPRoute {
 		spec.Rules = append(spec.Rules, hr)
 	}
 	return &HTTPRoute{Meta: g.Meta, Spec: spec, Annotations: g.Annotations, Pos: g.Pos}
+}
+
+// l4Rule is a rule of a TCPRoute or a TLSRoute.
+type l4Rule interface {
+	gwv1.TCPRouteRule | gwv1.TLSRouteRule
+}
+
+// l4AsHTTP is a TCPRoute or TLSRoute as an HTTPRoute whose one rule
+// has the route's backends and no match, so that it attaches, resolves
+// its backends and reports as any route; l4VirtualServices turns it into
+// tcp or tls routes.
+func l4AsHTTP[T any, R l4Rule](r *Resource[T], common gwv1.CommonRouteSpec, hostnames []gwv1.Hostname, rules []R) *HTTPRoute {
+	spec := &gwv1.HTTPRouteSpec{CommonRouteSpec: common, Hostnames: hostnames}
+	for _, rule := range rules {
+		var refs []gwv1.BackendRef
+		switch x := any(rule).(type) {
+		case gwv1.TCPRouteRule:
+			refs = x.BackendRefs
+		case gwv1.TLSRouteRule:
+			refs = x.BackendRefs
+		}
+		hr := gwv1.HTTPRouteRule{}
+		for _, b := range refs {
+			hr.BackendRefs = append(hr.BackendRefs, gwv1.HTTPBackendRef{BackendRef: b})
+		}
+		spec.Rules = append(spec.Rules, hr)
+	}
+	return &HTTPRoute{Meta: r.Meta, Spec: spec, Annotations: r.Annotations, Pos: r.Pos}
+}
+
+// l4VirtualServices are the VirtualServices of a TCP or TLS listener:
+// per host, the routes attached to it as tcp routes (matching the
+// listener's port) or tls routes (matching the host as SNI), oldest
+// route first. A route with no backend Weft may use is left out: a
+// connection has no 500 to answer.
+func (t *translator) l4VirtualServices(l *listener) []*VirtualService {
+	var out []*VirtualService
+	for _, host := range l.hosts {
+		rs := slices.Clone(l.routes[host])
+		slices.SortStableFunc(rs, func(a, b *ruleRoute) int { return comparePrecedence(a.key, b.key) })
+		vs := &networking.VirtualService{Hosts: []string{host}, Gateways: []string{l.gateway.Namespace + "/" + l.gateway.Name}}
+		for _, r := range rs {
+			var dests []*networking.RouteDestination
+			for _, d := range r.h.GetRoute() {
+				dests = append(dests, &networking.RouteDestination{Destination: d.Destination, Weight: d.Weight})
+			}
+			if len(dests) == 0 {
+				continue
+			}
+			port := uint32(l.l.Port)
+			if l.l.Protocol == gwv1.TCPProtocolType {
+				vs.Tcp = append(vs.Tcp, &networking.TCPRoute{Match: []*networking.L4MatchAttributes{{Port: port}}, Route: dests})
+			} else {
+				vs.Tls = append(vs.Tls, &networking.TLSRoute{Match: []*networking.TLSMatchAttributes{{SniHosts: []string{host}, Port: port}}, Route: dests})
+			}
+		}
+		if len(vs.Tcp) == 0 && len(vs.Tls) == 0 {
+			continue
+		}
+		meta := l.gateway.Meta
+		meta.Kind = KindVirtualService
+		meta.Name = generatedVirtualServiceName(l.gateway.Name, host)
+		out = append(out, &VirtualService{Meta: meta, Spec: vs, Annotations: l.gateway.Annotations})
+	}
+	return out
 }
 
 // grpcPath is the path match of a gRPC method match; nil matches every

@@ -328,6 +328,10 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 			snap.HTTPRoutes = append(snap.HTTPRoutes, &HTTPRoute{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *gwv1.GRPCRouteSpec:
 			snap.GRPCRoutes = append(snap.GRPCRoutes, &GRPCRoute{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *gwv1.TCPRouteSpec:
+			snap.TCPRoutes = append(snap.TCPRoutes, &TCPRoute{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *gwv1.TLSRouteSpec:
+			snap.TLSRoutes = append(snap.TLSRoutes, &TLSRoute{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *gwv1.ReferenceGrantSpec:
 			snap.ReferenceGrants = append(snap.ReferenceGrants, &ReferenceGrant{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *weftsec.OIDCLogin:
@@ -350,6 +354,8 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 	sortResources(snap.KubeGateways)
 	sortResources(snap.HTTPRoutes)
 	sortResources(snap.GRPCRoutes)
+	sortResources(snap.TCPRoutes)
+	sortResources(snap.TLSRoutes)
 	sortResources(snap.ReferenceGrants)
 	// The Gateway API's resources become Gateways and VirtualServices
 	// here, after every check of the resources as written: the gateway
@@ -746,6 +752,8 @@ func sameContent(a, b *Snapshot) bool {
 		sameResources(a.KubeGateways, b.KubeGateways) &&
 		sameResources(a.HTTPRoutes, b.HTTPRoutes) &&
 		sameResources(a.GRPCRoutes, b.GRPCRoutes) &&
+		sameResources(a.TCPRoutes, b.TCPRoutes) &&
+		sameResources(a.TLSRoutes, b.TLSRoutes) &&
 		sameResources(a.ReferenceGrants, b.ReferenceGrants) &&
 		sameResources(a.OIDCLogins, b.OIDCLogins)
 }

@@ -53,6 +53,8 @@ const (
 	KindKubeGateway    Kind = "Gateway.gateway.networking.k8s.io"
 	KindHTTPRoute      Kind = "HTTPRoute"
 	KindGRPCRoute      Kind = "GRPCRoute"
+	KindTCPRoute       Kind = "TCPRoute"
+	KindTLSRoute       Kind = "TLSRoute"
 	KindReferenceGrant Kind = "ReferenceGrant"
 	// KindOIDCLogin is Weft's own (security.weft.dev/v1alpha1).
 	KindOIDCLogin Kind = "OIDCLogin"
@@ -125,6 +127,8 @@ type (
 	KubeGateway    = Resource[*gwv1.GatewaySpec]
 	HTTPRoute      = Resource[*gwv1.HTTPRouteSpec]
 	GRPCRoute      = Resource[*gwv1.GRPCRouteSpec]
+	TCPRoute       = Resource[*gwv1.TCPRouteSpec]
+	TLSRoute       = Resource[*gwv1.TLSRouteSpec]
 	ReferenceGrant = Resource[*gwv1.ReferenceGrantSpec]
 	// OIDCLogin is Weft's security.weft.dev OIDCLogin: login for human
 	// users at the selected gateways.
@@ -167,7 +171,13 @@ type Snapshot struct {
 	KubeGateways    []*KubeGateway
 	HTTPRoutes      []*HTTPRoute
 	GRPCRoutes      []*GRPCRoute
+	TCPRoutes       []*TCPRoute
+	TLSRoutes       []*TLSRoute
 	ReferenceGrants []*ReferenceGrant
+	// GatewayAPI is what translating them found, as the Gateway API's
+	// status says it (for the Kubernetes source's status writer); never
+	// nil in a snapshot a Store made.
+	GatewayAPI *GatewayAPIStatus
 
 	// OIDCLogins are Weft's own gateway logins (OpenID Connect).
 	OIDCLogins []*OIDCLogin
@@ -261,6 +271,8 @@ func (s *Snapshot) SameExcept(o *Snapshot, except ...Kind) bool {
 		same(KindKubeGateway, func() bool { return identicalResources(s.KubeGateways, o.KubeGateways) }) &&
 		same(KindHTTPRoute, func() bool { return identicalResources(s.HTTPRoutes, o.HTTPRoutes) }) &&
 		same(KindGRPCRoute, func() bool { return identicalResources(s.GRPCRoutes, o.GRPCRoutes) }) &&
+		same(KindTCPRoute, func() bool { return identicalResources(s.TCPRoutes, o.TCPRoutes) }) &&
+		same(KindTLSRoute, func() bool { return identicalResources(s.TLSRoutes, o.TLSRoutes) }) &&
 		same(KindReferenceGrant, func() bool { return identicalResources(s.ReferenceGrants, o.ReferenceGrants) }) &&
 		same(KindOIDCLogin, func() bool { return identicalResources(s.OIDCLogins, o.OIDCLogins) })
 }

@@ -60,9 +60,10 @@ type KubeEnv struct {
 type KubeOption func(*kubeOptions)
 
 type kubeOptions struct {
-	istioCRDs bool
-	weftCRDs  bool
-	extraArgs []string
+	istioCRDs      bool
+	weftCRDs       bool
+	gatewayAPICRDs bool
+	extraArgs      []string
 }
 
 // WithIstioCRDs installs Istio's CustomResourceDefinitions — the file users
@@ -74,6 +75,11 @@ func WithIstioCRDs() KubeOption { return func(o *kubeOptions) { o.istioCRDs = tr
 // charts/weft-crds/files/weft-crds.yaml, which the weft-crds chart
 // installs beside Istio's) and waits until they are established.
 func WithWeftCRDs() KubeOption { return func(o *kubeOptions) { o.weftCRDs = true } }
+
+// WithGatewayAPICRDs installs the Kubernetes Gateway API's standard CRDs
+// of the kinds Weft reads (GatewayAPICRDs) and waits until they are
+// established.
+func WithGatewayAPICRDs() KubeOption { return func(o *kubeOptions) { o.gatewayAPICRDs = true } }
 
 // WithAPIServerArgs adds kube-apiserver flags.
 func WithAPIServerArgs(args ...string) KubeOption {
@@ -183,6 +189,11 @@ func KubeAPIServer(t testing.TB, opts ...KubeOption) *KubeEnv {
 			t.Fatalf("testenv: %v", err)
 		}
 	}
+	if o.gatewayAPICRDs {
+		if err := env.InstallGatewayAPICRDs(context.Background()); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+	}
 	return env
 }
 
@@ -263,6 +274,44 @@ func (e *KubeEnv) InstallWeftCRDs(ctx context.Context) error {
 	return e.Apply(ctx, data)
 }
 
+// GatewayAPICRDs returns the paths of the Gateway API's standard CRDs of
+// the kinds Weft reads, as sigs.k8s.io/gateway-api (the version in the
+// build's module graph) ships them in config/crd/standard — the files of
+// its standard-install.yaml.
+func GatewayAPICRDs() ([]string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
+	if err != nil {
+		return nil, fmt.Errorf("locate sigs.k8s.io/gateway-api: go list: %w", err)
+	}
+	var paths []string
+	for _, r := range []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "tcproutes", "tlsroutes", "referencegrants"} {
+		p := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard", "gateway.networking.k8s.io_"+r+".yaml")
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("gateway API CRDs: %w", err)
+		}
+		paths = append(paths, p)
+	}
+	return paths, nil
+}
+
+// InstallGatewayAPICRDs creates the CRDs of GatewayAPICRDs and waits
+// until the API server serves them.
+func (e *KubeEnv) InstallGatewayAPICRDs(ctx context.Context) error {
+	paths, err := GatewayAPICRDs()
+	if err != nil {
+		return err
+	}
+	var all []byte
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		all = append(append(all, "\n---\n"...), data...)
+	}
+	return e.Apply(ctx, all)
+}
+
 // Apply creates every object of a multi-document YAML stream through the
 // dynamic client (CRDs, namespaces, anything whose resource is the
 // lower-case plural of its kind), waiting for CRDs to be established.
@@ -286,8 +335,11 @@ func (e *KubeEnv) Apply(ctx context.Context, yamlDocs []byte) error {
 		}
 		gvk := obj.GroupVersionKind()
 		gvr := gvk.GroupVersion().WithResource(strings.ToLower(gvk.Kind) + "s")
-		if strings.HasSuffix(gvk.Kind, "y") {
+		switch k := gvk.Kind; {
+		case strings.HasSuffix(k, "y") && len(k) > 1 && !strings.ContainsRune("aeiou", rune(k[len(k)-2])): // Policy, not Gateway
 			gvr.Resource = strings.ToLower(strings.TrimSuffix(gvk.Kind, "y")) + "ies"
+		case strings.HasSuffix(gvk.Kind, "s"): // GatewayClass
+			gvr.Resource = strings.ToLower(gvk.Kind) + "es"
 		}
 		var ri dynamic.ResourceInterface = dc.Resource(gvr)
 		if ns := obj.GetNamespace(); ns != "" {

@@ -40,9 +40,9 @@ type cluster struct {
 	weft *rest.Config // as system:serviceaccount:weft-system:weft
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t *testing.T, more ...testenv.KubeOption) *cluster {
 	t.Helper()
-	env := testenv.KubeAPIServer(t, testenv.WithIstioCRDs(), testenv.WithWeftCRDs())
+	env := testenv.KubeAPIServer(t, append([]testenv.KubeOption{testenv.WithIstioCRDs(), testenv.WithWeftCRDs()}, more...)...)
 	c := &cluster{env: env, kube: env.Client(t), dyn: env.Dynamic(t)}
 	ctx := t.Context()
 	for _, ns := range []string{"weft-system", "shop"} {
@@ -474,6 +474,11 @@ func TestKubernetesUndecodableObject(t *testing.T) {
 	st := r.src.Status()
 	if !strings.Contains(st.LastError, "DestinationRule") || !st.Synced {
 		t.Errorf("status = %+v, want synced and the missing kinds named", st)
+	}
+	// A cluster without the Gateway API is an ordinary one: its kinds
+	// are not counted as missing.
+	if strings.Contains(st.LastError, "HTTPRoute") {
+		t.Errorf("status = %+v names the Gateway API's kinds", st)
 	}
 }
 

@@ -42,6 +42,32 @@ var kinds = []kind{
 	{config.KindTelemetry, "telemetry.istio.io", "telemetries", telemetryVersions},
 	{config.KindRateLimit, "networking.weft.dev", "ratelimits", weftNetworkingVersions},
 	{config.KindOIDCLogin, "security.weft.dev", "oidclogins", weftSecurityVersions},
+	// The Gateway API's kinds: their status is the Gateway API's
+	// (gatewayapi_status.go), not Istio's.
+	{config.KindGatewayClass, gatewayAPIGroup, "gatewayclasses", gatewayAPIVersions},
+	{config.KindKubeGateway, gatewayAPIGroup, "gateways", gatewayAPIVersions},
+	{config.KindHTTPRoute, gatewayAPIGroup, "httproutes", gatewayAPIVersions},
+	{config.KindGRPCRoute, gatewayAPIGroup, "grpcroutes", gatewayAPIVersions},
+	{config.KindTCPRoute, gatewayAPIGroup, "tcproutes", gatewayAPIVersions},
+	{config.KindTLSRoute, gatewayAPIGroup, "tlsroutes", gatewayAPIVersions},
+	{config.KindReferenceGrant, gatewayAPIGroup, "referencegrants", gatewayAPIVersions},
+}
+
+// gatewayAPIGroup is the Kubernetes Gateway API's group.
+const gatewayAPIGroup = "gateway.networking.k8s.io"
+
+// clusterScoped reports whether objects of kind k have no namespace.
+// Their virtual file is "k8s:<Kind>/<name>"; the decoder, as for a file
+// without metadata.namespace, puts them in namespace "default".
+func clusterScoped(k config.Kind) bool { return k == config.KindGatewayClass }
+
+// decodedNamespace is the namespace the decoder gives an object of
+// namespace ns ("" for a cluster-scoped one).
+func decodedNamespace(ns string) string {
+	if ns == "" {
+		return "default"
+	}
+	return ns
 }
 
 // The versions Weft's decoder reads, newest first (they share one schema).
@@ -52,10 +78,17 @@ var (
 	// Weft's own kinds (charts/weft-crds/files/weft-crds.yaml).
 	weftNetworkingVersions = []string{"v1alpha1"}
 	weftSecurityVersions   = []string{"v1alpha1"}
+	// The Gateway API's standard channel serves v1 (v1beta1 too, for
+	// some kinds, with the same schema).
+	gatewayAPIVersions = []string{"v1", "v1beta1"}
 )
 
-// FilePath is the virtual file of an object: "k8s:<Kind>/<namespace>/<name>".
+// FilePath is the virtual file of an object: "k8s:<Kind>/<namespace>/<name>",
+// or "k8s:<Kind>/<name>" for a cluster-scoped one (namespace "").
 func FilePath(k config.Kind, namespace, name string) string {
+	if namespace == "" {
+		return PathPrefix + string(k) + "/" + name
+	}
 	return PathPrefix + string(k) + "/" + namespace + "/" + name
 }
 
@@ -67,7 +100,10 @@ func ParseFilePath(path string) (k config.Kind, namespace, name string, ok bool)
 		return "", "", "", false
 	}
 	parts := strings.Split(rest, "/")
-	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+	if len(parts) == 2 && clusterScoped(config.Kind(parts[0])) && parts[1] != "" {
+		return config.Kind(parts[0]), "", parts[1], true
+	}
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" || clusterScoped(config.Kind(parts[0])) {
 		return "", "", "", false
 	}
 	return config.Kind(parts[0]), parts[1], parts[2], true

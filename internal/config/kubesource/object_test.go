@@ -54,7 +54,12 @@ func TestFilePath(t *testing.T) {
 	if !ok || k != config.KindVirtualService || ns != "shop" || name != "reviews" {
 		t.Errorf("ParseFilePath(%q) = %q %q %q %v", p, k, ns, name, ok)
 	}
-	for _, bad := range []string{"routes.yaml", "k8s:VirtualService/shop", "k8s:VirtualService//x", "k8s:a/b/c/d"} {
+	// A cluster-scoped object's path has no namespace.
+	p = FilePath(config.KindGatewayClass, "", "weft")
+	if k, ns, name, ok := ParseFilePath(p); p != "k8s:GatewayClass/weft" || !ok || k != config.KindGatewayClass || ns != "" || name != "weft" {
+		t.Errorf("FilePath = %q, ParseFilePath = %q %q %q %v", p, k, ns, name, ok)
+	}
+	for _, bad := range []string{"routes.yaml", "k8s:VirtualService/shop", "k8s:VirtualService//x", "k8s:a/b/c/d", "k8s:GatewayClass/default/weft"} {
 		if _, _, _, ok := ParseFilePath(bad); ok {
 			t.Errorf("ParseFilePath(%q) accepted", bad)
 		}
@@ -153,6 +158,19 @@ var kindSamples = map[config.Kind]string{
 	config.KindTelemetry:             "accessLogging: [{providers: [{name: envoy}]}]",
 	config.KindRateLimit:             "limit: {requestsPerUnit: 100, unit: SECOND}",
 	config.KindOIDCLogin:             "hosts: [shop.example.com]\n  issuer: https://idp.example.com\n  clientId: shop\n  credentialName: shop-oidc",
+	config.KindGatewayClass:          "controllerName: weft.dev/gateway-controller",
+	config.KindKubeGateway:           "gatewayClassName: weft\n  listeners: [{name: http, port: 80, protocol: HTTP}]",
+	config.KindHTTPRoute:             "parentRefs: [{name: public}]\n  rules: [{backendRefs: [{name: reviews, port: 80}]}]",
+	config.KindGRPCRoute:             "parentRefs: [{name: public}]\n  rules: [{backendRefs: [{name: reviews, port: 80}]}]",
+	config.KindTCPRoute:              "parentRefs: [{name: public}]\n  rules: [{backendRefs: [{name: reviews, port: 80}]}]",
+	config.KindTLSRoute:              "parentRefs: [{name: public}]\n  hostnames: [reviews.example.com]\n  rules: [{backendRefs: [{name: reviews, port: 443}]}]",
+	config.KindReferenceGrant:        "from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: edge}]\n  to: [{group: \"\", kind: Service}]",
+}
+
+// kindName is a kind as written in a document's kind field.
+func kindName(k config.Kind) string {
+	name, _, _ := strings.Cut(string(k), ".") // Gateway.gateway.networking.k8s.io
+	return name
 }
 
 // Every kind Weft's decoder loads is watched, at every version the
@@ -171,18 +189,23 @@ func TestKindsCoverTheDecoder(t *testing.T) {
 	if !ok {
 		t.Fatalf("the decoder no longer names the kinds it loads: %q", snap.Diagnostics[0].Message)
 	}
-	// The Gateway API's kinds are not watched yet: their status is the
-	// Gateway API's (conditions per parent and listener), which the
-	// status writer does not write (docs/gateways.md says so).
-	list, _, _ = strings.Cut(strings.TrimSuffix(list, ")"), "; and from the Gateway API: ")
-	decoded := strings.Split(list, ", ")
-	watched := map[config.Kind]kind{}
+	istio, gwapi, _ := strings.Cut(strings.TrimSuffix(list, ")"), "; and from the Gateway API: ")
+	decoded := append(strings.Split(istio, ", "), strings.Split(gwapi, ", ")...)
+	watched := map[string]kind{}
 	for _, k := range kinds {
-		watched[k.kind] = k
+		group := ""
+		if k.group == gatewayAPIGroup {
+			group = k.group
+		}
+		watched[group+"/"+kindName(k.kind)] = k
 	}
-	for _, name := range decoded {
-		if _, ok := watched[config.Kind(name)]; !ok {
-			t.Errorf("the decoder loads %s, the Kubernetes source does not watch it", name)
+	for i, name := range decoded {
+		group := ""
+		if i >= len(decoded)-len(strings.Split(gwapi, ", ")) {
+			group = gatewayAPIGroup
+		}
+		if _, ok := watched[group+"/"+name]; !ok {
+			t.Errorf("the decoder loads %s %s, the Kubernetes source does not watch it", group, name)
 		}
 	}
 	if len(kinds) != len(decoded) {
@@ -207,11 +230,18 @@ func TestKindsCoverTheDecoder(t *testing.T) {
 			if i == len(byVersion) {
 				byVersion = append(byVersion, map[string][]byte{})
 			}
-			doc := fmt.Sprintf("apiVersion: %s/%s\nkind: %s\nmetadata: {name: sample-%s, namespace: shop}\nspec:\n  %s\n", k.group, v, k.kind, v, spec)
-			byVersion[i][FilePath(k.kind, "shop", "sample-"+v)] = []byte(doc)
+			ns, nsField := "shop", ", namespace: shop"
+			if clusterScoped(k.kind) {
+				ns, nsField = "", ""
+			}
+			doc := fmt.Sprintf("apiVersion: %s/%s\nkind: %s\nmetadata: {name: sample-%s%s}\nspec:\n  %s\n", k.group, v, kindName(k.kind), v, nsField, spec)
+			byVersion[i][FilePath(k.kind, ns, "sample-"+v)] = []byte(doc)
 		}
-		for _, want := range []string{k.group + "/" + k.resource + " get", k.group + "/" + k.resource + " list",
-			k.group + "/" + k.resource + " watch", k.group + "/" + k.resource + "/status update"} {
+		wants := []string{k.group + "/" + k.resource + " get", k.group + "/" + k.resource + " list", k.group + "/" + k.resource + " watch"}
+		if k.kind != config.KindReferenceGrant { // the one kind without a status
+			wants = append(wants, k.group+"/"+k.resource+"/status update")
+		}
+		for _, want := range wants {
 			if !grants[want] {
 				t.Errorf("testdata/rbac.yaml does not grant %s", want)
 			}
@@ -228,7 +258,7 @@ func TestKindsCoverTheDecoder(t *testing.T) {
 		in := inForce(snap)
 		for path := range files {
 			k, ns, name, _ := ParseFilePath(path)
-			if !in[string(k)+"/"+ns+"/"+name] {
+			if !in[string(k)+"/"+decodedNamespace(ns)+"/"+name] {
 				t.Errorf("%s is in force, inForce does not list it", path)
 			}
 		}

@@ -1,6 +1,7 @@
-// Package kubesource reads Istio's custom resources from a Kubernetes API
-// server as a config.Source, and writes the outcome of each load back to
-// the objects (status and Warning events) as a config.Reporter.
+// Package kubesource reads Istio's custom resources (and Weft's, and the
+// Kubernetes Gateway API's) from a Kubernetes API server as a
+// config.Source, and writes the outcome of each load back to the objects
+// (status and Warning events) as a config.Reporter.
 //
 // Each object of a kind Weft loads becomes one virtual file,
 // "k8s:<Kind>/<namespace>/<name>", whose content is the object as YAML
@@ -25,6 +26,7 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -62,7 +64,9 @@ type Options struct {
 	// Required. Its QPS and Burst, when zero, are raised to 50 and 100:
 	// status writes after a load touch every object that changed.
 	Config *rest.Config
-	// Namespace, when set, limits the source to one namespace.
+	// Namespace, when set, limits the source to one namespace; then
+	// cluster-scoped kinds (GatewayClass) are not watched, and Gateways
+	// name the built-in class "weft".
 	Namespace string
 	// ReadOnly turns the Reporter off: no leader election, no status
 	// writes, no events (for a replica that must not write, or RBAC
@@ -326,18 +330,30 @@ type watchedKind struct {
 
 // discover finds, for each kind, the most preferred version the API
 // server serves. Kinds whose CRD is not installed are left out and
-// reported by Status. It retries until the API server answers or ctx is
+// reported by Status, except the Gateway API's: a cluster without it is
+// an ordinary cluster, so their absence is only logged. It retries until the API server answers or ctx is
 // done (then it returns ctx's error).
 func (s *Source) discover(ctx context.Context) ([]watchedKind, error) {
 	backoff := time.Second
 	for {
 		watched, missing, err := s.discoverOnce()
 		if err == nil {
+			var gwapi []string
+			missing = slices.DeleteFunc(missing, func(k string) bool {
+				if isGatewayAPIKind(config.Kind(k)) {
+					gwapi = append(gwapi, k)
+					return true
+				}
+				return false
+			})
 			s.mu.Lock()
 			s.missing = missing
 			s.mu.Unlock()
 			if len(missing) > 0 {
 				s.log.Warn("kinds not served by the API server are not watched (install their CRDs: the weft-crds chart has Istio's and Weft's)", "kinds", strings.Join(missing, ", "))
+			}
+			if len(gwapi) > 0 {
+				s.log.Info("the Gateway API's kinds not served by the API server are not watched (install its CRDs, then restart, to use them)", "kinds", strings.Join(gwapi, ", "))
 			}
 			return watched, nil
 		}
@@ -373,6 +389,11 @@ func (s *Source) discoverOnce() (watched []watchedKind, missing []string, err er
 		return r, nil
 	}
 	for _, k := range kinds {
+		if clusterScoped(k.kind) && s.opts.Namespace != "" {
+			// One namespace's rights reach no cluster-scoped object: the
+			// built-in classes (config.BuiltinGatewayClass) serve.
+			continue
+		}
 		found := false
 		for _, v := range k.versions {
 			r, err := lookup(k.group + "/" + v)

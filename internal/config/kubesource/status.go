@@ -337,6 +337,27 @@ func inForce(snap *config.Snapshot) map[string]bool {
 	for _, r := range snap.OIDCLogins {
 		add(r.Meta)
 	}
+	for _, r := range snap.GatewayClasses {
+		add(r.Meta)
+	}
+	for _, r := range snap.KubeGateways {
+		add(r.Meta)
+	}
+	for _, r := range snap.HTTPRoutes {
+		add(r.Meta)
+	}
+	for _, r := range snap.GRPCRoutes {
+		add(r.Meta)
+	}
+	for _, r := range snap.TCPRoutes {
+		add(r.Meta)
+	}
+	for _, r := range snap.TLSRoutes {
+		add(r.Meta)
+	}
+	for _, r := range snap.ReferenceGrants {
+		add(r.Meta)
+	}
 	return out
 }
 

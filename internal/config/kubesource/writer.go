@@ -1,6 +1,7 @@
 package kubesource
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -31,6 +32,7 @@ type report struct {
 	diags       map[string][]config.Diagnostic // by virtual file
 	inForce     map[string]bool                // resource keys in force
 	generations map[string]int64               // virtual file -> generation judged
+	gatewayAPI  *config.GatewayAPIStatus       // the Gateway API translation's outcome
 }
 
 // writer writes each object's status and the events of its rejections,
@@ -75,7 +77,7 @@ func (s *Source) Report(snap *config.Snapshot) {
 	if s.opts.ReadOnly || snap == nil {
 		return
 	}
-	r := &report{diags: diagnosticsByFile(snap), inForce: inForce(snap), generations: s.servedGenerations()}
+	r := &report{diags: diagnosticsByFile(snap), inForce: inForce(snap), generations: s.servedGenerations(), gatewayAPI: snap.GatewayAPI}
 	s.w.mu.Lock()
 	s.w.latest = r
 	s.w.mu.Unlock()
@@ -176,11 +178,20 @@ func (w *writer) write(ctx context.Context, r *report) bool {
 		}
 		gen := r.generations[path]
 		k, ns, name, _ := ParseFilePath(path)
-		v := judge(r.diags[path], r.inForce[string(k)+"/"+ns+"/"+name])
+		v := judge(r.diags[path], r.inForce[string(k)+"/"+decodedNamespace(ns)+"/"+name])
 
 		existing, _ := u.Object["status"].(map[string]any)
-		desired := desiredStatus(existing, v, gen, now, s.opts.DocsURL)
-		if !sameStatus(existing, desired) {
+		desired, writeStatus := map[string]any(nil), true
+		if isGatewayAPIKind(k) {
+			// The translation's findings are about a version in force:
+			// the Gateway API says them per listener and parent, not by
+			// refusing the whole object.
+			gv := judge(r.gatewayAPIDiags(path), r.inForce[string(k)+"/"+decodedNamespace(ns)+"/"+name])
+			desired, writeStatus = desiredGatewayAPIStatus(u, k, gv, gen, now, r.gatewayAPI)
+		} else {
+			desired = desiredStatus(existing, v, gen, now, s.opts.DocsURL)
+		}
+		if writeStatus && !sameStatus(existing, desired) {
 			obj := u.DeepCopy()
 			obj.Object["status"] = desired
 			_, err := s.dyn.Resource(o.gvr).Namespace(ns).UpdateStatus(ctx, obj, metav1.UpdateOptions{FieldManager: fieldManager})
@@ -202,6 +213,19 @@ func (w *writer) write(ctx context.Context, r *report) bool {
 	return ok
 }
 
+// gatewayAPIDiags are the diagnostics of a Gateway API object's virtual
+// file, the translation's findings made warnings.
+func (r *report) gatewayAPIDiags(path string) []config.Diagnostic {
+	var out []config.Diagnostic
+	for _, d := range r.diags[path] {
+		if d.Severity == config.SeverityError && r.gatewayAPI.Found(d) {
+			d.Severity = config.SeverityWarning
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
 // announce writes one Warning event per rejection of the object not
 // announced before; it returns false if an event could not be written.
 func (w *writer) announce(ctx context.Context, path string, u *unstructured.Unstructured, gen int64, v verdict) bool {
@@ -218,8 +242,11 @@ func (w *writer) announce(ctx context.Context, path string, u *unstructured.Unst
 			continue
 		}
 		d := rej[key]
+		// A cluster-scoped object's events live in "default", as
+		// client-go's recorders put them.
+		evNS := cmp.Or(u.GetNamespace(), metav1.NamespaceDefault)
 		ev := &eventsv1.Event{
-			ObjectMeta:          metav1.ObjectMeta{Name: eventName(u.GetName()), Namespace: u.GetNamespace()},
+			ObjectMeta:          metav1.ObjectMeta{Name: eventName(u.GetName()), Namespace: evNS},
 			EventTime:           metav1.NewMicroTime(time.Now()),
 			ReportingController: ReportingController,
 			ReportingInstance:   truncate(s.opts.Identity, 128),
@@ -232,7 +259,7 @@ func (w *writer) announce(ctx context.Context, path string, u *unstructured.Unst
 			},
 			Note: truncate(fmt.Sprintf("generation %d: %s", gen, describe(d)), maxEventNote),
 		}
-		if _, err := s.kube.EventsV1().Events(u.GetNamespace()).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		if _, err := s.kube.EventsV1().Events(evNS).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("event write failed", "object", path, "error", err)
 			}

@@ -1,0 +1,75 @@
+package config
+
+import (
+	"testing"
+
+	networking "istio.io/api/networking/v1alpha3"
+)
+
+// TCPRoutes and TLSRoutes become tcp and tls routes of VirtualServices
+// bound to the Istio Gateways of TCP and TLS (passthrough) listeners; a
+// route of the wrong kind for a listener does not attach to it.
+func TestGatewayAPITCPAndTLSRoutes(t *testing.T) {
+	docs := `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  gatewayClassName: weft
+  listeners:
+  - {name: lines, port: 9300, protocol: TCP}
+  - name: secure
+    port: 9443
+    protocol: TLS
+    tls: {mode: Passthrough}
+  - name: terminate
+    port: 9444
+    protocol: TLS
+    hostname: t.example.com
+    tls: {certificateRefs: [{name: t-cert}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {name: lines, namespace: shop}
+spec:
+  parentRefs: [{name: edge, sectionName: lines}]
+  rules:
+  - backendRefs:
+    - {name: lines-v1, port: 7000, weight: 80}
+    - {name: lines-v2, port: 7000, weight: 20}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: secure, namespace: shop}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [a.secure.example]
+  rules: [{backendRefs: [{name: secure, port: 8443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{name: edge, sectionName: lines}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+`
+	snap := NewStore(testOptions()).Load(files("gw.yaml", docs))
+	checkStrings(t, "diagnostics", diagStrings(snap), []string{
+		`warning: gw.yaml: doc 1: Gateway.gateway.networking.k8s.io shop/edge: spec.listeners[2].tls.mode: TLS listeners that terminate TLS are not supported by Weft yet (mode Passthrough is); the listener is not served`,
+		`warning: gw.yaml: doc 4: HTTPRoute shop/web: spec.parentRefs[0]: not attached to Gateway shop/edge: listener "lines" (protocol TCP) does not take HTTPRoutes`,
+	})
+	wantSpecs(t, snap.Gateways, map[string]string{
+		"shop/edge-gwapi-lines":  `{selector: {gateway.networking.k8s.io/gateway-name: edge}, servers: [{port: {number: 9300, name: lines, protocol: TCP}, hosts: ["*/*"]}]}`,
+		"shop/edge-gwapi-secure": `{selector: {gateway.networking.k8s.io/gateway-name: edge}, servers: [{port: {number: 9443, name: secure, protocol: TLS}, hosts: ["*/*"], tls: {mode: PASSTHROUGH}}]}`,
+	}, func() *networking.Gateway { return &networking.Gateway{} })
+	wantSpecs(t, snap.VirtualServices, map[string]string{
+		"shop/edge-gwapi-lines.wildcard": `{hosts: ["*"], gateways: [shop/edge-gwapi-lines], tcp: [{match: [{port: 9300}], route: [
+		  {destination: {host: lines-v1.shop.svc.cluster.local, port: {number: 7000}}, weight: 80},
+		  {destination: {host: lines-v2.shop.svc.cluster.local, port: {number: 7000}}, weight: 20}]}]}`,
+		"shop/edge-gwapi-secure.a.secure.example": `{hosts: [a.secure.example], gateways: [shop/edge-gwapi-secure], tls: [{match: [{sniHosts: [a.secure.example], port: 9443}], route: [
+		  {destination: {host: secure.shop.svc.cluster.local, port: {number: 8443}}}]}]}`,
+	}, func() *networking.VirtualService { return &networking.VirtualService{} })
+	l := snap.GatewayAPI.Gateways["shop/edge"].Listeners
+	if l[0].AttachedRoutes != 1 || l[1].AttachedRoutes != 1 || l[2].Reason == "" || len(l[0].Kinds) != 1 || l[0].Kinds[0].Kind != "TCPRoute" {
+		t.Errorf("listeners = %+v", l)
+	}
+}

@@ -35,7 +35,6 @@ import (
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	grl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	rls "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
@@ -44,7 +43,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"weft.dev/weft/internal/proxy/filter"
-	"weft.dev/weft/internal/proxy/matcher"
+	"weft.dev/weft/internal/proxy/filter/rlaction"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -148,7 +147,7 @@ func (f Factory) New(config *anypb.Any) (filter.Filter, error) {
 		}
 	}
 	var err error
-	if c.actions, err = compileRateLimits(in.GetRateLimits()); err != nil {
+	if c.actions, err = rlaction.CompileAll(in.GetRateLimits()); err != nil {
 		return nil, err
 	}
 	return &httpFilter{c: c}, nil
@@ -162,7 +161,7 @@ func (Factory) ParsePerRoute(config *anypb.Any) (any, error) {
 	if err := config.UnmarshalTo(&in); err != nil {
 		return nil, fmt.Errorf("want RateLimitPerRoute: %w", err)
 	}
-	acts, err := compileRateLimits(in.GetRateLimits())
+	acts, err := rlaction.CompileAll(in.GetRateLimits())
 	if err != nil {
 		return nil, err
 	}
@@ -190,13 +189,13 @@ type limiterConfig struct {
 	enabled, enforced          fraction
 	stats                      *Stats
 	extraHeaders               []*core.HeaderValueOption
-	actions                    [][]action
+	actions                    [][]rlaction.Action
 }
 
 // perRoute is a compiled RateLimitPerRoute; immutable.
 type perRoute struct {
 	domain  string
-	actions [][]action
+	actions [][]rlaction.Action
 }
 
 type httpFilter struct{ c *limiterConfig }
@@ -373,132 +372,23 @@ func unitSeconds(u rls.RateLimitResponse_RateLimit_Unit) int64 {
 	return 0
 }
 
-// action is one compiled rate limit action.
-type action struct {
-	kind         actionKind
-	key, value   string
-	header       string // request_headers: canonical name
-	skipIfAbsent bool
-	headers      []matcher.Header // header_value_match
-	expectMatch  bool
-}
-
-type actionKind uint8
-
-const (
-	actRequestHeader actionKind = iota
-	actRemoteAddress
-	actGenericKey
-	actHeaderValueMatch
-)
-
-func compileRateLimits(rls []*routev3.RateLimit) ([][]action, error) {
-	var out [][]action
-	for i, rl := range rls {
-		acts, err := compileActions(rl)
-		if err != nil {
-			return nil, fmt.Errorf("rate_limits[%d].%w", i, err)
-		}
-		out = append(out, acts)
-	}
-	return out, nil
-}
-
-func compileActions(rl *routev3.RateLimit) ([]action, error) {
-	if rl.GetStage().GetValue() != 0 || rl.GetDisableKey() != "" || rl.GetLimit() != nil || rl.GetApplyOnStreamDone() {
-		return nil, fmt.Errorf("stage, disable_key, limit and apply_on_stream_done: unsupported")
-	}
-	if len(rl.GetActions()) == 0 {
-		return nil, fmt.Errorf("actions: at least one action is required")
-	}
-	var out []action
-	for j, a := range rl.GetActions() {
-		switch sp := a.GetActionSpecifier().(type) {
-		case *routev3.RateLimit_Action_RequestHeaders_:
-			h := sp.RequestHeaders
-			if h.GetHeaderName() == "" || h.GetDescriptorKey() == "" {
-				return nil, fmt.Errorf("actions[%d].request_headers: header_name and descriptor_key are required", j)
-			}
-			out = append(out, action{kind: actRequestHeader, key: h.GetDescriptorKey(),
-				header: http.CanonicalHeaderKey(h.GetHeaderName()), skipIfAbsent: h.GetSkipIfAbsent()})
-		case *routev3.RateLimit_Action_RemoteAddress_:
-			out = append(out, action{kind: actRemoteAddress, key: "remote_address"})
-		case *routev3.RateLimit_Action_GenericKey_:
-			g := sp.GenericKey
-			if g.GetDescriptorValue() == "" {
-				return nil, fmt.Errorf("actions[%d].generic_key.descriptor_value: required", j)
-			}
-			out = append(out, action{kind: actGenericKey, key: cmp.Or(g.GetDescriptorKey(), "generic_key"), value: g.GetDescriptorValue()})
-		case *routev3.RateLimit_Action_HeaderValueMatch_:
-			m := sp.HeaderValueMatch
-			if m.GetDescriptorValue() == "" {
-				return nil, fmt.Errorf("actions[%d].header_value_match.descriptor_value: required", j)
-			}
-			act := action{kind: actHeaderValueMatch, key: cmp.Or(m.GetDescriptorKey(), "header_match"), value: m.GetDescriptorValue(),
-				expectMatch: m.GetExpectMatch() == nil || m.GetExpectMatch().GetValue()}
-			for k, hm := range m.GetHeaders() {
-				ch, err := matcher.CompileHeader(hm)
-				if err != nil {
-					return nil, fmt.Errorf("actions[%d].header_value_match.headers[%d]: %w", j, k, err)
-				}
-				act.headers = append(act.headers, ch)
-			}
-			out = append(out, act)
-		default:
-			return nil, fmt.Errorf("actions[%d]: %T unsupported (request_headers, remote_address, generic_key and header_value_match are)", j, sp)
-		}
-	}
-	return out, nil
-}
-
 // descriptors runs each rate_limits entry's actions on the request, as
 // Envoy: an entry whose action yields nothing (a header absent without
 // skip_if_absent, a header match that does not come out as expected)
 // sends no descriptor.
-func descriptors(s *filter.Stream, all [][]action) []*rlcommon.RateLimitDescriptor {
+func descriptors(s *filter.Stream, all [][]rlaction.Action) []*rlcommon.RateLimitDescriptor {
 	var out []*rlcommon.RateLimitDescriptor
-next:
+	var entries []rlaction.Entry
 	for _, acts := range all {
-		d := &rlcommon.RateLimitDescriptor{}
-		for _, a := range acts {
-			switch a.kind {
-			case actRequestHeader:
-				v := s.Request.Header[a.header]
-				if len(v) == 0 {
-					if a.skipIfAbsent {
-						continue
-					}
-					continue next
-				}
-				d.Entries = append(d.Entries, &rlcommon.RateLimitDescriptor_Entry{Key: a.key, Value: v[0]})
-			case actRemoteAddress:
-				ip := s.RemoteIP
-				if !ip.IsValid() && s.Connection != nil {
-					ip = s.Connection.RemoteAddr.Addr()
-				}
-				if !ip.IsValid() {
-					continue next
-				}
-				d.Entries = append(d.Entries, &rlcommon.RateLimitDescriptor_Entry{Key: a.key, Value: ip.Unmap().String()})
-			case actGenericKey:
-				d.Entries = append(d.Entries, &rlcommon.RateLimitDescriptor_Entry{Key: a.key, Value: a.value})
-			case actHeaderValueMatch:
-				matched := true
-				for i := range a.headers {
-					if !a.headers[i].Match(s.Request) {
-						matched = false
-						break
-					}
-				}
-				if matched != a.expectMatch {
-					continue next
-				}
-				d.Entries = append(d.Entries, &rlcommon.RateLimitDescriptor_Entry{Key: a.key, Value: a.value})
-			}
+		var ok bool
+		if entries, ok = rlaction.Descriptor(s, acts, entries[:0]); !ok {
+			continue
 		}
-		if len(d.Entries) > 0 {
-			out = append(out, d)
+		d := &rlcommon.RateLimitDescriptor{Entries: make([]*rlcommon.RateLimitDescriptor_Entry, len(entries))}
+		for i, e := range entries {
+			d.Entries[i] = &rlcommon.RateLimitDescriptor_Entry{Key: e.Key, Value: e.Value}
 		}
+		out = append(out, d)
 	}
 	return out
 }

@@ -42,13 +42,13 @@ import (
 	"weak"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	lrlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"weft.dev/weft/internal/proxy/filter"
+	"weft.dev/weft/internal/proxy/filter/rlaction"
 )
 
 // Name is the filter's name in http_filters and typed_per_filter_config.
@@ -151,7 +151,7 @@ type limiter struct {
 	def                 *bucket // nil: no default token bucket
 	defParams           bucketParams
 	descriptors         []*descriptor
-	actions             [][]action // rate_limits: each yields at most one request descriptor
+	actions             [][]rlaction.Action // rate_limits: each yields at most one request descriptor
 	alwaysConsumeDef    bool
 	xHeaders, retryHdr  bool
 	respHeaders         []headerOp
@@ -166,25 +166,8 @@ type descriptor struct {
 	dynamic *dynamicBuckets // some wildcard entry
 }
 
-type entry struct{ key, value string }
-
-// action is one rate limit action: what entry of the request's
-// descriptor it yields.
-type action struct {
-	kind         actionKind
-	key          string // the descriptor entry's key
-	header       string // request_headers: canonical header name
-	value        string // generic_key
-	skipIfAbsent bool
-}
-
-type actionKind uint8
-
-const (
-	actRequestHeader actionKind = iota
-	actRemoteAddress
-	actGenericKey
-)
+// entry is one entry of a descriptor.
+type entry = rlaction.Entry
 
 // headerOp is a HeaderValueOption: set (overwrite) or add.
 type headerOp struct {
@@ -311,7 +294,7 @@ func compile(a *anypb.Any, stats *Stats) (*limiter, error) {
 				return nil, fmt.Errorf("%s.entries[%d].key: required", path, j)
 			}
 			wildcard = wildcard || e.GetValue() == ""
-			cd.entries = append(cd.entries, entry{e.GetKey(), e.GetValue()})
+			cd.entries = append(cd.entries, entry{Key: e.GetKey(), Value: e.GetValue()})
 		}
 		if d.GetTokenBucket() == nil {
 			return nil, fmt.Errorf("%s.token_bucket: required", path)
@@ -331,7 +314,7 @@ func compile(a *anypb.Any, stats *Stats) (*limiter, error) {
 	// The most restrictive bucket first, as Envoy sorts matched descriptors.
 	slices.SortStableFunc(l.descriptors, func(a, b *descriptor) int { return cmp.Compare(a.params.rate(), b.params.rate()) })
 	for i, rl := range in.GetRateLimits() {
-		acts, err := compileActions(rl)
+		acts, err := rlaction.Compile(rl)
 		if err != nil {
 			return nil, fmt.Errorf("rate_limits[%d].%w", i, err)
 		}
@@ -345,39 +328,6 @@ func compile(a *anypb.Any, stats *Stats) (*limiter, error) {
 		return nil, fmt.Errorf("request_headers_to_add_when_not_enforced%w", err)
 	}
 	return l, nil
-}
-
-func compileActions(rl *routev3.RateLimit) ([]action, error) {
-	if rl.GetStage() != nil && rl.GetStage().GetValue() != 0 || rl.GetDisableKey() != "" || rl.GetLimit() != nil {
-		return nil, fmt.Errorf("stage, disable_key and limit: unsupported")
-	}
-	if len(rl.GetActions()) == 0 {
-		return nil, fmt.Errorf("actions: at least one action is required")
-	}
-	var out []action
-	for j, a := range rl.GetActions() {
-		switch s := a.GetActionSpecifier().(type) {
-		case *routev3.RateLimit_Action_RequestHeaders_:
-			h := s.RequestHeaders
-			if h.GetHeaderName() == "" || h.GetDescriptorKey() == "" {
-				return nil, fmt.Errorf("actions[%d].request_headers: header_name and descriptor_key are required", j)
-			}
-			out = append(out, action{kind: actRequestHeader, key: h.GetDescriptorKey(),
-				header: http.CanonicalHeaderKey(h.GetHeaderName()), skipIfAbsent: h.GetSkipIfAbsent()})
-		case *routev3.RateLimit_Action_RemoteAddress_:
-			out = append(out, action{kind: actRemoteAddress, key: "remote_address"})
-		case *routev3.RateLimit_Action_GenericKey_:
-			g := s.GenericKey
-			if g.GetDescriptorValue() == "" {
-				return nil, fmt.Errorf("actions[%d].generic_key.descriptor_value: required", j)
-			}
-			key := cmp.Or(g.GetDescriptorKey(), "generic_key")
-			out = append(out, action{kind: actGenericKey, key: key, value: g.GetDescriptorValue()})
-		default:
-			return nil, fmt.Errorf("actions[%d]: %T unsupported (request_headers, remote_address and generic_key are)", j, s)
-		}
-	}
-	return out, nil
 }
 
 func compileHeaders(hs []*core.HeaderValueOption) ([]headerOp, error) {
@@ -495,7 +445,7 @@ func (l *limiter) allow(s *filter.Stream, at int64) (ok bool, b *bucket, remaini
 func (l *limiter) matchedBuckets(s *filter.Stream, at int64, out []*bucket) []*bucket {
 	var reqs [][]entry
 	for _, acts := range l.actions {
-		if d, ok := requestDescriptor(s, acts, nil); ok {
+		if d, ok := rlaction.Descriptor(s, acts, nil); ok {
 			reqs = append(reqs, d)
 		}
 	}
@@ -522,7 +472,7 @@ func (cd *descriptor) matches(rd []entry) bool {
 		return false
 	}
 	for i, e := range cd.entries {
-		if e.key != rd[i].key || e.value != "" && e.value != rd[i].value {
+		if e.Key != rd[i].Key || e.Value != "" && e.Value != rd[i].Value {
 			return false
 		}
 	}
@@ -535,44 +485,13 @@ func dynamicKey(cd *descriptor, rd []entry) string {
 	k := ""
 	n := 0
 	for i, e := range cd.entries {
-		if e.value == "" {
+		if e.Value == "" {
 			if n > 0 {
 				k += "\x00"
 			}
-			k += rd[i].value
+			k += rd[i].Value
 			n++
 		}
 	}
 	return k
-}
-
-// requestDescriptor runs one rate_limits entry's actions on the request:
-// its descriptor, or false when an action yields nothing (a header
-// absent without skip_if_absent) or no action yields anything.
-func requestDescriptor(s *filter.Stream, acts []action, out []entry) ([]entry, bool) {
-	for _, a := range acts {
-		switch a.kind {
-		case actRequestHeader:
-			v := s.Request.Header[a.header]
-			if len(v) == 0 {
-				if a.skipIfAbsent {
-					continue
-				}
-				return nil, false
-			}
-			out = append(out, entry{a.key, v[0]})
-		case actRemoteAddress:
-			ip := s.RemoteIP
-			if !ip.IsValid() && s.Connection != nil {
-				ip = s.Connection.RemoteAddr.Addr()
-			}
-			if !ip.IsValid() {
-				return nil, false
-			}
-			out = append(out, entry{a.key, ip.Unmap().String()})
-		case actGenericKey:
-			out = append(out, entry{a.key, a.value})
-		}
-	}
-	return out, len(out) > 0
 }

@@ -275,7 +275,7 @@ func TestConfigErrors(t *testing.T) {
 		{`{stat_prefix: p, descriptors: [{entries: [{key: a}], token_bucket: {max_tokens: 1, fill_interval: 1s}}]}`,
 			"descriptors: need rate_limits in this config (the route's rate_limits are not read)"},
 		{`{stat_prefix: p, rate_limits: [{actions: [{source_cluster: {}}]}]}`,
-			"rate_limits[0].actions[0]: *routev3.RateLimit_Action_SourceCluster_ unsupported (request_headers, remote_address and generic_key are)"},
+			"rate_limits[0].actions[0]: *routev3.RateLimit_Action_SourceCluster_ unsupported (request_headers, remote_address, generic_key and header_value_match are)"},
 		{`{stat_prefix: p, status: {code: OK}}`, "status.code: 200 is not an HTTP error status"},
 		{`{stat_prefix: p, token_bucket: {max_tokens: 4000000000, fill_interval: 3600s}}`,
 			"token_bucket.max_tokens: 4000000000 tokens at one per 1h0m0s take longer than 100 years to fill"},

@@ -519,7 +519,14 @@ spec:
 	}
 
 	// TCP: connections split 80/20 between the subsets.
-	addr := net.JoinHostPort(gw.Opts.IP, fmt.Sprint(tcpPort))
+	checkTCPSplit8020(t, net.JoinHostPort(gw.Opts.IP, fmt.Sprint(tcpPort)))
+}
+
+// checkTCPSplit8020 opens 400 connections to addr, each sending a line
+// to a line-echo server that answers "<version>:…", and checks that about
+// 80% reach v1 and the rest v2.
+func checkTCPSplit8020(t *testing.T, addr string) {
+	t.Helper()
 	ask := func() (string, error) {
 		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 		if err != nil {
@@ -549,7 +556,7 @@ spec:
 	for range n {
 		v, err := ask()
 		if err != nil {
-			t.Fatalf("tcp connection through the gateway: %v", err)
+			t.Fatalf("tcp connection to %s: %v", addr, err)
 		}
 		counts[v]++
 	}

@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"bufio"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -130,40 +128,5 @@ spec:
 		t.Errorf("other.example.com passed through a listener whose routes do not name it")
 	}
 
-	addr := net.JoinHostPort(gwIP, fmt.Sprint(tcpPort))
-	ask := func() (string, error) {
-		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-		if err != nil {
-			return "", err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(c, "hello\n"); err != nil {
-			return "", err
-		}
-		line, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil {
-			return "", err
-		}
-		v, _, _ := strings.Cut(line, ":")
-		return v, nil
-	}
-	Eventually(t, 20*time.Second, "TCPRoute routes connections", func() error {
-		_, err := ask()
-		return err
-	})
-	// 400 connections at p = 0.8: mean 320, standard deviation 8; the
-	// bounds are 5 deviations wide.
-	const n = 400
-	counts := map[string]int{}
-	for range n {
-		v, err := ask()
-		if err != nil {
-			t.Fatalf("tcp connection through the gateway: %v", err)
-		}
-		counts[v]++
-	}
-	if counts["v1"]+counts["v2"] != n || counts["v1"] < 280 || counts["v1"] > 360 {
-		t.Errorf("split over %d connections: %v, want about 320 v1 / 80 v2", n, counts)
-	}
+	checkTCPSplit8020(t, net.JoinHostPort(gwIP, fmt.Sprint(tcpPort)))
 }

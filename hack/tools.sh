@@ -140,12 +140,24 @@ build_jaeger() {
 }
 
 # h2spec, the HTTP/2 conformance suite, runs against the proxy's
-# listeners (TestH2Spec). A small Go tool (about 25 s cold); it has no
-# go.mod, so `go install` takes its dependencies' newest versions.
+# listeners (TestH2Spec). A small Go tool (about 25 s cold). It has no
+# go.mod, so it is built in a module of its own with its dependencies
+# pinned (the versions of 2026-12-02): `go install` alone would take
+# their newest versions, which may one day need a newer Go.
 build_h2spec() {
   if built h2spec "$H2SPEC_VERSION"; then return; fi
   log "building h2spec $H2SPEC_VERSION"
-  (cd "$TOOLS/src" && GOBIN="$TOOLS/bin" go install -trimpath -ldflags "-s -w" "github.com/summerwind/h2spec/cmd/h2spec@$H2SPEC_VERSION")
+  local src
+  src=$(mktemp -d "${TMPDIR:-/tmp}/weft-h2spec.XXXXXX")
+  (cd "$src" && go mod init weft.dev/tools/h2spec >/dev/null 2>&1 &&
+    go get -tool "github.com/summerwind/h2spec/cmd/h2spec@$H2SPEC_VERSION" \
+      github.com/fatih/color@v1.19.0 github.com/mattn/go-colorable@v0.1.14 github.com/mattn/go-isatty@v0.0.20 \
+      github.com/spf13/cobra@v1.10.2 github.com/spf13/pflag@v1.0.9 \
+      golang.org/x/net@v0.63.0 golang.org/x/sys@v0.50.0 golang.org/x/text@v0.44.0 &&
+    go build -trimpath -ldflags "-s -w" -o "$TOOLS/bin/h2spec.tmp" github.com/summerwind/h2spec/cmd/h2spec) ||
+    { rm -rf "$src"; exit 1; }
+  rm -rf "$src"
+  mv "$TOOLS/bin/h2spec.tmp" "$TOOLS/bin/h2spec"
   echo "$H2SPEC_VERSION" >"$TOOLS/bin/h2spec.version"
   log "h2spec built"
 }

@@ -14,6 +14,7 @@ import (
 
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/controlplane"
+	"weft.dev/weft/internal/localmesh"
 )
 
 // accessLogMesh starts a mesh whose mesh config points Istio's built-in
@@ -190,7 +191,7 @@ func TestObservabilityAccessLogFormats(t *testing.T) {
 // client line, marked URX, and a server line per attempt.)
 func TestObservabilityAccessLogLive(t *testing.T) {
 	m, envoyLog, _ := accessLogMesh(t)
-	m.Service("backend", "HTTP", "v1")
+	back := m.Service("backend", "HTTP", "v1")[0]
 	front := m.Client("frontend")
 	waitDump(t, front, "backend.default.svc.cluster.local")
 	c := newClient()
@@ -202,14 +203,27 @@ func TestObservabilityAccessLogLive(t *testing.T) {
 			t.Fatalf("GET %s: %d %v, want %d", path, code, err, want)
 		}
 	}
-	waitForConfig := func(has bool) {
+	// Both sidecars log a request, and each gets the Telemetry change in
+	// its own push: wait for both before sending.
+	inConfig := func(what string, has bool, substrs ...string) {
 		t.Helper()
-		Eventually(t, 10*time.Second, fmt.Sprintf("access log in config: %v", has), func() error {
-			if strings.Contains(adminGet(t, front, "/config_dump"), "envoy.access_loggers.file") != has {
-				return fmt.Errorf("not yet")
+		Eventually(t, 10*time.Second, fmt.Sprintf("%s in config: %v", what, has), func() error {
+			for _, w := range []*localmesh.Workload{front, back} {
+				dump := adminGet(t, w, "/config_dump")
+				found := false
+				for _, s := range substrs {
+					found = found || strings.Contains(dump, s)
+				}
+				if found != has {
+					return fmt.Errorf("%s not yet", w.Opts.Name)
+				}
 			}
 			return nil
 		})
+	}
+	waitForConfig := func(has bool) {
+		t.Helper()
+		inConfig("access log", has, "envoy.access_loggers.file")
 	}
 
 	get("/off", 200)
@@ -230,13 +244,7 @@ spec:
   - providers: [{name: envoy}]
     filter: {expression: "response.code >= 400"}
 `)
-	Eventually(t, 10*time.Second, "filter in config", func() error {
-		if !strings.Contains(adminGet(t, front, "/config_dump"), "statusCodeFilter") &&
-			!strings.Contains(adminGet(t, front, "/config_dump"), "status_code_filter") {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
+	inConfig("filter", true, "statusCodeFilter", "status_code_filter")
 	before := len(logLines(envoyLog))
 	get("/fine", 200)
 	get("/broken?status=500", 500)

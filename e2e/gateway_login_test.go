@@ -174,6 +174,7 @@ func (b *browser) cookies(u string) map[string]*http.Cookie {
 // (access tokens of lifetime; 0: 5 minutes), and public.example.com does
 // not.
 type loginGateway struct {
+	m                    *Mesh
 	origin, issuer, addr string
 	port                 int
 	refreshes            *atomic.Int32
@@ -248,7 +249,7 @@ spec:
 		}
 		return nil
 	})
-	return loginGateway{origin: origin, issuer: issuer, addr: gwAddr, port: port, refreshes: refreshes}
+	return loginGateway{m: m, origin: origin, issuer: issuer, addr: gwAddr, port: port, refreshes: refreshes}
 }
 
 // login takes a new browser through the provider's login to origin+path
@@ -438,4 +439,54 @@ func TestGatewayOIDCLoginRefresh(t *testing.T) {
 	if after["OauthExpires"] == nil || after["OauthExpires"].Value == before["OauthExpires"].Value || after["IdToken"].Value == before["IdToken"].Value {
 		t.Errorf("session cookies not renewed: before %v, after %v", before, after)
 	}
+}
+
+// One login per gateway port, fail closed: a second OIDCLogin for a host
+// the same port serves (public.example.com) is not in force there, and
+// that host answers 503 saying which login is — never served without the
+// login it asks for — while the first login's host keeps its login.
+// Removing the second login serves the host as before.
+func TestGatewayOIDCLoginOnePerPort(t *testing.T) {
+	g := startLoginGateway(t, 0)
+	public := fmt.Sprintf("http://public.example.com:%d/", g.port)
+	g.m.WriteConfig("login-admin.yaml", fmt.Sprintf(`apiVersion: security.weft.dev/v1alpha1
+kind: OIDCLogin
+metadata: {name: shop-admin, namespace: shop}
+spec:
+  selector: {matchLabels: {istio: shop-gateway}}
+  hosts: [public.example.com]
+  issuer: %s
+  clientId: shop
+  credentialName: shop-oidc
+`, g.issuer))
+	c := gatewayClient(g.addr, nil)
+	var body string
+	Eventually(t, 20*time.Second, "the second login's host closed", func() error {
+		resp, err := c.Get(public)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			return fmt.Errorf("%d", resp.StatusCode)
+		}
+		body = string(b)
+		return nil
+	})
+	if want := "OIDCLogin shop/shop-admin is not in force on this gateway port, OIDCLogin shop/shop is"; !strings.Contains(body, want) {
+		t.Errorf("503 body %q, want it to say %q", body, want)
+	}
+	if code, loc, _, err := gwGet(c, g.origin+"/orders"); err != nil || code != http.StatusFound || !strings.HasPrefix(loc, g.issuer+"/") {
+		t.Errorf("the first login's host: %d to %q %v, want its login", code, loc, err)
+	}
+	if err := os.Remove(filepath.Join(g.m.Dir, "login-admin.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 20*time.Second, "the host served again without the second login", func() error {
+		if code, _, r, err := gwGet(c, public); err != nil || code != 200 || r.Path != "/" {
+			return fmt.Errorf("%d %v", code, err)
+		}
+		return nil
+	})
 }

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/echo"
 	"weft.dev/weft/internal/localmesh"
 	"weft.dev/weft/internal/proxy/proxytest"
@@ -759,47 +760,7 @@ spec:
 		return nil
 	})
 
-	// Two kinds of clients: keep-alive, and a new connection per request.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var sent, failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	for i := range 4 {
-		c := keepAlive
-		if i%2 == 1 {
-			c = gatewayClient(addr, nil)
-			c.Transport.(*http.Transport).DisableKeepAlives = true
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := 0; j < 20000 && ctx.Err() == nil; j++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				code, _, _, err := gwGet(c, "http://a.example.com/")
-				sent.Add(1)
-				if err != nil || code != 200 {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Sprintf("code %d err %v", code, err))
-				}
-			}
-		}()
-	}
-	waitSent := func(n int64) {
-		target := sent.Load() + n
-		Eventually(t, 10*time.Second, "traffic flowing", func() error {
-			if s := sent.Load(); s < target {
-				return fmt.Errorf("%d of %d sent", s, target)
-			}
-			return nil
-		})
-	}
-	waitSent(100)
+	tr := startGatewayTraffic(t, addr, "http://a.example.com/")
 	steps := []struct {
 		what string
 		file string
@@ -813,7 +774,7 @@ spec:
 	}
 	for _, s := range steps {
 		m.WriteConfig(s.file, s.body)
-		waitSent(200)
+		tr.waitSent(200)
 	}
 	// The last state is in force: everything goes to v2, b is served.
 	Eventually(t, 10*time.Second, "the last edit in force", func() error {
@@ -825,12 +786,144 @@ spec:
 		}
 		return nil
 	})
-	close(stop)
-	wg.Wait()
-	if f := failed.Load(); f != 0 {
-		t.Fatalf("%d of %d requests failed while the Gateway and VirtualService changed; first: %v", f, sent.Load(), firstErr.Load())
+	tr.stop(fmt.Sprintf("while the Gateway and VirtualService changed %d times", len(steps)))
+}
+
+// gatewayTraffic sends GET url to a gateway at addr from four clients,
+// two keep-alive and two with a new connection per request, until
+// stopped (at most 30 s, 20,000 requests each), and counts every answer
+// but a 200 as a failure.
+type gatewayTraffic struct {
+	t            *testing.T
+	sent, failed atomic.Int64
+	firstErr     atomic.Value
+	wg           sync.WaitGroup
+	cancel       context.CancelFunc
+}
+
+func startGatewayTraffic(t *testing.T, addr, url string) *gatewayTraffic {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	tr := &gatewayTraffic{t: t, cancel: cancel}
+	keepAlive := gatewayClient(addr, nil)
+	for i := range 4 {
+		c := keepAlive
+		if i%2 == 1 {
+			c = gatewayClient(addr, nil)
+			c.Transport.(*http.Transport).DisableKeepAlives = true
+		}
+		tr.wg.Add(1)
+		go func() {
+			defer tr.wg.Done()
+			for j := 0; j < 20000 && ctx.Err() == nil; j++ {
+				code, _, _, err := gwGet(c, url)
+				tr.sent.Add(1)
+				if err != nil || code != 200 {
+					tr.failed.Add(1)
+					tr.firstErr.CompareAndSwap(nil, fmt.Sprintf("code %d err %v", code, err))
+				}
+			}
+		}()
 	}
-	t.Logf("%d requests while the Gateway and VirtualService changed %d times, none failed", sent.Load(), len(steps))
+	t.Cleanup(func() { cancel(); tr.wg.Wait() })
+	tr.waitSent(100)
+	return tr
+}
+
+// waitSent waits for n more requests to have been answered.
+func (tr *gatewayTraffic) waitSent(n int64) {
+	tr.t.Helper()
+	target := tr.sent.Load() + n
+	Eventually(tr.t, 10*time.Second, "traffic flowing", func() error {
+		if s := tr.sent.Load(); s < target {
+			return fmt.Errorf("%d of %d sent", s, target)
+		}
+		return nil
+	})
+}
+
+// stop ends the traffic and fails the test if a request failed.
+func (tr *gatewayTraffic) stop(while string) {
+	tr.t.Helper()
+	tr.cancel()
+	tr.wg.Wait()
+	if f := tr.failed.Load(); f != 0 {
+		tr.t.Fatalf("%d of %d requests failed %s; first: %v", f, tr.sent.Load(), while, tr.firstErr.Load())
+	}
+	tr.t.Logf("%d requests %s, none failed", tr.sent.Load(), while)
+}
+
+// TestGatewayGuardHoldsEdgeTypo: a typo in the destination of a
+// VirtualService bound to a Gateway would send the edge's traffic to a
+// host no registry knows; the traffic-impact guard judges it as the
+// gateway uses it, holds it with a WF0401 that names the gateway, and
+// the gateway goes on serving the version in force without one failed
+// request. Fixing the typo applies.
+func TestGatewayGuardHoldsEdgeTypo(t *testing.T) {
+	m := NewMesh(t)
+	m.Service("web", "HTTP", "v1", "v2")
+	gw := m.startGateway("edge", "ingress", map[string]string{"istio": "edge"}, "")
+	port, err := localmesh.FreePort(gw.Opts.IP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.WriteConfig("gateway.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: ingress}
+spec:
+  selector: {istio: edge}
+  servers:
+  - port: {number: %d, name: http, protocol: HTTP}
+    hosts: [shop.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: default}
+spec:
+  host: web.default.svc.cluster.local
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+`, port))
+	vs := func(destination string) string {
+		return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: ingress}
+spec:
+  hosts: [shop.example.com]
+  gateways: [edge]
+  http:
+  - route: [{destination: {%s, port: {number: 8080}}}]
+`, destination)
+	}
+	m.WriteConfig("shop.yaml", vs("host: web.default.svc.cluster.local, subset: v1"))
+	addr := net.JoinHostPort(gw.Opts.IP, fmt.Sprint(port))
+	probe := gatewayClient(addr, nil)
+	version := func(want string) {
+		t.Helper()
+		Eventually(t, 20*time.Second, "the gateway routing to "+want, func() error {
+			code, _, r, err := gwGet(probe, "http://shop.example.com/")
+			if err != nil || code != 200 || r.Version != want {
+				return fmt.Errorf("%d %q %v", code, r.Version, err)
+			}
+			return nil
+		})
+	}
+	version("v1")
+	tr := startGatewayTraffic(t, addr, "http://shop.example.com/")
+
+	m.WriteConfig("shop.yaml", vs("host: wbe.default.svc.cluster.local"))
+	sm := &safetyMesh{Mesh: m}
+	d := sm.waitDiagnostic(t, config.CodeTrafficHeld, "shop.yaml", "spec.http[0].route[0].destination")
+	if !strings.Contains(d.Message, "at gateway ingress/edge") {
+		t.Errorf("held, but the message does not name the gateway: %s", d.Error())
+	}
+	tr.waitSent(300) // the held change has been judged; the edge keeps serving
+	if _, _, r, _ := gwGet(probe, "http://shop.example.com/"); r.Version != "v1" {
+		t.Errorf("the version in force changed while held: answered by %q", r.Version)
+	}
+
+	m.WriteConfig("shop.yaml", vs("host: web.default.svc.cluster.local, subset: v2"))
+	version("v2")
+	tr.stop("while a typo was held at the gateway and then fixed")
 }
 
 // A RateLimit selecting the gateway limits what the edge admits: 100

@@ -261,6 +261,9 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ci == nil {
 		cc = lc.match(netip.AddrPort{}, "", transportRaw, nil)
 	} else {
+		if r.TLS == nil && ci.tls != nil {
+			r.TLS = ci.tls
+		}
 		cc, ds = lc.match(ci.dst, ci.sni, ci.transport, ci.apps), ci.ds
 		if cc == nil || (cc.tls != nil) != (ci.chain.tls != nil) || cc.tcp != nil {
 			// The update took away this connection's kind of chain (a

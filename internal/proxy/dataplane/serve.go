@@ -15,6 +15,7 @@ import (
 
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/forward"
+	"weft.dev/weft/internal/proxy/h1strict"
 	"weft.dev/weft/internal/proxy/tcpproxy"
 	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/tlssocket"
@@ -58,6 +59,9 @@ type connInfo struct {
 	apps      []string
 	chain     *chainConfig // the chain it was accepted on
 	ds        *forward.Downstream
+	// tls is the connection's TLS state when net/http cannot see it: an
+	// HTTP/1.1 connection over TLS, wrapped to check its framing.
+	tls *tls.ConnectionState
 }
 
 type connInfoKey struct{}
@@ -73,6 +77,9 @@ func connOf(r interface{ Context() context.Context }) *connInfo {
 // connContext is the listener's http.Server.ConnContext: it puts the
 // connection's connInfo in every request's context.
 func connContext(ctx context.Context, c net.Conn) context.Context {
+	if hc, ok := c.(*h1strict.Conn); ok {
+		c = hc.NetConn()
+	}
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
@@ -330,7 +337,10 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	if cc.tls == nil {
 		ci.ds = bl.d.fwd.NewDownstream(conn)
 		ci.ds.Socket = socket
-		return sc, ci
+		if cc.tcp != nil {
+			return sc, ci
+		}
+		return bl.strictConn(sc, cc), ci
 	}
 	if head == nil {
 		// No inspector: the TLS socket itself sees what the client sends.
@@ -366,7 +376,26 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	conn.Peer = peerCertificate(&cs)
 	ci.ds = bl.d.fwd.NewDownstream(conn)
 	ci.ds.Socket = socket
-	return tc, ci
+	if cc.tcp != nil || cs.NegotiatedProtocol == "h2" {
+		return tc, ci
+	}
+	// HTTP/1.1 over TLS is checked as plaintext is. net/http no longer
+	// sees a *tls.Conn, so it does not set Request.TLS: ServeHTTP does,
+	// from ci.
+	ci.tls = &cs
+	return bl.strictConn(tc, cc), ci
+}
+
+// strictConn checks the HTTP/1.1 framing of what c's client sends on
+// chain cc (h1strict): net/http refuses a request with both
+// Content-Length and Transfer-Encoding, obsolete line folding or a bare
+// LF, as Envoy's codec does.
+func (bl *boundListener) strictConn(c net.Conn, cc *chainConfig) net.Conn {
+	o := cc.strict
+	o.Refused = func(e *h1strict.Error) {
+		bl.d.log.Debug("request refused: 400", "listener", bl.name, "remote", c.RemoteAddr().String(), "err", e.Error(), "offset", e.Offset)
+	}
+	return h1strict.NewConn(c, o)
 }
 
 // admitConn counts a newly accepted connection against the connection

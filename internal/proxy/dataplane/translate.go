@@ -31,6 +31,7 @@ import (
 	"weft.dev/weft/internal/proxy/filter/ratelimit"
 	"weft.dev/weft/internal/proxy/filter/rbac"
 	"weft.dev/weft/internal/proxy/forward"
+	"weft.dev/weft/internal/proxy/h1strict"
 	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/tcpproxy"
 	"weft.dev/weft/internal/proxy/telemetry"
@@ -142,6 +143,7 @@ type chainConfig struct {
 	http   forward.Listener
 	tcp    *tcpproxy.Config // envoy.filters.network.tcp_proxy; nil for an HTTP chain
 	limits serverLimits     // what its connection manager needs of the listener's server (HTTP chains)
+	strict h1strict.Options // the HTTP/1.1 framing its connection manager allows
 }
 
 // match returns the chain a connection to dst with TLS server name sni
@@ -438,6 +440,7 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 	if err := connectionManagerOptions(&cc.http, &m, where); err != nil {
 		return nil, err
 	}
+	cc.strict.AllowChunkedLength = m.GetHttpProtocolOptions().GetAllowChunkedLength()
 	if cc.limits, err = chainLimits(&cc.http.Limits, &m, where); err != nil {
 		return nil, err
 	}

@@ -32,14 +32,24 @@ type DNSServer struct {
 func StartDNSServer(t testing.TB, ttl time.Duration) *DNSServer {
 	t.Helper()
 	s := &DNSServer{records: map[string][]netip.Addr{}, ttl: uint32(ttl / time.Second)}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("dns server: %v", err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	// UDP and TCP on one port: the port the kernel gives the UDP socket
+	// may be taken for TCP (by another test's connection); try others.
+	var (
+		pc  net.PacketConn
+		ln  net.Listener
+		err error
+	)
+	for range 20 {
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatalf("dns server: %v", err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
 		pc.Close()
-		t.Fatalf("dns server: tcp on the UDP port: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("dns server: tcp on the UDP port, 20 ports tried: %v", err)
 	}
 	s.Addr = pc.LocalAddr().String()
 	udp := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(s.serve)}

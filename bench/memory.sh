@@ -15,6 +15,7 @@
 #   bench/memory.sh                          # 20 s of load per scenario
 #   DURATION=60s SERVICES=2000 bench/memory.sh
 #   PROXY_BIN=/tmp/weft-proxy.old bench/memory.sh   # measure another build
+#   PROXY_ENV=GOGC=50 bench/memory.sh         # the sidecars' environment
 #
 # Builds weft-proxy as docs/proxy.md does (BUILD_FLAGS). Needs fortio (go
 # install fortio.org/fortio@v1.63.0) and nginx (apt-get install
@@ -139,6 +140,13 @@ gostats() {
     /^go_memstats_stack_inuse_bytes / {s=$2} /^go_goroutines / {g=$2} /^go_memstats_sys_bytes / {y=$2}
     END {printf "%d %d %d %d %d", l/1024, h/1024, s/1024, g, y/1024}'
 }
+# ticks PID: CPU time of a process and its children, in clock ticks.
+ticks() {
+  local p t=0
+  for p in "$1" $(pgrep -P "$1" || true); do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done
+  echo $t
+}
+hz=$(getconf CLK_TCK)
 # sample NAME SECONDS PID [ADMIN]: the sample with the highest RSS over
 # SECONDS (one a second), then the Go runtime's numbers and a heap profile.
 sample() {
@@ -153,15 +161,20 @@ sample() {
     g=$(gostats "$admin")
     curl -fsS -o "$OUT/heap-$name.pb.gz" "http://$admin/debug/pprof/heap"
   fi
-  echo "$name $best $g" >> "$work/rows"
+  echo "$name $best $g ${CPU_US:--}" >> "$work/rows"
 }
 # load NAME URL PID [ADMIN]: sample while fortio sends QPS for DURATION.
 load() {
-  local secs=${DURATION%s}
+  local secs=${DURATION%s} t0
+  t0=$(ticks "$3")
   "$FORTIO" load -quiet -qps "$QPS" -c "$CONNS" -t "$DURATION" -H "Host: bench" -json "$work/$1.json" "$2?size=1024" >/dev/null 2>&1 & local f=$!
   sleep 2
-  sample "$1" $((secs - 4)) "$3" "${4:-}"
+  CPU_US=- sample "$1" $((secs - 4)) "$3" "${4:-}"
   wait $f
+  # CPU per request over the whole load, added to the row just written.
+  local us
+  us=$(awk -v d=$(( $(ticks "$3") - t0 )) -v hz="$hz" -v n="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["DurationHistogram"]["Count"])' "$work/$1.json")" 'BEGIN{printf "%.0f", 1e6*d/hz/n}')
+  sed -i "\$s/ -\$/ $us/" "$work/rows"
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%s: %.0f rps, %d/%d 200s" % (sys.argv[2], d["ActualQPS"], d.get("RetCodes", {}).get("200", 0), d["DurationHistogram"]["Count"]))' "$work/$1.json" "$1"
 }
 
@@ -185,14 +198,14 @@ dur, qps, conns, services, binsize, clusters, build, env = sys.argv[2:10]
 print(f"# weft-proxy memory: idle, {qps} rps ({conns} connections, 1 KiB, {dur}), {services}-service mesh\n")
 print(f"weft-proxy: {int(binsize)/1e6:.1f} MB ({build}){', env ' + env if env else ''}; "
       f"the mesh sidecar holds {clusters.split()[0]} clusters, {clusters.split()[1]} route configurations, {clusters.split()[2]} load assignments.\n")
-print("| process, state | RSS MiB | anonymous MiB | file-backed MiB | Go heap alloc MiB | heap in use MiB | stacks MiB | goroutines | Go sys MiB |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| process, state | RSS MiB | anonymous MiB | file-backed MiB | Go heap alloc MiB | heap in use MiB | stacks MiB | goroutines | Go sys MiB | CPU µs/request |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 mib = lambda k: "-" if k == "-" else f"{int(k)/1024:.1f}"
 for name in ["nginx-idle", "weft-idle", "weft-mesh-idle", "nginx-load", "weft-load", "weft-mesh-load"]:
     r = rows.get(name)
     if not r:
         continue
-    print(f"| {name} | {mib(r[0])} | {mib(r[1])} | {mib(r[2])} | {mib(r[3])} | {mib(r[4])} | {mib(r[5])} | {r[6]} | {mib(r[7])} |")
+    print(f"| {name} | {mib(r[0])} | {mib(r[1])} | {mib(r[2])} | {mib(r[3])} | {mib(r[4])} | {mib(r[5])} | {r[6]} | {mib(r[7])} | {r[8]} |")
 print()
 def ratio(a, b, i, what):
     if a in rows and b in rows and int(rows[b][i]) > 0:

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 
 	"weft.dev/weft/internal/proxy/telemetry"
 )
@@ -254,11 +256,18 @@ func (v *StatVecs) Describe(ch chan<- *prometheus.Desc) {
 	ch <- v.rqTimeD
 }
 
-// classLabels are the values of envoy_response_code_class, by class.
-var classLabels = [6]string{"", "1", "2", "3", "4", "5"}
+// classPairs are the envoy_response_code_class label pairs, by class.
+var classPairs = func() (p [6]*dto.LabelPair) {
+	for i := 1; i <= 5; i++ {
+		p[i] = &dto.LabelPair{Name: proto.String("envoy_response_code_class"), Value: proto.String(strconv.Itoa(i))}
+	}
+	return p
+}()
 
 // Collect implements prometheus.Collector: every statistic of every
-// cluster name seen, zeros included, as Envoy exports them.
+// cluster name seen, zeros included, as Envoy exports them. A scrape of a
+// large mesh's sidecar sends a few hundred thousand series: each is one
+// small allocation here, with label pairs shared per cluster.
 func (v *StatVecs) Collect(ch chan<- prometheus.Metric) {
 	v.mu.Lock()
 	all := make([]*Stats, 0, len(v.byName))
@@ -268,14 +277,23 @@ func (v *StatVecs) Collect(ch chan<- prometheus.Metric) {
 	v.mu.Unlock()
 	var zeroBuckets map[float64]uint64
 	for _, s := range all {
-		for i, c := range s.counters() {
-			ch <- prometheus.MustNewConstMetric(v.cDescs[i], prometheus.CounterValue, c.Value(), s.clusterNm)
+		name := []*dto.LabelPair{{Name: proto.String(NameLabel), Value: proto.String(s.clusterNm)}}
+		ms := make([]clusterMetric, 22+8+5) // one allocation for the cluster's series
+		i := 0
+		for j, c := range s.counters() {
+			ms[i] = clusterMetric{desc: v.cDescs[j], val: c.Value(), labels: name}
+			i++
 		}
-		for i, g := range s.gauges() {
-			ch <- prometheus.MustNewConstMetric(v.gDescs[i], prometheus.GaugeValue, g.Value(), s.clusterNm)
+		for j, g := range s.gauges() {
+			ms[i] = clusterMetric{desc: v.gDescs[j], gauge: true, val: g.Value(), labels: name}
+			i++
 		}
-		for i := 1; i <= 5; i++ {
-			ch <- prometheus.MustNewConstMetric(v.classes, prometheus.CounterValue, s.classes[i].Value(), s.clusterNm, classLabels[i])
+		for c := 1; c <= 5; c++ {
+			ms[i] = clusterMetric{desc: v.classes, val: s.classes[c].Value(), labels: []*dto.LabelPair{name[0], classPairs[c]}}
+			i++
+		}
+		for j := range ms {
+			ch <- &ms[j]
 		}
 		if h := s.RqTime.h.Load(); h != nil {
 			ch <- *h
@@ -289,6 +307,26 @@ func (v *StatVecs) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstHistogram(v.rqTimeD, 0, 0, zeroBuckets, s.clusterNm)
 	}
+}
+
+// clusterMetric is one statistic of one cluster as a scrape sees it.
+type clusterMetric struct {
+	desc   *prometheus.Desc
+	gauge  bool
+	val    float64
+	labels []*dto.LabelPair // sorted by name; shared, never modified
+}
+
+func (m *clusterMetric) Desc() *prometheus.Desc { return m.desc }
+
+func (m *clusterMetric) Write(out *dto.Metric) error {
+	if m.gauge {
+		out.Gauge = &dto.Gauge{Value: &m.val}
+	} else {
+		out.Counter = &dto.Counter{Value: &m.val}
+	}
+	out.Label = m.labels
+	return nil
 }
 
 // For returns the counter set of the named cluster, creating it on first

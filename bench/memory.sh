@@ -17,7 +17,7 @@
 #   PROXY_BIN=/tmp/weft-proxy.old bench/memory.sh   # measure another build
 #   PROXY_ENV=GOGC=50 bench/memory.sh         # the sidecars' environment
 #
-# Builds weft-proxy as docs/proxy.md does (BUILD_FLAGS). Needs fortio (go
+# Builds weft-proxy as docs/proxy.md does (TAGS, LDFLAGS). Needs fortio (go
 # install fortio.org/fortio@v1.63.0) and nginx (apt-get install
 # nginx-light). Writes $OUT/memory.md (default bench/results/memory).
 # Everything runs on 127.0.21.0/24 and stops by itself.
@@ -28,7 +28,8 @@ QPS=${QPS:-1000}
 CONNS=${CONNS:-16}
 SERVICES=${SERVICES:-1000}
 OUT=${OUT:-bench/results/memory}
-BUILD_FLAGS=${BUILD_FLAGS:--trimpath -tags grpcnotrace -ldflags=-s -ldflags=-w}
+TAGS=${TAGS-grpcnotrace}
+LDFLAGS=${LDFLAGS-"-s -w"}
 FORTIO=${FORTIO:-$(command -v fortio || echo "$HOME/go/bin/fortio")}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 [ -x "$FORTIO" ] || { echo "fortio not found: go install fortio.org/fortio@v1.63.0" >&2; exit 1; }
@@ -40,13 +41,12 @@ cleanup() { for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[i]}" 2>/dev/null
 trap cleanup EXIT
 mkdir -p "$OUT"
 
-echo "building weft (and weft-proxy: $BUILD_FLAGS)"
+echo "building weft (and weft-proxy: -trimpath -tags '$TAGS' -ldflags '$LDFLAGS')"
 go build -o "$work/weft" ./cmd/weft
 if [ -n "${PROXY_BIN:-}" ]; then
   cp "$PROXY_BIN" "$work/weft-proxy"
 else
-  # shellcheck disable=SC2086 # BUILD_FLAGS is a list of flags
-  go build $BUILD_FLAGS -o "$work/weft-proxy" ./cmd/weft-proxy
+  go build -trimpath -tags "$TAGS" -ldflags "$LDFLAGS" -o "$work/weft-proxy" ./cmd/weft-proxy
 fi
 binsize=$(stat -c %s "$work/weft-proxy")
 
@@ -191,7 +191,7 @@ load weft-mesh-load "http://$MESH:8080/" "$mesh_pid" $MESH:15000
 clusters=$(curl -fsS http://$MESH:15000/config_dump | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["clusters"]), len(d["routes"]), len(d["endpoints"]))')
 echo "mesh sidecar holds (clusters, route configs, load assignments): $clusters"
 
-python3 - "$work/rows" "$DURATION" "$QPS" "$CONNS" "$SERVICES" "$binsize" "$clusters" "${PROXY_BIN:-go build $BUILD_FLAGS}" "${PROXY_ENV:-}" > "$OUT/memory.md" <<'PY'
+python3 - "$work/rows" "$DURATION" "$QPS" "$CONNS" "$SERVICES" "$binsize" "$clusters" "${PROXY_BIN:-go build -trimpath -tags '$TAGS' -ldflags '$LDFLAGS'}" "${PROXY_ENV:-}" > "$OUT/memory.md" <<'PY'
 import sys
 rows = {l.split()[0]: l.split()[1:] for l in open(sys.argv[1])}
 dur, qps, conns, services, binsize, clusters, build, env = sys.argv[2:10]

@@ -275,7 +275,6 @@ func (v *StatVecs) Collect(ch chan<- prometheus.Metric) {
 		all = append(all, s)
 	}
 	v.mu.Unlock()
-	var zeroBuckets map[float64]uint64
 	for _, s := range all {
 		name := []*dto.LabelPair{{Name: proto.String(NameLabel), Value: proto.String(s.clusterNm)}}
 		ms := make([]clusterMetric, 22+8+5) // one allocation for the cluster's series
@@ -299,14 +298,31 @@ func (v *StatVecs) Collect(ch chan<- prometheus.Metric) {
 			ch <- *h
 			continue
 		}
-		if zeroBuckets == nil {
-			zeroBuckets = make(map[float64]uint64, len(telemetry.Buckets))
-			for _, b := range telemetry.Buckets {
-				zeroBuckets[b] = 0
-			}
-		}
-		ch <- prometheus.MustNewConstHistogram(v.rqTimeD, 0, 0, zeroBuckets, s.clusterNm)
+		ch <- &emptyHistogram{desc: v.rqTimeD, labels: name}
 	}
+}
+
+// emptyHistogram is upstream_rq_time of a cluster without an observation:
+// every bucket at zero, shared by all such clusters.
+type emptyHistogram struct {
+	desc   *prometheus.Desc
+	labels []*dto.LabelPair
+}
+
+var emptyRqTime = func() *dto.Histogram {
+	h := &dto.Histogram{SampleCount: proto.Uint64(0), SampleSum: proto.Float64(0)}
+	for _, b := range telemetry.Buckets {
+		h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: proto.Float64(b), CumulativeCount: proto.Uint64(0)})
+	}
+	return h
+}()
+
+func (m *emptyHistogram) Desc() *prometheus.Desc { return m.desc }
+
+func (m *emptyHistogram) Write(out *dto.Metric) error {
+	out.Histogram = emptyRqTime // read only, as is every gathered metric
+	out.Label = m.labels
+	return nil
 }
 
 // clusterMetric is one statistic of one cluster as a scrape sees it.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -90,6 +91,31 @@ func TestStatsExposition(t *testing.T) {
 			if n := len(m.GetHistogram().GetBucket()); n != len(telemetry.Buckets) {
 				t.Errorf("upstream_rq_time of %v: %d buckets, want %d", m.GetLabel(), n, len(telemetry.Buckets))
 			}
+		}
+	}
+}
+
+// BenchmarkScrapeClusterStats gathers the statistics of 3,000 clusters
+// (a sidecar of a 1,000-service mesh), one scrape per op: bytes and
+// allocations per scrape are what a scrape costs the sidecar's memory.
+// The RSS of the clusters' sets is in the heap profile of bench/memory.sh.
+func BenchmarkScrapeClusterStats(b *testing.B) {
+	reg := prometheus.NewRegistry()
+	v, err := NewStatVecs(reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range 3000 {
+		s := v.For("outbound|8080|v" + strconv.Itoa(i%3) + "|svc-" + strconv.Itoa(i/3) + ".ns.svc.cluster.local")
+		if i%100 == 0 {
+			s.RqTotal.Inc()
+			s.RqTime.Observe(1)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := reg.Gather(); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -34,10 +34,10 @@ func TestBreakerHTTP1ConnectionsAndPending(t *testing.T) {
 	if _, err := b.Admit(ctx); !errors.Is(err, ErrOverflow) {
 		t.Fatalf("third: got %v, want overflow", err)
 	}
-	if got := metricValue(st.RqPendingOverflow); got != 1 {
+	if got := metricValue(&st.RqPendingOverflow); got != 1 {
 		t.Errorf("upstream_rq_pending_overflow = %v, want 1", got)
 	}
-	if got := metricValue(st.CxOverflow); got != 2 {
+	if got := metricValue(&st.CxOverflow); got != 2 {
 		t.Errorf("upstream_cx_overflow = %v, want 2", got)
 	}
 	first.Release()
@@ -45,7 +45,7 @@ func TestBreakerHTTP1ConnectionsAndPending(t *testing.T) {
 	if err := <-queued; err != nil {
 		t.Fatalf("queued: %v", err)
 	}
-	if got := metricValue(st.RqActive); got != 1 {
+	if got := metricValue(&st.RqActive); got != 1 {
 		t.Errorf("upstream_rq_active = %v, want 1", got)
 	}
 	second.Release()
@@ -115,7 +115,7 @@ func TestBreakerRetries(t *testing.T) {
 	if c.Take(b) {
 		t.Fatal("third concurrent retry admitted")
 	}
-	if got := metricValue(st.RqRetryOverflow); got != 1 {
+	if got := metricValue(&st.RqRetryOverflow); got != 1 {
 		t.Errorf("upstream_rq_retry_overflow = %v, want 1", got)
 	}
 	a.Release()

@@ -258,7 +258,7 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 		ct.state = prev.state
 	} else {
 		uo.CountConnections(ct.stats.CxTotal.Inc)
-		uo.CountActive(ct.stats.CxActive)
+		uo.CountActive(&ct.stats.CxActive)
 		ct.state = newState(uo)
 		if err := configureState(ct.state, c, ct.stats); err != nil {
 			return nil, err

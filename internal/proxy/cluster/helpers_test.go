@@ -50,9 +50,15 @@ func testStats(t *testing.T, name string) *Stats {
 }
 
 // metricValue reads one counter or gauge.
-func metricValue(m prometheus.Metric) float64 {
+func metricValue(m any) float64 {
+	switch m := m.(type) {
+	case *Counter:
+		return m.Value()
+	case *Gauge:
+		return m.Value()
+	}
 	var out dto.Metric
-	if err := m.Write(&out); err != nil {
+	if err := m.(prometheus.Metric).Write(&out); err != nil {
 		panic(err)
 	}
 	if out.Counter != nil {

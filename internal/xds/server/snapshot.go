@@ -9,6 +9,10 @@ import (
 	"sync"
 	"weak"
 
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -17,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/xds/contract"
 	"weft.dev/weft/internal/xds/generate"
 )
 
@@ -291,22 +296,31 @@ type setOrErr struct {
 // own resources and one merge of pointers; its version is a digest of the
 // shared set's version and the own resources' digests.
 func (s *Server) setOfParts(m *mesh.Snapshot, typeURL string, parts generate.Parts) (*typeSet, error) {
-	so := m.Memo(sharedSetKey{typeURL, &parts.Shared[0], len(parts.Shared)}, func() any {
-		set, err := s.setOf(m, typeURL, parts.Shared)
-		return setOrErr{set, err}
-	}).(setOrErr)
-	if so.err != nil || len(parts.Own) == 0 {
-		return so.set, so.err
-	}
-	shared := so.set
-	own := make([]*encoded, len(parts.Own))
-	h := sha256.New()
-	h.Write([]byte(shared.version))
+	own := make([]*digests, len(parts.Own))
 	for i, it := range parts.Own {
 		d := resourceDigest(m, typeURL, it)
 		if d.err != nil {
 			return nil, d.err
 		}
+		own[i] = d
+	}
+	return s.setOfSharedAndOwn(m, typeURL, parts.Shared, own)
+}
+
+// setOfSharedAndOwn is setOfParts with the own resources encoded already.
+func (s *Server) setOfSharedAndOwn(m *mesh.Snapshot, typeURL string, sharedList []types.Resource, ownDs []*digests) (*typeSet, error) {
+	so := m.Memo(sharedSetKey{typeURL, &sharedList[0], len(sharedList)}, func() any {
+		set, err := s.setOf(m, typeURL, sharedList)
+		return setOrErr{set, err}
+	}).(setOrErr)
+	if so.err != nil || len(ownDs) == 0 {
+		return so.set, so.err
+	}
+	shared := so.set
+	own := make([]*encoded, len(ownDs))
+	h := sha256.New()
+	h.Write([]byte(shared.version))
+	for i, d := range ownDs {
 		h.Write(d.sum[:])
 		own[i] = &d.enc
 	}
@@ -332,18 +346,25 @@ func (s *Server) setOfParts(m *mesh.Snapshot, typeURL string, parts generate.Par
 // setOf is the shared set of resources.
 func (s *Server) setOf(m *mesh.Snapshot, typeURL string, resources []types.Resource) (*typeSet, error) {
 	ds := make([]*digests, len(resources))
-	h := sha256.New()
 	for i, it := range resources {
 		d := resourceDigest(m, typeURL, it)
 		if d.err != nil {
 			return nil, d.err
 		}
-		h.Write(d.sum[:])
 		ds[i] = d
+	}
+	return s.setOfDigests(typeURL, ds), nil
+}
+
+// setOfDigests is the set of resources encoded already.
+func (s *Server) setOfDigests(typeURL string, ds []*digests) *typeSet {
+	h := sha256.New()
+	for _, d := range ds {
+		h.Write(d.sum[:])
 	}
 	version := hex.EncodeToString(h.Sum(nil)[:8])
 	if set := s.sets.get(setKey{typeURL, version}); set != nil {
-		return set, nil
+		return set
 	}
 	items := make([]*encoded, len(ds))
 	for i, d := range ds {
@@ -354,12 +375,101 @@ func (s *Server) setOf(m *mesh.Snapshot, typeURL string, resources []types.Resou
 	// keep it.
 	items = slices.CompactFunc(items, func(a, b *encoded) bool { return a.name == b.name })
 	set := newTypeSet(typeURL, version, slices.Clip(items))
-	return s.sets.put(set), nil
+	return s.sets.put(set)
 }
 
-// digestKey keys a resource's digests in mesh.Snapshot.Memo: the resource
-// itself (a pointer), which the memo keeps alive, so it is never reused.
-type digestKey struct{ r types.Resource }
+// ownKey keys a proxy's ownDigests in mesh.Snapshot.Memo: generate.OwnKey,
+// which is carried over to the next snapshot when the proxy's own
+// resources are unchanged, and the ownDigests with it.
+type ownKey struct{ k any }
+
+// ownDigests are the encodings of a proxy's own resources (its listeners,
+// routes and own clusters), by type in typeOrder. They are what the
+// server keeps of them: the resources themselves are garbage once
+// encoded (tens of KB a proxy as Go values).
+type ownDigests struct {
+	lists [len(typeOrder)][]*digests
+	err   error
+}
+
+// ownDigestsOf encodes r's own resources: Listeners, Routes and the Own
+// of ClusterParts and EndpointParts.
+func ownDigestsOf(m *mesh.Snapshot, r generate.Resources) *ownDigests {
+	o := &ownDigests{}
+	for i, typ := range typeOrder {
+		var list []types.Resource
+		switch typ {
+		case resource.ListenerType:
+			list = r.Listeners
+		case resource.RouteType:
+			list = r.Routes
+		default:
+			list = partsOf(r, typ).Own
+		}
+		ds := make([]*digests, len(list))
+		for j, it := range list {
+			d := resourceDigest(m, typ, it)
+			if d.err != nil {
+				o.err = fmt.Errorf("%s: %w", typ, d.err)
+				return o
+			}
+			ds[j] = d
+		}
+		o.lists[i] = ds
+	}
+	return o
+}
+
+// sidecarSnapshot is snapshotOf(m, generate.ForProxyParts(m, id)) that
+// builds and encodes the proxy's own resources only when m (or the
+// snapshot it carries over from) has not got their encodings yet.
+func (s *Server) sidecarSnapshot(m *mesh.Snapshot, id contract.Identity) (*nodeSnapshot, []string, error) {
+	own := m.MemoCarryRoutes(ownKey{generate.OwnKey(m, id)}, nil, func() any {
+		return ownDigestsOf(m, generate.ForProxyParts(m, id))
+	}).(*ownDigests)
+	if own.err != nil {
+		return nil, nil, own.err
+	}
+	shared := generate.SharedParts(m, id)
+	snap := &nodeSnapshot{}
+	versions := make([]string, len(typeOrder))
+	for i, typ := range typeOrder {
+		var set *typeSet
+		if parts := partsOf(shared, typ); len(parts.Shared) > 0 {
+			var err error
+			if set, err = s.setOfSharedAndOwn(m, typ, parts.Shared, own.lists[i]); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", typ, err)
+			}
+		} else {
+			set = s.setOfDigests(typ, own.lists[i])
+		}
+		snap.sets[i] = set
+		versions[i] = set.version
+	}
+	return snap, versions, nil
+}
+
+// digestKey keys a resource's digests in mesh.Snapshot.Memo: the
+// resource's identity, as a weak pointer for the xDS types, so the memo
+// does not keep a resource alive (a proxy's own resources are garbage
+// once encoded; shared ones are kept by the generator's memo). A weak
+// pointer is never equal to one made for another object, even at the
+// same address after the first was collected.
+type digestKey struct{ k any }
+
+func digestKeyOf(r types.Resource) digestKey {
+	switch r := r.(type) {
+	case *listener.Listener:
+		return digestKey{weak.Make(r)}
+	case *route.RouteConfiguration:
+		return digestKey{weak.Make(r)}
+	case *cluster.Cluster:
+		return digestKey{weak.Make(r)}
+	case *endpoint.ClusterLoadAssignment:
+		return digestKey{weak.Make(r)}
+	}
+	return digestKey{r}
+}
 
 // digests are a resource's encoding and hashes.
 type digests struct {
@@ -402,5 +512,5 @@ func resourceDigest(m *mesh.Snapshot, typeURL string, r types.Resource) *digests
 	}
 	// Keyed by the resource's identity: a resource carried over from the
 	// snapshot before (mesh.Snapshot.MemoCarry) keeps its encoding.
-	return m.MemoCarryRoutes(digestKey{r}, nil, compute).(*digests)
+	return m.MemoCarryRoutes(digestKeyOf(r), nil, compute).(*digests)
 }

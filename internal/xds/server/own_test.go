@@ -2,8 +2,11 @@ package server
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
 	"weft.dev/weft/internal/xds/generate"
 )
@@ -46,5 +49,38 @@ func TestOwnEncodingsCarriedOver(t *testing.T) {
 		if got.sets[i].version != want.sets[i].version {
 			t.Errorf("%s: pushed version %s, from scratch %s", typ, got.sets[i].version, want.sets[i].version)
 		}
+	}
+}
+
+// TestMergedSet: a set made of a shared set and a proxy's own resources
+// lists them merged by name, the shared one where a name is in both,
+// and diffs like a set of the same resources listed whole.
+func TestMergedSet(t *testing.T) {
+	enc := func(name, version string) *encoded {
+		return &encoded{name: name, version: version, delta: &discovery.Resource{Name: name, Version: version}}
+	}
+	base := newTypeSet("t", "base", []*encoded{enc("a", "1"), enc("c", "1"), enc("e", "1")})
+	merged := newMergedSet("t", "merged", base, []*encoded{enc("b", "2"), enc("c", "2"), enc("f", "2")})
+	var got []string
+	for e := range merged.all() {
+		got = append(got, e.name+e.version)
+	}
+	if want := []string{"a1", "b2", "c1", "e1", "f2"}; !slices.Equal(got, want) || merged.n != len(want) || !slices.Equal(merged.names(), []string{"a", "b", "c", "e", "f"}) {
+		t.Errorf("merged set lists %v (n %d, names %v), want %v", got, merged.n, merged.names(), want)
+	}
+	if e := merged.get("c"); e == nil || e.version != "1" {
+		t.Errorf("get(c) = %v, want the shared set's", e)
+	}
+	if merged.get("b") == nil || merged.get("d") != nil {
+		t.Error("get finds what is not there or misses its own")
+	}
+	whole := newTypeSet("t", "whole", []*encoded{enc("a", "1"), enc("b", "1"), enc("d", "1"), enc("f", "2")})
+	d := merged.diffFrom(whole)
+	var changed []string
+	for _, r := range d.resources {
+		changed = append(changed, r.Name)
+	}
+	if !slices.Equal(changed, []string{"b", "c", "e"}) || !slices.Equal(d.removed, []string{"d"}) {
+		t.Errorf("diff from a whole set: changed %v, removed %v; want [b c e], [d]", changed, d.removed)
 	}
 }

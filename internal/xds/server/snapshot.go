@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"iter"
 	"slices"
 	"sync"
 	"weak"
@@ -86,21 +87,81 @@ type typeSet struct {
 	// version is a digest of every resource's encoding, in order: the
 	// state-of-the-world version, and what identifies the set.
 	version string
-	items   []*encoded // sorted by name, each name once
-	names   func() []string
-	diffs   sync.Map // older set's version -> *setDiff, for delta pushes
+	// The resources, sorted by name, each name once (all): items, or —
+	// for a proxy's set made of a shared set and its own resources —
+	// base's items merged with own (those of its own whose names base
+	// has not, sorted). A proxy's cluster set then costs its own few
+	// resources rather than a copy of the scope's thousands of pointers
+	// (24 KB a proxy at 1,000 services).
+	items []*encoded
+	base  *typeSet
+	own   []*encoded
+	n     int // how many in all
+	names func() []string
+	diffs sync.Map // older set's version -> *setDiff, for delta pushes
 }
 
 func newTypeSet(typeURL, version string, items []*encoded) *typeSet {
-	set := &typeSet{typeURL: typeURL, version: version, items: items}
+	return withNames(&typeSet{typeURL: typeURL, version: version, items: items, n: len(items)})
+}
+
+// newMergedSet is the set of base's resources and own's (sorted by name,
+// each name once); where a name is in both, base's resource is the
+// set's.
+func newMergedSet(typeURL, version string, base *typeSet, own []*encoded) *typeSet {
+	own = slices.DeleteFunc(own, func(e *encoded) bool { return base.has(e.name) })
+	return withNames(&typeSet{typeURL: typeURL, version: version, base: base, own: slices.Clip(own), n: base.n + len(own)})
+}
+
+func withNames(set *typeSet) *typeSet {
 	set.names = sync.OnceValue(func() []string {
-		names := make([]string, len(set.items))
-		for i, e := range set.items {
-			names[i] = e.name
+		names := make([]string, 0, set.n)
+		for e := range set.all() {
+			names = append(names, e.name)
 		}
 		return names
 	})
 	return set
+}
+
+// all yields the set's resources in name order.
+func (set *typeSet) all() iter.Seq[*encoded] {
+	return func(yield func(*encoded) bool) {
+		if set.base == nil {
+			for _, e := range set.items {
+				if !yield(e) {
+					return
+				}
+			}
+			return
+		}
+		own := set.own
+		for e := range set.base.all() {
+			for len(own) > 0 && own[0].name < e.name {
+				if !yield(own[0]) {
+					return
+				}
+				own = own[1:]
+			}
+			if !yield(e) {
+				return
+			}
+		}
+		for _, e := range own {
+			if !yield(e) {
+				return
+			}
+		}
+	}
+}
+
+// list is all as a slice: the set's own for a set without base, else a
+// new one.
+func (set *typeSet) list() []*encoded {
+	if set.base == nil {
+		return set.items
+	}
+	return slices.AppendSeq(make([]*encoded, 0, set.n), set.all())
 }
 
 // get is the resource called name, or nil.
@@ -108,11 +169,21 @@ func (set *typeSet) get(name string) *encoded {
 	if set == nil {
 		return nil
 	}
-	i, ok := slices.BinarySearchFunc(set.items, name, func(e *encoded, n string) int { return cmpString(e.name, n) })
+	if set.base != nil {
+		if e := findEncoded(set.own, name); e != nil {
+			return e
+		}
+		return set.base.get(name)
+	}
+	return findEncoded(set.items, name)
+}
+
+func findEncoded(items []*encoded, name string) *encoded {
+	i, ok := slices.BinarySearchFunc(items, name, func(e *encoded, n string) int { return cmpString(e.name, n) })
 	if !ok {
 		return nil
 	}
-	return set.items[i]
+	return items[i]
 }
 
 // has reports whether name is one of the set's resources.
@@ -120,18 +191,18 @@ func (set *typeSet) has(name string) bool { return set.get(name) != nil }
 
 // anys lists every resource as a state-of-the-world response does.
 func (set *typeSet) anys() []*anypb.Any {
-	out := make([]*anypb.Any, len(set.items))
-	for i, e := range set.items {
-		out[i] = e.any
+	out := make([]*anypb.Any, 0, set.n)
+	for e := range set.all() {
+		out = append(out, e.any)
 	}
 	return out
 }
 
 // deltas lists every resource as a delta response does.
 func (set *typeSet) deltas() []*discovery.Resource {
-	out := make([]*discovery.Resource, len(set.items))
-	for i, e := range set.items {
-		out[i] = e.delta
+	out := make([]*discovery.Resource, 0, set.n)
+	for e := range set.all() {
+		out = append(out, e.delta)
 	}
 	return out
 }
@@ -151,18 +222,19 @@ func (set *typeSet) diffFrom(old *typeSet) *setDiff {
 		return d.(*setDiff)
 	}
 	d := &setDiff{}
+	a, b := set.list(), old.list()
 	i, j := 0, 0
-	for i < len(set.items) || j < len(old.items) {
+	for i < len(a) || j < len(b) {
 		switch {
-		case j == len(old.items) || (i < len(set.items) && set.items[i].name < old.items[j].name):
-			d.resources = append(d.resources, set.items[i].delta)
+		case j == len(b) || (i < len(a) && a[i].name < b[j].name):
+			d.resources = append(d.resources, a[i].delta)
 			i++
-		case i == len(set.items) || old.items[j].name < set.items[i].name:
-			d.removed = append(d.removed, old.items[j].name)
+		case i == len(a) || b[j].name < a[i].name:
+			d.removed = append(d.removed, b[j].name)
 			j++
 		default:
-			if set.items[i].version != old.items[j].version {
-				d.resources = append(d.resources, set.items[i].delta)
+			if a[i].version != b[j].version {
+				d.resources = append(d.resources, a[i].delta)
 			}
 			i++
 			j++
@@ -329,18 +401,8 @@ func (s *Server) setOfSharedAndOwn(m *mesh.Snapshot, typeURL string, sharedList 
 		return set, nil
 	}
 	slices.SortStableFunc(own, func(a, b *encoded) int { return cmpString(a.name, b.name) })
-	items := make([]*encoded, 0, len(shared.items)+len(own))
-	a, b := shared.items, own
-	for len(a) > 0 && len(b) > 0 {
-		if b[0].name < a[0].name {
-			items, b = append(items, b[0]), b[1:]
-		} else {
-			items, a = append(items, a[0]), a[1:]
-		}
-	}
-	items = append(append(items, a...), b...)
-	items = slices.CompactFunc(items, func(a, b *encoded) bool { return a.name == b.name })
-	return s.sets.put(newTypeSet(typeURL, version, slices.Clip(items))), nil
+	own = slices.CompactFunc(own, func(a, b *encoded) bool { return a.name == b.name })
+	return s.sets.put(newMergedSet(typeURL, version, shared, own)), nil
 }
 
 // setOf is the shared set of resources.

@@ -2,11 +2,14 @@ package server
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"weft.dev/weft/internal/xds/generate"
 )
@@ -83,4 +86,48 @@ func TestMergedSet(t *testing.T) {
 	if !slices.Equal(changed, []string{"b", "c", "e"}) || !slices.Equal(d.removed, []string{"d"}) {
 		t.Errorf("diff from a whole set: changed %v, removed %v; want [b c e], [d]", changed, d.removed)
 	}
+}
+
+// TestInternedEncodings: resources of the same content built for
+// different proxies share one encoding, and the interner forgets an
+// encoding no one holds.
+func TestInternedEncodings(t *testing.T) {
+	s, _, _ := pushFixture(t, 6, 24)
+	s.push(context.Background(), time.Now())
+	var a, b *proxy
+	for _, p := range s.proxies {
+		if p.id.Labels["app"] != "svc-0001" {
+			continue
+		}
+		if a == nil {
+			a = p
+		} else if b == nil {
+			b = p
+		}
+	}
+	la := a.snapshot().set(resource.ListenerType).get("virtualInbound")
+	lb := b.snapshot().set(resource.ListenerType).get("virtualInbound")
+	if la == nil || la != lb {
+		t.Fatalf("two sidecars of one service: inbound listener encodings %p and %p, want one shared", la, lb)
+	}
+	in := &interner{}
+	d := resourceDigest(nil, "t", &anypb.Any{TypeUrl: "x", Value: []byte("once")})
+	if got := in.intern("t", d); got != d {
+		t.Fatal("the first digests of a content are not the interned ones")
+	}
+	if got := in.intern("t", resourceDigest(nil, "t", &anypb.Any{TypeUrl: "x", Value: []byte("once")})); got != d {
+		t.Error("equal content interned twice")
+	}
+	d = nil
+	for i := 0; i < 20; i++ {
+		runtime.GC()
+		in.mu.Lock()
+		n := len(in.m)
+		in.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond) // cleanups run on their own goroutine
+	}
+	t.Error("the interner kept an entry whose digests were collected")
 }

@@ -24,6 +24,7 @@ func newServeCmd() *cobra.Command {
 		outboundPolicy string
 		egressScope    string
 		meshConfigFile string
+		memLimit       string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--config DIR] [--kubeconfig FILE | --in-cluster] [--consul ADDR]",
@@ -60,6 +61,11 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 				return fmt.Errorf("--default-egress-scope: %w", err)
 			}
 			o.Logger = log
+			limit, err := memoryLimit(memLimit)
+			if err != nil {
+				return err
+			}
+			applyMemoryLimit(limit, log)
 			if meshConfigFile != "" {
 				mc, warns, err := config.LoadMeshConfig(meshConfigFile)
 				if err != nil {
@@ -117,6 +123,7 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 	f.DurationVar(&o.DebounceMax, "debounce-max", 0, "longest a change waits during a burst of edits (0 = default 1s)")
 	f.DurationVar(&o.AutoRegistrationGrace, "auto-registration-grace", 0, "how long a VM registered by WorkloadGroup (weft-proxy --auto-register-group) stays after its proxy disconnects (0 = default 10s)")
 	f.DurationVar(&o.SourceSyncTimeout, "source-sync-timeout", controlplane.DefaultSourceSyncTimeout, "how long to wait for the Kubernetes and Consul sources to be read once before serving the first config without the late ones")
+	f.StringVar(&memLimit, "memory-limit", "auto", "soft memory limit of the Go runtime (as GOMEMLIMIT, which wins if set): a size (512Mi, 1G), 0 for off, or auto: 90% of the cgroup's memory limit, off without one. The garbage collector works harder near it rather than let garbage grow the process; it does not bound the live heap (docs/control-plane.md)")
 	regs.register(f)
 	inj.register(f)
 	tracingF.register(f)

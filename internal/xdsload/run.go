@@ -36,7 +36,8 @@ type Options struct {
 	// ProfileDir, when set, receives the control plane's CPU profiles
 	// taken from the first config change on for ChangeProfile
 	// (cpu-changes.pprof) and during the storm (cpu-storm.pprof), and its
-	// heap profile after the changes (heap.pprof).
+	// heap profile after the changes (heap.pprof), and one of the live heap
+	// once the fleet is connected (heap-connect.pprof).
 	ProfileDir string
 	// ChangeProfile is the length of cpu-changes.pprof (default 30s).
 	ChangeProfile time.Duration
@@ -261,6 +262,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep.Connect.CPUSeconds = rep.Connect.After.CPUSeconds - before.CPUSeconds
 	rep.Connect.PerProxy = perProxy(f.Counters(), nil, 1)
 	log.Info("fleet connected", "proxies", len(f.proxies), "took", rep.Connect.Duration)
+	if o.ProfileDir != "" { // what the connected fleet costs the control plane
+		file := filepath.Join(o.ProfileDir, "heap-connect.pprof")
+		if err := o.CP.FetchProfile(ctx, "heap", "gc=1", file); err != nil {
+			log.Warn("heap profile", "error", err)
+		} else {
+			rep.Profiles = append(rep.Profiles, file)
+		}
+	}
 
 	var profWG sync.WaitGroup
 	if o.ProfileDir != "" {

@@ -77,40 +77,40 @@ func ForProxyParts(s *mesh.Snapshot, id contract.Identity) Resources {
 func forProxy(s *mesh.Snapshot, id contract.Identity, merged bool) Resources {
 	shared := sharedOutboundClusters(s, id)
 	eps := sharedOutboundEndpoints(s, id)
-	own := ownResources(s, id, shared)
-	// Clipped: the lists are shared (by the proxy's pushes, and carried
-	// over), so an append by a caller must not write into them.
+	own := buildOwn(s, id, shared)
 	r := Resources{
-		Listeners:     slices.Clip(own.listeners),
-		Routes:        slices.Clip(own.routes),
-		ClusterParts:  Parts{Shared: shared, Own: slices.Clip(own.clusters)},
+		Listeners:     own.Listeners,
+		Routes:        own.Routes,
+		ClusterParts:  Parts{Shared: shared, Own: own.ClusterParts.Own},
 		EndpointParts: Parts{Shared: eps},
 	}
 	if merged {
-		r.Clusters = mergeSorted(shared, own.clusters)
+		r.Clusters = mergeSorted(shared, own.ClusterParts.Own)
 		r.Endpoints = slices.Clone(eps)
 	}
 	return r
 }
 
-// proxyOwn is what ForProxy builds for one proxy: its listeners and
-// routes (some shared), its own clusters, and the digest of its own
-// endpoints (EndpointsAt its addresses) they were built from.
-type proxyOwn struct {
-	listeners, routes, clusters []types.Resource
-	eps                         uint64
+// SharedParts is ForProxyParts without the proxy's own resources: only
+// ClusterParts.Shared and EndpointParts.Shared are set (memo lookups, no
+// per-proxy work). With OwnKey, a server that keeps what it derives from
+// the proxy's own resources (their encodings) calls ForProxyParts only
+// when it has nothing kept for the key.
+func SharedParts(s *mesh.Snapshot, id contract.Identity) Resources {
+	return Resources{
+		ClusterParts:  Parts{Shared: sharedOutboundClusters(s, id)},
+		EndpointParts: Parts{Shared: sharedOutboundEndpoints(s, id)},
+	}
 }
 
-type proxyKey struct{ identity string }
-
-// ownResources builds a proxy's listeners, routes and own clusters, or
-// carries them over from the snapshot before (mesh.Snapshot.MemoCarry)
-// when only endpoints changed and none of the proxy's own: what a proxy's
-// inbound side is made of reads the endpoints at its addresses, nothing
-// else of the registry but its services. shared is the proxy's outbound
-// cluster list (tracing adds a collector cluster only when no service
-// has its name).
-func ownResources(s *mesh.Snapshot, id contract.Identity, shared []types.Resource) *proxyOwn {
+// OwnKey identifies the proxy's own resources in s (its listeners,
+// routes and ClusterParts.Own, as ForProxyParts builds them): two calls
+// give the same key (==) only when those are the same, in this snapshot
+// or in one it carries over from (mesh.Snapshot.MemoCarry: when only
+// endpoints changed and none at the proxy's addresses). The resources
+// themselves are not kept: a proxy's inbound listeners and clusters cost
+// tens of KB as Go values, and a server needs only their encodings.
+func OwnKey(s *mesh.Snapshot, id contract.Identity) any {
 	own := func() uint64 {
 		h := fnv.New64a()
 		for _, ep := range s.Registry.EndpointsAt(id.IPs) {
@@ -121,35 +121,55 @@ func ownResources(s *mesh.Snapshot, id contract.Identity, shared []types.Resourc
 	// Every field of the identity, maps in key order.
 	key := proxyKey{fmt.Sprintf("%+v", id)}
 	return s.MemoCarry(key, func(prev any) bool { return prev.(*proxyOwn).eps == own() }, func() any {
-		var (
-			r     Resources
-			local []types.Resource // inbound (and passthrough) clusters
-		)
-		switch {
-		case id.Router():
-			// A gateway: the Gateways' listeners, no application behind it
-			// (gateway.go).
-			r.Listeners, r.Routes = gatewayListeners(s, id)
-		case id.Captured():
-			r.Listeners, r.Routes, local = captured(s, id)
-		default:
-			if l := outboundListener(s, id); l != nil {
-				// The http_proxy route configuration exists exactly when a
-				// listener refers to it, so the set stays consistent.
-				rc := sharedOutboundRoutes(s, id)
-				r.Listeners = append(r.Listeners, withCORSFilter(l, rc))
-				r.Routes = append(r.Routes, rc)
-			}
-			var inL []types.Resource
-			inL, local = inbound(s, id)
-			r.Listeners = append(r.Listeners, inL...)
-		}
-		sortByName(local)
-		r.ClusterParts = Parts{Shared: shared, Own: local}
-		sortByName(r.Listeners)
-		sortByName(r.Routes)
-		withTracing(s, id, &r) // tracing.go
-		withStats(s, id, &r)   // stats.go
-		return &proxyOwn{listeners: r.Listeners, routes: r.Routes, clusters: r.ClusterParts.Own, eps: own()}
+		return &proxyOwn{eps: own()}
 	}).(*proxyOwn)
+}
+
+// proxyOwn is OwnKey's key: the digest of the proxy's own endpoints
+// (EndpointsAt its addresses) that its own resources are built from.
+type proxyOwn struct {
+	eps uint64
+}
+
+type proxyKey struct{ identity string }
+
+// buildOwn builds a proxy's listeners, routes and own clusters
+// (ClusterParts.Own; Shared is left nil): what a proxy's inbound side is
+// made of reads the endpoints at its addresses, nothing else of the
+// registry but its services (OwnKey). The listeners and routes shared
+// with other proxies come from the snapshot's memo. shared is the
+// proxy's outbound cluster list (tracing adds a collector cluster only
+// when no service has its name).
+func buildOwn(s *mesh.Snapshot, id contract.Identity, shared []types.Resource) Resources {
+	var (
+		r     Resources
+		local []types.Resource // inbound (and passthrough) clusters
+	)
+	switch {
+	case id.Router():
+		// A gateway: the Gateways' listeners, no application behind it
+		// (gateway.go).
+		r.Listeners, r.Routes = gatewayListeners(s, id)
+	case id.Captured():
+		r.Listeners, r.Routes, local = captured(s, id)
+	default:
+		if l := outboundListener(s, id); l != nil {
+			// The http_proxy route configuration exists exactly when a
+			// listener refers to it, so the set stays consistent.
+			rc := sharedOutboundRoutes(s, id)
+			r.Listeners = append(r.Listeners, withCORSFilter(l, rc))
+			r.Routes = append(r.Routes, rc)
+		}
+		var inL []types.Resource
+		inL, local = inbound(s, id)
+		r.Listeners = append(r.Listeners, inL...)
+	}
+	sortByName(local)
+	r.ClusterParts = Parts{Shared: shared, Own: local}
+	sortByName(r.Listeners)
+	sortByName(r.Routes)
+	withTracing(s, id, &r) // tracing.go
+	withStats(s, id, &r)   // stats.go
+	r.ClusterParts.Shared = nil
+	return r
 }

@@ -143,3 +143,34 @@ func BenchmarkWireCodec(b *testing.B) {
 		}
 	}
 }
+
+// TestBoundedPool: a buffer is at most twice its length, idle buffers are
+// reused, and no more than the limit is kept idle.
+func TestBoundedPool(t *testing.T) {
+	p := newBoundedPool(16, 18, 256<<10) // 64, 128, 256 KiB; 256 KiB idle at most
+	b := p.Get(70 << 10)
+	if len(*b) != 70<<10 || cap(*b) != 128<<10 {
+		t.Fatalf("Get(70 KiB): len %d cap %d, want 70 KiB in 128 KiB", len(*b), cap(*b))
+	}
+	p.Put(b)
+	if again := p.Get(100 << 10); &(*again)[:1][0] != &(*b)[:1][0] {
+		t.Error("an idle buffer of the class was not reused")
+	}
+	if big := p.Get(300 << 10); cap(*big) != 300<<10 {
+		t.Errorf("Get(300 KiB) above the largest class: cap %d, want exactly its length", cap(*big))
+	}
+	var held []*[]byte
+	for range 4 {
+		held = append(held, p.Get(100<<10))
+	}
+	for _, h := range held {
+		p.Put(h)
+	}
+	if got := p.held.Load(); got != 256<<10 {
+		t.Errorf("idle bytes after returning 4 × 128 KiB: %d, want the limit %d", got, 256<<10)
+	}
+	p.Put(&[]byte{1, 2, 3}) // not of a class: dropped
+	if got := p.held.Load(); got != 256<<10 {
+		t.Errorf("a foreign buffer was kept: idle %d", got)
+	}
+}

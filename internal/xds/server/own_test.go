@@ -1,0 +1,133 @@
+package server
+
+import (
+	"context"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"weft.dev/weft/internal/xds/generate"
+)
+
+// TestOwnEncodingsCarriedOver: a proxy's own resources are encoded once
+// and their encodings carried to the next snapshot when only endpoints
+// elsewhere changed (no rebuild, no re-encoding), and what the proxy is
+// sent then equals what the generator gives it from scratch.
+func TestOwnEncodingsCarriedOver(t *testing.T) {
+	s, m, build := pushFixture(t, 6, 12)
+	ctx := context.Background()
+	s.push(ctx, time.Now())
+	var p *proxy
+	for _, q := range s.proxies {
+		if q.id.Labels["app"] == "svc-0000" {
+			p = q
+			break
+		}
+	}
+	first := s.current().m
+	key := ownKey{generate.OwnKey(first, p.id)}
+	kept := first.Memo(key, func() any { t.Fatal("the first push kept no encodings of the proxy's own resources"); return nil })
+
+	// Another service's spare endpoint moves: carried over.
+	if _, err := m.ChangeEndpoint(3, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Update(build())
+	s.push(ctx, time.Now())
+	next := s.current().m
+	if got := next.Memo(ownKey{generate.OwnKey(next, p.id)}, func() any { return nil }); got != kept {
+		t.Error("an endpoint change elsewhere rebuilt the proxy's own encodings; want them carried over")
+	}
+	want, _, err := s.snapshotOf(next, generate.ForProxy(next, p.id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := p.snapshot()
+	for i, typ := range typeOrder {
+		if got.sets[i].version != want.sets[i].version {
+			t.Errorf("%s: pushed version %s, from scratch %s", typ, got.sets[i].version, want.sets[i].version)
+		}
+	}
+}
+
+// TestMergedSet: a set made of a shared set and a proxy's own resources
+// lists them merged by name, the shared one where a name is in both,
+// and diffs like a set of the same resources listed whole.
+func TestMergedSet(t *testing.T) {
+	enc := func(name, version string) *encoded {
+		return &encoded{name: name, version: version, delta: &discovery.Resource{Name: name, Version: version}}
+	}
+	base := newTypeSet("t", "base", []*encoded{enc("a", "1"), enc("c", "1"), enc("e", "1")})
+	merged := newMergedSet("t", "merged", base, []*encoded{enc("b", "2"), enc("c", "2"), enc("f", "2")})
+	var got []string
+	for e := range merged.all() {
+		got = append(got, e.name+e.version)
+	}
+	if want := []string{"a1", "b2", "c1", "e1", "f2"}; !slices.Equal(got, want) || merged.n != len(want) || !slices.Equal(merged.names(), []string{"a", "b", "c", "e", "f"}) {
+		t.Errorf("merged set lists %v (n %d, names %v), want %v", got, merged.n, merged.names(), want)
+	}
+	if e := merged.get("c"); e == nil || e.version != "1" {
+		t.Errorf("get(c) = %v, want the shared set's", e)
+	}
+	if merged.get("b") == nil || merged.get("d") != nil {
+		t.Error("get finds what is not there or misses its own")
+	}
+	whole := newTypeSet("t", "whole", []*encoded{enc("a", "1"), enc("b", "1"), enc("d", "1"), enc("f", "2")})
+	d := merged.diffFrom(whole)
+	var changed []string
+	for _, r := range d.resources {
+		changed = append(changed, r.Name)
+	}
+	if !slices.Equal(changed, []string{"b", "c", "e"}) || !slices.Equal(d.removed, []string{"d"}) {
+		t.Errorf("diff from a whole set: changed %v, removed %v; want [b c e], [d]", changed, d.removed)
+	}
+}
+
+// TestInternedEncodings: resources of the same content built for
+// different proxies share one encoding, and the interner forgets an
+// encoding no one holds.
+func TestInternedEncodings(t *testing.T) {
+	s, _, _ := pushFixture(t, 6, 24)
+	s.push(context.Background(), time.Now())
+	var a, b *proxy
+	for _, p := range s.proxies {
+		if p.id.Labels["app"] != "svc-0001" {
+			continue
+		}
+		if a == nil {
+			a = p
+		} else if b == nil {
+			b = p
+		}
+	}
+	la := a.snapshot().set(resource.ListenerType).get("virtualInbound")
+	lb := b.snapshot().set(resource.ListenerType).get("virtualInbound")
+	if la == nil || la != lb {
+		t.Fatalf("two sidecars of one service: inbound listener encodings %p and %p, want one shared", la, lb)
+	}
+	in := &interner{}
+	d := resourceDigest(nil, "t", &anypb.Any{TypeUrl: "x", Value: []byte("once")})
+	if got := in.intern("t", d); got != d {
+		t.Fatal("the first digests of a content are not the interned ones")
+	}
+	if got := in.intern("t", resourceDigest(nil, "t", &anypb.Any{TypeUrl: "x", Value: []byte("once")})); got != d {
+		t.Error("equal content interned twice")
+	}
+	d = nil
+	for i := 0; i < 20; i++ {
+		runtime.GC()
+		in.mu.Lock()
+		n := len(in.m)
+		in.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond) // cleanups run on their own goroutine
+	}
+	t.Error("the interner kept an entry whose digests were collected")
+}

@@ -43,6 +43,7 @@ if [ "${SKIP_CADDY:-0}" != 1 ] && [ ! -x "$CADDY" ]; then
 fi
 
 work=$(mktemp -d /tmp/weft-throughput.XXXXXX)
+chmod 755 "$work" # nginx's workers (www-data) read the body there
 pids=()
 cleanup() { for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -52,8 +53,10 @@ go build -o "$work/weft" ./cmd/weft
 go build -o "$work/weft-proxy" ./cmd/weft-proxy
 
 UP=127.0.22.2 CP=127.0.22.9 SIDECAR=127.0.22.1 NGX=127.0.22.3 HAP=127.0.22.4 CAD=127.0.22.5
-on_load() { taskset -c "$LOAD_CPU" "$@"; }
-on_proxy() { taskset -c "$PROXY_CPU" "$@"; }
+# taskset execs the command: $! is the process itself (a shell function
+# in the background would be a subshell that kill does not reach).
+on_load="taskset -c $LOAD_CPU"
+on_proxy="taskset -c $PROXY_CPU"
 
 # The upstream: nginx serving a static 1 KiB body, keep-alive.
 head -c 1024 /dev/zero | tr '\0' 'x' > "$work/body"
@@ -69,7 +72,7 @@ http {
   server { listen $UP:8080; location / { root $work; try_files /body =404; } }
 }
 NGX
-on_load "$NGINX" -c "$work/upstream.conf" -p "$work" >/dev/null 2>&1 & pids+=($!)
+$on_load "$NGINX" -c "$work/upstream.conf" -p "$work" >/dev/null 2>&1 & pids+=($!)
 
 # Weft: the control plane (plaintext xDS) and a sidecar whose outbound
 # listener routes Host: up to the upstream.
@@ -85,9 +88,9 @@ spec:
   ports: [{number: 8080, name: http, protocol: HTTP}]
   endpoints: [{address: $UP}]
 YAML
-on_load "$work/weft" serve --config "$work/config" --xds-address $CP:15012 --xds-plaintext-address $CP:15010 --status-address $CP:15014 --log-level warn & pids+=($!)
+$on_load "$work/weft" serve --config "$work/config" --xds-address $CP:15012 --xds-plaintext-address $CP:15010 --status-address $CP:15014 --log-level warn & pids+=($!)
 for i in $(seq 1 50); do curl -fsS -o /dev/null http://$CP:15014/status && break; sleep 0.1; done
-on_proxy "$work/weft-proxy" --xds-plaintext --xds-address $CP:15010 --workload bench-client --labels app=client,version=v1 \
+$on_proxy "$work/weft-proxy" --xds-plaintext --xds-address $CP:15010 --workload bench-client --labels app=client,version=v1 \
   --ip $SIDECAR --outbound $SIDECAR:15001 --admin-address $SIDECAR:15000 --log-level warn & weft_pid=$!; pids+=($!)
 
 cat > "$work/nginx.conf" <<NGX
@@ -106,7 +109,7 @@ http {
   }
 }
 NGX
-on_proxy "$NGINX" -c "$work/nginx.conf" -p "$work" >/dev/null 2>&1 & nginx_pid=$!; pids+=($!)
+$on_proxy "$NGINX" -c "$work/nginx.conf" -p "$work" >/dev/null 2>&1 & nginx_pid=$!; pids+=($!)
 
 cat > "$work/haproxy.cfg" <<HAP
 global
@@ -124,7 +127,7 @@ frontend f
 backend b
   server up $UP:8080
 HAP
-on_proxy "$HAPROXY" -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & haproxy_pid=$!; pids+=($!)
+$on_proxy "$HAPROXY" -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & haproxy_pid=$!; pids+=($!)
 
 caddy_pid=
 if [ "${SKIP_CADDY:-0}" != 1 ]; then
@@ -132,21 +135,24 @@ if [ "${SKIP_CADDY:-0}" != 1 ]; then
 {
   admin off
   auto_https off
-  log { output discard }
+  log {
+    output discard
+  }
 }
 http://$CAD:8080 {
+  bind $CAD
   reverse_proxy $UP:8080
 }
 CAD
-  XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work on_proxy "$CADDY" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 & caddy_pid=$!; pids+=($!)
+  XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work $on_proxy "$CADDY" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 & caddy_pid=$!; pids+=($!)
 fi
 
-ready() { curl -fsS -o /dev/null -H "Host: ${2:-x}" "$1"; }
+ready() { curl -fs -o /dev/null -H "Host: ${2:-x}" "$1"; }
 for i in $(seq 1 100); do
   if ready "http://$SIDECAR:15001/" up && ready "http://$NGX:8080/" && ready "http://$HAP:8080/" \
      && { [ -z "$caddy_pid" ] || ready "http://$CAD:8080/"; }; then break; fi
   sleep 0.1
-  [ "$i" = 100 ] && { echo "the proxies did not come up" >&2; exit 1; }
+  [ "$i" = 100 ] && { echo "the proxies did not come up" >&2; for f in "$work"/*.log; do echo "== $f" >&2; tail -n 5 "$f" >&2; done; exit 1; }
 done
 
 tree() { echo "$1"; pgrep -P "$1" || true; }
@@ -159,7 +165,7 @@ secs=${DURATION%s}
 load() {
   local c0 out rps c1 errs
   c0=$(cpu_ticks "$3")
-  out=$(on_load "$WRK" -t1 -c"$CONNS" -d"$DURATION" -H "Host: $4" "$2")
+  out=$($on_load "$WRK" -t1 -c"$CONNS" -d"$DURATION" -H "Host: $4" "$2")
   c1=$(cpu_ticks "$3")
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   errs=$(awk '/Non-2xx/ {print $NF} /Socket errors/ {e=1} END {}' <<<"$out")
@@ -174,7 +180,7 @@ pid() { case $1 in weft) echo $weft_pid;; nginx) echo $nginx_pid;; haproxy) echo
 host() { case $1 in weft) echo up;; *) echo x;; esac; }
 
 echo "warming up"
-for n in "${names[@]}"; do on_load "$WRK" -t1 -c"$CONNS" -d2s -H "Host: $(host $n)" "$(url $n)" >/dev/null; done
+for n in "${names[@]}"; do $on_load "$WRK" -t1 -c"$CONNS" -d2s -H "Host: $(host $n)" "$(url $n)" >/dev/null; done
 for r in $(seq 1 "$ROUNDS"); do
   for n in "${names[@]}"; do
     read -r rps ticks errs < <(load "$n" "$(url $n)" "$(pid $n)" "$(host $n)")

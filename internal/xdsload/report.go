@@ -19,8 +19,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if scope == "" {
 		scope = ScopeMesh
 	}
-	fmt.Fprintf(&b, "xDS load: %d proxies (%s ADS, %s, %s scope, %d connections), %d services x %d endpoints (%d of them spare)\n",
-		r.Proxies, r.Protocol, mode, scope, r.Conns, r.Services, r.Endpoints+r.Spare, r.Spare)
+	source := r.EndpointSource
+	if source == "" {
+		source = SourceFile
+	}
+	fmt.Fprintf(&b, "xDS load: %d proxies (%s ADS, %s, %s scope, %d connections), %d services x %d endpoints (%d of them spare, in %s)\n",
+		r.Proxies, r.Protocol, mode, scope, r.Conns, r.Services, r.Endpoints+r.Spare, r.Spare, source)
 	if r.Aborted != "" {
 		fmt.Fprintf(&b, "ABORTED: %s\n", r.Aborted)
 	}

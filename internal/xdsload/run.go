@@ -93,6 +93,9 @@ type Report struct {
 	Scope Scope `json:"scope"`
 	// Protocol is the ADS variant the proxies spoke: "delta" or "sotw".
 	Protocol Protocol `json:"protocol"`
+	// EndpointSource is where the endpoints that changes move lived:
+	// "file" (WorkloadEntries) or "consul" (a Consul catalog).
+	EndpointSource EndpointSource `json:"endpoint_source"`
 
 	Connect  Connect  `json:"connect"`
 	Config   Change   `json:"config_change"`
@@ -227,7 +230,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	spec := o.Mesh.Spec()
-	rep := &Report{Proxies: o.Fleet.Proxies, Conns: f.opts.Conns, Services: spec.Services, Endpoints: spec.Endpoints, Spare: spec.Spare, Captured: o.Fleet.Captured, Protocol: f.Protocol(), Scope: o.Scope}
+	rep := &Report{Proxies: o.Fleet.Proxies, Conns: f.opts.Conns, Services: spec.Services, Endpoints: spec.Endpoints, Spare: spec.Spare, Captured: o.Fleet.Captured, Protocol: f.Protocol(), Scope: o.Scope, EndpointSource: o.Mesh.Source()}
 	r := runner{o: o, f: f, log: log}
 
 	before, err := r.sample()
@@ -287,7 +290,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}); err != nil {
 		return rep, r.aborted(ctx, rep, err)
 	}
-	if rep.Endpoint, err = r.changes(ctx, "endpoint (WorkloadEntry address)", "EDS", func(i int) int { return i*13 + 1 }, func(i, svc int, before func(string)) error {
+	epKind := "endpoint (WorkloadEntry address)"
+	if o.Mesh.Source() == SourceConsul {
+		epKind = "endpoint (Consul catalog address)"
+	}
+	if rep.Endpoint, err = r.changes(ctx, epKind, "EDS", func(i int) int { return i*13 + 1 }, func(i, svc int, before func(string)) error {
 		_, err := o.Mesh.ChangeEndpoint(svc, i, before)
 		return err
 	}); err != nil {

@@ -60,6 +60,7 @@ func run() error {
 		simCPUs    = flag.String("sim-cpus", "", "pin the simulator to these CPUs (e.g. 0) and size its GOMAXPROCS to them")
 		profileDir = flag.String("profile-dir", "", "write the control plane's CPU profiles (from the first config change on, and during the storm) and heap profile (after the single changes) here")
 		changeProf = flag.Duration("change-profile", 30*time.Second, "length of the CPU profile taken from the first config change on (with --profile-dir)")
+		epProf     = flag.Duration("endpoint-profile", 0, "with --profile-dir, also profile the control plane for this long from the first endpoint change on (cpu-endpoint.pprof); shorten --change-profile so the two do not overlap")
 		maxRSS     = flag.Int64("max-cp-rss-mib", 6144, "stop the run when weft serve's RSS exceeds this many MiB (0: no limit)")
 		jsonOut    = flag.String("json", "", "also write the report as JSON to this `file` (- for stdout)")
 		cpLog      = flag.String("cp-log", "", "write weft serve's log to this file (default: discarded)")
@@ -156,7 +157,7 @@ func run() error {
 		Mesh: m, CP: cp,
 		Fleet:   xdsload.FleetOptions{Proxies: *proxies, Conns: *conns, Captured: !*explicit, Protocol: proto},
 		Changes: *changes, StormRate: *stormRate, StormDuration: *storm, Timeout: *timeout,
-		ProfileDir: *profileDir, ChangeProfile: *changeProf, MaxRSS: *maxRSS << 20, Scope: sc, Logger: log,
+		ProfileDir: *profileDir, ChangeProfile: *changeProf, EndpointProfile: *epProf, MaxRSS: *maxRSS << 20, Scope: sc, Logger: log,
 	})
 	if rep != nil {
 		if werr := rep.WriteTable(os.Stdout); werr != nil {

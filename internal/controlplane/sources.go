@@ -104,6 +104,7 @@ func (c *ControlPlane) runConfig(ctx context.Context) error {
 	}
 	load()
 	hosts := c.knownHosts()
+	var rebuilt time.Time // when the last registry change's rebuild ended
 	for {
 		select {
 		case <-ctx.Done():
@@ -113,20 +114,33 @@ func (c *ControlPlane) runConfig(ctx context.Context) error {
 		case <-cfgKick:
 			load()
 		case <-regKick:
-			// Several registry changes in a burst become one rebuild.
-			coalesce(ctx, regKick, c.registryDebounce())
-			next := c.knownHosts()
-			if !maps.Equal(hosts, next) || guardHasOpinion(c.lastConfig()) {
-				hosts = next
-				snap := c.store.Reload()
-				c.report(snap)
-				if c.applyIfChanged(snap) {
-					continue
-				}
+			// A lone registry change is rebuilt at once; changes that
+			// follow a rebuild within the debounce are gathered for it,
+			// so a burst is one rebuild per debounce period.
+			if d := c.registryDebounce(); time.Since(rebuilt) < d {
+				coalesce(ctx, regKick, d)
 			}
-			c.republish()
+			c.registryChanged(&hosts)
+			rebuilt = time.Now()
 		}
 	}
+}
+
+// registryChanged rebuilds the mesh for a registry change: from the
+// config in force, judged again only when the known hosts changed (into
+// *hosts) or the traffic guard has an opinion. The caller is runConfig's
+// loop.
+func (c *ControlPlane) registryChanged(hosts *map[string]string) {
+	next := c.knownHosts()
+	if !maps.Equal(*hosts, next) || guardHasOpinion(c.lastConfig()) {
+		*hosts = next
+		snap := c.store.Reload()
+		c.report(snap)
+		if c.applyIfChanged(snap) {
+			return
+		}
+	}
+	c.republish()
 }
 
 // waitForSync waits until every config source and registry has synced, ctx
@@ -405,7 +419,8 @@ func forward(ctx context.Context, in <-chan struct{}, out chan struct{}) {
 	}
 }
 
-// coalesce waits d, absorbing further kicks, so a burst is one rebuild.
+// coalesce waits d, absorbing further kicks, so a burst that follows a
+// rebuild is one rebuild.
 func coalesce(ctx context.Context, ch chan struct{}, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()

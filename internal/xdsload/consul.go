@@ -182,8 +182,13 @@ func StartConsul(ctx context.Context, o ConsulOptions) (*ConsulProcess, error) {
 		_, _ = fmt.Sscan(p, &n)
 		return n
 	}
-	b, _ := json.Marshal(map[string]any{"ports": map[string]int{
-		"http": port(0), "serf_lan": port(1), "serf_wan": port(2), "server": port(3), "dns": -1, "grpc": -1, "grpc_tls": -1}})
+	b, _ := json.Marshal(map[string]any{
+		"ports": map[string]int{"http": port(0), "serf_lan": port(1), "serf_wan": port(2), "server": port(3), "dns": -1, "grpc": -1, "grpc_tls": -1},
+		// weft serve holds one blocking query per service, each on its
+		// own connection (docs/registries.md): 1,000 services need more
+		// than the default 200 connections per client address.
+		"limits": map[string]int{"http_max_conns_per_client": 8192},
+	})
 	portsFile := filepath.Join(o.Dir, "consul-ports.json")
 	if err := os.WriteFile(portsFile, b, 0o644); err != nil {
 		return nil, err

@@ -40,6 +40,11 @@ type Options struct {
 	ProfileDir string
 	// ChangeProfile is the length of cpu-changes.pprof (default 30s).
 	ChangeProfile time.Duration
+	// EndpointProfile, with ProfileDir, also profiles the control plane
+	// for this long from the first endpoint change on
+	// (cpu-endpoint.pprof); 0 skips it. It fails (a warning) while
+	// cpu-changes.pprof is still being taken: shorten ChangeProfile.
+	EndpointProfile time.Duration
 	// MaxRSS, when set, stops the run once the control plane's resident
 	// memory exceeds it (bytes): the machine is shared, and a control
 	// plane that cannot fit is a result, not a reason to swap.
@@ -289,6 +294,24 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return err
 	}); err != nil {
 		return rep, r.aborted(ctx, rep, err)
+	}
+	if o.ProfileDir != "" && o.EndpointProfile > 0 {
+		file := filepath.Join(o.ProfileDir, "cpu-endpoint.pprof")
+		secs := max(1, int(o.EndpointProfile/time.Second))
+		var ok atomic.Bool
+		profWG.Go(func() {
+			if err := o.CP.FetchProfile(ctx, "profile", fmt.Sprintf("seconds=%d", secs), file); err != nil {
+				log.Warn("cpu profile", "error", err)
+				return
+			}
+			ok.Store(true)
+		})
+		defer func() {
+			profWG.Wait()
+			if ok.Load() {
+				rep.Profiles = append(rep.Profiles, file)
+			}
+		}()
 	}
 	epKind := "endpoint (WorkloadEntry address)"
 	if o.Mesh.Source() == SourceConsul {

@@ -136,6 +136,7 @@ func (set *typeSet) deltas() []*discovery.Resource {
 type setDiff struct {
 	resources []*discovery.Resource
 	removed   []string
+	sameNames bool // both sets have the same names (only versions changed)
 }
 
 // diffFrom is what changed from old to set, both taken whole. It is
@@ -145,15 +146,17 @@ func (set *typeSet) diffFrom(old *typeSet) *setDiff {
 	if d, ok := set.diffs.Load(old.version); ok {
 		return d.(*setDiff)
 	}
-	d := &setDiff{}
+	d := &setDiff{sameNames: true}
 	i, j := 0, 0
 	for i < len(set.items) || j < len(old.items) {
 		switch {
 		case j == len(old.items) || (i < len(set.items) && set.items[i].name < old.items[j].name):
 			d.resources = append(d.resources, set.items[i].delta)
+			d.sameNames = false
 			i++
 		case i == len(set.items) || old.items[j].name < set.items[i].name:
 			d.removed = append(d.removed, old.items[j].name)
+			d.sameNames = false
 			j++
 		default:
 			if set.items[i].version != old.items[j].version {

@@ -165,8 +165,12 @@ type Change struct {
 	PerProxy     Pushed          `json:"per_proxy_per_change"`
 	// CPUSeconds is the control plane's CPU time per change (from the
 	// change until settled).
-	CPUSeconds float64  `json:"cpu_seconds_per_change"`
-	After      CPSample `json:"after"`
+	CPUSeconds float64 `json:"cpu_seconds_per_change"`
+	// SimCPUSeconds is the simulator's own CPU time per change, over the
+	// same span: it receives and ACKs on its own cores, and a last ACK
+	// can come no sooner than it has handled every proxy's response.
+	SimCPUSeconds float64  `json:"sim_cpu_seconds_per_change"`
+	After         CPSample `json:"after"`
 }
 
 // Storm is a sustained rate of endpoint changes.
@@ -478,7 +482,7 @@ func (r *runner) changes(ctx context.Context, kind, typ string, svcOf func(i int
 	res := Change{Kind: kind, Changes: r.o.Changes}
 	var all []time.Duration
 	var sum Pushed
-	var cpu float64
+	var cpu, simCPU float64
 	for i := range r.o.Changes {
 		r.quiet(ctx, time.Second, 10*time.Second)
 		c0 := r.f.Counters()
@@ -503,6 +507,7 @@ func (r *runner) changes(ctx context.Context, kind, typ string, svcOf func(i int
 			return res, err
 		}
 		cpu += s1.CPUSeconds - s0.CPUSeconds
+		simCPU += s1.SimCPUSeconds - s0.SimCPUSeconds
 		pp := perProxy(r.f.Counters(), c0, 1)
 		sum.add(pp)
 		all = append(all, lat...)
@@ -512,6 +517,7 @@ func (r *runner) changes(ctx context.Context, kind, typ string, svcOf func(i int
 	res.Latency = percentiles(all)
 	res.PerProxy = sum.div(float64(r.o.Changes))
 	res.CPUSeconds = cpu / float64(r.o.Changes)
+	res.SimCPUSeconds = simCPU / float64(r.o.Changes)
 	return res, nil
 }
 

@@ -500,9 +500,14 @@ func (s *Server) sendDelta(st *adsStream, sub *subscription) error {
 	// The common step, a proxy that had the whole of the last set and
 	// still subscribes as then, to a set with the same names (new
 	// endpoints): the shared diff says so without comparing the proxy's
-	// thousands of names with the set's.
-	fast := sub.overrides == nil && sub.haveSet != nil && sub.haveSet != set && sub.haveIsWhole &&
+	// thousands of names with the set's, twice.
+	// (The same test with the same set is the ACK of that step: nothing
+	// to send.)
+	fast := sub.overrides == nil && sub.haveSet != nil && sub.haveIsWhole &&
 		sub.wildcard == sub.haveWildcard && sameSlice(sub.names, sub.haveNames)
+	if fast && sub.haveSet == set {
+		return nil
+	}
 	var d *setDiff
 	if fast {
 		d = set.diffFrom(sub.haveSet)

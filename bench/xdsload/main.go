@@ -8,6 +8,8 @@
 //
 // The proxies speak delta ADS, as weft-proxy does by default;
 // --xds-protocol sotw makes them speak state of the world.
+// --endpoint-source consul keeps the endpoints that changes move in a
+// Consul catalog (a dev agent started for the run) instead of files.
 package main
 
 import (
@@ -58,10 +60,13 @@ func run() error {
 		simCPUs    = flag.String("sim-cpus", "", "pin the simulator to these CPUs (e.g. 0) and size its GOMAXPROCS to them")
 		profileDir = flag.String("profile-dir", "", "write the control plane's CPU profiles (from the first config change on, and during the storm) and heap profile (after the single changes) here")
 		changeProf = flag.Duration("change-profile", 30*time.Second, "length of the CPU profile taken from the first config change on (with --profile-dir)")
+		epProf     = flag.Duration("endpoint-profile", 0, "with --profile-dir, also profile the control plane for this long from the first endpoint change on (cpu-endpoint.pprof); shorten --change-profile so the two do not overlap")
 		maxRSS     = flag.Int64("max-cp-rss-mib", 6144, "stop the run when weft serve's RSS exceeds this many MiB (0: no limit)")
 		jsonOut    = flag.String("json", "", "also write the report as JSON to this `file` (- for stdout)")
 		cpLog      = flag.String("cp-log", "", "write weft serve's log to this file (default: discarded)")
 		scope      = flag.String("scope", string(xdsload.ScopeMesh), "what weft serve sends a proxy (--default-egress-scope): mesh (every service) or namespace (its namespace's; a change is then waited for on that namespace's proxies)")
+		epSource   = flag.String("endpoint-source", string(xdsload.SourceFile), "where the spare endpoints that endpoint changes move live: file (WorkloadEntries in the config directory) or consul (VMs in the catalog of a `consul agent -dev` started for the run, read by weft serve --consul)")
+		consulBin  = flag.String("consul", "", "the consul `binary` for --endpoint-source consul (default: $WEFT_TOOLS_DIR/bin/consul, else $PATH)")
 		verbose    = flag.Bool("v", false, "log progress to stderr")
 	)
 	flag.Parse()
@@ -75,6 +80,10 @@ func run() error {
 	sc, err := xdsload.ParseScope(*scope)
 	if err != nil {
 		return fmt.Errorf("--scope: %w", err)
+	}
+	source, err := xdsload.ParseEndpointSource(*epSource)
+	if err != nil {
+		return fmt.Errorf("--endpoint-source: %w", err)
 	}
 	if *simCPUs != "" {
 		if err := pinSelf(*simCPUs); err != nil {
@@ -98,7 +107,26 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	m, err := xdsload.WriteMesh(dir, xdsload.MeshSpec{Services: *services, Endpoints: k, Spare: *spare, Namespaces: *namespaces})
+	serveArgs := sc.ServeArgs()
+	var reg xdsload.SpareRegistry
+	if source == xdsload.SourceConsul {
+		// The registry runs beside the simulator: in a mesh it is another
+		// machine, not the control plane's core.
+		cdir, err := os.MkdirTemp("", "xdsload-consul-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(cdir)
+		c, err := xdsload.StartConsul(ctx, xdsload.ConsulOptions{Binary: *consulBin, Dir: cdir, CPUs: *simCPUs})
+		if err != nil {
+			return err
+		}
+		defer c.Stop()
+		log.Info("consul started", "pid", c.PID, "http", c.Addr)
+		reg = c
+		serveArgs = append(serveArgs, c.ServeArgs()...)
+	}
+	m, err := xdsload.WriteMeshWith(dir, xdsload.MeshSpec{Services: *services, Endpoints: k, Spare: *spare, Namespaces: *namespaces}, reg)
 	if err != nil {
 		return err
 	}
@@ -111,7 +139,7 @@ func run() error {
 		defer f.Close()
 		cpOut = f
 	}
-	cp, err := xdsload.StartProcess(ctx, xdsload.ProcessOptions{Binary: *weft, ConfigDir: dir, CPUs: *cpCPUs, Stderr: cpOut, ExtraArgs: sc.ServeArgs()})
+	cp, err := xdsload.StartProcess(ctx, xdsload.ProcessOptions{Binary: *weft, ConfigDir: dir, CPUs: *cpCPUs, Stderr: cpOut, ExtraArgs: serveArgs})
 	if err != nil {
 		return err
 	}
@@ -129,7 +157,7 @@ func run() error {
 		Mesh: m, CP: cp,
 		Fleet:   xdsload.FleetOptions{Proxies: *proxies, Conns: *conns, Captured: !*explicit, Protocol: proto},
 		Changes: *changes, StormRate: *stormRate, StormDuration: *storm, Timeout: *timeout,
-		ProfileDir: *profileDir, ChangeProfile: *changeProf, MaxRSS: *maxRSS << 20, Scope: sc, Logger: log,
+		ProfileDir: *profileDir, ChangeProfile: *changeProf, EndpointProfile: *epProf, MaxRSS: *maxRSS << 20, Scope: sc, Logger: log,
 	})
 	if rep != nil {
 		if werr := rep.WriteTable(os.Stdout); werr != nil {

@@ -132,17 +132,18 @@ type RootPublisher interface {
 // ControlPlane is one running control plane. Create it with New, run it
 // once with Run.
 type ControlPlane struct {
-	opts    Options
-	log     *slog.Logger
-	store   *config.Store
-	xds     *server.Server
-	jwks    *jwks.Fetcher
-	metrics *prometheus.Registry
-	ca      *ca.CA
-	serving *ca.ServingCert
-	autoreg *autoreg.Registry // VMs registered by WorkloadGroup
-	inject  *webhook.Server   // nil without Options.Injection
-	regMemo registryMemo      // the last registries built (buildRegistry)
+	opts       Options
+	log        *slog.Logger
+	store      *config.Store
+	xds        *server.Server
+	jwks       *jwks.Fetcher
+	metrics    *prometheus.Registry
+	ca         *ca.CA
+	serving    *ca.ServingCert
+	autoreg    *autoreg.Registry // VMs registered by WorkloadGroup
+	inject     *webhook.Server   // nil without Options.Injection
+	regMemo    registryMemo      // the last registries built (buildRegistry)
+	staticMemo staticMemo        // the last static registry built (buildRegistry)
 
 	// publishMu serializes building and pushing mesh snapshots: config
 	// changes (apply) and JWT key changes (keysChanged) both do.

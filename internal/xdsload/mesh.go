@@ -60,6 +60,7 @@ type Workload struct {
 type Mesh struct {
 	spec MeshSpec
 	dir  string
+	reg  SpareRegistry // holds the spare endpoints; nil: they are files too
 
 	mu       sync.Mutex
 	markers  []string   // per service: the x-canary header value its VirtualService matches
@@ -70,10 +71,17 @@ type Mesh struct {
 
 // WriteMesh generates the mesh into dir (which must exist) and returns it.
 func WriteMesh(dir string, spec MeshSpec) (*Mesh, error) {
+	return WriteMeshWith(dir, spec, nil)
+}
+
+// WriteMeshWith is WriteMesh with the spare endpoints in reg rather than
+// in files (nil: in files): they are registered there before it returns,
+// and ChangeEndpoint moves them there.
+func WriteMeshWith(dir string, spec MeshSpec, reg SpareRegistry) (*Mesh, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	m := &Mesh{spec: spec, dir: dir, markers: make([]string, spec.Services), ips: make([][]string, spec.Services)}
+	m := &Mesh{spec: spec, dir: dir, reg: reg, markers: make([]string, spec.Services), ips: make([][]string, spec.Services)}
 	for i := range spec.Services {
 		m.markers[i] = "initial"
 		k := spec.Endpoints + spec.Spare
@@ -84,8 +92,22 @@ func WriteMesh(dir string, spec MeshSpec) (*Mesh, error) {
 		if err := m.write(i); err != nil {
 			return nil, err
 		}
+		if reg != nil {
+			for j := spec.Endpoints; j < k; j++ {
+				if err := reg.Put(m.spare(i, j)); err != nil {
+					return nil, err
+				}
+			}
+		}
 	}
 	return m, nil
+}
+
+// spare is endpoint j of service i as a SpareRegistry holds it; m.mu is
+// held (or m not yet shared).
+func (m *Mesh) spare(i, j int) Spare {
+	return Spare{Service: serviceName(i), Namespace: m.namespace(i), Host: m.Host(i),
+		Name: fmt.Sprintf("%s-%d", serviceName(i), j), IP: m.ips[i][j], Version: version(j)}
 }
 
 // Dir is the config directory.
@@ -131,11 +153,11 @@ func (m *Mesh) ChangeRoute(svc int, before func(marker string)) (marker string, 
 	return m.markers[svc], m.write(svc)
 }
 
-// ChangeEndpoint moves endpoint ep of service svc (its WorkloadEntry) to a
-// new, unique address — a spare endpoint (ep modulo Spare) when the mesh
-// has some — and returns it: it appears in the cluster load
-// assignment bytes of every proxy that reaches the service.
-// before is as for ChangeRoute.
+// ChangeEndpoint moves endpoint ep of service svc (its WorkloadEntry, or
+// its registry entry when the mesh has a SpareRegistry) to a new, unique
+// address — a spare endpoint (ep modulo Spare) when the mesh has some —
+// and returns it: it appears in the cluster load assignment bytes of
+// every proxy that reaches the service. before is as for ChangeRoute.
 func (m *Mesh) ChangeEndpoint(svc, ep int, before func(ip string)) (ip string, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -150,7 +172,18 @@ func (m *Mesh) ChangeEndpoint(svc, ep int, before func(ip string)) (ip string, e
 	if before != nil {
 		before(m.ips[svc][ep])
 	}
+	if m.reg != nil && ep >= m.spec.Endpoints {
+		return m.ips[svc][ep], m.reg.Put(m.spare(svc, ep))
+	}
 	return m.ips[svc][ep], m.write(svc)
+}
+
+// Source is where the mesh's spare endpoints live.
+func (m *Mesh) Source() EndpointSource {
+	if m.reg != nil {
+		return m.reg.Source()
+	}
+	return SourceFile
 }
 
 // Namespace is the namespace of service i (modulo the services).
@@ -225,6 +258,9 @@ spec:
       weight: 10
 `, name, ns, host, m.markers[i], ipv4(240, 1<<16+i))
 	for j, ip := range m.ips[i] {
+		if m.reg != nil && j >= m.spec.Endpoints {
+			break // the spare ones live in the registry
+		}
 		fmt.Fprintf(&b, `---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry

@@ -41,6 +41,11 @@ type Options struct {
 	ProfileDir string
 	// ChangeProfile is the length of cpu-changes.pprof (default 30s).
 	ChangeProfile time.Duration
+	// EndpointProfile, with ProfileDir, also profiles the control plane
+	// for this long from the first endpoint change on
+	// (cpu-endpoint.pprof); 0 skips it. It fails (a warning) while
+	// cpu-changes.pprof is still being taken: shorten ChangeProfile.
+	EndpointProfile time.Duration
 	// MaxRSS, when set, stops the run once the control plane's resident
 	// memory exceeds it (bytes): the machine is shared, and a control
 	// plane that cannot fit is a result, not a reason to swap.
@@ -94,6 +99,9 @@ type Report struct {
 	Scope Scope `json:"scope"`
 	// Protocol is the ADS variant the proxies spoke: "delta" or "sotw".
 	Protocol Protocol `json:"protocol"`
+	// EndpointSource is where the endpoints that changes move lived:
+	// "file" (WorkloadEntries) or "consul" (a Consul catalog).
+	EndpointSource EndpointSource `json:"endpoint_source"`
 
 	Connect  Connect  `json:"connect"`
 	Config   Change   `json:"config_change"`
@@ -158,8 +166,12 @@ type Change struct {
 	PerProxy     Pushed          `json:"per_proxy_per_change"`
 	// CPUSeconds is the control plane's CPU time per change (from the
 	// change until settled).
-	CPUSeconds float64  `json:"cpu_seconds_per_change"`
-	After      CPSample `json:"after"`
+	CPUSeconds float64 `json:"cpu_seconds_per_change"`
+	// SimCPUSeconds is the simulator's own CPU time per change, over the
+	// same span: it receives and ACKs on its own cores, and a last ACK
+	// can come no sooner than it has handled every proxy's response.
+	SimCPUSeconds float64  `json:"sim_cpu_seconds_per_change"`
+	After         CPSample `json:"after"`
 }
 
 // Storm is a sustained rate of endpoint changes.
@@ -228,7 +240,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	spec := o.Mesh.Spec()
-	rep := &Report{Proxies: o.Fleet.Proxies, Conns: f.opts.Conns, Services: spec.Services, Endpoints: spec.Endpoints, Spare: spec.Spare, Captured: o.Fleet.Captured, Protocol: f.Protocol(), Scope: o.Scope}
+	rep := &Report{Proxies: o.Fleet.Proxies, Conns: f.opts.Conns, Services: spec.Services, Endpoints: spec.Endpoints, Spare: spec.Spare, Captured: o.Fleet.Captured, Protocol: f.Protocol(), Scope: o.Scope, EndpointSource: o.Mesh.Source()}
 	r := runner{o: o, f: f, log: log}
 
 	before, err := r.sample()
@@ -296,7 +308,29 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}); err != nil {
 		return rep, r.aborted(ctx, rep, err)
 	}
-	if rep.Endpoint, err = r.changes(ctx, "endpoint (WorkloadEntry address)", "EDS", func(i int) int { return i*13 + 1 }, func(i, svc int, before func(string)) error {
+	if o.ProfileDir != "" && o.EndpointProfile > 0 {
+		file := filepath.Join(o.ProfileDir, "cpu-endpoint.pprof")
+		secs := max(1, int(o.EndpointProfile/time.Second))
+		var ok atomic.Bool
+		profWG.Go(func() {
+			if err := o.CP.FetchProfile(ctx, "profile", fmt.Sprintf("seconds=%d", secs), file); err != nil {
+				log.Warn("cpu profile", "error", err)
+				return
+			}
+			ok.Store(true)
+		})
+		defer func() {
+			profWG.Wait()
+			if ok.Load() {
+				rep.Profiles = append(rep.Profiles, file)
+			}
+		}()
+	}
+	epKind := "endpoint (WorkloadEntry address)"
+	if o.Mesh.Source() == SourceConsul {
+		epKind = "endpoint (Consul catalog address)"
+	}
+	if rep.Endpoint, err = r.changes(ctx, epKind, "EDS", func(i int) int { return i*13 + 1 }, func(i, svc int, before func(string)) error {
 		_, err := o.Mesh.ChangeEndpoint(svc, i, before)
 		return err
 	}); err != nil {
@@ -457,7 +491,7 @@ func (r *runner) changes(ctx context.Context, kind, typ string, svcOf func(i int
 	res := Change{Kind: kind, Changes: r.o.Changes}
 	var all []time.Duration
 	var sum Pushed
-	var cpu float64
+	var cpu, simCPU float64
 	for i := range r.o.Changes {
 		r.quiet(ctx, time.Second, 10*time.Second)
 		c0 := r.f.Counters()
@@ -482,6 +516,7 @@ func (r *runner) changes(ctx context.Context, kind, typ string, svcOf func(i int
 			return res, err
 		}
 		cpu += s1.CPUSeconds - s0.CPUSeconds
+		simCPU += s1.SimCPUSeconds - s0.SimCPUSeconds
 		pp := perProxy(r.f.Counters(), c0, 1)
 		sum.add(pp)
 		all = append(all, lat...)
@@ -491,6 +526,7 @@ func (r *runner) changes(ctx context.Context, kind, typ string, svcOf func(i int
 	res.Latency = percentiles(all)
 	res.PerProxy = sum.div(float64(r.o.Changes))
 	res.CPUSeconds = cpu / float64(r.o.Changes)
+	res.SimCPUSeconds = simCPU / float64(r.o.Changes)
 	return res, nil
 }
 

@@ -21,6 +21,9 @@ import (
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/controlplane"
 	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/registry"
+	"weft.dev/weft/internal/registry/consul"
+	"weft.dev/weft/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -166,17 +169,53 @@ func TestSmallRunNamespaceScope(t *testing.T) {
 	}
 }
 
+// TestSmallRunConsul runs the simulator small with the spare endpoints
+// in a real Consul agent's catalog (skipped without consul outside CI): an
+// endpoint change is a catalog write, reaches every proxy as a delta of
+// the changed service's assignments only, and the report says where the
+// endpoints lived.
+func TestSmallRunConsul(t *testing.T) {
+	c := testenv.Consul(t)
+	reg, err := NewConsulRegistry(c.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := smallRunWith(t, Delta, 20, ScopeMesh, reg)
+	if rep.EndpointSource != SourceConsul {
+		t.Errorf("report says endpoint source %q, want consul", rep.EndpointSource)
+	}
+	if got := rep.Endpoint.PerProxy.Resources; got > 3 {
+		t.Errorf("endpoint change: %.1f resources per proxy, want the changed service's assignments only (at most 3)", got)
+	}
+}
+
 func smallRun(t *testing.T, proto Protocol, services int) *Report {
 	return smallRunScoped(t, proto, services, ScopeMesh)
 }
 
 func smallRunScoped(t *testing.T, proto Protocol, services int, scope Scope) *Report {
+	return smallRunWith(t, proto, services, scope, nil)
+}
+
+// smallRunWith is smallRunScoped with the spare endpoints in consul (nil:
+// in files).
+func smallRunWith(t *testing.T, proto Protocol, services int, scope Scope, consulReg *ConsulRegistry) *Report {
 	dir := t.TempDir()
-	m, err := WriteMesh(dir, MeshSpec{Services: services, Endpoints: 1, Spare: 1, Namespaces: 5})
+	var reg SpareRegistry
+	var regs []registry.Source
+	if consulReg != nil {
+		reg = consulReg
+		src, err := consul.New(consul.Options{Address: consulReg.Addr, Domain: ConsulDomain, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		regs = append(regs, src)
+	}
+	m, err := WriteMeshWith(dir, MeshSpec{Services: services, Endpoints: 1, Spare: 1, Namespaces: 5}, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := startInProcess(t, dir, scope)
+	cp := startInProcess(t, dir, scope, regs...)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, Options{
@@ -283,14 +322,14 @@ func envInt(t *testing.T, name string, def int) int {
 
 // startInProcess runs the control plane in this process (CPU and memory
 // are then the test's, simulator included).
-func startInProcess(t *testing.T, dir string, scope Scope) *ControlPlane {
+func startInProcess(t *testing.T, dir string, scope Scope, regs ...registry.Source) *ControlPlane {
 	t.Helper()
 	egress := mesh.EgressScopeMesh
 	if scope == ScopeNamespace {
 		egress = mesh.EgressScopeNamespace
 	}
 	cp, err := controlplane.New(controlplane.Options{
-		ConfigDir: dir, EgressScope: egress, XDSAddress: "127.0.0.1:0", XDSPlaintextAddress: "127.0.0.1:0", StatusAddress: "127.0.0.1:0",
+		ConfigDir: dir, Registries: regs, EgressScope: egress, XDSAddress: "127.0.0.1:0", XDSPlaintextAddress: "127.0.0.1:0", StatusAddress: "127.0.0.1:0",
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {

@@ -111,6 +111,7 @@ type subscription struct {
 	haveSet      *typeSet
 	haveWildcard bool
 	haveNames    []string
+	haveIsWhole  bool // haveSet's every resource: haveWildcard, or haveNames are its names
 	overrides    map[string]string
 }
 
@@ -384,6 +385,11 @@ func sotwResponse(sub *subscription, set *typeSet) []*anypb.Any {
 	return out
 }
 
+// sameSlice reports whether a and b are one list (not only equal ones).
+func sameSlice(a, b []string) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
 // sameNames compares sorted name lists, cheaply when they are one list.
 func sameNames(a, b []string) bool {
 	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0] || slices.Equal(a, b))
@@ -508,13 +514,31 @@ func (s *Server) sendDelta(st *adsStream, sub *subscription) error {
 	set := snap.set(sub.typeURL)
 	var resources []*discovery.Resource
 	var removed []string
-	whole := sub.whole(set)
+	// The common step, a proxy that had the whole of the last set and
+	// still subscribes as then, to a set with the same names (new
+	// endpoints): the shared diff says so without comparing the proxy's
+	// thousands of names with the set's, twice.
+	// (The same test with the same set is the ACK of that step: nothing
+	// to send.)
+	fast := sub.overrides == nil && sub.haveSet != nil && sub.haveIsWhole &&
+		sub.wildcard == sub.haveWildcard && sameSlice(sub.names, sub.haveNames)
+	if fast && sub.haveSet == set {
+		return nil
+	}
+	var d *setDiff
+	if fast {
+		d = set.diffFrom(sub.haveSet)
+		fast = d.sameNames
+	}
+	whole := fast || sub.whole(set)
 	switch {
+	case fast:
+		resources, removed = d.resources, d.removed
 	case whole && sub.overrides == nil && sub.haveSet != nil && sub.haveWhole():
 		if sub.haveSet == set {
 			return nil
 		}
-		d := set.diffFrom(sub.haveSet)
+		d = set.diffFrom(sub.haveSet)
 		resources, removed = d.resources, d.removed
 	case whole && sub.overrides == nil && sub.haveSet == nil:
 		resources = set.deltas()
@@ -524,12 +548,14 @@ func (s *Server) sendDelta(st *adsStream, sub *subscription) error {
 	firstWildcard := !sub.everSent && sub.wildcard
 	if len(resources) == 0 && len(removed) == 0 && !firstWildcard {
 		sub.haveSet, sub.haveWildcard, sub.haveNames, sub.overrides = set, sub.wildcard, sub.names, nil
+		sub.haveIsWhole = whole
 		return nil
 	}
 	if !s.flight.take(st, sub.typeURL, deltaSize(resources, removed)) {
 		return errNoRoom
 	}
 	sub.haveSet, sub.haveWildcard, sub.haveNames, sub.overrides = set, sub.wildcard, sub.names, nil
+	sub.haveIsWhole = whole
 	resp := &discovery.DeltaDiscoveryResponse{
 		SystemVersionInfo: set.version,
 		Resources:         resources,

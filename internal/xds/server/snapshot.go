@@ -213,6 +213,7 @@ func (set *typeSet) deltas() []*discovery.Resource {
 type setDiff struct {
 	resources []*discovery.Resource
 	removed   []string
+	sameNames bool // both sets have the same names (only versions changed)
 }
 
 // diffFrom is what changed from old to set, both taken whole. It is
@@ -222,16 +223,18 @@ func (set *typeSet) diffFrom(old *typeSet) *setDiff {
 	if d, ok := set.diffs.Load(old.version); ok {
 		return d.(*setDiff)
 	}
-	d := &setDiff{}
+	d := &setDiff{sameNames: true}
 	a, b := set.list(), old.list()
 	i, j := 0, 0
 	for i < len(a) || j < len(b) {
 		switch {
 		case j == len(b) || (i < len(a) && a[i].name < b[j].name):
 			d.resources = append(d.resources, a[i].delta)
+			d.sameNames = false
 			i++
 		case i == len(a) || b[j].name < a[i].name:
 			d.removed = append(d.removed, b[j].name)
+			d.sameNames = false
 			j++
 		default:
 			if a[i].version != b[j].version {

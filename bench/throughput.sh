@@ -20,7 +20,8 @@
 # haproxy); Caddy is built once into $WEFT_TOOLS_DIR/bench (go install
 # github.com/caddyserver/caddy/v2/cmd/caddy@v2.11.9, a few minutes; not the
 # product's go.mod) unless CADDY names one or SKIP_CADDY=1. Writes
-# bench/results/throughput.md.
+# bench/results/throughput.md and a CPU profile of the Weft sidecar in its
+# last round, bench/results/throughput-weft-cpu.pprof.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
@@ -183,6 +184,10 @@ echo "warming up"
 for n in "${names[@]}"; do $on_load "$WRK" -t1 -c"$CONNS" -d2s -H "Host: $(host $n)" "$(url $n)" >/dev/null; done
 for r in $(seq 1 "$ROUNDS"); do
   for n in "${names[@]}"; do
+    if [ "$n" = weft ] && [ "$r" = "$ROUNDS" ]; then
+      # A CPU profile of the sidecar during its last round, kept with the results.
+      curl -fsS -o bench/results/throughput-weft-cpu.pprof "http://$SIDECAR:15000/debug/pprof/profile?seconds=$(( ${secs%.*} > 2 ? ${secs%.*} - 2 : 1 ))" &
+    fi
     read -r rps ticks errs < <(load "$n" "$(url $n)" "$(pid $n)" "$(host $n)")
     echo "round $r: $n ${rps} req/s, proxy CPU $(awk -v t="$ticks" -v h="$hz" -v s="$secs" 'BEGIN{printf "%.0f%%", 100*t/h/s}'), non-2xx ${errs}"
     if [ -z "${best[$n]:-}" ] || awk -v a="$rps" -v b="${best[$n]}" 'BEGIN{exit !(a>b)}'; then
@@ -201,7 +206,7 @@ out=bench/results/throughput.md
   echo "\`bench/throughput.sh\`: wrk -t1 -c$CONNS, $ROUNDS rounds × $DURATION per proxy (the best round kept),"
   echo "keep-alive HTTP/1.1, 1 KiB responses from nginx serving a static file; the proxy on CPU $PROXY_CPU alone,"
   echo "wrk, the upstream and the control plane on CPU $LOAD_CPU. $(nproc) CPUs, $(uname -r)."
-  echo "Versions: $("$NGINX" -v 2>&1 | sed 's/.*: //'), $("$HAPROXY" -v 2>&1 | head -1 | awk '{print "haproxy " $3}')$([ -n "$caddy_pid" ] && echo ", caddy $("$CADDY" version | awk '{print $1}')"), weft $(git rev-parse --short HEAD)."
+  echo "Versions: $("$NGINX" -v 2>&1 | sed 's/.*: //'), $("$HAPROXY" -v 2>&1 | head -1 | awk '{print "haproxy " $3}')$([ -n "$caddy_pid" ] && echo ", caddy v2.11.9"), weft $(git rev-parse --short HEAD)."
   echo
   echo "| proxy | requests/s per core | vs nginx | proxy CPU per request | proxy core busy | RSS after |"
   echo "|---|---|---|---|---|---|"

@@ -21,7 +21,9 @@
 # github.com/caddyserver/caddy/v2/cmd/caddy@v2.11.9, a few minutes; not the
 # product's go.mod) unless CADDY names one or SKIP_CADDY=1. Writes
 # bench/results/throughput.md and a CPU profile of the Weft sidecar in its
-# last round, bench/results/throughput-weft-cpu.pprof.
+# last round, bench/results/throughput-weft-cpu.pprof. With strace it then
+# counts each proxy's system calls per request in one more round; STRACE=
+# turns that off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
@@ -140,7 +142,7 @@ if [ "${SKIP_CADDY:-0}" != 1 ]; then
     output discard
   }
 }
-http://$CAD:8080 {
+:8080 {
   bind $CAD
   reverse_proxy $UP:8080
 }
@@ -148,7 +150,9 @@ CAD
   XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work $on_proxy "$CADDY" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 & caddy_pid=$!; pids+=($!)
 fi
 
-ready() { curl -fs -o /dev/null -H "Host: ${2:-x}" "$1"; }
+# Ready: the proxy answers with the upstream's 1 KiB body (not a page of
+# its own: Caddy answers an empty 200 for a host no site matches).
+ready() { [ "$(curl -fs -H "Host: ${2:-x}" "$1" | wc -c)" = 1024 ]; }
 for i in $(seq 1 100); do
   if ready "http://$SIDECAR:15001/" up && ready "http://$NGX:8080/" && ready "http://$HAP:8080/" \
      && { [ -z "$caddy_pid" ] || ready "http://$CAD:8080/"; }; then break; fi
@@ -173,7 +177,8 @@ load() {
   echo "$rps $((c1 - c0)) ${errs:-0}"
 }
 
-declare -A best cpu busy rss
+declare -A best cpu busy rss persec
+STRACE=${STRACE-$(command -v strace || true)}
 names=(weft nginx haproxy)
 [ -n "$caddy_pid" ] && names+=(caddy)
 url() { case $1 in weft) echo "http://$SIDECAR:15001/";; nginx) echo "http://$NGX:8080/";; haproxy) echo "http://$HAP:8080/";; caddy) echo "http://$CAD:8080/";; esac; }
@@ -184,9 +189,10 @@ echo "warming up"
 for n in "${names[@]}"; do $on_load "$WRK" -t1 -c"$CONNS" -d2s -H "Host: $(host $n)" "$(url $n)" >/dev/null; done
 for r in $(seq 1 "$ROUNDS"); do
   for n in "${names[@]}"; do
+    window=$(( ${secs%.*} > 2 ? ${secs%.*} - 2 : 1 ))
     if [ "$n" = weft ] && [ "$r" = "$ROUNDS" ]; then
       # A CPU profile of the sidecar during its last round, kept with the results.
-      curl -fsS -o bench/results/throughput-weft-cpu.pprof "http://$SIDECAR:15000/debug/pprof/profile?seconds=$(( ${secs%.*} > 2 ? ${secs%.*} - 2 : 1 ))" &
+      curl -fsS -o bench/results/throughput-weft-cpu.pprof "http://$SIDECAR:15000/debug/pprof/profile?seconds=$window" &
     fi
     read -r rps ticks errs < <(load "$n" "$(url $n)" "$(pid $n)" "$(host $n)")
     echo "round $r: $n ${rps} req/s, proxy CPU $(awk -v t="$ticks" -v h="$hz" -v s="$secs" 'BEGIN{printf "%.0f%%", 100*t/h/s}'), non-2xx ${errs}"
@@ -198,6 +204,30 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 for n in "${names[@]}"; do rss[$n]=$(rss_kb "$(pid $n)"); done
+
+# One more round per proxy, not measured for speed: strace -f counts the
+# system calls of every thread (new ones too) of the proxy's processes.
+# It slows the proxy; the counts are divided by the requests wrk got
+# answered in that round.
+if [ -n "$STRACE" ]; then
+  for n in "${names[@]}"; do
+    args=()
+    for p in $(tree "$(pid $n)"); do args+=(-p "$p"); done
+    "$STRACE" -f -c -o "$work/strace-$n.txt" "${args[@]}" 2>/dev/null & st=$!
+    sleep 1
+    out=$($on_load "$WRK" -t1 -c"$CONNS" -d"$DURATION" -H "Host: $(host $n)" "$(url $n)")
+    kill -INT "$st" 2>/dev/null || true
+    wait "$st" 2>/dev/null || true
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    persec[$n]=$(awk -v q="$reqs" '
+      $NF ~ /^(write|writev|sendto|sendmsg)$/ { wr += $4 }
+      $NF ~ /^(read|readv|recvfrom|recvmsg)$/ { rd += $4 }
+      $NF ~ /^epoll_(wait|pwait|pwait2)$/ { ep += $4 }
+      $NF == "futex" { fx += $4 }
+      $NF == "total" { all = $4 }
+      END { printf "%.2f %.2f %.2f %.2f %.2f", all/q, wr/q, rd/q, ep/q, fx/q }' "$work/strace-$n.txt")
+  done
+fi
 
 out=bench/results/throughput.md
 {
@@ -214,5 +244,16 @@ out=bench/results/throughput.md
     printf '| %s | %.0f | %.2f× | %s µs | %s%% | %.1f MiB |\n' "$n" "${best[$n]}" \
       "$(awk -v a="${best[$n]}" -v b="${best[nginx]}" 'BEGIN{print a/b}')" "${cpu[$n]}" "${busy[$n]}" "$(awk -v k="${rss[$n]}" 'BEGIN{print k/1024}')"
   done
+  if [ -n "$STRACE" ]; then
+    echo
+    echo "System calls per request, counted in one more round per proxy under strace -f -c (all threads; slowed, so not a speed round):"
+    echo
+    echo "| proxy | all | write/writev/sendto/sendmsg | read/readv/recvfrom/recvmsg | epoll_wait/epoll_pwait | futex |"
+    echo "|---|---|---|---|---|---|"
+    for n in "${names[@]}"; do
+      read -r a w rd ep fx <<<"${persec[$n]:-- - - - -}"
+      echo "| $n | $a | $w | $rd | $ep | $fx |"
+    done
+  fi
 } > "$out"
 cat "$out"

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"weft.dev/weft/internal/proxy/proxytest"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -470,5 +472,49 @@ func TestConnectionTimeoutsFromConnectionManager(t *testing.T) {
 	io.Copy(io.Discard, resp.Body)
 	if b, err := io.ReadAll(br); err != nil || len(b) != 0 {
 		t.Errorf("idle: read %q, %v; want the connection closed", b, err)
+	}
+}
+
+// TestMalformedOverMutualTLS: HTTP/1.1 over mutual TLS gets the same
+// framing check as plaintext — a head with a bare LF is refused with 400
+// and never reaches the app — and a well-formed request on a new
+// connection is served, with what the request path reads from TLS (the
+// peer's identity in XFCC, x-forwarded-proto https) intact.
+func TestMalformedOverMutualTLS(t *testing.T) {
+	ca := proxytest.NewMeshCA(t)
+	serverID, clientID := proxytest.SPIFFE("default", "reviews"), proxytest.SPIFFE("default", "productpage")
+	d, _ := mtlsProxy(t, ca, "reviews", serverID, newRegistry())
+	up := newRecordingUpstream(t)
+	mustApply(t, d, inboundResources(t, proxytest.Strict, up.addr))
+	addr := d.ListenerAddr("in").String()
+	cert := ca.Issue(t, clientID, time.Hour)
+
+	exchange := func(raw string) *http.Response {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{*cert}, NextProtos: []string{"http/1.1"}}) //nolint:gosec // test client
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if resp := exchange("GET /lf HTTP/1.1\nHost: reviews\n\n"); resp.StatusCode != 400 || !resp.Close {
+		t.Errorf("bare LF over mutual TLS: %d (close %v), want 400 and the connection closed", resp.StatusCode, resp.Close)
+	}
+	if resp := exchange("GET /ok HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n"); resp.StatusCode != 200 {
+		t.Errorf("a well-formed request over mutual TLS: %d", resp.StatusCode)
+	}
+	if got := up.take(); strings.Join(got, "|") != "GET /ok 0" {
+		t.Errorf("the app got %q, want only the well-formed request", got)
 	}
 }

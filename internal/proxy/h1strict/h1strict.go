@@ -296,7 +296,7 @@ func (s *scanner) byte(c byte) string {
 		case s.line == 0:
 			s.off = true // an empty line before the request line: net/http's business
 		default:
-			return s.endHead()
+			s.endHead()
 		}
 		return ""
 	case chunkSize:
@@ -439,7 +439,7 @@ func (s *scanner) endLine() {
 }
 
 // endHead finishes a request head and sets up its body.
-func (s *scanner) endHead() string {
+func (s *scanner) endHead() {
 	switch {
 	case s.upgrade:
 		s.off = true // it may switch protocols: no longer HTTP/1.1
@@ -450,7 +450,6 @@ func (s *scanner) endHead() string {
 	default:
 		s.newHead()
 	}
-	return ""
 }
 
 // newHead expects the next request's head.

@@ -2,7 +2,8 @@
 # Maximum throughput of one proxy pinned to one core: keep-alive HTTP/1.1,
 # small responses (1 KiB) from a fast upstream (nginx serving a static
 # file), side by side in one run for a Weft sidecar (its outbound
-# listener), nginx, haproxy and Caddy (a Go peer), each a reverse proxy
+# listener), nginx, haproxy, Caddy (a Go peer) and bench/minproxy (the
+# least a net/http reverse proxy does: Weft's floor), each a reverse proxy
 # with keep-alive to the upstream. Reports requests per second per core,
 # the proxy's CPU per request and its resident memory, with ratios to
 # nginx. Everything runs on 127.0.22.0/24 and stops by itself.
@@ -21,7 +22,9 @@
 # github.com/caddyserver/caddy/v2/cmd/caddy@v2.11.9, a few minutes; not the
 # product's go.mod) unless CADDY names one or SKIP_CADDY=1. Writes
 # bench/results/throughput.md and a CPU profile of the Weft sidecar in its
-# last round, bench/results/throughput-weft-cpu.pprof. With strace it then
+# last round, bench/results/throughput-weft-cpu.pprof, with the allocations
+# of that round (throughput-weft-allocs.pprof: the allocs profile's delta
+# over the round; go tool pprof -sample_index=alloc_space). With strace it then
 # counts each proxy's system calls per request in one more round; STRACE=
 # turns that off.
 set -euo pipefail
@@ -54,8 +57,9 @@ trap cleanup EXIT
 echo "building weft and weft-proxy"
 go build -o "$work/weft" ./cmd/weft
 go build -o "$work/weft-proxy" ./cmd/weft-proxy
+go build -o "$work/minproxy" ./bench/minproxy
 
-UP=127.0.22.2 CP=127.0.22.9 SIDECAR=127.0.22.1 NGX=127.0.22.3 HAP=127.0.22.4 CAD=127.0.22.5
+UP=127.0.22.2 CP=127.0.22.9 SIDECAR=127.0.22.1 NGX=127.0.22.3 HAP=127.0.22.4 CAD=127.0.22.5 MIN=127.0.22.6
 # taskset execs the command: $! is the process itself (a shell function
 # in the background would be a subshell that kill does not reach).
 on_load="taskset -c $LOAD_CPU"
@@ -150,11 +154,13 @@ CAD
   XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work $on_proxy "$CADDY" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 & caddy_pid=$!; pids+=($!)
 fi
 
+$on_proxy "$work/minproxy" -listen $MIN:8080 -upstream $UP:8080 & min_pid=$!; pids+=($!)
+
 # Ready: the proxy answers with the upstream's 1 KiB body (not a page of
 # its own: Caddy answers an empty 200 for a host no site matches).
 ready() { [ "$(curl -fs -H "Host: ${2:-x}" "$1" | wc -c)" = 1024 ]; }
 for i in $(seq 1 100); do
-  if ready "http://$SIDECAR:15001/" up && ready "http://$NGX:8080/" && ready "http://$HAP:8080/" \
+  if ready "http://$SIDECAR:15001/" up && ready "http://$NGX:8080/" && ready "http://$HAP:8080/" && ready "http://$MIN:8080/" \
      && { [ -z "$caddy_pid" ] || ready "http://$CAD:8080/"; }; then break; fi
   sleep 0.1
   [ "$i" = 100 ] && { echo "the proxies did not come up" >&2; for f in "$work"/*.log; do echo "== $f" >&2; tail -n 5 "$f" >&2; done; exit 1; }
@@ -179,10 +185,10 @@ load() {
 
 declare -A best cpu busy rss persec
 STRACE=${STRACE-$(command -v strace || true)}
-names=(weft nginx haproxy)
+names=(weft nginx haproxy minproxy)
 [ -n "$caddy_pid" ] && names+=(caddy)
-url() { case $1 in weft) echo "http://$SIDECAR:15001/";; nginx) echo "http://$NGX:8080/";; haproxy) echo "http://$HAP:8080/";; caddy) echo "http://$CAD:8080/";; esac; }
-pid() { case $1 in weft) echo $weft_pid;; nginx) echo $nginx_pid;; haproxy) echo $haproxy_pid;; caddy) echo $caddy_pid;; esac; }
+url() { case $1 in weft) echo "http://$SIDECAR:15001/";; nginx) echo "http://$NGX:8080/";; haproxy) echo "http://$HAP:8080/";; caddy) echo "http://$CAD:8080/";; minproxy) echo "http://$MIN:8080/";; esac; }
+pid() { case $1 in weft) echo $weft_pid;; nginx) echo $nginx_pid;; haproxy) echo $haproxy_pid;; caddy) echo $caddy_pid;; minproxy) echo $min_pid;; esac; }
 host() { case $1 in weft) echo up;; *) echo x;; esac; }
 
 echo "warming up"
@@ -193,6 +199,7 @@ for r in $(seq 1 "$ROUNDS"); do
     if [ "$n" = weft ] && [ "$r" = "$ROUNDS" ]; then
       # A CPU profile of the sidecar during its last round, kept with the results.
       curl -fsS -o bench/results/throughput-weft-cpu.pprof "http://$SIDECAR:15000/debug/pprof/profile?seconds=$window" &
+      curl -fsS -o bench/results/throughput-weft-allocs.pprof "http://$SIDECAR:15000/debug/pprof/allocs?seconds=$window" &
     fi
     read -r rps ticks errs < <(load "$n" "$(url $n)" "$(pid $n)" "$(host $n)")
     echo "round $r: $n ${rps} req/s, proxy CPU $(awk -v t="$ticks" -v h="$hz" -v s="$secs" 'BEGIN{printf "%.0f%%", 100*t/h/s}'), non-2xx ${errs}"

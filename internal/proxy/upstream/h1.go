@@ -277,7 +277,7 @@ func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, reused,
 		}
 		return nil, err
 	}
-	err := req.Write(pc.bw)
+	err := writeRequestHead(pc.bw, req) // req.Write, without its allocations (h1_write.go)
 	if err == nil {
 		err = pc.bw.Flush()
 	}

@@ -1,0 +1,109 @@
+package upstream
+
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+	"net/url"
+	"testing"
+)
+
+// TestWriteRequestHeadMatchesRequestWrite: the synchronous path's request
+// writer sends the bytes Request.Write sends, for the requests it writes
+// itself and for those it hands to Request.Write.
+func TestWriteRequestHeadMatchesRequestWrite(t *testing.T) {
+	mk := func(method, target, host string, h http.Header) *http.Request {
+		u, err := url.Parse(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h == nil {
+			h = http.Header{}
+		}
+		return &http.Request{Method: method, URL: u, Host: host, Header: h, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}
+	}
+	closeReq := mk("GET", "http://up/", "up", http.Header{"Connection": {"keep-alive"}})
+	closeReq.Close = true
+	closeAlready := mk("GET", "http://up/", "up", http.Header{"Connection": {"Close"}})
+	closeAlready.Close = true
+	noHost := mk("GET", "http://10.0.0.1:8080/a", "", nil)
+	forceQuery := mk("GET", "http://up/a?", "up", nil)
+	withBody := mk("POST", "http://up/p", "up", nil)
+	withBody.ContentLength = 3
+	withBody.Body = http.NoBody // Request.Write's error is compared too
+	for _, tc := range []struct {
+		name string
+		req  *http.Request
+	}{
+		{"plain GET", mk("GET", "http://10.0.0.1:8080/?size=1024", "up", http.Header{"Accept": {"*/*"}, "X-Request-Id": {"abc"}, "User-Agent": {"wrk"}})},
+		{"no method", mk("", "http://up/x", "up", nil)},
+		{"default user agent", mk("GET", "http://up/", "up", nil)},
+		{"empty user agent", mk("GET", "http://up/", "up", http.Header{"User-Agent": {}})},
+		{"user agent cleaned", mk("GET", "http://up/", "up", http.Header{"User-Agent": {" a\r\nb ", "second"}})},
+		{"sorted, repeated, cleaned values", mk("DELETE", "http://up/d", "up", http.Header{"Zz": {"1"}, "Aa": {"2", " 3 "}, "X-Nl": {"a\nb"}, "Mm": {}})},
+		{"excluded names", mk("GET", "http://up/", "up", http.Header{"Host": {"h"}, "Content-Length": {"9"}, "Transfer-Encoding": {"chunked"}, "Trailer": {"T"}})},
+		{"invalid name dropped", mk("GET", "http://up/", "up", http.Header{"Bad Name": {"x"}, "Ok": {"y"}})},
+		{"escaped path", mk("GET", "http://up/a%2Fb/c%20d?q=1", "up", nil)},
+		{"path to escape", mk("GET", "http://up/", "up", nil)},
+		{"no path", mk("GET", "http://up", "up", nil)},
+		{"force query", forceQuery},
+		{"POST without body", mk("POST", "http://up/p", "up", nil)},
+		{"PUT without body", mk("PUT", "http://up/p", "up", nil)},
+		{"PATCH without body", mk("PATCH", "http://up/p", "up", nil)},
+		{"OPTIONS without body", mk("OPTIONS", "http://up/p", "up", nil)},
+		{"close", closeReq},
+		{"close already said", closeAlready},
+		{"host from URL", noHost},
+		{"IPv6 host", mk("GET", "http://[::1]:80/", "[::1]:80", nil)},
+		{"zone: Request.Write", mk("GET", "http://up/", "[fe80::1%25eth0]:80", nil)},
+		{"non-ASCII host: Request.Write", mk("GET", "http://up/", "bücher.example:80", nil)},
+		{"invalid host: Request.Write", mk("GET", "http://up/", "a b", nil)},
+		{"opaque: Request.Write", mk("GET", "http:opaque", "up", nil)},
+		{"body: Request.Write", withBody},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "path to escape" {
+				tc.req.URL.Path, tc.req.URL.RawPath = "/a b/ü", ""
+			}
+			var want, got bytes.Buffer
+			wbw, gbw := bufio.NewWriter(&want), bufio.NewWriter(&got)
+			werr := tc.req.Write(wbw)
+			gerr := writeRequestHead(gbw, tc.req)
+			wbw.Flush()
+			gbw.Flush()
+			if (werr == nil) != (gerr == nil) {
+				t.Fatalf("error %v, Request.Write's %v", gerr, werr)
+			}
+			if got.String() != want.String() {
+				t.Errorf("wrote\n%q\nRequest.Write wrote\n%q", got.String(), want.String())
+			}
+		})
+	}
+}
+
+func BenchmarkWriteRequestHead(b *testing.B) {
+	u, _ := url.Parse("http://10.0.0.1:8080/?size=1024")
+	req := &http.Request{Method: "GET", URL: u, Host: "up", Header: http.Header{
+		"Accept": {"*/*"}, "User-Agent": {"wrk"}, "X-Request-Id": {"0f8fad5b-d9cb-469f-a165-70867728950e"},
+		"X-Forwarded-Proto": {"http"}, "X-Envoy-Peer-Metadata": {"ChwKDkFQUF9DT05UQUlORVJTEgoaCGNsaWVudA"}, "X-Envoy-Peer-Metadata-Id": {"sidecar~10.0.0.2~client.default~default.svc.cluster.local"},
+	}}
+	bw := bufio.NewWriterSize(discard{}, 4<<10)
+	b.Run("RequestWrite", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			req.Write(bw)
+			bw.Flush()
+		}
+	})
+	b.Run("writeRequestHead", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			writeRequestHead(bw, req)
+			bw.Flush()
+		}
+	})
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

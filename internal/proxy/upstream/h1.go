@@ -290,7 +290,7 @@ func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, reused,
 	}
 	var resp *http.Response
 	for n := 0; ; n++ {
-		if resp, err = http.ReadResponse(pc.br, req); err != nil {
+		if resp, err = readResponse(pc.br, req); err != nil { // http.ReadResponse, lighter (h1_read.go)
 			return fail(err, false)
 		}
 		// Skip informational responses (100 Continue, 103 Early Hints), as

@@ -1,0 +1,263 @@
+package upstream
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"net/textproto"
+)
+
+// readResponse reads a response head from br as http.ReadResponse does,
+// parsing the common case itself with fewer allocations and less work:
+// an HTTP/1.1 response whose whole head is already buffered, with a
+// status of 200–599 other than 204 and 304, one Content-Length, CRLF line
+// ends, token header names and valid values, and none of the headers
+// that change framing or the header itself (Transfer-Encoding, Trailer,
+// Pragma, Connection: close), to a request other than HEAD. Anything
+// else — nothing has been consumed then — goes to http.ReadResponse.
+func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+	if resp := readSimpleResponse(br, req); resp != nil {
+		return resp, nil
+	}
+	return http.ReadResponse(br, req)
+}
+
+func readSimpleResponse(br *bufio.Reader, req *http.Request) *http.Response {
+	if req.Method == http.MethodHead {
+		return nil
+	}
+	buf, err := br.Peek(br.Buffered())
+	if err != nil {
+		return nil
+	}
+	end := bytes.Index(buf, crlfcrlf)
+	if end < 0 {
+		return nil // not all here yet
+	}
+	end += len(crlfcrlf)
+	head := buf[:end]
+	// The status line: "HTTP/1.1 ddd" then the end or " reason".
+	if len(head) < 14 || string(head[:9]) != "HTTP/1.1 " {
+		return nil
+	}
+	eol := bytes.IndexByte(head, '\n')
+	if eol < 13 || head[eol-1] != '\r' {
+		return nil
+	}
+	code := 0
+	for _, c := range head[9:12] {
+		if c < '0' || c > '9' {
+			return nil
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified {
+		return nil
+	}
+	if eol > 13 && head[12] != ' ' || hasCTLBytes(head[12:eol-1]) {
+		return nil
+	}
+	// Count the header lines and check them before allocating.
+	lines := 0
+	length := int64(-1)
+	for rest := head[eol+1 : end-2]; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 1 || rest[i-1] != '\r' {
+			return nil
+		}
+		line := rest[:i-1]
+		rest = rest[i+1:]
+		k, v, ok := bytes.Cut(line, colon)
+		if !ok || len(k) == 0 || !validValue(v) {
+			return nil
+		}
+		for _, c := range k {
+			if !isTokenByte(c) {
+				return nil // a space, folding or worse: net/http's to judge
+			}
+		}
+		switch {
+		case equalFold(k, "Transfer-Encoding"), equalFold(k, "Trailer"), equalFold(k, "Pragma"):
+			return nil
+		case equalFold(k, "Connection"):
+			if hasCloseBytes(v) {
+				return nil // net/http closes and drops the header
+			}
+		case equalFold(k, "Content-Length"):
+			if length >= 0 {
+				return nil // repeated: net/http checks they agree
+			}
+			if length = parseLength(bytes.Trim(v, " \t")); length < 0 {
+				return nil
+			}
+		}
+		lines++
+	}
+	if length < 0 {
+		return nil
+	}
+	// One string holds the whole head; the status, names and values are
+	// pieces of it.
+	s := string(head)
+	h := make(http.Header, lines)
+	vals := make([]string, lines)
+	rest := s[eol+1 : end-2]
+	for i := 0; len(rest) > 0; i++ {
+		j := indexByteString(rest, '\n')
+		line := rest[:j-1]
+		rest = rest[j+1:]
+		c := indexByteString(line, ':')
+		k := textproto.CanonicalMIMEHeaderKey(line[:c])
+		v := trimSpace(line[c+1:])
+		if vv := h[k]; vv != nil {
+			h[k] = append(vv, v)
+			continue
+		}
+		vals[i] = v
+		h[k] = vals[i : i+1 : i+1]
+	}
+	if _, err := br.Discard(end); err != nil {
+		return nil // cannot happen: the bytes are buffered
+	}
+	resp := &http.Response{
+		Status: s[9 : eol-1], StatusCode: code,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, ContentLength: length, Request: req,
+	}
+	if length == 0 {
+		resp.Body = http.NoBody
+	} else {
+		resp.Body = &fixedBody{br: br, n: length}
+	}
+	return resp
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
+var colon = []byte(":")
+
+// fixedBody is a response body of known length, read as net/http's:
+// io.EOF with the last bytes, io.ErrUnexpectedEOF if the connection ends
+// before them.
+type fixedBody struct {
+	br *bufio.Reader
+	n  int64
+}
+
+func (b *fixedBody) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.br.Read(p)
+	b.n -= int64(n)
+	if b.n == 0 {
+		return n, io.EOF
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (b *fixedBody) Close() error { return nil }
+
+// parseLength parses a Content-Length value: digits only, at most 18 of
+// them; -1 otherwise.
+func parseLength(v []byte) int64 {
+	if len(v) == 0 || len(v) > 18 {
+		return -1
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
+
+// isTokenByte reports whether c may be in a header name (RFC 9110 token).
+func isTokenByte(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	switch c {
+	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+		return true
+	}
+	return false
+}
+
+// validValue reports whether every byte of a header value is one
+// net/textproto accepts: visible ASCII, space, tab, or obs-text.
+func validValue(v []byte) bool {
+	for _, c := range v {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// hasCTLBytes reports whether b has a control byte (a reason phrase
+// net/textproto would still accept but this path leaves to it).
+func hasCTLBytes(b []byte) bool {
+	for _, c := range b {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+func indexByteString(s string, c byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// trimSpace trims spaces and tabs, as net/textproto trims a value.
+func trimSpace(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// equalFold reports whether the header name b is name, ASCII case
+// insensitively.
+func equalFold(b []byte, name string) bool {
+	if len(b) != len(name) {
+		return false
+	}
+	for i := range len(b) {
+		c, n := b[i], name[i]
+		if c|0x20 != n|0x20 {
+			return false
+		}
+	}
+	return true
+}
+
+// hasCloseBytes reports whether a Connection value lists close.
+func hasCloseBytes(v []byte) bool {
+	for f := range bytes.SplitSeq(v, comma) {
+		if equalFold(bytes.Trim(f, " \t"), "close") {
+			return true
+		}
+	}
+	return false
+}
+
+var comma = []byte(",")

@@ -1,0 +1,122 @@
+package upstream
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// TestReadResponseMatchesReadResponse: the synchronous path's response
+// reader gives what http.ReadResponse gives — status, header, length,
+// body and what is left after it — for the responses it parses itself
+// and for those it hands over.
+func TestReadResponseMatchesReadResponse(t *testing.T) {
+	get, _ := http.NewRequest("GET", "http://up/", nil)
+	head, _ := http.NewRequest("HEAD", "http://up/", nil)
+	body := strings.Repeat("x", 1024)
+	for _, tc := range []struct {
+		name   string
+		raw    string
+		req    *http.Request
+		simple bool // parsed without http.ReadResponse
+	}{
+		{"nginx 1 KiB", "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Thu, 03 Dec 2026 05:00:00 GMT\r\nContent-Type: application/octet-stream\r\nContent-Length: 1024\r\nLast-Modified: x\r\nETag: \"a\"\r\nAccept-Ranges: bytes\r\n\r\n" + body + "NEXT", get, true},
+		{"lower-case names, repeated, trimmed", "HTTP/1.1 201 Created\r\ncontent-length: 3\r\nset-cookie: a=1\r\nSet-Cookie: b=2 \t\r\nx-empty:\r\nx-odd_name: v:w\r\n\r\nabcNEXT", get, true},
+		{"no reason", "HTTP/1.1 503\r\nContent-Length: 0\r\n\r\nNEXT", get, true},
+		{"reason with spaces", "HTTP/1.1 404 Not  Found \r\nContent-Length: 2\r\n\r\nnoNEXT", get, true},
+		{"leading zeros", "HTTP/1.1 200 OK\r\nContent-Length: 0003\r\n\r\nabcNEXT", get, true},
+		{"obs-text value", "HTTP/1.1 200 OK\r\nX: caf\xc3\xa9\r\nContent-Length: 1\r\n\r\naNEXT", get, true},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: T\r\n\r\n3\r\nabc\r\n0\r\nT: v\r\n\r\nNEXT", get, false},
+		{"connection close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\na", get, false},
+		{"connection close in a list", "HTTP/1.1 200 OK\r\nConnection: foo, Close \r\nContent-Length: 1\r\n\r\na", get, false},
+		{"connection keep-alive (nginx)", "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\naNEXT", get, true},
+		{"no length", "HTTP/1.1 200 OK\r\nX: y\r\n\r\nto the end", get, false},
+		{"HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\naNEXT", get, false},
+		{"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\naNEXT", get, false},
+		{"bad length", "HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\naNEXT", get, false},
+		{"pragma", "HTTP/1.1 200 OK\r\nPragma: no-cache\r\nContent-Length: 1\r\n\r\naNEXT", get, false},
+		{"204", "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\nNEXT", get, false},
+		{"304", "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nNEXT", get, false},
+		{"100 first", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", get, false},
+		{"HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\nNEXT", head, false},
+		{"folded line", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 1\r\n\r\naNEXT", get, false},
+		{"space before colon", "HTTP/1.1 200 OK\r\nX : a\r\nContent-Length: 1\r\n\r\naNEXT", get, false},
+		{"bare LF", "HTTP/1.1 200 OK\nContent-Length: 1\n\naNEXT", get, false},
+		{"control byte in value", "HTTP/1.1 200 OK\r\nX: a\x01b\r\nContent-Length: 1\r\n\r\naNEXT", get, false},
+		{"bad status", "HTTP/1.1 2x0 OK\r\nContent-Length: 1\r\n\r\naNEXT", get, false},
+		{"short body", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", get, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wbr := bufio.NewReaderSize(strings.NewReader(tc.raw), 4<<10)
+			gbr := bufio.NewReaderSize(strings.NewReader(tc.raw), 4<<10)
+			gbr.Peek(1) // as send: at least the first byte is in
+			pbr := bufio.NewReaderSize(strings.NewReader(tc.raw), 4<<10)
+			pbr.Peek(1)
+			if got := readSimpleResponse(pbr, tc.req) != nil; got != tc.simple {
+				t.Errorf("parsed without http.ReadResponse: %v, want %v", got, tc.simple)
+			}
+			want, werr := http.ReadResponse(wbr, tc.req)
+			got, gerr := readResponse(gbr, tc.req)
+			if (werr == nil) != (gerr == nil) {
+				t.Fatalf("error %v, http.ReadResponse's %v", gerr, werr)
+			}
+			if werr != nil {
+				return
+			}
+			if got.Status != want.Status || got.StatusCode != want.StatusCode || got.Proto != want.Proto ||
+				got.ProtoMajor != want.ProtoMajor || got.ProtoMinor != want.ProtoMinor ||
+				got.ContentLength != want.ContentLength || got.Close != want.Close || got.Request != want.Request {
+				t.Errorf("got %+v\nwant %+v", got, want)
+			}
+			if !reflect.DeepEqual(got.Header, want.Header) {
+				t.Errorf("header %q, want %q", got.Header, want.Header)
+			}
+			gb, gerr := io.ReadAll(got.Body)
+			wb, werr := io.ReadAll(want.Body)
+			if string(gb) != string(wb) || (gerr == nil) != (werr == nil) {
+				t.Errorf("body %q (%v), want %q (%v)", gb, gerr, wb, werr)
+			}
+			if !reflect.DeepEqual(got.Trailer, want.Trailer) {
+				t.Errorf("trailer %q, want %q", got.Trailer, want.Trailer)
+			}
+			grest, _ := io.ReadAll(gbr)
+			wrest, _ := io.ReadAll(wbr)
+			if string(grest) != string(wrest) {
+				t.Errorf("left %q, want %q", grest, wrest)
+			}
+		})
+	}
+}
+
+func BenchmarkReadResponse(b *testing.B) {
+	raw := "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Thu, 03 Dec 2026 05:00:00 GMT\r\nContent-Type: application/octet-stream\r\nContent-Length: 1024\r\nLast-Modified: Thu, 03 Dec 2026 04:00:00 GMT\r\nConnection: keep-alive\r\nETag: \"6930-400\"\r\nAccept-Ranges: bytes\r\n\r\n" + strings.Repeat("x", 1024)
+	req, _ := http.NewRequest("GET", "http://up/", nil)
+	sr := strings.NewReader(raw)
+	br := bufio.NewReaderSize(sr, 4<<10)
+	buf := make([]byte, 32<<10)
+	for _, impl := range []struct {
+		name string
+		fn   func(*bufio.Reader, *http.Request) (*http.Response, error)
+	}{{"http.ReadResponse", http.ReadResponse}, {"readResponse", readResponse}} {
+		b.Run(impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				sr.Reset(raw)
+				br.Reset(sr)
+				br.Peek(1)
+				resp, err := impl.fn(br, req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for {
+					if _, err := resp.Body.Read(buf); err != nil {
+						break
+					}
+				}
+			}
+		})
+	}
+}

@@ -3,11 +3,14 @@ package dataplane
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -301,4 +304,109 @@ func TestWebSocketShutdown(t *testing.T) {
 		t.Fatalf("read after shutdown = %v, want the tunnel closed", err)
 	}
 	// goleak (TestMain) checks that the tunnel's goroutines ended.
+}
+
+// TestWebSocketAccessLog: a WebSocket is logged once, when it ends, with
+// code 101, the bytes each way and its whole duration; a refused upgrade
+// is logged as a 403 with details upgrade_failed.
+func TestWebSocketAccessLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ws.log")
+	format := jsonFormat(t, map[string]any{"code": "%RESPONSE_CODE%", "details": "%RESPONSE_CODE_DETAILS%",
+		"rx": "%BYTES_RECEIVED%", "tx": "%BYTES_SENT%", "ms": "%DURATION%", "path": "%REQ(:PATH)%"})
+	ra := &route.RouteAction{}
+	l := withAccessLogs(t, wsListener(t, ra, nil), fileLog(t, path, format, nil))
+	addr := wsUpstream(t)
+	reg := newRegistry()
+	d := newDataplane(t, contract.Identity{}, reg)
+	mustApply(t, d, resourcesAny(staticCluster(t, "ws", addr), l))
+	proxy := d.ListenerAddr("out").String()
+
+	c, _, err := wsDial(t, proxy, "/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := bytes.Repeat([]byte("x"), 1000)
+	for range 3 {
+		if err := c.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.ReadMessage(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // a duration the log must show
+	c.Close()
+	waitFor(t, func() bool { return counterValue(t, reg, map[string]string{"response_code": "101"}) == 1 })
+
+	// The same listener with the upgrade disabled on its route.
+	ra.UpgradeConfigs = []*route.RouteAction_UpgradeConfig{{UpgradeType: "websocket", Enabled: wrapperspb.Bool(false)}}
+	mustApply(t, d, resourcesAny(staticCluster(t, "ws", addr), withAccessLogs(t, wsListener(t, ra, nil), fileLog(t, path, format, nil))))
+	if _, resp, err := wsDial(t, proxy, "/ws"); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("dial with the upgrade disabled: %v %v", resp, err)
+	}
+	if err := d.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("log lines:\n%s", b)
+	}
+	var ws, refused map[string]any
+	if json.Unmarshal([]byte(lines[0]), &ws) != nil || json.Unmarshal([]byte(lines[1]), &refused) != nil {
+		t.Fatalf("log lines:\n%s", b)
+	}
+	// Each message is 1000 bytes plus a 4-byte frame header, and the
+	// client's are masked (4 more bytes).
+	if ws["code"] != float64(101) || ws["details"] != "via_upstream" || ws["rx"].(float64) < 3*1008 || ws["tx"].(float64) < 3*1004 ||
+		ws["ms"].(float64) < 100 || ws["path"] != "/ws" {
+		t.Errorf("WebSocket logged as %s", lines[0])
+	}
+	if refused["code"] != float64(403) || refused["details"] != "upgrade_failed" {
+		t.Errorf("refused upgrade logged as %s", lines[1])
+	}
+}
+
+// TestUpgradeKeepsFramingCheck: the framing check (h1strict) stops at a
+// request that may switch protocols; such a request that is refused ends
+// its connection, so nothing after it goes unchecked. An h2c upgrade is
+// served as a plain request and the connection stays checked.
+func TestUpgradeKeepsFramingCheck(t *testing.T) {
+	ra := &route.RouteAction{UpgradeConfigs: []*route.RouteAction_UpgradeConfig{{UpgradeType: "websocket", Enabled: wrapperspb.Bool(false)}}}
+	_, proxy, _ := wsProxy(t, echoUpstream(t, "app", false), wsListener(t, ra, nil))
+	exchange := func(t *testing.T, reqs string) string {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", proxy, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, reqs); err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(c) // until the proxy closes
+		if err != nil {
+			t.Fatalf("read: %v (got %q)", err, b)
+		}
+		return string(b)
+	}
+	bad := "GET /second HTTP/1.1\nHost: svc\n\n" // bare LFs: refused when checked
+	t.Run("refused upgrade", func(t *testing.T) {
+		got := exchange(t, "GET /ws HTTP/1.1\r\nHost: svc\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"+bad)
+		if !strings.HasPrefix(got, "HTTP/1.1 403 ") || strings.Count(got, "HTTP/1.1 ") != 1 || !strings.Contains(got, "Connection: close") {
+			t.Errorf("got %q; want one 403 and the connection closed", got)
+		}
+	})
+	t.Run("h2c upgrade", func(t *testing.T) {
+		got := exchange(t, "GET /first HTTP/1.1\r\nHost: svc\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"+
+			"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"+bad)
+		if !strings.HasPrefix(got, "HTTP/1.1 200 ") || !strings.Contains(got, "HTTP/1.1 400 ") {
+			t.Errorf("got %q; want a 200, then a 400 for the malformed request", got)
+		}
+	})
 }

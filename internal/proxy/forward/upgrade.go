@@ -153,8 +153,10 @@ func (f *Forwarder) tunnel(ctx context.Context, w http.ResponseWriter, q *reques
 	t := &tunnelState{closeAll: func() { dc.Close(); up.Close() }}
 	t.touch()
 	if idle > 0 {
+		t.mu.Lock()
 		t.timer = time.AfterFunc(idle, func() { t.checkIdle(idle) })
-		defer t.timer.Stop()
+		t.mu.Unlock()
+		defer t.stopTimer()
 	}
 	stop := context.AfterFunc(ctx, t.abort)
 	defer stop()
@@ -179,9 +181,12 @@ func (f *Forwarder) tunnel(ctx context.Context, w http.ResponseWriter, q *reques
 type tunnelState struct {
 	last     atomic.Int64 // unix nanoseconds of the last bytes moved
 	idled    atomic.Bool
-	timer    *time.Timer
 	closeAll func()
 	once     sync.Once
+
+	mu      sync.Mutex
+	timer   *time.Timer // the idle check; nil: no idle timeout
+	stopped bool        // the tunnel is over: the check must not rearm
 }
 
 func (t *tunnelState) touch() { t.last.Store(time.Now().UnixNano()) }
@@ -198,7 +203,19 @@ func (t *tunnelState) checkIdle(idle time.Duration) {
 		t.abort()
 		return
 	}
-	t.timer.Reset(idle - since)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.stopped {
+		t.timer.Reset(idle - since)
+	}
+}
+
+// stopTimer ends the idle checks.
+func (t *tunnelState) stopTimer() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stopped = true
+	t.timer.Stop()
 }
 
 // copy copies src to dst until src ends, then half-closes dst so the far

@@ -19,10 +19,14 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -407,6 +411,47 @@ func TestUpgradeKeepsFramingCheck(t *testing.T) {
 			"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"+bad)
 		if !strings.HasPrefix(got, "HTTP/1.1 200 ") || !strings.Contains(got, "HTTP/1.1 400 ") {
 			t.Errorf("got %q; want a 200, then a 400 for the malformed request", got)
+		}
+	})
+}
+
+// TestWebSocketFault: fault injection applies to the upgrade request: an
+// abort answers instead of the upgrade, a delay holds it back before it
+// goes upstream.
+func TestWebSocketFault(t *testing.T) {
+	addr := wsUpstream(t)
+	all := &typev3.FractionalPercent{Numerator: 100}
+	withFault := func(f *faultv3.HTTPFault) func(*hcm.HttpConnectionManager) {
+		return func(m *hcm.HttpConnectionManager) {
+			m.HttpFilters = append([]*hcm.HttpFilter{{Name: faultFilterName,
+				ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &faultv3.HTTPFault{})}}}, m.HttpFilters...)
+			m.GetRouteConfig().VirtualHosts[0].Routes[0].TypedPerFilterConfig = map[string]*anypb.Any{faultFilterName: mustAny(t, f)}
+		}
+	}
+	t.Run("abort", func(t *testing.T) {
+		_, proxy, _ := wsProxy(t, addr, wsListener(t, nil, withFault(&faultv3.HTTPFault{Abort: &faultv3.FaultAbort{
+			ErrorType: &faultv3.FaultAbort_HttpStatus{HttpStatus: 418}, Percentage: all}})))
+		if _, resp, err := wsDial(t, proxy, "/ws"); err == nil || resp == nil || resp.StatusCode != http.StatusTeapot {
+			t.Fatalf("dial: %v %v; want the fault's 418", resp, err)
+		}
+	})
+	t.Run("delay", func(t *testing.T) {
+		const delay = 300 * time.Millisecond
+		_, proxy, _ := wsProxy(t, addr, wsListener(t, nil, withFault(&faultv3.HTTPFault{Delay: &faultcommon.FaultDelay{
+			FaultDelaySecifier: &faultcommon.FaultDelay_FixedDelay{FixedDelay: durationpb.New(delay)}, Percentage: all}})))
+		start := time.Now()
+		c, _, err := wsDial(t, proxy, "/ws")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d < delay {
+			t.Errorf("handshake took %v, want at least the %v delay", d, delay)
+		}
+		if err := c.WriteMessage(websocket.TextMessage, []byte("after the delay")); err != nil {
+			t.Fatal(err)
+		}
+		if _, msg, err := c.ReadMessage(); err != nil || string(msg) != "after the delay" {
+			t.Fatalf("echo: %q %v", msg, err)
 		}
 	})
 }

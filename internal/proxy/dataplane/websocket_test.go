@@ -37,7 +37,7 @@ import (
 // wsUpstream is a WebSocket echo server on loopback: /ws echoes every
 // message; /teapot answers an upgrade with 418 and a body. It is closed
 // (its hijacked connections too) at the end of the test.
-func wsUpstream(t *testing.T) string {
+func wsUpstream(t testing.TB) string {
 	t.Helper()
 	up := websocket.Upgrader{}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -70,7 +70,7 @@ func wsUpstream(t *testing.T) string {
 // wsListener is an outbound HTTP listener whose connection manager
 // routes everything to cluster "ws" with route action ra (nil: no
 // options) and is then changed by mod (may be nil).
-func wsListener(t *testing.T, ra *route.RouteAction, mod func(*hcm.HttpConnectionManager)) *listener.Listener {
+func wsListener(t testing.TB, ra *route.RouteAction, mod func(*hcm.HttpConnectionManager)) *listener.Listener {
 	if ra == nil {
 		ra = &route.RouteAction{}
 	}

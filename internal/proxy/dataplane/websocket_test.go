@@ -455,3 +455,32 @@ func TestWebSocketFault(t *testing.T) {
 		}
 	})
 }
+
+// TestWebSocketCircuitBreaker: an open WebSocket is a request in flight
+// for the cluster's circuit breaker: with max_requests 1 a second one
+// overflows (503 UO) until the first closes.
+func TestWebSocketCircuitBreaker(t *testing.T) {
+	c := staticCluster(t, "ws", wsUpstream(t))
+	c.CircuitBreakers = thresholds(100, 100, 1, 3).CircuitBreakers
+	reg := newRegistry()
+	d := newDataplane(t, contract.Identity{}, reg)
+	mustApply(t, d, resourcesAny(c, wsListener(t, nil, nil)))
+	proxy := d.ListenerAddr("out").String()
+	first, _, err := wsDial(t, proxy, "/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, resp, err := wsDial(t, proxy, "/ws"); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("second WebSocket: %v %v; want 503 while the first is open", resp, err)
+	}
+	first.Close()
+	waitFor(t, func() bool { return counterValue(t, reg, map[string]string{"response_code": "101"}) == 1 })
+	third, _, err := wsDial(t, proxy, "/ws")
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	third.Close()
+	if n := counterValue(t, reg, map[string]string{"response_code": "503", "response_flags": "UO"}); n != 1 {
+		t.Errorf("503 UO counted %v times, want 1", n)
+	}
+}

@@ -484,3 +484,32 @@ func TestWebSocketCircuitBreaker(t *testing.T) {
 		t.Errorf("503 UO counted %v times, want 1", n)
 	}
 }
+
+// TestWebSocketListenerDrain: a WebSocket on a listener an update removes
+// keeps working while the listener drains, and is closed when the drain
+// ends.
+func TestWebSocketListenerDrain(t *testing.T) {
+	const drain = 300 * time.Millisecond
+	addr := wsUpstream(t)
+	d := newDrainDataplane(t, drain, nil)
+	mustApply(t, d, resourcesAny(staticCluster(t, "ws", addr), wsListener(t, nil, nil)))
+	c, _, err := wsDial(t, d.ListenerAddr("out").String(), "/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := time.Now()
+	mustApply(t, d, resourcesAny(staticCluster(t, "ws", addr)))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := c.WriteMessage(websocket.TextMessage, []byte("draining")); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := c.ReadMessage(); err != nil || string(msg) != "draining" {
+		t.Fatalf("while the listener drains: %q %v", msg, err)
+	}
+	if _, _, err := c.ReadMessage(); err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("read = %v, want the WebSocket closed at the end of the drain", err)
+	}
+	if d := time.Since(removed); d < drain {
+		t.Errorf("closed %v after the listener was removed, before its %v drain ended", d, drain)
+	}
+}

@@ -513,3 +513,37 @@ func TestWebSocketListenerDrain(t *testing.T) {
 		t.Errorf("closed %v after the listener was removed, before its %v drain ended", d, drain)
 	}
 }
+
+// TestUpgradeConfigRejected: connection manager upgrade settings the
+// proxy cannot carry out are refused (NACK) naming the field, and the
+// last good configuration keeps serving.
+func TestUpgradeConfigRejected(t *testing.T) {
+	addr := wsUpstream(t)
+	d, proxy, _ := wsProxy(t, addr, wsListener(t, nil, nil))
+	for _, tc := range []struct {
+		name string
+		mod  func(*hcm.HttpConnectionManager)
+		want string
+	}{
+		{"custom filters", func(m *hcm.HttpConnectionManager) { m.UpgradeConfigs[0].Filters = m.HttpFilters },
+			"upgrade_configs[0].filters: not supported"},
+		{"CONNECT", func(m *hcm.HttpConnectionManager) {
+			m.UpgradeConfigs = append(m.UpgradeConfigs, &hcm.HttpConnectionManager_UpgradeConfig{UpgradeType: "CONNECT"})
+		}, `upgrade_configs[1].upgrade_type: "CONNECT" is not supported`},
+		{"empty type", func(m *hcm.HttpConnectionManager) { m.UpgradeConfigs[0].UpgradeType = "" }, "upgrade_configs[0].upgrade_type: empty"},
+		{"stream_idle_timeout", func(m *hcm.HttpConnectionManager) { m.StreamIdleTimeout = &durationpb.Duration{Seconds: -1} },
+			"stream_idle_timeout: invalid duration"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := d.Apply(resourcesAny(staticCluster(t, "ws", addr), wsListener(t, nil, tc.mod)))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Apply: %v; want …%s", err, tc.want)
+			}
+		})
+	}
+	c, _, err := wsDial(t, proxy, "/ws")
+	if err != nil {
+		t.Fatalf("after the refused configs: %v", err)
+	}
+	c.Close()
+}

@@ -185,6 +185,12 @@ func (d *yamlDecoder) message(n *yaml.Node, path string, m protoreflect.Message)
 		if fd == nil {
 			fd = fields.ByTextName(name)
 		}
+		if fd == nil && reservedField(md, name) {
+			// A field the API removed (websocketUpgrade, which Istio's
+			// samples/websockets still sets): Kubernetes prunes it from
+			// Istio's resources, and Istio's meaning is now the default.
+			continue
+		}
 		if fd == nil {
 			child := joinPath(path, name)
 			d.at(child, p.key)
@@ -519,6 +525,24 @@ func oneofNames(od protoreflect.OneofDescriptor) string {
 		names = append(names, fs.Get(i).JSONName())
 	}
 	return strings.Join(names, ", ")
+}
+
+// reservedField reports whether name, a JSON (lowerCamelCase) or proto
+// field name, is one md reserves: a field its API removed.
+func reservedField(md protoreflect.MessageDescriptor, name string) bool {
+	rn := md.ReservedNames()
+	if rn.Len() == 0 {
+		return false
+	}
+	var b strings.Builder
+	for _, r := range name {
+		if r >= 'A' && r <= 'Z' {
+			b.WriteByte('_')
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return rn.Has(protoreflect.Name(name)) || rn.Has(protoreflect.Name(b.String()))
 }
 
 // suggest returns "; did you mean X?" when a field of md is a likely

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
@@ -125,6 +126,10 @@ func New(opts Options) (*Server, error) {
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isH2CUpgrade(r.Header) {
 			upgrade.ServeHTTP(w, r)
+			return
+		}
+		if r.URL.Path == WebSocketPath && websocket.IsWebSocketUpgrade(r) {
+			s.serveWebSocket(w, r)
 			return
 		}
 		s.serveRequest(w, r)

@@ -96,6 +96,9 @@ type Entry struct {
 	UpstreamHost, UpstreamCluster, RouteName string
 	// UpstreamFailure is why the upstream connection failed ("" if not).
 	UpstreamFailure string
+	// Details is the response code details when the flags do not say
+	// them ("upgrade_failed"); "": derived from ViaUpstream and Flags.
+	Details string
 	// DownstreamRemote and DownstreamLocal are the downstream connection's
 	// addresses (zero when unknown); SNI is its TLS server name.
 	DownstreamRemote, DownstreamLocal netip.AddrPort
@@ -649,6 +652,9 @@ func protocol(r *http.Request) string {
 // via_upstream for a response from the upstream, else the reason of the
 // local reply from its response flags.
 func codeDetails(e *Entry) string {
+	if e.Details != "" {
+		return e.Details
+	}
 	if e.ViaUpstream {
 		return "via_upstream"
 	}

@@ -411,6 +411,12 @@ func (d *Dataplane) Close(ctx context.Context) error {
 	d.endGrace()
 	d.cancelDrain()
 	d.cancelBase()
+	// Upgraded connections (WebSockets) are no longer the HTTP servers':
+	// they end as their listeners closed, and are recorded before the
+	// access logs close.
+	if err := d.fwd.WaitTunnels(ctx); err != nil {
+		forced.Store(true)
+	}
 	d.mu.Lock()
 	for _, c := range d.rt.Load().clusters {
 		c.CloseIdle()

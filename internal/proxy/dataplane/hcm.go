@@ -3,6 +3,7 @@ package dataplane
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -40,6 +41,41 @@ func connectionManagerOptions(l *forward.Listener, m *hcm.HttpConnectionManager,
 	l.XFFTrustedHops = m.GetXffNumTrustedHops()
 	if len(m.GetOriginalIpDetectionExtensions()) > 0 {
 		return fmt.Errorf("%s.original_ip_detection_extensions: not supported (the original client comes from X-Forwarded-For)", where)
+	}
+	return upgradeOptions(l, m, where)
+}
+
+// defaultStreamIdleTimeout is Envoy's stream_idle_timeout when the
+// connection manager does not set it.
+const defaultStreamIdleTimeout = 5 * time.Minute
+
+// upgradeOptions copies m's upgrade_configs (the upgrade types its
+// requests may switch to, matched without regard to case; enabled
+// defaults to true) and stream_idle_timeout (which closes an upgraded
+// stream idle that long; 0: never) into l.
+func upgradeOptions(l *forward.Listener, m *hcm.HttpConnectionManager, where string) error {
+	l.Upgrades = nil
+	for i, u := range m.GetUpgradeConfigs() {
+		typ := strings.ToLower(u.GetUpgradeType())
+		switch {
+		case typ == "":
+			return fmt.Errorf("%s.upgrade_configs[%d].upgrade_type: empty", where, i)
+		case len(u.GetFilters()) > 0:
+			return fmt.Errorf("%s.upgrade_configs[%d].filters: not supported (upgrades run the connection manager's http_filters)", where, i)
+		case typ == "connect" || typ == "connect-udp":
+			return fmt.Errorf("%s.upgrade_configs[%d].upgrade_type: %q is not supported", where, i, u.GetUpgradeType())
+		}
+		if l.Upgrades == nil {
+			l.Upgrades = map[string]bool{}
+		}
+		l.Upgrades[typ] = u.GetEnabled() == nil || u.GetEnabled().GetValue()
+	}
+	l.StreamIdleTimeout = defaultStreamIdleTimeout
+	if d := m.GetStreamIdleTimeout(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+			return fmt.Errorf("%s.stream_idle_timeout: invalid duration", where)
+		}
+		l.StreamIdleTimeout = d.AsDuration() // 0: none
 	}
 	return nil
 }

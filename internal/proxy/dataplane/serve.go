@@ -337,6 +337,7 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	if cc.tls == nil {
 		ci.ds = bl.d.fwd.NewDownstream(conn)
 		ci.ds.Socket = socket
+		ci.ds.Ctx = bl.cl.ctx
 		if cc.tcp != nil {
 			return sc, ci
 		}
@@ -376,6 +377,7 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	conn.Peer = peerCertificate(&cs)
 	ci.ds = bl.d.fwd.NewDownstream(conn)
 	ci.ds.Socket = socket
+	ci.ds.Ctx = bl.cl.ctx
 	if cc.tcp != nil || cs.NegotiatedProtocol == "h2" {
 		return tc, ci
 	}

@@ -17,6 +17,7 @@ type accessLogState struct {
 	l *Listener
 
 	route, upstreamHost, cluster, failure string
+	details                               string   // response code details the flags do not say
 	requestID                             []string // the x-request-id generated for the upstream request, if any
 	viaUpstream                           bool
 }
@@ -34,9 +35,9 @@ func (a *accessLogState) log(q *request, flags string, d time.Duration) {
 	}
 	e := accesslog.Entry{
 		Start: q.start, Duration: d, Request: a.r, Code: q.code, Flags: flags,
-		ViaUpstream: a.viaUpstream, BytesReceived: q.reqBody.bytes(), BytesSent: q.rspBody,
+		ViaUpstream: a.viaUpstream, BytesReceived: q.reqBody.bytes() + q.tunnelIn, BytesSent: q.rspBody,
 		UpstreamHost: a.upstreamHost, UpstreamCluster: a.cluster, RouteName: a.route,
-		UpstreamFailure:  a.failure,
+		UpstreamFailure: a.failure, Details: a.details,
 		DownstreamRemote: q.ds.Conn.RemoteAddr, DownstreamLocal: q.ds.Conn.LocalAddr,
 	}
 	if q.code != 0 {

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"net/http"
@@ -27,8 +28,14 @@ type Downstream struct {
 	// back into the listener. Set by the listener before the first
 	// request; zero when unknown.
 	Socket netip.AddrPort
-	sec    *telemetry.SecLabels
-	xfcc   atomic.Pointer[xfccElement] // the last rendered element
+	// Ctx ends when the listener the connection was accepted on closes
+	// (its drain is over, or the proxy shuts down): an upgraded
+	// connection (a WebSocket) ends with it. Set by the listener before
+	// the first request; nil: the request's context, without its
+	// cancellation.
+	Ctx  context.Context
+	sec  *telemetry.SecLabels
+	xfcc atomic.Pointer[xfccElement] // the last rendered element
 }
 
 // NewDownstream describes a connection the proxy accepted: conn as the

@@ -40,6 +40,7 @@ import (
 	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/tracing"
+	"weft.dev/weft/internal/proxy/upstream"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -83,6 +84,8 @@ type Forwarder struct {
 	principal            string // Options.Principal
 	// node answers the node attributes of metric label expressions.
 	node *telemetry.Node
+	// tunnels counts the upgrade requests being served: WaitTunnels.
+	tunnels sync.WaitGroup
 }
 
 // New returns a Forwarder. Errors come from registering metrics or
@@ -107,6 +110,21 @@ func New(o Options) (*Forwarder, error) {
 // Close cancels every shadow request and waits for them to end. Requests
 // still being served are not affected; Serve must not be called after.
 func (f *Forwarder) Close() { f.mirrors.stop() }
+
+// WaitTunnels waits until the upgrade requests being served (open
+// WebSockets: their connections are no longer the HTTP server's, which
+// does not wait for them) have ended, or ctx is done. They end when
+// their listener closes (Downstream.Ctx): call it after.
+func (f *Forwarder) WaitTunnels(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { f.tunnels.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // Listener is what the request path needs to know of one listener.
 // Immutable once built; shared by every request on the listener.
@@ -145,6 +163,14 @@ type Listener struct {
 	// (max_request_headers_kb, common_http_protocol_options.
 	// max_headers_count); the zero value is Envoy's defaults.
 	Limits Limits
+
+	// Upgrades is the connection manager's upgrade_configs: per upgrade
+	// type (lower case), whether requests may switch to it (a route's
+	// upgrade_configs override it); a type not listed is refused.
+	// StreamIdleTimeout is its stream_idle_timeout, which closes an
+	// upgraded stream nothing moved on for that long (0: none; upgrade.go).
+	Upgrades          map[string]bool
+	StreamIdleTimeout time.Duration
 
 	// Stats is the connection manager's istio.stats filter config: the
 	// Telemetry API's metric overrides of this side (nil: the standard
@@ -201,6 +227,11 @@ type request struct {
 	w       http.ResponseWriter
 	reqBody *countingBody // nil: no body
 	rspBody int64
+	// upgrade is the protocol the request switches to ("": none), and
+	// tunnelIn the bytes the downstream sent through the tunnel once it
+	// did (upgrade.go).
+	upgrade  string
+	tunnelIn int64
 }
 
 // countingBody counts the bytes read from a request body. Allocated
@@ -294,6 +325,12 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	if len(l.AccessLogs) > 0 {
 		q.logging, q.alog = true, accessLogState{w: w, r: r, l: l}
 	}
+	var tunnel bool // counted in f.tunnels until recorded
+	defer func() {
+		if tunnel {
+			f.tunnels.Done()
+		}
+	}()
 	defer f.recordRequest(&q)
 	if l.Tracing != nil {
 		if q.span = l.Tracing.Start(r.Header, q.start, newRequestID); q.span != nil {
@@ -326,6 +363,22 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	}
 	if q.logging && re != nil {
 		q.alog.route = re.Name
+	}
+	if switchesProtocols(r) {
+		// Unless it switches, this is the connection's last request
+		// (upgrade.go).
+		w.Header()["Connection"] = connectionClose
+		if q.upgrade = upgradeType(r); q.upgrade != "" && !l.upgradeEnabled(re, q.upgrade) {
+			if q.logging {
+				q.alog.details = detailsUpgradeFailed
+			}
+			localReply(w, &q, http.StatusForbidden, "", "")
+			return
+		}
+		if q.upgrade != "" {
+			f.tunnels.Add(1)
+			tunnel = true
+		}
 	}
 	if re == nil {
 		localReply(w, &q, http.StatusNotFound, "", "NR")
@@ -398,6 +451,7 @@ func (f *Forwarder) recordRequest(q *request) {
 	// pseudo-headers too) and body bytes.
 	r := q.r
 	reqBytes := headerBytes(r.Header) + int64(len(r.Method)+len(r.Host)+len(r.RequestURI))
+	reqBytes += q.tunnelIn
 	if q.reqBody != nil {
 		// Give the server its own body back: net/http decides by its type
 		// whether the rest of an unread body can be skipped to reuse the
@@ -455,7 +509,8 @@ func noCancel() {}
 
 // attemptResult is the outcome of one upstream attempt.
 type attemptResult struct {
-	resp   *http.Response // nil on error
+	resp   *http.Response   // nil on error
+	stream *upstream.Stream // an upgrade's connection after a 101; else nil
 	err    error
 	out    outcome
 	cancel context.CancelFunc // ends the attempt; the response body is tied to it
@@ -533,6 +588,9 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	}
 	out.Host = re.UpstreamHost(r, c.Name())
 	copyRequestHeaders(out.Header, r.Header)
+	if q.upgrade != "" {
+		upgradeHeaders(out.Header, r.Header)
+	}
 	if _, ok := out.Header["X-Forwarded-Proto"]; !ok {
 		if q.ds.Conn.TLS != nil {
 			out.Header["X-Forwarded-Proto"] = schemeHTTPS
@@ -603,7 +661,11 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		ep.BeginRequest() // LEAST_REQUEST: in flight until forward returns
 		defer ep.EndRequest()
 		attemptStart = time.Now()
-		res = f.attempt(ctx, r, re, out, c, ep, perTry)
+		if q.upgrade != "" {
+			res = attemptUpgrade(ctx, r, re, out, c, ep) // upgrade.go
+		} else {
+			res = f.attempt(ctx, r, re, out, c, ep, perTry)
+		}
 		if !l.Inbound {
 			q.sec = f.sourceSec(ep)
 		}
@@ -713,6 +775,15 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	}
 	re.ApplyResponseHeaders(res.resp.Header, c.Name())
 	q.reply.encode(res.resp.Header) // the filters' response headers
+	if res.stream != nil {
+		stats.RqTime.Observe(msSince(attemptStart)) // until the switch, as Envoy's upstream_rq_time
+		tctx := q.ds.Ctx
+		if tctx == nil {
+			tctx = context.WithoutCancel(r.Context())
+		}
+		f.tunnel(tctx, w, q, res.resp, res.stream, l.streamIdleTimeout(re)) // upgrade.go
+		return
+	}
 	f.stream(w, r, q, res.resp)
 	stats.RqTime.Observe(msSince(attemptStart))
 }

@@ -21,7 +21,11 @@
 // anything after it is ever served. Anything else it does not
 // understand (a malformed chunk, an invalid Content-Length) it leaves to
 // net/http, which refuses those itself, and stops checking. It stops too
-// where a connection leaves HTTP/1.1: HTTP/2's preface, CONNECT, Upgrade.
+// where a connection leaves HTTP/1.1: HTTP/2's preface, CONNECT, and a
+// request with an Upgrade header to a protocol other than h2c (the proxy
+// answers such a request with a 101 and a tunnel, or closes the
+// connection after its answer; an h2c upgrade is served as a plain
+// request, so the connection stays HTTP/1.1 and checked).
 //
 // The check costs one pass over the bytes of each request head and of each
 // chunk-size line, most of it in bytes.IndexByte; body bytes of known
@@ -149,6 +153,7 @@ const (
 const (
 	hdrOther = iota
 	hdrContentLength
+	hdrUpgrade
 )
 
 // maxChunkSizeDigits bounds a chunk size (15 hex digits fit an int64).
@@ -184,6 +189,10 @@ type scanner struct {
 	digits  bool // the Content-Length value has digits
 	bad     bool // the Content-Length value is not a number
 	n       int64
+	// An Upgrade value, its spaces left out, while it fits: h2c does
+	// not switch the connection.
+	up    [len("h2c")]byte
+	upLen int
 
 	// Of the request.
 	hasCL, hasTE, upgrade bool
@@ -388,6 +397,13 @@ func (s *scanner) lineByte(c byte) string {
 			s.name[s.nameLen] = c
 		}
 		s.nameLen++
+	case s.value == hdrUpgrade:
+		if c != ' ' && c != '\t' {
+			if s.upLen < len(s.up) {
+				s.up[s.upLen] = c
+			}
+			s.upLen++
+		}
 	case s.value == hdrContentLength:
 		switch {
 		case c >= '0' && c <= '9' && s.n < (1<<62)/10:
@@ -410,7 +426,9 @@ func (s *scanner) header(name []byte) {
 	case len("transfer-encoding"):
 		s.hasTE = s.hasTE || bytes.EqualFold(name, []byte("transfer-encoding"))
 	case len("upgrade"):
-		s.upgrade = s.upgrade || bytes.EqualFold(name, []byte("upgrade"))
+		if bytes.EqualFold(name, []byte("upgrade")) {
+			s.value, s.upLen = hdrUpgrade, 0
+		}
 	}
 }
 
@@ -429,6 +447,10 @@ func (s *scanner) endLine() {
 		}
 	case s.inName:
 		s.off = true // a header line without a colon: net/http refuses it
+	case s.value == hdrUpgrade:
+		if s.upLen != len(s.up) || !bytes.EqualFold(s.up[:], []byte("h2c")) {
+			s.upgrade = true
+		}
 	case s.value == hdrContentLength:
 		if !s.digits || s.bad || (s.hasCL && s.n != s.cl) {
 			s.off = true // not a number, or differing values: net/http refuses them

@@ -62,6 +62,14 @@ var streams = []struct {
 	{name: "HTTP/2 preface", stream: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\n \n"},
 	{name: "CONNECT", stream: "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n\n \n"},
 	{name: "Upgrade", stream: "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\n \n"},
+	{name: "Upgrade without Connection", stream: "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n\n \n"},
+	// An h2c upgrade is served as a plain request: the connection stays
+	// HTTP/1.1, and what follows is checked.
+	{name: "Upgrade: h2c",
+		stream: "GET / HTTP/1.1\r\nHost: a\r\nUpgrade:  H2C \r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\nGET / HTTP/1.1\nX: a\n\n",
+		bad:    bareLF, before: "GET / HTTP/1.1\r\nHost: a\r\nUpgrade:  H2C \r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\nGET / HTTP/1.1"},
+	{name: "Upgrade: h2c and websocket", stream: "GET / HTTP/1.1\r\nUpgrade: h2c\r\nUpgrade: websocket\r\n\r\n\n \n"},
+	{name: "Upgrade: h2cx", stream: "GET / HTTP/1.1\r\nUpgrade: h2cx\r\n\r\n\n \n"},
 }
 
 func TestScanner(t *testing.T) {

@@ -74,6 +74,14 @@ type Entry struct {
 	Mirrors []MirrorPolicy
 	// Direct is the route's direct response; nil for other actions.
 	Direct *DirectResponse
+	// Upgrades is RouteAction.upgrade_configs: per upgrade type (lower
+	// case), whether the route enables or disables it, overriding the
+	// connection manager's upgrade_configs; nil: no override.
+	Upgrades map[string]bool
+	// IdleTimeout is RouteAction.idle_timeout, which overrides the
+	// connection manager's stream_idle_timeout for the route's streams
+	// (0 disables it); nil: not set.
+	IdleTimeout *time.Duration
 
 	path    pathMatch
 	grpc    bool // RouteMatch.grpc: only gRPC requests
@@ -319,6 +327,26 @@ func (re *Entry) compileAction(a *route.RouteAction) error {
 			return fmt.Errorf("timeout: %w", err)
 		}
 		re.Timeout = t.AsDuration()
+	}
+	if t := a.GetIdleTimeout(); t != nil {
+		if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
+			return fmt.Errorf("idle_timeout: invalid duration")
+		}
+		d := t.AsDuration()
+		re.IdleTimeout = &d
+	}
+	for i, u := range a.GetUpgradeConfigs() {
+		typ := strings.ToLower(u.GetUpgradeType())
+		switch {
+		case typ == "":
+			return fmt.Errorf("upgrade_configs[%d].upgrade_type: empty", i)
+		case u.GetConnectConfig() != nil:
+			return fmt.Errorf("upgrade_configs[%d].connect_config: unsupported (CONNECT is not proxied)", i)
+		}
+		if re.Upgrades == nil {
+			re.Upgrades = map[string]bool{}
+		}
+		re.Upgrades[typ] = u.GetEnabled() == nil || u.GetEnabled().GetValue()
 	}
 	var err error
 	if re.Retry, err = compileRetryPolicy(a.GetRetryPolicy()); err != nil {

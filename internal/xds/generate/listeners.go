@@ -15,6 +15,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"weft.dev/weft/internal/config"
@@ -225,15 +226,23 @@ func httpListener(name, ip string, port uint32, dir core.TrafficDirection, m *hc
 }
 
 // hcmFilter packs m as a network filter, with the path handling every
-// connection manager gets (see httpListener).
+// connection manager gets (see httpListener) and, as Istio's
+// buildHTTPConnectionManager gives every sidecar and gateway connection
+// manager, WebSocket upgrades allowed and the stream idle timeout off (a
+// quiet WebSocket stays open).
 func hcmFilter(m *hcm.HttpConnectionManager) *listener.Filter {
 	m.NormalizePath = wrapperspb.Bool(true)
 	m.PathWithEscapedSlashesAction = hcm.HttpConnectionManager_KEEP_UNCHANGED
+	m.UpgradeConfigs = []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: websocketUpgrade}}
+	m.StreamIdleTimeout = durationpb.New(0)
 	return &listener.Filter{
 		Name:       wellknown.HTTPConnectionManager,
 		ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(m)},
 	}
 }
+
+// websocketUpgrade is the upgrade type of WebSocket (RFC 6455).
+const websocketUpgrade = "websocket"
 
 func routerFilters() []*hcm.HttpFilter {
 	return []*hcm.HttpFilter{{

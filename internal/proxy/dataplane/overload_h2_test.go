@@ -1,13 +1,18 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"weft.dev/weft/internal/proxy/proxytest"
@@ -118,5 +123,91 @@ func TestSlowLorisHTTP2ClosedWhileServing(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStreamIdleTimeoutHTTP2: an HTTP/2 client that opens streams and
+// then lets nothing move — it never opens the flow-control window for
+// the responses (SETTINGS_INITIAL_WINDOW_SIZE 0) or never sends the body
+// it announced — has each stream reset after stream_idle_timeout (1 s
+// here; Envoy's default is 5 min) — counted in
+// envoy_listener_http2_stream_idle_timeout when the proxy was still
+// working on it — while another client is served. Bounded: 40 streams, a 30 s deadline on the connection; no
+// timing is asserted.
+func TestStreamIdleTimeoutHTTP2(t *testing.T) {
+	const gets, posts = 20, 20
+	d, reg := limitedDataplane(t, Options{}, func(m *hcmT) { m.StreamIdleTimeout = durationpb.New(time.Second) })
+	addr := d.ListenerAddr("out").String()
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	block := func(method string) []byte {
+		hb.Reset()
+		for _, f := range []hpack.HeaderField{{Name: ":method", Value: method}, {Name: ":scheme", Value: "http"},
+			{Name: ":path", Value: "/idle"}, {Name: ":authority", Value: "svc"}, {Name: "content-length", Value: "10"}} {
+			if method == "GET" && f.Name == "content-length" {
+				continue
+			}
+			enc.WriteField(f)
+		}
+		return bytes.Clone(hb.Bytes())
+	}
+	streams := map[uint32]string{}
+	for i := range gets + posts {
+		id := uint32(2*i + 1)
+		method := "GET"
+		if i >= gets {
+			method = "POST" // announces a body it never sends
+		}
+		streams[id] = method
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block(method), EndHeaders: true, EndStream: method == "GET"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Another client is served meanwhile.
+	if r := do(t, client(t, true), "GET", "http://"+addr+"/ok", "svc", nil); r.code != 200 {
+		t.Fatalf("another client: status %d", r.code)
+	}
+
+	reset := map[uint32]bool{}
+	for len(reset) < len(streams) {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %d of %d streams reset (%v): %v", len(reset), len(streams), reset, err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.RSTStreamFrame:
+			reset[f.StreamID] = true
+		case *http2.DataFrame:
+			if len(f.Data()) > 0 {
+				t.Errorf("stream %d: %d bytes of DATA with a window of 0", f.StreamID, len(f.Data()))
+			}
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v after %d streams reset", f.ErrCode, len(reset))
+		}
+	}
+	// The GETs' small responses were written before the window stopped
+	// them: they wait in the HTTP/2 server's buffer after the proxy is
+	// done, and its write deadline resets them, uncounted. The POSTs are
+	// reset by the watch while the proxy waits for their bodies.
+	if n := counterFamily(t, reg, "envoy_listener_http2_stream_idle_timeout"); n < posts {
+		t.Errorf("envoy_listener_http2_stream_idle_timeout = %v, want at least %d", n, posts)
+	}
+	if r := do(t, client(t, true), "GET", "http://"+addr+"/ok", "svc", nil); r.code != 200 {
+		t.Fatalf("after the resets: status %d", r.code)
 	}
 }

@@ -623,6 +623,7 @@ func peerCertificate(cs *tls.ConnectionState) *filter.PeerCertificate {
 type listenerStats struct {
 	handshake, sslError, sessionReused, noChainMatch, cxOverflow *prometheus.CounterVec
 	globalOverflow, overloadReject, h2HeaderTimeout              *prometheus.CounterVec
+	streamIdleTimeout                                            *prometheus.CounterVec
 	cxActive                                                     *prometheus.GaugeVec
 }
 
@@ -630,6 +631,7 @@ type listenerStats struct {
 type boundStats struct {
 	handshake, sslError, sessionReused, noChainMatch, cxOverflow prometheus.Counter
 	globalOverflow, overloadReject, h2HeaderTimeout              prometheus.Counter
+	streamIdleTimeout                                            prometheus.Counter
 	cxActive                                                     prometheus.Gauge
 }
 
@@ -652,6 +654,7 @@ func newListenerStats(reg prometheus.Registerer) (*listenerStats, error) {
 		{&s.cxOverflow, "envoy_listener_downstream_cx_overflow", "Connections closed at once because the listener held its maximum number of connections."},
 		{&s.globalOverflow, "envoy_listener_downstream_global_cx_overflow", "Connections closed at once because all listeners together held the proxy's maximum number of connections (--max-connections)."},
 		{&s.h2HeaderTimeout, "envoy_listener_http2_header_timeout", "HTTP/2 connections closed because a request's header block was not complete within request_headers_timeout (of the preface, for the first; of its first frame, for the others)."},
+		{&s.streamIdleTimeout, "envoy_listener_http2_stream_idle_timeout", "HTTP/2 streams reset because nothing moved either way for stream_idle_timeout (a client that does not read its response or send its body)."},
 		{&s.overloadReject, "envoy_listener_downstream_cx_overload_reject", "Connections closed at once because the overload manager rejects new connections (memory over --overload-memory-limit's threshold)."},
 	} {
 		if *m.v, err = mk(m.name, m.help); err != nil {
@@ -667,15 +670,16 @@ func newListenerStats(reg prometheus.Registerer) (*listenerStats, error) {
 
 func (s *listenerStats) forListener(name string) boundStats {
 	return boundStats{
-		handshake:       s.handshake.WithLabelValues(name),
-		sslError:        s.sslError.WithLabelValues(name),
-		sessionReused:   s.sessionReused.WithLabelValues(name),
-		noChainMatch:    s.noChainMatch.WithLabelValues(name),
-		cxOverflow:      s.cxOverflow.WithLabelValues(name),
-		globalOverflow:  s.globalOverflow.WithLabelValues(name),
-		overloadReject:  s.overloadReject.WithLabelValues(name),
-		h2HeaderTimeout: s.h2HeaderTimeout.WithLabelValues(name),
-		cxActive:        s.cxActive.WithLabelValues(name),
+		handshake:         s.handshake.WithLabelValues(name),
+		sslError:          s.sslError.WithLabelValues(name),
+		sessionReused:     s.sessionReused.WithLabelValues(name),
+		noChainMatch:      s.noChainMatch.WithLabelValues(name),
+		cxOverflow:        s.cxOverflow.WithLabelValues(name),
+		globalOverflow:    s.globalOverflow.WithLabelValues(name),
+		overloadReject:    s.overloadReject.WithLabelValues(name),
+		h2HeaderTimeout:   s.h2HeaderTimeout.WithLabelValues(name),
+		streamIdleTimeout: s.streamIdleTimeout.WithLabelValues(name),
+		cxActive:          s.cxActive.WithLabelValues(name),
 	}
 }
 

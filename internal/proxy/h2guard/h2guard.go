@@ -30,6 +30,7 @@
 package h2guard
 
 import (
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -49,10 +50,11 @@ const (
 type mode uint8
 
 const (
-	modeDetect mode = iota // plaintext: HTTP/2 only if the preface comes
-	modeExpect             // negotiated h2 (ALPN): the preface must come
-	modeH2                 // the preface was read: frames follow
-	modeOff                // not HTTP/2: reads pass through
+	modeDetect  mode = iota // plaintext: HTTP/2 only if the preface comes
+	modeExpect              // negotiated h2 (ALPN): the preface must come
+	modeH2                  // the preface was read: frames follow
+	modeOff                 // not HTTP/2: reads pass through
+	modeRefused             // negotiated h2 without the preface: reads end
 )
 
 // Conn is a net.Conn whose reads are watched for HTTP/2 header blocks.
@@ -116,11 +118,19 @@ func (c *Conn) NetConn() net.Conn { return c.Conn }
 // preface. For the reading goroutine, or after reads have ended.
 func (c *Conn) IsHTTP2() bool { return c.mode == modeH2 }
 
-// Read implements net.Conn, watching what it returns.
+// Read implements net.Conn, watching what it returns. On a connection
+// that negotiated h2, bytes that are not the preface end the reads (EOF):
+// the server must close it (RFC 9113 §3.4), not read HTTP/1.1 there.
 func (c *Conn) Read(p []byte) (int, error) {
+	if c.mode == modeRefused {
+		return 0, io.EOF
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 && c.mode != modeOff {
 		c.scan(p[:n])
+		if c.mode == modeRefused {
+			return 0, io.EOF
+		}
 	}
 	return n, err
 }
@@ -154,7 +164,11 @@ func (c *Conn) scan(b []byte) {
 		case c.mode != modeH2:
 			k := min(len(b), len(Preface)-c.pre)
 			if string(b[:k]) != Preface[c.pre:c.pre+k] {
-				c.mode = modeOff
+				if c.mode == modeExpect {
+					c.mode = modeRefused
+				} else {
+					c.mode = modeOff
+				}
 				c.stop()
 				return
 			}

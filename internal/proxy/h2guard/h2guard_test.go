@@ -164,3 +164,21 @@ func TestZeroTimeoutIsNoGuard(t *testing.T) {
 		t.Fatal("a zero timeout wrapped the connection")
 	}
 }
+
+// TestNegotiatedH2WithoutPreface: on a connection that negotiated h2,
+// bytes that are not the preface end the reads, so the server closes
+// the connection instead of reading HTTP/1.1 there.
+func TestNegotiatedH2WithoutPreface(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	c := NewH2Conn(b, time.Minute, nil)
+	defer c.Close()
+	go a.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	buf := make([]byte, 64)
+	if n, err := c.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("Read = %d, %v; want 0, EOF", n, err)
+	}
+	if n, err := c.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("second Read = %d, %v; want 0, EOF", n, err)
+	}
+}

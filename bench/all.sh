@@ -99,7 +99,7 @@ step h2spec bash -c "WEFT_REQUIRE_TOOLS=1 go test -count=1 -run '^TestH2Spec$' -
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- the table -------------------------------------------------------------
-python3 - "$results" "$h2spec_out" "$start" "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo '+changes')" \
+python3 - "$results" "$h2spec_out" "$start" "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' ':!docs' || echo '+changes')" \
   "$(nproc) CPUs, $(uname -r), load average before $load_before, after $load_after" "$QUICK" "$(printf '%s; ' "${status[@]}")" \
   > "$results/summary.md" <<'PY'
 import os, re, sys

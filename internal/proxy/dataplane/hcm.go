@@ -45,10 +45,6 @@ func connectionManagerOptions(l *forward.Listener, m *hcm.HttpConnectionManager,
 	return upgradeOptions(l, m, where)
 }
 
-// defaultStreamIdleTimeout is Envoy's stream_idle_timeout when the
-// connection manager does not set it.
-const defaultStreamIdleTimeout = 5 * time.Minute
-
 // upgradeOptions copies m's upgrade_configs (the upgrade types its
 // requests may switch to, matched without regard to case; enabled
 // defaults to true) and stream_idle_timeout (which closes an upgraded
@@ -98,6 +94,13 @@ const (
 	// connection can make the proxy hold, kept unless the connection
 	// manager says otherwise.
 	defaultMaxConcurrentStreams = 250
+	// defaultStreamIdleTimeout is stream_idle_timeout's default (Envoy's)
+	// when the connection manager does not set it: an HTTP/2 stream with
+	// no activity in either direction for this long is reset — one whose
+	// client never reads its response (flow control) or never sends the
+	// rest of its body — and an upgraded stream (WebSocket) idle that
+	// long is closed.
+	defaultStreamIdleTimeout = 5 * time.Minute
 	// maxFrameSize is the largest HTTP/2 frame the listeners accept:
 	// the protocol's initial SETTINGS_MAX_FRAME_SIZE, 16 KiB, which
 	// Envoy never raises. Go's server would advertise 1 MiB; keeping
@@ -117,6 +120,7 @@ type serverLimits struct {
 	headersTimeout time.Duration // request_headers_timeout; 0: none
 	idleTimeout    time.Duration // common_http_protocol_options.idle_timeout; 0: none
 	maxStreams     uint32        // http2_protocol_options.max_concurrent_streams
+	streamIdle     time.Duration // stream_idle_timeout (HTTP/2 streams); 0: none
 }
 
 // chainLimits reads the connection limits of m, with Envoy's defaults
@@ -125,7 +129,7 @@ type serverLimits struct {
 // server must allow. where names m in errors.
 func chainLimits(l *forward.Limits, m *hcm.HttpConnectionManager, where string) (serverLimits, error) {
 	sl := serverLimits{maxHeaderBytes: forward.DefaultMaxRequestHeadersBytes, headersTimeout: defaultRequestHeadersTimeout,
-		idleTimeout: defaultIdleTimeout, maxStreams: defaultMaxConcurrentStreams}
+		idleTimeout: defaultIdleTimeout, maxStreams: defaultMaxConcurrentStreams, streamIdle: defaultStreamIdleTimeout}
 	*l = forward.Limits{MaxRequestHeadersBytes: forward.DefaultMaxRequestHeadersBytes, MaxHeadersCount: forward.DefaultMaxHeadersCount}
 	if kb := m.GetMaxRequestHeadersKb(); kb != nil {
 		// Envoy's range: 1 to 8192 KiB.
@@ -154,6 +158,12 @@ func chainLimits(l *forward.Limits, m *hcm.HttpConnectionManager, where string) 
 		}
 		sl.headersTimeout = d.AsDuration() // 0: none, as Envoy
 	}
+	if d := m.GetStreamIdleTimeout(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+			return sl, fmt.Errorf("%s.stream_idle_timeout: invalid duration", where)
+		}
+		sl.streamIdle = d.AsDuration() // 0: none, as Envoy
+	}
 	if n := m.GetHttp2ProtocolOptions().GetMaxConcurrentStreams(); n != nil {
 		if n.GetValue() < 1 {
 			return sl, fmt.Errorf("%s.http2_protocol_options.max_concurrent_streams: must be at least 1", where)
@@ -169,6 +179,7 @@ func (s *serverLimits) widen(o serverLimits) {
 	s.headersTimeout = longer(s.headersTimeout, o.headersTimeout)
 	s.idleTimeout = longer(s.idleTimeout, o.idleTimeout)
 	s.maxStreams = max(s.maxStreams, o.maxStreams)
+	s.streamIdle = longer(s.streamIdle, o.streamIdle)
 }
 
 // longer is the longer of two timeouts where 0 means none.

@@ -35,13 +35,17 @@ const drainTimeout = 30 * time.Second
 // whose configured address is unchanged keeps its boundListener across
 // updates, so its connections and in-flight requests are untouched.
 type boundListener struct {
-	d     *Dataplane
-	name  string
-	addr  string       // configured address
-	ln    net.Listener // the socket
-	cl    *connListener
-	srv   *http.Server // serves cl: connections set up (serve.go)
-	stats boundStats
+	d    *Dataplane
+	name string
+	addr string       // configured address
+	ln   net.Listener // the socket
+	cl   *connListener
+	srv  *http.Server // serves cl: connections set up (serve.go)
+	// streamIdle is stream_idle_timeout for the HTTP/2 streams the
+	// server serves (streamidle.go); 0: none. Set when bound, as the
+	// server's other limits.
+	streamIdle time.Duration
+	stats      boundStats
 	// active counts the connections accepted and not yet closed, for
 	// Options.MaxConnectionsPerListener.
 	active atomic.Int64
@@ -75,7 +79,7 @@ func (d *Dataplane) bind(lc *listenerConfig) (*boundListener, error) {
 	if err != nil {
 		return nil, err
 	}
-	bl := &boundListener{d: d, name: lc.name, addr: lc.addr, ln: ln, stats: d.listenerStats.forListener(lc.name)}
+	bl := &boundListener{d: d, name: lc.name, addr: lc.addr, ln: ln, stats: d.listenerStats.forListener(lc.name), streamIdle: lc.server.streamIdle}
 	bl.cl = newConnListener(bl)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
@@ -287,6 +291,11 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// after this response; the HTTP/2 server turns the header into a
 		// GOAWAY and closes once the connection is idle.
 		w.Header()["Connection"] = connectionClose
+	}
+	if r.ProtoMajor == 2 && bl.streamIdle > 0 {
+		var done func()
+		w, r, done = bl.watchIdle(w, r)
+		defer done()
 	}
 	bl.d.fwd.Serve(w, r, &cc.http, ds, cc.table(rt), rt.clusters)
 }

@@ -37,10 +37,13 @@ func BenchmarkSlowLoris(b *testing.B) {
 		name     string
 		attack   int
 		maxConns int
+		kind     lorisKind
 	}{
-		{"quiet", 0, 0},
-		{"attack-1000-held", 1000, 0},
-		{"attack-1000-max-connections-256", 1000, 256},
+		{"quiet", 0, 0, lorisH1},
+		{"attack-1000-held", 1000, 0, lorisH1},
+		{"attack-1000-max-connections-256", 1000, 256, lorisH1},
+		{"attack-h2-idle-1000", 1000, 0, lorisH2Idle},
+		{"attack-h2-headers-1000", 1000, 0, lorisH2Headers},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			d, reg := limitedDataplane(b, Options{MaxConnections: bc.maxConns}, nil)
@@ -81,7 +84,7 @@ func BenchmarkSlowLoris(b *testing.B) {
 			}
 			warm.Wait()
 			if bc.attack > 0 {
-				startAttacker(b, addr, bc.attack)
+				startAttacker(b, addr, bc.attack, bc.kind)
 			}
 
 			lat := make([]time.Duration, b.N)
@@ -119,17 +122,19 @@ func BenchmarkSlowLoris(b *testing.B) {
 			b.ReportMetric(float64(dials.Load()), "client-dials")
 			b.ReportMetric(float64(d.activeConns.Load()-clients), "attack-held")
 			b.ReportMetric(counterFamily(b, reg, "envoy_listener_downstream_global_cx_overflow"), "attack-shed")
+			b.ReportMetric(counterFamily(b, reg, "envoy_listener_http2_header_timeout"), "h2-timed-out")
 		})
 	}
 }
 
 // startAttacker runs this test binary as TestSlowLorisAttackerProcess
-// against addr with conns connections, waits until it has dialled them
-// all, and stops it (closing its stdin) at cleanup.
-func startAttacker(tb testing.TB, addr string, conns int) {
+// against addr with conns connections of kind, waits until it has
+// dialled them all, and stops it (closing its stdin) at cleanup.
+func startAttacker(tb testing.TB, addr string, conns int, kind lorisKind) {
 	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSlowLorisAttackerProcess$", "-test.v")
-	cmd.Env = append(os.Environ(), "WEFT_SLOWLORIS_ADDR="+addr, "WEFT_SLOWLORIS_CONNS="+strconv.Itoa(conns))
+	cmd.Env = append(os.Environ(), "WEFT_SLOWLORIS_ADDR="+addr, "WEFT_SLOWLORIS_CONNS="+strconv.Itoa(conns),
+		"WEFT_SLOWLORIS_KIND="+string(kind))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -178,8 +183,9 @@ const attackerReady = "slow loris: all connections dialled"
 
 // TestSlowLorisAttackerProcess is BenchmarkSlowLoris's attacker when run
 // by startAttacker (WEFT_SLOWLORIS_ADDR set): it keeps
-// WEFT_SLOWLORIS_CONNS slow-loris connections up against the address
-// until its stdin closes. Otherwise it is skipped.
+// WEFT_SLOWLORIS_CONNS slow-loris connections of WEFT_SLOWLORIS_KIND
+// (lorisKind; h1 if unset) up against the address until its stdin
+// closes. Otherwise it is skipped.
 func TestSlowLorisAttackerProcess(t *testing.T) {
 	addr := os.Getenv("WEFT_SLOWLORIS_ADDR")
 	if addr == "" {
@@ -192,7 +198,15 @@ func TestSlowLorisAttackerProcess(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { io.Copy(io.Discard, os.Stdin); cancel() }() // the parent closed stdin (or died)
-	attack := newSlowLoris(ctx, addr, conns, true)
+	kind := lorisKind(os.Getenv("WEFT_SLOWLORIS_KIND"))
+	switch kind {
+	case "":
+		kind = lorisH1
+	case lorisH1, lorisH2Idle, lorisH2Headers:
+	default:
+		t.Fatalf("WEFT_SLOWLORIS_KIND %q: want %s, %s or %s", kind, lorisH1, lorisH2Idle, lorisH2Headers)
+	}
+	attack := newSlowLoris(ctx, addr, conns, true, kind, nil)
 	defer attack.stop()
 	for attack.dialled.Load() < int64(conns) && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)

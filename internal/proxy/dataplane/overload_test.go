@@ -2,7 +2,9 @@ package dataplane
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +16,8 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"weft.dev/weft/internal/xds/contract"
@@ -252,7 +256,7 @@ func TestSlowLorisShedWhileServing(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	attack := newSlowLoris(ctx, addr, attempts, false)
+	attack := newSlowLoris(ctx, addr, attempts, false, lorisH1, nil)
 	defer attack.stop()
 	// The attack holds the proxy's connections before normal traffic
 	// goes on (bounded wait).
@@ -306,21 +310,39 @@ func TestSlowLorisShedWhileServing(t *testing.T) {
 }
 
 // slowLoris dials attempts connections to addr, at most 100 dialling at
-// once, and on each sends a request line and then one header line every
-// 100 ms, never the blank line that ends the head, until the proxy
-// closes the connection or ctx ends. With redial, a connection the proxy
-// closed is dialled again (after 100 ms) until ctx ends, as a real
-// attacker keeps its connections up. Each connection has a goroutine
-// (and one reading), which ends with ctx.
+// once, and on each sends the start of a request and then a little more
+// every 100 ms, never its end (see lorisKind), until the proxy closes the
+// connection or ctx ends. With redial, a connection the proxy closed is
+// dialled again (after 100 ms) until ctx ends, as a real attacker keeps
+// its connections up. Each connection has a goroutine (and one reading),
+// which ends with ctx.
 type slowLoris struct {
+	kind    lorisKind
+	tls     *tls.Config // dial TLS (ALPN h2 for the HTTP/2 kinds); nil: plaintext
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	dialled atomic.Int64 // connections that were established
 }
 
-func newSlowLoris(parent context.Context, addr string, attempts int, redial bool) *slowLoris {
+// lorisKind is what a slow-loris connection trickles.
+type lorisKind string
+
+const (
+	// lorisH1: an HTTP/1.1 request line, then a header line every
+	// 100 ms, never the blank line that ends the head.
+	lorisH1 lorisKind = "h1"
+	// lorisH2Idle: the HTTP/2 preface and SETTINGS, then a PING every
+	// 100 ms, never a HEADERS frame.
+	lorisH2Idle lorisKind = "h2-idle"
+	// lorisH2Headers: the HTTP/2 preface and SETTINGS, a HEADERS frame
+	// without END_HEADERS, then a CONTINUATION frame with one more header
+	// field every 100 ms, never the one that ends the block.
+	lorisH2Headers lorisKind = "h2-headers"
+)
+
+func newSlowLoris(parent context.Context, addr string, attempts int, redial bool, kind lorisKind, tlsConf *tls.Config) *slowLoris {
 	ctx, cancel := context.WithCancel(parent)
-	s := &slowLoris{cancel: cancel}
+	s := &slowLoris{cancel: cancel, kind: kind, tls: tlsConf}
 	sem := make(chan struct{}, 100)
 	for range attempts {
 		s.wg.Add(1)
@@ -347,6 +369,15 @@ func (s *slowLoris) one(ctx context.Context, addr string, sem chan struct{}) boo
 	}
 	var dl net.Dialer
 	c, err := dl.DialContext(ctx, "tcp", addr)
+	if err == nil && s.tls != nil {
+		tc := tls.Client(c, s.tls)
+		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err = tc.HandshakeContext(hctx); err != nil {
+			c.Close()
+		}
+		cancel()
+		c = tc
+	}
 	<-sem
 	if err != nil {
 		return ctx.Err() == nil
@@ -355,7 +386,8 @@ func (s *slowLoris) one(ctx context.Context, addr string, sem chan struct{}) boo
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
 	defer stop()
-	if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: svc\r\n"); err != nil {
+	first, next := s.kind.frames()
+	if _, err := c.Write(first); err != nil {
 		return ctx.Err() == nil
 	}
 	// Read in the background: the proxy closing the connection (EOF, or
@@ -369,7 +401,7 @@ func (s *slowLoris) one(ctx context.Context, addr string, sem chan struct{}) boo
 			<-closed
 			return false
 		case <-time.After(100 * time.Millisecond):
-			if _, err := io.WriteString(c, "X-Loris: a\r\n"); err == nil {
+			if _, err := c.Write(next); err == nil {
 				continue
 			}
 			<-closed
@@ -379,6 +411,38 @@ func (s *slowLoris) one(ctx context.Context, addr string, sem chan struct{}) boo
 		}
 		return true
 	}
+}
+
+// frames returns what a connection of kind k sends first, and then every
+// 100 ms.
+func (k lorisKind) frames() (first, next []byte) {
+	switch k {
+	case lorisH2Idle, lorisH2Headers:
+		var b bytes.Buffer
+		b.WriteString(http2.ClientPreface)
+		fr := http2.NewFramer(&b, nil)
+		fr.WriteSettings()
+		if k == lorisH2Idle {
+			first = bytes.Clone(b.Bytes())
+			b.Reset()
+			fr.WritePing(false, [8]byte{'l', 'o', 'r', 'i', 's'})
+			return first, b.Bytes()
+		}
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
+		for _, f := range []hpack.HeaderField{{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "http"},
+			{Name: ":path", Value: "/slow"}, {Name: ":authority", Value: "svc"}} {
+			enc.WriteField(f)
+		}
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true})
+		first = bytes.Clone(b.Bytes())
+		b.Reset()
+		hb.Reset()
+		enc.WriteField(hpack.HeaderField{Name: "x-loris", Value: "a"})
+		fr.WriteContinuation(1, false, hb.Bytes())
+		return first, b.Bytes()
+	}
+	return []byte("GET /slow HTTP/1.1\r\nHost: svc\r\n"), []byte("X-Loris: a\r\n")
 }
 
 // wait waits until every attack connection has ended by itself (closed

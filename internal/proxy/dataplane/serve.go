@@ -16,6 +16,7 @@ import (
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/h1strict"
+	"weft.dev/weft/internal/proxy/h2guard"
 	"weft.dev/weft/internal/proxy/tcpproxy"
 	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/tlssocket"
@@ -60,7 +61,9 @@ type connInfo struct {
 	chain     *chainConfig // the chain it was accepted on
 	ds        *forward.Downstream
 	// tls is the connection's TLS state when net/http cannot see it: an
-	// HTTP/1.1 connection over TLS, wrapped to check its framing.
+	// HTTP/1.1 connection over TLS, wrapped to check its framing, or an
+	// HTTP/2 one (ALPN h2), wrapped to time its header blocks and served
+	// as HTTP/2 with prior knowledge.
 	tls *tls.ConnectionState
 }
 
@@ -77,16 +80,17 @@ func connOf(r interface{ Context() context.Context }) *connInfo {
 // connContext is the listener's http.Server.ConnContext: it puts the
 // connection's connInfo in every request's context.
 func connContext(ctx context.Context, c net.Conn) context.Context {
-	if hc, ok := c.(*h1strict.Conn); ok {
-		c = hc.NetConn()
+	// Under the wrappers (h1strict, h2guard, TLS) is the serverConn.
+	for {
+		switch w := c.(type) {
+		case *serverConn:
+			return context.WithValue(ctx, connInfoKey{}, w.info)
+		case interface{ NetConn() net.Conn }:
+			c = w.NetConn()
+		default:
+			return ctx
+		}
 	}
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	if sc, ok := c.(*serverConn); ok {
-		return context.WithValue(ctx, connInfoKey{}, sc.info)
-	}
-	return ctx
 }
 
 // serverConn is an accepted connection: the bytes the TLS inspector read
@@ -341,7 +345,7 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 		if cc.tcp != nil {
 			return sc, ci
 		}
-		return bl.strictConn(sc, cc), ci
+		return bl.strictConn(bl.h2Guard(sc, false), cc), ci
 	}
 	if head == nil {
 		// No inspector: the TLS socket itself sees what the client sends.
@@ -378,14 +382,40 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	ci.ds = bl.d.fwd.NewDownstream(conn)
 	ci.ds.Socket = socket
 	ci.ds.Ctx = bl.cl.ctx
-	if cc.tcp != nil || cs.NegotiatedProtocol == "h2" {
+	if cc.tcp != nil {
 		return tc, ci
 	}
-	// HTTP/1.1 over TLS is checked as plaintext is. net/http no longer
-	// sees a *tls.Conn, so it does not set Request.TLS: ServeHTTP does,
-	// from ci.
+	// HTTP/1.1 over TLS is checked as plaintext is, and HTTP/2's header
+	// blocks are timed as on plaintext (h2guard): net/http sees the
+	// decrypted bytes on a connection that is not a *tls.Conn and serves
+	// HTTP/2 with prior knowledge, as on h2c. It does not set
+	// Request.TLS then: ServeHTTP does, from ci.
 	ci.tls = &cs
+	if cs.NegotiatedProtocol == "h2" {
+		return bl.h2Guard(tc, true), ci
+	}
 	return bl.strictConn(tc, cc), ci
+}
+
+// h2Guard times the HTTP/2 header blocks c's client sends (h2guard):
+// with the listener server's request headers timeout, a connection that
+// completes no header block within it of the preface, or keeps one open
+// longer, is closed and counted. h2 says c negotiated HTTP/2 by ALPN;
+// otherwise it is HTTP/2 only if its client sends the preface. Go's
+// HTTP/2 server has no such timeout of its own.
+func (bl *boundListener) h2Guard(c net.Conn, h2 bool) net.Conn {
+	timeout := bl.srv.ReadHeaderTimeout
+	if timeout <= 0 {
+		return c
+	}
+	onTimeout := func() {
+		bl.stats.h2HeaderTimeout.Inc()
+		bl.d.log.Debug("HTTP/2 connection closed: request headers timeout", "listener", bl.name, "remote", c.RemoteAddr().String(), "timeout", timeout)
+	}
+	if h2 {
+		return h2guard.NewH2Conn(c, timeout, onTimeout)
+	}
+	return h2guard.NewConn(c, timeout, onTimeout)
 }
 
 // strictConn checks the HTTP/1.1 framing of what c's client sends on
@@ -594,14 +624,16 @@ func peerCertificate(cs *tls.ConnectionState) *filter.PeerCertificate {
 // envoy_cluster_* ones).
 type listenerStats struct {
 	handshake, sslError, sessionReused, noChainMatch, cxOverflow *prometheus.CounterVec
-	globalOverflow, overloadReject                               *prometheus.CounterVec
+	globalOverflow, overloadReject, h2HeaderTimeout              *prometheus.CounterVec
+	streamIdleTimeout                                            *prometheus.CounterVec
 	cxActive                                                     *prometheus.GaugeVec
 }
 
 // boundStats are one listener's counters.
 type boundStats struct {
 	handshake, sslError, sessionReused, noChainMatch, cxOverflow prometheus.Counter
-	globalOverflow, overloadReject                               prometheus.Counter
+	globalOverflow, overloadReject, h2HeaderTimeout              prometheus.Counter
+	streamIdleTimeout                                            prometheus.Counter
 	cxActive                                                     prometheus.Gauge
 }
 
@@ -623,6 +655,8 @@ func newListenerStats(reg prometheus.Registerer) (*listenerStats, error) {
 		{&s.noChainMatch, "envoy_listener_no_filter_chain_match", "Connections refused because no filter chain matches them."},
 		{&s.cxOverflow, "envoy_listener_downstream_cx_overflow", "Connections closed at once because the listener held its maximum number of connections."},
 		{&s.globalOverflow, "envoy_listener_downstream_global_cx_overflow", "Connections closed at once because all listeners together held the proxy's maximum number of connections (--max-connections)."},
+		{&s.h2HeaderTimeout, "envoy_listener_http2_header_timeout", "HTTP/2 connections closed because a request's header block was not complete within request_headers_timeout (of the preface, for the first; of its first frame, for the others)."},
+		{&s.streamIdleTimeout, "envoy_listener_http2_stream_idle_timeout", "HTTP/2 streams reset because nothing moved either way for stream_idle_timeout (a client that does not read its response or send its body)."},
 		{&s.overloadReject, "envoy_listener_downstream_cx_overload_reject", "Connections closed at once because the overload manager rejects new connections (memory over --overload-memory-limit's threshold)."},
 	} {
 		if *m.v, err = mk(m.name, m.help); err != nil {
@@ -638,14 +672,16 @@ func newListenerStats(reg prometheus.Registerer) (*listenerStats, error) {
 
 func (s *listenerStats) forListener(name string) boundStats {
 	return boundStats{
-		handshake:      s.handshake.WithLabelValues(name),
-		sslError:       s.sslError.WithLabelValues(name),
-		sessionReused:  s.sessionReused.WithLabelValues(name),
-		noChainMatch:   s.noChainMatch.WithLabelValues(name),
-		cxOverflow:     s.cxOverflow.WithLabelValues(name),
-		globalOverflow: s.globalOverflow.WithLabelValues(name),
-		overloadReject: s.overloadReject.WithLabelValues(name),
-		cxActive:       s.cxActive.WithLabelValues(name),
+		handshake:         s.handshake.WithLabelValues(name),
+		sslError:          s.sslError.WithLabelValues(name),
+		sessionReused:     s.sessionReused.WithLabelValues(name),
+		noChainMatch:      s.noChainMatch.WithLabelValues(name),
+		cxOverflow:        s.cxOverflow.WithLabelValues(name),
+		globalOverflow:    s.globalOverflow.WithLabelValues(name),
+		overloadReject:    s.overloadReject.WithLabelValues(name),
+		h2HeaderTimeout:   s.h2HeaderTimeout.WithLabelValues(name),
+		streamIdleTimeout: s.streamIdleTimeout.WithLabelValues(name),
+		cxActive:          s.cxActive.WithLabelValues(name),
 	}
 }
 

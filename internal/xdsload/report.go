@@ -58,8 +58,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 			s.Before.RSSMiB, s.MaxRSSMiB, s.After.RSSMiB, s.PerProxy.Responses, s.PerProxy.MaxResponses,
 			s.PerProxy.ByType[0], s.PerProxy.ByType[1], s.PerProxy.ByType[2], s.PerProxy.ByType[3])
 	}
-	fmt.Fprintf(&b, "final: control plane %.1f CPU-s in all, RSS %.0f MiB (peak %.0f); simulator %.1f CPU-s; load %.2f\n",
-		r.Final.CPUSeconds, r.Final.RSSMiB, r.Final.PeakRSSMiB, r.Final.SimCPUSeconds, r.Final.Load1)
+	fmt.Fprintf(&b, "final: control plane %.1f CPU-s in all, RSS %.0f MiB (peak %.0f); simulator %.1f CPU-s, RSS %.0f MiB (peak %.0f; %.0f after connect); load %.2f\n",
+		r.Final.CPUSeconds, r.Final.RSSMiB, r.Final.PeakRSSMiB, r.Final.SimCPUSeconds, r.Final.SimRSSMiB, r.Final.SimPeakRSSMiB, r.Connect.After.SimRSSMiB, r.Final.Load1)
 	if r.Reconnects > 0 {
 		fmt.Fprintf(&b, "reconnects: %d streams were reopened\n", r.Reconnects)
 	}

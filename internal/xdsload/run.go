@@ -138,6 +138,10 @@ type CPSample struct {
 	// SimCPUSeconds is the simulator's own CPU time so far (cumulative),
 	// to tell whether it, not the control plane, was the bottleneck.
 	SimCPUSeconds float64 `json:"sim_cpu_seconds"`
+	// SimRSSMiB and SimPeakRSSMiB are the simulator's own resident memory
+	// now and at most so far.
+	SimRSSMiB     float64 `json:"sim_rss_mib"`
+	SimPeakRSSMiB float64 `json:"sim_peak_rss_mib"`
 }
 
 // Connect is the initial connection of the fleet.
@@ -462,6 +466,7 @@ func (r *runner) sample() (CPSample, error) {
 	out := CPSample{CPUSeconds: s.CPU.Seconds(), RSSMiB: mib(s.RSS), PeakRSSMiB: mib(s.PeakRSS), Load1: LoadAvg()}
 	if self, err := ReadProc(os.Getpid()); err == nil {
 		out.SimCPUSeconds = self.CPU.Seconds()
+		out.SimRSSMiB, out.SimPeakRSSMiB = mib(self.RSS), mib(self.PeakRSS)
 	}
 	return out, nil
 }

@@ -8,7 +8,9 @@
 //
 // The proxies speak delta ADS, as weft-proxy does by default;
 // --xds-protocol sotw makes them speak state of the world.
-// --endpoint-source consul keeps the endpoints that changes move in a
+// --decode full makes every simulated proxy also unmarshal every resource
+// (by default it reads only the responses' envelopes: see
+// internal/xdsload). --endpoint-source consul keeps the endpoints that changes move in a
 // Consul catalog (a dev agent started for the run) instead of files.
 package main
 
@@ -51,6 +53,8 @@ func run() error {
 		namespaces = flag.Int("namespaces", 10, "namespaces the services are spread over")
 		conns      = flag.Int("conns", 0, "gRPC connections the proxies' streams share; 0: one per proxy, as real sidecars")
 		protocol   = flag.String("xds-protocol", string(xdsload.Delta), "ADS variant the proxies speak: delta (incremental, as weft-proxy by default) or sotw (state of the world)")
+		decode     = flag.String("decode", string(xdsload.DecodeEnvelope), "how much of each response a simulated proxy decodes: envelope (names, versions, nonce off the wire; the resources' bytes only searched for the change's marker) or full (also unmarshal every resource into its Go type, as a real proxy, but here every proxy on the simulator's cores)")
+		simProfile = flag.Bool("sim-profile", false, "with --profile-dir, also profile the simulator itself: CPU over the config and endpoint changes (sim-cpu-changes.pprof), live heap once connected (sim-heap-connect.pprof)")
 		explicit   = flag.Bool("explicit", false, "explicit proxies (outbound listener on 127.0.0.1:15001) instead of captured sidecars (INTERCEPTION_MODE REDIRECT, as injected pods)")
 		changes    = flag.Int("changes", 3, "config changes and endpoint changes measured, each")
 		storm      = flag.Duration("storm", 0, "duration of the endpoint-change storm; 0 skips it")
@@ -76,6 +80,10 @@ func run() error {
 	proto, err := xdsload.ParseProtocol(*protocol)
 	if err != nil {
 		return fmt.Errorf("--xds-protocol: %w", err)
+	}
+	dec, err := xdsload.ParseDecode(*decode)
+	if err != nil {
+		return fmt.Errorf("--decode: %w", err)
 	}
 	sc, err := xdsload.ParseScope(*scope)
 	if err != nil {
@@ -155,9 +163,9 @@ func run() error {
 	}
 	rep, err := xdsload.Run(ctx, xdsload.Options{
 		Mesh: m, CP: cp,
-		Fleet:   xdsload.FleetOptions{Proxies: *proxies, Conns: *conns, Captured: !*explicit, Protocol: proto},
+		Fleet:   xdsload.FleetOptions{Proxies: *proxies, Conns: *conns, Captured: !*explicit, Protocol: proto, Decode: dec},
 		Changes: *changes, StormRate: *stormRate, StormDuration: *storm, Timeout: *timeout,
-		ProfileDir: *profileDir, ChangeProfile: *changeProf, EndpointProfile: *epProf, MaxRSS: *maxRSS << 20, Scope: sc, Logger: log,
+		ProfileDir: *profileDir, SimProfile: *simProfile, ChangeProfile: *changeProf, EndpointProfile: *epProf, MaxRSS: *maxRSS << 20, Scope: sc, Logger: log,
 	})
 	if rep != nil {
 		if werr := rep.WriteTable(os.Stdout); werr != nil {

@@ -9,41 +9,44 @@ import (
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 )
 
 // deltaState is what a delta proxy holds, as weft-proxy's delta client
 // does: the version of every resource it has, which survives reconnects
 // (a new stream announces it as initial_resource_versions and gets only
 // the differences), the names its listeners and clusters reference, and
-// the RDS and EDS names subscribed. It keeps no resource bodies.
+// the RDS and EDS names subscribed. It keeps no resource bodies, and
+// names and versions as the fleet's interned ids: at 2,000 proxies of
+// 3,000 clusters each, maps of strings were gigabytes.
 type deltaState struct {
-	// rv is, per type (typeOrder), the version of each resource held.
-	rv [4]map[string]string
-	// refs is, per wildcard type (CDS, LDS), the EDS or RDS names each
-	// held resource references.
-	refs [2]map[string][]string
+	// held is, per type (typeOrder), each resource held by name.
+	held [4]map[uint32]heldResource
 	// received marks CDS and LDS once a response of the type came.
 	received [2]bool
 	// subs are the EDS and RDS names subscribed (indices 2, 3), sorted;
 	// missing counts those not held.
-	subs    [4][]string
+	subs    [4][]uint32
 	missing [4]int
 
 	// Per stream.
-	stream   discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+	stream   rawStream
 	nodeSent bool
 	unacked  [4]string // nonce of the last response of each type not ACKed; "" if none
 	seen     [4][]*probe
 }
 
+// heldResource is one resource a delta proxy holds: its version and, for
+// a cluster or listener, the list (refCache) of the EDS or RDS names it
+// references.
+type heldResource struct {
+	version uint32
+	refs    uint32
+}
+
 func newDeltaState() *deltaState {
 	s := &deltaState{}
-	for t := range s.rv {
-		s.rv[t] = map[string]string{}
-	}
-	for t := range s.refs {
-		s.refs[t] = map[string][]string{}
+	for t := range s.held {
+		s.held[t] = map[uint32]heldResource{}
 	}
 	return s
 }
@@ -56,44 +59,50 @@ func dependent(t int) int { return t + 2 }
 // ctx is done. The first requests subscribe to CDS and LDS (wildcard) and
 // to the EDS and RDS names a previous stream had, each with the versions
 // held.
-func (p *Proxy) deltaStream(ctx context.Context, ads discovery.AggregatedDiscoveryServiceClient) error {
+func (p *Proxy) deltaStream(ctx context.Context, conn grpc.ClientConnInterface) error {
 	if p.delta == nil {
 		p.delta = newDeltaState()
 	}
 	s := p.delta
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := ads.DeltaAggregatedResources(sctx, grpc.MaxCallRecvMsgSize(64<<20))
+	st, err := openStream(sctx, conn, Delta)
 	if err != nil {
 		return fmt.Errorf("proxy %s: opening delta ADS stream: %w", p.Identity.ID, err)
 	}
 	s.stream, s.nodeSent, s.unacked, s.seen = st, false, [4]string{}, [4][]*probe{}
-	defer func() { s.stream = nil }()
+	defer func() { s.stream = rawStream{} }()
 	p.mu.Lock()
 	p.cnt.Streams++
 	p.mu.Unlock()
+	in := p.shared.in
 	for t := range typeOrder {
 		names := []string{"*"}
 		if t >= 2 {
 			if len(s.subs[t]) == 0 {
 				continue
 			}
-			names = slices.Clone(s.subs[t])
+			names = in.strings(s.subs[t])
 		}
 		req := &discovery.DeltaDiscoveryRequest{TypeUrl: typeOrder[t], ResourceNamesSubscribe: names}
-		if len(s.rv[t]) > 0 {
-			req.InitialResourceVersions = maps.Clone(s.rv[t])
+		if len(s.held[t]) > 0 {
+			req.InitialResourceVersions = make(map[string]string, len(s.held[t]))
+			for n, h := range s.held[t] {
+				req.InitialResourceVersions[in.str(n)] = in.str(h.version)
+			}
 		}
 		if err := p.deltaSend(s, req); err != nil {
 			return err
 		}
 	}
 	for {
-		r, err := st.Recv()
-		if err != nil {
+		var m rawMessage
+		if err := st.recv(&m); err != nil {
 			return fmt.Errorf("proxy %s: receiving from delta ADS stream: %w", p.Identity.ID, err)
 		}
-		if err := p.deltaHandle(s, r); err != nil {
+		err := p.deltaHandle(s, m.bytes(), time.Now())
+		m.free()
+		if err != nil {
 			return err
 		}
 	}
@@ -103,61 +112,76 @@ func (p *Proxy) deltaSend(s *deltaState, req *discovery.DeltaDiscoveryRequest) e
 	if !s.nodeSent {
 		req.Node = p.Identity.Node()
 	}
-	if err := s.stream.Send(req); err != nil {
+	if err := s.stream.SendMsg(req); err != nil {
 		return fmt.Errorf("proxy %s: sending delta %s request: %w", p.Identity.ID, shortTypes[typeIndex(req.GetTypeUrl())], err)
 	}
 	s.nodeSent = true
 	return nil
 }
 
-// deltaHandle takes one response in: it records the versions of the
-// resources it carries (EDS and RDS ones only if subscribed, as
-// weft-proxy), drops the removed ones, updates the EDS and RDS
-// subscriptions when listeners or clusters changed, and ACKs once the set
-// is complete.
-func (p *Proxy) deltaHandle(s *deltaState, r *discovery.DeltaDiscoveryResponse) error {
-	t := typeIndex(r.GetTypeUrl())
+// deltaHandle takes one response b in, received at at: it records the
+// versions of the resources it carries (EDS and RDS ones only if
+// subscribed, as weft-proxy), drops the removed ones, updates the EDS and
+// RDS subscriptions when listeners or clusters changed, and ACKs once the
+// set is complete.
+func (p *Proxy) deltaHandle(s *deltaState, b []byte, at time.Time) error {
+	e, err := readEnvelope(b, true)
+	if err != nil {
+		return fmt.Errorf("proxy %s: reading a delta response: %w", p.Identity.ID, err)
+	}
+	t := typeOf(e.typeURL)
 	if t < 0 {
 		return nil
 	}
-	p.count(t, proto.Size(r), len(r.GetResources()))
-	s.unacked[t] = r.GetNonce()
+	p.count(t, len(b), e.resources)
+	s.unacked[t] = string(e.nonce)
 	probes := p.probes.active(t)
-	for _, res := range r.GetResources() {
-		a := res.GetResource()
-		if a == nil {
-			continue // a TTL heartbeat
+	sh := p.shared
+	held := s.held[t]
+	err = eachDeltaResource(b, func(r deltaResource, removed bool) error {
+		if removed {
+			name, ok := sh.in.lookup(r.name)
+			if !ok {
+				return nil
+			}
+			if _, ok := held[name]; !ok {
+				return nil
+			}
+			delete(held, name)
+			if t >= 2 {
+				s.missing[t]++ // still subscribed: the set waits for it
+			}
+			return nil
 		}
-		name := res.GetName()
-		if name == "" { // the name is field 1 of all four types
-			name, _ = firstString(a.GetValue())
+		if !r.hasBody {
+			return nil // a TTL heartbeat
 		}
-		_, held := s.rv[t][name]
+		if sh.decode == DecodeFull {
+			if err := decodeFull(t, r.value); err != nil {
+				return err
+			}
+		}
+		name := sh.in.id(r.name)
+		_, had := held[name]
+		h := heldResource{version: sh.in.id(r.version)}
 		if t >= 2 {
 			if _, ok := slices.BinarySearch(s.subs[t], name); !ok {
-				continue
+				return nil
 			}
-			if !held {
+			if !had {
 				s.missing[t]--
 			}
 		} else {
-			s.refs[t][name] = p.names.referenced(t, a.GetValue())
+			h.refs = sh.refs.referenced(t, r.value)
 		}
-		s.rv[t][name] = res.GetVersion()
+		held[name] = h
 		if len(probes) > 0 {
-			s.seen[t] = spot(s.seen[t], probes, a.GetValue())
+			s.seen[t] = p.spot(s.seen[t], probes, r.value, at)
 		}
-	}
-	for _, name := range r.GetRemovedResources() {
-		if _, held := s.rv[t][name]; !held {
-			continue
-		}
-		delete(s.rv[t], name)
-		if t >= 2 {
-			s.missing[t]++ // still subscribed: the set waits for it
-		} else {
-			delete(s.refs[t], name)
-		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("proxy %s: reading a delta %s response: %w", p.Identity.ID, shortTypes[t], err)
 	}
 	if t < 2 {
 		s.received[t] = true
@@ -173,10 +197,11 @@ func (p *Proxy) deltaHandle(s *deltaState, r *discovery.DeltaDiscoveryResponse) 
 // new ones and unsubscribes from those no longer referenced (forgetting
 // what it held of them).
 func (p *Proxy) deltaResubscribe(s *deltaState, dep int) error {
-	set := map[string]bool{}
-	for _, names := range s.refs[dep-2] {
-		for _, n := range names {
-			set[n] = true
+	refs := p.shared.refs
+	set := map[uint32]struct{}{}
+	for _, h := range s.held[dep-2] {
+		for _, n := range refs.list(h.refs) {
+			set[n] = struct{}{}
 		}
 	}
 	want := slices.Sorted(maps.Keys(set))
@@ -184,30 +209,34 @@ func (p *Proxy) deltaResubscribe(s *deltaState, dep int) error {
 	if slices.Equal(want, have) {
 		return nil
 	}
-	var add, drop []string
+	var add, drop []uint32
 	for _, n := range want {
 		if _, ok := slices.BinarySearch(have, n); !ok {
 			add = append(add, n)
 		}
 	}
 	for _, n := range have {
-		if !set[n] {
+		if _, ok := set[n]; !ok {
 			drop = append(drop, n)
-			delete(s.rv[dep], n)
+			delete(s.held[dep], n)
 		}
 	}
 	s.subs[dep] = want
 	s.missing[dep] = 0
 	for _, n := range want {
-		if _, ok := s.rv[dep][n]; !ok {
+		if _, ok := s.held[dep][n]; !ok {
 			s.missing[dep]++
 		}
 	}
-	return p.deltaSend(s, &discovery.DeltaDiscoveryRequest{
-		TypeUrl:                  typeOrder[dep],
-		ResourceNamesSubscribe:   add,
-		ResourceNamesUnsubscribe: drop,
-	})
+	in := p.shared.in
+	req := &discovery.DeltaDiscoveryRequest{TypeUrl: typeOrder[dep]}
+	if len(add) > 0 {
+		req.ResourceNamesSubscribe = in.strings(add)
+	}
+	if len(drop) > 0 {
+		req.ResourceNamesUnsubscribe = in.strings(drop)
+	}
+	return p.deltaSend(s, req)
 }
 
 // deltaMaybeACK ACKs the last response of every type not yet ACKed once

@@ -35,6 +35,9 @@ type FleetOptions struct {
 	// Protocol is the ADS variant the proxies speak; "" is Delta, as
 	// weft-proxy's default.
 	Protocol Protocol
+	// Decode is how much of each response a proxy decodes; "" is
+	// DecodeEnvelope.
+	Decode Decode
 }
 
 // Protocol is an ADS variant.
@@ -87,8 +90,14 @@ func NewFleet(opts FleetOptions, workloads []Workload) (*Fleet, error) {
 	if _, err := ParseProtocol(string(opts.Protocol)); err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
+	if opts.Decode == "" {
+		opts.Decode = DecodeEnvelope
+	}
+	if _, err := ParseDecode(string(opts.Decode)); err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
+	}
 	f := &Fleet{opts: opts, probes: &probeBoard{}}
-	names := newNameCache()
+	shared := newFleetShared(opts.Decode)
 	for i := range opts.Proxies {
 		w := workloads[i%len(workloads)]
 		id := contract.Identity{
@@ -105,13 +114,16 @@ func NewFleet(opts FleetOptions, workloads []Workload) (*Fleet, error) {
 		} else {
 			id.OutboundAddress = contract.DefaultOutboundAddress
 		}
-		f.proxies = append(f.proxies, &Proxy{Identity: id, index: i, protocol: opts.Protocol, names: names, probes: f.probes})
+		f.proxies = append(f.proxies, &Proxy{Identity: id, index: i, protocol: opts.Protocol, shared: shared, probes: f.probes})
 	}
 	return f, nil
 }
 
 // Protocol is the ADS variant the proxies speak.
 func (f *Fleet) Protocol() Protocol { return f.opts.Protocol }
+
+// Decode is how much of each response the proxies decode.
+func (f *Fleet) Decode() Decode { return f.opts.Decode }
 
 // Proxies returns the simulated proxies.
 func (f *Fleet) Proxies() []*Proxy { return f.proxies }
@@ -196,7 +208,7 @@ func (f *Fleet) WatchNamespace(typ, marker string, start time.Time, namespace st
 	}
 	// Length-prefixed, as the string is encoded: 10.128.0.1 must not match 10.128.0.12.
 	pr := &probe{marker: protowire.AppendString(nil, marker), typ: t, start: start, acks: make([]atomic.Int64, len(f.proxies)),
-		expected: make([]bool, len(f.proxies)), done: make(chan struct{})}
+		recvs: make([]atomic.Int64, len(f.proxies)), expected: make([]bool, len(f.proxies)), done: make(chan struct{})}
 	n := 0
 	for i, p := range f.proxies {
 		if namespace == "" || p.Identity.Namespace == namespace {
@@ -227,13 +239,36 @@ func (p *Probe) Wait(ctx context.Context) []time.Duration {
 	case <-ctx.Done():
 	}
 	p.board.remove(p.p)
-	out := make([]time.Duration, 0, len(p.p.acks))
-	for i := range p.p.acks {
-		if !p.p.expected[i] {
+	return p.p.latencies(p.p.acks)
+}
+
+// Received returns, after Wait, how long after the change each watched
+// proxy received the first response carrying it (-1 for one that did
+// not): the control plane's part of the latency, without the time the
+// simulator took to read the rest of the set and ACK.
+func (p *Probe) Received() []time.Duration { return p.p.latencies(p.p.recvs) }
+
+type probe struct {
+	marker    []byte
+	typ       int
+	start     time.Time
+	acks      []atomic.Int64 // unix nanoseconds of each proxy's ACK; 0 until then
+	recvs     []atomic.Int64 // unix nanoseconds of each proxy's receipt; 0 until then
+	expected  []bool         // the proxies watched
+	remaining atomic.Int64
+	done      chan struct{}
+}
+
+// latencies are the times in ts of the expected proxies since start, -1
+// for those not set.
+func (p *probe) latencies(ts []atomic.Int64) []time.Duration {
+	out := make([]time.Duration, 0, len(ts))
+	for i := range ts {
+		if !p.expected[i] {
 			continue
 		}
-		if at := p.p.acks[i].Load(); at != 0 {
-			out = append(out, time.Duration(at-p.p.start.UnixNano()))
+		if at := ts[i].Load(); at != 0 {
+			out = append(out, time.Duration(at-p.start.UnixNano()))
 		} else {
 			out = append(out, -1)
 		}
@@ -241,14 +276,12 @@ func (p *Probe) Wait(ctx context.Context) []time.Duration {
 	return out
 }
 
-type probe struct {
-	marker    []byte
-	typ       int
-	start     time.Time
-	acks      []atomic.Int64 // unix nanoseconds of each proxy's ACK; 0 until then
-	expected  []bool         // the proxies watched
-	remaining atomic.Int64
-	done      chan struct{}
+// received records that proxy i received the change at at (the first
+// time only).
+func (p *probe) received(i int, at time.Time) {
+	if p.expected[i] {
+		p.recvs[i].CompareAndSwap(0, at.UnixNano())
+	}
 }
 
 func (p *probe) ack(i int, at time.Time) {

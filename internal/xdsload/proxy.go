@@ -16,7 +16,6 @@ import (
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"weft.dev/weft/internal/proxy/xdsclient"
@@ -63,14 +62,16 @@ func (c Counters) sub(o Counters) Counters {
 // xdsclient does — wildcard CDS and LDS first, then RDS and EDS by the
 // names the listeners and clusters reference, the node on the first
 // request only, and an ACK for every type received once the set is
-// complete — without building a data plane: it decodes only what it needs
-// for the names (listeners and clusters, with a cache shared by the fleet
-// since most proxies receive identical ones).
+// complete — without building a data plane. It reads each response's
+// envelope off the wire (wire.go says why) and decodes only the listeners
+// and clusters it has not seen before, for the names they reference, with
+// a cache shared by the fleet; FleetOptions.Decode DecodeFull also
+// decodes every resource, as a real proxy must.
 type Proxy struct {
 	Identity contract.Identity
 	index    int
 	protocol Protocol
-	names    *nameCache
+	shared   *fleetShared
 	probes   *probeBoard
 	// delta is what a delta proxy holds across its streams; owned by the
 	// goroutine running run.
@@ -80,6 +81,23 @@ type Proxy struct {
 	cnt     Counters
 	lastErr error       // why the last stream ended, nil while the first runs
 	synced  atomic.Bool // a first complete set was ACKed
+}
+
+// fleetShared is what the proxies of a fleet share: the interned names
+// and versions, the names each cluster and listener references, and how
+// much of a response to decode.
+type fleetShared struct {
+	in     *interner
+	refs   *refCache
+	decode Decode
+}
+
+func newFleetShared(d Decode) *fleetShared {
+	in := newInterner()
+	if d == "" {
+		d = DecodeEnvelope
+	}
+	return &fleetShared{in: in, refs: newRefCache(in), decode: d}
 }
 
 // LastError is why the proxy's last stream broke (it then opens a new
@@ -100,13 +118,12 @@ func (p *Proxy) Counters() Counters {
 // run keeps one ADS stream open on conn until ctx is done, opening a new
 // one (after a short pause) when it breaks.
 func (p *Proxy) run(ctx context.Context, conn grpc.ClientConnInterface) {
-	ads := discovery.NewAggregatedDiscoveryServiceClient(conn)
 	for ctx.Err() == nil {
 		var err error
 		if p.protocol == SotW {
-			err = p.stream(ctx, ads)
+			err = p.stream(ctx, conn)
 		} else {
-			err = p.deltaStream(ctx, ads)
+			err = p.deltaStream(ctx, conn)
 		}
 		if ctx.Err() != nil {
 			return
@@ -132,12 +149,14 @@ func (p *Proxy) count(t, size, resources int) {
 	p.mu.Unlock()
 }
 
-// spot adds to seen each probe of probes whose marker is in b (the
-// encoded resource) and is not in seen yet.
-func spot(seen []*probe, probes []*probe, b []byte) []*probe {
+// spot adds to seen each probe of probes whose marker is in b (an
+// encoded resource of a response received at at) and is not in seen
+// yet, and records that this proxy received it then.
+func (p *Proxy) spot(seen []*probe, probes []*probe, b []byte, at time.Time) []*probe {
 	for _, pr := range probes {
 		if !slices.Contains(seen, pr) && bytes.Contains(b, pr.marker) {
 			seen = append(seen, pr)
+			pr.received(p.index, at)
 		}
 	}
 	return seen
@@ -154,34 +173,44 @@ func (p *Proxy) recordACK(seen []*probe, at time.Time) {
 	}
 }
 
+// typeOf is the index in typeOrder of a type URL, or -1.
+func typeOf(url []byte) int {
+	for i, t := range typeOrder {
+		if string(url) == t {
+			return i
+		}
+	}
+	return -1
+}
+
 // streamState is one state-of-the-world stream's view, as xdsclient's state: what was
 // received, what is subscribed, what was ACKed.
 type streamState struct {
-	stream   discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	stream   rawStream
 	nodeSent bool
 	nonce    [4]string
 	version  [4]string
 	acked    [4]string
 	pending  [4]bool
 	received [4]bool
-	// Names referenced by the listeners (RDS) and clusters (EDS), sorted,
-	// and the names of those received.
-	subs [4][]string
-	have [4]map[string]bool
+	// Names (interned ids) referenced by the listeners (RDS) and clusters
+	// (EDS), sorted, and the names of those received.
+	subs [4][]uint32
+	have [4]map[uint32]struct{}
 	// Probes seen in a response not yet ACKed, per type.
 	seen [4][]*probe
 }
 
-func (p *Proxy) stream(ctx context.Context, ads discovery.AggregatedDiscoveryServiceClient) error {
+func (p *Proxy) stream(ctx context.Context, conn grpc.ClientConnInterface) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := ads.StreamAggregatedResources(sctx, grpc.MaxCallRecvMsgSize(64<<20))
+	st, err := openStream(sctx, conn, SotW)
 	if err != nil {
 		return fmt.Errorf("proxy %s: opening ADS stream: %w", p.Identity.ID, err)
 	}
 	s := &streamState{stream: st}
 	for i := range s.have {
-		s.have[i] = map[string]bool{}
+		s.have[i] = map[uint32]struct{}{}
 	}
 	p.mu.Lock()
 	p.cnt.Streams++
@@ -192,75 +221,90 @@ func (p *Proxy) stream(ctx context.Context, ads discovery.AggregatedDiscoverySer
 		}
 	}
 	for {
-		r, err := st.Recv()
-		if err != nil {
+		var m rawMessage
+		if err := st.recv(&m); err != nil {
 			return fmt.Errorf("proxy %s: receiving: %w", p.Identity.ID, err)
 		}
-		if err := p.handle(s, r); err != nil {
+		err := p.handle(s, m.bytes(), time.Now())
+		m.free()
+		if err != nil {
 			return err
 		}
 	}
 }
 
-func (p *Proxy) send(s *streamState, t int, names []string) error {
+func (p *Proxy) send(s *streamState, t int, names []uint32) error {
 	req := &discovery.DiscoveryRequest{
 		VersionInfo:   s.acked[t],
 		TypeUrl:       typeOrder[t],
 		ResponseNonce: s.nonce[t],
-		ResourceNames: names,
+	}
+	if names != nil {
+		req.ResourceNames = p.shared.in.strings(names)
 	}
 	if !s.nodeSent {
 		req.Node = p.Identity.Node()
 	}
-	if err := s.stream.Send(req); err != nil {
+	if err := s.stream.SendMsg(req); err != nil {
 		return fmt.Errorf("proxy %s: sending %s request: %w", p.Identity.ID, shortTypes[t], err)
 	}
 	s.nodeSent = true
 	return nil
 }
 
-func (p *Proxy) handle(s *streamState, r *discovery.DiscoveryResponse) error {
-	t := typeIndex(r.GetTypeUrl())
+// handle takes in one state-of-the-world response b, received at at.
+func (p *Proxy) handle(s *streamState, b []byte, at time.Time) error {
+	e, err := readEnvelope(b, false)
+	if err != nil {
+		return fmt.Errorf("proxy %s: reading a response: %w", p.Identity.ID, err)
+	}
+	t := typeOf(e.typeURL)
 	if t < 0 {
 		return nil
 	}
-	p.count(t, proto.Size(r), len(r.GetResources()))
+	p.count(t, len(b), e.resources)
 
-	s.nonce[t], s.version[t] = r.GetNonce(), r.GetVersionInfo()
+	s.nonce[t], s.version[t] = string(e.nonce), string(e.version)
 	s.pending[t], s.received[t] = true, true
-	if probes := p.probes.active(t); len(probes) > 0 {
-		for _, a := range r.GetResources() {
-			s.seen[t] = spot(s.seen[t], probes, a.GetValue())
-		}
+	probes := p.probes.active(t)
+	sh := p.shared
+	var set map[uint32]struct{}
+	if t < 2 {
+		set = map[uint32]struct{}{}
 	}
-	switch t {
-	case 0, 1: // CDS, LDS: the state of the world; recompute what EDS, RDS need
-		set := map[string]bool{}
-		for _, a := range r.GetResources() {
-			for _, n := range p.names.referenced(t, a.GetValue()) {
-				set[n] = true
+	err = eachSotWResource(b, func(v []byte) error {
+		if sh.decode == DecodeFull {
+			if err := decodeFull(t, v); err != nil {
+				return err
 			}
 		}
-		dep := 2 // EDS for clusters
-		if t == 1 {
-			dep = 3 // RDS for listeners
+		if len(probes) > 0 {
+			s.seen[t] = p.spot(s.seen[t], probes, v, at)
 		}
+		if t < 2 {
+			for _, n := range sh.refs.list(sh.refs.referenced(t, v)) {
+				set[n] = struct{}{}
+			}
+		} else if n, ok := firstBytes(v); ok { // EDS, RDS: merged by name
+			s.have[t][sh.in.id(n)] = struct{}{}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("proxy %s: reading a %s response: %w", p.Identity.ID, shortTypes[t], err)
+	}
+	if t < 2 { // CDS, LDS: the state of the world; recompute what EDS, RDS need
+		dep := dependent(t)
 		want := slices.Sorted(maps.Keys(set))
 		if !slices.Equal(want, s.subs[dep]) {
 			s.subs[dep] = want
 			for n := range s.have[dep] {
-				if !set[n] {
+				if _, ok := set[n]; !ok {
 					delete(s.have[dep], n)
 				}
 			}
 			if err := p.send(s, dep, want); err != nil {
 				return err
-			}
-		}
-	case 2, 3: // EDS, RDS: merged by name
-		for _, a := range r.GetResources() {
-			if n, ok := firstString(a.GetValue()); ok {
-				s.have[t][n] = true
 			}
 		}
 	}
@@ -275,7 +319,7 @@ func (p *Proxy) maybeACK(s *streamState) error {
 	}
 	for _, t := range []int{2, 3} {
 		for _, n := range s.subs[t] {
-			if !s.have[t][n] {
+			if _, ok := s.have[t][n]; !ok {
 				return nil
 			}
 		}
@@ -287,7 +331,7 @@ func (p *Proxy) maybeACK(s *streamState) error {
 		}
 		s.pending[t] = false
 		s.acked[t] = s.version[t]
-		var names []string
+		var names []uint32
 		if t >= 2 {
 			names = s.subs[t]
 		}
@@ -301,49 +345,42 @@ func (p *Proxy) maybeACK(s *streamState) error {
 	return nil
 }
 
-// firstString reads field 1 of an encoded message as a string: the name of
-// a RouteConfiguration and the cluster_name of a ClusterLoadAssignment.
-func firstString(b []byte) (string, bool) {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return "", false
-		}
-		b = b[n:]
-		if num == 1 && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return "", false
-			}
-			return string(v), true
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return "", false
-		}
-		b = b[n:]
-	}
-	return "", false
-}
-
-// nameCache maps an encoded Cluster or Listener to the EDS or RDS names it
+// refCache maps an encoded Cluster or Listener to the EDS or RDS names it
 // references, keyed by a hash of its bytes: proxies receive mostly the
-// same resources, so each is decoded about once for the whole fleet.
-type nameCache struct {
-	mu sync.Mutex
-	m  map[uint64][]string
+// same resources, so each is decoded about once for the whole fleet. A
+// proxy keeps the index of the list (list 0 is empty), not the list.
+type refCache struct {
+	in    *interner
+	mu    sync.RWMutex
+	m     map[uint64]uint32
+	lists [][]uint32
 }
 
-func newNameCache() *nameCache { return &nameCache{m: map[uint64][]string{}} }
+func newRefCache(in *interner) *refCache {
+	return &refCache{in: in, m: map[uint64]uint32{}, lists: [][]uint32{nil}}
+}
 
-func (c *nameCache) referenced(t int, b []byte) []string {
-	h := xxhash.Sum64(b) ^ uint64(t)
-	c.mu.Lock()
-	names, ok := c.m[h]
-	c.mu.Unlock()
-	if ok {
-		return names
+// list returns the names of list i. The caller must not change it.
+func (c *refCache) list(i uint32) []uint32 {
+	if i == 0 {
+		return nil
 	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.lists[i]
+}
+
+// referenced returns the list of the names resource b of type t (CDS or
+// LDS) references.
+func (c *refCache) referenced(t int, b []byte) uint32 {
+	h := xxhash.Sum64(b) ^ uint64(t)
+	c.mu.RLock()
+	i, ok := c.m[h]
+	c.mu.RUnlock()
+	if ok {
+		return i
+	}
+	var names []uint32
 	switch t {
 	case 0:
 		var cl cluster.Cluster
@@ -352,7 +389,7 @@ func (c *nameCache) referenced(t int, b []byte) []string {
 			if n == "" {
 				n = cl.GetName()
 			}
-			names = []string{n}
+			names = []uint32{c.in.id([]byte(n))}
 		}
 	case 1:
 		var l listener.Listener
@@ -366,7 +403,7 @@ func (c *nameCache) referenced(t int, b []byte) []string {
 					var m hcm.HttpConnectionManager
 					if f.GetTypedConfig().MessageIs(&m) && f.GetTypedConfig().UnmarshalTo(&m) == nil {
 						if n := m.GetRds().GetRouteConfigName(); n != "" {
-							names = append(names, n)
+							names = append(names, c.in.id([]byte(n)))
 						}
 					}
 				}
@@ -374,10 +411,17 @@ func (c *nameCache) referenced(t int, b []byte) []string {
 		}
 	}
 	c.mu.Lock()
-	if len(c.m) > 1<<20 { // bounded: a long storm makes new clusters only rarely
-		c.m = map[uint64][]string{}
+	defer c.mu.Unlock()
+	if i, ok := c.m[h]; ok {
+		return i
 	}
-	c.m[h] = names
-	c.mu.Unlock()
-	return names
+	// Kept for the run: a proxy holds list indexes, and clusters and
+	// listeners change only with config changes, a few per run.
+	i = 0
+	if len(names) > 0 {
+		i = uint32(len(c.lists))
+		c.lists = append(c.lists, names)
+	}
+	c.m[h] = i
+	return i
 }

@@ -23,8 +23,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if source == "" {
 		source = SourceFile
 	}
-	fmt.Fprintf(&b, "xDS load: %d proxies (%s ADS, %s, %s scope, %d connections), %d services x %d endpoints (%d of them spare, in %s)\n",
-		r.Proxies, r.Protocol, mode, scope, r.Conns, r.Services, r.Endpoints+r.Spare, r.Spare, source)
+	decode := r.Decode
+	if decode == "" {
+		decode = DecodeEnvelope
+	}
+	fmt.Fprintf(&b, "xDS load: %d proxies (%s ADS, %s decode, %s, %s scope, %d connections), %d services x %d endpoints (%d of them spare, in %s)\n",
+		r.Proxies, r.Protocol, decode, mode, scope, r.Conns, r.Services, r.Endpoints+r.Spare, r.Spare, source)
 	if r.Aborted != "" {
 		fmt.Fprintf(&b, "ABORTED: %s\n", r.Aborted)
 	}
@@ -32,19 +36,19 @@ func (r *Report) WriteTable(w io.Writer) error {
 		r.Connect.Synced, r.Proxies, r.Connect.Duration.Round(time.Millisecond), r.Connect.CPUSeconds, r.Connect.After.RSSMiB, r.Connect.After.PeakRSSMiB,
 		r.Connect.After.Load1, r.Connect.PerProxy.Responses, r.Connect.PerProxy.Resources, r.Connect.PerProxy.KiB)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "change\tn\tproxies\tACK p50\tp99\tmax\tnot ACKed\tresp/proxy\tres/proxy\tKiB/proxy\tCP CPU-s\tsim CPU-s\tRSS MiB\tload\t")
+	fmt.Fprintln(tw, "change\tn\tproxies\tACK p50\tp99\tmax\trecv p50\tp99\tmax\tnot ACKed\tresp/proxy\tres/proxy\tKiB/proxy\tCP CPU-s\tsim CPU-s\tRSS MiB\tload\t")
 	for _, c := range []Change{r.Config, r.Endpoint} {
 		if c.Changes == 0 || len(c.PerChangeMax) == 0 {
 			continue // not reached
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%d\t%.1f\t%.0f\t%.0f\t%.2f\t%.2f\t%.0f\t%.2f\t\n", c.Kind, c.Changes, c.Watched,
-			ms(c.Latency.P50), ms(c.Latency.P99), ms(c.Latency.Max), c.Latency.Missing,
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.1f\t%.0f\t%.0f\t%.2f\t%.2f\t%.0f\t%.2f\t\n", c.Kind, c.Changes, c.Watched,
+			ms(c.Latency.P50), ms(c.Latency.P99), ms(c.Latency.Max), ms(c.Received.P50), ms(c.Received.P99), ms(c.Received.Max), c.Latency.Missing,
 			c.PerProxy.Responses, c.PerProxy.Resources, c.PerProxy.KiB, c.CPUSeconds, c.SimCPUSeconds, c.After.RSSMiB, c.After.Load1)
 	}
 	if s := r.Storm; s != nil {
-		fmt.Fprintf(tw, "storm %d/s for %v (after last)\t%d\t%d\t%s\t%s\t%s\t%d\t%.1f\t%.0f\t%.0f\t%.2f\t%.0f\t%.2f\t\n", s.Rate, s.Duration, s.Changes, s.Converge.N,
-			ms(s.Converge.P50), ms(s.Converge.P99), ms(s.Converge.Max), s.Converge.Missing,
-			s.PerProxy.Responses, s.PerProxy.Resources, s.PerProxy.KiB, s.CPUSeconds, s.After.RSSMiB, s.After.Load1)
+		fmt.Fprintf(tw, "storm %d/s for %v (after last)\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.1f\t%.0f\t%.0f\t%.2f\t%.2f\t%.0f\t%.2f\t\n", s.Rate, s.Duration, s.Changes, s.Converge.N,
+			ms(s.Converge.P50), ms(s.Converge.P99), ms(s.Converge.Max), ms(s.ConvergeReceived.P50), ms(s.ConvergeReceived.P99), ms(s.ConvergeReceived.Max), s.Converge.Missing,
+			s.PerProxy.Responses, s.PerProxy.Resources, s.PerProxy.KiB, s.CPUSeconds, s.After.SimCPUSeconds-s.Before.SimCPUSeconds, s.After.RSSMiB, s.After.Load1)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -54,8 +58,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 			s.Before.RSSMiB, s.MaxRSSMiB, s.After.RSSMiB, s.PerProxy.Responses, s.PerProxy.MaxResponses,
 			s.PerProxy.ByType[0], s.PerProxy.ByType[1], s.PerProxy.ByType[2], s.PerProxy.ByType[3])
 	}
-	fmt.Fprintf(&b, "final: control plane %.1f CPU-s in all, RSS %.0f MiB (peak %.0f); simulator %.1f CPU-s; load %.2f\n",
-		r.Final.CPUSeconds, r.Final.RSSMiB, r.Final.PeakRSSMiB, r.Final.SimCPUSeconds, r.Final.Load1)
+	fmt.Fprintf(&b, "final: control plane %.1f CPU-s in all, RSS %.0f MiB (peak %.0f); simulator %.1f CPU-s, RSS %.0f MiB (peak %.0f; %.0f after connect); load %.2f\n",
+		r.Final.CPUSeconds, r.Final.RSSMiB, r.Final.PeakRSSMiB, r.Final.SimCPUSeconds, r.Final.SimRSSMiB, r.Final.SimPeakRSSMiB, r.Connect.After.SimRSSMiB, r.Final.Load1)
 	if r.Reconnects > 0 {
 		fmt.Fprintf(&b, "reconnects: %d streams were reopened\n", r.Reconnects)
 	}

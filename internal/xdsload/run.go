@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +43,12 @@ type Options struct {
 	ProfileDir string
 	// ChangeProfile is the length of cpu-changes.pprof (default 30s).
 	ChangeProfile time.Duration
+	// SimProfile, with ProfileDir, also profiles the simulator itself:
+	// its CPU from the first config change to the end of the endpoint
+	// changes (sim-cpu-changes.pprof) and its heap once the fleet is
+	// connected (sim-heap-connect.pprof), to tell its costs from the
+	// control plane's.
+	SimProfile bool
 	// EndpointProfile, with ProfileDir, also profiles the control plane
 	// for this long from the first endpoint change on
 	// (cpu-endpoint.pprof); 0 skips it. It fails (a warning) while
@@ -99,6 +107,9 @@ type Report struct {
 	Scope Scope `json:"scope"`
 	// Protocol is the ADS variant the proxies spoke: "delta" or "sotw".
 	Protocol Protocol `json:"protocol"`
+	// Decode is how much of each response a simulated proxy decoded:
+	// "envelope" or "full" (FleetOptions.Decode).
+	Decode Decode `json:"decode"`
 	// EndpointSource is where the endpoints that changes move lived:
 	// "file" (WorkloadEntries) or "consul" (a Consul catalog).
 	EndpointSource EndpointSource `json:"endpoint_source"`
@@ -127,6 +138,10 @@ type CPSample struct {
 	// SimCPUSeconds is the simulator's own CPU time so far (cumulative),
 	// to tell whether it, not the control plane, was the bottleneck.
 	SimCPUSeconds float64 `json:"sim_cpu_seconds"`
+	// SimRSSMiB and SimPeakRSSMiB are the simulator's own resident memory
+	// now and at most so far.
+	SimRSSMiB     float64 `json:"sim_rss_mib"`
+	SimPeakRSSMiB float64 `json:"sim_peak_rss_mib"`
 }
 
 // Connect is the initial connection of the fleet.
@@ -158,6 +173,10 @@ type Change struct {
 	Kind    string      `json:"kind"`
 	Changes int         `json:"changes"`
 	Latency Percentiles `json:"ack_latency"` // over every proxy watched of every change
+	// Received is from the change until each proxy received the first
+	// response carrying it, over the same proxies: the control plane's
+	// part, before the simulator read the rest of the set and ACKed.
+	Received Percentiles `json:"receive_latency"`
 	// Watched is the mean number of proxies a change was waited for: every
 	// proxy, or with ScopeNamespace those of the service's namespace.
 	Watched float64 `json:"watched_proxies"`
@@ -179,10 +198,12 @@ type Storm struct {
 	Rate     int           `json:"rate_per_second"`
 	Duration time.Duration `json:"duration"`
 	Changes  int           `json:"changes"`
-	// Converge is from the last change until each proxy ACKed it.
-	Converge   Percentiles `json:"converge_after_last"`
-	PerProxy   Pushed      `json:"per_proxy"`
-	CPUSeconds float64     `json:"cpu_seconds"`
+	// Converge is from the last change until each proxy ACKed it;
+	// ConvergeReceived until each received it.
+	Converge         Percentiles `json:"converge_after_last"`
+	ConvergeReceived Percentiles `json:"converge_received_after_last"`
+	PerProxy         Pushed      `json:"per_proxy"`
+	CPUSeconds       float64     `json:"cpu_seconds"`
 	// RSSMiB samples the control plane's RSS once per second-ish over the
 	// storm (at most 60 samples kept), MaxRSSMiB the largest seen.
 	RSSMiB    []float64 `json:"rss_mib_samples"`
@@ -239,8 +260,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	var simProfStop func() // ends the simulator's CPU profile, if taken
 	spec := o.Mesh.Spec()
-	rep := &Report{Proxies: o.Fleet.Proxies, Conns: f.opts.Conns, Services: spec.Services, Endpoints: spec.Endpoints, Spare: spec.Spare, Captured: o.Fleet.Captured, Protocol: f.Protocol(), Scope: o.Scope, EndpointSource: o.Mesh.Source()}
+	rep := &Report{Proxies: o.Fleet.Proxies, Conns: f.opts.Conns, Services: spec.Services, Endpoints: spec.Endpoints, Spare: spec.Spare, Captured: o.Fleet.Captured, Protocol: f.Protocol(), Decode: f.Decode(), Scope: o.Scope, EndpointSource: o.Mesh.Source()}
 	r := runner{o: o, f: f, log: log}
 
 	before, err := r.sample()
@@ -282,6 +304,26 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			rep.Profiles = append(rep.Profiles, file)
 		}
 	}
+	if o.ProfileDir != "" && o.SimProfile {
+		file := filepath.Join(o.ProfileDir, "sim-heap-connect.pprof")
+		if err := writeHeapProfile(file); err != nil {
+			log.Warn("simulator heap profile", "error", err)
+		} else {
+			rep.Profiles = append(rep.Profiles, file)
+		}
+		file = filepath.Join(o.ProfileDir, "sim-cpu-changes.pprof")
+		if stop, err := startCPUProfile(file); err != nil {
+			log.Warn("simulator cpu profile", "error", err)
+		} else {
+			simProfStop = stop
+			rep.Profiles = append(rep.Profiles, file)
+		}
+	}
+	defer func() { // a run that stops early
+		if simProfStop != nil {
+			simProfStop()
+		}
+	}()
 
 	var profWG sync.WaitGroup
 	if o.ProfileDir != "" {
@@ -335,6 +377,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return err
 	}); err != nil {
 		return rep, r.aborted(ctx, rep, err)
+	}
+	if simProfStop != nil {
+		simProfStop()
+		simProfStop = nil
 	}
 	if o.ProfileDir != "" {
 		file := filepath.Join(o.ProfileDir, "heap.pprof")
@@ -420,6 +466,7 @@ func (r *runner) sample() (CPSample, error) {
 	out := CPSample{CPUSeconds: s.CPU.Seconds(), RSSMiB: mib(s.RSS), PeakRSSMiB: mib(s.PeakRSS), Load1: LoadAvg()}
 	if self, err := ReadProc(os.Getpid()); err == nil {
 		out.SimCPUSeconds = self.CPU.Seconds()
+		out.SimRSSMiB, out.SimPeakRSSMiB = mib(self.RSS), mib(self.PeakRSS)
 	}
 	return out, nil
 }
@@ -489,7 +536,7 @@ func (r *runner) watch(typ, marker string, svc int) *Probe {
 
 func (r *runner) changes(ctx context.Context, kind, typ string, svcOf func(i int) int, change func(i, svc int, before func(string)) error) (Change, error) {
 	res := Change{Kind: kind, Changes: r.o.Changes}
-	var all []time.Duration
+	var all, recv []time.Duration
 	var sum Pushed
 	var cpu, simCPU float64
 	for i := range r.o.Changes {
@@ -507,6 +554,7 @@ func (r *runner) changes(ctx context.Context, kind, typ string, svcOf func(i int
 		wctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
 		lat := pr.Wait(wctx)
 		cancel()
+		recv = append(recv, pr.Received()...)
 		res.Watched += float64(len(lat)) / float64(r.o.Changes)
 		p := percentiles(lat)
 		r.log.Info("change acked", "kind", kind, "i", i, "p50", p.P50, "p99", p.P99, "max", p.Max, "missing", p.Missing)
@@ -524,6 +572,7 @@ func (r *runner) changes(ctx context.Context, kind, typ string, svcOf func(i int
 		res.After = s1
 	}
 	res.Latency = percentiles(all)
+	res.Received = percentiles(recv)
 	res.PerProxy = sum.div(float64(r.o.Changes))
 	res.CPUSeconds = cpu / float64(r.o.Changes)
 	res.SimCPUSeconds = simCPU / float64(r.o.Changes)
@@ -589,6 +638,7 @@ func (r *runner) storm(ctx context.Context) (*Storm, error) {
 	wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	st.Converge = percentiles(pr.Wait(wctx))
 	cancel()
+	st.ConvergeReceived = percentiles(pr.Received())
 	r.log.Info("storm converged", "changes", st.Changes, "p99", st.Converge.P99, "max", st.Converge.Max, "missing", st.Converge.Missing)
 	r.quiet(ctx, o.Settle, 10*time.Second)
 	if st.After, err = r.sample(); err != nil {
@@ -652,4 +702,36 @@ func (p Pushed) div(n float64) Pushed {
 		p.ByType[t] /= n
 	}
 	return p
+}
+
+// writeHeapProfile writes the simulator's live heap (after a collection)
+// to file.
+func writeHeapProfile(file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// startCPUProfile profiles the simulator's CPU into file until the
+// returned function is called.
+func startCPUProfile(file string) (func(), error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

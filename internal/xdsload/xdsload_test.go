@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -219,7 +218,8 @@ func smallRunWith(t *testing.T, proto Protocol, services int, scope Scope, consu
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, Options{
-		Mesh: m, CP: cp, Fleet: FleetOptions{Proxies: 20, Conns: 4, Captured: true, Protocol: proto},
+		Mesh: m, CP: cp, Fleet: FleetOptions{Proxies: 20, Conns: 4, Captured: true, Protocol: proto,
+			Decode: map[Protocol]Decode{SotW: DecodeFull}[proto]}, // both decode paths run
 		Changes: 2, StormRate: 50, StormDuration: time.Second, Timeout: time.Minute,
 		Settle: 200 * time.Millisecond, Scope: scope,
 	})
@@ -367,14 +367,13 @@ func TestDeltaReconnectResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ads := discovery.NewAggregatedDiscoveryServiceClient(conn)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	// stream runs one stream until stop is called, which waits for it.
 	stream := func() (stop func()) {
 		sctx, scancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- p.deltaStream(sctx, ads) }()
+		go func() { done <- p.deltaStream(sctx, conn) }()
 		return func() {
 			scancel()
 			if err := <-done; sctx.Err() == nil {

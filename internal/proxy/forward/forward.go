@@ -85,7 +85,7 @@ type Forwarder struct {
 	// node answers the node attributes of metric label expressions.
 	node *telemetry.Node
 	// tunnels counts the upgrade requests being served: WaitTunnels.
-	tunnels sync.WaitGroup
+	tunnels tunnelCount
 }
 
 // New returns a Forwarder. Errors come from registering metrics or
@@ -116,10 +116,50 @@ func (f *Forwarder) Close() { f.mirrors.stop() }
 // does not wait for them) have ended, or ctx is done. They end when
 // their listener closes (Downstream.Ctx): call it after.
 func (f *Forwarder) WaitTunnels(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { f.tunnels.Wait(); close(done) }()
+	return f.tunnels.wait(ctx)
+}
+
+// tunnelCount counts the upgrade requests being served. Unlike a
+// sync.WaitGroup it lets a request start while someone waits (a forced
+// shutdown can meet a request that has just begun), and a wait that
+// gives up leaves no goroutine behind.
+type tunnelCount struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n reaches 0; nil: no one waits
+}
+
+func (t *tunnelCount) add() {
+	t.mu.Lock()
+	t.n++
+	t.mu.Unlock()
+}
+
+func (t *tunnelCount) done() {
+	t.mu.Lock()
+	t.n--
+	if t.n == 0 && t.zero != nil {
+		close(t.zero)
+		t.zero = nil
+	}
+	t.mu.Unlock()
+}
+
+// wait returns nil once no upgrade request is being served, or ctx's
+// error if it ends first.
+func (t *tunnelCount) wait(ctx context.Context) error {
+	t.mu.Lock()
+	if t.n == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	if t.zero == nil {
+		t.zero = make(chan struct{})
+	}
+	zero := t.zero
+	t.mu.Unlock()
 	select {
-	case <-done:
+	case <-zero:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -328,7 +368,7 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	var tunnel bool // counted in f.tunnels until recorded
 	defer func() {
 		if tunnel {
-			f.tunnels.Done()
+			f.tunnels.done()
 		}
 	}()
 	defer f.recordRequest(&q)
@@ -376,7 +416,7 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 			return
 		}
 		if q.upgrade != "" {
-			f.tunnels.Add(1)
+			f.tunnels.add()
 			tunnel = true
 		}
 	}

@@ -11,7 +11,8 @@
 #   WEFT_TOOLS_DIR=DIR       where to build (default $HOME/.cache/weft-tools)
 #
 # What is already built is skipped (a stamp file records the version), so
-# a warm run takes well under a second. Cold, on 2 cores: kube-apiserver
+# a warm run takes well under a second. `all` builds in two lanes at once
+# (below). Cold, each alone on 2 cores: kube-apiserver
 # about 13 minutes, consul about 6, helm about 4 (measured: 3m50s with an
 # empty build cache, 2m36s with the product's build cache and a module
 # download; both at load average 4-6), jaeger about 10 CPU-minutes
@@ -43,12 +44,22 @@ built() { # built NAME VERSION: is bin/NAME built at VERSION?
   [ -x "$TOOLS/bin/$1" ] && [ "$(cat "$TOOLS/bin/$1.version" 2>/dev/null)" = "$2" ]
 }
 
+# modfield MODULE@VERSION FIELD: go mod download the module and print a
+# field of its JSON (Dir, GoMod); on failure print go's error and fail.
+modfield() {
+  local out
+  if ! out=$(cd "$TOOLS/src" && go mod download -json "$1" 2>&1); then
+    log "go mod download $1 failed:"; printf '%s\n' "$out" >&2; return 1
+  fi
+  printf '%s\n' "$out" | sed -n "s/^[[:space:]]*\"$2\": \"\(.*\)\",\$/\1/p"
+}
+
 # moddir copies a module's files out of the read-only module cache into a
 # writable build directory. Usage: moddir MODULE@VERSION DEST FILES...
 moddir() {
   local mv=$1 dest=$2; shift 2
   local dir
-  dir=$(cd "$TOOLS/src" && go mod download -json "$mv" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  dir=$(modfield "$mv" Dir)
   [ -d "$dir" ] || { log "go mod download $mv gave no directory"; exit 1; }
   rm -rf "$dest"; mkdir -p "$dest"
   local f
@@ -83,7 +94,7 @@ build_consul() {
   if built consul "$CONSUL_VERSION"; then return; fi
   log "building consul $CONSUL_VERSION (cold: ~6 min on 2 cores)"
   local src=$TOOLS/src/consul dir
-  dir=$(cd "$TOOLS/src" && go mod download -json "github.com/hashicorp/consul@$CONSUL_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  dir=$(modfield "github.com/hashicorp/consul@$CONSUL_VERSION" Dir)
   rm -rf "$src"; mkdir -p "$src"
   cp -r "$dir/." "$src/"; chmod -R u+w "$src"
   # Its ./api, ./sdk and ./proto-public nested modules are not in the
@@ -105,7 +116,7 @@ build_helm() {
   # As helm's Makefile does: its version, and the Kubernetes version that
   # `helm template` and `helm lint` assume (one past its client-go v0.X).
   local gomod minor ldflags
-  gomod=$(cd "$TOOLS/src" && go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+  gomod=$(modfield "helm.sh/helm/v3@$HELM_VERSION" GoMod)
   minor=$(sed -n -E 's#^[[:space:]]*k8s\.io/client-go v0\.([0-9]+)\..*#\1#p' "$gomod")
   [ -n "$minor" ] || { log "no k8s.io/client-go in helm's go.mod ($gomod)"; exit 1; }
   ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
@@ -187,9 +198,33 @@ check_etcd() {
   return 1
 }
 
+# lane NAME STEP...: run the build steps one after another in the
+# background, each output line prefixed with the lane's name.
+lane() {
+  local name=$1; shift
+  (
+    set -o pipefail
+    { for step in "$@"; do "$step"; done; } 2>&1 | sed -u "s/^/[$name] /" >&2
+  ) &
+}
+
+# all builds in two lanes at once. Each `go build` already uses both
+# cores while it compiles, but a cold build also waits: on module
+# downloads, on its link (one core), on the last few packages of its
+# dependency graph. Two lanes fill those waits with the other lane's work
+# (kube-apiserver alone is as long as the rest together).
+build_all() {
+  check_etcd
+  local pids=() pid rc=0
+  lane kube build_kube_apiserver build_h2spec build_ratelimit; pids+=($!)
+  lane rest build_helm build_consul build_jaeger; pids+=($!)
+  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+  [ "$rc" = 0 ] || { log "a tool failed to build (see above)"; exit 1; }
+}
+
 what=${1:-all}
 case $what in
-  all) check_etcd; build_helm; build_consul; build_kube_apiserver; build_jaeger; build_h2spec; build_ratelimit ;;
+  all) build_all ;;
   kube-apiserver) build_kube_apiserver ;;
   consul) build_consul ;;
   helm) build_helm ;;

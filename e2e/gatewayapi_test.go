@@ -231,6 +231,10 @@ spec:
   - filters:
     - type: RequestRedirect
       requestRedirect: {scheme: https, port: %[2]d, statusCode: 301}
+  - matches: [{path: {type: PathPrefix, value: /docs}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /manual}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -265,6 +269,24 @@ spec:
 		}
 		return nil
 	})
+	// ReplacePrefixMatch replaces the matched path prefix, by path
+	// element, and keeps the query; /docsx is not under /docs.
+	for path, want := range map[string]string{
+		"/docs":         "/manual",
+		"/docs/":        "/manual/",
+		"/docs/a/b?q=1": "/manual/a/b?q=1",
+		"/docsx/a":      "https://shop.example.com:%d/docsx/a",
+	} {
+		if strings.Contains(want, "%d") {
+			want = fmt.Sprintf(want, httpsPort)
+		} else {
+			want = fmt.Sprintf("http://shop.example.com:%d%s", httpPort, want)
+		}
+		code, loc, _, err := gwGet(plain, fmt.Sprintf("http://shop.example.com:%d%s", httpPort, path))
+		if err != nil || loc != want || (code != 302 && code != 301) {
+			t.Errorf("%s: %d to %q (%v), want a redirect to %s", path, code, loc, err, want)
+		}
+	}
 }
 
 // A GRPCRoute through a gateway proxy: real gRPC calls over plaintext

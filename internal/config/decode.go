@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -95,7 +96,9 @@ func checkAPIVersion(k Kind, apiVersion string) (ok bool, want string) {
 	group, version, _ := strings.Cut(apiVersion, "/")
 	switch k {
 	case KindGatewayClass, KindKubeGateway, KindHTTPRoute, KindGRPCRoute, KindTCPRoute, KindTLSRoute, KindReferenceGrant:
-		return group == gatewayAPIGroup && gatewayAPIVersions[version], gatewayAPIGroup + "/v1 or v1beta1"
+		vs := GatewayAPIVersions(k)
+		return group == gatewayAPIGroup && slices.Contains(vs, version),
+			gatewayAPIGroup + "/" + strings.Join(vs[:len(vs)-1], ", ") + " or " + vs[len(vs)-1]
 	case KindPeerAuthentication, KindAuthorizationPolicy, KindRequestAuthentication:
 		return group == securityGroup && securityVersions[version], securityGroup + "/v1 or v1beta1"
 	case KindTelemetry:

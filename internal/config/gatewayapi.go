@@ -26,7 +26,24 @@ const gatewayAPIGroup = "gateway.networking.k8s.io"
 // gatewayAPIKinds names the Gateway API kinds Weft loads, for messages.
 const gatewayAPIKinds = "GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute, ReferenceGrant"
 
-var gatewayAPIVersions = map[string]bool{"v1": true, "v1beta1": true}
+// GatewayAPIVersions are the versions of Gateway API kind k that Weft
+// reads, newest first. For what Weft reads they share one schema. Beside
+// v1 (and v1beta1 where the standard channel served it) they are the
+// experimental channel's versions of the kinds that reached v1 late:
+// v1alpha2 GRPCRoute, TCPRoute, TLSRoute and ReferenceGrant, and v1alpha3
+// TLSRoute, which Istio's samples and clusters with an older Gateway API
+// release still use.
+func GatewayAPIVersions(k Kind) []string {
+	switch k {
+	case KindGRPCRoute, KindTCPRoute:
+		return []string{"v1", "v1alpha2"}
+	case KindTLSRoute:
+		return []string{"v1", "v1alpha3", "v1alpha2"}
+	case KindReferenceGrant:
+		return []string{"v1", "v1beta1", "v1alpha2"}
+	}
+	return []string{"v1", "v1beta1"}
+}
 
 // newGatewayAPISpec returns Weft's Kind for a kind of the Gateway API
 // group as written, and an empty spec for it; a nil spec when Weft does
@@ -576,9 +593,6 @@ func checkFiltersOf(is *issues, path string, fs []gwv1.HTTPRouteFilter, backend,
 				is.errf(rp+".statusCode", "invalid statusCode %d: want 301, 302, 303, 307 or 308", *r.StatusCode)
 			}
 			checkPathModifier(is, rp+".path", r.Path)
-			if r.Path != nil && r.Path.Type == gwv1.PrefixMatchHTTPPathModifier {
-				is.errf(rp+".path.type", "a redirect with ReplacePrefixMatch is not supported by Weft yet; use ReplaceFullPath")
-			}
 		}
 		if r := f.URLRewrite; r != nil {
 			if r.Hostname != nil {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"testing"
 
 	networking "istio.io/api/networking/v1alpha3"
@@ -72,4 +73,77 @@ spec:
 	if l[0].AttachedRoutes != 1 || l[1].AttachedRoutes != 1 || l[2].Reason == "" || len(l[0].Kinds) != 1 || l[0].Kinds[0].Kind != "TCPRoute" {
 		t.Errorf("listeners = %+v", l)
 	}
+}
+
+// The experimental channel's versions of the route kinds that reached v1
+// late load as v1 does: Istio's samples/tcp-echo/gateway-api writes
+// TCPRoute as v1alpha2. A version a kind never had is rejected, naming
+// the versions Weft reads.
+func TestGatewayAPIExperimentalVersions(t *testing.T) {
+	docs := `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tcp-echo-gateway, namespace: default}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: tcp-31400, protocol: TCP, port: 31400}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  parentRefs: [{name: tcp-echo-gateway, sectionName: tcp-31400}]
+  rules: [{backendRefs: [{name: tcp-echo-v1, port: 9000}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: TLSRoute
+metadata: {name: tls, namespace: default}
+spec:
+  parentRefs: [{name: tcp-echo-gateway}]
+  hostnames: [a.example]
+  rules: [{backendRefs: [{name: secure, port: 8443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: GRPCRoute
+metadata: {name: grpc, namespace: default}
+spec:
+  parentRefs: [{name: tcp-echo-gateway}]
+  rules: [{backendRefs: [{name: greeter, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: ReferenceGrant
+metadata: {name: grant, namespace: other}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: TCPRoute, namespace: default}]
+  to: [{group: "", kind: Service}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: HTTPRoute
+metadata: {name: web, namespace: default}
+spec:
+  parentRefs: [{name: tcp-echo-gateway}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+`
+	snap := NewStore(testOptions()).Load(files("gw.yaml", docs))
+	var errs []string
+	for _, d := range diagStrings(snap) {
+		if strings.HasPrefix(d, "error:") {
+			errs = append(errs, d)
+		}
+	}
+	checkStrings(t, "errors", errs, []string{
+		`error: gw.yaml: doc 6: HTTPRoute default/web: apiVersion: unsupported apiVersion "gateway.networking.k8s.io/v1alpha2" for HTTPRoute (want gateway.networking.k8s.io/v1 or v1beta1)`,
+	})
+	if len(snap.TCPRoutes) != 1 || len(snap.TLSRoutes) != 1 || len(snap.GRPCRoutes) != 1 || len(snap.ReferenceGrants) != 1 {
+		t.Fatalf("loaded %d TCPRoutes, %d TLSRoutes, %d GRPCRoutes, %d ReferenceGrants, want one each",
+			len(snap.TCPRoutes), len(snap.TLSRoutes), len(snap.GRPCRoutes), len(snap.ReferenceGrants))
+	}
+	wantSpecs(t, snap.VirtualServices, map[string]string{
+		"default/tcp-echo-gateway-gwapi-tcp-31400.wildcard": `
+hosts: ["*"]
+gateways: [default/tcp-echo-gateway-gwapi-tcp-31400]
+tcp:
+- match: [{port: 31400}]
+  route: [{destination: {host: tcp-echo-v1.default.svc.cluster.local, port: {number: 9000}}}]`,
+	}, func() *networking.VirtualService { return &networking.VirtualService{} })
 }

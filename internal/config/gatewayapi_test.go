@@ -108,6 +108,10 @@ spec:
       requestMirror: {backendRef: {name: shadow, port: 80}, percent: 25}
     backendRefs: [{name: api, port: 8080}]
   - backendRefs: [{name: web, port: 80, weight: 0}]
+  - matches: [{path: {type: PathPrefix, value: /docs/}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /manual}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -152,6 +156,14 @@ http:
 - name: edge.shop.1.0
   match: [{uri: {exact: /old}}]
   redirect: {scheme: https, redirectCode: 301, derivePort: FROM_PROTOCOL_DEFAULT}
+# A redirect's ReplacePrefixMatch: the exact part gets the whole new
+# path, the prefix part replaces the matched prefix.
+- name: edge.shop.4.0
+  match: [{uri: {exact: /docs}}]
+  redirect: {uri: /manual, redirectCode: 302, derivePort: FROM_REQUEST_PORT}
+- name: edge.shop.4.0
+  match: [{uri: {prefix: /docs/}}]
+  redirect: {prefixRewrite: /manual/, redirectCode: 302, derivePort: FROM_REQUEST_PORT}
 - name: edge.shop.0.0
   match: [{uri: {exact: /api}, headers: {x-canary: {exact: "yes"}}}]
   route:

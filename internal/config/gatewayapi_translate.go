@@ -594,13 +594,20 @@ func (t *translator) rule(r *HTTPRoute, i int) []*ruleRoute {
 			if mr := matchRequest(m, part.uri); proto.Size(mr) > 0 {
 				h.Match = []*networking.HTTPMatchRequest{mr}
 			}
-			if prefixRewrite != nil && h.Rewrite != nil && part.prefix != "" {
+			if prefixRewrite != nil && part.prefix != "" {
 				// "/foo" -> "/bar": "/foo" becomes "/bar", "/foo/x" "/bar/x".
 				repl := strings.TrimRight(*prefixRewrite, "/")
-				if part.exact {
+				switch {
+				case h.Rewrite != nil && part.exact:
 					h.Rewrite.Uri = cmp.Or(repl, "/")
-				} else {
+				case h.Rewrite != nil:
 					h.Rewrite.Uri = repl + "/"
+				case h.Redirect != nil && part.exact:
+					// A redirect's uri is the whole new path; its
+					// prefixRewrite replaces the matched prefix.
+					h.Redirect.Uri = cmp.Or(repl, "/")
+				case h.Redirect != nil:
+					h.Redirect.PrefixRewrite = repl + "/"
 				}
 			}
 			methods := 0
@@ -645,8 +652,8 @@ func matchRequest(m gwv1.HTTPRouteMatch, uri *networking.StringMatch) *networkin
 }
 
 // action translates what rule i of r does, without its matches: filters,
-// backends, timeouts. prefixRewrite is a URLRewrite's ReplacePrefixMatch,
-// which depends on each match's path.
+// backends, timeouts. prefixRewrite is the ReplacePrefixMatch of a
+// URLRewrite or a RequestRedirect, which depends on each match's path.
 func (t *translator) action(r *HTTPRoute, i int) (base *networking.HTTPRoute, prefixRewrite *string) {
 	rule := &r.Spec.Rules[i]
 	path := fmt.Sprintf("spec.rules[%d]", i)
@@ -661,6 +668,9 @@ func (t *translator) action(r *HTTPRoute, i int) (base *networking.HTTPRoute, pr
 			base.Headers = withHeaders(base.Headers, nil, f.ResponseHeaderModifier)
 		case gwv1.HTTPRouteFilterRequestRedirect:
 			base.Redirect = redirect(f.RequestRedirect)
+			if p := f.RequestRedirect.Path; p != nil && p.Type == gwv1.PrefixMatchHTTPPathModifier {
+				prefixRewrite = p.ReplacePrefixMatch
+			}
 		case gwv1.HTTPRouteFilterURLRewrite:
 			rw := &networking.HTTPRewrite{}
 			if f.URLRewrite.Hostname != nil {

@@ -44,13 +44,13 @@ var kinds = []kind{
 	{config.KindOIDCLogin, "security.weft.dev", "oidclogins", weftSecurityVersions},
 	// The Gateway API's kinds: their status is the Gateway API's
 	// (gatewayapi_status.go), not Istio's.
-	{config.KindGatewayClass, gatewayAPIGroup, "gatewayclasses", gatewayAPIVersions},
-	{config.KindKubeGateway, gatewayAPIGroup, "gateways", gatewayAPIVersions},
-	{config.KindHTTPRoute, gatewayAPIGroup, "httproutes", gatewayAPIVersions},
-	{config.KindGRPCRoute, gatewayAPIGroup, "grpcroutes", gatewayAPIVersions},
-	{config.KindTCPRoute, gatewayAPIGroup, "tcproutes", gatewayAPIVersions},
-	{config.KindTLSRoute, gatewayAPIGroup, "tlsroutes", gatewayAPIVersions},
-	{config.KindReferenceGrant, gatewayAPIGroup, "referencegrants", gatewayAPIVersions},
+	{config.KindGatewayClass, gatewayAPIGroup, "gatewayclasses", config.GatewayAPIVersions(config.KindGatewayClass)},
+	{config.KindKubeGateway, gatewayAPIGroup, "gateways", config.GatewayAPIVersions(config.KindKubeGateway)},
+	{config.KindHTTPRoute, gatewayAPIGroup, "httproutes", config.GatewayAPIVersions(config.KindHTTPRoute)},
+	{config.KindGRPCRoute, gatewayAPIGroup, "grpcroutes", config.GatewayAPIVersions(config.KindGRPCRoute)},
+	{config.KindTCPRoute, gatewayAPIGroup, "tcproutes", config.GatewayAPIVersions(config.KindTCPRoute)},
+	{config.KindTLSRoute, gatewayAPIGroup, "tlsroutes", config.GatewayAPIVersions(config.KindTLSRoute)},
+	{config.KindReferenceGrant, gatewayAPIGroup, "referencegrants", config.GatewayAPIVersions(config.KindReferenceGrant)},
 }
 
 // gatewayAPIGroup is the Kubernetes Gateway API's group.
@@ -78,9 +78,6 @@ var (
 	// Weft's own kinds (charts/weft-crds/files/weft-crds.yaml).
 	weftNetworkingVersions = []string{"v1alpha1"}
 	weftSecurityVersions   = []string{"v1alpha1"}
-	// The Gateway API's standard channel serves v1 (v1beta1 too, for
-	// some kinds, with the same schema).
-	gatewayAPIVersions = []string{"v1", "v1beta1"}
 )
 
 // FilePath is the virtual file of an object: "k8s:<Kind>/<namespace>/<name>",

@@ -193,7 +193,10 @@ func applyDestinationHeaders(s *mesh.Snapshot, ns string, h *networking.HTTPRout
 // Envoy cannot send (Istio's validation rejects it) becomes 301.
 func redirectAction(rd *networking.HTTPRedirect, port uint32) *route.Route_Redirect {
 	ra := &route.RedirectAction{HostRedirect: rd.GetAuthority()}
-	if rd.GetUri() != "" {
+	switch {
+	case rd.GetPrefixRewrite() != "":
+		ra.PathRewriteSpecifier = &route.RedirectAction_PrefixRewrite{PrefixRewrite: rd.GetPrefixRewrite()}
+	case rd.GetUri() != "":
 		ra.PathRewriteSpecifier = &route.RedirectAction_PathRedirect{PathRedirect: rd.GetUri()}
 	}
 	if rd.GetScheme() != "" {

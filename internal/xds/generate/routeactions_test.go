@@ -47,6 +47,8 @@ func routeActionCases() []goldenCase {
 							Route:   []*networking.HTTPRouteDestination{dest("reviews", "", 0)}},
 						{Name: "moved", Match: []*networking.HTTPMatchRequest{{Uri: prefix("/moved")}},
 							Redirect: &networking.HTTPRedirect{Uri: "/here", Authority: "elsewhere", RedirectCode: 302}},
+						{Name: "prefix-moved", Match: []*networking.HTTPMatchRequest{{Uri: prefix("/docs/")}},
+							Redirect: &networking.HTTPRedirect{PrefixRewrite: "/manual/"}},
 						{Name: "derive-port", Match: []*networking.HTTPMatchRequest{{Uri: prefix("/derive")}},
 							Redirect: &networking.HTTPRedirect{Scheme: "https", RedirectPort: &networking.HTTPRedirect_DerivePort{DerivePort: networking.HTTPRedirect_FROM_REQUEST_PORT}}},
 						{Name: "maintenance", Match: []*networking.HTTPMatchRequest{{Uri: prefix("/maintenance")}},
@@ -88,6 +90,9 @@ func TestRouteActionsShape(t *testing.T) {
 	}
 	if got := byName["moved"].GetRedirect().GetResponseCode(); got != route.RedirectAction_FOUND {
 		t.Errorf("moved: response_code %v", got)
+	}
+	if got := byName["prefix-moved"].GetRedirect().GetPrefixRewrite(); got != "/manual/" {
+		t.Errorf("prefix-moved: prefix_rewrite %q, want /manual/", got)
 	}
 	if got := byName["derive-port"].GetRedirect().GetPortRedirect(); got != 9080 {
 		t.Errorf("derive-port: port_redirect %d, want the virtual host's 9080", got)

@@ -22,7 +22,8 @@ import (
 // LogFilterSupport describes the CEL subset, for messages and docs.
 const LogFilterSupport = "comparisons of response.code or response.duration with a constant " +
 	"(==, !=, <, <=, >, >=; durations written duration(\"1s\")), request.headers['name'] == 'value', " +
-	"'name' in request.headers, joined with && and || and grouped with parentheses"
+	"'name' in request.headers, request.path, request.method or request.host == 'value', " +
+	"joined with && and || and grouped with parentheses"
 
 // LogFilterOp is the kind of a LogFilter node.
 type LogFilterOp int
@@ -33,7 +34,7 @@ const (
 	LogFilterOr                                   // some child holds
 	LogFilterStatusCode                           // response.code Cmp Value
 	LogFilterDuration                             // response.duration Cmp Value (milliseconds)
-	LogFilterHeaderEquals                         // request.headers[Header] == HeaderValue
+	LogFilterHeaderEquals                         // request.headers[Header] == HeaderValue (or :path, :method, :authority)
 	LogFilterHeaderPresent                        // Header in request.headers
 )
 
@@ -184,9 +185,32 @@ func (p *celParser) primary() (*LogFilter, error) {
 		}
 		return &LogFilter{Op: LogFilterDuration, Cmp: cmp, Value: ms}, nil
 	case p.Tok.Kind == celexpr.Ident && p.Tok.Text == "request":
-		if err := p.path("request", "headers"); err != nil {
+		p.Next()
+		if err := p.Expect("."); err != nil {
 			return nil, err
 		}
+		if p.Tok.Kind == celexpr.Ident {
+			// request.path (with the query), request.method and
+			// request.host are Envoy's :path, :method and :authority.
+			if pseudo, ok := map[string]string{"path": ":path", "method": ":method", "host": ":authority"}[p.Tok.Text]; ok {
+				attr := p.Tok.Text
+				p.Next()
+				if !p.IsOp("==") {
+					return nil, p.Errf("request.%s supports == only, got %s", attr, p.Tok)
+				}
+				p.Next()
+				if p.Tok.Kind != celexpr.String {
+					return nil, p.Errf("request.%s compares with a string, got %s", attr, p.Tok)
+				}
+				v := p.Tok.Text
+				p.Next()
+				return &LogFilter{Op: LogFilterHeaderEquals, Header: pseudo, HeaderValue: v}, nil
+			}
+		}
+		if p.Tok.Kind != celexpr.Ident || p.Tok.Text != "headers" {
+			return nil, p.Errf("want request.headers, request.path, request.method or request.host, got request.%s", p.Tok.Text)
+		}
+		p.Next()
 		if err := p.Expect("["); err != nil {
 			return nil, err
 		}

@@ -118,6 +118,9 @@ func TestParseLogFilter(t *testing.T) {
 		{"response.duration > duration(\"1.5s\")", "duration>1500"},
 		{"response.code >= 500 && request.headers['x-debug'] == 'on'", "and(code>=500,header[x-debug]==on)"},
 		{"'X-Debug' in request.headers || (response.code >= 400 && response.code < 500) || response.code == 503", "or(has[x-debug],and(code>=400,code<500),code==503)"},
+		// Istio's tests/integration/telemetry/api/testdata/accesslog/filter.yaml.
+		{"request.path == '/filter-test'", "header[:path]==/filter-test"},
+		{"request.method == 'POST' && request.host == 'shop.example'", "and(header[:method]==POST,header[:authority]==shop.example)"},
 	} {
 		f, err := ParseLogFilter(c.expr)
 		if err != nil {
@@ -137,6 +140,8 @@ func TestParseLogFilter(t *testing.T) {
 		{"response.duration > 100", "compares with duration"},
 		{"response.duration > duration(\"1us\")", "whole, non-negative number of milliseconds"},
 		{"request.headers['a'] != 'b'", "supports == only"},
+		{"request.path != '/x'", "request.path supports == only"},
+		{"request.url_path == '/x'", "want request.headers, request.path, request.method or request.host, got request.url_path"},
 		{"response.code >= 400 response.code", "unexpected \"response\""},
 		{"request.headers['a", "unterminated string"},
 		{"(response.code >= 400", "want \")\""},

@@ -550,24 +550,21 @@ func (s *Server) handleDelta(st *adsStream, req *discovery.DeltaDiscoveryRequest
 	typ, nonce := req.GetTypeUrl(), req.GetResponseNonce()
 	sub := st.sub(typ)
 	s.answered(st.key, st.p.id.ID, typ, nonce, req.GetErrorDetail())
+	var set *typeSet
+	if snap := st.p.snapshot(); snap != nil {
+		set = snap.set(typ)
+	}
 	first := !sub.requested
 	sub.requested = true
 	if first {
 		if iv := req.GetInitialResourceVersions(); len(iv) > 0 {
-			sub.overrides = make(map[string]string, len(iv))
-			for n, v := range iv {
-				sub.overrides[n] = v
-			}
+			sub.takeInitial(iv, set)
 		}
 		if len(req.GetResourceNamesSubscribe()) == 0 {
 			sub.wildcard = true // legacy wildcard
 		}
 	}
 	// Subscription changes apply whatever the nonce: they are increments.
-	var set *typeSet
-	if snap := st.p.snapshot(); snap != nil {
-		set = snap.set(typ)
-	}
 	if add, drop := req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(); len(add) > 0 || len(drop) > 0 {
 		names := slices.Clone(sub.names)
 		for _, n := range add {
@@ -640,8 +637,8 @@ func (s *Server) sendDelta(st *adsStream, sub *subscription) error {
 	case fast:
 		resources, removed = d.resources, d.removed
 	case whole && sub.overrides == nil && sub.haveSet != nil && sub.haveWhole():
-		if sub.haveSet == set {
-			return nil
+		if sub.haveSet == set && (sub.everSent || !sub.wildcard) {
+			return nil // (a new wildcard subscription is answered, if only empty)
 		}
 		d = set.diffFrom(sub.haveSet)
 		resources, removed = d.resources, d.removed
@@ -671,6 +668,47 @@ func (s *Server) sendDelta(st *adsStream, sub *subscription) error {
 	s.sentResponse(st.key, sub.typeURL, resp.Nonce, set.version)
 	sub.nonce, sub.everSent, sub.inflight = resp.Nonce, true, true
 	return st.send(resp)
+}
+
+// takeInitial records what a reconnecting proxy says it has (its
+// initial_resource_versions, iv) against set, what it is to be served of
+// the type: as having the whole of set, except for overrides (the names
+// whose version differs or that set has not, with iv's version, and
+// set's names iv lacks, with ""). A proxy that reconnects to an
+// unchanged mesh so keeps no per-name state at all (it was a copy of its
+// thousands of names and versions per stream, held until the first
+// response, and a reconnect storm of 2,000 proxies held gigabytes), and
+// the request's map is garbage at once. Without a set yet, the request's
+// map itself is kept, not a copy.
+func (sub *subscription) takeInitial(iv map[string]string, set *typeSet) {
+	if set == nil {
+		sub.overrides = iv
+		return
+	}
+	var ov map[string]string
+	put := func(n, v string) {
+		if ov == nil {
+			ov = map[string]string{}
+		}
+		ov[n] = v
+	}
+	matched := 0
+	for n, v := range iv {
+		if e := set.get(n); e != nil && e.version == v {
+			matched++
+			continue
+		}
+		put(n, v)
+	}
+	if matched < set.n {
+		for e := range set.all() {
+			if _, ok := iv[e.name]; !ok {
+				put(e.name, "")
+			}
+		}
+	}
+	sub.haveSet, sub.haveWildcard, sub.haveNames, sub.haveIsWhole = set, true, nil, false
+	sub.overrides = ov
 }
 
 // haveWhole reports whether the proxy had the whole of haveSet.

@@ -111,6 +111,17 @@ func SharedParts(s *mesh.Snapshot, id contract.Identity) Resources {
 // themselves are not kept: a proxy's inbound listeners and clusters cost
 // tens of KB as Go values, and a server needs only their encodings.
 func OwnKey(s *mesh.Snapshot, id contract.Identity) any {
+	return OwnKeyFor(s, id, IdentityKey(id))
+}
+
+// IdentityKey is every field of id as one string (maps in key order):
+// what OwnKeyFor keys a proxy by. It costs a formatting of the whole
+// identity, so a server that asks for a proxy's OwnKey at every push
+// computes it once per proxy.
+func IdentityKey(id contract.Identity) string { return fmt.Sprintf("%+v", id) }
+
+// OwnKeyFor is OwnKey with id's IdentityKey given.
+func OwnKeyFor(s *mesh.Snapshot, id contract.Identity, identityKey string) any {
 	own := func() uint64 {
 		h := fnv.New64a()
 		for _, ep := range s.Registry.EndpointsAt(id.IPs) {
@@ -118,8 +129,7 @@ func OwnKey(s *mesh.Snapshot, id contract.Identity) any {
 		}
 		return h.Sum64()
 	}
-	// Every field of the identity, maps in key order.
-	key := proxyKey{fmt.Sprintf("%+v", id)}
+	key := proxyKey{identityKey}
 	return s.MemoCarry(key, func(prev any) bool { return prev.(*proxyOwn).eps == own() }, func() any {
 		return &proxyOwn{eps: own()}
 	}).(*proxyOwn)

@@ -23,7 +23,6 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"weft.dev/weft/internal/mesh"
-	"weft.dev/weft/internal/xds/contract"
 	"weft.dev/weft/internal/xds/generate"
 )
 
@@ -486,11 +485,12 @@ func ownDigestsOf(m *mesh.Snapshot, r generate.Resources) *ownDigests {
 	return o
 }
 
-// sidecarSnapshot is snapshotOf(m, generate.ForProxyParts(m, id)) that
+// sidecarSnapshot is snapshotOf(m, generate.ForProxyParts(m, p.id)) that
 // builds and encodes the proxy's own resources only when m (or the
 // snapshot it carries over from) has not got their encodings yet.
-func (s *Server) sidecarSnapshot(m *mesh.Snapshot, id contract.Identity) (*nodeSnapshot, []string, error) {
-	own := m.MemoCarryRoutes(ownKey{generate.OwnKey(m, id)}, nil, func() any {
+func (s *Server) sidecarSnapshot(m *mesh.Snapshot, p *proxy) (*nodeSnapshot, []string, error) {
+	id := p.id
+	own := m.MemoCarryRoutes(ownKey{generate.OwnKeyFor(m, id, p.identityKey())}, nil, func() any {
 		return ownDigestsOf(m, generate.ForProxyParts(m, id))
 	}).(*ownDigests)
 	if own.err != nil {

@@ -6,6 +6,7 @@
 package generate
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"hash/fnv"
 	"slices"
@@ -114,11 +115,15 @@ func OwnKey(s *mesh.Snapshot, id contract.Identity) any {
 	return OwnKeyFor(s, id, IdentityKey(id))
 }
 
-// IdentityKey is every field of id as one string (maps in key order):
-// what OwnKeyFor keys a proxy by. It costs a formatting of the whole
-// identity, so a server that asks for a proxy's OwnKey at every push
-// computes it once per proxy.
-func IdentityKey(id contract.Identity) string { return fmt.Sprintf("%+v", id) }
+// IdentityKey is a digest of every field of id (maps in key order): what
+// OwnKeyFor keys a proxy by. A digest, not the formatted identity itself
+// (about 1 KB a proxy, kept as a memo key). It costs a formatting of the
+// whole identity, so a server that asks for a proxy's OwnKey at every
+// push computes it once per proxy.
+func IdentityKey(id contract.Identity) string {
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%+v", id)))
+	return string(sum[:])
+}
 
 // OwnKeyFor is OwnKey with id's IdentityKey given.
 func OwnKeyFor(s *mesh.Snapshot, id contract.Identity, identityKey string) any {

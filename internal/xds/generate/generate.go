@@ -41,6 +41,23 @@ type Resources struct {
 // shared part once per snapshot rather than once per proxy.
 type Parts struct {
 	Shared, Own []types.Resource
+	// Lazy, when set (by SharedParts and ForProxyParts, for endpoints),
+	// stands for Shared: the same resources, sorted by name, none built
+	// yet. The list is shared like Shared.
+	Lazy []Lazy
+}
+
+// Lazy is a shared resource that is built only on request. Two Lazies
+// whose Keys are equal (==) build equal resources, in one mesh snapshot
+// and in those that carry over from it (mesh.Snapshot.MemoCarryRoutes):
+// a server that keeps a resource's encoding under its Key, carried the
+// same way, never needs the Go value again, and an endpoint change
+// builds only the assignments whose endpoints changed. (Their Go values,
+// kept for carrying over, were ~10 MB at 1,000 services.)
+type Lazy struct {
+	Name  string
+	Key   any
+	Build func() types.Resource
 }
 
 // ByType returns the resources keyed by type URL, the form
@@ -70,37 +87,40 @@ func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
 // ForProxyParts is ForProxy for a server that reads clusters and
 // endpoints only from ClusterParts and EndpointParts: Clusters and
 // Endpoints are left nil, which spares merging and copying the shared
-// lists (thousands of entries in a large mesh) once per proxy.
+// lists (thousands of entries in a large mesh) once per proxy, and the
+// endpoints are EndpointParts.Lazy, not built.
 func ForProxyParts(s *mesh.Snapshot, id contract.Identity) Resources {
 	return forProxy(s, id, false)
 }
 
 func forProxy(s *mesh.Snapshot, id contract.Identity, merged bool) Resources {
 	shared := sharedOutboundClusters(s, id)
-	eps := sharedOutboundEndpoints(s, id)
 	own := buildOwn(s, id, shared)
 	r := Resources{
-		Listeners:     own.Listeners,
-		Routes:        own.Routes,
-		ClusterParts:  Parts{Shared: shared, Own: own.ClusterParts.Own},
-		EndpointParts: Parts{Shared: eps},
+		Listeners:    own.Listeners,
+		Routes:       own.Routes,
+		ClusterParts: Parts{Shared: shared, Own: own.ClusterParts.Own},
 	}
 	if merged {
+		eps := sharedOutboundEndpoints(s, id)
+		r.EndpointParts = Parts{Shared: eps}
 		r.Clusters = mergeSorted(shared, own.ClusterParts.Own)
 		r.Endpoints = slices.Clone(eps)
+	} else {
+		r.EndpointParts = Parts{Lazy: sharedOutboundEndpointsLazy(s, id)}
 	}
 	return r
 }
 
 // SharedParts is ForProxyParts without the proxy's own resources: only
-// ClusterParts.Shared and EndpointParts.Shared are set (memo lookups, no
+// ClusterParts.Shared and EndpointParts.Lazy are set (memo lookups, no
 // per-proxy work). With OwnKey, a server that keeps what it derives from
 // the proxy's own resources (their encodings) calls ForProxyParts only
 // when it has nothing kept for the key.
 func SharedParts(s *mesh.Snapshot, id contract.Identity) Resources {
 	return Resources{
 		ClusterParts:  Parts{Shared: sharedOutboundClusters(s, id)},
-		EndpointParts: Parts{Shared: sharedOutboundEndpoints(s, id)},
+		EndpointParts: Parts{Lazy: sharedOutboundEndpointsLazy(s, id)},
 	}
 }
 

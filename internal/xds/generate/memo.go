@@ -110,6 +110,22 @@ func sharedOutboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Res
 	}).([]types.Resource)
 }
 
+type claLazyListKey struct{ claListKey }
+
+// sharedOutboundEndpointsLazy is sharedOutboundEndpoints as Lazy
+// resources: none of them is built here.
+func sharedOutboundEndpointsLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
+	k := claListKey{vis: scopeOf(s, id), locality: id.Locality}
+	if id.Locality != "" && usesFailoverPriority(s) {
+		k.labels = labelsKey(id.Labels)
+	}
+	return s.Memo(claLazyListKey{k}, func() any {
+		es := outboundEndpointsLazy(s, id)
+		slices.SortStableFunc(es, func(a, b Lazy) int { return strings.Compare(a.Name, b.Name) })
+		return es
+	}).([]Lazy)
+}
+
 // hasDNSServices reports whether some service of s is resolved by DNS.
 func hasDNSServices(s *mesh.Snapshot) bool {
 	return s.Memo(hasDNSKey{}, func() any {
@@ -204,12 +220,25 @@ func sharedCluster(s *mesh.Snapshot, id contract.Identity, svc *registry.Service
 	}).(carriedCluster).c
 }
 
-func sharedCLA(s *mesh.Snapshot, id contract.Identity, host string, port uint32, subset string, build func() *endpoint.ClusterLoadAssignment) *endpoint.ClusterLoadAssignment {
-	k := claKey{locality: localityKey(s, id, host, port, subset), host: host, port: port, subset: subset}
-	eps := s.EndpointsDigest(host, port)
+// claKeyOf is what a load assignment of the proxy id is shared by.
+func claKeyOf(s *mesh.Snapshot, id contract.Identity, host string, port uint32, subset string) claKey {
+	return claKey{locality: localityKey(s, id, host, port, subset), host: host, port: port, subset: subset}
+}
+
+func sharedCLA(s *mesh.Snapshot, k claKey, build func() *endpoint.ClusterLoadAssignment) *endpoint.ClusterLoadAssignment {
+	eps := s.EndpointsDigest(k.host, k.port)
 	return s.MemoCarryRoutes(k, func(prev any) bool { return prev.(carriedCLA).eps == eps }, func() any {
 		return carriedCLA{cla: build(), eps: eps}
 	}).(carriedCLA).cla
+}
+
+// lazyCLAKey is the Key of a lazy load assignment: the assignment is
+// the same as long as its sharing key and the digest of its service
+// port's endpoints are (as sharedCLA carries it over), within a mesh
+// snapshot and the ones MemoCarryRoutes carries over from it.
+type lazyCLAKey struct {
+	claKey
+	eps uint64
 }
 
 // localityKey is what of the proxy withLocalityLB reads for this cluster.

@@ -4,10 +4,12 @@ import (
 	"context"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -130,4 +132,52 @@ func TestInternedEncodings(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // cleanups run on their own goroutine
 	}
 	t.Error("the interner kept an entry whose digests were collected")
+}
+
+// TestLazyEndpointsCarriedOver: the shared load assignments are built
+// and encoded once; in the next snapshot, after an endpoint change, only
+// the changed service's are built again, and the set equals what the
+// generator gives from scratch.
+func TestLazyEndpointsCarriedOver(t *testing.T) {
+	s, m, build := pushFixture(t, 6, 12)
+	ctx := context.Background()
+	s.push(ctx, time.Now())
+	var p *proxy
+	for _, q := range s.proxies {
+		p = q
+		break
+	}
+	if _, err := m.ChangeEndpoint(3, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	next := build()
+	lazy := slices.Clone(generate.SharedParts(next, p.id).EndpointParts.Lazy)
+	if len(lazy) == 0 {
+		t.Fatal("SharedParts gave no lazy load assignments")
+	}
+	var built []string
+	for i := range lazy {
+		l := lazy[i]
+		lazy[i].Build = func() types.Resource { built = append(built, l.Name); return l.Build() }
+	}
+	set, err := s.setOfLazy(next, resource.EndpointType, lazy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := m.Host(3)
+	if len(built) == 0 {
+		t.Errorf("nothing of %s was built anew", changed)
+	}
+	for _, n := range built {
+		if !strings.HasSuffix(n, "|"+changed) {
+			t.Errorf("%s was built again, but its endpoints did not change (built: %q)", n, built)
+		}
+	}
+	want, _, err := s.snapshotOf(next, generate.ForProxy(next, p.id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := set.version, want.version(resource.EndpointType); got != want {
+		t.Errorf("lazy EDS set version %s, from scratch %s", got, want)
+	}
 }

@@ -325,6 +325,8 @@ func (s *Server) snapshotOf(m *mesh.Snapshot, r generate.Resources) (*nodeSnapsh
 			err error
 		)
 		switch parts := partsOf(r, typ); {
+		case m != nil && len(parts.Lazy) > 0 && len(parts.Own) == 0:
+			set, err = s.setOfLazy(m, typ, parts.Lazy)
 		case m != nil && len(parts.Shared) > 0:
 			set, err = s.setOfParts(m, typ, parts)
 		case byType[typ] == nil && len(parts.Own) > 0:
@@ -406,6 +408,44 @@ func (s *Server) setOfSharedAndOwn(m *mesh.Snapshot, typeURL string, sharedList 
 	slices.SortStableFunc(own, func(a, b *encoded) int { return cmpString(a.name, b.name) })
 	own = slices.CompactFunc(own, func(a, b *encoded) bool { return a.name == b.name })
 	return s.sets.put(newMergedSet(typeURL, version, shared, own)), nil
+}
+
+// lazySetKey keys the set of a generator's shared Lazy list in
+// mesh.Snapshot.Memo, as sharedSetKey.
+type lazySetKey struct {
+	typeURL string
+	first   *generate.Lazy
+	n       int
+}
+
+// lazyDigestKey keys a Lazy resource's digests in mesh.Snapshot.Memo:
+// its Key, carried over as the generator carries the resource (routes
+// and endpoints may change), so an unchanged resource is neither built
+// nor encoded again, and its Go value is garbage once encoded.
+type lazyDigestKey struct {
+	typeURL string
+	k       any
+}
+
+// setOfLazy is the shared set of a Lazy list, made once per mesh
+// snapshot; it builds and encodes only the resources whose encodings
+// this snapshot or the one it carries over from has not got.
+func (s *Server) setOfLazy(m *mesh.Snapshot, typeURL string, list []generate.Lazy) (*typeSet, error) {
+	so := m.Memo(lazySetKey{typeURL, &list[0], len(list)}, func() any {
+		ds := make([]*digests, len(list))
+		for i := range list {
+			it := &list[i]
+			d := m.MemoCarryRoutes(lazyDigestKey{typeURL, it.Key}, nil, func() any {
+				return resourceDigest(nil, typeURL, it.Build())
+			}).(*digests)
+			if d.err != nil {
+				return setOrErr{err: d.err}
+			}
+			ds[i] = d
+		}
+		return setOrErr{set: s.setOfDigests(typeURL, ds)}
+	}).(setOrErr)
+	return so.set, so.err
 }
 
 // setOf is the shared set of resources.
@@ -501,7 +541,12 @@ func (s *Server) sidecarSnapshot(m *mesh.Snapshot, p *proxy) (*nodeSnapshot, []s
 	versions := make([]string, len(typeOrder))
 	for i, typ := range typeOrder {
 		var set *typeSet
-		if parts := partsOf(shared, typ); len(parts.Shared) > 0 {
+		if parts := partsOf(shared, typ); len(parts.Lazy) > 0 && len(own.lists[i]) == 0 {
+			var err error
+			if set, err = s.setOfLazy(m, typ, parts.Lazy); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", typ, err)
+			}
+		} else if len(parts.Shared) > 0 {
 			var err error
 			if set, err = s.setOfSharedAndOwn(m, typ, parts.Shared, own.lists[i]); err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", typ, err)

@@ -41,9 +41,9 @@ type Resources struct {
 // shared part once per snapshot rather than once per proxy.
 type Parts struct {
 	Shared, Own []types.Resource
-	// Lazy, when set (by SharedParts and ForProxyParts, for endpoints),
-	// stands for Shared: the same resources, sorted by name, none built
-	// yet. The list is shared like Shared.
+	// Lazy, when set (by SharedParts and ForProxyParts), stands for
+	// Shared: the same resources, sorted by name, none built yet. The
+	// list is shared like Shared.
 	Lazy []Lazy
 }
 
@@ -52,8 +52,9 @@ type Parts struct {
 // and in those that carry over from it (mesh.Snapshot.MemoCarryRoutes):
 // a server that keeps a resource's encoding under its Key, carried the
 // same way, never needs the Go value again, and an endpoint change
-// builds only the assignments whose endpoints changed. (Their Go values,
-// kept for carrying over, were ~10 MB at 1,000 services.)
+// builds only the clusters and assignments whose endpoints changed.
+// (Their Go values, kept for carrying over, were ~20 MB at 1,000
+// services.)
 type Lazy struct {
 	Name  string
 	Key   any
@@ -88,38 +89,43 @@ func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
 // endpoints only from ClusterParts and EndpointParts: Clusters and
 // Endpoints are left nil, which spares merging and copying the shared
 // lists (thousands of entries in a large mesh) once per proxy, and the
-// endpoints are EndpointParts.Lazy, not built.
+// shared clusters and endpoints are the parts' Lazy lists, not built.
 func ForProxyParts(s *mesh.Snapshot, id contract.Identity) Resources {
 	return forProxy(s, id, false)
 }
 
 func forProxy(s *mesh.Snapshot, id contract.Identity, merged bool) Resources {
+	if !merged {
+		lazy := sharedOutboundClustersLazy(s, id)
+		own := buildOwn(s, id, Parts{Lazy: lazy})
+		return Resources{
+			Listeners:     own.Listeners,
+			Routes:        own.Routes,
+			ClusterParts:  Parts{Lazy: lazy, Own: own.ClusterParts.Own},
+			EndpointParts: Parts{Lazy: sharedOutboundEndpointsLazy(s, id)},
+		}
+	}
 	shared := sharedOutboundClusters(s, id)
-	own := buildOwn(s, id, shared)
-	r := Resources{
-		Listeners:    own.Listeners,
-		Routes:       own.Routes,
-		ClusterParts: Parts{Shared: shared, Own: own.ClusterParts.Own},
+	own := buildOwn(s, id, Parts{Shared: shared})
+	eps := sharedOutboundEndpoints(s, id)
+	return Resources{
+		Listeners:     own.Listeners,
+		Routes:        own.Routes,
+		ClusterParts:  Parts{Shared: shared, Own: own.ClusterParts.Own},
+		EndpointParts: Parts{Shared: eps},
+		Clusters:      mergeSorted(shared, own.ClusterParts.Own),
+		Endpoints:     slices.Clone(eps),
 	}
-	if merged {
-		eps := sharedOutboundEndpoints(s, id)
-		r.EndpointParts = Parts{Shared: eps}
-		r.Clusters = mergeSorted(shared, own.ClusterParts.Own)
-		r.Endpoints = slices.Clone(eps)
-	} else {
-		r.EndpointParts = Parts{Lazy: sharedOutboundEndpointsLazy(s, id)}
-	}
-	return r
 }
 
 // SharedParts is ForProxyParts without the proxy's own resources: only
-// ClusterParts.Shared and EndpointParts.Lazy are set (memo lookups, no
+// ClusterParts.Lazy and EndpointParts.Lazy are set (memo lookups, no
 // per-proxy work). With OwnKey, a server that keeps what it derives from
 // the proxy's own resources (their encodings) calls ForProxyParts only
 // when it has nothing kept for the key.
 func SharedParts(s *mesh.Snapshot, id contract.Identity) Resources {
 	return Resources{
-		ClusterParts:  Parts{Shared: sharedOutboundClusters(s, id)},
+		ClusterParts:  Parts{Lazy: sharedOutboundClustersLazy(s, id)},
 		EndpointParts: Parts{Lazy: sharedOutboundEndpointsLazy(s, id)},
 	}
 }
@@ -173,9 +179,9 @@ type proxyKey struct{ identity string }
 // made of reads the endpoints at its addresses, nothing else of the
 // registry but its services (OwnKey). The listeners and routes shared
 // with other proxies come from the snapshot's memo. shared is the
-// proxy's outbound cluster list (tracing adds a collector cluster only
-// when no service has its name).
-func buildOwn(s *mesh.Snapshot, id contract.Identity, shared []types.Resource) Resources {
+// proxy's outbound clusters, built or Lazy (tracing adds a collector
+// cluster only when no service has its name).
+func buildOwn(s *mesh.Snapshot, id contract.Identity, shared Parts) Resources {
 	var (
 		r     Resources
 		local []types.Resource // inbound (and passthrough) clusters
@@ -200,11 +206,11 @@ func buildOwn(s *mesh.Snapshot, id contract.Identity, shared []types.Resource) R
 		r.Listeners = append(r.Listeners, inL...)
 	}
 	sortByName(local)
-	r.ClusterParts = Parts{Shared: shared, Own: local}
+	r.ClusterParts = Parts{Shared: shared.Shared, Lazy: shared.Lazy, Own: local}
 	sortByName(r.Listeners)
 	sortByName(r.Routes)
 	withTracing(s, id, &r) // tracing.go
 	withStats(s, id, &r)   // stats.go
-	r.ClusterParts.Shared = nil
+	r.ClusterParts.Shared, r.ClusterParts.Lazy = nil, nil
 	return r
 }

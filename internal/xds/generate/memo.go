@@ -110,6 +110,22 @@ func sharedOutboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Res
 	}).([]types.Resource)
 }
 
+type clusterLazyListKey struct{ clusterListKey }
+
+// sharedOutboundClustersLazy is sharedOutboundClusters as Lazy
+// resources: none of them is built here.
+func sharedOutboundClustersLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
+	k := clusterListKey{mtls: id.MTLS, vis: scopeOf(s, id)}
+	if hasDNSServices(s) {
+		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + id.Locality
+	}
+	return s.Memo(clusterLazyListKey{k}, func() any {
+		cs := outboundClustersLazy(s, id)
+		slices.SortStableFunc(cs, func(a, b Lazy) int { return strings.Compare(a.Name, b.Name) })
+		return cs
+	}).([]Lazy)
+}
+
 type claLazyListKey struct{ claListKey }
 
 // sharedOutboundEndpointsLazy is sharedOutboundEndpoints as Lazy
@@ -209,15 +225,26 @@ type carriedCLA struct {
 	eps uint64
 }
 
-func sharedCluster(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, subset string, build func() *cluster.Cluster) *cluster.Cluster {
+// clusterKeyOf is what an outbound cluster of the proxy id is shared by.
+func clusterKeyOf(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, subset string) clusterKey {
 	k := clusterKey{mtls: id.MTLS, host: svc.Hostname, port: p.Number, subset: subset}
 	if svc.Resolution.ResolvedByDNS() {
 		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + localityKey(s, id, svc.Hostname, p.Number, subset)
 	}
-	eps := s.EndpointsDigest(svc.Hostname, p.Number) // the SANs read its endpoints' service accounts
+	return k
+}
+
+func sharedCluster(s *mesh.Snapshot, k clusterKey, build func() *cluster.Cluster) *cluster.Cluster {
+	eps := s.EndpointsDigest(k.host, k.port) // the SANs read its endpoints' service accounts
 	return s.MemoCarryRoutes(k, func(prev any) bool { return prev.(carriedCluster).eps == eps }, func() any {
 		return carriedCluster{c: build(), eps: eps}
 	}).(carriedCluster).c
+}
+
+// lazyClusterKey is the Key of a lazy outbound cluster, as lazyCLAKey.
+type lazyClusterKey struct {
+	clusterKey
+	eps uint64
 }
 
 // claKeyOf is what a load assignment of the proxy id is shared by.

@@ -134,11 +134,11 @@ func TestInternedEncodings(t *testing.T) {
 	t.Error("the interner kept an entry whose digests were collected")
 }
 
-// TestLazyEndpointsCarriedOver: the shared load assignments are built
-// and encoded once; in the next snapshot, after an endpoint change, only
-// the changed service's are built again, and the set equals what the
-// generator gives from scratch.
-func TestLazyEndpointsCarriedOver(t *testing.T) {
+// TestLazySharedCarriedOver: the shared clusters and load assignments
+// are built and encoded once; in the next snapshot, after an endpoint
+// change, only the changed service's are built again, and each shared
+// set equals the one made of the generator's built lists.
+func TestLazySharedCarriedOver(t *testing.T) {
 	s, m, build := pushFixture(t, 6, 12)
 	ctx := context.Background()
 	s.push(ctx, time.Now())
@@ -151,33 +151,43 @@ func TestLazyEndpointsCarriedOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := build()
-	lazy := slices.Clone(generate.SharedParts(next, p.id).EndpointParts.Lazy)
-	if len(lazy) == 0 {
-		t.Fatal("SharedParts gave no lazy load assignments")
-	}
-	var built []string
-	for i := range lazy {
-		l := lazy[i]
-		lazy[i].Build = func() types.Resource { built = append(built, l.Name); return l.Build() }
-	}
-	set, err := s.setOfLazy(next, resource.EndpointType, lazy)
-	if err != nil {
-		t.Fatal(err)
-	}
 	changed := m.Host(3)
-	if len(built) == 0 {
-		t.Errorf("nothing of %s was built anew", changed)
-	}
-	for _, n := range built {
-		if !strings.HasSuffix(n, "|"+changed) {
-			t.Errorf("%s was built again, but its endpoints did not change (built: %q)", n, built)
+	parts, full := generate.SharedParts(next, p.id), generate.ForProxy(next, p.id)
+	for _, c := range []struct {
+		typ         string
+		lazy        []generate.Lazy
+		fromScratch []types.Resource
+	}{
+		{resource.ClusterType, parts.ClusterParts.Lazy, full.ClusterParts.Shared},
+		{resource.EndpointType, parts.EndpointParts.Lazy, full.EndpointParts.Shared},
+	} {
+		lazy := slices.Clone(c.lazy)
+		if len(lazy) == 0 {
+			t.Fatalf("%s: SharedParts gave no lazy resources", c.typ)
 		}
-	}
-	want, _, err := s.snapshotOf(next, generate.ForProxy(next, p.id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := set.version, want.version(resource.EndpointType); got != want {
-		t.Errorf("lazy EDS set version %s, from scratch %s", got, want)
+		var built []string
+		for i := range lazy {
+			l := lazy[i]
+			lazy[i].Build = func() types.Resource { built = append(built, l.Name); return l.Build() }
+		}
+		set, err := s.setOfLazy(next, c.typ, lazy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(built) == 0 {
+			t.Errorf("%s: nothing of %s was built anew", c.typ, changed)
+		}
+		for _, n := range built {
+			if !strings.HasSuffix(n, "|"+changed) {
+				t.Errorf("%s: %s was built again, but its endpoints did not change (built: %q)", c.typ, n, built)
+			}
+		}
+		want, err := s.setOf(next, c.typ, c.fromScratch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if set.version != want.version {
+			t.Errorf("%s: lazy set version %s, from built values %s", c.typ, set.version, want.version)
+		}
 	}
 }

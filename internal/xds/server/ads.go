@@ -214,13 +214,18 @@ func (s *Server) runStream(ctx context.Context, st *adsStream, recv func() (adsR
 	// error would end the stream with CANCELLED; the stream's transport
 	// stream can write the status itself (grpc-go's
 	// ServerStream.WriteStatus, found by its method;
-	// TestShutdownEndsStreams pins it). Without it the stream ends
-	// CANCELLED, at once all the same.
+	// TestShutdownEndsStreams pins it). Without it, or while a send is
+	// under way (the status is written under the stream's lock, never
+	// beside a Send; a blocked Send ends with the context), the stream
+	// ends CANCELLED, at once all the same.
 	end := func(error) { cancel() }
 	if w, ok := grpc.ServerTransportStreamFromContext(ctx).(interface{ WriteStatus(*status.Status) error }); ok {
 		end = func(err error) {
-			st, _ := status.FromError(err) // OK for nil; Unknown for an error without a status
-			_ = w.WriteStatus(st)
+			if st.mu.TryLock() {
+				stat, _ := status.FromError(err) // OK for nil; Unknown for an error without a status
+				_ = w.WriteStatus(stat)
+				st.mu.Unlock()
+			}
 			cancel()
 		}
 	}

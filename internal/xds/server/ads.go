@@ -268,6 +268,9 @@ func (s *Server) runStream(ctx context.Context, st *adsStream, recv func() (adsR
 		err = s.handle(st, r)
 		st.mu.Unlock()
 		if err != nil {
+			if isDone(stop) {
+				return nil // a send cut short by the shutdown
+			}
 			return err
 		}
 	}

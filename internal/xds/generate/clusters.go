@@ -29,6 +29,26 @@ const (
 // sees (mesh.ScopeIndex) and per DestinationRule subset of the service.
 func outboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 	var out []types.Resource
+	eachOutboundCluster(s, id, func(_ string, k clusterKey, build func() *cluster.Cluster) {
+		out = append(out, sharedCluster(s, k, build))
+	})
+	return out
+}
+
+// outboundClustersLazy is outboundClusters as Lazy resources, whose Key
+// is what sharedCluster keys and checks the carried cluster by.
+func outboundClustersLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
+	var out []Lazy
+	eachOutboundCluster(s, id, func(name string, k clusterKey, build func() *cluster.Cluster) {
+		out = append(out, Lazy{Name: name, Key: lazyClusterKey{k, s.EndpointsDigest(k.host, k.port)},
+			Build: func() types.Resource { return build() }})
+	})
+	return out
+}
+
+// eachOutboundCluster calls yield with the name, the sharing key and the
+// builder of every outbound cluster of id.
+func eachOutboundCluster(s *mesh.Snapshot, id contract.Identity, yield func(name string, k clusterKey, build func() *cluster.Cluster)) {
 	vis := scopeOf(s, id)
 	build := func(svc *registry.Service, p registry.Port, subset string) *cluster.Cluster {
 		var c *cluster.Cluster
@@ -46,13 +66,14 @@ func outboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 			if !vis.Port(svc, p.Number) {
 				continue
 			}
-			out = append(out, sharedCluster(s, id, svc, p, "", func() *cluster.Cluster { return build(svc, p, "") }))
+			yield(contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname), clusterKeyOf(s, id, svc, p, ""),
+				func() *cluster.Cluster { return build(svc, p, "") })
 			for _, sub := range s.Subsets.Subsets(svc.Hostname) {
-				out = append(out, sharedCluster(s, id, svc, p, sub.GetName(), func() *cluster.Cluster { return build(svc, p, sub.GetName()) }))
+				yield(contract.ClusterName(contract.Outbound, p.Number, sub.GetName(), svc.Hostname), clusterKeyOf(s, id, svc, p, sub.GetName()),
+					func() *cluster.Cluster { return build(svc, p, sub.GetName()) })
 			}
 		}
 	}
-	return out
 }
 
 func edsCluster(svc *registry.Service, p registry.Port, subset, suffix string) *cluster.Cluster {

@@ -21,6 +21,26 @@ import (
 // clusters of services resolved by DNS carry their endpoints themselves.
 func outboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 	var out []types.Resource
+	eachOutboundCLA(s, id, func(_ string, k claKey, build func() *endpoint.ClusterLoadAssignment) {
+		out = append(out, sharedCLA(s, k, build))
+	})
+	return out
+}
+
+// outboundEndpointsLazy is outboundEndpoints as Lazy resources, whose Key
+// is what sharedCLA keys and checks the carried assignment by.
+func outboundEndpointsLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
+	var out []Lazy
+	eachOutboundCLA(s, id, func(name string, k claKey, build func() *endpoint.ClusterLoadAssignment) {
+		out = append(out, Lazy{Name: name, Key: lazyCLAKey{k, s.EndpointsDigest(k.host, k.port)},
+			Build: func() types.Resource { return build() }})
+	})
+	return out
+}
+
+// eachOutboundCLA calls yield with the name, the sharing key and the
+// builder of every outbound ClusterLoadAssignment of id.
+func eachOutboundCLA(s *mesh.Snapshot, id contract.Identity, yield func(name string, k claKey, build func() *endpoint.ClusterLoadAssignment)) {
 	vis := scopeOf(s, id)
 	for _, svc := range s.Registry.Services() {
 		if svc.Resolution.ResolvedByDNS() {
@@ -31,12 +51,14 @@ func outboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource 
 				continue
 			}
 			eps := s.Registry.Endpoints(svc.Hostname, p.Number)
-			out = append(out, sharedCLA(s, id, svc.Hostname, p.Number, "", func() *endpoint.ClusterLoadAssignment {
+			name := contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname)
+			yield(name, claKeyOf(s, id, svc.Hostname, p.Number, ""), func() *endpoint.ClusterLoadAssignment {
 				return withLocalityLB(s, id, svc.Hostname, p.Number, "", eps,
-					loadAssignment(contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname), eps, mtlsCapable(s, svc, p, "")))
-			}))
+					loadAssignment(name, eps, mtlsCapable(s, svc, p, "")))
+			})
 			for _, sub := range s.Subsets.Subsets(svc.Hostname) {
-				out = append(out, sharedCLA(s, id, svc.Hostname, p.Number, sub.GetName(), func() *endpoint.ClusterLoadAssignment {
+				name := contract.ClusterName(contract.Outbound, p.Number, sub.GetName(), svc.Hostname)
+				yield(name, claKeyOf(s, id, svc.Hostname, p.Number, sub.GetName()), func() *endpoint.ClusterLoadAssignment {
 					var in []*registry.Endpoint
 					for _, ep := range eps {
 						if labelsInclude(ep.Labels, sub.GetLabels()) {
@@ -44,12 +66,11 @@ func outboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource 
 						}
 					}
 					return withLocalityLB(s, id, svc.Hostname, p.Number, sub.GetName(), in,
-						loadAssignment(contract.ClusterName(contract.Outbound, p.Number, sub.GetName(), svc.Hostname), in, mtlsCapable(s, svc, p, sub.GetName())))
-				}))
+						loadAssignment(name, in, mtlsCapable(s, svc, p, sub.GetName())))
+				})
 			}
 		}
 	}
-	return out
 }
 
 // mtlsCapable reports which endpoints of a cluster (svc's port p, subset

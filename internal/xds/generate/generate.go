@@ -6,6 +6,7 @@
 package generate
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"hash/fnv"
 	"slices"
@@ -40,6 +41,24 @@ type Resources struct {
 // shared part once per snapshot rather than once per proxy.
 type Parts struct {
 	Shared, Own []types.Resource
+	// Lazy, when set (by SharedParts and ForProxyParts), stands for
+	// Shared: the same resources, sorted by name, none built yet. The
+	// list is shared like Shared.
+	Lazy []Lazy
+}
+
+// Lazy is a shared resource that is built only on request. Two Lazies
+// whose Keys are equal (==) build equal resources, in one mesh snapshot
+// and in those that carry over from it (mesh.Snapshot.MemoCarryRoutes):
+// a server that keeps a resource's encoding under its Key, carried the
+// same way, never needs the Go value again, and an endpoint change
+// builds only the clusters and assignments whose endpoints changed.
+// (Their Go values, kept for carrying over, were ~20 MB at 1,000
+// services.)
+type Lazy struct {
+	Name  string
+	Key   any
+	Build func() types.Resource
 }
 
 // ByType returns the resources keyed by type URL, the form
@@ -69,37 +88,45 @@ func ForProxy(s *mesh.Snapshot, id contract.Identity) Resources {
 // ForProxyParts is ForProxy for a server that reads clusters and
 // endpoints only from ClusterParts and EndpointParts: Clusters and
 // Endpoints are left nil, which spares merging and copying the shared
-// lists (thousands of entries in a large mesh) once per proxy.
+// lists (thousands of entries in a large mesh) once per proxy, and the
+// shared clusters and endpoints are the parts' Lazy lists, not built.
 func ForProxyParts(s *mesh.Snapshot, id contract.Identity) Resources {
 	return forProxy(s, id, false)
 }
 
 func forProxy(s *mesh.Snapshot, id contract.Identity, merged bool) Resources {
+	if !merged {
+		lazy := sharedOutboundClustersLazy(s, id)
+		own := buildOwn(s, id, Parts{Lazy: lazy})
+		return Resources{
+			Listeners:     own.Listeners,
+			Routes:        own.Routes,
+			ClusterParts:  Parts{Lazy: lazy, Own: own.ClusterParts.Own},
+			EndpointParts: Parts{Lazy: sharedOutboundEndpointsLazy(s, id)},
+		}
+	}
 	shared := sharedOutboundClusters(s, id)
+	own := buildOwn(s, id, Parts{Shared: shared})
 	eps := sharedOutboundEndpoints(s, id)
-	own := buildOwn(s, id, shared)
-	r := Resources{
+	return Resources{
 		Listeners:     own.Listeners,
 		Routes:        own.Routes,
 		ClusterParts:  Parts{Shared: shared, Own: own.ClusterParts.Own},
 		EndpointParts: Parts{Shared: eps},
+		Clusters:      mergeSorted(shared, own.ClusterParts.Own),
+		Endpoints:     slices.Clone(eps),
 	}
-	if merged {
-		r.Clusters = mergeSorted(shared, own.ClusterParts.Own)
-		r.Endpoints = slices.Clone(eps)
-	}
-	return r
 }
 
 // SharedParts is ForProxyParts without the proxy's own resources: only
-// ClusterParts.Shared and EndpointParts.Shared are set (memo lookups, no
+// ClusterParts.Lazy and EndpointParts.Lazy are set (memo lookups, no
 // per-proxy work). With OwnKey, a server that keeps what it derives from
 // the proxy's own resources (their encodings) calls ForProxyParts only
 // when it has nothing kept for the key.
 func SharedParts(s *mesh.Snapshot, id contract.Identity) Resources {
 	return Resources{
-		ClusterParts:  Parts{Shared: sharedOutboundClusters(s, id)},
-		EndpointParts: Parts{Shared: sharedOutboundEndpoints(s, id)},
+		ClusterParts:  Parts{Lazy: sharedOutboundClustersLazy(s, id)},
+		EndpointParts: Parts{Lazy: sharedOutboundEndpointsLazy(s, id)},
 	}
 }
 
@@ -111,6 +138,21 @@ func SharedParts(s *mesh.Snapshot, id contract.Identity) Resources {
 // themselves are not kept: a proxy's inbound listeners and clusters cost
 // tens of KB as Go values, and a server needs only their encodings.
 func OwnKey(s *mesh.Snapshot, id contract.Identity) any {
+	return OwnKeyFor(s, id, IdentityKey(id))
+}
+
+// IdentityKey is a digest of every field of id (maps in key order): what
+// OwnKeyFor keys a proxy by. A digest, not the formatted identity itself
+// (about 1 KB a proxy, kept as a memo key). It costs a formatting of the
+// whole identity, so a server that asks for a proxy's OwnKey at every
+// push computes it once per proxy.
+func IdentityKey(id contract.Identity) string {
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%+v", id)))
+	return string(sum[:])
+}
+
+// OwnKeyFor is OwnKey with id's IdentityKey given.
+func OwnKeyFor(s *mesh.Snapshot, id contract.Identity, identityKey string) any {
 	own := func() uint64 {
 		h := fnv.New64a()
 		for _, ep := range s.Registry.EndpointsAt(id.IPs) {
@@ -118,8 +160,7 @@ func OwnKey(s *mesh.Snapshot, id contract.Identity) any {
 		}
 		return h.Sum64()
 	}
-	// Every field of the identity, maps in key order.
-	key := proxyKey{fmt.Sprintf("%+v", id)}
+	key := proxyKey{identityKey}
 	return s.MemoCarry(key, func(prev any) bool { return prev.(*proxyOwn).eps == own() }, func() any {
 		return &proxyOwn{eps: own()}
 	}).(*proxyOwn)
@@ -138,9 +179,9 @@ type proxyKey struct{ identity string }
 // made of reads the endpoints at its addresses, nothing else of the
 // registry but its services (OwnKey). The listeners and routes shared
 // with other proxies come from the snapshot's memo. shared is the
-// proxy's outbound cluster list (tracing adds a collector cluster only
-// when no service has its name).
-func buildOwn(s *mesh.Snapshot, id contract.Identity, shared []types.Resource) Resources {
+// proxy's outbound clusters, built or Lazy (tracing adds a collector
+// cluster only when no service has its name).
+func buildOwn(s *mesh.Snapshot, id contract.Identity, shared Parts) Resources {
 	var (
 		r     Resources
 		local []types.Resource // inbound (and passthrough) clusters
@@ -165,11 +206,11 @@ func buildOwn(s *mesh.Snapshot, id contract.Identity, shared []types.Resource) R
 		r.Listeners = append(r.Listeners, inL...)
 	}
 	sortByName(local)
-	r.ClusterParts = Parts{Shared: shared, Own: local}
+	r.ClusterParts = Parts{Shared: shared.Shared, Lazy: shared.Lazy, Own: local}
 	sortByName(r.Listeners)
 	sortByName(r.Routes)
 	withTracing(s, id, &r) // tracing.go
 	withStats(s, id, &r)   // stats.go
-	r.ClusterParts.Shared = nil
+	r.ClusterParts.Shared, r.ClusterParts.Lazy = nil, nil
 	return r
 }

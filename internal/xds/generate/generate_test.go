@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -149,7 +150,21 @@ func TestForProxyPartsMatchesForProxy(t *testing.T) {
 			list []types.Resource
 			p    Parts
 		}{{"clusters", full.Clusters, parts.ClusterParts}, {"endpoints", full.Endpoints, parts.EndpointParts}} {
-			got, want := names(append(slices.Clone(c.p.Shared), c.p.Own...)), names(c.list)
+			shared := slices.Clone(c.p.Shared)
+			for _, l := range c.p.Lazy {
+				r := l.Build()
+				if cache.GetResourceName(r) != l.Name {
+					t.Errorf("%s %s: lazy %q built %q", tc.name, c.typ, l.Name, cache.GetResourceName(r))
+				}
+				if i := slices.IndexFunc(c.list, func(x types.Resource) bool { return cache.GetResourceName(x) == l.Name }); i < 0 || !proto.Equal(r, c.list[i]) {
+					t.Errorf("%s %s: lazy %q builds other than ForProxy lists", tc.name, c.typ, l.Name)
+				}
+				shared = append(shared, r)
+			}
+			if !slices.IsSortedFunc(c.p.Lazy, func(a, b Lazy) int { return strings.Compare(a.Name, b.Name) }) {
+				t.Errorf("%s %s: lazy list not sorted by name", tc.name, c.typ)
+			}
+			got, want := names(append(shared, c.p.Own...)), names(c.list)
 			if !slices.Equal(got, want) {
 				t.Errorf("%s %s: parts %v, ForProxy %v", tc.name, c.typ, got, want)
 			}

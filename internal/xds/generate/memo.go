@@ -110,6 +110,38 @@ func sharedOutboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Res
 	}).([]types.Resource)
 }
 
+type clusterLazyListKey struct{ clusterListKey }
+
+// sharedOutboundClustersLazy is sharedOutboundClusters as Lazy
+// resources: none of them is built here.
+func sharedOutboundClustersLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
+	k := clusterListKey{mtls: id.MTLS, vis: scopeOf(s, id)}
+	if hasDNSServices(s) {
+		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + id.Locality
+	}
+	return s.Memo(clusterLazyListKey{k}, func() any {
+		cs := outboundClustersLazy(s, id)
+		slices.SortStableFunc(cs, func(a, b Lazy) int { return strings.Compare(a.Name, b.Name) })
+		return cs
+	}).([]Lazy)
+}
+
+type claLazyListKey struct{ claListKey }
+
+// sharedOutboundEndpointsLazy is sharedOutboundEndpoints as Lazy
+// resources: none of them is built here.
+func sharedOutboundEndpointsLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
+	k := claListKey{vis: scopeOf(s, id), locality: id.Locality}
+	if id.Locality != "" && usesFailoverPriority(s) {
+		k.labels = labelsKey(id.Labels)
+	}
+	return s.Memo(claLazyListKey{k}, func() any {
+		es := outboundEndpointsLazy(s, id)
+		slices.SortStableFunc(es, func(a, b Lazy) int { return strings.Compare(a.Name, b.Name) })
+		return es
+	}).([]Lazy)
+}
+
 // hasDNSServices reports whether some service of s is resolved by DNS.
 func hasDNSServices(s *mesh.Snapshot) bool {
 	return s.Memo(hasDNSKey{}, func() any {
@@ -193,23 +225,47 @@ type carriedCLA struct {
 	eps uint64
 }
 
-func sharedCluster(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, subset string, build func() *cluster.Cluster) *cluster.Cluster {
+// clusterKeyOf is what an outbound cluster of the proxy id is shared by.
+func clusterKeyOf(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, subset string) clusterKey {
 	k := clusterKey{mtls: id.MTLS, host: svc.Hostname, port: p.Number, subset: subset}
 	if svc.Resolution.ResolvedByDNS() {
 		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + localityKey(s, id, svc.Hostname, p.Number, subset)
 	}
-	eps := s.EndpointsDigest(svc.Hostname, p.Number) // the SANs read its endpoints' service accounts
+	return k
+}
+
+func sharedCluster(s *mesh.Snapshot, k clusterKey, build func() *cluster.Cluster) *cluster.Cluster {
+	eps := s.EndpointsDigest(k.host, k.port) // the SANs read its endpoints' service accounts
 	return s.MemoCarryRoutes(k, func(prev any) bool { return prev.(carriedCluster).eps == eps }, func() any {
 		return carriedCluster{c: build(), eps: eps}
 	}).(carriedCluster).c
 }
 
-func sharedCLA(s *mesh.Snapshot, id contract.Identity, host string, port uint32, subset string, build func() *endpoint.ClusterLoadAssignment) *endpoint.ClusterLoadAssignment {
-	k := claKey{locality: localityKey(s, id, host, port, subset), host: host, port: port, subset: subset}
-	eps := s.EndpointsDigest(host, port)
+// lazyClusterKey is the Key of a lazy outbound cluster, as lazyCLAKey.
+type lazyClusterKey struct {
+	clusterKey
+	eps uint64
+}
+
+// claKeyOf is what a load assignment of the proxy id is shared by.
+func claKeyOf(s *mesh.Snapshot, id contract.Identity, host string, port uint32, subset string) claKey {
+	return claKey{locality: localityKey(s, id, host, port, subset), host: host, port: port, subset: subset}
+}
+
+func sharedCLA(s *mesh.Snapshot, k claKey, build func() *endpoint.ClusterLoadAssignment) *endpoint.ClusterLoadAssignment {
+	eps := s.EndpointsDigest(k.host, k.port)
 	return s.MemoCarryRoutes(k, func(prev any) bool { return prev.(carriedCLA).eps == eps }, func() any {
 		return carriedCLA{cla: build(), eps: eps}
 	}).(carriedCLA).cla
+}
+
+// lazyCLAKey is the Key of a lazy load assignment: the assignment is
+// the same as long as its sharing key and the digest of its service
+// port's endpoints are (as sharedCLA carries it over), within a mesh
+// snapshot and the ones MemoCarryRoutes carries over from it.
+type lazyCLAKey struct {
+	claKey
+	eps uint64
 }
 
 // localityKey is what of the proxy withLocalityLB reads for this cluster.

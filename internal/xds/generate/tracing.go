@@ -102,7 +102,7 @@ func withTracing(s *mesh.Snapshot, id contract.Identity, r *Resources) {
 		}
 	}
 	have := func(name string) bool {
-		return hasCluster(r.ClusterParts.Shared, name) || hasCluster(r.ClusterParts.Own, name)
+		return hasCluster(r.ClusterParts.Shared, name) || hasLazy(r.ClusterParts.Lazy, name) || hasCluster(r.ClusterParts.Own, name)
 	}
 	merged := r.Clusters != nil
 	added := false
@@ -130,6 +130,12 @@ func hasCluster(cs []types.Resource, name string) bool {
 	_, ok := slices.BinarySearchFunc(cs, name, func(r types.Resource, n string) int {
 		return strings.Compare(r.(*cluster.Cluster).GetName(), n)
 	})
+	return ok
+}
+
+// hasLazy reports whether the sorted list ls has a resource called name.
+func hasLazy(ls []Lazy, name string) bool {
+	_, ok := slices.BinarySearchFunc(ls, name, func(l Lazy, n string) int { return strings.Compare(l.Name, n) })
 	return ok
 }
 

@@ -6,26 +6,36 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// The ADS service. Each stream is one goroutine that handles the proxy's
-// requests and, when the proxy's snapshot changes, sends what changed; a
-// second one only reads requests. A stream's state per type is small: it
-// points at the shared sets it sent and, for a subscription by name, at
-// the set's own sorted name list whenever the proxy names exactly the
-// set's resources (a sidecar's EDS and RDS subscriptions do), so 2,000
-// proxies of one mesh do not hold 2,000 copies of anything.
+// The ADS service. Each stream's gRPC handler goroutine reads the proxy's
+// requests and handles them (sending what a request asks for); when the
+// proxy's snapshot changes, or the bytes-in-flight bound has room again, a
+// push goroutine is started for the stream and ends once it has sent what
+// changed. An idle stream is thus one goroutine of ours (blocked in Recv)
+// beside gRPC's per-connection reader, writer and keepalive; a stream
+// being pushed to has one more while the push lasts. A stream's state per
+// type is small: it points at the shared sets it sent and, for a
+// subscription by name, at the set's own sorted name list whenever the
+// proxy names exactly the set's resources (a sidecar's EDS and RDS
+// subscriptions do), so 2,000 proxies of one mesh do not hold 2,000
+// copies of anything.
 //
 // A stream never blocks another: a proxy that reads slowly holds up only
-// its own stream's goroutine, its wake-ups merge into one, and when it
+// its own stream's goroutines (its handler or its push goroutine, blocked
+// in Send with the stream's lock held), its wake-ups merge into one
+// pending push, at most one push goroutine runs per stream, and when it
 // catches up it is sent the newest snapshot, not the ones in between.
+// Waking a stream never waits for its lock.
 
 // StreamAggregatedResources serves a state-of-the-world ADS stream.
 func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
@@ -69,15 +79,27 @@ type deltaRequest struct {
 	*discovery.DeltaDiscoveryRequest
 }
 
-// adsStream is one open stream. Only its goroutine touches it, but for
-// wake, which write signals.
+// adsStream is one open stream. Its state is guarded by mu, which the
+// handler goroutine holds while handling a request and a push goroutine
+// while pushing, each including the Send; the wake-up state by wmu, which
+// is never held while taking another lock, so notify may be called with
+// any lock held.
 type adsStream struct {
-	key   streamKey
-	wake  chan struct{} // capacity 1: "the proxy's snapshot changed"
-	p     *proxy        // set by the first request
+	key  streamKey
+	mu   sync.Mutex
+	p    *proxy // set by the first request
+	send func(any) error
+	// nonce and types: guarded by mu.
 	nonce int64
-	send  func(any) error
 	types map[string]*subscription
+
+	wmu     sync.Mutex
+	woken   bool        // the snapshot or the room changed since the last push
+	pushing bool        // a push goroutine runs (at most one)
+	closed  bool        // the handler is ending: start no push goroutine
+	pushErr error       // a push failed: the stream ends with it
+	startFn func()      // starts the push goroutine (go, under wmu); nil outside runStream
+	end     func(error) // ends the stream with the error's status; a blocked Recv returns
 }
 
 // subscription is a stream's state of one type.
@@ -118,16 +140,38 @@ type subscription struct {
 func (s *Server) newStream(delta bool) *adsStream {
 	return &adsStream{
 		key:   streamKey{delta: delta, id: s.streamIDs.Add(1)},
-		wake:  make(chan struct{}, 1),
 		types: map[string]*subscription{},
 	}
 }
 
+// notify records that the stream has something to push and starts its
+// push goroutine unless one runs. It never blocks: callers hold a
+// proxy's lock or the flight budget's.
 func (st *adsStream) notify() {
-	select {
-	case st.wake <- struct{}{}:
-	default:
+	st.wmu.Lock()
+	st.woken = true
+	if !st.pushing && !st.closed && st.startFn != nil {
+		// Under wmu, so the handler, once it has marked the stream
+		// closed, waits for every push goroutine that will ever start.
+		st.pushing = true
+		st.startFn()
 	}
+	st.wmu.Unlock()
+}
+
+// takeWake reports whether the stream was woken since the last call, and
+// clears it; with done, it also ends the push goroutine when there is
+// nothing to push (under wmu, so a wake-up between the two cannot be
+// lost).
+func (st *adsStream) takeWake(done bool) bool {
+	st.wmu.Lock()
+	defer st.wmu.Unlock()
+	w := st.woken && !st.closed
+	st.woken = false
+	if !w && done {
+		st.pushing = false
+	}
+	return w
 }
 
 func (st *adsStream) sub(typeURL string) *subscription {
@@ -144,52 +188,121 @@ func (st *adsStream) nextNonce() string {
 	return strconv.FormatInt(st.nonce, 10)
 }
 
-// runStream is the stream's goroutine; it ends with the stream, when the
-// server stops (a clean end of stream, so the proxy moves to another
-// replica at once), or on a request it cannot serve.
+// runStream is the stream's handler goroutine; it ends with the stream,
+// when the server stops (a clean end of stream, so the proxy moves to
+// another replica at once), on a request it cannot serve, or when a push
+// fails. ctx is the stream's context as tapStream made it: it carries
+// the cancel that ends it, which is what makes a blocked Recv return;
+// every push goroutine has ended when runStream returns.
 func (s *Server) runStream(ctx context.Context, st *adsStream, recv func() (adsRequest, error), send func(any) error) error {
 	st.send = send
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
 	defer s.closeStream(st)
 
-	reqs := make(chan adsRequest)
-	errc := make(chan error, 1)
-	go func() {
-		for {
-			r, err := recv()
-			if err != nil {
-				errc <- err
-				return
+	cancel, _ := ctx.Value(streamCancelKey{}).(context.CancelFunc)
+	if cancel == nil {
+		// Not served by ServeEndpoints: nothing can end a blocked Recv
+		// but the stream itself, so a push error or the server stopping
+		// is noticed at the proxy's next request.
+		ctx, cancel = context.WithCancel(ctx)
+	}
+	// end ends the stream with err's status (OK for nil): when the server
+	// stops, a clean end of stream, so the proxy moves to another replica
+	// at once; when a push fails, its error. gRPC offers that only to a
+	// handler that returns, and this one is blocked in Recv, whose own
+	// error would end the stream with CANCELLED; the stream's transport
+	// stream can write the status itself (grpc-go's
+	// ServerStream.WriteStatus, found by its method;
+	// TestShutdownEndsStreams pins it). Without it, or while a send is
+	// under way (the status is written under the stream's lock, never
+	// beside a Send; a blocked Send ends with the context), the stream
+	// ends CANCELLED, at once all the same.
+	end := func(error) { cancel() }
+	if w, ok := grpc.ServerTransportStreamFromContext(ctx).(interface{ WriteStatus(*status.Status) error }); ok {
+		end = func(err error) {
+			if st.mu.TryLock() {
+				stat, _ := status.FromError(err) // OK for nil; Unknown for an error without a status
+				_ = w.WriteStatus(stat)
+				st.mu.Unlock()
 			}
-			select {
-			case reqs <- r:
-			case <-ctx.Done():
-				return
-			}
+			cancel()
 		}
+	}
+	defer context.AfterFunc(s.serveContext(), func() { end(nil) })()
+	var pushers sync.WaitGroup
+	st.wmu.Lock()
+	st.end = end
+	st.startFn = func() { pushers.Go(func() { s.pushLoop(ctx, st) }) }
+	st.wmu.Unlock()
+	defer func() {
+		// No push goroutine starts after this; one that runs ends at
+		// its next look at the stream (its Send, if blocked, ends with
+		// ctx). gRPC forbids a Send after the handler returns.
+		st.wmu.Lock()
+		st.closed = true
+		st.wmu.Unlock()
+		cancel()
+		pushers.Wait()
 	}()
+
 	stop := s.serveContext().Done()
 	for {
-		select {
-		case <-stop:
-			return nil
-		case <-ctx.Done():
-			return nil
-		case err := <-errc:
-			if errors.Is(err, io.EOF) {
+		r, err := recv()
+		if err != nil {
+			if isDone(stop) {
+				return nil
+			}
+			st.wmu.Lock()
+			pushErr := st.pushErr
+			st.wmu.Unlock()
+			if pushErr != nil {
+				return pushErr
+			}
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
 				return nil
 			}
 			return err
-		case r := <-reqs:
-			if err := s.handle(st, r); err != nil {
-				return err
-			}
-		case <-st.wake:
-			if err := s.pushStream(st); err != nil {
-				return err
-			}
 		}
+		st.mu.Lock()
+		err = s.handle(st, r)
+		st.mu.Unlock()
+		if err != nil {
+			if isDone(stop) {
+				return nil // a send cut short by the shutdown
+			}
+			return err
+		}
+	}
+}
+
+// pushLoop is a stream's push goroutine: it pushes while the stream is
+// woken and ends when it is not, or when the stream ends. A failed push
+// ends the stream with its error (unless the stream was ending anyway).
+func (s *Server) pushLoop(ctx context.Context, st *adsStream) {
+	for st.takeWake(true) {
+		st.mu.Lock()
+		err := s.pushStream(st)
+		st.mu.Unlock()
+		if err != nil {
+			st.wmu.Lock()
+			if ctx.Err() == nil {
+				st.pushErr = err
+			}
+			st.closed, st.pushing = true, false
+			st.wmu.Unlock()
+			st.end(err)
+			return
+		}
+	}
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -445,24 +558,21 @@ func (s *Server) handleDelta(st *adsStream, req *discovery.DeltaDiscoveryRequest
 	typ, nonce := req.GetTypeUrl(), req.GetResponseNonce()
 	sub := st.sub(typ)
 	s.answered(st.key, st.p.id.ID, typ, nonce, req.GetErrorDetail())
+	var set *typeSet
+	if snap := st.p.snapshot(); snap != nil {
+		set = snap.set(typ)
+	}
 	first := !sub.requested
 	sub.requested = true
 	if first {
 		if iv := req.GetInitialResourceVersions(); len(iv) > 0 {
-			sub.overrides = make(map[string]string, len(iv))
-			for n, v := range iv {
-				sub.overrides[n] = v
-			}
+			sub.takeInitial(iv, set)
 		}
 		if len(req.GetResourceNamesSubscribe()) == 0 {
 			sub.wildcard = true // legacy wildcard
 		}
 	}
 	// Subscription changes apply whatever the nonce: they are increments.
-	var set *typeSet
-	if snap := st.p.snapshot(); snap != nil {
-		set = snap.set(typ)
-	}
 	if add, drop := req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(); len(add) > 0 || len(drop) > 0 {
 		names := slices.Clone(sub.names)
 		for _, n := range add {
@@ -535,8 +645,8 @@ func (s *Server) sendDelta(st *adsStream, sub *subscription) error {
 	case fast:
 		resources, removed = d.resources, d.removed
 	case whole && sub.overrides == nil && sub.haveSet != nil && sub.haveWhole():
-		if sub.haveSet == set {
-			return nil
+		if sub.haveSet == set && (sub.everSent || !sub.wildcard) {
+			return nil // (a new wildcard subscription is answered, if only empty)
 		}
 		d = set.diffFrom(sub.haveSet)
 		resources, removed = d.resources, d.removed
@@ -566,6 +676,47 @@ func (s *Server) sendDelta(st *adsStream, sub *subscription) error {
 	s.sentResponse(st.key, sub.typeURL, resp.Nonce, set.version)
 	sub.nonce, sub.everSent, sub.inflight = resp.Nonce, true, true
 	return st.send(resp)
+}
+
+// takeInitial records what a reconnecting proxy says it has (its
+// initial_resource_versions, iv) against set, what it is to be served of
+// the type: as having the whole of set, except for overrides (the names
+// whose version differs or that set has not, with iv's version, and
+// set's names iv lacks, with ""). A proxy that reconnects to an
+// unchanged mesh so keeps no per-name state at all (it was a copy of its
+// thousands of names and versions per stream, held until the first
+// response, and a reconnect storm of 2,000 proxies held gigabytes), and
+// the request's map is garbage at once. Without a set yet, the request's
+// map itself is kept, not a copy.
+func (sub *subscription) takeInitial(iv map[string]string, set *typeSet) {
+	if set == nil {
+		sub.overrides = iv
+		return
+	}
+	var ov map[string]string
+	put := func(n, v string) {
+		if ov == nil {
+			ov = map[string]string{}
+		}
+		ov[n] = v
+	}
+	matched := 0
+	for n, v := range iv {
+		if e := set.get(n); e != nil && e.version == v {
+			matched++
+			continue
+		}
+		put(n, v)
+	}
+	if matched < set.n {
+		for e := range set.all() {
+			if _, ok := iv[e.name]; !ok {
+				put(e.name, "")
+			}
+		}
+	}
+	sub.haveSet, sub.haveWildcard, sub.haveNames, sub.haveIsWhole = set, true, nil, false
+	sub.overrides = ov
 }
 
 // haveWhole reports whether the proxy had the whole of haveSet.

@@ -13,28 +13,24 @@ import (
 
 func TestFlightBudget(t *testing.T) {
 	b := newFlightBudget(100)
-	a, c := &adsStream{wake: make(chan struct{}, 1)}, &adsStream{wake: make(chan struct{}, 1)}
+	a, c := &adsStream{}, &adsStream{}
 	if !b.take(a, resource.ClusterType, 1000) {
 		t.Fatal("a response larger than the bound was refused with nothing in flight")
 	}
 	if b.take(c, resource.ClusterType, 10) {
 		t.Fatal("a response went while the bound was exceeded")
 	}
-	select {
-	case <-c.wake:
+	if c.wokenForTest() {
 		t.Fatal("woken before room freed")
-	default:
 	}
 	b.give(a, resource.ClusterType)
-	select {
-	case <-c.wake:
-	default:
+	if !c.wokenForTest() {
 		t.Fatal("the waiting stream was not woken when room freed")
 	}
 	if !b.take(c, resource.ClusterType, 10) || !b.take(a, resource.ListenerType, 90) {
 		t.Fatal("responses that fit were refused")
 	}
-	d := &adsStream{wake: make(chan struct{}, 1)}
+	d := &adsStream{}
 	if b.take(d, resource.RouteType, 1) {
 		t.Fatal("a new stream's response went past the bound")
 	}
@@ -51,9 +47,7 @@ func TestFlightBudget(t *testing.T) {
 		t.Fatal("a queued stream got in before its turn")
 	}
 	b.sweepOnce(time.Now())
-	select {
-	case <-d.wake:
-	default:
+	if !d.wokenForTest() {
 		t.Fatal("the sweep did not wake the waiting stream")
 	}
 	if !b.take(d, resource.RouteType, 1) {
@@ -73,15 +67,8 @@ func TestFlightBudget(t *testing.T) {
 // queue, so no waiting stream is left waiting for ever.
 func TestFlightBudgetNoStrandedWaiter(t *testing.T) {
 	b := newFlightBudget(100)
-	newStream := func() *adsStream { return &adsStream{wake: make(chan struct{}, 1)} }
-	woken := func(st *adsStream) bool {
-		select {
-		case <-st.wake:
-			return true
-		default:
-			return false
-		}
-	}
+	newStream := func() *adsStream { return &adsStream{} }
+	woken := (*adsStream).wokenForTest
 	holder, w1, w2 := newStream(), newStream(), newStream()
 	if !b.take(holder, resource.ClusterType, 100) {
 		t.Fatal("the first response was refused")
@@ -179,3 +166,7 @@ func TestControlPlaneBytesInFlightBound(t *testing.T) {
 		t.Fatal("the second proxy got nothing after the first answered")
 	}
 }
+
+// wokenForTest reports whether st was woken since the last call (a
+// stream outside runStream starts no push goroutine).
+func (st *adsStream) wokenForTest() bool { return st.takeWake(false) }

@@ -85,7 +85,7 @@ func namesOf(n *generate.Names, typeURL string) *[]string {
 // sidecar), which write checks is still current before storing.
 func (s *Server) generateFor(p *proxy, cur *versioned) (*nodeSnapshot, []string, uint64, error) {
 	if !p.id.Proxyless() {
-		snap, versions, err := s.sidecarSnapshot(cur.m, p.id)
+		snap, versions, err := s.sidecarSnapshot(cur.m, p)
 		return snap, versions, 0, err
 	}
 	p.mu.Lock()

@@ -4,10 +4,12 @@ import (
 	"context"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -130,4 +132,62 @@ func TestInternedEncodings(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // cleanups run on their own goroutine
 	}
 	t.Error("the interner kept an entry whose digests were collected")
+}
+
+// TestLazySharedCarriedOver: the shared clusters and load assignments
+// are built and encoded once; in the next snapshot, after an endpoint
+// change, only the changed service's are built again, and each shared
+// set equals the one made of the generator's built lists.
+func TestLazySharedCarriedOver(t *testing.T) {
+	s, m, build := pushFixture(t, 6, 12)
+	ctx := context.Background()
+	s.push(ctx, time.Now())
+	var p *proxy
+	for _, q := range s.proxies {
+		p = q
+		break
+	}
+	if _, err := m.ChangeEndpoint(3, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	next := build()
+	changed := m.Host(3)
+	parts, full := generate.SharedParts(next, p.id), generate.ForProxy(next, p.id)
+	for _, c := range []struct {
+		typ         string
+		lazy        []generate.Lazy
+		fromScratch []types.Resource
+	}{
+		{resource.ClusterType, parts.ClusterParts.Lazy, full.ClusterParts.Shared},
+		{resource.EndpointType, parts.EndpointParts.Lazy, full.EndpointParts.Shared},
+	} {
+		lazy := slices.Clone(c.lazy)
+		if len(lazy) == 0 {
+			t.Fatalf("%s: SharedParts gave no lazy resources", c.typ)
+		}
+		var built []string
+		for i := range lazy {
+			l := lazy[i]
+			lazy[i].Build = func() types.Resource { built = append(built, l.Name); return l.Build() }
+		}
+		set, err := s.setOfLazy(next, c.typ, lazy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(built) == 0 {
+			t.Errorf("%s: nothing of %s was built anew", c.typ, changed)
+		}
+		for _, n := range built {
+			if !strings.HasSuffix(n, "|"+changed) {
+				t.Errorf("%s: %s was built again, but its endpoints did not change (built: %q)", c.typ, n, built)
+			}
+		}
+		want, err := s.setOf(next, c.typ, c.fromScratch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if set.version != want.version {
+			t.Errorf("%s: lazy set version %s, from built values %s", c.typ, set.version, want.version)
+		}
+	}
 }

@@ -24,6 +24,9 @@ type proxy struct {
 	id          contract.Identity
 	connectedAt time.Time
 	streams     int
+	// identityKey is generate.IdentityKey(id), made once: every push
+	// asks for the proxy's OwnKey.
+	identityKey func() string
 
 	mu          sync.Mutex
 	gone        bool     // its last stream closed; never write its snapshot again
@@ -46,6 +49,11 @@ type proxy struct {
 	// conv is the convergence of the last push that changed what p is
 	// served, until p has ACKed every type it changed (convergence.go).
 	conv *convergence
+}
+
+func newProxy(id contract.Identity) *proxy {
+	return &proxy{id: id, connectedAt: time.Now(),
+		identityKey: sync.OnceValue(func() string { return generate.IdentityKey(id) })}
 }
 
 // snapshot is what p is served now, or nil before its first write.
@@ -228,7 +236,7 @@ func (s *Server) streamRequest(key streamKey, node *core.Node) (*proxy, error) {
 		// New node, or a node id reconnecting with a different identity:
 		// start over. Streams of the old identity stay counted on the old
 		// proxy, whose close no longer touches the node's snapshot.
-		np := &proxy{id: id, connectedAt: time.Now()}
+		np := newProxy(id)
 		if ok {
 			p.mu.Lock()
 			p.gone = true

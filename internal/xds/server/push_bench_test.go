@@ -115,7 +115,7 @@ func pushFixture(tb testing.TB, services, proxies int) (*Server, *xdsload.Mesh, 
 			Labels: map[string]string{"app": w.Service, "version": w.Version}, IPs: []string{w.IP},
 			InterceptionMode: contract.InterceptionRedirect,
 		}
-		s.proxies[id.ID] = &proxy{id: id, connectedAt: time.Now()}
+		s.proxies[id.ID] = newProxy(id)
 	}
 	return s, m, build
 }

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/tap"
 
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/xds/contract"
@@ -240,6 +242,7 @@ func (s *Server) ServeEndpoints(ctx context.Context, eps ...Endpoint) error {
 func (s *Server) grpcServer(ep Endpoint) *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newWireCodec()), // codec.go
+		grpc.InTapHandle(s.tapStream),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:                  s.opts.KeepaliveTime,
 			Timeout:               s.opts.KeepaliveTimeout,
@@ -262,6 +265,27 @@ func (s *Server) grpcServer(ep Endpoint) *grpc.Server {
 		opts = append(opts, grpc.StreamInterceptor(authorizeNodes(ep.AuthorizeNode, s.log)))
 	}
 	return grpc.NewServer(opts...)
+}
+
+// streamCancelKey is the key of the cancel func tapStream puts in an ADS
+// stream's context.
+type streamCancelKey struct{}
+
+// adsMethodPrefix is the full method name prefix of the ADS streams.
+const adsMethodPrefix = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
+
+// tapStream makes the context of each ADS stream before gRPC uses it:
+// one whose cancel func it carries, so runStream can end its stream (a
+// Recv blocked in the handler goroutine returns) when a push fails or
+// the server stops, without a goroutine of its own waiting to read
+// requests. gRPC calls it on the connection's reader goroutine; it does
+// not block. Other services' calls keep their context.
+func (s *Server) tapStream(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if !strings.HasPrefix(info.FullMethodName, adsMethodPrefix) {
+		return ctx, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	return context.WithValue(ctx, streamCancelKey{}, context.CancelFunc(cancel)), nil
 }
 
 // serveOne serves one endpoint until ctx is done or its listener fails

@@ -23,7 +23,6 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"weft.dev/weft/internal/mesh"
-	"weft.dev/weft/internal/xds/contract"
 	"weft.dev/weft/internal/xds/generate"
 )
 
@@ -326,6 +325,8 @@ func (s *Server) snapshotOf(m *mesh.Snapshot, r generate.Resources) (*nodeSnapsh
 			err error
 		)
 		switch parts := partsOf(r, typ); {
+		case m != nil && len(parts.Lazy) > 0:
+			set, err = s.setOfLazyParts(m, typ, parts)
 		case m != nil && len(parts.Shared) > 0:
 			set, err = s.setOfParts(m, typ, parts)
 		case byType[typ] == nil && len(parts.Own) > 0:
@@ -383,16 +384,45 @@ func (s *Server) setOfParts(m *mesh.Snapshot, typeURL string, parts generate.Par
 	return s.setOfSharedAndOwn(m, typeURL, parts.Shared, own)
 }
 
+// setOfLazyParts is setOfParts for parts whose shared list is Lazy.
+func (s *Server) setOfLazyParts(m *mesh.Snapshot, typeURL string, parts generate.Parts) (*typeSet, error) {
+	own := make([]*digests, len(parts.Own))
+	for i, it := range parts.Own {
+		d := resourceDigest(m, typeURL, it)
+		if d.err != nil {
+			return nil, d.err
+		}
+		own[i] = d
+	}
+	return s.setOfLazyAndOwn(m, typeURL, parts.Lazy, own)
+}
+
 // setOfSharedAndOwn is setOfParts with the own resources encoded already.
 func (s *Server) setOfSharedAndOwn(m *mesh.Snapshot, typeURL string, sharedList []types.Resource, ownDs []*digests) (*typeSet, error) {
 	so := m.Memo(sharedSetKey{typeURL, &sharedList[0], len(sharedList)}, func() any {
 		set, err := s.setOf(m, typeURL, sharedList)
 		return setOrErr{set, err}
 	}).(setOrErr)
-	if so.err != nil || len(ownDs) == 0 {
-		return so.set, so.err
+	if so.err != nil {
+		return nil, so.err
 	}
-	shared := so.set
+	return s.withOwn(typeURL, so.set, ownDs), nil
+}
+
+// setOfLazyAndOwn is setOfSharedAndOwn for a Lazy shared list.
+func (s *Server) setOfLazyAndOwn(m *mesh.Snapshot, typeURL string, lazy []generate.Lazy, ownDs []*digests) (*typeSet, error) {
+	shared, err := s.setOfLazy(m, typeURL, lazy)
+	if err != nil {
+		return nil, err
+	}
+	return s.withOwn(typeURL, shared, ownDs), nil
+}
+
+// withOwn is the set of shared's resources and the own ones.
+func (s *Server) withOwn(typeURL string, shared *typeSet, ownDs []*digests) *typeSet {
+	if len(ownDs) == 0 {
+		return shared
+	}
 	own := make([]*encoded, len(ownDs))
 	h := sha256.New()
 	h.Write([]byte(shared.version))
@@ -402,11 +432,49 @@ func (s *Server) setOfSharedAndOwn(m *mesh.Snapshot, typeURL string, sharedList 
 	}
 	version := hex.EncodeToString(h.Sum(nil)[:8])
 	if set := s.sets.get(setKey{typeURL, version}); set != nil {
-		return set, nil
+		return set
 	}
 	slices.SortStableFunc(own, func(a, b *encoded) int { return cmpString(a.name, b.name) })
 	own = slices.CompactFunc(own, func(a, b *encoded) bool { return a.name == b.name })
-	return s.sets.put(newMergedSet(typeURL, version, shared, own)), nil
+	return s.sets.put(newMergedSet(typeURL, version, shared, own))
+}
+
+// lazySetKey keys the set of a generator's shared Lazy list in
+// mesh.Snapshot.Memo, as sharedSetKey.
+type lazySetKey struct {
+	typeURL string
+	first   *generate.Lazy
+	n       int
+}
+
+// lazyDigestKey keys a Lazy resource's digests in mesh.Snapshot.Memo:
+// its Key, carried over as the generator carries the resource (routes
+// and endpoints may change), so an unchanged resource is neither built
+// nor encoded again, and its Go value is garbage once encoded.
+type lazyDigestKey struct {
+	typeURL string
+	k       any
+}
+
+// setOfLazy is the shared set of a Lazy list, made once per mesh
+// snapshot; it builds and encodes only the resources whose encodings
+// this snapshot or the one it carries over from has not got.
+func (s *Server) setOfLazy(m *mesh.Snapshot, typeURL string, list []generate.Lazy) (*typeSet, error) {
+	so := m.Memo(lazySetKey{typeURL, &list[0], len(list)}, func() any {
+		ds := make([]*digests, len(list))
+		for i := range list {
+			it := &list[i]
+			d := m.MemoCarryRoutes(lazyDigestKey{typeURL, it.Key}, nil, func() any {
+				return resourceDigest(nil, typeURL, it.Build())
+			}).(*digests)
+			if d.err != nil {
+				return setOrErr{err: d.err}
+			}
+			ds[i] = d
+		}
+		return setOrErr{set: s.setOfDigests(typeURL, ds)}
+	}).(setOrErr)
+	return so.set, so.err
 }
 
 // setOf is the shared set of resources.
@@ -486,11 +554,12 @@ func ownDigestsOf(m *mesh.Snapshot, r generate.Resources) *ownDigests {
 	return o
 }
 
-// sidecarSnapshot is snapshotOf(m, generate.ForProxyParts(m, id)) that
+// sidecarSnapshot is snapshotOf(m, generate.ForProxyParts(m, p.id)) that
 // builds and encodes the proxy's own resources only when m (or the
 // snapshot it carries over from) has not got their encodings yet.
-func (s *Server) sidecarSnapshot(m *mesh.Snapshot, id contract.Identity) (*nodeSnapshot, []string, error) {
-	own := m.MemoCarryRoutes(ownKey{generate.OwnKey(m, id)}, nil, func() any {
+func (s *Server) sidecarSnapshot(m *mesh.Snapshot, p *proxy) (*nodeSnapshot, []string, error) {
+	id := p.id
+	own := m.MemoCarryRoutes(ownKey{generate.OwnKeyFor(m, id, p.identityKey())}, nil, func() any {
 		return ownDigestsOf(m, generate.ForProxyParts(m, id))
 	}).(*ownDigests)
 	if own.err != nil {
@@ -501,7 +570,12 @@ func (s *Server) sidecarSnapshot(m *mesh.Snapshot, id contract.Identity) (*nodeS
 	versions := make([]string, len(typeOrder))
 	for i, typ := range typeOrder {
 		var set *typeSet
-		if parts := partsOf(shared, typ); len(parts.Shared) > 0 {
+		if parts := partsOf(shared, typ); len(parts.Lazy) > 0 {
+			var err error
+			if set, err = s.setOfLazyAndOwn(m, typ, parts.Lazy, own.lists[i]); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", typ, err)
+			}
+		} else if len(parts.Shared) > 0 {
 			var err error
 			if set, err = s.setOfSharedAndOwn(m, typ, parts.Shared, own.lists[i]); err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", typ, err)

@@ -28,6 +28,7 @@ import (
 	"weft.dev/weft/internal/proxy/dns"
 	"weft.dev/weft/internal/proxy/overload"
 	"weft.dev/weft/internal/proxy/secretdir"
+	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -111,7 +112,7 @@ type Options struct {
 type Proxy struct {
 	opts     Options
 	log      *slog.Logger
-	registry *prometheus.Registry
+	registry *telemetry.Registry // the envoy_cluster_* families are built family by family at scrape time
 	dp       *dataplane.Dataplane
 	xds      *xdsclient.Client
 	certs    *certs.Manager // nil with Plaintext
@@ -144,7 +145,7 @@ func New(opts Options) (*Proxy, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	p := &Proxy{opts: opts, log: opts.Logger.With("component", "proxy"), registry: prometheus.NewRegistry()}
+	p := &Proxy{opts: opts, log: opts.Logger.With("component", "proxy"), registry: telemetry.NewRegistry()}
 	p.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

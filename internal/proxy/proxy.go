@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"weft.dev/weft/internal/proxy/dns"
 	"weft.dev/weft/internal/proxy/overload"
 	"weft.dev/weft/internal/proxy/secretdir"
+	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -111,7 +113,7 @@ type Options struct {
 type Proxy struct {
 	opts     Options
 	log      *slog.Logger
-	registry *prometheus.Registry
+	registry *telemetry.Registry // the envoy_cluster_* families are built family by family at scrape time
 	dp       *dataplane.Dataplane
 	xds      *xdsclient.Client
 	certs    *certs.Manager // nil with Plaintext
@@ -122,6 +124,7 @@ type Proxy struct {
 
 	running  atomic.Bool
 	stopping atomic.Bool
+	applied  chan struct{} // closed once the first config is applied
 }
 
 // New builds the data plane and the xDS client, registers metrics in a
@@ -144,7 +147,8 @@ func New(opts Options) (*Proxy, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	p := &Proxy{opts: opts, log: opts.Logger.With("component", "proxy"), registry: prometheus.NewRegistry()}
+	p := &Proxy{opts: opts, log: opts.Logger.With("component", "proxy"), registry: telemetry.NewRegistry(),
+		applied: make(chan struct{})}
 	p.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -198,7 +202,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.dp = dp
 	xo := opts.XDS
-	xo.Address, xo.Node, xo.Applier, xo.Logger = opts.XDSAddress, opts.Identity.Node(), dp, opts.Logger
+	xo.Address, xo.Node, xo.Applier, xo.Logger = opts.XDSAddress, opts.Identity.Node(), p.firstApplied(dp), opts.Logger
 	if p.certs != nil {
 		xo.Credentials = credentials.NewTLS(p.certs.ControlPlaneTLS())
 	}
@@ -318,6 +322,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 	} else {
 		close(credsDone)
 	}
+	peakDone := make(chan struct{})
+	go func() { defer close(peakDone); p.returnStartupPeak(xctx) }()
 	xdsErr := make(chan error, 1)
 	go func() {
 		// ADS needs the workload certificate: the secure port admits a
@@ -357,6 +363,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.log.Error("certificate manager", "error", err)
 	}
 	<-credsDone
+	<-peakDone
 	dctx, cancel := context.WithTimeout(context.Background(), p.opts.DrainTimeout)
 	defer cancel()
 	if err := p.dp.Close(dctx); err != nil {
@@ -455,5 +462,46 @@ func (c *xdsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descUpdateSuccess, prometheus.CounterValue, float64(ts.ACKs), t.short)
 		ch <- prometheus.MustNewConstMetric(descUpdateRejected, prometheus.CounterValue, float64(ts.NACKs), t.short)
 		ch <- prometheus.MustNewConstMetric(descRejectedState, prometheus.GaugeValue, b(ts.Rejected), t.short)
+	}
+}
+
+// firstApplied wraps the data plane's Apply to close p.applied once the
+// first config is applied (for returnStartupPeak).
+func (p *Proxy) firstApplied(a xdsclient.Applier) xdsclient.Applier {
+	var done bool // the xDS client calls Apply from one goroutine
+	return xdsclient.ApplierFunc(func(r *xdsclient.Resources) error {
+		err := a.Apply(r)
+		if err == nil && !done {
+			done = true
+			close(p.applied)
+		}
+		return err
+	})
+}
+
+// startupPeakDelay is how long after the first config is applied the
+// memory its translation used is handed back (returnStartupPeak): the
+// xDS client has let go of the decoded set by then.
+const startupPeakDelay = time.Second
+
+// returnStartupPeak hands the memory that translating the first config
+// needed, and the running config does not, back to the OS once, soon
+// after it is applied. The first config of a sidecar of a large mesh is
+// thousands of resources decoded and translated together; the heap peaks
+// at several times what the runtime keeps, and Go's background scavenger
+// would take minutes to return the difference. It costs one collection.
+// Returns when done or when ctx ends.
+func (p *Proxy) returnStartupPeak(ctx context.Context) {
+	select {
+	case <-p.applied:
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTimer(startupPeakDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		debug.FreeOSMemory()
+	case <-ctx.Done():
 	}
 }

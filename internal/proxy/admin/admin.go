@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Source is what the admin endpoint reports on.
@@ -81,7 +80,7 @@ type handler struct {
 //	GET  /ready            200 "LIVE" once src is ready and not draining, else 503
 //	GET  /healthz          200 always: the process is alive
 //	GET  /config_dump      src.ConfigDump() as JSON
-//	GET  /stats/prometheus the gatherer's metrics
+//	GET  /stats/prometheus the gatherer's metrics (an EachGatherer's written family by family)
 //	POST /drain            with WithDrain: mark not ready
 //	GET  /certs            the TLS certificates (empty list without WithCerts), read-only
 //	GET  /debug/pprof/...  Go runtime profiles (the admin listener is loopback by default)
@@ -101,10 +100,7 @@ func Handler(src Source, gatherer prometheus.Gatherer, opts ...Option) http.Hand
 	})
 	mux.HandleFunc("GET /config_dump", h.configDump)
 	mux.HandleFunc("GET /certs", h.listCerts)
-	mux.Handle("GET /stats/prometheus", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
-		ErrorLog:      slog.NewLogLogger(h.log.Handler(), slog.LevelError),
-		ErrorHandling: promhttp.ContinueOnError,
-	}))
+	mux.Handle("GET /stats/prometheus", metricsHandler(gatherer, h.log))
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

@@ -15,6 +15,7 @@
 package cluster
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -55,12 +56,18 @@ func newState(o upstream.Options) *state {
 // Cluster is a translated Cluster with its endpoints. Immutable; safe for
 // concurrent use.
 type Cluster struct {
-	name   string
-	cfg    *clusterv3.Cluster
-	cla    *endpointv3.ClusterLoadAssignment
-	state  *state
-	picker *picker // nil for a cluster resolved by DNS: its state's is current (pick)
-	stats  *Stats  // envoy_cluster_* counters (stats.go)
+	name string
+	// What it was built from, to tell an unchanged resource: the
+	// encodings (BuildWire), or, without them, the messages themselves
+	// (Build). A sidecar of a large mesh keeps thousands of clusters; the
+	// decoded messages would be most of its heap.
+	cfg     *clusterv3.Cluster
+	cla     *endpointv3.ClusterLoadAssignment
+	cfgWire []byte
+	claWire []byte
+	state   *state
+	picker  *picker // nil for a cluster resolved by DNS: its state's is current (pick)
+	stats   *Stats  // envoy_cluster_* counters (stats.go)
 	// Metric labels: dstNoEndpoint when no endpoint was chosen (UH) and
 	// dstInbound when this cluster serves an inbound listener.
 	dstNoEndpoint *telemetry.DstLabels
@@ -186,7 +193,29 @@ type Builder struct {
 // kept when c is unchanged, its endpoints too when the assignment is.
 // Errors name the field of c (or of its assignment) that is wrong.
 func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.ClusterLoadAssignment, prev *Cluster) (*Cluster, error) {
-	ct := &Cluster{name: c.GetName(), cfg: c}
+	return b.BuildWire(c, nil, eps, nil, prev)
+}
+
+// BuildWire is Build given the encodings of c (cWire) and of the
+// assignments (epsWire, by the same names), as xdsclient.Wire has them:
+// an unchanged resource is told by its bytes, and the Cluster keeps them
+// instead of c and its assignment. With a nil cWire it is Build.
+func (b *Builder) BuildWire(c *clusterv3.Cluster, cWire []byte, eps map[string]*endpointv3.ClusterLoadAssignment, epsWire map[string][]byte, prev *Cluster) (*Cluster, error) {
+	ct, err := b.build(c, cWire, eps, epsWire, prev)
+	if err != nil {
+		return nil, err
+	}
+	if ct.cfgWire != nil {
+		ct.cfg = nil
+	}
+	if ct.claWire != nil {
+		ct.cla = nil
+	}
+	return ct, nil
+}
+
+func (b *Builder) build(c *clusterv3.Cluster, cWire []byte, eps map[string]*endpointv3.ClusterLoadAssignment, epsWire map[string][]byte, prev *Cluster) (*Cluster, error) {
+	ct := &Cluster{name: c.GetName(), cfg: c, cfgWire: cWire}
 	var cla *endpointv3.ClusterLoadAssignment
 	switch c.GetClusterDiscoveryType().(type) {
 	case *clusterv3.Cluster_Type, nil:
@@ -201,11 +230,15 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 		}
 		// A missing assignment means no endpoints yet (see xdsclient.Resources).
 		cla = eps[svc]
+		if cWire != nil {
+			ct.claWire = epsWire[svc] // nil for a stand-in or a missing one: compared as changed
+		}
 	case clusterv3.Cluster_STATIC, clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
 		cla = c.GetLoadAssignment()
 		if cla == nil {
 			cla = &endpointv3.ClusterLoadAssignment{ClusterName: c.GetName()}
 		}
+		ct.claWire = cWire // part of the cluster
 	case clusterv3.Cluster_ORIGINAL_DST:
 		// Envoy's rules: the cluster provides the load balancer, and its
 		// hosts are the connections' original destinations, not a list.
@@ -254,7 +287,7 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 	ct.dstInbound = b.Metrics.InternDst(telemetry.IdentityDst(b.Identity, svc.host, svc.name, svc.namespace))
 
 	ct.stats = b.Stats.For(ct.name)
-	if prev != nil && proto.Equal(prev.cfg, c) {
+	if prev != nil && sameResource(prev.cfgWire, cWire, prev.cfg, c) {
 		ct.state = prev.state
 	} else {
 		uo.CountConnections(ct.stats.CxTotal.Inc)
@@ -278,7 +311,7 @@ func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.Cluster
 	if ct.state.dns != nil {
 		return ct, nil // the hosts are the state's, resolved (dnscluster.go)
 	}
-	if prev != nil && ct.state == prev.state && proto.Equal(prev.cla, cla) {
+	if prev != nil && ct.state == prev.state && sameResource(prev.claWire, ct.claWire, prev.cla, cla) {
 		ct.cla, ct.picker = prev.cla, prev.picker
 		return ct, nil
 	}
@@ -375,4 +408,17 @@ func clusterService(c *clusterv3.Cluster) (serviceRef, error) {
 // host:port of a socket address.
 func endpointKey(host string, port uint32) string {
 	return net.JoinHostPort(host, strconv.FormatUint(uint64(port), 10))
+}
+
+// sameResource reports whether a resource is unchanged: by its encodings
+// when both sides have them, else by the messages (a side built without
+// encodings keeps its messages).
+func sameResource[M proto.Message](prevWire, wire []byte, prev, m M) bool {
+	switch {
+	case prevWire != nil && wire != nil:
+		return bytes.Equal(prevWire, wire)
+	case prevWire != nil || wire != nil:
+		return false
+	}
+	return proto.Equal(prev, m)
 }

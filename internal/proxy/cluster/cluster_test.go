@@ -10,6 +10,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"weft.dev/weft/internal/proxy/proxytest"
@@ -18,19 +19,42 @@ import (
 // TestBuildCarriesState: an identical update keeps the cluster's state and
 // its endpoints; an endpoint-only update keeps the state and replaces the
 // endpoints; a changed Cluster gets new state.
+// With the encodings (BuildWire), the same, told by the bytes, and the
+// Cluster keeps no decoded message.
 func TestBuildCarriesState(t *testing.T) {
+	t.Run("messages", func(t *testing.T) { testBuildCarriesState(t, false) })
+	t.Run("encodings", func(t *testing.T) { testBuildCarriesState(t, true) })
+}
+
+func testBuildCarriesState(t *testing.T, wire bool) {
 	b := testBuilder(t)
 	mk := func(addr string, timeout time.Duration) (*clusterv3.Cluster, map[string]*endpointv3.ClusterLoadAssignment) {
 		c := edsCluster(t, "svc", false, "")
 		c.ConnectTimeout = durationpb.New(timeout)
 		return c, map[string]*endpointv3.ClusterLoadAssignment{"svc": cla("svc", ep{Addr: addr})}
 	}
+	enc := func(m proto.Message) []byte {
+		out, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
 	build := func(prev *Cluster, addr string, timeout time.Duration) *Cluster {
 		t.Helper()
 		c, eps := mk(addr, timeout)
-		ct, err := b.Build(c, eps, prev)
+		var ct *Cluster
+		var err error
+		if wire {
+			ct, err = b.BuildWire(c, enc(c), eps, map[string][]byte{"svc": enc(eps["svc"])}, prev)
+		} else {
+			ct, err = b.Build(c, eps, prev)
+		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		if wire && (ct.cfg != nil || ct.cla != nil) {
+			t.Error("built from encodings, the cluster keeps its decoded resource or assignment")
 		}
 		t.Cleanup(ct.CloseIdle)
 		return ct

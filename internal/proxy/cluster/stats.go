@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -157,6 +158,8 @@ type StatVecs struct {
 	rqTimeD  *prometheus.Desc                  // upstream_rq_time, for clusters without an observation yet
 	members  *membership                       // membership_total, membership_healthy
 
+	families map[string]family // by family name: what Family builds
+
 	mu     sync.Mutex // translation and scrapes only, never per request
 	byName map[string]*Stats
 }
@@ -214,9 +217,21 @@ func NewStatVecs(reg prometheus.Registerer) (*StatVecs, error) {
 	for i, n := range clusterGaugeNames {
 		v.gDescs[i] = prometheus.NewDesc("envoy_cluster_"+n, "Envoy cluster statistic "+n+".", []string{NameLabel}, nil)
 	}
+	v.families = v.familyIndex()
 	// The counter sets: a second StatVecs on the same registry shares the
-	// first one's, as the families below are shared.
-	if got, err := telemetry.Register(reg, v); err != nil {
+	// first one's, as the families below are shared. A registry that
+	// takes family sources builds them one family at a time when scraped.
+	if fr, ok := reg.(telemetry.FamilyRegisterer); ok {
+		got, err := fr.RegisterFamilies(v)
+		if err != nil {
+			return nil, err
+		}
+		if got, ok := got.(*StatVecs); ok && got != v {
+			return got, nil
+		} else if !ok {
+			return nil, fmt.Errorf("cluster statistics: families registered by a %T", got)
+		}
+	} else if got, err := telemetry.Register(reg, v); err != nil {
 		return nil, err
 	} else if got != v {
 		return got, nil

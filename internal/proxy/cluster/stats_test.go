@@ -1,12 +1,15 @@
 package cluster
 
 import (
+	"io"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 
 	"weft.dev/weft/internal/proxy/telemetry"
 )
@@ -15,8 +18,27 @@ import (
 // every statistic of every cluster seen, zeros included, under Envoy's
 // names, as when each was a Prometheus child of its own; the histogram
 // of a cluster that never sent a request scrapes as an empty histogram.
+// It runs on a prometheus.Registry (Collect) and on a telemetry.Registry
+// (families built one at a time, as the proxy's admin endpoint scrapes).
 func TestStatsExposition(t *testing.T) {
-	reg := prometheus.NewRegistry()
+	for _, c := range []struct {
+		name string
+		reg  interface {
+			prometheus.Registerer
+			prometheus.Gatherer
+		}
+	}{
+		{"prometheus.Registry", prometheus.NewPedanticRegistry()},
+		{"telemetry.Registry", telemetry.NewRegistry()},
+	} {
+		t.Run(c.name, func(t *testing.T) { testStatsExposition(t, c.reg) })
+	}
+}
+
+func testStatsExposition(t *testing.T, reg interface {
+	prometheus.Registerer
+	prometheus.Gatherer
+}) {
 	v, err := NewStatVecs(reg)
 	if err != nil {
 		t.Fatal(err)
@@ -95,27 +117,114 @@ func TestStatsExposition(t *testing.T) {
 	}
 }
 
-// BenchmarkScrapeClusterStats gathers the statistics of 3,000 clusters
-// (a sidecar of a 1,000-service mesh), one scrape per op: bytes and
-// allocations per scrape are what a scrape costs the sidecar's memory.
-// The RSS of the clusters' sets is in the heap profile of bench/memory.sh.
+// BenchmarkScrapeClusterStats scrapes the statistics of 3,000 clusters
+// (a sidecar of a 1,000-service mesh) as text to io.Discard, one scrape
+// per op: through a prometheus.Registry's Gather (every series at once)
+// and through a telemetry.Registry's GatherEach (one family at a time, as
+// the admin endpoint does). Bytes and allocations per scrape are what a
+// scrape costs; the peak is in the heap profile of bench/memory.sh.
 func BenchmarkScrapeClusterStats(b *testing.B) {
-	reg := prometheus.NewRegistry()
+	for _, c := range []struct {
+		name string
+		reg  interface {
+			prometheus.Registerer
+			prometheus.Gatherer
+		}
+	}{{"Gather", prometheus.NewRegistry()}, {"GatherEach", telemetry.NewRegistry()}} {
+		b.Run(c.name, func(b *testing.B) {
+			v, err := NewStatVecs(c.reg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i := range 3000 {
+				s := v.For("outbound|8080|v" + strconv.Itoa(i%3) + "|svc-" + strconv.Itoa(i/3) + ".ns.svc.cluster.local")
+				if i%100 == 0 {
+					s.RqTotal.Inc()
+					s.RqTime.Observe(1)
+				}
+			}
+			each := func(emit func(*dto.MetricFamily) error) error {
+				fams, err := c.reg.Gather()
+				for _, f := range fams {
+					if err := emit(f); err != nil {
+						return err
+					}
+				}
+				return err
+			}
+			if r, ok := c.reg.(*telemetry.Registry); ok {
+				each = r.GatherEach
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := each(func(f *dto.MetricFamily) error {
+					_, err := expfmt.MetricFamilyToText(io.Discard, f)
+					return err
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestStatsFamiliesMatchCollect checks that the families a
+// telemetry.Registry builds one at a time for a scrape are those Collect
+// sends through a prometheus.Registry, line for line in the text format.
+func TestStatsFamiliesMatchCollect(t *testing.T) {
+	reg := telemetry.NewRegistry()
 	v, err := NewStatVecs(reg)
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
-	for i := range 3000 {
-		s := v.For("outbound|8080|v" + strconv.Itoa(i%3) + "|svc-" + strconv.Itoa(i/3) + ".ns.svc.cluster.local")
-		if i%100 == 0 {
+	if again, err := NewStatVecs(reg); err != nil || again != v {
+		t.Fatalf("a second NewStatVecs on the registry = %p, %v; want the first, %p", again, err, v)
+	}
+	collected := prometheus.NewPedanticRegistry()
+	collected.MustRegister(v)
+	text := func(fams []*dto.MetricFamily) string {
+		var b strings.Builder
+		for _, f := range fams {
+			if !slices.Contains(v.Names(), f.GetName()) {
+				continue
+			}
+			if _, err := expfmt.MetricFamilyToText(&b, f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return b.String()
+	}
+	// No cluster yet: neither shows a family of the sets.
+	if got := text(must(reg.Gather())); got != "" {
+		t.Errorf("no cluster: the registry shows\n%s", got)
+	}
+	for i := range 30 {
+		s := v.For("outbound|8080|v" + strconv.Itoa(i%3) + "|svc-" + strconv.Itoa(29-i) + ".ns.svc.cluster.local")
+		for range i % 4 {
 			s.RqTotal.Inc()
-			s.RqTime.Observe(1)
+			s.RqTime.Observe(float64(i))
+			s.Response(200 + 100*(i%4))
+		}
+		s.CxActive.Set(float64(i))
+	}
+	want, got := text(must(collected.Gather())), text(must(reg.Gather()))
+	if want != got {
+		t.Errorf("families built one at a time differ from Collect's:\n got %d bytes\nwant %d bytes", len(got), len(want))
+		gl, wl := strings.Split(got, "\n"), strings.Split(want, "\n")
+		for i := range min(len(gl), len(wl)) {
+			if gl[i] != wl[i] {
+				t.Fatalf("first difference, line %d:\n got %s\nwant %s", i+1, gl[i], wl[i])
+			}
 		}
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := reg.Gather(); err != nil {
-			b.Fatal(err)
-		}
+	if n := strings.Count(got, "\n"); n < 30*59 {
+		t.Errorf("%d lines; want at least %d (59 series per cluster)", n, 30*59)
 	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

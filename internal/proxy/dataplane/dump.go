@@ -5,13 +5,18 @@ import (
 	"fmt"
 	"slices"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"weft.dev/weft/internal/proxy/xdsclient"
 )
 
 // configDump is the JSON shape of ConfigDump, loosely after Envoy's
@@ -33,6 +38,9 @@ type configDump struct {
 // {"@type": "<its type URL>", "value": "<its serialized bytes, base64>"},
 // and a resource that still cannot be rendered is shown as
 // {"name": "<name>", "dumpError": "<why>"}. Both are logged.
+//
+// The runtime keeps the resources' encodings, not the decoded messages
+// (see runtime.res): they are decoded again here, one dump at a time.
 func (d *Dataplane) ConfigDump() ([]byte, error) {
 	rt := d.rt.Load()
 	res := rt.res
@@ -40,19 +48,34 @@ func (d *Dataplane) ConfigDump() ([]byte, error) {
 	if out.Versions == nil {
 		out.Versions = map[string]string{}
 	}
+	var wire xdsclient.Wire
+	if res.Wire != nil {
+		wire = *res.Wire
+	}
 	r := &dumper{log: d.warnDump}
-	out.Listeners = dumpAll(r, res.Listeners)
-	out.Routes = dumpAll(r, res.Routes)
-	out.Clusters = dumpAll(r, res.Clusters)
-	out.Endpoints = dumpAll(r, rt.dumpEndpoints())
+	out.Listeners = dumpAll(r, res.Listeners, wire.Listeners, func() *listenerv3.Listener { return &listenerv3.Listener{} })
+	out.Routes = dumpAll(r, res.Routes, wire.Routes, func() *routev3.RouteConfiguration { return &routev3.RouteConfiguration{} })
+	out.Clusters = dumpAll(r, res.Clusters, wire.Clusters, func() *clusterv3.Cluster { return &clusterv3.Cluster{} })
+	out.Endpoints = dumpAll(r, rt.dumpEndpoints(wire.Endpoints), nil, func() *endpointv3.ClusterLoadAssignment { return &endpointv3.ClusterLoadAssignment{} })
 	return json.MarshalIndent(out, "", "  ")
 }
 
-// dumpEndpoints returns the runtime's endpoint assignments with the
-// outlier state of their clusters filled in (cluster.DumpAssignment).
-// An assignment is matched to the cluster of the same name.
-func (rt *runtime) dumpEndpoints() map[string]*endpointv3.ClusterLoadAssignment {
-	res := rt.res.Endpoints
+// dumpEndpoints returns the runtime's endpoint assignments (those kept,
+// and those encoded in wire, decoded) with the outlier state of their
+// clusters filled in (cluster.DumpAssignment). An assignment is matched
+// to the cluster of the same name.
+func (rt *runtime) dumpEndpoints(wire map[string][]byte) map[string]*endpointv3.ClusterLoadAssignment {
+	res := make(map[string]*endpointv3.ClusterLoadAssignment, len(rt.res.Endpoints)+len(wire))
+	for name, cla := range rt.res.Endpoints {
+		res[name] = cla
+	}
+	for name, b := range wire {
+		cla := &endpointv3.ClusterLoadAssignment{}
+		if err := proto.Unmarshal(b, cla); err != nil {
+			cla = &endpointv3.ClusterLoadAssignment{ClusterName: name} // cannot happen: encoded by the xDS client
+		}
+		res[name] = cla
+	}
 	out := make(map[string]*endpointv3.ClusterLoadAssignment, len(res))
 	for name, cla := range res {
 		if c := rt.clusters[name]; c != nil {
@@ -72,10 +95,31 @@ func (rt *runtime) dumpEndpoints() map[string]*endpointv3.ClusterLoadAssignment 
 
 func (d *Dataplane) warnDump(msg string, args ...any) { d.log.Warn(msg, args...) }
 
-func dumpAll[M proto.Message](r *dumper, m map[string]M) []json.RawMessage {
-	out := make([]json.RawMessage, 0, len(m))
-	for _, k := range sortedKeys(m) {
-		out = append(out, r.marshal(k, m[k]))
+// dumpAll renders the messages of m and those encoded in wire (decoded
+// one at a time), sorted by name.
+func dumpAll[M proto.Message](r *dumper, m map[string]M, wire map[string][]byte, fresh func() M) []json.RawMessage {
+	names := make([]string, 0, len(m)+len(wire))
+	for k := range m {
+		names = append(names, k)
+	}
+	for k := range wire {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	out := make([]json.RawMessage, 0, len(names))
+	for _, k := range names {
+		msg, ok := m[k]
+		if b, enc := wire[k]; enc {
+			msg = fresh()
+			if err := proto.Unmarshal(b, msg); err != nil {
+				out = append(out, dumpError(k, err))
+				continue
+			}
+		} else if !ok {
+			continue
+		}
+		out = append(out, r.marshal(k, msg))
 	}
 	return out
 }
@@ -109,7 +153,12 @@ func (r *dumper) marshal(name string, m proto.Message) json.RawMessage {
 		err = werr
 	}
 	r.log("config dump: resource cannot be rendered", "resource", name, "error", err)
-	b, _ = json.Marshal(struct {
+	return dumpError(name, err)
+}
+
+// dumpError is the dump of a resource that cannot be rendered.
+func dumpError(name string, err error) json.RawMessage {
+	b, _ := json.Marshal(struct {
 		Name  string `json:"name"`
 		Error string `json:"dumpError"`
 	}{name, err.Error()})

@@ -71,7 +71,7 @@ func TestConfigDumpResourceErrorIsLocal(t *testing.T) {
 	bad.VirtualHosts[0].TypedPerFilterConfig = map[string]*anypb.Any{
 		faultFilterName: {TypeUrl: "type.googleapis.com/" + string((&faultv3.HTTPFault{}).ProtoReflect().Descriptor().FullName()), Value: []byte{0xff}},
 	}
-	out := dumpAll(r, map[string]*route.RouteConfiguration{"bad": bad, "good": routeConfig("good")})
+	out := dumpAll(r, map[string]*route.RouteConfiguration{"bad": bad, "good": routeConfig("good")}, nil, func() *route.RouteConfiguration { return &route.RouteConfiguration{} })
 	if len(out) != 2 {
 		t.Fatalf("dumped %d resources, want 2", len(out))
 	}

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
@@ -58,10 +59,17 @@ const (
 type runtime struct {
 	listeners map[string]*listenerConfig
 	routes    map[string]*route.Table // RDS route configurations by name
+	// What each route table was compiled from, to tell an unchanged one:
+	// its encoding (xdsclient.Resources.Wire), or the message when the
+	// set came without one.
+	routeWire map[string][]byte
 	routeCfgs map[string]proto.Message
 	clusters  map[string]*cluster.Cluster
-	res       *xdsclient.Resources
-	filters   filter.Registry // the data plane's HTTP filters (newHTTPFilters)
+	// res is the applied set for ConfigDump: its encodings, and only the
+	// messages that came without one (retained); the others are decoded
+	// again when dumped.
+	res     *xdsclient.Resources
+	filters filter.Registry // the data plane's HTTP filters (newHTTPFilters)
 	// tracers are the span exporters the listeners' tracing uses
 	// (tracing.go); the others are shut down once this runtime is applied.
 	tracers map[tracing.ExporterKey]bool
@@ -193,11 +201,16 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 	rt := &runtime{
 		listeners: map[string]*listenerConfig{},
 		routes:    map[string]*route.Table{},
+		routeWire: map[string][]byte{},
 		routeCfgs: map[string]proto.Message{},
 		clusters:  map[string]*cluster.Cluster{},
 		res:       r,
 		filters:   d.filters,
 		tracers:   map[tracing.ExporterKey]bool{},
+	}
+	var wire xdsclient.Wire // all nil without r.Wire
+	if r.Wire != nil {
+		wire = *r.Wire
 	}
 	for _, name := range sortedKeys(r.Clusters) {
 		c := r.Clusters[name]
@@ -208,7 +221,7 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 		if prev != nil {
 			old = prev.clusters[name]
 		}
-		ct, err := d.clusters.Build(c, r.Endpoints, old)
+		ct, err := d.clusters.BuildWire(c, wire.Clusters[name], r.Endpoints, wire.Endpoints, old)
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", name, err)
 		}
@@ -224,15 +237,20 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 		if rc.GetName() != name {
 			return nil, fmt.Errorf("route %q: name %q does not match its key", name, rc.GetName())
 		}
-		if prev != nil && prev.routes[name] != nil && proto.Equal(prev.routeCfgs[name], rc) {
-			rt.routes[name], rt.routeCfgs[name] = prev.routes[name], rc
-			continue
+		rw := wire.Routes[name]
+		tab := prev.unchangedRoute(name, rw, rc)
+		if tab == nil {
+			var err error
+			if tab, err = route.Compile(rc, rt.filters); err != nil {
+				return nil, fmt.Errorf("route %q: %w", name, err)
+			}
 		}
-		tab, err := route.Compile(rc, rt.filters)
-		if err != nil {
-			return nil, fmt.Errorf("route %q: %w", name, err)
+		rt.routes[name] = tab
+		if rw != nil {
+			rt.routeWire[name] = rw
+		} else {
+			rt.routeCfgs[name] = rc
 		}
-		rt.routes[name], rt.routeCfgs[name] = tab, rc
 	}
 	addrs := map[string]string{}
 	for _, name := range sortedKeys(r.Listeners) {
@@ -254,7 +272,56 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 		addrs[lc.addr] = name
 		rt.listeners[name] = lc
 	}
+	rt.res = retained(r)
 	return rt, nil
+}
+
+// unchangedRoute returns rt's compiled table of route configuration name
+// if rc (encoded as wire; nil: not known) is what it was compiled from,
+// else nil. rt may be nil.
+func (rt *runtime) unchangedRoute(name string, wire []byte, rc proto.Message) *route.Table {
+	if rt == nil || rt.routes[name] == nil {
+		return nil
+	}
+	prevWire, hadWire := rt.routeWire[name]
+	switch {
+	case hadWire && wire != nil:
+		if !bytes.Equal(prevWire, wire) {
+			return nil
+		}
+	case hadWire || wire != nil:
+		return nil
+	case !proto.Equal(rt.routeCfgs[name], rc):
+		return nil
+	}
+	return rt.routes[name]
+}
+
+// retained is what a runtime keeps of r for ConfigDump: the encodings,
+// and the messages that have none (an incomplete set's empty stand-ins,
+// sets built by hand).
+func retained(r *xdsclient.Resources) *xdsclient.Resources {
+	if r.Wire == nil {
+		return r
+	}
+	return &xdsclient.Resources{
+		Listeners: withoutWire(r.Listeners, r.Wire.Listeners),
+		Routes:    withoutWire(r.Routes, r.Wire.Routes),
+		Clusters:  withoutWire(r.Clusters, r.Wire.Clusters),
+		Endpoints: withoutWire(r.Endpoints, r.Wire.Endpoints),
+		Versions:  r.Versions,
+		Wire:      r.Wire,
+	}
+}
+
+func withoutWire[M any](ms map[string]M, wire map[string][]byte) map[string]M {
+	out := map[string]M{}
+	for n, m := range ms {
+		if _, ok := wire[n]; !ok {
+			out[n] = m
+		}
+	}
+	return out
 }
 
 // translateListener translates l; prev is the same-named listener of the

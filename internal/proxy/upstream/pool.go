@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -211,12 +212,17 @@ func IsConnectError(err error) bool {
 // Pool is the connections of one cluster to its endpoints. It is shared by
 // successive configurations while the Cluster is unchanged and is safe for
 // concurrent use.
+//
+// Its http.Transports are built at their first request: a sidecar holds
+// every cluster of its mesh (three per service) and sends most of them
+// nothing, and a Transport costs ~0.5 KB before it carries a request.
 type Pool struct {
-	transport *http.Transport // plaintext endpoints
-	h1        *h1Pool         // every endpoint's Conns; the synchronous path for HTTP/1.1 clusters
+	transport atomic.Pointer[http.Transport] // plaintext endpoints; nil until first used (plainTransport)
+	h1        *h1Pool                        // every endpoint's Conns; the synchronous path for HTTP/1.1 clusters
 	h2        bool
-	h2c       *http.Transport // use_downstream_protocol_config: HTTP/2 requests go here; else nil
-	dialer    *dialer         // shared by transport and h1
+	downH2    bool                           // use_downstream_protocol_config: HTTP/2 requests go to h2c
+	h2c       atomic.Pointer[http.Transport] // with downH2; nil until first used (h2cTransport)
+	dialer    *dialer                        // shared by the transports and h1
 	sockets   sockets
 	idle      time.Duration // IdleConnTimeout of the transports
 }
@@ -244,23 +250,42 @@ func NewPool(o Options) *Pool {
 			return nil
 		}
 	}
-	p := &Pool{h2: o.h2, dialer: &dialer{Dialer: d, active: o.active}, sockets: o.sockets, idle: IdleTimeout}
+	p := &Pool{h2: o.h2, downH2: o.downstreamProtocol, dialer: &dialer{Dialer: d, active: o.active}, sockets: o.sockets, idle: IdleTimeout}
 	if len(p.sockets.all) == 0 {
 		p.sockets.all = []socket{{name: "transport_socket"}} // the zero Options: plaintext
 	}
 	if o.idleTimeout != nil {
 		p.idle = *o.idleTimeout
 	}
-	p.transport = p.newTransport(o.h2, false, nil)
 	p.h1 = newH1Pool(p)
 	p.h1.maxUses = o.maxUses
 	p.h1.idle = p.idle
-	if o.downstreamProtocol {
-		// The HTTP/1.1 transport's twin (dialer, timeouts, idle timeout)
-		// speaking HTTP/2 with prior knowledge.
-		p.h2c = p.newTransport(true, false, nil)
-	}
 	return p
+}
+
+// plainTransport is the transport of the plaintext endpoints, built on
+// first use.
+func (p *Pool) plainTransport() *http.Transport {
+	return lazyTransport(&p.transport, func() *http.Transport { return p.newTransport(p.h2, false, nil) })
+}
+
+// h2cTransport is the transport of HTTP/2 requests of a pool that follows
+// the downstream protocol, built on first use: the HTTP/1.1 transport's
+// twin (dialer, timeouts, idle timeout) speaking HTTP/2 with prior
+// knowledge.
+func (p *Pool) h2cTransport() *http.Transport {
+	return lazyTransport(&p.h2c, func() *http.Transport { return p.newTransport(true, false, nil) })
+}
+
+// lazyTransport returns *t, storing build() there first if it is nil.
+// Two first requests at once may both build one; one is kept, the other
+// has no connection yet and is dropped.
+func lazyTransport(t *atomic.Pointer[http.Transport], build func() *http.Transport) *http.Transport {
+	if tr := t.Load(); tr != nil {
+		return tr
+	}
+	t.CompareAndSwap(nil, build())
+	return t.Load()
 }
 
 // newTransport builds one of the pool's http.Transports: HTTP/2 (h2) or
@@ -325,9 +350,10 @@ func (p *Pool) Retain(keep []*Conns) { p.h1.retain(keep) }
 // data plane closed) HTTP/1.1 connections given back by requests still in
 // flight are closed too; the transports' are reaped by their idle timeout.
 func (p *Pool) CloseIdle() {
-	p.transport.CloseIdleConnections()
-	if p.h2c != nil {
-		p.h2c.CloseIdleConnections()
+	for _, t := range []*http.Transport{p.transport.Load(), p.h2c.Load()} {
+		if t != nil {
+			t.CloseIdleConnections()
+		}
 	}
 	p.h1.close()
 }
@@ -336,7 +362,7 @@ func (p *Pool) CloseIdle() {
 // over the pool's h2c transport rather than HTTP/1.1: the pool follows the
 // downstream protocol and r is HTTP/2.
 func (p *Pool) DownstreamH2(r *http.Request) bool {
-	return p.h2c != nil && r.ProtoMajor == 2
+	return p.downH2 && r.ProtoMajor == 2
 }
 
 // TransportFor is the transport of an upstream request for a downstream
@@ -344,9 +370,9 @@ func (p *Pool) DownstreamH2(r *http.Request) bool {
 // r is HTTP/2, the cluster's own otherwise.
 func (p *Pool) TransportFor(r *http.Request) *http.Transport {
 	if p.DownstreamH2(r) {
-		return p.h2c
+		return p.h2cTransport()
 	}
-	return p.transport
+	return p.plainTransport()
 }
 
 // RoundTrip sends out, the upstream copy of the downstream request

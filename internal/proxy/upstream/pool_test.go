@@ -70,8 +70,11 @@ func TestParseOptions(t *testing.T) {
 			}
 			p := NewPool(o)
 			defer p.CloseIdle()
-			if (p.h2c != nil) != tc.downstream || p.h2 != tc.h2 || p.transport.IdleConnTimeout != tc.idle {
-				t.Errorf("pool: h2c %v, h2 %v, idle %v", p.h2c != nil, p.h2, p.transport.IdleConnTimeout)
+			if p.transport.Load() != nil || p.h2c.Load() != nil {
+				t.Error("pool: a transport was built before the first request")
+			}
+			if p.downH2 != tc.downstream || p.h2 != tc.h2 || p.plainTransport().IdleConnTimeout != tc.idle {
+				t.Errorf("pool: h2c %v, h2 %v, idle %v", p.downH2, p.h2, p.plainTransport().IdleConnTimeout)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package xdsclient
 
 import (
+	"google.golang.org/protobuf/proto"
 	"slices"
 	"testing"
 
@@ -40,14 +41,21 @@ func inlineRouteListener(t *testing.T, name string, rc *route.RouteConfiguration
 
 func setOf(routes []*route.RouteConfiguration, listeners []*listener.Listener, clusters ...string) *resourceSet {
 	s := newResourceSet()
+	must := func(m proto.Message) *held {
+		h, err := hold(m)
+		if err != nil {
+			panic(err)
+		}
+		return h
+	}
 	for _, r := range routes {
-		s.routes[r.GetName()] = r
+		s.routes[r.GetName()] = must(r)
 	}
 	for _, l := range listeners {
-		s.listeners[l.GetName()] = l
+		s.listeners[l.GetName()] = must(l)
 	}
 	for _, c := range clusters {
-		s.clusters[c] = &cluster.Cluster{Name: c}
+		s.clusters[c] = must(&cluster.Cluster{Name: c})
 	}
 	return s
 }

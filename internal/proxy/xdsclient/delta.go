@@ -8,10 +8,6 @@ import (
 	"slices"
 	"time"
 
-	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
@@ -441,7 +437,7 @@ func decodeDelta(r *discovery.DeltaDiscoveryResponse) (*decoded, map[string]stri
 		one.listeners, one.routes, one.clusters, one.endpoints = emptyMaps()
 		name, err := one.add(a)
 		if err == nil && t == TypeListener {
-			if _, herr := hcmRouteNames(one.listeners[name]); herr != nil {
+			if herr := one.listeners[name].hcmErr; herr != nil {
 				err = fmt.Errorf("listener %q: %w", name, herr)
 			}
 		}
@@ -467,6 +463,6 @@ func decodeDelta(r *discovery.DeltaDiscoveryResponse) (*decoded, map[string]stri
 
 // emptyMaps returns fresh resource maps for decoded.add, which writes to
 // the one of its type.
-func emptyMaps() (map[string]*listener.Listener, map[string]*route.RouteConfiguration, map[string]*cluster.Cluster, map[string]*endpoint.ClusterLoadAssignment) {
-	return map[string]*listener.Listener{}, map[string]*route.RouteConfiguration{}, map[string]*cluster.Cluster{}, map[string]*endpoint.ClusterLoadAssignment{}
+func emptyMaps() (l, r, c, e map[string]*held) {
+	return map[string]*held{}, map[string]*held{}, map[string]*held{}, map[string]*held{}
 }

@@ -17,7 +17,8 @@ import (
 // by a listener and every EDS name referenced by a cluster is present (an
 // EDS cluster whose assignment has not arrived may map to an empty
 // assignment only after the first complete set was applied). The maps are
-// keyed by resource name and must not be modified by the receiver.
+// keyed by resource name and must not be modified by the receiver; the
+// client keeps no reference to the decoded messages.
 type Resources struct {
 	Listeners map[string]*listener.Listener
 	Routes    map[string]*route.RouteConfiguration
@@ -25,6 +26,18 @@ type Resources struct {
 	Endpoints map[string]*endpoint.ClusterLoadAssignment
 	// Versions are the version_info of each type URL last received.
 	Versions map[string]string
+	// Wire, when not nil, is the encoding of each resource of the maps
+	// above that came from the control plane (not the empty stand-ins of
+	// an incomplete set): deterministic protobuf, so an unchanged
+	// resource has the same bytes in every set. The Applier may compare
+	// them to carry over what it built from a resource, and keep them
+	// instead of the decoded messages. Sets built by hand may leave it nil.
+	Wire *Wire
+}
+
+// Wire is the encoding of a Resources' messages, by the same names.
+type Wire struct {
+	Listeners, Routes, Clusters, Endpoints map[string][]byte
 }
 
 // Applier is the data plane seen from the client. Apply is called from the

@@ -41,10 +41,10 @@ func wildcard(typeURL string) bool { return typeURL == TypeListener || typeURL =
 // (the working set) or what was last applied. It is owned by the stream
 // goroutine; clone before handing maps to anyone else.
 type resourceSet struct {
-	listeners map[string]*listener.Listener
-	routes    map[string]*route.RouteConfiguration
-	clusters  map[string]*cluster.Cluster
-	endpoints map[string]*endpoint.ClusterLoadAssignment
+	listeners map[string]*held
+	routes    map[string]*held
+	clusters  map[string]*held
+	endpoints map[string]*held
 	// received marks the wildcard types (LDS, CDS) for which a response
 	// has been taken in; until both have, the set cannot be complete.
 	received map[string]bool
@@ -53,17 +53,17 @@ type resourceSet struct {
 
 func newResourceSet() *resourceSet {
 	return &resourceSet{
-		listeners: map[string]*listener.Listener{},
-		routes:    map[string]*route.RouteConfiguration{},
-		clusters:  map[string]*cluster.Cluster{},
-		endpoints: map[string]*endpoint.ClusterLoadAssignment{},
+		listeners: map[string]*held{},
+		routes:    map[string]*held{},
+		clusters:  map[string]*held{},
+		endpoints: map[string]*held{},
 		received:  map[string]bool{},
 		versions:  map[string]string{},
 	}
 }
 
-// clone copies the maps; the protos themselves are immutable once decoded
-// and are shared.
+// clone copies the maps; the held resources are shared (only the stream
+// goroutine touches them).
 func (s *resourceSet) clone() *resourceSet {
 	return &resourceSet{
 		listeners: maps.Clone(s.listeners),
@@ -79,7 +79,7 @@ func (s *resourceSet) clone() *resourceSet {
 func (s *resourceSet) routeNames() []string {
 	set := map[string]struct{}{}
 	for _, l := range s.listeners {
-		for _, n := range listenerRouteNames(l) {
+		for _, n := range l.rds {
 			set[n] = struct{}{}
 		}
 	}
@@ -90,8 +90,8 @@ func (s *resourceSet) routeNames() []string {
 func (s *resourceSet) endpointNames() []string {
 	set := map[string]struct{}{}
 	for _, c := range s.clusters {
-		if n, ok := edsName(c); ok {
-			set[n] = struct{}{}
+		if c.hasEDS {
+			set[c.eds] = struct{}{}
 		}
 	}
 	return slices.Sorted(maps.Keys(set))
@@ -129,16 +129,38 @@ func (s *resourceSet) prune(routeNames, edsNames []string) {
 	}
 }
 
-// resources renders the set for the Applier. Fresh maps: the Applier may
-// keep them, and the client goes on mutating its own.
+// resources renders the set for the Applier: the messages decoded since
+// the last call, the others decoded again, and every resource's encoding
+// (Resources.Wire). Fresh maps: the Applier may keep them, and the client
+// goes on mutating its own; the client keeps no decoded message it handed
+// out.
 func (s *resourceSet) resources() *Resources {
-	return &Resources{
-		Listeners: maps.Clone(s.listeners),
-		Routes:    maps.Clone(s.routes),
-		Clusters:  maps.Clone(s.clusters),
-		Endpoints: maps.Clone(s.endpoints),
+	r := &Resources{
+		Listeners: make(map[string]*listener.Listener, len(s.listeners)),
+		Routes:    make(map[string]*route.RouteConfiguration, len(s.routes)),
+		Clusters:  make(map[string]*cluster.Cluster, len(s.clusters)),
+		Endpoints: make(map[string]*endpoint.ClusterLoadAssignment, len(s.endpoints)),
 		Versions:  maps.Clone(s.versions),
+		Wire: &Wire{
+			Listeners: make(map[string][]byte, len(s.listeners)),
+			Routes:    make(map[string][]byte, len(s.routes)),
+			Clusters:  make(map[string][]byte, len(s.clusters)),
+			Endpoints: make(map[string][]byte, len(s.endpoints)),
+		},
 	}
+	for n, h := range s.listeners {
+		r.Listeners[n], r.Wire.Listeners[n] = take(h, newListener), h.wire
+	}
+	for n, h := range s.routes {
+		r.Routes[n], r.Wire.Routes[n] = take(h, newRoute), h.wire
+	}
+	for n, h := range s.clusters {
+		r.Clusters[n], r.Wire.Clusters[n] = take(h, newCluster), h.wire
+	}
+	for n, h := range s.endpoints {
+		r.Endpoints[n], r.Wire.Endpoints[n] = take(h, newAssignment), h.wire
+	}
+	return r
 }
 
 // take merges one decoded response into the set. LDS and CDS responses are
@@ -172,10 +194,10 @@ func (s *resourceSet) take(d *decoded, subscribed []string) {
 type decoded struct {
 	typeURL   string
 	version   string
-	listeners map[string]*listener.Listener
-	routes    map[string]*route.RouteConfiguration
-	clusters  map[string]*cluster.Cluster
-	endpoints map[string]*endpoint.ClusterLoadAssignment
+	listeners map[string]*held
+	routes    map[string]*held
+	clusters  map[string]*held
+	endpoints map[string]*held
 }
 
 // decode unmarshals and validates a response's resources. Any error names
@@ -184,13 +206,13 @@ func decode(r *discovery.DiscoveryResponse) (*decoded, error) {
 	d := &decoded{typeURL: r.GetTypeUrl(), version: r.GetVersionInfo()}
 	switch d.typeURL {
 	case TypeListener:
-		d.listeners = map[string]*listener.Listener{}
+		d.listeners = map[string]*held{}
 	case TypeRoute:
-		d.routes = map[string]*route.RouteConfiguration{}
+		d.routes = map[string]*held{}
 	case TypeCluster:
-		d.clusters = map[string]*cluster.Cluster{}
+		d.clusters = map[string]*held{}
 	case TypeEndpoint:
-		d.endpoints = map[string]*endpoint.ClusterLoadAssignment{}
+		d.endpoints = map[string]*held{}
 	default:
 		return nil, fmt.Errorf("unsupported type %q", d.typeURL)
 	}
@@ -227,28 +249,28 @@ func decode(r *discovery.DiscoveryResponse) (*decoded, error) {
 // add decodes and validates one resource and stores it under its name.
 func (d *decoded) add(a *anypb.Any) (string, error) {
 	var (
-		name  string
-		msg   proto.Message
-		store func()
+		name string
+		msg  proto.Message
+		into map[string]*held
 	)
 	switch d.typeURL {
 	case TypeListener:
 		m := &listener.Listener{}
-		msg, store = m, func() { name = m.GetName(); d.listeners[name] = m }
+		msg, into = m, d.listeners
 	case TypeRoute:
 		m := &route.RouteConfiguration{}
-		msg, store = m, func() { name = m.GetName(); d.routes[name] = m }
+		msg, into = m, d.routes
 	case TypeCluster:
 		m := &cluster.Cluster{}
-		msg, store = m, func() { name = m.GetName(); d.clusters[name] = m }
+		msg, into = m, d.clusters
 	case TypeEndpoint:
 		m := &endpoint.ClusterLoadAssignment{}
-		msg, store = m, func() { name = m.GetClusterName(); d.endpoints[name] = m }
+		msg, into = m, d.endpoints
 	}
 	if err := unmarshal(a, msg); err != nil {
 		return "", err
 	}
-	store()
+	name = resourceName(msg)
 	if name == "" {
 		return "", fmt.Errorf("%s has no name", shortType(d.typeURL))
 	}
@@ -257,6 +279,11 @@ func (d *decoded) add(a *anypb.Any) (string, error) {
 			return "", fmt.Errorf("%s %q: %w", shortType(d.typeURL), name, err)
 		}
 	}
+	h, err := hold(msg)
+	if err != nil {
+		return "", fmt.Errorf("%s %q: %w", shortType(d.typeURL), name, err)
+	}
+	into[name] = h
 	return name, nil
 }
 
@@ -271,17 +298,26 @@ func unmarshal(a *anypb.Any, m proto.Message) error {
 // NACKed here, with the listener named, rather than found later.
 func checkHCMs(d *decoded) error {
 	for name, l := range d.listeners {
-		if _, err := hcmRouteNames(l); err != nil {
-			return fmt.Errorf("listener %q: %w", name, err)
+		if l.hcmErr != nil {
+			return fmt.Errorf("listener %q: %w", name, l.hcmErr)
 		}
 	}
 	return nil
 }
 
-// listenerRouteNames returns the RDS names a (validated) listener uses.
-func listenerRouteNames(l *listener.Listener) []string {
-	names, _ := hcmRouteNames(l)
-	return names
+// resourceName is the name of a decoded resource.
+func resourceName(m proto.Message) string {
+	switch m := m.(type) {
+	case *listener.Listener:
+		return m.GetName()
+	case *route.RouteConfiguration:
+		return m.GetName()
+	case *cluster.Cluster:
+		return m.GetName()
+	case *endpoint.ClusterLoadAssignment:
+		return m.GetClusterName()
+	}
+	return ""
 }
 
 // hcmRouteNames returns the route_config_name of every HTTP connection
@@ -368,25 +404,11 @@ func (s *resourceSet) dangling(prev *resourceSet) []string {
 // configurations and by its listeners' inline ones.
 func (s *resourceSet) routedClusters() map[string]struct{} {
 	names := map[string]struct{}{}
-	add := func(rc *route.RouteConfiguration) {
-		for _, vh := range rc.GetVirtualHosts() {
-			for _, r := range vh.GetRoutes() {
-				a := r.GetRoute()
-				if c := a.GetCluster(); c != "" {
-					names[c] = struct{}{}
-				}
-				for _, wc := range a.GetWeightedClusters().GetClusters() {
-					names[wc.GetName()] = struct{}{}
-				}
+	for _, hs := range []map[string]*held{s.routes, s.listeners} {
+		for _, h := range hs {
+			for _, c := range h.routed {
+				names[c] = struct{}{}
 			}
-		}
-	}
-	for _, rc := range s.routes {
-		add(rc)
-	}
-	for _, l := range s.listeners {
-		for _, rc := range inlineRouteConfigs(l) {
-			add(rc)
 		}
 	}
 	return names

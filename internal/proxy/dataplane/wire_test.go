@@ -1,0 +1,97 @@
+package dataplane
+
+import (
+	"bytes"
+	"testing"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/proto"
+
+	"weft.dev/weft/internal/proxy/xdsclient"
+	"weft.dev/weft/internal/xds/contract"
+)
+
+// withWire returns a copy of r as the xDS client hands it over: messages
+// decoded afresh (no pointer shared with r) and their encodings.
+func withWire(t *testing.T, r *xdsclient.Resources) *xdsclient.Resources {
+	t.Helper()
+	out := &xdsclient.Resources{Versions: r.Versions, Wire: &xdsclient.Wire{}}
+	out.Listeners, out.Wire.Listeners = recoded(t, r.Listeners)
+	out.Routes, out.Wire.Routes = recoded(t, r.Routes)
+	out.Clusters, out.Wire.Clusters = recoded(t, r.Clusters)
+	out.Endpoints, out.Wire.Endpoints = recoded(t, r.Endpoints)
+	return out
+}
+
+func recoded[M proto.Message](t *testing.T, ms map[string]M) (map[string]M, map[string][]byte) {
+	msgs, wire := map[string]M{}, map[string][]byte{}
+	for n, m := range ms {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := m.ProtoReflect().New().Interface().(M)
+		if err := proto.Unmarshal(b, c); err != nil {
+			t.Fatal(err)
+		}
+		msgs[n], wire[n] = c, b
+	}
+	return msgs, wire
+}
+
+// TestWireKeepsEncodings: given the resources' encodings, the runtime
+// keeps them instead of the decoded messages, dumps the same config as
+// from the messages, and carries over an unchanged cluster (its pool and
+// picker) and route table by their bytes though every message is new.
+func TestWireKeepsEncodings(t *testing.T) {
+	items := func(path string) *xdsResources {
+		return resourcesAny(edsCluster(t, "a", false, "reviews.default.svc.cluster.local"), cla("a", ep{Addr: "127.0.0.1:9"}),
+			edsCluster(t, "b", false, "ratings.default.svc.cluster.local"), cla("b", ep{Addr: "127.0.0.1:10"}),
+			routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch(path), "a"))),
+			httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
+	}
+	plain := newDataplane(t, contract.Identity{}, nil)
+	mustApply(t, plain, items("/"))
+	d := newDataplane(t, contract.Identity{}, nil)
+	mustApply(t, d, withWire(t, items("/")))
+
+	want, err := plain.ConfigDump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.ConfigDump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("dump from encodings differs from the dump of the messages:\n%s\n---\n%s", got, want)
+	}
+	rt := d.rt.Load()
+	if n := len(rt.res.Clusters) + len(rt.res.Endpoints) + len(rt.res.Routes) + len(rt.res.Listeners); n != 0 {
+		t.Errorf("the runtime keeps %d decoded messages, want none", n)
+	}
+	if len(rt.routeCfgs) != 0 {
+		t.Errorf("the runtime keeps %d route configurations, want their encodings only", len(rt.routeCfgs))
+	}
+
+	// The same set again, decoded anew: everything is carried over.
+	mustApply(t, d, withWire(t, items("/")))
+	next := d.rt.Load()
+	for _, name := range []string{"a", "b"} {
+		if !next.clusters[name].SharesState(rt.clusters[name]) {
+			t.Errorf("unchanged cluster %s got a new state", name)
+		}
+	}
+	if next.routes["r"] != rt.routes["r"] {
+		t.Error("unchanged route configuration was compiled again")
+	}
+	// A changed route configuration is compiled again; clusters stay.
+	mustApply(t, d, withWire(t, items("/x")))
+	last := d.rt.Load()
+	if last.routes["r"] == next.routes["r"] {
+		t.Error("changed route configuration was carried over")
+	}
+	if !last.clusters["a"].SharesState(next.clusters["a"]) {
+		t.Error("unchanged cluster a got a new state")
+	}
+}

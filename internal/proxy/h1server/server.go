@@ -217,9 +217,10 @@ type conn struct {
 	want, installed time.Time
 	bgAbort         atomic.Bool // the background read is being ended: its timeout is real
 
-	big  []byte       // a request head too long for br's buffer
-	tmpl http.Request // the request read, before WithContext copies it
-	w    response
+	linger bool         // unread input at the end: close lingering (lingerClose)
+	big    []byte       // a request head too long for br's buffer
+	tmpl   http.Request // the request read, before WithContext copies it
+	w      response
 
 	// wmu serializes writes of the response and of "100 Continue" (which
 	// a body read on another goroutine may send).
@@ -321,6 +322,9 @@ func (c *conn) serve() {
 			return
 		}
 		c.bw.Flush()
+		if c.linger {
+			c.lingerClose()
+		}
 		c.nc.Close()
 		c.release()
 	}()
@@ -465,8 +469,10 @@ func (c *conn) serveRequest(req *http.Request) (keep, hijacked bool) {
 	if b != nil && !b.finish() {
 		// What the handler left of the body could not be read (too
 		// long, broken, or a 100 Continue never sent): the connection
-		// closes after the response, which says so if it can.
+		// closes after the response, which says so if it can; the
+		// client, maybe still sending, gets time to read it.
 		w.closeAfter = true
+		c.linger = true
 	}
 	w.finish()
 	keep = !w.closeAfter && !req.Close && w.werr == nil
@@ -615,8 +621,8 @@ func (c *conn) lingerClose() {
 	c.nc.SetReadDeadline(c.want)
 	c.installed = c.want
 	c.br.Discard(c.br.Buffered())
-	var buf [4096]byte
-	for range 1024 {
+	var buf [16 << 10]byte
+	for range 1 << 16 { // and 500 ms
 		if _, err := c.Read(buf[:]); err != nil {
 			return
 		}

@@ -224,7 +224,7 @@ func (w *response) commit(final bool, next []byte) {
 		}
 	case w.cl >= 0:
 		writeLength(bw, w.cl)
-	case final:
+	case final && !w.hasTrailers():
 		w.cl = int64(len(w.buf))
 		writeLength(bw, w.cl)
 	case w.req.ProtoAtLeast(1, 1):
@@ -260,6 +260,20 @@ func (w *response) commit(final bool, next []byte) {
 		}
 		w.buf = w.buf[:0]
 	}
+}
+
+// hasTrailers reports whether the handler declared or set trailers,
+// which only chunked framing can carry.
+func (w *response) hasTrailers() bool {
+	if len(w.trailers) > 0 {
+		return true
+	}
+	for k := range w.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func writeLength(bw *bufio.Writer, n int64) {

@@ -302,6 +302,8 @@ func TestResponseFraming(t *testing.T) {
 			w.(http.Flusher).Flush()
 			io.WriteString(w, "b")
 			w.Header().Set(http.TrailerPrefix+"X-Sum", "2")
+		case "/trailer-only":
+			w.Header().Set(http.TrailerPrefix+"X-Sum", "0")
 		case "/head":
 			w.Header().Set("Content-Length", "10")
 		}
@@ -325,6 +327,14 @@ func TestResponseFraming(t *testing.T) {
 	resp, err = http.ReadResponse(br, &http.Request{Method: "HEAD"})
 	if err != nil || resp.ContentLength != 10 {
 		t.Errorf("head: %v %v", resp, err)
+	}
+	io.WriteString(c, "GET /trailer-only HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, err = http.ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(resp.Body); len(b) != 0 || resp.Trailer.Get("X-Sum") != "0" {
+		t.Errorf("trailer only: %q trailer %v", b, resp.Trailer)
 	}
 
 	c, br = dial(t, addr)

@@ -387,9 +387,9 @@ func (d *Dataplane) Close(ctx context.Context) error {
 	var forced atomic.Bool
 	for _, bl := range bound {
 		wg.Go(func() {
-			if err := bl.srv.Shutdown(ctx); err != nil {
+			if err := bl.shutdown(ctx); err != nil {
 				forced.Store(true)
-				bl.srv.Close()
+				bl.closeNow()
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"weft.dev/weft/internal/proxy/forward"
+	"weft.dev/weft/internal/proxy/h1server"
 )
 
 // DefaultListenerDrain is how long a listener removed by an update keeps
@@ -40,7 +42,8 @@ type boundListener struct {
 	addr string       // configured address
 	ln   net.Listener // the socket
 	cl   *connListener
-	srv  *http.Server // serves cl: connections set up (serve.go)
+	srv  *http.Server     // serves cl: the HTTP/2 connections set up (serve.go)
+	h1   *h1server.Server // serves the HTTP/1.1 connections set up, each on its setup goroutine
 	// streamIdle is stream_idle_timeout for the HTTP/2 streams the
 	// server serves (streamidle.go); 0: none. Set when bound, as the
 	// server's other limits.
@@ -107,7 +110,38 @@ func (d *Dataplane) bind(lc *listenerConfig) (*boundListener, error) {
 		BaseContext:    func(net.Listener) context.Context { return d.baseCtx },
 		ConnContext:    connContext,
 	}
+	bl.h1 = &h1server.Server{
+		Handler:           bl,
+		ReadHeaderTimeout: sl.headersTimeout,
+		IdleTimeout:       sl.idleTimeout,
+		// Past MaxHeaderBytes+4 KiB of request line and headers the
+		// server answers 431 itself, as net/http; the request path
+		// checks the exact limit.
+		MaxHeaderBytes: sl.maxHeaderBytes,
+		Log:            d.log.With("listener", lc.name),
+	}
 	return bl, nil
+}
+
+// shutdown stops bl's servers as http.Server.Shutdown: idle connections
+// close now, busy ones after their request; it returns ctx.Err() when
+// ctx ends first.
+func (bl *boundListener) shutdown(ctx context.Context) error {
+	var h1err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h1err = bl.h1.Shutdown(ctx)
+	}()
+	err := bl.srv.Shutdown(ctx)
+	<-done
+	return cmp.Or(err, h1err)
+}
+
+// closeNow closes bl's servers and every connection they hold.
+func (bl *boundListener) closeNow() {
+	bl.srv.Close()
+	bl.h1.Close()
 }
 
 // serve accepts and serves until the server is shut down. Called once per
@@ -159,8 +193,8 @@ func (bl *boundListener) startDrain() {
 
 		ctx, cancel := context.WithTimeout(d.drainCtx, drainTimeout)
 		defer cancel()
-		if err := bl.srv.Shutdown(ctx); err != nil {
-			bl.srv.Close()
+		if err := bl.shutdown(ctx); err != nil {
+			bl.closeNow()
 		}
 		d.log.Info("listener drained", "listener", bl.name, "addr", bl.addr)
 	}()

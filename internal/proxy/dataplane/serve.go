@@ -15,7 +15,7 @@ import (
 
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/forward"
-	"weft.dev/weft/internal/proxy/h1strict"
+	"weft.dev/weft/internal/proxy/h1server"
 	"weft.dev/weft/internal/proxy/h2guard"
 	"weft.dev/weft/internal/proxy/tcpproxy"
 	"weft.dev/weft/internal/proxy/telemetry"
@@ -35,10 +35,12 @@ import (
 // — a client that sends plaintext there, or a certificate the chain does
 // not accept, is refused: its connection is closed and counted
 // (envoy_listener_ssl_connection_error), as Envoy's failed handshake.
-// Only then does the listener's http.Server get the connection, TLS
-// established, with what the request path needs to know of it (connInfo)
-// — or, on a tcp_proxy chain, the TCP proxy relays it on the same
-// goroutine until it ends or the listener closes.
+// Only then is the connection served, TLS established, with what the
+// request path needs to know of it (connInfo): HTTP/1.1 by the
+// listener's h1server on the same goroutine, HTTP/2 (ALPN h2, or h2c
+// with prior knowledge) by its http.Server — or, on a tcp_proxy chain,
+// the TCP proxy relays it on the same goroutine until it ends or the
+// listener closes.
 // So a slow or hostile client never holds up the accept loop, and a
 // certificate that rotates is presented on the next handshake while
 // connections already set up keep theirs.
@@ -262,6 +264,27 @@ func (l *connListener) setupAndHand(c net.Conn) {
 			cc.tcp, rt.clusters)
 		return
 	}
+	if ci.tls != nil && ci.tls.NegotiatedProtocol == "h2" {
+		l.handToHTTP2(conn)
+		return
+	}
+	// HTTP/1.1 (plaintext or over TLS) is served on this goroutine; a
+	// client that starts with HTTP/2's preface (h2c with prior
+	// knowledge) is handed to the HTTP/2 server.
+	ctx := context.WithValue(l.bl.d.baseCtx, connInfoKey{}, ci)
+	l.bl.h1.ServeConn(ctx, conn, h1server.ConnOptions{
+		AllowChunkedLength: ci.chain.strict.AllowChunkedLength,
+		TLS:                ci.tls,
+		Refused: func(err error) {
+			l.bl.d.log.Debug("request refused", "listener", l.bl.name, "remote", c.RemoteAddr().String(), "err", err.Error())
+		},
+		Handoff: func(h2 net.Conn) { l.handToHTTP2(l.bl.h2Guard(h2, true)) },
+	})
+}
+
+// handToHTTP2 gives an HTTP/2 connection to the listener's http.Server,
+// or closes it if the listener is closing.
+func (l *connListener) handToHTTP2(conn net.Conn) {
 	select {
 	case l.conns <- conn:
 	case <-l.closed:
@@ -345,7 +368,7 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 		if cc.tcp != nil {
 			return sc, ci
 		}
-		return bl.strictConn(bl.h2Guard(sc, false), cc), ci
+		return sc, ci
 	}
 	if head == nil {
 		// No inspector: the TLS socket itself sees what the client sends.
@@ -385,16 +408,17 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	if cc.tcp != nil {
 		return tc, ci
 	}
-	// HTTP/1.1 over TLS is checked as plaintext is, and HTTP/2's header
-	// blocks are timed as on plaintext (h2guard): net/http sees the
-	// decrypted bytes on a connection that is not a *tls.Conn and serves
-	// HTTP/2 with prior knowledge, as on h2c. It does not set
-	// Request.TLS then: ServeHTTP does, from ci.
+	// HTTP/1.1 over TLS is served by the listener's h1server as
+	// plaintext is, Request.TLS set from ci. HTTP/2's header blocks are
+	// timed as on plaintext (h2guard): net/http sees the decrypted bytes
+	// on a connection that is not a *tls.Conn and serves HTTP/2 with
+	// prior knowledge, as on h2c. It does not set Request.TLS then:
+	// ServeHTTP does, from ci.
 	ci.tls = &cs
 	if cs.NegotiatedProtocol == "h2" {
 		return bl.h2Guard(tc, true), ci
 	}
-	return bl.strictConn(tc, cc), ci
+	return tc, ci
 }
 
 // h2Guard times the HTTP/2 header blocks c's client sends (h2guard):
@@ -416,18 +440,6 @@ func (bl *boundListener) h2Guard(c net.Conn, h2 bool) net.Conn {
 		return h2guard.NewH2Conn(c, timeout, onTimeout)
 	}
 	return h2guard.NewConn(c, timeout, onTimeout)
-}
-
-// strictConn checks the HTTP/1.1 framing of what c's client sends on
-// chain cc (h1strict): net/http refuses a request with both
-// Content-Length and Transfer-Encoding, obsolete line folding or a bare
-// LF, as Envoy's codec does.
-func (bl *boundListener) strictConn(c net.Conn, cc *chainConfig) net.Conn {
-	o := cc.strict
-	o.Refused = func(e *h1strict.Error) {
-		bl.d.log.Debug("request refused: 400", "listener", bl.name, "remote", c.RemoteAddr().String(), "err", e.Error(), "offset", e.Offset)
-	}
-	return h1strict.NewConn(c, o)
 }
 
 // admitConn counts a newly accepted connection against the connection

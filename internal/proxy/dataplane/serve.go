@@ -82,7 +82,7 @@ func connOf(r interface{ Context() context.Context }) *connInfo {
 // connContext is the listener's http.Server.ConnContext: it puts the
 // connection's connInfo in every request's context.
 func connContext(ctx context.Context, c net.Conn) context.Context {
-	// Under the wrappers (h1strict, h2guard, TLS) is the serverConn.
+	// Under the wrappers (h2guard, TLS) is the serverConn.
 	for {
 		switch w := c.(type) {
 		case *serverConn:
@@ -273,7 +273,7 @@ func (l *connListener) setupAndHand(c net.Conn) {
 	// knowledge) is handed to the HTTP/2 server.
 	ctx := context.WithValue(l.bl.d.baseCtx, connInfoKey{}, ci)
 	l.bl.h1.ServeConn(ctx, conn, h1server.ConnOptions{
-		AllowChunkedLength: ci.chain.strict.AllowChunkedLength,
+		AllowChunkedLength: ci.chain.allowChunkedLength,
 		TLS:                ci.tls,
 		Refused: func(err error) {
 			l.bl.d.log.Debug("request refused", "listener", l.bl.name, "remote", c.RemoteAddr().String(), "err", err.Error())

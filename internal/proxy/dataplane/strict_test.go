@@ -155,8 +155,8 @@ func strictCorpus() []strictCase {
 		{name: "100 header fields", raw: "GET /ok HTTP/1.1\r\nHost: svc\r\n" + hdrs(99) + "\r\n", code: 200, reaches: []string{"GET /ok 0"}},
 
 		// What net/http accepts and Envoy's codec refuses: refused by
-		// the framing check in front of net/http (h1strict), before a
-		// request is parsed, so net/http answers and they are not counted.
+		// the proxy's HTTP/1.1 server (h1server) while it reads the head,
+		// before a request exists, so they are not counted.
 		{name: "Content-Length and Transfer-Encoding",
 			raw:  "POST /clte HTTP/1.1\r\nHost: svc\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
 			code: 400},

@@ -32,7 +32,6 @@ import (
 	"weft.dev/weft/internal/proxy/filter/ratelimit"
 	"weft.dev/weft/internal/proxy/filter/rbac"
 	"weft.dev/weft/internal/proxy/forward"
-	"weft.dev/weft/internal/proxy/h1strict"
 	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/tcpproxy"
 	"weft.dev/weft/internal/proxy/telemetry"
@@ -151,7 +150,10 @@ type chainConfig struct {
 	http   forward.Listener
 	tcp    *tcpproxy.Config // envoy.filters.network.tcp_proxy; nil for an HTTP chain
 	limits serverLimits     // what its connection manager needs of the listener's server (HTTP chains)
-	strict h1strict.Options // the HTTP/1.1 framing its connection manager allows
+	// allowChunkedLength is http_protocol_options.allow_chunked_length:
+	// a request with both Content-Length and chunked Transfer-Encoding is
+	// read as chunked instead of refused.
+	allowChunkedLength bool
 }
 
 // match returns the chain a connection to dst with TLS server name sni
@@ -507,7 +509,7 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 	if err := connectionManagerOptions(&cc.http, &m, where); err != nil {
 		return nil, err
 	}
-	cc.strict.AllowChunkedLength = m.GetHttpProtocolOptions().GetAllowChunkedLength()
+	cc.allowChunkedLength = m.GetHttpProtocolOptions().GetAllowChunkedLength()
 	if cc.limits, err = chainLimits(&cc.http.Limits, &m, where); err != nil {
 		return nil, err
 	}

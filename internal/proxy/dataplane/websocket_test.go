@@ -374,7 +374,7 @@ func TestWebSocketAccessLog(t *testing.T) {
 	}
 }
 
-// TestUpgradeKeepsFramingCheck: the framing check (h1strict) stops at a
+// TestUpgradeKeepsFramingCheck: the framing check (h1server's) stops at a
 // request that may switch protocols; such a request that is refused ends
 // its connection, so nothing after it goes unchecked. An h2c upgrade is
 // served as a plain request and the connection stays checked.

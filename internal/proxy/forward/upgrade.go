@@ -32,7 +32,7 @@ import (
 // A request with an Upgrade header that does not switch protocols ends
 // its connection (Connection: close): the client may already have sent
 // bytes of the new protocol, and the connection's framing check stopped
-// at the request (h1strict). Upgrade: h2c is not an upgrade here: the
+// at the request (h1server). Upgrade: h2c is not an upgrade here: the
 // header is dropped and the request served as any other, as Envoy's
 // HTTP/1.1 codec does.
 

@@ -193,18 +193,9 @@ func (p *celParser) primary() (*LogFilter, error) {
 			// request.path (with the query), request.method and
 			// request.host are Envoy's :path, :method and :authority.
 			if pseudo, ok := map[string]string{"path": ":path", "method": ":method", "host": ":authority"}[p.Tok.Text]; ok {
-				attr := p.Tok.Text
+				attr := "request." + p.Tok.Text
 				p.Next()
-				if !p.IsOp("==") {
-					return nil, p.Errf("request.%s supports == only, got %s", attr, p.Tok)
-				}
-				p.Next()
-				if p.Tok.Kind != celexpr.String {
-					return nil, p.Errf("request.%s compares with a string, got %s", attr, p.Tok)
-				}
-				v := p.Tok.Text
-				p.Next()
-				return &LogFilter{Op: LogFilterHeaderEquals, Header: pseudo, HeaderValue: v}, nil
+				return p.equalsString(attr, pseudo)
 			}
 		}
 		if p.Tok.Kind != celexpr.Ident || p.Tok.Text != "headers" {
@@ -222,20 +213,26 @@ func (p *celParser) primary() (*LogFilter, error) {
 		if err := p.Expect("]"); err != nil {
 			return nil, err
 		}
-		if !p.IsOp("==") {
-			return nil, p.Errf("request.headers[%q] supports == only, got %s", name, p.Tok)
-		}
-		p.Next()
-		if p.Tok.Kind != celexpr.String {
-			return nil, p.Errf("request.headers[%q] compares with a string, got %s", name, p.Tok)
-		}
-		v := p.Tok.Text
-		p.Next()
-		return &LogFilter{Op: LogFilterHeaderEquals, Header: strings.ToLower(name), HeaderValue: v}, nil
+		return p.equalsString(fmt.Sprintf("request.headers[%q]", name), strings.ToLower(name))
 	case p.Tok.Kind == celexpr.EOF:
 		return nil, p.Errf("the expression ends too early")
 	}
 	return nil, p.Errf("unsupported %s", p.Tok)
+}
+
+// equalsString parses "== 'value'" after attr (as written, for
+// messages), a comparison with the request's header (or pseudo-header).
+func (p *celParser) equalsString(attr, header string) (*LogFilter, error) {
+	if !p.IsOp("==") {
+		return nil, p.Errf("%s supports == only, got %s", attr, p.Tok)
+	}
+	p.Next()
+	if p.Tok.Kind != celexpr.String {
+		return nil, p.Errf("%s compares with a string, got %s", attr, p.Tok)
+	}
+	v := p.Tok.Text
+	p.Next()
+	return &LogFilter{Op: LogFilterHeaderEquals, Header: header, HeaderValue: v}, nil
 }
 
 // path consumes the identifiers a.b.c.

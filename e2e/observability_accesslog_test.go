@@ -259,6 +259,31 @@ spec:
 		t.Errorf("want exactly the 500's two lines, got:\n%s", strings.Join(after[before:], "\n"))
 	}
 
+	// Istio's own filter test (tests/integration/telemetry/api/testdata/
+	// accesslog/filter.yaml): request.path is Envoy's :path, query included.
+	m.WriteConfig("telemetry.yaml", `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging:
+  - providers: [{name: envoy}]
+    filter: {expression: "request.path == '/filter-test'"}
+`)
+	inConfig("path filter", true, "headerFilter", "header_filter")
+	before = len(logLines(envoyLog))
+	get("/broken?status=500", 500)
+	get("/filter-test?x=1", 200)
+	get("/filter-test", 200)
+	after = waitLines(t, envoyLog, before+2)
+	for _, l := range after[before:] {
+		if f := parseIstioText(t, l); f["path"] != "/filter-test" {
+			t.Errorf("path-filtered log has %s: %q", f["path"], l)
+		}
+	}
+	if len(after) != before+2 {
+		t.Errorf("want exactly /filter-test's two lines, got:\n%s", strings.Join(after[before:], "\n"))
+	}
+
 	m.WriteConfig("telemetry.yaml", `apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {name: mesh-default, namespace: istio-system}

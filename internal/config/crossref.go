@@ -550,7 +550,10 @@ func AppliesToMesh(gateways []string) bool {
 // reportVirtualServiceConflicts reports every VirtualService that claims a
 // host another one, seen first, already has on sidecars: as in Istio, one
 // VirtualService gives a host its routes there (mesh.RouteIndex keeps the
-// first), and the others are not used for it.
+// first), and the others are not used for it. With exportTo, two of them
+// conflict only where both are visible in the same group of Istio's
+// order (private to a namespace, exported to it by name, public): a
+// namespace's private override of a public VirtualService is no conflict.
 func (c *crossChecker) reportVirtualServiceConflicts() {
 	var vss []*VirtualService
 	for _, k := range c.keys(KindVirtualService) {
@@ -561,21 +564,48 @@ func (c *crossChecker) reportVirtualServiceConflicts() {
 		}
 	}
 	slices.SortFunc(vss, FirstSeen)
-	owner := map[string]*VirtualService{}
+	type claim struct{ host, group string }
+	owner := map[claim]*VirtualService{}
 	for _, vs := range vss {
+		groups := visibilityGroups(vs)
 		for i, h := range vs.Spec.GetHosts() {
 			fqdn := c.resolve(h, vs.Namespace)
-			first, taken := owner[fqdn]
-			switch {
-			case !taken:
-				owner[fqdn] = vs
-			case first != vs:
-				c.report(SeverityError, CodeVirtualServiceConflict, vs.Meta, vs.Pos, fmt.Sprintf("spec.hosts[%d]", i), fmt.Sprintf(
-					"host %s already takes its routes from %s, which was there first; this VirtualService is not used for %s (on sidecars one VirtualService routes a host: merge the two, or delegate)",
-					fqdn, where(first.Meta), fqdn))
+			for _, g := range groups {
+				first, taken := owner[claim{fqdn, g}]
+				if !taken {
+					owner[claim{fqdn, g}] = vs
+					continue
+				}
+				if first != vs {
+					c.report(SeverityError, CodeVirtualServiceConflict, vs.Meta, vs.Pos, fmt.Sprintf("spec.hosts[%d]", i), fmt.Sprintf(
+						"host %s already takes its routes from %s, which was there first; this VirtualService is not used for %s (on sidecars one VirtualService routes a host: merge the two, or delegate)",
+						fqdn, where(first.Meta), fqdn))
+					break
+				}
 			}
 		}
 	}
+}
+
+// visibilityGroups names where a VirtualService competes for its hosts
+// (mesh.RouteIndex's order): "public" (no exportTo, or "*"), else
+// "private/<ns>" for its own namespace and "exported/<ns>" for each other
+// namespace it names.
+func visibilityGroups(vs *VirtualService) []string {
+	ex := vs.Spec.GetExportTo()
+	if len(ex) == 0 || slices.Contains(ex, "*") {
+		return []string{"public"}
+	}
+	var out []string
+	for _, e := range ex {
+		switch {
+		case e == "." || e == vs.Namespace:
+			out = append(out, "private/"+vs.Namespace)
+		default:
+			out = append(out, "exported/"+e)
+		}
+	}
+	return out
 }
 
 // reportDestinationRuleConflicts explains, for every host with several

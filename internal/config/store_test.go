@@ -332,3 +332,32 @@ spec:
 		t.Errorf("log lacks the field path:\n%s", out)
 	}
 }
+
+// TestExportToOverrideIsNoConflict: a namespace's private VirtualService
+// for a host another namespace routes publicly is Istio's consumer
+// override, not a conflict; two competing in the same group still are.
+func TestExportToOverrideIsNoConflict(t *testing.T) {
+	override := func(ns, name, exportTo string) string {
+		return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: %s, namespace: %s}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  exportTo: [%s]
+  http:
+  - route:
+    - destination: {host: reviews.default.svc.cluster.local, subset: v1}
+`, name, ns, exportTo)
+	}
+	s := NewStore(testOptions())
+	snap := s.Load(files("dr.yaml", reviewsDR, "vs.yaml", vsYAML("reviews", "1"),
+		"team-a.yaml", override("team-a", "mine", "'.'"),
+		"team-b.yaml", override("team-b", "for-a", "team-a")))
+	checkStrings(t, "diagnostics", diagStrings(snap), nil)
+
+	snap = s.Load(files("dr.yaml", reviewsDR, "vs.yaml", vsYAML("reviews", "1"),
+		"team-a.yaml", override("team-a", "mine", "'.'")+"---\n"+override("team-a", "again", "team-a")))
+	checkStrings(t, "diagnostics", diagStrings(snap), []string{
+		`error: team-a.yaml: doc 2: VirtualService team-a/again: spec.hosts[0]: host reviews.default.svc.cluster.local already takes its routes from VirtualService team-a/mine (team-a.yaml:1), which was there first; this VirtualService is not used for reviews.default.svc.cluster.local (on sidecars one VirtualService routes a host: merge the two, or delegate)`,
+	})
+}

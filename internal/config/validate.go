@@ -32,6 +32,16 @@ func (is *issues) warnCode(code Code, path, format string, args ...any) {
 	*is = append(*is, Diagnostic{Severity: SeverityWarning, Code: code, Path: path, Message: fmt.Sprintf(format, args...)})
 }
 
+// hasErrorAt reports whether an error was collected at path or inside it.
+func (is issues) hasErrorAt(path string) bool {
+	for _, d := range is {
+		if d.Severity == SeverityError && (d.Path == path || strings.HasPrefix(d.Path, path+".") || strings.HasPrefix(d.Path, path+"[")) {
+			return true
+		}
+	}
+	return false
+}
+
 // hasErrors reports whether any collected issue is an error.
 func (is issues) hasErrors() bool {
 	for _, d := range is {

@@ -53,6 +53,9 @@ func TestValidationRules(t *testing.T) {
 				`error spec.exportTo: "*" (every namespace) cannot be combined`,
 				`error spec.exportTo[1]: duplicate exportTo entry "prod"`,
 			}},
+		{"exportTo applied", KindVirtualService, "prod", "hosts: [reviews]\nexportTo: ['.', qa]\n" + route, nil},
+		{"dr exportTo not applied on sidecars", KindDestinationRule, "prod", "host: reviews\nexportTo: ['.', qa]\n",
+			[]string{`warning spec.exportTo: Weft does not apply exportTo to sidecars yet: this DestinationRule reaches the sidecars of every namespace, not only its own namespace and namespace qa`}},
 		// http routes.
 		{"deprecated mirrorPercent", KindVirtualService, "", "hosts: [reviews]\nhttp: [{route: [{destination: {host: reviews}}], mirror: {host: reviews}, mirrorPercent: 101}]\n",
 			[]string{`error spec.http[0].mirrorPercent: mirrorPercent 101 is over 100`, `warning spec.http[0].mirrorPercent: mirrorPercent is deprecated`}},
@@ -290,6 +293,8 @@ subsets:
 			[]string{`warning spec.ports[0].protocol: Weft does not support protocol "UDP" yet`}},
 		{"se export to", KindServiceEntry, "", "hosts: [a.example.com]\nresolution: STATIC\nports: [{number: 80, name: http, protocol: HTTP}]\nexportTo: ['~', '.']\n",
 			[]string{`error spec.exportTo: "~" (no one) cannot be combined`}},
+		{"se export to nobody", KindServiceEntry, "", "hosts: [a.example.com]\nresolution: STATIC\nports: [{number: 80, name: http, protocol: HTTP}]\nexportTo: ['~']\n",
+			nil},
 		{"se unix endpoint with two ports", KindServiceEntry, "", "hosts: [a.example.com]\nresolution: STATIC\nports: [{number: 80, name: http, protocol: HTTP}, {number: 81, name: http2, protocol: HTTP2}]\nendpoints: [{address: 'unix://relative.sock'}]\n",
 			[]string{
 				`error spec.endpoints[0].address: a unix socket endpoint needs a ServiceEntry with exactly one port`,

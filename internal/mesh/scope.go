@@ -21,7 +21,8 @@ import (
 // (EgressScopeMesh, Istio's default), or, under EgressScopeNamespace, the
 // services of its own namespace and the root namespace plus every service
 // the VirtualServices of those reach: a proxy's configuration then grows
-// with what it calls, not with the mesh.
+// with what it calls, not with the mesh. Whatever the scope, a service
+// is never sent to the sidecars of a namespace its exportTo leaves out.
 
 // EgressScope is what a proxy without a Sidecar is sent.
 type EgressScope string
@@ -51,6 +52,7 @@ type ScopeIndex struct {
 	in       scopeInputs
 	sidecars []*config.Sidecar
 	def      EgressScope
+	exported bool     // some service is exported to fewer than every namespace
 	cache    sync.Map // scopeKey → *Visibility
 }
 
@@ -121,7 +123,14 @@ func newScopeIndex(s *Snapshot, sidecars []*config.Sidecar, def EgressScope) *Sc
 		def = EgressScopeMesh
 	}
 	in := scopeInputs{rootNS: s.RootNamespace, suffix: s.DomainSuffix, reg: s.Registry, routes: s.Routes}
-	return &ScopeIndex{in: in, sidecars: sidecars, def: def}
+	x := &ScopeIndex{in: in, sidecars: sidecars, def: def}
+	for _, svc := range s.Registry.Services() {
+		if svc.ExportTo != nil {
+			x.exported = true
+			break
+		}
+	}
+	return x
 }
 
 // For returns what a proxy of namespace ns with these labels sees.
@@ -130,7 +139,7 @@ func (x *ScopeIndex) For(ns string, labels map[string]string) *Visibility {
 		return nil
 	}
 	sc := config.SelectSidecar(x.in.rootNS, ns, labels, x.sidecars)
-	if sc == nil && x.def == EgressScopeMesh {
+	if sc == nil && x.def == EgressScopeMesh && !x.exported {
 		return nil
 	}
 	key := scopeKey{ns: ns}
@@ -141,9 +150,12 @@ func (x *ScopeIndex) For(ns string, labels map[string]string) *Visibility {
 		return v.(*Visibility)
 	}
 	var v *Visibility
-	if sc != nil {
+	switch {
+	case sc != nil:
 		v = x.sidecarVisibility(sc, ns)
-	} else {
+	case x.def == EgressScopeMesh:
+		v = nil2all(&Visibility{ports: map[string]map[uint32]bool{}}, x.in.reg, ns)
+	default:
 		v = x.namespaceVisibility(ns)
 	}
 	actual, _ := x.cache.LoadOrStore(key, v)
@@ -180,7 +192,7 @@ func (x *ScopeIndex) sidecarVisibility(sc *config.Sidecar, ns string) *Visibilit
 		}
 	}
 	if len(sc.Spec.GetEgress()) == 0 {
-		return nil2all(v, x.in.reg)
+		return nil2all(v, x.in.reg, ns)
 	}
 	byPort := map[uint32][]egressHost{}
 	var anyPort []egressHost
@@ -204,6 +216,9 @@ func (x *ScopeIndex) sidecarVisibility(sc *config.Sidecar, ns string) *Visibilit
 		byPort[eg.GetPort().GetNumber()] = hosts
 	}
 	for _, svc := range x.in.reg.Services() {
+		if !svc.ExportedTo(ns) {
+			continue
+		}
 		for _, p := range svc.Ports {
 			hosts, ok := byPort[p.Number]
 			if !ok {
@@ -223,11 +238,14 @@ func (x *ScopeIndex) sidecarVisibility(sc *config.Sidecar, ns string) *Visibilit
 	return v
 }
 
-// nil2all makes v see every service (a Sidecar with only an outbound
-// traffic policy).
-func nil2all(v *Visibility, reg *registry.Snapshot) *Visibility {
+// nil2all makes v see every service exported to namespace ns (a Sidecar
+// with only an outbound traffic policy; the mesh scope when some service
+// is not exported everywhere).
+func nil2all(v *Visibility, reg *registry.Snapshot, ns string) *Visibility {
 	for _, svc := range reg.Services() {
-		v.ports[svc.Hostname] = nil
+		if svc.ExportedTo(ns) {
+			v.ports[svc.Hostname] = nil
+		}
 	}
 	return v
 }
@@ -252,7 +270,7 @@ func (x *ScopeIndex) namespaceVisibility(ns string) *Visibility {
 	v := &Visibility{ports: map[string]map[uint32]bool{}}
 	var queue []string
 	for _, svc := range in.reg.Services() {
-		if svc.Namespace == ns || svc.Namespace == in.rootNS {
+		if (svc.Namespace == ns || svc.Namespace == in.rootNS) && svc.ExportedTo(ns) {
 			v.ports[svc.Hostname] = nil
 			queue = append(queue, svc.Hostname)
 		}
@@ -260,10 +278,13 @@ func (x *ScopeIndex) namespaceVisibility(ns string) *Visibility {
 	for len(queue) > 0 {
 		host := queue[0]
 		queue = queue[1:]
-		for _, vs := range in.routes.ForHost(host) {
+		for _, vs := range in.routes.ForHostIn(host, ns) {
 			for _, dst := range routeDestinations(vs.Spec) {
 				fqdn := in.resolve(dst, vs.Namespace)
-				if _, seen := v.ports[fqdn]; seen || in.reg.Service(fqdn) == nil {
+				if _, seen := v.ports[fqdn]; seen {
+					continue
+				}
+				if svc := in.reg.Service(fqdn); svc == nil || !svc.ExportedTo(ns) {
 					continue
 				}
 				v.ports[fqdn] = nil

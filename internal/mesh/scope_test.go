@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"slices"
 	"testing"
 
 	networking "istio.io/api/networking/v1alpha3"
@@ -120,5 +121,65 @@ func TestScopeSidecar(t *testing.T) {
 	// "~" imports nothing.
 	if got := visible(s, s.Scopes.For("pay", nil)); len(got) != 0 {
 		t.Errorf("~/* = %v, want nothing", got)
+	}
+}
+
+// TestScopeExportTo: a service exported to fewer than every namespace is
+// sent only to the sidecars of those, under every scope (the mesh
+// default, the namespace scope, a Sidecar's egress hosts), and a route
+// to it does not pull it in elsewhere.
+func TestScopeExportTo(t *testing.T) {
+	reg := registry.NewSnapshot([]*registry.Service{
+		{Hostname: "billing.pay.svc.cluster.local", Namespace: "pay", ExportTo: []string{"pay", "shop"},
+			Ports: []registry.Port{{Number: 80, Protocol: registry.HTTP}}},
+		{Hostname: "ledger.pay.svc.cluster.local", Namespace: "pay", ExportTo: []string{"pay"},
+			Ports: []registry.Port{{Number: 80, Protocol: registry.HTTP}}},
+		{Hostname: "cart.shop.svc.cluster.local", Namespace: "shop",
+			Ports: []registry.Port{{Number: 80, Protocol: registry.HTTP}}},
+		{Hostname: "secret.ops.svc.cluster.local", Namespace: "ops", ExportTo: []string{},
+			Ports: []registry.Port{{Number: 80, Protocol: registry.HTTP}}},
+	}, nil)
+	cfg := func(sidecars ...*config.Sidecar) *config.Snapshot {
+		return &config.Snapshot{Sidecars: sidecars, VirtualServices: []*config.VirtualService{{
+			Meta: meta(config.KindVirtualService, "shop", "cart"), Spec: &networking.VirtualService{
+				Hosts: []string{"cart"},
+				Http:  []*networking.HTTPRoute{{Route: []*networking.HTTPRouteDestination{{Destination: &networking.Destination{Host: "ledger.pay.svc.cluster.local"}}}}},
+			}}}}
+	}
+	names := func(s *Snapshot, v *Visibility) []string {
+		var out []string
+		for h := range visible(s, v) {
+			out = append(out, h)
+		}
+		slices.Sort(out)
+		return out
+	}
+	mesh := Build(cfg(), reg, Options{})
+	for _, tc := range []struct {
+		ns   string
+		want []string
+	}{
+		{"shop", []string{"billing.pay.svc.cluster.local", "cart.shop.svc.cluster.local"}},
+		{"pay", []string{"billing.pay.svc.cluster.local", "cart.shop.svc.cluster.local", "ledger.pay.svc.cluster.local"}},
+		{"ops", []string{"cart.shop.svc.cluster.local"}},
+	} {
+		if got := names(mesh, mesh.Scopes.For(tc.ns, nil)); !slices.Equal(got, tc.want) {
+			t.Errorf("mesh scope, namespace %s: sees %v, want %v", tc.ns, got, tc.want)
+		}
+	}
+	// The namespace scope follows cart's route to ledger only where ledger is exported.
+	ns := Build(cfg(), reg, Options{EgressScope: EgressScopeNamespace})
+	if got, want := names(ns, ns.Scopes.For("shop", nil)), []string{"cart.shop.svc.cluster.local"}; !slices.Equal(got, want) {
+		t.Errorf("namespace scope, shop: sees %v, want %v (ledger is exported to pay only)", got, want)
+	}
+	// A Sidecar naming every host still cannot see what is not exported to it.
+	sc := Build(cfg(sidecar("shop", "all", 1, &networking.Sidecar{Egress: []*networking.IstioEgressListener{{Hosts: []string{"*/*"}}}})), reg, Options{})
+	if got, want := names(sc, sc.Scopes.For("shop", nil)), []string{"billing.pay.svc.cluster.local", "cart.shop.svc.cluster.local"}; !slices.Equal(got, want) {
+		t.Errorf("Sidecar */*, shop: sees %v, want %v", got, want)
+	}
+	// Without a restricted service the mesh scope stays nil (sees everything).
+	open := Build(&config.Snapshot{}, registry.NewSnapshot([]*registry.Service{{Hostname: "a.x.svc.cluster.local", Namespace: "x"}}, nil), Options{})
+	if v := open.Scopes.For("y", nil); v != nil {
+		t.Errorf("no exportTo anywhere: visibility %v, want nil (every service)", v)
 	}
 }

@@ -111,6 +111,12 @@ type Service struct {
 	// DNS names themselves (a ServiceEntry's resolution DNS or
 	// DNS_ROUND_ROBIN).
 	Resolution Resolution
+	// ExportTo lists the namespaces whose sidecars may see the service
+	// (a ServiceEntry's spec.exportTo, a Kubernetes Service's
+	// networking.istio.io/exportTo annotation, "." resolved to its own
+	// namespace): nil, or "*" among them, is every namespace; an empty
+	// non-nil list ("~") none.
+	ExportTo []string
 }
 
 // Resolution is how a service's endpoint addresses become the addresses
@@ -364,4 +370,39 @@ func HasLabels(have, want map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// ExportedTo reports whether the sidecars of namespace ns may see s.
+func (s *Service) ExportedTo(ns string) bool {
+	if s.ExportTo == nil {
+		return true
+	}
+	for _, e := range s.ExportTo {
+		if e == "*" || e == ns {
+			return true
+		}
+	}
+	return false
+}
+
+// ResolveExportTo turns an exportTo list of a resource of namespace ns
+// into Service.ExportTo: nil for every namespace (none given, or "*"),
+// "." as ns, "~" as none.
+func ResolveExportTo(exportTo []string, ns string) []string {
+	if len(exportTo) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(exportTo))
+	for _, e := range exportTo {
+		switch e {
+		case "*":
+			return nil
+		case "~":
+		case ".":
+			out = append(out, ns)
+		default:
+			out = append(out, e)
+		}
+	}
+	return out
 }

@@ -88,6 +88,10 @@ type service struct {
 	ports map[string]registry.Port
 }
 
+// exportToAnnotation is Istio's annotation of a Service listing the
+// namespaces it is visible to, comma-separated (".", "*", "~" or names).
+const exportToAnnotation = "networking.istio.io/exportTo"
+
 // convertService turns a Kubernetes Service into a mesh service:
 // host <name>.<ns>.svc.<suffix>, its TCP ports with their protocols (see
 // portProtocol) and numeric target ports. ClusterIP and headless
@@ -106,6 +110,15 @@ func convertService(s *corev1.Service, domainSuffix string) *service {
 		},
 		publishNotReady: s.Spec.PublishNotReadyAddresses,
 		ports:           make(map[string]registry.Port, len(s.Spec.Ports)),
+	}
+	if v, ok := s.Annotations[exportToAnnotation]; ok {
+		var to []string
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				to = append(to, e)
+			}
+		}
+		out.svc.ExportTo = registry.ResolveExportTo(to, s.Namespace)
 	}
 	if s.Spec.Type == corev1.ServiceTypeExternalName {
 		out.externalName = strings.TrimSuffix(s.Spec.ExternalName, ".")

@@ -115,6 +115,30 @@ func TestConvertService(t *testing.T) {
 	}
 }
 
+// TestConvertServiceExportTo: Istio's networking.istio.io/exportTo
+// annotation limits the namespaces whose sidecars see the Service.
+func TestConvertServiceExportTo(t *testing.T) {
+	for _, tc := range []struct {
+		annotation string
+		want       []string
+	}{
+		{"", nil},
+		{".", []string{"shop"}},
+		{"., pay", []string{"shop", "pay"}},
+		{"*", nil},
+		{"~", []string{}},
+	} {
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "reviews", Namespace: "shop"}}
+		if tc.annotation != "" {
+			svc.Annotations = map[string]string{"networking.istio.io/exportTo": tc.annotation}
+		}
+		got := convertService(svc, "").svc.ExportTo
+		if (got == nil) != (tc.want == nil) || !slices.Equal(got, tc.want) {
+			t.Errorf("exportTo annotation %q: ExportTo %#v, want %#v", tc.annotation, got, tc.want)
+		}
+	}
+}
+
 func TestConvertExternalNameService(t *testing.T) {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "shop"},

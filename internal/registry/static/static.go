@@ -80,6 +80,7 @@ func BuildWith(cfg *config.Snapshot, opts Options) *registry.Snapshot {
 				Source:     Source,
 				Addresses:  addrs,
 				Resolution: res,
+				ExportTo:   registry.ResolveExportTo(se.Spec.GetExportTo(), se.Namespace),
 			})
 			for _, p := range ports {
 				for _, w := range workloads {

@@ -185,18 +185,25 @@ spec:
 `, name, name, port, protocol, name)
 }
 
-// Service registers a service with one backend workload per version and
-// starts them. It writes <name>-services.yaml.
+// Service registers a service on port 8080 with one backend workload per
+// version and starts them. It writes <name>-services.yaml.
 func (m *Mesh) Service(name, protocol string, versions ...string) []*localmesh.Workload {
 	m.t.Helper()
-	docs := []string{ServiceEntryYAML(name, 8080, protocol)}
+	return m.ServiceOnPort(name, protocol, 8080, versions...)
+}
+
+// ServiceOnPort is Service with the service's port (its workloads listen
+// on ports of their own).
+func (m *Mesh) ServiceOnPort(name, protocol string, port uint32, versions ...string) []*localmesh.Workload {
+	m.t.Helper()
+	docs := []string{ServiceEntryYAML(name, port, protocol)}
 	var backends []Backend
 	for i, v := range versions {
-		port, err := localmesh.FreePort("127.0.0.1")
+		wport, err := localmesh.FreePort("127.0.0.1")
 		if err != nil {
 			m.t.Fatal(err)
 		}
-		b := Backend{Name: fmt.Sprintf("%s-%s-%d", name, v, i), Version: v, IP: nextIP(), Port: uint32(port)}
+		b := Backend{Name: fmt.Sprintf("%s-%s-%d", name, v, i), Version: v, IP: nextIP(), Port: uint32(wport)}
 		backends = append(backends, b)
 		docs = append(docs, b.WorkloadEntryYAML(name))
 	}
@@ -227,7 +234,13 @@ func (m *Mesh) Service(name, protocol string, versions ...string) []*localmesh.W
 // connection refused.
 func (m *Mesh) Client(name string) *localmesh.Workload {
 	m.t.Helper()
-	w := m.Workload(localmesh.WorkloadOptions{Name: name,
+	return m.ClientIn(name, "")
+}
+
+// ClientIn is Client in namespace ns ("" is default).
+func (m *Mesh) ClientIn(name, ns string) *localmesh.Workload {
+	m.t.Helper()
+	w := m.Workload(localmesh.WorkloadOptions{Name: name, Namespace: ns,
 		Labels: map[string]string{"app": name, "version": "v1"}})
 	Eventually(m.t, 30*time.Second, "client "+name+" ready", func() error {
 		if !w.Proxy.Ready() {

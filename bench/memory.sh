@@ -10,7 +10,8 @@
 # by every process of the same file); the highest RSS of the samples taken
 # once a second is reported. From the proxy's /stats/prometheus (Go's
 # runtime): heap in use, heap objects, goroutine stacks, goroutines. Heap
-# profiles of each Weft state are kept beside the table.
+# profiles and the runtime's go_memstats_* (go-<state>.txt) of each Weft
+# state are kept beside the table.
 #
 #   bench/memory.sh                          # 20 s of load per scenario
 #   DURATION=60s SERVICES=2000 bench/memory.sh
@@ -160,17 +161,36 @@ sample() {
   if [ -n "$admin" ]; then
     g=$(gostats "$admin")
     curl -fsS -o "$OUT/heap-$name.pb.gz" "http://$admin/debug/pprof/heap"
+    # Where the runtime's memory is (heap idle and released, stacks, span
+    # and GC metadata), to tell the anonymous RSS apart.
+    local q="" f
+    for f in heap_alloc heap_inuse heap_idle heap_released heap_sys stack_inuse stack_sys mspan_sys mcache_sys gc_sys other_sys buck_hash_sys sys next_gc; do
+      q="$q&name[]=go_memstats_${f}_bytes"
+    done
+    curl -fsS "http://$admin/stats/prometheus?${q#&}&name[]=go_gc_duration_seconds&name[]=go_goroutines" | grep -v '^#' > "$OUT/go-$name.txt" || true
   fi
   echo "$name $best $g ${CPU_US:--}" >> "$work/rows"
 }
+# binpages PID: "resident referenced" KiB of the binary's own mappings
+# (its code, read-only data and pclntab), Referenced counting the pages
+# touched since the last clear_refs.
+binpages() {
+  awk -v bin="$work/weft-proxy" '/^[0-9a-f]+-[0-9a-f]+ / {on = ($NF == bin)} on && /^Rss:/ {r += $2} on && /^Referenced:/ {f += $2} END {print r+0, f+0}' "/proc/$1/smaps"
+}
 # load NAME URL PID [ADMIN]: sample while fortio sends QPS for DURATION.
+# For a sidecar, the pages of its binary that the load touches are
+# counted too (clear_refs before, smaps' Referenced after: what of the
+# resident binary serving requests needs, the rest was touched by init
+# and configuration).
 load() {
   local secs=${DURATION%s} t0
   t0=$(ticks "$3")
+  [ -n "${4:-}" ] && echo 1 > "/proc/$3/clear_refs"
   "$FORTIO" load -quiet -qps "$QPS" -c "$CONNS" -t "$DURATION" -H "Host: bench" -json "$work/$1.json" "$2?size=1024" >/dev/null 2>&1 & local f=$!
   sleep 2
   CPU_US=- sample "$1" $((secs - 4)) "$3" "${4:-}"
   wait $f
+  [ -n "${4:-}" ] && echo "$1 $(binpages "$3")" >> "$work/binpages"
   # CPU per request over the whole load, added to the row just written.
   local us
   us=$(awk -v d=$(( $(ticks "$3") - t0 )) -v hz="$hz" -v n="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["DurationHistogram"]["Count"])' "$work/$1.json")" 'BEGIN{printf "%.0f", 1e6*d/hz/n}')
@@ -179,6 +199,7 @@ load() {
 }
 
 : > "$work/rows"
+: > "$work/binpages"
 echo "idle (5 s each)"
 sample nginx-idle 5 "$nginx_pid"
 sample weft-idle 5 "$small_pid" $SMALL:15000
@@ -213,5 +234,10 @@ def ratio(a, b, i, what):
 ratio("weft-load", "nginx-load", 0, "RSS")
 ratio("weft-load", "nginx-load", 1, "anonymous")
 ratio("weft-mesh-load", "nginx-load", 0, "RSS")
+print()
+import os
+for l in open(os.path.join(os.path.dirname(sys.argv[1]), "binpages")):
+    n, r, f = l.split()
+    print(f"{n}: the binary's mappings {int(r)/1024:.1f} MiB resident, {int(f)/1024:.1f} MiB touched during the load")
 PY
 cat "$OUT/memory.md"

@@ -51,7 +51,7 @@ var ErrOverflow = errors.New("upstream overflow")
 // limits. Safe for concurrent use; lock-free unless max_connections is
 // finite and reached.
 type Breaker struct {
-	stats                               *Stats
+	stats                               *statRef // allocated at the first count
 	maxRequests, maxPending, maxRetries int64
 	// slots holds one token per HTTP/1.1 connection in use; nil when the
 	// connections are not limited (h2c clusters, or no finite limit).
@@ -61,7 +61,7 @@ type Breaker struct {
 
 // newBreaker reads circuit_breakers. h2 clusters multiplex, so
 // max_connections and max_pending_requests do not bound their requests.
-func newBreaker(c *clusterv3.Cluster, h2 bool, stats *Stats) (*Breaker, error) {
+func newBreaker(c *clusterv3.Cluster, h2 bool, stats *statRef) (*Breaker, error) {
 	b := &Breaker{stats: stats, maxRequests: envoyDefaultMaxRequests, maxPending: envoyDefaultMaxPendingRequests, maxRetries: envoyDefaultMaxRetries}
 	maxConns := int64(envoyDefaultMaxConnections)
 	for i, t := range c.GetCircuitBreakers().GetThresholds() {
@@ -105,13 +105,13 @@ type Admission struct {
 func (b *Breaker) Admit(ctx context.Context) (Admission, error) {
 	if n := b.active.Add(1); n > b.maxRequests {
 		b.active.Add(-1)
-		b.stats.CbRqOpen.Set(1)
-		b.stats.RqPendingOverflow.Inc()
+		b.stats.get().CbRqOpen.Set(1)
+		b.stats.get().RqPendingOverflow.Inc()
 		return Admission{}, ErrOverflow
 	} else if n == b.maxRequests {
-		b.stats.CbRqOpen.Set(1)
+		b.stats.get().CbRqOpen.Set(1)
 	}
-	b.stats.RqActive.Inc()
+	b.stats.get().RqActive.Inc()
 	a := Admission{b: b}
 	if b.slots == nil {
 		return a, nil
@@ -120,37 +120,37 @@ func (b *Breaker) Admit(ctx context.Context) (Admission, error) {
 	case b.slots <- struct{}{}:
 		a.slot = true
 		if len(b.slots) == cap(b.slots) {
-			b.stats.CbCxOpen.Set(1)
+			b.stats.get().CbCxOpen.Set(1)
 		}
 		return a, nil
 	default:
 	}
 	// Every connection is busy: Envoy counts the connection overflow and
 	// queues the request, if the pending queue has room.
-	b.stats.CxOverflow.Inc()
-	b.stats.CbCxOpen.Set(1)
+	b.stats.get().CxOverflow.Inc()
+	b.stats.get().CbCxOpen.Set(1)
 	if n := b.pending.Add(1); n > b.maxPending {
 		b.pending.Add(-1)
-		b.stats.CbRqPendingOpen.Set(1)
-		b.stats.RqPendingOverflow.Inc()
+		b.stats.get().CbRqPendingOpen.Set(1)
+		b.stats.get().RqPendingOverflow.Inc()
 		a.Release()
 		return Admission{}, ErrOverflow
 	} else if n == b.maxPending {
-		b.stats.CbRqPendingOpen.Set(1)
+		b.stats.get().CbRqPendingOpen.Set(1)
 	}
-	b.stats.RqPendingTotal.Inc()
-	b.stats.RqPendingActive.Inc()
+	b.stats.get().RqPendingTotal.Inc()
+	b.stats.get().RqPendingActive.Inc()
 	defer func() {
 		if b.pending.Add(-1) == b.maxPending-1 { // the gauges change on transitions only
-			b.stats.CbRqPendingOpen.Set(0)
+			b.stats.get().CbRqPendingOpen.Set(0)
 		}
-		b.stats.RqPendingActive.Dec()
+		b.stats.get().RqPendingActive.Dec()
 	}()
 	select {
 	case b.slots <- struct{}{}:
 		a.slot = true
 		if len(b.slots) == cap(b.slots) {
-			b.stats.CbCxOpen.Set(1)
+			b.stats.get().CbCxOpen.Set(1)
 		}
 		return a, nil
 	case <-ctx.Done():
@@ -172,20 +172,20 @@ func (b *Breaker) AdmitConn() (release func(), ok bool) {
 	select {
 	case b.slots <- struct{}{}:
 		if len(b.slots) == cap(b.slots) {
-			b.stats.CbCxOpen.Set(1)
+			b.stats.get().CbCxOpen.Set(1)
 		}
 		var once sync.Once
 		return func() {
 			once.Do(func() {
 				<-b.slots
 				if len(b.slots) == cap(b.slots)-1 {
-					b.stats.CbCxOpen.Set(0)
+					b.stats.get().CbCxOpen.Set(0)
 				}
 			})
 		}, true
 	default:
-		b.stats.CxOverflow.Inc()
-		b.stats.CbCxOpen.Set(1)
+		b.stats.get().CxOverflow.Inc()
+		b.stats.get().CbCxOpen.Set(1)
 		return nil, false
 	}
 }
@@ -200,13 +200,13 @@ func (a *Admission) Release() {
 	if a.slot {
 		<-b.slots
 		if len(b.slots) == cap(b.slots)-1 {
-			b.stats.CbCxOpen.Set(0)
+			b.stats.get().CbCxOpen.Set(0)
 		}
 	}
 	if b.active.Add(-1) == b.maxRequests-1 {
-		b.stats.CbRqOpen.Set(0)
+		b.stats.get().CbRqOpen.Set(0)
 	}
-	b.stats.RqActive.Dec()
+	b.stats.get().RqActive.Dec()
 }
 
 // RetryTokens are the retries one request holds against max_retries; they
@@ -223,11 +223,11 @@ type RetryTokens struct {
 func (t *RetryTokens) Take(b *Breaker) bool {
 	if n := b.retries.Add(1); n > b.maxRetries {
 		b.retries.Add(-1)
-		b.stats.CbRqRetryOpen.Set(1)
-		b.stats.RqRetryOverflow.Inc()
+		b.stats.get().CbRqRetryOpen.Set(1)
+		b.stats.get().RqRetryOverflow.Inc()
 		return false
 	} else if n == b.maxRetries {
-		b.stats.CbRqRetryOpen.Set(1)
+		b.stats.get().CbRqRetryOpen.Set(1)
 	}
 	t.b = b
 	t.n++
@@ -238,7 +238,7 @@ func (t *RetryTokens) Take(b *Breaker) bool {
 func (t *RetryTokens) Release() {
 	if b := t.b; b != nil && t.n > 0 {
 		if after := b.retries.Add(-t.n); after < b.maxRetries && after+t.n >= b.maxRetries {
-			b.stats.CbRqRetryOpen.Set(0)
+			b.stats.get().CbRqRetryOpen.Set(0)
 		}
 		t.n = 0
 	}
@@ -246,7 +246,7 @@ func (t *RetryTokens) Release() {
 
 // configureState gives new state its circuit breakers and outlier
 // detector before any request uses it. Called while translating.
-func configureState(p *state, c *clusterv3.Cluster, stats *Stats) error {
+func configureState(p *state, c *clusterv3.Cluster, stats *statRef) error {
 	var err error
 	if p.breaker, err = newBreaker(c, p.up.HTTP2(), stats); err != nil {
 		return err

@@ -11,7 +11,7 @@ import (
 
 func TestBreakerHTTP1ConnectionsAndPending(t *testing.T) {
 	st := testStats(t, "c")
-	b, err := newBreaker(thresholds(1, 1, 100, 3), false, st)
+	b, err := newBreaker(thresholds(1, 1, 100, 3), false, refOf(st))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestBreakerHTTP1ConnectionsAndPending(t *testing.T) {
 }
 
 func TestBreakerPendingHonoursContext(t *testing.T) {
-	b, _ := newBreaker(thresholds(1, 5, 100, 3), false, testStats(t, "c"))
+	b, _ := newBreaker(thresholds(1, 5, 100, 3), false, refOf(testStats(t, "c")))
 	first, _ := b.Admit(context.Background())
 	defer first.Release()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -82,7 +82,7 @@ func TestBreakerLimits(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := newBreaker(tc.c, tc.h2, testStats(t, "c"))
+			b, err := newBreaker(tc.c, tc.h2, refOf(testStats(t, "c")))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,7 +107,7 @@ func TestBreakerLimits(t *testing.T) {
 
 func TestBreakerRetries(t *testing.T) {
 	st := testStats(t, "c")
-	b, _ := newBreaker(thresholds(10, 10, 10, 2), false, st)
+	b, _ := newBreaker(thresholds(10, 10, 10, 2), false, refOf(st))
 	var a, c RetryTokens
 	if !a.Take(b) || !a.Take(b) {
 		t.Fatal("first two retries refused")

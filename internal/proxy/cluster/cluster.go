@@ -38,7 +38,7 @@ import (
 // position, the circuit breakers, outlier detection and slow start. It is
 // shared by successive Clusters and safe for concurrent use.
 type state struct {
-	up      *upstream.Pool   // connections to the endpoints
+	up      upstream.Lazy    // connections to the endpoints; the pool is built at the first request
 	next    atomic.Uint64    // round-robin position
 	breaker *Breaker         // circuit_breakers (breaker.go)
 	outlier *outlierDetector // outlier_detection (outlier.go); nil when off
@@ -48,7 +48,8 @@ type state struct {
 }
 
 func newState(o upstream.Options) *state {
-	s := &state{up: upstream.NewPool(o)}
+	s := &state{}
+	s.up.Init(o)
 	s.next.Store(rand.Uint64()) // proxies should not all start on the same endpoint
 	return s
 }
@@ -65,9 +66,10 @@ type Cluster struct {
 	cla     *endpointv3.ClusterLoadAssignment
 	cfgWire []byte
 	claWire []byte
+	eds     string // an EDS cluster's EDS service name; "" for other types
 	state   *state
-	picker  *picker // nil for a cluster resolved by DNS: its state's is current (pick)
-	stats   *Stats  // envoy_cluster_* counters (stats.go)
+	picker  *picker  // nil for a cluster resolved by DNS: its state's is current (pick)
+	stats   *statRef // envoy_cluster_* counters (stats.go), allocated at the first request
 	// Metric labels: dstNoEndpoint when no endpoint was chosen (UH) and
 	// dstInbound when this cluster serves an inbound listener.
 	dstNoEndpoint *telemetry.DstLabels
@@ -81,11 +83,18 @@ type Cluster struct {
 // Name is the cluster's name.
 func (c *Cluster) Name() string { return c.name }
 
-// Stats is the cluster's envoy_cluster_* counter set.
-func (c *Cluster) Stats() *Stats { return c.stats }
+// Stats is the cluster's envoy_cluster_* counter set, allocated at the
+// first call (the first request); until then the cluster scrapes as
+// zeros. Lock-free once allocated.
+func (c *Cluster) Stats() *Stats { return c.stats.get() }
 
-// Upstream is the cluster's connection pool.
-func (c *Cluster) Upstream() *upstream.Pool { return c.state.up }
+// Upstream is the cluster's connection pool, built at the first call
+// (the first request). Lock-free once built.
+func (c *Cluster) Upstream() *upstream.Pool { return c.state.up.Pool() }
+
+// Broken lists the cluster's TLS sockets that cannot make handshakes
+// (upstream.Pool.Broken), without building its pool.
+func (c *Cluster) Broken() []error { return c.state.up.Broken() }
 
 // Breaker is the cluster's circuit breaker.
 func (c *Cluster) Breaker() *Breaker { return c.state.breaker }
@@ -146,16 +155,27 @@ func (c *Cluster) SharesState(other *Cluster) bool { return other != nil && c.st
 func (c *Cluster) RetainConnections() {
 	if d := c.state.dns; d != nil {
 		d.mu.Lock()
-		c.state.up.Retain(c.pick().conns())
+		c.state.retain(c.pick())
 		d.mu.Unlock()
 		d.start()
 		return
 	}
-	keep := c.picker.conns()
-	if c.state.orig != nil {
-		keep = append(keep, c.state.orig.conns()...)
+	c.state.retain(c.picker)
+}
+
+// retain closes the pooled connections of endpoints not in p (nor among
+// an ORIGINAL_DST cluster's hosts), once the pool is built; before, there
+// are none.
+func (st *state) retain(p *picker) {
+	pool := st.up.Built()
+	if pool == nil {
+		return
 	}
-	c.state.up.Retain(keep)
+	keep := p.conns()
+	if st.orig != nil {
+		keep = append(keep, st.orig.conns()...)
+	}
+	pool.Retain(keep)
 }
 
 // CloseIdle closes the idle connections of the cluster's state and stops
@@ -193,15 +213,61 @@ type Builder struct {
 // kept when c is unchanged, its endpoints too when the assignment is.
 // Errors name the field of c (or of its assignment) that is wrong.
 func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.ClusterLoadAssignment, prev *Cluster) (*Cluster, error) {
-	return b.BuildWire(c, nil, eps, nil, prev)
+	return b.BuildWire(nil, func() (*clusterv3.Cluster, error) { return c, nil }, AssignmentMaps{Messages: eps}, prev)
 }
 
-// BuildWire is Build given the encodings of c (cWire) and of the
-// assignments (epsWire, by the same names), as xdsclient.Wire has them:
-// an unchanged resource is told by its bytes, and the Cluster keeps them
-// instead of c and its assignment. With a nil cWire it is Build.
-func (b *Builder) BuildWire(c *clusterv3.Cluster, cWire []byte, eps map[string]*endpointv3.ClusterLoadAssignment, epsWire map[string][]byte, prev *Cluster) (*Cluster, error) {
-	ct, err := b.build(c, cWire, eps, epsWire, prev)
+// Assignments are the EDS assignments a build reads, by EDS service name.
+type Assignments interface {
+	// Wire is the named assignment's encoding; nil when it has none (a
+	// stand-in, a missing one, a set built from messages).
+	Wire(name string) []byte
+	// Assignment is the named assignment, decoded if need be; nil when
+	// there is none.
+	Assignment(name string) (*endpointv3.ClusterLoadAssignment, error)
+}
+
+// AssignmentMaps are Assignments given as messages and encodings by name;
+// either map may be nil, and a nil message is decoded from its encoding.
+type AssignmentMaps struct {
+	Messages  map[string]*endpointv3.ClusterLoadAssignment
+	Encodings map[string][]byte
+}
+
+// Wire implements Assignments.
+func (a AssignmentMaps) Wire(name string) []byte { return a.Encodings[name] }
+
+// Assignment implements Assignments.
+func (a AssignmentMaps) Assignment(name string) (*endpointv3.ClusterLoadAssignment, error) {
+	if m := a.Messages[name]; m != nil {
+		return m, nil
+	}
+	w, ok := a.Encodings[name]
+	if !ok {
+		return nil, nil
+	}
+	m := &endpointv3.ClusterLoadAssignment{}
+	if err := proto.Unmarshal(w, m); err != nil {
+		return nil, fmt.Errorf("cluster load assignment %q: %w", name, err)
+	}
+	return m, nil
+}
+
+// BuildWire is Build given the encoding of the Cluster (cWire) and of
+// the assignments, as xdsclient.Wire has them, and the Cluster decoded
+// only when asked (decode): when prev was built from the same bytes of
+// both, prev itself is returned and nothing is decoded; otherwise an
+// unchanged resource is told by its bytes, and the Cluster keeps them
+// instead of the decoded resource and assignment. With a nil cWire it is
+// Build.
+func (b *Builder) BuildWire(cWire []byte, decode func() (*clusterv3.Cluster, error), eps Assignments, prev *Cluster) (*Cluster, error) {
+	if prev.builtFrom(cWire, eps) {
+		return prev, nil
+	}
+	c, err := decode()
+	if err != nil {
+		return nil, err
+	}
+	ct, err := b.build(c, cWire, eps, prev)
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +280,22 @@ func (b *Builder) BuildWire(c *clusterv3.Cluster, cWire []byte, eps map[string]*
 	return ct, nil
 }
 
-func (b *Builder) build(c *clusterv3.Cluster, cWire []byte, eps map[string]*endpointv3.ClusterLoadAssignment, epsWire map[string][]byte, prev *Cluster) (*Cluster, error) {
+// builtFrom reports whether c (may be nil) was built from the encoding
+// cWire and from its assignment as eps encodes it now: it can serve as it
+// is. A sidecar of a large mesh holds thousands of clusters, and an
+// endpoint push changes a few.
+func (c *Cluster) builtFrom(cWire []byte, eps Assignments) bool {
+	if c == nil || c.cfgWire == nil || cWire == nil || !bytes.Equal(c.cfgWire, cWire) {
+		return false
+	}
+	if c.eds == "" {
+		return true // not EDS: the endpoints are part of the cluster, or none
+	}
+	w := eps.Wire(c.eds)
+	return w != nil && c.claWire != nil && bytes.Equal(w, c.claWire)
+}
+
+func (b *Builder) build(c *clusterv3.Cluster, cWire []byte, eps Assignments, prev *Cluster) (*Cluster, error) {
 	ct := &Cluster{name: c.GetName(), cfg: c, cfgWire: cWire}
 	var cla *endpointv3.ClusterLoadAssignment
 	switch c.GetClusterDiscoveryType().(type) {
@@ -224,14 +305,15 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire []byte, eps map[string]*endp
 	}
 	switch c.GetType() {
 	case clusterv3.Cluster_EDS:
-		svc := c.GetEdsClusterConfig().GetServiceName()
-		if svc == "" {
-			svc = c.GetName()
+		ct.eds = c.GetEdsClusterConfig().GetServiceName()
+		if ct.eds == "" || ct.eds == ct.name {
+			ct.eds = ct.name // one string for both
 		}
-		// A missing assignment means no endpoints yet (see xdsclient.Resources).
-		cla = eps[svc]
+		// A missing assignment means no endpoints yet (see
+		// xdsclient.Resources); it is decoded once the state is known
+		// (an unchanged one is not).
 		if cWire != nil {
-			ct.claWire = epsWire[svc] // nil for a stand-in or a missing one: compared as changed
+			ct.claWire = eps.Wire(ct.eds) // nil for a stand-in or a missing one: compared as changed
 		}
 	case clusterv3.Cluster_STATIC, clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
 		cla = c.GetLoadAssignment()
@@ -286,12 +368,13 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire []byte, eps map[string]*endp
 		Workload: telemetry.Unknown, WorkloadNamespace: telemetry.Unknown, App: telemetry.Unknown, Version: telemetry.Unknown})
 	ct.dstInbound = b.Metrics.InternDst(telemetry.IdentityDst(b.Identity, svc.host, svc.name, svc.namespace))
 
-	ct.stats = b.Stats.For(ct.name)
+	ct.stats = b.Stats.ref(ct.name)
 	if prev != nil && sameResource(prev.cfgWire, cWire, prev.cfg, c) {
 		ct.state = prev.state
 	} else {
-		uo.CountConnections(ct.stats.CxTotal.Inc)
-		uo.CountActive(&ct.stats.CxActive)
+		st := ct.stats
+		uo.CountConnections(func() { st.get().CxTotal.Inc() })
+		uo.CountActive(refActive{st})
 		ct.state = newState(uo)
 		if err := configureState(ct.state, c, ct.stats); err != nil {
 			return nil, err
@@ -305,6 +388,16 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire []byte, eps map[string]*endp
 			if err := b.newDNSHosts(ct, cla, svc, lbc, prev); err != nil {
 				return nil, err
 			}
+		}
+	}
+	if ct.eds != "" {
+		if prev != nil && ct.state == prev.state && prev.claWire != nil && ct.claWire != nil &&
+			bytes.Equal(prev.claWire, ct.claWire) {
+			ct.picker = prev.picker // carried over undecoded
+			return ct, nil
+		}
+		if cla, err = eps.Assignment(ct.eds); err != nil {
+			return nil, err
 		}
 	}
 	ct.cla = cla
@@ -330,9 +423,13 @@ func (b *Builder) newPicker(st *state, cla *endpointv3.ClusterLoadAssignment, sv
 		return nil, err
 	}
 	p := buildPicker(levels, lbc, &st.next, overprovisioning(cla))
+	pool := st.up.Built() // nil until the cluster's first request
 	for _, ep := range p.endpoints {
-		ep.conns = st.up.Endpoint(ep.addr, ep.md) // its transport socket: TLS or plaintext
+		ep.up, ep.sock = &st.up, st.up.Socket(ep.md) // its transport socket: TLS or plaintext
 		ep.md = nil
+		if pool != nil {
+			ep.conns.Store(pool.EndpointIn(ep.addr, ep.sock))
+		}
 	}
 	st.outlier.attach(p.endpoints)
 	st.warm.attach(p.endpoints, lbc.slowStart)
@@ -365,7 +462,7 @@ func (b *Builder) newDNSHosts(ct *Cluster, cla *endpointv3.ClusterLoadAssignment
 	d.build = func(a *endpointv3.ClusterLoadAssignment) (*picker, error) {
 		return b.newPicker(st, a, svc, lbc, localityWeighted)
 	}
-	d.retain = func(p *picker) { st.up.Retain(p.conns()) }
+	d.retain = st.retain
 	if prev != nil {
 		d.seed(prev.state.dns)
 	}

@@ -46,7 +46,10 @@ func testBuildCarriesState(t *testing.T, wire bool) {
 		var ct *Cluster
 		var err error
 		if wire {
-			ct, err = b.BuildWire(c, enc(c), eps, map[string][]byte{"svc": enc(eps["svc"])}, prev)
+			// As the xDS client hands an unchanged assignment over: its
+			// encoding only.
+			ct, err = b.BuildWire(enc(c), func() (*clusterv3.Cluster, error) { return c, nil },
+				AssignmentMaps{Encodings: map[string][]byte{"svc": enc(eps["svc"])}}, prev)
 		} else {
 			ct, err = b.Build(c, eps, prev)
 		}
@@ -64,6 +67,9 @@ func testBuildCarriesState(t *testing.T, wire bool) {
 	if !same.SharesState(first) || same.picker != first.picker {
 		t.Errorf("identical update replaced state or endpoints")
 	}
+	if wire && same != first {
+		t.Errorf("identical encodings built a new cluster, want the same one carried over")
+	}
 	moved := build(same, "10.0.0.2:80", time.Second)
 	if !moved.SharesState(first) || moved.picker == first.picker {
 		t.Errorf("endpoint-only update: state kept=%v endpoints replaced=%v", moved.SharesState(first), moved.picker != first.picker)
@@ -74,6 +80,69 @@ func testBuildCarriesState(t *testing.T, wire bool) {
 	changed := build(moved, "10.0.0.2:80", 2*time.Second)
 	if changed.SharesState(moved) {
 		t.Errorf("changed cluster kept its state")
+	}
+}
+
+// TestPoolBuiltAtFirstUse: a cluster's pool and its endpoints'
+// connections are built at the first request, not when the cluster is;
+// once built, an endpoint-only update keeps the connections of the
+// endpoints that stay, and drops those of the ones that left.
+func TestPoolBuiltAtFirstUse(t *testing.T) {
+	b := testBuilder(t)
+	c := edsCluster(t, "svc", false, "")
+	eps := func(addrs ...string) map[string]*endpointv3.ClusterLoadAssignment {
+		var es []ep
+		for _, a := range addrs {
+			es = append(es, ep{Addr: a})
+		}
+		return map[string]*endpointv3.ClusterLoadAssignment{"svc": cla("svc", es...)}
+	}
+	first, err := b.Build(c, eps("10.0.0.1:80", "10.0.0.2:80"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(first.CloseIdle)
+	first.RetainConnections()
+	if first.state.up.Built() != nil {
+		t.Fatal("the pool was built with the cluster, before any request")
+	}
+	for _, e := range first.picker.endpoints {
+		if e.conns.Load() != nil {
+			t.Fatalf("endpoint %s has connections before any request", e.Addr())
+		}
+	}
+	if first.Broken() != nil || first.Breaker() == nil {
+		t.Fatal("a plaintext cluster reports broken sockets, or has no breaker")
+	}
+	var one *Endpoint
+	for _, e := range first.picker.endpoints {
+		if e.Addr() == "10.0.0.1:80" {
+			one = e
+		}
+	}
+	conns := one.Conns()
+	if conns == nil || first.state.up.Built() == nil || first.Upstream() != first.state.up.Built() {
+		t.Fatal("the first request built no pool, or another one than the cluster's")
+	}
+	if one.Conns() != conns {
+		t.Fatal("the endpoint's connections changed between two requests")
+	}
+
+	// An endpoint-only update: the endpoint that stays keeps its
+	// connections; the pool is the same.
+	moved, err := b.Build(c, eps("10.0.0.1:80", "10.0.0.3:80"), first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved.RetainConnections()
+	for _, e := range moved.picker.endpoints {
+		got := e.conns.Load()
+		if got == nil {
+			t.Errorf("endpoint %s of a cluster whose pool is built has no connections", e.Addr())
+		}
+		if e.Addr() == "10.0.0.1:80" && got != conns {
+			t.Errorf("endpoint %s got new connections in an endpoint-only update", e.Addr())
+		}
 	}
 }
 

@@ -68,3 +68,10 @@ func metricValue(m any) float64 {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// refOf is a statRef whose counter set is s.
+func refOf(s *Stats) *statRef {
+	r := &statRef{name: s.clusterNm}
+	r.s.Store(s)
+	return r
+}

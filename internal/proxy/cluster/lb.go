@@ -28,9 +28,15 @@ type Endpoint struct {
 	weight  uint32
 	healthy bool                 // EDS health_status HEALTHY or UNKNOWN
 	dst     *telemetry.DstLabels // outbound destination metric labels
-	conns   *upstream.Conns      // connections, in the endpoint's transport socket
-	md      *core.Metadata       // LbEndpoint metadata, until conns is set (Build)
-	sec     telemetry.SecCache   // security labels of requests over mutual TLS
+	// conns are the endpoint's connections in its transport socket
+	// (sock) of the cluster's pool (up), looked up at first use
+	// (Conns): a cluster's pool is built when it carries its first
+	// request.
+	conns atomic.Pointer[upstream.Conns]
+	up    *upstream.Lazy
+	sock  int
+	md    *core.Metadata     // LbEndpoint metadata, until sock is set (Build)
+	sec   telemetry.SecCache // security labels of requests over mutual TLS
 	// active counts the requests in flight to this endpoint (LEAST_REQUEST):
 	// BeginRequest and EndRequest around each attempt.
 	active atomic.Int64
@@ -43,8 +49,20 @@ type Endpoint struct {
 func (e *Endpoint) Addr() string { return e.addr }
 
 // Conns is the endpoint's connections (plaintext or TLS, as its
-// transport socket says).
-func (e *Endpoint) Conns() *upstream.Conns { return e.conns }
+// transport socket says), created (and the cluster's pool built) at the
+// first call. Lock-free once created.
+func (e *Endpoint) Conns() *upstream.Conns {
+	if c := e.conns.Load(); c != nil {
+		return c
+	}
+	if e.up == nil {
+		return nil
+	}
+	// The pool gives every caller the same Conns for the same address
+	// and socket, so racing first calls agree.
+	e.conns.CompareAndSwap(nil, e.up.Pool().EndpointIn(e.addr, e.sock))
+	return e.conns.Load()
+}
 
 // SecCache is where the request path keeps the endpoint's security
 // metric labels (source_principal, destination_principal).
@@ -116,12 +134,13 @@ func buildPicker(byPrio [][]*Endpoint, cfg lbConfig, next *atomic.Uint64, overpr
 	return p
 }
 
-// conns lists the connections of every endpoint.
+// conns lists the connections of every endpoint, creating those not
+// created yet (call it once the pool is built).
 func (p *picker) conns() []*upstream.Conns {
 	out := make([]*upstream.Conns, 0, len(p.endpoints))
 	for _, e := range p.endpoints {
-		if e.conns != nil {
-			out = append(out, e.conns)
+		if c := e.Conns(); c != nil {
+			out = append(out, c)
 		}
 	}
 	return out

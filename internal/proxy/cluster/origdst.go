@@ -68,13 +68,13 @@ func (c *Cluster) PickOriginal(dst netip.AddrPort) *Endpoint {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if now.After(o.nextSweep) {
-		o.sweep(c.state.up, now)
+		o.sweep(c.state.up.Pool(), now)
 	}
 	h := o.hosts[dst]
 	if h == nil {
 		addr := dst.String()
-		h = &origHost{ep: &Endpoint{addr: addr, weight: 1, healthy: true, dst: c.dstNoEndpoint,
-			conns: c.state.up.Endpoint(addr, nil)}}
+		h = &origHost{ep: &Endpoint{addr: addr, weight: 1, healthy: true, dst: c.dstNoEndpoint}}
+		h.ep.conns.Store(c.state.up.Pool().Endpoint(addr, nil))
 		o.hosts[dst] = h
 	}
 	h.used = now
@@ -107,7 +107,7 @@ func (o *originalDst) conns() []*upstream.Conns {
 func (o *originalDst) connsLocked() []*upstream.Conns {
 	out := make([]*upstream.Conns, 0, len(o.hosts))
 	for _, h := range o.hosts {
-		out = append(out, h.ep.conns)
+		out = append(out, h.ep.conns.Load())
 	}
 	return out
 }

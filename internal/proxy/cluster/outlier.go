@@ -153,7 +153,7 @@ func (h *hostHealth) ejected() bool {
 // outlierDetector holds a cluster's outlier state.
 type outlierDetector struct {
 	cfg   *outlierConfig
-	stats *Stats
+	stats *statRef // allocated at the first ejection
 	panic atomic.Bool
 
 	mu       sync.Mutex
@@ -164,7 +164,7 @@ type outlierDetector struct {
 	now      func() time.Time   // tests
 }
 
-func newOutlierDetector(cfg *outlierConfig, stats *Stats) *outlierDetector {
+func newOutlierDetector(cfg *outlierConfig, stats *statRef) *outlierDetector {
 	return &outlierDetector{cfg: cfg, stats: stats, hosts: map[string]*hostHealth{}, now: time.Now}
 }
 
@@ -187,7 +187,7 @@ func (d *outlierDetector) sync(addrs []string) []*hostHealth {
 		if keep[a] == nil && h.ejectedFlag.Load() {
 			h.ejectedFlag.Store(false)
 			d.nEjected--
-			d.stats.OdEjectionsActive.Dec()
+			d.stats.get().OdEjectionsActive.Dec()
 		}
 	}
 	d.hosts = keep
@@ -214,7 +214,9 @@ func (d *outlierDetector) stop() {
 		d.cancel()
 		d.cancel = nil
 	}
-	d.stats.OdEjectionsActive.Sub(float64(d.nEjected))
+	if d.nEjected > 0 {
+		d.stats.get().OdEjectionsActive.Sub(float64(d.nEjected))
+	}
 	d.nEjected = 0
 }
 
@@ -316,17 +318,17 @@ func (d *outlierDetector) eject(h *hostHealth, k odKind) {
 	h.consecutive[k].Store(0)
 	switch k {
 	case odKind5xx:
-		d.stats.OdDetected5xx.Inc()
+		d.stats.get().OdDetected5xx.Inc()
 	case odKindGateway:
-		d.stats.OdDetectedGateway.Inc()
+		d.stats.get().OdDetectedGateway.Inc()
 	case odKindLocalOrigin:
-		d.stats.OdDetectedLocalOrigin.Inc()
+		d.stats.get().OdDetectedLocalOrigin.Inc()
 	}
 	if e := d.cfg.enforcing[k]; e == 0 || (e < 100 && rand.Uint32N(100) >= e) {
 		return
 	}
 	if n := len(d.hosts); n == 0 || float64(d.nEjected)*100/float64(n) >= d.cfg.maxEjectionPercent {
-		d.stats.OdEjectionsOverflow.Inc()
+		d.stats.get().OdEjectionsOverflow.Inc()
 		return
 	}
 	now := d.now()
@@ -336,16 +338,16 @@ func (d *outlierDetector) eject(h *hostHealth, k odKind) {
 	h.ejectedFlag.Store(true)
 	d.nEjected++
 	d.updatePanic()
-	d.stats.OdEjectionsActive.Inc()
-	d.stats.OdEjectionsTotal.Inc()
-	d.stats.OdEjectionsEnforcedTotal.Inc()
+	d.stats.get().OdEjectionsActive.Inc()
+	d.stats.get().OdEjectionsTotal.Inc()
+	d.stats.get().OdEjectionsEnforcedTotal.Inc()
 	switch k {
 	case odKind5xx:
-		d.stats.OdEnforced5xx.Inc()
+		d.stats.get().OdEnforced5xx.Inc()
 	case odKindGateway:
-		d.stats.OdEnforcedGateway.Inc()
+		d.stats.get().OdEnforcedGateway.Inc()
 	case odKindLocalOrigin:
-		d.stats.OdEnforcedLocalOrigin.Inc()
+		d.stats.get().OdEnforcedLocalOrigin.Inc()
 	}
 	if d.cancel == nil {
 		// The sweep runs only while there is something to bring back or a
@@ -390,7 +392,7 @@ func (d *outlierDetector) sweep() bool {
 				h.lastUnejected = now
 				h.reset(odKind5xx, odKindGateway, odKindLocalOrigin)
 				d.nEjected--
-				d.stats.OdEjectionsActive.Dec()
+				d.stats.get().OdEjectionsActive.Dec()
 			}
 			busy = true
 			continue

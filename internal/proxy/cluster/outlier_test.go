@@ -28,7 +28,7 @@ func testDetector(t *testing.T, od *clusterv3.OutlierDetection, panicPct float64
 		t.Fatal(err)
 	}
 	cfg.interval = time.Hour // the test drives sweeps
-	d := newOutlierDetector(cfg, testStats(t, "c"))
+	d := newOutlierDetector(cfg, refOf(testStats(t, "c")))
 	now := time.Unix(1000, 0)
 	d.now = func() time.Time { return now }
 	t.Cleanup(d.stop)
@@ -53,7 +53,7 @@ func TestOutlierConsecutive5xxEjectsAndReturns(t *testing.T) {
 	if !h.ejected() {
 		t.Fatal("not ejected after 3 consecutive 5xx")
 	}
-	if got := metricValue(&d.stats.OdEjectionsActive); got != 1 {
+	if got := metricValue(&d.stats.get().OdEjectionsActive); got != 1 {
 		t.Errorf("ejections_active = %v, want 1", got)
 	}
 	*now = now.Add(500 * time.Millisecond)
@@ -66,7 +66,7 @@ func TestOutlierConsecutive5xxEjectsAndReturns(t *testing.T) {
 	if h.ejected() {
 		t.Fatal("still ejected after base_ejection_time")
 	}
-	if got := metricValue(&d.stats.OdEjectionsActive); got != 0 {
+	if got := metricValue(&d.stats.get().OdEjectionsActive); got != 0 {
 		t.Errorf("ejections_active = %v, want 0", got)
 	}
 	// The second ejection lasts twice as long.
@@ -76,7 +76,7 @@ func TestOutlierConsecutive5xxEjectsAndReturns(t *testing.T) {
 	if !h.ejected() || h.ejectedUntil.Sub(*now) != 2*time.Second {
 		t.Fatalf("second ejection: ejected=%v for %v, want 2s", h.ejected(), h.ejectedUntil.Sub(*now))
 	}
-	if got := metricValue(&d.stats.OdEjectionsTotal); got != 2 {
+	if got := metricValue(&d.stats.get().OdEjectionsTotal); got != 2 {
 		t.Errorf("ejections_total = %v, want 2", got)
 	}
 }
@@ -88,7 +88,7 @@ func TestOutlierMaxEjectionPercent(t *testing.T) {
 	if !hs[0].ejected() || hs[1].ejected() {
 		t.Fatalf("ejected %v %v, want only the first (10%% of 3 allows one)", hs[0].ejected(), hs[1].ejected())
 	}
-	if got := metricValue(&d.stats.OdEjectionsOverflow); got != 1 {
+	if got := metricValue(&d.stats.get().OdEjectionsOverflow); got != 1 {
 		t.Errorf("ejections_overflow = %v, want 1", got)
 	}
 }
@@ -152,7 +152,7 @@ func TestOutlierSyncKeepsRemainingHosts(t *testing.T) {
 		t.Fatal("unexpected state for h2/h9")
 	}
 	d.sync([]string{"h2"})
-	if got := metricValue(&d.stats.OdEjectionsActive); got != 0 {
+	if got := metricValue(&d.stats.get().OdEjectionsActive); got != 0 {
 		t.Errorf("ejections_active = %v after the ejected host left, want 0", got)
 	}
 }

@@ -68,7 +68,7 @@ func (v *StatVecs) Family(name string) *dto.MetricFamily {
 	if len(all) == 0 {
 		return nil
 	}
-	slices.SortFunc(all, func(a, b *Stats) int { return strings.Compare(a.clusterNm, b.clusterNm) })
+	slices.SortFunc(all, func(a, b *statRef) int { return strings.Compare(a.name, b.name) })
 	out := &dto.MetricFamily{Name: proto.String(name), Help: proto.String(f.help), Type: f.typ.Enum()}
 	switch f.kind {
 	case familyValue:
@@ -78,10 +78,10 @@ func (v *StatVecs) Family(name string) *dto.MetricFamily {
 		pairs := make([]dto.LabelPair, len(all))
 		labels := make([]*dto.LabelPair, len(all))
 		out.Metric = make([]*dto.Metric, len(all))
-		for i, s := range all {
-			pairs[i] = dto.LabelPair{Name: nameLabel, Value: &all[i].clusterNm}
+		for i, r := range all {
+			pairs[i] = dto.LabelPair{Name: nameLabel, Value: &all[i].name}
 			labels[i] = &pairs[i]
-			vals[i] = f.value(s)
+			vals[i] = f.value(r.peek())
 			ms[i].Label = labels[i : i+1 : i+1]
 			if f.typ == dto.MetricType_GAUGE {
 				ms[i].Gauge = &dto.Gauge{Value: &vals[i]}
@@ -93,8 +93,9 @@ func (v *StatVecs) Family(name string) *dto.MetricFamily {
 	case familyClasses:
 		ms := make([]dto.Metric, 0, 5*len(all))
 		vals := make([]float64, 0, 5*len(all))
-		for _, s := range all {
-			name := &dto.LabelPair{Name: nameLabel, Value: &s.clusterNm}
+		for _, r := range all {
+			s := r.peek()
+			name := &dto.LabelPair{Name: nameLabel, Value: &r.name}
 			for c := 1; c <= 5; c++ {
 				vals = append(vals, s.classes[c].Value())
 				ms = append(ms, dto.Metric{Label: []*dto.LabelPair{name, classPairs[c]},
@@ -107,14 +108,14 @@ func (v *StatVecs) Family(name string) *dto.MetricFamily {
 		}
 	case familyRqTime:
 		out.Metric = make([]*dto.Metric, len(all))
-		for i, s := range all {
+		for i, r := range all {
 			m := &dto.Metric{}
-			if h := s.RqTime.h.Load(); h != nil {
+			if h := r.peek().RqTime.h.Load(); h != nil {
 				if err := (*h).Write(m); err != nil {
 					continue
 				}
 			} else {
-				m.Label = []*dto.LabelPair{{Name: nameLabel, Value: &s.clusterNm}}
+				m.Label = []*dto.LabelPair{{Name: nameLabel, Value: &r.name}}
 				m.Histogram = emptyRqTime // read only
 			}
 			out.Metric[i] = m

@@ -161,8 +161,47 @@ type StatVecs struct {
 	families map[string]family // by family name: what Family builds
 
 	mu     sync.Mutex // translation and scrapes only, never per request
-	byName map[string]*Stats
+	byName map[string]*statRef
 }
+
+// statRef is the counter set of one cluster name, allocated at its first
+// use (get): a sidecar holds every cluster of its mesh and most never
+// carry a request; until then the name scrapes as zeros (peek). Safe for
+// concurrent use.
+type statRef struct {
+	name string
+	v    *StatVecs
+	s    atomic.Pointer[Stats]
+}
+
+// get returns the counter set, allocating it at the first call.
+// Lock-free once allocated.
+func (r *statRef) get() *Stats {
+	if s := r.s.Load(); s != nil {
+		return s
+	}
+	r.s.CompareAndSwap(nil, r.v.newStats(r.name))
+	return r.s.Load()
+}
+
+// peek returns the counter set, or zeros when there is none yet. For
+// scrapes: never written through.
+func (r *statRef) peek() *Stats {
+	if s := r.s.Load(); s != nil {
+		return s
+	}
+	return &zeroStats
+}
+
+// zeroStats is what a cluster that never counted anything scrapes as.
+var zeroStats Stats
+
+// refActive counts a pool's open connections in upstream_cx_active of a
+// statRef (upstream.ActiveCounter).
+type refActive struct{ r *statRef }
+
+func (a refActive) Inc() { a.r.get().CxActive.Inc() }
+func (a refActive) Dec() { a.r.get().CxActive.Dec() }
 
 var clusterCounterNames = []string{
 	"upstream_rq_total", "upstream_rq_completed", "upstream_rq_timeout", "upstream_rq_per_try_timeout",
@@ -202,7 +241,7 @@ var clusterGaugeNames = []string{
 func NewStatVecs(reg prometheus.Registerer) (*StatVecs, error) {
 	v := &StatVecs{
 		counters: map[string]*prometheus.CounterVec{},
-		byName:   map[string]*Stats{},
+		byName:   map[string]*statRef{},
 		classes: prometheus.NewDesc("envoy_cluster_upstream_rq_xx",
 			"Envoy cluster statistic upstream_rq_<class>xx: upstream responses by status class (1-5).",
 			[]string{NameLabel, "envoy_response_code_class"}, nil),
@@ -285,13 +324,14 @@ var classPairs = func() (p [6]*dto.LabelPair) {
 // small allocation here, with label pairs shared per cluster.
 func (v *StatVecs) Collect(ch chan<- prometheus.Metric) {
 	v.mu.Lock()
-	all := make([]*Stats, 0, len(v.byName))
-	for _, s := range v.byName {
-		all = append(all, s)
+	all := make([]*statRef, 0, len(v.byName))
+	for _, r := range v.byName {
+		all = append(all, r)
 	}
 	v.mu.Unlock()
-	for _, s := range all {
-		name := []*dto.LabelPair{{Name: proto.String(NameLabel), Value: proto.String(s.clusterNm)}}
+	for _, r := range all {
+		s := r.peek()
+		name := []*dto.LabelPair{{Name: proto.String(NameLabel), Value: proto.String(r.name)}}
 		ms := make([]clusterMetric, 22+8+5) // one allocation for the cluster's series
 		i := 0
 		for j, c := range s.counters() {
@@ -362,17 +402,27 @@ func (m *clusterMetric) Write(out *dto.Metric) error {
 
 // For returns the counter set of the named cluster, creating it on first
 // use. It takes a lock: call it while translating, not per request.
-func (v *StatVecs) For(name string) *Stats {
+func (v *StatVecs) For(name string) *Stats { return v.ref(name).get() }
+
+// ref returns the named cluster's statRef, creating it on first use (the
+// name is exported from then on, as zeros until its set is allocated).
+// It takes a lock: call it while translating, not per request.
+func (v *StatVecs) ref(name string) *statRef {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if s := v.byName[name]; s != nil {
-		return s
+	if r := v.byName[name]; r != nil {
+		return r
 	}
-	s := &Stats{
+	r := &statRef{name: name, v: v}
+	v.byName[name] = r
+	return r
+}
+
+// newStats allocates the counter set of the named cluster.
+func (v *StatVecs) newStats(name string) *Stats {
+	return &Stats{
 		RqTime:    lazyHistogram{vec: v.rqTime, name: name},
 		codeVec:   v.codes,
 		clusterNm: name,
 	}
-	v.byName[name] = s
-	return s
 }

@@ -46,10 +46,17 @@ func testStatsExposition(t *testing.T, reg interface {
 	if again, err := NewStatVecs(reg); err != nil || again != v {
 		t.Fatalf("a second NewStatVecs on the registry = %p, %v; want the first, %p", again, err, v)
 	}
-	used, idle := v.For("outbound|80||a"), v.For("outbound|80||b")
+	// b is a cluster that never carried a request: its set is not
+	// allocated, and it scrapes as zeros all the same.
+	used, idle := v.For("outbound|80||a"), v.ref("outbound|80||b")
 	if v.For("outbound|80||a") != used {
 		t.Fatal("For returned a new set for a name seen before")
 	}
+	defer func() {
+		if idle.s.Load() != nil {
+			t.Error("scraping allocated the counter set of a cluster that counted nothing")
+		}
+	}()
 	used.RqTotal.Inc()
 	used.RqTotal.Inc()
 	used.RqActive.Inc()
@@ -75,7 +82,7 @@ func testStatsExposition(t *testing.T, reg interface {
 			series[f.GetName()][strings.Join(ls, ",")] = val
 		}
 	}
-	for _, name := range []string{used.clusterNm, idle.clusterNm} {
+	for _, name := range []string{used.clusterNm, idle.name} {
 		for _, n := range slices.Concat(clusterCounterNames, clusterGaugeNames, []string{"upstream_rq_time"}) {
 			if _, ok := series["envoy_cluster_"+n][NameLabel+"="+name]; !ok {
 				t.Errorf("no envoy_cluster_%s{%s=%q}", n, NameLabel, name)

@@ -130,7 +130,10 @@ func clusterAddress(r *xdsclient.Resources, name string) (string, error) {
 	if name == "" {
 		return "", fmt.Errorf("cluster name empty")
 	}
-	c := r.Clusters[name]
+	c, err := r.Cluster(name)
+	if err != nil {
+		return "", err
+	}
 	if c == nil {
 		return "", fmt.Errorf("cluster %q not found", name)
 	}
@@ -140,7 +143,9 @@ func clusterAddress(r *xdsclient.Resources, name string) (string, error) {
 		if svc == "" {
 			svc = name
 		}
-		cla = r.Endpoints[svc]
+		if cla, err = r.Endpoint(svc); err != nil {
+			return "", err
+		}
 	}
 	for _, le := range cla.GetEndpoints() {
 		for _, ep := range le.GetLbEndpoints() {

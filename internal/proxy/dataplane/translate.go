@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -214,35 +215,45 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 	if r.Wire != nil {
 		wire = *r.Wire
 	}
+	// A message the xDS client did not decode for this set (nil) is
+	// decoded only when what was built from its encoding cannot be
+	// carried over.
+	eps := cluster.AssignmentMaps{Messages: r.Endpoints, Encodings: wire.Endpoints}
 	for _, name := range sortedKeys(r.Clusters) {
-		c := r.Clusters[name]
-		if c.GetName() != name {
-			return nil, fmt.Errorf("cluster %q: name %q does not match its key", name, c.GetName())
-		}
 		var old *cluster.Cluster
 		if prev != nil {
 			old = prev.clusters[name]
 		}
-		ct, err := d.clusters.BuildWire(c, wire.Clusters[name], r.Endpoints, wire.Endpoints, old)
+		decode := func() (*clusterv3.Cluster, error) {
+			c, err := r.Cluster(name)
+			if err == nil && c.GetName() != name {
+				err = fmt.Errorf("name %q does not match its key", c.GetName())
+			}
+			return c, err
+		}
+		ct, err := d.clusters.BuildWire(wire.Clusters[name], decode, eps, old)
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", name, err)
 		}
 		if !ct.SharesState(old) {
-			for _, err := range ct.Upstream().Broken() {
+			for _, err := range ct.Broken() {
 				d.log.Warn("cluster's TLS cannot work on this host: its connections fail", "cluster", name, "err", err)
 			}
 		}
 		rt.clusters[name] = ct
 	}
 	for _, name := range sortedKeys(r.Routes) {
-		rc := r.Routes[name]
-		if rc.GetName() != name {
-			return nil, fmt.Errorf("route %q: name %q does not match its key", name, rc.GetName())
-		}
+		rc := r.Routes[name] // nil: only its encoding, rw
 		rw := wire.Routes[name]
 		tab := prev.unchangedRoute(name, rw, rc)
 		if tab == nil {
 			var err error
+			if rc, err = r.Route(name); err != nil {
+				return nil, fmt.Errorf("route %q: %w", name, err)
+			}
+			if rc.GetName() != name {
+				return nil, fmt.Errorf("route %q: name %q does not match its key", name, rc.GetName())
+			}
 			if tab, err = route.Compile(rc, rt.filters); err != nil {
 				return nil, fmt.Errorf("route %q: %w", name, err)
 			}
@@ -256,7 +267,10 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 	}
 	addrs := map[string]string{}
 	for _, name := range sortedKeys(r.Listeners) {
-		l := r.Listeners[name]
+		l, err := r.Listener(name)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
 		if l.GetName() != name {
 			return nil, fmt.Errorf("listener %q: name %q does not match its key", name, l.GetName())
 		}

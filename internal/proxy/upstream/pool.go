@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -263,6 +264,70 @@ func NewPool(o Options) *Pool {
 	return p
 }
 
+// Lazy is a cluster's Pool, built at its first use: a sidecar holds
+// every cluster of its mesh (three per service) and sends most of them
+// nothing, and a Pool with its endpoints' Conns costs about 1 KB before
+// it carries a request. Init it before use; it must not be copied. Safe
+// for concurrent use.
+type Lazy struct {
+	o      Options
+	mu     sync.Mutex // building the pool, closing
+	closed bool       // CloseIdle ran: a pool built later is closed at once
+	p      atomic.Pointer[Pool]
+}
+
+// Init sets the options the pool will be built with. Called once, before
+// any other method.
+func (l *Lazy) Init(o Options) { l.o = o }
+
+// Pool returns the pool, building it at the first call. Lock-free once
+// built; every caller gets the same Pool.
+func (l *Lazy) Pool() *Pool {
+	if p := l.p.Load(); p != nil {
+		return p
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p := l.p.Load(); p != nil {
+		return p
+	}
+	p := NewPool(l.o)
+	if l.closed {
+		p.CloseIdle() // a request that started before the cluster was retired
+	}
+	l.p.Store(p)
+	return p
+}
+
+// CloseIdle is Pool.CloseIdle, once the pool is built; a pool built later
+// (by a request still running on a retired configuration) is closed
+// the same way.
+func (l *Lazy) CloseIdle() {
+	l.mu.Lock()
+	l.closed = true
+	p := l.p.Load()
+	l.mu.Unlock()
+	if p != nil {
+		p.CloseIdle()
+	}
+}
+
+// Built returns the pool if it was built, else nil.
+func (l *Lazy) Built() *Pool { return l.p.Load() }
+
+// Socket returns the transport socket an endpoint whose metadata is md
+// (its LbEndpoint metadata; may be nil) takes, for Pool.EndpointIn: the
+// first of the cluster's transport_socket_matches that md's
+// "envoy.transport_socket_match" fields match, else the cluster's
+// transport_socket.
+func (l *Lazy) Socket(md *core.Metadata) int { return l.o.sockets.pick(md) }
+
+// Broken is Pool.Broken, without building the pool.
+func (l *Lazy) Broken() []error { return l.o.sockets.broken() }
+
+// HTTP2 is Pool.HTTP2, without building the pool.
+func (l *Lazy) HTTP2() bool { return l.o.h2 }
+
 // plainTransport is the transport of the plaintext endpoints, built on
 // first use.
 func (p *Pool) plainTransport() *http.Transport {
@@ -334,6 +399,15 @@ func (p *Pool) HTTP2() bool { return p.h2 }
 // translating configuration, not per request.
 func (p *Pool) Endpoint(addr string, md *core.Metadata) *Conns {
 	return p.h1.endpoint(addr, p.sockets.pick(md))
+}
+
+// EndpointIn returns the connections of the endpoint at addr in transport
+// socket sock (Lazy.Socket), creating them if needed.
+func (p *Pool) EndpointIn(addr string, sock int) *Conns {
+	if sock < 0 || sock >= len(p.sockets.all) {
+		sock = 0
+	}
+	return p.h1.endpoint(addr, sock)
 }
 
 // Broken lists the cluster's TLS sockets that cannot make handshakes (a

@@ -186,3 +186,36 @@ func TestPoolCountsActiveConnections(t *testing.T) {
 		t.Errorf("after a failed connect: %d active, want 0", n)
 	}
 }
+
+// TestLazyPool: a Lazy builds one pool at its first use, which every
+// caller shares; one built after CloseIdle (a request still running on a
+// retired configuration) is closed at once, so its connections are not
+// pooled.
+func TestLazyPool(t *testing.T) {
+	var l Lazy
+	l.Init(Options{})
+	if l.Built() != nil {
+		t.Fatal("built before first use")
+	}
+	if l.HTTP2() || l.Broken() != nil || l.Socket(nil) != 0 {
+		t.Fatal("a plaintext HTTP/1.1 cluster's options read wrong without its pool")
+	}
+	p := l.Pool()
+	if p == nil || l.Pool() != p || l.Built() != p {
+		t.Fatal("two uses got different pools")
+	}
+	if p.EndpointIn("127.0.0.1:1", 5) != p.EndpointIn("127.0.0.1:1", 0) {
+		t.Fatal("an out-of-range socket is not the cluster's own")
+	}
+	l.CloseIdle()
+	if !p.h1.closed {
+		t.Fatal("CloseIdle left the pool open")
+	}
+
+	var late Lazy
+	late.Init(Options{})
+	late.CloseIdle()
+	if !late.Pool().h1.closed {
+		t.Fatal("a pool built after CloseIdle is open")
+	}
+}

@@ -320,7 +320,7 @@ func bootstrap(ctx context.Context, t *testing.T, fs *fakeStream, rec *recorder,
 	nR := fs.send(ctx, t, TypeRoute, v, routeConfig("r1"))
 
 	res := rec.next(ctx, t)
-	if len(res.Listeners) != 2 || res.Routes["r1"] == nil || res.Clusters["c1"] == nil || res.Endpoints["c1"] == nil {
+	if len(res.Listeners) != 2 || !has(res.Routes, "r1") || !has(res.Clusters, "c1") || !has(res.Endpoints, "c1") {
 		t.Fatalf("first apply is not the complete set: %+v", res)
 	}
 	// One ACK per type, in any order.
@@ -413,7 +413,7 @@ func TestNACKKeepsLastGoodConfig(t *testing.T) {
 	// The next good update builds on version 1, not on the rejected 2.
 	n = fs.send(ctx, t, TypeEndpoint, "4", cla("c1"))
 	res := rec.next(ctx, t)
-	if _, ok := res.Clusters["bad"]; ok || res.Clusters["c1"] == nil || res.Versions[TypeCluster] != "1" {
+	if _, ok := res.Clusters["bad"]; ok || !has(res.Clusters, "c1") || res.Versions[TypeCluster] != "1" {
 		t.Errorf("apply after NACK has clusters %v versions %v; want only the last good ones", keys(res.Clusters), res.Versions)
 	}
 	fs.expect(ctx, t, TypeEndpoint, "ACK", isACK("4", n))
@@ -421,6 +421,13 @@ func TestNACKKeepsLastGoodConfig(t *testing.T) {
 	if s.NACKs != 2 || !strings.Contains(s.LastNACKError, "listener") {
 		t.Errorf("Stats = %+v, want 2 NACKs and the listener error last", s)
 	}
+}
+
+// has reports whether a set has the named resource: decoded, or only
+// encoded when it was handed over decoded before.
+func has[V any](m map[string]V, name string) bool {
+	_, ok := m[name]
+	return ok
 }
 
 func keys[V any](m map[string]V) []string {
@@ -453,7 +460,7 @@ func TestSubscriptionsFollowListenersAndClusters(t *testing.T) {
 	fs.send(ctx, t, TypeCluster, "3", edsCluster("c1"), edsCluster("c2"))
 	fs.expect(ctx, t, TypeEndpoint, "EDS for c1 c2", names("c1", "c2"))
 	res = rec.next(ctx, t)
-	if e := res.Endpoints["c2"]; e == nil || len(e.GetEndpoints()) != 0 || res.Endpoints["c1"] == nil {
+	if e := res.Endpoints["c2"]; e == nil || len(e.GetEndpoints()) != 0 || !has(res.Endpoints, "c1") {
 		t.Errorf("endpoints after timeout = %v, want c1 and an empty c2", res.Endpoints)
 	}
 
@@ -489,7 +496,7 @@ func TestReconnectsAfterServerRestart(t *testing.T) {
 
 	// An identical config sent again is applied again and ACKed.
 	n := fs.send(ctx, t, TypeCluster, "1", edsCluster("c1"))
-	if res := rec.next(ctx, t); res.Clusters["c1"] == nil || res.Listeners["l1"] == nil {
+	if res := rec.next(ctx, t); !has(res.Clusters, "c1") || !has(res.Listeners, "l1") {
 		t.Errorf("re-sent config applied as %v", res)
 	}
 	fs.expect(ctx, t, TypeCluster, "ACK", isACK("1", n))

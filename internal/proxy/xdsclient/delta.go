@@ -195,22 +195,22 @@ func (s *deltaState) take(d *decoded, versions map[string]string, removed []stri
 	}
 	for n, m := range d.listeners {
 		if put(n) {
-			w.listeners[n], changed = m, true
+			w.listeners[n], changed = keep(m, w.listeners[n]), true
 		}
 	}
 	for n, m := range d.clusters {
 		if put(n) {
-			w.clusters[n], changed = m, true
+			w.clusters[n], changed = keep(m, w.clusters[n]), true
 		}
 	}
 	for n, m := range d.routes {
 		if put(n) {
-			w.routes[n], changed = m, true
+			w.routes[n], changed = keep(m, w.routes[n]), true
 		}
 	}
 	for n, m := range d.endpoints {
 		if put(n) {
-			w.endpoints[n], changed = m, true
+			w.endpoints[n], changed = keep(m, w.endpoints[n]), true
 		}
 	}
 	for _, n := range removed {

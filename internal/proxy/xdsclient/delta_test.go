@@ -113,7 +113,8 @@ func claN(name string, n int) *endpoint.ClusterLoadAssignment {
 // endpointsOf counts an applied assignment's endpoints.
 func endpointsOf(r *Resources, name string) int {
 	n := 0
-	for _, l := range r.Endpoints[name].GetEndpoints() {
+	e, _ := r.Endpoint(name) // decoded again when unchanged
+	for _, l := range e.GetEndpoints() {
 		n += len(l.GetLbEndpoints())
 	}
 	return n
@@ -190,7 +191,7 @@ func TestDeltaSubscribesAppliesAndRemoves(t *testing.T) {
 	c, rec := startDeltaClient(t, g.addr)
 
 	res := rec.next(ctx, t)
-	if res.Routes["r1"] == nil || res.Endpoints["c1"] == nil || res.Endpoints["c2"] == nil || len(res.Clusters) != 2 || res.Versions[TypeListener] != "1" {
+	if !has(res.Routes, "r1") || !has(res.Endpoints, "c1") || !has(res.Endpoints, "c2") || len(res.Clusters) != 2 || res.Versions[TypeListener] != "1" {
 		t.Fatalf("first apply incomplete: %+v", res)
 	}
 	if c.Protocol() != ProtocolDelta {
@@ -213,7 +214,7 @@ func TestDeltaSubscribesAppliesAndRemoves(t *testing.T) {
 	before := received(c)
 	g.set(ctx, "2", map[string]int{"c1": 2, "c2": 1})
 	res = nextWith(ctx, t, rec, "c1's two endpoints", func(r *Resources) bool { return endpointsOf(r, "c1") == 2 })
-	if len(res.Clusters) != 2 || res.Endpoints["c2"] == nil || res.Routes["r1"] == nil || len(res.Listeners) != 1 {
+	if len(res.Clusters) != 2 || !has(res.Endpoints, "c2") || !has(res.Routes, "r1") || len(res.Listeners) != 1 {
 		t.Errorf("apply after an endpoint change is not the full set: %+v", res)
 	}
 	if got := diff(received(c), before); len(got) != 1 || got["cluster load assignment"] != 1 {
@@ -222,8 +223,8 @@ func TestDeltaSubscribesAppliesAndRemoves(t *testing.T) {
 
 	// c2 goes away: removed from clusters and assignments, unsubscribed.
 	g.set(ctx, "3", map[string]int{"c1": 2})
-	res = nextWith(ctx, t, rec, "c2 removed", func(r *Resources) bool { return r.Clusters["c2"] == nil })
-	if res.Endpoints["c2"] != nil || res.Clusters["c1"] == nil || res.Endpoints["c1"] == nil {
+	res = nextWith(ctx, t, rec, "c2 removed", func(r *Resources) bool { return !has(r.Clusters, "c2") })
+	if has(res.Endpoints, "c2") || !has(res.Clusters, "c1") || !has(res.Endpoints, "c1") {
 		t.Errorf("after removing c2: clusters %v, endpoints %v", keys(res.Clusters), keys(res.Endpoints))
 	}
 	waitFor(ctx, t, "EDS unsubscription from c2", func() bool {
@@ -254,8 +255,8 @@ func TestDeltaNACKs(t *testing.T) {
 	// A cluster that fails validation next to a good new one.
 	bad := &cluster.Cluster{Name: "bad", ConnectTimeout: durationpb.New(-time.Second)}
 	g.set(ctx, "2", map[string]int{"c1": 1, "c2": 1}, bad)
-	res := nextWith(ctx, t, rec, "c2", func(r *Resources) bool { return r.Clusters["c2"] != nil })
-	if res.Clusters["bad"] != nil {
+	res := nextWith(ctx, t, rec, "c2", func(r *Resources) bool { return has(r.Clusters, "c2") })
+	if has(res.Clusters, "bad") {
 		t.Errorf("invalid cluster applied")
 	}
 	waitFor(ctx, t, "a NACK", func() bool { return c.Stats().NACKs >= 1 })
@@ -273,7 +274,7 @@ func TestDeltaNACKs(t *testing.T) {
 
 	// The data plane rejects any set with c3; c3 and c4 arrive together.
 	rec.setFail(func(r *Resources) error {
-		if r.Clusters["c3"] != nil {
+		if has(r.Clusters, "c3") {
 			return errors.New("c3 is not acceptable")
 		}
 		return nil
@@ -287,14 +288,14 @@ func TestDeltaNACKs(t *testing.T) {
 	// While refused, other changes still apply, without what was refused.
 	g.set(ctx, "3b", map[string]int{"c1": 2, "c2": 1, "c3": 1, "c4": 1}, bad)
 	res = nextWith(ctx, t, rec, "c1's second endpoint", func(r *Resources) bool { return endpointsOf(r, "c1") == 2 })
-	if res.Clusters["c3"] != nil || res.Clusters["c4"] != nil || res.Clusters["c2"] == nil {
+	if has(res.Clusters, "c3") || has(res.Clusters, "c4") || !has(res.Clusters, "c2") {
 		t.Errorf("applied during the refusal: clusters %v; want c1 and c2 only", keys(res.Clusters))
 	}
 	// c3 goes; c4 is not sent again, yet is in the next applied set.
 	before := received(c)
 	g.set(ctx, "4", map[string]int{"c1": 2, "c2": 1, "c4": 1}, bad)
-	res = nextWith(ctx, t, rec, "c4 without c3", func(r *Resources) bool { return r.Clusters["c4"] != nil })
-	if res.Clusters["c3"] != nil || res.Endpoints["c4"] == nil || res.Clusters["c1"] == nil {
+	res = nextWith(ctx, t, rec, "c4 without c3", func(r *Resources) bool { return has(r.Clusters, "c4") })
+	if has(res.Clusters, "c3") || !has(res.Endpoints, "c4") || !has(res.Clusters, "c1") {
 		t.Errorf("applied clusters %v, endpoints %v; want c1, c2, c4", keys(res.Clusters), keys(res.Endpoints))
 	}
 	if got := diff(received(c), before); got["cluster"] != 0 || got["cluster load assignment"] != 0 {
@@ -332,7 +333,7 @@ func TestDeltaReconnectResumes(t *testing.T) {
 	eps["c2"] = 3
 	g2.set(ctx, "2", eps) // the same content but for c2's assignment
 	res := nextWith(ctx, t, rec, "c2's three endpoints", func(r *Resources) bool { return endpointsOf(r, "c2") == 3 })
-	if len(res.Clusters) != 3 || len(res.Endpoints) != 3 || res.Routes["r1"] == nil || len(res.Listeners) != 1 {
+	if len(res.Clusters) != 3 || len(res.Endpoints) != 3 || !has(res.Routes, "r1") || len(res.Listeners) != 1 {
 		t.Errorf("apply after reconnect is not the full set: %+v", res)
 	}
 	if got := diff(received(c), before); len(got) != 1 || got["cluster load assignment"] != 1 {

@@ -121,7 +121,7 @@ func TestFailoverBetweenReplicas(t *testing.T) {
 			setSnapshot(ctx, t, snaps, nodeID, "2", "c1", "c2")
 			for {
 				res := rec.next(ctx, t)
-				if res.Clusters["c2"] != nil && res.Endpoints["c2"] != nil {
+				if has(res.Clusters, "c2") && has(res.Endpoints, "c2") {
 					break
 				}
 			}

@@ -55,14 +55,14 @@ func TestAgainstGoControlPlane(t *testing.T) {
 
 	c, rec := startClient(t, lis.Addr().String(), nil)
 	res := rec.next(ctx, t)
-	if res.Routes["r1"] == nil || res.Endpoints["c1"] == nil || res.Versions[TypeListener] != "1" {
+	if !has(res.Routes, "r1") || !has(res.Endpoints, "c1") || res.Versions[TypeListener] != "1" {
 		t.Fatalf("first apply incomplete: %+v", res)
 	}
 
 	set("2", "c1", "c2")
 	for {
 		res = rec.next(ctx, t)
-		if res.Endpoints["c2"] != nil && res.Clusters["c2"] != nil {
+		if has(res.Endpoints, "c2") && has(res.Clusters, "c2") {
 			break
 		}
 	}

@@ -1,6 +1,7 @@
 package xdsclient
 
 import (
+	"bytes"
 	"fmt"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -14,7 +15,8 @@ import (
 // encoding and what the state machine needs to know of it (which route
 // configurations, clusters and assignments it names). The decoded message
 // is kept only until it is handed to the Applier once (resourceSet.resources);
-// later sets decode it again from wire. A sidecar of a large mesh holds
+// later sets hand only the encoding, which the Applier compares with what
+// it built from or decodes (Resources.Cluster). A sidecar of a large mesh holds
 // thousands of resources whose decoded form is several times their
 // encoding, and the data plane keeps what it compiled from them.
 type held struct {
@@ -46,6 +48,9 @@ func hold(msg proto.Message) (*held, error) {
 		h.routed = appendRouted(nil, m)
 	case *cluster.Cluster:
 		h.eds, h.hasEDS = edsName(m)
+		if h.eds == m.GetName() {
+			h.eds = m.GetName() // the name's string (the set's key), not a copy: Istio's EDS names are the clusters'
+		}
 	}
 	return h, nil
 }
@@ -66,19 +71,42 @@ func appendRouted(names []string, rc *route.RouteConfiguration) []string {
 	return names
 }
 
-// take returns the decoded message, decoding wire again when it was handed
-// out before, and forgets it: the receiver owns it.
-func take[M proto.Message](h *held, fresh func() M) M {
+// fresh returns the decoded message if it was not handed out yet, and
+// forgets it: the receiver owns it. Otherwise it returns nil: the
+// receiver has what it built from the same encoding, or decodes it
+// (Resources.Cluster and the like).
+func fresh[M interface {
+	proto.Message
+	comparable
+}](h *held) M {
+	var zero M
 	if m, ok := h.msg.(M); ok {
 		h.msg = nil
 		return m
 	}
-	m := fresh()
-	if err := proto.Unmarshal(h.wire, m); err != nil {
-		// Encoded by hold from a valid message: cannot happen.
-		panic(fmt.Sprintf("xdsclient: decoding a held resource: %v", err))
+	return zero
+}
+
+// sameAs reports whether h, just received, encodes what old did: the set
+// then keeps old (and hands no decoded message of it again).
+func (h *held) sameAs(old *held) bool { return old != nil && bytes.Equal(h.wire, old.wire) }
+
+// keep returns old when h encodes what it did, else h.
+func keep(h, old *held) *held {
+	if h.sameAs(old) {
+		return old
 	}
-	return m
+	return h
+}
+
+// keepUnchanged replaces each resource of in that encodes what the
+// same-named one of cur did by cur's.
+func keepUnchanged(in, cur map[string]*held) {
+	for n, h := range in {
+		if o := cur[n]; h.sameAs(o) {
+			in[n] = o
+		}
+	}
 }
 
 func newListener() *listener.Listener                { return &listener.Listener{} }

@@ -130,7 +130,7 @@ func (s *resourceSet) prune(routeNames, edsNames []string) {
 }
 
 // resources renders the set for the Applier: the messages decoded since
-// the last call, the others decoded again, and every resource's encoding
+// the last call, nil for the others, and every resource's encoding
 // (Resources.Wire). Fresh maps: the Applier may keep them, and the client
 // goes on mutating its own; the client keeps no decoded message it handed
 // out.
@@ -149,16 +149,16 @@ func (s *resourceSet) resources() *Resources {
 		},
 	}
 	for n, h := range s.listeners {
-		r.Listeners[n], r.Wire.Listeners[n] = take(h, newListener), h.wire
+		r.Listeners[n], r.Wire.Listeners[n] = fresh[*listener.Listener](h), h.wire
 	}
 	for n, h := range s.routes {
-		r.Routes[n], r.Wire.Routes[n] = take(h, newRoute), h.wire
+		r.Routes[n], r.Wire.Routes[n] = fresh[*route.RouteConfiguration](h), h.wire
 	}
 	for n, h := range s.clusters {
-		r.Clusters[n], r.Wire.Clusters[n] = take(h, newCluster), h.wire
+		r.Clusters[n], r.Wire.Clusters[n] = fresh[*cluster.Cluster](h), h.wire
 	}
 	for n, h := range s.endpoints {
-		r.Endpoints[n], r.Wire.Endpoints[n] = take(h, newAssignment), h.wire
+		r.Endpoints[n], r.Wire.Endpoints[n] = fresh[*endpoint.ClusterLoadAssignment](h), h.wire
 	}
 	return r
 }
@@ -166,24 +166,30 @@ func (s *resourceSet) resources() *Resources {
 // take merges one decoded response into the set. LDS and CDS responses are
 // the state of the world and replace the type; RDS and EDS responses may
 // carry a subset and are merged by name, keeping only subscribed names.
+// A resource sent again with the same encoding stays as it was held: the
+// Applier gets no decoded message of it again and carries over what it
+// built (a state-of-the-world control plane sends every cluster on each
+// change of one).
 func (s *resourceSet) take(d *decoded, subscribed []string) {
 	s.versions[d.typeURL] = d.version
 	switch d.typeURL {
 	case TypeListener:
+		keepUnchanged(d.listeners, s.listeners)
 		s.listeners = d.listeners
 		s.received[TypeListener] = true
 	case TypeCluster:
+		keepUnchanged(d.clusters, s.clusters)
 		s.clusters = d.clusters
 		s.received[TypeCluster] = true
 	case TypeRoute:
 		for n, r := range d.routes {
-			if slices.Contains(subscribed, n) {
+			if slices.Contains(subscribed, n) && !r.sameAs(s.routes[n]) {
 				s.routes[n] = r
 			}
 		}
 	case TypeEndpoint:
 		for n, e := range d.endpoints {
-			if slices.Contains(subscribed, n) {
+			if slices.Contains(subscribed, n) && !e.sameAs(s.endpoints[n]) {
 				s.endpoints[n] = e
 			}
 		}

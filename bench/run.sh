@@ -18,6 +18,13 @@
 #   bench/run.sh                 # 20 s per scenario
 #   QUICK=1 bench/run.sh         # 3 s per scenario: a smoke test
 #   DURATION=60s QPS=2000 QPS_HIGH=0 PROTOCOLS=h1 bench/run.sh
+#   PROXY_ENV=GOMAXPROCS=1 bench/run.sh    # environment of every weft-proxy
+#   PROXY_ARGS="--log-level error" bench/run.sh # more weft-proxy flags
+#   BIN_DIR=/tmp/build bench/run.sh   # weft and weft-proxy built beforehand
+#   PROFILE_DIR=bench/results/x bench/run.sh
+#       also takes a CPU profile of every Weft proxy on the path of each
+#       scenario, over the scenario (<scenario>-<proxy>.cpu.pprof; the
+#       profiler's own cost is in that run's CPU per request)
 #
 # Needs: fortio (go install fortio.org/fortio@v1.63.0), nginx (apt-get
 # install nginx-light; its http_v2 and grpc modules). bench/all.sh
@@ -43,9 +50,14 @@ pids=()
 cleanup() { for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-echo "building weft and weft-proxy"
-go build -o "$work/weft" ./cmd/weft
-go build -o "$work/weft-proxy" ./cmd/weft-proxy
+if [ -n "${BIN_DIR:-}" ]; then
+  echo "using weft and weft-proxy from $BIN_DIR"
+  cp "$BIN_DIR/weft" "$BIN_DIR/weft-proxy" "$work/"
+else
+  echo "building weft and weft-proxy"
+  go build -o "$work/weft" ./cmd/weft
+  go build -o "$work/weft-proxy" ./cmd/weft-proxy
+fi
 
 CLIENT=127.0.20.1 SERVER=127.0.20.2 NGINXIP=127.0.20.3
 MTLS_CLIENT=127.0.20.11 MTLS_SERVER=127.0.20.12
@@ -108,10 +120,12 @@ for i in $(seq 1 50); do curl -fsS -o /dev/null http://127.0.20.9:15014/status &
 "$work/weft" echo --name bench-server --address $SERVER:18080 --log-level warn & pids+=($!)
 # The gRPC upstream: fortio's ping service (its HTTP port is unused).
 "$FORTIO" server -quiet -grpc-port $SERVER:18079 -http-port $SERVER:18081 -redirect-port disabled >"$work/fortio-server.log" 2>&1 & pids+=($!)
+# shellcheck disable=SC2086 # PROXY_ENV and PROXY_ARGS are word lists
 env ${PROXY_ENV:-} "$work/weft-proxy" --xds-plaintext --xds-address 127.0.20.9:15010 --workload bench-server --labels app=bench,version=v1 \
-  --ip $SERVER --outbound "" --app-port 8080=$SERVER:18080,8079=$SERVER:18079 --admin-address $SERVER:15000 --log-level warn & server_proxy=$!; pids+=($!)
+  --ip $SERVER --outbound "" --app-port 8080=$SERVER:18080,8079=$SERVER:18079 --admin-address $SERVER:15000 --log-level warn ${PROXY_ARGS:-} & server_proxy=$!; pids+=($!)
+# shellcheck disable=SC2086
 env ${PROXY_ENV:-} "$work/weft-proxy" --xds-plaintext --xds-address 127.0.20.9:15010 --workload bench-client --labels app=client,version=v1 \
-  --ip $CLIENT --outbound $CLIENT:15001 --admin-address $CLIENT:15000 --log-level warn & client_proxy=$!; pids+=($!)
+  --ip $CLIENT --outbound $CLIENT:15001 --admin-address $CLIENT:15000 --log-level warn ${PROXY_ARGS:-} & client_proxy=$!; pids+=($!)
 
 # The mutual-TLS pair: sidecars on the secure port, each with a bootstrap
 # token for its service account; the server shares the echo app.
@@ -120,10 +134,13 @@ env ${PROXY_ENV:-} "$work/weft-proxy" --xds-plaintext --xds-address 127.0.20.9:1
 "$work/weft" token --control-plane 127.0.20.9:15014 --namespace default --service-account bench-mtls-client > "$work/client.token"
 env ${PROXY_ENV:-} "$work/weft-proxy" --xds-address 127.0.20.9:15012 --root-cert "$work/root.pem" --token-file "$work/server.token" \
   --workload bench-mtls-server --service-account bench-mtls-server --labels app=bench-mtls,version=v1 \
-  --ip $MTLS_SERVER --outbound "" --app-port 8080=$SERVER:18080 --admin-address $MTLS_SERVER:15000 --log-level warn & mtls_server_proxy=$!; pids+=($!)
+  --ip $MTLS_SERVER --outbound "" --app-port 8080=$SERVER:18080 --admin-address $MTLS_SERVER:15000 --log-level warn ${PROXY_ARGS:-} & mtls_server_proxy=$!; pids+=($!)
 env ${PROXY_ENV:-} "$work/weft-proxy" --xds-address 127.0.20.9:15012 --root-cert "$work/root.pem" --token-file "$work/client.token" \
   --workload bench-mtls-client --service-account bench-mtls-client --labels app=client,version=v1 \
-  --ip $MTLS_CLIENT --outbound $MTLS_CLIENT:15001 --admin-address $MTLS_CLIENT:15000 --log-level warn & mtls_client_proxy=$!; pids+=($!)
+  --ip $MTLS_CLIENT --outbound $MTLS_CLIENT:15001 --admin-address $MTLS_CLIENT:15000 --log-level warn ${PROXY_ARGS:-} & mtls_client_proxy=$!; pids+=($!)
+# The Weft proxies' admin addresses and names, for PROFILE_DIR.
+declare -A admin_of=([$server_proxy]="$SERVER:15000 server" [$client_proxy]="$CLIENT:15000 client"
+  [$mtls_server_proxy]="$MTLS_SERVER:15000 mtls-server" [$mtls_client_proxy]="$MTLS_CLIENT:15000 mtls-client")
 
 # start_nginx NAME LISTEN UPSTREAM: one nginx worker reverse-proxying
 # LISTEN to UPSTREAM over keep-alive HTTP/1.1; prints its pid.
@@ -277,8 +294,19 @@ run() {
     grpc) args=(-grpc -ping -payload-size 1024) ;;
   esac
   for p in "${pids[@]}"; do t0=$((t0 + $(cpu_ticks "$p"))); done
+  local profs=() a role
+  if [ -n "${PROFILE_DIR:-}" ]; then
+    mkdir -p "$PROFILE_DIR"
+    local secs=${DURATION%s}
+    for p in "${pids[@]}"; do
+      [ -n "${admin_of[$p]:-}" ] || continue # not a Weft proxy
+      read -r a role <<< "${admin_of[$p]}"
+      curl -fsS -o "$PROFILE_DIR/$name-$role.cpu.pprof" "http://$a/debug/pprof/profile?seconds=$secs" & profs+=($!)
+    done
+  fi
   "$FORTIO" load -quiet -qps "$qps" -c "$CONNS" -t "$DURATION" "${args[@]}" -H "Host: $host" -json "$work/$name.json" "$url" >/dev/null 2>&1 \
     || echo "$name: fortio failed" >&2
+  for p in "${profs[@]}"; do wait "$p" || echo "$name: a profile failed" >&2; done
   local cpu="-" rss="-"
   if [ ${#pids[@]} -gt 0 ]; then
     for p in "${pids[@]}"; do t1=$((t1 + $(cpu_ticks "$p"))); done

@@ -7,7 +7,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -23,37 +22,10 @@ import (
 func BenchmarkForwardHTTP1Raw(b *testing.B) {
 	body := strings.Repeat("x", 1024)
 	rsp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() { fixedUpstream(c, rsp) })
-		}
-	})
-	b.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	upstream := fixedRawUpstream(b, rsp) // forward_h2_bench_test.go
 
 	d := newDataplane(b, contract.Identity{WorkloadName: "bench", Namespace: "default"}, nil)
-	mustApply(b, d, resourcesAny(staticCluster(b, "outbound|80||up", ln.Addr().String()),
+	mustApply(b, d, resourcesAny(staticCluster(b, "outbound|80||up", upstream),
 		httpListener(b, "out", core.TrafficDirection_OUTBOUND, "",
 			routeConfig("out", vhost("up", []string{"*"}, toCluster("default", prefixMatch("/"), "outbound|80||up"))))))
 	addr := d.ListenerAddr("out").String()

@@ -106,9 +106,14 @@ func (d *Dataplane) bind(lc *listenerConfig) (*boundListener, error) {
 		// line and headers; the request path checks the exact limit.
 		MaxHeaderBytes: sl.maxHeaderBytes,
 		HTTP2:          &http.HTTP2Config{MaxConcurrentStreams: int(sl.maxStreams), MaxReadFrameSize: maxFrameSize},
-		ErrorLog:       slog.NewLogLogger(d.log.Handler().WithAttrs([]slog.Attr{slog.String("listener", lc.name)}), slog.LevelDebug),
-		BaseContext:    func(net.Listener) context.Context { return d.baseCtx },
-		ConnContext:    connContext,
+		// (This server serves HTTP/2 only: HTTP/1.1 is bl.h1's.) Every
+		// HTTP/2 stream starts with a write deadline, set by the
+		// HTTP/2 server as it opens the stream; the idle watch pushes it
+		// on while the stream moves (streamidle.go).
+		WriteTimeout: streamWriteTimeout(sl.streamIdle),
+		ErrorLog:     slog.NewLogLogger(d.log.Handler().WithAttrs([]slog.Attr{slog.String("listener", lc.name)}), slog.LevelDebug),
+		BaseContext:  func(net.Listener) context.Context { return d.baseCtx },
+		ConnContext:  connContext,
 	}
 	bl.h1 = &h1server.Server{
 		Handler:           bl,
@@ -327,9 +332,9 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Connection"] = connectionClose
 	}
 	if r.ProtoMajor == 2 && bl.streamIdle > 0 {
-		var done func()
-		w, r, done = bl.watchIdle(w, r)
-		defer done()
+		var iw *idleWatch
+		w, r, iw = bl.watchIdle(w, r)
+		defer iw.stop()
 	}
 	bl.d.fwd.Serve(w, r, &cc.http, ds, cc.table(rt), rt.clusters)
 }

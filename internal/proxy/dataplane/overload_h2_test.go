@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -209,5 +213,35 @@ func TestStreamIdleTimeoutHTTP2(t *testing.T) {
 	}
 	if r := do(t, client(t, true), "GET", "http://"+addr+"/ok", "svc", nil); r.code != 200 {
 		t.Fatalf("after the resets: status %d", r.code)
+	}
+}
+
+// TestStreamIdleTimeoutKeepsMovingStreams: a response that keeps moving
+// outlives the stream idle timeout many times over — the watch pushes the
+// stream's write deadline (twice the timeout) on while it moves — and
+// the last bytes, written as the handler returns, still arrive. 1 s
+// timeout, a 4 s response of a chunk every 250 ms; no timing is asserted.
+func TestStreamIdleTimeoutKeepsMovingStreams(t *testing.T) {
+	const chunks = 16
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := range chunks {
+			fmt.Fprintf(w, "chunk %d\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-time.After(250 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	t.Cleanup(up.Close)
+	d := newDataplane(t, contract.Identity{WorkloadName: "client", Namespace: "default"}, nil)
+	l := httpListener(t, "out", core.TrafficDirection_OUTBOUND, "",
+		routeConfig("80", vhost("svc", []string{"svc"}, toCluster("all", prefixMatch("/"), "app"))))
+	mustApply(t, d, resourcesAny(staticCluster(t, "app", up.Listener.Addr().String()),
+		withHCM(t, l, func(m *hcmT) { m.StreamIdleTimeout = durationpb.New(time.Second) })))
+	r := do(t, client(t, true), "GET", "http://"+d.ListenerAddr("out").String()+"/slow", "svc", nil)
+	if r.code != 200 || strings.Count(r.body, "chunk ") != chunks {
+		t.Fatalf("status %d, body %q: want all %d chunks", r.code, r.body, chunks)
 	}
 }

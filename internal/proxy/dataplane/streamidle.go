@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"io"
+	"math"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -10,8 +11,8 @@ import (
 )
 
 // Envoy's stream_idle_timeout for HTTP/2 streams. Go's HTTP/2 server has
-// no per-stream timeout but http.Server.WriteTimeout, which bounds a whole
-// response and would cut long gRPC streams. A stream whose client never
+// no per-stream timeout but http.Server.WriteTimeout, which alone bounds
+// a whole response and would cut long gRPC streams. A stream whose client never
 // reads its response (never opens the flow-control window) or never sends
 // the rest of its body blocks the request's goroutine, its upstream
 // request and their buffers; with 250 streams per connection, a few
@@ -22,19 +23,36 @@ import (
 // its read and write deadlines passed (the HTTP/2 server resets the
 // stream, so a blocked read or write returns).
 //
-// HTTP/1.1 is not watched: net/http's connection deadlines and the
+// What the handler wrote last may still be buffered when it returns:
+// the HTTP/2 server sends it after the handler, which blocks on flow
+// control as a write would, out of the watch's sight. That last send is
+// bounded by the stream's write deadline: the listener's server gives
+// every stream one of twice the timeout as it opens it
+// (streamWriteTimeout), and the watch moves it on, to twice the timeout
+// from then, whenever it finds the stream moved. Once the handler has
+// returned, the stream therefore has between one and two timeouts to
+// finish before it is reset. (Setting a deadline from the handler is a
+// message to the connection's serving goroutine; this way a short
+// request sends none.)
+//
+// HTTP/1.1 is not watched: the h1server's connection deadlines and the
 // request headers timeout are its bounds, and its hot path stays as it
 // is.
 
 // idleWatch is one stream's watch. Its timer checks, every timeout,
-// whether the stream moved since the last check.
+// whether the stream moved since the last check. The writer and body the
+// handler sees live in it: one allocation per stream for all three.
 type idleWatch struct {
-	rc      *http.ResponseController // the server's own writer's
+	bl      *boundListener
+	w       http.ResponseWriter // the server's own
 	cancel  context.CancelFunc
-	timeout time.Duration
 	moved   atomic.Uint64 // bumped by every read and write
 	last    uint64        // moved at the last check; the timer's goroutine only
-	onReset func()
+	remote  string        // for the log line, read at the start: the
+	path    string        // handler may change the request meanwhile
+	writer  idleWriter
+	body    idleBody
+	timeout time.Duration
 
 	mu    sync.Mutex // orders the timer's reset against the handler's return
 	done  bool
@@ -42,20 +60,19 @@ type idleWatch struct {
 }
 
 // watchIdle starts watching the HTTP/2 stream of w and r; the handler
-// serves the returned writer and request and calls done when it returns.
-func (bl *boundListener) watchIdle(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *http.Request, func()) {
+// serves the returned writer and request and calls the watch's stop when
+// it returns.
+func (bl *boundListener) watchIdle(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *http.Request, *idleWatch) {
 	ctx, cancel := context.WithCancel(r.Context())
-	iw := &idleWatch{rc: http.NewResponseController(w), cancel: cancel, timeout: bl.streamIdle,
-		onReset: func() {
-			bl.stats.streamIdleTimeout.Inc()
-			bl.d.log.Debug("HTTP/2 stream reset: stream idle timeout", "listener", bl.name, "remote", r.RemoteAddr, "path", r.URL.Path, "timeout", bl.streamIdle)
-		}}
+	iw := &idleWatch{bl: bl, w: w, cancel: cancel, timeout: bl.streamIdle, remote: r.RemoteAddr, path: r.URL.Path}
+	iw.writer = idleWriter{ResponseWriter: w, iw: iw}
 	r = r.WithContext(ctx)
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &idleBody{ReadCloser: r.Body, iw: iw}
+		iw.body = idleBody{ReadCloser: r.Body, iw: iw}
+		r.Body = &iw.body
 	}
 	iw.timer = time.AfterFunc(iw.timeout, iw.check)
-	return &idleWriter{ResponseWriter: w, iw: iw}, r, iw.stop
+	return &iw.writer, r, iw
 }
 
 // check runs on the timer's goroutine.
@@ -65,31 +82,40 @@ func (iw *idleWatch) check() {
 	if iw.done {
 		return
 	}
+	rc := http.NewResponseController(iw.w)
 	if n := iw.moved.Load(); n != iw.last {
 		iw.last = n
 		iw.timer.Reset(iw.timeout)
+		rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout(iw.timeout)))
 		return
 	}
-	iw.onReset()
+	bl := iw.bl
+	bl.stats.streamIdleTimeout.Inc()
+	bl.d.log.Debug("HTTP/2 stream reset: stream idle timeout", "listener", bl.name, "remote", iw.remote, "path", iw.path, "timeout", iw.timeout)
 	iw.cancel()
-	iw.rc.SetReadDeadline(aLongTimeAgo)
-	iw.rc.SetWriteDeadline(aLongTimeAgo)
+	rc.SetReadDeadline(aLongTimeAgo)
+	rc.SetWriteDeadline(aLongTimeAgo)
 }
 
 // stop ends the watch, as the handler returns; after it the timer
-// touches nothing of the stream. What the handler wrote may still be
-// buffered: the HTTP/2 server sends it after the handler returns, which
-// blocks on flow control as a write would, out of the watch's sight. A
-// write deadline one timeout away bounds that last send (the server
-// resets the stream if it passes, and drops the deadline when the
-// stream ends).
+// touches nothing of the stream. The stream's write deadline, at least
+// one timeout away, bounds what the server still sends.
 func (iw *idleWatch) stop() {
 	iw.mu.Lock()
 	iw.done = true
 	iw.timer.Stop()
 	iw.mu.Unlock()
-	iw.rc.SetWriteDeadline(time.Now().Add(iw.timeout))
 	iw.cancel()
+}
+
+// streamWriteTimeout is the write deadline of an HTTP/2 stream whose
+// stream idle timeout is idle: twice that, from the stream's start or
+// from the last time the watch saw it move; 0 (none) without a timeout.
+func streamWriteTimeout(idle time.Duration) time.Duration {
+	if idle <= 0 || idle > math.MaxInt64/2 {
+		return 0
+	}
+	return 2 * idle
 }
 
 // idleWriter is the ResponseWriter the handler sees: each write is

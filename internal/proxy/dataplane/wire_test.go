@@ -2,11 +2,13 @@ package dataplane
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/proto"
 
+	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -93,5 +95,87 @@ func TestWireKeepsEncodings(t *testing.T) {
 	}
 	if !last.clusters["a"].SharesState(next.clusters["a"]) {
 		t.Error("unchanged cluster a got a new state")
+	}
+}
+
+// encodedOnly is r (as withWire returns it) as the xDS client hands a
+// later set over: only the messages named in fresh decoded, the others
+// nil beside their encodings.
+func encodedOnly(r *xdsclient.Resources, fresh ...string) *xdsclient.Resources {
+	out := &xdsclient.Resources{Versions: r.Versions, Wire: r.Wire}
+	out.Listeners = keepOnly(r.Listeners, fresh)
+	out.Routes = keepOnly(r.Routes, fresh)
+	out.Clusters = keepOnly(r.Clusters, fresh)
+	out.Endpoints = keepOnly(r.Endpoints, fresh)
+	return out
+}
+
+func keepOnly[M proto.Message](ms map[string]M, names []string) map[string]M {
+	out := make(map[string]M, len(ms))
+	for n, m := range ms {
+		var zero M
+		out[n] = zero
+		if slices.Contains(names, n) {
+			out[n] = m
+		}
+	}
+	return out
+}
+
+// TestDecodeOnlyWhatChanged: resources handed over as encodings only
+// (nil messages) are carried over when unchanged — the same clusters and
+// route table, nothing decoded — and decoded when they are not: a first
+// set of encodings only, an assignment changed beside unchanged ones. The
+// dump is the same as from the messages.
+func TestDecodeOnlyWhatChanged(t *testing.T) {
+	items := func(addrA string) *xdsResources {
+		return resourcesAny(edsCluster(t, "a", false, "reviews.default.svc.cluster.local"), cla("a", ep{Addr: addrA}),
+			edsCluster(t, "b", false, "ratings.default.svc.cluster.local"), cla("b", ep{Addr: "127.0.0.1:10"}),
+			routeConfig("r", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "a"))),
+			httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
+	}
+	d := newDataplane(t, contract.Identity{}, nil)
+	// Nothing decoded at all: the data plane decodes what it builds.
+	mustApply(t, d, encodedOnly(withWire(t, items("127.0.0.1:9"))))
+	first := d.rt.Load()
+	if first.clusters["a"].Pick(cluster.HashKey{}).Addr() != "127.0.0.1:9" {
+		t.Fatalf("cluster a built from its encodings picks %s", first.clusters["a"].Pick(cluster.HashKey{}).Addr())
+	}
+	// The same again: everything carried over as it is.
+	mustApply(t, d, encodedOnly(withWire(t, items("127.0.0.1:9"))))
+	same := d.rt.Load()
+	for _, n := range []string{"a", "b"} {
+		if same.clusters[n] != first.clusters[n] {
+			t.Errorf("unchanged cluster %s was built again", n)
+		}
+	}
+	if same.routes["r"] != first.routes["r"] {
+		t.Error("unchanged route configuration was compiled again")
+	}
+	// One assignment changed, handed decoded; the rest encodings only.
+	changed := withWire(t, items("127.0.0.1:11"))
+	mustApply(t, d, encodedOnly(changed, "a"))
+	next := d.rt.Load()
+	if next.clusters["b"] != first.clusters["b"] {
+		t.Error("cluster b, unchanged, was built again")
+	}
+	if !next.clusters["a"].SharesState(first.clusters["a"]) || next.clusters["a"] == first.clusters["a"] {
+		t.Error("cluster a, whose assignment changed, did not keep its state with new endpoints")
+	}
+	if got := next.clusters["a"].Pick(cluster.HashKey{}).Addr(); got != "127.0.0.1:11" {
+		t.Errorf("cluster a picks %s, want the changed assignment's endpoint", got)
+	}
+	plain := newDataplane(t, contract.Identity{}, nil)
+	mustApply(t, plain, items("127.0.0.1:11"))
+	want, err := plain.ConfigDump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.ConfigDump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("dump after sets of encodings differs from the dump of the messages:\n%s\n---\n%s", got, want)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -76,6 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // runProxy starts the proxy and serves until ctx is done.
 func runProxy(ctx context.Context, opts proxy.Options) error {
+	applyConcurrency(opts.Concurrency)
 	if opts.OverloadMemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		// The garbage collector works to stay under 85 % of the limit,
 		// so the overload guard (90 %) sees live memory, not garbage.
@@ -136,6 +138,7 @@ from --credential-dir. See docs/gateways.md.`,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f.outboundSet = cmd.Flags().Changed("outbound")
+			f.concurrencySet = cmd.Flags().Changed("concurrency")
 			opts, err := f.options(stderr)
 			if err != nil {
 				return usageError{err}
@@ -164,7 +167,8 @@ type flags struct {
 	xdsProtocol                                  string
 	plaintext                                    bool
 	drain, listenerDrain                         time.Duration
-	maxConns                                     int
+	maxConns, concurrency                        int
+	concurrencySet                               bool
 	maxTotalConns, overloadMemory                string
 	gateway, outboundSet                         bool
 	gatewayBind, credentialDir                   string
@@ -199,6 +203,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.listenerDrain, "listener-drain-time", proxy.DefaultListenerDrain, "how long a listener the control plane removed keeps serving (answering with Connection: close / GOAWAY) before it closes")
 	fs.IntVar(&f.maxConns, "max-connections-per-listener", 0, "the most connections each listener holds open at once; more are closed at once (0: no limit, as Envoy)")
 	fs.StringVar(&f.maxTotalConns, "max-connections", "auto", "the most connections, `N`, all listeners together hold open at once (Envoy's global_downstream_max_connections); more are closed at once. auto: half the open-file limit, so each can have an upstream connection; 0: no limit")
+	fs.IntVar(&f.concurrency, "concurrency", defaultConcurrency, "worker threads, `N`: the Go runtime's GOMAXPROCS (Envoy's --concurrency, Istio's ProxyConfig concurrency); 0: every CPU (or the container's CPU limit), the default with --gateway. At most the CPUs available; the GOMAXPROCS environment variable wins")
 	fs.StringVar(&f.overloadMemory, "overload-memory-limit", "auto", "memory, a `size` (bytes, or e.g. 256Mi, 1Gi), the overload guard measures the Go heap and stacks against: past 90% new connections are closed at once, past 95% every response closes its connection. auto: the cgroup's memory limit when there is one, else off; 0: off")
 	fs.BoolVar(&f.gateway, "gateway", false, "run as a gateway (Istio's router): no application behind it, listeners from the Gateways whose selector matches --labels, node id router~...; no outbound listener unless --outbound is given")
 	fs.StringVar(&f.gatewayBind, "gateway-bind", "", "with --gateway, the `address` its listeners bind (a Gateway server's bind wins); default every address (0.0.0.0)")
@@ -286,6 +291,17 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 	if err != nil {
 		return proxy.Options{}, err
 	}
+	conc := f.concurrency
+	if f.gateway && !f.concurrencySet {
+		conc = 0 // a gateway carries many workloads' traffic: every CPU, as Istio's gateways
+	}
+	procs, err := concurrency(conc, gomaxprocsFromEnv(), runtime.GOMAXPROCS(0))
+	if err != nil {
+		return proxy.Options{}, err
+	}
+	if f.concurrencySet && gomaxprocsFromEnv() != "" {
+		log.Warn("ignoring --concurrency: the GOMAXPROCS environment variable is set", "concurrency", f.concurrency, "GOMAXPROCS", gomaxprocsFromEnv())
+	}
 	for _, s := range f.dnsServers {
 		if err := checkHostPort(s); err != nil {
 			return proxy.Options{}, fmt.Errorf("--dns-server %q: %w", s, err)
@@ -360,6 +376,7 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 		MaxConnectionsPerListener: f.maxConns,
 		MaxConnections:            maxTotalConns,
 		OverloadMemoryLimit:       memLimit,
+		Concurrency:               procs,
 		DNSServers:                f.dnsServers,
 		Logger:                    log,
 		XDS:                       xdsclient.Options{Protocol: protocol},

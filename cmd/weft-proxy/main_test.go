@@ -230,6 +230,8 @@ func TestBadFlagsExit2(t *testing.T) {
 		{[]string{"--max-connections", "many"}, `--max-connections "many": want a number`},
 		{[]string{"--overload-memory-limit", "lots"}, `--overload-memory-limit "lots": want a number of bytes, e.g. 268435456 or 256Mi`},
 		{[]string{"--overload-memory-limit", "1Mi"}, `--overload-memory-limit "1Mi": at least 16Mi`},
+		{[]string{"--concurrency", "-1"}, "--concurrency -1: want the number of worker threads, or 0 for every CPU"},
+		{[]string{"--concurrency", "two"}, `invalid argument "two" for "--concurrency" flag`},
 		{[]string{"--no-such-flag"}, "unknown flag: --no-such-flag"},
 		{[]string{"--ip"}, "flag needs an argument: --ip"},
 		{[]string{"extra"}, `unexpected arguments ["extra"]`},

@@ -383,6 +383,11 @@ func proxyContainer(t *corev1.PodTemplateSpec, workload string, cfg Config) (cor
 	if drain > 0 {
 		args = append(args, "--drain-timeout", drain.String())
 	}
+	conc, err := concurrencyArgs(ann)
+	if err != nil {
+		return corev1.Container{}, err
+	}
+	args = append(args, conc...)
 	always := corev1.ContainerRestartPolicyAlways
 	uid := int64(ProxyUID)
 	f := false
@@ -480,18 +485,33 @@ func resources(ann map[string]string, base corev1.ResourceRequirements) (corev1.
 	return r, nil
 }
 
-// drainTimeout reads terminationDrainDuration from proxy.istio.io/config
-// (a ProxyConfig in YAML), else def.
-func drainTimeout(ann map[string]string, def time.Duration) (time.Duration, error) {
+// podProxyConfig is what the injector reads of a pod's
+// proxy.istio.io/config annotation (a ProxyConfig in YAML).
+type podProxyConfig struct {
+	TerminationDrainDuration string `json:"terminationDrainDuration"`
+	Concurrency              *int32 `json:"concurrency"`
+}
+
+// proxyConfigOf parses the pod's proxy.istio.io/config; the zero value
+// when it has none.
+func proxyConfigOf(ann map[string]string) (podProxyConfig, error) {
+	var pc podProxyConfig
 	raw, ok := ann[AnnotationProxyConfig]
 	if !ok {
-		return def, nil
-	}
-	var pc struct {
-		TerminationDrainDuration string `json:"terminationDrainDuration"`
+		return pc, nil
 	}
 	if err := yaml.Unmarshal([]byte(raw), &pc); err != nil {
-		return 0, fmt.Errorf("annotation %s: not a ProxyConfig in YAML: %w", AnnotationProxyConfig, err)
+		return pc, fmt.Errorf("annotation %s: not a ProxyConfig in YAML: %w", AnnotationProxyConfig, err)
+	}
+	return pc, nil
+}
+
+// drainTimeout reads terminationDrainDuration from proxy.istio.io/config,
+// else def.
+func drainTimeout(ann map[string]string, def time.Duration) (time.Duration, error) {
+	pc, err := proxyConfigOf(ann)
+	if err != nil {
+		return 0, err
 	}
 	if pc.TerminationDrainDuration == "" {
 		return def, nil
@@ -501,6 +521,20 @@ func drainTimeout(ann map[string]string, def time.Duration) (time.Duration, erro
 		return 0, fmt.Errorf("annotation %s: terminationDrainDuration %q is not a duration such as 30s", AnnotationProxyConfig, pc.TerminationDrainDuration)
 	}
 	return d, nil
+}
+
+// concurrencyArgs is weft-proxy's --concurrency for the pod's
+// proxy.istio.io/config concurrency (as Istio passes it to Envoy); none
+// when unset, leaving weft-proxy's default.
+func concurrencyArgs(ann map[string]string) ([]string, error) {
+	pc, err := proxyConfigOf(ann)
+	if err != nil || pc.Concurrency == nil {
+		return nil, err
+	}
+	if *pc.Concurrency < 0 {
+		return nil, fmt.Errorf("annotation %s: concurrency %d: want the number of worker threads, or 0 for every CPU", AnnotationProxyConfig, *pc.Concurrency)
+	}
+	return []string{"--concurrency", strconv.Itoa(int(*pc.Concurrency))}, nil
 }
 
 func captureContainer(ann map[string]string, cfg Config) (corev1.Container, error) {

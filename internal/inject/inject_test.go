@@ -213,3 +213,39 @@ func TestInjectYAMLRevision(t *testing.T) {
 		t.Errorf("canary injector: %s", out.String())
 	}
 }
+
+// TestInjectConcurrency: proxy.istio.io/config concurrency becomes
+// weft-proxy's --concurrency, as Istio passes it to Envoy; without it
+// the proxy keeps its own default.
+func TestInjectConcurrency(t *testing.T) {
+	en := map[string]string{LabelIstioInjection: "enabled"}
+	for _, tc := range []struct {
+		config string // proxy.istio.io/config; "" none
+		want   string // --concurrency's value; "" not passed
+	}{
+		{"", ""},
+		{"terminationDrainDuration: 20s", ""},
+		{"concurrency: 1", "1"},
+		{"concurrency: 0\nterminationDrainDuration: 20s", "0"},
+	} {
+		pod := testPod()
+		if tc.config != "" {
+			pod.Annotations = map[string]string{AnnotationProxyConfig: tc.config}
+		}
+		got, _, err := InjectPod(pod, "shop", en, testConfig)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.config, err)
+		}
+		args := got.Spec.InitContainers[1].Args
+		i := indexOf(args, "--concurrency")
+		switch {
+		case tc.want == "" && i >= 0, tc.want != "" && (i < 0 || args[i+1] != tc.want):
+			t.Errorf("%q: proxy args %q, want --concurrency %q", tc.config, args, tc.want)
+		}
+	}
+	pod := testPod()
+	pod.Annotations = map[string]string{AnnotationProxyConfig: "concurrency: -1"}
+	if _, _, err := InjectPod(pod, "shop", en, testConfig); err == nil || !strings.Contains(err.Error(), "concurrency -1") {
+		t.Errorf("concurrency -1: %v, want an error naming it", err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"sync/atomic"
@@ -93,6 +94,12 @@ type Options struct {
 	// at once, past 95 % every response closes its connection
 	// (internal/proxy/overload). 0: off.
 	OverloadMemoryLimit uint64
+	// Concurrency is the worker threads (GOMAXPROCS) of the process as
+	// weft-proxy --concurrency resolved it; 0: the runtime's own choice.
+	// It is process-wide, so the command applies it before New (as it
+	// applies the GC limit of OverloadMemoryLimit); the proxy reports
+	// runtime.GOMAXPROCS in its start log line.
+	Concurrency int
 	// DNSServers ("host:port") resolve the names of the STRICT_DNS and
 	// LOGICAL_DNS clusters (ServiceEntries with resolution DNS), queried
 	// in order by the proxy's DNS client, which reads the records' TTLs;
@@ -293,7 +300,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("proxy: Run called more than once")
 	}
-	p.log.Info("proxy starting", "node", p.opts.Identity.ID, "xds_address", p.opts.XDSAddress, "admin_address", p.AdminAddr().String())
+	p.log.Info("proxy starting", "node", p.opts.Identity.ID, "xds_address", p.opts.XDSAddress, "admin_address", p.AdminAddr().String(),
+		"gomaxprocs", runtime.GOMAXPROCS(0))
 
 	adminErr := make(chan error, 1)
 	go func() {

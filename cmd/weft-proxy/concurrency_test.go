@@ -1,0 +1,60 @@
+package main
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+)
+
+func TestConcurrency(t *testing.T) {
+	for _, tc := range []struct {
+		n     int
+		env   string
+		avail int
+		want  int // GOMAXPROCS to set; 0: leave the runtime's
+	}{
+		{n: 2, avail: 64, want: 2},          // the default on a big node
+		{n: 1, avail: 2, want: 1},           // fewer than the CPUs
+		{n: 2, avail: 2, want: 0},           // as many as the runtime takes: left to it (it follows CPU-limit changes)
+		{n: 8, avail: 2, want: 0},           // never more than the CPUs (or the CPU limit)
+		{n: 0, avail: 64, want: 0},          // every CPU
+		{n: 1, env: "4", avail: 4, want: 0}, // GOMAXPROCS from the environment wins
+		{n: 0, env: "1", avail: 1, want: 0}, //
+		{n: 2, avail: 1, want: 0},           // a one-CPU container
+	} {
+		got, err := concurrency(tc.n, tc.env, tc.avail)
+		if err != nil || got != tc.want {
+			t.Errorf("concurrency(%d, GOMAXPROCS=%q, %d CPUs) = %d, %v; want %d", tc.n, tc.env, tc.avail, got, err, tc.want)
+		}
+	}
+	if _, err := concurrency(-1, "", 2); err == nil {
+		t.Error("concurrency(-1): no error")
+	}
+}
+
+// TestConcurrencyFlag: --concurrency reaches the options; a gateway
+// defaults to every CPU, a sidecar to defaultConcurrency.
+func TestConcurrencyFlag(t *testing.T) {
+	t.Setenv(gomaxprocsEnv, "")
+	avail := runtime.GOMAXPROCS(0)
+	want := func(n int) int { p, _ := concurrency(n, "", avail); return p }
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{nil, want(defaultConcurrency)},
+		{[]string{"--concurrency", "1"}, want(1)},
+		{[]string{"--concurrency", "0"}, 0},
+		{[]string{"--gateway"}, 0},
+		{[]string{"--gateway", "--concurrency", "1"}, want(1)},
+	} {
+		o, _ := parse(t, append([]string{"--workload", "w", "--xds-plaintext"}, tc.args...)...)
+		if o.Concurrency != tc.want {
+			t.Errorf("%q: Concurrency %d, want %d (%d CPUs)", tc.args, o.Concurrency, tc.want, avail)
+		}
+	}
+	t.Setenv(gomaxprocsEnv, "1")
+	if o, stderr := parse(t, "--workload", "w", "--xds-plaintext", "--concurrency", "1"); o.Concurrency != 0 || !strings.Contains(stderr, "ignoring --concurrency") {
+		t.Errorf("GOMAXPROCS=1 --concurrency 1: Concurrency %d, stderr %q; want 0 and a warning", o.Concurrency, stderr)
+	}
+}

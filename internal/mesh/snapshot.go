@@ -203,6 +203,30 @@ func (s *Snapshot) memoCarry(need carryLevel, key any, keep func(prev any) bool,
 	return v
 }
 
+// ReleaseCarry lets go of the snapshot s carries values over from
+// (BuildFrom). A caller that has generated what every proxy is sent from
+// s calls it: the values of the snapshot before that s did not take
+// (after a route change, the old route configurations and their
+// encodings: tens of MB in a large mesh) are then garbage at once rather
+// than at the next change. What s took is in its own memo, so the next
+// snapshot still carries it over from s; generation from s may go on,
+// and builds anew what it would have carried. Safe for concurrent use.
+func (s *Snapshot) ReleaseCarry() { s.carry.Store(nil) }
+
+// Forget drops the memo values whose keys match says: a value a caller
+// has derived what it needs from (an encoding) and that is large, so it
+// is not kept for the snapshot's life. A later Memo (or MemoCarry, here
+// or in the snapshot built from this one) builds it anew. Safe for
+// concurrent use; match must not call back into s.
+func (s *Snapshot) Forget(match func(key any) bool) {
+	s.memo.Range(func(k, _ any) bool {
+		if match(k) {
+			s.memo.Delete(k)
+		}
+		return true
+	})
+}
+
 // New is Build with default Options but the domain suffix.
 func New(cfg *config.Snapshot, reg *registry.Snapshot, domainSuffix string) *Snapshot {
 	return Build(cfg, reg, Options{DomainSuffix: domainSuffix})
@@ -379,6 +403,12 @@ func servicesHash(reg *registry.Snapshot) string {
 		writeStr(h, svc.Hostname, svc.Namespace)
 		writeU32(h, uint32(svc.Resolution), uint32(len(svc.Aliases)))
 		writeStr(h, svc.Aliases...)
+		if svc.ExportTo == nil {
+			writeStr(h, "*")
+		} else {
+			writeU32(h, uint32(len(svc.ExportTo)))
+			writeStr(h, svc.ExportTo...)
+		}
 		writeU32(h, uint32(len(svc.Addresses)))
 		for _, a := range svc.Addresses {
 			writeStr(h, a.String())

@@ -37,9 +37,10 @@ type Options struct {
 	Settle time.Duration
 	// ProfileDir, when set, receives the control plane's CPU profiles
 	// taken from the first config change on for ChangeProfile
-	// (cpu-changes.pprof) and during the storm (cpu-storm.pprof), and its
-	// heap profile after the changes (heap.pprof), and one of the live heap
-	// once the fleet is connected (heap-connect.pprof).
+	// (cpu-changes.pprof) and during the storm (cpu-storm.pprof), and
+	// profiles of its live heap (after a forced collection) once the fleet
+	// is connected (heap-connect.pprof) and after the changes
+	// (heap.pprof).
 	ProfileDir string
 	// ChangeProfile is the length of cpu-changes.pprof (default 30s).
 	ChangeProfile time.Duration
@@ -383,8 +384,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		simProfStop = nil
 	}
 	if o.ProfileDir != "" {
+		// After a forced collection, as heap-connect.pprof: the live
+		// heap once the changes are done (without it, the profile is of
+		// the last collection, which may predate the last push).
 		file := filepath.Join(o.ProfileDir, "heap.pprof")
-		if err := o.CP.FetchProfile(ctx, "heap", "", file); err != nil {
+		if err := o.CP.FetchProfile(ctx, "heap", "gc=1", file); err != nil {
 			log.Warn("heap profile", "error", err)
 		} else {
 			rep.Profiles = append(rep.Profiles, file)

@@ -40,16 +40,6 @@ import (
 // going (PassthroughCluster), REGISTRY_ONLY refuses it (BlackHoleCluster
 // for TCP, a 502 for HTTP), as Istio.
 
-// captured returns a captured proxy's listeners, route configurations and
-// the clusters beyond the outbound ones (inbound and passthrough).
-func captured(s *mesh.Snapshot, id contract.Identity) (ls, rcs, cs []types.Resource) {
-	out, rcs := sharedVirtualOutbound(s, id)
-	in, inClusters := virtualInboundListener(s, id)
-	ls = []types.Resource{out, in}
-	cs = append(inClusters, passthroughClusters()...)
-	return ls, rcs, cs
-}
-
 // virtualOutboundListener is [::]:15001 (ipv4_compat: REDIRECT delivers
 // IPv4 to 127.0.0.1 and IPv6 to ::1, one dual-stack socket gets both).
 // Its filter chains, in Envoy's match order:

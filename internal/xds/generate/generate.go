@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"sync"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -120,9 +121,10 @@ func forProxy(s *mesh.Snapshot, id contract.Identity, merged bool) Resources {
 
 // SharedParts is ForProxyParts without the proxy's own resources: only
 // ClusterParts.Lazy and EndpointParts.Lazy are set (memo lookups, no
-// per-proxy work). With OwnKey, a server that keeps what it derives from
-// the proxy's own resources (their encodings) calls ForProxyParts only
-// when it has nothing kept for the key.
+// per-proxy work). With OutboundKey and InboundKey, a server that keeps
+// what it derives from the proxy's own resources (their encodings) builds
+// them (BuildOutbound, BuildInbound) only when it has nothing kept for
+// the key.
 func SharedParts(s *mesh.Snapshot, id contract.Identity) Resources {
 	return Resources{
 		ClusterParts:  Parts{Lazy: sharedOutboundClustersLazy(s, id)},
@@ -130,87 +132,194 @@ func SharedParts(s *mesh.Snapshot, id contract.Identity) Resources {
 	}
 }
 
-// OwnKey identifies the proxy's own resources in s (its listeners,
-// routes and ClusterParts.Own, as ForProxyParts builds them): two calls
-// give the same key (==) only when those are the same, in this snapshot
-// or in one it carries over from (mesh.Snapshot.MemoCarry: when only
-// endpoints changed and none at the proxy's addresses). The resources
-// themselves are not kept: a proxy's inbound listeners and clusters cost
-// tens of KB as Go values, and a server needs only their encodings.
-func OwnKey(s *mesh.Snapshot, id contract.Identity) any {
-	return OwnKeyFor(s, id, IdentityKey(id))
-}
+// A proxy's own resources — ForProxyParts' Listeners, Routes and
+// ClusterParts.Own — come in two parts, each with a key under which a
+// server can keep their encodings, so that it builds and encodes each
+// distinct part once rather than once per proxy:
+//
+//   - the outbound part (BuildOutbound, OutboundKey): the listeners and
+//     route configurations that read the VirtualServices and the proxy's
+//     scope: a captured sidecar's virtual outbound listener and its route
+//     configurations (one per HTTP port: at 1,000 services, 891 KiB for
+//     port 80), an explicit sidecar's outbound listener and http_proxy,
+//     all of a gateway's listeners and routes. Proxies of one namespace,
+//     scope and telemetry (and tracing tags) get the same;
+//   - the inbound part (BuildInbound, InboundKey): a sidecar's inbound
+//     listeners and clusters, the passthrough clusters, a tracing
+//     collector's cluster. They read no VirtualService and nothing of
+//     the registry but the endpoints at the proxy's addresses, so a
+//     route change carries them over.
 
-// IdentityKey is a digest of every field of id (maps in key order): what
-// OwnKeyFor keys a proxy by. A digest, not the formatted identity itself
-// (about 1 KB a proxy, kept as a memo key). It costs a formatting of the
-// whole identity, so a server that asks for a proxy's OwnKey at every
-// push computes it once per proxy.
-func IdentityKey(id contract.Identity) string {
-	sum := sha256.Sum256([]byte(fmt.Sprintf("%+v", id)))
-	return string(sum[:])
-}
-
-// OwnKeyFor is OwnKey with id's IdentityKey given.
-func OwnKeyFor(s *mesh.Snapshot, id contract.Identity, identityKey string) any {
-	own := func() uint64 {
-		h := fnv.New64a()
-		for _, ep := range s.Registry.EndpointsAt(id.IPs) {
-			mesh.HashEndpoint(h, ep)
-		}
-		return h.Sum64()
+// OutboundKey identifies the outbound part of the proxy id's own
+// resources in s (BuildOutbound): two calls give keys that are equal
+// (==) only when the parts are equal, in s or in a snapshot that carries
+// over from it with mesh.Snapshot.MemoCarry (when only endpoints
+// changed). identityKey is IdentityKey(id).
+//
+// A sidecar's outbound part depends on its scope, namespace, interception
+// mode and Telemetry resources, its labels only where a VirtualService
+// matches on sourceLabels, an explicit sidecar's on its outbound address,
+// and on what tracing writes into its connection managers (its canonical
+// service and revision, when it traces); a gateway's on the gateway
+// itself.
+func OutboundKey(s *mesh.Snapshot, id contract.Identity, identityKey string) any {
+	if id.Router() {
+		// A gateway's listeners read the endpoints at its addresses
+		// (targetPort).
+		eps := ownEndpoints(s, id)
+		return s.MemoCarry(routerKey{identityKey}, func(prev any) bool { return prev.(*routerOwn).eps == eps }, func() any {
+			return &routerOwn{eps: eps}
+		}).(*routerOwn)
 	}
-	key := proxyKey{identityKey}
-	return s.MemoCarry(key, func(prev any) bool { return prev.(*proxyOwn).eps == own() }, func() any {
-		return &proxyOwn{eps: own()}
-	}).(*proxyOwn)
+	k := outboundPartKey{outboundKey: keyOf(s, id), tracing: clientTracingKey(s, id)}
+	if !id.Captured() {
+		k.address = id.OutboundAddress
+	}
+	return k
 }
 
-// proxyOwn is OwnKey's key: the digest of the proxy's own endpoints
-// (EndpointsAt its addresses) that its own resources are built from.
-type proxyOwn struct {
-	eps uint64
+// outboundPartKey is a sidecar's OutboundKey.
+type outboundPartKey struct {
+	outboundKey
+	address string // an explicit sidecar's outbound listener address
+	tracing string // clientTracingKey
 }
 
-type proxyKey struct{ identity string }
+// routerKey keys a gateway's OutboundKey in the memo: a gateway's
+// listeners are its own. routerOwn is the key itself, a new one per
+// snapshot unless carried over, with the digest of the endpoints at the
+// gateway's addresses it was made for.
+type routerKey struct{ identity string }
 
-// buildOwn builds a proxy's listeners, routes and own clusters
-// (ClusterParts.Own; Shared is left nil): what a proxy's inbound side is
-// made of reads the endpoints at its addresses, nothing else of the
-// registry but its services (OwnKey). The listeners and routes shared
-// with other proxies come from the snapshot's memo. shared is the
-// proxy's outbound clusters, built or Lazy (tracing adds a collector
-// cluster only when no service has its name).
-func buildOwn(s *mesh.Snapshot, id contract.Identity, shared Parts) Resources {
-	var (
-		r     Resources
-		local []types.Resource // inbound (and passthrough) clusters
-	)
+type routerOwn struct{ eps uint64 }
+
+// ownEndpoints is a digest of the endpoints at the proxy's addresses.
+func ownEndpoints(s *mesh.Snapshot, id contract.Identity) uint64 {
+	h := fnv.New64a()
+	for _, ep := range s.Registry.EndpointsAt(id.IPs) {
+		mesh.HashEndpoint(h, ep)
+	}
+	return h.Sum64()
+}
+
+// BuildOutbound builds the outbound part of the proxy id's own resources
+// (see OutboundKey): its listeners and its routes, each sorted by name.
+// They may be shared with other proxies and must not be modified.
+func BuildOutbound(s *mesh.Snapshot, id contract.Identity) (listeners, routes []types.Resource) {
 	switch {
 	case id.Router():
 		// A gateway: the Gateways' listeners, no application behind it
 		// (gateway.go).
-		r.Listeners, r.Routes = gatewayListeners(s, id)
+		listeners, routes = gatewayListeners(s, id)
 	case id.Captured():
-		r.Listeners, r.Routes, local = captured(s, id)
+		out, rcs := sharedVirtualOutbound(s, id) // capture.go
+		listeners, routes = []types.Resource{out}, rcs
 	default:
 		if l := outboundListener(s, id); l != nil {
 			// The http_proxy route configuration exists exactly when a
 			// listener refers to it, so the set stays consistent.
 			rc := sharedOutboundRoutes(s, id)
-			r.Listeners = append(r.Listeners, withCORSFilter(l, rc))
-			r.Routes = append(r.Routes, rc)
+			listeners, routes = []types.Resource{withCORSFilter(l, rc)}, []types.Resource{rc}
 		}
-		var inL []types.Resource
-		inL, local = inbound(s, id)
-		r.Listeners = append(r.Listeners, inL...)
 	}
-	sortByName(local)
-	r.ClusterParts = Parts{Shared: shared.Shared, Lazy: shared.Lazy, Own: local}
-	sortByName(r.Listeners)
-	sortByName(r.Routes)
-	withTracing(s, id, &r) // tracing.go
-	withStats(s, id, &r)   // stats.go
-	r.ClusterParts.Shared, r.ClusterParts.Lazy = nil, nil
-	return r
+	sortByName(listeners)
+	sortByName(routes)
+	traceListeners(s, id, listeners) // tracing.go
+	statsListeners(s, id, listeners) // stats.go
+	return listeners, routes
+}
+
+// ForgetOutbound drops the Go values of the outbound parts built from s
+// (the virtual outbound listeners and route configurations, and the
+// service routes they are made of: ~15 MB at 1,000 services): a server
+// that keeps the parts' encodings under their OutboundKeys (carried over
+// with MemoCarry as the values would have been) calls it once every
+// proxy has been served from s. A proxy with an OutboundKey no one had
+// before makes BuildOutbound build them again.
+func ForgetOutbound(s *mesh.Snapshot) {
+	s.Forget(func(k any) bool {
+		switch k.(type) {
+		case outboundKey, serviceRoutesKey:
+			return true
+		}
+		return false
+	})
+}
+
+// InboundKey identifies the inbound part of the proxy id's own resources
+// in s (BuildInbound): two calls give keys that are equal (==) only when
+// the parts are equal, in s or in a snapshot that carries over from it
+// with mesh.Snapshot.MemoCarryRoutes: when only endpoints and
+// VirtualServices changed, none of the endpoints at the proxy's
+// addresses, and the tracing collectors it needs a cluster of its own
+// for are the same. identityKey is IdentityKey(id). The resources
+// themselves are not kept: a proxy's inbound listeners and clusters cost
+// tens of KB as Go values, and a server needs only their encodings.
+func InboundKey(s *mesh.Snapshot, id contract.Identity, identityKey string) any {
+	eps := sync.OnceValue(func() uint64 { return ownEndpoints(s, id) })
+	collectors := sync.OnceValue(func() string {
+		return collectorsNeeded(s, id, Parts{Lazy: sharedOutboundClustersLazy(s, id)})
+	})
+	return s.MemoCarryRoutes(proxyKey{identityKey}, func(prev any) bool {
+		p := prev.(*proxyOwn)
+		return p.eps == eps() && p.collectors == collectors()
+	}, func() any {
+		return &proxyOwn{eps: eps(), collectors: collectors()}
+	}).(*proxyOwn)
+}
+
+// IdentityKey is a digest of every field of id (maps in key order): what
+// OutboundKey and InboundKey key a proxy by. A digest, not the formatted
+// identity itself (about 1 KB a proxy, kept as a memo key). It costs a
+// formatting of the whole identity, so a server that asks for a proxy's
+// keys at every push computes it once per proxy.
+func IdentityKey(id contract.Identity) string {
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%+v", id)))
+	return string(sum[:])
+}
+
+// proxyOwn is InboundKey's key: the digest of the proxy's own endpoints
+// (EndpointsAt its addresses) that its inbound part is built from, and
+// the collector clusters it adds (collectorsNeeded).
+type proxyOwn struct {
+	eps        uint64
+	collectors string
+}
+
+type proxyKey struct{ identity string }
+
+// BuildInbound builds the inbound part of the proxy id's own resources
+// (see InboundKey): its inbound listeners, sorted by name, and the
+// clusters of its own (ClusterParts.Own: inbound, passthrough and
+// tracing collector clusters), sorted by name. shared is the proxy's
+// outbound clusters, built (Shared) or Lazy: a tracing collector gets a
+// cluster of the proxy's own only when no service has its name.
+func BuildInbound(s *mesh.Snapshot, id contract.Identity, shared Parts) (listeners, clusters []types.Resource) {
+	switch {
+	case id.Router():
+		// A gateway has no application behind it.
+	case id.Captured():
+		in, inClusters := virtualInboundListener(s, id) // capture.go
+		listeners = []types.Resource{in}
+		clusters = append(inClusters, passthroughClusters()...)
+	default:
+		listeners, clusters = inbound(s, id)
+	}
+	sortByName(listeners)
+	sortByName(clusters)
+	traceListeners(s, id, listeners)
+	statsListeners(s, id, listeners)
+	return listeners, withCollectorClusters(s, id, shared, clusters)
+}
+
+// buildOwn builds a proxy's listeners, routes and own clusters
+// (ClusterParts.Own; Shared is left nil): its outbound part and its
+// inbound part, merged. shared is the proxy's outbound clusters, built or
+// Lazy.
+func buildOwn(s *mesh.Snapshot, id contract.Identity, shared Parts) Resources {
+	outL, routes := BuildOutbound(s, id)
+	inL, own := BuildInbound(s, id, shared)
+	listeners := append(slices.Clone(outL), inL...)
+	sortByName(listeners)
+	return Resources{Listeners: listeners, Routes: routes, ClusterParts: Parts{Own: own}}
 }

@@ -354,8 +354,9 @@ func labelsKey(labels map[string]string) string {
 	return b.String()
 }
 
-// serviceRoutesKey keys a service port's outbound routes. ns and labels
-// are set only when a VirtualService of the host matches on the client.
+// serviceRoutesKey keys a service port's outbound routes. ns is set when
+// the VirtualService of the host depends on the client's namespace
+// (exportTo) or matches on the client, labels only in the second case.
 type serviceRoutesKey struct {
 	host   string
 	port   uint32
@@ -363,17 +364,21 @@ type serviceRoutesKey struct {
 	labels string
 }
 
-type clientMatchKey struct{ host string }
+type clientMatchKey struct{ host, ns string }
 
 // sharedServiceRoutes is serviceRoutes, built once per snapshot for all
 // the proxies whose routes to the service port cannot differ: every proxy,
-// unless a VirtualService of the host matches on the client
-// (sourceNamespace, sourceLabels), then the proxies of one namespace and
-// labels. Without it, every namespace's route configuration rebuilt every
+// unless the VirtualService of the host depends on the client's namespace
+// (exportTo: then the proxies of one namespace) or matches on the client
+// (sourceNamespace, sourceLabels: then the proxies of one namespace and
+// labels). Without it, every namespace's route configuration rebuilt every
 // service's routes. Read only.
 func sharedServiceRoutes(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port) []*route.Route {
 	k := serviceRoutesKey{host: svc.Hostname, port: p.Number}
-	if routesMatchClient(s, svc.Hostname) {
+	if s.Routes.DependsOnNamespace(svc.Hostname) {
+		k.ns = id.Namespace
+	}
+	if routesMatchClient(s, svc.Hostname, k.ns) {
 		k.ns, k.labels = id.Namespace, labelsKey(id.Labels)
 	}
 	return s.MemoCarry(k, nil, func() any {
@@ -383,11 +388,12 @@ func sharedServiceRoutes(s *mesh.Snapshot, id contract.Identity, svc *registry.S
 	}).([]*route.Route)
 }
 
-// routesMatchClient reports whether a VirtualService of host has a match
-// on the client's namespace or labels.
-func routesMatchClient(s *mesh.Snapshot, host string) bool {
-	return s.Memo(clientMatchKey{host}, func() any {
-		for _, vs := range s.Routes.ForHost(host) {
+// routesMatchClient reports whether the VirtualService of host for the
+// sidecars of ns has a match on the client's namespace or labels (ns ""
+// when the VirtualService of host is the same in every namespace).
+func routesMatchClient(s *mesh.Snapshot, host, ns string) bool {
+	return s.Memo(clientMatchKey{host, ns}, func() any {
+		for _, vs := range s.Routes.ForHostIn(host, ns) {
 			for _, h := range vs.Spec.GetHttp() {
 				for _, m := range h.GetMatch() {
 					if m.GetSourceNamespace() != "" || len(m.GetSourceLabels()) > 0 {

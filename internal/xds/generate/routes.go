@@ -140,7 +140,7 @@ func serviceRoutesWithOrigins(s *mesh.Snapshot, id contract.Identity, svc *regis
 		out     []*route.Route
 		origins []RouteOrigin
 	)
-	for _, vs := range s.Routes.ForHost(svc.Hostname) {
+	for _, vs := range s.Routes.ForHostIn(svc.Hostname, id.Namespace) {
 		for i, h := range vs.Spec.GetHttp() {
 			action := withHashPolicy(s, routeAction(s, vs.Namespace, h, svc, p))
 			addMirrors(action, s, vs.Namespace, h, svc, p)

@@ -6,6 +6,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -14,22 +15,25 @@ import (
 	"weft.dev/weft/internal/xds/contract"
 )
 
-// withStats adds Istio's stats filter (contract.StatsFilterName) to the
+// statsListeners adds Istio's stats filter (contract.StatsFilterName) to the
 // workload's connection managers and TCP proxies when its Telemetry
 // resources override its metrics (mesh.TelemetryIndex.Metrics): an HTTP
 // filter before the router, a network filter before tcp_proxy, as Istio's
 // sidecars have them, configured for the side of the listener (outbound:
 // CLIENT, inbound: SERVER). With no override nothing is added: the proxy
 // reports the standard metrics without the filter, so a mesh without
-// Telemetry metrics gets the same listeners as before.
-func withStats(s *mesh.Snapshot, id contract.Identity, r *Resources) {
+// Telemetry metrics gets the same listeners as before. A listener it
+// changes is replaced in ls by a changed copy (listeners may be shared);
+// each listener is treated on its own, so a proxy's listeners may be
+// treated in parts.
+func statsListeners(s *mesh.Snapshot, id contract.Identity, ls []types.Resource) {
 	set := s.Telemetry.For(id.Namespace, id.Labels)
 	client := s.Telemetry.Metrics(set, mesh.ModeClient)
 	server := s.Telemetry.Metrics(set, mesh.ModeServer)
 	if len(client.Metrics) == 0 && len(server.Metrics) == 0 {
 		return
 	}
-	for i, res := range r.Listeners {
+	for i, res := range ls {
 		l := res.(*listener.Listener)
 		cfg := client
 		if l.GetTrafficDirection() == core.TrafficDirection_INBOUND {
@@ -47,7 +51,7 @@ func withStats(s *mesh.Snapshot, id contract.Identity, r *Resources) {
 		for _, fc := range chains {
 			fc.Filters = withStatsFilters(fc.GetFilters(), typed)
 		}
-		r.Listeners[i] = l
+		ls[i] = l
 	}
 }
 

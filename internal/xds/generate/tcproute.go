@@ -99,7 +99,7 @@ func isTLSPort(p registry.Port) bool {
 // VirtualService for svc that apply to proxy id on port p.
 func l4Routes(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port) l4Plan {
 	plan := l4Plan{catchAll: -1}
-	for _, vs := range s.Routes.ForHost(svc.Hostname) {
+	for _, vs := range s.Routes.ForHostIn(svc.Hostname, id.Namespace) {
 		if isTLSPort(p) {
 			handled := map[string]bool{} // Istio's hashRuntimeTLSMatchPredicates
 			for i, r := range vs.Spec.GetTls() {

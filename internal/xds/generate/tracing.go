@@ -35,36 +35,50 @@ const (
 	labelCanonicalRevision = "service.istio.io/canonical-revision"
 )
 
-// withTracing adds the tracing of the workload id to its resources, as
-// Istio's sidecars get it: every HTTP connection manager's tracing (the
-// OpenTelemetry tracer exporting to the provider's collector,
-// random_sampling, Istio's service tags and the custom tags), the inbound
-// routes' decorators ("<service host>:<port>/*", the server spans'
-// names), and the collector's cluster when the proxy has none by that
-// name. The outbound routes' decorators come with the shared routes
-// (decorateRoutes). Nothing changes when the workload does not trace.
-func withTracing(s *mesh.Snapshot, id contract.Identity, r *Resources) {
-	// Each side (server: inbound listeners, client: outbound) may trace
-	// differently, or not at all.
-	type side struct {
-		t       *mesh.Tracing
-		tr      *hcm.HttpConnectionManager_Tracing
-		cluster string
-	}
-	var sides [2]side // [0] client, [1] server
+// tracingSide is how one side of a workload (client: its outbound
+// listeners, server: its inbound ones) traces, or nothing (t nil).
+type tracingSide struct {
+	t       *mesh.Tracing
+	tr      *hcm.HttpConnectionManager_Tracing
+	cluster string
+}
+
+// tracingSides are the workload id's sides: [0] client, [1] server. Each
+// may trace differently, or not at all.
+func tracingSides(s *mesh.Snapshot, id contract.Identity) [2]tracingSide {
+	var sides [2]tracingSide
 	for i := range sides {
 		t := s.TracingFor(id.Namespace, id.Labels, i == 1)
 		if t == nil {
 			continue
 		}
 		c := contract.ClusterName(contract.Outbound, t.Provider.Port, "", t.Provider.Service)
-		sides[i] = side{t: t, tr: hcmTracing(s, id, t, c), cluster: c}
+		sides[i] = tracingSide{t: t, tr: hcmTracing(s, id, t, c), cluster: c}
 	}
+	return sides
+}
+
+// traceListeners adds the tracing of the workload id to its listeners
+// ls, as Istio's sidecars get it: every HTTP connection manager's tracing
+// (the OpenTelemetry tracer exporting to the provider's collector,
+// random_sampling, Istio's service tags and the custom tags) and the
+// inbound routes' decorators ("<service host>:<port>/*", the server
+// spans' names). A listener it changes is replaced in ls by a changed
+// copy (listeners may be shared). The outbound routes' decorators come
+// with the shared routes (decorateRoutes), the collector's cluster from
+// withCollectorClusters. Nothing changes when the workload does not
+// trace. Each listener is traced on its own, so the listeners of a proxy
+// may be traced in parts (buildOutbound, buildInbound).
+func traceListeners(s *mesh.Snapshot, id contract.Identity, ls []types.Resource) {
+	if len(ls) == 0 {
+		return
+	}
+	sides := tracingSides(s, id)
 	if sides[0].t == nil && sides[1].t == nil {
 		return
 	}
-	hosts := inboundHosts(s, id)
-	for i, res := range r.Listeners {
+	var hosts map[uint32]string // inboundHosts, when an inbound listener traces
+	for i, res := range ls {
 		l := res.(*listener.Listener)
 		inbound := l.GetTrafficDirection() == core.TrafficDirection_INBOUND
 		sd := sides[0]
@@ -73,6 +87,9 @@ func withTracing(s *mesh.Snapshot, id contract.Identity, r *Resources) {
 		}
 		if sd.t == nil {
 			continue
+		}
+		if inbound && hosts == nil {
+			hosts = inboundHosts(s, id)
 		}
 		l = proto.Clone(l).(*listener.Listener)
 		changed := false
@@ -98,31 +115,63 @@ func withTracing(s *mesh.Snapshot, id contract.Identity, r *Resources) {
 			}
 		}
 		if changed {
-			r.Listeners[i] = l
+			ls[i] = l
 		}
 	}
-	have := func(name string) bool {
-		return hasCluster(r.ClusterParts.Shared, name) || hasLazy(r.ClusterParts.Lazy, name) || hasCluster(r.ClusterParts.Own, name)
+}
+
+// clientTracingKey is what traceListeners writes into the workload's
+// outbound listeners: the encoding of its client side's tracing, "" when
+// that side does not trace. Two workloads with equal keys (and equal
+// outbound listeners before tracing) get equal traced listeners.
+func clientTracingKey(s *mesh.Snapshot, id contract.Identity) string {
+	t := s.TracingFor(id.Namespace, id.Labels, false)
+	if t == nil {
+		return ""
 	}
-	merged := r.Clusters != nil
-	added := false
-	for _, sd := range sides {
-		if sd.t != nil && !have(sd.cluster) {
-			// Not a service of the mesh (whose cluster would serve): the
-			// proxy's own, in both the list (when there is one) and its
-			// parts.
-			c := collectorCluster(sd.cluster, sd.t.Provider)
-			if merged {
-				r.Clusters = append(r.Clusters, c)
-			}
-			r.ClusterParts.Own = append(slices.Clone(r.ClusterParts.Own), c)
-			sortByName(r.ClusterParts.Own) // sorted for have
-			added = true
+	c := contract.ClusterName(contract.Outbound, t.Provider.Port, "", t.Provider.Service)
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(hcmTracing(s, id, t, c))
+	if err != nil {
+		panic(err) // a message built here always encodes
+	}
+	return string(b)
+}
+
+// collectorsNeeded names the clusters of the tracing collectors the
+// workload id needs of its own (withCollectorClusters): a side's provider
+// that is not a service of the mesh the proxy is sent (its outbound
+// clusters, built or Lazy), whose cluster would serve. "" when it needs
+// none.
+func collectorsNeeded(s *mesh.Snapshot, id contract.Identity, shared Parts) string {
+	var need string
+	for i := range 2 {
+		t := s.TracingFor(id.Namespace, id.Labels, i == 1)
+		if t == nil {
+			continue
 		}
+		c := contract.ClusterName(contract.Outbound, t.Provider.Port, "", t.Provider.Service)
+		if hasCluster(shared.Shared, c) || hasLazy(shared.Lazy, c) {
+			continue
+		}
+		need += c + "\x00"
 	}
-	if added {
-		sortByName(r.Clusters)
+	return need
+}
+
+// withCollectorClusters adds to own, the proxy's own clusters sorted by
+// name, the cluster of each tracing collector the proxy needs of its own
+// (collectorsNeeded), keeping it sorted. own is not modified.
+func withCollectorClusters(s *mesh.Snapshot, id contract.Identity, shared Parts, own []types.Resource) []types.Resource {
+	for _, sd := range tracingSides(s, id) {
+		if sd.t == nil || hasCluster(shared.Shared, sd.cluster) || hasLazy(shared.Lazy, sd.cluster) || hasCluster(own, sd.cluster) {
+			continue
+		}
+		// Not a service of the mesh (whose cluster would serve): the
+		// proxy's own.
+		own = append(slices.Clone(own), collectorCluster(sd.cluster, sd.t.Provider))
+		sortByName(own) // sorted for hasCluster
 	}
+	return own
 }
 
 // hasCluster reports whether the sorted list cs has a cluster named name.

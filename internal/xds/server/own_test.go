@@ -13,13 +13,16 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/xds/contract"
 	"weft.dev/weft/internal/xds/generate"
 )
 
 // TestOwnEncodingsCarriedOver: a proxy's own resources are encoded once
 // and their encodings carried to the next snapshot when only endpoints
-// elsewhere changed (no rebuild, no re-encoding), and what the proxy is
-// sent then equals what the generator gives it from scratch.
+// elsewhere changed (no rebuild, no re-encoding) — the inbound part over
+// a route change too —, and what the proxy is sent then equals what the
+// generator gives it from scratch.
 func TestOwnEncodingsCarriedOver(t *testing.T) {
 	s, m, build := pushFixture(t, 6, 12)
 	ctx := context.Background()
@@ -31,28 +34,123 @@ func TestOwnEncodingsCarriedOver(t *testing.T) {
 			break
 		}
 	}
+	ik := generate.IdentityKey(p.id)
+	kept := func(m *mesh.Snapshot) (out, in any) {
+		none := func() any { return nil }
+		return m.Memo(outKey{generate.OutboundKey(m, p.id, ik)}, none), m.Memo(inKey{generate.InboundKey(m, p.id, ik)}, none)
+	}
 	first := s.current().m
-	key := ownKey{generate.OwnKey(first, p.id)}
-	kept := first.Memo(key, func() any { t.Fatal("the first push kept no encodings of the proxy's own resources"); return nil })
+	out0, in0 := kept(first)
+	if out0 == nil || in0 == nil {
+		t.Fatal("the first push kept no encodings of the proxy's own resources")
+	}
+	check := func(step string, next *mesh.Snapshot) {
+		t.Helper()
+		want, _, err := s.snapshotOf(next, generate.ForProxy(next, p.id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := p.snapshot()
+		for i, typ := range typeOrder {
+			if got.sets[i].version != want.sets[i].version {
+				t.Errorf("%s: %s: pushed version %s, from scratch %s", step, typ, got.sets[i].version, want.sets[i].version)
+			}
+		}
+	}
 
-	// Another service's spare endpoint moves: carried over.
+	// Another service's spare endpoint moves: both parts carried over.
 	if _, err := m.ChangeEndpoint(3, 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Update(build())
 	s.push(ctx, time.Now())
 	next := s.current().m
-	if got := next.Memo(ownKey{generate.OwnKey(next, p.id)}, func() any { return nil }); got != kept {
-		t.Error("an endpoint change elsewhere rebuilt the proxy's own encodings; want them carried over")
+	if out, in := kept(next); out != out0 || in != in0 {
+		t.Errorf("an endpoint change elsewhere rebuilt the proxy's own encodings (outbound kept: %v, inbound kept: %v); want both carried over", out == out0, in == in0)
 	}
-	want, _, err := s.snapshotOf(next, generate.ForProxy(next, p.id))
+	check("endpoint change", next)
+
+	// A route changes: the outbound part (the routes) is rebuilt, the
+	// inbound part carried over.
+	if _, err := m.ChangeRoute(0, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Update(build())
+	s.push(ctx, time.Now())
+	next = s.current().m
+	if out, in := kept(next); out == out0 || in != in0 {
+		t.Errorf("after a route change: outbound part rebuilt %v (want true), inbound part kept %v (want true)", out != out0, in == in0)
+	}
+	check("route change", next)
+}
+
+// TestOutboundPartsShared: the outbound part of the proxies' own
+// resources — the virtual outbound listener and its route configurations
+// — is built and encoded once per namespace (the proxies' OutboundKey),
+// not once per proxy: proxies of one namespace are sent the very same
+// encodings (namespaces whose parts are the same bytes share them too:
+// encodings are interned), and each proxy's sets equal those made from
+// what the generator gives it from scratch.
+func TestOutboundPartsShared(t *testing.T) {
+	s, m, build := pushFixture(t, 20, 40)
+	ctx := context.Background()
+	s.push(ctx, time.Now())
+	if _, err := m.ChangeRoute(1, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Update(build())
+	s.push(ctx, time.Now())
+	cur := s.current().m
+	byNS := map[string]*encoded{}
+	for _, p := range s.proxies {
+		snap := p.snapshot()
+		want, _, err := s.snapshotOf(cur, generate.ForProxy(cur, p.id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, typ := range typeOrder {
+			if snap.sets[i].version != want.sets[i].version {
+				t.Errorf("%s: %s: pushed version %s, from scratch %s", p.id.ID, typ, snap.sets[i].version, want.sets[i].version)
+			}
+		}
+		l := snap.set(resource.ListenerType).get("virtualOutbound")
+		rc := snap.set(resource.RouteType).get("8080")
+		if l == nil || rc == nil {
+			t.Fatalf("%s: no virtual outbound listener or route configuration 8080", p.id.ID)
+		}
+		ns := p.id.Namespace
+		if prev, ok := byNS[ns]; ok && prev != l {
+			t.Errorf("%s: two encodings of the virtual outbound listener in namespace %s", p.id.ID, ns)
+		}
+		byNS[ns] = l
+		if w := want.set(resource.RouteType).get("8080"); string(w.any.GetValue()) != string(rc.any.GetValue()) {
+			t.Errorf("%s: route configuration 8080 differs from the one built from scratch", p.id.ID)
+		}
+	}
+	if len(byNS) < 2 {
+		t.Fatalf("the fixture's proxies are in %d namespaces; want several", len(byNS))
+	}
+
+	// The push let go of the Go values behind the encodings; a proxy
+	// with an outbound part no one had yet (explicit, not captured) is
+	// built anew, and gets what it would from scratch.
+	var id contract.Identity
+	for _, p := range s.proxies {
+		id = p.id
+		break
+	}
+	id.ID += "-explicit"
+	id.InterceptionMode, id.OutboundAddress = contract.InterceptionNone, "127.0.0.1:15001"
+	p := newProxy(id)
+	s.proxies[id.ID] = p
+	s.write(p, s.current(), time.Time{})
+	want, _, err := s.snapshotOf(cur, generate.ForProxy(cur, id))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := p.snapshot()
 	for i, typ := range typeOrder {
-		if got.sets[i].version != want.sets[i].version {
-			t.Errorf("%s: pushed version %s, from scratch %s", typ, got.sets[i].version, want.sets[i].version)
+		if got := p.snapshot().sets[i].version; got != want.sets[i].version {
+			t.Errorf("explicit proxy after the push: %s: version %s, from scratch %s", typ, got, want.sets[i].version)
 		}
 	}
 }

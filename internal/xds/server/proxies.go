@@ -25,7 +25,7 @@ type proxy struct {
 	connectedAt time.Time
 	streams     int
 	// identityKey is generate.IdentityKey(id), made once: every push
-	// asks for the proxy's OwnKey.
+	// asks for the proxy's OutboundKey and InboundKey.
 	identityKey func() string
 
 	mu          sync.Mutex

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"weft.dev/weft/internal/mesh"
+	"weft.dev/weft/internal/xds/generate"
 )
 
 // versioned is a mesh snapshot with the order it arrived in, so a slow
@@ -96,6 +97,14 @@ func (s *Server) push(ctx context.Context, since time.Time) {
 		})
 	}
 	wg.Wait()
+	if ctx.Err() == nil {
+		// Every proxy has what cur gives it: what cur carried over is in
+		// its own memo, the rest of the snapshot before is garbage, and
+		// of the shared outbound listeners and routes the encodings are
+		// kept (sidecarSnapshot), the Go values not needed.
+		cur.m.ReleaseCarry()
+		generate.ForgetOutbound(cur.m)
+	}
 	s.sets.prune()
 	s.metrics.pushRounds.Add(1)
 	s.metrics.pushDuration.Observe(time.Since(start).Seconds())

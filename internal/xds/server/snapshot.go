@@ -512,36 +512,31 @@ func (s *Server) setOfDigests(typeURL string, ds []*digests) *typeSet {
 	return s.sets.put(set)
 }
 
-// ownKey keys a proxy's ownDigests in mesh.Snapshot.Memo: generate.OwnKey,
-// which is carried over to the next snapshot when the proxy's own
-// resources are unchanged, and the ownDigests with it.
-type ownKey struct{ k any }
+// outKey and inKey key the encodings of a proxy's own resources in
+// mesh.Snapshot.Memo: outKey its outbound part (generate.OutboundKey,
+// shared by the proxies of one namespace and scope, carried over
+// endpoint changes as the generator carries the part), inKey its inbound
+// part (generate.InboundKey, carried over route changes too).
+type (
+	outKey struct{ k any }
+	inKey  struct{ k any }
+)
 
-// ownDigests are the encodings of a proxy's own resources (its listeners,
-// routes and own clusters), by type in typeOrder. They are what the
-// server keeps of them: the resources themselves are garbage once
-// encoded (tens of KB a proxy as Go values).
-type ownDigests struct {
+// partDigests are the encodings of a part of a proxy's own resources, by
+// type in typeOrder. They are what the server keeps of them: the
+// resources themselves are garbage once encoded (tens of KB a proxy as
+// Go values), unless the generator shares them.
+type partDigests struct {
 	lists [len(typeOrder)][]*digests
 	err   error
 }
 
-// ownDigestsOf encodes r's own resources: Listeners, Routes and the Own
-// of ClusterParts and EndpointParts.
-func ownDigestsOf(m *mesh.Snapshot, r generate.Resources) *ownDigests {
-	o := &ownDigests{}
+// partDigestsOf encodes lists, resources by type in typeOrder.
+func partDigestsOf(m *mesh.Snapshot, lists [len(typeOrder)][]types.Resource) *partDigests {
+	o := &partDigests{}
 	for i, typ := range typeOrder {
-		var list []types.Resource
-		switch typ {
-		case resource.ListenerType:
-			list = r.Listeners
-		case resource.RouteType:
-			list = r.Routes
-		default:
-			list = partsOf(r, typ).Own
-		}
-		ds := make([]*digests, len(list))
-		for j, it := range list {
+		ds := make([]*digests, len(lists[i]))
+		for j, it := range lists[i] {
 			d := resourceDigest(m, typ, it)
 			if d.err != nil {
 				o.err = fmt.Errorf("%s: %w", typ, d.err)
@@ -554,34 +549,60 @@ func ownDigestsOf(m *mesh.Snapshot, r generate.Resources) *ownDigests {
 	return o
 }
 
+var (
+	listenerIdx = typeIndex(resource.ListenerType)
+	routeIdx    = typeIndex(resource.RouteType)
+	clusterIdx  = typeIndex(resource.ClusterType)
+)
+
 // sidecarSnapshot is snapshotOf(m, generate.ForProxyParts(m, p.id)) that
-// builds and encodes the proxy's own resources only when m (or the
-// snapshot it carries over from) has not got their encodings yet.
+// builds and encodes each part of the proxy's own resources only when m
+// (or the snapshot it carries over from) has not got its encodings yet:
+// the outbound part once per distinct OutboundKey (a route change
+// rebuilds it once per namespace and scope, not once per proxy), the
+// inbound part once per proxy, and again only when what it reads changed.
 func (s *Server) sidecarSnapshot(m *mesh.Snapshot, p *proxy) (*nodeSnapshot, []string, error) {
-	id := p.id
-	own := m.MemoCarryRoutes(ownKey{generate.OwnKeyFor(m, id, p.identityKey())}, nil, func() any {
-		return ownDigestsOf(m, generate.ForProxyParts(m, id))
-	}).(*ownDigests)
-	if own.err != nil {
-		return nil, nil, own.err
+	id, ik := p.id, p.identityKey()
+	out := m.MemoCarry(outKey{generate.OutboundKey(m, id, ik)}, nil, func() any {
+		var lists [len(typeOrder)][]types.Resource
+		lists[listenerIdx], lists[routeIdx] = generate.BuildOutbound(m, id)
+		return partDigestsOf(m, lists)
+	}).(*partDigests)
+	if out.err != nil {
+		return nil, nil, out.err
 	}
 	shared := generate.SharedParts(m, id)
+	in := m.MemoCarryRoutes(inKey{generate.InboundKey(m, id, ik)}, nil, func() any {
+		var lists [len(typeOrder)][]types.Resource
+		lists[listenerIdx], lists[clusterIdx] = generate.BuildInbound(m, id, shared.ClusterParts)
+		return partDigestsOf(m, lists)
+	}).(*partDigests)
+	if in.err != nil {
+		return nil, nil, in.err
+	}
 	snap := &nodeSnapshot{}
 	versions := make([]string, len(typeOrder))
 	for i, typ := range typeOrder {
+		own := in.lists[i]
+		if o := out.lists[i]; len(o) > 0 {
+			// Sorted by name, as the generator lists them: the set's
+			// version digests them in that order.
+			own = append(slices.Clip(o), own...)
+			slices.SortStableFunc(own, func(a, b *digests) int { return cmpString(a.enc.name, b.enc.name) })
+		}
 		var set *typeSet
 		if parts := partsOf(shared, typ); len(parts.Lazy) > 0 {
 			var err error
-			if set, err = s.setOfLazyAndOwn(m, typ, parts.Lazy, own.lists[i]); err != nil {
+			if set, err = s.setOfLazyAndOwn(m, typ, parts.Lazy, own); err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", typ, err)
 			}
 		} else if len(parts.Shared) > 0 {
 			var err error
-			if set, err = s.setOfSharedAndOwn(m, typ, parts.Shared, own.lists[i]); err != nil {
+			if set, err = s.setOfSharedAndOwn(m, typ, parts.Shared, own); err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", typ, err)
 			}
 		} else {
-			set = s.setOfDigests(typ, own.lists[i])
+			set = s.setOfDigests(typ, own)
 		}
 		snap.sets[i] = set
 		versions[i] = set.version

@@ -47,9 +47,7 @@ func (d *yamlDecoder) errf(path, format string, args ...any) {
 
 // at records where path's value is written.
 func (d *yamlDecoder) at(path string, n *yaml.Node) {
-	if _, ok := d.pos[path]; !ok {
-		d.pos[path] = Position{Line: n.Line + d.lineOffset, Column: n.Column}
-	}
+	d.pos.set(path, Position{Line: n.Line + d.lineOffset, Column: n.Column})
 }
 
 // resolve follows aliases and counts nodes; it returns nil when the

@@ -621,7 +621,7 @@ func validateJWTRule(is *issues, path string, r *security.JWTRule) {
 // from: [] would otherwise admit every source).
 func validateInDocument(spec any, annotations map[string]string, pos Positions) issues {
 	var is issues
-	written := func(path string) bool { _, ok := pos[path]; return ok }
+	written := func(path string) bool { _, ok := pos.get(path); return ok }
 	switch s := spec.(type) {
 	case *security.PeerAuthentication:
 		if written("spec.portLevelMtls") && len(s.GetPortLevelMtls()) == 0 {

@@ -35,10 +35,16 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultDebounce         = 100 * time.Millisecond
-	DefaultDebounceMax      = time.Second
-	DefaultPushConcurrency  = 8
-	DefaultKeepaliveTime    = 10 * time.Second
+	DefaultDebounce        = 100 * time.Millisecond
+	DefaultDebounceMax     = time.Second
+	DefaultPushConcurrency = 8
+	// DefaultKeepaliveTime is Istio's: weft-proxy pings every 10 s itself
+	// (which the server counts as activity), so the server pings only peers
+	// that go quiet, such as proxyless gRPC clients. At 10 s the server
+	// pinged every connection 10 s after each push, all at once, and each
+	// ping held a 32 KiB write buffer: ~50 MB at 2,000 proxies
+	// (docs/benchmarks.md, the keepalive burst).
+	DefaultKeepaliveTime    = 30 * time.Second
 	DefaultKeepaliveTimeout = 5 * time.Second
 	DefaultMaxConnectionAge = 30 * time.Minute
 	// gracefulStopTimeout bounds how long Serve waits for streams to finish

@@ -49,6 +49,10 @@ if [ -n "${PROXY_BIN:-}" ]; then
 else
   go build -trimpath -tags "$TAGS" -ldflags "$LDFLAGS" -o "$work/weft-proxy" ./cmd/weft-proxy
 fi
+# Written back to disk, as an installed binary is: the proxy pages out
+# its start-up-only pages once its first config is applied, and the
+# kernel cannot reclaim pages of a file that are still dirty from cp.
+sync "$work/weft-proxy"
 binsize=$(stat -c %s "$work/weft-proxy")
 
 CP1=127.0.21.9 CP2=127.0.21.10

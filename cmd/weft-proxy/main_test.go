@@ -92,6 +92,12 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if o.ListenerDrain != 5*time.Second {
 		t.Errorf("listener drain %v, want 5s", o.ListenerDrain)
 	}
+	if !o.PageOutStartup {
+		t.Errorf("start-up pages are not paged out by default")
+	}
+	if o, _ := parse(t, "--workload", "w", "--xds-plaintext", "--keep-startup-pages"); o.PageOutStartup {
+		t.Errorf("--keep-startup-pages: start-up pages still paged out")
+	}
 	if id.ID != contract.DefaultNodeID("127.0.0.1", "reviews-v2", "default") || id.Namespace != "default" ||
 		!slices.Equal(id.IPs, []string{"127.0.0.1"}) || id.OutboundAddress != contract.DefaultOutboundAddress ||
 		id.ServiceAccount != "default" || len(id.Labels) != 0 || len(id.AppPorts) != 0 {

@@ -33,6 +33,7 @@ import (
 	"weft.dev/weft/internal/registry"
 	"weft.dev/weft/internal/registry/aggregate"
 	"weft.dev/weft/internal/registry/autoreg"
+	"weft.dev/weft/internal/residency"
 	"weft.dev/weft/internal/xds/server"
 )
 
@@ -120,8 +121,19 @@ type Options struct {
 	Injection *webhook.Options
 	// Debounce and DebounceMax tune xDS push debouncing (see server.Options).
 	Debounce, DebounceMax time.Duration
-	Logger                *slog.Logger
+	// PageOutStartup pages out the executable's start-up-only pages
+	// StartupPagesDelay after the first config is published (package
+	// residency). `weft serve` sets it (unless --keep-startup-pages); a
+	// control plane embedded in another program leaves it off.
+	PageOutStartup bool
+	Logger         *slog.Logger
 }
+
+// StartupPagesDelay is how long after the first config is published the
+// control plane pages out the executable's pages that only start-up used:
+// time for its proxies to connect, or reconnect after a restart, and get
+// their first config.
+const StartupPagesDelay = 30 * time.Second
 
 // RootPublisher distributes the mesh's root certificate (see
 // internal/ca/kuberoot). Run returns nil once ctx is done.
@@ -158,6 +170,8 @@ type ControlPlane struct {
 	current                     atomic.Pointer[mesh.Snapshot]
 	conflicts                   atomic.Pointer[[]string] // registry conflicts in force, for /status
 	running                     atomic.Bool
+	published                   chan struct{} // closed by the first publish (publishedOnce)
+	publishedOnce               sync.Once
 }
 
 // New validates opts, loads or creates the CA and binds the listeners, so
@@ -189,10 +203,11 @@ func New(opts Options) (*ControlPlane, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	c := &ControlPlane{
-		opts:    opts,
-		log:     opts.Logger.With("component", "controlplane"),
-		metrics: reg,
-		autoreg: autoreg.New(autoreg.Options{Grace: opts.AutoRegistrationGrace, Logger: opts.Logger}),
+		opts:      opts,
+		log:       opts.Logger.With("component", "controlplane"),
+		metrics:   reg,
+		autoreg:   autoreg.New(autoreg.Options{Grace: opts.AutoRegistrationGrace, Logger: opts.Logger}),
+		published: make(chan struct{}),
 	}
 	reg.MustRegister(conflictMetrics{c})
 	c.xds = server.New(server.Options{
@@ -317,6 +332,9 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	if c.inject != nil {
 		wg.Go(func() { fail(c.inject.Run(ctx)) })
 	}
+	if c.opts.PageOutStartup {
+		wg.Go(func() { c.pageOutStartup(ctx) })
+	}
 	wg.Go(func() {
 		if err := c.runConfig(ctx); err != nil {
 			fail(fmt.Errorf("controlplane: %w", err))
@@ -373,6 +391,7 @@ func (c *ControlPlane) publish(cfg *config.Snapshot) {
 	}
 	c.current.Store(m)
 	c.xds.Update(m)
+	c.publishedOnce.Do(func() { close(c.published) })
 	if prev == nil || prev.Config != cfg {
 		c.log.Info("config applied", "version", m.Version, "services", len(reg.Services()), "diagnostics", len(cfg.Diagnostics))
 	} else {
@@ -449,4 +468,31 @@ func (c *ControlPlane) serveStatus(ctx context.Context) error {
 		return fmt.Errorf("controlplane: status server on %s: %w", c.statusLis.Addr(), err)
 	}
 	return nil
+}
+
+// pageOutStartup pages out the executable's pages that only start-up
+// touched (package residency), once, StartupPagesDelay after the first
+// config is published. The control plane links Kubernetes' and Consul's
+// clients and every Envoy type it generates; much of their code and
+// tables runs only while it starts. Returns when done or when ctx ends.
+func (c *ControlPlane) pageOutStartup(ctx context.Context) {
+	select {
+	case <-c.published:
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTimer(StartupPagesDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return
+	}
+	res, err := residency.PageOutExecutable()
+	if err != nil {
+		c.log.Debug("start-up pages stay resident", "error", err)
+		return
+	}
+	c.log.Debug("start-up pages paged out", "mappings", res.Mappings,
+		"resident_before_bytes", res.ResidentBefore, "resident_after_bytes", res.ResidentAfter)
 }

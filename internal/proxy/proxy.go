@@ -32,6 +32,7 @@ import (
 	"weft.dev/weft/internal/proxy/secretdir"
 	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/xdsclient"
+	"weft.dev/weft/internal/residency"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -100,6 +101,11 @@ type Options struct {
 	// applies the GC limit of OverloadMemoryLimit); the proxy reports
 	// runtime.GOMAXPROCS in its start log line.
 	Concurrency int
+	// PageOutStartup pages out the executable's start-up-only pages once
+	// the first config is in force (package residency). The weft-proxy
+	// command sets it (unless --keep-startup-pages); a proxy embedded in
+	// another program, whose executable is not its own, leaves it off.
+	PageOutStartup bool
 	// DNSServers ("host:port") resolve the names of the STRICT_DNS and
 	// LOGICAL_DNS clusters (ServiceEntries with resolution DNS), queried
 	// in order by the proxy's DNS client, which reads the records' TTLs;
@@ -498,6 +504,8 @@ const startupPeakDelay = time.Second
 // thousands of resources decoded and translated together; the heap peaks
 // at several times what the runtime keeps, and Go's background scavenger
 // would take minutes to return the difference. It costs one collection.
+// It then pages out the executable's pages that only start-up touched
+// (package residency), with Options.PageOutStartup.
 // Returns when done or when ctx ends.
 func (p *Proxy) returnStartupPeak(ctx context.Context) {
 	select {
@@ -509,7 +517,18 @@ func (p *Proxy) returnStartupPeak(ctx context.Context) {
 	defer t.Stop()
 	select {
 	case <-t.C:
-		debug.FreeOSMemory()
 	case <-ctx.Done():
+		return
 	}
+	debug.FreeOSMemory()
+	if !p.opts.PageOutStartup {
+		return
+	}
+	res, err := residency.PageOutExecutable()
+	if err != nil {
+		p.log.Debug("start-up pages stay resident", "error", err)
+		return
+	}
+	p.log.Debug("start-up pages paged out", "mappings", res.Mappings,
+		"resident_before_bytes", res.ResidentBefore, "resident_after_bytes", res.ResidentAfter)
 }

@@ -1,0 +1,36 @@
+// Package residency hands back to the kernel the pages of the process's
+// own executable that only its start-up needed.
+//
+// A Go binary's read-only mappings (code, read-only data, the function
+// tables) are mostly touched once: package initialisation registers every
+// protobuf descriptor the xDS API links in, the first config is decoded,
+// translated or generated, and little of that runs again. The kernel keeps
+// those file-backed pages resident until memory gets tight, so they count
+// in the process's RSS. Paging them out once start-up is over leaves
+// resident what the running process uses; a page needed again later is
+// read back in, as at start. weft-proxy does it a second after its first
+// config is applied, `weft serve` 30 s after its first config is
+// published; both have --keep-startup-pages to keep them.
+//
+// Pages mapped by this process alone are reclaimed (MADV_PAGEOUT). Pages
+// other processes of the same file map too — several sidecars of one node
+// running one binary — the kernel does not reclaim; this process unmaps
+// them (MADV_DONTNEED on a mapping none of whose pages was copied on
+// write), so once every process has, start-up-only pages are clean,
+// unmapped page cache, which the kernel drops first when memory is needed.
+// Nothing that would need swap is touched. Where the kernel lacks
+// MADV_PAGEOUT (Linux before 5.4) or the platform is not Linux, nothing
+// happens.
+package residency
+
+// Result says what PageOutExecutable did.
+type Result struct {
+	// Mappings is how many read-only mappings of the executable were
+	// advised, Bytes their total length.
+	Mappings int
+	Bytes    int64
+	// ResidentBefore and ResidentAfter are the executable's resident
+	// bytes (its mappings' Rss in /proc/self/smaps) around the advice;
+	// 0 when smaps cannot be read.
+	ResidentBefore, ResidentAfter int64
+}

@@ -1,0 +1,146 @@
+//go:build linux
+
+package residency
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// PageOutExecutable hands back the resident pages of the executable's
+// read-only mappings. Pages only this process maps are reclaimed (madvise
+// MADV_PAGEOUT: the memory is free at once); then a mapping none of whose
+// pages was ever copied on write (smaps: Anonymous 0 kB) is unmapped from
+// this process (MADV_DONTNEED), which leaves the pages other processes of
+// the same file share in the page cache, unmapped here: clean cache the
+// kernel can drop first, not this process's memory. Writable mappings
+// (initialised data) are left alone: their changed pages are anonymous
+// memory, and without swap they stay. An error means nothing could be
+// advised (smaps unreadable, the kernel without MADV_PAGEOUT).
+func PageOutExecutable() (Result, error) {
+	exe, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return Result{}, fmt.Errorf("residency: the executable: %w", err)
+	}
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return Result{}, fmt.Errorf("residency: %w", err)
+	}
+	ranges := readOnlyMappings(smaps, exe)
+	if len(ranges) == 0 {
+		return Result{}, fmt.Errorf("residency: no read-only mapping of %s in /proc/self/smaps", exe)
+	}
+	res := Result{ResidentBefore: residentIn(smaps, exe)}
+	for _, r := range ranges {
+		if _, _, e := unix.Syscall(unix.SYS_MADVISE, r.start, r.end-r.start, unix.MADV_PAGEOUT); e != 0 {
+			if res.Mappings == 0 {
+				return res, fmt.Errorf("residency: madvise(MADV_PAGEOUT) on %s: %w", exe, e)
+			}
+			continue
+		}
+		if r.clean {
+			// Private file pages that were never written: dropping them
+			// from this address space loses nothing, the next access
+			// maps the file's page again.
+			_, _, _ = unix.Syscall(unix.SYS_MADVISE, r.start, r.end-r.start, unix.MADV_DONTNEED)
+		}
+		res.Mappings++
+		res.Bytes += int64(r.end - r.start)
+	}
+	res.ResidentAfter = residentBytes(exe)
+	return res, nil
+}
+
+type addrRange struct {
+	start, end uintptr
+	clean      bool // no page copied on write (Anonymous: 0 kB)
+}
+
+// readOnlyMappings returns the mappings of path in a /proc/PID/smaps (or
+// maps) text that are readable and not writable ("r-xp", "r--p"); clean
+// when smaps says none of their pages is anonymous (a maps text never
+// says so).
+func readOnlyMappings(smaps []byte, path string) []addrRange {
+	var out []addrRange
+	cur := -1 // index in out of the mapping whose fields follow, or -1
+	sc := bufio.NewScanner(bytes.NewReader(smaps))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		if !isHeader(f) {
+			// Anonymous:             0 kB
+			if cur >= 0 && f[0] == "Anonymous:" && len(f) >= 2 {
+				out[cur].clean = f[1] == "0"
+			}
+			continue
+		}
+		// 00400000-00452000 r-xp 00000000 08:02 173521 /usr/bin/weft-proxy
+		cur = -1
+		if len(f) < 6 || strings.Join(f[5:], " ") != path {
+			continue
+		}
+		if perms := f[1]; len(perms) < 2 || perms[0] != 'r' || perms[1] != '-' {
+			continue
+		}
+		lo, hi, _ := strings.Cut(f[0], "-")
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 != nil || err2 != nil || end <= start {
+			continue
+		}
+		out = append(out, addrRange{start: uintptr(start), end: uintptr(end)})
+		cur = len(out) - 1
+	}
+	return out
+}
+
+// isHeader reports whether the fields of a /proc/PID/smaps line are a
+// mapping's header ("start-end perms offset dev inode [path]") rather
+// than one of its "Key: value" lines.
+func isHeader(f []string) bool {
+	return len(f) >= 5 && !strings.HasSuffix(f[0], ":") && strings.Contains(f[0], "-")
+}
+
+// residentBytes sums the Rss of every mapping of path in
+// /proc/self/smaps; 0 when it cannot be read.
+func residentBytes(path string) int64 {
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return 0
+	}
+	return residentIn(smaps, path)
+}
+
+// residentIn sums the Rss lines of the mappings of path in a
+// /proc/PID/smaps text.
+func residentIn(smaps []byte, path string) int64 {
+	var total int64
+	in := false
+	sc := bufio.NewScanner(bytes.NewReader(smaps))
+	for sc.Scan() {
+		line := sc.Text()
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if isHeader(f) {
+			// A mapping's header line.
+			in = len(f) >= 6 && strings.Join(f[5:], " ") == path
+			continue
+		}
+		if in && f[0] == "Rss:" && len(f) >= 2 {
+			if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				total += kb << 10
+			}
+		}
+	}
+	return total
+}

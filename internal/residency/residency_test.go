@@ -1,0 +1,105 @@
+//go:build linux
+
+package residency
+
+import (
+	"errors"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+const mapsFixture = `00400000-01a00000 r-xp 00000000 08:02 173521 /usr/local/bin/weft proxy
+01a00000-02c00000 r--p 01600000 08:02 173521 /usr/local/bin/weft proxy
+02c00000-02d00000 rw-p 02800000 08:02 173521 /usr/local/bin/weft proxy
+02d00000-02e00000 rw-p 00000000 00:00 0
+7f0000000000-7f0000021000 r--p 00000000 08:02 99 /usr/lib/libc.so.6
+7ffd0000000-7ffd0021000 rw-p 00000000 00:00 0                          [stack]
+`
+
+func TestReadOnlyMappings(t *testing.T) {
+	got := readOnlyMappings([]byte(mapsFixture), "/usr/local/bin/weft proxy")
+	want := []addrRange{{start: 0x400000, end: 0x1a00000}, {start: 0x1a00000, end: 0x2c00000}}
+	if len(got) != len(want) {
+		t.Fatalf("mappings = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("mapping %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if got := readOnlyMappings([]byte(mapsFixture), "/usr/local/bin/weft"); len(got) != 0 {
+		t.Errorf("a path that is a prefix of the mapped one matched: %+v", got)
+	}
+}
+
+// In smaps, a mapping none of whose pages is anonymous is clean: it may
+// be unmapped, not only paged out.
+func TestReadOnlyMappingsClean(t *testing.T) {
+	smaps := `00400000-01a00000 r-xp 00000000 08:02 173521 /bin/p
+Size:              18432 kB
+Rss:                4096 kB
+Anonymous:             0 kB
+01a00000-02c00000 r--p 01600000 08:02 173521 /bin/p
+Rss:                1024 kB
+Anonymous:             8 kB
+02c00000-02d00000 rw-p 02800000 08:02 173521 /bin/p
+Anonymous:            64 kB
+`
+	got := readOnlyMappings([]byte(smaps), "/bin/p")
+	want := []addrRange{{start: 0x400000, end: 0x1a00000, clean: true}, {start: 0x1a00000, end: 0x2c00000}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("mappings = %+v, want %+v", got, want)
+	}
+}
+
+func TestResidentIn(t *testing.T) {
+	smaps := `00400000-01a00000 r-xp 00000000 08:02 173521 /bin/p
+Size:              22528 kB
+Rss:                4096 kB
+Pss:                4096 kB
+01a00000-02c00000 r--p 01600000 08:02 173521 /bin/p
+Size:              18432 kB
+Rss:                1024 kB
+7f0000000000-7f0000021000 r--p 00000000 08:02 99 /usr/lib/libc.so.6
+Rss:                 132 kB
+VmFlags: rd mr mw me
+`
+	if got, want := residentIn([]byte(smaps), "/bin/p"), int64(5120<<10); got != want {
+		t.Errorf("resident = %d, want %d", got, want)
+	}
+}
+
+// TestPageOutExecutable pages out the test binary's own read-only pages:
+// the advice must be taken, and, where the binary's file system can
+// reclaim clean file pages (not tmpfs, whose pages need swap), fewer of
+// them are resident afterwards.
+func TestPageOutExecutable(t *testing.T) {
+	res, err := PageOutExecutable()
+	if errors.Is(err, unix.EINVAL) {
+		t.Skipf("the kernel has no MADV_PAGEOUT: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Mappings == 0 || res.Bytes == 0 {
+		t.Fatalf("nothing advised: %+v", res)
+	}
+	t.Logf("advised %d mappings, %d KiB; resident %d -> %d KiB", res.Mappings, res.Bytes>>10, res.ResidentBefore>>10, res.ResidentAfter>>10)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(exe, &fs); err != nil {
+		t.Fatal(err)
+	}
+	if fs.Type == unix.TMPFS_MAGIC {
+		t.Logf("%s is on tmpfs: its pages are not reclaimed without swap", exe)
+		return
+	}
+	if res.ResidentBefore == 0 || res.ResidentAfter >= res.ResidentBefore {
+		t.Errorf("resident bytes of the executable did not fall: %d -> %d", res.ResidentBefore, res.ResidentAfter)
+	}
+}

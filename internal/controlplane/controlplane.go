@@ -476,23 +476,7 @@ func (c *ControlPlane) serveStatus(ctx context.Context) error {
 // clients and every Envoy type it generates; much of their code and
 // tables runs only while it starts. Returns when done or when ctx ends.
 func (c *ControlPlane) pageOutStartup(ctx context.Context) {
-	select {
-	case <-c.published:
-	case <-ctx.Done():
-		return
+	if residency.StartupOver(ctx, c.published, StartupPagesDelay) {
+		residency.Release(c.log)
 	}
-	t := time.NewTimer(StartupPagesDelay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-		return
-	}
-	res, err := residency.PageOutExecutable()
-	if err != nil {
-		c.log.Debug("start-up pages stay resident", "error", err)
-		return
-	}
-	c.log.Debug("start-up pages paged out", "mappings", res.Mappings,
-		"resident_before_bytes", res.ResidentBefore, "resident_after_bytes", res.ResidentAfter)
 }

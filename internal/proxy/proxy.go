@@ -508,27 +508,11 @@ const startupPeakDelay = time.Second
 // (package residency), with Options.PageOutStartup.
 // Returns when done or when ctx ends.
 func (p *Proxy) returnStartupPeak(ctx context.Context) {
-	select {
-	case <-p.applied:
-	case <-ctx.Done():
-		return
-	}
-	t := time.NewTimer(startupPeakDelay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
+	if !residency.StartupOver(ctx, p.applied, startupPeakDelay) {
 		return
 	}
 	debug.FreeOSMemory()
-	if !p.opts.PageOutStartup {
-		return
+	if p.opts.PageOutStartup {
+		residency.Release(p.log)
 	}
-	res, err := residency.PageOutExecutable()
-	if err != nil {
-		p.log.Debug("start-up pages stay resident", "error", err)
-		return
-	}
-	p.log.Debug("start-up pages paged out", "mappings", res.Mappings,
-		"resident_before_bytes", res.ResidentBefore, "resident_after_bytes", res.ResidentAfter)
 }

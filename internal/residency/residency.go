@@ -19,9 +19,15 @@
 // write), so once every process has, start-up-only pages are clean,
 // unmapped page cache, which the kernel drops first when memory is needed.
 // Nothing that would need swap is touched. Where the kernel lacks
-// MADV_PAGEOUT (Linux before 5.4) or the platform is not Linux, nothing
-// happens.
+// MADV_PAGEOUT (Linux before 5.4) only the unmapping is done; where the
+// platform is not Linux, nothing happens.
 package residency
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
 
 // Result says what PageOutExecutable did.
 type Result struct {
@@ -33,4 +39,35 @@ type Result struct {
 	// bytes (its mappings' Rss in /proc/self/smaps) around the advice;
 	// 0 when smaps cannot be read.
 	ResidentBefore, ResidentAfter int64
+}
+
+// StartupOver waits until ready is closed and delay has passed since: the
+// moment a caller deems its start-up over. It returns false if ctx ends
+// first.
+func StartupOver(ctx context.Context, ready <-chan struct{}, delay time.Duration) bool {
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return false
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Release runs PageOutExecutable and logs, at debug level, what it did or
+// why it could not.
+func Release(log *slog.Logger) {
+	res, err := PageOutExecutable()
+	if err != nil {
+		log.Debug("start-up pages stay resident", "error", err)
+		return
+	}
+	log.Debug("start-up pages paged out", "mappings", res.Mappings,
+		"resident_before_bytes", res.ResidentBefore, "resident_after_bytes", res.ResidentAfter)
 }

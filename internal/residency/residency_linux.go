@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,21 +38,28 @@ func PageOutExecutable() (Result, error) {
 		return Result{}, fmt.Errorf("residency: no read-only mapping of %s in /proc/self/smaps", exe)
 	}
 	res := Result{ResidentBefore: residentIn(smaps, exe)}
+	var firstErr error
 	for _, r := range ranges {
-		if _, _, e := unix.Syscall(unix.SYS_MADVISE, r.start, r.end-r.start, unix.MADV_PAGEOUT); e != 0 {
-			if res.Mappings == 0 {
-				return res, fmt.Errorf("residency: madvise(MADV_PAGEOUT) on %s: %w", exe, e)
-			}
-			continue
-		}
+		_, _, pe := unix.Syscall(unix.SYS_MADVISE, r.start, r.end-r.start, unix.MADV_PAGEOUT)
+		var de syscall.Errno
 		if r.clean {
 			// Private file pages that were never written: dropping them
 			// from this address space loses nothing, the next access
-			// maps the file's page again.
-			_, _, _ = unix.Syscall(unix.SYS_MADVISE, r.start, r.end-r.start, unix.MADV_DONTNEED)
+			// maps the file's page again. (Also where the kernel has no
+			// MADV_PAGEOUT.)
+			_, _, de = unix.Syscall(unix.SYS_MADVISE, r.start, r.end-r.start, unix.MADV_DONTNEED)
+		}
+		if pe != 0 && (!r.clean || de != 0) {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("residency: madvise(MADV_PAGEOUT) on %s: %w", exe, pe)
+			}
+			continue
 		}
 		res.Mappings++
 		res.Bytes += int64(r.end - r.start)
+	}
+	if res.Mappings == 0 {
+		return res, firstErr
 	}
 	res.ResidentAfter = residentBytes(exe)
 	return res, nil

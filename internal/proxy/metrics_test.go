@@ -92,6 +92,23 @@ func TestProxyMetricsEndpoint(t *testing.T) {
 		}
 	}
 
+	// Ready flips when the first config is applied; the ACKs follow it on
+	// the stream, so wait for them before reading update_success.
+	for acked := false; !acked; {
+		acked = true
+		for _, ts := range p.xds.TypeStats() {
+			acked = acked && ts.ACKs > 0
+		}
+		if acked {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("never ACKed every type: %+v", p.xds.TypeStats())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+
 	out := "http://" + p.ListenerAddr("outbound").String()
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()

@@ -142,22 +142,38 @@ func (c *crossChecker) candidateDRs() []*DestinationRule {
 	return drs
 }
 
-// drIndex is the candidate DestinationRules by the host they resolve to
-// (SelectDestinationRules only considers rules of exactly the host), each
-// list in candidateDRs' order: selecting the rule of a host costs the
-// rules of that host, not of the mesh.
-type drIndex map[string][]*DestinationRule
+// drIndex is the candidate DestinationRules by the host they resolve to,
+// each list in candidateDRs' order, and those whose host is a wildcard:
+// selecting the rule of a host costs the rules of that host and the
+// wildcard rules, not every rule of the mesh.
+type drIndex struct {
+	byHost map[string][]*DestinationRule
+	wild   []*DestinationRule
+}
+
+// forHost returns the rules that may apply to fqdn: its own and the
+// wildcard ones (SelectDestinationRules picks among them).
+func (ix drIndex) forHost(fqdn string) []*DestinationRule {
+	own := ix.byHost[fqdn]
+	if len(ix.wild) == 0 {
+		return own
+	}
+	return append(slices.Clip(own), ix.wild...)
+}
 
 // candidateDRIndex indexes candidateDRs. Valid until the candidate
 // DestinationRules change (a step's fallBack or blame).
 func (c *crossChecker) candidateDRIndex() drIndex {
-	ix := drIndex{}
+	ix := drIndex{byHost: map[string][]*DestinationRule{}}
 	for _, dr := range c.candidateDRs() {
 		if dr.Spec == nil {
 			continue
 		}
 		h := c.resolve(dr.Spec.GetHost(), dr.Namespace)
-		ix[h] = append(ix[h], dr)
+		ix.byHost[h] = append(ix.byHost[h], dr)
+		if strings.HasPrefix(h, "*") {
+			ix.wild = append(ix.wild, dr)
+		}
 	}
 	return ix
 }
@@ -186,7 +202,7 @@ func (c *crossChecker) selectDR(fqdn string, drs []*DestinationRule) *Destinatio
 
 // selectDRs is SelectDestinationRules for fqdn among drs.
 func (c *crossChecker) selectDRs(fqdn string, drs []*DestinationRule) RuleSet {
-	return SelectDestinationRules(fqdn, HostNamespace(fqdn, c.seNS[fqdn], c.suffix), drs, c.resolve)
+	return SelectDestinationRules(fqdn, HostNamespace(fqdn, c.seNS[fqdn], c.suffix), c.rootNamespace(), drs, c.resolve)
 }
 
 // definesSubset reports whether dr (which may be nil) has a subset named name.
@@ -219,9 +235,6 @@ func (c *crossChecker) undefinedSubset(b badRef, drs []*DestinationRule) string 
 			return fmt.Sprintf("subset %q is defined by DestinationRule %s/%s, but DestinationRule %s/%s is the one in force for %s",
 				subset, dr.Namespace, dr.Name, b.inForce.Namespace, b.inForce.Name, b.fqdn)
 		}
-		// A rule whose host is b.fqdn itself would be in force: this one is a wildcard.
-		return fmt.Sprintf("subset %q is defined by DestinationRule %s/%s, but its wildcard host %s gives no subsets to %s (subsets are per service); define it in a DestinationRule for %s",
-			subset, dr.Namespace, dr.Name, host, b.fqdn, b.fqdn)
 	}
 	return fmt.Sprintf("subset %q is not defined by any DestinationRule for %s", subset, b.fqdn)
 }
@@ -287,7 +300,7 @@ func (c *crossChecker) badRefs(cand *candidate, drs func() drIndex) []badRef {
 			continue
 		}
 		fqdn := c.resolve(r.dest.GetHost(), cand.meta.Namespace)
-		if sel := c.selectDR(fqdn, drs()[fqdn]); !definesSubset(sel, r.dest.GetSubset()) {
+		if sel := c.selectDR(fqdn, drs().forHost(fqdn)); !definesSubset(sel, r.dest.GetSubset()) {
 			bad = append(bad, badRef{r, fqdn, sel})
 		}
 	}
@@ -615,12 +628,23 @@ func visibilityGroups(vs *VirtualService) []string {
 // not used.
 func (c *crossChecker) reportDestinationRuleConflicts() {
 	ix := c.candidateDRIndex()
-	for _, fqdn := range sortedKeys(ix) {
-		set := c.selectDRs(fqdn, ix[fqdn])
+	for _, fqdn := range sortedKeys(ix.byHost) {
+		set := c.selectDRs(fqdn, ix.forHost(fqdn))
 		if len(set.From) == 0 {
 			continue
 		}
 		oldest := set.From[0]
+		if c.resolve(oldest.Spec.GetHost(), oldest.Namespace) != fqdn {
+			// A wildcard rule governs fqdn: the rules of fqdn itself in
+			// other namespaces are not used; how the wildcard rules
+			// merged is reported under their own host.
+			for _, dr := range set.Ignored {
+				c.report(SeverityError, CodeDestinationRuleConflict, dr.Meta, dr.Pos, "spec.host", fmt.Sprintf(
+					"%s, for host %s, is in force for %s (%s); this DestinationRule, of namespace %s, is not used for it (Weft applies the rules of one namespace to a host)",
+					where(oldest.Meta), oldest.Spec.GetHost(), fqdn, c.whyNamespace(fqdn, oldest), dr.Namespace))
+			}
+			continue
+		}
 		for _, dr := range set.Ignored {
 			c.report(SeverityError, CodeDestinationRuleConflict, dr.Meta, dr.Pos, "spec.host", fmt.Sprintf(
 				"%s is in force for %s (%s); this DestinationRule, of namespace %s, is not used for it (Weft applies the rules of one namespace to a host)",
@@ -654,5 +678,16 @@ func (c *crossChecker) whyNamespace(fqdn string, oldest *DestinationRule) string
 	if HostNamespace(fqdn, c.seNS[fqdn], c.suffix) == oldest.Namespace {
 		return "its namespace is the service's"
 	}
+	if oldest.Namespace == c.rootNamespace() {
+		return "its namespace is the root namespace, whose rules are the mesh's defaults"
+	}
 	return "it was there first"
+}
+
+// rootNamespace is Options.RootNamespace, defaulted.
+func (c *crossChecker) rootNamespace() string {
+	if c.rootNS == "" {
+		return DefaultRootNamespace
+	}
+	return c.rootNS
 }

@@ -51,56 +51,119 @@ type RuleSet struct {
 // a subset reference only if that same rule defines the subset.
 //
 // See SelectDestinationRules for how it is chosen.
-func SelectDestinationRule(fqdn, hostNamespace string, drs []*DestinationRule, resolve func(host, namespace string) string) *DestinationRule {
-	return SelectDestinationRules(fqdn, hostNamespace, drs, resolve).Rule
+func SelectDestinationRule(fqdn, hostNamespace, rootNamespace string, drs []*DestinationRule, resolve func(host, namespace string) string) *DestinationRule {
+	return SelectDestinationRules(fqdn, hostNamespace, rootNamespace, drs, resolve).Rule
 }
 
 // SelectDestinationRules decides which DestinationRules govern the service
-// fqdn, as Istio does for a client of another namespace:
+// fqdn, as Istio does for a client of another namespace than the rules':
 //
 // resolve expands a rule's spec.host, written in the rule's namespace,
-// into an FQDN. A rule applies only when its resolved host is fqdn
-// exactly: a wildcard host ("*.example.com") is not expanded, so it
-// governs only a service whose host is written the same way. The rules
-// that apply are grouped by namespace; the group in hostNamespace (see
-// HostNamespace) wins, else the group whose oldest rule was seen first
-// (Meta.Seq, then namespace/name). Within the group, rules are merged in
-// first-seen order, as Istio merges them: subsets are concatenated, and a
-// subset whose name an older rule already defines is dropped; the oldest
-// traffic policy wins (a rule without one takes the next rule's). The
-// order of drs does not matter; rules with a nil Spec are skipped.
-func SelectDestinationRules(fqdn, hostNamespace string, drs []*DestinationRule, resolve func(host, namespace string) string) RuleSet {
-	groups := map[string][]*DestinationRule{}
+// into an FQDN. A rule applies when its resolved host is fqdn, or is a
+// wildcard that matches it ("*.example.com" matches api.example.com and
+// the wildcard service *.api.example.com; "*.local" and "*" match every
+// cluster-local service), as DestinationRuleMatches says. The rules that
+// apply are grouped by namespace, and one namespace's group wins: the
+// group of hostNamespace (see HostNamespace), else of rootNamespace (the
+// mesh-wide defaults, Istio's istio-system), else the group whose oldest
+// rule was seen first (Meta.Seq, then namespace/name). Within the group
+// the most specific host is used, as Istio's MostSpecificHostMatch: a
+// rule of exactly fqdn, else the longest matching wildcard; the rules of
+// that one host are merged in first-seen order, as Istio merges them:
+// subsets are concatenated, and a subset whose name an older rule already
+// defines is dropped; the oldest traffic policy wins (a rule without one
+// takes the next rule's). The order of drs does not matter, a rule listed
+// twice counts once, and rules with a nil Spec are skipped.
+//
+// RuleSet.Ignored lists the rules of exactly fqdn in the namespaces that
+// lost; a wildcard rule that loses is a default that another rule
+// overrides, not a conflict, and is not listed.
+func SelectDestinationRules(fqdn, hostNamespace, rootNamespace string, drs []*DestinationRule, resolve func(host, namespace string) string) RuleSet {
+	type group struct {
+		best  string // the most specific matching host of the namespace
+		rules []*DestinationRule
+		exact []*DestinationRule // rules of exactly fqdn
+	}
+	groups := map[string]*group{}
 	for _, dr := range drs {
-		if dr == nil || dr.Spec == nil || resolve(dr.Spec.GetHost(), dr.Namespace) != fqdn {
+		if dr == nil || dr.Spec == nil {
 			continue
 		}
-		groups[dr.Namespace] = append(groups[dr.Namespace], dr)
+		host := resolve(dr.Spec.GetHost(), dr.Namespace)
+		if !DestinationRuleMatches(host, fqdn) {
+			continue
+		}
+		g := groups[dr.Namespace]
+		if g == nil {
+			g = &group{}
+			groups[dr.Namespace] = g
+		} else if slices.Contains(g.rules, dr) || slices.Contains(g.exact, dr) {
+			continue // listed twice (as the host's own and as a wildcard)
+		}
+		if host == fqdn {
+			g.exact = append(g.exact, dr)
+		}
+		switch {
+		case g.rules == nil || moreSpecific(host, g.best, fqdn):
+			g.best, g.rules = host, []*DestinationRule{dr}
+		case host == g.best:
+			g.rules = append(g.rules, dr)
+		}
 	}
 	if len(groups) == 0 {
 		return RuleSet{}
 	}
 	for _, g := range groups {
-		slices.SortFunc(g, FirstSeen)
+		slices.SortFunc(g.rules, FirstSeen)
 	}
 	var win string
-	if _, ok := groups[hostNamespace]; ok && hostNamespace != "" {
+	switch {
+	case hostNamespace != "" && groups[hostNamespace] != nil:
 		win = hostNamespace
-	} else {
+	case rootNamespace != "" && groups[rootNamespace] != nil:
+		win = rootNamespace
+	default:
 		for ns, g := range groups {
-			if win == "" || FirstSeen(g[0], groups[win][0]) < 0 {
+			if win == "" || FirstSeen(g.rules[0], groups[win].rules[0]) < 0 {
 				win = ns
 			}
 		}
 	}
-	set := RuleSet{From: groups[win], Rule: mergeRules(groups[win])}
+	set := RuleSet{From: groups[win].rules, Rule: mergeRules(groups[win].rules)}
 	for ns, g := range groups {
 		if ns != win {
-			set.Ignored = append(set.Ignored, g...)
+			set.Ignored = append(set.Ignored, g.exact...)
 		}
 	}
 	slices.SortFunc(set.Ignored, FirstSeen)
 	return set
+}
+
+// DestinationRuleMatches reports whether a DestinationRule whose resolved
+// host is ruleHost applies to the service host fqdn: the same name, or a
+// wildcard rule host that covers it ("*" covers every host,
+// "*.example.com" covers api.example.com, a.b.example.com and the
+// wildcard *.api.example.com).
+func DestinationRuleMatches(ruleHost, fqdn string) bool {
+	switch {
+	case ruleHost == fqdn || ruleHost == "*":
+		return true
+	case strings.HasPrefix(ruleHost, "*."):
+		suffix := ruleHost[1:] // ".example.com"
+		name := strings.TrimPrefix(fqdn, "*")
+		return len(name) > len(suffix) && strings.HasSuffix(name, suffix)
+	}
+	return false
+}
+
+// moreSpecific reports whether the rule host a is a more specific match
+// for fqdn than b: exactly fqdn beats any wildcard, a longer wildcard
+// beats a shorter one.
+func moreSpecific(a, b, fqdn string) bool {
+	if (a == fqdn) != (b == fqdn) {
+		return a == fqdn
+	}
+	return len(a) > len(b)
 }
 
 // FirstSeen orders resources by Meta.Seq (0, for resources not loaded by

@@ -60,8 +60,22 @@ func TestSelectDestinationRule(t *testing.T) {
 			[]*DestinationRule{dr("b", "x", "api.example.com"), dr("a", "y", "api.example.com")}, "a/y"},
 		{"host resolved in the rule's own namespace", backend, "default",
 			[]*DestinationRule{dr("aaa", "x", "backend"), dr("bbb", "x", "backend")}, ""},
-		{"wildcard rules are not expanded", "api.example.com", "ext",
-			[]*DestinationRule{dr("ext", "w", "*.example.com"), dr("ext", "all", "*")}, ""},
+		{"a wildcard rule covers the hosts it matches", "api.example.com", "ext",
+			[]*DestinationRule{dr("zzz", "w", "*.example.com")}, "zzz/w"},
+		{"the longest wildcard of the namespace wins", "api.example.com", "ext",
+			[]*DestinationRule{dr("ext", "all", "*"), dr("ext", "com", "*.com"), dr("ext", "w", "*.example.com")}, "ext/w"},
+		{"an exact host beats a wildcard of its namespace", backend, "default",
+			[]*DestinationRule{dr("default", "w", "*.default.svc.cluster.local"), dr("default", "z", "backend")}, "default/z"},
+		{"a wildcard does not cover its own suffix", "example.com", "ext",
+			[]*DestinationRule{dr("ext", "w", "*.example.com")}, ""},
+		{"the service's namespace, even by wildcard, beats others' exact rules", backend, "default",
+			[]*DestinationRule{dr("aaa", "x", backend), dr("default", "w", "*.default.svc.cluster.local")}, "default/w"},
+		{"the root namespace's mesh default beats a third namespace's rule", backend, "default",
+			[]*DestinationRule{dr("aaa", "x", backend), dr("istio-system", "mesh", "*.local")}, "istio-system/mesh"},
+		{"the service's own rule beats the root namespace's default", backend, "default",
+			[]*DestinationRule{dr("istio-system", "mesh", "*.local"), dr("default", "z", "backend")}, "default/z"},
+		{"a wildcard rule covers a narrower wildcard service", "*.api.example.com", "ext",
+			[]*DestinationRule{dr("zzz", "w", "*.example.com")}, "zzz/w"},
 		{"a wildcard rule governs the wildcard service", "*.example.com", "ext",
 			[]*DestinationRule{dr("zzz", "w", "*.example.com"), dr("ext", "api", "api.example.com")}, "zzz/w"},
 		{"rules without a spec are skipped", backend, "default",
@@ -70,7 +84,7 @@ func TestSelectDestinationRule(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got string
-			if dr := SelectDestinationRule(tt.fqdn, tt.hostNS, tt.drs, resolve); dr != nil {
+			if dr := SelectDestinationRule(tt.fqdn, tt.hostNS, "istio-system", tt.drs, resolve); dr != nil {
 				got = dr.Namespace + "/" + dr.Name
 			}
 			if got != tt.want {
@@ -145,15 +159,44 @@ func TestSubsetOfTheRuleInForce(t *testing.T) {
 			vss: []string{"ext/api"},
 		},
 		{
-			name: "a wildcard rule gives no subsets to the hosts it matches",
+			name: "a wildcard rule gives its subsets to the hosts it matches",
 			yaml: docs(
 				seDoc("ext", "api", "api.example.com"),
 				drDoc("ext", "wild", "*.example.com", "v1"),
 				vsDoc("ext", "api", "api.example.com", "v1"),
 			),
+			vss: []string{"ext/api"},
+		},
+		{
+			name: "the root namespace's wildcard rule is the mesh's default",
+			yaml: docs(
+				drDoc("istio-system", "mesh", "*.local", "v1"),
+				vsDoc("default", "backend", "backend", "v1"),
+			),
+			vss: []string{"default/backend"},
+		},
+		{
+			name: "the service's own rule overrides the mesh default",
+			yaml: docs(
+				drDoc("istio-system", "mesh", "*.local", "v1"),
+				drDoc("default", "backend", "backend", "v2"),
+				vsDoc("default", "backend", "backend", "v1"),
+			),
 			want: []string{
-				`error: t.yaml: doc 3: VirtualService ext/api: spec.http[0].route[0].destination.subset: subset "v1" is defined by DestinationRule ext/wild, but its wildcard host *.example.com gives no subsets to api.example.com (subsets are per service); define it in a DestinationRule for api.example.com`,
+				`error: t.yaml: doc 3: VirtualService default/backend: spec.http[0].route[0].destination.subset: subset "v1" is defined by DestinationRule istio-system/mesh, but DestinationRule default/backend is the one in force for backend.default.svc.cluster.local`,
 			},
+		},
+		{
+			name: "the mesh default overrides a third namespace's rule",
+			yaml: docs(
+				drDoc("istio-system", "mesh", "*.local", "v1"),
+				drDoc("other", "backend", "backend.default.svc.cluster.local", "v2"),
+				vsDoc("default", "backend", "backend", "v1"),
+			),
+			want: []string{
+				`error: t.yaml: doc 2: DestinationRule other/backend: spec.host: DestinationRule istio-system/mesh (t.yaml:1), for host *.local, is in force for backend.default.svc.cluster.local (its namespace is the root namespace, whose rules are the mesh's defaults); this DestinationRule, of namespace other, is not used for it (Weft applies the rules of one namespace to a host)`,
+			},
+			vss: []string{"default/backend"},
 		},
 		{
 			name: "a wildcard rule beside the rule in force",

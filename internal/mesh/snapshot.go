@@ -319,7 +319,7 @@ func BuildFrom(prev *Snapshot, cfg *config.Snapshot, reg *registry.Snapshot, opt
 			return s
 		}
 	} else {
-		s.Subsets = newSubsetIndex(cfg.DestinationRules, r)
+		s.Subsets = newSubsetIndex(cfg.DestinationRules, rootNS, r)
 		s.PeerAuthn = newPeerAuthnIndex(cfg.PeerAuthentications, rootNS)
 		s.Authz = newAuthzIndex(cfg.AuthorizationPolicies, rootNS)
 		s.RequestAuthn = newRequestAuthnIndex(cfg.RequestAuthentications, rootNS)

@@ -1,6 +1,9 @@
 package mesh
 
 import (
+	"slices"
+	"strings"
+
 	networking "istio.io/api/networking/v1alpha3"
 
 	"weft.dev/weft/internal/config"
@@ -12,23 +15,45 @@ type SubsetIndex struct {
 	byHost map[string]config.RuleSet
 }
 
-// newSubsetIndex picks the DestinationRule of each resolved FQDN host with
-// config.SelectDestinationRules, as validation does: the rules of the
-// host's own namespace, else of the namespace whose rule was seen first,
-// merged as Istio merges them. Wildcard hosts are not expanded: subsets
-// are per service.
-func newSubsetIndex(drs []*config.DestinationRule, r resolver) *SubsetIndex {
+// newSubsetIndex picks the DestinationRule of each service host with
+// config.SelectDestinationRules, as validation does: of the rules for the
+// host itself and the wildcard rules that cover it, those of the host's
+// own namespace, else of the root namespace rootNS, else of the namespace
+// whose rule was seen first; within it the most specific host, its rules
+// merged as Istio merges them. Hosts a wildcard rule covers are the
+// registry's services (a wildcard's subsets become clusters of each).
+func newSubsetIndex(drs []*config.DestinationRule, rootNS string, r resolver) *SubsetIndex {
 	byFQDN := map[string][]*config.DestinationRule{}
+	var wild []*config.DestinationRule
 	for _, dr := range drs {
 		if dr.Spec == nil {
 			continue
 		}
 		fqdn := r.resolve(dr.Spec.GetHost(), dr.Namespace)
 		byFQDN[fqdn] = append(byFQDN[fqdn], dr)
+		if strings.HasPrefix(fqdn, "*") {
+			wild = append(wild, dr)
+		}
+	}
+	if len(wild) > 0 {
+		for _, svc := range r.reg.Services() {
+			if _, ok := byFQDN[svc.Hostname]; ok {
+				continue
+			}
+			for _, dr := range wild {
+				if config.DestinationRuleMatches(r.resolve(dr.Spec.GetHost(), dr.Namespace), svc.Hostname) {
+					byFQDN[svc.Hostname] = nil // the wildcards are added below
+					break
+				}
+			}
+		}
 	}
 	idx := &SubsetIndex{byHost: make(map[string]config.RuleSet, len(byFQDN))}
 	for fqdn, cands := range byFQDN {
-		if set := config.SelectDestinationRules(fqdn, hostNamespace(fqdn, r), cands, r.resolve); set.Rule != nil {
+		if len(wild) > 0 {
+			cands = append(slices.Clip(cands), wild...)
+		}
+		if set := config.SelectDestinationRules(fqdn, hostNamespace(fqdn, r), rootNS, cands, r.resolve); set.Rule != nil {
 			idx.byHost[fqdn] = set
 		}
 	}

@@ -9,9 +9,10 @@
 # runtime) and file-backed (RSS - anonymous: the binary's pages, shared
 # by every process of the same file); the highest RSS of the samples taken
 # once a second is reported. From the proxy's /stats/prometheus (Go's
-# runtime): heap in use, heap objects, goroutine stacks, goroutines. Heap
-# profiles and the runtime's go_memstats_* (go-<state>.txt) of each Weft
-# state are kept beside the table.
+# runtime): heap in use, heap objects, goroutine stacks, goroutines. The
+# runtime's go_memstats_* (go-<state>.txt) of each Weft state, and heap
+# profiles of both sidecars taken after all samples, are kept beside the
+# table.
 #
 #   bench/memory.sh                          # 20 s of load per scenario
 #   DURATION=60s SERVICES=2000 bench/memory.sh
@@ -153,7 +154,10 @@ ticks() {
 }
 hz=$(getconf CLK_TCK)
 # sample NAME SECONDS PID [ADMIN]: the sample with the highest RSS over
-# SECONDS (one a second), then the Go runtime's numbers and a heap profile.
+# SECONDS (one a second), then the Go runtime's numbers (a metrics scrape,
+# as Prometheus does). Heap profiles are taken only after every sample
+# (see the end): pprof's encoder and symbolisation fault in pages of the
+# binary that a sidecar nobody profiles never touches.
 sample() {
   local name=$1 secs=$2 pid=$3 admin=${4:-} best="0 0 0" m i
   for ((i = 0; i < secs; i++)); do
@@ -164,7 +168,6 @@ sample() {
   local g="- - - - -"
   if [ -n "$admin" ]; then
     g=$(gostats "$admin")
-    curl -fsS -o "$OUT/heap-$name.pb.gz" "http://$admin/debug/pprof/heap"
     # Where the runtime's memory is (heap idle and released, stacks, span
     # and GC metadata), to tell the anonymous RSS apart.
     local q="" f
@@ -212,6 +215,9 @@ echo "load: $DURATION each at $QPS rps over $CONNS connections"
 load nginx-load "http://$NGINXIP:8080/" "$nginx_pid"
 load weft-load "http://$SMALL:8080/" "$small_pid" $SMALL:15000
 load weft-mesh-load "http://$MESH:8080/" "$mesh_pid" $MESH:15000
+# Heap profiles of the sidecars as the load left them, after all samples.
+curl -fsS -o "$OUT/heap-weft-load.pb.gz" "http://$SMALL:15000/debug/pprof/heap"
+curl -fsS -o "$OUT/heap-weft-mesh-load.pb.gz" "http://$MESH:15000/debug/pprof/heap"
 # Last: a config dump is large and its garbage would stay in the numbers.
 clusters=$(curl -fsS http://$MESH:15000/config_dump | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["clusters"]), len(d["routes"]), len(d["endpoints"]))')
 echo "mesh sidecar holds (clusters, route configs, load assignments): $clusters"

@@ -56,3 +56,58 @@ spec:
 	m.WriteConfig("backend-rule.yaml", "")
 	waitVersion(t, c, front, host, nil, "v2")
 }
+
+// TestClientSideDestinationRule: Istio's client-side DestinationRule. The
+// backend's team routes everyone to subset v2; team-a keeps a rule of its
+// own for the backend (exportTo: ["."]) in which v2 means version v1.
+// Only team-a's sidecars use it; removing it brings them back to the
+// service namespace's rule.
+func TestClientSideDestinationRule(t *testing.T) {
+	m := NewMesh(t)
+	m.Service("backend", "HTTP", "v1", "v2")
+	m.WriteConfig("backend-routes.yaml", `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend, namespace: default}
+spec:
+  host: backend
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend, namespace: default}
+spec:
+  hosts: [backend]
+  http:
+  - route:
+    - destination: {host: backend, subset: v2}
+`)
+	m.WriteConfig("team-a.yaml", `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend-for-team-a, namespace: team-a}
+spec:
+  host: backend.default.svc.cluster.local
+  exportTo: ["."]
+  subsets:
+  - {name: v2, labels: {version: v1}}
+`)
+	c := newClient()
+	front := m.Client("frontend")
+	teamA := m.ClientIn("team-a-client", "team-a")
+	const host = "backend.default.svc.cluster.local"
+	waitVersion(t, c, teamA, host, nil, "v1")
+	waitVersion(t, c, front, host, nil, "v2")
+	if got := Tally(t, c, teamA, host, nil, 50, byVersion); got["v1"] != 50 {
+		t.Fatalf("team-a's clients: want all 50 on v1 (their own rule's v2), got %v", got)
+	}
+	if got := Tally(t, c, front, host, nil, 50, byVersion); got["v2"] != 50 {
+		t.Fatalf("default's clients: want all 50 on v2 (team-a's rule is exported only to team-a), got %v", got)
+	}
+	if logs := m.Logs(); grepLines(logs, "backend-for-team-a") != "" {
+		t.Errorf("the client-side rule was reported as a problem:\n%s", grepLines(logs, "backend-for-team-a"))
+	}
+
+	m.WriteConfig("team-a.yaml", "")
+	waitVersion(t, c, teamA, host, nil, "v2")
+}

@@ -194,15 +194,16 @@ func asDestinationRule(e *entry) *DestinationRule {
 	return &DestinationRule{Meta: e.meta, Spec: e.spec.(*networking.DestinationRule), Pos: e.pos}
 }
 
-// selectDR is SelectDestinationRule for fqdn among drs, with the host
-// namespaces of the candidate ServiceEntries: the rule mesh will use.
-func (c *crossChecker) selectDR(fqdn string, drs []*DestinationRule) *DestinationRule {
-	return c.selectDRs(fqdn, drs).Rule
+// selectDR is SelectDestinationRule for fqdn among drs, for the clients
+// of namespace view, with the host namespaces of the candidate
+// ServiceEntries: the rule mesh will use.
+func (c *crossChecker) selectDR(fqdn, view string, drs []*DestinationRule) *DestinationRule {
+	return c.selectDRs(fqdn, view, drs).Rule
 }
 
 // selectDRs is SelectDestinationRules for fqdn among drs.
-func (c *crossChecker) selectDRs(fqdn string, drs []*DestinationRule) RuleSet {
-	return SelectDestinationRules(fqdn, HostNamespace(fqdn, c.seNS[fqdn], c.suffix), c.rootNamespace(), drs, c.resolve)
+func (c *crossChecker) selectDRs(fqdn, view string, drs []*DestinationRule) RuleSet {
+	return SelectDestinationRules(fqdn, HostNamespace(fqdn, c.seNS[fqdn], c.suffix), c.rootNamespace(), view, drs, c.resolve)
 }
 
 // definesSubset reports whether dr (which may be nil) has a subset named name.
@@ -285,7 +286,8 @@ func (c *crossChecker) run() {
 type badRef struct {
 	destRef
 	fqdn    string
-	inForce *DestinationRule // selected for fqdn among the candidates; may be nil
+	view    string           // the client namespace whose rule was checked ("": any other)
+	inForce *DestinationRule // selected for fqdn in view among the candidates; may be nil
 }
 
 // badRefs returns the subset references of the VirtualService cand that
@@ -300,11 +302,44 @@ func (c *crossChecker) badRefs(cand *candidate, drs func() drIndex) []badRef {
 			continue
 		}
 		fqdn := c.resolve(r.dest.GetHost(), cand.meta.Namespace)
-		if sel := c.selectDR(fqdn, drs().forHost(fqdn)); !definesSubset(sel, r.dest.GetSubset()) {
-			bad = append(bad, badRef{r, fqdn, sel})
+		views := clientViews(cand.meta.Namespace, cand.spec.(*networking.VirtualService).GetExportTo())
+		ok := false
+		for _, view := range views {
+			if definesSubset(c.selectDR(fqdn, view, drs().forHost(fqdn)), r.dest.GetSubset()) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			bad = append(bad, badRef{r, fqdn, views[0], c.selectDR(fqdn, views[0], drs().forHost(fqdn))})
 		}
 	}
 	return bad
+}
+
+// clientViews returns the client namespaces whose DestinationRules a
+// VirtualService of namespace ns with exportTo may route by, its own
+// first when it sees the VirtualService ("" stands for every namespace
+// without rules of its own). Istio checks no subset; Weft rejects a
+// reference that none of them defines: such a route could only answer
+// 503.
+func clientViews(ns string, exportTo []string) []string {
+	var views []string
+	if exportedTo(exportTo, ns, ns) {
+		views = append(views, ns)
+	}
+	for _, e := range exportTo {
+		if e != "*" && e != "." && e != "~" && e != ns {
+			views = append(views, e)
+		}
+	}
+	if exportedTo(exportTo, ns, "") {
+		views = append(views, "")
+	}
+	if len(views) == 0 {
+		views = append(views, "")
+	}
+	return views
 }
 
 func (c *crossChecker) step() (changed bool) {
@@ -362,11 +397,11 @@ func (c *crossChecker) blameDestinationRules(vs *candidate, bad []badRef) bool {
 	reverted := false
 	for _, b := range bad {
 		subset := b.dest.GetSubset()
-		was := c.selectDRs(b.fqdn, prevDRs)
+		was := c.selectDRs(b.fqdn, b.view, prevDRs)
 		if !definesSubset(was.Rule, subset) {
 			continue // not given by the rules in force before either: nothing to blame
 		}
-		now := c.selectDRs(b.fqdn, c.candidateDRs())
+		now := c.selectDRs(b.fqdn, b.view, c.candidateDRs())
 		if definesSubset(now.Rule, subset) {
 			continue // fixed by a revert for an earlier reference
 		}
@@ -409,7 +444,7 @@ func (c *crossChecker) blameDestinationRules(vs *candidate, bad []badRef) bool {
 				blamed = append(blamed, blame{key, "spec.host", fmt.Sprintf(
 					"%s, and this DestinationRule would replace %s as the one in force for %s without defining it; %s",
 					used, was.Rule.Meta, b.fqdn, what), &cur.entry})
-			case c.resolve(curDR.Spec.GetHost(), cur.meta.Namespace) != b.fqdn:
+			case !DestinationRuleMatches(c.resolve(curDR.Spec.GetHost(), cur.meta.Namespace), b.fqdn):
 				blamed = append(blamed, blame{key, "spec.host", used + "; " + keep, &cur.entry})
 			case prev != nil && definesSubset(asDestinationRule(prev), subset) && !definesSubset(curDR, subset):
 				blamed = append(blamed, blame{key, "spec.subsets", used + "; " + keep, &cur.entry})
@@ -629,7 +664,7 @@ func visibilityGroups(vs *VirtualService) []string {
 func (c *crossChecker) reportDestinationRuleConflicts() {
 	ix := c.candidateDRIndex()
 	for _, fqdn := range sortedKeys(ix.byHost) {
-		set := c.selectDRs(fqdn, ix.forHost(fqdn))
+		set := DestinationRuleViews(fqdn, HostNamespace(fqdn, c.seNS[fqdn], c.suffix), c.rootNamespace(), ix.forHost(fqdn), c.resolve).Default
 		if len(set.From) == 0 {
 			continue
 		}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"strings"
 
@@ -45,40 +46,48 @@ type RuleSet struct {
 }
 
 // SelectDestinationRule returns the DestinationRule in force for the
-// service fqdn among drs, or nil when none applies. It is the only rule
-// deciding this: the xDS generators (through mesh) use the subsets and
-// policies of the rule it returns and nothing else, and validation accepts
-// a subset reference only if that same rule defines the subset.
+// service fqdn among drs, for the clients of namespace clientNS ("": a
+// namespace with no rules of its own and named by no rule's exportTo), or
+// nil when none applies. It is the only rule deciding this: the xDS
+// generators (through mesh) use the subsets and policies of the rule it
+// returns and nothing else, and validation accepts a subset reference only
+// if that same rule defines the subset.
 //
 // See SelectDestinationRules for how it is chosen.
-func SelectDestinationRule(fqdn, hostNamespace, rootNamespace string, drs []*DestinationRule, resolve func(host, namespace string) string) *DestinationRule {
-	return SelectDestinationRules(fqdn, hostNamespace, rootNamespace, drs, resolve).Rule
+func SelectDestinationRule(fqdn, hostNamespace, rootNamespace, clientNS string, drs []*DestinationRule, resolve func(host, namespace string) string) *DestinationRule {
+	return SelectDestinationRules(fqdn, hostNamespace, rootNamespace, clientNS, drs, resolve).Rule
 }
 
 // SelectDestinationRules decides which DestinationRules govern the service
-// fqdn, as Istio does for a client of another namespace than the rules':
+// fqdn for the clients of namespace clientNS, as Istio does:
 //
 // resolve expands a rule's spec.host, written in the rule's namespace,
 // into an FQDN. A rule applies when its resolved host is fqdn, or is a
 // wildcard that matches it ("*.example.com" matches api.example.com and
 // the wildcard service *.api.example.com; "*.local" and "*" match every
-// cluster-local service), as DestinationRuleMatches says. The rules that
-// apply are grouped by namespace, and one namespace's group wins: the
-// group of hostNamespace (see HostNamespace), else of rootNamespace (the
-// mesh-wide defaults, Istio's istio-system), else the group whose oldest
-// rule was seen first (Meta.Seq, then namespace/name). Within the group
-// the most specific host is used, as Istio's MostSpecificHostMatch: a
-// rule of exactly fqdn, else the longest matching wildcard; the rules of
+// cluster-local service), as DestinationRuleMatches says, and when its
+// exportTo makes it visible in clientNS (no exportTo or "*": everywhere;
+// "." its own namespace; else the namespaces listed; clientNS "" sees only
+// rules exported everywhere). The rules that apply are grouped by
+// namespace, and one namespace's group wins: clientNS's own (a
+// "client-side" rule, Istio's first choice), else hostNamespace's (see
+// HostNamespace), else rootNamespace's (the mesh-wide defaults, Istio's
+// istio-system), else the group whose oldest rule was seen first
+// (Meta.Seq, then namespace/name; Istio would apply none). Within the
+// group the most specific host is used, as Istio's MostSpecificHostMatch:
+// a rule of exactly fqdn, else the longest matching wildcard; the rules of
 // that one host are merged in first-seen order, as Istio merges them:
 // subsets are concatenated, and a subset whose name an older rule already
 // defines is dropped; the oldest traffic policy wins (a rule without one
 // takes the next rule's). The order of drs does not matter, a rule listed
 // twice counts once, and rules with a nil Spec are skipped.
 //
-// RuleSet.Ignored lists the rules of exactly fqdn in the namespaces that
-// lost; a wildcard rule that loses is a default that another rule
-// overrides, not a conflict, and is not listed.
-func SelectDestinationRules(fqdn, hostNamespace, rootNamespace string, drs []*DestinationRule, resolve func(host, namespace string) string) RuleSet {
+// RuleSet.Ignored lists the visible rules of exactly fqdn in the
+// namespaces that lost; a wildcard rule that loses is a default that
+// another rule overrides, not a conflict, and is not listed. (A rule
+// ignored here may still be used by the clients of another namespace: see
+// DestinationRuleViews.)
+func SelectDestinationRules(fqdn, hostNamespace, rootNamespace, clientNS string, drs []*DestinationRule, resolve func(host, namespace string) string) RuleSet {
 	type group struct {
 		best  string // the most specific matching host of the namespace
 		rules []*DestinationRule
@@ -86,7 +95,7 @@ func SelectDestinationRules(fqdn, hostNamespace, rootNamespace string, drs []*De
 	}
 	groups := map[string]*group{}
 	for _, dr := range drs {
-		if dr == nil || dr.Spec == nil {
+		if dr == nil || dr.Spec == nil || !exportedTo(dr.Spec.GetExportTo(), dr.Namespace, clientNS) {
 			continue
 		}
 		host := resolve(dr.Spec.GetHost(), dr.Namespace)
@@ -118,6 +127,8 @@ func SelectDestinationRules(fqdn, hostNamespace, rootNamespace string, drs []*De
 	}
 	var win string
 	switch {
+	case clientNS != "" && groups[clientNS] != nil:
+		win = clientNS
 	case hostNamespace != "" && groups[hostNamespace] != nil:
 		win = hostNamespace
 	case rootNamespace != "" && groups[rootNamespace] != nil:
@@ -137,6 +148,85 @@ func SelectDestinationRules(fqdn, hostNamespace, rootNamespace string, drs []*De
 	}
 	slices.SortFunc(set.Ignored, FirstSeen)
 	return set
+}
+
+// Views is what DestinationRuleViews decides for one service host.
+type Views struct {
+	// Default is the rule set of the clients of every namespace not in
+	// ByNamespace. Its Ignored lists the rules of exactly the host that
+	// no namespace's clients use.
+	Default RuleSet
+	// ByNamespace holds the client namespaces whose rule set differs from
+	// Default (Ignored left empty): namespaces with rules of their own
+	// for the host, or named by a rule's exportTo.
+	ByNamespace map[string]RuleSet
+}
+
+// DestinationRuleViews is SelectDestinationRules for every client
+// namespace at once: the rule set of a namespace that has no rule for
+// fqdn and that no rule's exportTo names, and the namespaces that differ
+// from it. Those can only be the namespaces of the rules that apply to
+// fqdn and the namespaces their exportTo lists.
+func DestinationRuleViews(fqdn, hostNamespace, rootNamespace string, drs []*DestinationRule, resolve func(host, namespace string) string) Views {
+	v := Views{Default: SelectDestinationRules(fqdn, hostNamespace, rootNamespace, "", drs, resolve)}
+	special := map[string]bool{}
+	for _, dr := range drs {
+		if dr == nil || dr.Spec == nil || !DestinationRuleMatches(resolve(dr.Spec.GetHost(), dr.Namespace), fqdn) {
+			continue
+		}
+		special[dr.Namespace] = true
+		for _, e := range dr.Spec.GetExportTo() {
+			if e != "*" && e != "." && e != "~" {
+				special[e] = true
+			}
+		}
+	}
+	used := map[*DestinationRule]bool{}
+	for _, dr := range v.Default.From {
+		used[dr] = true
+	}
+	for _, ns := range slices.Sorted(maps.Keys(special)) {
+		set := SelectDestinationRules(fqdn, hostNamespace, rootNamespace, ns, drs, resolve)
+		for _, dr := range set.From {
+			used[dr] = true
+		}
+		if slices.Equal(set.From, v.Default.From) {
+			continue
+		}
+		set.Ignored = nil
+		if v.ByNamespace == nil {
+			v.ByNamespace = map[string]RuleSet{}
+		}
+		v.ByNamespace[ns] = set
+	}
+	// The default's Ignored lists only rules exported everywhere; a rule of
+	// the host that no namespace's clients use is ignored, whatever its
+	// exportTo.
+	v.Default.Ignored = nil
+	for _, dr := range drs {
+		if dr != nil && dr.Spec != nil && !used[dr] && resolve(dr.Spec.GetHost(), dr.Namespace) == fqdn && !slices.Contains(v.Default.Ignored, dr) {
+			v.Default.Ignored = append(v.Default.Ignored, dr)
+		}
+	}
+	slices.SortFunc(v.Default.Ignored, FirstSeen)
+	return v
+}
+
+// exportedTo reports whether a resource of namespace ns with exportTo is
+// visible to the clients of namespace to: everywhere by default or with
+// "*", "." is its own namespace, else the namespaces listed. The clients
+// of no particular namespace (to "") see only what is exported
+// everywhere.
+func exportedTo(exportTo []string, ns, to string) bool {
+	if len(exportTo) == 0 {
+		return true
+	}
+	for _, e := range exportTo {
+		if e == "*" || to != "" && (e == to || e == "." && ns == to) {
+			return true
+		}
+	}
+	return false
 }
 
 // DestinationRuleMatches reports whether a DestinationRule whose resolved

@@ -84,7 +84,7 @@ func TestSelectDestinationRule(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got string
-			if dr := SelectDestinationRule(tt.fqdn, tt.hostNS, "istio-system", tt.drs, resolve); dr != nil {
+			if dr := SelectDestinationRule(tt.fqdn, tt.hostNS, "istio-system", "", tt.drs, resolve); dr != nil {
 				got = dr.Namespace + "/" + dr.Name
 			}
 			if got != tt.want {
@@ -125,7 +125,6 @@ func TestSubsetOfTheRuleInForce(t *testing.T) {
 				vsDoc("default", "backend", "backend", "v1", "v2"),
 			),
 			want: []string{
-				`error: t.yaml: doc 2: DestinationRule prod/backend-extra: spec.host: DestinationRule default/backend (t.yaml:1) is in force for backend.default.svc.cluster.local (its namespace is the service's); this DestinationRule, of namespace prod, is not used for it (Weft applies the rules of one namespace to a host)`,
 				`error: t.yaml: doc 3: VirtualService default/backend: spec.http[0].route[1].destination.subset: subset "v2" is defined by DestinationRule prod/backend-extra, but DestinationRule default/backend is the one in force for backend.default.svc.cluster.local`,
 			},
 		},
@@ -138,7 +137,6 @@ func TestSubsetOfTheRuleInForce(t *testing.T) {
 				vsDoc("default", "v2", "backend", "v2"),
 			),
 			want: []string{
-				`error: t.yaml: doc 2: DestinationRule aaa/first: spec.host: DestinationRule zzz/later (t.yaml:1) is in force for backend.default.svc.cluster.local (it was there first); this DestinationRule, of namespace aaa, is not used for it (Weft applies the rules of one namespace to a host)`,
 				`error: t.yaml: doc 3: VirtualService default/v1: spec.http[0].route[0].destination.subset: subset "v1" is defined by DestinationRule aaa/first, but DestinationRule zzz/later is the one in force for backend.default.svc.cluster.local`,
 			},
 			vss: []string{"default/v2"},
@@ -150,13 +148,21 @@ func TestSubsetOfTheRuleInForce(t *testing.T) {
 				drDoc("aaa", "api", "api.example.com", "v2"),
 				drDoc("ext", "api", "api.example.com", "v1"),
 				vsDoc("ext", "api", "api.example.com", "v1"),
-				vsDoc("aaa", "api", "api.example.com", "v2"),
+				vsDoc("zzz", "api", "api.example.com", "v2"),
 			),
 			want: []string{
-				`error: t.yaml: doc 2: DestinationRule aaa/api: spec.host: DestinationRule ext/api (t.yaml:16) is in force for api.example.com (its namespace is the service's); this DestinationRule, of namespace aaa, is not used for it (Weft applies the rules of one namespace to a host)`,
-				`error: t.yaml: doc 5: VirtualService aaa/api: spec.http[0].route[0].destination.subset: subset "v2" is defined by DestinationRule aaa/api, but DestinationRule ext/api is the one in force for api.example.com`,
+				`error: t.yaml: doc 5: VirtualService zzz/api: spec.http[0].route[0].destination.subset: subset "v2" is defined by DestinationRule aaa/api, but DestinationRule ext/api is the one in force for api.example.com`,
 			},
 			vss: []string{"ext/api"},
+		},
+		{
+			name: "a client-side rule gives its own namespace's clients its subsets",
+			yaml: docs(
+				drDoc("default", "backend", "backend", "v1"),
+				drDoc("team-a", "backend", backend, "v2"),
+				vsDoc("team-a", "backend", backend, "v2"),
+			),
+			vss: []string{"team-a/backend"},
 		},
 		{
 			name: "a wildcard rule gives its subsets to the hosts it matches",
@@ -187,15 +193,12 @@ func TestSubsetOfTheRuleInForce(t *testing.T) {
 			},
 		},
 		{
-			name: "the mesh default overrides a third namespace's rule",
+			name: "the mesh default governs other clients, a third namespace's rule its own",
 			yaml: docs(
 				drDoc("istio-system", "mesh", "*.local", "v1"),
 				drDoc("other", "backend", "backend.default.svc.cluster.local", "v2"),
 				vsDoc("default", "backend", "backend", "v1"),
 			),
-			want: []string{
-				`error: t.yaml: doc 2: DestinationRule other/backend: spec.host: DestinationRule istio-system/mesh (t.yaml:1), for host *.local, is in force for backend.default.svc.cluster.local (its namespace is the root namespace, whose rules are the mesh's defaults); this DestinationRule, of namespace other, is not used for it (Weft applies the rules of one namespace to a host)`,
-			},
 			vss: []string{"default/backend"},
 		},
 		{
@@ -272,7 +275,6 @@ func TestRuleInForceProtectsUsedSubsets(t *testing.T) {
 				// With the subset it is accepted and takes over.
 				{
 					files: files("dr.yaml", drDoc("zzz", "extra", backend, "v1", "v2"), "own.yaml", drDoc("default", "backend", "backend", "v2"), "vs.yaml", vs),
-					diags: []string{`error: dr.yaml: doc 1: DestinationRule zzz/extra: spec.host: DestinationRule default/backend (own.yaml:1) is in force for backend.default.svc.cluster.local (its namespace is the service's); this DestinationRule, of namespace zzz, is not used for it (Weft applies the rules of one namespace to a host)`},
 					drs:   []string{"default/backend:[v2]", "zzz/extra:[v1 v2]"},
 				},
 			},
@@ -313,10 +315,7 @@ func TestRuleInForceProtectsUsedSubsets(t *testing.T) {
 				},
 				{
 					files: files("dr.yaml", docs(drDoc("zzz", "extra", backend, "v2"), drDoc("aaa", "other", backend, "v1")), "vs.yaml", vs),
-					diags: []string{
-						`error: dr.yaml: doc 2: DestinationRule aaa/other: spec.host: DestinationRule zzz/extra (dr.yaml:1) is in force for backend.default.svc.cluster.local (it was there first); this DestinationRule, of namespace aaa, is not used for it (Weft applies the rules of one namespace to a host)`,
-					},
-					drs: []string{"aaa/other:[v1]", "zzz/extra:[v2]"},
+					drs:   []string{"aaa/other:[v1]", "zzz/extra:[v2]"},
 				},
 			},
 		},
@@ -325,13 +324,11 @@ func TestRuleInForceProtectsUsedSubsets(t *testing.T) {
 			steps: []step{
 				{
 					files: files("own.yaml", drDoc("default", "backend", "backend", "v2"), "dr.yaml", drDoc("zzz", "extra", backend, "v1"), "vs.yaml", vs),
-					diags: []string{`error: dr.yaml: doc 1: DestinationRule zzz/extra: spec.host: DestinationRule default/backend (own.yaml:1) is in force for backend.default.svc.cluster.local (its namespace is the service's); this DestinationRule, of namespace zzz, is not used for it (Weft applies the rules of one namespace to a host)`},
 					drs:   []string{"default/backend:[v2]", "zzz/extra:[v1]"},
 				},
 				{
 					files: files("dr.yaml", drDoc("zzz", "extra", backend, "v1"), "vs.yaml", vs),
 					diags: []string{
-						`error: dr.yaml: doc 1: DestinationRule zzz/extra: spec.host: DestinationRule default/backend (own.yaml:1) is in force for backend.default.svc.cluster.local (its namespace is the service's); this DestinationRule, of namespace zzz, is not used for it (Weft applies the rules of one namespace to a host)`,
 						`error: own.yaml: doc 1: DestinationRule default/backend: spec.subsets: subset "v2" is still used by VirtualService default/backend at spec.http[0].route[0].destination.subset; deleting this DestinationRule is rejected and the last good version stays in force`,
 					},
 					drs: []string{"default/backend:[v2]", "zzz/extra:[v1]"},
@@ -359,12 +356,10 @@ func TestRuleInForceProtectsUsedSubsets(t *testing.T) {
 			steps: []step{
 				{
 					files: files("own.yaml", drDoc("default", "backend", "backend", "v2"), "dr.yaml", drDoc("zzz", "extra", backend, "v2"), "vs.yaml", vs),
-					diags: []string{`error: dr.yaml: doc 1: DestinationRule zzz/extra: spec.host: DestinationRule default/backend (own.yaml:1) is in force for backend.default.svc.cluster.local (its namespace is the service's); this DestinationRule, of namespace zzz, is not used for it (Weft applies the rules of one namespace to a host)`},
 					drs:   []string{"default/backend:[v2]", "zzz/extra:[v2]"},
 				},
 				{
 					files: files("own.yaml", drDoc("default", "backend", "backend", "v2"), "dr.yaml", drDoc("zzz", "extra", backend, "v1"), "vs.yaml", vs),
-					diags: []string{`error: dr.yaml: doc 1: DestinationRule zzz/extra: spec.host: DestinationRule default/backend (own.yaml:1) is in force for backend.default.svc.cluster.local (its namespace is the service's); this DestinationRule, of namespace zzz, is not used for it (Weft applies the rules of one namespace to a host)`},
 					drs:   []string{"default/backend:[v2]", "zzz/extra:[v1]"},
 				},
 				{

@@ -43,9 +43,6 @@ func validateDestinationRule(is *issues, ns string, dr *networking.DestinationRu
 		validateTrafficPolicy(is, ns, p+".trafficPolicy", s.GetTrafficPolicy())
 	}
 	validateExportTo(is, ns, "spec.exportTo", dr.GetExportTo(), false)
-	if dr.GetWorkloadSelector() == nil { // else the warning below says more
-		warnExportToOnSidecars(is, "spec.exportTo", "this DestinationRule", dr.GetExportTo())
-	}
 	if sel := dr.GetWorkloadSelector(); sel != nil {
 		labels := sel.GetMatchLabels()
 		validateSelectorLabels(is, "spec.workloadSelector.matchLabels", labels)

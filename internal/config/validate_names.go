@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"path"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -248,25 +247,6 @@ func validateExportTo(is *issues, ns, path string, exportTo []string, serviceEnt
 			is.errf(path, "\"~\" (no one) cannot be combined with other exportTo entries")
 		}
 	}
-}
-
-// warnExportToOnSidecars is Weft-only: sidecars are not scoped by
-// exportTo yet (gateways are), so a resource exported to fewer than every
-// namespace still applies to the sidecars of every namespace. Said where
-// it is written, so nobody relies on a restriction that is not there.
-func warnExportToOnSidecars(is *issues, path, what string, exportTo []string) {
-	if len(exportTo) == 0 || slices.Contains(exportTo, "*") || is.hasErrorAt(path) {
-		return
-	}
-	var to []string
-	for _, e := range exportTo {
-		if e == "." {
-			to = append(to, "its own namespace")
-		} else {
-			to = append(to, "namespace "+e)
-		}
-	}
-	is.warnf(path, "Weft does not apply exportTo to sidecars yet: %s reaches the sidecars of every namespace, not only %s", what, strings.Join(to, " and "))
 }
 
 // hostsOverlap is Istio's host.Name.Matches: equal names, or a wildcard

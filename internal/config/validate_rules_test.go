@@ -54,8 +54,7 @@ func TestValidationRules(t *testing.T) {
 				`error spec.exportTo[1]: duplicate exportTo entry "prod"`,
 			}},
 		{"exportTo applied", KindVirtualService, "prod", "hosts: [reviews]\nexportTo: ['.', qa]\n" + route, nil},
-		{"dr exportTo not applied on sidecars", KindDestinationRule, "prod", "host: reviews\nexportTo: ['.', qa]\n",
-			[]string{`warning spec.exportTo: Weft does not apply exportTo to sidecars yet: this DestinationRule reaches the sidecars of every namespace, not only its own namespace and namespace qa`}},
+		{"dr exportTo is applied", KindDestinationRule, "prod", "host: reviews\nexportTo: ['.', qa]\n", nil},
 		// http routes.
 		{"deprecated mirrorPercent", KindVirtualService, "", "hosts: [reviews]\nhttp: [{route: [{destination: {host: reviews}}], mirror: {host: reviews}, mirrorPercent: 101}]\n",
 			[]string{`error spec.http[0].mirrorPercent: mirrorPercent 101 is over 100`, `warning spec.http[0].mirrorPercent: mirrorPercent is deprecated`}},

@@ -9,10 +9,14 @@ import (
 	"weft.dev/weft/internal/config"
 )
 
-// SubsetIndex finds the DestinationRule that governs a host. It is
-// immutable after construction.
+// SubsetIndex finds the DestinationRule that governs a host for the
+// clients of a namespace. It is immutable after construction.
 type SubsetIndex struct {
+	// byHost is what the clients of most namespaces use (Views.Default).
 	byHost map[string]config.RuleSet
+	// byNS holds, per client namespace, the hosts whose rules differ
+	// for its clients (Views.ByNamespace): client-side rules, exportTo.
+	byNS map[string]map[string]config.RuleSet
 }
 
 // newSubsetIndex picks the DestinationRule of each service host with
@@ -53,8 +57,18 @@ func newSubsetIndex(drs []*config.DestinationRule, rootNS string, r resolver) *S
 		if len(wild) > 0 {
 			cands = append(slices.Clip(cands), wild...)
 		}
-		if set := config.SelectDestinationRules(fqdn, hostNamespace(fqdn, r), rootNS, cands, r.resolve); set.Rule != nil {
-			idx.byHost[fqdn] = set
+		v := config.DestinationRuleViews(fqdn, hostNamespace(fqdn, r), rootNS, cands, r.resolve)
+		if v.Default.Rule != nil {
+			idx.byHost[fqdn] = v.Default
+		}
+		for ns, set := range v.ByNamespace {
+			if idx.byNS == nil {
+				idx.byNS = map[string]map[string]config.RuleSet{}
+			}
+			if idx.byNS[ns] == nil {
+				idx.byNS[ns] = map[string]config.RuleSet{}
+			}
+			idx.byNS[ns][fqdn] = set // Rule nil: no rule for this namespace's clients
 		}
 	}
 	return idx
@@ -71,8 +85,47 @@ func hostNamespace(fqdn string, r resolver) string {
 	return config.HostNamespace(fqdn, svcNS, r.suffix)
 }
 
+// View returns ns when the clients of namespace ns use other
+// DestinationRules than most namespaces' for some host, else "": what the
+// resources built from the rules are shared by.
+func (i *SubsetIndex) View(ns string) string {
+	if i == nil || i.byNS[ns] == nil {
+		return ""
+	}
+	return ns
+}
+
+// RulesIn returns the DestinationRules that govern an FQDN for the
+// clients of namespace ns, and what they were merged into.
+func (i *SubsetIndex) RulesIn(ns, fqdn string) config.RuleSet {
+	if i == nil {
+		return config.RuleSet{}
+	}
+	if set, ok := i.byNS[ns][fqdn]; ok {
+		return set
+	}
+	return i.byHost[fqdn]
+}
+
+// ForHostIn returns the DestinationRule for an FQDN for the clients of
+// namespace ns (merged, when several apply), or nil.
+func (i *SubsetIndex) ForHostIn(ns, fqdn string) *config.DestinationRule {
+	return i.RulesIn(ns, fqdn).Rule
+}
+
+// SubsetsIn returns the subsets defined for an FQDN for the clients of
+// namespace ns, in the DestinationRule's order. The slice is shared; do
+// not modify it.
+func (i *SubsetIndex) SubsetsIn(ns, fqdn string) []*networking.Subset {
+	dr := i.ForHostIn(ns, fqdn)
+	if dr == nil {
+		return nil
+	}
+	return dr.Spec.GetSubsets()
+}
+
 // ForHost returns the DestinationRule for an FQDN (merged, when several
-// apply), or nil.
+// apply) that the clients of most namespaces use, or nil.
 func (i *SubsetIndex) ForHost(fqdn string) *config.DestinationRule {
 	if i == nil {
 		return nil

@@ -35,6 +35,9 @@ type clusterKey struct {
 	mtls         bool
 	host, subset string
 	port         uint32
+	// view is the client namespace when its DestinationRules differ from
+	// most namespaces' (mesh.SubsetIndex.View), else "".
+	view string
 	// dns is what of the proxy a cluster resolved by DNS also reads: the
 	// lookup family (its addresses) and its locality (withLocalityLB).
 	dns string
@@ -44,6 +47,7 @@ type claKey struct {
 	locality     string // "" when the proxy's locality does not matter
 	host, subset string
 	port         uint32
+	view         string // as clusterKey's
 }
 
 // outboundKey is what a proxy's outbound routes and virtual outbound
@@ -67,6 +71,7 @@ type failoverPriorityKey struct{}
 type clusterListKey struct {
 	mtls bool
 	vis  *mesh.Visibility
+	view string // as clusterKey's
 	// dns is the proxy's DNS lookup family and locality when the mesh has
 	// services resolved by DNS (their clusters read them), else "".
 	dns string
@@ -77,6 +82,7 @@ type hasDNSKey struct{}
 type claListKey struct {
 	vis      *mesh.Visibility
 	locality string
+	view     string // as clusterKey's
 	labels   string // "" unless a DestinationRule uses failoverPriority
 }
 
@@ -84,7 +90,7 @@ type claListKey struct {
 // the proxies with the same mTLS capability and scope (and DNS lookup
 // family and locality, when some service is resolved by DNS). Read only.
 func sharedOutboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
-	k := clusterListKey{mtls: id.MTLS, vis: scopeOf(s, id)}
+	k := clusterListKey{mtls: id.MTLS, vis: scopeOf(s, id), view: s.Subsets.View(id.Namespace)}
 	if hasDNSServices(s) {
 		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + id.Locality
 	}
@@ -99,7 +105,7 @@ func sharedOutboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Reso
 // the proxies with the same scope and locality (and labels, where a
 // DestinationRule's failoverPriority reads them). Read only.
 func sharedOutboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource {
-	k := claListKey{vis: scopeOf(s, id), locality: id.Locality}
+	k := claListKey{vis: scopeOf(s, id), locality: id.Locality, view: s.Subsets.View(id.Namespace)}
 	if id.Locality != "" && usesFailoverPriority(s) {
 		k.labels = labelsKey(id.Labels)
 	}
@@ -115,7 +121,7 @@ type clusterLazyListKey struct{ clusterListKey }
 // sharedOutboundClustersLazy is sharedOutboundClusters as Lazy
 // resources: none of them is built here.
 func sharedOutboundClustersLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
-	k := clusterListKey{mtls: id.MTLS, vis: scopeOf(s, id)}
+	k := clusterListKey{mtls: id.MTLS, vis: scopeOf(s, id), view: s.Subsets.View(id.Namespace)}
 	if hasDNSServices(s) {
 		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + id.Locality
 	}
@@ -131,7 +137,7 @@ type claLazyListKey struct{ claListKey }
 // sharedOutboundEndpointsLazy is sharedOutboundEndpoints as Lazy
 // resources: none of them is built here.
 func sharedOutboundEndpointsLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
-	k := claListKey{vis: scopeOf(s, id), locality: id.Locality}
+	k := claListKey{vis: scopeOf(s, id), locality: id.Locality, view: s.Subsets.View(id.Namespace)}
 	if id.Locality != "" && usesFailoverPriority(s) {
 		k.labels = labelsKey(id.Labels)
 	}
@@ -227,7 +233,7 @@ type carriedCLA struct {
 
 // clusterKeyOf is what an outbound cluster of the proxy id is shared by.
 func clusterKeyOf(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, subset string) clusterKey {
-	k := clusterKey{mtls: id.MTLS, host: svc.Hostname, port: p.Number, subset: subset}
+	k := clusterKey{mtls: id.MTLS, host: svc.Hostname, port: p.Number, subset: subset, view: s.Subsets.View(id.Namespace)}
 	if svc.Resolution.ResolvedByDNS() {
 		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + localityKey(s, id, svc.Hostname, p.Number, subset)
 	}
@@ -249,7 +255,7 @@ type lazyClusterKey struct {
 
 // claKeyOf is what a load assignment of the proxy id is shared by.
 func claKeyOf(s *mesh.Snapshot, id contract.Identity, host string, port uint32, subset string) claKey {
-	return claKey{locality: localityKey(s, id, host, port, subset), host: host, port: port, subset: subset}
+	return claKey{locality: localityKey(s, id, host, port, subset), host: host, port: port, subset: subset, view: s.Subsets.View(id.Namespace)}
 }
 
 func sharedCLA(s *mesh.Snapshot, k claKey, build func() *endpoint.ClusterLoadAssignment) *endpoint.ClusterLoadAssignment {
@@ -273,7 +279,7 @@ func localityKey(s *mesh.Snapshot, id contract.Identity, host string, port uint3
 	if id.Locality == "" {
 		return ""
 	}
-	l := localityLBSetting(mergedTrafficPolicy(s, host, port, subset).GetLoadBalancer())
+	l := localityLBSetting(mergedTrafficPolicy(s, id.Namespace, host, port, subset).GetLoadBalancer())
 	switch {
 	case l == nil:
 		return ""
@@ -375,7 +381,9 @@ type clientMatchKey struct{ host, ns string }
 // service's routes. Read only.
 func sharedServiceRoutes(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port) []*route.Route {
 	k := serviceRoutesKey{host: svc.Hostname, port: p.Number}
-	if s.Routes.DependsOnNamespace(svc.Hostname) {
+	if s.Routes.DependsOnNamespace(svc.Hostname) || s.Subsets.View(id.Namespace) != "" {
+		// The VirtualService, or the DestinationRules whose hash
+		// policies the routes carry, differ for this namespace.
 		k.ns = id.Namespace
 	}
 	if routesMatchClient(s, svc.Hostname, k.ns) {

@@ -102,3 +102,68 @@ func TestWildcardDestinationRules(t *testing.T) {
 		}
 	}
 }
+
+// Client-side DestinationRules and exportTo: the sidecars of a namespace
+// with a rule of its own for a host use that rule (Istio's first choice);
+// a rule exported to its own namespace only ("." ) governs only there.
+// Proxies of other namespaces share the clusters of the default view.
+func TestDestinationRulesByClientNamespace(t *testing.T) {
+	s := snapshotFromYAML(t, wildcardDRConfig+`---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart-for-team-a, namespace: team-a}
+spec:
+  host: cart.shop.svc.cluster.local
+  exportTo: ["."]
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  subsets:
+  - {name: canary, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: users-private, namespace: auth}
+spec:
+  host: users
+  exportTo: ["."]
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+`)
+	lbs := func(ns string) map[string]cluster.Cluster_LbPolicy {
+		out := map[string]cluster.Cluster_LbPolicy{}
+		for _, res := range ForProxy(s, contract.Identity{ID: "client." + ns, Namespace: ns}).Clusters {
+			c := res.(*cluster.Cluster)
+			out[c.GetName()] = c.GetLbPolicy()
+		}
+		return out
+	}
+	name := func(subset, host string) string { return contract.ClusterName(contract.Outbound, 80, subset, host) }
+	cart, users := "cart.shop.svc.cluster.local", "users.auth.svc.cluster.local"
+	web, teamA, auth := lbs("web"), lbs("team-a"), lbs("auth")
+	for _, w := range []struct {
+		who     string
+		got     map[string]cluster.Cluster_LbPolicy
+		cluster string
+		want    cluster.Cluster_LbPolicy // -1: absent
+	}{
+		{"web", web, name("", cart), cluster.Cluster_LEAST_REQUEST},    // the mesh default
+		{"web", web, name("canary", cart), -1},                         // team-a's subset is team-a's
+		{"team-a", teamA, name("", cart), cluster.Cluster_ROUND_ROBIN}, // its own rule
+		{"team-a", teamA, name("canary", cart), cluster.Cluster_ROUND_ROBIN},
+		{"team-a", teamA, name("v1", cart), -1},                         // the default's subset is replaced
+		{"web", web, name("", users), cluster.Cluster_ROUND_ROBIN},      // auth's "*.auth" rule, exported
+		{"auth", auth, name("", users), cluster.Cluster_RANDOM},         // auth's private rule, for auth
+		{"team-a", teamA, name("", users), cluster.Cluster_ROUND_ROBIN}, // not exported to team-a
+	} {
+		got, ok := w.got[w.cluster]
+		switch {
+		case w.want == -1 && ok:
+			t.Errorf("%s: cluster %s exists, want none", w.who, w.cluster)
+		case w.want != -1 && !ok:
+			t.Errorf("%s: no cluster %s", w.who, w.cluster)
+		case ok && got != w.want:
+			t.Errorf("%s: %s lb_policy %v, want %v", w.who, w.cluster, got, w.want)
+		}
+	}
+	if v := s.Subsets.View("web"); v != "" {
+		t.Errorf("View(web) = %q: a namespace without rules of its own shares the default clusters", v)
+	}
+}

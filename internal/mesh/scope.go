@@ -162,6 +162,22 @@ func (x *ScopeIndex) For(ns string, labels map[string]string) *Visibility {
 	return actual.(*Visibility)
 }
 
+// ForGateway returns what a gateway of namespace ns sees: every service
+// exported to ns (Sidecar resources do not apply to gateways, exportTo
+// does, as in Istio).
+func (x *ScopeIndex) ForGateway(ns string) *Visibility {
+	if x == nil || !x.exported {
+		return nil
+	}
+	key := scopeKey{sidecar: "\x00gateway", ns: ns}
+	if v, ok := x.cache.Load(key); ok {
+		return v.(*Visibility)
+	}
+	v := nil2all(&Visibility{ports: map[string]map[uint32]bool{}}, x.in.reg, ns)
+	actual, _ := x.cache.LoadOrStore(key, v)
+	return actual.(*Visibility)
+}
+
 // egressHost is one parsed "namespace/dnsName".
 type egressHost struct {
 	ns   string // "*" any, else a namespace ("." resolved)

@@ -29,12 +29,12 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // scopeOf is what proxy id is sent of the mesh's services: its Sidecar's
-// or the default egress scope, and for a gateway every service (Sidecar
-// resources do not apply to gateways, which route to whatever their
-// VirtualServices name, in any namespace).
+// or the default egress scope, and for a gateway every service exported
+// to its namespace (Sidecar resources do not apply to gateways, which
+// route to whatever their VirtualServices name, in any namespace).
 func scopeOf(s *mesh.Snapshot, id contract.Identity) *mesh.Visibility {
 	if id.Router() {
-		return nil
+		return s.Scopes.ForGateway(id.Namespace)
 	}
 	return s.Scopes.For(id.Namespace, id.Labels)
 }

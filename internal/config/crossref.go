@@ -305,7 +305,8 @@ func (c *crossChecker) badRefs(cand *candidate, drs func() drIndex) []badRef {
 		views := clientViews(cand.meta.Namespace, cand.spec.(*networking.VirtualService).GetExportTo())
 		ok := false
 		for _, view := range views {
-			if definesSubset(c.selectDR(fqdn, view, drs().forHost(fqdn)), r.dest.GetSubset()) {
+			if definesSubset(c.selectDR(fqdn, view, drs().forHost(fqdn)), r.dest.GetSubset()) ||
+				c.selectedDefine(fqdn, view, r.dest.GetSubset(), drs().forHost(fqdn)) {
 				ok = true
 				break
 			}
@@ -315,6 +316,19 @@ func (c *crossChecker) badRefs(cand *candidate, drs func() drIndex) []badRef {
 		}
 	}
 	return bad
+}
+
+// selectedDefine reports whether a rule with a workloadSelector in
+// namespace view, for fqdn, defines subset: the sidecars it selects have
+// the subset (SelectDestinationRulesFor).
+func (c *crossChecker) selectedDefine(fqdn, view, subset string, drs []*DestinationRule) bool {
+	for _, dr := range drs {
+		if dr.Spec.GetWorkloadSelector() != nil && dr.Namespace == view &&
+			DestinationRuleMatches(c.resolve(dr.Spec.GetHost(), dr.Namespace), fqdn) && definesSubset(dr, subset) {
+			return true
+		}
+	}
+	return false
 }
 
 // clientViews returns the client namespaces whose DestinationRules a

@@ -88,6 +88,17 @@ func SelectDestinationRule(fqdn, hostNamespace, rootNamespace, clientNS string, 
 // ignored here may still be used by the clients of another namespace: see
 // DestinationRuleViews.)
 func SelectDestinationRules(fqdn, hostNamespace, rootNamespace, clientNS string, drs []*DestinationRule, resolve func(host, namespace string) string) RuleSet {
+	return SelectDestinationRulesFor(fqdn, hostNamespace, rootNamespace, clientNS, nil, drs, resolve)
+}
+
+// SelectDestinationRulesFor is SelectDestinationRules for the sidecars of
+// namespace clientNS whose labels are clientLabels. A rule with a
+// workloadSelector applies only to them: sidecars of its own namespace
+// whose labels include its matchLabels (nil clientLabels: none). Among the
+// rules of the winning namespace for the most specific host, selected
+// rules win over the rules without a selector, as in Istio; those of one
+// selector (the oldest selected rule's) are merged.
+func SelectDestinationRulesFor(fqdn, hostNamespace, rootNamespace, clientNS string, clientLabels map[string]string, drs []*DestinationRule, resolve func(host, namespace string) string) RuleSet {
 	type group struct {
 		best  string // the most specific matching host of the namespace
 		rules []*DestinationRule
@@ -96,6 +107,10 @@ func SelectDestinationRules(fqdn, hostNamespace, rootNamespace, clientNS string,
 	groups := map[string]*group{}
 	for _, dr := range drs {
 		if dr == nil || dr.Spec == nil || !exportedTo(dr.Spec.GetExportTo(), dr.Namespace, clientNS) {
+			continue
+		}
+		if sel := dr.Spec.GetWorkloadSelector(); sel != nil &&
+			(clientLabels == nil || dr.Namespace != clientNS || !labelsInclude(clientLabels, sel.GetMatchLabels())) {
 			continue
 		}
 		host := resolve(dr.Spec.GetHost(), dr.Namespace)
@@ -124,6 +139,7 @@ func SelectDestinationRules(fqdn, hostNamespace, rootNamespace, clientNS string,
 	}
 	for _, g := range groups {
 		slices.SortFunc(g.rules, FirstSeen)
+		g.rules = bySelector(g.rules)
 	}
 	var win string
 	switch {
@@ -150,6 +166,35 @@ func SelectDestinationRules(fqdn, hostNamespace, rootNamespace, clientNS string,
 	return set
 }
 
+// bySelector keeps, of rules (first seen first, one host), those of the
+// oldest rule's workloadSelector when some rule has one, else all of them:
+// a rule for selected workloads wins over the rules without a selector,
+// and rules of different selectors are not merged.
+func bySelector(rules []*DestinationRule) []*DestinationRule {
+	i := slices.IndexFunc(rules, func(dr *DestinationRule) bool { return dr.Spec.GetWorkloadSelector() != nil })
+	if i < 0 {
+		return rules
+	}
+	want := rules[i].Spec.GetWorkloadSelector().GetMatchLabels()
+	var out []*DestinationRule
+	for _, dr := range rules {
+		if sel := dr.Spec.GetWorkloadSelector(); sel != nil && maps.Equal(sel.GetMatchLabels(), want) {
+			out = append(out, dr)
+		}
+	}
+	return out
+}
+
+// labelsInclude reports whether labels has every key and value of want.
+func labelsInclude(labels, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
 // Views is what DestinationRuleViews decides for one service host.
 type Views struct {
 	// Default is the rule set of the clients of every namespace not in
@@ -166,7 +211,9 @@ type Views struct {
 // namespace at once: the rule set of a namespace that has no rule for
 // fqdn and that no rule's exportTo names, and the namespaces that differ
 // from it. Those can only be the namespaces of the rules that apply to
-// fqdn and the namespaces their exportTo lists.
+// fqdn and the namespaces their exportTo lists. Rules with a
+// workloadSelector are left to SelectDestinationRulesFor (they depend on
+// the sidecar's labels) and are never reported as ignored.
 func DestinationRuleViews(fqdn, hostNamespace, rootNamespace string, drs []*DestinationRule, resolve func(host, namespace string) string) Views {
 	v := Views{Default: SelectDestinationRules(fqdn, hostNamespace, rootNamespace, "", drs, resolve)}
 	special := map[string]bool{}
@@ -204,7 +251,8 @@ func DestinationRuleViews(fqdn, hostNamespace, rootNamespace string, drs []*Dest
 	// exportTo.
 	v.Default.Ignored = nil
 	for _, dr := range drs {
-		if dr != nil && dr.Spec != nil && !used[dr] && resolve(dr.Spec.GetHost(), dr.Namespace) == fqdn && !slices.Contains(v.Default.Ignored, dr) {
+		if dr != nil && dr.Spec != nil && dr.Spec.GetWorkloadSelector() == nil && !used[dr] &&
+			resolve(dr.Spec.GetHost(), dr.Namespace) == fqdn && !slices.Contains(v.Default.Ignored, dr) {
 			v.Default.Ignored = append(v.Default.Ignored, dr)
 		}
 	}

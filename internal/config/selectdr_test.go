@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	networking "istio.io/api/networking/v1alpha3"
+	typev1beta1 "istio.io/api/type/v1beta1"
 )
 
 func drDoc(ns, name, host string, subsets ...string) string {
@@ -389,5 +390,57 @@ func TestRuleInForceProtectsUsedSubsets(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSelectDestinationRulesForWorkloads: a rule with a workloadSelector
+// governs the selected sidecars of its own namespace only, over the
+// namespace's rules without a selector; other sidecars fall through to
+// the rules they would have without it.
+func TestSelectDestinationRulesForWorkloads(t *testing.T) {
+	dr := func(ns, name, host string, sel map[string]string) *DestinationRule {
+		spec := &networking.DestinationRule{Host: host}
+		if sel != nil {
+			spec.WorkloadSelector = &typev1beta1.WorkloadSelector{MatchLabels: sel}
+		}
+		return &DestinationRule{Meta: Meta{Kind: KindDestinationRule, Namespace: ns, Name: name}, Spec: spec}
+	}
+	resolve := func(host, ns string) string {
+		if !strings.Contains(host, ".") && !strings.HasPrefix(host, "*") {
+			return host + "." + ns + ".svc.cluster.local"
+		}
+		return host
+	}
+	const backend = "backend.default.svc.cluster.local"
+	drs := []*DestinationRule{
+		dr("default", "backend", "backend", nil),
+		dr("team-a", "all", backend, nil),
+		dr("team-a", "batch", backend, map[string]string{"app": "batch"}),
+		dr("team-b", "batch", backend, map[string]string{"app": "batch"}),
+	}
+	for _, tt := range []struct {
+		ns     string
+		labels map[string]string
+		want   string
+	}{
+		{"team-a", map[string]string{"app": "batch", "version": "v1"}, "team-a/batch"}, // selected
+		{"team-a", map[string]string{"app": "web"}, "team-a/all"},                      // the namespace's other rule
+		{"team-a", nil, "team-a/all"},
+		{"team-b", map[string]string{"app": "batch"}, "team-b/batch"},
+		{"team-b", map[string]string{"app": "web"}, "default/backend"}, // falls through to the service's
+		{"default", map[string]string{"app": "batch"}, "default/backend"},
+	} {
+		set := SelectDestinationRulesFor(backend, "default", "istio-system", tt.ns, tt.labels, drs, resolve)
+		var got string
+		if set.Rule != nil {
+			got = set.From[0].Namespace + "/" + set.From[0].Name
+		}
+		if got != tt.want {
+			t.Errorf("%s %v: %s, want %s", tt.ns, tt.labels, got, tt.want)
+		}
+	}
+	// Rules with a selector depend on labels: never reported as unused.
+	if v := DestinationRuleViews(backend, "default", "istio-system", drs, resolve); len(v.Default.Ignored) != 0 {
+		t.Errorf("ignored %v, want none", v.Default.Ignored)
 	}
 }

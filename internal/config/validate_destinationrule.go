@@ -64,8 +64,6 @@ func validateDestinationRule(is *issues, ns string, dr *networking.DestinationRu
 		if allOwn && len(dr.GetExportTo()) > 1 {
 			is.errf("spec.exportTo", "a DestinationRule with a workloadSelector can have only one exportTo entry, its own namespace (\".\")")
 		}
-		// Weft-only: the generators give every client the same rule.
-		is.warnf("spec.workloadSelector", "Weft does not apply a DestinationRule's workloadSelector yet: this rule applies to every client of %s, not only the selected workloads", dr.GetHost())
 	}
 }
 

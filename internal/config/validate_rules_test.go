@@ -257,7 +257,6 @@ subsets:
 				`error spec.exportTo[0]: a DestinationRule with a workloadSelector can be exported only to its own namespace`,
 				`error spec.trafficPolicy.retryBudget.percent: percent 150 out of range 0-100`,
 				`error spec.workloadSelector.matchLabels.app: wildcards are not supported in selectors`,
-				`warning spec.workloadSelector: Weft does not apply a DestinationRule's workloadSelector yet`,
 			}},
 
 		// ServiceEntry.

@@ -158,7 +158,7 @@ func Explain(m *mesh.Snapshot, id contract.Identity, req Request) (*Explanation,
 		return nil, fmt.Errorf("explain: route %d of %s has no origin", ri, vh.GetName())
 	}
 	er := vh.GetRoutes()[ri]
-	out.Route = describeRoute(m, id.Namespace, res, origins[ri], er)
+	out.Route = describeRoute(m, m.Subsets.ViewFor(id.Namespace, id.Labels), res, origins[ri], er)
 	out.Outcome = outcome(out.Route, er)
 	return out, nil
 }
@@ -173,7 +173,7 @@ func splitHostPort(vh string) (string, uint32) {
 }
 
 // describeRoute explains one Envoy route and the rule it came from.
-func describeRoute(m *mesh.Snapshot, ns string, res generate.Resources, o generate.RouteOrigin, er *route.Route) *Route {
+func describeRoute(m *mesh.Snapshot, dv mesh.DRView, res generate.Resources, o generate.RouteOrigin, er *route.Route) *Route {
 	r := &Route{Source: "the default route (no VirtualService routes this host)"}
 	var rule *networking.HTTPRoute
 	if o.VS != nil {
@@ -200,7 +200,7 @@ func describeRoute(m *mesh.Snapshot, ns string, res generate.Resources, o genera
 
 	switch cs := ra.GetClusterSpecifier().(type) {
 	case *route.RouteAction_Cluster:
-		r.Destinations = append(r.Destinations, destination(m, ns, res, cs.Cluster, 1))
+		r.Destinations = append(r.Destinations, destination(m, dv, res, cs.Cluster, 1))
 	case *route.RouteAction_WeightedClusters:
 		var total uint32
 		for _, c := range cs.WeightedClusters.GetClusters() {
@@ -211,7 +211,7 @@ func describeRoute(m *mesh.Snapshot, ns string, res generate.Resources, o genera
 			if total > 0 {
 				share = float64(c.GetWeight().GetValue()) / float64(total)
 			}
-			r.Destinations = append(r.Destinations, destination(m, ns, res, c.GetName(), share))
+			r.Destinations = append(r.Destinations, destination(m, dv, res, c.GetName(), share))
 		}
 	}
 	return r
@@ -249,9 +249,9 @@ func outcome(r *Route, er *route.Route) string {
 	return "forwarded: " + strings.Join(parts, "; ")
 }
 
-// destination explains one cluster a route of a sidecar of namespace ns
-// sends to, with the DestinationRules in force for that namespace.
-func destination(m *mesh.Snapshot, ns string, res generate.Resources, name string, share float64) Destination {
+// destination explains one cluster a route of a sidecar sends to, with
+// the DestinationRules in force for it (dv).
+func destination(m *mesh.Snapshot, dv mesh.DRView, res generate.Resources, name string, share float64) Destination {
 	d := Destination{Cluster: name, Share: share, Endpoints: []Endpoint{}}
 	_, port, subset, host, err := contract.ParseClusterName(name)
 	if err != nil {
@@ -259,7 +259,7 @@ func destination(m *mesh.Snapshot, ns string, res generate.Resources, name strin
 		return d
 	}
 	d.Host, d.Port, d.Subset = host, port, subset
-	rules := m.Subsets.RulesIn(ns, host)
+	rules := m.Subsets.Rules(dv, host)
 	if subset != "" {
 		for _, dr := range rules.From {
 			for k, s := range dr.Spec.GetSubsets() {

@@ -3,6 +3,7 @@ package mesh
 import (
 	"slices"
 	"strings"
+	"sync"
 
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -17,6 +18,35 @@ type SubsetIndex struct {
 	// byNS holds, per client namespace, the hosts whose rules differ
 	// for its clients (Views.ByNamespace): client-side rules, exportTo.
 	byNS map[string]map[string]config.RuleSet
+
+	// For the rules with a workloadSelector, which depend on a sidecar's
+	// labels and are chosen when a sidecar asks (Rules): selectors holds
+	// them by namespace; selHosts, for each host one of them applies to,
+	// its namespace and candidate rules; resolved, the FQDN of each
+	// rule's host (no registry snapshot is kept: the index outlives it).
+	selectors map[string][]*config.DestinationRule
+	selHosts  map[string]selHost
+	resolved  map[[2]string]string
+	rootNS    string
+	memo      sync.Map // selMemoKey → config.RuleSet
+}
+
+type selHost struct {
+	hostNS string
+	cands  []*config.DestinationRule
+}
+
+type selMemoKey struct{ view, fqdn string }
+
+// DRView is which DestinationRules a sidecar's outbound clusters, load
+// assignments and routes are built from: those of its namespace, and of
+// its labels where a rule with a workloadSelector selects it
+// (SubsetIndex.ViewFor). Key is what resources built from them are
+// shared by: "" for the view of most namespaces.
+type DRView struct {
+	Key    string
+	ns     string
+	labels map[string]string // nil unless a rule's workloadSelector selects the sidecar
 }
 
 // newSubsetIndex picks the DestinationRule of each service host with
@@ -52,10 +82,35 @@ func newSubsetIndex(drs []*config.DestinationRule, rootNS string, r resolver) *S
 			}
 		}
 	}
-	idx := &SubsetIndex{byHost: make(map[string]config.RuleSet, len(byFQDN))}
+	idx := &SubsetIndex{byHost: make(map[string]config.RuleSet, len(byFQDN)), rootNS: rootNS}
+	var selectors []*config.DestinationRule
+	for _, dr := range drs {
+		if dr.Spec != nil && dr.Spec.GetWorkloadSelector() != nil {
+			selectors = append(selectors, dr)
+		}
+	}
+	if len(selectors) > 0 {
+		idx.selectors = map[string][]*config.DestinationRule{}
+		idx.selHosts = map[string]selHost{}
+		idx.resolved = map[[2]string]string{}
+		for _, dr := range drs {
+			if dr.Spec != nil {
+				idx.resolved[[2]string{dr.Spec.GetHost(), dr.Namespace}] = r.resolve(dr.Spec.GetHost(), dr.Namespace)
+			}
+		}
+		for _, dr := range selectors {
+			idx.selectors[dr.Namespace] = append(idx.selectors[dr.Namespace], dr)
+		}
+	}
 	for fqdn, cands := range byFQDN {
 		if len(wild) > 0 {
 			cands = append(slices.Clip(cands), wild...)
+		}
+		for _, dr := range selectors {
+			if config.DestinationRuleMatches(r.resolve(dr.Spec.GetHost(), dr.Namespace), fqdn) {
+				idx.selHosts[fqdn] = selHost{hostNS: hostNamespace(fqdn, r), cands: cands}
+				break
+			}
 		}
 		v := config.DestinationRuleViews(fqdn, hostNamespace(fqdn, r), rootNS, cands, r.resolve)
 		if v.Default.Rule != nil {
@@ -83,6 +138,65 @@ func hostNamespace(fqdn string, r resolver) string {
 		svcNS = svc.Namespace
 	}
 	return config.HostNamespace(fqdn, svcNS, r.suffix)
+}
+
+// ViewFor returns the view of a sidecar of namespace ns with these
+// labels (outbound; inbound clusters take ViewFor(ns, nil), as Istio
+// honours a rule's workloadSelector outbound only).
+func (i *SubsetIndex) ViewFor(ns string, labels map[string]string) DRView {
+	v := DRView{Key: i.View(ns), ns: ns}
+	if i == nil || labels == nil {
+		return v
+	}
+	var keys []string
+	for _, dr := range i.selectors[ns] {
+		if selects(dr.Spec.GetWorkloadSelector().GetMatchLabels(), labels) {
+			keys = append(keys, dr.Key())
+		}
+	}
+	if len(keys) > 0 {
+		v.labels = labels
+		v.Key = ns + "\x00" + strings.Join(keys, "\x00")
+	}
+	return v
+}
+
+// Rules returns the DestinationRules that govern an FQDN for a view,
+// and what they were merged into.
+func (i *SubsetIndex) Rules(v DRView, fqdn string) config.RuleSet {
+	if i == nil {
+		return config.RuleSet{}
+	}
+	if v.labels != nil {
+		if sh, ok := i.selHosts[fqdn]; ok {
+			k := selMemoKey{v.Key, fqdn}
+			if set, ok := i.memo.Load(k); ok {
+				return set.(config.RuleSet)
+			}
+			set := config.SelectDestinationRulesFor(fqdn, sh.hostNS, i.rootNS, v.ns, v.labels, sh.cands, i.resolve)
+			set.Ignored = nil
+			i.memo.Store(k, set)
+			return set
+		}
+	}
+	return i.RulesIn(v.ns, fqdn)
+}
+
+// SubsetsOf returns the subsets defined for an FQDN in a view, in the
+// DestinationRule's order. The slice is shared; do not modify it.
+func (i *SubsetIndex) SubsetsOf(v DRView, fqdn string) []*networking.Subset {
+	dr := i.Rules(v, fqdn).Rule
+	if dr == nil {
+		return nil
+	}
+	return dr.Spec.GetSubsets()
+}
+
+func (i *SubsetIndex) resolve(host, ns string) string {
+	if h, ok := i.resolved[[2]string{host, ns}]; ok {
+		return h
+	}
+	return host
 }
 
 // View returns ns when the clients of namespace ns use other

@@ -57,8 +57,8 @@ func eachOutboundCluster(s *mesh.Snapshot, id contract.Identity, yield func(name
 		} else {
 			c = edsCluster(svc, p, subset, s.DomainSuffix)
 		}
-		c = withTrafficPolicy(s, id.Namespace, svc, p, subset, c)
-		c = withLoadBalancer(s, id.Namespace, svc, p, subset, c)
+		c = withTrafficPolicy(s, drView(s, id), svc, p, subset, c)
+		c = withLoadBalancer(s, drView(s, id), svc, p, subset, c)
 		return withUpstreamTLS(s, id, svc, p, subset, c) // last: ALPN follows the protocol options
 	}
 	for _, svc := range s.Registry.Services() {
@@ -68,7 +68,7 @@ func eachOutboundCluster(s *mesh.Snapshot, id contract.Identity, yield func(name
 			}
 			yield(contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname), clusterKeyOf(s, id, svc, p, ""),
 				func() *cluster.Cluster { return build(svc, p, "") })
-			for _, sub := range s.Subsets.SubsetsIn(id.Namespace, svc.Hostname) {
+			for _, sub := range s.Subsets.SubsetsOf(drView(s, id), svc.Hostname) {
 				yield(contract.ClusterName(contract.Outbound, p.Number, sub.GetName(), svc.Hostname), clusterKeyOf(s, id, svc, p, sub.GetName()),
 					func() *cluster.Cluster { return build(svc, p, sub.GetName()) })
 			}
@@ -112,7 +112,7 @@ func dnsCluster(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p
 	eps := s.Registry.Endpoints(svc.Hostname, p.Number)
 	if subset != "" {
 		var labels map[string]string
-		for _, sub := range s.Subsets.SubsetsIn(id.Namespace, svc.Hostname) {
+		for _, sub := range s.Subsets.SubsetsOf(drView(s, id), svc.Hostname) {
 			if sub.GetName() == subset {
 				labels = sub.GetLabels()
 			}
@@ -144,7 +144,7 @@ func dnsCluster(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p
 		DnsRefreshRate:       refresh,
 		RespectDnsTtl:        true,
 		LoadAssignment: withLocalityLB(s, id, svc.Hostname, p.Number, subset, eps,
-			loadAssignment(name, eps, mtlsCapable(s, id.Namespace, svc, p, subset))),
+			loadAssignment(name, eps, mtlsCapable(s, drView(s, id), svc, p, subset))),
 	}
 	setProtocolOptions(c, p.Protocol)
 	return c

@@ -54,9 +54,9 @@ func eachOutboundCLA(s *mesh.Snapshot, id contract.Identity, yield func(name str
 			name := contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname)
 			yield(name, claKeyOf(s, id, svc.Hostname, p.Number, ""), func() *endpoint.ClusterLoadAssignment {
 				return withLocalityLB(s, id, svc.Hostname, p.Number, "", eps,
-					loadAssignment(name, eps, mtlsCapable(s, id.Namespace, svc, p, "")))
+					loadAssignment(name, eps, mtlsCapable(s, drView(s, id), svc, p, "")))
 			})
-			for _, sub := range s.Subsets.SubsetsIn(id.Namespace, svc.Hostname) {
+			for _, sub := range s.Subsets.SubsetsOf(drView(s, id), svc.Hostname) {
 				name := contract.ClusterName(contract.Outbound, p.Number, sub.GetName(), svc.Hostname)
 				yield(name, claKeyOf(s, id, svc.Hostname, p.Number, sub.GetName()), func() *endpoint.ClusterLoadAssignment {
 					var in []*registry.Endpoint
@@ -66,7 +66,7 @@ func eachOutboundCLA(s *mesh.Snapshot, id contract.Identity, yield func(name str
 						}
 					}
 					return withLocalityLB(s, id, svc.Hostname, p.Number, sub.GetName(), in,
-						loadAssignment(name, in, mtlsCapable(s, id.Namespace, svc, p, sub.GetName())))
+						loadAssignment(name, in, mtlsCapable(s, drView(s, id), svc, p, sub.GetName())))
 				})
 			}
 		}
@@ -79,8 +79,8 @@ func eachOutboundCLA(s *mesh.Snapshot, id contract.Identity, yield func(name str
 // the workload is labelled security.istio.io/tlsMode: istio (it runs a
 // sidecar) and its own PeerAuthentication for the port is not DISABLE.
 // Such endpoints carry the metadata automatic mutual TLS matches on.
-func mtlsCapable(s *mesh.Snapshot, ns string, svc *registry.Service, p registry.Port, subset string) func(*registry.Endpoint) bool {
-	t := mergedTrafficPolicy(s, ns, svc.Hostname, p.Number, subset).GetTls()
+func mtlsCapable(s *mesh.Snapshot, dv mesh.DRView, svc *registry.Service, p registry.Port, subset string) func(*registry.Endpoint) bool {
+	t := mergedTrafficPolicy(s, dv, svc.Hostname, p.Number, subset).GetTls()
 	return func(ep *registry.Endpoint) bool {
 		if ep.Labels[contract.TLSModeLabel] != contract.TLSModeIstio {
 			return false

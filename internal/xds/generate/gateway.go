@@ -360,7 +360,7 @@ func gatewayHTTPRoutes(s *mesh.Snapshot, id contract.Identity, gs gatewayServer,
 	gwRef := gs.gw.Namespace + "/" + gs.gw.Name
 	var out []*route.Route
 	for _, h := range vs.Spec.GetHttp() {
-		action := withHashPolicy(s, id.Namespace, routeAction(s, vs.Namespace, h, svc, p))
+		action := withHashPolicy(s, drView(s, id), routeAction(s, vs.Namespace, h, svc, p))
 		addMirrors(action, s, vs.Namespace, h, svc, p)
 		applyResilience(action, h)
 		if action == nil && h.GetRedirect() == nil && h.GetDirectResponse() == nil {
@@ -573,6 +573,6 @@ func tcpRouteFilter(s *mesh.Snapshot, id contract.Identity, vs *config.VirtualSe
 		return nil
 	}
 	var plan l4Plan
-	t := plan.addTarget(s, id.Namespace, vs, dests, &registry.Service{}, registry.Port{Number: port})
+	t := plan.addTarget(s, drView(s, id), vs, dests, &registry.Service{}, registry.Port{Number: port})
 	return tcpProxyTo(plan.targets[t], tcpAccessLogs(s, id.Namespace, id.Labels, mesh.ModeClient))
 }

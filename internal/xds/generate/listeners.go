@@ -116,7 +116,7 @@ func workloadPorts(s *mesh.Snapshot, id contract.Identity, tcp bool) []*workload
 // process may carry several), so the proxy can label destination-side
 // metrics.
 func (wp *workloadPort) cluster(s *mesh.Snapshot, id contract.Identity) *cluster.Cluster {
-	return withInboundConnectionPool(s, id.Namespace, wp.port, wp.proto, wp.services,
+	return withInboundConnectionPool(s, s.Subsets.ViewFor(id.Namespace, nil), wp.port, wp.proto, wp.services,
 		inboundCluster(wp.port, contract.AppAddress(id.AppPorts, wp.port), wp.proto, wp.services, s.DomainSuffix))
 }
 

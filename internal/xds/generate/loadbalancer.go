@@ -27,8 +27,8 @@ const defaultMinRingSize = 1024
 
 // withLoadBalancer applies the DestinationRule's loadBalancer to an
 // outbound cluster of svc's port p (subset may be empty) and returns c.
-func withLoadBalancer(s *mesh.Snapshot, ns string, svc *registry.Service, p registry.Port, subset string, c *cluster.Cluster) *cluster.Cluster {
-	applyLoadBalancer(c, mergedTrafficPolicy(s, ns, svc.Hostname, p.Number, subset).GetLoadBalancer())
+func withLoadBalancer(s *mesh.Snapshot, dv mesh.DRView, svc *registry.Service, p registry.Port, subset string, c *cluster.Cluster) *cluster.Cluster {
+	applyLoadBalancer(c, mergedTrafficPolicy(s, dv, svc.Hostname, p.Number, subset).GetLoadBalancer())
 	return c
 }
 
@@ -145,7 +145,7 @@ func consistentHashToHashPolicy(ch *networking.LoadBalancerSettings_ConsistentHa
 // withHashPolicy sets the route's hash_policy from the consistentHash of
 // the DestinationRule governing its destination cluster (for weighted
 // clusters, the first destination that has one), and returns a.
-func withHashPolicy(s *mesh.Snapshot, ns string, a *route.Route_Route) *route.Route_Route {
+func withHashPolicy(s *mesh.Snapshot, dv mesh.DRView, a *route.Route_Route) *route.Route_Route {
 	if a == nil || a.Route == nil {
 		return a
 	}
@@ -163,7 +163,7 @@ func withHashPolicy(s *mesh.Snapshot, ns string, a *route.Route_Route) *route.Ro
 		if err != nil {
 			continue
 		}
-		ch := mergedTrafficPolicy(s, ns, host, port, subset).GetLoadBalancer().GetConsistentHash()
+		ch := mergedTrafficPolicy(s, dv, host, port, subset).GetLoadBalancer().GetConsistentHash()
 		if hp := consistentHashToHashPolicy(ch); hp != nil {
 			a.Route.HashPolicy = []*route.RouteAction_HashPolicy{hp}
 			return a
@@ -181,9 +181,9 @@ const (
 )
 
 // withRouteHashPolicy is withHashPolicy for a whole route; it returns r.
-func withRouteHashPolicy(s *mesh.Snapshot, ns string, r *route.Route) *route.Route {
+func withRouteHashPolicy(s *mesh.Snapshot, dv mesh.DRView, r *route.Route) *route.Route {
 	if a, ok := r.GetAction().(*route.Route_Route); ok {
-		withHashPolicy(s, ns, a)
+		withHashPolicy(s, dv, a)
 	}
 	return r
 }
@@ -195,7 +195,7 @@ func withRouteHashPolicy(s *mesh.Snapshot, ns string, r *route.Route) *route.Rou
 // (or the default region/zone/subzone proximity) set priorities. eps are
 // the registry endpoints of cla, in its order within each locality.
 func withLocalityLB(s *mesh.Snapshot, id contract.Identity, host string, port uint32, subset string, eps []*registry.Endpoint, cla *endpoint.ClusterLoadAssignment) *endpoint.ClusterLoadAssignment {
-	policy := mergedTrafficPolicy(s, id.Namespace, host, port, subset)
+	policy := mergedTrafficPolicy(s, drView(s, id), host, port, subset)
 	l := localityLBSetting(policy.GetLoadBalancer())
 	if l == nil {
 		return cla

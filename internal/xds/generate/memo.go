@@ -35,8 +35,8 @@ type clusterKey struct {
 	mtls         bool
 	host, subset string
 	port         uint32
-	// view is the client namespace when its DestinationRules differ from
-	// most namespaces' (mesh.SubsetIndex.View), else "".
+	// view is drView's Key: "" where the proxy's DestinationRules are
+	// most namespaces'.
 	view string
 	// dns is what of the proxy a cluster resolved by DNS also reads: the
 	// lookup family (its addresses) and its locality (withLocalityLB).
@@ -60,6 +60,9 @@ type outboundKey struct {
 	// telemetry names the Telemetry resources that apply (their access
 	// logs are in the virtual outbound listener's connection managers).
 	telemetry string
+	// view is drView's Key: the DestinationRules the routes' hash
+	// policies and the TCP proxies' timeouts come from.
+	view string
 }
 
 type sourceLabelsKey struct{}
@@ -90,7 +93,7 @@ type claListKey struct {
 // the proxies with the same mTLS capability and scope (and DNS lookup
 // family and locality, when some service is resolved by DNS). Read only.
 func sharedOutboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
-	k := clusterListKey{mtls: id.MTLS, vis: scopeOf(s, id), view: s.Subsets.View(id.Namespace)}
+	k := clusterListKey{mtls: id.MTLS, vis: scopeOf(s, id), view: drView(s, id).Key}
 	if hasDNSServices(s) {
 		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + id.Locality
 	}
@@ -105,7 +108,7 @@ func sharedOutboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Reso
 // the proxies with the same scope and locality (and labels, where a
 // DestinationRule's failoverPriority reads them). Read only.
 func sharedOutboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource {
-	k := claListKey{vis: scopeOf(s, id), locality: id.Locality, view: s.Subsets.View(id.Namespace)}
+	k := claListKey{vis: scopeOf(s, id), locality: id.Locality, view: drView(s, id).Key}
 	if id.Locality != "" && usesFailoverPriority(s) {
 		k.labels = labelsKey(id.Labels)
 	}
@@ -121,7 +124,7 @@ type clusterLazyListKey struct{ clusterListKey }
 // sharedOutboundClustersLazy is sharedOutboundClusters as Lazy
 // resources: none of them is built here.
 func sharedOutboundClustersLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
-	k := clusterListKey{mtls: id.MTLS, vis: scopeOf(s, id), view: s.Subsets.View(id.Namespace)}
+	k := clusterListKey{mtls: id.MTLS, vis: scopeOf(s, id), view: drView(s, id).Key}
 	if hasDNSServices(s) {
 		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + id.Locality
 	}
@@ -137,7 +140,7 @@ type claLazyListKey struct{ claListKey }
 // sharedOutboundEndpointsLazy is sharedOutboundEndpoints as Lazy
 // resources: none of them is built here.
 func sharedOutboundEndpointsLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
-	k := claListKey{vis: scopeOf(s, id), locality: id.Locality, view: s.Subsets.View(id.Namespace)}
+	k := claListKey{vis: scopeOf(s, id), locality: id.Locality, view: drView(s, id).Key}
 	if id.Locality != "" && usesFailoverPriority(s) {
 		k.labels = labelsKey(id.Labels)
 	}
@@ -233,7 +236,7 @@ type carriedCLA struct {
 
 // clusterKeyOf is what an outbound cluster of the proxy id is shared by.
 func clusterKeyOf(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, subset string) clusterKey {
-	k := clusterKey{mtls: id.MTLS, host: svc.Hostname, port: p.Number, subset: subset, view: s.Subsets.View(id.Namespace)}
+	k := clusterKey{mtls: id.MTLS, host: svc.Hostname, port: p.Number, subset: subset, view: drView(s, id).Key}
 	if svc.Resolution.ResolvedByDNS() {
 		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + localityKey(s, id, svc.Hostname, p.Number, subset)
 	}
@@ -255,7 +258,7 @@ type lazyClusterKey struct {
 
 // claKeyOf is what a load assignment of the proxy id is shared by.
 func claKeyOf(s *mesh.Snapshot, id contract.Identity, host string, port uint32, subset string) claKey {
-	return claKey{locality: localityKey(s, id, host, port, subset), host: host, port: port, subset: subset, view: s.Subsets.View(id.Namespace)}
+	return claKey{locality: localityKey(s, id, host, port, subset), host: host, port: port, subset: subset, view: drView(s, id).Key}
 }
 
 func sharedCLA(s *mesh.Snapshot, k claKey, build func() *endpoint.ClusterLoadAssignment) *endpoint.ClusterLoadAssignment {
@@ -279,7 +282,7 @@ func localityKey(s *mesh.Snapshot, id contract.Identity, host string, port uint3
 	if id.Locality == "" {
 		return ""
 	}
-	l := localityLBSetting(mergedTrafficPolicy(s, id.Namespace, host, port, subset).GetLoadBalancer())
+	l := localityLBSetting(mergedTrafficPolicy(s, drView(s, id), host, port, subset).GetLoadBalancer())
 	switch {
 	case l == nil:
 		return ""
@@ -291,7 +294,7 @@ func localityKey(s *mesh.Snapshot, id contract.Identity, host string, port uint3
 
 func keyOf(s *mesh.Snapshot, id contract.Identity) outboundKey {
 	k := outboundKey{vis: scopeOf(s, id), ns: id.Namespace, captured: id.Captured(),
-		telemetry: s.Telemetry.For(id.Namespace, id.Labels).Key()}
+		telemetry: s.Telemetry.For(id.Namespace, id.Labels).Key(), view: drView(s, id).Key}
 	if usesSourceLabels(s) {
 		k.labels = labelsKey(id.Labels)
 	}
@@ -368,6 +371,7 @@ type serviceRoutesKey struct {
 	port   uint32
 	ns     string
 	labels string
+	view   string // drView's Key
 }
 
 type clientMatchKey struct{ host, ns string }
@@ -381,11 +385,12 @@ type clientMatchKey struct{ host, ns string }
 // service's routes. Read only.
 func sharedServiceRoutes(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port) []*route.Route {
 	k := serviceRoutesKey{host: svc.Hostname, port: p.Number}
-	if s.Routes.DependsOnNamespace(svc.Hostname) || s.Subsets.View(id.Namespace) != "" {
-		// The VirtualService, or the DestinationRules whose hash
-		// policies the routes carry, differ for this namespace.
+	if s.Routes.DependsOnNamespace(svc.Hostname) {
 		k.ns = id.Namespace
 	}
+	// The DestinationRules whose hash policies the routes carry may
+	// differ for this namespace or these labels.
+	k.view = drView(s, id).Key
 	if routesMatchClient(s, svc.Hostname, k.ns) {
 		k.ns, k.labels = id.Namespace, labelsKey(id.Labels)
 	}

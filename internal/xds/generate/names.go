@@ -28,6 +28,13 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
+// drView is which DestinationRules proxy id's outbound resources are built
+// from: its namespace's, and its labels' where a rule's workloadSelector
+// selects it (mesh.SubsetIndex.ViewFor).
+func drView(s *mesh.Snapshot, id contract.Identity) mesh.DRView {
+	return s.Subsets.ViewFor(id.Namespace, id.Labels)
+}
+
 // scopeOf is what proxy id is sent of the mesh's services: its Sidecar's
 // or the default egress scope, and for a gateway every service exported
 // to its namespace (Sidecar resources do not apply to gateways, which

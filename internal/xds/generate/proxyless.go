@@ -61,15 +61,15 @@ func ForProxyless(s *mesh.Snapshot, id contract.Identity, n Names) Resources {
 		}
 	}
 	for _, name := range n.Clusters {
-		if svc, p, subset, ok := proxylessCluster(s, id.Namespace, name); ok {
+		if svc, p, subset, ok := proxylessCluster(s, drView(s, id), name); ok {
 			c := edsCluster(svc, p, subset, s.DomainSuffix)
-			c = withTrafficPolicy(s, id.Namespace, svc, p, subset, c)
-			c = withLoadBalancer(s, id.Namespace, svc, p, subset, c)
+			c = withTrafficPolicy(s, drView(s, id), svc, p, subset, c)
+			c = withLoadBalancer(s, drView(s, id), svc, p, subset, c)
 			r.Clusters = append(r.Clusters, forGRPC(c))
 		}
 	}
 	for _, name := range n.Endpoints {
-		if svc, p, subset, ok := proxylessCluster(s, id.Namespace, name); ok {
+		if svc, p, subset, ok := proxylessCluster(s, drView(s, id), name); ok {
 			r.Endpoints = append(r.Endpoints, proxylessEndpoints(s, id, svc, p, subset))
 		}
 	}
@@ -107,7 +107,7 @@ func proxylessTarget(s *mesh.Snapshot, id contract.Identity, target string) (*re
 
 // proxylessCluster resolves an outbound cluster name to its service port
 // and subset; the subset must be one of the service's DestinationRule's.
-func proxylessCluster(s *mesh.Snapshot, ns, name string) (*registry.Service, registry.Port, string, bool) {
+func proxylessCluster(s *mesh.Snapshot, dv mesh.DRView, name string) (*registry.Service, registry.Port, string, bool) {
 	dir, port, subset, host, err := contract.ParseClusterName(name)
 	if err != nil || dir != contract.Outbound {
 		return nil, registry.Port{}, "", false
@@ -123,7 +123,7 @@ func proxylessCluster(s *mesh.Snapshot, ns, name string) (*registry.Service, reg
 	if subset == "" {
 		return svc, p, "", true
 	}
-	for _, sub := range s.Subsets.SubsetsIn(ns, host) {
+	for _, sub := range s.Subsets.SubsetsOf(dv, host) {
 		if sub.GetName() == subset {
 			return svc, p, subset, true
 		}
@@ -223,7 +223,7 @@ func proxylessEndpoints(s *mesh.Snapshot, id contract.Identity, svc *registry.Se
 	eps := s.Registry.Endpoints(svc.Hostname, p.Number)
 	if subset != "" {
 		var labels map[string]string
-		for _, sub := range s.Subsets.SubsetsIn(id.Namespace, svc.Hostname) {
+		for _, sub := range s.Subsets.SubsetsOf(drView(s, id), svc.Hostname) {
 			if sub.GetName() == subset {
 				labels = sub.GetLabels()
 			}

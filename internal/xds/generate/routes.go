@@ -142,7 +142,7 @@ func serviceRoutesWithOrigins(s *mesh.Snapshot, id contract.Identity, svc *regis
 	)
 	for _, vs := range s.Routes.ForHostIn(svc.Hostname, id.Namespace) {
 		for i, h := range vs.Spec.GetHttp() {
-			action := withHashPolicy(s, id.Namespace, routeAction(s, vs.Namespace, h, svc, p))
+			action := withHashPolicy(s, drView(s, id), routeAction(s, vs.Namespace, h, svc, p))
 			addMirrors(action, s, vs.Namespace, h, svc, p)
 			applyResilience(action, h) // resilience.go: timeout, retry_policy
 			if action == nil && h.GetRedirect() == nil && h.GetDirectResponse() == nil {
@@ -167,7 +167,7 @@ func serviceRoutesWithOrigins(s *mesh.Snapshot, id contract.Identity, svc *regis
 		}
 	}
 	if len(out) == 0 {
-		out = append(out, withRouteHashPolicy(s, id.Namespace, defaultRoute(svc.Hostname, p.Number)))
+		out = append(out, withRouteHashPolicy(s, drView(s, id), defaultRoute(svc.Hostname, p.Number)))
 		origins = append(origins, RouteOrigin{Rule: -1, Match: -1})
 	}
 	return out, origins

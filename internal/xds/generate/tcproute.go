@@ -117,7 +117,7 @@ func l4Routes(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p r
 					}
 					handled[key] = true
 					if target < 0 {
-						target = plan.addTarget(s, id.Namespace, vs, r.GetRoute(), svc, p)
+						target = plan.addTarget(s, drView(s, id), vs, r.GetRoute(), svc, p)
 					}
 					rule := l4Rule{subnets: parseSubnets(m.GetDestinationSubnets()), target: target, origin: fmt.Sprintf("tls_%d_%d", i, k)}
 					if !slices.Contains(m.GetSniHosts(), "*") { // "*": any name, as Istio
@@ -136,7 +136,7 @@ func l4Routes(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p r
 				continue
 			}
 			if len(r.GetMatch()) == 0 {
-				plan.catchAll = plan.addTarget(s, id.Namespace, vs, r.GetRoute(), svc, p)
+				plan.catchAll = plan.addTarget(s, drView(s, id), vs, r.GetRoute(), svc, p)
 				return plan
 			}
 			var subnets []netip.Prefix
@@ -145,13 +145,13 @@ func l4Routes(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p r
 					continue
 				}
 				if len(m.GetDestinationSubnets()) == 0 {
-					plan.catchAll = plan.addTarget(s, id.Namespace, vs, r.GetRoute(), svc, p)
+					plan.catchAll = plan.addTarget(s, drView(s, id), vs, r.GetRoute(), svc, p)
 					return plan
 				}
 				subnets = append(subnets, parseSubnets(m.GetDestinationSubnets())...)
 			}
 			if len(subnets) > 0 {
-				plan.rules = append(plan.rules, l4Rule{subnets: subnets, target: plan.addTarget(s, id.Namespace, vs, r.GetRoute(), svc, p), origin: fmt.Sprintf("tcp_%d", i)})
+				plan.rules = append(plan.rules, l4Rule{subnets: subnets, target: plan.addTarget(s, drView(s, id), vs, r.GetRoute(), svc, p), origin: fmt.Sprintf("tcp_%d", i)})
 			}
 		}
 	}
@@ -195,7 +195,7 @@ func parseSubnets(ss []string) []netip.Prefix {
 // (stat prefix: the cluster), several are weighted clusters (those with
 // a weight; stat prefix "<name>.<namespace>" of the VirtualService). The
 // idle timeout is the first destination's DestinationRule's.
-func (plan *l4Plan) addTarget(s *mesh.Snapshot, ns string, vs *config.VirtualService, dests []*networking.RouteDestination, svc *registry.Service, p registry.Port) int {
+func (plan *l4Plan) addTarget(s *mesh.Snapshot, dv mesh.DRView, vs *config.VirtualService, dests []*networking.RouteDestination, svc *registry.Service, p registry.Port) int {
 	cluster := func(d *networking.Destination) string {
 		host := s.ResolveHost(d.GetHost(), vs.Namespace)
 		port := d.GetPort().GetNumber()
@@ -208,14 +208,14 @@ func (plan *l4Plan) addTarget(s *mesh.Snapshot, ns string, vs *config.VirtualSer
 		return contract.ClusterName(contract.Outbound, port, d.GetSubset(), host)
 	}
 	t := l4Target{}
-	t.idle, t.maxDur = tcpDurations(s, ns, s.ResolveHost(dests[0].GetDestination().GetHost(), vs.Namespace))
+	t.idle, t.maxDur = tcpDurations(s, dv, s.ResolveHost(dests[0].GetDestination().GetHost(), vs.Namespace))
 	if len(dests) == 1 {
-		t.sourceIP = useSourceIP(s, ns, s.ResolveHost(dests[0].GetDestination().GetHost(), vs.Namespace), dests[0].GetDestination().GetSubset())
+		t.sourceIP = useSourceIP(s, dv, s.ResolveHost(dests[0].GetDestination().GetHost(), vs.Namespace), dests[0].GetDestination().GetSubset())
 		c := cluster(dests[0].GetDestination())
 		t.statPrefix = c
 		t.clusters = []*tcpproxy.TcpProxy_WeightedCluster_ClusterWeight{{Name: c, Weight: 1}}
 	} else {
-		t.sourceIP = useSourceIP(s, ns, s.ResolveHost(dests[0].GetDestination().GetHost(), vs.Namespace), "")
+		t.sourceIP = useSourceIP(s, dv, s.ResolveHost(dests[0].GetDestination().GetHost(), vs.Namespace), "")
 		t.statPrefix = vs.Name + "." + vs.Namespace
 		for _, d := range dests {
 			if d.GetWeight() > 0 {
@@ -233,8 +233,8 @@ func (plan *l4Plan) addTarget(s *mesh.Snapshot, ns string, vs *config.VirtualSer
 // tcpDurations are the DestinationRule's connectionPool.tcp idleTimeout
 // and maxConnectionDuration for host (its top-level traffic policy, as
 // Istio's tcp_proxy takes them), or nil.
-func tcpDurations(s *mesh.Snapshot, ns, host string) (idle, maxDur *durationpb.Duration) {
-	dr := s.Subsets.ForHostIn(ns, host)
+func tcpDurations(s *mesh.Snapshot, dv mesh.DRView, host string) (idle, maxDur *durationpb.Duration) {
+	dr := s.Subsets.Rules(dv, host).Rule
 	if dr == nil {
 		return nil, nil
 	}
@@ -245,8 +245,8 @@ func tcpDurations(s *mesh.Snapshot, ns, host string) (idle, maxDur *durationpb.D
 // useSourceIP is Istio's maybeSetHashPolicy: whether host's
 // DestinationRule balances by consistent hash of the source IP — its
 // top-level loadBalancer, or the subset's when the subset sets one.
-func useSourceIP(s *mesh.Snapshot, ns, host, subset string) bool {
-	dr := s.Subsets.ForHostIn(ns, host)
+func useSourceIP(s *mesh.Snapshot, dv mesh.DRView, host, subset string) bool {
+	dr := s.Subsets.Rules(dv, host).Rule
 	if dr == nil {
 		return false
 	}
@@ -263,11 +263,11 @@ func useSourceIP(s *mesh.Snapshot, ns, host, subset string) bool {
 }
 
 // defaultTarget is the service port's own cluster.
-func defaultTarget(s *mesh.Snapshot, ns string, svc *registry.Service, p registry.Port) l4Target {
+func defaultTarget(s *mesh.Snapshot, dv mesh.DRView, svc *registry.Service, p registry.Port) l4Target {
 	c := contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname)
 	t := l4Target{statPrefix: c, clusters: []*tcpproxy.TcpProxy_WeightedCluster_ClusterWeight{{Name: c, Weight: 1}}}
-	t.idle, t.maxDur = tcpDurations(s, ns, svc.Hostname)
-	t.sourceIP = useSourceIP(s, ns, svc.Hostname, "")
+	t.idle, t.maxDur = tcpDurations(s, dv, svc.Hostname)
+	t.sourceIP = useSourceIP(s, dv, svc.Hostname, "")
 	return t
 }
 
@@ -433,7 +433,7 @@ func l4Chains(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p r
 		t, name := blackHoleTarget, base
 		switch {
 		case pk.target == -1:
-			t = defaultTarget(s, id.Namespace, svc, p)
+			t = defaultTarget(s, drView(s, id), svc, p)
 		case pk.target >= 0:
 			t = plan.targets[pk.target]
 		}

@@ -27,8 +27,8 @@ import (
 // specific level that sets it; a matching portLevelSettings entry replaces
 // all of them, unset ones falling back to the defaults (Istio's semantics).
 // Nil when there is no DestinationRule.
-func mergedTrafficPolicy(s *mesh.Snapshot, ns, host string, port uint32, subset string) *networking.TrafficPolicy {
-	dr := s.Subsets.ForHostIn(ns, host)
+func mergedTrafficPolicy(s *mesh.Snapshot, dv mesh.DRView, host string, port uint32, subset string) *networking.TrafficPolicy {
+	dr := s.Subsets.Rules(dv, host).Rule
 	if dr == nil {
 		return nil
 	}
@@ -86,8 +86,8 @@ func mergeTrafficPolicy(base, over *networking.TrafficPolicy, port uint32) *netw
 // withTrafficPolicy applies the DestinationRule's connection pool and
 // outlier detection to an outbound cluster of svc's port p (subset may be
 // empty) and returns c.
-func withTrafficPolicy(s *mesh.Snapshot, ns string, svc *registry.Service, p registry.Port, subset string, c *cluster.Cluster) *cluster.Cluster {
-	policy := mergedTrafficPolicy(s, ns, svc.Hostname, p.Number, subset)
+func withTrafficPolicy(s *mesh.Snapshot, dv mesh.DRView, svc *registry.Service, p registry.Port, subset string, c *cluster.Cluster) *cluster.Cluster {
+	policy := mergedTrafficPolicy(s, dv, svc.Hostname, p.Number, subset)
 	applyConnectionPool(c, policy.GetConnectionPool(), p.Protocol, true)
 	applyOutlierDetection(c, policy.GetOutlierDetection())
 	return c
@@ -96,10 +96,10 @@ func withTrafficPolicy(s *mesh.Snapshot, ns string, svc *registry.Service, p reg
 // withInboundConnectionPool applies the connection pool of the first
 // service's DestinationRule to an inbound cluster, as Istio does (only the
 // connection pool makes sense inbound), and returns c.
-func withInboundConnectionPool(s *mesh.Snapshot, ns string, port uint32, proto registry.Protocol, svcs []*registry.Service, c *cluster.Cluster) *cluster.Cluster {
+func withInboundConnectionPool(s *mesh.Snapshot, dv mesh.DRView, port uint32, proto registry.Protocol, svcs []*registry.Service, c *cluster.Cluster) *cluster.Cluster {
 	var cp *networking.ConnectionPoolSettings
 	if len(svcs) > 0 {
-		cp = mergedTrafficPolicy(s, ns, svcs[0].Hostname, port, "").GetConnectionPool()
+		cp = mergedTrafficPolicy(s, dv, svcs[0].Hostname, port, "").GetConnectionPool()
 	}
 	applyConnectionPool(c, cp, proto, false)
 	return c

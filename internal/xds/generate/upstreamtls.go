@@ -25,7 +25,7 @@ import (
 // withUpstreamTLS sets the transport of outbound cluster c (svc's port p,
 // subset may be empty) for proxy id and returns c.
 func withUpstreamTLS(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, subset string, c *cluster.Cluster) *cluster.Cluster {
-	t := mergedTrafficPolicy(s, id.Namespace, svc.Hostname, p.Number, subset).GetTls()
+	t := mergedTrafficPolicy(s, drView(s, id), svc.Hostname, p.Number, subset).GetTls()
 	if t == nil {
 		// Automatic mutual TLS: only a proxy with a certificate can, and
 		// not toward a namespace whose PeerAuthentication is DISABLE

@@ -167,3 +167,37 @@ spec:
 		t.Errorf("View(web) = %q: a namespace without rules of its own shares the default clusters", v)
 	}
 }
+
+// A rule with a workloadSelector governs the selected sidecars of its
+// namespace; the namespace's other sidecars keep the rule they had.
+func TestDestinationRuleWorkloadSelector(t *testing.T) {
+	s := snapshotFromYAML(t, wildcardDRConfig+`---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart-for-batch, namespace: web}
+spec:
+  host: cart.shop.svc.cluster.local
+  workloadSelector: {matchLabels: {app: batch}}
+  exportTo: ["."]
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+`)
+	lb := func(labels map[string]string) cluster.Cluster_LbPolicy {
+		name := contract.ClusterName(contract.Outbound, 80, "", "cart.shop.svc.cluster.local")
+		for _, res := range ForProxy(s, contract.Identity{ID: "p", Namespace: "web", Labels: labels}).Clusters {
+			if c := res.(*cluster.Cluster); c.GetName() == name {
+				return c.GetLbPolicy()
+			}
+		}
+		t.Fatalf("no cluster %s", name)
+		return 0
+	}
+	if got := lb(map[string]string{"app": "batch"}); got != cluster.Cluster_RANDOM {
+		t.Errorf("selected sidecar: lb_policy %v, want RANDOM (its rule)", got)
+	}
+	if got := lb(map[string]string{"app": "web"}); got != cluster.Cluster_LEAST_REQUEST {
+		t.Errorf("other sidecar of the namespace: lb_policy %v, want LEAST_REQUEST (the mesh default)", got)
+	}
+	if got := lb(map[string]string{"app": "batch"}); got != cluster.Cluster_RANDOM {
+		t.Errorf("selected sidecar again (shared resources): lb_policy %v, want RANDOM", got)
+	}
+}

@@ -1,6 +1,9 @@
 package e2e
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 // TestMeshDefaultDestinationRule: a DestinationRule in the root namespace
 // for "*.local" is the mesh's default: its subsets serve every service
@@ -65,24 +68,7 @@ spec:
 func TestClientSideDestinationRule(t *testing.T) {
 	m := NewMesh(t)
 	m.Service("backend", "HTTP", "v1", "v2")
-	m.WriteConfig("backend-routes.yaml", `apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: backend, namespace: default}
-spec:
-  host: backend
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: backend, namespace: default}
-spec:
-  hosts: [backend]
-  http:
-  - route:
-    - destination: {host: backend, subset: v2}
-`)
+	m.WriteConfig("backend-routes.yaml", fmt.Sprintf(backendRoutes, 0, 100)) // canary_test.go: everyone to v2
 	m.WriteConfig("team-a.yaml", `apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: backend-for-team-a, namespace: team-a}

@@ -279,6 +279,7 @@ func (c *crossChecker) run() {
 	c.reportPeerAuthenticationConflicts()
 	c.warnUnknownHosts()
 	c.warnUnknownGateways()
+	c.warnPartialSubsets()
 }
 
 // badRef is a subset reference the DestinationRule in force for its host
@@ -509,6 +510,46 @@ func (c *crossChecker) warnUnknownHosts() {
 			if !c.known(fqdn) {
 				c.report(SeverityWarning, CodeUnknownHost, cand.meta, cand.pos, r.path+".host",
 					fmt.Sprintf("host %s is not known to any registry (no ServiceEntry or service defines it)", fqdn))
+			}
+		}
+	}
+}
+
+// warnPartialSubsets warns where a current VirtualService exported to
+// every namespace names a subset that only some namespaces' sidecars have
+// (a client-side DestinationRule defines it; badRefs accepted it for
+// them): the sidecars of the other namespaces it routes have no such
+// cluster and answer 503 for that share of traffic.
+func (c *crossChecker) warnPartialSubsets() {
+	var ix drIndex
+	for _, key := range c.keys(KindVirtualService) {
+		cand := c.cands[key]
+		vs := cand.spec.(*networking.VirtualService)
+		if !cand.current || !exportedTo(vs.GetExportTo(), cand.meta.Namespace, "") {
+			continue
+		}
+		for _, r := range destinations(vs) {
+			subset := r.dest.GetSubset()
+			if subset == "" {
+				continue
+			}
+			if ix.byHost == nil {
+				ix = c.candidateDRIndex()
+			}
+			fqdn := c.resolve(r.dest.GetHost(), cand.meta.Namespace)
+			if definesSubset(c.selectDR(fqdn, "", ix.forHost(fqdn)), subset) {
+				continue
+			}
+			for _, view := range clientViews(cand.meta.Namespace, vs.GetExportTo()) {
+				if view == "" {
+					continue
+				}
+				if dr := c.selectDR(fqdn, view, ix.forHost(fqdn)); definesSubset(dr, subset) {
+					c.report(SeverityWarning, CodeUndefinedSubset, cand.meta, cand.pos, r.path+".subset", fmt.Sprintf(
+						"subset %q of %s is defined for the sidecars of namespace %s only (by DestinationRule %s/%s); this VirtualService is exported to every namespace, and the sidecars of the others have no such subset: 503 for its share (export the VirtualService to %s only, or define the subset in a rule they use)",
+						subset, fqdn, view, dr.Namespace, dr.Name, view))
+					break
+				}
 			}
 		}
 	}

@@ -161,8 +161,20 @@ func TestSubsetOfTheRuleInForce(t *testing.T) {
 			yaml: docs(
 				drDoc("default", "backend", "backend", "v1"),
 				drDoc("team-a", "backend", backend, "v2"),
+				strings.Replace(vsDoc("team-a", "backend", backend, "v2"), "spec:\n", "spec:\n  exportTo: [\".\"]\n", 1),
+			),
+			vss: []string{"team-a/backend"},
+		},
+		{
+			name: "exported everywhere, a subset only some namespaces have is a warning",
+			yaml: docs(
+				drDoc("default", "backend", "backend", "v1"),
+				drDoc("team-a", "backend", backend, "v2"),
 				vsDoc("team-a", "backend", backend, "v2"),
 			),
+			want: []string{
+				`warning: t.yaml: doc 3: VirtualService team-a/backend: spec.http[0].route[0].destination.subset: subset "v2" of backend.default.svc.cluster.local is defined for the sidecars of namespace team-a only (by DestinationRule team-a/backend); this VirtualService is exported to every namespace, and the sidecars of the others have no such subset: 503 for its share (export the VirtualService to team-a only, or define the subset in a rule they use)`,
+			},
 			vss: []string{"team-a/backend"},
 		},
 		{

@@ -117,18 +117,29 @@ func KubeAPIServer(t testing.TB, opts ...KubeOption) *KubeEnv {
 		os.RemoveAll(dir)
 	})
 
-	ports := freePorts(t, 3)
-	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	etcd := start(t, dir, "etcd", etcdBin, nil,
-		"--name=weft", "--data-dir="+filepath.Join(dir, "etcd"),
-		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
-		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
-		"--initial-cluster=weft="+peerURL, "--log-level=warn")
-	procs = append(procs, etcd)
-	waitFor(t, etcd, 30*time.Second, func(ctx context.Context) error {
-		return httpOK(ctx, http.DefaultClient, etcdURL+"/health", "")
-	})
+	// Each server is started again on new ports when one of its ports
+	// was taken before it could bind it (waitReady).
+	var etcdURL string
+	for attempt := 1; ; attempt++ {
+		ports := freePorts(t, 2)
+		etcdURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+		peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+		etcd := start(t, dir, "etcd", etcdBin, nil,
+			"--name=weft", "--data-dir="+filepath.Join(dir, fmt.Sprintf("etcd-%d", attempt)),
+			"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
+			"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
+			"--initial-cluster=weft="+peerURL, "--log-level=warn")
+		procs = append(procs, etcd)
+		if waitReady(t, etcd, 30*time.Second, func(ctx context.Context) error {
+			return httpOK(ctx, http.DefaultClient, etcdURL+"/health", "")
+		}) {
+			break
+		}
+		if attempt == 3 {
+			t.Fatalf("testenv: etcd lost a port to another process three times; its log ends:\n%s", etcd.tail(40))
+		}
+		t.Logf("testenv: etcd lost a port to another process; starting it again on new ports")
+	}
 
 	if err := env.writeCerts(); err != nil {
 		t.Fatalf("testenv: %v", err)
@@ -138,43 +149,51 @@ func KubeAPIServer(t testing.TB, opts ...KubeOption) *KubeEnv {
 		[]byte(env.AdminToken+",weft-test-admin,weft-test-admin,\"system:masters\"\n"), 0o600); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	env.URL = fmt.Sprintf("https://127.0.0.1:%d", ports[2])
 	env.ServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
-	args := []string{
-		"--etcd-servers=" + etcdURL,
-		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", ports[2]),
-		"--advertise-address=127.0.0.1",
-		// v1.37 exits with a loopback advertise address unless the
-		// endpoint reconciler is off.
-		"--endpoint-reconciler-type=none",
-		"--tls-cert-file=" + filepath.Join(dir, "serving.crt"),
-		"--tls-private-key-file=" + filepath.Join(dir, "serving.key"),
-		"--client-ca-file=" + filepath.Join(dir, "ca.crt"),
-		"--token-auth-file=" + filepath.Join(dir, "tokens.csv"),
-		"--authorization-mode=RBAC",
-		"--service-cluster-ip-range=10.96.0.0/16",
-		"--service-account-issuer=" + env.ServiceAccountIssuer,
-		"--service-account-key-file=" + filepath.Join(dir, "sa.pub"),
-		"--service-account-signing-key-file=" + filepath.Join(dir, "sa.key"),
-		"--api-audiences=" + env.ServiceAccountIssuer,
-		"--allow-privileged=true",
-		// No controller manager runs to create each namespace's "default"
-		// ServiceAccount, which this admission plugin would wait for.
-		"--disable-admission-plugins=ServiceAccount",
-		"--cert-dir=" + filepath.Join(dir, "certs"),
-		"--v=0",
-	}
-	args = append(args, o.extraArgs...)
-	api := start(t, dir, "kube-apiserver", apiBin, nil, args...)
-	procs = append(procs, api)
-	env.apiserver = api
-
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(env.CAPEM)
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	waitFor(t, api, 90*time.Second, func(ctx context.Context) error {
-		return httpOK(ctx, hc, env.URL+"/readyz", env.AdminToken)
-	})
+	for attempt := 1; ; attempt++ {
+		port := freePorts(t, 1)[0]
+		env.URL = fmt.Sprintf("https://127.0.0.1:%d", port)
+		args := []string{
+			"--etcd-servers=" + etcdURL,
+			"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
+			"--advertise-address=127.0.0.1",
+			// v1.37 exits with a loopback advertise address unless the
+			// endpoint reconciler is off.
+			"--endpoint-reconciler-type=none",
+			"--tls-cert-file=" + filepath.Join(dir, "serving.crt"),
+			"--tls-private-key-file=" + filepath.Join(dir, "serving.key"),
+			"--client-ca-file=" + filepath.Join(dir, "ca.crt"),
+			"--token-auth-file=" + filepath.Join(dir, "tokens.csv"),
+			"--authorization-mode=RBAC",
+			"--service-cluster-ip-range=10.96.0.0/16",
+			"--service-account-issuer=" + env.ServiceAccountIssuer,
+			"--service-account-key-file=" + filepath.Join(dir, "sa.pub"),
+			"--service-account-signing-key-file=" + filepath.Join(dir, "sa.key"),
+			"--api-audiences=" + env.ServiceAccountIssuer,
+			"--allow-privileged=true",
+			// No controller manager runs to create each namespace's "default"
+			// ServiceAccount, which this admission plugin would wait for.
+			"--disable-admission-plugins=ServiceAccount",
+			"--cert-dir=" + filepath.Join(dir, "certs"),
+			"--v=0",
+		}
+		args = append(args, o.extraArgs...)
+		api := start(t, dir, "kube-apiserver", apiBin, nil, args...)
+		procs = append(procs, api)
+		env.apiserver = api
+		if waitReady(t, api, 90*time.Second, func(ctx context.Context) error {
+			return httpOK(ctx, hc, env.URL+"/readyz", env.AdminToken)
+		}) {
+			break
+		}
+		if attempt == 3 {
+			t.Fatalf("testenv: kube-apiserver lost its port to another process three times; its log ends:\n%s", api.tail(40))
+		}
+		t.Logf("testenv: kube-apiserver lost its port to another process; starting it again on a new port")
+	}
 	hc.CloseIdleConnections()
 	if err := env.writeKubeconfig(); err != nil {
 		t.Fatalf("testenv: %v", err)

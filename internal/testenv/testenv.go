@@ -167,18 +167,33 @@ func (p *process) tail(lines int) string {
 // or timeout passes; it fails the test with the process's log otherwise.
 func waitFor(t testing.TB, p *process, timeout time.Duration, ready func(context.Context) error) {
 	t.Helper()
+	if !waitReady(t, p, timeout, ready) {
+		t.Fatalf("testenv: %s exited before it was ready (%v): a port was taken; its log ends:\n%s", p.name, p.err, p.tail(40))
+	}
+}
+
+// waitReady is waitFor, except that it returns false when the process
+// exited because a port it was to listen on was taken: freePorts hands
+// out ports free when it returns, and any process's outgoing connection
+// may take one before the server binds it. The caller then starts the
+// server again on new ports.
+func waitReady(t testing.TB, p *process, timeout time.Duration, ready func(context.Context) error) bool {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var last error
 	for {
 		if p.exited() {
+			if strings.Contains(p.tail(40), "address already in use") {
+				return false
+			}
 			t.Fatalf("testenv: %s exited before it was ready (%v); its log ends:\n%s", p.name, p.err, p.tail(40))
 		}
 		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
 		last = ready(rctx)
 		rcancel()
 		if last == nil {
-			return
+			return true
 		}
 		select {
 		case <-ctx.Done():

@@ -97,3 +97,34 @@ spec:
 	m.WriteConfig("team-a.yaml", "")
 	waitVersion(t, c, teamA, host, nil, "v2")
 }
+
+// TestDestinationRuleWorkloadSelector: a rule with a workloadSelector
+// governs only the sidecars it selects in its namespace. team-a's batch
+// client gets a rule in which v2 means version v1; team-a's web client,
+// not selected, keeps the service's rule.
+func TestDestinationRuleWorkloadSelector(t *testing.T) {
+	m := NewMesh(t)
+	m.Service("backend", "HTTP", "v1", "v2")
+	m.WriteConfig("backend-routes.yaml", fmt.Sprintf(backendRoutes, 0, 100)) // canary_test.go: everyone to v2
+	m.WriteConfig("team-a.yaml", `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend-for-batch, namespace: team-a}
+spec:
+  host: backend.default.svc.cluster.local
+  workloadSelector: {matchLabels: {app: batch}}
+  exportTo: ["."]
+  subsets:
+  - {name: v2, labels: {version: v1}}
+`)
+	c := newClient()
+	batch := m.ClientIn("batch", "team-a")
+	web := m.ClientIn("web", "team-a")
+	const host = "backend.default.svc.cluster.local"
+	waitVersion(t, c, batch, host, nil, "v1")
+	if got := Tally(t, c, batch, host, nil, 50, byVersion); got["v1"] != 50 {
+		t.Fatalf("selected client: want all 50 on v1 (its rule's v2), got %v", got)
+	}
+	if got := Tally(t, c, web, host, nil, 50, byVersion); got["v2"] != 50 {
+		t.Fatalf("unselected client of the same namespace: want all 50 on v2, got %v", got)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -189,5 +191,59 @@ func TestControlPlaneDeltaReconnectSendsOnlyDifferences(t *testing.T) {
 	}
 	if got := Tally(t, c, delta, "backend", nil, 50, byVersion); got["v1"] != 50 {
 		t.Fatalf("after the reconnect: %v", got)
+	}
+}
+
+// TestControlPlaneDeltaRouteChangeSendsOnlyItsVirtualHost: a
+// VirtualService for one of 13 services reaches the delta proxy, which
+// takes virtual hosts by VHDS, as that service's virtual host alone — no
+// route configuration, listener or cluster — and the state-of-the-world
+// proxy as the whole route configuration; both then route by it, and
+// both route as before once it is deleted.
+func TestControlPlaneDeltaRouteChangeSendsOnlyItsVirtualHost(t *testing.T) {
+	m, delta, sotw := deltaMesh(t)
+	c := newClient()
+	status := func(w *localmesh.Workload, want int) {
+		t.Helper()
+		Eventually(t, 10*time.Second, fmt.Sprintf("%s answers %d", w.Opts.Name, want), func() error {
+			code, _, err := Get(t.Context(), c, w, "backend", "/", nil)
+			if err != nil || code != want {
+				return fmt.Errorf("code %d, %v", code, err)
+			}
+			return nil
+		})
+	}
+	dBefore, dBytes := received(delta)
+	sBefore, sBytes := received(sotw)
+	m.WriteConfig("backend-vs.yaml", `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend, namespace: default}
+spec:
+  hosts: [backend]
+  http:
+  - fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: backend}}]
+`)
+	status(delta, 418)
+	status(sotw, 418)
+	dAfter, dBytesAfter := received(delta)
+	sAfter, sBytesAfter := received(sotw)
+	dGot, sGot := since(dAfter, dBefore), since(sAfter, sBefore)
+	t.Logf("one service's routes: delta proxy received %v (%d bytes), state-of-the-world proxy %v (%d bytes)",
+		dGot, dBytesAfter-dBytes, sGot, sBytesAfter-sBytes)
+	if want := map[string]uint64{"VirtualHost": 1}; !maps.Equal(dGot, want) {
+		t.Errorf("delta proxy received %v for one service's routes, want %v", dGot, want)
+	}
+	if sGot["RouteConfiguration"] < 1 {
+		t.Errorf("state-of-the-world proxy received %v; want the route configuration (the comparison is void)", sGot)
+	}
+
+	if err := os.Remove(filepath.Join(m.Dir, "backend-vs.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	status(delta, 200)
+	status(sotw, 200)
+	if p := delta.Proxy.XDSStats(); p.NACKs != 0 {
+		t.Errorf("delta proxy NACKed: %+v", p)
 	}
 }

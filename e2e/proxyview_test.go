@@ -42,8 +42,10 @@ func waitSynced(t *testing.T, c *proxyview.Client, want string, workloads ...*lo
 			if err != nil {
 				return err
 			}
-			if n := strings.Count(line, "SYNCED"); n != 4 {
-				return fmt.Errorf("%d of 4 types SYNCED: %s", n, line)
+			// CDS, LDS, EDS, RDS and — delta sidecars take their
+			// virtual hosts by VHDS — VHDS.
+			if n := strings.Count(line, "SYNCED"); n != 5 {
+				return fmt.Errorf("%d of 5 types SYNCED: %s", n, line)
 			}
 			if want != "" && !strings.Contains(line, " "+want+" ") {
 				return fmt.Errorf("not at mesh version %s: %s", want, line)

@@ -7,7 +7,11 @@
 //	    --cp-cpus 1 --sim-cpus 0 --storm 60s --profile-dir /tmp/prof
 //
 // The proxies speak delta ADS, as weft-proxy does by default;
-// --xds-protocol sotw makes them speak state of the world.
+// --xds-protocol sotw makes them speak state of the world. With delta they
+// take their route configurations' virtual hosts by VHDS, as weft-proxy's
+// delta client does (a config change then reaches them as VirtualHost
+// responses, and is timed in those); --vhds=false gives them whole route
+// configurations by RDS. State of the world has no VHDS.
 // --decode full makes every simulated proxy also unmarshal every resource
 // (by default it reads only the responses' envelopes: see
 // internal/xdsload). --endpoint-source consul keeps the endpoints that changes move in a
@@ -53,6 +57,7 @@ func run() error {
 		namespaces = flag.Int("namespaces", 10, "namespaces the services are spread over")
 		conns      = flag.Int("conns", 0, "gRPC connections the proxies' streams share; 0: one per proxy, as real sidecars")
 		protocol   = flag.String("xds-protocol", string(xdsload.Delta), "ADS variant the proxies speak: delta (incremental, as weft-proxy by default) or sotw (state of the world)")
+		vhds       = flag.Bool("vhds", true, "with --xds-protocol delta, the proxies take their route configurations' virtual hosts by VHDS, as weft-proxy (config changes are then timed in VirtualHost responses); false: whole route configurations by RDS. Ignored with sotw")
 		decode     = flag.String("decode", string(xdsload.DecodeEnvelope), "how much of each response a simulated proxy decodes: envelope (names, versions, nonce off the wire; the resources' bytes only searched for the change's marker) or full (also unmarshal every resource into its Go type, as a real proxy, but here every proxy on the simulator's cores)")
 		simProfile = flag.Bool("sim-profile", false, "with --profile-dir, also profile the simulator itself: CPU over the config and endpoint changes (sim-cpu-changes.pprof), live heap once connected (sim-heap-connect.pprof)")
 		explicit   = flag.Bool("explicit", false, "explicit proxies (outbound listener on 127.0.0.1:15001) instead of captured sidecars (INTERCEPTION_MODE REDIRECT, as injected pods)")
@@ -163,7 +168,7 @@ func run() error {
 	}
 	rep, err := xdsload.Run(ctx, xdsload.Options{
 		Mesh: m, CP: cp,
-		Fleet:   xdsload.FleetOptions{Proxies: *proxies, Conns: *conns, Captured: !*explicit, Protocol: proto, Decode: dec},
+		Fleet:   xdsload.FleetOptions{Proxies: *proxies, Conns: *conns, Captured: !*explicit, Protocol: proto, VHDS: *vhds && proto == xdsload.Delta, Decode: dec},
 		Changes: *changes, StormRate: *stormRate, StormDuration: *storm, Timeout: *timeout,
 		ProfileDir: *profileDir, SimProfile: *simProfile, ChangeProfile: *changeProf, EndpointProfile: *epProf, MaxRSS: *maxRSS << 20, Scope: sc, Logger: log,
 	})

@@ -127,6 +127,7 @@ func Explain(m *mesh.Snapshot, id contract.Identity, req Request) (*Explanation,
 	}
 	out := &Explanation{Proxy: id.ID, Request: req}
 
+	id.VHDS = false // the same routes, in whole route configurations
 	res := generate.ForProxy(m, id)
 	var rc *route.RouteConfiguration
 	for _, r := range res.Routes {

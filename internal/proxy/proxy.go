@@ -436,6 +436,7 @@ var (
 var xdsTypes = []struct{ url, name, short string }{
 	{xdsclient.TypeListener, "listener", "lds"}, {xdsclient.TypeRoute, "route", "rds"},
 	{xdsclient.TypeCluster, "cluster", "cds"}, {xdsclient.TypeEndpoint, "endpoint", "eds"},
+	{xdsclient.TypeVirtualHost, "virtual_host", "vhds"},
 }
 
 func (c *xdsCollector) Describe(ch chan<- *prometheus.Desc) {

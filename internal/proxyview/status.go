@@ -26,10 +26,18 @@ func WriteStatusTable(w io.Writer, dp controlplane.DebugProxies, cp string) erro
 		order[i] = i
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(names[a], names[b]) })
-	header := []string{"NAME"}
-	for _, ts := range dp.Proxies[0].Types {
-		header = append(header, ts.Type)
+	// The types of the proxy that has the most: VHDS is served only to
+	// proxies that take it; the others show "-" there.
+	var types []string
+	for _, p := range proxies {
+		if len(p.Types) > len(types) {
+			types = types[:0]
+			for _, ts := range p.Types {
+				types = append(types, ts.Type)
+			}
+		}
 	}
+	header := append([]string{"NAME"}, types...)
 	header = append(header, "MESH VERSION", "ADMIN")
 	t := newTable(w, header...)
 	type nack struct {
@@ -40,7 +48,13 @@ func WriteStatusTable(w io.Writer, dp controlplane.DebugProxies, cp string) erro
 	for _, i := range order {
 		p := proxies[i]
 		row := []string{names[i]}
-		for _, ts := range p.Types {
+		for _, typ := range types {
+			j := slices.IndexFunc(p.Types, func(ts server.TypeStatus) bool { return ts.Type == typ })
+			if j < 0 {
+				row = append(row, "-")
+				continue
+			}
+			ts := p.Types[j]
 			cell := string(ts.State)
 			if ts.State != server.NotSent && ts.Current != "" {
 				cell += " " + short(ts.Current)

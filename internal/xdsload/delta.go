@@ -20,19 +20,20 @@ import (
 // 3,000 clusters each, maps of strings were gigabytes.
 type deltaState struct {
 	// held is, per type (typeOrder), each resource held by name.
-	held [4]map[uint32]heldResource
-	// received marks CDS and LDS once a response of the type came.
-	received [2]bool
+	held [numTypes]map[uint32]heldResource
+	// received marks each type once a response of it came; complete
+	// needs those of the wildcard types (CDS, LDS, VHDS).
+	received [numTypes]bool
 	// subs are the EDS and RDS names subscribed (indices 2, 3), sorted;
 	// missing counts those not held.
-	subs    [4][]uint32
-	missing [4]int
+	subs    [numTypes][]uint32
+	missing [numTypes]int
 
 	// Per stream.
 	stream   rawStream
 	nodeSent bool
-	unacked  [4]string // nonce of the last response of each type not ACKed; "" if none
-	seen     [4][]*probe
+	unacked  [numTypes]string // nonce of the last response of each type not ACKed; "" if none
+	seen     [numTypes][]*probe
 }
 
 // heldResource is one resource a delta proxy holds: its version and, for
@@ -55,10 +56,42 @@ func newDeltaState() *deltaState {
 // reference: EDS for clusters, RDS for listeners.
 func dependent(t int) int { return t + 2 }
 
+// referencing reports whether resources of type t (CDS, LDS) reference
+// names of another type (dependent).
+func referencing(t int) bool { return t < 2 }
+
+// byName reports whether type t (EDS, RDS) is subscribed by name, the
+// names its referencing type's resources hold; the others (CDS, LDS,
+// VHDS) are wildcards.
+func byName(t int) bool { return t == 2 || t == 3 }
+
+// subscribes reports whether the proxy subscribes to type t on a new
+// stream: the wildcards (VHDS only if the proxy takes it), and EDS and
+// RDS once it knows names of them.
+func (p *Proxy) subscribes(s *deltaState, t int) bool {
+	switch {
+	case t == vhdsIndex:
+		return p.vhds
+	case byName(t):
+		return len(s.subs[t]) > 0
+	}
+	return true
+}
+
+// complete reports whether the proxy holds a complete set it may ACK:
+// CDS and LDS received (and VHDS, if it takes it), and every subscribed
+// EDS and RDS name held.
+func (p *Proxy) complete(s *deltaState) bool {
+	if !s.received[0] || !s.received[1] || (p.vhds && !s.received[vhdsIndex]) {
+		return false
+	}
+	return s.missing[2] == 0 && s.missing[3] == 0
+}
+
 // deltaStream opens one delta ADS stream and serves it until it breaks or
-// ctx is done. The first requests subscribe to CDS and LDS (wildcard) and
-// to the EDS and RDS names a previous stream had, each with the versions
-// held.
+// ctx is done. The first requests subscribe to CDS and LDS (wildcard), to
+// the EDS and RDS names a previous stream had and, with VHDS, to
+// VirtualHost (wildcard), each with the versions held.
 func (p *Proxy) deltaStream(ctx context.Context, conn grpc.ClientConnInterface) error {
 	if p.delta == nil {
 		p.delta = newDeltaState()
@@ -70,28 +103,16 @@ func (p *Proxy) deltaStream(ctx context.Context, conn grpc.ClientConnInterface) 
 	if err != nil {
 		return fmt.Errorf("proxy %s: opening delta ADS stream: %w", p.Identity.ID, err)
 	}
-	s.stream, s.nodeSent, s.unacked, s.seen = st, false, [4]string{}, [4][]*probe{}
+	s.stream, s.nodeSent, s.unacked, s.seen = st, false, [numTypes]string{}, [numTypes][]*probe{}
 	defer func() { s.stream = rawStream{} }()
 	p.mu.Lock()
 	p.cnt.Streams++
 	p.mu.Unlock()
-	in := p.shared.in
 	for t := range typeOrder {
-		names := []string{"*"}
-		if t >= 2 {
-			if len(s.subs[t]) == 0 {
-				continue
-			}
-			names = in.strings(s.subs[t])
+		if !p.subscribes(s, t) {
+			continue
 		}
-		req := &discovery.DeltaDiscoveryRequest{TypeUrl: typeOrder[t], ResourceNamesSubscribe: names}
-		if len(s.held[t]) > 0 {
-			req.InitialResourceVersions = make(map[string]string, len(s.held[t]))
-			for n, h := range s.held[t] {
-				req.InitialResourceVersions[in.str(n)] = in.str(h.version)
-			}
-		}
-		if err := p.deltaSend(s, req); err != nil {
+		if err := p.deltaSend(s, p.initialRequest(s, t)); err != nil {
 			return err
 		}
 	}
@@ -106,6 +127,25 @@ func (p *Proxy) deltaStream(ctx context.Context, conn grpc.ClientConnInterface) 
 			return err
 		}
 	}
+}
+
+// initialRequest is a new stream's subscription to type t: the wildcard
+// or the names subscribed, with the versions held as
+// initial_resource_versions.
+func (p *Proxy) initialRequest(s *deltaState, t int) *discovery.DeltaDiscoveryRequest {
+	in := p.shared.in
+	names := []string{"*"}
+	if byName(t) {
+		names = in.strings(s.subs[t])
+	}
+	req := &discovery.DeltaDiscoveryRequest{TypeUrl: typeOrder[t], ResourceNamesSubscribe: names}
+	if len(s.held[t]) > 0 {
+		req.InitialResourceVersions = make(map[string]string, len(s.held[t]))
+		for n, h := range s.held[t] {
+			req.InitialResourceVersions[in.str(n)] = in.str(h.version)
+		}
+	}
+	return req
 }
 
 func (p *Proxy) deltaSend(s *deltaState, req *discovery.DeltaDiscoveryRequest) error {
@@ -129,7 +169,7 @@ func (p *Proxy) deltaHandle(s *deltaState, b []byte, at time.Time) error {
 	if err != nil {
 		return fmt.Errorf("proxy %s: reading a delta response: %w", p.Identity.ID, err)
 	}
-	t := typeOf(e.typeURL)
+	t := p.typeOf(e.typeURL)
 	if t < 0 {
 		return nil
 	}
@@ -148,7 +188,7 @@ func (p *Proxy) deltaHandle(s *deltaState, b []byte, at time.Time) error {
 				return nil
 			}
 			delete(held, name)
-			if t >= 2 {
+			if byName(t) {
 				s.missing[t]++ // still subscribed: the set waits for it
 			}
 			return nil
@@ -164,14 +204,14 @@ func (p *Proxy) deltaHandle(s *deltaState, b []byte, at time.Time) error {
 		name := sh.in.id(r.name)
 		_, had := held[name]
 		h := heldResource{version: sh.in.id(r.version)}
-		if t >= 2 {
+		if byName(t) {
 			if _, ok := slices.BinarySearch(s.subs[t], name); !ok {
 				return nil
 			}
 			if !had {
 				s.missing[t]--
 			}
-		} else {
+		} else if referencing(t) {
 			h.refs = sh.refs.referenced(t, r.value)
 		}
 		held[name] = h
@@ -183,8 +223,8 @@ func (p *Proxy) deltaHandle(s *deltaState, b []byte, at time.Time) error {
 	if err != nil {
 		return fmt.Errorf("proxy %s: reading a delta %s response: %w", p.Identity.ID, shortTypes[t], err)
 	}
-	if t < 2 {
-		s.received[t] = true
+	s.received[t] = true
+	if referencing(t) {
 		if err := p.deltaResubscribe(s, dependent(t)); err != nil {
 			return err
 		}
@@ -240,10 +280,9 @@ func (p *Proxy) deltaResubscribe(s *deltaState, dep int) error {
 }
 
 // deltaMaybeACK ACKs the last response of every type not yet ACKed once
-// the set is complete: CDS and LDS received, and every subscribed EDS and
-// RDS name held.
+// the set is complete (complete).
 func (p *Proxy) deltaMaybeACK(s *deltaState) error {
-	if !s.received[0] || !s.received[1] || s.missing[2] > 0 || s.missing[3] > 0 {
+	if !p.complete(s) {
 		return nil
 	}
 	now := time.Now()

@@ -35,6 +35,14 @@ type FleetOptions struct {
 	// Protocol is the ADS variant the proxies speak; "" is Delta, as
 	// weft-proxy's default.
 	Protocol Protocol
+	// VHDS makes delta proxies take their route configurations' virtual
+	// hosts by VHDS, as weft-proxy's delta client does
+	// (contract.FeatureVHDS): each route configuration then comes without
+	// virtual hosts, and each virtual host is a resource of type
+	// VirtualHost, subscribed to as a wildcard after the other types. Set
+	// it to play weft-proxy (bench/xdsload's --vhds is on by default);
+	// it is ignored with SotW.
+	VHDS bool
 	// Decode is how much of each response a proxy decodes; "" is
 	// DecodeEnvelope.
 	Decode Decode
@@ -90,6 +98,7 @@ func NewFleet(opts FleetOptions, workloads []Workload) (*Fleet, error) {
 	if _, err := ParseProtocol(string(opts.Protocol)); err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
+	opts.VHDS = opts.VHDS && opts.Protocol == Delta
 	if opts.Decode == "" {
 		opts.Decode = DecodeEnvelope
 	}
@@ -108,13 +117,14 @@ func NewFleet(opts FleetOptions, workloads []Workload) (*Fleet, error) {
 			IPs:            []string{w.IP},
 			ServiceAccount: w.Service,
 			ClusterID:      "Kubernetes",
+			VHDS:           opts.VHDS,
 		}
 		if opts.Captured {
 			id.InterceptionMode = contract.InterceptionRedirect
 		} else {
 			id.OutboundAddress = contract.DefaultOutboundAddress
 		}
-		f.proxies = append(f.proxies, &Proxy{Identity: id, index: i, protocol: opts.Protocol, shared: shared, probes: f.probes})
+		f.proxies = append(f.proxies, &Proxy{Identity: id, index: i, protocol: opts.Protocol, vhds: opts.VHDS, shared: shared, probes: f.probes})
 	}
 	return f, nil
 }
@@ -124,6 +134,21 @@ func (f *Fleet) Protocol() Protocol { return f.opts.Protocol }
 
 // Decode is how much of each response the proxies decode.
 func (f *Fleet) Decode() Decode { return f.opts.Decode }
+
+// VHDS reports whether the proxies take virtual hosts by VHDS: asked for
+// (FleetOptions.VHDS) and speaking delta.
+func (f *Fleet) VHDS() bool { return f.opts.VHDS }
+
+// RouteType is the type ("RDS" or "VHDS") of the responses that carry a
+// VirtualService's routes to the proxies, where a config change's marker
+// is to be watched for: VHDS when they take virtual hosts by VHDS (their
+// route configurations then carry none), else RDS.
+func (f *Fleet) RouteType() string {
+	if f.opts.VHDS {
+		return shortTypes[vhdsIndex]
+	}
+	return shortTypes[3]
+}
 
 // Proxies returns the simulated proxies.
 func (f *Fleet) Proxies() []*Proxy { return f.proxies }
@@ -186,9 +211,10 @@ func (f *Fleet) Counters() []Counters {
 }
 
 // Watch starts watching for marker in responses of the given type
-// ("CDS", "LDS", "EDS" or "RDS"): each proxy's ACK of the first response
-// carrying it is timed from start. Call before making the change. It
-// panics on another type name, a programming error.
+// ("CDS", "LDS", "EDS", "RDS" or "VHDS"; RouteType says which of the last
+// two carries routes): each proxy's ACK of the first response carrying it
+// is timed from start. Call before making the change. It panics on
+// another type name, a programming error.
 func (f *Fleet) Watch(typ, marker string, start time.Time) *Probe {
 	return f.WatchNamespace(typ, marker, start, "")
 }

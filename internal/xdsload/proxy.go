@@ -24,28 +24,38 @@ import (
 
 // Type URLs, as weft-proxy subscribes in this order on a new stream.
 const (
-	typeCluster  = xdsclient.TypeCluster
-	typeListener = xdsclient.TypeListener
-	typeEndpoint = xdsclient.TypeEndpoint
-	typeRoute    = xdsclient.TypeRoute
+	typeCluster     = xdsclient.TypeCluster
+	typeListener    = xdsclient.TypeListener
+	typeEndpoint    = xdsclient.TypeEndpoint
+	typeRoute       = xdsclient.TypeRoute
+	typeVirtualHost = xdsclient.TypeVirtualHost
 )
 
-var typeOrder = [...]string{typeCluster, typeListener, typeEndpoint, typeRoute}
+var typeOrder = [...]string{typeCluster, typeListener, typeEndpoint, typeRoute, typeVirtualHost}
+
+// numTypes is the number of types a proxy may subscribe to, the length of
+// its per-type arrays.
+const numTypes = len(typeOrder)
+
+// vhdsIndex is the index in typeOrder of the VirtualHost type, which only
+// a delta proxy with VHDS (FleetOptions.VHDS) subscribes to: a wildcard,
+// right after CDS, LDS, EDS and RDS, as weft-proxy.
+const vhdsIndex = 4
 
 func typeIndex(t string) int { return slices.Index(typeOrder[:], t) }
 
 // shortTypes name the types in reports, indexed as typeOrder.
-var shortTypes = [...]string{"CDS", "LDS", "EDS", "RDS"}
+var shortTypes = [...]string{"CDS", "LDS", "EDS", "RDS", "VHDS"}
 
 // Counters are what one simulated proxy received and sent. Read them with
 // Proxy.Counters; they only grow.
 type Counters struct {
-	Responses uint64    // DiscoveryResponses received
-	Bytes     uint64    // their encoded size
-	Resources uint64    // resources in them (not counting delta removals)
-	ByType    [4]uint64 // responses per type, in typeOrder (CDS, LDS, EDS, RDS)
-	ACKs      uint64    // ACK requests sent
-	Streams   uint64    // streams opened (1 + reconnects)
+	Responses uint64           // DiscoveryResponses received
+	Bytes     uint64           // their encoded size
+	Resources uint64           // resources in them (not counting delta removals)
+	ByType    [numTypes]uint64 // responses per type, in typeOrder (CDS, LDS, EDS, RDS, VHDS)
+	ACKs      uint64           // ACK requests sent
+	Streams   uint64           // streams opened (1 + reconnects)
 }
 
 func (c Counters) sub(o Counters) Counters {
@@ -60,9 +70,10 @@ func (c Counters) sub(o Counters) Counters {
 // Proxy is one simulated sidecar: an ADS stream, delta or state of the
 // world (FleetOptions.Protocol), that subscribes and ACKs as weft-proxy's
 // xdsclient does — wildcard CDS and LDS first, then RDS and EDS by the
-// names the listeners and clusters reference, the node on the first
-// request only, and an ACK for every type received once the set is
-// complete — without building a data plane. It reads each response's
+// names the listeners and clusters reference (and, delta with VHDS,
+// wildcard VirtualHost), the node on the first request only, and an ACK
+// for every type received once the set is complete — without building a
+// data plane. It reads each response's
 // envelope off the wire (wire.go says why) and decodes only the listeners
 // and clusters it has not seen before, for the names they reference, with
 // a cache shared by the fleet; FleetOptions.Decode DecodeFull also
@@ -73,6 +84,9 @@ type Proxy struct {
 	protocol Protocol
 	shared   *fleetShared
 	probes   *probeBoard
+	// vhds is set when the proxy takes its route configurations' virtual
+	// hosts by VHDS (delta only; Identity.VHDS says so to the server).
+	vhds bool
 	// delta is what a delta proxy holds across its streams; owned by the
 	// goroutine running run.
 	delta *deltaState
@@ -173,10 +187,14 @@ func (p *Proxy) recordACK(seen []*probe, at time.Time) {
 	}
 }
 
-// typeOf is the index in typeOrder of a type URL, or -1.
-func typeOf(url []byte) int {
+// typeOf is the index in typeOrder of a type URL the proxy subscribes
+// to, or -1: VirtualHost is one only with VHDS.
+func (p *Proxy) typeOf(url []byte) int {
 	for i, t := range typeOrder {
 		if string(url) == t {
+			if i == vhdsIndex && !p.vhds {
+				return -1
+			}
 			return i
 		}
 	}
@@ -188,17 +206,17 @@ func typeOf(url []byte) int {
 type streamState struct {
 	stream   rawStream
 	nodeSent bool
-	nonce    [4]string
-	version  [4]string
-	acked    [4]string
-	pending  [4]bool
-	received [4]bool
+	nonce    [numTypes]string
+	version  [numTypes]string
+	acked    [numTypes]string
+	pending  [numTypes]bool
+	received [numTypes]bool
 	// Names (interned ids) referenced by the listeners (RDS) and clusters
 	// (EDS), sorted, and the names of those received.
-	subs [4][]uint32
-	have [4]map[uint32]struct{}
+	subs [numTypes][]uint32
+	have [numTypes]map[uint32]struct{}
 	// Probes seen in a response not yet ACKed, per type.
-	seen [4][]*probe
+	seen [numTypes][]*probe
 }
 
 func (p *Proxy) stream(ctx context.Context, conn grpc.ClientConnInterface) error {
@@ -258,7 +276,7 @@ func (p *Proxy) handle(s *streamState, b []byte, at time.Time) error {
 	if err != nil {
 		return fmt.Errorf("proxy %s: reading a response: %w", p.Identity.ID, err)
 	}
-	t := typeOf(e.typeURL)
+	t := p.typeOf(e.typeURL)
 	if t < 0 {
 		return nil
 	}

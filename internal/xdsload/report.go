@@ -27,8 +27,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if decode == "" {
 		decode = DecodeEnvelope
 	}
-	fmt.Fprintf(&b, "xDS load: %d proxies (%s ADS, %s decode, %s, %s scope, %d connections), %d services x %d endpoints (%d of them spare, in %s)\n",
-		r.Proxies, r.Protocol, decode, mode, scope, r.Conns, r.Services, r.Endpoints+r.Spare, r.Spare, source)
+	protocol := string(r.Protocol) + " ADS"
+	if r.VHDS {
+		protocol += " with VHDS"
+	}
+	fmt.Fprintf(&b, "xDS load: %d proxies (%s, %s decode, %s, %s scope, %d connections), %d services x %d endpoints (%d of them spare, in %s)\n",
+		r.Proxies, protocol, decode, mode, scope, r.Conns, r.Services, r.Endpoints+r.Spare, r.Spare, source)
 	if r.Aborted != "" {
 		fmt.Fprintf(&b, "ABORTED: %s\n", r.Aborted)
 	}
@@ -36,17 +40,17 @@ func (r *Report) WriteTable(w io.Writer) error {
 		r.Connect.Synced, r.Proxies, r.Connect.Duration.Round(time.Millisecond), r.Connect.CPUSeconds, r.Connect.After.RSSMiB, r.Connect.After.PeakRSSMiB,
 		r.Connect.After.Load1, r.Connect.PerProxy.Responses, r.Connect.PerProxy.Resources, r.Connect.PerProxy.KiB)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "change\tn\tproxies\tACK p50\tp99\tmax\trecv p50\tp99\tmax\tnot ACKed\tresp/proxy\tres/proxy\tKiB/proxy\tCP CPU-s\tsim CPU-s\tRSS MiB\tload\t")
+	fmt.Fprintln(tw, "change\ttimed in\tn\tproxies\tACK p50\tp99\tmax\trecv p50\tp99\tmax\tnot ACKed\tresp/proxy\tres/proxy\tKiB/proxy\tCP CPU-s\tsim CPU-s\tRSS MiB\tload\t")
 	for _, c := range []Change{r.Config, r.Endpoint} {
 		if c.Changes == 0 || len(c.PerChangeMax) == 0 {
 			continue // not reached
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.1f\t%.0f\t%.0f\t%.2f\t%.2f\t%.0f\t%.2f\t\n", c.Kind, c.Changes, c.Watched,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.1f\t%.0f\t%.0f\t%.2f\t%.2f\t%.0f\t%.2f\t\n", c.Kind, c.Type, c.Changes, c.Watched,
 			ms(c.Latency.P50), ms(c.Latency.P99), ms(c.Latency.Max), ms(c.Received.P50), ms(c.Received.P99), ms(c.Received.Max), c.Latency.Missing,
 			c.PerProxy.Responses, c.PerProxy.Resources, c.PerProxy.KiB, c.CPUSeconds, c.SimCPUSeconds, c.After.RSSMiB, c.After.Load1)
 	}
 	if s := r.Storm; s != nil {
-		fmt.Fprintf(tw, "storm %d/s for %v (after last)\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.1f\t%.0f\t%.0f\t%.2f\t%.2f\t%.0f\t%.2f\t\n", s.Rate, s.Duration, s.Changes, s.Converge.N,
+		fmt.Fprintf(tw, "storm %d/s for %v (after last)\tEDS\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.1f\t%.0f\t%.0f\t%.2f\t%.2f\t%.0f\t%.2f\t\n", s.Rate, s.Duration, s.Changes, s.Converge.N,
 			ms(s.Converge.P50), ms(s.Converge.P99), ms(s.Converge.Max), ms(s.ConvergeReceived.P50), ms(s.ConvergeReceived.P99), ms(s.ConvergeReceived.Max), s.Converge.Missing,
 			s.PerProxy.Responses, s.PerProxy.Resources, s.PerProxy.KiB, s.CPUSeconds, s.After.SimCPUSeconds-s.Before.SimCPUSeconds, s.After.RSSMiB, s.After.Load1)
 	}
@@ -54,9 +58,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		return err
 	}
 	if s := r.Storm; s != nil {
-		fmt.Fprintf(&b, "\nstorm: RSS before %.0f MiB, max %.0f MiB, after %.0f MiB; per proxy %.1f responses (max %d): CDS %.1f, LDS %.1f, EDS %.1f, RDS %.1f\n",
-			s.Before.RSSMiB, s.MaxRSSMiB, s.After.RSSMiB, s.PerProxy.Responses, s.PerProxy.MaxResponses,
-			s.PerProxy.ByType[0], s.PerProxy.ByType[1], s.PerProxy.ByType[2], s.PerProxy.ByType[3])
+		fmt.Fprintf(&b, "\nstorm: RSS before %.0f MiB, max %.0f MiB, after %.0f MiB; per proxy %.1f responses (max %d): %s\n",
+			s.Before.RSSMiB, s.MaxRSSMiB, s.After.RSSMiB, s.PerProxy.Responses, s.PerProxy.MaxResponses, r.byType(s.PerProxy))
 	}
 	fmt.Fprintf(&b, "final: control plane %.1f CPU-s in all, RSS %.0f MiB (peak %.0f); simulator %.1f CPU-s, RSS %.0f MiB (peak %.0f; %.0f after connect); load %.2f\n",
 		r.Final.CPUSeconds, r.Final.RSSMiB, r.Final.PeakRSSMiB, r.Final.SimCPUSeconds, r.Final.SimRSSMiB, r.Final.SimPeakRSSMiB, r.Connect.After.SimRSSMiB, r.Final.Load1)
@@ -70,6 +73,21 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return err
 }
 
+// byType lists the mean responses per type of p, "CDS 0.0, LDS 0.0, EDS
+// 1.0, RDS 0.0", with VHDS only when the proxies took it.
+func (r *Report) byType(p Pushed) string {
+	n := len(shortTypes)
+	if !r.VHDS {
+		n = vhdsIndex
+	}
+	parts := make([]string, 0, n)
+	for t := range n {
+		parts = append(parts, fmt.Sprintf("%s %.1f", shortTypes[t], p.ByType[t]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ms formats d for the table: milliseconds under a second, else seconds.
 func ms(d time.Duration) string {
 	if d < time.Second {
 		return fmt.Sprintf("%dms", d.Milliseconds())

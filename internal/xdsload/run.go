@@ -108,6 +108,10 @@ type Report struct {
 	Scope Scope `json:"scope"`
 	// Protocol is the ADS variant the proxies spoke: "delta" or "sotw".
 	Protocol Protocol `json:"protocol"`
+	// VHDS is set when the proxies took their route configurations'
+	// virtual hosts by VHDS (FleetOptions.VHDS, delta only): config
+	// changes then reach them as VirtualHost responses.
+	VHDS bool `json:"vhds"`
 	// Decode is how much of each response a simulated proxy decoded:
 	// "envelope" or "full" (FleetOptions.Decode).
 	Decode Decode `json:"decode"`
@@ -165,14 +169,18 @@ type Pushed struct {
 	KiB          float64 `json:"kib"`
 	MaxResponses uint64  `json:"max_responses"`
 	MaxKiB       float64 `json:"max_kib"`
-	// ByType is the mean responses per type: CDS, LDS, EDS, RDS.
-	ByType [4]float64 `json:"responses_by_type"`
+	// ByType is the mean responses per type: CDS, LDS, EDS, RDS, VHDS.
+	ByType [numTypes]float64 `json:"responses_by_type"`
 }
 
 // Change is a series of single changes of one kind.
 type Change struct {
-	Kind    string      `json:"kind"`
-	Changes int         `json:"changes"`
+	Kind    string `json:"kind"`
+	Changes int    `json:"changes"`
+	// Type is the type of the responses a change was timed in, the one
+	// that carries it: "RDS" or "VHDS" (Fleet.RouteType) for a config
+	// change, "EDS" for an endpoint change.
+	Type    string      `json:"type"`
 	Latency Percentiles `json:"ack_latency"` // over every proxy watched of every change
 	// Received is from the change until each proxy received the first
 	// response carrying it, over the same proxies: the control plane's
@@ -263,7 +271,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	var simProfStop func() // ends the simulator's CPU profile, if taken
 	spec := o.Mesh.Spec()
-	rep := &Report{Proxies: o.Fleet.Proxies, Conns: f.opts.Conns, Services: spec.Services, Endpoints: spec.Endpoints, Spare: spec.Spare, Captured: o.Fleet.Captured, Protocol: f.Protocol(), Decode: f.Decode(), Scope: o.Scope, EndpointSource: o.Mesh.Source()}
+	rep := &Report{Proxies: o.Fleet.Proxies, Conns: f.opts.Conns, Services: spec.Services, Endpoints: spec.Endpoints, Spare: spec.Spare, Captured: o.Fleet.Captured, Protocol: f.Protocol(), VHDS: f.VHDS(), Decode: f.Decode(), Scope: o.Scope, EndpointSource: o.Mesh.Source()}
 	r := runner{o: o, f: f, log: log}
 
 	before, err := r.sample()
@@ -345,7 +353,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 		}()
 	}
-	if rep.Config, err = r.changes(ctx, "config (VirtualService)", "RDS", func(i int) int { return i * 7 }, func(i, svc int, before func(string)) error {
+	if rep.Config, err = r.changes(ctx, "config (VirtualService)", f.RouteType(), func(i int) int { return i * 7 }, func(i, svc int, before func(string)) error {
 		_, err := o.Mesh.ChangeRoute(svc, before)
 		return err
 	}); err != nil {
@@ -525,9 +533,6 @@ func (r *runner) quiet(ctx context.Context, d, limit time.Duration) {
 	}
 }
 
-// changes makes o.Changes changes with change, one at a time, each
-// measured until every proxy ACKed a response of type typ carrying its
-// marker.
 // watch watches for marker on the proxies that are sent a change of
 // service svc: all of them, or with ScopeNamespace those of its namespace.
 func (r *runner) watch(typ, marker string, svc int) *Probe {
@@ -538,8 +543,11 @@ func (r *runner) watch(typ, marker string, svc int) *Probe {
 	return r.f.WatchNamespace(typ, marker, time.Now(), ns)
 }
 
+// changes makes o.Changes changes with change, one at a time, each
+// measured until every proxy ACKed a response of type typ carrying its
+// marker.
 func (r *runner) changes(ctx context.Context, kind, typ string, svcOf func(i int) int, change func(i, svc int, before func(string)) error) (Change, error) {
-	res := Change{Kind: kind, Changes: r.o.Changes}
+	res := Change{Kind: kind, Type: typ, Changes: r.o.Changes}
 	var all, recv []time.Duration
 	var sum Pushed
 	var cpu, simCPU float64
@@ -561,7 +569,7 @@ func (r *runner) changes(ctx context.Context, kind, typ string, svcOf func(i int
 		recv = append(recv, pr.Received()...)
 		res.Watched += float64(len(lat)) / float64(r.o.Changes)
 		p := percentiles(lat)
-		r.log.Info("change acked", "kind", kind, "i", i, "p50", p.P50, "p99", p.P99, "max", p.Max, "missing", p.Missing)
+		r.log.Info("change acked", "kind", kind, "type", typ, "i", i, "p50", p.P50, "p99", p.P99, "max", p.Max, "missing", p.Missing)
 		r.quiet(ctx, r.o.Settle, 10*time.Second)
 		s1, err := r.sample()
 		if err != nil {

@@ -40,10 +40,10 @@ const (
 	// past the response. The default.
 	DecodeEnvelope Decode = "envelope"
 	// DecodeFull also unmarshals every resource into its Go type
-	// (Cluster, Listener, ClusterLoadAssignment, RouteConfiguration), as a
-	// proxy that applies them must, and drops it after the response: what
-	// a real proxy pays per response, here paid by every simulated proxy
-	// on the simulator's cores.
+	// (Cluster, Listener, ClusterLoadAssignment, RouteConfiguration,
+	// VirtualHost), as a proxy that applies them must, and drops it after
+	// the response: what a real proxy pays per response, here paid by
+	// every simulated proxy on the simulator's cores.
 	DecodeFull Decode = "full"
 )
 
@@ -238,7 +238,7 @@ func eachDeltaResource(b []byte, f func(r deltaResource, removed bool) error) er
 			if err != nil {
 				return err
 			}
-			if r.hasBody && len(r.name) == 0 { // the name is field 1 of all four types
+			if r.hasBody && len(r.name) == 0 { // the name is field 1 of all five types
 				r.name, _ = firstBytes(r.value)
 			}
 			return f(r, false)
@@ -268,8 +268,8 @@ func eachSotWResource(b []byte, f func(value []byte) error) error {
 }
 
 // firstBytes reads field 1 of an encoded message: the name of a
-// Cluster, Listener or RouteConfiguration, the cluster_name of a
-// ClusterLoadAssignment.
+// Cluster, Listener, RouteConfiguration or VirtualHost, the cluster_name
+// of a ClusterLoadAssignment.
 func firstBytes(b []byte) ([]byte, bool) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -312,6 +312,8 @@ func decodeFull(t int, value []byte) error {
 		m = &endpoint.ClusterLoadAssignment{}
 	case 3:
 		m = &route.RouteConfiguration{}
+	case vhdsIndex:
+		m = &route.VirtualHost{}
 	default:
 		return nil
 	}

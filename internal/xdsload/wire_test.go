@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -62,7 +63,7 @@ func TestWireWalk(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, err = readEnvelope(sotw, false)
-	if err != nil || string(e.version) != "v9" || string(e.nonce) != "n2" || e.resources != 2 || typeOf(e.typeURL) != 2 {
+	if err != nil || string(e.version) != "v9" || string(e.nonce) != "n2" || e.resources != 2 || (&Proxy{}).typeOf(e.typeURL) != 2 {
 		t.Fatalf("sotw envelope = %+v, %v", e, err)
 	}
 	got = nil
@@ -81,6 +82,41 @@ func TestWireWalk(t *testing.T) {
 	}
 }
 
+// TestWireVirtualHost: a VHDS response is read as the others — the
+// resource's name, when the envelope has none, is the VirtualHost's own
+// (field 1) — by a proxy that takes VHDS only.
+func TestWireVirtualHost(t *testing.T) {
+	a, err := anypb.New(&route.VirtualHost{Name: "8080/svc-0001.ns-01.svc.cluster.local:8080", Domains: []string{"svc-0001"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := proto.Marshal(&discovery.DeltaDiscoveryResponse{TypeUrl: typeVirtualHost, Nonce: "n", Resources: []*discovery.Resource{{Version: "v1", Resource: a}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := readEnvelope(b, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := (&Proxy{vhds: true}).typeOf(e.typeURL); got != vhdsIndex {
+		t.Errorf("a VHDS proxy reads type %d, want %d", got, vhdsIndex)
+	}
+	if got := (&Proxy{}).typeOf(e.typeURL); got != -1 {
+		t.Errorf("a proxy without VHDS reads type %d, want -1 (not subscribed)", got)
+	}
+	var names []string
+	if err := eachDeltaResource(b, func(r deltaResource, _ bool) error {
+		names = append(names, string(r.name))
+		return decodeFull(vhdsIndex, r.value)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"8080/svc-0001.ns-01.svc.cluster.local:8080"}; !slices.Equal(names, want) {
+		t.Errorf("names = %q, want %q", names, want)
+	}
+}
+
+// TestInterner: ids are given once per string and map back to it.
 func TestInterner(t *testing.T) {
 	in := newInterner()
 	a, b := in.id([]byte("a")), in.id([]byte("b"))

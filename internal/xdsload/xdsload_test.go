@@ -23,6 +23,7 @@ import (
 	"weft.dev/weft/internal/registry"
 	"weft.dev/weft/internal/registry/consul"
 	"weft.dev/weft/internal/testenv"
+	"weft.dev/weft/internal/xds/contract"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -150,6 +151,76 @@ func TestSmallRun(t *testing.T) {
 	}
 }
 
+// TestSmallRunVHDS runs the simulator small with delta proxies that take
+// their virtual hosts by VHDS, as weft-proxy: the fleet converges (each
+// proxy waited for a first VirtualHost response), a config change is
+// timed in, and reaches the proxies as, the changed service's virtual
+// hosts only — no route configuration — and an endpoint change sends no
+// virtual hosts.
+func TestSmallRunVHDS(t *testing.T) {
+	rep := smallRunWith(t, Delta, 50, ScopeMesh, nil, true)
+	if !rep.VHDS || rep.Config.Type != "VHDS" || rep.Endpoint.Type != "EDS" {
+		t.Errorf("report says VHDS %v, config change timed in %q, endpoint change in %q; want true, VHDS, EDS", rep.VHDS, rep.Config.Type, rep.Endpoint.Type)
+	}
+	if got := rep.Connect.PerProxy.ByType[vhdsIndex]; got < 1 {
+		t.Errorf("connect: %.2f VirtualHost responses per proxy, want at least 1", got)
+	}
+	c := rep.Config.PerProxy
+	if c.ByType[3] != 0 || c.ByType[vhdsIndex] < 1 {
+		t.Errorf("config change: responses per proxy CDS, LDS, EDS, RDS, VHDS = %v, want VHDS and no RDS", c.ByType)
+	}
+	if c.Resources > 3 {
+		t.Errorf("config change: %.1f resources per proxy, want the changed service's virtual hosts only (at most 3)", c.Resources)
+	}
+	if got := rep.Endpoint.PerProxy.ByType[vhdsIndex]; got != 0 {
+		t.Errorf("endpoint change: %.2f VirtualHost responses per proxy, want none", got)
+	}
+	var b strings.Builder
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"delta ADS with VHDS", "VHDS 0.0"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("the table lacks %q", want)
+		}
+	}
+}
+
+// TestFleetVHDS: VHDS is asked of the server (the node's client_features)
+// by delta proxies that want it only; state of the world has none, and
+// its config changes are timed in route configurations.
+func TestFleetVHDS(t *testing.T) {
+	w := []Workload{{Name: "a-0", Service: "a", Namespace: "ns-00", Version: "v1", IP: "10.0.0.1"}}
+	for _, tc := range []struct {
+		proto     Protocol
+		vhds      bool
+		wantVHDS  bool
+		routeType string
+	}{
+		{Delta, true, true, "VHDS"},
+		{Delta, false, false, "RDS"},
+		{SotW, true, false, "RDS"},
+		{"", true, true, "VHDS"}, // "" is delta
+	} {
+		f, err := NewFleet(FleetOptions{Address: "127.0.0.1:1", Proxies: 1, Protocol: tc.proto, VHDS: tc.vhds}, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := f.Proxies()[0]
+		id, err := contract.ParseNode(p.Identity.Node())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.VHDS() != tc.wantVHDS || id.VHDS != tc.wantVHDS || p.vhds != tc.wantVHDS || f.RouteType() != tc.routeType {
+			t.Errorf("%q with VHDS %v: fleet VHDS %v, node VHDS %v, proxy VHDS %v, route type %q; want VHDS %v, %q",
+				tc.proto, tc.vhds, f.VHDS(), id.VHDS, p.vhds, f.RouteType(), tc.wantVHDS, tc.routeType)
+		}
+		if got := p.typeOf([]byte(typeVirtualHost)); (got == vhdsIndex) != tc.wantVHDS {
+			t.Errorf("%q with VHDS %v: VirtualHost is type %d", tc.proto, tc.vhds, got)
+		}
+	}
+}
+
 // TestSmallRunNamespaceScope: with namespace scoping a change is sent to,
 // and waited for on, the proxies of the service's namespace only.
 func TestSmallRunNamespaceScope(t *testing.T) {
@@ -179,7 +250,7 @@ func TestSmallRunConsul(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := smallRunWith(t, Delta, 20, ScopeMesh, reg)
+	rep := smallRunWith(t, Delta, 20, ScopeMesh, reg, false)
 	if rep.EndpointSource != SourceConsul {
 		t.Errorf("report says endpoint source %q, want consul", rep.EndpointSource)
 	}
@@ -193,12 +264,12 @@ func smallRun(t *testing.T, proto Protocol, services int) *Report {
 }
 
 func smallRunScoped(t *testing.T, proto Protocol, services int, scope Scope) *Report {
-	return smallRunWith(t, proto, services, scope, nil)
+	return smallRunWith(t, proto, services, scope, nil, false)
 }
 
 // smallRunWith is smallRunScoped with the spare endpoints in consul (nil:
-// in files).
-func smallRunWith(t *testing.T, proto Protocol, services int, scope Scope, consulReg *ConsulRegistry) *Report {
+// in files) and, with vhds, delta proxies that take virtual hosts by VHDS.
+func smallRunWith(t *testing.T, proto Protocol, services int, scope Scope, consulReg *ConsulRegistry, vhds bool) *Report {
 	dir := t.TempDir()
 	var reg SpareRegistry
 	var regs []registry.Source
@@ -218,7 +289,7 @@ func smallRunWith(t *testing.T, proto Protocol, services int, scope Scope, consu
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, Options{
-		Mesh: m, CP: cp, Fleet: FleetOptions{Proxies: 20, Conns: 4, Captured: true, Protocol: proto,
+		Mesh: m, CP: cp, Fleet: FleetOptions{Proxies: 20, Conns: 4, Captured: true, Protocol: proto, VHDS: vhds,
 			Decode: map[Protocol]Decode{SotW: DecodeFull}[proto]}, // both decode paths run
 		Changes: 2, StormRate: 50, StormDuration: time.Second, Timeout: time.Minute,
 		Settle: 200 * time.Millisecond, Scope: scope,
@@ -245,10 +316,18 @@ func smallRunWith(t *testing.T, proto Protocol, services int, scope Scope, consu
 	if rep.Connect.PerProxy.Resources == 0 {
 		t.Error("no resources pushed on connect")
 	}
-	// Every proxy watched is sent the change: all of them, or a namespace's.
+	if rep.VHDS != vhds || (!vhds && rep.Connect.PerProxy.ByType[vhdsIndex] != 0) {
+		t.Errorf("report says VHDS %v with %.2f VirtualHost responses per proxy on connect; want VHDS %v", rep.VHDS, rep.Connect.PerProxy.ByType[vhdsIndex], vhds)
+	}
+	// Every proxy watched is sent the change, in the type that carries
+	// routes: all of them, or a namespace's.
 	reached := rep.Config.Watched / float64(rep.Proxies)
-	if rep.Config.PerProxy.ByType[3] < reached {
-		t.Errorf("config change: %.2f RDS responses per proxy, want at least %.2f", rep.Config.PerProxy.ByType[3], reached)
+	rt := 3 // RDS
+	if vhds {
+		rt = vhdsIndex
+	}
+	if rep.Config.Type != shortTypes[rt] || rep.Config.PerProxy.ByType[rt] < reached {
+		t.Errorf("config change timed in %q: %.2f %s responses per proxy, want at least %.2f", rep.Config.Type, rep.Config.PerProxy.ByType[rt], shortTypes[rt], reached)
 	}
 	if e := rep.Endpoint.PerProxy.ByType; e[2] < reached || e[0] != 0 || e[1] != 0 {
 		t.Errorf("endpoint change: responses per proxy CDS, LDS, EDS, RDS = %v, want EDS only (at least %.2f)", e, reached)
@@ -263,7 +342,8 @@ func smallRunWith(t *testing.T, proto Protocol, services int, scope Scope, consu
 // It builds weft and runs `weft serve` as its own process. XDSLOAD_STORM
 // (a duration, default 60s) sizes the storm, XDSLOAD_CP_CPUS pins the
 // control plane (taskset), XDSLOAD_PROTOCOL (delta or sotw, default
-// delta) chooses the ADS variant.
+// delta) chooses the ADS variant and XDSLOAD_VHDS (default true, as
+// bench/xdsload's --vhds) whether delta proxies take VHDS.
 func TestLongRun(t *testing.T) {
 	proxies := envInt(t, "XDSLOAD_PROXIES", 0)
 	if proxies == 0 {
@@ -281,6 +361,10 @@ func TestLongRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("XDSLOAD_PROTOCOL: %v", err)
 	}
+	vhds, err := strconv.ParseBool(cmp.Or(os.Getenv("XDSLOAD_VHDS"), "true"))
+	if err != nil {
+		t.Fatalf("XDSLOAD_VHDS: %v", err)
+	}
 	bin := filepath.Join(t.TempDir(), "weft")
 	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "weft.dev/weft/cmd/weft")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -296,7 +380,7 @@ func TestLongRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cp.Stop() })
-	rep, err := Run(t.Context(), Options{Mesh: m, CP: cp, Fleet: FleetOptions{Proxies: proxies, Captured: true, Protocol: proto},
+	rep, err := Run(t.Context(), Options{Mesh: m, CP: cp, Fleet: FleetOptions{Proxies: proxies, Captured: true, Protocol: proto, VHDS: vhds},
 		StormDuration: storm, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	if rep != nil {
 		var b strings.Builder
@@ -349,15 +433,23 @@ func startInProcess(t *testing.T, dir string, scope Scope, regs ...registry.Sour
 
 // TestDeltaReconnectResumes: a delta proxy whose stream ends opens a new
 // one announcing the versions it holds, and gets only what changed since
-// — not its whole config again — while still timing changes.
+// — not its whole config again — while still timing changes. With VHDS,
+// the virtual hosts it holds are announced too, and a config change on
+// the new stream is timed in them.
 func TestDeltaReconnectResumes(t *testing.T) {
+	for _, vhds := range []bool{false, true} {
+		t.Run(map[bool]string{false: "rds", true: "vhds"}[vhds], func(t *testing.T) { deltaReconnectResumes(t, vhds) })
+	}
+}
+
+func deltaReconnectResumes(t *testing.T, vhds bool) {
 	dir := t.TempDir()
 	m, err := WriteMesh(dir, MeshSpec{Services: 20, Endpoints: 1, Spare: 1, Namespaces: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cp := startInProcess(t, dir, ScopeMesh)
-	f, err := NewFleet(FleetOptions{Address: cp.XDSAddress, Proxies: 1, Captured: true}, m.Workloads())
+	f, err := NewFleet(FleetOptions{Address: cp.XDSAddress, Proxies: 1, Captured: true, VHDS: vhds}, m.Workloads())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,6 +482,10 @@ func TestDeltaReconnectResumes(t *testing.T) {
 	if !p.synced.Load() || first.Resources < 3*20 {
 		t.Fatalf("first stream: synced %v, %d resources; want a complete config", p.synced.Load(), first.Resources)
 	}
+	if held := len(p.delta.held[vhdsIndex]); (held >= 20) != vhds || (first.ByType[vhdsIndex] > 0) != vhds {
+		t.Fatalf("first stream: %d virtual hosts held from %d VirtualHost responses; want one per service with VHDS %v only",
+			held, first.ByType[vhdsIndex], vhds)
+	}
 	stop = stream()
 	defer stop()
 	var pr *Probe
@@ -399,9 +495,22 @@ func TestDeltaReconnectResumes(t *testing.T) {
 	if lat := pr.Wait(ctx); lat[0] < 0 {
 		t.Fatal("the endpoint change was never ACKed on the second stream")
 	}
+	want := uint64(3) // the changed assignments
+	if vhds {
+		// A config change after the endpoint change: timed in the
+		// virtual hosts, and any the new stream sent again before it
+		// are counted below.
+		if _, err := m.ChangeRoute(4, func(mark string) { pr = f.Watch(f.RouteType(), mark, time.Now()) }); err != nil {
+			t.Fatal(err)
+		}
+		if lat := pr.Wait(ctx); lat[0] < 0 {
+			t.Fatal("the config change was never ACKed in a VirtualHost response on the second stream")
+		}
+		want += 3 // the changed service's virtual hosts
+	}
 	got := p.Counters().sub(first)
-	if got.Streams != 1 || got.Resources > 3 {
-		t.Errorf("second stream: %d streams opened, %d resources received (%d responses); want 1 stream and only the changed assignments",
-			got.Streams, got.Resources, got.Responses)
+	if got.Streams != 1 || got.Resources > want || got.ByType[3] != 0 {
+		t.Errorf("second stream: %d streams opened, %d resources received (%d responses, by type %v); want 1 stream and only the changed resources (at most %d, no route configuration)",
+			got.Streams, got.Resources, got.Responses, got.ByType, want)
 	}
 }

@@ -107,8 +107,8 @@ type Client struct {
 	nacks     atomic.Uint64
 	applies   atomic.Uint64
 	reconns   atomic.Uint64
-	recv      receiveCounters              // protocol.go
-	types     [len(typeOrder)]typeCounters // by index in typeOrder
+	recv      receiveCounters               // protocol.go
+	types     [len(deltaOrder)]typeCounters // by index in deltaOrder
 
 	mu      sync.Mutex
 	lastErr string
@@ -314,8 +314,8 @@ type TypeStatus struct {
 // TypeStats returns the status of each resource type, by type URL. Safe
 // for concurrent use.
 func (c *Client) TypeStats() map[string]TypeStatus {
-	out := make(map[string]TypeStatus, len(typeOrder))
-	for i, t := range typeOrder {
+	out := make(map[string]TypeStatus, len(deltaOrder))
+	for i, t := range deltaOrder {
 		tc := &c.types[i]
 		s := TypeStatus{Rejected: tc.rejected.Load(), ACKs: tc.acks.Load(), NACKs: tc.nacks.Load()}
 		if ns := tc.lastACK.Load(); ns != 0 {
@@ -327,7 +327,7 @@ func (c *Client) TypeStats() map[string]TypeStatus {
 }
 
 func (c *Client) typeCounters(t string) *typeCounters {
-	for i, u := range typeOrder {
+	for i, u := range deltaOrder {
 		if u == t {
 			return &c.types[i]
 		}

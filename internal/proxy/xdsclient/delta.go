@@ -8,10 +8,13 @@ import (
 	"slices"
 	"time"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+
+	"weft.dev/weft/internal/xds/contract"
 )
 
 // wildcardName subscribes to every resource of a type (delta xDS).
@@ -56,6 +59,13 @@ type deltaState struct {
 	// as it was at the last refusal: what changed since can still be
 	// applied on top of the last good set (fallback).
 	refusedRV map[string]map[string]string
+	// refusedRoutes is the working set's route configurations at the last
+	// refusal: a merged one (vhds.go) changes without its own version
+	// changing, so route configurations are compared by what is held.
+	refusedRoutes map[string]*held
+	// node is the node sent on each stream: Options.Node with
+	// contract.FeatureVHDS among its client features.
+	node *core.Node
 
 	// Per stream.
 	stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
@@ -74,8 +84,12 @@ type deltaState struct {
 
 func newDeltaState(c *Client) *deltaState {
 	rv := map[string]map[string]string{}
-	for _, t := range typeOrder {
+	for _, t := range deltaOrder {
 		rv[t] = map[string]string{}
+	}
+	node := proto.Clone(c.opts.Node).(*core.Node)
+	if !slices.Contains(node.ClientFeatures, contract.FeatureVHDS) {
+		node.ClientFeatures = append(node.ClientFeatures, contract.FeatureVHDS)
 	}
 	return &deltaState{
 		c:       c,
@@ -83,6 +97,7 @@ func newDeltaState(c *Client) *deltaState {
 		applied: newResourceSet(),
 		rv:      rv,
 		subs:    map[string][]string{},
+		node:    node,
 	}
 }
 
@@ -105,8 +120,9 @@ func (s *deltaState) runStream(ctx context.Context, ads discovery.AggregatedDisc
 	}()
 
 	// Wildcard CDS and LDS first, then the names a previous stream had
-	// subscribed to, each with the versions of what this client has.
-	for _, t := range typeOrder {
+	// subscribed to, then every virtual host (VHDS), each with the
+	// versions of what this client has.
+	for _, t := range deltaOrder {
 		if !wildcard(t) && len(s.subs[t]) == 0 {
 			continue
 		}
@@ -146,15 +162,17 @@ func (s *deltaState) handle(r *discovery.DeltaDiscoveryResponse) error {
 	t := r.GetTypeUrl()
 	log := s.c.log.With("type", shortType(t), "version", r.GetSystemVersionInfo(), "nonce", r.GetNonce())
 	s.c.recv.add(t, len(r.GetResources()), len(r.GetRemovedResources()), proto.Size(r))
-	if !slices.Contains(typeOrder[:], t) {
+	if !slices.Contains(deltaOrder[:], t) {
 		log.Warn("ignoring delta response of a type never subscribed to")
 		return nil
 	}
 	log.Debug("delta ADS response", "resources", len(r.GetResources()), "removed", r.GetRemovedResources())
 	d, versions, decodeErr := decodeDelta(r)
-	if s.take(d, versions, r.GetRemovedResources()) {
+	changed, mergeErr := s.take(d, versions, r.GetRemovedResources())
+	if changed {
 		s.dirty = true
 	}
+	decodeErr = errors.Join(decodeErr, mergeErr)
 	if decodeErr != nil {
 		err := fmt.Errorf("%s version %q: %w", shortType(t), r.GetSystemVersionInfo(), decodeErr)
 		log.Error("rejecting xDS resources", "error", err)
@@ -171,15 +189,17 @@ func (s *deltaState) handle(r *discovery.DeltaDiscoveryResponse) error {
 
 // take merges one response into the working set and reports whether it
 // changed anything. RDS and EDS resources not subscribed to (any more)
-// are ignored, as the state-of-the-world client does.
-func (s *deltaState) take(d *decoded, versions map[string]string, removed []string) bool {
+// are ignored, as the state-of-the-world client does. The error is a
+// route configuration that could not be merged with its virtual hosts.
+func (s *deltaState) take(d *decoded, versions map[string]string, removed []string) (bool, error) {
 	t := d.typeURL
 	w := s.working
 	changed := false
 	if d.version != "" {
 		w.versions[t] = d.version
 	}
-	if wildcard(t) && !w.received[t] {
+	first := wildcard(t) && !w.received[t]
+	if first {
 		w.received[t] = true
 		changed = true
 	}
@@ -203,14 +223,22 @@ func (s *deltaState) take(d *decoded, versions map[string]string, removed []stri
 			w.clusters[n], changed = keep(m, w.clusters[n]), true
 		}
 	}
+	var errs []error
 	for n, m := range d.routes {
 		if put(n) {
-			w.routes[n], changed = keep(m, w.routes[n]), true
+			errs = append(errs, w.putRoute(n, m))
+			changed = true
 		}
 	}
 	for n, m := range d.endpoints {
 		if put(n) {
 			w.endpoints[n], changed = keep(m, w.endpoints[n]), true
+		}
+	}
+	merge := map[string]bool{} // route configurations whose virtual hosts changed
+	for n, m := range d.vhosts {
+		if put(n) {
+			merge[w.putVirtualHost(n, m)], changed = true, true
 		}
 	}
 	for _, n := range removed {
@@ -224,13 +252,22 @@ func (s *deltaState) take(d *decoded, versions map[string]string, removed []stri
 		case TypeCluster:
 			delete(w.clusters, n)
 		case TypeRoute:
-			delete(w.routes, n)
+			w.dropRoute(n)
 		case TypeEndpoint:
 			delete(w.endpoints, n)
+		case TypeVirtualHost:
+			merge[w.putVirtualHost(n, nil)] = true
 		}
 		changed = true
 	}
-	return changed
+	if t == TypeVirtualHost {
+		if first {
+			errs = append(errs, w.remerge()) // every base waited for this
+		} else if len(merge) > 0 {
+			errs = append(errs, w.remerge(slices.Sorted(maps.Keys(merge))...))
+		}
+	}
+	return changed, errors.Join(errs...)
 }
 
 // resubscribe recomputes the RDS and EDS names from the working listeners
@@ -296,7 +333,7 @@ func (s *deltaState) maybeApply(force bool) error {
 	if applyErr == nil {
 		s.applied = s.working.clone()
 		s.everApplied = true
-		s.refusedRV = nil
+		s.refusedRV, s.refusedRoutes = nil, nil
 		s.c.applies.Add(1)
 		s.c.log.Info("applied xDS config", "versions", res.Versions,
 			"listeners", len(res.Listeners), "routes", len(res.Routes), "clusters", len(res.Clusters), "endpoints", len(res.Endpoints))
@@ -321,6 +358,7 @@ func (s *deltaState) maybeApply(force bool) error {
 	for t, m := range s.rv {
 		s.refusedRV[t] = maps.Clone(m)
 	}
+	s.refusedRoutes = maps.Clone(s.working.routes)
 	return s.answerAll(applyErr, false)
 }
 
@@ -334,7 +372,7 @@ func (s *deltaState) fallback() *resourceSet {
 	w := s.working
 	overlay(fb.listeners, w.listeners, s.rv[TypeListener], s.refusedRV[TypeListener])
 	overlay(fb.clusters, w.clusters, s.rv[TypeCluster], s.refusedRV[TypeCluster])
-	overlay(fb.routes, w.routes, s.rv[TypeRoute], s.refusedRV[TypeRoute])
+	overlayHeld(fb.routes, w.routes, s.refusedRoutes)
 	overlay(fb.endpoints, w.endpoints, s.rv[TypeEndpoint], s.refusedRV[TypeEndpoint])
 	fb.prune(fb.routeNames(), fb.endpointNames())
 	fb.versions = maps.Clone(w.versions)
@@ -358,12 +396,27 @@ func overlay[M any](dst, src map[string]M, rv, refused map[string]string) {
 	}
 }
 
+// overlayHeld is overlay for resources compared by what is held (keep
+// keeps a resource's held while its encoding does not change).
+func overlayHeld(dst, src, refused map[string]*held) {
+	for n, r := range src {
+		if old, ok := refused[n]; !ok || old != r {
+			dst[n] = r
+		}
+	}
+	for n := range refused {
+		if _, ok := src[n]; !ok {
+			delete(dst, n)
+		}
+	}
+}
+
 // answerAll ACKs (reason nil) or NACKs the last unanswered response of
 // every type, in subscription order. When applied is set (a set was just
 // applied), a type whose last response was NACKed with a refused set is
 // ACKed too: what it carried now runs.
 func (s *deltaState) answerAll(reason error, applied bool) error {
-	for _, t := range typeOrder {
+	for _, t := range deltaOrder {
 		nonce, ok := s.unacked[t]
 		if !ok && applied {
 			nonce, ok = s.rejected[t]
@@ -401,7 +454,7 @@ func (s *deltaState) nack(t, nonce string, reason error) error {
 // send writes one request on the stream; the node rides on the first.
 func (s *deltaState) send(req *discovery.DeltaDiscoveryRequest) error {
 	if !s.nodeSent {
-		req.Node = s.c.opts.Node
+		req.Node = s.node
 	}
 	if err := s.stream.Send(req); err != nil {
 		return fmt.Errorf("sending delta %s request: %w", shortType(req.GetTypeUrl()), err)
@@ -421,6 +474,7 @@ func decodeDelta(r *discovery.DeltaDiscoveryResponse) (*decoded, map[string]stri
 	t := r.GetTypeUrl()
 	out := &decoded{typeURL: t, version: r.GetSystemVersionInfo()}
 	out.listeners, out.routes, out.clusters, out.endpoints = emptyMaps()
+	out.vhosts = map[string]*held{}
 	versions := map[string]string{}
 	var errs []error
 	seen := map[string]bool{}
@@ -435,6 +489,7 @@ func decodeDelta(r *discovery.DeltaDiscoveryResponse) (*decoded, map[string]stri
 		}
 		one := &decoded{typeURL: t}
 		one.listeners, one.routes, one.clusters, one.endpoints = emptyMaps()
+		one.vhosts = map[string]*held{}
 		name, err := one.add(a)
 		if err == nil && t == TypeListener {
 			if herr := one.listeners[name].hcmErr; herr != nil {
@@ -457,6 +512,7 @@ func decodeDelta(r *discovery.DeltaDiscoveryResponse) (*decoded, map[string]stri
 		maps.Copy(out.routes, one.routes)
 		maps.Copy(out.clusters, one.clusters)
 		maps.Copy(out.endpoints, one.endpoints)
+		maps.Copy(out.vhosts, one.vhosts)
 	}
 	return out, versions, errors.Join(errs...)
 }

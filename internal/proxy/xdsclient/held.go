@@ -29,6 +29,7 @@ type held struct {
 	routed []string      // the clusters a route configuration, or a listener's inline routes, send to
 	eds    string        // an EDS cluster's EDS name
 	hasEDS bool
+	vhds   bool // a route configuration that takes its virtual hosts by VHDS
 }
 
 // hold keeps msg, a decoded and validated resource.
@@ -46,6 +47,9 @@ func hold(msg proto.Message) (*held, error) {
 		}
 	case *route.RouteConfiguration:
 		h.routed = appendRouted(nil, m)
+		h.vhds = m.GetVhds() != nil
+	case *route.VirtualHost:
+		h.routed = appendVhostRouted(nil, m)
 	case *cluster.Cluster:
 		h.eds, h.hasEDS = edsName(m)
 		if h.eds == m.GetName() {
@@ -58,14 +62,20 @@ func hold(msg proto.Message) (*held, error) {
 // appendRouted appends the clusters rc's routes send to.
 func appendRouted(names []string, rc *route.RouteConfiguration) []string {
 	for _, vh := range rc.GetVirtualHosts() {
-		for _, r := range vh.GetRoutes() {
-			a := r.GetRoute()
-			if c := a.GetCluster(); c != "" {
-				names = append(names, c)
-			}
-			for _, wc := range a.GetWeightedClusters().GetClusters() {
-				names = append(names, wc.GetName())
-			}
+		names = appendVhostRouted(names, vh)
+	}
+	return names
+}
+
+// appendVhostRouted appends the clusters vh's routes send to.
+func appendVhostRouted(names []string, vh *route.VirtualHost) []string {
+	for _, r := range vh.GetRoutes() {
+		a := r.GetRoute()
+		if c := a.GetCluster(); c != "" {
+			names = append(names, c)
+		}
+		for _, wc := range a.GetWeightedClusters().GetClusters() {
+			names = append(names, wc.GetName())
 		}
 	}
 	return names

@@ -23,6 +23,9 @@ const (
 	TypeEndpoint = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 	TypeListener = "type.googleapis.com/envoy.config.listener.v3.Listener"
 	TypeRoute    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+	// TypeVirtualHost is VHDS: a delta client takes the virtual hosts of
+	// route configurations that say vhds this way (vhds.go).
+	TypeVirtualHost = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
 
 	typeResource = "type.googleapis.com/envoy.service.discovery.v3.Resource"
 	hcmName      = "envoy.filters.network.http_connection_manager"
@@ -33,9 +36,15 @@ const (
 // first, then the named RDS and EDS subscriptions they imply.
 var typeOrder = [...]string{TypeCluster, TypeListener, TypeEndpoint, TypeRoute}
 
-// wildcard reports whether a type is subscribed to as a whole (LDS, CDS)
-// rather than by name (RDS, EDS).
-func wildcard(typeURL string) bool { return typeURL == TypeListener || typeURL == TypeCluster }
+// deltaOrder is typeOrder and, last, VHDS: the delta client's types (a
+// state-of-the-world client takes route configurations whole).
+var deltaOrder = [...]string{TypeCluster, TypeListener, TypeEndpoint, TypeRoute, TypeVirtualHost}
+
+// wildcard reports whether a type is subscribed to as a whole (LDS, CDS,
+// VHDS) rather than by name (RDS, EDS).
+func wildcard(typeURL string) bool {
+	return typeURL == TypeListener || typeURL == TypeCluster || typeURL == TypeVirtualHost
+}
 
 // resourceSet is the client's view of the config: what was received so far
 // (the working set) or what was last applied. It is owned by the stream
@@ -45,8 +54,12 @@ type resourceSet struct {
 	routes    map[string]*held
 	clusters  map[string]*held
 	endpoints map[string]*held
-	// received marks the wildcard types (LDS, CDS) for which a response
-	// has been taken in; until both have, the set cannot be complete.
+	// vhds is what a delta client holds of route configurations that take
+	// their virtual hosts by VHDS (vhds.go); nil until it gets one.
+	vhds *vhdsSet
+	// received marks the wildcard types (LDS, CDS, VHDS) for which a
+	// response has been taken in; until LDS and CDS have, the set cannot
+	// be complete.
 	received map[string]bool
 	versions map[string]string
 }
@@ -70,6 +83,7 @@ func (s *resourceSet) clone() *resourceSet {
 		routes:    maps.Clone(s.routes),
 		clusters:  maps.Clone(s.clusters),
 		endpoints: maps.Clone(s.endpoints),
+		vhds:      s.vhds.clone(),
 		received:  maps.Clone(s.received),
 		versions:  maps.Clone(s.versions),
 	}
@@ -120,6 +134,13 @@ func (s *resourceSet) prune(routeNames, edsNames []string) {
 	for n := range s.routes {
 		if !slices.Contains(routeNames, n) {
 			delete(s.routes, n)
+		}
+	}
+	if s.vhds != nil {
+		for n := range s.vhds.bases {
+			if !slices.Contains(routeNames, n) {
+				delete(s.vhds.bases, n)
+			}
 		}
 	}
 	for n := range s.endpoints {
@@ -204,6 +225,7 @@ type decoded struct {
 	routes    map[string]*held
 	clusters  map[string]*held
 	endpoints map[string]*held
+	vhosts    map[string]*held
 }
 
 // decode unmarshals and validates a response's resources. Any error names
@@ -219,6 +241,8 @@ func decode(r *discovery.DiscoveryResponse) (*decoded, error) {
 		d.clusters = map[string]*held{}
 	case TypeEndpoint:
 		d.endpoints = map[string]*held{}
+	case TypeVirtualHost:
+		d.vhosts = map[string]*held{}
 	default:
 		return nil, fmt.Errorf("unsupported type %q", d.typeURL)
 	}
@@ -272,6 +296,9 @@ func (d *decoded) add(a *anypb.Any) (string, error) {
 	case TypeEndpoint:
 		m := &endpoint.ClusterLoadAssignment{}
 		msg, into = m, d.endpoints
+	case TypeVirtualHost:
+		m := &route.VirtualHost{}
+		msg, into = m, d.vhosts
 	}
 	if err := unmarshal(a, msg); err != nil {
 		return "", err
@@ -322,6 +349,8 @@ func resourceName(m proto.Message) string {
 		return m.GetName()
 	case *endpoint.ClusterLoadAssignment:
 		return m.GetClusterName()
+	case *route.VirtualHost:
+		return m.GetName()
 	}
 	return ""
 }
@@ -380,6 +409,8 @@ func shortType(typeURL string) string {
 		return "cluster"
 	case TypeEndpoint:
 		return "cluster load assignment"
+	case TypeVirtualHost:
+		return "virtual host"
 	}
 	return typeURL
 }

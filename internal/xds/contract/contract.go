@@ -73,6 +73,29 @@ const (
 // GeneratorGRPC is the MetaGenerator value of a proxyless gRPC client.
 const GeneratorGRPC = "grpc"
 
+// FeatureVHDS, among a node's client_features, says the proxy takes its
+// outbound route configurations' virtual hosts by VHDS (Envoy's Virtual
+// Host Discovery Service, type VirtualHost) on a delta stream: each route
+// configuration then comes without virtual hosts and with vhds set, and
+// each of its virtual hosts is a resource of its own named
+// VirtualHostName(route configuration, virtual host), so a change to one
+// service's routes sends that service's virtual hosts and nothing else.
+// weft-proxy's delta client sets it; Envoy, which asks for virtual hosts
+// only on demand, and proxyless gRPC clients get whole route
+// configurations.
+const FeatureVHDS = "weft.vhds"
+
+// VirtualHostName is the VHDS resource name of virtual host vh of route
+// configuration rc, as Envoy names them: "<rc>/<vh>". Route configuration
+// names never hold a "/", so the first one splits the two
+// (SplitVirtualHostName).
+func VirtualHostName(rc, vh string) string { return rc + "/" + vh }
+
+// SplitVirtualHostName is the inverse of VirtualHostName.
+func SplitVirtualHostName(name string) (rc, vh string, ok bool) {
+	return strings.Cut(name, "/")
+}
+
 // Interception modes (MetaInterceptionMode values), spelled as Istio's.
 const (
 	InterceptionRedirect = "REDIRECT"

@@ -2,6 +2,7 @@ package contract
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -48,6 +49,9 @@ type Identity struct {
 	// GatewayBind is where a gateway proxy's listeners bind
 	// (MetaGatewayBind); empty for every address.
 	GatewayBind string
+	// VHDS is set when the node lists FeatureVHDS in its client_features:
+	// it takes its route configurations' virtual hosts by VHDS.
+	VHDS bool
 }
 
 // Proxyless reports whether the node is a proxyless gRPC client
@@ -121,7 +125,11 @@ func (id Identity) Node() *core.Node {
 	if err != nil { // only strings and maps of strings: cannot fail
 		panic(err)
 	}
-	return &core.Node{Id: id.ID, Cluster: id.WorkloadName + "." + id.Namespace, Metadata: md, Locality: NodeLocality(id.Locality)}
+	n := &core.Node{Id: id.ID, Cluster: id.WorkloadName + "." + id.Namespace, Metadata: md, Locality: NodeLocality(id.Locality)}
+	if id.VHDS {
+		n.ClientFeatures = []string{FeatureVHDS}
+	}
+	return n
 }
 
 // ParseNode reads an Identity from an Envoy node. Missing fields are left
@@ -143,6 +151,7 @@ func ParseNode(n *core.Node) (Identity, error) {
 	id.AutoRegisterGroup = str(MetaAutoRegisterGroup)
 	id.Generator = str(MetaGenerator)
 	id.GatewayBind = str(MetaGatewayBind)
+	id.VHDS = slices.Contains(n.GetClientFeatures(), FeatureVHDS)
 	switch m := str(MetaInterceptionMode); m {
 	case "", InterceptionNone, InterceptionRedirect:
 		id.InterceptionMode = m

@@ -28,6 +28,10 @@ type Resources struct {
 	Routes    []types.Resource // *route.RouteConfiguration
 	Clusters  []types.Resource // *cluster.Cluster
 	Endpoints []types.Resource // *endpoint.ClusterLoadAssignment
+	// VirtualHosts are the route configurations' virtual hosts of a
+	// proxy that takes them by VHDS (contract.FeatureVHDS); nil for
+	// every other proxy.
+	VirtualHosts []types.Resource // *route.VirtualHost
 
 	// ClusterParts and EndpointParts, when their Shared is set, say how
 	// Clusters and Endpoints were made (ForProxy sets them): see Parts.
@@ -66,10 +70,11 @@ type Lazy struct {
 // go-control-plane's cache takes.
 func (r Resources) ByType() map[resource.Type][]types.Resource {
 	return map[resource.Type][]types.Resource{
-		resource.ListenerType: r.Listeners,
-		resource.RouteType:    r.Routes,
-		resource.ClusterType:  r.Clusters,
-		resource.EndpointType: r.Endpoints,
+		resource.ListenerType:    r.Listeners,
+		resource.RouteType:       r.Routes,
+		resource.ClusterType:     r.Clusters,
+		resource.EndpointType:    r.Endpoints,
+		resource.VirtualHostType: r.VirtualHosts,
 	}
 }
 
@@ -102,6 +107,7 @@ func forProxy(s *mesh.Snapshot, id contract.Identity, merged bool) Resources {
 		return Resources{
 			Listeners:     own.Listeners,
 			Routes:        own.Routes,
+			VirtualHosts:  own.VirtualHosts,
 			ClusterParts:  Parts{Lazy: lazy, Own: own.ClusterParts.Own},
 			EndpointParts: Parts{Lazy: sharedOutboundEndpointsLazy(s, id)},
 		}
@@ -112,6 +118,7 @@ func forProxy(s *mesh.Snapshot, id contract.Identity, merged bool) Resources {
 	return Resources{
 		Listeners:     own.Listeners,
 		Routes:        own.Routes,
+		VirtualHosts:  own.VirtualHosts,
 		ClusterParts:  Parts{Shared: shared, Own: own.ClusterParts.Own},
 		EndpointParts: Parts{Shared: eps},
 		Clusters:      mergeSorted(shared, own.ClusterParts.Own),
@@ -171,7 +178,7 @@ func OutboundKey(s *mesh.Snapshot, id contract.Identity, identityKey string) any
 			return &routerOwn{eps: eps}
 		}).(*routerOwn)
 	}
-	k := outboundPartKey{outboundKey: keyOf(s, id), tracing: clientTracingKey(s, id)}
+	k := outboundPartKey{outboundKey: keyOf(s, id), tracing: clientTracingKey(s, id), vhds: id.VHDS}
 	if !id.Captured() {
 		k.address = id.OutboundAddress
 	}
@@ -183,6 +190,7 @@ type outboundPartKey struct {
 	outboundKey
 	address string // an explicit sidecar's outbound listener address
 	tracing string // clientTracingKey
+	vhds    bool   // the virtual hosts come apart (splitVirtualHosts)
 }
 
 // routerKey keys a gateway's OutboundKey in the memo: a gateway's
@@ -203,9 +211,10 @@ func ownEndpoints(s *mesh.Snapshot, id contract.Identity) uint64 {
 }
 
 // BuildOutbound builds the outbound part of the proxy id's own resources
-// (see OutboundKey): its listeners and its routes, each sorted by name.
+// (see OutboundKey): its listeners, its routes and, for a proxy that takes
+// them by VHDS (id.VHDS), the routes' virtual hosts, each sorted by name.
 // They may be shared with other proxies and must not be modified.
-func BuildOutbound(s *mesh.Snapshot, id contract.Identity) (listeners, routes []types.Resource) {
+func BuildOutbound(s *mesh.Snapshot, id contract.Identity) (listeners, routes, vhosts []types.Resource) {
 	switch {
 	case id.Router():
 		// A gateway: the Gateways' listeners, no application behind it
@@ -226,7 +235,10 @@ func BuildOutbound(s *mesh.Snapshot, id contract.Identity) (listeners, routes []
 	sortByName(routes)
 	traceListeners(s, id, listeners) // tracing.go
 	statsListeners(s, id, listeners) // stats.go
-	return listeners, routes
+	if id.VHDS {
+		routes, vhosts = splitVirtualHosts(routes) // vhds.go
+	}
+	return listeners, routes, vhosts
 }
 
 // ForgetOutbound drops the Go values of the outbound parts built from s
@@ -317,9 +329,9 @@ func BuildInbound(s *mesh.Snapshot, id contract.Identity, shared Parts) (listene
 // inbound part, merged. shared is the proxy's outbound clusters, built or
 // Lazy.
 func buildOwn(s *mesh.Snapshot, id contract.Identity, shared Parts) Resources {
-	outL, routes := BuildOutbound(s, id)
+	outL, routes, vhosts := BuildOutbound(s, id)
 	inL, own := BuildInbound(s, id, shared)
 	listeners := append(slices.Clone(outL), inL...)
 	sortByName(listeners)
-	return Resources{Listeners: listeners, Routes: routes, ClusterParts: Parts{Own: own}}
+	return Resources{Listeners: listeners, Routes: routes, VirtualHosts: vhosts, ClusterParts: Parts{Own: own}}
 }

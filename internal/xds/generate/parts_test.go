@@ -60,7 +60,14 @@ func proxyVariants(id contract.Identity) []contract.Identity {
 	other.Labels = maps.Clone(version.Labels)
 	other.Labels["app"] = "other"
 	other.WorkloadName = "other"
-	return append(vs, version, capturedProxy(version), other, capturedProxy(other))
+	vs = append(vs, version, capturedProxy(version), other, capturedProxy(other))
+	// Proxies that take virtual hosts by VHDS: the same, split.
+	for _, v := range slices.Clone(vs[:2]) {
+		v.ID += "-vhds"
+		v.VHDS = true
+		vs = append(vs, v)
+	}
+	return vs
 }
 
 // TestOwnPartsByKey: for every golden case and variants of its proxy,
@@ -76,7 +83,7 @@ func TestOwnPartsByKey(t *testing.T) {
 		byKey := map[any][]byte{}
 		for _, id := range proxyVariants(tc.proxy) {
 			ik := IdentityKey(id)
-			outL, routes := BuildOutbound(s, id)
+			outL, routes, vhosts := BuildOutbound(s, id)
 			inL, own := BuildInbound(s, id, Parts{Lazy: sharedOutboundClustersLazy(s, id)})
 			full := ForProxyParts(s, id)
 			listeners := append(slices.Clone(outL), inL...)
@@ -84,12 +91,12 @@ func TestOwnPartsByKey(t *testing.T) {
 			for _, c := range []struct {
 				typ       string
 				got, want []types.Resource
-			}{{"listeners", listeners, full.Listeners}, {"routes", routes, full.Routes}, {"own clusters", own, full.ClusterParts.Own}} {
+			}{{"listeners", listeners, full.Listeners}, {"routes", routes, full.Routes}, {"virtual hosts", vhosts, full.VirtualHosts}, {"own clusters", own, full.ClusterParts.Own}} {
 				if !bytes.Equal(encode(t, c.got), encode(t, c.want)) {
 					t.Errorf("%s, proxy %s: %s in parts differ from ForProxyParts'", tc.name, id.ID, c.typ)
 				}
 			}
-			out := append(encode(t, outL), encode(t, routes)...)
+			out := slices.Concat(encode(t, outL), encode(t, routes), encode(t, vhosts))
 			k := OutboundKey(s, id, ik)
 			if prev, ok := byKey[k]; ok {
 				shared++
@@ -146,7 +153,7 @@ spec:
 				}
 				files[file] = []byte(strings.Replace(s, old, new, 1))
 			}
-			type outPart struct{ listeners, routes []types.Resource }
+			type outPart struct{ listeners, routes, vhosts []types.Resource }
 			type inPart struct{ listeners, clusters []types.Resource }
 			type outKey struct{ k any }
 			type inKey struct{ k any }
@@ -192,8 +199,8 @@ spec:
 				for _, id := range proxies {
 					ik := IdentityKey(id)
 					out := cur.MemoCarry(outKey{OutboundKey(cur, id, ik)}, nil, func() any {
-						l, r := BuildOutbound(cur, id)
-						return outPart{l, r}
+						l, r, v := BuildOutbound(cur, id)
+						return outPart{l, r, v}
 					}).(outPart)
 					in := cur.MemoCarryRoutes(inKey{InboundKey(cur, id, ik)}, nil, func() any {
 						l, c := BuildInbound(cur, id, Parts{Lazy: sharedOutboundClustersLazy(cur, id)})
@@ -205,7 +212,7 @@ spec:
 					for _, c := range []struct {
 						typ       string
 						got, want []types.Resource
-					}{{"listeners", listeners, want.Listeners}, {"routes", out.routes, want.Routes}, {"own clusters", in.clusters, want.ClusterParts.Own}} {
+					}{{"listeners", listeners, want.Listeners}, {"routes", out.routes, want.Routes}, {"virtual hosts", out.vhosts, want.VirtualHosts}, {"own clusters", in.clusters, want.ClusterParts.Own}} {
 						if !bytes.Equal(encode(t, c.got), encode(t, c.want)) {
 							t.Errorf("%s: proxy %s: %s kept by key differ from scratch", step.name, id.ID, c.typ)
 						}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
@@ -23,6 +24,7 @@ import (
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/registry"
 	"weft.dev/weft/internal/xds/contract"
+	"weft.dev/weft/internal/xds/generate"
 )
 
 // deltaServices are the services of deltaMesh, each on a port of its own.
@@ -163,8 +165,13 @@ func (c *deltaClient) sync() {
 	c.next()
 	c.subscribe(resource.RouteType, []string{contract.RouteHTTPProxy}, nil)
 	c.next()
+	vhds := slices.Contains(c.node.GetClientFeatures(), contract.FeatureVHDS)
+	if vhds {
+		c.subscribe(resource.VirtualHostType, []string{"*"}, nil)
+		c.next()
+	}
 	for _, typ := range typeOrder {
-		if len(c.have[typ]) == 0 {
+		if len(c.have[typ]) == 0 && (typ != resource.VirtualHostType || vhds) {
 			c.t.Fatalf("nothing received of %s", typ)
 		}
 	}
@@ -287,4 +294,52 @@ func TestDeltaRemovesWhatIsGone(t *testing.T) {
 	if _, ok := c.have[resource.ClusterType][gone]; ok {
 		t.Errorf("cluster %s still held", gone)
 	}
+}
+
+// TestDeltaVHDSSendsOnlyTheChangedVirtualHost: a proxy that takes virtual
+// hosts by VHDS gets http_proxy without them (vhds set) and each service's
+// virtual host as a resource "http_proxy/<host>:<port>"; a change to one
+// service's routes then sends that virtual host alone — not the route
+// configuration — and what it sends is what the whole route
+// configuration of a proxy without VHDS holds for the service.
+func TestDeltaVHDSSendsOnlyTheChangedVirtualHost(t *testing.T) {
+	s, addr := start(t, Options{Debounce: time.Millisecond, DebounceMax: 5 * time.Millisecond})
+	s.Update(deltaMesh(1, 0, time.Second))
+	ctx := withDeadline(t)
+	id := client
+	id.VHDS = true
+	c := dialDelta(t, ctx, addr, id.Node())
+	c.sync()
+	reviews := contract.VirtualHostName(contract.RouteHTTPProxy, "reviews.default.svc.cluster.local:9080")
+	if n := len(c.have[resource.VirtualHostType]); n != len(deltaServices) {
+		t.Fatalf("%d virtual hosts %v, want %d", n, slices.Collect(maps.Keys(c.have[resource.VirtualHostType])), len(deltaServices))
+	}
+	if _, ok := c.have[resource.VirtualHostType][reviews]; !ok {
+		t.Fatalf("no virtual host %q among %v", reviews, slices.Collect(maps.Keys(c.have[resource.VirtualHostType])))
+	}
+
+	s.Update(deltaMesh(2, 0, 2*time.Second)) // reviews' timeout
+	r := c.expect(resource.VirtualHostType, reviews)
+	var vh route.VirtualHost
+	if err := r.GetResources()[0].GetResource().UnmarshalTo(&vh); err != nil {
+		t.Fatal(err)
+	}
+	// The same virtual host as in a whole route configuration.
+	whole := generate.ForProxy(deltaMesh(2, 0, 2*time.Second), client)
+	var want *route.VirtualHost
+	for _, vh := range whole.Routes[0].(*route.RouteConfiguration).GetVirtualHosts() {
+		if contract.VirtualHostName(contract.RouteHTTPProxy, vh.GetName()) == reviews {
+			want = proto.Clone(vh).(*route.VirtualHost)
+		}
+	}
+	if want == nil {
+		t.Fatal("no reviews virtual host in the whole route configuration")
+	}
+	want.Name = reviews
+	if !proto.Equal(&vh, want) {
+		t.Errorf("virtual host sent:\n%v\nwant:\n%v", &vh, want)
+	}
+	s.Update(deltaMesh(3, 1, 2*time.Second)) // the next response is EDS: neither RDS nor VHDS came in between
+	c.expect(resource.EndpointType, clusterName("ratings"))
+	t.Logf("route change: 1 virtual host of %d, %d bytes", len(deltaServices), proto.Size(r))
 }

@@ -38,7 +38,8 @@ type metrics struct {
 }
 
 // metricType is istiod's short name of an xDS type in the type label of
-// its metrics (v3.GetMetricType): lds, rds, cds, eds; else the type URL.
+// its metrics (v3.GetMetricType): lds, rds, cds, eds; vhds (which istiod
+// does not serve); else the type URL.
 func metricType(typeURL string) string {
 	switch typeURL {
 	case resource.ListenerType:
@@ -49,6 +50,8 @@ func metricType(typeURL string) string {
 		return "cds"
 	case resource.EndpointType:
 		return "eds"
+	case resource.VirtualHostType:
+		return "vhds"
 	}
 	return typeURL
 }

@@ -98,7 +98,9 @@ func (s *Server) generateFor(p *proxy, cur *versioned) (*nodeSnapshot, []string,
 	// Salt each type's version with the names asked for, so that a new
 	// subscription is written even when it adds nothing that exists.
 	for i, typ := range typeOrder {
-		versions[i] += "-" + namesHash(*namesOf(&names, typ))
+		if n := namesOf(&names, typ); n != nil {
+			versions[i] += "-" + namesHash(*n)
+		}
 	}
 	return snap, versions, gen, nil
 }

@@ -74,14 +74,15 @@ type TypeStatus struct {
 }
 
 // statusOrder is the order of ProxyStatus.Types, istioctl's.
-var statusOrder = []string{resource.ClusterType, resource.ListenerType, resource.EndpointType, resource.RouteType}
+var statusOrder = []string{resource.ClusterType, resource.ListenerType, resource.EndpointType, resource.RouteType, resource.VirtualHostType}
 
 // shortTypes names each served type as operators know it.
 var shortTypes = map[string]string{
-	resource.ClusterType:  "CDS",
-	resource.ListenerType: "LDS",
-	resource.EndpointType: "EDS",
-	resource.RouteType:    "RDS",
+	resource.ClusterType:     "CDS",
+	resource.ListenerType:    "LDS",
+	resource.EndpointType:    "EDS",
+	resource.RouteType:       "RDS",
+	resource.VirtualHostType: "VHDS",
 }
 
 // typeState is what the server saw of one proxy's config of one type.
@@ -182,6 +183,9 @@ func (p *proxy) status() ProxyStatus {
 	defer p.mu.Unlock()
 	ps.MeshVersion = p.meshVersion
 	for _, typeURL := range statusOrder {
+		if typeURL == resource.VirtualHostType && !p.id.VHDS {
+			continue // served only to proxies that take it
+		}
 		var ts typeState
 		if t := p.xds[typeURL]; t != nil {
 			ts = *t

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"weak"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -28,12 +29,13 @@ import (
 
 // typeOrder fixes the order of a nodeSnapshot's sets and of the per-type
 // versions snapshotOf returns.
-var typeOrder = [...]string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType}
+var typeOrder = [...]string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType, resource.VirtualHostType}
 
 // pushOrder is the order a stream sends types in when several changed:
 // Envoy's make-before-break order (clusters and their endpoints before
-// the listeners and routes that use them).
-var pushOrder = [...]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}
+// the listeners and routes that use them, and a route configuration
+// before the virtual hosts it takes by VHDS).
+var pushOrder = [...]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.VirtualHostType}
 
 func typeIndex(typeURL string) int {
 	for i, t := range typeOrder {
@@ -529,6 +531,21 @@ type (
 type partDigests struct {
 	lists [len(typeOrder)][]*digests
 	err   error
+	// sets are the sets of lists alone, made once for every proxy that
+	// has this part and nothing else of the type (a VHDS proxy's
+	// thousands of virtual hosts would otherwise be digested into a set
+	// version once per proxy).
+	sets [len(typeOrder)]atomic.Pointer[typeSet]
+}
+
+// setAlone is the set of the part's resources of type i alone.
+func (o *partDigests) setAlone(s *Server, i int) *typeSet {
+	if set := o.sets[i].Load(); set != nil {
+		return set
+	}
+	set := s.setOfDigests(typeOrder[i], o.lists[i])
+	o.sets[i].Store(set)
+	return set
 }
 
 // partDigestsOf encodes lists, resources by type in typeOrder.
@@ -553,6 +570,7 @@ var (
 	listenerIdx = typeIndex(resource.ListenerType)
 	routeIdx    = typeIndex(resource.RouteType)
 	clusterIdx  = typeIndex(resource.ClusterType)
+	vhostIdx    = typeIndex(resource.VirtualHostType)
 )
 
 // sidecarSnapshot is snapshotOf(m, generate.ForProxyParts(m, p.id)) that
@@ -565,7 +583,7 @@ func (s *Server) sidecarSnapshot(m *mesh.Snapshot, p *proxy) (*nodeSnapshot, []s
 	id, ik := p.id, p.identityKey()
 	out := m.MemoCarry(outKey{generate.OutboundKey(m, id, ik)}, nil, func() any {
 		var lists [len(typeOrder)][]types.Resource
-		lists[listenerIdx], lists[routeIdx] = generate.BuildOutbound(m, id)
+		lists[listenerIdx], lists[routeIdx], lists[vhostIdx] = generate.BuildOutbound(m, id)
 		return partDigestsOf(m, lists)
 	}).(*partDigests)
 	if out.err != nil {
@@ -584,6 +602,11 @@ func (s *Server) sidecarSnapshot(m *mesh.Snapshot, p *proxy) (*nodeSnapshot, []s
 	versions := make([]string, len(typeOrder))
 	for i, typ := range typeOrder {
 		own := in.lists[i]
+		if len(own) == 0 && len(out.lists[i]) > 0 && len(partsOf(shared, typ).Lazy) == 0 && len(partsOf(shared, typ).Shared) == 0 {
+			snap.sets[i] = out.setAlone(s, i)
+			versions[i] = snap.sets[i].version
+			continue
+		}
 		if o := out.lists[i]; len(o) > 0 {
 			// Sorted by name, as the generator lists them: the set's
 			// version digests them in that order.

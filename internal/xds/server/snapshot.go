@@ -651,6 +651,8 @@ func digestKeyOf(r types.Resource) digestKey {
 		return digestKey{weak.Make(r)}
 	case *endpoint.ClusterLoadAssignment:
 		return digestKey{weak.Make(r)}
+	case *route.VirtualHost:
+		return digestKey{weak.Make(r)}
 	}
 	return digestKey{r}
 }

@@ -307,7 +307,14 @@ func BuildFrom(prev *Snapshot, cfg *config.Snapshot, reg *registry.Snapshot, opt
 		if c := prev.carry.Load(); c != nil && !prev.used.Load() {
 			from, level = c, min(level, prev.level)
 		}
-		prev.carry.Store(nil) // keep one older snapshot alive at most
+		// prev is left as it is: a push round may still be serving it,
+		// and the caller may drop s (a registry echo builds the same
+		// version) and keep prev. Cutting prev's carry here made both
+		// build and encode again, for every proxy, what they would have
+		// carried (in a storm, snapshots come every few milliseconds).
+		// A round lets go of its snapshot's carry when it ends
+		// (ReleaseCarry); a replaced snapshot nothing was generated from
+		// is garbage with what it carried from.
 		s.carry.Store(from)
 		s.level = level
 		// The indexes that read neither endpoints nor VirtualServices.

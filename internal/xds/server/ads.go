@@ -65,7 +65,15 @@ func serveADS[Req, Resp any](s *Server, stream adsServerStream[Req, Resp], delta
 			return nil, err
 		}
 		return wrap(req), nil
-	}, func(r any) error { return stream.Send(r.(Resp)) })
+	}, func(r any) error {
+		if b, ok := r.(*deltaWithBody); ok {
+			if ss, ok := stream.(grpc.ServerStream); ok {
+				return ss.SendMsg(b) // the codec writes the encoded body (codec.go)
+			}
+			r = b.resp
+		}
+		return stream.Send(r.(Resp))
+	})
 }
 
 // adsRequest is a request of either kind.
@@ -641,15 +649,16 @@ func (s *Server) sendDelta(st *adsStream, sub *subscription) error {
 		fast = d.sameNames
 	}
 	whole := fast || sub.whole(set)
+	shared := false // resources are d's, shared by every proxy taking the step
 	switch {
 	case fast:
-		resources, removed = d.resources, d.removed
+		resources, removed, shared = d.resources, d.removed, true
 	case whole && sub.overrides == nil && sub.haveSet != nil && sub.haveWhole():
 		if sub.haveSet == set && (sub.everSent || !sub.wildcard) {
 			return nil // (a new wildcard subscription is answered, if only empty)
 		}
 		d = set.diffFrom(sub.haveSet)
-		resources, removed = d.resources, d.removed
+		resources, removed, shared = d.resources, d.removed, true
 	case whole && sub.overrides == nil && sub.haveSet == nil:
 		resources = set.deltas()
 	default:
@@ -675,6 +684,9 @@ func (s *Server) sendDelta(st *adsStream, sub *subscription) error {
 	}
 	s.sentResponse(st.key, sub.typeURL, resp.Nonce, set.version)
 	sub.nonce, sub.everSent, sub.inflight = resp.Nonce, true, true
+	if shared && len(resources) > 0 {
+		return st.send(&deltaWithBody{resp: resp, body: d.body()})
+	}
 	return st.send(resp)
 }
 

@@ -73,6 +73,23 @@ func TestWireCodecMatchesProto(t *testing.T) {
 		}
 		bs.Free()
 	}
+	// A response whose resources are a shared diff's encoded body: the
+	// same bytes again.
+	for _, m := range cases[:3] {
+		m := m.(*discovery.DeltaDiscoveryResponse)
+		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs, err := c.Marshal(&deltaWithBody{resp: m, body: encodeResources(m.Resources)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bs.Materialize(); !bytes.Equal(got, want) {
+			t.Errorf("with an encoded body (%d resources): codec wrote %d bytes, proto %d, and they differ", len(m.Resources), len(got), len(want))
+		}
+		bs.Free()
+	}
 	// The framing buffer is sized once: it never grows (and copies) while
 	// written.
 	var w wireWriter

@@ -215,6 +215,15 @@ type setDiff struct {
 	resources []*discovery.Resource
 	removed   []string
 	sameNames bool // both sets have the same names (only versions changed)
+	// body is resources as they go on the wire, encoded once for every
+	// proxy that takes the step (deltaWithBody).
+	body func() []byte
+}
+
+// newSetDiff makes d's body encode on first use.
+func newSetDiff(d *setDiff) *setDiff {
+	d.body = sync.OnceValue(func() []byte { return encodeResources(d.resources) })
+	return d
 }
 
 // diffFrom is what changed from old to set, both taken whole. It is
@@ -245,7 +254,7 @@ func (set *typeSet) diffFrom(old *typeSet) *setDiff {
 			j++
 		}
 	}
-	v, _ := set.diffs.LoadOrStore(old.version, d)
+	v, _ := set.diffs.LoadOrStore(old.version, newSetDiff(d))
 	return v.(*setDiff)
 }
 

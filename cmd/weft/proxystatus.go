@@ -13,7 +13,7 @@ func newProxyStatusCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "proxy-status [PROXY]",
-		Short: "Show every connected proxy's xDS sync state per type (CDS, LDS, EDS, RDS)",
+		Short: "Show every connected proxy's xDS sync state per type (CDS, LDS, EDS, RDS; VHDS for proxies that take it)",
 		Long: `Show every proxy connected to the control plane and, for each xDS type, how
 its config compares with the version the control plane holds for it:
 

@@ -14,6 +14,8 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"weft.dev/weft/internal/xds/contract"
 )
 
 // Type URLs of the resources the client subscribes to, in the order Envoy
@@ -306,6 +308,10 @@ func (d *decoded) add(a *anypb.Any) (string, error) {
 	name = resourceName(msg)
 	if name == "" {
 		return "", fmt.Errorf("%s has no name", shortType(d.typeURL))
+	}
+	if _, vh, ok := contract.SplitVirtualHostName(name); d.typeURL == TypeVirtualHost && (!ok || vh == "") {
+		// It could not be merged into any route configuration.
+		return "", fmt.Errorf("virtual host %q: the name is not <route configuration>/<virtual host>", name)
 	}
 	if v, ok := msg.(interface{ Validate() error }); ok {
 		if err := v.Validate(); err != nil {

@@ -3,6 +3,7 @@ package xdsclient
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -106,5 +107,24 @@ func TestDeltaVHDS(t *testing.T) {
 	}
 	if s := c.Stats(); s.NACKs != 0 {
 		t.Errorf("Stats = %+v", s)
+	}
+}
+
+// TestVirtualHostNameChecked: a virtual host whose name does not say its
+// route configuration ("<rc>/<vh>") is refused with an error naming it.
+func TestVirtualHostNameChecked(t *testing.T) {
+	vh := withMatch(routeTo("x", "c1")).VirtualHosts[0]
+	for _, name := range []string{"no-slash", "r1/"} {
+		vh.Name = name
+		d := &decoded{typeURL: TypeVirtualHost, vhosts: map[string]*held{}}
+		_, err := d.add(mustAny(t, vh))
+		if err == nil || !strings.Contains(err.Error(), `virtual host "`+name+`"`) {
+			t.Errorf("name %q: err = %v, want one naming it", name, err)
+		}
+	}
+	vh.Name = "r1/a"
+	d := &decoded{typeURL: TypeVirtualHost, vhosts: map[string]*held{}}
+	if _, err := d.add(mustAny(t, vh)); err != nil {
+		t.Errorf("r1/a: %v", err)
 	}
 }

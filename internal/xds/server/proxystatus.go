@@ -47,13 +47,13 @@ type ProxyStatus struct {
 	// MeshVersion is the mesh snapshot the proxy's config was last
 	// generated from; empty before the first.
 	MeshVersion string `json:"meshVersion,omitempty"`
-	// Types has one entry per type the server serves: CDS, LDS, EDS, RDS.
+	// Types has one entry per type the server serves: CDS, LDS, EDS, RDS, and VHDS for a proxy that takes it (contract.FeatureVHDS).
 	Types []TypeStatus `json:"types"`
 }
 
 // TypeStatus is where one proxy's config of one xDS type stands.
 type TypeStatus struct {
-	Type    string    `json:"type"` // CDS, LDS, EDS, RDS
+	Type    string    `json:"type"` // CDS, LDS, EDS, RDS, VHDS
 	TypeURL string    `json:"typeUrl"`
 	State   SyncState `json:"state"`
 	// Current is the version the control plane holds for the proxy: what

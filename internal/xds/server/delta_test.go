@@ -343,3 +343,42 @@ func TestDeltaVHDSSendsOnlyTheChangedVirtualHost(t *testing.T) {
 	c.expect(resource.EndpointType, clusterName("ratings"))
 	t.Logf("route change: 1 virtual host of %d, %d bytes", len(deltaServices), proto.Size(r))
 }
+
+// TestDeltaVHDSVirtualHostsBeforeTheirListener: when a captured sidecar's
+// mesh gains an HTTP port, the virtual hosts of the port's new route
+// configuration reach the proxy before the listener that names it — and
+// so before the proxy can ask for the route configuration — so the proxy
+// never holds the new route configuration without them.
+func TestDeltaVHDSVirtualHostsBeforeTheirListener(t *testing.T) {
+	s, addr := start(t, Options{Debounce: time.Millisecond, DebounceMax: 5 * time.Millisecond})
+	s.Update(deltaMeshOf(deltaServices[:1], 1, 0, time.Second))
+	ctx := withDeadline(t)
+	id := client
+	id.VHDS, id.InterceptionMode = true, contract.InterceptionRedirect
+	c := dialDelta(t, ctx, addr, id.Node())
+	for _, typ := range []string{resource.ClusterType, resource.ListenerType, resource.VirtualHostType} {
+		c.subscribe(typ, []string{"*"}, nil)
+		c.next()
+	}
+	reviews := contract.OutboundRouteName(9080)
+	c.subscribe(resource.RouteType, []string{reviews}, nil)
+	c.expect(resource.RouteType, reviews)
+
+	s.Update(deltaMeshOf(deltaServices[:2], 2, 0, time.Second)) // ratings, on 9081
+	ratings := contract.OutboundRouteName(9081)
+	vhost := contract.VirtualHostName(ratings, "ratings.default.svc.cluster.local:9081")
+	var order []string
+	for {
+		r := c.next()
+		order = append(order, strings.TrimPrefix(r.GetTypeUrl(), "type.googleapis.com/envoy.config."))
+		if r.GetTypeUrl() == resource.ListenerType {
+			break
+		}
+	}
+	if _, ok := c.have[resource.VirtualHostType][vhost]; !ok {
+		t.Fatalf("the listener of port 9081 came before its virtual host %q (responses: %v)", vhost, order)
+	}
+	c.subscribe(resource.RouteType, []string{reviews, ratings}, nil)
+	c.expect(resource.RouteType, ratings)
+	t.Logf("responses of the change: %v", order)
+}

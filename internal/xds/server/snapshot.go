@@ -32,10 +32,14 @@ import (
 var typeOrder = [...]string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType, resource.VirtualHostType}
 
 // pushOrder is the order a stream sends types in when several changed:
-// Envoy's make-before-break order (clusters and their endpoints before
-// the listeners and routes that use them, and a route configuration
-// before the virtual hosts it takes by VHDS).
-var pushOrder = [...]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.VirtualHostType}
+// Envoy's make-before-break order, clusters and their endpoints before
+// the listeners and routes that use them. Virtual hosts taken by VHDS
+// (wildcard, so they need no subscription) go before the listeners: a
+// route configuration new to a proxy — a listener gained an HTTP port —
+// is asked for only once its listener has arrived, and by then its
+// virtual hosts are held, so it is never applied with its catch-all
+// alone. A virtual host needs its clusters, not its listener.
+var pushOrder = [...]string{resource.ClusterType, resource.EndpointType, resource.VirtualHostType, resource.ListenerType, resource.RouteType}
 
 func typeIndex(typeURL string) int {
 	for i, t := range typeOrder {

@@ -505,7 +505,11 @@ func (f *Forwarder) recordRequest(q *request) {
 		Code: q.code, GRPCCode: q.grpcCode, Flags: flags,
 	}
 	if q.stats != nil {
-		f.metrics.RecordWith(q.stats, k, requestAttrs{q: q, node: f.node}, float64(d.Microseconds())/1000, reqBytes, rspBytes)
+		// A copy for the label expressions: the attributes go into an
+		// interface, and q itself would then be moved to the heap for
+		// every request, overrides or not.
+		qc := *q
+		f.metrics.RecordWith(q.stats, k, requestAttrs{q: &qc, node: f.node}, float64(d.Microseconds())/1000, reqBytes, rspBytes)
 	} else {
 		f.metrics.Record(k, float64(d.Microseconds())/1000, reqBytes, rspBytes)
 	}

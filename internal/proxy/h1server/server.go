@@ -441,6 +441,9 @@ func (c *conn) serveRequest(req *http.Request) (keep, hijacked bool) {
 	w := &c.w
 	w.reset(req)
 	b, _ := req.Body.(*body)
+	if b != nil {
+		b.req = req // trailers go to the request the handler has, not the template
+	}
 
 	c.mu.Lock()
 	c.serving, c.slow, c.gone = true, false, false

@@ -50,44 +50,82 @@ func TestReadResponseMatchesReadResponse(t *testing.T) {
 		{"short body", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", get, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			wbr := bufio.NewReaderSize(strings.NewReader(tc.raw), 4<<10)
-			gbr := bufio.NewReaderSize(strings.NewReader(tc.raw), 4<<10)
-			gbr.Peek(1) // as send: at least the first byte is in
 			pbr := bufio.NewReaderSize(strings.NewReader(tc.raw), 4<<10)
 			pbr.Peek(1)
 			if got := readSimpleResponse(pbr, tc.req) != nil; got != tc.simple {
 				t.Errorf("parsed without http.ReadResponse: %v, want %v", got, tc.simple)
 			}
-			want, werr := http.ReadResponse(wbr, tc.req)
-			got, gerr := readResponse(gbr, tc.req)
-			if (werr == nil) != (gerr == nil) {
-				t.Fatalf("error %v, http.ReadResponse's %v", gerr, werr)
-			}
-			if werr != nil {
-				return
-			}
-			if got.Status != want.Status || got.StatusCode != want.StatusCode || got.Proto != want.Proto ||
-				got.ProtoMajor != want.ProtoMajor || got.ProtoMinor != want.ProtoMinor ||
-				got.ContentLength != want.ContentLength || got.Close != want.Close || got.Request != want.Request {
-				t.Errorf("got %+v\nwant %+v", got, want)
-			}
-			if !reflect.DeepEqual(got.Header, want.Header) {
-				t.Errorf("header %q, want %q", got.Header, want.Header)
-			}
-			gb, gerr := io.ReadAll(got.Body)
-			wb, werr := io.ReadAll(want.Body)
-			if string(gb) != string(wb) || (gerr == nil) != (werr == nil) {
-				t.Errorf("body %q (%v), want %q (%v)", gb, gerr, wb, werr)
-			}
-			if !reflect.DeepEqual(got.Trailer, want.Trailer) {
-				t.Errorf("trailer %q, want %q", got.Trailer, want.Trailer)
-			}
-			grest, _ := io.ReadAll(gbr)
-			wrest, _ := io.ReadAll(wbr)
-			if string(grest) != string(wrest) {
-				t.Errorf("left %q, want %q", grest, wrest)
-			}
+			sameAsReadResponse(t, tc.raw, tc.req)
 		})
+	}
+}
+
+// FuzzReadResponse: whatever an upstream sends on a kept-alive
+// connection, the response reader frames it as http.ReadResponse does —
+// status, header, body and what is left for the next response. A reader
+// that ended a body elsewhere would hand the rest of one response to the
+// next request on the connection, maybe another client's.
+func FuzzReadResponse(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 201 Created\r\ncontent-length: 3\r\nset-cookie: a=1\r\nSet-Cookie: b=2 \t\r\nx-empty:\r\n\r\nabcNEXT",
+		"HTTP/1.1 404 Not  Found \r\nContent-Length: 0002\r\n\r\nnoNEXT",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: T\r\n\r\n3\r\nabc\r\n0\r\nT: v\r\n\r\nNEXT",
+		"HTTP/1.1 200 OK\r\nConnection: foo, Close \r\nContent-Length: 1\r\n\r\na",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\naNEXT",
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
+		"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 1\r\n\r\naNEXT",
+	} {
+		f.Add(s, false)
+	}
+	f.Add("HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\nNEXT", true)
+	f.Fuzz(func(t *testing.T, raw string, head bool) {
+		method := "GET"
+		if head {
+			method = "HEAD"
+		}
+		req, _ := http.NewRequest(method, "http://up/", nil)
+		sameAsReadResponse(t, raw, req)
+	})
+}
+
+// sameAsReadResponse reads raw with readResponse, as send does (after a
+// first byte is in), and with http.ReadResponse, and fails t where they
+// differ: the error or not, status line, header, length, Close, body,
+// trailer, and the bytes left after the body.
+func sameAsReadResponse(t *testing.T, raw string, req *http.Request) {
+	t.Helper()
+	wbr := bufio.NewReaderSize(strings.NewReader(raw), 4<<10)
+	gbr := bufio.NewReaderSize(strings.NewReader(raw), 4<<10)
+	gbr.Peek(1) // as send: at least the first byte is in
+	want, werr := http.ReadResponse(wbr, req)
+	got, gerr := readResponse(gbr, req)
+	if (werr == nil) != (gerr == nil) {
+		t.Fatalf("%q: error %v, http.ReadResponse's %v", raw, gerr, werr)
+	}
+	if werr != nil {
+		return
+	}
+	if got.Status != want.Status || got.StatusCode != want.StatusCode || got.Proto != want.Proto ||
+		got.ProtoMajor != want.ProtoMajor || got.ProtoMinor != want.ProtoMinor ||
+		got.ContentLength != want.ContentLength || got.Close != want.Close || got.Request != want.Request {
+		t.Fatalf("%q: got %+v\nwant %+v", raw, got, want)
+	}
+	if !reflect.DeepEqual(got.Header, want.Header) {
+		t.Fatalf("%q: header %q, want %q", raw, got.Header, want.Header)
+	}
+	gb, gerr := io.ReadAll(got.Body)
+	wb, werr := io.ReadAll(want.Body)
+	if string(gb) != string(wb) || (gerr == nil) != (werr == nil) {
+		t.Fatalf("%q: body %q (%v), want %q (%v)", raw, gb, gerr, wb, werr)
+	}
+	if !reflect.DeepEqual(got.Trailer, want.Trailer) {
+		t.Fatalf("%q: trailer %q, want %q", raw, got.Trailer, want.Trailer)
+	}
+	grest, _ := io.ReadAll(gbr)
+	wrest, _ := io.ReadAll(wbr)
+	if string(grest) != string(wrest) {
+		t.Fatalf("%q: left %q, want %q", raw, grest, wrest)
 	}
 }
 

@@ -81,6 +81,39 @@ func TestWriteRequestHeadMatchesRequestWrite(t *testing.T) {
 	}
 }
 
+// FuzzWriteRequestHead: for any method, target, Host, header fields and
+// Close, the request writer sends the bytes Request.Write sends (or fails
+// as it does). Header values with CR or LF must not start a second
+// request upstream.
+func FuzzWriteRequestHead(f *testing.F) {
+	f.Add("GET", "http://10.0.0.1:8080/?size=1024", "up", "X-Request-Id", "abc", "User-Agent", "wrk", false)
+	f.Add("POST", "http://up/a%2Fb/c%20d?q=1", "", "Connection", "keep-alive", "X-Nl", "a\r\nGET /x HTTP/1.1", true)
+	f.Add("", "http://[::1]:80/", "[::1]:80", "Bad Name", "x", "Aa", " 3 ", false)
+	f.Add("DELETE", "http://up", "bücher.example:80", "Host", "h", "Transfer-Encoding", "chunked", false)
+	f.Fuzz(func(t *testing.T, method, target, host, k1, v1, k2, v2 string, close bool) {
+		u, err := url.Parse(target)
+		if err != nil {
+			return
+		}
+		h := http.Header{}
+		h[k1] = append(h[k1], v1)
+		h[k2] = append(h[k2], v2)
+		req := &http.Request{Method: method, URL: u, Host: host, Header: h, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Close: close}
+		var want, got bytes.Buffer
+		wbw, gbw := bufio.NewWriter(&want), bufio.NewWriter(&got)
+		werr := req.Write(wbw)
+		gerr := writeRequestHead(gbw, req)
+		wbw.Flush()
+		gbw.Flush()
+		if (werr == nil) != (gerr == nil) {
+			t.Fatalf("%+v: error %v, Request.Write's %v", req, gerr, werr)
+		}
+		if werr == nil && got.String() != want.String() {
+			t.Fatalf("wrote\n%q\nRequest.Write wrote\n%q", got.String(), want.String())
+		}
+	})
+}
+
 func BenchmarkWriteRequestHead(b *testing.B) {
 	u, _ := url.Parse("http://10.0.0.1:8080/?size=1024")
 	req := &http.Request{Method: "GET", URL: u, Host: "up", Header: http.Header{

@@ -10,14 +10,17 @@
 # by every process of the same file); the highest RSS of the samples taken
 # once a second is reported. From the proxy's /stats/prometheus (Go's
 # runtime): heap in use, heap objects, goroutine stacks, goroutines. The
-# runtime's go_memstats_* (go-<state>.txt) of each Weft state, and heap
-# profiles of both sidecars taken after all samples, are kept beside the
-# table.
+# runtime's go_memstats_* (go-<state>.txt) of each Weft state, and (with
+# HEAP_PROFILES=1) heap profiles of both sidecars taken after all samples,
+# are kept beside the table.
 #
 #   bench/memory.sh                          # 20 s of load per scenario
 #   DURATION=60s SERVICES=2000 bench/memory.sh
 #   PROXY_BIN=/tmp/weft-proxy.old bench/memory.sh   # measure another build
 #   PROXY_ENV=GOGC=50 bench/memory.sh         # the sidecars' environment
+#   HEAP_PROFILES=1 bench/memory.sh           # sidecars with --heap-profiler, and
+#                                             # their heap profiles (the profiler's
+#                                             # records are then in the numbers)
 #
 # Builds weft-proxy as docs/proxy.md does (TAGS, LDFLAGS). Needs fortio (go
 # install fortio.org/fortio@v1.63.0) and nginx (apt-get install
@@ -98,10 +101,12 @@ done
 
 # The sidecars are started as docs/proxy.md shows; PROXY_ENV adds to their
 # environment (GOGC, GOMEMLIMIT, GOMAXPROCS, …).
+heap_flag=()
+if [ "${HEAP_PROFILES:-0}" = 1 ]; then heap_flag=(--heap-profiler); fi
 env ${PROXY_ENV:-} "$work/weft-proxy" --xds-plaintext --xds-address $CP1:15010 --workload bench-small --labels app=bench,version=v1 \
-  --ip $SMALL --outbound "" --app-port 8080=$APP:18080 --admin-address $SMALL:15000 --log-level warn & small_pid=$!; pids+=($!)
+  --ip $SMALL --outbound "" --app-port 8080=$APP:18080 --admin-address $SMALL:15000 --log-level warn "${heap_flag[@]}" & small_pid=$!; pids+=($!)
 env ${PROXY_ENV:-} "$work/weft-proxy" --xds-plaintext --xds-address $CP2:15010 --workload bench-mesh --labels app=bench,version=v1 \
-  --ip $MESH --outbound $MESH:15001 --app-port 8080=$APP:18080 --admin-address $MESH:15000 --log-level warn & mesh_pid=$!; pids+=($!)
+  --ip $MESH --outbound $MESH:15001 --app-port 8080=$APP:18080 --admin-address $MESH:15000 --log-level warn "${heap_flag[@]}" & mesh_pid=$!; pids+=($!)
 
 cat > "$work/nginx.conf" <<NGX
 worker_processes 1;
@@ -216,8 +221,10 @@ load nginx-load "http://$NGINXIP:8080/" "$nginx_pid"
 load weft-load "http://$SMALL:8080/" "$small_pid" $SMALL:15000
 load weft-mesh-load "http://$MESH:8080/" "$mesh_pid" $MESH:15000
 # Heap profiles of the sidecars as the load left them, after all samples.
-curl -fsS -o "$OUT/heap-weft-load.pb.gz" "http://$SMALL:15000/debug/pprof/heap"
-curl -fsS -o "$OUT/heap-weft-mesh-load.pb.gz" "http://$MESH:15000/debug/pprof/heap"
+if [ "${HEAP_PROFILES:-0}" = 1 ]; then
+  curl -fsS -o "$OUT/heap-weft-load.pb.gz" "http://$SMALL:15000/debug/pprof/heap"
+  curl -fsS -o "$OUT/heap-weft-mesh-load.pb.gz" "http://$MESH:15000/debug/pprof/heap"
+fi
 # Last: a config dump is large and its garbage would stay in the numbers.
 clusters=$(curl -fsS http://$MESH:15000/config_dump | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["clusters"]), len(d["routes"]), len(d["endpoints"]))')
 echo "mesh sidecar holds (clusters, route configs, load assignments): $clusters"

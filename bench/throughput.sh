@@ -197,7 +197,9 @@ for r in $(seq 1 "$ROUNDS"); do
   for n in "${names[@]}"; do
     window=$(( ${secs%.*} > 2 ? ${secs%.*} - 2 : 1 ))
     if [ "$n" = weft ] && [ "$r" = "$ROUNDS" ]; then
-      # A CPU profile of the sidecar during its last round, kept with the results.
+      # A CPU profile of the sidecar during its last round, kept with the
+      # results, and its allocations (the heap profiler is off by default).
+      curl -fsS -o /dev/null -X POST "http://$SIDECAR:15000/heapprofiler?enable=y"
       curl -fsS -o bench/results/throughput-weft-cpu.pprof "http://$SIDECAR:15000/debug/pprof/profile?seconds=$window" &
       curl -fsS -o bench/results/throughput-weft-allocs.pprof "http://$SIDECAR:15000/debug/pprof/allocs?seconds=$window" &
     fi

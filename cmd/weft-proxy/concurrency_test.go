@@ -58,3 +58,32 @@ func TestConcurrencyFlag(t *testing.T) {
 		t.Errorf("GOMAXPROCS=1 --concurrency 1: Concurrency %d, stderr %q; want 0 and a warning", o.Concurrency, stderr)
 	}
 }
+
+// TestHeapProfilerDefault: the heap profiler is off unless --heap-profiler
+// turns it on; GODEBUG's memprofilerate wins over both.
+func TestHeapProfilerDefault(t *testing.T) {
+	old := runtime.MemProfileRate
+	t.Cleanup(func() { runtime.MemProfileRate = old })
+	for _, tc := range []struct {
+		godebug string
+		flag    bool
+		start   int // the rate GODEBUG would have set
+		want    int
+	}{
+		{"", false, 512 << 10, 0},
+		{"", true, 512 << 10, 512 << 10},
+		{"gctrace=1", false, 512 << 10, 0},
+		{"gctrace=1, memprofilerate=1", false, 1, 1},
+		{"memprofilerate=0", true, 0, 0},
+	} {
+		runtime.MemProfileRate = tc.start
+		heapProfilerOff(tc.godebug)
+		applyHeapProfiler(tc.flag, tc.godebug)
+		if runtime.MemProfileRate != tc.want {
+			t.Errorf("GODEBUG=%q --heap-profiler=%v: rate %d, want %d", tc.godebug, tc.flag, runtime.MemProfileRate, tc.want)
+		}
+	}
+	if o, _ := parse(t, "--workload", "w", "--xds-plaintext", "--heap-profiler"); !o.HeapProfiler {
+		t.Error("--heap-profiler not in the options")
+	}
+}

@@ -39,6 +39,7 @@ import (
 )
 
 func main() {
+	heapProfilerOff(os.Getenv("GODEBUG"))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -78,6 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // runProxy starts the proxy and serves until ctx is done.
 func runProxy(ctx context.Context, opts proxy.Options) error {
 	applyConcurrency(opts.Concurrency)
+	applyHeapProfiler(opts.HeapProfiler, os.Getenv("GODEBUG"))
 	if opts.OverloadMemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		// The garbage collector works to stay under 85 % of the limit,
 		// so the overload guard (90 %) sees live memory, not garbage.
@@ -168,7 +170,7 @@ type flags struct {
 	plaintext                                    bool
 	drain, listenerDrain                         time.Duration
 	maxConns, concurrency                        int
-	keepStartupPages                             bool
+	keepStartupPages, heapProfiler               bool
 	concurrencySet                               bool
 	maxTotalConns, overloadMemory                string
 	gateway, outboundSet                         bool
@@ -205,6 +207,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.maxConns, "max-connections-per-listener", 0, "the most connections each listener holds open at once; more are closed at once (0: no limit, as Envoy)")
 	fs.StringVar(&f.maxTotalConns, "max-connections", "auto", "the most connections, `N`, all listeners together hold open at once (Envoy's global_downstream_max_connections); more are closed at once. auto: half the open-file limit, so each can have an upstream connection; 0: no limit")
 	fs.IntVar(&f.concurrency, "concurrency", defaultConcurrency, "worker threads, `N`: the Go runtime's GOMAXPROCS (Envoy's --concurrency, Istio's ProxyConfig concurrency); 0: every CPU (or the container's CPU limit), the default with --gateway. At most the CPUs available; the GOMAXPROCS environment variable wins")
+	fs.BoolVar(&f.heapProfiler, "heap-profiler", false, "sample allocations for /debug/pprof/heap and /debug/pprof/allocs from the start (Go's default rate); off by default, as Envoy's heap profiler, because its records cost a sidecar 1-7 MiB that are never freed; POST /heapprofiler?enable=y on the admin endpoint turns it on while the proxy runs, GODEBUG=memprofilerate=N wins over both")
 	fs.BoolVar(&f.keepStartupPages, "keep-startup-pages", false, "keep mapped the pages of the executable that only start-up used; by default they are handed back (Linux madvise MADV_PAGEOUT and MADV_DONTNEED) a second after the first config is applied, about 15 MiB of RSS; a page needed again is mapped again at its next access")
 	fs.StringVar(&f.overloadMemory, "overload-memory-limit", "auto", "memory, a `size` (bytes, or e.g. 256Mi, 1Gi), the overload guard measures the Go heap and stacks against: past 90% new connections are closed at once, past 95% every response closes its connection. auto: the cgroup's memory limit when there is one, else off; 0: off")
 	fs.BoolVar(&f.gateway, "gateway", false, "run as a gateway (Istio's router): no application behind it, listeners from the Gateways whose selector matches --labels, node id router~...; no outbound listener unless --outbound is given")
@@ -380,6 +383,7 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 		OverloadMemoryLimit:       memLimit,
 		Concurrency:               procs,
 		PageOutStartup:            !f.keepStartupPages,
+		HeapProfiler:              f.heapProfiler,
 		DNSServers:                f.dnsServers,
 		Logger:                    log,
 		XDS:                       xdsclient.Options{Protocol: protocol},

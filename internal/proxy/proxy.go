@@ -101,6 +101,11 @@ type Options struct {
 	// applies the GC limit of OverloadMemoryLimit); the proxy reports
 	// runtime.GOMAXPROCS in its start log line.
 	Concurrency int
+	// HeapProfiler is weft-proxy --heap-profiler: the Go heap profiler
+	// samples allocations from the start. Process-wide, so the command
+	// applies it (runtime.MemProfileRate), and the proxy's start log
+	// line reports the rate in force (heap_profile_rate; 0: off).
+	HeapProfiler bool
 	// PageOutStartup pages out the executable's start-up-only pages once
 	// the first config is in force (package residency). The weft-proxy
 	// command sets it (unless --keep-startup-pages); a proxy embedded in
@@ -307,7 +312,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return errors.New("proxy: Run called more than once")
 	}
 	p.log.Info("proxy starting", "node", p.opts.Identity.ID, "xds_address", p.opts.XDSAddress, "admin_address", p.AdminAddr().String(),
-		"gomaxprocs", runtime.GOMAXPROCS(0))
+		"gomaxprocs", runtime.GOMAXPROCS(0), "heap_profile_rate", runtime.MemProfileRate)
 
 	adminErr := make(chan error, 1)
 	go func() {

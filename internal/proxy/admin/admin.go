@@ -84,6 +84,7 @@ type handler struct {
 //	POST /drain            with WithDrain: mark not ready
 //	GET  /certs            the TLS certificates (empty list without WithCerts), read-only
 //	GET  /debug/pprof/...  Go runtime profiles (the admin listener is loopback by default)
+//	POST /heapprofiler     ?enable=y|n: the heap profiler's sampling on or off (heapprofiler.go)
 //
 // The handler is safe for concurrent use.
 func Handler(src Source, gatherer prometheus.Gatherer, opts ...Option) http.Handler {
@@ -105,6 +106,7 @@ func Handler(src Source, gatherer prometheus.Gatherer, opts ...Option) http.Hand
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /heapprofiler", heapProfiler)
 	if h.drainEnabled {
 		mux.HandleFunc("POST /drain", h.drain)
 	}

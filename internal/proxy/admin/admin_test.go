@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -118,5 +119,26 @@ func TestCerts(t *testing.T) {
 	}
 	if ca["path"] != "ROOTCA" || ca["days_until_expiration"] != "0" {
 		t.Errorf("ca_cert[0] = %v", ca)
+	}
+}
+
+// TestHeapProfiler: POST /heapprofiler?enable=y|n turns the runtime's
+// allocation sampling on and off, as Envoy's endpoint of that name.
+func TestHeapProfiler(t *testing.T) {
+	old := runtime.MemProfileRate
+	t.Cleanup(func() { runtime.MemProfileRate = old })
+	h := Handler(&fakeSource{}, prometheus.NewRegistry())
+	runtime.MemProfileRate = 0
+	if code, body := do(t, h, "POST", "/heapprofiler?enable=y"); code != 200 || !strings.Contains(body, "heap profiler on") || runtime.MemProfileRate != HeapProfileRate {
+		t.Errorf("enable=y: %d %q, rate %d", code, body, runtime.MemProfileRate)
+	}
+	if code, body := do(t, h, "POST", "/heapprofiler?enable=n"); code != 200 || !strings.Contains(body, "heap profiler off") || runtime.MemProfileRate != 0 {
+		t.Errorf("enable=n: %d %q, rate %d", code, body, runtime.MemProfileRate)
+	}
+	if code, _ := do(t, h, "POST", "/heapprofiler?enable=maybe"); code != 400 || runtime.MemProfileRate != 0 {
+		t.Errorf("enable=maybe: %d, rate %d", code, runtime.MemProfileRate)
+	}
+	if code, _ := do(t, h, "GET", "/heapprofiler?enable=y"); code != 405 || runtime.MemProfileRate != 0 {
+		t.Errorf("GET: %d, rate %d", code, runtime.MemProfileRate)
 	}
 }

@@ -18,6 +18,9 @@
 #   bench/run.sh                 # 20 s per scenario
 #   QUICK=1 bench/run.sh         # 3 s per scenario: a smoke test
 #   DURATION=60s QPS=2000 QPS_HIGH=0 PROTOCOLS=h1 bench/run.sh
+#   ROUNDS=3 bench/run.sh        # every scenario 3 times, interleaved; each
+#                                # row is the median round, with the p99s'
+#                                # range (a shared machine's tail is noisy)
 #   PROXY_ENV=GOMAXPROCS=1 bench/run.sh    # environment of every weft-proxy
 #   PROXY_ARGS="--log-level error" bench/run.sh # more weft-proxy flags
 #   BIN_DIR=/tmp/build bench/run.sh   # weft and weft-proxy built beforehand
@@ -34,6 +37,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${QUICK:-0}" = 1 ]; then DURATION=${DURATION:-3s}; fi
 DURATION=${DURATION:-20s}
+ROUNDS=${ROUNDS:-1}
 QPS=${QPS:-1000}
 QPS_HIGH=${QPS_HIGH:-5000} # 0: no second rate
 CONNS=${CONNS:-16}
@@ -314,7 +318,7 @@ run() {
     rss=""
     for p in "${pids[@]}"; do rss="$rss$(rss_kb "$p") "; done
   fi
-  python3 - "$work/$name.json" "$name" "$proto" "$qps" "$cpu" "$rss" "$hz" >> "$work/rows" <<'PY'
+  python3 - "$work/$name.json" "$name" "$proto" "$qps" "$cpu" "$rss" "$hz" >> "$work/rows.$round" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 h = d["DurationHistogram"]
@@ -330,10 +334,11 @@ print("\t".join([name, proto, qps, f"{p.get(50,0):.3f}", f"{p.get(90,0):.3f}", f
 PY
 }
 
-: > "$work/rows"
-echo "running scenarios: $DURATION each at $QPS rps (HTTP/1.1 also at ${QPS_HIGH} rps) over $CONNS connections; protocols: $PROTOCOLS"
+echo "running scenarios: $DURATION each at $QPS rps (HTTP/1.1 also at ${QPS_HIGH} rps) over $CONNS connections; protocols: $PROTOCOLS; rounds: $ROUNDS"
 rates=("$QPS")
 [ "$QPS_HIGH" != 0 ] && rates+=("$QPS_HIGH")
+for round in $(seq 1 "$ROUNDS"); do
+: > "$work/rows.$round"
 for proto in $PROTOCOLS; do
   case $proto in
   h1)
@@ -364,16 +369,35 @@ for proto in $PROTOCOLS; do
   *) echo "PROTOCOLS: unknown protocol $proto (want h1, h2c, grpc)" >&2; exit 2 ;;
   esac
 done
+done
+# One row per scenario: the round whose p99 is the median of the rounds'
+# (the whole row, so its numbers belong together), and the p99s' range.
+python3 - "$work" "$ROUNDS" > "$work/rows" 3> "$work/p99range" <<'PY'
+import os, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+runs = [[l.rstrip("\n").split("\t") for l in open(f"{work}/rows.{i}")] for i in range(1, rounds + 1)]
+rng = os.fdopen(3, "w")
+for i, row in enumerate(runs[0]):
+    same = sorted((r[i] for r in runs if i < len(r)), key=lambda r: float(r[5]))
+    print("\t".join(same[len(same) // 2]))
+    print(row[0], " ".join(r[5] for r in same), file=rng)
+PY
 cp "$work/rows" bench/results/latest.tsv
 
-python3 - "$work/rows" "$DURATION" "$QPS" "$CONNS" "$(nproc) CPUs, $(uname -r), load before the run: $load_before" > bench/results/latest.md <<'PY'
+python3 - "$work/rows" "$DURATION" "$QPS" "$CONNS" "$(nproc) CPUs, $(uname -r), load before the run: $load_before" "$ROUNDS" "$work/p99range" > bench/results/latest.md <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 by = {r[0]: r for r in rows}
+rounds = int(sys.argv[6])
+p99s = {l.split()[0]: l.split()[1:] for l in open(sys.argv[7])}
 print(f"# Proxy latency, {sys.argv[2]} per scenario, {sys.argv[4]} connections, 1 KiB bodies\n")
-print(f"{sys.argv[5]}. Added latency is over the direct row of the same protocol and rate.\n")
-print("| scenario | protocol | rps asked | p50 ms | p90 ms | p99 ms | added p50 | added p99 | rps | answered | proxy CPU µs/request (all hops) | proxy CPU busy % | proxy RSS MiB (each) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print(f"{sys.argv[5]}. Added latency is over the direct row of the same protocol and rate.", end="")
+if rounds > 1:
+    print(f" Every scenario ran {rounds} times, interleaved; each row is its median round by p99, and the last column lists every round's p99.", end="")
+print("\n")
+extra = " p99 ms of each round |" if rounds > 1 else ""
+print("| scenario | protocol | rps asked | p50 ms | p90 ms | p99 ms | added p50 | added p99 | rps | answered | proxy CPU µs/request (all hops) | proxy CPU busy % | proxy RSS MiB (each) |" + extra)
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if rounds > 1 else ""))
 def base(r):
     """The direct row of r's protocol and rate."""
     pre = {"h1": "", "h2c": "h2c-", "grpc": "grpc-"}[r[1]]
@@ -383,7 +407,8 @@ for r in rows:
     d = base(r)
     a50 = f"{float(r[3]) - float(d[3]):+.3f} ms" if d else "-"
     a99 = f"{float(r[5]) - float(d[5]):+.3f} ms" if d else "-"
-    print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {a50} | {a99} | {r[6]} | {r[7]} | {r[8]} | {r[9]} | {r[10]} |")
+    more = f" {' '.join(p99s.get(r[0], []))} |" if rounds > 1 else ""
+    print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {a50} | {a99} | {r[6]} | {r[7]} | {r[8]} | {r[9]} | {r[10]} |{more}")
 print()
 def compare(label, weft, peer):
     w, n = by.get(weft), by.get(peer)

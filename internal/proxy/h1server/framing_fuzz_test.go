@@ -128,13 +128,21 @@ func cloneTrailer(t http.Header) http.Header {
 }
 
 // bytesConn is a connection whose client sent r and then closed its side;
-// what the server writes is discarded.
-type bytesConn struct{ r *strings.Reader }
+// what the server writes goes to w (nil: discarded).
+type bytesConn struct {
+	r *strings.Reader
+	w io.Writer
+}
 
-func (c *bytesConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
-func (c *bytesConn) Write(p []byte) (int, error) { return len(p), nil }
-func (c *bytesConn) Close() error                { return nil }
-func (c *bytesConn) LocalAddr() net.Addr         { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80} }
+func (c *bytesConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *bytesConn) Write(p []byte) (int, error) {
+	if c.w == nil {
+		return len(p), nil
+	}
+	return c.w.Write(p)
+}
+func (c *bytesConn) Close() error        { return nil }
+func (c *bytesConn) LocalAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80} }
 func (c *bytesConn) RemoteAddr() net.Addr {
 	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -93,7 +92,7 @@ func FuzzResponseFraming(f *testing.F) {
 		})}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := s.ServeConn(ctx, &captureConn{r: strings.NewReader(reqs), w: &out}, ConnOptions{}); err != nil {
+		if err := s.ServeConn(ctx, &bytesConn{r: strings.NewReader(reqs), w: &out}, ConnOptions{}); err != nil {
 			t.Fatal(err)
 		}
 
@@ -153,20 +152,3 @@ func FuzzResponseFraming(f *testing.F) {
 		}
 	})
 }
-
-// captureConn is bytesConn that keeps what the server writes.
-type captureConn struct {
-	r *strings.Reader
-	w *bytes.Buffer
-}
-
-func (c *captureConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
-func (c *captureConn) Write(p []byte) (int, error) { return c.w.Write(p) }
-func (c *captureConn) Close() error                { return nil }
-func (c *captureConn) LocalAddr() net.Addr         { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80} }
-func (c *captureConn) RemoteAddr() net.Addr {
-	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
-}
-func (c *captureConn) SetDeadline(time.Time) error      { return nil }
-func (c *captureConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *captureConn) SetWriteDeadline(time.Time) error { return nil }

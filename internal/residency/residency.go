@@ -18,7 +18,10 @@
 // them (MADV_DONTNEED on a mapping none of whose pages was copied on
 // write), so once every process has, start-up-only pages are clean,
 // unmapped page cache, which the kernel drops first when memory is needed.
-// Nothing that would need swap is touched. Where the kernel lacks
+// Nothing that would need swap is touched. The mappings are then advised
+// MADV_RANDOM: a page needed again is read back alone, without the
+// read-ahead around it that would make neighbouring pages resident too.
+// Where the kernel lacks
 // MADV_PAGEOUT (Linux before 5.4) only the unmapping is done; where the
 // platform is not Linux, nothing happens.
 package residency

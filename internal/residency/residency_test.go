@@ -5,6 +5,8 @@ package residency
 import (
 	"errors"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -91,6 +93,14 @@ func TestPageOutExecutable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every advised mapping reads no more ahead ("rr" in its VmFlags).
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := randomReadMappings(smaps, exe); n != res.Mappings {
+		t.Errorf("%d mappings of %s advised MADV_RANDOM, want %d", n, exe, res.Mappings)
+	}
 	var fs unix.Statfs_t
 	if err := unix.Statfs(exe, &fs); err != nil {
 		t.Fatal(err)
@@ -102,4 +112,20 @@ func TestPageOutExecutable(t *testing.T) {
 	if res.ResidentBefore == 0 || res.ResidentAfter >= res.ResidentBefore {
 		t.Errorf("resident bytes of the executable did not fall: %d -> %d", res.ResidentBefore, res.ResidentAfter)
 	}
+}
+
+// randomReadMappings counts the read-only mappings of path in a
+// /proc/PID/smaps text whose VmFlags say "rr" (MADV_RANDOM).
+func randomReadMappings(smaps []byte, path string) int {
+	n, in := 0, false
+	for _, line := range strings.Split(string(smaps), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case isHeader(f):
+			in = len(f) >= 6 && strings.Join(f[5:], " ") == path && strings.HasPrefix(f[1], "r-")
+		case in && len(f) > 0 && f[0] == "VmFlags:" && slices.Contains(f[1:], "rr"):
+			n++
+		}
+	}
+	return n
 }

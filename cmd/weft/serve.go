@@ -125,7 +125,7 @@ workload. Keep it on loopback, or at least away from untrusted hosts.`,
 	f.DurationVar(&o.DebounceMax, "debounce-max", 0, "longest a change waits during a burst of edits (0 = default 1s)")
 	f.DurationVar(&o.AutoRegistrationGrace, "auto-registration-grace", 0, "how long a VM registered by WorkloadGroup (weft-proxy --auto-register-group) stays after its proxy disconnects (0 = default 10s)")
 	f.DurationVar(&o.SourceSyncTimeout, "source-sync-timeout", controlplane.DefaultSourceSyncTimeout, "how long to wait for the Kubernetes and Consul sources to be read once before serving the first config without the late ones")
-	f.BoolVar(&keepStartup, "keep-startup-pages", false, "keep mapped the pages of the executable that only start-up used; by default they are handed back (Linux madvise MADV_PAGEOUT and MADV_DONTNEED) 30s after the first config is published; a page needed again is mapped again at its next access")
+	f.BoolVar(&keepStartup, "keep-startup-pages", false, "keep mapped the pages of the executable that only start-up used; by default they are handed back (Linux madvise MADV_PAGEOUT and MADV_DONTNEED) 30s after the first config is published; a page needed again is mapped again at its next access, without read-ahead (MADV_RANDOM)")
 	f.StringVar(&memLimit, "memory-limit", "auto", "soft memory limit of the Go runtime (as GOMEMLIMIT, which wins if set): a size (512Mi, 1G), 0 for off, or auto: 90% of the cgroup's memory limit, off without one. The garbage collector works harder near it rather than let garbage grow the process; it does not bound the live heap (docs/control-plane.md)")
 	regs.register(f)
 	inj.register(f)

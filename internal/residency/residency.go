@@ -21,9 +21,8 @@
 // Nothing that would need swap is touched. The mappings are then advised
 // MADV_RANDOM: a page needed again is read back alone, without the
 // read-ahead around it that would make neighbouring pages resident too.
-// Where the kernel lacks
-// MADV_PAGEOUT (Linux before 5.4) only the unmapping is done; where the
-// platform is not Linux, nothing happens.
+// Where the kernel lacks MADV_PAGEOUT (Linux before 5.4) only the
+// unmapping is done; where the platform is not Linux, nothing happens.
 package residency
 
 import (

@@ -55,10 +55,10 @@ const (
 	// together) are acked while the control plane is busy, ~1,000 buffers
 	// are out at once, and the pool keeps them until two collections have
 	// run: 23–30 MB of the live heap at 2,000 proxies, twice that in RSS.
-	// Half of it holds one full DATA frame (HTTP/2's default 16 KiB
-	// payload and its 9-byte header), so a large response still takes one
-	// write per frame; 8 KiB cost 3–7 % more CPU in an endpoint storm
-	// (docs/benchmarks.md, "gRPC's write buffers").
+	// About half the default, this size holds one full DATA frame
+	// (HTTP/2's default 16 KiB payload and its 9-byte header), so a large
+	// response still takes one write per frame; 8 KiB cost 3–7 % more CPU
+	// in an endpoint storm (docs/benchmarks.md, "gRPC's write buffers").
 	writeBufferSize = 16<<10 + 9
 	// gracefulStopTimeout bounds how long Serve waits for streams to finish
 	// before closing them hard.

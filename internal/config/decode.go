@@ -2,7 +2,9 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"regexp"
 	"slices"
@@ -156,10 +158,16 @@ func decodeFile(file string, data []byte) (docs []*document, fileDiag *Diagnosti
 				byteSize(len(data)), byteSize(MaxFileSize)),
 		}
 	}
+	data = lineFeeds(data)
 	for i, seg := range splitDocuments(data) {
 		n := i + 1
 		var root yaml.Node
-		if err := yaml.Unmarshal(seg.data, &root); err != nil {
+		dec := yaml.NewDecoder(bytes.NewReader(seg.data))
+		err := dec.Decode(&root)
+		if errors.Is(err, io.EOF) {
+			err = nil // empty, or only comments
+		}
+		if err != nil {
 			line, msg := yamlErrorLine(err)
 			if line > 0 {
 				line += seg.line - 1
@@ -170,12 +178,48 @@ func decodeFile(file string, data []byte) (docs []*document, fileDiag *Diagnosti
 				Message: fmt.Sprintf("invalid YAML: %s; the file is ignored and its last good resources stay in force", msg),
 			}
 		}
+		// The splitter and YAML must agree on where documents end, or a
+		// document YAML sees after a separator the splitter did not (one
+		// after a line break other than CR or LF) would be dropped
+		// without a word.
+		if next := (yaml.Node{}); root.Kind != 0 && !errors.Is(dec.Decode(&next), io.EOF) {
+			return nil, &Diagnostic{
+				Severity: SeverityError, Code: CodeInvalidYAML, File: file, Doc: n, Line: seg.line,
+				Message: "invalid YAML: the document holds a second YAML document, after a \"---\" that is not on a line of its own (a line break other than LF, CRLF or CR?); the file is ignored and its last good resources stay in force",
+			}
+		}
 		if root.Kind == 0 || len(root.Content) == 0 || isNull(root.Content[0]) {
 			continue // empty, or only comments
 		}
 		docs = append(docs, decodeDocument(file, n, seg.line-1, root.Content[0]))
 	}
 	return docs, nil
+}
+
+// lineFeeds returns data with every lone CR (a line break of classic Mac
+// OS files, which YAML counts as one) made an LF, so that the document
+// splitter, the line numbers of diagnostics and YAML count lines alike;
+// CRLF stays. The length, and so every byte offset, is unchanged. data
+// itself is returned when it has no lone CR.
+func lineFeeds(data []byte) []byte {
+	var out []byte
+	for i := bytes.IndexByte(data, '\r'); i >= 0; {
+		if i+1 >= len(data) || data[i+1] != '\n' {
+			if out == nil {
+				out = slices.Clone(data)
+			}
+			out[i] = '\n'
+		}
+		j := bytes.IndexByte(data[i+1:], '\r')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	if out == nil {
+		return data
+	}
+	return out
 }
 
 // yamlLine finds the line number yaml.v3 puts in its error messages.

@@ -462,3 +462,39 @@ func sorted(ss []string) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestLineBreaks: a file whose lines end in a lone CR (classic Mac OS)
+// is read as YAML reads it — every document, with diagnostics on the line
+// an editor shows — and a document separator YAML sees but the splitter
+// cannot (after a U+2028 line separator) rejects the file rather than
+// dropping what follows it.
+func TestLineBreaks(t *testing.T) {
+	se := func(name string) string {
+		return "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: " + name + ", namespace: default}\n" +
+			"spec:\n  hosts: [" + name + ".example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n"
+	}
+	cr := func(s string) string { return strings.ReplaceAll(s, "\n", "\r") }
+
+	s := NewStore(testOptions())
+	snap := s.Load(files("se.yaml", cr(se("a")+"---\n"+se("b")+"---\n"+"kind: ServiceEntry\n")))
+	if got := keys(snap); !slices.Contains(got, "ServiceEntry/default/a") || !slices.Contains(got, "ServiceEntry/default/b") {
+		t.Errorf("documents separated by lone CRs: loaded %v, want both ServiceEntries", got)
+	}
+	var lines []int
+	for _, d := range snap.Diagnostics {
+		if d.Severity == SeverityError {
+			lines = append(lines, d.Line)
+		}
+	}
+	if !slices.Equal(lines, []int{17}) {
+		t.Errorf("diagnostics of the third document on lines %v, want [17] (its first line): %v", lines, diagStrings(snap))
+	}
+
+	good := s.Load(files("se.yaml", se("a")))
+	bad := s.Load(files("se.yaml", strings.Replace(se("a")+"---\n"+se("b"), "\n---\n", "\u2028---\u2028", 1)))
+	want := []string{`error: se.yaml: doc 1: invalid YAML: the document holds a second YAML document, after a "---" that is not on a line of its own (a line break other than LF, CRLF or CR?); the file is ignored and its last good resources stay in force`}
+	checkStrings(t, "diagnostics", diagStrings(bad), want)
+	if !slices.Equal(keys(bad), keys(good)) {
+		t.Errorf("after the rejected file: %v in force, want the last good %v", keys(bad), keys(good))
+	}
+}

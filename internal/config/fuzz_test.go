@@ -253,7 +253,7 @@ func locatedIn(d Diagnostic, data []byte) string {
 	if d.Line == 0 {
 		return ""
 	}
-	lines := bytes.Split(data, []byte("\n"))
+	lines := bytes.Split(lineFeeds(data), []byte("\n")) // a lone CR ends a line, as in YAML
 	if d.Line > len(lines) {
 		return fmt.Sprintf("diagnostic at line %d; the file has %d", d.Line, len(lines))
 	}

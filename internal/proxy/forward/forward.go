@@ -320,6 +320,13 @@ func downstreamTruncated(err error) bool {
 
 func (b *countingBody) Close() error { return b.rc.Close() }
 
+// InMemory reports whether the downstream body's remaining bytes are all
+// in memory (upstream.InMemoryBody).
+func (b *countingBody) InMemory() bool {
+	m, ok := b.rc.(upstream.InMemoryBody)
+	return ok && m.InMemory()
+}
+
 // bytes is the body bytes read so far; 0 for no body (b nil).
 func (b *countingBody) bytes() int64 {
 	if b == nil {

@@ -142,6 +142,23 @@ func (v *bodyView) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// InMemory reports whether the rest of v is in memory: kept from an
+// earlier attempt, or the downstream body's remaining bytes
+// (upstream.InMemoryBody).
+func (v *bodyView) InMemory() bool {
+	rb := v.rb
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	if rb.owner != v || rb.overflow {
+		return false
+	}
+	if rb.eof {
+		return true
+	}
+	m, ok := rb.src.(upstream.InMemoryBody)
+	return ok && m.InMemory()
+}
+
 // Close is a no-op: the server closes the downstream body when the handler
 // returns, and an attempt that gives up must not end the body for a retry.
 func (v *bodyView) Close() error { return nil }

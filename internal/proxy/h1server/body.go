@@ -337,6 +337,19 @@ func (b *body) readTrailer() error {
 
 // Close implements io.Closer: later reads fail. What is left is read by
 // finish.
+// InMemory reports whether the rest of the body is already read from the
+// connection (a length-framed body that arrived with its head), so that
+// reading it to the end cannot block: the upstream can then send it with
+// the request head in one write (upstream.InMemoryBody).
+func (b *body) InMemory() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.err != nil || b.chunked || b.expect.Load() {
+		return false
+	}
+	return b.eof || int64(b.c.br.Buffered()) >= b.remaining
+}
+
 func (b *body) Close() error {
 	b.mu.Lock()
 	b.closed = true

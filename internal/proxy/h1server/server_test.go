@@ -422,3 +422,46 @@ func TestTimeouts(t *testing.T) {
 		t.Errorf("after Shutdown: %q %v", b, err)
 	}
 }
+
+// TestBodyInMemory: a length-framed body that arrived with its head says
+// it is in memory (the upstream then sends it with the head in one
+// write); one still on its way, a chunked one, and one behind an
+// unanswered Expect: 100-continue do not.
+func TestBodyInMemory(t *testing.T) {
+	inMemory := make(chan bool, 1)
+	addr := serve(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m, ok := r.Body.(interface{ InMemory() bool })
+		inMemory <- ok && m.InMemory()
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	})})
+	for _, tc := range []struct {
+		name       string
+		head, rest string // rest is sent once the handler has looked
+		want       bool
+	}{
+		{"with its head", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", "", true},
+		{"still to come", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel", "lo", false},
+		{"chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "", false},
+		{"expect continue", "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", "hello", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := dial(t, addr)
+			io.WriteString(c, tc.head)
+			if got := <-inMemory; got != tc.want {
+				t.Errorf("InMemory() = %v, want %v", got, tc.want)
+			}
+			io.WriteString(c, tc.rest)
+			resp, err := http.ReadResponse(br, nil)
+			for err == nil && resp.StatusCode == http.StatusContinue {
+				resp, err = http.ReadResponse(br, nil)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := io.ReadAll(resp.Body); string(b) != "hello" {
+				t.Errorf("echoed %q", b)
+			}
+		})
+	}
+}

@@ -20,10 +20,11 @@ import (
 // request, which dominate the CPU cost of a proxy hop. For requests without
 // a body (most RPC-style traffic) the handler goroutine instead takes an idle
 // connection of the endpoint (or dials one), writes the request, and reads
-// the response itself. Requests with a body take it too when the cluster
-// limits requests per connection (h1_body.go). Everything else —
-// other request bodies, upgrades, h2c — still goes through the cluster's
-// http.Transport.
+// the response itself. So do requests whose whole body is already in
+// memory (a small body that arrived with the head), and requests with a
+// body when the cluster limits requests per connection (h1_body.go).
+// Everything else — other request bodies, upgrades, h2c — still goes
+// through the cluster's http.Transport.
 
 const maxIdlePerEndpoint = 64
 
@@ -230,6 +231,12 @@ func (e *Conns) dial(ctx context.Context) (*h1Conn, error) {
 // fails before the first response byte (the upstream closed it while idle)
 // is replaced by a fresh one once: safe, since there is no body to replay.
 func (e *Conns) RoundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	return e.roundTrip(ctx, req, nil)
+}
+
+// roundTrip is RoundTrip for req and its body, all in memory (nil: none;
+// see roundTripInMemory), which a fresh connection can send again.
+func (e *Conns) roundTrip(ctx context.Context, req *http.Request, body []byte) (*http.Response, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -249,12 +256,12 @@ func (e *Conns) RoundTrip(ctx context.Context, req *http.Request) (*http.Respons
 		}
 		reused = false
 	}
-	resp, err := e.send(ctx, pc, req, reused, idempotent)
+	resp, err := e.send(ctx, pc, req, body, reused, idempotent)
 	if err == errRetry {
 		if pc, err = e.dial(ctx); err != nil {
 			return nil, err
 		}
-		resp, err = e.send(ctx, pc, req, false, idempotent)
+		resp, err = e.send(ctx, pc, req, body, false, idempotent)
 	}
 	return resp, err
 }
@@ -262,12 +269,13 @@ func (e *Conns) RoundTrip(ctx context.Context, req *http.Request) (*http.Respons
 // errRetry is send's answer when a reused connection turned out stale.
 var errRetry = errors.New("stale pooled connection")
 
-// send writes req on pc and reads the response head. It returns errRetry
+// send writes req (and body, its whole body when not nil) on pc and reads
+// the response head. It returns errRetry
 // when pc was reused and failed in a way that shows the upstream never
 // processed the request: the write failed (the request was not delivered
 // whole), or, for an idempotent request, the connection was closed or reset
 // before any response byte.
-func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, reused, idempotent bool) (*http.Response, error) {
+func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, body []byte, reused, idempotent bool) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, pc.interrupt)
 	fail := func(err error, retry bool) (*http.Response, error) {
 		stop()
@@ -277,7 +285,12 @@ func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, reused,
 		}
 		return nil, err
 	}
-	err := writeRequestHead(pc.bw, req) // req.Write, without its allocations (h1_write.go)
+	var err error
+	if body == nil {
+		err = writeRequestHead(pc.bw, req) // req.Write, without its allocations (h1_write.go)
+	} else if err = writeHead(pc.bw, req, int64(len(body))); err == nil {
+		_, err = pc.bw.Write(body) // with the head in one write when it fits the buffer
+	}
 	if err == nil {
 		err = pc.bw.Flush()
 	}

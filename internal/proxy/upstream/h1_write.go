@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -28,6 +29,15 @@ func writeRequestHead(bw *bufio.Writer, req *http.Request) error {
 	if !simpleHead(req) {
 		return req.Write(bw)
 	}
+	return writeHead(bw, req, 0)
+}
+
+// writeHead writes the head of req, which plainHead accepts, as
+// Request.Write would for a request with no body (length 0) or with a
+// body of length bytes whose ContentLength says so and that Request.Write
+// would not send chunked (a body it knows in memory). The caller writes
+// the body.
+func writeHead(bw *bufio.Writer, req *http.Request, length int64) error {
 	method := req.Method
 	if method == "" {
 		method = http.MethodGet
@@ -62,9 +72,16 @@ func writeRequestHead(bw *bufio.Writer, req *http.Request) error {
 	if req.Close && !hasCloseToken(req.Header["Connection"]) { // the first value, as Request.Write reads it
 		bw.WriteString("Connection: close\r\n")
 	}
-	switch method {
-	case http.MethodPost, http.MethodPut, http.MethodPatch:
-		bw.WriteString("Content-Length: 0\r\n")
+	if length > 0 {
+		var nb [20]byte
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(nb[:0], length, 10))
+		bw.WriteString("\r\n")
+	} else {
+		switch method {
+		case http.MethodPost, http.MethodPut, http.MethodPatch:
+			bw.WriteString("Content-Length: 0\r\n")
+		}
 	}
 	var keyBuf [32]string
 	keys := keyBuf[:0]
@@ -96,12 +113,17 @@ func writeRequestHead(bw *bufio.Writer, req *http.Request) error {
 const defaultUserAgent = "Go-http-client/1.1"
 
 // simpleHead reports whether writeRequestHead writes req itself: no body
-// and no framing to write, a plain path, and a host and target
-// Request.Write would send unchanged.
+// and no framing to write, and a head plainHead accepts.
 func simpleHead(req *http.Request) bool {
 	if req.Body != nil && req.Body != http.NoBody || req.ContentLength != 0 || len(req.TransferEncoding) > 0 || len(req.Trailer) > 0 {
 		return false
 	}
+	return plainHead(req)
+}
+
+// plainHead reports whether req's head is one writeHead writes: a plain
+// path, and a host and target Request.Write would send unchanged.
+func plainHead(req *http.Request) bool {
 	u := req.URL
 	if u == nil || u.Opaque != "" || req.Method == http.MethodConnect {
 		return false

@@ -3,8 +3,10 @@ package upstream
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -140,3 +142,47 @@ func BenchmarkWriteRequestHead(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestWriteHeadWithBodyMatchesRequestWrite: a head and an in-memory body
+// written by the synchronous path are the bytes Request.Write sends.
+func TestWriteHeadWithBodyMatchesRequestWrite(t *testing.T) {
+	for _, tc := range []struct {
+		method string
+		h      http.Header
+		close  bool
+		body   string
+	}{
+		{"POST", http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"abc"}}, false, `{"a":1}`},
+		{"PUT", http.Header{"User-Agent": {"fortio"}, "Content-Length": {"99"}, "Transfer-Encoding": {"chunked"}}, false, strings.Repeat("x", 1024)},
+		{"PATCH", nil, true, "p"},
+		{"DELETE", http.Header{"Connection": {"close"}}, true, strings.Repeat("y", 70000)},
+		{"GET", http.Header{"Zz": {"1"}, "Aa": {"2"}}, false, "q"},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			u, _ := url.Parse("http://up/p?x=1")
+			h := tc.h
+			if h == nil {
+				h = http.Header{}
+			}
+			req := &http.Request{Method: tc.method, URL: u, Host: "up", Header: h, Close: tc.close,
+				ContentLength: int64(len(tc.body)), Body: io.NopCloser(strings.NewReader(tc.body))}
+			var want, got bytes.Buffer
+			wbw, gbw := bufio.NewWriter(&want), bufio.NewWriter(&got)
+			if err := req.Write(wbw); err != nil {
+				t.Fatal(err)
+			}
+			if !plainHead(req) {
+				t.Fatal("plainHead refused a plain head")
+			}
+			if err := writeHead(gbw, req, int64(len(tc.body))); err != nil {
+				t.Fatal(err)
+			}
+			gbw.WriteString(tc.body)
+			wbw.Flush()
+			gbw.Flush()
+			if got.String() != want.String() {
+				t.Errorf("wrote\n%.300q\nRequest.Write wrote\n%.300q", got.String(), want.String())
+			}
+		})
+	}
+}

@@ -469,6 +469,11 @@ func (p *Pool) RoundTrip(ctx context.Context, conns *Conns, downstream, out *htt
 			// HTTP/1.1 upstream, no request body: the synchronous path.
 			return conns.RoundTrip(ctx, out)
 		}
+		if inMemory(out) {
+			// A small request body that arrived with the head: the
+			// synchronous path, head and body in one write.
+			return conns.roundTripInMemory(ctx, out)
+		}
 		if conns.maxUses > 0 {
 			// max_requests_per_connection and a request body: the
 			// synchronous path counts it on its connection too.

@@ -219,3 +219,73 @@ func TestLazyPool(t *testing.T) {
 		t.Fatal("a pool built after CloseIdle is open")
 	}
 }
+
+// memBody is a request body that says whether it is all in memory.
+type memBody struct {
+	io.Reader
+	inMemory bool
+	closed   bool
+}
+
+func (b *memBody) InMemory() bool { return b.inMemory }
+func (b *memBody) Close() error   { b.closed = true; return nil }
+
+// TestPoolRoundTripInMemoryBody: requests whose body is all in memory go
+// on the synchronous path — the same pooled connection as requests
+// without a body, the body intact whatever its size, closed once read —
+// and a body that is not (still arriving) streams through http.Transport,
+// on a connection of its own.
+func TestPoolRoundTripInMemoryBody(t *testing.T) {
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil || int64(len(b)) != r.ContentLength {
+			t.Errorf("%s: read %d bytes of %d, %v", r.Method, len(b), r.ContentLength, err)
+		}
+		w.Write(b)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	p := NewPool(Options{})
+	defer p.CloseIdle()
+	addr := srv.Listener.Addr().String()
+	ep := p.Endpoint(addr, nil)
+	send := func(method, body string, inMemory bool) {
+		t.Helper()
+		in := httptest.NewRequest(method, "http://svc/", nil)
+		out, _ := http.NewRequest(method, "http://"+addr+"/", nil)
+		var mb *memBody
+		if body != "" {
+			mb = &memBody{Reader: strings.NewReader(body), inMemory: inMemory}
+			out.Body, out.ContentLength = mb, int64(len(body))
+		}
+		resp, err := p.RoundTrip(context.Background(), ep, in, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != body {
+			t.Fatalf("%s: echoed %d bytes, want %d", method, len(b), len(body))
+		}
+		if mb != nil && !mb.closed {
+			t.Errorf("%s: request body not closed", method)
+		}
+	}
+	send("GET", "", false)
+	send("POST", strings.Repeat("a", 1024), true)
+	send("PUT", strings.Repeat("b", bodyBufSize+1), true) // larger than the pooled buffers
+	send("POST", "c", true)
+	if n := conns.Load(); n != 1 {
+		t.Errorf("requests with bodies in memory used %d connections, want 1 (the synchronous path's)", n)
+	}
+	send("POST", strings.Repeat("d", 100), false)
+	if n := conns.Load(); n != 2 {
+		t.Errorf("a body not in memory: %d connections, want 2 (http.Transport's own)", n)
+	}
+}

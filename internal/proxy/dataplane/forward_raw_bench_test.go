@@ -16,7 +16,8 @@ import (
 
 // BenchmarkForwardHTTP1Raw measures what bench/throughput.sh loads: a
 // keep-alive HTTP/1.1 GET through an outbound listener to an upstream
-// answering 1 KiB with a Content-Length. Client and upstream speak raw
+// answering 1 KiB with a Content-Length; the post1k cases send what
+// bench/memory.sh does, a 1 KiB POST body with the head. Client and upstream speak raw
 // bytes over loopback sockets and allocate nothing per request, so
 // allocs/op and B/op are the proxy's alone.
 func BenchmarkForwardHTTP1Raw(b *testing.B) {
@@ -29,10 +30,16 @@ func BenchmarkForwardHTTP1Raw(b *testing.B) {
 		httpListener(b, "out", core.TrafficDirection_OUTBOUND, "",
 			routeConfig("out", vhost("up", []string{"*"}, toCluster("default", prefixMatch("/"), "outbound|80||up"))))))
 	addr := d.ListenerAddr("out").String()
-	req := []byte("GET /?size=1024 HTTP/1.1\r\nHost: up\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	get := []byte("GET /?size=1024 HTTP/1.1\r\nHost: up\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	post := []byte("POST / HTTP/1.1\r\nHost: up\r\nUser-Agent: bench\r\nContent-Type: application/octet-stream\r\nContent-Length: 1024\r\n\r\n" + body)
 
-	for _, par := range []int{1, 16} {
-		b.Run(map[int]string{1: "serial", 16: "parallel16"}[par], func(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		req  []byte
+		par  int
+	}{{"serial", get, 1}, {"parallel16", get, 16}, {"post1k/serial", post, 1}, {"post1k/parallel16", post, 16}} {
+		req, par := bc.req, bc.par
+		b.Run(bc.name, func(b *testing.B) {
 			dial := func() *rawClient {
 				c, err := net.Dial("tcp", addr)
 				if err != nil {
@@ -71,13 +78,17 @@ func BenchmarkForwardHTTP1Raw(b *testing.B) {
 	}
 }
 
-// fixedUpstream answers every request head read on c with rsp until c
-// fails. It assumes GETs without a body.
+// fixedUpstream answers every request read on c with rsp until c fails.
+// It assumes requests without a body or with a Content-Length one.
 func fixedUpstream(c net.Conn, rsp []byte) {
 	defer c.Close()
 	br := bufio.NewReaderSize(c, 8<<10)
 	for {
-		if err := skipRawHead(br); err != nil {
+		n, err := skipRawHead(br)
+		if err != nil {
+			return
+		}
+		if _, err := br.Discard(n); err != nil {
 			return
 		}
 		if br.Buffered() > 0 {
@@ -89,15 +100,20 @@ func fixedUpstream(c net.Conn, rsp []byte) {
 	}
 }
 
-// skipRawHead reads one message head, up to its empty line.
-func skipRawHead(br *bufio.Reader) error {
+// skipRawHead reads one message head, up to its empty line, and returns
+// its Content-Length (0 without one).
+func skipRawHead(br *bufio.Reader) (int, error) {
+	n := 0
 	for {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if len(line) <= 2 {
-			return nil
+			return n, nil
+		}
+		if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
+			n, _ = strconv.Atoi(string(bytes.TrimSpace(v)))
 		}
 	}
 }

@@ -85,8 +85,8 @@ func TestWriteRequestHeadMatchesRequestWrite(t *testing.T) {
 
 // FuzzWriteRequestHead: for any method, target, Host, header fields and
 // Close, the request writer sends the bytes Request.Write sends (or fails
-// as it does). Header values with CR or LF must not start a second
-// request upstream.
+// as it does), with and without a body in memory. Header values with CR
+// or LF must not start a second request upstream.
 func FuzzWriteRequestHead(f *testing.F) {
 	f.Add("GET", "http://10.0.0.1:8080/?size=1024", "up", "X-Request-Id", "abc", "User-Agent", "wrk", false)
 	f.Add("POST", "http://up/a%2Fb/c%20d?q=1", "", "Connection", "keep-alive", "X-Nl", "a\r\nGET /x HTTP/1.1", true)
@@ -112,6 +112,28 @@ func FuzzWriteRequestHead(f *testing.F) {
 		}
 		if werr == nil && got.String() != want.String() {
 			t.Fatalf("wrote\n%q\nRequest.Write wrote\n%q", got.String(), want.String())
+		}
+
+		// The same request with a body in memory, as the synchronous path
+		// sends it when plainHead accepts the head.
+		body := target + v1 + v2
+		if body == "" || !plainHead(req) {
+			return
+		}
+		req.Body, req.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
+		want.Reset()
+		got.Reset()
+		if err := req.Write(wbw); err != nil {
+			return // refused for its head: the synchronous path checks the same with plainHead
+		}
+		if err := writeHead(gbw, req, req.ContentLength); err != nil {
+			t.Fatal(err)
+		}
+		gbw.WriteString(body)
+		wbw.Flush()
+		gbw.Flush()
+		if got.String() != want.String() {
+			t.Fatalf("with a body, wrote\n%q\nRequest.Write wrote\n%q", got.String(), want.String())
 		}
 	})
 }

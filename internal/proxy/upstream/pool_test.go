@@ -82,21 +82,28 @@ func TestParseOptions(t *testing.T) {
 
 // TestPoolRoundTrip: bodiless HTTP/1.1 requests reuse one connection on
 // the synchronous path; a refused connection is a connect error.
-func TestPoolRoundTrip(t *testing.T) {
-	var conns atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "ok")
-	}))
+// countingServer starts an HTTP/1.1 server with handler h until the test
+// ends; conns counts the connections it accepted.
+func countingServer(t *testing.T, h http.HandlerFunc) (addr string, conns *atomic.Int64) {
+	t.Helper()
+	conns = new(atomic.Int64)
+	srv := httptest.NewUnstartedServer(h)
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
 		}
 	}
 	srv.Start()
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String(), conns
+}
+
+func TestPoolRoundTrip(t *testing.T) {
+	addr, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	})
 	p := NewPool(Options{})
 	defer p.CloseIdle()
-	addr := srv.Listener.Addr().String()
 	ep := p.Endpoint(addr, nil)
 	for range 3 {
 		in := httptest.NewRequest("GET", "http://svc/", nil)
@@ -236,24 +243,15 @@ func (b *memBody) Close() error   { b.closed = true; return nil }
 // and a body that is not (still arriving) streams through http.Transport,
 // on a connection of its own.
 func TestPoolRoundTripInMemoryBody(t *testing.T) {
-	var conns atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if err != nil || int64(len(b)) != r.ContentLength {
 			t.Errorf("%s: read %d bytes of %d, %v", r.Method, len(b), r.ContentLength, err)
 		}
 		w.Write(b)
-	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Start()
-	defer srv.Close()
+	})
 	p := NewPool(Options{})
 	defer p.CloseIdle()
-	addr := srv.Listener.Addr().String()
 	ep := p.Endpoint(addr, nil)
 	send := func(method, body string, inMemory bool) {
 		t.Helper()

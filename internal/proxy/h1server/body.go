@@ -335,8 +335,6 @@ func (b *body) readTrailer() error {
 	}
 }
 
-// Close implements io.Closer: later reads fail. What is left is read by
-// finish.
 // InMemory reports whether the rest of the body is already read from the
 // connection (a length-framed body that arrived with its head), so that
 // reading it to the end cannot block: the upstream can then send it with
@@ -350,6 +348,8 @@ func (b *body) InMemory() bool {
 	return b.eof || int64(b.c.br.Buffered()) >= b.remaining
 }
 
+// Close implements io.Closer: later reads fail. What is left is read by
+// finish.
 func (b *body) Close() error {
 	b.mu.Lock()
 	b.closed = true

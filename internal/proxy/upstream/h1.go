@@ -270,11 +270,10 @@ func (e *Conns) roundTrip(ctx context.Context, req *http.Request, body []byte) (
 var errRetry = errors.New("stale pooled connection")
 
 // send writes req (and body, its whole body when not nil) on pc and reads
-// the response head. It returns errRetry
-// when pc was reused and failed in a way that shows the upstream never
-// processed the request: the write failed (the request was not delivered
-// whole), or, for an idempotent request, the connection was closed or reset
-// before any response byte.
+// the response head. It returns errRetry when pc was reused and failed in
+// a way that shows the upstream never processed the request: the write
+// failed (the request was not delivered whole), or, for an idempotent
+// request, the connection was closed or reset before any response byte.
 func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, body []byte, reused, idempotent bool) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, pc.interrupt)
 	fail := func(err error, retry bool) (*http.Response, error) {

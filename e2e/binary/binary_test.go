@@ -222,6 +222,29 @@ func TestREADMEPieces(t *testing.T) {
 		}
 		split["v2"]++
 	}
+	// Request bodies cross both built sidecars whole: a small one (sent
+	// with its head, the synchronous upstream path) and one larger than
+	// what that path takes in memory (streamed through http.Transport).
+	for _, n := range []int{1024, 100 << 10} {
+		req, _ := http.NewRequest("POST", front, strings.NewReader(strings.Repeat("b", n)))
+		req.Host = "backend"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("POST of %d bytes: %v", n, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var r struct {
+			BodyBytes int `json:"body_bytes"`
+		}
+		if err == nil {
+			err = json.Unmarshal(b, &r)
+		}
+		if err != nil || resp.StatusCode != 200 || r.BodyBytes != n {
+			t.Fatalf("POST of %d bytes through the frontend's sidecar: %d, the backend read %d bytes (%v)", n, resp.StatusCode, r.BodyBytes, err)
+		}
+		split[replyVersion(t, string(b))]++ // the metrics below count these too
+	}
 	// As an HTTP proxy, the other way the README offers.
 	pc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: sidecars["frontend"].outbound})}}
 	code, body, err := get(pc, "http://backend/", map[string]string{"x-canary": "true"})

@@ -31,6 +31,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"weft.dev/weft/internal/gctune"
 	"weft.dev/weft/internal/logflag"
 	"weft.dev/weft/internal/proxy"
 	"weft.dev/weft/internal/proxy/overload"
@@ -84,6 +85,15 @@ func runProxy(ctx context.Context, opts proxy.Options) error {
 		// The garbage collector works to stay under 85 % of the limit,
 		// so the overload guard (90 %) sees live memory, not garbage.
 		debug.SetMemoryLimit(int64(float64(opts.OverloadMemoryLimit) * gcMemoryLimitFraction))
+	}
+	if opts.GCHeadroom > 0 && os.Getenv("GOGC") == "" {
+		log := opts.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		defer gctune.Start(ctx, gctune.Options{Headroom: opts.GCHeadroom, OnChange: func(old, new int) {
+			log.Debug("garbage collector pacing changed for --gc-headroom", "gogc", new, "was", old)
+		}})()
 	}
 	p, err := proxy.New(opts)
 	if err != nil {
@@ -172,7 +182,7 @@ type flags struct {
 	maxConns, concurrency                        int
 	keepStartupPages, heapProfiler               bool
 	concurrencySet                               bool
-	maxTotalConns, overloadMemory                string
+	maxTotalConns, overloadMemory, gcHeadroom    string
 	gateway, outboundSet                         bool
 	gatewayBind, credentialDir                   string
 	ips, appPorts, labels, dnsServers            listFlag
@@ -210,6 +220,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.heapProfiler, "heap-profiler", false, "sample allocations for /debug/pprof/heap and /debug/pprof/allocs from the start (Go's default rate); off by default, as Envoy's heap profiler, because its records cost a sidecar 1-7 MiB that are never freed; POST /heapprofiler?enable=y on the admin endpoint turns it on while the proxy runs, GODEBUG=memprofilerate=N wins over both")
 	fs.BoolVar(&f.keepStartupPages, "keep-startup-pages", false, "keep mapped the pages of the executable that only start-up used; by default they are handed back (Linux madvise MADV_PAGEOUT and MADV_DONTNEED) a second after the first config is applied, about 15 MiB of RSS; a page needed again is mapped again at its next access, without read-ahead (MADV_RANDOM)")
 	fs.StringVar(&f.overloadMemory, "overload-memory-limit", "auto", "memory, a `size` (bytes, or e.g. 256Mi, 1Gi), the overload guard measures the Go heap and stacks against: past 90% new connections are closed at once, past 95% every response closes its connection. auto: the cgroup's memory limit when there is one, else off; 0: off")
+	fs.StringVar(&f.gcHeadroom, "gc-headroom", "8Mi", "the most the Go heap may grow above its live heap before the garbage collector runs, a `size`: after each collection GOGC is lowered so that the heap goal stays within it (never below GOGC=25), so a proxy holding a large mesh keeps its garbage to that instead of as much again as its live heap; a heap too small to reach it keeps GOGC=100. 0: off; the GOGC environment variable turns it off")
 	fs.BoolVar(&f.gateway, "gateway", false, "run as a gateway (Istio's router): no application behind it, listeners from the Gateways whose selector matches --labels, node id router~...; no outbound listener unless --outbound is given")
 	fs.StringVar(&f.gatewayBind, "gateway-bind", "", "with --gateway, the `address` its listeners bind (a Gateway server's bind wins); default every address (0.0.0.0)")
 	fs.StringVar(&f.credentialDir, "credential-dir", "", "with --gateway, the `directory` of TLS credentials Gateways name by credentialName: <dir>/<name>/tls.crt, tls.key and, for MUTUAL, ca.crt (Kubernetes Secret mounts work as is); read again every 2s, so a rotated certificate is served to new connections")
@@ -296,6 +307,10 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 	if err != nil {
 		return proxy.Options{}, err
 	}
+	gcHeadroom, err := overload.ParseBytes(f.gcHeadroom)
+	if err != nil {
+		return proxy.Options{}, fmt.Errorf("--gc-headroom %q: %w", f.gcHeadroom, err)
+	}
 	conc := f.concurrency
 	if f.gateway && !f.concurrencySet {
 		conc = 0 // a gateway carries many workloads' traffic: every CPU, as Istio's gateways
@@ -381,6 +396,7 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 		MaxConnectionsPerListener: f.maxConns,
 		MaxConnections:            maxTotalConns,
 		OverloadMemoryLimit:       memLimit,
+		GCHeadroom:                gcHeadroom,
 		Concurrency:               procs,
 		PageOutStartup:            !f.keepStartupPages,
 		HeapProfiler:              f.heapProfiler,

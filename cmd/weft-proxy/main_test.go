@@ -167,6 +167,23 @@ func TestOverloadFlags(t *testing.T) {
 	}
 }
 
+// --gc-headroom: 8 MiB unless given, 0 for off.
+func TestGCHeadroomFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want uint64
+	}{
+		{nil, 8 << 20},
+		{[]string{"--gc-headroom", "32Mi"}, 32 << 20},
+		{[]string{"--gc-headroom", "0"}, 0},
+	} {
+		o, _ := parse(t, append([]string{"--workload", "w", "--xds-plaintext"}, tc.args...)...)
+		if o.GCHeadroom != tc.want {
+			t.Errorf("%q: GC headroom %d, want %d", tc.args, o.GCHeadroom, tc.want)
+		}
+	}
+}
+
 // --labels may be repeated like --ip and --app-port; given twice for one
 // key, the later value wins, as it did when the last --labels won.
 func TestLabelsRepeatable(t *testing.T) {
@@ -236,6 +253,7 @@ func TestBadFlagsExit2(t *testing.T) {
 		{[]string{"--max-connections", "many"}, `--max-connections "many": want a number`},
 		{[]string{"--overload-memory-limit", "lots"}, `--overload-memory-limit "lots": want a number of bytes, e.g. 268435456 or 256Mi`},
 		{[]string{"--overload-memory-limit", "1Mi"}, `--overload-memory-limit "1Mi": at least 16Mi`},
+		{[]string{"--gc-headroom", "some"}, `--gc-headroom "some": want a number of bytes, e.g. 268435456 or 256Mi`},
 		{[]string{"--concurrency", "-1"}, "--concurrency -1: want the number of worker threads, or 0 for every CPU"},
 		{[]string{"--concurrency", "two"}, `invalid argument "two" for "--concurrency" flag`},
 		{[]string{"--no-such-flag"}, "unknown flag: --no-such-flag"},

@@ -494,16 +494,25 @@ func replyVersion(t *testing.T, body string) string {
 // scrape parses a sidecar's /stats/prometheus with Prometheus's own parser.
 func scrape(t *testing.T, c *http.Client, admin string) map[string]*dto.MetricFamily {
 	t.Helper()
+	fams, err := scrapeErr(c, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+// scrapeErr is scrape returning its error.
+func scrapeErr(c *http.Client, admin string) (map[string]*dto.MetricFamily, error) {
 	code, body, err := get(c, "http://"+admin+"/stats/prometheus", nil)
 	if err != nil || code != 200 {
-		t.Fatalf("%s/stats/prometheus: %d %v", admin, code, err)
+		return nil, fmt.Errorf("%s/stats/prometheus: %d %v", admin, code, err)
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
 	if err != nil {
-		t.Fatalf("%s/stats/prometheus is not valid exposition: %v", admin, err)
+		return nil, fmt.Errorf("%s/stats/prometheus is not valid exposition: %v", admin, err)
 	}
-	return fams
+	return fams, nil
 }
 
 func labels(m *dto.Metric) map[string]string {

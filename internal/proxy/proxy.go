@@ -101,6 +101,10 @@ type Options struct {
 	// applies the GC limit of OverloadMemoryLimit); the proxy reports
 	// runtime.GOMAXPROCS in its start log line.
 	Concurrency int
+	// GCHeadroom is weft-proxy --gc-headroom: the bound on the Go heap's
+	// growth above its live heap between collections (package gctune);
+	// 0: off. Process-wide, so the command applies it.
+	GCHeadroom uint64
 	// HeapProfiler is weft-proxy --heap-profiler: the Go heap profiler
 	// samples allocations from the start. Process-wide, so the command
 	// applies it (runtime.MemProfileRate), and the proxy's start log

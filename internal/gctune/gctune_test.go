@@ -1,0 +1,125 @@
+package gctune
+
+import (
+	"context"
+	"runtime"
+	"runtime/debug"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestPercentFor(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		headroom, scanned uint64
+		want              int
+	}{
+		{8 * mib, 4 * mib, 100},   // a small heap: its headroom at GOGC=100 is under the bound
+		{8 * mib, 8 * mib, 100},   // exactly at the bound
+		{8 * mib, 17 * mib, 45},   // a 1,000-service sidecar: 47 rounded down
+		{8 * mib, 160 * mib, 25},  // the floor
+		{64 * mib, 160 * mib, 40}, // 40 exactly
+		{8 * mib, 0, 100},         // nothing measured yet
+		{8 * mib, 8*mib + 1, 95},  // just over: rounded down
+		{1 << 40, 1 << 20, 100},   // a bound far above the heap
+	} {
+		if got := percentFor(tc.headroom, tc.scanned, 25, 100); got != tc.want {
+			t.Errorf("percentFor(%d, %d) = %d, want %d", tc.headroom, tc.scanned, got, tc.want)
+		}
+	}
+}
+
+// live holds the test's live heap.
+var live [][]byte
+
+// waitPercent runs collections until GOGC is want (the tuner sets it
+// after a collection, on the cleanup goroutine), for at most 5 s.
+func waitPercent(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for Percent() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC = %d after 5 s of collections, want %d", Percent(), want)
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestStartBoundsHeadroomAndRestores(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	for range 64 {
+		live = append(live, make([]byte, 1<<20)) // 64 MiB live
+	}
+	defer func() { live = nil }()
+
+	var changes atomic.Int32
+	stop := Start(context.Background(), Options{Headroom: 16 << 20, OnChange: func(old, new int) { changes.Add(1) }})
+	defer stop()
+	// 16 MiB over 64 MiB and a little of stacks and globals: 24 %, under the floor.
+	waitPercent(t, DefaultMinPercent)
+
+	stop()
+	if got := Percent(); got != 100 {
+		t.Errorf("GOGC after stop = %d, want 100 back", got)
+	}
+	runtime.GC()
+	time.Sleep(20 * time.Millisecond)
+	if got := Percent(); got != 100 {
+		t.Errorf("GOGC a collection after stop = %d, want 100: the tuner went on", got)
+	}
+	if changes.Load() == 0 {
+		t.Error("OnChange never called")
+	}
+}
+
+func TestStartFollowsTheLiveHeap(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	for range 32 {
+		live = append(live, make([]byte, 1<<20))
+	}
+	defer func() { live = nil }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	Start(ctx, Options{Headroom: 16 << 20, MinPercent: 10})
+	// 16 MiB over 32 MiB and more: just under 50.
+	waitPercent(t, 45)
+
+	live = append([][]byte(nil), live[:4]...) // 4 MiB: its headroom at GOGC=100 is under the bound
+	waitPercent(t, 100)
+
+	cancel() // stops as stop does
+	deadline := time.Now().Add(5 * time.Second)
+	for range 3 {
+		runtime.GC()
+	}
+	for Percent() != 100 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := Percent(); got != 100 {
+		t.Errorf("GOGC after the context ended = %d, want 100", got)
+	}
+}
+
+func TestStartKeepsAnExplicitSetting(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // GOGC=off
+	stop := Start(context.Background(), Options{Headroom: 1})
+	defer stop()
+	runtime.GC()
+	time.Sleep(20 * time.Millisecond)
+	if got := Percent(); got >= 0 {
+		t.Errorf("GOGC = %d with the collector off, want it left off", got)
+	}
+
+	debug.SetGCPercent(100)
+	stop2 := Start(context.Background(), Options{}) // no bound: nothing
+	defer stop2()
+	live = append(live, make([]byte, 64<<20))
+	defer func() { live = nil }()
+	runtime.GC()
+	time.Sleep(20 * time.Millisecond)
+	if got := Percent(); got != 100 {
+		t.Errorf("GOGC = %d without a bound, want 100", got)
+	}
+}

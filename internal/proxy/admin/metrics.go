@@ -1,7 +1,9 @@
 package admin
 
 import (
+	"bufio"
 	"compress/gzip"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -11,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+
+	"weft.dev/weft/internal/proxy/telemetry"
 )
 
 // EachGatherer is a prometheus.Gatherer that can also hand out its
@@ -21,11 +25,24 @@ type EachGatherer interface {
 	GatherEach(emit func(*dto.MetricFamily) error) error
 }
 
+// SourceGatherer is an EachGatherer that hands the families of its
+// telemetry.FamilySources over unbuilt (telemetry.Registry), so that a
+// scrape can leave out a family the name[] filter does not ask for
+// without building it, and write a TextFamilySource's family straight
+// as text.
+type SourceGatherer interface {
+	EachGatherer
+	GatherEachSource(emit func(*dto.MetricFamily) error, source func(name string, src telemetry.FamilySource) error) error
+}
+
 // metricsHandler serves GET /stats/prometheus. With an EachGatherer it
 // writes each family as it is gathered, so a scrape of a large sidecar
-// holds one family at a time, not every series; the response is what
-// promhttp.HandlerFor writes for the same families: the negotiated
-// format (text or protobuf), gzip when offered, the name[] filter.
+// holds one family at a time, not every series; with a SourceGatherer a
+// family of a telemetry.TextFamilySource is not even built when the
+// scrape is in the text format, as most are: its series are written as
+// they are read. The response is what promhttp.HandlerFor writes for
+// the same families: the negotiated format (text or protobuf), gzip when
+// offered, the name[] filter.
 func metricsHandler(g prometheus.Gatherer, log *slog.Logger) http.Handler {
 	eg, ok := g.(EachGatherer)
 	if !ok {
@@ -57,13 +74,41 @@ func metricsHandler(g prometheus.Gatherer, log *slog.Logger) http.Handler {
 			enc = expfmt.NewEncoder(out, format)
 		}
 		n := 0
-		err := eg.GatherEach(func(f *dto.MetricFamily) error {
+		emit := func(f *dto.MetricFamily) error {
 			if filter != nil && !filter[f.GetName()] {
 				return nil
 			}
 			n++
 			return enc.Encode(f)
-		})
+		}
+		var err error
+		if sg, ok := eg.(SourceGatherer); ok {
+			var text *bufio.Writer // the text format's writer for TextFamilySources, made at the first
+			var dst io.Writer = out
+			if gz != nil {
+				dst = gz
+			}
+			err = sg.GatherEachSource(emit, func(name string, src telemetry.FamilySource) error {
+				if filter != nil && !filter[name] {
+					return nil // not built
+				}
+				if ts, ok := src.(telemetry.TextFamilySource); ok && format.FormatType() == expfmt.TypeTextPlain {
+					if text == nil {
+						text = bufio.NewWriterSize(dst, 32<<10)
+					}
+					if ts.WriteFamilyText(text, name) {
+						n++
+					}
+					return text.Flush()
+				}
+				if f := src.Family(name); f != nil && len(f.GetMetric()) > 0 {
+					return emit(f)
+				}
+				return nil
+			})
+		} else {
+			err = eg.GatherEach(emit)
+		}
 		if err != nil {
 			log.Error("error gathering metrics", "families", n, "error", err)
 			if !out.wrote && n == 0 {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bufio"
 	"maps"
 	"slices"
 	"strings"
@@ -17,7 +18,7 @@ import (
 // gathering them all at once (Collect) does; the families and series are
 // the same (TestStatsFamiliesMatchCollect).
 
-var _ telemetry.FamilySource = (*StatVecs)(nil)
+var _ telemetry.TextFamilySource = (*StatVecs)(nil)
 
 // family is one envoy_cluster_* family of the counter sets.
 type family struct {
@@ -55,6 +56,20 @@ func (v *StatVecs) familyIndex() map[string]family {
 // Names implements telemetry.FamilySource.
 func (v *StatVecs) Names() []string { return slices.Sorted(maps.Keys(v.families)) }
 
+// sorted returns the counter sets of every cluster name seen, sorted by
+// name; made again only when a name was added (names are never removed),
+// not for each of a scrape's 36 families. The caller must not modify it.
+func (v *StatVecs) sorted() []*statRef {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.byNameSorted == nil && len(v.byName) > 0 {
+		all := slices.Collect(maps.Values(v.byName))
+		slices.SortFunc(all, func(a, b *statRef) int { return strings.Compare(a.name, b.name) })
+		v.byNameSorted = all
+	}
+	return v.byNameSorted
+}
+
 // Family implements telemetry.FamilySource: the named statistic of every
 // cluster name seen, sorted by name, zeros included, as Collect sends it.
 func (v *StatVecs) Family(name string) *dto.MetricFamily {
@@ -62,13 +77,10 @@ func (v *StatVecs) Family(name string) *dto.MetricFamily {
 	if !ok {
 		return nil
 	}
-	v.mu.Lock()
-	all := slices.Collect(maps.Values(v.byName))
-	v.mu.Unlock()
+	all := v.sorted()
 	if len(all) == 0 {
 		return nil
 	}
-	slices.SortFunc(all, func(a, b *statRef) int { return strings.Compare(a.name, b.name) })
 	out := &dto.MetricFamily{Name: proto.String(name), Help: proto.String(f.help), Type: f.typ.Enum()}
 	switch f.kind {
 	case familyValue:
@@ -127,3 +139,50 @@ func (v *StatVecs) Family(name string) *dto.MetricFamily {
 
 // nameLabel is the name of the envoy_cluster_name label pair, shared.
 var nameLabel = proto.String(NameLabel)
+
+// WriteFamilyText implements telemetry.TextFamilySource: Family's
+// family written as expfmt writes it, read series by series.
+func (v *StatVecs) WriteFamilyText(w *bufio.Writer, name string) bool {
+	f, ok := v.families[name]
+	if !ok {
+		return false
+	}
+	all := v.sorted()
+	pair := dto.LabelPair{Name: nameLabel} // its Value points at each set's name in turn
+	labels := []*dto.LabelPair{&pair, nil}
+	wrote := false
+	header := func() {
+		if !wrote {
+			telemetry.WriteTextHeader(w, name, f.help, f.typ)
+			wrote = true
+		}
+	}
+	for _, r := range all {
+		pair.Value = &r.name
+		s := r.peek()
+		switch f.kind {
+		case familyValue:
+			header()
+			telemetry.WriteTextSample(w, name, "", labels[:1], false, 0, f.value(s))
+		case familyClasses:
+			header()
+			for c := 1; c <= 5; c++ {
+				labels[1] = classPairs[c]
+				telemetry.WriteTextSample(w, name, "", labels, false, 0, s.classes[c].Value())
+			}
+		case familyRqTime:
+			if h := s.RqTime.h.Load(); h != nil {
+				var m dto.Metric
+				if err := (*h).Write(&m); err != nil {
+					continue
+				}
+				header()
+				telemetry.WriteTextHistogram(w, name, m.GetLabel(), m.GetHistogram())
+				continue
+			}
+			header()
+			telemetry.WriteTextHistogram(w, name, labels[:1], emptyRqTime)
+		}
+	}
+	return wrote
+}

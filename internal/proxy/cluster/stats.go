@@ -162,6 +162,9 @@ type StatVecs struct {
 
 	mu     sync.Mutex // translation and scrapes only, never per request
 	byName map[string]*statRef
+	// byNameSorted is byName's sets sorted by name, for scrapes; nil
+	// when a name was added since it was made.
+	byNameSorted []*statRef
 }
 
 // statRef is the counter set of one cluster name, allocated at its first
@@ -415,6 +418,7 @@ func (v *StatVecs) ref(name string) *statRef {
 	}
 	r := &statRef{name: name, v: v}
 	v.byName[name] = r
+	v.byNameSorted = nil
 	return r
 }
 

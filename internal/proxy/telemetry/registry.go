@@ -99,6 +99,20 @@ func (r *Registry) Gather() ([]*dto.MetricFamily, error) {
 // family that could be gathered was emitted (as promhttp's
 // ContinueOnError does); an error from emit stops at once and is returned.
 func (r *Registry) GatherEach(emit func(*dto.MetricFamily) error) error {
+	return r.GatherEachSource(emit, func(name string, src FamilySource) error {
+		if f := src.Family(name); f != nil && len(f.GetMetric()) > 0 {
+			return emit(f)
+		}
+		return nil
+	})
+}
+
+// GatherEachSource is GatherEach handing each family of a source to
+// source unbuilt, with the source it comes from, in its place in the
+// name order: the caller builds it (Family), writes it some other way
+// (TextFamilySource) or leaves it out. An error from emit or source
+// stops at once and is returned.
+func (r *Registry) GatherEachSource(emit func(*dto.MetricFamily) error, source func(name string, src FamilySource) error) error {
 	own, gatherErr := r.Registry.Gather()
 	r.mu.Lock()
 	var streamed []string
@@ -123,10 +137,8 @@ func (r *Registry) GatherEach(emit func(*dto.MetricFamily) error) error {
 			// (the source's would be a second family of one name).
 			continue
 		}
-		if f := byName[n].Family(n); f != nil && len(f.GetMetric()) > 0 {
-			if err := emit(f); err != nil {
-				return err
-			}
+		if err := source(n, byName[n]); err != nil {
+			return err
 		}
 	}
 	for ; i < len(own); i++ {

@@ -293,7 +293,19 @@ func NewStatVecs(reg prometheus.Registerer) (*StatVecs, error) {
 	}, []string{NameLabel, "envoy_response_code"})); err != nil {
 		return nil, err
 	}
-	if v.members, err = telemetry.Register(reg, newMembership()); err != nil {
+	v.members = newMembership()
+	if fr, ok := reg.(telemetry.FamilyRegisterer); ok {
+		// Written family by family, and straight as text (membership.go).
+		got, err := fr.RegisterFamilies(v.members)
+		if err != nil {
+			return nil, err
+		}
+		m, ok := got.(*membership)
+		if !ok {
+			return nil, fmt.Errorf("cluster membership: families registered by a %T", got)
+		}
+		v.members = m
+	} else if v.members, err = telemetry.Register(reg, v.members); err != nil {
 		return nil, err
 	}
 	return v, nil

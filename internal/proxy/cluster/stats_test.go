@@ -1,12 +1,16 @@
 package cluster
 
 import (
+	"bufio"
 	"io"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -234,4 +238,69 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestMembershipFamiliesMatchCollect: the membership gauges are the same
+// whether collected (a plain registry), built as families or written
+// straight as text, in name order, and leave ORIGINAL_DST clusters out.
+func TestMembershipFamiliesMatchCollect(t *testing.T) {
+	b := testBuilder(t)
+	reg := telemetry.NewRegistry()
+	v, err := NewStatVecs(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := map[string]*Cluster{}
+	for i := range 12 {
+		name := "outbound|80||svc-" + itoa(11-i) + ".ns.svc.cluster.local"
+		var es []ep
+		for j := range i % 4 {
+			h := corev3.HealthStatus_HEALTHY
+			if j == 1 {
+				h = corev3.HealthStatus_UNHEALTHY
+			}
+			es = append(es, ep{Addr: "10.0.0." + itoa(j+1) + ":80", Health: h})
+		}
+		ct, err := b.Build(edsCluster(t, name, false, ""), map[string]*endpointv3.ClusterLoadAssignment{name: cla(name, es...)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		running[name] = ct
+	}
+	od, err := b.Build(&clusterv3.Cluster{Name: "PassthroughCluster", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbPolicy: clusterv3.Cluster_CLUSTER_PROVIDED}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running[od.Name()] = od
+	v.SetCurrent(running)
+
+	collected := prometheus.NewPedanticRegistry()
+	collected.MustRegister(v.members)
+	var want strings.Builder
+	for _, f := range must(collected.Gather()) {
+		if _, err := expfmt.MetricFamilyToText(&want, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var built, written strings.Builder
+	w := bufio.NewWriter(&written)
+	for _, n := range v.members.Names() {
+		if _, err := expfmt.MetricFamilyToText(&built, v.members.Family(n)); err != nil {
+			t.Fatal(err)
+		}
+		if !v.members.WriteFamilyText(w, n) {
+			t.Errorf("WriteFamilyText(%s) wrote nothing", n)
+		}
+	}
+	w.Flush()
+	if built.String() != want.String() || written.String() != want.String() {
+		t.Errorf("collected:\n%s\nbuilt:\n%s\nwritten:\n%s", want.String(), built.String(), written.String())
+	}
+	if n := strings.Count(want.String(), "\n"); n != 2*(12+2) {
+		t.Errorf("%d lines, want two families of 12 clusters:\n%s", n, want.String())
+	}
+	if strings.Contains(want.String(), "PassthroughCluster") || !strings.Contains(want.String(), `envoy_cluster_membership_healthy{envoy_cluster_name="outbound|80||svc-0.ns.svc.cluster.local"} 2`) {
+		t.Errorf("unexpected membership:\n%s", want.String())
+	}
 }

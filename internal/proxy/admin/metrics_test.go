@@ -49,6 +49,7 @@ func TestStreamedScrapeMatchesPromhttp(t *testing.T) {
 	gathered := Handler(&fakeSource{}, prometheus.GathererFunc(reg.Gather)) // promhttp
 	for _, c := range []struct{ name, accept, encoding, query string }{
 		{"text", "", "", ""},
+		{"text, gzip", "text/plain;version=0.0.4;q=0.5,*/*;q=0.1", "gzip", ""},
 		{"prometheus' accept header", "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2", "gzip", ""},
 		{"protobuf", "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3", "", ""},
 		{"gzip refused", "", "gzip;q=0, identity", ""},

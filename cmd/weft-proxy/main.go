@@ -151,6 +151,7 @@ from --credential-dir. See docs/gateways.md.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f.outboundSet = cmd.Flags().Changed("outbound")
 			f.concurrencySet = cmd.Flags().Changed("concurrency")
+			f.gcHeadroomSet = cmd.Flags().Changed("gc-headroom")
 			opts, err := f.options(stderr)
 			if err != nil {
 				return usageError{err}
@@ -181,7 +182,7 @@ type flags struct {
 	drain, listenerDrain                         time.Duration
 	maxConns, concurrency                        int
 	keepStartupPages, heapProfiler               bool
-	concurrencySet                               bool
+	concurrencySet, gcHeadroomSet                bool
 	maxTotalConns, overloadMemory, gcHeadroom    string
 	gateway, outboundSet                         bool
 	gatewayBind, credentialDir                   string
@@ -220,7 +221,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.heapProfiler, "heap-profiler", false, "sample allocations for /debug/pprof/heap and /debug/pprof/allocs from the start (Go's default rate); off by default, as Envoy's heap profiler, because its records cost a sidecar 1-7 MiB that are never freed; POST /heapprofiler?enable=y on the admin endpoint turns it on while the proxy runs, GODEBUG=memprofilerate=N wins over both")
 	fs.BoolVar(&f.keepStartupPages, "keep-startup-pages", false, "keep mapped the pages of the executable that only start-up used; by default they are handed back (Linux madvise MADV_PAGEOUT and MADV_DONTNEED) a second after the first config is applied, about 15 MiB of RSS; a page needed again is mapped again at its next access, without read-ahead (MADV_RANDOM)")
 	fs.StringVar(&f.overloadMemory, "overload-memory-limit", "auto", "memory, a `size` (bytes, or e.g. 256Mi, 1Gi), the overload guard measures the Go heap and stacks against: past 90% new connections are closed at once, past 95% every response closes its connection. auto: the cgroup's memory limit when there is one, else off; 0: off")
-	fs.StringVar(&f.gcHeadroom, "gc-headroom", "8Mi", "the most the Go heap may grow above its live heap before the garbage collector runs, a `size`: after each collection GOGC is lowered so that the heap goal stays within it (never below GOGC=25), so a proxy holding a large mesh keeps its garbage to that instead of as much again as its live heap; a heap too small to reach it keeps GOGC=100. 0: off; the GOGC environment variable turns it off")
+	fs.StringVar(&f.gcHeadroom, "gc-headroom", "8Mi", "the most the Go heap may grow above its live heap before the garbage collector runs, a `size`: after each collection GOGC is lowered so that the heap goal stays within it (never below GOGC=25), so a proxy holding a large mesh keeps its garbage to that instead of as much again as its live heap; a heap too small to reach it keeps GOGC=100. 0: off, the default with --gateway; the GOGC environment variable turns it off")
 	fs.BoolVar(&f.gateway, "gateway", false, "run as a gateway (Istio's router): no application behind it, listeners from the Gateways whose selector matches --labels, node id router~...; no outbound listener unless --outbound is given")
 	fs.StringVar(&f.gatewayBind, "gateway-bind", "", "with --gateway, the `address` its listeners bind (a Gateway server's bind wins); default every address (0.0.0.0)")
 	fs.StringVar(&f.credentialDir, "credential-dir", "", "with --gateway, the `directory` of TLS credentials Gateways name by credentialName: <dir>/<name>/tls.crt, tls.key and, for MUTUAL, ca.crt (Kubernetes Secret mounts work as is); read again every 2s, so a rotated certificate is served to new connections")
@@ -310,6 +311,12 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 	gcHeadroom, err := overload.ParseBytes(f.gcHeadroom)
 	if err != nil {
 		return proxy.Options{}, fmt.Errorf("--gc-headroom %q: %w", f.gcHeadroom, err)
+	}
+	if f.gateway && !f.gcHeadroomSet {
+		// A gateway's live heap grows with its connections, and its
+		// request rate can be high: a bound in megabytes would collect
+		// it many times a second. Gateways are few; sidecars are many.
+		gcHeadroom = 0
 	}
 	conc := f.concurrency
 	if f.gateway && !f.concurrencySet {

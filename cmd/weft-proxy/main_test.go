@@ -167,7 +167,7 @@ func TestOverloadFlags(t *testing.T) {
 	}
 }
 
-// --gc-headroom: 8 MiB unless given, 0 for off.
+// --gc-headroom: 8 MiB unless given (off for a gateway), 0 for off.
 func TestGCHeadroomFlag(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -176,6 +176,8 @@ func TestGCHeadroomFlag(t *testing.T) {
 		{nil, 8 << 20},
 		{[]string{"--gc-headroom", "32Mi"}, 32 << 20},
 		{[]string{"--gc-headroom", "0"}, 0},
+		{[]string{"--gateway"}, 0},
+		{[]string{"--gateway", "--gc-headroom", "16Mi"}, 16 << 20},
 	} {
 		o, _ := parse(t, append([]string{"--workload", "w", "--xds-plaintext"}, tc.args...)...)
 		if o.GCHeadroom != tc.want {

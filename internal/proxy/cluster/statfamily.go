@@ -15,8 +15,11 @@ import (
 // The counter sets as a telemetry.FamilySource: a scrape of a sidecar of
 // a 1,000-service mesh is ~177,000 series, 36 families of 3,000 clusters
 // each. Built one family at a time they take ~1/36 of the memory that
-// gathering them all at once (Collect) does; the families and series are
-// the same (TestStatsFamiliesMatchCollect).
+// gathering them all at once (Collect) does; written straight as text
+// (WriteFamilyText), as a scrape in the text format has them, they are
+// not built at all. The families and series are the same every way
+// (TestStatsFamiliesMatchCollect; admin's TestStreamedScrapeMatchesPromhttp
+// for the text).
 
 var _ telemetry.TextFamilySource = (*StatVecs)(nil)
 

@@ -47,19 +47,14 @@ const (
 	DefaultKeepaliveTime    = 30 * time.Second
 	DefaultKeepaliveTimeout = 5 * time.Second
 	DefaultMaxConnectionAge = 30 * time.Minute
-	// writeBufferSize is each connection's gRPC write buffer (grpc-go's
-	// default is 32 KiB). grpc-go lends it from a pool shared by all
-	// connections for each batch of frames and takes it back at the flush,
-	// but its writer yields before flushing a small batch, so when the
-	// keepalive pings of 2,000 proxies (which connected together, so ping
-	// together) are acked while the control plane is busy, ~1,000 buffers
-	// are out at once, and the pool keeps them until two collections have
-	// run: 23–30 MB of the live heap at 2,000 proxies, twice that in RSS.
-	// About half the default, this size holds one full DATA frame
-	// (HTTP/2's default 16 KiB payload and its 9-byte header), so a large
-	// response still takes one write per frame; 8 KiB cost 3–7 % more CPU
-	// in an endpoint storm (docs/benchmarks.md, "gRPC's write buffers").
-	writeBufferSize = 16<<10 + 9
+	// tlsReadBufferSize is each TLS connection's gRPC read buffer.
+	// gRPC reads a plaintext TCP connection into pooled buffers only
+	// when it is readable (frameconn.go), but gives any other connection
+	// a bufio.Reader of its own, 32 KiB by default, for the connection's
+	// life: 64 MB at 2,000 proxies. What proxies send the control plane
+	// is small (requests and ACKs; a larger message is read past the
+	// buffer), so 4 KiB is plenty.
+	tlsReadBufferSize = 4 << 10
 	// gracefulStopTimeout bounds how long Serve waits for streams to finish
 	// before closing them hard.
 	gracefulStopTimeout = 5 * time.Second
@@ -262,7 +257,8 @@ func (s *Server) grpcServer(ep Endpoint) *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newWireCodec()), // codec.go
 		grpc.InTapHandle(s.tapStream),
-		grpc.WriteBufferSize(writeBufferSize),
+		// Frames go straight to a frameConn or tlsFrameConn (frameconn.go).
+		grpc.WriteBufferSize(0),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:                  s.opts.KeepaliveTime,
 			Timeout:               s.opts.KeepaliveTimeout,
@@ -279,7 +275,8 @@ func (s *Server) grpcServer(ep Endpoint) *grpc.Server {
 		}),
 	}
 	if ep.Credentials != nil {
-		opts = append(opts, grpc.Creds(ep.Credentials))
+		opts = append(opts, grpc.Creds(frameCreds{ep.Credentials}),
+			grpc.ReadBufferSize(tlsReadBufferSize))
 	}
 	if ep.AuthorizeNode != nil {
 		opts = append(opts, grpc.StreamInterceptor(authorizeNodes(ep.AuthorizeNode, s.log)))
@@ -312,6 +309,9 @@ func (s *Server) tapStream(ctx context.Context, info *tap.Info) (context.Context
 // (which cancels the others too).
 func (s *Server) serveOne(ctx context.Context, cancel context.CancelFunc, gs *grpc.Server, ep Endpoint) error {
 	lis := ep.Listener
+	if ep.Credentials == nil {
+		lis = frameListener{Listener: lis, userTimeout: s.opts.KeepaliveTimeout}
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(lis) }()
 	s.log.Info("serving ADS", "address", lis.Addr().String(), "tls", ep.Credentials != nil)

@@ -48,7 +48,10 @@ type Options struct {
 	// and the load is judged again without it. Admit is how the
 	// traffic-impact guard plugs in (internal/guard). It is called from
 	// Load with the store's lock held: it must not call the Store, and it
-	// must be deterministic.
+	// must be deterministic. The proposal Admit judged last is the very
+	// Snapshot the load then publishes (its Version and Diagnostics set
+	// after Admit returns), so what Admit keeps about it by identity is
+	// found again when it is in force.
 	Admit func(proposed, inForce *Snapshot) []Finding
 	// Logger receives every new diagnostic once; nil means slog.Default().
 	Logger *slog.Logger
@@ -197,6 +200,7 @@ func (s *Store) load(dir *Dir) *Snapshot {
 	var (
 		cc       *crossChecker
 		findings []Finding
+		proposal *Snapshot // the last one judged: the cands of cc
 	)
 	for round := 0; ; round++ {
 		cands := make(map[string]*candidate, len(base))
@@ -217,7 +221,8 @@ func (s *Store) load(dir *Dir) *Snapshot {
 		if s.opts.Admit == nil {
 			break
 		}
-		findings = s.opts.Admit(s.snapshotOf(cc.cands, 0), s.Snapshot())
+		proposal = s.snapshotOf(cc.cands, 0)
+		findings = s.opts.Admit(proposal, s.Snapshot())
 		progress := false
 		for _, f := range findings {
 			if c := cc.cands[f.Key]; f.Hold && c != nil && c.changed() {
@@ -251,7 +256,14 @@ func (s *Store) load(dir *Dir) *Snapshot {
 	}
 
 	s.version++
-	snap := s.snapshotOf(cc.cands, s.version)
+	// What was judged last is what is published, the same value: Admit
+	// may keep what it built from it (the guard keeps the mesh it judged)
+	// and find it again when this snapshot is the one in force.
+	snap := proposal
+	if snap == nil {
+		snap = s.snapshotOf(cc.cands, s.version)
+	}
+	snap.Version = s.version
 	diags = append(diags, snap.Diagnostics...) // the Gateway API translation's
 	for i := range diags {
 		if IsVirtual(diags[i].File) {

@@ -299,3 +299,63 @@ spec:
 		t.Fatalf("a new gateway binding was held: %v", diags(snap))
 	}
 }
+
+// TestGuardKeepsOnlyInForceAndCandidate: judging a run of changes keeps
+// the meshes of the config in force and of the last candidate, no older
+// generation (each holds a whole config and registry), and a rejected
+// candidate does not make the guard rebuild the mesh in force.
+func TestGuardKeepsOnlyInForceAndCandidate(t *testing.T) {
+	// The same registry for the same config, as the control plane's memo.
+	regs := map[*config.Snapshot]*registry.Snapshot{}
+	g := &Guard{Registry: func(c *config.Snapshot) *registry.Snapshot {
+		if regs[c] == nil {
+			regs[c] = static.Build(c, "")
+		}
+		return regs[c]
+	}}
+	s := config.NewStore(config.Options{Logger: slog.New(slog.DiscardHandler), Admit: g.Admit})
+	base := files("services.yaml", services, "dr.yaml", dr("v2", ""))
+	s.Load(base)
+	for w := 10; w <= 50; w += 10 {
+		base["vs.yaml"] = []byte(routes(100-w, w))
+		if snap := s.Load(base); vsSpec(snap, "backend") == "" {
+			t.Fatalf("weight %d: not applied: %v", w, diags(snap))
+		}
+	}
+	if len(g.meshes) != keptMeshes {
+		t.Fatalf("%d meshes kept, want %d", len(g.meshes), keptMeshes)
+	}
+	for _, m := range g.meshes[len(g.meshes):cap(g.meshes)] {
+		if m != nil {
+			t.Fatal("a dropped mesh is still reachable past the slice's end")
+		}
+	}
+	inForce := g.meshes[0]
+	if inForce.Config != s.Snapshot() {
+		t.Error("the newest mesh kept is not the config in force")
+	}
+
+	// A rejected candidate, then another change: the mesh in force (the
+	// load judged again without the held change) is not built again.
+	base["vs.yaml"] = []byte(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend}
+spec:
+  hosts: [backend]
+  http:
+  - route:
+    - destination: {host: backendd}
+`)
+	if snap := s.Load(base); !hasCode(snap, config.CodeTrafficHeld) {
+		t.Fatalf("the typo was not held: %v", diags(snap))
+	}
+	inForce = g.meshes[0]
+	if inForce.Config != s.Snapshot() {
+		t.Fatal("after a held change, the newest mesh kept is not the config in force")
+	}
+	base["vs.yaml"] = []byte(routes(40, 60))
+	s.Load(base)
+	if g.meshes[1] != inForce {
+		t.Error("the mesh in force was built again to judge the next change")
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/registry"
 	"weft.dev/weft/internal/testenv"
 )
@@ -124,5 +125,37 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("%s: not within 10s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRegistryMemoKeepsInForceAndCandidate: the memo keeps the two
+// registries used last, so a rejected candidate does not push the one in
+// force out, and nothing it dropped stays reachable.
+func TestRegistryMemoKeepsInForceAndCandidate(t *testing.T) {
+	var m registryMemo
+	key := func() registryKey { return registryKey{cfg: &config.Snapshot{}} }
+	built := func() builtRegistry { return builtRegistry{reg: registry.New(registry.Contents{})} }
+	inForce, rejected, next := key(), key(), key()
+	m.put(inForce, built())
+	m.put(rejected, built()) // judged, refused
+	if _, ok := m.get(inForce); !ok {
+		t.Fatal("the registry in force was dropped")
+	}
+	m.put(next, built()) // the next candidate
+	if _, ok := m.get(inForce); !ok {
+		t.Error("a rejected candidate pushed the registry in force out")
+	}
+	if _, ok := m.get(rejected); ok {
+		t.Error("the rejected candidate is still kept")
+	}
+	for _, k := range m.keys[len(m.keys):cap(m.keys)] {
+		if k.cfg != nil {
+			t.Error("a dropped key is still reachable past the memo's length")
+		}
+	}
+	for _, b := range m.results[len(m.results):cap(m.results)] {
+		if b.reg != nil {
+			t.Error("a dropped registry is still reachable past the memo's length")
+		}
 	}
 }

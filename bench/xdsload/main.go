@@ -60,6 +60,7 @@ func run() error {
 		vhds       = flag.Bool("vhds", true, "with --xds-protocol delta, the proxies take their route configurations' virtual hosts by VHDS, as weft-proxy (config changes are then timed in VirtualHost responses); false: whole route configurations by RDS. Ignored with sotw")
 		decode     = flag.String("decode", string(xdsload.DecodeEnvelope), "how much of each response a simulated proxy decodes: envelope (names, versions, nonce off the wire; the resources' bytes only searched for the change's marker) or full (also unmarshal every resource into its Go type, as a real proxy, but here every proxy on the simulator's cores)")
 		simProfile = flag.Bool("sim-profile", false, "with --profile-dir, also profile the simulator itself: CPU over the config and endpoint changes (sim-cpu-changes.pprof), live heap once connected (sim-heap-connect.pprof)")
+		useTLS     = flag.Bool("tls", false, "connect the proxies to weft serve's secure port (--xds-address) over TLS, each with a workload certificate of its own as its client certificate, as weft-proxy does by default; otherwise to the plaintext port (--xds-plaintext-address). Implies one connection per proxy")
 		explicit   = flag.Bool("explicit", false, "explicit proxies (outbound listener on 127.0.0.1:15001) instead of captured sidecars (INTERCEPTION_MODE REDIRECT, as injected pods)")
 		changes    = flag.Int("changes", 3, "config changes and endpoint changes measured, each")
 		storm      = flag.Duration("storm", 0, "duration of the endpoint-change storm; 0 skips it")
@@ -152,7 +153,20 @@ func run() error {
 		defer f.Close()
 		cpOut = f
 	}
-	cp, err := xdsload.StartProcess(ctx, xdsload.ProcessOptions{Binary: *weft, ConfigDir: dir, CPUs: *cpCPUs, Stderr: cpOut, ExtraArgs: serveArgs})
+	fleet := xdsload.FleetOptions{Proxies: *proxies, Conns: *conns, Captured: !*explicit, Protocol: proto, VHDS: *vhds && proto == xdsload.Delta, Decode: dec}
+	var caDir string
+	if *useTLS {
+		if caDir, err = os.MkdirTemp("", "xdsload-ca-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(caDir)
+		certs, err := xdsload.NewWorkloadCerts(caDir)
+		if err != nil {
+			return err
+		}
+		fleet.ClientTLS = certs.ClientTLS
+	}
+	cp, err := xdsload.StartProcess(ctx, xdsload.ProcessOptions{Binary: *weft, ConfigDir: dir, CPUs: *cpCPUs, Stderr: cpOut, ExtraArgs: serveArgs, CADir: caDir})
 	if err != nil {
 		return err
 	}
@@ -168,7 +182,7 @@ func run() error {
 	}
 	rep, err := xdsload.Run(ctx, xdsload.Options{
 		Mesh: m, CP: cp,
-		Fleet:   xdsload.FleetOptions{Proxies: *proxies, Conns: *conns, Captured: !*explicit, Protocol: proto, VHDS: *vhds && proto == xdsload.Delta, Decode: dec},
+		Fleet:   fleet,
 		Changes: *changes, StormRate: *stormRate, StormDuration: *storm, Timeout: *timeout,
 		ProfileDir: *profileDir, SimProfile: *simProfile, ChangeProfile: *changeProf, EndpointProfile: *epProf, MaxRSS: *maxRSS << 20, Scope: sc, Logger: log,
 	})

@@ -21,6 +21,10 @@ import (
 type ControlPlane struct {
 	// XDSAddress is the plaintext ADS address.
 	XDSAddress string
+	// SecureAddress is the TLS ADS address (weft serve --xds-address):
+	// workload certificates from ProcessOptions.CADir's CA are accepted
+	// there.
+	SecureAddress string
 	// StatusAddress serves /debug/pprof; empty skips profiles.
 	StatusAddress string
 	// PID is the process whose CPU time and memory are measured.
@@ -43,6 +47,9 @@ type ProcessOptions struct {
 	Stderr io.Writer
 	// ExtraArgs are appended to `weft serve`.
 	ExtraArgs []string
+	// CADir, when set, is the mesh CA's directory (weft serve --ca-dir),
+	// e.g. one NewWorkloadCerts made.
+	CADir string
 }
 
 // StartProcess runs `weft serve` with plaintext ADS and a status address
@@ -56,6 +63,9 @@ func StartProcess(ctx context.Context, o ProcessOptions) (*ControlPlane, error) 
 	xds, plain, status := ports[0], ports[1], ports[2]
 	args := []string{"serve", "--config", o.ConfigDir, "--xds-address", xds, "--xds-plaintext-address", plain,
 		"--status-address", status, "--log-level", "warn"}
+	if o.CADir != "" {
+		args = append(args, "--ca-dir", o.CADir)
+	}
 	args = append(args, o.ExtraArgs...)
 	name := o.Binary
 	if o.CPUs != "" {
@@ -69,7 +79,7 @@ func StartProcess(ctx context.Context, o ProcessOptions) (*ControlPlane, error) 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	cp := &ControlPlane{XDSAddress: plain, StatusAddress: status, PID: cmd.Process.Pid, cmd: cmd, done: make(chan error, 1)}
+	cp := &ControlPlane{XDSAddress: plain, SecureAddress: xds, StatusAddress: status, PID: cmd.Process.Pid, cmd: cmd, done: make(chan error, 1)}
 	go func() { cp.done <- cmd.Wait() }()
 	deadline := time.Now().Add(60 * time.Second)
 	for {

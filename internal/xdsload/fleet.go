@@ -2,6 +2,7 @@ package xdsload
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"sort"
 	"sync"
@@ -9,18 +10,28 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"weft.dev/weft/internal/proxy/xdsclient"
 	"weft.dev/weft/internal/xds/contract"
 )
 
 // FleetOptions configure a Fleet.
 type FleetOptions struct {
 	// Address is the control plane's plaintext ADS address (weft serve
-	// --xds-plaintext-address).
+	// --xds-plaintext-address), or with ClientTLS its secure one
+	// (--xds-address).
 	Address string
+	// ClientTLS, when set, gives each proxy its TLS configuration (its
+	// workload certificate as its client certificate, the mesh's root):
+	// every proxy then dials Address over TLS on a connection of its own,
+	// as weft-proxy does on the control plane's secure port, whose node
+	// check wants each stream's node to match its connection's
+	// certificate. Conns is then ignored.
+	ClientTLS func(contract.Identity) (*tls.Config, error)
 	// Proxies is the number of simulated proxies (N).
 	Proxies int
 	// Conns is the number of gRPC connections the streams share, round
@@ -89,7 +100,7 @@ func NewFleet(opts FleetOptions, workloads []Workload) (*Fleet, error) {
 	if len(workloads) == 0 {
 		return nil, fmt.Errorf("fleet: no workloads to play")
 	}
-	if opts.Conns <= 0 || opts.Conns > opts.Proxies {
+	if opts.Conns <= 0 || opts.Conns > opts.Proxies || opts.ClientTLS != nil {
 		opts.Conns = opts.Proxies
 	}
 	if opts.Protocol == "" {
@@ -157,11 +168,21 @@ func (f *Fleet) Proxies() []*Proxy { return f.proxies }
 // until ctx is done. Call Wait after that to have them ended. Start may be
 // called once.
 func (f *Fleet) Start(ctx context.Context) error {
-	for range f.opts.Conns {
+	for i := range f.opts.Conns {
+		creds := insecure.NewCredentials()
+		if f.opts.ClientTLS != nil {
+			conf, err := f.opts.ClientTLS(f.proxies[i].Identity)
+			if err != nil {
+				f.close()
+				return fmt.Errorf("fleet: TLS for proxy %d: %w", i, err)
+			}
+			creds = credentials.NewTLS(conf)
+		}
 		c, err := grpc.NewClient(f.opts.Address,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithTransportCredentials(creds),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
+			grpc.WithWriteBufferSize(xdsclient.WriteBufferSize), // as weft-proxy
 		)
 		if err != nil {
 			f.close()

@@ -31,8 +31,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if r.VHDS {
 		protocol += " with VHDS"
 	}
-	fmt.Fprintf(&b, "xDS load: %d proxies (%s, %s decode, %s, %s scope, %d connections), %d services x %d endpoints (%d of them spare, in %s)\n",
-		r.Proxies, protocol, decode, mode, scope, r.Conns, r.Services, r.Endpoints+r.Spare, r.Spare, source)
+	conns := fmt.Sprintf("%d connections", r.Conns)
+	if r.TLS {
+		conns = fmt.Sprintf("%d TLS connections", r.Conns)
+	}
+	fmt.Fprintf(&b, "xDS load: %d proxies (%s, %s decode, %s, %s scope, %s), %d services x %d endpoints (%d of them spare, in %s)\n",
+		r.Proxies, protocol, decode, mode, scope, conns, r.Services, r.Endpoints+r.Spare, r.Spare, source)
 	if r.Aborted != "" {
 		fmt.Fprintf(&b, "ABORTED: %s\n", r.Aborted)
 	}

@@ -20,7 +20,8 @@ type Options struct {
 	Mesh *Mesh
 	// CP is the control plane serving it.
 	CP *ControlPlane
-	// Fleet sizes the simulated proxies; Address defaults to CP.XDSAddress.
+	// Fleet sizes the simulated proxies; Address defaults to
+	// CP.XDSAddress, or CP.SecureAddress with ClientTLS.
 	Fleet FleetOptions
 	// Changes is how many config changes and how many endpoint changes are
 	// each measured one after the other (default 3).
@@ -104,6 +105,9 @@ type Report struct {
 	Endpoints int  `json:"endpoints_per_service"`
 	Spare     int  `json:"spare_endpoints_per_service"`
 	Captured  bool `json:"captured"`
+	// TLS is set when the proxies connected to the secure port with
+	// workload certificates (FleetOptions.ClientTLS).
+	TLS bool `json:"tls"`
 	// Scope is the proxies' egress scope (Options.Scope).
 	Scope Scope `json:"scope"`
 	// Protocol is the ADS variant the proxies spoke: "delta" or "sotw".
@@ -229,6 +233,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Fleet.Address == "" {
 		o.Fleet.Address = o.CP.XDSAddress
+		if o.Fleet.ClientTLS != nil {
+			o.Fleet.Address = o.CP.SecureAddress
+		}
 	}
 	if o.Changes <= 0 {
 		o.Changes = 3
@@ -271,7 +278,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	var simProfStop func() // ends the simulator's CPU profile, if taken
 	spec := o.Mesh.Spec()
-	rep := &Report{Proxies: o.Fleet.Proxies, Conns: f.opts.Conns, Services: spec.Services, Endpoints: spec.Endpoints, Spare: spec.Spare, Captured: o.Fleet.Captured, Protocol: f.Protocol(), VHDS: f.VHDS(), Decode: f.Decode(), Scope: o.Scope, EndpointSource: o.Mesh.Source()}
+	rep := &Report{Proxies: o.Fleet.Proxies, Conns: f.opts.Conns, Services: spec.Services, Endpoints: spec.Endpoints, Spare: spec.Spare, Captured: o.Fleet.Captured, TLS: o.Fleet.ClientTLS != nil, Protocol: f.Protocol(), VHDS: f.VHDS(), Decode: f.Decode(), Scope: o.Scope, EndpointSource: o.Mesh.Source()}
 	r := runner{o: o, f: f, log: log}
 
 	before, err := r.sample()

@@ -408,12 +408,19 @@ func envInt(t *testing.T, name string, def int) int {
 // are then the test's, simulator included).
 func startInProcess(t *testing.T, dir string, scope Scope, regs ...registry.Source) *ControlPlane {
 	t.Helper()
+	return startInProcessCA(t, dir, "", scope, regs...)
+}
+
+// startInProcessCA is startInProcess with the mesh CA kept in caDir ("":
+// in memory).
+func startInProcessCA(t *testing.T, dir, caDir string, scope Scope, regs ...registry.Source) *ControlPlane {
+	t.Helper()
 	egress := mesh.EgressScopeMesh
 	if scope == ScopeNamespace {
 		egress = mesh.EgressScopeNamespace
 	}
 	cp, err := controlplane.New(controlplane.Options{
-		ConfigDir: dir, Registries: regs, EgressScope: egress, XDSAddress: "127.0.0.1:0", XDSPlaintextAddress: "127.0.0.1:0", StatusAddress: "127.0.0.1:0",
+		ConfigDir: dir, CADir: caDir, Registries: regs, EgressScope: egress, XDSAddress: "127.0.0.1:0", XDSPlaintextAddress: "127.0.0.1:0", StatusAddress: "127.0.0.1:0",
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
@@ -428,7 +435,40 @@ func startInProcess(t *testing.T, dir string, scope Scope, regs ...registry.Sour
 			t.Errorf("control plane: %v", err)
 		}
 	})
-	return &ControlPlane{XDSAddress: cp.XDSPlaintextAddr().String(), StatusAddress: cp.StatusAddr().String(), PID: os.Getpid()}
+	return &ControlPlane{XDSAddress: cp.XDSPlaintextAddr().String(), SecureAddress: cp.XDSAddr().String(), StatusAddress: cp.StatusAddr().String(), PID: os.Getpid()}
+}
+
+// TestSmallRunTLS: proxies with workload certificates from the run's CA
+// connect to the secure port, one connection each, pass the node check
+// and time changes as on the plaintext port.
+func TestSmallRunTLS(t *testing.T) {
+	dir, caDir := t.TempDir(), t.TempDir()
+	certs, err := NewWorkloadCerts(caDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := WriteMesh(dir, MeshSpec{Services: 20, Endpoints: 1, Spare: 1, Namespaces: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := startInProcessCA(t, dir, caDir, ScopeMesh)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Options{
+		Mesh: m, CP: cp, Fleet: FleetOptions{Proxies: 10, Conns: 2, Captured: true, Protocol: Delta, VHDS: true, ClientTLS: certs.ClientTLS},
+		Changes: 1, Timeout: time.Minute, Settle: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.TLS || rep.Conns != 10 {
+		t.Errorf("report: TLS %v over %d connections, want TLS over 10 (one per proxy)", rep.TLS, rep.Conns)
+	}
+	for _, c := range []Change{rep.Config, rep.Endpoint} {
+		if c.Latency.Missing != 0 || c.Latency.N == 0 {
+			t.Errorf("%s: %d ACKs timed, %d missing", c.Kind, c.Latency.N, c.Latency.Missing)
+		}
+	}
 }
 
 // TestDeltaReconnectResumes: a delta proxy whose stream ends opens a new

@@ -37,6 +37,14 @@ const (
 	// maxRecvMsgSize bounds one xDS response; large meshes exceed gRPC's
 	// 4 MiB default.
 	maxRecvMsgSize = 64 << 20
+	// WriteBufferSize is the gRPC write buffer of the connection to the
+	// control plane, so the most it writes at once: over TLS each write
+	// is a record, and the control plane's TLS reader keeps, for the
+	// connection's life, a buffer as large as the largest record it read
+	// (internal/xds/server, recordConn). A proxy sends requests and ACKs,
+	// little and seldom; a subscription to thousands of names goes out in
+	// 4 KiB records instead of 16 KiB ones.
+	WriteBufferSize = 4 << 10
 )
 
 // Options configure a Client. Address, Node and Applier are required.
@@ -255,6 +263,7 @@ func (c *Client) runOnce(ctx context.Context, st session, addr string, onOpen fu
 			MinConnectTimeout: connectTimeout,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
+		grpc.WithWriteBufferSize(WriteBufferSize),
 	)
 	if err != nil {
 		return false, fmt.Errorf("dialing control plane %s: %w", addr, err)

@@ -183,6 +183,10 @@ func idleConnectionHeap(t *testing.T, creds credentials.TransportCredentials, di
 	}()
 
 	const conns = 100
+	var manyNames []string
+	for i := range 2000 {
+		manyNames = append(manyNames, fmt.Sprintf("outbound|8080|v1|service-%04d.namespace.svc.cluster.local", i))
+	}
 	var clients []*grpc.ClientConn
 	defer func() {
 		for _, cc := range clients {
@@ -191,7 +195,9 @@ func idleConnectionHeap(t *testing.T, creds credentials.TransportCredentials, di
 	}()
 	streamCtx := withDeadline(t)
 	connect := func(i int) {
-		cc, err := grpc.NewClient(lis.Addr().String(), dial)
+		// weft-proxy's write buffer for the control plane
+		// (xdsclient.WriteBufferSize): over TLS, records of 4 KiB.
+		cc, err := grpc.NewClient(lis.Addr().String(), dial, grpc.WithWriteBufferSize(4<<10))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -201,7 +207,18 @@ func idleConnectionHeap(t *testing.T, creds credentials.TransportCredentials, di
 			t.Fatal(err)
 		}
 		node := &core.Node{Id: fmt.Sprintf("sidecar~10.0.%d.%d~idle-%d.default~default.svc.cluster.local", i/250, i%250+1, i)}
-		if err := stream.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+		// A subscription by name to 2,000 clusters first (~120 KB, as a
+		// sidecar's EDS subscription in a large mesh), replaced by one of a
+		// single name (so the server's own state of it is small again),
+		// then the request that is answered: by the answer, the server has
+		// read them all.
+		if err := stream.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: resource.EndpointType, ResourceNames: manyNames}); err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&discovery.DiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNames: manyNames[:1]}); err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&discovery.DiscoveryRequest{TypeUrl: resource.ClusterType}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := stream.Recv(); err != nil {
@@ -224,19 +241,19 @@ func idleConnectionHeap(t *testing.T, creds credentials.TransportCredentials, di
 	return (heap() - before) / conns
 }
 
-// recordConn records each Write as the record a tls.Conn would make of it.
-type recordConn struct {
+// writeLog records each Write as the record a tls.Conn would make of it.
+type writeLog struct {
 	net.Conn
 	writes [][]byte
 }
 
-func (c *recordConn) Write(b []byte) (int, error) {
+func (c *writeLog) Write(b []byte) (int, error) {
 	c.writes = append(c.writes, bytes.Clone(b))
 	return len(b), nil
 }
 
 func TestTLSFrameConnWritesAFrameAsOneRecord(t *testing.T) {
-	rc := &recordConn{}
+	rc := &writeLog{}
 	c := newTLSFrameConn(rc)
 	msg := bytes.Repeat([]byte{'m'}, 1000)
 	big := bytes.Repeat([]byte{'b'}, scratchMax)
@@ -261,5 +278,63 @@ func TestTLSFrameConnWritesAFrameAsOneRecord(t *testing.T) {
 		if !bytes.Equal(rc.writes[i], want[i]) {
 			t.Errorf("record %d: %d bytes, not the %d expected", i, len(rc.writes[i]), len(want[i]))
 		}
+	}
+}
+
+// TestRecordConnReadsOneRecordAtATime: however much has arrived, a read
+// under TLS ends at the end of a record's header or body, and nothing is
+// lost or reordered.
+func TestRecordConnReadsOneRecordAtATime(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	c, err := recordListener{Listener: l, userTimeout: 5 * time.Second}.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(*recordConn); !ok {
+		t.Fatalf("accepted %T, want *recordConn", c)
+	}
+
+	var sent []byte
+	var ends []int // offsets where a header or a body ends
+	for i, size := range []int{1, 300, 16384, 0, 4096, 17} {
+		rec := []byte{23, 3, 3, byte(size >> 8), byte(size)}
+		sent = append(sent, rec...)
+		ends = append(ends, len(sent))
+		sent = append(sent, bytes.Repeat([]byte{byte('a' + i)}, size)...)
+		if size > 0 {
+			ends = append(ends, len(sent))
+		}
+	}
+	go client.Write(sent) // all of it at once: the reader must not run past a record
+
+	var got []byte
+	buf := make([]byte, 64<<10)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for len(got) < len(sent) {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("read after %d bytes: %v", len(got), err)
+		}
+		got = append(got, buf[:n]...)
+		next := ends[0]
+		if len(got) > next {
+			t.Fatalf("a read ran from %d to %d, past the boundary at %d", len(got)-n, len(got), next)
+		}
+		if len(got) == next {
+			ends = ends[1:]
+		}
+	}
+	if !bytes.Equal(got, sent) {
+		t.Fatal("the bytes read differ from those sent")
 	}
 }

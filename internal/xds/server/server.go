@@ -311,6 +311,8 @@ func (s *Server) serveOne(ctx context.Context, cancel context.CancelFunc, gs *gr
 	lis := ep.Listener
 	if ep.Credentials == nil {
 		lis = frameListener{Listener: lis, userTimeout: s.opts.KeepaliveTimeout}
+	} else {
+		lis = recordListener{Listener: lis, userTimeout: s.opts.KeepaliveTimeout}
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(lis) }()

@@ -43,29 +43,33 @@ import (
 // any other connection, a TLS one included, gets a bufio.Reader of its
 // own for its life (tlsReadBufferSize). It also sets the keepalive
 // timeout as TCP_USER_TIMEOUT only on a *net.TCPConn. frameConn has
-// ReadOnReady, and frameListener sets the timeout.
+// ReadOnReady, and connListener sets the timeout.
 
 // pendingMax is the most bytes frameConn holds back: DATA frame headers
 // (9) and gRPC message prefixes (5), with room to spare.
 const pendingMax = 64
 
-// frameListener wraps the accepted TCP connections of a plaintext
-// endpoint in frameConns.
-type frameListener struct {
+// connListener gives gRPC each accepted TCP connection wrapped
+// (frameConn in plaintext, recordConn under TLS), with the keepalive
+// timeout set as TCP_USER_TIMEOUT, which gRPC sets only on a bare
+// *net.TCPConn. Other connections go to gRPC as they are.
+type connListener struct {
 	net.Listener
-	userTimeout time.Duration // TCP_USER_TIMEOUT set on each connection; 0: none
+	userTimeout time.Duration // 0: none
+	wrap        func(*net.TCPConn) net.Conn
 }
 
-func (l frameListener) Accept() (net.Conn, error) {
+func (l connListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
-		return c, nil // gRPC then writes unbuffered, frame by frame
+		return c, nil
 	}
-	return newFrameConn(tc, l.userTimeout), nil
+	setUserTimeout(tc, l.userTimeout)
+	return l.wrap(tc), nil
 }
 
 // frameCreds are a TLS endpoint's credentials whose handshakes return
@@ -160,12 +164,11 @@ type frameConn struct {
 	doRead func(fd uintptr) bool
 }
 
-func newFrameConn(tc *net.TCPConn, userTimeout time.Duration) net.Conn {
+func newFrameConn(tc *net.TCPConn) net.Conn {
 	raw, err := tc.SyscallConn()
 	if err != nil {
 		return tc
 	}
-	setUserTimeout(tc, userTimeout)
 	c := &frameConn{TCPConn: tc, raw: raw}
 	c.send = c.writev
 	c.doRead = c.readReady
@@ -269,26 +272,6 @@ func (c *frameConn) readReady(fd uintptr) bool {
 	return c.rerr != syscall.EAGAIN && c.rerr != syscall.EWOULDBLOCK
 }
 
-// recordListener wraps the accepted TCP connections of a TLS endpoint in
-// recordConns, under crypto/tls.
-type recordListener struct {
-	net.Listener
-	userTimeout time.Duration // TCP_USER_TIMEOUT set on each connection; 0: none
-}
-
-func (l recordListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return c, nil
-	}
-	setUserTimeout(tc, l.userTimeout)
-	return &recordConn{TCPConn: tc}, nil
-}
-
 // recordConn is the TCP connection under a TLS one: each Read returns at
 // most the rest of the current TLS record (its 5-byte header first,
 // then its body). crypto/tls reads records into a buffer that it grows
@@ -305,6 +288,8 @@ type recordConn struct {
 	nhdr int
 	left int // body bytes of the current record not yet read
 }
+
+func newRecordConn(tc *net.TCPConn) net.Conn { return &recordConn{TCPConn: tc} }
 
 func (c *recordConn) Read(p []byte) (int, error) {
 	if c.left == 0 {

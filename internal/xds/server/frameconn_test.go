@@ -23,7 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// framePair returns a frameConn accepted by a frameListener and the
+// framePair returns a frameConn accepted by a connListener and the
 // client end of its connection.
 func framePair(t *testing.T, userTimeout time.Duration) (*frameConn, net.Conn) {
 	t.Helper()
@@ -32,7 +32,7 @@ func framePair(t *testing.T, userTimeout time.Duration) (*frameConn, net.Conn) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	fl := frameListener{Listener: l, userTimeout: userTimeout}
+	fl := connListener{Listener: l, userTimeout: userTimeout, wrap: newFrameConn}
 	client, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -295,7 +295,7 @@ func TestRecordConnReadsOneRecordAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	c, err := recordListener{Listener: l, userTimeout: 5 * time.Second}.Accept()
+	c, err := connListener{Listener: l, userTimeout: 5 * time.Second, wrap: newRecordConn}.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}

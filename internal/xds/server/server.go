@@ -310,9 +310,9 @@ func (s *Server) tapStream(ctx context.Context, info *tap.Info) (context.Context
 func (s *Server) serveOne(ctx context.Context, cancel context.CancelFunc, gs *grpc.Server, ep Endpoint) error {
 	lis := ep.Listener
 	if ep.Credentials == nil {
-		lis = frameListener{Listener: lis, userTimeout: s.opts.KeepaliveTimeout}
+		lis = connListener{Listener: lis, userTimeout: s.opts.KeepaliveTimeout, wrap: newFrameConn}
 	} else {
-		lis = recordListener{Listener: lis, userTimeout: s.opts.KeepaliveTimeout}
+		lis = connListener{Listener: lis, userTimeout: s.opts.KeepaliveTimeout, wrap: newRecordConn}
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(lis) }()

@@ -39,10 +39,7 @@ func TestFlightBudget(t *testing.T) {
 		t.Fatal("the rest of an admitted stream's set was held back")
 	}
 	// An unanswered response stops counting after flightExpiry.
-	for k, e := range b.held {
-		e.expires = time.Now().Add(-time.Second)
-		b.held[k] = e
-	}
+	b.expireForTest()
 	if b.take(d, resource.RouteType, 1) {
 		t.Fatal("a queued stream got in before its turn")
 	}
@@ -86,10 +83,7 @@ func TestFlightBudgetNoStrandedWaiter(t *testing.T) {
 	}
 
 	// The holder's response expires unanswered: no give announces it.
-	for k, e := range b.held {
-		e.expires = time.Now().Add(-time.Second)
-		b.held[k] = e
-	}
+	b.expireForTest()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { b.sweep(ctx); close(done) }()
@@ -165,6 +159,59 @@ func TestControlPlaneBytesInFlightBound(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the second proxy got nothing after the first answered")
 	}
+}
+
+// TestFlightBudgetLooksForExpiredOnlyWhenDue: a stream that finds the
+// room full does not look through the responses in flight while none of
+// them can have expired, and once one has, it is forgotten and the next
+// expiry is noted.
+func TestFlightBudgetLooksForExpiredOnlyWhenDue(t *testing.T) {
+	b := newFlightBudget(100)
+	early, late, w := &adsStream{}, &adsStream{}, &adsStream{}
+	if !b.take(early, resource.ClusterType, 60) {
+		t.Fatal("the first response was refused")
+	}
+	if !b.take(early, resource.EndpointType, 40) {
+		t.Fatal("the rest of an admitted stream's set was refused")
+	}
+	b.give(early, resource.EndpointType)
+	time.Sleep(time.Millisecond) // late's response expires after early's
+	if !b.take(late, resource.ClusterType, 30) {
+		t.Fatal("a response that fits was refused")
+	}
+	first := b.held[flightKey{early, resource.ClusterType}].expires
+	if !b.expiresFrom.Equal(first) {
+		t.Fatalf("expiresFrom = %v, want the first response's expiry %v", b.expiresFrom, first)
+	}
+
+	// Before anything can have expired a full room is only refused.
+	b.reclaimLocked(first)
+	if len(b.held) != 2 || b.used != 90 {
+		t.Fatalf("reclaimed before any expiry: held %d, used %d", len(b.held), b.used)
+	}
+	// Past the first expiry, that one goes and the next is noted.
+	b.reclaimLocked(first.Add(time.Nanosecond))
+	if _, ok := b.held[flightKey{early, resource.ClusterType}]; ok || b.used != 30 {
+		t.Fatalf("the expired response is still held: used %d", b.used)
+	}
+	if want := b.held[flightKey{late, resource.ClusterType}].expires; !b.expiresFrom.Equal(want) {
+		t.Fatalf("expiresFrom = %v, want the next expiry %v", b.expiresFrom, want)
+	}
+	if !b.take(w, resource.ClusterType, 70) {
+		t.Fatal("a response that fits once the expired one was forgotten was refused")
+	}
+}
+
+// expireForTest makes every response in flight expired.
+func (b *flightBudget) expireForTest() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	past := time.Now().Add(-time.Second)
+	for k, e := range b.held {
+		e.expires = past
+		b.held[k] = e
+	}
+	b.expiresFrom = past
 }
 
 // wokenForTest reports whether st was woken since the last call (a

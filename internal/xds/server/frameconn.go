@@ -33,9 +33,11 @@ import (
 // frameWriter follows the frame boundaries of what it is given: a write
 // that leaves a frame unfinished and is small is copied into a 64-byte
 // array, and the next write sends it together with what it carries — in
-// one writev in plaintext (frameConn), in one TLS record through a
-// scratch buffer taken for that write only (tlsFrameConn). Nothing is
-// held between frames, so a quiet connection holds no buffer at all.
+// one writev in plaintext (frameConn), in one TLS write through a
+// scratch buffer taken for that write only (tlsFrameConn); a full DATA
+// frame is 9 bytes more than a TLS record holds, and its two records go
+// out in one system call (recordConn.gathered). Nothing is held between
+// frames, so a quiet connection holds no buffer at all.
 //
 // gRPC's reader takes its read buffers from a pool, and only when there
 // is something to read, for connections it recognises (*net.TCPConn and
@@ -83,7 +85,8 @@ func (c frameCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInf
 	if err != nil {
 		return nil, nil, err
 	}
-	return newTLSFrameConn(conn), info, nil
+	rc, _ := raw.(*recordConn)
+	return newTLSFrameConn(conn, rc), info, nil
 }
 
 func (c frameCreds) Clone() credentials.TransportCredentials {
@@ -193,14 +196,15 @@ func (c *frameConn) writev(held, b []byte) (int, error) {
 // the handshake returned) written through a frameWriter: a TLS record
 // cannot be written in pieces, so what it holds and the write that
 // continues it are copied into a scratch buffer, taken for that one
-// write only, and sent as one record.
+// write only, and written to the TLS connection at once.
 type tlsFrameConn struct {
 	net.Conn
 	frameWriter
+	records *recordConn // the TCP connection under Conn; nil if it is not one
 }
 
-func newTLSFrameConn(c net.Conn) net.Conn {
-	t := &tlsFrameConn{Conn: c}
+func newTLSFrameConn(c net.Conn, records *recordConn) net.Conn {
+	t := &tlsFrameConn{Conn: c, records: records}
 	t.send = t.writeJoined
 	return t
 }
@@ -215,7 +219,22 @@ const scratchMax = 16<<10 + pendingMax
 
 var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, scratchMax); return &b }}
 
+// maxRecordPlaintext is the most a TLS record carries (RFC 8446 §5.1).
+const maxRecordPlaintext = 16 << 10
+
+// writeJoined writes held and b as one TLS write. A full DATA frame is
+// its 9-byte header and 16 KiB of payload, 9 bytes more than a record
+// holds, so crypto/tls writes it as two records, each with a system
+// call of its own: the records of a write that needs two are gathered
+// and sent in one (recordConn.gathered).
 func (c *tlsFrameConn) writeJoined(held, b []byte) (int, error) {
+	if c.records != nil && len(held)+len(b) > maxRecordPlaintext && len(held)+len(b) <= scratchMax {
+		return c.records.gathered(func() (int, error) { return c.writeJoinedNow(held, b) })
+	}
+	return c.writeJoinedNow(held, b)
+}
+
+func (c *tlsFrameConn) writeJoinedNow(held, b []byte) (int, error) {
 	if len(held) == 0 {
 		return c.Conn.Write(b)
 	}
@@ -282,14 +301,64 @@ func (c *frameConn) readReady(fd uintptr) bool {
 // record: at most what the peer puts in a record, 4 KiB from weft-proxy
 // (whose write buffer for the control plane is that size). It costs a
 // second read per record, and the control plane reads little.
+//
+// On the write side it can gather the records crypto/tls writes for one
+// write and send them in one system call (gathered).
 type recordConn struct {
 	*net.TCPConn
 	hdr  [5]byte
 	nhdr int
 	left int // body bytes of the current record not yet read
+
+	wmu    sync.Mutex // orders writes: a gathered write and any other
+	gather *[]byte    // while gathered runs: the records written so far
+	out    io.Writer  // where records go; the TCP connection (tests may change it)
 }
 
-func newRecordConn(tc *net.TCPConn) net.Conn { return &recordConn{TCPConn: tc} }
+func newRecordConn(tc *net.TCPConn) net.Conn { return &recordConn{TCPConn: tc, out: tc} }
+
+// gatherMax is a gathered write's buffer: the two records of a joined
+// write of up to scratchMax bytes, with their headers and AEAD overhead.
+const gatherMax = scratchMax + 256
+
+var gatherPool = sync.Pool{New: func() any { b := make([]byte, 0, gatherMax); return &b }}
+
+// Write writes a record, or while a gathered write runs adds it to that
+// write's records. crypto/tls writes one record per call, under its own
+// lock, so the records are gathered in the order they are numbered; one
+// written from another goroutine meanwhile (a close_notify, a key update)
+// joins them in its place.
+func (c *recordConn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.gather != nil {
+		*c.gather = append(*c.gather, b...)
+		return len(b), nil
+	}
+	return c.out.Write(b)
+}
+
+// gathered runs write, a write to the TLS connection over c, gathering
+// the records it writes, and sends them in one write. A failure to send
+// them is write's failure: nothing of it may count as written.
+func (c *recordConn) gathered(write func() (int, error)) (int, error) {
+	bp := gatherPool.Get().(*[]byte)
+	c.wmu.Lock()
+	c.gather = bp
+	c.wmu.Unlock()
+	n, err := write()
+	c.wmu.Lock()
+	c.gather = nil
+	if len(*bp) > 0 {
+		if _, werr := c.out.Write(*bp); werr != nil {
+			n, err = 0, werr
+		}
+	}
+	c.wmu.Unlock()
+	*bp = (*bp)[:0]
+	gatherPool.Put(bp)
+	return n, err
+}
 
 func (c *recordConn) Read(p []byte) (int, error) {
 	if c.left == 0 {

@@ -254,7 +254,7 @@ func (c *writeLog) Write(b []byte) (int, error) {
 
 func TestTLSFrameConnWritesAFrameAsOneRecord(t *testing.T) {
 	rc := &writeLog{}
-	c := newTLSFrameConn(rc)
+	c := newTLSFrameConn(rc, nil)
 	msg := bytes.Repeat([]byte{'m'}, 1000)
 	big := bytes.Repeat([]byte{'b'}, scratchMax)
 	for _, w := range [][]byte{
@@ -278,6 +278,91 @@ func TestTLSFrameConnWritesAFrameAsOneRecord(t *testing.T) {
 		if !bytes.Equal(rc.writes[i], want[i]) {
 			t.Errorf("record %d: %d bytes, not the %d expected", i, len(rc.writes[i]), len(want[i]))
 		}
+	}
+}
+
+// countingWriter counts the writes that reach the socket.
+type countingWriter struct {
+	w      io.Writer
+	writes int
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	c.writes++
+	return c.w.Write(b)
+}
+
+// TestTLSFrameConnSendsAFullFrameInOneWrite: a full DATA frame (9 + 16,384
+// bytes) is two TLS records, sent in one write to the socket, and the
+// peer reads the frames as written; writes of one record are sent as
+// they are.
+func TestTLSFrameConnSendsAFullFrameInOneWrite(t *testing.T) {
+	cert, roots := selfSigned(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	type dialed struct {
+		c   *tls.Conn
+		err error
+	}
+	dc := make(chan dialed, 1)
+	go func() {
+		c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: roots})
+		dc <- dialed{c, err}
+	}()
+	raw, err := connListener{Listener: l, wrap: newRecordConn}.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	rc := raw.(*recordConn)
+	server := tls.Server(rc, &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err := server.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	d := <-dc
+	if d.err != nil {
+		t.Fatal(d.err)
+	}
+	client := d.c
+	defer client.Close()
+	// Past crypto/tls's first 128 KiB, written in small records.
+	warm := make([]byte, 160<<10)
+	go server.Write(warm)
+	if _, err := io.ReadFull(client, make([]byte, len(warm))); err != nil {
+		t.Fatal(err)
+	}
+
+	count := &countingWriter{w: rc.out}
+	rc.out = count
+	c := newTLSFrameConn(server, rc)
+	full := bytes.Repeat([]byte{'f'}, 16<<10)
+	small := bytes.Repeat([]byte{'s'}, 100)
+	writes := [][]byte{
+		frameHeader(0, len(full)), full, // two records
+		frameHeader(0, len(small)), small, // one
+	}
+	wantWrites := []int{0, 1, 0, 1}
+	var sent []byte
+	for i, w := range writes {
+		before := count.writes
+		if n, err := c.Write(w); err != nil || n != len(w) {
+			t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(w))
+		}
+		if got := count.writes - before; got != wantWrites[i] {
+			t.Errorf("write %d (%d bytes): %d writes to the socket, want %d", i, len(w), got, wantWrites[i])
+		}
+		sent = append(sent, w...)
+	}
+	got := make([]byte, len(sent))
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(client, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, sent) {
+		t.Fatal("the peer read other bytes than were written")
 	}
 }
 

@@ -685,7 +685,7 @@ func (s *Server) sendDelta(st *adsStream, sub *subscription) error {
 	s.sentResponse(st.key, sub.typeURL, resp.Nonce, set.version)
 	sub.nonce, sub.everSent, sub.inflight = resp.Nonce, true, true
 	if shared && len(resources) > 0 {
-		return st.send(&deltaWithBody{resp: resp, body: d.body()})
+		return st.send(&deltaWithBody{resp: resp, body: d.encoded()})
 	}
 	return st.send(resp)
 }

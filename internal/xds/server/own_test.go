@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"runtime"
 	"slices"
@@ -186,6 +187,55 @@ func TestMergedSet(t *testing.T) {
 	if !slices.Equal(changed, []string{"b", "c", "e"}) || !slices.Equal(d.removed, []string{"d"}) {
 		t.Errorf("diff from a whole set: changed %v, removed %v; want [b c e], [d]", changed, d.removed)
 	}
+}
+
+// TestSetDiffs: a diff's wire body is encoded once while anyone holds
+// it, held by the diff only weakly (once nothing refers to it a
+// collection takes it, and the next proxy encodes the same bytes
+// again), and a set forgets its diffs from sets no one holds any more.
+func TestSetDiffs(t *testing.T) {
+	enc := func(name, version string) *encoded {
+		return &encoded{name: name, version: version, delta: &discovery.Resource{Name: name, Version: version}}
+	}
+	var c setCache
+	older := c.put(newTypeSet("t", "v1", []*encoded{enc("a", "1"), enc("b", "1")}))
+	old := c.put(newTypeSet("t", "v2", []*encoded{enc("a", "2"), enc("b", "1")}))
+	set := c.put(newTypeSet("t", "v3", []*encoded{enc("a", "3"), enc("b", "3")}))
+
+	d := set.diffFrom(old)
+	if set.diffFrom(old) != d {
+		t.Fatal("the same step was diffed twice")
+	}
+	body := d.encoded()
+	if want := encodeResources(d.resources); !bytes.Equal(body, want) {
+		t.Fatal("the body is not the resources' encoding")
+	}
+	if b := d.encoded(); &b[0] != &body[0] {
+		t.Error("the body was encoded again while it was alive")
+	}
+	want := bytes.Clone(body)
+	body = nil // sent: nothing refers to it any more
+	runtime.GC()
+	runtime.GC()
+	if d.body.Value() != nil {
+		t.Error("the body outlived a collection: a set's diffs hold their bodies")
+	}
+	if b := d.encoded(); !bytes.Equal(b, want) {
+		t.Error("the body encoded again differs")
+	}
+
+	set.diffFrom(older)
+	runtime.KeepAlive(old)
+	old, older = nil, nil
+	runtime.GC()
+	runtime.GC()
+	c.prune()
+	n := 0
+	set.diffs.Range(func(any, any) bool { n++; return true })
+	if n != 0 || len(c.sets) != 1 {
+		t.Errorf("after the older sets went: %d diffs kept, %d sets cached; want 0, 1", n, len(c.sets))
+	}
+	runtime.KeepAlive(set)
 }
 
 // TestInternedEncodings: resources of the same content built for

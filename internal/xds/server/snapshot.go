@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 	"weak"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -219,15 +220,36 @@ type setDiff struct {
 	resources []*discovery.Resource
 	removed   []string
 	sameNames bool // both sets have the same names (only versions changed)
-	// body is resources as they go on the wire, encoded once for every
-	// proxy that takes the step (deltaWithBody).
-	body func() []byte
+
+	// body is resources as they go on the wire (deltaWithBody), encoded
+	// once for the proxies that take the step while any of them still
+	// holds it, and held only weakly (a weak pointer to its first byte;
+	// nbody its length): a set keeps a diff from every older set a proxy
+	// came from for as long as the set lives, and when proxies fall
+	// behind — a storm of endpoint changes with the control plane short
+	// of CPU — they come from many, and sets of many generations live at
+	// once. Held strongly, those bodies were 476 MB of a 650 MB heap at
+	// 2,000 proxies (docs/benchmarks.md, "Diffs for proxies that fell
+	// behind"). Once no response in flight refers to a body, the
+	// collector takes it, and the next proxy to take the step encodes it
+	// again.
+	mu    sync.Mutex
+	body  weak.Pointer[byte]
+	nbody int
 }
 
-// newSetDiff makes d's body encode on first use.
-func newSetDiff(d *setDiff) *setDiff {
-	d.body = sync.OnceValue(func() []byte { return encodeResources(d.resources) })
-	return d
+// encoded returns d's resources as they go on the wire.
+func (d *setDiff) encoded() []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if p := d.body.Value(); p != nil {
+		return unsafe.Slice(p, d.nbody)
+	}
+	b := encodeResources(d.resources)
+	if len(b) > 0 {
+		d.body, d.nbody = weak.Make(&b[0]), len(b)
+	}
+	return b
 }
 
 // diffFrom is what changed from old to set, both taken whole. It is
@@ -258,7 +280,7 @@ func (set *typeSet) diffFrom(old *typeSet) *setDiff {
 			j++
 		}
 	}
-	v, _ := set.diffs.LoadOrStore(old.version, newSetDiff(d))
+	v, _ := set.diffs.LoadOrStore(old.version, d)
 	return v.(*setDiff)
 }
 
@@ -315,14 +337,26 @@ func (c *setCache) put(set *typeSet) *typeSet {
 	return set
 }
 
-// prune forgets sets no proxy holds any more.
+// prune forgets sets no proxy holds any more, and the diffs from them
+// that live sets keep: no proxy will take those steps again.
 func (c *setCache) prune() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var live []*typeSet
 	for k, w := range c.sets {
-		if w.Value() == nil {
+		if set := w.Value(); set != nil {
+			live = append(live, set)
+		} else {
 			delete(c.sets, k)
 		}
+	}
+	for _, set := range live {
+		set.diffs.Range(func(from, _ any) bool {
+			if _, ok := c.sets[setKey{set.typeURL, from.(string)}]; !ok {
+				set.diffs.Delete(from)
+			}
+			return true
+		})
 	}
 }
 

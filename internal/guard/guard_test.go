@@ -99,16 +99,7 @@ func TestTypoHostIsHeldUntilItHasEndpoints(t *testing.T) {
 	}
 	// A new VirtualService for backend whose destination is a typo would
 	// take every request backend serves today.
-	typo := `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: backend}
-spec:
-  hosts: [backend]
-  http:
-  - route:
-    - destination: {host: backendd}
-`
-	base["vs.yaml"] = []byte(typo)
+	base["vs.yaml"] = []byte(typoVirtualService)
 	snap := s.Load(base)
 	if len(snap.VirtualServices) != 0 {
 		t.Fatalf("the typo VirtualService is in force")
@@ -337,15 +328,7 @@ func TestGuardKeepsOnlyInForceAndCandidate(t *testing.T) {
 
 	// A rejected candidate, then another change: the mesh in force (the
 	// load judged again without the held change) is not built again.
-	base["vs.yaml"] = []byte(`apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: backend}
-spec:
-  hosts: [backend]
-  http:
-  - route:
-    - destination: {host: backendd}
-`)
+	base["vs.yaml"] = []byte(typoVirtualService)
 	if snap := s.Load(base); !hasCode(snap, config.CodeTrafficHeld) {
 		t.Fatalf("the typo was not held: %v", diags(snap))
 	}
@@ -359,3 +342,16 @@ spec:
 		t.Error("the mesh in force was built again to judge the next change")
 	}
 }
+
+// typoVirtualService is a new VirtualService for backend whose
+// destination is a typo: it would take every request backend serves
+// today.
+const typoVirtualService = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend}
+spec:
+  hosts: [backend]
+  http:
+  - route:
+    - destination: {host: backendd}
+`

@@ -2,6 +2,7 @@ package accesslog
 
 import (
 	"fmt"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -76,7 +77,7 @@ func fileConfig(al *accesslogv3.AccessLog) (*filev3.FileAccessLog, error) {
 		return nil, fmt.Errorf("typed_config: %s (%s) is not supported: Weft's proxy implements %s only", al.GetName(), tc.GetTypeUrl(), FileAccessLogName)
 	}
 	var fl filev3.FileAccessLog
-	if err := tc.UnmarshalTo(&fl); err != nil {
+	if err := xdswire.UnmarshalAny(tc, &fl); err != nil {
 		return nil, fmt.Errorf("typed_config: %w", err)
 	}
 	return &fl, nil

@@ -22,6 +22,7 @@ import (
 	"net"
 	"strconv"
 	"sync/atomic"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -246,7 +247,7 @@ func (a AssignmentMaps) Assignment(name string) (*endpointv3.ClusterLoadAssignme
 		return nil, nil
 	}
 	m := &endpointv3.ClusterLoadAssignment{}
-	if err := proto.Unmarshal(w, m); err != nil {
+	if err := xdswire.Unmarshal(w, m); err != nil {
 		return nil, fmt.Errorf("cluster load assignment %q: %w", name, err)
 	}
 	return m, nil
@@ -517,5 +518,5 @@ func sameResource[M proto.Message](prevWire, wire []byte, prev, m M) bool {
 	case prevWire != nil || wire != nil:
 		return false
 	}
-	return proto.Equal(prev, m)
+	return xdswire.Equal(prev, m)
 }

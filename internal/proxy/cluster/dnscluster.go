@@ -10,11 +10,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	"google.golang.org/protobuf/proto"
 )
 
 // STRICT_DNS and LOGICAL_DNS clusters: the proxy resolves the names of
@@ -246,7 +246,7 @@ func (d *dnsHosts) assignment() *endpointv3.ClusterLoadAssignment {
 				addrs = addrs[:1]
 			}
 			for _, a := range addrs {
-				e := proto.Clone(lbe).(*endpointv3.LbEndpoint)
+				e := xdswire.Clone(lbe)
 				e.GetEndpoint().Hostname = sa.GetAddress()
 				e.GetEndpoint().Address = &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
 					Address: a.String(), PortSpecifier: &core.SocketAddress_PortValue{PortValue: sa.GetPortValue()}}}}

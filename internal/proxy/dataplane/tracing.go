@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -42,7 +43,7 @@ func (d *Dataplane) tracingConfig(m *hcm.HttpConnectionManager, inbound bool, r 
 	if tc == nil || !tc.MessageIs(&oc) {
 		return nil, tracing.ExporterKey{}, fmt.Errorf("%s.provider (%s): unsupported tracer (the proxy has %s with an OpenTelemetryConfig)", where, p.GetName(), otelTracerName)
 	}
-	if err := tc.UnmarshalTo(&oc); err != nil {
+	if err := xdswire.UnmarshalAny(tc, &oc); err != nil {
 		return nil, tracing.ExporterKey{}, fmt.Errorf("%s.provider.typed_config: %w", where, err)
 	}
 	pw := where + ".provider.typed_config"

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"time"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -307,7 +308,7 @@ func (rt *runtime) unchangedRoute(name string, wire []byte, rc proto.Message) *r
 		}
 	case hadWire || wire != nil:
 		return nil
-	case !proto.Equal(rt.routeCfgs[name], rc):
+	case !xdswire.Equal(rt.routeCfgs[name], rc):
 		return nil
 	}
 	return rt.routes[name]
@@ -516,7 +517,7 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 	if tc == nil {
 		return nil, fmt.Errorf("%s.filters[0] (%s): typed_config missing", field, f.GetName())
 	}
-	if err := tc.UnmarshalTo(&m); err != nil {
+	if err := xdswire.UnmarshalAny(tc, &m); err != nil {
 		return nil, fmt.Errorf("%s.filters[0] (%s): want %s: %w", field, f.GetName(), hcmFilterName, err)
 	}
 	where := field + ".filters[0].typed_config"

@@ -2,6 +2,7 @@ package route
 
 import (
 	"fmt"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	previouspriorities "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
@@ -22,7 +23,7 @@ func compileRetryPriority(rp *route.RetryPolicy_RetryPriority) (int, error) {
 	}
 	var cfg previouspriorities.PreviousPrioritiesConfig
 	if tc := rp.GetTypedConfig(); tc != nil {
-		if err := tc.UnmarshalTo(&cfg); err != nil {
+		if err := xdswire.UnmarshalAny(tc, &cfg); err != nil {
 			return 0, fmt.Errorf("retry_priority (%s): %w", rp.GetName(), err)
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	"github.com/cespare/xxhash/v2"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
@@ -76,7 +77,7 @@ func Parse(a *anypb.Any, sinks *accesslog.Sinks) (*Config, error) {
 	if a == nil {
 		return nil, errors.New("typed_config missing")
 	}
-	if err := a.UnmarshalTo(&m); err != nil {
+	if err := xdswire.UnmarshalAny(a, &m); err != nil {
 		return nil, fmt.Errorf("want %s: %w", FilterName, err)
 	}
 	c := &Config{StatPrefix: m.GetStatPrefix(), IdleTimeout: DefaultIdleTimeout}

@@ -41,12 +41,12 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rawbuffer "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	"google.golang.org/protobuf/proto"
 
 	"weft.dev/weft/internal/proxy/matcher"
 	"weft.dev/weft/internal/spiffe"
@@ -130,13 +130,13 @@ func ParseSocket(ts *core.TransportSocket, upstream bool) (Socket, error) {
 		return Socket{}, nil
 	case upstream && tc.MessageIs((*tlsv3.UpstreamTlsContext)(nil)):
 		var c tlsv3.UpstreamTlsContext
-		if err := tc.UnmarshalTo(&c); err != nil {
+		if err := xdswire.UnmarshalAny(tc, &c); err != nil {
 			return Socket{}, fmt.Errorf("typed_config: %w", err)
 		}
 		return Socket{Upstream: &c}, nil
 	case !upstream && tc.MessageIs((*tlsv3.DownstreamTlsContext)(nil)):
 		var c tlsv3.DownstreamTlsContext
-		if err := tc.UnmarshalTo(&c); err != nil {
+		if err := xdswire.UnmarshalAny(tc, &c); err != nil {
 			return Socket{}, fmt.Errorf("typed_config: %w", err)
 		}
 		return Socket{Downstream: &c}, nil
@@ -786,7 +786,7 @@ func (s *Server) Config() *tls.Config { return s.cfg }
 // Same reports whether ctx is the context s was compiled from, so a
 // translation can keep s (and its session ticket keys) across updates.
 func (s *Server) Same(ctx *tlsv3.DownstreamTlsContext) bool {
-	return s != nil && proto.Equal(s.proto, ctx)
+	return s != nil && xdswire.Equal(s.proto, ctx)
 }
 
 // ---- client -------------------------------------------------------------

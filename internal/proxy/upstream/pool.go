@@ -27,6 +27,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -113,7 +114,7 @@ func ParseOptions(c *cluster.Cluster, secrets tlssocket.Secrets) (Options, error
 	}
 	if a, ok := c.GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]; ok {
 		var po upstreamhttp.HttpProtocolOptions
-		if err := a.UnmarshalTo(&po); err != nil {
+		if err := xdswire.UnmarshalAny(a, &po); err != nil {
 			return o, fmt.Errorf("typed_extension_protocol_options[%q]: %w", httpProtocolOptionsKey, err)
 		}
 		if t := po.GetCommonHttpProtocolOptions().GetIdleTimeout(); t != nil {
@@ -174,7 +175,7 @@ func parseBindConfig(b *core.BindConfig) (*net.TCPAddr, error) {
 func parseHTTPProtocol(c *cluster.Cluster) (h2, downstream bool, err error) {
 	if a, ok := c.GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]; ok {
 		var o upstreamhttp.HttpProtocolOptions
-		if err := a.UnmarshalTo(&o); err != nil {
+		if err := xdswire.UnmarshalAny(a, &o); err != nil {
 			return false, false, fmt.Errorf("typed_extension_protocol_options[%q]: %w", httpProtocolOptionsKey, err)
 		}
 		switch p := o.GetUpstreamProtocolOptions().(type) {

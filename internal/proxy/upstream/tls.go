@@ -9,11 +9,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"weft.dev/weft/internal/proxy/tlssocket"
@@ -60,7 +60,7 @@ func parseSockets(c *cluster.Cluster, secrets tlssocket.Secrets) (sockets, error
 	var autoSNI, autoSAN bool
 	if a, ok := c.GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]; ok {
 		var po upstreamhttp.HttpProtocolOptions
-		if err := a.UnmarshalTo(&po); err == nil {
+		if err := xdswire.UnmarshalAny(a, &po); err == nil {
 			autoSNI = po.GetUpstreamHttpProtocolOptions().GetAutoSni()
 			autoSAN = po.GetUpstreamHttpProtocolOptions().GetAutoSanValidation()
 		}
@@ -131,7 +131,7 @@ func (s sockets) pick(md *core.Metadata) int {
 next:
 	for i, sk := range s.all[1:] {
 		for k, want := range sk.match {
-			if got, ok := fields[k]; !ok || !proto.Equal(got, want) {
+			if got, ok := fields[k]; !ok || !xdswire.Equal(got, want) {
 				continue next
 			}
 		}

@@ -7,12 +7,12 @@ import (
 	"maps"
 	"slices"
 	"time"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/proto"
 
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -87,7 +87,7 @@ func newDeltaState(c *Client) *deltaState {
 	for _, t := range deltaOrder {
 		rv[t] = map[string]string{}
 	}
-	node := proto.Clone(c.opts.Node).(*core.Node)
+	node := xdswire.Clone(c.opts.Node)
 	if !slices.Contains(node.ClientFeatures, contract.FeatureVHDS) {
 		node.ClientFeatures = append(node.ClientFeatures, contract.FeatureVHDS)
 	}
@@ -161,7 +161,7 @@ func (s *deltaState) held() int {
 func (s *deltaState) handle(r *discovery.DeltaDiscoveryResponse) error {
 	t := r.GetTypeUrl()
 	log := s.c.log.With("type", shortType(t), "version", r.GetSystemVersionInfo(), "nonce", r.GetNonce())
-	s.c.recv.add(t, len(r.GetResources()), len(r.GetRemovedResources()), proto.Size(r))
+	s.c.recv.add(t, len(r.GetResources()), len(r.GetRemovedResources()), xdswire.Size(r))
 	if !slices.Contains(deltaOrder[:], t) {
 		log.Warn("ignoring delta response of a type never subscribed to")
 		return nil

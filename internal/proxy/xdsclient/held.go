@@ -3,6 +3,7 @@ package xdsclient
 import (
 	"bytes"
 	"fmt"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -34,7 +35,7 @@ type held struct {
 
 // hold keeps msg, a decoded and validated resource.
 func hold(msg proto.Message) (*held, error) {
-	wire, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+	wire, err := xdswire.Marshal(msg)
 	if err != nil {
 		return nil, fmt.Errorf("encoding: %w", err)
 	}

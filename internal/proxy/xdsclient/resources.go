@@ -8,6 +8,7 @@ package xdsclient
 
 import (
 	"fmt"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -93,7 +94,7 @@ func lookup[M interface {
 		return zero, nil
 	}
 	m := fresh()
-	if err := proto.Unmarshal(b, m); err != nil {
+	if err := xdswire.Unmarshal(b, m); err != nil {
 		return zero, fmt.Errorf("%s %q: decoding its encoding: %w", shortType(typeURL), name, err)
 	}
 	return m, nil

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"time"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -252,7 +253,7 @@ func decode(r *discovery.DiscoveryResponse) (*decoded, error) {
 	for i, a := range r.GetResources() {
 		if a.GetTypeUrl() == typeResource { // wrapped (TTL, heartbeats)
 			var w discovery.Resource
-			if err := a.UnmarshalTo(&w); err != nil {
+			if err := xdswire.UnmarshalAny(a, &w); err != nil {
 				return nil, fmt.Errorf("resources[%d]: decoding wrapper: %w", i, err)
 			}
 			if w.GetResource() == nil {
@@ -327,7 +328,7 @@ func (d *decoded) add(a *anypb.Any) (string, error) {
 }
 
 func unmarshal(a *anypb.Any, m proto.Message) error {
-	if err := a.UnmarshalTo(m); err != nil {
+	if err := xdswire.UnmarshalAny(a, m); err != nil {
 		return fmt.Errorf("decoding %s: %w", shortType(a.GetTypeUrl()), err)
 	}
 	return nil
@@ -379,7 +380,7 @@ func hcmRouteNames(l *listener.Listener) ([]string, error) {
 				return nil, fmt.Errorf("filter_chains[%d].filters[%d]: %s has typed_config %q", ci, fi, hcmName, tc.GetTypeUrl())
 			}
 			var m hcm.HttpConnectionManager
-			if err := tc.UnmarshalTo(&m); err != nil {
+			if err := xdswire.UnmarshalAny(tc, &m); err != nil {
 				return nil, fmt.Errorf("filter_chains[%d].filters[%d]: decoding http_connection_manager: %w", ci, fi, err)
 			}
 			if rds := m.GetRds(); rds != nil {
@@ -473,7 +474,7 @@ func inlineRouteConfigs(l *listener.Listener) []*route.RouteConfiguration {
 				continue
 			}
 			var m hcm.HttpConnectionManager
-			if tc.UnmarshalTo(&m) == nil && m.GetRouteConfig() != nil {
+			if xdswire.UnmarshalAny(tc, &m) == nil && m.GetRouteConfig() != nil {
 				out = append(out, m.GetRouteConfig())
 			}
 		}

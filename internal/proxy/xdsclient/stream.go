@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"slices"
 	"time"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/proto"
 )
 
 // state is the ADS state machine. It is owned by the goroutine running
@@ -88,7 +88,7 @@ func (s *state) runStream(ctx context.Context, ads discovery.AggregatedDiscovery
 func (s *state) handle(r *discovery.DiscoveryResponse) error {
 	t := r.GetTypeUrl()
 	log := s.c.log.With("type", shortType(t), "version", r.GetVersionInfo(), "nonce", r.GetNonce())
-	s.c.recv.add(t, len(r.GetResources()), 0, proto.Size(r)) // protocol.go
+	s.c.recv.add(t, len(r.GetResources()), 0, xdswire.Size(r)) // protocol.go
 	if !slices.Contains(typeOrder[:], t) {
 		log.Warn("ignoring response of a type never subscribed to")
 		return nil

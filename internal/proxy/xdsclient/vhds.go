@@ -5,9 +5,9 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	"google.golang.org/protobuf/proto"
 
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -128,7 +128,7 @@ func (s *resourceSet) remerge(rcs ...string) error {
 // then its own.
 func (v *vhdsSet) merge(name string, base *held) (*held, error) {
 	rc := &route.RouteConfiguration{}
-	if err := proto.Unmarshal(base.wire, rc); err != nil {
+	if err := xdswire.Unmarshal(base.wire, rc); err != nil {
 		return nil, fmt.Errorf("route configuration %q: decoding: %w", name, err)
 	}
 	prefix := contract.VirtualHostName(name, "")
@@ -142,7 +142,7 @@ func (v *vhdsSet) merge(name string, base *held) (*held, error) {
 	vhs := make([]*route.VirtualHost, 0, len(names)+len(rc.GetVirtualHosts()))
 	for _, n := range names {
 		vh := &route.VirtualHost{}
-		if err := proto.Unmarshal(v.vhosts[n].wire, vh); err != nil {
+		if err := xdswire.Unmarshal(v.vhosts[n].wire, vh); err != nil {
 			return nil, fmt.Errorf("virtual host %q: decoding: %w", n, err)
 		}
 		vh.Name = strings.TrimPrefix(vh.GetName(), prefix)

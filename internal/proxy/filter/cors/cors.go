@@ -9,6 +9,7 @@ package cors
 import (
 	"fmt"
 	"net/http"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -51,7 +52,7 @@ type policy struct {
 
 func compile(a *anypb.Any) (*policy, error) {
 	var in corsv3.CorsPolicy
-	if err := a.UnmarshalTo(&in); err != nil {
+	if err := xdswire.UnmarshalAny(a, &in); err != nil {
 		return nil, fmt.Errorf("want %T: %w", &in, err)
 	}
 	c := &policy{

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"time"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -73,7 +74,7 @@ func compileFraction(p *typev3.FractionalPercent) fraction {
 
 func compile(a *anypb.Any) (*policy, error) {
 	var hf faultv3.HTTPFault
-	if err := a.UnmarshalTo(&hf); err != nil {
+	if err := xdswire.UnmarshalAny(a, &hf); err != nil {
 		return nil, fmt.Errorf("want HTTPFault: %w", err)
 	}
 	switch {

@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
@@ -82,7 +83,7 @@ func (f Factory) New(config *anypb.Any) (filter.Filter, error) {
 		return nil, fmt.Errorf("typed_config: required (a RateLimit with domain and rate_limit_service)")
 	}
 	var in grl.RateLimit
-	if err := config.UnmarshalTo(&in); err != nil {
+	if err := xdswire.UnmarshalAny(config, &in); err != nil {
 		return nil, fmt.Errorf("want RateLimit: %w", err)
 	}
 	if in.GetDomain() == "" {
@@ -158,7 +159,7 @@ func (f Factory) New(config *anypb.Any) (filter.Filter, error) {
 // domain (when set) the filter's.
 func (Factory) ParsePerRoute(config *anypb.Any) (any, error) {
 	var in grl.RateLimitPerRoute
-	if err := config.UnmarshalTo(&in); err != nil {
+	if err := xdswire.UnmarshalAny(config, &in); err != nil {
 		return nil, fmt.Errorf("want RateLimitPerRoute: %w", err)
 	}
 	acts, err := rlaction.CompileAll(in.GetRateLimits())
@@ -311,7 +312,7 @@ func (c *limiterConfig) call(s *filter.Stream, in *rls.RateLimitRequest) (*rls.R
 		return nil, fmt.Errorf("%w: not one uncompressed gRPC message (%d bytes)", errStatus, len(data))
 	}
 	var out rls.RateLimitResponse
-	if err := proto.Unmarshal(data[5:], &out); err != nil {
+	if err := xdswire.Unmarshal(data[5:], &out); err != nil {
 		return nil, fmt.Errorf("%w: %v", errStatus, err)
 	}
 	return &out, nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -59,7 +60,7 @@ func (fac Factory) New(config *anypb.Any) (filter.Filter, error) {
 		return nil, fmt.Errorf("typed_config: want envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication")
 	}
 	var cfg jwtv3.JwtAuthentication
-	if err := config.UnmarshalTo(&cfg); err != nil {
+	if err := xdswire.UnmarshalAny(config, &cfg); err != nil {
 		return nil, fmt.Errorf("want envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication: %w", err)
 	}
 	var opts []Option

@@ -39,6 +39,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	oauthv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/oauth2/v3"
@@ -89,7 +90,7 @@ func (Factory) ParsePerRoute(a *anypb.Any) (any, error) {
 	if !a.MessageIs(&fc) {
 		return nil, fmt.Errorf("want %s, got %s", "envoy.config.route.v3.FilterConfig", a.GetTypeUrl())
 	}
-	if err := a.UnmarshalTo(&fc); err != nil {
+	if err := xdswire.UnmarshalAny(a, &fc); err != nil {
 		return nil, err
 	}
 	if fc.GetConfig() != nil {
@@ -107,7 +108,7 @@ func (f Factory) New(a *anypb.Any) (filter.Filter, error) {
 	if a == nil {
 		return nil, fmt.Errorf("typed_config: required")
 	}
-	if err := a.UnmarshalTo(&in); err != nil {
+	if err := xdswire.UnmarshalAny(a, &in); err != nil {
 		return nil, fmt.Errorf("typed_config: want %T: %w", &in, err)
 	}
 	c, err := compile(in.GetConfig())

@@ -40,6 +40,7 @@ import (
 	"sync"
 	"time"
 	"weak"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
@@ -229,7 +230,7 @@ func compileBucket(tb *typev3.TokenBucket) (bucketParams, error) {
 
 func compile(a *anypb.Any, stats *Stats) (*limiter, error) {
 	var in lrlv3.LocalRateLimit
-	if err := a.UnmarshalTo(&in); err != nil {
+	if err := xdswire.UnmarshalAny(a, &in); err != nil {
 		return nil, fmt.Errorf("want LocalRateLimit: %w", err)
 	}
 	if in.GetStatPrefix() == "" {

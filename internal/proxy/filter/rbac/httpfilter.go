@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,7 +60,7 @@ func (f Factory) New(config *anypb.Any) (filter.Filter, error) {
 		return nil, fmt.Errorf("typed_config: want envoy.extensions.filters.http.rbac.v3.RBAC")
 	}
 	var cfg rbachttpv3.RBAC
-	if err := config.UnmarshalTo(&cfg); err != nil {
+	if err := xdswire.UnmarshalAny(config, &cfg); err != nil {
 		return nil, fmt.Errorf("want envoy.extensions.filters.http.rbac.v3.RBAC: %w", err)
 	}
 	e, err := Compile(&cfg)
@@ -74,7 +75,7 @@ func (f Factory) New(config *anypb.Any) (filter.Filter, error) {
 // rbac turns the filter off there).
 func (f Factory) ParsePerRoute(config *anypb.Any) (any, error) {
 	var cfg rbachttpv3.RBACPerRoute
-	if err := config.UnmarshalTo(&cfg); err != nil {
+	if err := xdswire.UnmarshalAny(config, &cfg); err != nil {
 		return nil, fmt.Errorf("want envoy.extensions.filters.http.rbac.v3.RBACPerRoute: %w", err)
 	}
 	e, err := CompilePerRoute(&cfg)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"weft.dev/weft/internal/proxy/xdswire"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
@@ -353,7 +354,7 @@ func compileURITemplateRule(path string, ext *corev3.TypedExtensionConfig) (matc
 	if ext.GetTypedConfig() == nil {
 		return nil, fmt.Errorf("%s.typed_config: missing", path)
 	}
-	if err := ext.GetTypedConfig().UnmarshalTo(&cfg); err != nil {
+	if err := xdswire.UnmarshalAny(ext.GetTypedConfig(), &cfg); err != nil {
 		return nil, fmt.Errorf("%s.typed_config: only %s is supported: %w", path, "envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig", err)
 	}
 	re, err := compileURITemplate(cfg.GetPathTemplate())

@@ -69,1840 +69,3213 @@ var (
 	_ = slices.Sort[[]int]
 )
 
-// decoderFor returns m's full name and a decoder into m, or "" if m
-// is not a type this package decodes.
-func decoderFor(m proto.Message) (string, func([]byte) error) {
-	switch m := m.(type) {
+// fullName is m's full name, or "" if m is not a type this package
+// decodes and encodes.
+func fullName(m proto.Message) string {
+	switch m.(type) {
 	case *accesslogv3.AccessLog:
-		return "envoy.config.accesslog.v3.AccessLog", func(b []byte) error { m.Reset(); return dec115(b, m, 0) }
+		return "envoy.config.accesslog.v3.AccessLog"
 	case *accesslogv3.AccessLogFilter:
-		return "envoy.config.accesslog.v3.AccessLogFilter", func(b []byte) error { m.Reset(); return dec116(b, m, 0) }
+		return "envoy.config.accesslog.v3.AccessLogFilter"
 	case *accesslogv3.AndFilter:
-		return "envoy.config.accesslog.v3.AndFilter", func(b []byte) error { m.Reset(); return dec125(b, m, 0) }
+		return "envoy.config.accesslog.v3.AndFilter"
 	case *accesslogv3.ComparisonFilter:
-		return "envoy.config.accesslog.v3.ComparisonFilter", func(b []byte) error { m.Reset(); return dec118(b, m, 0) }
+		return "envoy.config.accesslog.v3.ComparisonFilter"
 	case *accesslogv3.DurationFilter:
-		return "envoy.config.accesslog.v3.DurationFilter", func(b []byte) error { m.Reset(); return dec120(b, m, 0) }
+		return "envoy.config.accesslog.v3.DurationFilter"
 	case *accesslogv3.ExtensionFilter:
-		return "envoy.config.accesslog.v3.ExtensionFilter", func(b []byte) error { m.Reset(); return dec132(b, m, 0) }
+		return "envoy.config.accesslog.v3.ExtensionFilter"
 	case *accesslogv3.GrpcStatusFilter:
-		return "envoy.config.accesslog.v3.GrpcStatusFilter", func(b []byte) error { m.Reset(); return dec131(b, m, 0) }
+		return "envoy.config.accesslog.v3.GrpcStatusFilter"
 	case *accesslogv3.HeaderFilter:
-		return "envoy.config.accesslog.v3.HeaderFilter", func(b []byte) error { m.Reset(); return dec127(b, m, 0) }
+		return "envoy.config.accesslog.v3.HeaderFilter"
 	case *accesslogv3.LogTypeFilter:
-		return "envoy.config.accesslog.v3.LogTypeFilter", func(b []byte) error { m.Reset(); return dec142(b, m, 0) }
+		return "envoy.config.accesslog.v3.LogTypeFilter"
 	case *accesslogv3.MetadataFilter:
-		return "envoy.config.accesslog.v3.MetadataFilter", func(b []byte) error { m.Reset(); return dec133(b, m, 0) }
+		return "envoy.config.accesslog.v3.MetadataFilter"
 	case *accesslogv3.NotHealthCheckFilter:
-		return "envoy.config.accesslog.v3.NotHealthCheckFilter", func(b []byte) error { m.Reset(); return dec121(b, m, 0) }
+		return "envoy.config.accesslog.v3.NotHealthCheckFilter"
 	case *accesslogv3.OrFilter:
-		return "envoy.config.accesslog.v3.OrFilter", func(b []byte) error { m.Reset(); return dec126(b, m, 0) }
+		return "envoy.config.accesslog.v3.OrFilter"
 	case *accesslogv3.ResponseFlagFilter:
-		return "envoy.config.accesslog.v3.ResponseFlagFilter", func(b []byte) error { m.Reset(); return dec130(b, m, 0) }
+		return "envoy.config.accesslog.v3.ResponseFlagFilter"
 	case *accesslogv3.RuntimeFilter:
-		return "envoy.config.accesslog.v3.RuntimeFilter", func(b []byte) error { m.Reset(); return dec123(b, m, 0) }
+		return "envoy.config.accesslog.v3.RuntimeFilter"
 	case *accesslogv3.StatusCodeFilter:
-		return "envoy.config.accesslog.v3.StatusCodeFilter", func(b []byte) error { m.Reset(); return dec117(b, m, 0) }
+		return "envoy.config.accesslog.v3.StatusCodeFilter"
 	case *accesslogv3.TraceableFilter:
-		return "envoy.config.accesslog.v3.TraceableFilter", func(b []byte) error { m.Reset(); return dec122(b, m, 0) }
+		return "envoy.config.accesslog.v3.TraceableFilter"
 	case *clusterv3.CircuitBreakers:
-		return "envoy.config.cluster.v3.CircuitBreakers", func(b []byte) error { m.Reset(); return dec251(b, m, 0) }
+		return "envoy.config.cluster.v3.CircuitBreakers"
 	case *clusterv3.CircuitBreakers_Thresholds:
-		return "envoy.config.cluster.v3.CircuitBreakers.Thresholds", func(b []byte) error { m.Reset(); return dec252(b, m, 0) }
+		return "envoy.config.cluster.v3.CircuitBreakers.Thresholds"
 	case *clusterv3.CircuitBreakers_Thresholds_RetryBudget:
-		return "envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget", func(b []byte) error { m.Reset(); return dec253(b, m, 0) }
+		return "envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget"
 	case *clusterv3.Cluster:
-		return "envoy.config.cluster.v3.Cluster", func(b []byte) error { m.Reset(); return dec229(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster"
 	case *clusterv3.Cluster_CommonLbConfig:
-		return "envoy.config.cluster.v3.Cluster.CommonLbConfig", func(b []byte) error { m.Reset(); return dec278(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.CommonLbConfig"
 	case *clusterv3.Cluster_CommonLbConfig_ConsistentHashingLbConfig:
-		return "envoy.config.cluster.v3.Cluster.CommonLbConfig.ConsistentHashingLbConfig", func(b []byte) error { m.Reset(); return dec281(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.CommonLbConfig.ConsistentHashingLbConfig"
 	case *clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig:
-		return "envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig", func(b []byte) error { m.Reset(); return dec280(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig"
 	case *clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig:
-		return "envoy.config.cluster.v3.Cluster.CommonLbConfig.ZoneAwareLbConfig", func(b []byte) error { m.Reset(); return dec279(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.CommonLbConfig.ZoneAwareLbConfig"
 	case *clusterv3.Cluster_CustomClusterType:
-		return "envoy.config.cluster.v3.Cluster.CustomClusterType", func(b []byte) error { m.Reset(); return dec231(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.CustomClusterType"
 	case *clusterv3.Cluster_EdsClusterConfig:
-		return "envoy.config.cluster.v3.Cluster.EdsClusterConfig", func(b []byte) error { m.Reset(); return dec232(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.EdsClusterConfig"
 	case *clusterv3.Cluster_LbSubsetConfig:
-		return "envoy.config.cluster.v3.Cluster.LbSubsetConfig", func(b []byte) error { m.Reset(); return dec269(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.LbSubsetConfig"
 	case *clusterv3.Cluster_LbSubsetConfig_LbSubsetSelector:
-		return "envoy.config.cluster.v3.Cluster.LbSubsetConfig.LbSubsetSelector", func(b []byte) error { m.Reset(); return dec270(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.LbSubsetConfig.LbSubsetSelector"
 	case *clusterv3.Cluster_LeastRequestLbConfig:
-		return "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig", func(b []byte) error { m.Reset(); return dec274(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig"
 	case *clusterv3.Cluster_MaglevLbConfig:
-		return "envoy.config.cluster.v3.Cluster.MaglevLbConfig", func(b []byte) error { m.Reset(); return dec272(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.MaglevLbConfig"
 	case *clusterv3.Cluster_OriginalDstLbConfig:
-		return "envoy.config.cluster.v3.Cluster.OriginalDstLbConfig", func(b []byte) error { m.Reset(); return dec273(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.OriginalDstLbConfig"
 	case *clusterv3.Cluster_PreconnectPolicy:
-		return "envoy.config.cluster.v3.Cluster.PreconnectPolicy", func(b []byte) error { m.Reset(); return dec289(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.PreconnectPolicy"
 	case *clusterv3.Cluster_QueuingPolicies:
-		return "envoy.config.cluster.v3.Cluster.QueuingPolicies", func(b []byte) error { m.Reset(); return dec290(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.QueuingPolicies"
 	case *clusterv3.Cluster_RefreshRate:
-		return "envoy.config.cluster.v3.Cluster.RefreshRate", func(b []byte) error { m.Reset(); return dec263(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.RefreshRate"
 	case *clusterv3.Cluster_RingHashLbConfig:
-		return "envoy.config.cluster.v3.Cluster.RingHashLbConfig", func(b []byte) error { m.Reset(); return dec271(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.RingHashLbConfig"
 	case *clusterv3.Cluster_RoundRobinLbConfig:
-		return "envoy.config.cluster.v3.Cluster.RoundRobinLbConfig", func(b []byte) error { m.Reset(); return dec277(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.RoundRobinLbConfig"
 	case *clusterv3.Cluster_SlowStartConfig:
-		return "envoy.config.cluster.v3.Cluster.SlowStartConfig", func(b []byte) error { m.Reset(); return dec276(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.SlowStartConfig"
 	case *clusterv3.Cluster_TransportSocketMatch:
-		return "envoy.config.cluster.v3.Cluster.TransportSocketMatch", func(b []byte) error { m.Reset(); return dec230(b, m, 0) }
+		return "envoy.config.cluster.v3.Cluster.TransportSocketMatch"
 	case *clusterv3.Filter:
-		return "envoy.config.cluster.v3.Filter", func(b []byte) error { m.Reset(); return dec285(b, m, 0) }
+		return "envoy.config.cluster.v3.Filter"
 	case *clusterv3.LoadBalancingPolicy:
-		return "envoy.config.cluster.v3.LoadBalancingPolicy", func(b []byte) error { m.Reset(); return dec286(b, m, 0) }
+		return "envoy.config.cluster.v3.LoadBalancingPolicy"
 	case *clusterv3.LoadBalancingPolicy_Policy:
-		return "envoy.config.cluster.v3.LoadBalancingPolicy.Policy", func(b []byte) error { m.Reset(); return dec287(b, m, 0) }
+		return "envoy.config.cluster.v3.LoadBalancingPolicy.Policy"
 	case *clusterv3.OutlierDetection:
-		return "envoy.config.cluster.v3.OutlierDetection", func(b []byte) error { m.Reset(); return dec266(b, m, 0) }
+		return "envoy.config.cluster.v3.OutlierDetection"
 	case *clusterv3.TrackClusterStats:
-		return "envoy.config.cluster.v3.TrackClusterStats", func(b []byte) error { m.Reset(); return dec288(b, m, 0) }
+		return "envoy.config.cluster.v3.TrackClusterStats"
 	case *clusterv3.UpstreamConnectionOptions:
-		return "envoy.config.cluster.v3.UpstreamConnectionOptions", func(b []byte) error { m.Reset(); return dec283(b, m, 0) }
+		return "envoy.config.cluster.v3.UpstreamConnectionOptions"
 	case *clusterv3.UpstreamConnectionOptions_HappyEyeballsConfig:
-		return "envoy.config.cluster.v3.UpstreamConnectionOptions.HappyEyeballsConfig", func(b []byte) error { m.Reset(); return dec284(b, m, 0) }
+		return "envoy.config.cluster.v3.UpstreamConnectionOptions.HappyEyeballsConfig"
 	case *matcherv3.HttpGenericBodyMatch:
-		return "envoy.config.common.matcher.v3.HttpGenericBodyMatch", func(b []byte) error { m.Reset(); return dec444(b, m, 0) }
+		return "envoy.config.common.matcher.v3.HttpGenericBodyMatch"
 	case *matcherv3.HttpGenericBodyMatch_GenericTextMatch:
-		return "envoy.config.common.matcher.v3.HttpGenericBodyMatch.GenericTextMatch", func(b []byte) error { m.Reset(); return dec445(b, m, 0) }
+		return "envoy.config.common.matcher.v3.HttpGenericBodyMatch.GenericTextMatch"
 	case *matcherv3.HttpHeadersMatch:
-		return "envoy.config.common.matcher.v3.HttpHeadersMatch", func(b []byte) error { m.Reset(); return dec443(b, m, 0) }
+		return "envoy.config.common.matcher.v3.HttpHeadersMatch"
 	case *matcherv3.MatchPredicate:
-		return "envoy.config.common.matcher.v3.MatchPredicate", func(b []byte) error { m.Reset(); return dec441(b, m, 0) }
+		return "envoy.config.common.matcher.v3.MatchPredicate"
 	case *matcherv3.MatchPredicate_MatchSet:
-		return "envoy.config.common.matcher.v3.MatchPredicate.MatchSet", func(b []byte) error { m.Reset(); return dec442(b, m, 0) }
+		return "envoy.config.common.matcher.v3.MatchPredicate.MatchSet"
 	case *mutationrulesv3.HeaderMutation:
-		return "envoy.config.common.mutation_rules.v3.HeaderMutation", func(b []byte) error { m.Reset(); return dec170(b, m, 0) }
+		return "envoy.config.common.mutation_rules.v3.HeaderMutation"
 	case *mutationrulesv3.HeaderMutation_RemoveOnMatch:
-		return "envoy.config.common.mutation_rules.v3.HeaderMutation.RemoveOnMatch", func(b []byte) error { m.Reset(); return dec171(b, m, 0) }
+		return "envoy.config.common.mutation_rules.v3.HeaderMutation.RemoveOnMatch"
 	case *corev3.Address:
-		return "envoy.config.core.v3.Address", func(b []byte) error { m.Reset(); return dec10(b, m, 0) }
+		return "envoy.config.core.v3.Address"
 	case *corev3.AggregatedConfigSource:
-		return "envoy.config.core.v3.AggregatedConfigSource", func(b []byte) error { m.Reset(); return dec79(b, m, 0) }
+		return "envoy.config.core.v3.AggregatedConfigSource"
 	case *corev3.AlternateProtocolsCacheOptions:
-		return "envoy.config.core.v3.AlternateProtocolsCacheOptions", func(b []byte) error { m.Reset(); return dec438(b, m, 0) }
+		return "envoy.config.core.v3.AlternateProtocolsCacheOptions"
 	case *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry:
-		return "envoy.config.core.v3.AlternateProtocolsCacheOptions.AlternateProtocolsCacheEntry", func(b []byte) error { m.Reset(); return dec439(b, m, 0) }
+		return "envoy.config.core.v3.AlternateProtocolsCacheOptions.AlternateProtocolsCacheEntry"
 	case *corev3.ApiConfigSource:
-		return "envoy.config.core.v3.ApiConfigSource", func(b []byte) error { m.Reset(); return dec55(b, m, 0) }
+		return "envoy.config.core.v3.ApiConfigSource"
 	case *corev3.BackoffStrategy:
-		return "envoy.config.core.v3.BackoffStrategy", func(b []byte) error { m.Reset(); return dec59(b, m, 0) }
+		return "envoy.config.core.v3.BackoffStrategy"
 	case *corev3.BindConfig:
-		return "envoy.config.core.v3.BindConfig", func(b []byte) error { m.Reset(); return dec267(b, m, 0) }
+		return "envoy.config.core.v3.BindConfig"
 	case *corev3.BuildVersion:
-		return "envoy.config.core.v3.BuildVersion", func(b []byte) error { m.Reset(); return dec7(b, m, 0) }
+		return "envoy.config.core.v3.BuildVersion"
 	case *corev3.CelExpressionConfig:
-		return "envoy.config.core.v3.CelExpressionConfig", func(b []byte) error { m.Reset(); return dec372(b, m, 0) }
+		return "envoy.config.core.v3.CelExpressionConfig"
 	case *corev3.CidrRange:
-		return "envoy.config.core.v3.CidrRange", func(b []byte) error { m.Reset(); return dec48(b, m, 0) }
+		return "envoy.config.core.v3.CidrRange"
 	case *corev3.ConfigSource:
-		return "envoy.config.core.v3.ConfigSource", func(b []byte) error { m.Reset(); return dec51(b, m, 0) }
+		return "envoy.config.core.v3.ConfigSource"
 	case *corev3.ControlPlane:
-		return "envoy.config.core.v3.ControlPlane", func(b []byte) error { m.Reset(); return dec27(b, m, 0) }
+		return "envoy.config.core.v3.ControlPlane"
 	case *corev3.DataSource:
-		return "envoy.config.core.v3.DataSource", func(b []byte) error { m.Reset(); return dec65(b, m, 0) }
+		return "envoy.config.core.v3.DataSource"
 	case *corev3.DnsResolutionConfig:
-		return "envoy.config.core.v3.DnsResolutionConfig", func(b []byte) error { m.Reset(); return dec264(b, m, 0) }
+		return "envoy.config.core.v3.DnsResolutionConfig"
 	case *corev3.DnsResolverOptions:
-		return "envoy.config.core.v3.DnsResolverOptions", func(b []byte) error { m.Reset(); return dec265(b, m, 0) }
+		return "envoy.config.core.v3.DnsResolverOptions"
 	case *corev3.EnvoyInternalAddress:
-		return "envoy.config.core.v3.EnvoyInternalAddress", func(b []byte) error { m.Reset(); return dec13(b, m, 0) }
+		return "envoy.config.core.v3.EnvoyInternalAddress"
 	case *corev3.EventServiceConfig:
-		return "envoy.config.core.v3.EventServiceConfig", func(b []byte) error { m.Reset(); return dec249(b, m, 0) }
+		return "envoy.config.core.v3.EventServiceConfig"
 	case *corev3.Extension:
-		return "envoy.config.core.v3.Extension", func(b []byte) error { m.Reset(); return dec9(b, m, 0) }
+		return "envoy.config.core.v3.Extension"
 	case *corev3.ExtensionConfigSource:
-		return "envoy.config.core.v3.ExtensionConfigSource", func(b []byte) error { m.Reset(); return dec50(b, m, 0) }
+		return "envoy.config.core.v3.ExtensionConfigSource"
 	case *corev3.ExtraSourceAddress:
-		return "envoy.config.core.v3.ExtraSourceAddress", func(b []byte) error { m.Reset(); return dec268(b, m, 0) }
+		return "envoy.config.core.v3.ExtraSourceAddress"
 	case *corev3.GrpcService:
-		return "envoy.config.core.v3.GrpcService", func(b []byte) error { m.Reset(); return dec56(b, m, 0) }
+		return "envoy.config.core.v3.GrpcService"
 	case *corev3.GrpcService_EnvoyGrpc:
-		return "envoy.config.core.v3.GrpcService.EnvoyGrpc", func(b []byte) error { m.Reset(); return dec57(b, m, 0) }
+		return "envoy.config.core.v3.GrpcService.EnvoyGrpc"
 	case *corev3.GrpcService_GoogleGrpc:
-		return "envoy.config.core.v3.GrpcService.GoogleGrpc", func(b []byte) error { m.Reset(); return dec62(b, m, 0) }
+		return "envoy.config.core.v3.GrpcService.GoogleGrpc"
 	case *corev3.GrpcService_GoogleGrpc_CallCredentials:
-		return "envoy.config.core.v3.GrpcService.GoogleGrpc.CallCredentials", func(b []byte) error { m.Reset(); return dec68(b, m, 0) }
+		return "envoy.config.core.v3.GrpcService.GoogleGrpc.CallCredentials"
 	case *corev3.GrpcService_GoogleGrpc_CallCredentials_GoogleIAMCredentials:
-		return "envoy.config.core.v3.GrpcService.GoogleGrpc.CallCredentials.GoogleIAMCredentials", func(b []byte) error { m.Reset(); return dec70(b, m, 0) }
+		return "envoy.config.core.v3.GrpcService.GoogleGrpc.CallCredentials.GoogleIAMCredentials"
 	case *corev3.GrpcService_GoogleGrpc_CallCredentials_MetadataCredentialsFromPlugin:
-		return "envoy.config.core.v3.GrpcService.GoogleGrpc.CallCredentials.MetadataCredentialsFromPlugin", func(b []byte) error { m.Reset(); return dec71(b, m, 0) }
+		return "envoy.config.core.v3.GrpcService.GoogleGrpc.CallCredentials.MetadataCredentialsFromPlugin"
 	case *corev3.GrpcService_GoogleGrpc_CallCredentials_ServiceAccountJWTAccessCredentials:
-		return "envoy.config.core.v3.GrpcService.GoogleGrpc.CallCredentials.ServiceAccountJWTAccessCredentials", func(b []byte) error { m.Reset(); return dec69(b, m, 0) }
+		return "envoy.config.core.v3.GrpcService.GoogleGrpc.CallCredentials.ServiceAccountJWTAccessCredentials"
 	case *corev3.GrpcService_GoogleGrpc_CallCredentials_StsService:
-		return "envoy.config.core.v3.GrpcService.GoogleGrpc.CallCredentials.StsService", func(b []byte) error { m.Reset(); return dec72(b, m, 0) }
+		return "envoy.config.core.v3.GrpcService.GoogleGrpc.CallCredentials.StsService"
 	case *corev3.GrpcService_GoogleGrpc_ChannelArgs:
-		return "envoy.config.core.v3.GrpcService.GoogleGrpc.ChannelArgs", func(b []byte) error { m.Reset(); return dec73(b, m, 0) }
+		return "envoy.config.core.v3.GrpcService.GoogleGrpc.ChannelArgs"
 	case *corev3.GrpcService_GoogleGrpc_ChannelArgs_Value:
-		return "envoy.config.core.v3.GrpcService.GoogleGrpc.ChannelArgs.Value", func(b []byte) error { m.Reset(); return dec74(b, m, 0) }
+		return "envoy.config.core.v3.GrpcService.GoogleGrpc.ChannelArgs.Value"
 	case *corev3.GrpcService_GoogleGrpc_ChannelCredentials:
-		return "envoy.config.core.v3.GrpcService.GoogleGrpc.ChannelCredentials", func(b []byte) error { m.Reset(); return dec63(b, m, 0) }
+		return "envoy.config.core.v3.GrpcService.GoogleGrpc.ChannelCredentials"
 	case *corev3.GrpcService_GoogleGrpc_GoogleLocalCredentials:
-		return "envoy.config.core.v3.GrpcService.GoogleGrpc.GoogleLocalCredentials", func(b []byte) error { m.Reset(); return dec67(b, m, 0) }
+		return "envoy.config.core.v3.GrpcService.GoogleGrpc.GoogleLocalCredentials"
 	case *corev3.GrpcService_GoogleGrpc_SslCredentials:
-		return "envoy.config.core.v3.GrpcService.GoogleGrpc.SslCredentials", func(b []byte) error { m.Reset(); return dec64(b, m, 0) }
+		return "envoy.config.core.v3.GrpcService.GoogleGrpc.SslCredentials"
 	case *corev3.HeaderValue:
-		return "envoy.config.core.v3.HeaderValue", func(b []byte) error { m.Reset(); return dec75(b, m, 0) }
+		return "envoy.config.core.v3.HeaderValue"
 	case *corev3.HeaderValueOption:
-		return "envoy.config.core.v3.HeaderValueOption", func(b []byte) error { m.Reset(); return dec160(b, m, 0) }
+		return "envoy.config.core.v3.HeaderValueOption"
 	case *corev3.HealthCheck:
-		return "envoy.config.core.v3.HealthCheck", func(b []byte) error { m.Reset(); return dec243(b, m, 0) }
+		return "envoy.config.core.v3.HealthCheck"
 	case *corev3.HealthCheck_CustomHealthCheck:
-		return "envoy.config.core.v3.HealthCheck.CustomHealthCheck", func(b []byte) error { m.Reset(); return dec248(b, m, 0) }
+		return "envoy.config.core.v3.HealthCheck.CustomHealthCheck"
 	case *corev3.HealthCheck_GrpcHealthCheck:
-		return "envoy.config.core.v3.HealthCheck.GrpcHealthCheck", func(b []byte) error { m.Reset(); return dec247(b, m, 0) }
+		return "envoy.config.core.v3.HealthCheck.GrpcHealthCheck"
 	case *corev3.HealthCheck_HttpHealthCheck:
-		return "envoy.config.core.v3.HealthCheck.HttpHealthCheck", func(b []byte) error { m.Reset(); return dec244(b, m, 0) }
+		return "envoy.config.core.v3.HealthCheck.HttpHealthCheck"
 	case *corev3.HealthCheck_Payload:
-		return "envoy.config.core.v3.HealthCheck.Payload", func(b []byte) error { m.Reset(); return dec245(b, m, 0) }
+		return "envoy.config.core.v3.HealthCheck.Payload"
 	case *corev3.HealthCheck_TcpHealthCheck:
-		return "envoy.config.core.v3.HealthCheck.TcpHealthCheck", func(b []byte) error { m.Reset(); return dec246(b, m, 0) }
+		return "envoy.config.core.v3.HealthCheck.TcpHealthCheck"
 	case *corev3.HealthCheck_TlsOptions:
-		return "envoy.config.core.v3.HealthCheck.TlsOptions", func(b []byte) error { m.Reset(); return dec250(b, m, 0) }
+		return "envoy.config.core.v3.HealthCheck.TlsOptions"
 	case *corev3.HealthStatusSet:
-		return "envoy.config.core.v3.HealthStatusSet", func(b []byte) error { m.Reset(); return dec282(b, m, 0) }
+		return "envoy.config.core.v3.HealthStatusSet"
 	case *corev3.Http1ProtocolOptions:
-		return "envoy.config.core.v3.Http1ProtocolOptions", func(b []byte) error { m.Reset(); return dec257(b, m, 0) }
+		return "envoy.config.core.v3.Http1ProtocolOptions"
 	case *corev3.Http1ProtocolOptions_HeaderKeyFormat:
-		return "envoy.config.core.v3.Http1ProtocolOptions.HeaderKeyFormat", func(b []byte) error { m.Reset(); return dec258(b, m, 0) }
+		return "envoy.config.core.v3.Http1ProtocolOptions.HeaderKeyFormat"
 	case *corev3.Http1ProtocolOptions_HeaderKeyFormat_ProperCaseWords:
-		return "envoy.config.core.v3.Http1ProtocolOptions.HeaderKeyFormat.ProperCaseWords", func(b []byte) error { m.Reset(); return dec259(b, m, 0) }
+		return "envoy.config.core.v3.Http1ProtocolOptions.HeaderKeyFormat.ProperCaseWords"
 	case *corev3.Http2ProtocolOptions:
-		return "envoy.config.core.v3.Http2ProtocolOptions", func(b []byte) error { m.Reset(); return dec260(b, m, 0) }
+		return "envoy.config.core.v3.Http2ProtocolOptions"
 	case *corev3.Http2ProtocolOptions_SettingsParameter:
-		return "envoy.config.core.v3.Http2ProtocolOptions.SettingsParameter", func(b []byte) error { m.Reset(); return dec261(b, m, 0) }
+		return "envoy.config.core.v3.Http2ProtocolOptions.SettingsParameter"
 	case *corev3.Http3ProtocolOptions:
-		return "envoy.config.core.v3.Http3ProtocolOptions", func(b []byte) error { m.Reset(); return dec306(b, m, 0) }
+		return "envoy.config.core.v3.Http3ProtocolOptions"
 	case *corev3.HttpProtocolOptions:
-		return "envoy.config.core.v3.HttpProtocolOptions", func(b []byte) error { m.Reset(); return dec256(b, m, 0) }
+		return "envoy.config.core.v3.HttpProtocolOptions"
 	case *corev3.HttpService:
-		return "envoy.config.core.v3.HttpService", func(b []byte) error { m.Reset(); return dec448(b, m, 0) }
+		return "envoy.config.core.v3.HttpService"
 	case *corev3.HttpUri:
-		return "envoy.config.core.v3.HttpUri", func(b []byte) error { m.Reset(); return dec379(b, m, 0) }
+		return "envoy.config.core.v3.HttpUri"
 	case *corev3.JsonFormatOptions:
-		return "envoy.config.core.v3.JsonFormatOptions", func(b []byte) error { m.Reset(); return dec206(b, m, 0) }
+		return "envoy.config.core.v3.JsonFormatOptions"
 	case *corev3.KeepaliveSettings:
-		return "envoy.config.core.v3.KeepaliveSettings", func(b []byte) error { m.Reset(); return dec262(b, m, 0) }
+		return "envoy.config.core.v3.KeepaliveSettings"
 	case *corev3.Locality:
-		return "envoy.config.core.v3.Locality", func(b []byte) error { m.Reset(); return dec6(b, m, 0) }
+		return "envoy.config.core.v3.Locality"
 	case *corev3.Metadata:
-		return "envoy.config.core.v3.Metadata", func(b []byte) error { m.Reset(); return dec26(b, m, 0) }
+		return "envoy.config.core.v3.Metadata"
 	case *corev3.Node:
-		return "envoy.config.core.v3.Node", func(b []byte) error { m.Reset(); return dec1(b, m, 0) }
+		return "envoy.config.core.v3.Node"
 	case *corev3.PathConfigSource:
-		return "envoy.config.core.v3.PathConfigSource", func(b []byte) error { m.Reset(); return dec53(b, m, 0) }
+		return "envoy.config.core.v3.PathConfigSource"
 	case *corev3.Pipe:
-		return "envoy.config.core.v3.Pipe", func(b []byte) error { m.Reset(); return dec12(b, m, 0) }
+		return "envoy.config.core.v3.Pipe"
 	case *corev3.ProxyProtocolConfig:
-		return "envoy.config.core.v3.ProxyProtocolConfig", func(b []byte) error { m.Reset(); return dec202(b, m, 0) }
+		return "envoy.config.core.v3.ProxyProtocolConfig"
 	case *corev3.ProxyProtocolPassThroughTLVs:
-		return "envoy.config.core.v3.ProxyProtocolPassThroughTLVs", func(b []byte) error { m.Reset(); return dec203(b, m, 0) }
+		return "envoy.config.core.v3.ProxyProtocolPassThroughTLVs"
 	case *corev3.QuicKeepAliveSettings:
-		return "envoy.config.core.v3.QuicKeepAliveSettings", func(b []byte) error { m.Reset(); return dec106(b, m, 0) }
+		return "envoy.config.core.v3.QuicKeepAliveSettings"
 	case *corev3.QuicProtocolOptions:
-		return "envoy.config.core.v3.QuicProtocolOptions", func(b []byte) error { m.Reset(); return dec105(b, m, 0) }
+		return "envoy.config.core.v3.QuicProtocolOptions"
 	case *corev3.QuicProtocolOptions_ConnectionMigrationSettings:
-		return "envoy.config.core.v3.QuicProtocolOptions.ConnectionMigrationSettings", func(b []byte) error { m.Reset(); return dec107(b, m, 0) }
+		return "envoy.config.core.v3.QuicProtocolOptions.ConnectionMigrationSettings"
 	case *corev3.QuicProtocolOptions_ConnectionMigrationSettings_MigrateIdleConnectionSettings:
-		return "envoy.config.core.v3.QuicProtocolOptions.ConnectionMigrationSettings.MigrateIdleConnectionSettings", func(b []byte) error { m.Reset(); return dec108(b, m, 0) }
+		return "envoy.config.core.v3.QuicProtocolOptions.ConnectionMigrationSettings.MigrateIdleConnectionSettings"
 	case *corev3.RateLimitSettings:
-		return "envoy.config.core.v3.RateLimitSettings", func(b []byte) error { m.Reset(); return dec76(b, m, 0) }
+		return "envoy.config.core.v3.RateLimitSettings"
 	case *corev3.RetryPolicy:
-		return "envoy.config.core.v3.RetryPolicy", func(b []byte) error { m.Reset(); return dec58(b, m, 0) }
+		return "envoy.config.core.v3.RetryPolicy"
 	case *corev3.RetryPolicy_RetryHostPredicate:
-		return "envoy.config.core.v3.RetryPolicy.RetryHostPredicate", func(b []byte) error { m.Reset(); return dec61(b, m, 0) }
+		return "envoy.config.core.v3.RetryPolicy.RetryHostPredicate"
 	case *corev3.RetryPolicy_RetryPriority:
-		return "envoy.config.core.v3.RetryPolicy.RetryPriority", func(b []byte) error { m.Reset(); return dec60(b, m, 0) }
+		return "envoy.config.core.v3.RetryPolicy.RetryPriority"
 	case *corev3.RuntimeDouble:
-		return "envoy.config.core.v3.RuntimeDouble", func(b []byte) error { m.Reset(); return dec275(b, m, 0) }
+		return "envoy.config.core.v3.RuntimeDouble"
 	case *corev3.RuntimeFeatureFlag:
-		return "envoy.config.core.v3.RuntimeFeatureFlag", func(b []byte) error { m.Reset(); return dec109(b, m, 0) }
+		return "envoy.config.core.v3.RuntimeFeatureFlag"
 	case *corev3.RuntimeFractionalPercent:
-		return "envoy.config.core.v3.RuntimeFractionalPercent", func(b []byte) error { m.Reset(); return dec149(b, m, 0) }
+		return "envoy.config.core.v3.RuntimeFractionalPercent"
 	case *corev3.RuntimeUInt32:
-		return "envoy.config.core.v3.RuntimeUInt32", func(b []byte) error { m.Reset(); return dec119(b, m, 0) }
+		return "envoy.config.core.v3.RuntimeUInt32"
 	case *corev3.SchemeHeaderTransformation:
-		return "envoy.config.core.v3.SchemeHeaderTransformation", func(b []byte) error { m.Reset(); return dec307(b, m, 0) }
+		return "envoy.config.core.v3.SchemeHeaderTransformation"
 	case *corev3.SelfConfigSource:
-		return "envoy.config.core.v3.SelfConfigSource", func(b []byte) error { m.Reset(); return dec80(b, m, 0) }
+		return "envoy.config.core.v3.SelfConfigSource"
 	case *corev3.SocketAddress:
-		return "envoy.config.core.v3.SocketAddress", func(b []byte) error { m.Reset(); return dec11(b, m, 0) }
+		return "envoy.config.core.v3.SocketAddress"
 	case *corev3.SocketCmsgHeaders:
-		return "envoy.config.core.v3.SocketCmsgHeaders", func(b []byte) error { m.Reset(); return dec110(b, m, 0) }
+		return "envoy.config.core.v3.SocketCmsgHeaders"
 	case *corev3.SocketOption:
-		return "envoy.config.core.v3.SocketOption", func(b []byte) error { m.Reset(); return dec34(b, m, 0) }
+		return "envoy.config.core.v3.SocketOption"
 	case *corev3.SocketOption_SocketType:
-		return "envoy.config.core.v3.SocketOption.SocketType", func(b []byte) error { m.Reset(); return dec35(b, m, 0) }
+		return "envoy.config.core.v3.SocketOption.SocketType"
 	case *corev3.SocketOption_SocketType_Datagram:
-		return "envoy.config.core.v3.SocketOption.SocketType.Datagram", func(b []byte) error { m.Reset(); return dec37(b, m, 0) }
+		return "envoy.config.core.v3.SocketOption.SocketType.Datagram"
 	case *corev3.SocketOption_SocketType_Stream:
-		return "envoy.config.core.v3.SocketOption.SocketType.Stream", func(b []byte) error { m.Reset(); return dec36(b, m, 0) }
+		return "envoy.config.core.v3.SocketOption.SocketType.Stream"
 	case *corev3.SocketOptionsOverride:
-		return "envoy.config.core.v3.SocketOptionsOverride", func(b []byte) error { m.Reset(); return dec33(b, m, 0) }
+		return "envoy.config.core.v3.SocketOptionsOverride"
 	case *corev3.SubstitutionFormatString:
-		return "envoy.config.core.v3.SubstitutionFormatString", func(b []byte) error { m.Reset(); return dec205(b, m, 0) }
+		return "envoy.config.core.v3.SubstitutionFormatString"
 	case *corev3.TcpKeepalive:
-		return "envoy.config.core.v3.TcpKeepalive", func(b []byte) error { m.Reset(); return dec38(b, m, 0) }
+		return "envoy.config.core.v3.TcpKeepalive"
 	case *corev3.TlvEntry:
-		return "envoy.config.core.v3.TlvEntry", func(b []byte) error { m.Reset(); return dec204(b, m, 0) }
+		return "envoy.config.core.v3.TlvEntry"
 	case *corev3.TransportSocket:
-		return "envoy.config.core.v3.TransportSocket", func(b []byte) error { m.Reset(); return dec82(b, m, 0) }
+		return "envoy.config.core.v3.TransportSocket"
 	case *corev3.TypedExtensionConfig:
-		return "envoy.config.core.v3.TypedExtensionConfig", func(b []byte) error { m.Reset(); return dec78(b, m, 0) }
+		return "envoy.config.core.v3.TypedExtensionConfig"
 	case *corev3.UdpSocketConfig:
-		return "envoy.config.core.v3.UdpSocketConfig", func(b []byte) error { m.Reset(); return dec102(b, m, 0) }
+		return "envoy.config.core.v3.UdpSocketConfig"
 	case *corev3.UpstreamHttpProtocolOptions:
-		return "envoy.config.core.v3.UpstreamHttpProtocolOptions", func(b []byte) error { m.Reset(); return dec255(b, m, 0) }
+		return "envoy.config.core.v3.UpstreamHttpProtocolOptions"
 	case *corev3.WatchedDirectory:
-		return "envoy.config.core.v3.WatchedDirectory", func(b []byte) error { m.Reset(); return dec54(b, m, 0) }
+		return "envoy.config.core.v3.WatchedDirectory"
 	case *endpointv3.ClusterLoadAssignment:
-		return "envoy.config.endpoint.v3.ClusterLoadAssignment", func(b []byte) error { m.Reset(); return dec233(b, m, 0) }
+		return "envoy.config.endpoint.v3.ClusterLoadAssignment"
 	case *endpointv3.ClusterLoadAssignment_Policy:
-		return "envoy.config.endpoint.v3.ClusterLoadAssignment.Policy", func(b []byte) error { m.Reset(); return dec241(b, m, 0) }
+		return "envoy.config.endpoint.v3.ClusterLoadAssignment.Policy"
 	case *endpointv3.ClusterLoadAssignment_Policy_DropOverload:
-		return "envoy.config.endpoint.v3.ClusterLoadAssignment.Policy.DropOverload", func(b []byte) error { m.Reset(); return dec242(b, m, 0) }
+		return "envoy.config.endpoint.v3.ClusterLoadAssignment.Policy.DropOverload"
 	case *endpointv3.Endpoint:
-		return "envoy.config.endpoint.v3.Endpoint", func(b []byte) error { m.Reset(); return dec236(b, m, 0) }
+		return "envoy.config.endpoint.v3.Endpoint"
 	case *endpointv3.Endpoint_AdditionalAddress:
-		return "envoy.config.endpoint.v3.Endpoint.AdditionalAddress", func(b []byte) error { m.Reset(); return dec238(b, m, 0) }
+		return "envoy.config.endpoint.v3.Endpoint.AdditionalAddress"
 	case *endpointv3.Endpoint_HealthCheckConfig:
-		return "envoy.config.endpoint.v3.Endpoint.HealthCheckConfig", func(b []byte) error { m.Reset(); return dec237(b, m, 0) }
+		return "envoy.config.endpoint.v3.Endpoint.HealthCheckConfig"
 	case *endpointv3.LbEndpoint:
-		return "envoy.config.endpoint.v3.LbEndpoint", func(b []byte) error { m.Reset(); return dec235(b, m, 0) }
+		return "envoy.config.endpoint.v3.LbEndpoint"
 	case *endpointv3.LedsClusterLocalityConfig:
-		return "envoy.config.endpoint.v3.LedsClusterLocalityConfig", func(b []byte) error { m.Reset(); return dec240(b, m, 0) }
+		return "envoy.config.endpoint.v3.LedsClusterLocalityConfig"
 	case *endpointv3.LocalityLbEndpoints:
-		return "envoy.config.endpoint.v3.LocalityLbEndpoints", func(b []byte) error { m.Reset(); return dec234(b, m, 0) }
+		return "envoy.config.endpoint.v3.LocalityLbEndpoints"
 	case *endpointv3.LocalityLbEndpoints_LbEndpointList:
-		return "envoy.config.endpoint.v3.LocalityLbEndpoints.LbEndpointList", func(b []byte) error { m.Reset(); return dec239(b, m, 0) }
+		return "envoy.config.endpoint.v3.LocalityLbEndpoints.LbEndpointList"
 	case *listenerv3.AdditionalAddress:
-		return "envoy.config.listener.v3.AdditionalAddress", func(b []byte) error { m.Reset(); return dec32(b, m, 0) }
+		return "envoy.config.listener.v3.AdditionalAddress"
 	case *listenerv3.ApiListener:
-		return "envoy.config.listener.v3.ApiListener", func(b []byte) error { m.Reset(); return dec111(b, m, 0) }
+		return "envoy.config.listener.v3.ApiListener"
 	case *listenerv3.Filter:
-		return "envoy.config.listener.v3.Filter", func(b []byte) error { m.Reset(); return dec49(b, m, 0) }
+		return "envoy.config.listener.v3.Filter"
 	case *listenerv3.FilterChain:
-		return "envoy.config.listener.v3.FilterChain", func(b []byte) error { m.Reset(); return dec46(b, m, 0) }
+		return "envoy.config.listener.v3.FilterChain"
 	case *listenerv3.FilterChainMatch:
-		return "envoy.config.listener.v3.FilterChainMatch", func(b []byte) error { m.Reset(); return dec47(b, m, 0) }
+		return "envoy.config.listener.v3.FilterChainMatch"
 	case *listenerv3.Listener:
-		return "envoy.config.listener.v3.Listener", func(b []byte) error { m.Reset(); return dec31(b, m, 0) }
+		return "envoy.config.listener.v3.Listener"
 	case *listenerv3.Listener_ConnectionBalanceConfig:
-		return "envoy.config.listener.v3.Listener.ConnectionBalanceConfig", func(b []byte) error { m.Reset(); return dec112(b, m, 0) }
+		return "envoy.config.listener.v3.Listener.ConnectionBalanceConfig"
 	case *listenerv3.Listener_ConnectionBalanceConfig_CpuLocalityBalance:
-		return "envoy.config.listener.v3.Listener.ConnectionBalanceConfig.CpuLocalityBalance", func(b []byte) error { m.Reset(); return dec114(b, m, 0) }
+		return "envoy.config.listener.v3.Listener.ConnectionBalanceConfig.CpuLocalityBalance"
 	case *listenerv3.Listener_ConnectionBalanceConfig_ExactBalance:
-		return "envoy.config.listener.v3.Listener.ConnectionBalanceConfig.ExactBalance", func(b []byte) error { m.Reset(); return dec113(b, m, 0) }
+		return "envoy.config.listener.v3.Listener.ConnectionBalanceConfig.ExactBalance"
 	case *listenerv3.Listener_DeprecatedV1:
-		return "envoy.config.listener.v3.Listener.DeprecatedV1", func(b []byte) error { m.Reset(); return dec96(b, m, 0) }
+		return "envoy.config.listener.v3.Listener.DeprecatedV1"
 	case *listenerv3.Listener_FcdsConfig:
-		return "envoy.config.listener.v3.Listener.FcdsConfig", func(b []byte) error { m.Reset(); return dec83(b, m, 0) }
+		return "envoy.config.listener.v3.Listener.FcdsConfig"
 	case *listenerv3.Listener_InternalListenerConfig:
-		return "envoy.config.listener.v3.Listener.InternalListenerConfig", func(b []byte) error { m.Reset(); return dec143(b, m, 0) }
+		return "envoy.config.listener.v3.Listener.InternalListenerConfig"
 	case *listenerv3.ListenerFilter:
-		return "envoy.config.listener.v3.ListenerFilter", func(b []byte) error { m.Reset(); return dec97(b, m, 0) }
+		return "envoy.config.listener.v3.ListenerFilter"
 	case *listenerv3.ListenerFilterChainMatchPredicate:
-		return "envoy.config.listener.v3.ListenerFilterChainMatchPredicate", func(b []byte) error { m.Reset(); return dec98(b, m, 0) }
+		return "envoy.config.listener.v3.ListenerFilterChainMatchPredicate"
 	case *listenerv3.ListenerFilterChainMatchPredicate_MatchSet:
-		return "envoy.config.listener.v3.ListenerFilterChainMatchPredicate.MatchSet", func(b []byte) error { m.Reset(); return dec99(b, m, 0) }
+		return "envoy.config.listener.v3.ListenerFilterChainMatchPredicate.MatchSet"
 	case *listenerv3.QuicProtocolOptions:
-		return "envoy.config.listener.v3.QuicProtocolOptions", func(b []byte) error { m.Reset(); return dec104(b, m, 0) }
+		return "envoy.config.listener.v3.QuicProtocolOptions"
 	case *listenerv3.UdpListenerConfig:
-		return "envoy.config.listener.v3.UdpListenerConfig", func(b []byte) error { m.Reset(); return dec101(b, m, 0) }
+		return "envoy.config.listener.v3.UdpListenerConfig"
 	case *metricsv3.StatsMatcher:
-		return "envoy.config.metrics.v3.StatsMatcher", func(b []byte) error { m.Reset(); return dec40(b, m, 0) }
+		return "envoy.config.metrics.v3.StatsMatcher"
 	case *ratelimitv3.RateLimitServiceConfig:
-		return "envoy.config.ratelimit.v3.RateLimitServiceConfig", func(b []byte) error { m.Reset(); return dec412(b, m, 0) }
+		return "envoy.config.ratelimit.v3.RateLimitServiceConfig"
 	case *rbacv3.Permission:
-		return "envoy.config.rbac.v3.Permission", func(b []byte) error { m.Reset(); return dec345(b, m, 0) }
+		return "envoy.config.rbac.v3.Permission"
 	case *rbacv3.Permission_Set:
-		return "envoy.config.rbac.v3.Permission.Set", func(b []byte) error { m.Reset(); return dec346(b, m, 0) }
+		return "envoy.config.rbac.v3.Permission.Set"
 	case *rbacv3.Policy:
-		return "envoy.config.rbac.v3.Policy", func(b []byte) error { m.Reset(); return dec344(b, m, 0) }
+		return "envoy.config.rbac.v3.Policy"
 	case *rbacv3.Principal:
-		return "envoy.config.rbac.v3.Principal", func(b []byte) error { m.Reset(); return dec349(b, m, 0) }
+		return "envoy.config.rbac.v3.Principal"
 	case *rbacv3.Principal_Authenticated:
-		return "envoy.config.rbac.v3.Principal.Authenticated", func(b []byte) error { m.Reset(); return dec351(b, m, 0) }
+		return "envoy.config.rbac.v3.Principal.Authenticated"
 	case *rbacv3.Principal_Set:
-		return "envoy.config.rbac.v3.Principal.Set", func(b []byte) error { m.Reset(); return dec350(b, m, 0) }
+		return "envoy.config.rbac.v3.Principal.Set"
 	case *rbacv3.RBAC:
-		return "envoy.config.rbac.v3.RBAC", func(b []byte) error { m.Reset(); return dec343(b, m, 0) }
+		return "envoy.config.rbac.v3.RBAC"
 	case *rbacv3.RBAC_AuditLoggingOptions:
-		return "envoy.config.rbac.v3.RBAC.AuditLoggingOptions", func(b []byte) error { m.Reset(); return dec373(b, m, 0) }
+		return "envoy.config.rbac.v3.RBAC.AuditLoggingOptions"
 	case *rbacv3.RBAC_AuditLoggingOptions_AuditLoggerConfig:
-		return "envoy.config.rbac.v3.RBAC.AuditLoggingOptions.AuditLoggerConfig", func(b []byte) error { m.Reset(); return dec374(b, m, 0) }
+		return "envoy.config.rbac.v3.RBAC.AuditLoggingOptions.AuditLoggerConfig"
 	case *rbacv3.SourcedMetadata:
-		return "envoy.config.rbac.v3.SourcedMetadata", func(b []byte) error { m.Reset(); return dec348(b, m, 0) }
+		return "envoy.config.rbac.v3.SourcedMetadata"
 	case *routev3.ClusterSpecifierPlugin:
-		return "envoy.config.route.v3.ClusterSpecifierPlugin", func(b []byte) error { m.Reset(); return dec161(b, m, 0) }
+		return "envoy.config.route.v3.ClusterSpecifierPlugin"
 	case *routev3.CookieMatcher:
-		return "envoy.config.route.v3.CookieMatcher", func(b []byte) error { m.Reset(); return dec151(b, m, 0) }
+		return "envoy.config.route.v3.CookieMatcher"
 	case *routev3.CorsPolicy:
-		return "envoy.config.route.v3.CorsPolicy", func(b []byte) error { m.Reset(); return dec199(b, m, 0) }
+		return "envoy.config.route.v3.CorsPolicy"
 	case *routev3.Decorator:
-		return "envoy.config.route.v3.Decorator", func(b []byte) error { m.Reset(); return dec214(b, m, 0) }
+		return "envoy.config.route.v3.Decorator"
 	case *routev3.DirectResponseAction:
-		return "envoy.config.route.v3.DirectResponseAction", func(b []byte) error { m.Reset(); return dec211(b, m, 0) }
+		return "envoy.config.route.v3.DirectResponseAction"
 	case *routev3.FilterAction:
-		return "envoy.config.route.v3.FilterAction", func(b []byte) error { m.Reset(); return dec212(b, m, 0) }
+		return "envoy.config.route.v3.FilterAction"
 	case *routev3.FilterConfig:
-		return "envoy.config.route.v3.FilterConfig", func(b []byte) error { m.Reset(); return dec228(b, m, 0) }
+		return "envoy.config.route.v3.FilterConfig"
 	case *routev3.HeaderMatcher:
-		return "envoy.config.route.v3.HeaderMatcher", func(b []byte) error { m.Reset(); return dec128(b, m, 0) }
+		return "envoy.config.route.v3.HeaderMatcher"
 	case *routev3.HedgePolicy:
-		return "envoy.config.route.v3.HedgePolicy", func(b []byte) error { m.Reset(); return dec208(b, m, 0) }
+		return "envoy.config.route.v3.HedgePolicy"
 	case *routev3.InternalRedirectPolicy:
-		return "envoy.config.route.v3.InternalRedirectPolicy", func(b []byte) error { m.Reset(); return dec207(b, m, 0) }
+		return "envoy.config.route.v3.InternalRedirectPolicy"
 	case *routev3.NonForwardingAction:
-		return "envoy.config.route.v3.NonForwardingAction", func(b []byte) error { m.Reset(); return dec213(b, m, 0) }
+		return "envoy.config.route.v3.NonForwardingAction"
 	case *routev3.QueryParameterMatcher:
-		return "envoy.config.route.v3.QueryParameterMatcher", func(b []byte) error { m.Reset(); return dec150(b, m, 0) }
+		return "envoy.config.route.v3.QueryParameterMatcher"
 	case *routev3.RateLimit:
-		return "envoy.config.route.v3.RateLimit", func(b []byte) error { m.Reset(); return dec172(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit"
 	case *routev3.RateLimit_Action:
-		return "envoy.config.route.v3.RateLimit.Action", func(b []byte) error { m.Reset(); return dec173(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Action"
 	case *routev3.RateLimit_Action_DestinationCluster:
-		return "envoy.config.route.v3.RateLimit.Action.DestinationCluster", func(b []byte) error { m.Reset(); return dec175(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Action.DestinationCluster"
 	case *routev3.RateLimit_Action_DynamicMetaData:
-		return "envoy.config.route.v3.RateLimit.Action.DynamicMetaData", func(b []byte) error { m.Reset(); return dec181(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Action.DynamicMetaData"
 	case *routev3.RateLimit_Action_GenericKey:
-		return "envoy.config.route.v3.RateLimit.Action.GenericKey", func(b []byte) error { m.Reset(); return dec179(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Action.GenericKey"
 	case *routev3.RateLimit_Action_HeaderValueMatch:
-		return "envoy.config.route.v3.RateLimit.Action.HeaderValueMatch", func(b []byte) error { m.Reset(); return dec180(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Action.HeaderValueMatch"
 	case *routev3.RateLimit_Action_MaskedRemoteAddress:
-		return "envoy.config.route.v3.RateLimit.Action.MaskedRemoteAddress", func(b []byte) error { m.Reset(); return dec185(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Action.MaskedRemoteAddress"
 	case *routev3.RateLimit_Action_MetaData:
-		return "envoy.config.route.v3.RateLimit.Action.MetaData", func(b []byte) error { m.Reset(); return dec184(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Action.MetaData"
 	case *routev3.RateLimit_Action_QueryParameterValueMatch:
-		return "envoy.config.route.v3.RateLimit.Action.QueryParameterValueMatch", func(b []byte) error { m.Reset(); return dec186(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Action.QueryParameterValueMatch"
 	case *routev3.RateLimit_Action_QueryParameters:
-		return "envoy.config.route.v3.RateLimit.Action.QueryParameters", func(b []byte) error { m.Reset(); return dec177(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Action.QueryParameters"
 	case *routev3.RateLimit_Action_RemoteAddress:
-		return "envoy.config.route.v3.RateLimit.Action.RemoteAddress", func(b []byte) error { m.Reset(); return dec178(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Action.RemoteAddress"
 	case *routev3.RateLimit_Action_RemoteAddressMatch:
-		return "envoy.config.route.v3.RateLimit.Action.RemoteAddressMatch", func(b []byte) error { m.Reset(); return dec187(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Action.RemoteAddressMatch"
 	case *routev3.RateLimit_Action_RequestHeaders:
-		return "envoy.config.route.v3.RateLimit.Action.RequestHeaders", func(b []byte) error { m.Reset(); return dec176(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Action.RequestHeaders"
 	case *routev3.RateLimit_Action_SourceCluster:
-		return "envoy.config.route.v3.RateLimit.Action.SourceCluster", func(b []byte) error { m.Reset(); return dec174(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Action.SourceCluster"
 	case *routev3.RateLimit_HitsAddend:
-		return "envoy.config.route.v3.RateLimit.HitsAddend", func(b []byte) error { m.Reset(); return dec191(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.HitsAddend"
 	case *routev3.RateLimit_Override:
-		return "envoy.config.route.v3.RateLimit.Override", func(b []byte) error { m.Reset(); return dec188(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Override"
 	case *routev3.RateLimit_Override_DynamicMetadata:
-		return "envoy.config.route.v3.RateLimit.Override.DynamicMetadata", func(b []byte) error { m.Reset(); return dec189(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Override.DynamicMetadata"
 	case *routev3.RateLimit_Override_RateLimitOverride:
-		return "envoy.config.route.v3.RateLimit.Override.RateLimitOverride", func(b []byte) error { m.Reset(); return dec190(b, m, 0) }
+		return "envoy.config.route.v3.RateLimit.Override.RateLimitOverride"
 	case *routev3.RedirectAction:
-		return "envoy.config.route.v3.RedirectAction", func(b []byte) error { m.Reset(); return dec210(b, m, 0) }
+		return "envoy.config.route.v3.RedirectAction"
 	case *routev3.RetryPolicy:
-		return "envoy.config.route.v3.RetryPolicy", func(b []byte) error { m.Reset(); return dec163(b, m, 0) }
+		return "envoy.config.route.v3.RetryPolicy"
 	case *routev3.RetryPolicy_RateLimitedRetryBackOff:
-		return "envoy.config.route.v3.RetryPolicy.RateLimitedRetryBackOff", func(b []byte) error { m.Reset(); return dec167(b, m, 0) }
+		return "envoy.config.route.v3.RetryPolicy.RateLimitedRetryBackOff"
 	case *routev3.RetryPolicy_ResetHeader:
-		return "envoy.config.route.v3.RetryPolicy.ResetHeader", func(b []byte) error { m.Reset(); return dec168(b, m, 0) }
+		return "envoy.config.route.v3.RetryPolicy.ResetHeader"
 	case *routev3.RetryPolicy_RetryBackOff:
-		return "envoy.config.route.v3.RetryPolicy.RetryBackOff", func(b []byte) error { m.Reset(); return dec166(b, m, 0) }
+		return "envoy.config.route.v3.RetryPolicy.RetryBackOff"
 	case *routev3.RetryPolicy_RetryHostPredicate:
-		return "envoy.config.route.v3.RetryPolicy.RetryHostPredicate", func(b []byte) error { m.Reset(); return dec165(b, m, 0) }
+		return "envoy.config.route.v3.RetryPolicy.RetryHostPredicate"
 	case *routev3.RetryPolicy_RetryPriority:
-		return "envoy.config.route.v3.RetryPolicy.RetryPriority", func(b []byte) error { m.Reset(); return dec164(b, m, 0) }
+		return "envoy.config.route.v3.RetryPolicy.RetryPriority"
 	case *routev3.Route:
-		return "envoy.config.route.v3.Route", func(b []byte) error { m.Reset(); return dec146(b, m, 0) }
+		return "envoy.config.route.v3.Route"
 	case *routev3.RouteAction:
-		return "envoy.config.route.v3.RouteAction", func(b []byte) error { m.Reset(); return dec157(b, m, 0) }
+		return "envoy.config.route.v3.RouteAction"
 	case *routev3.RouteAction_HashPolicy:
-		return "envoy.config.route.v3.RouteAction.HashPolicy", func(b []byte) error { m.Reset(); return dec192(b, m, 0) }
+		return "envoy.config.route.v3.RouteAction.HashPolicy"
 	case *routev3.RouteAction_HashPolicy_ConnectionProperties:
-		return "envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties", func(b []byte) error { m.Reset(); return dec196(b, m, 0) }
+		return "envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties"
 	case *routev3.RouteAction_HashPolicy_Cookie:
-		return "envoy.config.route.v3.RouteAction.HashPolicy.Cookie", func(b []byte) error { m.Reset(); return dec194(b, m, 0) }
+		return "envoy.config.route.v3.RouteAction.HashPolicy.Cookie"
 	case *routev3.RouteAction_HashPolicy_CookieAttribute:
-		return "envoy.config.route.v3.RouteAction.HashPolicy.CookieAttribute", func(b []byte) error { m.Reset(); return dec195(b, m, 0) }
+		return "envoy.config.route.v3.RouteAction.HashPolicy.CookieAttribute"
 	case *routev3.RouteAction_HashPolicy_FilterState:
-		return "envoy.config.route.v3.RouteAction.HashPolicy.FilterState", func(b []byte) error { m.Reset(); return dec198(b, m, 0) }
+		return "envoy.config.route.v3.RouteAction.HashPolicy.FilterState"
 	case *routev3.RouteAction_HashPolicy_Header:
-		return "envoy.config.route.v3.RouteAction.HashPolicy.Header", func(b []byte) error { m.Reset(); return dec193(b, m, 0) }
+		return "envoy.config.route.v3.RouteAction.HashPolicy.Header"
 	case *routev3.RouteAction_HashPolicy_QueryParameter:
-		return "envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter", func(b []byte) error { m.Reset(); return dec197(b, m, 0) }
+		return "envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter"
 	case *routev3.RouteAction_MaxStreamDuration:
-		return "envoy.config.route.v3.RouteAction.MaxStreamDuration", func(b []byte) error { m.Reset(); return dec209(b, m, 0) }
+		return "envoy.config.route.v3.RouteAction.MaxStreamDuration"
 	case *routev3.RouteAction_RequestMirrorPolicy:
-		return "envoy.config.route.v3.RouteAction.RequestMirrorPolicy", func(b []byte) error { m.Reset(); return dec169(b, m, 0) }
+		return "envoy.config.route.v3.RouteAction.RequestMirrorPolicy"
 	case *routev3.RouteAction_UpgradeConfig:
-		return "envoy.config.route.v3.RouteAction.UpgradeConfig", func(b []byte) error { m.Reset(); return dec200(b, m, 0) }
+		return "envoy.config.route.v3.RouteAction.UpgradeConfig"
 	case *routev3.RouteAction_UpgradeConfig_ConnectConfig:
-		return "envoy.config.route.v3.RouteAction.UpgradeConfig.ConnectConfig", func(b []byte) error { m.Reset(); return dec201(b, m, 0) }
+		return "envoy.config.route.v3.RouteAction.UpgradeConfig.ConnectConfig"
 	case *routev3.RouteConfiguration:
-		return "envoy.config.route.v3.RouteConfiguration", func(b []byte) error { m.Reset(); return dec144(b, m, 0) }
+		return "envoy.config.route.v3.RouteConfiguration"
 	case *routev3.RouteMatch:
-		return "envoy.config.route.v3.RouteMatch", func(b []byte) error { m.Reset(); return dec147(b, m, 0) }
+		return "envoy.config.route.v3.RouteMatch"
 	case *routev3.RouteMatch_ConnectMatcher:
-		return "envoy.config.route.v3.RouteMatch.ConnectMatcher", func(b []byte) error { m.Reset(); return dec148(b, m, 0) }
+		return "envoy.config.route.v3.RouteMatch.ConnectMatcher"
 	case *routev3.RouteMatch_GrpcRouteMatchOptions:
-		return "envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions", func(b []byte) error { m.Reset(); return dec152(b, m, 0) }
+		return "envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions"
 	case *routev3.RouteMatch_TlsContextMatchOptions:
-		return "envoy.config.route.v3.RouteMatch.TlsContextMatchOptions", func(b []byte) error { m.Reset(); return dec153(b, m, 0) }
+		return "envoy.config.route.v3.RouteMatch.TlsContextMatchOptions"
 	case *routev3.ScopedRouteConfiguration:
-		return "envoy.config.route.v3.ScopedRouteConfiguration", func(b []byte) error { m.Reset(); return dec299(b, m, 0) }
+		return "envoy.config.route.v3.ScopedRouteConfiguration"
 	case *routev3.ScopedRouteConfiguration_Key:
-		return "envoy.config.route.v3.ScopedRouteConfiguration.Key", func(b []byte) error { m.Reset(); return dec300(b, m, 0) }
+		return "envoy.config.route.v3.ScopedRouteConfiguration.Key"
 	case *routev3.ScopedRouteConfiguration_Key_Fragment:
-		return "envoy.config.route.v3.ScopedRouteConfiguration.Key.Fragment", func(b []byte) error { m.Reset(); return dec301(b, m, 0) }
+		return "envoy.config.route.v3.ScopedRouteConfiguration.Key.Fragment"
 	case *routev3.Tracing:
-		return "envoy.config.route.v3.Tracing", func(b []byte) error { m.Reset(); return dec215(b, m, 0) }
+		return "envoy.config.route.v3.Tracing"
 	case *routev3.Vhds:
-		return "envoy.config.route.v3.Vhds", func(b []byte) error { m.Reset(); return dec227(b, m, 0) }
+		return "envoy.config.route.v3.Vhds"
 	case *routev3.VirtualCluster:
-		return "envoy.config.route.v3.VirtualCluster", func(b []byte) error { m.Reset(); return dec226(b, m, 0) }
+		return "envoy.config.route.v3.VirtualCluster"
 	case *routev3.VirtualHost:
-		return "envoy.config.route.v3.VirtualHost", func(b []byte) error { m.Reset(); return dec145(b, m, 0) }
+		return "envoy.config.route.v3.VirtualHost"
 	case *routev3.WeightedCluster:
-		return "envoy.config.route.v3.WeightedCluster", func(b []byte) error { m.Reset(); return dec158(b, m, 0) }
+		return "envoy.config.route.v3.WeightedCluster"
 	case *routev3.WeightedCluster_ClusterWeight:
-		return "envoy.config.route.v3.WeightedCluster.ClusterWeight", func(b []byte) error { m.Reset(); return dec159(b, m, 0) }
+		return "envoy.config.route.v3.WeightedCluster.ClusterWeight"
 	case *tracev3.OpenTelemetryConfig:
-		return "envoy.config.trace.v3.OpenTelemetryConfig", func(b []byte) error { m.Reset(); return dec447(b, m, 0) }
+		return "envoy.config.trace.v3.OpenTelemetryConfig"
 	case *tracev3.Tracing_Http:
-		return "envoy.config.trace.v3.Tracing.Http", func(b []byte) error { m.Reset(); return dec305(b, m, 0) }
+		return "envoy.config.trace.v3.Tracing.Http"
 	case *filev3.FileAccessLog:
-		return "envoy.extensions.access_loggers.file.v3.FileAccessLog", func(b []byte) error { m.Reset(); return dec446(b, m, 0) }
+		return "envoy.extensions.access_loggers.file.v3.FileAccessLog"
 	case *ratelimitv32.LocalClusterRateLimit:
-		return "envoy.extensions.common.ratelimit.v3.LocalClusterRateLimit", func(b []byte) error { m.Reset(); return dec410(b, m, 0) }
+		return "envoy.extensions.common.ratelimit.v3.LocalClusterRateLimit"
 	case *ratelimitv32.LocalRateLimitDescriptor:
-		return "envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor", func(b []byte) error { m.Reset(); return dec408(b, m, 0) }
+		return "envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor"
 	case *ratelimitv32.RateLimitDescriptor_Entry:
-		return "envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry", func(b []byte) error { m.Reset(); return dec409(b, m, 0) }
+		return "envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry"
 	case *faultv3.FaultDelay:
-		return "envoy.extensions.filters.common.fault.v3.FaultDelay", func(b []byte) error { m.Reset(); return dec334(b, m, 0) }
+		return "envoy.extensions.filters.common.fault.v3.FaultDelay"
 	case *faultv3.FaultDelay_HeaderDelay:
-		return "envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay", func(b []byte) error { m.Reset(); return dec335(b, m, 0) }
+		return "envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay"
 	case *faultv3.FaultRateLimit:
-		return "envoy.extensions.filters.common.fault.v3.FaultRateLimit", func(b []byte) error { m.Reset(); return dec338(b, m, 0) }
+		return "envoy.extensions.filters.common.fault.v3.FaultRateLimit"
 	case *faultv3.FaultRateLimit_FixedLimit:
-		return "envoy.extensions.filters.common.fault.v3.FaultRateLimit.FixedLimit", func(b []byte) error { m.Reset(); return dec339(b, m, 0) }
+		return "envoy.extensions.filters.common.fault.v3.FaultRateLimit.FixedLimit"
 	case *faultv3.FaultRateLimit_HeaderLimit:
-		return "envoy.extensions.filters.common.fault.v3.FaultRateLimit.HeaderLimit", func(b []byte) error { m.Reset(); return dec340(b, m, 0) }
+		return "envoy.extensions.filters.common.fault.v3.FaultRateLimit.HeaderLimit"
 	case *corsv3.CorsPolicy:
-		return "envoy.extensions.filters.http.cors.v3.CorsPolicy", func(b []byte) error { m.Reset(); return dec341(b, m, 0) }
+		return "envoy.extensions.filters.http.cors.v3.CorsPolicy"
 	case *faultv32.FaultAbort:
-		return "envoy.extensions.filters.http.fault.v3.FaultAbort", func(b []byte) error { m.Reset(); return dec336(b, m, 0) }
+		return "envoy.extensions.filters.http.fault.v3.FaultAbort"
 	case *faultv32.FaultAbort_HeaderAbort:
-		return "envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort", func(b []byte) error { m.Reset(); return dec337(b, m, 0) }
+		return "envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort"
 	case *faultv32.HTTPFault:
-		return "envoy.extensions.filters.http.fault.v3.HTTPFault", func(b []byte) error { m.Reset(); return dec333(b, m, 0) }
+		return "envoy.extensions.filters.http.fault.v3.HTTPFault"
 	case *jwtauthnv3.ExtractOnlyWithoutValidation:
-		return "envoy.extensions.filters.http.jwt_authn.v3.ExtractOnlyWithoutValidation", func(b []byte) error { m.Reset(); return dec391(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.ExtractOnlyWithoutValidation"
 	case *jwtauthnv3.FilterStateRule:
-		return "envoy.extensions.filters.http.jwt_authn.v3.FilterStateRule", func(b []byte) error { m.Reset(); return dec392(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.FilterStateRule"
 	case *jwtauthnv3.JwksAsyncFetch:
-		return "envoy.extensions.filters.http.jwt_authn.v3.JwksAsyncFetch", func(b []byte) error { m.Reset(); return dec380(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.JwksAsyncFetch"
 	case *jwtauthnv3.JwtAuthentication:
-		return "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication", func(b []byte) error { m.Reset(); return dec376(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 	case *jwtauthnv3.JwtCacheConfig:
-		return "envoy.extensions.filters.http.jwt_authn.v3.JwtCacheConfig", func(b []byte) error { m.Reset(); return dec383(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.JwtCacheConfig"
 	case *jwtauthnv3.JwtClaimToHeader:
-		return "envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader", func(b []byte) error { m.Reset(); return dec384(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader"
 	case *jwtauthnv3.JwtClaimToHeader_PathSegment:
-		return "envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.PathSegment", func(b []byte) error { m.Reset(); return dec385(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.PathSegment"
 	case *jwtauthnv3.JwtHeader:
-		return "envoy.extensions.filters.http.jwt_authn.v3.JwtHeader", func(b []byte) error { m.Reset(); return dec381(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.JwtHeader"
 	case *jwtauthnv3.JwtProvider:
-		return "envoy.extensions.filters.http.jwt_authn.v3.JwtProvider", func(b []byte) error { m.Reset(); return dec377(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.JwtProvider"
 	case *jwtauthnv3.JwtProvider_NormalizePayload:
-		return "envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload", func(b []byte) error { m.Reset(); return dec382(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload"
 	case *jwtauthnv3.JwtRequirement:
-		return "envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement", func(b []byte) error { m.Reset(); return dec387(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement"
 	case *jwtauthnv3.JwtRequirementAndList:
-		return "envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList", func(b []byte) error { m.Reset(); return dec390(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList"
 	case *jwtauthnv3.JwtRequirementOrList:
-		return "envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList", func(b []byte) error { m.Reset(); return dec389(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList"
 	case *jwtauthnv3.PerRouteConfig:
-		return "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig", func(b []byte) error { m.Reset(); return dec393(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig"
 	case *jwtauthnv3.ProviderWithAudiences:
-		return "envoy.extensions.filters.http.jwt_authn.v3.ProviderWithAudiences", func(b []byte) error { m.Reset(); return dec388(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.ProviderWithAudiences"
 	case *jwtauthnv3.RemoteJwks:
-		return "envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks", func(b []byte) error { m.Reset(); return dec378(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks"
 	case *jwtauthnv3.RequirementRule:
-		return "envoy.extensions.filters.http.jwt_authn.v3.RequirementRule", func(b []byte) error { m.Reset(); return dec386(b, m, 0) }
+		return "envoy.extensions.filters.http.jwt_authn.v3.RequirementRule"
 	case *localratelimitv3.LocalRateLimit:
-		return "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", func(b []byte) error { m.Reset(); return dec405(b, m, 0) }
+		return "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 	case *oauth2v3.CookieConfig:
-		return "envoy.extensions.filters.http.oauth2.v3.CookieConfig", func(b []byte) error { m.Reset(); return dec402(b, m, 0) }
+		return "envoy.extensions.filters.http.oauth2.v3.CookieConfig"
 	case *oauth2v3.CookieConfigs:
-		return "envoy.extensions.filters.http.oauth2.v3.CookieConfigs", func(b []byte) error { m.Reset(); return dec401(b, m, 0) }
+		return "envoy.extensions.filters.http.oauth2.v3.CookieConfigs"
 	case *oauth2v3.OAuth2:
-		return "envoy.extensions.filters.http.oauth2.v3.OAuth2", func(b []byte) error { m.Reset(); return dec394(b, m, 0) }
+		return "envoy.extensions.filters.http.oauth2.v3.OAuth2"
 	case *oauth2v3.OAuth2Config:
-		return "envoy.extensions.filters.http.oauth2.v3.OAuth2Config", func(b []byte) error { m.Reset(); return dec395(b, m, 0) }
+		return "envoy.extensions.filters.http.oauth2.v3.OAuth2Config"
 	case *oauth2v3.OAuth2Credentials:
-		return "envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials", func(b []byte) error { m.Reset(); return dec397(b, m, 0) }
+		return "envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials"
 	case *oauth2v3.OAuth2Credentials_CookieNames:
-		return "envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.CookieNames", func(b []byte) error { m.Reset(); return dec399(b, m, 0) }
+		return "envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.CookieNames"
 	case *oauth2v3.OAuth2TokenForwarding:
-		return "envoy.extensions.filters.http.oauth2.v3.OAuth2TokenForwarding", func(b []byte) error { m.Reset(); return dec400(b, m, 0) }
+		return "envoy.extensions.filters.http.oauth2.v3.OAuth2TokenForwarding"
 	case *oauth2v3.PostLogoutRedirectUri:
-		return "envoy.extensions.filters.http.oauth2.v3.PostLogoutRedirectUri", func(b []byte) error { m.Reset(); return dec396(b, m, 0) }
+		return "envoy.extensions.filters.http.oauth2.v3.PostLogoutRedirectUri"
 	case *oauth2v3.PrivateKeyJwtConfig:
-		return "envoy.extensions.filters.http.oauth2.v3.PrivateKeyJwtConfig", func(b []byte) error { m.Reset(); return dec403(b, m, 0) }
+		return "envoy.extensions.filters.http.oauth2.v3.PrivateKeyJwtConfig"
 	case *oauth2v3.TokenCookieChunking:
-		return "envoy.extensions.filters.http.oauth2.v3.TokenCookieChunking", func(b []byte) error { m.Reset(); return dec404(b, m, 0) }
+		return "envoy.extensions.filters.http.oauth2.v3.TokenCookieChunking"
 	case *ratelimitv33.RateLimit:
-		return "envoy.extensions.filters.http.ratelimit.v3.RateLimit", func(b []byte) error { m.Reset(); return dec411(b, m, 0) }
+		return "envoy.extensions.filters.http.ratelimit.v3.RateLimit"
 	case *ratelimitv33.RateLimitPerRoute:
-		return "envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute", func(b []byte) error { m.Reset(); return dec413(b, m, 0) }
+		return "envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute"
 	case *rbacv32.RBAC:
-		return "envoy.extensions.filters.http.rbac.v3.RBAC", func(b []byte) error { m.Reset(); return dec342(b, m, 0) }
+		return "envoy.extensions.filters.http.rbac.v3.RBAC"
 	case *rbacv32.RBACPerRoute:
-		return "envoy.extensions.filters.http.rbac.v3.RBACPerRoute", func(b []byte) error { m.Reset(); return dec375(b, m, 0) }
+		return "envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
 	case *routerv3.Router:
-		return "envoy.extensions.filters.http.router.v3.Router", func(b []byte) error { m.Reset(); return dec322(b, m, 0) }
+		return "envoy.extensions.filters.http.router.v3.Router"
 	case *routerv3.Router_UpstreamAccessLogOptions:
-		return "envoy.extensions.filters.http.router.v3.Router.UpstreamAccessLogOptions", func(b []byte) error { m.Reset(); return dec323(b, m, 0) }
+		return "envoy.extensions.filters.http.router.v3.Router.UpstreamAccessLogOptions"
 	case *httpinspectorv3.HttpInspector:
-		return "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector", func(b []byte) error { m.Reset(); return dec452(b, m, 0) }
+		return "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
 	case *originaldstv3.OriginalDst:
-		return "envoy.extensions.filters.listener.original_dst.v3.OriginalDst", func(b []byte) error { m.Reset(); return dec453(b, m, 0) }
+		return "envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
 	case *tlsinspectorv3.TlsInspector:
-		return "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector", func(b []byte) error { m.Reset(); return dec454(b, m, 0) }
+		return "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 	case *httpconnectionmanagerv3.ForwardProtoConfig:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.ForwardProtoConfig", func(b []byte) error { m.Reset(); return dec321(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.ForwardProtoConfig"
 	case *httpconnectionmanagerv3.HttpConnectionManager:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", func(b []byte) error { m.Reset(); return dec291(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 	case *httpconnectionmanagerv3.HttpConnectionManager_HcmAccessLogOptions:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.HcmAccessLogOptions", func(b []byte) error { m.Reset(); return dec308(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.HcmAccessLogOptions"
 	case *httpconnectionmanagerv3.HttpConnectionManager_InternalAddressConfig:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.InternalAddressConfig", func(b []byte) error { m.Reset(); return dec309(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.InternalAddressConfig"
 	case *httpconnectionmanagerv3.HttpConnectionManager_PathNormalizationOptions:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.PathNormalizationOptions", func(b []byte) error { m.Reset(); return dec315(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.PathNormalizationOptions"
 	case *httpconnectionmanagerv3.HttpConnectionManager_ProxyStatusConfig:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.ProxyStatusConfig", func(b []byte) error { m.Reset(); return dec320(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.ProxyStatusConfig"
 	case *httpconnectionmanagerv3.HttpConnectionManager_SetCurrentClientCertDetails:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails", func(b []byte) error { m.Reset(); return dec310(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails"
 	case *httpconnectionmanagerv3.HttpConnectionManager_Tracing:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing", func(b []byte) error { m.Reset(); return dec304(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing"
 	case *httpconnectionmanagerv3.HttpConnectionManager_UpgradeConfig:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", func(b []byte) error { m.Reset(); return dec311(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig"
 	case *httpconnectionmanagerv3.HttpFilter:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", func(b []byte) error { m.Reset(); return dec303(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter"
 	case *httpconnectionmanagerv3.LocalReplyConfig:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.LocalReplyConfig", func(b []byte) error { m.Reset(); return dec313(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.LocalReplyConfig"
 	case *httpconnectionmanagerv3.Rds:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.Rds", func(b []byte) error { m.Reset(); return dec292(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.Rds"
 	case *httpconnectionmanagerv3.RequestIDExtension:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension", func(b []byte) error { m.Reset(); return dec312(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension"
 	case *httpconnectionmanagerv3.ResponseMapper:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.ResponseMapper", func(b []byte) error { m.Reset(); return dec314(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.ResponseMapper"
 	case *httpconnectionmanagerv3.ScopedRds:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRds", func(b []byte) error { m.Reset(); return dec302(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRds"
 	case *httpconnectionmanagerv3.ScopedRouteConfigurationsList:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRouteConfigurationsList", func(b []byte) error { m.Reset(); return dec298(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRouteConfigurationsList"
 	case *httpconnectionmanagerv3.ScopedRoutes:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes", func(b []byte) error { m.Reset(); return dec293(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes"
 	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes.ScopeKeyBuilder", func(b []byte) error { m.Reset(); return dec294(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes.ScopeKeyBuilder"
 	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder", func(b []byte) error { m.Reset(); return dec295(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder"
 	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder.HeaderValueExtractor", func(b []byte) error { m.Reset(); return dec296(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder.HeaderValueExtractor"
 	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor_KvElement:
-		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder.HeaderValueExtractor.KvElement", func(b []byte) error { m.Reset(); return dec297(b, m, 0) }
+		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder.HeaderValueExtractor.KvElement"
 	case *tcpproxyv3.TcpProxy:
-		return "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", func(b []byte) error { m.Reset(); return dec324(b, m, 0) }
+		return "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 	case *tcpproxyv3.TcpProxy_OnDemand:
-		return "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.OnDemand", func(b []byte) error { m.Reset(); return dec327(b, m, 0) }
+		return "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.OnDemand"
 	case *tcpproxyv3.TcpProxy_TcpAccessLogOptions:
-		return "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TcpAccessLogOptions", func(b []byte) error { m.Reset(); return dec332(b, m, 0) }
+		return "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TcpAccessLogOptions"
 	case *tcpproxyv3.TcpProxy_TunnelingConfig:
-		return "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TunnelingConfig", func(b []byte) error { m.Reset(); return dec331(b, m, 0) }
+		return "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TunnelingConfig"
 	case *tcpproxyv3.TcpProxy_WeightedCluster:
-		return "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster", func(b []byte) error { m.Reset(); return dec325(b, m, 0) }
+		return "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster"
 	case *tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight:
-		return "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight", func(b []byte) error { m.Reset(); return dec326(b, m, 0) }
+		return "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight"
 	case *uritemplatev3.UriTemplateMatchConfig:
-		return "envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig", func(b []byte) error { m.Reset(); return dec449(b, m, 0) }
+		return "envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig"
 	case *previoushostsv3.PreviousHostsPredicate:
-		return "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate", func(b []byte) error { m.Reset(); return dec450(b, m, 0) }
+		return "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 	case *previousprioritiesv3.PreviousPrioritiesConfig:
-		return "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig", func(b []byte) error { m.Reset(); return dec451(b, m, 0) }
+		return "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
 	case *rawbufferv3.RawBuffer:
-		return "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer", func(b []byte) error { m.Reset(); return dec433(b, m, 0) }
+		return "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
 	case *tlsv3.CertificateProviderPluginInstance:
-		return "envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance", func(b []byte) error { m.Reset(); return dec423(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance"
 	case *tlsv3.CertificateValidationContext:
-		return "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext", func(b []byte) error { m.Reset(); return dec426(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext"
 	case *tlsv3.CertificateValidationContext_SystemRootCerts:
-		return "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts", func(b []byte) error { m.Reset(); return dec427(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts"
 	case *tlsv3.CommonTlsContext:
-		return "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext", func(b []byte) error { m.Reset(); return dec419(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext"
 	case *tlsv3.CommonTlsContext_CertificateProvider:
-		return "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider", func(b []byte) error { m.Reset(); return dec424(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider"
 	case *tlsv3.CommonTlsContext_CertificateProviderInstance:
-		return "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance", func(b []byte) error { m.Reset(); return dec425(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance"
 	case *tlsv3.CommonTlsContext_CombinedCertificateValidationContext:
-		return "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext", func(b []byte) error { m.Reset(); return dec429(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext"
 	case *tlsv3.DownstreamTlsContext:
-		return "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", func(b []byte) error { m.Reset(); return dec431(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 	case *tlsv3.PrivateKeyProvider:
-		return "envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider", func(b []byte) error { m.Reset(); return dec422(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider"
 	case *tlsv3.SdsSecretConfig:
-		return "envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig", func(b []byte) error { m.Reset(); return dec398(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig"
 	case *tlsv3.SubjectAltNameMatcher:
-		return "envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher", func(b []byte) error { m.Reset(); return dec428(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher"
 	case *tlsv3.TlsCertificate:
-		return "envoy.extensions.transport_sockets.tls.v3.TlsCertificate", func(b []byte) error { m.Reset(); return dec421(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.TlsCertificate"
 	case *tlsv3.TlsKeyLog:
-		return "envoy.extensions.transport_sockets.tls.v3.TlsKeyLog", func(b []byte) error { m.Reset(); return dec430(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.TlsKeyLog"
 	case *tlsv3.TlsParameters:
-		return "envoy.extensions.transport_sockets.tls.v3.TlsParameters", func(b []byte) error { m.Reset(); return dec420(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.TlsParameters"
 	case *tlsv3.TlsSessionTicketKeys:
-		return "envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys", func(b []byte) error { m.Reset(); return dec432(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys"
 	case *tlsv3.UpstreamTlsContext:
-		return "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", func(b []byte) error { m.Reset(); return dec418(b, m, 0) }
+		return "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 	case *httpv3.HttpProtocolOptions:
-		return "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", func(b []byte) error { m.Reset(); return dec434(b, m, 0) }
+		return "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 	case *httpv3.HttpProtocolOptions_AutoHttpConfig:
-		return "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig", func(b []byte) error { m.Reset(); return dec437(b, m, 0) }
+		return "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig"
 	case *httpv3.HttpProtocolOptions_ExplicitHttpConfig:
-		return "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig", func(b []byte) error { m.Reset(); return dec435(b, m, 0) }
+		return "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig"
 	case *httpv3.HttpProtocolOptions_OutlierDetection:
-		return "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection", func(b []byte) error { m.Reset(); return dec440(b, m, 0) }
+		return "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection"
 	case *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig:
-		return "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig", func(b []byte) error { m.Reset(); return dec436(b, m, 0) }
+		return "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig"
 	case *discoveryv3.DeltaDiscoveryRequest:
-		return "envoy.service.discovery.v3.DeltaDiscoveryRequest", func(b []byte) error { m.Reset(); return dec0(b, m, 0) }
+		return "envoy.service.discovery.v3.DeltaDiscoveryRequest"
 	case *discoveryv3.DeltaDiscoveryResponse:
-		return "envoy.service.discovery.v3.DeltaDiscoveryResponse", func(b []byte) error { m.Reset(); return dec17(b, m, 0) }
+		return "envoy.service.discovery.v3.DeltaDiscoveryResponse"
 	case *discoveryv3.DiscoveryRequest:
-		return "envoy.service.discovery.v3.DiscoveryRequest", func(b []byte) error { m.Reset(); return dec29(b, m, 0) }
+		return "envoy.service.discovery.v3.DiscoveryRequest"
 	case *discoveryv3.DiscoveryResponse:
-		return "envoy.service.discovery.v3.DiscoveryResponse", func(b []byte) error { m.Reset(); return dec30(b, m, 0) }
+		return "envoy.service.discovery.v3.DiscoveryResponse"
 	case *discoveryv3.DynamicParameterConstraints:
-		return "envoy.service.discovery.v3.DynamicParameterConstraints", func(b []byte) error { m.Reset(); return dec20(b, m, 0) }
+		return "envoy.service.discovery.v3.DynamicParameterConstraints"
 	case *discoveryv3.DynamicParameterConstraints_ConstraintList:
-		return "envoy.service.discovery.v3.DynamicParameterConstraints.ConstraintList", func(b []byte) error { m.Reset(); return dec23(b, m, 0) }
+		return "envoy.service.discovery.v3.DynamicParameterConstraints.ConstraintList"
 	case *discoveryv3.DynamicParameterConstraints_SingleConstraint:
-		return "envoy.service.discovery.v3.DynamicParameterConstraints.SingleConstraint", func(b []byte) error { m.Reset(); return dec21(b, m, 0) }
+		return "envoy.service.discovery.v3.DynamicParameterConstraints.SingleConstraint"
 	case *discoveryv3.DynamicParameterConstraints_SingleConstraint_Exists:
-		return "envoy.service.discovery.v3.DynamicParameterConstraints.SingleConstraint.Exists", func(b []byte) error { m.Reset(); return dec22(b, m, 0) }
+		return "envoy.service.discovery.v3.DynamicParameterConstraints.SingleConstraint.Exists"
 	case *discoveryv3.Resource:
-		return "envoy.service.discovery.v3.Resource", func(b []byte) error { m.Reset(); return dec18(b, m, 0) }
+		return "envoy.service.discovery.v3.Resource"
 	case *discoveryv3.Resource_CacheControl:
-		return "envoy.service.discovery.v3.Resource.CacheControl", func(b []byte) error { m.Reset(); return dec25(b, m, 0) }
+		return "envoy.service.discovery.v3.Resource.CacheControl"
 	case *discoveryv3.ResourceError:
-		return "envoy.service.discovery.v3.ResourceError", func(b []byte) error { m.Reset(); return dec28(b, m, 0) }
+		return "envoy.service.discovery.v3.ResourceError"
 	case *discoveryv3.ResourceLocator:
-		return "envoy.service.discovery.v3.ResourceLocator", func(b []byte) error { m.Reset(); return dec14(b, m, 0) }
+		return "envoy.service.discovery.v3.ResourceLocator"
 	case *discoveryv3.ResourceName:
-		return "envoy.service.discovery.v3.ResourceName", func(b []byte) error { m.Reset(); return dec19(b, m, 0) }
+		return "envoy.service.discovery.v3.ResourceName"
 	case *ratelimitv34.RateLimitResponse:
-		return "envoy.service.ratelimit.v3.RateLimitResponse", func(b []byte) error { m.Reset(); return dec414(b, m, 0) }
+		return "envoy.service.ratelimit.v3.RateLimitResponse"
 	case *ratelimitv34.RateLimitResponse_DescriptorStatus:
-		return "envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus", func(b []byte) error { m.Reset(); return dec415(b, m, 0) }
+		return "envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus"
 	case *ratelimitv34.RateLimitResponse_Quota:
-		return "envoy.service.ratelimit.v3.RateLimitResponse.Quota", func(b []byte) error { m.Reset(); return dec417(b, m, 0) }
+		return "envoy.service.ratelimit.v3.RateLimitResponse.Quota"
 	case *ratelimitv34.RateLimitResponse_RateLimit:
-		return "envoy.service.ratelimit.v3.RateLimitResponse.RateLimit", func(b []byte) error { m.Reset(); return dec416(b, m, 0) }
+		return "envoy.service.ratelimit.v3.RateLimitResponse.RateLimit"
 	case *httpv32.PathTransformation:
-		return "envoy.type.http.v3.PathTransformation", func(b []byte) error { m.Reset(); return dec316(b, m, 0) }
+		return "envoy.type.http.v3.PathTransformation"
 	case *httpv32.PathTransformation_Operation:
-		return "envoy.type.http.v3.PathTransformation.Operation", func(b []byte) error { m.Reset(); return dec317(b, m, 0) }
+		return "envoy.type.http.v3.PathTransformation.Operation"
 	case *httpv32.PathTransformation_Operation_MergeSlashes:
-		return "envoy.type.http.v3.PathTransformation.Operation.MergeSlashes", func(b []byte) error { m.Reset(); return dec319(b, m, 0) }
+		return "envoy.type.http.v3.PathTransformation.Operation.MergeSlashes"
 	case *httpv32.PathTransformation_Operation_NormalizePathRFC3986:
-		return "envoy.type.http.v3.PathTransformation.Operation.NormalizePathRFC3986", func(b []byte) error { m.Reset(); return dec318(b, m, 0) }
+		return "envoy.type.http.v3.PathTransformation.Operation.NormalizePathRFC3986"
 	case *matcherv32.AddressMatcher:
-		return "envoy.type.matcher.v3.AddressMatcher", func(b []byte) error { m.Reset(); return dec155(b, m, 0) }
+		return "envoy.type.matcher.v3.AddressMatcher"
 	case *matcherv32.DoubleMatcher:
-		return "envoy.type.matcher.v3.DoubleMatcher", func(b []byte) error { m.Reset(); return dec138(b, m, 0) }
+		return "envoy.type.matcher.v3.DoubleMatcher"
 	case *matcherv32.FilterStateMatcher:
-		return "envoy.type.matcher.v3.FilterStateMatcher", func(b []byte) error { m.Reset(); return dec154(b, m, 0) }
+		return "envoy.type.matcher.v3.FilterStateMatcher"
 	case *matcherv32.ListMatcher:
-		return "envoy.type.matcher.v3.ListMatcher", func(b []byte) error { m.Reset(); return dec140(b, m, 0) }
+		return "envoy.type.matcher.v3.ListMatcher"
 	case *matcherv32.ListStringMatcher:
-		return "envoy.type.matcher.v3.ListStringMatcher", func(b []byte) error { m.Reset(); return dec41(b, m, 0) }
+		return "envoy.type.matcher.v3.ListStringMatcher"
 	case *matcherv32.MetadataMatcher:
-		return "envoy.type.matcher.v3.MetadataMatcher", func(b []byte) error { m.Reset(); return dec134(b, m, 0) }
+		return "envoy.type.matcher.v3.MetadataMatcher"
 	case *matcherv32.MetadataMatcher_PathSegment:
-		return "envoy.type.matcher.v3.MetadataMatcher.PathSegment", func(b []byte) error { m.Reset(); return dec135(b, m, 0) }
+		return "envoy.type.matcher.v3.MetadataMatcher.PathSegment"
 	case *matcherv32.OrMatcher:
-		return "envoy.type.matcher.v3.OrMatcher", func(b []byte) error { m.Reset(); return dec141(b, m, 0) }
+		return "envoy.type.matcher.v3.OrMatcher"
 	case *matcherv32.PathMatcher:
-		return "envoy.type.matcher.v3.PathMatcher", func(b []byte) error { m.Reset(); return dec347(b, m, 0) }
+		return "envoy.type.matcher.v3.PathMatcher"
 	case *matcherv32.RegexMatchAndSubstitute:
-		return "envoy.type.matcher.v3.RegexMatchAndSubstitute", func(b []byte) error { m.Reset(); return dec162(b, m, 0) }
+		return "envoy.type.matcher.v3.RegexMatchAndSubstitute"
 	case *matcherv32.RegexMatcher:
-		return "envoy.type.matcher.v3.RegexMatcher", func(b []byte) error { m.Reset(); return dec43(b, m, 0) }
+		return "envoy.type.matcher.v3.RegexMatcher"
 	case *matcherv32.RegexMatcher_GoogleRE2:
-		return "envoy.type.matcher.v3.RegexMatcher.GoogleRE2", func(b []byte) error { m.Reset(); return dec44(b, m, 0) }
+		return "envoy.type.matcher.v3.RegexMatcher.GoogleRE2"
 	case *matcherv32.StringMatcher:
-		return "envoy.type.matcher.v3.StringMatcher", func(b []byte) error { m.Reset(); return dec42(b, m, 0) }
+		return "envoy.type.matcher.v3.StringMatcher"
 	case *matcherv32.ValueMatcher:
-		return "envoy.type.matcher.v3.ValueMatcher", func(b []byte) error { m.Reset(); return dec136(b, m, 0) }
+		return "envoy.type.matcher.v3.ValueMatcher"
 	case *matcherv32.ValueMatcher_NullMatch:
-		return "envoy.type.matcher.v3.ValueMatcher.NullMatch", func(b []byte) error { m.Reset(); return dec137(b, m, 0) }
+		return "envoy.type.matcher.v3.ValueMatcher.NullMatch"
 	case *metadatav3.MetadataKey:
-		return "envoy.type.metadata.v3.MetadataKey", func(b []byte) error { m.Reset(); return dec182(b, m, 0) }
+		return "envoy.type.metadata.v3.MetadataKey"
 	case *metadatav3.MetadataKey_PathSegment:
-		return "envoy.type.metadata.v3.MetadataKey.PathSegment", func(b []byte) error { m.Reset(); return dec183(b, m, 0) }
+		return "envoy.type.metadata.v3.MetadataKey.PathSegment"
 	case *metadatav3.MetadataKind:
-		return "envoy.type.metadata.v3.MetadataKind", func(b []byte) error { m.Reset(); return dec221(b, m, 0) }
+		return "envoy.type.metadata.v3.MetadataKind"
 	case *metadatav3.MetadataKind_Cluster:
-		return "envoy.type.metadata.v3.MetadataKind.Cluster", func(b []byte) error { m.Reset(); return dec224(b, m, 0) }
+		return "envoy.type.metadata.v3.MetadataKind.Cluster"
 	case *metadatav3.MetadataKind_Host:
-		return "envoy.type.metadata.v3.MetadataKind.Host", func(b []byte) error { m.Reset(); return dec225(b, m, 0) }
+		return "envoy.type.metadata.v3.MetadataKind.Host"
 	case *metadatav3.MetadataKind_Request:
-		return "envoy.type.metadata.v3.MetadataKind.Request", func(b []byte) error { m.Reset(); return dec222(b, m, 0) }
+		return "envoy.type.metadata.v3.MetadataKind.Request"
 	case *metadatav3.MetadataKind_Route:
-		return "envoy.type.metadata.v3.MetadataKind.Route", func(b []byte) error { m.Reset(); return dec223(b, m, 0) }
+		return "envoy.type.metadata.v3.MetadataKind.Route"
 	case *tracingv3.CustomTag:
-		return "envoy.type.tracing.v3.CustomTag", func(b []byte) error { m.Reset(); return dec216(b, m, 0) }
+		return "envoy.type.tracing.v3.CustomTag"
 	case *tracingv3.CustomTag_Environment:
-		return "envoy.type.tracing.v3.CustomTag.Environment", func(b []byte) error { m.Reset(); return dec218(b, m, 0) }
+		return "envoy.type.tracing.v3.CustomTag.Environment"
 	case *tracingv3.CustomTag_Header:
-		return "envoy.type.tracing.v3.CustomTag.Header", func(b []byte) error { m.Reset(); return dec219(b, m, 0) }
+		return "envoy.type.tracing.v3.CustomTag.Header"
 	case *tracingv3.CustomTag_Literal:
-		return "envoy.type.tracing.v3.CustomTag.Literal", func(b []byte) error { m.Reset(); return dec217(b, m, 0) }
+		return "envoy.type.tracing.v3.CustomTag.Literal"
 	case *tracingv3.CustomTag_Metadata:
-		return "envoy.type.tracing.v3.CustomTag.Metadata", func(b []byte) error { m.Reset(); return dec220(b, m, 0) }
+		return "envoy.type.tracing.v3.CustomTag.Metadata"
 	case *typev3.DoubleRange:
-		return "envoy.type.v3.DoubleRange", func(b []byte) error { m.Reset(); return dec139(b, m, 0) }
+		return "envoy.type.v3.DoubleRange"
 	case *typev3.FractionalPercent:
-		return "envoy.type.v3.FractionalPercent", func(b []byte) error { m.Reset(); return dec124(b, m, 0) }
+		return "envoy.type.v3.FractionalPercent"
 	case *typev3.HashPolicy:
-		return "envoy.type.v3.HashPolicy", func(b []byte) error { m.Reset(); return dec328(b, m, 0) }
+		return "envoy.type.v3.HashPolicy"
 	case *typev3.HashPolicy_FilterState:
-		return "envoy.type.v3.HashPolicy.FilterState", func(b []byte) error { m.Reset(); return dec330(b, m, 0) }
+		return "envoy.type.v3.HashPolicy.FilterState"
 	case *typev3.HashPolicy_SourceIp:
-		return "envoy.type.v3.HashPolicy.SourceIp", func(b []byte) error { m.Reset(); return dec329(b, m, 0) }
+		return "envoy.type.v3.HashPolicy.SourceIp"
 	case *typev3.HttpStatus:
-		return "envoy.type.v3.HttpStatus", func(b []byte) error { m.Reset(); return dec406(b, m, 0) }
+		return "envoy.type.v3.HttpStatus"
 	case *typev3.Int32Range:
-		return "envoy.type.v3.Int32Range", func(b []byte) error { m.Reset(); return dec100(b, m, 0) }
+		return "envoy.type.v3.Int32Range"
 	case *typev3.Int64Range:
-		return "envoy.type.v3.Int64Range", func(b []byte) error { m.Reset(); return dec129(b, m, 0) }
+		return "envoy.type.v3.Int64Range"
 	case *typev3.Percent:
-		return "envoy.type.v3.Percent", func(b []byte) error { m.Reset(); return dec254(b, m, 0) }
+		return "envoy.type.v3.Percent"
 	case *typev3.SemanticVersion:
-		return "envoy.type.v3.SemanticVersion", func(b []byte) error { m.Reset(); return dec8(b, m, 0) }
+		return "envoy.type.v3.SemanticVersion"
 	case *typev3.TokenBucket:
-		return "envoy.type.v3.TokenBucket", func(b []byte) error { m.Reset(); return dec407(b, m, 0) }
+		return "envoy.type.v3.TokenBucket"
 	case *v1alpha1.CheckedExpr:
-		return "google.api.expr.v1alpha1.CheckedExpr", func(b []byte) error { m.Reset(); return dec362(b, m, 0) }
+		return "google.api.expr.v1alpha1.CheckedExpr"
 	case *v1alpha1.Constant:
-		return "google.api.expr.v1alpha1.Constant", func(b []byte) error { m.Reset(); return dec353(b, m, 0) }
+		return "google.api.expr.v1alpha1.Constant"
 	case *v1alpha1.Expr:
-		return "google.api.expr.v1alpha1.Expr", func(b []byte) error { m.Reset(); return dec352(b, m, 0) }
+		return "google.api.expr.v1alpha1.Expr"
 	case *v1alpha1.Expr_Call:
-		return "google.api.expr.v1alpha1.Expr.Call", func(b []byte) error { m.Reset(); return dec357(b, m, 0) }
+		return "google.api.expr.v1alpha1.Expr.Call"
 	case *v1alpha1.Expr_Comprehension:
-		return "google.api.expr.v1alpha1.Expr.Comprehension", func(b []byte) error { m.Reset(); return dec361(b, m, 0) }
+		return "google.api.expr.v1alpha1.Expr.Comprehension"
 	case *v1alpha1.Expr_CreateList:
-		return "google.api.expr.v1alpha1.Expr.CreateList", func(b []byte) error { m.Reset(); return dec358(b, m, 0) }
+		return "google.api.expr.v1alpha1.Expr.CreateList"
 	case *v1alpha1.Expr_CreateStruct:
-		return "google.api.expr.v1alpha1.Expr.CreateStruct", func(b []byte) error { m.Reset(); return dec359(b, m, 0) }
+		return "google.api.expr.v1alpha1.Expr.CreateStruct"
 	case *v1alpha1.Expr_CreateStruct_Entry:
-		return "google.api.expr.v1alpha1.Expr.CreateStruct.Entry", func(b []byte) error { m.Reset(); return dec360(b, m, 0) }
+		return "google.api.expr.v1alpha1.Expr.CreateStruct.Entry"
 	case *v1alpha1.Expr_Ident:
-		return "google.api.expr.v1alpha1.Expr.Ident", func(b []byte) error { m.Reset(); return dec355(b, m, 0) }
+		return "google.api.expr.v1alpha1.Expr.Ident"
 	case *v1alpha1.Expr_Select:
-		return "google.api.expr.v1alpha1.Expr.Select", func(b []byte) error { m.Reset(); return dec356(b, m, 0) }
+		return "google.api.expr.v1alpha1.Expr.Select"
 	case *v1alpha1.Reference:
-		return "google.api.expr.v1alpha1.Reference", func(b []byte) error { m.Reset(); return dec363(b, m, 0) }
+		return "google.api.expr.v1alpha1.Reference"
 	case *v1alpha1.SourceInfo:
-		return "google.api.expr.v1alpha1.SourceInfo", func(b []byte) error { m.Reset(); return dec369(b, m, 0) }
+		return "google.api.expr.v1alpha1.SourceInfo"
 	case *v1alpha1.SourceInfo_Extension:
-		return "google.api.expr.v1alpha1.SourceInfo.Extension", func(b []byte) error { m.Reset(); return dec370(b, m, 0) }
+		return "google.api.expr.v1alpha1.SourceInfo.Extension"
 	case *v1alpha1.SourceInfo_Extension_Version:
-		return "google.api.expr.v1alpha1.SourceInfo.Extension.Version", func(b []byte) error { m.Reset(); return dec371(b, m, 0) }
+		return "google.api.expr.v1alpha1.SourceInfo.Extension.Version"
 	case *v1alpha1.Type:
-		return "google.api.expr.v1alpha1.Type", func(b []byte) error { m.Reset(); return dec364(b, m, 0) }
+		return "google.api.expr.v1alpha1.Type"
 	case *v1alpha1.Type_AbstractType:
-		return "google.api.expr.v1alpha1.Type.AbstractType", func(b []byte) error { m.Reset(); return dec368(b, m, 0) }
+		return "google.api.expr.v1alpha1.Type.AbstractType"
 	case *v1alpha1.Type_FunctionType:
-		return "google.api.expr.v1alpha1.Type.FunctionType", func(b []byte) error { m.Reset(); return dec367(b, m, 0) }
+		return "google.api.expr.v1alpha1.Type.FunctionType"
 	case *v1alpha1.Type_ListType:
-		return "google.api.expr.v1alpha1.Type.ListType", func(b []byte) error { m.Reset(); return dec365(b, m, 0) }
+		return "google.api.expr.v1alpha1.Type.ListType"
 	case *v1alpha1.Type_MapType:
-		return "google.api.expr.v1alpha1.Type.MapType", func(b []byte) error { m.Reset(); return dec366(b, m, 0) }
+		return "google.api.expr.v1alpha1.Type.MapType"
 	case *anypb.Any:
-		return "google.protobuf.Any", func(b []byte) error { m.Reset(); return dec16(b, m, 0) }
+		return "google.protobuf.Any"
 	case *wrapperspb.BoolValue:
-		return "google.protobuf.BoolValue", func(b []byte) error { m.Reset(); return dec81(b, m, 0) }
+		return "google.protobuf.BoolValue"
 	case *wrapperspb.DoubleValue:
-		return "google.protobuf.DoubleValue", func(b []byte) error { m.Reset(); return dec77(b, m, 0) }
+		return "google.protobuf.DoubleValue"
 	case *durationpb.Duration:
-		return "google.protobuf.Duration", func(b []byte) error { m.Reset(); return dec24(b, m, 0) }
+		return "google.protobuf.Duration"
 	case *emptypb.Empty:
-		return "google.protobuf.Empty", func(b []byte) error { m.Reset(); return dec66(b, m, 0) }
+		return "google.protobuf.Empty"
 	case *structpb.ListValue:
-		return "google.protobuf.ListValue", func(b []byte) error { m.Reset(); return dec4(b, m, 0) }
+		return "google.protobuf.ListValue"
 	case *structpb.Struct:
-		return "google.protobuf.Struct", func(b []byte) error { m.Reset(); return dec2(b, m, 0) }
+		return "google.protobuf.Struct"
 	case *timestamppb.Timestamp:
-		return "google.protobuf.Timestamp", func(b []byte) error { m.Reset(); return dec354(b, m, 0) }
+		return "google.protobuf.Timestamp"
 	case *wrapperspb.UInt32Value:
-		return "google.protobuf.UInt32Value", func(b []byte) error { m.Reset(); return dec39(b, m, 0) }
+		return "google.protobuf.UInt32Value"
 	case *wrapperspb.UInt64Value:
-		return "google.protobuf.UInt64Value", func(b []byte) error { m.Reset(); return dec103(b, m, 0) }
+		return "google.protobuf.UInt64Value"
 	case *structpb.Value:
-		return "google.protobuf.Value", func(b []byte) error { m.Reset(); return dec3(b, m, 0) }
+		return "google.protobuf.Value"
 	case *status.Status:
-		return "google.rpc.Status", func(b []byte) error { m.Reset(); return dec15(b, m, 0) }
+		return "google.rpc.Status"
 	case *corev32.Authority:
-		return "xds.core.v3.Authority", func(b []byte) error { m.Reset(); return dec52(b, m, 0) }
+		return "xds.core.v3.Authority"
 	case *corev32.CidrRange:
-		return "xds.core.v3.CidrRange", func(b []byte) error { m.Reset(); return dec156(b, m, 0) }
+		return "xds.core.v3.CidrRange"
 	case *corev32.ContextParams:
-		return "xds.core.v3.ContextParams", func(b []byte) error { m.Reset(); return dec5(b, m, 0) }
+		return "xds.core.v3.ContextParams"
 	case *corev32.TypedExtensionConfig:
-		return "xds.core.v3.TypedExtensionConfig", func(b []byte) error { m.Reset(); return dec45(b, m, 0) }
+		return "xds.core.v3.TypedExtensionConfig"
 	case *matcherv33.Matcher:
-		return "xds.type.matcher.v3.Matcher", func(b []byte) error { m.Reset(); return dec84(b, m, 0) }
+		return "xds.type.matcher.v3.Matcher"
 	case *matcherv33.Matcher_MatcherList:
-		return "xds.type.matcher.v3.Matcher.MatcherList", func(b []byte) error { m.Reset(); return dec85(b, m, 0) }
+		return "xds.type.matcher.v3.Matcher.MatcherList"
 	case *matcherv33.Matcher_MatcherList_FieldMatcher:
-		return "xds.type.matcher.v3.Matcher.MatcherList.FieldMatcher", func(b []byte) error { m.Reset(); return dec86(b, m, 0) }
+		return "xds.type.matcher.v3.Matcher.MatcherList.FieldMatcher"
 	case *matcherv33.Matcher_MatcherList_Predicate:
-		return "xds.type.matcher.v3.Matcher.MatcherList.Predicate", func(b []byte) error { m.Reset(); return dec87(b, m, 0) }
+		return "xds.type.matcher.v3.Matcher.MatcherList.Predicate"
 	case *matcherv33.Matcher_MatcherList_Predicate_PredicateList:
-		return "xds.type.matcher.v3.Matcher.MatcherList.Predicate.PredicateList", func(b []byte) error { m.Reset(); return dec92(b, m, 0) }
+		return "xds.type.matcher.v3.Matcher.MatcherList.Predicate.PredicateList"
 	case *matcherv33.Matcher_MatcherList_Predicate_SinglePredicate:
-		return "xds.type.matcher.v3.Matcher.MatcherList.Predicate.SinglePredicate", func(b []byte) error { m.Reset(); return dec88(b, m, 0) }
+		return "xds.type.matcher.v3.Matcher.MatcherList.Predicate.SinglePredicate"
 	case *matcherv33.Matcher_MatcherTree:
-		return "xds.type.matcher.v3.Matcher.MatcherTree", func(b []byte) error { m.Reset(); return dec94(b, m, 0) }
+		return "xds.type.matcher.v3.Matcher.MatcherTree"
 	case *matcherv33.Matcher_MatcherTree_MatchMap:
-		return "xds.type.matcher.v3.Matcher.MatcherTree.MatchMap", func(b []byte) error { m.Reset(); return dec95(b, m, 0) }
+		return "xds.type.matcher.v3.Matcher.MatcherTree.MatchMap"
 	case *matcherv33.Matcher_OnMatch:
-		return "xds.type.matcher.v3.Matcher.OnMatch", func(b []byte) error { m.Reset(); return dec93(b, m, 0) }
+		return "xds.type.matcher.v3.Matcher.OnMatch"
 	case *matcherv33.RegexMatcher:
-		return "xds.type.matcher.v3.RegexMatcher", func(b []byte) error { m.Reset(); return dec90(b, m, 0) }
+		return "xds.type.matcher.v3.RegexMatcher"
 	case *matcherv33.RegexMatcher_GoogleRE2:
-		return "xds.type.matcher.v3.RegexMatcher.GoogleRE2", func(b []byte) error { m.Reset(); return dec91(b, m, 0) }
+		return "xds.type.matcher.v3.RegexMatcher.GoogleRE2"
 	case *matcherv33.StringMatcher:
-		return "xds.type.matcher.v3.StringMatcher", func(b []byte) error { m.Reset(); return dec89(b, m, 0) }
+		return "xds.type.matcher.v3.StringMatcher"
 	}
-	return "", nil
+	return ""
 }
 
-// encoderFor returns an encoder of m, or nil if m is not a type this
-// package encodes.
-func encoderFor(m proto.Message) func([]byte) []byte {
+// decode resets m and decodes b into it; false if m is not a type
+// this package decodes.
+func decode(b []byte, m proto.Message) (bool, error) {
 	switch m := m.(type) {
 	case *accesslogv3.AccessLog:
-		return func(b []byte) []byte { return enc115(b, m) }
+		m.Reset()
+		return true, dec115(b, m, 0)
 	case *accesslogv3.AccessLogFilter:
-		return func(b []byte) []byte { return enc116(b, m) }
+		m.Reset()
+		return true, dec116(b, m, 0)
 	case *accesslogv3.AndFilter:
-		return func(b []byte) []byte { return enc125(b, m) }
+		m.Reset()
+		return true, dec125(b, m, 0)
 	case *accesslogv3.ComparisonFilter:
-		return func(b []byte) []byte { return enc118(b, m) }
+		m.Reset()
+		return true, dec118(b, m, 0)
 	case *accesslogv3.DurationFilter:
-		return func(b []byte) []byte { return enc120(b, m) }
+		m.Reset()
+		return true, dec120(b, m, 0)
 	case *accesslogv3.ExtensionFilter:
-		return func(b []byte) []byte { return enc132(b, m) }
+		m.Reset()
+		return true, dec132(b, m, 0)
 	case *accesslogv3.GrpcStatusFilter:
-		return func(b []byte) []byte { return enc131(b, m) }
+		m.Reset()
+		return true, dec131(b, m, 0)
 	case *accesslogv3.HeaderFilter:
-		return func(b []byte) []byte { return enc127(b, m) }
+		m.Reset()
+		return true, dec127(b, m, 0)
 	case *accesslogv3.LogTypeFilter:
-		return func(b []byte) []byte { return enc142(b, m) }
+		m.Reset()
+		return true, dec142(b, m, 0)
 	case *accesslogv3.MetadataFilter:
-		return func(b []byte) []byte { return enc133(b, m) }
+		m.Reset()
+		return true, dec133(b, m, 0)
 	case *accesslogv3.NotHealthCheckFilter:
-		return func(b []byte) []byte { return enc121(b, m) }
+		m.Reset()
+		return true, dec121(b, m, 0)
 	case *accesslogv3.OrFilter:
-		return func(b []byte) []byte { return enc126(b, m) }
+		m.Reset()
+		return true, dec126(b, m, 0)
 	case *accesslogv3.ResponseFlagFilter:
-		return func(b []byte) []byte { return enc130(b, m) }
+		m.Reset()
+		return true, dec130(b, m, 0)
 	case *accesslogv3.RuntimeFilter:
-		return func(b []byte) []byte { return enc123(b, m) }
+		m.Reset()
+		return true, dec123(b, m, 0)
 	case *accesslogv3.StatusCodeFilter:
-		return func(b []byte) []byte { return enc117(b, m) }
+		m.Reset()
+		return true, dec117(b, m, 0)
 	case *accesslogv3.TraceableFilter:
-		return func(b []byte) []byte { return enc122(b, m) }
+		m.Reset()
+		return true, dec122(b, m, 0)
 	case *clusterv3.CircuitBreakers:
-		return func(b []byte) []byte { return enc251(b, m) }
+		m.Reset()
+		return true, dec251(b, m, 0)
 	case *clusterv3.CircuitBreakers_Thresholds:
-		return func(b []byte) []byte { return enc252(b, m) }
+		m.Reset()
+		return true, dec252(b, m, 0)
 	case *clusterv3.CircuitBreakers_Thresholds_RetryBudget:
-		return func(b []byte) []byte { return enc253(b, m) }
+		m.Reset()
+		return true, dec253(b, m, 0)
 	case *clusterv3.Cluster:
-		return func(b []byte) []byte { return enc229(b, m) }
+		m.Reset()
+		return true, dec229(b, m, 0)
 	case *clusterv3.Cluster_CommonLbConfig:
-		return func(b []byte) []byte { return enc278(b, m) }
+		m.Reset()
+		return true, dec278(b, m, 0)
 	case *clusterv3.Cluster_CommonLbConfig_ConsistentHashingLbConfig:
-		return func(b []byte) []byte { return enc281(b, m) }
+		m.Reset()
+		return true, dec281(b, m, 0)
 	case *clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig:
-		return func(b []byte) []byte { return enc280(b, m) }
+		m.Reset()
+		return true, dec280(b, m, 0)
 	case *clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig:
-		return func(b []byte) []byte { return enc279(b, m) }
+		m.Reset()
+		return true, dec279(b, m, 0)
 	case *clusterv3.Cluster_CustomClusterType:
-		return func(b []byte) []byte { return enc231(b, m) }
+		m.Reset()
+		return true, dec231(b, m, 0)
 	case *clusterv3.Cluster_EdsClusterConfig:
-		return func(b []byte) []byte { return enc232(b, m) }
+		m.Reset()
+		return true, dec232(b, m, 0)
 	case *clusterv3.Cluster_LbSubsetConfig:
-		return func(b []byte) []byte { return enc269(b, m) }
+		m.Reset()
+		return true, dec269(b, m, 0)
 	case *clusterv3.Cluster_LbSubsetConfig_LbSubsetSelector:
-		return func(b []byte) []byte { return enc270(b, m) }
+		m.Reset()
+		return true, dec270(b, m, 0)
 	case *clusterv3.Cluster_LeastRequestLbConfig:
-		return func(b []byte) []byte { return enc274(b, m) }
+		m.Reset()
+		return true, dec274(b, m, 0)
 	case *clusterv3.Cluster_MaglevLbConfig:
-		return func(b []byte) []byte { return enc272(b, m) }
+		m.Reset()
+		return true, dec272(b, m, 0)
 	case *clusterv3.Cluster_OriginalDstLbConfig:
-		return func(b []byte) []byte { return enc273(b, m) }
+		m.Reset()
+		return true, dec273(b, m, 0)
 	case *clusterv3.Cluster_PreconnectPolicy:
-		return func(b []byte) []byte { return enc289(b, m) }
+		m.Reset()
+		return true, dec289(b, m, 0)
 	case *clusterv3.Cluster_QueuingPolicies:
-		return func(b []byte) []byte { return enc290(b, m) }
+		m.Reset()
+		return true, dec290(b, m, 0)
 	case *clusterv3.Cluster_RefreshRate:
-		return func(b []byte) []byte { return enc263(b, m) }
+		m.Reset()
+		return true, dec263(b, m, 0)
 	case *clusterv3.Cluster_RingHashLbConfig:
-		return func(b []byte) []byte { return enc271(b, m) }
+		m.Reset()
+		return true, dec271(b, m, 0)
 	case *clusterv3.Cluster_RoundRobinLbConfig:
-		return func(b []byte) []byte { return enc277(b, m) }
+		m.Reset()
+		return true, dec277(b, m, 0)
 	case *clusterv3.Cluster_SlowStartConfig:
-		return func(b []byte) []byte { return enc276(b, m) }
+		m.Reset()
+		return true, dec276(b, m, 0)
 	case *clusterv3.Cluster_TransportSocketMatch:
-		return func(b []byte) []byte { return enc230(b, m) }
+		m.Reset()
+		return true, dec230(b, m, 0)
 	case *clusterv3.Filter:
-		return func(b []byte) []byte { return enc285(b, m) }
+		m.Reset()
+		return true, dec285(b, m, 0)
 	case *clusterv3.LoadBalancingPolicy:
-		return func(b []byte) []byte { return enc286(b, m) }
+		m.Reset()
+		return true, dec286(b, m, 0)
 	case *clusterv3.LoadBalancingPolicy_Policy:
-		return func(b []byte) []byte { return enc287(b, m) }
+		m.Reset()
+		return true, dec287(b, m, 0)
 	case *clusterv3.OutlierDetection:
-		return func(b []byte) []byte { return enc266(b, m) }
+		m.Reset()
+		return true, dec266(b, m, 0)
 	case *clusterv3.TrackClusterStats:
-		return func(b []byte) []byte { return enc288(b, m) }
+		m.Reset()
+		return true, dec288(b, m, 0)
 	case *clusterv3.UpstreamConnectionOptions:
-		return func(b []byte) []byte { return enc283(b, m) }
+		m.Reset()
+		return true, dec283(b, m, 0)
 	case *clusterv3.UpstreamConnectionOptions_HappyEyeballsConfig:
-		return func(b []byte) []byte { return enc284(b, m) }
+		m.Reset()
+		return true, dec284(b, m, 0)
 	case *matcherv3.HttpGenericBodyMatch:
-		return func(b []byte) []byte { return enc444(b, m) }
+		m.Reset()
+		return true, dec444(b, m, 0)
 	case *matcherv3.HttpGenericBodyMatch_GenericTextMatch:
-		return func(b []byte) []byte { return enc445(b, m) }
+		m.Reset()
+		return true, dec445(b, m, 0)
 	case *matcherv3.HttpHeadersMatch:
-		return func(b []byte) []byte { return enc443(b, m) }
+		m.Reset()
+		return true, dec443(b, m, 0)
 	case *matcherv3.MatchPredicate:
-		return func(b []byte) []byte { return enc441(b, m) }
+		m.Reset()
+		return true, dec441(b, m, 0)
 	case *matcherv3.MatchPredicate_MatchSet:
-		return func(b []byte) []byte { return enc442(b, m) }
+		m.Reset()
+		return true, dec442(b, m, 0)
 	case *mutationrulesv3.HeaderMutation:
-		return func(b []byte) []byte { return enc170(b, m) }
+		m.Reset()
+		return true, dec170(b, m, 0)
 	case *mutationrulesv3.HeaderMutation_RemoveOnMatch:
-		return func(b []byte) []byte { return enc171(b, m) }
+		m.Reset()
+		return true, dec171(b, m, 0)
 	case *corev3.Address:
-		return func(b []byte) []byte { return enc10(b, m) }
+		m.Reset()
+		return true, dec10(b, m, 0)
 	case *corev3.AggregatedConfigSource:
-		return func(b []byte) []byte { return enc79(b, m) }
+		m.Reset()
+		return true, dec79(b, m, 0)
 	case *corev3.AlternateProtocolsCacheOptions:
-		return func(b []byte) []byte { return enc438(b, m) }
+		m.Reset()
+		return true, dec438(b, m, 0)
 	case *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry:
-		return func(b []byte) []byte { return enc439(b, m) }
+		m.Reset()
+		return true, dec439(b, m, 0)
 	case *corev3.ApiConfigSource:
-		return func(b []byte) []byte { return enc55(b, m) }
+		m.Reset()
+		return true, dec55(b, m, 0)
 	case *corev3.BackoffStrategy:
-		return func(b []byte) []byte { return enc59(b, m) }
+		m.Reset()
+		return true, dec59(b, m, 0)
 	case *corev3.BindConfig:
-		return func(b []byte) []byte { return enc267(b, m) }
+		m.Reset()
+		return true, dec267(b, m, 0)
 	case *corev3.BuildVersion:
-		return func(b []byte) []byte { return enc7(b, m) }
+		m.Reset()
+		return true, dec7(b, m, 0)
 	case *corev3.CelExpressionConfig:
-		return func(b []byte) []byte { return enc372(b, m) }
+		m.Reset()
+		return true, dec372(b, m, 0)
 	case *corev3.CidrRange:
-		return func(b []byte) []byte { return enc48(b, m) }
+		m.Reset()
+		return true, dec48(b, m, 0)
 	case *corev3.ConfigSource:
-		return func(b []byte) []byte { return enc51(b, m) }
+		m.Reset()
+		return true, dec51(b, m, 0)
 	case *corev3.ControlPlane:
-		return func(b []byte) []byte { return enc27(b, m) }
+		m.Reset()
+		return true, dec27(b, m, 0)
 	case *corev3.DataSource:
-		return func(b []byte) []byte { return enc65(b, m) }
+		m.Reset()
+		return true, dec65(b, m, 0)
 	case *corev3.DnsResolutionConfig:
-		return func(b []byte) []byte { return enc264(b, m) }
+		m.Reset()
+		return true, dec264(b, m, 0)
 	case *corev3.DnsResolverOptions:
-		return func(b []byte) []byte { return enc265(b, m) }
+		m.Reset()
+		return true, dec265(b, m, 0)
 	case *corev3.EnvoyInternalAddress:
-		return func(b []byte) []byte { return enc13(b, m) }
+		m.Reset()
+		return true, dec13(b, m, 0)
 	case *corev3.EventServiceConfig:
-		return func(b []byte) []byte { return enc249(b, m) }
+		m.Reset()
+		return true, dec249(b, m, 0)
 	case *corev3.Extension:
-		return func(b []byte) []byte { return enc9(b, m) }
+		m.Reset()
+		return true, dec9(b, m, 0)
 	case *corev3.ExtensionConfigSource:
-		return func(b []byte) []byte { return enc50(b, m) }
+		m.Reset()
+		return true, dec50(b, m, 0)
 	case *corev3.ExtraSourceAddress:
-		return func(b []byte) []byte { return enc268(b, m) }
+		m.Reset()
+		return true, dec268(b, m, 0)
 	case *corev3.GrpcService:
-		return func(b []byte) []byte { return enc56(b, m) }
+		m.Reset()
+		return true, dec56(b, m, 0)
 	case *corev3.GrpcService_EnvoyGrpc:
-		return func(b []byte) []byte { return enc57(b, m) }
+		m.Reset()
+		return true, dec57(b, m, 0)
 	case *corev3.GrpcService_GoogleGrpc:
-		return func(b []byte) []byte { return enc62(b, m) }
+		m.Reset()
+		return true, dec62(b, m, 0)
 	case *corev3.GrpcService_GoogleGrpc_CallCredentials:
-		return func(b []byte) []byte { return enc68(b, m) }
+		m.Reset()
+		return true, dec68(b, m, 0)
 	case *corev3.GrpcService_GoogleGrpc_CallCredentials_GoogleIAMCredentials:
-		return func(b []byte) []byte { return enc70(b, m) }
+		m.Reset()
+		return true, dec70(b, m, 0)
 	case *corev3.GrpcService_GoogleGrpc_CallCredentials_MetadataCredentialsFromPlugin:
-		return func(b []byte) []byte { return enc71(b, m) }
+		m.Reset()
+		return true, dec71(b, m, 0)
 	case *corev3.GrpcService_GoogleGrpc_CallCredentials_ServiceAccountJWTAccessCredentials:
-		return func(b []byte) []byte { return enc69(b, m) }
+		m.Reset()
+		return true, dec69(b, m, 0)
 	case *corev3.GrpcService_GoogleGrpc_CallCredentials_StsService:
-		return func(b []byte) []byte { return enc72(b, m) }
+		m.Reset()
+		return true, dec72(b, m, 0)
 	case *corev3.GrpcService_GoogleGrpc_ChannelArgs:
-		return func(b []byte) []byte { return enc73(b, m) }
+		m.Reset()
+		return true, dec73(b, m, 0)
 	case *corev3.GrpcService_GoogleGrpc_ChannelArgs_Value:
-		return func(b []byte) []byte { return enc74(b, m) }
+		m.Reset()
+		return true, dec74(b, m, 0)
 	case *corev3.GrpcService_GoogleGrpc_ChannelCredentials:
-		return func(b []byte) []byte { return enc63(b, m) }
+		m.Reset()
+		return true, dec63(b, m, 0)
 	case *corev3.GrpcService_GoogleGrpc_GoogleLocalCredentials:
-		return func(b []byte) []byte { return enc67(b, m) }
+		m.Reset()
+		return true, dec67(b, m, 0)
 	case *corev3.GrpcService_GoogleGrpc_SslCredentials:
-		return func(b []byte) []byte { return enc64(b, m) }
+		m.Reset()
+		return true, dec64(b, m, 0)
 	case *corev3.HeaderValue:
-		return func(b []byte) []byte { return enc75(b, m) }
+		m.Reset()
+		return true, dec75(b, m, 0)
 	case *corev3.HeaderValueOption:
-		return func(b []byte) []byte { return enc160(b, m) }
+		m.Reset()
+		return true, dec160(b, m, 0)
 	case *corev3.HealthCheck:
-		return func(b []byte) []byte { return enc243(b, m) }
+		m.Reset()
+		return true, dec243(b, m, 0)
 	case *corev3.HealthCheck_CustomHealthCheck:
-		return func(b []byte) []byte { return enc248(b, m) }
+		m.Reset()
+		return true, dec248(b, m, 0)
 	case *corev3.HealthCheck_GrpcHealthCheck:
-		return func(b []byte) []byte { return enc247(b, m) }
+		m.Reset()
+		return true, dec247(b, m, 0)
 	case *corev3.HealthCheck_HttpHealthCheck:
-		return func(b []byte) []byte { return enc244(b, m) }
+		m.Reset()
+		return true, dec244(b, m, 0)
 	case *corev3.HealthCheck_Payload:
-		return func(b []byte) []byte { return enc245(b, m) }
+		m.Reset()
+		return true, dec245(b, m, 0)
 	case *corev3.HealthCheck_TcpHealthCheck:
-		return func(b []byte) []byte { return enc246(b, m) }
+		m.Reset()
+		return true, dec246(b, m, 0)
 	case *corev3.HealthCheck_TlsOptions:
-		return func(b []byte) []byte { return enc250(b, m) }
+		m.Reset()
+		return true, dec250(b, m, 0)
 	case *corev3.HealthStatusSet:
-		return func(b []byte) []byte { return enc282(b, m) }
+		m.Reset()
+		return true, dec282(b, m, 0)
 	case *corev3.Http1ProtocolOptions:
-		return func(b []byte) []byte { return enc257(b, m) }
+		m.Reset()
+		return true, dec257(b, m, 0)
 	case *corev3.Http1ProtocolOptions_HeaderKeyFormat:
-		return func(b []byte) []byte { return enc258(b, m) }
+		m.Reset()
+		return true, dec258(b, m, 0)
 	case *corev3.Http1ProtocolOptions_HeaderKeyFormat_ProperCaseWords:
-		return func(b []byte) []byte { return enc259(b, m) }
+		m.Reset()
+		return true, dec259(b, m, 0)
 	case *corev3.Http2ProtocolOptions:
-		return func(b []byte) []byte { return enc260(b, m) }
+		m.Reset()
+		return true, dec260(b, m, 0)
 	case *corev3.Http2ProtocolOptions_SettingsParameter:
-		return func(b []byte) []byte { return enc261(b, m) }
+		m.Reset()
+		return true, dec261(b, m, 0)
 	case *corev3.Http3ProtocolOptions:
-		return func(b []byte) []byte { return enc306(b, m) }
+		m.Reset()
+		return true, dec306(b, m, 0)
 	case *corev3.HttpProtocolOptions:
-		return func(b []byte) []byte { return enc256(b, m) }
+		m.Reset()
+		return true, dec256(b, m, 0)
 	case *corev3.HttpService:
-		return func(b []byte) []byte { return enc448(b, m) }
+		m.Reset()
+		return true, dec448(b, m, 0)
 	case *corev3.HttpUri:
-		return func(b []byte) []byte { return enc379(b, m) }
+		m.Reset()
+		return true, dec379(b, m, 0)
 	case *corev3.JsonFormatOptions:
-		return func(b []byte) []byte { return enc206(b, m) }
+		m.Reset()
+		return true, dec206(b, m, 0)
 	case *corev3.KeepaliveSettings:
-		return func(b []byte) []byte { return enc262(b, m) }
+		m.Reset()
+		return true, dec262(b, m, 0)
 	case *corev3.Locality:
-		return func(b []byte) []byte { return enc6(b, m) }
+		m.Reset()
+		return true, dec6(b, m, 0)
 	case *corev3.Metadata:
-		return func(b []byte) []byte { return enc26(b, m) }
+		m.Reset()
+		return true, dec26(b, m, 0)
 	case *corev3.Node:
-		return func(b []byte) []byte { return enc1(b, m) }
+		m.Reset()
+		return true, dec1(b, m, 0)
 	case *corev3.PathConfigSource:
-		return func(b []byte) []byte { return enc53(b, m) }
+		m.Reset()
+		return true, dec53(b, m, 0)
 	case *corev3.Pipe:
-		return func(b []byte) []byte { return enc12(b, m) }
+		m.Reset()
+		return true, dec12(b, m, 0)
 	case *corev3.ProxyProtocolConfig:
-		return func(b []byte) []byte { return enc202(b, m) }
+		m.Reset()
+		return true, dec202(b, m, 0)
 	case *corev3.ProxyProtocolPassThroughTLVs:
-		return func(b []byte) []byte { return enc203(b, m) }
+		m.Reset()
+		return true, dec203(b, m, 0)
 	case *corev3.QuicKeepAliveSettings:
-		return func(b []byte) []byte { return enc106(b, m) }
+		m.Reset()
+		return true, dec106(b, m, 0)
 	case *corev3.QuicProtocolOptions:
-		return func(b []byte) []byte { return enc105(b, m) }
+		m.Reset()
+		return true, dec105(b, m, 0)
 	case *corev3.QuicProtocolOptions_ConnectionMigrationSettings:
-		return func(b []byte) []byte { return enc107(b, m) }
+		m.Reset()
+		return true, dec107(b, m, 0)
 	case *corev3.QuicProtocolOptions_ConnectionMigrationSettings_MigrateIdleConnectionSettings:
-		return func(b []byte) []byte { return enc108(b, m) }
+		m.Reset()
+		return true, dec108(b, m, 0)
 	case *corev3.RateLimitSettings:
-		return func(b []byte) []byte { return enc76(b, m) }
+		m.Reset()
+		return true, dec76(b, m, 0)
 	case *corev3.RetryPolicy:
-		return func(b []byte) []byte { return enc58(b, m) }
+		m.Reset()
+		return true, dec58(b, m, 0)
 	case *corev3.RetryPolicy_RetryHostPredicate:
-		return func(b []byte) []byte { return enc61(b, m) }
+		m.Reset()
+		return true, dec61(b, m, 0)
 	case *corev3.RetryPolicy_RetryPriority:
-		return func(b []byte) []byte { return enc60(b, m) }
+		m.Reset()
+		return true, dec60(b, m, 0)
 	case *corev3.RuntimeDouble:
-		return func(b []byte) []byte { return enc275(b, m) }
+		m.Reset()
+		return true, dec275(b, m, 0)
 	case *corev3.RuntimeFeatureFlag:
-		return func(b []byte) []byte { return enc109(b, m) }
+		m.Reset()
+		return true, dec109(b, m, 0)
 	case *corev3.RuntimeFractionalPercent:
-		return func(b []byte) []byte { return enc149(b, m) }
+		m.Reset()
+		return true, dec149(b, m, 0)
 	case *corev3.RuntimeUInt32:
-		return func(b []byte) []byte { return enc119(b, m) }
+		m.Reset()
+		return true, dec119(b, m, 0)
 	case *corev3.SchemeHeaderTransformation:
-		return func(b []byte) []byte { return enc307(b, m) }
+		m.Reset()
+		return true, dec307(b, m, 0)
 	case *corev3.SelfConfigSource:
-		return func(b []byte) []byte { return enc80(b, m) }
+		m.Reset()
+		return true, dec80(b, m, 0)
 	case *corev3.SocketAddress:
-		return func(b []byte) []byte { return enc11(b, m) }
+		m.Reset()
+		return true, dec11(b, m, 0)
 	case *corev3.SocketCmsgHeaders:
-		return func(b []byte) []byte { return enc110(b, m) }
+		m.Reset()
+		return true, dec110(b, m, 0)
 	case *corev3.SocketOption:
-		return func(b []byte) []byte { return enc34(b, m) }
+		m.Reset()
+		return true, dec34(b, m, 0)
 	case *corev3.SocketOption_SocketType:
-		return func(b []byte) []byte { return enc35(b, m) }
+		m.Reset()
+		return true, dec35(b, m, 0)
 	case *corev3.SocketOption_SocketType_Datagram:
-		return func(b []byte) []byte { return enc37(b, m) }
+		m.Reset()
+		return true, dec37(b, m, 0)
 	case *corev3.SocketOption_SocketType_Stream:
-		return func(b []byte) []byte { return enc36(b, m) }
+		m.Reset()
+		return true, dec36(b, m, 0)
 	case *corev3.SocketOptionsOverride:
-		return func(b []byte) []byte { return enc33(b, m) }
+		m.Reset()
+		return true, dec33(b, m, 0)
 	case *corev3.SubstitutionFormatString:
-		return func(b []byte) []byte { return enc205(b, m) }
+		m.Reset()
+		return true, dec205(b, m, 0)
 	case *corev3.TcpKeepalive:
-		return func(b []byte) []byte { return enc38(b, m) }
+		m.Reset()
+		return true, dec38(b, m, 0)
 	case *corev3.TlvEntry:
-		return func(b []byte) []byte { return enc204(b, m) }
+		m.Reset()
+		return true, dec204(b, m, 0)
 	case *corev3.TransportSocket:
-		return func(b []byte) []byte { return enc82(b, m) }
+		m.Reset()
+		return true, dec82(b, m, 0)
 	case *corev3.TypedExtensionConfig:
-		return func(b []byte) []byte { return enc78(b, m) }
+		m.Reset()
+		return true, dec78(b, m, 0)
 	case *corev3.UdpSocketConfig:
-		return func(b []byte) []byte { return enc102(b, m) }
+		m.Reset()
+		return true, dec102(b, m, 0)
 	case *corev3.UpstreamHttpProtocolOptions:
-		return func(b []byte) []byte { return enc255(b, m) }
+		m.Reset()
+		return true, dec255(b, m, 0)
 	case *corev3.WatchedDirectory:
-		return func(b []byte) []byte { return enc54(b, m) }
+		m.Reset()
+		return true, dec54(b, m, 0)
 	case *endpointv3.ClusterLoadAssignment:
-		return func(b []byte) []byte { return enc233(b, m) }
+		m.Reset()
+		return true, dec233(b, m, 0)
 	case *endpointv3.ClusterLoadAssignment_Policy:
-		return func(b []byte) []byte { return enc241(b, m) }
+		m.Reset()
+		return true, dec241(b, m, 0)
 	case *endpointv3.ClusterLoadAssignment_Policy_DropOverload:
-		return func(b []byte) []byte { return enc242(b, m) }
+		m.Reset()
+		return true, dec242(b, m, 0)
 	case *endpointv3.Endpoint:
-		return func(b []byte) []byte { return enc236(b, m) }
+		m.Reset()
+		return true, dec236(b, m, 0)
 	case *endpointv3.Endpoint_AdditionalAddress:
-		return func(b []byte) []byte { return enc238(b, m) }
+		m.Reset()
+		return true, dec238(b, m, 0)
 	case *endpointv3.Endpoint_HealthCheckConfig:
-		return func(b []byte) []byte { return enc237(b, m) }
+		m.Reset()
+		return true, dec237(b, m, 0)
 	case *endpointv3.LbEndpoint:
-		return func(b []byte) []byte { return enc235(b, m) }
+		m.Reset()
+		return true, dec235(b, m, 0)
 	case *endpointv3.LedsClusterLocalityConfig:
-		return func(b []byte) []byte { return enc240(b, m) }
+		m.Reset()
+		return true, dec240(b, m, 0)
 	case *endpointv3.LocalityLbEndpoints:
-		return func(b []byte) []byte { return enc234(b, m) }
+		m.Reset()
+		return true, dec234(b, m, 0)
 	case *endpointv3.LocalityLbEndpoints_LbEndpointList:
-		return func(b []byte) []byte { return enc239(b, m) }
+		m.Reset()
+		return true, dec239(b, m, 0)
 	case *listenerv3.AdditionalAddress:
-		return func(b []byte) []byte { return enc32(b, m) }
+		m.Reset()
+		return true, dec32(b, m, 0)
 	case *listenerv3.ApiListener:
-		return func(b []byte) []byte { return enc111(b, m) }
+		m.Reset()
+		return true, dec111(b, m, 0)
 	case *listenerv3.Filter:
-		return func(b []byte) []byte { return enc49(b, m) }
+		m.Reset()
+		return true, dec49(b, m, 0)
 	case *listenerv3.FilterChain:
-		return func(b []byte) []byte { return enc46(b, m) }
+		m.Reset()
+		return true, dec46(b, m, 0)
 	case *listenerv3.FilterChainMatch:
-		return func(b []byte) []byte { return enc47(b, m) }
+		m.Reset()
+		return true, dec47(b, m, 0)
 	case *listenerv3.Listener:
-		return func(b []byte) []byte { return enc31(b, m) }
+		m.Reset()
+		return true, dec31(b, m, 0)
 	case *listenerv3.Listener_ConnectionBalanceConfig:
-		return func(b []byte) []byte { return enc112(b, m) }
+		m.Reset()
+		return true, dec112(b, m, 0)
 	case *listenerv3.Listener_ConnectionBalanceConfig_CpuLocalityBalance:
-		return func(b []byte) []byte { return enc114(b, m) }
+		m.Reset()
+		return true, dec114(b, m, 0)
 	case *listenerv3.Listener_ConnectionBalanceConfig_ExactBalance:
-		return func(b []byte) []byte { return enc113(b, m) }
+		m.Reset()
+		return true, dec113(b, m, 0)
 	case *listenerv3.Listener_DeprecatedV1:
-		return func(b []byte) []byte { return enc96(b, m) }
+		m.Reset()
+		return true, dec96(b, m, 0)
 	case *listenerv3.Listener_FcdsConfig:
-		return func(b []byte) []byte { return enc83(b, m) }
+		m.Reset()
+		return true, dec83(b, m, 0)
 	case *listenerv3.Listener_InternalListenerConfig:
-		return func(b []byte) []byte { return enc143(b, m) }
+		m.Reset()
+		return true, dec143(b, m, 0)
 	case *listenerv3.ListenerFilter:
-		return func(b []byte) []byte { return enc97(b, m) }
+		m.Reset()
+		return true, dec97(b, m, 0)
 	case *listenerv3.ListenerFilterChainMatchPredicate:
-		return func(b []byte) []byte { return enc98(b, m) }
+		m.Reset()
+		return true, dec98(b, m, 0)
 	case *listenerv3.ListenerFilterChainMatchPredicate_MatchSet:
-		return func(b []byte) []byte { return enc99(b, m) }
+		m.Reset()
+		return true, dec99(b, m, 0)
 	case *listenerv3.QuicProtocolOptions:
-		return func(b []byte) []byte { return enc104(b, m) }
+		m.Reset()
+		return true, dec104(b, m, 0)
 	case *listenerv3.UdpListenerConfig:
-		return func(b []byte) []byte { return enc101(b, m) }
+		m.Reset()
+		return true, dec101(b, m, 0)
 	case *metricsv3.StatsMatcher:
-		return func(b []byte) []byte { return enc40(b, m) }
+		m.Reset()
+		return true, dec40(b, m, 0)
 	case *ratelimitv3.RateLimitServiceConfig:
-		return func(b []byte) []byte { return enc412(b, m) }
+		m.Reset()
+		return true, dec412(b, m, 0)
 	case *rbacv3.Permission:
-		return func(b []byte) []byte { return enc345(b, m) }
+		m.Reset()
+		return true, dec345(b, m, 0)
 	case *rbacv3.Permission_Set:
-		return func(b []byte) []byte { return enc346(b, m) }
+		m.Reset()
+		return true, dec346(b, m, 0)
 	case *rbacv3.Policy:
-		return func(b []byte) []byte { return enc344(b, m) }
+		m.Reset()
+		return true, dec344(b, m, 0)
 	case *rbacv3.Principal:
-		return func(b []byte) []byte { return enc349(b, m) }
+		m.Reset()
+		return true, dec349(b, m, 0)
 	case *rbacv3.Principal_Authenticated:
-		return func(b []byte) []byte { return enc351(b, m) }
+		m.Reset()
+		return true, dec351(b, m, 0)
 	case *rbacv3.Principal_Set:
-		return func(b []byte) []byte { return enc350(b, m) }
+		m.Reset()
+		return true, dec350(b, m, 0)
 	case *rbacv3.RBAC:
-		return func(b []byte) []byte { return enc343(b, m) }
+		m.Reset()
+		return true, dec343(b, m, 0)
 	case *rbacv3.RBAC_AuditLoggingOptions:
-		return func(b []byte) []byte { return enc373(b, m) }
+		m.Reset()
+		return true, dec373(b, m, 0)
 	case *rbacv3.RBAC_AuditLoggingOptions_AuditLoggerConfig:
-		return func(b []byte) []byte { return enc374(b, m) }
+		m.Reset()
+		return true, dec374(b, m, 0)
 	case *rbacv3.SourcedMetadata:
-		return func(b []byte) []byte { return enc348(b, m) }
+		m.Reset()
+		return true, dec348(b, m, 0)
 	case *routev3.ClusterSpecifierPlugin:
-		return func(b []byte) []byte { return enc161(b, m) }
+		m.Reset()
+		return true, dec161(b, m, 0)
 	case *routev3.CookieMatcher:
-		return func(b []byte) []byte { return enc151(b, m) }
+		m.Reset()
+		return true, dec151(b, m, 0)
 	case *routev3.CorsPolicy:
-		return func(b []byte) []byte { return enc199(b, m) }
+		m.Reset()
+		return true, dec199(b, m, 0)
 	case *routev3.Decorator:
-		return func(b []byte) []byte { return enc214(b, m) }
+		m.Reset()
+		return true, dec214(b, m, 0)
 	case *routev3.DirectResponseAction:
-		return func(b []byte) []byte { return enc211(b, m) }
+		m.Reset()
+		return true, dec211(b, m, 0)
 	case *routev3.FilterAction:
-		return func(b []byte) []byte { return enc212(b, m) }
+		m.Reset()
+		return true, dec212(b, m, 0)
 	case *routev3.FilterConfig:
-		return func(b []byte) []byte { return enc228(b, m) }
+		m.Reset()
+		return true, dec228(b, m, 0)
 	case *routev3.HeaderMatcher:
-		return func(b []byte) []byte { return enc128(b, m) }
+		m.Reset()
+		return true, dec128(b, m, 0)
 	case *routev3.HedgePolicy:
-		return func(b []byte) []byte { return enc208(b, m) }
+		m.Reset()
+		return true, dec208(b, m, 0)
 	case *routev3.InternalRedirectPolicy:
-		return func(b []byte) []byte { return enc207(b, m) }
+		m.Reset()
+		return true, dec207(b, m, 0)
 	case *routev3.NonForwardingAction:
-		return func(b []byte) []byte { return enc213(b, m) }
+		m.Reset()
+		return true, dec213(b, m, 0)
 	case *routev3.QueryParameterMatcher:
-		return func(b []byte) []byte { return enc150(b, m) }
+		m.Reset()
+		return true, dec150(b, m, 0)
 	case *routev3.RateLimit:
-		return func(b []byte) []byte { return enc172(b, m) }
+		m.Reset()
+		return true, dec172(b, m, 0)
 	case *routev3.RateLimit_Action:
-		return func(b []byte) []byte { return enc173(b, m) }
+		m.Reset()
+		return true, dec173(b, m, 0)
 	case *routev3.RateLimit_Action_DestinationCluster:
-		return func(b []byte) []byte { return enc175(b, m) }
+		m.Reset()
+		return true, dec175(b, m, 0)
 	case *routev3.RateLimit_Action_DynamicMetaData:
-		return func(b []byte) []byte { return enc181(b, m) }
+		m.Reset()
+		return true, dec181(b, m, 0)
 	case *routev3.RateLimit_Action_GenericKey:
-		return func(b []byte) []byte { return enc179(b, m) }
+		m.Reset()
+		return true, dec179(b, m, 0)
 	case *routev3.RateLimit_Action_HeaderValueMatch:
-		return func(b []byte) []byte { return enc180(b, m) }
+		m.Reset()
+		return true, dec180(b, m, 0)
 	case *routev3.RateLimit_Action_MaskedRemoteAddress:
-		return func(b []byte) []byte { return enc185(b, m) }
+		m.Reset()
+		return true, dec185(b, m, 0)
 	case *routev3.RateLimit_Action_MetaData:
-		return func(b []byte) []byte { return enc184(b, m) }
+		m.Reset()
+		return true, dec184(b, m, 0)
 	case *routev3.RateLimit_Action_QueryParameterValueMatch:
-		return func(b []byte) []byte { return enc186(b, m) }
+		m.Reset()
+		return true, dec186(b, m, 0)
 	case *routev3.RateLimit_Action_QueryParameters:
-		return func(b []byte) []byte { return enc177(b, m) }
+		m.Reset()
+		return true, dec177(b, m, 0)
 	case *routev3.RateLimit_Action_RemoteAddress:
-		return func(b []byte) []byte { return enc178(b, m) }
+		m.Reset()
+		return true, dec178(b, m, 0)
 	case *routev3.RateLimit_Action_RemoteAddressMatch:
-		return func(b []byte) []byte { return enc187(b, m) }
+		m.Reset()
+		return true, dec187(b, m, 0)
 	case *routev3.RateLimit_Action_RequestHeaders:
-		return func(b []byte) []byte { return enc176(b, m) }
+		m.Reset()
+		return true, dec176(b, m, 0)
 	case *routev3.RateLimit_Action_SourceCluster:
-		return func(b []byte) []byte { return enc174(b, m) }
+		m.Reset()
+		return true, dec174(b, m, 0)
 	case *routev3.RateLimit_HitsAddend:
-		return func(b []byte) []byte { return enc191(b, m) }
+		m.Reset()
+		return true, dec191(b, m, 0)
 	case *routev3.RateLimit_Override:
-		return func(b []byte) []byte { return enc188(b, m) }
+		m.Reset()
+		return true, dec188(b, m, 0)
 	case *routev3.RateLimit_Override_DynamicMetadata:
-		return func(b []byte) []byte { return enc189(b, m) }
+		m.Reset()
+		return true, dec189(b, m, 0)
 	case *routev3.RateLimit_Override_RateLimitOverride:
-		return func(b []byte) []byte { return enc190(b, m) }
+		m.Reset()
+		return true, dec190(b, m, 0)
 	case *routev3.RedirectAction:
-		return func(b []byte) []byte { return enc210(b, m) }
+		m.Reset()
+		return true, dec210(b, m, 0)
 	case *routev3.RetryPolicy:
-		return func(b []byte) []byte { return enc163(b, m) }
+		m.Reset()
+		return true, dec163(b, m, 0)
 	case *routev3.RetryPolicy_RateLimitedRetryBackOff:
-		return func(b []byte) []byte { return enc167(b, m) }
+		m.Reset()
+		return true, dec167(b, m, 0)
 	case *routev3.RetryPolicy_ResetHeader:
-		return func(b []byte) []byte { return enc168(b, m) }
+		m.Reset()
+		return true, dec168(b, m, 0)
 	case *routev3.RetryPolicy_RetryBackOff:
-		return func(b []byte) []byte { return enc166(b, m) }
+		m.Reset()
+		return true, dec166(b, m, 0)
 	case *routev3.RetryPolicy_RetryHostPredicate:
-		return func(b []byte) []byte { return enc165(b, m) }
+		m.Reset()
+		return true, dec165(b, m, 0)
 	case *routev3.RetryPolicy_RetryPriority:
-		return func(b []byte) []byte { return enc164(b, m) }
+		m.Reset()
+		return true, dec164(b, m, 0)
 	case *routev3.Route:
-		return func(b []byte) []byte { return enc146(b, m) }
+		m.Reset()
+		return true, dec146(b, m, 0)
 	case *routev3.RouteAction:
-		return func(b []byte) []byte { return enc157(b, m) }
+		m.Reset()
+		return true, dec157(b, m, 0)
 	case *routev3.RouteAction_HashPolicy:
-		return func(b []byte) []byte { return enc192(b, m) }
+		m.Reset()
+		return true, dec192(b, m, 0)
 	case *routev3.RouteAction_HashPolicy_ConnectionProperties:
-		return func(b []byte) []byte { return enc196(b, m) }
+		m.Reset()
+		return true, dec196(b, m, 0)
 	case *routev3.RouteAction_HashPolicy_Cookie:
-		return func(b []byte) []byte { return enc194(b, m) }
+		m.Reset()
+		return true, dec194(b, m, 0)
 	case *routev3.RouteAction_HashPolicy_CookieAttribute:
-		return func(b []byte) []byte { return enc195(b, m) }
+		m.Reset()
+		return true, dec195(b, m, 0)
 	case *routev3.RouteAction_HashPolicy_FilterState:
-		return func(b []byte) []byte { return enc198(b, m) }
+		m.Reset()
+		return true, dec198(b, m, 0)
 	case *routev3.RouteAction_HashPolicy_Header:
-		return func(b []byte) []byte { return enc193(b, m) }
+		m.Reset()
+		return true, dec193(b, m, 0)
 	case *routev3.RouteAction_HashPolicy_QueryParameter:
-		return func(b []byte) []byte { return enc197(b, m) }
+		m.Reset()
+		return true, dec197(b, m, 0)
 	case *routev3.RouteAction_MaxStreamDuration:
-		return func(b []byte) []byte { return enc209(b, m) }
+		m.Reset()
+		return true, dec209(b, m, 0)
 	case *routev3.RouteAction_RequestMirrorPolicy:
-		return func(b []byte) []byte { return enc169(b, m) }
+		m.Reset()
+		return true, dec169(b, m, 0)
 	case *routev3.RouteAction_UpgradeConfig:
-		return func(b []byte) []byte { return enc200(b, m) }
+		m.Reset()
+		return true, dec200(b, m, 0)
 	case *routev3.RouteAction_UpgradeConfig_ConnectConfig:
-		return func(b []byte) []byte { return enc201(b, m) }
+		m.Reset()
+		return true, dec201(b, m, 0)
 	case *routev3.RouteConfiguration:
-		return func(b []byte) []byte { return enc144(b, m) }
+		m.Reset()
+		return true, dec144(b, m, 0)
 	case *routev3.RouteMatch:
-		return func(b []byte) []byte { return enc147(b, m) }
+		m.Reset()
+		return true, dec147(b, m, 0)
 	case *routev3.RouteMatch_ConnectMatcher:
-		return func(b []byte) []byte { return enc148(b, m) }
+		m.Reset()
+		return true, dec148(b, m, 0)
 	case *routev3.RouteMatch_GrpcRouteMatchOptions:
-		return func(b []byte) []byte { return enc152(b, m) }
+		m.Reset()
+		return true, dec152(b, m, 0)
 	case *routev3.RouteMatch_TlsContextMatchOptions:
-		return func(b []byte) []byte { return enc153(b, m) }
+		m.Reset()
+		return true, dec153(b, m, 0)
 	case *routev3.ScopedRouteConfiguration:
-		return func(b []byte) []byte { return enc299(b, m) }
+		m.Reset()
+		return true, dec299(b, m, 0)
 	case *routev3.ScopedRouteConfiguration_Key:
-		return func(b []byte) []byte { return enc300(b, m) }
+		m.Reset()
+		return true, dec300(b, m, 0)
 	case *routev3.ScopedRouteConfiguration_Key_Fragment:
-		return func(b []byte) []byte { return enc301(b, m) }
+		m.Reset()
+		return true, dec301(b, m, 0)
 	case *routev3.Tracing:
-		return func(b []byte) []byte { return enc215(b, m) }
+		m.Reset()
+		return true, dec215(b, m, 0)
 	case *routev3.Vhds:
-		return func(b []byte) []byte { return enc227(b, m) }
+		m.Reset()
+		return true, dec227(b, m, 0)
 	case *routev3.VirtualCluster:
-		return func(b []byte) []byte { return enc226(b, m) }
+		m.Reset()
+		return true, dec226(b, m, 0)
 	case *routev3.VirtualHost:
-		return func(b []byte) []byte { return enc145(b, m) }
+		m.Reset()
+		return true, dec145(b, m, 0)
 	case *routev3.WeightedCluster:
-		return func(b []byte) []byte { return enc158(b, m) }
+		m.Reset()
+		return true, dec158(b, m, 0)
 	case *routev3.WeightedCluster_ClusterWeight:
-		return func(b []byte) []byte { return enc159(b, m) }
+		m.Reset()
+		return true, dec159(b, m, 0)
 	case *tracev3.OpenTelemetryConfig:
-		return func(b []byte) []byte { return enc447(b, m) }
+		m.Reset()
+		return true, dec447(b, m, 0)
 	case *tracev3.Tracing_Http:
-		return func(b []byte) []byte { return enc305(b, m) }
+		m.Reset()
+		return true, dec305(b, m, 0)
 	case *filev3.FileAccessLog:
-		return func(b []byte) []byte { return enc446(b, m) }
+		m.Reset()
+		return true, dec446(b, m, 0)
 	case *ratelimitv32.LocalClusterRateLimit:
-		return func(b []byte) []byte { return enc410(b, m) }
+		m.Reset()
+		return true, dec410(b, m, 0)
 	case *ratelimitv32.LocalRateLimitDescriptor:
-		return func(b []byte) []byte { return enc408(b, m) }
+		m.Reset()
+		return true, dec408(b, m, 0)
 	case *ratelimitv32.RateLimitDescriptor_Entry:
-		return func(b []byte) []byte { return enc409(b, m) }
+		m.Reset()
+		return true, dec409(b, m, 0)
 	case *faultv3.FaultDelay:
-		return func(b []byte) []byte { return enc334(b, m) }
+		m.Reset()
+		return true, dec334(b, m, 0)
 	case *faultv3.FaultDelay_HeaderDelay:
-		return func(b []byte) []byte { return enc335(b, m) }
+		m.Reset()
+		return true, dec335(b, m, 0)
 	case *faultv3.FaultRateLimit:
-		return func(b []byte) []byte { return enc338(b, m) }
+		m.Reset()
+		return true, dec338(b, m, 0)
 	case *faultv3.FaultRateLimit_FixedLimit:
-		return func(b []byte) []byte { return enc339(b, m) }
+		m.Reset()
+		return true, dec339(b, m, 0)
 	case *faultv3.FaultRateLimit_HeaderLimit:
-		return func(b []byte) []byte { return enc340(b, m) }
+		m.Reset()
+		return true, dec340(b, m, 0)
 	case *corsv3.CorsPolicy:
-		return func(b []byte) []byte { return enc341(b, m) }
+		m.Reset()
+		return true, dec341(b, m, 0)
 	case *faultv32.FaultAbort:
-		return func(b []byte) []byte { return enc336(b, m) }
+		m.Reset()
+		return true, dec336(b, m, 0)
 	case *faultv32.FaultAbort_HeaderAbort:
-		return func(b []byte) []byte { return enc337(b, m) }
+		m.Reset()
+		return true, dec337(b, m, 0)
 	case *faultv32.HTTPFault:
-		return func(b []byte) []byte { return enc333(b, m) }
+		m.Reset()
+		return true, dec333(b, m, 0)
 	case *jwtauthnv3.ExtractOnlyWithoutValidation:
-		return func(b []byte) []byte { return enc391(b, m) }
+		m.Reset()
+		return true, dec391(b, m, 0)
 	case *jwtauthnv3.FilterStateRule:
-		return func(b []byte) []byte { return enc392(b, m) }
+		m.Reset()
+		return true, dec392(b, m, 0)
 	case *jwtauthnv3.JwksAsyncFetch:
-		return func(b []byte) []byte { return enc380(b, m) }
+		m.Reset()
+		return true, dec380(b, m, 0)
 	case *jwtauthnv3.JwtAuthentication:
-		return func(b []byte) []byte { return enc376(b, m) }
+		m.Reset()
+		return true, dec376(b, m, 0)
 	case *jwtauthnv3.JwtCacheConfig:
-		return func(b []byte) []byte { return enc383(b, m) }
+		m.Reset()
+		return true, dec383(b, m, 0)
 	case *jwtauthnv3.JwtClaimToHeader:
-		return func(b []byte) []byte { return enc384(b, m) }
+		m.Reset()
+		return true, dec384(b, m, 0)
 	case *jwtauthnv3.JwtClaimToHeader_PathSegment:
-		return func(b []byte) []byte { return enc385(b, m) }
+		m.Reset()
+		return true, dec385(b, m, 0)
 	case *jwtauthnv3.JwtHeader:
-		return func(b []byte) []byte { return enc381(b, m) }
+		m.Reset()
+		return true, dec381(b, m, 0)
 	case *jwtauthnv3.JwtProvider:
-		return func(b []byte) []byte { return enc377(b, m) }
+		m.Reset()
+		return true, dec377(b, m, 0)
 	case *jwtauthnv3.JwtProvider_NormalizePayload:
-		return func(b []byte) []byte { return enc382(b, m) }
+		m.Reset()
+		return true, dec382(b, m, 0)
 	case *jwtauthnv3.JwtRequirement:
-		return func(b []byte) []byte { return enc387(b, m) }
+		m.Reset()
+		return true, dec387(b, m, 0)
 	case *jwtauthnv3.JwtRequirementAndList:
-		return func(b []byte) []byte { return enc390(b, m) }
+		m.Reset()
+		return true, dec390(b, m, 0)
 	case *jwtauthnv3.JwtRequirementOrList:
-		return func(b []byte) []byte { return enc389(b, m) }
+		m.Reset()
+		return true, dec389(b, m, 0)
 	case *jwtauthnv3.PerRouteConfig:
-		return func(b []byte) []byte { return enc393(b, m) }
+		m.Reset()
+		return true, dec393(b, m, 0)
 	case *jwtauthnv3.ProviderWithAudiences:
-		return func(b []byte) []byte { return enc388(b, m) }
+		m.Reset()
+		return true, dec388(b, m, 0)
 	case *jwtauthnv3.RemoteJwks:
-		return func(b []byte) []byte { return enc378(b, m) }
+		m.Reset()
+		return true, dec378(b, m, 0)
 	case *jwtauthnv3.RequirementRule:
-		return func(b []byte) []byte { return enc386(b, m) }
+		m.Reset()
+		return true, dec386(b, m, 0)
 	case *localratelimitv3.LocalRateLimit:
-		return func(b []byte) []byte { return enc405(b, m) }
+		m.Reset()
+		return true, dec405(b, m, 0)
 	case *oauth2v3.CookieConfig:
-		return func(b []byte) []byte { return enc402(b, m) }
+		m.Reset()
+		return true, dec402(b, m, 0)
 	case *oauth2v3.CookieConfigs:
-		return func(b []byte) []byte { return enc401(b, m) }
+		m.Reset()
+		return true, dec401(b, m, 0)
 	case *oauth2v3.OAuth2:
-		return func(b []byte) []byte { return enc394(b, m) }
+		m.Reset()
+		return true, dec394(b, m, 0)
 	case *oauth2v3.OAuth2Config:
-		return func(b []byte) []byte { return enc395(b, m) }
+		m.Reset()
+		return true, dec395(b, m, 0)
 	case *oauth2v3.OAuth2Credentials:
-		return func(b []byte) []byte { return enc397(b, m) }
+		m.Reset()
+		return true, dec397(b, m, 0)
 	case *oauth2v3.OAuth2Credentials_CookieNames:
-		return func(b []byte) []byte { return enc399(b, m) }
+		m.Reset()
+		return true, dec399(b, m, 0)
 	case *oauth2v3.OAuth2TokenForwarding:
-		return func(b []byte) []byte { return enc400(b, m) }
+		m.Reset()
+		return true, dec400(b, m, 0)
 	case *oauth2v3.PostLogoutRedirectUri:
-		return func(b []byte) []byte { return enc396(b, m) }
+		m.Reset()
+		return true, dec396(b, m, 0)
 	case *oauth2v3.PrivateKeyJwtConfig:
-		return func(b []byte) []byte { return enc403(b, m) }
+		m.Reset()
+		return true, dec403(b, m, 0)
 	case *oauth2v3.TokenCookieChunking:
-		return func(b []byte) []byte { return enc404(b, m) }
+		m.Reset()
+		return true, dec404(b, m, 0)
 	case *ratelimitv33.RateLimit:
-		return func(b []byte) []byte { return enc411(b, m) }
+		m.Reset()
+		return true, dec411(b, m, 0)
 	case *ratelimitv33.RateLimitPerRoute:
-		return func(b []byte) []byte { return enc413(b, m) }
+		m.Reset()
+		return true, dec413(b, m, 0)
 	case *rbacv32.RBAC:
-		return func(b []byte) []byte { return enc342(b, m) }
+		m.Reset()
+		return true, dec342(b, m, 0)
 	case *rbacv32.RBACPerRoute:
-		return func(b []byte) []byte { return enc375(b, m) }
+		m.Reset()
+		return true, dec375(b, m, 0)
 	case *routerv3.Router:
-		return func(b []byte) []byte { return enc322(b, m) }
+		m.Reset()
+		return true, dec322(b, m, 0)
 	case *routerv3.Router_UpstreamAccessLogOptions:
-		return func(b []byte) []byte { return enc323(b, m) }
+		m.Reset()
+		return true, dec323(b, m, 0)
 	case *httpinspectorv3.HttpInspector:
-		return func(b []byte) []byte { return enc452(b, m) }
+		m.Reset()
+		return true, dec452(b, m, 0)
 	case *originaldstv3.OriginalDst:
-		return func(b []byte) []byte { return enc453(b, m) }
+		m.Reset()
+		return true, dec453(b, m, 0)
 	case *tlsinspectorv3.TlsInspector:
-		return func(b []byte) []byte { return enc454(b, m) }
+		m.Reset()
+		return true, dec454(b, m, 0)
 	case *httpconnectionmanagerv3.ForwardProtoConfig:
-		return func(b []byte) []byte { return enc321(b, m) }
+		m.Reset()
+		return true, dec321(b, m, 0)
 	case *httpconnectionmanagerv3.HttpConnectionManager:
-		return func(b []byte) []byte { return enc291(b, m) }
+		m.Reset()
+		return true, dec291(b, m, 0)
 	case *httpconnectionmanagerv3.HttpConnectionManager_HcmAccessLogOptions:
-		return func(b []byte) []byte { return enc308(b, m) }
+		m.Reset()
+		return true, dec308(b, m, 0)
 	case *httpconnectionmanagerv3.HttpConnectionManager_InternalAddressConfig:
-		return func(b []byte) []byte { return enc309(b, m) }
+		m.Reset()
+		return true, dec309(b, m, 0)
 	case *httpconnectionmanagerv3.HttpConnectionManager_PathNormalizationOptions:
-		return func(b []byte) []byte { return enc315(b, m) }
+		m.Reset()
+		return true, dec315(b, m, 0)
 	case *httpconnectionmanagerv3.HttpConnectionManager_ProxyStatusConfig:
-		return func(b []byte) []byte { return enc320(b, m) }
+		m.Reset()
+		return true, dec320(b, m, 0)
 	case *httpconnectionmanagerv3.HttpConnectionManager_SetCurrentClientCertDetails:
-		return func(b []byte) []byte { return enc310(b, m) }
+		m.Reset()
+		return true, dec310(b, m, 0)
 	case *httpconnectionmanagerv3.HttpConnectionManager_Tracing:
-		return func(b []byte) []byte { return enc304(b, m) }
+		m.Reset()
+		return true, dec304(b, m, 0)
 	case *httpconnectionmanagerv3.HttpConnectionManager_UpgradeConfig:
-		return func(b []byte) []byte { return enc311(b, m) }
+		m.Reset()
+		return true, dec311(b, m, 0)
 	case *httpconnectionmanagerv3.HttpFilter:
-		return func(b []byte) []byte { return enc303(b, m) }
+		m.Reset()
+		return true, dec303(b, m, 0)
 	case *httpconnectionmanagerv3.LocalReplyConfig:
-		return func(b []byte) []byte { return enc313(b, m) }
+		m.Reset()
+		return true, dec313(b, m, 0)
 	case *httpconnectionmanagerv3.Rds:
-		return func(b []byte) []byte { return enc292(b, m) }
+		m.Reset()
+		return true, dec292(b, m, 0)
 	case *httpconnectionmanagerv3.RequestIDExtension:
-		return func(b []byte) []byte { return enc312(b, m) }
+		m.Reset()
+		return true, dec312(b, m, 0)
 	case *httpconnectionmanagerv3.ResponseMapper:
-		return func(b []byte) []byte { return enc314(b, m) }
+		m.Reset()
+		return true, dec314(b, m, 0)
 	case *httpconnectionmanagerv3.ScopedRds:
-		return func(b []byte) []byte { return enc302(b, m) }
+		m.Reset()
+		return true, dec302(b, m, 0)
 	case *httpconnectionmanagerv3.ScopedRouteConfigurationsList:
-		return func(b []byte) []byte { return enc298(b, m) }
+		m.Reset()
+		return true, dec298(b, m, 0)
 	case *httpconnectionmanagerv3.ScopedRoutes:
-		return func(b []byte) []byte { return enc293(b, m) }
+		m.Reset()
+		return true, dec293(b, m, 0)
 	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder:
-		return func(b []byte) []byte { return enc294(b, m) }
+		m.Reset()
+		return true, dec294(b, m, 0)
 	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder:
-		return func(b []byte) []byte { return enc295(b, m) }
+		m.Reset()
+		return true, dec295(b, m, 0)
 	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor:
-		return func(b []byte) []byte { return enc296(b, m) }
+		m.Reset()
+		return true, dec296(b, m, 0)
 	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor_KvElement:
-		return func(b []byte) []byte { return enc297(b, m) }
+		m.Reset()
+		return true, dec297(b, m, 0)
 	case *tcpproxyv3.TcpProxy:
-		return func(b []byte) []byte { return enc324(b, m) }
+		m.Reset()
+		return true, dec324(b, m, 0)
 	case *tcpproxyv3.TcpProxy_OnDemand:
-		return func(b []byte) []byte { return enc327(b, m) }
+		m.Reset()
+		return true, dec327(b, m, 0)
 	case *tcpproxyv3.TcpProxy_TcpAccessLogOptions:
-		return func(b []byte) []byte { return enc332(b, m) }
+		m.Reset()
+		return true, dec332(b, m, 0)
 	case *tcpproxyv3.TcpProxy_TunnelingConfig:
-		return func(b []byte) []byte { return enc331(b, m) }
+		m.Reset()
+		return true, dec331(b, m, 0)
 	case *tcpproxyv3.TcpProxy_WeightedCluster:
-		return func(b []byte) []byte { return enc325(b, m) }
+		m.Reset()
+		return true, dec325(b, m, 0)
 	case *tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight:
-		return func(b []byte) []byte { return enc326(b, m) }
+		m.Reset()
+		return true, dec326(b, m, 0)
 	case *uritemplatev3.UriTemplateMatchConfig:
-		return func(b []byte) []byte { return enc449(b, m) }
+		m.Reset()
+		return true, dec449(b, m, 0)
 	case *previoushostsv3.PreviousHostsPredicate:
-		return func(b []byte) []byte { return enc450(b, m) }
+		m.Reset()
+		return true, dec450(b, m, 0)
 	case *previousprioritiesv3.PreviousPrioritiesConfig:
-		return func(b []byte) []byte { return enc451(b, m) }
+		m.Reset()
+		return true, dec451(b, m, 0)
 	case *rawbufferv3.RawBuffer:
-		return func(b []byte) []byte { return enc433(b, m) }
+		m.Reset()
+		return true, dec433(b, m, 0)
 	case *tlsv3.CertificateProviderPluginInstance:
-		return func(b []byte) []byte { return enc423(b, m) }
+		m.Reset()
+		return true, dec423(b, m, 0)
 	case *tlsv3.CertificateValidationContext:
-		return func(b []byte) []byte { return enc426(b, m) }
+		m.Reset()
+		return true, dec426(b, m, 0)
 	case *tlsv3.CertificateValidationContext_SystemRootCerts:
-		return func(b []byte) []byte { return enc427(b, m) }
+		m.Reset()
+		return true, dec427(b, m, 0)
 	case *tlsv3.CommonTlsContext:
-		return func(b []byte) []byte { return enc419(b, m) }
+		m.Reset()
+		return true, dec419(b, m, 0)
 	case *tlsv3.CommonTlsContext_CertificateProvider:
-		return func(b []byte) []byte { return enc424(b, m) }
+		m.Reset()
+		return true, dec424(b, m, 0)
 	case *tlsv3.CommonTlsContext_CertificateProviderInstance:
-		return func(b []byte) []byte { return enc425(b, m) }
+		m.Reset()
+		return true, dec425(b, m, 0)
 	case *tlsv3.CommonTlsContext_CombinedCertificateValidationContext:
-		return func(b []byte) []byte { return enc429(b, m) }
+		m.Reset()
+		return true, dec429(b, m, 0)
 	case *tlsv3.DownstreamTlsContext:
-		return func(b []byte) []byte { return enc431(b, m) }
+		m.Reset()
+		return true, dec431(b, m, 0)
 	case *tlsv3.PrivateKeyProvider:
-		return func(b []byte) []byte { return enc422(b, m) }
+		m.Reset()
+		return true, dec422(b, m, 0)
 	case *tlsv3.SdsSecretConfig:
-		return func(b []byte) []byte { return enc398(b, m) }
+		m.Reset()
+		return true, dec398(b, m, 0)
 	case *tlsv3.SubjectAltNameMatcher:
-		return func(b []byte) []byte { return enc428(b, m) }
+		m.Reset()
+		return true, dec428(b, m, 0)
 	case *tlsv3.TlsCertificate:
-		return func(b []byte) []byte { return enc421(b, m) }
+		m.Reset()
+		return true, dec421(b, m, 0)
 	case *tlsv3.TlsKeyLog:
-		return func(b []byte) []byte { return enc430(b, m) }
+		m.Reset()
+		return true, dec430(b, m, 0)
 	case *tlsv3.TlsParameters:
-		return func(b []byte) []byte { return enc420(b, m) }
+		m.Reset()
+		return true, dec420(b, m, 0)
 	case *tlsv3.TlsSessionTicketKeys:
-		return func(b []byte) []byte { return enc432(b, m) }
+		m.Reset()
+		return true, dec432(b, m, 0)
 	case *tlsv3.UpstreamTlsContext:
-		return func(b []byte) []byte { return enc418(b, m) }
+		m.Reset()
+		return true, dec418(b, m, 0)
 	case *httpv3.HttpProtocolOptions:
-		return func(b []byte) []byte { return enc434(b, m) }
+		m.Reset()
+		return true, dec434(b, m, 0)
 	case *httpv3.HttpProtocolOptions_AutoHttpConfig:
-		return func(b []byte) []byte { return enc437(b, m) }
+		m.Reset()
+		return true, dec437(b, m, 0)
 	case *httpv3.HttpProtocolOptions_ExplicitHttpConfig:
-		return func(b []byte) []byte { return enc435(b, m) }
+		m.Reset()
+		return true, dec435(b, m, 0)
 	case *httpv3.HttpProtocolOptions_OutlierDetection:
-		return func(b []byte) []byte { return enc440(b, m) }
+		m.Reset()
+		return true, dec440(b, m, 0)
 	case *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig:
-		return func(b []byte) []byte { return enc436(b, m) }
+		m.Reset()
+		return true, dec436(b, m, 0)
 	case *discoveryv3.DeltaDiscoveryRequest:
-		return func(b []byte) []byte { return enc0(b, m) }
+		m.Reset()
+		return true, dec0(b, m, 0)
 	case *discoveryv3.DeltaDiscoveryResponse:
-		return func(b []byte) []byte { return enc17(b, m) }
+		m.Reset()
+		return true, dec17(b, m, 0)
 	case *discoveryv3.DiscoveryRequest:
-		return func(b []byte) []byte { return enc29(b, m) }
+		m.Reset()
+		return true, dec29(b, m, 0)
 	case *discoveryv3.DiscoveryResponse:
-		return func(b []byte) []byte { return enc30(b, m) }
+		m.Reset()
+		return true, dec30(b, m, 0)
 	case *discoveryv3.DynamicParameterConstraints:
-		return func(b []byte) []byte { return enc20(b, m) }
+		m.Reset()
+		return true, dec20(b, m, 0)
 	case *discoveryv3.DynamicParameterConstraints_ConstraintList:
-		return func(b []byte) []byte { return enc23(b, m) }
+		m.Reset()
+		return true, dec23(b, m, 0)
 	case *discoveryv3.DynamicParameterConstraints_SingleConstraint:
-		return func(b []byte) []byte { return enc21(b, m) }
+		m.Reset()
+		return true, dec21(b, m, 0)
 	case *discoveryv3.DynamicParameterConstraints_SingleConstraint_Exists:
-		return func(b []byte) []byte { return enc22(b, m) }
+		m.Reset()
+		return true, dec22(b, m, 0)
 	case *discoveryv3.Resource:
-		return func(b []byte) []byte { return enc18(b, m) }
+		m.Reset()
+		return true, dec18(b, m, 0)
 	case *discoveryv3.Resource_CacheControl:
-		return func(b []byte) []byte { return enc25(b, m) }
+		m.Reset()
+		return true, dec25(b, m, 0)
 	case *discoveryv3.ResourceError:
-		return func(b []byte) []byte { return enc28(b, m) }
+		m.Reset()
+		return true, dec28(b, m, 0)
 	case *discoveryv3.ResourceLocator:
-		return func(b []byte) []byte { return enc14(b, m) }
+		m.Reset()
+		return true, dec14(b, m, 0)
 	case *discoveryv3.ResourceName:
-		return func(b []byte) []byte { return enc19(b, m) }
+		m.Reset()
+		return true, dec19(b, m, 0)
 	case *ratelimitv34.RateLimitResponse:
-		return func(b []byte) []byte { return enc414(b, m) }
+		m.Reset()
+		return true, dec414(b, m, 0)
 	case *ratelimitv34.RateLimitResponse_DescriptorStatus:
-		return func(b []byte) []byte { return enc415(b, m) }
+		m.Reset()
+		return true, dec415(b, m, 0)
 	case *ratelimitv34.RateLimitResponse_Quota:
-		return func(b []byte) []byte { return enc417(b, m) }
+		m.Reset()
+		return true, dec417(b, m, 0)
 	case *ratelimitv34.RateLimitResponse_RateLimit:
-		return func(b []byte) []byte { return enc416(b, m) }
+		m.Reset()
+		return true, dec416(b, m, 0)
 	case *httpv32.PathTransformation:
-		return func(b []byte) []byte { return enc316(b, m) }
+		m.Reset()
+		return true, dec316(b, m, 0)
 	case *httpv32.PathTransformation_Operation:
-		return func(b []byte) []byte { return enc317(b, m) }
+		m.Reset()
+		return true, dec317(b, m, 0)
 	case *httpv32.PathTransformation_Operation_MergeSlashes:
-		return func(b []byte) []byte { return enc319(b, m) }
+		m.Reset()
+		return true, dec319(b, m, 0)
 	case *httpv32.PathTransformation_Operation_NormalizePathRFC3986:
-		return func(b []byte) []byte { return enc318(b, m) }
+		m.Reset()
+		return true, dec318(b, m, 0)
 	case *matcherv32.AddressMatcher:
-		return func(b []byte) []byte { return enc155(b, m) }
+		m.Reset()
+		return true, dec155(b, m, 0)
 	case *matcherv32.DoubleMatcher:
-		return func(b []byte) []byte { return enc138(b, m) }
+		m.Reset()
+		return true, dec138(b, m, 0)
 	case *matcherv32.FilterStateMatcher:
-		return func(b []byte) []byte { return enc154(b, m) }
+		m.Reset()
+		return true, dec154(b, m, 0)
 	case *matcherv32.ListMatcher:
-		return func(b []byte) []byte { return enc140(b, m) }
+		m.Reset()
+		return true, dec140(b, m, 0)
 	case *matcherv32.ListStringMatcher:
-		return func(b []byte) []byte { return enc41(b, m) }
+		m.Reset()
+		return true, dec41(b, m, 0)
 	case *matcherv32.MetadataMatcher:
-		return func(b []byte) []byte { return enc134(b, m) }
+		m.Reset()
+		return true, dec134(b, m, 0)
 	case *matcherv32.MetadataMatcher_PathSegment:
-		return func(b []byte) []byte { return enc135(b, m) }
+		m.Reset()
+		return true, dec135(b, m, 0)
 	case *matcherv32.OrMatcher:
-		return func(b []byte) []byte { return enc141(b, m) }
+		m.Reset()
+		return true, dec141(b, m, 0)
 	case *matcherv32.PathMatcher:
-		return func(b []byte) []byte { return enc347(b, m) }
+		m.Reset()
+		return true, dec347(b, m, 0)
 	case *matcherv32.RegexMatchAndSubstitute:
-		return func(b []byte) []byte { return enc162(b, m) }
+		m.Reset()
+		return true, dec162(b, m, 0)
 	case *matcherv32.RegexMatcher:
-		return func(b []byte) []byte { return enc43(b, m) }
+		m.Reset()
+		return true, dec43(b, m, 0)
 	case *matcherv32.RegexMatcher_GoogleRE2:
-		return func(b []byte) []byte { return enc44(b, m) }
+		m.Reset()
+		return true, dec44(b, m, 0)
 	case *matcherv32.StringMatcher:
-		return func(b []byte) []byte { return enc42(b, m) }
+		m.Reset()
+		return true, dec42(b, m, 0)
 	case *matcherv32.ValueMatcher:
-		return func(b []byte) []byte { return enc136(b, m) }
+		m.Reset()
+		return true, dec136(b, m, 0)
 	case *matcherv32.ValueMatcher_NullMatch:
-		return func(b []byte) []byte { return enc137(b, m) }
+		m.Reset()
+		return true, dec137(b, m, 0)
 	case *metadatav3.MetadataKey:
-		return func(b []byte) []byte { return enc182(b, m) }
+		m.Reset()
+		return true, dec182(b, m, 0)
 	case *metadatav3.MetadataKey_PathSegment:
-		return func(b []byte) []byte { return enc183(b, m) }
+		m.Reset()
+		return true, dec183(b, m, 0)
 	case *metadatav3.MetadataKind:
-		return func(b []byte) []byte { return enc221(b, m) }
+		m.Reset()
+		return true, dec221(b, m, 0)
 	case *metadatav3.MetadataKind_Cluster:
-		return func(b []byte) []byte { return enc224(b, m) }
+		m.Reset()
+		return true, dec224(b, m, 0)
 	case *metadatav3.MetadataKind_Host:
-		return func(b []byte) []byte { return enc225(b, m) }
+		m.Reset()
+		return true, dec225(b, m, 0)
 	case *metadatav3.MetadataKind_Request:
-		return func(b []byte) []byte { return enc222(b, m) }
+		m.Reset()
+		return true, dec222(b, m, 0)
 	case *metadatav3.MetadataKind_Route:
-		return func(b []byte) []byte { return enc223(b, m) }
+		m.Reset()
+		return true, dec223(b, m, 0)
 	case *tracingv3.CustomTag:
-		return func(b []byte) []byte { return enc216(b, m) }
+		m.Reset()
+		return true, dec216(b, m, 0)
 	case *tracingv3.CustomTag_Environment:
-		return func(b []byte) []byte { return enc218(b, m) }
+		m.Reset()
+		return true, dec218(b, m, 0)
 	case *tracingv3.CustomTag_Header:
-		return func(b []byte) []byte { return enc219(b, m) }
+		m.Reset()
+		return true, dec219(b, m, 0)
 	case *tracingv3.CustomTag_Literal:
-		return func(b []byte) []byte { return enc217(b, m) }
+		m.Reset()
+		return true, dec217(b, m, 0)
 	case *tracingv3.CustomTag_Metadata:
-		return func(b []byte) []byte { return enc220(b, m) }
+		m.Reset()
+		return true, dec220(b, m, 0)
 	case *typev3.DoubleRange:
-		return func(b []byte) []byte { return enc139(b, m) }
+		m.Reset()
+		return true, dec139(b, m, 0)
 	case *typev3.FractionalPercent:
-		return func(b []byte) []byte { return enc124(b, m) }
+		m.Reset()
+		return true, dec124(b, m, 0)
 	case *typev3.HashPolicy:
-		return func(b []byte) []byte { return enc328(b, m) }
+		m.Reset()
+		return true, dec328(b, m, 0)
 	case *typev3.HashPolicy_FilterState:
-		return func(b []byte) []byte { return enc330(b, m) }
+		m.Reset()
+		return true, dec330(b, m, 0)
 	case *typev3.HashPolicy_SourceIp:
-		return func(b []byte) []byte { return enc329(b, m) }
+		m.Reset()
+		return true, dec329(b, m, 0)
 	case *typev3.HttpStatus:
-		return func(b []byte) []byte { return enc406(b, m) }
+		m.Reset()
+		return true, dec406(b, m, 0)
 	case *typev3.Int32Range:
-		return func(b []byte) []byte { return enc100(b, m) }
+		m.Reset()
+		return true, dec100(b, m, 0)
 	case *typev3.Int64Range:
-		return func(b []byte) []byte { return enc129(b, m) }
+		m.Reset()
+		return true, dec129(b, m, 0)
 	case *typev3.Percent:
-		return func(b []byte) []byte { return enc254(b, m) }
+		m.Reset()
+		return true, dec254(b, m, 0)
 	case *typev3.SemanticVersion:
-		return func(b []byte) []byte { return enc8(b, m) }
+		m.Reset()
+		return true, dec8(b, m, 0)
 	case *typev3.TokenBucket:
-		return func(b []byte) []byte { return enc407(b, m) }
+		m.Reset()
+		return true, dec407(b, m, 0)
 	case *v1alpha1.CheckedExpr:
-		return func(b []byte) []byte { return enc362(b, m) }
+		m.Reset()
+		return true, dec362(b, m, 0)
 	case *v1alpha1.Constant:
-		return func(b []byte) []byte { return enc353(b, m) }
+		m.Reset()
+		return true, dec353(b, m, 0)
 	case *v1alpha1.Expr:
-		return func(b []byte) []byte { return enc352(b, m) }
+		m.Reset()
+		return true, dec352(b, m, 0)
 	case *v1alpha1.Expr_Call:
-		return func(b []byte) []byte { return enc357(b, m) }
+		m.Reset()
+		return true, dec357(b, m, 0)
 	case *v1alpha1.Expr_Comprehension:
-		return func(b []byte) []byte { return enc361(b, m) }
+		m.Reset()
+		return true, dec361(b, m, 0)
 	case *v1alpha1.Expr_CreateList:
-		return func(b []byte) []byte { return enc358(b, m) }
+		m.Reset()
+		return true, dec358(b, m, 0)
 	case *v1alpha1.Expr_CreateStruct:
-		return func(b []byte) []byte { return enc359(b, m) }
+		m.Reset()
+		return true, dec359(b, m, 0)
 	case *v1alpha1.Expr_CreateStruct_Entry:
-		return func(b []byte) []byte { return enc360(b, m) }
+		m.Reset()
+		return true, dec360(b, m, 0)
 	case *v1alpha1.Expr_Ident:
-		return func(b []byte) []byte { return enc355(b, m) }
+		m.Reset()
+		return true, dec355(b, m, 0)
 	case *v1alpha1.Expr_Select:
-		return func(b []byte) []byte { return enc356(b, m) }
+		m.Reset()
+		return true, dec356(b, m, 0)
 	case *v1alpha1.Reference:
-		return func(b []byte) []byte { return enc363(b, m) }
+		m.Reset()
+		return true, dec363(b, m, 0)
 	case *v1alpha1.SourceInfo:
-		return func(b []byte) []byte { return enc369(b, m) }
+		m.Reset()
+		return true, dec369(b, m, 0)
 	case *v1alpha1.SourceInfo_Extension:
-		return func(b []byte) []byte { return enc370(b, m) }
+		m.Reset()
+		return true, dec370(b, m, 0)
 	case *v1alpha1.SourceInfo_Extension_Version:
-		return func(b []byte) []byte { return enc371(b, m) }
+		m.Reset()
+		return true, dec371(b, m, 0)
 	case *v1alpha1.Type:
-		return func(b []byte) []byte { return enc364(b, m) }
+		m.Reset()
+		return true, dec364(b, m, 0)
 	case *v1alpha1.Type_AbstractType:
-		return func(b []byte) []byte { return enc368(b, m) }
+		m.Reset()
+		return true, dec368(b, m, 0)
 	case *v1alpha1.Type_FunctionType:
-		return func(b []byte) []byte { return enc367(b, m) }
+		m.Reset()
+		return true, dec367(b, m, 0)
 	case *v1alpha1.Type_ListType:
-		return func(b []byte) []byte { return enc365(b, m) }
+		m.Reset()
+		return true, dec365(b, m, 0)
 	case *v1alpha1.Type_MapType:
-		return func(b []byte) []byte { return enc366(b, m) }
+		m.Reset()
+		return true, dec366(b, m, 0)
 	case *anypb.Any:
-		return func(b []byte) []byte { return enc16(b, m) }
+		m.Reset()
+		return true, dec16(b, m, 0)
 	case *wrapperspb.BoolValue:
-		return func(b []byte) []byte { return enc81(b, m) }
+		m.Reset()
+		return true, dec81(b, m, 0)
 	case *wrapperspb.DoubleValue:
-		return func(b []byte) []byte { return enc77(b, m) }
+		m.Reset()
+		return true, dec77(b, m, 0)
 	case *durationpb.Duration:
-		return func(b []byte) []byte { return enc24(b, m) }
+		m.Reset()
+		return true, dec24(b, m, 0)
 	case *emptypb.Empty:
-		return func(b []byte) []byte { return enc66(b, m) }
+		m.Reset()
+		return true, dec66(b, m, 0)
 	case *structpb.ListValue:
-		return func(b []byte) []byte { return enc4(b, m) }
+		m.Reset()
+		return true, dec4(b, m, 0)
 	case *structpb.Struct:
-		return func(b []byte) []byte { return enc2(b, m) }
+		m.Reset()
+		return true, dec2(b, m, 0)
 	case *timestamppb.Timestamp:
-		return func(b []byte) []byte { return enc354(b, m) }
+		m.Reset()
+		return true, dec354(b, m, 0)
 	case *wrapperspb.UInt32Value:
-		return func(b []byte) []byte { return enc39(b, m) }
+		m.Reset()
+		return true, dec39(b, m, 0)
 	case *wrapperspb.UInt64Value:
-		return func(b []byte) []byte { return enc103(b, m) }
+		m.Reset()
+		return true, dec103(b, m, 0)
 	case *structpb.Value:
-		return func(b []byte) []byte { return enc3(b, m) }
+		m.Reset()
+		return true, dec3(b, m, 0)
 	case *status.Status:
-		return func(b []byte) []byte { return enc15(b, m) }
+		m.Reset()
+		return true, dec15(b, m, 0)
 	case *corev32.Authority:
-		return func(b []byte) []byte { return enc52(b, m) }
+		m.Reset()
+		return true, dec52(b, m, 0)
 	case *corev32.CidrRange:
-		return func(b []byte) []byte { return enc156(b, m) }
+		m.Reset()
+		return true, dec156(b, m, 0)
 	case *corev32.ContextParams:
-		return func(b []byte) []byte { return enc5(b, m) }
+		m.Reset()
+		return true, dec5(b, m, 0)
 	case *corev32.TypedExtensionConfig:
-		return func(b []byte) []byte { return enc45(b, m) }
+		m.Reset()
+		return true, dec45(b, m, 0)
 	case *matcherv33.Matcher:
-		return func(b []byte) []byte { return enc84(b, m) }
+		m.Reset()
+		return true, dec84(b, m, 0)
 	case *matcherv33.Matcher_MatcherList:
-		return func(b []byte) []byte { return enc85(b, m) }
+		m.Reset()
+		return true, dec85(b, m, 0)
 	case *matcherv33.Matcher_MatcherList_FieldMatcher:
-		return func(b []byte) []byte { return enc86(b, m) }
+		m.Reset()
+		return true, dec86(b, m, 0)
 	case *matcherv33.Matcher_MatcherList_Predicate:
-		return func(b []byte) []byte { return enc87(b, m) }
+		m.Reset()
+		return true, dec87(b, m, 0)
 	case *matcherv33.Matcher_MatcherList_Predicate_PredicateList:
-		return func(b []byte) []byte { return enc92(b, m) }
+		m.Reset()
+		return true, dec92(b, m, 0)
 	case *matcherv33.Matcher_MatcherList_Predicate_SinglePredicate:
-		return func(b []byte) []byte { return enc88(b, m) }
+		m.Reset()
+		return true, dec88(b, m, 0)
 	case *matcherv33.Matcher_MatcherTree:
-		return func(b []byte) []byte { return enc94(b, m) }
+		m.Reset()
+		return true, dec94(b, m, 0)
 	case *matcherv33.Matcher_MatcherTree_MatchMap:
-		return func(b []byte) []byte { return enc95(b, m) }
+		m.Reset()
+		return true, dec95(b, m, 0)
 	case *matcherv33.Matcher_OnMatch:
-		return func(b []byte) []byte { return enc93(b, m) }
+		m.Reset()
+		return true, dec93(b, m, 0)
 	case *matcherv33.RegexMatcher:
-		return func(b []byte) []byte { return enc90(b, m) }
+		m.Reset()
+		return true, dec90(b, m, 0)
 	case *matcherv33.RegexMatcher_GoogleRE2:
-		return func(b []byte) []byte { return enc91(b, m) }
+		m.Reset()
+		return true, dec91(b, m, 0)
 	case *matcherv33.StringMatcher:
-		return func(b []byte) []byte { return enc89(b, m) }
+		m.Reset()
+		return true, dec89(b, m, 0)
 	}
-	return nil
+	return false, nil
+}
+
+// encode appends m's encoding to b; false if m is not a type this
+// package encodes.
+func encode(b []byte, m proto.Message) ([]byte, bool) {
+	switch m := m.(type) {
+	case *accesslogv3.AccessLog:
+		return enc115(b, m), true
+	case *accesslogv3.AccessLogFilter:
+		return enc116(b, m), true
+	case *accesslogv3.AndFilter:
+		return enc125(b, m), true
+	case *accesslogv3.ComparisonFilter:
+		return enc118(b, m), true
+	case *accesslogv3.DurationFilter:
+		return enc120(b, m), true
+	case *accesslogv3.ExtensionFilter:
+		return enc132(b, m), true
+	case *accesslogv3.GrpcStatusFilter:
+		return enc131(b, m), true
+	case *accesslogv3.HeaderFilter:
+		return enc127(b, m), true
+	case *accesslogv3.LogTypeFilter:
+		return enc142(b, m), true
+	case *accesslogv3.MetadataFilter:
+		return enc133(b, m), true
+	case *accesslogv3.NotHealthCheckFilter:
+		return enc121(b, m), true
+	case *accesslogv3.OrFilter:
+		return enc126(b, m), true
+	case *accesslogv3.ResponseFlagFilter:
+		return enc130(b, m), true
+	case *accesslogv3.RuntimeFilter:
+		return enc123(b, m), true
+	case *accesslogv3.StatusCodeFilter:
+		return enc117(b, m), true
+	case *accesslogv3.TraceableFilter:
+		return enc122(b, m), true
+	case *clusterv3.CircuitBreakers:
+		return enc251(b, m), true
+	case *clusterv3.CircuitBreakers_Thresholds:
+		return enc252(b, m), true
+	case *clusterv3.CircuitBreakers_Thresholds_RetryBudget:
+		return enc253(b, m), true
+	case *clusterv3.Cluster:
+		return enc229(b, m), true
+	case *clusterv3.Cluster_CommonLbConfig:
+		return enc278(b, m), true
+	case *clusterv3.Cluster_CommonLbConfig_ConsistentHashingLbConfig:
+		return enc281(b, m), true
+	case *clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig:
+		return enc280(b, m), true
+	case *clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig:
+		return enc279(b, m), true
+	case *clusterv3.Cluster_CustomClusterType:
+		return enc231(b, m), true
+	case *clusterv3.Cluster_EdsClusterConfig:
+		return enc232(b, m), true
+	case *clusterv3.Cluster_LbSubsetConfig:
+		return enc269(b, m), true
+	case *clusterv3.Cluster_LbSubsetConfig_LbSubsetSelector:
+		return enc270(b, m), true
+	case *clusterv3.Cluster_LeastRequestLbConfig:
+		return enc274(b, m), true
+	case *clusterv3.Cluster_MaglevLbConfig:
+		return enc272(b, m), true
+	case *clusterv3.Cluster_OriginalDstLbConfig:
+		return enc273(b, m), true
+	case *clusterv3.Cluster_PreconnectPolicy:
+		return enc289(b, m), true
+	case *clusterv3.Cluster_QueuingPolicies:
+		return enc290(b, m), true
+	case *clusterv3.Cluster_RefreshRate:
+		return enc263(b, m), true
+	case *clusterv3.Cluster_RingHashLbConfig:
+		return enc271(b, m), true
+	case *clusterv3.Cluster_RoundRobinLbConfig:
+		return enc277(b, m), true
+	case *clusterv3.Cluster_SlowStartConfig:
+		return enc276(b, m), true
+	case *clusterv3.Cluster_TransportSocketMatch:
+		return enc230(b, m), true
+	case *clusterv3.Filter:
+		return enc285(b, m), true
+	case *clusterv3.LoadBalancingPolicy:
+		return enc286(b, m), true
+	case *clusterv3.LoadBalancingPolicy_Policy:
+		return enc287(b, m), true
+	case *clusterv3.OutlierDetection:
+		return enc266(b, m), true
+	case *clusterv3.TrackClusterStats:
+		return enc288(b, m), true
+	case *clusterv3.UpstreamConnectionOptions:
+		return enc283(b, m), true
+	case *clusterv3.UpstreamConnectionOptions_HappyEyeballsConfig:
+		return enc284(b, m), true
+	case *matcherv3.HttpGenericBodyMatch:
+		return enc444(b, m), true
+	case *matcherv3.HttpGenericBodyMatch_GenericTextMatch:
+		return enc445(b, m), true
+	case *matcherv3.HttpHeadersMatch:
+		return enc443(b, m), true
+	case *matcherv3.MatchPredicate:
+		return enc441(b, m), true
+	case *matcherv3.MatchPredicate_MatchSet:
+		return enc442(b, m), true
+	case *mutationrulesv3.HeaderMutation:
+		return enc170(b, m), true
+	case *mutationrulesv3.HeaderMutation_RemoveOnMatch:
+		return enc171(b, m), true
+	case *corev3.Address:
+		return enc10(b, m), true
+	case *corev3.AggregatedConfigSource:
+		return enc79(b, m), true
+	case *corev3.AlternateProtocolsCacheOptions:
+		return enc438(b, m), true
+	case *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry:
+		return enc439(b, m), true
+	case *corev3.ApiConfigSource:
+		return enc55(b, m), true
+	case *corev3.BackoffStrategy:
+		return enc59(b, m), true
+	case *corev3.BindConfig:
+		return enc267(b, m), true
+	case *corev3.BuildVersion:
+		return enc7(b, m), true
+	case *corev3.CelExpressionConfig:
+		return enc372(b, m), true
+	case *corev3.CidrRange:
+		return enc48(b, m), true
+	case *corev3.ConfigSource:
+		return enc51(b, m), true
+	case *corev3.ControlPlane:
+		return enc27(b, m), true
+	case *corev3.DataSource:
+		return enc65(b, m), true
+	case *corev3.DnsResolutionConfig:
+		return enc264(b, m), true
+	case *corev3.DnsResolverOptions:
+		return enc265(b, m), true
+	case *corev3.EnvoyInternalAddress:
+		return enc13(b, m), true
+	case *corev3.EventServiceConfig:
+		return enc249(b, m), true
+	case *corev3.Extension:
+		return enc9(b, m), true
+	case *corev3.ExtensionConfigSource:
+		return enc50(b, m), true
+	case *corev3.ExtraSourceAddress:
+		return enc268(b, m), true
+	case *corev3.GrpcService:
+		return enc56(b, m), true
+	case *corev3.GrpcService_EnvoyGrpc:
+		return enc57(b, m), true
+	case *corev3.GrpcService_GoogleGrpc:
+		return enc62(b, m), true
+	case *corev3.GrpcService_GoogleGrpc_CallCredentials:
+		return enc68(b, m), true
+	case *corev3.GrpcService_GoogleGrpc_CallCredentials_GoogleIAMCredentials:
+		return enc70(b, m), true
+	case *corev3.GrpcService_GoogleGrpc_CallCredentials_MetadataCredentialsFromPlugin:
+		return enc71(b, m), true
+	case *corev3.GrpcService_GoogleGrpc_CallCredentials_ServiceAccountJWTAccessCredentials:
+		return enc69(b, m), true
+	case *corev3.GrpcService_GoogleGrpc_CallCredentials_StsService:
+		return enc72(b, m), true
+	case *corev3.GrpcService_GoogleGrpc_ChannelArgs:
+		return enc73(b, m), true
+	case *corev3.GrpcService_GoogleGrpc_ChannelArgs_Value:
+		return enc74(b, m), true
+	case *corev3.GrpcService_GoogleGrpc_ChannelCredentials:
+		return enc63(b, m), true
+	case *corev3.GrpcService_GoogleGrpc_GoogleLocalCredentials:
+		return enc67(b, m), true
+	case *corev3.GrpcService_GoogleGrpc_SslCredentials:
+		return enc64(b, m), true
+	case *corev3.HeaderValue:
+		return enc75(b, m), true
+	case *corev3.HeaderValueOption:
+		return enc160(b, m), true
+	case *corev3.HealthCheck:
+		return enc243(b, m), true
+	case *corev3.HealthCheck_CustomHealthCheck:
+		return enc248(b, m), true
+	case *corev3.HealthCheck_GrpcHealthCheck:
+		return enc247(b, m), true
+	case *corev3.HealthCheck_HttpHealthCheck:
+		return enc244(b, m), true
+	case *corev3.HealthCheck_Payload:
+		return enc245(b, m), true
+	case *corev3.HealthCheck_TcpHealthCheck:
+		return enc246(b, m), true
+	case *corev3.HealthCheck_TlsOptions:
+		return enc250(b, m), true
+	case *corev3.HealthStatusSet:
+		return enc282(b, m), true
+	case *corev3.Http1ProtocolOptions:
+		return enc257(b, m), true
+	case *corev3.Http1ProtocolOptions_HeaderKeyFormat:
+		return enc258(b, m), true
+	case *corev3.Http1ProtocolOptions_HeaderKeyFormat_ProperCaseWords:
+		return enc259(b, m), true
+	case *corev3.Http2ProtocolOptions:
+		return enc260(b, m), true
+	case *corev3.Http2ProtocolOptions_SettingsParameter:
+		return enc261(b, m), true
+	case *corev3.Http3ProtocolOptions:
+		return enc306(b, m), true
+	case *corev3.HttpProtocolOptions:
+		return enc256(b, m), true
+	case *corev3.HttpService:
+		return enc448(b, m), true
+	case *corev3.HttpUri:
+		return enc379(b, m), true
+	case *corev3.JsonFormatOptions:
+		return enc206(b, m), true
+	case *corev3.KeepaliveSettings:
+		return enc262(b, m), true
+	case *corev3.Locality:
+		return enc6(b, m), true
+	case *corev3.Metadata:
+		return enc26(b, m), true
+	case *corev3.Node:
+		return enc1(b, m), true
+	case *corev3.PathConfigSource:
+		return enc53(b, m), true
+	case *corev3.Pipe:
+		return enc12(b, m), true
+	case *corev3.ProxyProtocolConfig:
+		return enc202(b, m), true
+	case *corev3.ProxyProtocolPassThroughTLVs:
+		return enc203(b, m), true
+	case *corev3.QuicKeepAliveSettings:
+		return enc106(b, m), true
+	case *corev3.QuicProtocolOptions:
+		return enc105(b, m), true
+	case *corev3.QuicProtocolOptions_ConnectionMigrationSettings:
+		return enc107(b, m), true
+	case *corev3.QuicProtocolOptions_ConnectionMigrationSettings_MigrateIdleConnectionSettings:
+		return enc108(b, m), true
+	case *corev3.RateLimitSettings:
+		return enc76(b, m), true
+	case *corev3.RetryPolicy:
+		return enc58(b, m), true
+	case *corev3.RetryPolicy_RetryHostPredicate:
+		return enc61(b, m), true
+	case *corev3.RetryPolicy_RetryPriority:
+		return enc60(b, m), true
+	case *corev3.RuntimeDouble:
+		return enc275(b, m), true
+	case *corev3.RuntimeFeatureFlag:
+		return enc109(b, m), true
+	case *corev3.RuntimeFractionalPercent:
+		return enc149(b, m), true
+	case *corev3.RuntimeUInt32:
+		return enc119(b, m), true
+	case *corev3.SchemeHeaderTransformation:
+		return enc307(b, m), true
+	case *corev3.SelfConfigSource:
+		return enc80(b, m), true
+	case *corev3.SocketAddress:
+		return enc11(b, m), true
+	case *corev3.SocketCmsgHeaders:
+		return enc110(b, m), true
+	case *corev3.SocketOption:
+		return enc34(b, m), true
+	case *corev3.SocketOption_SocketType:
+		return enc35(b, m), true
+	case *corev3.SocketOption_SocketType_Datagram:
+		return enc37(b, m), true
+	case *corev3.SocketOption_SocketType_Stream:
+		return enc36(b, m), true
+	case *corev3.SocketOptionsOverride:
+		return enc33(b, m), true
+	case *corev3.SubstitutionFormatString:
+		return enc205(b, m), true
+	case *corev3.TcpKeepalive:
+		return enc38(b, m), true
+	case *corev3.TlvEntry:
+		return enc204(b, m), true
+	case *corev3.TransportSocket:
+		return enc82(b, m), true
+	case *corev3.TypedExtensionConfig:
+		return enc78(b, m), true
+	case *corev3.UdpSocketConfig:
+		return enc102(b, m), true
+	case *corev3.UpstreamHttpProtocolOptions:
+		return enc255(b, m), true
+	case *corev3.WatchedDirectory:
+		return enc54(b, m), true
+	case *endpointv3.ClusterLoadAssignment:
+		return enc233(b, m), true
+	case *endpointv3.ClusterLoadAssignment_Policy:
+		return enc241(b, m), true
+	case *endpointv3.ClusterLoadAssignment_Policy_DropOverload:
+		return enc242(b, m), true
+	case *endpointv3.Endpoint:
+		return enc236(b, m), true
+	case *endpointv3.Endpoint_AdditionalAddress:
+		return enc238(b, m), true
+	case *endpointv3.Endpoint_HealthCheckConfig:
+		return enc237(b, m), true
+	case *endpointv3.LbEndpoint:
+		return enc235(b, m), true
+	case *endpointv3.LedsClusterLocalityConfig:
+		return enc240(b, m), true
+	case *endpointv3.LocalityLbEndpoints:
+		return enc234(b, m), true
+	case *endpointv3.LocalityLbEndpoints_LbEndpointList:
+		return enc239(b, m), true
+	case *listenerv3.AdditionalAddress:
+		return enc32(b, m), true
+	case *listenerv3.ApiListener:
+		return enc111(b, m), true
+	case *listenerv3.Filter:
+		return enc49(b, m), true
+	case *listenerv3.FilterChain:
+		return enc46(b, m), true
+	case *listenerv3.FilterChainMatch:
+		return enc47(b, m), true
+	case *listenerv3.Listener:
+		return enc31(b, m), true
+	case *listenerv3.Listener_ConnectionBalanceConfig:
+		return enc112(b, m), true
+	case *listenerv3.Listener_ConnectionBalanceConfig_CpuLocalityBalance:
+		return enc114(b, m), true
+	case *listenerv3.Listener_ConnectionBalanceConfig_ExactBalance:
+		return enc113(b, m), true
+	case *listenerv3.Listener_DeprecatedV1:
+		return enc96(b, m), true
+	case *listenerv3.Listener_FcdsConfig:
+		return enc83(b, m), true
+	case *listenerv3.Listener_InternalListenerConfig:
+		return enc143(b, m), true
+	case *listenerv3.ListenerFilter:
+		return enc97(b, m), true
+	case *listenerv3.ListenerFilterChainMatchPredicate:
+		return enc98(b, m), true
+	case *listenerv3.ListenerFilterChainMatchPredicate_MatchSet:
+		return enc99(b, m), true
+	case *listenerv3.QuicProtocolOptions:
+		return enc104(b, m), true
+	case *listenerv3.UdpListenerConfig:
+		return enc101(b, m), true
+	case *metricsv3.StatsMatcher:
+		return enc40(b, m), true
+	case *ratelimitv3.RateLimitServiceConfig:
+		return enc412(b, m), true
+	case *rbacv3.Permission:
+		return enc345(b, m), true
+	case *rbacv3.Permission_Set:
+		return enc346(b, m), true
+	case *rbacv3.Policy:
+		return enc344(b, m), true
+	case *rbacv3.Principal:
+		return enc349(b, m), true
+	case *rbacv3.Principal_Authenticated:
+		return enc351(b, m), true
+	case *rbacv3.Principal_Set:
+		return enc350(b, m), true
+	case *rbacv3.RBAC:
+		return enc343(b, m), true
+	case *rbacv3.RBAC_AuditLoggingOptions:
+		return enc373(b, m), true
+	case *rbacv3.RBAC_AuditLoggingOptions_AuditLoggerConfig:
+		return enc374(b, m), true
+	case *rbacv3.SourcedMetadata:
+		return enc348(b, m), true
+	case *routev3.ClusterSpecifierPlugin:
+		return enc161(b, m), true
+	case *routev3.CookieMatcher:
+		return enc151(b, m), true
+	case *routev3.CorsPolicy:
+		return enc199(b, m), true
+	case *routev3.Decorator:
+		return enc214(b, m), true
+	case *routev3.DirectResponseAction:
+		return enc211(b, m), true
+	case *routev3.FilterAction:
+		return enc212(b, m), true
+	case *routev3.FilterConfig:
+		return enc228(b, m), true
+	case *routev3.HeaderMatcher:
+		return enc128(b, m), true
+	case *routev3.HedgePolicy:
+		return enc208(b, m), true
+	case *routev3.InternalRedirectPolicy:
+		return enc207(b, m), true
+	case *routev3.NonForwardingAction:
+		return enc213(b, m), true
+	case *routev3.QueryParameterMatcher:
+		return enc150(b, m), true
+	case *routev3.RateLimit:
+		return enc172(b, m), true
+	case *routev3.RateLimit_Action:
+		return enc173(b, m), true
+	case *routev3.RateLimit_Action_DestinationCluster:
+		return enc175(b, m), true
+	case *routev3.RateLimit_Action_DynamicMetaData:
+		return enc181(b, m), true
+	case *routev3.RateLimit_Action_GenericKey:
+		return enc179(b, m), true
+	case *routev3.RateLimit_Action_HeaderValueMatch:
+		return enc180(b, m), true
+	case *routev3.RateLimit_Action_MaskedRemoteAddress:
+		return enc185(b, m), true
+	case *routev3.RateLimit_Action_MetaData:
+		return enc184(b, m), true
+	case *routev3.RateLimit_Action_QueryParameterValueMatch:
+		return enc186(b, m), true
+	case *routev3.RateLimit_Action_QueryParameters:
+		return enc177(b, m), true
+	case *routev3.RateLimit_Action_RemoteAddress:
+		return enc178(b, m), true
+	case *routev3.RateLimit_Action_RemoteAddressMatch:
+		return enc187(b, m), true
+	case *routev3.RateLimit_Action_RequestHeaders:
+		return enc176(b, m), true
+	case *routev3.RateLimit_Action_SourceCluster:
+		return enc174(b, m), true
+	case *routev3.RateLimit_HitsAddend:
+		return enc191(b, m), true
+	case *routev3.RateLimit_Override:
+		return enc188(b, m), true
+	case *routev3.RateLimit_Override_DynamicMetadata:
+		return enc189(b, m), true
+	case *routev3.RateLimit_Override_RateLimitOverride:
+		return enc190(b, m), true
+	case *routev3.RedirectAction:
+		return enc210(b, m), true
+	case *routev3.RetryPolicy:
+		return enc163(b, m), true
+	case *routev3.RetryPolicy_RateLimitedRetryBackOff:
+		return enc167(b, m), true
+	case *routev3.RetryPolicy_ResetHeader:
+		return enc168(b, m), true
+	case *routev3.RetryPolicy_RetryBackOff:
+		return enc166(b, m), true
+	case *routev3.RetryPolicy_RetryHostPredicate:
+		return enc165(b, m), true
+	case *routev3.RetryPolicy_RetryPriority:
+		return enc164(b, m), true
+	case *routev3.Route:
+		return enc146(b, m), true
+	case *routev3.RouteAction:
+		return enc157(b, m), true
+	case *routev3.RouteAction_HashPolicy:
+		return enc192(b, m), true
+	case *routev3.RouteAction_HashPolicy_ConnectionProperties:
+		return enc196(b, m), true
+	case *routev3.RouteAction_HashPolicy_Cookie:
+		return enc194(b, m), true
+	case *routev3.RouteAction_HashPolicy_CookieAttribute:
+		return enc195(b, m), true
+	case *routev3.RouteAction_HashPolicy_FilterState:
+		return enc198(b, m), true
+	case *routev3.RouteAction_HashPolicy_Header:
+		return enc193(b, m), true
+	case *routev3.RouteAction_HashPolicy_QueryParameter:
+		return enc197(b, m), true
+	case *routev3.RouteAction_MaxStreamDuration:
+		return enc209(b, m), true
+	case *routev3.RouteAction_RequestMirrorPolicy:
+		return enc169(b, m), true
+	case *routev3.RouteAction_UpgradeConfig:
+		return enc200(b, m), true
+	case *routev3.RouteAction_UpgradeConfig_ConnectConfig:
+		return enc201(b, m), true
+	case *routev3.RouteConfiguration:
+		return enc144(b, m), true
+	case *routev3.RouteMatch:
+		return enc147(b, m), true
+	case *routev3.RouteMatch_ConnectMatcher:
+		return enc148(b, m), true
+	case *routev3.RouteMatch_GrpcRouteMatchOptions:
+		return enc152(b, m), true
+	case *routev3.RouteMatch_TlsContextMatchOptions:
+		return enc153(b, m), true
+	case *routev3.ScopedRouteConfiguration:
+		return enc299(b, m), true
+	case *routev3.ScopedRouteConfiguration_Key:
+		return enc300(b, m), true
+	case *routev3.ScopedRouteConfiguration_Key_Fragment:
+		return enc301(b, m), true
+	case *routev3.Tracing:
+		return enc215(b, m), true
+	case *routev3.Vhds:
+		return enc227(b, m), true
+	case *routev3.VirtualCluster:
+		return enc226(b, m), true
+	case *routev3.VirtualHost:
+		return enc145(b, m), true
+	case *routev3.WeightedCluster:
+		return enc158(b, m), true
+	case *routev3.WeightedCluster_ClusterWeight:
+		return enc159(b, m), true
+	case *tracev3.OpenTelemetryConfig:
+		return enc447(b, m), true
+	case *tracev3.Tracing_Http:
+		return enc305(b, m), true
+	case *filev3.FileAccessLog:
+		return enc446(b, m), true
+	case *ratelimitv32.LocalClusterRateLimit:
+		return enc410(b, m), true
+	case *ratelimitv32.LocalRateLimitDescriptor:
+		return enc408(b, m), true
+	case *ratelimitv32.RateLimitDescriptor_Entry:
+		return enc409(b, m), true
+	case *faultv3.FaultDelay:
+		return enc334(b, m), true
+	case *faultv3.FaultDelay_HeaderDelay:
+		return enc335(b, m), true
+	case *faultv3.FaultRateLimit:
+		return enc338(b, m), true
+	case *faultv3.FaultRateLimit_FixedLimit:
+		return enc339(b, m), true
+	case *faultv3.FaultRateLimit_HeaderLimit:
+		return enc340(b, m), true
+	case *corsv3.CorsPolicy:
+		return enc341(b, m), true
+	case *faultv32.FaultAbort:
+		return enc336(b, m), true
+	case *faultv32.FaultAbort_HeaderAbort:
+		return enc337(b, m), true
+	case *faultv32.HTTPFault:
+		return enc333(b, m), true
+	case *jwtauthnv3.ExtractOnlyWithoutValidation:
+		return enc391(b, m), true
+	case *jwtauthnv3.FilterStateRule:
+		return enc392(b, m), true
+	case *jwtauthnv3.JwksAsyncFetch:
+		return enc380(b, m), true
+	case *jwtauthnv3.JwtAuthentication:
+		return enc376(b, m), true
+	case *jwtauthnv3.JwtCacheConfig:
+		return enc383(b, m), true
+	case *jwtauthnv3.JwtClaimToHeader:
+		return enc384(b, m), true
+	case *jwtauthnv3.JwtClaimToHeader_PathSegment:
+		return enc385(b, m), true
+	case *jwtauthnv3.JwtHeader:
+		return enc381(b, m), true
+	case *jwtauthnv3.JwtProvider:
+		return enc377(b, m), true
+	case *jwtauthnv3.JwtProvider_NormalizePayload:
+		return enc382(b, m), true
+	case *jwtauthnv3.JwtRequirement:
+		return enc387(b, m), true
+	case *jwtauthnv3.JwtRequirementAndList:
+		return enc390(b, m), true
+	case *jwtauthnv3.JwtRequirementOrList:
+		return enc389(b, m), true
+	case *jwtauthnv3.PerRouteConfig:
+		return enc393(b, m), true
+	case *jwtauthnv3.ProviderWithAudiences:
+		return enc388(b, m), true
+	case *jwtauthnv3.RemoteJwks:
+		return enc378(b, m), true
+	case *jwtauthnv3.RequirementRule:
+		return enc386(b, m), true
+	case *localratelimitv3.LocalRateLimit:
+		return enc405(b, m), true
+	case *oauth2v3.CookieConfig:
+		return enc402(b, m), true
+	case *oauth2v3.CookieConfigs:
+		return enc401(b, m), true
+	case *oauth2v3.OAuth2:
+		return enc394(b, m), true
+	case *oauth2v3.OAuth2Config:
+		return enc395(b, m), true
+	case *oauth2v3.OAuth2Credentials:
+		return enc397(b, m), true
+	case *oauth2v3.OAuth2Credentials_CookieNames:
+		return enc399(b, m), true
+	case *oauth2v3.OAuth2TokenForwarding:
+		return enc400(b, m), true
+	case *oauth2v3.PostLogoutRedirectUri:
+		return enc396(b, m), true
+	case *oauth2v3.PrivateKeyJwtConfig:
+		return enc403(b, m), true
+	case *oauth2v3.TokenCookieChunking:
+		return enc404(b, m), true
+	case *ratelimitv33.RateLimit:
+		return enc411(b, m), true
+	case *ratelimitv33.RateLimitPerRoute:
+		return enc413(b, m), true
+	case *rbacv32.RBAC:
+		return enc342(b, m), true
+	case *rbacv32.RBACPerRoute:
+		return enc375(b, m), true
+	case *routerv3.Router:
+		return enc322(b, m), true
+	case *routerv3.Router_UpstreamAccessLogOptions:
+		return enc323(b, m), true
+	case *httpinspectorv3.HttpInspector:
+		return enc452(b, m), true
+	case *originaldstv3.OriginalDst:
+		return enc453(b, m), true
+	case *tlsinspectorv3.TlsInspector:
+		return enc454(b, m), true
+	case *httpconnectionmanagerv3.ForwardProtoConfig:
+		return enc321(b, m), true
+	case *httpconnectionmanagerv3.HttpConnectionManager:
+		return enc291(b, m), true
+	case *httpconnectionmanagerv3.HttpConnectionManager_HcmAccessLogOptions:
+		return enc308(b, m), true
+	case *httpconnectionmanagerv3.HttpConnectionManager_InternalAddressConfig:
+		return enc309(b, m), true
+	case *httpconnectionmanagerv3.HttpConnectionManager_PathNormalizationOptions:
+		return enc315(b, m), true
+	case *httpconnectionmanagerv3.HttpConnectionManager_ProxyStatusConfig:
+		return enc320(b, m), true
+	case *httpconnectionmanagerv3.HttpConnectionManager_SetCurrentClientCertDetails:
+		return enc310(b, m), true
+	case *httpconnectionmanagerv3.HttpConnectionManager_Tracing:
+		return enc304(b, m), true
+	case *httpconnectionmanagerv3.HttpConnectionManager_UpgradeConfig:
+		return enc311(b, m), true
+	case *httpconnectionmanagerv3.HttpFilter:
+		return enc303(b, m), true
+	case *httpconnectionmanagerv3.LocalReplyConfig:
+		return enc313(b, m), true
+	case *httpconnectionmanagerv3.Rds:
+		return enc292(b, m), true
+	case *httpconnectionmanagerv3.RequestIDExtension:
+		return enc312(b, m), true
+	case *httpconnectionmanagerv3.ResponseMapper:
+		return enc314(b, m), true
+	case *httpconnectionmanagerv3.ScopedRds:
+		return enc302(b, m), true
+	case *httpconnectionmanagerv3.ScopedRouteConfigurationsList:
+		return enc298(b, m), true
+	case *httpconnectionmanagerv3.ScopedRoutes:
+		return enc293(b, m), true
+	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder:
+		return enc294(b, m), true
+	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder:
+		return enc295(b, m), true
+	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor:
+		return enc296(b, m), true
+	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor_KvElement:
+		return enc297(b, m), true
+	case *tcpproxyv3.TcpProxy:
+		return enc324(b, m), true
+	case *tcpproxyv3.TcpProxy_OnDemand:
+		return enc327(b, m), true
+	case *tcpproxyv3.TcpProxy_TcpAccessLogOptions:
+		return enc332(b, m), true
+	case *tcpproxyv3.TcpProxy_TunnelingConfig:
+		return enc331(b, m), true
+	case *tcpproxyv3.TcpProxy_WeightedCluster:
+		return enc325(b, m), true
+	case *tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight:
+		return enc326(b, m), true
+	case *uritemplatev3.UriTemplateMatchConfig:
+		return enc449(b, m), true
+	case *previoushostsv3.PreviousHostsPredicate:
+		return enc450(b, m), true
+	case *previousprioritiesv3.PreviousPrioritiesConfig:
+		return enc451(b, m), true
+	case *rawbufferv3.RawBuffer:
+		return enc433(b, m), true
+	case *tlsv3.CertificateProviderPluginInstance:
+		return enc423(b, m), true
+	case *tlsv3.CertificateValidationContext:
+		return enc426(b, m), true
+	case *tlsv3.CertificateValidationContext_SystemRootCerts:
+		return enc427(b, m), true
+	case *tlsv3.CommonTlsContext:
+		return enc419(b, m), true
+	case *tlsv3.CommonTlsContext_CertificateProvider:
+		return enc424(b, m), true
+	case *tlsv3.CommonTlsContext_CertificateProviderInstance:
+		return enc425(b, m), true
+	case *tlsv3.CommonTlsContext_CombinedCertificateValidationContext:
+		return enc429(b, m), true
+	case *tlsv3.DownstreamTlsContext:
+		return enc431(b, m), true
+	case *tlsv3.PrivateKeyProvider:
+		return enc422(b, m), true
+	case *tlsv3.SdsSecretConfig:
+		return enc398(b, m), true
+	case *tlsv3.SubjectAltNameMatcher:
+		return enc428(b, m), true
+	case *tlsv3.TlsCertificate:
+		return enc421(b, m), true
+	case *tlsv3.TlsKeyLog:
+		return enc430(b, m), true
+	case *tlsv3.TlsParameters:
+		return enc420(b, m), true
+	case *tlsv3.TlsSessionTicketKeys:
+		return enc432(b, m), true
+	case *tlsv3.UpstreamTlsContext:
+		return enc418(b, m), true
+	case *httpv3.HttpProtocolOptions:
+		return enc434(b, m), true
+	case *httpv3.HttpProtocolOptions_AutoHttpConfig:
+		return enc437(b, m), true
+	case *httpv3.HttpProtocolOptions_ExplicitHttpConfig:
+		return enc435(b, m), true
+	case *httpv3.HttpProtocolOptions_OutlierDetection:
+		return enc440(b, m), true
+	case *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig:
+		return enc436(b, m), true
+	case *discoveryv3.DeltaDiscoveryRequest:
+		return enc0(b, m), true
+	case *discoveryv3.DeltaDiscoveryResponse:
+		return enc17(b, m), true
+	case *discoveryv3.DiscoveryRequest:
+		return enc29(b, m), true
+	case *discoveryv3.DiscoveryResponse:
+		return enc30(b, m), true
+	case *discoveryv3.DynamicParameterConstraints:
+		return enc20(b, m), true
+	case *discoveryv3.DynamicParameterConstraints_ConstraintList:
+		return enc23(b, m), true
+	case *discoveryv3.DynamicParameterConstraints_SingleConstraint:
+		return enc21(b, m), true
+	case *discoveryv3.DynamicParameterConstraints_SingleConstraint_Exists:
+		return enc22(b, m), true
+	case *discoveryv3.Resource:
+		return enc18(b, m), true
+	case *discoveryv3.Resource_CacheControl:
+		return enc25(b, m), true
+	case *discoveryv3.ResourceError:
+		return enc28(b, m), true
+	case *discoveryv3.ResourceLocator:
+		return enc14(b, m), true
+	case *discoveryv3.ResourceName:
+		return enc19(b, m), true
+	case *ratelimitv34.RateLimitResponse:
+		return enc414(b, m), true
+	case *ratelimitv34.RateLimitResponse_DescriptorStatus:
+		return enc415(b, m), true
+	case *ratelimitv34.RateLimitResponse_Quota:
+		return enc417(b, m), true
+	case *ratelimitv34.RateLimitResponse_RateLimit:
+		return enc416(b, m), true
+	case *httpv32.PathTransformation:
+		return enc316(b, m), true
+	case *httpv32.PathTransformation_Operation:
+		return enc317(b, m), true
+	case *httpv32.PathTransformation_Operation_MergeSlashes:
+		return enc319(b, m), true
+	case *httpv32.PathTransformation_Operation_NormalizePathRFC3986:
+		return enc318(b, m), true
+	case *matcherv32.AddressMatcher:
+		return enc155(b, m), true
+	case *matcherv32.DoubleMatcher:
+		return enc138(b, m), true
+	case *matcherv32.FilterStateMatcher:
+		return enc154(b, m), true
+	case *matcherv32.ListMatcher:
+		return enc140(b, m), true
+	case *matcherv32.ListStringMatcher:
+		return enc41(b, m), true
+	case *matcherv32.MetadataMatcher:
+		return enc134(b, m), true
+	case *matcherv32.MetadataMatcher_PathSegment:
+		return enc135(b, m), true
+	case *matcherv32.OrMatcher:
+		return enc141(b, m), true
+	case *matcherv32.PathMatcher:
+		return enc347(b, m), true
+	case *matcherv32.RegexMatchAndSubstitute:
+		return enc162(b, m), true
+	case *matcherv32.RegexMatcher:
+		return enc43(b, m), true
+	case *matcherv32.RegexMatcher_GoogleRE2:
+		return enc44(b, m), true
+	case *matcherv32.StringMatcher:
+		return enc42(b, m), true
+	case *matcherv32.ValueMatcher:
+		return enc136(b, m), true
+	case *matcherv32.ValueMatcher_NullMatch:
+		return enc137(b, m), true
+	case *metadatav3.MetadataKey:
+		return enc182(b, m), true
+	case *metadatav3.MetadataKey_PathSegment:
+		return enc183(b, m), true
+	case *metadatav3.MetadataKind:
+		return enc221(b, m), true
+	case *metadatav3.MetadataKind_Cluster:
+		return enc224(b, m), true
+	case *metadatav3.MetadataKind_Host:
+		return enc225(b, m), true
+	case *metadatav3.MetadataKind_Request:
+		return enc222(b, m), true
+	case *metadatav3.MetadataKind_Route:
+		return enc223(b, m), true
+	case *tracingv3.CustomTag:
+		return enc216(b, m), true
+	case *tracingv3.CustomTag_Environment:
+		return enc218(b, m), true
+	case *tracingv3.CustomTag_Header:
+		return enc219(b, m), true
+	case *tracingv3.CustomTag_Literal:
+		return enc217(b, m), true
+	case *tracingv3.CustomTag_Metadata:
+		return enc220(b, m), true
+	case *typev3.DoubleRange:
+		return enc139(b, m), true
+	case *typev3.FractionalPercent:
+		return enc124(b, m), true
+	case *typev3.HashPolicy:
+		return enc328(b, m), true
+	case *typev3.HashPolicy_FilterState:
+		return enc330(b, m), true
+	case *typev3.HashPolicy_SourceIp:
+		return enc329(b, m), true
+	case *typev3.HttpStatus:
+		return enc406(b, m), true
+	case *typev3.Int32Range:
+		return enc100(b, m), true
+	case *typev3.Int64Range:
+		return enc129(b, m), true
+	case *typev3.Percent:
+		return enc254(b, m), true
+	case *typev3.SemanticVersion:
+		return enc8(b, m), true
+	case *typev3.TokenBucket:
+		return enc407(b, m), true
+	case *v1alpha1.CheckedExpr:
+		return enc362(b, m), true
+	case *v1alpha1.Constant:
+		return enc353(b, m), true
+	case *v1alpha1.Expr:
+		return enc352(b, m), true
+	case *v1alpha1.Expr_Call:
+		return enc357(b, m), true
+	case *v1alpha1.Expr_Comprehension:
+		return enc361(b, m), true
+	case *v1alpha1.Expr_CreateList:
+		return enc358(b, m), true
+	case *v1alpha1.Expr_CreateStruct:
+		return enc359(b, m), true
+	case *v1alpha1.Expr_CreateStruct_Entry:
+		return enc360(b, m), true
+	case *v1alpha1.Expr_Ident:
+		return enc355(b, m), true
+	case *v1alpha1.Expr_Select:
+		return enc356(b, m), true
+	case *v1alpha1.Reference:
+		return enc363(b, m), true
+	case *v1alpha1.SourceInfo:
+		return enc369(b, m), true
+	case *v1alpha1.SourceInfo_Extension:
+		return enc370(b, m), true
+	case *v1alpha1.SourceInfo_Extension_Version:
+		return enc371(b, m), true
+	case *v1alpha1.Type:
+		return enc364(b, m), true
+	case *v1alpha1.Type_AbstractType:
+		return enc368(b, m), true
+	case *v1alpha1.Type_FunctionType:
+		return enc367(b, m), true
+	case *v1alpha1.Type_ListType:
+		return enc365(b, m), true
+	case *v1alpha1.Type_MapType:
+		return enc366(b, m), true
+	case *anypb.Any:
+		return enc16(b, m), true
+	case *wrapperspb.BoolValue:
+		return enc81(b, m), true
+	case *wrapperspb.DoubleValue:
+		return enc77(b, m), true
+	case *durationpb.Duration:
+		return enc24(b, m), true
+	case *emptypb.Empty:
+		return enc66(b, m), true
+	case *structpb.ListValue:
+		return enc4(b, m), true
+	case *structpb.Struct:
+		return enc2(b, m), true
+	case *timestamppb.Timestamp:
+		return enc354(b, m), true
+	case *wrapperspb.UInt32Value:
+		return enc39(b, m), true
+	case *wrapperspb.UInt64Value:
+		return enc103(b, m), true
+	case *structpb.Value:
+		return enc3(b, m), true
+	case *status.Status:
+		return enc15(b, m), true
+	case *corev32.Authority:
+		return enc52(b, m), true
+	case *corev32.CidrRange:
+		return enc156(b, m), true
+	case *corev32.ContextParams:
+		return enc5(b, m), true
+	case *corev32.TypedExtensionConfig:
+		return enc45(b, m), true
+	case *matcherv33.Matcher:
+		return enc84(b, m), true
+	case *matcherv33.Matcher_MatcherList:
+		return enc85(b, m), true
+	case *matcherv33.Matcher_MatcherList_FieldMatcher:
+		return enc86(b, m), true
+	case *matcherv33.Matcher_MatcherList_Predicate:
+		return enc87(b, m), true
+	case *matcherv33.Matcher_MatcherList_Predicate_PredicateList:
+		return enc92(b, m), true
+	case *matcherv33.Matcher_MatcherList_Predicate_SinglePredicate:
+		return enc88(b, m), true
+	case *matcherv33.Matcher_MatcherTree:
+		return enc94(b, m), true
+	case *matcherv33.Matcher_MatcherTree_MatchMap:
+		return enc95(b, m), true
+	case *matcherv33.Matcher_OnMatch:
+		return enc93(b, m), true
+	case *matcherv33.RegexMatcher:
+		return enc90(b, m), true
+	case *matcherv33.RegexMatcher_GoogleRE2:
+		return enc91(b, m), true
+	case *matcherv33.StringMatcher:
+		return enc89(b, m), true
+	}
+	return b, false
 }
 
 // dec0 decodes envoy.service.discovery.v3.DeltaDiscoveryRequest.

@@ -67,39 +67,23 @@ func finishLen(b []byte, at int) []byte {
 // Marshal is proto.MarshalOptions{Deterministic: true}.Marshal(m): equal
 // messages have equal encodings.
 func Marshal(m proto.Message) ([]byte, error) {
-	enc := encoderFor(m)
-	if enc == nil {
+	if fullName(m) == "" {
 		return proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	}
 	// Encoded into a scratch buffer, which grows as it goes, and copied
 	// out at its size: what is kept is exactly as long as the encoding.
 	bp := scratch()
-	*bp = enc((*bp)[:0])
-	if len(*bp) == 0 {
-		release(bp)
-		return nil, nil
+	*bp, _ = encode((*bp)[:0], m)
+	var b []byte
+	if len(*bp) > 0 {
+		b = append([]byte(nil), *bp...)
 	}
-	b := append([]byte(nil), *bp...)
 	release(bp)
 	return b, nil
 }
 
-// sizeBufs are scratch buffers for Size and Equal.
+// sizeBufs are scratch buffers for Marshal, Size, Clone and Equal.
 var sizeBufs = sync.Pool{New: func() any { return new([]byte) }}
-
-// Size is proto.Size(m): the length of m's encoding, found by encoding it
-// into a pooled buffer.
-func Size(m proto.Message) int {
-	enc := encoderFor(m)
-	if enc == nil {
-		return proto.Size(m)
-	}
-	bp := scratch()
-	*bp = enc((*bp)[:0])
-	n := len(*bp)
-	release(bp)
-	return n
-}
 
 func scratch() *[]byte { return sizeBufs.Get().(*[]byte) }
 
@@ -111,19 +95,31 @@ func release(bp *[]byte) {
 	}
 }
 
+// Size is proto.Size(m): the length of m's encoding, found by encoding it
+// into a scratch buffer.
+func Size(m proto.Message) int {
+	if fullName(m) == "" {
+		return proto.Size(m)
+	}
+	bp := scratch()
+	*bp, _ = encode((*bp)[:0], m)
+	n := len(*bp)
+	release(bp)
+	return n
+}
+
 // Clone is a deep copy of m: m encoded and decoded.
 func Clone[M proto.Message](m M) M {
 	if !m.ProtoReflect().IsValid() { // a nil message, as proto.Clone
 		return m
 	}
-	enc := encoderFor(m)
-	if enc == nil {
+	if fullName(m) == "" {
 		return proto.Clone(m).(M)
 	}
 	c := m.ProtoReflect().Type().New().Interface().(M)
 	bp := scratch()
-	*bp = enc((*bp)[:0])
-	err := Unmarshal(*bp, c) // copies what it keeps
+	*bp, _ = encode((*bp)[:0], m)
+	_, err := decode(*bp, c) // copies what it keeps
 	release(bp)
 	if err != nil {
 		panic("xdswire: decoding what was just encoded: " + err.Error())
@@ -140,12 +136,12 @@ func Equal(a, b proto.Message) bool {
 	if !va || !vb { // as proto.Equal: nil messages are equal only to each other
 		return va == vb
 	}
-	ea, eb := encoderFor(a), encoderFor(b)
-	if ea == nil || eb == nil {
+	if fullName(a) == "" || fullName(b) == "" {
 		return proto.Equal(a, b)
 	}
 	ba, bb := scratch(), scratch()
-	*ba, *bb = ea((*ba)[:0]), eb((*bb)[:0])
+	*ba, _ = encode((*ba)[:0], a)
+	*bb, _ = encode((*bb)[:0], b)
 	eq := bytes.Equal(*ba, *bb)
 	release(ba)
 	release(bb)
@@ -154,35 +150,33 @@ func Equal(a, b proto.Message) bool {
 
 // Unmarshal decodes b into m, as proto.Unmarshal does: m is reset first.
 func Unmarshal(b []byte, m proto.Message) error {
-	if _, dec := decoderFor(m); dec != nil {
-		return dec(b)
+	if ok, err := decode(b, m); ok {
+		return err
 	}
 	return proto.Unmarshal(b, m)
 }
 
 // Has says whether m's type is decoded here (and not by protobuf-go).
-func Has(m proto.Message) bool {
-	_, dec := decoderFor(m)
-	return dec != nil
-}
+func Has(m proto.Message) bool { return fullName(m) != "" }
 
 // UnmarshalAny decodes a into m, as a.UnmarshalTo(m) does: an error if a
 // holds another type.
 func UnmarshalAny(a *anypb.Any, m proto.Message) error {
-	name, dec := decoderFor(m)
-	if dec == nil {
+	name := fullName(m)
+	if name == "" {
 		return a.UnmarshalTo(m)
 	}
 	if !Is(a, m) {
 		return fmt.Errorf("proto: mismatched message type: got %q, want %q", name, a.MessageName())
 	}
-	return dec(a.GetValue())
+	_, err := decode(a.GetValue(), m)
+	return err
 }
 
 // Is says whether a holds a message of m's type, as a.MessageIs(m) does.
 func Is(a *anypb.Any, m proto.Message) bool {
-	name, dec := decoderFor(m)
-	if dec == nil {
+	name := fullName(m)
+	if name == "" {
 		return a.MessageIs(m)
 	}
 	url := a.GetTypeUrl()

@@ -269,33 +269,35 @@ func (g *gen) write() ([]byte, error) {
 	var body bytes.Buffer
 	w := func(format string, a ...any) { fmt.Fprintf(&body, format, a...) }
 
-	// The dispatch from a Go type to its decoder.
-	w("// decoderFor returns m's full name and a decoder into m, or \"\" if m\n")
-	w("// is not a type this package decodes.\n")
-	w("func decoderFor(m proto.Message) (string, func([]byte) error) {\n")
-	w("switch m := m.(type) {\n")
+	// The dispatch from a Go type to its name, decoder and encoder: type
+	// switches calling the functions directly (closures would be a
+	// function of their own per type).
 	order := make([]int, len(g.msgs))
 	for i := range order {
 		order[i] = i
 	}
 	sort.Slice(order, func(a, b int) bool { return g.msgs[order[a]].FullName() < g.msgs[order[b]].FullName() })
+	w("// fullName is m's full name, or \"\" if m is not a type this package\n// decodes and encodes.\n")
+	w("func fullName(m proto.Message) string {\nswitch m.(type) {\n")
 	for _, i := range order {
 		md := g.msgs[i]
-		w("case *%s:\n", g.typeExpr(goType(md)))
-		w("return %q, func(b []byte) error { m.Reset(); return %s(b, m, 0) }\n", md.FullName(), g.funcName(md))
+		w("case *%s:\nreturn %q\n", g.typeExpr(goType(md)), md.FullName())
 	}
-	w("}\nreturn \"\", nil\n}\n\n")
-
-	w("// encoderFor returns an encoder of m, or nil if m is not a type this\n")
-	w("// package encodes.\n")
-	w("func encoderFor(m proto.Message) func([]byte) []byte {\n")
-	w("switch m := m.(type) {\n")
+	w("}\nreturn \"\"\n}\n\n")
+	w("// decode resets m and decodes b into it; false if m is not a type\n// this package decodes.\n")
+	w("func decode(b []byte, m proto.Message) (bool, error) {\nswitch m := m.(type) {\n")
 	for _, i := range order {
 		md := g.msgs[i]
-		w("case *%s:\n", g.typeExpr(goType(md)))
-		w("return func(b []byte) []byte { return %s(b, m) }\n", g.encName(md))
+		w("case *%s:\nm.Reset()\nreturn true, %s(b, m, 0)\n", g.typeExpr(goType(md)), g.funcName(md))
 	}
-	w("}\nreturn nil\n}\n\n")
+	w("}\nreturn false, nil\n}\n\n")
+	w("// encode appends m's encoding to b; false if m is not a type this\n// package encodes.\n")
+	w("func encode(b []byte, m proto.Message) ([]byte, bool) {\nswitch m := m.(type) {\n")
+	for _, i := range order {
+		md := g.msgs[i]
+		w("case *%s:\nreturn %s(b, m), true\n", g.typeExpr(goType(md)), g.encName(md))
+	}
+	w("}\nreturn b, false\n}\n\n")
 
 	for _, md := range g.msgs {
 		if err := g.writeMessage(&body, md); err != nil {

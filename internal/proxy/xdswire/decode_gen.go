@@ -4016,7 +4016,7 @@ func dec3(b []byte, m *structpb.Value, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Kind = &structpb.Value_BoolValue{BoolValue: v}
 				continue
 			}
@@ -4579,7 +4579,7 @@ func dec9(b []byte, m *corev3.Extension, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Disabled = v
 				continue
 			}
@@ -4837,7 +4837,7 @@ func dec11(b []byte, m *corev3.SocketAddress, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Ipv4Compat = v
 				continue
 			}
@@ -6159,7 +6159,7 @@ func dec25(b []byte, m *discoveryv3.Resource_CacheControl, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.DoNotCache = v
 				continue
 			}
@@ -6717,7 +6717,7 @@ func dec30(b []byte, m *discoveryv3.DiscoveryResponse, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Canary = v
 				continue
 			}
@@ -7100,7 +7100,7 @@ func dec31(b []byte, m *listenerv3.Listener, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.ContinueOnListenerFiltersTimeout = v
 				continue
 			}
@@ -7226,7 +7226,7 @@ func dec31(b []byte, m *listenerv3.Listener, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.ReusePort = v
 				continue
 			}
@@ -7328,7 +7328,7 @@ func dec31(b []byte, m *listenerv3.Listener, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.EnableMptcp = v
 				continue
 			}
@@ -7339,7 +7339,7 @@ func dec31(b []byte, m *listenerv3.Listener, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IgnoreGlobalConnLimit = v
 				continue
 			}
@@ -7350,7 +7350,7 @@ func dec31(b []byte, m *listenerv3.Listener, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.BypassOverloadManager = v
 				continue
 			}
@@ -8236,7 +8236,7 @@ func dec40(b []byte, m *metricsv3.StatsMatcher, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.StatsMatcher = &metricsv3.StatsMatcher_RejectAll{RejectAll: v}
 				continue
 			}
@@ -8478,7 +8478,7 @@ func dec42(b []byte, m *matcherv32.StringMatcher, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IgnoreCase = v
 				continue
 			}
@@ -9409,7 +9409,7 @@ func dec50(b []byte, m *corev3.ExtensionConfigSource, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.ApplyDefaultConfigWithoutWarming = v
 				continue
 			}
@@ -9858,7 +9858,7 @@ func dec54(b []byte, m *corev3.WatchedDirectory, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.WatchModify = v
 				continue
 			}
@@ -10004,7 +10004,7 @@ func dec55(b []byte, m *corev3.ApiConfigSource, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SetNodeOnFirstMessageOnly = v
 				continue
 			}
@@ -10319,7 +10319,7 @@ func dec57(b []byte, m *corev3.GrpcService_EnvoyGrpc, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SkipEnvoyHeaders = v
 				continue
 			}
@@ -12527,7 +12527,7 @@ func dec81(b []byte, m *wrapperspb.BoolValue, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Value = v
 				continue
 			}
@@ -13289,7 +13289,7 @@ func dec89(b []byte, m *matcherv33.StringMatcher, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IgnoreCase = v
 				continue
 			}
@@ -13563,7 +13563,7 @@ func dec93(b []byte, m *matcherv33.Matcher_OnMatch, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.KeepMatching = v
 				continue
 			}
@@ -14099,7 +14099,7 @@ func dec98(b []byte, m *listenerv3.ListenerFilterChainMatchPredicate, depth int)
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Rule = &listenerv3.ListenerFilterChainMatchPredicate_AnyMatch{AnyMatch: v}
 				continue
 			}
@@ -14714,7 +14714,7 @@ func dec104(b []byte, m *listenerv3.QuicProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.RejectNewConnections = v
 				continue
 			}
@@ -16569,7 +16569,7 @@ func dec123(b []byte, m *accesslogv3.RuntimeFilter, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.UseIndependentRandomness = v
 				continue
 			}
@@ -16911,7 +16911,7 @@ func dec128(b []byte, m *routev3.HeaderMatcher, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: v}
 				continue
 			}
@@ -16981,7 +16981,7 @@ func dec128(b []byte, m *routev3.HeaderMatcher, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.InvertMatch = v
 				continue
 			}
@@ -16992,7 +16992,7 @@ func dec128(b []byte, m *routev3.HeaderMatcher, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.TreatMissingHeaderAsEmpty = v
 				continue
 			}
@@ -17234,7 +17234,7 @@ func dec131(b []byte, m *accesslogv3.GrpcStatusFilter, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Exclude = v
 				continue
 			}
@@ -17485,7 +17485,7 @@ func dec134(b []byte, m *matcherv32.MetadataMatcher, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Invert = v
 				continue
 			}
@@ -17651,7 +17651,7 @@ func dec136(b []byte, m *matcherv32.ValueMatcher, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.MatchPattern = &matcherv32.ValueMatcher_BoolMatch{BoolMatch: v}
 				continue
 			}
@@ -17662,7 +17662,7 @@ func dec136(b []byte, m *matcherv32.ValueMatcher, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.MatchPattern = &matcherv32.ValueMatcher_PresentMatch{PresentMatch: v}
 				continue
 			}
@@ -18096,7 +18096,7 @@ func dec142(b []byte, m *accesslogv3.LogTypeFilter, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Exclude = v
 				continue
 			}
@@ -18295,7 +18295,7 @@ func dec144(b []byte, m *routev3.RouteConfiguration, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.MostSpecificHeaderMutationsWins = v
 				continue
 			}
@@ -18364,7 +18364,7 @@ func dec144(b []byte, m *routev3.RouteConfiguration, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IgnorePortInHostMatching = v
 				continue
 			}
@@ -18389,7 +18389,7 @@ func dec144(b []byte, m *routev3.RouteConfiguration, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IgnorePathParametersInPathMatching = v
 				continue
 			}
@@ -18865,7 +18865,7 @@ func dec145(b []byte, m *routev3.VirtualHost, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IncludeRequestAttemptCount = v
 				continue
 			}
@@ -18876,7 +18876,7 @@ func dec145(b []byte, m *routev3.VirtualHost, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IncludeAttemptCountInResponse = v
 				continue
 			}
@@ -18932,7 +18932,7 @@ func dec145(b []byte, m *routev3.VirtualHost, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IncludeIsTimeoutRetryHeader = v
 				continue
 			}
@@ -20203,7 +20203,7 @@ func dec150(b []byte, m *routev3.QueryParameterMatcher, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_PresentMatch{PresentMatch: v}
 				continue
 			}
@@ -20292,7 +20292,7 @@ func dec151(b []byte, m *routev3.CookieMatcher, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.InvertMatch = v
 				continue
 			}
@@ -20572,7 +20572,7 @@ func dec155(b []byte, m *matcherv32.AddressMatcher, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.InvertMatch = v
 				continue
 			}
@@ -20934,7 +20934,7 @@ func dec157(b []byte, m *routev3.RouteAction, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AppendXForwardedHost = v
 				continue
 			}
@@ -21960,7 +21960,7 @@ func dec160(b []byte, m *corev3.HeaderValueOption, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.KeepEmptyValue = v
 				continue
 			}
@@ -22040,7 +22040,7 @@ func dec161(b []byte, m *routev3.ClusterSpecifierPlugin, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IsOptional = v
 				continue
 			}
@@ -22365,7 +22365,7 @@ func dec163(b []byte, m *routev3.RetryPolicy, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.RefreshClusterOnRetry = v
 				continue
 			}
@@ -22925,7 +22925,7 @@ func dec169(b []byte, m *routev3.RouteAction_RequestMirrorPolicy, depth int) err
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.DisableShadowHostSuffixAppend = v
 				continue
 			}
@@ -23262,7 +23262,7 @@ func dec172(b []byte, m *routev3.RateLimit, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.ApplyOnStreamDone = v
 				continue
 			}
@@ -23814,7 +23814,7 @@ func dec176(b []byte, m *routev3.RateLimit_Action_RequestHeaders, depth int) err
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SkipIfAbsent = v
 				continue
 			}
@@ -23897,7 +23897,7 @@ func dec177(b []byte, m *routev3.RateLimit_Action_QueryParameters, depth int) er
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SkipIfAbsent = v
 				continue
 			}
@@ -24477,7 +24477,7 @@ func dec184(b []byte, m *routev3.RateLimit_Action_MetaData, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SkipIfAbsent = v
 				continue
 			}
@@ -25085,7 +25085,7 @@ func dec191(b []byte, m *routev3.RateLimit_HitsAddend, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IsNegativeHits = v
 				continue
 			}
@@ -25228,7 +25228,7 @@ func dec192(b []byte, m *routev3.RouteAction_HashPolicy, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Terminal = v
 				continue
 			}
@@ -25571,7 +25571,7 @@ func dec196(b []byte, m *routev3.RouteAction_HashPolicy_ConnectionProperties, de
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SourceIp = v
 				continue
 			}
@@ -26066,7 +26066,7 @@ func dec201(b []byte, m *routev3.RouteAction_UpgradeConfig_ConnectConfig, depth 
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AllowPost = v
 				continue
 			}
@@ -26426,7 +26426,7 @@ func dec205(b []byte, m *corev3.SubstitutionFormatString, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.OmitEmptyValues = v
 				continue
 			}
@@ -26556,7 +26556,7 @@ func dec206(b []byte, m *corev3.JsonFormatOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SortProperties = v
 				continue
 			}
@@ -26660,7 +26660,7 @@ func dec207(b []byte, m *routev3.InternalRedirectPolicy, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AllowCrossSchemeRedirect = v
 				continue
 			}
@@ -26778,7 +26778,7 @@ func dec208(b []byte, m *routev3.HedgePolicy, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.HedgeOnPerTryTimeout = v
 				continue
 			}
@@ -26937,7 +26937,7 @@ func dec210(b []byte, m *routev3.RedirectAction, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SchemeRewriteSpecifier = &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: v}
 				continue
 			}
@@ -27057,7 +27057,7 @@ func dec210(b []byte, m *routev3.RedirectAction, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.StripQuery = v
 				continue
 			}
@@ -28410,7 +28410,7 @@ func dec228(b []byte, m *routev3.FilterConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IsOptional = v
 				continue
 			}
@@ -28421,7 +28421,7 @@ func dec228(b []byte, m *routev3.FilterConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Disabled = v
 				continue
 			}
@@ -28871,7 +28871,7 @@ func dec229(b []byte, m *clusterv3.Cluster, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.RespectDnsTtl = v
 				continue
 			}
@@ -28907,7 +28907,7 @@ func dec229(b []byte, m *clusterv3.Cluster, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.UseTcpForDnsLookups = v
 				continue
 			}
@@ -29179,7 +29179,7 @@ func dec229(b []byte, m *clusterv3.Cluster, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.CloseConnectionsOnHostHealthFailure = v
 				continue
 			}
@@ -29190,7 +29190,7 @@ func dec229(b []byte, m *clusterv3.Cluster, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IgnoreHealthOnHostRemoval = v
 				continue
 			}
@@ -29259,7 +29259,7 @@ func dec229(b []byte, m *clusterv3.Cluster, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.TrackTimeoutBudgets = v
 				continue
 			}
@@ -29315,7 +29315,7 @@ func dec229(b []byte, m *clusterv3.Cluster, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.ConnectionPoolPerDownstreamConnection = v
 				continue
 			}
@@ -30684,7 +30684,7 @@ func dec237(b []byte, m *endpointv3.Endpoint_HealthCheckConfig, depth int) error
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.DisableActiveHealthCheck = v
 				continue
 			}
@@ -30969,7 +30969,7 @@ func dec241(b []byte, m *endpointv3.ClusterLoadAssignment_Policy, depth int) err
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.WeightedPriorityHealth = v
 				continue
 			}
@@ -31440,7 +31440,7 @@ func dec243(b []byte, m *corev3.HealthCheck, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AlwaysLogHealthCheckFailures = v
 				continue
 			}
@@ -31451,7 +31451,7 @@ func dec243(b []byte, m *corev3.HealthCheck, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AlwaysLogHealthCheckSuccess = v
 				continue
 			}
@@ -31838,7 +31838,7 @@ func dec244(b []byte, m *corev3.HealthCheck_HttpHealthCheck, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.UseAlpnProtocol = v
 				continue
 			}
@@ -32575,7 +32575,7 @@ func dec252(b []byte, m *clusterv3.CircuitBreakers_Thresholds, depth int) error 
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.TrackRemaining = v
 				continue
 			}
@@ -32828,7 +32828,7 @@ func dec255(b []byte, m *corev3.UpstreamHttpProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AutoSni = v
 				continue
 			}
@@ -32839,7 +32839,7 @@ func dec255(b []byte, m *corev3.UpstreamHttpProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AutoSanValidation = v
 				continue
 			}
@@ -33124,7 +33124,7 @@ func dec257(b []byte, m *corev3.Http1ProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AcceptHttp_10 = v
 				continue
 			}
@@ -33164,7 +33164,7 @@ func dec257(b []byte, m *corev3.Http1ProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.EnableTrailers = v
 				continue
 			}
@@ -33175,7 +33175,7 @@ func dec257(b []byte, m *corev3.Http1ProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AllowChunkedLength = v
 				continue
 			}
@@ -33201,7 +33201,7 @@ func dec257(b []byte, m *corev3.Http1ProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SendFullyQualifiedUrl = v
 				continue
 			}
@@ -33227,7 +33227,7 @@ func dec257(b []byte, m *corev3.Http1ProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AllowCustomMethods = v
 				continue
 			}
@@ -33517,7 +33517,7 @@ func dec260(b []byte, m *corev3.Http2ProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AllowConnect = v
 				continue
 			}
@@ -33528,7 +33528,7 @@ func dec260(b []byte, m *corev3.Http2ProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AllowMetadata = v
 				continue
 			}
@@ -33614,7 +33614,7 @@ func dec260(b []byte, m *corev3.Http2ProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.StreamErrorOnInvalidHttpMessaging = v
 				continue
 			}
@@ -34298,7 +34298,7 @@ func dec265(b []byte, m *corev3.DnsResolverOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.UseTcpForDnsLookups = v
 				continue
 			}
@@ -34309,7 +34309,7 @@ func dec265(b []byte, m *corev3.DnsResolverOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.NoDefaultSearchDomain = v
 				continue
 			}
@@ -34525,7 +34525,7 @@ func dec266(b []byte, m *clusterv3.OutlierDetection, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SplitExternalLocalOriginErrors = v
 				continue
 			}
@@ -35043,7 +35043,7 @@ func dec267(b []byte, m *corev3.BindConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.ValidateNetworkNamespaces = v
 				continue
 			}
@@ -35248,7 +35248,7 @@ func dec269(b []byte, m *clusterv3.Cluster_LbSubsetConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.LocalityWeightAware = v
 				continue
 			}
@@ -35259,7 +35259,7 @@ func dec269(b []byte, m *clusterv3.Cluster_LbSubsetConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.ScaleLocalityWeight = v
 				continue
 			}
@@ -35270,7 +35270,7 @@ func dec269(b []byte, m *clusterv3.Cluster_LbSubsetConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.PanicModeAny = v
 				continue
 			}
@@ -35281,7 +35281,7 @@ func dec269(b []byte, m *clusterv3.Cluster_LbSubsetConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.ListAsAny = v
 				continue
 			}
@@ -35387,7 +35387,7 @@ func dec270(b []byte, m *clusterv3.Cluster_LbSubsetConfig_LbSubsetSelector, dept
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SingleHostPerSubset = v
 				continue
 			}
@@ -35616,7 +35616,7 @@ func dec273(b []byte, m *clusterv3.Cluster_OriginalDstLbConfig, depth int) error
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.UseHttpHeader = v
 				continue
 			}
@@ -36104,7 +36104,7 @@ func dec278(b []byte, m *clusterv3.Cluster_CommonLbConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IgnoreNewHostsUntilFirstHc = v
 				continue
 			}
@@ -36115,7 +36115,7 @@ func dec278(b []byte, m *clusterv3.Cluster_CommonLbConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.CloseConnectionsOnHostSetChange = v
 				continue
 			}
@@ -36272,7 +36272,7 @@ func dec279(b []byte, m *clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig, dep
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.FailTrafficOnPanic = v
 				continue
 			}
@@ -36363,7 +36363,7 @@ func dec281(b []byte, m *clusterv3.Cluster_CommonLbConfig_ConsistentHashingLbCon
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.UseHostnameForHashing = v
 				continue
 			}
@@ -36516,7 +36516,7 @@ func dec283(b []byte, m *clusterv3.UpstreamConnectionOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SetLocalInterfaceNameOnUpstreamConnections = v
 				continue
 			}
@@ -36862,7 +36862,7 @@ func dec288(b []byte, m *clusterv3.TrackClusterStats, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.TimeoutBudgets = v
 				continue
 			}
@@ -36873,7 +36873,7 @@ func dec288(b []byte, m *clusterv3.TrackClusterStats, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.RequestResponseSizes = v
 				continue
 			}
@@ -36884,7 +36884,7 @@ func dec288(b []byte, m *clusterv3.TrackClusterStats, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.PerEndpointStats = v
 				continue
 			}
@@ -37226,7 +37226,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Http1SafeMaxConnectionDuration = v
 				continue
 			}
@@ -37471,7 +37471,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.FlushAccessLogOnNewRequest = v
 				continue
 			}
@@ -37566,7 +37566,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SkipXffAppend = v
 				continue
 			}
@@ -37606,7 +37606,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.PreserveExternalRequestId = v
 				continue
 			}
@@ -37617,7 +37617,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AlwaysSetRequestIdInResponse = v
 				continue
 			}
@@ -37669,7 +37669,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Proxy_100Continue = v
 				continue
 			}
@@ -37680,7 +37680,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.RepresentIpv4RemoteAddressAsIpv4MappedIpv6 = v
 				continue
 			}
@@ -37720,7 +37720,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.MergeSlashes = v
 				continue
 			}
@@ -37772,7 +37772,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.StripMatchingHostPort = v
 				continue
 			}
@@ -37783,7 +37783,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.StripPortMode = &httpconnectionmanagerv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: v}
 				continue
 			}
@@ -37824,7 +37824,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.StripTrailingHostDot = v
 				continue
 			}
@@ -37865,7 +37865,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AppendXForwardedPort = v
 				continue
 			}
@@ -37876,7 +37876,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AppendLocalOverload = v
 				continue
 			}
@@ -37917,7 +37917,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.RecordRouteResolutionStats = v
 				continue
 			}
@@ -38886,7 +38886,7 @@ func dec299(b []byte, m *routev3.ScopedRouteConfiguration, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.OnDemand = v
 				continue
 			}
@@ -39236,7 +39236,7 @@ func dec303(b []byte, m *httpconnectionmanagerv3.HttpFilter, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IsOptional = v
 				continue
 			}
@@ -39247,7 +39247,7 @@ func dec303(b []byte, m *httpconnectionmanagerv3.HttpFilter, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Disabled = v
 				continue
 			}
@@ -39365,7 +39365,7 @@ func dec304(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_Tracing, 
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Verbose = v
 				continue
 			}
@@ -39463,7 +39463,7 @@ func dec304(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_Tracing, 
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.NoContextPropagation = v
 				continue
 			}
@@ -39677,7 +39677,7 @@ func dec306(b []byte, m *corev3.Http3ProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AllowExtendedConnect = v
 				continue
 			}
@@ -39688,7 +39688,7 @@ func dec306(b []byte, m *corev3.Http3ProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AllowMetadata = v
 				continue
 			}
@@ -39699,7 +39699,7 @@ func dec306(b []byte, m *corev3.Http3ProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.DisableQpack = v
 				continue
 			}
@@ -39710,7 +39710,7 @@ func dec306(b []byte, m *corev3.Http3ProtocolOptions, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.DisableConnectionFlowControlForStreams = v
 				continue
 			}
@@ -39819,7 +39819,7 @@ func dec307(b []byte, m *corev3.SchemeHeaderTransformation, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.MatchUpstream = v
 				continue
 			}
@@ -39885,7 +39885,7 @@ func dec308(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_HcmAccess
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.FlushAccessLogOnNewRequest = v
 				continue
 			}
@@ -39896,7 +39896,7 @@ func dec308(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_HcmAccess
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.FlushLogOnTunnelSuccessfullyEstablished = v
 				continue
 			}
@@ -39954,7 +39954,7 @@ func dec309(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_InternalA
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.UnixSockets = v
 				continue
 			}
@@ -40037,7 +40037,7 @@ func dec310(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_SetCurren
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Cert = v
 				continue
 			}
@@ -40048,7 +40048,7 @@ func dec310(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_SetCurren
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Chain = v
 				continue
 			}
@@ -40059,7 +40059,7 @@ func dec310(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_SetCurren
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Dns = v
 				continue
 			}
@@ -40070,7 +40070,7 @@ func dec310(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_SetCurren
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Uri = v
 				continue
 			}
@@ -40081,7 +40081,7 @@ func dec310(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_SetCurren
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Issuer = v
 				continue
 			}
@@ -40802,7 +40802,7 @@ func dec320(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_ProxyStat
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.RemoveDetails = v
 				continue
 			}
@@ -40813,7 +40813,7 @@ func dec320(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_ProxyStat
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.RemoveConnectionTerminationDetails = v
 				continue
 			}
@@ -40824,7 +40824,7 @@ func dec320(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_ProxyStat
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.RemoveResponseFlags = v
 				continue
 			}
@@ -40835,7 +40835,7 @@ func dec320(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_ProxyStat
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SetRecommendedResponseCode = v
 				continue
 			}
@@ -40846,7 +40846,7 @@ func dec320(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_ProxyStat
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.ProxyName = &httpconnectionmanagerv3.HttpConnectionManager_ProxyStatusConfig_UseNodeId{UseNodeId: v}
 				continue
 			}
@@ -41048,7 +41048,7 @@ func dec322(b []byte, m *routerv3.Router, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.StartChildSpan = v
 				continue
 			}
@@ -41088,7 +41088,7 @@ func dec322(b []byte, m *routerv3.Router, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SuppressEnvoyHeaders = v
 				continue
 			}
@@ -41113,7 +41113,7 @@ func dec322(b []byte, m *routerv3.Router, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.RespectExpectedRqTimeout = v
 				continue
 			}
@@ -41124,7 +41124,7 @@ func dec322(b []byte, m *routerv3.Router, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SuppressGrpcRequestFailureCodeStats = v
 				continue
 			}
@@ -41251,7 +41251,7 @@ func dec323(b []byte, m *routerv3.Router_UpstreamAccessLogOptions, depth int) er
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.FlushUpstreamLogOnUpstreamStream = v
 				continue
 			}
@@ -41558,7 +41558,7 @@ func dec324(b []byte, m *tcpproxyv3.TcpProxy, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.FlushAccessLogOnConnected = v
 				continue
 			}
@@ -42242,7 +42242,7 @@ func dec331(b []byte, m *tcpproxyv3.TcpProxy_TunnelingConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.UsePost = v
 				continue
 			}
@@ -42267,7 +42267,7 @@ func dec331(b []byte, m *tcpproxyv3.TcpProxy_TunnelingConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.PropagateResponseHeaders = v
 				continue
 			}
@@ -42292,7 +42292,7 @@ func dec331(b []byte, m *tcpproxyv3.TcpProxy_TunnelingConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.PropagateResponseTrailers = v
 				continue
 			}
@@ -42456,7 +42456,7 @@ func dec332(b []byte, m *tcpproxyv3.TcpProxy_TcpAccessLogOptions, depth int) err
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.FlushAccessLogOnConnected = v
 				continue
 			}
@@ -42467,7 +42467,7 @@ func dec332(b []byte, m *tcpproxyv3.TcpProxy_TcpAccessLogOptions, depth int) err
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.FlushAccessLogOnStart = v
 				continue
 			}
@@ -42725,7 +42725,7 @@ func dec333(b []byte, m *faultv32.HTTPFault, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.DisableDownstreamClusterStats = v
 				continue
 			}
@@ -43665,7 +43665,7 @@ func dec342(b []byte, m *rbacv32.RBAC, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.TrackPerRuleStats = v
 				continue
 			}
@@ -44069,7 +44069,7 @@ func dec345(b []byte, m *rbacv3.Permission, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Rule = &rbacv3.Permission_Any{Any: v}
 				continue
 			}
@@ -44623,7 +44623,7 @@ func dec349(b []byte, m *rbacv3.Principal, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Identifier = &rbacv3.Principal_Any{Any: v}
 				continue
 			}
@@ -45321,7 +45321,7 @@ func dec353(b []byte, m *v1alpha1.Constant, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.ConstantKind = &v1alpha1.Constant_BoolValue{BoolValue: v}
 				continue
 			}
@@ -45643,7 +45643,7 @@ func dec356(b []byte, m *v1alpha1.Expr_Select, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.TestOnly = v
 				continue
 			}
@@ -46012,7 +46012,7 @@ func dec360(b []byte, m *v1alpha1.Expr_CreateStruct_Entry, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.OptionalEntry = v
 				continue
 			}
@@ -47636,7 +47636,7 @@ func dec372(b []byte, m *corev3.CelExpressionConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.EnableStringConversion = v
 				continue
 			}
@@ -47647,7 +47647,7 @@ func dec372(b []byte, m *corev3.CelExpressionConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.EnableStringConcat = v
 				continue
 			}
@@ -47658,7 +47658,7 @@ func dec372(b []byte, m *corev3.CelExpressionConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.EnableStringFunctions = v
 				continue
 			}
@@ -47796,7 +47796,7 @@ func dec374(b []byte, m *rbacv3.RBAC_AuditLoggingOptions_AuditLoggerConfig, dept
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.IsOptional = v
 				continue
 			}
@@ -47990,7 +47990,7 @@ func dec376(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.BypassCorsPreflight = v
 				continue
 			}
@@ -48058,7 +48058,7 @@ func dec376(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.StripFailureResponse = v
 				continue
 			}
@@ -48226,7 +48226,7 @@ func dec377(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.RequireExpiration = v
 				continue
 			}
@@ -48286,7 +48286,7 @@ func dec377(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Forward = v
 				continue
 			}
@@ -48353,7 +48353,7 @@ func dec377(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.PadForwardPayloadHeader = v
 				continue
 			}
@@ -48461,7 +48461,7 @@ func dec377(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.ClearRouteCache = v
 				continue
 			}
@@ -48826,7 +48826,7 @@ func dec380(b []byte, m *jwtauthnv3.JwksAsyncFetch, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.FastListener = v
 				continue
 			}
@@ -49870,7 +49870,7 @@ func dec393(b []byte, m *jwtauthnv3.PerRouteConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.RequirementSpecifier = &jwtauthnv3.PerRouteConfig_Disabled{Disabled: v}
 				continue
 			}
@@ -50121,7 +50121,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.ForwardBearerToken = v
 				continue
 			}
@@ -50147,7 +50147,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.PreserveAuthorizationHeader = v
 				continue
 			}
@@ -50270,7 +50270,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.DisableIdTokenSetCookie = v
 				continue
 			}
@@ -50281,7 +50281,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.DisableAccessTokenSetCookie = v
 				continue
 			}
@@ -50292,7 +50292,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.DisableRefreshTokenSetCookie = v
 				continue
 			}
@@ -50362,7 +50362,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.DisableTokenEncryption = v
 				continue
 			}
@@ -50415,7 +50415,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.UseAccessTokenExpiryForIdTokenCookie = v
 				continue
 			}
@@ -50678,7 +50678,7 @@ func dec396(b []byte, m *oauth2v3.PostLogoutRedirectUri, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Config = &oauth2v3.PostLogoutRedirectUri_Disabled{Disabled: v}
 				continue
 			}
@@ -51372,7 +51372,7 @@ func dec402(b []byte, m *oauth2v3.CookieConfig, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Partitioned = v
 				continue
 			}
@@ -51717,7 +51717,7 @@ func dec405(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.LocalRateLimitPerDownstreamConnection = v
 				continue
 			}
@@ -51780,7 +51780,7 @@ func dec405(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.RateLimitedAsResourceExhausted = v
 				continue
 			}
@@ -51820,7 +51820,7 @@ func dec405(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.EnableRetryAfterHeader = v
 				continue
 			}
@@ -52135,7 +52135,7 @@ func dec408(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.ShadowMode = v
 				continue
 			}
@@ -52348,7 +52348,7 @@ func dec411(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.FailureModeDeny = v
 				continue
 			}
@@ -52359,7 +52359,7 @@ func dec411(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.RateLimitedAsResourceExhausted = v
 				continue
 			}
@@ -52396,7 +52396,7 @@ func dec411(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.DisableXEnvoyRatelimitedHeader = v
 				continue
 			}
@@ -52538,7 +52538,7 @@ func dec411(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.EnableRetryAfterHeader = v
 				continue
 			}
@@ -53373,7 +53373,7 @@ func dec418(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AutoHostSni = v
 				continue
 			}
@@ -53384,7 +53384,7 @@ func dec418(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AutoSniSanValidation = v
 				continue
 			}
@@ -53395,7 +53395,7 @@ func dec418(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AllowRenegotiation = v
 				continue
 			}
@@ -54294,7 +54294,7 @@ func dec422(b []byte, m *tlsv3.PrivateKeyProvider, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Fallback = v
 				continue
 			}
@@ -54712,7 +54712,7 @@ func dec426(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.AllowExpiredCertificate = v
 				continue
 			}
@@ -54749,7 +54749,7 @@ func dec426(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.OnlyVerifyLeafCertCrl = v
 				continue
 			}
@@ -54775,7 +54775,7 @@ func dec426(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SuppressClientCaList = v
 				continue
 			}
@@ -55320,7 +55320,7 @@ func dec431(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.SessionTicketKeysType = &tlsv3.DownstreamTlsContext_DisableStatelessSessionResumption{DisableStatelessSessionResumption: v}
 				continue
 			}
@@ -55331,7 +55331,7 @@ func dec431(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.DisableStatefulSessionResumption = v
 				continue
 			}
@@ -55383,7 +55383,7 @@ func dec431(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.PreferClientCiphers = v
 				continue
 			}
@@ -56492,7 +56492,7 @@ func dec441(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.Rule = &matcherv3.MatchPredicate_AnyMatch{AnyMatch: v}
 				continue
 			}
@@ -57682,7 +57682,7 @@ func dec454(b []byte, m *tlsinspectorv3.TlsInspector, depth int) error {
 					return errParse
 				}
 				b = b[sn:]
-				v := sv != 0
+				v := bool(sv != 0)
 				m.CloseConnectionOnClientHelloParsingErrors = v
 				continue
 			}

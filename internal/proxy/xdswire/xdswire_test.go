@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // decodedTypes are the types decode_gen.go has a decoder for, by name.
@@ -40,29 +41,35 @@ func decodedTypes(t testing.TB) []protoreflect.MessageType {
 	return out
 }
 
-// discardUnknown drops the unknown fields protobuf-go keeps (the
-// decoders here skip them).
-func discardUnknown(m protoreflect.Message) {
+// eachChild calls fn with every message m holds directly: in message
+// fields, lists and map values.
+func eachChild(m protoreflect.Message, fn func(protoreflect.Message)) {
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		switch {
 		case fd.IsMap():
 			if fd.MapValue().Kind() == protoreflect.MessageKind {
 				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-					discardUnknown(mv.Message())
+					fn(mv.Message())
 					return true
 				})
 			}
 		case fd.IsList():
 			if fd.Kind() == protoreflect.MessageKind {
 				for i := 0; i < v.List().Len(); i++ {
-					discardUnknown(v.List().Get(i).Message())
+					fn(v.List().Get(i).Message())
 				}
 			}
 		case fd.Kind() == protoreflect.MessageKind:
-			discardUnknown(v.Message())
+			fn(v.Message())
 		}
 		return true
 	})
+}
+
+// discardUnknown drops the unknown fields protobuf-go keeps (the
+// decoders here skip them).
+func discardUnknown(m protoreflect.Message) {
+	eachChild(m, discardUnknown)
 	if m.GetUnknown() != nil {
 		m.SetUnknown(nil)
 	}
@@ -120,23 +127,7 @@ func sameAnys(t *testing.T, m protoreflect.Message) int {
 			}
 			return
 		}
-		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-			switch {
-			case fd.IsMap():
-				if fd.MapValue().Kind() == protoreflect.MessageKind {
-					v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool { visit(mv.Message()); return true })
-				}
-			case fd.IsList():
-				if fd.Kind() == protoreflect.MessageKind {
-					for i := 0; i < v.List().Len(); i++ {
-						visit(v.List().Get(i).Message())
-					}
-				}
-			case fd.Kind() == protoreflect.MessageKind:
-				visit(v.Message())
-			}
-			return true
-		})
+		eachChild(m, visit)
 	}
 	visit(m)
 	return n
@@ -517,5 +508,41 @@ func TestNilMessages(t *testing.T) {
 	}
 	if b, err := Marshal(nilRC); err != nil || len(b) != 0 {
 		t.Fatalf("Marshal(nil) = %x, %v", b, err)
+	}
+}
+
+// TestMapEntriesWithFieldsMissing: an entry without its value (or its
+// key) means the zero value, an empty message for message values; a
+// repeated key keeps the last entry — as protobuf-go decodes them.
+func TestMapEntriesWithFieldsMissing(t *testing.T) {
+	mt := (&structpb.Struct{}).ProtoReflect().Type()
+	entry := func(b []byte) []byte { // Struct.fields (1) holding b
+		return protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), b)
+	}
+	key := func(k string) []byte {
+		return protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), k)
+	}
+	value := func(s string) []byte { // a Value whose string_value (3) is s
+		v := protowire.AppendString(protowire.AppendTag(nil, 3, protowire.BytesType), s)
+		return protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), v)
+	}
+	for name, b := range map[string][]byte{
+		"no value":     entry(key("a")),
+		"no key":       entry(value("x")),
+		"empty entry":  entry(nil),
+		"repeated key": append(entry(append(key("a"), value("x")...)), entry(append(key("a"), value("y")...))...),
+		"value first":  entry(append(value("x"), key("a")...)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, ok := same(t, mt, b)
+			if !ok {
+				t.Fatalf("%x refused", b)
+			}
+			for k, v := range got.Interface().(*structpb.Struct).GetFields() {
+				if v == nil {
+					t.Errorf("field %q: nil Value, protobuf-go makes an empty one", k)
+				}
+			}
+		})
 	}
 }

@@ -340,6 +340,26 @@ func wireType(k protoreflect.Kind) string {
 	return "protowire.BytesType"
 }
 
+// numeric is, for each numeric kind, the protowire function that reads a
+// value and the conversion of what it read (sv) to the field's value
+// (before the conversion to the field's Go type): protobuf-go's.
+var numeric = map[protoreflect.Kind]struct{ consume, conv string }{
+	protoreflect.BoolKind:     {"ConsumeVarint", "sv != 0"},
+	protoreflect.EnumKind:     {"ConsumeVarint", "int32(sv)"},
+	protoreflect.Int32Kind:    {"ConsumeVarint", "int32(sv)"},
+	protoreflect.Sint32Kind:   {"ConsumeVarint", "int32(protowire.DecodeZigZag(sv & math.MaxUint32))"},
+	protoreflect.Uint32Kind:   {"ConsumeVarint", "uint32(sv)"},
+	protoreflect.Int64Kind:    {"ConsumeVarint", "int64(sv)"},
+	protoreflect.Sint64Kind:   {"ConsumeVarint", "protowire.DecodeZigZag(sv)"},
+	protoreflect.Uint64Kind:   {"ConsumeVarint", "sv"},
+	protoreflect.Fixed32Kind:  {"ConsumeFixed32", "sv"},
+	protoreflect.Sfixed32Kind: {"ConsumeFixed32", "int32(sv)"},
+	protoreflect.FloatKind:    {"ConsumeFixed32", "math.Float32frombits(sv)"},
+	protoreflect.Fixed64Kind:  {"ConsumeFixed64", "sv"},
+	protoreflect.Sfixed64Kind: {"ConsumeFixed64", "int64(sv)"},
+	protoreflect.DoubleKind:   {"ConsumeFixed64", "math.Float64frombits(sv)"},
+}
+
 // scalar is Go source that consumes one value of kind k from the
 // []byte variable src, advancing it, and declares v: the value as Go type
 // t. On malformed input it returns the error. utf8Name is the field's
@@ -351,57 +371,21 @@ func (g *gen) scalar(k protoreflect.Kind, t reflect.Type, utf8Name, src string) 
 	consume := func(fn string) {
 		fmt.Fprintf(&s, "sv, sn := protowire.%s(%s)\nif sn < 0 { return errParse }\n%s = %s[sn:]\n", fn, src, src, src)
 	}
-	switch wireType(k) {
-	case "protowire.VarintType":
-		consume("ConsumeVarint")
-		switch k {
-		case protoreflect.BoolKind:
-			s.WriteString("v := sv != 0\n")
-		case protoreflect.Sint32Kind:
-			fmt.Fprintf(&s, "v := %s(int32(protowire.DecodeZigZag(sv & math.MaxUint32)))\n", te)
-		case protoreflect.Sint64Kind:
-			fmt.Fprintf(&s, "v := %s(protowire.DecodeZigZag(sv))\n", te)
-		case protoreflect.Int32Kind, protoreflect.EnumKind:
-			fmt.Fprintf(&s, "v := %s(int32(sv))\n", te)
-		case protoreflect.Uint32Kind:
-			fmt.Fprintf(&s, "v := %s(uint32(sv))\n", te)
-		case protoreflect.Int64Kind:
-			fmt.Fprintf(&s, "v := %s(int64(sv))\n", te)
-		default:
-			fmt.Fprintf(&s, "v := %s(sv)\n", te)
+	if c, ok := numeric[k]; ok {
+		consume(c.consume)
+		fmt.Fprintf(&s, "v := %s("+c.conv+")\n", te)
+		return s.String()
+	}
+	consume("ConsumeBytes")
+	if k == protoreflect.StringKind {
+		if utf8Name != "" {
+			fmt.Fprintf(&s, "if !utf8.Valid(sv) { return invalidUTF8(%q) }\n", utf8Name)
 		}
-	case "protowire.Fixed32Type":
-		consume("ConsumeFixed32")
-		switch k {
-		case protoreflect.FloatKind:
-			fmt.Fprintf(&s, "v := %s(math.Float32frombits(sv))\n", te)
-		case protoreflect.Sfixed32Kind:
-			fmt.Fprintf(&s, "v := %s(int32(sv))\n", te)
-		default:
-			fmt.Fprintf(&s, "v := %s(sv)\n", te)
-		}
-	case "protowire.Fixed64Type":
-		consume("ConsumeFixed64")
-		switch k {
-		case protoreflect.DoubleKind:
-			fmt.Fprintf(&s, "v := %s(math.Float64frombits(sv))\n", te)
-		case protoreflect.Sfixed64Kind:
-			fmt.Fprintf(&s, "v := %s(int64(sv))\n", te)
-		default:
-			fmt.Fprintf(&s, "v := %s(sv)\n", te)
-		}
-	default:
-		consume("ConsumeBytes")
-		if k == protoreflect.StringKind {
-			if utf8Name != "" {
-				fmt.Fprintf(&s, "if !utf8.Valid(sv) { return invalidUTF8(%q) }\n", utf8Name)
-			}
-			fmt.Fprintf(&s, "v := %s(sv)\n", te)
-		} else {
-			// protobuf-go copies bytes, and a present empty value is
-			// an empty, non-nil slice.
-			s.WriteString("v := append(emptyBuf[:], sv...)\n")
-		}
+		fmt.Fprintf(&s, "v := %s(sv)\n", te)
+	} else {
+		// protobuf-go copies bytes, and a present empty value is an
+		// empty, non-nil slice.
+		s.WriteString("v := append(emptyBuf[:], sv...)\n")
 	}
 	return s.String()
 }

@@ -92,20 +92,21 @@ func same(t *testing.T, mt protoreflect.MessageType, b []byte) (protoreflect.Mes
 		return nil, false
 	}
 	discardUnknown(want)
-	det := proto.MarshalOptions{Deterministic: true}
-	wb, err := det.Marshal(want.Interface())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gb, err := det.Marshal(got.Interface())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(wb, gb) {
+	if !bytes.Equal(mustMarshal(t, want.Interface(), true), mustMarshal(t, got.Interface(), true)) {
 		t.Fatalf("%s: decoded differently from protobuf-go\ninput %x\nprotobuf-go: %v\nxdswire:     %v",
 			mt.Descriptor().FullName(), b, want.Interface(), got.Interface())
 	}
 	return got, true
+}
+
+// mustMarshal is m encoded by protobuf-go.
+func mustMarshal(t *testing.T, m proto.Message, deterministic bool) []byte {
+	t.Helper()
+	b, err := proto.MarshalOptions{Deterministic: deterministic}.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // sameAnys checks every Any in m whose type is decoded here.
@@ -331,14 +332,7 @@ func TestDecodeMatchesProtobufOnRandom(t *testing.T) {
 			a, b := mt.New(), mt.New()
 			randomMessage(r, a, 0)
 			randomMessage(r, b, 0)
-			ab, err := proto.Marshal(a.Interface())
-			if err != nil {
-				t.Fatal(err)
-			}
-			bb, err := proto.Marshal(b.Interface())
-			if err != nil {
-				t.Fatal(err)
-			}
+			ab, bb := mustMarshal(t, a.Interface(), false), mustMarshal(t, b.Interface(), false)
 			same(t, mt, ab)
 			same(t, mt, append(append([]byte(nil), ab...), bb...))
 			odd := protowire.AppendTag(nil, 9999, protowire.VarintType)

@@ -277,27 +277,27 @@ func (g *gen) write() ([]byte, error) {
 		order[i] = i
 	}
 	sort.Slice(order, func(a, b int) bool { return g.msgs[order[a]].FullName() < g.msgs[order[b]].FullName() })
-	w("// fullName is m's full name, or \"\" if m is not a type this package\n// decodes and encodes.\n")
-	w("func fullName(m proto.Message) string {\nswitch m.(type) {\n")
-	for _, i := range order {
-		md := g.msgs[i]
-		w("case *%s:\nreturn %q\n", g.typeExpr(goType(md)), md.FullName())
+	typeSwitch := func(doc, sig, on, last string, body func(md protoreflect.MessageDescriptor) string) {
+		w("%s%s {\nswitch %s {\n", doc, sig, on)
+		for _, i := range order {
+			md := g.msgs[i]
+			w("case *%s:\n%s", g.typeExpr(goType(md)), body(md))
+		}
+		w("}\n%s\n}\n\n", last)
 	}
-	w("}\nreturn \"\"\n}\n\n")
-	w("// decode resets m and decodes b into it; false if m is not a type\n// this package decodes.\n")
-	w("func decode(b []byte, m proto.Message) (bool, error) {\nswitch m := m.(type) {\n")
-	for _, i := range order {
-		md := g.msgs[i]
-		w("case *%s:\nm.Reset()\nreturn true, %s(b, m, 0)\n", g.typeExpr(goType(md)), g.funcName(md))
-	}
-	w("}\nreturn false, nil\n}\n\n")
-	w("// encode appends m's encoding to b; false if m is not a type this\n// package encodes.\n")
-	w("func encode(b []byte, m proto.Message) ([]byte, bool) {\nswitch m := m.(type) {\n")
-	for _, i := range order {
-		md := g.msgs[i]
-		w("case *%s:\nreturn %s(b, m), true\n", g.typeExpr(goType(md)), g.encName(md))
-	}
-	w("}\nreturn b, false\n}\n\n")
+	typeSwitch("// fullName is m's full name, or \"\" if m is not a type this package\n// decodes and encodes.\n",
+		"func fullName(m proto.Message) string", "m.(type)", `return ""`,
+		func(md protoreflect.MessageDescriptor) string { return fmt.Sprintf("return %q\n", md.FullName()) })
+	typeSwitch("// decode resets m and decodes b into it; false if m is not a type\n// this package decodes.\n",
+		"func decode(b []byte, m proto.Message) (bool, error)", "m := m.(type)", "return false, nil",
+		func(md protoreflect.MessageDescriptor) string {
+			return fmt.Sprintf("m.Reset()\nreturn true, %s(b, m, 0)\n", g.funcName(md))
+		})
+	typeSwitch("// encode appends m's encoding to b; false if m is not a type this\n// package encodes.\n",
+		"func encode(b []byte, m proto.Message) ([]byte, bool)", "m := m.(type)", "return b, false",
+		func(md protoreflect.MessageDescriptor) string {
+			return fmt.Sprintf("return %s(b, m), true\n", g.encName(md))
+		})
 
 	for _, md := range g.msgs {
 		if err := g.writeMessage(&body, md); err != nil {

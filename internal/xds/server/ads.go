@@ -222,18 +222,28 @@ func (s *Server) runStream(ctx context.Context, st *adsStream, recv func() (adsR
 	// error would end the stream with CANCELLED; the stream's transport
 	// stream can write the status itself (grpc-go's
 	// ServerStream.WriteStatus, found by its method;
-	// TestShutdownEndsStreams pins it). Without it, or while a send is
-	// under way (the status is written under the stream's lock, never
-	// beside a Send; a blocked Send ends with the context), the stream
-	// ends CANCELLED, at once all the same.
+	// TestShutdownEndsStreams pins it). The status is written under the
+	// stream's lock, never beside a Send: end waits for a request being
+	// handled or a push under way to finish, up to endWait; a Send
+	// blocked that long (a proxy that does not read) is ended with the
+	// context, and the stream ends CANCELLED, as it does where gRPC lacks
+	// WriteStatus. Never called with st.mu held.
 	end := func(error) { cancel() }
 	if w, ok := grpc.ServerTransportStreamFromContext(ctx).(interface{ WriteStatus(*status.Status) error }); ok {
 		end = func(err error) {
-			if st.mu.TryLock() {
+			locked := make(chan struct{})
+			go func() { st.mu.Lock(); close(locked) }()
+			t := time.NewTimer(endWait)
+			defer t.Stop()
+			select {
+			case <-locked:
 				stat, _ := status.FromError(err) // OK for nil; Unknown for an error without a status
 				_ = w.WriteStatus(stat)
-				st.mu.Unlock()
+			case <-t.C:
+				cancel() // ends the Send that holds the lock
+				<-locked
 			}
+			st.mu.Unlock()
 			cancel()
 		}
 	}
@@ -283,6 +293,10 @@ func (s *Server) runStream(ctx context.Context, st *adsStream, recv func() (adsR
 		}
 	}
 }
+
+// endWait is how long ending a stream waits for a request being handled
+// or a push under way, so that it can end the stream with a status.
+const endWait = 500 * time.Millisecond
 
 // pushLoop is a stream's push goroutine: it pushes while the stream is
 // woken and ends when it is not, or when the stream ends. A failed push

@@ -404,6 +404,45 @@ func TestShutdownEndsStreams(t *testing.T) {
 	}
 }
 
+// TestShutdownWaitsForAStreamBusyHandling: a stream busy handling a
+// request (or pushing) when the server stops is still ended cleanly once
+// that is done, not CANCELLED.
+func TestShutdownWaitsForAStreamBusyHandling(t *testing.T) {
+	s := New(Options{Logger: slog.New(slog.DiscardHandler)})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, lis) }()
+	s.Update(testMesh(1))
+	c := dial(t, withDeadline(t), lis.Addr().String(), client.Node())
+	c.sync()
+
+	s.mu.Lock()
+	p := s.proxies[client.ID]
+	s.mu.Unlock()
+	p.mu.Lock()
+	var st *adsStream
+	for st = range p.live {
+	}
+	p.mu.Unlock()
+	if st == nil {
+		t.Fatal("no live stream")
+	}
+	st.mu.Lock() // as handle or a push does
+	cancel()
+	time.Sleep(50 * time.Millisecond)
+	st.mu.Unlock()
+	if _, err := c.stream.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("stream after shutdown: %v, want io.EOF (ended by the server)", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // nodeSnapshot is what the connected proxy node is served, or nil.
 func (s *Server) nodeSnapshot(node string) *nodeSnapshot {
 	s.mu.Lock()

@@ -321,10 +321,7 @@ func (s *Source) Run(ctx context.Context) error {
 		var started, stopped []string
 		for name := range want {
 			if _, ok := watchers[name]; !ok {
-				wctx, cancel := context.WithCancel(ctx)
-				watchers[name] = cancel
 				started = append(started, name)
-				wg.Go(func() { s.watchService(wctx, name) })
 			}
 		}
 		for name, cancel := range watchers {
@@ -334,7 +331,17 @@ func (s *Source) Run(ctx context.Context) error {
 				stopped = append(stopped, name)
 			}
 		}
-		if s.catalogRead(seq, started, stopped) {
+		outage = s.catalogRead(seq, started, stopped)
+		// Watchers start once catalogRead has counted their services as
+		// waiting for a first answer: an answer read before that would
+		// be forgotten, and the source would not be synced until the
+		// service next changed.
+		for _, name := range started {
+			wctx, cancel := context.WithCancel(ctx)
+			watchers[name] = cancel
+			wg.Go(func() { s.watchService(wctx, name) })
+		}
+		if outage {
 			// The answer may come from an agent on its way down: ask again
 			// without blocking on its index.
 			index = 0

@@ -326,18 +326,28 @@ func TestMalformedNodeIsRejected(t *testing.T) {
 	}
 }
 
-func TestServeStopsWithContext(t *testing.T) {
-	s := New(Options{Logger: slog.New(slog.DiscardHandler)})
+// serveOneSynced serves a one-service mesh on loopback and connects a
+// client that has ACKed what it was sent. cancel stops the server, whose
+// Serve's result then arrives on done.
+func serveOneSynced(t *testing.T) (s *Server, c *adsClient, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	s = New(Options{Logger: slog.New(slog.DiscardHandler)})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, lis) }()
+	t.Cleanup(cancel)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, lis) }()
 	s.Update(testMesh(1))
-	c := dial(t, withDeadline(t), lis.Addr().String(), client.Node())
+	c = dial(t, withDeadline(t), lis.Addr().String(), client.Node())
 	c.sync()
+	return s, c, cancel, served
+}
+
+func TestServeStopsWithContext(t *testing.T) {
+	s, _, cancel, done := serveOneSynced(t)
 	cancel()
 	select {
 	case err := <-done:
@@ -347,6 +357,11 @@ func TestServeStopsWithContext(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after its context was cancelled")
 	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
 	if err := s.Serve(context.Background(), lis); err == nil {
 		t.Error("second Serve succeeded")
 	}
@@ -380,19 +395,7 @@ func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
 // grace period) and sends GOAWAY, so proxies move to another replica at
 // once instead of when their connection dies.
 func TestShutdownEndsStreams(t *testing.T) {
-	s := New(Options{Logger: slog.New(slog.DiscardHandler)})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, lis) }()
-	s.Update(testMesh(1))
-	sctx := withDeadline(t)
-	c := dial(t, sctx, lis.Addr().String(), client.Node())
-	c.sync()
-
+	_, c, cancel, done := serveOneSynced(t)
 	cancel()
 	start := time.Now()
 	if _, err := c.stream.Recv(); !errors.Is(err, io.EOF) {
@@ -408,18 +411,7 @@ func TestShutdownEndsStreams(t *testing.T) {
 // request (or pushing) when the server stops is still ended cleanly once
 // that is done, not CANCELLED.
 func TestShutdownWaitsForAStreamBusyHandling(t *testing.T) {
-	s := New(Options{Logger: slog.New(slog.DiscardHandler)})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, lis) }()
-	s.Update(testMesh(1))
-	c := dial(t, withDeadline(t), lis.Addr().String(), client.Node())
-	c.sync()
-
+	s, c, cancel, done := serveOneSynced(t)
 	s.mu.Lock()
 	p := s.proxies[client.ID]
 	s.mu.Unlock()

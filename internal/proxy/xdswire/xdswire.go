@@ -64,8 +64,9 @@ func finishLen(b []byte, at int) []byte {
 	return b[:at+l+n]
 }
 
-// Marshal is proto.MarshalOptions{Deterministic: true}.Marshal(m): equal
-// messages have equal encodings.
+// Marshal is proto.MarshalOptions{Deterministic: true}.Marshal(m) (but
+// for unknown fields, which it leaves out): equal messages have equal
+// encodings.
 func Marshal(m proto.Message) ([]byte, error) {
 	if fullName(m) == "" {
 		return proto.MarshalOptions{Deterministic: true}.Marshal(m)
@@ -127,17 +128,21 @@ func Clone[M proto.Message](m M) M {
 	return c
 }
 
-// Equal says whether a and b, of one type, have the same encoding — as
-// proto.Equal does for messages without NaNs or unknown fields (for
-// these it is stricter: a NaN equals the same NaN, as a change detector
-// wants).
+// Equal says whether a and b have the same type and the same encoding:
+// proto.Equal, except that a NaN equals the same NaN and unknown fields
+// (which this package's decoding never keeps) are not compared, as a
+// change detector wants.
 func Equal(a, b proto.Message) bool {
 	va, vb := a != nil && a.ProtoReflect().IsValid(), b != nil && b.ProtoReflect().IsValid()
 	if !va || !vb { // as proto.Equal: nil messages are equal only to each other
 		return va == vb
 	}
-	if fullName(a) == "" || fullName(b) == "" {
+	na, nb := fullName(a), fullName(b)
+	if na == "" || nb == "" {
 		return proto.Equal(a, b)
+	}
+	if na != nb {
+		return false
 	}
 	ba, bb := scratch(), scratch()
 	*ba, _ = encode((*ba)[:0], a)

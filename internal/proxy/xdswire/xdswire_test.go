@@ -379,6 +379,9 @@ func TestEncodeMatchesProtobuf(t *testing.T) {
 	if Equal(a, &route.RouteConfiguration{Name: "b"}) || !Equal(a, &route.RouteConfiguration{Name: "a"}) {
 		t.Fatal("Equal")
 	}
+	if Equal(&route.RouteConfiguration{}, &cluster.Cluster{}) {
+		t.Fatal("empty messages of two types are equal")
+	}
 }
 
 // TestDecodeMalformed: what protobuf-go refuses is refused, with a clear

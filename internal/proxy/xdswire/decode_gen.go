@@ -3285,7 +3285,7 @@ func dec0(b []byte, m *discoveryv3.DeltaDiscoveryRequest, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -3386,7 +3386,7 @@ func dec0(b []byte, m *discoveryv3.DeltaDiscoveryRequest, depth int) error {
 				var val string
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -3546,7 +3546,7 @@ func dec1(b []byte, m *corev3.Node, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -3605,7 +3605,7 @@ func dec1(b []byte, m *corev3.Node, depth int) error {
 				var val *corev32.ContextParams
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -3858,7 +3858,7 @@ func dec2(b []byte, m *structpb.Struct, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -3874,7 +3874,7 @@ func dec2(b []byte, m *structpb.Struct, depth int) error {
 				var val *structpb.Value
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -3968,7 +3968,7 @@ func dec3(b []byte, m *structpb.Value, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -4115,7 +4115,7 @@ func dec4(b []byte, m *structpb.ListValue, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -4168,7 +4168,7 @@ func dec5(b []byte, m *corev32.ContextParams, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -4184,7 +4184,7 @@ func dec5(b []byte, m *corev32.ContextParams, depth int) error {
 				var val string
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -4271,7 +4271,7 @@ func dec6(b []byte, m *corev3.Locality, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -4357,7 +4357,7 @@ func dec7(b []byte, m *corev3.BuildVersion, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -4433,7 +4433,7 @@ func dec8(b []byte, m *typev3.SemanticVersion, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -4510,7 +4510,7 @@ func dec9(b []byte, m *corev3.Extension, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -4651,7 +4651,7 @@ func dec10(b []byte, m *corev3.Address, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -4761,7 +4761,7 @@ func dec11(b []byte, m *corev3.SocketAddress, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -4910,7 +4910,7 @@ func dec12(b []byte, m *corev3.Pipe, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -4975,7 +4975,7 @@ func dec13(b []byte, m *corev3.EnvoyInternalAddress, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -5043,7 +5043,7 @@ func dec14(b []byte, m *discoveryv3.ResourceLocator, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -5073,7 +5073,7 @@ func dec14(b []byte, m *discoveryv3.ResourceLocator, depth int) error {
 				var val string
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -5164,7 +5164,7 @@ func dec15(b []byte, m *status.Status, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -5250,7 +5250,7 @@ func dec16(b []byte, m *anypb.Any, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -5315,7 +5315,7 @@ func dec17(b []byte, m *discoveryv3.DeltaDiscoveryResponse, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -5504,7 +5504,7 @@ func dec18(b []byte, m *discoveryv3.Resource, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -5700,7 +5700,7 @@ func dec19(b []byte, m *discoveryv3.ResourceName, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -5772,7 +5772,7 @@ func dec20(b []byte, m *discoveryv3.DynamicParameterConstraints, depth int) erro
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -5908,7 +5908,7 @@ func dec21(b []byte, m *discoveryv3.DynamicParameterConstraints_SingleConstraint
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -6002,7 +6002,7 @@ func dec22(b []byte, m *discoveryv3.DynamicParameterConstraints_SingleConstraint
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -6032,7 +6032,7 @@ func dec23(b []byte, m *discoveryv3.DynamicParameterConstraints_ConstraintList, 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -6085,7 +6085,7 @@ func dec24(b []byte, m *durationpb.Duration, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -6147,7 +6147,7 @@ func dec25(b []byte, m *discoveryv3.Resource_CacheControl, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -6194,7 +6194,7 @@ func dec26(b []byte, m *corev3.Metadata, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -6210,7 +6210,7 @@ func dec26(b []byte, m *corev3.Metadata, depth int) error {
 				var val *structpb.Struct
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -6267,7 +6267,7 @@ func dec26(b []byte, m *corev3.Metadata, depth int) error {
 				var val *anypb.Any
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -6382,7 +6382,7 @@ func dec27(b []byte, m *corev3.ControlPlane, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -6432,7 +6432,7 @@ func dec28(b []byte, m *discoveryv3.ResourceError, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -6508,7 +6508,7 @@ func dec29(b []byte, m *discoveryv3.DiscoveryRequest, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -6677,7 +6677,7 @@ func dec30(b []byte, m *discoveryv3.DiscoveryResponse, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -6842,7 +6842,7 @@ func dec31(b []byte, m *listenerv3.Listener, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -7630,7 +7630,7 @@ func dec32(b []byte, m *listenerv3.AdditionalAddress, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -7728,7 +7728,7 @@ func dec33(b []byte, m *corev3.SocketOptionsOverride, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -7781,7 +7781,7 @@ func dec34(b []byte, m *corev3.SocketOption, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -7943,7 +7943,7 @@ func dec35(b []byte, m *corev3.SocketOption_SocketType, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -8019,7 +8019,7 @@ func dec36(b []byte, m *corev3.SocketOption_SocketType_Stream, depth int) error 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -8049,7 +8049,7 @@ func dec37(b []byte, m *corev3.SocketOption_SocketType_Datagram, depth int) erro
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -8079,7 +8079,7 @@ func dec38(b []byte, m *corev3.TcpKeepalive, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -8177,7 +8177,7 @@ func dec39(b []byte, m *wrapperspb.UInt32Value, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -8224,7 +8224,7 @@ func dec40(b []byte, m *metricsv3.StatsMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -8323,7 +8323,7 @@ func dec41(b []byte, m *matcherv32.ListStringMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -8376,7 +8376,7 @@ func dec42(b []byte, m *matcherv32.StringMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -8547,7 +8547,7 @@ func dec43(b []byte, m *matcherv32.RegexMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -8623,7 +8623,7 @@ func dec44(b []byte, m *matcherv32.RegexMatcher_GoogleRE2, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -8677,7 +8677,7 @@ func dec45(b []byte, m *corev32.TypedExtensionConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -8749,7 +8749,7 @@ func dec46(b []byte, m *listenerv3.FilterChain, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -8930,7 +8930,7 @@ func dec47(b []byte, m *listenerv3.FilterChainMatch, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -9193,7 +9193,7 @@ func dec48(b []byte, m *corev3.CidrRange, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -9265,7 +9265,7 @@ func dec49(b []byte, m *listenerv3.Filter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -9367,7 +9367,7 @@ func dec50(b []byte, m *corev3.ExtensionConfigSource, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -9476,7 +9476,7 @@ func dec51(b []byte, m *corev3.ConfigSource, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -9688,7 +9688,7 @@ func dec52(b []byte, m *corev32.Authority, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -9738,7 +9738,7 @@ func dec53(b []byte, m *corev3.PathConfigSource, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -9832,7 +9832,7 @@ func dec54(b []byte, m *corev3.WatchedDirectory, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -9897,7 +9897,7 @@ func dec55(b []byte, m *corev3.ApiConfigSource, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -10100,7 +10100,7 @@ func dec56(b []byte, m *corev3.GrpcService, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -10249,7 +10249,7 @@ func dec57(b []byte, m *corev3.GrpcService_EnvoyGrpc, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -10376,7 +10376,7 @@ func dec58(b []byte, m *corev3.RetryPolicy, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -10528,7 +10528,7 @@ func dec59(b []byte, m *corev3.BackoffStrategy, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -10604,7 +10604,7 @@ func dec60(b []byte, m *corev3.RetryPolicy_RetryPriority, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -10680,7 +10680,7 @@ func dec61(b []byte, m *corev3.RetryPolicy_RetryHostPredicate, depth int) error 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -10756,7 +10756,7 @@ func dec62(b []byte, m *corev3.GrpcService_GoogleGrpc, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -10993,7 +10993,7 @@ func dec63(b []byte, m *corev3.GrpcService_GoogleGrpc_ChannelCredentials, depth 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -11103,7 +11103,7 @@ func dec64(b []byte, m *corev3.GrpcService_GoogleGrpc_SslCredentials, depth int)
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -11201,7 +11201,7 @@ func dec65(b []byte, m *corev3.DataSource, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -11324,7 +11324,7 @@ func dec66(b []byte, m *emptypb.Empty, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -11354,7 +11354,7 @@ func dec67(b []byte, m *corev3.GrpcService_GoogleGrpc_GoogleLocalCredentials, de
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -11384,7 +11384,7 @@ func dec68(b []byte, m *corev3.GrpcService_GoogleGrpc_CallCredentials, depth int
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -11582,7 +11582,7 @@ func dec69(b []byte, m *corev3.GrpcService_GoogleGrpc_CallCredentials_ServiceAcc
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -11647,7 +11647,7 @@ func dec70(b []byte, m *corev3.GrpcService_GoogleGrpc_CallCredentials_GoogleIAMC
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -11715,7 +11715,7 @@ func dec71(b []byte, m *corev3.GrpcService_GoogleGrpc_CallCredentials_MetadataCr
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -11791,7 +11791,7 @@ func dec72(b []byte, m *corev3.GrpcService_GoogleGrpc_CallCredentials_StsService
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -11985,7 +11985,7 @@ func dec73(b []byte, m *corev3.GrpcService_GoogleGrpc_ChannelArgs, depth int) er
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -12001,7 +12001,7 @@ func dec73(b []byte, m *corev3.GrpcService_GoogleGrpc_ChannelArgs, depth int) er
 				var val *corev3.GrpcService_GoogleGrpc_ChannelArgs_Value
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -12095,7 +12095,7 @@ func dec74(b []byte, m *corev3.GrpcService_GoogleGrpc_ChannelArgs_Value, depth i
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -12160,7 +12160,7 @@ func dec75(b []byte, m *corev3.HeaderValue, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -12243,7 +12243,7 @@ func dec76(b []byte, m *corev3.RateLimitSettings, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -12319,7 +12319,7 @@ func dec77(b []byte, m *wrapperspb.DoubleValue, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -12366,7 +12366,7 @@ func dec78(b []byte, m *corev3.TypedExtensionConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -12438,7 +12438,7 @@ func dec79(b []byte, m *corev3.AggregatedConfigSource, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -12468,7 +12468,7 @@ func dec80(b []byte, m *corev3.SelfConfigSource, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -12515,7 +12515,7 @@ func dec81(b []byte, m *wrapperspb.BoolValue, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -12562,7 +12562,7 @@ func dec82(b []byte, m *corev3.TransportSocket, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -12638,7 +12638,7 @@ func dec83(b []byte, m *listenerv3.Listener_FcdsConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -12710,7 +12710,7 @@ func dec84(b []byte, m *matcherv33.Matcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -12816,7 +12816,7 @@ func dec85(b []byte, m *matcherv33.Matcher_MatcherList, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -12869,7 +12869,7 @@ func dec86(b []byte, m *matcherv33.Matcher_MatcherList_FieldMatcher, depth int) 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -12945,7 +12945,7 @@ func dec87(b []byte, m *matcherv33.Matcher_MatcherList_Predicate, depth int) err
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -13081,7 +13081,7 @@ func dec88(b []byte, m *matcherv33.Matcher_MatcherList_Predicate_SinglePredicate
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -13187,7 +13187,7 @@ func dec89(b []byte, m *matcherv33.StringMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -13358,7 +13358,7 @@ func dec90(b []byte, m *matcherv33.RegexMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -13434,7 +13434,7 @@ func dec91(b []byte, m *matcherv33.RegexMatcher_GoogleRE2, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -13464,7 +13464,7 @@ func dec92(b []byte, m *matcherv33.Matcher_MatcherList_Predicate_PredicateList, 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -13517,7 +13517,7 @@ func dec93(b []byte, m *matcherv33.Matcher_OnMatch, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -13616,7 +13616,7 @@ func dec94(b []byte, m *matcherv33.Matcher_MatcherTree, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -13748,7 +13748,7 @@ func dec95(b []byte, m *matcherv33.Matcher_MatcherTree_MatchMap, depth int) erro
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -13764,7 +13764,7 @@ func dec95(b []byte, m *matcherv33.Matcher_MatcherTree_MatchMap, depth int) erro
 				var val *matcherv33.Matcher_OnMatch
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -13858,7 +13858,7 @@ func dec96(b []byte, m *listenerv3.Listener_DeprecatedV1, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -13912,7 +13912,7 @@ func dec97(b []byte, m *listenerv3.ListenerFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -14036,7 +14036,7 @@ func dec98(b []byte, m *listenerv3.ListenerFilterChainMatchPredicate, depth int)
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -14187,7 +14187,7 @@ func dec99(b []byte, m *listenerv3.ListenerFilterChainMatchPredicate_MatchSet, d
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -14240,7 +14240,7 @@ func dec100(b []byte, m *typev3.Int32Range, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -14302,7 +14302,7 @@ func dec101(b []byte, m *listenerv3.UdpListenerConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -14400,7 +14400,7 @@ func dec102(b []byte, m *corev3.UdpSocketConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -14476,7 +14476,7 @@ func dec103(b []byte, m *wrapperspb.UInt64Value, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -14523,7 +14523,7 @@ func dec104(b []byte, m *listenerv3.QuicProtocolOptions, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -14855,7 +14855,7 @@ func dec105(b []byte, m *corev3.QuicProtocolOptions, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -15165,7 +15165,7 @@ func dec106(b []byte, m *corev3.QuicKeepAliveSettings, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -15241,7 +15241,7 @@ func dec107(b []byte, m *corev3.QuicProtocolOptions_ConnectionMigrationSettings,
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -15317,7 +15317,7 @@ func dec108(b []byte, m *corev3.QuicProtocolOptions_ConnectionMigrationSettings_
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -15371,7 +15371,7 @@ func dec109(b []byte, m *corev3.RuntimeFeatureFlag, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -15443,7 +15443,7 @@ func dec110(b []byte, m *corev3.SocketCmsgHeaders, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -15534,7 +15534,7 @@ func dec111(b []byte, m *listenerv3.ApiListener, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -15588,7 +15588,7 @@ func dec112(b []byte, m *listenerv3.Listener_ConnectionBalanceConfig, depth int)
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -15698,7 +15698,7 @@ func dec113(b []byte, m *listenerv3.Listener_ConnectionBalanceConfig_ExactBalanc
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -15728,7 +15728,7 @@ func dec114(b []byte, m *listenerv3.Listener_ConnectionBalanceConfig_CpuLocality
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -15758,7 +15758,7 @@ func dec115(b []byte, m *accesslogv3.AccessLog, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -15856,7 +15856,7 @@ func dec116(b []byte, m *accesslogv3.AccessLogFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -16226,7 +16226,7 @@ func dec117(b []byte, m *accesslogv3.StatusCodeFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -16280,7 +16280,7 @@ func dec118(b []byte, m *accesslogv3.ComparisonFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -16349,7 +16349,7 @@ func dec119(b []byte, m *corev3.RuntimeUInt32, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -16414,7 +16414,7 @@ func dec120(b []byte, m *accesslogv3.DurationFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -16468,7 +16468,7 @@ func dec121(b []byte, m *accesslogv3.NotHealthCheckFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -16498,7 +16498,7 @@ func dec122(b []byte, m *accesslogv3.TraceableFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -16528,7 +16528,7 @@ func dec123(b []byte, m *accesslogv3.RuntimeFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -16615,7 +16615,7 @@ func dec124(b []byte, m *typev3.FractionalPercent, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -16677,7 +16677,7 @@ func dec125(b []byte, m *accesslogv3.AndFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -16730,7 +16730,7 @@ func dec126(b []byte, m *accesslogv3.OrFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -16783,7 +16783,7 @@ func dec127(b []byte, m *accesslogv3.HeaderFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -16837,7 +16837,7 @@ func dec128(b []byte, m *routev3.HeaderMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -17082,7 +17082,7 @@ func dec129(b []byte, m *typev3.Int64Range, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -17144,7 +17144,7 @@ func dec130(b []byte, m *accesslogv3.ResponseFlagFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -17194,7 +17194,7 @@ func dec131(b []byte, m *accesslogv3.GrpcStatusFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -17278,7 +17278,7 @@ func dec132(b []byte, m *accesslogv3.ExtensionFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -17354,7 +17354,7 @@ func dec133(b []byte, m *accesslogv3.MetadataFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -17430,7 +17430,7 @@ func dec134(b []byte, m *matcherv32.MetadataMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -17538,7 +17538,7 @@ func dec135(b []byte, m *matcherv32.MetadataMatcher_PathSegment, depth int) erro
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -17588,7 +17588,7 @@ func dec136(b []byte, m *matcherv32.ValueMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -17780,7 +17780,7 @@ func dec137(b []byte, m *matcherv32.ValueMatcher_NullMatch, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -17810,7 +17810,7 @@ func dec138(b []byte, m *matcherv32.DoubleMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -17883,7 +17883,7 @@ func dec139(b []byte, m *typev3.DoubleRange, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -17945,7 +17945,7 @@ func dec140(b []byte, m *matcherv32.ListMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -18003,7 +18003,7 @@ func dec141(b []byte, m *matcherv32.OrMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -18056,7 +18056,7 @@ func dec142(b []byte, m *accesslogv3.LogTypeFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -18140,7 +18140,7 @@ func dec143(b []byte, m *listenerv3.Listener_InternalListenerConfig, depth int) 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -18170,7 +18170,7 @@ func dec144(b []byte, m *routev3.RouteConfiguration, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -18404,7 +18404,7 @@ func dec144(b []byte, m *routev3.RouteConfiguration, depth int) error {
 				var val *anypb.Any
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -18629,7 +18629,7 @@ func dec145(b []byte, m *routev3.VirtualHost, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -18812,7 +18812,7 @@ func dec145(b []byte, m *routev3.VirtualHost, depth int) error {
 				var val *anypb.Any
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -19194,7 +19194,7 @@ func dec146(b []byte, m *routev3.Route, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -19354,7 +19354,7 @@ func dec146(b []byte, m *routev3.Route, depth int) error {
 				var val *anypb.Any
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -19701,7 +19701,7 @@ func dec147(b []byte, m *routev3.RouteMatch, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -20058,7 +20058,7 @@ func dec148(b []byte, m *routev3.RouteMatch_ConnectMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -20088,7 +20088,7 @@ func dec149(b []byte, m *corev3.RuntimeFractionalPercent, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -20160,7 +20160,7 @@ func dec150(b []byte, m *routev3.QueryParameterMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -20251,7 +20251,7 @@ func dec151(b []byte, m *routev3.CookieMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -20338,7 +20338,7 @@ func dec152(b []byte, m *routev3.RouteMatch_GrpcRouteMatchOptions, depth int) er
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -20368,7 +20368,7 @@ func dec153(b []byte, m *routev3.RouteMatch_TlsContextMatchOptions, depth int) e
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -20444,7 +20444,7 @@ func dec154(b []byte, m *matcherv32.FilterStateMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -20546,7 +20546,7 @@ func dec155(b []byte, m *matcherv32.AddressMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -20614,7 +20614,7 @@ func dec156(b []byte, m *corev32.CidrRange, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -20686,7 +20686,7 @@ func dec157(b []byte, m *routev3.RouteAction, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -21484,7 +21484,7 @@ func dec158(b []byte, m *routev3.WeightedCluster, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -21621,7 +21621,7 @@ func dec159(b []byte, m *routev3.WeightedCluster_ClusterWeight, depth int) error
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -21751,7 +21751,7 @@ func dec159(b []byte, m *routev3.WeightedCluster_ClusterWeight, depth int) error
 				var val *anypb.Any
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -21907,7 +21907,7 @@ func dec160(b []byte, m *corev3.HeaderValueOption, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -22013,7 +22013,7 @@ func dec161(b []byte, m *routev3.ClusterSpecifierPlugin, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -22082,7 +22082,7 @@ func dec162(b []byte, m *matcherv32.RegexMatchAndSubstitute, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -22154,7 +22154,7 @@ func dec163(b []byte, m *routev3.RetryPolicy, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -22487,7 +22487,7 @@ func dec164(b []byte, m *routev3.RetryPolicy_RetryPriority, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -22563,7 +22563,7 @@ func dec165(b []byte, m *routev3.RetryPolicy_RetryHostPredicate, depth int) erro
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -22639,7 +22639,7 @@ func dec166(b []byte, m *routev3.RetryPolicy_RetryBackOff, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -22715,7 +22715,7 @@ func dec167(b []byte, m *routev3.RetryPolicy_RateLimitedRetryBackOff, depth int)
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -22790,7 +22790,7 @@ func dec168(b []byte, m *routev3.RetryPolicy_ResetHeader, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -22855,7 +22855,7 @@ func dec169(b []byte, m *routev3.RouteAction_RequestMirrorPolicy, depth int) err
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -23021,7 +23021,7 @@ func dec170(b []byte, m *mutationrulesv3.HeaderMutation, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -23123,7 +23123,7 @@ func dec171(b []byte, m *mutationrulesv3.HeaderMutation_RemoveOnMatch, depth int
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -23177,7 +23177,7 @@ func dec172(b []byte, m *routev3.RateLimit, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -23344,7 +23344,7 @@ func dec173(b []byte, m *routev3.RateLimit_Action, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -23714,7 +23714,7 @@ func dec174(b []byte, m *routev3.RateLimit_Action_SourceCluster, depth int) erro
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -23744,7 +23744,7 @@ func dec175(b []byte, m *routev3.RateLimit_Action_DestinationCluster, depth int)
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -23774,7 +23774,7 @@ func dec176(b []byte, m *routev3.RateLimit_Action_RequestHeaders, depth int) err
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -23857,7 +23857,7 @@ func dec177(b []byte, m *routev3.RateLimit_Action_QueryParameters, depth int) er
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -23940,7 +23940,7 @@ func dec178(b []byte, m *routev3.RateLimit_Action_RemoteAddress, depth int) erro
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -23970,7 +23970,7 @@ func dec179(b []byte, m *routev3.RateLimit_Action_GenericKey, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -24056,7 +24056,7 @@ func dec180(b []byte, m *routev3.RateLimit_Action_HeaderValueMatch, depth int) e
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -24185,7 +24185,7 @@ func dec181(b []byte, m *routev3.RateLimit_Action_DynamicMetaData, depth int) er
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -24275,7 +24275,7 @@ func dec182(b []byte, m *metadatav3.MetadataKey, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -24346,7 +24346,7 @@ func dec183(b []byte, m *metadatav3.MetadataKey_PathSegment, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -24411,7 +24411,7 @@ func dec184(b []byte, m *routev3.RateLimit_Action_MetaData, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -24531,7 +24531,7 @@ func dec185(b []byte, m *routev3.RateLimit_Action_MaskedRemoteAddress, depth int
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -24607,7 +24607,7 @@ func dec186(b []byte, m *routev3.RateLimit_Action_QueryParameterValueMatch, dept
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -24736,7 +24736,7 @@ func dec187(b []byte, m *routev3.RateLimit_Action_RemoteAddressMatch, depth int)
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -24844,7 +24844,7 @@ func dec188(b []byte, m *routev3.RateLimit_Override, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -24928,7 +24928,7 @@ func dec189(b []byte, m *routev3.RateLimit_Override_DynamicMetadata, depth int) 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -24982,7 +24982,7 @@ func dec190(b []byte, m *routev3.RateLimit_Override_RateLimitOverride, depth int
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -25044,7 +25044,7 @@ func dec191(b []byte, m *routev3.RateLimit_HitsAddend, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -25131,7 +25131,7 @@ func dec192(b []byte, m *routev3.RouteAction_HashPolicy, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -25308,7 +25308,7 @@ func dec193(b []byte, m *routev3.RouteAction_HashPolicy_Header, depth int) error
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -25380,7 +25380,7 @@ func dec194(b []byte, m *routev3.RouteAction_HashPolicy_Cookie, depth int) error
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -25491,7 +25491,7 @@ func dec195(b []byte, m *routev3.RouteAction_HashPolicy_CookieAttribute, depth i
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -25559,7 +25559,7 @@ func dec196(b []byte, m *routev3.RouteAction_HashPolicy_ConnectionProperties, de
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -25606,7 +25606,7 @@ func dec197(b []byte, m *routev3.RouteAction_HashPolicy_QueryParameter, depth in
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -25656,7 +25656,7 @@ func dec198(b []byte, m *routev3.RouteAction_HashPolicy_FilterState, depth int) 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -25706,7 +25706,7 @@ func dec199(b []byte, m *routev3.CorsPolicy, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -25945,7 +25945,7 @@ func dec200(b []byte, m *routev3.RouteAction_UpgradeConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -26039,7 +26039,7 @@ func dec201(b []byte, m *routev3.RouteAction_UpgradeConfig_ConnectConfig, depth 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -26108,7 +26108,7 @@ func dec202(b []byte, m *corev3.ProxyProtocolConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -26198,7 +26198,7 @@ func dec203(b []byte, m *corev3.ProxyProtocolPassThroughTLVs, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -26282,7 +26282,7 @@ func dec204(b []byte, m *corev3.TlvEntry, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -26366,7 +26366,7 @@ func dec205(b []byte, m *corev3.SubstitutionFormatString, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -26544,7 +26544,7 @@ func dec206(b []byte, m *corev3.JsonFormatOptions, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -26591,7 +26591,7 @@ func dec207(b []byte, m *routev3.InternalRedirectPolicy, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -26736,7 +26736,7 @@ func dec208(b []byte, m *routev3.HedgePolicy, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -26827,7 +26827,7 @@ func dec209(b []byte, m *routev3.RouteAction_MaxStreamDuration, depth int) error
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -26925,7 +26925,7 @@ func dec210(b []byte, m *routev3.RedirectAction, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -27133,7 +27133,7 @@ func dec211(b []byte, m *routev3.DirectResponseAction, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -27224,7 +27224,7 @@ func dec212(b []byte, m *routev3.FilterAction, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -27278,7 +27278,7 @@ func dec213(b []byte, m *routev3.NonForwardingAction, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -27308,7 +27308,7 @@ func dec214(b []byte, m *routev3.Decorator, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -27380,7 +27380,7 @@ func dec215(b []byte, m *routev3.Tracing, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -27535,7 +27535,7 @@ func dec216(b []byte, m *tracingv3.CustomTag, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -27722,7 +27722,7 @@ func dec217(b []byte, m *tracingv3.CustomTag_Literal, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -27772,7 +27772,7 @@ func dec218(b []byte, m *tracingv3.CustomTag_Environment, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -27840,7 +27840,7 @@ func dec219(b []byte, m *tracingv3.CustomTag_Header, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -27908,7 +27908,7 @@ func dec220(b []byte, m *tracingv3.CustomTag_Metadata, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -28002,7 +28002,7 @@ func dec221(b []byte, m *metadatav3.MetadataKind, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -28138,7 +28138,7 @@ func dec222(b []byte, m *metadatav3.MetadataKind_Request, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -28168,7 +28168,7 @@ func dec223(b []byte, m *metadatav3.MetadataKind_Route, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -28198,7 +28198,7 @@ func dec224(b []byte, m *metadatav3.MetadataKind_Cluster, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -28228,7 +28228,7 @@ func dec225(b []byte, m *metadatav3.MetadataKind_Host, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -28258,7 +28258,7 @@ func dec226(b []byte, m *routev3.VirtualCluster, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -28329,7 +28329,7 @@ func dec227(b []byte, m *routev3.Vhds, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -28383,7 +28383,7 @@ func dec228(b []byte, m *routev3.FilterConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -28467,7 +28467,7 @@ func dec229(b []byte, m *clusterv3.Cluster, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -28773,7 +28773,7 @@ func dec229(b []byte, m *clusterv3.Cluster, depth int) error {
 				var val *anypb.Any
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -29747,7 +29747,7 @@ func dec230(b []byte, m *clusterv3.Cluster_TransportSocketMatch, depth int) erro
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -29841,7 +29841,7 @@ func dec231(b []byte, m *clusterv3.Cluster_CustomClusterType, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -29913,7 +29913,7 @@ func dec232(b []byte, m *clusterv3.Cluster_EdsClusterConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -29985,7 +29985,7 @@ func dec233(b []byte, m *endpointv3.ClusterLoadAssignment, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -30029,7 +30029,7 @@ func dec233(b []byte, m *endpointv3.ClusterLoadAssignment, depth int) error {
 				var val *endpointv3.Endpoint
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -30156,7 +30156,7 @@ func dec234(b []byte, m *endpointv3.LocalityLbEndpoints, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -30364,7 +30364,7 @@ func dec235(b []byte, m *endpointv3.LbEndpoint, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -30499,7 +30499,7 @@ func dec236(b []byte, m *endpointv3.Endpoint, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -30632,7 +30632,7 @@ func dec237(b []byte, m *endpointv3.Endpoint_HealthCheckConfig, depth int) error
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -30734,7 +30734,7 @@ func dec238(b []byte, m *endpointv3.Endpoint_AdditionalAddress, depth int) error
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -30788,7 +30788,7 @@ func dec239(b []byte, m *endpointv3.LocalityLbEndpoints_LbEndpointList, depth in
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -30841,7 +30841,7 @@ func dec240(b []byte, m *endpointv3.LedsClusterLocalityConfig, depth int) error 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -30913,7 +30913,7 @@ func dec241(b []byte, m *endpointv3.ClusterLoadAssignment_Policy, depth int) err
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -31025,7 +31025,7 @@ func dec242(b []byte, m *endpointv3.ClusterLoadAssignment_Policy_DropOverload, d
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -31097,7 +31097,7 @@ func dec243(b []byte, m *corev3.HealthCheck, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -31687,7 +31687,7 @@ func dec244(b []byte, m *corev3.HealthCheck_HttpHealthCheck, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -31968,7 +31968,7 @@ func dec245(b []byte, m *corev3.HealthCheck_Payload, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -32033,7 +32033,7 @@ func dec246(b []byte, m *corev3.HealthCheck_TcpHealthCheck, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -32130,7 +32130,7 @@ func dec247(b []byte, m *corev3.HealthCheck_GrpcHealthCheck, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -32219,7 +32219,7 @@ func dec248(b []byte, m *corev3.HealthCheck_CustomHealthCheck, depth int) error 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -32295,7 +32295,7 @@ func dec249(b []byte, m *corev3.EventServiceConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -32353,7 +32353,7 @@ func dec250(b []byte, m *corev3.HealthCheck_TlsOptions, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -32403,7 +32403,7 @@ func dec251(b []byte, m *clusterv3.CircuitBreakers, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -32477,7 +32477,7 @@ func dec252(b []byte, m *clusterv3.CircuitBreakers_Thresholds, depth int) error 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -32671,7 +32671,7 @@ func dec253(b []byte, m *clusterv3.CircuitBreakers_Thresholds_RetryBudget, depth
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -32769,7 +32769,7 @@ func dec254(b []byte, m *typev3.Percent, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -32816,7 +32816,7 @@ func dec255(b []byte, m *corev3.UpstreamHttpProtocolOptions, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -32896,7 +32896,7 @@ func dec256(b []byte, m *corev3.HttpProtocolOptions, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -33097,7 +33097,7 @@ func dec257(b []byte, m *corev3.Http1ProtocolOptions, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -33331,7 +33331,7 @@ func dec258(b []byte, m *corev3.Http1ProtocolOptions_HeaderKeyFormat, depth int)
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -33415,7 +33415,7 @@ func dec259(b []byte, m *corev3.Http1ProtocolOptions_HeaderKeyFormat_ProperCaseW
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -33445,7 +33445,7 @@ func dec260(b []byte, m *corev3.Http2ProtocolOptions, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -33939,7 +33939,7 @@ func dec261(b []byte, m *corev3.Http2ProtocolOptions_SettingsParameter, depth in
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -34015,7 +34015,7 @@ func dec262(b []byte, m *corev3.KeepaliveSettings, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -34135,7 +34135,7 @@ func dec263(b []byte, m *clusterv3.Cluster_RefreshRate, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -34211,7 +34211,7 @@ func dec264(b []byte, m *corev3.DnsResolutionConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -34286,7 +34286,7 @@ func dec265(b []byte, m *corev3.DnsResolverOptions, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -34348,7 +34348,7 @@ func dec266(b []byte, m *clusterv3.OutlierDetection, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -34944,7 +34944,7 @@ func dec267(b []byte, m *corev3.BindConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -35120,7 +35120,7 @@ func dec268(b []byte, m *corev3.ExtraSourceAddress, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -35196,7 +35196,7 @@ func dec269(b []byte, m *clusterv3.Cluster_LbSubsetConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -35361,7 +35361,7 @@ func dec270(b []byte, m *clusterv3.Cluster_LbSubsetConfig_LbSubsetSelector, dept
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -35459,7 +35459,7 @@ func dec271(b []byte, m *clusterv3.Cluster_RingHashLbConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -35550,7 +35550,7 @@ func dec272(b []byte, m *clusterv3.Cluster_MaglevLbConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -35604,7 +35604,7 @@ func dec273(b []byte, m *clusterv3.Cluster_OriginalDstLbConfig, depth int) error
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -35713,7 +35713,7 @@ func dec274(b []byte, m *clusterv3.Cluster_LeastRequestLbConfig, depth int) erro
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -35811,7 +35811,7 @@ func dec275(b []byte, m *corev3.RuntimeDouble, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -35876,7 +35876,7 @@ func dec276(b []byte, m *clusterv3.Cluster_SlowStartConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -35974,7 +35974,7 @@ func dec277(b []byte, m *clusterv3.Cluster_RoundRobinLbConfig, depth int) error 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -36028,7 +36028,7 @@ func dec278(b []byte, m *clusterv3.Cluster_CommonLbConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -36230,7 +36230,7 @@ func dec279(b []byte, m *clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig, dep
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -36321,7 +36321,7 @@ func dec280(b []byte, m *clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConf
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -36351,7 +36351,7 @@ func dec281(b []byte, m *clusterv3.Cluster_CommonLbConfig_ConsistentHashingLbCon
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -36420,7 +36420,7 @@ func dec282(b []byte, m *corev3.HealthStatusSet, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -36489,7 +36489,7 @@ func dec283(b []byte, m *clusterv3.UpstreamConnectionOptions, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -36580,7 +36580,7 @@ func dec284(b []byte, m *clusterv3.UpstreamConnectionOptions_HappyEyeballsConfig
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -36649,7 +36649,7 @@ func dec285(b []byte, m *clusterv3.Filter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -36743,7 +36743,7 @@ func dec286(b []byte, m *clusterv3.LoadBalancingPolicy, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -36796,7 +36796,7 @@ func dec287(b []byte, m *clusterv3.LoadBalancingPolicy_Policy, depth int) error 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -36850,7 +36850,7 @@ func dec288(b []byte, m *clusterv3.TrackClusterStats, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -36927,7 +36927,7 @@ func dec289(b []byte, m *clusterv3.Cluster_PreconnectPolicy, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -37025,7 +37025,7 @@ func dec290(b []byte, m *clusterv3.Cluster_QueuingPolicies, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -37079,7 +37079,7 @@ func dec291(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager, depth in
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -38315,7 +38315,7 @@ func dec292(b []byte, m *httpconnectionmanagerv3.Rds, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -38387,7 +38387,7 @@ func dec293(b []byte, m *httpconnectionmanagerv3.ScopedRoutes, depth int) error 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -38533,7 +38533,7 @@ func dec294(b []byte, m *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder, d
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -38586,7 +38586,7 @@ func dec295(b []byte, m *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_Fr
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -38644,7 +38644,7 @@ func dec296(b []byte, m *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_Fr
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -38753,7 +38753,7 @@ func dec297(b []byte, m *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_Fr
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -38821,7 +38821,7 @@ func dec298(b []byte, m *httpconnectionmanagerv3.ScopedRouteConfigurationsList, 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -38874,7 +38874,7 @@ func dec299(b []byte, m *routev3.ScopedRouteConfiguration, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -39001,7 +39001,7 @@ func dec300(b []byte, m *routev3.ScopedRouteConfiguration_Key, depth int) error 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -39054,7 +39054,7 @@ func dec301(b []byte, m *routev3.ScopedRouteConfiguration_Key_Fragment, depth in
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -39104,7 +39104,7 @@ func dec302(b []byte, m *httpconnectionmanagerv3.ScopedRds, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -39176,7 +39176,7 @@ func dec303(b []byte, m *httpconnectionmanagerv3.HttpFilter, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -39308,7 +39308,7 @@ func dec304(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_Tracing, 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -39559,7 +39559,7 @@ func dec305(b []byte, m *tracev3.Tracing_Http, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -39635,7 +39635,7 @@ func dec306(b []byte, m *corev3.Http3ProtocolOptions, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -39793,7 +39793,7 @@ func dec307(b []byte, m *corev3.SchemeHeaderTransformation, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -39858,7 +39858,7 @@ func dec308(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_HcmAccess
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -39942,7 +39942,7 @@ func dec309(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_InternalA
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -40010,7 +40010,7 @@ func dec310(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_SetCurren
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -40154,7 +40154,7 @@ func dec311(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_UpgradeCo
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -40247,7 +40247,7 @@ func dec312(b []byte, m *httpconnectionmanagerv3.RequestIDExtension, depth int) 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -40301,7 +40301,7 @@ func dec313(b []byte, m *httpconnectionmanagerv3.LocalReplyConfig, depth int) er
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -40376,7 +40376,7 @@ func dec314(b []byte, m *httpconnectionmanagerv3.ResponseMapper, depth int) erro
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -40517,7 +40517,7 @@ func dec315(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_PathNorma
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -40593,7 +40593,7 @@ func dec316(b []byte, m *httpv32.PathTransformation, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -40646,7 +40646,7 @@ func dec317(b []byte, m *httpv32.PathTransformation_Operation, depth int) error 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -40730,7 +40730,7 @@ func dec318(b []byte, m *httpv32.PathTransformation_Operation_NormalizePathRFC39
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -40760,7 +40760,7 @@ func dec319(b []byte, m *httpv32.PathTransformation_Operation_MergeSlashes, dept
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -40790,7 +40790,7 @@ func dec320(b []byte, m *httpconnectionmanagerv3.HttpConnectionManager_ProxyStat
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -40915,7 +40915,7 @@ func dec321(b []byte, m *httpconnectionmanagerv3.ForwardProtoConfig, depth int) 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -41021,7 +41021,7 @@ func dec322(b []byte, m *routerv3.Router, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -41239,7 +41239,7 @@ func dec323(b []byte, m *routerv3.Router_UpstreamAccessLogOptions, depth int) er
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -41308,7 +41308,7 @@ func dec324(b []byte, m *tcpproxyv3.TcpProxy, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -41818,7 +41818,7 @@ func dec325(b []byte, m *tcpproxyv3.TcpProxy_WeightedCluster, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -41871,7 +41871,7 @@ func dec326(b []byte, m *tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight, dept
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -41958,7 +41958,7 @@ func dec327(b []byte, m *tcpproxyv3.TcpProxy_OnDemand, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -42052,7 +42052,7 @@ func dec328(b []byte, m *typev3.HashPolicy, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -42136,7 +42136,7 @@ func dec329(b []byte, m *typev3.HashPolicy_SourceIp, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -42166,7 +42166,7 @@ func dec330(b []byte, m *typev3.HashPolicy_FilterState, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -42216,7 +42216,7 @@ func dec331(b []byte, m *tcpproxyv3.TcpProxy_TunnelingConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -42429,7 +42429,7 @@ func dec332(b []byte, m *tcpproxyv3.TcpProxy_TcpAccessLogOptions, depth int) err
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -42513,7 +42513,7 @@ func dec333(b []byte, m *faultv32.HTTPFault, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -42853,7 +42853,7 @@ func dec334(b []byte, m *faultv3.FaultDelay, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -42959,7 +42959,7 @@ func dec335(b []byte, m *faultv3.FaultDelay_HeaderDelay, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -42989,7 +42989,7 @@ func dec336(b []byte, m *faultv32.FaultAbort, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -43117,7 +43117,7 @@ func dec337(b []byte, m *faultv32.FaultAbort_HeaderAbort, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -43147,7 +43147,7 @@ func dec338(b []byte, m *faultv3.FaultRateLimit, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -43253,7 +43253,7 @@ func dec339(b []byte, m *faultv3.FaultRateLimit_FixedLimit, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -43300,7 +43300,7 @@ func dec340(b []byte, m *faultv3.FaultRateLimit_HeaderLimit, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -43330,7 +43330,7 @@ func dec341(b []byte, m *corsv3.CorsPolicy, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -43565,7 +43565,7 @@ func dec342(b []byte, m *rbacv32.RBAC, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -43736,7 +43736,7 @@ func dec343(b []byte, m *rbacv3.RBAC, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -43763,7 +43763,7 @@ func dec343(b []byte, m *rbacv3.RBAC, depth int) error {
 				var val *rbacv3.Policy
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -43883,7 +43883,7 @@ func dec344(b []byte, m *rbacv3.Policy, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -44023,7 +44023,7 @@ func dec345(b []byte, m *rbacv3.Permission, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -44397,7 +44397,7 @@ func dec346(b []byte, m *rbacv3.Permission_Set, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -44450,7 +44450,7 @@ func dec347(b []byte, m *matcherv32.PathMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -44508,7 +44508,7 @@ func dec348(b []byte, m *rbacv3.SourcedMetadata, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -44577,7 +44577,7 @@ func dec349(b []byte, m *rbacv3.Principal, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -44962,7 +44962,7 @@ func dec350(b []byte, m *rbacv3.Principal_Set, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -45015,7 +45015,7 @@ func dec351(b []byte, m *rbacv3.Principal_Authenticated, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -45069,7 +45069,7 @@ func dec352(b []byte, m *v1alpha1.Expr, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -45298,7 +45298,7 @@ func dec353(b []byte, m *v1alpha1.Constant, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -45490,7 +45490,7 @@ func dec354(b []byte, m *timestamppb.Timestamp, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -45552,7 +45552,7 @@ func dec355(b []byte, m *v1alpha1.Expr_Ident, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -45602,7 +45602,7 @@ func dec356(b []byte, m *v1alpha1.Expr_Select, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -45689,7 +45689,7 @@ func dec357(b []byte, m *v1alpha1.Expr_Call, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -45782,7 +45782,7 @@ func dec358(b []byte, m *v1alpha1.Expr_CreateList, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -45872,7 +45872,7 @@ func dec359(b []byte, m *v1alpha1.Expr_CreateStruct, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -45943,7 +45943,7 @@ func dec360(b []byte, m *v1alpha1.Expr_CreateStruct_Entry, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -46071,7 +46071,7 @@ func dec361(b []byte, m *v1alpha1.Expr_Comprehension, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -46267,7 +46267,7 @@ func dec362(b []byte, m *v1alpha1.CheckedExpr, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -46283,7 +46283,7 @@ func dec362(b []byte, m *v1alpha1.CheckedExpr, depth int) error {
 				var val *v1alpha1.Reference
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -46337,7 +46337,7 @@ func dec362(b []byte, m *v1alpha1.CheckedExpr, depth int) error {
 				var val *v1alpha1.Type
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -46511,7 +46511,7 @@ func dec363(b []byte, m *v1alpha1.Reference, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -46601,7 +46601,7 @@ func dec364(b []byte, m *v1alpha1.Type, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -46911,7 +46911,7 @@ func dec365(b []byte, m *v1alpha1.Type_ListType, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -46965,7 +46965,7 @@ func dec366(b []byte, m *v1alpha1.Type_MapType, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -47041,7 +47041,7 @@ func dec367(b []byte, m *v1alpha1.Type_FunctionType, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -47116,7 +47116,7 @@ func dec368(b []byte, m *v1alpha1.Type_AbstractType, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -47187,7 +47187,7 @@ func dec369(b []byte, m *v1alpha1.SourceInfo, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -47259,7 +47259,7 @@ func dec369(b []byte, m *v1alpha1.SourceInfo, depth int) error {
 				var val int32
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -47306,7 +47306,7 @@ func dec369(b []byte, m *v1alpha1.SourceInfo, depth int) error {
 				var val *v1alpha1.Expr
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -47453,7 +47453,7 @@ func dec370(b []byte, m *v1alpha1.SourceInfo_Extension, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -47562,7 +47562,7 @@ func dec371(b []byte, m *v1alpha1.SourceInfo_Extension_Version, depth int) error
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -47624,7 +47624,7 @@ func dec372(b []byte, m *corev3.CelExpressionConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -47701,7 +47701,7 @@ func dec373(b []byte, m *rbacv3.RBAC_AuditLoggingOptions, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -47769,7 +47769,7 @@ func dec374(b []byte, m *rbacv3.RBAC_AuditLoggingOptions_AuditLoggerConfig, dept
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -47838,7 +47838,7 @@ func dec375(b []byte, m *rbacv32.RBACPerRoute, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -47892,7 +47892,7 @@ func dec376(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -47908,7 +47908,7 @@ func dec376(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 				var val *jwtauthnv3.JwtProvider
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -48005,7 +48005,7 @@ func dec376(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 				var val *jwtauthnv3.JwtRequirement
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -48171,7 +48171,7 @@ func dec377(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -48604,7 +48604,7 @@ func dec378(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -48724,7 +48724,7 @@ func dec379(b []byte, m *corev3.HttpUri, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -48814,7 +48814,7 @@ func dec380(b []byte, m *jwtauthnv3.JwksAsyncFetch, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -48883,7 +48883,7 @@ func dec381(b []byte, m *jwtauthnv3.JwtHeader, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -48951,7 +48951,7 @@ func dec382(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload, depth int) err
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -49001,7 +49001,7 @@ func dec383(b []byte, m *jwtauthnv3.JwtCacheConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -49063,7 +49063,7 @@ func dec384(b []byte, m *jwtauthnv3.JwtClaimToHeader, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -49152,7 +49152,7 @@ func dec385(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment, depth int) err
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -49202,7 +49202,7 @@ func dec386(b []byte, m *jwtauthnv3.RequirementRule, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -49300,7 +49300,7 @@ func dec387(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -49506,7 +49506,7 @@ func dec388(b []byte, m *jwtauthnv3.ProviderWithAudiences, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -49574,7 +49574,7 @@ func dec389(b []byte, m *jwtauthnv3.JwtRequirementOrList, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -49627,7 +49627,7 @@ func dec390(b []byte, m *jwtauthnv3.JwtRequirementAndList, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -49680,7 +49680,7 @@ func dec391(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation, depth int) err
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -49730,7 +49730,7 @@ func dec392(b []byte, m *jwtauthnv3.FilterStateRule, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -49760,7 +49760,7 @@ func dec392(b []byte, m *jwtauthnv3.FilterStateRule, depth int) error {
 				var val *jwtauthnv3.JwtRequirement
 				for len(x) > 0 {
 					num, typ, n := protowire.ConsumeTag(x)
-					if n < 0 {
+					if n < 0 || num > protowire.MaxValidNumber {
 						return errParse
 					}
 					x = x[n:]
@@ -49858,7 +49858,7 @@ func dec393(b []byte, m *jwtauthnv3.PerRouteConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -49923,7 +49923,7 @@ func dec394(b []byte, m *oauth2v3.OAuth2, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -49977,7 +49977,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -50666,7 +50666,7 @@ func dec396(b []byte, m *oauth2v3.PostLogoutRedirectUri, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -50731,7 +50731,7 @@ func dec397(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -50869,7 +50869,7 @@ func dec398(b []byte, m *tlsv3.SdsSecretConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -50941,7 +50941,7 @@ func dec399(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames, depth int) erro
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -51099,7 +51099,7 @@ func dec400(b []byte, m *oauth2v3.OAuth2TokenForwarding, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -51149,7 +51149,7 @@ func dec401(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -51335,7 +51335,7 @@ func dec402(b []byte, m *oauth2v3.CookieConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -51415,7 +51415,7 @@ func dec403(b []byte, m *oauth2v3.PrivateKeyJwtConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -51502,7 +51502,7 @@ func dec404(b []byte, m *oauth2v3.TokenCookieChunking, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -51578,7 +51578,7 @@ func dec405(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -51956,7 +51956,7 @@ func dec406(b []byte, m *typev3.HttpStatus, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -52003,7 +52003,7 @@ func dec407(b []byte, m *typev3.TokenBucket, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -52094,7 +52094,7 @@ func dec408(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -52184,7 +52184,7 @@ func dec409(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry, depth int) erro
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -52252,7 +52252,7 @@ func dec410(b []byte, m *ratelimitv32.LocalClusterRateLimit, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -52282,7 +52282,7 @@ func dec411(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -52672,7 +52672,7 @@ func dec412(b []byte, m *ratelimitv3.RateLimitServiceConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -52741,7 +52741,7 @@ func dec413(b []byte, m *ratelimitv33.RateLimitPerRoute, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -52842,7 +52842,7 @@ func dec414(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -53011,7 +53011,7 @@ func dec415(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -53139,7 +53139,7 @@ func dec416(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit, depth int) er
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -53241,7 +53241,7 @@ func dec417(b []byte, m *ratelimitv34.RateLimitResponse_Quota, depth int) error 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -53332,7 +53332,7 @@ func dec418(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -53493,7 +53493,7 @@ func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -53869,7 +53869,7 @@ func dec420(b []byte, m *tlsv3.TlsParameters, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -54022,7 +54022,7 @@ func dec421(b []byte, m *tlsv3.TlsCertificate, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -54251,7 +54251,7 @@ func dec422(b []byte, m *tlsv3.PrivateKeyProvider, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -54342,7 +54342,7 @@ func dec423(b []byte, m *tlsv3.CertificateProviderPluginInstance, depth int) err
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -54410,7 +54410,7 @@ func dec424(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider, depth int) 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -54486,7 +54486,7 @@ func dec425(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance, dep
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -54554,7 +54554,7 @@ func dec426(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -54900,7 +54900,7 @@ func dec427(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts, dep
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -54930,7 +54930,7 @@ func dec428(b []byte, m *tlsv3.SubjectAltNameMatcher, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -55017,7 +55017,7 @@ func dec429(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -55137,7 +55137,7 @@ func dec430(b []byte, m *tlsv3.TlsKeyLog, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -55229,7 +55229,7 @@ func dec431(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -55483,7 +55483,7 @@ func dec432(b []byte, m *tlsv3.TlsSessionTicketKeys, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -55536,7 +55536,7 @@ func dec433(b []byte, m *rawbufferv3.RawBuffer, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -55566,7 +55566,7 @@ func dec434(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -55849,7 +55849,7 @@ func dec435(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig, depth in
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -55959,7 +55959,7 @@ func dec436(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig, dep
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -56057,7 +56057,7 @@ func dec437(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig, depth int) e
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -56177,7 +56177,7 @@ func dec438(b []byte, m *corev3.AlternateProtocolsCacheOptions, depth int) error
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -56310,7 +56310,7 @@ func dec439(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocol
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -56375,7 +56375,7 @@ func dec440(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection, depth int)
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -56429,7 +56429,7 @@ func dec441(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -56710,7 +56710,7 @@ func dec442(b []byte, m *matcherv3.MatchPredicate_MatchSet, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -56763,7 +56763,7 @@ func dec443(b []byte, m *matcherv3.HttpHeadersMatch, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -56816,7 +56816,7 @@ func dec444(b []byte, m *matcherv3.HttpGenericBodyMatch, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -56884,7 +56884,7 @@ func dec445(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch, depth 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -56949,7 +56949,7 @@ func dec446(b []byte, m *filev3.FileAccessLog, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -57095,7 +57095,7 @@ func dec447(b []byte, m *tracev3.OpenTelemetryConfig, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -57342,7 +57342,7 @@ func dec448(b []byte, m *corev3.HttpService, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -57438,7 +57438,7 @@ func dec449(b []byte, m *uritemplatev3.UriTemplateMatchConfig, depth int) error 
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -57488,7 +57488,7 @@ func dec450(b []byte, m *previoushostsv3.PreviousHostsPredicate, depth int) erro
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -57518,7 +57518,7 @@ func dec451(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig, depth in
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -57565,7 +57565,7 @@ func dec452(b []byte, m *httpinspectorv3.HttpInspector, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -57595,7 +57595,7 @@ func dec453(b []byte, m *originaldstv3.OriginalDst, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]
@@ -57625,7 +57625,7 @@ func dec454(b []byte, m *tlsinspectorv3.TlsInspector, depth int) error {
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errParse
 		}
 		b = b[n:]

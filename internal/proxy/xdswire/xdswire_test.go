@@ -396,6 +396,9 @@ func TestDecodeMalformed(t *testing.T) {
 		"end group":       {0x0c},
 		"length too long": {0x0a, 0x10, 'a'},
 		"invalid UTF-8":   {0x0a, 0x02, 0xff, 0xfe},
+		// Field 2^29 (protobuf's largest is 2^29-1; protowire takes up
+		// to 2^31-1, for MessageSet): found by FuzzDecodeMatchesProtobuf.
+		"field number too large": protowire.AppendVarint(protowire.AppendTag(nil, protowire.MaxValidNumber+1, protowire.VarintType), 1),
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -406,7 +406,9 @@ func (g *gen) writeMessage(out *bytes.Buffer, md protoreflect.MessageDescriptor)
 	w("func %s(b []byte, m *%s, depth int) error {\n", g.funcName(md), g.typeExpr(t))
 	w("if depth > maxDepth { return errDepth }\n")
 	w("for len(b) > 0 {\n")
-	w("num, typ, n := protowire.ConsumeTag(b)\nif n < 0 { return errParse }\nb = b[n:]\n")
+	// protowire allows field numbers up to 2^31-1 (for MessageSet);
+	// protobuf-go refuses any above protowire.MaxValidNumber.
+	w("num, typ, n := protowire.ConsumeTag(b)\nif n < 0 || num > protowire.MaxValidNumber { return errParse }\nb = b[n:]\n")
 	fields := md.Fields()
 	if fields.Len() > 0 {
 		w("switch num {\n")
@@ -491,7 +493,7 @@ func (g *gen) writeMap(out *bytes.Buffer, fd protoreflect.FieldDescriptor, f goF
 		w("var val %s\n", g.typeExpr(vt))
 	}
 	w("for len(x) > 0 {\n")
-	w("num, typ, n := protowire.ConsumeTag(x)\nif n < 0 { return errParse }\nx = x[n:]\n")
+	w("num, typ, n := protowire.ConsumeTag(x)\nif n < 0 || num > protowire.MaxValidNumber { return errParse }\nx = x[n:]\n")
 	w("switch {\n")
 	kUTF8, vUTF8 := "", ""
 	if checksUTF8(kd) {

@@ -112,7 +112,7 @@ func (s *deltaState) runStream(ctx context.Context, ads discovery.AggregatedDisc
 	}
 	s.stream, s.unacked, s.rejected, s.nodeSent = stream, map[string]string{}, map[string]string{}, false
 
-	recvCh, errCh, wait := startReceiving(sctx, stream.Recv)
+	recvCh, errCh, wait := startReceiving(sctx, recvSized(stream, func() *discovery.DeltaDiscoveryResponse { return &discovery.DeltaDiscoveryResponse{} }))
 	defer func() {
 		cancel() // unblocks Recv
 		wait()
@@ -158,10 +158,11 @@ func (s *deltaState) held() int {
 // out and the response is NACKed at once with their errors; the rest of
 // it (valid resources, removals) is taken in all the same, because the
 // control plane now counts them as sent and would not send them again.
-func (s *deltaState) handle(r *discovery.DeltaDiscoveryResponse) error {
+func (s *deltaState) handle(in inbound[*discovery.DeltaDiscoveryResponse]) error {
+	r := in.msg
 	t := r.GetTypeUrl()
 	log := s.c.log.With("type", shortType(t), "version", r.GetSystemVersionInfo(), "nonce", r.GetNonce())
-	s.c.recv.add(t, len(r.GetResources()), len(r.GetRemovedResources()), xdswire.Size(r))
+	s.c.recv.add(t, len(r.GetResources()), len(r.GetRemovedResources()), in.size)
 	if !slices.Contains(deltaOrder[:], t) {
 		log.Warn("ignoring delta response of a type never subscribed to")
 		return nil

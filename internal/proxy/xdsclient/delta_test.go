@@ -339,7 +339,12 @@ func TestDeltaReconnectResumes(t *testing.T) {
 	if got := diff(received(c), before); len(got) != 1 || got["cluster load assignment"] != 1 {
 		t.Errorf("resources received after reconnect = %v, want only c2's assignment", got)
 	}
-	t.Logf("bytes received after reconnect: %d", Total(c.Received().Bytes)-beforeBytes)
+	// Each response's bytes are what the codec read (xdswire.Sized).
+	gotBytes := Total(c.Received().Bytes) - beforeBytes
+	if gotBytes == 0 {
+		t.Error("no bytes counted for the responses after reconnect")
+	}
+	t.Logf("bytes received after reconnect: %d", gotBytes)
 
 	// The first requests of the new stream announce what the client holds
 	// (the server may still be reading the last of them).

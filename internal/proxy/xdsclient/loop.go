@@ -5,6 +5,11 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"weft.dev/weft/internal/proxy/xdswire"
 )
 
 // serveStream is the event loop both state machines run on an open
@@ -56,6 +61,26 @@ func serveStream[R any](ctx context.Context, what string, recvCh <-chan R, errCh
 			}
 		}
 		timer.Stop()
+	}
+}
+
+// inbound is a response and the length of its encoding, which the
+// statistics count (protocol.go).
+type inbound[M any] struct {
+	msg  M
+	size int
+}
+
+// recvSized returns stream's receive function: each response decoded
+// into a message from fresh, with its length as the codec saw it
+// (xdswire.Sized; the connection's codec is xdswire.Codec).
+func recvSized[M proto.Message](stream grpc.ClientStream, fresh func() M) func() (inbound[M], error) {
+	return func() (inbound[M], error) {
+		in := xdswire.Sized{Msg: fresh()}
+		if err := stream.RecvMsg(&in); err != nil {
+			return inbound[M]{}, err
+		}
+		return inbound[M]{msg: in.Msg.(M), size: in.Len}, nil
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"time"
-	"weft.dev/weft/internal/proxy/xdswire"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
@@ -61,7 +60,7 @@ func (s *state) runStream(ctx context.Context, ads discovery.AggregatedDiscovery
 	}
 	s.stream, s.nonce, s.subMoved, s.nodeSent = stream, map[string]string{}, map[string]bool{}, false
 
-	recvCh, errCh, wait := startReceiving(sctx, stream.Recv)
+	recvCh, errCh, wait := startReceiving(sctx, recvSized(stream, func() *discovery.DiscoveryResponse { return &discovery.DiscoveryResponse{} }))
 	defer func() {
 		cancel() // unblocks Recv
 		wait()
@@ -85,10 +84,11 @@ func (s *state) runStream(ctx context.Context, ads discovery.AggregatedDiscovery
 // handle takes one response into the working set and updates the RDS and
 // EDS subscriptions it implies. A response that cannot be decoded is
 // NACKed at once and leaves the working set alone.
-func (s *state) handle(r *discovery.DiscoveryResponse) error {
+func (s *state) handle(in inbound[*discovery.DiscoveryResponse]) error {
+	r := in.msg
 	t := r.GetTypeUrl()
 	log := s.c.log.With("type", shortType(t), "version", r.GetVersionInfo(), "nonce", r.GetNonce())
-	s.c.recv.add(t, len(r.GetResources()), 0, xdswire.Size(r)) // protocol.go
+	s.c.recv.add(t, len(r.GetResources()), 0, in.size) // protocol.go
 	if !slices.Contains(typeOrder[:], t) {
 		log.Warn("ignoring response of a type never subscribed to")
 		return nil

@@ -30,10 +30,23 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 }
 
-// Unmarshal decodes data into v, a proto.Message. The message keeps no
-// reference to data (strings and bytes are copied), so its buffers go
-// back to gRPC's pool.
+// Sized is what a receiver passes to a stream's RecvMsg to learn how many
+// bytes the message it receives was encoded in: Codec decodes into Msg
+// and sets Len, the length gRPC already knows, at no cost (where Size
+// would encode the decoded message again to measure it).
+type Sized struct {
+	Msg proto.Message
+	Len int
+}
+
+// Unmarshal decodes data into v, a proto.Message or a *Sized. The message
+// keeps no reference to data (strings and bytes are copied), so its
+// buffers go back to gRPC's pool.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if s, ok := v.(*Sized); ok {
+		s.Len = data.Len()
+		v = s.Msg
+	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return fmt.Errorf("xdswire: cannot decode into %T: not a protobuf message", v)

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	networking "istio.io/api/networking/v1alpha3"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"weft.dev/weft/internal/registry"
 )
 
 // The Gateway API is served by translating it into Istio's model, as
@@ -78,6 +80,25 @@ type translator struct {
 	rules map[*HTTPRoute][]*ruleRoute
 	// status is what the Gateway API's status of each resource says.
 	status *GatewayAPIStatus
+	// mesh are the routes attached to Services (the Gateway API for
+	// service mesh), by the VirtualService they become, in order.
+	mesh      map[meshKey]*meshParent
+	meshOrder []meshKey
+}
+
+// meshKey is one VirtualService of routes attached to a Service: its
+// host, and the namespace of consumer routes (routes of another namespace
+// than the Service's, which apply to their own namespace's sidecars only),
+// "" for producer routes (of the Service's namespace, for every sidecar).
+type meshKey struct {
+	host, consumer string
+}
+
+// meshParent is what routes attached to one Service put on it.
+type meshParent struct {
+	first  *HTTPRoute // the first route attached: the VirtualService's namespace and position
+	ref    int        // the parentRef of first that attached it
+	routes []*ruleRoute
 }
 
 // ruleRoute is one Istio route made from one match of one rule.
@@ -133,7 +154,8 @@ func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 	if suffix == "" {
 		suffix = "cluster.local"
 	}
-	t := &translator{snap: snap, suffix: suffix, rules: map[*HTTPRoute][]*ruleRoute{}, status: snap.GatewayAPI}
+	t := &translator{snap: snap, suffix: suffix, rules: map[*HTTPRoute][]*ruleRoute{}, status: snap.GatewayAPI,
+		mesh: map[meshKey]*meshParent{}}
 	// The classes istiod creates itself exist without being written, as
 	// does Weft's own: Istio's samples say gatewayClassName: istio. A
 	// GatewayClass written with one of their names wins.
@@ -232,10 +254,128 @@ func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 			})
 		}
 	}
+	snap.VirtualServices = append(snap.VirtualServices, t.meshVirtualServices()...)
 	for _, d := range t.diags {
 		t.status.found[foundKey(d)] = true
 	}
 	return t.diags
+}
+
+// meshVirtualServices are the VirtualServices of the routes attached to
+// Services, as Istio makes them: one per Service host (and per consumer
+// namespace), bound to the sidecars (gateway "mesh"), its rules those of
+// every route attached to it in the Gateway API's precedence. A
+// request to the Service that no rule matches gets 404, as with a
+// VirtualService.
+func (t *translator) meshVirtualServices() []*VirtualService {
+	var written []*VirtualService // VirtualServices of the sidecars, as written
+	for _, vs := range t.snap.VirtualServices {
+		if vs.Annotations[AnnotationGeneratedFrom] == "" && AppliesToMesh(vs.Spec.GetGateways()) {
+			written = append(written, vs)
+		}
+	}
+	var out []*VirtualService
+	for _, k := range t.meshOrder {
+		mp := t.mesh[k]
+		t.reportMeshConflict(k, mp, written)
+		rs := slices.Clone(mp.routes)
+		slices.SortStableFunc(rs, func(a, b *ruleRoute) int { return comparePrecedence(a.key, b.key) })
+		vs := &networking.VirtualService{Hosts: []string{k.host}, Gateways: []string{GatewayMesh}}
+		if k.consumer != "" {
+			vs.ExportTo = []string{"."}
+		}
+		for _, r := range rs {
+			vs.Http = append(vs.Http, r.h)
+		}
+		meta := mp.first.Meta
+		meta.Kind = KindVirtualService
+		meta.Name = "mesh." + k.host
+		out = append(out, &VirtualService{
+			Meta: meta, Spec: vs,
+			Annotations: map[string]string{AnnotationGeneratedFrom: mp.first.Meta.String()},
+		})
+	}
+	return out
+}
+
+// reportMeshConflict warns when a VirtualService as written routes the
+// host of routes attached to a Service for the same sidecars: as two
+// VirtualServices for one host, the one seen first is used.
+func (t *translator) reportMeshConflict(k meshKey, mp *meshParent, written []*VirtualService) {
+	group := "public"
+	if k.consumer != "" {
+		group = "private/" + k.consumer
+	}
+	anyNS := func(string) bool { return true } // "reviews.default" names a Service here
+	for _, vs := range written {
+		if !slices.Contains(visibilityGroups(vs), group) || !slices.ContainsFunc(vs.Spec.GetHosts(), func(h string) bool {
+			return registry.ResolveHost(h, vs.Namespace, t.suffix, anyNS) == k.host
+		}) {
+			continue
+		}
+		msg := fmt.Sprintf("%s also routes %s for these sidecars and was there first: this route is not used for it (on sidecars one VirtualService routes a host)", where(vs.Meta), k.host)
+		if mp.first.Seq != 0 && (vs.Seq == 0 || mp.first.Seq < vs.Seq) {
+			msg = fmt.Sprintf("%s also routes %s for these sidecars; this route was there first, so that VirtualService is not used for it (on sidecars one VirtualService routes a host)", where(vs.Meta), k.host)
+		}
+		t.diags = append(t.diags, resourceDiag(mp.first, SeverityWarning, CodeVirtualServiceConflict, fmt.Sprintf("spec.parentRefs[%d]", mp.ref), msg))
+	}
+}
+
+// isServiceParent reports whether a parentRef names a Service (group ""
+// or "core", kind Service): the Gateway API for service mesh (GAMMA).
+func isServiceParent(ref gwv1.ParentReference) bool {
+	return ref.Kind != nil && *ref.Kind == "Service" && ref.Group != nil && (*ref.Group == "" || *ref.Group == "core")
+}
+
+// attachMesh binds route r, through its parentRef i, to the sidecars'
+// traffic to the Service the parentRef names, as Istio does: a route of
+// the Service's namespace (a producer route) applies to every sidecar, a
+// route of another namespace (a consumer route) to the sidecars of its
+// own namespace; a port limits it to requests to that port of the
+// Service. Route hostnames do not apply to a Service.
+func (t *translator) attachMesh(r *HTTPRoute, i int, ref gwv1.ParentReference) {
+	path := fmt.Sprintf("spec.parentRefs[%d]", i)
+	if r.Kind != KindHTTPRoute && r.Kind != KindGRPCRoute {
+		t.diags = append(t.diags, resourceDiag(r, SeverityWarning, CodeRouteNotAttached, path,
+			fmt.Sprintf("Weft attaches %ss to Gateways only (HTTPRoutes and GRPCRoutes to Services too); this parentRef is ignored", r.Kind)))
+		return
+	}
+	ns := r.Namespace
+	if ref.Namespace != nil && *ref.Namespace != "" {
+		ns = string(*ref.Namespace)
+	}
+	k := meshKey{host: string(ref.Name) + "." + ns + ".svc." + t.suffix}
+	if ns != r.Namespace {
+		k.consumer = r.Namespace
+	}
+	mp := t.mesh[k]
+	if mp == nil {
+		mp = &meshParent{first: r, ref: i}
+		t.mesh[k] = mp
+		t.meshOrder = append(t.meshOrder, k)
+	}
+	routes := t.routesOf(r)
+	if ref.Port != nil {
+		routes = onPort(routes, uint32(*ref.Port))
+	}
+	mp.routes = append(mp.routes, routes...)
+}
+
+// onPort returns rs limited to requests to port: each match (or, for a
+// route without matches, a new one) also matches the port.
+func onPort(rs []*ruleRoute, port uint32) []*ruleRoute {
+	out := make([]*ruleRoute, len(rs))
+	for i, r := range rs {
+		h := proto.Clone(r.h).(*networking.HTTPRoute)
+		if len(h.Match) == 0 {
+			h.Match = []*networking.HTTPMatchRequest{{}}
+		}
+		for _, m := range h.Match {
+			m.Port = port
+		}
+		out[i] = &ruleRoute{h: h, key: r.key}
+	}
+	return out
 }
 
 // resourceDiag is a diagnostic about r at path.
@@ -360,9 +500,13 @@ var listenerKinds = map[gwv1.ProtocolType][]Kind{
 func (t *translator) attach(r *HTTPRoute, byGateway map[string][]*listener) {
 	for i, ref := range r.Spec.ParentRefs {
 		path := fmt.Sprintf("spec.parentRefs[%d]", i)
+		if isServiceParent(ref) {
+			t.attachMesh(r, i, ref)
+			continue
+		}
 		if (ref.Group != nil && *ref.Group != gatewayAPIGroup) || (ref.Kind != nil && *ref.Kind != "Gateway") {
 			t.diags = append(t.diags, resourceDiag(r, SeverityWarning, CodeRouteNotAttached, path,
-				"Weft attaches routes to Gateways (group gateway.networking.k8s.io, kind Gateway) only; this parentRef is ignored"))
+				"Weft attaches routes to Gateways (group gateway.networking.k8s.io, kind Gateway) and Services (group \"\", kind Service) only; this parentRef is ignored"))
 			continue
 		}
 		ns := r.Namespace

@@ -1,0 +1,118 @@
+package config
+
+import (
+	"testing"
+
+	networking "istio.io/api/networking/v1alpha3"
+)
+
+// TestGatewayAPIMeshRoutes: routes attached to Services (the Gateway API
+// for service mesh, GAMMA) become VirtualServices for the sidecars, as
+// Istio makes them: one per Service, with the rules of every route
+// attached to it in the Gateway API's precedence; a consumer route (of
+// another namespace) only for its own namespace; a port on the parentRef
+// limits the rules to that port.
+func TestGatewayAPIMeshRoutes(t *testing.T) {
+	routes := `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews, port: 9080}]
+  rules:
+  - backendRefs:
+    - {name: reviews-v1, port: 9080, weight: 90}
+    - {name: reviews-v2, port: 9080, weight: 10}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews-jason, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews, port: 9080}]
+  rules:
+  - matches: [{headers: [{name: end-user, value: jason}]}]
+    backendRefs: [{name: reviews-v3, port: 9080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ratings-for-frontend, namespace: frontend}
+spec:
+  parentRefs: [{group: core, kind: Service, name: ratings, namespace: default}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v2}}]
+    backendRefs: [{name: ratings-v2, namespace: default, port: 9080}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: frontend-to-ratings, namespace: default}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: frontend}]
+  to: [{group: "", kind: Service}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: db, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: db}]
+  rules: [{backendRefs: [{name: db-primary, port: 5432}]}]
+`
+	snap := NewStore(testOptions()).Load(files("routes.yaml", routes))
+	checkStrings(t, "diagnostics", diagStrings(snap), []string{
+		"warning: routes.yaml: doc 5: TCPRoute default/db: spec.parentRefs[0]: Weft attaches TCPRoutes to Gateways only (HTTPRoutes and GRPCRoutes to Services too); this parentRef is ignored",
+	})
+	wantSpecs(t, snap.VirtualServices, map[string]string{
+		// Both producer routes of reviews, the header match first.
+		"default/mesh.reviews.default.svc.cluster.local": `
+hosts: [reviews.default.svc.cluster.local]
+gateways: [mesh]
+http:
+- name: default.reviews-jason.0.0
+  match: [{headers: {end-user: {exact: jason}}, port: 9080}]
+  route: [{destination: {host: reviews-v3.default.svc.cluster.local, port: {number: 9080}}}]
+- name: default.reviews.0.0
+  match: [{port: 9080}]
+  route:
+  - {destination: {host: reviews-v1.default.svc.cluster.local, port: {number: 9080}}, weight: 90}
+  - {destination: {host: reviews-v2.default.svc.cluster.local, port: {number: 9080}}, weight: 10}`,
+		// A consumer route: frontend's sidecars only.
+		"frontend/mesh.ratings.default.svc.cluster.local": `
+hosts: [ratings.default.svc.cluster.local]
+gateways: [mesh]
+exportTo: ["."]
+http:
+- name: frontend.ratings-for-frontend.0.0
+  match: [{uri: {exact: /v2}}]
+  route: [{destination: {host: ratings-v2.default.svc.cluster.local, port: {number: 9080}}}]
+- name: frontend.ratings-for-frontend.0.0
+  match: [{uri: {prefix: /v2/}}]
+  route: [{destination: {host: ratings-v2.default.svc.cluster.local, port: {number: 9080}}}]`,
+	}, func() *networking.VirtualService { return &networking.VirtualService{} })
+}
+
+// TestGatewayAPIMeshRouteConflict: a VirtualService as written for the
+// same host and sidecars conflicts with the routes attached to the
+// Service as two VirtualServices do, and the route says which is used.
+func TestGatewayAPIMeshRouteConflict(t *testing.T) {
+	vs := `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}}]}]
+`
+	route := `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews}]
+  rules: [{backendRefs: [{name: reviews, port: 9080}]}]
+`
+	// Files are first seen in path order: a.yaml before b.yaml.
+	snap := NewStore(testOptions()).Load(files("a.yaml", vs, "b.yaml", route))
+	checkStrings(t, "diagnostics, VirtualService first", diagStrings(snap), []string{
+		"warning: b.yaml: doc 1: HTTPRoute default/reviews: spec.parentRefs[0]: VirtualService default/reviews (a.yaml:1) also routes reviews.default.svc.cluster.local for these sidecars and was there first: this route is not used for it (on sidecars one VirtualService routes a host)",
+	})
+	snap = NewStore(testOptions()).Load(files("a.yaml", route, "b.yaml", vs))
+	checkStrings(t, "diagnostics, route first", diagStrings(snap), []string{
+		"warning: a.yaml: doc 1: HTTPRoute default/reviews: spec.parentRefs[0]: VirtualService default/reviews (b.yaml:1) also routes reviews.default.svc.cluster.local for these sidecars; this route was there first, so that VirtualService is not used for it (on sidecars one VirtualService routes a host)",
+	})
+}

@@ -11,7 +11,8 @@ import (
 // Istio makes them: one per Service, with the rules of every route
 // attached to it in the Gateway API's precedence; a consumer route (of
 // another namespace) only for its own namespace; a port on the parentRef
-// limits the rules to that port.
+// limits the rules to that port; TCPRoutes and TLSRoutes give tcp and tls
+// rules.
 func TestGatewayAPIMeshRoutes(t *testing.T) {
 	routes := `apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -41,6 +42,15 @@ spec:
   - matches: [{path: {type: PathPrefix, value: /v2}}]
     backendRefs: [{name: ratings-v2, namespace: default, port: 9080}]
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews-for-frontend, namespace: frontend}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews, namespace: default}]
+  rules:
+  - backendRefs: [{name: reviews, namespace: default, port: 9080}]
+    timeouts: {request: 2s}
+---
 apiVersion: gateway.networking.k8s.io/v1beta1
 kind: ReferenceGrant
 metadata: {name: frontend-to-ratings, namespace: default}
@@ -54,10 +64,18 @@ metadata: {name: db, namespace: default}
 spec:
   parentRefs: [{group: "", kind: Service, name: db}]
   rules: [{backendRefs: [{name: db-primary, port: 5432}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: ldap, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: ldap, port: 636}]
+  hostnames: [ldap.example.com]
+  rules: [{backendRefs: [{name: ldap-v2, port: 636}]}]
 `
 	snap := NewStore(testOptions()).Load(files("routes.yaml", routes))
 	checkStrings(t, "diagnostics", diagStrings(snap), []string{
-		"warning: routes.yaml: doc 5: TCPRoute default/db: spec.parentRefs[0]: Weft attaches TCPRoutes to Gateways only (HTTPRoutes and GRPCRoutes to Services too); this parentRef is ignored",
+		"warning: routes.yaml: doc 7: TLSRoute default/ldap: spec.hostnames: on the sidecars a TLSRoute attached to a Service matches the Service's host by SNI (ldap.default.svc.cluster.local), not these hostnames",
 	})
 	wantSpecs(t, snap.VirtualServices, map[string]string{
 		// Both producer routes of reviews, the header match first.
@@ -85,6 +103,27 @@ http:
 - name: frontend.ratings-for-frontend.0.0
   match: [{uri: {prefix: /v2/}}]
   route: [{destination: {host: ratings-v2.default.svc.cluster.local, port: {number: 9080}}}]`,
+		// A consumer route to its own parent Service needs no
+		// ReferenceGrant.
+		"frontend/mesh.reviews.default.svc.cluster.local": `
+hosts: [reviews.default.svc.cluster.local]
+gateways: [mesh]
+exportTo: ["."]
+http:
+- name: frontend.reviews-for-frontend.0.0
+  route: [{destination: {host: reviews.default.svc.cluster.local, port: {number: 9080}}}]
+  timeout: 2s`,
+		// TCPRoutes and TLSRoutes: tcp and tls rules.
+		"default/mesh.db.default.svc.cluster.local": `
+hosts: [db.default.svc.cluster.local]
+gateways: [mesh]
+tcp: [{route: [{destination: {host: db-primary.default.svc.cluster.local, port: {number: 5432}}}]}]`,
+		"default/mesh.ldap.default.svc.cluster.local": `
+hosts: [ldap.default.svc.cluster.local]
+gateways: [mesh]
+tls:
+- match: [{sniHosts: [ldap.default.svc.cluster.local], port: 636}]
+  route: [{destination: {host: ldap-v2.default.svc.cluster.local, port: {number: 636}}}]`,
 	}, func() *networking.VirtualService { return &networking.VirtualService{} })
 }
 

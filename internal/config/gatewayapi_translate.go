@@ -99,6 +99,15 @@ type meshParent struct {
 	first  *HTTPRoute // the first route attached: the VirtualService's namespace and position
 	ref    int        // the parentRef of first that attached it
 	routes []*ruleRoute
+	l4     []meshL4 // of TCPRoutes and TLSRoutes
+}
+
+// meshL4 is one rule of a TCPRoute (tcp) or TLSRoute (tls) attached to a
+// Service.
+type meshL4 struct {
+	key precedence
+	tcp *networking.TCPRoute
+	tls *networking.TLSRoute
 }
 
 // ruleRoute is one Istio route made from one match of one rule.
@@ -264,7 +273,8 @@ func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 // meshVirtualServices are the VirtualServices of the routes attached to
 // Services, as Istio makes them: one per Service host (and per consumer
 // namespace), bound to the sidecars (gateway "mesh"), its rules those of
-// every route attached to it in the Gateway API's precedence. A
+// every route attached to it in the Gateway API's precedence (http from
+// HTTPRoutes and GRPCRoutes, tcp from TCPRoutes, tls from TLSRoutes). A
 // request to the Service that no rule matches gets 404, as with a
 // VirtualService.
 func (t *translator) meshVirtualServices() []*VirtualService {
@@ -286,6 +296,15 @@ func (t *translator) meshVirtualServices() []*VirtualService {
 		}
 		for _, r := range rs {
 			vs.Http = append(vs.Http, r.h)
+		}
+		l4 := slices.Clone(mp.l4)
+		slices.SortStableFunc(l4, func(a, b meshL4) int { return comparePrecedence(a.key, b.key) })
+		for _, r := range l4 {
+			if r.tcp != nil {
+				vs.Tcp = append(vs.Tcp, r.tcp)
+			} else {
+				vs.Tls = append(vs.Tls, r.tls)
+			}
 		}
 		meta := mp.first.Meta
 		meta.Kind = KindVirtualService
@@ -321,6 +340,20 @@ func (t *translator) reportMeshConflict(k meshKey, mp *meshParent, written []*Vi
 	}
 }
 
+// isParentService reports whether Service ns/name is a parent of route r:
+// a consumer route may send its Service's traffic on to that Service
+// without a ReferenceGrant, as in Istio (the route only applies to its
+// own namespace's sidecars, which may call the Service anyway).
+func isParentService(r *HTTPRoute, ns, name string) bool {
+	return slices.ContainsFunc(r.Spec.ParentRefs, func(ref gwv1.ParentReference) bool {
+		pns := r.Namespace
+		if ref.Namespace != nil && *ref.Namespace != "" {
+			pns = string(*ref.Namespace)
+		}
+		return isServiceParent(ref) && pns == ns && string(ref.Name) == name
+	})
+}
+
 // isServiceParent reports whether a parentRef names a Service (group ""
 // or "core", kind Service): the Gateway API for service mesh (GAMMA).
 func isServiceParent(ref gwv1.ParentReference) bool {
@@ -334,12 +367,6 @@ func isServiceParent(ref gwv1.ParentReference) bool {
 // own namespace; a port limits it to requests to that port of the
 // Service. Route hostnames do not apply to a Service.
 func (t *translator) attachMesh(r *HTTPRoute, i int, ref gwv1.ParentReference) {
-	path := fmt.Sprintf("spec.parentRefs[%d]", i)
-	if r.Kind != KindHTTPRoute && r.Kind != KindGRPCRoute {
-		t.diags = append(t.diags, resourceDiag(r, SeverityWarning, CodeRouteNotAttached, path,
-			fmt.Sprintf("Weft attaches %ss to Gateways only (HTTPRoutes and GRPCRoutes to Services too); this parentRef is ignored", r.Kind)))
-		return
-	}
 	ns := r.Namespace
 	if ref.Namespace != nil && *ref.Namespace != "" {
 		ns = string(*ref.Namespace)
@@ -354,11 +381,53 @@ func (t *translator) attachMesh(r *HTTPRoute, i int, ref gwv1.ParentReference) {
 		t.mesh[k] = mp
 		t.meshOrder = append(t.meshOrder, k)
 	}
-	routes := t.routesOf(r)
+	var port uint32
 	if ref.Port != nil {
-		routes = onPort(routes, uint32(*ref.Port))
+		port = uint32(*ref.Port)
+	}
+	if r.Kind == KindTCPRoute || r.Kind == KindTLSRoute {
+		if r.Kind == KindTLSRoute && slices.ContainsFunc(r.Spec.Hostnames, func(h gwv1.Hostname) bool { return string(h) != k.host }) {
+			t.diags = append(t.diags, resourceDiag(r, SeverityWarning, CodeInvalidValue, "spec.hostnames",
+				fmt.Sprintf("on the sidecars a TLSRoute attached to a Service matches the Service's host by SNI (%s), not these hostnames", k.host)))
+		}
+		mp.l4 = append(mp.l4, t.meshL4Rules(r, k.host, port)...)
+		return
+	}
+	routes := t.routesOf(r)
+	if port != 0 {
+		routes = onPort(routes, port)
 	}
 	mp.routes = append(mp.routes, routes...)
+}
+
+// meshL4Rules are the tcp or tls rules of r, a TCPRoute or TLSRoute (as
+// l4AsHTTP makes it) attached to the Service host, on port (0: every
+// port). A TLSRoute's rules match the Service's host by SNI: a
+// VirtualService's SNI matches must be among its hosts (Istio's
+// validation), so the route's hostnames are not matched (reported by
+// attachMesh).
+func (t *translator) meshL4Rules(r *HTTPRoute, host string, port uint32) []meshL4 {
+	var out []meshL4
+	for _, rr := range t.routesOf(r) {
+		var dests []*networking.RouteDestination
+		for _, d := range rr.h.GetRoute() {
+			dests = append(dests, &networking.RouteDestination{Destination: d.Destination, Weight: d.Weight})
+		}
+		if len(dests) == 0 {
+			continue
+		}
+		if r.Kind == KindTCPRoute {
+			tcp := &networking.TCPRoute{Route: dests}
+			if port != 0 {
+				tcp.Match = []*networking.L4MatchAttributes{{Port: port}}
+			}
+			out = append(out, meshL4{key: rr.key, tcp: tcp})
+			continue
+		}
+		out = append(out, meshL4{key: rr.key, tls: &networking.TLSRoute{
+			Match: []*networking.TLSMatchAttributes{{SniHosts: []string{host}, Port: port}}, Route: dests}})
+	}
+	return out
 }
 
 // onPort returns rs limited to requests to port: each match (or, for a
@@ -988,7 +1057,7 @@ func (t *translator) destination(r *HTTPRoute, path string, b gwv1.BackendObject
 	if b.Namespace != nil && string(*b.Namespace) != "" {
 		ns = string(*b.Namespace)
 	}
-	if ns != r.Namespace && !t.granted(string(r.Kind), r.Namespace, ns, string(b.Name)) {
+	if ns != r.Namespace && !t.granted(string(r.Kind), r.Namespace, ns, string(b.Name)) && !isParentService(r, ns, string(b.Name)) {
 		msg := fmt.Sprintf("Service %s/%s is in another namespace and no ReferenceGrant there permits %ss of namespace %s to refer to it; requests for this backend are answered 500", ns, b.Name, r.Kind, r.Namespace)
 		t.diags = append(t.diags, resourceDiag(r, SeverityError, CodeRefNotPermitted, path, msg))
 		t.status.refs(r, gwv1.RouteReasonRefNotPermitted, path+": "+msg)

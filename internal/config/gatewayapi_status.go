@@ -78,7 +78,8 @@ type ListenerResult struct {
 // RouteResult is the outcome of one route.
 type RouteResult struct {
 	// Parents has an entry per parentRef naming a Gateway of Weft's
-	// controller, in the order of spec.parentRefs.
+	// controller or a Service (the mesh, which is Weft's), in the order
+	// of spec.parentRefs.
 	Parents []ParentResult
 	// RefsReason is "" when every backend reference was followed; else
 	// why the first that was not (RouteReasonRefNotPermitted,
@@ -131,7 +132,8 @@ func (s *GatewayAPIStatus) route(r *HTTPRoute) *RouteResult {
 	return rr
 }
 
-// parent records route r's outcome on parentRef i of a Gateway of Weft's.
+// parent records route r's outcome on parentRef i of a Gateway of Weft's
+// or a Service.
 func (s *GatewayAPIStatus) parent(r *HTTPRoute, i int, reason gwv1.RouteConditionReason, msg string) {
 	rr := s.route(r)
 	rr.Parents = append(rr.Parents, ParentResult{Index: i, Reason: reason, Message: msg})

@@ -381,6 +381,7 @@ func (t *translator) attachMesh(r *HTTPRoute, i int, ref gwv1.ParentReference) {
 		t.mesh[k] = mp
 		t.meshOrder = append(t.meshOrder, k)
 	}
+	t.status.parent(r, i, "", "") // Weft is the mesh: attached
 	var port uint32
 	if ref.Port != nil {
 		port = uint32(*ref.Port)

@@ -275,13 +275,17 @@ func routeStatus(st map[string]any, u *unstructured.Unstructured, k config.Kind,
 
 // weftParent reports whether a parentRef (as the API server holds it,
 // group and kind defaulted) of a route in namespace ns names a Gateway of
-// Weft's controller.
+// Weft's controller, or a Service: a route attached to a Service routes
+// the mesh's sidecars, which are Weft's.
 func weftParent(ref map[string]any, ns string, gs *config.GatewayAPIStatus) bool {
 	if gs == nil {
 		return false
 	}
 	group, _ := ref["group"].(string)
 	kind, _ := ref["kind"].(string)
+	if (group == "" || group == "core") && kind == "Service" {
+		return true
+	}
 	if (group != "" && group != gatewayAPIGroup) || (kind != "" && kind != "Gateway") {
 		return false
 	}

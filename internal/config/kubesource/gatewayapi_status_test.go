@@ -230,3 +230,29 @@ spec:
 		t.Errorf("an invalid route: %s %s", v.reason, v.message)
 	}
 }
+
+// A route attached to a Service routes Weft's sidecars: its status has
+// Weft's entry for that parentRef, Accepted and ResolvedRefs.
+func TestRouteStatusServiceParent(t *testing.T) {
+	route := objectOf(t, `{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute",
+	  "metadata":{"name":"reviews","namespace":"default","generation":1},
+	  "spec":{"parentRefs":[{"group":"","kind":"Service","name":"reviews","port":9080}]}}`)
+	gs := &config.GatewayAPIStatus{
+		Classes:  map[string]bool{},
+		Gateways: map[string]*config.GatewayResult{},
+		Routes:   map[string]*config.RouteResult{"HTTPRoute/default/reviews": {Parents: []config.ParentResult{{Index: 0}}}},
+	}
+	st, ok := desiredGatewayAPIStatus(route, config.KindHTTPRoute, judge(nil, true), 1, time.Date(2026, 12, 5, 2, 0, 0, 0, time.UTC), gs)
+	if !ok {
+		t.Fatal("no status for a route attached to a Service")
+	}
+	parents := st["parents"].([]any)
+	if len(parents) != 1 {
+		t.Fatalf("parents = %v", parents)
+	}
+	m := parents[0].(map[string]any)
+	got := m["controllerName"].(string) + " " + m["parentRef"].(map[string]any)["kind"].(string) + ": " + conditionsOf(m["conditions"])
+	if want := "weft.dev/gateway-controller Service: Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}

@@ -51,26 +51,38 @@ spec:
   parentRefs: [{name: public}, {name: theirs}]
   hostnames: [shop.example.com]
   rules: [{backendRefs: [{name: web, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews, port: 9080}]
+  rules:
+  - backendRefs:
+    - {name: reviews-v1, port: 9080, weight: 90}
+    - {name: reviews-v2, port: 9080, weight: 10}
 `
 
 // With exactly the documented rights, the source reads the Gateway API's
 // objects (a cluster-scoped GatewayClass included) into the store, which
 // translates them; the leader writes the Gateway API's status on Weft's
-// class, Gateway and route parent, and nothing on another controller's.
+// class, Gateway and route parents (a Gateway's, a Service's), and
+// nothing on another controller's.
 func TestKubernetesGatewayAPI(t *testing.T) {
 	c := newCluster(t, testenv.WithGatewayAPICRDs())
 	if err := c.env.Apply(t.Context(), []byte(gatewayAPIObjects)); err != nil {
 		t.Fatal(err)
 	}
 	r := c.startReplica(t, "replica-a")
-	eventually(t, "the route translated", func() (bool, string) {
+	eventually(t, "the routes translated", func() (bool, string) {
 		snap := r.store.Snapshot()
+		found := 0
 		for _, vs := range snap.VirtualServices {
-			if vs.Name == "public-gwapi-http.shop.example.com" {
-				return true, ""
+			if vs.Name == "public-gwapi-http.shop.example.com" || vs.Name == "mesh.reviews.shop.svc.cluster.local" {
+				found++
 			}
 		}
-		return false, fmt.Sprint(snap.Diagnostics)
+		return found == 2, fmt.Sprint(snap.Diagnostics)
 	})
 	if st := r.src.Status(); st.LastError != "" {
 		t.Errorf("status = %+v", st)
@@ -122,6 +134,17 @@ func TestKubernetesGatewayAPI(t *testing.T) {
 		p := parents[0].(map[string]any)
 		got := fmt.Sprintf("%s %v: %s", p["controllerName"], p["parentRef"].(map[string]any)["name"], conds(p["conditions"]))
 		return got == config.WeftControllerName+" public: Accepted=True/Accepted@1 ResolvedRefs=True/ResolvedRefs@1", got
+	})
+	// A route attached to a Service: Weft's sidecars route it.
+	eventually(t, "HTTPRoute reviews accepted for Service reviews", func() (bool, string) {
+		st, _ := get(routeGVR, "shop", "reviews").Object["status"].(map[string]any)
+		parents, _ := st["parents"].([]any)
+		if len(parents) != 1 {
+			return false, fmt.Sprint(parents)
+		}
+		p := parents[0].(map[string]any)
+		got := fmt.Sprintf("%s %v %v: %s", p["controllerName"], p["parentRef"].(map[string]any)["kind"], p["parentRef"].(map[string]any)["name"], conds(p["conditions"]))
+		return got == config.WeftControllerName+" Service reviews: Accepted=True/Accepted@1 ResolvedRefs=True/ResolvedRefs@1", got
 	})
 	// Another controller's class and Gateway: their status is theirs.
 	for _, u := range []*unstructured.Unstructured{get(classGVR, "", "other"), get(gwGVR, "shop", "theirs")} {

@@ -226,18 +226,11 @@ func TestGatewayHTTPS(t *testing.T) {
 	writeCredential(t, creds, "m-cert", ca.Issue(t, "", time.Hour, "m.example.com"), clientCA.RootPEM)
 	gw := m.startGateway("ingress", "istio-system", map[string]string{"istio": "ingressgateway"}, creds)
 	ip := gw.Opts.IP
-	httpPort, err := localmesh.FreePort(ip)
+	ports, err := localmesh.FreePorts(ip, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpsPort, err := localmesh.FreePort(ip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mtlsPort, err := localmesh.FreePort(ip)
-	if err != nil {
-		t.Fatal(err)
-	}
+	httpPort, httpsPort, mtlsPort := ports[0], ports[1], ports[2]
 	m.WriteConfig("gateway.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: ingress, namespace: istio-system}
@@ -426,14 +419,11 @@ func TestGatewayTLSPassthroughAndTCP(t *testing.T) {
 	const echoPort = 7000 // the service port; each endpoint names its own
 
 	gw := m.startGateway("ingress", "istio-system", map[string]string{"istio": "ingressgateway"}, "")
-	tlsPort, err := localmesh.FreePort(gw.Opts.IP)
+	ports, err := localmesh.FreePorts(gw.Opts.IP, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tcpPort, err := localmesh.FreePort(gw.Opts.IP)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tlsPort, tcpPort := ports[0], ports[1]
 	m.WriteConfig("passthrough.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: ingress, namespace: istio-system}
@@ -704,14 +694,11 @@ func TestGatewayConfigChangeDropsNothing(t *testing.T) {
 	m := NewMesh(t)
 	m.Service("web", "HTTP", "v1", "v2")
 	gw := m.startGateway("ingress", "istio-system", map[string]string{"istio": "ingressgateway"}, "")
-	port, err := localmesh.FreePort(gw.Opts.IP)
+	ports, err := localmesh.FreePorts(gw.Opts.IP, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	port2, err := localmesh.FreePort(gw.Opts.IP)
-	if err != nil {
-		t.Fatal(err)
-	}
+	port, port2 := ports[0], ports[1]
 	dr := `apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: web, namespace: default}

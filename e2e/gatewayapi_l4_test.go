@@ -40,14 +40,11 @@ func TestGatewayAPITCPAndTLSRoutes(t *testing.T) {
 	v1Port, v2Port := lineEcho(t, v1IP, "v1"), lineEcho(t, v2IP, "v2")
 
 	gwIP := nextIP()
-	tlsPort, err := localmesh.FreePort(gwIP)
+	ports, err := localmesh.FreePorts(gwIP, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tcpPort, err := localmesh.FreePort(gwIP)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tlsPort, tcpPort := ports[0], ports[1]
 	m.WriteConfig("gateway-api-l4.yaml", fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: edge, namespace: default}

@@ -200,14 +200,11 @@ func TestGatewayAPIHTTPS(t *testing.T) {
 	writeCredential(t, creds, "shop-cert", ca.Issue(t, "", time.Hour, "shop.example.com"), nil)
 	gw := m.startGateway("gw-api-tls", "default", map[string]string{config.GatewayNameLabel: "public"}, creds)
 	ip := gw.Opts.IP
-	httpPort, err := localmesh.FreePort(ip)
+	ports, err := localmesh.FreePorts(ip, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpsPort, err := localmesh.FreePort(ip)
-	if err != nil {
-		t.Fatal(err)
-	}
+	httpPort, httpsPort := ports[0], ports[1]
 	m.WriteConfig("gateway-api.yaml", fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: public, namespace: default}

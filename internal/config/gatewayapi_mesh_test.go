@@ -70,12 +70,20 @@ kind: TLSRoute
 metadata: {name: ldap, namespace: default}
 spec:
   parentRefs: [{group: "", kind: Service, name: ldap, port: 636}]
-  hostnames: [ldap.example.com]
+  hostnames: [ldap.default.svc.cluster.local]
   rules: [{backendRefs: [{name: ldap-v2, port: 636}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: ldap-by-name, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: ldap}]
+  hostnames: [ldap.example.com]
+  rules: [{backendRefs: [{name: ldap-v3, port: 636}]}]
 `
 	snap := NewStore(testOptions()).Load(files("routes.yaml", routes))
 	checkStrings(t, "diagnostics", diagStrings(snap), []string{
-		"warning: routes.yaml: doc 7: TLSRoute default/ldap: spec.hostnames: on the sidecars a TLSRoute attached to a Service matches the Service's host by SNI (ldap.default.svc.cluster.local), not these hostnames",
+		"warning: routes.yaml: doc 8: TLSRoute default/ldap-by-name: spec.parentRefs[0]: none of the route's hostnames is a host of its parent (ldap.default.svc.cluster.local): on the sidecars a TLSRoute routes its parent's hosts by SNI; the route is not attached to it",
 	})
 	wantSpecs(t, snap.VirtualServices, map[string]string{
 		// Both producer routes of reviews, the header match first.
@@ -154,4 +162,61 @@ spec:
 	checkStrings(t, "diagnostics, route first", diagStrings(snap), []string{
 		"warning: a.yaml: doc 1: HTTPRoute default/reviews: spec.parentRefs[0]: VirtualService default/reviews (b.yaml:1) also routes reviews.default.svc.cluster.local for these sidecars; this route was there first, so that VirtualService is not used for it (on sidecars one VirtualService routes a host)",
 	})
+}
+
+// TestGatewayAPIServiceEntryRoutes: Istio's extension of the Gateway API
+// for the mesh, as in its own test input (serviceentry.yaml): routes
+// attached to a ServiceEntry route each of its hosts, and backends of
+// kind Hostname and ServiceEntry (group networking.istio.io) name any
+// host and a ServiceEntry's first host.
+func TestGatewayAPIServiceEntryRoutes(t *testing.T) {
+	cfg := `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: egress, namespace: default}
+spec:
+  hosts: [google.com, "*.egress.com"]
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 443, name: tls, protocol: TLS}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: egress, namespace: default}
+spec:
+  parentRefs: [{group: networking.istio.io, kind: ServiceEntry, name: egress}]
+  rules:
+  - backendRefs: [{group: networking.istio.io, kind: Hostname, name: google.com, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: egress, namespace: default}
+spec:
+  parentRefs: [{group: networking.istio.io, kind: ServiceEntry, name: egress}]
+  hostnames: [google.com]
+  rules: [{backendRefs: [{group: networking.istio.io, kind: ServiceEntry, name: egress, port: 443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: nowhere, namespace: default}
+spec:
+  parentRefs: [{group: networking.istio.io, kind: ServiceEntry, name: missing}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+`
+	snap := NewStore(testOptions()).Load(files("egress.yaml", cfg))
+	checkStrings(t, "diagnostics", diagStrings(snap), []string{
+		"warning: egress.yaml: doc 4: HTTPRoute default/nowhere: spec.parentRefs[0]: ServiceEntry default/missing does not exist or has no hosts; the route is not attached to it",
+	})
+	wantSpecs(t, snap.VirtualServices, map[string]string{
+		"default/mesh.google.com": `
+hosts: [google.com]
+gateways: [mesh]
+http: [{name: default.egress.0.0, route: [{destination: {host: google.com, port: {number: 80}}}]}]
+tls:
+- match: [{sniHosts: [google.com]}]
+  route: [{destination: {host: google.com, port: {number: 443}}}]`,
+		"default/mesh.wildcard.egress.com": `
+hosts: ["*.egress.com"]
+gateways: [mesh]
+http: [{name: default.egress.0.0, route: [{destination: {host: google.com, port: {number: 80}}}]}]`,
+	}, func() *networking.VirtualService { return &networking.VirtualService{} })
 }

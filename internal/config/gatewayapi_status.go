@@ -66,8 +66,9 @@ type ListenerResult struct {
 	// narrowed to those Weft attaches).
 	Kinds []gwv1.RouteGroupKind
 	// Condition and Reason say why the listener is not served (Condition
-	// is ListenerConditionAccepted or ListenerConditionResolvedRefs); ""
-	// when it is. Message says it in words.
+	// is ListenerConditionAccepted, ListenerConditionResolvedRefs or
+	// ListenerConditionConflicted); "" when it is. Message says it in
+	// words.
 	Condition gwv1.ListenerConditionType
 	Reason    gwv1.ListenerConditionReason
 	Message   string

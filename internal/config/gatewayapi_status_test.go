@@ -99,7 +99,7 @@ spec:
 		"HTTPRoute/edge/a[0] NoMatchingListenerHostname",
 		"HTTPRoute/edge/a[2] NoMatchingParent",
 		"HTTPRoute/edge/a[3] ",
-		"HTTPRoute/edge/c refs InvalidKind: spec.rules[0].backendRefs[0]: Weft routes to Services only (group \"\", kind Service); requests for this backend are answered 500",
+		"HTTPRoute/edge/c refs InvalidKind: spec.rules[0].backendRefs[0]: Weft routes to Services, ServiceEntries and hostnames only (group \"\", kind Service; group networking.istio.io, kind ServiceEntry or Hostname); requests for this backend are answered 500",
 		"HTTPRoute/edge/c[0] ",
 		"HTTPRoute/other/b[0] NotAllowedByListeners",
 	})

@@ -308,7 +308,7 @@ func (t *translator) meshVirtualServices() []*VirtualService {
 		}
 		meta := mp.first.Meta
 		meta.Kind = KindVirtualService
-		meta.Name = "mesh." + k.host
+		meta.Name = "mesh." + strings.ReplaceAll(k.host, "*", "wildcard")
 		out = append(out, &VirtualService{
 			Meta: meta, Spec: vs,
 			Annotations: map[string]string{AnnotationGeneratedFrom: mp.first.Meta.String()},
@@ -340,6 +340,64 @@ func (t *translator) reportMeshConflict(k meshKey, mp *meshParent, written []*Vi
 	}
 }
 
+// istioNetworkingGroup is the API group of Istio's networking kinds,
+// which Istio's Gateway API support takes as parents (ServiceEntry) and
+// backends (ServiceEntry, Hostname).
+const istioNetworkingGroup = "networking.istio.io"
+
+// istioDestination is the destination of a backend of Istio's kinds: a
+// Hostname (any host, as a VirtualService destination names it) or a
+// ServiceEntry of the route's namespace (its first host); nil, reported,
+// for another kind or a ServiceEntry that does not exist.
+func (t *translator) istioDestination(r *HTTPRoute, path string, b gwv1.BackendObjectReference) *networking.Destination {
+	var host string
+	switch *b.Kind {
+	case "Hostname":
+		host = string(b.Name)
+	case "ServiceEntry":
+		ns := r.Namespace
+		if b.Namespace != nil && string(*b.Namespace) != "" && string(*b.Namespace) != ns {
+			msg := fmt.Sprintf("ServiceEntry %s/%s is in another namespace: Weft routes to ServiceEntries of the route's namespace only; requests for this backend are answered 500", *b.Namespace, b.Name)
+			t.diags = append(t.diags, resourceDiag(r, SeverityError, CodeRefNotPermitted, path, msg))
+			t.status.refs(r, gwv1.RouteReasonRefNotPermitted, path+": "+msg)
+			return nil
+		}
+		if hosts := t.serviceEntryHosts(ns, string(b.Name)); len(hosts) > 0 {
+			host = hosts[0]
+		} else {
+			msg := fmt.Sprintf("ServiceEntry %s/%s does not exist or has no hosts; requests for this backend are answered 500", ns, b.Name)
+			t.diags = append(t.diags, resourceDiag(r, SeverityError, CodeRefNotPermitted, path, msg))
+			t.status.refs(r, gwv1.RouteReasonBackendNotFound, path+": "+msg)
+			return nil
+		}
+	default:
+		msg := fmt.Sprintf("kind %s of group %s is not a backend Weft routes to (ServiceEntry and Hostname are); requests for this backend are answered 500", *b.Kind, istioNetworkingGroup)
+		t.diags = append(t.diags, resourceDiag(r, SeverityError, CodeRefNotPermitted, path, msg))
+		t.status.refs(r, gwv1.RouteReasonInvalidKind, path+": "+msg)
+		return nil
+	}
+	d := &networking.Destination{Host: host}
+	if b.Port != nil {
+		d.Port = &networking.PortSelector{Number: uint32(*b.Port)}
+	}
+	return d
+}
+
+// serviceEntryHosts are the hosts of ServiceEntry ns/name, resolved as
+// the ServiceEntry's namespace resolves them; nil when there is none.
+func (t *translator) serviceEntryHosts(ns, name string) []string {
+	for _, se := range t.snap.ServiceEntries {
+		if se.Namespace == ns && se.Name == name {
+			var out []string
+			for _, h := range se.Spec.GetHosts() {
+				out = append(out, registry.ResolveHost(h, ns, t.suffix, nil))
+			}
+			return out
+		}
+	}
+	return nil
+}
+
 // isParentService reports whether Service ns/name is a parent of route r:
 // a consumer route may send its Service's traffic on to that Service
 // without a ReferenceGrant, as in Istio (the route only applies to its
@@ -352,6 +410,13 @@ func isParentService(r *HTTPRoute, ns, name string) bool {
 		}
 		return isServiceParent(ref) && pns == ns && string(ref.Name) == name
 	})
+}
+
+// isServiceEntryParent reports whether a parentRef names a ServiceEntry
+// (group networking.istio.io): Istio's extension of GAMMA to the hosts
+// of a ServiceEntry.
+func isServiceEntryParent(ref gwv1.ParentReference) bool {
+	return ref.Kind != nil && *ref.Kind == "ServiceEntry" && ref.Group != nil && *ref.Group == istioNetworkingGroup
 }
 
 // isServiceParent reports whether a parentRef names a Service (group ""
@@ -371,7 +436,44 @@ func (t *translator) attachMesh(r *HTTPRoute, i int, ref gwv1.ParentReference) {
 	if ref.Namespace != nil && *ref.Namespace != "" {
 		ns = string(*ref.Namespace)
 	}
-	k := meshKey{host: string(ref.Name) + "." + ns + ".svc." + t.suffix}
+	hosts := []string{string(ref.Name) + "." + ns + ".svc." + t.suffix}
+	if isServiceEntryParent(ref) {
+		if hosts = t.serviceEntryHosts(ns, string(ref.Name)); len(hosts) == 0 {
+			msg := fmt.Sprintf("ServiceEntry %s/%s does not exist or has no hosts; the route is not attached to it", ns, ref.Name)
+			t.diags = append(t.diags, resourceDiag(r, SeverityWarning, CodeRouteNotAttached, fmt.Sprintf("spec.parentRefs[%d]", i), msg))
+			t.status.parent(r, i, gwv1.RouteReasonNoMatchingParent, msg)
+			return
+		}
+	}
+	if r.Kind == KindTLSRoute && len(r.Spec.Hostnames) > 0 {
+		// A VirtualService's SNI matches must be among its hosts (Istio's
+		// validation): the route's hostnames pick the parent's hosts it
+		// routes, matched by SNI.
+		var kept []string
+		for _, h := range hosts {
+			if slices.ContainsFunc(r.Spec.Hostnames, func(n gwv1.Hostname) bool {
+				return string(n) == h || wildcardCovers(string(n), h)
+			}) {
+				kept = append(kept, h)
+			}
+		}
+		if len(kept) == 0 {
+			msg := fmt.Sprintf("none of the route's hostnames is a host of its parent (%s): on the sidecars a TLSRoute routes its parent's hosts by SNI; the route is not attached to it", strings.Join(hosts, ", "))
+			t.diags = append(t.diags, resourceDiag(r, SeverityWarning, CodeRouteNotAttached, fmt.Sprintf("spec.parentRefs[%d]", i), msg))
+			t.status.parent(r, i, gwv1.RouteReasonNoMatchingParent, msg)
+			return
+		}
+		hosts = kept
+	}
+	t.status.parent(r, i, "", "") // Weft is the mesh: attached
+	for _, host := range hosts {
+		t.attachMeshHost(r, i, ref, meshKey{host: host}, ns)
+	}
+}
+
+// attachMeshHost is attachMesh for one host of the parent, a Service or
+// ServiceEntry of namespace ns.
+func (t *translator) attachMeshHost(r *HTTPRoute, i int, ref gwv1.ParentReference, k meshKey, ns string) {
 	if ns != r.Namespace {
 		k.consumer = r.Namespace
 	}
@@ -381,16 +483,11 @@ func (t *translator) attachMesh(r *HTTPRoute, i int, ref gwv1.ParentReference) {
 		t.mesh[k] = mp
 		t.meshOrder = append(t.meshOrder, k)
 	}
-	t.status.parent(r, i, "", "") // Weft is the mesh: attached
 	var port uint32
 	if ref.Port != nil {
 		port = uint32(*ref.Port)
 	}
 	if r.Kind == KindTCPRoute || r.Kind == KindTLSRoute {
-		if r.Kind == KindTLSRoute && slices.ContainsFunc(r.Spec.Hostnames, func(h gwv1.Hostname) bool { return string(h) != k.host }) {
-			t.diags = append(t.diags, resourceDiag(r, SeverityWarning, CodeInvalidValue, "spec.hostnames",
-				fmt.Sprintf("on the sidecars a TLSRoute attached to a Service matches the Service's host by SNI (%s), not these hostnames", k.host)))
-		}
 		mp.l4 = append(mp.l4, t.meshL4Rules(r, k.host, port)...)
 		return
 	}
@@ -403,10 +500,7 @@ func (t *translator) attachMesh(r *HTTPRoute, i int, ref gwv1.ParentReference) {
 
 // meshL4Rules are the tcp or tls rules of r, a TCPRoute or TLSRoute (as
 // l4AsHTTP makes it) attached to the Service host, on port (0: every
-// port). A TLSRoute's rules match the Service's host by SNI: a
-// VirtualService's SNI matches must be among its hosts (Istio's
-// validation), so the route's hostnames are not matched (reported by
-// attachMesh).
+// port). A TLSRoute's rules match the host by SNI.
 func (t *translator) meshL4Rules(r *HTTPRoute, host string, port uint32) []meshL4 {
 	var out []meshL4
 	for _, rr := range t.routesOf(r) {
@@ -472,6 +566,9 @@ func (t *translator) listener(gw *KubeGateway, i int, res *ListenerResult) *list
 		return nil
 	}
 	path := fmt.Sprintf("spec.listeners[%d]", i)
+	if reason, msg := listenerConflict(gw, i); reason != "" {
+		return refuse(SeverityWarning, CodeInvalidValue, path+".port", gwv1.ListenerConditionConflicted, reason, msg)
+	}
 	host := "*"
 	if l.Hostname != nil {
 		host = string(*l.Hostname)
@@ -536,6 +633,43 @@ func (t *translator) listener(gw *KubeGateway, i int, res *ListenerResult) *list
 	return ls
 }
 
+// listenerConflict says why listener i of gw conflicts with one before it
+// on the same port, as the Gateway API defines it: listeners may share a
+// port only if their protocols go together (HTTP with HTTP; HTTPS and TLS,
+// told apart by SNI) and their hostnames differ; a TCP or UDP listener
+// has its port alone. The first listener keeps the port.
+func listenerConflict(gw *KubeGateway, i int) (gwv1.ListenerConditionReason, string) {
+	l := &gw.Spec.Listeners[i]
+	family := func(p gwv1.ProtocolType) string {
+		switch p {
+		case gwv1.HTTPSProtocolType, gwv1.TLSProtocolType:
+			return "tls"
+		}
+		return string(p)
+	}
+	host := func(h *gwv1.Hostname) string {
+		if h == nil {
+			return "*"
+		}
+		return string(*h)
+	}
+	for j := range i {
+		o := &gw.Spec.Listeners[j]
+		if o.Port != l.Port {
+			continue
+		}
+		exclusive := l.Protocol == gwv1.TCPProtocolType || l.Protocol == gwv1.UDPProtocolType ||
+			o.Protocol == gwv1.TCPProtocolType || o.Protocol == gwv1.UDPProtocolType
+		if exclusive || family(o.Protocol) != family(l.Protocol) {
+			return gwv1.ListenerReasonProtocolConflict, fmt.Sprintf("port %d is listener %q's (protocol %s), which cannot share it with protocol %s; the listener is not served", l.Port, o.Name, o.Protocol, l.Protocol)
+		}
+		if host(o.Hostname) == host(l.Hostname) {
+			return gwv1.ListenerReasonHostnameConflict, fmt.Sprintf("listener %q has port %d and hostname %s too; the listener is not served", o.Name, l.Port, host(l.Hostname))
+		}
+	}
+	return "", ""
+}
+
 // routeKinds are the route kinds an HTTP or HTTPS listener takes: those
 // of allowedRoutes.kinds Weft attaches, by default HTTPRoute and
 // GRPCRoute.
@@ -570,13 +704,13 @@ var listenerKinds = map[gwv1.ProtocolType][]Kind{
 func (t *translator) attach(r *HTTPRoute, byGateway map[string][]*listener) {
 	for i, ref := range r.Spec.ParentRefs {
 		path := fmt.Sprintf("spec.parentRefs[%d]", i)
-		if isServiceParent(ref) {
+		if isServiceParent(ref) || isServiceEntryParent(ref) {
 			t.attachMesh(r, i, ref)
 			continue
 		}
 		if (ref.Group != nil && *ref.Group != gatewayAPIGroup) || (ref.Kind != nil && *ref.Kind != "Gateway") {
 			t.diags = append(t.diags, resourceDiag(r, SeverityWarning, CodeRouteNotAttached, path,
-				"Weft attaches routes to Gateways (group gateway.networking.k8s.io, kind Gateway) and Services (group \"\", kind Service) only; this parentRef is ignored"))
+				"Weft attaches routes to Gateways (group gateway.networking.k8s.io, kind Gateway), Services (group \"\", kind Service) and ServiceEntries (group networking.istio.io) only; this parentRef is ignored"))
 			continue
 		}
 		ns := r.Namespace
@@ -1048,8 +1182,11 @@ func redirect(f *gwv1.HTTPRequestRedirectFilter) *networking.HTTPRedirect {
 // and returns nil for a reference Weft cannot follow or is not permitted
 // to (another namespace without a ReferenceGrant there).
 func (t *translator) destination(r *HTTPRoute, path string, b gwv1.BackendObjectReference) *networking.Destination {
+	if b.Group != nil && *b.Group == istioNetworkingGroup && b.Kind != nil {
+		return t.istioDestination(r, path, b)
+	}
 	if !isServiceRef(b.Group, b.Kind) {
-		msg := "Weft routes to Services only (group \"\", kind Service); requests for this backend are answered 500"
+		msg := "Weft routes to Services, ServiceEntries and hostnames only (group \"\", kind Service; group networking.istio.io, kind ServiceEntry or Hostname); requests for this backend are answered 500"
 		t.diags = append(t.diags, resourceDiag(r, SeverityError, CodeRefNotPermitted, path, msg))
 		t.status.refs(r, gwv1.RouteReasonInvalidKind, path+": "+msg)
 		return nil

@@ -270,6 +270,23 @@ func FreePort(ip string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// FreePorts returns n distinct TCP ports that were free on ip a moment
+// ago: each is held until all are found, so two calls' worth of FreePort
+// cannot return the same port twice (the kernel may hand a port it just
+// got back out again).
+func FreePorts(ip string, n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			return nil, fmt.Errorf("finding a free port on %s: %w", ip, err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
 // Serving reports whether the workload can take mesh traffic: its sidecar
 // has applied config and, for a workload with a WorkloadPort, its inbound
 // listener for that port is bound on one of its IPs.

@@ -173,6 +173,12 @@ func gatewayStatus(st map[string]any, u *unstructured.Unstructured, v verdict, g
 					conds[i] = newCondition(conds[i].typ, false, string(l.Reason), l.Message)
 				}
 			}
+			if l.Condition == gwv1.ListenerConditionConflicted {
+				// Conflicted is true when the listener conflicts; it is
+				// then not accepted either.
+				conds[0] = newCondition(string(gwv1.ListenerConditionAccepted), false, string(l.Reason), l.Message)
+				conds = append(conds, newCondition(string(gwv1.ListenerConditionConflicted), true, string(l.Reason), l.Message))
+			}
 			conds[2] = newCondition(string(gwv1.ListenerConditionProgrammed), false, string(gwv1.ListenerReasonInvalid), l.Message)
 		}
 		var prev any
@@ -275,15 +281,15 @@ func routeStatus(st map[string]any, u *unstructured.Unstructured, k config.Kind,
 
 // weftParent reports whether a parentRef (as the API server holds it,
 // group and kind defaulted) of a route in namespace ns names a Gateway of
-// Weft's controller, or a Service: a route attached to a Service routes
-// the mesh's sidecars, which are Weft's.
+// Weft's controller, or a Service or ServiceEntry: a route attached to
+// one routes the mesh's sidecars, which are Weft's.
 func weftParent(ref map[string]any, ns string, gs *config.GatewayAPIStatus) bool {
 	if gs == nil {
 		return false
 	}
 	group, _ := ref["group"].(string)
 	kind, _ := ref["kind"].(string)
-	if (group == "" || group == "core") && kind == "Service" {
+	if ((group == "" || group == "core") && kind == "Service") || (group == "networking.istio.io" && kind == "ServiceEntry") {
 		return true
 	}
 	if (group != "" && group != gatewayAPIGroup) || (kind != "" && kind != "Gateway") {

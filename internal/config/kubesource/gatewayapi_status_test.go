@@ -125,7 +125,7 @@ func TestRouteStatusParents(t *testing.T) {
 func TestGatewayAndClassStatus(t *testing.T) {
 	gw := objectOf(t, `{"apiVersion":"gateway.networking.k8s.io/v1","kind":"Gateway",
 	  "metadata":{"name":"public","namespace":"edge","generation":2},
-	  "spec":{"gatewayClassName":"weft","listeners":[{"name":"http","port":80,"protocol":"HTTP"},{"name":"tcp","port":9000,"protocol":"TCP"}]},
+	  "spec":{"gatewayClassName":"weft","listeners":[{"name":"http","port":80,"protocol":"HTTP"},{"name":"tcp","port":9000,"protocol":"TCP"},{"name":"lines","port":80,"protocol":"TCP"}]},
 	  "status":{"conditions":[
 	    {"type":"Accepted","status":"Unknown","reason":"Pending","message":"Waiting for controller","lastTransitionTime":"1970-01-01T00:00:00Z"},
 	    {"type":"Programmed","status":"Unknown","reason":"Pending","message":"Waiting for controller","lastTransitionTime":"1970-01-01T00:00:00Z"}]}}`)
@@ -135,6 +135,7 @@ func TestGatewayAndClassStatus(t *testing.T) {
 		Gateways: map[string]*config.GatewayResult{"edge/public": {Listeners: []config.ListenerResult{
 			{Name: "http", AttachedRoutes: 2, Kinds: []gwv1.RouteGroupKind{{Group: &group, Kind: "HTTPRoute"}}},
 			{Name: "tcp", Condition: gwv1.ListenerConditionAccepted, Reason: gwv1.ListenerReasonUnsupportedProtocol, Message: "protocol TCP listeners are not supported"},
+			{Name: "lines", Condition: gwv1.ListenerConditionConflicted, Reason: gwv1.ListenerReasonProtocolConflict, Message: "port 80 is listener \"http\"'s"},
 		}}},
 	}
 	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
@@ -155,6 +156,7 @@ func TestGatewayAndClassStatus(t *testing.T) {
 	want := []string{
 		`http [{"group":"gateway.networking.k8s.io","kind":"HTTPRoute"}] Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs Programmed=True/Programmed`,
 		`tcp [] Accepted=False/UnsupportedProtocol ResolvedRefs=True/ResolvedRefs Programmed=False/Invalid`,
+		`lines [] Accepted=False/ProtocolConflict ResolvedRefs=True/ResolvedRefs Programmed=False/Invalid Conflicted=True/ProtocolConflict`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("listeners:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

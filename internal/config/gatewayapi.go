@@ -295,8 +295,18 @@ func validateKubeHTTPRoute(is *issues, s *gwv1.HTTPRouteSpec) {
 				is.errf(p+".timeouts.backendRequest", "backendRequest (%s) must not be longer than request (%s)", *t.BackendRequest, *t.Request)
 			}
 		}
-		if r.Retry != nil {
-			is.warnf(p+".retry", "retry is not supported by Weft yet and is ignored")
+		if rt := r.Retry; rt != nil {
+			if rt.Attempts != nil && *rt.Attempts < 0 {
+				is.errf(p+".retry.attempts", "attempts must not be negative, got %d", *rt.Attempts)
+			}
+			for k, c := range rt.Codes {
+				if c < 400 || c > 599 {
+					is.errf(fmt.Sprintf("%s.retry.codes[%d]", p, k), "status code %d is out of range [400, 599]", c)
+				}
+			}
+			if d := checkGWDuration(is, p+".retry.backoff", rt.Backoff); rt.Backoff != nil && d > 0 && d < time.Millisecond {
+				is.errf(p+".retry.backoff", "backoff %s is shorter than 1ms", *rt.Backoff)
+			}
 		}
 		if r.SessionPersistence != nil {
 			is.warnf(p+".sessionPersistence", "sessionPersistence is not supported by Weft yet and is ignored")

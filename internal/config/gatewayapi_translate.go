@@ -1056,13 +1056,52 @@ func (t *translator) action(r *HTTPRoute, i int) (base *networking.HTTPRoute, pr
 				base.Timeout = durationpb.New(d)
 			}
 		}
-		if to.BackendRequest != nil {
+		if to.BackendRequest != nil && !retries(rule.Retry) {
 			if d, _ := time.ParseDuration(string(*to.BackendRequest)); d > 0 && base.Timeout == nil {
 				base.Timeout = durationpb.New(d) // no retries: one backend request is the whole request
 			}
 		}
 	}
+	if rt := rule.Retry; rt != nil && base.Redirect == nil {
+		base.Retries = retryPolicy(rt, rule.Timeouts)
+	}
 	return base, prefixRewrite
+}
+
+// retries reports whether a rule's retry asks for at least one retry.
+func retries(rt *gwv1.HTTPRouteRetry) bool {
+	return rt != nil && (rt.Attempts == nil || *rt.Attempts > 0)
+}
+
+// retryPolicy is Istio's translation of a rule's retry: attempts (2, the
+// mesh's default, when left out; 0 turns retries off), on a failed
+// connection, a reset stream, gRPC's unavailable and cancelled, and each
+// listed status code; backoff as the base interval; a backendRequest
+// timeout as each try's.
+func retryPolicy(rt *gwv1.HTTPRouteRetry, to *gwv1.HTTPRouteTimeouts) *networking.HTTPRetry {
+	out := &networking.HTTPRetry{Attempts: 2}
+	if rt.Attempts != nil {
+		out.Attempts = int32(*rt.Attempts)
+	}
+	if out.Attempts <= 0 {
+		return &networking.HTTPRetry{}
+	}
+	on := []string{"connect-failure", "refused-stream", "unavailable", "cancelled"}
+	for _, c := range rt.Codes {
+		on = append(on, fmt.Sprint(c))
+	}
+	out.RetryOn = strings.Join(on, ",")
+	if rt.Backoff != nil {
+		if d, _ := time.ParseDuration(string(*rt.Backoff)); d > 0 {
+			out.Backoff = durationpb.New(d)
+		}
+	}
+	if to != nil && to.BackendRequest != nil {
+		if d, _ := time.ParseDuration(string(*to.BackendRequest)); d > 0 {
+			out.PerTryTimeout = durationpb.New(d)
+		}
+	}
+	return out
 }
 
 // mirror translates a RequestMirror filter at path; nil when its backend

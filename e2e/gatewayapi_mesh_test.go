@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"testing"
@@ -58,4 +59,46 @@ func TestGatewayAPIMeshRoute(t *testing.T) {
 	t.Logf("0/100 in force %v after the edit", time.Since(changed).Round(time.Millisecond))
 	tr.WaitSent(t, 200)
 	tr.Stop(t, "during the weight change")
+}
+
+// TestGatewayAPIMeshRouteRetry: a rule's retry (attempts 3, codes 503 and
+// 429) makes the sidecar try a request the backends answer 429 four
+// times, and a route with attempts 0 only once, where the mesh's default
+// policy would not retry 429 at all.
+func TestGatewayAPIMeshRouteRetry(t *testing.T) {
+	m := NewMesh(t)
+	backends := m.Service("backend", "HTTP", "v1", "v1")
+	front := m.Client("frontend")
+	c := newClient()
+	m.WriteConfig("backend-route.yaml", `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: backend, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: backend}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /once}}]
+    backendRefs: [{name: backend, port: 8080}]
+    retry: {attempts: 0}
+  - backendRefs: [{name: backend, port: 8080}]
+    retry: {attempts: 3, codes: [503, 429]}
+`)
+	waitDump(t, front, "default.backend.1.0") // the route's second rule is in force
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 10
+	for _, tc := range []struct {
+		path     string
+		attempts uint64
+	}{{"/", 4}, {"/once", 1}} {
+		before := totalRequests(backends)
+		for i := range n {
+			code, _, err := Get(ctx, c, front, "backend", tc.path, map[string]string{"x-echo-status": "429"})
+			if err != nil || code != 429 {
+				t.Fatalf("%s request %d: code %d err %v, want the upstream's 429", tc.path, i, code, err)
+			}
+		}
+		if got := totalRequests(backends) - before; got != n*tc.attempts {
+			t.Errorf("%s: backends saw %d attempts for %d requests, want %d", tc.path, got, n, n*tc.attempts)
+		}
+	}
 }

@@ -580,10 +580,18 @@ func checkFiltersOf(is *issues, path string, fs []gwv1.HTTPRouteFilter, backend,
 				is.errf(p+".type", "filter type %s is already used by %s[%d]; it may appear once", f.Type, path, j)
 			}
 			seen[f.Type] = i
-		case gwv1.HTTPRouteFilterCORS, gwv1.HTTPRouteFilterExternalAuth, gwv1.HTTPRouteFilterExtensionRef:
+		case gwv1.HTTPRouteFilterCORS:
+			if j, dup := seen[f.Type]; dup {
+				is.errf(p+".type", "filter type %s is already used by %s[%d]; it may appear once", f.Type, path, j)
+			}
+			seen[f.Type] = i
+			if c := f.CORS; c != nil && c.MaxAge < 0 {
+				is.errf(p+".cors.maxAge", "maxAge must not be negative, got %d", c.MaxAge)
+			}
+		case gwv1.HTTPRouteFilterExternalAuth, gwv1.HTTPRouteFilterExtensionRef:
 			is.warnf(p+".type", "filter type %s is not supported by Weft yet: requests this rule matches are answered 500, as the Gateway API requires", f.Type)
 		}
-		if backend && (f.Type == gwv1.HTTPRouteFilterRequestRedirect || f.Type == gwv1.HTTPRouteFilterURLRewrite || f.Type == gwv1.HTTPRouteFilterRequestMirror) {
+		if backend && (f.Type == gwv1.HTTPRouteFilterRequestRedirect || f.Type == gwv1.HTTPRouteFilterURLRewrite || f.Type == gwv1.HTTPRouteFilterRequestMirror || f.Type == gwv1.HTTPRouteFilterCORS) {
 			is.errf(p+".type", "filter type %s is not supported on a backendRef by Weft; put it on the rule", f.Type)
 		}
 		checkHeaderFilter(is, p+".requestHeaderModifier", f.RequestHeaderModifier)

@@ -341,7 +341,7 @@ spec:
     - {name: svc, weight: 2000000}
     timeouts: {request: 1s, backendRequest: 2s}
   - timeouts: {request: 1sec}
-    filters: [{type: CORS, cors: {allowOrigins: ["https://a.example.com"]}}]
+    filters: [{type: ExternalAuth, externalAuth: {protocol: HTTP, backendRef: {name: auth, port: 80}}}]
 `,
 			want: []string{
 				`error: t.yaml: doc 1: HTTPRoute default/bad: spec.parentRefs[0].name: name is required`,
@@ -364,7 +364,7 @@ spec:
 				`error: t.yaml: doc 1: HTTPRoute default/bad: spec.rules[0].backendRefs[0].weight: weight 2000000 is out of range [0, 1000000]`,
 				`error: t.yaml: doc 1: HTTPRoute default/bad: spec.rules[0].timeouts.backendRequest: backendRequest (2s) must not be longer than request (1s)`,
 				`error: t.yaml: doc 1: HTTPRoute default/bad: spec.rules[1].timeouts.request: invalid duration "1sec": want one to four numbers each with a unit of h, m, s or ms, such as 1m30s`,
-				`warning: t.yaml: doc 1: HTTPRoute default/bad: spec.rules[1].filters[0].type: filter type CORS is not supported by Weft yet: requests this rule matches are answered 500, as the Gateway API requires`,
+				`warning: t.yaml: doc 1: HTTPRoute default/bad: spec.rules[1].filters[0].type: filter type ExternalAuth is not supported by Weft yet: requests this rule matches are answered 500, as the Gateway API requires`,
 			},
 		},
 		{

@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -1037,6 +1038,8 @@ func (t *translator) action(r *HTTPRoute, i int) (base *networking.HTTPRoute, pr
 			if mp := t.mirror(r, fp+".requestMirror", f.RequestMirror); mp != nil {
 				base.Mirrors = append(base.Mirrors, mp)
 			}
+		case gwv1.HTTPRouteFilterCORS:
+			base.CorsPolicy = corsPolicy(f.CORS)
 		default:
 			fail = true // not supported (validation warned): 500, as the Gateway API requires
 		}
@@ -1066,6 +1069,44 @@ func (t *translator) action(r *HTTPRoute, i int) (base *networking.HTTPRoute, pr
 		base.Retries = retryPolicy(rt, rule.Timeouts)
 	}
 	return base, prefixRewrite
+}
+
+// corsPolicy is Istio's translation of a CORS filter: an origin with a
+// "*" is a regular expression in which "*" is any text ("*" alone: any
+// origin), others exact; maxAge in seconds; preflights from origins it
+// does not allow go on to the backend (unmatchedPreflights IGNORE).
+func corsPolicy(c *gwv1.HTTPCORSFilter) *networking.CorsPolicy {
+	out := &networking.CorsPolicy{UnmatchedPreflights: networking.CorsPolicy_IGNORE}
+	if c == nil {
+		return out
+	}
+	for _, o := range c.AllowOrigins {
+		switch v := string(o); {
+		case v == "*":
+			out.AllowOrigins = append(out.AllowOrigins, &networking.StringMatch{MatchType: &networking.StringMatch_Regex{Regex: `^[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s?#]+$`}})
+		case strings.Contains(v, "*"):
+			re := "^" + strings.ReplaceAll(regexp.QuoteMeta(v), `\*`, ".*") + "$"
+			out.AllowOrigins = append(out.AllowOrigins, &networking.StringMatch{MatchType: &networking.StringMatch_Regex{Regex: re}})
+		default:
+			out.AllowOrigins = append(out.AllowOrigins, &networking.StringMatch{MatchType: &networking.StringMatch_Exact{Exact: v}})
+		}
+	}
+	for _, m := range c.AllowMethods {
+		out.AllowMethods = append(out.AllowMethods, string(m))
+	}
+	for _, h := range c.AllowHeaders {
+		out.AllowHeaders = append(out.AllowHeaders, string(h))
+	}
+	for _, h := range c.ExposeHeaders {
+		out.ExposeHeaders = append(out.ExposeHeaders, string(h))
+	}
+	if c.AllowCredentials != nil && *c.AllowCredentials {
+		out.AllowCredentials = wrapperspb.Bool(true)
+	}
+	if c.MaxAge > 0 {
+		out.MaxAge = durationpb.New(time.Duration(c.MaxAge) * time.Second)
+	}
+	return out
 }
 
 // retries reports whether a rule's retry asks for at least one retry.

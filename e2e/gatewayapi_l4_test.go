@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -126,4 +127,76 @@ spec:
 	}
 
 	checkTCPSplit8020(t, net.JoinHostPort(gwIP, fmt.Sprint(tcpPort)))
+}
+
+// A TLS listener that terminates (mode Terminate, the default) ends the
+// client's TLS with the certificate its certificateRefs name, verified by
+// a real TLS client, and hands the decrypted stream to its TLSRoute's
+// backend: a plain line-echo service answers each line.
+func TestGatewayAPITLSTerminate(t *testing.T) {
+	m := NewMesh(t)
+	ca := proxytest.NewMeshCA(t)
+	creds := t.TempDir()
+	gatewayCert := ca.Issue(t, "", time.Hour, "lines.example.com")
+	writeCredential(t, creds, "lines-cert", gatewayCert, nil)
+	echoIP := nextIP()
+	echoPort := lineEcho(t, echoIP, "plain")
+	gw := m.startGateway("edge-terminate", "default", map[string]string{config.GatewayNameLabel: "edge"}, creds)
+	port, err := localmesh.FreePort(gw.Opts.IP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.WriteConfig("gateway-api-terminate.yaml", fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  gatewayClassName: weft
+  listeners:
+  - name: lines
+    port: %d
+    protocol: TLS
+    hostname: lines.example.com
+    tls: {mode: Terminate, certificateRefs: [{name: lines-cert}]}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: lines, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [lines.example.com]
+  rules: [{backendRefs: [{name: lines, port: 7000}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: lines, namespace: default}
+spec:
+  hosts: [lines.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 7000, name: tcp, protocol: TCP}]
+  endpoints: [{address: %s, ports: {tcp: %d}}]
+`, port, echoIP, echoPort))
+	addr := net.JoinHostPort(gw.Opts.IP, fmt.Sprint(port))
+	Eventually(t, 20*time.Second, "a line through the terminating listener", func() error {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, &tls.Config{RootCAs: ca.Pool, ServerName: "lines.example.com"})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if !c.ConnectionState().PeerCertificates[0].Equal(gatewayCert.Leaf) {
+			return fmt.Errorf("certificate %v, want the listener's", c.ConnectionState().PeerCertificates[0].Subject)
+		}
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.WriteString(c, "hello\n"); err != nil {
+			return err
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line != "plain: hello\n" {
+			return fmt.Errorf("answer %q", line)
+		}
+		return nil
+	})
 }

@@ -8,7 +8,8 @@ import (
 )
 
 // TCPRoutes and TLSRoutes become tcp and tls routes of VirtualServices
-// bound to the Istio Gateways of TCP and TLS (passthrough) listeners; a
+// bound to the Istio Gateways of TCP and TLS listeners (a TLS listener
+// that terminates: a SIMPLE server and tcp routes, as Istio serves it); a
 // route of the wrong kind for a listener does not attach to it.
 func TestGatewayAPITCPAndTLSRoutes(t *testing.T) {
 	docs := `apiVersion: gateway.networking.k8s.io/v1
@@ -47,6 +48,14 @@ spec:
   rules: [{backendRefs: [{name: secure, port: 8443}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: terminated, namespace: shop}
+spec:
+  parentRefs: [{name: edge, sectionName: terminate}]
+  hostnames: [t.example.com]
+  rules: [{backendRefs: [{name: plain, port: 7001}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web, namespace: shop}
 spec:
@@ -55,12 +64,12 @@ spec:
 `
 	snap := NewStore(testOptions()).Load(files("gw.yaml", docs))
 	checkStrings(t, "diagnostics", diagStrings(snap), []string{
-		`warning: gw.yaml: doc 1: Gateway.gateway.networking.k8s.io shop/edge: spec.listeners[2].tls.mode: TLS listeners that terminate TLS are not supported by Weft yet (mode Passthrough is); the listener is not served`,
-		`warning: gw.yaml: doc 4: HTTPRoute shop/web: spec.parentRefs[0]: not attached to Gateway shop/edge: listener "lines" (protocol TCP) does not take HTTPRoutes`,
+		`warning: gw.yaml: doc 5: HTTPRoute shop/web: spec.parentRefs[0]: not attached to Gateway shop/edge: listener "lines" (protocol TCP) does not take HTTPRoutes`,
 	})
 	wantSpecs(t, snap.Gateways, map[string]string{
-		"shop/edge-gwapi-lines":  `{selector: {gateway.networking.k8s.io/gateway-name: edge}, servers: [{port: {number: 9300, name: lines, protocol: TCP}, hosts: ["*/*"]}]}`,
-		"shop/edge-gwapi-secure": `{selector: {gateway.networking.k8s.io/gateway-name: edge}, servers: [{port: {number: 9443, name: secure, protocol: TLS}, hosts: ["*/*"], tls: {mode: PASSTHROUGH}}]}`,
+		"shop/edge-gwapi-lines":     `{selector: {gateway.networking.k8s.io/gateway-name: edge}, servers: [{port: {number: 9300, name: lines, protocol: TCP}, hosts: ["*/*"]}]}`,
+		"shop/edge-gwapi-secure":    `{selector: {gateway.networking.k8s.io/gateway-name: edge}, servers: [{port: {number: 9443, name: secure, protocol: TLS}, hosts: ["*/*"], tls: {mode: PASSTHROUGH}}]}`,
+		"shop/edge-gwapi-terminate": `{selector: {gateway.networking.k8s.io/gateway-name: edge}, servers: [{port: {number: 9444, name: terminate, protocol: TLS}, hosts: ["*/t.example.com"], tls: {mode: SIMPLE, credentialName: t-cert}}]}`,
 	}, func() *networking.Gateway { return &networking.Gateway{} })
 	wantSpecs(t, snap.VirtualServices, map[string]string{
 		"shop/edge-gwapi-lines.wildcard": `{hosts: ["*"], gateways: [shop/edge-gwapi-lines], tcp: [{match: [{port: 9300}], route: [
@@ -68,9 +77,11 @@ spec:
 		  {destination: {host: lines-v2.shop.svc.cluster.local, port: {number: 7000}}, weight: 20}]}]}`,
 		"shop/edge-gwapi-secure.a.secure.example": `{hosts: [a.secure.example], gateways: [shop/edge-gwapi-secure], tls: [{match: [{sniHosts: [a.secure.example], port: 9443}], route: [
 		  {destination: {host: secure.shop.svc.cluster.local, port: {number: 8443}}}]}]}`,
+		"shop/edge-gwapi-terminate.t.example.com": `{hosts: [t.example.com], gateways: [shop/edge-gwapi-terminate], tcp: [{match: [{port: 9444}], route: [
+		  {destination: {host: plain.shop.svc.cluster.local, port: {number: 7001}}}]}]}`,
 	}, func() *networking.VirtualService { return &networking.VirtualService{} })
 	l := snap.GatewayAPI.Gateways["shop/edge"].Listeners
-	if l[0].AttachedRoutes != 1 || l[1].AttachedRoutes != 1 || l[2].Reason == "" || len(l[0].Kinds) != 1 || l[0].Kinds[0].Kind != "TCPRoute" {
+	if l[0].AttachedRoutes != 1 || l[1].AttachedRoutes != 1 || l[2].AttachedRoutes != 1 || l[2].Reason != "" || len(l[0].Kinds) != 1 || l[0].Kinds[0].Kind != "TCPRoute" {
 		t.Errorf("listeners = %+v", l)
 	}
 }

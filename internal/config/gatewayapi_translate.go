@@ -583,16 +583,22 @@ func (t *translator) listener(gw *KubeGateway, i int, res *ListenerResult) *list
 	case gwv1.TCPProtocolType:
 		srv.Hosts = []string{"*/*"}
 	case gwv1.TLSProtocolType:
-		if l.TLS == nil || l.TLS.Mode == nil || *l.TLS.Mode != gwv1.TLSModePassthrough {
-			return refuse(SeverityWarning, CodeInvalidValue, path+".tls.mode", gwv1.ListenerConditionAccepted, gwv1.ListenerReasonUnsupportedValue,
-				"TLS listeners that terminate TLS are not supported by Weft yet (mode Passthrough is); the listener is not served")
+		if l.TLS != nil && l.TLS.Mode != nil && *l.TLS.Mode == gwv1.TLSModePassthrough {
+			srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_PASSTHROUGH}
+			break
 		}
-		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_PASSTHROUGH}
+		// Terminate (the default): TLS with the listener's certificate,
+		// then the TLSRoutes' backends get the decrypted stream, as
+		// Istio serves it (a TLS server in SIMPLE mode, tcp routes).
+		fallthrough
 	case gwv1.HTTPSProtocolType:
-		refs := l.TLS.CertificateRefs
+		var refs []gwv1.SecretObjectReference
+		if l.TLS != nil {
+			refs = l.TLS.CertificateRefs
+		}
 		if len(refs) == 0 {
 			return refuse(SeverityError, CodeInvalidValue, path+".tls", gwv1.ListenerConditionResolvedRefs, gwv1.ListenerReasonInvalidCertificateRef,
-				"an HTTPS listener needs a certificateRef: Weft does not read tls.options; the listener is not served")
+				fmt.Sprintf("an %s listener that terminates TLS needs a certificateRef: Weft does not read tls.options; the listener is not served", l.Protocol))
 		}
 		ref := refs[0]
 		rp := path + ".tls.certificateRefs[0]"
@@ -1389,7 +1395,9 @@ func (t *translator) l4VirtualServices(l *listener) []*VirtualService {
 				continue
 			}
 			port := uint32(l.l.Port)
-			if l.l.Protocol == gwv1.TCPProtocolType {
+			if l.l.Protocol == gwv1.TCPProtocolType || l.gateway.Spec.Servers[0].GetTls().GetMode() == networking.ServerTLSSettings_SIMPLE {
+				// A TCP listener, or a TLS one that terminates: the
+				// stream (decrypted) goes along tcp routes.
 				vs.Tcp = append(vs.Tcp, &networking.TCPRoute{Match: []*networking.L4MatchAttributes{{Port: port}}, Route: dests})
 			} else {
 				vs.Tls = append(vs.Tls, &networking.TLSRoute{Match: []*networking.TLSMatchAttributes{{SniHosts: []string{host}, Port: port}}, Route: dests})

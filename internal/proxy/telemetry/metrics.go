@@ -13,8 +13,10 @@ package telemetry
 
 import (
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"weak"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -168,11 +170,12 @@ type Metrics struct {
 
 	cache sync.Map // Key -> *series
 
-	internMu sync.Mutex // translation and peer decoding only, never per request
-	srcs     map[SrcLabels]*SrcLabels
-	dsts     map[DstLabels]*DstLabels
-	secs     map[SecLabels]*SecLabels
-	unknown  *DstLabels
+	// The interned labels: translation and peer decoding only, never
+	// per request.
+	srcs    internTable[SrcLabels]
+	dsts    internTable[DstLabels]
+	secs    internTable[SecLabels]
+	unknown *DstLabels
 	// unknownSec and noneSec are the labels of a request without mutual
 	// TLS, on the source and the destination side.
 	unknownSec, noneSec *SecLabels
@@ -183,7 +186,7 @@ type Metrics struct {
 // NewMetrics registers the request metrics with reg. Several proxies may
 // share a registry: metrics already registered there are reused.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	m := &Metrics{srcs: map[SrcLabels]*SrcLabels{}, dsts: map[DstLabels]*DstLabels{}, secs: map[SecLabels]*SecLabels{}}
+	m := &Metrics{}
 	m.requests = statSpecs[statRequests].newVec(metricLabels).(*prometheus.CounterVec)
 	m.duration = statSpecs[statDuration].newVec(metricLabels).(*prometheus.HistogramVec)
 	m.reqBytes = statSpecs[statRequestBytes].newVec(metricLabels).(*prometheus.HistogramVec)
@@ -227,41 +230,64 @@ func Register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 // translating configuration or decoding a new peer, not per request.
 func (m *Metrics) InternSrc(s SrcLabels) *SrcLabels {
 	canonicalDefaults(&s.CanonicalService, &s.CanonicalRevision, &s.Cluster, s.App, s.Version, s.Workload)
-	m.internMu.Lock()
-	defer m.internMu.Unlock()
-	if p, ok := m.srcs[s]; ok {
-		return p
-	}
-	p := &s
-	m.srcs[s] = p
-	return p
+	return m.srcs.intern(s)
 }
 
 // InternDst returns the shared copy of d. It takes a lock: call it when
 // translating configuration, not per request.
 func (m *Metrics) InternDst(d DstLabels) *DstLabels {
 	canonicalDefaults(&d.CanonicalService, &d.CanonicalRevision, &d.Cluster, d.App, d.Version, d.Workload)
-	m.internMu.Lock()
-	defer m.internMu.Unlock()
-	if p, ok := m.dsts[d]; ok {
-		return p
-	}
-	p := &d
-	m.dsts[d] = p
-	return p
+	return m.dsts.intern(d)
 }
 
 // InternSec returns the shared copy of s. It takes a lock: call it when a
 // connection is set up, not per request.
 func (m *Metrics) InternSec(s SecLabels) *SecLabels {
-	m.internMu.Lock()
-	defer m.internMu.Unlock()
-	if p, ok := m.secs[s]; ok {
+	return m.secs.intern(s)
+}
+
+// internTable interns values of T: one shared copy per distinct value,
+// kept only while something refers to it. The labels of endpoints and
+// peers that went away (a node or VM replaced, a workload renamed) are
+// then not kept for the life of the process; a series still counting a
+// request keeps its labels.
+type internTable[T comparable] struct {
+	mu sync.Mutex
+	m  map[T]weak.Pointer[T]
+}
+
+// intern returns the shared copy of v.
+func (t *internTable[T]) intern(v T) *T {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p := t.m[v].Value(); p != nil {
 		return p
 	}
-	p := &s
-	m.secs[s] = p
+	if t.m == nil {
+		t.m = map[T]weak.Pointer[T]{}
+	}
+	p := new(T)
+	*p = v
+	t.m[v] = weak.Make(p)
+	runtime.AddCleanup(p, t.forget, v)
 	return p
+}
+
+// forget drops v's entry once the copy it points to is gone (and not
+// replaced by a newer copy since).
+func (t *internTable[T]) forget(v T) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if wp, ok := t.m[v]; ok && wp.Value() == nil {
+		delete(t.m, v)
+	}
+}
+
+// len is how many values are interned (or gone, not yet forgotten).
+func (t *internTable[T]) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
 }
 
 // UnknownSec labels a request the source side sent without mutual TLS

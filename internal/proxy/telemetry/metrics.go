@@ -13,7 +13,6 @@ package telemetry
 
 import (
 	"errors"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"weak"
@@ -250,11 +249,17 @@ func (m *Metrics) InternSec(s SecLabels) *SecLabels {
 // kept only while something refers to it. The labels of endpoints and
 // peers that went away (a node or VM replaced, a workload renamed) are
 // then not kept for the life of the process; a series still counting a
-// request keeps its labels.
+// request keeps its labels. Entries whose copy was collected are swept
+// once as many values were added since the last sweep as half the table
+// holds (at least sweepEvery): amortised constant time, and at most
+// about twice the live values plus sweepEvery entries.
 type internTable[T comparable] struct {
-	mu sync.Mutex
-	m  map[T]weak.Pointer[T]
+	mu    sync.Mutex
+	m     map[T]weak.Pointer[T]
+	added int // values added since the last sweep
 }
+
+const sweepEvery = 1024
 
 // intern returns the shared copy of v.
 func (t *internTable[T]) intern(v T) *T {
@@ -266,24 +271,21 @@ func (t *internTable[T]) intern(v T) *T {
 	if t.m == nil {
 		t.m = map[T]weak.Pointer[T]{}
 	}
+	if t.added++; t.added >= sweepEvery && 2*t.added >= len(t.m) {
+		for k, wp := range t.m {
+			if wp.Value() == nil {
+				delete(t.m, k)
+			}
+		}
+		t.added = 0
+	}
 	p := new(T)
 	*p = v
 	t.m[v] = weak.Make(p)
-	runtime.AddCleanup(p, t.forget, v)
 	return p
 }
 
-// forget drops v's entry once the copy it points to is gone (and not
-// replaced by a newer copy since).
-func (t *internTable[T]) forget(v T) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if wp, ok := t.m[v]; ok && wp.Value() == nil {
-		delete(t.m, v)
-	}
-}
-
-// len is how many values are interned (or gone, not yet forgotten).
+// len is how many values are interned (or gone, not yet swept).
 func (t *internTable[T]) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -143,3 +143,46 @@ spec:
 		t.Errorf("another origin: Access-Control-Allow-Origin = %q, want none", v)
 	}
 }
+
+// TestGatewayAPIServiceEntryRoute: Istio's extension of the mesh routes
+// to ServiceEntries: an HTTPRoute attached to a ServiceEntry routes the
+// sidecars' requests for its host, here to a backend named by a
+// Hostname backendRef (group networking.istio.io).
+func TestGatewayAPIServiceEntryRoute(t *testing.T) {
+	m := NewMesh(t)
+	m.Service("backend", "HTTP", "v1")
+	m.Service("backend-canary", "HTTP", "v2")
+	front := m.Client("frontend")
+	c := newClient()
+	m.WriteConfig("legacy.yaml", `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy, namespace: default}
+spec:
+  hosts: [legacy.example.com]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: backend}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: legacy, namespace: default}
+spec:
+  parentRefs: [{group: networking.istio.io, kind: ServiceEntry, name: legacy}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /canary}}]
+    backendRefs: [{group: networking.istio.io, kind: Hostname, name: backend-canary.default.svc.cluster.local, port: 8080}]
+  - backendRefs: [{group: networking.istio.io, kind: Hostname, name: legacy.example.com, port: 8080}]
+`)
+	waitDump(t, front, "default.legacy.1.0")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for path, want := range map[string]string{"/canary/x": "v2", "/": "v1"} {
+		for i := range 20 {
+			code, r, err := Get(ctx, c, front, "legacy.example.com:8080", path, nil)
+			if err != nil || code != 200 || byVersion(r) != want {
+				t.Fatalf("%s request %d: code %d err %v version %q, want %s", path, i, code, err, byVersion(r), want)
+			}
+		}
+	}
+}

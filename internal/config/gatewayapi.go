@@ -508,6 +508,9 @@ func checkBackendRef(is *issues, path string, b gwv1.BackendObjectReference) {
 	if isServiceRef(b.Group, b.Kind) && b.Port == nil {
 		is.errf(path+".port", "port is required for a Service")
 	}
+	if b.Group != nil && *b.Group == "networking.istio.io" && b.Kind != nil && *b.Kind == "Hostname" && b.Name != "" {
+		checkHostname(is, path+".name", string(b.Name), false) // Istio's: a host, as a destination names it
+	}
 	if b.Port != nil && (*b.Port < 1 || *b.Port > 65535) {
 		is.errf(path+".port", "port %d is out of range [1, 65535]", *b.Port)
 	}

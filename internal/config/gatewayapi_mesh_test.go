@@ -220,3 +220,19 @@ gateways: [mesh]
 http: [{name: default.egress.0.0, route: [{destination: {host: google.com, port: {number: 80}}}]}]`,
 	}, func() *networking.VirtualService { return &networking.VirtualService{} })
 }
+
+// A Hostname backend must name a host: the VirtualService it becomes
+// would otherwise be refused.
+func TestGatewayAPIHostnameBackendIsAHost(t *testing.T) {
+	route := `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bad, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules: [{backendRefs: [{group: networking.istio.io, kind: Hostname, name: "not a host", port: 80}]}]
+`
+	snap := NewStore(testOptions()).Load(files("route.yaml", route))
+	if len(snap.Diagnostics) != 1 || snap.Diagnostics[0].Severity != SeverityError || snap.Diagnostics[0].Path != "spec.rules[0].backendRefs[0].name" {
+		t.Errorf("diagnostics = %v", diagStrings(snap))
+	}
+}

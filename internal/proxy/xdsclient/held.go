@@ -15,11 +15,16 @@ import (
 // held is one resource as the client keeps it between responses: its
 // encoding and what the state machine needs to know of it (which route
 // configurations, clusters and assignments it names). The decoded message
-// is kept only until it is handed to the Applier once (resourceSet.resources);
-// later sets hand only the encoding, which the Applier compares with what
-// it built from or decodes (Resources.Cluster). A sidecar of a large mesh holds
-// thousands of resources whose decoded form is several times their
-// encoding, and the data plane keeps what it compiled from them.
+// of a listener or route configuration is kept only until it is handed to
+// the Applier once (resourceSet.resources); later sets hand only the
+// encoding, which the Applier compares with what it built from or decodes
+// (Resources.Route). Virtual hosts are merged into their route
+// configuration from their encodings (vhds.go). Clusters and load
+// assignments are never handed decoded: a sidecar of a large mesh
+// receives thousands of them, whose decoded form is several times their
+// encoding, and holding them all decoded until the set was applied made
+// its first configuration peak at twice the heap it settles at. The
+// Applier decodes each when it builds it, and drops it before the next.
 type held struct {
 	// wire is the deterministic encoding of the decoded message: equal
 	// resources have equal bytes, whatever the control plane's encoding.
@@ -39,14 +44,16 @@ func hold(msg proto.Message) (*held, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding: %w", err)
 	}
-	h := &held{wire: wire, msg: msg}
+	h := &held{wire: wire}
 	switch m := msg.(type) {
 	case *listener.Listener:
+		h.msg = m
 		h.rds, h.hcmErr = hcmRouteNames(m)
 		for _, rc := range inlineRouteConfigs(m) {
 			h.routed = appendRouted(h.routed, rc)
 		}
 	case *route.RouteConfiguration:
+		h.msg = m
 		h.routed = appendRouted(nil, m)
 		h.vhds = m.GetVhds() != nil
 	case *route.VirtualHost:

@@ -1,12 +1,14 @@
 package xdsclient
 
 import (
+	"maps"
 	"strconv"
 	"testing"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -60,33 +62,54 @@ func meshSet(tb testing.TB, n int) *resourceSet {
 	return s
 }
 
-// TestResourcesHandOnce: a set hands out its decoded messages once and
-// keeps none; the next set hands only the encodings (nil messages), from
-// which Resources decodes equal messages; a resource sent again with the
-// same bytes stays as held, while a changed one is handed out decoded.
+// TestResourcesHandOnce: clusters and assignments are handed only as
+// encodings (nil messages), from which Resources decodes equal messages,
+// and a route configuration is handed decoded once, then as its
+// encoding; a resource sent again with the same bytes stays as held,
+// while a changed one is held anew.
 func TestResourcesHandOnce(t *testing.T) {
 	s := meshSet(t, 3)
+	rc := &route.RouteConfiguration{Name: "8080", VirtualHosts: []*route.VirtualHost{{Name: "svc", Domains: []string{"*"}}}}
+	rh, err := hold(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.routes["8080"] = rh
 	first := s.resources()
-	for n, h := range s.clusters {
-		if h.msg != nil {
-			t.Fatalf("cluster %s: the set still holds the decoded message", n)
-		}
+	if first.Routes["8080"] != rc {
+		t.Errorf("first set: route configuration %v, want the decoded message", first.Routes["8080"])
+	}
+	if rh.msg != nil {
+		t.Errorf("the set still holds the decoded route configuration")
 	}
 	second := s.resources()
-	if len(second.Clusters) != 9 || len(second.Endpoints) != 9 || len(second.Wire.Clusters) != 9 {
-		t.Fatalf("second set: %d clusters, %d assignments, %d encodings", len(second.Clusters), len(second.Endpoints), len(second.Wire.Clusters))
+	if second.Routes["8080"] != nil {
+		t.Errorf("second set: the route configuration handed decoded again")
 	}
-	for n, c := range first.Clusters {
-		if second.Clusters[n] != nil {
-			t.Errorf("cluster %s: decoded again for the second set", n)
+	if got, err := second.Route("8080"); err != nil || !proto.Equal(got, rc) {
+		t.Errorf("second set: route configuration decoded as %v, %v, want %v", got, err, rc)
+	}
+	for _, set := range []*Resources{first, second} {
+		if len(set.Clusters) != 9 || len(set.Endpoints) != 9 || len(set.Wire.Clusters) != 9 || len(set.Wire.Endpoints) != 9 {
+			t.Fatalf("set: %d clusters, %d assignments, %d and %d encodings", len(set.Clusters), len(set.Endpoints), len(set.Wire.Clusters), len(set.Wire.Endpoints))
 		}
-		got, err := second.Cluster(n)
-		if err != nil || got == c || !proto.Equal(got, c) {
-			t.Errorf("cluster %s: decoded from its encoding as %v, %v (same pointer: %v), want an equal new message", n, got, err, got == c)
+		for n, c := range set.Clusters {
+			if c != nil || set.Endpoints[n] != nil {
+				t.Errorf("cluster %s: handed decoded", n)
+			}
+			got, err := set.Cluster(n)
+			if err != nil || got.GetName() != n || got.GetEdsClusterConfig().GetServiceName() != n {
+				t.Errorf("cluster %s: decoded from its encoding as %v, %v", n, got, err)
+			}
+			cla, err := set.Endpoint(n)
+			if err != nil || cla.GetClusterName() != n || len(cla.GetEndpoints()[0].GetLbEndpoints()) != 2 {
+				t.Errorf("assignment %s: decoded from its encoding as %v, %v", n, cla, err)
+			}
 		}
 	}
 
 	// The same clusters sent again, one of them changed.
+	before := maps.Clone(s.clusters)
 	again := meshSet(t, 3)
 	name := "outbound|8080|v1|svc-1.ns.svc.cluster.local"
 	h, err := hold(&cluster.Cluster{Name: name})
@@ -95,11 +118,13 @@ func TestResourcesHandOnce(t *testing.T) {
 	}
 	again.clusters[name] = h
 	s.take(&decoded{typeURL: TypeCluster, version: "2", clusters: again.clusters}, nil)
-	third := s.resources()
-	for n, c := range third.Clusters {
-		if (c != nil) != (n == name) {
-			t.Errorf("cluster %s: handed decoded %v, want only the changed one", n, c != nil)
+	for n, h := range s.clusters {
+		if (h != before[n]) != (n == name) {
+			t.Errorf("cluster %s: held anew %v, want only the changed one", n, h != before[n])
 		}
+	}
+	if got, err := s.resources().Cluster(name); err != nil || got.GetType() != cluster.Cluster_STATIC {
+		t.Errorf("changed cluster decoded as %v, %v", got, err)
 	}
 }
 
@@ -109,7 +134,6 @@ func TestResourcesHandOnce(t *testing.T) {
 // decoded them all again).
 func BenchmarkResources(b *testing.B) {
 	s := meshSet(b, 1000)
-	s.resources() // hand out the messages hold kept
 	b.ReportAllocs()
 	for b.Loop() {
 		s.resources()

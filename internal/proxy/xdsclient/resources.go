@@ -25,11 +25,12 @@ import (
 // client keeps no reference to the decoded messages.
 //
 // A message is nil when Wire holds its encoding and the client did not
-// decode it for this set: it hands over decoded only what it received
-// since the last set, so an endpoint push to a sidecar of a large mesh
-// does not decode thousands of unchanged clusters again. The Applier
-// carries over what it built from an unchanged encoding, or decodes it
-// (Listener, Route, Cluster, Endpoint).
+// decode it for this set: it hands over decoded only the listeners and
+// route configurations it received since the last set, and clusters and
+// assignments never (a sidecar of a large mesh holds thousands; they are
+// decoded one at a time, when built). The Applier carries over what it
+// built from an unchanged encoding, or decodes it (Listener, Route,
+// Cluster, Endpoint).
 type Resources struct {
 	Listeners map[string]*listener.Listener
 	Routes    map[string]*route.RouteConfiguration

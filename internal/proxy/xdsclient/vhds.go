@@ -87,7 +87,6 @@ func (s *resourceSet) putVirtualHost(name string, h *held) string {
 	if h == nil {
 		delete(v.vhosts, name)
 	} else {
-		h.msg = nil // never handed out: merge decodes the encoding (a sidecar of 1,000 services kept ~6 MB of them)
 		v.vhosts[name] = keep(h, v.vhosts[name])
 	}
 	rc, _, _ := contract.SplitVirtualHostName(name)

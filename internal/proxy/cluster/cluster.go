@@ -15,7 +15,6 @@
 package cluster
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -65,8 +64,8 @@ type Cluster struct {
 	// decoded messages would be most of its heap.
 	cfg     *clusterv3.Cluster
 	cla     *endpointv3.ClusterLoadAssignment
-	cfgWire []byte
-	claWire []byte
+	cfgWire xdswire.Packed
+	claWire xdswire.Packed
 	eds     string // an EDS cluster's EDS service name; "" for other types
 	state   *state
 	picker  *picker  // nil for a cluster resolved by DNS: its state's is current (pick)
@@ -214,14 +213,14 @@ type Builder struct {
 // kept when c is unchanged, its endpoints too when the assignment is.
 // Errors name the field of c (or of its assignment) that is wrong.
 func (b *Builder) Build(c *clusterv3.Cluster, eps map[string]*endpointv3.ClusterLoadAssignment, prev *Cluster) (*Cluster, error) {
-	return b.BuildWire(nil, func() (*clusterv3.Cluster, error) { return c, nil }, AssignmentMaps{Messages: eps}, prev)
+	return b.BuildWire(xdswire.Packed{}, func() (*clusterv3.Cluster, error) { return c, nil }, AssignmentMaps{Messages: eps}, prev)
 }
 
 // Assignments are the EDS assignments a build reads, by EDS service name.
 type Assignments interface {
-	// Wire is the named assignment's encoding; nil when it has none (a
+	// Wire is the named assignment's encoding; zero when it has none (a
 	// stand-in, a missing one, a set built from messages).
-	Wire(name string) []byte
+	Wire(name string) xdswire.Packed
 	// Assignment is the named assignment, decoded if need be; nil when
 	// there is none.
 	Assignment(name string) (*endpointv3.ClusterLoadAssignment, error)
@@ -231,11 +230,11 @@ type Assignments interface {
 // either map may be nil, and a nil message is decoded from its encoding.
 type AssignmentMaps struct {
 	Messages  map[string]*endpointv3.ClusterLoadAssignment
-	Encodings map[string][]byte
+	Encodings map[string]xdswire.Packed
 }
 
 // Wire implements Assignments.
-func (a AssignmentMaps) Wire(name string) []byte { return a.Encodings[name] }
+func (a AssignmentMaps) Wire(name string) xdswire.Packed { return a.Encodings[name] }
 
 // Assignment implements Assignments.
 func (a AssignmentMaps) Assignment(name string) (*endpointv3.ClusterLoadAssignment, error) {
@@ -247,7 +246,7 @@ func (a AssignmentMaps) Assignment(name string) (*endpointv3.ClusterLoadAssignme
 		return nil, nil
 	}
 	m := &endpointv3.ClusterLoadAssignment{}
-	if err := xdswire.Unmarshal(w, m); err != nil {
+	if err := w.Unmarshal(m); err != nil {
 		return nil, fmt.Errorf("cluster load assignment %q: %w", name, err)
 	}
 	return m, nil
@@ -258,9 +257,9 @@ func (a AssignmentMaps) Assignment(name string) (*endpointv3.ClusterLoadAssignme
 // only when asked (decode): when prev was built from the same bytes of
 // both, prev itself is returned and nothing is decoded; otherwise an
 // unchanged resource is told by its bytes, and the Cluster keeps them
-// instead of the decoded resource and assignment. With a nil cWire it is
+// instead of the decoded resource and assignment. With a zero cWire it is
 // Build.
-func (b *Builder) BuildWire(cWire []byte, decode func() (*clusterv3.Cluster, error), eps Assignments, prev *Cluster) (*Cluster, error) {
+func (b *Builder) BuildWire(cWire xdswire.Packed, decode func() (*clusterv3.Cluster, error), eps Assignments, prev *Cluster) (*Cluster, error) {
 	if prev.builtFrom(cWire, eps) {
 		return prev, nil
 	}
@@ -272,10 +271,10 @@ func (b *Builder) BuildWire(cWire []byte, decode func() (*clusterv3.Cluster, err
 	if err != nil {
 		return nil, err
 	}
-	if ct.cfgWire != nil {
+	if !ct.cfgWire.IsZero() {
 		ct.cfg = nil
 	}
-	if ct.claWire != nil {
+	if !ct.claWire.IsZero() {
 		ct.cla = nil
 	}
 	return ct, nil
@@ -285,18 +284,18 @@ func (b *Builder) BuildWire(cWire []byte, decode func() (*clusterv3.Cluster, err
 // cWire and from its assignment as eps encodes it now: it can serve as it
 // is. A sidecar of a large mesh holds thousands of clusters, and an
 // endpoint push changes a few.
-func (c *Cluster) builtFrom(cWire []byte, eps Assignments) bool {
-	if c == nil || c.cfgWire == nil || cWire == nil || !bytes.Equal(c.cfgWire, cWire) {
+func (c *Cluster) builtFrom(cWire xdswire.Packed, eps Assignments) bool {
+	if c == nil || c.cfgWire.IsZero() || cWire.IsZero() || !c.cfgWire.Equal(cWire) {
 		return false
 	}
 	if c.eds == "" {
 		return true // not EDS: the endpoints are part of the cluster, or none
 	}
 	w := eps.Wire(c.eds)
-	return w != nil && c.claWire != nil && bytes.Equal(w, c.claWire)
+	return !w.IsZero() && !c.claWire.IsZero() && w.Equal(c.claWire)
 }
 
-func (b *Builder) build(c *clusterv3.Cluster, cWire []byte, eps Assignments, prev *Cluster) (*Cluster, error) {
+func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignments, prev *Cluster) (*Cluster, error) {
 	ct := &Cluster{name: c.GetName(), cfg: c, cfgWire: cWire}
 	var cla *endpointv3.ClusterLoadAssignment
 	switch c.GetClusterDiscoveryType().(type) {
@@ -313,8 +312,8 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire []byte, eps Assignments, pre
 		// A missing assignment means no endpoints yet (see
 		// xdsclient.Resources); it is decoded once the state is known
 		// (an unchanged one is not).
-		if cWire != nil {
-			ct.claWire = eps.Wire(ct.eds) // nil for a stand-in or a missing one: compared as changed
+		if !cWire.IsZero() {
+			ct.claWire = eps.Wire(ct.eds) // zero for a stand-in or a missing one: compared as changed
 		}
 	case clusterv3.Cluster_STATIC, clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
 		cla = c.GetLoadAssignment()
@@ -392,8 +391,8 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire []byte, eps Assignments, pre
 		}
 	}
 	if ct.eds != "" {
-		if prev != nil && ct.state == prev.state && prev.claWire != nil && ct.claWire != nil &&
-			bytes.Equal(prev.claWire, ct.claWire) {
+		if prev != nil && ct.state == prev.state && !prev.claWire.IsZero() && !ct.claWire.IsZero() &&
+			prev.claWire.Equal(ct.claWire) {
 			ct.picker = prev.picker // carried over undecoded
 			return ct, nil
 		}
@@ -511,11 +510,11 @@ func endpointKey(host string, port uint32) string {
 // sameResource reports whether a resource is unchanged: by its encodings
 // when both sides have them, else by the messages (a side built without
 // encodings keeps its messages).
-func sameResource[M proto.Message](prevWire, wire []byte, prev, m M) bool {
+func sameResource[M proto.Message](prevWire, wire xdswire.Packed, prev, m M) bool {
 	switch {
-	case prevWire != nil && wire != nil:
-		return bytes.Equal(prevWire, wire)
-	case prevWire != nil || wire != nil:
+	case !prevWire.IsZero() && !wire.IsZero():
+		return prevWire.Equal(wire)
+	case !prevWire.IsZero() || !wire.IsZero():
 		return false
 	}
 	return xdswire.Equal(prev, m)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"weft.dev/weft/internal/proxy/proxytest"
+	"weft.dev/weft/internal/proxy/xdswire"
 )
 
 // TestBuildCarriesState: an identical update keeps the cluster's state and
@@ -33,8 +34,8 @@ func testBuildCarriesState(t *testing.T, wire bool) {
 		c.ConnectTimeout = durationpb.New(timeout)
 		return c, map[string]*endpointv3.ClusterLoadAssignment{"svc": cla("svc", ep{Addr: addr})}
 	}
-	enc := func(m proto.Message) []byte {
-		out, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	enc := func(m proto.Message) xdswire.Packed {
+		out, err := xdswire.Pack(m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +50,7 @@ func testBuildCarriesState(t *testing.T, wire bool) {
 			// As the xDS client hands an unchanged assignment over: its
 			// encoding only.
 			ct, err = b.BuildWire(enc(c), func() (*clusterv3.Cluster, error) { return c, nil },
-				AssignmentMaps{Encodings: map[string][]byte{"svc": enc(eps["svc"])}}, prev)
+				AssignmentMaps{Encodings: map[string]xdswire.Packed{"svc": enc(eps["svc"])}}, prev)
 		} else {
 			ct, err = b.Build(c, eps, prev)
 		}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"weft.dev/weft/internal/proxy/xdsclient"
+	"weft.dev/weft/internal/proxy/xdswire"
 )
 
 // configDump is the JSON shape of ConfigDump, loosely after Envoy's
@@ -64,14 +65,14 @@ func (d *Dataplane) ConfigDump() ([]byte, error) {
 // and those encoded in wire, decoded) with the outlier state of their
 // clusters filled in (cluster.DumpAssignment). An assignment is matched
 // to the cluster of the same name.
-func (rt *runtime) dumpEndpoints(wire map[string][]byte) map[string]*endpointv3.ClusterLoadAssignment {
+func (rt *runtime) dumpEndpoints(wire map[string]xdswire.Packed) map[string]*endpointv3.ClusterLoadAssignment {
 	res := make(map[string]*endpointv3.ClusterLoadAssignment, len(rt.res.Endpoints)+len(wire))
 	for name, cla := range rt.res.Endpoints {
 		res[name] = cla
 	}
-	for name, b := range wire {
+	for name, p := range wire {
 		cla := &endpointv3.ClusterLoadAssignment{}
-		if err := proto.Unmarshal(b, cla); err != nil {
+		if err := unpack(p, cla); err != nil {
 			cla = &endpointv3.ClusterLoadAssignment{ClusterName: name} // cannot happen: encoded by the xDS client
 		}
 		res[name] = cla
@@ -97,7 +98,7 @@ func (d *Dataplane) warnDump(msg string, args ...any) { d.log.Warn(msg, args...)
 
 // dumpAll renders the messages of m and those encoded in wire (decoded
 // one at a time), sorted by name.
-func dumpAll[M proto.Message](r *dumper, m map[string]M, wire map[string][]byte, fresh func() M) []json.RawMessage {
+func dumpAll[M proto.Message](r *dumper, m map[string]M, wire map[string]xdswire.Packed, fresh func() M) []json.RawMessage {
 	names := make([]string, 0, len(m)+len(wire))
 	for k := range m {
 		names = append(names, k)
@@ -112,7 +113,7 @@ func dumpAll[M proto.Message](r *dumper, m map[string]M, wire map[string][]byte,
 		msg, ok := m[k]
 		if b, enc := wire[k]; enc {
 			msg = fresh()
-			if err := proto.Unmarshal(b, msg); err != nil {
+			if err := unpack(b, msg); err != nil {
 				out = append(out, dumpError(k, err))
 				continue
 			}
@@ -238,4 +239,14 @@ func (u unresolvedAsBytes) FindMessageByURL(url string) (protoreflect.MessageTyp
 		return bytesValueType, nil
 	}
 	return u.Types.FindMessageByURL(url)
+}
+
+// unpack decodes p into m with protobuf-go, whose messages the dump
+// renders (protojson) anyway.
+func unpack(p xdswire.Packed, m proto.Message) error {
+	b, err := p.Encoding()
+	if err != nil {
+		return err
+	}
+	return proto.Unmarshal(b, m)
 }

@@ -2,7 +2,6 @@ package dataplane
 
 import (
 	"encoding/json"
-
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"weft.dev/weft/internal/proxy/xdsclient"
+	"weft.dev/weft/internal/proxy/xdswire"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -86,10 +86,10 @@ func meshResources(tb testing.TB, n int) *xdsclient.Resources {
 	}
 	items = append(items, all, httpListener(tb, "out", core.TrafficDirection_OUTBOUND, all.GetName(), nil))
 	r := resourcesAny(items...)
-	enc := func(ms map[string]proto.Message) map[string][]byte {
-		out := make(map[string][]byte, len(ms))
+	enc := func(ms map[string]proto.Message) map[string]xdswire.Packed {
+		out := make(map[string]xdswire.Packed, len(ms))
 		for n, m := range ms {
-			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+			b, err := xdswire.Pack(m)
 			if err != nil {
 				tb.Fatal(err)
 			}
@@ -183,12 +183,12 @@ func handed(tb testing.TB, tmpl *xdsclient.Resources, changed *endpointv3.Cluste
 	tb.Helper()
 	w := tmpl.Wire
 	out := &xdsclient.Resources{Versions: tmpl.Versions, Wire: &xdsclient.Wire{Listeners: w.Listeners, Routes: w.Routes, Clusters: w.Clusters,
-		Endpoints: make(map[string][]byte, len(w.Endpoints))}}
+		Endpoints: make(map[string]xdswire.Packed, len(w.Endpoints))}}
 	for n, b := range w.Endpoints {
 		out.Wire.Endpoints[n] = b
 	}
 	if changed != nil {
-		enc, err := proto.MarshalOptions{Deterministic: true}.Marshal(changed)
+		enc, err := xdswire.Pack(changed)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -204,13 +204,13 @@ func handed(tb testing.TB, tmpl *xdsclient.Resources, changed *endpointv3.Cluste
 
 // decodedFrom has a key for each encoding of wire: its message decoded
 // when all is set or its name is only, else nil.
-func decodedFrom[M proto.Message](tb testing.TB, wire map[string][]byte, all bool, only string, fresh func() M) map[string]M {
+func decodedFrom[M proto.Message](tb testing.TB, wire map[string]xdswire.Packed, all bool, only string, fresh func() M) map[string]M {
 	out := make(map[string]M, len(wire))
 	for n, b := range wire {
 		var m M
 		if all || n == only {
 			m = fresh()
-			if err := proto.Unmarshal(b, m); err != nil {
+			if err := b.Unmarshal(m); err != nil {
 				tb.Fatal(err)
 			}
 		}

@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
@@ -63,7 +62,7 @@ type runtime struct {
 	// What each route table was compiled from, to tell an unchanged one:
 	// its encoding (xdsclient.Resources.Wire), or the message when the
 	// set came without one.
-	routeWire map[string][]byte
+	routeWire map[string]xdswire.Packed
 	routeCfgs map[string]proto.Message
 	clusters  map[string]*cluster.Cluster
 	// res is the applied set for ConfigDump: its encodings, and only the
@@ -205,7 +204,7 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 	rt := &runtime{
 		listeners: map[string]*listenerConfig{},
 		routes:    map[string]*route.Table{},
-		routeWire: map[string][]byte{},
+		routeWire: map[string]xdswire.Packed{},
 		routeCfgs: map[string]proto.Message{},
 		clusters:  map[string]*cluster.Cluster{},
 		res:       r,
@@ -260,7 +259,7 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 			}
 		}
 		rt.routes[name] = tab
-		if rw != nil {
+		if !rw.IsZero() {
 			rt.routeWire[name] = rw
 		} else {
 			rt.routeCfgs[name] = rc
@@ -294,19 +293,19 @@ func (d *Dataplane) translate(r *xdsclient.Resources, prev *runtime) (*runtime, 
 }
 
 // unchangedRoute returns rt's compiled table of route configuration name
-// if rc (encoded as wire; nil: not known) is what it was compiled from,
+// if rc (encoded as wire; zero: not known) is what it was compiled from,
 // else nil. rt may be nil.
-func (rt *runtime) unchangedRoute(name string, wire []byte, rc proto.Message) *route.Table {
+func (rt *runtime) unchangedRoute(name string, wire xdswire.Packed, rc proto.Message) *route.Table {
 	if rt == nil || rt.routes[name] == nil {
 		return nil
 	}
 	prevWire, hadWire := rt.routeWire[name]
 	switch {
-	case hadWire && wire != nil:
-		if !bytes.Equal(prevWire, wire) {
+	case hadWire && !wire.IsZero():
+		if !prevWire.Equal(wire) {
 			return nil
 		}
-	case hadWire || wire != nil:
+	case hadWire || !wire.IsZero():
 		return nil
 	case !xdswire.Equal(rt.routeCfgs[name], rc):
 		return nil
@@ -331,7 +330,7 @@ func retained(r *xdsclient.Resources) *xdsclient.Resources {
 	}
 }
 
-func withoutWire[M any](ms map[string]M, wire map[string][]byte) map[string]M {
+func withoutWire[M any](ms map[string]M, wire map[string]xdswire.Packed) map[string]M {
 	out := map[string]M{}
 	for n, m := range ms {
 		if _, ok := wire[n]; !ok {

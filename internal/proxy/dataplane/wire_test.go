@@ -10,6 +10,7 @@ import (
 
 	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/xdsclient"
+	"weft.dev/weft/internal/proxy/xdswire"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -25,18 +26,18 @@ func withWire(t *testing.T, r *xdsclient.Resources) *xdsclient.Resources {
 	return out
 }
 
-func recoded[M proto.Message](t *testing.T, ms map[string]M) (map[string]M, map[string][]byte) {
-	msgs, wire := map[string]M{}, map[string][]byte{}
+func recoded[M proto.Message](t *testing.T, ms map[string]M) (map[string]M, map[string]xdswire.Packed) {
+	msgs, wire := map[string]M{}, map[string]xdswire.Packed{}
 	for n, m := range ms {
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+		p, err := xdswire.Pack(m)
 		if err != nil {
 			t.Fatal(err)
 		}
 		c := m.ProtoReflect().New().Interface().(M)
-		if err := proto.Unmarshal(b, c); err != nil {
+		if err := p.Unmarshal(c); err != nil {
 			t.Fatal(err)
 		}
-		msgs[n], wire[n] = c, b
+		msgs[n], wire[n] = c, p
 	}
 	return msgs, wire
 }

@@ -1,7 +1,6 @@
 package xdsclient
 
 import (
-	"bytes"
 	"fmt"
 	"weft.dev/weft/internal/proxy/xdswire"
 
@@ -26,9 +25,10 @@ import (
 // its first configuration peak at twice the heap it settles at. The
 // Applier decodes each when it builds it, and drops it before the next.
 type held struct {
-	// wire is the deterministic encoding of the decoded message: equal
-	// resources have equal bytes, whatever the control plane's encoding.
-	wire   []byte
+	// wire is the deterministic encoding of the decoded message, packed:
+	// equal resources have equal packs, whatever the control plane's
+	// encoding.
+	wire   xdswire.Packed
 	msg    proto.Message // nil once handed out
 	rds    []string      // a listener's RDS names
 	hcmErr error         // a listener's malformed HTTP connection manager
@@ -40,7 +40,7 @@ type held struct {
 
 // hold keeps msg, a decoded and validated resource.
 func hold(msg proto.Message) (*held, error) {
-	wire, err := xdswire.Marshal(msg)
+	wire, err := xdswire.Pack(msg)
 	if err != nil {
 		return nil, fmt.Errorf("encoding: %w", err)
 	}
@@ -107,7 +107,7 @@ func fresh[M interface {
 
 // sameAs reports whether h, just received, encodes what old did: the set
 // then keeps old (and hands no decoded message of it again).
-func (h *held) sameAs(old *held) bool { return old != nil && bytes.Equal(h.wire, old.wire) }
+func (h *held) sameAs(old *held) bool { return old != nil && h.wire.Equal(old.wire) }
 
 // keep returns old when h encodes what it did, else h.
 func keep(h, old *held) *held {

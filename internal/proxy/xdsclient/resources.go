@@ -49,7 +49,7 @@ type Resources struct {
 
 // Wire is the encoding of a Resources' messages, by the same names.
 type Wire struct {
-	Listeners, Routes, Clusters, Endpoints map[string][]byte
+	Listeners, Routes, Clusters, Endpoints map[string]xdswire.Packed
 }
 
 // Listener returns the named listener: its message, or a message decoded
@@ -85,7 +85,7 @@ func (r *Resources) wire() *Wire {
 func lookup[M interface {
 	proto.Message
 	comparable
-}](ms map[string]M, wire map[string][]byte, typeURL, name string, fresh func() M) (M, error) {
+}](ms map[string]M, wire map[string]xdswire.Packed, typeURL, name string, fresh func() M) (M, error) {
 	var zero M
 	if m := ms[name]; m != zero {
 		return m, nil
@@ -95,7 +95,7 @@ func lookup[M interface {
 		return zero, nil
 	}
 	m := fresh()
-	if err := xdswire.Unmarshal(b, m); err != nil {
+	if err := b.Unmarshal(m); err != nil {
 		return zero, fmt.Errorf("%s %q: decoding its encoding: %w", shortType(typeURL), name, err)
 	}
 	return m, nil

@@ -166,10 +166,10 @@ func (s *resourceSet) resources() *Resources {
 		Endpoints: make(map[string]*endpoint.ClusterLoadAssignment, len(s.endpoints)),
 		Versions:  maps.Clone(s.versions),
 		Wire: &Wire{
-			Listeners: make(map[string][]byte, len(s.listeners)),
-			Routes:    make(map[string][]byte, len(s.routes)),
-			Clusters:  make(map[string][]byte, len(s.clusters)),
-			Endpoints: make(map[string][]byte, len(s.endpoints)),
+			Listeners: make(map[string]xdswire.Packed, len(s.listeners)),
+			Routes:    make(map[string]xdswire.Packed, len(s.routes)),
+			Clusters:  make(map[string]xdswire.Packed, len(s.clusters)),
+			Endpoints: make(map[string]xdswire.Packed, len(s.endpoints)),
 		},
 	}
 	for n, h := range s.listeners {

@@ -5,7 +5,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"weft.dev/weft/internal/proxy/xdswire"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
@@ -127,7 +126,7 @@ func (s *resourceSet) remerge(rcs ...string) error {
 // then its own.
 func (v *vhdsSet) merge(name string, base *held) (*held, error) {
 	rc := &route.RouteConfiguration{}
-	if err := xdswire.Unmarshal(base.wire, rc); err != nil {
+	if err := base.wire.Unmarshal(rc); err != nil {
 		return nil, fmt.Errorf("route configuration %q: decoding: %w", name, err)
 	}
 	prefix := contract.VirtualHostName(name, "")
@@ -141,7 +140,7 @@ func (v *vhdsSet) merge(name string, base *held) (*held, error) {
 	vhs := make([]*route.VirtualHost, 0, len(names)+len(rc.GetVirtualHosts()))
 	for _, n := range names {
 		vh := &route.VirtualHost{}
-		if err := xdswire.Unmarshal(v.vhosts[n].wire, vh); err != nil {
+		if err := v.vhosts[n].wire.Unmarshal(vh); err != nil {
 			return nil, fmt.Errorf("virtual host %q: decoding: %w", n, err)
 		}
 		vh.Name = strings.TrimPrefix(vh.GetName(), prefix)

@@ -29,13 +29,21 @@ type held struct {
 	// equal resources have equal packs, whatever the control plane's
 	// encoding.
 	wire   xdswire.Packed
-	msg    proto.Message // nil once handed out
+	eds    string // an EDS cluster's EDS name
+	hasEDS bool
+	// *routing is set for listeners, route configurations and virtual
+	// hosts, nil for the thousands of clusters and assignments.
+	*routing
+}
+
+// routing is what a held listener, route configuration or virtual host
+// names.
+type routing struct {
+	msg    proto.Message // a listener or route configuration until handed out
 	rds    []string      // a listener's RDS names
 	hcmErr error         // a listener's malformed HTTP connection manager
 	routed []string      // the clusters a route configuration, or a listener's inline routes, send to
-	eds    string        // an EDS cluster's EDS name
-	hasEDS bool
-	vhds   bool // a route configuration that takes its virtual hosts by VHDS
+	vhds   bool          // a route configuration that takes its virtual hosts by VHDS
 }
 
 // hold keeps msg, a decoded and validated resource.
@@ -47,17 +55,16 @@ func hold(msg proto.Message) (*held, error) {
 	h := &held{wire: wire}
 	switch m := msg.(type) {
 	case *listener.Listener:
-		h.msg = m
-		h.rds, h.hcmErr = hcmRouteNames(m)
+		r := &routing{msg: m}
+		r.rds, r.hcmErr = hcmRouteNames(m)
 		for _, rc := range inlineRouteConfigs(m) {
-			h.routed = appendRouted(h.routed, rc)
+			r.routed = appendRouted(r.routed, rc)
 		}
+		h.routing = r
 	case *route.RouteConfiguration:
-		h.msg = m
-		h.routed = appendRouted(nil, m)
-		h.vhds = m.GetVhds() != nil
+		h.routing = &routing{msg: m, routed: appendRouted(nil, m), vhds: m.GetVhds() != nil}
 	case *route.VirtualHost:
-		h.routed = appendVhostRouted(nil, m)
+		h.routing = &routing{routed: appendVhostRouted(nil, m)}
 	case *cluster.Cluster:
 		h.eds, h.hasEDS = edsName(m)
 		if h.eds == m.GetName() {
@@ -98,6 +105,9 @@ func fresh[M interface {
 	comparable
 }](h *held) M {
 	var zero M
+	if h.routing == nil {
+		return zero
+	}
 	if m, ok := h.msg.(M); ok {
 		h.msg = nil
 		return m

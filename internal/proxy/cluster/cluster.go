@@ -71,9 +71,12 @@ type Cluster struct {
 	picker  *picker  // nil for a cluster resolved by DNS: its state's is current (pick)
 	stats   *statRef // envoy_cluster_* counters (stats.go), allocated at the first request
 	// Metric labels: dstNoEndpoint when no endpoint was chosen (UH) and
-	// dstInbound when this cluster serves an inbound listener.
+	// dstInbound when this cluster serves an inbound listener, made at
+	// the first DstInbound (a sidecar holds thousands of outbound
+	// clusters that never do) with what b interns.
 	dstNoEndpoint *telemetry.DstLabels
-	dstInbound    *telemetry.DstLabels
+	dstInbound    atomic.Pointer[telemetry.DstLabels]
+	b             *Builder
 	// passthrough: a cluster with no service of its own that forwards to
 	// the original destination or nowhere (PassthroughCluster,
 	// BlackHoleCluster): its metrics name the cluster.
@@ -113,7 +116,19 @@ func (c *Cluster) Passthrough() bool { return c.passthrough }
 
 // DstInbound labels a request this cluster serves on an inbound listener:
 // the destination is the proxy's own workload.
-func (c *Cluster) DstInbound() *telemetry.DstLabels { return c.dstInbound }
+func (c *Cluster) DstInbound() *telemetry.DstLabels {
+	if d := c.dstInbound.Load(); d != nil {
+		return d
+	}
+	// The service clusterService read, as build labelled it.
+	svc := serviceRef{host: c.dstNoEndpoint.Service, name: c.dstNoEndpoint.ServiceName, namespace: c.dstNoEndpoint.ServiceNamespace}
+	if c.passthrough {
+		svc = serviceRef{host: c.name, name: c.name, namespace: telemetry.Unknown}
+	}
+	d := c.b.Metrics.InternDst(telemetry.IdentityDst(c.b.Identity, svc.host, svc.name, svc.namespace))
+	c.dstInbound.Store(d) // a racing call interned the same
+	return d
+}
 
 // Pick returns an endpoint for a request with hash k (used by the hashing
 // balancers), or nil when no endpoint is available. Lock-free; called on
@@ -366,7 +381,7 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 	}
 	ct.dstNoEndpoint = b.Metrics.InternDst(telemetry.DstLabels{Service: outSvc.host, ServiceName: outSvc.name, ServiceNamespace: outSvc.namespace,
 		Workload: telemetry.Unknown, WorkloadNamespace: telemetry.Unknown, App: telemetry.Unknown, Version: telemetry.Unknown})
-	ct.dstInbound = b.Metrics.InternDst(telemetry.IdentityDst(b.Identity, svc.host, svc.name, svc.namespace))
+	ct.b = b
 
 	ct.stats = b.Stats.ref(ct.name)
 	if prev != nil && sameResource(prev.cfgWire, cWire, prev.cfg, c) {

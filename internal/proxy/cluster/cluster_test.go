@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"weft.dev/weft/internal/proxy/proxytest"
+	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/xdswire"
 )
 
@@ -272,5 +273,37 @@ func TestOriginalDst(t *testing.T) {
 	defer sc.Close()
 	if got := sc.RemoteAddr().(*net.TCPAddr).IP.String(); got != "127.0.0.6" {
 		t.Errorf("upstream connection from %s, want 127.0.0.6 (upstream_bind_config)", got)
+	}
+}
+
+// TestDstInbound: a cluster's inbound destination labels are the
+// proxy's workload with the cluster's service (the cluster's own name
+// for a passthrough cluster), made once, at the first call.
+func TestDstInbound(t *testing.T) {
+	b := testBuilder(t)
+	for _, tc := range []struct {
+		c                   *clusterv3.Cluster
+		host, name, service string
+	}{
+		{edsCluster(t, "inbound|9080||reviews.default.svc.cluster.local", false, "reviews.default.svc.cluster.local"), "reviews.default.svc.cluster.local", "reviews", "default"},
+		{proxytest.OriginalDstCluster("InboundPassthroughCluster", "127.0.0.6"), "InboundPassthroughCluster", "InboundPassthroughCluster", "unknown"},
+	} {
+		ct, err := b.Build(tc.c, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(ct.CloseIdle)
+		if ct.dstInbound.Load() != nil {
+			t.Errorf("%s: inbound labels made before they were asked for", ct.Name())
+		}
+		d := ct.DstInbound()
+		want := telemetry.IdentityDst(b.Identity, tc.host, tc.name, tc.service)
+		if d == nil || d.Service != want.Service || d.ServiceName != want.ServiceName || d.ServiceNamespace != want.ServiceNamespace ||
+			d.Workload != want.Workload || d.WorkloadNamespace != want.WorkloadNamespace {
+			t.Errorf("%s: inbound labels %+v, want %+v", ct.Name(), d, want)
+		}
+		if ct.DstInbound() != d || b.Metrics.InternDst(want) != d {
+			t.Errorf("%s: inbound labels not made once, interned", ct.Name())
+		}
 	}
 }

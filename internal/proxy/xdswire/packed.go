@@ -112,8 +112,7 @@ func pack(name string, enc []byte) Packed {
 	if len(enc) >= packMin {
 		if d, k := dictFor(name, enc); d != nil {
 			out := scratch()
-			*out = append((*out)[:0], k)
-			z := d.Encode((*out)[1:cap(*out)], enc)
+			z := d.Encode((*out)[:cap(*out)], enc)
 			var p Packed
 			if len(z) < len(enc) {
 				p.b = make([]byte, 1+len(z))

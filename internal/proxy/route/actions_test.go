@@ -142,7 +142,7 @@ func TestPrefixRewrite(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			re, err := compileRoute(&route.Route{Match: tc.m, Action: &route.Route_Route{Route: &route.RouteAction{
-				ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "a"}, PrefixRewrite: tc.rw}}}, nil)
+				ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "a"}, PrefixRewrite: tc.rw}}}, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -181,7 +181,7 @@ func TestRedirectLocation(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			re, err := compileRoute(&route.Route{Match: prefixMatch("/old/"), Action: &route.Route_Redirect{Redirect: tc.a}}, nil)
+			re, err := compileRoute(&route.Route{Match: prefixMatch("/old/"), Action: &route.Route_Redirect{Redirect: tc.a}}, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"weft.dev/weft/internal/proxy/xdswire"
 )
 
 // Envoy's retry defaults.
@@ -93,6 +95,32 @@ func (rp *RetryPolicy) RetriableFailure(f Failure) bool {
 		return rp.on&(retryOn5xx|retryOnGatewayError|retryOnReset) != 0
 	}
 	return false
+}
+
+// retryPolicies are the retry policies compiled for one table, by their
+// encoding: a mesh's routes mostly carry the same one (Istio's default),
+// and a sidecar of a large mesh compiles thousands of routes.
+type retryPolicies map[string]*RetryPolicy
+
+// compile is compileRetryPolicy, returning the policy an equal
+// retry_policy compiled to before, if any (rs nil: none kept).
+func (rs retryPolicies) compile(p *route.RetryPolicy) (*RetryPolicy, error) {
+	if p == nil || rs == nil {
+		return compileRetryPolicy(p)
+	}
+	key, err := xdswire.Marshal(p)
+	if err != nil {
+		return compileRetryPolicy(p)
+	}
+	if rp, ok := rs[string(key)]; ok {
+		return rp, nil
+	}
+	rp, err := compileRetryPolicy(p)
+	if err != nil {
+		return nil, err
+	}
+	rs[string(key)] = rp
+	return rp, nil
 }
 
 // compileRetryPolicy translates a retry_policy; nil in, nil out. Unknown

@@ -136,3 +136,29 @@ func TestCompileRetryPriority(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryPoliciesShared: the routes of one table with equal retry
+// policies share one compiled policy; a different one gets its own.
+func TestRetryPoliciesShared(t *testing.T) {
+	policy := func(n uint32) *route.RetryPolicy {
+		return &route.RetryPolicy{RetryOn: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+			NumRetries: wrapperspb.UInt32(n), RetriableStatusCodes: []uint32{503}}
+	}
+	var routes []*route.Route
+	for _, n := range []uint32{2, 2, 3} {
+		routes = append(routes, &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "c"}, RetryPolicy: policy(n)}}})
+	}
+	var vhs []*route.VirtualHost
+	for i, r := range routes {
+		vhs = append(vhs, &route.VirtualHost{Name: string(rune('a' + i)), Domains: []string{string(rune('a' + i))}, Routes: []*route.Route{r}})
+	}
+	tab, err := Compile(&route.RouteConfiguration{Name: "r", VirtualHosts: vhs}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := tab.vhs[0].routes[0].Retry, tab.vhs[1].routes[0].Retry, tab.vhs[2].routes[0].Retry
+	if a == nil || a != b || a == c || a.NumRetries != 2 || c.NumRetries != 3 {
+		t.Errorf("retry policies %p %p %p (%+v, %+v): want the first two shared, the third its own", a, b, c, a, c)
+	}
+}

@@ -139,6 +139,7 @@ type FilterConfigParser interface {
 func Compile(rc *route.RouteConfiguration, filters FilterConfigParser) (*Table, error) {
 	rt := &Table{name: rc.GetName(), exact: map[string]*virtualHost{}}
 	seen := map[string]int{}
+	retries := retryPolicies{}
 	for i, vhc := range rc.GetVirtualHosts() {
 		vh := &virtualHost{name: vhc.GetName()}
 		switch vhc.GetRequireTls() {
@@ -153,7 +154,7 @@ func Compile(rc *route.RouteConfiguration, filters FilterConfigParser) (*Table, 
 		}
 		rt.vhs = append(rt.vhs, vh)
 		for j, rtc := range vhc.GetRoutes() {
-			re, err := compileRoute(rtc, filters)
+			re, err := compileRoute(rtc, filters, retries)
 			if err != nil {
 				return nil, fmt.Errorf("virtual_hosts[%d] (%s): routes[%d]: %w", i, vh.name, j, err)
 			}
@@ -190,7 +191,9 @@ func Compile(rc *route.RouteConfiguration, filters FilterConfigParser) (*Table, 
 	return rt, nil
 }
 
-func compileRoute(rc *route.Route, filters FilterConfigParser) (*Entry, error) {
+// compileRoute compiles one route; retries shares retry policies between
+// the routes of a table (nil: none shared).
+func compileRoute(rc *route.Route, filters FilterConfigParser, retries retryPolicies) (*Entry, error) {
 	re := &Entry{Name: rc.GetName(), Operation: rc.GetDecorator().GetOperation()}
 	var err error
 	if re.filterConfigs, err = compileFilterConfigs(rc.GetTypedPerFilterConfig(), filters); err != nil {
@@ -232,7 +235,7 @@ func compileRoute(rc *route.Route, filters FilterConfigParser) (*Entry, error) {
 	}
 	switch a := rc.GetAction().(type) {
 	case *route.Route_Route:
-		if err := re.compileAction(a.Route); err != nil {
+		if err := re.compileAction(a.Route, retries); err != nil {
 			return nil, fmt.Errorf("route: %w", err)
 		}
 	case *route.Route_DirectResponse:
@@ -262,7 +265,7 @@ func compileRoute(rc *route.Route, filters FilterConfigParser) (*Entry, error) {
 	return re, nil
 }
 
-func (re *Entry) compileAction(a *route.RouteAction) error {
+func (re *Entry) compileAction(a *route.RouteAction, retries retryPolicies) error {
 	switch cs := a.GetClusterSpecifier().(type) {
 	case *route.RouteAction_Cluster:
 		if cs.Cluster == "" {
@@ -349,7 +352,7 @@ func (re *Entry) compileAction(a *route.RouteAction) error {
 		re.Upgrades[typ] = u.GetEnabled() == nil || u.GetEnabled().GetValue()
 	}
 	var err error
-	if re.Retry, err = compileRetryPolicy(a.GetRetryPolicy()); err != nil {
+	if re.Retry, err = retries.compile(a.GetRetryPolicy()); err != nil {
 		return fmt.Errorf("retry_policy: %w", err)
 	}
 	if re.Mirrors, err = compileMirrorPolicies(a.GetRequestMirrorPolicies()); err != nil {

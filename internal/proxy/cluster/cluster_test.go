@@ -307,3 +307,45 @@ func TestDstInbound(t *testing.T) {
 		}
 	}
 }
+
+// TestEndpointDstLazy: an endpoint's destination labels are interned at
+// its first Dst, not when its cluster is built, and name the cluster's
+// service and the endpoint's workload as they did when built eagerly.
+func TestEndpointDstLazy(t *testing.T) {
+	b := testBuilder(t)
+	const host = "reviews.default.svc.cluster.local"
+	c := edsCluster(t, "outbound|9080||"+host, false, host)
+	eps := map[string]*endpointv3.ClusterLoadAssignment{c.GetEdsClusterConfig().GetServiceName(): cla(c.GetEdsClusterConfig().GetServiceName(),
+		ep{Addr: "10.0.0.1:9080", Workload: "reviews-v1;default;reviews;v1;Kubernetes"},
+		ep{Addr: "10.0.0.2:9080"})}
+	ct, err := b.Build(c, eps, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ct.CloseIdle)
+	byAddr := map[string]*Endpoint{}
+	for _, e := range ct.picker.endpoints {
+		if e.dst.Load() != nil {
+			t.Errorf("%s: destination labels made before they were asked for", e.Addr())
+		}
+		byAddr[e.Addr()] = e
+	}
+	for addr, want := range map[string]telemetry.DstLabels{
+		"10.0.0.1:9080": {Service: host, ServiceName: "reviews", ServiceNamespace: "default",
+			Workload: "reviews-v1", WorkloadNamespace: "default", App: "reviews", Version: "v1", Cluster: "Kubernetes"},
+		"10.0.0.2:9080": {Service: host, ServiceName: "reviews", ServiceNamespace: "default",
+			Workload: telemetry.Unknown, WorkloadNamespace: telemetry.Unknown, App: telemetry.Unknown, Version: telemetry.Unknown},
+	} {
+		e := byAddr[addr]
+		if e == nil {
+			t.Fatalf("no endpoint %s", addr)
+		}
+		d := e.Dst()
+		if w := b.Metrics.InternDst(want); d != w {
+			t.Errorf("%s: labels %+v, want %+v", addr, d, w)
+		}
+		if e.Dst() != d {
+			t.Errorf("%s: labels not made once", addr)
+		}
+	}
+}

@@ -7,7 +7,6 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
-	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -22,6 +21,7 @@ import (
 // that; a locality without a weight gets no traffic, as in Envoy.
 func (b *Builder) translateEndpoints(cla *endpointv3.ClusterLoadAssignment, svc serviceRef, localityWeighted bool) ([][]*Endpoint, error) {
 	byPrio := map[uint32][]*Endpoint{}
+	labels := &dstLabels{m: b.Metrics, svc: svc}
 	for i, loc := range cla.GetEndpoints() {
 		var locWeight, sumWeight uint64
 		if localityWeighted {
@@ -57,16 +57,14 @@ func (b *Builder) translateEndpoints(cla *endpointv3.ClusterLoadAssignment, svc 
 			if localityWeighted && sumWeight > 0 {
 				w = uint32(min(max((locWeight*uint64(w)*1000+sumWeight-1)/sumWeight, 1), 1<<31))
 			}
-			wl, ns, app, ver, clusterID := contract.ParseWorkloadMetadata(lbe.GetMetadata().GetFilterMetadata()[contract.FilterMetadataIstio].GetFields()[contract.MetaEndpointWorkload].GetStringValue())
 			hs := lbe.GetHealthStatus()
 			ep := &Endpoint{
-				addr:    endpointKey(sa.GetAddress(), sa.GetPortValue()),
-				weight:  w,
-				healthy: hs == core.HealthStatus_UNKNOWN || hs == core.HealthStatus_HEALTHY,
-				md:      lbe.GetMetadata(),
-				dst: b.Metrics.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
-					Workload: telemetry.OrUnknown(wl), WorkloadNamespace: telemetry.OrUnknown(ns), App: telemetry.OrUnknown(app), Version: telemetry.OrUnknown(ver),
-					Cluster: clusterID}), // canonical service and revision: app (else workload) and version (else "latest"), by InternDst
+				addr:     endpointKey(sa.GetAddress(), sa.GetPortValue()),
+				weight:   w,
+				healthy:  hs == core.HealthStatus_UNKNOWN || hs == core.HealthStatus_HEALTHY,
+				md:       lbe.GetMetadata(),
+				labels:   labels,
+				workload: lbe.GetMetadata().GetFilterMetadata()[contract.FilterMetadataIstio].GetFields()[contract.MetaEndpointWorkload].GetStringValue(),
 			}
 			p := loc.GetPriority()
 			byPrio[p] = append(byPrio[p], ep)

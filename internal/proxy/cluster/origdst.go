@@ -73,7 +73,9 @@ func (c *Cluster) PickOriginal(dst netip.AddrPort) *Endpoint {
 	h := o.hosts[dst]
 	if h == nil {
 		addr := dst.String()
-		h = &origHost{ep: &Endpoint{addr: addr, weight: 1, healthy: true, dst: c.dstNoEndpoint}}
+		ep := &Endpoint{addr: addr, weight: 1, healthy: true}
+		ep.dst.Store(c.dstNoEndpoint)
+		h = &origHost{ep: ep}
 		h.ep.conns.Store(c.state.up.Pool().Endpoint(addr, nil))
 		o.hosts[dst] = h
 	}

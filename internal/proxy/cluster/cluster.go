@@ -71,10 +71,12 @@ type Cluster struct {
 	picker  *picker  // nil for a cluster resolved by DNS: its state's is current (pick)
 	stats   *statRef // envoy_cluster_* counters (stats.go), allocated at the first request
 	// Metric labels: dstNoEndpoint when no endpoint was chosen (UH) and
-	// dstInbound when this cluster serves an inbound listener, made at
-	// the first DstInbound (a sidecar holds thousands of outbound
-	// clusters that never do) with what b interns.
-	dstNoEndpoint *telemetry.DstLabels
+	// dstInbound when this cluster serves an inbound listener, each
+	// interned at its first use (a sidecar holds thousands of outbound
+	// clusters that never need them) from labels, the service its
+	// metrics name, with what b interns.
+	labels        *dstLabels
+	dstNoEndpoint atomic.Pointer[telemetry.DstLabels]
 	dstInbound    atomic.Pointer[telemetry.DstLabels]
 	b             *Builder
 	// passthrough: a cluster with no service of its own that forwards to
@@ -103,8 +105,18 @@ func (c *Cluster) Broken() []error { return c.state.up.Broken() }
 func (c *Cluster) Breaker() *Breaker { return c.state.breaker }
 
 // DstNoEndpoint labels a request routed to this cluster before (or
-// without) an endpoint being chosen.
-func (c *Cluster) DstNoEndpoint() *telemetry.DstLabels { return c.dstNoEndpoint }
+// without) an endpoint being chosen. Lock-free once interned, at the
+// first call.
+func (c *Cluster) DstNoEndpoint() *telemetry.DstLabels {
+	if d := c.dstNoEndpoint.Load(); d != nil {
+		return d
+	}
+	svc := c.labels.svc
+	d := c.labels.m.InternDst(telemetry.DstLabels{Service: svc.host, ServiceName: svc.name, ServiceNamespace: svc.namespace,
+		Workload: telemetry.Unknown, WorkloadNamespace: telemetry.Unknown, App: telemetry.Unknown, Version: telemetry.Unknown})
+	c.dstNoEndpoint.Store(d) // a racing call interned the same
+	return d
+}
 
 // Passthrough reports whether the cluster stands for destinations outside
 // the mesh (Istio's PassthroughCluster and BlackHoleCluster: an
@@ -121,7 +133,7 @@ func (c *Cluster) DstInbound() *telemetry.DstLabels {
 		return d
 	}
 	// The service clusterService read, as build labelled it.
-	svc := serviceRef{host: c.dstNoEndpoint.Service, name: c.dstNoEndpoint.ServiceName, namespace: c.dstNoEndpoint.ServiceNamespace}
+	svc := c.labels.svc
 	if c.passthrough {
 		svc = serviceRef{host: c.name, name: c.name, namespace: telemetry.Unknown}
 	}
@@ -379,8 +391,13 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 		svc = serviceRef{host: ct.name, name: ct.name, namespace: telemetry.Unknown}
 		outSvc = serviceRef{host: telemetry.Unknown, name: ct.name, namespace: telemetry.Unknown}
 	}
-	ct.dstNoEndpoint = b.Metrics.InternDst(telemetry.DstLabels{Service: outSvc.host, ServiceName: outSvc.name, ServiceNamespace: outSvc.namespace,
-		Workload: telemetry.Unknown, WorkloadNamespace: telemetry.Unknown, App: telemetry.Unknown, Version: telemetry.Unknown})
+	// The endpoints' labels name svc, the cluster's own outSvc: the
+	// same but for a passthrough cluster, which has no endpoints.
+	ct.labels = &dstLabels{m: b.Metrics, svc: outSvc}
+	epLabels := ct.labels
+	if svc != outSvc {
+		epLabels = &dstLabels{m: b.Metrics, svc: svc}
+	}
 	ct.b = b
 
 	ct.stats = b.Stats.ref(ct.name)
@@ -400,7 +417,7 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 			}
 		}
 		if t := c.GetType(); t == clusterv3.Cluster_STRICT_DNS || t == clusterv3.Cluster_LOGICAL_DNS {
-			if err := b.newDNSHosts(ct, cla, svc, lbc, prev); err != nil {
+			if err := b.newDNSHosts(ct, cla, epLabels, lbc, prev); err != nil {
 				return nil, err
 			}
 		}
@@ -423,7 +440,7 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 		ct.cla, ct.picker = prev.cla, prev.picker
 		return ct, nil
 	}
-	ct.picker, err = b.newPicker(ct.state, cla, svc, lbc, c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil)
+	ct.picker, err = b.newPicker(ct.state, cla, epLabels, lbc, c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -432,8 +449,8 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 
 // newPicker translates the endpoints of cla into a picker whose
 // endpoints have their connections, outlier and slow start state from st.
-func (b *Builder) newPicker(st *state, cla *endpointv3.ClusterLoadAssignment, svc serviceRef, lbc lbConfig, localityWeighted bool) (*picker, error) {
-	levels, err := b.translateEndpoints(cla, svc, localityWeighted)
+func (b *Builder) newPicker(st *state, cla *endpointv3.ClusterLoadAssignment, labels *dstLabels, lbc lbConfig, localityWeighted bool) (*picker, error) {
+	levels, err := translateEndpoints(cla, labels, localityWeighted)
 	if err != nil {
 		return nil, err
 	}
@@ -454,11 +471,11 @@ func (b *Builder) newPicker(st *state, cla *endpointv3.ClusterLoadAssignment, sv
 // newDNSHosts gives the new state of ct, a STRICT_DNS or LOGICAL_DNS
 // cluster, its host set: checked, seeded with the last good addresses of
 // prev's when it resolved names too, its picker built from them.
-func (b *Builder) newDNSHosts(ct *Cluster, cla *endpointv3.ClusterLoadAssignment, svc serviceRef, lbc lbConfig, prev *Cluster) error {
+func (b *Builder) newDNSHosts(ct *Cluster, cla *endpointv3.ClusterLoadAssignment, labels *dstLabels, lbc lbConfig, prev *Cluster) error {
 	localityWeighted := ct.cfg.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
 	// The endpoints as written (names included) must translate: errors
 	// name their fields, as for any other cluster.
-	if _, err := b.translateEndpoints(cla, svc, localityWeighted); err != nil {
+	if _, err := translateEndpoints(cla, labels, localityWeighted); err != nil {
 		return err
 	}
 	r := b.Resolver
@@ -475,7 +492,7 @@ func (b *Builder) newDNSHosts(ct *Cluster, cla *endpointv3.ClusterLoadAssignment
 	}
 	st := ct.state
 	d.build = func(a *endpointv3.ClusterLoadAssignment) (*picker, error) {
-		return b.newPicker(st, a, svc, lbc, localityWeighted)
+		return b.newPicker(st, a, labels, lbc, localityWeighted)
 	}
 	d.retain = st.retain
 	if prev != nil {

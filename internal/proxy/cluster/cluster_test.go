@@ -278,7 +278,9 @@ func TestOriginalDst(t *testing.T) {
 
 // TestDstInbound: a cluster's inbound destination labels are the
 // proxy's workload with the cluster's service (the cluster's own name
-// for a passthrough cluster), made once, at the first call.
+// for a passthrough cluster), and its labels for a request that found
+// no endpoint the service with an unknown workload; each made once, at
+// the first call.
 func TestDstInbound(t *testing.T) {
 	b := testBuilder(t)
 	for _, tc := range []struct {
@@ -293,8 +295,17 @@ func TestDstInbound(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(ct.CloseIdle)
-		if ct.dstInbound.Load() != nil {
-			t.Errorf("%s: inbound labels made before they were asked for", ct.Name())
+		if ct.dstInbound.Load() != nil || ct.dstNoEndpoint.Load() != nil {
+			t.Errorf("%s: labels made before they were asked for", ct.Name())
+		}
+		outHost := tc.host
+		if tc.service == telemetry.Unknown {
+			outHost = telemetry.Unknown // passthrough: destination_service unknown, the name the cluster
+		}
+		noEP := telemetry.DstLabels{Service: outHost, ServiceName: tc.name, ServiceNamespace: tc.service,
+			Workload: telemetry.Unknown, WorkloadNamespace: telemetry.Unknown, App: telemetry.Unknown, Version: telemetry.Unknown}
+		if d := ct.DstNoEndpoint(); d != b.Metrics.InternDst(noEP) || ct.DstNoEndpoint() != d {
+			t.Errorf("%s: labels without an endpoint %+v, want %+v, made once", ct.Name(), d, noEP)
 		}
 		d := ct.DstInbound()
 		want := telemetry.IdentityDst(b.Identity, tc.host, tc.name, tc.service)

@@ -240,7 +240,7 @@ func TestTranslateLocalityWeights(t *testing.T) {
 	c.Endpoints[1].Priority = 0
 	c.Endpoints = append(c.Endpoints, &endpointv3.LocalityLbEndpoints{LbEndpoints: []*endpointv3.LbEndpoint{c.Endpoints[0].LbEndpoints[0]}})
 	for _, weighted := range []bool{false, true} {
-		levels, err := b.translateEndpoints(c, unknownService, weighted)
+		levels, err := translateEndpoints(c, &dstLabels{m: b.Metrics, svc: unknownService}, weighted)
 		if err != nil {
 			t.Fatal(err)
 		}

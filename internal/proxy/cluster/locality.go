@@ -19,9 +19,11 @@ import (
 // locality's load_balancing_weight is folded into its endpoints' weights,
 // so each locality gets its weight's share and each endpoint its share of
 // that; a locality without a weight gets no traffic, as in Envoy.
-func (b *Builder) translateEndpoints(cla *endpointv3.ClusterLoadAssignment, svc serviceRef, localityWeighted bool) ([][]*Endpoint, error) {
+//
+// An endpoint's metric labels name labels' service and its own workload
+// (istio metadata), interned at its first request (Endpoint.Dst).
+func translateEndpoints(cla *endpointv3.ClusterLoadAssignment, labels *dstLabels, localityWeighted bool) ([][]*Endpoint, error) {
 	byPrio := map[uint32][]*Endpoint{}
-	labels := &dstLabels{m: b.Metrics, svc: svc}
 	for i, loc := range cla.GetEndpoints() {
 		var locWeight, sumWeight uint64
 		if localityWeighted {

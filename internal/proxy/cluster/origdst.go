@@ -74,7 +74,7 @@ func (c *Cluster) PickOriginal(dst netip.AddrPort) *Endpoint {
 	if h == nil {
 		addr := dst.String()
 		ep := &Endpoint{addr: addr, weight: 1, healthy: true}
-		ep.dst.Store(c.dstNoEndpoint)
+		ep.dst.Store(c.DstNoEndpoint())
 		h = &origHost{ep: ep}
 		h.ep.conns.Store(c.state.up.Pool().Endpoint(addr, nil))
 		o.hosts[dst] = h

@@ -112,7 +112,7 @@ func TestRegexRewrite(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			re := &Entry{regexRewrite: rr}
+			re := &Entry{entryRare: &entryRare{regexRewrite: rr}}
 			u := &url.URL{Path: tc.path}
 			re.RewritePath(u)
 			if u.EscapedPath() != tc.want && u.Path != tc.want {

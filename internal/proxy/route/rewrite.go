@@ -96,13 +96,15 @@ func (re *Entry) RewritePath(u *url.URL) {
 
 // compileRewrite reads prefix_rewrite and regex_rewrite (Envoy allows one).
 func (re *Entry) compileRewrite(a *route.RouteAction) error {
-	re.prefixRewrite = a.GetPrefixRewrite()
+	if p := a.GetPrefixRewrite(); p != "" {
+		re.rare().prefixRewrite = p
+	}
 	if rr := a.GetRegexRewrite(); rr != nil {
 		if re.prefixRewrite != "" {
 			return fmt.Errorf("prefix_rewrite and regex_rewrite are mutually exclusive")
 		}
 		var err error
-		if re.regexRewrite, err = compileRegexRewrite(rr); err != nil {
+		if re.rare().regexRewrite, err = compileRegexRewrite(rr); err != nil {
 			return fmt.Errorf("regex_rewrite: %w", err)
 		}
 	}

@@ -90,23 +90,44 @@ type Entry struct {
 
 	// The action: a cluster (exactly one of cluster, clusterHeader and
 	// weighted is set), or Direct, or redirect.
-	cluster       string
-	clusterHeader string
-	weighted      []weightedCluster
-	weightTotal   uint32
-
-	prefixRewrite string
-	hostRewrite   string
+	cluster     string
+	weighted    []weightedCluster
+	weightTotal uint32
 
 	// routeactions (rewrite.go, headers.go, redirect.go)
-	regexRewrite     *regexRewrite
-	redirect         *redirect
 	mutations        routeHeaders
-	clusterMutations bool         // some weighted cluster has header mutations or a host rewrite
-	hash             []hashPolicy // hash.go: RouteAction.hash_policy
+	clusterMutations bool // some weighted cluster has header mutations or a host rewrite
 
+	// *entryRare holds what few routes set; read through it, written
+	// through rare. A sidecar of a large mesh holds thousands of routes.
+	*entryRare
+}
+
+// entryRare is the part of an Entry most routes leave unset. Entries
+// that set none of it share noRare, which is never written.
+type entryRare struct {
+	clusterHeader string
+	prefixRewrite string
+	hostRewrite   string
+	regexRewrite  *regexRewrite
+	redirect      *redirect
+	hash          []hashPolicy // hash.go: RouteAction.hash_policy
 	// filterConfigs is typed_per_filter_config, compiled (filters.go).
 	filterConfigs []filterConfig
+}
+
+// noRare is the entryRare of the entries that set none of it.
+var noRare = &entryRare{}
+
+// newEntry is an Entry with nothing rare set.
+func newEntry() *Entry { return &Entry{entryRare: noRare} }
+
+// rare returns re's own entryRare, to write to.
+func (re *Entry) rare() *entryRare {
+	if re.entryRare == noRare {
+		re.entryRare = &entryRare{}
+	}
+	return re.entryRare
 }
 
 type weightedCluster struct {
@@ -147,7 +168,7 @@ func Compile(rc *route.RouteConfiguration, filters FilterConfigParser) (*Table, 
 		case route.VirtualHost_ALL, route.VirtualHost_EXTERNAL_ONLY:
 			// Envoy's SslRedirectRoute: 301 to the same host and path
 			// over https.
-			vh.tlsRedirect = &Entry{Name: "require_tls", redirect: &redirect{code: http.StatusMovedPermanently, scheme: "https"}}
+			vh.tlsRedirect = &Entry{Name: "require_tls", entryRare: &entryRare{redirect: &redirect{code: http.StatusMovedPermanently, scheme: "https"}}}
 			vh.externalOnly = vhc.GetRequireTls() == route.VirtualHost_EXTERNAL_ONLY
 		default:
 			return nil, fmt.Errorf("virtual_hosts[%d] (%s): require_tls: unknown %v", i, vh.name, vhc.GetRequireTls())
@@ -194,10 +215,14 @@ func Compile(rc *route.RouteConfiguration, filters FilterConfigParser) (*Table, 
 // compileRoute compiles one route; retries shares retry policies between
 // the routes of a table (nil: none shared).
 func compileRoute(rc *route.Route, filters FilterConfigParser, retries retryPolicies) (*Entry, error) {
-	re := &Entry{Name: rc.GetName(), Operation: rc.GetDecorator().GetOperation()}
-	var err error
-	if re.filterConfigs, err = compileFilterConfigs(rc.GetTypedPerFilterConfig(), filters); err != nil {
+	re := newEntry()
+	re.Name, re.Operation = rc.GetName(), rc.GetDecorator().GetOperation()
+	fcs, err := compileFilterConfigs(rc.GetTypedPerFilterConfig(), filters)
+	if err != nil {
 		return nil, err
+	}
+	if len(fcs) > 0 {
+		re.rare().filterConfigs = fcs
 	}
 	m := rc.GetMatch()
 	if m == nil {
@@ -251,7 +276,7 @@ func compileRoute(rc *route.Route, filters FilterConfigParser, retries retryPoli
 		}
 		re.Direct = dr
 	case *route.Route_Redirect:
-		if re.redirect, err = compileRedirect(a.Redirect); err != nil {
+		if re.rare().redirect, err = compileRedirect(a.Redirect); err != nil {
 			return nil, fmt.Errorf("redirect: %w", err)
 		}
 	case nil:
@@ -273,7 +298,7 @@ func (re *Entry) compileAction(a *route.RouteAction, retries retryPolicies) erro
 		}
 		re.cluster = cs.Cluster
 	case *route.RouteAction_ClusterHeader:
-		re.clusterHeader = http.CanonicalHeaderKey(cs.ClusterHeader)
+		re.rare().clusterHeader = http.CanonicalHeaderKey(cs.ClusterHeader)
 	case *route.RouteAction_WeightedClusters:
 		var total uint64 // summed wider than the uint32 weights, so a sum past 2^32-1 is seen, not wrapped
 		for i, c := range cs.WeightedClusters.GetClusters() {
@@ -315,15 +340,17 @@ func (re *Entry) compileAction(a *route.RouteAction, retries retryPolicies) erro
 	}
 	switch h := a.GetHostRewriteSpecifier().(type) {
 	case *route.RouteAction_HostRewriteLiteral:
-		re.hostRewrite = h.HostRewriteLiteral
+		if h.HostRewriteLiteral != "" {
+			re.rare().hostRewrite = h.HostRewriteLiteral
+		}
 	case nil:
 	default:
 		return fmt.Errorf("host_rewrite_specifier: unsupported %T", h)
 	}
-	if hp, herr := compileHashPolicies(a.GetHashPolicy()); herr == nil {
-		re.hash = hp
-	} else {
+	if hp, herr := compileHashPolicies(a.GetHashPolicy()); herr != nil {
 		return herr
+	} else if len(hp) > 0 {
+		re.rare().hash = hp
 	}
 	if t := a.GetTimeout(); t != nil {
 		if err := t.CheckValid(); err != nil {

@@ -18,6 +18,7 @@
 #   DURATION=60s SERVICES=2000 bench/memory.sh
 #   PROXY_BIN=/tmp/weft-proxy.old bench/memory.sh   # measure another build
 #   PROXY_ENV=GOGC=50 bench/memory.sh         # the sidecars' environment
+#   PROXY_ARGS=--gc-headroom=4Mi bench/memory.sh   # more flags for both sidecars
 #   HEAP_PROFILES=1 bench/memory.sh           # sidecars with --heap-profiler, and
 #                                             # their heap profiles (the profiler's
 #                                             # records are then in the numbers)
@@ -100,13 +101,15 @@ for i in $(seq 1 100); do
 done
 
 # The sidecars are started as docs/proxy.md shows; PROXY_ENV adds to their
-# environment (GOGC, GOMEMLIMIT, GOMAXPROCS, …).
-heap_flag=()
-if [ "${HEAP_PROFILES:-0}" = 1 ]; then heap_flag=(--heap-profiler); fi
+# environment (GOGC, GOMEMLIMIT, GOMAXPROCS, …), PROXY_ARGS to their flags.
+proxy_flags=()
+if [ "${HEAP_PROFILES:-0}" = 1 ]; then proxy_flags=(--heap-profiler); fi
+read -r -a extra_args <<< "${PROXY_ARGS:-}"
+proxy_flags+=("${extra_args[@]}")
 env ${PROXY_ENV:-} "$work/weft-proxy" --xds-plaintext --xds-address $CP1:15010 --workload bench-small --labels app=bench,version=v1 \
-  --ip $SMALL --outbound "" --app-port 8080=$APP:18080 --admin-address $SMALL:15000 --log-level warn "${heap_flag[@]}" & small_pid=$!; pids+=($!)
+  --ip $SMALL --outbound "" --app-port 8080=$APP:18080 --admin-address $SMALL:15000 --log-level warn "${proxy_flags[@]}" & small_pid=$!; pids+=($!)
 env ${PROXY_ENV:-} "$work/weft-proxy" --xds-plaintext --xds-address $CP2:15010 --workload bench-mesh --labels app=bench,version=v1 \
-  --ip $MESH --outbound $MESH:15001 --app-port 8080=$APP:18080 --admin-address $MESH:15000 --log-level warn "${heap_flag[@]}" & mesh_pid=$!; pids+=($!)
+  --ip $MESH --outbound $MESH:15001 --app-port 8080=$APP:18080 --admin-address $MESH:15000 --log-level warn "${proxy_flags[@]}" & mesh_pid=$!; pids+=($!)
 
 cat > "$work/nginx.conf" <<NGX
 worker_processes 1;
@@ -229,12 +232,12 @@ fi
 clusters=$(curl -fsS http://$MESH:15000/config_dump | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["clusters"]), len(d["routes"]), len(d["endpoints"]))')
 echo "mesh sidecar holds (clusters, route configs, load assignments): $clusters"
 
-python3 - "$work/rows" "$DURATION" "$QPS" "$CONNS" "$SERVICES" "$binsize" "$clusters" "${PROXY_BIN:-go build -trimpath -tags '$TAGS' -ldflags '$LDFLAGS'}" "${PROXY_ENV:-}" > "$OUT/memory.md" <<'PY'
+python3 - "$work/rows" "$DURATION" "$QPS" "$CONNS" "$SERVICES" "$binsize" "$clusters" "${PROXY_BIN:-go build -trimpath -tags '$TAGS' -ldflags '$LDFLAGS'}" "${PROXY_ENV:-}" "${PROXY_ARGS:-}" > "$OUT/memory.md" <<'PY'
 import sys
 rows = {l.split()[0]: l.split()[1:] for l in open(sys.argv[1])}
-dur, qps, conns, services, binsize, clusters, build, env = sys.argv[2:10]
+dur, qps, conns, services, binsize, clusters, build, env, args = sys.argv[2:11]
 print(f"# weft-proxy memory: idle, {qps} rps ({conns} connections, 1 KiB, {dur}), {services}-service mesh\n")
-print(f"weft-proxy: {int(binsize)/1e6:.1f} MB ({build}){', env ' + env if env else ''}; "
+print(f"weft-proxy: {int(binsize)/1e6:.1f} MB ({build}){', env ' + env if env else ''}{', flags ' + args if args else ''}; "
       f"the mesh sidecar holds {clusters.split()[0]} clusters, {clusters.split()[1]} route configurations, {clusters.split()[2]} load assignments.\n")
 print("| process, state | RSS MiB | anonymous MiB | file-backed MiB | Go heap alloc MiB | heap in use MiB | stacks MiB | goroutines | Go sys MiB | CPU µs/request |")
 print("|---|---|---|---|---|---|---|---|---|---|")

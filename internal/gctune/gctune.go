@@ -12,6 +12,15 @@
 // formula solved for GOGC, kept between a floor and the GOGC the process
 // started with. A heap whose headroom at that GOGC is below the bound is
 // left alone.
+//
+// With Options.MinHeadroom the bound follows the allocation rate: the
+// headroom is what the process allocates in Options.Interval (measured
+// over the last cycle), between MinHeadroom and Headroom. A proxy under
+// little load then collects a large heap on a small headroom, and one
+// under heavy load is not collected more often than about once an
+// interval until the headroom reaches Headroom: the collector's CPU
+// stays bounded by the live heap's marking once an interval, where a
+// fixed small headroom would collect more often the more requests come.
 package gctune
 
 import (
@@ -20,6 +29,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
+	"time"
 )
 
 // Options configure Start.
@@ -27,6 +37,13 @@ type Options struct {
 	// Headroom is the bound on the heap goal above the live heap, in
 	// bytes. 0: Start does nothing.
 	Headroom uint64
+	// MinHeadroom, when set below Headroom, makes the bound follow the
+	// allocation rate: what is allocated in Interval, at least
+	// MinHeadroom, at most Headroom. 0: the bound is Headroom.
+	MinHeadroom uint64
+	// Interval is the time between collections MinHeadroom aims at
+	// (0: DefaultInterval).
+	Interval time.Duration
 	// MinPercent is the lowest GOGC Start sets; 0: DefaultMinPercent.
 	MinPercent int
 	// OnChange, if set, is called with the old and new GOGC after each
@@ -39,6 +56,9 @@ type Options struct {
 // bounds the collection CPU however large the heap.
 const DefaultMinPercent = 25
 
+// DefaultInterval is Options.Interval unless told.
+const DefaultInterval = time.Second
+
 // tuner is one Start's state.
 type tuner struct {
 	o    Options
@@ -47,8 +67,21 @@ type tuner struct {
 	mu      sync.Mutex
 	stopped bool
 	cur     int
-	samples []metrics.Sample
+	samples []metrics.Sample // sampleLive... below
+	// The previous collection's end and the bytes allocated by then, for
+	// the allocation rate (MinHeadroom).
+	last       time.Time
+	lastAllocs uint64
 }
+
+// The samples afterGC reads: what the collector scans, and the bytes
+// allocated since the start.
+const (
+	sampleLive = iota
+	sampleStacks
+	sampleGlobals
+	sampleAllocs
+)
 
 // Start bounds the heap headroom as the package comment says, until ctx
 // is done or stop is called; then GOGC is what it was at Start. It does
@@ -62,10 +95,14 @@ func Start(ctx context.Context, o Options) (stop func()) {
 	if o.MinPercent <= 0 {
 		o.MinPercent = DefaultMinPercent
 	}
+	if o.Interval <= 0 {
+		o.Interval = DefaultInterval
+	}
 	t := &tuner{o: o, base: base, cur: base, samples: []metrics.Sample{
-		{Name: "/gc/heap/live:bytes"},
-		{Name: "/gc/scan/stack:bytes"},
-		{Name: "/gc/scan/globals:bytes"},
+		sampleLive:    {Name: "/gc/heap/live:bytes"},
+		sampleStacks:  {Name: "/gc/scan/stack:bytes"},
+		sampleGlobals: {Name: "/gc/scan/globals:bytes"},
+		sampleAllocs:  {Name: "/gc/heap/allocs:bytes"},
 	}}
 	t.arm()
 	var once sync.Once
@@ -103,14 +140,21 @@ func (t *tuner) afterGC() {
 		return
 	}
 	metrics.Read(t.samples)
-	var scanned uint64
-	for _, s := range t.samples {
-		if s.Value.Kind() == metrics.KindUint64 {
-			scanned += s.Value.Uint64()
+	u := func(i int) uint64 {
+		if v := t.samples[i].Value; v.Kind() == metrics.KindUint64 {
+			return v.Uint64()
 		}
+		return 0
 	}
+	scanned := u(sampleLive) + u(sampleStacks) + u(sampleGlobals)
+	now, allocs := time.Now(), u(sampleAllocs)
+	headroom := t.o.Headroom
+	if t.o.MinHeadroom > 0 && t.o.MinHeadroom < t.o.Headroom && !t.last.IsZero() && allocs >= t.lastAllocs {
+		headroom = headroomFor(allocs-t.lastAllocs, now.Sub(t.last), t.o.Interval, t.o.MinHeadroom, t.o.Headroom)
+	}
+	t.last, t.lastAllocs = now, allocs
 	old := t.cur
-	p := percentFor(t.o.Headroom, scanned, t.o.MinPercent, t.base)
+	p := percentFor(headroom, scanned, t.o.MinPercent, t.base)
 	if p != old {
 		debug.SetGCPercent(p)
 		t.cur = p
@@ -120,6 +164,23 @@ func (t *tuner) afterGC() {
 		t.o.OnChange(old, p)
 	}
 	t.arm()
+}
+
+// headroomFor is the headroom that allocating at the rate of allocated
+// bytes in elapsed fills in interval, kept within [min, max]. No time
+// measured: max.
+func headroomFor(allocated uint64, elapsed, interval time.Duration, min, max uint64) uint64 {
+	if elapsed <= 0 {
+		return max
+	}
+	h := float64(allocated) * float64(interval) / float64(elapsed)
+	switch {
+	case h >= float64(max):
+		return max
+	case h <= float64(min):
+		return min
+	}
+	return uint64(h)
 }
 
 // percentFor is the GOGC whose heap goal is headroom above the live heap,

@@ -30,6 +30,32 @@ func TestPercentFor(t *testing.T) {
 	}
 }
 
+func TestHeadroomFor(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		allocated uint64
+		elapsed   time.Duration
+		want      uint64
+	}{
+		{2 * mib, time.Second, 4 * mib},                     // little load: the minimum
+		{6 * mib, time.Second, 6 * mib},                     // a second's allocation
+		{3 * mib, 500 * time.Millisecond, 6 * mib},          // the same rate over half a second
+		{20 * mib, time.Second, 8 * mib},                    // heavy load: the bound
+		{6 * mib, 0, 8 * mib},                               // no time measured: the bound
+		{0, time.Minute, 4 * mib},                           // idle
+		{1 << 62, time.Nanosecond, 8 * mib},                 // no overflow
+		{8*mib - 1, time.Second, 8*mib - 1},                 // just under the bound
+		{4 * mib, 2 * time.Second, 4 * mib},                 // at the minimum
+		{12 * mib, 1500 * time.Millisecond, 8 * mib},        // over the bound
+		{5 * mib, 1250 * time.Millisecond, 4 * mib},         // 4 MiB a second
+		{4*mib + 4*mib/5, 1200 * time.Millisecond, 4 * mib}, // 4 MiB a second, rounded
+	} {
+		if got := headroomFor(tc.allocated, tc.elapsed, time.Second, 4*mib, 8*mib); got != tc.want {
+			t.Errorf("headroomFor(%d, %v) = %d, want %d", tc.allocated, tc.elapsed, got, tc.want)
+		}
+	}
+}
+
 // live holds the test's live heap.
 var live [][]byte
 
@@ -101,6 +127,39 @@ func TestStartFollowsTheLiveHeap(t *testing.T) {
 		t.Errorf("GOGC after the context ended = %d, want 100", got)
 	}
 }
+
+// TestStartFollowsTheAllocationRate: with MinHeadroom, a process that
+// hardly allocates between collections gets the smaller headroom, and
+// one that allocates fast the bound.
+func TestStartFollowsTheAllocationRate(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	for range 32 {
+		live = append(live, make([]byte, 1<<20))
+	}
+	defer func() { live = nil }()
+	// An interval so short that what is allocated in it is nothing: the
+	// smaller headroom, 8 MiB over 32 MiB and more, just under 25.
+	stop := Start(context.Background(), Options{Headroom: 16 << 20, MinHeadroom: 8 << 20, Interval: time.Nanosecond, MinPercent: 10})
+	waitPercent(t, 20)
+	stop() // puts GOGC back before it returns
+
+	// An interval so long that any allocation fills the bound: 16 MiB
+	// over 32 MiB and more, just under 50.
+	stop = Start(context.Background(), Options{Headroom: 16 << 20, MinHeadroom: 8 << 20, Interval: 1000 * time.Hour, MinPercent: 10})
+	defer stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for Percent() != 45 {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC = %d allocating fast, want 45 (the bound)", Percent())
+		}
+		sink = make([]byte, 64<<10)
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// sink keeps an allocation from being optimised away.
+var sink []byte
 
 func TestStartKeepsAnExplicitSetting(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // GOGC=off

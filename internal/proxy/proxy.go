@@ -105,6 +105,10 @@ type Options struct {
 	// growth above its live heap between collections (package gctune);
 	// 0: off. Process-wide, so the command applies it.
 	GCHeadroom uint64
+	// GCHeadroomMin is weft-proxy --gc-headroom-min: with it below
+	// GCHeadroom, the bound follows the allocation rate (what is
+	// allocated in a second), between the two.
+	GCHeadroomMin uint64
 	// HeapProfiler is weft-proxy --heap-profiler: the Go heap profiler
 	// samples allocations from the start. Process-wide, so the command
 	// applies it (runtime.MemProfileRate), and the proxy's start log

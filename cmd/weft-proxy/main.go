@@ -314,17 +314,20 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 	if err != nil {
 		return proxy.Options{}, fmt.Errorf("--gc-headroom %q: %w", f.gcHeadroom, err)
 	}
-	gcHeadroomMin := gcHeadroom / 2
-	if f.gcHeadroomMin != "" {
-		if gcHeadroomMin, err = overload.ParseBytes(f.gcHeadroomMin); err != nil {
-			return proxy.Options{}, fmt.Errorf("--gc-headroom-min %q: %w", f.gcHeadroomMin, err)
-		}
-	}
 	if f.gateway && !f.gcHeadroomSet {
 		// A gateway's live heap grows with its connections, and its
 		// request rate can be high: a bound in megabytes would collect
 		// it many times a second. Gateways are few; sidecars are many.
 		gcHeadroom = 0
+	}
+	gcHeadroomMin := gcHeadroom / 2
+	if f.gcHeadroomMin != "" {
+		if gcHeadroomMin, err = overload.ParseBytes(f.gcHeadroomMin); err != nil {
+			return proxy.Options{}, fmt.Errorf("--gc-headroom-min %q: %w", f.gcHeadroomMin, err)
+		}
+		if gcHeadroom > 0 && gcHeadroomMin > gcHeadroom {
+			return proxy.Options{}, fmt.Errorf("--gc-headroom-min %s is above --gc-headroom %s", f.gcHeadroomMin, f.gcHeadroom)
+		}
 	}
 	conc := f.concurrency
 	if f.gateway && !f.concurrencySet {

@@ -167,21 +167,24 @@ func TestOverloadFlags(t *testing.T) {
 	}
 }
 
-// --gc-headroom: 8 MiB unless given (off for a gateway), 0 for off.
+// --gc-headroom: 8 MiB unless given (off for a gateway), 0 for off;
+// --gc-headroom-min: half of it unless given.
 func TestGCHeadroomFlag(t *testing.T) {
 	for _, tc := range []struct {
-		args []string
-		want uint64
+		args      []string
+		want, min uint64
 	}{
-		{nil, 8 << 20},
-		{[]string{"--gc-headroom", "32Mi"}, 32 << 20},
-		{[]string{"--gc-headroom", "0"}, 0},
-		{[]string{"--gateway"}, 0},
-		{[]string{"--gateway", "--gc-headroom", "16Mi"}, 16 << 20},
+		{nil, 8 << 20, 4 << 20},
+		{[]string{"--gc-headroom", "32Mi"}, 32 << 20, 16 << 20},
+		{[]string{"--gc-headroom", "0"}, 0, 0},
+		{[]string{"--gateway"}, 0, 0},
+		{[]string{"--gateway", "--gc-headroom", "16Mi"}, 16 << 20, 8 << 20},
+		{[]string{"--gc-headroom-min", "8Mi"}, 8 << 20, 8 << 20}, // a fixed bound
+		{[]string{"--gc-headroom-min", "2Mi"}, 8 << 20, 2 << 20},
 	} {
 		o, _ := parse(t, append([]string{"--workload", "w", "--xds-plaintext"}, tc.args...)...)
-		if o.GCHeadroom != tc.want {
-			t.Errorf("%q: GC headroom %d, want %d", tc.args, o.GCHeadroom, tc.want)
+		if o.GCHeadroom != tc.want || o.GCHeadroomMin != tc.min {
+			t.Errorf("%q: GC headroom %d, min %d, want %d, %d", tc.args, o.GCHeadroom, o.GCHeadroomMin, tc.want, tc.min)
 		}
 	}
 }
@@ -256,6 +259,8 @@ func TestBadFlagsExit2(t *testing.T) {
 		{[]string{"--overload-memory-limit", "lots"}, `--overload-memory-limit "lots": want a number of bytes, e.g. 268435456 or 256Mi`},
 		{[]string{"--overload-memory-limit", "1Mi"}, `--overload-memory-limit "1Mi": at least 16Mi`},
 		{[]string{"--gc-headroom", "some"}, `--gc-headroom "some": want a number of bytes, e.g. 268435456 or 256Mi`},
+		{[]string{"--gc-headroom-min", "some"}, `--gc-headroom-min "some": want a number of bytes, e.g. 268435456 or 256Mi`},
+		{[]string{"--gc-headroom-min", "16Mi"}, `--gc-headroom-min 16Mi is above --gc-headroom 8Mi`},
 		{[]string{"--concurrency", "-1"}, "--concurrency -1: want the number of worker threads, or 0 for every CPU"},
 		{[]string{"--concurrency", "two"}, `invalid argument "two" for "--concurrency" flag`},
 		{[]string{"--no-such-flag"}, "unknown flag: --no-such-flag"},

@@ -33,7 +33,7 @@ type Endpoint struct {
 	// mesh's sidecar never carry a request, and an interned set of
 	// labels costs ~350 bytes where the two fields cost 24.
 	dst      atomic.Pointer[telemetry.DstLabels]
-	labels   *dstLabels // the cluster's service; nil once dst is set
+	labels   *dstLabels // the cluster's service (nil for an original destination's host: dst is set when made)
 	workload string     // the endpoint's istio workload metadata (contract.ParseWorkloadMetadata)
 	// conns are the endpoint's connections in its transport socket
 	// (sock) of the cluster's pool (up), looked up at first use

@@ -307,6 +307,17 @@ func (b *Builder) BuildWire(cWire xdswire.Packed, decode func() (*clusterv3.Clus
 	return ct, nil
 }
 
+// Encodings are what c was built from, when it was built from encodings
+// (BuildWire): its own, and for an EDS cluster its EDS service name and
+// its assignment's encoding (zero for a stand-in or a missing one).
+// Zero, "", zero when built from messages (Build).
+func (c *Cluster) Encodings() (cfg xdswire.Packed, eds string, cla xdswire.Packed) {
+	if c.eds == "" {
+		return c.cfgWire, "", xdswire.Packed{}
+	}
+	return c.cfgWire, c.eds, c.claWire
+}
+
 // builtFrom reports whether c (may be nil) was built from the encoding
 // cWire and from its assignment as eps encodes it now: it can serve as it
 // is. A sidecar of a large mesh holds thousands of clusters, and an

@@ -53,12 +53,31 @@ func (d *Dataplane) ConfigDump() ([]byte, error) {
 	if res.Wire != nil {
 		wire = *res.Wire
 	}
+	clusters, assignments := rt.clusterEncodings()
 	r := &dumper{log: d.warnDump}
 	out.Listeners = dumpAll(r, res.Listeners, wire.Listeners, func() *listenerv3.Listener { return &listenerv3.Listener{} })
 	out.Routes = dumpAll(r, res.Routes, wire.Routes, func() *routev3.RouteConfiguration { return &routev3.RouteConfiguration{} })
-	out.Clusters = dumpAll(r, res.Clusters, wire.Clusters, func() *clusterv3.Cluster { return &clusterv3.Cluster{} })
-	out.Endpoints = dumpAll(r, rt.dumpEndpoints(wire.Endpoints), nil, func() *endpointv3.ClusterLoadAssignment { return &endpointv3.ClusterLoadAssignment{} })
+	out.Clusters = dumpAll(r, res.Clusters, clusters, func() *clusterv3.Cluster { return &clusterv3.Cluster{} })
+	out.Endpoints = dumpAll(r, rt.dumpEndpoints(assignments), nil, func() *endpointv3.ClusterLoadAssignment { return &endpointv3.ClusterLoadAssignment{} })
 	return json.MarshalIndent(out, "", "  ")
+}
+
+// clusterEncodings are the encodings the runtime's clusters were built
+// from, by cluster name, and those of their EDS assignments, by EDS
+// service name (see retained).
+func (rt *runtime) clusterEncodings() (clusters, assignments map[string]xdswire.Packed) {
+	clusters = make(map[string]xdswire.Packed, len(rt.clusters))
+	assignments = make(map[string]xdswire.Packed, len(rt.clusters))
+	for name, c := range rt.clusters {
+		cfg, eds, cla := c.Encodings()
+		if !cfg.IsZero() {
+			clusters[name] = cfg
+		}
+		if eds != "" && !cla.IsZero() {
+			assignments[eds] = cla
+		}
+	}
+	return clusters, assignments
 }
 
 // dumpEndpoints returns the runtime's endpoint assignments (those kept,

@@ -313,9 +313,12 @@ func (rt *runtime) unchangedRoute(name string, wire xdswire.Packed, rc proto.Mes
 	return rt.routes[name]
 }
 
-// retained is what a runtime keeps of r for ConfigDump: the encodings,
-// and the messages that have none (an incomplete set's empty stand-ins,
-// sets built by hand).
+// retained is what a runtime keeps of r for ConfigDump: the encodings
+// of listeners and route configurations, and the messages that have none
+// (an incomplete set's empty stand-ins, sets built by hand). The
+// encodings of clusters and assignments are not kept here: the built
+// clusters hold them (cluster.Cluster.Encodings), and a sidecar of a
+// large mesh has thousands.
 func retained(r *xdsclient.Resources) *xdsclient.Resources {
 	if r.Wire == nil {
 		return r
@@ -326,7 +329,7 @@ func retained(r *xdsclient.Resources) *xdsclient.Resources {
 		Clusters:  withoutWire(r.Clusters, r.Wire.Clusters),
 		Endpoints: withoutWire(r.Endpoints, r.Wire.Endpoints),
 		Versions:  r.Versions,
-		Wire:      r.Wire,
+		Wire:      &xdsclient.Wire{Listeners: r.Wire.Listeners, Routes: r.Wire.Routes},
 	}
 }
 

@@ -43,7 +43,8 @@ func recoded[M proto.Message](t *testing.T, ms map[string]M) (map[string]M, map[
 }
 
 // TestWireKeepsEncodings: given the resources' encodings, the runtime
-// keeps them instead of the decoded messages, dumps the same config as
+// keeps them instead of the decoded messages (those of clusters and
+// assignments only in the clusters built from them), dumps the same config as
 // from the messages, and carries over an unchanged cluster (its pool and
 // picker) and route table by their bytes though every message is new.
 func TestWireKeepsEncodings(t *testing.T) {
@@ -75,6 +76,9 @@ func TestWireKeepsEncodings(t *testing.T) {
 	}
 	if len(rt.routeCfgs) != 0 {
 		t.Errorf("the runtime keeps %d route configurations, want their encodings only", len(rt.routeCfgs))
+	}
+	if rt.res.Wire.Clusters != nil || rt.res.Wire.Endpoints != nil {
+		t.Error("the runtime keeps the clusters' and assignments' encodings beside the clusters built from them")
 	}
 
 	// The same set again, decoded anew: everything is carried over.

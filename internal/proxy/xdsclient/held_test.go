@@ -8,6 +8,7 @@ import (
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -62,10 +63,10 @@ func meshSet(tb testing.TB, n int) *resourceSet {
 	return s
 }
 
-// TestResourcesHandOnce: clusters and assignments are handed only as
-// encodings (nil messages), from which Resources decodes equal messages,
-// and a route configuration is handed decoded once, then as its
-// encoding; a resource sent again with the same bytes stays as held,
+// TestResourcesHandOnce: route configurations, clusters and assignments
+// are handed only as encodings (nil messages), from which Resources
+// decodes equal messages, and a listener is handed decoded once, then as
+// its encoding; a resource sent again with the same bytes stays as held,
 // while a changed one is held anew.
 func TestResourcesHandOnce(t *testing.T) {
 	s := meshSet(t, 3)
@@ -75,19 +76,34 @@ func TestResourcesHandOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.routes["8080"] = rh
-	first := s.resources()
-	if first.Routes["8080"] != rc {
-		t.Errorf("first set: route configuration %v, want the decoded message", first.Routes["8080"])
+	l := &listener.Listener{Name: "in", Address: &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
+		Address: "10.0.0.1", PortSpecifier: &core.SocketAddress_PortValue{PortValue: 8080}}}}}
+	lh, err := hold(l)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if rh.msg != nil {
-		t.Errorf("the set still holds the decoded route configuration")
+	s.listeners["in"] = lh
+	first := s.resources()
+	if first.Listeners["in"] != l {
+		t.Errorf("first set: listener %v, want the decoded message", first.Listeners["in"])
+	}
+	if lh.msg != nil {
+		t.Errorf("the set still holds the decoded listener")
 	}
 	second := s.resources()
-	if second.Routes["8080"] != nil {
-		t.Errorf("second set: the route configuration handed decoded again")
+	if second.Listeners["in"] != nil {
+		t.Errorf("second set: the listener handed decoded again")
 	}
-	if got, err := second.Route("8080"); err != nil || !proto.Equal(got, rc) {
-		t.Errorf("second set: route configuration decoded as %v, %v, want %v", got, err, rc)
+	if got, err := second.Listener("in"); err != nil || !proto.Equal(got, l) {
+		t.Errorf("second set: listener decoded as %v, %v, want %v", got, err, l)
+	}
+	for _, set := range []*Resources{first, second} {
+		if set.Routes["8080"] != nil {
+			t.Errorf("route configuration handed decoded")
+		}
+		if got, err := set.Route("8080"); err != nil || !proto.Equal(got, rc) {
+			t.Errorf("route configuration decoded as %v, %v, want %v", got, err, rc)
+		}
 	}
 	for _, set := range []*Resources{first, second} {
 		if len(set.Clusters) != 9 || len(set.Endpoints) != 9 || len(set.Wire.Clusters) != 9 || len(set.Wire.Endpoints) != 9 {

@@ -182,3 +182,52 @@ func TestStartKeepsAnExplicitSetting(t *testing.T) {
 		t.Errorf("GOGC = %d without a bound, want 100", got)
 	}
 }
+
+// TestTight: while Tight is in force the headroom is TightHeadroom, down
+// to TightMinPercent; calls nest; once every one is released the bound is
+// the usual one again, and without a running Start Tight does nothing.
+func TestTight(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	Tight()() // no tuner: nothing to do, nothing to break
+	if got := Percent(); got != 100 {
+		t.Fatalf("GOGC after Tight without Start = %d, want 100", got)
+	}
+	for range 32 {
+		live = append(live, make([]byte, 1<<20))
+	}
+	defer func() { live = nil }()
+	stop := Start(context.Background(), Options{Headroom: 16 << 20, TightHeadroom: 4 << 20, MinPercent: 10})
+	defer stop()
+	// 16 MiB over 32 MiB and more: just under 50.
+	waitPercent(t, 45)
+
+	outer := Tight()
+	// 4 MiB over 32 MiB and more: just under 12.5, rounded down.
+	if got := Percent(); got != 10 {
+		t.Errorf("GOGC at once after Tight = %d, want 10", got)
+	}
+	inner := Tight()
+	outer()
+	outer() // a second call of one release counts once
+	waitPercent(t, 10)
+	inner()
+	if got := Percent(); got != 45 {
+		t.Errorf("GOGC once every Tight is released = %d, want 45", got)
+	}
+
+	// The floor: 4 MiB over 128 MiB is 3 %.
+	for range 96 {
+		live = append(live, make([]byte, 1<<20))
+	}
+	release := Tight()
+	defer release()
+	waitPercent(t, TightMinPercent)
+	stop()
+	if got := Percent(); got != 100 {
+		t.Errorf("GOGC after stop within Tight = %d, want 100 back", got)
+	}
+	release()
+	if got := Percent(); got != 100 {
+		t.Errorf("GOGC after a release that came after stop = %d, want 100", got)
+	}
+}

@@ -90,6 +90,13 @@ type Options struct {
 	// Protocol is the ADS variant: ProtocolDelta (the default) or
 	// ProtocolSotW; see protocol.go.
 	Protocol Protocol
+	// HeavyWork, if set, is called before a response of at least
+	// LargeResponse bytes is taken in, and the function it returns once
+	// that response, and the set it may complete, were applied. The proxy
+	// collects garbage on a small headroom meanwhile (gctune.Tight), so
+	// that the state built from a large configuration is packed into the
+	// space its temporaries leave.
+	HeavyWork func() (done func())
 }
 
 // Stats are counters for the admin endpoint, metrics and tests.

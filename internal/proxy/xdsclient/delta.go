@@ -141,7 +141,8 @@ func (s *deltaState) runStream(ctx context.Context, ads discovery.AggregatedDisc
 	}
 	onOpen()
 	s.c.log.Info("delta ADS stream open", "resources_held", s.held())
-	return serveStream(ctx, "delta ADS stream", recvCh, errCh, func() time.Time { return s.deadline }, s.handle, s.maybeApply)
+	return serveStream(ctx, "delta ADS stream", recvCh, errCh, func() time.Time { return s.deadline }, s.handle, s.maybeApply,
+		func() bool { return s.dirty }, s.c.opts.HeavyWork)
 }
 
 // held counts the resources whose versions a new stream announces.

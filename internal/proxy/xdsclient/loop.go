@@ -19,9 +19,25 @@ import (
 // (maybeApply(false)); an incomplete set is applied anyway once the
 // deadline the state keeps (deadline(); zero: none) passes
 // (maybeApply(true)). what names the stream in errors. healthy reports
-// whether a response arrived.
-func serveStream[R any](ctx context.Context, what string, recvCh <-chan R, errCh <-chan error,
-	deadline func() time.Time, handle func(R) error, maybeApply func(force bool) error) (healthy bool, err error) {
+// whether a response arrived. From a response of at least LargeResponse
+// bytes until the state has nothing left to apply (waiting() false: the
+// first set can take several responses to complete), the loop works
+// within heavy's call (Options.HeavyWork; nil: none).
+func serveStream[M any](ctx context.Context, what string, recvCh <-chan inbound[M], errCh <-chan error,
+	deadline func() time.Time, handle func(inbound[M]) error, maybeApply func(force bool) error,
+	waiting func() bool, heavy func() (done func())) (healthy bool, err error) {
+	var done func() // heavy's, while a large response is taken in
+	defer func() {
+		if done != nil {
+			done()
+		}
+	}()
+	take := func(r inbound[M]) error {
+		if done == nil && heavy != nil && r.size >= LargeResponse {
+			done = heavy()
+		}
+		return handle(r)
+	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -38,31 +54,48 @@ func serveStream[R any](ctx context.Context, what string, recvCh <-chan R, errCh
 			return healthy, fmt.Errorf("receiving from %s: %w", what, err)
 		case r := <-recvCh:
 			healthy = true
-			if err := handle(r); err != nil {
+			if err := take(r); err != nil {
 				return healthy, err
 			}
 		drain:
 			for {
 				select {
 				case r := <-recvCh:
-					if err := handle(r); err != nil {
+					if err := take(r); err != nil {
 						return healthy, err
 					}
 				default:
 					break drain
 				}
 			}
-			if err := maybeApply(false); err != nil {
+			err := maybeApply(false)
+			if done != nil && !waiting() {
+				done()
+				done = nil
+			}
+			if err != nil {
 				return healthy, err
 			}
 		case <-timeout:
-			if err := maybeApply(true); err != nil {
+			err := maybeApply(true)
+			if done != nil && !waiting() {
+				done()
+				done = nil
+			}
+			if err != nil {
 				return healthy, err
 			}
 		}
 		timer.Stop()
 	}
 }
+
+// LargeResponse is the size of a response from which its handling is
+// heavy work (Options.HeavyWork): a sidecar's first configuration in a
+// mesh of some hundred services, a reconnect that did not resume, a
+// large change. Endpoint and route updates of a few services are far
+// below it.
+const LargeResponse = 64 << 10
 
 // inbound is a response and the length of its encoding, which the
 // statistics count (protocol.go).

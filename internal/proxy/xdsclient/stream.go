@@ -78,7 +78,8 @@ func (s *state) runStream(ctx context.Context, ads discovery.AggregatedDiscovery
 	}
 	onOpen()
 	s.c.log.Info("ADS stream open")
-	return serveStream(ctx, "ADS stream", recvCh, errCh, func() time.Time { return s.deadline }, s.handle, s.maybeApply)
+	return serveStream(ctx, "ADS stream", recvCh, errCh, func() time.Time { return s.deadline }, s.handle, s.maybeApply,
+		func() bool { return len(s.pending) > 0 }, s.c.opts.HeavyWork)
 }
 
 // handle takes one response into the working set and updates the RDS and

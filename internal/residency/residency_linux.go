@@ -69,8 +69,29 @@ func PageOutExecutable() (Result, error) {
 	if res.Mappings == 0 {
 		return res, firstErr
 	}
+	dropCache()
 	res.ResidentAfter = residentBytes(exe)
 	return res, nil
+}
+
+// dropCache asks the kernel to drop the executable's pages that are in
+// the page cache but mapped by no process (posix_fadvise
+// POSIX_FADV_DONTNEED; pages someone maps, and dirty ones, stay). Those
+// are start-up pages the madvise left unmapped, pages of the file another
+// process read, and the read-ahead around what was faulted in. Left
+// cached, they come back into this process's RSS without being used: a
+// page fault on a file mapping also maps the cached pages around it
+// (Linux's fault-around, 64 KiB by default; MADV_RANDOM does not stop
+// it), and a loaded sidecar's binary measured 10.2-10.5 MiB resident with
+// its file cached against 5.3-5.4 without. Advice only: an error changes
+// nothing else.
+func dropCache() {
+	f, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 }
 
 type addrRange struct {

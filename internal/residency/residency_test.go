@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -128,4 +129,65 @@ func randomReadMappings(smaps []byte, path string) int {
 		}
 	}
 	return n
+}
+
+// TestPageOutDropsTheCachedFile: pages of the executable that are in the
+// page cache but mapped by no one (here: the whole file, read as a file)
+// are dropped from the cache, so that fault-around cannot map them back
+// into the process. Where the file system can drop clean pages.
+func TestPageOutDropsTheCachedFile(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(exe, &fs); err != nil {
+		t.Fatal(err)
+	}
+	if fs.Type == unix.TMPFS_MAGIC {
+		t.Skipf("%s is on tmpfs: its pages stay in memory", exe)
+	}
+	if _, err := os.ReadFile(exe); err != nil { // every page cached
+		t.Fatal(err)
+	}
+	before := cachedFraction(t, exe)
+	if _, err := PageOutExecutable(); errors.Is(err, unix.EINVAL) {
+		t.Skipf("the kernel has no MADV_PAGEOUT: %v", err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	after := cachedFraction(t, exe)
+	t.Logf("%s: %.0f%% of its pages cached before, %.0f%% after", exe, 100*before, 100*after)
+	if before < 0.9 || after > 0.75*before { // what start-up and this test touch stays mapped, and cached
+		t.Errorf("cached pages of the executable: %.0f%% -> %.0f%%, want most of them dropped", 100*before, 100*after)
+	}
+}
+
+// cachedFraction is the share of path's pages in the page cache
+// (mincore on a mapping of it that touches none).
+func cachedFraction(t *testing.T, path string) float64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatal(e)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return float64(n) / float64(len(vec))
 }

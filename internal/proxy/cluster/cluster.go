@@ -68,8 +68,12 @@ type Cluster struct {
 	claWire xdswire.Packed
 	eds     string // an EDS cluster's EDS service name; "" for other types
 	state   *state
-	picker  *picker  // nil for a cluster resolved by DNS: its state's is current (pick)
-	stats   *statRef // envoy_cluster_* counters (stats.go), allocated at the first request
+	// picker is the cluster's endpoints, built with it; or lazy, built
+	// at the first pick; or neither, for a cluster resolved by DNS: its
+	// state's is current (pick).
+	picker *picker
+	lazy   *lazyPicker
+	stats  *statRef // envoy_cluster_* counters (stats.go), allocated at the first request
 	// Metric labels: dstNoEndpoint when no endpoint was chosen (UH) and
 	// dstInbound when this cluster serves an inbound listener, each
 	// interned at its first use (a sidecar holds thousands of outbound
@@ -147,11 +151,15 @@ func (c *Cluster) DstInbound() *telemetry.DstLabels {
 // the request goroutine.
 func (c *Cluster) Pick(k HashKey) *Endpoint { return c.pick().pick(k) }
 
-// pick is the cluster's picker: its own, or the current one of the hosts
-// it resolves. Lock-free.
+// pick is the cluster's picker: its own (built now if it waited for its
+// first pick), or the current one of the hosts it resolves. Lock-free once
+// built.
 func (c *Cluster) pick() *picker {
 	if c.picker != nil {
 		return c.picker
+	}
+	if c.lazy != nil {
+		return c.lazy.get()
 	}
 	if d := c.state.dns; d != nil {
 		if p := d.cur.Load(); p != nil {
@@ -187,7 +195,14 @@ func (c *Cluster) RetainConnections() {
 		d.start()
 		return
 	}
-	c.state.retain(c.picker)
+	p := c.picker
+	if c.lazy != nil {
+		if c.state.up.Built() == nil {
+			return // no connections: nothing to close, nothing to build yet
+		}
+		p = c.lazy.get() // the cluster has served: it will serve
+	}
+	c.state.retain(p)
 }
 
 // retain closes the pooled connections of endpoints not in p (nor among
@@ -436,7 +451,7 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 	if ct.eds != "" {
 		if prev != nil && ct.state == prev.state && !prev.claWire.IsZero() && !ct.claWire.IsZero() &&
 			prev.claWire.Equal(ct.claWire) {
-			ct.picker = prev.picker // carried over undecoded
+			ct.picker, ct.lazy = prev.picker, prev.lazy // carried over undecoded
 			return ct, nil
 		}
 		if cla, err = eps.Assignment(ct.eds); err != nil {
@@ -448,14 +463,52 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 		return ct, nil // the hosts are the state's, resolved (dnscluster.go)
 	}
 	if prev != nil && ct.state == prev.state && sameResource(prev.claWire, ct.claWire, prev.cla, cla) {
-		ct.cla, ct.picker = prev.cla, prev.picker
+		ct.cla, ct.picker, ct.lazy = prev.cla, prev.picker, prev.lazy
 		return ct, nil
 	}
-	ct.picker, err = b.newPicker(ct.state, cla, epLabels, lbc, c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil)
+	localityWeighted := c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
+	if ct.mayWait(lbc, epLabels, prev) {
+		// Checked now, as any other, and built at the first pick.
+		levels, err := translateEndpoints(cla, epLabels, localityWeighted)
+		if err != nil {
+			return nil, err
+		}
+		ct.lazy = &lazyPicker{from: ct}
+		for _, eps := range levels {
+			for _, e := range eps {
+				ct.lazy.total++
+				if e.healthy {
+					ct.lazy.healthy++
+				}
+			}
+		}
+		return ct, nil
+	}
+	ct.picker, err = b.newPicker(ct.state, cla, epLabels, lbc, localityWeighted)
 	if err != nil {
 		return nil, err
 	}
 	return ct, nil
+}
+
+// mayWait reports whether ct, being built on top of prev (may be nil),
+// may build its picker at its first pick rather than now: an EDS
+// cluster built from encodings (which it keeps to build from), whose
+// state has carried no request (no pool: no connection to keep or
+// close) and had no picker built (outlier detection tracks none of its
+// endpoints), without slow start (whose window counts from when an
+// endpoint arrives). A sidecar of a large mesh holds thousands of
+// clusters that never carry one of its requests; their endpoints,
+// balancers and pickers were a tenth of its heap.
+func (ct *Cluster) mayWait(lbc lbConfig, epLabels *dstLabels, prev *Cluster) bool {
+	if ct.eds == "" || ct.cfgWire.IsZero() || ct.claWire.IsZero() || epLabels != ct.labels ||
+		lbc.slowStart != nil || ct.state.up.Built() != nil {
+		return false
+	}
+	if prev != nil && prev.state == ct.state && (prev.picker != nil || prev.lazy != nil && prev.lazy.built()) {
+		return false
+	}
+	return true
 }
 
 // newPicker translates the endpoints of cla into a picker whose

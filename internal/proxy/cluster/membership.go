@@ -148,6 +148,11 @@ func (m *membership) Collect(ch chan<- prometheus.Metric) {
 // that may be picked: healthy per EDS and not ejected. Safe for
 // concurrent use; O(endpoints).
 func (c *Cluster) Membership() (total, healthy int) {
+	if c.lazy != nil {
+		if total, healthy, ok := c.lazy.membership(); ok {
+			return total, healthy // not built yet, and not built for a scrape
+		}
+	}
 	for _, e := range c.pick().endpoints {
 		total++
 		if e.available() {

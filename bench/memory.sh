@@ -19,6 +19,7 @@
 #   PROXY_BIN=/tmp/weft-proxy.old bench/memory.sh   # measure another build
 #   PROXY_ENV=GOGC=50 bench/memory.sh         # the sidecars' environment
 #   PROXY_ARGS=--gc-headroom=4Mi bench/memory.sh   # more flags for both sidecars
+#   SHARED_BINARY=1 bench/memory.sh           # both sidecars from one file (see below)
 #   HEAP_PROFILES=1 bench/memory.sh           # sidecars with --heap-profiler, and
 #                                             # their heap profiles (the profiler's
 #                                             # records are then in the numbers)
@@ -59,6 +60,19 @@ fi
 # kernel cannot reclaim pages of a file that are still dirty from cp.
 sync "$work/weft-proxy"
 binsize=$(stat -c %s "$work/weft-proxy")
+# Each sidecar runs from its own copy of the file, as one sidecar alone
+# on a node does: pages of one file that another process maps stay in
+# the page cache, and a page fault maps the cached pages around it too,
+# so two sidecars of one file each count much of what the other touched
+# (10-11 MiB of binary pages under load instead of 5.5-8.5, depending on
+# which released its start-up pages first). SHARED_BINARY=1 runs both
+# from one file, as several sidecars of one image on a node do.
+mesh_bin="$work/weft-proxy"
+if [ "${SHARED_BINARY:-0}" != 1 ]; then
+  mesh_bin="$work/weft-proxy-mesh"
+  cp "$work/weft-proxy" "$mesh_bin"
+  sync "$mesh_bin"
+fi
 
 CP1=127.0.21.9 CP2=127.0.21.10
 APP=127.0.21.1 SMALL=127.0.21.2 MESH=127.0.21.3 NGINXIP=127.0.21.4
@@ -108,7 +122,7 @@ read -r -a extra_args <<< "${PROXY_ARGS:-}"
 proxy_flags+=("${extra_args[@]}")
 env ${PROXY_ENV:-} "$work/weft-proxy" --xds-plaintext --xds-address $CP1:15010 --workload bench-small --labels app=bench,version=v1 \
   --ip $SMALL --outbound "" --app-port 8080=$APP:18080 --admin-address $SMALL:15000 --log-level warn "${proxy_flags[@]}" & small_pid=$!; pids+=($!)
-env ${PROXY_ENV:-} "$work/weft-proxy" --xds-plaintext --xds-address $CP2:15010 --workload bench-mesh --labels app=bench,version=v1 \
+env ${PROXY_ENV:-} "$mesh_bin" --xds-plaintext --xds-address $CP2:15010 --workload bench-mesh --labels app=bench,version=v1 \
   --ip $MESH --outbound $MESH:15001 --app-port 8080=$APP:18080 --admin-address $MESH:15000 --log-level warn "${proxy_flags[@]}" & mesh_pid=$!; pids+=($!)
 
 cat > "$work/nginx.conf" <<NGX
@@ -190,7 +204,7 @@ sample() {
 # (its code, read-only data and pclntab), Referenced counting the pages
 # touched since the last clear_refs.
 binpages() {
-  awk -v bin="$work/weft-proxy" '/^[0-9a-f]+-[0-9a-f]+ / {on = ($NF == bin)} on && /^Rss:/ {r += $2} on && /^Referenced:/ {f += $2} END {print r+0, f+0}' "/proc/$1/smaps"
+  awk -v bin="$work/weft-proxy" -v bin2="$mesh_bin" '/^[0-9a-f]+-[0-9a-f]+ / {on = ($NF == bin || $NF == bin2)} on && /^Rss:/ {r += $2} on && /^Referenced:/ {f += $2} END {print r+0, f+0}' "/proc/$1/smaps"
 }
 # load NAME URL PID [ADMIN]: sample while fortio sends QPS for DURATION.
 # For a sidecar, the pages of its binary that the load touches are

@@ -6,6 +6,7 @@ package admin
 import (
 	"crypto/x509"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
@@ -25,6 +26,13 @@ import (
 type Source interface {
 	Ready() bool
 	ConfigDump() ([]byte, error)
+}
+
+// DumpWriter is a Source that can write its config dump as it renders
+// it (a sidecar of a large mesh dumps megabytes): /config_dump then
+// streams it.
+type DumpWriter interface {
+	WriteConfigDump(w io.Writer) error
 }
 
 // Option adds to the admin handler.
@@ -131,6 +139,14 @@ func (h *handler) ready(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (h *handler) configDump(w http.ResponseWriter, r *http.Request) {
+	if dw, ok := h.src.(DumpWriter); ok {
+		w.Header().Set("Content-Type", "application/json")
+		if err := dw.WriteConfigDump(w); err != nil {
+			// Written in part: the client sees a cut-off body.
+			h.log.Warn("config dump: writing to the client failed", "error", err)
+		}
+		return
+	}
 	b, err := h.src.ConfigDump()
 	if err != nil {
 		h.log.Error("config dump failed", "error", err)

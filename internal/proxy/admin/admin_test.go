@@ -142,3 +142,23 @@ func TestHeapProfiler(t *testing.T) {
 		t.Errorf("GET: %d, rate %d", code, runtime.MemProfileRate)
 	}
 }
+
+// streamSource writes its dump as a DumpWriter.
+type streamSource struct{ fakeSource }
+
+func (s *streamSource) WriteConfigDump(w io.Writer) error {
+	_, err := io.WriteString(w, `{"streamed":true}`)
+	return err
+}
+
+// TestConfigDumpStreamed: a Source that can write its dump is asked to
+// write it to the response, not to render it whole first.
+func TestConfigDumpStreamed(t *testing.T) {
+	src := &streamSource{fakeSource{dump: []byte(`{"whole":true}`)}}
+	h := Handler(src, prometheus.NewRegistry(), WithLogger(slog.New(slog.DiscardHandler)))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/config_dump", nil))
+	if rec.Code != 200 || rec.Body.String() != `{"streamed":true}` || rec.Header().Get("Content-Type") != "application/json" {
+		t.Errorf("GET /config_dump: %d %q (%s), want 200 and the streamed dump as JSON", rec.Code, rec.Body.String(), rec.Header().Get("Content-Type"))
+	}
+}

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -397,6 +398,24 @@ func TestConfigDump(t *testing.T) {
 	}
 	if err := json.Unmarshal(b, &dump); err != nil {
 		t.Fatalf("%v\n%s", err, b)
+	}
+	// Written as it is rendered, in json.MarshalIndent's layout.
+	var compact, indented bytes.Buffer
+	if err := json.Compact(&compact, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Indent(&indented, compact.Bytes(), "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(indented.Bytes(), b) {
+		t.Errorf("dump not in MarshalIndent's layout:\n%s\nwant\n%s", b, indented.Bytes())
+	}
+	var empty bytes.Buffer
+	if err := newDataplane(t, contract.Identity{}, nil).WriteConfigDump(&empty); err != nil {
+		t.Fatal(err)
+	}
+	if want := "{\n  \"listeners\": [],\n  \"routes\": [],\n  \"clusters\": [],\n  \"endpoints\": [],\n  \"versions\": {}\n}"; empty.String() != want {
+		t.Errorf("dump of nothing applied:\n%s\nwant\n%s", empty.String(), want)
 	}
 	if len(dump.Listeners) != 1 || dump.Listeners[0]["name"] != "out" || len(dump.Routes) != 1 || len(dump.Clusters) != 1 ||
 		len(dump.Endpoints) != 1 || dump.Versions["test"] != "1" {

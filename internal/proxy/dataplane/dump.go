@@ -1,8 +1,11 @@
 package dataplane
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -20,19 +23,11 @@ import (
 	"weft.dev/weft/internal/proxy/xdswire"
 )
 
-// configDump is the JSON shape of ConfigDump, loosely after Envoy's
-// /config_dump: resources sorted by name, as protojson.
-type configDump struct {
-	Listeners []json.RawMessage `json:"listeners"`
-	Routes    []json.RawMessage `json:"routes"`
-	Clusters  []json.RawMessage `json:"clusters"`
-	Endpoints []json.RawMessage `json:"endpoints"`
-	Versions  map[string]string `json:"versions"`
-}
-
 // ConfigDump renders the applied resources as JSON:
-// {"listeners":[…],"routes":[…],"clusters":[…],"endpoints":[…],"versions":{…}}.
-// Safe from any goroutine; it reads the current runtime without locking.
+// {"listeners":[…],"routes":[…],"clusters":[…],"endpoints":[…],"versions":{…}},
+// resources sorted by name, as protojson, loosely after Envoy's
+// /config_dump. Safe from any goroutine; it reads the current runtime
+// without locking. WriteConfigDump writes the same without holding it.
 //
 // The dump never fails because of one resource: a typed config
 // (google.protobuf.Any) whose type this binary does not know is shown as
@@ -41,25 +36,98 @@ type configDump struct {
 // {"name": "<name>", "dumpError": "<why>"}. Both are logged.
 //
 // The runtime keeps the resources' encodings, not the decoded messages
-// (see runtime.res): they are decoded again here, one dump at a time.
+// (see runtime.res): they are decoded again here, one at a time.
 func (d *Dataplane) ConfigDump() ([]byte, error) {
+	var b bytes.Buffer
+	if err := d.WriteConfigDump(&b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// WriteConfigDump writes ConfigDump's JSON to w as it renders it, one
+// resource at a time: a sidecar of a 1,000-service mesh dumps ~10 MB of
+// JSON, and rendering it whole before writing it made its heap peak at
+// three times its live heap. Only w's errors are returned.
+func (d *Dataplane) WriteConfigDump(w io.Writer) error {
 	rt := d.rt.Load()
 	res := rt.res
-	out := configDump{Versions: res.Versions}
-	if out.Versions == nil {
-		out.Versions = map[string]string{}
-	}
 	var wire xdsclient.Wire
 	if res.Wire != nil {
 		wire = *res.Wire
 	}
 	clusters, assignments := rt.clusterEncodings()
-	r := &dumper{log: d.warnDump}
-	out.Listeners = dumpAll(r, res.Listeners, wire.Listeners, func() *listenerv3.Listener { return &listenerv3.Listener{} })
-	out.Routes = dumpAll(r, res.Routes, wire.Routes, func() *routev3.RouteConfiguration { return &routev3.RouteConfiguration{} })
-	out.Clusters = dumpAll(r, res.Clusters, clusters, func() *clusterv3.Cluster { return &clusterv3.Cluster{} })
-	out.Endpoints = dumpAll(r, rt.dumpEndpoints(assignments), nil, func() *endpointv3.ClusterLoadAssignment { return &endpointv3.ClusterLoadAssignment{} })
-	return json.MarshalIndent(out, "", "  ")
+	s := &dumpStream{w: bufio.NewWriterSize(w, 32<<10), r: &dumper{log: d.warnDump}}
+	s.str("{")
+	dumpAll(s, "listeners", res.Listeners, wire.Listeners, func() *listenerv3.Listener { return &listenerv3.Listener{} })
+	s.str(",")
+	dumpAll(s, "routes", res.Routes, wire.Routes, func() *routev3.RouteConfiguration { return &routev3.RouteConfiguration{} })
+	s.str(",")
+	dumpAll(s, "clusters", res.Clusters, clusters, func() *clusterv3.Cluster { return &clusterv3.Cluster{} })
+	s.str(",")
+	rt.dumpEndpoints(s, assignments)
+	s.str(",\n  \"versions\": ")
+	versions := res.Versions
+	if versions == nil {
+		versions = map[string]string{}
+	}
+	b, err := json.MarshalIndent(versions, "  ", "  ")
+	if err != nil {
+		return err // cannot happen: strings
+	}
+	s.bytes(b)
+	s.str("\n}")
+	if s.err != nil {
+		return s.err
+	}
+	return s.w.Flush()
+}
+
+// dumpStream writes a config dump in json.MarshalIndent's layout (two
+// spaces, each resource in a list indented to its place).
+type dumpStream struct {
+	w   *bufio.Writer
+	r   *dumper
+	buf bytes.Buffer // one resource, indented
+	err error        // the first write error; later writes do nothing
+}
+
+func (s *dumpStream) str(v string) {
+	if s.err == nil {
+		_, s.err = s.w.WriteString(v)
+	}
+}
+
+func (s *dumpStream) bytes(v []byte) {
+	if s.err == nil {
+		_, s.err = s.w.Write(v)
+	}
+}
+
+// list writes "\n  \"key\": [" and then each resource next calls
+// item for, then "]" at end.
+func (s *dumpStream) list(key string) { s.str("\n  \"" + key + "\": [") }
+
+// item writes one rendered resource of a list; i is its index.
+func (s *dumpStream) item(i int, raw json.RawMessage) {
+	if i > 0 {
+		s.str(",")
+	}
+	s.str("\n    ")
+	s.buf.Reset()
+	if err := json.Indent(&s.buf, raw, "    ", "  "); err != nil {
+		s.bytes(raw) // protojson's own output: valid JSON
+		return
+	}
+	s.bytes(s.buf.Bytes())
+}
+
+// end closes a list of n resources.
+func (s *dumpStream) end(n int) {
+	if n > 0 {
+		s.str("\n  ")
+	}
+	s.str("]")
 }
 
 // clusterEncodings are the encodings the runtime's clusters were built
@@ -80,44 +148,58 @@ func (rt *runtime) clusterEncodings() (clusters, assignments map[string]xdswire.
 	return clusters, assignments
 }
 
-// dumpEndpoints returns the runtime's endpoint assignments (those kept,
-// and those encoded in wire, decoded) with the outlier state of their
-// clusters filled in (cluster.DumpAssignment). An assignment is matched
-// to the cluster of the same name.
-func (rt *runtime) dumpEndpoints(wire map[string]xdswire.Packed) map[string]*endpointv3.ClusterLoadAssignment {
-	res := make(map[string]*endpointv3.ClusterLoadAssignment, len(rt.res.Endpoints)+len(wire))
-	for name, cla := range rt.res.Endpoints {
-		res[name] = cla
-	}
-	for name, p := range wire {
-		cla := &endpointv3.ClusterLoadAssignment{}
-		if err := unpack(p, cla); err != nil {
-			cla = &endpointv3.ClusterLoadAssignment{ClusterName: name} // cannot happen: encoded by the xDS client
+// dumpEndpoints writes the runtime's endpoint assignments (those kept,
+// and those encoded in wire, decoded one at a time) as the "endpoints"
+// list, with the outlier state of their clusters filled in
+// (cluster.DumpAssignment). An assignment is matched to the cluster of
+// the same name.
+func (rt *runtime) dumpEndpoints(s *dumpStream, wire map[string]xdswire.Packed) {
+	// The hosts the proxy resolved for its STRICT_DNS and LOGICAL_DNS
+	// clusters, as Envoy dumps them with include_eds: few.
+	resolved := map[string]*endpointv3.ClusterLoadAssignment{}
+	for name, c := range rt.clusters {
+		if cla := c.ResolvedAssignment(); cla != nil {
+			resolved[name] = cla
 		}
-		res[name] = cla
 	}
-	out := make(map[string]*endpointv3.ClusterLoadAssignment, len(res))
-	for name, cla := range res {
+	names := make([]string, 0, len(rt.res.Endpoints)+len(wire)+len(resolved))
+	for name := range wire {
+		names = append(names, name)
+	}
+	for name := range rt.res.Endpoints {
+		names = append(names, name)
+	}
+	for name := range resolved {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	s.list("endpoints")
+	for i, name := range names {
+		cla := resolved[name]
+		if cla == nil {
+			if p, ok := wire[name]; ok {
+				cla = &endpointv3.ClusterLoadAssignment{}
+				if err := unpack(p, cla); err != nil {
+					cla = &endpointv3.ClusterLoadAssignment{ClusterName: name} // cannot happen: encoded by the xDS client
+				}
+			} else {
+				cla = rt.res.Endpoints[name]
+			}
+		}
 		if c := rt.clusters[name]; c != nil {
 			cla = c.DumpAssignment(cla)
 		}
-		out[name] = cla
+		s.item(i, s.r.marshal(name, cla))
 	}
-	// The hosts the proxy resolved for its STRICT_DNS and LOGICAL_DNS
-	// clusters, as Envoy dumps them with include_eds.
-	for name, c := range rt.clusters {
-		if cla := c.ResolvedAssignment(); cla != nil {
-			out[name] = c.DumpAssignment(cla)
-		}
-	}
-	return out
+	s.end(len(names))
 }
 
 func (d *Dataplane) warnDump(msg string, args ...any) { d.log.Warn(msg, args...) }
 
-// dumpAll renders the messages of m and those encoded in wire (decoded
-// one at a time), sorted by name.
-func dumpAll[M proto.Message](r *dumper, m map[string]M, wire map[string]xdswire.Packed, fresh func() M) []json.RawMessage {
+// dumpAll writes the messages of m and those encoded in wire (decoded
+// one at a time), sorted by name, as the list key.
+func dumpAll[M proto.Message](s *dumpStream, key string, m map[string]M, wire map[string]xdswire.Packed, fresh func() M) {
 	names := make([]string, 0, len(m)+len(wire))
 	for k := range m {
 		names = append(names, k)
@@ -127,21 +209,24 @@ func dumpAll[M proto.Message](r *dumper, m map[string]M, wire map[string]xdswire
 	}
 	slices.Sort(names)
 	names = slices.Compact(names)
-	out := make([]json.RawMessage, 0, len(names))
+	s.list(key)
+	n := 0
 	for _, k := range names {
 		msg, ok := m[k]
 		if b, enc := wire[k]; enc {
 			msg = fresh()
 			if err := unpack(b, msg); err != nil {
-				out = append(out, dumpError(k, err))
+				s.item(n, dumpError(k, err))
+				n++
 				continue
 			}
 		} else if !ok {
 			continue
 		}
-		out = append(out, r.marshal(k, msg))
+		s.item(n, s.r.marshal(k, msg))
+		n++
 	}
-	return out
+	s.end(n)
 }
 
 // dumper renders resources as protojson for ConfigDump.

@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
@@ -66,24 +68,28 @@ func TestConfigDumpShowsUnknownTypedConfigAsBytes(t *testing.T) {
 // not decode) is named with the reason; the rest of the dump stands.
 func TestConfigDumpResourceErrorIsLocal(t *testing.T) {
 	var logged []string
-	r := &dumper{log: func(msg string, _ ...any) { logged = append(logged, msg) }}
+	var b bytes.Buffer
+	s := &dumpStream{w: bufio.NewWriter(&b), r: &dumper{log: func(msg string, _ ...any) { logged = append(logged, msg) }}}
 	bad := routeConfig("bad", vhost("v", []string{"*"}, toCluster("all", prefixMatch("/"), "a")))
 	bad.VirtualHosts[0].TypedPerFilterConfig = map[string]*anypb.Any{
 		faultFilterName: {TypeUrl: "type.googleapis.com/" + string((&faultv3.HTTPFault{}).ProtoReflect().Descriptor().FullName()), Value: []byte{0xff}},
 	}
-	out := dumpAll(r, map[string]*route.RouteConfiguration{"bad": bad, "good": routeConfig("good")}, nil, func() *route.RouteConfiguration { return &route.RouteConfiguration{} })
-	if len(out) != 2 {
-		t.Fatalf("dumped %d resources, want 2", len(out))
-	}
-	var first, second map[string]any
-	if err := json.Unmarshal(out[0], &first); err != nil {
+	s.str("{")
+	dumpAll(s, "routes", map[string]*route.RouteConfiguration{"bad": bad, "good": routeConfig("good")}, nil, func() *route.RouteConfiguration { return &route.RouteConfiguration{} })
+	s.str("}")
+	if err := s.w.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(out[1], &second); err != nil {
-		t.Fatal(err)
+	var out struct{ Routes []map[string]any }
+	if err := json.Unmarshal(b.Bytes(), &out); err != nil {
+		t.Fatalf("%v:\n%s", err, b.Bytes())
 	}
+	if len(out.Routes) != 2 {
+		t.Fatalf("dumped %d resources, want 2", len(out.Routes))
+	}
+	first, second := out.Routes[0], out.Routes[1]
 	if first["name"] != "bad" || !strings.Contains(first["dumpError"].(string), "HTTPFault") || second["name"] != "good" {
-		t.Errorf("dump: %s, %s", out[0], out[1])
+		t.Errorf("dump: %s", b.Bytes())
 	}
 	if len(logged) != 1 {
 		t.Errorf("logged %q, want one line", logged)

@@ -176,6 +176,9 @@ func (rt *runtime) dumpEndpoints(s *dumpStream, wire map[string]xdswire.Packed) 
 	names = slices.Compact(names)
 	s.list("endpoints")
 	for i, name := range names {
+		if s.err != nil {
+			return
+		}
 		cla := resolved[name]
 		if cla == nil {
 			if p, ok := wire[name]; ok {
@@ -212,6 +215,9 @@ func dumpAll[M proto.Message](s *dumpStream, key string, m map[string]M, wire ma
 	s.list(key)
 	n := 0
 	for _, k := range names {
+		if s.err != nil {
+			return // the client is gone: render nothing more
+		}
 		msg, ok := m[k]
 		if b, enc := wire[k]; enc {
 			msg = fresh()

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -110,5 +112,31 @@ func findTyped(v any, url string, f func(map[string]any)) {
 		for _, x := range v {
 			findTyped(x, url, f)
 		}
+	}
+}
+
+// failAfter fails every write once n bytes were written.
+type failAfter struct{ n int }
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if f.n -= len(p); f.n < 0 {
+		return 0, errors.New("client gone")
+	}
+	return len(p), nil
+}
+
+// TestWriteConfigDumpStopsWhenTheClientIsGone: a write error ends the
+// dump with that error (and the rendering with it).
+func TestWriteConfigDumpStopsWhenTheClientIsGone(t *testing.T) {
+	d := newDataplane(t, contract.Identity{}, nil)
+	var rs []any
+	for i := range 200 {
+		n := "c" + strconv.Itoa(i)
+		rs = append(rs, edsCluster(t, n, false, ""), cla(n, ep{Addr: "127.0.0.1:9"}))
+	}
+	mustApply(t, d, resourcesAny(rs...))
+	err := d.WriteConfigDump(&failAfter{n: 40 << 10})
+	if err == nil || !strings.Contains(err.Error(), "client gone") {
+		t.Fatalf("WriteConfigDump to a writer that fails: %v, want its error", err)
 	}
 }

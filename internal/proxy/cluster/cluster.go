@@ -491,7 +491,7 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 	return ct, nil
 }
 
-// mayWait reports whether ct, being built on top of prev (may be nil),
+// mayWait reports whether c, being built on top of prev (may be nil),
 // may build its picker at its first pick rather than now: an EDS
 // cluster built from encodings (which it keeps to build from), whose
 // state has carried no request (no pool: no connection to keep or
@@ -500,12 +500,12 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 // endpoint arrives). A sidecar of a large mesh holds thousands of
 // clusters that never carry one of its requests; their endpoints,
 // balancers and pickers were a tenth of its heap.
-func (ct *Cluster) mayWait(lbc lbConfig, epLabels *dstLabels, prev *Cluster) bool {
-	if ct.eds == "" || ct.cfgWire.IsZero() || ct.claWire.IsZero() || epLabels != ct.labels ||
-		lbc.slowStart != nil || ct.state.up.Built() != nil {
+func (c *Cluster) mayWait(lbc lbConfig, epLabels *dstLabels, prev *Cluster) bool {
+	if c.eds == "" || c.cfgWire.IsZero() || c.claWire.IsZero() || epLabels != c.labels ||
+		lbc.slowStart != nil || c.state.up.Built() != nil {
 		return false
 	}
-	if prev != nil && prev.state == ct.state && (prev.picker != nil || prev.lazy != nil && prev.lazy.built()) {
+	if prev != nil && prev.state == c.state && (prev.picker != nil || prev.lazy != nil && prev.lazy.built()) {
 		return false
 	}
 	return true

@@ -339,3 +339,22 @@ func TestLazySharedCarriedOver(t *testing.T) {
 		}
 	}
 }
+
+// TestDeltaVersionIsShortDigest: a resource's delta version is 16 hex
+// digits of its content's digest (every proxy keeps one per resource it
+// holds), equal for equal content and different for different content.
+func TestDeltaVersionIsShortDigest(t *testing.T) {
+	a := resourceDigest(nil, "t", &anypb.Any{TypeUrl: "x", Value: []byte("version a")})
+	again := resourceDigest(nil, "t", &anypb.Any{TypeUrl: "x", Value: []byte("version a")})
+	b := resourceDigest(nil, "t", &anypb.Any{TypeUrl: "x", Value: []byte("version b")})
+	v := a.enc.version
+	if len(v) != 16 || strings.Trim(v, "0123456789abcdef") != "" {
+		t.Fatalf("version %q: want 16 hex digits", v)
+	}
+	if again.enc.version != v || a.enc.delta.GetVersion() != v {
+		t.Errorf("equal content: versions %q, %q (delta resource %q)", v, again.enc.version, a.enc.delta.GetVersion())
+	}
+	if b.enc.version == v {
+		t.Errorf("different content, same version %q", v)
+	}
+}

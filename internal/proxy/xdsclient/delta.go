@@ -195,7 +195,7 @@ func (s *deltaState) handle(in inbound[*discovery.DeltaDiscoveryResponse]) error
 // route configuration that could not be merged with its virtual hosts.
 func (s *deltaState) take(d *decoded, versions map[string]string, removed []string) (bool, error) {
 	t := d.typeURL
-	w := s.working
+	w := s.writable()
 	changed := false
 	if d.version != "" {
 		w.versions[t] = d.version
@@ -226,6 +226,14 @@ func (s *deltaState) take(d *decoded, versions map[string]string, removed []stri
 		}
 	}
 	var errs []error
+	for _, m := range d.routes {
+		s.canonRouted(m)
+	}
+	for _, m := range d.vhosts {
+		s.canonRouted(m)
+	}
+	w.canon = s.canonRouted // for the route configurations merged with their virtual hosts
+	defer func() { w.canon = nil }()
 	for n, m := range d.routes {
 		if put(n) {
 			errs = append(errs, w.putRoute(n, m))
@@ -233,7 +241,7 @@ func (s *deltaState) take(d *decoded, versions map[string]string, removed []stri
 		}
 	}
 	for n, m := range d.endpoints {
-		if put(n) {
+		if n = s.canon(n); put(n) { // subscribed: the cluster's own string, kept as key here and in rv
 			w.endpoints[n], changed = keep(m, w.endpoints[n]), true
 		}
 	}
@@ -272,6 +280,41 @@ func (s *deltaState) take(d *decoded, versions map[string]string, removed []stri
 	return changed, errors.Join(errs...)
 }
 
+// writable returns the working set, first made a set of its own if it is
+// the applied one: after an apply the two are one set until a response
+// changes it, rather than two copies of the maps of thousands of
+// resources held for the life of the proxy.
+func (s *deltaState) writable() *resourceSet {
+	if s.working == s.applied {
+		s.working = s.applied.clone()
+	}
+	return s.working
+}
+
+// canon returns the string of the EDS subscription equal to name (the
+// name of the cluster that asked for it: Istio's clusters and their
+// assignments share names), or name. A sidecar of a large mesh holds
+// thousands of clusters, each named by its assignment and by the routes
+// that send to it: one string each rather than one per copy.
+func (s *deltaState) canon(name string) string {
+	subs := s.subs[TypeEndpoint]
+	if i, ok := slices.BinarySearch(subs, name); ok {
+		return subs[i]
+	}
+	return name
+}
+
+// canonRouted makes the names of the clusters h routes to (a route
+// configuration's or a virtual host's) canon's strings.
+func (s *deltaState) canonRouted(h *held) {
+	if h == nil || h.routing == nil {
+		return
+	}
+	for i, n := range h.routed {
+		h.routed[i] = s.canon(n)
+	}
+}
+
 // resubscribe recomputes the RDS and EDS names from the working listeners
 // and clusters, drops what is no longer referenced, and sends the
 // subscription changes of each type whose names changed.
@@ -280,7 +323,7 @@ func (s *deltaState) resubscribe() error {
 		TypeRoute:    s.working.routeNames(),
 		TypeEndpoint: s.working.endpointNames(),
 	}
-	s.working.prune(want[TypeRoute], want[TypeEndpoint])
+	s.writable().prune(want[TypeRoute], want[TypeEndpoint])
 	for _, t := range []string{TypeEndpoint, TypeRoute} {
 		have := s.subs[t]
 		if slices.Equal(want[t], have) {
@@ -333,7 +376,7 @@ func (s *deltaState) maybeApply(force bool) error {
 	s.dirty = false
 	applyErr := s.c.opts.Applier.Apply(res)
 	if applyErr == nil {
-		s.applied = s.working.clone()
+		s.applied = s.working // one set until the next change (writable)
 		s.everApplied = true
 		s.refusedRV, s.refusedRoutes = nil, nil
 		s.c.applies.Add(1)

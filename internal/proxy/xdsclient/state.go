@@ -65,6 +65,10 @@ type resourceSet struct {
 	// be complete.
 	received map[string]bool
 	versions map[string]string
+	// canon, while the delta client takes a response in, makes the
+	// cluster names a route configuration merged with its virtual hosts
+	// routes to the strings the client already holds (vhds.go).
+	canon func(*held)
 }
 
 func newResourceSet() *resourceSet {
@@ -134,20 +138,26 @@ func (s *resourceSet) missing(routeNames, edsNames []string) (routes, eds []stri
 // prune drops routes and assignments no longer referenced, as an Envoy
 // does when a name leaves its subscription.
 func (s *resourceSet) prune(routeNames, edsNames []string) {
+	// Both lists are sorted, and long: a sidecar of a large mesh
+	// subscribes to thousands of assignments.
+	has := func(names []string, n string) bool {
+		_, ok := slices.BinarySearch(names, n)
+		return ok
+	}
 	for n := range s.routes {
-		if !slices.Contains(routeNames, n) {
+		if !has(routeNames, n) {
 			delete(s.routes, n)
 		}
 	}
 	if s.vhds != nil {
 		for n := range s.vhds.bases {
-			if !slices.Contains(routeNames, n) {
+			if !has(routeNames, n) {
 				delete(s.vhds.bases, n)
 			}
 		}
 	}
 	for n := range s.endpoints {
-		if !slices.Contains(edsNames, n) {
+		if !has(edsNames, n) {
 			delete(s.endpoints, n)
 		}
 	}

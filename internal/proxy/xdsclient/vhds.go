@@ -116,6 +116,9 @@ func (s *resourceSet) remerge(rcs ...string) error {
 		if err != nil {
 			return err
 		}
+		if s.canon != nil {
+			s.canon(h)
+		}
 		s.routes[name] = keep(h, s.routes[name])
 	}
 	return nil

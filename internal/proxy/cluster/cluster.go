@@ -47,6 +47,27 @@ type state struct {
 	dns     *dnsHosts        // a STRICT_DNS or LOGICAL_DNS cluster's hosts (dnscluster.go); nil otherwise
 }
 
+// stateFor is a new state for cluster c (ORIGINAL_DST and DNS hosts
+// aside): its pool built with uo, counted in stats, its breakers and
+// outlier detection.
+func (b *Builder) stateFor(c *clusterv3.Cluster, uo upstream.Options, stats *statRef) (*state, error) {
+	uo.CountConnections(func() { stats.get().CxTotal.Inc() })
+	uo.CountActive(refActive{stats})
+	st := newState(uo)
+	if err := configureState(st, c, stats); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// cellState is c's built state; nil for a nil c or a state not built.
+func (c *Cluster) cellState() *state {
+	if c == nil {
+		return nil
+	}
+	return c.cell.built()
+}
+
 func newState(o upstream.Options) *state {
 	s := &state{}
 	s.up.Init(o)
@@ -66,8 +87,8 @@ type Cluster struct {
 	cla     *endpointv3.ClusterLoadAssignment
 	cfgWire xdswire.Packed
 	claWire xdswire.Packed
-	eds     string // an EDS cluster's EDS service name; "" for other types
-	state   *state
+	eds     string     // an EDS cluster's EDS service name; "" for other types
+	cell    *stateCell // its state, maybe built at the first use (lazy.go)
 	// picker is the cluster's endpoints, built with it; or lazy, built
 	// at the first pick; or neither, for a cluster resolved by DNS: its
 	// state's is current (pick).
@@ -99,14 +120,19 @@ func (c *Cluster) Stats() *Stats { return c.stats.get() }
 
 // Upstream is the cluster's connection pool, built at the first call
 // (the first request). Lock-free once built.
-func (c *Cluster) Upstream() *upstream.Pool { return c.state.up.Pool() }
+func (c *Cluster) Upstream() *upstream.Pool { return c.cell.get().up.Pool() }
 
 // Broken lists the cluster's TLS sockets that cannot make handshakes
 // (upstream.Pool.Broken), without building its pool.
-func (c *Cluster) Broken() []error { return c.state.up.Broken() }
+func (c *Cluster) Broken() []error {
+	if st := c.cell.built(); st != nil {
+		return st.up.Broken()
+	}
+	return nil // a state waits only when every socket works (build)
+}
 
 // Breaker is the cluster's circuit breaker.
-func (c *Cluster) Breaker() *Breaker { return c.state.breaker }
+func (c *Cluster) Breaker() *Breaker { return c.cell.get().breaker }
 
 // DstNoEndpoint labels a request routed to this cluster before (or
 // without) an endpoint being chosen. Lock-free once interned, at the
@@ -161,8 +187,8 @@ func (c *Cluster) pick() *picker {
 	if c.lazy != nil {
 		return c.lazy.get()
 	}
-	if d := c.state.dns; d != nil {
-		if p := d.cur.Load(); p != nil {
+	if st := c.cell.built(); st != nil && st.dns != nil {
+		if p := st.dns.cur.Load(); p != nil {
 			return p
 		}
 	}
@@ -183,26 +209,30 @@ func (c *Cluster) PickExcept(k HashKey, skip uint64, exclude []*Endpoint) *Endpo
 // SharesState reports whether c carries on the state of other: pool,
 // breakers and outlier detection. A Cluster built on top of an unchanged
 // Cluster resource does.
-func (c *Cluster) SharesState(other *Cluster) bool { return other != nil && c.state == other.state }
+func (c *Cluster) SharesState(other *Cluster) bool { return other != nil && c.cell == other.cell }
 
 // RetainConnections closes the pooled connections of endpoints that are
 // no longer in the cluster. Called once c is the running configuration.
 func (c *Cluster) RetainConnections() {
-	if d := c.state.dns; d != nil {
+	st := c.cell.built()
+	if st == nil {
+		return // no state yet, so no connections
+	}
+	if d := st.dns; d != nil {
 		d.mu.Lock()
-		c.state.retain(c.pick())
+		st.retain(c.pick())
 		d.mu.Unlock()
 		d.start()
 		return
 	}
 	p := c.picker
 	if c.lazy != nil {
-		if c.state.up.Built() == nil {
+		if st.up.Built() == nil {
 			return // no connections: nothing to close, nothing to build yet
 		}
 		p = c.lazy.get() // the cluster has served: it will serve
 	}
-	c.state.retain(p)
+	st.retain(p)
 }
 
 // retain closes the pooled connections of endpoints not in p (nor among
@@ -225,13 +255,16 @@ func (st *state) retain(p *picker) {
 // to end). Called when no running configuration uses that state any more
 // (or at shutdown): connections given back by requests still in flight
 // are closed too.
-func (c *Cluster) CloseIdle() {
-	if c.state.dns != nil {
-		c.state.dns.stop()
+func (c *Cluster) CloseIdle() { c.cell.closeIdle() }
+
+// closeIdle is CloseIdle of a built state.
+func (st *state) closeIdle() {
+	if st.dns != nil {
+		st.dns.stop()
 	}
-	c.state.up.CloseIdle()
-	if c.state.outlier != nil {
-		c.state.outlier.stop()
+	st.up.CloseIdle()
+	if st.outlier != nil {
+		st.outlier.stop()
 	}
 }
 
@@ -428,17 +461,26 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 
 	ct.stats = b.Stats.ref(ct.name)
 	if prev != nil && sameResource(prev.cfgWire, cWire, prev.cfg, c) {
-		ct.state = prev.state
-	} else {
-		st := ct.stats
-		uo.CountConnections(func() { st.get().CxTotal.Inc() })
-		uo.CountActive(refActive{st})
-		ct.state = newState(uo)
-		if err := configureState(ct.state, c, ct.stats); err != nil {
+		ct.cell = prev.cell
+		ct.cell.handTo(ct)
+	} else if ct.eds != "" && !cWire.IsZero() && lbc.slowStart == nil && epLabels == ct.labels && len(uo.Broken()) == 0 {
+		// May wait for its first use (stateCell), as its picker may
+		// (mayWait): checked now, built from cWire then.
+		if _, err := newBreaker(c, uo.HTTP2(), ct.stats); err != nil {
 			return nil, err
 		}
+		if _, err := parseOutlierDetection(c); err != nil {
+			return nil, err
+		}
+		ct.cell = &stateCell{from: ct}
+	} else {
+		st, err := b.stateFor(c, uo, ct.stats)
+		if err != nil {
+			return nil, err
+		}
+		ct.cell = builtCell(st)
 		if origDst {
-			if ct.state.orig, err = newOriginalDst(c); err != nil {
+			if st.orig, err = newOriginalDst(c); err != nil {
 				return nil, err
 			}
 		}
@@ -449,7 +491,7 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 		}
 	}
 	if ct.eds != "" {
-		if prev != nil && ct.state == prev.state && !prev.claWire.IsZero() && !ct.claWire.IsZero() &&
+		if prev != nil && ct.cell == prev.cell && !prev.claWire.IsZero() && !ct.claWire.IsZero() &&
 			prev.claWire.Equal(ct.claWire) {
 			ct.picker, ct.lazy = prev.picker, prev.lazy // carried over undecoded
 			return ct, nil
@@ -459,10 +501,10 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 		}
 	}
 	ct.cla = cla
-	if ct.state.dns != nil {
+	if st := ct.cell.built(); st != nil && st.dns != nil {
 		return ct, nil // the hosts are the state's, resolved (dnscluster.go)
 	}
-	if prev != nil && ct.state == prev.state && sameResource(prev.claWire, ct.claWire, prev.cla, cla) {
+	if prev != nil && ct.cell == prev.cell && sameResource(prev.claWire, ct.claWire, prev.cla, cla) {
 		ct.cla, ct.picker, ct.lazy = prev.cla, prev.picker, prev.lazy
 		return ct, nil
 	}
@@ -484,7 +526,7 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 		}
 		return ct, nil
 	}
-	ct.picker, err = b.newPicker(ct.state, cla, epLabels, lbc, localityWeighted)
+	ct.picker, err = b.newPicker(ct.cell.get(), cla, epLabels, lbc, localityWeighted)
 	if err != nil {
 		return nil, err
 	}
@@ -502,10 +544,13 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 // balancers and pickers were a tenth of its heap.
 func (c *Cluster) mayWait(lbc lbConfig, epLabels *dstLabels, prev *Cluster) bool {
 	if c.eds == "" || c.cfgWire.IsZero() || c.claWire.IsZero() || epLabels != c.labels ||
-		lbc.slowStart != nil || c.state.up.Built() != nil {
+		lbc.slowStart != nil {
 		return false
 	}
-	if prev != nil && prev.state == c.state && (prev.picker != nil || prev.lazy != nil && prev.lazy.built()) {
+	if st := c.cell.built(); st != nil && st.up.Built() != nil {
+		return false
+	}
+	if prev != nil && prev.cell == c.cell && (prev.picker != nil || prev.lazy != nil && prev.lazy.built()) {
 		return false
 	}
 	return true
@@ -554,13 +599,13 @@ func (b *Builder) newDNSHosts(ct *Cluster, cla *endpointv3.ClusterLoadAssignment
 	if err != nil {
 		return err
 	}
-	st := ct.state
+	st := ct.cell.built() // built at once (build)
 	d.build = func(a *endpointv3.ClusterLoadAssignment) (*picker, error) {
 		return b.newPicker(st, a, labels, lbc, localityWeighted)
 	}
 	d.retain = st.retain
-	if prev != nil {
-		d.seed(prev.state.dns)
+	if pst := prev.cellState(); pst != nil {
+		d.seed(pst.dns)
 	}
 	d.mu.Lock()
 	err = d.rebuild()

@@ -114,7 +114,7 @@ func TestPoolBuiltAtFirstUse(t *testing.T) {
 	}
 	t.Cleanup(first.CloseIdle)
 	first.RetainConnections()
-	if first.state.up.Built() != nil {
+	if first.cell.get().up.Built() != nil {
 		t.Fatal("the pool was built with the cluster, before any request")
 	}
 	for _, e := range first.picker.endpoints {
@@ -132,7 +132,7 @@ func TestPoolBuiltAtFirstUse(t *testing.T) {
 		}
 	}
 	conns := one.Conns()
-	if conns == nil || first.state.up.Built() == nil || first.Upstream() != first.state.up.Built() {
+	if conns == nil || first.cell.get().up.Built() == nil || first.Upstream() != first.cell.get().up.Built() {
 		t.Fatal("the first request built no pool, or another one than the cluster's")
 	}
 	if one.Conns() != conns {
@@ -242,7 +242,7 @@ func TestOriginalDst(t *testing.T) {
 	kept.RetainConnections()
 
 	// Cleanup: an interval that has passed drops every unused host.
-	o := ct.state.orig
+	o := ct.cell.get().orig
 	o.mu.Lock()
 	for _, h := range o.hosts {
 		h.used = h.used.Add(-2 * time.Hour)

@@ -443,7 +443,8 @@ func (d *dnsHosts) stop() {
 func Warm(ctx context.Context, cs map[string]*Cluster) {
 	var wg sync.WaitGroup
 	for _, c := range cs {
-		if d := c.state.dns; d != nil {
+		if st := c.cell.built(); st != nil && st.dns != nil {
+			d := st.dns
 			wg.Go(func() { d.warm(ctx) })
 		}
 	}
@@ -455,10 +456,11 @@ func Warm(ctx context.Context, cs map[string]*Cluster) {
 // replaced by their addresses (Endpoint.hostname keeps the name), for
 // the config dump; nil for other clusters. Safe from any goroutine.
 func (c *Cluster) ResolvedAssignment() *endpointv3.ClusterLoadAssignment {
-	d := c.state.dns
-	if d == nil {
+	st := c.cell.built()
+	if st == nil || st.dns == nil {
 		return nil
 	}
+	d := st.dns
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.resolved

@@ -217,7 +217,7 @@ func TestDNSClusterTTL(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(ct.CloseIdle)
-		return ct.state.dns
+		return ct.cell.get().dns
 	}
 	d := build(true)
 	d.resolve(t.Context())

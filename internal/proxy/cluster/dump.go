@@ -17,10 +17,11 @@ import (
 // ejections}. Without outlier detection cla is returned as it is; cla is
 // never modified. Safe from any goroutine.
 func (c *Cluster) DumpAssignment(cla *endpointv3.ClusterLoadAssignment) *endpointv3.ClusterLoadAssignment {
-	od := c.state.outlier
-	if od == nil {
-		return cla
+	st := c.cell.built()
+	if st == nil || st.outlier == nil {
+		return cla // no outlier detection, or no request yet: none ejected
 	}
+	od := st.outlier
 	cla = proto.Clone(cla).(*endpointv3.ClusterLoadAssignment)
 	for _, loc := range cla.GetEndpoints() {
 		for _, lbe := range loc.GetLbEndpoints() {

@@ -7,6 +7,8 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+
+	"weft.dev/weft/internal/proxy/upstream"
 )
 
 // lazyPicker is the picker of a cluster that has not been picked from
@@ -77,5 +79,102 @@ func (c *Cluster) buildPicker() (*picker, error) {
 	if err := c.claWire.Unmarshal(cla); err != nil {
 		return nil, err
 	}
-	return c.b.newPicker(c.state, cla, c.labels, lbc, cfg.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil)
+	return c.b.newPicker(c.cell.get(), cla, c.labels, lbc, cfg.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil)
+}
+
+// stateCell holds a cluster's state — connection pool, circuit breaker,
+// outlier detection — and is shared by the Clusters that carry that
+// state over (built on an unchanged Cluster resource). A cluster that
+// may wait for its first pick (Cluster.mayWait) waits for its state too:
+// the cell builds it at the first use, from the encoding of the Cluster
+// it was handed (from), checked when it arrived. A sidecar of a large mesh
+// holds thousands of clusters that never carry one of its requests; their
+// states were 250 bytes each.
+type stateCell struct {
+	p  atomic.Pointer[state]
+	mu sync.Mutex // building, closing
+	// from builds the state; nil once built (or for a cell built at once).
+	from *Cluster
+	// closed: CloseIdle ran before the state was built, so a state built
+	// later (a request still in flight on a retired cluster) is closed at
+	// once, as a pool built after its CloseIdle is.
+	closed bool
+}
+
+// builtCell is a cell holding st.
+func builtCell(st *state) *stateCell {
+	c := &stateCell{}
+	c.p.Store(st)
+	return c
+}
+
+// built is the state, or nil while it waits for its first use.
+func (c *stateCell) built() *state { return c.p.Load() }
+
+// get returns the state, building it at the first call. Lock-free once
+// built.
+func (c *stateCell) get() *state {
+	if st := c.p.Load(); st != nil {
+		return st
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.p.Load(); st != nil {
+		return st
+	}
+	from := c.from
+	st, err := from.buildState()
+	if err != nil {
+		// The same bytes were checked when they arrived.
+		log := from.b.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Error("cluster state could not be built: Envoy's default circuit breakers, no TLS", "cluster", from.name, "error", err)
+		st = newState(upstream.Options{})
+		st.breaker, _ = newBreaker(&clusterv3.Cluster{}, false, from.stats)
+	}
+	if c.closed {
+		st.closeIdle()
+	}
+	c.p.Store(st)
+	c.from = nil
+	return st
+}
+
+// handTo makes ct, which carries the cell over, the Cluster it builds
+// from, so the one it replaces is not kept for it.
+func (c *stateCell) handTo(ct *Cluster) {
+	c.mu.Lock()
+	if c.from != nil {
+		c.from = ct
+	}
+	c.mu.Unlock()
+}
+
+// closeIdle closes the state's idle connections and stops what runs for
+// it (Cluster.CloseIdle); a state not built yet is closed when it is.
+func (c *stateCell) closeIdle() {
+	c.mu.Lock()
+	st := c.p.Load()
+	if st == nil {
+		c.closed = true
+	}
+	c.mu.Unlock()
+	if st != nil {
+		st.closeIdle()
+	}
+}
+
+// buildState builds c's state from its encoding, as build would have.
+func (c *Cluster) buildState() (*state, error) {
+	cfg := &clusterv3.Cluster{}
+	if err := c.cfgWire.Unmarshal(cfg); err != nil {
+		return nil, err
+	}
+	uo, err := upstream.ParseOptions(cfg, c.b.Secrets)
+	if err != nil {
+		return nil, err
+	}
+	return c.b.stateFor(cfg, uo, c.stats)
 }

@@ -83,7 +83,7 @@ func TestPickerBuiltAtFirstPick(t *testing.T) {
 	if !moved.lazy.built() || moved.lazy.from != nil {
 		t.Error("after the first pick the picker is not kept, or its source is")
 	}
-	if e := got[0]; e.Conns() == nil || moved.state.up.Built() == nil {
+	if e := got[0]; e.Conns() == nil || moved.cell.get().up.Built() == nil {
 		t.Fatal("the endpoint picked has no connections")
 	}
 	if total, healthy := moved.Membership(); total != 1 || healthy != 1 {
@@ -132,6 +132,85 @@ func TestPickerBuiltAtFirstPick(t *testing.T) {
 	bad.Endpoints[0].LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress().Address = ""
 	if _, err := wireBuild(t, b, edsCluster(t, "svc", false, ""), bad, nil); err == nil || !strings.Contains(err.Error(), "address") {
 		t.Errorf("an assignment with an empty address: %v, want an error naming the address", err)
+	}
+}
+
+// TestStateBuiltAtFirstUse: an EDS cluster built from encodings builds
+// its state (pool, breakers, outlier detection) at its first use, once
+// however many ask at once, with the configured thresholds; an endpoint
+// update carries the waiting state over; retaining connections, a config
+// dump and closing do not build it, and a state built after its cluster
+// was closed is closed; a circuit breaker the proxy cannot run is still
+// refused when the cluster arrives.
+func TestStateBuiltAtFirstUse(t *testing.T) {
+	b := testBuilder(t)
+	c := edsCluster(t, "svc", false, "")
+	c.CircuitBreakers = thresholds(100, 100, 7, 3).CircuitBreakers
+	c.OutlierDetection = istioOD(5, 100)
+	a := cla("svc", ep{Addr: "10.0.0.1:80"})
+
+	first, err := wireBuild(t, b, c, a, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.cell.built() != nil || first.cell.from != first {
+		t.Fatalf("a cluster that never served: state %v, built from %p; want it waiting on itself", first.cell.built(), first.cell.from)
+	}
+	first.RetainConnections()
+	first.DumpAssignment(a)
+	if first.Broken() != nil || first.IsOriginalDst() || first.cell.built() != nil {
+		t.Fatal("RetainConnections, DumpAssignment, Broken or IsOriginalDst built the state")
+	}
+
+	moved, err := wireBuild(t, b, c, cla("svc", ep{Addr: "10.0.0.2:80"}), first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !moved.SharesState(first) || moved.cell.from != moved {
+		t.Fatalf("an endpoint update: shares state %v, built from %p (the update is %p)", moved.SharesState(first), moved.cell.from, moved)
+	}
+
+	var wg sync.WaitGroup
+	got := make([]*Breaker, 8)
+	for i := range got {
+		wg.Go(func() { got[i] = moved.Breaker() })
+	}
+	wg.Wait()
+	for _, br := range got {
+		if br == nil || br != got[0] {
+			t.Fatalf("first uses: breakers %v, want one", got)
+		}
+	}
+	st := moved.cell.built()
+	if st == nil || moved.cell.from != nil || st.outlier == nil || got[0].maxRequests != 7 {
+		t.Fatalf("after the first use: state %v (source kept %v), outlier %v, max requests %d; want 7", st, moved.cell.from != nil, st.outlier, got[0].maxRequests)
+	}
+	if first.Breaker() != got[0] || first.Upstream() != moved.Upstream() {
+		t.Error("the Clusters sharing the state see different ones")
+	}
+
+	// Closed before its first use (its configuration replaced while a
+	// request was starting on it): built closed.
+	other := edsCluster(t, "other", false, "")
+	retired, err := wireBuild(t, b, other, cla("other", ep{Addr: "10.0.1.1:80"}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retired.CloseIdle()
+	if retired.cell.built() != nil {
+		t.Fatal("CloseIdle built the state")
+	}
+	pool := retired.Upstream()
+	if st := retired.cell.built(); st == nil || st.up.Built() != pool || !st.up.Closed() {
+		t.Error("a state built after CloseIdle is not closed")
+	}
+
+	// Checked when it arrives, not at the first use.
+	bad := edsCluster(t, "bad", false, "")
+	bad.CircuitBreakers = thresholds(1, 1, 1, 1).CircuitBreakers
+	bad.CircuitBreakers.Thresholds[0].RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{}
+	if _, err := wireBuild(t, b, bad, cla("bad", ep{Addr: "10.0.2.1:80"}), nil); err == nil || !strings.Contains(err.Error(), "retry_budget") {
+		t.Errorf("a retry budget: %v, want it refused naming retry_budget", err)
 	}
 }
 

@@ -51,7 +51,10 @@ func newOriginalDst(c *clusterv3.Cluster) (*originalDst, error) {
 // IsOriginalDst reports whether the cluster is ORIGINAL_DST: its endpoint
 // is the connection's original destination (PickOriginal), not one of a
 // list (Pick).
-func (c *Cluster) IsOriginalDst() bool { return c.state.orig != nil }
+func (c *Cluster) IsOriginalDst() bool {
+	st := c.cell.built() // an ORIGINAL_DST cluster's is built with it
+	return st != nil && st.orig != nil
+}
 
 // PickOriginal returns the endpoint for original destination dst of an
 // ORIGINAL_DST cluster: the same *Endpoint (and connections) for dst
@@ -59,16 +62,17 @@ func (c *Cluster) IsOriginalDst() bool { return c.state.orig != nil }
 // or an invalid dst. Safe for concurrent use; called per request or
 // connection.
 func (c *Cluster) PickOriginal(dst netip.AddrPort) *Endpoint {
-	o := c.state.orig
-	if o == nil || !dst.IsValid() || dst.Port() == 0 {
+	st := c.cell.built()
+	if st == nil || st.orig == nil || !dst.IsValid() || dst.Port() == 0 {
 		return nil
 	}
+	o := st.orig
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	now := time.Now()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if now.After(o.nextSweep) {
-		o.sweep(c.state.up.Pool(), now)
+		o.sweep(st.up.Pool(), now)
 	}
 	h := o.hosts[dst]
 	if h == nil {
@@ -76,7 +80,7 @@ func (c *Cluster) PickOriginal(dst netip.AddrPort) *Endpoint {
 		ep := &Endpoint{addr: addr, weight: 1, healthy: true}
 		ep.dst.Store(c.DstNoEndpoint())
 		h = &origHost{ep: ep}
-		h.ep.conns.Store(c.state.up.Pool().Endpoint(addr, nil))
+		h.ep.conns.Store(st.up.Pool().Endpoint(addr, nil))
 		o.hosts[dst] = h
 	}
 	h.used = now

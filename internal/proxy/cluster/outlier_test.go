@@ -196,7 +196,7 @@ func TestOutlierStateSurvivesPushes(t *testing.T) {
 	}
 	// Endpoints change, the Cluster does not.
 	rt2 := build(proto.Clone(c).(*clusterv3.Cluster), rt, ep{Addr: "10.0.0.2:80"}, ep{Addr: "10.0.0.4:80"})
-	if !rt2.SharesState(rt) || rt2.state.breaker != rt.state.breaker || rt2.state.outlier != rt.state.outlier {
+	if !rt2.SharesState(rt) || rt2.cell.get().breaker != rt.cell.get().breaker || rt2.cell.get().outlier != rt.cell.get().outlier {
 		t.Fatal("breaker or detector replaced by an endpoint-only update")
 	}
 	for _, e := range rt2.picker.endpoints {

@@ -82,6 +82,10 @@ func (o *Options) CountConnections(count func()) { o.onConnect = count }
 // connections multiplex requests).
 func (o Options) HTTP2() bool { return o.h2 }
 
+// Broken lists the TLS sockets of a pool built with o that cannot make
+// handshakes (Lazy.Broken).
+func (o Options) Broken() []error { return o.sockets.broken() }
+
 // ParseOptions reads c's transport and protocol settings; secrets (may be
 // nil: none) serve the SDS secrets its TLS contexts name. Errors name the
 // field of c that is wrong.
@@ -315,6 +319,13 @@ func (l *Lazy) CloseIdle() {
 
 // Built returns the pool if it was built, else nil.
 func (l *Lazy) Built() *Pool { return l.p.Load() }
+
+// Closed reports whether CloseIdle ran.
+func (l *Lazy) Closed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
 
 // Socket returns the transport socket an endpoint whose metadata is md
 // (its LbEndpoint metadata; may be nil) takes, for Pool.EndpointIn: the

@@ -10,7 +10,8 @@
 # by every process of the same file); the highest RSS of the samples taken
 # once a second is reported. From the proxy's /stats/prometheus (Go's
 # runtime): heap in use, heap objects, goroutine stacks, goroutines. The
-# runtime's go_memstats_* (go-<state>.txt) of each Weft state, and (with
+# runtime's go_memstats_* (go-<state>.txt) and /proc/PID/smaps
+# (smaps-<state>.txt) of each Weft state, and (with
 # HEAP_PROFILES=1) heap profiles of both sidecars taken after all samples,
 # are kept beside the table.
 #
@@ -24,7 +25,9 @@
 #                                             # their heap profiles (the profiler's
 #                                             # records are then in the numbers)
 #
-# Builds weft-proxy as docs/proxy.md does (TAGS, LDFLAGS). Needs fortio (go
+# Builds weft-proxy as docs/proxy.md does (CGO, TAGS, LDFLAGS: a static
+# binary; CGO=1 links it against the C library as a plain go build on a
+# machine with a C compiler does). Needs fortio (go
 # install fortio.org/fortio@v1.63.0) and nginx (apt-get install
 # nginx-light). Writes $OUT/memory.md (default bench/results/memory).
 # Everything runs on 127.0.21.0/24 and stops by itself.
@@ -36,6 +39,7 @@ CONNS=${CONNS:-16}
 SERVICES=${SERVICES:-1000}
 OUT=${OUT:-bench/results/memory}
 TAGS=${TAGS-grpcnotrace}
+CGO=${CGO:-0}
 LDFLAGS=${LDFLAGS-"-s -w"}
 FORTIO=${FORTIO:-$(command -v fortio || echo "$HOME/go/bin/fortio")}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
@@ -48,12 +52,12 @@ cleanup() { for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[i]}" 2>/dev/null
 trap cleanup EXIT
 mkdir -p "$OUT"
 
-echo "building weft (and weft-proxy: -trimpath -tags '$TAGS' -ldflags '$LDFLAGS')"
+echo "building weft (and weft-proxy: CGO_ENABLED=$CGO -trimpath -tags '$TAGS' -ldflags '$LDFLAGS')"
 go build -o "$work/weft" ./cmd/weft
 if [ -n "${PROXY_BIN:-}" ]; then
   cp "$PROXY_BIN" "$work/weft-proxy"
 else
-  go build -trimpath -tags "$TAGS" -ldflags "$LDFLAGS" -o "$work/weft-proxy" ./cmd/weft-proxy
+  CGO_ENABLED=$CGO go build -trimpath -tags "$TAGS" -ldflags "$LDFLAGS" -o "$work/weft-proxy" ./cmd/weft-proxy
 fi
 # Written back to disk, as an installed binary is: the proxy pages out
 # its start-up-only pages once its first config is applied, and the
@@ -197,6 +201,9 @@ sample() {
       q="$q&name[]=go_memstats_${f}_bytes"
     done
     curl -fsS "http://$admin/stats/prometheus?${q#&}&name[]=go_gc_duration_seconds&name[]=go_goroutines" | grep -v '^#' > "$OUT/go-$name.txt" || true
+    # The process's mappings as the sample ended: which anonymous
+    # mappings (the heap arena, the runtime's metadata) hold the RSS.
+    cat "/proc/$pid/smaps" > "$OUT/smaps-$name.txt" 2>/dev/null || true
   fi
   echo "$name $best $g ${CPU_US:--}" >> "$work/rows"
 }
@@ -246,7 +253,7 @@ fi
 clusters=$(curl -fsS http://$MESH:15000/config_dump | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["clusters"]), len(d["routes"]), len(d["endpoints"]))')
 echo "mesh sidecar holds (clusters, route configs, load assignments): $clusters"
 
-python3 - "$work/rows" "$DURATION" "$QPS" "$CONNS" "$SERVICES" "$binsize" "$clusters" "${PROXY_BIN:-go build -trimpath -tags '$TAGS' -ldflags '$LDFLAGS'}" "${PROXY_ENV:-}" "${PROXY_ARGS:-}" > "$OUT/memory.md" <<'PY'
+python3 - "$work/rows" "$DURATION" "$QPS" "$CONNS" "$SERVICES" "$binsize" "$clusters" "${PROXY_BIN:-CGO_ENABLED=$CGO go build -trimpath -tags '$TAGS' -ldflags '$LDFLAGS'}" "${PROXY_ENV:-}" "${PROXY_ARGS:-}" > "$OUT/memory.md" <<'PY'
 import sys
 rows = {l.split()[0]: l.split()[1:] for l in open(sys.argv[1])}
 dur, qps, conns, services, binsize, clusters, build, env, args = sys.argv[2:11]

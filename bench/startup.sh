@@ -23,7 +23,7 @@ trap cleanup EXIT
 go build -o "$work/weft" ./cmd/weft
 bins=("$@")
 if [ ${#bins[@]} -eq 0 ]; then
-  go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$work/weft-proxy" ./cmd/weft-proxy
+  CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$work/weft-proxy" ./cmd/weft-proxy
   bins=("$work/weft-proxy")
 fi
 

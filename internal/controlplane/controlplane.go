@@ -478,5 +478,6 @@ func (c *ControlPlane) serveStatus(ctx context.Context) error {
 func (c *ControlPlane) pageOutStartup(ctx context.Context) {
 	if residency.StartupOver(ctx, c.published, StartupPagesDelay) {
 		residency.Release(c.log)
+		residency.Settle(ctx)
 	}
 }

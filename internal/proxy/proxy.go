@@ -434,6 +434,7 @@ func (s adminSource) WriteConfigDump(w io.Writer) error {
 			debug.FreeOSMemory()
 			if s.p.opts.PageOutStartup {
 				residency.Release(s.p.log)
+				residency.Settle(context.Background()) // ends by itself, seconds later
 			}
 		}()
 	}
@@ -552,5 +553,6 @@ func (p *Proxy) returnStartupPeak(ctx context.Context) {
 	debug.FreeOSMemory()
 	if p.opts.PageOutStartup {
 		residency.Release(p.log)
+		residency.Settle(ctx)
 	}
 }

@@ -66,6 +66,29 @@ func StartupOver(ctx context.Context, ready <-chan struct{}, delay time.Duration
 	}
 }
 
+// settleDelay is how long after a hand-back Settle drops the
+// executable's cached pages again.
+var settleDelay = 3 * time.Second
+
+// Settle asks the kernel, three seconds after a Release, once more to drop
+// the executable's pages that are cached but mapped by no process, and
+// returns; it returns at once when ctx ends. The drop right after the
+// hand-back (PageOutExecutable) leaves many of the pages it just
+// unmapped in the page cache: measured on Linux 6.18, 15 of a sidecar's
+// 26 MiB binary stayed cached, 2-6 MiB once dropped again three seconds
+// later, and a page fault maps the cached pages around it (fault-around,
+// 64 KiB), so what stays cached comes back into the RSS unused: 8.1-8.6
+// MiB of a loaded sidecar's binary resident against 6.3-6.5.
+func Settle(ctx context.Context) {
+	t := time.NewTimer(settleDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		dropCache()
+	case <-ctx.Done():
+	}
+}
+
 // Release runs PageOutExecutable and logs, at debug level, what it did or
 // why it could not.
 func Release(log *slog.Logger) {

@@ -3,11 +3,13 @@
 package residency
 
 import (
+	"context"
 	"errors"
 	"os"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -147,6 +149,7 @@ func TestPageOutDropsTheCachedFile(t *testing.T) {
 	if fs.Type == unix.TMPFS_MAGIC {
 		t.Skipf("%s is on tmpfs: its pages stay in memory", exe)
 	}
+	writtenBack(t, exe)
 	if _, err := os.ReadFile(exe); err != nil { // every page cached
 		t.Fatal(err)
 	}
@@ -160,6 +163,21 @@ func TestPageOutDropsTheCachedFile(t *testing.T) {
 	t.Logf("%s: %.0f%% of its pages cached before, %.0f%% after", exe, 100*before, 100*after)
 	if before < 0.9 || after > 0.75*before { // what start-up and this test touch stays mapped, and cached
 		t.Errorf("cached pages of the executable: %.0f%% -> %.0f%%, want most of them dropped", 100*before, 100*after)
+	}
+}
+
+// writtenBack waits until path's pages are on the disk, as an installed
+// executable's are: the test binary was just linked, and the kernel
+// drops no dirty page from the cache.
+func writtenBack(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -190,4 +208,48 @@ func cachedFraction(t *testing.T, path string) float64 {
 		n += int(v & 1)
 	}
 	return float64(n) / float64(len(vec))
+}
+
+// TestSettleDropsWhatStaysCached: Settle drops, once its delay has
+// passed, the executable's pages that are cached and mapped by no one
+// (here: read again after the hand-back, as pages the first drop could
+// not take stay), and returns without dropping when its context ends
+// first.
+func TestSettleDropsWhatStaysCached(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(exe, &fs); err != nil {
+		t.Fatal(err)
+	}
+	if fs.Type == unix.TMPFS_MAGIC {
+		t.Skipf("%s is on tmpfs: its pages stay in memory", exe)
+	}
+	old := settleDelay
+	settleDelay = 10 * time.Millisecond
+	t.Cleanup(func() { settleDelay = old })
+
+	writtenBack(t, exe)
+	if _, err := PageOutExecutable(); errors.Is(err, unix.EINVAL) {
+		t.Skipf("the kernel has no MADV_PAGEOUT: %v", err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.ReadFile(exe); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	Settle(ctx)
+	if got := cachedFraction(t, exe); got < 0.9 {
+		t.Fatalf("Settle with its context ended dropped pages: %.0f%% cached", 100*got)
+	}
+	Settle(context.Background())
+	// What this test process maps stays cached (half or more of a test
+	// binary, which is small and all of it running tests).
+	if got := cachedFraction(t, exe); got > 0.85 {
+		t.Errorf("after Settle %.0f%% of the executable's pages are cached, want those mapped by no one dropped", 100*got)
+	}
 }

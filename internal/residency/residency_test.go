@@ -138,18 +138,7 @@ func randomReadMappings(smaps []byte, path string) int {
 // are dropped from the cache, so that fault-around cannot map them back
 // into the process. Where the file system can drop clean pages.
 func TestPageOutDropsTheCachedFile(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fs unix.Statfs_t
-	if err := unix.Statfs(exe, &fs); err != nil {
-		t.Fatal(err)
-	}
-	if fs.Type == unix.TMPFS_MAGIC {
-		t.Skipf("%s is on tmpfs: its pages stay in memory", exe)
-	}
-	writtenBack(t, exe)
+	exe := droppableExecutable(t)
 	if _, err := os.ReadFile(exe); err != nil { // every page cached
 		t.Fatal(err)
 	}
@@ -166,12 +155,24 @@ func TestPageOutDropsTheCachedFile(t *testing.T) {
 	}
 }
 
-// writtenBack waits until path's pages are on the disk, as an installed
-// executable's are: the test binary was just linked, and the kernel
-// drops no dirty page from the cache.
-func writtenBack(t *testing.T, path string) {
+// droppableExecutable is the test's executable, skipping the test where
+// its pages cannot be dropped from the page cache (tmpfs), and written
+// back to the disk as an installed executable is: the test binary was
+// just linked, and the kernel drops no dirty page.
+func droppableExecutable(t *testing.T) string {
 	t.Helper()
-	f, err := os.Open(path)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(exe, &fs); err != nil {
+		t.Fatal(err)
+	}
+	if fs.Type == unix.TMPFS_MAGIC {
+		t.Skipf("%s is on tmpfs: its pages stay in memory", exe)
+	}
+	f, err := os.Open(exe)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +180,7 @@ func writtenBack(t *testing.T, path string) {
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
 	}
+	return exe
 }
 
 // cachedFraction is the share of path's pages in the page cache
@@ -216,22 +218,11 @@ func cachedFraction(t *testing.T, path string) float64 {
 // not take stay), and returns without dropping when its context ends
 // first.
 func TestSettleDropsWhatStaysCached(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fs unix.Statfs_t
-	if err := unix.Statfs(exe, &fs); err != nil {
-		t.Fatal(err)
-	}
-	if fs.Type == unix.TMPFS_MAGIC {
-		t.Skipf("%s is on tmpfs: its pages stay in memory", exe)
-	}
+	exe := droppableExecutable(t)
 	old := settleDelay
 	settleDelay = 10 * time.Millisecond
 	t.Cleanup(func() { settleDelay = old })
 
-	writtenBack(t, exe)
 	if _, err := PageOutExecutable(); errors.Is(err, unix.EINVAL) {
 		t.Skipf("the kernel has no MADV_PAGEOUT: %v", err)
 	} else if err != nil {

@@ -41,7 +41,7 @@ HOST=app.example.com
 
 echo "building weft and weft-proxy"
 go build -o "$work/weft" ./cmd/weft
-go build -o "$work/weft-proxy" ./cmd/weft-proxy
+CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$work/weft-proxy" ./cmd/weft-proxy # as docs/proxy.md builds it
 
 echo "certificates"
 mkdir -p "$work/credentials/app-cert"

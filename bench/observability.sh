@@ -69,7 +69,7 @@ if [ -n "${BIN_DIR:-}" ]; then # prebuilt binaries, e.g. of another commit
 else
   echo "building weft and weft-proxy"
   go build -o "$work/weft" ./cmd/weft
-  go build -o "$work/weft-proxy" ./cmd/weft-proxy
+  CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$work/weft-proxy" ./cmd/weft-proxy # as docs/proxy.md builds it
 fi
 
 CP=127.0.21.9 APP=127.0.21.2 J=127.0.21.8

@@ -60,7 +60,7 @@ if [ -n "${BIN_DIR:-}" ]; then
 else
   echo "building weft and weft-proxy"
   go build -o "$work/weft" ./cmd/weft
-  go build -o "$work/weft-proxy" ./cmd/weft-proxy
+  CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$work/weft-proxy" ./cmd/weft-proxy # as docs/proxy.md builds it
 fi
 
 CLIENT=127.0.20.1 SERVER=127.0.20.2 NGINXIP=127.0.20.3

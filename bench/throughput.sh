@@ -56,7 +56,7 @@ trap cleanup EXIT
 
 echo "building weft and weft-proxy"
 go build -o "$work/weft" ./cmd/weft
-go build -o "$work/weft-proxy" ./cmd/weft-proxy
+CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$work/weft-proxy" ./cmd/weft-proxy # as docs/proxy.md builds it
 go build -o "$work/minproxy" ./bench/minproxy
 
 UP=127.0.22.2 CP=127.0.22.9 SIDECAR=127.0.22.1 NGX=127.0.22.3 HAP=127.0.22.4 CAD=127.0.22.5 MIN=127.0.22.6

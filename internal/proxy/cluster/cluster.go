@@ -463,7 +463,7 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 	if prev != nil && sameResource(prev.cfgWire, cWire, prev.cfg, c) {
 		ct.cell = prev.cell
 		ct.cell.handTo(ct)
-	} else if ct.eds != "" && !cWire.IsZero() && lbc.slowStart == nil && epLabels == ct.labels && len(uo.Broken()) == 0 {
+	} else if ct.buildsFromWire(lbc, epLabels) && len(uo.Broken()) == 0 {
 		// May wait for its first use (stateCell), as its picker may
 		// (mayWait): checked now, built from cWire then.
 		if _, err := newBreaker(c, uo.HTTP2(), ct.stats); err != nil {
@@ -543,8 +543,7 @@ func (b *Builder) build(c *clusterv3.Cluster, cWire xdswire.Packed, eps Assignme
 // clusters that never carry one of its requests; their endpoints,
 // balancers and pickers were a tenth of its heap.
 func (c *Cluster) mayWait(lbc lbConfig, epLabels *dstLabels, prev *Cluster) bool {
-	if c.eds == "" || c.cfgWire.IsZero() || c.claWire.IsZero() || epLabels != c.labels ||
-		lbc.slowStart != nil {
+	if !c.buildsFromWire(lbc, epLabels) || c.claWire.IsZero() {
 		return false
 	}
 	if st := c.cell.built(); st != nil && st.up.Built() != nil {
@@ -554,6 +553,15 @@ func (c *Cluster) mayWait(lbc lbConfig, epLabels *dstLabels, prev *Cluster) bool
 		return false
 	}
 	return true
+}
+
+// buildsFromWire reports whether what c builds later (its state, its
+// picker) can be built from the encodings it keeps, as now: an EDS
+// cluster built from encodings, its endpoints labelled as the cluster
+// (not a passthrough one), without slow start (whose window counts
+// from when an endpoint arrives).
+func (c *Cluster) buildsFromWire(lbc lbConfig, epLabels *dstLabels) bool {
+	return c.eds != "" && !c.cfgWire.IsZero() && epLabels == c.labels && lbc.slowStart == nil
 }
 
 // newPicker translates the endpoints of cla into a picker whose

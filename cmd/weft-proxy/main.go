@@ -97,7 +97,7 @@ func runProxy(ctx context.Context, opts proxy.Options) error {
 		if tight == 0 {
 			tight = opts.GCHeadroom / 4
 		}
-		defer gctune.Start(ctx, gctune.Options{Headroom: opts.GCHeadroom, MinHeadroom: opts.GCHeadroomMin, TightHeadroom: max(tight, 1), OnChange: func(old, new int) {
+		defer gctune.Start(ctx, gctune.Options{Headroom: opts.GCHeadroom, MinHeadroom: opts.GCHeadroomMin, MaxPercent: gcMaxPercent, TightHeadroom: max(tight, 1), OnChange: func(old, new int) {
 			log.Debug("garbage collector pacing changed for --gc-headroom", "gogc", new, "was", old)
 		}})()
 	}
@@ -228,7 +228,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.heapProfiler, "heap-profiler", false, "sample allocations for /debug/pprof/heap and /debug/pprof/allocs from the start (Go's default rate); off by default, as Envoy's heap profiler, because its records cost a sidecar 1-7 MiB that are never freed; POST /heapprofiler?enable=y on the admin endpoint turns it on while the proxy runs, GODEBUG=memprofilerate=N wins over both")
 	fs.BoolVar(&f.keepStartupPages, "keep-startup-pages", false, "keep mapped the pages of the executable that only start-up used; by default they are handed back (Linux madvise MADV_PAGEOUT and MADV_DONTNEED) a second after the first config is applied, about 15 MiB of RSS; a page needed again is mapped again at its next access, without read-ahead (MADV_RANDOM)")
 	fs.StringVar(&f.overloadMemory, "overload-memory-limit", "auto", "memory, a `size` (bytes, or e.g. 256Mi, 1Gi), the overload guard measures the Go heap and stacks against: past 90% new connections are closed at once, past 95% every response closes its connection. auto: the cgroup's memory limit when there is one, else off; 0: off")
-	fs.StringVar(&f.gcHeadroom, "gc-headroom", "8Mi", "the most the Go heap may grow above its live heap before the garbage collector runs, a `size`: after each collection GOGC is lowered so that the heap goal stays within it (never below GOGC=25), so a proxy holding a large mesh keeps its garbage to that instead of as much again as its live heap; a heap too small to reach it keeps GOGC=100. 0: off, the default with --gateway; the GOGC environment variable turns it off")
+	fs.StringVar(&f.gcHeadroom, "gc-headroom", "8Mi", "the most the Go heap may grow above its live heap before the garbage collector runs, a `size`: after each collection GOGC is lowered so that the heap goal stays within it (never below GOGC=25), so a proxy holding a large mesh keeps its garbage to that instead of as much again as its live heap; a heap too small to reach it keeps GOGC=100 while lightly loaded and, busy, is given what it allocates in a second (up to this bound) so that it collects about once a second. 0: off, the default with --gateway; the GOGC environment variable turns it off")
 	fs.StringVar(&f.gcHeadroomMin, "gc-headroom-min", "", "the least the bound of --gc-headroom is, a `size` (default: half of --gc-headroom): between the two the bound is what the proxy allocated in the last second, so a lightly loaded proxy keeps a small headroom and a busy one collects about once a second, not more often the more requests come; equal to --gc-headroom: a fixed bound. A large configuration (a response of 64 KiB or more) is taken in on half of it, so what it builds is packed into the space its temporaries leave")
 	fs.BoolVar(&f.gateway, "gateway", false, "run as a gateway (Istio's router): no application behind it, listeners from the Gateways whose selector matches --labels, node id router~...; no outbound listener unless --outbound is given")
 	fs.StringVar(&f.gatewayBind, "gateway-bind", "", "with --gateway, the `address` its listeners bind (a Gateway server's bind wins); default every address (0.0.0.0)")
@@ -531,6 +531,11 @@ func checkHostPort(s string) error {
 	}
 	return nil
 }
+
+// gcMaxPercent is the highest GOGC --gc-headroom sets for a small heap
+// under load (gctune.Options.MaxPercent); the headroom's bytes, not this,
+// are what limit it, unless the live heap is under a megabyte or two.
+const gcMaxPercent = 800
 
 // gcMemoryLimitFraction of --overload-memory-limit is the Go runtime's
 // soft memory limit (unless GOMEMLIMIT is set).

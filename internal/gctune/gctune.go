@@ -21,6 +21,15 @@
 // interval until the headroom reaches Headroom: the collector's CPU
 // stays bounded by the live heap's marking once an interval, where a
 // fixed small headroom would collect more often the more requests come.
+// With Options.MaxPercent above the starting GOGC the same holds for a
+// heap too small to reach the bound: while it allocates more in an
+// Interval than its headroom at the starting GOGC, GOGC is raised (up to
+// MaxPercent) so that the headroom is what it allocates in an Interval,
+// at most Headroom. A small sidecar under thousands of requests a second
+// otherwise collects several times a second, and a request that arrives
+// while a collection marks waits for a processor the collector holds:
+// those waits are the latency tail. Lightly loaded it keeps the starting
+// GOGC, and its memory.
 //
 // Tight narrows the headroom to Options.TightHeadroom while a burst of
 // work builds long-lived state (a proxy taking in a large configuration).
@@ -57,6 +66,10 @@ type Options struct {
 	Interval time.Duration
 	// MinPercent is the lowest GOGC Start sets; 0: DefaultMinPercent.
 	MinPercent int
+	// MaxPercent, with MinHeadroom, is the highest GOGC Start sets for a
+	// busy heap too small to reach the bound (package comment); at most
+	// the starting GOGC (never raised) when not above it.
+	MaxPercent int
 	// TightHeadroom is the bound while Tight is in force; 0:
 	// DefaultTightHeadroom. GOGC then goes as low as TightMinPercent.
 	TightHeadroom uint64
@@ -92,6 +105,7 @@ type tuner struct {
 	tight   int              // Tight calls not yet released
 	scanned uint64           // what the last collection scanned (live heap, stacks, globals); 0: none yet
 	bound   uint64           // the headroom the last collection chose, outside Tight
+	busy    uint64           // what was allocated per Interval over the last cycle, at most Headroom (MinHeadroom mode; 0: unknown)
 	samples []metrics.Sample // sampleLive... below
 	// The previous collection's end and the bytes allocated by then, for
 	// the allocation rate (MinHeadroom).
@@ -177,10 +191,12 @@ func (t *tuner) afterGC() {
 	}
 	scanned := u(sampleLive) + u(sampleStacks) + u(sampleGlobals)
 	now, allocs := time.Now(), u(sampleAllocs)
-	headroom := t.o.Headroom
+	headroom, busy := t.o.Headroom, uint64(0)
 	if t.o.MinHeadroom > 0 && t.o.MinHeadroom < t.o.Headroom && !t.last.IsZero() && allocs >= t.lastAllocs {
 		headroom = headroomFor(allocs-t.lastAllocs, now.Sub(t.last), t.o.Interval, t.o.MinHeadroom, t.o.Headroom)
+		busy = headroomFor(allocs-t.lastAllocs, now.Sub(t.last), t.o.Interval, 0, t.o.Headroom)
 	}
+	t.busy = busy
 	t.last, t.lastAllocs = now, allocs
 	t.scanned, t.bound = scanned, headroom
 	old, p := t.set()
@@ -203,6 +219,12 @@ func (t *tuner) set() (old, p int) {
 		p = percentFor(t.o.TightHeadroom, t.scanned, TightMinPercent, t.base)
 	default:
 		p = percentFor(t.bound, t.scanned, t.o.MinPercent, t.base)
+		if t.o.MaxPercent > t.base && p == t.base && t.busy > t.scanned*uint64(t.base)/100 {
+			// A busy heap whose headroom at the base GOGC is less than
+			// an Interval's allocation: raised, to collect once an
+			// Interval.
+			p = percentFor(t.busy, t.scanned, t.base, t.o.MaxPercent)
+		}
 	}
 	if p != old {
 		debug.SetGCPercent(p)

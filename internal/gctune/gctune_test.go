@@ -231,3 +231,55 @@ func TestTight(t *testing.T) {
 		t.Errorf("GOGC after a release that came after stop = %d, want 100", got)
 	}
 }
+
+// TestStartRaisesForABusySmallHeap: with MaxPercent, a heap too small to
+// reach the bound keeps the starting GOGC while it hardly allocates, and
+// gets a headroom of what it allocates in an Interval — up to the bound,
+// so above GOGC=100 — while it allocates fast.
+func TestStartRaisesForABusySmallHeap(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	live = append(live, make([]byte, 1<<20))
+	defer func() { live = nil }()
+
+	// An interval so short that nothing is allocated in it: GOGC=100,
+	// whose headroom (a few MiB) is under the bounds.
+	stop := Start(context.Background(), Options{Headroom: 256 << 20, MinHeadroom: 128 << 20, Interval: time.Nanosecond, MaxPercent: 800})
+	for range 5 {
+		sink = make([]byte, 64<<10)
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := Percent(); got != 100 {
+		t.Errorf("GOGC = %d hardly allocating, want 100 kept", got)
+	}
+	stop()
+
+	// An interval so long that any allocation fills the bound, 256 MiB
+	// over a heap of a few: raised to MaxPercent.
+	stop = Start(context.Background(), Options{Headroom: 256 << 20, MinHeadroom: 128 << 20, Interval: 1000 * time.Hour, MaxPercent: 800})
+	deadline := time.Now().Add(5 * time.Second)
+	for Percent() != 800 {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC = %d allocating fast, want 800 (MaxPercent)", Percent())
+		}
+		sink = make([]byte, 64<<10)
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if got := Percent(); got != 100 {
+		t.Errorf("GOGC after stop = %d, want 100 back", got)
+	}
+
+	// Without MaxPercent the same load is never raised.
+	stop = Start(context.Background(), Options{Headroom: 256 << 20, MinHeadroom: 128 << 20, Interval: 1000 * time.Hour})
+	defer stop()
+	for range 5 {
+		sink = make([]byte, 64<<10)
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := Percent(); got != 100 {
+		t.Errorf("GOGC = %d without MaxPercent, want 100", got)
+	}
+}

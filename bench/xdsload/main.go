@@ -64,6 +64,7 @@ func run() error {
 		explicit   = flag.Bool("explicit", false, "explicit proxies (outbound listener on 127.0.0.1:15001) instead of captured sidecars (INTERCEPTION_MODE REDIRECT, as injected pods)")
 		changes    = flag.Int("changes", 3, "config changes and endpoint changes measured, each")
 		storm      = flag.Duration("storm", 0, "duration of the endpoint-change storm; 0 skips it")
+		rest       = flag.Duration("rest", 0, "after the changes (and the storm), keep the fleet connected this long with nothing changing and sample the control plane's RSS every 5s: what a quiet control plane gives back; 0 skips it")
 		stormRate  = flag.Int("storm-rate", 100, "endpoint changes per second during the storm")
 		timeout    = flag.Duration("timeout", 5*time.Minute, "longest wait for the fleet to connect or for one change to be ACKed everywhere")
 		cpCPUs     = flag.String("cp-cpus", "", "pin weft serve to these CPUs (taskset -c list, e.g. 1)")
@@ -183,7 +184,7 @@ func run() error {
 	rep, err := xdsload.Run(ctx, xdsload.Options{
 		Mesh: m, CP: cp,
 		Fleet:   fleet,
-		Changes: *changes, StormRate: *stormRate, StormDuration: *storm, Timeout: *timeout,
+		Changes: *changes, StormRate: *stormRate, StormDuration: *storm, Rest: *rest, Timeout: *timeout,
 		ProfileDir: *profileDir, SimProfile: *simProfile, ChangeProfile: *changeProf, EndpointProfile: *epProf, MaxRSS: *maxRSS << 20, Scope: sc, Logger: log,
 	})
 	if rep != nil {

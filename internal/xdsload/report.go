@@ -65,6 +65,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(&b, "\nstorm: RSS before %.0f MiB, max %.0f MiB, after %.0f MiB; per proxy %.1f responses (max %d): %s\n",
 			s.Before.RSSMiB, s.MaxRSSMiB, s.After.RSSMiB, s.PerProxy.Responses, s.PerProxy.MaxResponses, r.byType(s.PerProxy))
 	}
+	if s := r.Rest; s != nil {
+		fmt.Fprintf(&b, "\nrest: %v with nothing changing: control plane RSS %.0f MiB before, %.0f MiB after, %.1f CPU-s; RSS every %v: %s\n",
+			s.Duration, s.Before.RSSMiB, s.After.RSSMiB, s.CPUSeconds, RestSample, joinMiB(s.RSSMiB))
+	}
 	fmt.Fprintf(&b, "final: control plane %.1f CPU-s in all, RSS %.0f MiB (peak %.0f); simulator %.1f CPU-s, RSS %.0f MiB (peak %.0f; %.0f after connect); load %.2f\n",
 		r.Final.CPUSeconds, r.Final.RSSMiB, r.Final.PeakRSSMiB, r.Final.SimCPUSeconds, r.Final.SimRSSMiB, r.Final.SimPeakRSSMiB, r.Connect.After.SimRSSMiB, r.Final.Load1)
 	if r.Reconnects > 0 {
@@ -75,6 +79,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// joinMiB lists samples of MiB, "412 398 260".
+func joinMiB(v []float64) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf("%.0f", x)
+	}
+	return strings.Join(parts, " ")
 }
 
 // byType lists the mean responses per type of p, "CDS 0.0, LDS 0.0, EDS

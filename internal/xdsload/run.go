@@ -56,6 +56,10 @@ type Options struct {
 	// (cpu-endpoint.pprof); 0 skips it. It fails (a warning) while
 	// cpu-changes.pprof is still being taken: shorten ChangeProfile.
 	EndpointProfile time.Duration
+	// Rest, when set, keeps the fleet connected and the mesh unchanged
+	// this long after the last change and samples the control plane's
+	// RSS meanwhile: what a quiet control plane gives back.
+	Rest time.Duration
 	// MaxRSS, when set, stops the run once the control plane's resident
 	// memory exceeds it (bytes): the machine is shared, and a control
 	// plane that cannot fit is a result, not a reason to swap.
@@ -127,6 +131,7 @@ type Report struct {
 	Config   Change   `json:"config_change"`
 	Endpoint Change   `json:"endpoint_change"`
 	Storm    *Storm   `json:"storm,omitempty"`
+	Rest     *Rest    `json:"rest,omitempty"`
 	Final    CPSample `json:"final"`
 	Profiles []string `json:"profiles,omitempty"`
 	// Reconnects counts streams opened after each proxy's first: a
@@ -205,6 +210,19 @@ type Change struct {
 	SimCPUSeconds float64  `json:"sim_cpu_seconds_per_change"`
 	After         CPSample `json:"after"`
 }
+
+// Rest is a quiet time after the changes, every proxy connected.
+type Rest struct {
+	Duration time.Duration `json:"duration"`
+	// RSSMiB samples the control plane's RSS every RestSample.
+	RSSMiB     []float64 `json:"rss_mib_samples"`
+	CPUSeconds float64   `json:"cpu_seconds"`
+	Before     CPSample  `json:"before"`
+	After      CPSample  `json:"after"`
+}
+
+// RestSample is the interval of Rest.RSSMiB.
+const RestSample = 5 * time.Second
 
 // Storm is a sustained rate of endpoint changes.
 type Storm struct {
@@ -417,6 +435,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			rep.Profiles = append(rep.Profiles, rep.Storm.profile)
 		}
 	}
+	if o.Rest > 0 {
+		if rep.Rest, err = r.rest(ctx); err != nil {
+			return rep, r.aborted(ctx, rep, err)
+		}
+	}
 	if rep.Final, err = r.sample(); err != nil {
 		return rep, err
 	}
@@ -424,6 +447,35 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Reconnects += c.Streams - 1
 	}
 	return rep, nil
+}
+
+// rest waits Options.Rest with nothing changing, sampling the control
+// plane's RSS.
+func (r *runner) rest(ctx context.Context) (*Rest, error) {
+	rs := &Rest{Duration: r.o.Rest}
+	var err error
+	if rs.Before, err = r.sample(); err != nil {
+		return nil, err
+	}
+	r.log.Info("resting", "for", r.o.Rest)
+	end := time.Now().Add(r.o.Rest)
+	t := time.NewTicker(RestSample)
+	defer t.Stop()
+	for time.Now().Before(end) {
+		select {
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-t.C:
+		}
+		if s, err := ReadProc(r.o.CP.PID); err == nil {
+			rs.RSSMiB = append(rs.RSSMiB, mib(s.RSS))
+		}
+	}
+	if rs.After, err = r.sample(); err != nil {
+		return nil, err
+	}
+	rs.CPUSeconds = rs.After.CPUSeconds - rs.Before.CPUSeconds
+	return rs, nil
 }
 
 // watchRSS aborts the run when the control plane's RSS exceeds MaxRSS.

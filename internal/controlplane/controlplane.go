@@ -26,6 +26,7 @@ import (
 
 	"weft.dev/weft/internal/ca"
 	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/gctune"
 	"weft.dev/weft/internal/guard"
 	"weft.dev/weft/internal/inject/webhook"
 	"weft.dev/weft/internal/jwks"
@@ -126,8 +127,18 @@ type Options struct {
 	// residency). `weft serve` sets it (unless --keep-startup-pages); a
 	// control plane embedded in another program leaves it off.
 	PageOutStartup bool
-	Logger         *slog.Logger
+	// ReleaseWhenQuiet, when positive, hands the heap's free memory back
+	// to the operating system once the xDS server has sent nothing and
+	// been given nothing for this long (gctune.ReleaseWhenQuiet): after a
+	// push to thousands of proxies the garbage it left would otherwise
+	// stay resident until the next. `weft serve` sets
+	// DefaultReleaseWhenQuiet unless told otherwise.
+	ReleaseWhenQuiet time.Duration
+	Logger           *slog.Logger
 }
+
+// DefaultReleaseWhenQuiet is `weft serve`'s Options.ReleaseWhenQuiet.
+const DefaultReleaseWhenQuiet = 30 * time.Second
 
 // StartupPagesDelay is how long after the first config is published the
 // control plane pages out the executable's pages that only start-up used:
@@ -334,6 +345,13 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	}
 	if c.opts.PageOutStartup {
 		wg.Go(func() { c.pageOutStartup(ctx) })
+	}
+	if c.opts.ReleaseWhenQuiet > 0 {
+		wg.Go(func() {
+			gctune.ReleaseWhenQuiet(ctx, c.xds.Activity, c.opts.ReleaseWhenQuiet, func(before, after uint64) {
+				c.log.Debug("quiet: heap memory handed back", "heap_resident_mib_before", before>>20, "after", after>>20)
+			})
+		})
 	}
 	wg.Go(func() {
 		if err := c.runConfig(ctx); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -229,5 +230,59 @@ func getJSON(t *testing.T, ctx context.Context, url string, v any) {
 	t.Helper()
 	if err := json.Unmarshal([]byte(get(t, ctx, url)), v); err != nil {
 		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+// lockedBuffer is a log destination safe for the handler's concurrent
+// writes and the test's reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRunHandsMemoryBackWhenQuiet: with ReleaseWhenQuiet, a control plane
+// that has published its config and has nothing more to send hands its
+// free heap memory back (the debug log says so).
+func TestRunHandsMemoryBackWhenQuiet(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "mesh.yaml"), []byte(meshYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	cp, err := New(Options{
+		ConfigDir: dir, XDSAddress: "127.0.0.1:0", StatusAddress: "127.0.0.1:0",
+		ReleaseWhenQuiet: 200 * time.Millisecond,
+		Logger:           slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cp.Run(ctx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(logs.String(), "quiet: heap memory handed back") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no release 15 s after start; log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

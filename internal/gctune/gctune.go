@@ -40,6 +40,11 @@
 // sidecar holding a 1,000-service mesh. Collected every TightHeadroom
 // bytes, the burst reuses the slots of its own garbage and what it keeps
 // ends up packed.
+//
+// ReleaseWhenQuiet is for a process whose work comes in bursts (a control
+// plane pushing to thousands of proxies): once it has been quiet for a
+// while, the garbage the last burst left is handed back to the operating
+// system rather than kept resident until the next.
 package gctune
 
 import (

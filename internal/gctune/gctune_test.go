@@ -283,3 +283,56 @@ func TestStartRaisesForABusySmallHeap(t *testing.T) {
 		t.Errorf("GOGC = %d without MaxPercent, want 100", got)
 	}
 }
+
+// TestReleaseWhenQuiet: free heap memory is returned once activity has
+// stood still for the quiet time, once per quiet spell, and not while
+// activity moves.
+func TestReleaseWhenQuiet(t *testing.T) {
+	var act atomic.Uint64
+	releases := make(chan [2]uint64, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ReleaseWhenQuiet(ctx, act.Load, 200*time.Millisecond, func(before, after uint64) { releases <- [2]uint64{before, after} })
+	}()
+	defer func() { cancel(); <-done }()
+
+	// Busy: activity moves every 5 ms for 400 ms; nothing is released.
+	for range 80 {
+		act.Add(1)
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case r := <-releases:
+		t.Fatalf("released %v while activity moved", r)
+	default:
+	}
+
+	// Garbage to return, then quiet: one release, with less heap after.
+	for range 64 {
+		sink = make([]byte, 1<<20)
+	}
+	sink = nil
+	select {
+	case r := <-releases:
+		if r[1] >= r[0] {
+			t.Errorf("heap resident %d bytes before the release, %d after: nothing returned", r[0], r[1])
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no release 5 s into a quiet spell")
+	}
+	select {
+	case r := <-releases:
+		t.Fatalf("released again (%v) within the same quiet spell", r)
+	case <-time.After(600 * time.Millisecond):
+	}
+
+	// Activity, then quiet again: released again.
+	act.Add(1)
+	select {
+	case <-releases:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no release after the second quiet spell")
+	}
+}

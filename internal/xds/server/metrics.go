@@ -35,6 +35,9 @@ type metrics struct {
 	// pushesByType and rejectsByType are the children of the four
 	// types, so counting one takes no map lookup in the vector.
 	pushesByType, rejectsByType map[string]prometheus.Counter
+	// activity counts responses sent, snapshots received and push
+	// rounds: it moves while the server works (Server.Activity).
+	activity atomic.Uint64
 }
 
 // metricType is istiod's short name of an xDS type in the type label of
@@ -58,6 +61,7 @@ func metricType(typeURL string) string {
 
 // pushed counts a response of typeURL about to be sent (pilot_xds_pushes).
 func (m *metrics) pushed(typeURL string) {
+	m.activity.Add(1)
 	if c, ok := m.pushesByType[typeURL]; ok {
 		c.Inc()
 		return

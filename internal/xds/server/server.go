@@ -180,6 +180,7 @@ func (s *Server) Update(m *mesh.Snapshot) {
 	}
 	s.latest.Store(&versioned{m: m, seq: s.seq.Add(1)})
 	s.metrics.updates.Inc()
+	s.metrics.activity.Add(1)
 	select {
 	case s.updated <- struct{}{}:
 	default: // a push is already pending; it will read latest
@@ -188,6 +189,11 @@ func (s *Server) Update(m *mesh.Snapshot) {
 
 // Pushes returns how many debounced push rounds have run.
 func (s *Server) Pushes() uint64 { return s.metrics.pushRounds.Load() }
+
+// Activity is a count that moves while the server works: responses sent
+// and mesh snapshots received. Equal readings apart in time mean it
+// sent nothing and was given nothing in between.
+func (s *Server) Activity() uint64 { return s.metrics.activity.Load() }
 
 // ConnectedProxies returns how many distinct nodes have an open stream.
 func (s *Server) ConnectedProxies() int {

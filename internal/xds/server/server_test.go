@@ -445,3 +445,27 @@ func (s *Server) nodeSnapshot(node string) *nodeSnapshot {
 	}
 	return p.snapshot()
 }
+
+// TestActivityMovesWithWork: Activity (what `weft serve` watches to hand
+// memory back when quiet) moves with a snapshot given and with responses
+// sent, and stands still otherwise.
+func TestActivityMovesWithWork(t *testing.T) {
+	s, addr := start(t, Options{Debounce: time.Millisecond, DebounceMax: 10 * time.Millisecond})
+	a0 := s.Activity()
+	s.Update(testMesh(2))
+	a1 := s.Activity()
+	if a1 == a0 {
+		t.Fatal("Activity did not move with a snapshot")
+	}
+	ctx := withDeadline(t)
+	c := dial(t, ctx, addr, client.Node())
+	c.sync()
+	a2 := s.Activity()
+	if a2 < a1+4 {
+		t.Errorf("Activity moved %d with a proxy's four responses, want at least 4", a2-a1)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if a3 := s.Activity(); a3 != a2 {
+		t.Errorf("Activity moved %d with nothing happening", a3-a2)
+	}
+}

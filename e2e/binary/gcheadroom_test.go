@@ -11,7 +11,7 @@ import (
 
 // TestGCHeadroom: the built weft-proxy lowers GOGC after its collections
 // when its heap could grow more than --gc-headroom above what is live
-// (a 256 KiB bound: the floor, 25, for any real heap), keeps GOGC=100
+// (a 256 KiB bound: the floor, 25, for any real heap), never lowers it
 // when its heap is too small to reach the default 8 MiB bound, and
 // leaves a GOGC from the environment alone. go_gc_gogc_percent on its
 // admin endpoint says the value in force; scrapes allocate, so scraping
@@ -51,8 +51,11 @@ func TestGCHeadroom(t *testing.T) {
 	if got := gogc("", 25, 50, "--gc-headroom", "256Ki"); got != 25 {
 		t.Errorf("--gc-headroom 256Ki: GOGC %v, want the floor 25", got)
 	}
-	if got := gogc("", -1, 3); got != 100 {
-		t.Errorf("a small proxy with the default --gc-headroom: GOGC %v, want 100", got)
+	// A heap too small to reach the 8 MiB bound is never lowered; the
+	// test's scrapes make it busy for its size, so it may be raised
+	// (at most to 800) to collect about once a second.
+	if got := gogc("", -1, 3); got < 100 || got > 800 {
+		t.Errorf("a small proxy with the default --gc-headroom: GOGC %v, want 100 to 800", got)
 	}
 	if got := gogc("200", -1, 3, "--gc-headroom", "256Ki"); got != 200 {
 		t.Errorf("GOGC=200 in the environment: GOGC %v, want 200 kept", got)

@@ -245,7 +245,7 @@ spec:
     tls: {mode: SIMPLE, credentialName: a-cert}
   - port: {number: %[2]d, name: https-b, protocol: HTTPS}
     hosts: [b.example.com]
-    tls: {mode: SIMPLE, credentialName: b-cert, minProtocolVersion: TLSV1_3}
+    tls: {mode: SIMPLE, credentialName: b-cert, minProtocolVersion: TLSV1_3, ecdhCurves: [P-384], alpnProtocols: [http/1.1]}
   - port: {number: %d, name: https-m, protocol: HTTPS}
     hosts: [m.example.com]
     tls: {mode: MUTUAL, credentialName: m-cert}
@@ -288,6 +288,23 @@ spec:
 		}
 		if host == "b.example.com" && resp.TLS.Version != tls.VersionTLS13 {
 			t.Errorf("b.example.com: TLS version %x, want 1.3 (minProtocolVersion)", resp.TLS.Version)
+		}
+	}
+	// ecdhCurves and alpnProtocols (Istio 1.32): b's server offers only
+	// P-384 and only HTTP/1.1, a's the defaults.
+	for _, tc := range []struct{ host, proto string }{{"a.example.com", "h2"}, {"b.example.com", "http/1.1"}} {
+		conn, err := tls.Dial("tcp", net.JoinHostPort(ip, fmt.Sprint(httpsPort)), &tls.Config{RootCAs: ca.Pool, ServerName: tc.host,
+			NextProtos: []string{"h2", "http/1.1"}, CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384}})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.host, err)
+		}
+		st := conn.ConnectionState()
+		conn.Close()
+		if st.NegotiatedProtocol != tc.proto {
+			t.Errorf("%s: ALPN %q, want %q", tc.host, st.NegotiatedProtocol, tc.proto)
+		}
+		if tc.host == "b.example.com" && st.CurveID != tls.CurveP384 {
+			t.Errorf("%s: key exchange %v, want P-384 (ecdhCurves)", tc.host, st.CurveID)
 		}
 	}
 	// A name no server serves gets no certificate.

@@ -242,3 +242,36 @@ func TestSecurityJWTKeyRotation(t *testing.T) {
 		{name: "token of the old key", path: "/", hdr: bearer(old), code: 401, body: "Jwks doesn't have key to match kid or alg from Jwt"},
 	})
 }
+
+// TestSecurityJWTPresenceRequired: a rule with presence: REQUIRED (Istio
+// 1.32) refuses a request without its token (401, Jwt is missing) even
+// when another rule's token is there and valid; the other rule stays
+// optional.
+func TestSecurityJWTPresenceRequired(t *testing.T) {
+	partner, user := newIssuer(t), newIssuer(t)
+	m := NewMesh(t, func(o *controlplane.Options) { o.JWKSRefresh = 200 * time.Millisecond })
+	m.Service("orders", "HTTP", "v1")
+	frontend := m.Client("frontend")
+	m.WriteConfig("jwt.yaml", fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: orders-jwt, namespace: default}
+spec:
+  selector: {matchLabels: {app: orders}}
+  jwtRules:
+  - issuer: %s
+    jwksUri: %s/jwks
+    fromHeaders: [{name: x-partner-token}]
+    presence: REQUIRED
+  - issuer: %s
+    jwksUri: %s/jwks
+`, partner.URL, partner.URL, user.URL, user.URL))
+	partnerTok := map[string]string{"x-partner-token": partner.token(t, nil)}
+	both := map[string]string{"x-partner-token": partner.token(t, nil), "Authorization": "Bearer " + user.token(t, nil)}
+	eventuallyAll(t, "the partner token required", newClient(), frontend.Outbound, "orders", []expect{
+		{name: "no token", path: "/", code: 401, body: "Jwt is missing"},
+		{name: "only the optional rule's token", path: "/", hdr: bearer(user.token(t, nil)), code: 401, body: "Jwt is missing"},
+		{name: "the required token", path: "/", hdr: partnerTok, code: 200},
+		{name: "both", path: "/", hdr: both, code: 200},
+		{name: "the required token expired", path: "/", hdr: map[string]string{"x-partner-token": partner.token(t, map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})}, code: 401, body: "Jwt is expired"},
+	})
+}

@@ -29,6 +29,9 @@ func validateLoadBalancer(is *issues, path string, lb *networking.LoadBalancerSe
 	if ch := lb.GetConsistentHash(); ch != nil {
 		validateConsistentHash(is, path+".consistentHash", ch)
 	}
+	if lb.GetBackendUtilization() != nil {
+		is.errf(path+".backendUtilization", "backendUtilization (load balancing on utilization the endpoints report, ORCA) is not supported by Weft yet; use simple: LEAST_REQUEST, which follows each endpoint's outstanding requests")
+	}
 	if lb.GetLocalityLbSetting() != nil && lb.GetZoneAwareLbSetting() != nil {
 		is.errf(path, "localityLbSetting and zoneAwareLbSetting are mutually exclusive")
 	}

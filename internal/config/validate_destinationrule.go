@@ -150,6 +150,13 @@ func validateOutlierDetection(is *issues, path string, od *networking.OutlierDet
 	if v := od.GetMinHealthPercent(); v < 0 || v > 100 {
 		is.errf(path+".minHealthPercent", "minHealthPercent %d out of range 0-100", v)
 	}
+	if v := od.GetFailurePercentageThreshold(); v != nil {
+		if v.GetValue() > 100 {
+			is.errf(path+".failurePercentageThreshold", "failurePercentageThreshold %d out of range 0-100", v.GetValue())
+		} else {
+			is.warnf(path+".failurePercentageThreshold", "failurePercentageThreshold is not supported by Weft yet: hosts are ejected on consecutive errors only (consecutive5xxErrors, consecutiveGatewayErrors)")
+		}
+	}
 	for i, c := range od.GetOutlierDetectionHttpErrorCodes() {
 		if c < 100 || c > 599 {
 			is.errf(fmt.Sprintf("%s.outlierDetectionHttpErrorCodes[%d]", path, i), "HTTP status %d out of range 100-599", c)
@@ -221,6 +228,9 @@ func validateClientTLS(is *issues, ns, path string, t *networking.ClientTLSSetti
 		case scoped && ns != "" && cmNS != ns:
 			is.errf(path+".credentialName", "credentialName %q: the ConfigMap must be in the rule's namespace %q", t.GetCredentialName(), ns)
 		}
+	}
+	if t.GetCaCertCredentialName() != "" {
+		is.warnf(path+".caCertCredentialName", "caCertCredentialName is not supported by Weft yet (it reads no Kubernetes secrets or ConfigMaps for sidecars): give the CA as a file (caCertificates) instead")
 	}
 	if t.GetCredentialName() != "" {
 		is.warnf(path+".credentialName", "credentialName is not supported by Weft yet (it reads no Kubernetes secrets): sidecars originate no TLS for this destination, as Istio's sidecars do without a workloadSelector; give the files (caCertificates, clientCertificate, privateKey) instead")

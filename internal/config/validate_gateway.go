@@ -188,6 +188,25 @@ func validateServerTLS(is *issues, path string, t *networking.ServerTLSSettings)
 		}
 		seen[cs] = true
 	}
+	seenCurve := map[string]bool{}
+	for i, c := range t.GetEcdhCurves() {
+		p := fmt.Sprintf("%s.ecdhCurves[%d]", path, i)
+		switch {
+		case !tlssocket.KnownCurve(c):
+			is.warnf(p, "ignoring unknown ECDH curve %q (the proxy offers X25519, P-256, P-384, P-521 and X25519MLKEM768)", c)
+		case seenCurve[c]:
+			is.warnf(p, "ignoring duplicate ECDH curve %q", c)
+		}
+		seenCurve[c] = true
+	}
+	for i, a := range t.GetAlpnProtocols() {
+		if a == "" || len(a) > 255 {
+			is.errf(fmt.Sprintf("%s.alpnProtocols[%d]", path, i), "an ALPN protocol name is 1 to 255 bytes, got %d", len(a))
+		}
+	}
+	if len(t.GetAlpnProtocols()) > 0 && t.GetMode() == networking.ServerTLSSettings_PASSTHROUGH {
+		is.warnf(path+".alpnProtocols", "alpnProtocols has no effect with PASSTHROUGH: the gateway does not terminate TLS")
+	}
 	hasFiles := t.GetServerCertificate() != "" || t.GetPrivateKey() != ""
 	switch t.GetMode() {
 	case networking.ServerTLSSettings_ISTIO_MUTUAL:

@@ -310,6 +310,21 @@ subsets:
 		{"we network without address", KindWorkloadEntry, "", "network: net2\n",
 			[]string{`error spec.address: address is required (multi-network endpoints without an address are not supported yet)`}},
 		// Gateway: servers, ports, hosts, TLS.
+		// Fields new in Istio 1.32 (istio.io/api v1.32).
+		{"gateway ecdh curves and alpn", KindGateway, "", "selector: {istio: ingressgateway}\nservers:\n- port: {number: 443, name: https, protocol: HTTPS}\n  hosts: [\"*.a.example.com\"]\n  tls: {mode: SIMPLE, credentialName: a-cert, ecdhCurves: [X25519, P-256, brainpool, X25519], alpnProtocols: [h2, '']}\n",
+			[]string{
+				`error spec.servers[0].tls.alpnProtocols[1]: an ALPN protocol name is 1 to 255 bytes`,
+				`warning spec.servers[0].tls.ecdhCurves[2]: ignoring unknown ECDH curve "brainpool"`,
+				`warning spec.servers[0].tls.ecdhCurves[3]: ignoring duplicate ECDH curve "X25519"`,
+			}},
+		{"outlier failure percentage", KindDestinationRule, "", "host: reviews\ntrafficPolicy: {outlierDetection: {consecutive5xxErrors: 5, failurePercentageThreshold: 85}}\n",
+			[]string{`warning spec.trafficPolicy.outlierDetection.failurePercentageThreshold: failurePercentageThreshold is not supported by Weft yet`}},
+		{"outlier failure percentage over 100", KindDestinationRule, "", "host: reviews\ntrafficPolicy: {outlierDetection: {failurePercentageThreshold: 101}}\n",
+			[]string{`error spec.trafficPolicy.outlierDetection.failurePercentageThreshold: failurePercentageThreshold 101 out of range 0-100`}},
+		{"backend utilization", KindDestinationRule, "", "host: reviews\ntrafficPolicy: {loadBalancer: {backendUtilization: {weightUpdatePeriod: 1s}}}\n",
+			[]string{`error spec.trafficPolicy.loadBalancer.backendUtilization: backendUtilization (load balancing on utilization the endpoints report, ORCA) is not supported by Weft yet`}},
+		{"ca cert credential", KindDestinationRule, "", "host: reviews\ntrafficPolicy: {tls: {mode: SIMPLE, caCertCredentialName: reviews-ca}}\n",
+			[]string{`warning spec.trafficPolicy.tls.caCertCredentialName: caCertCredentialName is not supported by Weft yet`}},
 		{"gateway ok", KindGateway, "", "selector: {istio: ingressgateway}\nservers:\n- port: {number: 80, name: http, protocol: HTTP}\n  hosts: [\"team-a/*.a.example.com\"]\n  tls: {httpsRedirect: true}\n- port: {number: 443, name: https, protocol: HTTPS}\n  hosts: [\"*.a.example.com\"]\n  tls: {mode: SIMPLE, credentialName: a-cert, minProtocolVersion: TLSV1_2, cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256]}\n", nil},
 		{"gateway no servers", KindGateway, "", "selector: {istio: ingressgateway}\n",
 			[]string{`error spec.servers: a gateway must have at least one server`}},

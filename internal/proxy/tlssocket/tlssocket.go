@@ -318,6 +318,14 @@ func KnownCipherSuite(name string) bool {
 	return ok
 }
 
+// KnownCurve reports whether name is a key exchange group the proxy's
+// ecdh_curves accepts (Envoy's names: X25519, P-256, P-384, P-521,
+// X25519MLKEM768).
+func KnownCurve(name string) bool {
+	_, ok := curves[name]
+	return ok
+}
+
 var curves = map[string]tls.CurveID{
 	"X25519":         tls.X25519,
 	"P-256":          tls.CurveP256,

@@ -422,11 +422,20 @@ func gatewayTLSContext(gs gatewayServer) *tlsv3.DownstreamTlsContext {
 	if gs.proto != registry.HTTPS {
 		alpn = nil
 	}
+	if a := t.GetAlpnProtocols(); len(a) > 0 {
+		alpn = a // the server's own list, as set (Istio 1.32's alpnProtocols)
+	}
 	common := &tlsv3.CommonTlsContext{AlpnProtocols: alpn}
 	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: common}
 	if t.GetMode() == networking.ServerTLSSettings_ISTIO_MUTUAL {
 		m := istioMutualDownstream()
 		m.CommonTlsContext.AlpnProtocols = alpn
+		if curves := ecdhCurves(t); len(curves) > 0 {
+			if m.CommonTlsContext.TlsParams == nil {
+				m.CommonTlsContext.TlsParams = &tlsv3.TlsParameters{}
+			}
+			m.CommonTlsContext.TlsParams.EcdhCurves = curves
+		}
 		return m
 	}
 	sans := exactSANs(t.GetSubjectAltNames())
@@ -471,8 +480,21 @@ func gatewayTLSContext(gs gatewayServer) *tlsv3.DownstreamTlsContext {
 			params.CipherSuites = append(params.CipherSuites, cs)
 		}
 	}
+	params.EcdhCurves = ecdhCurves(t)
 	common.TlsParams = params
 	return ctx
+}
+
+// ecdhCurves is a server's ecdhCurves the proxy knows, without
+// duplicates; validation warns about the rest.
+func ecdhCurves(t *networking.ServerTLSSettings) []string {
+	var out []string
+	for _, c := range t.GetEcdhCurves() {
+		if tlssocket.KnownCurve(c) && !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func tlsProtocol(v networking.ServerTLSSettings_TLSProtocol) tlsv3.TlsParameters_TlsProtocol {

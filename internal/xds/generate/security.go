@@ -35,8 +35,9 @@ func inboundSecurityFilters(s *mesh.Snapshot, w workload) []*hcm.HttpFilter {
 // issuer), keys inlined (local_jwks), the payload left in the filter's
 // metadata under "payload" for the RBAC filter. A request with an invalid
 // token is refused (401); one without a token passes, unless an
-// AuthorizationPolicy requires a request principal. Nil when no rule
-// applies.
+// AuthorizationPolicy requires a request principal or the rule's presence
+// is REQUIRED (then its token must be there and valid, 401 otherwise,
+// even when another rule's token is). Nil when no rule applies.
 func jwtFilter(s *mesh.Snapshot, ras []*config.RequestAuthentication) *hcm.HttpFilter {
 	var rules []*security.JWTRule
 	for _, ra := range ras {
@@ -47,7 +48,7 @@ func jwtFilter(s *mesh.Snapshot, ras []*config.RequestAuthentication) *hcm.HttpF
 	}
 	slices.SortStableFunc(rules, func(a, b *security.JWTRule) int { return strings.Compare(a.GetIssuer(), b.GetIssuer()) })
 	providers := map[string]*jwtauthn.JwtProvider{}
-	var each, any []*jwtauthn.JwtRequirement
+	var each, any, required []*jwtauthn.JwtRequirement
 	for i, r := range rules {
 		keys, _ := s.Keys.Keys(r)
 		p := &jwtauthn.JwtProvider{
@@ -73,6 +74,10 @@ func jwtFilter(s *mesh.Snapshot, ras []*config.RequestAuthentication) *hcm.HttpF
 		}
 		name := fmt.Sprintf("origins-%d", i)
 		providers[name] = p
+		if r.GetPresence() == security.JWTRule_REQUIRED {
+			required = append(required, providerRequirement(name))
+			continue
+		}
 		each = append(each, requiresAny(providerRequirement(name), &jwtauthn.JwtRequirement{
 			RequiresType: &jwtauthn.JwtRequirement_AllowMissing{AllowMissing: &emptypb.Empty{}},
 		}))
@@ -82,11 +87,24 @@ func jwtFilter(s *mesh.Snapshot, ras []*config.RequestAuthentication) *hcm.HttpF
 	// must be valid for every provider whose location it is in (the AND
 	// of each {provider OR allow_missing}), or valid for any one provider
 	// (the outer OR helps providers that share a location).
-	req := each[0]
-	if len(each) > 1 {
-		req = requiresAny(append(any, &jwtauthn.JwtRequirement{RequiresType: &jwtauthn.JwtRequirement_RequiresAll{
-			RequiresAll: &jwtauthn.JwtRequirementAndList{Requirements: each},
-		}})...)
+	var req *jwtauthn.JwtRequirement
+	switch {
+	case len(each) == 1:
+		req = each[0]
+	case len(each) > 1:
+		req = requiresAny(append(any, requiresAll(each...))...)
+	}
+	// Rules with presence: REQUIRED (Istio 1.32): each one's token must be
+	// there and valid, whatever the other rules say — the AND of those
+	// providers and of the optional rules' requirement.
+	if len(required) > 0 {
+		if req != nil {
+			required = append(required, req)
+		}
+		req = required[0]
+		if len(required) > 1 {
+			req = requiresAll(required...)
+		}
 	}
 	cfg := &jwtauthn.JwtAuthentication{
 		Rules: []*jwtauthn.RequirementRule{{
@@ -101,6 +119,12 @@ func jwtFilter(s *mesh.Snapshot, ras []*config.RequestAuthentication) *hcm.HttpF
 
 func providerRequirement(name string) *jwtauthn.JwtRequirement {
 	return &jwtauthn.JwtRequirement{RequiresType: &jwtauthn.JwtRequirement_ProviderName{ProviderName: name}}
+}
+
+func requiresAll(reqs ...*jwtauthn.JwtRequirement) *jwtauthn.JwtRequirement {
+	return &jwtauthn.JwtRequirement{RequiresType: &jwtauthn.JwtRequirement_RequiresAll{
+		RequiresAll: &jwtauthn.JwtRequirementAndList{Requirements: reqs},
+	}}
 }
 
 func requiresAny(reqs ...*jwtauthn.JwtRequirement) *jwtauthn.JwtRequirement {

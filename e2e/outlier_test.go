@@ -214,3 +214,71 @@ func TestOutlierDetectionEjectsFlakyEndpoint(t *testing.T) {
 		return nil
 	})
 }
+
+// TestOutlierDetectionFailurePercentage: failurePercentageThreshold
+// (Istio 1.32) ejects an endpoint whose failures are interspersed with
+// successes — about half its answers are 503, rarely several in a row —
+// with consecutive-error detection off, once five endpoints (Envoy's
+// minimum) had 50 attempts in an interval.
+func TestOutlierDetectionFailurePercentage(t *testing.T) {
+	m := NewMesh(t)
+	m.Service("fp", "HTTP", "v1", "v1", "v1", "v1")
+	badIP := nextIP()
+	bad := startFlakyBackend(t, badIP)
+	_, port, _ := net.SplitHostPort(bad.addr)
+	var portN uint32
+	fmt.Sscan(port, &portN)
+	m.WriteConfig("fp-bad.yaml", Backend{Name: "fp-bad", Version: "v1", IP: badIP, Port: portN, Plain: true}.WorkloadEntryYAML("fp"))
+	m.WriteConfig("fp-rules.yaml", `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: fp, namespace: default}
+spec:
+  host: fp
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection:
+      consecutive5xxErrors: 0
+      failurePercentageThreshold: 30
+      interval: 2s
+      baseEjectionTime: 60s
+      maxEjectionPercent: 50
+`)
+	front := m.Client("frontend")
+	c := newClient()
+	const cluster = "outbound|8080||fp.default.svc.cluster.local"
+	Eventually(t, 10*time.Second, "failure percentage and five endpoints in frontend's config", func() error {
+		if !strings.Contains(fmt.Sprint(clusterDump(t, front, cluster)["outlierDetection"]), "failurePercentageThreshold") {
+			return fmt.Errorf("no failurePercentageThreshold on %s", cluster)
+		}
+		if h, _ := endpointHealth(t, front, cluster, badIP); h == "" {
+			return fmt.Errorf("bad endpoint not in the assignment yet")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var ejected atomic.Bool
+	for range 4 {
+		wg.Go(func() {
+			for i := 0; i < 20000 && !ejected.Load() && ctx.Err() == nil; i++ {
+				_, _, _ = Get(ctx, c, front, "fp", "/", nil)
+			}
+		})
+	}
+	defer wg.Wait()
+	defer ejected.Store(true)
+	Eventually(t, 45*time.Second, "bad endpoint ejected by failure percentage", func() error {
+		if v, _ := series(t, front, "envoy_cluster_outlier_detection_ejections_active", map[string]string{"envoy_cluster_name": cluster}); v != 1 {
+			return fmt.Errorf("ejections_active = %v", v)
+		}
+		if h, od := endpointHealth(t, front, cluster, badIP); h != "UNHEALTHY" || od["ejected"] != true {
+			return fmt.Errorf("config dump: bad endpoint %s %v", h, od)
+		}
+		return nil
+	})
+	ejected.Store(true)
+	if v, _ := series(t, front, "envoy_cluster_outlier_detection_ejections_enforced_consecutive_5xx", map[string]string{"envoy_cluster_name": cluster}); v != 0 {
+		t.Errorf("ejections_enforced_consecutive_5xx = %v: consecutive detection was off", v)
+	}
+}

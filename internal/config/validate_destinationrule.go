@@ -150,12 +150,8 @@ func validateOutlierDetection(is *issues, path string, od *networking.OutlierDet
 	if v := od.GetMinHealthPercent(); v < 0 || v > 100 {
 		is.errf(path+".minHealthPercent", "minHealthPercent %d out of range 0-100", v)
 	}
-	if v := od.GetFailurePercentageThreshold(); v != nil {
-		if v.GetValue() > 100 {
-			is.errf(path+".failurePercentageThreshold", "failurePercentageThreshold %d out of range 0-100", v.GetValue())
-		} else {
-			is.warnf(path+".failurePercentageThreshold", "failurePercentageThreshold is not supported by Weft yet: hosts are ejected on consecutive errors only (consecutive5xxErrors, consecutiveGatewayErrors)")
-		}
+	if v := od.GetFailurePercentageThreshold(); v.GetValue() > 100 {
+		is.errf(path+".failurePercentageThreshold", "failurePercentageThreshold %d out of range 0-100", v.GetValue())
 	}
 	for i, c := range od.GetOutlierDetectionHttpErrorCodes() {
 		if c < 100 || c > 599 {

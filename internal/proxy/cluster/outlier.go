@@ -30,8 +30,16 @@ import (
 // ejected (Envoy balances over every host then); Istio sets the threshold
 // from minHealthPercent, 0 by default, which disables panic mode.
 //
-// Success-rate and failure-percentage detection are not implemented; Istio
-// turns them off.
+// Failure-percentage detection (failure_percentage_threshold, enforced
+// when enforcing_failure_percentage is set — Istio 1.32's
+// failurePercentageThreshold) counts each endpoint's attempts and failures
+// (5xx answers, and local-origin failures unless split) over an interval;
+// at the sweep, if at least failure_percentage_minimum_hosts endpoints
+// had failure_percentage_request_volume attempts, those whose failure
+// percentage reached the threshold are ejected, as Envoy's interval timer
+// does. Its ejections count in the totals only (ejections_total,
+// ejections_enforced_total, ejections_active). Success-rate detection is
+// not implemented; Istio turns it off.
 //
 // The detector and each endpoint's state live in the cluster's state, so they
 // survive updates that leave the Cluster unchanged; when only the endpoints
@@ -50,6 +58,9 @@ const (
 	odDefaultEnforcing5xx  = 100
 	odDefaultEnforcingGw   = 0
 	odDefaultEnforcingLoco = 100
+	odDefaultFPThreshold   = 85
+	odDefaultFPMinHosts    = 5
+	odDefaultFPVolume      = 50
 )
 
 type odKind uint8
@@ -67,7 +78,12 @@ type outlierConfig struct {
 	interval, baseEjection, maxEjection time.Duration
 	maxEjectionPercent                  float64
 	panicThreshold                      float64
+	// Failure percentage: on when fpEnforcing > 0.
+	fpThreshold, fpEnforcing, fpMinHosts, fpVolume uint32
 }
+
+// fpOn reports whether failure-percentage ejection is enforced.
+func (c *outlierConfig) fpOn() bool { return c.fpEnforcing > 0 }
 
 func parseOutlierDetection(c *clusterv3.Cluster) (*outlierConfig, error) {
 	od := c.GetOutlierDetection()
@@ -104,6 +120,13 @@ func parseOutlierDetection(c *clusterv3.Cluster) (*outlierConfig, error) {
 			return nil, fmt.Errorf("outlier_detection: enforcing percentage %d of detector %d is over 100", e, k)
 		}
 	}
+	cfg.fpThreshold = u32(od.GetFailurePercentageThreshold(), od.GetFailurePercentageThreshold() == nil, odDefaultFPThreshold)
+	cfg.fpEnforcing = u32(od.GetEnforcingFailurePercentage(), od.GetEnforcingFailurePercentage() == nil, 0)
+	cfg.fpMinHosts = u32(od.GetFailurePercentageMinimumHosts(), od.GetFailurePercentageMinimumHosts() == nil, odDefaultFPMinHosts)
+	cfg.fpVolume = u32(od.GetFailurePercentageRequestVolume(), od.GetFailurePercentageRequestVolume() == nil, odDefaultFPVolume)
+	if cfg.fpThreshold > 100 || cfg.fpEnforcing > 100 {
+		return nil, fmt.Errorf("outlier_detection: failure_percentage_threshold %d or enforcing_failure_percentage %d is over 100", cfg.fpThreshold, cfg.fpEnforcing)
+	}
 	var err error
 	if cfg.interval, err = dur("interval", od.GetInterval(), od.GetInterval() == nil, odDefaultInterval); err != nil {
 		return nil, err
@@ -136,6 +159,9 @@ type hostHealth struct {
 	det         *outlierDetector
 	ejectedFlag atomic.Bool
 	consecutive [3]atomic.Uint32 // by odKind
+	// Attempts and failures since the last sweep, for failure-percentage
+	// detection (counted only while it is on).
+	fpAttempts, fpFailures atomic.Uint32
 
 	// Guarded by det.mu.
 	ejections     uint32 // the multiplier of base_ejection_time
@@ -192,7 +218,20 @@ func (d *outlierDetector) sync(addrs []string) []*hostHealth {
 	}
 	d.hosts = keep
 	d.updatePanic()
+	if d.cfg.fpOn() && len(keep) > 0 {
+		d.startSweep() // failure percentages are judged at every interval
+	}
 	return out
+}
+
+// startSweep starts the sweep goroutine unless it runs. d.mu held.
+func (d *outlierDetector) startSweep() {
+	if d.cancel != nil || d.stopped {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
+	go d.run(ctx)
 }
 
 // updatePanic recomputes panic mode. d.mu held.
@@ -242,6 +281,12 @@ func (h *hostHealth) failure(k odKind) {
 func (h *hostHealth) reportStatus(code int) {
 	if h == nil {
 		return
+	}
+	if h.det.cfg.fpOn() {
+		h.fpAttempts.Add(1)
+		if code >= 500 {
+			h.fpFailures.Add(1)
+		}
 	}
 	switch {
 	case code >= 500:
@@ -302,6 +347,10 @@ func (h *hostHealth) reportLocal(o LocalOrigin) {
 		h.failure(odKindLocalOrigin)
 		return
 	}
+	if h.det.cfg.fpOn() {
+		h.fpAttempts.Add(1)
+		h.fpFailures.Add(1)
+	}
 	h.failure(odKind5xx)
 	h.failure(odKindGateway)
 	_ = o
@@ -327,9 +376,24 @@ func (d *outlierDetector) eject(h *hostHealth, k odKind) {
 	if e := d.cfg.enforcing[k]; e == 0 || (e < 100 && rand.Uint32N(100) >= e) {
 		return
 	}
+	if d.ejectLocked(h) {
+		switch k {
+		case odKind5xx:
+			d.stats.get().OdEnforced5xx.Inc()
+		case odKindGateway:
+			d.stats.get().OdEnforcedGateway.Inc()
+		case odKindLocalOrigin:
+			d.stats.get().OdEnforcedLocalOrigin.Inc()
+		}
+	}
+}
+
+// ejectLocked ejects h unless max_ejection_percent forbids it, and reports
+// whether it did. d.mu held; h tracked and not ejected.
+func (d *outlierDetector) ejectLocked(h *hostHealth) bool {
 	if n := len(d.hosts); n == 0 || float64(d.nEjected)*100/float64(n) >= d.cfg.maxEjectionPercent {
 		d.stats.get().OdEjectionsOverflow.Inc()
-		return
+		return false
 	}
 	now := d.now()
 	h.ejections++
@@ -341,21 +405,11 @@ func (d *outlierDetector) eject(h *hostHealth, k odKind) {
 	d.stats.get().OdEjectionsActive.Inc()
 	d.stats.get().OdEjectionsTotal.Inc()
 	d.stats.get().OdEjectionsEnforcedTotal.Inc()
-	switch k {
-	case odKind5xx:
-		d.stats.get().OdEnforced5xx.Inc()
-	case odKindGateway:
-		d.stats.get().OdEnforcedGateway.Inc()
-	case odKindLocalOrigin:
-		d.stats.get().OdEnforcedLocalOrigin.Inc()
-	}
-	if d.cancel == nil {
-		// The sweep runs only while there is something to bring back or a
-		// multiplier to lower, so an idle detector has no goroutine.
-		ctx, cancel := context.WithCancel(context.Background())
-		d.cancel = cancel
-		go d.run(ctx)
-	}
+	// The sweep runs only while there is something to bring back, a
+	// multiplier to lower or failure percentages to judge, so an idle
+	// detector has no goroutine.
+	d.startSweep()
+	return true
 }
 
 // run sweeps every interval until ctx ends or nothing is left to do.
@@ -405,12 +459,48 @@ func (d *outlierDetector) sweep() bool {
 			busy = busy || h.ejections > 0
 		}
 	}
+	if d.cfg.fpOn() {
+		d.judgeFailurePercentages()
+		busy = true
+	}
 	d.updatePanic()
 	if !busy && d.cancel != nil {
 		d.cancel()
 		d.cancel = nil
 	}
 	return busy
+}
+
+// judgeFailurePercentages is Envoy's failure-percentage pass of the
+// interval timer (external origin): when at least fpMinHosts endpoints
+// had fpVolume attempts since the last sweep, each of those whose failure
+// percentage reached fpThreshold is ejected (enforcing_failure_percentage
+// of the time, within max_ejection_percent). The counts start again.
+// d.mu held.
+func (d *outlierDetector) judgeFailurePercentages() {
+	type tally struct {
+		h                  *hostHealth
+		attempts, failures uint32
+	}
+	var loaded []tally
+	for _, h := range d.hosts {
+		a, f := h.fpAttempts.Swap(0), h.fpFailures.Swap(0)
+		if !h.ejectedFlag.Load() && a >= d.cfg.fpVolume && a > 0 {
+			loaded = append(loaded, tally{h, a, f})
+		}
+	}
+	if uint32(len(loaded)) < d.cfg.fpMinHosts {
+		return
+	}
+	for _, t := range loaded {
+		if uint64(t.failures)*100 < uint64(d.cfg.fpThreshold)*uint64(t.attempts) {
+			continue
+		}
+		if e := d.cfg.fpEnforcing; e < 100 && rand.Uint32N(100) >= e {
+			continue
+		}
+		d.ejectLocked(t.h)
+	}
 }
 
 // hostStatus is the outlier state of one endpoint for /config_dump.

@@ -232,3 +232,86 @@ func TestOutlierStateSurvivesPushes(t *testing.T) {
 		t.Errorf("ejections_active = %v, want 0", got)
 	}
 }
+
+// TestOutlierFailurePercentage: with failure_percentage_threshold
+// enforced, the sweep ejects an endpoint whose interspersed failures
+// reach the threshold — which consecutive-error detection never sees —
+// once enough endpoints had enough attempts, and judges each interval
+// afresh.
+func TestOutlierFailurePercentage(t *testing.T) {
+	od := istioOD(0, 100) // consecutive 5xx off
+	od.FailurePercentageThreshold = wrapperspb.UInt32(50)
+	od.EnforcingFailurePercentage = wrapperspb.UInt32(100)
+	od.FailurePercentageMinimumHosts = wrapperspb.UInt32(3)
+	od.FailurePercentageRequestVolume = wrapperspb.UInt32(10)
+	d, hs, now := testDetector(t, od, 0, 4)
+	// h0 fails every other attempt (60 %), the others never; h3 has too
+	// few attempts to count.
+	load := func(hosts []*hostHealth, n int) {
+		for i := range n {
+			for j, h := range hosts {
+				switch {
+				case j == 0 && i%5 < 3:
+					h.reportStatus(503)
+				default:
+					h.reportStatus(200)
+				}
+			}
+		}
+	}
+	load(hs[:3], 20)
+	hs[3].reportStatus(200)
+	if hs[0].ejected() {
+		t.Fatal("ejected before the sweep")
+	}
+	d.sweep()
+	if !hs[0].ejected() {
+		t.Fatal("h0 (60% failures over 20 attempts, threshold 50%) not ejected at the sweep")
+	}
+	for _, h := range hs[1:] {
+		if h.ejected() {
+			t.Errorf("%s ejected without failures", h.addr)
+		}
+	}
+	if got := metricValue(&d.stats.get().OdEjectionsEnforcedTotal); got != 1 {
+		t.Errorf("ejections_enforced_total = %v, want 1", got)
+	}
+
+	// Too few endpoints with enough attempts: nothing is judged.
+	*now = now.Add(2 * time.Second)
+	d.sweep() // h0 back (base ejection 1 s)
+	if hs[0].ejected() {
+		t.Fatal("h0 still ejected after its base ejection time")
+	}
+	load(hs[:2], 20) // two loaded endpoints, minimum three
+	d.sweep()
+	if hs[0].ejected() {
+		t.Error("ejected with fewer than failure_percentage_minimum_hosts endpoints loaded")
+	}
+
+	// The counts start again each interval: failures of an earlier
+	// interval do not add to a clean one.
+	load(hs[1:3], 20)
+	for range 20 {
+		hs[0].reportStatus(200)
+	}
+	d.sweep()
+	if hs[0].ejected() {
+		t.Error("ejected on an interval without failures")
+	}
+}
+
+// TestOutlierFailurePercentageParse: Envoy's defaults (85 %, enforcing 0:
+// off, 5 hosts, 50 attempts) and the range checks.
+func TestOutlierFailurePercentageParse(t *testing.T) {
+	cfg, err := parseOutlierDetection(&clusterv3.Cluster{OutlierDetection: &clusterv3.OutlierDetection{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.fpOn() || cfg.fpThreshold != 85 || cfg.fpMinHosts != 5 || cfg.fpVolume != 50 {
+		t.Errorf("defaults: on=%v threshold %d, hosts %d, volume %d", cfg.fpOn(), cfg.fpThreshold, cfg.fpMinHosts, cfg.fpVolume)
+	}
+	if _, err := parseOutlierDetection(&clusterv3.Cluster{OutlierDetection: &clusterv3.OutlierDetection{FailurePercentageThreshold: wrapperspb.UInt32(101)}}); err == nil {
+		t.Error("failure_percentage_threshold 101 accepted")
+	}
+}

@@ -223,8 +223,9 @@ func httpProtocolOptions(c *cluster.Cluster) *upstreamhttp.HttpProtocolOptions {
 
 // applyOutlierDetection is Istio's applyOutlierDetection: success-rate
 // detection off, each consecutive-error detector enforced at 100% when its
-// threshold is set, and the panic threshold set from minHealthPercent (so
-// 0, Istio's default, disables panic mode).
+// threshold is set, failure-percentage detection enforced when
+// failurePercentageThreshold is set, and the panic threshold set from
+// minHealthPercent (so 0, Istio's default, disables panic mode).
 func applyOutlierDetection(c *cluster.Cluster, od *networking.OutlierDetection) {
 	if od == nil {
 		return
@@ -237,6 +238,13 @@ func applyOutlierDetection(c *cluster.Cluster, od *networking.OutlierDetection) 
 	if e := od.GetConsecutiveGatewayErrors(); e != nil {
 		out.ConsecutiveGatewayFailure = wrapperspb.UInt32(e.GetValue())
 		out.EnforcingConsecutiveGatewayFailure = wrapperspb.UInt32(enforcing(e.GetValue()))
+	}
+	if t := od.GetFailurePercentageThreshold(); t != nil {
+		// Istio 1.32's failurePercentageThreshold: Envoy's failure
+		// percentage detector, enforced; its minimum hosts (5) and
+		// request volume (50) are Envoy's defaults.
+		out.FailurePercentageThreshold = wrapperspb.UInt32(t.GetValue())
+		out.EnforcingFailurePercentage = wrapperspb.UInt32(100)
 	}
 	out.Interval = od.GetInterval()
 	out.BaseEjectionTime = od.GetBaseEjectionTime()

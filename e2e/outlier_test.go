@@ -71,6 +71,19 @@ func startFlakyBackend(t *testing.T, ip string) *flakyBackend {
 	return b
 }
 
+// addFlakyEndpoint starts a flakyBackend on a fresh address and makes it
+// an endpoint of service (a WorkloadEntry, version v1, no sidecar).
+func addFlakyEndpoint(t *testing.T, m *Mesh, service string) (*flakyBackend, string) {
+	t.Helper()
+	ip := nextIP()
+	b := startFlakyBackend(t, ip)
+	_, port, _ := net.SplitHostPort(b.addr)
+	var portN uint32
+	fmt.Sscan(port, &portN)
+	m.WriteConfig(service+"-bad.yaml", Backend{Name: service + "-bad", Version: "v1", IP: ip, Port: portN, Plain: true}.WorkloadEntryYAML(service))
+	return b, ip
+}
+
 // endpointHealth returns the health_status /config_dump shows for the
 // endpoint at ip in the named assignment, "" when not found.
 func endpointHealth(t *testing.T, w *localmesh.Workload, cluster, ip string) (string, map[string]any) {
@@ -122,12 +135,7 @@ func endpointHealth(t *testing.T, w *localmesh.Workload, cluster, ip string) (st
 func TestOutlierDetectionEjectsFlakyEndpoint(t *testing.T) {
 	m := NewMesh(t)
 	good := m.Service("flaky", "HTTP", "v1", "v1")
-	badIP := nextIP()
-	bad := startFlakyBackend(t, badIP)
-	_, port, _ := net.SplitHostPort(bad.addr)
-	var portN uint32
-	fmt.Sscan(port, &portN)
-	m.WriteConfig("flaky-bad.yaml", Backend{Name: "flaky-bad", Version: "v1", IP: badIP, Port: portN, Plain: true}.WorkloadEntryYAML("flaky"))
+	bad, badIP := addFlakyEndpoint(t, m, "flaky")
 	m.WriteConfig("flaky-rules.yaml", outlierConfig)
 	front := m.Client("frontend")
 	c := newClient()
@@ -223,12 +231,7 @@ func TestOutlierDetectionEjectsFlakyEndpoint(t *testing.T) {
 func TestOutlierDetectionFailurePercentage(t *testing.T) {
 	m := NewMesh(t)
 	m.Service("fp", "HTTP", "v1", "v1", "v1", "v1")
-	badIP := nextIP()
-	bad := startFlakyBackend(t, badIP)
-	_, port, _ := net.SplitHostPort(bad.addr)
-	var portN uint32
-	fmt.Sscan(port, &portN)
-	m.WriteConfig("fp-bad.yaml", Backend{Name: "fp-bad", Version: "v1", IP: badIP, Port: portN, Plain: true}.WorkloadEntryYAML("fp"))
+	_, badIP := addFlakyEndpoint(t, m, "fp")
 	m.WriteConfig("fp-rules.yaml", `apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: fp, namespace: default}

@@ -110,15 +110,7 @@ func bearer(tok string) map[string]string { return map[string]string{"Authorizat
 func jwtMesh(t *testing.T) (m *Mesh, is *issuer, orders, frontend *localmesh.Workload) {
 	t.Helper()
 	is = newIssuer(t)
-	m = NewMesh(t, func(o *controlplane.Options) { o.JWKSRefresh = 200 * time.Millisecond })
-	orders = m.Service("orders", "HTTP", "v1")[0]
-	frontend = m.Client("frontend")
-	m.WriteConfig("jwt.yaml", fmt.Sprintf(`apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: orders-jwt, namespace: default}
-spec:
-  selector: {matchLabels: {app: orders}}
-  jwtRules:
+	m, orders, frontend = jwtRulesMesh(t, fmt.Sprintf(`
   - issuer: %s
     jwksUri: %s/jwks
     audiences: [orders]
@@ -130,6 +122,23 @@ spec:
 		{name: "expired token", path: "/", hdr: bearer(is.token(t, map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})), code: 401, body: "Jwt is expired"},
 	})
 	return m, is, orders, frontend
+}
+
+// jwtRulesMesh is a mesh whose control plane refreshes JWT keys every
+// 200 ms, with orders and a frontend client, and a RequestAuthentication
+// for orders with the given jwtRules (YAML list items).
+func jwtRulesMesh(t *testing.T, rules string) (m *Mesh, orders, frontend *localmesh.Workload) {
+	t.Helper()
+	m = NewMesh(t, func(o *controlplane.Options) { o.JWKSRefresh = 200 * time.Millisecond })
+	orders = m.Service("orders", "HTTP", "v1")[0]
+	frontend = m.Client("frontend")
+	m.WriteConfig("jwt.yaml", `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: orders-jwt, namespace: default}
+spec:
+  selector: {matchLabels: {app: orders}}
+  jwtRules:`+rules)
+	return m, orders, frontend
 }
 
 // TestSecurityJWTRequestAuthentication: what orders' sidecar does with
@@ -249,15 +258,7 @@ func TestSecurityJWTKeyRotation(t *testing.T) {
 // optional.
 func TestSecurityJWTPresenceRequired(t *testing.T) {
 	partner, user := newIssuer(t), newIssuer(t)
-	m := NewMesh(t, func(o *controlplane.Options) { o.JWKSRefresh = 200 * time.Millisecond })
-	m.Service("orders", "HTTP", "v1")
-	frontend := m.Client("frontend")
-	m.WriteConfig("jwt.yaml", fmt.Sprintf(`apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: orders-jwt, namespace: default}
-spec:
-  selector: {matchLabels: {app: orders}}
-  jwtRules:
+	_, _, frontend := jwtRulesMesh(t, fmt.Sprintf(`
   - issuer: %s
     jwksUri: %s/jwks
     fromHeaders: [{name: x-partner-token}]

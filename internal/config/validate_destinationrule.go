@@ -226,7 +226,7 @@ func validateClientTLS(is *issues, ns, path string, t *networking.ClientTLSSetti
 		}
 	}
 	if t.GetCaCertCredentialName() != "" {
-		is.warnf(path+".caCertCredentialName", "caCertCredentialName is not supported by Weft yet (it reads no Kubernetes secrets or ConfigMaps for sidecars): give the CA as a file (caCertificates) instead")
+		is.warnf(path+".caCertCredentialName", "caCertCredentialName is not supported by Weft yet (it reads no Kubernetes secrets or ConfigMaps for sidecars): the server's certificate is verified against caCertificates or, without them, the system's roots; give the CA as a file (caCertificates)")
 	}
 	if t.GetCredentialName() != "" {
 		is.warnf(path+".credentialName", "credentialName is not supported by Weft yet (it reads no Kubernetes secrets): sidecars originate no TLS for this destination, as Istio's sidecars do without a workloadSelector; give the files (caCertificates, clientCertificate, privateKey) instead")

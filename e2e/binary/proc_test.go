@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"weft.dev/weft/internal/testenv"
 )
 
 // repoRoot is where the README's commands run: its paths are relative to it.
@@ -96,8 +97,8 @@ type proc struct {
 	t      *testing.T
 	name   string
 	cmd    *exec.Cmd
-	out    syncBuffer // stdout and stderr, interleaved
-	stdout syncBuffer
+	out    testenv.SyncBuffer // stdout and stderr, interleaved
+	stdout testenv.SyncBuffer
 	done   chan struct{}
 	err    error // set before done closes
 }
@@ -194,25 +195,7 @@ func (p *proc) stop(timeout time.Duration) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-type teeWriter [2]*syncBuffer
+type teeWriter [2]*testenv.SyncBuffer
 
 func (w teeWriter) Write(p []byte) (int, error) {
 	_, _ = w[1].Write(p)

@@ -6,7 +6,6 @@
 package proxyless
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -15,10 +14,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+	"weft.dev/weft/internal/testenv"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -47,24 +46,6 @@ func buildWeft(t *testing.T) string {
 	return filepath.Join(dir, "weft")
 }
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // serve starts `weft serve` on dir with a plaintext ADS port and returns
 // that port's address. It is stopped at cleanup; its output is logged if
 // the test failed.
@@ -75,7 +56,7 @@ func serve(t *testing.T, weft, dir string) string {
 		"--status-address", freeAddr(t), "--ca-dir", filepath.Join(t.TempDir(), "ca"),
 		"--debounce", "20ms", "--debounce-max", "200ms", "--log-level", "info"}
 	cmd := exec.Command(weft, args...)
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -10,9 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+	"weft.dev/weft/internal/testenv"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -233,25 +233,6 @@ func getJSON(t *testing.T, ctx context.Context, url string, v any) {
 	}
 }
 
-// lockedBuffer is a log destination safe for the handler's concurrent
-// writes and the test's reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestRunHandsMemoryBackWhenQuiet: with ReleaseWhenQuiet, a control plane
 // that has published its config and has nothing more to send hands its
 // free heap memory back (the debug log says so).
@@ -260,7 +241,7 @@ func TestRunHandsMemoryBackWhenQuiet(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "mesh.yaml"), []byte(meshYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs testenv.SyncBuffer
 	cp, err := New(Options{
 		ConfigDir: dir, XDSAddress: "127.0.0.1:0", StatusAddress: "127.0.0.1:0",
 		ReleaseWhenQuiet: 200 * time.Millisecond,

@@ -11,9 +11,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+	"weft.dev/weft/internal/testenv"
 
 	"go.uber.org/goleak"
 
@@ -21,24 +21,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// syncBuffer is an io.Writer the test can read while the demo writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // canaryCopy writes the embedded examples/canary to a temp dir, moved to
 // 127.78.10.0/24 so the test never collides with a `weft demo` a developer
@@ -99,7 +81,7 @@ func shares(s string) map[string]int {
 // reports, edits the weights live, and sees the new split take over.
 func TestDemoGrayRelease(t *testing.T) {
 	dir := canaryCopy(t)
-	out := &syncBuffer{}
+	out := &testenv.SyncBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	done := make(chan error, 1)

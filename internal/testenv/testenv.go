@@ -2,8 +2,8 @@
 // against — etcd with a kube-apiserver, a Consul agent, Jaeger, Envoy's
 // rate limit service with Redis — on
 // loopback, and network namespaces that play the role of Kubernetes pods
-// and VMs. It is for tests only: no product package imports it (a deps
-// test checks).
+// and VMs, and the small helpers those tests share (SyncBuffer). It is
+// for tests only: no product package imports it (a deps test checks).
 //
 // The servers are binaries built by hack/tools.sh into
 // $WEFT_TOOLS_DIR/bin (default $HOME/.cache/weft-tools/bin). When one is

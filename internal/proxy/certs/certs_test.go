@@ -9,10 +9,10 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"weft.dev/weft/internal/testenv"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -44,24 +44,6 @@ func startCA(t *testing.T, ttl time.Duration) (*ca.CA, string) {
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
 	return c, lis.Addr().String()
-}
-
-// logBuffer collects log lines for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // run starts m.Run until the test ends.
@@ -175,7 +157,7 @@ func TestRotation(t *testing.T) {
 
 func TestWrongTokenThenFixed(t *testing.T) {
 	c, addr := startCA(t, time.Hour)
-	var logs logBuffer
+	var logs testenv.SyncBuffer
 	var good atomic.Bool
 	m, err := New(Options{Identity: backend, Address: addr, RootPEM: c.RootPEM(), BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
@@ -206,7 +188,7 @@ func TestWrongTokenThenFixed(t *testing.T) {
 func TestWrongRoot(t *testing.T) {
 	_, addr := startCA(t, time.Hour)
 	other, _ := startCA(t, time.Hour)
-	var logs logBuffer
+	var logs testenv.SyncBuffer
 	m, _ := New(Options{Identity: backend, Address: addr, RootPEM: other.RootPEM(), BackoffBase: 10 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Token: func() (string, error) { return "x", nil }})
 	run(t, m)

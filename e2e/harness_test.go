@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"weft.dev/weft/internal/testenv"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -49,7 +50,7 @@ type Mesh struct {
 	CP     *localmesh.ControlPlane
 	cpOpts controlplane.Options
 	log    *slog.Logger
-	logs   *logCapture
+	logs   *testenv.SyncBuffer // warn and above, for tests that check what a user would read
 }
 
 // NewMesh starts a control plane on an empty config directory. Its CA
@@ -58,7 +59,7 @@ type Mesh struct {
 // may change the control plane's options before it starts.
 func NewMesh(t testing.TB, opts ...func(*controlplane.Options)) *Mesh {
 	t.Helper()
-	m := &Mesh{t: t, Dir: t.TempDir(), logs: &logCapture{}}
+	m := &Mesh{t: t, Dir: t.TempDir(), logs: &testenv.SyncBuffer{}}
 	m.log = slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, m.logs), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	m.cpOpts = controlplane.Options{
 		ConfigDir:     m.Dir,
@@ -339,25 +340,10 @@ func sortedKeys(m map[string]int) []string {
 // the components complained about (NewMesh logs at warn level and above).
 type tWriter struct{ t testing.TB }
 
-// logCapture keeps what a mesh's components logged (warn and above), for
-// tests that check what a user would read.
-type logCapture struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logCapture) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
 // Logs is everything the mesh's control plane and sidecars logged at warn
 // level and above so far.
 func (m *Mesh) Logs() string {
-	m.logs.mu.Lock()
-	defer m.logs.mu.Unlock()
-	return m.logs.b.String()
+	return m.logs.String()
 }
 
 func (w tWriter) Write(p []byte) (int, error) {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -266,7 +264,7 @@ func runPrometheus(t *testing.T, cfg string, files map[string]string) *promServe
 		"--storage.tsdb.path="+data,
 		"--web.listen-address="+p.addr,
 	)
-	log := &promLog{}
+	log := &testenv.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting prometheus: %v", err)
@@ -354,23 +352,4 @@ func (p *promServer) vector(query string, by ...string) (map[string]float64, err
 		out[strings.Join(key, " ")] = v
 	}
 	return out, nil
-}
-
-// promLog is a bytes.Buffer safe for the writes of a subprocess's
-// output copier and reads from the test.
-type promLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *promLog) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *promLog) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -147,6 +147,9 @@ func validateAuthorizationPolicy(is *issues, ap *security.AuthorizationPolicy) {
 	checkMaxItems(is, "spec.rules", "rules", len(ap.GetRules()), 512)
 	for i, r := range ap.GetRules() {
 		validateAuthzRule(is, fmt.Sprintf("spec.rules[%d]", i), r)
+		if r != nil && ap.GetAction() == security.AuthorizationPolicy_DENY {
+			warnDenyHTTPOnly(is, fmt.Sprintf("spec.rules[%d]", i), r)
+		}
 	}
 }
 
@@ -175,9 +178,30 @@ func validateAuthzRule(is *issues, path string, r *security.Rule) {
 	for j, c := range r.GetWhen() {
 		validateCondition(is, fmt.Sprintf("%s.when[%d]", path, j), c)
 	}
-	// Istio warns that a DENY rule of HTTP attributes only denies every
-	// request to TCP ports; Weft's sidecars serve HTTP ports only, so that
-	// warning would be wrong here and is left out.
+}
+
+// warnDenyHTTPOnly is Istio's warning for a DENY rule whose from or to
+// carries only HTTP attributes: on a TCP port (a captured sidecar's), the
+// rule is generated without them and so refuses every connection.
+func warnDenyHTTPOnly(is *issues, path string, r *security.Rule) {
+	tcpFrom, tcpTo := false, false
+	for _, f := range r.GetFrom() {
+		s := f.GetSource()
+		if s.GetPrincipals() != nil || s.GetNotPrincipals() != nil || s.GetIpBlocks() != nil || s.GetNotIpBlocks() != nil ||
+			s.GetNamespaces() != nil || s.GetNotNamespaces() != nil || s.GetRemoteIpBlocks() != nil || s.GetNotRemoteIpBlocks() != nil ||
+			s.GetServiceAccounts() != nil || s.GetNotServiceAccounts() != nil {
+			tcpFrom = true
+		}
+	}
+	for _, t := range r.GetTo() {
+		if t.GetOperation().GetPorts() != nil || t.GetOperation().GetNotPorts() != nil {
+			tcpTo = true
+		}
+	}
+	from, to := len(r.GetFrom()) > 0, len(r.GetTo()) > 0
+	if (from && !to && !tcpFrom) || (to && !tcpTo) {
+		is.warnf(path, "this DENY rule uses only HTTP attributes, so it denies every connection to the TCP ports of the workloads it selects (HTTP attributes cannot match a TCP connection); name the ports it is for (to.operation.ports)")
+	}
 }
 
 // field is one list of a source or operation, by JSON name.

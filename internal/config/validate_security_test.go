@@ -78,7 +78,7 @@ spec:
   action: DENY
   rules:
   - to:
-    - operation: {paths: ["/admin*"]}
+    - operation: {paths: ["/admin*"], ports: ["9080"]}
     from:
     - source: {serviceAccounts: ["ops/admin", "debugger"]}
 ---

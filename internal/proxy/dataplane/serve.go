@@ -259,6 +259,12 @@ func (l *connListener) setupAndHand(c net.Conn) {
 		return
 	}
 	if cc := ci.chain; cc.tcp != nil {
+		for _, f := range cc.connRBAC {
+			if !f.Allows(&ci.ds.Conn) {
+				conn.Close() // AuthorizationPolicy: never relayed
+				return
+			}
+		}
 		rt, _, _ := l.bl.state()
 		l.bl.d.tcp.Serve(l.ctx, tcpproxy.Conn{Conn: conn, Dst: ci.dst, Inbound: cc.http.Inbound, Sec: l.bl.d.tcpSec(ci)},
 			cc.tcp, rt.clusters)

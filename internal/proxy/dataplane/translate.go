@@ -151,7 +151,10 @@ type chainConfig struct {
 	inline *route.Table      // inline route_config
 	http   forward.Listener
 	tcp    *tcpproxy.Config // envoy.filters.network.tcp_proxy; nil for an HTTP chain
-	limits serverLimits     // what its connection manager needs of the listener's server (HTTP chains)
+	// connRBAC are the network RBAC filters before a tcp_proxy, in
+	// order: a connection any of them refuses is closed.
+	connRBAC []*rbac.ConnFilter
+	limits   serverLimits // what its connection manager needs of the listener's server (HTTP chains)
 	// allowChunkedLength is http_protocol_options.allow_chunked_length:
 	// a request with both Content-Length and chunked Transfer-Encoding is
 	// read as chunked instead of refused.
@@ -527,23 +530,38 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 		return nil, fmt.Errorf("%s.filters: want a %s or %s last, have no filters", field, hcmFilterName, tcpproxy.FilterName)
 	}
 	// Before the terminal filter, only Istio's stats filter (the
-	// Telemetry API's TCP metric overrides).
-	var tcpStats *telemetry.Stats
-	for i, f := range filters[:len(filters)-1] {
-		if f.GetName() != contract.StatsFilterName {
-			return nil, fmt.Errorf("%s.filters[%d] (%s): unsupported network filter; want %s or %s, optionally after %s", field, i, f.GetName(), hcmFilterName, tcpproxy.FilterName, contract.StatsFilterName)
-		}
-		if tcpStats, err = d.statsConfig(f.GetTypedConfig()); err != nil {
-			return nil, fmt.Errorf("%s.filters[%d] (%s).%w", field, i, f.GetName(), err)
-		}
-	}
+	// Telemetry API's TCP metric overrides) and, before a tcp_proxy, its
+	// network RBAC filters (AuthorizationPolicy on TCP ports).
+	var (
+		tcpStats *telemetry.Stats
+		connRBAC []*rbac.ConnFilter
+	)
 	last := len(filters) - 1
 	f := filters[last]
-	if f.GetName() == tcpproxy.FilterName || (f.GetTypedConfig() != nil && f.GetTypedConfig().MessageIs((*tcpproxyv3.TcpProxy)(nil))) {
+	isTCP := f.GetName() == tcpproxy.FilterName || (f.GetTypedConfig() != nil && f.GetTypedConfig().MessageIs((*tcpproxyv3.TcpProxy)(nil)))
+	for i, f := range filters[:last] {
+		switch {
+		case f.GetName() == contract.StatsFilterName:
+			if tcpStats, err = d.statsConfig(f.GetTypedConfig()); err != nil {
+				return nil, fmt.Errorf("%s.filters[%d] (%s).%w", field, i, f.GetName(), err)
+			}
+		case f.GetName() == rbac.NetworkFilterName && isTCP:
+			fac, _ := rt.filters[rbac.FilterName].(rbac.Factory)
+			cf, err := fac.NewNetwork(f.GetTypedConfig())
+			if err != nil {
+				return nil, fmt.Errorf("%s.filters[%d] (%s).typed_config.%w", field, i, f.GetName(), err)
+			}
+			connRBAC = append(connRBAC, cf)
+		default:
+			return nil, fmt.Errorf("%s.filters[%d] (%s): unsupported network filter; want %s, or %s after %s and %s filters", field, i, f.GetName(), hcmFilterName, tcpproxy.FilterName, rbac.NetworkFilterName, contract.StatsFilterName)
+		}
+	}
+	if isTCP {
 		if cc.tcp, err = tcpproxy.Parse(f.GetTypedConfig(), d.accessLogs); err != nil {
 			return nil, fmt.Errorf("%s.filters[%d] (%s).typed_config.%w", field, last, f.GetName(), err)
 		}
 		cc.tcp.Stats = tcpStats
+		cc.connRBAC = connRBAC
 		return cc, nil
 	}
 	var m hcm.HttpConnectionManager

@@ -37,6 +37,7 @@ import (
 	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	httpconnectionmanagerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacv33 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	uritemplatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/path/match/uri_template/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
@@ -709,6 +710,8 @@ func fullName(m proto.Message) string {
 		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder.HeaderValueExtractor"
 	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor_KvElement:
 		return "envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder.HeaderValueExtractor.KvElement"
+	case *rbacv33.RBAC:
+		return "envoy.extensions.filters.network.rbac.v3.RBAC"
 	case *tcpproxyv3.TcpProxy:
 		return "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 	case *tcpproxyv3.TcpProxy_OnDemand:
@@ -1128,19 +1131,19 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec284(b, m, 0)
 	case *matcherv3.HttpGenericBodyMatch:
 		m.Reset()
-		return true, dec444(b, m, 0)
+		return true, dec445(b, m, 0)
 	case *matcherv3.HttpGenericBodyMatch_GenericTextMatch:
 		m.Reset()
-		return true, dec445(b, m, 0)
+		return true, dec446(b, m, 0)
 	case *matcherv3.HttpHeadersMatch:
 		m.Reset()
-		return true, dec443(b, m, 0)
+		return true, dec444(b, m, 0)
 	case *matcherv3.MatchPredicate:
 		m.Reset()
-		return true, dec441(b, m, 0)
+		return true, dec442(b, m, 0)
 	case *matcherv3.MatchPredicate_MatchSet:
 		m.Reset()
-		return true, dec442(b, m, 0)
+		return true, dec443(b, m, 0)
 	case *mutationrulesv3.HeaderMutation:
 		m.Reset()
 		return true, dec170(b, m, 0)
@@ -1155,10 +1158,10 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec79(b, m, 0)
 	case *corev3.AlternateProtocolsCacheOptions:
 		m.Reset()
-		return true, dec438(b, m, 0)
+		return true, dec439(b, m, 0)
 	case *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry:
 		m.Reset()
-		return true, dec439(b, m, 0)
+		return true, dec440(b, m, 0)
 	case *corev3.ApiConfigSource:
 		m.Reset()
 		return true, dec55(b, m, 0)
@@ -1299,10 +1302,10 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec256(b, m, 0)
 	case *corev3.HttpService:
 		m.Reset()
-		return true, dec448(b, m, 0)
+		return true, dec449(b, m, 0)
 	case *corev3.HttpUri:
 		m.Reset()
-		return true, dec379(b, m, 0)
+		return true, dec380(b, m, 0)
 	case *corev3.JsonFormatOptions:
 		m.Reset()
 		return true, dec206(b, m, 0)
@@ -1503,7 +1506,7 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec40(b, m, 0)
 	case *ratelimitv3.RateLimitServiceConfig:
 		m.Reset()
-		return true, dec412(b, m, 0)
+		return true, dec413(b, m, 0)
 	case *rbacv3.Permission:
 		m.Reset()
 		return true, dec345(b, m, 0)
@@ -1728,22 +1731,22 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec159(b, m, 0)
 	case *tracev3.OpenTelemetryConfig:
 		m.Reset()
-		return true, dec447(b, m, 0)
+		return true, dec448(b, m, 0)
 	case *tracev3.Tracing_Http:
 		m.Reset()
 		return true, dec305(b, m, 0)
 	case *filev3.FileAccessLog:
 		m.Reset()
-		return true, dec446(b, m, 0)
+		return true, dec447(b, m, 0)
 	case *ratelimitv32.LocalClusterRateLimit:
 		m.Reset()
-		return true, dec410(b, m, 0)
+		return true, dec411(b, m, 0)
 	case *ratelimitv32.LocalRateLimitDescriptor:
 		m.Reset()
-		return true, dec408(b, m, 0)
+		return true, dec409(b, m, 0)
 	case *ratelimitv32.RateLimitDescriptor_Entry:
 		m.Reset()
-		return true, dec409(b, m, 0)
+		return true, dec410(b, m, 0)
 	case *faultv3.FaultDelay:
 		m.Reset()
 		return true, dec334(b, m, 0)
@@ -1773,94 +1776,94 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec333(b, m, 0)
 	case *jwtauthnv3.ExtractOnlyWithoutValidation:
 		m.Reset()
-		return true, dec391(b, m, 0)
+		return true, dec392(b, m, 0)
 	case *jwtauthnv3.FilterStateRule:
 		m.Reset()
-		return true, dec392(b, m, 0)
+		return true, dec393(b, m, 0)
 	case *jwtauthnv3.JwksAsyncFetch:
 		m.Reset()
-		return true, dec380(b, m, 0)
+		return true, dec381(b, m, 0)
 	case *jwtauthnv3.JwtAuthentication:
 		m.Reset()
-		return true, dec376(b, m, 0)
+		return true, dec377(b, m, 0)
 	case *jwtauthnv3.JwtCacheConfig:
 		m.Reset()
-		return true, dec383(b, m, 0)
+		return true, dec384(b, m, 0)
 	case *jwtauthnv3.JwtClaimToHeader:
 		m.Reset()
-		return true, dec384(b, m, 0)
+		return true, dec385(b, m, 0)
 	case *jwtauthnv3.JwtClaimToHeader_PathSegment:
 		m.Reset()
-		return true, dec385(b, m, 0)
+		return true, dec386(b, m, 0)
 	case *jwtauthnv3.JwtHeader:
 		m.Reset()
-		return true, dec381(b, m, 0)
+		return true, dec382(b, m, 0)
 	case *jwtauthnv3.JwtProvider:
 		m.Reset()
-		return true, dec377(b, m, 0)
+		return true, dec378(b, m, 0)
 	case *jwtauthnv3.JwtProvider_NormalizePayload:
 		m.Reset()
-		return true, dec382(b, m, 0)
+		return true, dec383(b, m, 0)
 	case *jwtauthnv3.JwtRequirement:
 		m.Reset()
-		return true, dec387(b, m, 0)
+		return true, dec388(b, m, 0)
 	case *jwtauthnv3.JwtRequirementAndList:
 		m.Reset()
-		return true, dec390(b, m, 0)
+		return true, dec391(b, m, 0)
 	case *jwtauthnv3.JwtRequirementOrList:
 		m.Reset()
-		return true, dec389(b, m, 0)
+		return true, dec390(b, m, 0)
 	case *jwtauthnv3.PerRouteConfig:
 		m.Reset()
-		return true, dec393(b, m, 0)
+		return true, dec394(b, m, 0)
 	case *jwtauthnv3.ProviderWithAudiences:
 		m.Reset()
-		return true, dec388(b, m, 0)
+		return true, dec389(b, m, 0)
 	case *jwtauthnv3.RemoteJwks:
 		m.Reset()
-		return true, dec378(b, m, 0)
+		return true, dec379(b, m, 0)
 	case *jwtauthnv3.RequirementRule:
 		m.Reset()
-		return true, dec386(b, m, 0)
+		return true, dec387(b, m, 0)
 	case *localratelimitv3.LocalRateLimit:
 		m.Reset()
-		return true, dec405(b, m, 0)
+		return true, dec406(b, m, 0)
 	case *oauth2v3.CookieConfig:
 		m.Reset()
-		return true, dec402(b, m, 0)
+		return true, dec403(b, m, 0)
 	case *oauth2v3.CookieConfigs:
 		m.Reset()
-		return true, dec401(b, m, 0)
+		return true, dec402(b, m, 0)
 	case *oauth2v3.OAuth2:
 		m.Reset()
-		return true, dec394(b, m, 0)
+		return true, dec395(b, m, 0)
 	case *oauth2v3.OAuth2Config:
 		m.Reset()
-		return true, dec395(b, m, 0)
+		return true, dec396(b, m, 0)
 	case *oauth2v3.OAuth2Credentials:
 		m.Reset()
-		return true, dec397(b, m, 0)
+		return true, dec398(b, m, 0)
 	case *oauth2v3.OAuth2Credentials_CookieNames:
 		m.Reset()
-		return true, dec399(b, m, 0)
+		return true, dec400(b, m, 0)
 	case *oauth2v3.OAuth2TokenForwarding:
 		m.Reset()
-		return true, dec400(b, m, 0)
+		return true, dec401(b, m, 0)
 	case *oauth2v3.PostLogoutRedirectUri:
 		m.Reset()
-		return true, dec396(b, m, 0)
+		return true, dec397(b, m, 0)
 	case *oauth2v3.PrivateKeyJwtConfig:
 		m.Reset()
-		return true, dec403(b, m, 0)
+		return true, dec404(b, m, 0)
 	case *oauth2v3.TokenCookieChunking:
 		m.Reset()
-		return true, dec404(b, m, 0)
+		return true, dec405(b, m, 0)
 	case *ratelimitv33.RateLimit:
 		m.Reset()
-		return true, dec411(b, m, 0)
+		return true, dec412(b, m, 0)
 	case *ratelimitv33.RateLimitPerRoute:
 		m.Reset()
-		return true, dec413(b, m, 0)
+		return true, dec414(b, m, 0)
 	case *rbacv32.RBAC:
 		m.Reset()
 		return true, dec342(b, m, 0)
@@ -1875,13 +1878,13 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec323(b, m, 0)
 	case *httpinspectorv3.HttpInspector:
 		m.Reset()
-		return true, dec452(b, m, 0)
+		return true, dec453(b, m, 0)
 	case *originaldstv3.OriginalDst:
 		m.Reset()
-		return true, dec453(b, m, 0)
+		return true, dec454(b, m, 0)
 	case *tlsinspectorv3.TlsInspector:
 		m.Reset()
-		return true, dec454(b, m, 0)
+		return true, dec455(b, m, 0)
 	case *httpconnectionmanagerv3.ForwardProtoConfig:
 		m.Reset()
 		return true, dec321(b, m, 0)
@@ -1945,6 +1948,9 @@ func decode(b []byte, m proto.Message) (bool, error) {
 	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor_KvElement:
 		m.Reset()
 		return true, dec297(b, m, 0)
+	case *rbacv33.RBAC:
+		m.Reset()
+		return true, dec376(b, m, 0)
 	case *tcpproxyv3.TcpProxy:
 		m.Reset()
 		return true, dec324(b, m, 0)
@@ -1965,79 +1971,79 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec326(b, m, 0)
 	case *uritemplatev3.UriTemplateMatchConfig:
 		m.Reset()
-		return true, dec449(b, m, 0)
+		return true, dec450(b, m, 0)
 	case *previoushostsv3.PreviousHostsPredicate:
 		m.Reset()
-		return true, dec450(b, m, 0)
+		return true, dec451(b, m, 0)
 	case *previousprioritiesv3.PreviousPrioritiesConfig:
 		m.Reset()
-		return true, dec451(b, m, 0)
+		return true, dec452(b, m, 0)
 	case *rawbufferv3.RawBuffer:
 		m.Reset()
-		return true, dec433(b, m, 0)
+		return true, dec434(b, m, 0)
 	case *tlsv3.CertificateProviderPluginInstance:
 		m.Reset()
-		return true, dec423(b, m, 0)
+		return true, dec424(b, m, 0)
 	case *tlsv3.CertificateValidationContext:
 		m.Reset()
-		return true, dec426(b, m, 0)
+		return true, dec427(b, m, 0)
 	case *tlsv3.CertificateValidationContext_SystemRootCerts:
 		m.Reset()
-		return true, dec427(b, m, 0)
+		return true, dec428(b, m, 0)
 	case *tlsv3.CommonTlsContext:
 		m.Reset()
-		return true, dec419(b, m, 0)
+		return true, dec420(b, m, 0)
 	case *tlsv3.CommonTlsContext_CertificateProvider:
 		m.Reset()
-		return true, dec424(b, m, 0)
+		return true, dec425(b, m, 0)
 	case *tlsv3.CommonTlsContext_CertificateProviderInstance:
 		m.Reset()
-		return true, dec425(b, m, 0)
+		return true, dec426(b, m, 0)
 	case *tlsv3.CommonTlsContext_CombinedCertificateValidationContext:
 		m.Reset()
-		return true, dec429(b, m, 0)
+		return true, dec430(b, m, 0)
 	case *tlsv3.DownstreamTlsContext:
 		m.Reset()
-		return true, dec431(b, m, 0)
+		return true, dec432(b, m, 0)
 	case *tlsv3.PrivateKeyProvider:
 		m.Reset()
-		return true, dec422(b, m, 0)
+		return true, dec423(b, m, 0)
 	case *tlsv3.SdsSecretConfig:
 		m.Reset()
-		return true, dec398(b, m, 0)
+		return true, dec399(b, m, 0)
 	case *tlsv3.SubjectAltNameMatcher:
 		m.Reset()
-		return true, dec428(b, m, 0)
+		return true, dec429(b, m, 0)
 	case *tlsv3.TlsCertificate:
 		m.Reset()
-		return true, dec421(b, m, 0)
+		return true, dec422(b, m, 0)
 	case *tlsv3.TlsKeyLog:
 		m.Reset()
-		return true, dec430(b, m, 0)
+		return true, dec431(b, m, 0)
 	case *tlsv3.TlsParameters:
 		m.Reset()
-		return true, dec420(b, m, 0)
+		return true, dec421(b, m, 0)
 	case *tlsv3.TlsSessionTicketKeys:
 		m.Reset()
-		return true, dec432(b, m, 0)
+		return true, dec433(b, m, 0)
 	case *tlsv3.UpstreamTlsContext:
 		m.Reset()
-		return true, dec418(b, m, 0)
+		return true, dec419(b, m, 0)
 	case *httpv3.HttpProtocolOptions:
 		m.Reset()
-		return true, dec434(b, m, 0)
+		return true, dec435(b, m, 0)
 	case *httpv3.HttpProtocolOptions_AutoHttpConfig:
 		m.Reset()
-		return true, dec437(b, m, 0)
+		return true, dec438(b, m, 0)
 	case *httpv3.HttpProtocolOptions_ExplicitHttpConfig:
 		m.Reset()
-		return true, dec435(b, m, 0)
+		return true, dec436(b, m, 0)
 	case *httpv3.HttpProtocolOptions_OutlierDetection:
 		m.Reset()
-		return true, dec440(b, m, 0)
+		return true, dec441(b, m, 0)
 	case *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig:
 		m.Reset()
-		return true, dec436(b, m, 0)
+		return true, dec437(b, m, 0)
 	case *discoveryv3.DeltaDiscoveryRequest:
 		m.Reset()
 		return true, dec0(b, m, 0)
@@ -2079,16 +2085,16 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec19(b, m, 0)
 	case *ratelimitv34.RateLimitResponse:
 		m.Reset()
-		return true, dec414(b, m, 0)
+		return true, dec415(b, m, 0)
 	case *ratelimitv34.RateLimitResponse_DescriptorStatus:
 		m.Reset()
-		return true, dec415(b, m, 0)
+		return true, dec416(b, m, 0)
 	case *ratelimitv34.RateLimitResponse_Quota:
 		m.Reset()
-		return true, dec417(b, m, 0)
+		return true, dec418(b, m, 0)
 	case *ratelimitv34.RateLimitResponse_RateLimit:
 		m.Reset()
-		return true, dec416(b, m, 0)
+		return true, dec417(b, m, 0)
 	case *httpv32.PathTransformation:
 		m.Reset()
 		return true, dec316(b, m, 0)
@@ -2199,7 +2205,7 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec329(b, m, 0)
 	case *typev3.HttpStatus:
 		m.Reset()
-		return true, dec406(b, m, 0)
+		return true, dec407(b, m, 0)
 	case *typev3.Int32Range:
 		m.Reset()
 		return true, dec100(b, m, 0)
@@ -2214,7 +2220,7 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec8(b, m, 0)
 	case *typev3.TokenBucket:
 		m.Reset()
-		return true, dec407(b, m, 0)
+		return true, dec408(b, m, 0)
 	case *v1alpha1.CheckedExpr:
 		m.Reset()
 		return true, dec362(b, m, 0)
@@ -2455,15 +2461,15 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *clusterv3.UpstreamConnectionOptions_HappyEyeballsConfig:
 		return enc284(b, m), true
 	case *matcherv3.HttpGenericBodyMatch:
-		return enc444(b, m), true
-	case *matcherv3.HttpGenericBodyMatch_GenericTextMatch:
 		return enc445(b, m), true
+	case *matcherv3.HttpGenericBodyMatch_GenericTextMatch:
+		return enc446(b, m), true
 	case *matcherv3.HttpHeadersMatch:
-		return enc443(b, m), true
+		return enc444(b, m), true
 	case *matcherv3.MatchPredicate:
-		return enc441(b, m), true
-	case *matcherv3.MatchPredicate_MatchSet:
 		return enc442(b, m), true
+	case *matcherv3.MatchPredicate_MatchSet:
+		return enc443(b, m), true
 	case *mutationrulesv3.HeaderMutation:
 		return enc170(b, m), true
 	case *mutationrulesv3.HeaderMutation_RemoveOnMatch:
@@ -2473,9 +2479,9 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *corev3.AggregatedConfigSource:
 		return enc79(b, m), true
 	case *corev3.AlternateProtocolsCacheOptions:
-		return enc438(b, m), true
-	case *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry:
 		return enc439(b, m), true
+	case *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry:
+		return enc440(b, m), true
 	case *corev3.ApiConfigSource:
 		return enc55(b, m), true
 	case *corev3.BackoffStrategy:
@@ -2569,9 +2575,9 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *corev3.HttpProtocolOptions:
 		return enc256(b, m), true
 	case *corev3.HttpService:
-		return enc448(b, m), true
+		return enc449(b, m), true
 	case *corev3.HttpUri:
-		return enc379(b, m), true
+		return enc380(b, m), true
 	case *corev3.JsonFormatOptions:
 		return enc206(b, m), true
 	case *corev3.KeepaliveSettings:
@@ -2705,7 +2711,7 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *metricsv3.StatsMatcher:
 		return enc40(b, m), true
 	case *ratelimitv3.RateLimitServiceConfig:
-		return enc412(b, m), true
+		return enc413(b, m), true
 	case *rbacv3.Permission:
 		return enc345(b, m), true
 	case *rbacv3.Permission_Set:
@@ -2855,17 +2861,17 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *routev3.WeightedCluster_ClusterWeight:
 		return enc159(b, m), true
 	case *tracev3.OpenTelemetryConfig:
-		return enc447(b, m), true
+		return enc448(b, m), true
 	case *tracev3.Tracing_Http:
 		return enc305(b, m), true
 	case *filev3.FileAccessLog:
-		return enc446(b, m), true
+		return enc447(b, m), true
 	case *ratelimitv32.LocalClusterRateLimit:
-		return enc410(b, m), true
+		return enc411(b, m), true
 	case *ratelimitv32.LocalRateLimitDescriptor:
-		return enc408(b, m), true
-	case *ratelimitv32.RateLimitDescriptor_Entry:
 		return enc409(b, m), true
+	case *ratelimitv32.RateLimitDescriptor_Entry:
+		return enc410(b, m), true
 	case *faultv3.FaultDelay:
 		return enc334(b, m), true
 	case *faultv3.FaultDelay_HeaderDelay:
@@ -2885,65 +2891,65 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *faultv32.HTTPFault:
 		return enc333(b, m), true
 	case *jwtauthnv3.ExtractOnlyWithoutValidation:
-		return enc391(b, m), true
-	case *jwtauthnv3.FilterStateRule:
 		return enc392(b, m), true
-	case *jwtauthnv3.JwksAsyncFetch:
-		return enc380(b, m), true
-	case *jwtauthnv3.JwtAuthentication:
-		return enc376(b, m), true
-	case *jwtauthnv3.JwtCacheConfig:
-		return enc383(b, m), true
-	case *jwtauthnv3.JwtClaimToHeader:
-		return enc384(b, m), true
-	case *jwtauthnv3.JwtClaimToHeader_PathSegment:
-		return enc385(b, m), true
-	case *jwtauthnv3.JwtHeader:
-		return enc381(b, m), true
-	case *jwtauthnv3.JwtProvider:
-		return enc377(b, m), true
-	case *jwtauthnv3.JwtProvider_NormalizePayload:
-		return enc382(b, m), true
-	case *jwtauthnv3.JwtRequirement:
-		return enc387(b, m), true
-	case *jwtauthnv3.JwtRequirementAndList:
-		return enc390(b, m), true
-	case *jwtauthnv3.JwtRequirementOrList:
-		return enc389(b, m), true
-	case *jwtauthnv3.PerRouteConfig:
+	case *jwtauthnv3.FilterStateRule:
 		return enc393(b, m), true
-	case *jwtauthnv3.ProviderWithAudiences:
-		return enc388(b, m), true
-	case *jwtauthnv3.RemoteJwks:
-		return enc378(b, m), true
-	case *jwtauthnv3.RequirementRule:
+	case *jwtauthnv3.JwksAsyncFetch:
+		return enc381(b, m), true
+	case *jwtauthnv3.JwtAuthentication:
+		return enc377(b, m), true
+	case *jwtauthnv3.JwtCacheConfig:
+		return enc384(b, m), true
+	case *jwtauthnv3.JwtClaimToHeader:
+		return enc385(b, m), true
+	case *jwtauthnv3.JwtClaimToHeader_PathSegment:
 		return enc386(b, m), true
-	case *localratelimitv3.LocalRateLimit:
-		return enc405(b, m), true
-	case *oauth2v3.CookieConfig:
-		return enc402(b, m), true
-	case *oauth2v3.CookieConfigs:
-		return enc401(b, m), true
-	case *oauth2v3.OAuth2:
+	case *jwtauthnv3.JwtHeader:
+		return enc382(b, m), true
+	case *jwtauthnv3.JwtProvider:
+		return enc378(b, m), true
+	case *jwtauthnv3.JwtProvider_NormalizePayload:
+		return enc383(b, m), true
+	case *jwtauthnv3.JwtRequirement:
+		return enc388(b, m), true
+	case *jwtauthnv3.JwtRequirementAndList:
+		return enc391(b, m), true
+	case *jwtauthnv3.JwtRequirementOrList:
+		return enc390(b, m), true
+	case *jwtauthnv3.PerRouteConfig:
 		return enc394(b, m), true
-	case *oauth2v3.OAuth2Config:
-		return enc395(b, m), true
-	case *oauth2v3.OAuth2Credentials:
-		return enc397(b, m), true
-	case *oauth2v3.OAuth2Credentials_CookieNames:
-		return enc399(b, m), true
-	case *oauth2v3.OAuth2TokenForwarding:
-		return enc400(b, m), true
-	case *oauth2v3.PostLogoutRedirectUri:
-		return enc396(b, m), true
-	case *oauth2v3.PrivateKeyJwtConfig:
+	case *jwtauthnv3.ProviderWithAudiences:
+		return enc389(b, m), true
+	case *jwtauthnv3.RemoteJwks:
+		return enc379(b, m), true
+	case *jwtauthnv3.RequirementRule:
+		return enc387(b, m), true
+	case *localratelimitv3.LocalRateLimit:
+		return enc406(b, m), true
+	case *oauth2v3.CookieConfig:
 		return enc403(b, m), true
-	case *oauth2v3.TokenCookieChunking:
+	case *oauth2v3.CookieConfigs:
+		return enc402(b, m), true
+	case *oauth2v3.OAuth2:
+		return enc395(b, m), true
+	case *oauth2v3.OAuth2Config:
+		return enc396(b, m), true
+	case *oauth2v3.OAuth2Credentials:
+		return enc398(b, m), true
+	case *oauth2v3.OAuth2Credentials_CookieNames:
+		return enc400(b, m), true
+	case *oauth2v3.OAuth2TokenForwarding:
+		return enc401(b, m), true
+	case *oauth2v3.PostLogoutRedirectUri:
+		return enc397(b, m), true
+	case *oauth2v3.PrivateKeyJwtConfig:
 		return enc404(b, m), true
+	case *oauth2v3.TokenCookieChunking:
+		return enc405(b, m), true
 	case *ratelimitv33.RateLimit:
-		return enc411(b, m), true
+		return enc412(b, m), true
 	case *ratelimitv33.RateLimitPerRoute:
-		return enc413(b, m), true
+		return enc414(b, m), true
 	case *rbacv32.RBAC:
 		return enc342(b, m), true
 	case *rbacv32.RBACPerRoute:
@@ -2953,11 +2959,11 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *routerv3.Router_UpstreamAccessLogOptions:
 		return enc323(b, m), true
 	case *httpinspectorv3.HttpInspector:
-		return enc452(b, m), true
-	case *originaldstv3.OriginalDst:
 		return enc453(b, m), true
-	case *tlsinspectorv3.TlsInspector:
+	case *originaldstv3.OriginalDst:
 		return enc454(b, m), true
+	case *tlsinspectorv3.TlsInspector:
+		return enc455(b, m), true
 	case *httpconnectionmanagerv3.ForwardProtoConfig:
 		return enc321(b, m), true
 	case *httpconnectionmanagerv3.HttpConnectionManager:
@@ -3000,6 +3006,8 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 		return enc296(b, m), true
 	case *httpconnectionmanagerv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor_KvElement:
 		return enc297(b, m), true
+	case *rbacv33.RBAC:
+		return enc376(b, m), true
 	case *tcpproxyv3.TcpProxy:
 		return enc324(b, m), true
 	case *tcpproxyv3.TcpProxy_OnDemand:
@@ -3013,55 +3021,55 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight:
 		return enc326(b, m), true
 	case *uritemplatev3.UriTemplateMatchConfig:
-		return enc449(b, m), true
-	case *previoushostsv3.PreviousHostsPredicate:
 		return enc450(b, m), true
-	case *previousprioritiesv3.PreviousPrioritiesConfig:
+	case *previoushostsv3.PreviousHostsPredicate:
 		return enc451(b, m), true
+	case *previousprioritiesv3.PreviousPrioritiesConfig:
+		return enc452(b, m), true
 	case *rawbufferv3.RawBuffer:
-		return enc433(b, m), true
-	case *tlsv3.CertificateProviderPluginInstance:
-		return enc423(b, m), true
-	case *tlsv3.CertificateValidationContext:
-		return enc426(b, m), true
-	case *tlsv3.CertificateValidationContext_SystemRootCerts:
-		return enc427(b, m), true
-	case *tlsv3.CommonTlsContext:
-		return enc419(b, m), true
-	case *tlsv3.CommonTlsContext_CertificateProvider:
-		return enc424(b, m), true
-	case *tlsv3.CommonTlsContext_CertificateProviderInstance:
-		return enc425(b, m), true
-	case *tlsv3.CommonTlsContext_CombinedCertificateValidationContext:
-		return enc429(b, m), true
-	case *tlsv3.DownstreamTlsContext:
-		return enc431(b, m), true
-	case *tlsv3.PrivateKeyProvider:
-		return enc422(b, m), true
-	case *tlsv3.SdsSecretConfig:
-		return enc398(b, m), true
-	case *tlsv3.SubjectAltNameMatcher:
-		return enc428(b, m), true
-	case *tlsv3.TlsCertificate:
-		return enc421(b, m), true
-	case *tlsv3.TlsKeyLog:
-		return enc430(b, m), true
-	case *tlsv3.TlsParameters:
-		return enc420(b, m), true
-	case *tlsv3.TlsSessionTicketKeys:
-		return enc432(b, m), true
-	case *tlsv3.UpstreamTlsContext:
-		return enc418(b, m), true
-	case *httpv3.HttpProtocolOptions:
 		return enc434(b, m), true
-	case *httpv3.HttpProtocolOptions_AutoHttpConfig:
-		return enc437(b, m), true
-	case *httpv3.HttpProtocolOptions_ExplicitHttpConfig:
+	case *tlsv3.CertificateProviderPluginInstance:
+		return enc424(b, m), true
+	case *tlsv3.CertificateValidationContext:
+		return enc427(b, m), true
+	case *tlsv3.CertificateValidationContext_SystemRootCerts:
+		return enc428(b, m), true
+	case *tlsv3.CommonTlsContext:
+		return enc420(b, m), true
+	case *tlsv3.CommonTlsContext_CertificateProvider:
+		return enc425(b, m), true
+	case *tlsv3.CommonTlsContext_CertificateProviderInstance:
+		return enc426(b, m), true
+	case *tlsv3.CommonTlsContext_CombinedCertificateValidationContext:
+		return enc430(b, m), true
+	case *tlsv3.DownstreamTlsContext:
+		return enc432(b, m), true
+	case *tlsv3.PrivateKeyProvider:
+		return enc423(b, m), true
+	case *tlsv3.SdsSecretConfig:
+		return enc399(b, m), true
+	case *tlsv3.SubjectAltNameMatcher:
+		return enc429(b, m), true
+	case *tlsv3.TlsCertificate:
+		return enc422(b, m), true
+	case *tlsv3.TlsKeyLog:
+		return enc431(b, m), true
+	case *tlsv3.TlsParameters:
+		return enc421(b, m), true
+	case *tlsv3.TlsSessionTicketKeys:
+		return enc433(b, m), true
+	case *tlsv3.UpstreamTlsContext:
+		return enc419(b, m), true
+	case *httpv3.HttpProtocolOptions:
 		return enc435(b, m), true
-	case *httpv3.HttpProtocolOptions_OutlierDetection:
-		return enc440(b, m), true
-	case *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig:
+	case *httpv3.HttpProtocolOptions_AutoHttpConfig:
+		return enc438(b, m), true
+	case *httpv3.HttpProtocolOptions_ExplicitHttpConfig:
 		return enc436(b, m), true
+	case *httpv3.HttpProtocolOptions_OutlierDetection:
+		return enc441(b, m), true
+	case *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig:
+		return enc437(b, m), true
 	case *discoveryv3.DeltaDiscoveryRequest:
 		return enc0(b, m), true
 	case *discoveryv3.DeltaDiscoveryResponse:
@@ -3089,13 +3097,13 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *discoveryv3.ResourceName:
 		return enc19(b, m), true
 	case *ratelimitv34.RateLimitResponse:
-		return enc414(b, m), true
-	case *ratelimitv34.RateLimitResponse_DescriptorStatus:
 		return enc415(b, m), true
-	case *ratelimitv34.RateLimitResponse_Quota:
-		return enc417(b, m), true
-	case *ratelimitv34.RateLimitResponse_RateLimit:
+	case *ratelimitv34.RateLimitResponse_DescriptorStatus:
 		return enc416(b, m), true
+	case *ratelimitv34.RateLimitResponse_Quota:
+		return enc418(b, m), true
+	case *ratelimitv34.RateLimitResponse_RateLimit:
+		return enc417(b, m), true
 	case *httpv32.PathTransformation:
 		return enc316(b, m), true
 	case *httpv32.PathTransformation_Operation:
@@ -3169,7 +3177,7 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *typev3.HashPolicy_SourceIp:
 		return enc329(b, m), true
 	case *typev3.HttpStatus:
-		return enc406(b, m), true
+		return enc407(b, m), true
 	case *typev3.Int32Range:
 		return enc100(b, m), true
 	case *typev3.Int64Range:
@@ -3179,7 +3187,7 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *typev3.SemanticVersion:
 		return enc8(b, m), true
 	case *typev3.TokenBucket:
-		return enc407(b, m), true
+		return enc408(b, m), true
 	case *v1alpha1.CheckedExpr:
 		return enc362(b, m), true
 	case *v1alpha1.Constant:
@@ -47885,8 +47893,201 @@ func enc375(b []byte, m *rbacv32.RBACPerRoute) []byte {
 	return b
 }
 
-// dec376 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication.
-func dec376(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
+// dec376 decodes envoy.extensions.filters.network.rbac.v3.RBAC.
+func dec376(b []byte, m *rbacv33.RBAC, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.Rules == nil {
+					m.Rules = new(rbacv3.RBAC)
+				}
+				if err := dec343(x, m.Rules, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 6:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.Matcher == nil {
+					m.Matcher = new(matcherv33.Matcher)
+				}
+				if err := dec84(x, m.Matcher, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 2:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.ShadowRules == nil {
+					m.ShadowRules = new(rbacv3.RBAC)
+				}
+				if err := dec343(x, m.ShadowRules, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 7:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.ShadowMatcher == nil {
+					m.ShadowMatcher = new(matcherv33.Matcher)
+				}
+				if err := dec84(x, m.ShadowMatcher, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 5:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.network.rbac.v3.RBAC.shadow_rules_stat_prefix")
+				}
+				v := string(sv)
+				m.ShadowRulesStatPrefix = v
+				continue
+			}
+		case 3:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.network.rbac.v3.RBAC.stat_prefix")
+				}
+				v := string(sv)
+				m.StatPrefix = v
+				continue
+			}
+		case 4:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := rbacv33.RBAC_EnforcementType(int32(sv))
+				m.EnforcementType = v
+				continue
+			}
+		case 8:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.DelayDeny == nil {
+					m.DelayDeny = new(durationpb.Duration)
+				}
+				if err := dec24(x, m.DelayDeny, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc376 appends the deterministic encoding of envoy.extensions.filters.network.rbac.v3.RBAC.
+func enc376(b []byte, m *rbacv33.RBAC) []byte {
+	if m == nil {
+		return b
+	}
+	if m.Rules != nil {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc343(b, m.Rules)
+		b = finishLen(b, at)
+	}
+	if m.ShadowRules != nil {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc343(b, m.ShadowRules)
+		b = finishLen(b, at)
+	}
+	if len(m.StatPrefix) > 0 {
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		b = protowire.AppendString(b, string(m.StatPrefix))
+	}
+	if m.EnforcementType != 0 {
+		b = protowire.AppendTag(b, 4, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(int64(m.EnforcementType)))
+	}
+	if len(m.ShadowRulesStatPrefix) > 0 {
+		b = protowire.AppendTag(b, 5, protowire.BytesType)
+		b = protowire.AppendString(b, string(m.ShadowRulesStatPrefix))
+	}
+	if m.Matcher != nil {
+		b = protowire.AppendTag(b, 6, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc84(b, m.Matcher)
+		b = finishLen(b, at)
+	}
+	if m.ShadowMatcher != nil {
+		b = protowire.AppendTag(b, 7, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc84(b, m.ShadowMatcher)
+		b = finishLen(b, at)
+	}
+	if m.DelayDeny != nil {
+		b = protowire.AppendTag(b, 8, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc24(b, m.DelayDeny)
+		b = finishLen(b, at)
+	}
+	return b
+}
+
+// dec377 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication.
+func dec377(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -47934,7 +48135,7 @@ func dec376(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 						if val == nil {
 							val = new(jwtauthnv3.JwtProvider)
 						}
-						if err := dec377(y, val, depth+1); err != nil {
+						if err := dec378(y, val, depth+1); err != nil {
 							return err
 						}
 						continue
@@ -47962,7 +48163,7 @@ func dec376(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.RequirementRule)
-				if err := dec386(x, e, depth+1); err != nil {
+				if err := dec387(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Rules = append(m.Rules, e)
@@ -47978,7 +48179,7 @@ func dec376(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 				if m.FilterStateRules == nil {
 					m.FilterStateRules = new(jwtauthnv3.FilterStateRule)
 				}
-				if err := dec392(x, m.FilterStateRules, depth+1); err != nil {
+				if err := dec393(x, m.FilterStateRules, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -48031,7 +48232,7 @@ func dec376(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 						if val == nil {
 							val = new(jwtauthnv3.JwtRequirement)
 						}
-						if err := dec387(y, val, depth+1); err != nil {
+						if err := dec388(y, val, depth+1); err != nil {
 							return err
 						}
 						continue
@@ -48088,8 +48289,8 @@ func dec376(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 	return nil
 }
 
-// enc376 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication.
-func enc376(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
+// enc377 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication.
+func enc377(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 	if m == nil {
 		return b
 	}
@@ -48109,7 +48310,7 @@ func enc376(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 			b = protowire.AppendTag(b, 2, protowire.BytesType)
 			at2 := len(b)
 			b = append(b, 0, 0, 0, 0, 0)
-			b = enc377(b, v)
+			b = enc378(b, v)
 			b = finishLen(b, at2)
 			b = finishLen(b, at)
 		}
@@ -48118,14 +48319,14 @@ func enc376(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc386(b, v)
+		b = enc387(b, v)
 		b = finishLen(b, at)
 	}
 	if m.FilterStateRules != nil {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc392(b, m.FilterStateRules)
+		b = enc393(b, m.FilterStateRules)
 		b = finishLen(b, at)
 	}
 	if m.BypassCorsPreflight {
@@ -48148,7 +48349,7 @@ func enc376(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 			b = protowire.AppendTag(b, 2, protowire.BytesType)
 			at2 := len(b)
 			b = append(b, 0, 0, 0, 0, 0)
-			b = enc387(b, v)
+			b = enc388(b, v)
 			b = finishLen(b, at2)
 			b = finishLen(b, at)
 		}
@@ -48164,8 +48365,8 @@ func enc376(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 	return b
 }
 
-// dec377 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.
-func dec377(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
+// dec378 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.
+func dec378(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -48257,7 +48458,7 @@ func dec377(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 					o = &jwtauthnv3.JwtProvider_RemoteJwks{RemoteJwks: new(jwtauthnv3.RemoteJwks)}
 					m.JwksSourceSpecifier = o
 				}
-				if err := dec378(x, o.RemoteJwks, depth+1); err != nil {
+				if err := dec379(x, o.RemoteJwks, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -48298,7 +48499,7 @@ func dec377(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtHeader)
-				if err := dec381(x, e, depth+1); err != nil {
+				if err := dec382(x, e, depth+1); err != nil {
 					return err
 				}
 				m.FromHeaders = append(m.FromHeaders, e)
@@ -48381,7 +48582,7 @@ func dec377(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 				if m.NormalizePayloadInMetadata == nil {
 					m.NormalizePayloadInMetadata = new(jwtauthnv3.JwtProvider_NormalizePayload)
 				}
-				if err := dec382(x, m.NormalizePayloadInMetadata, depth+1); err != nil {
+				if err := dec383(x, m.NormalizePayloadInMetadata, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -48435,7 +48636,7 @@ func dec377(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 				if m.JwtCacheConfig == nil {
 					m.JwtCacheConfig = new(jwtauthnv3.JwtCacheConfig)
 				}
-				if err := dec383(x, m.JwtCacheConfig, depth+1); err != nil {
+				if err := dec384(x, m.JwtCacheConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -48448,7 +48649,7 @@ func dec377(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtClaimToHeader)
-				if err := dec384(x, e, depth+1); err != nil {
+				if err := dec385(x, e, depth+1); err != nil {
 					return err
 				}
 				m.ClaimToHeaders = append(m.ClaimToHeaders, e)
@@ -48477,8 +48678,8 @@ func dec377(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 	return nil
 }
 
-// enc377 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.
-func enc377(b []byte, m *jwtauthnv3.JwtProvider) []byte {
+// enc378 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.
+func enc378(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 	if m == nil {
 		return b
 	}
@@ -48498,7 +48699,7 @@ func enc377(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		b = protowire.AppendTag(b, 6, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc381(b, v)
+		b = enc382(b, v)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.FromParams {
@@ -48525,7 +48726,7 @@ func enc377(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		b = protowire.AppendTag(b, 12, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc383(b, m.JwtCacheConfig)
+		b = enc384(b, m.JwtCacheConfig)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.FromCookies {
@@ -48540,7 +48741,7 @@ func enc377(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		b = protowire.AppendTag(b, 15, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc384(b, v)
+		b = enc385(b, v)
 		b = finishLen(b, at)
 	}
 	if len(m.FailedStatusInMetadata) > 0 {
@@ -48555,7 +48756,7 @@ func enc377(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		b = protowire.AppendTag(b, 18, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc382(b, m.NormalizePayloadInMetadata)
+		b = enc383(b, m.NormalizePayloadInMetadata)
 		b = finishLen(b, at)
 	}
 	if m.Subjects != nil {
@@ -48581,7 +48782,7 @@ func enc377(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.RemoteJwks != nil {
-			b = enc378(b, o.RemoteJwks)
+			b = enc379(b, o.RemoteJwks)
 		}
 		b = finishLen(b, at)
 	}
@@ -48597,8 +48798,8 @@ func enc377(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 	return b
 }
 
-// dec378 decodes envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks.
-func dec378(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
+// dec379 decodes envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks.
+func dec379(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -48619,7 +48820,7 @@ func dec378(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
 				if m.HttpUri == nil {
 					m.HttpUri = new(corev3.HttpUri)
 				}
-				if err := dec379(x, m.HttpUri, depth+1); err != nil {
+				if err := dec380(x, m.HttpUri, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -48649,7 +48850,7 @@ func dec378(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
 				if m.AsyncFetch == nil {
 					m.AsyncFetch = new(jwtauthnv3.JwksAsyncFetch)
 				}
-				if err := dec380(x, m.AsyncFetch, depth+1); err != nil {
+				if err := dec381(x, m.AsyncFetch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -48681,8 +48882,8 @@ func dec378(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
 	return nil
 }
 
-// enc378 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks.
-func enc378(b []byte, m *jwtauthnv3.RemoteJwks) []byte {
+// enc379 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks.
+func enc379(b []byte, m *jwtauthnv3.RemoteJwks) []byte {
 	if m == nil {
 		return b
 	}
@@ -48690,7 +48891,7 @@ func enc378(b []byte, m *jwtauthnv3.RemoteJwks) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc379(b, m.HttpUri)
+		b = enc380(b, m.HttpUri)
 		b = finishLen(b, at)
 	}
 	if m.CacheDuration != nil {
@@ -48704,7 +48905,7 @@ func enc378(b []byte, m *jwtauthnv3.RemoteJwks) []byte {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc380(b, m.AsyncFetch)
+		b = enc381(b, m.AsyncFetch)
 		b = finishLen(b, at)
 	}
 	if m.RetryPolicy != nil {
@@ -48717,8 +48918,8 @@ func enc378(b []byte, m *jwtauthnv3.RemoteJwks) []byte {
 	return b
 }
 
-// dec379 decodes envoy.config.core.v3.HttpUri.
-func dec379(b []byte, m *corev3.HttpUri, depth int) error {
+// dec380 decodes envoy.config.core.v3.HttpUri.
+func dec380(b []byte, m *corev3.HttpUri, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -48784,8 +48985,8 @@ func dec379(b []byte, m *corev3.HttpUri, depth int) error {
 	return nil
 }
 
-// enc379 appends the deterministic encoding of envoy.config.core.v3.HttpUri.
-func enc379(b []byte, m *corev3.HttpUri) []byte {
+// enc380 appends the deterministic encoding of envoy.config.core.v3.HttpUri.
+func enc380(b []byte, m *corev3.HttpUri) []byte {
 	if m == nil {
 		return b
 	}
@@ -48807,8 +49008,8 @@ func enc379(b []byte, m *corev3.HttpUri) []byte {
 	return b
 }
 
-// dec380 decodes envoy.extensions.filters.http.jwt_authn.v3.JwksAsyncFetch.
-func dec380(b []byte, m *jwtauthnv3.JwksAsyncFetch, depth int) error {
+// dec381 decodes envoy.extensions.filters.http.jwt_authn.v3.JwksAsyncFetch.
+func dec381(b []byte, m *jwtauthnv3.JwksAsyncFetch, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -48857,8 +49058,8 @@ func dec380(b []byte, m *jwtauthnv3.JwksAsyncFetch, depth int) error {
 	return nil
 }
 
-// enc380 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwksAsyncFetch.
-func enc380(b []byte, m *jwtauthnv3.JwksAsyncFetch) []byte {
+// enc381 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwksAsyncFetch.
+func enc381(b []byte, m *jwtauthnv3.JwksAsyncFetch) []byte {
 	if m == nil {
 		return b
 	}
@@ -48876,8 +49077,8 @@ func enc380(b []byte, m *jwtauthnv3.JwksAsyncFetch) []byte {
 	return b
 }
 
-// dec381 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtHeader.
-func dec381(b []byte, m *jwtauthnv3.JwtHeader, depth int) error {
+// dec382 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtHeader.
+func dec382(b []byte, m *jwtauthnv3.JwtHeader, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -48928,8 +49129,8 @@ func dec381(b []byte, m *jwtauthnv3.JwtHeader, depth int) error {
 	return nil
 }
 
-// enc381 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtHeader.
-func enc381(b []byte, m *jwtauthnv3.JwtHeader) []byte {
+// enc382 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtHeader.
+func enc382(b []byte, m *jwtauthnv3.JwtHeader) []byte {
 	if m == nil {
 		return b
 	}
@@ -48944,8 +49145,8 @@ func enc381(b []byte, m *jwtauthnv3.JwtHeader) []byte {
 	return b
 }
 
-// dec382 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload.
-func dec382(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload, depth int) error {
+// dec383 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload.
+func dec383(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -48982,8 +49183,8 @@ func dec382(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload, depth int) err
 	return nil
 }
 
-// enc382 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload.
-func enc382(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload) []byte {
+// enc383 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload.
+func enc383(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload) []byte {
 	if m == nil {
 		return b
 	}
@@ -48994,8 +49195,8 @@ func enc382(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload) []byte {
 	return b
 }
 
-// dec383 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtCacheConfig.
-func dec383(b []byte, m *jwtauthnv3.JwtCacheConfig, depth int) error {
+// dec384 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtCacheConfig.
+func dec384(b []byte, m *jwtauthnv3.JwtCacheConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49040,8 +49241,8 @@ func dec383(b []byte, m *jwtauthnv3.JwtCacheConfig, depth int) error {
 	return nil
 }
 
-// enc383 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtCacheConfig.
-func enc383(b []byte, m *jwtauthnv3.JwtCacheConfig) []byte {
+// enc384 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtCacheConfig.
+func enc384(b []byte, m *jwtauthnv3.JwtCacheConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -49056,8 +49257,8 @@ func enc383(b []byte, m *jwtauthnv3.JwtCacheConfig) []byte {
 	return b
 }
 
-// dec384 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.
-func dec384(b []byte, m *jwtauthnv3.JwtClaimToHeader, depth int) error {
+// dec385 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.
+func dec385(b []byte, m *jwtauthnv3.JwtClaimToHeader, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49104,7 +49305,7 @@ func dec384(b []byte, m *jwtauthnv3.JwtClaimToHeader, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtClaimToHeader_PathSegment)
-				if err := dec385(x, e, depth+1); err != nil {
+				if err := dec386(x, e, depth+1); err != nil {
 					return err
 				}
 				m.ClaimPath = append(m.ClaimPath, e)
@@ -49122,8 +49323,8 @@ func dec384(b []byte, m *jwtauthnv3.JwtClaimToHeader, depth int) error {
 	return nil
 }
 
-// enc384 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.
-func enc384(b []byte, m *jwtauthnv3.JwtClaimToHeader) []byte {
+// enc385 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.
+func enc385(b []byte, m *jwtauthnv3.JwtClaimToHeader) []byte {
 	if m == nil {
 		return b
 	}
@@ -49139,14 +49340,14 @@ func enc384(b []byte, m *jwtauthnv3.JwtClaimToHeader) []byte {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc385(b, v)
+		b = enc386(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec385 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.PathSegment.
-func dec385(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment, depth int) error {
+// dec386 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.PathSegment.
+func dec386(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49183,8 +49384,8 @@ func dec385(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment, depth int) err
 	return nil
 }
 
-// enc385 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.PathSegment.
-func enc385(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment) []byte {
+// enc386 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.PathSegment.
+func enc386(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment) []byte {
 	if m == nil {
 		return b
 	}
@@ -49195,8 +49396,8 @@ func enc385(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment) []byte {
 	return b
 }
 
-// dec386 decodes envoy.extensions.filters.http.jwt_authn.v3.RequirementRule.
-func dec386(b []byte, m *jwtauthnv3.RequirementRule, depth int) error {
+// dec387 decodes envoy.extensions.filters.http.jwt_authn.v3.RequirementRule.
+func dec387(b []byte, m *jwtauthnv3.RequirementRule, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49234,7 +49435,7 @@ func dec386(b []byte, m *jwtauthnv3.RequirementRule, depth int) error {
 					o = &jwtauthnv3.RequirementRule_Requires{Requires: new(jwtauthnv3.JwtRequirement)}
 					m.RequirementType = o
 				}
-				if err := dec387(x, o.Requires, depth+1); err != nil {
+				if err := dec388(x, o.Requires, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -49265,8 +49466,8 @@ func dec386(b []byte, m *jwtauthnv3.RequirementRule, depth int) error {
 	return nil
 }
 
-// enc386 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.RequirementRule.
-func enc386(b []byte, m *jwtauthnv3.RequirementRule) []byte {
+// enc387 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.RequirementRule.
+func enc387(b []byte, m *jwtauthnv3.RequirementRule) []byte {
 	if m == nil {
 		return b
 	}
@@ -49282,7 +49483,7 @@ func enc386(b []byte, m *jwtauthnv3.RequirementRule) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.Requires != nil {
-			b = enc387(b, o.Requires)
+			b = enc388(b, o.Requires)
 		}
 		b = finishLen(b, at)
 	}
@@ -49293,8 +49494,8 @@ func enc386(b []byte, m *jwtauthnv3.RequirementRule) []byte {
 	return b
 }
 
-// dec387 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement.
-func dec387(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
+// dec388 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement.
+func dec388(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49331,7 +49532,7 @@ func dec387(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 					o = &jwtauthnv3.JwtRequirement_ProviderAndAudiences{ProviderAndAudiences: new(jwtauthnv3.ProviderWithAudiences)}
 					m.RequiresType = o
 				}
-				if err := dec388(x, o.ProviderAndAudiences, depth+1); err != nil {
+				if err := dec389(x, o.ProviderAndAudiences, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -49348,7 +49549,7 @@ func dec387(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 					o = &jwtauthnv3.JwtRequirement_RequiresAny{RequiresAny: new(jwtauthnv3.JwtRequirementOrList)}
 					m.RequiresType = o
 				}
-				if err := dec389(x, o.RequiresAny, depth+1); err != nil {
+				if err := dec390(x, o.RequiresAny, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -49365,7 +49566,7 @@ func dec387(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 					o = &jwtauthnv3.JwtRequirement_RequiresAll{RequiresAll: new(jwtauthnv3.JwtRequirementAndList)}
 					m.RequiresType = o
 				}
-				if err := dec390(x, o.RequiresAll, depth+1); err != nil {
+				if err := dec391(x, o.RequiresAll, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -49416,7 +49617,7 @@ func dec387(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 					o = &jwtauthnv3.JwtRequirement_ExtractOnlyWithoutValidation{ExtractOnlyWithoutValidation: new(jwtauthnv3.ExtractOnlyWithoutValidation)}
 					m.RequiresType = o
 				}
-				if err := dec391(x, o.ExtractOnlyWithoutValidation, depth+1); err != nil {
+				if err := dec392(x, o.ExtractOnlyWithoutValidation, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -49433,8 +49634,8 @@ func dec387(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 	return nil
 }
 
-// enc387 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement.
-func enc387(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
+// enc388 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement.
+func enc388(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 	if m == nil {
 		return b
 	}
@@ -49447,7 +49648,7 @@ func enc387(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ProviderAndAudiences != nil {
-			b = enc388(b, o.ProviderAndAudiences)
+			b = enc389(b, o.ProviderAndAudiences)
 		}
 		b = finishLen(b, at)
 	}
@@ -49456,7 +49657,7 @@ func enc387(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.RequiresAny != nil {
-			b = enc389(b, o.RequiresAny)
+			b = enc390(b, o.RequiresAny)
 		}
 		b = finishLen(b, at)
 	}
@@ -49465,7 +49666,7 @@ func enc387(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.RequiresAll != nil {
-			b = enc390(b, o.RequiresAll)
+			b = enc391(b, o.RequiresAll)
 		}
 		b = finishLen(b, at)
 	}
@@ -49492,15 +49693,15 @@ func enc387(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ExtractOnlyWithoutValidation != nil {
-			b = enc391(b, o.ExtractOnlyWithoutValidation)
+			b = enc392(b, o.ExtractOnlyWithoutValidation)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec388 decodes envoy.extensions.filters.http.jwt_authn.v3.ProviderWithAudiences.
-func dec388(b []byte, m *jwtauthnv3.ProviderWithAudiences, depth int) error {
+// dec389 decodes envoy.extensions.filters.http.jwt_authn.v3.ProviderWithAudiences.
+func dec389(b []byte, m *jwtauthnv3.ProviderWithAudiences, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49551,8 +49752,8 @@ func dec388(b []byte, m *jwtauthnv3.ProviderWithAudiences, depth int) error {
 	return nil
 }
 
-// enc388 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.ProviderWithAudiences.
-func enc388(b []byte, m *jwtauthnv3.ProviderWithAudiences) []byte {
+// enc389 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.ProviderWithAudiences.
+func enc389(b []byte, m *jwtauthnv3.ProviderWithAudiences) []byte {
 	if m == nil {
 		return b
 	}
@@ -49567,8 +49768,8 @@ func enc388(b []byte, m *jwtauthnv3.ProviderWithAudiences) []byte {
 	return b
 }
 
-// dec389 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList.
-func dec389(b []byte, m *jwtauthnv3.JwtRequirementOrList, depth int) error {
+// dec390 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList.
+func dec390(b []byte, m *jwtauthnv3.JwtRequirementOrList, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49587,7 +49788,7 @@ func dec389(b []byte, m *jwtauthnv3.JwtRequirementOrList, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtRequirement)
-				if err := dec387(x, e, depth+1); err != nil {
+				if err := dec388(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Requirements = append(m.Requirements, e)
@@ -49605,8 +49806,8 @@ func dec389(b []byte, m *jwtauthnv3.JwtRequirementOrList, depth int) error {
 	return nil
 }
 
-// enc389 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList.
-func enc389(b []byte, m *jwtauthnv3.JwtRequirementOrList) []byte {
+// enc390 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList.
+func enc390(b []byte, m *jwtauthnv3.JwtRequirementOrList) []byte {
 	if m == nil {
 		return b
 	}
@@ -49614,14 +49815,14 @@ func enc389(b []byte, m *jwtauthnv3.JwtRequirementOrList) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc387(b, v)
+		b = enc388(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec390 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList.
-func dec390(b []byte, m *jwtauthnv3.JwtRequirementAndList, depth int) error {
+// dec391 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList.
+func dec391(b []byte, m *jwtauthnv3.JwtRequirementAndList, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49640,7 +49841,7 @@ func dec390(b []byte, m *jwtauthnv3.JwtRequirementAndList, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtRequirement)
-				if err := dec387(x, e, depth+1); err != nil {
+				if err := dec388(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Requirements = append(m.Requirements, e)
@@ -49658,8 +49859,8 @@ func dec390(b []byte, m *jwtauthnv3.JwtRequirementAndList, depth int) error {
 	return nil
 }
 
-// enc390 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList.
-func enc390(b []byte, m *jwtauthnv3.JwtRequirementAndList) []byte {
+// enc391 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList.
+func enc391(b []byte, m *jwtauthnv3.JwtRequirementAndList) []byte {
 	if m == nil {
 		return b
 	}
@@ -49667,14 +49868,14 @@ func enc390(b []byte, m *jwtauthnv3.JwtRequirementAndList) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc387(b, v)
+		b = enc388(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec391 decodes envoy.extensions.filters.http.jwt_authn.v3.ExtractOnlyWithoutValidation.
-func dec391(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation, depth int) error {
+// dec392 decodes envoy.extensions.filters.http.jwt_authn.v3.ExtractOnlyWithoutValidation.
+func dec392(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49711,8 +49912,8 @@ func dec391(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation, depth int) err
 	return nil
 }
 
-// enc391 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.ExtractOnlyWithoutValidation.
-func enc391(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation) []byte {
+// enc392 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.ExtractOnlyWithoutValidation.
+func enc392(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation) []byte {
 	if m == nil {
 		return b
 	}
@@ -49723,8 +49924,8 @@ func enc391(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation) []byte {
 	return b
 }
 
-// dec392 decodes envoy.extensions.filters.http.jwt_authn.v3.FilterStateRule.
-func dec392(b []byte, m *jwtauthnv3.FilterStateRule, depth int) error {
+// dec393 decodes envoy.extensions.filters.http.jwt_authn.v3.FilterStateRule.
+func dec393(b []byte, m *jwtauthnv3.FilterStateRule, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49786,7 +49987,7 @@ func dec392(b []byte, m *jwtauthnv3.FilterStateRule, depth int) error {
 						if val == nil {
 							val = new(jwtauthnv3.JwtRequirement)
 						}
-						if err := dec387(y, val, depth+1); err != nil {
+						if err := dec388(y, val, depth+1); err != nil {
 							return err
 						}
 						continue
@@ -49818,8 +50019,8 @@ func dec392(b []byte, m *jwtauthnv3.FilterStateRule, depth int) error {
 	return nil
 }
 
-// enc392 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.FilterStateRule.
-func enc392(b []byte, m *jwtauthnv3.FilterStateRule) []byte {
+// enc393 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.FilterStateRule.
+func enc393(b []byte, m *jwtauthnv3.FilterStateRule) []byte {
 	if m == nil {
 		return b
 	}
@@ -49843,7 +50044,7 @@ func enc392(b []byte, m *jwtauthnv3.FilterStateRule) []byte {
 			b = protowire.AppendTag(b, 2, protowire.BytesType)
 			at2 := len(b)
 			b = append(b, 0, 0, 0, 0, 0)
-			b = enc387(b, v)
+			b = enc388(b, v)
 			b = finishLen(b, at2)
 			b = finishLen(b, at)
 		}
@@ -49851,8 +50052,8 @@ func enc392(b []byte, m *jwtauthnv3.FilterStateRule) []byte {
 	return b
 }
 
-// dec393 decodes envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig.
-func dec393(b []byte, m *jwtauthnv3.PerRouteConfig, depth int) error {
+// dec394 decodes envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig.
+func dec394(b []byte, m *jwtauthnv3.PerRouteConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49900,8 +50101,8 @@ func dec393(b []byte, m *jwtauthnv3.PerRouteConfig, depth int) error {
 	return nil
 }
 
-// enc393 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig.
-func enc393(b []byte, m *jwtauthnv3.PerRouteConfig) []byte {
+// enc394 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig.
+func enc394(b []byte, m *jwtauthnv3.PerRouteConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -49916,8 +50117,8 @@ func enc393(b []byte, m *jwtauthnv3.PerRouteConfig) []byte {
 	return b
 }
 
-// dec394 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2.
-func dec394(b []byte, m *oauth2v3.OAuth2, depth int) error {
+// dec395 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2.
+func dec395(b []byte, m *oauth2v3.OAuth2, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49938,7 +50139,7 @@ func dec394(b []byte, m *oauth2v3.OAuth2, depth int) error {
 				if m.Config == nil {
 					m.Config = new(oauth2v3.OAuth2Config)
 				}
-				if err := dec395(x, m.Config, depth+1); err != nil {
+				if err := dec396(x, m.Config, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -49955,8 +50156,8 @@ func dec394(b []byte, m *oauth2v3.OAuth2, depth int) error {
 	return nil
 }
 
-// enc394 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2.
-func enc394(b []byte, m *oauth2v3.OAuth2) []byte {
+// enc395 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2.
+func enc395(b []byte, m *oauth2v3.OAuth2) []byte {
 	if m == nil {
 		return b
 	}
@@ -49964,14 +50165,14 @@ func enc394(b []byte, m *oauth2v3.OAuth2) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc395(b, m.Config)
+		b = enc396(b, m.Config)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec395 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Config.
-func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
+// dec396 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Config.
+func dec396(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49992,7 +50193,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.TokenEndpoint == nil {
 					m.TokenEndpoint = new(corev3.HttpUri)
 				}
-				if err := dec379(x, m.TokenEndpoint, depth+1); err != nil {
+				if err := dec380(x, m.TokenEndpoint, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50050,7 +50251,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.PostLogoutRedirectUri == nil {
 					m.PostLogoutRedirectUri = new(oauth2v3.PostLogoutRedirectUri)
 				}
-				if err := dec396(x, m.PostLogoutRedirectUri, depth+1); err != nil {
+				if err := dec397(x, m.PostLogoutRedirectUri, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50065,7 +50266,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.Credentials == nil {
 					m.Credentials = new(oauth2v3.OAuth2Credentials)
 				}
-				if err := dec397(x, m.Credentials, depth+1); err != nil {
+				if err := dec398(x, m.Credentials, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50135,7 +50336,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.ForwardIdToken == nil {
 					m.ForwardIdToken = new(oauth2v3.OAuth2TokenForwarding)
 				}
-				if err := dec400(x, m.ForwardIdToken, depth+1); err != nil {
+				if err := dec401(x, m.ForwardIdToken, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50306,7 +50507,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.CookieConfigs == nil {
 					m.CookieConfigs = new(oauth2v3.CookieConfigs)
 				}
-				if err := dec401(x, m.CookieConfigs, depth+1); err != nil {
+				if err := dec402(x, m.CookieConfigs, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50429,7 +50630,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.PrivateKeyJwtConfig == nil {
 					m.PrivateKeyJwtConfig = new(oauth2v3.PrivateKeyJwtConfig)
 				}
-				if err := dec403(x, m.PrivateKeyJwtConfig, depth+1); err != nil {
+				if err := dec404(x, m.PrivateKeyJwtConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50444,7 +50645,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.TokenCookieChunking == nil {
 					m.TokenCookieChunking = new(oauth2v3.TokenCookieChunking)
 				}
-				if err := dec404(x, m.TokenCookieChunking, depth+1); err != nil {
+				if err := dec405(x, m.TokenCookieChunking, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50461,8 +50662,8 @@ func dec395(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 	return nil
 }
 
-// enc395 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Config.
-func enc395(b []byte, m *oauth2v3.OAuth2Config) []byte {
+// enc396 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Config.
+func enc396(b []byte, m *oauth2v3.OAuth2Config) []byte {
 	if m == nil {
 		return b
 	}
@@ -50470,7 +50671,7 @@ func enc395(b []byte, m *oauth2v3.OAuth2Config) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc379(b, m.TokenEndpoint)
+		b = enc380(b, m.TokenEndpoint)
 		b = finishLen(b, at)
 	}
 	if len(m.AuthorizationEndpoint) > 0 {
@@ -50481,7 +50682,7 @@ func enc395(b []byte, m *oauth2v3.OAuth2Config) []byte {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc397(b, m.Credentials)
+		b = enc398(b, m.Credentials)
 		b = finishLen(b, at)
 	}
 	if len(m.RedirectUri) > 0 {
@@ -50580,7 +50781,7 @@ func enc395(b []byte, m *oauth2v3.OAuth2Config) []byte {
 		b = protowire.AppendTag(b, 21, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc401(b, m.CookieConfigs)
+		b = enc402(b, m.CookieConfigs)
 		b = finishLen(b, at)
 	}
 	if len(m.StatPrefix) > 0 {
@@ -50632,35 +50833,35 @@ func enc395(b []byte, m *oauth2v3.OAuth2Config) []byte {
 		b = protowire.AppendTag(b, 31, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc400(b, m.ForwardIdToken)
+		b = enc401(b, m.ForwardIdToken)
 		b = finishLen(b, at)
 	}
 	if m.PrivateKeyJwtConfig != nil {
 		b = protowire.AppendTag(b, 32, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc403(b, m.PrivateKeyJwtConfig)
+		b = enc404(b, m.PrivateKeyJwtConfig)
 		b = finishLen(b, at)
 	}
 	if m.PostLogoutRedirectUri != nil {
 		b = protowire.AppendTag(b, 33, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc396(b, m.PostLogoutRedirectUri)
+		b = enc397(b, m.PostLogoutRedirectUri)
 		b = finishLen(b, at)
 	}
 	if m.TokenCookieChunking != nil {
 		b = protowire.AppendTag(b, 34, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc404(b, m.TokenCookieChunking)
+		b = enc405(b, m.TokenCookieChunking)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec396 decodes envoy.extensions.filters.http.oauth2.v3.PostLogoutRedirectUri.
-func dec396(b []byte, m *oauth2v3.PostLogoutRedirectUri, depth int) error {
+// dec397 decodes envoy.extensions.filters.http.oauth2.v3.PostLogoutRedirectUri.
+func dec397(b []byte, m *oauth2v3.PostLogoutRedirectUri, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -50708,8 +50909,8 @@ func dec396(b []byte, m *oauth2v3.PostLogoutRedirectUri, depth int) error {
 	return nil
 }
 
-// enc396 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.PostLogoutRedirectUri.
-func enc396(b []byte, m *oauth2v3.PostLogoutRedirectUri) []byte {
+// enc397 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.PostLogoutRedirectUri.
+func enc397(b []byte, m *oauth2v3.PostLogoutRedirectUri) []byte {
 	if m == nil {
 		return b
 	}
@@ -50724,8 +50925,8 @@ func enc396(b []byte, m *oauth2v3.PostLogoutRedirectUri) []byte {
 	return b
 }
 
-// dec397 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.
-func dec397(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
+// dec398 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.
+func dec398(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -50760,7 +50961,7 @@ func dec397(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 				if m.TokenSecret == nil {
 					m.TokenSecret = new(tlsv3.SdsSecretConfig)
 				}
-				if err := dec398(x, m.TokenSecret, depth+1); err != nil {
+				if err := dec399(x, m.TokenSecret, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50777,7 +50978,7 @@ func dec397(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 					o = &oauth2v3.OAuth2Credentials_HmacSecret{HmacSecret: new(tlsv3.SdsSecretConfig)}
 					m.TokenFormation = o
 				}
-				if err := dec398(x, o.HmacSecret, depth+1); err != nil {
+				if err := dec399(x, o.HmacSecret, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50792,7 +50993,7 @@ func dec397(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 				if m.CookieNames == nil {
 					m.CookieNames = new(oauth2v3.OAuth2Credentials_CookieNames)
 				}
-				if err := dec399(x, m.CookieNames, depth+1); err != nil {
+				if err := dec400(x, m.CookieNames, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50823,8 +51024,8 @@ func dec397(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 	return nil
 }
 
-// enc397 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.
-func enc397(b []byte, m *oauth2v3.OAuth2Credentials) []byte {
+// enc398 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.
+func enc398(b []byte, m *oauth2v3.OAuth2Credentials) []byte {
 	if m == nil {
 		return b
 	}
@@ -50836,14 +51037,14 @@ func enc397(b []byte, m *oauth2v3.OAuth2Credentials) []byte {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc398(b, m.TokenSecret)
+		b = enc399(b, m.TokenSecret)
 		b = finishLen(b, at)
 	}
 	if m.CookieNames != nil {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc399(b, m.CookieNames)
+		b = enc400(b, m.CookieNames)
 		b = finishLen(b, at)
 	}
 	if len(m.CookieDomain) > 0 {
@@ -50855,15 +51056,15 @@ func enc397(b []byte, m *oauth2v3.OAuth2Credentials) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HmacSecret != nil {
-			b = enc398(b, o.HmacSecret)
+			b = enc399(b, o.HmacSecret)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec398 decodes envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.
-func dec398(b []byte, m *tlsv3.SdsSecretConfig, depth int) error {
+// dec399 decodes envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.
+func dec399(b []byte, m *tlsv3.SdsSecretConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -50915,8 +51116,8 @@ func dec398(b []byte, m *tlsv3.SdsSecretConfig, depth int) error {
 	return nil
 }
 
-// enc398 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.
-func enc398(b []byte, m *tlsv3.SdsSecretConfig) []byte {
+// enc399 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.
+func enc399(b []byte, m *tlsv3.SdsSecretConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -50934,8 +51135,8 @@ func enc398(b []byte, m *tlsv3.SdsSecretConfig) []byte {
 	return b
 }
 
-// dec399 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.CookieNames.
-func dec399(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames, depth int) error {
+// dec400 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.CookieNames.
+func dec400(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51056,8 +51257,8 @@ func dec399(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames, depth int) erro
 	return nil
 }
 
-// enc399 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.CookieNames.
-func enc399(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames) []byte {
+// enc400 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.CookieNames.
+func enc400(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames) []byte {
 	if m == nil {
 		return b
 	}
@@ -51092,8 +51293,8 @@ func enc399(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames) []byte {
 	return b
 }
 
-// dec400 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2TokenForwarding.
-func dec400(b []byte, m *oauth2v3.OAuth2TokenForwarding, depth int) error {
+// dec401 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2TokenForwarding.
+func dec401(b []byte, m *oauth2v3.OAuth2TokenForwarding, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51130,8 +51331,8 @@ func dec400(b []byte, m *oauth2v3.OAuth2TokenForwarding, depth int) error {
 	return nil
 }
 
-// enc400 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2TokenForwarding.
-func enc400(b []byte, m *oauth2v3.OAuth2TokenForwarding) []byte {
+// enc401 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2TokenForwarding.
+func enc401(b []byte, m *oauth2v3.OAuth2TokenForwarding) []byte {
 	if m == nil {
 		return b
 	}
@@ -51142,8 +51343,8 @@ func enc400(b []byte, m *oauth2v3.OAuth2TokenForwarding) []byte {
 	return b
 }
 
-// dec401 decodes envoy.extensions.filters.http.oauth2.v3.CookieConfigs.
-func dec401(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
+// dec402 decodes envoy.extensions.filters.http.oauth2.v3.CookieConfigs.
+func dec402(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51164,7 +51365,7 @@ func dec401(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.BearerTokenCookieConfig == nil {
 					m.BearerTokenCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec402(x, m.BearerTokenCookieConfig, depth+1); err != nil {
+				if err := dec403(x, m.BearerTokenCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51179,7 +51380,7 @@ func dec401(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.OauthHmacCookieConfig == nil {
 					m.OauthHmacCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec402(x, m.OauthHmacCookieConfig, depth+1); err != nil {
+				if err := dec403(x, m.OauthHmacCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51194,7 +51395,7 @@ func dec401(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.OauthExpiresCookieConfig == nil {
 					m.OauthExpiresCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec402(x, m.OauthExpiresCookieConfig, depth+1); err != nil {
+				if err := dec403(x, m.OauthExpiresCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51209,7 +51410,7 @@ func dec401(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.IdTokenCookieConfig == nil {
 					m.IdTokenCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec402(x, m.IdTokenCookieConfig, depth+1); err != nil {
+				if err := dec403(x, m.IdTokenCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51224,7 +51425,7 @@ func dec401(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.RefreshTokenCookieConfig == nil {
 					m.RefreshTokenCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec402(x, m.RefreshTokenCookieConfig, depth+1); err != nil {
+				if err := dec403(x, m.RefreshTokenCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51239,7 +51440,7 @@ func dec401(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.OauthNonceCookieConfig == nil {
 					m.OauthNonceCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec402(x, m.OauthNonceCookieConfig, depth+1); err != nil {
+				if err := dec403(x, m.OauthNonceCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51254,7 +51455,7 @@ func dec401(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.CodeVerifierCookieConfig == nil {
 					m.CodeVerifierCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec402(x, m.CodeVerifierCookieConfig, depth+1); err != nil {
+				if err := dec403(x, m.CodeVerifierCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51271,8 +51472,8 @@ func dec401(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 	return nil
 }
 
-// enc401 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.CookieConfigs.
-func enc401(b []byte, m *oauth2v3.CookieConfigs) []byte {
+// enc402 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.CookieConfigs.
+func enc402(b []byte, m *oauth2v3.CookieConfigs) []byte {
 	if m == nil {
 		return b
 	}
@@ -51280,56 +51481,56 @@ func enc401(b []byte, m *oauth2v3.CookieConfigs) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc402(b, m.BearerTokenCookieConfig)
+		b = enc403(b, m.BearerTokenCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.OauthHmacCookieConfig != nil {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc402(b, m.OauthHmacCookieConfig)
+		b = enc403(b, m.OauthHmacCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.OauthExpiresCookieConfig != nil {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc402(b, m.OauthExpiresCookieConfig)
+		b = enc403(b, m.OauthExpiresCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.IdTokenCookieConfig != nil {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc402(b, m.IdTokenCookieConfig)
+		b = enc403(b, m.IdTokenCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.RefreshTokenCookieConfig != nil {
 		b = protowire.AppendTag(b, 5, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc402(b, m.RefreshTokenCookieConfig)
+		b = enc403(b, m.RefreshTokenCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.OauthNonceCookieConfig != nil {
 		b = protowire.AppendTag(b, 6, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc402(b, m.OauthNonceCookieConfig)
+		b = enc403(b, m.OauthNonceCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.CodeVerifierCookieConfig != nil {
 		b = protowire.AppendTag(b, 7, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc402(b, m.CodeVerifierCookieConfig)
+		b = enc403(b, m.CodeVerifierCookieConfig)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec402 decodes envoy.extensions.filters.http.oauth2.v3.CookieConfig.
-func dec402(b []byte, m *oauth2v3.CookieConfig, depth int) error {
+// dec403 decodes envoy.extensions.filters.http.oauth2.v3.CookieConfig.
+func dec403(b []byte, m *oauth2v3.CookieConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51388,8 +51589,8 @@ func dec402(b []byte, m *oauth2v3.CookieConfig, depth int) error {
 	return nil
 }
 
-// enc402 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.CookieConfig.
-func enc402(b []byte, m *oauth2v3.CookieConfig) []byte {
+// enc403 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.CookieConfig.
+func enc403(b []byte, m *oauth2v3.CookieConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -51408,8 +51609,8 @@ func enc402(b []byte, m *oauth2v3.CookieConfig) []byte {
 	return b
 }
 
-// dec403 decodes envoy.extensions.filters.http.oauth2.v3.PrivateKeyJwtConfig.
-func dec403(b []byte, m *oauth2v3.PrivateKeyJwtConfig, depth int) error {
+// dec404 decodes envoy.extensions.filters.http.oauth2.v3.PrivateKeyJwtConfig.
+func dec404(b []byte, m *oauth2v3.PrivateKeyJwtConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51472,8 +51673,8 @@ func dec403(b []byte, m *oauth2v3.PrivateKeyJwtConfig, depth int) error {
 	return nil
 }
 
-// enc403 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.PrivateKeyJwtConfig.
-func enc403(b []byte, m *oauth2v3.PrivateKeyJwtConfig) []byte {
+// enc404 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.PrivateKeyJwtConfig.
+func enc404(b []byte, m *oauth2v3.PrivateKeyJwtConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -51495,8 +51696,8 @@ func enc403(b []byte, m *oauth2v3.PrivateKeyJwtConfig) []byte {
 	return b
 }
 
-// dec404 decodes envoy.extensions.filters.http.oauth2.v3.TokenCookieChunking.
-func dec404(b []byte, m *oauth2v3.TokenCookieChunking, depth int) error {
+// dec405 decodes envoy.extensions.filters.http.oauth2.v3.TokenCookieChunking.
+func dec405(b []byte, m *oauth2v3.TokenCookieChunking, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51549,8 +51750,8 @@ func dec404(b []byte, m *oauth2v3.TokenCookieChunking, depth int) error {
 	return nil
 }
 
-// enc404 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.TokenCookieChunking.
-func enc404(b []byte, m *oauth2v3.TokenCookieChunking) []byte {
+// enc405 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.TokenCookieChunking.
+func enc405(b []byte, m *oauth2v3.TokenCookieChunking) []byte {
 	if m == nil {
 		return b
 	}
@@ -51571,8 +51772,8 @@ func enc404(b []byte, m *oauth2v3.TokenCookieChunking) []byte {
 	return b
 }
 
-// dec405 decodes envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit.
-func dec405(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
+// dec406 decodes envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit.
+func dec406(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51607,7 +51808,7 @@ func dec405(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 				if m.Status == nil {
 					m.Status = new(typev3.HttpStatus)
 				}
-				if err := dec406(x, m.Status, depth+1); err != nil {
+				if err := dec407(x, m.Status, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51622,7 +51823,7 @@ func dec405(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 				if m.TokenBucket == nil {
 					m.TokenBucket = new(typev3.TokenBucket)
 				}
-				if err := dec407(x, m.TokenBucket, depth+1); err != nil {
+				if err := dec408(x, m.TokenBucket, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51693,7 +51894,7 @@ func dec405(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 				}
 				b = b[n:]
 				e := new(ratelimitv32.LocalRateLimitDescriptor)
-				if err := dec408(x, e, depth+1); err != nil {
+				if err := dec409(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Descriptors = append(m.Descriptors, e)
@@ -51731,7 +51932,7 @@ func dec405(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 				if m.LocalClusterRateLimit == nil {
 					m.LocalClusterRateLimit = new(ratelimitv32.LocalClusterRateLimit)
 				}
-				if err := dec410(x, m.LocalClusterRateLimit, depth+1); err != nil {
+				if err := dec411(x, m.LocalClusterRateLimit, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51836,8 +52037,8 @@ func dec405(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 	return nil
 }
 
-// enc405 appends the deterministic encoding of envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit.
-func enc405(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
+// enc406 appends the deterministic encoding of envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit.
+func enc406(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 	if m == nil {
 		return b
 	}
@@ -51849,14 +52050,14 @@ func enc405(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc406(b, m.Status)
+		b = enc407(b, m.Status)
 		b = finishLen(b, at)
 	}
 	if m.TokenBucket != nil {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc407(b, m.TokenBucket)
+		b = enc408(b, m.TokenBucket)
 		b = finishLen(b, at)
 	}
 	if m.FilterEnabled != nil {
@@ -51884,7 +52085,7 @@ func enc405(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 		b = protowire.AppendTag(b, 8, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc408(b, v)
+		b = enc409(b, v)
 		b = finishLen(b, at)
 	}
 	if m.Stage != 0 {
@@ -51925,7 +52126,7 @@ func enc405(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 		b = protowire.AppendTag(b, 16, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc410(b, m.LocalClusterRateLimit)
+		b = enc411(b, m.LocalClusterRateLimit)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.RateLimits {
@@ -51949,8 +52150,8 @@ func enc405(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 	return b
 }
 
-// dec406 decodes envoy.type.v3.HttpStatus.
-func dec406(b []byte, m *typev3.HttpStatus, depth int) error {
+// dec407 decodes envoy.type.v3.HttpStatus.
+func dec407(b []byte, m *typev3.HttpStatus, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51984,8 +52185,8 @@ func dec406(b []byte, m *typev3.HttpStatus, depth int) error {
 	return nil
 }
 
-// enc406 appends the deterministic encoding of envoy.type.v3.HttpStatus.
-func enc406(b []byte, m *typev3.HttpStatus) []byte {
+// enc407 appends the deterministic encoding of envoy.type.v3.HttpStatus.
+func enc407(b []byte, m *typev3.HttpStatus) []byte {
 	if m == nil {
 		return b
 	}
@@ -51996,8 +52197,8 @@ func enc406(b []byte, m *typev3.HttpStatus) []byte {
 	return b
 }
 
-// dec407 decodes envoy.type.v3.TokenBucket.
-func dec407(b []byte, m *typev3.TokenBucket, depth int) error {
+// dec408 decodes envoy.type.v3.TokenBucket.
+func dec408(b []byte, m *typev3.TokenBucket, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52061,8 +52262,8 @@ func dec407(b []byte, m *typev3.TokenBucket, depth int) error {
 	return nil
 }
 
-// enc407 appends the deterministic encoding of envoy.type.v3.TokenBucket.
-func enc407(b []byte, m *typev3.TokenBucket) []byte {
+// enc408 appends the deterministic encoding of envoy.type.v3.TokenBucket.
+func enc408(b []byte, m *typev3.TokenBucket) []byte {
 	if m == nil {
 		return b
 	}
@@ -52087,8 +52288,8 @@ func enc407(b []byte, m *typev3.TokenBucket) []byte {
 	return b
 }
 
-// dec408 decodes envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor.
-func dec408(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error {
+// dec409 decodes envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor.
+func dec409(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52107,7 +52308,7 @@ func dec408(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error
 				}
 				b = b[n:]
 				e := new(ratelimitv32.RateLimitDescriptor_Entry)
-				if err := dec409(x, e, depth+1); err != nil {
+				if err := dec410(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Entries = append(m.Entries, e)
@@ -52123,7 +52324,7 @@ func dec408(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error
 				if m.TokenBucket == nil {
 					m.TokenBucket = new(typev3.TokenBucket)
 				}
-				if err := dec407(x, m.TokenBucket, depth+1); err != nil {
+				if err := dec408(x, m.TokenBucket, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52151,8 +52352,8 @@ func dec408(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error
 	return nil
 }
 
-// enc408 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor.
-func enc408(b []byte, m *ratelimitv32.LocalRateLimitDescriptor) []byte {
+// enc409 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor.
+func enc409(b []byte, m *ratelimitv32.LocalRateLimitDescriptor) []byte {
 	if m == nil {
 		return b
 	}
@@ -52160,14 +52361,14 @@ func enc408(b []byte, m *ratelimitv32.LocalRateLimitDescriptor) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc409(b, v)
+		b = enc410(b, v)
 		b = finishLen(b, at)
 	}
 	if m.TokenBucket != nil {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc407(b, m.TokenBucket)
+		b = enc408(b, m.TokenBucket)
 		b = finishLen(b, at)
 	}
 	if m.ShadowMode {
@@ -52177,8 +52378,8 @@ func enc408(b []byte, m *ratelimitv32.LocalRateLimitDescriptor) []byte {
 	return b
 }
 
-// dec409 decodes envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry.
-func dec409(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry, depth int) error {
+// dec410 decodes envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry.
+func dec410(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52229,8 +52430,8 @@ func dec409(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry, depth int) erro
 	return nil
 }
 
-// enc409 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry.
-func enc409(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry) []byte {
+// enc410 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry.
+func enc410(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry) []byte {
 	if m == nil {
 		return b
 	}
@@ -52245,8 +52446,8 @@ func enc409(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry) []byte {
 	return b
 }
 
-// dec410 decodes envoy.extensions.common.ratelimit.v3.LocalClusterRateLimit.
-func dec410(b []byte, m *ratelimitv32.LocalClusterRateLimit, depth int) error {
+// dec411 decodes envoy.extensions.common.ratelimit.v3.LocalClusterRateLimit.
+func dec411(b []byte, m *ratelimitv32.LocalClusterRateLimit, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52267,16 +52468,16 @@ func dec410(b []byte, m *ratelimitv32.LocalClusterRateLimit, depth int) error {
 	return nil
 }
 
-// enc410 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.LocalClusterRateLimit.
-func enc410(b []byte, m *ratelimitv32.LocalClusterRateLimit) []byte {
+// enc411 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.LocalClusterRateLimit.
+func enc411(b []byte, m *ratelimitv32.LocalClusterRateLimit) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec411 decodes envoy.extensions.filters.http.ratelimit.v3.RateLimit.
-func dec411(b []byte, m *ratelimitv33.RateLimit, depth int) error {
+// dec412 decodes envoy.extensions.filters.http.ratelimit.v3.RateLimit.
+func dec412(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52373,7 +52574,7 @@ func dec411(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 				if m.RateLimitService == nil {
 					m.RateLimitService = new(ratelimitv3.RateLimitServiceConfig)
 				}
-				if err := dec412(x, m.RateLimitService, depth+1); err != nil {
+				if err := dec413(x, m.RateLimitService, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52410,7 +52611,7 @@ func dec411(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 				if m.RateLimitedStatus == nil {
 					m.RateLimitedStatus = new(typev3.HttpStatus)
 				}
-				if err := dec406(x, m.RateLimitedStatus, depth+1); err != nil {
+				if err := dec407(x, m.RateLimitedStatus, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52439,7 +52640,7 @@ func dec411(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 				if m.StatusOnError == nil {
 					m.StatusOnError = new(typev3.HttpStatus)
 				}
-				if err := dec406(x, m.StatusOnError, depth+1); err != nil {
+				if err := dec407(x, m.StatusOnError, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52554,8 +52755,8 @@ func dec411(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 	return nil
 }
 
-// enc411 appends the deterministic encoding of envoy.extensions.filters.http.ratelimit.v3.RateLimit.
-func enc411(b []byte, m *ratelimitv33.RateLimit) []byte {
+// enc412 appends the deterministic encoding of envoy.extensions.filters.http.ratelimit.v3.RateLimit.
+func enc412(b []byte, m *ratelimitv33.RateLimit) []byte {
 	if m == nil {
 		return b
 	}
@@ -52590,7 +52791,7 @@ func enc411(b []byte, m *ratelimitv33.RateLimit) []byte {
 		b = protowire.AppendTag(b, 7, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc412(b, m.RateLimitService)
+		b = enc413(b, m.RateLimitService)
 		b = finishLen(b, at)
 	}
 	if m.EnableXRatelimitHeaders != 0 {
@@ -52605,7 +52806,7 @@ func enc411(b []byte, m *ratelimitv33.RateLimit) []byte {
 		b = protowire.AppendTag(b, 10, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc406(b, m.RateLimitedStatus)
+		b = enc407(b, m.RateLimitedStatus)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.ResponseHeadersToAdd {
@@ -52619,7 +52820,7 @@ func enc411(b []byte, m *ratelimitv33.RateLimit) []byte {
 		b = protowire.AppendTag(b, 12, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc406(b, m.StatusOnError)
+		b = enc407(b, m.StatusOnError)
 		b = finishLen(b, at)
 	}
 	if len(m.StatPrefix) > 0 {
@@ -52665,8 +52866,8 @@ func enc411(b []byte, m *ratelimitv33.RateLimit) []byte {
 	return b
 }
 
-// dec412 decodes envoy.config.ratelimit.v3.RateLimitServiceConfig.
-func dec412(b []byte, m *ratelimitv3.RateLimitServiceConfig, depth int) error {
+// dec413 decodes envoy.config.ratelimit.v3.RateLimitServiceConfig.
+func dec413(b []byte, m *ratelimitv3.RateLimitServiceConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52715,8 +52916,8 @@ func dec412(b []byte, m *ratelimitv3.RateLimitServiceConfig, depth int) error {
 	return nil
 }
 
-// enc412 appends the deterministic encoding of envoy.config.ratelimit.v3.RateLimitServiceConfig.
-func enc412(b []byte, m *ratelimitv3.RateLimitServiceConfig) []byte {
+// enc413 appends the deterministic encoding of envoy.config.ratelimit.v3.RateLimitServiceConfig.
+func enc413(b []byte, m *ratelimitv3.RateLimitServiceConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -52734,8 +52935,8 @@ func enc412(b []byte, m *ratelimitv3.RateLimitServiceConfig) []byte {
 	return b
 }
 
-// dec413 decodes envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute.
-func dec413(b []byte, m *ratelimitv33.RateLimitPerRoute, depth int) error {
+// dec414 decodes envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute.
+func dec414(b []byte, m *ratelimitv33.RateLimitPerRoute, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52808,8 +53009,8 @@ func dec413(b []byte, m *ratelimitv33.RateLimitPerRoute, depth int) error {
 	return nil
 }
 
-// enc413 appends the deterministic encoding of envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute.
-func enc413(b []byte, m *ratelimitv33.RateLimitPerRoute) []byte {
+// enc414 appends the deterministic encoding of envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute.
+func enc414(b []byte, m *ratelimitv33.RateLimitPerRoute) []byte {
 	if m == nil {
 		return b
 	}
@@ -52835,8 +53036,8 @@ func enc413(b []byte, m *ratelimitv33.RateLimitPerRoute) []byte {
 	return b
 }
 
-// dec414 decodes envoy.service.ratelimit.v3.RateLimitResponse.
-func dec414(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
+// dec415 decodes envoy.service.ratelimit.v3.RateLimitResponse.
+func dec415(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52866,7 +53067,7 @@ func dec414(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
 				}
 				b = b[n:]
 				e := new(ratelimitv34.RateLimitResponse_DescriptorStatus)
-				if err := dec415(x, e, depth+1); err != nil {
+				if err := dec416(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Statuses = append(m.Statuses, e)
@@ -52936,7 +53137,7 @@ func dec414(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
 				if m.Quota == nil {
 					m.Quota = new(ratelimitv34.RateLimitResponse_Quota)
 				}
-				if err := dec417(x, m.Quota, depth+1); err != nil {
+				if err := dec418(x, m.Quota, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52953,8 +53154,8 @@ func dec414(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
 	return nil
 }
 
-// enc414 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.
-func enc414(b []byte, m *ratelimitv34.RateLimitResponse) []byte {
+// enc415 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.
+func enc415(b []byte, m *ratelimitv34.RateLimitResponse) []byte {
 	if m == nil {
 		return b
 	}
@@ -52966,7 +53167,7 @@ func enc414(b []byte, m *ratelimitv34.RateLimitResponse) []byte {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc415(b, v)
+		b = enc416(b, v)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.ResponseHeadersToAdd {
@@ -52998,14 +53199,14 @@ func enc414(b []byte, m *ratelimitv34.RateLimitResponse) []byte {
 		b = protowire.AppendTag(b, 7, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc417(b, m.Quota)
+		b = enc418(b, m.Quota)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec415 decodes envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus.
-func dec415(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth int) error {
+// dec416 decodes envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus.
+func dec416(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53037,7 +53238,7 @@ func dec415(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth 
 				if m.CurrentLimit == nil {
 					m.CurrentLimit = new(ratelimitv34.RateLimitResponse_RateLimit)
 				}
-				if err := dec416(x, m.CurrentLimit, depth+1); err != nil {
+				if err := dec417(x, m.CurrentLimit, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53078,7 +53279,7 @@ func dec415(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth 
 				if m.Quota == nil {
 					m.Quota = new(ratelimitv34.RateLimitResponse_Quota)
 				}
-				if err := dec417(x, m.Quota, depth+1); err != nil {
+				if err := dec418(x, m.Quota, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53095,8 +53296,8 @@ func dec415(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth 
 	return nil
 }
 
-// enc415 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus.
-func enc415(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus) []byte {
+// enc416 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus.
+func enc416(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus) []byte {
 	if m == nil {
 		return b
 	}
@@ -53108,7 +53309,7 @@ func enc415(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus) []byte
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc416(b, m.CurrentLimit)
+		b = enc417(b, m.CurrentLimit)
 		b = finishLen(b, at)
 	}
 	if m.LimitRemaining != 0 {
@@ -53126,14 +53327,14 @@ func enc415(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus) []byte
 		b = protowire.AppendTag(b, 5, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc417(b, m.Quota)
+		b = enc418(b, m.Quota)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec416 decodes envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.
-func dec416(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit, depth int) error {
+// dec417 decodes envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.
+func dec417(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53207,8 +53408,8 @@ func dec416(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit, depth int) er
 	return nil
 }
 
-// enc416 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.
-func enc416(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit) []byte {
+// enc417 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.
+func enc417(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit) []byte {
 	if m == nil {
 		return b
 	}
@@ -53234,8 +53435,8 @@ func enc416(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit) []byte {
 	return b
 }
 
-// dec417 decodes envoy.service.ratelimit.v3.RateLimitResponse.Quota.
-func dec417(b []byte, m *ratelimitv34.RateLimitResponse_Quota, depth int) error {
+// dec418 decodes envoy.service.ratelimit.v3.RateLimitResponse.Quota.
+func dec418(b []byte, m *ratelimitv34.RateLimitResponse_Quota, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53300,8 +53501,8 @@ func dec417(b []byte, m *ratelimitv34.RateLimitResponse_Quota, depth int) error 
 	return nil
 }
 
-// enc417 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.Quota.
-func enc417(b []byte, m *ratelimitv34.RateLimitResponse_Quota) []byte {
+// enc418 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.Quota.
+func enc418(b []byte, m *ratelimitv34.RateLimitResponse_Quota) []byte {
 	if m == nil {
 		return b
 	}
@@ -53325,8 +53526,8 @@ func enc417(b []byte, m *ratelimitv34.RateLimitResponse_Quota) []byte {
 	return b
 }
 
-// dec418 decodes envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
-func dec418(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
+// dec419 decodes envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
+func dec419(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53347,7 +53548,7 @@ func dec418(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
 				if m.CommonTlsContext == nil {
 					m.CommonTlsContext = new(tlsv3.CommonTlsContext)
 				}
-				if err := dec419(x, m.CommonTlsContext, depth+1); err != nil {
+				if err := dec420(x, m.CommonTlsContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53441,8 +53642,8 @@ func dec418(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
 	return nil
 }
 
-// enc418 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
-func enc418(b []byte, m *tlsv3.UpstreamTlsContext) []byte {
+// enc419 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
+func enc419(b []byte, m *tlsv3.UpstreamTlsContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -53450,7 +53651,7 @@ func enc418(b []byte, m *tlsv3.UpstreamTlsContext) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc419(b, m.CommonTlsContext)
+		b = enc420(b, m.CommonTlsContext)
 		b = finishLen(b, at)
 	}
 	if len(m.Sni) > 0 {
@@ -53486,8 +53687,8 @@ func enc418(b []byte, m *tlsv3.UpstreamTlsContext) []byte {
 	return b
 }
 
-// dec419 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.
-func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
+// dec420 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.
+func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53508,7 +53709,7 @@ func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.TlsParams == nil {
 					m.TlsParams = new(tlsv3.TlsParameters)
 				}
-				if err := dec420(x, m.TlsParams, depth+1); err != nil {
+				if err := dec421(x, m.TlsParams, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53521,7 +53722,7 @@ func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				}
 				b = b[n:]
 				e := new(tlsv3.TlsCertificate)
-				if err := dec421(x, e, depth+1); err != nil {
+				if err := dec422(x, e, depth+1); err != nil {
 					return err
 				}
 				m.TlsCertificates = append(m.TlsCertificates, e)
@@ -53535,7 +53736,7 @@ func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				}
 				b = b[n:]
 				e := new(tlsv3.SdsSecretConfig)
-				if err := dec398(x, e, depth+1); err != nil {
+				if err := dec399(x, e, depth+1); err != nil {
 					return err
 				}
 				m.TlsCertificateSdsSecretConfigs = append(m.TlsCertificateSdsSecretConfigs, e)
@@ -53551,7 +53752,7 @@ func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.TlsCertificateProviderInstance == nil {
 					m.TlsCertificateProviderInstance = new(tlsv3.CertificateProviderPluginInstance)
 				}
-				if err := dec423(x, m.TlsCertificateProviderInstance, depth+1); err != nil {
+				if err := dec424(x, m.TlsCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53581,7 +53782,7 @@ func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.TlsCertificateCertificateProvider == nil {
 					m.TlsCertificateCertificateProvider = new(tlsv3.CommonTlsContext_CertificateProvider)
 				}
-				if err := dec424(x, m.TlsCertificateCertificateProvider, depth+1); err != nil {
+				if err := dec425(x, m.TlsCertificateCertificateProvider, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53596,7 +53797,7 @@ func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.TlsCertificateCertificateProviderInstance == nil {
 					m.TlsCertificateCertificateProviderInstance = new(tlsv3.CommonTlsContext_CertificateProviderInstance)
 				}
-				if err := dec425(x, m.TlsCertificateCertificateProviderInstance, depth+1); err != nil {
+				if err := dec426(x, m.TlsCertificateCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53613,7 +53814,7 @@ func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: new(tlsv3.CertificateValidationContext)}
 					m.ValidationContextType = o
 				}
-				if err := dec426(x, o.ValidationContext, depth+1); err != nil {
+				if err := dec427(x, o.ValidationContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53630,7 +53831,7 @@ func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{ValidationContextSdsSecretConfig: new(tlsv3.SdsSecretConfig)}
 					m.ValidationContextType = o
 				}
-				if err := dec398(x, o.ValidationContextSdsSecretConfig, depth+1); err != nil {
+				if err := dec399(x, o.ValidationContextSdsSecretConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53647,7 +53848,7 @@ func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: new(tlsv3.CommonTlsContext_CombinedCertificateValidationContext)}
 					m.ValidationContextType = o
 				}
-				if err := dec429(x, o.CombinedValidationContext, depth+1); err != nil {
+				if err := dec430(x, o.CombinedValidationContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53664,7 +53865,7 @@ func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_ValidationContextCertificateProvider{ValidationContextCertificateProvider: new(tlsv3.CommonTlsContext_CertificateProvider)}
 					m.ValidationContextType = o
 				}
-				if err := dec424(x, o.ValidationContextCertificateProvider, depth+1); err != nil {
+				if err := dec425(x, o.ValidationContextCertificateProvider, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53681,7 +53882,7 @@ func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_ValidationContextCertificateProviderInstance{ValidationContextCertificateProviderInstance: new(tlsv3.CommonTlsContext_CertificateProviderInstance)}
 					m.ValidationContextType = o
 				}
-				if err := dec425(x, o.ValidationContextCertificateProviderInstance, depth+1); err != nil {
+				if err := dec426(x, o.ValidationContextCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53725,7 +53926,7 @@ func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.KeyLog == nil {
 					m.KeyLog = new(tlsv3.TlsKeyLog)
 				}
-				if err := dec430(x, m.KeyLog, depth+1); err != nil {
+				if err := dec431(x, m.KeyLog, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53742,8 +53943,8 @@ func dec419(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 	return nil
 }
 
-// enc419 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.
-func enc419(b []byte, m *tlsv3.CommonTlsContext) []byte {
+// enc420 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.
+func enc420(b []byte, m *tlsv3.CommonTlsContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -53751,14 +53952,14 @@ func enc419(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc420(b, m.TlsParams)
+		b = enc421(b, m.TlsParams)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.TlsCertificates {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc421(b, v)
+		b = enc422(b, v)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.AlpnProtocols {
@@ -53769,21 +53970,21 @@ func enc419(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		b = protowire.AppendTag(b, 6, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc398(b, v)
+		b = enc399(b, v)
 		b = finishLen(b, at)
 	}
 	if m.TlsCertificateCertificateProvider != nil {
 		b = protowire.AppendTag(b, 9, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc424(b, m.TlsCertificateCertificateProvider)
+		b = enc425(b, m.TlsCertificateCertificateProvider)
 		b = finishLen(b, at)
 	}
 	if m.TlsCertificateCertificateProviderInstance != nil {
 		b = protowire.AppendTag(b, 11, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc425(b, m.TlsCertificateCertificateProviderInstance)
+		b = enc426(b, m.TlsCertificateCertificateProviderInstance)
 		b = finishLen(b, at)
 	}
 	if m.CustomHandshaker != nil {
@@ -53797,14 +53998,14 @@ func enc419(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		b = protowire.AppendTag(b, 14, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc423(b, m.TlsCertificateProviderInstance)
+		b = enc424(b, m.TlsCertificateProviderInstance)
 		b = finishLen(b, at)
 	}
 	if m.KeyLog != nil {
 		b = protowire.AppendTag(b, 15, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc430(b, m.KeyLog)
+		b = enc431(b, m.KeyLog)
 		b = finishLen(b, at)
 	}
 	if m.CustomTlsCertificateSelector != nil {
@@ -53819,7 +54020,7 @@ func enc419(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ValidationContext != nil {
-			b = enc426(b, o.ValidationContext)
+			b = enc427(b, o.ValidationContext)
 		}
 		b = finishLen(b, at)
 	}
@@ -53828,7 +54029,7 @@ func enc419(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ValidationContextSdsSecretConfig != nil {
-			b = enc398(b, o.ValidationContextSdsSecretConfig)
+			b = enc399(b, o.ValidationContextSdsSecretConfig)
 		}
 		b = finishLen(b, at)
 	}
@@ -53837,7 +54038,7 @@ func enc419(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.CombinedValidationContext != nil {
-			b = enc429(b, o.CombinedValidationContext)
+			b = enc430(b, o.CombinedValidationContext)
 		}
 		b = finishLen(b, at)
 	}
@@ -53846,7 +54047,7 @@ func enc419(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ValidationContextCertificateProvider != nil {
-			b = enc424(b, o.ValidationContextCertificateProvider)
+			b = enc425(b, o.ValidationContextCertificateProvider)
 		}
 		b = finishLen(b, at)
 	}
@@ -53855,15 +54056,15 @@ func enc419(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ValidationContextCertificateProviderInstance != nil {
-			b = enc425(b, o.ValidationContextCertificateProviderInstance)
+			b = enc426(b, o.ValidationContextCertificateProviderInstance)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec420 decodes envoy.extensions.transport_sockets.tls.v3.TlsParameters.
-func dec420(b []byte, m *tlsv3.TlsParameters, depth int) error {
+// dec421 decodes envoy.extensions.transport_sockets.tls.v3.TlsParameters.
+func dec421(b []byte, m *tlsv3.TlsParameters, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53978,8 +54179,8 @@ func dec420(b []byte, m *tlsv3.TlsParameters, depth int) error {
 	return nil
 }
 
-// enc420 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsParameters.
-func enc420(b []byte, m *tlsv3.TlsParameters) []byte {
+// enc421 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsParameters.
+func enc421(b []byte, m *tlsv3.TlsParameters) []byte {
 	if m == nil {
 		return b
 	}
@@ -54015,8 +54216,8 @@ func enc420(b []byte, m *tlsv3.TlsParameters) []byte {
 	return b
 }
 
-// dec421 decodes envoy.extensions.transport_sockets.tls.v3.TlsCertificate.
-func dec421(b []byte, m *tlsv3.TlsCertificate, depth int) error {
+// dec422 decodes envoy.extensions.transport_sockets.tls.v3.TlsCertificate.
+func dec422(b []byte, m *tlsv3.TlsCertificate, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54097,7 +54298,7 @@ func dec421(b []byte, m *tlsv3.TlsCertificate, depth int) error {
 				if m.PrivateKeyProvider == nil {
 					m.PrivateKeyProvider = new(tlsv3.PrivateKeyProvider)
 				}
-				if err := dec422(x, m.PrivateKeyProvider, depth+1); err != nil {
+				if err := dec423(x, m.PrivateKeyProvider, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -54156,7 +54357,7 @@ func dec421(b []byte, m *tlsv3.TlsCertificate, depth int) error {
 				if m.TlsParams == nil {
 					m.TlsParams = new(tlsv3.TlsParameters)
 				}
-				if err := dec420(x, m.TlsParams, depth+1); err != nil {
+				if err := dec421(x, m.TlsParams, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -54173,8 +54374,8 @@ func dec421(b []byte, m *tlsv3.TlsCertificate, depth int) error {
 	return nil
 }
 
-// enc421 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsCertificate.
-func enc421(b []byte, m *tlsv3.TlsCertificate) []byte {
+// enc422 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsCertificate.
+func enc422(b []byte, m *tlsv3.TlsCertificate) []byte {
 	if m == nil {
 		return b
 	}
@@ -54217,7 +54418,7 @@ func enc421(b []byte, m *tlsv3.TlsCertificate) []byte {
 		b = protowire.AppendTag(b, 6, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc422(b, m.PrivateKeyProvider)
+		b = enc423(b, m.PrivateKeyProvider)
 		b = finishLen(b, at)
 	}
 	if m.WatchedDirectory != nil {
@@ -54238,14 +54439,14 @@ func enc421(b []byte, m *tlsv3.TlsCertificate) []byte {
 		b = protowire.AppendTag(b, 9, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc420(b, m.TlsParams)
+		b = enc421(b, m.TlsParams)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec422 decodes envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider.
-func dec422(b []byte, m *tlsv3.PrivateKeyProvider, depth int) error {
+// dec423 decodes envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider.
+func dec423(b []byte, m *tlsv3.PrivateKeyProvider, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54310,8 +54511,8 @@ func dec422(b []byte, m *tlsv3.PrivateKeyProvider, depth int) error {
 	return nil
 }
 
-// enc422 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider.
-func enc422(b []byte, m *tlsv3.PrivateKeyProvider) []byte {
+// enc423 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider.
+func enc423(b []byte, m *tlsv3.PrivateKeyProvider) []byte {
 	if m == nil {
 		return b
 	}
@@ -54335,8 +54536,8 @@ func enc422(b []byte, m *tlsv3.PrivateKeyProvider) []byte {
 	return b
 }
 
-// dec423 decodes envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance.
-func dec423(b []byte, m *tlsv3.CertificateProviderPluginInstance, depth int) error {
+// dec424 decodes envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance.
+func dec424(b []byte, m *tlsv3.CertificateProviderPluginInstance, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54387,8 +54588,8 @@ func dec423(b []byte, m *tlsv3.CertificateProviderPluginInstance, depth int) err
 	return nil
 }
 
-// enc423 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance.
-func enc423(b []byte, m *tlsv3.CertificateProviderPluginInstance) []byte {
+// enc424 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance.
+func enc424(b []byte, m *tlsv3.CertificateProviderPluginInstance) []byte {
 	if m == nil {
 		return b
 	}
@@ -54403,8 +54604,8 @@ func enc423(b []byte, m *tlsv3.CertificateProviderPluginInstance) []byte {
 	return b
 }
 
-// dec424 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider.
-func dec424(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider, depth int) error {
+// dec425 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider.
+func dec425(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54458,8 +54659,8 @@ func dec424(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider, depth int) 
 	return nil
 }
 
-// enc424 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider.
-func enc424(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider) []byte {
+// enc425 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider.
+func enc425(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider) []byte {
 	if m == nil {
 		return b
 	}
@@ -54479,8 +54680,8 @@ func enc424(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider) []byte {
 	return b
 }
 
-// dec425 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance.
-func dec425(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance, depth int) error {
+// dec426 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance.
+func dec426(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54531,8 +54732,8 @@ func dec425(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance, dep
 	return nil
 }
 
-// enc425 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance.
-func enc425(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance) []byte {
+// enc426 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance.
+func enc426(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance) []byte {
 	if m == nil {
 		return b
 	}
@@ -54547,8 +54748,8 @@ func enc425(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance) []b
 	return b
 }
 
-// dec426 decodes envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.
-func dec426(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
+// dec427 decodes envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.
+func dec427(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54584,7 +54785,7 @@ func dec426(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 				if m.CaCertificateProviderInstance == nil {
 					m.CaCertificateProviderInstance = new(tlsv3.CertificateProviderPluginInstance)
 				}
-				if err := dec423(x, m.CaCertificateProviderInstance, depth+1); err != nil {
+				if err := dec424(x, m.CaCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -54599,7 +54800,7 @@ func dec426(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 				if m.SystemRootCerts == nil {
 					m.SystemRootCerts = new(tlsv3.CertificateValidationContext_SystemRootCerts)
 				}
-				if err := dec427(x, m.SystemRootCerts, depth+1); err != nil {
+				if err := dec428(x, m.SystemRootCerts, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -54655,7 +54856,7 @@ func dec426(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 				}
 				b = b[n:]
 				e := new(tlsv3.SubjectAltNameMatcher)
-				if err := dec428(x, e, depth+1); err != nil {
+				if err := dec429(x, e, depth+1); err != nil {
 					return err
 				}
 				m.MatchTypedSubjectAltNames = append(m.MatchTypedSubjectAltNames, e)
@@ -54791,8 +54992,8 @@ func dec426(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 	return nil
 }
 
-// enc426 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.
-func enc426(b []byte, m *tlsv3.CertificateValidationContext) []byte {
+// enc427 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.
+func enc427(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -54858,7 +55059,7 @@ func enc426(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 		b = protowire.AppendTag(b, 13, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc423(b, m.CaCertificateProviderInstance)
+		b = enc424(b, m.CaCertificateProviderInstance)
 		b = finishLen(b, at)
 	}
 	if m.OnlyVerifyLeafCertCrl {
@@ -54869,7 +55070,7 @@ func enc426(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 		b = protowire.AppendTag(b, 15, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc428(b, v)
+		b = enc429(b, v)
 		b = finishLen(b, at)
 	}
 	if m.MaxVerifyDepth != nil {
@@ -54883,7 +55084,7 @@ func enc426(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 		b = protowire.AppendTag(b, 17, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc427(b, m.SystemRootCerts)
+		b = enc428(b, m.SystemRootCerts)
 		b = finishLen(b, at)
 	}
 	if m.SuppressClientCaList {
@@ -54893,8 +55094,8 @@ func enc426(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 	return b
 }
 
-// dec427 decodes envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts.
-func dec427(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts, depth int) error {
+// dec428 decodes envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts.
+func dec428(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54915,16 +55116,16 @@ func dec427(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts, dep
 	return nil
 }
 
-// enc427 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts.
-func enc427(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts) []byte {
+// enc428 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts.
+func enc428(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec428 decodes envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.
-func dec428(b []byte, m *tlsv3.SubjectAltNameMatcher, depth int) error {
+// dec429 decodes envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.
+func dec429(b []byte, m *tlsv3.SubjectAltNameMatcher, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54987,8 +55188,8 @@ func dec428(b []byte, m *tlsv3.SubjectAltNameMatcher, depth int) error {
 	return nil
 }
 
-// enc428 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.
-func enc428(b []byte, m *tlsv3.SubjectAltNameMatcher) []byte {
+// enc429 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.
+func enc429(b []byte, m *tlsv3.SubjectAltNameMatcher) []byte {
 	if m == nil {
 		return b
 	}
@@ -55010,8 +55211,8 @@ func enc428(b []byte, m *tlsv3.SubjectAltNameMatcher) []byte {
 	return b
 }
 
-// dec429 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.
-func dec429(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationContext, depth int) error {
+// dec430 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.
+func dec430(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55032,7 +55233,7 @@ func dec429(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 				if m.DefaultValidationContext == nil {
 					m.DefaultValidationContext = new(tlsv3.CertificateValidationContext)
 				}
-				if err := dec426(x, m.DefaultValidationContext, depth+1); err != nil {
+				if err := dec427(x, m.DefaultValidationContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55047,7 +55248,7 @@ func dec429(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 				if m.ValidationContextSdsSecretConfig == nil {
 					m.ValidationContextSdsSecretConfig = new(tlsv3.SdsSecretConfig)
 				}
-				if err := dec398(x, m.ValidationContextSdsSecretConfig, depth+1); err != nil {
+				if err := dec399(x, m.ValidationContextSdsSecretConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55062,7 +55263,7 @@ func dec429(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 				if m.ValidationContextCertificateProvider == nil {
 					m.ValidationContextCertificateProvider = new(tlsv3.CommonTlsContext_CertificateProvider)
 				}
-				if err := dec424(x, m.ValidationContextCertificateProvider, depth+1); err != nil {
+				if err := dec425(x, m.ValidationContextCertificateProvider, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55077,7 +55278,7 @@ func dec429(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 				if m.ValidationContextCertificateProviderInstance == nil {
 					m.ValidationContextCertificateProviderInstance = new(tlsv3.CommonTlsContext_CertificateProviderInstance)
 				}
-				if err := dec425(x, m.ValidationContextCertificateProviderInstance, depth+1); err != nil {
+				if err := dec426(x, m.ValidationContextCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55094,8 +55295,8 @@ func dec429(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 	return nil
 }
 
-// enc429 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.
-func enc429(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationContext) []byte {
+// enc430 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.
+func enc430(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -55103,35 +55304,35 @@ func enc429(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc426(b, m.DefaultValidationContext)
+		b = enc427(b, m.DefaultValidationContext)
 		b = finishLen(b, at)
 	}
 	if m.ValidationContextSdsSecretConfig != nil {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc398(b, m.ValidationContextSdsSecretConfig)
+		b = enc399(b, m.ValidationContextSdsSecretConfig)
 		b = finishLen(b, at)
 	}
 	if m.ValidationContextCertificateProvider != nil {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc424(b, m.ValidationContextCertificateProvider)
+		b = enc425(b, m.ValidationContextCertificateProvider)
 		b = finishLen(b, at)
 	}
 	if m.ValidationContextCertificateProviderInstance != nil {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc425(b, m.ValidationContextCertificateProviderInstance)
+		b = enc426(b, m.ValidationContextCertificateProviderInstance)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec430 decodes envoy.extensions.transport_sockets.tls.v3.TlsKeyLog.
-func dec430(b []byte, m *tlsv3.TlsKeyLog, depth int) error {
+// dec431 decodes envoy.extensions.transport_sockets.tls.v3.TlsKeyLog.
+func dec431(b []byte, m *tlsv3.TlsKeyLog, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55196,8 +55397,8 @@ func dec430(b []byte, m *tlsv3.TlsKeyLog, depth int) error {
 	return nil
 }
 
-// enc430 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsKeyLog.
-func enc430(b []byte, m *tlsv3.TlsKeyLog) []byte {
+// enc431 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsKeyLog.
+func enc431(b []byte, m *tlsv3.TlsKeyLog) []byte {
 	if m == nil {
 		return b
 	}
@@ -55222,8 +55423,8 @@ func enc430(b []byte, m *tlsv3.TlsKeyLog) []byte {
 	return b
 }
 
-// dec431 decodes envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.
-func dec431(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
+// dec432 decodes envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.
+func dec432(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55244,7 +55445,7 @@ func dec431(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 				if m.CommonTlsContext == nil {
 					m.CommonTlsContext = new(tlsv3.CommonTlsContext)
 				}
-				if err := dec419(x, m.CommonTlsContext, depth+1); err != nil {
+				if err := dec420(x, m.CommonTlsContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55291,7 +55492,7 @@ func dec431(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 					o = &tlsv3.DownstreamTlsContext_SessionTicketKeys{SessionTicketKeys: new(tlsv3.TlsSessionTicketKeys)}
 					m.SessionTicketKeysType = o
 				}
-				if err := dec432(x, o.SessionTicketKeys, depth+1); err != nil {
+				if err := dec433(x, o.SessionTicketKeys, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55308,7 +55509,7 @@ func dec431(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 					o = &tlsv3.DownstreamTlsContext_SessionTicketKeysSdsSecretConfig{SessionTicketKeysSdsSecretConfig: new(tlsv3.SdsSecretConfig)}
 					m.SessionTicketKeysType = o
 				}
-				if err := dec398(x, o.SessionTicketKeysSdsSecretConfig, depth+1); err != nil {
+				if err := dec399(x, o.SessionTicketKeysSdsSecretConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55399,8 +55600,8 @@ func dec431(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 	return nil
 }
 
-// enc431 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.
-func enc431(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
+// enc432 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.
+func enc432(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -55408,7 +55609,7 @@ func enc431(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc419(b, m.CommonTlsContext)
+		b = enc420(b, m.CommonTlsContext)
 		b = finishLen(b, at)
 	}
 	if m.RequireClientCertificate != nil {
@@ -55456,7 +55657,7 @@ func enc431(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.SessionTicketKeys != nil {
-			b = enc432(b, o.SessionTicketKeys)
+			b = enc433(b, o.SessionTicketKeys)
 		}
 		b = finishLen(b, at)
 	}
@@ -55465,7 +55666,7 @@ func enc431(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.SessionTicketKeysSdsSecretConfig != nil {
-			b = enc398(b, o.SessionTicketKeysSdsSecretConfig)
+			b = enc399(b, o.SessionTicketKeysSdsSecretConfig)
 		}
 		b = finishLen(b, at)
 	}
@@ -55476,8 +55677,8 @@ func enc431(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 	return b
 }
 
-// dec432 decodes envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys.
-func dec432(b []byte, m *tlsv3.TlsSessionTicketKeys, depth int) error {
+// dec433 decodes envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys.
+func dec433(b []byte, m *tlsv3.TlsSessionTicketKeys, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55514,8 +55715,8 @@ func dec432(b []byte, m *tlsv3.TlsSessionTicketKeys, depth int) error {
 	return nil
 }
 
-// enc432 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys.
-func enc432(b []byte, m *tlsv3.TlsSessionTicketKeys) []byte {
+// enc433 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys.
+func enc433(b []byte, m *tlsv3.TlsSessionTicketKeys) []byte {
 	if m == nil {
 		return b
 	}
@@ -55529,8 +55730,8 @@ func enc432(b []byte, m *tlsv3.TlsSessionTicketKeys) []byte {
 	return b
 }
 
-// dec433 decodes envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer.
-func dec433(b []byte, m *rawbufferv3.RawBuffer, depth int) error {
+// dec434 decodes envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer.
+func dec434(b []byte, m *rawbufferv3.RawBuffer, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55551,16 +55752,16 @@ func dec433(b []byte, m *rawbufferv3.RawBuffer, depth int) error {
 	return nil
 }
 
-// enc433 appends the deterministic encoding of envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer.
-func enc433(b []byte, m *rawbufferv3.RawBuffer) []byte {
+// enc434 appends the deterministic encoding of envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer.
+func enc434(b []byte, m *rawbufferv3.RawBuffer) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec434 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.
-func dec434(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
+// dec435 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.
+func dec435(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55613,7 +55814,7 @@ func dec434(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 					o = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: new(httpv3.HttpProtocolOptions_ExplicitHttpConfig)}
 					m.UpstreamProtocolOptions = o
 				}
-				if err := dec435(x, o.ExplicitHttpConfig, depth+1); err != nil {
+				if err := dec436(x, o.ExplicitHttpConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55630,7 +55831,7 @@ func dec434(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 					o = &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{UseDownstreamProtocolConfig: new(httpv3.HttpProtocolOptions_UseDownstreamHttpConfig)}
 					m.UpstreamProtocolOptions = o
 				}
-				if err := dec436(x, o.UseDownstreamProtocolConfig, depth+1); err != nil {
+				if err := dec437(x, o.UseDownstreamProtocolConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55647,7 +55848,7 @@ func dec434(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 					o = &httpv3.HttpProtocolOptions_AutoConfig{AutoConfig: new(httpv3.HttpProtocolOptions_AutoHttpConfig)}
 					m.UpstreamProtocolOptions = o
 				}
-				if err := dec437(x, o.AutoConfig, depth+1); err != nil {
+				if err := dec438(x, o.AutoConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55691,7 +55892,7 @@ func dec434(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 				if m.OutlierDetection == nil {
 					m.OutlierDetection = new(httpv3.HttpProtocolOptions_OutlierDetection)
 				}
-				if err := dec440(x, m.OutlierDetection, depth+1); err != nil {
+				if err := dec441(x, m.OutlierDetection, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55751,8 +55952,8 @@ func dec434(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 	return nil
 }
 
-// enc434 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.
-func enc434(b []byte, m *httpv3.HttpProtocolOptions) []byte {
+// enc435 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.
+func enc435(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 	if m == nil {
 		return b
 	}
@@ -55788,7 +55989,7 @@ func enc434(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 		b = protowire.AppendTag(b, 8, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc440(b, m.OutlierDetection)
+		b = enc441(b, m.OutlierDetection)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.RequestMirrorPolicies {
@@ -55817,7 +56018,7 @@ func enc434(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ExplicitHttpConfig != nil {
-			b = enc435(b, o.ExplicitHttpConfig)
+			b = enc436(b, o.ExplicitHttpConfig)
 		}
 		b = finishLen(b, at)
 	}
@@ -55826,7 +56027,7 @@ func enc434(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.UseDownstreamProtocolConfig != nil {
-			b = enc436(b, o.UseDownstreamProtocolConfig)
+			b = enc437(b, o.UseDownstreamProtocolConfig)
 		}
 		b = finishLen(b, at)
 	}
@@ -55835,15 +56036,15 @@ func enc434(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.AutoConfig != nil {
-			b = enc437(b, o.AutoConfig)
+			b = enc438(b, o.AutoConfig)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec435 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.
-func dec435(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig, depth int) error {
+// dec436 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.
+func dec436(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55917,8 +56118,8 @@ func dec435(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig, depth in
 	return nil
 }
 
-// enc435 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.
-func enc435(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig) []byte {
+// enc436 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.
+func enc436(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -55952,8 +56153,8 @@ func enc435(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig) []byte {
 	return b
 }
 
-// dec436 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.
-func dec436(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig, depth int) error {
+// dec437 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.
+func dec437(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56021,8 +56222,8 @@ func dec436(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig, dep
 	return nil
 }
 
-// enc436 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.
-func enc436(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig) []byte {
+// enc437 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.
+func enc437(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -56050,8 +56251,8 @@ func enc436(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig) []b
 	return b
 }
 
-// dec437 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig.
-func dec437(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig, depth int) error {
+// dec438 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig.
+func dec438(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56117,7 +56318,7 @@ func dec437(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig, depth int) e
 				if m.AlternateProtocolsCacheOptions == nil {
 					m.AlternateProtocolsCacheOptions = new(corev3.AlternateProtocolsCacheOptions)
 				}
-				if err := dec438(x, m.AlternateProtocolsCacheOptions, depth+1); err != nil {
+				if err := dec439(x, m.AlternateProtocolsCacheOptions, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56134,8 +56335,8 @@ func dec437(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig, depth int) e
 	return nil
 }
 
-// enc437 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig.
-func enc437(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig) []byte {
+// enc438 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig.
+func enc438(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -56164,14 +56365,14 @@ func enc437(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig) []byte {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc438(b, m.AlternateProtocolsCacheOptions)
+		b = enc439(b, m.AlternateProtocolsCacheOptions)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec438 decodes envoy.config.core.v3.AlternateProtocolsCacheOptions.
-func dec438(b []byte, m *corev3.AlternateProtocolsCacheOptions, depth int) error {
+// dec439 decodes envoy.config.core.v3.AlternateProtocolsCacheOptions.
+func dec439(b []byte, m *corev3.AlternateProtocolsCacheOptions, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56234,7 +56435,7 @@ func dec438(b []byte, m *corev3.AlternateProtocolsCacheOptions, depth int) error
 				}
 				b = b[n:]
 				e := new(corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry)
-				if err := dec439(x, e, depth+1); err != nil {
+				if err := dec440(x, e, depth+1); err != nil {
 					return err
 				}
 				m.PrepopulatedEntries = append(m.PrepopulatedEntries, e)
@@ -56266,8 +56467,8 @@ func dec438(b []byte, m *corev3.AlternateProtocolsCacheOptions, depth int) error
 	return nil
 }
 
-// enc438 appends the deterministic encoding of envoy.config.core.v3.AlternateProtocolsCacheOptions.
-func enc438(b []byte, m *corev3.AlternateProtocolsCacheOptions) []byte {
+// enc439 appends the deterministic encoding of envoy.config.core.v3.AlternateProtocolsCacheOptions.
+func enc439(b []byte, m *corev3.AlternateProtocolsCacheOptions) []byte {
 	if m == nil {
 		return b
 	}
@@ -56293,7 +56494,7 @@ func enc438(b []byte, m *corev3.AlternateProtocolsCacheOptions) []byte {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc439(b, v)
+		b = enc440(b, v)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.CanonicalSuffixes {
@@ -56303,8 +56504,8 @@ func enc438(b []byte, m *corev3.AlternateProtocolsCacheOptions) []byte {
 	return b
 }
 
-// dec439 decodes envoy.config.core.v3.AlternateProtocolsCacheOptions.AlternateProtocolsCacheEntry.
-func dec439(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry, depth int) error {
+// dec440 decodes envoy.config.core.v3.AlternateProtocolsCacheOptions.AlternateProtocolsCacheEntry.
+func dec440(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56352,8 +56553,8 @@ func dec439(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocol
 	return nil
 }
 
-// enc439 appends the deterministic encoding of envoy.config.core.v3.AlternateProtocolsCacheOptions.AlternateProtocolsCacheEntry.
-func enc439(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry) []byte {
+// enc440 appends the deterministic encoding of envoy.config.core.v3.AlternateProtocolsCacheOptions.AlternateProtocolsCacheEntry.
+func enc440(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry) []byte {
 	if m == nil {
 		return b
 	}
@@ -56368,8 +56569,8 @@ func enc439(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocol
 	return b
 }
 
-// dec440 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection.
-func dec440(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection, depth int) error {
+// dec441 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection.
+func dec441(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56390,7 +56591,7 @@ func dec440(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection, depth int)
 				if m.ErrorMatcher == nil {
 					m.ErrorMatcher = new(matcherv3.MatchPredicate)
 				}
-				if err := dec441(x, m.ErrorMatcher, depth+1); err != nil {
+				if err := dec442(x, m.ErrorMatcher, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56407,8 +56608,8 @@ func dec440(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection, depth int)
 	return nil
 }
 
-// enc440 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection.
-func enc440(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection) []byte {
+// enc441 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection.
+func enc441(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection) []byte {
 	if m == nil {
 		return b
 	}
@@ -56416,14 +56617,14 @@ func enc440(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc441(b, m.ErrorMatcher)
+		b = enc442(b, m.ErrorMatcher)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec441 decodes envoy.config.common.matcher.v3.MatchPredicate.
-func dec441(b []byte, m *matcherv3.MatchPredicate, depth int) error {
+// dec442 decodes envoy.config.common.matcher.v3.MatchPredicate.
+func dec442(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56446,7 +56647,7 @@ func dec441(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_OrMatch{OrMatch: new(matcherv3.MatchPredicate_MatchSet)}
 					m.Rule = o
 				}
-				if err := dec442(x, o.OrMatch, depth+1); err != nil {
+				if err := dec443(x, o.OrMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56463,7 +56664,7 @@ func dec441(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_AndMatch{AndMatch: new(matcherv3.MatchPredicate_MatchSet)}
 					m.Rule = o
 				}
-				if err := dec442(x, o.AndMatch, depth+1); err != nil {
+				if err := dec443(x, o.AndMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56480,7 +56681,7 @@ func dec441(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_NotMatch{NotMatch: new(matcherv3.MatchPredicate)}
 					m.Rule = o
 				}
-				if err := dec441(x, o.NotMatch, depth+1); err != nil {
+				if err := dec442(x, o.NotMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56508,7 +56709,7 @@ func dec441(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpRequestHeadersMatch{HttpRequestHeadersMatch: new(matcherv3.HttpHeadersMatch)}
 					m.Rule = o
 				}
-				if err := dec443(x, o.HttpRequestHeadersMatch, depth+1); err != nil {
+				if err := dec444(x, o.HttpRequestHeadersMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56525,7 +56726,7 @@ func dec441(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpRequestTrailersMatch{HttpRequestTrailersMatch: new(matcherv3.HttpHeadersMatch)}
 					m.Rule = o
 				}
-				if err := dec443(x, o.HttpRequestTrailersMatch, depth+1); err != nil {
+				if err := dec444(x, o.HttpRequestTrailersMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56542,7 +56743,7 @@ func dec441(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpResponseHeadersMatch{HttpResponseHeadersMatch: new(matcherv3.HttpHeadersMatch)}
 					m.Rule = o
 				}
-				if err := dec443(x, o.HttpResponseHeadersMatch, depth+1); err != nil {
+				if err := dec444(x, o.HttpResponseHeadersMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56559,7 +56760,7 @@ func dec441(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpResponseTrailersMatch{HttpResponseTrailersMatch: new(matcherv3.HttpHeadersMatch)}
 					m.Rule = o
 				}
-				if err := dec443(x, o.HttpResponseTrailersMatch, depth+1); err != nil {
+				if err := dec444(x, o.HttpResponseTrailersMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56576,7 +56777,7 @@ func dec441(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpRequestGenericBodyMatch{HttpRequestGenericBodyMatch: new(matcherv3.HttpGenericBodyMatch)}
 					m.Rule = o
 				}
-				if err := dec444(x, o.HttpRequestGenericBodyMatch, depth+1); err != nil {
+				if err := dec445(x, o.HttpRequestGenericBodyMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56593,7 +56794,7 @@ func dec441(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpResponseGenericBodyMatch{HttpResponseGenericBodyMatch: new(matcherv3.HttpGenericBodyMatch)}
 					m.Rule = o
 				}
-				if err := dec444(x, o.HttpResponseGenericBodyMatch, depth+1); err != nil {
+				if err := dec445(x, o.HttpResponseGenericBodyMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56610,8 +56811,8 @@ func dec441(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 	return nil
 }
 
-// enc441 appends the deterministic encoding of envoy.config.common.matcher.v3.MatchPredicate.
-func enc441(b []byte, m *matcherv3.MatchPredicate) []byte {
+// enc442 appends the deterministic encoding of envoy.config.common.matcher.v3.MatchPredicate.
+func enc442(b []byte, m *matcherv3.MatchPredicate) []byte {
 	if m == nil {
 		return b
 	}
@@ -56620,7 +56821,7 @@ func enc441(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.OrMatch != nil {
-			b = enc442(b, o.OrMatch)
+			b = enc443(b, o.OrMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56629,7 +56830,7 @@ func enc441(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.AndMatch != nil {
-			b = enc442(b, o.AndMatch)
+			b = enc443(b, o.AndMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56638,7 +56839,7 @@ func enc441(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.NotMatch != nil {
-			b = enc441(b, o.NotMatch)
+			b = enc442(b, o.NotMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56651,7 +56852,7 @@ func enc441(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpRequestHeadersMatch != nil {
-			b = enc443(b, o.HttpRequestHeadersMatch)
+			b = enc444(b, o.HttpRequestHeadersMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56660,7 +56861,7 @@ func enc441(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpRequestTrailersMatch != nil {
-			b = enc443(b, o.HttpRequestTrailersMatch)
+			b = enc444(b, o.HttpRequestTrailersMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56669,7 +56870,7 @@ func enc441(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpResponseHeadersMatch != nil {
-			b = enc443(b, o.HttpResponseHeadersMatch)
+			b = enc444(b, o.HttpResponseHeadersMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56678,7 +56879,7 @@ func enc441(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpResponseTrailersMatch != nil {
-			b = enc443(b, o.HttpResponseTrailersMatch)
+			b = enc444(b, o.HttpResponseTrailersMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56687,7 +56888,7 @@ func enc441(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpRequestGenericBodyMatch != nil {
-			b = enc444(b, o.HttpRequestGenericBodyMatch)
+			b = enc445(b, o.HttpRequestGenericBodyMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56696,15 +56897,15 @@ func enc441(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpResponseGenericBodyMatch != nil {
-			b = enc444(b, o.HttpResponseGenericBodyMatch)
+			b = enc445(b, o.HttpResponseGenericBodyMatch)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec442 decodes envoy.config.common.matcher.v3.MatchPredicate.MatchSet.
-func dec442(b []byte, m *matcherv3.MatchPredicate_MatchSet, depth int) error {
+// dec443 decodes envoy.config.common.matcher.v3.MatchPredicate.MatchSet.
+func dec443(b []byte, m *matcherv3.MatchPredicate_MatchSet, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56723,7 +56924,7 @@ func dec442(b []byte, m *matcherv3.MatchPredicate_MatchSet, depth int) error {
 				}
 				b = b[n:]
 				e := new(matcherv3.MatchPredicate)
-				if err := dec441(x, e, depth+1); err != nil {
+				if err := dec442(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Rules = append(m.Rules, e)
@@ -56741,8 +56942,8 @@ func dec442(b []byte, m *matcherv3.MatchPredicate_MatchSet, depth int) error {
 	return nil
 }
 
-// enc442 appends the deterministic encoding of envoy.config.common.matcher.v3.MatchPredicate.MatchSet.
-func enc442(b []byte, m *matcherv3.MatchPredicate_MatchSet) []byte {
+// enc443 appends the deterministic encoding of envoy.config.common.matcher.v3.MatchPredicate.MatchSet.
+func enc443(b []byte, m *matcherv3.MatchPredicate_MatchSet) []byte {
 	if m == nil {
 		return b
 	}
@@ -56750,14 +56951,14 @@ func enc442(b []byte, m *matcherv3.MatchPredicate_MatchSet) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc441(b, v)
+		b = enc442(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec443 decodes envoy.config.common.matcher.v3.HttpHeadersMatch.
-func dec443(b []byte, m *matcherv3.HttpHeadersMatch, depth int) error {
+// dec444 decodes envoy.config.common.matcher.v3.HttpHeadersMatch.
+func dec444(b []byte, m *matcherv3.HttpHeadersMatch, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56794,8 +56995,8 @@ func dec443(b []byte, m *matcherv3.HttpHeadersMatch, depth int) error {
 	return nil
 }
 
-// enc443 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpHeadersMatch.
-func enc443(b []byte, m *matcherv3.HttpHeadersMatch) []byte {
+// enc444 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpHeadersMatch.
+func enc444(b []byte, m *matcherv3.HttpHeadersMatch) []byte {
 	if m == nil {
 		return b
 	}
@@ -56809,8 +57010,8 @@ func enc443(b []byte, m *matcherv3.HttpHeadersMatch) []byte {
 	return b
 }
 
-// dec444 decodes envoy.config.common.matcher.v3.HttpGenericBodyMatch.
-func dec444(b []byte, m *matcherv3.HttpGenericBodyMatch, depth int) error {
+// dec445 decodes envoy.config.common.matcher.v3.HttpGenericBodyMatch.
+func dec445(b []byte, m *matcherv3.HttpGenericBodyMatch, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56840,7 +57041,7 @@ func dec444(b []byte, m *matcherv3.HttpGenericBodyMatch, depth int) error {
 				}
 				b = b[n:]
 				e := new(matcherv3.HttpGenericBodyMatch_GenericTextMatch)
-				if err := dec445(x, e, depth+1); err != nil {
+				if err := dec446(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Patterns = append(m.Patterns, e)
@@ -56858,8 +57059,8 @@ func dec444(b []byte, m *matcherv3.HttpGenericBodyMatch, depth int) error {
 	return nil
 }
 
-// enc444 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpGenericBodyMatch.
-func enc444(b []byte, m *matcherv3.HttpGenericBodyMatch) []byte {
+// enc445 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpGenericBodyMatch.
+func enc445(b []byte, m *matcherv3.HttpGenericBodyMatch) []byte {
 	if m == nil {
 		return b
 	}
@@ -56871,14 +57072,14 @@ func enc444(b []byte, m *matcherv3.HttpGenericBodyMatch) []byte {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc445(b, v)
+		b = enc446(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec445 decodes envoy.config.common.matcher.v3.HttpGenericBodyMatch.GenericTextMatch.
-func dec445(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch, depth int) error {
+// dec446 decodes envoy.config.common.matcher.v3.HttpGenericBodyMatch.GenericTextMatch.
+func dec446(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56926,8 +57127,8 @@ func dec445(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch, depth 
 	return nil
 }
 
-// enc445 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpGenericBodyMatch.GenericTextMatch.
-func enc445(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch) []byte {
+// enc446 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpGenericBodyMatch.GenericTextMatch.
+func enc446(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch) []byte {
 	if m == nil {
 		return b
 	}
@@ -56942,8 +57143,8 @@ func enc445(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch) []byte
 	return b
 }
 
-// dec446 decodes envoy.extensions.access_loggers.file.v3.FileAccessLog.
-func dec446(b []byte, m *filev3.FileAccessLog, depth int) error {
+// dec447 decodes envoy.extensions.access_loggers.file.v3.FileAccessLog.
+func dec447(b []byte, m *filev3.FileAccessLog, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57045,8 +57246,8 @@ func dec446(b []byte, m *filev3.FileAccessLog, depth int) error {
 	return nil
 }
 
-// enc446 appends the deterministic encoding of envoy.extensions.access_loggers.file.v3.FileAccessLog.
-func enc446(b []byte, m *filev3.FileAccessLog) []byte {
+// enc447 appends the deterministic encoding of envoy.extensions.access_loggers.file.v3.FileAccessLog.
+func enc447(b []byte, m *filev3.FileAccessLog) []byte {
 	if m == nil {
 		return b
 	}
@@ -57088,8 +57289,8 @@ func enc446(b []byte, m *filev3.FileAccessLog) []byte {
 	return b
 }
 
-// dec447 decodes envoy.config.trace.v3.OpenTelemetryConfig.
-func dec447(b []byte, m *tracev3.OpenTelemetryConfig, depth int) error {
+// dec448 decodes envoy.config.trace.v3.OpenTelemetryConfig.
+func dec448(b []byte, m *tracev3.OpenTelemetryConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57125,7 +57326,7 @@ func dec447(b []byte, m *tracev3.OpenTelemetryConfig, depth int) error {
 				if m.HttpService == nil {
 					m.HttpService = new(corev3.HttpService)
 				}
-				if err := dec448(x, m.HttpService, depth+1); err != nil {
+				if err := dec449(x, m.HttpService, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -57260,8 +57461,8 @@ func dec447(b []byte, m *tracev3.OpenTelemetryConfig, depth int) error {
 	return nil
 }
 
-// enc447 appends the deterministic encoding of envoy.config.trace.v3.OpenTelemetryConfig.
-func enc447(b []byte, m *tracev3.OpenTelemetryConfig) []byte {
+// enc448 appends the deterministic encoding of envoy.config.trace.v3.OpenTelemetryConfig.
+func enc448(b []byte, m *tracev3.OpenTelemetryConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -57280,7 +57481,7 @@ func enc447(b []byte, m *tracev3.OpenTelemetryConfig) []byte {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc448(b, m.HttpService)
+		b = enc449(b, m.HttpService)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.ResourceDetectors {
@@ -57335,8 +57536,8 @@ func enc447(b []byte, m *tracev3.OpenTelemetryConfig) []byte {
 	return b
 }
 
-// dec448 decodes envoy.config.core.v3.HttpService.
-func dec448(b []byte, m *corev3.HttpService, depth int) error {
+// dec449 decodes envoy.config.core.v3.HttpService.
+func dec449(b []byte, m *corev3.HttpService, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57357,7 +57558,7 @@ func dec448(b []byte, m *corev3.HttpService, depth int) error {
 				if m.HttpUri == nil {
 					m.HttpUri = new(corev3.HttpUri)
 				}
-				if err := dec379(x, m.HttpUri, depth+1); err != nil {
+				if err := dec380(x, m.HttpUri, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -57402,8 +57603,8 @@ func dec448(b []byte, m *corev3.HttpService, depth int) error {
 	return nil
 }
 
-// enc448 appends the deterministic encoding of envoy.config.core.v3.HttpService.
-func enc448(b []byte, m *corev3.HttpService) []byte {
+// enc449 appends the deterministic encoding of envoy.config.core.v3.HttpService.
+func enc449(b []byte, m *corev3.HttpService) []byte {
 	if m == nil {
 		return b
 	}
@@ -57411,7 +57612,7 @@ func enc448(b []byte, m *corev3.HttpService) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc379(b, m.HttpUri)
+		b = enc380(b, m.HttpUri)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.RequestHeadersToAdd {
@@ -57431,8 +57632,8 @@ func enc448(b []byte, m *corev3.HttpService) []byte {
 	return b
 }
 
-// dec449 decodes envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig.
-func dec449(b []byte, m *uritemplatev3.UriTemplateMatchConfig, depth int) error {
+// dec450 decodes envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig.
+func dec450(b []byte, m *uritemplatev3.UriTemplateMatchConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57469,8 +57670,8 @@ func dec449(b []byte, m *uritemplatev3.UriTemplateMatchConfig, depth int) error 
 	return nil
 }
 
-// enc449 appends the deterministic encoding of envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig.
-func enc449(b []byte, m *uritemplatev3.UriTemplateMatchConfig) []byte {
+// enc450 appends the deterministic encoding of envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig.
+func enc450(b []byte, m *uritemplatev3.UriTemplateMatchConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -57481,8 +57682,8 @@ func enc449(b []byte, m *uritemplatev3.UriTemplateMatchConfig) []byte {
 	return b
 }
 
-// dec450 decodes envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate.
-func dec450(b []byte, m *previoushostsv3.PreviousHostsPredicate, depth int) error {
+// dec451 decodes envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate.
+func dec451(b []byte, m *previoushostsv3.PreviousHostsPredicate, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57503,16 +57704,16 @@ func dec450(b []byte, m *previoushostsv3.PreviousHostsPredicate, depth int) erro
 	return nil
 }
 
-// enc450 appends the deterministic encoding of envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate.
-func enc450(b []byte, m *previoushostsv3.PreviousHostsPredicate) []byte {
+// enc451 appends the deterministic encoding of envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate.
+func enc451(b []byte, m *previoushostsv3.PreviousHostsPredicate) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec451 decodes envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig.
-func dec451(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig, depth int) error {
+// dec452 decodes envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig.
+func dec452(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57546,8 +57747,8 @@ func dec451(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig, depth in
 	return nil
 }
 
-// enc451 appends the deterministic encoding of envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig.
-func enc451(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig) []byte {
+// enc452 appends the deterministic encoding of envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig.
+func enc452(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -57558,8 +57759,8 @@ func enc451(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig) []byte {
 	return b
 }
 
-// dec452 decodes envoy.extensions.filters.listener.http_inspector.v3.HttpInspector.
-func dec452(b []byte, m *httpinspectorv3.HttpInspector, depth int) error {
+// dec453 decodes envoy.extensions.filters.listener.http_inspector.v3.HttpInspector.
+func dec453(b []byte, m *httpinspectorv3.HttpInspector, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57580,16 +57781,16 @@ func dec452(b []byte, m *httpinspectorv3.HttpInspector, depth int) error {
 	return nil
 }
 
-// enc452 appends the deterministic encoding of envoy.extensions.filters.listener.http_inspector.v3.HttpInspector.
-func enc452(b []byte, m *httpinspectorv3.HttpInspector) []byte {
+// enc453 appends the deterministic encoding of envoy.extensions.filters.listener.http_inspector.v3.HttpInspector.
+func enc453(b []byte, m *httpinspectorv3.HttpInspector) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec453 decodes envoy.extensions.filters.listener.original_dst.v3.OriginalDst.
-func dec453(b []byte, m *originaldstv3.OriginalDst, depth int) error {
+// dec454 decodes envoy.extensions.filters.listener.original_dst.v3.OriginalDst.
+func dec454(b []byte, m *originaldstv3.OriginalDst, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57610,16 +57811,16 @@ func dec453(b []byte, m *originaldstv3.OriginalDst, depth int) error {
 	return nil
 }
 
-// enc453 appends the deterministic encoding of envoy.extensions.filters.listener.original_dst.v3.OriginalDst.
-func enc453(b []byte, m *originaldstv3.OriginalDst) []byte {
+// enc454 appends the deterministic encoding of envoy.extensions.filters.listener.original_dst.v3.OriginalDst.
+func enc454(b []byte, m *originaldstv3.OriginalDst) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec454 decodes envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector.
-func dec454(b []byte, m *tlsinspectorv3.TlsInspector, depth int) error {
+// dec455 decodes envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector.
+func dec455(b []byte, m *tlsinspectorv3.TlsInspector, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57713,8 +57914,8 @@ func dec454(b []byte, m *tlsinspectorv3.TlsInspector, depth int) error {
 	return nil
 }
 
-// enc454 appends the deterministic encoding of envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector.
-func enc454(b []byte, m *tlsinspectorv3.TlsInspector) []byte {
+// enc455 appends the deterministic encoding of envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector.
+func enc455(b []byte, m *tlsinspectorv3.TlsInspector) []byte {
 	if m == nil {
 		return b
 	}

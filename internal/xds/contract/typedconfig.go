@@ -18,6 +18,7 @@ import (
 	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	uritemplatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/path/match/uri_template/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
@@ -62,6 +63,7 @@ var typedConfigs = []proto.Message{
 	(*rbacv3.RBAC)(nil),                                   // HTTP filter (AuthorizationPolicy)
 	(*uritemplatev3.UriTemplateMatchConfig)(nil),          // RBAC path template ({*}, {**})
 	(*tcpproxyv3.TcpProxy)(nil),                           // network filter of captured TCP and passthrough chains
+	(*rbacnetv3.RBAC)(nil),                                // network filter before tcp_proxy (AuthorizationPolicy on TCP)
 	(*originaldstv3.OriginalDst)(nil),                     // listener filter of the virtual listeners
 	(*httpinspectorv3.HttpInspector)(nil),                 // listener filter of the virtual listeners
 	(*filev3.FileAccessLog)(nil),                          // connection managers' access_log (Telemetry accessLogging)

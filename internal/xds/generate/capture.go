@@ -251,6 +251,9 @@ func outboundRoutesForPort(s *mesh.Snapshot, id contract.Identity, port uint32) 
 // It returns the listener and the inbound clusters, passthrough included.
 func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {
 	logs := tcpAccessLogs(s, id.Namespace, id.Labels, mesh.ModeServer)
+	// Connections to ports no service declares pass through to the
+	// application, under the policies of the proxy's own workload.
+	self := workload{namespace: id.Namespace, labels: id.Labels}
 	l := &listener.Listener{
 		Name:             contract.ListenerVirtualInbound,
 		Address:          dualStackAddress(contract.VirtualInboundPort),
@@ -259,7 +262,7 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 		ListenerFilters:  []*listener.ListenerFilter{originalDstFilter(), tlsInspector()},
 		DefaultFilterChain: &listener.FilterChain{
 			Name:    contract.ClusterInboundPassthroughIPv4,
-			Filters: []*listener.Filter{tcpProxyFilter(contract.ClusterInboundPassthroughIPv4, contract.ClusterInboundPassthroughIPv4, logs)},
+			Filters: append(tcpRBACFilters(s, self), tcpProxyFilter(contract.ClusterInboundPassthroughIPv4, contract.ClusterInboundPassthroughIPv4, logs)),
 		},
 	}
 	ports := workloadPorts(s, id, true)
@@ -275,7 +278,8 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 		}
 		tcpChain := func() *listener.FilterChain {
 			c := contract.ClusterName(contract.Inbound, wp.port, "", "")
-			return &listener.FilterChain{Filters: []*listener.Filter{tcpProxyFilter("inbound_"+name, c, tcpAccessLogs(s, wp.w.namespace, wp.w.labels, mesh.ModeServer))}}
+			return &listener.FilterChain{Filters: append(tcpRBACFilters(s, wp.w),
+				tcpProxyFilter("inbound_"+name, c, tcpAccessLogs(s, wp.w.namespace, wp.w.labels, mesh.ModeServer)))}
 		}
 		var chains []*listener.FilterChain
 		switch {
@@ -326,7 +330,7 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 		l.FilterChains = append(l.FilterChains, &listener.FilterChain{
 			Name:             contract.ClusterInboundPassthroughIPv6,
 			FilterChainMatch: &listener.FilterChainMatch{PrefixRanges: []*core.CidrRange{{AddressPrefix: "::", PrefixLen: wrapperspb.UInt32(0)}}},
-			Filters:          []*listener.Filter{tcpProxyFilter(contract.ClusterInboundPassthroughIPv6, contract.ClusterInboundPassthroughIPv6, logs)},
+			Filters:          append(tcpRBACFilters(s, self), tcpProxyFilter(contract.ClusterInboundPassthroughIPv6, contract.ClusterInboundPassthroughIPv6, logs)),
 		})
 		cs = append(cs, inboundPassthroughCluster(contract.ClusterInboundPassthroughIPv6, contract.InboundPassthroughSourceIPv6))
 	}

@@ -124,6 +124,48 @@ spec:
 			proxy: capturedProxy(reviewsProxy),
 		},
 		{
+			// AuthorizationPolicies on a captured workload with an HTTP
+			// port (9080) and a TCP one (redis, 6379): the HTTP chains
+			// get RBAC HTTP filters, the TCP and passthrough chains
+			// network RBAC filters before tcp_proxy, generated for TCP:
+			// the ALLOW rule that names paths is dropped there (it can
+			// never match a connection), the DENY rule's methods are
+			// left out (it then refuses every connection from ops).
+			name: "capture_inbound_authz",
+			mesh: func() *mesh.Snapshot {
+				return securityMesh(captureMesh+`
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  rules:
+  - from:
+    - source: {principals: [cluster.local/ns/bookinfo/sa/productpage]}
+    to:
+    - operation: {paths: ["/reviews/*"]}
+  - from:
+    - source: {namespaces: [cache-clients]}
+    to:
+    - operation: {ports: ["6379"]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-writes-from-ops, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: DENY
+  rules:
+  - from:
+    - source: {namespaces: [ops]}
+    to:
+    - operation: {methods: [POST]}
+`, mesh.Options{})
+			},
+			proxy: capturedProxy(reviewsProxy),
+		},
+		{
 			// Ports without a declared protocol: reviews' admin port 9100
 			// on a VIP and an external service without one (port 7000).
 			// The HTTP inspector runs on those ports only; outbound, HTTP

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"strconv"
 
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacpb "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbachttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbactcp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 
 	"weft.dev/weft/internal/config"
@@ -45,23 +47,66 @@ func matchNever() *rbacpb.Policy {
 // allowed.
 func rbacFilters(s *mesh.Snapshot, p mesh.AuthzPolicies) []*hcm.HttpFilter {
 	var out []*hcm.HttpFilter
-	for _, g := range []struct {
-		action   rbacpb.RBAC_Action
-		policies []*config.AuthorizationPolicy
-	}{
-		{rbacpb.RBAC_LOG, p.Audit},
-		{rbacpb.RBAC_DENY, p.Deny},
-		{rbacpb.RBAC_ALLOW, p.Allow},
-	} {
-		if f := rbacFilter(g.policies, g.action, s.TrustDomain); f != nil {
-			out = append(out, f)
+	for _, g := range byAction(p) {
+		if r := buildRBAC(g.policies, g.action, s.TrustDomain, false); r != nil {
+			out = append(out, &hcm.HttpFilter{
+				Name: wellknown.HTTPRoleBasedAccessControl,
+				ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&rbachttp.RBAC{
+					Rules: r.rules, ShadowRules: r.shadow, ShadowRulesStatPrefix: r.shadowPrefix,
+				})},
+			})
 		}
 	}
 	return out
 }
 
-// rbacFilter is Istio's Builder.build and buildHTTP for one action.
-func rbacFilter(policies []*config.AuthorizationPolicy, action rbacpb.RBAC_Action, trustDomain string) *hcm.HttpFilter {
+// tcpRBACFilters are the network RBAC filters of a workload's TCP filter
+// chain, as Istio's BuildTCP: the same three actions, each rule generated
+// for TCP (a condition on an HTTP attribute fails an ALLOW rule and is
+// left out of a DENY or AUDIT one), stat prefix "tcp.". They go before
+// the chain's tcp_proxy. Nil when no policy applies.
+func tcpRBACFilters(s *mesh.Snapshot, w workload) []*listener.Filter {
+	var out []*listener.Filter
+	for _, g := range byAction(s.Authz.For(w.namespace, w.labels)) {
+		if r := buildRBAC(g.policies, g.action, s.TrustDomain, true); r != nil {
+			out = append(out, &listener.Filter{
+				Name: wellknown.RoleBasedAccessControl,
+				ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(&rbactcp.RBAC{
+					Rules: r.rules, ShadowRules: r.shadow, ShadowRulesStatPrefix: r.shadowPrefix, StatPrefix: tcpRBACStatPrefix,
+				})},
+			})
+		}
+	}
+	return out
+}
+
+// tcpRBACStatPrefix is Istio's stat prefix of network RBAC filters.
+const tcpRBACStatPrefix = "tcp."
+
+type actionPolicies struct {
+	action   rbacpb.RBAC_Action
+	policies []*config.AuthorizationPolicy
+}
+
+// byAction lists p's policies in Istio's evaluation order.
+func byAction(p mesh.AuthzPolicies) []actionPolicies {
+	return []actionPolicies{
+		{rbacpb.RBAC_LOG, p.Audit},
+		{rbacpb.RBAC_DENY, p.Deny},
+		{rbacpb.RBAC_ALLOW, p.Allow},
+	}
+}
+
+// builtRBAC is one action's rules: the enforced ones, the dry-run ones,
+// and the stat prefix of the latter.
+type builtRBAC struct {
+	rules, shadow *rbacpb.RBAC
+	shadowPrefix  string
+}
+
+// buildRBAC is Istio's Builder.build for one action, for an HTTP or (forTCP)
+// a TCP filter chain; nil when there are no policies.
+func buildRBAC(policies []*config.AuthorizationPolicy, action rbacpb.RBAC_Action, trustDomain string, forTCP bool) *builtRBAC {
 	if len(policies) == 0 {
 		return nil
 	}
@@ -85,7 +130,7 @@ func rbacFilter(policies []*config.AuthorizationPolicy, action rbacpb.RBAC_Actio
 				continue // validation refuses what gets here
 			}
 			m.migrateTrustDomain(trustDomain)
-			if p, err := m.generate(action); err == nil {
+			if p, err := m.generate(action, forTCP); err == nil {
 				target.Policies[policyName(ap.Namespace, ap.Name, i)] = p
 			}
 		}
@@ -93,27 +138,24 @@ func rbacFilter(policies []*config.AuthorizationPolicy, action rbacpb.RBAC_Actio
 			target.Policies[policyName(ap.Namespace, ap.Name, 0)] = matchNever()
 		}
 	}
-	cfg := &rbachttp.RBAC{}
+	out := &builtRBAC{}
 	if hasEnforce {
-		cfg.Rules = enforce
+		out.rules = enforce
 	}
 	if hasShadow {
-		cfg.ShadowRules = shadow
+		out.shadow = shadow
 	}
 	// Istio's shadowRuleStatPrefix reads the action of shadow_rules even
 	// when there are none, and ALLOW is the zero action: every filter
 	// without DENY shadow rules gets the allow prefix. Kept, so stats and
 	// config dumps read as Istio's.
-	cfg.ShadowRulesStatPrefix = shadowAllowStatPrefix
+	out.shadowPrefix = shadowAllowStatPrefix
 	if hasShadow && action == rbacpb.RBAC_DENY {
-		cfg.ShadowRulesStatPrefix = shadowDenyStatPrefix
+		out.shadowPrefix = shadowDenyStatPrefix
 	} else if hasShadow && action == rbacpb.RBAC_LOG {
-		cfg.ShadowRulesStatPrefix = ""
+		out.shadowPrefix = ""
 	}
-	return &hcm.HttpFilter{
-		Name:       wellknown.HTTPRoleBasedAccessControl,
-		ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(cfg)},
-	}
+	return out
 }
 
 // policyName is Istio's name of the RBAC policy of rule i of an

@@ -54,6 +54,20 @@ const (
 
 var errUnsupported = errors.New("unsupported here")
 
+// errHTTPOnly is a condition on an HTTP attribute in a rule generated for
+// a TCP filter chain (Istio's "... is HTTP only").
+var errHTTPOnly = errors.New("HTTP only")
+
+// httpOnly reports whether key is an attribute only an HTTP request has:
+// Istio's generators refuse it for TCP filter chains.
+func httpOnly(key string) bool {
+	switch key {
+	case hostHeader, methodHeader, pathField, attrRequestPrincipal, attrRequestAudiences, attrRequestPresenter:
+		return true
+	}
+	return strings.HasPrefix(key, attrRequestHeader) || strings.HasPrefix(key, attrRequestClaims)
+}
+
 // valueGenerator turns one value of a field into a permission or a
 // principal (one of the two is errUnsupported).
 type valueGenerator interface {
@@ -240,17 +254,19 @@ func trustDomainMatch(a, td string) bool {
 	return a == td || td == "*" || prefix(a, td) || prefix(td, a) || suffix(a, td) || suffix(td, a)
 }
 
-// generate is Istio's Model.Generate for an HTTP filter chain with
-// authenticated (certificate) principals. A value that cannot be
-// expressed drops the whole rule from an ALLOW policy (it then allows
-// less) and only that value from a DENY or AUDIT one (it then matches
-// more), as Istio decides.
-func (m *rbacModel) generate(action rbacpb.RBAC_Action) (*rbacpb.Policy, error) {
+// generate is Istio's Model.Generate with authenticated (certificate)
+// principals, for an HTTP filter chain or, forTCP, a TCP one. A value
+// that cannot be expressed drops the whole rule from an ALLOW policy (it
+// then allows less) and only that value from a DENY or AUDIT one (it then
+// matches more), as Istio decides; on a TCP chain every condition on an
+// HTTP attribute (hosts, methods, paths, request principals, headers,
+// claims) is such a value.
+func (m *rbacModel) generate(action rbacpb.RBAC_Action, forTCP bool) (*rbacpb.Policy, error) {
 	out := &rbacpb.Policy{}
 	for _, cs := range m.permissions {
 		var and []*rbacpb.Permission
 		for _, c := range cs {
-			ps, err := c.permission(action)
+			ps, err := c.permission(action, forTCP)
 			if err != nil {
 				return nil, err
 			}
@@ -264,7 +280,7 @@ func (m *rbacModel) generate(action rbacpb.RBAC_Action) (*rbacpb.Policy, error) 
 	for _, cs := range m.principals {
 		var and []*rbacpb.Principal
 		for _, c := range cs {
-			ps, err := c.principal(action)
+			ps, err := c.principal(action, forTCP)
 			if err != nil {
 				return nil, err
 			}
@@ -286,14 +302,30 @@ func check(action rbacpb.RBAC_Action, err error) error {
 	return nil
 }
 
-func (c *condition) permission(action rbacpb.RBAC_Action) ([]*rbacpb.Permission, error) {
+// tcpSkip reports, for a condition on an HTTP attribute in a rule for a
+// TCP chain, that it is left out (DENY, AUDIT: the rule matches more) or
+// fails the rule (ALLOW: err).
+func (c *condition) tcpSkip(action rbacpb.RBAC_Action, forTCP bool) (skip bool, err error) {
+	if !forTCP || !httpOnly(c.key) || len(c.values)+len(c.notValues) == 0 {
+		return false, nil
+	}
+	return true, check(action, fmt.Errorf("%s: %w", c.key, errHTTPOnly))
+}
+
+func (c *condition) permission(action rbacpb.RBAC_Action, forTCP bool) ([]*rbacpb.Permission, error) {
+	if skip, err := c.tcpSkip(action, forTCP); skip {
+		return nil, err
+	}
 	if c.list != nil {
 		return build(c, action, c.list.permissions, nil, permOr, permNot)
 	}
 	return build(c, action, nil, c.gen.permission, permOr, permNot)
 }
 
-func (c *condition) principal(action rbacpb.RBAC_Action) ([]*rbacpb.Principal, error) {
+func (c *condition) principal(action rbacpb.RBAC_Action, forTCP bool) ([]*rbacpb.Principal, error) {
+	if skip, err := c.tcpSkip(action, forTCP); skip {
+		return nil, err
+	}
 	if c.list != nil {
 		return build(c, action, c.list.principals, nil, prinOr, prinNot)
 	}

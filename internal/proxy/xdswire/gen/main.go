@@ -44,6 +44,7 @@ import (
 	origdst "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacnet "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	uritemplate "github.com/envoyproxy/go-control-plane/envoy/extensions/path/match/uri_template/v3"
 	previoushosts "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
@@ -81,6 +82,7 @@ var roots = []proto.Message{
 	(*cors.CorsPolicy)(nil),
 	(*rbachttp.RBAC)(nil),
 	(*rbachttp.RBACPerRoute)(nil),
+	(*rbacnet.RBAC)(nil),
 	(*jwt.JwtAuthentication)(nil),
 	(*jwt.PerRouteConfig)(nil),
 	(*oauth2.OAuth2)(nil),

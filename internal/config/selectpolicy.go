@@ -180,3 +180,37 @@ func SelectSidecar(rootNS, ns string, labels map[string]string, scs []*Sidecar) 
 	}
 	return mesh
 }
+
+// PolicyTargets are a policy's targetRef and targetRefs.
+func PolicyTargets(ref *typev1beta1.PolicyTargetReference, refs []*typev1beta1.PolicyTargetReference) []*typev1beta1.PolicyTargetReference {
+	if ref != nil {
+		return append([]*typev1beta1.PolicyTargetReference{ref}, refs...)
+	}
+	return refs
+}
+
+// IsGatewayTarget reports whether a policy target is a Gateway API
+// Gateway (gateway.networking.k8s.io, kind Gateway): the policy applies
+// to that Gateway's proxies.
+func IsGatewayTarget(r *typev1beta1.PolicyTargetReference) bool {
+	return r.GetGroup() == "gateway.networking.k8s.io" && r.GetKind() == "Gateway"
+}
+
+// TargetsGateway reports whether a policy of namespace policyNS attached
+// with targets applies to a workload of namespace ns with these labels,
+// as Istio decides for a gateway: one of targets is a Gateway of the
+// policy's own namespace whose deployment the workload is (its label
+// gateway.networking.k8s.io/gateway-name names it). Targets of other
+// kinds (Service, ServiceEntry and GatewayClass: waypoints, classes)
+// select nothing here.
+func TargetsGateway(targets []*typev1beta1.PolicyTargetReference, policyNS, ns string, labels map[string]string) bool {
+	if ns != policyNS || labels[GatewayNameLabel] == "" {
+		return false
+	}
+	for _, r := range targets {
+		if IsGatewayTarget(r) && r.GetName() == labels[GatewayNameLabel] {
+			return true
+		}
+	}
+	return false
+}

@@ -43,9 +43,11 @@ func validateSelector(is *issues, path string, sel *typev1beta1.WorkloadSelector
 
 // validateTargetRefs is Istio's validateOneOfSelectorType and
 // validatePolicyTargetReference(s) and the CRD's rules. Policies attached
-// with targetRef apply to gateways and waypoints, never to sidecars, so
-// Weft (sidecars only) warns that they have no effect.
-func validateTargetRefs(is *issues, kind string, sel *typev1beta1.WorkloadSelector, ref *typev1beta1.PolicyTargetReference, refs []*typev1beta1.PolicyTargetReference) {
+// with targetRef apply to gateways and waypoints, never to sidecars: Weft
+// applies those naming a Gateway API Gateway to its proxies, and warns
+// that the others (waypoints: Service, ServiceEntry; GatewayClass) have
+// no effect.
+func validateTargetRefs(is *issues, kind string, gateways bool, sel *typev1beta1.WorkloadSelector, ref *typev1beta1.PolicyTargetReference, refs []*typev1beta1.PolicyTargetReference) {
 	set := 0
 	if sel != nil {
 		set++
@@ -62,14 +64,28 @@ func validateTargetRefs(is *issues, kind string, sel *typev1beta1.WorkloadSelect
 	checkMaxItems(is, "spec.targetRefs", "target references", len(refs), 16)
 	if ref != nil {
 		validateTargetRef(is, "spec.targetRef", ref)
-		is.warnf("spec.targetRef", "a %s attached with targetRef applies to gateways and waypoints only; Weft configures sidecars, so it has no effect (use selector)", kind)
+		warnTargetWithoutEffect(is, "spec.targetRef", kind, gateways, ref)
 	}
 	for i, r := range refs {
-		validateTargetRef(is, fmt.Sprintf("spec.targetRefs[%d]", i), r)
+		path := fmt.Sprintf("spec.targetRefs[%d]", i)
+		validateTargetRef(is, path, r)
+		warnTargetWithoutEffect(is, path, kind, gateways, r)
 	}
-	if len(refs) > 0 {
-		is.warnf("spec.targetRefs", "a %s attached with targetRefs applies to gateways and waypoints only; Weft configures sidecars, so it has no effect (use selector)", kind)
+}
+
+// warnTargetWithoutEffect warns about a target Weft applies nothing to:
+// anything but a Gateway API Gateway, and that too unless gateways (the
+// kind is applied to the Gateway's proxies: AuthorizationPolicy,
+// RequestAuthentication).
+func warnTargetWithoutEffect(is *issues, path, kind string, gateways bool, r *typev1beta1.PolicyTargetReference) {
+	if !gateways {
+		is.warnf(path, "a %s attached with targetRef applies to gateways and waypoints only; Weft configures sidecars, so it has no effect (use selector)", kind)
+		return
 	}
+	if IsGatewayTarget(r) {
+		return
+	}
+	is.warnf(path, "a %s attached to a %s applies to waypoints (or a class of gateways) only; Weft configures sidecars and the proxies of Gateway API Gateways, so it has no effect here (use selector, or target a Gateway)", kind, r.GetKind())
 }
 
 var (
@@ -133,7 +149,7 @@ func sortedPorts[V any](m map[uint32]V) []uint32 {
 // validateAuthorizationPolicy is Istio's ValidateAuthorizationPolicy, with
 // CUSTOM refused (Weft has no external authorization yet).
 func validateAuthorizationPolicy(is *issues, ap *security.AuthorizationPolicy) {
-	validateTargetRefs(is, "AuthorizationPolicy", ap.GetSelector(), ap.GetTargetRef(), ap.GetTargetRefs())
+	validateTargetRefs(is, "AuthorizationPolicy", true, ap.GetSelector(), ap.GetTargetRef(), ap.GetTargetRefs())
 	validateSelector(is, "spec.selector", ap.GetSelector())
 	switch {
 	case ap.GetAction() == security.AuthorizationPolicy_CUSTOM:
@@ -537,7 +553,7 @@ func checkAttributeValue(key, v string) error {
 
 // validateRequestAuthentication is Istio's ValidateRequestAuthentication.
 func validateRequestAuthentication(is *issues, ra *security.RequestAuthentication) {
-	validateTargetRefs(is, "RequestAuthentication", ra.GetSelector(), ra.GetTargetRef(), ra.GetTargetRefs())
+	validateTargetRefs(is, "RequestAuthentication", true, ra.GetSelector(), ra.GetTargetRef(), ra.GetTargetRefs())
 	validateSelector(is, "spec.selector", ra.GetSelector())
 	checkMaxItems(is, "spec.jwtRules", "JWT rules", len(ra.GetJwtRules()), 4096)
 	for i, r := range ra.GetJwtRules() {

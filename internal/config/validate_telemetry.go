@@ -14,7 +14,7 @@ import (
 // log filters: Weft's proxy runs Envoy's native access log filters, so an
 // expression must be of the CEL subset they express (logfilter.go).
 func validateTelemetry(is *issues, t *telemetry.Telemetry) {
-	validateTargetRefs(is, "Telemetry", t.GetSelector(), t.GetTargetRef(), t.GetTargetRefs())
+	validateTargetRefs(is, "Telemetry", false, t.GetSelector(), t.GetTargetRef(), t.GetTargetRefs())
 	validateSelector(is, "spec.selector", t.GetSelector())
 	for i, l := range t.GetAccessLogging() {
 		p := fmt.Sprintf("spec.accessLogging[%d]", i)

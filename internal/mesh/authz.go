@@ -22,9 +22,10 @@ func (p AuthzPolicies) Empty() bool { return len(p.Deny)+len(p.Allow)+len(p.Audi
 // ListAuthorizationPolicies does for a sidecar: the policies of the root
 // namespace and of the workload's namespace whose selector matches its
 // labels (no selector matches every workload). Policies attached with
-// targetRef(s) apply to gateways and waypoints only and are left out;
-// CUSTOM ones are refused by validation and left out if present. It is
-// immutable after construction.
+// targetRef(s) apply to the proxies of the Gateway API Gateways they name
+// (config.TargetsGateway), never to sidecars; CUSTOM ones are refused by
+// validation and left out if present. It is immutable after
+// construction.
 type AuthzIndex struct {
 	rootNS string
 	byNS   map[string][]*config.AuthorizationPolicy
@@ -33,7 +34,7 @@ type AuthzIndex struct {
 func newAuthzIndex(aps []*config.AuthorizationPolicy, rootNS string) *AuthzIndex {
 	idx := &AuthzIndex{rootNS: rootNS, byNS: map[string][]*config.AuthorizationPolicy{}}
 	for _, ap := range aps {
-		if ap.Spec == nil || ap.Spec.GetTargetRef() != nil || len(ap.Spec.GetTargetRefs()) > 0 {
+		if ap.Spec == nil {
 			continue
 		}
 		idx.byNS[ap.Namespace] = append(idx.byNS[ap.Namespace], ap)
@@ -57,7 +58,11 @@ func (i *AuthzIndex) For(ns string, labels map[string]string) AuthzPolicies {
 	}
 	for _, n := range namespaces {
 		for _, ap := range i.byNS[n] {
-			if !config.Selects(ap.Spec.GetSelector(), labels) {
+			if targets := config.PolicyTargets(ap.Spec.GetTargetRef(), ap.Spec.GetTargetRefs()); len(targets) > 0 {
+				if !config.TargetsGateway(targets, ap.Namespace, ns, labels) {
+					continue
+				}
+			} else if !config.Selects(ap.Spec.GetSelector(), labels) {
 				continue
 			}
 			switch ap.Spec.GetAction() {

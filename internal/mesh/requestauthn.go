@@ -9,9 +9,10 @@ import (
 // RequestAuthnIndex finds the RequestAuthentications of a workload, as
 // Istio's GetJwtPoliciesForWorkload does for a sidecar: those of the
 // workload's namespace, then of the root namespace, whose selector matches
-// its labels, oldest first within a namespace. Policies attached with
-// targetRef(s) are for gateways and waypoints and are left out. It is
-// immutable after construction.
+// its labels, oldest first within a namespace; a gateway proxy's are
+// chosen the same way, and also those attached with targetRef(s) to its
+// Gateway API Gateway (config.TargetsGateway). It is immutable after
+// construction.
 type RequestAuthnIndex struct {
 	rootNS string
 	byNS   map[string][]*config.RequestAuthentication
@@ -20,7 +21,7 @@ type RequestAuthnIndex struct {
 func newRequestAuthnIndex(ras []*config.RequestAuthentication, rootNS string) *RequestAuthnIndex {
 	idx := &RequestAuthnIndex{rootNS: rootNS, byNS: map[string][]*config.RequestAuthentication{}}
 	for _, ra := range ras {
-		if ra.Spec == nil || ra.Spec.GetTargetRef() != nil || len(ra.Spec.GetTargetRefs()) > 0 {
+		if ra.Spec == nil {
 			continue
 		}
 		idx.byNS[ra.Namespace] = append(idx.byNS[ra.Namespace], ra)
@@ -44,7 +45,9 @@ func (i *RequestAuthnIndex) For(ns string, labels map[string]string) []*config.R
 	}
 	for _, n := range namespaces {
 		for _, ra := range i.byNS[n] {
-			if config.Selects(ra.Spec.GetSelector(), labels) {
+			targets := config.PolicyTargets(ra.Spec.GetTargetRef(), ra.Spec.GetTargetRefs())
+			if len(targets) > 0 && config.TargetsGateway(targets, ra.Namespace, ns, labels) ||
+				len(targets) == 0 && config.Selects(ra.Spec.GetSelector(), labels) {
 				out = append(out, ra)
 			}
 		}

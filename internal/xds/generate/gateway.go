@@ -12,6 +12,7 @@ import (
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -152,7 +153,7 @@ func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.R
 		case "http":
 			rcName := fmt.Sprintf("http.%d", gp.number)
 			rc := gatewayRouteConfig(s, id, rcName, gp.number, gp.servers)
-			m := withLogin(s, id, withGatewayRateLimit(s, id, gp.number, gatewayHCM(s, id, name, rcName), rc), rc)
+			m := withGatewaySecurity(s, id, withLogin(s, id, withGatewayRateLimit(s, id, gp.number, gatewayHCM(s, id, name, rcName), rc), rc))
 			l.FilterChains = []*listener.FilterChain{withChainCORS(&listener.FilterChain{Filters: []*listener.Filter{hcmFilter(m)}}, rc)}
 			rcs = append(rcs, rc)
 		case "tls":
@@ -174,7 +175,7 @@ func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.R
 				if gs.proto == registry.HTTPS {
 					rcName := fmt.Sprintf("https.%d.%s.%s.%s", gp.number, gs.srv.GetPort().GetName(), gs.gw.Name, gs.gw.Namespace)
 					rc := gatewayRouteConfig(s, id, rcName, gp.number, []gatewayServer{gs})
-					m := withLogin(s, id, withGatewayRateLimit(s, id, gp.number, gatewayHCM(s, id, name, rcName), rc), rc)
+					m := withGatewaySecurity(s, id, withLogin(s, id, withGatewayRateLimit(s, id, gp.number, gatewayHCM(s, id, name, rcName), rc), rc))
 					fc.Filters = []*listener.Filter{hcmFilter(m)}
 					withChainCORS(fc, rc)
 					rcs = append(rcs, rc)
@@ -196,6 +197,7 @@ func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.R
 		if len(l.FilterChains) == 0 {
 			continue // nothing routed there: Envoy refuses a listener without chains
 		}
+		withGatewayTCPSecurity(s, id, l)
 		ls = append(ls, l)
 	}
 	return ls, rcs
@@ -242,6 +244,38 @@ func gatewayHCM(s *mesh.Snapshot, id contract.Identity, listenerName, rcName str
 		UseRemoteAddress: wrapperspb.Bool(true),
 	}
 	return withAccessLogs(s, m, id.Namespace, id.Labels, mesh.ModeClient)
+}
+
+// withGatewaySecurity applies the RequestAuthentications and
+// AuthorizationPolicies that select the gateway proxy (by its labels, in
+// its namespace or the root namespace), as Istio's gateways do: the JWT
+// filter and the RBAC filters go last before the router of m, after the
+// OIDC login (a user is sent to log in before policies that need the
+// token it brings look at the request). Returns m.
+func withGatewaySecurity(s *mesh.Snapshot, id contract.Identity, m *hcm.HttpConnectionManager) *hcm.HttpConnectionManager {
+	filters := inboundSecurityFilters(s, workload{namespace: id.Namespace, labels: id.Labels})
+	if len(filters) == 0 {
+		return m
+	}
+	last := len(m.HttpFilters) - 1 // the router
+	m.HttpFilters = slices.Insert(m.HttpFilters, last, filters...)
+	return m
+}
+
+// withGatewayTCPSecurity puts the network RBAC filters of the
+// AuthorizationPolicies that select the gateway proxy before the
+// tcp_proxy of each TCP chain of l (TLS passthrough, TCP and terminated
+// TLS servers), as Istio's gateways do.
+func withGatewayTCPSecurity(s *mesh.Snapshot, id contract.Identity, l *listener.Listener) {
+	rbac := tcpRBACFilters(s, workload{namespace: id.Namespace, labels: id.Labels})
+	if len(rbac) == 0 {
+		return
+	}
+	for _, fc := range l.FilterChains {
+		if n := len(fc.Filters); n > 0 && fc.Filters[n-1].GetName() == wellknown.TCPProxy {
+			fc.Filters = append(slices.Clone(rbac), fc.Filters...)
+		}
+	}
 }
 
 // withChainCORS adds the CORS filter to fc's connection manager when a

@@ -197,6 +197,38 @@ spec:
     route: [{destination: {host: web.default.svc.cluster.local, port: {number: 7000}}}]
 `
 
+const gatewaySecurityConfig = `
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ingress-allowlist, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: ALLOW
+  rules:
+  - from:
+    - source: {remoteIpBlocks: ["203.0.113.0/24"]}
+  - to:
+    - operation: {paths: ["/public/*"]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: not-for-gateways, namespace: team-a}
+spec:
+  action: DENY
+  rules:
+  - {}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ingress-jwt, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  jwtRules:
+  - issuer: https://issuer.example.com
+    jwks: '{"keys":[{"kty":"EC","crv":"P-256","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}'
+`
+
 var ingressGateway = contract.Identity{
 	ID: contract.RouterNodeID("10.1.0.1", "ingressgateway-1", "istio-system"), Namespace: "istio-system",
 	WorkloadName: "ingressgateway-1", Labels: map[string]string{"istio": "ingressgateway"}, IPs: []string{"10.1.0.1"},
@@ -204,7 +236,15 @@ var ingressGateway = contract.Identity{
 }
 
 func gatewayCases() []goldenCase {
-	return []goldenCase{{name: "gateway", mesh: yamlMesh(gatewayConfig), proxy: ingressGateway}}
+	return []goldenCase{
+		{name: "gateway", mesh: yamlMesh(gatewayConfig), proxy: ingressGateway},
+		// Policies that select the gateway (by label, from the root
+		// namespace; another namespace's do not): the JWT and RBAC
+		// filters last before the router of every HTTP chain, network
+		// RBAC before every tcp_proxy (the TLS passthrough and TCP
+		// servers); the ALLOW rule on paths is dropped on those.
+		{name: "gateway_security", mesh: yamlMesh(gatewayConfig + gatewaySecurityConfig), proxy: ingressGateway},
+	}
 }
 
 // The gateway's resources, checked beyond the golden file: what a

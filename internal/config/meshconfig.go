@@ -3,12 +3,16 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	meshconfig "istio.io/api/mesh/v1alpha1"
 
@@ -230,6 +234,15 @@ func validateMeshConfig(is *issues, mc *meshconfig.MeshConfig) {
 		if fl := p.GetEnvoyFileAccessLog(); fl != nil {
 			validateFileAccessLogFormat(is, path+".envoyFileAccessLog", fl)
 		}
+		if h := p.GetEnvoyExtAuthzHttp(); h != nil {
+			validateExtAuthzHTTP(is, path+".envoyExtAuthzHttp", h)
+		}
+		if g := p.GetEnvoyExtAuthzGrpc(); g != nil {
+			validateExtAuthzGRPC(is, path+".envoyExtAuthzGrpc", g)
+		}
+		if why := ExtAuthzProblem(p); why != "" {
+			is.warnf(path, "extension provider %q: %s; CUSTOM AuthorizationPolicies naming it deny the requests their rules match", p.GetName(), why)
+		}
 		switch {
 		case p.GetEnvoyHttpAls() != nil, p.GetEnvoyTcpAls() != nil, p.GetEnvoyOtelAls() != nil:
 			is.warnf(path, "extension provider %q: Weft's proxy implements envoyFileAccessLog access logs only; Telemetry naming this provider logs nothing through it", p.GetName())
@@ -297,4 +310,76 @@ func CheckAccessLogJSON(js string) error {
 	}
 	_, err := accesslog.ParseJSON(&st)
 	return err
+}
+
+// ExtAuthzProblem is why Weft cannot use an ext_authz extension provider
+// as written, or "": the CUSTOM policies naming it then deny the
+// requests their rules match (fail closed, as Istio does with a provider
+// it cannot use). validateMeshConfig warns with the same words.
+func ExtAuthzProblem(p *meshconfig.MeshConfig_ExtensionProvider) string {
+	switch {
+	case p.GetEnvoyExtAuthzHttp().GetIncludeRequestBodyInCheck() != nil, p.GetEnvoyExtAuthzGrpc().GetIncludeRequestBodyInCheck() != nil:
+		return "includeRequestBodyInCheck is not supported by Weft's proxy (it never sends the request body)"
+	case p.GetEnvoyExtAuthzHttp().GetClearRouteCache(), p.GetEnvoyExtAuthzGrpc().GetClearRouteCache():
+		return "clearRouteCache is not supported by Weft's proxy (the route is chosen before the check)"
+	}
+	return ""
+}
+
+// validateExtAuthzHTTP is Istio's ValidateExtensionProviderEnvoyExtAuthzHTTP
+// and the checks of its authz builder.
+func validateExtAuthzHTTP(is *issues, path string, h *meshconfig.MeshConfig_ExtensionProvider_EnvoyExternalAuthorizationHttpProvider) {
+	validateExtAuthzCommon(is, path, h.GetService(), h.GetPort(), h.GetStatusOnError(), h.GetTimeout())
+	if p := h.GetPathPrefix(); p != "" {
+		if !strings.HasPrefix(p, "/") {
+			is.errf(path+".pathPrefix", "pathPrefix must begin with /, found %q", p)
+		} else if _, err := url.ParseRequestURI(p); err != nil {
+			is.errf(path+".pathPrefix", "invalid pathPrefix %q: %v", p, err)
+		}
+	}
+	for _, l := range []struct {
+		name   string
+		values []string
+	}{
+		{"includeRequestHeadersInCheck", h.GetIncludeRequestHeadersInCheck()},
+		{"includeHeadersInCheck", h.GetIncludeHeadersInCheck()}, //nolint:staticcheck // deprecated, still read
+		{"headersToUpstreamOnAllow", h.GetHeadersToUpstreamOnAllow()},
+		{"headersToDownstreamOnDeny", h.GetHeadersToDownstreamOnDeny()},
+		{"headersToDownstreamOnAllow", h.GetHeadersToDownstreamOnAllow()},
+	} {
+		for i, v := range l.values {
+			if v == "*" {
+				is.errf(fmt.Sprintf("%s.%s[%d]", path, l.name, i), "a single wildcard (\"*\") is not supported; use a prefix (\"x-*\") or suffix (\"*-id\") match")
+			}
+		}
+	}
+	for k := range h.GetIncludeAdditionalHeadersInCheck() {
+		if !httpguts.ValidHeaderFieldName(k) {
+			is.errf(path+".includeAdditionalHeadersInCheck", "%q is not a valid header name", k)
+		}
+	}
+}
+
+// validateExtAuthzGRPC is Istio's ValidateExtensionProviderEnvoyExtAuthzGRPC.
+func validateExtAuthzGRPC(is *issues, path string, g *meshconfig.MeshConfig_ExtensionProvider_EnvoyExternalAuthorizationGrpcProvider) {
+	validateExtAuthzCommon(is, path, g.GetService(), g.GetPort(), g.GetStatusOnError(), g.GetTimeout())
+}
+
+func validateExtAuthzCommon(is *issues, path, service string, port uint32, statusOnError string, timeout *durationpb.Duration) {
+	if service == "" {
+		is.errf(path+".service", "service is required: the hostname (or namespace/hostname) of the authorization service")
+	}
+	if port < 1 || port > 65535 {
+		is.errf(path+".port", "port must be in the range [1, 65535], found %d", port)
+	}
+	if statusOnError != "" {
+		if code, err := strconv.Atoi(statusOnError); err != nil || code < 200 || code > 599 {
+			is.errf(path+".statusOnError", "statusOnError %q is not an HTTP status code", statusOnError)
+		}
+	}
+	if timeout != nil {
+		if err := timeout.CheckValid(); err != nil || timeout.AsDuration() <= 0 {
+			is.errf(path+".timeout", "timeout must be a positive duration")
+		}
+	}
 }

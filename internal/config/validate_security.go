@@ -146,14 +146,13 @@ func sortedPorts[V any](m map[uint32]V) []uint32 {
 	return out
 }
 
-// validateAuthorizationPolicy is Istio's ValidateAuthorizationPolicy, with
-// CUSTOM refused (Weft has no external authorization yet).
+// validateAuthorizationPolicy is Istio's ValidateAuthorizationPolicy.
 func validateAuthorizationPolicy(is *issues, ap *security.AuthorizationPolicy) {
 	validateTargetRefs(is, "AuthorizationPolicy", true, ap.GetSelector(), ap.GetTargetRef(), ap.GetTargetRefs())
 	validateSelector(is, "spec.selector", ap.GetSelector())
 	switch {
 	case ap.GetAction() == security.AuthorizationPolicy_CUSTOM:
-		is.errf("spec.action", "action CUSTOM (external authorization) is not supported by Weft yet; use ALLOW, DENY or AUDIT")
+		validateCustomPolicy(is, ap)
 	case ap.GetProvider() != nil:
 		is.errf("spec.provider", "provider is for action CUSTOM only, and this policy's action is %s", ap.GetAction())
 	}
@@ -168,6 +167,53 @@ func validateAuthorizationPolicy(is *issues, ap *security.AuthorizationPolicy) {
 		}
 	}
 }
+
+// validateCustomPolicy is Istio's check of a CUSTOM policy: rules (an
+// empty rule {} for every request), a provider name, and none of the
+// conditions on the peer's identity or the request's JWT, which the
+// shadow rules that decide when to call the provider run too early to
+// see. Whether the provider exists is the mesh config's, checked when the
+// proxies' configuration is built (an unknown one fails closed).
+func validateCustomPolicy(is *issues, ap *security.AuthorizationPolicy) {
+	if ap.GetRules() == nil {
+		is.errf("spec.rules", "a CUSTOM policy without rules is never triggered; add an empty rule {} to check every request")
+	} else if ap.GetProvider().GetName() == "" {
+		is.errf("spec.provider.name", "a CUSTOM policy names the extension provider (meshConfig.extensionProviders) that decides its requests")
+	}
+	for i, r := range ap.GetRules() {
+		for j, f := range r.GetFrom() {
+			src := f.GetSource()
+			for _, fl := range []struct {
+				name string
+				set  bool
+			}{
+				{"namespaces", len(src.GetNamespaces()) > 0}, {"notNamespaces", len(src.GetNotNamespaces()) > 0},
+				{"serviceAccounts", len(src.GetServiceAccounts()) > 0}, {"notServiceAccounts", len(src.GetNotServiceAccounts()) > 0},
+				{"trustDomains", len(src.GetTrustDomains()) > 0}, {"notTrustDomains", len(src.GetNotTrustDomains()) > 0},
+				{"principals", len(src.GetPrincipals()) > 0}, {"notPrincipals", len(src.GetNotPrincipals()) > 0},
+				{"requestPrincipals", len(src.GetRequestPrincipals()) > 0}, {"notRequestPrincipals", len(src.GetNotRequestPrincipals()) > 0},
+			} {
+				if fl.set {
+					is.errf(fmt.Sprintf("spec.rules[%d].from[%d].source.%s", i, j, fl.name), "%s is not supported with action CUSTOM (as in Istio)", fl.name)
+				}
+			}
+		}
+		for j, w := range r.GetWhen() {
+			switch k := w.GetKey(); {
+			case k == attrKeySourceNamespace, k == attrKeySourceServiceAccount, k == attrKeySourceTrustDomain, k == attrKeySourcePrincipal,
+				strings.HasPrefix(k, "request.auth."):
+				is.errf(fmt.Sprintf("spec.rules[%d].when[%d].key", i, j), "%s is not supported with action CUSTOM (as in Istio)", k)
+			}
+		}
+	}
+}
+
+const (
+	attrKeySourceNamespace      = "source.namespace"
+	attrKeySourceServiceAccount = "source.serviceAccount"
+	attrKeySourceTrustDomain    = "source.trustDomain"
+	attrKeySourcePrincipal      = "source.principal"
+)
 
 func validateAuthzRule(is *issues, path string, r *security.Rule) {
 	if r == nil {

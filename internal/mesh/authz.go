@@ -13,18 +13,20 @@ import (
 // policies, then the workload namespace's, oldest first.
 type AuthzPolicies struct {
 	Deny, Allow, Audit []*config.AuthorizationPolicy
+	// Custom are the CUSTOM policies: an extension provider decides the
+	// requests their rules match.
+	Custom []*config.AuthorizationPolicy
 }
 
 // Empty reports whether no policy applies (every request is allowed).
-func (p AuthzPolicies) Empty() bool { return len(p.Deny)+len(p.Allow)+len(p.Audit) == 0 }
+func (p AuthzPolicies) Empty() bool { return len(p.Deny)+len(p.Allow)+len(p.Audit)+len(p.Custom) == 0 }
 
 // AuthzIndex finds the AuthorizationPolicies of a workload, as Istio's
 // ListAuthorizationPolicies does for a sidecar: the policies of the root
 // namespace and of the workload's namespace whose selector matches its
 // labels (no selector matches every workload). Policies attached with
 // targetRef(s) apply to the proxies of the Gateway API Gateways they name
-// (config.TargetsGateway), never to sidecars; CUSTOM ones are refused by
-// validation and left out if present. It is immutable after
+// (config.TargetsGateway), never to sidecars. It is immutable after
 // construction.
 type AuthzIndex struct {
 	rootNS string
@@ -72,6 +74,8 @@ func (i *AuthzIndex) For(ns string, labels map[string]string) AuthzPolicies {
 				out.Deny = append(out.Deny, ap)
 			case security.AuthorizationPolicy_AUDIT:
 				out.Audit = append(out.Audit, ap)
+			case security.AuthorizationPolicy_CUSTOM:
+				out.Custom = append(out.Custom, ap)
 			}
 		}
 	}

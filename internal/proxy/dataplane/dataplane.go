@@ -37,6 +37,7 @@ import (
 	"weft.dev/weft/internal/proxy/accesslog"
 	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/filter"
+	"weft.dev/weft/internal/proxy/filter/extauthz"
 	"weft.dev/weft/internal/proxy/filter/globalratelimit"
 	"weft.dev/weft/internal/proxy/filter/oauth2"
 	"weft.dev/weft/internal/proxy/filter/ratelimit"
@@ -228,9 +229,13 @@ func New(opts Options) (*Dataplane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dataplane: metrics: %w", err)
 	}
+	extAuthzStats, err := extauthz.NewStats(reg)
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: metrics: %w", err)
+	}
 	genericSecrets, _ := opts.Secrets.(oauth2.Secrets) // a gateway's credential directory
 	d.filters = newHTTPFilters(filterOptions{log: d.log, rbacStats: rbacStats, rateLimitStats: rateLimitStats,
-		globalRateLimitStats: globalRateLimitStats, secrets: genericSecrets})
+		globalRateLimitStats: globalRateLimitStats, extAuthzStats: extAuthzStats, secrets: genericSecrets})
 	if d.fwd, err = forward.New(forward.Options{Identity: opts.Identity, Metrics: metrics,
 		ClusterStats: clusterStats, Registerer: reg, Logger: d.log, Principal: opts.Principal}); err != nil {
 		return nil, fmt.Errorf("dataplane: %w", err)

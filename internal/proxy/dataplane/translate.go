@@ -27,6 +27,7 @@ import (
 	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/filter/cors"
+	"weft.dev/weft/internal/proxy/filter/extauthz"
 	"weft.dev/weft/internal/proxy/filter/fault"
 	"weft.dev/weft/internal/proxy/filter/globalratelimit"
 	"weft.dev/weft/internal/proxy/filter/jwt"
@@ -85,6 +86,7 @@ func newHTTPFilters(o filterOptions) filter.Registry {
 	return filter.NewRegistry(cors.Factory{}, fault.Factory{},
 		jwt.NewFactory(o.log), rbac.Factory{Stats: o.rbacStats, Logger: o.log},
 		ratelimit.NewFactory(o.rateLimitStats), globalratelimit.Factory{Stats: o.globalRateLimitStats},
+		extauthz.Factory{Stats: o.extAuthzStats},
 		oauth2.Factory{Secrets: o.secrets, Logger: o.log})
 }
 
@@ -97,6 +99,8 @@ type filterOptions struct {
 	// globalRateLimitStats count the global rate limit filters (per
 	// route target cluster).
 	globalRateLimitStats *globalratelimit.Stats
+	// extAuthzStats count the external authorization checks.
+	extAuthzStats *extauthz.Stats
 	// secrets serve the OAuth2 filter's generic secrets (a gateway's
 	// credential directory); nil: none.
 	secrets oauth2.Secrets

@@ -26,6 +26,7 @@ import (
 	ratelimitv32 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	faultv32 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
@@ -45,6 +46,7 @@ import (
 	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	ratelimitv34 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	httpv32 "github.com/envoyproxy/go-control-plane/envoy/type/http/v3"
@@ -178,6 +180,8 @@ func fullName(m proto.Message) string {
 		return "envoy.config.common.mutation_rules.v3.HeaderMutation"
 	case *mutationrulesv3.HeaderMutation_RemoveOnMatch:
 		return "envoy.config.common.mutation_rules.v3.HeaderMutation.RemoveOnMatch"
+	case *mutationrulesv3.HeaderMutationRules:
+		return "envoy.config.common.mutation_rules.v3.HeaderMutationRules"
 	case *corev3.Address:
 		return "envoy.config.core.v3.Address"
 	case *corev3.AggregatedConfigSource:
@@ -300,6 +304,8 @@ func fullName(m proto.Message) string {
 		return "envoy.config.core.v3.ProxyProtocolConfig"
 	case *corev3.ProxyProtocolPassThroughTLVs:
 		return "envoy.config.core.v3.ProxyProtocolPassThroughTLVs"
+	case *corev3.QueryParameter:
+		return "envoy.config.core.v3.QueryParameter"
 	case *corev3.QuicKeepAliveSettings:
 		return "envoy.config.core.v3.QuicKeepAliveSettings"
 	case *corev3.QuicProtocolOptions:
@@ -588,6 +594,20 @@ func fullName(m proto.Message) string {
 		return "envoy.extensions.filters.common.fault.v3.FaultRateLimit.HeaderLimit"
 	case *corsv3.CorsPolicy:
 		return "envoy.extensions.filters.http.cors.v3.CorsPolicy"
+	case *extauthzv3.AuthorizationRequest:
+		return "envoy.extensions.filters.http.ext_authz.v3.AuthorizationRequest"
+	case *extauthzv3.AuthorizationResponse:
+		return "envoy.extensions.filters.http.ext_authz.v3.AuthorizationResponse"
+	case *extauthzv3.BufferSettings:
+		return "envoy.extensions.filters.http.ext_authz.v3.BufferSettings"
+	case *extauthzv3.CheckSettings:
+		return "envoy.extensions.filters.http.ext_authz.v3.CheckSettings"
+	case *extauthzv3.ExtAuthz:
+		return "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+	case *extauthzv3.ExtAuthzPerRoute:
+		return "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
+	case *extauthzv3.HttpService:
+		return "envoy.extensions.filters.http.ext_authz.v3.HttpService"
 	case *faultv32.FaultAbort:
 		return "envoy.extensions.filters.http.fault.v3.FaultAbort"
 	case *faultv32.FaultAbort_HeaderAbort:
@@ -774,6 +794,12 @@ func fullName(m proto.Message) string {
 		return "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection"
 	case *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig:
 		return "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig"
+	case *authv3.CheckResponse:
+		return "envoy.service.auth.v3.CheckResponse"
+	case *authv3.DeniedHttpResponse:
+		return "envoy.service.auth.v3.DeniedHttpResponse"
+	case *authv3.OkHttpResponse:
+		return "envoy.service.auth.v3.OkHttpResponse"
 	case *discoveryv3.DeltaDiscoveryRequest:
 		return "envoy.service.discovery.v3.DeltaDiscoveryRequest"
 	case *discoveryv3.DeltaDiscoveryResponse:
@@ -1131,25 +1157,28 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec284(b, m, 0)
 	case *matcherv3.HttpGenericBodyMatch:
 		m.Reset()
-		return true, dec445(b, m, 0)
+		return true, dec457(b, m, 0)
 	case *matcherv3.HttpGenericBodyMatch_GenericTextMatch:
 		m.Reset()
-		return true, dec446(b, m, 0)
+		return true, dec458(b, m, 0)
 	case *matcherv3.HttpHeadersMatch:
 		m.Reset()
-		return true, dec444(b, m, 0)
+		return true, dec456(b, m, 0)
 	case *matcherv3.MatchPredicate:
 		m.Reset()
-		return true, dec442(b, m, 0)
+		return true, dec454(b, m, 0)
 	case *matcherv3.MatchPredicate_MatchSet:
 		m.Reset()
-		return true, dec443(b, m, 0)
+		return true, dec455(b, m, 0)
 	case *mutationrulesv3.HeaderMutation:
 		m.Reset()
 		return true, dec170(b, m, 0)
 	case *mutationrulesv3.HeaderMutation_RemoveOnMatch:
 		m.Reset()
 		return true, dec171(b, m, 0)
+	case *mutationrulesv3.HeaderMutationRules:
+		m.Reset()
+		return true, dec384(b, m, 0)
 	case *corev3.Address:
 		m.Reset()
 		return true, dec10(b, m, 0)
@@ -1158,10 +1187,10 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec79(b, m, 0)
 	case *corev3.AlternateProtocolsCacheOptions:
 		m.Reset()
-		return true, dec439(b, m, 0)
+		return true, dec451(b, m, 0)
 	case *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry:
 		m.Reset()
-		return true, dec440(b, m, 0)
+		return true, dec452(b, m, 0)
 	case *corev3.ApiConfigSource:
 		m.Reset()
 		return true, dec55(b, m, 0)
@@ -1302,10 +1331,10 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec256(b, m, 0)
 	case *corev3.HttpService:
 		m.Reset()
-		return true, dec449(b, m, 0)
+		return true, dec461(b, m, 0)
 	case *corev3.HttpUri:
 		m.Reset()
-		return true, dec380(b, m, 0)
+		return true, dec379(b, m, 0)
 	case *corev3.JsonFormatOptions:
 		m.Reset()
 		return true, dec206(b, m, 0)
@@ -1333,6 +1362,9 @@ func decode(b []byte, m proto.Message) (bool, error) {
 	case *corev3.ProxyProtocolPassThroughTLVs:
 		m.Reset()
 		return true, dec203(b, m, 0)
+	case *corev3.QueryParameter:
+		m.Reset()
+		return true, dec390(b, m, 0)
 	case *corev3.QuicKeepAliveSettings:
 		m.Reset()
 		return true, dec106(b, m, 0)
@@ -1506,7 +1538,7 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec40(b, m, 0)
 	case *ratelimitv3.RateLimitServiceConfig:
 		m.Reset()
-		return true, dec413(b, m, 0)
+		return true, dec425(b, m, 0)
 	case *rbacv3.Permission:
 		m.Reset()
 		return true, dec345(b, m, 0)
@@ -1731,22 +1763,22 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec159(b, m, 0)
 	case *tracev3.OpenTelemetryConfig:
 		m.Reset()
-		return true, dec448(b, m, 0)
+		return true, dec460(b, m, 0)
 	case *tracev3.Tracing_Http:
 		m.Reset()
 		return true, dec305(b, m, 0)
 	case *filev3.FileAccessLog:
 		m.Reset()
-		return true, dec447(b, m, 0)
+		return true, dec459(b, m, 0)
 	case *ratelimitv32.LocalClusterRateLimit:
 		m.Reset()
-		return true, dec411(b, m, 0)
+		return true, dec423(b, m, 0)
 	case *ratelimitv32.LocalRateLimitDescriptor:
 		m.Reset()
-		return true, dec409(b, m, 0)
+		return true, dec421(b, m, 0)
 	case *ratelimitv32.RateLimitDescriptor_Entry:
 		m.Reset()
-		return true, dec410(b, m, 0)
+		return true, dec422(b, m, 0)
 	case *faultv3.FaultDelay:
 		m.Reset()
 		return true, dec334(b, m, 0)
@@ -1765,6 +1797,27 @@ func decode(b []byte, m proto.Message) (bool, error) {
 	case *corsv3.CorsPolicy:
 		m.Reset()
 		return true, dec341(b, m, 0)
+	case *extauthzv3.AuthorizationRequest:
+		m.Reset()
+		return true, dec380(b, m, 0)
+	case *extauthzv3.AuthorizationResponse:
+		m.Reset()
+		return true, dec381(b, m, 0)
+	case *extauthzv3.BufferSettings:
+		m.Reset()
+		return true, dec382(b, m, 0)
+	case *extauthzv3.CheckSettings:
+		m.Reset()
+		return true, dec386(b, m, 0)
+	case *extauthzv3.ExtAuthz:
+		m.Reset()
+		return true, dec377(b, m, 0)
+	case *extauthzv3.ExtAuthzPerRoute:
+		m.Reset()
+		return true, dec385(b, m, 0)
+	case *extauthzv3.HttpService:
+		m.Reset()
+		return true, dec378(b, m, 0)
 	case *faultv32.FaultAbort:
 		m.Reset()
 		return true, dec336(b, m, 0)
@@ -1776,94 +1829,94 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec333(b, m, 0)
 	case *jwtauthnv3.ExtractOnlyWithoutValidation:
 		m.Reset()
-		return true, dec392(b, m, 0)
+		return true, dec405(b, m, 0)
 	case *jwtauthnv3.FilterStateRule:
 		m.Reset()
-		return true, dec393(b, m, 0)
+		return true, dec406(b, m, 0)
 	case *jwtauthnv3.JwksAsyncFetch:
 		m.Reset()
-		return true, dec381(b, m, 0)
+		return true, dec394(b, m, 0)
 	case *jwtauthnv3.JwtAuthentication:
 		m.Reset()
-		return true, dec377(b, m, 0)
+		return true, dec391(b, m, 0)
 	case *jwtauthnv3.JwtCacheConfig:
 		m.Reset()
-		return true, dec384(b, m, 0)
+		return true, dec397(b, m, 0)
 	case *jwtauthnv3.JwtClaimToHeader:
 		m.Reset()
-		return true, dec385(b, m, 0)
+		return true, dec398(b, m, 0)
 	case *jwtauthnv3.JwtClaimToHeader_PathSegment:
 		m.Reset()
-		return true, dec386(b, m, 0)
+		return true, dec399(b, m, 0)
 	case *jwtauthnv3.JwtHeader:
 		m.Reset()
-		return true, dec382(b, m, 0)
+		return true, dec395(b, m, 0)
 	case *jwtauthnv3.JwtProvider:
 		m.Reset()
-		return true, dec378(b, m, 0)
+		return true, dec392(b, m, 0)
 	case *jwtauthnv3.JwtProvider_NormalizePayload:
 		m.Reset()
-		return true, dec383(b, m, 0)
+		return true, dec396(b, m, 0)
 	case *jwtauthnv3.JwtRequirement:
 		m.Reset()
-		return true, dec388(b, m, 0)
+		return true, dec401(b, m, 0)
 	case *jwtauthnv3.JwtRequirementAndList:
 		m.Reset()
-		return true, dec391(b, m, 0)
+		return true, dec404(b, m, 0)
 	case *jwtauthnv3.JwtRequirementOrList:
 		m.Reset()
-		return true, dec390(b, m, 0)
+		return true, dec403(b, m, 0)
 	case *jwtauthnv3.PerRouteConfig:
 		m.Reset()
-		return true, dec394(b, m, 0)
+		return true, dec407(b, m, 0)
 	case *jwtauthnv3.ProviderWithAudiences:
 		m.Reset()
-		return true, dec389(b, m, 0)
+		return true, dec402(b, m, 0)
 	case *jwtauthnv3.RemoteJwks:
 		m.Reset()
-		return true, dec379(b, m, 0)
+		return true, dec393(b, m, 0)
 	case *jwtauthnv3.RequirementRule:
 		m.Reset()
-		return true, dec387(b, m, 0)
+		return true, dec400(b, m, 0)
 	case *localratelimitv3.LocalRateLimit:
 		m.Reset()
-		return true, dec406(b, m, 0)
+		return true, dec419(b, m, 0)
 	case *oauth2v3.CookieConfig:
 		m.Reset()
-		return true, dec403(b, m, 0)
+		return true, dec416(b, m, 0)
 	case *oauth2v3.CookieConfigs:
 		m.Reset()
-		return true, dec402(b, m, 0)
+		return true, dec415(b, m, 0)
 	case *oauth2v3.OAuth2:
 		m.Reset()
-		return true, dec395(b, m, 0)
+		return true, dec408(b, m, 0)
 	case *oauth2v3.OAuth2Config:
 		m.Reset()
-		return true, dec396(b, m, 0)
+		return true, dec409(b, m, 0)
 	case *oauth2v3.OAuth2Credentials:
 		m.Reset()
-		return true, dec398(b, m, 0)
+		return true, dec411(b, m, 0)
 	case *oauth2v3.OAuth2Credentials_CookieNames:
 		m.Reset()
-		return true, dec400(b, m, 0)
+		return true, dec413(b, m, 0)
 	case *oauth2v3.OAuth2TokenForwarding:
 		m.Reset()
-		return true, dec401(b, m, 0)
+		return true, dec414(b, m, 0)
 	case *oauth2v3.PostLogoutRedirectUri:
 		m.Reset()
-		return true, dec397(b, m, 0)
+		return true, dec410(b, m, 0)
 	case *oauth2v3.PrivateKeyJwtConfig:
 		m.Reset()
-		return true, dec404(b, m, 0)
+		return true, dec417(b, m, 0)
 	case *oauth2v3.TokenCookieChunking:
 		m.Reset()
-		return true, dec405(b, m, 0)
+		return true, dec418(b, m, 0)
 	case *ratelimitv33.RateLimit:
 		m.Reset()
-		return true, dec412(b, m, 0)
+		return true, dec424(b, m, 0)
 	case *ratelimitv33.RateLimitPerRoute:
 		m.Reset()
-		return true, dec414(b, m, 0)
+		return true, dec426(b, m, 0)
 	case *rbacv32.RBAC:
 		m.Reset()
 		return true, dec342(b, m, 0)
@@ -1878,13 +1931,13 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec323(b, m, 0)
 	case *httpinspectorv3.HttpInspector:
 		m.Reset()
-		return true, dec453(b, m, 0)
+		return true, dec465(b, m, 0)
 	case *originaldstv3.OriginalDst:
 		m.Reset()
-		return true, dec454(b, m, 0)
+		return true, dec466(b, m, 0)
 	case *tlsinspectorv3.TlsInspector:
 		m.Reset()
-		return true, dec455(b, m, 0)
+		return true, dec467(b, m, 0)
 	case *httpconnectionmanagerv3.ForwardProtoConfig:
 		m.Reset()
 		return true, dec321(b, m, 0)
@@ -1971,79 +2024,88 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec326(b, m, 0)
 	case *uritemplatev3.UriTemplateMatchConfig:
 		m.Reset()
-		return true, dec450(b, m, 0)
+		return true, dec462(b, m, 0)
 	case *previoushostsv3.PreviousHostsPredicate:
 		m.Reset()
-		return true, dec451(b, m, 0)
+		return true, dec463(b, m, 0)
 	case *previousprioritiesv3.PreviousPrioritiesConfig:
 		m.Reset()
-		return true, dec452(b, m, 0)
+		return true, dec464(b, m, 0)
 	case *rawbufferv3.RawBuffer:
 		m.Reset()
-		return true, dec434(b, m, 0)
+		return true, dec446(b, m, 0)
 	case *tlsv3.CertificateProviderPluginInstance:
 		m.Reset()
-		return true, dec424(b, m, 0)
+		return true, dec436(b, m, 0)
 	case *tlsv3.CertificateValidationContext:
 		m.Reset()
-		return true, dec427(b, m, 0)
+		return true, dec439(b, m, 0)
 	case *tlsv3.CertificateValidationContext_SystemRootCerts:
 		m.Reset()
-		return true, dec428(b, m, 0)
+		return true, dec440(b, m, 0)
 	case *tlsv3.CommonTlsContext:
 		m.Reset()
-		return true, dec420(b, m, 0)
+		return true, dec432(b, m, 0)
 	case *tlsv3.CommonTlsContext_CertificateProvider:
 		m.Reset()
-		return true, dec425(b, m, 0)
+		return true, dec437(b, m, 0)
 	case *tlsv3.CommonTlsContext_CertificateProviderInstance:
 		m.Reset()
-		return true, dec426(b, m, 0)
+		return true, dec438(b, m, 0)
 	case *tlsv3.CommonTlsContext_CombinedCertificateValidationContext:
 		m.Reset()
-		return true, dec430(b, m, 0)
+		return true, dec442(b, m, 0)
 	case *tlsv3.DownstreamTlsContext:
 		m.Reset()
-		return true, dec432(b, m, 0)
+		return true, dec444(b, m, 0)
 	case *tlsv3.PrivateKeyProvider:
 		m.Reset()
-		return true, dec423(b, m, 0)
+		return true, dec435(b, m, 0)
 	case *tlsv3.SdsSecretConfig:
 		m.Reset()
-		return true, dec399(b, m, 0)
+		return true, dec412(b, m, 0)
 	case *tlsv3.SubjectAltNameMatcher:
 		m.Reset()
-		return true, dec429(b, m, 0)
+		return true, dec441(b, m, 0)
 	case *tlsv3.TlsCertificate:
 		m.Reset()
-		return true, dec422(b, m, 0)
+		return true, dec434(b, m, 0)
 	case *tlsv3.TlsKeyLog:
 		m.Reset()
-		return true, dec431(b, m, 0)
+		return true, dec443(b, m, 0)
 	case *tlsv3.TlsParameters:
 		m.Reset()
-		return true, dec421(b, m, 0)
+		return true, dec433(b, m, 0)
 	case *tlsv3.TlsSessionTicketKeys:
 		m.Reset()
-		return true, dec433(b, m, 0)
+		return true, dec445(b, m, 0)
 	case *tlsv3.UpstreamTlsContext:
 		m.Reset()
-		return true, dec419(b, m, 0)
+		return true, dec431(b, m, 0)
 	case *httpv3.HttpProtocolOptions:
 		m.Reset()
-		return true, dec435(b, m, 0)
+		return true, dec447(b, m, 0)
 	case *httpv3.HttpProtocolOptions_AutoHttpConfig:
 		m.Reset()
-		return true, dec438(b, m, 0)
+		return true, dec450(b, m, 0)
 	case *httpv3.HttpProtocolOptions_ExplicitHttpConfig:
 		m.Reset()
-		return true, dec436(b, m, 0)
+		return true, dec448(b, m, 0)
 	case *httpv3.HttpProtocolOptions_OutlierDetection:
 		m.Reset()
-		return true, dec441(b, m, 0)
+		return true, dec453(b, m, 0)
 	case *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig:
 		m.Reset()
-		return true, dec437(b, m, 0)
+		return true, dec449(b, m, 0)
+	case *authv3.CheckResponse:
+		m.Reset()
+		return true, dec387(b, m, 0)
+	case *authv3.DeniedHttpResponse:
+		m.Reset()
+		return true, dec388(b, m, 0)
+	case *authv3.OkHttpResponse:
+		m.Reset()
+		return true, dec389(b, m, 0)
 	case *discoveryv3.DeltaDiscoveryRequest:
 		m.Reset()
 		return true, dec0(b, m, 0)
@@ -2085,16 +2147,16 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec19(b, m, 0)
 	case *ratelimitv34.RateLimitResponse:
 		m.Reset()
-		return true, dec415(b, m, 0)
+		return true, dec427(b, m, 0)
 	case *ratelimitv34.RateLimitResponse_DescriptorStatus:
 		m.Reset()
-		return true, dec416(b, m, 0)
+		return true, dec428(b, m, 0)
 	case *ratelimitv34.RateLimitResponse_Quota:
 		m.Reset()
-		return true, dec418(b, m, 0)
+		return true, dec430(b, m, 0)
 	case *ratelimitv34.RateLimitResponse_RateLimit:
 		m.Reset()
-		return true, dec417(b, m, 0)
+		return true, dec429(b, m, 0)
 	case *httpv32.PathTransformation:
 		m.Reset()
 		return true, dec316(b, m, 0)
@@ -2205,7 +2267,7 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec329(b, m, 0)
 	case *typev3.HttpStatus:
 		m.Reset()
-		return true, dec407(b, m, 0)
+		return true, dec383(b, m, 0)
 	case *typev3.Int32Range:
 		m.Reset()
 		return true, dec100(b, m, 0)
@@ -2220,7 +2282,7 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec8(b, m, 0)
 	case *typev3.TokenBucket:
 		m.Reset()
-		return true, dec408(b, m, 0)
+		return true, dec420(b, m, 0)
 	case *v1alpha1.CheckedExpr:
 		m.Reset()
 		return true, dec362(b, m, 0)
@@ -2461,27 +2523,29 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *clusterv3.UpstreamConnectionOptions_HappyEyeballsConfig:
 		return enc284(b, m), true
 	case *matcherv3.HttpGenericBodyMatch:
-		return enc445(b, m), true
+		return enc457(b, m), true
 	case *matcherv3.HttpGenericBodyMatch_GenericTextMatch:
-		return enc446(b, m), true
+		return enc458(b, m), true
 	case *matcherv3.HttpHeadersMatch:
-		return enc444(b, m), true
+		return enc456(b, m), true
 	case *matcherv3.MatchPredicate:
-		return enc442(b, m), true
+		return enc454(b, m), true
 	case *matcherv3.MatchPredicate_MatchSet:
-		return enc443(b, m), true
+		return enc455(b, m), true
 	case *mutationrulesv3.HeaderMutation:
 		return enc170(b, m), true
 	case *mutationrulesv3.HeaderMutation_RemoveOnMatch:
 		return enc171(b, m), true
+	case *mutationrulesv3.HeaderMutationRules:
+		return enc384(b, m), true
 	case *corev3.Address:
 		return enc10(b, m), true
 	case *corev3.AggregatedConfigSource:
 		return enc79(b, m), true
 	case *corev3.AlternateProtocolsCacheOptions:
-		return enc439(b, m), true
+		return enc451(b, m), true
 	case *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry:
-		return enc440(b, m), true
+		return enc452(b, m), true
 	case *corev3.ApiConfigSource:
 		return enc55(b, m), true
 	case *corev3.BackoffStrategy:
@@ -2575,9 +2639,9 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *corev3.HttpProtocolOptions:
 		return enc256(b, m), true
 	case *corev3.HttpService:
-		return enc449(b, m), true
+		return enc461(b, m), true
 	case *corev3.HttpUri:
-		return enc380(b, m), true
+		return enc379(b, m), true
 	case *corev3.JsonFormatOptions:
 		return enc206(b, m), true
 	case *corev3.KeepaliveSettings:
@@ -2596,6 +2660,8 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 		return enc202(b, m), true
 	case *corev3.ProxyProtocolPassThroughTLVs:
 		return enc203(b, m), true
+	case *corev3.QueryParameter:
+		return enc390(b, m), true
 	case *corev3.QuicKeepAliveSettings:
 		return enc106(b, m), true
 	case *corev3.QuicProtocolOptions:
@@ -2711,7 +2777,7 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *metricsv3.StatsMatcher:
 		return enc40(b, m), true
 	case *ratelimitv3.RateLimitServiceConfig:
-		return enc413(b, m), true
+		return enc425(b, m), true
 	case *rbacv3.Permission:
 		return enc345(b, m), true
 	case *rbacv3.Permission_Set:
@@ -2861,17 +2927,17 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *routev3.WeightedCluster_ClusterWeight:
 		return enc159(b, m), true
 	case *tracev3.OpenTelemetryConfig:
-		return enc448(b, m), true
+		return enc460(b, m), true
 	case *tracev3.Tracing_Http:
 		return enc305(b, m), true
 	case *filev3.FileAccessLog:
-		return enc447(b, m), true
+		return enc459(b, m), true
 	case *ratelimitv32.LocalClusterRateLimit:
-		return enc411(b, m), true
+		return enc423(b, m), true
 	case *ratelimitv32.LocalRateLimitDescriptor:
-		return enc409(b, m), true
+		return enc421(b, m), true
 	case *ratelimitv32.RateLimitDescriptor_Entry:
-		return enc410(b, m), true
+		return enc422(b, m), true
 	case *faultv3.FaultDelay:
 		return enc334(b, m), true
 	case *faultv3.FaultDelay_HeaderDelay:
@@ -2884,6 +2950,20 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 		return enc340(b, m), true
 	case *corsv3.CorsPolicy:
 		return enc341(b, m), true
+	case *extauthzv3.AuthorizationRequest:
+		return enc380(b, m), true
+	case *extauthzv3.AuthorizationResponse:
+		return enc381(b, m), true
+	case *extauthzv3.BufferSettings:
+		return enc382(b, m), true
+	case *extauthzv3.CheckSettings:
+		return enc386(b, m), true
+	case *extauthzv3.ExtAuthz:
+		return enc377(b, m), true
+	case *extauthzv3.ExtAuthzPerRoute:
+		return enc385(b, m), true
+	case *extauthzv3.HttpService:
+		return enc378(b, m), true
 	case *faultv32.FaultAbort:
 		return enc336(b, m), true
 	case *faultv32.FaultAbort_HeaderAbort:
@@ -2891,65 +2971,65 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *faultv32.HTTPFault:
 		return enc333(b, m), true
 	case *jwtauthnv3.ExtractOnlyWithoutValidation:
-		return enc392(b, m), true
-	case *jwtauthnv3.FilterStateRule:
-		return enc393(b, m), true
-	case *jwtauthnv3.JwksAsyncFetch:
-		return enc381(b, m), true
-	case *jwtauthnv3.JwtAuthentication:
-		return enc377(b, m), true
-	case *jwtauthnv3.JwtCacheConfig:
-		return enc384(b, m), true
-	case *jwtauthnv3.JwtClaimToHeader:
-		return enc385(b, m), true
-	case *jwtauthnv3.JwtClaimToHeader_PathSegment:
-		return enc386(b, m), true
-	case *jwtauthnv3.JwtHeader:
-		return enc382(b, m), true
-	case *jwtauthnv3.JwtProvider:
-		return enc378(b, m), true
-	case *jwtauthnv3.JwtProvider_NormalizePayload:
-		return enc383(b, m), true
-	case *jwtauthnv3.JwtRequirement:
-		return enc388(b, m), true
-	case *jwtauthnv3.JwtRequirementAndList:
-		return enc391(b, m), true
-	case *jwtauthnv3.JwtRequirementOrList:
-		return enc390(b, m), true
-	case *jwtauthnv3.PerRouteConfig:
-		return enc394(b, m), true
-	case *jwtauthnv3.ProviderWithAudiences:
-		return enc389(b, m), true
-	case *jwtauthnv3.RemoteJwks:
-		return enc379(b, m), true
-	case *jwtauthnv3.RequirementRule:
-		return enc387(b, m), true
-	case *localratelimitv3.LocalRateLimit:
-		return enc406(b, m), true
-	case *oauth2v3.CookieConfig:
-		return enc403(b, m), true
-	case *oauth2v3.CookieConfigs:
-		return enc402(b, m), true
-	case *oauth2v3.OAuth2:
-		return enc395(b, m), true
-	case *oauth2v3.OAuth2Config:
-		return enc396(b, m), true
-	case *oauth2v3.OAuth2Credentials:
-		return enc398(b, m), true
-	case *oauth2v3.OAuth2Credentials_CookieNames:
-		return enc400(b, m), true
-	case *oauth2v3.OAuth2TokenForwarding:
-		return enc401(b, m), true
-	case *oauth2v3.PostLogoutRedirectUri:
-		return enc397(b, m), true
-	case *oauth2v3.PrivateKeyJwtConfig:
-		return enc404(b, m), true
-	case *oauth2v3.TokenCookieChunking:
 		return enc405(b, m), true
-	case *ratelimitv33.RateLimit:
-		return enc412(b, m), true
-	case *ratelimitv33.RateLimitPerRoute:
+	case *jwtauthnv3.FilterStateRule:
+		return enc406(b, m), true
+	case *jwtauthnv3.JwksAsyncFetch:
+		return enc394(b, m), true
+	case *jwtauthnv3.JwtAuthentication:
+		return enc391(b, m), true
+	case *jwtauthnv3.JwtCacheConfig:
+		return enc397(b, m), true
+	case *jwtauthnv3.JwtClaimToHeader:
+		return enc398(b, m), true
+	case *jwtauthnv3.JwtClaimToHeader_PathSegment:
+		return enc399(b, m), true
+	case *jwtauthnv3.JwtHeader:
+		return enc395(b, m), true
+	case *jwtauthnv3.JwtProvider:
+		return enc392(b, m), true
+	case *jwtauthnv3.JwtProvider_NormalizePayload:
+		return enc396(b, m), true
+	case *jwtauthnv3.JwtRequirement:
+		return enc401(b, m), true
+	case *jwtauthnv3.JwtRequirementAndList:
+		return enc404(b, m), true
+	case *jwtauthnv3.JwtRequirementOrList:
+		return enc403(b, m), true
+	case *jwtauthnv3.PerRouteConfig:
+		return enc407(b, m), true
+	case *jwtauthnv3.ProviderWithAudiences:
+		return enc402(b, m), true
+	case *jwtauthnv3.RemoteJwks:
+		return enc393(b, m), true
+	case *jwtauthnv3.RequirementRule:
+		return enc400(b, m), true
+	case *localratelimitv3.LocalRateLimit:
+		return enc419(b, m), true
+	case *oauth2v3.CookieConfig:
+		return enc416(b, m), true
+	case *oauth2v3.CookieConfigs:
+		return enc415(b, m), true
+	case *oauth2v3.OAuth2:
+		return enc408(b, m), true
+	case *oauth2v3.OAuth2Config:
+		return enc409(b, m), true
+	case *oauth2v3.OAuth2Credentials:
+		return enc411(b, m), true
+	case *oauth2v3.OAuth2Credentials_CookieNames:
+		return enc413(b, m), true
+	case *oauth2v3.OAuth2TokenForwarding:
 		return enc414(b, m), true
+	case *oauth2v3.PostLogoutRedirectUri:
+		return enc410(b, m), true
+	case *oauth2v3.PrivateKeyJwtConfig:
+		return enc417(b, m), true
+	case *oauth2v3.TokenCookieChunking:
+		return enc418(b, m), true
+	case *ratelimitv33.RateLimit:
+		return enc424(b, m), true
+	case *ratelimitv33.RateLimitPerRoute:
+		return enc426(b, m), true
 	case *rbacv32.RBAC:
 		return enc342(b, m), true
 	case *rbacv32.RBACPerRoute:
@@ -2959,11 +3039,11 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *routerv3.Router_UpstreamAccessLogOptions:
 		return enc323(b, m), true
 	case *httpinspectorv3.HttpInspector:
-		return enc453(b, m), true
+		return enc465(b, m), true
 	case *originaldstv3.OriginalDst:
-		return enc454(b, m), true
+		return enc466(b, m), true
 	case *tlsinspectorv3.TlsInspector:
-		return enc455(b, m), true
+		return enc467(b, m), true
 	case *httpconnectionmanagerv3.ForwardProtoConfig:
 		return enc321(b, m), true
 	case *httpconnectionmanagerv3.HttpConnectionManager:
@@ -3021,55 +3101,61 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight:
 		return enc326(b, m), true
 	case *uritemplatev3.UriTemplateMatchConfig:
-		return enc450(b, m), true
+		return enc462(b, m), true
 	case *previoushostsv3.PreviousHostsPredicate:
-		return enc451(b, m), true
+		return enc463(b, m), true
 	case *previousprioritiesv3.PreviousPrioritiesConfig:
-		return enc452(b, m), true
+		return enc464(b, m), true
 	case *rawbufferv3.RawBuffer:
-		return enc434(b, m), true
+		return enc446(b, m), true
 	case *tlsv3.CertificateProviderPluginInstance:
-		return enc424(b, m), true
-	case *tlsv3.CertificateValidationContext:
-		return enc427(b, m), true
-	case *tlsv3.CertificateValidationContext_SystemRootCerts:
-		return enc428(b, m), true
-	case *tlsv3.CommonTlsContext:
-		return enc420(b, m), true
-	case *tlsv3.CommonTlsContext_CertificateProvider:
-		return enc425(b, m), true
-	case *tlsv3.CommonTlsContext_CertificateProviderInstance:
-		return enc426(b, m), true
-	case *tlsv3.CommonTlsContext_CombinedCertificateValidationContext:
-		return enc430(b, m), true
-	case *tlsv3.DownstreamTlsContext:
-		return enc432(b, m), true
-	case *tlsv3.PrivateKeyProvider:
-		return enc423(b, m), true
-	case *tlsv3.SdsSecretConfig:
-		return enc399(b, m), true
-	case *tlsv3.SubjectAltNameMatcher:
-		return enc429(b, m), true
-	case *tlsv3.TlsCertificate:
-		return enc422(b, m), true
-	case *tlsv3.TlsKeyLog:
-		return enc431(b, m), true
-	case *tlsv3.TlsParameters:
-		return enc421(b, m), true
-	case *tlsv3.TlsSessionTicketKeys:
-		return enc433(b, m), true
-	case *tlsv3.UpstreamTlsContext:
-		return enc419(b, m), true
-	case *httpv3.HttpProtocolOptions:
-		return enc435(b, m), true
-	case *httpv3.HttpProtocolOptions_AutoHttpConfig:
-		return enc438(b, m), true
-	case *httpv3.HttpProtocolOptions_ExplicitHttpConfig:
 		return enc436(b, m), true
-	case *httpv3.HttpProtocolOptions_OutlierDetection:
-		return enc441(b, m), true
-	case *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig:
+	case *tlsv3.CertificateValidationContext:
+		return enc439(b, m), true
+	case *tlsv3.CertificateValidationContext_SystemRootCerts:
+		return enc440(b, m), true
+	case *tlsv3.CommonTlsContext:
+		return enc432(b, m), true
+	case *tlsv3.CommonTlsContext_CertificateProvider:
 		return enc437(b, m), true
+	case *tlsv3.CommonTlsContext_CertificateProviderInstance:
+		return enc438(b, m), true
+	case *tlsv3.CommonTlsContext_CombinedCertificateValidationContext:
+		return enc442(b, m), true
+	case *tlsv3.DownstreamTlsContext:
+		return enc444(b, m), true
+	case *tlsv3.PrivateKeyProvider:
+		return enc435(b, m), true
+	case *tlsv3.SdsSecretConfig:
+		return enc412(b, m), true
+	case *tlsv3.SubjectAltNameMatcher:
+		return enc441(b, m), true
+	case *tlsv3.TlsCertificate:
+		return enc434(b, m), true
+	case *tlsv3.TlsKeyLog:
+		return enc443(b, m), true
+	case *tlsv3.TlsParameters:
+		return enc433(b, m), true
+	case *tlsv3.TlsSessionTicketKeys:
+		return enc445(b, m), true
+	case *tlsv3.UpstreamTlsContext:
+		return enc431(b, m), true
+	case *httpv3.HttpProtocolOptions:
+		return enc447(b, m), true
+	case *httpv3.HttpProtocolOptions_AutoHttpConfig:
+		return enc450(b, m), true
+	case *httpv3.HttpProtocolOptions_ExplicitHttpConfig:
+		return enc448(b, m), true
+	case *httpv3.HttpProtocolOptions_OutlierDetection:
+		return enc453(b, m), true
+	case *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig:
+		return enc449(b, m), true
+	case *authv3.CheckResponse:
+		return enc387(b, m), true
+	case *authv3.DeniedHttpResponse:
+		return enc388(b, m), true
+	case *authv3.OkHttpResponse:
+		return enc389(b, m), true
 	case *discoveryv3.DeltaDiscoveryRequest:
 		return enc0(b, m), true
 	case *discoveryv3.DeltaDiscoveryResponse:
@@ -3097,13 +3183,13 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *discoveryv3.ResourceName:
 		return enc19(b, m), true
 	case *ratelimitv34.RateLimitResponse:
-		return enc415(b, m), true
+		return enc427(b, m), true
 	case *ratelimitv34.RateLimitResponse_DescriptorStatus:
-		return enc416(b, m), true
+		return enc428(b, m), true
 	case *ratelimitv34.RateLimitResponse_Quota:
-		return enc418(b, m), true
+		return enc430(b, m), true
 	case *ratelimitv34.RateLimitResponse_RateLimit:
-		return enc417(b, m), true
+		return enc429(b, m), true
 	case *httpv32.PathTransformation:
 		return enc316(b, m), true
 	case *httpv32.PathTransformation_Operation:
@@ -3177,7 +3263,7 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *typev3.HashPolicy_SourceIp:
 		return enc329(b, m), true
 	case *typev3.HttpStatus:
-		return enc407(b, m), true
+		return enc383(b, m), true
 	case *typev3.Int32Range:
 		return enc100(b, m), true
 	case *typev3.Int64Range:
@@ -3187,7 +3273,7 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *typev3.SemanticVersion:
 		return enc8(b, m), true
 	case *typev3.TokenBucket:
-		return enc408(b, m), true
+		return enc420(b, m), true
 	case *v1alpha1.CheckedExpr:
 		return enc362(b, m), true
 	case *v1alpha1.Constant:
@@ -48086,8 +48172,2190 @@ func enc376(b []byte, m *rbacv33.RBAC) []byte {
 	return b
 }
 
-// dec377 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication.
-func dec377(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
+// dec377 decodes envoy.extensions.filters.http.ext_authz.v3.ExtAuthz.
+func dec377(b []byte, m *extauthzv3.ExtAuthz, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				o, ok := m.Services.(*extauthzv3.ExtAuthz_GrpcService)
+				if !ok || o.GrpcService == nil {
+					o = &extauthzv3.ExtAuthz_GrpcService{GrpcService: new(corev3.GrpcService)}
+					m.Services = o
+				}
+				if err := dec56(x, o.GrpcService, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 3:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				o, ok := m.Services.(*extauthzv3.ExtAuthz_HttpService)
+				if !ok || o.HttpService == nil {
+					o = &extauthzv3.ExtAuthz_HttpService{HttpService: new(extauthzv3.HttpService)}
+					m.Services = o
+				}
+				if err := dec378(x, o.HttpService, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 12:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := corev3.ApiVersion(int32(sv))
+				m.TransportApiVersion = v
+				continue
+			}
+		case 2:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.FailureModeAllow = v
+				continue
+			}
+		case 19:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.FailureModeAllowHeaderAdd = v
+				continue
+			}
+		case 5:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.WithRequestBody == nil {
+					m.WithRequestBody = new(extauthzv3.BufferSettings)
+				}
+				if err := dec382(x, m.WithRequestBody, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 6:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.ClearRouteCache = v
+				continue
+			}
+		case 34:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.http.ext_authz.v3.ExtAuthz.clear_route_cache_headers")
+				}
+				v := string(sv)
+				m.ClearRouteCacheHeaders = append(m.ClearRouteCacheHeaders, v)
+				continue
+			}
+		case 7:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.StatusOnError == nil {
+					m.StatusOnError = new(typev3.HttpStatus)
+				}
+				if err := dec383(x, m.StatusOnError, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 24:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.ValidateMutations = v
+				continue
+			}
+		case 8:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.http.ext_authz.v3.ExtAuthz.metadata_context_namespaces")
+				}
+				v := string(sv)
+				m.MetadataContextNamespaces = append(m.MetadataContextNamespaces, v)
+				continue
+			}
+		case 16:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.http.ext_authz.v3.ExtAuthz.typed_metadata_context_namespaces")
+				}
+				v := string(sv)
+				m.TypedMetadataContextNamespaces = append(m.TypedMetadataContextNamespaces, v)
+				continue
+			}
+		case 21:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.http.ext_authz.v3.ExtAuthz.route_metadata_context_namespaces")
+				}
+				v := string(sv)
+				m.RouteMetadataContextNamespaces = append(m.RouteMetadataContextNamespaces, v)
+				continue
+			}
+		case 22:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.http.ext_authz.v3.ExtAuthz.route_typed_metadata_context_namespaces")
+				}
+				v := string(sv)
+				m.RouteTypedMetadataContextNamespaces = append(m.RouteTypedMetadataContextNamespaces, v)
+				continue
+			}
+		case 9:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.FilterEnabled == nil {
+					m.FilterEnabled = new(corev3.RuntimeFractionalPercent)
+				}
+				if err := dec149(x, m.FilterEnabled, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 14:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.FilterEnabledMetadata == nil {
+					m.FilterEnabledMetadata = new(matcherv32.MetadataMatcher)
+				}
+				if err := dec134(x, m.FilterEnabledMetadata, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 11:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.DenyAtDisable == nil {
+					m.DenyAtDisable = new(corev3.RuntimeFeatureFlag)
+				}
+				if err := dec109(x, m.DenyAtDisable, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 10:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.IncludePeerCertificate = v
+				continue
+			}
+		case 13:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.http.ext_authz.v3.ExtAuthz.stat_prefix")
+				}
+				v := string(sv)
+				m.StatPrefix = v
+				continue
+			}
+		case 15:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.http.ext_authz.v3.ExtAuthz.bootstrap_metadata_labels_key")
+				}
+				v := string(sv)
+				m.BootstrapMetadataLabelsKey = v
+				continue
+			}
+		case 17:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.AllowedHeaders == nil {
+					m.AllowedHeaders = new(matcherv32.ListStringMatcher)
+				}
+				if err := dec41(x, m.AllowedHeaders, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 25:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.DisallowedHeaders == nil {
+					m.DisallowedHeaders = new(matcherv32.ListStringMatcher)
+				}
+				if err := dec41(x, m.DisallowedHeaders, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 18:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.IncludeTlsSession = v
+				continue
+			}
+		case 20:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.ChargeClusterResponseStats == nil {
+					m.ChargeClusterResponseStats = new(wrapperspb.BoolValue)
+				}
+				if err := dec81(x, m.ChargeClusterResponseStats, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 23:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.EncodeRawHeaders = v
+				continue
+			}
+		case 26:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.DecoderHeaderMutationRules == nil {
+					m.DecoderHeaderMutationRules = new(mutationrulesv3.HeaderMutationRules)
+				}
+				if err := dec384(x, m.DecoderHeaderMutationRules, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 27:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.EnableDynamicMetadataIngestion == nil {
+					m.EnableDynamicMetadataIngestion = new(wrapperspb.BoolValue)
+				}
+				if err := dec81(x, m.EnableDynamicMetadataIngestion, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 28:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.FilterMetadata == nil {
+					m.FilterMetadata = new(structpb.Struct)
+				}
+				if err := dec2(x, m.FilterMetadata, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 29:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.EmitFilterStateStats = v
+				continue
+			}
+		case 30:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := uint32(uint32(sv))
+				m.MaxDeniedResponseBodyBytes = v
+				continue
+			}
+		case 31:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.EnforceResponseHeaderLimits = v
+				continue
+			}
+		case 32:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.ShadowMode = v
+				continue
+			}
+		case 33:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.EmitClientSpan == nil {
+					m.EmitClientSpan = new(wrapperspb.BoolValue)
+				}
+				if err := dec81(x, m.EmitClientSpan, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc377 appends the deterministic encoding of envoy.extensions.filters.http.ext_authz.v3.ExtAuthz.
+func enc377(b []byte, m *extauthzv3.ExtAuthz) []byte {
+	if m == nil {
+		return b
+	}
+	if m.FailureModeAllow {
+		b = protowire.AppendTag(b, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.FailureModeAllow)))
+	}
+	if m.WithRequestBody != nil {
+		b = protowire.AppendTag(b, 5, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc382(b, m.WithRequestBody)
+		b = finishLen(b, at)
+	}
+	if m.ClearRouteCache {
+		b = protowire.AppendTag(b, 6, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.ClearRouteCache)))
+	}
+	if m.StatusOnError != nil {
+		b = protowire.AppendTag(b, 7, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc383(b, m.StatusOnError)
+		b = finishLen(b, at)
+	}
+	for _, v := range m.MetadataContextNamespaces {
+		b = protowire.AppendTag(b, 8, protowire.BytesType)
+		b = protowire.AppendString(b, string(v))
+	}
+	if m.FilterEnabled != nil {
+		b = protowire.AppendTag(b, 9, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc149(b, m.FilterEnabled)
+		b = finishLen(b, at)
+	}
+	if m.IncludePeerCertificate {
+		b = protowire.AppendTag(b, 10, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.IncludePeerCertificate)))
+	}
+	if m.DenyAtDisable != nil {
+		b = protowire.AppendTag(b, 11, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc109(b, m.DenyAtDisable)
+		b = finishLen(b, at)
+	}
+	if m.TransportApiVersion != 0 {
+		b = protowire.AppendTag(b, 12, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(int64(m.TransportApiVersion)))
+	}
+	if len(m.StatPrefix) > 0 {
+		b = protowire.AppendTag(b, 13, protowire.BytesType)
+		b = protowire.AppendString(b, string(m.StatPrefix))
+	}
+	if m.FilterEnabledMetadata != nil {
+		b = protowire.AppendTag(b, 14, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc134(b, m.FilterEnabledMetadata)
+		b = finishLen(b, at)
+	}
+	if len(m.BootstrapMetadataLabelsKey) > 0 {
+		b = protowire.AppendTag(b, 15, protowire.BytesType)
+		b = protowire.AppendString(b, string(m.BootstrapMetadataLabelsKey))
+	}
+	for _, v := range m.TypedMetadataContextNamespaces {
+		b = protowire.AppendTag(b, 16, protowire.BytesType)
+		b = protowire.AppendString(b, string(v))
+	}
+	if m.AllowedHeaders != nil {
+		b = protowire.AppendTag(b, 17, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc41(b, m.AllowedHeaders)
+		b = finishLen(b, at)
+	}
+	if m.IncludeTlsSession {
+		b = protowire.AppendTag(b, 18, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.IncludeTlsSession)))
+	}
+	if m.FailureModeAllowHeaderAdd {
+		b = protowire.AppendTag(b, 19, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.FailureModeAllowHeaderAdd)))
+	}
+	if m.ChargeClusterResponseStats != nil {
+		b = protowire.AppendTag(b, 20, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc81(b, m.ChargeClusterResponseStats)
+		b = finishLen(b, at)
+	}
+	for _, v := range m.RouteMetadataContextNamespaces {
+		b = protowire.AppendTag(b, 21, protowire.BytesType)
+		b = protowire.AppendString(b, string(v))
+	}
+	for _, v := range m.RouteTypedMetadataContextNamespaces {
+		b = protowire.AppendTag(b, 22, protowire.BytesType)
+		b = protowire.AppendString(b, string(v))
+	}
+	if m.EncodeRawHeaders {
+		b = protowire.AppendTag(b, 23, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.EncodeRawHeaders)))
+	}
+	if m.ValidateMutations {
+		b = protowire.AppendTag(b, 24, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.ValidateMutations)))
+	}
+	if m.DisallowedHeaders != nil {
+		b = protowire.AppendTag(b, 25, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc41(b, m.DisallowedHeaders)
+		b = finishLen(b, at)
+	}
+	if m.DecoderHeaderMutationRules != nil {
+		b = protowire.AppendTag(b, 26, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc384(b, m.DecoderHeaderMutationRules)
+		b = finishLen(b, at)
+	}
+	if m.EnableDynamicMetadataIngestion != nil {
+		b = protowire.AppendTag(b, 27, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc81(b, m.EnableDynamicMetadataIngestion)
+		b = finishLen(b, at)
+	}
+	if m.FilterMetadata != nil {
+		b = protowire.AppendTag(b, 28, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc2(b, m.FilterMetadata)
+		b = finishLen(b, at)
+	}
+	if m.EmitFilterStateStats {
+		b = protowire.AppendTag(b, 29, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.EmitFilterStateStats)))
+	}
+	if m.MaxDeniedResponseBodyBytes != 0 {
+		b = protowire.AppendTag(b, 30, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(m.MaxDeniedResponseBodyBytes))
+	}
+	if m.EnforceResponseHeaderLimits {
+		b = protowire.AppendTag(b, 31, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.EnforceResponseHeaderLimits)))
+	}
+	if m.ShadowMode {
+		b = protowire.AppendTag(b, 32, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.ShadowMode)))
+	}
+	if m.EmitClientSpan != nil {
+		b = protowire.AppendTag(b, 33, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc81(b, m.EmitClientSpan)
+		b = finishLen(b, at)
+	}
+	for _, v := range m.ClearRouteCacheHeaders {
+		b = protowire.AppendTag(b, 34, protowire.BytesType)
+		b = protowire.AppendString(b, string(v))
+	}
+	if o, ok := m.Services.(*extauthzv3.ExtAuthz_GrpcService); ok {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		if o.GrpcService != nil {
+			b = enc56(b, o.GrpcService)
+		}
+		b = finishLen(b, at)
+	}
+	if o, ok := m.Services.(*extauthzv3.ExtAuthz_HttpService); ok {
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		if o.HttpService != nil {
+			b = enc378(b, o.HttpService)
+		}
+		b = finishLen(b, at)
+	}
+	return b
+}
+
+// dec378 decodes envoy.extensions.filters.http.ext_authz.v3.HttpService.
+func dec378(b []byte, m *extauthzv3.HttpService, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.ServerUri == nil {
+					m.ServerUri = new(corev3.HttpUri)
+				}
+				if err := dec379(x, m.ServerUri, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 2:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.http.ext_authz.v3.HttpService.path_prefix")
+				}
+				v := string(sv)
+				m.PathPrefix = v
+				continue
+			}
+		case 10:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.http.ext_authz.v3.HttpService.path_override")
+				}
+				v := string(sv)
+				m.PathOverride = v
+				continue
+			}
+		case 7:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.AuthorizationRequest == nil {
+					m.AuthorizationRequest = new(extauthzv3.AuthorizationRequest)
+				}
+				if err := dec380(x, m.AuthorizationRequest, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 8:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.AuthorizationResponse == nil {
+					m.AuthorizationResponse = new(extauthzv3.AuthorizationResponse)
+				}
+				if err := dec381(x, m.AuthorizationResponse, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 9:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.RetryPolicy == nil {
+					m.RetryPolicy = new(corev3.RetryPolicy)
+				}
+				if err := dec58(x, m.RetryPolicy, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc378 appends the deterministic encoding of envoy.extensions.filters.http.ext_authz.v3.HttpService.
+func enc378(b []byte, m *extauthzv3.HttpService) []byte {
+	if m == nil {
+		return b
+	}
+	if m.ServerUri != nil {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc379(b, m.ServerUri)
+		b = finishLen(b, at)
+	}
+	if len(m.PathPrefix) > 0 {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendString(b, string(m.PathPrefix))
+	}
+	if m.AuthorizationRequest != nil {
+		b = protowire.AppendTag(b, 7, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc380(b, m.AuthorizationRequest)
+		b = finishLen(b, at)
+	}
+	if m.AuthorizationResponse != nil {
+		b = protowire.AppendTag(b, 8, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc381(b, m.AuthorizationResponse)
+		b = finishLen(b, at)
+	}
+	if m.RetryPolicy != nil {
+		b = protowire.AppendTag(b, 9, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc58(b, m.RetryPolicy)
+		b = finishLen(b, at)
+	}
+	if len(m.PathOverride) > 0 {
+		b = protowire.AppendTag(b, 10, protowire.BytesType)
+		b = protowire.AppendString(b, string(m.PathOverride))
+	}
+	return b
+}
+
+// dec379 decodes envoy.config.core.v3.HttpUri.
+func dec379(b []byte, m *corev3.HttpUri, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.config.core.v3.HttpUri.uri")
+				}
+				v := string(sv)
+				m.Uri = v
+				continue
+			}
+		case 2:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.config.core.v3.HttpUri.cluster")
+				}
+				v := string(sv)
+				m.HttpUpstreamType = &corev3.HttpUri_Cluster{Cluster: v}
+				continue
+			}
+		case 3:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.Timeout == nil {
+					m.Timeout = new(durationpb.Duration)
+				}
+				if err := dec24(x, m.Timeout, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc379 appends the deterministic encoding of envoy.config.core.v3.HttpUri.
+func enc379(b []byte, m *corev3.HttpUri) []byte {
+	if m == nil {
+		return b
+	}
+	if len(m.Uri) > 0 {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, string(m.Uri))
+	}
+	if m.Timeout != nil {
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc24(b, m.Timeout)
+		b = finishLen(b, at)
+	}
+	if o, ok := m.HttpUpstreamType.(*corev3.HttpUri_Cluster); ok {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendString(b, string(o.Cluster))
+	}
+	return b
+}
+
+// dec380 decodes envoy.extensions.filters.http.ext_authz.v3.AuthorizationRequest.
+func dec380(b []byte, m *extauthzv3.AuthorizationRequest, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.AllowedHeaders == nil {
+					m.AllowedHeaders = new(matcherv32.ListStringMatcher)
+				}
+				if err := dec41(x, m.AllowedHeaders, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 2:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				e := new(corev3.HeaderValue)
+				if err := dec75(x, e, depth+1); err != nil {
+					return err
+				}
+				m.HeadersToAdd = append(m.HeadersToAdd, e)
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc380 appends the deterministic encoding of envoy.extensions.filters.http.ext_authz.v3.AuthorizationRequest.
+func enc380(b []byte, m *extauthzv3.AuthorizationRequest) []byte {
+	if m == nil {
+		return b
+	}
+	if m.AllowedHeaders != nil {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc41(b, m.AllowedHeaders)
+		b = finishLen(b, at)
+	}
+	for _, v := range m.HeadersToAdd {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc75(b, v)
+		b = finishLen(b, at)
+	}
+	return b
+}
+
+// dec381 decodes envoy.extensions.filters.http.ext_authz.v3.AuthorizationResponse.
+func dec381(b []byte, m *extauthzv3.AuthorizationResponse, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.AllowedUpstreamHeaders == nil {
+					m.AllowedUpstreamHeaders = new(matcherv32.ListStringMatcher)
+				}
+				if err := dec41(x, m.AllowedUpstreamHeaders, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 3:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.AllowedUpstreamHeadersToAppend == nil {
+					m.AllowedUpstreamHeadersToAppend = new(matcherv32.ListStringMatcher)
+				}
+				if err := dec41(x, m.AllowedUpstreamHeadersToAppend, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 2:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.AllowedClientHeaders == nil {
+					m.AllowedClientHeaders = new(matcherv32.ListStringMatcher)
+				}
+				if err := dec41(x, m.AllowedClientHeaders, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 4:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.AllowedClientHeadersOnSuccess == nil {
+					m.AllowedClientHeadersOnSuccess = new(matcherv32.ListStringMatcher)
+				}
+				if err := dec41(x, m.AllowedClientHeadersOnSuccess, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 5:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.DynamicMetadataFromHeaders == nil {
+					m.DynamicMetadataFromHeaders = new(matcherv32.ListStringMatcher)
+				}
+				if err := dec41(x, m.DynamicMetadataFromHeaders, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc381 appends the deterministic encoding of envoy.extensions.filters.http.ext_authz.v3.AuthorizationResponse.
+func enc381(b []byte, m *extauthzv3.AuthorizationResponse) []byte {
+	if m == nil {
+		return b
+	}
+	if m.AllowedUpstreamHeaders != nil {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc41(b, m.AllowedUpstreamHeaders)
+		b = finishLen(b, at)
+	}
+	if m.AllowedClientHeaders != nil {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc41(b, m.AllowedClientHeaders)
+		b = finishLen(b, at)
+	}
+	if m.AllowedUpstreamHeadersToAppend != nil {
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc41(b, m.AllowedUpstreamHeadersToAppend)
+		b = finishLen(b, at)
+	}
+	if m.AllowedClientHeadersOnSuccess != nil {
+		b = protowire.AppendTag(b, 4, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc41(b, m.AllowedClientHeadersOnSuccess)
+		b = finishLen(b, at)
+	}
+	if m.DynamicMetadataFromHeaders != nil {
+		b = protowire.AppendTag(b, 5, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc41(b, m.DynamicMetadataFromHeaders)
+		b = finishLen(b, at)
+	}
+	return b
+}
+
+// dec382 decodes envoy.extensions.filters.http.ext_authz.v3.BufferSettings.
+func dec382(b []byte, m *extauthzv3.BufferSettings, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := uint32(uint32(sv))
+				m.MaxRequestBytes = v
+				continue
+			}
+		case 2:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.AllowPartialMessage = v
+				continue
+			}
+		case 3:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.PackAsBytes = v
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc382 appends the deterministic encoding of envoy.extensions.filters.http.ext_authz.v3.BufferSettings.
+func enc382(b []byte, m *extauthzv3.BufferSettings) []byte {
+	if m == nil {
+		return b
+	}
+	if m.MaxRequestBytes != 0 {
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(m.MaxRequestBytes))
+	}
+	if m.AllowPartialMessage {
+		b = protowire.AppendTag(b, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.AllowPartialMessage)))
+	}
+	if m.PackAsBytes {
+		b = protowire.AppendTag(b, 3, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.PackAsBytes)))
+	}
+	return b
+}
+
+// dec383 decodes envoy.type.v3.HttpStatus.
+func dec383(b []byte, m *typev3.HttpStatus, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := typev3.StatusCode(int32(sv))
+				m.Code = v
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc383 appends the deterministic encoding of envoy.type.v3.HttpStatus.
+func enc383(b []byte, m *typev3.HttpStatus) []byte {
+	if m == nil {
+		return b
+	}
+	if m.Code != 0 {
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(int64(m.Code)))
+	}
+	return b
+}
+
+// dec384 decodes envoy.config.common.mutation_rules.v3.HeaderMutationRules.
+func dec384(b []byte, m *mutationrulesv3.HeaderMutationRules, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.AllowAllRouting == nil {
+					m.AllowAllRouting = new(wrapperspb.BoolValue)
+				}
+				if err := dec81(x, m.AllowAllRouting, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 2:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.AllowEnvoy == nil {
+					m.AllowEnvoy = new(wrapperspb.BoolValue)
+				}
+				if err := dec81(x, m.AllowEnvoy, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 3:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.DisallowSystem == nil {
+					m.DisallowSystem = new(wrapperspb.BoolValue)
+				}
+				if err := dec81(x, m.DisallowSystem, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 4:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.DisallowAll == nil {
+					m.DisallowAll = new(wrapperspb.BoolValue)
+				}
+				if err := dec81(x, m.DisallowAll, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 5:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.AllowExpression == nil {
+					m.AllowExpression = new(matcherv32.RegexMatcher)
+				}
+				if err := dec43(x, m.AllowExpression, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 6:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.DisallowExpression == nil {
+					m.DisallowExpression = new(matcherv32.RegexMatcher)
+				}
+				if err := dec43(x, m.DisallowExpression, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 7:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.DisallowIsError == nil {
+					m.DisallowIsError = new(wrapperspb.BoolValue)
+				}
+				if err := dec81(x, m.DisallowIsError, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc384 appends the deterministic encoding of envoy.config.common.mutation_rules.v3.HeaderMutationRules.
+func enc384(b []byte, m *mutationrulesv3.HeaderMutationRules) []byte {
+	if m == nil {
+		return b
+	}
+	if m.AllowAllRouting != nil {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc81(b, m.AllowAllRouting)
+		b = finishLen(b, at)
+	}
+	if m.AllowEnvoy != nil {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc81(b, m.AllowEnvoy)
+		b = finishLen(b, at)
+	}
+	if m.DisallowSystem != nil {
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc81(b, m.DisallowSystem)
+		b = finishLen(b, at)
+	}
+	if m.DisallowAll != nil {
+		b = protowire.AppendTag(b, 4, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc81(b, m.DisallowAll)
+		b = finishLen(b, at)
+	}
+	if m.AllowExpression != nil {
+		b = protowire.AppendTag(b, 5, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc43(b, m.AllowExpression)
+		b = finishLen(b, at)
+	}
+	if m.DisallowExpression != nil {
+		b = protowire.AppendTag(b, 6, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc43(b, m.DisallowExpression)
+		b = finishLen(b, at)
+	}
+	if m.DisallowIsError != nil {
+		b = protowire.AppendTag(b, 7, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc81(b, m.DisallowIsError)
+		b = finishLen(b, at)
+	}
+	return b
+}
+
+// dec385 decodes envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute.
+func dec385(b []byte, m *extauthzv3.ExtAuthzPerRoute, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.Override = &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: v}
+				continue
+			}
+		case 2:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				o, ok := m.Override.(*extauthzv3.ExtAuthzPerRoute_CheckSettings)
+				if !ok || o.CheckSettings == nil {
+					o = &extauthzv3.ExtAuthzPerRoute_CheckSettings{CheckSettings: new(extauthzv3.CheckSettings)}
+					m.Override = o
+				}
+				if err := dec386(x, o.CheckSettings, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc385 appends the deterministic encoding of envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute.
+func enc385(b []byte, m *extauthzv3.ExtAuthzPerRoute) []byte {
+	if m == nil {
+		return b
+	}
+	if o, ok := m.Override.(*extauthzv3.ExtAuthzPerRoute_Disabled); ok {
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(o.Disabled)))
+	}
+	if o, ok := m.Override.(*extauthzv3.ExtAuthzPerRoute_CheckSettings); ok {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		if o.CheckSettings != nil {
+			b = enc386(b, o.CheckSettings)
+		}
+		b = finishLen(b, at)
+	}
+	return b
+}
+
+// dec386 decodes envoy.extensions.filters.http.ext_authz.v3.CheckSettings.
+func dec386(b []byte, m *extauthzv3.CheckSettings, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				var k string
+				var val string
+				for len(x) > 0 {
+					num, typ, n := protowire.ConsumeTag(x)
+					if n < 0 || num > protowire.MaxValidNumber {
+						return errParse
+					}
+					x = x[n:]
+					switch {
+					case num == 1 && typ == protowire.BytesType:
+						sv, sn := protowire.ConsumeBytes(x)
+						if sn < 0 {
+							return errParse
+						}
+						x = x[sn:]
+						if !utf8.Valid(sv) {
+							return invalidUTF8("envoy.extensions.filters.http.ext_authz.v3.CheckSettings.context_extensions")
+						}
+						v := string(sv)
+						k = v
+						continue
+					case num == 2 && typ == protowire.BytesType:
+						sv, sn := protowire.ConsumeBytes(x)
+						if sn < 0 {
+							return errParse
+						}
+						x = x[sn:]
+						if !utf8.Valid(sv) {
+							return invalidUTF8("envoy.extensions.filters.http.ext_authz.v3.CheckSettings.context_extensions")
+						}
+						v := string(sv)
+						val = v
+						continue
+					}
+					n = protowire.ConsumeFieldValue(num, typ, x)
+					if n < 0 {
+						return errParse
+					}
+					x = x[n:]
+				}
+				if m.ContextExtensions == nil {
+					m.ContextExtensions = make(map[string]string)
+				}
+				m.ContextExtensions[k] = val
+				continue
+			}
+		case 2:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.DisableRequestBodyBuffering = v
+				continue
+			}
+		case 3:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.WithRequestBody == nil {
+					m.WithRequestBody = new(extauthzv3.BufferSettings)
+				}
+				if err := dec382(x, m.WithRequestBody, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 4:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				o, ok := m.ServiceOverride.(*extauthzv3.CheckSettings_GrpcService)
+				if !ok || o.GrpcService == nil {
+					o = &extauthzv3.CheckSettings_GrpcService{GrpcService: new(corev3.GrpcService)}
+					m.ServiceOverride = o
+				}
+				if err := dec56(x, o.GrpcService, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 5:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				o, ok := m.ServiceOverride.(*extauthzv3.CheckSettings_HttpService)
+				if !ok || o.HttpService == nil {
+					o = &extauthzv3.CheckSettings_HttpService{HttpService: new(extauthzv3.HttpService)}
+					m.ServiceOverride = o
+				}
+				if err := dec378(x, o.HttpService, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 6:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.EmitClientSpan == nil {
+					m.EmitClientSpan = new(wrapperspb.BoolValue)
+				}
+				if err := dec81(x, m.EmitClientSpan, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc386 appends the deterministic encoding of envoy.extensions.filters.http.ext_authz.v3.CheckSettings.
+func enc386(b []byte, m *extauthzv3.CheckSettings) []byte {
+	if m == nil {
+		return b
+	}
+	if len(m.ContextExtensions) > 0 {
+		keys := make([]string, 0, len(m.ContextExtensions))
+		for k := range m.ContextExtensions {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			v := m.ContextExtensions[k]
+			b = protowire.AppendTag(b, 1, protowire.BytesType)
+			at := len(b)
+			b = append(b, 0, 0, 0, 0, 0)
+			b = protowire.AppendTag(b, 1, protowire.BytesType)
+			b = protowire.AppendString(b, string(k))
+			b = protowire.AppendTag(b, 2, protowire.BytesType)
+			b = protowire.AppendString(b, string(v))
+			b = finishLen(b, at)
+		}
+	}
+	if m.DisableRequestBodyBuffering {
+		b = protowire.AppendTag(b, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.DisableRequestBodyBuffering)))
+	}
+	if m.WithRequestBody != nil {
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc382(b, m.WithRequestBody)
+		b = finishLen(b, at)
+	}
+	if m.EmitClientSpan != nil {
+		b = protowire.AppendTag(b, 6, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc81(b, m.EmitClientSpan)
+		b = finishLen(b, at)
+	}
+	if o, ok := m.ServiceOverride.(*extauthzv3.CheckSettings_GrpcService); ok {
+		b = protowire.AppendTag(b, 4, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		if o.GrpcService != nil {
+			b = enc56(b, o.GrpcService)
+		}
+		b = finishLen(b, at)
+	}
+	if o, ok := m.ServiceOverride.(*extauthzv3.CheckSettings_HttpService); ok {
+		b = protowire.AppendTag(b, 5, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		if o.HttpService != nil {
+			b = enc378(b, o.HttpService)
+		}
+		b = finishLen(b, at)
+	}
+	return b
+}
+
+// dec387 decodes envoy.service.auth.v3.CheckResponse.
+func dec387(b []byte, m *authv3.CheckResponse, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.Status == nil {
+					m.Status = new(status.Status)
+				}
+				if err := dec15(x, m.Status, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 2:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				o, ok := m.HttpResponse.(*authv3.CheckResponse_DeniedResponse)
+				if !ok || o.DeniedResponse == nil {
+					o = &authv3.CheckResponse_DeniedResponse{DeniedResponse: new(authv3.DeniedHttpResponse)}
+					m.HttpResponse = o
+				}
+				if err := dec388(x, o.DeniedResponse, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 3:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				o, ok := m.HttpResponse.(*authv3.CheckResponse_OkResponse)
+				if !ok || o.OkResponse == nil {
+					o = &authv3.CheckResponse_OkResponse{OkResponse: new(authv3.OkHttpResponse)}
+					m.HttpResponse = o
+				}
+				if err := dec389(x, o.OkResponse, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 5:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				o, ok := m.HttpResponse.(*authv3.CheckResponse_ErrorResponse)
+				if !ok || o.ErrorResponse == nil {
+					o = &authv3.CheckResponse_ErrorResponse{ErrorResponse: new(authv3.DeniedHttpResponse)}
+					m.HttpResponse = o
+				}
+				if err := dec388(x, o.ErrorResponse, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 4:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.DynamicMetadata == nil {
+					m.DynamicMetadata = new(structpb.Struct)
+				}
+				if err := dec2(x, m.DynamicMetadata, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc387 appends the deterministic encoding of envoy.service.auth.v3.CheckResponse.
+func enc387(b []byte, m *authv3.CheckResponse) []byte {
+	if m == nil {
+		return b
+	}
+	if m.Status != nil {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc15(b, m.Status)
+		b = finishLen(b, at)
+	}
+	if m.DynamicMetadata != nil {
+		b = protowire.AppendTag(b, 4, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc2(b, m.DynamicMetadata)
+		b = finishLen(b, at)
+	}
+	if o, ok := m.HttpResponse.(*authv3.CheckResponse_DeniedResponse); ok {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		if o.DeniedResponse != nil {
+			b = enc388(b, o.DeniedResponse)
+		}
+		b = finishLen(b, at)
+	}
+	if o, ok := m.HttpResponse.(*authv3.CheckResponse_OkResponse); ok {
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		if o.OkResponse != nil {
+			b = enc389(b, o.OkResponse)
+		}
+		b = finishLen(b, at)
+	}
+	if o, ok := m.HttpResponse.(*authv3.CheckResponse_ErrorResponse); ok {
+		b = protowire.AppendTag(b, 5, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		if o.ErrorResponse != nil {
+			b = enc388(b, o.ErrorResponse)
+		}
+		b = finishLen(b, at)
+	}
+	return b
+}
+
+// dec388 decodes envoy.service.auth.v3.DeniedHttpResponse.
+func dec388(b []byte, m *authv3.DeniedHttpResponse, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.Status == nil {
+					m.Status = new(typev3.HttpStatus)
+				}
+				if err := dec383(x, m.Status, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 2:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				e := new(corev3.HeaderValueOption)
+				if err := dec160(x, e, depth+1); err != nil {
+					return err
+				}
+				m.Headers = append(m.Headers, e)
+				continue
+			}
+		case 3:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.service.auth.v3.DeniedHttpResponse.body")
+				}
+				v := string(sv)
+				m.Body = v
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc388 appends the deterministic encoding of envoy.service.auth.v3.DeniedHttpResponse.
+func enc388(b []byte, m *authv3.DeniedHttpResponse) []byte {
+	if m == nil {
+		return b
+	}
+	if m.Status != nil {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc383(b, m.Status)
+		b = finishLen(b, at)
+	}
+	for _, v := range m.Headers {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc160(b, v)
+		b = finishLen(b, at)
+	}
+	if len(m.Body) > 0 {
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		b = protowire.AppendString(b, string(m.Body))
+	}
+	return b
+}
+
+// dec389 decodes envoy.service.auth.v3.OkHttpResponse.
+func dec389(b []byte, m *authv3.OkHttpResponse, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 2:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				e := new(corev3.HeaderValueOption)
+				if err := dec160(x, e, depth+1); err != nil {
+					return err
+				}
+				m.Headers = append(m.Headers, e)
+				continue
+			}
+		case 5:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.service.auth.v3.OkHttpResponse.headers_to_remove")
+				}
+				v := string(sv)
+				m.HeadersToRemove = append(m.HeadersToRemove, v)
+				continue
+			}
+		case 3:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.DynamicMetadata == nil {
+					m.DynamicMetadata = new(structpb.Struct)
+				}
+				if err := dec2(x, m.DynamicMetadata, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 6:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				e := new(corev3.HeaderValueOption)
+				if err := dec160(x, e, depth+1); err != nil {
+					return err
+				}
+				m.ResponseHeadersToAdd = append(m.ResponseHeadersToAdd, e)
+				continue
+			}
+		case 7:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				e := new(corev3.QueryParameter)
+				if err := dec390(x, e, depth+1); err != nil {
+					return err
+				}
+				m.QueryParametersToSet = append(m.QueryParametersToSet, e)
+				continue
+			}
+		case 8:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.service.auth.v3.OkHttpResponse.query_parameters_to_remove")
+				}
+				v := string(sv)
+				m.QueryParametersToRemove = append(m.QueryParametersToRemove, v)
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc389 appends the deterministic encoding of envoy.service.auth.v3.OkHttpResponse.
+func enc389(b []byte, m *authv3.OkHttpResponse) []byte {
+	if m == nil {
+		return b
+	}
+	for _, v := range m.Headers {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc160(b, v)
+		b = finishLen(b, at)
+	}
+	if m.DynamicMetadata != nil {
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc2(b, m.DynamicMetadata)
+		b = finishLen(b, at)
+	}
+	for _, v := range m.HeadersToRemove {
+		b = protowire.AppendTag(b, 5, protowire.BytesType)
+		b = protowire.AppendString(b, string(v))
+	}
+	for _, v := range m.ResponseHeadersToAdd {
+		b = protowire.AppendTag(b, 6, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc160(b, v)
+		b = finishLen(b, at)
+	}
+	for _, v := range m.QueryParametersToSet {
+		b = protowire.AppendTag(b, 7, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc390(b, v)
+		b = finishLen(b, at)
+	}
+	for _, v := range m.QueryParametersToRemove {
+		b = protowire.AppendTag(b, 8, protowire.BytesType)
+		b = protowire.AppendString(b, string(v))
+	}
+	return b
+}
+
+// dec390 decodes envoy.config.core.v3.QueryParameter.
+func dec390(b []byte, m *corev3.QueryParameter, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.config.core.v3.QueryParameter.key")
+				}
+				v := string(sv)
+				m.Key = v
+				continue
+			}
+		case 2:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.config.core.v3.QueryParameter.value")
+				}
+				v := string(sv)
+				m.Value = v
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc390 appends the deterministic encoding of envoy.config.core.v3.QueryParameter.
+func enc390(b []byte, m *corev3.QueryParameter) []byte {
+	if m == nil {
+		return b
+	}
+	if len(m.Key) > 0 {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, string(m.Key))
+	}
+	if len(m.Value) > 0 {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendString(b, string(m.Value))
+	}
+	return b
+}
+
+// dec391 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication.
+func dec391(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -48135,7 +50403,7 @@ func dec377(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 						if val == nil {
 							val = new(jwtauthnv3.JwtProvider)
 						}
-						if err := dec378(y, val, depth+1); err != nil {
+						if err := dec392(y, val, depth+1); err != nil {
 							return err
 						}
 						continue
@@ -48163,7 +50431,7 @@ func dec377(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.RequirementRule)
-				if err := dec387(x, e, depth+1); err != nil {
+				if err := dec400(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Rules = append(m.Rules, e)
@@ -48179,7 +50447,7 @@ func dec377(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 				if m.FilterStateRules == nil {
 					m.FilterStateRules = new(jwtauthnv3.FilterStateRule)
 				}
-				if err := dec393(x, m.FilterStateRules, depth+1); err != nil {
+				if err := dec406(x, m.FilterStateRules, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -48232,7 +50500,7 @@ func dec377(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 						if val == nil {
 							val = new(jwtauthnv3.JwtRequirement)
 						}
-						if err := dec388(y, val, depth+1); err != nil {
+						if err := dec401(y, val, depth+1); err != nil {
 							return err
 						}
 						continue
@@ -48289,8 +50557,8 @@ func dec377(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 	return nil
 }
 
-// enc377 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication.
-func enc377(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
+// enc391 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication.
+func enc391(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 	if m == nil {
 		return b
 	}
@@ -48310,7 +50578,7 @@ func enc377(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 			b = protowire.AppendTag(b, 2, protowire.BytesType)
 			at2 := len(b)
 			b = append(b, 0, 0, 0, 0, 0)
-			b = enc378(b, v)
+			b = enc392(b, v)
 			b = finishLen(b, at2)
 			b = finishLen(b, at)
 		}
@@ -48319,14 +50587,14 @@ func enc377(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc387(b, v)
+		b = enc400(b, v)
 		b = finishLen(b, at)
 	}
 	if m.FilterStateRules != nil {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc393(b, m.FilterStateRules)
+		b = enc406(b, m.FilterStateRules)
 		b = finishLen(b, at)
 	}
 	if m.BypassCorsPreflight {
@@ -48349,7 +50617,7 @@ func enc377(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 			b = protowire.AppendTag(b, 2, protowire.BytesType)
 			at2 := len(b)
 			b = append(b, 0, 0, 0, 0, 0)
-			b = enc388(b, v)
+			b = enc401(b, v)
 			b = finishLen(b, at2)
 			b = finishLen(b, at)
 		}
@@ -48365,8 +50633,8 @@ func enc377(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 	return b
 }
 
-// dec378 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.
-func dec378(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
+// dec392 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.
+func dec392(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -48458,7 +50726,7 @@ func dec378(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 					o = &jwtauthnv3.JwtProvider_RemoteJwks{RemoteJwks: new(jwtauthnv3.RemoteJwks)}
 					m.JwksSourceSpecifier = o
 				}
-				if err := dec379(x, o.RemoteJwks, depth+1); err != nil {
+				if err := dec393(x, o.RemoteJwks, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -48499,7 +50767,7 @@ func dec378(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtHeader)
-				if err := dec382(x, e, depth+1); err != nil {
+				if err := dec395(x, e, depth+1); err != nil {
 					return err
 				}
 				m.FromHeaders = append(m.FromHeaders, e)
@@ -48582,7 +50850,7 @@ func dec378(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 				if m.NormalizePayloadInMetadata == nil {
 					m.NormalizePayloadInMetadata = new(jwtauthnv3.JwtProvider_NormalizePayload)
 				}
-				if err := dec383(x, m.NormalizePayloadInMetadata, depth+1); err != nil {
+				if err := dec396(x, m.NormalizePayloadInMetadata, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -48636,7 +50904,7 @@ func dec378(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 				if m.JwtCacheConfig == nil {
 					m.JwtCacheConfig = new(jwtauthnv3.JwtCacheConfig)
 				}
-				if err := dec384(x, m.JwtCacheConfig, depth+1); err != nil {
+				if err := dec397(x, m.JwtCacheConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -48649,7 +50917,7 @@ func dec378(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtClaimToHeader)
-				if err := dec385(x, e, depth+1); err != nil {
+				if err := dec398(x, e, depth+1); err != nil {
 					return err
 				}
 				m.ClaimToHeaders = append(m.ClaimToHeaders, e)
@@ -48678,8 +50946,8 @@ func dec378(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 	return nil
 }
 
-// enc378 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.
-func enc378(b []byte, m *jwtauthnv3.JwtProvider) []byte {
+// enc392 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.
+func enc392(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 	if m == nil {
 		return b
 	}
@@ -48699,7 +50967,7 @@ func enc378(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		b = protowire.AppendTag(b, 6, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc382(b, v)
+		b = enc395(b, v)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.FromParams {
@@ -48726,7 +50994,7 @@ func enc378(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		b = protowire.AppendTag(b, 12, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc384(b, m.JwtCacheConfig)
+		b = enc397(b, m.JwtCacheConfig)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.FromCookies {
@@ -48741,7 +51009,7 @@ func enc378(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		b = protowire.AppendTag(b, 15, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc385(b, v)
+		b = enc398(b, v)
 		b = finishLen(b, at)
 	}
 	if len(m.FailedStatusInMetadata) > 0 {
@@ -48756,7 +51024,7 @@ func enc378(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		b = protowire.AppendTag(b, 18, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc383(b, m.NormalizePayloadInMetadata)
+		b = enc396(b, m.NormalizePayloadInMetadata)
 		b = finishLen(b, at)
 	}
 	if m.Subjects != nil {
@@ -48782,7 +51050,7 @@ func enc378(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.RemoteJwks != nil {
-			b = enc379(b, o.RemoteJwks)
+			b = enc393(b, o.RemoteJwks)
 		}
 		b = finishLen(b, at)
 	}
@@ -48798,8 +51066,8 @@ func enc378(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 	return b
 }
 
-// dec379 decodes envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks.
-func dec379(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
+// dec393 decodes envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks.
+func dec393(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -48820,7 +51088,7 @@ func dec379(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
 				if m.HttpUri == nil {
 					m.HttpUri = new(corev3.HttpUri)
 				}
-				if err := dec380(x, m.HttpUri, depth+1); err != nil {
+				if err := dec379(x, m.HttpUri, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -48850,7 +51118,7 @@ func dec379(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
 				if m.AsyncFetch == nil {
 					m.AsyncFetch = new(jwtauthnv3.JwksAsyncFetch)
 				}
-				if err := dec381(x, m.AsyncFetch, depth+1); err != nil {
+				if err := dec394(x, m.AsyncFetch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -48882,8 +51150,8 @@ func dec379(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
 	return nil
 }
 
-// enc379 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks.
-func enc379(b []byte, m *jwtauthnv3.RemoteJwks) []byte {
+// enc393 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks.
+func enc393(b []byte, m *jwtauthnv3.RemoteJwks) []byte {
 	if m == nil {
 		return b
 	}
@@ -48891,7 +51159,7 @@ func enc379(b []byte, m *jwtauthnv3.RemoteJwks) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc380(b, m.HttpUri)
+		b = enc379(b, m.HttpUri)
 		b = finishLen(b, at)
 	}
 	if m.CacheDuration != nil {
@@ -48905,7 +51173,7 @@ func enc379(b []byte, m *jwtauthnv3.RemoteJwks) []byte {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc381(b, m.AsyncFetch)
+		b = enc394(b, m.AsyncFetch)
 		b = finishLen(b, at)
 	}
 	if m.RetryPolicy != nil {
@@ -48918,98 +51186,8 @@ func enc379(b []byte, m *jwtauthnv3.RemoteJwks) []byte {
 	return b
 }
 
-// dec380 decodes envoy.config.core.v3.HttpUri.
-func dec380(b []byte, m *corev3.HttpUri, depth int) error {
-	if depth > maxDepth {
-		return errDepth
-	}
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || num > protowire.MaxValidNumber {
-			return errParse
-		}
-		b = b[n:]
-		switch num {
-		case 1:
-			if typ == protowire.BytesType {
-				sv, sn := protowire.ConsumeBytes(b)
-				if sn < 0 {
-					return errParse
-				}
-				b = b[sn:]
-				if !utf8.Valid(sv) {
-					return invalidUTF8("envoy.config.core.v3.HttpUri.uri")
-				}
-				v := string(sv)
-				m.Uri = v
-				continue
-			}
-		case 2:
-			if typ == protowire.BytesType {
-				sv, sn := protowire.ConsumeBytes(b)
-				if sn < 0 {
-					return errParse
-				}
-				b = b[sn:]
-				if !utf8.Valid(sv) {
-					return invalidUTF8("envoy.config.core.v3.HttpUri.cluster")
-				}
-				v := string(sv)
-				m.HttpUpstreamType = &corev3.HttpUri_Cluster{Cluster: v}
-				continue
-			}
-		case 3:
-			if typ == protowire.BytesType {
-				x, n := protowire.ConsumeBytes(b)
-				if n < 0 {
-					return errParse
-				}
-				b = b[n:]
-				if m.Timeout == nil {
-					m.Timeout = new(durationpb.Duration)
-				}
-				if err := dec24(x, m.Timeout, depth+1); err != nil {
-					return err
-				}
-				continue
-			}
-		}
-		// An unknown field, or a known one in the wrong wire type: skipped,
-		// as protobuf-go does (it keeps them as unknown fields).
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return errParse
-		}
-		b = b[n:]
-	}
-	return nil
-}
-
-// enc380 appends the deterministic encoding of envoy.config.core.v3.HttpUri.
-func enc380(b []byte, m *corev3.HttpUri) []byte {
-	if m == nil {
-		return b
-	}
-	if len(m.Uri) > 0 {
-		b = protowire.AppendTag(b, 1, protowire.BytesType)
-		b = protowire.AppendString(b, string(m.Uri))
-	}
-	if m.Timeout != nil {
-		b = protowire.AppendTag(b, 3, protowire.BytesType)
-		at := len(b)
-		b = append(b, 0, 0, 0, 0, 0)
-		b = enc24(b, m.Timeout)
-		b = finishLen(b, at)
-	}
-	if o, ok := m.HttpUpstreamType.(*corev3.HttpUri_Cluster); ok {
-		b = protowire.AppendTag(b, 2, protowire.BytesType)
-		b = protowire.AppendString(b, string(o.Cluster))
-	}
-	return b
-}
-
-// dec381 decodes envoy.extensions.filters.http.jwt_authn.v3.JwksAsyncFetch.
-func dec381(b []byte, m *jwtauthnv3.JwksAsyncFetch, depth int) error {
+// dec394 decodes envoy.extensions.filters.http.jwt_authn.v3.JwksAsyncFetch.
+func dec394(b []byte, m *jwtauthnv3.JwksAsyncFetch, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49058,8 +51236,8 @@ func dec381(b []byte, m *jwtauthnv3.JwksAsyncFetch, depth int) error {
 	return nil
 }
 
-// enc381 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwksAsyncFetch.
-func enc381(b []byte, m *jwtauthnv3.JwksAsyncFetch) []byte {
+// enc394 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwksAsyncFetch.
+func enc394(b []byte, m *jwtauthnv3.JwksAsyncFetch) []byte {
 	if m == nil {
 		return b
 	}
@@ -49077,8 +51255,8 @@ func enc381(b []byte, m *jwtauthnv3.JwksAsyncFetch) []byte {
 	return b
 }
 
-// dec382 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtHeader.
-func dec382(b []byte, m *jwtauthnv3.JwtHeader, depth int) error {
+// dec395 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtHeader.
+func dec395(b []byte, m *jwtauthnv3.JwtHeader, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49129,8 +51307,8 @@ func dec382(b []byte, m *jwtauthnv3.JwtHeader, depth int) error {
 	return nil
 }
 
-// enc382 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtHeader.
-func enc382(b []byte, m *jwtauthnv3.JwtHeader) []byte {
+// enc395 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtHeader.
+func enc395(b []byte, m *jwtauthnv3.JwtHeader) []byte {
 	if m == nil {
 		return b
 	}
@@ -49145,8 +51323,8 @@ func enc382(b []byte, m *jwtauthnv3.JwtHeader) []byte {
 	return b
 }
 
-// dec383 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload.
-func dec383(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload, depth int) error {
+// dec396 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload.
+func dec396(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49183,8 +51361,8 @@ func dec383(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload, depth int) err
 	return nil
 }
 
-// enc383 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload.
-func enc383(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload) []byte {
+// enc396 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload.
+func enc396(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload) []byte {
 	if m == nil {
 		return b
 	}
@@ -49195,8 +51373,8 @@ func enc383(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload) []byte {
 	return b
 }
 
-// dec384 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtCacheConfig.
-func dec384(b []byte, m *jwtauthnv3.JwtCacheConfig, depth int) error {
+// dec397 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtCacheConfig.
+func dec397(b []byte, m *jwtauthnv3.JwtCacheConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49241,8 +51419,8 @@ func dec384(b []byte, m *jwtauthnv3.JwtCacheConfig, depth int) error {
 	return nil
 }
 
-// enc384 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtCacheConfig.
-func enc384(b []byte, m *jwtauthnv3.JwtCacheConfig) []byte {
+// enc397 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtCacheConfig.
+func enc397(b []byte, m *jwtauthnv3.JwtCacheConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -49257,8 +51435,8 @@ func enc384(b []byte, m *jwtauthnv3.JwtCacheConfig) []byte {
 	return b
 }
 
-// dec385 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.
-func dec385(b []byte, m *jwtauthnv3.JwtClaimToHeader, depth int) error {
+// dec398 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.
+func dec398(b []byte, m *jwtauthnv3.JwtClaimToHeader, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49305,7 +51483,7 @@ func dec385(b []byte, m *jwtauthnv3.JwtClaimToHeader, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtClaimToHeader_PathSegment)
-				if err := dec386(x, e, depth+1); err != nil {
+				if err := dec399(x, e, depth+1); err != nil {
 					return err
 				}
 				m.ClaimPath = append(m.ClaimPath, e)
@@ -49323,8 +51501,8 @@ func dec385(b []byte, m *jwtauthnv3.JwtClaimToHeader, depth int) error {
 	return nil
 }
 
-// enc385 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.
-func enc385(b []byte, m *jwtauthnv3.JwtClaimToHeader) []byte {
+// enc398 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.
+func enc398(b []byte, m *jwtauthnv3.JwtClaimToHeader) []byte {
 	if m == nil {
 		return b
 	}
@@ -49340,14 +51518,14 @@ func enc385(b []byte, m *jwtauthnv3.JwtClaimToHeader) []byte {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc386(b, v)
+		b = enc399(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec386 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.PathSegment.
-func dec386(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment, depth int) error {
+// dec399 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.PathSegment.
+func dec399(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49384,8 +51562,8 @@ func dec386(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment, depth int) err
 	return nil
 }
 
-// enc386 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.PathSegment.
-func enc386(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment) []byte {
+// enc399 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.PathSegment.
+func enc399(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment) []byte {
 	if m == nil {
 		return b
 	}
@@ -49396,8 +51574,8 @@ func enc386(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment) []byte {
 	return b
 }
 
-// dec387 decodes envoy.extensions.filters.http.jwt_authn.v3.RequirementRule.
-func dec387(b []byte, m *jwtauthnv3.RequirementRule, depth int) error {
+// dec400 decodes envoy.extensions.filters.http.jwt_authn.v3.RequirementRule.
+func dec400(b []byte, m *jwtauthnv3.RequirementRule, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49435,7 +51613,7 @@ func dec387(b []byte, m *jwtauthnv3.RequirementRule, depth int) error {
 					o = &jwtauthnv3.RequirementRule_Requires{Requires: new(jwtauthnv3.JwtRequirement)}
 					m.RequirementType = o
 				}
-				if err := dec388(x, o.Requires, depth+1); err != nil {
+				if err := dec401(x, o.Requires, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -49466,8 +51644,8 @@ func dec387(b []byte, m *jwtauthnv3.RequirementRule, depth int) error {
 	return nil
 }
 
-// enc387 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.RequirementRule.
-func enc387(b []byte, m *jwtauthnv3.RequirementRule) []byte {
+// enc400 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.RequirementRule.
+func enc400(b []byte, m *jwtauthnv3.RequirementRule) []byte {
 	if m == nil {
 		return b
 	}
@@ -49483,7 +51661,7 @@ func enc387(b []byte, m *jwtauthnv3.RequirementRule) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.Requires != nil {
-			b = enc388(b, o.Requires)
+			b = enc401(b, o.Requires)
 		}
 		b = finishLen(b, at)
 	}
@@ -49494,8 +51672,8 @@ func enc387(b []byte, m *jwtauthnv3.RequirementRule) []byte {
 	return b
 }
 
-// dec388 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement.
-func dec388(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
+// dec401 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement.
+func dec401(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49532,7 +51710,7 @@ func dec388(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 					o = &jwtauthnv3.JwtRequirement_ProviderAndAudiences{ProviderAndAudiences: new(jwtauthnv3.ProviderWithAudiences)}
 					m.RequiresType = o
 				}
-				if err := dec389(x, o.ProviderAndAudiences, depth+1); err != nil {
+				if err := dec402(x, o.ProviderAndAudiences, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -49549,7 +51727,7 @@ func dec388(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 					o = &jwtauthnv3.JwtRequirement_RequiresAny{RequiresAny: new(jwtauthnv3.JwtRequirementOrList)}
 					m.RequiresType = o
 				}
-				if err := dec390(x, o.RequiresAny, depth+1); err != nil {
+				if err := dec403(x, o.RequiresAny, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -49566,7 +51744,7 @@ func dec388(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 					o = &jwtauthnv3.JwtRequirement_RequiresAll{RequiresAll: new(jwtauthnv3.JwtRequirementAndList)}
 					m.RequiresType = o
 				}
-				if err := dec391(x, o.RequiresAll, depth+1); err != nil {
+				if err := dec404(x, o.RequiresAll, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -49617,7 +51795,7 @@ func dec388(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 					o = &jwtauthnv3.JwtRequirement_ExtractOnlyWithoutValidation{ExtractOnlyWithoutValidation: new(jwtauthnv3.ExtractOnlyWithoutValidation)}
 					m.RequiresType = o
 				}
-				if err := dec392(x, o.ExtractOnlyWithoutValidation, depth+1); err != nil {
+				if err := dec405(x, o.ExtractOnlyWithoutValidation, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -49634,8 +51812,8 @@ func dec388(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 	return nil
 }
 
-// enc388 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement.
-func enc388(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
+// enc401 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement.
+func enc401(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 	if m == nil {
 		return b
 	}
@@ -49648,7 +51826,7 @@ func enc388(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ProviderAndAudiences != nil {
-			b = enc389(b, o.ProviderAndAudiences)
+			b = enc402(b, o.ProviderAndAudiences)
 		}
 		b = finishLen(b, at)
 	}
@@ -49657,7 +51835,7 @@ func enc388(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.RequiresAny != nil {
-			b = enc390(b, o.RequiresAny)
+			b = enc403(b, o.RequiresAny)
 		}
 		b = finishLen(b, at)
 	}
@@ -49666,7 +51844,7 @@ func enc388(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.RequiresAll != nil {
-			b = enc391(b, o.RequiresAll)
+			b = enc404(b, o.RequiresAll)
 		}
 		b = finishLen(b, at)
 	}
@@ -49693,15 +51871,15 @@ func enc388(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ExtractOnlyWithoutValidation != nil {
-			b = enc392(b, o.ExtractOnlyWithoutValidation)
+			b = enc405(b, o.ExtractOnlyWithoutValidation)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec389 decodes envoy.extensions.filters.http.jwt_authn.v3.ProviderWithAudiences.
-func dec389(b []byte, m *jwtauthnv3.ProviderWithAudiences, depth int) error {
+// dec402 decodes envoy.extensions.filters.http.jwt_authn.v3.ProviderWithAudiences.
+func dec402(b []byte, m *jwtauthnv3.ProviderWithAudiences, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49752,8 +51930,8 @@ func dec389(b []byte, m *jwtauthnv3.ProviderWithAudiences, depth int) error {
 	return nil
 }
 
-// enc389 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.ProviderWithAudiences.
-func enc389(b []byte, m *jwtauthnv3.ProviderWithAudiences) []byte {
+// enc402 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.ProviderWithAudiences.
+func enc402(b []byte, m *jwtauthnv3.ProviderWithAudiences) []byte {
 	if m == nil {
 		return b
 	}
@@ -49768,8 +51946,8 @@ func enc389(b []byte, m *jwtauthnv3.ProviderWithAudiences) []byte {
 	return b
 }
 
-// dec390 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList.
-func dec390(b []byte, m *jwtauthnv3.JwtRequirementOrList, depth int) error {
+// dec403 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList.
+func dec403(b []byte, m *jwtauthnv3.JwtRequirementOrList, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49788,7 +51966,7 @@ func dec390(b []byte, m *jwtauthnv3.JwtRequirementOrList, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtRequirement)
-				if err := dec388(x, e, depth+1); err != nil {
+				if err := dec401(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Requirements = append(m.Requirements, e)
@@ -49806,8 +51984,8 @@ func dec390(b []byte, m *jwtauthnv3.JwtRequirementOrList, depth int) error {
 	return nil
 }
 
-// enc390 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList.
-func enc390(b []byte, m *jwtauthnv3.JwtRequirementOrList) []byte {
+// enc403 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList.
+func enc403(b []byte, m *jwtauthnv3.JwtRequirementOrList) []byte {
 	if m == nil {
 		return b
 	}
@@ -49815,14 +51993,14 @@ func enc390(b []byte, m *jwtauthnv3.JwtRequirementOrList) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc388(b, v)
+		b = enc401(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec391 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList.
-func dec391(b []byte, m *jwtauthnv3.JwtRequirementAndList, depth int) error {
+// dec404 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList.
+func dec404(b []byte, m *jwtauthnv3.JwtRequirementAndList, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49841,7 +52019,7 @@ func dec391(b []byte, m *jwtauthnv3.JwtRequirementAndList, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtRequirement)
-				if err := dec388(x, e, depth+1); err != nil {
+				if err := dec401(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Requirements = append(m.Requirements, e)
@@ -49859,8 +52037,8 @@ func dec391(b []byte, m *jwtauthnv3.JwtRequirementAndList, depth int) error {
 	return nil
 }
 
-// enc391 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList.
-func enc391(b []byte, m *jwtauthnv3.JwtRequirementAndList) []byte {
+// enc404 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList.
+func enc404(b []byte, m *jwtauthnv3.JwtRequirementAndList) []byte {
 	if m == nil {
 		return b
 	}
@@ -49868,14 +52046,14 @@ func enc391(b []byte, m *jwtauthnv3.JwtRequirementAndList) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc388(b, v)
+		b = enc401(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec392 decodes envoy.extensions.filters.http.jwt_authn.v3.ExtractOnlyWithoutValidation.
-func dec392(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation, depth int) error {
+// dec405 decodes envoy.extensions.filters.http.jwt_authn.v3.ExtractOnlyWithoutValidation.
+func dec405(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49912,8 +52090,8 @@ func dec392(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation, depth int) err
 	return nil
 }
 
-// enc392 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.ExtractOnlyWithoutValidation.
-func enc392(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation) []byte {
+// enc405 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.ExtractOnlyWithoutValidation.
+func enc405(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation) []byte {
 	if m == nil {
 		return b
 	}
@@ -49924,8 +52102,8 @@ func enc392(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation) []byte {
 	return b
 }
 
-// dec393 decodes envoy.extensions.filters.http.jwt_authn.v3.FilterStateRule.
-func dec393(b []byte, m *jwtauthnv3.FilterStateRule, depth int) error {
+// dec406 decodes envoy.extensions.filters.http.jwt_authn.v3.FilterStateRule.
+func dec406(b []byte, m *jwtauthnv3.FilterStateRule, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -49987,7 +52165,7 @@ func dec393(b []byte, m *jwtauthnv3.FilterStateRule, depth int) error {
 						if val == nil {
 							val = new(jwtauthnv3.JwtRequirement)
 						}
-						if err := dec388(y, val, depth+1); err != nil {
+						if err := dec401(y, val, depth+1); err != nil {
 							return err
 						}
 						continue
@@ -50019,8 +52197,8 @@ func dec393(b []byte, m *jwtauthnv3.FilterStateRule, depth int) error {
 	return nil
 }
 
-// enc393 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.FilterStateRule.
-func enc393(b []byte, m *jwtauthnv3.FilterStateRule) []byte {
+// enc406 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.FilterStateRule.
+func enc406(b []byte, m *jwtauthnv3.FilterStateRule) []byte {
 	if m == nil {
 		return b
 	}
@@ -50044,7 +52222,7 @@ func enc393(b []byte, m *jwtauthnv3.FilterStateRule) []byte {
 			b = protowire.AppendTag(b, 2, protowire.BytesType)
 			at2 := len(b)
 			b = append(b, 0, 0, 0, 0, 0)
-			b = enc388(b, v)
+			b = enc401(b, v)
 			b = finishLen(b, at2)
 			b = finishLen(b, at)
 		}
@@ -50052,8 +52230,8 @@ func enc393(b []byte, m *jwtauthnv3.FilterStateRule) []byte {
 	return b
 }
 
-// dec394 decodes envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig.
-func dec394(b []byte, m *jwtauthnv3.PerRouteConfig, depth int) error {
+// dec407 decodes envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig.
+func dec407(b []byte, m *jwtauthnv3.PerRouteConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -50101,8 +52279,8 @@ func dec394(b []byte, m *jwtauthnv3.PerRouteConfig, depth int) error {
 	return nil
 }
 
-// enc394 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig.
-func enc394(b []byte, m *jwtauthnv3.PerRouteConfig) []byte {
+// enc407 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig.
+func enc407(b []byte, m *jwtauthnv3.PerRouteConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -50117,8 +52295,8 @@ func enc394(b []byte, m *jwtauthnv3.PerRouteConfig) []byte {
 	return b
 }
 
-// dec395 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2.
-func dec395(b []byte, m *oauth2v3.OAuth2, depth int) error {
+// dec408 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2.
+func dec408(b []byte, m *oauth2v3.OAuth2, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -50139,7 +52317,7 @@ func dec395(b []byte, m *oauth2v3.OAuth2, depth int) error {
 				if m.Config == nil {
 					m.Config = new(oauth2v3.OAuth2Config)
 				}
-				if err := dec396(x, m.Config, depth+1); err != nil {
+				if err := dec409(x, m.Config, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50156,8 +52334,8 @@ func dec395(b []byte, m *oauth2v3.OAuth2, depth int) error {
 	return nil
 }
 
-// enc395 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2.
-func enc395(b []byte, m *oauth2v3.OAuth2) []byte {
+// enc408 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2.
+func enc408(b []byte, m *oauth2v3.OAuth2) []byte {
 	if m == nil {
 		return b
 	}
@@ -50165,14 +52343,14 @@ func enc395(b []byte, m *oauth2v3.OAuth2) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc396(b, m.Config)
+		b = enc409(b, m.Config)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec396 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Config.
-func dec396(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
+// dec409 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Config.
+func dec409(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -50193,7 +52371,7 @@ func dec396(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.TokenEndpoint == nil {
 					m.TokenEndpoint = new(corev3.HttpUri)
 				}
-				if err := dec380(x, m.TokenEndpoint, depth+1); err != nil {
+				if err := dec379(x, m.TokenEndpoint, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50251,7 +52429,7 @@ func dec396(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.PostLogoutRedirectUri == nil {
 					m.PostLogoutRedirectUri = new(oauth2v3.PostLogoutRedirectUri)
 				}
-				if err := dec397(x, m.PostLogoutRedirectUri, depth+1); err != nil {
+				if err := dec410(x, m.PostLogoutRedirectUri, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50266,7 +52444,7 @@ func dec396(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.Credentials == nil {
 					m.Credentials = new(oauth2v3.OAuth2Credentials)
 				}
-				if err := dec398(x, m.Credentials, depth+1); err != nil {
+				if err := dec411(x, m.Credentials, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50336,7 +52514,7 @@ func dec396(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.ForwardIdToken == nil {
 					m.ForwardIdToken = new(oauth2v3.OAuth2TokenForwarding)
 				}
-				if err := dec401(x, m.ForwardIdToken, depth+1); err != nil {
+				if err := dec414(x, m.ForwardIdToken, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50507,7 +52685,7 @@ func dec396(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.CookieConfigs == nil {
 					m.CookieConfigs = new(oauth2v3.CookieConfigs)
 				}
-				if err := dec402(x, m.CookieConfigs, depth+1); err != nil {
+				if err := dec415(x, m.CookieConfigs, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50630,7 +52808,7 @@ func dec396(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.PrivateKeyJwtConfig == nil {
 					m.PrivateKeyJwtConfig = new(oauth2v3.PrivateKeyJwtConfig)
 				}
-				if err := dec404(x, m.PrivateKeyJwtConfig, depth+1); err != nil {
+				if err := dec417(x, m.PrivateKeyJwtConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50645,7 +52823,7 @@ func dec396(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.TokenCookieChunking == nil {
 					m.TokenCookieChunking = new(oauth2v3.TokenCookieChunking)
 				}
-				if err := dec405(x, m.TokenCookieChunking, depth+1); err != nil {
+				if err := dec418(x, m.TokenCookieChunking, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50662,8 +52840,8 @@ func dec396(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 	return nil
 }
 
-// enc396 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Config.
-func enc396(b []byte, m *oauth2v3.OAuth2Config) []byte {
+// enc409 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Config.
+func enc409(b []byte, m *oauth2v3.OAuth2Config) []byte {
 	if m == nil {
 		return b
 	}
@@ -50671,7 +52849,7 @@ func enc396(b []byte, m *oauth2v3.OAuth2Config) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc380(b, m.TokenEndpoint)
+		b = enc379(b, m.TokenEndpoint)
 		b = finishLen(b, at)
 	}
 	if len(m.AuthorizationEndpoint) > 0 {
@@ -50682,7 +52860,7 @@ func enc396(b []byte, m *oauth2v3.OAuth2Config) []byte {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc398(b, m.Credentials)
+		b = enc411(b, m.Credentials)
 		b = finishLen(b, at)
 	}
 	if len(m.RedirectUri) > 0 {
@@ -50781,7 +52959,7 @@ func enc396(b []byte, m *oauth2v3.OAuth2Config) []byte {
 		b = protowire.AppendTag(b, 21, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc402(b, m.CookieConfigs)
+		b = enc415(b, m.CookieConfigs)
 		b = finishLen(b, at)
 	}
 	if len(m.StatPrefix) > 0 {
@@ -50833,35 +53011,35 @@ func enc396(b []byte, m *oauth2v3.OAuth2Config) []byte {
 		b = protowire.AppendTag(b, 31, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc401(b, m.ForwardIdToken)
+		b = enc414(b, m.ForwardIdToken)
 		b = finishLen(b, at)
 	}
 	if m.PrivateKeyJwtConfig != nil {
 		b = protowire.AppendTag(b, 32, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc404(b, m.PrivateKeyJwtConfig)
+		b = enc417(b, m.PrivateKeyJwtConfig)
 		b = finishLen(b, at)
 	}
 	if m.PostLogoutRedirectUri != nil {
 		b = protowire.AppendTag(b, 33, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc397(b, m.PostLogoutRedirectUri)
+		b = enc410(b, m.PostLogoutRedirectUri)
 		b = finishLen(b, at)
 	}
 	if m.TokenCookieChunking != nil {
 		b = protowire.AppendTag(b, 34, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc405(b, m.TokenCookieChunking)
+		b = enc418(b, m.TokenCookieChunking)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec397 decodes envoy.extensions.filters.http.oauth2.v3.PostLogoutRedirectUri.
-func dec397(b []byte, m *oauth2v3.PostLogoutRedirectUri, depth int) error {
+// dec410 decodes envoy.extensions.filters.http.oauth2.v3.PostLogoutRedirectUri.
+func dec410(b []byte, m *oauth2v3.PostLogoutRedirectUri, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -50909,8 +53087,8 @@ func dec397(b []byte, m *oauth2v3.PostLogoutRedirectUri, depth int) error {
 	return nil
 }
 
-// enc397 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.PostLogoutRedirectUri.
-func enc397(b []byte, m *oauth2v3.PostLogoutRedirectUri) []byte {
+// enc410 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.PostLogoutRedirectUri.
+func enc410(b []byte, m *oauth2v3.PostLogoutRedirectUri) []byte {
 	if m == nil {
 		return b
 	}
@@ -50925,8 +53103,8 @@ func enc397(b []byte, m *oauth2v3.PostLogoutRedirectUri) []byte {
 	return b
 }
 
-// dec398 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.
-func dec398(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
+// dec411 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.
+func dec411(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -50961,7 +53139,7 @@ func dec398(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 				if m.TokenSecret == nil {
 					m.TokenSecret = new(tlsv3.SdsSecretConfig)
 				}
-				if err := dec399(x, m.TokenSecret, depth+1); err != nil {
+				if err := dec412(x, m.TokenSecret, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50978,7 +53156,7 @@ func dec398(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 					o = &oauth2v3.OAuth2Credentials_HmacSecret{HmacSecret: new(tlsv3.SdsSecretConfig)}
 					m.TokenFormation = o
 				}
-				if err := dec399(x, o.HmacSecret, depth+1); err != nil {
+				if err := dec412(x, o.HmacSecret, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50993,7 +53171,7 @@ func dec398(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 				if m.CookieNames == nil {
 					m.CookieNames = new(oauth2v3.OAuth2Credentials_CookieNames)
 				}
-				if err := dec400(x, m.CookieNames, depth+1); err != nil {
+				if err := dec413(x, m.CookieNames, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51024,8 +53202,8 @@ func dec398(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 	return nil
 }
 
-// enc398 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.
-func enc398(b []byte, m *oauth2v3.OAuth2Credentials) []byte {
+// enc411 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.
+func enc411(b []byte, m *oauth2v3.OAuth2Credentials) []byte {
 	if m == nil {
 		return b
 	}
@@ -51037,14 +53215,14 @@ func enc398(b []byte, m *oauth2v3.OAuth2Credentials) []byte {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc399(b, m.TokenSecret)
+		b = enc412(b, m.TokenSecret)
 		b = finishLen(b, at)
 	}
 	if m.CookieNames != nil {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc400(b, m.CookieNames)
+		b = enc413(b, m.CookieNames)
 		b = finishLen(b, at)
 	}
 	if len(m.CookieDomain) > 0 {
@@ -51056,15 +53234,15 @@ func enc398(b []byte, m *oauth2v3.OAuth2Credentials) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HmacSecret != nil {
-			b = enc399(b, o.HmacSecret)
+			b = enc412(b, o.HmacSecret)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec399 decodes envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.
-func dec399(b []byte, m *tlsv3.SdsSecretConfig, depth int) error {
+// dec412 decodes envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.
+func dec412(b []byte, m *tlsv3.SdsSecretConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51116,8 +53294,8 @@ func dec399(b []byte, m *tlsv3.SdsSecretConfig, depth int) error {
 	return nil
 }
 
-// enc399 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.
-func enc399(b []byte, m *tlsv3.SdsSecretConfig) []byte {
+// enc412 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.
+func enc412(b []byte, m *tlsv3.SdsSecretConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -51135,8 +53313,8 @@ func enc399(b []byte, m *tlsv3.SdsSecretConfig) []byte {
 	return b
 }
 
-// dec400 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.CookieNames.
-func dec400(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames, depth int) error {
+// dec413 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.CookieNames.
+func dec413(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51257,8 +53435,8 @@ func dec400(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames, depth int) erro
 	return nil
 }
 
-// enc400 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.CookieNames.
-func enc400(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames) []byte {
+// enc413 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.CookieNames.
+func enc413(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames) []byte {
 	if m == nil {
 		return b
 	}
@@ -51293,8 +53471,8 @@ func enc400(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames) []byte {
 	return b
 }
 
-// dec401 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2TokenForwarding.
-func dec401(b []byte, m *oauth2v3.OAuth2TokenForwarding, depth int) error {
+// dec414 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2TokenForwarding.
+func dec414(b []byte, m *oauth2v3.OAuth2TokenForwarding, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51331,8 +53509,8 @@ func dec401(b []byte, m *oauth2v3.OAuth2TokenForwarding, depth int) error {
 	return nil
 }
 
-// enc401 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2TokenForwarding.
-func enc401(b []byte, m *oauth2v3.OAuth2TokenForwarding) []byte {
+// enc414 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2TokenForwarding.
+func enc414(b []byte, m *oauth2v3.OAuth2TokenForwarding) []byte {
 	if m == nil {
 		return b
 	}
@@ -51343,8 +53521,8 @@ func enc401(b []byte, m *oauth2v3.OAuth2TokenForwarding) []byte {
 	return b
 }
 
-// dec402 decodes envoy.extensions.filters.http.oauth2.v3.CookieConfigs.
-func dec402(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
+// dec415 decodes envoy.extensions.filters.http.oauth2.v3.CookieConfigs.
+func dec415(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51365,7 +53543,7 @@ func dec402(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.BearerTokenCookieConfig == nil {
 					m.BearerTokenCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec403(x, m.BearerTokenCookieConfig, depth+1); err != nil {
+				if err := dec416(x, m.BearerTokenCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51380,7 +53558,7 @@ func dec402(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.OauthHmacCookieConfig == nil {
 					m.OauthHmacCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec403(x, m.OauthHmacCookieConfig, depth+1); err != nil {
+				if err := dec416(x, m.OauthHmacCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51395,7 +53573,7 @@ func dec402(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.OauthExpiresCookieConfig == nil {
 					m.OauthExpiresCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec403(x, m.OauthExpiresCookieConfig, depth+1); err != nil {
+				if err := dec416(x, m.OauthExpiresCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51410,7 +53588,7 @@ func dec402(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.IdTokenCookieConfig == nil {
 					m.IdTokenCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec403(x, m.IdTokenCookieConfig, depth+1); err != nil {
+				if err := dec416(x, m.IdTokenCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51425,7 +53603,7 @@ func dec402(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.RefreshTokenCookieConfig == nil {
 					m.RefreshTokenCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec403(x, m.RefreshTokenCookieConfig, depth+1); err != nil {
+				if err := dec416(x, m.RefreshTokenCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51440,7 +53618,7 @@ func dec402(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.OauthNonceCookieConfig == nil {
 					m.OauthNonceCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec403(x, m.OauthNonceCookieConfig, depth+1); err != nil {
+				if err := dec416(x, m.OauthNonceCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51455,7 +53633,7 @@ func dec402(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.CodeVerifierCookieConfig == nil {
 					m.CodeVerifierCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec403(x, m.CodeVerifierCookieConfig, depth+1); err != nil {
+				if err := dec416(x, m.CodeVerifierCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51472,8 +53650,8 @@ func dec402(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 	return nil
 }
 
-// enc402 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.CookieConfigs.
-func enc402(b []byte, m *oauth2v3.CookieConfigs) []byte {
+// enc415 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.CookieConfigs.
+func enc415(b []byte, m *oauth2v3.CookieConfigs) []byte {
 	if m == nil {
 		return b
 	}
@@ -51481,56 +53659,56 @@ func enc402(b []byte, m *oauth2v3.CookieConfigs) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc403(b, m.BearerTokenCookieConfig)
+		b = enc416(b, m.BearerTokenCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.OauthHmacCookieConfig != nil {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc403(b, m.OauthHmacCookieConfig)
+		b = enc416(b, m.OauthHmacCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.OauthExpiresCookieConfig != nil {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc403(b, m.OauthExpiresCookieConfig)
+		b = enc416(b, m.OauthExpiresCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.IdTokenCookieConfig != nil {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc403(b, m.IdTokenCookieConfig)
+		b = enc416(b, m.IdTokenCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.RefreshTokenCookieConfig != nil {
 		b = protowire.AppendTag(b, 5, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc403(b, m.RefreshTokenCookieConfig)
+		b = enc416(b, m.RefreshTokenCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.OauthNonceCookieConfig != nil {
 		b = protowire.AppendTag(b, 6, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc403(b, m.OauthNonceCookieConfig)
+		b = enc416(b, m.OauthNonceCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.CodeVerifierCookieConfig != nil {
 		b = protowire.AppendTag(b, 7, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc403(b, m.CodeVerifierCookieConfig)
+		b = enc416(b, m.CodeVerifierCookieConfig)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec403 decodes envoy.extensions.filters.http.oauth2.v3.CookieConfig.
-func dec403(b []byte, m *oauth2v3.CookieConfig, depth int) error {
+// dec416 decodes envoy.extensions.filters.http.oauth2.v3.CookieConfig.
+func dec416(b []byte, m *oauth2v3.CookieConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51589,8 +53767,8 @@ func dec403(b []byte, m *oauth2v3.CookieConfig, depth int) error {
 	return nil
 }
 
-// enc403 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.CookieConfig.
-func enc403(b []byte, m *oauth2v3.CookieConfig) []byte {
+// enc416 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.CookieConfig.
+func enc416(b []byte, m *oauth2v3.CookieConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -51609,8 +53787,8 @@ func enc403(b []byte, m *oauth2v3.CookieConfig) []byte {
 	return b
 }
 
-// dec404 decodes envoy.extensions.filters.http.oauth2.v3.PrivateKeyJwtConfig.
-func dec404(b []byte, m *oauth2v3.PrivateKeyJwtConfig, depth int) error {
+// dec417 decodes envoy.extensions.filters.http.oauth2.v3.PrivateKeyJwtConfig.
+func dec417(b []byte, m *oauth2v3.PrivateKeyJwtConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51673,8 +53851,8 @@ func dec404(b []byte, m *oauth2v3.PrivateKeyJwtConfig, depth int) error {
 	return nil
 }
 
-// enc404 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.PrivateKeyJwtConfig.
-func enc404(b []byte, m *oauth2v3.PrivateKeyJwtConfig) []byte {
+// enc417 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.PrivateKeyJwtConfig.
+func enc417(b []byte, m *oauth2v3.PrivateKeyJwtConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -51696,8 +53874,8 @@ func enc404(b []byte, m *oauth2v3.PrivateKeyJwtConfig) []byte {
 	return b
 }
 
-// dec405 decodes envoy.extensions.filters.http.oauth2.v3.TokenCookieChunking.
-func dec405(b []byte, m *oauth2v3.TokenCookieChunking, depth int) error {
+// dec418 decodes envoy.extensions.filters.http.oauth2.v3.TokenCookieChunking.
+func dec418(b []byte, m *oauth2v3.TokenCookieChunking, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51750,8 +53928,8 @@ func dec405(b []byte, m *oauth2v3.TokenCookieChunking, depth int) error {
 	return nil
 }
 
-// enc405 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.TokenCookieChunking.
-func enc405(b []byte, m *oauth2v3.TokenCookieChunking) []byte {
+// enc418 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.TokenCookieChunking.
+func enc418(b []byte, m *oauth2v3.TokenCookieChunking) []byte {
 	if m == nil {
 		return b
 	}
@@ -51772,8 +53950,8 @@ func enc405(b []byte, m *oauth2v3.TokenCookieChunking) []byte {
 	return b
 }
 
-// dec406 decodes envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit.
-func dec406(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
+// dec419 decodes envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit.
+func dec419(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51808,7 +53986,7 @@ func dec406(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 				if m.Status == nil {
 					m.Status = new(typev3.HttpStatus)
 				}
-				if err := dec407(x, m.Status, depth+1); err != nil {
+				if err := dec383(x, m.Status, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51823,7 +54001,7 @@ func dec406(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 				if m.TokenBucket == nil {
 					m.TokenBucket = new(typev3.TokenBucket)
 				}
-				if err := dec408(x, m.TokenBucket, depth+1); err != nil {
+				if err := dec420(x, m.TokenBucket, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51894,7 +54072,7 @@ func dec406(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 				}
 				b = b[n:]
 				e := new(ratelimitv32.LocalRateLimitDescriptor)
-				if err := dec409(x, e, depth+1); err != nil {
+				if err := dec421(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Descriptors = append(m.Descriptors, e)
@@ -51932,7 +54110,7 @@ func dec406(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 				if m.LocalClusterRateLimit == nil {
 					m.LocalClusterRateLimit = new(ratelimitv32.LocalClusterRateLimit)
 				}
-				if err := dec411(x, m.LocalClusterRateLimit, depth+1); err != nil {
+				if err := dec423(x, m.LocalClusterRateLimit, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52037,8 +54215,8 @@ func dec406(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 	return nil
 }
 
-// enc406 appends the deterministic encoding of envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit.
-func enc406(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
+// enc419 appends the deterministic encoding of envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit.
+func enc419(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 	if m == nil {
 		return b
 	}
@@ -52050,14 +54228,14 @@ func enc406(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc407(b, m.Status)
+		b = enc383(b, m.Status)
 		b = finishLen(b, at)
 	}
 	if m.TokenBucket != nil {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc408(b, m.TokenBucket)
+		b = enc420(b, m.TokenBucket)
 		b = finishLen(b, at)
 	}
 	if m.FilterEnabled != nil {
@@ -52085,7 +54263,7 @@ func enc406(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 		b = protowire.AppendTag(b, 8, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc409(b, v)
+		b = enc421(b, v)
 		b = finishLen(b, at)
 	}
 	if m.Stage != 0 {
@@ -52126,7 +54304,7 @@ func enc406(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 		b = protowire.AppendTag(b, 16, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc411(b, m.LocalClusterRateLimit)
+		b = enc423(b, m.LocalClusterRateLimit)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.RateLimits {
@@ -52150,55 +54328,8 @@ func enc406(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 	return b
 }
 
-// dec407 decodes envoy.type.v3.HttpStatus.
-func dec407(b []byte, m *typev3.HttpStatus, depth int) error {
-	if depth > maxDepth {
-		return errDepth
-	}
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || num > protowire.MaxValidNumber {
-			return errParse
-		}
-		b = b[n:]
-		switch num {
-		case 1:
-			if typ == protowire.VarintType {
-				sv, sn := protowire.ConsumeVarint(b)
-				if sn < 0 {
-					return errParse
-				}
-				b = b[sn:]
-				v := typev3.StatusCode(int32(sv))
-				m.Code = v
-				continue
-			}
-		}
-		// An unknown field, or a known one in the wrong wire type: skipped,
-		// as protobuf-go does (it keeps them as unknown fields).
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return errParse
-		}
-		b = b[n:]
-	}
-	return nil
-}
-
-// enc407 appends the deterministic encoding of envoy.type.v3.HttpStatus.
-func enc407(b []byte, m *typev3.HttpStatus) []byte {
-	if m == nil {
-		return b
-	}
-	if m.Code != 0 {
-		b = protowire.AppendTag(b, 1, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(int64(m.Code)))
-	}
-	return b
-}
-
-// dec408 decodes envoy.type.v3.TokenBucket.
-func dec408(b []byte, m *typev3.TokenBucket, depth int) error {
+// dec420 decodes envoy.type.v3.TokenBucket.
+func dec420(b []byte, m *typev3.TokenBucket, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52262,8 +54393,8 @@ func dec408(b []byte, m *typev3.TokenBucket, depth int) error {
 	return nil
 }
 
-// enc408 appends the deterministic encoding of envoy.type.v3.TokenBucket.
-func enc408(b []byte, m *typev3.TokenBucket) []byte {
+// enc420 appends the deterministic encoding of envoy.type.v3.TokenBucket.
+func enc420(b []byte, m *typev3.TokenBucket) []byte {
 	if m == nil {
 		return b
 	}
@@ -52288,8 +54419,8 @@ func enc408(b []byte, m *typev3.TokenBucket) []byte {
 	return b
 }
 
-// dec409 decodes envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor.
-func dec409(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error {
+// dec421 decodes envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor.
+func dec421(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52308,7 +54439,7 @@ func dec409(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error
 				}
 				b = b[n:]
 				e := new(ratelimitv32.RateLimitDescriptor_Entry)
-				if err := dec410(x, e, depth+1); err != nil {
+				if err := dec422(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Entries = append(m.Entries, e)
@@ -52324,7 +54455,7 @@ func dec409(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error
 				if m.TokenBucket == nil {
 					m.TokenBucket = new(typev3.TokenBucket)
 				}
-				if err := dec408(x, m.TokenBucket, depth+1); err != nil {
+				if err := dec420(x, m.TokenBucket, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52352,8 +54483,8 @@ func dec409(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error
 	return nil
 }
 
-// enc409 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor.
-func enc409(b []byte, m *ratelimitv32.LocalRateLimitDescriptor) []byte {
+// enc421 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor.
+func enc421(b []byte, m *ratelimitv32.LocalRateLimitDescriptor) []byte {
 	if m == nil {
 		return b
 	}
@@ -52361,14 +54492,14 @@ func enc409(b []byte, m *ratelimitv32.LocalRateLimitDescriptor) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc410(b, v)
+		b = enc422(b, v)
 		b = finishLen(b, at)
 	}
 	if m.TokenBucket != nil {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc408(b, m.TokenBucket)
+		b = enc420(b, m.TokenBucket)
 		b = finishLen(b, at)
 	}
 	if m.ShadowMode {
@@ -52378,8 +54509,8 @@ func enc409(b []byte, m *ratelimitv32.LocalRateLimitDescriptor) []byte {
 	return b
 }
 
-// dec410 decodes envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry.
-func dec410(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry, depth int) error {
+// dec422 decodes envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry.
+func dec422(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52430,8 +54561,8 @@ func dec410(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry, depth int) erro
 	return nil
 }
 
-// enc410 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry.
-func enc410(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry) []byte {
+// enc422 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry.
+func enc422(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry) []byte {
 	if m == nil {
 		return b
 	}
@@ -52446,8 +54577,8 @@ func enc410(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry) []byte {
 	return b
 }
 
-// dec411 decodes envoy.extensions.common.ratelimit.v3.LocalClusterRateLimit.
-func dec411(b []byte, m *ratelimitv32.LocalClusterRateLimit, depth int) error {
+// dec423 decodes envoy.extensions.common.ratelimit.v3.LocalClusterRateLimit.
+func dec423(b []byte, m *ratelimitv32.LocalClusterRateLimit, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52468,16 +54599,16 @@ func dec411(b []byte, m *ratelimitv32.LocalClusterRateLimit, depth int) error {
 	return nil
 }
 
-// enc411 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.LocalClusterRateLimit.
-func enc411(b []byte, m *ratelimitv32.LocalClusterRateLimit) []byte {
+// enc423 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.LocalClusterRateLimit.
+func enc423(b []byte, m *ratelimitv32.LocalClusterRateLimit) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec412 decodes envoy.extensions.filters.http.ratelimit.v3.RateLimit.
-func dec412(b []byte, m *ratelimitv33.RateLimit, depth int) error {
+// dec424 decodes envoy.extensions.filters.http.ratelimit.v3.RateLimit.
+func dec424(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52574,7 +54705,7 @@ func dec412(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 				if m.RateLimitService == nil {
 					m.RateLimitService = new(ratelimitv3.RateLimitServiceConfig)
 				}
-				if err := dec413(x, m.RateLimitService, depth+1); err != nil {
+				if err := dec425(x, m.RateLimitService, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52611,7 +54742,7 @@ func dec412(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 				if m.RateLimitedStatus == nil {
 					m.RateLimitedStatus = new(typev3.HttpStatus)
 				}
-				if err := dec407(x, m.RateLimitedStatus, depth+1); err != nil {
+				if err := dec383(x, m.RateLimitedStatus, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52640,7 +54771,7 @@ func dec412(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 				if m.StatusOnError == nil {
 					m.StatusOnError = new(typev3.HttpStatus)
 				}
-				if err := dec407(x, m.StatusOnError, depth+1); err != nil {
+				if err := dec383(x, m.StatusOnError, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52755,8 +54886,8 @@ func dec412(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 	return nil
 }
 
-// enc412 appends the deterministic encoding of envoy.extensions.filters.http.ratelimit.v3.RateLimit.
-func enc412(b []byte, m *ratelimitv33.RateLimit) []byte {
+// enc424 appends the deterministic encoding of envoy.extensions.filters.http.ratelimit.v3.RateLimit.
+func enc424(b []byte, m *ratelimitv33.RateLimit) []byte {
 	if m == nil {
 		return b
 	}
@@ -52791,7 +54922,7 @@ func enc412(b []byte, m *ratelimitv33.RateLimit) []byte {
 		b = protowire.AppendTag(b, 7, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc413(b, m.RateLimitService)
+		b = enc425(b, m.RateLimitService)
 		b = finishLen(b, at)
 	}
 	if m.EnableXRatelimitHeaders != 0 {
@@ -52806,7 +54937,7 @@ func enc412(b []byte, m *ratelimitv33.RateLimit) []byte {
 		b = protowire.AppendTag(b, 10, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc407(b, m.RateLimitedStatus)
+		b = enc383(b, m.RateLimitedStatus)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.ResponseHeadersToAdd {
@@ -52820,7 +54951,7 @@ func enc412(b []byte, m *ratelimitv33.RateLimit) []byte {
 		b = protowire.AppendTag(b, 12, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc407(b, m.StatusOnError)
+		b = enc383(b, m.StatusOnError)
 		b = finishLen(b, at)
 	}
 	if len(m.StatPrefix) > 0 {
@@ -52866,8 +54997,8 @@ func enc412(b []byte, m *ratelimitv33.RateLimit) []byte {
 	return b
 }
 
-// dec413 decodes envoy.config.ratelimit.v3.RateLimitServiceConfig.
-func dec413(b []byte, m *ratelimitv3.RateLimitServiceConfig, depth int) error {
+// dec425 decodes envoy.config.ratelimit.v3.RateLimitServiceConfig.
+func dec425(b []byte, m *ratelimitv3.RateLimitServiceConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52916,8 +55047,8 @@ func dec413(b []byte, m *ratelimitv3.RateLimitServiceConfig, depth int) error {
 	return nil
 }
 
-// enc413 appends the deterministic encoding of envoy.config.ratelimit.v3.RateLimitServiceConfig.
-func enc413(b []byte, m *ratelimitv3.RateLimitServiceConfig) []byte {
+// enc425 appends the deterministic encoding of envoy.config.ratelimit.v3.RateLimitServiceConfig.
+func enc425(b []byte, m *ratelimitv3.RateLimitServiceConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -52935,8 +55066,8 @@ func enc413(b []byte, m *ratelimitv3.RateLimitServiceConfig) []byte {
 	return b
 }
 
-// dec414 decodes envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute.
-func dec414(b []byte, m *ratelimitv33.RateLimitPerRoute, depth int) error {
+// dec426 decodes envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute.
+func dec426(b []byte, m *ratelimitv33.RateLimitPerRoute, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53009,8 +55140,8 @@ func dec414(b []byte, m *ratelimitv33.RateLimitPerRoute, depth int) error {
 	return nil
 }
 
-// enc414 appends the deterministic encoding of envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute.
-func enc414(b []byte, m *ratelimitv33.RateLimitPerRoute) []byte {
+// enc426 appends the deterministic encoding of envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute.
+func enc426(b []byte, m *ratelimitv33.RateLimitPerRoute) []byte {
 	if m == nil {
 		return b
 	}
@@ -53036,8 +55167,8 @@ func enc414(b []byte, m *ratelimitv33.RateLimitPerRoute) []byte {
 	return b
 }
 
-// dec415 decodes envoy.service.ratelimit.v3.RateLimitResponse.
-func dec415(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
+// dec427 decodes envoy.service.ratelimit.v3.RateLimitResponse.
+func dec427(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53067,7 +55198,7 @@ func dec415(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
 				}
 				b = b[n:]
 				e := new(ratelimitv34.RateLimitResponse_DescriptorStatus)
-				if err := dec416(x, e, depth+1); err != nil {
+				if err := dec428(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Statuses = append(m.Statuses, e)
@@ -53137,7 +55268,7 @@ func dec415(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
 				if m.Quota == nil {
 					m.Quota = new(ratelimitv34.RateLimitResponse_Quota)
 				}
-				if err := dec418(x, m.Quota, depth+1); err != nil {
+				if err := dec430(x, m.Quota, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53154,8 +55285,8 @@ func dec415(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
 	return nil
 }
 
-// enc415 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.
-func enc415(b []byte, m *ratelimitv34.RateLimitResponse) []byte {
+// enc427 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.
+func enc427(b []byte, m *ratelimitv34.RateLimitResponse) []byte {
 	if m == nil {
 		return b
 	}
@@ -53167,7 +55298,7 @@ func enc415(b []byte, m *ratelimitv34.RateLimitResponse) []byte {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc416(b, v)
+		b = enc428(b, v)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.ResponseHeadersToAdd {
@@ -53199,14 +55330,14 @@ func enc415(b []byte, m *ratelimitv34.RateLimitResponse) []byte {
 		b = protowire.AppendTag(b, 7, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc418(b, m.Quota)
+		b = enc430(b, m.Quota)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec416 decodes envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus.
-func dec416(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth int) error {
+// dec428 decodes envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus.
+func dec428(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53238,7 +55369,7 @@ func dec416(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth 
 				if m.CurrentLimit == nil {
 					m.CurrentLimit = new(ratelimitv34.RateLimitResponse_RateLimit)
 				}
-				if err := dec417(x, m.CurrentLimit, depth+1); err != nil {
+				if err := dec429(x, m.CurrentLimit, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53279,7 +55410,7 @@ func dec416(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth 
 				if m.Quota == nil {
 					m.Quota = new(ratelimitv34.RateLimitResponse_Quota)
 				}
-				if err := dec418(x, m.Quota, depth+1); err != nil {
+				if err := dec430(x, m.Quota, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53296,8 +55427,8 @@ func dec416(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth 
 	return nil
 }
 
-// enc416 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus.
-func enc416(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus) []byte {
+// enc428 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus.
+func enc428(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus) []byte {
 	if m == nil {
 		return b
 	}
@@ -53309,7 +55440,7 @@ func enc416(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus) []byte
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc417(b, m.CurrentLimit)
+		b = enc429(b, m.CurrentLimit)
 		b = finishLen(b, at)
 	}
 	if m.LimitRemaining != 0 {
@@ -53327,14 +55458,14 @@ func enc416(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus) []byte
 		b = protowire.AppendTag(b, 5, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc418(b, m.Quota)
+		b = enc430(b, m.Quota)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec417 decodes envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.
-func dec417(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit, depth int) error {
+// dec429 decodes envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.
+func dec429(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53408,8 +55539,8 @@ func dec417(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit, depth int) er
 	return nil
 }
 
-// enc417 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.
-func enc417(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit) []byte {
+// enc429 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.
+func enc429(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit) []byte {
 	if m == nil {
 		return b
 	}
@@ -53435,8 +55566,8 @@ func enc417(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit) []byte {
 	return b
 }
 
-// dec418 decodes envoy.service.ratelimit.v3.RateLimitResponse.Quota.
-func dec418(b []byte, m *ratelimitv34.RateLimitResponse_Quota, depth int) error {
+// dec430 decodes envoy.service.ratelimit.v3.RateLimitResponse.Quota.
+func dec430(b []byte, m *ratelimitv34.RateLimitResponse_Quota, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53501,8 +55632,8 @@ func dec418(b []byte, m *ratelimitv34.RateLimitResponse_Quota, depth int) error 
 	return nil
 }
 
-// enc418 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.Quota.
-func enc418(b []byte, m *ratelimitv34.RateLimitResponse_Quota) []byte {
+// enc430 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.Quota.
+func enc430(b []byte, m *ratelimitv34.RateLimitResponse_Quota) []byte {
 	if m == nil {
 		return b
 	}
@@ -53526,8 +55657,8 @@ func enc418(b []byte, m *ratelimitv34.RateLimitResponse_Quota) []byte {
 	return b
 }
 
-// dec419 decodes envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
-func dec419(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
+// dec431 decodes envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
+func dec431(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53548,7 +55679,7 @@ func dec419(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
 				if m.CommonTlsContext == nil {
 					m.CommonTlsContext = new(tlsv3.CommonTlsContext)
 				}
-				if err := dec420(x, m.CommonTlsContext, depth+1); err != nil {
+				if err := dec432(x, m.CommonTlsContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53642,8 +55773,8 @@ func dec419(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
 	return nil
 }
 
-// enc419 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
-func enc419(b []byte, m *tlsv3.UpstreamTlsContext) []byte {
+// enc431 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
+func enc431(b []byte, m *tlsv3.UpstreamTlsContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -53651,7 +55782,7 @@ func enc419(b []byte, m *tlsv3.UpstreamTlsContext) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc420(b, m.CommonTlsContext)
+		b = enc432(b, m.CommonTlsContext)
 		b = finishLen(b, at)
 	}
 	if len(m.Sni) > 0 {
@@ -53687,8 +55818,8 @@ func enc419(b []byte, m *tlsv3.UpstreamTlsContext) []byte {
 	return b
 }
 
-// dec420 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.
-func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
+// dec432 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.
+func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53709,7 +55840,7 @@ func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.TlsParams == nil {
 					m.TlsParams = new(tlsv3.TlsParameters)
 				}
-				if err := dec421(x, m.TlsParams, depth+1); err != nil {
+				if err := dec433(x, m.TlsParams, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53722,7 +55853,7 @@ func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				}
 				b = b[n:]
 				e := new(tlsv3.TlsCertificate)
-				if err := dec422(x, e, depth+1); err != nil {
+				if err := dec434(x, e, depth+1); err != nil {
 					return err
 				}
 				m.TlsCertificates = append(m.TlsCertificates, e)
@@ -53736,7 +55867,7 @@ func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				}
 				b = b[n:]
 				e := new(tlsv3.SdsSecretConfig)
-				if err := dec399(x, e, depth+1); err != nil {
+				if err := dec412(x, e, depth+1); err != nil {
 					return err
 				}
 				m.TlsCertificateSdsSecretConfigs = append(m.TlsCertificateSdsSecretConfigs, e)
@@ -53752,7 +55883,7 @@ func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.TlsCertificateProviderInstance == nil {
 					m.TlsCertificateProviderInstance = new(tlsv3.CertificateProviderPluginInstance)
 				}
-				if err := dec424(x, m.TlsCertificateProviderInstance, depth+1); err != nil {
+				if err := dec436(x, m.TlsCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53782,7 +55913,7 @@ func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.TlsCertificateCertificateProvider == nil {
 					m.TlsCertificateCertificateProvider = new(tlsv3.CommonTlsContext_CertificateProvider)
 				}
-				if err := dec425(x, m.TlsCertificateCertificateProvider, depth+1); err != nil {
+				if err := dec437(x, m.TlsCertificateCertificateProvider, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53797,7 +55928,7 @@ func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.TlsCertificateCertificateProviderInstance == nil {
 					m.TlsCertificateCertificateProviderInstance = new(tlsv3.CommonTlsContext_CertificateProviderInstance)
 				}
-				if err := dec426(x, m.TlsCertificateCertificateProviderInstance, depth+1); err != nil {
+				if err := dec438(x, m.TlsCertificateCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53814,7 +55945,7 @@ func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: new(tlsv3.CertificateValidationContext)}
 					m.ValidationContextType = o
 				}
-				if err := dec427(x, o.ValidationContext, depth+1); err != nil {
+				if err := dec439(x, o.ValidationContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53831,7 +55962,7 @@ func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{ValidationContextSdsSecretConfig: new(tlsv3.SdsSecretConfig)}
 					m.ValidationContextType = o
 				}
-				if err := dec399(x, o.ValidationContextSdsSecretConfig, depth+1); err != nil {
+				if err := dec412(x, o.ValidationContextSdsSecretConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53848,7 +55979,7 @@ func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: new(tlsv3.CommonTlsContext_CombinedCertificateValidationContext)}
 					m.ValidationContextType = o
 				}
-				if err := dec430(x, o.CombinedValidationContext, depth+1); err != nil {
+				if err := dec442(x, o.CombinedValidationContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53865,7 +55996,7 @@ func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_ValidationContextCertificateProvider{ValidationContextCertificateProvider: new(tlsv3.CommonTlsContext_CertificateProvider)}
 					m.ValidationContextType = o
 				}
-				if err := dec425(x, o.ValidationContextCertificateProvider, depth+1); err != nil {
+				if err := dec437(x, o.ValidationContextCertificateProvider, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53882,7 +56013,7 @@ func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_ValidationContextCertificateProviderInstance{ValidationContextCertificateProviderInstance: new(tlsv3.CommonTlsContext_CertificateProviderInstance)}
 					m.ValidationContextType = o
 				}
-				if err := dec426(x, o.ValidationContextCertificateProviderInstance, depth+1); err != nil {
+				if err := dec438(x, o.ValidationContextCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53926,7 +56057,7 @@ func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.KeyLog == nil {
 					m.KeyLog = new(tlsv3.TlsKeyLog)
 				}
-				if err := dec431(x, m.KeyLog, depth+1); err != nil {
+				if err := dec443(x, m.KeyLog, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53943,8 +56074,8 @@ func dec420(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 	return nil
 }
 
-// enc420 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.
-func enc420(b []byte, m *tlsv3.CommonTlsContext) []byte {
+// enc432 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.
+func enc432(b []byte, m *tlsv3.CommonTlsContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -53952,14 +56083,14 @@ func enc420(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc421(b, m.TlsParams)
+		b = enc433(b, m.TlsParams)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.TlsCertificates {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc422(b, v)
+		b = enc434(b, v)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.AlpnProtocols {
@@ -53970,21 +56101,21 @@ func enc420(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		b = protowire.AppendTag(b, 6, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc399(b, v)
+		b = enc412(b, v)
 		b = finishLen(b, at)
 	}
 	if m.TlsCertificateCertificateProvider != nil {
 		b = protowire.AppendTag(b, 9, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc425(b, m.TlsCertificateCertificateProvider)
+		b = enc437(b, m.TlsCertificateCertificateProvider)
 		b = finishLen(b, at)
 	}
 	if m.TlsCertificateCertificateProviderInstance != nil {
 		b = protowire.AppendTag(b, 11, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc426(b, m.TlsCertificateCertificateProviderInstance)
+		b = enc438(b, m.TlsCertificateCertificateProviderInstance)
 		b = finishLen(b, at)
 	}
 	if m.CustomHandshaker != nil {
@@ -53998,14 +56129,14 @@ func enc420(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		b = protowire.AppendTag(b, 14, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc424(b, m.TlsCertificateProviderInstance)
+		b = enc436(b, m.TlsCertificateProviderInstance)
 		b = finishLen(b, at)
 	}
 	if m.KeyLog != nil {
 		b = protowire.AppendTag(b, 15, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc431(b, m.KeyLog)
+		b = enc443(b, m.KeyLog)
 		b = finishLen(b, at)
 	}
 	if m.CustomTlsCertificateSelector != nil {
@@ -54020,7 +56151,7 @@ func enc420(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ValidationContext != nil {
-			b = enc427(b, o.ValidationContext)
+			b = enc439(b, o.ValidationContext)
 		}
 		b = finishLen(b, at)
 	}
@@ -54029,7 +56160,7 @@ func enc420(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ValidationContextSdsSecretConfig != nil {
-			b = enc399(b, o.ValidationContextSdsSecretConfig)
+			b = enc412(b, o.ValidationContextSdsSecretConfig)
 		}
 		b = finishLen(b, at)
 	}
@@ -54038,7 +56169,7 @@ func enc420(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.CombinedValidationContext != nil {
-			b = enc430(b, o.CombinedValidationContext)
+			b = enc442(b, o.CombinedValidationContext)
 		}
 		b = finishLen(b, at)
 	}
@@ -54047,7 +56178,7 @@ func enc420(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ValidationContextCertificateProvider != nil {
-			b = enc425(b, o.ValidationContextCertificateProvider)
+			b = enc437(b, o.ValidationContextCertificateProvider)
 		}
 		b = finishLen(b, at)
 	}
@@ -54056,15 +56187,15 @@ func enc420(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ValidationContextCertificateProviderInstance != nil {
-			b = enc426(b, o.ValidationContextCertificateProviderInstance)
+			b = enc438(b, o.ValidationContextCertificateProviderInstance)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec421 decodes envoy.extensions.transport_sockets.tls.v3.TlsParameters.
-func dec421(b []byte, m *tlsv3.TlsParameters, depth int) error {
+// dec433 decodes envoy.extensions.transport_sockets.tls.v3.TlsParameters.
+func dec433(b []byte, m *tlsv3.TlsParameters, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54179,8 +56310,8 @@ func dec421(b []byte, m *tlsv3.TlsParameters, depth int) error {
 	return nil
 }
 
-// enc421 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsParameters.
-func enc421(b []byte, m *tlsv3.TlsParameters) []byte {
+// enc433 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsParameters.
+func enc433(b []byte, m *tlsv3.TlsParameters) []byte {
 	if m == nil {
 		return b
 	}
@@ -54216,8 +56347,8 @@ func enc421(b []byte, m *tlsv3.TlsParameters) []byte {
 	return b
 }
 
-// dec422 decodes envoy.extensions.transport_sockets.tls.v3.TlsCertificate.
-func dec422(b []byte, m *tlsv3.TlsCertificate, depth int) error {
+// dec434 decodes envoy.extensions.transport_sockets.tls.v3.TlsCertificate.
+func dec434(b []byte, m *tlsv3.TlsCertificate, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54298,7 +56429,7 @@ func dec422(b []byte, m *tlsv3.TlsCertificate, depth int) error {
 				if m.PrivateKeyProvider == nil {
 					m.PrivateKeyProvider = new(tlsv3.PrivateKeyProvider)
 				}
-				if err := dec423(x, m.PrivateKeyProvider, depth+1); err != nil {
+				if err := dec435(x, m.PrivateKeyProvider, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -54357,7 +56488,7 @@ func dec422(b []byte, m *tlsv3.TlsCertificate, depth int) error {
 				if m.TlsParams == nil {
 					m.TlsParams = new(tlsv3.TlsParameters)
 				}
-				if err := dec421(x, m.TlsParams, depth+1); err != nil {
+				if err := dec433(x, m.TlsParams, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -54374,8 +56505,8 @@ func dec422(b []byte, m *tlsv3.TlsCertificate, depth int) error {
 	return nil
 }
 
-// enc422 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsCertificate.
-func enc422(b []byte, m *tlsv3.TlsCertificate) []byte {
+// enc434 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsCertificate.
+func enc434(b []byte, m *tlsv3.TlsCertificate) []byte {
 	if m == nil {
 		return b
 	}
@@ -54418,7 +56549,7 @@ func enc422(b []byte, m *tlsv3.TlsCertificate) []byte {
 		b = protowire.AppendTag(b, 6, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc423(b, m.PrivateKeyProvider)
+		b = enc435(b, m.PrivateKeyProvider)
 		b = finishLen(b, at)
 	}
 	if m.WatchedDirectory != nil {
@@ -54439,14 +56570,14 @@ func enc422(b []byte, m *tlsv3.TlsCertificate) []byte {
 		b = protowire.AppendTag(b, 9, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc421(b, m.TlsParams)
+		b = enc433(b, m.TlsParams)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec423 decodes envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider.
-func dec423(b []byte, m *tlsv3.PrivateKeyProvider, depth int) error {
+// dec435 decodes envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider.
+func dec435(b []byte, m *tlsv3.PrivateKeyProvider, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54511,8 +56642,8 @@ func dec423(b []byte, m *tlsv3.PrivateKeyProvider, depth int) error {
 	return nil
 }
 
-// enc423 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider.
-func enc423(b []byte, m *tlsv3.PrivateKeyProvider) []byte {
+// enc435 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider.
+func enc435(b []byte, m *tlsv3.PrivateKeyProvider) []byte {
 	if m == nil {
 		return b
 	}
@@ -54536,8 +56667,8 @@ func enc423(b []byte, m *tlsv3.PrivateKeyProvider) []byte {
 	return b
 }
 
-// dec424 decodes envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance.
-func dec424(b []byte, m *tlsv3.CertificateProviderPluginInstance, depth int) error {
+// dec436 decodes envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance.
+func dec436(b []byte, m *tlsv3.CertificateProviderPluginInstance, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54588,8 +56719,8 @@ func dec424(b []byte, m *tlsv3.CertificateProviderPluginInstance, depth int) err
 	return nil
 }
 
-// enc424 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance.
-func enc424(b []byte, m *tlsv3.CertificateProviderPluginInstance) []byte {
+// enc436 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance.
+func enc436(b []byte, m *tlsv3.CertificateProviderPluginInstance) []byte {
 	if m == nil {
 		return b
 	}
@@ -54604,8 +56735,8 @@ func enc424(b []byte, m *tlsv3.CertificateProviderPluginInstance) []byte {
 	return b
 }
 
-// dec425 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider.
-func dec425(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider, depth int) error {
+// dec437 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider.
+func dec437(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54659,8 +56790,8 @@ func dec425(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider, depth int) 
 	return nil
 }
 
-// enc425 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider.
-func enc425(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider) []byte {
+// enc437 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider.
+func enc437(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider) []byte {
 	if m == nil {
 		return b
 	}
@@ -54680,8 +56811,8 @@ func enc425(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider) []byte {
 	return b
 }
 
-// dec426 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance.
-func dec426(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance, depth int) error {
+// dec438 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance.
+func dec438(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54732,8 +56863,8 @@ func dec426(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance, dep
 	return nil
 }
 
-// enc426 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance.
-func enc426(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance) []byte {
+// enc438 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance.
+func enc438(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance) []byte {
 	if m == nil {
 		return b
 	}
@@ -54748,8 +56879,8 @@ func enc426(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance) []b
 	return b
 }
 
-// dec427 decodes envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.
-func dec427(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
+// dec439 decodes envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.
+func dec439(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54785,7 +56916,7 @@ func dec427(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 				if m.CaCertificateProviderInstance == nil {
 					m.CaCertificateProviderInstance = new(tlsv3.CertificateProviderPluginInstance)
 				}
-				if err := dec424(x, m.CaCertificateProviderInstance, depth+1); err != nil {
+				if err := dec436(x, m.CaCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -54800,7 +56931,7 @@ func dec427(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 				if m.SystemRootCerts == nil {
 					m.SystemRootCerts = new(tlsv3.CertificateValidationContext_SystemRootCerts)
 				}
-				if err := dec428(x, m.SystemRootCerts, depth+1); err != nil {
+				if err := dec440(x, m.SystemRootCerts, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -54856,7 +56987,7 @@ func dec427(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 				}
 				b = b[n:]
 				e := new(tlsv3.SubjectAltNameMatcher)
-				if err := dec429(x, e, depth+1); err != nil {
+				if err := dec441(x, e, depth+1); err != nil {
 					return err
 				}
 				m.MatchTypedSubjectAltNames = append(m.MatchTypedSubjectAltNames, e)
@@ -54992,8 +57123,8 @@ func dec427(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 	return nil
 }
 
-// enc427 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.
-func enc427(b []byte, m *tlsv3.CertificateValidationContext) []byte {
+// enc439 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.
+func enc439(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -55059,7 +57190,7 @@ func enc427(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 		b = protowire.AppendTag(b, 13, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc424(b, m.CaCertificateProviderInstance)
+		b = enc436(b, m.CaCertificateProviderInstance)
 		b = finishLen(b, at)
 	}
 	if m.OnlyVerifyLeafCertCrl {
@@ -55070,7 +57201,7 @@ func enc427(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 		b = protowire.AppendTag(b, 15, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc429(b, v)
+		b = enc441(b, v)
 		b = finishLen(b, at)
 	}
 	if m.MaxVerifyDepth != nil {
@@ -55084,7 +57215,7 @@ func enc427(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 		b = protowire.AppendTag(b, 17, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc428(b, m.SystemRootCerts)
+		b = enc440(b, m.SystemRootCerts)
 		b = finishLen(b, at)
 	}
 	if m.SuppressClientCaList {
@@ -55094,8 +57225,8 @@ func enc427(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 	return b
 }
 
-// dec428 decodes envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts.
-func dec428(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts, depth int) error {
+// dec440 decodes envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts.
+func dec440(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55116,16 +57247,16 @@ func dec428(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts, dep
 	return nil
 }
 
-// enc428 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts.
-func enc428(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts) []byte {
+// enc440 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts.
+func enc440(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec429 decodes envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.
-func dec429(b []byte, m *tlsv3.SubjectAltNameMatcher, depth int) error {
+// dec441 decodes envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.
+func dec441(b []byte, m *tlsv3.SubjectAltNameMatcher, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55188,8 +57319,8 @@ func dec429(b []byte, m *tlsv3.SubjectAltNameMatcher, depth int) error {
 	return nil
 }
 
-// enc429 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.
-func enc429(b []byte, m *tlsv3.SubjectAltNameMatcher) []byte {
+// enc441 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.
+func enc441(b []byte, m *tlsv3.SubjectAltNameMatcher) []byte {
 	if m == nil {
 		return b
 	}
@@ -55211,8 +57342,8 @@ func enc429(b []byte, m *tlsv3.SubjectAltNameMatcher) []byte {
 	return b
 }
 
-// dec430 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.
-func dec430(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationContext, depth int) error {
+// dec442 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.
+func dec442(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55233,7 +57364,7 @@ func dec430(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 				if m.DefaultValidationContext == nil {
 					m.DefaultValidationContext = new(tlsv3.CertificateValidationContext)
 				}
-				if err := dec427(x, m.DefaultValidationContext, depth+1); err != nil {
+				if err := dec439(x, m.DefaultValidationContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55248,7 +57379,7 @@ func dec430(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 				if m.ValidationContextSdsSecretConfig == nil {
 					m.ValidationContextSdsSecretConfig = new(tlsv3.SdsSecretConfig)
 				}
-				if err := dec399(x, m.ValidationContextSdsSecretConfig, depth+1); err != nil {
+				if err := dec412(x, m.ValidationContextSdsSecretConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55263,7 +57394,7 @@ func dec430(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 				if m.ValidationContextCertificateProvider == nil {
 					m.ValidationContextCertificateProvider = new(tlsv3.CommonTlsContext_CertificateProvider)
 				}
-				if err := dec425(x, m.ValidationContextCertificateProvider, depth+1); err != nil {
+				if err := dec437(x, m.ValidationContextCertificateProvider, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55278,7 +57409,7 @@ func dec430(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 				if m.ValidationContextCertificateProviderInstance == nil {
 					m.ValidationContextCertificateProviderInstance = new(tlsv3.CommonTlsContext_CertificateProviderInstance)
 				}
-				if err := dec426(x, m.ValidationContextCertificateProviderInstance, depth+1); err != nil {
+				if err := dec438(x, m.ValidationContextCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55295,8 +57426,8 @@ func dec430(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 	return nil
 }
 
-// enc430 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.
-func enc430(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationContext) []byte {
+// enc442 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.
+func enc442(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -55304,35 +57435,35 @@ func enc430(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc427(b, m.DefaultValidationContext)
+		b = enc439(b, m.DefaultValidationContext)
 		b = finishLen(b, at)
 	}
 	if m.ValidationContextSdsSecretConfig != nil {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc399(b, m.ValidationContextSdsSecretConfig)
+		b = enc412(b, m.ValidationContextSdsSecretConfig)
 		b = finishLen(b, at)
 	}
 	if m.ValidationContextCertificateProvider != nil {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc425(b, m.ValidationContextCertificateProvider)
+		b = enc437(b, m.ValidationContextCertificateProvider)
 		b = finishLen(b, at)
 	}
 	if m.ValidationContextCertificateProviderInstance != nil {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc426(b, m.ValidationContextCertificateProviderInstance)
+		b = enc438(b, m.ValidationContextCertificateProviderInstance)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec431 decodes envoy.extensions.transport_sockets.tls.v3.TlsKeyLog.
-func dec431(b []byte, m *tlsv3.TlsKeyLog, depth int) error {
+// dec443 decodes envoy.extensions.transport_sockets.tls.v3.TlsKeyLog.
+func dec443(b []byte, m *tlsv3.TlsKeyLog, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55397,8 +57528,8 @@ func dec431(b []byte, m *tlsv3.TlsKeyLog, depth int) error {
 	return nil
 }
 
-// enc431 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsKeyLog.
-func enc431(b []byte, m *tlsv3.TlsKeyLog) []byte {
+// enc443 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsKeyLog.
+func enc443(b []byte, m *tlsv3.TlsKeyLog) []byte {
 	if m == nil {
 		return b
 	}
@@ -55423,8 +57554,8 @@ func enc431(b []byte, m *tlsv3.TlsKeyLog) []byte {
 	return b
 }
 
-// dec432 decodes envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.
-func dec432(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
+// dec444 decodes envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.
+func dec444(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55445,7 +57576,7 @@ func dec432(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 				if m.CommonTlsContext == nil {
 					m.CommonTlsContext = new(tlsv3.CommonTlsContext)
 				}
-				if err := dec420(x, m.CommonTlsContext, depth+1); err != nil {
+				if err := dec432(x, m.CommonTlsContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55492,7 +57623,7 @@ func dec432(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 					o = &tlsv3.DownstreamTlsContext_SessionTicketKeys{SessionTicketKeys: new(tlsv3.TlsSessionTicketKeys)}
 					m.SessionTicketKeysType = o
 				}
-				if err := dec433(x, o.SessionTicketKeys, depth+1); err != nil {
+				if err := dec445(x, o.SessionTicketKeys, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55509,7 +57640,7 @@ func dec432(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 					o = &tlsv3.DownstreamTlsContext_SessionTicketKeysSdsSecretConfig{SessionTicketKeysSdsSecretConfig: new(tlsv3.SdsSecretConfig)}
 					m.SessionTicketKeysType = o
 				}
-				if err := dec399(x, o.SessionTicketKeysSdsSecretConfig, depth+1); err != nil {
+				if err := dec412(x, o.SessionTicketKeysSdsSecretConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55600,8 +57731,8 @@ func dec432(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 	return nil
 }
 
-// enc432 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.
-func enc432(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
+// enc444 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.
+func enc444(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -55609,7 +57740,7 @@ func enc432(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc420(b, m.CommonTlsContext)
+		b = enc432(b, m.CommonTlsContext)
 		b = finishLen(b, at)
 	}
 	if m.RequireClientCertificate != nil {
@@ -55657,7 +57788,7 @@ func enc432(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.SessionTicketKeys != nil {
-			b = enc433(b, o.SessionTicketKeys)
+			b = enc445(b, o.SessionTicketKeys)
 		}
 		b = finishLen(b, at)
 	}
@@ -55666,7 +57797,7 @@ func enc432(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.SessionTicketKeysSdsSecretConfig != nil {
-			b = enc399(b, o.SessionTicketKeysSdsSecretConfig)
+			b = enc412(b, o.SessionTicketKeysSdsSecretConfig)
 		}
 		b = finishLen(b, at)
 	}
@@ -55677,8 +57808,8 @@ func enc432(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 	return b
 }
 
-// dec433 decodes envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys.
-func dec433(b []byte, m *tlsv3.TlsSessionTicketKeys, depth int) error {
+// dec445 decodes envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys.
+func dec445(b []byte, m *tlsv3.TlsSessionTicketKeys, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55715,8 +57846,8 @@ func dec433(b []byte, m *tlsv3.TlsSessionTicketKeys, depth int) error {
 	return nil
 }
 
-// enc433 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys.
-func enc433(b []byte, m *tlsv3.TlsSessionTicketKeys) []byte {
+// enc445 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys.
+func enc445(b []byte, m *tlsv3.TlsSessionTicketKeys) []byte {
 	if m == nil {
 		return b
 	}
@@ -55730,8 +57861,8 @@ func enc433(b []byte, m *tlsv3.TlsSessionTicketKeys) []byte {
 	return b
 }
 
-// dec434 decodes envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer.
-func dec434(b []byte, m *rawbufferv3.RawBuffer, depth int) error {
+// dec446 decodes envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer.
+func dec446(b []byte, m *rawbufferv3.RawBuffer, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55752,16 +57883,16 @@ func dec434(b []byte, m *rawbufferv3.RawBuffer, depth int) error {
 	return nil
 }
 
-// enc434 appends the deterministic encoding of envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer.
-func enc434(b []byte, m *rawbufferv3.RawBuffer) []byte {
+// enc446 appends the deterministic encoding of envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer.
+func enc446(b []byte, m *rawbufferv3.RawBuffer) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec435 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.
-func dec435(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
+// dec447 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.
+func dec447(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55814,7 +57945,7 @@ func dec435(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 					o = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: new(httpv3.HttpProtocolOptions_ExplicitHttpConfig)}
 					m.UpstreamProtocolOptions = o
 				}
-				if err := dec436(x, o.ExplicitHttpConfig, depth+1); err != nil {
+				if err := dec448(x, o.ExplicitHttpConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55831,7 +57962,7 @@ func dec435(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 					o = &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{UseDownstreamProtocolConfig: new(httpv3.HttpProtocolOptions_UseDownstreamHttpConfig)}
 					m.UpstreamProtocolOptions = o
 				}
-				if err := dec437(x, o.UseDownstreamProtocolConfig, depth+1); err != nil {
+				if err := dec449(x, o.UseDownstreamProtocolConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55848,7 +57979,7 @@ func dec435(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 					o = &httpv3.HttpProtocolOptions_AutoConfig{AutoConfig: new(httpv3.HttpProtocolOptions_AutoHttpConfig)}
 					m.UpstreamProtocolOptions = o
 				}
-				if err := dec438(x, o.AutoConfig, depth+1); err != nil {
+				if err := dec450(x, o.AutoConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55892,7 +58023,7 @@ func dec435(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 				if m.OutlierDetection == nil {
 					m.OutlierDetection = new(httpv3.HttpProtocolOptions_OutlierDetection)
 				}
-				if err := dec441(x, m.OutlierDetection, depth+1); err != nil {
+				if err := dec453(x, m.OutlierDetection, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55952,8 +58083,8 @@ func dec435(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 	return nil
 }
 
-// enc435 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.
-func enc435(b []byte, m *httpv3.HttpProtocolOptions) []byte {
+// enc447 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.
+func enc447(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 	if m == nil {
 		return b
 	}
@@ -55989,7 +58120,7 @@ func enc435(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 		b = protowire.AppendTag(b, 8, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc441(b, m.OutlierDetection)
+		b = enc453(b, m.OutlierDetection)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.RequestMirrorPolicies {
@@ -56018,7 +58149,7 @@ func enc435(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ExplicitHttpConfig != nil {
-			b = enc436(b, o.ExplicitHttpConfig)
+			b = enc448(b, o.ExplicitHttpConfig)
 		}
 		b = finishLen(b, at)
 	}
@@ -56027,7 +58158,7 @@ func enc435(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.UseDownstreamProtocolConfig != nil {
-			b = enc437(b, o.UseDownstreamProtocolConfig)
+			b = enc449(b, o.UseDownstreamProtocolConfig)
 		}
 		b = finishLen(b, at)
 	}
@@ -56036,15 +58167,15 @@ func enc435(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.AutoConfig != nil {
-			b = enc438(b, o.AutoConfig)
+			b = enc450(b, o.AutoConfig)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec436 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.
-func dec436(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig, depth int) error {
+// dec448 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.
+func dec448(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56118,8 +58249,8 @@ func dec436(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig, depth in
 	return nil
 }
 
-// enc436 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.
-func enc436(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig) []byte {
+// enc448 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.
+func enc448(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -56153,8 +58284,8 @@ func enc436(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig) []byte {
 	return b
 }
 
-// dec437 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.
-func dec437(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig, depth int) error {
+// dec449 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.
+func dec449(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56222,8 +58353,8 @@ func dec437(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig, dep
 	return nil
 }
 
-// enc437 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.
-func enc437(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig) []byte {
+// enc449 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.
+func enc449(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -56251,8 +58382,8 @@ func enc437(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig) []b
 	return b
 }
 
-// dec438 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig.
-func dec438(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig, depth int) error {
+// dec450 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig.
+func dec450(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56318,7 +58449,7 @@ func dec438(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig, depth int) e
 				if m.AlternateProtocolsCacheOptions == nil {
 					m.AlternateProtocolsCacheOptions = new(corev3.AlternateProtocolsCacheOptions)
 				}
-				if err := dec439(x, m.AlternateProtocolsCacheOptions, depth+1); err != nil {
+				if err := dec451(x, m.AlternateProtocolsCacheOptions, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56335,8 +58466,8 @@ func dec438(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig, depth int) e
 	return nil
 }
 
-// enc438 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig.
-func enc438(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig) []byte {
+// enc450 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig.
+func enc450(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -56365,14 +58496,14 @@ func enc438(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig) []byte {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc439(b, m.AlternateProtocolsCacheOptions)
+		b = enc451(b, m.AlternateProtocolsCacheOptions)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec439 decodes envoy.config.core.v3.AlternateProtocolsCacheOptions.
-func dec439(b []byte, m *corev3.AlternateProtocolsCacheOptions, depth int) error {
+// dec451 decodes envoy.config.core.v3.AlternateProtocolsCacheOptions.
+func dec451(b []byte, m *corev3.AlternateProtocolsCacheOptions, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56435,7 +58566,7 @@ func dec439(b []byte, m *corev3.AlternateProtocolsCacheOptions, depth int) error
 				}
 				b = b[n:]
 				e := new(corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry)
-				if err := dec440(x, e, depth+1); err != nil {
+				if err := dec452(x, e, depth+1); err != nil {
 					return err
 				}
 				m.PrepopulatedEntries = append(m.PrepopulatedEntries, e)
@@ -56467,8 +58598,8 @@ func dec439(b []byte, m *corev3.AlternateProtocolsCacheOptions, depth int) error
 	return nil
 }
 
-// enc439 appends the deterministic encoding of envoy.config.core.v3.AlternateProtocolsCacheOptions.
-func enc439(b []byte, m *corev3.AlternateProtocolsCacheOptions) []byte {
+// enc451 appends the deterministic encoding of envoy.config.core.v3.AlternateProtocolsCacheOptions.
+func enc451(b []byte, m *corev3.AlternateProtocolsCacheOptions) []byte {
 	if m == nil {
 		return b
 	}
@@ -56494,7 +58625,7 @@ func enc439(b []byte, m *corev3.AlternateProtocolsCacheOptions) []byte {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc440(b, v)
+		b = enc452(b, v)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.CanonicalSuffixes {
@@ -56504,8 +58635,8 @@ func enc439(b []byte, m *corev3.AlternateProtocolsCacheOptions) []byte {
 	return b
 }
 
-// dec440 decodes envoy.config.core.v3.AlternateProtocolsCacheOptions.AlternateProtocolsCacheEntry.
-func dec440(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry, depth int) error {
+// dec452 decodes envoy.config.core.v3.AlternateProtocolsCacheOptions.AlternateProtocolsCacheEntry.
+func dec452(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56553,8 +58684,8 @@ func dec440(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocol
 	return nil
 }
 
-// enc440 appends the deterministic encoding of envoy.config.core.v3.AlternateProtocolsCacheOptions.AlternateProtocolsCacheEntry.
-func enc440(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry) []byte {
+// enc452 appends the deterministic encoding of envoy.config.core.v3.AlternateProtocolsCacheOptions.AlternateProtocolsCacheEntry.
+func enc452(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry) []byte {
 	if m == nil {
 		return b
 	}
@@ -56569,8 +58700,8 @@ func enc440(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocol
 	return b
 }
 
-// dec441 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection.
-func dec441(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection, depth int) error {
+// dec453 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection.
+func dec453(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56591,7 +58722,7 @@ func dec441(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection, depth int)
 				if m.ErrorMatcher == nil {
 					m.ErrorMatcher = new(matcherv3.MatchPredicate)
 				}
-				if err := dec442(x, m.ErrorMatcher, depth+1); err != nil {
+				if err := dec454(x, m.ErrorMatcher, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56608,8 +58739,8 @@ func dec441(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection, depth int)
 	return nil
 }
 
-// enc441 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection.
-func enc441(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection) []byte {
+// enc453 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection.
+func enc453(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection) []byte {
 	if m == nil {
 		return b
 	}
@@ -56617,14 +58748,14 @@ func enc441(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc442(b, m.ErrorMatcher)
+		b = enc454(b, m.ErrorMatcher)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec442 decodes envoy.config.common.matcher.v3.MatchPredicate.
-func dec442(b []byte, m *matcherv3.MatchPredicate, depth int) error {
+// dec454 decodes envoy.config.common.matcher.v3.MatchPredicate.
+func dec454(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56647,7 +58778,7 @@ func dec442(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_OrMatch{OrMatch: new(matcherv3.MatchPredicate_MatchSet)}
 					m.Rule = o
 				}
-				if err := dec443(x, o.OrMatch, depth+1); err != nil {
+				if err := dec455(x, o.OrMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56664,7 +58795,7 @@ func dec442(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_AndMatch{AndMatch: new(matcherv3.MatchPredicate_MatchSet)}
 					m.Rule = o
 				}
-				if err := dec443(x, o.AndMatch, depth+1); err != nil {
+				if err := dec455(x, o.AndMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56681,7 +58812,7 @@ func dec442(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_NotMatch{NotMatch: new(matcherv3.MatchPredicate)}
 					m.Rule = o
 				}
-				if err := dec442(x, o.NotMatch, depth+1); err != nil {
+				if err := dec454(x, o.NotMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56709,7 +58840,7 @@ func dec442(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpRequestHeadersMatch{HttpRequestHeadersMatch: new(matcherv3.HttpHeadersMatch)}
 					m.Rule = o
 				}
-				if err := dec444(x, o.HttpRequestHeadersMatch, depth+1); err != nil {
+				if err := dec456(x, o.HttpRequestHeadersMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56726,7 +58857,7 @@ func dec442(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpRequestTrailersMatch{HttpRequestTrailersMatch: new(matcherv3.HttpHeadersMatch)}
 					m.Rule = o
 				}
-				if err := dec444(x, o.HttpRequestTrailersMatch, depth+1); err != nil {
+				if err := dec456(x, o.HttpRequestTrailersMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56743,7 +58874,7 @@ func dec442(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpResponseHeadersMatch{HttpResponseHeadersMatch: new(matcherv3.HttpHeadersMatch)}
 					m.Rule = o
 				}
-				if err := dec444(x, o.HttpResponseHeadersMatch, depth+1); err != nil {
+				if err := dec456(x, o.HttpResponseHeadersMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56760,7 +58891,7 @@ func dec442(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpResponseTrailersMatch{HttpResponseTrailersMatch: new(matcherv3.HttpHeadersMatch)}
 					m.Rule = o
 				}
-				if err := dec444(x, o.HttpResponseTrailersMatch, depth+1); err != nil {
+				if err := dec456(x, o.HttpResponseTrailersMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56777,7 +58908,7 @@ func dec442(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpRequestGenericBodyMatch{HttpRequestGenericBodyMatch: new(matcherv3.HttpGenericBodyMatch)}
 					m.Rule = o
 				}
-				if err := dec445(x, o.HttpRequestGenericBodyMatch, depth+1); err != nil {
+				if err := dec457(x, o.HttpRequestGenericBodyMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56794,7 +58925,7 @@ func dec442(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpResponseGenericBodyMatch{HttpResponseGenericBodyMatch: new(matcherv3.HttpGenericBodyMatch)}
 					m.Rule = o
 				}
-				if err := dec445(x, o.HttpResponseGenericBodyMatch, depth+1); err != nil {
+				if err := dec457(x, o.HttpResponseGenericBodyMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56811,8 +58942,8 @@ func dec442(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 	return nil
 }
 
-// enc442 appends the deterministic encoding of envoy.config.common.matcher.v3.MatchPredicate.
-func enc442(b []byte, m *matcherv3.MatchPredicate) []byte {
+// enc454 appends the deterministic encoding of envoy.config.common.matcher.v3.MatchPredicate.
+func enc454(b []byte, m *matcherv3.MatchPredicate) []byte {
 	if m == nil {
 		return b
 	}
@@ -56821,7 +58952,7 @@ func enc442(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.OrMatch != nil {
-			b = enc443(b, o.OrMatch)
+			b = enc455(b, o.OrMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56830,7 +58961,7 @@ func enc442(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.AndMatch != nil {
-			b = enc443(b, o.AndMatch)
+			b = enc455(b, o.AndMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56839,7 +58970,7 @@ func enc442(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.NotMatch != nil {
-			b = enc442(b, o.NotMatch)
+			b = enc454(b, o.NotMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56852,7 +58983,7 @@ func enc442(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpRequestHeadersMatch != nil {
-			b = enc444(b, o.HttpRequestHeadersMatch)
+			b = enc456(b, o.HttpRequestHeadersMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56861,7 +58992,7 @@ func enc442(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpRequestTrailersMatch != nil {
-			b = enc444(b, o.HttpRequestTrailersMatch)
+			b = enc456(b, o.HttpRequestTrailersMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56870,7 +59001,7 @@ func enc442(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpResponseHeadersMatch != nil {
-			b = enc444(b, o.HttpResponseHeadersMatch)
+			b = enc456(b, o.HttpResponseHeadersMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56879,7 +59010,7 @@ func enc442(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpResponseTrailersMatch != nil {
-			b = enc444(b, o.HttpResponseTrailersMatch)
+			b = enc456(b, o.HttpResponseTrailersMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56888,7 +59019,7 @@ func enc442(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpRequestGenericBodyMatch != nil {
-			b = enc445(b, o.HttpRequestGenericBodyMatch)
+			b = enc457(b, o.HttpRequestGenericBodyMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -56897,15 +59028,15 @@ func enc442(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpResponseGenericBodyMatch != nil {
-			b = enc445(b, o.HttpResponseGenericBodyMatch)
+			b = enc457(b, o.HttpResponseGenericBodyMatch)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec443 decodes envoy.config.common.matcher.v3.MatchPredicate.MatchSet.
-func dec443(b []byte, m *matcherv3.MatchPredicate_MatchSet, depth int) error {
+// dec455 decodes envoy.config.common.matcher.v3.MatchPredicate.MatchSet.
+func dec455(b []byte, m *matcherv3.MatchPredicate_MatchSet, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56924,7 +59055,7 @@ func dec443(b []byte, m *matcherv3.MatchPredicate_MatchSet, depth int) error {
 				}
 				b = b[n:]
 				e := new(matcherv3.MatchPredicate)
-				if err := dec442(x, e, depth+1); err != nil {
+				if err := dec454(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Rules = append(m.Rules, e)
@@ -56942,8 +59073,8 @@ func dec443(b []byte, m *matcherv3.MatchPredicate_MatchSet, depth int) error {
 	return nil
 }
 
-// enc443 appends the deterministic encoding of envoy.config.common.matcher.v3.MatchPredicate.MatchSet.
-func enc443(b []byte, m *matcherv3.MatchPredicate_MatchSet) []byte {
+// enc455 appends the deterministic encoding of envoy.config.common.matcher.v3.MatchPredicate.MatchSet.
+func enc455(b []byte, m *matcherv3.MatchPredicate_MatchSet) []byte {
 	if m == nil {
 		return b
 	}
@@ -56951,14 +59082,14 @@ func enc443(b []byte, m *matcherv3.MatchPredicate_MatchSet) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc442(b, v)
+		b = enc454(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec444 decodes envoy.config.common.matcher.v3.HttpHeadersMatch.
-func dec444(b []byte, m *matcherv3.HttpHeadersMatch, depth int) error {
+// dec456 decodes envoy.config.common.matcher.v3.HttpHeadersMatch.
+func dec456(b []byte, m *matcherv3.HttpHeadersMatch, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56995,8 +59126,8 @@ func dec444(b []byte, m *matcherv3.HttpHeadersMatch, depth int) error {
 	return nil
 }
 
-// enc444 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpHeadersMatch.
-func enc444(b []byte, m *matcherv3.HttpHeadersMatch) []byte {
+// enc456 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpHeadersMatch.
+func enc456(b []byte, m *matcherv3.HttpHeadersMatch) []byte {
 	if m == nil {
 		return b
 	}
@@ -57010,8 +59141,8 @@ func enc444(b []byte, m *matcherv3.HttpHeadersMatch) []byte {
 	return b
 }
 
-// dec445 decodes envoy.config.common.matcher.v3.HttpGenericBodyMatch.
-func dec445(b []byte, m *matcherv3.HttpGenericBodyMatch, depth int) error {
+// dec457 decodes envoy.config.common.matcher.v3.HttpGenericBodyMatch.
+func dec457(b []byte, m *matcherv3.HttpGenericBodyMatch, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57041,7 +59172,7 @@ func dec445(b []byte, m *matcherv3.HttpGenericBodyMatch, depth int) error {
 				}
 				b = b[n:]
 				e := new(matcherv3.HttpGenericBodyMatch_GenericTextMatch)
-				if err := dec446(x, e, depth+1); err != nil {
+				if err := dec458(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Patterns = append(m.Patterns, e)
@@ -57059,8 +59190,8 @@ func dec445(b []byte, m *matcherv3.HttpGenericBodyMatch, depth int) error {
 	return nil
 }
 
-// enc445 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpGenericBodyMatch.
-func enc445(b []byte, m *matcherv3.HttpGenericBodyMatch) []byte {
+// enc457 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpGenericBodyMatch.
+func enc457(b []byte, m *matcherv3.HttpGenericBodyMatch) []byte {
 	if m == nil {
 		return b
 	}
@@ -57072,14 +59203,14 @@ func enc445(b []byte, m *matcherv3.HttpGenericBodyMatch) []byte {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc446(b, v)
+		b = enc458(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec446 decodes envoy.config.common.matcher.v3.HttpGenericBodyMatch.GenericTextMatch.
-func dec446(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch, depth int) error {
+// dec458 decodes envoy.config.common.matcher.v3.HttpGenericBodyMatch.GenericTextMatch.
+func dec458(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57127,8 +59258,8 @@ func dec446(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch, depth 
 	return nil
 }
 
-// enc446 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpGenericBodyMatch.GenericTextMatch.
-func enc446(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch) []byte {
+// enc458 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpGenericBodyMatch.GenericTextMatch.
+func enc458(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch) []byte {
 	if m == nil {
 		return b
 	}
@@ -57143,8 +59274,8 @@ func enc446(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch) []byte
 	return b
 }
 
-// dec447 decodes envoy.extensions.access_loggers.file.v3.FileAccessLog.
-func dec447(b []byte, m *filev3.FileAccessLog, depth int) error {
+// dec459 decodes envoy.extensions.access_loggers.file.v3.FileAccessLog.
+func dec459(b []byte, m *filev3.FileAccessLog, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57246,8 +59377,8 @@ func dec447(b []byte, m *filev3.FileAccessLog, depth int) error {
 	return nil
 }
 
-// enc447 appends the deterministic encoding of envoy.extensions.access_loggers.file.v3.FileAccessLog.
-func enc447(b []byte, m *filev3.FileAccessLog) []byte {
+// enc459 appends the deterministic encoding of envoy.extensions.access_loggers.file.v3.FileAccessLog.
+func enc459(b []byte, m *filev3.FileAccessLog) []byte {
 	if m == nil {
 		return b
 	}
@@ -57289,8 +59420,8 @@ func enc447(b []byte, m *filev3.FileAccessLog) []byte {
 	return b
 }
 
-// dec448 decodes envoy.config.trace.v3.OpenTelemetryConfig.
-func dec448(b []byte, m *tracev3.OpenTelemetryConfig, depth int) error {
+// dec460 decodes envoy.config.trace.v3.OpenTelemetryConfig.
+func dec460(b []byte, m *tracev3.OpenTelemetryConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57326,7 +59457,7 @@ func dec448(b []byte, m *tracev3.OpenTelemetryConfig, depth int) error {
 				if m.HttpService == nil {
 					m.HttpService = new(corev3.HttpService)
 				}
-				if err := dec449(x, m.HttpService, depth+1); err != nil {
+				if err := dec461(x, m.HttpService, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -57461,8 +59592,8 @@ func dec448(b []byte, m *tracev3.OpenTelemetryConfig, depth int) error {
 	return nil
 }
 
-// enc448 appends the deterministic encoding of envoy.config.trace.v3.OpenTelemetryConfig.
-func enc448(b []byte, m *tracev3.OpenTelemetryConfig) []byte {
+// enc460 appends the deterministic encoding of envoy.config.trace.v3.OpenTelemetryConfig.
+func enc460(b []byte, m *tracev3.OpenTelemetryConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -57481,7 +59612,7 @@ func enc448(b []byte, m *tracev3.OpenTelemetryConfig) []byte {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc449(b, m.HttpService)
+		b = enc461(b, m.HttpService)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.ResourceDetectors {
@@ -57536,8 +59667,8 @@ func enc448(b []byte, m *tracev3.OpenTelemetryConfig) []byte {
 	return b
 }
 
-// dec449 decodes envoy.config.core.v3.HttpService.
-func dec449(b []byte, m *corev3.HttpService, depth int) error {
+// dec461 decodes envoy.config.core.v3.HttpService.
+func dec461(b []byte, m *corev3.HttpService, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57558,7 +59689,7 @@ func dec449(b []byte, m *corev3.HttpService, depth int) error {
 				if m.HttpUri == nil {
 					m.HttpUri = new(corev3.HttpUri)
 				}
-				if err := dec380(x, m.HttpUri, depth+1); err != nil {
+				if err := dec379(x, m.HttpUri, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -57603,8 +59734,8 @@ func dec449(b []byte, m *corev3.HttpService, depth int) error {
 	return nil
 }
 
-// enc449 appends the deterministic encoding of envoy.config.core.v3.HttpService.
-func enc449(b []byte, m *corev3.HttpService) []byte {
+// enc461 appends the deterministic encoding of envoy.config.core.v3.HttpService.
+func enc461(b []byte, m *corev3.HttpService) []byte {
 	if m == nil {
 		return b
 	}
@@ -57612,7 +59743,7 @@ func enc449(b []byte, m *corev3.HttpService) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc380(b, m.HttpUri)
+		b = enc379(b, m.HttpUri)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.RequestHeadersToAdd {
@@ -57632,8 +59763,8 @@ func enc449(b []byte, m *corev3.HttpService) []byte {
 	return b
 }
 
-// dec450 decodes envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig.
-func dec450(b []byte, m *uritemplatev3.UriTemplateMatchConfig, depth int) error {
+// dec462 decodes envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig.
+func dec462(b []byte, m *uritemplatev3.UriTemplateMatchConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57670,8 +59801,8 @@ func dec450(b []byte, m *uritemplatev3.UriTemplateMatchConfig, depth int) error 
 	return nil
 }
 
-// enc450 appends the deterministic encoding of envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig.
-func enc450(b []byte, m *uritemplatev3.UriTemplateMatchConfig) []byte {
+// enc462 appends the deterministic encoding of envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig.
+func enc462(b []byte, m *uritemplatev3.UriTemplateMatchConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -57682,8 +59813,8 @@ func enc450(b []byte, m *uritemplatev3.UriTemplateMatchConfig) []byte {
 	return b
 }
 
-// dec451 decodes envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate.
-func dec451(b []byte, m *previoushostsv3.PreviousHostsPredicate, depth int) error {
+// dec463 decodes envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate.
+func dec463(b []byte, m *previoushostsv3.PreviousHostsPredicate, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57704,16 +59835,16 @@ func dec451(b []byte, m *previoushostsv3.PreviousHostsPredicate, depth int) erro
 	return nil
 }
 
-// enc451 appends the deterministic encoding of envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate.
-func enc451(b []byte, m *previoushostsv3.PreviousHostsPredicate) []byte {
+// enc463 appends the deterministic encoding of envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate.
+func enc463(b []byte, m *previoushostsv3.PreviousHostsPredicate) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec452 decodes envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig.
-func dec452(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig, depth int) error {
+// dec464 decodes envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig.
+func dec464(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57747,8 +59878,8 @@ func dec452(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig, depth in
 	return nil
 }
 
-// enc452 appends the deterministic encoding of envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig.
-func enc452(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig) []byte {
+// enc464 appends the deterministic encoding of envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig.
+func enc464(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -57759,8 +59890,8 @@ func enc452(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig) []byte {
 	return b
 }
 
-// dec453 decodes envoy.extensions.filters.listener.http_inspector.v3.HttpInspector.
-func dec453(b []byte, m *httpinspectorv3.HttpInspector, depth int) error {
+// dec465 decodes envoy.extensions.filters.listener.http_inspector.v3.HttpInspector.
+func dec465(b []byte, m *httpinspectorv3.HttpInspector, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57781,16 +59912,16 @@ func dec453(b []byte, m *httpinspectorv3.HttpInspector, depth int) error {
 	return nil
 }
 
-// enc453 appends the deterministic encoding of envoy.extensions.filters.listener.http_inspector.v3.HttpInspector.
-func enc453(b []byte, m *httpinspectorv3.HttpInspector) []byte {
+// enc465 appends the deterministic encoding of envoy.extensions.filters.listener.http_inspector.v3.HttpInspector.
+func enc465(b []byte, m *httpinspectorv3.HttpInspector) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec454 decodes envoy.extensions.filters.listener.original_dst.v3.OriginalDst.
-func dec454(b []byte, m *originaldstv3.OriginalDst, depth int) error {
+// dec466 decodes envoy.extensions.filters.listener.original_dst.v3.OriginalDst.
+func dec466(b []byte, m *originaldstv3.OriginalDst, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57811,16 +59942,16 @@ func dec454(b []byte, m *originaldstv3.OriginalDst, depth int) error {
 	return nil
 }
 
-// enc454 appends the deterministic encoding of envoy.extensions.filters.listener.original_dst.v3.OriginalDst.
-func enc454(b []byte, m *originaldstv3.OriginalDst) []byte {
+// enc466 appends the deterministic encoding of envoy.extensions.filters.listener.original_dst.v3.OriginalDst.
+func enc466(b []byte, m *originaldstv3.OriginalDst) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec455 decodes envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector.
-func dec455(b []byte, m *tlsinspectorv3.TlsInspector, depth int) error {
+// dec467 decodes envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector.
+func dec467(b []byte, m *tlsinspectorv3.TlsInspector, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57914,8 +60045,8 @@ func dec455(b []byte, m *tlsinspectorv3.TlsInspector, depth int) error {
 	return nil
 }
 
-// enc455 appends the deterministic encoding of envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector.
-func enc455(b []byte, m *tlsinspectorv3.TlsInspector) []byte {
+// enc467 appends the deterministic encoding of envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector.
+func enc467(b []byte, m *tlsinspectorv3.TlsInspector) []byte {
 	if m == nil {
 		return b
 	}

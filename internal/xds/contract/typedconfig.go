@@ -7,6 +7,7 @@ import (
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
@@ -61,6 +62,7 @@ var typedConfigs = []proto.Message{
 	(*tlsinspectorv3.TlsInspector)(nil),                   // listener filter of PERMISSIVE ports
 	(*jwtauthnv3.JwtAuthentication)(nil),                  // HTTP filter (RequestAuthentication)
 	(*rbacv3.RBAC)(nil),                                   // HTTP filter (AuthorizationPolicy)
+	(*extauthzv3.ExtAuthz)(nil),                           // HTTP filter (AuthorizationPolicy CUSTOM)
 	(*uritemplatev3.UriTemplateMatchConfig)(nil),          // RBAC path template ({*}, {**})
 	(*tcpproxyv3.TcpProxy)(nil),                           // network filter of captured TCP and passthrough chains
 	(*rbacnetv3.RBAC)(nil),                                // network filter before tcp_proxy (AuthorizationPolicy on TCP)

@@ -238,5 +238,5 @@ func goldenCases() []goldenCase {
 				OutboundAddress: "127.0.0.3:15001", AppPorts: map[uint32]string{50051: "127.0.0.1:50052"},
 			},
 		},
-	}, slices.Concat(trafficPolicyCases(), resilienceCases(), routeActionCases(), loadBalancerCases(), mirrorCases(), securityCases(), captureCases(), tcpRouteCases(), accessLogCases(), tracingCases(), statsCases(), gatewayCases(), dnsCases(), rateLimitCases(), loginCases())...)
+	}, slices.Concat(trafficPolicyCases(), resilienceCases(), routeActionCases(), loadBalancerCases(), mirrorCases(), securityCases(), captureCases(), tcpRouteCases(), accessLogCases(), tracingCases(), statsCases(), gatewayCases(), dnsCases(), rateLimitCases(), loginCases(), extAuthzCases())...)
 }

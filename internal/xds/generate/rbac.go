@@ -61,13 +61,15 @@ func rbacFilters(s *mesh.Snapshot, p mesh.AuthzPolicies) []*hcm.HttpFilter {
 }
 
 // tcpRBACFilters are the network RBAC filters of a workload's TCP filter
-// chain, as Istio's BuildTCP: the same three actions, each rule generated
+// chain, as Istio's BuildTCP: CUSTOM (extauthz.go), then the same three
+// actions, each rule generated
 // for TCP (a condition on an HTTP attribute fails an ALLOW rule and is
 // left out of a DENY or AUDIT one), stat prefix "tcp.". They go before
 // the chain's tcp_proxy. Nil when no policy applies.
 func tcpRBACFilters(s *mesh.Snapshot, w workload) []*listener.Filter {
-	var out []*listener.Filter
-	for _, g := range byAction(s.Authz.For(w.namespace, w.labels)) {
+	p := s.Authz.For(w.namespace, w.labels)
+	out := tcpCustomFilters(s, p.Custom)
+	for _, g := range byAction(p) {
 		if r := buildRBAC(g.policies, g.action, s.TrustDomain, true); r != nil {
 			out = append(out, &listener.Filter{
 				Name: wellknown.RoleBasedAccessControl,

@@ -18,15 +18,17 @@ import (
 )
 
 // inboundSecurityFilters are the HTTP filters an inbound listener runs
-// before the router, in Istio's order: JWT authentication
+// before the router, in Istio's order: external authorization for CUSTOM
+// AuthorizationPolicies (extauthz.go), JWT authentication
 // (RequestAuthentication), then RBAC for AUDIT, DENY and ALLOW
 // AuthorizationPolicies (rbac.go).
 func inboundSecurityFilters(s *mesh.Snapshot, w workload) []*hcm.HttpFilter {
-	var out []*hcm.HttpFilter
+	p := s.Authz.For(w.namespace, w.labels)
+	out := customFilters(s, p.Custom)
 	if f := jwtFilter(s, s.RequestAuthn.For(w.namespace, w.labels)); f != nil {
 		out = append(out, f)
 	}
-	return append(out, rbacFilters(s, s.Authz.For(w.namespace, w.labels))...)
+	return append(out, rbacFilters(s, p)...)
 }
 
 // jwtFilter is Istio's convertToEnvoyJwtConfig for a sidecar

@@ -198,7 +198,16 @@ func (h *httpFilter) DecodeHeaders(s *filter.Stream) filter.Status {
 	}
 	req := requestOf(s)
 	d := c.f.Evaluate(req)
-	if d.Shadow.Evaluated && !d.Shadow.Allowed {
+	if md := c.f.ShadowMetadata(d); md != nil {
+		// As Envoy: the shadow result is dynamic metadata under the
+		// filter's name, where Istio's ext_authz filter (CUSTOM) looks
+		// for the policy its shadow rules matched.
+		mergeMetadata(s, md)
+	}
+	if c.f.ShadowRulesStatPrefix() == ExtAuthzShadowPrefix {
+		// CUSTOM's rules only say which requests the ext_authz filter
+		// checks: a match is not a dry-run denial.
+	} else if d.Shadow.Evaluated && !d.Shadow.Allowed {
 		inc(c.shadowDenied, d.Shadow.Policy)
 		if h.log != nil && h.log.Enabled(s.Request.Context(), slog.LevelDebug) {
 			h.log.Debug("dry-run RBAC policy would deny the request", append(requestAttrs(req), "shadow_policy", orNone(d.Shadow.Policy))...)
@@ -302,4 +311,25 @@ func newRequest(s *filter.Stream) *Request {
 		}
 	}
 	return req
+}
+
+// ExtAuthzShadowPrefix is the shadow_rules_stat_prefix of the RBAC filter
+// Istio puts before an ext_authz filter (AuthorizationPolicy CUSTOM).
+const ExtAuthzShadowPrefix = "istio_ext_authz_"
+
+// mergeMetadata adds md's fields to the RBAC namespace of the request's
+// dynamic metadata, as Envoy merges a filter's metadata: a later RBAC
+// filter's fields replace an earlier one's of the same key only.
+func mergeMetadata(s *filter.Stream, md map[string]any) {
+	if old, _ := s.Metadata(FilterName).(map[string]any); len(old) > 0 {
+		merged := make(map[string]any, len(old)+len(md))
+		for k, v := range old {
+			merged[k] = v
+		}
+		for k, v := range md {
+			merged[k] = v
+		}
+		md = merged
+	}
+	s.SetMetadata(FilterName, md)
 }

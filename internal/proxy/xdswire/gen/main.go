@@ -33,6 +33,7 @@ import (
 	trace "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	filelog "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	cors "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	extauthz "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	fault "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	jwt "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	lrl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
@@ -52,6 +53,7 @@ import (
 	rawbuffer "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	authsvc "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	ratelimitsvc "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/protobuf/proto"
@@ -83,6 +85,9 @@ var roots = []proto.Message{
 	(*rbachttp.RBAC)(nil),
 	(*rbachttp.RBACPerRoute)(nil),
 	(*rbacnet.RBAC)(nil),
+	(*extauthz.ExtAuthz)(nil),
+	(*extauthz.ExtAuthzPerRoute)(nil),
+	(*authsvc.CheckResponse)(nil),
 	(*jwt.JwtAuthentication)(nil),
 	(*jwt.PerRouteConfig)(nil),
 	(*oauth2.OAuth2)(nil),

@@ -61,6 +61,10 @@ type ScopeIndex struct {
 // namespace. Not the snapshot itself, so that an index shared by later
 // snapshots (BuildFrom) does not keep the one it was made in alive.
 type scopeInputs struct {
+	// always are the services every scoped proxy sees: the external
+	// authorization providers of the mesh config, which its CUSTOM
+	// AuthorizationPolicies may call whatever its Sidecar says.
+	always         []hostPort
 	rootNS, suffix string
 	reg            *registry.Snapshot
 	routes         *RouteIndex
@@ -122,7 +126,7 @@ func newScopeIndex(s *Snapshot, sidecars []*config.Sidecar, def EgressScope) *Sc
 	if def == "" {
 		def = EgressScopeMesh
 	}
-	in := scopeInputs{rootNS: s.RootNamespace, suffix: s.DomainSuffix, reg: s.Registry, routes: s.Routes}
+	in := scopeInputs{rootNS: s.RootNamespace, suffix: s.DomainSuffix, reg: s.Registry, routes: s.Routes, always: extAuthzServices(s)}
 	x := &ScopeIndex{in: in, sidecars: sidecars, def: def}
 	for _, svc := range s.Registry.Services() {
 		if svc.ExportTo != nil {
@@ -152,14 +156,47 @@ func (x *ScopeIndex) For(ns string, labels map[string]string) *Visibility {
 	var v *Visibility
 	switch {
 	case sc != nil:
-		v = x.sidecarVisibility(sc, ns)
+		v = x.withAlways(x.sidecarVisibility(sc, ns))
 	case x.def == EgressScopeMesh:
 		v = nil2all(&Visibility{ports: map[string]map[uint32]bool{}}, x.in.reg, ns)
 	default:
-		v = x.namespaceVisibility(ns)
+		v = x.withAlways(x.namespaceVisibility(ns))
 	}
 	actual, _ := x.cache.LoadOrStore(key, v)
 	return actual.(*Visibility)
+}
+
+// extAuthzServices are the services (and ports) of the mesh config's
+// envoyExtAuthzHttp and envoyExtAuthzGrpc providers the registry has.
+func extAuthzServices(s *Snapshot) []hostPort {
+	var out []hostPort
+	for _, p := range s.Telemetry.MeshConfig().GetExtensionProviders() {
+		svc, port := p.GetEnvoyExtAuthzHttp().GetService(), p.GetEnvoyExtAuthzHttp().GetPort()
+		if g := p.GetEnvoyExtAuthzGrpc(); g != nil {
+			svc, port = g.GetService(), g.GetPort()
+		}
+		if svc == "" {
+			continue
+		}
+		if _, host, ok := strings.Cut(svc, "/"); ok {
+			svc = host
+		}
+		if s.Registry.Service(svc) != nil {
+			out = append(out, hostPort{svc, port})
+		}
+	}
+	return out
+}
+
+// withAlways adds the services every scoped proxy sees to v.
+func (x *ScopeIndex) withAlways(v *Visibility) *Visibility {
+	if v == nil || v.ports == nil {
+		return v
+	}
+	for _, hp := range x.in.always {
+		v.add(hp.host, hp.port)
+	}
+	return v
 }
 
 // ForGateway returns what a gateway of namespace ns sees: every service

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	meshconfig "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"weft.dev/weft/internal/config"
@@ -13,7 +14,7 @@ import (
 // scopeMesh: shop (frontend, cart), pay (billing, ledger), istio-system
 // (telemetry) and an external host; shop's cart routes to billing, and
 // billing to ledger.
-func scopeMesh(sidecars []*config.Sidecar, def EgressScope) *Snapshot {
+func scopeMesh(sidecars []*config.Sidecar, def EgressScope, mc ...*meshconfig.MeshConfig) *Snapshot {
 	svc := func(host, ns string, ports ...uint32) *registry.Service {
 		s := &registry.Service{Hostname: host, Namespace: ns}
 		for _, p := range ports {
@@ -39,7 +40,11 @@ func scopeMesh(sidecars []*config.Sidecar, def EgressScope) *Snapshot {
 		VirtualServices: []*config.VirtualService{route("shop", "cart", "billing.pay.svc.cluster.local"), route("pay", "billing", "ledger")},
 		Sidecars:        sidecars,
 	}
-	return Build(cfg, reg, Options{EgressScope: def})
+	opts := Options{EgressScope: def}
+	if len(mc) > 0 {
+		opts.MeshConfig = mc[0]
+	}
+	return Build(cfg, reg, opts)
 }
 
 func sidecar(ns, name string, seq uint64, spec *networking.Sidecar) *config.Sidecar {
@@ -181,5 +186,24 @@ func TestScopeExportTo(t *testing.T) {
 	open := Build(&config.Snapshot{}, registry.NewSnapshot([]*registry.Service{{Hostname: "a.x.svc.cluster.local", Namespace: "x"}}, nil), Options{})
 	if v := open.Scopes.For("y", nil); v != nil {
 		t.Errorf("no exportTo anywhere: visibility %v, want nil (every service)", v)
+	}
+}
+
+// The mesh config's external authorization providers are seen by every
+// scoped proxy, whatever its Sidecar says: its CUSTOM policies call them.
+func TestScopeSeesExtAuthzProviders(t *testing.T) {
+	mc := config.DefaultMeshConfig()
+	mc.ExtensionProviders = append(mc.ExtensionProviders, &meshconfig.MeshConfig_ExtensionProvider{
+		Name: "billing-authz",
+		Provider: &meshconfig.MeshConfig_ExtensionProvider_EnvoyExtAuthzGrpc{EnvoyExtAuthzGrpc: &meshconfig.MeshConfig_ExtensionProvider_EnvoyExternalAuthorizationGrpcProvider{
+			Service: "pay/billing.pay.svc.cluster.local", Port: 80,
+		}},
+	})
+	s := scopeMesh([]*config.Sidecar{sidecar("shop", "default", 1, &networking.Sidecar{
+		Egress: []*networking.IstioEgressListener{{Hosts: []string{"./*"}}},
+	})}, "", mc)
+	got := visible(s, s.Scopes.For("shop", nil))
+	if len(got["billing.pay.svc.cluster.local"]) != 1 || got["ledger.pay.svc.cluster.local"] != nil || got["cart.shop.svc.cluster.local"] == nil {
+		t.Errorf("shop's Sidecar scope with an ext_authz provider in pay: %v, want shop's services and billing:80", got)
 	}
 }

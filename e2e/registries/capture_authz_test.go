@@ -2,16 +2,24 @@ package registries
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 
 	"weft.dev/weft/internal/testenv"
 )
@@ -48,7 +56,16 @@ spec:
 //     the refusals;
 //   - a DENY policy for the client's namespace added: 9300 is closed too.
 func TestCaptureTCPAuthorization(t *testing.T) {
-	m := newCaptureMesh(t)
+	meshConfig := filepath.Join(t.TempDir(), "mesh-config.yaml")
+	writeFile(t, meshConfig, `
+extensionProviders:
+- name: cache-authz
+  envoyExtAuthzGrpc:
+    service: authz.shop.svc.cluster.local
+    port: 9000
+    timeout: 5s
+`)
+	m := newCaptureMesh(t, "--mesh-config", meshConfig)
 	for _, p := range []struct {
 		ns      *testenv.Netns
 		version string
@@ -145,6 +162,88 @@ spec:
     - source: {namespaces: [shop]}
 `)
 	expect("DENY the client's namespace", map[string]bool{"9300": false, "9301": false})
+
+	// CUSTOM with a gRPC provider on port 9301: each connection there is
+	// decided by a real Authorization service on the host (the backend
+	// sidecars reach it plaintext, through their cluster for it), which
+	// sees the client's identity; 9300 is never checked.
+	az := startConnAuthz(t, m.n.Gateway)
+	writeFile(t, filepath.Join(m.cfg, "deny.yaml"), "")
+	writeFile(t, filepath.Join(m.cfg, "authz.yaml"), fmt.Sprintf(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: authz, namespace: shop}
+spec:
+  hosts: [authz.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9000, name: grpc, protocol: GRPC}]
+  endpoints: [{address: "%s", ports: {grpc: %d}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: cache-admin-authz, namespace: shop}
+spec:
+  selector: {matchLabels: {app: backend}}
+  action: CUSTOM
+  provider: {name: cache-authz}
+  rules:
+  - to:
+    - operation: {ports: ["9301"]}
+`, m.n.Gateway, az.port))
+	expect("CUSTOM denying 9301", map[string]bool{"9300": true, "9301": false})
+	az.allow.Store(true)
+	expect("CUSTOM allowing 9301", map[string]bool{"9300": true, "9301": true})
+	if got := az.principals(); len(got) == 0 || got[len(got)-1] != "spiffe://cluster.local/ns/shop/sa/client" || az.port9300.Load() {
+		t.Errorf("the authorization service saw principals %q (checked 9300: %v), want the client's identity, 9301 only", got, az.port9300.Load())
+	}
+}
+
+// connAuthz is a gRPC Authorization service deciding connections: it
+// allows when allow is set, and records the source principals it saw.
+type connAuthz struct {
+	port     int
+	allow    atomic.Bool
+	port9300 atomic.Bool // a check of a connection to port 9300 arrived
+	mu       sync.Mutex
+	seen     []string
+}
+
+func (a *connAuthz) principals() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.seen)
+}
+
+func (a *connAuthz) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	attrs := req.GetAttributes()
+	a.mu.Lock()
+	a.seen = append(a.seen, attrs.GetSource().GetPrincipal())
+	a.mu.Unlock()
+	if attrs.GetDestination().GetAddress().GetSocketAddress().GetPortValue() == 9300 {
+		a.port9300.Store(true)
+	}
+	code := codes.PermissionDenied
+	if a.allow.Load() {
+		code = codes.OK
+	}
+	return &authv3.CheckResponse{Status: &status.Status{Code: int32(code)}}, nil
+}
+
+// startConnAuthz serves connAuthz on ip (the host's address on the test
+// network) until the test ends.
+func startConnAuthz(t *testing.T, ip string) *connAuthz {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &connAuthz{port: l.Addr().(*net.TCPAddr).Port}
+	s := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(s, a)
+	go s.Serve(l)
+	t.Cleanup(s.Stop)
+	return a
 }
 
 // scrapeSum is the sum of family's samples with these labels on the

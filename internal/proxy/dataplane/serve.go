@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/filter"
 	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/h1server"
@@ -259,13 +260,11 @@ func (l *connListener) setupAndHand(c net.Conn) {
 		return
 	}
 	if cc := ci.chain; cc.tcp != nil {
-		for _, f := range cc.connRBAC {
-			if !f.Allows(&ci.ds.Conn) {
-				conn.Close() // AuthorizationPolicy: never relayed
-				return
-			}
-		}
 		rt, _, _ := l.bl.state()
+		if !l.connAllowed(cc, ci, rt.clusters) {
+			conn.Close() // AuthorizationPolicy: never relayed
+			return
+		}
 		l.bl.d.tcp.Serve(l.ctx, tcpproxy.Conn{Conn: conn, Dst: ci.dst, Inbound: cc.http.Inbound, Sec: l.bl.d.tcpSec(ci)},
 			cc.tcp, rt.clusters)
 		return
@@ -286,6 +285,25 @@ func (l *connListener) setupAndHand(c net.Conn) {
 		},
 		Handoff: func(h2 net.Conn) { l.handToHTTP2(l.bl.h2Guard(h2, true)) },
 	})
+}
+
+// connAllowed runs a TCP chain's network filters on a connection, in
+// order, with one dynamic metadata for all (an RBAC filter's shadow
+// result is what enables the ext_authz filter after it).
+func (l *connListener) connAllowed(cc *chainConfig, ci *connInfo, clusters map[string]*cluster.Cluster) bool {
+	if len(cc.connFilters) == 0 {
+		return true
+	}
+	md := map[string]any{}
+	for _, f := range cc.connFilters {
+		switch {
+		case f.rbac != nil && !f.rbac.AllowsWith(&ci.ds.Conn, md):
+			return false
+		case f.authz != nil && !f.authz.Allows(l.ctx, &ci.ds.Conn, md, forward.FilterUpstream(clusters)):
+			return false
+		}
+	}
+	return true
 }
 
 // handToHTTP2 gives an HTTP/2 connection to the listener's http.Server,

@@ -146,6 +146,13 @@ type listenerConfig struct {
 	server serverLimits
 }
 
+// connFilter is one network filter deciding a TCP chain's connections:
+// one of the two is set.
+type connFilter struct {
+	rbac  *rbac.ConnFilter
+	authz *extauthz.ConnChecker
+}
+
 // chainConfig is one translated filter chain: an HTTP connection manager
 // (http and its routes) or a TCP proxy (tcp).
 type chainConfig struct {
@@ -155,10 +162,11 @@ type chainConfig struct {
 	inline *route.Table      // inline route_config
 	http   forward.Listener
 	tcp    *tcpproxy.Config // envoy.filters.network.tcp_proxy; nil for an HTTP chain
-	// connRBAC are the network RBAC filters before a tcp_proxy, in
-	// order: a connection any of them refuses is closed.
-	connRBAC []*rbac.ConnFilter
-	limits   serverLimits // what its connection manager needs of the listener's server (HTTP chains)
+	// connFilters are the network filters that decide a connection
+	// before a tcp_proxy (RBAC, ext_authz), in order: a connection any of
+	// them refuses is closed.
+	connFilters []connFilter
+	limits      serverLimits // what its connection manager needs of the listener's server (HTTP chains)
 	// allowChunkedLength is http_protocol_options.allow_chunked_length:
 	// a request with both Content-Length and chunked Transfer-Encoding is
 	// read as chunked instead of refused.
@@ -537,8 +545,8 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 	// Telemetry API's TCP metric overrides) and, before a tcp_proxy, its
 	// network RBAC filters (AuthorizationPolicy on TCP ports).
 	var (
-		tcpStats *telemetry.Stats
-		connRBAC []*rbac.ConnFilter
+		tcpStats    *telemetry.Stats
+		connFilters []connFilter
 	)
 	last := len(filters) - 1
 	f := filters[last]
@@ -555,9 +563,17 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 			if err != nil {
 				return nil, fmt.Errorf("%s.filters[%d] (%s).typed_config.%w", field, i, f.GetName(), err)
 			}
-			connRBAC = append(connRBAC, cf)
+			connFilters = append(connFilters, connFilter{rbac: cf})
+		case f.GetName() == extauthz.NetworkFilterName && isTCP:
+			fac, _ := rt.filters[extauthz.Name].(extauthz.Factory)
+			cc, err := fac.NewNetwork(f.GetTypedConfig())
+			if err != nil {
+				return nil, fmt.Errorf("%s.filters[%d] (%s).typed_config.%w", field, i, f.GetName(), err)
+			}
+			connFilters = append(connFilters, connFilter{authz: cc})
 		default:
-			return nil, fmt.Errorf("%s.filters[%d] (%s): unsupported network filter; want %s, or %s after %s and %s filters", field, i, f.GetName(), hcmFilterName, tcpproxy.FilterName, rbac.NetworkFilterName, contract.StatsFilterName)
+			return nil, fmt.Errorf("%s.filters[%d] (%s): unsupported network filter; want %s, or %s after %s, %s and %s filters", field, i, f.GetName(),
+				hcmFilterName, tcpproxy.FilterName, rbac.NetworkFilterName, extauthz.NetworkFilterName, contract.StatsFilterName)
 		}
 	}
 	if isTCP {
@@ -565,7 +581,7 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 			return nil, fmt.Errorf("%s.filters[%d] (%s).typed_config.%w", field, last, f.GetName(), err)
 		}
 		cc.tcp.Stats = tcpStats
-		cc.connRBAC = connRBAC
+		cc.connFilters = connFilters
 		return cc, nil
 	}
 	var m hcm.HttpConnectionManager

@@ -17,6 +17,12 @@ type filterUpstream map[string]*cluster.Cluster
 
 var _ filter.Upstream = filterUpstream(nil)
 
+// FilterUpstream is how network filters (a TCP chain's, before its
+// tcp_proxy) call services through clusters, as the HTTP filters do.
+func FilterUpstream(clusters map[string]*cluster.Cluster) filter.Upstream {
+	return filterUpstream(clusters)
+}
+
 // RoundTrip implements filter.Upstream: one attempt, no retries, through
 // the cluster's balancer, breakers, pool and TLS, counted in its stats
 // as the router counts requests it sends.

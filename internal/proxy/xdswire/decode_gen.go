@@ -37,6 +37,7 @@ import (
 	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
 	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	extauthzv32 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/ext_authz/v3"
 	httpconnectionmanagerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbacv33 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
@@ -688,6 +689,8 @@ func fullName(m proto.Message) string {
 		return "envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
 	case *tlsinspectorv3.TlsInspector:
 		return "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+	case *extauthzv32.ExtAuthz:
+		return "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz"
 	case *httpconnectionmanagerv3.ForwardProtoConfig:
 		return "envoy.extensions.filters.network.http_connection_manager.v3.ForwardProtoConfig"
 	case *httpconnectionmanagerv3.HttpConnectionManager:
@@ -1157,19 +1160,19 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec284(b, m, 0)
 	case *matcherv3.HttpGenericBodyMatch:
 		m.Reset()
-		return true, dec457(b, m, 0)
+		return true, dec458(b, m, 0)
 	case *matcherv3.HttpGenericBodyMatch_GenericTextMatch:
 		m.Reset()
-		return true, dec458(b, m, 0)
+		return true, dec459(b, m, 0)
 	case *matcherv3.HttpHeadersMatch:
 		m.Reset()
-		return true, dec456(b, m, 0)
+		return true, dec457(b, m, 0)
 	case *matcherv3.MatchPredicate:
 		m.Reset()
-		return true, dec454(b, m, 0)
+		return true, dec455(b, m, 0)
 	case *matcherv3.MatchPredicate_MatchSet:
 		m.Reset()
-		return true, dec455(b, m, 0)
+		return true, dec456(b, m, 0)
 	case *mutationrulesv3.HeaderMutation:
 		m.Reset()
 		return true, dec170(b, m, 0)
@@ -1187,10 +1190,10 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec79(b, m, 0)
 	case *corev3.AlternateProtocolsCacheOptions:
 		m.Reset()
-		return true, dec451(b, m, 0)
+		return true, dec452(b, m, 0)
 	case *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry:
 		m.Reset()
-		return true, dec452(b, m, 0)
+		return true, dec453(b, m, 0)
 	case *corev3.ApiConfigSource:
 		m.Reset()
 		return true, dec55(b, m, 0)
@@ -1331,7 +1334,7 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec256(b, m, 0)
 	case *corev3.HttpService:
 		m.Reset()
-		return true, dec461(b, m, 0)
+		return true, dec462(b, m, 0)
 	case *corev3.HttpUri:
 		m.Reset()
 		return true, dec379(b, m, 0)
@@ -1538,7 +1541,7 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec40(b, m, 0)
 	case *ratelimitv3.RateLimitServiceConfig:
 		m.Reset()
-		return true, dec425(b, m, 0)
+		return true, dec426(b, m, 0)
 	case *rbacv3.Permission:
 		m.Reset()
 		return true, dec345(b, m, 0)
@@ -1763,22 +1766,22 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec159(b, m, 0)
 	case *tracev3.OpenTelemetryConfig:
 		m.Reset()
-		return true, dec460(b, m, 0)
+		return true, dec461(b, m, 0)
 	case *tracev3.Tracing_Http:
 		m.Reset()
 		return true, dec305(b, m, 0)
 	case *filev3.FileAccessLog:
 		m.Reset()
-		return true, dec459(b, m, 0)
+		return true, dec460(b, m, 0)
 	case *ratelimitv32.LocalClusterRateLimit:
 		m.Reset()
-		return true, dec423(b, m, 0)
+		return true, dec424(b, m, 0)
 	case *ratelimitv32.LocalRateLimitDescriptor:
 		m.Reset()
-		return true, dec421(b, m, 0)
+		return true, dec422(b, m, 0)
 	case *ratelimitv32.RateLimitDescriptor_Entry:
 		m.Reset()
-		return true, dec422(b, m, 0)
+		return true, dec423(b, m, 0)
 	case *faultv3.FaultDelay:
 		m.Reset()
 		return true, dec334(b, m, 0)
@@ -1829,94 +1832,94 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec333(b, m, 0)
 	case *jwtauthnv3.ExtractOnlyWithoutValidation:
 		m.Reset()
-		return true, dec405(b, m, 0)
+		return true, dec406(b, m, 0)
 	case *jwtauthnv3.FilterStateRule:
 		m.Reset()
-		return true, dec406(b, m, 0)
+		return true, dec407(b, m, 0)
 	case *jwtauthnv3.JwksAsyncFetch:
 		m.Reset()
-		return true, dec394(b, m, 0)
+		return true, dec395(b, m, 0)
 	case *jwtauthnv3.JwtAuthentication:
 		m.Reset()
-		return true, dec391(b, m, 0)
+		return true, dec392(b, m, 0)
 	case *jwtauthnv3.JwtCacheConfig:
 		m.Reset()
-		return true, dec397(b, m, 0)
+		return true, dec398(b, m, 0)
 	case *jwtauthnv3.JwtClaimToHeader:
 		m.Reset()
-		return true, dec398(b, m, 0)
+		return true, dec399(b, m, 0)
 	case *jwtauthnv3.JwtClaimToHeader_PathSegment:
 		m.Reset()
-		return true, dec399(b, m, 0)
+		return true, dec400(b, m, 0)
 	case *jwtauthnv3.JwtHeader:
 		m.Reset()
-		return true, dec395(b, m, 0)
+		return true, dec396(b, m, 0)
 	case *jwtauthnv3.JwtProvider:
 		m.Reset()
-		return true, dec392(b, m, 0)
+		return true, dec393(b, m, 0)
 	case *jwtauthnv3.JwtProvider_NormalizePayload:
 		m.Reset()
-		return true, dec396(b, m, 0)
+		return true, dec397(b, m, 0)
 	case *jwtauthnv3.JwtRequirement:
 		m.Reset()
-		return true, dec401(b, m, 0)
+		return true, dec402(b, m, 0)
 	case *jwtauthnv3.JwtRequirementAndList:
 		m.Reset()
-		return true, dec404(b, m, 0)
+		return true, dec405(b, m, 0)
 	case *jwtauthnv3.JwtRequirementOrList:
 		m.Reset()
-		return true, dec403(b, m, 0)
+		return true, dec404(b, m, 0)
 	case *jwtauthnv3.PerRouteConfig:
 		m.Reset()
-		return true, dec407(b, m, 0)
+		return true, dec408(b, m, 0)
 	case *jwtauthnv3.ProviderWithAudiences:
 		m.Reset()
-		return true, dec402(b, m, 0)
+		return true, dec403(b, m, 0)
 	case *jwtauthnv3.RemoteJwks:
 		m.Reset()
-		return true, dec393(b, m, 0)
+		return true, dec394(b, m, 0)
 	case *jwtauthnv3.RequirementRule:
 		m.Reset()
-		return true, dec400(b, m, 0)
+		return true, dec401(b, m, 0)
 	case *localratelimitv3.LocalRateLimit:
 		m.Reset()
-		return true, dec419(b, m, 0)
+		return true, dec420(b, m, 0)
 	case *oauth2v3.CookieConfig:
 		m.Reset()
-		return true, dec416(b, m, 0)
+		return true, dec417(b, m, 0)
 	case *oauth2v3.CookieConfigs:
 		m.Reset()
-		return true, dec415(b, m, 0)
+		return true, dec416(b, m, 0)
 	case *oauth2v3.OAuth2:
 		m.Reset()
-		return true, dec408(b, m, 0)
+		return true, dec409(b, m, 0)
 	case *oauth2v3.OAuth2Config:
 		m.Reset()
-		return true, dec409(b, m, 0)
+		return true, dec410(b, m, 0)
 	case *oauth2v3.OAuth2Credentials:
 		m.Reset()
-		return true, dec411(b, m, 0)
+		return true, dec412(b, m, 0)
 	case *oauth2v3.OAuth2Credentials_CookieNames:
 		m.Reset()
-		return true, dec413(b, m, 0)
+		return true, dec414(b, m, 0)
 	case *oauth2v3.OAuth2TokenForwarding:
 		m.Reset()
-		return true, dec414(b, m, 0)
+		return true, dec415(b, m, 0)
 	case *oauth2v3.PostLogoutRedirectUri:
 		m.Reset()
-		return true, dec410(b, m, 0)
+		return true, dec411(b, m, 0)
 	case *oauth2v3.PrivateKeyJwtConfig:
 		m.Reset()
-		return true, dec417(b, m, 0)
+		return true, dec418(b, m, 0)
 	case *oauth2v3.TokenCookieChunking:
 		m.Reset()
-		return true, dec418(b, m, 0)
+		return true, dec419(b, m, 0)
 	case *ratelimitv33.RateLimit:
 		m.Reset()
-		return true, dec424(b, m, 0)
+		return true, dec425(b, m, 0)
 	case *ratelimitv33.RateLimitPerRoute:
 		m.Reset()
-		return true, dec426(b, m, 0)
+		return true, dec427(b, m, 0)
 	case *rbacv32.RBAC:
 		m.Reset()
 		return true, dec342(b, m, 0)
@@ -1931,13 +1934,16 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec323(b, m, 0)
 	case *httpinspectorv3.HttpInspector:
 		m.Reset()
-		return true, dec465(b, m, 0)
+		return true, dec466(b, m, 0)
 	case *originaldstv3.OriginalDst:
 		m.Reset()
-		return true, dec466(b, m, 0)
+		return true, dec467(b, m, 0)
 	case *tlsinspectorv3.TlsInspector:
 		m.Reset()
-		return true, dec467(b, m, 0)
+		return true, dec468(b, m, 0)
+	case *extauthzv32.ExtAuthz:
+		m.Reset()
+		return true, dec391(b, m, 0)
 	case *httpconnectionmanagerv3.ForwardProtoConfig:
 		m.Reset()
 		return true, dec321(b, m, 0)
@@ -2024,79 +2030,79 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec326(b, m, 0)
 	case *uritemplatev3.UriTemplateMatchConfig:
 		m.Reset()
-		return true, dec462(b, m, 0)
+		return true, dec463(b, m, 0)
 	case *previoushostsv3.PreviousHostsPredicate:
 		m.Reset()
-		return true, dec463(b, m, 0)
+		return true, dec464(b, m, 0)
 	case *previousprioritiesv3.PreviousPrioritiesConfig:
 		m.Reset()
-		return true, dec464(b, m, 0)
+		return true, dec465(b, m, 0)
 	case *rawbufferv3.RawBuffer:
 		m.Reset()
-		return true, dec446(b, m, 0)
+		return true, dec447(b, m, 0)
 	case *tlsv3.CertificateProviderPluginInstance:
 		m.Reset()
-		return true, dec436(b, m, 0)
+		return true, dec437(b, m, 0)
 	case *tlsv3.CertificateValidationContext:
 		m.Reset()
-		return true, dec439(b, m, 0)
+		return true, dec440(b, m, 0)
 	case *tlsv3.CertificateValidationContext_SystemRootCerts:
 		m.Reset()
-		return true, dec440(b, m, 0)
+		return true, dec441(b, m, 0)
 	case *tlsv3.CommonTlsContext:
 		m.Reset()
-		return true, dec432(b, m, 0)
+		return true, dec433(b, m, 0)
 	case *tlsv3.CommonTlsContext_CertificateProvider:
 		m.Reset()
-		return true, dec437(b, m, 0)
+		return true, dec438(b, m, 0)
 	case *tlsv3.CommonTlsContext_CertificateProviderInstance:
 		m.Reset()
-		return true, dec438(b, m, 0)
+		return true, dec439(b, m, 0)
 	case *tlsv3.CommonTlsContext_CombinedCertificateValidationContext:
 		m.Reset()
-		return true, dec442(b, m, 0)
+		return true, dec443(b, m, 0)
 	case *tlsv3.DownstreamTlsContext:
 		m.Reset()
-		return true, dec444(b, m, 0)
+		return true, dec445(b, m, 0)
 	case *tlsv3.PrivateKeyProvider:
 		m.Reset()
-		return true, dec435(b, m, 0)
+		return true, dec436(b, m, 0)
 	case *tlsv3.SdsSecretConfig:
 		m.Reset()
-		return true, dec412(b, m, 0)
+		return true, dec413(b, m, 0)
 	case *tlsv3.SubjectAltNameMatcher:
 		m.Reset()
-		return true, dec441(b, m, 0)
+		return true, dec442(b, m, 0)
 	case *tlsv3.TlsCertificate:
 		m.Reset()
-		return true, dec434(b, m, 0)
+		return true, dec435(b, m, 0)
 	case *tlsv3.TlsKeyLog:
 		m.Reset()
-		return true, dec443(b, m, 0)
+		return true, dec444(b, m, 0)
 	case *tlsv3.TlsParameters:
 		m.Reset()
-		return true, dec433(b, m, 0)
+		return true, dec434(b, m, 0)
 	case *tlsv3.TlsSessionTicketKeys:
 		m.Reset()
-		return true, dec445(b, m, 0)
+		return true, dec446(b, m, 0)
 	case *tlsv3.UpstreamTlsContext:
 		m.Reset()
-		return true, dec431(b, m, 0)
+		return true, dec432(b, m, 0)
 	case *httpv3.HttpProtocolOptions:
 		m.Reset()
-		return true, dec447(b, m, 0)
+		return true, dec448(b, m, 0)
 	case *httpv3.HttpProtocolOptions_AutoHttpConfig:
 		m.Reset()
-		return true, dec450(b, m, 0)
+		return true, dec451(b, m, 0)
 	case *httpv3.HttpProtocolOptions_ExplicitHttpConfig:
 		m.Reset()
-		return true, dec448(b, m, 0)
+		return true, dec449(b, m, 0)
 	case *httpv3.HttpProtocolOptions_OutlierDetection:
 		m.Reset()
-		return true, dec453(b, m, 0)
+		return true, dec454(b, m, 0)
 	case *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig:
 		m.Reset()
-		return true, dec449(b, m, 0)
+		return true, dec450(b, m, 0)
 	case *authv3.CheckResponse:
 		m.Reset()
 		return true, dec387(b, m, 0)
@@ -2147,16 +2153,16 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec19(b, m, 0)
 	case *ratelimitv34.RateLimitResponse:
 		m.Reset()
-		return true, dec427(b, m, 0)
+		return true, dec428(b, m, 0)
 	case *ratelimitv34.RateLimitResponse_DescriptorStatus:
 		m.Reset()
-		return true, dec428(b, m, 0)
+		return true, dec429(b, m, 0)
 	case *ratelimitv34.RateLimitResponse_Quota:
 		m.Reset()
-		return true, dec430(b, m, 0)
+		return true, dec431(b, m, 0)
 	case *ratelimitv34.RateLimitResponse_RateLimit:
 		m.Reset()
-		return true, dec429(b, m, 0)
+		return true, dec430(b, m, 0)
 	case *httpv32.PathTransformation:
 		m.Reset()
 		return true, dec316(b, m, 0)
@@ -2282,7 +2288,7 @@ func decode(b []byte, m proto.Message) (bool, error) {
 		return true, dec8(b, m, 0)
 	case *typev3.TokenBucket:
 		m.Reset()
-		return true, dec420(b, m, 0)
+		return true, dec421(b, m, 0)
 	case *v1alpha1.CheckedExpr:
 		m.Reset()
 		return true, dec362(b, m, 0)
@@ -2523,15 +2529,15 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *clusterv3.UpstreamConnectionOptions_HappyEyeballsConfig:
 		return enc284(b, m), true
 	case *matcherv3.HttpGenericBodyMatch:
-		return enc457(b, m), true
-	case *matcherv3.HttpGenericBodyMatch_GenericTextMatch:
 		return enc458(b, m), true
+	case *matcherv3.HttpGenericBodyMatch_GenericTextMatch:
+		return enc459(b, m), true
 	case *matcherv3.HttpHeadersMatch:
-		return enc456(b, m), true
+		return enc457(b, m), true
 	case *matcherv3.MatchPredicate:
-		return enc454(b, m), true
-	case *matcherv3.MatchPredicate_MatchSet:
 		return enc455(b, m), true
+	case *matcherv3.MatchPredicate_MatchSet:
+		return enc456(b, m), true
 	case *mutationrulesv3.HeaderMutation:
 		return enc170(b, m), true
 	case *mutationrulesv3.HeaderMutation_RemoveOnMatch:
@@ -2543,9 +2549,9 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *corev3.AggregatedConfigSource:
 		return enc79(b, m), true
 	case *corev3.AlternateProtocolsCacheOptions:
-		return enc451(b, m), true
-	case *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry:
 		return enc452(b, m), true
+	case *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry:
+		return enc453(b, m), true
 	case *corev3.ApiConfigSource:
 		return enc55(b, m), true
 	case *corev3.BackoffStrategy:
@@ -2639,7 +2645,7 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *corev3.HttpProtocolOptions:
 		return enc256(b, m), true
 	case *corev3.HttpService:
-		return enc461(b, m), true
+		return enc462(b, m), true
 	case *corev3.HttpUri:
 		return enc379(b, m), true
 	case *corev3.JsonFormatOptions:
@@ -2777,7 +2783,7 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *metricsv3.StatsMatcher:
 		return enc40(b, m), true
 	case *ratelimitv3.RateLimitServiceConfig:
-		return enc425(b, m), true
+		return enc426(b, m), true
 	case *rbacv3.Permission:
 		return enc345(b, m), true
 	case *rbacv3.Permission_Set:
@@ -2927,17 +2933,17 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *routev3.WeightedCluster_ClusterWeight:
 		return enc159(b, m), true
 	case *tracev3.OpenTelemetryConfig:
-		return enc460(b, m), true
+		return enc461(b, m), true
 	case *tracev3.Tracing_Http:
 		return enc305(b, m), true
 	case *filev3.FileAccessLog:
-		return enc459(b, m), true
+		return enc460(b, m), true
 	case *ratelimitv32.LocalClusterRateLimit:
-		return enc423(b, m), true
+		return enc424(b, m), true
 	case *ratelimitv32.LocalRateLimitDescriptor:
-		return enc421(b, m), true
-	case *ratelimitv32.RateLimitDescriptor_Entry:
 		return enc422(b, m), true
+	case *ratelimitv32.RateLimitDescriptor_Entry:
+		return enc423(b, m), true
 	case *faultv3.FaultDelay:
 		return enc334(b, m), true
 	case *faultv3.FaultDelay_HeaderDelay:
@@ -2971,65 +2977,65 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *faultv32.HTTPFault:
 		return enc333(b, m), true
 	case *jwtauthnv3.ExtractOnlyWithoutValidation:
-		return enc405(b, m), true
-	case *jwtauthnv3.FilterStateRule:
 		return enc406(b, m), true
-	case *jwtauthnv3.JwksAsyncFetch:
-		return enc394(b, m), true
-	case *jwtauthnv3.JwtAuthentication:
-		return enc391(b, m), true
-	case *jwtauthnv3.JwtCacheConfig:
-		return enc397(b, m), true
-	case *jwtauthnv3.JwtClaimToHeader:
-		return enc398(b, m), true
-	case *jwtauthnv3.JwtClaimToHeader_PathSegment:
-		return enc399(b, m), true
-	case *jwtauthnv3.JwtHeader:
-		return enc395(b, m), true
-	case *jwtauthnv3.JwtProvider:
-		return enc392(b, m), true
-	case *jwtauthnv3.JwtProvider_NormalizePayload:
-		return enc396(b, m), true
-	case *jwtauthnv3.JwtRequirement:
-		return enc401(b, m), true
-	case *jwtauthnv3.JwtRequirementAndList:
-		return enc404(b, m), true
-	case *jwtauthnv3.JwtRequirementOrList:
-		return enc403(b, m), true
-	case *jwtauthnv3.PerRouteConfig:
+	case *jwtauthnv3.FilterStateRule:
 		return enc407(b, m), true
-	case *jwtauthnv3.ProviderWithAudiences:
-		return enc402(b, m), true
-	case *jwtauthnv3.RemoteJwks:
-		return enc393(b, m), true
-	case *jwtauthnv3.RequirementRule:
+	case *jwtauthnv3.JwksAsyncFetch:
+		return enc395(b, m), true
+	case *jwtauthnv3.JwtAuthentication:
+		return enc392(b, m), true
+	case *jwtauthnv3.JwtCacheConfig:
+		return enc398(b, m), true
+	case *jwtauthnv3.JwtClaimToHeader:
+		return enc399(b, m), true
+	case *jwtauthnv3.JwtClaimToHeader_PathSegment:
 		return enc400(b, m), true
-	case *localratelimitv3.LocalRateLimit:
-		return enc419(b, m), true
-	case *oauth2v3.CookieConfig:
-		return enc416(b, m), true
-	case *oauth2v3.CookieConfigs:
-		return enc415(b, m), true
-	case *oauth2v3.OAuth2:
+	case *jwtauthnv3.JwtHeader:
+		return enc396(b, m), true
+	case *jwtauthnv3.JwtProvider:
+		return enc393(b, m), true
+	case *jwtauthnv3.JwtProvider_NormalizePayload:
+		return enc397(b, m), true
+	case *jwtauthnv3.JwtRequirement:
+		return enc402(b, m), true
+	case *jwtauthnv3.JwtRequirementAndList:
+		return enc405(b, m), true
+	case *jwtauthnv3.JwtRequirementOrList:
+		return enc404(b, m), true
+	case *jwtauthnv3.PerRouteConfig:
 		return enc408(b, m), true
-	case *oauth2v3.OAuth2Config:
-		return enc409(b, m), true
-	case *oauth2v3.OAuth2Credentials:
-		return enc411(b, m), true
-	case *oauth2v3.OAuth2Credentials_CookieNames:
-		return enc413(b, m), true
-	case *oauth2v3.OAuth2TokenForwarding:
-		return enc414(b, m), true
-	case *oauth2v3.PostLogoutRedirectUri:
-		return enc410(b, m), true
-	case *oauth2v3.PrivateKeyJwtConfig:
+	case *jwtauthnv3.ProviderWithAudiences:
+		return enc403(b, m), true
+	case *jwtauthnv3.RemoteJwks:
+		return enc394(b, m), true
+	case *jwtauthnv3.RequirementRule:
+		return enc401(b, m), true
+	case *localratelimitv3.LocalRateLimit:
+		return enc420(b, m), true
+	case *oauth2v3.CookieConfig:
 		return enc417(b, m), true
-	case *oauth2v3.TokenCookieChunking:
+	case *oauth2v3.CookieConfigs:
+		return enc416(b, m), true
+	case *oauth2v3.OAuth2:
+		return enc409(b, m), true
+	case *oauth2v3.OAuth2Config:
+		return enc410(b, m), true
+	case *oauth2v3.OAuth2Credentials:
+		return enc412(b, m), true
+	case *oauth2v3.OAuth2Credentials_CookieNames:
+		return enc414(b, m), true
+	case *oauth2v3.OAuth2TokenForwarding:
+		return enc415(b, m), true
+	case *oauth2v3.PostLogoutRedirectUri:
+		return enc411(b, m), true
+	case *oauth2v3.PrivateKeyJwtConfig:
 		return enc418(b, m), true
+	case *oauth2v3.TokenCookieChunking:
+		return enc419(b, m), true
 	case *ratelimitv33.RateLimit:
-		return enc424(b, m), true
+		return enc425(b, m), true
 	case *ratelimitv33.RateLimitPerRoute:
-		return enc426(b, m), true
+		return enc427(b, m), true
 	case *rbacv32.RBAC:
 		return enc342(b, m), true
 	case *rbacv32.RBACPerRoute:
@@ -3039,11 +3045,13 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *routerv3.Router_UpstreamAccessLogOptions:
 		return enc323(b, m), true
 	case *httpinspectorv3.HttpInspector:
-		return enc465(b, m), true
-	case *originaldstv3.OriginalDst:
 		return enc466(b, m), true
-	case *tlsinspectorv3.TlsInspector:
+	case *originaldstv3.OriginalDst:
 		return enc467(b, m), true
+	case *tlsinspectorv3.TlsInspector:
+		return enc468(b, m), true
+	case *extauthzv32.ExtAuthz:
+		return enc391(b, m), true
 	case *httpconnectionmanagerv3.ForwardProtoConfig:
 		return enc321(b, m), true
 	case *httpconnectionmanagerv3.HttpConnectionManager:
@@ -3101,55 +3109,55 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight:
 		return enc326(b, m), true
 	case *uritemplatev3.UriTemplateMatchConfig:
-		return enc462(b, m), true
-	case *previoushostsv3.PreviousHostsPredicate:
 		return enc463(b, m), true
-	case *previousprioritiesv3.PreviousPrioritiesConfig:
+	case *previoushostsv3.PreviousHostsPredicate:
 		return enc464(b, m), true
+	case *previousprioritiesv3.PreviousPrioritiesConfig:
+		return enc465(b, m), true
 	case *rawbufferv3.RawBuffer:
-		return enc446(b, m), true
-	case *tlsv3.CertificateProviderPluginInstance:
-		return enc436(b, m), true
-	case *tlsv3.CertificateValidationContext:
-		return enc439(b, m), true
-	case *tlsv3.CertificateValidationContext_SystemRootCerts:
-		return enc440(b, m), true
-	case *tlsv3.CommonTlsContext:
-		return enc432(b, m), true
-	case *tlsv3.CommonTlsContext_CertificateProvider:
-		return enc437(b, m), true
-	case *tlsv3.CommonTlsContext_CertificateProviderInstance:
-		return enc438(b, m), true
-	case *tlsv3.CommonTlsContext_CombinedCertificateValidationContext:
-		return enc442(b, m), true
-	case *tlsv3.DownstreamTlsContext:
-		return enc444(b, m), true
-	case *tlsv3.PrivateKeyProvider:
-		return enc435(b, m), true
-	case *tlsv3.SdsSecretConfig:
-		return enc412(b, m), true
-	case *tlsv3.SubjectAltNameMatcher:
-		return enc441(b, m), true
-	case *tlsv3.TlsCertificate:
-		return enc434(b, m), true
-	case *tlsv3.TlsKeyLog:
-		return enc443(b, m), true
-	case *tlsv3.TlsParameters:
-		return enc433(b, m), true
-	case *tlsv3.TlsSessionTicketKeys:
-		return enc445(b, m), true
-	case *tlsv3.UpstreamTlsContext:
-		return enc431(b, m), true
-	case *httpv3.HttpProtocolOptions:
 		return enc447(b, m), true
-	case *httpv3.HttpProtocolOptions_AutoHttpConfig:
-		return enc450(b, m), true
-	case *httpv3.HttpProtocolOptions_ExplicitHttpConfig:
+	case *tlsv3.CertificateProviderPluginInstance:
+		return enc437(b, m), true
+	case *tlsv3.CertificateValidationContext:
+		return enc440(b, m), true
+	case *tlsv3.CertificateValidationContext_SystemRootCerts:
+		return enc441(b, m), true
+	case *tlsv3.CommonTlsContext:
+		return enc433(b, m), true
+	case *tlsv3.CommonTlsContext_CertificateProvider:
+		return enc438(b, m), true
+	case *tlsv3.CommonTlsContext_CertificateProviderInstance:
+		return enc439(b, m), true
+	case *tlsv3.CommonTlsContext_CombinedCertificateValidationContext:
+		return enc443(b, m), true
+	case *tlsv3.DownstreamTlsContext:
+		return enc445(b, m), true
+	case *tlsv3.PrivateKeyProvider:
+		return enc436(b, m), true
+	case *tlsv3.SdsSecretConfig:
+		return enc413(b, m), true
+	case *tlsv3.SubjectAltNameMatcher:
+		return enc442(b, m), true
+	case *tlsv3.TlsCertificate:
+		return enc435(b, m), true
+	case *tlsv3.TlsKeyLog:
+		return enc444(b, m), true
+	case *tlsv3.TlsParameters:
+		return enc434(b, m), true
+	case *tlsv3.TlsSessionTicketKeys:
+		return enc446(b, m), true
+	case *tlsv3.UpstreamTlsContext:
+		return enc432(b, m), true
+	case *httpv3.HttpProtocolOptions:
 		return enc448(b, m), true
-	case *httpv3.HttpProtocolOptions_OutlierDetection:
-		return enc453(b, m), true
-	case *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig:
+	case *httpv3.HttpProtocolOptions_AutoHttpConfig:
+		return enc451(b, m), true
+	case *httpv3.HttpProtocolOptions_ExplicitHttpConfig:
 		return enc449(b, m), true
+	case *httpv3.HttpProtocolOptions_OutlierDetection:
+		return enc454(b, m), true
+	case *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig:
+		return enc450(b, m), true
 	case *authv3.CheckResponse:
 		return enc387(b, m), true
 	case *authv3.DeniedHttpResponse:
@@ -3183,13 +3191,13 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *discoveryv3.ResourceName:
 		return enc19(b, m), true
 	case *ratelimitv34.RateLimitResponse:
-		return enc427(b, m), true
-	case *ratelimitv34.RateLimitResponse_DescriptorStatus:
 		return enc428(b, m), true
-	case *ratelimitv34.RateLimitResponse_Quota:
-		return enc430(b, m), true
-	case *ratelimitv34.RateLimitResponse_RateLimit:
+	case *ratelimitv34.RateLimitResponse_DescriptorStatus:
 		return enc429(b, m), true
+	case *ratelimitv34.RateLimitResponse_Quota:
+		return enc431(b, m), true
+	case *ratelimitv34.RateLimitResponse_RateLimit:
+		return enc430(b, m), true
 	case *httpv32.PathTransformation:
 		return enc316(b, m), true
 	case *httpv32.PathTransformation_Operation:
@@ -3273,7 +3281,7 @@ func encode(b []byte, m proto.Message) ([]byte, bool) {
 	case *typev3.SemanticVersion:
 		return enc8(b, m), true
 	case *typev3.TokenBucket:
-		return enc420(b, m), true
+		return enc421(b, m), true
 	case *v1alpha1.CheckedExpr:
 		return enc362(b, m), true
 	case *v1alpha1.Constant:
@@ -50354,8 +50362,246 @@ func enc390(b []byte, m *corev3.QueryParameter) []byte {
 	return b
 }
 
-// dec391 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication.
-func dec391(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
+// dec391 decodes envoy.extensions.filters.network.ext_authz.v3.ExtAuthz.
+func dec391(b []byte, m *extauthzv32.ExtAuthz, depth int) error {
+	if depth > maxDepth {
+		return errDepth
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return errParse
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.network.ext_authz.v3.ExtAuthz.stat_prefix")
+				}
+				v := string(sv)
+				m.StatPrefix = v
+				continue
+			}
+		case 2:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.GrpcService == nil {
+					m.GrpcService = new(corev3.GrpcService)
+				}
+				if err := dec56(x, m.GrpcService, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 3:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.FailureModeAllow = v
+				continue
+			}
+		case 4:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.IncludePeerCertificate = v
+				continue
+			}
+		case 5:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := corev3.ApiVersion(int32(sv))
+				m.TransportApiVersion = v
+				continue
+			}
+		case 6:
+			if typ == protowire.BytesType {
+				x, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return errParse
+				}
+				b = b[n:]
+				if m.FilterEnabledMetadata == nil {
+					m.FilterEnabledMetadata = new(matcherv32.MetadataMatcher)
+				}
+				if err := dec134(x, m.FilterEnabledMetadata, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		case 7:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.network.ext_authz.v3.ExtAuthz.bootstrap_metadata_labels_key")
+				}
+				v := string(sv)
+				m.BootstrapMetadataLabelsKey = v
+				continue
+			}
+		case 8:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.IncludeTlsSession = v
+				continue
+			}
+		case 9:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.SendTlsAlertOnDenial = v
+				continue
+			}
+		case 10:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.network.ext_authz.v3.ExtAuthz.metadata_context_namespaces")
+				}
+				v := string(sv)
+				m.MetadataContextNamespaces = append(m.MetadataContextNamespaces, v)
+				continue
+			}
+		case 11:
+			if typ == protowire.BytesType {
+				sv, sn := protowire.ConsumeBytes(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				if !utf8.Valid(sv) {
+					return invalidUTF8("envoy.extensions.filters.network.ext_authz.v3.ExtAuthz.typed_metadata_context_namespaces")
+				}
+				v := string(sv)
+				m.TypedMetadataContextNamespaces = append(m.TypedMetadataContextNamespaces, v)
+				continue
+			}
+		case 12:
+			if typ == protowire.VarintType {
+				sv, sn := protowire.ConsumeVarint(b)
+				if sn < 0 {
+					return errParse
+				}
+				b = b[sn:]
+				v := bool(sv != 0)
+				m.ShadowMode = v
+				continue
+			}
+		}
+		// An unknown field, or a known one in the wrong wire type: skipped,
+		// as protobuf-go does (it keeps them as unknown fields).
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errParse
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// enc391 appends the deterministic encoding of envoy.extensions.filters.network.ext_authz.v3.ExtAuthz.
+func enc391(b []byte, m *extauthzv32.ExtAuthz) []byte {
+	if m == nil {
+		return b
+	}
+	if len(m.StatPrefix) > 0 {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, string(m.StatPrefix))
+	}
+	if m.GrpcService != nil {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc56(b, m.GrpcService)
+		b = finishLen(b, at)
+	}
+	if m.FailureModeAllow {
+		b = protowire.AppendTag(b, 3, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.FailureModeAllow)))
+	}
+	if m.IncludePeerCertificate {
+		b = protowire.AppendTag(b, 4, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.IncludePeerCertificate)))
+	}
+	if m.TransportApiVersion != 0 {
+		b = protowire.AppendTag(b, 5, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(int64(m.TransportApiVersion)))
+	}
+	if m.FilterEnabledMetadata != nil {
+		b = protowire.AppendTag(b, 6, protowire.BytesType)
+		at := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b = enc134(b, m.FilterEnabledMetadata)
+		b = finishLen(b, at)
+	}
+	if len(m.BootstrapMetadataLabelsKey) > 0 {
+		b = protowire.AppendTag(b, 7, protowire.BytesType)
+		b = protowire.AppendString(b, string(m.BootstrapMetadataLabelsKey))
+	}
+	if m.IncludeTlsSession {
+		b = protowire.AppendTag(b, 8, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.IncludeTlsSession)))
+	}
+	if m.SendTlsAlertOnDenial {
+		b = protowire.AppendTag(b, 9, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.SendTlsAlertOnDenial)))
+	}
+	for _, v := range m.MetadataContextNamespaces {
+		b = protowire.AppendTag(b, 10, protowire.BytesType)
+		b = protowire.AppendString(b, string(v))
+	}
+	for _, v := range m.TypedMetadataContextNamespaces {
+		b = protowire.AppendTag(b, 11, protowire.BytesType)
+		b = protowire.AppendString(b, string(v))
+	}
+	if m.ShadowMode {
+		b = protowire.AppendTag(b, 12, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(bool(m.ShadowMode)))
+	}
+	return b
+}
+
+// dec392 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication.
+func dec392(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -50403,7 +50649,7 @@ func dec391(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 						if val == nil {
 							val = new(jwtauthnv3.JwtProvider)
 						}
-						if err := dec392(y, val, depth+1); err != nil {
+						if err := dec393(y, val, depth+1); err != nil {
 							return err
 						}
 						continue
@@ -50431,7 +50677,7 @@ func dec391(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.RequirementRule)
-				if err := dec400(x, e, depth+1); err != nil {
+				if err := dec401(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Rules = append(m.Rules, e)
@@ -50447,7 +50693,7 @@ func dec391(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 				if m.FilterStateRules == nil {
 					m.FilterStateRules = new(jwtauthnv3.FilterStateRule)
 				}
-				if err := dec406(x, m.FilterStateRules, depth+1); err != nil {
+				if err := dec407(x, m.FilterStateRules, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50500,7 +50746,7 @@ func dec391(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 						if val == nil {
 							val = new(jwtauthnv3.JwtRequirement)
 						}
-						if err := dec401(y, val, depth+1); err != nil {
+						if err := dec402(y, val, depth+1); err != nil {
 							return err
 						}
 						continue
@@ -50557,8 +50803,8 @@ func dec391(b []byte, m *jwtauthnv3.JwtAuthentication, depth int) error {
 	return nil
 }
 
-// enc391 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication.
-func enc391(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
+// enc392 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication.
+func enc392(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 	if m == nil {
 		return b
 	}
@@ -50578,7 +50824,7 @@ func enc391(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 			b = protowire.AppendTag(b, 2, protowire.BytesType)
 			at2 := len(b)
 			b = append(b, 0, 0, 0, 0, 0)
-			b = enc392(b, v)
+			b = enc393(b, v)
 			b = finishLen(b, at2)
 			b = finishLen(b, at)
 		}
@@ -50587,14 +50833,14 @@ func enc391(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc400(b, v)
+		b = enc401(b, v)
 		b = finishLen(b, at)
 	}
 	if m.FilterStateRules != nil {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc406(b, m.FilterStateRules)
+		b = enc407(b, m.FilterStateRules)
 		b = finishLen(b, at)
 	}
 	if m.BypassCorsPreflight {
@@ -50617,7 +50863,7 @@ func enc391(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 			b = protowire.AppendTag(b, 2, protowire.BytesType)
 			at2 := len(b)
 			b = append(b, 0, 0, 0, 0, 0)
-			b = enc401(b, v)
+			b = enc402(b, v)
 			b = finishLen(b, at2)
 			b = finishLen(b, at)
 		}
@@ -50633,8 +50879,8 @@ func enc391(b []byte, m *jwtauthnv3.JwtAuthentication) []byte {
 	return b
 }
 
-// dec392 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.
-func dec392(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
+// dec393 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.
+func dec393(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -50726,7 +50972,7 @@ func dec392(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 					o = &jwtauthnv3.JwtProvider_RemoteJwks{RemoteJwks: new(jwtauthnv3.RemoteJwks)}
 					m.JwksSourceSpecifier = o
 				}
-				if err := dec393(x, o.RemoteJwks, depth+1); err != nil {
+				if err := dec394(x, o.RemoteJwks, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50767,7 +51013,7 @@ func dec392(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtHeader)
-				if err := dec395(x, e, depth+1); err != nil {
+				if err := dec396(x, e, depth+1); err != nil {
 					return err
 				}
 				m.FromHeaders = append(m.FromHeaders, e)
@@ -50850,7 +51096,7 @@ func dec392(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 				if m.NormalizePayloadInMetadata == nil {
 					m.NormalizePayloadInMetadata = new(jwtauthnv3.JwtProvider_NormalizePayload)
 				}
-				if err := dec396(x, m.NormalizePayloadInMetadata, depth+1); err != nil {
+				if err := dec397(x, m.NormalizePayloadInMetadata, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50904,7 +51150,7 @@ func dec392(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 				if m.JwtCacheConfig == nil {
 					m.JwtCacheConfig = new(jwtauthnv3.JwtCacheConfig)
 				}
-				if err := dec397(x, m.JwtCacheConfig, depth+1); err != nil {
+				if err := dec398(x, m.JwtCacheConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -50917,7 +51163,7 @@ func dec392(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtClaimToHeader)
-				if err := dec398(x, e, depth+1); err != nil {
+				if err := dec399(x, e, depth+1); err != nil {
 					return err
 				}
 				m.ClaimToHeaders = append(m.ClaimToHeaders, e)
@@ -50946,8 +51192,8 @@ func dec392(b []byte, m *jwtauthnv3.JwtProvider, depth int) error {
 	return nil
 }
 
-// enc392 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.
-func enc392(b []byte, m *jwtauthnv3.JwtProvider) []byte {
+// enc393 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.
+func enc393(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 	if m == nil {
 		return b
 	}
@@ -50967,7 +51213,7 @@ func enc392(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		b = protowire.AppendTag(b, 6, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc395(b, v)
+		b = enc396(b, v)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.FromParams {
@@ -50994,7 +51240,7 @@ func enc392(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		b = protowire.AppendTag(b, 12, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc397(b, m.JwtCacheConfig)
+		b = enc398(b, m.JwtCacheConfig)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.FromCookies {
@@ -51009,7 +51255,7 @@ func enc392(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		b = protowire.AppendTag(b, 15, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc398(b, v)
+		b = enc399(b, v)
 		b = finishLen(b, at)
 	}
 	if len(m.FailedStatusInMetadata) > 0 {
@@ -51024,7 +51270,7 @@ func enc392(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		b = protowire.AppendTag(b, 18, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc396(b, m.NormalizePayloadInMetadata)
+		b = enc397(b, m.NormalizePayloadInMetadata)
 		b = finishLen(b, at)
 	}
 	if m.Subjects != nil {
@@ -51050,7 +51296,7 @@ func enc392(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.RemoteJwks != nil {
-			b = enc393(b, o.RemoteJwks)
+			b = enc394(b, o.RemoteJwks)
 		}
 		b = finishLen(b, at)
 	}
@@ -51066,8 +51312,8 @@ func enc392(b []byte, m *jwtauthnv3.JwtProvider) []byte {
 	return b
 }
 
-// dec393 decodes envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks.
-func dec393(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
+// dec394 decodes envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks.
+func dec394(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51118,7 +51364,7 @@ func dec393(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
 				if m.AsyncFetch == nil {
 					m.AsyncFetch = new(jwtauthnv3.JwksAsyncFetch)
 				}
-				if err := dec394(x, m.AsyncFetch, depth+1); err != nil {
+				if err := dec395(x, m.AsyncFetch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51150,8 +51396,8 @@ func dec393(b []byte, m *jwtauthnv3.RemoteJwks, depth int) error {
 	return nil
 }
 
-// enc393 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks.
-func enc393(b []byte, m *jwtauthnv3.RemoteJwks) []byte {
+// enc394 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks.
+func enc394(b []byte, m *jwtauthnv3.RemoteJwks) []byte {
 	if m == nil {
 		return b
 	}
@@ -51173,7 +51419,7 @@ func enc393(b []byte, m *jwtauthnv3.RemoteJwks) []byte {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc394(b, m.AsyncFetch)
+		b = enc395(b, m.AsyncFetch)
 		b = finishLen(b, at)
 	}
 	if m.RetryPolicy != nil {
@@ -51186,8 +51432,8 @@ func enc393(b []byte, m *jwtauthnv3.RemoteJwks) []byte {
 	return b
 }
 
-// dec394 decodes envoy.extensions.filters.http.jwt_authn.v3.JwksAsyncFetch.
-func dec394(b []byte, m *jwtauthnv3.JwksAsyncFetch, depth int) error {
+// dec395 decodes envoy.extensions.filters.http.jwt_authn.v3.JwksAsyncFetch.
+func dec395(b []byte, m *jwtauthnv3.JwksAsyncFetch, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51236,8 +51482,8 @@ func dec394(b []byte, m *jwtauthnv3.JwksAsyncFetch, depth int) error {
 	return nil
 }
 
-// enc394 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwksAsyncFetch.
-func enc394(b []byte, m *jwtauthnv3.JwksAsyncFetch) []byte {
+// enc395 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwksAsyncFetch.
+func enc395(b []byte, m *jwtauthnv3.JwksAsyncFetch) []byte {
 	if m == nil {
 		return b
 	}
@@ -51255,8 +51501,8 @@ func enc394(b []byte, m *jwtauthnv3.JwksAsyncFetch) []byte {
 	return b
 }
 
-// dec395 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtHeader.
-func dec395(b []byte, m *jwtauthnv3.JwtHeader, depth int) error {
+// dec396 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtHeader.
+func dec396(b []byte, m *jwtauthnv3.JwtHeader, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51307,8 +51553,8 @@ func dec395(b []byte, m *jwtauthnv3.JwtHeader, depth int) error {
 	return nil
 }
 
-// enc395 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtHeader.
-func enc395(b []byte, m *jwtauthnv3.JwtHeader) []byte {
+// enc396 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtHeader.
+func enc396(b []byte, m *jwtauthnv3.JwtHeader) []byte {
 	if m == nil {
 		return b
 	}
@@ -51323,8 +51569,8 @@ func enc395(b []byte, m *jwtauthnv3.JwtHeader) []byte {
 	return b
 }
 
-// dec396 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload.
-func dec396(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload, depth int) error {
+// dec397 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload.
+func dec397(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51361,8 +51607,8 @@ func dec396(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload, depth int) err
 	return nil
 }
 
-// enc396 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload.
-func enc396(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload) []byte {
+// enc397 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload.
+func enc397(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload) []byte {
 	if m == nil {
 		return b
 	}
@@ -51373,8 +51619,8 @@ func enc396(b []byte, m *jwtauthnv3.JwtProvider_NormalizePayload) []byte {
 	return b
 }
 
-// dec397 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtCacheConfig.
-func dec397(b []byte, m *jwtauthnv3.JwtCacheConfig, depth int) error {
+// dec398 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtCacheConfig.
+func dec398(b []byte, m *jwtauthnv3.JwtCacheConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51419,8 +51665,8 @@ func dec397(b []byte, m *jwtauthnv3.JwtCacheConfig, depth int) error {
 	return nil
 }
 
-// enc397 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtCacheConfig.
-func enc397(b []byte, m *jwtauthnv3.JwtCacheConfig) []byte {
+// enc398 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtCacheConfig.
+func enc398(b []byte, m *jwtauthnv3.JwtCacheConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -51435,8 +51681,8 @@ func enc397(b []byte, m *jwtauthnv3.JwtCacheConfig) []byte {
 	return b
 }
 
-// dec398 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.
-func dec398(b []byte, m *jwtauthnv3.JwtClaimToHeader, depth int) error {
+// dec399 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.
+func dec399(b []byte, m *jwtauthnv3.JwtClaimToHeader, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51483,7 +51729,7 @@ func dec398(b []byte, m *jwtauthnv3.JwtClaimToHeader, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtClaimToHeader_PathSegment)
-				if err := dec399(x, e, depth+1); err != nil {
+				if err := dec400(x, e, depth+1); err != nil {
 					return err
 				}
 				m.ClaimPath = append(m.ClaimPath, e)
@@ -51501,8 +51747,8 @@ func dec398(b []byte, m *jwtauthnv3.JwtClaimToHeader, depth int) error {
 	return nil
 }
 
-// enc398 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.
-func enc398(b []byte, m *jwtauthnv3.JwtClaimToHeader) []byte {
+// enc399 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.
+func enc399(b []byte, m *jwtauthnv3.JwtClaimToHeader) []byte {
 	if m == nil {
 		return b
 	}
@@ -51518,14 +51764,14 @@ func enc398(b []byte, m *jwtauthnv3.JwtClaimToHeader) []byte {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc399(b, v)
+		b = enc400(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec399 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.PathSegment.
-func dec399(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment, depth int) error {
+// dec400 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.PathSegment.
+func dec400(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51562,8 +51808,8 @@ func dec399(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment, depth int) err
 	return nil
 }
 
-// enc399 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.PathSegment.
-func enc399(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment) []byte {
+// enc400 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader.PathSegment.
+func enc400(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment) []byte {
 	if m == nil {
 		return b
 	}
@@ -51574,8 +51820,8 @@ func enc399(b []byte, m *jwtauthnv3.JwtClaimToHeader_PathSegment) []byte {
 	return b
 }
 
-// dec400 decodes envoy.extensions.filters.http.jwt_authn.v3.RequirementRule.
-func dec400(b []byte, m *jwtauthnv3.RequirementRule, depth int) error {
+// dec401 decodes envoy.extensions.filters.http.jwt_authn.v3.RequirementRule.
+func dec401(b []byte, m *jwtauthnv3.RequirementRule, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51613,7 +51859,7 @@ func dec400(b []byte, m *jwtauthnv3.RequirementRule, depth int) error {
 					o = &jwtauthnv3.RequirementRule_Requires{Requires: new(jwtauthnv3.JwtRequirement)}
 					m.RequirementType = o
 				}
-				if err := dec401(x, o.Requires, depth+1); err != nil {
+				if err := dec402(x, o.Requires, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51644,8 +51890,8 @@ func dec400(b []byte, m *jwtauthnv3.RequirementRule, depth int) error {
 	return nil
 }
 
-// enc400 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.RequirementRule.
-func enc400(b []byte, m *jwtauthnv3.RequirementRule) []byte {
+// enc401 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.RequirementRule.
+func enc401(b []byte, m *jwtauthnv3.RequirementRule) []byte {
 	if m == nil {
 		return b
 	}
@@ -51661,7 +51907,7 @@ func enc400(b []byte, m *jwtauthnv3.RequirementRule) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.Requires != nil {
-			b = enc401(b, o.Requires)
+			b = enc402(b, o.Requires)
 		}
 		b = finishLen(b, at)
 	}
@@ -51672,8 +51918,8 @@ func enc400(b []byte, m *jwtauthnv3.RequirementRule) []byte {
 	return b
 }
 
-// dec401 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement.
-func dec401(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
+// dec402 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement.
+func dec402(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51710,7 +51956,7 @@ func dec401(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 					o = &jwtauthnv3.JwtRequirement_ProviderAndAudiences{ProviderAndAudiences: new(jwtauthnv3.ProviderWithAudiences)}
 					m.RequiresType = o
 				}
-				if err := dec402(x, o.ProviderAndAudiences, depth+1); err != nil {
+				if err := dec403(x, o.ProviderAndAudiences, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51727,7 +51973,7 @@ func dec401(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 					o = &jwtauthnv3.JwtRequirement_RequiresAny{RequiresAny: new(jwtauthnv3.JwtRequirementOrList)}
 					m.RequiresType = o
 				}
-				if err := dec403(x, o.RequiresAny, depth+1); err != nil {
+				if err := dec404(x, o.RequiresAny, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51744,7 +51990,7 @@ func dec401(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 					o = &jwtauthnv3.JwtRequirement_RequiresAll{RequiresAll: new(jwtauthnv3.JwtRequirementAndList)}
 					m.RequiresType = o
 				}
-				if err := dec404(x, o.RequiresAll, depth+1); err != nil {
+				if err := dec405(x, o.RequiresAll, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51795,7 +52041,7 @@ func dec401(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 					o = &jwtauthnv3.JwtRequirement_ExtractOnlyWithoutValidation{ExtractOnlyWithoutValidation: new(jwtauthnv3.ExtractOnlyWithoutValidation)}
 					m.RequiresType = o
 				}
-				if err := dec405(x, o.ExtractOnlyWithoutValidation, depth+1); err != nil {
+				if err := dec406(x, o.ExtractOnlyWithoutValidation, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -51812,8 +52058,8 @@ func dec401(b []byte, m *jwtauthnv3.JwtRequirement, depth int) error {
 	return nil
 }
 
-// enc401 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement.
-func enc401(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
+// enc402 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement.
+func enc402(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 	if m == nil {
 		return b
 	}
@@ -51826,7 +52072,7 @@ func enc401(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ProviderAndAudiences != nil {
-			b = enc402(b, o.ProviderAndAudiences)
+			b = enc403(b, o.ProviderAndAudiences)
 		}
 		b = finishLen(b, at)
 	}
@@ -51835,7 +52081,7 @@ func enc401(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.RequiresAny != nil {
-			b = enc403(b, o.RequiresAny)
+			b = enc404(b, o.RequiresAny)
 		}
 		b = finishLen(b, at)
 	}
@@ -51844,7 +52090,7 @@ func enc401(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.RequiresAll != nil {
-			b = enc404(b, o.RequiresAll)
+			b = enc405(b, o.RequiresAll)
 		}
 		b = finishLen(b, at)
 	}
@@ -51871,15 +52117,15 @@ func enc401(b []byte, m *jwtauthnv3.JwtRequirement) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ExtractOnlyWithoutValidation != nil {
-			b = enc405(b, o.ExtractOnlyWithoutValidation)
+			b = enc406(b, o.ExtractOnlyWithoutValidation)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec402 decodes envoy.extensions.filters.http.jwt_authn.v3.ProviderWithAudiences.
-func dec402(b []byte, m *jwtauthnv3.ProviderWithAudiences, depth int) error {
+// dec403 decodes envoy.extensions.filters.http.jwt_authn.v3.ProviderWithAudiences.
+func dec403(b []byte, m *jwtauthnv3.ProviderWithAudiences, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51930,8 +52176,8 @@ func dec402(b []byte, m *jwtauthnv3.ProviderWithAudiences, depth int) error {
 	return nil
 }
 
-// enc402 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.ProviderWithAudiences.
-func enc402(b []byte, m *jwtauthnv3.ProviderWithAudiences) []byte {
+// enc403 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.ProviderWithAudiences.
+func enc403(b []byte, m *jwtauthnv3.ProviderWithAudiences) []byte {
 	if m == nil {
 		return b
 	}
@@ -51946,8 +52192,8 @@ func enc402(b []byte, m *jwtauthnv3.ProviderWithAudiences) []byte {
 	return b
 }
 
-// dec403 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList.
-func dec403(b []byte, m *jwtauthnv3.JwtRequirementOrList, depth int) error {
+// dec404 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList.
+func dec404(b []byte, m *jwtauthnv3.JwtRequirementOrList, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -51966,7 +52212,7 @@ func dec403(b []byte, m *jwtauthnv3.JwtRequirementOrList, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtRequirement)
-				if err := dec401(x, e, depth+1); err != nil {
+				if err := dec402(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Requirements = append(m.Requirements, e)
@@ -51984,8 +52230,8 @@ func dec403(b []byte, m *jwtauthnv3.JwtRequirementOrList, depth int) error {
 	return nil
 }
 
-// enc403 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList.
-func enc403(b []byte, m *jwtauthnv3.JwtRequirementOrList) []byte {
+// enc404 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList.
+func enc404(b []byte, m *jwtauthnv3.JwtRequirementOrList) []byte {
 	if m == nil {
 		return b
 	}
@@ -51993,14 +52239,14 @@ func enc403(b []byte, m *jwtauthnv3.JwtRequirementOrList) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc401(b, v)
+		b = enc402(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec404 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList.
-func dec404(b []byte, m *jwtauthnv3.JwtRequirementAndList, depth int) error {
+// dec405 decodes envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList.
+func dec405(b []byte, m *jwtauthnv3.JwtRequirementAndList, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52019,7 +52265,7 @@ func dec404(b []byte, m *jwtauthnv3.JwtRequirementAndList, depth int) error {
 				}
 				b = b[n:]
 				e := new(jwtauthnv3.JwtRequirement)
-				if err := dec401(x, e, depth+1); err != nil {
+				if err := dec402(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Requirements = append(m.Requirements, e)
@@ -52037,8 +52283,8 @@ func dec404(b []byte, m *jwtauthnv3.JwtRequirementAndList, depth int) error {
 	return nil
 }
 
-// enc404 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList.
-func enc404(b []byte, m *jwtauthnv3.JwtRequirementAndList) []byte {
+// enc405 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList.
+func enc405(b []byte, m *jwtauthnv3.JwtRequirementAndList) []byte {
 	if m == nil {
 		return b
 	}
@@ -52046,14 +52292,14 @@ func enc404(b []byte, m *jwtauthnv3.JwtRequirementAndList) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc401(b, v)
+		b = enc402(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec405 decodes envoy.extensions.filters.http.jwt_authn.v3.ExtractOnlyWithoutValidation.
-func dec405(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation, depth int) error {
+// dec406 decodes envoy.extensions.filters.http.jwt_authn.v3.ExtractOnlyWithoutValidation.
+func dec406(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52090,8 +52336,8 @@ func dec405(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation, depth int) err
 	return nil
 }
 
-// enc405 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.ExtractOnlyWithoutValidation.
-func enc405(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation) []byte {
+// enc406 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.ExtractOnlyWithoutValidation.
+func enc406(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation) []byte {
 	if m == nil {
 		return b
 	}
@@ -52102,8 +52348,8 @@ func enc405(b []byte, m *jwtauthnv3.ExtractOnlyWithoutValidation) []byte {
 	return b
 }
 
-// dec406 decodes envoy.extensions.filters.http.jwt_authn.v3.FilterStateRule.
-func dec406(b []byte, m *jwtauthnv3.FilterStateRule, depth int) error {
+// dec407 decodes envoy.extensions.filters.http.jwt_authn.v3.FilterStateRule.
+func dec407(b []byte, m *jwtauthnv3.FilterStateRule, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52165,7 +52411,7 @@ func dec406(b []byte, m *jwtauthnv3.FilterStateRule, depth int) error {
 						if val == nil {
 							val = new(jwtauthnv3.JwtRequirement)
 						}
-						if err := dec401(y, val, depth+1); err != nil {
+						if err := dec402(y, val, depth+1); err != nil {
 							return err
 						}
 						continue
@@ -52197,8 +52443,8 @@ func dec406(b []byte, m *jwtauthnv3.FilterStateRule, depth int) error {
 	return nil
 }
 
-// enc406 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.FilterStateRule.
-func enc406(b []byte, m *jwtauthnv3.FilterStateRule) []byte {
+// enc407 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.FilterStateRule.
+func enc407(b []byte, m *jwtauthnv3.FilterStateRule) []byte {
 	if m == nil {
 		return b
 	}
@@ -52222,7 +52468,7 @@ func enc406(b []byte, m *jwtauthnv3.FilterStateRule) []byte {
 			b = protowire.AppendTag(b, 2, protowire.BytesType)
 			at2 := len(b)
 			b = append(b, 0, 0, 0, 0, 0)
-			b = enc401(b, v)
+			b = enc402(b, v)
 			b = finishLen(b, at2)
 			b = finishLen(b, at)
 		}
@@ -52230,8 +52476,8 @@ func enc406(b []byte, m *jwtauthnv3.FilterStateRule) []byte {
 	return b
 }
 
-// dec407 decodes envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig.
-func dec407(b []byte, m *jwtauthnv3.PerRouteConfig, depth int) error {
+// dec408 decodes envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig.
+func dec408(b []byte, m *jwtauthnv3.PerRouteConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52279,8 +52525,8 @@ func dec407(b []byte, m *jwtauthnv3.PerRouteConfig, depth int) error {
 	return nil
 }
 
-// enc407 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig.
-func enc407(b []byte, m *jwtauthnv3.PerRouteConfig) []byte {
+// enc408 appends the deterministic encoding of envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig.
+func enc408(b []byte, m *jwtauthnv3.PerRouteConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -52295,8 +52541,8 @@ func enc407(b []byte, m *jwtauthnv3.PerRouteConfig) []byte {
 	return b
 }
 
-// dec408 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2.
-func dec408(b []byte, m *oauth2v3.OAuth2, depth int) error {
+// dec409 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2.
+func dec409(b []byte, m *oauth2v3.OAuth2, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52317,7 +52563,7 @@ func dec408(b []byte, m *oauth2v3.OAuth2, depth int) error {
 				if m.Config == nil {
 					m.Config = new(oauth2v3.OAuth2Config)
 				}
-				if err := dec409(x, m.Config, depth+1); err != nil {
+				if err := dec410(x, m.Config, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52334,8 +52580,8 @@ func dec408(b []byte, m *oauth2v3.OAuth2, depth int) error {
 	return nil
 }
 
-// enc408 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2.
-func enc408(b []byte, m *oauth2v3.OAuth2) []byte {
+// enc409 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2.
+func enc409(b []byte, m *oauth2v3.OAuth2) []byte {
 	if m == nil {
 		return b
 	}
@@ -52343,14 +52589,14 @@ func enc408(b []byte, m *oauth2v3.OAuth2) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc409(b, m.Config)
+		b = enc410(b, m.Config)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec409 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Config.
-func dec409(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
+// dec410 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Config.
+func dec410(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -52429,7 +52675,7 @@ func dec409(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.PostLogoutRedirectUri == nil {
 					m.PostLogoutRedirectUri = new(oauth2v3.PostLogoutRedirectUri)
 				}
-				if err := dec410(x, m.PostLogoutRedirectUri, depth+1); err != nil {
+				if err := dec411(x, m.PostLogoutRedirectUri, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52444,7 +52690,7 @@ func dec409(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.Credentials == nil {
 					m.Credentials = new(oauth2v3.OAuth2Credentials)
 				}
-				if err := dec411(x, m.Credentials, depth+1); err != nil {
+				if err := dec412(x, m.Credentials, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52514,7 +52760,7 @@ func dec409(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.ForwardIdToken == nil {
 					m.ForwardIdToken = new(oauth2v3.OAuth2TokenForwarding)
 				}
-				if err := dec414(x, m.ForwardIdToken, depth+1); err != nil {
+				if err := dec415(x, m.ForwardIdToken, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52685,7 +52931,7 @@ func dec409(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.CookieConfigs == nil {
 					m.CookieConfigs = new(oauth2v3.CookieConfigs)
 				}
-				if err := dec415(x, m.CookieConfigs, depth+1); err != nil {
+				if err := dec416(x, m.CookieConfigs, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52808,7 +53054,7 @@ func dec409(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.PrivateKeyJwtConfig == nil {
 					m.PrivateKeyJwtConfig = new(oauth2v3.PrivateKeyJwtConfig)
 				}
-				if err := dec417(x, m.PrivateKeyJwtConfig, depth+1); err != nil {
+				if err := dec418(x, m.PrivateKeyJwtConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52823,7 +53069,7 @@ func dec409(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 				if m.TokenCookieChunking == nil {
 					m.TokenCookieChunking = new(oauth2v3.TokenCookieChunking)
 				}
-				if err := dec418(x, m.TokenCookieChunking, depth+1); err != nil {
+				if err := dec419(x, m.TokenCookieChunking, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -52840,8 +53086,8 @@ func dec409(b []byte, m *oauth2v3.OAuth2Config, depth int) error {
 	return nil
 }
 
-// enc409 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Config.
-func enc409(b []byte, m *oauth2v3.OAuth2Config) []byte {
+// enc410 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Config.
+func enc410(b []byte, m *oauth2v3.OAuth2Config) []byte {
 	if m == nil {
 		return b
 	}
@@ -52860,7 +53106,7 @@ func enc409(b []byte, m *oauth2v3.OAuth2Config) []byte {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc411(b, m.Credentials)
+		b = enc412(b, m.Credentials)
 		b = finishLen(b, at)
 	}
 	if len(m.RedirectUri) > 0 {
@@ -52959,7 +53205,7 @@ func enc409(b []byte, m *oauth2v3.OAuth2Config) []byte {
 		b = protowire.AppendTag(b, 21, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc415(b, m.CookieConfigs)
+		b = enc416(b, m.CookieConfigs)
 		b = finishLen(b, at)
 	}
 	if len(m.StatPrefix) > 0 {
@@ -53011,35 +53257,35 @@ func enc409(b []byte, m *oauth2v3.OAuth2Config) []byte {
 		b = protowire.AppendTag(b, 31, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc414(b, m.ForwardIdToken)
+		b = enc415(b, m.ForwardIdToken)
 		b = finishLen(b, at)
 	}
 	if m.PrivateKeyJwtConfig != nil {
 		b = protowire.AppendTag(b, 32, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc417(b, m.PrivateKeyJwtConfig)
+		b = enc418(b, m.PrivateKeyJwtConfig)
 		b = finishLen(b, at)
 	}
 	if m.PostLogoutRedirectUri != nil {
 		b = protowire.AppendTag(b, 33, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc410(b, m.PostLogoutRedirectUri)
+		b = enc411(b, m.PostLogoutRedirectUri)
 		b = finishLen(b, at)
 	}
 	if m.TokenCookieChunking != nil {
 		b = protowire.AppendTag(b, 34, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc418(b, m.TokenCookieChunking)
+		b = enc419(b, m.TokenCookieChunking)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec410 decodes envoy.extensions.filters.http.oauth2.v3.PostLogoutRedirectUri.
-func dec410(b []byte, m *oauth2v3.PostLogoutRedirectUri, depth int) error {
+// dec411 decodes envoy.extensions.filters.http.oauth2.v3.PostLogoutRedirectUri.
+func dec411(b []byte, m *oauth2v3.PostLogoutRedirectUri, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53087,8 +53333,8 @@ func dec410(b []byte, m *oauth2v3.PostLogoutRedirectUri, depth int) error {
 	return nil
 }
 
-// enc410 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.PostLogoutRedirectUri.
-func enc410(b []byte, m *oauth2v3.PostLogoutRedirectUri) []byte {
+// enc411 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.PostLogoutRedirectUri.
+func enc411(b []byte, m *oauth2v3.PostLogoutRedirectUri) []byte {
 	if m == nil {
 		return b
 	}
@@ -53103,8 +53349,8 @@ func enc410(b []byte, m *oauth2v3.PostLogoutRedirectUri) []byte {
 	return b
 }
 
-// dec411 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.
-func dec411(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
+// dec412 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.
+func dec412(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53139,7 +53385,7 @@ func dec411(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 				if m.TokenSecret == nil {
 					m.TokenSecret = new(tlsv3.SdsSecretConfig)
 				}
-				if err := dec412(x, m.TokenSecret, depth+1); err != nil {
+				if err := dec413(x, m.TokenSecret, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53156,7 +53402,7 @@ func dec411(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 					o = &oauth2v3.OAuth2Credentials_HmacSecret{HmacSecret: new(tlsv3.SdsSecretConfig)}
 					m.TokenFormation = o
 				}
-				if err := dec412(x, o.HmacSecret, depth+1); err != nil {
+				if err := dec413(x, o.HmacSecret, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53171,7 +53417,7 @@ func dec411(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 				if m.CookieNames == nil {
 					m.CookieNames = new(oauth2v3.OAuth2Credentials_CookieNames)
 				}
-				if err := dec413(x, m.CookieNames, depth+1); err != nil {
+				if err := dec414(x, m.CookieNames, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53202,8 +53448,8 @@ func dec411(b []byte, m *oauth2v3.OAuth2Credentials, depth int) error {
 	return nil
 }
 
-// enc411 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.
-func enc411(b []byte, m *oauth2v3.OAuth2Credentials) []byte {
+// enc412 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.
+func enc412(b []byte, m *oauth2v3.OAuth2Credentials) []byte {
 	if m == nil {
 		return b
 	}
@@ -53215,14 +53461,14 @@ func enc411(b []byte, m *oauth2v3.OAuth2Credentials) []byte {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc412(b, m.TokenSecret)
+		b = enc413(b, m.TokenSecret)
 		b = finishLen(b, at)
 	}
 	if m.CookieNames != nil {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc413(b, m.CookieNames)
+		b = enc414(b, m.CookieNames)
 		b = finishLen(b, at)
 	}
 	if len(m.CookieDomain) > 0 {
@@ -53234,15 +53480,15 @@ func enc411(b []byte, m *oauth2v3.OAuth2Credentials) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HmacSecret != nil {
-			b = enc412(b, o.HmacSecret)
+			b = enc413(b, o.HmacSecret)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec412 decodes envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.
-func dec412(b []byte, m *tlsv3.SdsSecretConfig, depth int) error {
+// dec413 decodes envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.
+func dec413(b []byte, m *tlsv3.SdsSecretConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53294,8 +53540,8 @@ func dec412(b []byte, m *tlsv3.SdsSecretConfig, depth int) error {
 	return nil
 }
 
-// enc412 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.
-func enc412(b []byte, m *tlsv3.SdsSecretConfig) []byte {
+// enc413 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.
+func enc413(b []byte, m *tlsv3.SdsSecretConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -53313,8 +53559,8 @@ func enc412(b []byte, m *tlsv3.SdsSecretConfig) []byte {
 	return b
 }
 
-// dec413 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.CookieNames.
-func dec413(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames, depth int) error {
+// dec414 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.CookieNames.
+func dec414(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53435,8 +53681,8 @@ func dec413(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames, depth int) erro
 	return nil
 }
 
-// enc413 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.CookieNames.
-func enc413(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames) []byte {
+// enc414 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2Credentials.CookieNames.
+func enc414(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames) []byte {
 	if m == nil {
 		return b
 	}
@@ -53471,8 +53717,8 @@ func enc413(b []byte, m *oauth2v3.OAuth2Credentials_CookieNames) []byte {
 	return b
 }
 
-// dec414 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2TokenForwarding.
-func dec414(b []byte, m *oauth2v3.OAuth2TokenForwarding, depth int) error {
+// dec415 decodes envoy.extensions.filters.http.oauth2.v3.OAuth2TokenForwarding.
+func dec415(b []byte, m *oauth2v3.OAuth2TokenForwarding, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53509,8 +53755,8 @@ func dec414(b []byte, m *oauth2v3.OAuth2TokenForwarding, depth int) error {
 	return nil
 }
 
-// enc414 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2TokenForwarding.
-func enc414(b []byte, m *oauth2v3.OAuth2TokenForwarding) []byte {
+// enc415 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.OAuth2TokenForwarding.
+func enc415(b []byte, m *oauth2v3.OAuth2TokenForwarding) []byte {
 	if m == nil {
 		return b
 	}
@@ -53521,8 +53767,8 @@ func enc414(b []byte, m *oauth2v3.OAuth2TokenForwarding) []byte {
 	return b
 }
 
-// dec415 decodes envoy.extensions.filters.http.oauth2.v3.CookieConfigs.
-func dec415(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
+// dec416 decodes envoy.extensions.filters.http.oauth2.v3.CookieConfigs.
+func dec416(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53543,7 +53789,7 @@ func dec415(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.BearerTokenCookieConfig == nil {
 					m.BearerTokenCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec416(x, m.BearerTokenCookieConfig, depth+1); err != nil {
+				if err := dec417(x, m.BearerTokenCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53558,7 +53804,7 @@ func dec415(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.OauthHmacCookieConfig == nil {
 					m.OauthHmacCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec416(x, m.OauthHmacCookieConfig, depth+1); err != nil {
+				if err := dec417(x, m.OauthHmacCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53573,7 +53819,7 @@ func dec415(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.OauthExpiresCookieConfig == nil {
 					m.OauthExpiresCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec416(x, m.OauthExpiresCookieConfig, depth+1); err != nil {
+				if err := dec417(x, m.OauthExpiresCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53588,7 +53834,7 @@ func dec415(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.IdTokenCookieConfig == nil {
 					m.IdTokenCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec416(x, m.IdTokenCookieConfig, depth+1); err != nil {
+				if err := dec417(x, m.IdTokenCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53603,7 +53849,7 @@ func dec415(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.RefreshTokenCookieConfig == nil {
 					m.RefreshTokenCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec416(x, m.RefreshTokenCookieConfig, depth+1); err != nil {
+				if err := dec417(x, m.RefreshTokenCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53618,7 +53864,7 @@ func dec415(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.OauthNonceCookieConfig == nil {
 					m.OauthNonceCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec416(x, m.OauthNonceCookieConfig, depth+1); err != nil {
+				if err := dec417(x, m.OauthNonceCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53633,7 +53879,7 @@ func dec415(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 				if m.CodeVerifierCookieConfig == nil {
 					m.CodeVerifierCookieConfig = new(oauth2v3.CookieConfig)
 				}
-				if err := dec416(x, m.CodeVerifierCookieConfig, depth+1); err != nil {
+				if err := dec417(x, m.CodeVerifierCookieConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -53650,8 +53896,8 @@ func dec415(b []byte, m *oauth2v3.CookieConfigs, depth int) error {
 	return nil
 }
 
-// enc415 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.CookieConfigs.
-func enc415(b []byte, m *oauth2v3.CookieConfigs) []byte {
+// enc416 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.CookieConfigs.
+func enc416(b []byte, m *oauth2v3.CookieConfigs) []byte {
 	if m == nil {
 		return b
 	}
@@ -53659,56 +53905,56 @@ func enc415(b []byte, m *oauth2v3.CookieConfigs) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc416(b, m.BearerTokenCookieConfig)
+		b = enc417(b, m.BearerTokenCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.OauthHmacCookieConfig != nil {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc416(b, m.OauthHmacCookieConfig)
+		b = enc417(b, m.OauthHmacCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.OauthExpiresCookieConfig != nil {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc416(b, m.OauthExpiresCookieConfig)
+		b = enc417(b, m.OauthExpiresCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.IdTokenCookieConfig != nil {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc416(b, m.IdTokenCookieConfig)
+		b = enc417(b, m.IdTokenCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.RefreshTokenCookieConfig != nil {
 		b = protowire.AppendTag(b, 5, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc416(b, m.RefreshTokenCookieConfig)
+		b = enc417(b, m.RefreshTokenCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.OauthNonceCookieConfig != nil {
 		b = protowire.AppendTag(b, 6, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc416(b, m.OauthNonceCookieConfig)
+		b = enc417(b, m.OauthNonceCookieConfig)
 		b = finishLen(b, at)
 	}
 	if m.CodeVerifierCookieConfig != nil {
 		b = protowire.AppendTag(b, 7, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc416(b, m.CodeVerifierCookieConfig)
+		b = enc417(b, m.CodeVerifierCookieConfig)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec416 decodes envoy.extensions.filters.http.oauth2.v3.CookieConfig.
-func dec416(b []byte, m *oauth2v3.CookieConfig, depth int) error {
+// dec417 decodes envoy.extensions.filters.http.oauth2.v3.CookieConfig.
+func dec417(b []byte, m *oauth2v3.CookieConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53767,8 +54013,8 @@ func dec416(b []byte, m *oauth2v3.CookieConfig, depth int) error {
 	return nil
 }
 
-// enc416 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.CookieConfig.
-func enc416(b []byte, m *oauth2v3.CookieConfig) []byte {
+// enc417 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.CookieConfig.
+func enc417(b []byte, m *oauth2v3.CookieConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -53787,8 +54033,8 @@ func enc416(b []byte, m *oauth2v3.CookieConfig) []byte {
 	return b
 }
 
-// dec417 decodes envoy.extensions.filters.http.oauth2.v3.PrivateKeyJwtConfig.
-func dec417(b []byte, m *oauth2v3.PrivateKeyJwtConfig, depth int) error {
+// dec418 decodes envoy.extensions.filters.http.oauth2.v3.PrivateKeyJwtConfig.
+func dec418(b []byte, m *oauth2v3.PrivateKeyJwtConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53851,8 +54097,8 @@ func dec417(b []byte, m *oauth2v3.PrivateKeyJwtConfig, depth int) error {
 	return nil
 }
 
-// enc417 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.PrivateKeyJwtConfig.
-func enc417(b []byte, m *oauth2v3.PrivateKeyJwtConfig) []byte {
+// enc418 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.PrivateKeyJwtConfig.
+func enc418(b []byte, m *oauth2v3.PrivateKeyJwtConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -53874,8 +54120,8 @@ func enc417(b []byte, m *oauth2v3.PrivateKeyJwtConfig) []byte {
 	return b
 }
 
-// dec418 decodes envoy.extensions.filters.http.oauth2.v3.TokenCookieChunking.
-func dec418(b []byte, m *oauth2v3.TokenCookieChunking, depth int) error {
+// dec419 decodes envoy.extensions.filters.http.oauth2.v3.TokenCookieChunking.
+func dec419(b []byte, m *oauth2v3.TokenCookieChunking, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -53928,8 +54174,8 @@ func dec418(b []byte, m *oauth2v3.TokenCookieChunking, depth int) error {
 	return nil
 }
 
-// enc418 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.TokenCookieChunking.
-func enc418(b []byte, m *oauth2v3.TokenCookieChunking) []byte {
+// enc419 appends the deterministic encoding of envoy.extensions.filters.http.oauth2.v3.TokenCookieChunking.
+func enc419(b []byte, m *oauth2v3.TokenCookieChunking) []byte {
 	if m == nil {
 		return b
 	}
@@ -53950,8 +54196,8 @@ func enc418(b []byte, m *oauth2v3.TokenCookieChunking) []byte {
 	return b
 }
 
-// dec419 decodes envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit.
-func dec419(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
+// dec420 decodes envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit.
+func dec420(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54001,7 +54247,7 @@ func dec419(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 				if m.TokenBucket == nil {
 					m.TokenBucket = new(typev3.TokenBucket)
 				}
-				if err := dec420(x, m.TokenBucket, depth+1); err != nil {
+				if err := dec421(x, m.TokenBucket, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -54072,7 +54318,7 @@ func dec419(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 				}
 				b = b[n:]
 				e := new(ratelimitv32.LocalRateLimitDescriptor)
-				if err := dec421(x, e, depth+1); err != nil {
+				if err := dec422(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Descriptors = append(m.Descriptors, e)
@@ -54110,7 +54356,7 @@ func dec419(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 				if m.LocalClusterRateLimit == nil {
 					m.LocalClusterRateLimit = new(ratelimitv32.LocalClusterRateLimit)
 				}
-				if err := dec423(x, m.LocalClusterRateLimit, depth+1); err != nil {
+				if err := dec424(x, m.LocalClusterRateLimit, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -54215,8 +54461,8 @@ func dec419(b []byte, m *localratelimitv3.LocalRateLimit, depth int) error {
 	return nil
 }
 
-// enc419 appends the deterministic encoding of envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit.
-func enc419(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
+// enc420 appends the deterministic encoding of envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit.
+func enc420(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 	if m == nil {
 		return b
 	}
@@ -54235,7 +54481,7 @@ func enc419(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc420(b, m.TokenBucket)
+		b = enc421(b, m.TokenBucket)
 		b = finishLen(b, at)
 	}
 	if m.FilterEnabled != nil {
@@ -54263,7 +54509,7 @@ func enc419(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 		b = protowire.AppendTag(b, 8, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc421(b, v)
+		b = enc422(b, v)
 		b = finishLen(b, at)
 	}
 	if m.Stage != 0 {
@@ -54304,7 +54550,7 @@ func enc419(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 		b = protowire.AppendTag(b, 16, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc423(b, m.LocalClusterRateLimit)
+		b = enc424(b, m.LocalClusterRateLimit)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.RateLimits {
@@ -54328,8 +54574,8 @@ func enc419(b []byte, m *localratelimitv3.LocalRateLimit) []byte {
 	return b
 }
 
-// dec420 decodes envoy.type.v3.TokenBucket.
-func dec420(b []byte, m *typev3.TokenBucket, depth int) error {
+// dec421 decodes envoy.type.v3.TokenBucket.
+func dec421(b []byte, m *typev3.TokenBucket, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54393,8 +54639,8 @@ func dec420(b []byte, m *typev3.TokenBucket, depth int) error {
 	return nil
 }
 
-// enc420 appends the deterministic encoding of envoy.type.v3.TokenBucket.
-func enc420(b []byte, m *typev3.TokenBucket) []byte {
+// enc421 appends the deterministic encoding of envoy.type.v3.TokenBucket.
+func enc421(b []byte, m *typev3.TokenBucket) []byte {
 	if m == nil {
 		return b
 	}
@@ -54419,8 +54665,8 @@ func enc420(b []byte, m *typev3.TokenBucket) []byte {
 	return b
 }
 
-// dec421 decodes envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor.
-func dec421(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error {
+// dec422 decodes envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor.
+func dec422(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54439,7 +54685,7 @@ func dec421(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error
 				}
 				b = b[n:]
 				e := new(ratelimitv32.RateLimitDescriptor_Entry)
-				if err := dec422(x, e, depth+1); err != nil {
+				if err := dec423(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Entries = append(m.Entries, e)
@@ -54455,7 +54701,7 @@ func dec421(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error
 				if m.TokenBucket == nil {
 					m.TokenBucket = new(typev3.TokenBucket)
 				}
-				if err := dec420(x, m.TokenBucket, depth+1); err != nil {
+				if err := dec421(x, m.TokenBucket, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -54483,8 +54729,8 @@ func dec421(b []byte, m *ratelimitv32.LocalRateLimitDescriptor, depth int) error
 	return nil
 }
 
-// enc421 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor.
-func enc421(b []byte, m *ratelimitv32.LocalRateLimitDescriptor) []byte {
+// enc422 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor.
+func enc422(b []byte, m *ratelimitv32.LocalRateLimitDescriptor) []byte {
 	if m == nil {
 		return b
 	}
@@ -54492,14 +54738,14 @@ func enc421(b []byte, m *ratelimitv32.LocalRateLimitDescriptor) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc422(b, v)
+		b = enc423(b, v)
 		b = finishLen(b, at)
 	}
 	if m.TokenBucket != nil {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc420(b, m.TokenBucket)
+		b = enc421(b, m.TokenBucket)
 		b = finishLen(b, at)
 	}
 	if m.ShadowMode {
@@ -54509,8 +54755,8 @@ func enc421(b []byte, m *ratelimitv32.LocalRateLimitDescriptor) []byte {
 	return b
 }
 
-// dec422 decodes envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry.
-func dec422(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry, depth int) error {
+// dec423 decodes envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry.
+func dec423(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54561,8 +54807,8 @@ func dec422(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry, depth int) erro
 	return nil
 }
 
-// enc422 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry.
-func enc422(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry) []byte {
+// enc423 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry.
+func enc423(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry) []byte {
 	if m == nil {
 		return b
 	}
@@ -54577,8 +54823,8 @@ func enc422(b []byte, m *ratelimitv32.RateLimitDescriptor_Entry) []byte {
 	return b
 }
 
-// dec423 decodes envoy.extensions.common.ratelimit.v3.LocalClusterRateLimit.
-func dec423(b []byte, m *ratelimitv32.LocalClusterRateLimit, depth int) error {
+// dec424 decodes envoy.extensions.common.ratelimit.v3.LocalClusterRateLimit.
+func dec424(b []byte, m *ratelimitv32.LocalClusterRateLimit, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54599,16 +54845,16 @@ func dec423(b []byte, m *ratelimitv32.LocalClusterRateLimit, depth int) error {
 	return nil
 }
 
-// enc423 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.LocalClusterRateLimit.
-func enc423(b []byte, m *ratelimitv32.LocalClusterRateLimit) []byte {
+// enc424 appends the deterministic encoding of envoy.extensions.common.ratelimit.v3.LocalClusterRateLimit.
+func enc424(b []byte, m *ratelimitv32.LocalClusterRateLimit) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec424 decodes envoy.extensions.filters.http.ratelimit.v3.RateLimit.
-func dec424(b []byte, m *ratelimitv33.RateLimit, depth int) error {
+// dec425 decodes envoy.extensions.filters.http.ratelimit.v3.RateLimit.
+func dec425(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -54705,7 +54951,7 @@ func dec424(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 				if m.RateLimitService == nil {
 					m.RateLimitService = new(ratelimitv3.RateLimitServiceConfig)
 				}
-				if err := dec425(x, m.RateLimitService, depth+1); err != nil {
+				if err := dec426(x, m.RateLimitService, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -54886,8 +55132,8 @@ func dec424(b []byte, m *ratelimitv33.RateLimit, depth int) error {
 	return nil
 }
 
-// enc424 appends the deterministic encoding of envoy.extensions.filters.http.ratelimit.v3.RateLimit.
-func enc424(b []byte, m *ratelimitv33.RateLimit) []byte {
+// enc425 appends the deterministic encoding of envoy.extensions.filters.http.ratelimit.v3.RateLimit.
+func enc425(b []byte, m *ratelimitv33.RateLimit) []byte {
 	if m == nil {
 		return b
 	}
@@ -54922,7 +55168,7 @@ func enc424(b []byte, m *ratelimitv33.RateLimit) []byte {
 		b = protowire.AppendTag(b, 7, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc425(b, m.RateLimitService)
+		b = enc426(b, m.RateLimitService)
 		b = finishLen(b, at)
 	}
 	if m.EnableXRatelimitHeaders != 0 {
@@ -54997,8 +55243,8 @@ func enc424(b []byte, m *ratelimitv33.RateLimit) []byte {
 	return b
 }
 
-// dec425 decodes envoy.config.ratelimit.v3.RateLimitServiceConfig.
-func dec425(b []byte, m *ratelimitv3.RateLimitServiceConfig, depth int) error {
+// dec426 decodes envoy.config.ratelimit.v3.RateLimitServiceConfig.
+func dec426(b []byte, m *ratelimitv3.RateLimitServiceConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55047,8 +55293,8 @@ func dec425(b []byte, m *ratelimitv3.RateLimitServiceConfig, depth int) error {
 	return nil
 }
 
-// enc425 appends the deterministic encoding of envoy.config.ratelimit.v3.RateLimitServiceConfig.
-func enc425(b []byte, m *ratelimitv3.RateLimitServiceConfig) []byte {
+// enc426 appends the deterministic encoding of envoy.config.ratelimit.v3.RateLimitServiceConfig.
+func enc426(b []byte, m *ratelimitv3.RateLimitServiceConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -55066,8 +55312,8 @@ func enc425(b []byte, m *ratelimitv3.RateLimitServiceConfig) []byte {
 	return b
 }
 
-// dec426 decodes envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute.
-func dec426(b []byte, m *ratelimitv33.RateLimitPerRoute, depth int) error {
+// dec427 decodes envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute.
+func dec427(b []byte, m *ratelimitv33.RateLimitPerRoute, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55140,8 +55386,8 @@ func dec426(b []byte, m *ratelimitv33.RateLimitPerRoute, depth int) error {
 	return nil
 }
 
-// enc426 appends the deterministic encoding of envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute.
-func enc426(b []byte, m *ratelimitv33.RateLimitPerRoute) []byte {
+// enc427 appends the deterministic encoding of envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute.
+func enc427(b []byte, m *ratelimitv33.RateLimitPerRoute) []byte {
 	if m == nil {
 		return b
 	}
@@ -55167,8 +55413,8 @@ func enc426(b []byte, m *ratelimitv33.RateLimitPerRoute) []byte {
 	return b
 }
 
-// dec427 decodes envoy.service.ratelimit.v3.RateLimitResponse.
-func dec427(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
+// dec428 decodes envoy.service.ratelimit.v3.RateLimitResponse.
+func dec428(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55198,7 +55444,7 @@ func dec427(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
 				}
 				b = b[n:]
 				e := new(ratelimitv34.RateLimitResponse_DescriptorStatus)
-				if err := dec428(x, e, depth+1); err != nil {
+				if err := dec429(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Statuses = append(m.Statuses, e)
@@ -55268,7 +55514,7 @@ func dec427(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
 				if m.Quota == nil {
 					m.Quota = new(ratelimitv34.RateLimitResponse_Quota)
 				}
-				if err := dec430(x, m.Quota, depth+1); err != nil {
+				if err := dec431(x, m.Quota, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55285,8 +55531,8 @@ func dec427(b []byte, m *ratelimitv34.RateLimitResponse, depth int) error {
 	return nil
 }
 
-// enc427 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.
-func enc427(b []byte, m *ratelimitv34.RateLimitResponse) []byte {
+// enc428 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.
+func enc428(b []byte, m *ratelimitv34.RateLimitResponse) []byte {
 	if m == nil {
 		return b
 	}
@@ -55298,7 +55544,7 @@ func enc427(b []byte, m *ratelimitv34.RateLimitResponse) []byte {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc428(b, v)
+		b = enc429(b, v)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.ResponseHeadersToAdd {
@@ -55330,14 +55576,14 @@ func enc427(b []byte, m *ratelimitv34.RateLimitResponse) []byte {
 		b = protowire.AppendTag(b, 7, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc430(b, m.Quota)
+		b = enc431(b, m.Quota)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec428 decodes envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus.
-func dec428(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth int) error {
+// dec429 decodes envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus.
+func dec429(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55369,7 +55615,7 @@ func dec428(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth 
 				if m.CurrentLimit == nil {
 					m.CurrentLimit = new(ratelimitv34.RateLimitResponse_RateLimit)
 				}
-				if err := dec429(x, m.CurrentLimit, depth+1); err != nil {
+				if err := dec430(x, m.CurrentLimit, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55410,7 +55656,7 @@ func dec428(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth 
 				if m.Quota == nil {
 					m.Quota = new(ratelimitv34.RateLimitResponse_Quota)
 				}
-				if err := dec430(x, m.Quota, depth+1); err != nil {
+				if err := dec431(x, m.Quota, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55427,8 +55673,8 @@ func dec428(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus, depth 
 	return nil
 }
 
-// enc428 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus.
-func enc428(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus) []byte {
+// enc429 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus.
+func enc429(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus) []byte {
 	if m == nil {
 		return b
 	}
@@ -55440,7 +55686,7 @@ func enc428(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus) []byte
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc429(b, m.CurrentLimit)
+		b = enc430(b, m.CurrentLimit)
 		b = finishLen(b, at)
 	}
 	if m.LimitRemaining != 0 {
@@ -55458,14 +55704,14 @@ func enc428(b []byte, m *ratelimitv34.RateLimitResponse_DescriptorStatus) []byte
 		b = protowire.AppendTag(b, 5, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc430(b, m.Quota)
+		b = enc431(b, m.Quota)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec429 decodes envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.
-func dec429(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit, depth int) error {
+// dec430 decodes envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.
+func dec430(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55539,8 +55785,8 @@ func dec429(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit, depth int) er
 	return nil
 }
 
-// enc429 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.
-func enc429(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit) []byte {
+// enc430 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.
+func enc430(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit) []byte {
 	if m == nil {
 		return b
 	}
@@ -55566,8 +55812,8 @@ func enc429(b []byte, m *ratelimitv34.RateLimitResponse_RateLimit) []byte {
 	return b
 }
 
-// dec430 decodes envoy.service.ratelimit.v3.RateLimitResponse.Quota.
-func dec430(b []byte, m *ratelimitv34.RateLimitResponse_Quota, depth int) error {
+// dec431 decodes envoy.service.ratelimit.v3.RateLimitResponse.Quota.
+func dec431(b []byte, m *ratelimitv34.RateLimitResponse_Quota, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55632,8 +55878,8 @@ func dec430(b []byte, m *ratelimitv34.RateLimitResponse_Quota, depth int) error 
 	return nil
 }
 
-// enc430 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.Quota.
-func enc430(b []byte, m *ratelimitv34.RateLimitResponse_Quota) []byte {
+// enc431 appends the deterministic encoding of envoy.service.ratelimit.v3.RateLimitResponse.Quota.
+func enc431(b []byte, m *ratelimitv34.RateLimitResponse_Quota) []byte {
 	if m == nil {
 		return b
 	}
@@ -55657,8 +55903,8 @@ func enc430(b []byte, m *ratelimitv34.RateLimitResponse_Quota) []byte {
 	return b
 }
 
-// dec431 decodes envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
-func dec431(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
+// dec432 decodes envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
+func dec432(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55679,7 +55925,7 @@ func dec431(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
 				if m.CommonTlsContext == nil {
 					m.CommonTlsContext = new(tlsv3.CommonTlsContext)
 				}
-				if err := dec432(x, m.CommonTlsContext, depth+1); err != nil {
+				if err := dec433(x, m.CommonTlsContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55773,8 +56019,8 @@ func dec431(b []byte, m *tlsv3.UpstreamTlsContext, depth int) error {
 	return nil
 }
 
-// enc431 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
-func enc431(b []byte, m *tlsv3.UpstreamTlsContext) []byte {
+// enc432 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
+func enc432(b []byte, m *tlsv3.UpstreamTlsContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -55782,7 +56028,7 @@ func enc431(b []byte, m *tlsv3.UpstreamTlsContext) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc432(b, m.CommonTlsContext)
+		b = enc433(b, m.CommonTlsContext)
 		b = finishLen(b, at)
 	}
 	if len(m.Sni) > 0 {
@@ -55818,8 +56064,8 @@ func enc431(b []byte, m *tlsv3.UpstreamTlsContext) []byte {
 	return b
 }
 
-// dec432 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.
-func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
+// dec433 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.
+func dec433(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -55840,7 +56086,7 @@ func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.TlsParams == nil {
 					m.TlsParams = new(tlsv3.TlsParameters)
 				}
-				if err := dec433(x, m.TlsParams, depth+1); err != nil {
+				if err := dec434(x, m.TlsParams, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55853,7 +56099,7 @@ func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				}
 				b = b[n:]
 				e := new(tlsv3.TlsCertificate)
-				if err := dec434(x, e, depth+1); err != nil {
+				if err := dec435(x, e, depth+1); err != nil {
 					return err
 				}
 				m.TlsCertificates = append(m.TlsCertificates, e)
@@ -55867,7 +56113,7 @@ func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				}
 				b = b[n:]
 				e := new(tlsv3.SdsSecretConfig)
-				if err := dec412(x, e, depth+1); err != nil {
+				if err := dec413(x, e, depth+1); err != nil {
 					return err
 				}
 				m.TlsCertificateSdsSecretConfigs = append(m.TlsCertificateSdsSecretConfigs, e)
@@ -55883,7 +56129,7 @@ func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.TlsCertificateProviderInstance == nil {
 					m.TlsCertificateProviderInstance = new(tlsv3.CertificateProviderPluginInstance)
 				}
-				if err := dec436(x, m.TlsCertificateProviderInstance, depth+1); err != nil {
+				if err := dec437(x, m.TlsCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55913,7 +56159,7 @@ func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.TlsCertificateCertificateProvider == nil {
 					m.TlsCertificateCertificateProvider = new(tlsv3.CommonTlsContext_CertificateProvider)
 				}
-				if err := dec437(x, m.TlsCertificateCertificateProvider, depth+1); err != nil {
+				if err := dec438(x, m.TlsCertificateCertificateProvider, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55928,7 +56174,7 @@ func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.TlsCertificateCertificateProviderInstance == nil {
 					m.TlsCertificateCertificateProviderInstance = new(tlsv3.CommonTlsContext_CertificateProviderInstance)
 				}
-				if err := dec438(x, m.TlsCertificateCertificateProviderInstance, depth+1); err != nil {
+				if err := dec439(x, m.TlsCertificateCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55945,7 +56191,7 @@ func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: new(tlsv3.CertificateValidationContext)}
 					m.ValidationContextType = o
 				}
-				if err := dec439(x, o.ValidationContext, depth+1); err != nil {
+				if err := dec440(x, o.ValidationContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55962,7 +56208,7 @@ func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{ValidationContextSdsSecretConfig: new(tlsv3.SdsSecretConfig)}
 					m.ValidationContextType = o
 				}
-				if err := dec412(x, o.ValidationContextSdsSecretConfig, depth+1); err != nil {
+				if err := dec413(x, o.ValidationContextSdsSecretConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55979,7 +56225,7 @@ func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: new(tlsv3.CommonTlsContext_CombinedCertificateValidationContext)}
 					m.ValidationContextType = o
 				}
-				if err := dec442(x, o.CombinedValidationContext, depth+1); err != nil {
+				if err := dec443(x, o.CombinedValidationContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -55996,7 +56242,7 @@ func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_ValidationContextCertificateProvider{ValidationContextCertificateProvider: new(tlsv3.CommonTlsContext_CertificateProvider)}
 					m.ValidationContextType = o
 				}
-				if err := dec437(x, o.ValidationContextCertificateProvider, depth+1); err != nil {
+				if err := dec438(x, o.ValidationContextCertificateProvider, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56013,7 +56259,7 @@ func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 					o = &tlsv3.CommonTlsContext_ValidationContextCertificateProviderInstance{ValidationContextCertificateProviderInstance: new(tlsv3.CommonTlsContext_CertificateProviderInstance)}
 					m.ValidationContextType = o
 				}
-				if err := dec438(x, o.ValidationContextCertificateProviderInstance, depth+1); err != nil {
+				if err := dec439(x, o.ValidationContextCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56057,7 +56303,7 @@ func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 				if m.KeyLog == nil {
 					m.KeyLog = new(tlsv3.TlsKeyLog)
 				}
-				if err := dec443(x, m.KeyLog, depth+1); err != nil {
+				if err := dec444(x, m.KeyLog, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56074,8 +56320,8 @@ func dec432(b []byte, m *tlsv3.CommonTlsContext, depth int) error {
 	return nil
 }
 
-// enc432 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.
-func enc432(b []byte, m *tlsv3.CommonTlsContext) []byte {
+// enc433 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.
+func enc433(b []byte, m *tlsv3.CommonTlsContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -56083,14 +56329,14 @@ func enc432(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc433(b, m.TlsParams)
+		b = enc434(b, m.TlsParams)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.TlsCertificates {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc434(b, v)
+		b = enc435(b, v)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.AlpnProtocols {
@@ -56101,21 +56347,21 @@ func enc432(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		b = protowire.AppendTag(b, 6, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc412(b, v)
+		b = enc413(b, v)
 		b = finishLen(b, at)
 	}
 	if m.TlsCertificateCertificateProvider != nil {
 		b = protowire.AppendTag(b, 9, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc437(b, m.TlsCertificateCertificateProvider)
+		b = enc438(b, m.TlsCertificateCertificateProvider)
 		b = finishLen(b, at)
 	}
 	if m.TlsCertificateCertificateProviderInstance != nil {
 		b = protowire.AppendTag(b, 11, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc438(b, m.TlsCertificateCertificateProviderInstance)
+		b = enc439(b, m.TlsCertificateCertificateProviderInstance)
 		b = finishLen(b, at)
 	}
 	if m.CustomHandshaker != nil {
@@ -56129,14 +56375,14 @@ func enc432(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		b = protowire.AppendTag(b, 14, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc436(b, m.TlsCertificateProviderInstance)
+		b = enc437(b, m.TlsCertificateProviderInstance)
 		b = finishLen(b, at)
 	}
 	if m.KeyLog != nil {
 		b = protowire.AppendTag(b, 15, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc443(b, m.KeyLog)
+		b = enc444(b, m.KeyLog)
 		b = finishLen(b, at)
 	}
 	if m.CustomTlsCertificateSelector != nil {
@@ -56151,7 +56397,7 @@ func enc432(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ValidationContext != nil {
-			b = enc439(b, o.ValidationContext)
+			b = enc440(b, o.ValidationContext)
 		}
 		b = finishLen(b, at)
 	}
@@ -56160,7 +56406,7 @@ func enc432(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ValidationContextSdsSecretConfig != nil {
-			b = enc412(b, o.ValidationContextSdsSecretConfig)
+			b = enc413(b, o.ValidationContextSdsSecretConfig)
 		}
 		b = finishLen(b, at)
 	}
@@ -56169,7 +56415,7 @@ func enc432(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.CombinedValidationContext != nil {
-			b = enc442(b, o.CombinedValidationContext)
+			b = enc443(b, o.CombinedValidationContext)
 		}
 		b = finishLen(b, at)
 	}
@@ -56178,7 +56424,7 @@ func enc432(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ValidationContextCertificateProvider != nil {
-			b = enc437(b, o.ValidationContextCertificateProvider)
+			b = enc438(b, o.ValidationContextCertificateProvider)
 		}
 		b = finishLen(b, at)
 	}
@@ -56187,15 +56433,15 @@ func enc432(b []byte, m *tlsv3.CommonTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ValidationContextCertificateProviderInstance != nil {
-			b = enc438(b, o.ValidationContextCertificateProviderInstance)
+			b = enc439(b, o.ValidationContextCertificateProviderInstance)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec433 decodes envoy.extensions.transport_sockets.tls.v3.TlsParameters.
-func dec433(b []byte, m *tlsv3.TlsParameters, depth int) error {
+// dec434 decodes envoy.extensions.transport_sockets.tls.v3.TlsParameters.
+func dec434(b []byte, m *tlsv3.TlsParameters, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56310,8 +56556,8 @@ func dec433(b []byte, m *tlsv3.TlsParameters, depth int) error {
 	return nil
 }
 
-// enc433 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsParameters.
-func enc433(b []byte, m *tlsv3.TlsParameters) []byte {
+// enc434 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsParameters.
+func enc434(b []byte, m *tlsv3.TlsParameters) []byte {
 	if m == nil {
 		return b
 	}
@@ -56347,8 +56593,8 @@ func enc433(b []byte, m *tlsv3.TlsParameters) []byte {
 	return b
 }
 
-// dec434 decodes envoy.extensions.transport_sockets.tls.v3.TlsCertificate.
-func dec434(b []byte, m *tlsv3.TlsCertificate, depth int) error {
+// dec435 decodes envoy.extensions.transport_sockets.tls.v3.TlsCertificate.
+func dec435(b []byte, m *tlsv3.TlsCertificate, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56429,7 +56675,7 @@ func dec434(b []byte, m *tlsv3.TlsCertificate, depth int) error {
 				if m.PrivateKeyProvider == nil {
 					m.PrivateKeyProvider = new(tlsv3.PrivateKeyProvider)
 				}
-				if err := dec435(x, m.PrivateKeyProvider, depth+1); err != nil {
+				if err := dec436(x, m.PrivateKeyProvider, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56488,7 +56734,7 @@ func dec434(b []byte, m *tlsv3.TlsCertificate, depth int) error {
 				if m.TlsParams == nil {
 					m.TlsParams = new(tlsv3.TlsParameters)
 				}
-				if err := dec433(x, m.TlsParams, depth+1); err != nil {
+				if err := dec434(x, m.TlsParams, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56505,8 +56751,8 @@ func dec434(b []byte, m *tlsv3.TlsCertificate, depth int) error {
 	return nil
 }
 
-// enc434 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsCertificate.
-func enc434(b []byte, m *tlsv3.TlsCertificate) []byte {
+// enc435 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsCertificate.
+func enc435(b []byte, m *tlsv3.TlsCertificate) []byte {
 	if m == nil {
 		return b
 	}
@@ -56549,7 +56795,7 @@ func enc434(b []byte, m *tlsv3.TlsCertificate) []byte {
 		b = protowire.AppendTag(b, 6, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc435(b, m.PrivateKeyProvider)
+		b = enc436(b, m.PrivateKeyProvider)
 		b = finishLen(b, at)
 	}
 	if m.WatchedDirectory != nil {
@@ -56570,14 +56816,14 @@ func enc434(b []byte, m *tlsv3.TlsCertificate) []byte {
 		b = protowire.AppendTag(b, 9, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc433(b, m.TlsParams)
+		b = enc434(b, m.TlsParams)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec435 decodes envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider.
-func dec435(b []byte, m *tlsv3.PrivateKeyProvider, depth int) error {
+// dec436 decodes envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider.
+func dec436(b []byte, m *tlsv3.PrivateKeyProvider, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56642,8 +56888,8 @@ func dec435(b []byte, m *tlsv3.PrivateKeyProvider, depth int) error {
 	return nil
 }
 
-// enc435 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider.
-func enc435(b []byte, m *tlsv3.PrivateKeyProvider) []byte {
+// enc436 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider.
+func enc436(b []byte, m *tlsv3.PrivateKeyProvider) []byte {
 	if m == nil {
 		return b
 	}
@@ -56667,8 +56913,8 @@ func enc435(b []byte, m *tlsv3.PrivateKeyProvider) []byte {
 	return b
 }
 
-// dec436 decodes envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance.
-func dec436(b []byte, m *tlsv3.CertificateProviderPluginInstance, depth int) error {
+// dec437 decodes envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance.
+func dec437(b []byte, m *tlsv3.CertificateProviderPluginInstance, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56719,8 +56965,8 @@ func dec436(b []byte, m *tlsv3.CertificateProviderPluginInstance, depth int) err
 	return nil
 }
 
-// enc436 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance.
-func enc436(b []byte, m *tlsv3.CertificateProviderPluginInstance) []byte {
+// enc437 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance.
+func enc437(b []byte, m *tlsv3.CertificateProviderPluginInstance) []byte {
 	if m == nil {
 		return b
 	}
@@ -56735,8 +56981,8 @@ func enc436(b []byte, m *tlsv3.CertificateProviderPluginInstance) []byte {
 	return b
 }
 
-// dec437 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider.
-func dec437(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider, depth int) error {
+// dec438 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider.
+func dec438(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56790,8 +57036,8 @@ func dec437(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider, depth int) 
 	return nil
 }
 
-// enc437 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider.
-func enc437(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider) []byte {
+// enc438 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider.
+func enc438(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider) []byte {
 	if m == nil {
 		return b
 	}
@@ -56811,8 +57057,8 @@ func enc437(b []byte, m *tlsv3.CommonTlsContext_CertificateProvider) []byte {
 	return b
 }
 
-// dec438 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance.
-func dec438(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance, depth int) error {
+// dec439 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance.
+func dec439(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56863,8 +57109,8 @@ func dec438(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance, dep
 	return nil
 }
 
-// enc438 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance.
-func enc438(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance) []byte {
+// enc439 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance.
+func enc439(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance) []byte {
 	if m == nil {
 		return b
 	}
@@ -56879,8 +57125,8 @@ func enc438(b []byte, m *tlsv3.CommonTlsContext_CertificateProviderInstance) []b
 	return b
 }
 
-// dec439 decodes envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.
-func dec439(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
+// dec440 decodes envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.
+func dec440(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -56916,7 +57162,7 @@ func dec439(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 				if m.CaCertificateProviderInstance == nil {
 					m.CaCertificateProviderInstance = new(tlsv3.CertificateProviderPluginInstance)
 				}
-				if err := dec436(x, m.CaCertificateProviderInstance, depth+1); err != nil {
+				if err := dec437(x, m.CaCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56931,7 +57177,7 @@ func dec439(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 				if m.SystemRootCerts == nil {
 					m.SystemRootCerts = new(tlsv3.CertificateValidationContext_SystemRootCerts)
 				}
-				if err := dec440(x, m.SystemRootCerts, depth+1); err != nil {
+				if err := dec441(x, m.SystemRootCerts, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -56987,7 +57233,7 @@ func dec439(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 				}
 				b = b[n:]
 				e := new(tlsv3.SubjectAltNameMatcher)
-				if err := dec441(x, e, depth+1); err != nil {
+				if err := dec442(x, e, depth+1); err != nil {
 					return err
 				}
 				m.MatchTypedSubjectAltNames = append(m.MatchTypedSubjectAltNames, e)
@@ -57123,8 +57369,8 @@ func dec439(b []byte, m *tlsv3.CertificateValidationContext, depth int) error {
 	return nil
 }
 
-// enc439 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.
-func enc439(b []byte, m *tlsv3.CertificateValidationContext) []byte {
+// enc440 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.
+func enc440(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -57190,7 +57436,7 @@ func enc439(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 		b = protowire.AppendTag(b, 13, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc436(b, m.CaCertificateProviderInstance)
+		b = enc437(b, m.CaCertificateProviderInstance)
 		b = finishLen(b, at)
 	}
 	if m.OnlyVerifyLeafCertCrl {
@@ -57201,7 +57447,7 @@ func enc439(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 		b = protowire.AppendTag(b, 15, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc441(b, v)
+		b = enc442(b, v)
 		b = finishLen(b, at)
 	}
 	if m.MaxVerifyDepth != nil {
@@ -57215,7 +57461,7 @@ func enc439(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 		b = protowire.AppendTag(b, 17, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc440(b, m.SystemRootCerts)
+		b = enc441(b, m.SystemRootCerts)
 		b = finishLen(b, at)
 	}
 	if m.SuppressClientCaList {
@@ -57225,8 +57471,8 @@ func enc439(b []byte, m *tlsv3.CertificateValidationContext) []byte {
 	return b
 }
 
-// dec440 decodes envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts.
-func dec440(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts, depth int) error {
+// dec441 decodes envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts.
+func dec441(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57247,16 +57493,16 @@ func dec440(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts, dep
 	return nil
 }
 
-// enc440 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts.
-func enc440(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts) []byte {
+// enc441 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts.
+func enc441(b []byte, m *tlsv3.CertificateValidationContext_SystemRootCerts) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec441 decodes envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.
-func dec441(b []byte, m *tlsv3.SubjectAltNameMatcher, depth int) error {
+// dec442 decodes envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.
+func dec442(b []byte, m *tlsv3.SubjectAltNameMatcher, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57319,8 +57565,8 @@ func dec441(b []byte, m *tlsv3.SubjectAltNameMatcher, depth int) error {
 	return nil
 }
 
-// enc441 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.
-func enc441(b []byte, m *tlsv3.SubjectAltNameMatcher) []byte {
+// enc442 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.
+func enc442(b []byte, m *tlsv3.SubjectAltNameMatcher) []byte {
 	if m == nil {
 		return b
 	}
@@ -57342,8 +57588,8 @@ func enc441(b []byte, m *tlsv3.SubjectAltNameMatcher) []byte {
 	return b
 }
 
-// dec442 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.
-func dec442(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationContext, depth int) error {
+// dec443 decodes envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.
+func dec443(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57364,7 +57610,7 @@ func dec442(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 				if m.DefaultValidationContext == nil {
 					m.DefaultValidationContext = new(tlsv3.CertificateValidationContext)
 				}
-				if err := dec439(x, m.DefaultValidationContext, depth+1); err != nil {
+				if err := dec440(x, m.DefaultValidationContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -57379,7 +57625,7 @@ func dec442(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 				if m.ValidationContextSdsSecretConfig == nil {
 					m.ValidationContextSdsSecretConfig = new(tlsv3.SdsSecretConfig)
 				}
-				if err := dec412(x, m.ValidationContextSdsSecretConfig, depth+1); err != nil {
+				if err := dec413(x, m.ValidationContextSdsSecretConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -57394,7 +57640,7 @@ func dec442(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 				if m.ValidationContextCertificateProvider == nil {
 					m.ValidationContextCertificateProvider = new(tlsv3.CommonTlsContext_CertificateProvider)
 				}
-				if err := dec437(x, m.ValidationContextCertificateProvider, depth+1); err != nil {
+				if err := dec438(x, m.ValidationContextCertificateProvider, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -57409,7 +57655,7 @@ func dec442(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 				if m.ValidationContextCertificateProviderInstance == nil {
 					m.ValidationContextCertificateProviderInstance = new(tlsv3.CommonTlsContext_CertificateProviderInstance)
 				}
-				if err := dec438(x, m.ValidationContextCertificateProviderInstance, depth+1); err != nil {
+				if err := dec439(x, m.ValidationContextCertificateProviderInstance, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -57426,8 +57672,8 @@ func dec442(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 	return nil
 }
 
-// enc442 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.
-func enc442(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationContext) []byte {
+// enc443 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.
+func enc443(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -57435,35 +57681,35 @@ func enc442(b []byte, m *tlsv3.CommonTlsContext_CombinedCertificateValidationCon
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc439(b, m.DefaultValidationContext)
+		b = enc440(b, m.DefaultValidationContext)
 		b = finishLen(b, at)
 	}
 	if m.ValidationContextSdsSecretConfig != nil {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc412(b, m.ValidationContextSdsSecretConfig)
+		b = enc413(b, m.ValidationContextSdsSecretConfig)
 		b = finishLen(b, at)
 	}
 	if m.ValidationContextCertificateProvider != nil {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc437(b, m.ValidationContextCertificateProvider)
+		b = enc438(b, m.ValidationContextCertificateProvider)
 		b = finishLen(b, at)
 	}
 	if m.ValidationContextCertificateProviderInstance != nil {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc438(b, m.ValidationContextCertificateProviderInstance)
+		b = enc439(b, m.ValidationContextCertificateProviderInstance)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec443 decodes envoy.extensions.transport_sockets.tls.v3.TlsKeyLog.
-func dec443(b []byte, m *tlsv3.TlsKeyLog, depth int) error {
+// dec444 decodes envoy.extensions.transport_sockets.tls.v3.TlsKeyLog.
+func dec444(b []byte, m *tlsv3.TlsKeyLog, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57528,8 +57774,8 @@ func dec443(b []byte, m *tlsv3.TlsKeyLog, depth int) error {
 	return nil
 }
 
-// enc443 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsKeyLog.
-func enc443(b []byte, m *tlsv3.TlsKeyLog) []byte {
+// enc444 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsKeyLog.
+func enc444(b []byte, m *tlsv3.TlsKeyLog) []byte {
 	if m == nil {
 		return b
 	}
@@ -57554,8 +57800,8 @@ func enc443(b []byte, m *tlsv3.TlsKeyLog) []byte {
 	return b
 }
 
-// dec444 decodes envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.
-func dec444(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
+// dec445 decodes envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.
+func dec445(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57576,7 +57822,7 @@ func dec444(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 				if m.CommonTlsContext == nil {
 					m.CommonTlsContext = new(tlsv3.CommonTlsContext)
 				}
-				if err := dec432(x, m.CommonTlsContext, depth+1); err != nil {
+				if err := dec433(x, m.CommonTlsContext, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -57623,7 +57869,7 @@ func dec444(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 					o = &tlsv3.DownstreamTlsContext_SessionTicketKeys{SessionTicketKeys: new(tlsv3.TlsSessionTicketKeys)}
 					m.SessionTicketKeysType = o
 				}
-				if err := dec445(x, o.SessionTicketKeys, depth+1); err != nil {
+				if err := dec446(x, o.SessionTicketKeys, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -57640,7 +57886,7 @@ func dec444(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 					o = &tlsv3.DownstreamTlsContext_SessionTicketKeysSdsSecretConfig{SessionTicketKeysSdsSecretConfig: new(tlsv3.SdsSecretConfig)}
 					m.SessionTicketKeysType = o
 				}
-				if err := dec412(x, o.SessionTicketKeysSdsSecretConfig, depth+1); err != nil {
+				if err := dec413(x, o.SessionTicketKeysSdsSecretConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -57731,8 +57977,8 @@ func dec444(b []byte, m *tlsv3.DownstreamTlsContext, depth int) error {
 	return nil
 }
 
-// enc444 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.
-func enc444(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
+// enc445 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.
+func enc445(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 	if m == nil {
 		return b
 	}
@@ -57740,7 +57986,7 @@ func enc444(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc432(b, m.CommonTlsContext)
+		b = enc433(b, m.CommonTlsContext)
 		b = finishLen(b, at)
 	}
 	if m.RequireClientCertificate != nil {
@@ -57788,7 +58034,7 @@ func enc444(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.SessionTicketKeys != nil {
-			b = enc445(b, o.SessionTicketKeys)
+			b = enc446(b, o.SessionTicketKeys)
 		}
 		b = finishLen(b, at)
 	}
@@ -57797,7 +58043,7 @@ func enc444(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.SessionTicketKeysSdsSecretConfig != nil {
-			b = enc412(b, o.SessionTicketKeysSdsSecretConfig)
+			b = enc413(b, o.SessionTicketKeysSdsSecretConfig)
 		}
 		b = finishLen(b, at)
 	}
@@ -57808,8 +58054,8 @@ func enc444(b []byte, m *tlsv3.DownstreamTlsContext) []byte {
 	return b
 }
 
-// dec445 decodes envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys.
-func dec445(b []byte, m *tlsv3.TlsSessionTicketKeys, depth int) error {
+// dec446 decodes envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys.
+func dec446(b []byte, m *tlsv3.TlsSessionTicketKeys, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57846,8 +58092,8 @@ func dec445(b []byte, m *tlsv3.TlsSessionTicketKeys, depth int) error {
 	return nil
 }
 
-// enc445 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys.
-func enc445(b []byte, m *tlsv3.TlsSessionTicketKeys) []byte {
+// enc446 appends the deterministic encoding of envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys.
+func enc446(b []byte, m *tlsv3.TlsSessionTicketKeys) []byte {
 	if m == nil {
 		return b
 	}
@@ -57861,8 +58107,8 @@ func enc445(b []byte, m *tlsv3.TlsSessionTicketKeys) []byte {
 	return b
 }
 
-// dec446 decodes envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer.
-func dec446(b []byte, m *rawbufferv3.RawBuffer, depth int) error {
+// dec447 decodes envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer.
+func dec447(b []byte, m *rawbufferv3.RawBuffer, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57883,16 +58129,16 @@ func dec446(b []byte, m *rawbufferv3.RawBuffer, depth int) error {
 	return nil
 }
 
-// enc446 appends the deterministic encoding of envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer.
-func enc446(b []byte, m *rawbufferv3.RawBuffer) []byte {
+// enc447 appends the deterministic encoding of envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer.
+func enc447(b []byte, m *rawbufferv3.RawBuffer) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec447 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.
-func dec447(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
+// dec448 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.
+func dec448(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -57945,7 +58191,7 @@ func dec447(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 					o = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: new(httpv3.HttpProtocolOptions_ExplicitHttpConfig)}
 					m.UpstreamProtocolOptions = o
 				}
-				if err := dec448(x, o.ExplicitHttpConfig, depth+1); err != nil {
+				if err := dec449(x, o.ExplicitHttpConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -57962,7 +58208,7 @@ func dec447(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 					o = &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{UseDownstreamProtocolConfig: new(httpv3.HttpProtocolOptions_UseDownstreamHttpConfig)}
 					m.UpstreamProtocolOptions = o
 				}
-				if err := dec449(x, o.UseDownstreamProtocolConfig, depth+1); err != nil {
+				if err := dec450(x, o.UseDownstreamProtocolConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -57979,7 +58225,7 @@ func dec447(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 					o = &httpv3.HttpProtocolOptions_AutoConfig{AutoConfig: new(httpv3.HttpProtocolOptions_AutoHttpConfig)}
 					m.UpstreamProtocolOptions = o
 				}
-				if err := dec450(x, o.AutoConfig, depth+1); err != nil {
+				if err := dec451(x, o.AutoConfig, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -58023,7 +58269,7 @@ func dec447(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 				if m.OutlierDetection == nil {
 					m.OutlierDetection = new(httpv3.HttpProtocolOptions_OutlierDetection)
 				}
-				if err := dec453(x, m.OutlierDetection, depth+1); err != nil {
+				if err := dec454(x, m.OutlierDetection, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -58083,8 +58329,8 @@ func dec447(b []byte, m *httpv3.HttpProtocolOptions, depth int) error {
 	return nil
 }
 
-// enc447 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.
-func enc447(b []byte, m *httpv3.HttpProtocolOptions) []byte {
+// enc448 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.
+func enc448(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 	if m == nil {
 		return b
 	}
@@ -58120,7 +58366,7 @@ func enc447(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 		b = protowire.AppendTag(b, 8, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc453(b, m.OutlierDetection)
+		b = enc454(b, m.OutlierDetection)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.RequestMirrorPolicies {
@@ -58149,7 +58395,7 @@ func enc447(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.ExplicitHttpConfig != nil {
-			b = enc448(b, o.ExplicitHttpConfig)
+			b = enc449(b, o.ExplicitHttpConfig)
 		}
 		b = finishLen(b, at)
 	}
@@ -58158,7 +58404,7 @@ func enc447(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.UseDownstreamProtocolConfig != nil {
-			b = enc449(b, o.UseDownstreamProtocolConfig)
+			b = enc450(b, o.UseDownstreamProtocolConfig)
 		}
 		b = finishLen(b, at)
 	}
@@ -58167,15 +58413,15 @@ func enc447(b []byte, m *httpv3.HttpProtocolOptions) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.AutoConfig != nil {
-			b = enc450(b, o.AutoConfig)
+			b = enc451(b, o.AutoConfig)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec448 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.
-func dec448(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig, depth int) error {
+// dec449 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.
+func dec449(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -58249,8 +58495,8 @@ func dec448(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig, depth in
 	return nil
 }
 
-// enc448 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.
-func enc448(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig) []byte {
+// enc449 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.
+func enc449(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -58284,8 +58530,8 @@ func enc448(b []byte, m *httpv3.HttpProtocolOptions_ExplicitHttpConfig) []byte {
 	return b
 }
 
-// dec449 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.
-func dec449(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig, depth int) error {
+// dec450 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.
+func dec450(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -58353,8 +58599,8 @@ func dec449(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig, dep
 	return nil
 }
 
-// enc449 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.
-func enc449(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig) []byte {
+// enc450 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.
+func enc450(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -58382,8 +58628,8 @@ func enc449(b []byte, m *httpv3.HttpProtocolOptions_UseDownstreamHttpConfig) []b
 	return b
 }
 
-// dec450 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig.
-func dec450(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig, depth int) error {
+// dec451 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig.
+func dec451(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -58449,7 +58695,7 @@ func dec450(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig, depth int) e
 				if m.AlternateProtocolsCacheOptions == nil {
 					m.AlternateProtocolsCacheOptions = new(corev3.AlternateProtocolsCacheOptions)
 				}
-				if err := dec451(x, m.AlternateProtocolsCacheOptions, depth+1); err != nil {
+				if err := dec452(x, m.AlternateProtocolsCacheOptions, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -58466,8 +58712,8 @@ func dec450(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig, depth int) e
 	return nil
 }
 
-// enc450 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig.
-func enc450(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig) []byte {
+// enc451 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig.
+func enc451(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -58496,14 +58742,14 @@ func enc450(b []byte, m *httpv3.HttpProtocolOptions_AutoHttpConfig) []byte {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc451(b, m.AlternateProtocolsCacheOptions)
+		b = enc452(b, m.AlternateProtocolsCacheOptions)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec451 decodes envoy.config.core.v3.AlternateProtocolsCacheOptions.
-func dec451(b []byte, m *corev3.AlternateProtocolsCacheOptions, depth int) error {
+// dec452 decodes envoy.config.core.v3.AlternateProtocolsCacheOptions.
+func dec452(b []byte, m *corev3.AlternateProtocolsCacheOptions, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -58566,7 +58812,7 @@ func dec451(b []byte, m *corev3.AlternateProtocolsCacheOptions, depth int) error
 				}
 				b = b[n:]
 				e := new(corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry)
-				if err := dec452(x, e, depth+1); err != nil {
+				if err := dec453(x, e, depth+1); err != nil {
 					return err
 				}
 				m.PrepopulatedEntries = append(m.PrepopulatedEntries, e)
@@ -58598,8 +58844,8 @@ func dec451(b []byte, m *corev3.AlternateProtocolsCacheOptions, depth int) error
 	return nil
 }
 
-// enc451 appends the deterministic encoding of envoy.config.core.v3.AlternateProtocolsCacheOptions.
-func enc451(b []byte, m *corev3.AlternateProtocolsCacheOptions) []byte {
+// enc452 appends the deterministic encoding of envoy.config.core.v3.AlternateProtocolsCacheOptions.
+func enc452(b []byte, m *corev3.AlternateProtocolsCacheOptions) []byte {
 	if m == nil {
 		return b
 	}
@@ -58625,7 +58871,7 @@ func enc451(b []byte, m *corev3.AlternateProtocolsCacheOptions) []byte {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc452(b, v)
+		b = enc453(b, v)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.CanonicalSuffixes {
@@ -58635,8 +58881,8 @@ func enc451(b []byte, m *corev3.AlternateProtocolsCacheOptions) []byte {
 	return b
 }
 
-// dec452 decodes envoy.config.core.v3.AlternateProtocolsCacheOptions.AlternateProtocolsCacheEntry.
-func dec452(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry, depth int) error {
+// dec453 decodes envoy.config.core.v3.AlternateProtocolsCacheOptions.AlternateProtocolsCacheEntry.
+func dec453(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -58684,8 +58930,8 @@ func dec452(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocol
 	return nil
 }
 
-// enc452 appends the deterministic encoding of envoy.config.core.v3.AlternateProtocolsCacheOptions.AlternateProtocolsCacheEntry.
-func enc452(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry) []byte {
+// enc453 appends the deterministic encoding of envoy.config.core.v3.AlternateProtocolsCacheOptions.AlternateProtocolsCacheEntry.
+func enc453(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry) []byte {
 	if m == nil {
 		return b
 	}
@@ -58700,8 +58946,8 @@ func enc452(b []byte, m *corev3.AlternateProtocolsCacheOptions_AlternateProtocol
 	return b
 }
 
-// dec453 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection.
-func dec453(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection, depth int) error {
+// dec454 decodes envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection.
+func dec454(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -58722,7 +58968,7 @@ func dec453(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection, depth int)
 				if m.ErrorMatcher == nil {
 					m.ErrorMatcher = new(matcherv3.MatchPredicate)
 				}
-				if err := dec454(x, m.ErrorMatcher, depth+1); err != nil {
+				if err := dec455(x, m.ErrorMatcher, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -58739,8 +58985,8 @@ func dec453(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection, depth int)
 	return nil
 }
 
-// enc453 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection.
-func enc453(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection) []byte {
+// enc454 appends the deterministic encoding of envoy.extensions.upstreams.http.v3.HttpProtocolOptions.OutlierDetection.
+func enc454(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection) []byte {
 	if m == nil {
 		return b
 	}
@@ -58748,14 +58994,14 @@ func enc453(b []byte, m *httpv3.HttpProtocolOptions_OutlierDetection) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc454(b, m.ErrorMatcher)
+		b = enc455(b, m.ErrorMatcher)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec454 decodes envoy.config.common.matcher.v3.MatchPredicate.
-func dec454(b []byte, m *matcherv3.MatchPredicate, depth int) error {
+// dec455 decodes envoy.config.common.matcher.v3.MatchPredicate.
+func dec455(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -58778,7 +59024,7 @@ func dec454(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_OrMatch{OrMatch: new(matcherv3.MatchPredicate_MatchSet)}
 					m.Rule = o
 				}
-				if err := dec455(x, o.OrMatch, depth+1); err != nil {
+				if err := dec456(x, o.OrMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -58795,7 +59041,7 @@ func dec454(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_AndMatch{AndMatch: new(matcherv3.MatchPredicate_MatchSet)}
 					m.Rule = o
 				}
-				if err := dec455(x, o.AndMatch, depth+1); err != nil {
+				if err := dec456(x, o.AndMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -58812,7 +59058,7 @@ func dec454(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_NotMatch{NotMatch: new(matcherv3.MatchPredicate)}
 					m.Rule = o
 				}
-				if err := dec454(x, o.NotMatch, depth+1); err != nil {
+				if err := dec455(x, o.NotMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -58840,7 +59086,7 @@ func dec454(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpRequestHeadersMatch{HttpRequestHeadersMatch: new(matcherv3.HttpHeadersMatch)}
 					m.Rule = o
 				}
-				if err := dec456(x, o.HttpRequestHeadersMatch, depth+1); err != nil {
+				if err := dec457(x, o.HttpRequestHeadersMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -58857,7 +59103,7 @@ func dec454(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpRequestTrailersMatch{HttpRequestTrailersMatch: new(matcherv3.HttpHeadersMatch)}
 					m.Rule = o
 				}
-				if err := dec456(x, o.HttpRequestTrailersMatch, depth+1); err != nil {
+				if err := dec457(x, o.HttpRequestTrailersMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -58874,7 +59120,7 @@ func dec454(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpResponseHeadersMatch{HttpResponseHeadersMatch: new(matcherv3.HttpHeadersMatch)}
 					m.Rule = o
 				}
-				if err := dec456(x, o.HttpResponseHeadersMatch, depth+1); err != nil {
+				if err := dec457(x, o.HttpResponseHeadersMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -58891,7 +59137,7 @@ func dec454(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpResponseTrailersMatch{HttpResponseTrailersMatch: new(matcherv3.HttpHeadersMatch)}
 					m.Rule = o
 				}
-				if err := dec456(x, o.HttpResponseTrailersMatch, depth+1); err != nil {
+				if err := dec457(x, o.HttpResponseTrailersMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -58908,7 +59154,7 @@ func dec454(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpRequestGenericBodyMatch{HttpRequestGenericBodyMatch: new(matcherv3.HttpGenericBodyMatch)}
 					m.Rule = o
 				}
-				if err := dec457(x, o.HttpRequestGenericBodyMatch, depth+1); err != nil {
+				if err := dec458(x, o.HttpRequestGenericBodyMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -58925,7 +59171,7 @@ func dec454(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 					o = &matcherv3.MatchPredicate_HttpResponseGenericBodyMatch{HttpResponseGenericBodyMatch: new(matcherv3.HttpGenericBodyMatch)}
 					m.Rule = o
 				}
-				if err := dec457(x, o.HttpResponseGenericBodyMatch, depth+1); err != nil {
+				if err := dec458(x, o.HttpResponseGenericBodyMatch, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -58942,8 +59188,8 @@ func dec454(b []byte, m *matcherv3.MatchPredicate, depth int) error {
 	return nil
 }
 
-// enc454 appends the deterministic encoding of envoy.config.common.matcher.v3.MatchPredicate.
-func enc454(b []byte, m *matcherv3.MatchPredicate) []byte {
+// enc455 appends the deterministic encoding of envoy.config.common.matcher.v3.MatchPredicate.
+func enc455(b []byte, m *matcherv3.MatchPredicate) []byte {
 	if m == nil {
 		return b
 	}
@@ -58952,7 +59198,7 @@ func enc454(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.OrMatch != nil {
-			b = enc455(b, o.OrMatch)
+			b = enc456(b, o.OrMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -58961,7 +59207,7 @@ func enc454(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.AndMatch != nil {
-			b = enc455(b, o.AndMatch)
+			b = enc456(b, o.AndMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -58970,7 +59216,7 @@ func enc454(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.NotMatch != nil {
-			b = enc454(b, o.NotMatch)
+			b = enc455(b, o.NotMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -58983,7 +59229,7 @@ func enc454(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpRequestHeadersMatch != nil {
-			b = enc456(b, o.HttpRequestHeadersMatch)
+			b = enc457(b, o.HttpRequestHeadersMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -58992,7 +59238,7 @@ func enc454(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpRequestTrailersMatch != nil {
-			b = enc456(b, o.HttpRequestTrailersMatch)
+			b = enc457(b, o.HttpRequestTrailersMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -59001,7 +59247,7 @@ func enc454(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpResponseHeadersMatch != nil {
-			b = enc456(b, o.HttpResponseHeadersMatch)
+			b = enc457(b, o.HttpResponseHeadersMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -59010,7 +59256,7 @@ func enc454(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpResponseTrailersMatch != nil {
-			b = enc456(b, o.HttpResponseTrailersMatch)
+			b = enc457(b, o.HttpResponseTrailersMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -59019,7 +59265,7 @@ func enc454(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpRequestGenericBodyMatch != nil {
-			b = enc457(b, o.HttpRequestGenericBodyMatch)
+			b = enc458(b, o.HttpRequestGenericBodyMatch)
 		}
 		b = finishLen(b, at)
 	}
@@ -59028,15 +59274,15 @@ func enc454(b []byte, m *matcherv3.MatchPredicate) []byte {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
 		if o.HttpResponseGenericBodyMatch != nil {
-			b = enc457(b, o.HttpResponseGenericBodyMatch)
+			b = enc458(b, o.HttpResponseGenericBodyMatch)
 		}
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec455 decodes envoy.config.common.matcher.v3.MatchPredicate.MatchSet.
-func dec455(b []byte, m *matcherv3.MatchPredicate_MatchSet, depth int) error {
+// dec456 decodes envoy.config.common.matcher.v3.MatchPredicate.MatchSet.
+func dec456(b []byte, m *matcherv3.MatchPredicate_MatchSet, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -59055,7 +59301,7 @@ func dec455(b []byte, m *matcherv3.MatchPredicate_MatchSet, depth int) error {
 				}
 				b = b[n:]
 				e := new(matcherv3.MatchPredicate)
-				if err := dec454(x, e, depth+1); err != nil {
+				if err := dec455(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Rules = append(m.Rules, e)
@@ -59073,8 +59319,8 @@ func dec455(b []byte, m *matcherv3.MatchPredicate_MatchSet, depth int) error {
 	return nil
 }
 
-// enc455 appends the deterministic encoding of envoy.config.common.matcher.v3.MatchPredicate.MatchSet.
-func enc455(b []byte, m *matcherv3.MatchPredicate_MatchSet) []byte {
+// enc456 appends the deterministic encoding of envoy.config.common.matcher.v3.MatchPredicate.MatchSet.
+func enc456(b []byte, m *matcherv3.MatchPredicate_MatchSet) []byte {
 	if m == nil {
 		return b
 	}
@@ -59082,14 +59328,14 @@ func enc455(b []byte, m *matcherv3.MatchPredicate_MatchSet) []byte {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc454(b, v)
+		b = enc455(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec456 decodes envoy.config.common.matcher.v3.HttpHeadersMatch.
-func dec456(b []byte, m *matcherv3.HttpHeadersMatch, depth int) error {
+// dec457 decodes envoy.config.common.matcher.v3.HttpHeadersMatch.
+func dec457(b []byte, m *matcherv3.HttpHeadersMatch, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -59126,8 +59372,8 @@ func dec456(b []byte, m *matcherv3.HttpHeadersMatch, depth int) error {
 	return nil
 }
 
-// enc456 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpHeadersMatch.
-func enc456(b []byte, m *matcherv3.HttpHeadersMatch) []byte {
+// enc457 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpHeadersMatch.
+func enc457(b []byte, m *matcherv3.HttpHeadersMatch) []byte {
 	if m == nil {
 		return b
 	}
@@ -59141,8 +59387,8 @@ func enc456(b []byte, m *matcherv3.HttpHeadersMatch) []byte {
 	return b
 }
 
-// dec457 decodes envoy.config.common.matcher.v3.HttpGenericBodyMatch.
-func dec457(b []byte, m *matcherv3.HttpGenericBodyMatch, depth int) error {
+// dec458 decodes envoy.config.common.matcher.v3.HttpGenericBodyMatch.
+func dec458(b []byte, m *matcherv3.HttpGenericBodyMatch, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -59172,7 +59418,7 @@ func dec457(b []byte, m *matcherv3.HttpGenericBodyMatch, depth int) error {
 				}
 				b = b[n:]
 				e := new(matcherv3.HttpGenericBodyMatch_GenericTextMatch)
-				if err := dec458(x, e, depth+1); err != nil {
+				if err := dec459(x, e, depth+1); err != nil {
 					return err
 				}
 				m.Patterns = append(m.Patterns, e)
@@ -59190,8 +59436,8 @@ func dec457(b []byte, m *matcherv3.HttpGenericBodyMatch, depth int) error {
 	return nil
 }
 
-// enc457 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpGenericBodyMatch.
-func enc457(b []byte, m *matcherv3.HttpGenericBodyMatch) []byte {
+// enc458 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpGenericBodyMatch.
+func enc458(b []byte, m *matcherv3.HttpGenericBodyMatch) []byte {
 	if m == nil {
 		return b
 	}
@@ -59203,14 +59449,14 @@ func enc457(b []byte, m *matcherv3.HttpGenericBodyMatch) []byte {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc458(b, v)
+		b = enc459(b, v)
 		b = finishLen(b, at)
 	}
 	return b
 }
 
-// dec458 decodes envoy.config.common.matcher.v3.HttpGenericBodyMatch.GenericTextMatch.
-func dec458(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch, depth int) error {
+// dec459 decodes envoy.config.common.matcher.v3.HttpGenericBodyMatch.GenericTextMatch.
+func dec459(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -59258,8 +59504,8 @@ func dec458(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch, depth 
 	return nil
 }
 
-// enc458 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpGenericBodyMatch.GenericTextMatch.
-func enc458(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch) []byte {
+// enc459 appends the deterministic encoding of envoy.config.common.matcher.v3.HttpGenericBodyMatch.GenericTextMatch.
+func enc459(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch) []byte {
 	if m == nil {
 		return b
 	}
@@ -59274,8 +59520,8 @@ func enc458(b []byte, m *matcherv3.HttpGenericBodyMatch_GenericTextMatch) []byte
 	return b
 }
 
-// dec459 decodes envoy.extensions.access_loggers.file.v3.FileAccessLog.
-func dec459(b []byte, m *filev3.FileAccessLog, depth int) error {
+// dec460 decodes envoy.extensions.access_loggers.file.v3.FileAccessLog.
+func dec460(b []byte, m *filev3.FileAccessLog, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -59377,8 +59623,8 @@ func dec459(b []byte, m *filev3.FileAccessLog, depth int) error {
 	return nil
 }
 
-// enc459 appends the deterministic encoding of envoy.extensions.access_loggers.file.v3.FileAccessLog.
-func enc459(b []byte, m *filev3.FileAccessLog) []byte {
+// enc460 appends the deterministic encoding of envoy.extensions.access_loggers.file.v3.FileAccessLog.
+func enc460(b []byte, m *filev3.FileAccessLog) []byte {
 	if m == nil {
 		return b
 	}
@@ -59420,8 +59666,8 @@ func enc459(b []byte, m *filev3.FileAccessLog) []byte {
 	return b
 }
 
-// dec460 decodes envoy.config.trace.v3.OpenTelemetryConfig.
-func dec460(b []byte, m *tracev3.OpenTelemetryConfig, depth int) error {
+// dec461 decodes envoy.config.trace.v3.OpenTelemetryConfig.
+func dec461(b []byte, m *tracev3.OpenTelemetryConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -59457,7 +59703,7 @@ func dec460(b []byte, m *tracev3.OpenTelemetryConfig, depth int) error {
 				if m.HttpService == nil {
 					m.HttpService = new(corev3.HttpService)
 				}
-				if err := dec461(x, m.HttpService, depth+1); err != nil {
+				if err := dec462(x, m.HttpService, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -59592,8 +59838,8 @@ func dec460(b []byte, m *tracev3.OpenTelemetryConfig, depth int) error {
 	return nil
 }
 
-// enc460 appends the deterministic encoding of envoy.config.trace.v3.OpenTelemetryConfig.
-func enc460(b []byte, m *tracev3.OpenTelemetryConfig) []byte {
+// enc461 appends the deterministic encoding of envoy.config.trace.v3.OpenTelemetryConfig.
+func enc461(b []byte, m *tracev3.OpenTelemetryConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -59612,7 +59858,7 @@ func enc460(b []byte, m *tracev3.OpenTelemetryConfig) []byte {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		at := len(b)
 		b = append(b, 0, 0, 0, 0, 0)
-		b = enc461(b, m.HttpService)
+		b = enc462(b, m.HttpService)
 		b = finishLen(b, at)
 	}
 	for _, v := range m.ResourceDetectors {
@@ -59667,8 +59913,8 @@ func enc460(b []byte, m *tracev3.OpenTelemetryConfig) []byte {
 	return b
 }
 
-// dec461 decodes envoy.config.core.v3.HttpService.
-func dec461(b []byte, m *corev3.HttpService, depth int) error {
+// dec462 decodes envoy.config.core.v3.HttpService.
+func dec462(b []byte, m *corev3.HttpService, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -59734,8 +59980,8 @@ func dec461(b []byte, m *corev3.HttpService, depth int) error {
 	return nil
 }
 
-// enc461 appends the deterministic encoding of envoy.config.core.v3.HttpService.
-func enc461(b []byte, m *corev3.HttpService) []byte {
+// enc462 appends the deterministic encoding of envoy.config.core.v3.HttpService.
+func enc462(b []byte, m *corev3.HttpService) []byte {
 	if m == nil {
 		return b
 	}
@@ -59763,8 +60009,8 @@ func enc461(b []byte, m *corev3.HttpService) []byte {
 	return b
 }
 
-// dec462 decodes envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig.
-func dec462(b []byte, m *uritemplatev3.UriTemplateMatchConfig, depth int) error {
+// dec463 decodes envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig.
+func dec463(b []byte, m *uritemplatev3.UriTemplateMatchConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -59801,8 +60047,8 @@ func dec462(b []byte, m *uritemplatev3.UriTemplateMatchConfig, depth int) error 
 	return nil
 }
 
-// enc462 appends the deterministic encoding of envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig.
-func enc462(b []byte, m *uritemplatev3.UriTemplateMatchConfig) []byte {
+// enc463 appends the deterministic encoding of envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig.
+func enc463(b []byte, m *uritemplatev3.UriTemplateMatchConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -59813,8 +60059,8 @@ func enc462(b []byte, m *uritemplatev3.UriTemplateMatchConfig) []byte {
 	return b
 }
 
-// dec463 decodes envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate.
-func dec463(b []byte, m *previoushostsv3.PreviousHostsPredicate, depth int) error {
+// dec464 decodes envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate.
+func dec464(b []byte, m *previoushostsv3.PreviousHostsPredicate, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -59835,16 +60081,16 @@ func dec463(b []byte, m *previoushostsv3.PreviousHostsPredicate, depth int) erro
 	return nil
 }
 
-// enc463 appends the deterministic encoding of envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate.
-func enc463(b []byte, m *previoushostsv3.PreviousHostsPredicate) []byte {
+// enc464 appends the deterministic encoding of envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate.
+func enc464(b []byte, m *previoushostsv3.PreviousHostsPredicate) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec464 decodes envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig.
-func dec464(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig, depth int) error {
+// dec465 decodes envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig.
+func dec465(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -59878,8 +60124,8 @@ func dec464(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig, depth in
 	return nil
 }
 
-// enc464 appends the deterministic encoding of envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig.
-func enc464(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig) []byte {
+// enc465 appends the deterministic encoding of envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig.
+func enc465(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig) []byte {
 	if m == nil {
 		return b
 	}
@@ -59890,8 +60136,8 @@ func enc464(b []byte, m *previousprioritiesv3.PreviousPrioritiesConfig) []byte {
 	return b
 }
 
-// dec465 decodes envoy.extensions.filters.listener.http_inspector.v3.HttpInspector.
-func dec465(b []byte, m *httpinspectorv3.HttpInspector, depth int) error {
+// dec466 decodes envoy.extensions.filters.listener.http_inspector.v3.HttpInspector.
+func dec466(b []byte, m *httpinspectorv3.HttpInspector, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -59912,16 +60158,16 @@ func dec465(b []byte, m *httpinspectorv3.HttpInspector, depth int) error {
 	return nil
 }
 
-// enc465 appends the deterministic encoding of envoy.extensions.filters.listener.http_inspector.v3.HttpInspector.
-func enc465(b []byte, m *httpinspectorv3.HttpInspector) []byte {
+// enc466 appends the deterministic encoding of envoy.extensions.filters.listener.http_inspector.v3.HttpInspector.
+func enc466(b []byte, m *httpinspectorv3.HttpInspector) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec466 decodes envoy.extensions.filters.listener.original_dst.v3.OriginalDst.
-func dec466(b []byte, m *originaldstv3.OriginalDst, depth int) error {
+// dec467 decodes envoy.extensions.filters.listener.original_dst.v3.OriginalDst.
+func dec467(b []byte, m *originaldstv3.OriginalDst, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -59942,16 +60188,16 @@ func dec466(b []byte, m *originaldstv3.OriginalDst, depth int) error {
 	return nil
 }
 
-// enc466 appends the deterministic encoding of envoy.extensions.filters.listener.original_dst.v3.OriginalDst.
-func enc466(b []byte, m *originaldstv3.OriginalDst) []byte {
+// enc467 appends the deterministic encoding of envoy.extensions.filters.listener.original_dst.v3.OriginalDst.
+func enc467(b []byte, m *originaldstv3.OriginalDst) []byte {
 	if m == nil {
 		return b
 	}
 	return b
 }
 
-// dec467 decodes envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector.
-func dec467(b []byte, m *tlsinspectorv3.TlsInspector, depth int) error {
+// dec468 decodes envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector.
+func dec468(b []byte, m *tlsinspectorv3.TlsInspector, depth int) error {
 	if depth > maxDepth {
 		return errDepth
 	}
@@ -60045,8 +60291,8 @@ func dec467(b []byte, m *tlsinspectorv3.TlsInspector, depth int) error {
 	return nil
 }
 
-// enc467 appends the deterministic encoding of envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector.
-func enc467(b []byte, m *tlsinspectorv3.TlsInspector) []byte {
+// enc468 appends the deterministic encoding of envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector.
+func enc468(b []byte, m *tlsinspectorv3.TlsInspector) []byte {
 	if m == nil {
 		return b
 	}

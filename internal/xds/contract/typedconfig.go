@@ -18,6 +18,7 @@ import (
 	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
 	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	extauthznetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
@@ -66,6 +67,7 @@ var typedConfigs = []proto.Message{
 	(*uritemplatev3.UriTemplateMatchConfig)(nil),          // RBAC path template ({*}, {**})
 	(*tcpproxyv3.TcpProxy)(nil),                           // network filter of captured TCP and passthrough chains
 	(*rbacnetv3.RBAC)(nil),                                // network filter before tcp_proxy (AuthorizationPolicy on TCP)
+	(*extauthznetv3.ExtAuthz)(nil),                        // network filter before tcp_proxy (CUSTOM, gRPC provider)
 	(*originaldstv3.OriginalDst)(nil),                     // listener filter of the virtual listeners
 	(*httpinspectorv3.HttpInspector)(nil),                 // listener filter of the virtual listeners
 	(*filev3.FileAccessLog)(nil),                          // connection managers' access_log (Telemetry accessLogging)

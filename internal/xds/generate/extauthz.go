@@ -13,6 +13,7 @@ import (
 	rbacpb "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	rbachttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	extauthznet "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/ext_authz/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbactcp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -46,15 +47,17 @@ import (
 //     not an ext_authz provider, its service unknown, a field Weft's proxy
 //     cannot honour) gets an RBAC filter that denies what the rules match:
 //     fail closed, as Istio's "-deny-due-to-bad-CUSTOM-action" rules;
-//   - on TCP chains, a gRPC provider's rules deny the connections they
-//     match (Istio calls the provider with the network ext_authz filter,
-//     which Weft's proxy does not have: fail closed), an HTTP provider's
-//     are ignored there, as Istio ignores them.
+//   - on TCP chains, a gRPC provider gets the same pair as network
+//     filters (network RBAC in shadow mode, envoy.filters.network.ext_authz
+//     checking the connection); an HTTP provider's policies are ignored
+//     there, as Istio ignores them.
 
 const (
 	extAuthzShadowPrefix = "istio_ext_authz_" // Istio's RBACExtAuthzShadowRulesStatPrefix
 	extAuthzMatchPrefix  = "istio-ext-authz"
 	extAuthzFilterName   = "envoy.filters.http.ext_authz"
+	// extAuthzNetworkFilterName is Envoy's network ext_authz filter.
+	extAuthzNetworkFilterName = "envoy.filters.network.ext_authz"
 	// extAuthzDefaultTimeout is Istio's timeoutOrDefault.
 	extAuthzDefaultTimeout = 600 * time.Second
 	badCustomSuffix        = "-deny-due-to-bad-CUSTOM-action"
@@ -140,9 +143,11 @@ func customFilters(s *mesh.Snapshot, policies []*config.AuthorizationPolicy) []*
 	return out
 }
 
-// tcpCustomFilters are the network RBAC filters of a workload's CUSTOM
-// policies on a TCP chain: a gRPC provider's rules (or an unusable
-// provider's) deny what they match; an HTTP provider's do nothing there.
+// tcpCustomFilters are the network filters of a workload's CUSTOM
+// policies on a TCP chain, as Istio's buildTCP: per gRPC provider, a
+// network RBAC filter in shadow mode and the network ext_authz filter it
+// enables; an unusable provider's rules deny what they match; an HTTP
+// provider's do nothing there.
 func tcpCustomFilters(s *mesh.Snapshot, policies []*config.AuthorizationPolicy) []*listener.Filter {
 	by, providers := customByProvider(policies)
 	var out []*listener.Filter
@@ -152,12 +157,35 @@ func tcpCustomFilters(s *mesh.Snapshot, policies []*config.AuthorizationPolicy) 
 			continue
 		}
 		rules := customRules(by[provider], provider, s.TrustDomain, true)
-		out = append(out, &listener.Filter{
-			Name: wellknown.RoleBasedAccessControl,
-			ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(&rbactcp.RBAC{
-				Rules: failClosed(rules), StatPrefix: tcpRBACStatPrefix,
-			})},
-		})
+		if cfg == nil {
+			out = append(out, &listener.Filter{
+				Name: wellknown.RoleBasedAccessControl,
+				ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(&rbactcp.RBAC{
+					Rules: failClosed(rules), StatPrefix: tcpRBACStatPrefix,
+				})},
+			})
+			continue
+		}
+		enabled := extAuthzEnabledBy(provider)
+		enabled.Filter = wellknown.RoleBasedAccessControl
+		out = append(out,
+			&listener.Filter{
+				Name: wellknown.RoleBasedAccessControl,
+				ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(&rbactcp.RBAC{
+					ShadowRules: rules, ShadowRulesStatPrefix: extAuthzShadowPrefix, StatPrefix: tcpRBACStatPrefix,
+				})},
+			},
+			&listener.Filter{
+				Name: extAuthzNetworkFilterName,
+				ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(&extauthznet.ExtAuthz{
+					StatPrefix:            tcpRBACStatPrefix,
+					GrpcService:           cfg.GetGrpcService(),
+					FailureModeAllow:      cfg.GetFailureModeAllow(),
+					TransportApiVersion:   core.ApiVersion_V3,
+					FilterEnabledMetadata: enabled,
+				})},
+			},
+		)
 	}
 	return out
 }

@@ -35,7 +35,8 @@ extensionProviders:
     includeRequestBodyInCheck: {maxRequestBytes: 1024}
 `
 
-const extAuthzPolicies = `
+// extAuthzService is the providers' service.
+const extAuthzService = `
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -48,6 +49,9 @@ spec:
   - {number: 8000, name: http, protocol: HTTP}
   - {number: 9000, name: grpc, protocol: GRPC}
   endpoints: [{address: 10.9.0.1}]
+`
+
+const extAuthzPolicies = extAuthzService + `
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -96,7 +100,43 @@ func extAuthzCases() []goldenCase {
 	// usable provider, a shadow RBAC filter and its ext_authz filter
 	// (enabled by the shadow policy id), first in the chain; the unusable
 	// one's rules deny (fail closed).
-	return []goldenCase{{name: "authz_custom", mesh: extAuthzMesh, proxy: reviewsProxy}}
+	return []goldenCase{
+		{name: "authz_custom", mesh: extAuthzMesh, proxy: reviewsProxy},
+		// A captured sidecar's TCP port (redis, 6379) under a gRPC
+		// provider's CUSTOM policy: the network RBAC filter in shadow
+		// mode and the network ext_authz filter before tcp_proxy; the
+		// HTTP provider's policy does nothing on TCP chains.
+		{name: "capture_authz_custom", mesh: func() *mesh.Snapshot {
+			mc, _, err := config.ParseMeshConfig("mesh-config.yaml", []byte(extAuthzMeshConfig))
+			if err != nil {
+				panic(err)
+			}
+			return securityMesh(captureMesh+extAuthzService+`
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: redis-authz, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: CUSTOM
+  provider: {name: sample-ext-authz-grpc}
+  rules:
+  - to:
+    - operation: {ports: ["6379"]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: headers-authz, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: CUSTOM
+  provider: {name: sample-ext-authz-http}
+  rules:
+  - to:
+    - operation: {paths: ["/headers"]}
+`, mesh.Options{MeshConfig: mc})
+		}, proxy: capturedProxy(reviewsProxy)},
+	}
 }
 
 // Why a provider cannot be used is said in words a user can act on.

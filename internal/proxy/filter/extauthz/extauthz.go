@@ -18,6 +18,10 @@
 // answers 5xx refuses the request with status_on_error (403), flag UAEX,
 // unless failure_mode_allow lets it through.
 //
+// ConnChecker (network.go) is the network filter
+// (envoy.filters.network.ext_authz): a gRPC check of a connection, before
+// a TCP chain's tcp_proxy.
+//
 // The service is called as Envoy's envoy_grpc and http_service do:
 // through the proxy's own cluster of that name (filter.Upstream: its
 // endpoints, balancer, breakers and mutual TLS). The filter never reads
@@ -534,19 +538,9 @@ func (c *checker) checkGRPC(s *filter.Stream, pr *perRoute) (*decision, error) {
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%w: HTTP status %d", errService, resp.StatusCode)
-	}
-	code := cmp.Or(resp.Trailer.Get("Grpc-Status"), resp.Header.Get("Grpc-Status"))
-	if code != "0" {
-		return nil, fmt.Errorf("%w: grpc-status %q: %s", errService, code, cmp.Or(resp.Trailer.Get("Grpc-Message"), resp.Header.Get("Grpc-Message")))
-	}
-	if len(data) < 5 || data[0] != 0 || int(binary.BigEndian.Uint32(data[1:5])) != len(data)-5 {
-		return nil, fmt.Errorf("%w: not one uncompressed gRPC message (%d bytes)", errService, len(data))
-	}
-	var out authv3.CheckResponse
-	if err := xdswire.Unmarshal(data[5:], &out); err != nil {
-		return nil, fmt.Errorf("%w: %v", errService, err)
+	out, err := decodeCheckResponse(resp, data)
+	if err != nil {
+		return nil, err
 	}
 	if out.GetStatus().GetCode() == 0 {
 		ok := out.GetOkResponse()
@@ -751,7 +745,16 @@ func compileMetadataMatcher(m *matcherv3.MetadataMatcher) (*metadataMatcher, err
 }
 
 func (m *metadataMatcher) matches(s *filter.Stream) bool {
-	var v any = s.Metadata(m.filter)
+	return m.matchesValue(s.Metadata(m.filter))
+}
+
+// matchesMetadata matches a connection's dynamic metadata (by filter
+// name).
+func (m *metadataMatcher) matchesMetadata(md map[string]any) bool {
+	return m.matchesValue(md[m.filter])
+}
+
+func (m *metadataMatcher) matchesValue(v any) bool {
 	for _, k := range m.path {
 		mm, ok := v.(map[string]any)
 		if !ok {

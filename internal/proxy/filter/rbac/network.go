@@ -68,14 +68,32 @@ func (f Factory) NewNetwork(config *anypb.Any) (*ConnFilter, error) {
 // then the enforced rules allow it or not (counted in
 // weft_proxy_rbac_denied_total, logged at debug). A refused connection is
 // to be closed without being relayed.
-func (c *ConnFilter) Allows(conn *filter.Connection) bool {
+func (c *ConnFilter) Allows(conn *filter.Connection) bool { return c.AllowsWith(conn, nil) }
+
+// AllowsWith is Allows that also records the shadow rules' result in md,
+// the connection's dynamic metadata by filter name (under
+// NetworkFilterName, merged with what an earlier RBAC filter wrote), where
+// a network ext_authz filter after it looks (Istio's CUSTOM on TCP).
+func (c *ConnFilter) AllowsWith(conn *filter.Connection, md map[string]any) bool {
 	e := c.engine
 	if e.f.enforced == nil && e.f.shadow == nil {
 		return true
 	}
 	req := connRequest(conn)
 	d := e.f.Evaluate(req)
-	if d.Shadow.Evaluated && !d.Shadow.Allowed {
+	if sm := e.f.ShadowMetadata(d); sm != nil && md != nil {
+		merged, _ := md[NetworkFilterName].(map[string]any)
+		if merged == nil {
+			merged = map[string]any{}
+			md[NetworkFilterName] = merged
+		}
+		for k, v := range sm {
+			merged[k] = v
+		}
+	}
+	if e.f.ShadowRulesStatPrefix() == ExtAuthzShadowPrefix {
+		// CUSTOM's rules only say which connections ext_authz checks.
+	} else if d.Shadow.Evaluated && !d.Shadow.Allowed {
 		inc(e.shadowDenied, d.Shadow.Policy)
 		if c.log != nil {
 			c.log.Debug("dry-run RBAC policy would refuse the connection", append(connAttrs(req), "shadow_policy", orNone(d.Shadow.Policy))...)

@@ -44,6 +44,7 @@ import (
 	httpinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
 	origdst "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	extauthznet "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/ext_authz/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbacnet "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
@@ -88,6 +89,7 @@ var roots = []proto.Message{
 	(*extauthz.ExtAuthz)(nil),
 	(*extauthz.ExtAuthzPerRoute)(nil),
 	(*authsvc.CheckResponse)(nil),
+	(*extauthznet.ExtAuthz)(nil),
 	(*jwt.JwtAuthentication)(nil),
 	(*jwt.PerRouteConfig)(nil),
 	(*oauth2.OAuth2)(nil),

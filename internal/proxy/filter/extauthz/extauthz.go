@@ -29,10 +29,8 @@
 package extauthz
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -41,7 +39,6 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -50,11 +47,11 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"weft.dev/weft/internal/proxy/filter"
+	"weft.dev/weft/internal/proxy/filter/grpccall"
 	"weft.dev/weft/internal/proxy/xdswire"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -403,8 +400,8 @@ func setRequestHeader(r *http.Request, name, value string, add bool) {
 	}
 }
 
-// call sends req to the service's cluster within the timeout and returns
-// its response (body read, at most maxResponse bytes).
+// call sends the HTTP check req to the service's cluster within the
+// timeout and returns its response (body read, at most maxResponse bytes).
 func (c *checker) call(s *filter.Stream, req *http.Request) (*http.Response, []byte, error) {
 	if s.Upstream == nil {
 		return nil, nil, fmt.Errorf("no upstream to call cluster %q", c.cluster)
@@ -414,9 +411,6 @@ func (c *checker) call(s *filter.Stream, req *http.Request) (*http.Response, []b
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
-		if c.grpc {
-			req.Header["Grpc-Timeout"] = []string{strconv.FormatInt(max(c.timeout.Milliseconds(), 1), 10) + "m"}
-		}
 	}
 	req = req.WithContext(ctx)
 	resp, err := s.Upstream.RoundTrip(ctx, c.cluster, req)
@@ -522,24 +516,8 @@ func sortPairs(lists ...[][2]string) {
 // attributes: source and destination addresses and principals, and the
 // HTTP request (id, method, path, host, scheme, protocol, headers).
 func (c *checker) checkGRPC(s *filter.Stream, pr *perRoute) (*decision, error) {
-	msg, err := proto.Marshal(c.checkRequest(s, pr))
-	if err != nil {
-		return nil, err
-	}
-	body := make([]byte, 5+len(msg))
-	binary.BigEndian.PutUint32(body[1:5], uint32(len(msg)))
-	copy(body[5:], msg)
-	req := &http.Request{
-		Method: http.MethodPost, URL: &url.URL{Scheme: "http", Path: checkMethod}, Host: c.authority,
-		Proto: "HTTP/2.0", ProtoMajor: 2, Header: http.Header{"Content-Type": {"application/grpc"}, "Te": {"trailers"}},
-		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
-	}
-	resp, data, err := c.call(s, req)
-	if err != nil {
-		return nil, err
-	}
-	out, err := decodeCheckResponse(resp, data)
-	if err != nil {
+	var out authv3.CheckResponse
+	if err := grpccall.Call(s.Request.Context(), s.Upstream, c.cluster, c.authority, checkMethod, c.timeout, c.checkRequest(s, pr), &out); err != nil {
 		return nil, err
 	}
 	if out.GetStatus().GetCode() == 0 {

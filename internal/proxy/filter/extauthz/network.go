@@ -1,24 +1,18 @@
 package extauthz
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"encoding/binary"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"strconv"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthznetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/ext_authz/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"weft.dev/weft/internal/proxy/filter"
+	"weft.dev/weft/internal/proxy/filter/grpccall"
 	"weft.dev/weft/internal/proxy/xdswire"
 )
 
@@ -106,9 +100,6 @@ func (cc *ConnChecker) Allows(ctx context.Context, conn *filter.Connection, md m
 
 // checkConn makes the gRPC Check of a connection.
 func (c *checker) checkConn(ctx context.Context, conn *filter.Connection, up filter.Upstream) (bool, error) {
-	if up == nil {
-		return false, fmt.Errorf("no upstream to call cluster %q", c.cluster)
-	}
 	ac := &authv3.AttributeContext{
 		Source:      &authv3.AttributeContext_Peer{Address: socketAddress(conn.RemoteAddr)},
 		Destination: &authv3.AttributeContext_Peer{Address: socketAddress(conn.LocalAddr)},
@@ -117,57 +108,9 @@ func (c *checker) checkConn(ctx context.Context, conn *filter.Connection, up fil
 	if p := conn.Peer; p != nil {
 		ac.Source.Principal = p.Principal
 	}
-	msg, err := proto.Marshal(&authv3.CheckRequest{Attributes: ac})
-	if err != nil {
-		return false, err
-	}
-	body := make([]byte, 5+len(msg))
-	binary.BigEndian.PutUint32(body[1:5], uint32(len(msg)))
-	copy(body[5:], msg)
-	hdr := http.Header{"Content-Type": {"application/grpc"}, "Te": {"trailers"}}
-	if c.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-		hdr["Grpc-Timeout"] = []string{strconv.FormatInt(max(c.timeout.Milliseconds(), 1), 10) + "m"}
-	}
-	req := (&http.Request{
-		Method: http.MethodPost, URL: &url.URL{Scheme: "http", Path: checkMethod}, Host: c.authority,
-		Proto: "HTTP/2.0", ProtoMajor: 2, Header: hdr,
-		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
-	}).WithContext(ctx)
-	resp, err := up.RoundTrip(ctx, c.cluster, req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return false, err
-	}
-	out, err := decodeCheckResponse(resp, data)
-	if err != nil {
+	var out authv3.CheckResponse
+	if err := grpccall.Call(ctx, up, c.cluster, c.authority, checkMethod, c.timeout, &authv3.CheckRequest{Attributes: ac}, &out); err != nil {
 		return false, err
 	}
 	return out.GetStatus().GetCode() == 0, nil
-}
-
-// decodeCheckResponse reads a unary gRPC answer: HTTP 200, grpc-status 0
-// (trailers, or headers for trailers-only), one uncompressed message.
-func decodeCheckResponse(resp *http.Response, data []byte) (*authv3.CheckResponse, error) {
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%w: HTTP status %d", errService, resp.StatusCode)
-	}
-	code := cmp.Or(resp.Trailer.Get("Grpc-Status"), resp.Header.Get("Grpc-Status"))
-	if code != "0" {
-		return nil, fmt.Errorf("%w: grpc-status %q: %s", errService, code, cmp.Or(resp.Trailer.Get("Grpc-Message"), resp.Header.Get("Grpc-Message")))
-	}
-	if len(data) < 5 || data[0] != 0 || int(binary.BigEndian.Uint32(data[1:5])) != len(data)-5 {
-		return nil, fmt.Errorf("%w: not one uncompressed gRPC message (%d bytes)", errService, len(data))
-	}
-	var out authv3.CheckResponse
-	if err := xdswire.Unmarshal(data[5:], &out); err != nil {
-		return nil, fmt.Errorf("%w: %v", errService, err)
-	}
-	return &out, nil
 }

@@ -20,19 +20,14 @@
 package globalratelimit
 
 import (
-	"bytes"
 	"cmp"
-	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
 	"weft.dev/weft/internal/proxy/xdswire"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -40,10 +35,10 @@ import (
 	grl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	rls "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"weft.dev/weft/internal/proxy/filter"
+	"weft.dev/weft/internal/proxy/filter/grpccall"
 	"weft.dev/weft/internal/proxy/filter/rlaction"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -58,7 +53,6 @@ const (
 	flagServiceError = "RLSE"
 	grpcUnavailable  = "14"
 	grpcExhausted    = "8"
-	maxResponse      = 1 << 20
 	headerLimited    = "X-Envoy-Ratelimited"
 	headerLimit      = "X-Ratelimit-Limit"
 	headerRemaining  = "X-Ratelimit-Remaining"
@@ -262,58 +256,12 @@ func (f *httpFilter) DecodeHeaders(s *filter.Stream) filter.Status {
 	return s.SendLocalReply(filter.LocalReply{Status: c.status, GRPCStatus: c.grpcStatus, Body: string(resp.GetRawBody()), Flag: flagRateLimited})
 }
 
-// errStatus is a call that reached the service and failed.
-var errStatus = errors.New("rate limit service")
-
 // call makes the unary gRPC call ShouldRateLimit through the proxy's
-// cluster: a length-prefixed protobuf message over HTTP/2, the answer's
-// grpc-status from its trailers (or headers, trailers-only).
+// cluster (grpccall).
 func (c *limiterConfig) call(s *filter.Stream, in *rls.RateLimitRequest) (*rls.RateLimitResponse, error) {
-	if s.Upstream == nil {
-		return nil, fmt.Errorf("no upstream to call cluster %q", c.cluster)
-	}
-	msg, err := proto.Marshal(in)
-	if err != nil {
-		return nil, err
-	}
-	body := make([]byte, 5+len(msg))
-	binary.BigEndian.PutUint32(body[1:5], uint32(len(msg)))
-	copy(body[5:], msg)
-	ctx := s.Request.Context()
-	hdr := http.Header{"Content-Type": {"application/grpc"}, "Te": {"trailers"}}
-	if c.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-		hdr["Grpc-Timeout"] = []string{strconv.FormatInt(max(c.timeout.Milliseconds(), 1), 10) + "m"}
-	}
-	req := (&http.Request{
-		Method: http.MethodPost, URL: &url.URL{Scheme: "http", Path: method}, Host: c.authority,
-		Proto: "HTTP/2.0", ProtoMajor: 2, Header: hdr,
-		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
-	}).WithContext(ctx)
-	resp, err := s.Upstream.RoundTrip(ctx, c.cluster, req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%w: HTTP status %d", errStatus, resp.StatusCode)
-	}
-	code := cmp.Or(resp.Trailer.Get("Grpc-Status"), resp.Header.Get("Grpc-Status"))
-	if code != "0" {
-		return nil, fmt.Errorf("%w: grpc-status %q: %s", errStatus, code, cmp.Or(resp.Trailer.Get("Grpc-Message"), resp.Header.Get("Grpc-Message")))
-	}
-	if len(data) < 5 || data[0] != 0 || int(binary.BigEndian.Uint32(data[1:5])) != len(data)-5 {
-		return nil, fmt.Errorf("%w: not one uncompressed gRPC message (%d bytes)", errStatus, len(data))
-	}
 	var out rls.RateLimitResponse
-	if err := xdswire.Unmarshal(data[5:], &out); err != nil {
-		return nil, fmt.Errorf("%w: %v", errStatus, err)
+	if err := grpccall.Call(s.Request.Context(), s.Upstream, c.cluster, c.authority, method, c.timeout, in, &out); err != nil {
+		return nil, err
 	}
 	return &out, nil
 }

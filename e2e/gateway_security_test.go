@@ -35,24 +35,7 @@ func TestGatewaySecurityPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.WriteConfig("gateway.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: ingress, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: %d, name: http, protocol: HTTP}
-    hosts: [api.example.com]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: api, namespace: istio-system}
-spec:
-  hosts: [api.example.com]
-  gateways: [ingress]
-  http:
-  - route: [{destination: {host: web.default.svc.cluster.local, port: {number: 8080}}}]
-`, port))
+	m.WriteConfig("gateway.yaml", apiGatewayYAML(port))
 	addr := net.JoinHostPort(gw.Opts.IP, fmt.Sprint(port))
 	c := newClient()
 	eventuallyAll(t, "the gateway routing", c, addr, "api.example.com", []expect{

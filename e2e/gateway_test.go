@@ -41,6 +41,30 @@ func (m *Mesh) startGateway(name, ns string, labels map[string]string, credDir s
 	return g
 }
 
+// apiGatewayYAML is the Gateway ingress (istio-system, selecting
+// istio: ingressgateway) with one HTTP server for api.example.com on
+// port, and the VirtualService routing it to web's port 8080.
+func apiGatewayYAML(port int) string {
+	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: %d, name: http, protocol: HTTP}
+    hosts: [api.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: istio-system}
+spec:
+  hosts: [api.example.com]
+  gateways: [ingress]
+  http:
+  - route: [{destination: {host: web.default.svc.cluster.local, port: {number: 8080}}}]
+`, port)
+}
+
 // gatewayClient sends every request to addr, whatever the URL says, as a
 // client resolving the gateway's host names to it would; TLS as cfg says.
 func gatewayClient(addr string, cfg *tls.Config) *http.Client {
@@ -942,31 +966,14 @@ func TestGatewayRateLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.WriteConfig("gateway.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: ingress, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: %d, name: http, protocol: HTTP}
-    hosts: [api.example.com]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: api, namespace: istio-system}
-spec:
-  hosts: [api.example.com]
-  gateways: [ingress]
-  http:
-  - route: [{destination: {host: web.default.svc.cluster.local, port: {number: 8080}}}]
----
+	m.WriteConfig("gateway.yaml", apiGatewayYAML(port)+`---
 apiVersion: networking.weft.dev/v1alpha1
 kind: RateLimit
 metadata: {name: edge, namespace: istio-system}
 spec:
   selector: {matchLabels: {istio: ingressgateway}}
   limit: {requestsPerUnit: 100, unit: SECOND}
-`, port))
+`)
 	addr := net.JoinHostPort(gw.Opts.IP, fmt.Sprint(port))
 	c := newClient()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -284,24 +284,7 @@ func TestGatewayGlobalRateLimit(t *testing.T) {
 	} else {
 		l.Close()
 	}
-	m.WriteConfig("gateway.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: ingress, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: %d, name: http, protocol: HTTP}
-    hosts: [api.example.com]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: api, namespace: istio-system}
-spec:
-  hosts: [api.example.com]
-  gateways: [ingress]
-  http:
-  - route: [{destination: {host: web.default.svc.cluster.local, port: {number: 8080}}}]
----
+	m.WriteConfig("gateway.yaml", apiGatewayYAML(port)+`---
 apiVersion: networking.weft.dev/v1alpha1
 kind: RateLimit
 metadata: {name: edge, namespace: istio-system}
@@ -315,7 +298,7 @@ spec:
     descriptors:
     - actions:
       - requestHeader: {header: x-user, key: user}
-`, port))
+`)
 	c := newClient()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +22,8 @@ import (
 
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/controlplane"
+	"weft.dev/weft/internal/echo"
+	"weft.dev/weft/internal/localmesh"
 )
 
 // extAuthzServer is an external authorization service on loopback that
@@ -245,4 +248,110 @@ spec:
 	if len(az.grpcPrincipals) == 0 || az.grpcPrincipals[len(az.grpcPrincipals)-1] != "spiffe://cluster.local/ns/default/sa/frontend" {
 		t.Errorf("gRPC checks' source principals %q, want the frontend's identity", az.grpcPrincipals)
 	}
+}
+
+// TestGatewayExtAuthzLoginRedirect: the oauth2-proxy pattern at an
+// ingress gateway — a CUSTOM policy selecting the gateway sends every
+// request's cookies to an HTTP authorization service, which answers a
+// browser without a session 302 to its login page (with a cookie), and
+// a request with the session 200 with the user's name. The client gets
+// the redirect and the cookie (headersToDownstreamOnDeny); the
+// application gets the user (headersToUpstreamOnAllow) and never a
+// request without a session.
+func TestGatewayExtAuthzLoginRedirect(t *testing.T) {
+	ip := nextIP()
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	authz := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, err := r.Cookie("session"); err == nil && c.Value == "alice" {
+			w.Header().Set("X-Auth-Request-User", "alice")
+			return
+		}
+		w.Header().Set("Set-Cookie", "csrf=1; Path=/")
+		w.Header().Set("X-Internal", "not for the client")
+		http.Redirect(w, r, "https://login.example.com/start?rd="+r.Host+r.URL.RequestURI(), http.StatusFound)
+	})}
+	go authz.Serve(l)
+	t.Cleanup(func() { authz.Close() })
+
+	mc, _, err := config.ParseMeshConfig("mesh-config.yaml", []byte(`
+extensionProviders:
+- name: login-check
+  envoyExtAuthzHttp:
+    service: login-check.default.svc.cluster.local
+    port: 4180
+    includeRequestHeadersInCheck: ["cookie"]
+    headersToUpstreamOnAllow: ["x-auth-request-*"]
+    headersToDownstreamOnDeny: ["set-cookie"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMesh(t, func(o *controlplane.Options) { o.MeshConfig = mc })
+	m.Service("web", "HTTP", "v1")
+	gw := m.startGateway("ingress", "istio-system", map[string]string{"istio": "ingressgateway"}, "")
+	port, err := localmesh.FreePort(gw.Opts.IP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.WriteConfig("gateway.yaml", apiGatewayYAML(port)+fmt.Sprintf(`---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: login-check, namespace: default}
+spec:
+  hosts: [login-check.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 4180, name: http, protocol: HTTP}]
+  endpoints: [{address: %s, ports: {http: %d}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: login, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: CUSTOM
+  provider: {name: login-check}
+  rules: [{}]
+`, ip, l.Addr().(*net.TCPAddr).Port))
+	c := gatewayClient(net.JoinHostPort(gw.Opts.IP, fmt.Sprint(port)), nil)
+	Eventually(t, 20*time.Second, "the gateway sending browsers to log in", func() error {
+		resp, err := c.Get("http://api.example.com/orders?page=2")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusFound {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		if loc := resp.Header.Get("Location"); loc != "https://login.example.com/start?rd=api.example.com/orders?page=2" {
+			return fmt.Errorf("Location %q", loc)
+		}
+		if resp.Header.Get("Set-Cookie") != "csrf=1; Path=/" || resp.Header.Get("X-Internal") != "" {
+			return fmt.Errorf("headers %v: want the cookie and not x-internal", resp.Header)
+		}
+		return nil
+	})
+	req, _ := http.NewRequest("GET", "http://api.example.com/orders", nil)
+	req.AddCookie(&http.Cookie{Name: "session", Value: "alice"})
+	code, _, r, err := gwGetReq(c, req)
+	if err != nil || code != 200 || r.Headers["x-auth-request-user"] != "alice" {
+		t.Fatalf("with a session: %d %v, upstream headers %v; want 200 with x-auth-request-user: alice", code, err, r.Headers)
+	}
+}
+
+// gwGetReq sends req through c and returns the status, the body and the
+// echo reply.
+func gwGetReq(c *http.Client, req *http.Request) (int, string, echo.Reply, error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", echo.Reply{}, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var r echo.Reply
+	_ = json.Unmarshal(b, &r)
+	return resp.StatusCode, string(b), r, nil
 }

@@ -112,3 +112,44 @@ spec:
 		{name: "blocked address", path: "/private", code: 403, body: denied},
 	})
 }
+
+// TestGatewaySecurityTargetRef: an AuthorizationPolicy attached with
+// targetRef to a Gateway API Gateway applies to that Gateway's proxy (the
+// one labelled gateway.networking.k8s.io/gateway-name with its name, in
+// its namespace) and not to another gateway of the namespace.
+func TestGatewaySecurityTargetRef(t *testing.T) {
+	m := NewMesh(t)
+	m.Service("web", "HTTP", "v1")
+	edge := m.startGateway("edge", "istio-system", map[string]string{"istio": "ingressgateway", "gateway.networking.k8s.io/gateway-name": "edge"}, "")
+	other := m.startGateway("other", "istio-system", map[string]string{"istio": "ingressgateway", "gateway.networking.k8s.io/gateway-name": "other"}, "")
+	port, err := localmesh.FreePort(edge.Opts.IP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := net.Listen("tcp", net.JoinHostPort(other.Opts.IP, fmt.Sprint(port))); err != nil {
+		t.Skipf("port %d is not free on %s too: %v", port, other.Opts.IP, err)
+	} else {
+		l.Close()
+	}
+	m.WriteConfig("gateway.yaml", apiGatewayYAML(port)+`---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: edge-admin, namespace: istio-system}
+spec:
+  targetRef: {group: gateway.networking.k8s.io, kind: Gateway, name: edge}
+  action: DENY
+  rules:
+  - to:
+    - operation: {paths: ["/admin"]}
+`)
+	c := newClient()
+	edgeAddr := net.JoinHostPort(edge.Opts.IP, fmt.Sprint(port))
+	otherAddr := net.JoinHostPort(other.Opts.IP, fmt.Sprint(port))
+	eventuallyAll(t, "the targetRef policy on edge", c, edgeAddr, "api.example.com", []expect{
+		{name: "edge /admin", path: "/admin", code: 403, body: denied},
+		{name: "edge /", path: "/", code: 200},
+	})
+	eventuallyAll(t, "no policy on the other gateway", c, otherAddr, "api.example.com", []expect{
+		{name: "other /admin", path: "/admin", code: 200},
+	})
+}

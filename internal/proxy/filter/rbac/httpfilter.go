@@ -204,10 +204,7 @@ func (h *httpFilter) DecodeHeaders(s *filter.Stream) filter.Status {
 		// for the policy its shadow rules matched.
 		mergeMetadata(s, md)
 	}
-	if c.f.ShadowRulesStatPrefix() == ExtAuthzShadowPrefix {
-		// CUSTOM's rules only say which requests the ext_authz filter
-		// checks: a match is not a dry-run denial.
-	} else if d.Shadow.Evaluated && !d.Shadow.Allowed {
+	if c.f.dryRunDenied(d) {
 		inc(c.shadowDenied, d.Shadow.Policy)
 		if h.log != nil && h.log.Enabled(s.Request.Context(), slog.LevelDebug) {
 			h.log.Debug("dry-run RBAC policy would deny the request", append(requestAttrs(req), "shadow_policy", orNone(d.Shadow.Policy))...)
@@ -316,6 +313,13 @@ func newRequest(s *filter.Stream) *Request {
 // ExtAuthzShadowPrefix is the shadow_rules_stat_prefix of the RBAC filter
 // Istio puts before an ext_authz filter (AuthorizationPolicy CUSTOM).
 const ExtAuthzShadowPrefix = "istio_ext_authz_"
+
+// dryRunDenied reports whether d's shadow rules would have refused the
+// request: dry-run policies, not the shadow rules of CUSTOM, which only
+// select what the ext_authz filter after them checks.
+func (f *Filter) dryRunDenied(d Decision) bool {
+	return d.Shadow.Evaluated && !d.Shadow.Allowed && f.shadowPrefix != ExtAuthzShadowPrefix
+}
 
 // mergeMetadata adds md's fields to the RBAC namespace of the request's
 // dynamic metadata, as Envoy merges a filter's metadata: a later RBAC

@@ -91,9 +91,7 @@ func (c *ConnFilter) AllowsWith(conn *filter.Connection, md map[string]any) bool
 			merged[k] = v
 		}
 	}
-	if e.f.ShadowRulesStatPrefix() == ExtAuthzShadowPrefix {
-		// CUSTOM's rules only say which connections ext_authz checks.
-	} else if d.Shadow.Evaluated && !d.Shadow.Allowed {
+	if e.f.dryRunDenied(d) {
 		inc(e.shadowDenied, d.Shadow.Policy)
 		if c.log != nil {
 			c.log.Debug("dry-run RBAC policy would refuse the connection", append(connAttrs(req), "shadow_policy", orNone(d.Shadow.Policy))...)

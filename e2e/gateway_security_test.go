@@ -113,12 +113,14 @@ spec:
 	})
 }
 
-// TestGatewaySecurityTargetRef: an AuthorizationPolicy attached with
-// targetRef to a Gateway API Gateway applies to that Gateway's proxy (the
-// one labelled gateway.networking.k8s.io/gateway-name with its name, in
-// its namespace) and not to another gateway of the namespace.
+// TestGatewaySecurityTargetRef: an AuthorizationPolicy and a
+// RequestAuthentication (keys from its jwksUri) attached with targetRef
+// to a Gateway API Gateway apply to that Gateway's proxy (the one
+// labelled gateway.networking.k8s.io/gateway-name with its name, in its
+// namespace) and not to another gateway of the namespace.
 func TestGatewaySecurityTargetRef(t *testing.T) {
-	m := NewMesh(t)
+	is := newIssuer(t)
+	m := NewMesh(t, func(o *controlplane.Options) { o.JWKSRefresh = 200 * time.Millisecond })
 	m.Service("web", "HTTP", "v1")
 	edge := m.startGateway("edge", "istio-system", map[string]string{"istio": "ingressgateway", "gateway.networking.k8s.io/gateway-name": "edge"}, "")
 	other := m.startGateway("other", "istio-system", map[string]string{"istio": "ingressgateway", "gateway.networking.k8s.io/gateway-name": "other"}, "")
@@ -131,7 +133,7 @@ func TestGatewaySecurityTargetRef(t *testing.T) {
 	} else {
 		l.Close()
 	}
-	m.WriteConfig("gateway.yaml", apiGatewayYAML(port)+`---
+	m.WriteConfig("gateway.yaml", apiGatewayYAML(port)+fmt.Sprintf(`---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: edge-admin, namespace: istio-system}
@@ -141,15 +143,31 @@ spec:
   rules:
   - to:
     - operation: {paths: ["/admin"]}
-`)
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: edge-jwt, namespace: istio-system}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: edge}]
+  jwtRules:
+  - issuer: %s
+    jwksUri: %s/jwks
+`, is.URL, is.URL))
 	c := newClient()
 	edgeAddr := net.JoinHostPort(edge.Opts.IP, fmt.Sprint(port))
 	otherAddr := net.JoinHostPort(other.Opts.IP, fmt.Sprint(port))
-	eventuallyAll(t, "the targetRef policy on edge", c, edgeAddr, "api.example.com", []expect{
+	valid := bearer(is.token(t, nil))
+	expired := bearer(is.token(t, map[string]any{"exp": time.Now().Add(-time.Hour).Unix()}))
+	// The RequestAuthentication's keys are fetched from its jwksUri: a
+	// valid token passes, an expired one is refused.
+	eventuallyAll(t, "the targetRef policies on edge", c, edgeAddr, "api.example.com", []expect{
 		{name: "edge /admin", path: "/admin", code: 403, body: denied},
 		{name: "edge /", path: "/", code: 200},
+		{name: "edge, valid token", path: "/", hdr: valid, code: 200},
+		{name: "edge, expired token", path: "/", hdr: expired, code: 401, body: "Jwt is expired"},
 	})
 	eventuallyAll(t, "no policy on the other gateway", c, otherAddr, "api.example.com", []expect{
 		{name: "other /admin", path: "/admin", code: 200},
+		{name: "other, expired token", path: "/", hdr: expired, code: 200},
 	})
 }

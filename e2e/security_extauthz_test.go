@@ -235,6 +235,10 @@ spec:
 		t.Errorf("headers upstream after the gRPC check: %v, want x-ext-authz-check-result set and x-ext-authz removed", r.Headers)
 	}
 
+	if want := `no extension provider \"not-configured\"`; !strings.Contains(m.Logs(), want) {
+		t.Errorf("the control plane's log does not say why default/ext-authz-missing fails closed (%s)", want)
+	}
+
 	az.mu.Lock()
 	defer az.mu.Unlock()
 	if !slices.Contains(az.httpChecks, "GET /check/http/b?q=1 weft") {

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	meshconfig "istio.io/api/mesh/v1alpha1"
+	security "istio.io/api/security/v1beta1"
 
 	"weft.dev/weft/internal/ca"
 	"weft.dev/weft/internal/config"
@@ -412,8 +414,24 @@ func (c *ControlPlane) publish(cfg *config.Snapshot) {
 	c.publishedOnce.Do(func() { close(c.published) })
 	if prev == nil || prev.Config != cfg {
 		c.log.Info("config applied", "version", m.Version, "services", len(reg.Services()), "diagnostics", len(cfg.Diagnostics))
+		c.warnCustomProviders(m, cfg)
 	} else {
 		c.log.Debug("registry change pushed", "version", m.Version, "services", len(reg.Services()))
+	}
+}
+
+// warnCustomProviders logs each CUSTOM AuthorizationPolicy whose
+// extension provider cannot be used: the config store cannot tell (the
+// providers are the mesh config's), and its requests are then denied.
+func (c *ControlPlane) warnCustomProviders(m *mesh.Snapshot, cfg *config.Snapshot) {
+	for _, ap := range cfg.AuthorizationPolicies {
+		if ap.Spec.GetAction() != security.AuthorizationPolicy_CUSTOM {
+			continue
+		}
+		if _, why := m.ExtAuthzProvider(ap.Spec.GetProvider().GetName()); why != "" {
+			c.log.Warn("CUSTOM AuthorizationPolicy fails closed: the requests its rules match are denied",
+				"policy", ap.Namespace+"/"+ap.Name, "file", ap.File, "reason", why)
+		}
 	}
 }
 
@@ -426,13 +444,13 @@ func (c *ControlPlane) meshOptions() mesh.Options {
 
 // jwtSources lists the key sources of the JWT rules in force that do not
 // carry their keys inline, with the rules that use each. Rules of
-// policies attached with targetRef apply to gateways only and are left
-// out.
+// policies attached with targetRef are left out unless a target is a
+// Gateway API Gateway (the only targets Weft applies them to).
 func jwtSources(cfg *config.Snapshot) []jwks.Want {
 	var out []jwks.Want
 	index := map[jwks.Source]int{}
 	for _, ra := range cfg.RequestAuthentications {
-		if ra.Spec.GetTargetRef() != nil || len(ra.Spec.GetTargetRefs()) > 0 {
+		if targets := config.PolicyTargets(ra.Spec.GetTargetRef(), ra.Spec.GetTargetRefs()); len(targets) > 0 && !slices.ContainsFunc(targets, config.IsGatewayTarget) {
 			continue
 		}
 		for i, r := range ra.Spec.GetJwtRules() {

@@ -171,18 +171,11 @@ func (x *ScopeIndex) For(ns string, labels map[string]string) *Visibility {
 func extAuthzServices(s *Snapshot) []hostPort {
 	var out []hostPort
 	for _, p := range s.Telemetry.MeshConfig().GetExtensionProviders() {
-		svc, port := p.GetEnvoyExtAuthzHttp().GetService(), p.GetEnvoyExtAuthzHttp().GetPort()
-		if g := p.GetEnvoyExtAuthzGrpc(); g != nil {
-			svc, port = g.GetService(), g.GetPort()
-		}
-		if svc == "" {
+		if p.GetEnvoyExtAuthzHttp() == nil && p.GetEnvoyExtAuthzGrpc() == nil {
 			continue
 		}
-		if _, host, ok := strings.Cut(svc, "/"); ok {
-			svc = host
-		}
-		if s.Registry.Service(svc) != nil {
-			out = append(out, hostPort{svc, port})
+		if host := ExtAuthzHost(p); s.Registry.Service(host) != nil {
+			out = append(out, hostPort{host, ExtAuthzPort(p)})
 		}
 	}
 	return out

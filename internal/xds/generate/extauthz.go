@@ -203,50 +203,15 @@ func extAuthzEnabledBy(provider string) *matcher.MetadataMatcher {
 	}
 }
 
-// ExtAuthzProvider finds an extension provider of the mesh config and
-// says why Weft cannot use it for CUSTOM policies ("" when it can).
-func ExtAuthzProvider(s *mesh.Snapshot, name string) (*meshconfig.MeshConfig_ExtensionProvider, string) {
-	for _, p := range s.Telemetry.MeshConfig().GetExtensionProviders() {
-		if p.GetName() != name {
-			continue
-		}
-		if p.GetEnvoyExtAuthzHttp() == nil && p.GetEnvoyExtAuthzGrpc() == nil {
-			return p, fmt.Sprintf("extension provider %q is not an envoyExtAuthzHttp or envoyExtAuthzGrpc provider", name)
-		}
-		if why := config.ExtAuthzProblem(p); why != "" {
-			return p, fmt.Sprintf("extension provider %q: %s", name, why)
-		}
-		host := extAuthzHost(p)
-		if s.Registry.Service(host) == nil {
-			return p, fmt.Sprintf("extension provider %q: service %q is not in the mesh's registry", name, host)
-		}
-		return p, ""
-	}
-	return nil, fmt.Sprintf("no extension provider %q in meshConfig.extensionProviders", name)
-}
-
-// extAuthzHost is the hostname of a provider's service, written
-// "[<namespace>/]<hostname>".
-func extAuthzHost(p *meshconfig.MeshConfig_ExtensionProvider) string {
-	svc := p.GetEnvoyExtAuthzHttp().GetService()
-	if g := p.GetEnvoyExtAuthzGrpc(); g != nil {
-		svc = g.GetService()
-	}
-	if _, host, ok := strings.Cut(svc, "/"); ok {
-		return host
-	}
-	return svc
-}
-
 // extAuthzConfig is Istio's buildExtAuthzHTTP / buildExtAuthzGRPC for a
 // provider (filter_enabled_metadata left to the caller); nil when Weft
 // cannot use it.
 func extAuthzConfig(s *mesh.Snapshot, name string) (*extauthzv3.ExtAuthz, *meshconfig.MeshConfig_ExtensionProvider) {
-	p, why := ExtAuthzProvider(s, name)
+	p, why := s.ExtAuthzProvider(name)
 	if why != "" {
 		return nil, p
 	}
-	host := extAuthzHost(p)
+	host := mesh.ExtAuthzHost(p)
 	out := &extauthzv3.ExtAuthz{TransportApiVersion: core.ApiVersion_V3}
 	if h := p.GetEnvoyExtAuthzHttp(); h != nil {
 		cluster := contract.ClusterName(contract.Outbound, h.GetPort(), "", host)

@@ -148,7 +148,7 @@ func TestExtAuthzProviderProblems(t *testing.T) {
 		"missing":               `no extension provider "missing"`,
 		"envoy":                 "not an envoyExtAuthzHttp or envoyExtAuthzGrpc provider",
 	} {
-		_, why := ExtAuthzProvider(s, name)
+		_, why := s.ExtAuthzProvider(name)
 		if want == "" && why != "" || !strings.Contains(why, want) {
 			t.Errorf("%s: %q, want %q", name, why, want)
 		}

@@ -18,9 +18,11 @@
 // them (MADV_DONTNEED on a mapping none of whose pages was copied on
 // write), so once every process has, start-up-only pages are clean,
 // unmapped page cache, which the kernel drops first when memory is needed.
-// Nothing that would need swap is touched. The mappings are then advised
-// MADV_RANDOM: a page needed again is read back alone, without the
-// read-ahead around it that would make neighbouring pages resident too.
+// Nothing that would need swap is touched. The mappings, the writable one
+// (initialised data) included, are then advised MADV_RANDOM: a page
+// needed again is read back alone, without the read-ahead around it that
+// would make neighbouring pages resident too (Linux 6.16 and later read
+// ahead on a fault in the code mapping regardless).
 // Last, the file's cached pages that no process maps are dropped
 // (posix_fadvise POSIX_FADV_DONTNEED): left cached, a page fault maps the
 // cached pages around the one it needs too (fault-around), and a loaded

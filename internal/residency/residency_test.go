@@ -24,7 +24,11 @@ const mapsFixture = `00400000-01a00000 r-xp 00000000 08:02 173521 /usr/local/bin
 `
 
 func TestReadOnlyMappings(t *testing.T) {
-	got := readOnlyMappings([]byte(mapsFixture), "/usr/local/bin/weft proxy")
+	all := exeMappings([]byte(mapsFixture), "/usr/local/bin/weft proxy")
+	if len(all) != 3 || !all[2].writable || all[2].start != 0x2c00000 {
+		t.Errorf("the writable mapping of the file is not listed as such: %+v", all)
+	}
+	got := readOnly(all)
 	want := []addrRange{{start: 0x400000, end: 0x1a00000}, {start: 0x1a00000, end: 0x2c00000}}
 	if len(got) != len(want) {
 		t.Fatalf("mappings = %+v, want %+v", got, want)
@@ -34,7 +38,7 @@ func TestReadOnlyMappings(t *testing.T) {
 			t.Errorf("mapping %d = %+v, want %+v", i, got[i], want[i])
 		}
 	}
-	if got := readOnlyMappings([]byte(mapsFixture), "/usr/local/bin/weft"); len(got) != 0 {
+	if got := exeMappings([]byte(mapsFixture), "/usr/local/bin/weft"); len(got) != 0 {
 		t.Errorf("a path that is a prefix of the mapped one matched: %+v", got)
 	}
 }
@@ -52,7 +56,7 @@ Anonymous:             8 kB
 02c00000-02d00000 rw-p 02800000 08:02 173521 /bin/p
 Anonymous:            64 kB
 `
-	got := readOnlyMappings([]byte(smaps), "/bin/p")
+	got := readOnly(exeMappings([]byte(smaps), "/bin/p"))
 	want := []addrRange{{start: 0x400000, end: 0x1a00000, clean: true}, {start: 0x1a00000, end: 0x2c00000}}
 	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("mappings = %+v, want %+v", got, want)

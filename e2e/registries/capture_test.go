@@ -2,6 +2,7 @@ package registries
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -255,6 +256,90 @@ func TestCaptureVIPRouting(t *testing.T) {
 	if !mtls {
 		t.Errorf("backend-v1's sidecar did not count mutual TLS requests from the client:\n%s", grepLines(metrics, "istio_requests_total"))
 	}
+
+	// STRICT mutual TLS covers the ports no service declares too, as
+	// Istio's passthrough chains do: plaintext to backend-v1's 9000 is
+	// refused, from the client pod (whose sidecar passes it through as
+	// it came) and from outside the mesh, while the mesh's own traffic
+	// keeps working; the workload's portLevelMtls sets 9000 back to
+	// DISABLE, and only 9000.
+	writeFile(t, filepath.Join(m.cfg, "strict.yaml"), `
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: shop}
+spec:
+  mtls: {mode: STRICT}
+`)
+	refused := func(ns *testenv.Netns, port string) func() error {
+		return func() error {
+			if got, err := echoTCP(ns, v1.IP+":"+port); err == nil {
+				return fmt.Errorf("%s:%s answered %q in plaintext", v1.IP, port, got)
+			}
+			return nil
+		}
+	}
+	eventually(t, 20*time.Second, "STRICT refuses plaintext on an undeclared port", refused(client, "9000"))
+	for _, check := range []func() error{refused(client, "9000"), refused(nil, "9000"), refused(nil, "9001")} {
+		if err := check(); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := call(nil); err != nil {
+		t.Errorf("the VIP under STRICT: %v", err)
+	}
+	writeFile(t, filepath.Join(m.cfg, "strict.yaml"), `
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: shop}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: backend-9000, namespace: shop}
+spec:
+  selector: {matchLabels: {app: backend}}
+  portLevelMtls:
+    9000: {mode: DISABLE}
+`)
+	eventually(t, 20*time.Second, "portLevelMtls DISABLE on the undeclared 9000", func() error {
+		got, err := echoTCP(client, v1.IP+":9000")
+		if err != nil || got != "echo:ping" {
+			return fmt.Errorf("%q %v", got, err)
+		}
+		return nil
+	})
+	if got, err := echoTCP(nil, v1.IP+":9000"); err != nil || got != "echo:ping" {
+		t.Errorf("9000 from outside the mesh with portLevelMtls DISABLE: %q %v", got, err)
+	}
+	if err := refused(nil, "9001")(); err != nil {
+		t.Errorf("9001 (still STRICT): %v", err)
+	}
+}
+
+// echoTCP sends "ping" to addr, from the namespace ns (nil: the host),
+// and returns what the server answered until it closed the connection.
+func echoTCP(ns *testenv.Netns, addr string) (string, error) {
+	var got string
+	dial := func() error {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "ping")
+		b, err := io.ReadAll(c)
+		got = string(b)
+		if err == nil && got == "" {
+			err = errors.New("closed without an answer")
+		}
+		return err
+	}
+	if ns == nil {
+		return got, dial()
+	}
+	return got, ns.Do(dial)
 }
 
 // checkSplitAndHeader sends 300 calls and wants backend's 90/10 split

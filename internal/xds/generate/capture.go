@@ -2,9 +2,10 @@ package generate
 
 import (
 	"fmt"
-	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	"net/netip"
 	"slices"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/registry"
 	"weft.dev/weft/internal/xds/contract"
@@ -247,25 +249,26 @@ func outboundRoutesForPort(s *mesh.Snapshot, id contract.Identity, port uint32) 
 // inbound|P||. Any other port goes to the application unchanged
 // (InboundPassthroughClusterIpv4; for a proxy with an IPv6 address, a
 // chain matching ::/0 sends IPv6 destinations to
-// InboundPassthroughClusterIpv6), as Istio does for undeclared ports.
-// It returns the listener and the inbound clusters, passthrough included.
+// InboundPassthroughClusterIpv6), as Istio does for undeclared ports,
+// with the mutual TLS the workload's PeerAuthentication asks for
+// (undeclaredPortChains). It returns the listener and the inbound clusters,
+// passthrough included.
 func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {
-	logs := tcpAccessLogs(s, id.Namespace, id.Labels, mesh.ModeServer)
-	// Connections to ports no service declares pass through to the
-	// application, under the policies of the proxy's own workload.
-	self := workload{namespace: id.Namespace, labels: id.Labels}
 	l := &listener.Listener{
 		Name:             contract.ListenerVirtualInbound,
 		Address:          dualStackAddress(contract.VirtualInboundPort),
 		TrafficDirection: core.TrafficDirection_INBOUND,
 		UseOriginalDst:   wrapperspb.Bool(true),
 		ListenerFilters:  []*listener.ListenerFilter{originalDstFilter(), tlsInspector()},
-		DefaultFilterChain: &listener.FilterChain{
-			Name:    contract.ClusterInboundPassthroughIPv4,
-			Filters: append(tcpRBACFilters(s, self), tcpProxyFilter(contract.ClusterInboundPassthroughIPv4, contract.ClusterInboundPassthroughIPv4, logs)),
-		},
 	}
 	ports := workloadPorts(s, id, true)
+	pass := undeclaredPortChains(s, id, ports, contract.ClusterInboundPassthroughIPv4, nil)
+	if len(pass) == 1 && pass[0].FilterChainMatch == nil && pass[0].TransportSocket == nil {
+		// Plaintext on every undeclared port: the default chain.
+		l.DefaultFilterChain = pass[0]
+	} else {
+		l.FilterChains = append(l.FilterChains, pass...)
+	}
 	var (
 		cs      []types.Resource
 		sniffed []uint32
@@ -327,14 +330,69 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 	}
 	cs = append(cs, inboundPassthroughCluster(contract.ClusterInboundPassthroughIPv4, contract.InboundPassthroughSourceIPv4))
 	if hasIPv6(id.IPs) {
-		l.FilterChains = append(l.FilterChains, &listener.FilterChain{
-			Name:             contract.ClusterInboundPassthroughIPv6,
-			FilterChainMatch: &listener.FilterChainMatch{PrefixRanges: []*core.CidrRange{{AddressPrefix: "::", PrefixLen: wrapperspb.UInt32(0)}}},
-			Filters:          append(tcpRBACFilters(s, self), tcpProxyFilter(contract.ClusterInboundPassthroughIPv6, contract.ClusterInboundPassthroughIPv6, logs)),
-		})
+		l.FilterChains = append(l.FilterChains, undeclaredPortChains(s, id, ports, contract.ClusterInboundPassthroughIPv6,
+			[]*core.CidrRange{{AddressPrefix: "::", PrefixLen: wrapperspb.UInt32(0)}})...)
 		cs = append(cs, inboundPassthroughCluster(contract.ClusterInboundPassthroughIPv6, contract.InboundPassthroughSourceIPv6))
 	}
 	return l, cs
+}
+
+// undeclaredPortChains are the chains of connections to ports no service
+// declares (Istio's buildInboundPassthroughChains): relayed to the
+// application as they came, through cluster, under the network RBAC of
+// the proxy's own workload, and accepted as its PeerAuthentication says —
+// its mode for any such port, and for each port of its portLevelMtls that
+// no service declares, that port's mode on chains matching the port
+// (Istio's ForPassthrough). So STRICT refuses plaintext on every port of
+// the workload, not only on the ports its services name. PERMISSIVE (and
+// DISABLE) relay the bytes as they came: TLS on a port no service
+// declares is the application's own (an HTTPS endpoint, an admission
+// webhook the API server calls), which Istio tells from its sidecars'
+// mutual TLS by the ALPN they add; Weft's sidecars send mutual TLS only to
+// declared ports, so none is terminated here. prefixes, when set, is the
+// destination range the chains match (the IPv6 ones).
+func undeclaredPortChains(s *mesh.Snapshot, id contract.Identity, declared []*workloadPort, cluster string, prefixes []*core.CidrRange) []*listener.FilterChain {
+	self := workload{namespace: id.Namespace, labels: id.Labels}
+	logs := tcpAccessLogs(s, id.Namespace, id.Labels, mesh.ModeServer)
+	eff := s.PeerAuthn.Effective(id.Namespace, id.Labels)
+	build := func(port uint32, mode config.MTLSMode) []*listener.FilterChain {
+		if mode == config.MTLSPermissive {
+			mode = config.MTLSDisable
+		}
+		plain := &listener.FilterChain{Filters: append(tcpRBACFilters(s, self), tcpProxyFilter(cluster, cluster, logs))}
+		_, chains := inboundChains(mode, id.MTLS, plain)
+		for _, fc := range chains {
+			fc.Name = cluster
+			if port != 0 || len(prefixes) > 0 {
+				if fc.FilterChainMatch == nil {
+					fc.FilterChainMatch = &listener.FilterChainMatch{}
+				}
+				fc.FilterChainMatch.PrefixRanges = prefixes
+				if port != 0 {
+					fc.FilterChainMatch.DestinationPort = wrapperspb.UInt32(port)
+					fc.Name += fmt.Sprintf("_%d", port)
+				}
+			}
+			if tp := fc.FilterChainMatch.GetTransportProtocol(); tp != "" {
+				fc.Name += "_" + tp
+			} else if fc.TransportSocket != nil {
+				fc.Name += "_tls"
+			}
+		}
+		return chains
+	}
+	out := build(0, eff.Mode)
+	ports := make([]uint32, 0, len(eff.PerPort))
+	for p := range eff.PerPort {
+		if !slices.ContainsFunc(declared, func(wp *workloadPort) bool { return wp.port == p }) {
+			ports = append(ports, p)
+		}
+	}
+	slices.Sort(ports)
+	for _, p := range ports {
+		out = append(out, build(p, eff.PerPort[p])...)
+	}
+	return out
 }
 
 // hasIPv6 reports whether any of ips is an IPv6 address (not IPv4-mapped).

@@ -102,6 +102,9 @@ func captureCases() []goldenCase {
 		},
 		{
 			// STRICT mesh-wide, port 9090 back to DISABLE: per port chains.
+			// Ports no service declares pass through under mutual TLS
+			// too, except 8443, which portLevelMtls sets back to DISABLE
+			// (a passthrough chain of its own, plaintext).
 			name: "capture_inbound_strict",
 			mesh: func() *mesh.Snapshot {
 				return securityMesh(captureMesh+`
@@ -119,6 +122,7 @@ spec:
   selector: {matchLabels: {app: reviews}}
   portLevelMtls:
     9090: {mode: DISABLE}
+    8443: {mode: DISABLE}
 `, mesh.Options{})
 			},
 			proxy: capturedProxy(reviewsProxy),

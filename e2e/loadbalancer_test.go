@@ -382,8 +382,10 @@ spec:
 }
 
 // TestLocalityFailover: a client in r1/z1, two endpoints in its zone and
-// two in r1/z2, localityLbSetting enabled with outlier detection (Istio
-// fails over only then). All traffic stays in z1; when both z1 sidecars
+// two in r1/z2, a DestinationRule with outlier detection and no
+// localityLbSetting: locality load balancing is on mesh-wide by default,
+// as in Istio, and fails over only with outlier detection. (An explicit
+// localityLbSetting: e2e/retry_localities_test.go.) All traffic stays in z1; when both z1 sidecars
 // stop, outlier detection ejects them, z1's priority has no healthy share
 // and traffic moves to z2; when they come back (new sidecars on the same
 // addresses) and the ejection ends, traffic returns to z1.
@@ -403,7 +405,6 @@ spec:
   trafficPolicy:
     loadBalancer:
       simple: ROUND_ROBIN
-      localityLbSetting: {enabled: true}
     outlierDetection:
       consecutive5xxErrors: 1
       interval: 100ms

@@ -14,7 +14,9 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	meshconfig "istio.io/api/mesh/v1alpha1"
+	networking "istio.io/api/networking/v1alpha3"
 
 	"weft.dev/weft/internal/proxy/accesslog"
 )
@@ -26,8 +28,9 @@ import (
 // document from `weft serve --mesh-config FILE`, once at start, into
 // istio.io/api's MeshConfig, and uses what the Telemetry API needs of it:
 // extensionProviders, defaultProviders, and the legacy access log fields
-// (accessLogFile, accessLogFormat, accessLogEncoding), and dnsRefreshRate
-// for the clusters of DNS-resolved ServiceEntries. Other fields are
+// (accessLogFile, accessLogFormat, accessLogEncoding), dnsRefreshRate
+// for the clusters of DNS-resolved ServiceEntries, and localityLbSetting,
+// the locality load balancing of every DestinationRule that sets none. Other fields are
 // accepted (an Istio mesh config loads unchanged) and reported as not read
 // by Weft: several of them have a `weft serve` flag instead.
 
@@ -45,7 +48,7 @@ const BuiltinMetricsProvider = "prometheus"
 var meshConfigRead = map[string]bool{
 	"extensionProviders": true, "defaultProviders": true,
 	"accessLogFile": true, "accessLogFormat": true, "accessLogEncoding": true,
-	"dnsRefreshRate": true,
+	"dnsRefreshRate": true, "localityLbSetting": true,
 }
 
 // meshConfigFlags names the `weft serve` flag that replaces a MeshConfig
@@ -58,10 +61,13 @@ var meshConfigFlags = map[string]string{
 
 // DefaultMeshConfig is Istio's default MeshConfig as far as Weft reads it:
 // the built-in "envoy" access log provider, no default providers, text
-// access logs.
+// access logs, locality load balancing enabled (localityLbSetting:
+// {enabled: true}: a DestinationRule with outlier detection keeps a
+// proxy's traffic in its locality while it has healthy endpoints).
 func DefaultMeshConfig() *meshconfig.MeshConfig {
 	return &meshconfig.MeshConfig{
-		DefaultProviders: &meshconfig.MeshConfig_DefaultProviders{Metrics: []string{BuiltinMetricsProvider}},
+		LocalityLbSetting: &networking.LocalityLoadBalancerSetting{Enabled: wrapperspb.Bool(true)},
+		DefaultProviders:  &meshconfig.MeshConfig_DefaultProviders{Metrics: []string{BuiltinMetricsProvider}},
 		ExtensionProviders: []*meshconfig.MeshConfig_ExtensionProvider{{
 			Name: BuiltinMetricsProvider,
 			Provider: &meshconfig.MeshConfig_ExtensionProvider_Prometheus{
@@ -182,6 +188,15 @@ func applyMeshConfig(user *meshconfig.MeshConfig) *meshconfig.MeshConfig {
 	out := DefaultMeshConfig()
 	defaults := out.ExtensionProviders
 	proto.Merge(out, user)
+	// A message the user writes replaces the default's rather than merge
+	// into it, where merging would lose a false: enabled: false in a
+	// BoolValue is its zero value, which proto.Merge does not copy.
+	if l := user.GetLocalityLbSetting(); l != nil {
+		out.LocalityLbSetting = proto.Clone(l).(*networking.LocalityLoadBalancerSetting)
+		if l.GetEnabled() == nil {
+			out.LocalityLbSetting.Enabled = wrapperspb.Bool(true) // the default's
+		}
+	}
 	out.ExtensionProviders = defaults
 	for _, p := range user.GetExtensionProviders() {
 		replaced := false
@@ -218,6 +233,10 @@ func orDefault(names, def []string) []string {
 // fields Weft reads, and Weft's check of the access log formats (the
 // proxy must be able to render them).
 func validateMeshConfig(is *issues, mc *meshconfig.MeshConfig) {
+	// The mesh-wide setting applies only to rules with outlier detection
+	// when it fails over, so that warning of a DestinationRule's does not
+	// apply here (a non-nil outlierDetection skips it).
+	validateLocalityLB(is, "localityLbSetting", mc.GetLocalityLbSetting(), &networking.OutlierDetection{})
 	seen := map[string]bool{}
 	for i, p := range mc.GetExtensionProviders() {
 		path := fmt.Sprintf("extensionProviders[%d]", i)

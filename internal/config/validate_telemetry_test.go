@@ -239,7 +239,22 @@ defaultProviders:
 		t.Errorf("zipkin provider: err %v, warnings %v", err, zw)
 	}
 
+	// localityLbSetting: Istio's default (enabled), which the file can
+	// turn off or give failover rules, checked as a DestinationRule's are.
+	if got := DefaultMeshConfig().GetLocalityLbSetting().GetEnabled(); got == nil || !got.GetValue() {
+		t.Errorf("default localityLbSetting.enabled = %v, want true (Istio's default)", got)
+	}
+	mc, warns, err = ParseMeshConfig("mesh.yaml", []byte("localityLbSetting:\n  enabled: false\n"))
+	if err != nil || len(warns) != 0 || mc.GetLocalityLbSetting().GetEnabled().GetValue() {
+		t.Errorf("localityLbSetting {enabled: false}: %v, warnings %v, enabled %v", err, warns, mc.GetLocalityLbSetting().GetEnabled())
+	}
+	mc, _, err = ParseMeshConfig("mesh.yaml", []byte("localityLbSetting:\n  failover: [{from: us-east, to: us-west}]\n"))
+	if err != nil || !mc.GetLocalityLbSetting().GetEnabled().GetValue() || len(mc.GetLocalityLbSetting().GetFailover()) != 1 {
+		t.Errorf("localityLbSetting with failover: %v, %v", err, mc.GetLocalityLbSetting())
+	}
+
 	for _, c := range []struct{ doc, want string }{
+		{"localityLbSetting:\n  failover: [{from: us-east, to: us-east}]\n", "mesh.yaml:2:14: localityLbSetting.failover[0]: from and to must be different regions"},
 		{"extensionProviders:\n- name: x\n  envoyFileAccessLog:\n    logFormat: {text: \"%REQ(:METHOD) %FOO%\"}\n", "mesh.yaml:4:23: extensionProviders[0].envoyFileAccessLog.logFormat.text:"},
 		{"extensionProviders:\n- name: x\n  envoyFileAccessLog:\n    logFormat: {text: \"%NOPE%\"}\n", "unknown command operator %NOPE%"},
 		{"extensionProviders:\n- name: x\n  envoyFileAcessLog: {}\n", `mesh.yaml:3:3: extensionProviders[0].envoyFileAcessLog: unknown field "envoyFileAcessLog"`},

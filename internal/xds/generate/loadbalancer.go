@@ -28,7 +28,16 @@ const defaultMinRingSize = 1024
 // withLoadBalancer applies the DestinationRule's loadBalancer to an
 // outbound cluster of svc's port p (subset may be empty) and returns c.
 func withLoadBalancer(s *mesh.Snapshot, dv mesh.DRView, svc *registry.Service, p registry.Port, subset string, c *cluster.Cluster) *cluster.Cluster {
-	applyLoadBalancer(c, mergedTrafficPolicy(s, dv, svc.Hostname, p.Number, subset).GetLoadBalancer())
+	policy := mergedTrafficPolicy(s, dv, svc.Hostname, p.Number, subset)
+	applyLoadBalancer(c, policy.GetLoadBalancer())
+	if localityWeighted(effectiveLocalityLB(s, policy.GetLoadBalancer()), policy.GetOutlierDetection() != nil) {
+		if c.CommonLbConfig == nil {
+			c.CommonLbConfig = &cluster.Cluster_CommonLbConfig{}
+		}
+		c.CommonLbConfig.LocalityConfigSpecifier = &cluster.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
+			LocalityWeightedLbConfig: &cluster.Cluster_CommonLbConfig_LocalityWeightedLbConfig{},
+		}
+	}
 	return c
 }
 
@@ -38,14 +47,6 @@ func withLoadBalancer(s *mesh.Snapshot, dv mesh.DRView, svc *registry.Service, p
 func applyLoadBalancer(c *cluster.Cluster, lb *networking.LoadBalancerSettings) {
 	if lb == nil {
 		return
-	}
-	if localityLBSetting(lb) != nil {
-		if c.CommonLbConfig == nil {
-			c.CommonLbConfig = &cluster.Cluster_CommonLbConfig{}
-		}
-		c.CommonLbConfig.LocalityConfigSpecifier = &cluster.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
-			LocalityWeightedLbConfig: &cluster.Cluster_CommonLbConfig_LocalityWeightedLbConfig{},
-		}
 	}
 	switch lb.GetSimple() {
 	case networking.LoadBalancerSettings_LEAST_CONN, networking.LoadBalancerSettings_LEAST_REQUEST:
@@ -107,14 +108,34 @@ func slowStart(lb *networking.LoadBalancerSettings) *cluster.Cluster_SlowStartCo
 	return nil
 }
 
-// localityLBSetting is the loadBalancer's localityLbSetting unless it is
-// disabled (enabled: false). Weft has no mesh-wide default.
-func localityLBSetting(lb *networking.LoadBalancerSettings) *networking.LocalityLoadBalancerSetting {
+// effectiveLocalityLB is the locality setting that applies to a cluster
+// whose loadBalancer is lb, as Istio's GetEffectiveLbSetting resolves it:
+// the DestinationRule's localityLbSetting, else the mesh config's
+// (Istio's default, and Weft's: {enabled: true}); nil when the one that
+// applies is disabled (enabled: false), or when the rule sets a
+// zoneAwareLbSetting instead (which Weft does not apply).
+func effectiveLocalityLB(s *mesh.Snapshot, lb *networking.LoadBalancerSettings) *networking.LocalityLoadBalancerSetting {
+	if lb.GetZoneAwareLbSetting() != nil {
+		return nil
+	}
 	l := lb.GetLocalityLbSetting()
+	if l == nil {
+		l = s.Telemetry.MeshConfig().GetLocalityLbSetting()
+	}
 	if l == nil || (l.GetEnabled() != nil && !l.GetEnabled().GetValue()) {
 		return nil
 	}
 	return l
+}
+
+// localityWeighted is Istio's rule for a cluster's
+// locality_weighted_lb_config under locality setting l: set when l
+// distributes traffic by weights, or fails over by region or by labels
+// on a cluster with outlier detection. Otherwise it is left out: it would
+// make the cluster pick a locality first, then an endpoint in it, which
+// changes what LEAST_REQUEST and the other policies choose among.
+func localityWeighted(l *networking.LocalityLoadBalancerSetting, outlier bool) bool {
+	return l != nil && (len(l.GetDistribute()) > 0 || outlier && (len(l.GetFailover()) > 0 || len(l.GetFailoverPriority()) > 0))
 }
 
 // consistentHashToHashPolicy is Istio's mapping of consistentHash's key to
@@ -188,27 +209,34 @@ func withRouteHashPolicy(s *mesh.Snapshot, dv mesh.DRView, r *route.Route) *rout
 	return r
 }
 
-// withLocalityLB applies localityLbSetting to an outbound assignment for
-// the proxy, as Istio's ApplyLocalityLoadBalancer: distribute sets
-// locality weights; otherwise, when the cluster has outlier detection
-// (Envoy would never fail over without it), failoverPriority and failover
-// (or the default region/zone/subzone proximity) set priorities. eps are
-// the registry endpoints of cla, in its order within each locality.
+// withLocalityLB applies the locality setting in force
+// (effectiveLocalityLB: the DestinationRule's localityLbSetting, else the
+// mesh config's, enabled by default) to an outbound assignment for the
+// proxy, as Istio's ApplyLocalityLoadBalancer: distribute sets locality
+// weights; otherwise, when the cluster has outlier detection (Envoy would
+// never fail over without it), failoverPriority and failover (or the
+// default region/zone/subzone proximity) set priorities. So, as in Istio,
+// a DestinationRule with outlierDetection alone keeps a proxy's traffic
+// in its own zone while the zone has healthy endpoints. eps are the
+// registry endpoints of cla, in its order within each locality.
 func withLocalityLB(s *mesh.Snapshot, id contract.Identity, host string, port uint32, subset string, eps []*registry.Endpoint, cla *endpoint.ClusterLoadAssignment) *endpoint.ClusterLoadAssignment {
 	policy := mergedTrafficPolicy(s, drView(s, id), host, port, subset)
-	l := localityLBSetting(policy.GetLoadBalancer())
+	l := effectiveLocalityLB(s, policy.GetLoadBalancer())
 	if l == nil {
 		return cla
 	}
-	// The cluster has locality_weighted_lb_config, under which Envoy sends
-	// nothing to a locality without a weight: give each Istio's, the sum of
-	// its endpoints' weights.
-	for _, le := range cla.Endpoints {
-		var w uint32
-		for _, e := range le.GetLbEndpoints() {
-			w += max(e.GetLoadBalancingWeight().GetValue(), 1)
+	outlier := policy.GetOutlierDetection() != nil
+	if localityWeighted(l, outlier) {
+		// The cluster has locality_weighted_lb_config, under which Envoy
+		// sends nothing to a locality without a weight: give each Istio's,
+		// the sum of its endpoints' weights.
+		for _, le := range cla.Endpoints {
+			var w uint32
+			for _, e := range le.GetLbEndpoints() {
+				w += max(e.GetLoadBalancingWeight().GetValue(), 1)
+			}
+			le.LoadBalancingWeight = wrapperspb.UInt32(w)
 		}
-		le.LoadBalancingWeight = wrapperspb.UInt32(w)
 	}
 	if id.Locality == "" {
 		return cla
@@ -218,7 +246,7 @@ func withLocalityLB(s *mesh.Snapshot, id contract.Identity, host string, port ui
 		applyLocalityWeights(proxyLoc, cla, l.GetDistribute())
 		return cla
 	}
-	if policy.GetOutlierDetection() == nil {
+	if !outlier {
 		return cla
 	}
 	if len(l.GetFailoverPriority()) > 0 {

@@ -2,12 +2,15 @@ package generate
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	meshconfig "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"weft.dev/weft/internal/config"
@@ -225,4 +228,81 @@ func TestLocalityLBWithoutProxyLocality(t *testing.T) {
 		return
 	}
 	t.Fatal("no assignment for the reviews cluster")
+}
+
+// TestMeshLocalityDefault: as in Istio, locality load balancing is on
+// mesh-wide by default (mesh config localityLbSetting {enabled: true}), so
+// a DestinationRule with outlier detection and no localityLbSetting gives
+// a proxy's assignment priorities by proximity (its zone first, its
+// region next, then the rest), without locality_weighted_lb_config; a
+// mesh config that disables it, a rule that disables it, or a rule
+// without outlier detection leaves every endpoint at priority 0, and
+// then the assignment is the same for proxies of every locality.
+func TestMeshLocalityDefault(t *testing.T) {
+	eps := []*registry.Endpoint{
+		reviewsEndpoint("10.0.0.1", "v1", 9080),
+		reviewsEndpoint("10.0.0.2", "v1", 9080),
+		reviewsEndpoint("10.0.0.3", "v1", 9080),
+	}
+	eps[0].Locality, eps[1].Locality, eps[2].Locality = "us-east/us-east-1a", "us-east/us-east-1b", "us-west/us-west-1a"
+	reg := registry.NewSnapshot([]*registry.Service{reviewsService(registry.Port{Name: "http", Number: 9080, Protocol: registry.HTTP})}, eps)
+	build := func(tp *networking.TrafficPolicy, mc *meshconfig.MeshConfig) *mesh.Snapshot {
+		cfg := &config.Snapshot{Version: 1, DestinationRules: []*config.DestinationRule{dr("reviews", &networking.DestinationRule{Host: "reviews", TrafficPolicy: tp})}}
+		return mesh.Build(cfg, reg, mesh.Options{MeshConfig: mc})
+	}
+	outlier := &networking.OutlierDetection{Consecutive_5XxErrors: wrapperspb.UInt32(1), BaseEjectionTime: durationpb.New(30e9)}
+	proxy := productpage
+	proxy.Locality = "us-east/us-east-1a"
+	name := contract.ClusterName(contract.Outbound, 9080, "", reviews)
+	priorities := func(s *mesh.Snapshot, id contract.Identity) string {
+		t.Helper()
+		res := ForProxy(s, id)
+		for _, r := range res.Clusters {
+			if c := r.(*cluster.Cluster); c.GetName() == name && c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil {
+				t.Errorf("%s has locality_weighted_lb_config; Istio sets it only to distribute or fail over by region or labels", name)
+			}
+		}
+		for _, r := range res.Endpoints {
+			if cla := r.(*endpoint.ClusterLoadAssignment); cla.GetClusterName() == name {
+				got := map[string]uint32{}
+				for _, le := range cla.GetEndpoints() {
+					got[le.GetLocality().GetZone()] = le.GetPriority()
+				}
+				return fmt.Sprint(got)
+			}
+		}
+		t.Fatalf("no assignment for %s", name)
+		return ""
+	}
+	off := &meshconfig.MeshConfig{LocalityLbSetting: &networking.LocalityLoadBalancerSetting{Enabled: wrapperspb.Bool(false)}}
+	for _, tc := range []struct {
+		name string
+		tp   *networking.TrafficPolicy
+		mc   *meshconfig.MeshConfig
+		want string
+	}{
+		{"outlier detection, the mesh default", &networking.TrafficPolicy{OutlierDetection: outlier}, nil, "map[us-east-1a:0 us-east-1b:1 us-west-1a:2]"},
+		{"the mesh config disables it", &networking.TrafficPolicy{OutlierDetection: outlier}, off, "map[us-east-1a:0 us-east-1b:0 us-west-1a:0]"},
+		{"the rule enables it over the mesh config", &networking.TrafficPolicy{OutlierDetection: outlier, LoadBalancer: &networking.LoadBalancerSettings{
+			LocalityLbSetting: &networking.LocalityLoadBalancerSetting{Enabled: wrapperspb.Bool(true)}}}, off, "map[us-east-1a:0 us-east-1b:1 us-west-1a:2]"},
+		{"the rule disables it", &networking.TrafficPolicy{OutlierDetection: outlier, LoadBalancer: &networking.LoadBalancerSettings{
+			LocalityLbSetting: &networking.LocalityLoadBalancerSetting{Enabled: wrapperspb.Bool(false)}}}, nil, "map[us-east-1a:0 us-east-1b:0 us-west-1a:0]"},
+		{"no outlier detection: no failover", &networking.TrafficPolicy{LoadBalancer: &networking.LoadBalancerSettings{
+			LbPolicy: &networking.LoadBalancerSettings_Simple{Simple: networking.LoadBalancerSettings_ROUND_ROBIN}}}, nil, "map[us-east-1a:0 us-east-1b:0 us-west-1a:0]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := build(tc.tp, tc.mc)
+			if got := priorities(s, proxy); got != tc.want {
+				t.Errorf("priorities by zone %s, want %s", got, tc.want)
+			}
+			// The assignment depends on the proxy's locality only where
+			// it fails over: elsewhere proxies of every locality share it.
+			west := proxy
+			west.Locality = "us-west/us-west-1a"
+			shared := claKeyOf(s, proxy, reviews, 9080, "") == claKeyOf(s, west, reviews, 9080, "")
+			if failsOver := strings.Contains(tc.want, ":1"); shared == failsOver {
+				t.Errorf("proxies of two localities share the assignment: %v, want %v", shared, !failsOver)
+			}
+		})
+	}
 }

@@ -282,10 +282,15 @@ func localityKey(s *mesh.Snapshot, id contract.Identity, host string, port uint3
 	if id.Locality == "" {
 		return ""
 	}
-	l := localityLBSetting(mergedTrafficPolicy(s, drView(s, id), host, port, subset).GetLoadBalancer())
+	policy := mergedTrafficPolicy(s, drView(s, id), host, port, subset)
+	l := effectiveLocalityLB(s, policy.GetLoadBalancer())
 	switch {
 	case l == nil:
 		return ""
+	case len(l.GetDistribute()) > 0:
+		return id.Locality
+	case policy.GetOutlierDetection() == nil:
+		return "" // no failover: nothing of the proxy is read
 	case len(l.GetFailoverPriority()) > 0:
 		return id.Locality + "\x00" + labelsKey(id.Labels)
 	}

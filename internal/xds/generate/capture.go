@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	networking "istio.io/api/networking/v1alpha3"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -288,6 +290,22 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 		switch {
 		case wp.proto.IsHTTP():
 			_, chains = inboundChains(mode, id.MTLS, httpChain())
+		case wp.proto.Sniffed() && mode == config.MTLSPermissive && id.MTLS:
+			// PERMISSIVE: the sniffed chains below, the mutual TLS ones
+			// for the sidecars' SNI only, and TLS of anyone else relayed
+			// as it came (foreignTLS).
+			sniffed = append(sniffed, wp.port)
+			names := meshServerNames(s, wp)
+			_, chains = inboundChains(mode, id.MTLS, httpChain())
+			for _, fc := range chains {
+				fc.FilterChainMatch.ApplicationProtocols = sniffedHTTP
+				if fc.TransportSocket != nil {
+					fc.FilterChainMatch.ApplicationProtocols = mtlsHTTP
+					fc.FilterChainMatch.ServerNames = names
+				}
+			}
+			_, tcp := inboundChains(mode, id.MTLS, tcpChain())
+			chains = append(chains, foreignTLS(tcp, names, tcpChain)...)
 		case wp.proto.Sniffed():
 			// HTTP when the client says so: the HTTP inspector's verdict
 			// on plaintext, the ALPN a sidecar offers over mutual TLS
@@ -307,6 +325,9 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 			chains = append(chains, tcp...)
 		default:
 			_, chains = inboundChains(mode, id.MTLS, tcpChain())
+			if mode == config.MTLSPermissive && id.MTLS {
+				chains = foreignTLS(chains, meshServerNames(s, wp), tcpChain)
+			}
 		}
 		for _, fc := range chains {
 			if fc.FilterChainMatch == nil {
@@ -316,6 +337,9 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 			fc.Name = "inbound_" + name
 			if tp := fc.FilterChainMatch.GetTransportProtocol(); tp != "" {
 				fc.Name += "_" + tp
+				if tp == "tls" && fc.TransportSocket == nil {
+					fc.Name += "_relayed" // foreignTLS
+				}
 			}
 			if len(fc.FilterChainMatch.GetApplicationProtocols()) > 0 {
 				fc.Name += "_http"
@@ -335,6 +359,69 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 		cs = append(cs, inboundPassthroughCluster(contract.ClusterInboundPassthroughIPv6, contract.InboundPassthroughSourceIPv6))
 	}
 	return l, cs
+}
+
+// foreignTLS splits the TLS of a PERMISSIVE TCP port: the mutual TLS
+// chain of chains (inboundChains) takes only connections whose SNI a
+// sidecar's mutual TLS to the port's services carries (names:
+// meshServerNames), and TLS with any other SNI, or none, is relayed to
+// the application as it came, on a chain built by plain with transport
+// protocol "tls". That TLS is the application's own: an admission webhook
+// the Kubernetes API server calls, an HTTPS port a client outside the
+// mesh uses. Istio tells the two apart by the ALPN its sidecars add
+// ("istio-peer-exchange", "istio"); Weft's sidecars do not add one, but
+// always send Istio's SNI, "outbound_.<port>_.<subset>_.<host>", so this
+// keeps working with sidecars of any Weft version. Without names, or
+// without a mutual TLS chain, chains are returned unchanged.
+func foreignTLS(chains []*listener.FilterChain, names []string, plain func() *listener.FilterChain) []*listener.FilterChain {
+	if len(names) == 0 {
+		return chains
+	}
+	split := false
+	for _, fc := range chains {
+		if fc.TransportSocket != nil && fc.GetFilterChainMatch().GetTransportProtocol() == "tls" {
+			fc.FilterChainMatch.ServerNames = names
+			split = true
+		}
+	}
+	if !split {
+		return chains
+	}
+	relay := plain()
+	relay.FilterChainMatch = &listener.FilterChainMatch{TransportProtocol: "tls"}
+	return append(chains, relay)
+}
+
+// meshServerNames are the SNIs of a sidecar's mutual TLS to the services
+// served on wp: "*.<host>" for each (Istio's "outbound_.<port>_.<subset>_.<host>",
+// whatever the port and subset), and the sni an ISTIO_MUTUAL
+// DestinationRule of the service's (as most namespaces see it) sets
+// instead, sorted.
+func meshServerNames(s *mesh.Snapshot, wp *workloadPort) []string {
+	var out []string
+	for _, svc := range wp.services {
+		out = append(out, "*."+svc.Hostname)
+		dr := s.Subsets.ForHost(svc.Hostname)
+		if dr == nil {
+			continue
+		}
+		sni := func(tp *networking.TrafficPolicy) {
+			if t := tp.GetTls(); t.GetMode() == networking.ClientTLSSettings_ISTIO_MUTUAL && t.GetSni() != "" {
+				out = append(out, strings.ToLower(t.GetSni()))
+			}
+			for _, pl := range tp.GetPortLevelSettings() {
+				if t := pl.GetTls(); t.GetMode() == networking.ClientTLSSettings_ISTIO_MUTUAL && t.GetSni() != "" {
+					out = append(out, strings.ToLower(t.GetSni()))
+				}
+			}
+		}
+		sni(dr.Spec.GetTrafficPolicy())
+		for _, sub := range dr.Spec.GetSubsets() {
+			sni(sub.GetTrafficPolicy())
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // undeclaredPortChains are the chains of connections to ports no service

@@ -1,6 +1,9 @@
 package generate
 
 import (
+	"slices"
+	"testing"
+
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/xds/contract"
 )
@@ -238,5 +241,49 @@ spec:
 				return id
 			}(),
 		},
+	}
+}
+
+// TestForeignTLSServerNames: the mutual TLS chain of a PERMISSIVE TCP
+// port takes the SNIs sidecars send to its services — "*.<host>" for
+// Istio's outbound_ names, and the sni of an ISTIO_MUTUAL
+// DestinationRule (top level and a subset's) — and every other TLS goes
+// to the relayed chain.
+func TestForeignTLSServerNames(t *testing.T) {
+	s := securityMesh(captureMesh+`
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: redis, namespace: bookinfo}
+spec:
+  host: redis.bookinfo.svc.cluster.local
+  trafficPolicy:
+    tls: {mode: ISTIO_MUTUAL, sni: Redis.Internal}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      tls: {mode: ISTIO_MUTUAL, sni: redis-v1.internal}
+`, mesh.Options{})
+	l, _ := virtualInboundListener(s, capturedProxy(reviewsProxy))
+	var mtls, relayed []string
+	for _, fc := range l.GetFilterChains() {
+		if fc.GetFilterChainMatch().GetDestinationPort().GetValue() != 6379 || fc.GetFilterChainMatch().GetTransportProtocol() != "tls" {
+			continue
+		}
+		if fc.GetTransportSocket() != nil {
+			mtls = fc.GetFilterChainMatch().GetServerNames()
+		} else {
+			relayed = append(relayed, fc.GetName())
+			if len(fc.GetFilterChainMatch().GetServerNames()) > 0 {
+				t.Errorf("the relayed chain matches server names %q", fc.GetFilterChainMatch().GetServerNames())
+			}
+		}
+	}
+	if want := []string{"*.redis.bookinfo.svc.cluster.local", "redis-v1.internal", "redis.internal"}; !slices.Equal(mtls, want) {
+		t.Errorf("mutual TLS chain server names %q, want %q", mtls, want)
+	}
+	if !slices.Equal(relayed, []string{"inbound_0.0.0.0_6379_tls_relayed"}) {
+		t.Errorf("relayed chains %q", relayed)
 	}
 }

@@ -17,10 +17,11 @@ import (
 type appProbes struct {
 	addr    string
 	probers map[string]probes.Prober
+	metrics *probes.AppMetrics // the app's scrape settings, from WEFT_PROMETHEUS_ANNOTATIONS
 }
 
 func registerAppProbes(fs *pflag.FlagSet, addr *string) {
-	fs.StringVar(addr, "app-probes-address", "", "serve the pod's rewritten Kubernetes probes (/app-health/<container>/<kind>, from "+probes.Env+") and the proxy's /healthz/ready on `host:port` (default "+probes.DefaultAddress+" when "+probes.Env+" is set, else off)")
+	fs.StringVar(addr, "app-probes-address", "", "serve the pod's rewritten Kubernetes probes (/app-health/<container>/<kind>, from "+probes.Env+"), the proxy's /healthz/ready and its metrics merged with the app's ("+probes.MetricsPath+", the app's from "+probes.MetricsEnv+") on `host:port` (default "+probes.DefaultAddress+" when "+probes.Env+" is set, else off)")
 }
 
 // appProbesConfig checks --app-probes-address and WEFT_APP_PROBERS; a zero
@@ -42,6 +43,10 @@ func appProbesConfig(addr string) (appProbes, error) {
 		if a.probers, err = probes.Parse(env); err != nil {
 			return appProbes{}, err
 		}
+	}
+	var err error
+	if a.metrics, err = probes.ParseAppMetrics(os.Getenv(probes.MetricsEnv)); err != nil {
+		return appProbes{}, err
 	}
 	return a, nil
 }
@@ -68,7 +73,7 @@ func withAppProbes(ctx context.Context, a appProbes, opts proxy.Options, serve f
 	log := opts.Logger.With("component", "app-probes")
 	pctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- probes.Serve(pctx, ln, probes.Handler(a.probers, "http://"+admin+"/ready", log)) }()
+	go func() { done <- probes.Serve(pctx, ln, probes.Handler(a.probers, "http://"+admin, a.metrics, log)) }()
 	log.Info("serving application probes", "address", ln.Addr().String(), "probes", len(a.probers))
 	err = serve(ctx, opts)
 	stop()

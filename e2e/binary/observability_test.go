@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -129,11 +130,29 @@ func TestObservabilityBinaries(t *testing.T) {
 		"--xds-address", pre+"100:15012", "--status-address", pre+"100:15014")
 	start(t, weft, "echo", "--name", "frontend", "--address", pre+"2:18080", "--upstream", pre+"2:15001")
 	start(t, weft, "echo", "--name", "backend", "--address", pre+"3:18080")
+	// The backend's own metrics, on the pod's loopback, which its
+	// sidecar merges into its probes port's /stats/prometheus as the
+	// injector sets it up (WEFT_PROMETHEUS_ANNOTATIONS, from the pod's
+	// prometheus.io/* annotations).
+	appMetrics, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go http.Serve(appMetrics, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/custom/metrics" {
+			fmt.Fprint(w, "# TYPE orders_total counter\norders_total 7\n")
+		}
+	}))
+	t.Cleanup(func() { appMetrics.Close() })
+	t.Setenv("WEFT_PROMETHEUS_ANNOTATIONS", fmt.Sprintf(`{"scrape":"true","path":"/custom/metrics","port":"%d"}`, appMetrics.Addr().(*net.TCPAddr).Port))
 	sidecar := func(workload, ip string, app bool) *proc {
 		args := []string{"--xds-plaintext", "--xds-address", xds, "--workload", workload, "--labels", "app=" + workload + ",version=v1",
 			"--ip", ip, "--outbound", ip + ":15001", "--admin-address", ip + ":15000", "--drain-timeout", "1s"}
 		if app {
 			args = append(args, "--app-port", "8080="+ip+":18080")
+		}
+		if workload == "backend" {
+			args = append(args, "--app-probes-address", ip+":15020")
 		}
 		return start(t, proxy, args...)
 	}
@@ -233,12 +252,62 @@ func TestObservabilityBinaries(t *testing.T) {
 		})
 	}
 
+	checkMergedMetrics(t, pre+"3:15020", requests)
+
 	// SIGTERM: each sidecar stops with status 0 (its tracer and access
 	// log flushed and closed), then the control plane.
 	for i := len(procs) - 1; i >= 0; i-- {
 		procs[i].stop(10 * time.Second)
 	}
 	cp.stop(10 * time.Second)
+}
+
+// checkMergedMetrics runs a real Prometheus that scrapes the backend
+// sidecar's probes port as a pod's prometheus.io/* annotations say after
+// injection (port 15020, /stats/prometheus) and wants, from that one
+// target, the sidecar's request counter and the application's own
+// metric.
+func checkMergedMetrics(t *testing.T, target string, requests int) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`global: {scrape_interval: 1s, scrape_timeout: 1s}
+scrape_configs:
+- job_name: pods
+  metrics_path: /stats/prometheus
+  static_configs: [{targets: [%q]}]
+`, target)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	host, _, _ := net.SplitHostPort(target)
+	addr := net.JoinHostPort(host, "19091")
+	start(t, testenv.Prometheus(t), "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
+	c := &http.Client{Timeout: 5 * time.Second}
+	for query, want := range map[string]float64{
+		`sum(istio_requests_total{reporter="destination",destination_workload="backend",response_code="200"})`: float64(requests),
+		`orders_total`: 7,
+	} {
+		eventually(t, 30*time.Second, "Prometheus: "+query, func() error {
+			code, body, err := get(c, "http://"+addr+"/api/v1/query?query="+url.QueryEscape(query), nil)
+			if err != nil || code != 200 {
+				return fmt.Errorf("%d %v %s", code, err, body)
+			}
+			var r struct {
+				Data struct {
+					Result []struct {
+						Value [2]any `json:"value"`
+					} `json:"result"`
+				} `json:"data"`
+			}
+			if err := json.Unmarshal([]byte(body), &r); err != nil || len(r.Data.Result) != 1 {
+				return fmt.Errorf("%v %s", err, body)
+			}
+			if v, _ := r.Data.Result[0].Value[1].(string); v != fmt.Sprint(want) {
+				return fmt.Errorf("%s, want %v", v, want)
+			}
+			return nil
+		})
+	}
 }
 
 // traceID reads the trace id of a W3C traceparent.

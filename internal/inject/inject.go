@@ -59,6 +59,11 @@ const (
 	ProbersEnv = "WEFT_APP_PROBERS"
 	// ReadyPath is the proxy's own readiness on AppProbesPort.
 	ReadyPath = "/healthz/ready"
+	// MetricsPath serves the proxy's metrics merged with the app's on
+	// AppProbesPort; MetricsEnv carries the app's own scrape settings to
+	// the proxy, shaped like Istio's ISTIO_PROMETHEUS_ANNOTATIONS.
+	MetricsPath = "/stats/prometheus"
+	MetricsEnv  = "WEFT_PROMETHEUS_ANNOTATIONS"
 )
 
 // Labels and annotations read or written, as Istio spells them.
@@ -292,6 +297,9 @@ func mutate(t *corev1.PodTemplateSpec, workload string, cfg Config) error {
 	}
 	if probers != "" {
 		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: ProbersEnv, Value: probers})
+	}
+	if app, ok := mergePrometheus(t); ok && app != "" {
+		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: MetricsEnv, Value: app})
 	}
 	if len(t.Spec.Containers) > 0 && t.Annotations[AnnotationDefaultCont] == "" {
 		t.Annotations[AnnotationDefaultCont] = t.Spec.Containers[0].Name

@@ -7,7 +7,8 @@
 // which traffic capture lets through — and the proxy performs the original
 // probe against the app on 127.0.0.1 from its own UID, which capture does
 // not redirect. The server also answers /healthz/ready with the proxy's
-// own readiness.
+// own readiness, and /stats/prometheus with the proxy's metrics merged
+// with the application's (metrics.go), as Istio's agent does on 15020.
 //
 // This package links no Kubernetes packages: weft-proxy stays lean.
 package probes
@@ -102,9 +103,12 @@ func Parse(s string) (map[string]Prober, error) {
 
 // Handler serves the probes: each path of probers runs its probe against
 // the app (200 when it succeeds; the app's status code, or 503 when the
-// app cannot be reached, when it fails); ReadyPath asks readyURL (the
-// proxy admin's /ready) and answers like it. Unknown paths are 404.
-func Handler(probers map[string]Prober, readyURL string, log *slog.Logger) http.Handler {
+// app cannot be reached, when it fails); ReadyPath asks the proxy admin
+// at admin ("http://host:port") for its /ready and answers like it;
+// MetricsPath answers the admin's metrics followed by the app's (app,
+// when set: merged metrics, metrics.go). Unknown paths are 404.
+func Handler(probers map[string]Prober, admin string, app *AppMetrics, log *slog.Logger) http.Handler {
+	readyURL := admin + "/ready"
 	plain := &http.Client{
 		Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
 			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, // as the kubelet: probes do not verify certificates
@@ -126,6 +130,7 @@ func Handler(probers map[string]Prober, readyURL string, log *slog.Logger) http.
 		}
 		w.WriteHeader(code)
 	})
+	mux.Handle(MetricsPath, mergedMetrics(plain, admin+MetricsPath, app, log))
 	for path, p := range probers {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			timeout := time.Duration(p.TimeoutSeconds) * time.Second

@@ -89,7 +89,7 @@ func TestProbes(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, Handler(probers, admin.URL+"/ready", slog.Default())) }()
+	go func() { done <- Serve(ctx, ln, Handler(probers, admin.URL, nil, slog.Default())) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

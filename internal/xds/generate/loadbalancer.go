@@ -199,6 +199,9 @@ const (
 	labelRegion  = "topology.kubernetes.io/region"
 	labelZone    = "topology.kubernetes.io/zone"
 	labelSubzone = "topology.istio.io/subzone"
+	// topologyNetworkLabel is Istio's network label, which a first
+	// failoverPriority entry treats apart (applyFailoverPriorities).
+	topologyNetworkLabel = "topology.istio.io/network"
 )
 
 // withRouteHashPolicy is withHashPolicy for a whole route; it returns r.
@@ -334,6 +337,12 @@ func applyFailoverPriorities(cla *endpoint.ClusterLoadAssignment, eps []*registr
 	for _, ep := range eps {
 		byLoc[ep.Locality] = append(byLoc[ep.Locality], ep)
 	}
+	// As Istio's applyFailoverPriorityPerLocality: a label neither side
+	// has matches (both values are empty), and a first label of
+	// topology.istio.io/network that differs does not stop the ranking:
+	// the endpoint is ranked by the other labels, below every endpoint of
+	// the proxy's network.
+	network := len(labels) > 0 && labels[0] == topologyNetworkLabel
 	var out []*endpoint.LocalityLbEndpoints
 	for _, le := range cla.Endpoints {
 		reg := byLoc[contract.LocalityString(le.GetLocality())]
@@ -342,12 +351,18 @@ func applyFailoverPriorities(cla *endpoint.ClusterLoadAssignment, eps []*registr
 			p := 0
 			if i < len(reg) {
 				epLabels := localityLabels(reg[i].Labels, reg[i].Locality)
+				adjust := 0
 				for j, k := range labels {
-					if v, ok := proxyLabels[k]; !ok || v != epLabels[k] {
+					if proxyLabels[k] != epLabels[k] {
+						if j == 0 && network {
+							adjust = len(labels)
+							continue
+						}
 						p = len(labels) - j
 						break
 					}
 				}
+				p += adjust
 			}
 			g := groups[p]
 			if g == nil {

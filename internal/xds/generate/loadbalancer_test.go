@@ -192,6 +192,33 @@ func TestFailoverPriorityAndDistribute(t *testing.T) {
 	if fmt.Sprint(got) != "[0 1 2]" {
 		t.Errorf("failoverPriority priorities %v, want [0 1 2] (all match, net only, none)", got)
 	}
+	// As Istio: a label neither the proxy nor the endpoint has matches;
+	// a first network label that differs ranks the endpoint by the rest,
+	// below the proxy's network.
+	for _, tc := range []struct {
+		labels []string
+		want   string
+	}{
+		{[]string{"absent", "tier"}, "[0 1 0]"},
+		{[]string{topologyNetworkLabel, "tier"}, "[0 1 2]"},
+	} {
+		eps := []*registry.Endpoint{
+			{Address: "a", Locality: "r1/z1", Labels: map[string]string{topologyNetworkLabel: "n1", "tier": "x"}},
+			{Address: "b", Locality: "r1/z1", Labels: map[string]string{topologyNetworkLabel: "n1", "tier": "y"}},
+			{Address: "c", Locality: "r1/z1", Labels: map[string]string{topologyNetworkLabel: "n2", "tier": "x"}},
+		}
+		cla := loadAssignment("c", eps, nil)
+		applyFailoverPriorities(cla, eps, map[string]string{topologyNetworkLabel: "n1", "tier": "x"}, tc.labels)
+		got := map[string]uint32{}
+		for _, le := range cla.Endpoints {
+			for _, e := range le.LbEndpoints {
+				got[e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress()] = le.Priority
+			}
+		}
+		if s := fmt.Sprint([]uint32{got["a"], got["b"], got["c"]}); s != tc.want {
+			t.Errorf("failoverPriority %v: priorities of a, b, c %s, want %s", tc.labels, s, tc.want)
+		}
+	}
 
 	cla = loadAssignment("c", []*registry.Endpoint{
 		{Address: "a", Locality: "r1/z1"}, {Address: "b", Locality: "r1/z1"}, {Address: "c", Locality: "r1/z2"}, {Address: "d", Locality: "r2/z1"},

@@ -290,7 +290,7 @@ func probesAnswered(t *testing.T, client kubernetes.Interface) {
 		t.Fatal(err)
 	}
 	testenv.Run(t, 10*time.Second, func(ctx context.Context) error {
-		return probes.Serve(ctx, ln, probes.Handler(probers, "http://127.0.0.1:1/ready", slog.Default()))
+		return probes.Serve(ctx, ln, probes.Handler(probers, "http://127.0.0.1:1", nil, slog.Default()))
 	})
 	kubelet := func(p *corev1.Probe) int {
 		t.Helper()

@@ -3,7 +3,6 @@ package registries
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -142,19 +141,7 @@ func TestCaptureIPv6(t *testing.T) {
 				}()
 			}
 		}()
-		var got string
-		err = client.Do(func() error {
-			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			io.WriteString(c, "ping")
-			b, err := io.ReadAll(c)
-			got = string(b)
-			return err
-		})
+		got, err := echoTCP(client, addr)
 		if want := "ping local=" + addr + " remote=" + tc.from; err != nil || !strings.HasPrefix(got, want) {
 			t.Errorf("TCP to %s from the client pod: %q %v, want it to start %q", addr, got, err, want)
 		}

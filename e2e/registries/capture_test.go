@@ -263,13 +263,14 @@ func TestCaptureVIPRouting(t *testing.T) {
 	// it came) and from outside the mesh, while the mesh's own traffic
 	// keeps working; the workload's portLevelMtls sets 9000 back to
 	// DISABLE, and only 9000.
-	writeFile(t, filepath.Join(m.cfg, "strict.yaml"), `
+	const strict = `
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: default, namespace: shop}
 spec:
   mtls: {mode: STRICT}
-`)
+`
+	writeFile(t, filepath.Join(m.cfg, "strict.yaml"), strict)
 	refused := func(ns *testenv.Netns, port string) func() error {
 		return func() error {
 			if got, err := echoTCP(ns, v1.IP+":"+port); err == nil {
@@ -287,13 +288,7 @@ spec:
 	if _, err := call(nil); err != nil {
 		t.Errorf("the VIP under STRICT: %v", err)
 	}
-	writeFile(t, filepath.Join(m.cfg, "strict.yaml"), `
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: default, namespace: shop}
-spec:
-  mtls: {mode: STRICT}
----
+	writeFile(t, filepath.Join(m.cfg, "strict.yaml"), strict+`---
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: backend-9000, namespace: shop}

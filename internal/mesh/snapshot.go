@@ -407,7 +407,7 @@ func (r resolver) known(fqdn string) bool { return r.reg.Service(fqdn) != nil }
 func servicesHash(reg *registry.Snapshot) string {
 	h := sha256.New()
 	for _, svc := range reg.Services() {
-		writeStr(h, svc.Hostname, svc.Namespace)
+		writeStr(h, svc.Hostname, svc.Namespace, svc.TrafficDistribution)
 		writeU32(h, uint32(svc.Resolution), uint32(len(svc.Aliases)))
 		writeStr(h, svc.Aliases...)
 		if svc.ExportTo == nil {

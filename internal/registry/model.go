@@ -117,6 +117,31 @@ type Service struct {
 	// namespace): nil, or "*" among them, is every namespace; an empty
 	// non-nil list ("~") none.
 	ExportTo []string
+	// TrafficDistribution is where clients should prefer endpoints, from
+	// a Kubernetes Service's spec.trafficDistribution (or Istio's
+	// networking.istio.io/traffic-distribution annotation), normalized:
+	// TrafficPreferSameZone ("PreferClose" too), TrafficPreferSameNode,
+	// or "" (anywhere).
+	TrafficDistribution string
+}
+
+// Values of Service.TrafficDistribution.
+const (
+	TrafficPreferSameZone = "PreferSameZone"
+	TrafficPreferSameNode = "PreferSameNode"
+)
+
+// ParseTrafficDistribution normalizes a trafficDistribution value (the
+// Kubernetes field's or the annotation's, case-insensitive): "" for any
+// other value.
+func ParseTrafficDistribution(v string) string {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "preferclose", "prefersamezone":
+		return TrafficPreferSameZone
+	case "prefersamenode":
+		return TrafficPreferSameNode
+	}
+	return ""
 }
 
 // Resolution is how a service's endpoint addresses become the addresses

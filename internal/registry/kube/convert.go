@@ -92,6 +92,10 @@ type service struct {
 // namespaces it is visible to, comma-separated (".", "*", "~" or names).
 const exportToAnnotation = "networking.istio.io/exportTo"
 
+// trafficDistributionAnnotation is Istio's annotation of a Service that
+// stands for spec.trafficDistribution where the field is not set.
+const trafficDistributionAnnotation = "networking.istio.io/traffic-distribution"
+
 // convertService turns a Kubernetes Service into a mesh service:
 // host <name>.<ns>.svc.<suffix>, its TCP ports with their protocols (see
 // portProtocol) and numeric target ports. ClusterIP and headless
@@ -119,6 +123,12 @@ func convertService(s *corev1.Service, domainSuffix string) *service {
 			}
 		}
 		out.svc.ExportTo = registry.ResolveExportTo(to, s.Namespace)
+	}
+	// As Istio's GetTrafficDistribution: the field, else the annotation.
+	if td := s.Spec.TrafficDistribution; td != nil {
+		out.svc.TrafficDistribution = registry.ParseTrafficDistribution(*td)
+	} else if v, ok := s.Annotations[trafficDistributionAnnotation]; ok {
+		out.svc.TrafficDistribution = registry.ParseTrafficDistribution(v)
 	}
 	if s.Spec.Type == corev1.ServiceTypeExternalName {
 		out.externalName = strings.TrimSuffix(s.Spec.ExternalName, ".")

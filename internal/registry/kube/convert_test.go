@@ -139,6 +139,32 @@ func TestConvertServiceExportTo(t *testing.T) {
 	}
 }
 
+// TestConvertServiceTrafficDistribution: spec.trafficDistribution, else
+// Istio's networking.istio.io/traffic-distribution annotation, as Istio's
+// GetTrafficDistribution reads them.
+func TestConvertServiceTrafficDistribution(t *testing.T) {
+	ptr := func(s string) *string { return &s }
+	for _, tc := range []struct {
+		field      *string
+		annotation string
+		want       string
+	}{
+		{nil, "", ""},
+		{ptr("PreferClose"), "", registry.TrafficPreferSameZone},
+		{ptr("PreferSameNode"), "PreferClose", registry.TrafficPreferSameNode},
+		{nil, "PreferSameZone", registry.TrafficPreferSameZone},
+		{nil, "somewhere", ""},
+	} {
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "reviews", Namespace: "shop"}, Spec: corev1.ServiceSpec{TrafficDistribution: tc.field}}
+		if tc.annotation != "" {
+			svc.Annotations = map[string]string{"networking.istio.io/traffic-distribution": tc.annotation}
+		}
+		if got := convertService(svc, "").svc.TrafficDistribution; got != tc.want {
+			t.Errorf("field %v, annotation %q: %q, want %q", tc.field, tc.annotation, got, tc.want)
+		}
+	}
+}
+
 func TestConvertExternalNameService(t *testing.T) {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "shop"},

@@ -30,7 +30,7 @@ const defaultMinRingSize = 1024
 func withLoadBalancer(s *mesh.Snapshot, dv mesh.DRView, svc *registry.Service, p registry.Port, subset string, c *cluster.Cluster) *cluster.Cluster {
 	policy := mergedTrafficPolicy(s, dv, svc.Hostname, p.Number, subset)
 	applyLoadBalancer(c, policy.GetLoadBalancer())
-	if localityWeighted(effectiveLocalityLB(s, policy.GetLoadBalancer()), policy.GetOutlierDetection() != nil) {
+	if l, force := effectiveLocalityLB(s, svc.Hostname, policy.GetLoadBalancer()); localityWeighted(l, force || policy.GetOutlierDetection() != nil) {
 		if c.CommonLbConfig == nil {
 			c.CommonLbConfig = &cluster.Cluster_CommonLbConfig{}
 		}
@@ -109,24 +109,50 @@ func slowStart(lb *networking.LoadBalancerSettings) *cluster.Cluster_SlowStartCo
 }
 
 // effectiveLocalityLB is the locality setting that applies to a cluster
-// whose loadBalancer is lb, as Istio's GetEffectiveLbSetting resolves it:
-// the DestinationRule's localityLbSetting, else the mesh config's
-// (Istio's default, and Weft's: {enabled: true}); nil when the one that
+// of service host whose loadBalancer is lb, as Istio's
+// GetEffectiveLbSetting resolves it: the DestinationRule's
+// localityLbSetting; else the service's trafficDistribution, which fails
+// over without outlier detection (force: it relies on endpoint health,
+// as Kubernetes' own implementations do); else the mesh config's
+// (Istio's default, and Weft's: {enabled: true}). nil when the one that
 // applies is disabled (enabled: false), or when the rule sets a
 // zoneAwareLbSetting instead (which Weft does not apply).
-func effectiveLocalityLB(s *mesh.Snapshot, lb *networking.LoadBalancerSettings) *networking.LocalityLoadBalancerSetting {
+func effectiveLocalityLB(s *mesh.Snapshot, host string, lb *networking.LoadBalancerSettings) (l *networking.LocalityLoadBalancerSetting, force bool) {
 	if lb.GetZoneAwareLbSetting() != nil {
-		return nil
+		return nil, false
 	}
-	l := lb.GetLocalityLbSetting()
+	l = lb.GetLocalityLbSetting()
 	if l == nil {
+		if svc := s.Registry.Service(host); svc != nil {
+			switch svc.TrafficDistribution {
+			case registry.TrafficPreferSameZone:
+				return preferSameZone, true
+			case registry.TrafficPreferSameNode:
+				return preferSameNode, true
+			}
+		}
 		l = s.Telemetry.MeshConfig().GetLocalityLbSetting()
 	}
 	if l == nil || (l.GetEnabled() != nil && !l.GetEnabled().GetValue()) {
-		return nil
+		return nil, false
 	}
-	return l
+	return l, false
 }
+
+// preferSameZone and preferSameNode are Istio's settings for a service's
+// trafficDistribution: failover by the proxy's network, region and zone
+// (and for the node, its subzone and node name, kubernetes.io/hostname,
+// where the proxy's and the endpoints' labels carry it). Read only.
+var (
+	preferSameZone = &networking.LocalityLoadBalancerSetting{
+		Enabled:          wrapperspb.Bool(true),
+		FailoverPriority: []string{topologyNetworkLabel, labelRegion, labelZone},
+	}
+	preferSameNode = &networking.LocalityLoadBalancerSetting{
+		Enabled:          wrapperspb.Bool(true),
+		FailoverPriority: []string{topologyNetworkLabel, labelRegion, labelZone, labelSubzone, "kubernetes.io/hostname"},
+	}
+)
 
 // localityWeighted is Istio's rule for a cluster's
 // locality_weighted_lb_config under locality setting l: set when l
@@ -224,11 +250,11 @@ func withRouteHashPolicy(s *mesh.Snapshot, dv mesh.DRView, r *route.Route) *rout
 // registry endpoints of cla, in its order within each locality.
 func withLocalityLB(s *mesh.Snapshot, id contract.Identity, host string, port uint32, subset string, eps []*registry.Endpoint, cla *endpoint.ClusterLoadAssignment) *endpoint.ClusterLoadAssignment {
 	policy := mergedTrafficPolicy(s, drView(s, id), host, port, subset)
-	l := effectiveLocalityLB(s, policy.GetLoadBalancer())
+	l, force := effectiveLocalityLB(s, host, policy.GetLoadBalancer())
 	if l == nil {
 		return cla
 	}
-	outlier := policy.GetOutlierDetection() != nil
+	outlier := force || policy.GetOutlierDetection() != nil
 	if localityWeighted(l, outlier) {
 		// The cluster has locality_weighted_lb_config, under which Envoy
 		// sends nothing to a locality without a weight: give each Istio's,

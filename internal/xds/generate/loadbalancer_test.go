@@ -333,3 +333,67 @@ func TestMeshLocalityDefault(t *testing.T) {
 		})
 	}
 }
+
+// TestTrafficDistribution: a service's trafficDistribution (Kubernetes'
+// PreferClose / PreferSameZone) keeps a proxy's traffic in its zone, then
+// its region, without outlier detection, as in Istio (failoverPriority
+// network, region, zone, forced); a DestinationRule's localityLbSetting
+// still wins. Proxies of one zone that differ in other labels share the
+// assignment.
+func TestTrafficDistribution(t *testing.T) {
+	eps := []*registry.Endpoint{
+		reviewsEndpoint("10.0.0.1", "v1", 9080),
+		reviewsEndpoint("10.0.0.2", "v1", 9080),
+		reviewsEndpoint("10.0.0.3", "v1", 9080),
+	}
+	eps[0].Locality, eps[1].Locality, eps[2].Locality = "us-east/us-east-1a", "us-east/us-east-1b", "us-west/us-west-1a"
+	svc := reviewsService(registry.Port{Name: "http", Number: 9080, Protocol: registry.HTTP})
+	svc.TrafficDistribution = registry.ParseTrafficDistribution("PreferClose")
+	reg := registry.NewSnapshot([]*registry.Service{svc}, eps)
+	name := contract.ClusterName(contract.Outbound, 9080, "", reviews)
+	proxy := productpage
+	proxy.Locality = "us-east/us-east-1a"
+	check := func(s *mesh.Snapshot, want string, weighted bool) {
+		t.Helper()
+		res := ForProxy(s, proxy)
+		for _, r := range res.Clusters {
+			if c := r.(*cluster.Cluster); c.GetName() == name && (c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil) != weighted {
+				t.Errorf("locality_weighted_lb_config set: %v, want %v", !weighted, weighted)
+			}
+		}
+		for _, r := range res.Endpoints {
+			if cla := r.(*endpoint.ClusterLoadAssignment); cla.GetClusterName() == name {
+				got := map[string]uint32{}
+				for _, le := range cla.GetEndpoints() {
+					got[le.GetLocality().GetZone()] = le.GetPriority()
+				}
+				if fmt.Sprint(got) != want {
+					t.Errorf("priorities by zone %v, want %s", got, want)
+				}
+				return
+			}
+		}
+		t.Fatalf("no assignment for %s", name)
+	}
+	s := mesh.Build(&config.Snapshot{Version: 1}, reg, mesh.Options{})
+	check(s, "map[us-east-1a:0 us-east-1b:1 us-west-1a:2]", true)
+	other := proxy
+	other.Labels = map[string]string{"app": "productpage", "version": "v2", "pod-template-hash": "x"}
+	west := proxy
+	west.Locality = "us-west/us-west-1a"
+	if claKeyOf(s, proxy, reviews, 9080, "") != claKeyOf(s, other, reviews, 9080, "") || claKeyOf(s, proxy, reviews, 9080, "") == claKeyOf(s, west, reviews, 9080, "") {
+		t.Error("assignments should be shared by the proxies of a zone, and differ between zones")
+	}
+
+	off := &config.Snapshot{Version: 1, DestinationRules: []*config.DestinationRule{dr("reviews", &networking.DestinationRule{Host: "reviews",
+		TrafficPolicy: &networking.TrafficPolicy{LoadBalancer: &networking.LoadBalancerSettings{
+			LocalityLbSetting: &networking.LocalityLoadBalancerSetting{Enabled: wrapperspb.Bool(false)}}}})}}
+	check(mesh.Build(off, reg, mesh.Options{}), "map[us-east-1a:0 us-east-1b:0 us-west-1a:0]", false)
+
+	for v, want := range map[string]string{"PreferClose": registry.TrafficPreferSameZone, "prefersamezone": registry.TrafficPreferSameZone,
+		"PreferSameNode": registry.TrafficPreferSameNode, "Anywhere": "", "": ""} {
+		if got := registry.ParseTrafficDistribution(v); got != want {
+			t.Errorf("ParseTrafficDistribution(%q) = %q, want %q", v, got, want)
+		}
+	}
+}

@@ -283,16 +283,25 @@ func localityKey(s *mesh.Snapshot, id contract.Identity, host string, port uint3
 		return ""
 	}
 	policy := mergedTrafficPolicy(s, drView(s, id), host, port, subset)
-	l := effectiveLocalityLB(s, policy.GetLoadBalancer())
+	l, force := effectiveLocalityLB(s, host, policy.GetLoadBalancer())
 	switch {
 	case l == nil:
 		return ""
 	case len(l.GetDistribute()) > 0:
 		return id.Locality
-	case policy.GetOutlierDetection() == nil:
+	case !force && policy.GetOutlierDetection() == nil:
 		return "" // no failover: nothing of the proxy is read
 	case len(l.GetFailoverPriority()) > 0:
-		return id.Locality + "\x00" + labelsKey(id.Labels)
+		// Only the labels failoverPriority names are read (with the
+		// locality's), so proxies that differ in others share.
+		pl := localityLabels(id.Labels, id.Locality)
+		var b strings.Builder
+		b.WriteString(id.Locality)
+		for _, k := range l.GetFailoverPriority() {
+			b.WriteByte(0)
+			b.WriteString(pl[k])
+		}
+		return b.String()
 	}
 	return id.Locality
 }

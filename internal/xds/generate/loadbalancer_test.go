@@ -257,6 +257,18 @@ func TestLocalityLBWithoutProxyLocality(t *testing.T) {
 	t.Fatal("no assignment for the reviews cluster")
 }
 
+// zonalReviews are three reviews endpoints on 9080, in us-east-1a,
+// us-east-1b and us-west-1a.
+func zonalReviews() []*registry.Endpoint {
+	eps := []*registry.Endpoint{
+		reviewsEndpoint("10.0.0.1", "v1", 9080),
+		reviewsEndpoint("10.0.0.2", "v1", 9080),
+		reviewsEndpoint("10.0.0.3", "v1", 9080),
+	}
+	eps[0].Locality, eps[1].Locality, eps[2].Locality = "us-east/us-east-1a", "us-east/us-east-1b", "us-west/us-west-1a"
+	return eps
+}
+
 // TestMeshLocalityDefault: as in Istio, locality load balancing is on
 // mesh-wide by default (mesh config localityLbSetting {enabled: true}), so
 // a DestinationRule with outlier detection and no localityLbSetting gives
@@ -266,12 +278,7 @@ func TestLocalityLBWithoutProxyLocality(t *testing.T) {
 // without outlier detection leaves every endpoint at priority 0, and
 // then the assignment is the same for proxies of every locality.
 func TestMeshLocalityDefault(t *testing.T) {
-	eps := []*registry.Endpoint{
-		reviewsEndpoint("10.0.0.1", "v1", 9080),
-		reviewsEndpoint("10.0.0.2", "v1", 9080),
-		reviewsEndpoint("10.0.0.3", "v1", 9080),
-	}
-	eps[0].Locality, eps[1].Locality, eps[2].Locality = "us-east/us-east-1a", "us-east/us-east-1b", "us-west/us-west-1a"
+	eps := zonalReviews()
 	reg := registry.NewSnapshot([]*registry.Service{reviewsService(registry.Port{Name: "http", Number: 9080, Protocol: registry.HTTP})}, eps)
 	build := func(tp *networking.TrafficPolicy, mc *meshconfig.MeshConfig) *mesh.Snapshot {
 		cfg := &config.Snapshot{Version: 1, DestinationRules: []*config.DestinationRule{dr("reviews", &networking.DestinationRule{Host: "reviews", TrafficPolicy: tp})}}
@@ -341,12 +348,7 @@ func TestMeshLocalityDefault(t *testing.T) {
 // still wins. Proxies of one zone that differ in other labels share the
 // assignment.
 func TestTrafficDistribution(t *testing.T) {
-	eps := []*registry.Endpoint{
-		reviewsEndpoint("10.0.0.1", "v1", 9080),
-		reviewsEndpoint("10.0.0.2", "v1", 9080),
-		reviewsEndpoint("10.0.0.3", "v1", 9080),
-	}
-	eps[0].Locality, eps[1].Locality, eps[2].Locality = "us-east/us-east-1a", "us-east/us-east-1b", "us-west/us-west-1a"
+	eps := zonalReviews()
 	svc := reviewsService(registry.Port{Name: "http", Number: 9080, Protocol: registry.HTTP})
 	svc.TrafficDistribution = registry.ParseTrafficDistribution("PreferClose")
 	reg := registry.NewSnapshot([]*registry.Service{svc}, eps)

@@ -67,42 +67,62 @@ const metricsTimeout = 5 * time.Second
 // mergedMetrics answers MetricsPath: the proxy's metrics from proxyURL
 // (its admin /stats/prometheus), then, when app is set, the
 // application's, both in Prometheus' text format. The proxy's metrics are
-// required (a failure answers 503); the application's are best effort, as
-// in Istio: an application that does not answer leaves its metrics out
-// and is logged.
+// required (a failure answers 503) and are copied through as they come —
+// a sidecar of a large mesh has megabytes of them, which are not held in
+// memory here; the application's are best effort, as in Istio: an
+// application that does not answer leaves its metrics out and is logged.
 func mergedMetrics(c *http.Client, proxyURL string, app *AppMetrics, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), metricsTimeout)
 		defer cancel()
-		proxy, err := scrape(ctx, c, proxyURL)
+		resp, err := getMetrics(ctx, c, proxyURL)
 		if err != nil {
 			http.Error(w, "proxy metrics: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		var appBody []byte
-		if app != nil {
-			actx, acancel := context.WithTimeout(r.Context(), metricsTimeout)
-			appBody, err = scrape(actx, c, "http://"+hostPort("", app.Port)+app.Path)
-			acancel()
-			if err != nil {
-				log.Debug("application metrics left out", "error", err)
-				appBody = nil
-			}
-		}
+		defer resp.Body.Close()
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		w.Write(proxy)
-		if len(appBody) > 0 {
-			if len(proxy) > 0 && proxy[len(proxy)-1] != '\n' {
-				w.Write([]byte{'\n'})
-			}
-			w.Write(appBody)
+		lw := &lastByte{w: w}
+		if _, err := io.Copy(lw, resp.Body); err != nil {
+			log.Debug("proxy metrics cut short", "error", err)
+			return
 		}
+		if app == nil {
+			return
+		}
+		actx, acancel := context.WithTimeout(r.Context(), metricsTimeout)
+		defer acancel()
+		body, err := scrape(actx, c, "http://"+hostPort("", app.Port)+app.Path)
+		if err != nil {
+			log.Debug("application metrics left out", "error", err)
+			return
+		}
+		if len(body) > 0 && lw.n > 0 && lw.last != '\n' {
+			w.Write([]byte{'\n'})
+		}
+		w.Write(body)
 	}
 }
 
-// scrape GETs url asking for Prometheus' text format and returns the
-// body without an OpenMetrics "# EOF" line (the merged answer is text).
-func scrape(ctx context.Context, c *http.Client, url string) ([]byte, error) {
+// lastByte is a writer that remembers how much it wrote and its last byte.
+type lastByte struct {
+	w    io.Writer
+	n    int64
+	last byte
+}
+
+func (l *lastByte) Write(p []byte) (int, error) {
+	n, err := l.w.Write(p)
+	if n > 0 {
+		l.n += int64(n)
+		l.last = p[n-1]
+	}
+	return n, err
+}
+
+// getMetrics GETs url asking for Prometheus' text format; an answer other than
+// 200 is an error.
+func getMetrics(ctx context.Context, c *http.Client, url string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -112,11 +132,22 @@ func scrape(ctx context.Context, c *http.Client, url string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
 		return nil, fmt.Errorf("%s answered %d", url, resp.StatusCode)
 	}
+	return resp, nil
+}
+
+// scrape reads an application's metrics (getMetrics) and returns them without
+// an OpenMetrics "# EOF" line (the merged answer is text).
+func scrape(ctx context.Context, c *http.Client, url string) ([]byte, error) {
+	resp, err := getMetrics(ctx, c, url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetricsBytes))
 	if err != nil {
 		return nil, err
@@ -127,6 +158,5 @@ func scrape(ctx context.Context, c *http.Client, url string) ([]byte, error) {
 	return body, nil
 }
 
-// maxMetricsBytes bounds what one scrape reads (a 1,000-service sidecar's
-// metrics are a few MB).
-const maxMetricsBytes = 64 << 20
+// maxMetricsBytes bounds what one scrape of the application reads.
+const maxMetricsBytes = 16 << 20

@@ -41,6 +41,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+
 	"weft.dev/weft/internal/proxy/xdswire"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -774,6 +775,9 @@ func NewServer(ctx *tlsv3.DownstreamTlsContext, s Secrets) (*Server, error) {
 			return nil
 		}
 	}
+	if len(cfg.NextProtos) > 0 {
+		cfg.GetConfigForClient = withoutALPNMismatch(cfg)
+	}
 	if err := c.broken; err != nil {
 		err = fmt.Errorf("common_tls_context.%w", err)
 		cfg.Certificates = nil
@@ -781,6 +785,37 @@ func NewServer(ctx *tlsv3.DownstreamTlsContext, s Secrets) (*Server, error) {
 		return &Server{proto: ctx, cfg: cfg, broken: err}, nil
 	}
 	return &Server{proto: ctx, cfg: cfg}, nil
+}
+
+// withoutALPNMismatch makes a server of cfg take a client whose ALPN
+// offers none of cfg's protocols, as Envoy does (BoringSSL's selection
+// callback answers "no acknowledgement" and the handshake goes on without
+// a protocol), where Go refuses the handshake: for such a ClientHello
+// the handshake runs on a copy of cfg without NextProtos. An Istio
+// sidecar offering only "istio-peer-exchange" and "istio" to a TCP port
+// is such a client. Other handshakes use cfg itself.
+func withoutALPNMismatch(cfg *tls.Config) func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	var (
+		once   sync.Once
+		noALPN *tls.Config
+	)
+	return func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if len(hello.SupportedProtos) == 0 {
+			return nil, nil
+		}
+		for _, p := range hello.SupportedProtos {
+			// Go lets an http/1.1 client on an h2 server go on too.
+			if slices.Contains(cfg.NextProtos, p) || p == "http/1.1" && slices.Contains(cfg.NextProtos, "h2") {
+				return nil, nil
+			}
+		}
+		once.Do(func() {
+			noALPN = cfg.Clone()
+			noALPN.NextProtos = nil
+			noALPN.GetConfigForClient = nil
+		})
+		return noALPN, nil
+	}
 }
 
 // Broken is why the server cannot make handshakes (a file its context

@@ -392,3 +392,28 @@ func TestIsHandshakeAndALPN(t *testing.T) {
 		}
 	}
 }
+
+// TestServerTakesUnknownALPN: a client whose ALPN offers none of the
+// server's protocols (an Istio sidecar's "istio-peer-exchange", "istio"
+// to a TCP port) completes the handshake without a protocol, as with
+// Envoy, where Go alone refuses it; a client offering one of them still
+// negotiates it.
+func TestServerTakesUnknownALPN(t *testing.T) {
+	ca := proxytest.NewMeshCA(t)
+	server := mustServer(t, proxytest.IstioDownstreamTLS(), ca.Secrets(t, serverID))
+	for _, tc := range []struct {
+		alpn []string
+		want string
+	}{
+		{[]string{"istio-peer-exchange", "istio"}, ""},
+		{[]string{"istio", "h2"}, "h2"},
+		{[]string{"http/1.1"}, "http/1.1"},
+		{nil, ""},
+	} {
+		cl := mustClient(t, proxytest.IstioUpstreamTLS("outbound_.9080_._.reviews", nil), ca.Secrets(t, clientID))
+		cerr, serr, cs := handshake(t, cl.Config(cl.SNI(), tc.alpn, nil), server.Config())
+		if cerr != nil || serr != nil || cs.NegotiatedProtocol != tc.want {
+			t.Errorf("client ALPN %q: client %v, server %v, negotiated %q, want %q", tc.alpn, cerr, serr, cs.NegotiatedProtocol, tc.want)
+		}
+	}
+}

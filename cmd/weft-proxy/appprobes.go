@@ -18,6 +18,11 @@ type appProbes struct {
 	addr    string
 	probers map[string]probes.Prober
 	metrics *probes.AppMetrics // the app's scrape settings, from WEFT_PROMETHEUS_ANNOTATIONS
+	// metricsErr is why WEFT_PROMETHEUS_ANNOTATIONS was not used: it is
+	// copied from the pod's prometheus.io/* annotations, which Prometheus
+	// itself only ignores when wrong (a named port), so the sidecar logs
+	// it and serves its own metrics rather than refuse to start.
+	metricsErr error
 }
 
 func registerAppProbes(fs *pflag.FlagSet, addr *string) {
@@ -44,10 +49,7 @@ func appProbesConfig(addr string) (appProbes, error) {
 			return appProbes{}, err
 		}
 	}
-	var err error
-	if a.metrics, err = probes.ParseAppMetrics(os.Getenv(probes.MetricsEnv)); err != nil {
-		return appProbes{}, err
-	}
+	a.metrics, a.metricsErr = probes.ParseAppMetrics(os.Getenv(probes.MetricsEnv))
 	return a, nil
 }
 
@@ -71,6 +73,9 @@ func withAppProbes(ctx context.Context, a appProbes, opts proxy.Options, serve f
 		}
 	}
 	log := opts.Logger.With("component", "app-probes")
+	if a.metricsErr != nil {
+		log.Warn("the application's metrics are left out of "+probes.MetricsPath, "error", a.metricsErr)
+	}
 	pctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- probes.Serve(pctx, ln, probes.Handler(a.probers, "http://"+admin, a.metrics, log)) }()

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"weft.dev/weft/internal/proxy"
+	"weft.dev/weft/internal/proxy/probes"
 )
 
 // TestAppProbesFlags: a bad WEFT_APP_PROBERS is a usage error naming the
@@ -29,5 +30,24 @@ func TestAppProbesFlags(t *testing.T) {
 	cmd.SetArgs([]string{"--workload", "w", "--xds-plaintext", "--app-probes-address", "nowhere"})
 	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--app-probes-address") {
 		t.Errorf("bad address: %v", err)
+	}
+}
+
+// TestAppMetricsEnvNotFatal: WEFT_PROMETHEUS_ANNOTATIONS is copied from a
+// pod's prometheus.io/* annotations; a value the sidecar cannot use (a
+// named port) leaves the app's metrics out, with the reason kept for the
+// log, and does not stop the sidecar from starting.
+func TestAppMetricsEnvNotFatal(t *testing.T) {
+	t.Setenv(probes.MetricsEnv, `{"scrape":"true","port":"http-metrics"}`)
+	a, err := appProbesConfig("127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("a bad %s stopped the sidecar: %v", probes.MetricsEnv, err)
+	}
+	if a.metrics != nil || a.metricsErr == nil || !strings.Contains(a.metricsErr.Error(), `port "http-metrics" is not a port`) {
+		t.Errorf("metrics %+v, reason %v", a.metrics, a.metricsErr)
+	}
+	t.Setenv(probes.MetricsEnv, `{"port":"9090"}`)
+	if a, err := appProbesConfig("127.0.0.1:0"); err != nil || a.metrics == nil || a.metrics.Port != 9090 || a.metricsErr != nil {
+		t.Errorf("a good value: %+v %v", a, err)
 	}
 }

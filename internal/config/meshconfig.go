@@ -30,8 +30,8 @@ import (
 // extensionProviders, defaultProviders, and the legacy access log fields
 // (accessLogFile, accessLogFormat, accessLogEncoding), dnsRefreshRate
 // for the clusters of DNS-resolved ServiceEntries, and localityLbSetting,
-// the locality load balancing of every DestinationRule that sets none. Other fields are
-// accepted (an Istio mesh config loads unchanged) and reported as not read
+// the locality load balancing of every DestinationRule that sets none.
+// Other fields are accepted (an Istio mesh config loads unchanged) and reported as not read
 // by Weft: several of them have a `weft serve` flag instead.
 
 // BuiltinAccessLogProvider is Istio's built-in access log provider, an

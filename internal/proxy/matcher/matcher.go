@@ -195,7 +195,9 @@ func (h *Header) Match(r *http.Request) bool {
 	case h.present != nil:
 		res = ok == *h.present
 	case !ok && !h.missingEmpty:
-		res = false
+		// Envoy: a missing header never matches a value matcher, inverted
+		// or not (treat_missing_header_as_empty makes it "").
+		return false
 	default:
 		res = h.str.Match(v)
 	}

@@ -72,7 +72,14 @@ func TestHeader(t *testing.T) {
 		{"present false", &route.HeaderMatcher{Name: "x-absent", HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: false}}, true},
 		{"absent does not match", &route.HeaderMatcher{Name: "x-absent", HeaderMatchSpecifier: exact("")}, false},
 		{"absent treated as empty", &route.HeaderMatcher{Name: "x-absent", HeaderMatchSpecifier: exact(""), TreatMissingHeaderAsEmpty: true}, true},
-		{"inverted", &route.HeaderMatcher{Name: "x-absent", HeaderMatchSpecifier: exact("v"), InvertMatch: true}, true},
+		{"inverted", &route.HeaderMatcher{Name: "x-multi", HeaderMatchSpecifier: exact("v"), InvertMatch: true}, true},
+		// Envoy's treat_missing_header_as_empty examples: a missing header
+		// is ignored by an inverted value matcher (no match) unless it is
+		// treated as empty.
+		{"inverted, absent", &route.HeaderMatcher{Name: "x-absent", HeaderMatchSpecifier: exact("v"), InvertMatch: true}, false},
+		{"inverted, absent as empty", &route.HeaderMatcher{Name: "x-absent", HeaderMatchSpecifier: exact("v"), InvertMatch: true, TreatMissingHeaderAsEmpty: true}, true},
+		{"inverted any, absent as empty", &route.HeaderMatcher{Name: "x-absent", HeaderMatchSpecifier: &route.HeaderMatcher_SafeRegexMatch{SafeRegexMatch: &matcherv3.RegexMatcher{Regex: ".*"}}, InvertMatch: true, TreatMissingHeaderAsEmpty: true}, false},
+		{"inverted present, absent", &route.HeaderMatcher{Name: "x-absent", HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: true}, InvertMatch: true}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := CompileHeader(tc.h)

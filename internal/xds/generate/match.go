@@ -82,11 +82,17 @@ func headerMatchers(hs map[string]*networking.StringMatch, invert bool) []*route
 }
 
 // headerMatcher matches a header's value, or its presence for `{}` and,
-// as in Istio, for regex "*" (not RE2 there: "any value").
+// as in Istio, for regex "*" (not RE2 there: "any value"). invert is for
+// withoutHeaders.
 func headerMatcher(name string, sm *networking.StringMatch, invert bool) *route.HeaderMatcher {
 	hm := &route.HeaderMatcher{Name: name, InvertMatch: invert}
 	if m := stringMatcher(sm); m != nil && sm.GetRegex() != "*" {
 		hm.HeaderMatchSpecifier = &route.HeaderMatcher_StringMatch{StringMatch: m}
+		// As Istio's withoutHeaders: a missing header is an empty value,
+		// so `withoutHeaders: {h: {exact: v}}` matches a request without
+		// h, and `{regex: ".*"}` matches none. (Envoy's inverted matcher
+		// alone never matches a missing header.)
+		hm.TreatMissingHeaderAsEmpty = invert
 	} else {
 		hm.HeaderMatchSpecifier = &route.HeaderMatcher_PresentMatch{PresentMatch: true}
 	}

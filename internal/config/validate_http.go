@@ -345,9 +345,9 @@ var retryConditions = []struct {
 	name           string
 	proxySupported bool
 }{
-	{"5xx", true}, {"gateway-error", true}, {"reset", true}, {"reset-before-request", false},
+	{"5xx", true}, {"gateway-error", true}, {"reset", true}, {"reset-before-request", true},
 	{"connect-failure", true}, {"retriable-4xx", true}, {"refused-stream", true},
-	{"retriable-status-codes", true}, {"retriable-headers", false}, {"envoy-ratelimited", false},
+	{"retriable-status-codes", true}, {"retriable-headers", false}, {"envoy-ratelimited", true},
 	{"http3-post-connect-failure", false},
 	{"cancelled", true}, {"deadline-exceeded", true}, {"internal", true},
 	{"resource-exhausted", true}, {"unavailable", true},

@@ -744,7 +744,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		if res.err != nil {
 			retriable = retriableError(rp, res.out)
 		} else {
-			retriable = rp.RetriableResponse(res.resp.StatusCode, grpcStatusHeader(res.resp.Header))
+			retriable = rp.RetriableResponse(res.resp.StatusCode, grpcStatusHeader(res.resp.Header), res.resp.Header.Get("X-Envoy-Ratelimited") != "")
 		}
 		if !retriable {
 			if retries > 0 && res.err == nil {

@@ -35,12 +35,16 @@ const (
 	retryOnGRPCInternal
 	retryOnGRPCResourceExhausted
 	retryOnGRPCUnavailable
+	retryOnResetBeforeRequest
+	retryOnEnvoyRateLimited
 )
 
 var retryOnNames = map[string]retryOn{
 	"5xx":                    retryOn5xx,
 	"gateway-error":          retryOnGatewayError,
 	"reset":                  retryOnReset,
+	"reset-before-request":   retryOnResetBeforeRequest,
+	"envoy-ratelimited":      retryOnEnvoyRateLimited,
 	"connect-failure":        retryOnConnectFailure,
 	"refused-stream":         retryOnRefusedStream,
 	"retriable-4xx":          retryOnRetriable4xx,
@@ -88,7 +92,10 @@ const (
 func (rp *RetryPolicy) RetriableFailure(f Failure) bool {
 	switch f {
 	case ConnectFailure:
-		return rp.on&(retryOn5xx|retryOnGatewayError|retryOnReset|retryOnConnectFailure) != 0
+		// Nothing reached the upstream, so reset-before-request applies
+		// (Envoy: no byte sent). A stale pooled connection is retried by
+		// the upstream pool itself, before it comes to this.
+		return rp.on&(retryOn5xx|retryOnGatewayError|retryOnReset|retryOnConnectFailure|retryOnResetBeforeRequest) != 0
 	case RefusedStream:
 		return rp.on&(retryOn5xx|retryOnGatewayError|retryOnReset|retryOnRefusedStream) != 0
 	case Reset, PerTryTimeout:
@@ -193,8 +200,14 @@ func (rp *RetryPolicy) Backoff(n int) time.Duration {
 
 // RetriableResponse reports whether response headers call for a retry.
 // grpcStatus is the grpc-status response header ("" when absent: only a
-// trailers-only gRPC response can be retried).
-func (rp *RetryPolicy) RetriableResponse(code int, grpcStatus string) bool {
+// trailers-only gRPC response can be retried); rateLimited is whether the
+// response carries x-envoy-ratelimited (a proxy's rate limit refused it):
+// as in Envoy, such a response is retried only under envoy-ratelimited,
+// whatever its status.
+func (rp *RetryPolicy) RetriableResponse(code int, grpcStatus string, rateLimited bool) bool {
+	if rateLimited {
+		return rp.on&retryOnEnvoyRateLimited != 0
+	}
 	switch {
 	case rp.on&retryOn5xx != 0 && code >= 500:
 		return true

@@ -24,6 +24,7 @@ func TestRetryConditions(t *testing.T) {
 	all, _ := compileRetryPolicy(&route.RetryPolicy{RetryOn: "5xx,retriable-4xx,deadline-exceeded,internal,resource-exhausted"})
 	gw, _ := compileRetryPolicy(&route.RetryPolicy{RetryOn: "gateway-error"})
 	reset, _ := compileRetryPolicy(&route.RetryPolicy{RetryOn: "reset"})
+	beforeReq, _ := compileRetryPolicy(&route.RetryPolicy{RetryOn: "reset-before-request"})
 	tests := []struct {
 		name string
 		rp   *RetryPolicy
@@ -54,12 +55,16 @@ func TestRetryConditions(t *testing.T) {
 		{"gateway-error: connect failure", gw, 0, "", ConnectFailure, true},
 		{"reset: reset", reset, 0, "", Reset, true},
 		{"reset: 503", reset, 503, "", 0, false},
+		{"reset-before-request: connect failure", beforeReq, 0, "", ConnectFailure, true},
+		{"reset-before-request: reset after the request went out", beforeReq, 0, "", Reset, false},
+		{"reset-before-request: refused stream", beforeReq, 0, "", RefusedStream, false},
+		{"reset-before-request: 503", beforeReq, 503, "", 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got bool
 			if tt.fail == 0 {
-				got = tt.rp.RetriableResponse(tt.code, tt.grpc)
+				got = tt.rp.RetriableResponse(tt.code, tt.grpc, false)
 			} else {
 				got = tt.rp.RetriableFailure(tt.fail)
 			}
@@ -67,6 +72,26 @@ func TestRetryConditions(t *testing.T) {
 				t.Errorf("retriable = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestRetryRateLimited: a response carrying x-envoy-ratelimited (a rate
+// limit refused the request) is retried under envoy-ratelimited only,
+// whatever its status, as in Envoy.
+func TestRetryRateLimited(t *testing.T) {
+	limited, _ := compileRetryPolicy(&route.RetryPolicy{RetryOn: "envoy-ratelimited"})
+	fiveXX, _ := compileRetryPolicy(&route.RetryPolicy{RetryOn: "5xx,retriable-status-codes", RetriableStatusCodes: []uint32{429}})
+	if !limited.RetriableResponse(429, "", true) {
+		t.Error("envoy-ratelimited: a rate limit's 429 is not retried")
+	}
+	if limited.RetriableResponse(429, "", false) {
+		t.Error("envoy-ratelimited: an app's 429 is retried")
+	}
+	if fiveXX.RetriableResponse(503, "", true) || fiveXX.RetriableResponse(429, "", true) {
+		t.Error("5xx/retriable-status-codes: a rate limit's answer is retried")
+	}
+	if !fiveXX.RetriableResponse(429, "", false) {
+		t.Error("retriable-status-codes 429: an app's 429 is not retried")
 	}
 }
 

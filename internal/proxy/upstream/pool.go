@@ -27,13 +27,14 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"weft.dev/weft/internal/proxy/xdswire"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"weft.dev/weft/internal/proxy/tlssocket"
+	"weft.dev/weft/internal/proxy/xdswire"
 )
 
 const (
@@ -54,11 +55,24 @@ type Options struct {
 	keepAlive          *net.KeepAliveConfig // upstream_connection_options.tcp_keepalive; nil: Go's default keep-alive
 	idleTimeout        *time.Duration       // nil: IdleTimeout
 	maxUses            uint32               // max_requests_per_connection; 0: unlimited
+	h2Ping             h2Ping               // http2_protocol_options.connection_keepalive
 	sockets            sockets              // transport_socket and transport_socket_matches (tls.go)
 	source             *net.TCPAddr         // upstream_bind_config.source_address; nil: the OS picks
 	onConnect          func()               // CountConnections; nil: none
 	active             ActiveCounter        // CountActive; nil: none
 }
+
+// h2Ping is when an HTTP/2 connection is pinged and how long the answer
+// may take; zero fields keep the pool's defaults.
+type h2Ping struct{ interval, timeout time.Duration }
+
+// Defaults of h2Ping: an idle HTTP/2 connection is pinged after 30s and
+// closed when the answer takes more than 10s, so a peer that vanished
+// without a FIN is not used for a new request.
+const (
+	defaultH2PingInterval = 30 * time.Second
+	defaultH2PingTimeout  = 10 * time.Second
+)
 
 // ActiveCounter counts open connections: Inc when one is established,
 // Dec when it is closed (a prometheus.Gauge is one).
@@ -128,6 +142,23 @@ func ParseOptions(c *cluster.Cluster, secrets tlssocket.Secrets) (Options, error
 			// 0 disables the timeout in Envoy; the Transport's 0 means the same.
 			d := t.AsDuration()
 			o.idleTimeout = &d
+		}
+		if ka := po.GetExplicitHttpConfig().GetHttp2ProtocolOptions().GetConnectionKeepalive(); ka != nil {
+			// Istio's connectionPool.http.http2KeepAlive.
+			field := fmt.Sprintf("typed_extension_protocol_options[%q].explicit_http_config.http2_protocol_options.connection_keepalive", httpProtocolOptionsKey)
+			for _, f := range []struct {
+				name string
+				d    *durationpb.Duration
+				to   *time.Duration
+			}{{"interval", ka.GetInterval(), &o.h2Ping.interval}, {"timeout", ka.GetTimeout(), &o.h2Ping.timeout}} {
+				if f.d == nil {
+					continue
+				}
+				if err := f.d.CheckValid(); err != nil || f.d.AsDuration() <= 0 {
+					return o, fmt.Errorf("%s.%s: must be a positive duration", field, f.name)
+				}
+				*f.to = f.d.AsDuration()
+			}
 		}
 		if v := po.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection(); v != nil && !o.h2 {
 			o.maxUses = v.GetValue() // every HTTP/1.1 request then takes the counted synchronous path (h1_body.go)
@@ -231,6 +262,7 @@ type Pool struct {
 	dialer    *dialer                        // shared by the transports and h1
 	sockets   sockets
 	idle      time.Duration // IdleConnTimeout of the transports
+	h2Ping    h2Ping        // the HTTP/2 transports' pings, defaults filled in
 }
 
 // NewPool builds the pool of a cluster with options o. It dials nothing
@@ -262,6 +294,13 @@ func NewPool(o Options) *Pool {
 	}
 	if o.idleTimeout != nil {
 		p.idle = *o.idleTimeout
+	}
+	p.h2Ping = h2Ping{interval: defaultH2PingInterval, timeout: defaultH2PingTimeout}
+	if o.h2Ping.interval > 0 {
+		p.h2Ping.interval = o.h2Ping.interval
+	}
+	if o.h2Ping.timeout > 0 {
+		p.h2Ping.timeout = o.h2Ping.timeout
 	}
 	p.h1 = newH1Pool(p)
 	p.h1.maxUses = o.maxUses
@@ -394,8 +433,11 @@ func (p *Pool) newTransport(h2, tlsOn bool, dialTLS func(ctx context.Context, ne
 		IdleConnTimeout:     p.idle,
 		DisableCompression:  true, // pass Accept-Encoding and bodies through untouched
 		HTTP2: &http.HTTP2Config{
-			SendPingTimeout: 30 * time.Second,
-			PingTimeout:     10 * time.Second,
+			// A ping after interval without a frame from the peer (Envoy
+			// pings every interval; on a busy connection the frames
+			// already show it is alive).
+			SendPingTimeout: p.h2Ping.interval,
+			PingTimeout:     p.h2Ping.timeout,
 		},
 	}
 }

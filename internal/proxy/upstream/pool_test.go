@@ -80,6 +80,53 @@ func TestParseOptions(t *testing.T) {
 	}
 }
 
+// TestH2ConnectionKeepalive: http2_protocol_options.connection_keepalive
+// (Istio's connectionPool.http.http2KeepAlive) sets when an HTTP/2
+// connection is pinged and how long the answer may take.
+func TestH2ConnectionKeepalive(t *testing.T) {
+	h2With := func(ka *core.KeepaliveSettings) *cluster.Cluster {
+		c := proxytest.EDSCluster(t, "c", false, "")
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: proxytest.MustAny(t, &upstreamhttp.HttpProtocolOptions{
+			UpstreamProtocolOptions: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &core.Http2ProtocolOptions{ConnectionKeepalive: ka}},
+			}},
+		})}
+		return c
+	}
+	for _, tc := range []struct {
+		name              string
+		ka                *core.KeepaliveSettings
+		interval, timeout time.Duration
+		wantErrSubstring  string
+	}{
+		{name: "defaults", interval: 30 * time.Second, timeout: 10 * time.Second},
+		{name: "both", ka: &core.KeepaliveSettings{Interval: durationpb.New(15 * time.Second), Timeout: durationpb.New(5 * time.Second)},
+			interval: 15 * time.Second, timeout: 5 * time.Second},
+		{name: "timeout only", ka: &core.KeepaliveSettings{Timeout: durationpb.New(time.Second)}, interval: 30 * time.Second, timeout: time.Second},
+		{name: "zero interval", ka: &core.KeepaliveSettings{Interval: durationpb.New(0)},
+			wantErrSubstring: "http2_protocol_options.connection_keepalive.interval: must be a positive duration"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := ParseOptions(h2With(tc.ka), nil)
+			if tc.wantErrSubstring != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErrSubstring) {
+					t.Fatalf("err = %v, want …%s…", err, tc.wantErrSubstring)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := NewPool(o)
+			defer p.CloseIdle()
+			h2 := p.plainTransport().HTTP2
+			if h2.SendPingTimeout != tc.interval || h2.PingTimeout != tc.timeout {
+				t.Errorf("pings after %v, timeout %v; want %v, %v", h2.SendPingTimeout, h2.PingTimeout, tc.interval, tc.timeout)
+			}
+		})
+	}
+}
+
 // TestPoolRoundTrip: bodiless HTTP/1.1 requests reuse one connection on
 // the synchronous path; a refused connection is a connect error.
 // countingServer starts an HTTP/1.1 server with handler h until the test

@@ -125,6 +125,7 @@ func applyConnectionPool(c *cluster.Cluster, settings *networking.ConnectionPool
 	th := defaultThresholds()
 	var idle, maxConnDuration *durationpb.Duration
 	var maxPerConn, maxStreams uint32
+	var h2KeepAlive *networking.ConnectionPoolSettings_HTTPSettings_ConnectionKeepalive
 	if h := settings.GetHttp(); h != nil {
 		if h.GetHttp2MaxRequests() > 0 {
 			th.MaxRequests = wrapperspb.UInt32(uint32(h.GetHttp2MaxRequests()))
@@ -138,6 +139,7 @@ func applyConnectionPool(c *cluster.Cluster, settings *networking.ConnectionPool
 		idle = h.GetIdleTimeout()
 		maxPerConn = uint32(max(h.GetMaxRequestsPerConnection(), 0))
 		maxStreams = uint32(max(h.GetMaxConcurrentStreams(), 0))
+		h2KeepAlive = h.GetHttp2KeepAlive()
 	}
 	if t := settings.GetTcp(); t != nil {
 		if t.GetConnectTimeout() != nil {
@@ -170,7 +172,7 @@ func applyConnectionPool(c *cluster.Cluster, settings *networking.ConnectionPool
 	h2Upgrade := outbound && proto.IsHTTP() && !proto.IsHTTP2() &&
 		settings.GetHttp().GetH2UpgradePolicy() == networking.ConnectionPoolSettings_HTTPSettings_UPGRADE
 	useClient := settings.GetHttp().GetUseClientProtocol()
-	if idle == nil && maxConnDuration == nil && maxPerConn == 0 && maxStreams == 0 && !h2Upgrade && !useClient {
+	if idle == nil && maxConnDuration == nil && maxPerConn == 0 && maxStreams == 0 && h2KeepAlive == nil && !h2Upgrade && !useClient {
 		return
 	}
 	opts := httpProtocolOptions(c)
@@ -191,8 +193,14 @@ func applyConnectionPool(c *cluster.Cluster, settings *networking.ConnectionPool
 		}
 		opts.CommonHttpProtocolOptions = common
 	}
-	if h2 := opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions(); h2 != nil && maxStreams > 0 {
-		h2.MaxConcurrentStreams = wrapperspb.UInt32(maxStreams)
+	if h2 := opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions(); h2 != nil {
+		if maxStreams > 0 {
+			h2.MaxConcurrentStreams = wrapperspb.UInt32(maxStreams)
+		}
+		if h2KeepAlive != nil {
+			// As Istio: only an HTTP/2 cluster's connections are pinged.
+			h2.ConnectionKeepalive = &core.KeepaliveSettings{Interval: h2KeepAlive.GetInterval(), Timeout: h2KeepAlive.GetTimeout()}
+		}
 	}
 	if useClient {
 		// Istio's setUseDownstreamProtocol, applied last as Istio does: the

@@ -71,6 +71,9 @@ func trafficPolicyCases() []goldenCase {
 					{Name: "v2", Labels: map[string]string{"version": "v2"}, TrafficPolicy: &networking.TrafficPolicy{
 						ConnectionPool: &networking.ConnectionPoolSettings{Http: &networking.ConnectionPoolSettings_HTTPSettings{
 							H2UpgradePolicy: networking.ConnectionPoolSettings_HTTPSettings_UPGRADE,
+							Http2KeepAlive: &networking.ConnectionPoolSettings_HTTPSettings_ConnectionKeepalive{
+								Interval: durationpb.New(15_000_000_000), Timeout: durationpb.New(5_000_000_000),
+							},
 						}},
 						OutlierDetection: &networking.OutlierDetection{
 							SplitExternalLocalOriginErrors: true,

@@ -179,6 +179,9 @@ spec:
 		answeredBy string
 	}{
 		{ca, "gw-a", "www.a.example.com", 200, "web-a"},
+		// A port the gateway does not listen on (a NodePort's, a load
+		// balancer's) is ignored, as Istio's gateways do.
+		{ca, "gw-a", "www.a.example.com:31380", 200, "web-a"},
 		{ca, "gw-a", "www.b.example.com", 404, ""},
 		{ca, "gw-a", "api.a.example.com", 404, ""}, // team b's VirtualService is not admitted
 		{cb, "gw-b", "www.b.example.com", 200, "web-b"},

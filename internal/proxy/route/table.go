@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,6 +40,10 @@ type Table struct {
 	suffix []wildcardHost
 	prefix []wildcardHost
 	star   *virtualHost
+	// ignorePort: ignore_port_in_host_matching, a Host's port is dropped
+	// before the virtual host is looked up (Istio sets it on gateways, so
+	// a client that names a port, e.g. a NodePort's, still matches).
+	ignorePort bool
 }
 
 type wildcardHost struct {
@@ -158,7 +163,7 @@ type FilterConfigParser interface {
 // configs; with nil they are ignored. Errors name the virtual host, route
 // and field that is wrong.
 func Compile(rc *route.RouteConfiguration, filters FilterConfigParser) (*Table, error) {
-	rt := &Table{name: rc.GetName(), exact: map[string]*virtualHost{}}
+	rt := &Table{name: rc.GetName(), exact: map[string]*virtualHost{}, ignorePort: rc.GetIgnorePortInHostMatching()}
 	seen := map[string]int{}
 	retries := retryPolicies{}
 	for i, vhc := range rc.GetVirtualHosts() {
@@ -410,12 +415,30 @@ func (t *Table) virtualHost(host string) *virtualHost {
 	return t.star
 }
 
+// hostWithoutPort drops the port of a Host value, as Envoy's
+// HeaderUtility::getPortStart finds it: after the last ':', outside an
+// IPv6 literal's brackets, and numeric; anything else is kept whole.
+func hostWithoutPort(host string) string {
+	i := strings.LastIndexByte(host, ':')
+	if i < 0 || strings.LastIndexByte(host, ']') > i {
+		return host
+	}
+	if _, err := strconv.ParseUint(host[i+1:], 10, 32); err != nil {
+		return host
+	}
+	return host[:i]
+}
+
 // Route returns the route a request takes, as Envoy's router decides: the
 // virtual host by Host/:authority, then the first route whose path,
 // headers and query match; nil when there is none (404 NR). Lock-free;
 // called on the request goroutine.
 func (t *Table) Route(r *http.Request) *Entry {
-	vh := t.virtualHost(strings.ToLower(r.Host))
+	host := r.Host
+	if t.ignorePort {
+		host = hostWithoutPort(host)
+	}
+	vh := t.virtualHost(strings.ToLower(host))
 	if vh == nil {
 		return nil
 	}

@@ -147,3 +147,50 @@ func TestRequireTLS(t *testing.T) {
 }
 
 var tlsState = tls.ConnectionState{}
+
+// TestIgnorePortInHostMatching: with ignore_port_in_host_matching a Host's
+// port is dropped before the virtual host is chosen (Envoy's
+// getPortStart: a numeric port after the last ':', outside brackets).
+func TestIgnorePortInHostMatching(t *testing.T) {
+	vh := func(name string, domains ...string) *route.VirtualHost {
+		return &route.VirtualHost{Name: name, Domains: domains, Routes: []*route.Route{{
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: name}}},
+		}}}
+	}
+	rc := &route.RouteConfiguration{VirtualHosts: []*route.VirtualHost{
+		vh("wild", "*.example.com"), vh("exact", "api.example.org"), vh("v6", "[::1]"),
+	}}
+	for _, ignore := range []bool{false, true} {
+		rc.IgnorePortInHostMatching = ignore
+		tab, err := Compile(rc, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			host           string
+			want, wantIgnr string // cluster; "" none
+		}{
+			{"foo.example.com", "wild", "wild"},
+			{"foo.example.com:12345", "", "wild"},
+			{"api.example.org:80", "", "exact"},
+			{"[::1]:8080", "", "v6"},
+			{"[::1]", "v6", "v6"},
+			{"api.example.org:http", "", ""}, // not a numeric port: kept
+		} {
+			r, _ := http.NewRequest("GET", "http://x/", nil)
+			r.Host = tc.host
+			want := tc.want
+			if ignore {
+				want = tc.wantIgnr
+			}
+			got := ""
+			if e := tab.Route(r); e != nil {
+				got = e.PickCluster(r)
+			}
+			if got != want {
+				t.Errorf("ignore %v, Host %q: cluster %q, want %q", ignore, tc.host, got, want)
+			}
+		}
+	}
+}

@@ -309,7 +309,10 @@ func withGatewayRateLimit(s *mesh.Snapshot, id contract.Identity, port uint32, m
 // one per host it names that no VirtualService serves) redirect to
 // https.
 func gatewayRouteConfig(s *mesh.Snapshot, id contract.Identity, name string, port uint32, servers []gatewayServer) *route.RouteConfiguration {
-	rc := &route.RouteConfiguration{Name: name}
+	// As Istio's gateways: a Host's port is ignored (a client behind a
+	// NodePort or a load balancer names a port the gateway does not
+	// listen on). The ":port" domains stay for proxies that predate it.
+	rc := &route.RouteConfiguration{Name: name, IgnorePortInHostMatching: true}
 	vhosts := map[string]*route.VirtualHost{}
 	merged := map[string]int{} // VirtualServices contributing to each host
 	var order []string

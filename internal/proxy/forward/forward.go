@@ -41,6 +41,7 @@ import (
 	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/tracing"
 	"weft.dev/weft/internal/proxy/upstream"
+	"weft.dev/weft/internal/proxy/urlpath"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -916,6 +917,7 @@ func (f *Forwarder) sourceSec(ep *cluster.Endpoint) *telemetry.SecLabels {
 func upstreamURL(r *http.Request, re *route.Entry, ep *cluster.Endpoint) *url.URL {
 	u := &url.URL{Scheme: "http", Host: ep.Addr(), Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	re.RewritePath(u)
+	urlpath.Pin(u)
 	return u
 }
 

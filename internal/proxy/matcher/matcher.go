@@ -169,6 +169,10 @@ func CompileHeader(h *route.HeaderMatcher) (Header, error) {
 func headerValue(r *http.Request, name string) (string, bool) {
 	switch name {
 	case ":path":
+		// The target as received (normalized), as Envoy's :path.
+		if u := r.RequestURI; u != "" && u[0] == '/' {
+			return u, true
+		}
 		return r.URL.RequestURI(), true
 	case ":method":
 		return r.Method, true

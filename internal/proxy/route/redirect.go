@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"weft.dev/weft/internal/proxy/urlpath"
 )
 
 // redirect is a compiled RedirectAction.
@@ -92,7 +93,7 @@ func (rd *redirect) location(r *http.Request, re *Entry) string {
 			}
 		}
 	}
-	path := r.URL.EscapedPath()
+	path := urlpath.Escaped(r.URL)
 	query := r.URL.RawQuery
 	switch {
 	case rd.path != "":

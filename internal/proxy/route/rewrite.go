@@ -8,6 +8,7 @@ import (
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"weft.dev/weft/internal/proxy/urlpath"
 )
 
 // regexRewrite is a compiled RegexMatchAndSubstitute: every match of the
@@ -71,7 +72,7 @@ func (re *Entry) RewritePath(u *url.URL) {
 	if re.regexRewrite == nil && re.prefixRewrite == "" {
 		return // the common case: nothing to do
 	}
-	raw := u.EscapedPath()
+	raw := urlpath.Escaped(u)
 	switch {
 	case re.regexRewrite != nil:
 		raw = re.regexRewrite.re.ReplaceAllString(raw, re.regexRewrite.subs)

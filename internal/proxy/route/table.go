@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"weft.dev/weft/internal/proxy/matcher"
+	"weft.dev/weft/internal/proxy/urlpath"
 )
 
 // Table is a translated RouteConfiguration. It is immutable after
@@ -449,7 +450,7 @@ func (t *Table) Route(r *http.Request) *Entry {
 }
 
 func (vh *virtualHost) match(r *http.Request) *Entry {
-	path := r.URL.EscapedPath()
+	path := urlpath.Escaped(r.URL)
 	var query url.Values
 	for _, re := range vh.routes {
 		if !re.path.match(path, r.URL.RawQuery) {

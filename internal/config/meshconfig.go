@@ -29,8 +29,10 @@ import (
 // istio.io/api's MeshConfig, and uses what the Telemetry API needs of it:
 // extensionProviders, defaultProviders, and the legacy access log fields
 // (accessLogFile, accessLogFormat, accessLogEncoding), dnsRefreshRate
-// for the clusters of DNS-resolved ServiceEntries, and localityLbSetting,
-// the locality load balancing of every DestinationRule that sets none.
+// for the clusters of DNS-resolved ServiceEntries, localityLbSetting,
+// the locality load balancing of every DestinationRule that sets none,
+// and pathNormalization, how every sidecar and gateway normalizes request
+// paths before routing and authorization.
 // Other fields are accepted (an Istio mesh config loads unchanged) and reported as not read
 // by Weft: several of them have a `weft serve` flag instead.
 
@@ -48,7 +50,7 @@ const BuiltinMetricsProvider = "prometheus"
 var meshConfigRead = map[string]bool{
 	"extensionProviders": true, "defaultProviders": true,
 	"accessLogFile": true, "accessLogFormat": true, "accessLogEncoding": true,
-	"dnsRefreshRate": true, "localityLbSetting": true,
+	"dnsRefreshRate": true, "localityLbSetting": true, "pathNormalization": true,
 }
 
 // meshConfigFlags names the `weft serve` flag that replaces a MeshConfig

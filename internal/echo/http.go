@@ -29,7 +29,9 @@ type Reply struct {
 	Path    string `json:"path"`
 	// Query is the raw query string, without '?'.
 	Query string `json:"query"`
-	Host  string `json:"host"`
+	// URI is the request target as received (escapes kept).
+	URI  string `json:"uri"`
+	Host string `json:"host"`
 	// Proto is "HTTP/1.1" or "HTTP/2.0".
 	Proto string `json:"proto"`
 	// Headers maps lower-cased request header names to their values, joined
@@ -157,6 +159,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		Method:    r.Method,
 		Path:      r.URL.Path,
 		Query:     r.URL.RawQuery,
+		URI:       r.RequestURI,
 		Host:      r.Host,
 		Proto:     r.Proto,
 		Headers:   make(map[string]string, len(r.Header)),

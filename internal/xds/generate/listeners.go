@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	meshconfig "istio.io/api/mesh/v1alpha1"
 
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/mesh"
@@ -46,7 +47,7 @@ func outboundListener(s *mesh.Snapshot, id contract.Identity) *listener.Listener
 		HttpFilters: append(faultFilters(), routerFilters()...), // resilience.go: fault before the router
 	}
 	withAccessLogs(s, m, id.Namespace, id.Labels, mesh.ModeClient)
-	return httpListener(name, ip, port, core.TrafficDirection_OUTBOUND, m)
+	return httpListener(s, name, ip, port, core.TrafficDirection_OUTBOUND, m)
 }
 
 // inbound returns a listener per distinct endpoint address:port this proxy
@@ -126,7 +127,7 @@ func (wp *workloadPort) cluster(s *mesh.Snapshot, id contract.Identity) *cluster
 // (x-forwarded-client-cert, as Istio's sidecars do), behind the transport
 // the port's PeerAuthentication mode asks for (inboundChains).
 func inboundListener(s *mesh.Snapshot, id contract.Identity, w workload, name, ip string, port uint32) *listener.Listener {
-	l := httpListener(name, ip, port, core.TrafficDirection_INBOUND, inboundHCM(s, w, name, port))
+	l := httpListener(s, name, ip, port, core.TrafficDirection_INBOUND, inboundHCM(s, w, name, port))
 	mode := s.PeerAuthn.Mode(w.namespace, w.labels, port)
 	l.ListenerFilters, l.FilterChains = inboundChains(mode, id.MTLS, l.FilterChains[0])
 	return l
@@ -210,34 +211,54 @@ func workloadOf(ep *registry.Endpoint, id contract.Identity) workload {
 	return w
 }
 
-// httpListener wraps m in a listener. Every HTTP connection manager gets
-// Istio's default path handling (mesh config pathNormalization BASE, as
-// Istio's buildHTTPConnectionManager): paths normalized (RFC 3986: dot
-// segments, backslashes, decoded unreserved characters) before routing and
-// authorization, escaped slashes left alone. AuthorizationPolicy paths
-// rely on it: "/public/../admin" must be "/admin" to a policy.
-func httpListener(name, ip string, port uint32, dir core.TrafficDirection, m *hcm.HttpConnectionManager) *listener.Listener {
+// httpListener wraps m in a listener (see hcmFilter).
+func httpListener(s *mesh.Snapshot, name, ip string, port uint32, dir core.TrafficDirection, m *hcm.HttpConnectionManager) *listener.Listener {
 	return &listener.Listener{
 		Name:             name,
 		Address:          socketAddress(ip, port),
 		TrafficDirection: dir,
-		FilterChains:     []*listener.FilterChain{{Filters: []*listener.Filter{hcmFilter(m)}}},
+		FilterChains:     []*listener.FilterChain{{Filters: []*listener.Filter{hcmFilter(s, m)}}},
 	}
 }
 
 // hcmFilter packs m as a network filter, with the path handling every
-// connection manager gets (see httpListener) and, as Istio's
+// connection manager gets (withPathNormalization) and, as Istio's
 // buildHTTPConnectionManager gives every sidecar and gateway connection
 // manager, WebSocket upgrades allowed and the stream idle timeout off (a
 // quiet WebSocket stays open).
-func hcmFilter(m *hcm.HttpConnectionManager) *listener.Filter {
-	m.NormalizePath = wrapperspb.Bool(true)
-	m.PathWithEscapedSlashesAction = hcm.HttpConnectionManager_KEEP_UNCHANGED
+func hcmFilter(s *mesh.Snapshot, m *hcm.HttpConnectionManager) *listener.Filter {
+	withPathNormalization(s, m)
 	m.UpgradeConfigs = []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: websocketUpgrade}}
 	m.StreamIdleTimeout = durationpb.New(0)
 	return &listener.Filter{
 		Name:       wellknown.HTTPConnectionManager,
 		ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(m)},
+	}
+}
+
+// withPathNormalization sets m's path handling from the mesh config's
+// pathNormalization, as Istio's buildHTTPConnectionManager: by default
+// (BASE) paths are normalized (RFC 3986: dot segments, backslashes,
+// decoded unreserved characters) before routing and authorization,
+// escaped slashes left alone; MERGE_SLASHES also merges "//";
+// DECODE_AND_MERGE_SLASHES also decodes %2F and %5C first; NONE leaves
+// paths as received. AuthorizationPolicy paths rely on it:
+// "/public/../admin" must be "/admin" to a policy.
+func withPathNormalization(s *mesh.Snapshot, m *hcm.HttpConnectionManager) {
+	m.PathWithEscapedSlashesAction = hcm.HttpConnectionManager_KEEP_UNCHANGED
+	m.NormalizePath = wrapperspb.Bool(true)
+	var mc *meshconfig.MeshConfig
+	if s != nil && s.Telemetry != nil {
+		mc = s.Telemetry.MeshConfig()
+	}
+	switch mc.GetPathNormalization().GetNormalization() {
+	case meshconfig.MeshConfig_ProxyPathNormalization_NONE:
+		m.NormalizePath = wrapperspb.Bool(false)
+	case meshconfig.MeshConfig_ProxyPathNormalization_MERGE_SLASHES:
+		m.MergeSlashes = true
+	case meshconfig.MeshConfig_ProxyPathNormalization_DECODE_AND_MERGE_SLASHES:
+		m.MergeSlashes = true
+		m.PathWithEscapedSlashesAction = hcm.HttpConnectionManager_UNESCAPE_AND_FORWARD
 	}
 }
 

@@ -895,7 +895,10 @@ type pathPart struct {
 // without matches is a catch-all, last.
 func pathParts(m *gwv1.HTTPPathMatch) (parts []pathPart, rank, length int) {
 	if m == nil {
-		return []pathPart{{}}, 0, 0
+		// The CRD's default, PathPrefix "/": it ranks as one (a match of
+		// headers alone outranks a bare PathPrefix "/" by its headers,
+		// not below it), and matches every path, as no uri does.
+		return []pathPart{{}}, 2, 1
 	}
 	t, v := gwv1.PathMatchPathPrefix, "/"
 	if m.Type != nil {

@@ -1,0 +1,345 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/echo"
+	"weft.dev/weft/internal/localmesh"
+)
+
+// conformanceDir holds HTTPRoute tests of the Gateway API conformance
+// suite (sigs.k8s.io/gateway-api/conformance v1.6.3): their manifests as
+// published, and cases.json, the expected responses of their Go files
+// extracted by hack/gwconformance. See its README.md.
+const conformanceDir = "testdata/gateway-api-conformance"
+
+// The suite's namespaces.
+const (
+	confInfraNS = "gateway-conformance-infra"
+	confAppNS   = "gateway-conformance-app-backend"
+	confWebNS   = "gateway-conformance-web-backend"
+)
+
+// conformanceTest is one entry of cases.json.
+type conformanceTest struct {
+	Name      string            `json:"name"`
+	Manifests []string          `json:"manifests"`
+	Cases     []conformanceCase `json:"cases"`
+}
+
+// conformanceCase is the suite's http.ExpectedResponse, as much of it as
+// these tests use.
+type conformanceCase struct {
+	Request         confRequest `json:"Request"`
+	ExpectedRequest *struct {
+		Request       confRequest `json:"Request"`
+		AbsentHeaders []string    `json:"AbsentHeaders"`
+	} `json:"ExpectedRequest"`
+	RedirectRequest *struct {
+		Scheme, Host, Port, Path string
+	} `json:"RedirectRequest"`
+	BackendSetResponseHeaders map[string]string `json:"BackendSetResponseHeaders"`
+	Response                  struct {
+		StatusCode    int               `json:"StatusCode"`
+		StatusCodes   []int             `json:"StatusCodes"`
+		Headers       map[string]string `json:"Headers"`
+		AbsentHeaders []string          `json:"AbsentHeaders"`
+	} `json:"Response"`
+	Backend   string `json:"Backend"`
+	Namespace string `json:"Namespace"`
+	// DeleteFirst, "<kind> <namespace>/<name>", is a resource the suite's
+	// test deletes before this case (not in the suite's data: added to
+	// cases.json by hand where the Go test does it).
+	DeleteFirst string `json:"DeleteFirst"`
+}
+
+type confRequest struct {
+	Host, Method, Path string
+	Headers            map[string]string
+	UnfollowRedirect   bool
+}
+
+// TestGatewayAPIConformanceHTTPRoute runs HTTPRoute tests of the Gateway
+// API conformance suite against a real gateway proxy: the suite's base
+// infrastructure (its same-namespace Gateway on port 80, the
+// infra-backend-v1..v3, app-backend-v1/v2 and web-backend Services, each
+// an echo workload behind its sidecar), each test's manifests as
+// published, and each expected response checked as the suite's
+// CompareRoundTrip does (status, backend, path, host and headers the
+// backend saw, response headers, redirect target). The gateway listens on
+// port 80, as the suite's does: it needs root.
+func TestGatewayAPIConformanceHTTPRoute(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the conformance Gateway listens on port 80: run as root")
+	}
+	b, err := os.ReadFile(filepath.Join(conformanceDir, "cases.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tests []conformanceTest
+	if err := json.Unmarshal(b, &tests); err != nil {
+		t.Fatal(err)
+	}
+
+	m := NewMesh(t)
+	for _, s := range []struct{ ns, name string }{
+		{confInfraNS, "infra-backend-v1"}, {confInfraNS, "infra-backend-v2"}, {confInfraNS, "infra-backend-v3"},
+		{confAppNS, "app-backend-v1"}, {confAppNS, "app-backend-v2"}, {confWebNS, "web-backend"},
+	} {
+		m.conformanceService(s.ns, s.name)
+	}
+	m.WriteConfig("conformance-base.yaml", `apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weft}
+spec: {controllerName: weft.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: same-namespace, namespace: `+confInfraNS+`}
+spec:
+  gatewayClassName: weft
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces: {from: Same}
+`)
+	ip := nextIP()
+	m.gatewayAt("same-namespace", confInfraNS, ip, map[string]string{config.GatewayNameLabel: "same-namespace"})
+	c := &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, net.JoinHostPort(ip, "80"))
+		}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+
+	for _, ct := range tests {
+		t.Run(ct.Name, func(t *testing.T) {
+			var docs []string
+			for _, f := range ct.Manifests {
+				b, err := os.ReadFile(filepath.Join(conformanceDir, f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				docs = append(docs, strings.ReplaceAll(string(b), "{GATEWAY_CLASS_NAME}", "weft"))
+			}
+			manifest := strings.Join(docs, "\n---\n")
+			m.WriteConfig("conformance-test.yaml", manifest)
+			t.Cleanup(func() { m.WriteConfig("conformance-test.yaml", "") })
+			for i, tc := range ct.Cases {
+				if tc.DeleteFirst != "" {
+					manifest = withoutResource(t, manifest, tc.DeleteFirst)
+					m.WriteConfig("conformance-test.yaml", manifest)
+				}
+				// As the suite: eventually consistent, the first case
+				// waits for the test's routes to be in force.
+				wait := 3 * time.Second
+				if i == 0 {
+					wait = 15 * time.Second
+				}
+				Eventually(t, wait, fmt.Sprintf("case %d: %s %s%s", i, tc.Request.Method, tc.Request.Host, tc.Request.Path), func() error {
+					return tc.check(c, ip)
+				})
+			}
+		})
+	}
+}
+
+// withoutResource returns the YAML documents of manifest but the one
+// that is res, "<kind> <namespace>/<name>".
+func withoutResource(t *testing.T, manifest, res string) string {
+	t.Helper()
+	var kept []string
+	found := false
+	for _, doc := range strings.Split(manifest, "\n---") {
+		var meta struct {
+			Kind     string `yaml:"kind"`
+			Metadata struct{ Name, Namespace string }
+		}
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatalf("manifest: %v", err)
+		}
+		if meta.Kind+" "+meta.Metadata.Namespace+"/"+meta.Metadata.Name == res {
+			found = true
+			continue
+		}
+		kept = append(kept, doc)
+	}
+	if !found {
+		t.Fatalf("%s is not in the test's manifests", res)
+	}
+	return strings.Join(kept, "\n---")
+}
+
+// conformanceService registers Service name in namespace ns on port 8080,
+// with one echo workload, <name>-0, behind its sidecar.
+func (m *Mesh) conformanceService(ns, name string) {
+	m.t.Helper()
+	wport, err := localmesh.FreePort("127.0.0.1")
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	wip := nextIP()
+	m.WriteConfig(ns+"-"+name+".yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: %[2]s, namespace: %[1]s}
+spec:
+  hosts: [%[2]s.%[1]s.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: %[2]s}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: %[2]s-0, namespace: %[1]s}
+spec:
+  address: %[3]s
+  ports: {http: %[4]d}
+  labels: {app: %[2]s, security.istio.io/tlsMode: istio}
+  serviceAccount: %[2]s
+`, ns, name, wip, wport))
+	w := m.Workload(localmesh.WorkloadOptions{Name: name + "-0", Namespace: ns, IPs: []string{wip}, WorkloadPort: uint32(wport),
+		Labels: map[string]string{"app": name}})
+	Eventually(m.t, 10*time.Second, name+" serving", func() error {
+		if !w.Serving() {
+			return fmt.Errorf("sidecar not serving its inbound port yet")
+		}
+		return nil
+	})
+}
+
+// check makes tc's request to the gateway at ip and compares the answer
+// as the suite's CompareRoundTrip does.
+func (tc conformanceCase) check(c *http.Client, ip string) error {
+	method := tc.Request.Method
+	if method == "" {
+		method = "GET"
+	}
+	path, query, _ := strings.Cut(tc.Request.Path, "?")
+	u := url.URL{Scheme: "http", Host: ip, Path: path, RawQuery: query}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	if tc.Request.Host != "" {
+		req.Host = tc.Request.Host
+	}
+	for k, v := range tc.Request.Headers {
+		req.Header.Set(k, v)
+	}
+	for k, v := range tc.BackendSetResponseHeaders {
+		req.Header.Add("x-echo-header", k+":"+v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+
+	codes := tc.Response.StatusCodes
+	if tc.Response.StatusCode != 0 && !slices.Contains(codes, tc.Response.StatusCode) {
+		codes = append(codes, tc.Response.StatusCode)
+	}
+	if len(codes) == 0 {
+		codes = []int{200}
+	}
+	if !slices.Contains(codes, resp.StatusCode) {
+		return fmt.Errorf("status %d, want one of %v (%.200s)", resp.StatusCode, codes, body)
+	}
+	switch {
+	case resp.StatusCode == 200 || resp.StatusCode == 204:
+		var r echo.Reply
+		if err := json.Unmarshal(body, &r); err != nil {
+			return fmt.Errorf("not the echo's answer: %.200s", body)
+		}
+		exp, absent := tc.Request, []string(nil)
+		if tc.ExpectedRequest != nil {
+			exp, absent = tc.ExpectedRequest.Request, tc.ExpectedRequest.AbsentHeaders
+		}
+		if exp.Method == "" {
+			exp.Method = "GET"
+		}
+		if exp.Host != "" && exp.Host != r.Host {
+			return fmt.Errorf("the backend saw host %q, want %q", r.Host, exp.Host)
+		}
+		if exp.Path != r.URI {
+			return fmt.Errorf("the backend saw path %q, want %q", r.URI, exp.Path)
+		}
+		if exp.Method != r.Method {
+			return fmt.Errorf("the backend saw method %q, want %q", r.Method, exp.Method)
+		}
+		for k, v := range exp.Headers {
+			got, ok := r.Headers[strings.ToLower(k)]
+			if !ok || strings.ReplaceAll(got, ", ", ",") != v {
+				return fmt.Errorf("the backend saw %s: %q (present %v), want %q", k, got, ok, v)
+			}
+		}
+		for _, k := range absent {
+			if v, ok := r.Headers[strings.ToLower(k)]; ok {
+				return fmt.Errorf("the backend saw %s: %q, want it absent", k, v)
+			}
+		}
+		for k, v := range tc.Response.Headers {
+			if got := strings.Join(resp.Header.Values(k), ","); got != v {
+				return fmt.Errorf("response header %s: %q, want %q", k, got, v)
+			}
+		}
+		for _, k := range tc.Response.AbsentHeaders {
+			if v := resp.Header.Values(k); len(v) > 0 {
+				return fmt.Errorf("response header %s: %q, want it absent", k, v)
+			}
+		}
+		if !strings.HasPrefix(r.Name, tc.Backend) {
+			return fmt.Errorf("answered by %q, want %s", r.Name, tc.Backend)
+		}
+	case resp.StatusCode >= 300 && resp.StatusCode < 400 && tc.RedirectRequest != nil:
+		loc, err := url.Parse(resp.Header.Get("Location"))
+		if err != nil {
+			return fmt.Errorf("location %q: %v", resp.Header.Get("Location"), err)
+		}
+		want := *tc.RedirectRequest
+		if want.Host == "" {
+			want.Host = loc.Hostname()
+		}
+		if want.Scheme == "" {
+			want.Scheme = "http"
+		}
+		if want.Path == "" {
+			want.Path = path
+		}
+		gotPort := loc.Port()
+		switch {
+		case want.Port != "" && want.Port != gotPort:
+			return fmt.Errorf("redirect to %s: port %q, want %q", loc, gotPort, want.Port)
+		case want.Port == "" && loc.Scheme == "http" && gotPort != "" && gotPort != "80":
+			return fmt.Errorf("redirect to %s: port %q, want 80 or none", loc, gotPort)
+		case want.Port == "" && loc.Scheme == "https" && gotPort != "" && gotPort != "443":
+			return fmt.Errorf("redirect to %s: port %q, want 443 or none", loc, gotPort)
+		}
+		if loc.Hostname() != want.Host || loc.Scheme != want.Scheme || loc.Path != want.Path {
+			return fmt.Errorf("redirect to %s, want %s://%s%s", loc, want.Scheme, want.Host, want.Path)
+		}
+	}
+	return nil
+}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -66,6 +67,10 @@ type conformanceCase struct {
 	// test deletes before this case (not in the suite's data: added to
 	// cases.json by hand where the Go test does it).
 	DeleteFirst string `json:"DeleteFirst"`
+	// Gateway is the Gateway (of the infrastructure namespace) the suite
+	// sends the request to; "" is same-namespace. Set by hand for the
+	// tests that use several (the suite's Go code picks the address).
+	Gateway string `json:"Gateway"`
 }
 
 type confRequest struct {
@@ -119,14 +124,35 @@ spec:
     protocol: HTTP
     allowedRoutes:
       namespaces: {from: Same}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: all-namespaces, namespace: `+confInfraNS+`}
+spec:
+  gatewayClassName: weft
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces: {from: All}
 `)
-	ip := nextIP()
-	m.gatewayAt("same-namespace", confInfraNS, ip, map[string]string{config.GatewayNameLabel: "same-namespace"})
+	// Each Gateway the tests send to has a gateway proxy on an address
+	// of its own, started when a test first needs it.
+	gateways := map[string]string{} // name -> IP
+	gatewayIP := func(name string) string {
+		if ip, ok := gateways[name]; ok {
+			return ip
+		}
+		ip := nextIP()
+		m.gatewayAt(name, confInfraNS, ip, map[string]string{config.GatewayNameLabel: name})
+		gateways[name] = ip
+		return ip
+	}
+	gatewayIP("same-namespace")
 	c := &http.Client{
-		Timeout: 5 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, net.JoinHostPort(ip, "80"))
-		}},
+		Timeout:       5 * time.Second,
+		Transport:     &http.Transport{DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 
@@ -154,6 +180,7 @@ spec:
 				if i == 0 {
 					wait = 15 * time.Second
 				}
+				ip := gatewayIP(cmp.Or(tc.Gateway, "same-namespace"))
 				Eventually(t, wait, fmt.Sprintf("case %d: %s %s%s", i, tc.Request.Method, tc.Request.Host, tc.Request.Path), func() error {
 					return tc.check(c, ip)
 				})
@@ -227,14 +254,19 @@ spec:
 }
 
 // check makes tc's request to the gateway at ip and compares the answer
-// as the suite's CompareRoundTrip does.
+// as the suite's CompareRoundTrip does. The request goes to the port its
+// Host names (the suite's tests of listener ports do so), else 80.
 func (tc conformanceCase) check(c *http.Client, ip string) error {
 	method := tc.Request.Method
 	if method == "" {
 		method = "GET"
 	}
 	path, query, _ := strings.Cut(tc.Request.Path, "?")
-	u := url.URL{Scheme: "http", Host: ip, Path: path, RawQuery: query}
+	addr := ip
+	if _, port, err := net.SplitHostPort(tc.Request.Host); err == nil && (port == "8080" || port == "8090") {
+		addr = net.JoinHostPort(ip, port)
+	}
+	u := url.URL{Scheme: "http", Host: addr, Path: path, RawQuery: query}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)

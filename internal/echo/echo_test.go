@@ -135,7 +135,7 @@ func TestHTTP1Reply(t *testing.T) {
 	}
 	r := decode(t, body)
 	want := echo.Reply{
-		Name: "reviews", Version: "v2", Method: "POST", Path: "/a/b", Query: "x=1&y=2",
+		Name: "reviews", Version: "v2", Method: "POST", Path: "/a/b", Query: "x=1&y=2", URI: "/a/b?x=1&y=2",
 		Host: s.Addr().String(), Proto: "HTTP/1.1", BodyBytes: 5,
 	}
 	got := r

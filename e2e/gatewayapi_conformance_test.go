@@ -81,7 +81,7 @@ type confRequest struct {
 
 // TestGatewayAPIConformanceHTTPRoute runs HTTPRoute tests of the Gateway
 // API conformance suite against a real gateway proxy: the suite's base
-// infrastructure (its same-namespace Gateway on port 80, the
+// infrastructure (its Gateways and Namespaces, on port 80, the
 // infra-backend-v1..v3, app-backend-v1/v2 and web-backend Services, each
 // an echo workload behind its sidecar), each test's manifests as
 // published, and each expected response checked as the suite's
@@ -136,6 +136,32 @@ spec:
     protocol: HTTP
     allowedRoutes:
       namespaces: {from: All}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: backend-namespaces, namespace: `+confInfraNS+`}
+spec:
+  gatewayClassName: weft
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector: {matchLabels: {gateway-conformance: backend}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: `+confInfraNS+`, labels: {gateway-conformance: infra}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: `+confAppNS+`, labels: {gateway-conformance: backend}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: `+confWebNS+`, labels: {gateway-conformance: backend}}
 `)
 	// Each Gateway the tests send to has a gateway proxy on an address
 	// of its own, started when a test first needs it.

@@ -57,7 +57,7 @@ const weftNetworkingGroup = "networking.weft.dev"
 const weftSecurityGroup = "security.weft.dev"
 
 // supportedKinds names the kinds Weft loads, for messages.
-const supportedKinds = "VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: " + gatewayAPIKinds
+const supportedKinds = "VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: " + gatewayAPIKinds + "; and Kubernetes Namespaces (for their labels)"
 
 // newSpec returns an empty spec message for a kind Weft loads, or nil.
 func newSpec(k Kind) proto.Message {
@@ -101,6 +101,8 @@ func checkAPIVersion(k Kind, apiVersion string) (ok bool, want string) {
 		vs := GatewayAPIVersions(k)
 		return group == gatewayAPIGroup && slices.Contains(vs, version),
 			gatewayAPIGroup + "/" + strings.Join(vs[:len(vs)-1], ", ") + " or " + vs[len(vs)-1]
+	case KindNamespace:
+		return apiVersion == "v1", "v1"
 	case KindPeerAuthentication, KindAuthorizationPolicy, KindRequestAuthentication:
 		return group == securityGroup && securityVersions[version], securityGroup + "/v1 or v1beta1"
 	case KindTelemetry:
@@ -366,6 +368,8 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 	internalKind := Kind(kind)
 	if group, _, _ := strings.Cut(apiVersion, "/"); group == gatewayAPIGroup {
 		internalKind, spec = newGatewayAPISpec(kind)
+	} else if kind == string(KindNamespace) {
+		spec = &NamespaceSpec{}
 	} else if m := newSpec(Kind(kind)); m != nil {
 		spec = m
 	}
@@ -383,9 +387,12 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 	if metadata == nil && misspeltMetadata {
 		return d
 	}
-	d.decodeMetadata(dec, metadata)
+	labels := d.decodeMetadata(dec, metadata)
 	if d.meta.Name == "" {
 		return d
+	}
+	if ns, ok := spec.(*NamespaceSpec); ok {
+		ns.Labels = labels
 	}
 	if ok, want := checkAPIVersion(d.meta.Kind, apiVersion); !ok {
 		dec.errf("apiVersion", "unsupported apiVersion %q for %s (want %s)", apiVersion, kind, want)
@@ -406,8 +413,8 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 }
 
 // decodeMetadata reads name, namespace, annotations and creationTimestamp
-// into d and checks the rest of metadata.
-func (d *document) decodeMetadata(dec *yamlDecoder, n *yaml.Node) {
+// into d and checks the rest of metadata. It returns the labels.
+func (d *document) decodeMetadata(dec *yamlDecoder, n *yaml.Node) (labels map[string]string) {
 	var name, namespace string
 	if n != nil && !isNull(n) {
 		if n.Kind != yaml.MappingNode {
@@ -428,7 +435,7 @@ func (d *document) decodeMetadata(dec *yamlDecoder, n *yaml.Node) {
 			case "namespace":
 				namespace = dec.str(v, path)
 			case "labels":
-				dec.stringMap(v, path)
+				labels = dec.stringMap(v, path)
 			case "annotations":
 				d.annotations = dec.stringMap(v, path)
 				checkAnnotations(dec, d.meta.Kind, path, d.annotations)
@@ -465,6 +472,7 @@ func (d *document) decodeMetadata(dec *yamlDecoder, n *yaml.Node) {
 		dec.errf("metadata.namespace", "invalid namespace %q: must be a lowercase DNS-1123 label", d.meta.Namespace)
 		return
 	}
+	return labels
 }
 
 // str reads a string scalar.

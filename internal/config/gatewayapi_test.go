@@ -415,8 +415,8 @@ metadata: {name: g}
 spec: {from: [], to: [{group: "", name: x}]}
 `,
 			want: []string{
-				`error: t.yaml: doc 1: kind: unsupported kind "UDPRoute" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute, ReferenceGrant)`,
-				`error: t.yaml: doc 2: kind: unsupported kind "HTTPRoute" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute, ReferenceGrant)`,
+				`error: t.yaml: doc 1: kind: unsupported kind "UDPRoute" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute, ReferenceGrant; and Kubernetes Namespaces (for their labels))`,
+				`error: t.yaml: doc 2: kind: unsupported kind "HTTPRoute" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute, ReferenceGrant; and Kubernetes Namespaces (for their labels))`,
 				`error: t.yaml: doc 3: GatewayClass default/c: spec.controllerName: invalid controllerName "no-slash": want a domain-prefixed path such as weft.dev/gateway-controller`,
 				`error: t.yaml: doc 4: ReferenceGrant default/g: spec.from: from needs at least one entry`,
 				`error: t.yaml: doc 4: ReferenceGrant default/g: spec.to[0].kind: kind is required`,
@@ -618,4 +618,71 @@ hosts: [r.example.com]
 gateways: [edge/public-gwapi-http]
 http: [{name: edge.r.0.0, directResponse: {status: 500}}]`,
 	}, func() *networking.VirtualService { return &networking.VirtualService{} })
+}
+
+// TestGatewayAPINamespaceSelector: a listener's allowedRoutes.namespaces
+// selector admits the routes of the namespaces whose labels it matches:
+// a Namespace's own labels, and kubernetes.io/metadata.name, which every
+// namespace has.
+func TestGatewayAPINamespaceSelector(t *testing.T) {
+	docs := `apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weft}
+spec: {controllerName: weft.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: shared, namespace: infra}
+spec:
+  gatewayClassName: weft
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector:
+          matchLabels: {shared-gateway-access: "true"}
+  - name: by-name
+    port: 8080
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector:
+          matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [team-c]}]
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: team-a
+  labels: {shared-gateway-access: "true"}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-b, labels: {shared-gateway-access: "false"}}
+`
+	route := func(ns, section string) string {
+		return fmt.Sprintf(`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r-%[2]s, namespace: %[1]s}
+spec:
+  parentRefs: [{name: shared, namespace: infra, sectionName: %[2]s}]
+  hostnames: [%[1]s.example.com]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+`, ns, section)
+	}
+	snap := NewStore(testOptions()).Load(files("gw.yaml", docs+route("team-a", "http")+route("team-b", "http")+route("team-c", "by-name")+route("team-a", "by-name")))
+	var hosts []string
+	for _, vs := range snap.VirtualServices {
+		hosts = append(hosts, vs.Spec.GetHosts()...)
+	}
+	slices.Sort(hosts)
+	checkStrings(t, "hosts served", hosts, []string{"team-a.example.com", "team-c.example.com"})
+	checkStrings(t, "diagnostics", diagStrings(snap), []string{
+		`warning: gw.yaml: doc 6: HTTPRoute team-b/r-http: spec.parentRefs[0]: not attached to Gateway infra/shared: listener "http" admits routes of namespaces labelled shared-gateway-access=true only (allowedRoutes.namespaces.selector), and namespace team-b is not`,
+		`warning: gw.yaml: doc 8: HTTPRoute team-a/r-by-name: spec.parentRefs[0]: not attached to Gateway infra/shared: listener "by-name" admits routes of namespaces labelled kubernetes.io/metadata.name in (team-c) only (allowedRoutes.namespaces.selector), and namespace team-a is not`,
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
 	"slices"
@@ -15,6 +16,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"weft.dev/weft/internal/registry"
@@ -620,10 +623,6 @@ func (t *translator) listener(gw *KubeGateway, i int, res *ListenerResult) *list
 			fmt.Sprintf("protocol %s listeners are not supported by Weft yet (HTTP, HTTPS, TCP and TLS are); the listener is not served", l.Protocol))
 	}
 	res.Kinds = routeKinds(l)
-	if ar := l.AllowedRoutes; ar != nil && ar.Namespaces != nil && ar.Namespaces.From != nil && *ar.Namespaces.From == gwv1.NamespacesFromSelector {
-		t.diags = append(t.diags, resourceDiag(gw, SeverityWarning, CodeInvalidValue, path+".allowedRoutes.namespaces.from",
-			"from: Selector needs the labels of namespaces, which Weft does not read yet: the listener admits no route"))
-	}
 	meta := gw.Meta
 	meta.Kind = KindGateway
 	meta.Name = generatedGatewayName(gw.Name, string(l.Name))
@@ -755,7 +754,7 @@ func (t *translator) attach(r *HTTPRoute, byGateway map[string][]*listener) {
 				reason = gwv1.RouteReasonNotAllowedByListeners
 				continue
 			}
-			if refusal := admits(l, r); refusal != "" {
+			if refusal := t.admits(l, r); refusal != "" {
 				why = append(why, refusal)
 				reason = gwv1.RouteReasonNotAllowedByListeners
 				continue
@@ -800,8 +799,11 @@ func (t *translator) gatewayExists(key string) bool {
 }
 
 // admits returns why listener l refuses route r, or "" when it admits it
-// (allowedRoutes: namespaces and kinds).
-func admits(l *listener, r *HTTPRoute) string {
+// (allowedRoutes: namespaces and kinds). A namespace selector is matched
+// against the labels of the route's Namespace (none when Weft has not
+// seen it; Kubernetes labels every namespace with its name,
+// kubernetes.io/metadata.name, and so does Weft).
+func (t *translator) admits(l *listener, r *HTTPRoute) string {
 	from := gwv1.NamespacesFromSame
 	var kinds []gwv1.RouteGroupKind
 	if ar := l.l.AllowedRoutes; ar != nil {
@@ -823,8 +825,31 @@ func admits(l *listener, r *HTTPRoute) string {
 			return ""
 		}
 		return fmt.Sprintf("listener %q admits routes of namespace %s only (allowedRoutes.namespaces.from: Same)", l.l.Name, l.gw.Namespace)
+	case gwv1.NamespacesFromSelector:
+		sel, err := metav1.LabelSelectorAsSelector(l.l.AllowedRoutes.Namespaces.Selector)
+		if err != nil {
+			return fmt.Sprintf("listener %q: allowedRoutes.namespaces.selector: %v", l.l.Name, err)
+		}
+		if sel.Matches(labels.Set(t.namespaceLabels(r.Namespace))) {
+			return ""
+		}
+		return fmt.Sprintf("listener %q admits routes of namespaces labelled %s only (allowedRoutes.namespaces.selector), and namespace %s is not", l.l.Name, sel, r.Namespace)
 	}
-	return fmt.Sprintf("listener %q admits routes by namespace labels, which Weft does not read yet", l.l.Name)
+	return fmt.Sprintf("listener %q: allowedRoutes.namespaces.from %q is unknown", l.l.Name, from)
+}
+
+// namespaceLabels returns the labels of namespace ns: those of its
+// Namespace resource, with kubernetes.io/metadata.name, which the API
+// server sets on every namespace.
+func (t *translator) namespaceLabels(ns string) map[string]string {
+	out := map[string]string{"kubernetes.io/metadata.name": ns}
+	for _, n := range t.snap.Namespaces {
+		if n.Name == ns {
+			maps.Copy(out, n.Spec.Labels)
+			out["kubernetes.io/metadata.name"] = ns
+		}
+	}
+	return out
 }
 
 // intersectHostnames returns the hosts a route with hostnames serves on a

@@ -348,6 +348,8 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 			snap.ReferenceGrants = append(snap.ReferenceGrants, &ReferenceGrant{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		case *weftsec.OIDCLogin:
 			snap.OIDCLogins = append(snap.OIDCLogins, &OIDCLogin{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
+		case *NamespaceSpec:
+			snap.Namespaces = append(snap.Namespaces, &Namespace{Meta: e.meta, Spec: spec, Annotations: e.annotations, Pos: e.pos})
 		}
 	}
 	sortResources(snap.VirtualServices)
@@ -369,6 +371,7 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 	sortResources(snap.TCPRoutes)
 	sortResources(snap.TLSRoutes)
 	sortResources(snap.ReferenceGrants)
+	sortResources(snap.Namespaces)
 	// The Gateway API's resources become Gateways and VirtualServices
 	// here, after every check of the resources as written: the gateway
 	// index and generator then serve them as any other.
@@ -767,7 +770,8 @@ func sameContent(a, b *Snapshot) bool {
 		sameResources(a.TCPRoutes, b.TCPRoutes) &&
 		sameResources(a.TLSRoutes, b.TLSRoutes) &&
 		sameResources(a.ReferenceGrants, b.ReferenceGrants) &&
-		sameResources(a.OIDCLogins, b.OIDCLogins)
+		sameResources(a.OIDCLogins, b.OIDCLogins) &&
+		sameResources(a.Namespaces, b.Namespaces)
 }
 
 func sameResources[T any](a, b []*Resource[T]) bool {

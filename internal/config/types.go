@@ -56,6 +56,8 @@ const (
 	KindTCPRoute       Kind = "TCPRoute"
 	KindTLSRoute       Kind = "TLSRoute"
 	KindReferenceGrant Kind = "ReferenceGrant"
+	// KindNamespace is a Kubernetes Namespace (v1), read for its labels.
+	KindNamespace Kind = "Namespace"
 	// KindOIDCLogin is Weft's own (security.weft.dev/v1alpha1).
 	KindOIDCLogin Kind = "OIDCLogin"
 )
@@ -133,7 +135,19 @@ type (
 	// OIDCLogin is Weft's security.weft.dev OIDCLogin: login for human
 	// users at the selected gateways.
 	OIDCLogin = Resource[*weftsec.OIDCLogin]
+	// Namespace is a Kubernetes Namespace. Cluster-scoped: its
+	// Meta.Namespace is the decoder's "default", as a GatewayClass's.
+	Namespace = Resource[*NamespaceSpec]
 )
+
+// NamespaceSpec is what Weft reads of a Kubernetes Namespace: its labels
+// (metadata.labels, which the decoder copies here), by which a Gateway
+// API listener's allowedRoutes selects the namespaces of its routes.
+type NamespaceSpec struct {
+	Labels map[string]string `json:"-"`
+	// Finalizers is the Namespace's spec as the API server writes it; not used.
+	Finalizers []string `json:"finalizers,omitempty"`
+}
 
 // Snapshot is an immutable, versioned set of the resources in force. Each
 // list is sorted by namespace, then name.
@@ -181,6 +195,9 @@ type Snapshot struct {
 
 	// OIDCLogins are Weft's own gateway logins (OpenID Connect).
 	OIDCLogins []*OIDCLogin
+	// Namespaces are the Kubernetes Namespaces written (or, from the API
+	// server, all of them), for their labels.
+	Namespaces []*Namespace
 	// Diagnostics are the errors and warnings of the load that produced
 	// this snapshot, sorted by file, document, path.
 	Diagnostics []Diagnostic
@@ -274,7 +291,8 @@ func (s *Snapshot) SameExcept(o *Snapshot, except ...Kind) bool {
 		same(KindTCPRoute, func() bool { return identicalResources(s.TCPRoutes, o.TCPRoutes) }) &&
 		same(KindTLSRoute, func() bool { return identicalResources(s.TLSRoutes, o.TLSRoutes) }) &&
 		same(KindReferenceGrant, func() bool { return identicalResources(s.ReferenceGrants, o.ReferenceGrants) }) &&
-		same(KindOIDCLogin, func() bool { return identicalResources(s.OIDCLogins, o.OIDCLogins) })
+		same(KindOIDCLogin, func() bool { return identicalResources(s.OIDCLogins, o.OIDCLogins) }) &&
+		same(KindNamespace, func() bool { return identicalResources(s.Namespaces, o.Namespaces) })
 }
 
 // specEqual reports whether two specs are the same value or equal ones:

@@ -2,6 +2,7 @@ package kubesource_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -153,4 +154,59 @@ func TestKubernetesGatewayAPI(t *testing.T) {
 			t.Errorf("%s %s: status written: %s", u.GetKind(), u.GetName(), got)
 		}
 	}
+
+	// A listener that admits the routes of namespaces by label reads the
+	// Namespaces' labels from the API server, and follows a relabelling.
+	if err := c.env.Apply(t.Context(), []byte(sharedGatewayObjects)); err != nil {
+		t.Fatal(err)
+	}
+	attached := func(want bool) func() (bool, string) {
+		return func() (bool, string) {
+			snap := r.store.Snapshot()
+			found := slices.ContainsFunc(snap.VirtualServices, func(vs *config.VirtualService) bool {
+				return vs.Name == "shared-gwapi-http.partner.example.com"
+			})
+			return found == want, fmt.Sprint(snap.Diagnostics)
+		}
+	}
+	eventually(t, "the route of the labelled namespace attached", attached(true))
+	ns, err := c.kube.CoreV1().Namespaces().Get(t.Context(), "partner", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Labels["shared-gateway-access"] = "false"
+	if _, err := c.kube.CoreV1().Namespaces().Update(t.Context(), ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the route detached once its namespace lost the label", attached(false))
 }
+
+const sharedGatewayObjects = `
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: partner
+  labels: {shared-gateway-access: "true"}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: shared, namespace: shop}
+spec:
+  gatewayClassName: weft
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector: {matchLabels: {shared-gateway-access: "true"}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: partner, namespace: partner}
+spec:
+  parentRefs: [{name: shared, namespace: shop}]
+  hostnames: [partner.example.com]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+`

@@ -51,6 +51,9 @@ var kinds = []kind{
 	{config.KindTCPRoute, gatewayAPIGroup, "tcproutes", config.GatewayAPIVersions(config.KindTCPRoute)},
 	{config.KindTLSRoute, gatewayAPIGroup, "tlsroutes", config.GatewayAPIVersions(config.KindTLSRoute)},
 	{config.KindReferenceGrant, gatewayAPIGroup, "referencegrants", config.GatewayAPIVersions(config.KindReferenceGrant)},
+	// Namespaces, for their labels (a Gateway API listener's
+	// allowedRoutes selects namespaces by them); read, never written.
+	{config.KindNamespace, "", "namespaces", []string{"v1"}},
 }
 
 // gatewayAPIGroup is the Kubernetes Gateway API's group.
@@ -59,7 +62,9 @@ const gatewayAPIGroup = "gateway.networking.k8s.io"
 // clusterScoped reports whether objects of kind k have no namespace.
 // Their virtual file is "k8s:<Kind>/<name>"; the decoder, as for a file
 // without metadata.namespace, puts them in namespace "default".
-func clusterScoped(k config.Kind) bool { return k == config.KindGatewayClass }
+func clusterScoped(k config.Kind) bool {
+	return k == config.KindGatewayClass || k == config.KindNamespace
+}
 
 // decodedNamespace is the namespace the decoder gives an object of
 // namespace ns ("" for a cluster-scoped one).

@@ -165,6 +165,7 @@ var kindSamples = map[config.Kind]string{
 	config.KindTCPRoute:              "parentRefs: [{name: public}]\n  rules: [{backendRefs: [{name: reviews, port: 80}]}]",
 	config.KindTLSRoute:              "parentRefs: [{name: public}]\n  hostnames: [reviews.example.com]\n  rules: [{backendRefs: [{name: reviews, port: 443}]}]",
 	config.KindReferenceGrant:        "from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: edge}]\n  to: [{group: \"\", kind: Service}]",
+	config.KindNamespace:             "finalizers: [kubernetes]",
 }
 
 // kindName is a kind as written in a document's kind field.
@@ -189,7 +190,8 @@ func TestKindsCoverTheDecoder(t *testing.T) {
 	if !ok {
 		t.Fatalf("the decoder no longer names the kinds it loads: %q", snap.Diagnostics[0].Message)
 	}
-	istio, gwapi, _ := strings.Cut(strings.TrimSuffix(list, ")"), "; and from the Gateway API: ")
+	list, core := strings.CutSuffix(strings.TrimSuffix(list, ")"), "; and Kubernetes Namespaces (for their labels)")
+	istio, gwapi, _ := strings.Cut(list, "; and from the Gateway API: ")
 	decoded := append(strings.Split(istio, ", "), strings.Split(gwapi, ", ")...)
 	watched := map[string]kind{}
 	for _, k := range kinds {
@@ -207,6 +209,14 @@ func TestKindsCoverTheDecoder(t *testing.T) {
 		if _, ok := watched[group+"/"+name]; !ok {
 			t.Errorf("the decoder loads %s %s, the Kubernetes source does not watch it", group, name)
 		}
+	}
+	if !core {
+		t.Error("the decoder no longer says it loads Namespaces")
+	} else if _, ok := watched["/Namespace"]; !ok {
+		t.Error("the decoder loads Namespaces, the Kubernetes source does not watch them")
+	}
+	if core {
+		decoded = append(decoded, "Namespace")
 	}
 	if len(kinds) != len(decoded) {
 		t.Errorf("watched %d kinds, the decoder loads %d: %v", len(kinds), len(decoded), decoded)
@@ -234,11 +244,15 @@ func TestKindsCoverTheDecoder(t *testing.T) {
 			if clusterScoped(k.kind) {
 				ns, nsField = "", ""
 			}
-			doc := fmt.Sprintf("apiVersion: %s/%s\nkind: %s\nmetadata: {name: sample-%s%s}\nspec:\n  %s\n", k.group, v, kindName(k.kind), v, nsField, spec)
+			apiVersion := k.group + "/" + v
+			if k.group == "" {
+				apiVersion = v // the core group
+			}
+			doc := fmt.Sprintf("apiVersion: %s\nkind: %s\nmetadata: {name: sample-%s%s}\nspec:\n  %s\n", apiVersion, kindName(k.kind), v, nsField, spec)
 			byVersion[i][FilePath(k.kind, ns, "sample-"+v)] = []byte(doc)
 		}
 		wants := []string{k.group + "/" + k.resource + " get", k.group + "/" + k.resource + " list", k.group + "/" + k.resource + " watch"}
-		if k.kind != config.KindReferenceGrant { // the one kind without a status
+		if k.kind != config.KindReferenceGrant && k.kind != config.KindNamespace { // the kinds without a status of Weft's
 			wants = append(wants, k.group+"/"+k.resource+"/status update")
 		}
 		for _, want := range wants {

@@ -33,6 +33,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -243,8 +244,14 @@ func (s *Source) Files() map[string][]byte {
 func (s *Source) Status() config.SourceStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	objects := 0
+	for _, o := range s.objects {
+		if o.kind.kind != config.KindNamespace { // read for their labels, not config
+			objects++
+		}
+	}
 	st := config.SourceStatus{
-		Name: s.Name(), Synced: s.synced, Connected: s.connected, Objects: len(s.objects),
+		Name: s.Name(), Synced: s.synced, Connected: s.connected, Objects: objects,
 		LastError: s.lastErr, LastErrorTime: s.lastErrAt, LastUpdate: s.lastUpdate,
 	}
 	if len(s.missing) > 0 && st.LastError == "" {
@@ -278,6 +285,7 @@ func (s *Source) Run(ctx context.Context) error {
 	if err != nil {
 		return nil // ctx done before the API server answered
 	}
+	watched = s.readable(ctx, watched)
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(s.dyn, 0, s.opts.Namespace, nil)
 	var regs []cache.ResourceEventHandlerRegistration
 	for _, w := range watched {
@@ -320,6 +328,24 @@ func (s *Source) Run(ctx context.Context) error {
 	s.notify()
 	<-ctx.Done()
 	return nil
+}
+
+// readable drops Namespaces from watched when this replica may not list
+// them (RBAC written before Weft read them), rather than wait for a sync
+// that never comes: a Gateway API listener's namespace selector then sees
+// only each namespace's kubernetes.io/metadata.name.
+func (s *Source) readable(ctx context.Context, watched []watchedKind) []watchedKind {
+	return slices.DeleteFunc(watched, func(w watchedKind) bool {
+		if w.kind.kind != config.KindNamespace {
+			return false
+		}
+		_, err := s.dyn.Resource(w.gvr).List(ctx, metav1.ListOptions{Limit: 1})
+		if apierrors.IsForbidden(err) {
+			s.log.Warn("cannot list namespaces (grant get, list, watch on namespaces): Gateway API listeners' namespace selectors see only kubernetes.io/metadata.name", "error", err)
+			return true
+		}
+		return false
+	})
 }
 
 // watchedKind is a kind at the version the API server serves it.
@@ -396,7 +422,11 @@ func (s *Source) discoverOnce() (watched []watchedKind, missing []string, err er
 		}
 		found := false
 		for _, v := range k.versions {
-			r, err := lookup(k.group + "/" + v)
+			gv := k.group + "/" + v
+			if k.group == "" {
+				gv = v // the core group
+			}
+			r, err := lookup(gv)
 			if err != nil {
 				return nil, nil, err
 			}

@@ -358,6 +358,9 @@ func inForce(snap *config.Snapshot) map[string]bool {
 	for _, r := range snap.ReferenceGrants {
 		add(r.Meta)
 	}
+	for _, r := range snap.Namespaces {
+		add(r.Meta)
+	}
 	return out
 }
 

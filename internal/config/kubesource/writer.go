@@ -178,6 +178,9 @@ func (w *writer) write(ctx context.Context, r *report) bool {
 		}
 		gen := r.generations[path]
 		k, ns, name, _ := ParseFilePath(path)
+		if k == config.KindNamespace {
+			continue // read for its labels; not Weft's to report on
+		}
 		v := judge(r.diags[path], r.inForce[string(k)+"/"+decodedNamespace(ns)+"/"+name])
 
 		existing, _ := u.Object["status"].(map[string]any)

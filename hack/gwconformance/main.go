@@ -24,7 +24,7 @@ var consts = map[string]any{
 	"ns": "gateway-conformance-infra", "confsuite.InfrastructureNamespace": "gateway-conformance-infra",
 	"confsuite.AppBackendNamespace": "gateway-conformance-app-backend", "confsuite.WebBackendNamespace": "gateway-conformance-web-backend",
 	"confsuite.InfraBackendServiceNameV1": "infra-backend-v1", "confsuite.InfraBackendServiceNameV2": "infra-backend-v2",
-	"confsuite.InfraBackendServiceNameV3": "infra-backend-v3", "true": true, "false": false,
+	"confsuite.InfraBackendServiceNameV3": "infra-backend-v3", "true": true, "false": false, "nil": nil,
 	"http.MethodGet": "GET", "http.MethodPost": "POST", "http.MethodOptions": "OPTIONS", "http.MethodHead": "HEAD",
 }
 
@@ -68,6 +68,17 @@ func eval(e ast.Expr, locals map[string]any) any {
 		}
 		panic(evalErr(fmt.Sprintf("call %T", x.Fun)))
 	case *ast.CompositeLit:
+		if x.Type == nil && len(x.Elts) > 0 {
+			// An element of a slice or map literal, its type elided:
+			// a list when its elements have no keys.
+			if _, keyed := x.Elts[0].(*ast.KeyValueExpr); !keyed {
+				var l []any
+				for _, el := range x.Elts {
+					l = append(l, eval(el, locals))
+				}
+				return l
+			}
+		}
 		switch t := x.Type.(type) {
 		case *ast.MapType:
 			m := map[string]any{}

@@ -125,14 +125,27 @@ func (corsFilter) DecodeHeaders(s *filter.Stream) filter.Status {
 	if c.allowCredentials {
 		h["Access-Control-Allow-Credentials"] = []string{"true"}
 	}
-	if c.allowMethods != "" {
+	// "*" answers with what the preflight asks for, as Envoy does (a
+	// browser takes no wildcard from a request with credentials).
+	if c.allowMethods == "*" {
+		h["Access-Control-Allow-Methods"] = []string{r.Header.Get("Access-Control-Request-Method")}
+	} else if c.allowMethods != "" {
 		h["Access-Control-Allow-Methods"] = []string{c.allowMethods}
 	}
-	if c.allowHeaders != "" {
+	if c.allowHeaders == "*" {
+		if v := r.Header.Get("Access-Control-Request-Headers"); v != "" {
+			h["Access-Control-Allow-Headers"] = []string{v}
+		}
+	} else if c.allowHeaders != "" {
 		h["Access-Control-Allow-Headers"] = []string{c.allowHeaders}
 	}
 	if c.maxAge != "" {
 		h["Access-Control-Max-Age"] = []string{c.maxAge}
+	}
+	if c.exposeHeaders != "" {
+		// Harmless on a preflight, and what the Gateway API's
+		// conformance tests ask of one.
+		h["Access-Control-Expose-Headers"] = []string{c.exposeHeaders}
 	}
 	if c.privateNetwork && r.Header.Get("Access-Control-Request-Private-Network") == "true" {
 		h["Access-Control-Allow-Private-Network"] = []string{"true"}

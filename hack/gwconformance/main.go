@@ -2,7 +2,8 @@
 // API conformance suite (sigs.k8s.io/gateway-api/conformance, the module
 // directory given as its argument): each test's short name, manifests,
 // the Gateways and routes it names, and its expected responses
-// (http.ExpectedResponse literals of tests/httproute-*.go, evaluated).
+// (http.ExpectedResponse literals of tests/httproute-*.go and of the
+// GAMMA tests, tests/mesh/*.go, evaluated).
 // A test whose literals use what it cannot evaluate says why in
 // "unsupported". e2e/testdata/gateway-api-conformance/cases.json is made
 // from its output.
@@ -24,7 +25,8 @@ var consts = map[string]any{
 	"ns": "gateway-conformance-infra", "confsuite.InfrastructureNamespace": "gateway-conformance-infra",
 	"confsuite.AppBackendNamespace": "gateway-conformance-app-backend", "confsuite.WebBackendNamespace": "gateway-conformance-web-backend",
 	"confsuite.InfraBackendServiceNameV1": "infra-backend-v1", "confsuite.InfraBackendServiceNameV2": "infra-backend-v2",
-	"confsuite.InfraBackendServiceNameV3": "infra-backend-v3", "true": true, "false": false, "nil": nil,
+	"confsuite.InfraBackendServiceNameV3": "infra-backend-v3", "suite.InfrastructureNamespace": "gateway-conformance-infra",
+	"suite.MeshNamespace": "gateway-conformance-mesh", "suite.MeshConsumerNamespace": "gateway-conformance-mesh-consumer", "true": true, "false": false, "nil": nil,
 	"http.MethodGet": "GET", "http.MethodPost": "POST", "http.MethodOptions": "OPTIONS", "http.MethodHead": "HEAD",
 }
 
@@ -128,6 +130,8 @@ func main() {
 	}
 	dir := os.Args[1]
 	files, _ := filepath.Glob(filepath.Join(dir, "tests", "httproute-*.go"))
+	mesh, _ := filepath.Glob(filepath.Join(dir, "tests", "mesh", "*.go"))
+	files = append(files, mesh...)
 	sort.Strings(files)
 	var out []test
 	for _, f := range files {
@@ -136,7 +140,8 @@ func main() {
 		if err != nil {
 			panic(err)
 		}
-		tt := test{File: filepath.Base(f)}
+		rel, _ := filepath.Rel(filepath.Join(dir, "tests"), f)
+		tt := test{File: rel}
 		gws := map[string]bool{}
 		ast.Inspect(af, func(n ast.Node) bool {
 			cl, ok := n.(*ast.CompositeLit)
@@ -153,7 +158,7 @@ func main() {
 				}
 			}
 			switch typ {
-			case "confsuite.ConformanceTest":
+			case "confsuite.ConformanceTest", "suite.ConformanceTest":
 				for _, el := range cl.Elts {
 					kv := el.(*ast.KeyValueExpr)
 					switch kv.Key.(*ast.Ident).Name {

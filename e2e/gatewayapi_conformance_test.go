@@ -73,6 +73,9 @@ type conformanceCase struct {
 	// sends the request to; "" is same-namespace. Set by hand for the
 	// tests that use several (the suite's Go code picks the address).
 	Gateway string `json:"Gateway"`
+	// Client is the namespace of the client a GAMMA case's request comes
+	// from; "" is the mesh namespace. Set by hand (MeshConsumerRoute).
+	Client string `json:"Client"`
 }
 
 type confRequest struct {
@@ -521,7 +524,13 @@ spec:
 			return nil
 		})
 	}
-	client := m.ClientIn("client", confMeshNS)
+	clients := map[string]*localmesh.Workload{confMeshNS: m.ClientIn("client", confMeshNS)}
+	clientIn := func(ns string) *localmesh.Workload {
+		if clients[ns] == nil {
+			clients[ns] = m.ClientIn("client", ns)
+		}
+		return clients[ns]
+	}
 	c := newClient()
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
@@ -542,6 +551,7 @@ spec:
 				if i == 0 {
 					wait = 15 * time.Second
 				}
+				client := clientIn(cmp.Or(tc.Client, confMeshNS))
 				Eventually(t, wait, fmt.Sprintf("case %d: %s %s%s", i, tc.Request.Method, tc.Request.Host, tc.Request.Path), consistently(func() error {
 					return tc.checkMesh(c, client.Outbound)
 				}))

@@ -3,6 +3,8 @@ package e2e
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +23,7 @@ import (
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/echo"
 	"weft.dev/weft/internal/localmesh"
+	"weft.dev/weft/internal/proxy/proxytest"
 )
 
 // conformanceDir holds HTTPRoute tests of the Gateway API conformance
@@ -76,12 +79,22 @@ type conformanceCase struct {
 	// Client is the namespace of the client a GAMMA case's request comes
 	// from; "" is the mesh namespace. Set by hand (MeshConsumerRoute).
 	Client string `json:"Client"`
+	// TLS: the request goes over TLS to port 443, with SNI (default the
+	// request's host), verifying the suite's certificate. Transcribed by
+	// hand for the HTTPS listener tests (their Go code builds the cases).
+	TLS bool   `json:"TLS"`
+	SNI string `json:"SNI"`
+	// Port is the port a plain request goes to when it is not 80 (a
+	// Gateway of the test's listening elsewhere); set by hand.
+	Port string `json:"Port"`
 }
 
 type confRequest struct {
 	Host, Method, Path string
-	Headers            map[string]string
-	UnfollowRedirect   bool
+	// Protocol "HTTP/2" asks for HTTP/2 (over TLS, by ALPN).
+	Protocol         string
+	Headers          map[string]string
+	UnfollowRedirect bool
 }
 
 // TestGatewayAPIConformanceHTTPRoute runs HTTPRoute tests of the Gateway
@@ -107,6 +120,11 @@ func TestGatewayAPIConformanceHTTPRoute(t *testing.T) {
 	}
 
 	m := NewMesh(t)
+	// The suite's tls-validity-checks-certificate, which its HTTPS
+	// listeners name, issued by a CA of the test's.
+	ca := proxytest.NewMeshCA(t)
+	creds := t.TempDir()
+	writeCredential(t, creds, "tls-validity-checks-certificate", ca.Issue(t, "", time.Hour, "*", "*.org", "*.wildcard.org"), nil)
 	for _, s := range []struct{ ns, name string }{
 		{confInfraNS, "infra-backend-v1"}, {confInfraNS, "infra-backend-v2"}, {confInfraNS, "infra-backend-v3"},
 		{confAppNS, "app-backend-v1"}, {confAppNS, "app-backend-v2"}, {confWebNS, "web-backend"},
@@ -156,6 +174,36 @@ spec:
         from: Selector
         selector: {matchLabels: {gateway-conformance: backend}}
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: same-namespace-with-https-listener, namespace: `+confInfraNS+`}
+spec:
+  gatewayClassName: weft
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    allowedRoutes: {namespaces: {from: Same}}
+    tls: {certificateRefs: [{group: "", kind: Secret, name: tls-validity-checks-certificate, namespace: `+confInfraNS+`}]}
+  - name: https-with-hostname
+    port: 443
+    hostname: second-example.org
+    protocol: HTTPS
+    allowedRoutes: {namespaces: {from: Same}}
+    tls: {certificateRefs: [{group: "", kind: Secret, name: tls-validity-checks-certificate, namespace: `+confInfraNS+`}]}
+  - name: https-with-wildcard-hostname
+    port: 443
+    hostname: "*.wildcard.org"
+    protocol: HTTPS
+    allowedRoutes: {namespaces: {from: Same}}
+    tls: {certificateRefs: [{group: "", kind: Secret, name: tls-validity-checks-certificate, namespace: `+confInfraNS+`}]}
+  - name: https-with-hostname-matching-wildcard
+    port: 443
+    hostname: fourth-example.wildcard.org
+    protocol: HTTPS
+    allowedRoutes: {namespaces: {from: Same}}
+    tls: {certificateRefs: [{group: "", kind: Secret, name: tls-validity-checks-certificate, namespace: `+confInfraNS+`}]}
+---
 apiVersion: v1
 kind: Namespace
 metadata: {name: `+confInfraNS+`, labels: {gateway-conformance: infra}}
@@ -176,7 +224,13 @@ metadata: {name: `+confWebNS+`, labels: {gateway-conformance: backend}}
 			return ip
 		}
 		ip := nextIP()
-		m.gatewayAt(name, confInfraNS, ip, map[string]string{config.GatewayNameLabel: name})
+		g, err := localmesh.StartGateway(localmesh.GatewayOptions{Name: name, Namespace: confInfraNS, IP: ip,
+			Labels:        map[string]string{config.GatewayNameLabel: name},
+			CredentialDir: creds, CredentialPoll: 100 * time.Millisecond, ControlPlane: m.CP, Logger: m.log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = g.Stop() })
 		gateways[name] = ip
 		return ip
 	}
@@ -212,8 +266,12 @@ metadata: {name: `+confWebNS+`, labels: {gateway-conformance: backend}}
 					wait = 15 * time.Second
 				}
 				ip := gatewayIP(cmp.Or(tc.Gateway, "same-namespace"))
+				cc := c
+				if tc.TLS {
+					cc = tlsClient(ip, cmp.Or(tc.SNI, tc.Request.Host), ca.Pool, tc.Request.Protocol == "HTTP/2")
+				}
 				Eventually(t, wait, fmt.Sprintf("case %d: %s %s%s", i, tc.Request.Method, tc.Request.Host, tc.Request.Path), consistently(func() error {
-					return tc.check(c, ip)
+					return tc.check(cc, ip)
 				}))
 			}
 		})
@@ -305,6 +363,24 @@ spec:
 	})
 }
 
+// tlsClient is a client for one TLS case: connections to ip:443 with SNI
+// sni, verifying the gateway's certificate with roots, HTTP/2 when h2 (a
+// fresh client per case, so no connection is reused across SNIs).
+func tlsClient(ip, sni string, roots *x509.CertPool, h2 bool) *http.Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, net.JoinHostPort(ip, "443"))
+		},
+		TLSClientConfig:   &tls.Config{ServerName: sni, RootCAs: roots},
+		ForceAttemptHTTP2: h2,
+	}
+	if !h2 {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	return &http.Client{Timeout: 5 * time.Second, Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
 // checkResponseHeaders compares the response headers as CompareRoundTrip
 // does: Headers exactly, ValidHeaderValues one of, AbsentHeaders absent;
 // with IgnoreWhitespace, spaces do not count.
@@ -344,11 +420,17 @@ func (tc conformanceCase) check(c *http.Client, ip string) error {
 		method = "GET"
 	}
 	path, query, _ := strings.Cut(tc.Request.Path, "?")
-	addr := ip
+	addr, scheme := ip, "http"
 	if _, port, err := net.SplitHostPort(tc.Request.Host); err == nil && (port == "8080" || port == "8090") {
 		addr = net.JoinHostPort(ip, port)
 	}
-	u := url.URL{Scheme: "http", Host: addr, Path: path, RawQuery: query}
+	if tc.Port != "" {
+		addr = net.JoinHostPort(ip, tc.Port)
+	}
+	if tc.TLS {
+		scheme = "https"
+	}
+	u := url.URL{Scheme: scheme, Host: addr, Path: path, RawQuery: query}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)

@@ -920,9 +920,9 @@ type pathPart struct {
 // without matches is a catch-all, last.
 func pathParts(m *gwv1.HTTPPathMatch) (parts []pathPart, rank, length int) {
 	if m == nil {
-		// The CRD's default, PathPrefix "/": it ranks as one (a match of
-		// headers alone outranks a bare PathPrefix "/" by its headers,
-		// not below it), and matches every path, as no uri does.
+		// An HTTPRoute's CRD default, PathPrefix "/": it ranks as one (a
+		// match of headers alone outranks a bare PathPrefix "/" by its
+		// headers, not below it), and matches every path, as no uri does.
 		return []pathPart{{}}, 2, 1
 	}
 	t, v := gwv1.PathMatchPathPrefix, "/"
@@ -971,6 +971,12 @@ func (t *translator) rule(r *HTTPRoute, i int) []*ruleRoute {
 			path = &gwv1.HTTPPathMatch{} // PathPrefix "/": the prefix a ReplacePrefixMatch replaces
 		}
 		parts, rank, length := pathParts(path)
+		if path == nil && r.Kind == KindGRPCRoute {
+			// A GRPCRoute match without a method has no default path:
+			// it ranks below every method match, as in Istio (a rule
+			// without matches must not hide one of regular expressions).
+			rank, length = 0, 0
+		}
 		for n, part := range parts {
 			h := proto.Clone(base).(*networking.HTTPRoute)
 			h.Name = fmt.Sprintf("%s.%s.%d.%d", r.Namespace, r.Name, i, k)

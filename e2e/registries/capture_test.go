@@ -218,6 +218,14 @@ func TestCaptureVIPRouting(t *testing.T) {
 		t.Errorf("curl http://%s:8080/ in the client pod: %v\n%s", vip, err, out)
 	}
 
+	// A port in the Host other than the one dialled (a NodePort's, a
+	// client's mistake) does not choose the route, as in Istio's sidecars
+	// (ignore_port_in_host_matching): still the mesh's backend, not the
+	// passthrough to the virtual IP, which nothing answers.
+	if code, err := podGet(client, "http://"+vip+":8080/", "backend:12345"); err != nil || code != 200 {
+		t.Errorf("HTTP to the VIP with Host backend:12345: %d %v, want 200 (the service's route)", code, err)
+	}
+
 	// Plain TCP outside the registry: passed through; port 9001 excluded.
 	tcpPassthrough(t, client, v1)
 	// HTTP on the mesh's HTTP port to a Host the mesh does not know: the

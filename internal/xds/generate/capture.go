@@ -239,6 +239,10 @@ func outboundRoutesForPort(s *mesh.Snapshot, id contract.Identity, port uint32) 
 	return &route.RouteConfiguration{
 		Name:         contract.OutboundRouteName(port),
 		VirtualHosts: vhs,
+		// As Istio's sidecar routes: the client dialled the port, so a
+		// port in its Host (its own, or a NodePort's) does not choose
+		// the virtual host; every domain has a port-less form here.
+		IgnorePortInHostMatching: true,
 	}
 }
 

@@ -90,7 +90,7 @@ func domains(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p re
 			if a.Is6() && !a.Is4In6() {
 				host = "[" + host + "]"
 			}
-			if p.Number == 80 {
+			if p.Number == 80 || onlyHTTP {
 				add(host)
 			}
 			add(fmt.Sprintf("%s:%d", host, p.Number))

@@ -78,7 +78,10 @@ func generatedVirtualServiceName(gateway, host string) string {
 type translator struct {
 	snap   *Snapshot
 	suffix string
-	diags  []Diagnostic
+	// knownHost reports whether a registry knows a Service's FQDN (the
+	// Store's Options.KnownHost); nil: Weft cannot tell.
+	knownHost func(string) bool
+	diags     []Diagnostic
 	// rules caches the translated rules of each route, so a route
 	// attached to several listeners is translated (and reported) once.
 	rules map[*HTTPRoute][]*ruleRoute
@@ -159,7 +162,7 @@ type listener struct {
 // permitted, listeners Weft cannot serve. It only reads the Gateway API
 // lists of snap; what it finds goes into snap.GatewayAPI too, as the
 // Gateway API's status says it.
-func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
+func translateGatewayAPI(snap *Snapshot, suffix string, knownHost func(string) bool) []Diagnostic {
 	snap.GatewayAPI = newGatewayAPIStatus(snap.GatewayClasses)
 	if len(snap.KubeGateways) == 0 && len(snap.HTTPRoutes) == 0 && len(snap.GRPCRoutes) == 0 && len(snap.TCPRoutes) == 0 && len(snap.TLSRoutes) == 0 {
 		return nil
@@ -167,7 +170,7 @@ func translateGatewayAPI(snap *Snapshot, suffix string) []Diagnostic {
 	if suffix == "" {
 		suffix = "cluster.local"
 	}
-	t := &translator{snap: snap, suffix: suffix, rules: map[*HTTPRoute][]*ruleRoute{}, status: snap.GatewayAPI,
+	t := &translator{snap: snap, suffix: suffix, knownHost: knownHost, rules: map[*HTTPRoute][]*ruleRoute{}, status: snap.GatewayAPI,
 		mesh: map[meshKey]*meshParent{}}
 	// The classes istiod creates itself exist without being written, as
 	// does Weft's own: Istio's samples say gatewayClassName: istio. A
@@ -1325,7 +1328,26 @@ func (t *translator) destination(r *HTTPRoute, path string, b gwv1.BackendObject
 	if b.Port != nil {
 		d.Port = &networking.PortSelector{Number: uint32(*b.Port)}
 	}
+	if t.knownHost != nil && !t.knownHost(d.Host) && !t.serviceEntryHost(d.Host) {
+		// Routed all the same: the Service may come; until it does,
+		// its requests are answered 500, as the Gateway API says.
+		msg := fmt.Sprintf("Service %s/%s does not exist; requests for this backend are answered 500 until it does", ns, b.Name)
+		t.diags = append(t.diags, resourceDiag(r, SeverityWarning, CodeUnknownHost, path, msg))
+		t.status.refs(r, gwv1.RouteReasonBackendNotFound, path+": "+msg)
+	}
 	return d
+}
+
+// serviceEntryHost reports whether a ServiceEntry declares host.
+func (t *translator) serviceEntryHost(host string) bool {
+	for _, se := range t.snap.ServiceEntries {
+		for _, h := range se.Spec.GetHosts() {
+			if registry.ResolveHost(h, se.Namespace, t.suffix, nil) == host {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // granted reports whether a ReferenceGrant in namespace to lets routes

@@ -375,7 +375,7 @@ func (s *Store) snapshotOf(cands map[string]*candidate, version uint64) *Snapsho
 	// The Gateway API's resources become Gateways and VirtualServices
 	// here, after every check of the resources as written: the gateway
 	// index and generator then serve them as any other.
-	snap.Diagnostics = translateGatewayAPI(snap, s.opts.DomainSuffix)
+	snap.Diagnostics = translateGatewayAPI(snap, s.opts.DomainSuffix, s.opts.KnownHost)
 	sortResources(snap.Gateways)
 	sortResources(snap.VirtualServices)
 	sortResources(snap.OIDCLogins)

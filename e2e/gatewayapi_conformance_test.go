@@ -19,6 +19,12 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/echo"
@@ -65,6 +71,7 @@ type conformanceCase struct {
 		ValidHeaderValues map[string][]string `json:"ValidHeaderValues"`
 		AbsentHeaders     []string            `json:"AbsentHeaders"`
 		IgnoreWhitespace  bool                `json:"IgnoreWhitespace"`
+		Code              codes.Code          `json:"Code"` // gRPC
 	} `json:"Response"`
 	Backend   string `json:"Backend"`
 	Namespace string `json:"Namespace"`
@@ -87,6 +94,15 @@ type conformanceCase struct {
 	// Port is the port a plain request goes to when it is not 80 (a
 	// Gateway of the test's listening elsewhere); set by hand.
 	Port string `json:"Port"`
+
+	// A GRPCRoute test's case (the suite's grpc.ExpectedResponse): the
+	// GrpcEcho method called (the one of the three requests set), with
+	// RequestMetadata, and the gRPC Response.Code expected.
+	EchoRequest, EchoTwoRequest, EchoThreeRequest *struct{}
+	RequestMetadata                               *struct {
+		Authority string
+		Metadata  map[string]string
+	}
 }
 
 type confRequest struct {
@@ -125,11 +141,13 @@ func TestGatewayAPIConformanceHTTPRoute(t *testing.T) {
 	ca := proxytest.NewMeshCA(t)
 	creds := t.TempDir()
 	writeCredential(t, creds, "tls-validity-checks-certificate", ca.Issue(t, "", time.Hour, "*", "*.org", "*.wildcard.org"), nil)
-	for _, s := range []struct{ ns, name string }{
-		{confInfraNS, "infra-backend-v1"}, {confInfraNS, "infra-backend-v2"}, {confInfraNS, "infra-backend-v3"},
-		{confAppNS, "app-backend-v1"}, {confAppNS, "app-backend-v2"}, {confWebNS, "web-backend"},
+	for _, s := range []struct{ ns, name, protocol string }{
+		{confInfraNS, "infra-backend-v1", "HTTP"}, {confInfraNS, "infra-backend-v2", "HTTP"}, {confInfraNS, "infra-backend-v3", "HTTP"},
+		{confAppNS, "app-backend-v1", "HTTP"}, {confAppNS, "app-backend-v2", "HTTP"}, {confWebNS, "web-backend", "HTTP"},
+		// The suite's Services with appProtocol kubernetes.io/h2c.
+		{confInfraNS, "grpc-infra-backend-v1", "GRPC"}, {confInfraNS, "grpc-infra-backend-v2", "GRPC"}, {confInfraNS, "grpc-infra-backend-v3", "GRPC"},
 	} {
-		m.conformanceService(s.ns, s.name)
+		m.conformanceService(s.ns, s.name, s.protocol)
 	}
 	m.WriteConfig("conformance-base.yaml", `apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -270,9 +288,11 @@ metadata: {name: `+confWebNS+`, labels: {gateway-conformance: backend}}
 				if tc.TLS {
 					cc = tlsClient(ip, cmp.Or(tc.SNI, tc.Request.Host), ca.Pool, tc.Request.Protocol == "HTTP/2")
 				}
-				Eventually(t, wait, fmt.Sprintf("case %d: %s %s%s", i, tc.Request.Method, tc.Request.Host, tc.Request.Path), consistently(func() error {
-					return tc.check(cc, ip)
-				}))
+				check := func() error { return tc.check(cc, ip) }
+				if tc.grpcMethod() != "" {
+					check = func() error { return tc.checkGRPC(ip) }
+				}
+				Eventually(t, wait, fmt.Sprintf("case %d: %s %s%s%s", i, tc.Request.Method, tc.Request.Host, tc.Request.Path, tc.grpcMethod()), consistently(check))
 			}
 		})
 	}
@@ -325,9 +345,9 @@ func withoutResource(t *testing.T, manifest, res string) string {
 	return strings.Join(kept, "\n---")
 }
 
-// conformanceService registers Service name in namespace ns on port 8080,
-// with one echo workload, <name>-0, behind its sidecar.
-func (m *Mesh) conformanceService(ns, name string) {
+// conformanceService registers Service name in namespace ns on port 8080
+// of protocol, with one echo workload, <name>-0, behind its sidecar.
+func (m *Mesh) conformanceService(ns, name, protocol string) {
 	m.t.Helper()
 	wport, err := localmesh.FreePort("127.0.0.1")
 	if err != nil {
@@ -341,7 +361,7 @@ spec:
   hosts: [%[2]s.%[1]s.svc.cluster.local]
   location: MESH_INTERNAL
   resolution: STATIC
-  ports: [{number: 8080, name: http, protocol: HTTP}]
+  ports: [{number: 8080, name: http, protocol: %[5]s}]
   workloadSelector: {labels: {app: %[2]s}}
 ---
 apiVersion: networking.istio.io/v1
@@ -352,7 +372,7 @@ spec:
   ports: {http: %[4]d}
   labels: {app: %[2]s, security.istio.io/tlsMode: istio}
   serviceAccount: %[2]s
-`, ns, name, wip, wport))
+`, ns, name, wip, wport, protocol))
 	w := m.Workload(localmesh.WorkloadOptions{Name: name + "-0", Namespace: ns, IPs: []string{wip}, WorkloadPort: uint32(wport),
 		Labels: map[string]string{"app": name}})
 	Eventually(m.t, 10*time.Second, name+" serving", func() error {
@@ -361,6 +381,50 @@ spec:
 		}
 		return nil
 	})
+}
+
+// grpcMethod is the GrpcEcho method a gRPC case calls; "" for an HTTP case.
+func (tc conformanceCase) grpcMethod() string {
+	switch {
+	case tc.EchoRequest != nil:
+		return "Echo"
+	case tc.EchoTwoRequest != nil:
+		return "EchoTwo"
+	case tc.EchoThreeRequest != nil:
+		return "EchoThree"
+	}
+	return ""
+}
+
+// checkGRPC makes tc's GrpcEcho call to the gateway at ip, port 80, in
+// h2c, and compares its status code and the backend that answered, as
+// the suite's grpc.CompareRequest does.
+func (tc conformanceCase) checkGRPC(ip string) error {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if md := tc.RequestMetadata; md != nil {
+		if md.Authority != "" {
+			opts = append(opts, grpc.WithAuthority(md.Authority))
+		}
+		for k, v := range md.Metadata {
+			ctx = metadata.AppendToOutgoingContext(ctx, k, v)
+		}
+	}
+	cc, err := grpc.NewClient(net.JoinHostPort(ip, "80"), opts...)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	out := &emptypb.Empty{}
+	err = cc.Invoke(ctx, "/"+echo.ConformanceServiceName+"/"+tc.grpcMethod(), &emptypb.Empty{}, out)
+	if got := status.Code(err); got != tc.Response.Code {
+		return fmt.Errorf("gRPC code %s (%v), want %s", got, err, tc.Response.Code)
+	}
+	if err == nil && !strings.HasPrefix(echo.ConformancePod(out), tc.Backend) {
+		return fmt.Errorf("answered by %q, want %s", echo.ConformancePod(out), tc.Backend)
+	}
+	return nil
 }
 
 // tlsClient is a client for one TLS case: connections to ip:443 with SNI

@@ -3,7 +3,8 @@
 // directory given as its argument): each test's short name, manifests,
 // the Gateways and routes it names, and its expected responses
 // (http.ExpectedResponse literals of tests/httproute-*.go and of the
-// GAMMA tests, tests/mesh/*.go, evaluated).
+// GAMMA tests, tests/mesh/*.go, and grpc.ExpectedResponse literals of
+// tests/grpcroute-*.go, evaluated).
 // A test whose literals use what it cannot evaluate says why in
 // "unsupported". e2e/testdata/gateway-api-conformance/cases.json is made
 // from its output.
@@ -27,6 +28,7 @@ var consts = map[string]any{
 	"confsuite.InfraBackendServiceNameV1": "infra-backend-v1", "confsuite.InfraBackendServiceNameV2": "infra-backend-v2",
 	"confsuite.InfraBackendServiceNameV3": "infra-backend-v3", "suite.InfrastructureNamespace": "gateway-conformance-infra",
 	"suite.MeshNamespace": "gateway-conformance-mesh", "suite.MeshConsumerNamespace": "gateway-conformance-mesh-consumer", "true": true, "false": false, "nil": nil,
+	"codes.OK": 0, "codes.Unimplemented": 12,
 	"http.MethodGet": "GET", "http.MethodPost": "POST", "http.MethodOptions": "OPTIONS", "http.MethodHead": "HEAD",
 }
 
@@ -130,8 +132,9 @@ func main() {
 	}
 	dir := os.Args[1]
 	files, _ := filepath.Glob(filepath.Join(dir, "tests", "httproute-*.go"))
+	grpcs, _ := filepath.Glob(filepath.Join(dir, "tests", "grpcroute-*.go"))
 	mesh, _ := filepath.Glob(filepath.Join(dir, "tests", "mesh", "*.go"))
-	files = append(files, mesh...)
+	files = append(append(files, grpcs...), mesh...)
 	sort.Strings(files)
 	var out []test
 	for _, f := range files {
@@ -180,7 +183,7 @@ func main() {
 						}
 					}
 				}
-			case "http.ExpectedResponse", "[]http.ExpectedResponse":
+			case "http.ExpectedResponse", "[]http.ExpectedResponse", "grpc.ExpectedResponse", "[]grpc.ExpectedResponse":
 				func() {
 					defer func() {
 						if r := recover(); r != nil {

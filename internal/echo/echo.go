@@ -113,6 +113,7 @@ func New(opts Options) (*Server, error) {
 
 	s.grpc = grpc.NewServer()
 	s.grpc.RegisterService(&serviceDesc, &echoService{s: s})
+	s.grpc.RegisterService(&conformanceDesc, &echoService{s: s})
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)

@@ -25,6 +25,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"weft.dev/weft/internal/echo"
@@ -617,5 +618,22 @@ func TestRequestsCountsEveryProtocol(t *testing.T) {
 	}
 	if got := s.Requests(); got != 7 {
 		t.Errorf("Requests() = %d, want 7 (3 HTTP/1.1 + 1 h2c + 3 gRPC calls)", got)
+	}
+}
+
+// TestGRPCConformanceEcho: the Gateway API conformance suite's GrpcEcho
+// service answers each of its three methods with an EchoResponse naming
+// this app as context.pod.
+func TestGRPCConformanceEcho(t *testing.T) {
+	s := start(t)
+	cc := dialGRPC(t, s)
+	for _, m := range []string{"Echo", "EchoTwo", "EchoThree"} {
+		out := &emptypb.Empty{}
+		if err := cc.Invoke(testContext(t), "/"+echo.ConformanceServiceName+"/"+m, &emptypb.Empty{}, out); err != nil {
+			t.Fatalf("%s: %v", m, err)
+		}
+		if got := echo.ConformancePod(out); got != "reviews" {
+			t.Errorf("%s: context.pod %q, want reviews", m, got)
+		}
 	}
 }

@@ -383,6 +383,19 @@ spec:
 	})
 }
 
+// statusCodes are the HTTP statuses tc accepts, as the suite reads them:
+// StatusCodes, with the deprecated StatusCode; 200 when neither is set.
+func (tc conformanceCase) statusCodes() []int {
+	want := slices.Clone(tc.Response.StatusCodes)
+	if tc.Response.StatusCode != 0 && !slices.Contains(want, tc.Response.StatusCode) {
+		want = append(want, tc.Response.StatusCode)
+	}
+	if len(want) == 0 {
+		want = []int{200}
+	}
+	return want
+}
+
 // grpcMethod is the GrpcEcho method a gRPC case calls; "" for an HTTP case.
 func (tc conformanceCase) grpcMethod() string {
 	switch {
@@ -517,15 +530,8 @@ func (tc conformanceCase) check(c *http.Client, ip string) error {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 
-	codes := tc.Response.StatusCodes
-	if tc.Response.StatusCode != 0 && !slices.Contains(codes, tc.Response.StatusCode) {
-		codes = append(codes, tc.Response.StatusCode)
-	}
-	if len(codes) == 0 {
-		codes = []int{200}
-	}
-	if !slices.Contains(codes, resp.StatusCode) {
-		return fmt.Errorf("status %d, want one of %v (%.200s)", resp.StatusCode, codes, body)
+	if want := tc.statusCodes(); !slices.Contains(want, resp.StatusCode) {
+		return fmt.Errorf("status %d, want one of %v (%.200s)", resp.StatusCode, want, body)
 	}
 	switch {
 	case resp.StatusCode == 200 || resp.StatusCode == 204:
@@ -727,15 +733,8 @@ func (tc conformanceCase) checkMesh(c *http.Client, outbound string) error {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	codes := tc.Response.StatusCodes
-	if tc.Response.StatusCode != 0 && !slices.Contains(codes, tc.Response.StatusCode) {
-		codes = append(codes, tc.Response.StatusCode)
-	}
-	if len(codes) == 0 {
-		codes = []int{200}
-	}
-	if !slices.Contains(codes, resp.StatusCode) {
-		return fmt.Errorf("status %d, want one of %v (%.200s)", resp.StatusCode, codes, body)
+	if want := tc.statusCodes(); !slices.Contains(want, resp.StatusCode) {
+		return fmt.Errorf("status %d, want one of %v (%.200s)", resp.StatusCode, want, body)
 	}
 	var r echo.Reply
 	_ = json.Unmarshal(body, &r)

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -95,6 +96,11 @@ type conformanceCase struct {
 	// Gateway of the test's listening elsewhere); set by hand.
 	Port string `json:"Port"`
 
+	// WebSocket: the case opens a WebSocket to /ws through the gateway
+	// and has a text message echoed (HTTPRouteBackendProtocolWebSocket,
+	// transcribed by hand).
+	WebSocket bool `json:"WebSocket"`
+
 	// A GRPCRoute test's case (the suite's grpc.ExpectedResponse): the
 	// GrpcEcho method called (the one of the three requests set), with
 	// RequestMetadata, and the gRPC Response.Code expected.
@@ -107,7 +113,8 @@ type conformanceCase struct {
 
 type confRequest struct {
 	Host, Method, Path string
-	// Protocol "HTTP/2" asks for HTTP/2 (over TLS, by ALPN).
+	// Protocol "HTTP/2" asks for HTTP/2 (over TLS, by ALPN), "H2C" for
+	// HTTP/2 in plaintext with prior knowledge.
 	Protocol         string
 	Headers          map[string]string
 	UnfollowRedirect bool
@@ -289,8 +296,13 @@ metadata: {name: `+confWebNS+`, labels: {gateway-conformance: backend}}
 					cc = tlsClient(ip, cmp.Or(tc.SNI, tc.Request.Host), ca.Pool, tc.Request.Protocol == "HTTP/2")
 				}
 				check := func() error { return tc.check(cc, ip) }
-				if tc.grpcMethod() != "" {
+				switch {
+				case tc.grpcMethod() != "":
 					check = func() error { return tc.checkGRPC(ip) }
+				case tc.WebSocket:
+					check = func() error { return tc.checkWebSocket(ip) }
+				case tc.Request.Protocol == "H2C":
+					check = func() error { return tc.check(h2cClient(ip), ip) }
 				}
 				Eventually(t, wait, fmt.Sprintf("case %d: %s %s%s%s", i, tc.Request.Method, tc.Request.Host, tc.Request.Path, tc.grpcMethod()), consistently(check))
 			}
@@ -347,7 +359,14 @@ func withoutResource(t *testing.T, manifest, res string) string {
 
 // conformanceService registers Service name in namespace ns on port 8080
 // of protocol, with one echo workload, <name>-0, behind its sidecar.
+// infra-backend-v1 also has the suite's ports 8081 (appProtocol
+// kubernetes.io/h2c) and 8082 (kubernetes.io/ws).
 func (m *Mesh) conformanceService(ns, name, protocol string) {
+	ports, wePorts := fmt.Sprintf("[{number: 8080, name: http, protocol: %s}]", protocol), "{http: %[4]d}"
+	if name == "infra-backend-v1" {
+		ports = "[{number: 8080, name: http, protocol: HTTP}, {number: 8081, name: h2c, protocol: HTTP2}, {number: 8082, name: ws, protocol: HTTP}]"
+		wePorts = "{http: %[4]d, h2c: %[4]d, ws: %[4]d}"
+	}
 	m.t.Helper()
 	wport, err := localmesh.FreePort("127.0.0.1")
 	if err != nil {
@@ -361,7 +380,7 @@ spec:
   hosts: [%[2]s.%[1]s.svc.cluster.local]
   location: MESH_INTERNAL
   resolution: STATIC
-  ports: [{number: 8080, name: http, protocol: %[5]s}]
+  ports: %[5]s
   workloadSelector: {labels: {app: %[2]s}}
 ---
 apiVersion: networking.istio.io/v1
@@ -369,10 +388,10 @@ kind: WorkloadEntry
 metadata: {name: %[2]s-0, namespace: %[1]s}
 spec:
   address: %[3]s
-  ports: {http: %[4]d}
+  ports: `+wePorts+`
   labels: {app: %[2]s, security.istio.io/tlsMode: istio}
   serviceAccount: %[2]s
-`, ns, name, wip, wport, protocol))
+`, ns, name, wip, wport, ports))
 	w := m.Workload(localmesh.WorkloadOptions{Name: name + "-0", Namespace: ns, IPs: []string{wip}, WorkloadPort: uint32(wport),
 		Labels: map[string]string{"app": name}})
 	Eventually(m.t, 10*time.Second, name+" serving", func() error {
@@ -436,6 +455,45 @@ func (tc conformanceCase) checkGRPC(ip string) error {
 	}
 	if err == nil && !strings.HasPrefix(echo.ConformancePod(out), tc.Backend) {
 		return fmt.Errorf("answered by %q, want %s", echo.ConformancePod(out), tc.Backend)
+	}
+	return nil
+}
+
+// h2cClient speaks HTTP/2 with prior knowledge to ip:80.
+func h2cClient(ip string) *http.Client {
+	protocols := new(http.Protocols)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		Protocols: protocols,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, net.JoinHostPort(ip, "80"))
+		},
+	}}
+}
+
+// checkWebSocket opens a WebSocket to ws://ip/ws and has a text message
+// echoed, as the suite's HTTPRouteBackendProtocolWebSocket does.
+func (tc conformanceCase) checkWebSocket(ip string) error {
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	c, resp, err := d.Dial("ws://"+ip+echo.WebSocketPath, nil)
+	if err != nil {
+		if resp != nil {
+			return fmt.Errorf("%w: %s", err, resp.Status)
+		}
+		return err
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	const msg = "Websocket Support!"
+	if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		return err
+	}
+	_, got, err := c.ReadMessage()
+	if err != nil {
+		return err
+	}
+	if string(got) != msg {
+		return fmt.Errorf("echoed %q, want %q", got, msg)
 	}
 	return nil
 }

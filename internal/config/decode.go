@@ -392,6 +392,9 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 		return d
 	}
 	if ns, ok := spec.(*NamespaceSpec); ok {
+		if strings.Contains(d.meta.Name, ".") || len(d.meta.Name) > 63 {
+			dec.errf("metadata.name", "invalid Namespace name %q: must be a lowercase DNS-1123 label", d.meta.Name)
+		}
 		ns.Labels = labels
 	}
 	if ok, want := checkAPIVersion(d.meta.Kind, apiVersion); !ok {

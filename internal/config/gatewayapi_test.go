@@ -686,3 +686,22 @@ spec:
 		`warning: gw.yaml: doc 8: HTTPRoute team-a/r-by-name: spec.parentRefs[0]: not attached to Gateway infra/shared: listener "by-name" admits routes of namespaces labelled kubernetes.io/metadata.name in (team-c) only (allowedRoutes.namespaces.selector), and namespace team-a is not`,
 	})
 }
+
+// TestNamespaceDocument: a Namespace is read for its labels; a name that
+// is not a DNS-1123 label is refused where it is written.
+func TestNamespaceDocument(t *testing.T) {
+	snap := NewStore(testOptions()).Load(files("ns.yaml", `apiVersion: v1
+kind: Namespace
+metadata: {name: team-a, labels: {shared: "true"}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team.b}
+`))
+	if len(snap.Namespaces) != 1 || snap.Namespaces[0].Spec.Labels["shared"] != "true" {
+		t.Errorf("namespaces in force: %v", snap.Namespaces)
+	}
+	checkStrings(t, "diagnostics", diagStrings(snap), []string{
+		`error: ns.yaml: doc 2: Namespace default/team.b: metadata.name: invalid Namespace name "team.b": must be a lowercase DNS-1123 label`,
+	})
+}

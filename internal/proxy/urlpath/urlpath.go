@@ -31,6 +31,9 @@ func Escaped(u *url.URL) string {
 // the HTTP/1.1 and HTTP/2 clients) sends as it is. A path starting with
 // "//" is left to Go (an Opaque "//x" would read as an authority).
 func Pin(u *url.URL) {
+	if u.RawPath == "" {
+		return // the common case: Go's escaping is the path's own
+	}
 	p := Escaped(u)
 	if p == u.EscapedPath() || strings.HasPrefix(p, "//") {
 		return

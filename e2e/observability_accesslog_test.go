@@ -284,6 +284,36 @@ spec:
 		t.Errorf("want exactly /filter-test's two lines, got:\n%s", strings.Join(after[before:], "\n"))
 	}
 
+	// What users write to keep probes and health checks out of the log:
+	// a negated function call and request.url_path (the path without
+	// its query), as Envoy's inverted header matchers.
+	m.WriteConfig("telemetry.yaml", `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging:
+  - providers: [{name: envoy}]
+    filter:
+      expression: "!request.headers['user-agent'].startsWith('kube-probe/') && request.url_path != '/healthz'"
+`)
+	inConfig("probe filter", true, "kube-probe/")
+	before = len(logLines(envoyLog))
+	if code, _, err := Get(ctx, c, front, "backend", "/probed", map[string]string{"User-Agent": "kube-probe/1.34"}); err != nil || code != 200 {
+		t.Fatalf("probe: %d %v", code, err)
+	}
+	get("/healthz?full=1", 200)
+	get("/healthz", 200)
+	get("/healthz/deep", 200)
+	after = waitLines(t, envoyLog, before+2)
+	for _, l := range after[before:] {
+		if f := parseIstioText(t, l); f["path"] != "/healthz/deep" {
+			t.Errorf("probe-filtered log has %s: %q", f["path"], l)
+		}
+	}
+	if len(after) != before+2 {
+		t.Errorf("want exactly /healthz/deep's two lines, got:\n%s", strings.Join(after[before:], "\n"))
+	}
+
 	m.WriteConfig("telemetry.yaml", `apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {name: mesh-default, namespace: istio-system}

@@ -23,7 +23,7 @@ const (
 	Ident
 	Int
 	String
-	Op // == != < <= > >= && || ( ) [ ] . , + ? :
+	Op // == != ! < <= > >= && || ( ) [ ] . , + ? :
 )
 
 // Token is one lexical token of an expression.
@@ -44,7 +44,7 @@ func (t Token) String() string {
 }
 
 // ops are the operators, longest first where one is a prefix of another.
-var ops = []string{"==", "!=", "<=", ">=", "&&", "||", "<", ">", "(", ")", "[", "]", ".", ",", "+", "?", ":"}
+var ops = []string{"==", "!=", "!", "<=", ">=", "&&", "||", "<", ">", "(", ")", "[", "]", ".", ",", "+", "?", ":"}
 
 // Lexer splits an expression into tokens: Tok is the current one. A
 // lexical error (an unterminated string, an unknown character) is kept in

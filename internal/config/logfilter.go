@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -21,21 +22,36 @@ import (
 
 // LogFilterSupport describes the CEL subset, for messages and docs.
 const LogFilterSupport = "comparisons of response.code or response.duration with a constant " +
-	"(==, !=, <, <=, >, >=; durations written duration(\"1s\")), request.headers['name'] == 'value', " +
-	"'name' in request.headers, request.path, request.method or request.host == 'value', " +
-	"joined with && and || and grouped with parentheses"
+	"(==, !=, <, <=, >, >=; durations written duration(\"1s\")); of request.headers['name'], request.path, " +
+	"request.url_path, request.method, request.host, request.useragent, request.referer or request.id with a string " +
+	"(== and !=, .startsWith(), .endsWith(), .contains(), .matches() and in ['a', 'b']); 'name' in request.headers; " +
+	"true and false; joined with &&, || and ! and grouped with parentheses"
 
 // LogFilterOp is the kind of a LogFilter node.
 type LogFilterOp int
 
 // LogFilter node kinds.
 const (
-	LogFilterAnd           LogFilterOp = iota + 1 // every child holds
-	LogFilterOr                                   // some child holds
-	LogFilterStatusCode                           // response.code Cmp Value
-	LogFilterDuration                             // response.duration Cmp Value (milliseconds)
-	LogFilterHeaderEquals                         // request.headers[Header] == HeaderValue (or :path, :method, :authority)
-	LogFilterHeaderPresent                        // Header in request.headers
+	LogFilterAnd        LogFilterOp = iota + 1 // every child holds
+	LogFilterOr                                // some child holds
+	LogFilterStatusCode                        // response.code Cmp Value
+	LogFilterDuration                          // response.duration Cmp Value (milliseconds)
+	LogFilterHeader                            // request header (or pseudo-header) Header matched by Match, inverted by Invert
+	LogFilterNever                             // the constant false: nothing is logged (only ever the whole filter)
+)
+
+// LogFilterMatch is how a LogFilterHeader node matches its header: the
+// forms of Envoy's HeaderMatcher.
+type LogFilterMatch int
+
+// Header match forms.
+const (
+	MatchPresent  LogFilterMatch = iota + 1 // the header is present
+	MatchExact                              // its value is HeaderValue
+	MatchPrefix                             // it starts with HeaderValue
+	MatchSuffix                             // it ends with HeaderValue
+	MatchContains                           // it contains HeaderValue
+	MatchRegex                              // RE2 HeaderValue matches the whole value
 )
 
 // LogFilterCmp is a comparison operator.
@@ -59,13 +75,21 @@ type LogFilter struct {
 	Cmp      LogFilterCmp // StatusCode, Duration
 	// Value is the status code, or the duration in milliseconds.
 	Value       int64
-	Header      string // HeaderEquals, HeaderPresent: lower case
-	HeaderValue string // HeaderEquals
+	Header      string         // Header: lower case, or :path, :method, :authority
+	Match       LogFilterMatch // Header
+	HeaderValue string         // Header, but MatchPresent
+	// Invert negates a Header node as Envoy's invert_match: a request
+	// without the header still fails a value match, negated or not, as
+	// a CEL comparison on a missing header is an error, and an error
+	// logs nothing.
+	Invert bool
 }
 
 // ParseLogFilter parses an access log filter expression of the CEL subset
 // Weft supports (LogFilterSupport). The error says what was not
-// understood and where (a 1-based column).
+// understood and where (a 1-based column). An expression that always
+// holds ("true") gives a nil filter: log everything; one that never holds
+// gives a LogFilterNever node.
 func ParseLogFilter(expr string) (*LogFilter, error) {
 	p := &celParser{celexpr.NewLexer(expr)}
 	if p.Err != nil {
@@ -81,8 +105,22 @@ func ParseLogFilter(expr string) (*LogFilter, error) {
 	if p.Err != nil || p.Tok.Kind != celexpr.EOF {
 		return nil, p.Errf("unexpected %s", p.Tok)
 	}
+	switch f {
+	case always:
+		return nil, nil
+	case never:
+		return &LogFilter{Op: LogFilterNever}, nil
+	}
 	return f, nil
 }
+
+// always and never are the constants true and false while parsing; they
+// are folded away (x && true is x, x || true is true, ...) and only ever
+// remain as the whole expression.
+var (
+	always = &LogFilter{Op: -1}
+	never  = &LogFilter{Op: -2}
+)
 
 // celParser parses a filter expression with celexpr's lexer.
 type celParser struct{ *celexpr.Lexer }
@@ -92,10 +130,11 @@ func (p *celParser) or() (*LogFilter, error) {
 }
 
 func (p *celParser) and() (*LogFilter, error) {
-	return p.chain("&&", LogFilterAnd, p.primary)
+	return p.chain("&&", LogFilterAnd, p.unary)
 }
 
-// chain parses operands joined by op into one node of kind k (flattened).
+// chain parses operands joined by op into one node of kind k (flattened,
+// constants folded).
 func (p *celParser) chain(op string, k LogFilterOp, operand func() (*LogFilter, error)) (*LogFilter, error) {
 	first, err := operand()
 	if err != nil {
@@ -104,24 +143,100 @@ func (p *celParser) chain(op string, k LogFilterOp, operand func() (*LogFilter, 
 	if !p.IsOp(op) {
 		return first, nil
 	}
-	n := &LogFilter{Op: k}
-	add := func(f *LogFilter) {
-		if f.Op == k {
-			n.Children = append(n.Children, f.Children...)
-		} else {
-			n.Children = append(n.Children, f)
-		}
-	}
-	add(first)
+	operands := []*LogFilter{first}
 	for p.IsOp(op) {
 		p.Next()
 		f, err := operand()
 		if err != nil {
 			return nil, err
 		}
-		add(f)
+		operands = append(operands, f)
 	}
-	return n, nil
+	return join(k, operands), nil
+}
+
+// join makes one node of kind k (And or Or) of operands, flattening
+// nested nodes of the same kind and folding the constants.
+func join(k LogFilterOp, operands []*LogFilter) *LogFilter {
+	identity, absorbing := always, never // x && true is x; x && false is false
+	if k == LogFilterOr {
+		identity, absorbing = never, always
+	}
+	n := &LogFilter{Op: k}
+	for _, f := range operands {
+		switch {
+		case f == absorbing:
+			return absorbing
+		case f == identity:
+		case f.Op == k:
+			n.Children = append(n.Children, f.Children...)
+		default:
+			n.Children = append(n.Children, f)
+		}
+	}
+	switch len(n.Children) {
+	case 0:
+		return identity
+	case 1:
+		return n.Children[0]
+	}
+	return n
+}
+
+// negate is !f, pushed down to the leaves (De Morgan), which Envoy's
+// filters can each negate: comparisons by their opposite, header matches
+// by invert_match.
+func negate(f *LogFilter) *LogFilter {
+	switch f {
+	case always:
+		return never
+	case never:
+		return always
+	}
+	switch f.Op {
+	case LogFilterAnd, LogFilterOr:
+		k := LogFilterOr
+		if f.Op == LogFilterOr {
+			k = LogFilterAnd
+		}
+		children := make([]*LogFilter, len(f.Children))
+		for i, c := range f.Children {
+			children[i] = negate(c)
+		}
+		return join(k, children)
+	case LogFilterStatusCode, LogFilterDuration:
+		n := *f
+		n.Cmp = map[LogFilterCmp]LogFilterCmp{CmpEQ: CmpNE, CmpNE: CmpEQ, CmpLT: CmpGE, CmpGE: CmpLT, CmpLE: CmpGT, CmpGT: CmpLE}[f.Cmp]
+		return &n
+	}
+	n := *f
+	n.Invert = !f.Invert
+	return &n
+}
+
+func (p *celParser) unary() (*LogFilter, error) {
+	if p.IsOp("!") {
+		p.Next()
+		f, err := p.unary()
+		if err != nil {
+			return nil, err
+		}
+		return negate(f), nil
+	}
+	return p.primary()
+}
+
+// stringAttrs are the request attributes a filter compares with strings,
+// and the request header (or pseudo-header) each one reads.
+// request.url_path is :path without its query (see pathMatch).
+var stringAttrs = map[string]string{
+	"path":      ":path",
+	"url_path":  ":path",
+	"method":    ":method",
+	"host":      ":authority",
+	"useragent": "user-agent",
+	"referer":   "referer",
+	"id":        "x-request-id",
 }
 
 func (p *celParser) primary() (*LogFilter, error) {
@@ -136,19 +251,26 @@ func (p *celParser) primary() (*LogFilter, error) {
 			return nil, err
 		}
 		return f, p.Expect(")")
+	case p.IsIdent("true"), p.IsIdent("false"):
+		v := p.Tok.Text == "true"
+		p.Next()
+		if v {
+			return always, nil
+		}
+		return never, nil
 	case p.Tok.Kind == celexpr.String:
 		// 'name' in request.headers
 		name := p.Tok.Text
 		p.Next()
-		if p.Tok.Kind != celexpr.Ident || p.Tok.Text != "in" {
+		if !p.IsIdent("in") {
 			return nil, p.Errf("a string on the left must be followed by \"in request.headers\", got %s", p.Tok)
 		}
 		p.Next()
 		if err := p.path("request", "headers"); err != nil {
 			return nil, err
 		}
-		return &LogFilter{Op: LogFilterHeaderPresent, Header: strings.ToLower(name)}, nil
-	case p.Tok.Kind == celexpr.Ident && p.Tok.Text == "response":
+		return &LogFilter{Op: LogFilterHeader, Header: strings.ToLower(name), Match: MatchPresent}, nil
+	case p.IsIdent("response"):
 		p.Next()
 		if err := p.Expect("."); err != nil {
 			return nil, err
@@ -184,22 +306,20 @@ func (p *celParser) primary() (*LogFilter, error) {
 			return nil, p.Errf("response.duration < duration(\"0s\") never holds")
 		}
 		return &LogFilter{Op: LogFilterDuration, Cmp: cmp, Value: ms}, nil
-	case p.Tok.Kind == celexpr.Ident && p.Tok.Text == "request":
+	case p.IsIdent("request"):
 		p.Next()
 		if err := p.Expect("."); err != nil {
 			return nil, err
 		}
 		if p.Tok.Kind == celexpr.Ident {
-			// request.path (with the query), request.method and
-			// request.host are Envoy's :path, :method and :authority.
-			if pseudo, ok := map[string]string{"path": ":path", "method": ":method", "host": ":authority"}[p.Tok.Text]; ok {
+			if header, ok := stringAttrs[p.Tok.Text]; ok {
 				attr := "request." + p.Tok.Text
 				p.Next()
-				return p.equalsString(attr, pseudo)
+				return p.stringTest(attr, header, attr == "request.url_path")
 			}
 		}
-		if p.Tok.Kind != celexpr.Ident || p.Tok.Text != "headers" {
-			return nil, p.Errf("want request.headers, request.path, request.method or request.host, got request.%s", p.Tok.Text)
+		if !p.IsIdent("headers") {
+			return nil, p.Errf("want request.headers, request.path, request.url_path, request.method, request.host, request.useragent, request.referer or request.id, got request.%s", p.Tok.Text)
 		}
 		p.Next()
 		if err := p.Expect("["); err != nil {
@@ -213,26 +333,129 @@ func (p *celParser) primary() (*LogFilter, error) {
 		if err := p.Expect("]"); err != nil {
 			return nil, err
 		}
-		return p.equalsString(fmt.Sprintf("request.headers[%q]", name), strings.ToLower(name))
+		return p.stringTest(fmt.Sprintf("request.headers[%q]", name), strings.ToLower(name), false)
 	case p.Tok.Kind == celexpr.EOF:
 		return nil, p.Errf("the expression ends too early")
 	}
 	return nil, p.Errf("unsupported %s", p.Tok)
 }
 
-// equalsString parses "== 'value'" after attr (as written, for
-// messages), a comparison with the request's header (or pseudo-header).
-func (p *celParser) equalsString(attr, header string) (*LogFilter, error) {
-	if !p.IsOp("==") {
-		return nil, p.Errf("%s supports == only, got %s", attr, p.Tok)
+// stringTest parses what follows a string attribute (attr, as written,
+// for messages) read from header: == or != a string, one of the string
+// functions, or in a list. urlPath says the attribute is
+// request.url_path: :path without its query.
+func (p *celParser) stringTest(attr, header string, urlPath bool) (*LogFilter, error) {
+	leaf := func(m LogFilterMatch, v string) (*LogFilter, error) {
+		if urlPath {
+			return urlPathMatch(p, m, v)
+		}
+		return &LogFilter{Op: LogFilterHeader, Header: header, Match: m, HeaderValue: v}, nil
 	}
-	p.Next()
+	switch {
+	case p.IsOp("==") || p.IsOp("!="):
+		ne := p.IsOp("!=")
+		p.Next()
+		v, err := p.str(attr)
+		if err != nil {
+			return nil, err
+		}
+		f, err := leaf(MatchExact, v)
+		if err != nil || !ne {
+			return f, err
+		}
+		return negate(f), nil
+	case p.IsOp("."):
+		p.Next()
+		fn := p.Tok.Text
+		m, ok := map[string]LogFilterMatch{"startsWith": MatchPrefix, "endsWith": MatchSuffix, "contains": MatchContains, "matches": MatchRegex}[fn]
+		if p.Tok.Kind != celexpr.Ident || !ok {
+			return nil, p.Errf("want startsWith, endsWith, contains or matches after %s., got %s", attr, p.Tok)
+		}
+		p.Next()
+		if err := p.Expect("("); err != nil {
+			return nil, err
+		}
+		arg := p.Tok
+		v, err := p.str(attr + "." + fn + "()")
+		if err != nil {
+			return nil, err
+		}
+		if m == MatchRegex {
+			re, err := regexp.Compile(v)
+			if err != nil {
+				return nil, fmt.Errorf("column %d: invalid regular expression %q: %v", arg.Pos+1, v, err)
+			}
+			// CEL's matches() finds the expression anywhere in the
+			// value; Envoy's safe_regex matches the whole value.
+			v = "(?s:.*(?:" + re.String() + ").*)"
+		}
+		f, err := leaf(m, v)
+		if err != nil {
+			return nil, err
+		}
+		return f, p.Expect(")")
+	case p.IsIdent("in"):
+		p.Next()
+		if err := p.Expect("["); err != nil {
+			return nil, err
+		}
+		var alts []*LogFilter
+		for {
+			v, err := p.str(attr + " in [...]")
+			if err != nil {
+				return nil, err
+			}
+			f, err := leaf(MatchExact, v)
+			if err != nil {
+				return nil, err
+			}
+			alts = append(alts, f)
+			if !p.IsOp(",") {
+				break
+			}
+			p.Next()
+		}
+		if err := p.Expect("]"); err != nil {
+			return nil, err
+		}
+		return join(LogFilterOr, alts), nil
+	}
+	return nil, p.Errf("%s compares with == or != a string, or calls startsWith, endsWith, contains or matches; got %s", attr, p.Tok)
+}
+
+// urlPathMatch is a match of request.url_path, Envoy's :path without its
+// query: as a match of :path that stops at the "?". A value with a "?"
+// cannot be part of url_path.
+func urlPathMatch(p *celParser, m LogFilterMatch, v string) (*LogFilter, error) {
+	if m != MatchRegex && strings.Contains(v, "?") {
+		return nil, p.Errf("request.url_path has no query: %q cannot match it (request.path has the query)", v)
+	}
+	q := regexp.QuoteMeta(v)
+	const query = `(?:\?.*)?`
+	f := &LogFilter{Op: LogFilterHeader, Header: ":path", Match: MatchRegex}
+	switch m {
+	case MatchPrefix:
+		f.Match, f.HeaderValue = MatchPrefix, v
+	case MatchExact:
+		f.HeaderValue = q + query
+	case MatchSuffix:
+		f.HeaderValue = `[^?]*` + q + query
+	case MatchContains:
+		f.HeaderValue = `[^?]*` + q + `.*`
+	case MatchRegex:
+		return nil, p.Errf("request.url_path.matches() is not supported: use request.path.matches() (the path with its query)")
+	}
+	return f, nil
+}
+
+// str reads a string literal, the operand of attr (for messages).
+func (p *celParser) str(attr string) (string, error) {
 	if p.Tok.Kind != celexpr.String {
-		return nil, p.Errf("%s compares with a string, got %s", attr, p.Tok)
+		return "", p.Errf("%s compares with a string, got %s", attr, p.Tok)
 	}
 	v := p.Tok.Text
 	p.Next()
-	return &LogFilter{Op: LogFilterHeaderEquals, Header: header, HeaderValue: v}, nil
+	return v, nil
 }
 
 // path consumes the identifiers a.b.c.

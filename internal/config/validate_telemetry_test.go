@@ -121,6 +121,28 @@ func TestParseLogFilter(t *testing.T) {
 		// Istio's tests/integration/telemetry/api/testdata/accesslog/filter.yaml.
 		{"request.path == '/filter-test'", "header[:path]==/filter-test"},
 		{"request.method == 'POST' && request.host == 'shop.example'", "and(header[:method]==POST,header[:authority]==shop.example)"},
+		// Expressions users write: errors and slow requests, health
+		// checks and Kubernetes probes left out.
+		{"response.code >= 400 || response.duration > duration('2s')", "or(code>=400,duration>2000)"},
+		{"!request.headers['user-agent'].startsWith('kube-probe/')", "header[user-agent]!prefix:kube-probe/"},
+		{"request.url_path != '/healthz' && response.code >= 400", "and(header[:path]!regex:/healthz(?:\\?.*)?,code>=400)"},
+		{"!(request.url_path in ['/healthz', '/ready'])", "and(header[:path]!regex:/healthz(?:\\?.*)?,header[:path]!regex:/ready(?:\\?.*)?)"},
+		{"!request.url_path.startsWith('/health')", "header[:path]!prefix:/health"},
+		{"request.url_path.endsWith('.js')", "header[:path]regex:[^?]*\\.js(?:\\?.*)?"},
+		{"request.path.contains('debug')", "header[:path]contains:debug"},
+		{"request.headers['x-user'].matches('^adm')", "header[x-user]regex:(?s:.*(?:^adm).*)"},
+		{"request.useragent != 'curl' || request.id == 'x'", "or(header[user-agent]!=curl,header[x-request-id]==x)"},
+		// Negation pushed to the leaves; constants folded.
+		{"!(response.code >= 500 && response.duration < duration('1s'))", "or(code<500,duration>=1000)"},
+		{"!('x-debug' in request.headers)", "!has[x-debug]"},
+		{"!!(response.code == 200)", "code==200"},
+		{"true && response.code >= 400", "code>=400"},
+		{"false || response.code == 503", "code==503"},
+		{"true", "<nil>"},
+		{"response.code >= 400 || true", "<nil>"},
+		{"false", "never"},
+		{"!true", "never"},
+		{"response.code >= 400 && false", "never"},
 	} {
 		f, err := ParseLogFilter(c.expr)
 		if err != nil {
@@ -133,15 +155,19 @@ func TestParseLogFilter(t *testing.T) {
 	}
 	for _, c := range []struct{ expr, want string }{
 		{"", "empty"},
-		{"true", "column 1: unsupported \"true\""},
 		{"response.code >= '400'", "column 18: response.code compares with an integer"},
 		{"response.code >= 400 &&", "ends too early"},
-		{"!(response.code >= 400)", "unexpected character '!'"},
+		{"!", "ends too early"},
 		{"response.duration > 100", "compares with duration"},
 		{"response.duration > duration(\"1us\")", "whole, non-negative number of milliseconds"},
-		{"request.headers['a'] != 'b'", "supports == only"},
-		{"request.path != '/x'", "request.path supports == only"},
-		{"request.url_path == '/x'", "want request.headers, request.path, request.method or request.host, got request.url_path"},
+		{"request.headers['a'] < 'b'", "compares with == or != a string"},
+		{"request.path.size() > 3", "want startsWith, endsWith, contains or matches"},
+		{"request.url_path == '/x?y=1'", "has no query"},
+		{"request.url_path.matches('x')", "use request.path.matches()"},
+		{"request.path.matches('(')", "invalid regular expression"},
+		{"request.scheme == 'https'", "got request.scheme"},
+		{"request.path in []", "compares with a string"},
+		{"xds.cluster_name == 'BlackHoleCluster'", "unsupported \"xds\""},
 		{"response.code >= 400 response.code", "unexpected \"response\""},
 		{"request.headers['a", "unterminated string"},
 		{"(response.code >= 400", "want \")\""},
@@ -154,6 +180,9 @@ func TestParseLogFilter(t *testing.T) {
 }
 
 func renderFilter(f *LogFilter) string {
+	if f == nil {
+		return "<nil>"
+	}
 	cmp := map[LogFilterCmp]string{CmpEQ: "==", CmpNE: "!=", CmpLT: "<", CmpLE: "<=", CmpGT: ">", CmpGE: ">="}
 	switch f.Op {
 	case LogFilterAnd, LogFilterOr:
@@ -166,10 +195,21 @@ func renderFilter(f *LogFilter) string {
 		return "code" + cmp[f.Cmp] + strconv.FormatInt(f.Value, 10)
 	case LogFilterDuration:
 		return "duration" + cmp[f.Cmp] + strconv.FormatInt(f.Value, 10)
-	case LogFilterHeaderEquals:
-		return "header[" + f.Header + "]==" + f.HeaderValue
-	case LogFilterHeaderPresent:
-		return "has[" + f.Header + "]"
+	case LogFilterNever:
+		return "never"
+	case LogFilterHeader:
+		not := map[bool]string{true: "!"}[f.Invert]
+		switch f.Match {
+		case MatchPresent:
+			return not + "has[" + f.Header + "]"
+		case MatchExact:
+			if f.Invert {
+				return "header[" + f.Header + "]!=" + f.HeaderValue
+			}
+			return "header[" + f.Header + "]==" + f.HeaderValue
+		}
+		m := map[LogFilterMatch]string{MatchPrefix: "prefix", MatchSuffix: "suffix", MatchContains: "contains", MatchRegex: "regex"}[f.Match]
+		return "header[" + f.Header + "]" + not + m + ":" + f.HeaderValue
 	}
 	return "?"
 }

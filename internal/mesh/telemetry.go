@@ -202,6 +202,9 @@ func (i *TelemetryIndex) AccessLogs(set TelemetrySet, mode Mode) []AccessLog {
 		}
 		if expr := spec.filter.GetExpression(); expr != "" {
 			al.Filter, _ = config.ParseLogFilter(expr) // validated with the Telemetry
+			if al.Filter != nil && al.Filter.Op == config.LogFilterNever {
+				continue // "false": this provider logs nothing here
+			}
 		}
 		out = append(out, al)
 	}

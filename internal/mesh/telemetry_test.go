@@ -60,6 +60,16 @@ metadata: {name: quiet, namespace: quiet}
 spec:
   accessLogging:
   - disabled: true
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: constant, namespace: constant}
+spec:
+  accessLogging:
+  - providers: [{name: json}]
+    filter: {expression: "response.code >= 400 && false"}
+  - providers: [{name: envoy}]
+    filter: {expression: "true"}
 `
 	snap := config.NewStore(config.Options{Logger: slog.New(slog.DiscardHandler)}).Load(map[string][]byte{"t.yaml": []byte(docs)})
 	for _, d := range snap.Diagnostics {
@@ -96,6 +106,8 @@ spec:
 		{"shop", map[string]string{"app": "reviews"}, ModeServer, "json:/tmp/access.json:json:filtered"},
 		{"shop", map[string]string{"app": "reviews"}, ModeClient, ""},
 		{"quiet", nil, ModeServer, ""},
+		// "true" is no filter; an expression that never holds logs nothing.
+		{"constant", nil, ModeServer, "envoy:/dev/stdout:istio-text"},
 	} {
 		if got := render(c.ns, c.labels, c.mode); got != c.want {
 			t.Errorf("%s %v %v: got %q, want %q", c.ns, c.labels, c.mode, got, c.want)

@@ -94,13 +94,34 @@ func accessLogFilter(f *config.LogFilter) *accesslogv3.AccessLogFilter {
 	case config.LogFilterDuration:
 		return &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_DurationFilter{
 			DurationFilter: &accesslogv3.DurationFilter{Comparison: comparison(f, runtimeKeyDuration)}}}
-	case config.LogFilterHeaderEquals:
-		return headerFilter(&route.HeaderMatcher{Name: f.Header, HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{
-			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: f.HeaderValue}}}})
-	case config.LogFilterHeaderPresent:
-		return headerFilter(&route.HeaderMatcher{Name: f.Header, HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: true}})
+	case config.LogFilterHeader:
+		return headerFilter(logHeaderMatcher(f))
 	}
 	return nil
+}
+
+// logHeaderMatcher is the HeaderMatcher of a LogFilterHeader node.
+func logHeaderMatcher(f *config.LogFilter) *route.HeaderMatcher {
+	h := &route.HeaderMatcher{Name: f.Header, InvertMatch: f.Invert}
+	if f.Match == config.MatchPresent {
+		h.HeaderMatchSpecifier = &route.HeaderMatcher_PresentMatch{PresentMatch: true}
+		return h
+	}
+	sm := &matcherv3.StringMatcher{}
+	switch f.Match {
+	case config.MatchExact:
+		sm.MatchPattern = &matcherv3.StringMatcher_Exact{Exact: f.HeaderValue}
+	case config.MatchPrefix:
+		sm.MatchPattern = &matcherv3.StringMatcher_Prefix{Prefix: f.HeaderValue}
+	case config.MatchSuffix:
+		sm.MatchPattern = &matcherv3.StringMatcher_Suffix{Suffix: f.HeaderValue}
+	case config.MatchContains:
+		sm.MatchPattern = &matcherv3.StringMatcher_Contains{Contains: f.HeaderValue}
+	case config.MatchRegex:
+		sm.MatchPattern = &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: f.HeaderValue}}
+	}
+	h.HeaderMatchSpecifier = &route.HeaderMatcher_StringMatch{StringMatch: sm}
+	return h
 }
 
 func headerFilter(h *route.HeaderMatcher) *accesslogv3.AccessLogFilter {

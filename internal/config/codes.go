@@ -11,6 +11,7 @@ const (
 	CodeUnreadableFile    Code = "WF0103" // dangling or looping symbolic link, read error
 	CodeNotRegularFile    Code = "WF0104" // a named pipe, socket, device or directory named *.yaml
 	CodeTooManyProblems   Code = "WF0105" // further diagnostics of a file are not shown
+	CodeKubernetesObject  Code = "WF0106" // a Kubernetes object that is not mesh config (a Deployment, a Service, ...): skipped (warning)
 	CodeInvalidResource   Code = "WF0110" // kind, apiVersion or metadata
 	CodeUnknownField      Code = "WF0111" // a field the resource's schema does not have
 	CodeInvalidField      Code = "WF0112" // a value of the wrong type, an unparsable duration, ...

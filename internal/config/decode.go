@@ -193,6 +193,14 @@ func decodeFile(file string, data []byte) (docs []*document, fileDiag *Diagnosti
 		if root.Kind == 0 || len(root.Content) == 0 || isNull(root.Content[0]) {
 			continue // empty, or only comments
 		}
+		if items, ok := listItems(root.Content[0]); ok {
+			for _, item := range items {
+				if !isNull(item) {
+					docs = append(docs, decodeDocument(file, n, seg.line-1, item))
+				}
+			}
+			continue
+		}
 		docs = append(docs, decodeDocument(file, n, seg.line-1, root.Content[0]))
 	}
 	return docs, nil
@@ -319,6 +327,60 @@ var metadataFields = map[string]bool{
 	"finalizers": true, "managedFields": true,
 }
 
+// kubernetesGroups are the API groups of Kubernetes' own objects that are
+// not mesh configuration (Deployments, Services, RBAC, ...), besides the
+// core group and the *.k8s.io groups other than the Gateway API's.
+var kubernetesGroups = map[string]bool{"apps": true, "batch": true, "autoscaling": true, "policy": true}
+
+// isKubernetesObject reports whether apiVersion is that of a Kubernetes
+// object of its own API (core v1, apps/v1, rbac.authorization.k8s.io/v1,
+// ...), as opposed to mesh configuration.
+func isKubernetesObject(apiVersion string) bool {
+	group, _, hasGroup := strings.Cut(apiVersion, "/")
+	if !hasGroup {
+		return apiVersion == "v1"
+	}
+	return kubernetesGroups[group] || (strings.HasSuffix(group, ".k8s.io") && group != gatewayAPIGroup && !strings.HasSuffix(group, "."+gatewayAPIGroup))
+}
+
+// kubernetesObjectMessage says why a Kubernetes object in a file is
+// skipped, and where Weft reads what the user may have meant.
+func kubernetesObjectMessage(kind, apiVersion string) string {
+	switch kind {
+	case "Service", "Endpoints", "EndpointSlice":
+		return fmt.Sprintf("a Kubernetes %s is not read from files: Weft reads Services and their endpoints from the Kubernetes API server (weft serve --kubeconfig), and from ServiceEntries and WorkloadEntries in files; skipped", kind)
+	case "Secret":
+		return "a Kubernetes Secret is not read from files: gateways read their credentials (credentialName) from weft serve --credential-dir, or from the Kubernetes API server; skipped"
+	}
+	return fmt.Sprintf("a Kubernetes %s (%s) is not mesh configuration: Weft does not read it; skipped", kind, apiVersion)
+}
+
+// listItems returns the items of a Kubernetes List (apiVersion v1, kind
+// List: what kubectl get -o yaml prints for several objects), which are
+// read as documents of their own; ok is false for any other node.
+func listItems(n *yaml.Node) (items []*yaml.Node, ok bool) {
+	if n.Kind != yaml.MappingNode {
+		return nil, false
+	}
+	var kind, apiVersion string
+	var list *yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch k.Value {
+		case "kind":
+			kind = v.Value
+		case "apiVersion":
+			apiVersion = v.Value
+		case "items":
+			list = v
+		}
+	}
+	if kind != "List" || apiVersion != "v1" || list == nil || list.Kind != yaml.SequenceNode {
+		return nil, false
+	}
+	return list.Content, true
+}
+
 // decodeDocument decodes the top node of one non-empty document;
 // lineOffset is the document's first line in the file, minus 1.
 func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
@@ -376,6 +438,12 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 	switch {
 	case kind == "":
 		dec.errf("kind", "kind is required")
+		return d
+	case spec == nil && isKubernetesObject(apiVersion):
+		// An application's manifests often sit beside its mesh config
+		// (Istio's samples hold both in one file): say what is skipped,
+		// but it is not a mistake in the mesh config.
+		d.diags = append(d.diags, d.diag(SeverityWarning, CodeKubernetesObject, "kind", kubernetesObjectMessage(kind, apiVersion)))
 		return d
 	case spec == nil:
 		dec.errf("kind", "unsupported kind %q (Weft loads %s)", kind, supportedKinds)

@@ -388,7 +388,58 @@ metadata: {name: cm}
 				`error: t.yaml: doc 1: kind: unsupported kind "EnvoyFilter" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute, ReferenceGrant; and Kubernetes Namespaces (for their labels))`,
 				`error: t.yaml: doc 2: VirtualService default/reviews: apiVersion: unsupported apiVersion "networking.istio.io/v2" for VirtualService (want networking.istio.io/v1, v1beta1 or v1alpha3)`,
 				`error: t.yaml: doc 2: VirtualService default/reviews: spec: at least one of http, tcp or tls routes is required`,
-				`error: t.yaml: doc 3: kind: unsupported kind "ConfigMap" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute, ReferenceGrant; and Kubernetes Namespaces (for their labels))`,
+				`warning: t.yaml: doc 3: kind: a Kubernetes ConfigMap (v1) is not mesh configuration: Weft does not read it; skipped`,
+			},
+		},
+		{
+			// Istio's samples hold an application's manifests and its
+			// mesh config in one file: the Kubernetes objects are
+			// skipped with a warning, the rest is read.
+			name: "application manifests beside mesh config",
+			doc: `apiVersion: v1
+kind: Service
+metadata: {name: httpbin}
+spec: {ports: [{port: 8000}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: httpbin}
+spec: {replicas: 1}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: r}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin}
+spec: {host: httpbin}
+`,
+			want: []string{
+				`warning: t.yaml: doc 1: kind: a Kubernetes Service is not read from files: Weft reads Services and their endpoints from the Kubernetes API server (weft serve --kubeconfig), and from ServiceEntries and WorkloadEntries in files; skipped`,
+				`warning: t.yaml: doc 2: kind: a Kubernetes Deployment (apps/v1) is not mesh configuration: Weft does not read it; skipped`,
+				`warning: t.yaml: doc 3: kind: a Kubernetes Role (rbac.authorization.k8s.io/v1) is not mesh configuration: Weft does not read it; skipped`,
+			},
+		},
+		{
+			// kubectl get -o yaml: a List whose items are read as
+			// documents, each judged on its own.
+			name: "kubectl List",
+			doc: `apiVersion: v1
+kind: List
+metadata: {resourceVersion: ""}
+items:
+- apiVersion: networking.istio.io/v1
+  kind: DestinationRule
+  metadata: {name: a}
+  spec: {host: a}
+- apiVersion: networking.istio.io/v1
+  kind: DestinationRule
+  metadata: {name: b}
+  spec: {host: b, trafficPolicy: {loadBalancer: {simple: FASTEST}}}
+`,
+			want: []string{
+				`error: t.yaml: doc 1: DestinationRule default/b: spec.trafficPolicy.loadBalancer.simple: invalid value the string "FASTEST"; want one of UNSPECIFIED, LEAST_CONN, RANDOM, PASSTHROUGH, ROUND_ROBIN, LEAST_REQUEST`,
 			},
 		},
 		{
@@ -448,6 +499,43 @@ spec:
 				}
 			}
 		})
+	}
+}
+
+// TestListItemsAndSkippedObjects: the items of a kubectl List are
+// resources, and a file that also holds an application's Kubernetes
+// objects loads its mesh config.
+func TestListItemsAndSkippedObjects(t *testing.T) {
+	snap := NewStore(testOptions()).Load(files("list.yaml", `apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.istio.io/v1
+  kind: DestinationRule
+  metadata: {name: a, namespace: shop}
+  spec: {host: a}
+- apiVersion: v1
+  kind: ServiceAccount
+  metadata: {name: a, namespace: shop}
+`, "app.yaml", `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: b}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: b}
+spec: {host: b}
+`))
+	if hasErrors(snap.Diagnostics) {
+		t.Fatalf("diagnostics: %v", diagStrings(snap))
+	}
+	got := keys(snap)
+	for _, want := range []string{"DestinationRule/shop/a", "DestinationRule/default/b"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("%s not loaded; resources: %v", want, got)
+		}
+	}
+	if len(snap.Diagnostics) != 2 || snap.Diagnostics[0].Code != CodeKubernetesObject || snap.Diagnostics[0].Line == 0 {
+		t.Errorf("want two WF0106 warnings with lines, got %v", diagStrings(snap))
 	}
 }
 

@@ -400,6 +400,7 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 	var kind, apiVersion string
 	var metadata, specNode *yaml.Node
 	misspeltMetadata := false // "metdata:": its name is not missing, it is misspelt
+	var unknown []string      // top-level keys other than topFields
 	for _, p := range dec.pairs(root, "") {
 		key := p.key.Value
 		v := dec.resolve(p.value, key)
@@ -418,11 +419,10 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 			specNode = v
 		case "status":
 		default:
-			hint := suggestOf(key, topFields)
-			dec.errf(key, "unknown field %q; a resource has apiVersion, kind, metadata, spec (and status)%s", key, hint)
-			misspeltMetadata = misspeltMetadata || strings.Contains(hint, `"metadata"`)
+			unknown = append(unknown, key)
 		}
 	}
+
 	d.meta.APIVersion = apiVersion
 	// Kinds are named within their API group: a Gateway of
 	// gateway.networking.k8s.io is the Gateway API's, not Istio's.
@@ -435,11 +435,21 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 	} else if m := newSpec(Kind(kind)); m != nil {
 		spec = m
 	}
+	skipped := kind != "" && spec == nil && isKubernetesObject(apiVersion)
+	if !skipped {
+		// (A Kubernetes object Weft skips has fields of its own: a
+		// Secret's data, a ConfigMap's.)
+		for _, key := range unknown {
+			hint := suggestOf(key, topFields)
+			dec.errf(key, "unknown field %q; a resource has apiVersion, kind, metadata, spec (and status)%s", key, hint)
+			misspeltMetadata = misspeltMetadata || strings.Contains(hint, `"metadata"`)
+		}
+	}
 	switch {
 	case kind == "":
 		dec.errf("kind", "kind is required")
 		return d
-	case spec == nil && isKubernetesObject(apiVersion):
+	case skipped:
 		// An application's manifests often sit beside its mesh config
 		// (Istio's samples hold both in one file): say what is skipped,
 		// but it is not a mistake in the mesh config.

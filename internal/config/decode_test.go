@@ -514,8 +514,10 @@ items:
   metadata: {name: a, namespace: shop}
   spec: {host: a}
 - apiVersion: v1
-  kind: ServiceAccount
+  kind: Secret
   metadata: {name: a, namespace: shop}
+  type: kubernetes.io/tls
+  data: {tls.crt: "", tls.key: ""}
 `, "app.yaml", `apiVersion: apps/v1
 kind: Deployment
 metadata: {name: b}

@@ -350,7 +350,7 @@ func kubernetesObjectMessage(kind, apiVersion string) string {
 	case "Service", "Endpoints", "EndpointSlice":
 		return fmt.Sprintf("a Kubernetes %s is not read from files: Weft reads Services and their endpoints from the Kubernetes API server (weft serve --kubeconfig), and from ServiceEntries and WorkloadEntries in files; skipped", kind)
 	case "Secret":
-		return "a Kubernetes Secret is not read from files: gateways read their credentials (credentialName) from weft serve --credential-dir, or from the Kubernetes API server; skipped"
+		return "a Kubernetes Secret is not read from config files: a gateway reads the credentials its credentialName names from its own --credential-dir (weft-proxy --gateway; a Secret mounted there on Kubernetes); skipped"
 	}
 	return fmt.Sprintf("a Kubernetes %s (%s) is not mesh configuration: Weft does not read it; skipped", kind, apiVersion)
 }

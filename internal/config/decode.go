@@ -455,6 +455,9 @@ func decodeDocument(file string, n, lineOffset int, root *yaml.Node) *document {
 		// but it is not a mistake in the mesh config.
 		d.diags = append(d.diags, d.diag(SeverityWarning, CodeKubernetesObject, "kind", kubernetesObjectMessage(kind, apiVersion)))
 		return d
+	case spec == nil && kind == "EnvoyFilter":
+		dec.errf("kind", "unsupported kind %q: Weft does not patch the proxies' config; rate limits, the commonest use, are Weft's RateLimit kind (docs/rate-limiting.md) (Weft loads %s)", kind, supportedKinds)
+		return d
 	case spec == nil:
 		dec.errf("kind", "unsupported kind %q (Weft loads %s)", kind, supportedKinds)
 		return d

@@ -385,7 +385,7 @@ kind: ConfigMap
 metadata: {name: cm}
 `,
 			want: []string{
-				`error: t.yaml: doc 1: kind: unsupported kind "EnvoyFilter" (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute, ReferenceGrant; and Kubernetes Namespaces (for their labels))`,
+				`error: t.yaml: doc 1: kind: unsupported kind "EnvoyFilter": Weft does not patch the proxies' config; rate limits, the commonest use, are Weft's RateLimit kind (docs/rate-limiting.md) (Weft loads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry, RateLimit, OIDCLogin; and from the Gateway API: GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute, ReferenceGrant; and Kubernetes Namespaces (for their labels))`,
 				`error: t.yaml: doc 2: VirtualService default/reviews: apiVersion: unsupported apiVersion "networking.istio.io/v2" for VirtualService (want networking.istio.io/v1, v1beta1 or v1alpha3)`,
 				`error: t.yaml: doc 2: VirtualService default/reviews: spec: at least one of http, tcp or tls routes is required`,
 				`warning: t.yaml: doc 3: kind: a Kubernetes ConfigMap (v1) is not mesh configuration: Weft does not read it; skipped`,

@@ -350,7 +350,7 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	}
 	if c.opts.ReleaseWhenQuiet > 0 {
 		wg.Go(func() {
-			gctune.ReleaseWhenQuiet(ctx, c.xds.Activity, c.opts.ReleaseWhenQuiet, func(before, after uint64) {
+			gctune.ReleaseWhenQuiet(ctx, c.xds.Activity, c.opts.ReleaseWhenQuiet, c.xds.DropIdleBuffers, func(before, after uint64) {
 				c.log.Debug("quiet: heap memory handed back", "heap_resident_mib_before", before>>20, "after", after>>20)
 			})
 		})

@@ -294,7 +294,7 @@ func TestReleaseWhenQuiet(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		ReleaseWhenQuiet(ctx, act.Load, 200*time.Millisecond, func(before, after uint64) { releases <- [2]uint64{before, after} })
+		ReleaseWhenQuiet(ctx, act.Load, 200*time.Millisecond, nil, func(before, after uint64) { releases <- [2]uint64{before, after} })
 	}()
 	defer func() { cancel(); <-done }()
 

@@ -22,9 +22,11 @@ import (
 // until the next burst grows the heap again. The cost is one collection
 // per quiet spell, and the page faults of growing the heap back.
 //
-// released, if set, is called after each release with the heap's
-// resident bytes (in use and free but not returned) before and after.
-func ReleaseWhenQuiet(ctx context.Context, activity func() uint64, quiet time.Duration, released func(before, after uint64)) {
+// prepare, if set, is called before each release, to drop what the
+// process keeps only for reuse; released, if set, after it, with the
+// heap's resident bytes (in use and free but not returned) before and
+// after.
+func ReleaseWhenQuiet(ctx context.Context, activity func() uint64, quiet time.Duration, prepare func(), released func(before, after uint64)) {
 	if quiet <= 0 {
 		return
 	}
@@ -44,6 +46,9 @@ func ReleaseWhenQuiet(ctx context.Context, activity func() uint64, quiet time.Du
 				continue
 			}
 			before := heapResident()
+			if prepare != nil {
+				prepare()
+			}
 			debug.FreeOSMemory()
 			done = true
 			if released != nil {

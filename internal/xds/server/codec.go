@@ -80,7 +80,7 @@ const poolBelow = 64 << 10
 // every buffer handed out at once until the garbage collector has run
 // twice, and a quiet control plane collects rarely — after 2,000 proxies
 // connected, 66 MB of its live heap was idle response buffers.
-var wholePool mem.BufferPool = newBoundedPool(16, 23, maxIdlePooled)
+var wholePool = newBoundedPool(16, 23, maxIdlePooled)
 
 // maxIdlePooled bounds the idle buffers wholePool keeps. Responses in
 // flight are bounded apart (MaxBytesInFlight); these are only for reuse.
@@ -146,6 +146,20 @@ func (p *boundedPool) Put(b *[]byte) {
 	case p.idle[c] <- b:
 	default:
 		p.held.Add(-int64(n))
+	}
+}
+
+// drain drops every idle buffer for the garbage collector.
+func (p *boundedPool) drain() {
+	for _, c := range p.idle {
+		for done := false; !done; {
+			select {
+			case b := <-c:
+				p.held.Add(-int64(cap(*b)))
+			default:
+				done = true
+			}
+		}
 	}
 }
 

@@ -162,7 +162,7 @@ func BenchmarkWireCodec(b *testing.B) {
 }
 
 // TestBoundedPool: a buffer is at most twice its length, idle buffers are
-// reused, and no more than the limit is kept idle.
+// reused, no more than the limit is kept idle, and drain drops them all.
 func TestBoundedPool(t *testing.T) {
 	p := newBoundedPool(16, 18, 256<<10) // 64, 128, 256 KiB; 256 KiB idle at most
 	b := p.Get(70 << 10)
@@ -189,5 +189,14 @@ func TestBoundedPool(t *testing.T) {
 	p.Put(&[]byte{1, 2, 3}) // not of a class: dropped
 	if got := p.held.Load(); got != 256<<10 {
 		t.Errorf("a foreign buffer was kept: idle %d", got)
+	}
+	p.drain()
+	if got := p.held.Load(); got != 0 {
+		t.Errorf("idle bytes after drain: %d", got)
+	}
+	for _, c := range p.idle {
+		if len(c) != 0 {
+			t.Errorf("a class keeps %d buffers after drain", len(c))
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
 )
 
 // framePair returns a frameConn accepted by a connListener and the
@@ -148,8 +149,9 @@ func TestIdleConnectionsHoldNoBuffers(t *testing.T) {
 		max int64
 	}{
 		{"plaintext", nil, grpc.WithTransportCredentials(insecure.NewCredentials()), 52 << 10},
-		// TLS: ~84 KB with a 4 KiB read buffer, ~113 KB with gRPC's 32 KiB
-		// (the client's end has its own 32 KiB one).
+		// TLS: ~84 KB with a 4 KiB read buffer of its own for its life,
+		// ~113 KB with gRPC's 32 KiB; ~3.4 KB less with ReadOnReady (the
+		// client's end has its own 32 KiB one).
 		{"TLS", credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}}),
 			grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots})), 100 << 10},
 	} {
@@ -421,5 +423,132 @@ func TestRecordConnReadsOneRecordAtATime(t *testing.T) {
 	}
 	if !bytes.Equal(got, sent) {
 		t.Fatal("the bytes read differ from those sent")
+	}
+}
+
+// TestTLSReadOnReadyLargeRecords: a client that writes full TLS records
+// (gRPC-Go's default 32 KiB write buffer: 16 KiB records, four times the
+// server's read buffers) and sends many messages back to back is read
+// whole: reads that fill their buffer continue without waiting for the
+// socket, since crypto/tls still holds the rest of the record.
+func TestTLSReadOnReadyLargeRecords(t *testing.T) {
+	cert, roots := selfSigned(t)
+	s := New(Options{Logger: slog.New(slog.DiscardHandler)})
+	s.Update(testMesh(2))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- s.ServeEndpoints(ctx, Endpoint{Listener: lis, Credentials: credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeEndpoints: %v", err)
+		}
+	}()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(withDeadline(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for i := range 3000 {
+		names = append(names, fmt.Sprintf("outbound|8080|v1|service-%04d.namespace.svc.cluster.local", i))
+	}
+	node := &core.Node{Id: "sidecar~10.0.0.1~big-1.default~default.svc.cluster.local"}
+	for i := range 3 { // ~180 KB each, sent before any is answered
+		if err := stream.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: resource.EndpointType, ResourceNames: names[:len(names)-i]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The last message, large too, and then nothing: its last record
+	// is read partly, and the rest is in crypto/tls, not the socket.
+	if err := stream.Send(&discovery.DiscoveryRequest{TypeUrl: resource.ClusterType, ResourceNames: append([]string{"*"}, names...)}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("no CDS response after the large requests: %v", err)
+		}
+		if r.GetTypeUrl() == resource.ClusterType {
+			return
+		}
+	}
+}
+
+// TestTLSReadOnReadyRestOfRecord: a 16 KiB record read through 4 KiB
+// buffers leaves its rest in crypto/tls, not in the socket; ReadOnReady
+// must read it without waiting for the socket, which stays quiet.
+func TestTLSReadOnReadyRestOfRecord(t *testing.T) {
+	cert, roots := selfSigned(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	fl := connListener{Listener: l, wrap: newRecordConn}
+	client := make(chan *tls.Conn, 1)
+	go func() {
+		c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: roots})
+		if err != nil {
+			t.Error(err)
+			close(client)
+			return
+		}
+		client <- c
+	}()
+	raw, err := fl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	server := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err := server.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	cc := <-client
+	if cc == nil {
+		return
+	}
+	defer cc.Close()
+	c := newTLSFrameConn(server, raw.(*recordConn)).(*tlsFrameConn)
+	msg := bytes.Repeat([]byte{'r'}, 16<<10) // one full record
+	if _, err := cc.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	pool := mem.DefaultBufferPool()
+	type result struct {
+		n   int
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		var r result
+		for r.n < len(msg) && r.err == nil {
+			var b *[]byte
+			var m int
+			if b, m, r.err = c.ReadOnReady(4<<10, pool); r.err == nil {
+				r.n += m
+				pool.Put(b)
+			}
+		}
+		got <- r
+	}()
+	select {
+	case r := <-got:
+		if r.err != nil || r.n != len(msg) {
+			t.Errorf("read %d bytes (%v), want %d", r.n, r.err, len(msg))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReadOnReady waited for the socket with the record's rest in crypto/tls")
 	}
 }

@@ -47,13 +47,13 @@ const (
 	DefaultKeepaliveTime    = 30 * time.Second
 	DefaultKeepaliveTimeout = 5 * time.Second
 	DefaultMaxConnectionAge = 30 * time.Minute
-	// tlsReadBufferSize is each TLS connection's gRPC read buffer.
-	// gRPC reads a plaintext TCP connection into pooled buffers only
-	// when it is readable (frameconn.go), but gives any other connection
-	// a bufio.Reader of its own, 32 KiB by default, for the connection's
-	// life: 64 MB at 2,000 proxies. What proxies send the control plane
-	// is small (requests and ACKs; a larger message is read past the
-	// buffer), so 4 KiB is plenty.
+	// tlsReadBufferSize is the size of the pooled buffers gRPC reads a
+	// TLS connection into, each taken when the connection is readable
+	// (tlsFrameConn.ReadOnReady) and given back once read. What proxies
+	// send the control plane is small (requests and ACKs; a larger
+	// message takes several buffers), so 4 KiB is plenty. (Without
+	// ReadOnReady gRPC gives a TLS connection a bufio.Reader of this
+	// size, 32 KiB by default, for its life: 64 MB at 2,000 proxies.)
 	tlsReadBufferSize = 4 << 10
 	// gracefulStopTimeout bounds how long Serve waits for streams to finish
 	// before closing them hard.
@@ -194,6 +194,12 @@ func (s *Server) Pushes() uint64 { return s.metrics.pushRounds.Load() }
 // and mesh snapshots received. Equal readings apart in time mean it
 // sent nothing and was given nothing in between.
 func (s *Server) Activity() uint64 { return s.metrics.activity.Load() }
+
+// DropIdleBuffers lets the garbage collector have the response buffers
+// kept for reuse (up to 8 MiB): for a quiet server about to hand its free
+// memory back (gctune.ReleaseWhenQuiet). The next large responses
+// allocate anew.
+func (s *Server) DropIdleBuffers() { wholePool.drain() }
 
 // ConnectedProxies returns how many distinct nodes have an open stream.
 func (s *Server) ConnectedProxies() int {

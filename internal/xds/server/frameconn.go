@@ -43,9 +43,9 @@ import (
 // is something to read, for connections it recognises (*net.TCPConn and
 // a few other concrete types, or a type with its ReadOnReady method);
 // any other connection, a TLS one included, gets a bufio.Reader of its
-// own for its life. It also sets the keepalive timeout as
-// TCP_USER_TIMEOUT only on a *net.TCPConn. frameConn and tlsFrameConn
-// have ReadOnReady, and connListener sets the timeout.
+// own for its life (tlsReadBufferSize). It also sets the keepalive
+// timeout as TCP_USER_TIMEOUT only on a *net.TCPConn. frameConn has
+// ReadOnReady, and connListener sets the timeout.
 
 // pendingMax is the most bytes frameConn holds back: DATA frame headers
 // (9) and gRPC message prefixes (5), with room to spare.
@@ -200,57 +200,13 @@ func (c *frameConn) writev(held, b []byte) (int, error) {
 type tlsFrameConn struct {
 	net.Conn
 	frameWriter
-	records *recordConn     // the TCP connection under Conn; nil if it is not one
-	raw     syscall.RawConn // records' descriptor, to wait on; nil without records
-	// mayHold says crypto/tls may hold decrypted bytes the last read
-	// did not take (it filled its buffer): the next read must not wait
-	// for the socket.
-	mayHold bool
+	records *recordConn // the TCP connection under Conn; nil if it is not one
 }
 
 func newTLSFrameConn(c net.Conn, records *recordConn) net.Conn {
 	t := &tlsFrameConn{Conn: c, records: records}
-	if records != nil {
-		t.raw, _ = records.SyscallConn()
-	}
 	t.send = t.writeJoined
 	return t
-}
-
-// ReadOnReady is gRPC's optional read interface (see frameConn's) for a
-// TLS connection: it waits, holding no buffer, until the TCP connection
-// under it is readable, then takes a buffer from pool and reads through
-// TLS — where gRPC would otherwise give the connection a read buffer of
-// its own for its life. Waiting on the socket is right only when
-// crypto/tls holds nothing: recordConn reads record by record, so
-// crypto/tls never reads past the record it returns from, and a read
-// that did not fill its buffer took all of that record. After a read
-// that filled it, the next one reads at once.
-func (c *tlsFrameConn) ReadOnReady(bufSize int, pool mem.BufferPool) (*[]byte, int, error) {
-	if !c.mayHold && c.raw != nil {
-		if err := c.raw.Read(readable); err != nil {
-			return nil, 0, err
-		}
-	}
-	buf := pool.Get(bufSize)
-	n, err := c.Conn.Read(*buf)
-	c.mayHold = n == len(*buf)
-	if n == 0 {
-		pool.Put(buf)
-		if err == nil {
-			err = io.EOF
-		}
-		return nil, 0, err
-	}
-	return buf, n, nil // an error with data comes again at the next read
-}
-
-// readable peeks at a descriptor: false (wait for readiness) while a
-// read would block; true once there is data, an end or an error.
-func readable(fd uintptr) bool {
-	var b [1]byte
-	_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK)
-	return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK
 }
 
 // Write is the frameWriter's.

@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/mem"
 )
 
 // framePair returns a frameConn accepted by a connListener and the
@@ -150,8 +149,8 @@ func TestIdleConnectionsHoldNoBuffers(t *testing.T) {
 	}{
 		{"plaintext", nil, grpc.WithTransportCredentials(insecure.NewCredentials()), 52 << 10},
 		// TLS: ~84 KB with a 4 KiB read buffer of its own for its life,
-		// ~113 KB with gRPC's 32 KiB; ~3.4 KB less with ReadOnReady (the
-		// client's end has its own 32 KiB one).
+		// ~113 KB with gRPC's 32 KiB (the client's end has its own 32 KiB
+		// one).
 		{"TLS", credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}}),
 			grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots})), 100 << 10},
 	} {
@@ -426,12 +425,11 @@ func TestRecordConnReadsOneRecordAtATime(t *testing.T) {
 	}
 }
 
-// TestTLSReadOnReadyLargeRecords: a client that writes full TLS records
-// (gRPC-Go's default 32 KiB write buffer: 16 KiB records, four times the
-// server's read buffers) and sends many messages back to back is read
-// whole: reads that fill their buffer continue without waiting for the
-// socket, since crypto/tls still holds the rest of the record.
-func TestTLSReadOnReadyLargeRecords(t *testing.T) {
+// TestTLSLargeRecords: a client that writes full TLS records (gRPC-Go's
+// default 32 KiB write buffer: 16 KiB records, four times the server's
+// read buffer) and sends large messages back to back is read whole,
+// through recordConn's record-by-record reads.
+func TestTLSLargeRecords(t *testing.T) {
 	cert, roots := selfSigned(t)
 	s := New(Options{Logger: slog.New(slog.DiscardHandler)})
 	s.Update(testMesh(2))
@@ -482,73 +480,5 @@ func TestTLSReadOnReadyLargeRecords(t *testing.T) {
 		if r.GetTypeUrl() == resource.ClusterType {
 			return
 		}
-	}
-}
-
-// TestTLSReadOnReadyRestOfRecord: a 16 KiB record read through 4 KiB
-// buffers leaves its rest in crypto/tls, not in the socket; ReadOnReady
-// must read it without waiting for the socket, which stays quiet.
-func TestTLSReadOnReadyRestOfRecord(t *testing.T) {
-	cert, roots := selfSigned(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	fl := connListener{Listener: l, wrap: newRecordConn}
-	client := make(chan *tls.Conn, 1)
-	go func() {
-		c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: roots})
-		if err != nil {
-			t.Error(err)
-			close(client)
-			return
-		}
-		client <- c
-	}()
-	raw, err := fl.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	server := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{cert}})
-	if err := server.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	cc := <-client
-	if cc == nil {
-		return
-	}
-	defer cc.Close()
-	c := newTLSFrameConn(server, raw.(*recordConn)).(*tlsFrameConn)
-	msg := bytes.Repeat([]byte{'r'}, 16<<10) // one full record
-	if _, err := cc.Write(msg); err != nil {
-		t.Fatal(err)
-	}
-	pool := mem.DefaultBufferPool()
-	type result struct {
-		n   int
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		var r result
-		for r.n < len(msg) && r.err == nil {
-			var b *[]byte
-			var m int
-			if b, m, r.err = c.ReadOnReady(4<<10, pool); r.err == nil {
-				r.n += m
-				pool.Put(b)
-			}
-		}
-		got <- r
-	}()
-	select {
-	case r := <-got:
-		if r.err != nil || r.n != len(msg) {
-			t.Errorf("read %d bytes (%v), want %d", r.n, r.err, len(msg))
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("ReadOnReady waited for the socket with the record's rest in crypto/tls")
 	}
 }

@@ -47,13 +47,17 @@ const (
 	DefaultKeepaliveTime    = 30 * time.Second
 	DefaultKeepaliveTimeout = 5 * time.Second
 	DefaultMaxConnectionAge = 30 * time.Minute
-	// tlsReadBufferSize is the size of the pooled buffers gRPC reads a
-	// TLS connection into, each taken when the connection is readable
-	// (tlsFrameConn.ReadOnReady) and given back once read. What proxies
-	// send the control plane is small (requests and ACKs; a larger
-	// message takes several buffers), so 4 KiB is plenty. (Without
-	// ReadOnReady gRPC gives a TLS connection a bufio.Reader of this
-	// size, 32 KiB by default, for its life: 64 MB at 2,000 proxies.)
+	// tlsReadBufferSize is each TLS connection's gRPC read buffer.
+	// gRPC reads a plaintext TCP connection into pooled buffers only
+	// when it is readable (frameconn.go), but gives any other connection
+	// a bufio.Reader of its own, 32 KiB by default, for the connection's
+	// life: 64 MB at 2,000 proxies. What proxies send the control plane
+	// is small (requests and ACKs; a larger message is read past the
+	// buffer), so 4 KiB is plenty. (Reading TLS connections into pooled
+	// buffers only once readable, as plaintext ones, saved ~3.4 KB per
+	// idle connection but cost 10-20 % more CPU per push at 2,000
+	// proxies: measured and dropped, docs/benchmarks.md, "The control
+	// plane at rest, 2026-12-06".)
 	tlsReadBufferSize = 4 << 10
 	// gracefulStopTimeout bounds how long Serve waits for streams to finish
 	// before closing them hard.

@@ -236,83 +236,56 @@ func TestObservabilityAccessLogLive(t *testing.T) {
 	get("/on", 200)
 	waitLines(t, envoyLog, 2) // client and server side
 
-	m.WriteConfig("telemetry.yaml", `apiVersion: telemetry.istio.io/v1
+	// onlyLogged puts a mesh-wide filter in force (its config dump
+	// shows one of markers), sends what send sends, and checks that only
+	// the request to path is logged, on both sides, with that status.
+	onlyLogged := func(expr string, markers []string, send func(), path, code string) {
+		t.Helper()
+		m.WriteConfig("telemetry.yaml", fmt.Sprintf(`apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {name: mesh-default, namespace: istio-system}
 spec:
   accessLogging:
   - providers: [{name: envoy}]
-    filter: {expression: "response.code >= 400"}
-`)
-	inConfig("filter", true, "statusCodeFilter", "status_code_filter")
-	before := len(logLines(envoyLog))
-	get("/fine", 200)
-	get("/broken?status=500", 500)
-	after := waitLines(t, envoyLog, before+2) // the 500, both sides
-	for _, l := range after[before:] {
-		f := parseIstioText(t, l)
-		if f["code"] != "500" || f["path"] != "/broken?status=500" {
-			t.Errorf("filtered log has %s %s: %q", f["code"], f["path"], l)
+    filter: {expression: %q}
+`, expr))
+		inConfig(expr, true, markers...)
+		before := len(logLines(envoyLog))
+		send()
+		after := waitLines(t, envoyLog, before+2)
+		for _, l := range after[before:] {
+			if f := parseIstioText(t, l); f["path"] != path || f["code"] != code {
+				t.Errorf("%s: logged %s %s: %q", expr, f["code"], f["path"], l)
+			}
+		}
+		if len(after) != before+2 {
+			t.Errorf("%s: want exactly two lines of %s, got:\n%s", expr, path, strings.Join(after[before:], "\n"))
 		}
 	}
-	if len(after) != before+2 {
-		t.Errorf("want exactly the 500's two lines, got:\n%s", strings.Join(after[before:], "\n"))
-	}
+	onlyLogged("response.code >= 400", []string{"statusCodeFilter", "status_code_filter"}, func() {
+		get("/fine", 200)
+		get("/broken?status=500", 500)
+	}, "/broken?status=500", "500")
 
 	// Istio's own filter test (tests/integration/telemetry/api/testdata/
 	// accesslog/filter.yaml): request.path is Envoy's :path, query included.
-	m.WriteConfig("telemetry.yaml", `apiVersion: telemetry.istio.io/v1
-kind: Telemetry
-metadata: {name: mesh-default, namespace: istio-system}
-spec:
-  accessLogging:
-  - providers: [{name: envoy}]
-    filter: {expression: "request.path == '/filter-test'"}
-`)
-	inConfig("path filter", true, "headerFilter", "header_filter")
-	before = len(logLines(envoyLog))
-	get("/broken?status=500", 500)
-	get("/filter-test?x=1", 200)
-	get("/filter-test", 200)
-	after = waitLines(t, envoyLog, before+2)
-	for _, l := range after[before:] {
-		if f := parseIstioText(t, l); f["path"] != "/filter-test" {
-			t.Errorf("path-filtered log has %s: %q", f["path"], l)
-		}
-	}
-	if len(after) != before+2 {
-		t.Errorf("want exactly /filter-test's two lines, got:\n%s", strings.Join(after[before:], "\n"))
-	}
+	onlyLogged("request.path == '/filter-test'", []string{"headerFilter", "header_filter"}, func() {
+		get("/broken?status=500", 500)
+		get("/filter-test?x=1", 200)
+		get("/filter-test", 200)
+	}, "/filter-test", "200")
 
 	// What users write to keep probes and health checks out of the log:
 	// a negated function call and request.url_path (the path without
 	// its query), as Envoy's inverted header matchers.
-	m.WriteConfig("telemetry.yaml", `apiVersion: telemetry.istio.io/v1
-kind: Telemetry
-metadata: {name: mesh-default, namespace: istio-system}
-spec:
-  accessLogging:
-  - providers: [{name: envoy}]
-    filter:
-      expression: "!request.headers['user-agent'].startsWith('kube-probe/') && request.url_path != '/healthz'"
-`)
-	inConfig("probe filter", true, "kube-probe/")
-	before = len(logLines(envoyLog))
-	if code, _, err := Get(ctx, c, front, "backend", "/probed", map[string]string{"User-Agent": "kube-probe/1.34"}); err != nil || code != 200 {
-		t.Fatalf("probe: %d %v", code, err)
-	}
-	get("/healthz?full=1", 200)
-	get("/healthz", 200)
-	get("/healthz/deep", 200)
-	after = waitLines(t, envoyLog, before+2)
-	for _, l := range after[before:] {
-		if f := parseIstioText(t, l); f["path"] != "/healthz/deep" {
-			t.Errorf("probe-filtered log has %s: %q", f["path"], l)
+	onlyLogged("!request.headers['user-agent'].startsWith('kube-probe/') && request.url_path != '/healthz'", []string{"kube-probe/"}, func() {
+		if code, _, err := Get(ctx, c, front, "backend", "/probed", map[string]string{"User-Agent": "kube-probe/1.34"}); err != nil || code != 200 {
+			t.Fatalf("probe: %d %v", code, err)
 		}
-	}
-	if len(after) != before+2 {
-		t.Errorf("want exactly /healthz/deep's two lines, got:\n%s", strings.Join(after[before:], "\n"))
-	}
+		get("/healthz?full=1", 200)
+		get("/healthz", 200)
+		get("/healthz/deep", 200)
+	}, "/healthz/deep", "200")
 
 	m.WriteConfig("telemetry.yaml", `apiVersion: telemetry.istio.io/v1
 kind: Telemetry

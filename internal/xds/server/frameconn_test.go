@@ -164,9 +164,10 @@ func TestIdleConnectionsHoldNoBuffers(t *testing.T) {
 	}
 }
 
-// idleConnectionHeap opens 100 ADS connections to a server on creds,
-// each after one response, and returns the heap they hold, per connection.
-func idleConnectionHeap(t *testing.T, creds credentials.TransportCredentials, dial grpc.DialOption) int64 {
+// serveTestMesh serves testMesh(2) on a loopback port with creds (nil:
+// plaintext) until the test ends, and returns its address.
+func serveTestMesh(t *testing.T, creds credentials.TransportCredentials) string {
+	t.Helper()
 	s := New(Options{Logger: slog.New(slog.DiscardHandler)})
 	s.Update(testMesh(2))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -176,12 +177,19 @@ func idleConnectionHeap(t *testing.T, creds credentials.TransportCredentials, di
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.ServeEndpoints(ctx, Endpoint{Listener: lis, Credentials: creds}) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("ServeEndpoints: %v", err)
 		}
-	}()
+	})
+	return lis.Addr().String()
+}
+
+// idleConnectionHeap opens 100 ADS connections to a server on creds,
+// each after one response, and returns the heap they hold, per connection.
+func idleConnectionHeap(t *testing.T, creds credentials.TransportCredentials, dial grpc.DialOption) int64 {
+	addr := serveTestMesh(t, creds)
 
 	const conns = 100
 	var manyNames []string
@@ -198,7 +206,7 @@ func idleConnectionHeap(t *testing.T, creds credentials.TransportCredentials, di
 	connect := func(i int) {
 		// weft-proxy's write buffer for the control plane
 		// (xdsclient.WriteBufferSize): over TLS, records of 4 KiB.
-		cc, err := grpc.NewClient(lis.Addr().String(), dial, grpc.WithWriteBufferSize(4<<10))
+		cc, err := grpc.NewClient(addr, dial, grpc.WithWriteBufferSize(4<<10))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -431,24 +439,8 @@ func TestRecordConnReadsOneRecordAtATime(t *testing.T) {
 // through recordConn's record-by-record reads.
 func TestTLSLargeRecords(t *testing.T) {
 	cert, roots := selfSigned(t)
-	s := New(Options{Logger: slog.New(slog.DiscardHandler)})
-	s.Update(testMesh(2))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- s.ServeEndpoints(ctx, Endpoint{Listener: lis, Credentials: credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ServeEndpoints: %v", err)
-		}
-	}()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots})))
+	addr := serveTestMesh(t, credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}}))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots})))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/net/http/httpguts"
 
 	"weft.dev/weft/internal/celexpr"
 )
@@ -91,6 +94,9 @@ type LogFilter struct {
 // holds ("true") gives a nil filter: log everything; one that never holds
 // gives a LogFilterNever node.
 func ParseLogFilter(expr string) (*LogFilter, error) {
+	if !utf8.ValidString(expr) {
+		return nil, fmt.Errorf("the expression is not valid UTF-8")
+	}
 	p := &celParser{celexpr.NewLexer(expr)}
 	if p.Err != nil {
 		return nil, p.Err
@@ -261,6 +267,9 @@ func (p *celParser) primary() (*LogFilter, error) {
 	case p.Tok.Kind == celexpr.String:
 		// 'name' in request.headers
 		name := p.Tok.Text
+		if err := checkHeaderName(name); err != nil {
+			return nil, p.Errf("%v", err)
+		}
 		p.Next()
 		if !p.IsIdent("in") {
 			return nil, p.Errf("a string on the left must be followed by \"in request.headers\", got %s", p.Tok)
@@ -329,6 +338,9 @@ func (p *celParser) primary() (*LogFilter, error) {
 			return nil, p.Errf("want a header name in quotes, got %s", p.Tok)
 		}
 		name := p.Tok.Text
+		if err := checkHeaderName(name); err != nil {
+			return nil, p.Errf("%v", err)
+		}
 		p.Next()
 		if err := p.Expect("]"); err != nil {
 			return nil, err
@@ -340,12 +352,35 @@ func (p *celParser) primary() (*LogFilter, error) {
 	return nil, p.Errf("unsupported %s", p.Tok)
 }
 
+// checkHeaderName refuses a name no request header has, and the
+// pseudo-headers Weft's proxy does not match on.
+func checkHeaderName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("a header name is not empty")
+	case strings.HasPrefix(name, ":"):
+		switch strings.ToLower(name) {
+		case ":path", ":method", ":authority", ":scheme":
+			return nil
+		}
+		return fmt.Errorf("pseudo-header %q: Weft's proxy matches :path, :method, :authority and :scheme", name)
+	case !httpguts.ValidHeaderFieldName(name):
+		return fmt.Errorf("%q is not a valid header name", name)
+	}
+	return nil
+}
+
 // stringTest parses what follows a string attribute (attr, as written,
 // for messages) read from header: == or != a string, one of the string
 // functions, or in a list. urlPath says the attribute is
 // request.url_path: :path without its query.
 func (p *celParser) stringTest(attr, header string, urlPath bool) (*LogFilter, error) {
 	leaf := func(m LogFilterMatch, v string) (*LogFilter, error) {
+		if v == "" && (m == MatchPrefix || m == MatchSuffix || m == MatchContains) {
+			// Every value starts with "", and Envoy's matchers
+			// refuse an empty prefix, suffix or substring.
+			return &LogFilter{Op: LogFilterHeader, Header: header, Match: MatchPresent}, nil
+		}
 		if urlPath {
 			return urlPathMatch(p, m, v)
 		}

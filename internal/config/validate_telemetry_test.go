@@ -132,6 +132,7 @@ func TestParseLogFilter(t *testing.T) {
 		{"request.path.contains('debug')", "header[:path]contains:debug"},
 		{"request.headers['x-user'].matches('^adm')", "header[x-user]regex:(?s:.*(?:^adm).*)"},
 		{"request.useragent != 'curl' || request.id == 'x'", "or(header[user-agent]!=curl,header[x-request-id]==x)"},
+		{"request.headers['x'].startsWith('') && !request.url_path.contains('')", "and(has[x],!has[:path])"},
 		// Negation pushed to the leaves; constants folded.
 		{"!(response.code >= 500 && response.duration < duration('1s'))", "or(code<500,duration>=1000)"},
 		{"!('x-debug' in request.headers)", "!has[x-debug]"},
@@ -166,6 +167,10 @@ func TestParseLogFilter(t *testing.T) {
 		{"request.url_path.matches('x')", "use request.path.matches()"},
 		{"request.path.matches('(')", "invalid regular expression"},
 		{"request.scheme == 'https'", "got request.scheme"},
+		{"request.headers[''] == 'x'", "column 17: a header name is not empty"},
+		{"'' in request.headers", "not empty"},
+		{"':' in request.headers", "pseudo-header"},
+		{"request.headers['a b'] == 'x'", "not a valid header name"},
 		{"request.path in []", "compares with a string"},
 		{"xds.cluster_name == 'BlackHoleCluster'", "unsupported \"xds\""},
 		{"response.code >= 400 response.code", "unexpected \"response\""},

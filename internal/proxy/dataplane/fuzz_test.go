@@ -446,12 +446,8 @@ func fuzzUpstream(f *testing.F) *fuzzBackend {
 // goldenResources loads the xDS generator's golden outputs (rich,
 // realistic configurations) as resource sets.
 func goldenResources(tb testing.TB) []*xdsclient.Resources {
-	dirs, err := filepath.Glob(filepath.Join("..", "..", "xds", "generate", "testdata", "*"))
-	if err != nil {
-		tb.Fatal(err)
-	}
 	var out []*xdsclient.Resources
-	for _, dir := range dirs {
+	for _, dir := range goldenDirs(tb) {
 		r := &xdsclient.Resources{}
 		r.Listeners = readGolden(tb, filepath.Join(dir, "listeners.json"), func() *listener.Listener { return new(listener.Listener) }, (*listener.Listener).GetName)
 		r.Routes = readGolden(tb, filepath.Join(dir, "routes.json"), func() *route.RouteConfiguration { return new(route.RouteConfiguration) }, (*route.RouteConfiguration).GetName)
@@ -463,6 +459,16 @@ func goldenResources(tb testing.TB) []*xdsclient.Resources {
 		tb.Fatal("no golden xDS outputs found under internal/xds/generate/testdata")
 	}
 	return out
+}
+
+// goldenDirs are the directories of the xDS generator's golden outputs
+// (not its fuzz corpus, which shares testdata), sorted.
+func goldenDirs(tb testing.TB) []string {
+	dirs, err := filepath.Glob(filepath.Join("..", "..", "xds", "generate", "testdata", "*"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return slices.DeleteFunc(dirs, func(d string) bool { return filepath.Base(d) == "fuzz" })
 }
 
 func readGolden[M proto.Message](tb testing.TB, path string, newM func() M, name func(M) string) map[string]M {

@@ -441,7 +441,7 @@ func withMaxRequestsPerConnection(t testing.TB, c *clusterv3.Cluster, n uint32) 
 func TestGoldenSecurityTranslates(t *testing.T) {
 	ca := proxytest.NewMeshCA(t)
 	d, _ := mtlsProxy(t, ca, "productpage", proxytest.SPIFFE("default", "productpage"), nil)
-	dirs, _ := filepath.Glob(filepath.Join("..", "..", "xds", "generate", "testdata", "*"))
+	dirs := goldenDirs(t)
 	cases := goldenResources(t)
 	seen := 0
 	for i, r := range cases {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -32,6 +34,46 @@ func TestValidateReportsBrokenExample(t *testing.T) {
 	want := `error: examples/broken/routes.yaml:26:44: doc 2: VirtualService default/backend: spec.http[1].route[0].destination.subset: subset "v9" is not defined by any DestinationRule for backend.default.svc.cluster.local`
 	if err == nil || !strings.Contains(out, want+"\n") {
 		t.Fatalf("validate examples/broken: err %v, want line\n%s\ngot\n%s", err, want, out)
+	}
+}
+
+// TestValidateApplicationManifests: a file as Istio's samples write them
+// (a ServiceAccount, Service and Deployment beside the mesh config) and
+// config exported with kubectl get -o yaml validate without errors; the
+// Kubernetes objects are named as skipped.
+func TestValidateApplicationManifests(t *testing.T) {
+	dir := t.TempDir()
+	app := `apiVersion: v1
+kind: ServiceAccount
+metadata: {name: httpbin}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: httpbin}
+spec: {ports: [{name: http, port: 8000}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: httpbin}
+spec: {replicas: 1}
+`
+	exported := `apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.istio.io/v1
+  kind: DestinationRule
+  metadata: {name: httpbin, namespace: default}
+  spec: {host: httpbin, subsets: [{name: v1, labels: {version: v1}}]}
+`
+	for name, body := range map[string]string{"httpbin.yaml": app, "exported.yaml": exported} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := run(t, "validate", dir)
+	if err != nil || !strings.Contains(out, "1 DestinationRule") || !strings.Contains(out, "0 error(s), 3 warning(s)") ||
+		!strings.Contains(out, "a Kubernetes Deployment (apps/v1) is not mesh configuration") {
+		t.Fatalf("validate: err %v\n%s", err, out)
 	}
 }
 

@@ -270,6 +270,37 @@ func FreePort(ip string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// FreePortOn returns a TCP port that was free on every one of ips a
+// moment ago, for listeners that must share a port across addresses (two
+// gateway replicas behind one Gateway). The kernel picks the port on the
+// first address; one that is taken on another is tried again, a bounded
+// number of times.
+func FreePortOn(ips ...string) (int, error) {
+	if len(ips) == 0 {
+		return 0, errors.New("finding a free port: no addresses")
+	}
+	var last error
+	for range 20 {
+		port, err := FreePort(ips[0])
+		if err != nil {
+			return 0, err
+		}
+		last = nil
+		for _, ip := range ips[1:] {
+			l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+			if err != nil {
+				last = err
+				break
+			}
+			l.Close()
+		}
+		if last == nil {
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("finding a port free on all of %v: %w", ips, last)
+}
+
 // FreePorts returns n distinct TCP ports that were free on ip a moment
 // ago: each is held until all are found, so two calls' worth of FreePort
 // cannot return the same port twice (the kernel may hand a port it just

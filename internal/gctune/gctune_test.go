@@ -290,11 +290,16 @@ func TestStartRaisesForABusySmallHeap(t *testing.T) {
 func TestReleaseWhenQuiet(t *testing.T) {
 	var act atomic.Uint64
 	releases := make(chan [2]uint64, 4)
+	// held is live until the release prepares (as the xDS server drops
+	// its idle buffers), so the heap measured before the release holds
+	// it whatever the collector and the scavenger did meanwhile.
+	var held atomic.Pointer[[][]byte]
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		ReleaseWhenQuiet(ctx, act.Load, 200*time.Millisecond, nil, func(before, after uint64) { releases <- [2]uint64{before, after} })
+		ReleaseWhenQuiet(ctx, act.Load, 200*time.Millisecond, func() { held.Store(nil) },
+			func(before, after uint64) { releases <- [2]uint64{before, after} })
 	}()
 	defer func() { cancel(); <-done }()
 
@@ -309,11 +314,13 @@ func TestReleaseWhenQuiet(t *testing.T) {
 	default:
 	}
 
-	// Garbage to return, then quiet: one release, with less heap after.
-	for range 64 {
-		sink = make([]byte, 1<<20)
+	// Memory that becomes garbage when the release prepares, then
+	// quiet: one release, with less heap after.
+	big := make([][]byte, 64)
+	for i := range big {
+		big[i] = make([]byte, 1<<20)
 	}
-	sink = nil
+	held.Store(&big) // the only reference from here on
 	select {
 	case r := <-releases:
 		if r[1] >= r[0] {

@@ -20,6 +20,7 @@ var rbacSources = []string{
 	"../internal/registry/kube/testdata/rbac.yaml",
 	"../internal/ca/kuberoot/testdata/rbac.yaml",
 	"../internal/inject/webhook/testdata/rbac.yaml",
+	"../internal/credentials/kubesecrets/testdata/rbac.yaml",
 }
 
 // rbacDoc is the part of an RBAC object the comparison reads.

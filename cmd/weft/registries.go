@@ -16,6 +16,7 @@ import (
 	"weft.dev/weft/internal/ca/kubetoken"
 	"weft.dev/weft/internal/config/kubesource"
 	"weft.dev/weft/internal/controlplane"
+	"weft.dev/weft/internal/credentials/kubesecrets"
 	"weft.dev/weft/internal/registry/consul"
 	kuberegistry "weft.dev/weft/internal/registry/kube"
 )
@@ -99,6 +100,11 @@ func (f *registryFlags) apply(o *controlplane.Options, log *slog.Logger) error {
 		}
 		o.Authenticators = append(o.Authenticators, auth)
 		o.RootPublishers = append(o.RootPublishers, kuberoot.New(client, log))
+		creds, err := kubesecrets.New(kubesecrets.Options{Client: client, Namespace: f.kubeNamespace, Logger: log})
+		if err != nil {
+			return err
+		}
+		o.Credentials = creds
 		var nss []string
 		if f.kubeNamespace != "" {
 			nss = []string{f.kubeNamespace}

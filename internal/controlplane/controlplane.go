@@ -28,6 +28,7 @@ import (
 
 	"weft.dev/weft/internal/ca"
 	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/credentials"
 	"weft.dev/weft/internal/gctune"
 	"weft.dev/weft/internal/guard"
 	"weft.dev/weft/internal/inject/webhook"
@@ -104,6 +105,10 @@ type Options struct {
 	// config's ServiceEntries (Kubernetes, Consul); see
 	// internal/registry/aggregate for how they merge.
 	Registries []registry.Source
+	// Credentials, when set, supply the Secrets gateways name by
+	// credentialName (the Kubernetes API's); the xDS server sends each
+	// verified gateway those of its namespace it asks for.
+	Credentials credentials.Source
 	// Authenticators are tried by the CA after client certificates and
 	// bootstrap tokens (Kubernetes service-account tokens).
 	Authenticators []ca.Authenticator
@@ -437,7 +442,12 @@ func (c *ControlPlane) warnCustomProviders(m *mesh.Snapshot, cfg *config.Snapsho
 
 // meshOptions are the settings every mesh snapshot is built with.
 func (c *ControlPlane) meshOptions() mesh.Options {
+	var creds *credentials.Set
+	if c.opts.Credentials != nil {
+		creds = c.opts.Credentials.Current()
+	}
 	return mesh.Options{DomainSuffix: c.opts.DomainSuffix, RootNamespace: c.opts.RootNamespace, TrustDomain: c.ca.TrustDomain(), JWKS: c.jwks.Keys(), OIDC: c.jwks.Discovered(),
+		Credentials:           creds,
 		OutboundTrafficPolicy: c.opts.OutboundTrafficPolicy, EgressScope: c.opts.EgressScope,
 		MeshConfig: c.opts.MeshConfig, Tracing: c.opts.Tracing}
 }

@@ -85,6 +85,11 @@ func (c *ControlPlane) runConfig(ctx context.Context) error {
 		wg.Go(func() { fail(src.Run(ctx)) })
 		wg.Go(func() { forward(ctx, src.Changed(), regKick) })
 	}
+	credKick := make(chan struct{}, 1)
+	if src := c.opts.Credentials; src != nil {
+		wg.Go(func() { fail(src.Run(ctx)) })
+		wg.Go(func() { forward(ctx, src.Changed(), credKick) })
+	}
 
 	// The first load: the directory read and every source synced.
 	select {
@@ -113,6 +118,10 @@ func (c *ControlPlane) runConfig(ctx context.Context) error {
 			load()
 		case <-cfgKick:
 			load()
+		case <-credKick:
+			// A Secret changed: the mesh again from the config in force;
+			// only the gateways' secrets differ.
+			c.republish()
 		case <-regKick:
 			// A lone registry change is rebuilt at once; changes that
 			// follow a rebuild within the debounce are gathered for it,
@@ -146,7 +155,7 @@ func (c *ControlPlane) registryChanged(hosts *map[string]string) {
 // waitForSync waits until every config source and registry has synced, ctx
 // is done or SourceSyncTimeout passes, and says which sources were late.
 func (c *ControlPlane) waitForSync(ctx context.Context) {
-	if len(c.opts.ConfigSources) == 0 && len(c.opts.Registries) == 0 {
+	if len(c.opts.ConfigSources) == 0 && len(c.opts.Registries) == 0 && c.opts.Credentials == nil {
 		return
 	}
 	timeout := c.opts.SourceSyncTimeout
@@ -168,6 +177,9 @@ func (c *ControlPlane) waitForSync(ctx context.Context) {
 			if !r.Status().Synced {
 				late = append(late, r.Name())
 			}
+		}
+		if cr := c.opts.Credentials; cr != nil && !cr.Synced() {
+			late = append(late, cr.Name())
 		}
 		if len(late) == 0 {
 			return

@@ -24,6 +24,7 @@ import (
 	meshconfig "istio.io/api/mesh/v1alpha1"
 
 	"weft.dev/weft/internal/config"
+	"weft.dev/weft/internal/credentials"
 	"weft.dev/weft/internal/jwks"
 	"weft.dev/weft/internal/registry"
 )
@@ -63,6 +64,9 @@ type Options struct {
 	// read it (config.ParseMeshConfig): the telemetry providers. nil
 	// means config.DefaultMeshConfig(). Not modified after Build.
 	MeshConfig *meshconfig.MeshConfig
+	// Credentials are the Secrets gateways name by credentialName (the
+	// Kubernetes API's); nil means none. Immutable.
+	Credentials *credentials.Set
 }
 
 // OutboundTrafficPolicy is Istio's MeshConfig outboundTrafficPolicy.mode.
@@ -123,6 +127,8 @@ type Snapshot struct {
 	Telemetry *TelemetryIndex
 	// RateLimits finds the RateLimit (networking.weft.dev) of a workload.
 	RateLimits *RateLimitIndex
+	// Credentials are Options'; nil means none.
+	Credentials *credentials.Set
 
 	tracing *Tracing // Options.Tracing (tracing.go)
 
@@ -281,6 +287,9 @@ func BuildFrom(prev *Snapshot, cfg *config.Snapshot, reg *registry.Snapshot, opt
 	if len(opts.OIDC) > 0 {
 		version += "-o" + discoveryHash(opts.OIDC)
 	}
+	if h := opts.Credentials.Hash(); h != "" {
+		version += "-s" + h
+	}
 	s := &Snapshot{
 		Config:                cfg,
 		Registry:              reg,
@@ -290,6 +299,7 @@ func BuildFrom(prev *Snapshot, cfg *config.Snapshot, reg *registry.Snapshot, opt
 		Version:               version,
 		OutboundTrafficPolicy: otp,
 		Keys:                  &KeyIndex{fetched: opts.JWKS},
+		Credentials:           opts.Credentials,
 		Logins:                newLoginIndex(cfg.OIDCLogins, rootNS, opts.OIDC),
 		tracing:               opts.Tracing,
 		opts:                  opts,

@@ -1,0 +1,55 @@
+package credentials
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestFromData(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		data map[string][]byte
+		want string // cert|key|ca|files, or "nil"
+	}{
+		{"kubernetes.io/tls", map[string][]byte{"tls.crt": []byte("C"), "tls.key": []byte("K")}, "C|K||"},
+		{"Istio's generic keys", map[string][]byte{"cert": []byte("C"), "key": []byte("K"), "cacert": []byte("A")}, "C|K|A|"},
+		{"tls.crt preferred", map[string][]byte{"tls.crt": []byte("C1"), "cert": []byte("C2"), "tls.key": []byte("K")}, "C1|K||"},
+		{"a CA alone", map[string][]byte{"ca.crt": []byte("A")}, "||A|"},
+		{"a certificate without its key is not one", map[string][]byte{"tls.crt": []byte("C")}, "nil"},
+		{"other keys, line break trimmed", map[string][]byte{"client-secret": []byte("s\n")}, "|||client-secret=s"},
+		{"too large a value is left out", map[string][]byte{"big": make([]byte, MaxValue+1)}, "nil"},
+		{"nothing", map[string][]byte{}, "nil"},
+	} {
+		c := FromData("ns", "n", tc.data)
+		got := "nil"
+		if c != nil {
+			var files []string
+			for k, v := range c.Files {
+				files = append(files, k+"="+string(v))
+			}
+			got = string(c.Cert) + "|" + string(c.Key) + "|" + string(c.CA) + "|" + strings.Join(files, ",")
+		}
+		if got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestSetHash(t *testing.T) {
+	a := FromData("shop", "edge", map[string][]byte{"tls.crt": []byte("C"), "tls.key": []byte("K")})
+	b := FromData("shop", "login", map[string][]byte{"client-secret": []byte("s")})
+	s1, s2 := NewSet([]*Credential{a, b}), NewSet([]*Credential{b, a})
+	if s1.Hash() == "" || s1.Hash() != s2.Hash() {
+		t.Errorf("hash depends on order or is empty: %q %q", s1.Hash(), s2.Hash())
+	}
+	a2 := FromData("shop", "edge", map[string][]byte{"tls.crt": []byte("C2"), "tls.key": []byte("K")})
+	if NewSet([]*Credential{a2, b}).Hash() == s1.Hash() {
+		t.Error("a rotated certificate keeps the hash")
+	}
+	if NewSet(nil).Hash() != "" || (*Set)(nil).Len() != 0 {
+		t.Error("an empty set has a hash or a length")
+	}
+	if got := s1.InNamespace("shop"); len(got) != 2 || got[0].Name != "edge" || got[1].Name != "login" {
+		t.Errorf("InNamespace: %v", got)
+	}
+}

@@ -480,12 +480,12 @@ func gatewayTLSContext(gs gatewayServer) *tlsv3.DownstreamTlsContext {
 	switch cred := t.GetCredentialName(); {
 	case cred != "":
 		name := contract.SecretCredentialPrefix + strings.TrimPrefix(cred, contract.SecretCredentialPrefix)
-		common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{sdsSecret(name)}
+		common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{credentialSecret(name)}
 		if mutual {
 			common.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{
 				CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 					DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchSubjectAltNames: sans},
-					ValidationContextSdsSecretConfig: sdsSecret(name + contract.SecretCASuffix),
+					ValidationContextSdsSecretConfig: credentialSecret(name + contract.SecretCASuffix),
 				},
 			}
 		}

@@ -44,6 +44,14 @@ func sdsSecret(name string) *tlsv3.SdsSecretConfig {
 	}
 }
 
+// credentialSecret is Istio's ConstructSdsSecretConfigForCredential: a
+// gateway's credentialName comes over ADS from the control plane, which
+// serves the Secret of the gateway's namespace (Secrets). A Weft gateway
+// with a credential directory serves it from there first.
+func credentialSecret(name string) *tlsv3.SdsSecretConfig {
+	return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: adsConfigSource()}
+}
+
 // inboundCiphers are Istio's SupportedCiphers for sidecar servers (TLS
 // 1.2; TLS 1.3 suites are not configurable).
 var inboundCiphers = []string{

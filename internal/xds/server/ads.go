@@ -11,6 +11,7 @@ import (
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -59,6 +60,7 @@ type adsServerStream[Req, Resp any] interface {
 // serveADS runs one stream of either kind.
 func serveADS[Req, Resp any](s *Server, stream adsServerStream[Req, Resp], delta bool, wrap func(Req) adsRequest) error {
 	st := s.newStream(delta)
+	st.verified = nodeVerified(stream.Context())
 	return s.runStream(stream.Context(), st, func() (adsRequest, error) {
 		req, err := stream.Recv()
 		if err != nil {
@@ -93,10 +95,13 @@ type deltaRequest struct {
 // is never held while taking another lock, so notify may be called with
 // any lock held.
 type adsStream struct {
-	key  streamKey
-	mu   sync.Mutex
-	p    *proxy // set by the first request
-	send func(any) error
+	key streamKey
+	// verified: the endpoint checked the node against the peer's
+	// certificate (Endpoint.AuthorizeNode); only then are secrets sent.
+	verified bool
+	mu       sync.Mutex
+	p        *proxy // set by the first request
+	send     func(any) error
 	// nonce and types: guarded by mu.
 	nonce int64
 	types map[string]*subscription
@@ -181,6 +186,21 @@ func (st *adsStream) takeWake(done bool) bool {
 	}
 	return w
 }
+
+// setOf is what the stream may be sent of snap's resources of typeURL:
+// secrets only on a stream whose node the endpoint verified (the secure
+// port proves a proxy's namespace; anyone can claim one on the
+// plaintext port).
+func (st *adsStream) setOf(snap *nodeSnapshot, typeURL string) *typeSet {
+	set := snap.set(typeURL)
+	if typeURL == resource.SecretType && !st.verified && set != nil && set.n > 0 {
+		return noSecrets
+	}
+	return set
+}
+
+// noSecrets is the empty set of secrets.
+var noSecrets = newTypeSet(resource.SecretType, "", nil)
 
 func (st *adsStream) sub(typeURL string) *subscription {
 	sub := st.types[typeURL]
@@ -491,7 +511,7 @@ func (s *Server) handleSotW(st *adsStream, req *discovery.DiscoveryRequest) erro
 		sub.wildcard, sub.named = false, true
 		var set *typeSet
 		if snap != nil {
-			set = snap.set(typ)
+			set = st.setOf(snap, typ)
 		}
 		sub.setNames(names, set)
 	}
@@ -544,7 +564,7 @@ func (s *Server) sendSotW(st *adsStream, sub *subscription) error {
 	if sub.inflight {
 		return nil // sent when the proxy answers
 	}
-	set := snap.set(sub.typeURL)
+	set := st.setOf(snap, sub.typeURL)
 	version := set.version
 	if sub.nacked {
 		if snap == sub.hold {
@@ -643,7 +663,7 @@ func (s *Server) sendDelta(st *adsStream, sub *subscription) error {
 	if sub.inflight {
 		return nil // sent when the proxy answers
 	}
-	set := snap.set(sub.typeURL)
+	set := st.setOf(snap, sub.typeURL)
 	var resources []*discovery.Resource
 	var removed []string
 	// The common step, a proxy that had the whole of the last set and

@@ -66,7 +66,7 @@ func authorizeNodes(authorize func(context.Context, *core.Node) error, log *slog
 			}
 			return err
 		}
-		as := &authorizedStream{ServerStream: ss, first: first, node: node}
+		as := &authorizedStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), nodeVerifiedKey{}, true), first: first, node: node}
 		err := handler(srv, as)
 		if perr := as.err.Load(); perr != nil {
 			// go-control-plane ends a stream whose Recv failed without a
@@ -82,9 +82,22 @@ func authorizeNodes(authorize func(context.Context, *core.Node) error, log *slog
 // request names another node.
 type authorizedStream struct {
 	grpc.ServerStream
+	ctx   context.Context
 	first nodeRequest
 	node  *core.Node
 	err   atomic.Pointer[error] // why RecvMsg ended the stream
+}
+
+// Context carries the mark that the stream's node was verified.
+func (s *authorizedStream) Context() context.Context { return s.ctx }
+
+type nodeVerifiedKey struct{}
+
+// nodeVerified reports whether ctx is an ADS stream's whose node its
+// endpoint's AuthorizeNode admitted.
+func nodeVerified(ctx context.Context) bool {
+	v, _ := ctx.Value(nodeVerifiedKey{}).(bool)
+	return v
 }
 
 func (s *authorizedStream) RecvMsg(m any) error {

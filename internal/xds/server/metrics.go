@@ -41,7 +41,7 @@ type metrics struct {
 }
 
 // metricType is istiod's short name of an xDS type in the type label of
-// its metrics (v3.GetMetricType): lds, rds, cds, eds; vhds (which istiod
+// its metrics (v3.GetMetricType): lds, rds, cds, eds, sds; vhds (which istiod
 // does not serve); else the type URL.
 func metricType(typeURL string) string {
 	switch typeURL {
@@ -55,6 +55,8 @@ func metricType(typeURL string) string {
 		return "eds"
 	case resource.VirtualHostType:
 		return "vhds"
+	case resource.SecretType:
+		return "sds"
 	}
 	return typeURL
 }

@@ -74,7 +74,7 @@ type TypeStatus struct {
 }
 
 // statusOrder is the order of ProxyStatus.Types, istioctl's.
-var statusOrder = []string{resource.ClusterType, resource.ListenerType, resource.EndpointType, resource.RouteType, resource.VirtualHostType}
+var statusOrder = []string{resource.ClusterType, resource.ListenerType, resource.EndpointType, resource.RouteType, resource.VirtualHostType, resource.SecretType}
 
 // shortTypes names each served type as operators know it.
 var shortTypes = map[string]string{
@@ -83,6 +83,7 @@ var shortTypes = map[string]string{
 	resource.EndpointType:    "EDS",
 	resource.RouteType:       "RDS",
 	resource.VirtualHostType: "VHDS",
+	resource.SecretType:      "SDS",
 }
 
 // typeState is what the server saw of one proxy's config of one type.
@@ -185,6 +186,9 @@ func (p *proxy) status() ProxyStatus {
 	for _, typeURL := range statusOrder {
 		if typeURL == resource.VirtualHostType && !p.id.VHDS {
 			continue // served only to proxies that take it
+		}
+		if typeURL == resource.SecretType && !p.id.Router() {
+			continue // served only to gateways
 		}
 		var ts typeState
 		if t := p.xds[typeURL]; t != nil {

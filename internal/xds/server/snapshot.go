@@ -30,7 +30,7 @@ import (
 
 // typeOrder fixes the order of a nodeSnapshot's sets and of the per-type
 // versions snapshotOf returns.
-var typeOrder = [...]string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType, resource.VirtualHostType}
+var typeOrder = [...]string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType, resource.VirtualHostType, resource.SecretType}
 
 // pushOrder is the order a stream sends types in when several changed:
 // Envoy's make-before-break order, clusters and their endpoints before
@@ -40,7 +40,11 @@ var typeOrder = [...]string{resource.ListenerType, resource.RouteType, resource.
 // is asked for only once its listener has arrived, and by then its
 // virtual hosts are held, so it is never applied with its catch-all
 // alone. A virtual host needs its clusters, not its listener.
-var pushOrder = [...]string{resource.ClusterType, resource.EndpointType, resource.VirtualHostType, resource.ListenerType, resource.RouteType}
+//
+// Secrets (a gateway's credentials, asked for by name once a listener
+// names them) go before the listeners too: a changed certificate is in
+// place before a listener that needs it.
+var pushOrder = [...]string{resource.ClusterType, resource.EndpointType, resource.VirtualHostType, resource.SecretType, resource.ListenerType, resource.RouteType}
 
 func typeIndex(typeURL string) int {
 	for i, t := range typeOrder {
@@ -618,6 +622,7 @@ var (
 	routeIdx    = typeIndex(resource.RouteType)
 	clusterIdx  = typeIndex(resource.ClusterType)
 	vhostIdx    = typeIndex(resource.VirtualHostType)
+	secretIdx   = typeIndex(resource.SecretType)
 )
 
 // sidecarSnapshot is snapshotOf(m, generate.ForProxyParts(m, p.id)) that
@@ -677,7 +682,27 @@ func (s *Server) sidecarSnapshot(m *mesh.Snapshot, p *proxy) (*nodeSnapshot, []s
 		snap.sets[i] = set
 		versions[i] = set.version
 	}
+	if secrets := generate.Secrets(m, id); len(secrets) > 0 {
+		set, err := s.setOfSecrets(m, id.Namespace, secrets)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", resource.SecretType, err)
+		}
+		snap.sets[secretIdx], versions[secretIdx] = set, set.version
+	}
 	return snap, versions, nil
+}
+
+// secretSetKey keys the set of a namespace's secrets in
+// mesh.Snapshot.Memo: made once per snapshot for the namespace's
+// gateways.
+type secretSetKey struct{ namespace string }
+
+func (s *Server) setOfSecrets(m *mesh.Snapshot, namespace string, secrets []types.Resource) (*typeSet, error) {
+	so := m.Memo(secretSetKey{namespace}, func() any {
+		set, err := s.setOf(m, resource.SecretType, secrets)
+		return setOrErr{set, err}
+	}).(setOrErr)
+	return so.set, so.err
 }
 
 // digestKey keys a resource's digests in mesh.Snapshot.Memo: the

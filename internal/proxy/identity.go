@@ -10,6 +10,8 @@ import (
 
 	"weft.dev/weft/internal/proxy/admin"
 	"weft.dev/weft/internal/proxy/certs"
+	"weft.dev/weft/internal/proxy/filter/oauth2"
+	"weft.dev/weft/internal/proxy/sdscreds"
 	"weft.dev/weft/internal/proxy/secretdir"
 	"weft.dev/weft/internal/proxy/tlssocket"
 	"weft.dev/weft/internal/spiffe"
@@ -47,14 +49,56 @@ func (s secrets) Certificate() *tls.Certificate {
 
 func (s secrets) Roots() *x509.CertPool { return s.m.Roots() }
 
-// withCredentials serves a gateway's named credentials (secretdir) beside
-// the workload secrets.
+// withCredentials serves a gateway's named credentials beside the
+// workload secrets: from its credential directory (secretdir) first, an
+// operator's explicit mount, then those the control plane sent over ADS
+// (sdscreds, the Kubernetes Secrets of its namespace). Either may be nil.
 type withCredentials struct {
 	tlssocket.Secrets
-	*secretdir.Dir
+	dir *secretdir.Dir
+	sds *sdscreds.Store
 }
 
-var _ tlssocket.Credentials = withCredentials{}
+var (
+	_ tlssocket.Credentials = withCredentials{}
+	_ oauth2.Secrets        = withCredentials{}
+)
+
+func (w withCredentials) CredentialCertificate(name string) *tls.Certificate {
+	if w.dir != nil {
+		if c := w.dir.CredentialCertificate(name); c != nil {
+			return c
+		}
+	}
+	if w.sds != nil {
+		return w.sds.CredentialCertificate(name)
+	}
+	return nil
+}
+
+func (w withCredentials) CredentialRoots(name string) *x509.CertPool {
+	if w.dir != nil {
+		if r := w.dir.CredentialRoots(name); r != nil {
+			return r
+		}
+	}
+	if w.sds != nil {
+		return w.sds.CredentialRoots(name)
+	}
+	return nil
+}
+
+func (w withCredentials) GenericSecret(name string) []byte {
+	if w.dir != nil {
+		if v := w.dir.GenericSecret(name); v != nil {
+			return v
+		}
+	}
+	if w.sds != nil {
+		return w.sds.GenericSecret(name)
+	}
+	return nil
+}
 
 // noSecrets is a proxy without a workload certificate (plaintext xDS).
 type noSecrets struct{}

@@ -30,6 +30,7 @@ import (
 	"weft.dev/weft/internal/proxy/dataplane"
 	"weft.dev/weft/internal/proxy/dns"
 	"weft.dev/weft/internal/proxy/overload"
+	"weft.dev/weft/internal/proxy/sdscreds"
 	"weft.dev/weft/internal/proxy/secretdir"
 	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/xdsclient"
@@ -143,8 +144,9 @@ type Proxy struct {
 	registry *telemetry.Registry // the envoy_cluster_* families are built family by family at scrape time
 	dp       *dataplane.Dataplane
 	xds      *xdsclient.Client
-	certs    *certs.Manager // nil with Plaintext
-	creds    *secretdir.Dir // nil without CredentialDir
+	certs    *certs.Manager  // nil with Plaintext
+	creds    *secretdir.Dir  // nil without CredentialDir
+	sdsCreds *sdscreds.Store // a gateway's credentials sent over ADS; nil for a sidecar or with Plaintext
 	adminLn  net.Listener
 	adminSrv *http.Server
 	overload *overload.Manager // runs while Run does; inactive without OverloadMemoryLimit
@@ -220,7 +222,14 @@ func New(opts Options) (*Proxy, error) {
 			p.adminLn.Close()
 			return nil, fmt.Errorf("proxy: %w", err)
 		}
-		dpo.Secrets = withCredentials{orNoSecrets(dpo.Secrets), p.creds}
+	}
+	if opts.Identity.Router() && !opts.Plaintext {
+		// And those the control plane sends over ADS: it sends them only
+		// to a gateway whose identity it verified (the secure port).
+		p.sdsCreds = sdscreds.New(opts.Logger)
+	}
+	if p.creds != nil || p.sdsCreds != nil {
+		dpo.Secrets = withCredentials{Secrets: orNoSecrets(dpo.Secrets), dir: p.creds, sds: p.sdsCreds}
 	}
 	dpo.Identity = opts.Identity
 	dp, err := dataplane.New(dpo)
@@ -231,6 +240,9 @@ func New(opts Options) (*Proxy, error) {
 	p.dp = dp
 	xo := opts.XDS
 	xo.Address, xo.Node, xo.Applier, xo.Logger = opts.XDSAddress, opts.Identity.Node(), p.firstApplied(dp), opts.Logger
+	if p.sdsCreds != nil {
+		xo.Secrets = p.sdsCreds
+	}
 	if p.certs != nil {
 		xo.Credentials = credentials.NewTLS(p.certs.ControlPlaneTLS())
 	}

@@ -63,6 +63,9 @@ type Options struct {
 	Node *core.Node
 	// Applier receives complete resource sets, from one goroutine.
 	Applier Applier
+	// Secrets, when set, receives the SDS secrets over ADS the listeners
+	// name (a gateway's credentials; secrets.go); nil subscribes to none.
+	Secrets SecretSink
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// BackoffBase and BackoffMax bound the jittered exponential delay

@@ -139,6 +139,12 @@ func (s *deltaState) runStream(ctx context.Context, ads discovery.AggregatedDisc
 			return false, err
 		}
 	}
+	if names := s.subs[TypeSecret]; len(names) > 0 {
+		req := &discovery.DeltaDiscoveryRequest{TypeUrl: TypeSecret, ResourceNamesSubscribe: slices.Clone(names), InitialResourceVersions: maps.Clone(s.rv[TypeSecret])}
+		if err := s.send(req); err != nil {
+			return false, err
+		}
+	}
 	onOpen()
 	s.c.log.Info("delta ADS stream open", "resources_held", s.held())
 	return serveStream(ctx, "delta ADS stream", recvCh, errCh, func() time.Time { return s.deadline }, s.handle, s.maybeApply,
@@ -164,6 +170,9 @@ func (s *deltaState) handle(in inbound[*discovery.DeltaDiscoveryResponse]) error
 	t := r.GetTypeUrl()
 	log := s.c.log.With("type", shortType(t), "version", r.GetSystemVersionInfo(), "nonce", r.GetNonce())
 	s.c.recv.add(t, len(r.GetResources()), len(r.GetRemovedResources()), in.size)
+	if t == TypeSecret && s.c.opts.Secrets != nil {
+		return s.handleSecrets(r)
+	}
 	if !slices.Contains(deltaOrder[:], t) {
 		log.Warn("ignoring delta response of a type never subscribed to")
 		return nil
@@ -355,7 +364,7 @@ func (s *deltaState) resubscribe() error {
 			return err
 		}
 	}
-	return nil
+	return s.resubscribeSecrets()
 }
 
 // maybeApply hands the working set to the Applier when it changed and is

@@ -45,6 +45,7 @@ type held struct {
 type routing struct {
 	msg    proto.Message // a listener until handed out
 	rds    []string      // a listener's RDS names
+	sds    []string      // the SDS secrets over ADS a listener names (a gateway's credentials)
 	hcmErr error         // a listener's malformed HTTP connection manager
 	routed []string      // the clusters a route configuration, or a listener's inline routes, send to
 	vhds   bool          // a route configuration that takes its virtual hosts by VHDS
@@ -60,7 +61,9 @@ func hold(msg proto.Message) (*held, error) {
 	switch m := msg.(type) {
 	case *listener.Listener:
 		r := &routing{msg: m}
-		r.rds, r.hcmErr = hcmRouteNames(m)
+		var filterSecrets []string
+		r.rds, filterSecrets, r.hcmErr = hcmRouteNames(m)
+		r.sds = appendSocketSecrets(filterSecrets, m)
 		for _, rc := range inlineRouteConfigs(m) {
 			r.routed = appendRouted(r.routed, rc)
 		}

@@ -373,9 +373,9 @@ func resourceName(m proto.Message) string {
 }
 
 // hcmRouteNames returns the route_config_name of every HTTP connection
-// manager using RDS; one with an inline route_config needs none.
-func hcmRouteNames(l *listener.Listener) ([]string, error) {
-	var names []string
+// manager using RDS (one with an inline route_config needs none), and
+// the SDS secrets over ADS its HTTP filters name (an OAuth2 filter's).
+func hcmRouteNames(l *listener.Listener) (names, secrets []string, err error) {
 	chains := l.GetFilterChains()
 	if dc := l.GetDefaultFilterChain(); dc != nil {
 		chains = append(slices.Clip(chains), dc)
@@ -387,21 +387,22 @@ func hcmRouteNames(l *listener.Listener) ([]string, error) {
 				continue
 			}
 			if tc.GetTypeUrl() != hcmTypeURL {
-				return nil, fmt.Errorf("filter_chains[%d].filters[%d]: %s has typed_config %q", ci, fi, hcmName, tc.GetTypeUrl())
+				return nil, nil, fmt.Errorf("filter_chains[%d].filters[%d]: %s has typed_config %q", ci, fi, hcmName, tc.GetTypeUrl())
 			}
 			var m hcm.HttpConnectionManager
 			if err := xdswire.UnmarshalAny(tc, &m); err != nil {
-				return nil, fmt.Errorf("filter_chains[%d].filters[%d]: decoding http_connection_manager: %w", ci, fi, err)
+				return nil, nil, fmt.Errorf("filter_chains[%d].filters[%d]: decoding http_connection_manager: %w", ci, fi, err)
 			}
 			if rds := m.GetRds(); rds != nil {
 				if rds.GetRouteConfigName() == "" {
-					return nil, fmt.Errorf("filter_chains[%d].filters[%d]: rds.route_config_name is empty", ci, fi)
+					return nil, nil, fmt.Errorf("filter_chains[%d].filters[%d]: rds.route_config_name is empty", ci, fi)
 				}
 				names = append(names, rds.GetRouteConfigName())
 			}
+			secrets = appendFilterSecrets(secrets, m.GetHttpFilters())
 		}
 	}
-	return names, nil
+	return names, secrets, nil
 }
 
 // edsName returns the EDS name an EDS cluster subscribes to.
@@ -428,6 +429,8 @@ func shortType(typeURL string) string {
 		return "cluster load assignment"
 	case TypeVirtualHost:
 		return "virtual host"
+	case TypeSecret:
+		return "secret"
 	}
 	return typeURL
 }

@@ -76,6 +76,11 @@ func (s *state) runStream(ctx context.Context, ads discovery.AggregatedDiscovery
 			}
 		}
 	}
+	if len(s.subs[TypeSecret]) > 0 {
+		if err := s.send(TypeSecret, s.acked[TypeSecret], nil); err != nil {
+			return false, err
+		}
+	}
 	onOpen()
 	s.c.log.Info("ADS stream open")
 	return serveStream(ctx, "ADS stream", recvCh, errCh, func() time.Time { return s.deadline }, s.handle, s.maybeApply,
@@ -90,6 +95,9 @@ func (s *state) handle(in inbound[*discovery.DiscoveryResponse]) error {
 	t := r.GetTypeUrl()
 	log := s.c.log.With("type", shortType(t), "version", r.GetVersionInfo(), "nonce", r.GetNonce())
 	s.c.recv.add(t, len(r.GetResources()), 0, in.size) // protocol.go
+	if t == TypeSecret && s.c.opts.Secrets != nil {
+		return s.handleSecrets(r)
+	}
 	if !slices.Contains(typeOrder[:], t) {
 		log.Warn("ignoring response of a type never subscribed to")
 		return nil
@@ -140,7 +148,7 @@ func (s *state) resubscribe() error {
 			return err
 		}
 	}
-	return nil
+	return s.resubscribeSecrets()
 }
 
 // maybeApply hands the working set to the Applier when something new

@@ -1,0 +1,152 @@
+package registries
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"weft.dev/weft/internal/proxy/proxytest"
+	"weft.dev/weft/internal/testenv"
+)
+
+// credentialsKubeYAML is an Istio Gateway of namespace shop terminating
+// TLS for shop.example.com with the Secret shop-cert (credentialName),
+// routed to Service web.
+const credentialsKubeYAML = `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: shop}
+spec:
+  selector: {app: public-gw}
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: SIMPLE, credentialName: shop-cert}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: shop}
+spec:
+  hosts: [shop.example.com]
+  gateways: [public]
+  http:
+  - route: [{destination: {host: web.shop.svc.cluster.local, port: {number: 8080}}}]
+`
+
+// TestGatewayCredentialsFromKubernetes: a Gateway's credentialName is a
+// Secret of the API server, as with Istio — no mount, no credential
+// directory. The control plane sends it to the gateway of the Secret's
+// namespace over ADS (the secure port, which proves the gateway's
+// namespace); the gateway serves it, then a rotated certificate written
+// to the same Secret, to new connections. A Secret of the same name in
+// another namespace is never served.
+func TestGatewayCredentialsFromKubernetes(t *testing.T) {
+	bin := binaries(t)
+	k := newKube(t)
+	n := testenv.NewNetwork(t)
+	k.namespace("shop")
+	k.namespace("billing")
+
+	webNS := n.Netns(t, "web")
+	k.service("shop", "web", 8080, map[string]string{"app": "web"})
+	k.pod("shop", "web-a", "default", webNS.IP, map[string]string{"app": "web"})
+	k.endpointSlice("shop", "web", 8080, []sliceEndpoint{{pod: "web-a", ip: webNS.IP, ready: true, serving: true}})
+	startCmd(t, "web echo", webNS.Command(context.Background(), filepath.Join(bin, "weft"), "echo",
+		"--name", "web-a", "--version", "v1", "--address", webNS.IP+":8080"))
+
+	ca := proxytest.NewMeshCA(t)
+	putSecret := func(ns, name string, cert *tls.Certificate) {
+		t.Helper()
+		key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Type: corev1.SecretTypeTLS, Data: map[string][]byte{
+			"tls.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}),
+			"tls.key": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}),
+		}}
+		_, err = k.c.CoreV1().Secrets(ns).Update(k.ctx, s, metav1.UpdateOptions{})
+		if apierrors.IsNotFound(err) {
+			_, err = k.c.CoreV1().Secrets(ns).Create(k.ctx, s, metav1.CreateOptions{})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := ca.Issue(t, "", time.Hour, "shop.example.com")
+	putSecret("shop", "shop-cert", first)
+	putSecret("billing", "shop-cert", ca.Issue(t, "", time.Hour, "shop.example.com", "billing.example.com"))
+	k.apply(credentialsKubeYAML)
+
+	cp := serve(t, bin, n, "--kubeconfig", k.env.Kubeconfig)
+	gwNS := n.Netns(t, "gw")
+	startWorkload(t, bin, cp, gwNS, workloadSpec{
+		Name: "public-gw", Namespace: "shop", ServiceAccount: "public-gw", Labels: "app=public-gw",
+		TokenFile: k.serviceAccountToken("shop", "public-gw"),
+		Extra:     []string{"--gateway", "--gateway-bind", gwNS.IP},
+	})
+
+	// served returns the serial of the certificate the gateway presents
+	// for shop.example.com, after a request through it answered 200.
+	served := func() (string, error) {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{RootCAs: ca.Pool, ServerName: "shop.example.com"},
+			DisableKeepAlives: true, // each request a new handshake
+		}}
+		req, err := http.NewRequest("GET", fmt.Sprintf("https://%s:8443/", gwNS.IP), nil)
+		if err != nil {
+			return "", err
+		}
+		req.Host = "shop.example.com"
+		resp, err := c.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return "", fmt.Errorf("status %d: %s", resp.StatusCode, body)
+		}
+		if r, err := reply(string(body)); err != nil || r.Version != "v1" {
+			return "", fmt.Errorf("answered by %q (%v)", r.Version, err)
+		}
+		return resp.TLS.PeerCertificates[0].SerialNumber.String(), nil
+	}
+	wantSerial := func(what string, cert *tls.Certificate) {
+		t.Helper()
+		want := cert.Leaf.SerialNumber.String()
+		eventually(t, 30*time.Second, what, func() error {
+			got, err := served()
+			if err != nil {
+				return err
+			}
+			if got != want {
+				return fmt.Errorf("certificate serial %s, want %s", got, want)
+			}
+			return nil
+		})
+	}
+	wantSerial("HTTPS with the Secret's certificate", first)
+
+	// Rotation: a new certificate written to the Secret is served to the
+	// next handshake.
+	second := ca.Issue(t, "", time.Hour, "shop.example.com")
+	putSecret("shop", "shop-cert", second)
+	wantSerial("HTTPS with the rotated certificate", second)
+	for range 5 {
+		if _, err := served(); err != nil {
+			t.Fatalf("after the rotation: %v", err)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/proxy/proxytest"
 	"weft.dev/weft/internal/testenv"
 )
@@ -42,6 +43,36 @@ spec:
   gateways: [public]
   http:
   - route: [{destination: {host: web.shop.svc.cluster.local, port: {number: 8080}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: store, namespace: shop}
+spec:
+  gatewayClassName: weft
+  listeners:
+  - name: https
+    port: 9443
+    protocol: HTTPS
+    hostname: store.example.com
+    tls: {certificateRefs: [{name: store-cert, namespace: certs}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: store, namespace: shop}
+spec:
+  parentRefs: [{name: store}]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+`
+
+// storeGrantYAML lets Gateways of namespace shop use Secret
+// certs/store-cert.
+const storeGrantYAML = `
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: shop-gateways, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: shop}]
+  to: [{group: "", kind: Secret, name: store-cert}]
 `
 
 // TestGatewayCredentialsFromKubernetes: a Gateway's credentialName is a
@@ -50,13 +81,17 @@ spec:
 // namespace over ADS (the secure port, which proves the gateway's
 // namespace); the gateway serves it, then a rotated certificate written
 // to the same Secret, to new connections. A Secret of the same name in
-// another namespace is never served.
+// another namespace is never served. A Gateway API listener's
+// certificate of another namespace is served once a ReferenceGrant there
+// permits it.
 func TestGatewayCredentialsFromKubernetes(t *testing.T) {
 	bin := binaries(t)
-	k := newKube(t)
+	env := testenv.KubeAPIServer(t, testenv.WithIstioCRDs(), testenv.WithGatewayAPICRDs())
+	k := &kube{t: t, env: env, c: env.Client(t), ctx: t.Context()}
 	n := testenv.NewNetwork(t)
-	k.namespace("shop")
-	k.namespace("billing")
+	for _, ns := range []string{"shop", "billing", "certs"} {
+		k.namespace(ns)
+	}
 
 	webNS := n.Netns(t, "web")
 	k.service("shop", "web", 8080, map[string]string{"app": "web"})
@@ -87,28 +122,30 @@ func TestGatewayCredentialsFromKubernetes(t *testing.T) {
 	first := ca.Issue(t, "", time.Hour, "shop.example.com")
 	putSecret("shop", "shop-cert", first)
 	putSecret("billing", "shop-cert", ca.Issue(t, "", time.Hour, "shop.example.com", "billing.example.com"))
+	store := ca.Issue(t, "", time.Hour, "store.example.com")
+	putSecret("certs", "store-cert", store)
 	k.apply(credentialsKubeYAML)
 
 	cp := serve(t, bin, n, "--kubeconfig", k.env.Kubeconfig)
 	gwNS := n.Netns(t, "gw")
 	startWorkload(t, bin, cp, gwNS, workloadSpec{
-		Name: "public-gw", Namespace: "shop", ServiceAccount: "public-gw", Labels: "app=public-gw",
+		Name: "public-gw", Namespace: "shop", ServiceAccount: "public-gw", Labels: "app=public-gw," + config.GatewayNameLabel + "=store",
 		TokenFile: k.serviceAccountToken("shop", "public-gw"),
 		Extra:     []string{"--gateway", "--gateway-bind", gwNS.IP},
 	})
 
-	// served returns the serial of the certificate the gateway presents
-	// for shop.example.com, after a request through it answered 200.
-	served := func() (string, error) {
+	// servedFor returns the serial of the certificate the gateway
+	// presents for host on port, after a request through it answered 200.
+	servedFor := func(host string, port int) (string, error) {
 		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-			TLSClientConfig:   &tls.Config{RootCAs: ca.Pool, ServerName: "shop.example.com"},
+			TLSClientConfig:   &tls.Config{RootCAs: ca.Pool, ServerName: host},
 			DisableKeepAlives: true, // each request a new handshake
 		}}
-		req, err := http.NewRequest("GET", fmt.Sprintf("https://%s:8443/", gwNS.IP), nil)
+		req, err := http.NewRequest("GET", fmt.Sprintf("https://%s:%d/", gwNS.IP, port), nil)
 		if err != nil {
 			return "", err
 		}
-		req.Host = "shop.example.com"
+		req.Host = host
 		resp, err := c.Do(req)
 		if err != nil {
 			return "", err
@@ -123,11 +160,12 @@ func TestGatewayCredentialsFromKubernetes(t *testing.T) {
 		}
 		return resp.TLS.PeerCertificates[0].SerialNumber.String(), nil
 	}
-	wantSerial := func(what string, cert *tls.Certificate) {
+	served := func() (string, error) { return servedFor("shop.example.com", 8443) }
+	wantSerialFor := func(what, host string, port int, cert *tls.Certificate) {
 		t.Helper()
 		want := cert.Leaf.SerialNumber.String()
 		eventually(t, 30*time.Second, what, func() error {
-			got, err := served()
+			got, err := servedFor(host, port)
 			if err != nil {
 				return err
 			}
@@ -136,6 +174,10 @@ func TestGatewayCredentialsFromKubernetes(t *testing.T) {
 			}
 			return nil
 		})
+	}
+	wantSerial := func(what string, cert *tls.Certificate) {
+		t.Helper()
+		wantSerialFor(what, "shop.example.com", 8443, cert)
 	}
 	wantSerial("HTTPS with the Secret's certificate", first)
 
@@ -149,4 +191,12 @@ func TestGatewayCredentialsFromKubernetes(t *testing.T) {
 			t.Fatalf("after the rotation: %v", err)
 		}
 	}
+
+	// The Gateway API listener's certificate of namespace certs: refused
+	// (no handshake) until a ReferenceGrant there permits it.
+	if _, err := servedFor("store.example.com", 9443); err == nil {
+		t.Fatal("a certificate of another namespace served without a ReferenceGrant")
+	}
+	k.apply(storeGrantYAML)
+	wantSerialFor("HTTPS with a certificate of another namespace, granted", "store.example.com", 9443, store)
 }

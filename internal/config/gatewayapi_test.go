@@ -705,3 +705,52 @@ metadata: {name: team.b}
 		`error: ns.yaml: doc 2: Namespace default/team.b: metadata.name: invalid Namespace name "team.b": must be a lowercase DNS-1123 label`,
 	})
 }
+
+// A certificate of another namespace is served when a ReferenceGrant
+// there permits the Gateway's namespace, named as Istio names it; without
+// one, the listener is refused with RefNotPermitted. A user's Istio
+// Gateway cannot name such a credential.
+func TestGatewayAPICertificateOfAnotherNamespace(t *testing.T) {
+	gw := `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public, namespace: shop}
+spec:
+  gatewayClassName: weft
+  listeners:
+  - {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: shop-cert, namespace: certs}]}}
+`
+	grant := `apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: shop-gateways, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: shop}]
+  to: [{group: "", kind: Secret, name: shop-cert}]
+`
+	snap := NewStore(testOptions()).Load(files("gw.yaml", gw))
+	if !slices.ContainsFunc(snap.Diagnostics, func(d Diagnostic) bool {
+		return d.Code == CodeRefNotPermitted && strings.Contains(d.Message, "no ReferenceGrant there permits Gateways of namespace shop")
+	}) || len(snap.Gateways) != 0 {
+		t.Errorf("without a grant: gateways %d, diagnostics %v", len(snap.Gateways), diagStrings(snap))
+	}
+	snap = NewStore(testOptions()).Load(files("gw.yaml", gw, "grant.yaml", grant))
+	if len(snap.Gateways) != 1 {
+		t.Fatalf("with a grant: gateways %d, diagnostics %v", len(snap.Gateways), diagStrings(snap))
+	}
+	if got := snap.Gateways[0].Spec.GetServers()[0].GetTls().GetCredentialName(); got != "kubernetes-gateway://certs/shop-cert" {
+		t.Errorf("credentialName %q", got)
+	}
+	istio := `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: forged, namespace: shop}
+spec:
+  selector: {app: gw}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: SIMPLE, credentialName: "kubernetes-gateway://certs/shop-cert"}
+`
+	snap = NewStore(testOptions()).Load(files("istio.yaml", istio))
+	if len(snap.Gateways) != 0 {
+		t.Errorf("an Istio Gateway naming kubernetes-gateway:// was accepted: %v", diagStrings(snap))
+	}
+}

@@ -54,6 +54,14 @@ const GatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
 // ("Gateway.gateway.networking.k8s.io <namespace>/<name>").
 const AnnotationGeneratedFrom = "weft.dev/generated-from"
 
+// GatewayCredentialPrefix starts the credentialName of a Gateway API
+// listener's certificate in another namespace, which a ReferenceGrant
+// there permits: "kubernetes-gateway://<namespace>/<name>", as Istio
+// names it. Only translated Gateways carry it (a user's Gateway cannot:
+// credentialName must be a Secret's name), and the control plane serves
+// it only to the gateways of the Gateway's namespace.
+const GatewayCredentialPrefix = "kubernetes-gateway://"
+
 // generatedGatewayName names the Istio Gateway made of a listener:
 // "<gateway>-gwapi-<listener>", dots made dashes, cut to a DNS-1123
 // label (63 characters, the rest replaced by a hash) as Istio's own
@@ -612,15 +620,24 @@ func (t *translator) listener(gw *KubeGateway, i int, res *ListenerResult) *list
 			return refuse(SeverityError, CodeInvalidValue, rp, gwv1.ListenerConditionResolvedRefs, gwv1.ListenerReasonInvalidCertificateRef,
 				"Weft reads certificates from Secrets (group \"\", kind Secret) only; the listener is not served")
 		}
+		cred := string(ref.Name)
 		if ref.Namespace != nil && string(*ref.Namespace) != gw.Namespace {
-			return refuse(SeverityError, CodeRefNotPermitted, rp+".namespace", gwv1.ListenerConditionResolvedRefs, gwv1.ListenerReasonRefNotPermitted,
-				fmt.Sprintf("a certificate from namespace %s: Weft serves certificates of the Gateway's own namespace only, for now; the listener is not served", *ref.Namespace))
+			// A Secret of another namespace, when a ReferenceGrant there
+			// lets this namespace's Gateways refer to it: named as Istio
+			// names it, so the control plane serves it to this Gateway's
+			// gateways only (xds/generate, secrets.go).
+			ns := string(*ref.Namespace)
+			if !t.grantedKind(string(KindGateway), gw.Namespace, ns, "Secret", cred) {
+				return refuse(SeverityError, CodeRefNotPermitted, rp+".namespace", gwv1.ListenerConditionResolvedRefs, gwv1.ListenerReasonRefNotPermitted,
+					fmt.Sprintf("Secret %s/%s is in another namespace and no ReferenceGrant there permits Gateways of namespace %s to refer to it; the listener is not served", ns, cred, gw.Namespace))
+			}
+			cred = GatewayCredentialPrefix + ns + "/" + cred
 		}
 		if len(refs) > 1 {
 			t.diags = append(t.diags, resourceDiag(gw, SeverityWarning, CodeInvalidValue, path+".tls.certificateRefs",
 				"Weft serves the first certificateRef only"))
 		}
-		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: string(ref.Name)}
+		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: cred}
 	default:
 		return refuse(SeverityWarning, CodeInvalidValue, path+".protocol", gwv1.ListenerConditionAccepted, gwv1.ListenerReasonUnsupportedProtocol,
 			fmt.Sprintf("protocol %s listeners are not supported by Weft yet (HTTP, HTTPS, TCP and TLS are); the listener is not served", l.Protocol))
@@ -1354,6 +1371,13 @@ func (t *translator) serviceEntryHost(host string) bool {
 // of kind (HTTPRoute, GRPCRoute) of namespace from refer to the Service
 // name.
 func (t *translator) granted(kind, from, to, name string) bool {
+	return t.grantedKind(kind, from, to, "Service", name)
+}
+
+// grantedKind reports whether a ReferenceGrant in namespace to lets
+// objects of kind (a Gateway API kind) of namespace from refer to the
+// core object of kind toKind (Service, Secret) called name.
+func (t *translator) grantedKind(kind, from, to, toKind, name string) bool {
 	for _, g := range t.snap.ReferenceGrants {
 		if g.Namespace != to {
 			continue
@@ -1362,7 +1386,7 @@ func (t *translator) granted(kind, from, to, name string) bool {
 			return f.Group == gatewayAPIGroup && string(f.Kind) == kind && string(f.Namespace) == from
 		})
 		okTo := slices.ContainsFunc(g.Spec.To, func(t gwv1.ReferenceGrantTo) bool {
-			return (t.Group == "" || t.Group == "core") && t.Kind == "Service" && (t.Name == nil || string(*t.Name) == name)
+			return (t.Group == "" || t.Group == "core") && string(t.Kind) == toKind && (t.Name == nil || string(*t.Name) == name)
 		})
 		if okFrom && okTo {
 			return true

@@ -197,7 +197,7 @@ func compileCommon(c *tlsv3.CommonTlsContext, s Secrets, usage x509.ExtKeyUsage)
 		}
 		if n := sc.GetName(); n != SecretDefault {
 			if _, ok := s.(Credentials); !ok || n == SecretRootCA {
-				return nil, fmt.Errorf("tls_certificate_sds_secret_configs[0]: secret %q: the proxy serves only %q (its workload certificate) and %q, and credentials by name when it runs as a gateway with a credential directory", n, SecretDefault, SecretRootCA)
+				return nil, fmt.Errorf("tls_certificate_sds_secret_configs[0]: secret %q: the proxy serves only %q (its workload certificate) and %q, and credentials by name when it runs as a gateway (from its credential directory or the control plane)", n, SecretDefault, SecretRootCA)
 			}
 			out.named = n
 		}
@@ -481,7 +481,7 @@ func compileValidation(c *tlsv3.CommonTlsContext, s Secrets, usage x509.ExtKeyUs
 			// as against a trusted_ca, read at every handshake.
 			v.roots = func() *x509.CertPool { return creds.CredentialRoots(n) }
 		default:
-			return nil, fmt.Errorf("%s: secret %q: the proxy serves only %q (the mesh root) and %q, and credentials by name when it runs as a gateway with a credential directory", strings.TrimSuffix(field, ".default_validation_context"), n, SecretRootCA, SecretDefault)
+			return nil, fmt.Errorf("%s: secret %q: the proxy serves only %q (the mesh root) and %q, and credentials by name when it runs as a gateway (from its credential directory or the control plane)", strings.TrimSuffix(field, ".default_validation_context"), n, SecretRootCA, SecretDefault)
 		}
 	}
 	if cvc == nil {
@@ -743,7 +743,7 @@ func NewServer(ctx *tlsv3.DownstreamTlsContext, s Secrets) (*Server, error) {
 			if cert := creds.CredentialCertificate(name); cert != nil {
 				return cert, nil
 			}
-			return nil, fmt.Errorf("the gateway has no certificate for credential %q (SDS): not in its credential directory, or unreadable", name)
+			return nil, fmt.Errorf("the gateway has no certificate for credential %q (SDS): neither in its credential directory nor sent by the control plane (a Secret of the gateway's namespace), or unusable", name)
 		}
 	case c.sds:
 		cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {

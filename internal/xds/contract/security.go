@@ -20,6 +20,10 @@ const (
 	// other files "kubernetes://<name>/<file>" (OIDCLogin's secrets).
 	SecretCredentialPrefix = "kubernetes://"
 	SecretCASuffix         = "-cacert"
+	// SecretGatewayCredentialPrefix starts the SDS name of a Gateway API
+	// listener's certificate in another namespace, a ReferenceGrant
+	// permitting: "kubernetes-gateway://<namespace>/<name>", as in Istio.
+	SecretGatewayCredentialPrefix = "kubernetes-gateway://"
 
 	// TLSModeLabel on a workload (a WorkloadEntry's labels) says whether it
 	// runs a sidecar that accepts mutual TLS: TLSModeIstio.

@@ -480,6 +480,9 @@ func gatewayTLSContext(gs gatewayServer) *tlsv3.DownstreamTlsContext {
 	switch cred := t.GetCredentialName(); {
 	case cred != "":
 		name := contract.SecretCredentialPrefix + strings.TrimPrefix(cred, contract.SecretCredentialPrefix)
+		if strings.HasPrefix(cred, contract.SecretGatewayCredentialPrefix) {
+			name = cred // a Gateway API certificate of another namespace
+		}
 		common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{credentialSecret(name)}
 		if mutual {
 			common.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{

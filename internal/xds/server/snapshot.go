@@ -683,7 +683,7 @@ func (s *Server) sidecarSnapshot(m *mesh.Snapshot, p *proxy) (*nodeSnapshot, []s
 		versions[i] = set.version
 	}
 	if secrets := generate.Secrets(m, id); len(secrets) > 0 {
-		set, err := s.setOfSecrets(m, id.Namespace, secrets)
+		set, err := s.setOfSecrets(m, secrets)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", resource.SecretType, err)
 		}
@@ -692,13 +692,11 @@ func (s *Server) sidecarSnapshot(m *mesh.Snapshot, p *proxy) (*nodeSnapshot, []s
 	return snap, versions, nil
 }
 
-// secretSetKey keys the set of a namespace's secrets in
-// mesh.Snapshot.Memo: made once per snapshot for the namespace's
-// gateways.
-type secretSetKey struct{ namespace string }
-
-func (s *Server) setOfSecrets(m *mesh.Snapshot, namespace string, secrets []types.Resource) (*typeSet, error) {
-	so := m.Memo(secretSetKey{namespace}, func() any {
+// setOfSecrets is the set of a gateway's secrets, made once per snapshot
+// for the gateways that share the list (generate.Secrets memoizes it per
+// namespace, and per Gateway API certificates of other namespaces).
+func (s *Server) setOfSecrets(m *mesh.Snapshot, secrets []types.Resource) (*typeSet, error) {
+	so := m.Memo(sharedSetKey{resource.SecretType, &secrets[0], len(secrets)}, func() any {
 		set, err := s.setOf(m, resource.SecretType, secrets)
 		return setOrErr{set, err}
 	}).(setOrErr)

@@ -3,7 +3,8 @@
 // never match, traffic sent to destinations with no endpoints, subsets
 // every route starves, DestinationRules and VirtualServices for hosts no
 // registry knows, workloads STRICT mutual TLS covers that clients would
-// send plaintext to, rate limit services no proxy can call; routes that can never match come from validation
+// send plaintext to, rate limit services no proxy can call, gateway
+// credentials no Secret holds (when Secrets are read); routes that can never match come from validation
 // (Istio's rules). Each finding is a config.Diagnostic with a stable code,
 // a severity, the file, line and field. It is pure: the same snapshot
 // always gives the same findings, sorted.
@@ -42,6 +43,7 @@ func Mesh(m *mesh.Snapshot, opts Options) []config.Diagnostic {
 	a.unknownHosts()
 	a.strictWithoutSidecar()
 	a.rateLimitServices()
+	a.gatewayCredentials()
 	return sortDiagnostics(a.out)
 }
 

@@ -56,6 +56,7 @@ const (
 	CodeHostNotInRegistry     Code = "WF0505" // a VirtualService for a host no registry knows
 	CodeStrictWithoutSidecar  Code = "WF0506" // STRICT mTLS for workloads not marked as having a sidecar
 	CodeRateLimitService      Code = "WF0507" // a RateLimit's global.service no proxy can call
+	CodeGatewayCredential     Code = "WF0508" // a Gateway's credentialName no Secret of its gateways' namespace holds
 )
 
 // Rejections by proxies.

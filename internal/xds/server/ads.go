@@ -200,7 +200,7 @@ func (st *adsStream) setOf(snap *nodeSnapshot, typeURL string) *typeSet {
 }
 
 // noSecrets is the empty set of secrets.
-var noSecrets = newTypeSet(resource.SecretType, "", nil)
+var noSecrets = newTypeSet(resource.SecretType, "unverified", nil)
 
 func (st *adsStream) sub(typeURL string) *subscription {
 	sub := st.types[typeURL]

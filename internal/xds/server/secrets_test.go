@@ -117,6 +117,15 @@ func TestSecretsOnlyToVerifiedGateways(t *testing.T) {
 			t.Errorf("%s got %d secrets", what, len(r.GetResources()))
 		}
 	}
+
+	// Delta on the plaintext endpoint: nothing for the secrets (the next
+	// response answers the request after them).
+	d := dialDelta(t, withDeadline(t), plain.Addr().String(), gateway("istio-system"))
+	d.subscribe(resource.SecretType, names, nil)
+	d.subscribe(resource.ClusterType, []string{"*"}, nil)
+	if r := d.next(); r.GetTypeUrl() != resource.ClusterType {
+		t.Errorf("delta on the plaintext endpoint: a %s response with %d resources first", r.GetTypeUrl(), len(r.GetResources()))
+	}
 }
 
 func keys[V any](m map[string]V) []string {

@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -63,6 +64,51 @@ spec:
   parentRefs: [{name: store}]
   rules: [{backendRefs: [{name: web, port: 8080}]}]
 `
+
+// egressYAML makes the same gateway an egress gateway for
+// api.partner.example: plain HTTP in on port 8080, mutual TLS out to the
+// partner's server at addr:port with the client certificate of Secret
+// partner-client (DestinationRule credentialName), as Istio's "egress
+// gateway with mutual TLS origination".
+func egressYAML(addr string, port int) string {
+	return fmt.Sprintf(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: partner, namespace: shop}
+spec:
+  hosts: [api.partner.example]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: %d}]
+  endpoints: [{address: %s}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: partner, namespace: shop}
+spec:
+  host: api.partner.example
+  trafficPolicy:
+    tls: {mode: MUTUAL, credentialName: partner-client, sni: api.partner.example}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress, namespace: shop}
+spec:
+  selector: {app: public-gw}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: [api.partner.example]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: partner, namespace: shop}
+spec:
+  hosts: [api.partner.example]
+  gateways: [egress]
+  http:
+  - route: [{destination: {host: api.partner.example, port: {number: 80}}}]
+`, port, addr)
+}
 
 // storeGrantYAML lets Gateways of namespace shop use Secret
 // certs/store-cert.
@@ -125,6 +171,21 @@ func TestGatewayCredentialsFromKubernetes(t *testing.T) {
 	store := ca.Issue(t, "", time.Hour, "store.example.com")
 	putSecret("certs", "store-cert", store)
 	k.apply(credentialsKubeYAML)
+
+	// The partner's server: TLS on the host's address of the network,
+	// answering only clients whose certificate the test CA signed.
+	partner := startPartner(t, n.Gateway, ca)
+	clientCert := ca.Issue(t, "", time.Hour, "shop-egress")
+	putSecret("shop", "partner-client", clientCert)
+	caSecret, err := k.c.CoreV1().Secrets("shop").Get(k.ctx, "partner-client", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caSecret.Data["ca.crt"] = ca.RootPEM
+	if _, err := k.c.CoreV1().Secrets("shop").Update(k.ctx, caSecret, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	k.apply(egressYAML(n.Gateway, partner.port))
 
 	cp := serve(t, bin, n, "--kubeconfig", k.env.Kubeconfig)
 	gwNS := n.Netns(t, "gw")
@@ -192,6 +253,19 @@ func TestGatewayCredentialsFromKubernetes(t *testing.T) {
 		}
 	}
 
+	// Egress: the gateway originates mutual TLS to the partner with the
+	// Secret's client certificate, verifying the partner against its CA.
+	eventually(t, 30*time.Second, "the partner through the egress gateway, mutual TLS out", func() error {
+		code, body, err := httpGet(&http.Client{Timeout: 5 * time.Second}, fmt.Sprintf("http://%s:8080/orders", gwNS.IP), map[string]string{"Host": "api.partner.example"})
+		if err != nil || code != 200 {
+			return fmt.Errorf("%d %q %v", code, body, err)
+		}
+		if want := "client " + clientCert.Leaf.SerialNumber.String(); body != want {
+			return fmt.Errorf("the partner saw %q, want %q", body, want)
+		}
+		return nil
+	})
+
 	// The Gateway API listener's certificate of namespace certs: refused
 	// (no handshake) until a ReferenceGrant there permits it.
 	if _, err := servedFor("store.example.com", 9443); err == nil {
@@ -199,4 +273,26 @@ func TestGatewayCredentialsFromKubernetes(t *testing.T) {
 	}
 	k.apply(storeGrantYAML)
 	wantSerialFor("HTTPS with a certificate of another namespace, granted", "store.example.com", 9443, store)
+}
+
+type partnerServer struct{ port int }
+
+// startPartner serves HTTPS on addr, requiring a client certificate the
+// CA signed, and answers "client <serial>" of the certificate it saw.
+func startPartner(t *testing.T, addr string, ca *proxytest.MeshCA) *partnerServer {
+	t.Helper()
+	cert := ca.Issue(t, "", time.Hour, "api.partner.example")
+	lis, err := tls.Listen("tcp", net.JoinHostPort(addr, "0"), &tls.Config{
+		Certificates: []tls.Certificate{*cert}, ClientCAs: ca.Pool, ClientAuth: tls.RequireAndVerifyClientCert,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "client %s", r.TLS.PeerCertificates[0].SerialNumber)
+	})}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(lis) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return &partnerServer{port: lis.Addr().(*net.TCPAddr).Port}
 }

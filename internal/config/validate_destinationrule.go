@@ -228,8 +228,10 @@ func validateClientTLS(is *issues, ns, path string, t *networking.ClientTLSSetti
 	if t.GetCaCertCredentialName() != "" {
 		is.warnf(path+".caCertCredentialName", "caCertCredentialName is not supported by Weft yet (it reads no Kubernetes secrets or ConfigMaps for sidecars): the server's certificate is verified against caCertificates or, without them, the system's roots; give the CA as a file (caCertificates)")
 	}
-	if t.GetCredentialName() != "" {
-		is.warnf(path+".credentialName", "credentialName is not supported by Weft yet (it reads no Kubernetes secrets): sidecars originate no TLS for this destination, as Istio's sidecars do without a workloadSelector; give the files (caCertificates, clientCertificate, privateKey) instead")
+	if cn := t.GetCredentialName(); strings.HasPrefix(cn, configMapPrefix) {
+		is.warnf(path+".credentialName", "a CA from a ConfigMap is not supported by Weft yet: no proxy originates TLS for this destination; give the CA as a file (caCertificates)")
+	} else if cn != "" {
+		is.warnf(path+".credentialName", "credentialName is applied by gateways only (an egress gateway takes the Secret of its own namespace, as Istio's do): sidecars originate no TLS for this destination, as Istio's sidecars do without a workloadSelector; for sidecars give the files (caCertificates, clientCertificate, privateKey) instead")
 	}
 	mode := t.GetMode()
 	if t.GetInsecureSkipVerify().GetValue() {

@@ -249,8 +249,8 @@ subsets:
 			`error spec.subsets[0].trafficPolicy.tls.insecureSkipVerify: insecureSkipVerify: true cannot be combined`,
 			`error spec.subsets[1].trafficPolicy.tls.credentialName: with credentialName, clientCertificate, privateKey, caCertificates and caCrl must not be set`,
 			`error spec.subsets[2].trafficPolicy.tls.credentialName: credentialName "configmap://other/ca": the ConfigMap must be in the rule's namespace "prod"`,
-			`warning spec.subsets[1].trafficPolicy.tls.credentialName: credentialName is not supported by Weft yet`,
-			`warning spec.subsets[2].trafficPolicy.tls.credentialName: credentialName is not supported by Weft yet`,
+			`warning spec.subsets[1].trafficPolicy.tls.credentialName: credentialName is applied by gateways only`,
+			`warning spec.subsets[2].trafficPolicy.tls.credentialName: a CA from a ConfigMap is not supported by Weft yet`,
 		}},
 		{"workload selector", KindDestinationRule, "prod", "host: reviews\nexportTo: ['*']\nworkloadSelector: {matchLabels: {app: '*'}}\ntrafficPolicy: {retryBudget: {percent: 150}}\n",
 			[]string{

@@ -36,7 +36,8 @@ type held struct {
 	eds    string // an EDS cluster's EDS name
 	hasEDS bool
 	// *routing is set for listeners, route configurations and virtual
-	// hosts, nil for the thousands of clusters and assignments.
+	// hosts, nil for the thousands of clusters and assignments (but for
+	// a cluster that names secrets over ADS: its sds).
 	*routing
 }
 
@@ -45,7 +46,7 @@ type held struct {
 type routing struct {
 	msg    proto.Message // a listener until handed out
 	rds    []string      // a listener's RDS names
-	sds    []string      // the SDS secrets over ADS a listener names (a gateway's credentials)
+	sds    []string      // the SDS secrets over ADS a listener or cluster names (a gateway's credentials)
 	hcmErr error         // a listener's malformed HTTP connection manager
 	routed []string      // the clusters a route configuration, or a listener's inline routes, send to
 	vhds   bool          // a route configuration that takes its virtual hosts by VHDS
@@ -76,6 +77,11 @@ func hold(msg proto.Message) (*held, error) {
 		h.eds, h.hasEDS = edsName(m)
 		if h.eds == m.GetName() {
 			h.eds = m.GetName() // the name's string (the set's key), not a copy: Istio's EDS names are the clusters'
+		}
+		if sds := clusterSecrets(m); len(sds) > 0 {
+			// An egress gateway's credential: the only clusters with a
+			// routing, which holds the names (never a message).
+			h.routing = &routing{sds: sds}
 		}
 	}
 	return h, nil

@@ -1,11 +1,14 @@
 package xdsclient
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
 
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	oauth2v3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/oauth2/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -35,6 +38,7 @@ const TypeSecret = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v
 
 const (
 	downstreamTLSTypeURL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+	upstreamTLSTypeURL   = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 	oauth2TypeURL        = "type.googleapis.com/envoy.extensions.filters.http.oauth2.v3.OAuth2"
 )
 
@@ -71,17 +75,51 @@ func appendSocketSecrets(names []string, l *listener.Listener) []string {
 		if xdswire.UnmarshalAny(tc, &d) != nil {
 			continue // the data plane reports it
 		}
-		common := d.GetCommonTlsContext()
-		for _, c := range common.GetTlsCertificateSdsSecretConfigs() {
-			if n := adsSecretName(c); n != "" {
-				names = append(names, n)
-			}
+		names = appendCommonSecrets(names, d.GetCommonTlsContext())
+	}
+	return names
+}
+
+// appendCommonSecrets appends the secrets over ADS a TLS context names:
+// its certificate's and its validation context's.
+func appendCommonSecrets(names []string, common *tlsv3.CommonTlsContext) []string {
+	for _, c := range common.GetTlsCertificateSdsSecretConfigs() {
+		if n := adsSecretName(c); n != "" {
+			names = append(names, n)
 		}
-		for _, c := range []*tlsv3.SdsSecretConfig{common.GetValidationContextSdsSecretConfig(), common.GetCombinedValidationContext().GetValidationContextSdsSecretConfig()} {
-			if n := adsSecretName(c); n != "" {
-				names = append(names, n)
-			}
+	}
+	for _, c := range []*tlsv3.SdsSecretConfig{common.GetValidationContextSdsSecretConfig(), common.GetCombinedValidationContext().GetValidationContextSdsSecretConfig()} {
+		if n := adsSecretName(c); n != "" {
+			names = append(names, n)
 		}
+	}
+	return names
+}
+
+// credentialMark is in the encoding of every TLS context that names a
+// credential over ADS ("kubernetes://", "kubernetes-gateway://"): a
+// cluster's context is decoded only when its bytes hold it, so the
+// thousands of mutual TLS clusters of a sidecar cost a byte search.
+var credentialMark = []byte("kubernetes")
+
+// clusterSecrets returns the secrets over ADS c's TLS contexts name (an
+// egress gateway's DestinationRule credentialName).
+func clusterSecrets(c *cluster.Cluster) []string {
+	var names []string
+	sockets := []*core.TransportSocket{c.GetTransportSocket()}
+	for _, m := range c.GetTransportSocketMatches() {
+		sockets = append(sockets, m.GetTransportSocket())
+	}
+	for _, ts := range sockets {
+		tc := ts.GetTypedConfig()
+		if tc.GetTypeUrl() != upstreamTLSTypeURL || !bytes.Contains(tc.GetValue(), credentialMark) {
+			continue
+		}
+		var u tlsv3.UpstreamTlsContext
+		if xdswire.UnmarshalAny(tc, &u) != nil {
+			continue // the data plane reports it
+		}
+		names = appendCommonSecrets(names, u.GetCommonTlsContext())
 	}
 	return names
 }
@@ -108,15 +146,18 @@ func appendFilterSecrets(names []string, filters []*hcm.HttpFilter) []string {
 	return names
 }
 
-// secretNames returns the secrets over ADS the listeners name, sorted.
+// secretNames returns the secrets over ADS the listeners and clusters
+// name, sorted.
 func (s *resourceSet) secretNames() []string {
 	set := map[string]struct{}{}
-	for _, l := range s.listeners {
-		if l.routing == nil {
-			continue
-		}
-		for _, n := range l.sds {
-			set[n] = struct{}{}
+	for _, hs := range []map[string]*held{s.listeners, s.clusters} {
+		for _, h := range hs {
+			if h.routing == nil {
+				continue
+			}
+			for _, n := range h.sds {
+				set[n] = struct{}{}
+			}
 		}
 	}
 	return slices.Sorted(maps.Keys(set))

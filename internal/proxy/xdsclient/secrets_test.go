@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -132,4 +133,35 @@ func waitUntil(ctx context.Context, t *testing.T, what string, cond func() bool)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestSecretsOfClusters: an egress gateway's cluster whose TLS context
+// names a credential over ADS (a DestinationRule's credentialName) is
+// subscribed to like a listener's; a mesh mutual TLS cluster is not.
+func TestSecretsOfClusters(t *testing.T) {
+	ctx := testCtx(t)
+	srv := startServer(t, "127.0.0.1:0")
+	sink := &sinkRecorder{upd: make(chan struct{}, 10)}
+	_, rec := startClient(t, srv.addr, func(o *Options) { o.Secrets = sink })
+	fs := srv.nextStream(ctx, t)
+	bootstrap(ctx, t, fs, rec, "1")
+
+	ads := &core.ConfigSource{ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}}}
+	grpcSDS := &core.ConfigSource{ConfigSourceSpecifier: &core.ConfigSource_ApiConfigSource{ApiConfigSource: &core.ApiConfigSource{ApiType: core.ApiConfigSource_GRPC}}}
+	withTLS := func(c *cluster.Cluster, cert, ca string, src *core.ConfigSource) *cluster.Cluster {
+		u := &tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: cert, SdsConfig: src}},
+			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+				DefaultValidationContext:         &tlsv3.CertificateValidationContext{},
+				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: ca, SdsConfig: src},
+			}},
+		}}
+		c.TransportSocket = &core.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(t, u)}}
+		return c
+	}
+	fs.send(ctx, t, TypeCluster, "2",
+		edsCluster("c1"),
+		withTLS(edsCluster("partner"), "kubernetes://partner-client", "kubernetes://partner-client-cacert", ads),
+		withTLS(edsCluster("mesh"), "default", "ROOTCA", grpcSDS))
+	fs.expect(ctx, t, TypeSecret, "the cluster's secrets", names("kubernetes://partner-client", "kubernetes://partner-client-cacert"))
 }

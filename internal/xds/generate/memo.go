@@ -33,6 +33,7 @@ import (
 
 type clusterKey struct {
 	mtls         bool
+	gateway      bool // gatewayClusters
 	host, subset string
 	port         uint32
 	// view is drView's Key: "" where the proxy's DestinationRules are
@@ -72,9 +73,10 @@ type failoverPriorityKey struct{}
 // clusterListKey and claListKey key a proxy's whole outbound cluster and
 // endpoint lists, sorted by name.
 type clusterListKey struct {
-	mtls bool
-	vis  *mesh.Visibility
-	view string // as clusterKey's
+	mtls    bool
+	gateway bool // gatewayClusters
+	vis     *mesh.Visibility
+	view    string // as clusterKey's
 	// dns is the proxy's DNS lookup family and locality when the mesh has
 	// services resolved by DNS (their clusters read them), else "".
 	dns string
@@ -93,7 +95,7 @@ type claListKey struct {
 // the proxies with the same mTLS capability and scope (and DNS lookup
 // family and locality, when some service is resolved by DNS). Read only.
 func sharedOutboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
-	k := clusterListKey{mtls: id.MTLS, vis: scopeOf(s, id), view: drView(s, id).Key}
+	k := clusterListKey{mtls: id.MTLS, gateway: gatewayClusters(s, id), vis: scopeOf(s, id), view: drView(s, id).Key}
 	if hasDNSServices(s) {
 		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + id.Locality
 	}
@@ -124,7 +126,7 @@ type clusterLazyListKey struct{ clusterListKey }
 // sharedOutboundClustersLazy is sharedOutboundClusters as Lazy
 // resources: none of them is built here.
 func sharedOutboundClustersLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
-	k := clusterListKey{mtls: id.MTLS, vis: scopeOf(s, id), view: drView(s, id).Key}
+	k := clusterListKey{mtls: id.MTLS, gateway: gatewayClusters(s, id), vis: scopeOf(s, id), view: drView(s, id).Key}
 	if hasDNSServices(s) {
 		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + id.Locality
 	}
@@ -188,6 +190,41 @@ func usesFailoverPriority(s *mesh.Snapshot) bool {
 	}).(bool)
 }
 
+type credentialDRKey struct{}
+
+// gatewayClusters reports whether id's outbound clusters differ from a
+// sidecar's of the same scope: a gateway's do when a DestinationRule of
+// the mesh names a credentialName (gateways originate TLS with it,
+// sidecars do not). Otherwise gateways share the sidecars' lists.
+func gatewayClusters(s *mesh.Snapshot, id contract.Identity) bool {
+	if !id.Router() {
+		return false
+	}
+	return s.Memo(credentialDRKey{}, func() any {
+		uses := func(t *networking.ClientTLSSettings) bool {
+			cn := t.GetCredentialName()
+			return cn != "" && !strings.HasPrefix(cn, "configmap://")
+		}
+		for _, dr := range s.Config.DestinationRules {
+			tps := []*networking.TrafficPolicy{dr.Spec.GetTrafficPolicy()}
+			for _, sub := range dr.Spec.GetSubsets() {
+				tps = append(tps, sub.GetTrafficPolicy())
+			}
+			for _, tp := range tps {
+				if uses(tp.GetTls()) {
+					return true
+				}
+				for _, pl := range tp.GetPortLevelSettings() {
+					if uses(pl.GetTls()) {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}).(bool)
+}
+
 // mergeSorted merges two lists sorted by name into a new one.
 func mergeSorted(a, b []types.Resource) []types.Resource {
 	out := make([]types.Resource, 0, len(a)+len(b))
@@ -236,7 +273,7 @@ type carriedCLA struct {
 
 // clusterKeyOf is what an outbound cluster of the proxy id is shared by.
 func clusterKeyOf(s *mesh.Snapshot, id contract.Identity, svc *registry.Service, p registry.Port, subset string) clusterKey {
-	k := clusterKey{mtls: id.MTLS, host: svc.Hostname, port: p.Number, subset: subset, view: drView(s, id).Key}
+	k := clusterKey{mtls: id.MTLS, gateway: gatewayClusters(s, id), host: svc.Hostname, port: p.Number, subset: subset, view: drView(s, id).Key}
 	if svc.Resolution.ResolvedByDNS() {
 		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + localityKey(s, id, svc.Hostname, p.Number, subset)
 	}

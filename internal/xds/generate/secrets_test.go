@@ -3,6 +3,7 @@ package generate
 import (
 	"testing"
 
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -92,5 +93,74 @@ func TestSecretsOfAnotherNamespace(t *testing.T) {
 				t.Errorf("%s got %s", what, n)
 			}
 		}
+	}
+}
+
+// TestEgressGatewayCredentialName: a DestinationRule's credentialName
+// makes a gateway originate TLS with the Secret over ADS (MUTUAL: the
+// client certificate kubernetes://<name>; both modes: the CA
+// kubernetes://<name>-cacert, SANs kept), as Istio's gateways; a sidecar
+// originates none.
+func TestEgressGatewayCredentialName(t *testing.T) {
+	m := securityMesh(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: partner, namespace: istio-system}
+spec:
+  hosts: [api.partner.example]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 443}]
+  endpoints: [{address: 10.9.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: partner, namespace: istio-system}
+spec:
+  host: api.partner.example
+  trafficPolicy:
+    tls: {mode: MUTUAL, credentialName: partner-client, sni: api.partner.example, subjectAltNames: [api.partner.example]}
+`, mesh.Options{})
+	upstream := func(id contract.Identity) *tlsv3.UpstreamTlsContext {
+		for _, r := range ForProxy(m, id).Clusters {
+			c := r.(*cluster.Cluster)
+			if c.GetName() != "outbound|80||api.partner.example" {
+				continue
+			}
+			if c.GetTransportSocket() == nil {
+				return nil
+			}
+			var u tlsv3.UpstreamTlsContext
+			if err := c.GetTransportSocket().GetTypedConfig().UnmarshalTo(&u); err != nil {
+				t.Fatal(err)
+			}
+			return &u
+		}
+		t.Fatal("no cluster for api.partner.example")
+		return nil
+	}
+	gw := contract.Identity{ID: contract.RouterNodePrefix + "~10.0.0.1~egress.istio-system~istio-system.svc.cluster.local", Namespace: "istio-system", MTLS: true}
+	u := upstream(gw)
+	if u == nil {
+		t.Fatal("the egress gateway originates no TLS")
+	}
+	common := u.GetCommonTlsContext()
+	certs := common.GetTlsCertificateSdsSecretConfigs()
+	if len(certs) != 1 || certs[0].GetName() != "kubernetes://partner-client" || certs[0].GetSdsConfig().GetAds() == nil {
+		t.Errorf("client certificate: %v", certs)
+	}
+	cv := common.GetCombinedValidationContext()
+	if n := cv.GetValidationContextSdsSecretConfig(); n.GetName() != "kubernetes://partner-client-cacert" || n.GetSdsConfig().GetAds() == nil {
+		t.Errorf("CA: %v", n)
+	}
+	if sans := cv.GetDefaultValidationContext().GetMatchSubjectAltNames(); len(sans) != 1 || sans[0].GetExact() != "api.partner.example" {
+		t.Errorf("SANs: %v", sans)
+	}
+	if cv.GetDefaultValidationContext().GetSystemRootCerts() != nil || u.GetSni() != "api.partner.example" {
+		t.Errorf("system roots %v, sni %q", cv.GetDefaultValidationContext().GetSystemRootCerts(), u.GetSni())
+	}
+	sidecar := contract.Identity{ID: contract.DefaultNodeID("10.0.0.2", "web", "istio-system"), Namespace: "istio-system", MTLS: true}
+	if u := upstream(sidecar); u != nil {
+		t.Errorf("a sidecar originates TLS: %v", u)
 	}
 }

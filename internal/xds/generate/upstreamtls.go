@@ -3,10 +3,12 @@ package generate
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -56,10 +58,17 @@ func withUpstreamTLS(s *mesh.Snapshot, id contract.Identity, svc *registry.Servi
 		}
 		c.TransportSocket = upstreamTLSSocket(istioMutualUpstream(c, sni, sans))
 	case networking.ClientTLSSettings_SIMPLE, networking.ClientTLSSettings_MUTUAL:
-		if t.GetCredentialName() != "" {
-			// Istio ignores credentialName on sidecars without a
-			// workloadSelector; Weft supports neither (a validation
-			// warning says so), so the cluster stays plaintext as there.
+		if cred := t.GetCredentialName(); cred != "" {
+			// A gateway (an egress gateway originating TLS) takes the
+			// credential over ADS, as Istio's do. Istio ignores
+			// credentialName on sidecars without a workloadSelector;
+			// Weft on every sidecar (a validation warning says so), so
+			// the cluster stays plaintext as there. ConfigMaps
+			// (configmap://) are not read.
+			if !id.Router() || strings.HasPrefix(cred, "configmap://") {
+				return c
+			}
+			c.TransportSocket = upstreamTLSSocket(credentialUpstream(c, t))
 			return c
 		}
 		c.TransportSocket = upstreamTLSSocket(fileUpstream(c, t))
@@ -174,6 +183,33 @@ func fileUpstream(c *cluster.Cluster, t *networking.ClientTLSSettings) *tlsv3.Up
 			o.UpstreamHttpProtocolOptions.AutoSni = true
 			o.UpstreamHttpProtocolOptions.AutoSanValidation = len(t.GetSubjectAltNames()) == 0 && !insecure
 			c.TypedExtensionProtocolOptions[httpProtocolOptionsKey] = mustAny(o)
+		}
+	}
+	return ctx
+}
+
+// credentialUpstream is fileUpstream with the credential of
+// credentialName instead of files, as Istio's buildUpstreamTLSSettings
+// for a gateway: for MUTUAL the client certificate
+// "kubernetes://<name>", and the server verified against the CA
+// "kubernetes://<name>-cacert" (and subjectAltNames), both over ADS.
+func credentialUpstream(c *cluster.Cluster, t *networking.ClientTLSSettings) *tlsv3.UpstreamTlsContext {
+	name := contract.SecretCredentialPrefix + strings.TrimPrefix(t.GetCredentialName(), contract.SecretCredentialPrefix)
+	files := proto.Clone(t).(*networking.ClientTLSSettings)
+	files.ClientCertificate, files.PrivateKey, files.CaCertificates = "", "", ""
+	ctx := fileUpstream(c, files)
+	common := ctx.CommonTlsContext
+	if t.GetMode() == networking.ClientTLSSettings_MUTUAL {
+		common.TlsCertificates = nil
+		common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{credentialSecret(name)}
+	}
+	if vc := common.GetValidationContext(); vc != nil && !t.GetInsecureSkipVerify().GetValue() {
+		vc.SystemRootCerts = nil
+		common.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{
+			CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+				DefaultValidationContext:         vc,
+				ValidationContextSdsSecretConfig: credentialSecret(name + contract.SecretCASuffix),
+			},
 		}
 	}
 	return ctx

@@ -96,11 +96,20 @@ func appendCommonSecrets(names []string, common *tlsv3.CommonTlsContext) []strin
 	return names
 }
 
-// credentialMark is in the encoding of every TLS context that names a
-// credential over ADS ("kubernetes://", "kubernetes-gateway://"): a
-// cluster's context is decoded only when its bytes hold it, so the
-// thousands of mutual TLS clusters of a sidecar cost a byte search.
-var credentialMark = []byte("kubernetes")
+// credentialMarks are in the encoding of every TLS context that names a
+// credential over ADS: a cluster's context is decoded only when its bytes
+// hold one, so the thousands of mutual TLS clusters of a sidecar cost a
+// byte search.
+var credentialMarks = [][]byte{[]byte("kubernetes://"), []byte("kubernetes-gateway://")}
+
+func hasCredentialMark(b []byte) bool {
+	for _, m := range credentialMarks {
+		if bytes.Contains(b, m) {
+			return true
+		}
+	}
+	return false
+}
 
 // clusterSecrets returns the secrets over ADS c's TLS contexts name (an
 // egress gateway's DestinationRule credentialName).
@@ -112,7 +121,7 @@ func clusterSecrets(c *cluster.Cluster) []string {
 	}
 	for _, ts := range sockets {
 		tc := ts.GetTypedConfig()
-		if tc.GetTypeUrl() != upstreamTLSTypeURL || !bytes.Contains(tc.GetValue(), credentialMark) {
+		if tc.GetTypeUrl() != upstreamTLSTypeURL || !hasCredentialMark(tc.GetValue()) {
 			continue
 		}
 		var u tlsv3.UpstreamTlsContext

@@ -10,8 +10,12 @@ package credentials
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -44,7 +48,8 @@ var (
 const MaxValue = 64 << 10
 
 // FromData is the credential a Secret's data holds, or nil when it holds
-// nothing usable (no key at all, or a certificate without its key).
+// none of the keys a credential is made of. It does not parse anything:
+// Check says whether the certificate, key and CA are usable.
 func FromData(namespace, name string, data map[string][]byte) *Credential {
 	c := &Credential{Namespace: namespace, Name: name}
 	first := func(keys []string) []byte {
@@ -56,9 +61,6 @@ func FromData(namespace, name string, data map[string][]byte) *Credential {
 		return nil
 	}
 	c.Cert, c.Key, c.CA = first(CertKeys), first(KeyKeys), first(CAKeys)
-	if (c.Cert == nil) != (c.Key == nil) {
-		c.Cert, c.Key = nil, nil
-	}
 	for k, v := range data {
 		if isTLSKey(k) || len(v) > MaxValue {
 			continue
@@ -68,10 +70,50 @@ func FromData(namespace, name string, data map[string][]byte) *Credential {
 		}
 		c.Files[k] = []byte(strings.TrimRight(string(v), "\r\n"))
 	}
-	if c.Cert == nil && c.CA == nil && c.Files == nil {
+	if c.Cert == nil && c.Key == nil && c.CA == nil && c.Files == nil {
 		return nil
 	}
 	return c
+}
+
+// Check reports what of c cannot be used: a certificate without its key
+// (or the reverse), a pair that does not parse or match, a CA bundle
+// without a PEM certificate. A Secret caught half-way through a rotation
+// looks like this.
+func (c *Credential) Check() error {
+	var errs []error
+	switch {
+	case c.Cert != nil && c.Key == nil:
+		errs = append(errs, errors.New("a certificate (tls.crt or cert) without its key (tls.key or key)"))
+	case c.Key != nil && c.Cert == nil:
+		errs = append(errs, errors.New("a key (tls.key or key) without its certificate (tls.crt or cert)"))
+	case c.Cert != nil:
+		if _, err := tls.X509KeyPair(c.Cert, c.Key); err != nil {
+			errs = append(errs, fmt.Errorf("certificate and key: %w", err))
+		}
+	}
+	if c.CA != nil && !x509.NewCertPool().AppendCertsFromPEM(c.CA) {
+		errs = append(errs, errors.New("ca.crt (or cacert): no PEM certificate in it"))
+	}
+	return errors.Join(errs...)
+}
+
+// Usable is c without what Check refuses: the pair when the pair is
+// bad, the CA when the CA is; nil when nothing is left.
+func (c *Credential) Usable() *Credential {
+	u := *c
+	if u.Cert == nil || u.Key == nil {
+		u.Cert, u.Key = nil, nil
+	} else if _, err := tls.X509KeyPair(u.Cert, u.Key); err != nil {
+		u.Cert, u.Key = nil, nil
+	}
+	if u.CA != nil && !x509.NewCertPool().AppendCertsFromPEM(u.CA) {
+		u.CA = nil
+	}
+	if u.Cert == nil && u.CA == nil && u.Files == nil {
+		return nil
+	}
+	return &u
 }
 
 func isTLSKey(k string) bool {

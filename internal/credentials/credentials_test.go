@@ -1,8 +1,13 @@
 package credentials
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"strings"
 	"testing"
+	"time"
+
+	"weft.dev/weft/internal/proxy/proxytest"
 )
 
 func TestFromData(t *testing.T) {
@@ -15,7 +20,7 @@ func TestFromData(t *testing.T) {
 		{"Istio's generic keys", map[string][]byte{"cert": []byte("C"), "key": []byte("K"), "cacert": []byte("A")}, "C|K|A|"},
 		{"tls.crt preferred", map[string][]byte{"tls.crt": []byte("C1"), "cert": []byte("C2"), "tls.key": []byte("K")}, "C1|K||"},
 		{"a CA alone", map[string][]byte{"ca.crt": []byte("A")}, "||A|"},
-		{"a certificate without its key is not one", map[string][]byte{"tls.crt": []byte("C")}, "nil"},
+		{"a certificate without its key (Check refuses it)", map[string][]byte{"tls.crt": []byte("C")}, "C|||"},
 		{"other keys, line break trimmed", map[string][]byte{"client-secret": []byte("s\n")}, "|||client-secret=s"},
 		{"too large a value is left out", map[string][]byte{"big": make([]byte, MaxValue+1)}, "nil"},
 		{"nothing", map[string][]byte{}, "nil"},
@@ -51,5 +56,43 @@ func TestSetHash(t *testing.T) {
 	}
 	if got := s1.InNamespace("shop"); len(got) != 2 || got[0].Name != "edge" || got[1].Name != "login" {
 		t.Errorf("InNamespace: %v", got)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	ca := proxytest.NewMeshCA(t)
+	pemOf := func() (cert, key []byte) {
+		c := ca.Issue(t, "", time.Hour, "a.example.com")
+		k, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k})
+	}
+	cert, key := pemOf()
+	_, otherKey := pemOf()
+	for _, tc := range []struct {
+		name   string
+		data   map[string][]byte
+		err    string // "" for none
+		usable string // what Usable keeps: cert|ca, or "nil"
+	}{
+		{"a good pair and CA", map[string][]byte{"tls.crt": cert, "tls.key": key, "ca.crt": ca.RootPEM}, "", "cert|ca"},
+		{"a key of another certificate", map[string][]byte{"tls.crt": cert, "tls.key": otherKey, "ca.crt": ca.RootPEM}, "certificate and key", "|ca"},
+		{"half a rotation", map[string][]byte{"tls.crt": cert}, "without its key", "nil"},
+		{"a CA that is not PEM", map[string][]byte{"tls.crt": cert, "tls.key": key, "ca.crt": []byte("nope")}, "no PEM certificate", "cert|"},
+	} {
+		c := FromData("ns", "n", tc.data)
+		err := c.Check()
+		if (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%s: Check: %v, want %q", tc.name, err, tc.err)
+		}
+		got := "nil"
+		if u := c.Usable(); u != nil {
+			got = map[bool]string{true: "cert"}[u.Cert != nil] + "|" + map[bool]string{true: "ca"}[u.CA != nil]
+		}
+		if got != tc.usable {
+			t.Errorf("%s: Usable keeps %q, want %q", tc.name, got, tc.usable)
+		}
 	}
 }

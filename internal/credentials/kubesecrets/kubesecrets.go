@@ -65,6 +65,11 @@ type Source struct {
 	synced  atomic.Bool
 	changed chan struct{}
 	running atomic.Bool
+	// lastGood and reported, by namespace/name, are rebuild's (one
+	// goroutine): the last version of each Secret that passed Check, and
+	// the problem last logged of each that did not.
+	lastGood map[string]*credentials.Credential
+	reported map[string]string
 }
 
 var _ credentials.Source = (*Source)(nil)
@@ -80,7 +85,8 @@ func New(opts Options) (*Source, error) {
 	if opts.Debounce <= 0 {
 		opts.Debounce = 100 * time.Millisecond
 	}
-	s := &Source{opts: opts, log: opts.Logger.With("component", "kubesecrets"), changed: make(chan struct{}, 1)}
+	s := &Source{opts: opts, log: opts.Logger.With("component", "kubesecrets"), changed: make(chan struct{}, 1),
+		lastGood: map[string]*credentials.Credential{}, reported: map[string]string{}}
 	s.cur.Store(credentials.NewSet(nil))
 	return s, nil
 }
@@ -175,14 +181,45 @@ func (s *Source) Run(ctx context.Context) error {
 }
 
 // rebuild makes the Set of the store's Secrets and signals Changed when
-// its content differs from the one in force.
+// its content differs from the one in force. A Secret whose certificate,
+// key or CA cannot be used (a rotation caught half-way, a key that does
+// not match) is reported, and its last good version stays in force; one
+// that never had a good version serves what of it is usable.
 func (s *Source) rebuild(store cache.Store) {
 	var creds []*credentials.Credential
+	seen := map[string]bool{}
 	for _, obj := range store.List() {
-		if sec, ok := obj.(*corev1.Secret); ok {
-			if c := credentials.FromData(sec.Namespace, sec.Name, sec.Data); c != nil {
-				creds = append(creds, c)
+		sec, ok := obj.(*corev1.Secret)
+		if !ok {
+			continue
+		}
+		c := credentials.FromData(sec.Namespace, sec.Name, sec.Data)
+		if c == nil {
+			continue
+		}
+		key := sec.Namespace + "/" + sec.Name
+		seen[key] = true
+		if err := c.Check(); err != nil {
+			if msg := err.Error(); s.reported[key] != msg {
+				s.reported[key] = msg
+				s.log.Warn("Secret not usable as a credential; its last good version (if any) stays in force",
+					"secret", key, "err", err)
 			}
+			if good := s.lastGood[key]; good != nil {
+				c = good
+			} else if c = c.Usable(); c == nil {
+				continue
+			}
+		} else {
+			delete(s.reported, key)
+			s.lastGood[key] = c
+		}
+		creds = append(creds, c)
+	}
+	for key := range s.lastGood {
+		if !seen[key] {
+			delete(s.lastGood, key)
+			delete(s.reported, key)
 		}
 	}
 	next := credentials.NewSet(creds)

@@ -1,6 +1,8 @@
 package kubesecrets
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"weft.dev/weft/internal/credentials"
+	"weft.dev/weft/internal/proxy/proxytest"
 	"weft.dev/weft/internal/testenv"
 )
 
@@ -38,9 +41,22 @@ func TestSecretsFromKubernetes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put("shop", "edge", corev1.SecretTypeTLS, map[string]string{"tls.crt": "CERT", "tls.key": "KEY", "ca.crt": "CA"}, nil)
+	ca := proxytest.NewMeshCA(t)
+	pair := func() (cert, key string) {
+		c := ca.Issue(t, "", time.Hour, "edge.example.com")
+		k, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]})), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k}))
+	}
+	cert1, key1 := pair()
+	cert2, key2 := pair()
+	cert3, _ := pair()
+	root := string(ca.RootPEM)
+	put("shop", "edge", corev1.SecretTypeTLS, map[string]string{"tls.crt": cert1, "tls.key": key1, "ca.crt": root}, nil)
 	put("shop", "login", corev1.SecretTypeOpaque, map[string]string{"client-secret": "s3cret\n"}, nil)
-	put("billing", "generic", corev1.SecretTypeOpaque, map[string]string{"cert": "C2", "key": "K2", "cacert": "CA2"}, nil)
+	put("billing", "generic", corev1.SecretTypeOpaque, map[string]string{"cert": cert2, "key": key2, "cacert": root}, nil)
 	put("shop", "pull", corev1.SecretTypeDockerConfigJson, map[string]string{".dockerconfigjson": `{"auths":{}}`}, nil)
 	put("shop", "sa-token", corev1.SecretTypeServiceAccountToken, map[string]string{"token": "T"}, map[string]string{"kubernetes.io/service-account.name": "default"})
 
@@ -80,36 +96,48 @@ func TestSecretsFromKubernetes(t *testing.T) {
 		t.Errorf("shop: %v, want edge and login (no registry credential, no token)", got)
 	}
 	edge := src.Current().InNamespace("shop")[0]
-	if string(edge.Cert) != "CERT" || string(edge.Key) != "KEY" || string(edge.CA) != "CA" {
+	if string(edge.Cert) != cert1 || string(edge.Key) != key1 || string(edge.CA) != root {
 		t.Errorf("edge: %+v", edge)
 	}
 	if login := src.Current().InNamespace("shop")[1]; string(login.Files["client-secret"]) != "s3cret" || login.Cert != nil {
 		t.Errorf("login: %+v", login)
 	}
-	if g := src.Current().InNamespace("billing"); len(g) != 1 || string(g[0].Cert) != "C2" || string(g[0].Key) != "K2" || string(g[0].CA) != "CA2" {
+	if g := src.Current().InNamespace("billing"); len(g) != 1 || string(g[0].Cert) != cert2 || string(g[0].Key) != key2 || string(g[0].CA) != root {
 		t.Errorf("billing: %+v", g)
 	}
 
 	// A rotation, then a deletion, each signalled.
 	drain(src.Changed())
-	s, err := c.CoreV1().Secrets("shop").Get(ctx, "edge", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+	update := func(data map[string]string) {
+		t.Helper()
+		s, err := c.CoreV1().Secrets("shop").Get(ctx, "edge", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range data {
+			s.Data[k] = []byte(v)
+		}
+		if _, err := c.CoreV1().Secrets("shop").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	s.Data["tls.crt"] = []byte("CERT-2")
-	if _, err := c.CoreV1().Secrets("shop").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	update(map[string]string{"tls.crt": cert2, "tls.key": key2})
 	waitChanged(t, src)
-	if cr := src.Current().InNamespace("shop")[0]; string(cr.Cert) != "CERT-2" {
+	if cr := src.Current().InNamespace("shop")[0]; string(cr.Cert) != cert2 {
 		t.Errorf("after the update: %q", cr.Cert)
 	}
+	// A certificate whose key is another's (a rotation caught half-way):
+	// the last good pair stays; then the login's deletion.
+	update(map[string]string{"tls.crt": cert3})
 	if err := c.CoreV1().Secrets("shop").Delete(ctx, "login", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitChanged(t, src)
 	if got := names("shop"); !slices.Equal(got, []string{"edge"}) {
 		t.Errorf("after the deletion: %v", got)
+	}
+	if cr := src.Current().InNamespace("shop")[0]; string(cr.Cert) != cert2 || string(cr.Key) != key2 {
+		t.Errorf("after a mismatched certificate: not the last good pair")
 	}
 }
 

@@ -45,7 +45,7 @@ func Secrets(m *mesh.Snapshot, id contract.Identity) []types.Resource {
 		for _, ref := range refs {
 			ns, name, _ := strings.Cut(ref, "/")
 			for _, c := range m.Credentials.InNamespace(ns) {
-				if c.Name == name && c.Cert != nil {
+				if c.Name == name && c.Cert != nil && c.Key != nil {
 					list = append(list, tlsSecret(contract.SecretGatewayCredentialPrefix+ref, c))
 				}
 			}
@@ -107,7 +107,7 @@ func secretsOf(creds []*credentials.Credential) []types.Resource {
 	}
 	for _, c := range creds {
 		base := contract.SecretCredentialPrefix + c.Name
-		if c.Cert != nil {
+		if c.Cert != nil && c.Key != nil {
 			add(tlsSecret(base, c), true)
 		} else if c.CA != nil {
 			add(validation(base, c.CA), true)

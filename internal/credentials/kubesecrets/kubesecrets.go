@@ -122,7 +122,12 @@ func (s *Source) Run(ctx context.Context) error {
 		}
 		slim := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: sec.Namespace, Name: sec.Name, ResourceVersion: sec.ResourceVersion, UID: sec.UID}, Type: sec.Type}
 		if c := credentials.FromData(sec.Namespace, sec.Name, sec.Data); c != nil {
-			slim.Data = sec.Data
+			slim.Data = make(map[string][]byte, len(sec.Data))
+			for k, v := range sec.Data {
+				if len(v) <= credentials.MaxValue {
+					slim.Data[k] = v
+				}
+			}
 		}
 		return slim, nil
 	}); err != nil {

@@ -44,11 +44,8 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 // TestServeEndpoints: ADS over TLS with a node check, and plaintext
 // beside it, from one server.
 func TestServeEndpoints(t *testing.T) {
-	cert, pool := selfSigned(t)
 	s := New(Options{Logger: slog.New(slog.DiscardHandler)})
 	s.Update(testMesh(1))
-	secure, _ := net.Listen("tcp", "127.0.0.1:0")
-	plain, _ := net.Listen("tcp", "127.0.0.1:0")
 	authorized := func(ctx context.Context, node *core.Node) error {
 		if !strings.HasPrefix(node.GetId(), "sidecar~") {
 			return status.Errorf(codes.PermissionDenied, "node %q is not allowed", node.GetId())
@@ -58,36 +55,12 @@ func TestServeEndpoints(t *testing.T) {
 		}
 		return nil
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- s.ServeEndpoints(ctx,
-			Endpoint{Listener: secure, Credentials: credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}}), AuthorizeNode: authorized},
-			Endpoint{Listener: plain})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ServeEndpoints: %v", err)
-		}
-	})
-	tlsDial := func(node *core.Node) *adsClient {
-		conn, err := grpc.NewClient(secure.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(withDeadline(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &adsClient{t: t, stream: stream, node: node}
-	}
+	plainAddr, tlsDial := serveSecureAndPlain(t, s, authorized)
 
 	if got := tlsDial(client.Node()).sync(); len(got[resource.ListenerType].GetResources()) != 1 {
 		t.Errorf("over TLS: %d listeners", len(got[resource.ListenerType].GetResources()))
 	}
-	if got := dial(t, withDeadline(t), plain.Addr().String(), client.Node()).sync(); len(got[resource.ListenerType].GetResources()) != 1 {
+	if got := dial(t, withDeadline(t), plainAddr, client.Node()).sync(); len(got[resource.ListenerType].GetResources()) != 1 {
 		t.Errorf("plaintext: %d listeners", len(got[resource.ListenerType].GetResources()))
 	}
 
@@ -116,4 +89,46 @@ func TestServeEndpoints(t *testing.T) {
 		}
 	}
 	t.Error("the stream went on after its node changed")
+}
+
+// serveSecureAndPlain serves s on a TLS endpoint whose node check is
+// authorize and on a plaintext one beside it, until the test ends. It
+// returns the plaintext address and a dial of state-of-the-world
+// streams over TLS.
+func serveSecureAndPlain(t *testing.T, s *Server, authorize func(context.Context, *core.Node) error) (string, func(*core.Node) *adsClient) {
+	t.Helper()
+	cert, pool := selfSigned(t)
+	secure, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- s.ServeEndpoints(ctx,
+			Endpoint{Listener: secure, Credentials: credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}}), AuthorizeNode: authorize},
+			Endpoint{Listener: plain})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeEndpoints: %v", err)
+		}
+	})
+	return plain.Addr().String(), func(node *core.Node) *adsClient {
+		conn, err := grpc.NewClient(secure.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(withDeadline(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &adsClient{t: t, stream: stream, node: node}
+	}
 }

@@ -2,17 +2,13 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"log/slog"
-	"net"
 	"testing"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"weft.dev/weft/internal/config"
 	meshcreds "weft.dev/weft/internal/credentials"
@@ -26,7 +22,6 @@ import (
 // rotation; the same gateway on the plaintext endpoint, a sidecar of the
 // namespace and a gateway of another namespace get none.
 func TestSecretsOnlyToVerifiedGateways(t *testing.T) {
-	cert, pool := selfSigned(t)
 	s := New(Options{Logger: slog.New(slog.DiscardHandler)})
 	meshWith := func(version uint64, pem string) *mesh.Snapshot {
 		creds := meshcreds.NewSet([]*meshcreds.Credential{
@@ -37,34 +32,7 @@ func TestSecretsOnlyToVerifiedGateways(t *testing.T) {
 		return mesh.Build(&config.Snapshot{Version: version}, registry.NewSnapshot(nil, nil), mesh.Options{Credentials: creds})
 	}
 	s.Update(meshWith(1, "cert-1"))
-	secure, _ := net.Listen("tcp", "127.0.0.1:0")
-	plain, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- s.ServeEndpoints(ctx,
-			Endpoint{Listener: secure, Credentials: credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}}),
-				AuthorizeNode: func(context.Context, *core.Node) error { return nil }},
-			Endpoint{Listener: plain})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ServeEndpoints: %v", err)
-		}
-	})
-	tlsDial := func(node *core.Node) *adsClient {
-		conn, err := grpc.NewClient(secure.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(withDeadline(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &adsClient{t: t, stream: stream, node: node}
-	}
+	plainAddr, tlsDial := serveSecureAndPlain(t, s, func(context.Context, *core.Node) error { return nil })
 	gateway := func(ns string) *core.Node {
 		return contract.Identity{ID: contract.RouterNodePrefix + "~127.0.20.1~ingress." + ns + "~" + ns + ".svc.cluster.local", Namespace: ns,
 			WorkloadName: "ingress", IPs: []string{"127.0.20.1"}}.Node()
@@ -108,7 +76,7 @@ func TestSecretsOnlyToVerifiedGateways(t *testing.T) {
 	}
 
 	for what, c := range map[string]*adsClient{
-		"the gateway on the plaintext endpoint": dial(t, withDeadline(t), plain.Addr().String(), gateway("istio-system")),
+		"the gateway on the plaintext endpoint": dial(t, withDeadline(t), plainAddr, gateway("istio-system")),
 		"a sidecar of the namespace":            tlsDial(contract.Identity{ID: contract.DefaultNodeID("127.0.1.1", "web", "istio-system"), Namespace: "istio-system", WorkloadName: "web", IPs: []string{"127.0.1.1"}}.Node()),
 		"a gateway of another namespace":        tlsDial(gateway("billing")),
 	} {
@@ -120,7 +88,7 @@ func TestSecretsOnlyToVerifiedGateways(t *testing.T) {
 
 	// Delta on the plaintext endpoint: nothing for the secrets (the next
 	// response answers the request after them).
-	d := dialDelta(t, withDeadline(t), plain.Addr().String(), gateway("istio-system"))
+	d := dialDelta(t, withDeadline(t), plainAddr, gateway("istio-system"))
 	d.subscribe(resource.SecretType, names, nil)
 	d.subscribe(resource.ClusterType, []string{"*"}, nil)
 	if r := d.next(); r.GetTypeUrl() != resource.ClusterType {

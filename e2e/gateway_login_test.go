@@ -23,6 +23,8 @@ import (
 	"github.com/zitadel/oidc/v3/example/server/storage"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
+	"weft.dev/weft/internal/controlplane"
+	"weft.dev/weft/internal/credentials"
 	"weft.dev/weft/internal/echo"
 	"weft.dev/weft/internal/localmesh"
 )
@@ -181,20 +183,40 @@ type loginGateway struct {
 }
 
 func startLoginGateway(t *testing.T, lifetime time.Duration) loginGateway {
+	return startLoginGatewayFrom(t, lifetime, false)
+}
+
+// startLoginGatewayFrom is startLoginGateway with the credential sent by
+// the control plane over ADS (as from a Kubernetes Secret of the
+// gateway's namespace) when fromControlPlane, else read from the
+// gateway's credential directory.
+func startLoginGatewayFrom(t *testing.T, lifetime time.Duration, fromControlPlane bool) loginGateway {
 	t.Helper()
-	m := NewMesh(t)
-	m.Service("web", "HTTP", "v1")
-	// The gateway's credential directory: the client secret and the key
-	// signing sessions, as a mounted Secret.
-	credDir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(credDir, "shop-oidc"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for f, v := range map[string]string{"client-secret": "client-s3cr3t\n", "hmac-secret": "6a1f0c2b9e8d7f6a5b4c3d2e1f0a9b8c"} {
-		if err := os.WriteFile(filepath.Join(credDir, "shop-oidc", f), []byte(v), 0o600); err != nil {
+	secret := map[string]string{"client-secret": "client-s3cr3t\n", "hmac-secret": "6a1f0c2b9e8d7f6a5b4c3d2e1f0a9b8c"}
+	var opts []func(*controlplane.Options)
+	credDir := ""
+	if fromControlPlane {
+		data := map[string][]byte{}
+		for k, v := range secret {
+			data[k] = []byte(v)
+		}
+		set := credentials.NewSet([]*credentials.Credential{credentials.FromData("shop", "shop-oidc", data)})
+		opts = append(opts, func(o *controlplane.Options) { o.Credentials = fixedCredentials{set} })
+	} else {
+		// The gateway's credential directory: the client secret and the
+		// key signing sessions, as a mounted Secret.
+		credDir = t.TempDir()
+		if err := os.MkdirAll(filepath.Join(credDir, "shop-oidc"), 0o700); err != nil {
 			t.Fatal(err)
 		}
+		for f, v := range secret {
+			if err := os.WriteFile(filepath.Join(credDir, "shop-oidc", f), []byte(v), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
+	m := NewMesh(t, opts...)
+	m.Service("web", "HTTP", "v1")
 	gw := m.startGateway("shop-gateway", "shop", map[string]string{"istio": "shop-gateway"}, credDir)
 	ip := gw.Opts.IP
 	port, err := localmesh.FreePort(ip)
@@ -250,6 +272,30 @@ spec:
 		return nil
 	})
 	return loginGateway{m: m, origin: origin, issuer: issuer, addr: gwAddr, port: port, refreshes: refreshes}
+}
+
+// fixedCredentials is a credentials.Source whose Secrets never change:
+// the control plane's side of TestGatewayOIDCLoginSecretOverADS (the
+// Kubernetes source is tested against a real API server in
+// internal/credentials/kubesecrets and e2e/registries).
+type fixedCredentials struct{ set *credentials.Set }
+
+func (f fixedCredentials) Name() string                  { return "fixed" }
+func (f fixedCredentials) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+func (f fixedCredentials) Current() *credentials.Set     { return f.set }
+func (f fixedCredentials) Changed() <-chan struct{}      { return nil }
+func (f fixedCredentials) Synced() bool                  { return true }
+
+// TestGatewayOIDCLoginSecretOverADS: the login's client secret and
+// session key reach a gateway without a credential directory, over ADS
+// from the control plane (generic SDS secrets kubernetes://shop-oidc/<key>
+// that its OAuth2 filter names): a person logs in through the provider
+// and the backend answers.
+func TestGatewayOIDCLoginSecretOverADS(t *testing.T) {
+	g := startLoginGatewayFrom(t, 0, true)
+	if _, p := g.login(t, "/orders"); p.reply.Path != "/orders" {
+		t.Errorf("after login the backend saw %s, want /orders", p.reply.Path)
+	}
 }
 
 // login takes a new browser through the provider's login to origin+path

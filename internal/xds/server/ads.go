@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"io"
 	"slices"
 	"strconv"
 	"sync"
@@ -12,71 +11,28 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// The ADS service. Each stream's gRPC handler goroutine reads the proxy's
-// requests and handles them (sending what a request asks for); when the
-// proxy's snapshot changes, or the bytes-in-flight bound has room again, a
-// push goroutine is started for the stream and ends once it has sent what
-// changed. An idle stream is thus one goroutine of ours (blocked in Recv)
-// beside gRPC's per-connection reader, writer and keepalive; a stream
-// being pushed to has one more while the push lasts. A stream's state per
-// type is small: it points at the shared sets it sent and, for a
-// subscription by name, at the set's own sorted name list whenever the
-// proxy names exactly the set's resources (a sidecar's EDS and RDS
-// subscriptions do), so 2,000 proxies of one mesh do not hold 2,000
-// copies of anything.
+// The ADS service's stream engine. A stream is driven by its transport
+// (wirestream.go): its requests are handled in order by a request
+// goroutine that runs while there are some; when the proxy's snapshot
+// changes, or the bytes-in-flight bound has room again, a push goroutine
+// is started for the stream and ends once it has sent what changed. An
+// idle stream thus has no goroutine at all. A stream's state per type is
+// small: it points at the shared sets it sent and, for a subscription by
+// name, at the set's own sorted name list whenever the proxy names
+// exactly the set's resources (a sidecar's EDS and RDS subscriptions
+// do), so 2,000 proxies of one mesh do not hold 2,000 copies of anything.
 //
 // A stream never blocks another: a proxy that reads slowly holds up only
-// its own stream's goroutines (its handler or its push goroutine, blocked
-// in Send with the stream's lock held), its wake-ups merge into one
+// its own stream's goroutines (its request or push goroutine, blocked in
+// a send with the stream's lock held), its wake-ups merge into one
 // pending push, at most one push goroutine runs per stream, and when it
 // catches up it is sent the newest snapshot, not the ones in between.
 // Waking a stream never waits for its lock.
-
-// StreamAggregatedResources serves a state-of-the-world ADS stream.
-func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	return serveADS[*discovery.DiscoveryRequest, *discovery.DiscoveryResponse](s, stream, false,
-		func(r *discovery.DiscoveryRequest) adsRequest { return sotwRequest{r} })
-}
-
-// DeltaAggregatedResources serves an incremental ADS stream.
-func (s *Server) DeltaAggregatedResources(stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
-	return serveADS[*discovery.DeltaDiscoveryRequest, *discovery.DeltaDiscoveryResponse](s, stream, true,
-		func(r *discovery.DeltaDiscoveryRequest) adsRequest { return deltaRequest{r} })
-}
-
-// adsServerStream is what both ADS stream kinds have.
-type adsServerStream[Req, Resp any] interface {
-	Context() context.Context
-	Recv() (Req, error)
-	Send(Resp) error
-}
-
-// serveADS runs one stream of either kind.
-func serveADS[Req, Resp any](s *Server, stream adsServerStream[Req, Resp], delta bool, wrap func(Req) adsRequest) error {
-	st := s.newStream(delta)
-	st.verified = nodeVerified(stream.Context())
-	return s.runStream(stream.Context(), st, func() (adsRequest, error) {
-		req, err := stream.Recv()
-		if err != nil {
-			return nil, err
-		}
-		return wrap(req), nil
-	}, func(r any) error {
-		if b, ok := r.(*deltaWithBody); ok {
-			if ss, ok := stream.(grpc.ServerStream); ok {
-				return ss.SendMsg(b) // the codec writes the encoded body (codec.go)
-			}
-			r = b.resp
-		}
-		return stream.Send(r.(Resp))
-	})
-}
 
 // adsRequest is a request of either kind.
 type adsRequest interface {
@@ -90,8 +46,8 @@ type deltaRequest struct {
 }
 
 // adsStream is one open stream. Its state is guarded by mu, which the
-// handler goroutine holds while handling a request and a push goroutine
-// while pushing, each including the Send; the wake-up state by wmu, which
+// request goroutine holds while handling a request and a push goroutine
+// while pushing, each including the send; the wake-up state by wmu, which
 // is never held while taking another lock, so notify may be called with
 // any lock held.
 type adsStream struct {
@@ -214,104 +170,6 @@ func (st *adsStream) sub(typeURL string) *subscription {
 func (st *adsStream) nextNonce() string {
 	st.nonce++
 	return strconv.FormatInt(st.nonce, 10)
-}
-
-// runStream is the stream's handler goroutine; it ends with the stream,
-// when the server stops (a clean end of stream, so the proxy moves to
-// another replica at once), on a request it cannot serve, or when a push
-// fails. ctx is the stream's context as tapStream made it: it carries
-// the cancel that ends it, which is what makes a blocked Recv return;
-// every push goroutine has ended when runStream returns.
-func (s *Server) runStream(ctx context.Context, st *adsStream, recv func() (adsRequest, error), send func(any) error) error {
-	st.send = send
-	s.metrics.streams.Inc()
-	defer s.metrics.streams.Dec()
-	defer s.closeStream(st)
-
-	cancel, _ := ctx.Value(streamCancelKey{}).(context.CancelFunc)
-	if cancel == nil {
-		// Not served by ServeEndpoints: nothing can end a blocked Recv
-		// but the stream itself, so a push error or the server stopping
-		// is noticed at the proxy's next request.
-		ctx, cancel = context.WithCancel(ctx)
-	}
-	// end ends the stream with err's status (OK for nil): when the server
-	// stops, a clean end of stream, so the proxy moves to another replica
-	// at once; when a push fails, its error. gRPC offers that only to a
-	// handler that returns, and this one is blocked in Recv, whose own
-	// error would end the stream with CANCELLED; the stream's transport
-	// stream can write the status itself (grpc-go's
-	// ServerStream.WriteStatus, found by its method;
-	// TestShutdownEndsStreams pins it). The status is written under the
-	// stream's lock, never beside a Send: end waits for a request being
-	// handled or a push under way to finish, up to endWait; a Send
-	// blocked that long (a proxy that does not read) is ended with the
-	// context, and the stream ends CANCELLED, as it does where gRPC lacks
-	// WriteStatus. Never called with st.mu held.
-	end := func(error) { cancel() }
-	if w, ok := grpc.ServerTransportStreamFromContext(ctx).(interface{ WriteStatus(*status.Status) error }); ok {
-		end = func(err error) {
-			locked := make(chan struct{})
-			go func() { st.mu.Lock(); close(locked) }()
-			t := time.NewTimer(endWait)
-			defer t.Stop()
-			select {
-			case <-locked:
-				stat, _ := status.FromError(err) // OK for nil; Unknown for an error without a status
-				_ = w.WriteStatus(stat)
-			case <-t.C:
-				cancel() // ends the Send that holds the lock
-				<-locked
-			}
-			st.mu.Unlock()
-			cancel()
-		}
-	}
-	defer context.AfterFunc(s.serveContext(), func() { end(nil) })()
-	var pushers sync.WaitGroup
-	st.wmu.Lock()
-	st.end = end
-	st.startFn = func() { pushers.Go(func() { s.pushLoop(ctx, st) }) }
-	st.wmu.Unlock()
-	defer func() {
-		// No push goroutine starts after this; one that runs ends at
-		// its next look at the stream (its Send, if blocked, ends with
-		// ctx). gRPC forbids a Send after the handler returns.
-		st.wmu.Lock()
-		st.closed = true
-		st.wmu.Unlock()
-		cancel()
-		pushers.Wait()
-	}()
-
-	stop := s.serveContext().Done()
-	for {
-		r, err := recv()
-		if err != nil {
-			if isDone(stop) {
-				return nil
-			}
-			st.wmu.Lock()
-			pushErr := st.pushErr
-			st.wmu.Unlock()
-			if pushErr != nil {
-				return pushErr
-			}
-			if errors.Is(err, io.EOF) || ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		st.mu.Lock()
-		err = s.handle(st, r)
-		st.mu.Unlock()
-		if err != nil {
-			if isDone(stop) {
-				return nil // a send cut short by the shutdown
-			}
-			return err
-		}
-	}
 }
 
 // endWait is how long ending a stream waits for a request being handled

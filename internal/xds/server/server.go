@@ -18,16 +18,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/tap"
 
 	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/xds/contract"
@@ -47,18 +43,6 @@ const (
 	DefaultKeepaliveTime    = 30 * time.Second
 	DefaultKeepaliveTimeout = 5 * time.Second
 	DefaultMaxConnectionAge = 30 * time.Minute
-	// tlsReadBufferSize is each TLS connection's gRPC read buffer.
-	// gRPC reads a plaintext TCP connection into pooled buffers only
-	// when it is readable (frameconn.go), but gives any other connection
-	// a bufio.Reader of its own, 32 KiB by default, for the connection's
-	// life: 64 MB at 2,000 proxies. What proxies send the control plane
-	// is small (requests and ACKs; a larger message is read past the
-	// buffer), so 4 KiB is plenty. (Reading TLS connections into pooled
-	// buffers only once readable, as plaintext ones, saved ~3.4 KB per
-	// idle connection but cost 10-20 % more CPU per push at 2,000
-	// proxies: measured and dropped, docs/benchmarks.md, "The control
-	// plane at rest, 2026-12-06".)
-	tlsReadBufferSize = 4 << 10
 	// gracefulStopTimeout bounds how long Serve waits for streams to finish
 	// before closing them hard.
 	gracefulStopTimeout = 5 * time.Second
@@ -245,15 +229,10 @@ func (s *Server) ServeEndpoints(ctx context.Context, eps ...Endpoint) error {
 
 	errc := make(chan error, len(eps))
 	for _, ep := range eps {
-		gs := s.grpcServer(ep)
-		discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, s)
-		if ep.Register != nil {
-			ep.Register(gs)
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- s.serveOne(ctx, cancel, gs, ep)
+			errc <- s.serveOne(ctx, cancel, ep)
 		}()
 	}
 	wg.Wait()
@@ -267,71 +246,23 @@ func (s *Server) ServeEndpoints(ctx context.Context, eps ...Endpoint) error {
 	return errors.Join(errs...)
 }
 
-// grpcServer builds the gRPC server of one endpoint: the same keepalive
-// for all, TLS and the node check where the endpoint asks for them.
-func (s *Server) grpcServer(ep Endpoint) *grpc.Server {
-	opts := []grpc.ServerOption{
-		grpc.ForceServerCodecV2(newWireCodec()), // codec.go
-		grpc.InTapHandle(s.tapStream),
-		// Frames go straight to a frameConn or tlsFrameConn (frameconn.go).
-		grpc.WriteBufferSize(0),
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time:                  s.opts.KeepaliveTime,
-			Timeout:               s.opts.KeepaliveTimeout,
-			MaxConnectionAge:      s.opts.MaxConnectionAge,
-			MaxConnectionAgeGrace: time.Minute,
-		}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			// weft-proxy pings every 10s (grpc-go's minimum interval; its
-			// faster dead-connection check is TCP keepalive, which this
-			// policy does not see); allow it, with margin, even between
-			// streams. See docs/control-plane.md.
-			MinTime:             5 * time.Second,
-			PermitWithoutStream: true,
-		}),
-	}
-	if ep.Credentials != nil {
-		opts = append(opts, grpc.Creds(frameCreds{ep.Credentials}),
-			grpc.ReadBufferSize(tlsReadBufferSize))
-	}
-	if ep.AuthorizeNode != nil {
-		opts = append(opts, grpc.StreamInterceptor(authorizeNodes(ep.AuthorizeNode, s.log)))
-	}
-	return grpc.NewServer(opts...)
-}
-
-// streamCancelKey is the key of the cancel func tapStream puts in an ADS
-// stream's context.
-type streamCancelKey struct{}
-
 // adsMethodPrefix is the full method name prefix of the ADS streams.
 const adsMethodPrefix = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
 
-// tapStream makes the context of each ADS stream before gRPC uses it:
-// one whose cancel func it carries, so runStream can end its stream (a
-// Recv blocked in the handler goroutine returns) when a push fails or
-// the server stops, without a goroutine of its own waiting to read
-// requests. gRPC calls it on the connection's reader goroutine; it does
-// not block. Other services' calls keep their context.
-func (s *Server) tapStream(ctx context.Context, info *tap.Info) (context.Context, error) {
-	if !strings.HasPrefix(info.FullMethodName, adsMethodPrefix) {
-		return ctx, nil
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	return context.WithValue(ctx, streamCancelKey{}, context.CancelFunc(cancel)), nil
-}
-
 // serveOne serves one endpoint until ctx is done or its listener fails
-// (which cancels the others too).
-func (s *Server) serveOne(ctx context.Context, cancel context.CancelFunc, gs *grpc.Server, ep Endpoint) error {
+// (which cancels the others too): its ADS streams over h2rpc
+// (transport.go), its other services (ep.Register) by a gRPC server
+// behind it.
+func (s *Server) serveOne(ctx context.Context, cancel context.CancelFunc, ep Endpoint) error {
 	lis := ep.Listener
 	if ep.Credentials == nil {
-		lis = connListener{Listener: lis, userTimeout: s.opts.KeepaliveTimeout, wrap: newFrameConn}
+		lis = connListener{Listener: lis, userTimeout: s.opts.KeepaliveTimeout}
 	} else {
 		lis = connListener{Listener: lis, userTimeout: s.opts.KeepaliveTimeout, wrap: newRecordConn}
 	}
+	hs := s.transport(ep)
 	errc := make(chan error, 1)
-	go func() { errc <- gs.Serve(lis) }()
+	go func() { errc <- hs.Serve(lis) }()
 	s.log.Info("serving ADS", "address", lis.Addr().String(), "tls", ep.Credentials != nil)
 
 	var err error
@@ -342,18 +273,18 @@ func (s *Server) serveOne(ctx context.Context, cancel context.CancelFunc, gs *gr
 		cancel()
 	}
 	// By now ctx is done, so every ADS stream has ended (a clean end of
-	// stream); GracefulStop sends GOAWAY and waits for the
-	// rest. Proxies go to another replica at once rather than when their
-	// connection dies.
+	// stream); GracefulStop sends GOAWAY and waits for the rest. Proxies
+	// go to another replica at once rather than when their connection
+	// dies.
 	stopped := make(chan struct{})
 	go func() {
-		gs.GracefulStop()
+		hs.GracefulStop()
 		close(stopped)
 	}()
 	select {
 	case <-stopped:
 	case <-time.After(gracefulStopTimeout):
-		gs.Stop()
+		hs.Stop()
 		<-stopped
 	}
 	s.log.Info("stopped serving ADS", "address", lis.Addr().String())

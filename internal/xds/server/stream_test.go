@@ -15,9 +15,10 @@ import (
 	"weft.dev/weft/internal/xds/contract"
 )
 
-// streamGoroutines counts the goroutines of ADS streams: handlers
-// (runStream) and push goroutines (pushLoop).
-func streamGoroutines() int {
+// serverGoroutines counts the server's goroutines of ADS connections
+// (h2rpc's reader, one per connection) and of streams (a stream's
+// request goroutine, wireStream.serve, and push goroutines, pushLoop).
+func serverGoroutines() (conns, streams int) {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
@@ -27,36 +28,37 @@ func streamGoroutines() int {
 		}
 		buf = make([]byte, 2*len(buf))
 	}
-	c := 0
 	for g := range strings.SplitSeq(string(buf), "\n\n") {
-		if strings.Contains(g, "server.(*Server).runStream") || strings.Contains(g, "server.(*Server).pushLoop") {
-			c++
+		switch {
+		case strings.Contains(g, "h2rpc.(*Server).serveConn"):
+			conns++
+		case strings.Contains(g, "server.(*wireStream).serve"), strings.Contains(g, "server.(*Server).pushLoop"):
+			streams++
 		}
 	}
-	return c
+	return conns, streams
 }
 
-// waitStreamGoroutines waits until there are want stream goroutines.
-func waitStreamGoroutines(t *testing.T, ctx context.Context, want int, when string) {
+// waitGoroutines waits until the server has the goroutines wanted.
+func waitGoroutines(t *testing.T, ctx context.Context, conns, streams int, when string) {
 	t.Helper()
 	for {
-		got := streamGoroutines()
-		if got == want {
+		c, s := serverGoroutines()
+		if c == conns && s == streams {
 			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("%s: %d stream goroutines, want %d (one per stream)", when, got, want)
+			t.Fatalf("%s: %d connection and %d stream goroutines, want %d and %d", when, c, s, conns, streams)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
 
-// TestOneGoroutinePerIdleStream: an idle ADS stream is one goroutine of
-// the server's (its handler, reading requests), not a handler plus a
-// reader; a push starts one goroutine per stream that ends when the push
-// is sent.
-func TestOneGoroutinePerIdleStream(t *testing.T) {
+// TestNoGoroutinePerIdleStream: an idle ADS stream costs the server no
+// goroutine, its connection one (the reader); a push starts a goroutine
+// per stream that ends when the push is sent.
+func TestNoGoroutinePerIdleStream(t *testing.T) {
 	s, addr := start(t, Options{Debounce: time.Millisecond, DebounceMax: 5 * time.Millisecond})
 	s.Update(deltaMesh(1, 0, time.Second))
 	ctx := withDeadline(t)
@@ -69,13 +71,13 @@ func TestOneGoroutinePerIdleStream(t *testing.T) {
 		c.sync()
 		cs = append(cs, c)
 	}
-	waitStreamGoroutines(t, ctx, n, "after connecting")
+	waitGoroutines(t, ctx, n, 0, "after connecting")
 
 	s.Update(deltaMesh(2, 1, time.Second)) // one more ratings endpoint
 	for _, c := range cs {
 		c.expect(resource.EndpointType, clusterName("ratings"))
 	}
-	waitStreamGoroutines(t, ctx, n, "after a push")
+	waitGoroutines(t, ctx, n, 0, "after a push")
 }
 
 // TestTakeInitialKeepsOnlyDifferences: a reconnecting proxy's

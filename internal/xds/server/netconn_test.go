@@ -20,9 +20,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// TestListenerSetsTCPUserTimeout: accepted connections carry the
-// keepalive timeout as TCP_USER_TIMEOUT.
-func TestListenerSetsTCPUserTimeout(t *testing.T) {
+// acceptedPair returns a connection accepted by a connListener with a
+// 5 s user timeout and wrap, and the client end of it; both are closed
+// when the test ends.
+func acceptedPair(t *testing.T, wrap func(*net.TCPConn) net.Conn) (net.Conn, net.Conn) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -32,12 +34,19 @@ func TestListenerSetsTCPUserTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
-	c, err := connListener{Listener: l, userTimeout: 5 * time.Second}.Accept()
+	t.Cleanup(func() { client.Close() })
+	c, err := connListener{Listener: l, userTimeout: 5 * time.Second, wrap: wrap}.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return c, client
+}
+
+// TestListenerSetsTCPUserTimeout: accepted connections carry the
+// keepalive timeout as TCP_USER_TIMEOUT.
+func TestListenerSetsTCPUserTimeout(t *testing.T) {
+	c, _ := acceptedPair(t, nil)
 	raw, err := c.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
@@ -179,21 +188,7 @@ func idleConnectionHeap(t *testing.T, creds credentials.TransportCredentials, di
 // under TLS ends at the end of a record's header or body, and nothing is
 // lost or reordered.
 func TestRecordConnReadsOneRecordAtATime(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	client, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	c, err := connListener{Listener: l, userTimeout: 5 * time.Second, wrap: newRecordConn}.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, client := acceptedPair(t, newRecordConn)
 	if _, ok := c.(*recordConn); !ok {
 		t.Fatalf("accepted %T, want *recordConn", c)
 	}

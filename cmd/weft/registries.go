@@ -80,16 +80,22 @@ func (f *registryFlags) apply(o *controlplane.Options, log *slog.Logger) error {
 	if kc != nil {
 		// client-go's own logs (leader election, reflectors) go where ours do.
 		klog.SetSlogLogger(log)
-		src, err := kubesource.New(kubesource.Options{Config: kc, Namespace: f.kubeNamespace, ReadOnly: f.kubeReadOnly,
-			LeaseNamespace: f.leaseNamespace, Identity: os.Getenv("POD_NAME"), Logger: log})
-		if err != nil {
-			return err
-		}
-		o.ConfigSources = append(o.ConfigSources, src)
 		client, err := kubernetes.NewForConfig(kc)
 		if err != nil {
 			return fmt.Errorf("kubernetes client: %w", err)
 		}
+		creds, err := kubesecrets.New(kubesecrets.Options{Client: client, Namespace: f.kubeNamespace, Logger: log})
+		if err != nil {
+			return err
+		}
+		o.Credentials = creds
+		src, err := kubesource.New(kubesource.Options{Config: kc, Namespace: f.kubeNamespace, ReadOnly: f.kubeReadOnly,
+			LeaseNamespace: f.leaseNamespace, Identity: os.Getenv("POD_NAME"), Logger: log,
+			Certificates: creds.Certificate})
+		if err != nil {
+			return err
+		}
+		o.ConfigSources = append(o.ConfigSources, src)
 		td := o.TrustDomain
 		if td == "" {
 			td = "cluster.local"
@@ -100,11 +106,6 @@ func (f *registryFlags) apply(o *controlplane.Options, log *slog.Logger) error {
 		}
 		o.Authenticators = append(o.Authenticators, auth)
 		o.RootPublishers = append(o.RootPublishers, kuberoot.New(client, log))
-		creds, err := kubesecrets.New(kubesecrets.Options{Client: client, Namespace: f.kubeNamespace, Logger: log})
-		if err != nil {
-			return err
-		}
-		o.Credentials = creds
 		var nss []string
 		if f.kubeNamespace != "" {
 			nss = []string{f.kubeNamespace}

@@ -16,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
 
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/proxy/proxytest"
@@ -46,6 +48,11 @@ spec:
   - route: [{destination: {host: web.shop.svc.cluster.local, port: {number: 8080}}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weft}
+spec: {controllerName: weft.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: store, namespace: shop}
 spec:
@@ -56,6 +63,11 @@ spec:
     protocol: HTTPS
     hostname: store.example.com
     tls: {certificateRefs: [{name: store-cert, namespace: certs}]}
+  - name: later
+    port: 9444
+    protocol: HTTPS
+    hostname: later.example.com
+    tls: {certificateRefs: [{name: later-cert}]}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -135,7 +147,7 @@ func TestGatewayCredentialsFromKubernetes(t *testing.T) {
 	env := testenv.KubeAPIServer(t, testenv.WithIstioCRDs(), testenv.WithGatewayAPICRDs())
 	k := &kube{t: t, env: env, c: env.Client(t), ctx: t.Context()}
 	n := testenv.NewNetwork(t)
-	for _, ns := range []string{"shop", "billing", "certs"} {
+	for _, ns := range []string{"shop", "billing", "certs", "weft-system"} { // weft-system: the status writer's Lease
 		k.namespace(ns)
 	}
 
@@ -271,8 +283,39 @@ func TestGatewayCredentialsFromKubernetes(t *testing.T) {
 	if _, err := servedFor("store.example.com", 9443); err == nil {
 		t.Fatal("a certificate of another namespace served without a ReferenceGrant")
 	}
+	dyn := env.Dynamic(t)
+	listener := func(name string, want ...string) func() error {
+		return func() error { return wantListener(dyn, "shop", "store", name, want...) }
+	}
+	eventually(t, 20*time.Second, "listener https: RefNotPermitted", listener("https", "ResolvedRefs=False/RefNotPermitted", "Programmed=False"))
+	// A listener whose Secret does not exist says so in its status
+	// (ResolvedRefs, InvalidCertificateRef), until the Secret is made.
+	eventually(t, 20*time.Second, "listener later: InvalidCertificateRef", listener("later", "ResolvedRefs=False/InvalidCertificateRef:shop/later-cert does not exist", "Programmed=False"))
 	k.apply(storeGrantYAML)
 	wantSerialFor("HTTPS with a certificate of another namespace, granted", "store.example.com", 9443, store)
+	eventually(t, 20*time.Second, "listener https resolved once granted", listener("https", "ResolvedRefs=True", "Programmed=True"))
+	later := ca.Issue(t, "", time.Hour, "later.example.com")
+	putSecret("shop", "later-cert", later)
+	eventually(t, 20*time.Second, "listener later resolved once its Secret exists", listener("later", "ResolvedRefs=True/ResolvedRefs", "Programmed=True"))
+	wantSerialFor("HTTPS once the listener's Secret was made", "later.example.com", 9444, later)
+}
+
+// wantListener checks the conditions of listener name in the status of
+// Gateway API Gateway ns/gw.
+func wantListener(dyn dynamic.Interface, ns, gw, name string, want ...string) error {
+	obj, err := dyn.Resource(kubeGatewayGVR).Namespace(ns).Get(context.Background(), gw, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	ls, _, _ := unstructured.NestedSlice(obj.Object, "status", "listeners")
+	for _, l := range ls {
+		m, _ := l.(map[string]any)
+		if m["name"] == name {
+			conds, _ := m["conditions"].([]any)
+			return checkConditions(conds, obj.GetGeneration(), want...)
+		}
+	}
+	return fmt.Errorf("no status of listener %s: %v", name, ls)
 }
 
 type partnerServer struct{ port int }

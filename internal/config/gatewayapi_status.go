@@ -35,6 +35,39 @@ type GatewayAPIStatus struct {
 // than a reason the document as written was rejected.
 func (s *GatewayAPIStatus) Found(d Diagnostic) bool { return s != nil && s.found[foundKey(d)] }
 
+// WithCertificates is s with each served listener whose certificate
+// check (the Secret it names exists and holds a certificate and key)
+// fails marked unresolved: ResolvedRefs false, InvalidCertificateRef,
+// the check's error as the message. s is not modified; Gateways without
+// such a listener are shared. check nil or s nil: s.
+func (s *GatewayAPIStatus) WithCertificates(check func(namespace, name string) error) *GatewayAPIStatus {
+	if s == nil || check == nil {
+		return s
+	}
+	out := *s
+	out.Gateways = make(map[string]*GatewayResult, len(s.Gateways))
+	for key, g := range s.Gateways {
+		out.Gateways[key] = g
+		for i, l := range g.Listeners {
+			if l.Reason != "" || l.CertificateName == "" {
+				continue
+			}
+			err := check(l.CertificateNamespace, l.CertificateName)
+			if err == nil {
+				continue
+			}
+			if out.Gateways[key] == g {
+				c := &GatewayResult{Listeners: append([]ListenerResult(nil), g.Listeners...)}
+				out.Gateways[key] = c
+			}
+			r := &out.Gateways[key].Listeners[i]
+			r.Condition, r.Reason = gwv1.ListenerConditionResolvedRefs, gwv1.ListenerReasonInvalidCertificateRef
+			r.Message = err.Error()
+		}
+	}
+	return &out
+}
+
 // foundKey is d without its position, which the store drops for
 // virtual files.
 func foundKey(d Diagnostic) Diagnostic {
@@ -74,6 +107,11 @@ type ListenerResult struct {
 	Message   string
 	// AttachedRoutes counts the routes attached to it.
 	AttachedRoutes int32
+	// CertificateNamespace and CertificateName name the Secret a listener
+	// that terminates TLS serves (its first certificateRef), when it is
+	// served; whether the Secret exists is the status writer's to say
+	// (the configuration does not hold Secrets).
+	CertificateNamespace, CertificateName string
 }
 
 // RouteResult is the outcome of one route.

@@ -1,9 +1,12 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
+
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // The translation says, in the Gateway API's own reasons, what became of
@@ -103,4 +106,24 @@ spec:
 		"HTTPRoute/edge/c[0] ",
 		"HTTPRoute/other/b[0] NotAllowedByListeners",
 	})
+
+	// A status writer that finds a listener's Secret missing marks it
+	// unresolved in a copy; the translation's outcome is not changed.
+	var asked []string
+	marked := st.WithCertificates(func(ns, name string) error {
+		asked = append(asked, ns+"/"+name)
+		return errors.New("Secret " + ns + "/" + name + " does not exist")
+	})
+	checkStrings(t, "certificates checked", asked, []string{"edge/example-cert"})
+	l := marked.Gateways["edge/public"].Listeners[1]
+	if l.Name != "https" || l.Condition != gwv1.ListenerConditionResolvedRefs || l.Reason != gwv1.ListenerReasonInvalidCertificateRef ||
+		l.Message != "Secret edge/example-cert does not exist" {
+		t.Errorf("listener with a missing Secret: %+v", l)
+	}
+	if st.Gateways["edge/public"].Listeners[1].Reason != "" || marked.Gateways["edge/same-only"] != st.Gateways["edge/same-only"] {
+		t.Error("WithCertificates changed the outcome or copied a Gateway without certificates")
+	}
+	if st.WithCertificates(func(string, string) error { return nil }).Gateways["edge/public"].Listeners[1].Reason != "" {
+		t.Error("a listener whose Secret exists was marked")
+	}
 }

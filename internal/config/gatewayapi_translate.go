@@ -638,6 +638,10 @@ func (t *translator) listener(gw *KubeGateway, i int, res *ListenerResult) *list
 				"Weft serves the first certificateRef only"))
 		}
 		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: cred}
+		res.CertificateNamespace, res.CertificateName = gw.Namespace, string(ref.Name)
+		if ref.Namespace != nil {
+			res.CertificateNamespace = string(*ref.Namespace)
+		}
 	default:
 		return refuse(SeverityWarning, CodeInvalidValue, path+".protocol", gwv1.ListenerConditionAccepted, gwv1.ListenerReasonUnsupportedProtocol,
 			fmt.Sprintf("protocol %s listeners are not supported by Weft yet (HTTP, HTTPS, TCP and TLS are); the listener is not served", l.Protocol))

@@ -120,8 +120,15 @@ func (c *ControlPlane) runConfig(ctx context.Context) error {
 			load()
 		case <-credKick:
 			// A Secret changed: the mesh again from the config in force;
-			// only the gateways' secrets differ.
+			// only the gateways' secrets differ. Sources that report
+			// Gateway API status say again which listeners' certificates
+			// resolve.
 			c.republish()
+			for _, src := range c.opts.ConfigSources {
+				if cc, ok := src.(interface{ CertificatesChanged() }); ok {
+					cc.CertificatesChanged()
+				}
+			}
 		case <-regKick:
 			// A lone registry change is rebuilt at once; changes that
 			// follow a rebuild within the debounce are gathered for it,

@@ -185,6 +185,32 @@ func (s *Set) InNamespace(ns string) []*Credential {
 	return s.byNS[ns]
 }
 
+// Get is the credential of namespace ns and name, or nil.
+func (s *Set) Get(ns, name string) *Credential {
+	if s == nil {
+		return nil
+	}
+	l := s.byNS[ns]
+	i, ok := slices.BinarySearchFunc(l, name, func(c *Credential, name string) int { return strings.Compare(c.Name, name) })
+	if !ok {
+		return nil
+	}
+	return l[i]
+}
+
+// Certificate reports whether namespace ns has a credential name with a
+// certificate and key Weft can serve: nil, or why not, for a user.
+func (s *Set) Certificate(ns, name string) error {
+	c := s.Get(ns, name)
+	switch {
+	case c == nil:
+		return fmt.Errorf("Secret %s/%s does not exist, or holds no certificate, key or CA Weft can use", ns, name)
+	case c.Cert == nil:
+		return fmt.Errorf("Secret %s/%s holds no certificate and key (tls.crt and tls.key) that go together", ns, name)
+	}
+	return nil
+}
+
 // Len is how many credentials the Set holds.
 func (s *Set) Len() int {
 	if s == nil {

@@ -59,6 +59,27 @@ func TestSetHash(t *testing.T) {
 	}
 }
 
+// TestSetCertificate: a Set says whether a Secret holds a certificate
+// and key it can serve, and why not.
+func TestSetCertificate(t *testing.T) {
+	s := NewSet([]*Credential{
+		FromData("shop", "edge", map[string][]byte{"tls.crt": []byte("C"), "tls.key": []byte("K")}),
+		FromData("shop", "ca-only", map[string][]byte{"ca.crt": []byte("CA")}),
+	})
+	if err := s.Certificate("shop", "edge"); err != nil {
+		t.Errorf("edge: %v", err)
+	}
+	if err := s.Certificate("shop", "ca-only"); err == nil || !strings.Contains(err.Error(), "no certificate and key") {
+		t.Errorf("ca-only: %v", err)
+	}
+	if err := s.Certificate("billing", "edge"); err == nil || !strings.Contains(err.Error(), "billing/edge does not exist") {
+		t.Errorf("another namespace's: %v", err)
+	}
+	if s.Get("shop", "nope") != nil || s.Get("shop", "edge") == nil || (*Set)(nil).Get("shop", "edge") != nil {
+		t.Error("Get")
+	}
+}
+
 func TestCheck(t *testing.T) {
 	ca := proxytest.NewMeshCA(t)
 	pemOf := func() (cert, key []byte) {

@@ -87,6 +87,13 @@ type Options struct {
 	// DocsURL, when set, is the base of each validation message's
 	// documentationUrl: DocsURL + "#" + the lowercase code.
 	DocsURL string
+	// Certificates, when set, checks the Secret a Gateway API listener
+	// names for its certificate: nil when it exists and holds a
+	// certificate and key, else why not. A listener whose check fails
+	// is reported ResolvedRefs false (InvalidCertificateRef), as the
+	// Gateway API asks; call CertificatesChanged when its answers may
+	// have changed.
+	Certificates func(namespace, name string) error
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }

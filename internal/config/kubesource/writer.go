@@ -84,6 +84,12 @@ func (s *Source) Report(snap *config.Snapshot) {
 	s.w.poke()
 }
 
+// CertificatesChanged tells the status writer that what
+// Options.Certificates answers may have changed (a Secret came, went or
+// changed): the Gateways' listener status is written again from the
+// latest load.
+func (s *Source) CertificatesChanged() { s.w.poke() }
+
 // Leader reports whether this replica holds the Lease and writes status.
 func (s *Source) Leader() bool { return s.w.leader.Load() }
 
@@ -168,6 +174,7 @@ func (w *writer) write(ctx context.Context, r *report) bool {
 	s := w.s
 	ok := true
 	now := time.Now()
+	gatewayAPI := r.gatewayAPI.WithCertificates(s.opts.Certificates)
 	for _, path := range sortedKeys(r.generations) {
 		if ctx.Err() != nil || !w.leader.Load() {
 			return true // not ours to finish; the next leader does it
@@ -190,7 +197,7 @@ func (w *writer) write(ctx context.Context, r *report) bool {
 			// the Gateway API says them per listener and parent, not by
 			// refusing the whole object.
 			gv := judge(r.gatewayAPIDiags(path), r.inForce[string(k)+"/"+decodedNamespace(ns)+"/"+name])
-			desired, writeStatus = desiredGatewayAPIStatus(u, k, gv, gen, now, r.gatewayAPI)
+			desired, writeStatus = desiredGatewayAPIStatus(u, k, gv, gen, now, gatewayAPI)
 		} else {
 			desired = desiredStatus(existing, v, gen, now, s.opts.DocsURL)
 		}

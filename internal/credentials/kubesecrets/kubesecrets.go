@@ -63,6 +63,7 @@ type Source struct {
 	log     *slog.Logger
 	cur     atomic.Pointer[credentials.Set]
 	synced  atomic.Bool
+	listed  atomic.Bool // the Secrets were listed (not only counted synced)
 	changed chan struct{}
 	running atomic.Bool
 	// lastGood and reported, by namespace/name, are rebuild's (one
@@ -102,6 +103,17 @@ func (s *Source) Changed() <-chan struct{} { return s.changed }
 
 // Synced is true once the Secrets were listed.
 func (s *Source) Synced() bool { return s.synced.Load() }
+
+// Certificate reports whether Secret namespace/name holds a certificate
+// and key in force (credentials.Set.Certificate); nil as long as the
+// Secrets have not been listed (not yet, or not allowed), when there is
+// no telling.
+func (s *Source) Certificate(namespace, name string) error {
+	if !s.listed.Load() {
+		return nil
+	}
+	return s.Current().Certificate(namespace, name)
+}
 
 // Run watches the Secrets until ctx is done.
 func (s *Source) Run(ctx context.Context) error {
@@ -166,6 +178,7 @@ func (s *Source) Run(ctx context.Context) error {
 		return nil // ctx done
 	}
 	s.rebuild(inf.GetStore())
+	s.listed.Store(true)
 	s.synced.Store(true)
 	s.log.Info("Secrets read", "credentials", s.Current().Len())
 	for {

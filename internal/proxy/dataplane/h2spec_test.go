@@ -1,17 +1,8 @@
 package dataplane
 
 import (
-	"context"
-	"encoding/xml"
-	"fmt"
 	stdmaps "maps"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"slices"
-	"strings"
 	"testing"
-	"time"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
@@ -57,7 +48,6 @@ var h2specKnownFailuresH2C = map[string]string{
 // server. h2spec comes from hack/tools.sh (skipped when missing, failed
 // with WEFT_REQUIRE_TOOLS=1).
 func TestH2Spec(t *testing.T) {
-	bin := testenv.Tool(t, "h2spec")
 	ca := proxytest.NewMeshCA(t)
 	id := proxytest.SPIFFE("default", "reviews")
 	d, _ := mtlsProxy(t, ca, "reviews", id, nil)
@@ -86,115 +76,8 @@ func TestH2Spec(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			known := stdmaps.Clone(h2specKnownFailures)
 			stdmaps.Copy(known, tc.known)
-			results := runH2Spec(t, bin, addrPort(d.ListenerAddr(tc.listener)).Port(), tc.tls)
-			checkH2Spec(t, results, known)
+			results := testenv.H2Spec(t, addrPort(d.ListenerAddr(tc.listener)).Port(), tc.tls)
+			testenv.CheckH2Spec(t, results, known)
 		})
-	}
-}
-
-// h2specResult is one h2spec case: its id ("http2/5.1.1/1": section and
-// number, as h2spec prints them), title and whether it failed (skipped
-// cases are not reported).
-type h2specResult struct {
-	id, title string
-	failed    bool
-	message   string
-}
-
-// runH2Spec runs h2spec against 127.0.0.1:port and returns its cases
-// from its JUnit report. Bounded: h2spec's own per-case timeout (2 s),
-// and a context deadline on the whole run.
-func runH2Spec(t *testing.T, bin string, port uint16, tls bool) []h2specResult {
-	t.Helper()
-	report := filepath.Join(t.TempDir(), "h2spec.xml")
-	args := []string{"--host", "127.0.0.1", "--port", fmt.Sprint(port), "--timeout", "2", "--junit-report", report}
-	if tls {
-		args = append(args, "--tls", "--insecure")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
-	// h2spec exits 1 when a case fails: the report says which.
-	if ctx.Err() != nil {
-		t.Fatalf("h2spec did not finish: %v\n%s", ctx.Err(), out)
-	}
-	b, rerr := os.ReadFile(report)
-	if rerr != nil {
-		t.Fatalf("h2spec wrote no report (%v): %v\n%s", err, rerr, out)
-	}
-	res, perr := parseH2SpecReport(b)
-	if perr != nil {
-		t.Fatalf("h2spec report: %v", perr)
-	}
-	if len(res) == 0 {
-		t.Fatalf("h2spec ran no case (%v)\n%s", err, out)
-	}
-	return res
-}
-
-// parseH2SpecReport reads h2spec's JUnit report.
-func parseH2SpecReport(b []byte) ([]h2specResult, error) {
-	var r struct {
-		Suites []struct {
-			Name  string `xml:"name,attr"`
-			Cases []struct {
-				Package   string `xml:"package,attr"`
-				ClassName string `xml:"classname,attr"`
-				Failure   *struct {
-					Message string `xml:",chardata"`
-				} `xml:"failure"`
-				Error *struct {
-					Message string `xml:",chardata"`
-				} `xml:"error"`
-				Skipped *struct{} `xml:"skipped"`
-			} `xml:"testcase"`
-		} `xml:"testsuite"`
-	}
-	if err := xml.Unmarshal(b, &r); err != nil {
-		return nil, err
-	}
-	var out []h2specResult
-	for _, s := range r.Suites {
-		for i, c := range s.Cases {
-			if c.Skipped != nil {
-				continue
-			}
-			res := h2specResult{id: fmt.Sprintf("%s/%d", c.Package, i+1), title: c.ClassName}
-			if c.Failure != nil {
-				res.failed, res.message = true, strings.TrimSpace(c.Failure.Message)
-			}
-			if c.Error != nil {
-				res.failed, res.message = true, strings.TrimSpace(c.Error.Message)
-			}
-			out = append(out, res)
-		}
-	}
-	return out, nil
-}
-
-// checkH2Spec logs the score and fails on failures that are not known.
-func checkH2Spec(t *testing.T, results []h2specResult, knownFailures map[string]string) {
-	t.Helper()
-	passed := 0
-	var unexpected, fixed []string
-	for _, r := range results {
-		_, known := knownFailures[r.id]
-		switch {
-		case !r.failed:
-			passed++
-			if known {
-				fixed = append(fixed, r.id)
-			}
-		case !known:
-			unexpected = append(unexpected, fmt.Sprintf("%s %s: %s", r.id, r.title, r.message))
-		}
-	}
-	t.Logf("h2spec: %d/%d cases passed", passed, len(results))
-	slices.Sort(fixed)
-	for _, id := range fixed {
-		t.Logf("h2spec: known failure %s now passes; take it off h2specKnownFailures and docs/proxy.md", id)
-	}
-	for _, u := range unexpected {
-		t.Errorf("h2spec: %s", u)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -158,7 +157,7 @@ func (c *conn) run() error {
 		return err
 	}
 	if string(pre[:]) != clientPreface {
-		return errors.New("h2rpc: not an HTTP/2 client preface")
+		return connError{errCodeProtocol, "not an HTTP/2 client preface"}
 	}
 	_ = c.nc.SetReadDeadline(time.Time{})
 
@@ -200,6 +199,7 @@ func (c *conn) finish(err error) {
 	if errors.As(err, &ce) {
 		c.goAway(ce.code, ce.msg, false)
 		c.srv.Log.Debug("HTTP/2 connection error", "remote", c.nc.RemoteAddr().String(), "error", err)
+		c.linger()
 	}
 	c.mu.Lock()
 	c.closed = true
@@ -223,6 +223,20 @@ func (c *conn) finish(err error) {
 	}
 	for _, st := range streams {
 		st.ended(err)
+	}
+}
+
+// linger, after a connection error, lets the peer read the GOAWAY: it
+// closes the connection's sending side and reads what the peer still
+// sends, for at most a second and 64 KiB, so that closing does not reset
+// the connection (which can discard the GOAWAY) when the peer's data is
+// left unread.
+func (c *conn) linger() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		c.flushControl()
+		_ = cw.CloseWrite()
+		_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
+		_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, 64<<10))
 	}
 }
 
@@ -282,13 +296,15 @@ func (c *conn) readFrame() error {
 		if id == 0 || n != 5 {
 			return connError{errCodeProtocol, "bad PRIORITY"}
 		}
+		if binary.BigEndian.Uint32(p)&(1<<31-1) == id {
+			c.queueControl(appendRST(nil, id, errCodeProtocol)) // a stream may not depend on itself
+		}
 		return nil
 	case http2.FrameRSTStream:
 		if id == 0 || n != 4 {
 			return connError{errCodeProtocol, "bad RST_STREAM"}
 		}
-		c.onReset(id, http2.ErrCode(binary.BigEndian.Uint32(p)))
-		return nil
+		return c.onReset(id, http2.ErrCode(binary.BigEndian.Uint32(p)))
 	case http2.FrameSettings:
 		return c.onSettings(id, flags, p)
 	case http2.FramePushPromise:
@@ -370,11 +386,20 @@ func (c *conn) onHeaders(id uint32, flags http2.Flags, p []byte) error {
 	if err != nil {
 		return err
 	}
+	selfDependent := false
 	if flags.Has(http2.FlagHeadersPriority) {
 		if len(block) < 5 {
 			return connError{errCodeProtocol, "bad HEADERS priority"}
 		}
+		selfDependent = binary.BigEndian.Uint32(block)&(1<<31-1) == id
 		block = block[5:]
+	}
+	if selfDependent {
+		if id > c.maxStream.Load() {
+			c.maxStream.Store(id)
+		}
+		c.queueControl(appendRST(nil, id, errCodeProtocol))
+		return nil
 	}
 	end := flags.Has(http2.FlagHeadersEndStream)
 	if !flags.Has(http2.FlagHeadersEndHeaders) {
@@ -399,7 +424,14 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 	st := c.streams[id]
 	c.mu.Unlock()
 	if st != nil { // trailers: only END_STREAM matters
-		if !end || st.remoteDone.Load() {
+		if st.remoteDone.Load() {
+			// The client had ended its side (RFC 9113 §5.1).
+			c.queueControl(appendRST(nil, id, errCodeStreamClosed))
+			st.Reset(errCodeStreamClosed)
+			st.ended(errors.New("h2rpc: HEADERS after the client ended the stream"))
+			return nil
+		}
+		if !end {
 			st.Reset(errCodeProtocol)
 			st.ended(errors.New("h2rpc: HEADERS in the middle of a stream"))
 			return nil
@@ -407,13 +439,25 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 		st.onData(nil, 0, true)
 		return nil
 	}
-	if id%2 == 0 || id <= c.maxStream.Load() {
-		return connError{errCodeProtocol, fmt.Sprintf("stream %d: not a new client stream", id)}
+	if f := &c.fields; f.malformed == "" && (f.method == "" || f.scheme == "" || f.path == "") {
+		f.malformed = "a request without :method, :scheme or :path"
+	}
+	switch {
+	case id%2 == 0:
+		return connError{errCodeProtocol, fmt.Sprintf("HEADERS on stream %d, not a client's", id)}
+	case id <= c.maxStream.Load():
+		return connError{errCodeStreamClosed, fmt.Sprintf("HEADERS on stream %d, which is closed", id)}
 	}
 	c.maxStream.Store(id)
 	f := &c.fields
 	if f.tooLarge {
 		c.queueControl(appendRST(nil, id, errCodeRefusedStream))
+		return nil
+	}
+	if f.malformed != "" {
+		// A malformed request (RFC 9113 §8.1.1): a stream error.
+		c.srv.Log.Debug("malformed HTTP/2 request", "remote", c.nc.RemoteAddr().String(), "why", f.malformed)
+		c.queueControl(appendRST(nil, id, errCodeProtocol))
 		return nil
 	}
 	c.mu.Lock()
@@ -424,13 +468,17 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 		return nil
 	}
 	if code := f.check(); code != 0 {
-		// Not a gRPC request: answer as gRPC-Go does, with the HTTP
-		// status alone.
-		b := appendHeaders(nil, id, true, encodeFields([][2]string{{":status", strconv.Itoa(code)}}))
-		if !end {
-			b = appendRST(b, id, errCodeNo)
+		// Not a gRPC request: answered with the HTTP status and why, as
+		// gRPC-Go does, under flow control like any response.
+		st = newStream(c, id, f)
+		if end {
+			st.remoteDone.Store(true)
 		}
-		return c.write(b)
+		c.mu.Lock()
+		c.streams[id] = st
+		c.mu.Unlock()
+		go st.replyPlain(code, "gRPC requires HTTP/2 POST with content-type application/grpc\n")
+		return nil
 	}
 	st = newStream(c, id, f)
 	c.mu.Lock()
@@ -449,18 +497,19 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 	return nil
 }
 
-func (c *conn) onReset(id uint32, code http2.ErrCode) {
+func (c *conn) onReset(id uint32, code http2.ErrCode) error {
 	if id > c.maxStream.Load() {
-		return
+		return connError{errCodeProtocol, "RST_STREAM on an idle stream"}
 	}
 	c.mu.Lock()
 	st := c.streams[id]
 	c.mu.Unlock()
 	if st == nil {
-		return
+		return nil
 	}
 	st.markDone()
 	st.ended(fmt.Errorf("h2rpc: the client reset the stream (%v)", code))
+	return nil
 }
 
 func (c *conn) onSettings(id uint32, flags http2.Flags, p []byte) error {
@@ -490,6 +539,11 @@ func (c *conn) onSettings(id uint32, flags http2.Flags, p []byte) error {
 			c.peerWindow = int32(v)
 			for _, st := range c.streams {
 				st.sendWindow += delta
+			}
+		case http2.SettingEnablePush:
+			if v > 1 {
+				c.mu.Unlock()
+				return connError{errCodeProtocol, "bad SETTINGS_ENABLE_PUSH"}
 			}
 		case http2.SettingMaxFrameSize:
 			if v < 16<<10 || v > 1<<24-1 {
@@ -547,6 +601,14 @@ func (c *conn) onWindowUpdate(id, incr uint32) error {
 	}
 	st := c.streams[id]
 	if st == nil {
+		switch {
+		case id > c.maxStream.Load():
+			return connError{errCodeProtocol, "WINDOW_UPDATE on an idle stream"}
+		case incr == 0:
+			c.mu.Unlock()
+			c.queueControl(appendRST(nil, id, errCodeProtocol))
+			c.mu.Lock()
+		}
 		return nil
 	}
 	if incr == 0 {
@@ -556,6 +618,13 @@ func (c *conn) onWindowUpdate(id, incr uint32) error {
 		return nil
 	}
 	st.sendWindow += int64(incr)
+	if st.sendWindow > 1<<31-1 {
+		c.mu.Unlock()
+		st.Reset(errCodeFlowControl)
+		st.ended(errors.New("h2rpc: stream window overflow"))
+		c.mu.Lock()
+		return nil
+	}
 	c.cond.Broadcast()
 	return nil
 }
@@ -721,7 +790,7 @@ type headerBlock struct {
 	regular                                      [][2]string
 	size                                         int
 	tooLarge                                     bool
-	badPseudo                                    bool
+	malformed                                    string // why the block is not a valid request
 }
 
 func (f *headerBlock) reset() { *f = headerBlock{} }
@@ -732,25 +801,55 @@ func (f *headerBlock) add(hf hpack.HeaderField) {
 		f.tooLarge = true
 		return
 	}
-	if strings.HasPrefix(hf.Name, ":") {
-		if len(f.regular) > 0 {
-			f.badPseudo = true
-		}
-		switch hf.Name {
-		case ":method":
-			f.method = hf.Value
-		case ":path":
-			f.path = hf.Value
-		case ":scheme":
-			f.scheme = hf.Value
-		case ":authority":
-			f.authority = hf.Value
-		default:
-			f.badPseudo = true
-		}
+	if f.malformed != "" {
 		return
 	}
-	if hf.Name == "content-type" {
+	if strings.HasPrefix(hf.Name, ":") {
+		if len(f.regular) > 0 {
+			f.malformed = "pseudo-header " + hf.Name + " after a regular one"
+			return
+		}
+		var dst *string
+		switch hf.Name {
+		case ":method":
+			dst = &f.method
+		case ":path":
+			dst = &f.path
+			if hf.Value == "" {
+				f.malformed = "empty :path"
+				return
+			}
+		case ":scheme":
+			dst = &f.scheme
+		case ":authority":
+			dst = &f.authority
+		default:
+			f.malformed = "pseudo-header " + hf.Name + " in a request"
+			return
+		}
+		if *dst != "" {
+			f.malformed = "pseudo-header " + hf.Name + " twice"
+			return
+		}
+		*dst = hf.Value
+		return
+	}
+	for i := 0; i < len(hf.Name); i++ {
+		if c := hf.Name[i]; 'A' <= c && c <= 'Z' {
+			f.malformed = "header name " + hf.Name + " not in lowercase"
+			return
+		}
+	}
+	switch hf.Name {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		f.malformed = "connection-specific header " + hf.Name
+		return
+	case "te":
+		if hf.Value != "trailers" {
+			f.malformed = "te other than trailers"
+			return
+		}
+	case "content-type":
 		f.contentType = hf.Value
 	}
 	f.regular = append(f.regular, [2]string{hf.Name, hf.Value})
@@ -760,7 +859,7 @@ func (f *headerBlock) add(hf hpack.HeaderField) {
 // with, or 0.
 func (f *headerBlock) check() int {
 	switch {
-	case f.badPseudo || f.path == "" || f.method == "":
+	case f.path == "" || f.method == "":
 		return 400
 	case f.method != "POST":
 		return 405

@@ -159,7 +159,6 @@ func TestNotGRPC(t *testing.T) {
 	}{
 		{[]string{":method", "GET", ":path", "/a/b", ":scheme", "http"}, "405"},
 		{[]string{":method", "POST", ":path", "/a/b", ":scheme", "http", "content-type", "text/plain"}, "415"},
-		{[]string{":method", "POST", ":scheme", "http", "content-type", "application/grpc"}, "400"},
 	} {
 		id := uint32(2*i + 1)
 		c.headers(id, true, tc.fields...)
@@ -180,4 +179,28 @@ func TestMaxConnectionAge(t *testing.T) {
 		t.Fatalf("GOAWAY %v", g.ErrCode)
 	}
 	c.closed()
+}
+
+// TestMalformedRequests: a malformed request (RFC 9113 §8.1.1) is a
+// stream error, PROTOCOL_ERROR; the connection serves on.
+func TestMalformedRequests(t *testing.T) {
+	addr := serve(t, &Server{})
+	c := rawDial(t, addr)
+	base := []string{":method", "POST", ":scheme", "http", ":path", echoMethod, "content-type", "application/grpc"}
+	for i, fields := range [][]string{
+		{":method", "POST", ":scheme", "http", "content-type", "application/grpc"}, // no :path
+		append(append([]string{}, base...), ":authority", "late"),                  // pseudo after regular
+		append(append([]string{}, base...), "Upper", "x"),                          // uppercase name
+		append(append([]string{}, base...), "connection", "close"),                 // connection-specific
+		append(append([]string{}, base...), "te", "gzip"),                          // te other than trailers
+		append([]string{":method", "POST", ":method", "POST"}, base[2:]...),        // duplicated pseudo
+		append([]string{":status", "200"}, base...),                                // a response's pseudo
+	} {
+		id := uint32(2*i + 1)
+		c.headers(id, true, fields...)
+		rst := c.next(func(f http2.Frame) bool { r, ok := f.(*http2.RSTStreamFrame); return ok && r.StreamID == id }).(*http2.RSTStreamFrame)
+		if rst.ErrCode != http2.ErrCodeProtocol {
+			t.Errorf("%v: RST_STREAM %v, want PROTOCOL_ERROR", fields, rst.ErrCode)
+		}
+	}
 }

@@ -145,6 +145,23 @@ func (st *Stream) writeHeaders(block []byte) error {
 	return c.write(appendHeaders(nil, st.id, false, block))
 }
 
+// replyPlain answers a request that is not gRPC with an HTTP status and
+// a text body, then forgets the stream.
+func (st *Stream) replyPlain(code int, msg string) {
+	c := st.c
+	hdrs := encodeFields([][2]string{{":status", strconv.Itoa(code)}, {"content-type", "text/plain; charset=utf-8"}})
+	if st.writeHeaders(hdrs) == nil && st.send(false, [][]byte{[]byte(msg)}) == nil && st.markDone() {
+		// END_STREAM on an empty DATA frame, which flow control does not count.
+		b := appendFrameHeader(nil, 0, http2.FrameData, http2.FlagDataEndStream, st.id)
+		if !st.remoteDone.Load() {
+			b = appendRST(b, st.id, errCodeNo)
+		}
+		_ = c.write(b)
+	}
+	st.cancel()
+	c.dropStream(st)
+}
+
 // pieceSource reads a message's prefix and pieces in order.
 type pieceSource struct {
 	pre    [5]byte

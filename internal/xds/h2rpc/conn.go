@@ -425,11 +425,8 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 	c.mu.Unlock()
 	if st != nil { // trailers: only END_STREAM matters
 		if st.remoteDone.Load() {
-			// The client had ended its side (RFC 9113 §5.1).
-			c.queueControl(appendRST(nil, id, errCodeStreamClosed))
-			st.Reset(errCodeStreamClosed)
-			st.ended(errors.New("h2rpc: HEADERS after the client ended the stream"))
-			return nil
+			// Frames after the client's END_STREAM (RFC 9113 §5.1).
+			return connError{errCodeStreamClosed, fmt.Sprintf("HEADERS on stream %d after its END_STREAM", id)}
 		}
 		if !end {
 			st.Reset(errCodeProtocol)

@@ -5,9 +5,11 @@ import (
 	"net"
 	"strconv"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 
+	"weft.dev/weft/internal/proxy/proxytest"
 	"weft.dev/weft/internal/testenv"
 )
 
@@ -31,14 +33,14 @@ func TestH2Spec(t *testing.T) {
 	if testing.Short() {
 		t.Skip("h2spec runs 145 cases per port")
 	}
-	cert, _ := selfSigned(t, "server")
+	cert := proxytest.NewMeshCA(t).Issue(t, "", time.Hour, "server")
 	for _, tc := range []struct {
 		name string
 		s    *Server
 		tls  bool
 	}{
 		{"h2c", &Server{}, false},
-		{"tls-alpn-h2", &Server{Credentials: credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})}, true},
+		{"tls-alpn-h2", &Server{Credentials: credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{*cert}})}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, port, _ := net.SplitHostPort(serve(t, tc.s))

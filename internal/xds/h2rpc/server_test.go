@@ -3,15 +3,9 @@ package h2rpc
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"runtime"
 	"strings"
@@ -27,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	"weft.dev/weft/internal/proxy/proxytest"
 )
 
 const echoMethod = "/test.Echo/Stream"
@@ -110,8 +105,8 @@ func authType(p *peer.Peer) string {
 	if p == nil || p.AuthInfo == nil {
 		return "none"
 	}
-	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
-		return "tls:" + ti.State.PeerCertificates[0].Subject.CommonName
+	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 && len(ti.State.PeerCertificates[0].DNSNames) > 0 {
+		return "tls:" + ti.State.PeerCertificates[0].DNSNames[0]
 	}
 	return p.AuthInfo.AuthType()
 }
@@ -257,13 +252,13 @@ func TestStreamsAndFallback(t *testing.T) {
 // TestTLSPeer: over TLS, both kinds of stream see the client's
 // certificate.
 func TestTLSPeer(t *testing.T) {
-	serverCert, pool := selfSigned(t, "server")
-	clientCert, _ := selfSigned(t, "client-a")
+	ca := proxytest.NewMeshCA(t)
 	addr := serve(t, &Server{Credentials: credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{serverCert},
+		Certificates: []tls.Certificate{*ca.Issue(t, "", time.Hour, "server")},
 		ClientAuth:   tls.RequireAnyClientCert,
 	})})
-	cc := dial(t, addr, credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "server", Certificates: []tls.Certificate{clientCert}}))
+	cc := dial(t, addr, credentials.NewTLS(&tls.Config{RootCAs: ca.Pool, ServerName: "server",
+		Certificates: []tls.Certificate{*ca.Issue(t, "", time.Hour, "client-a")}}))
 	ctx := ctxFor(t)
 	cs := echoStream(t, ctx, cc)
 	if got := roundTrip(t, cs, "peer"); string(got) != "tls:client-a" {
@@ -397,27 +392,4 @@ func TestGracefulStop(t *testing.T) {
 	if err := cs.RecvMsg(new(wrapperspb.BytesValue)); err != io.EOF {
 		t.Fatalf("stream: %v, want a clean end", err)
 	}
-}
-
-func selfSigned(t *testing.T, cn string) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IsCA:        true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}, pool
 }

@@ -151,12 +151,10 @@ func (st *Stream) replyPlain(code int, msg string) {
 	c := st.c
 	hdrs := encodeFields([][2]string{{":status", strconv.Itoa(code)}, {"content-type", "text/plain; charset=utf-8"}})
 	if st.writeHeaders(hdrs) == nil && st.send(false, [][]byte{[]byte(msg)}) == nil && st.markDone() {
-		// END_STREAM on an empty DATA frame, which flow control does not count.
-		b := appendFrameHeader(nil, 0, http2.FrameData, http2.FlagDataEndStream, st.id)
-		if !st.remoteDone.Load() {
-			b = appendRST(b, st.id, errCodeNo)
-		}
-		_ = c.write(b)
+		// END_STREAM on an empty DATA frame, which flow control does not
+		// count. No RST_STREAM: a client still sending is answered
+		// STREAM_CLOSED by the reader.
+		_ = c.write(appendFrameHeader(nil, 0, http2.FrameData, http2.FlagDataEndStream, st.id))
 	}
 	st.cancel()
 	c.dropStream(st)

@@ -215,6 +215,19 @@ func ownEndpoints(s *mesh.Snapshot, id contract.Identity) uint64 {
 // them by VHDS (id.VHDS), the routes' virtual hosts, each sorted by name.
 // They may be shared with other proxies and must not be modified.
 func BuildOutbound(s *mesh.Snapshot, id contract.Identity) (listeners, routes, vhosts []types.Resource) {
+	listeners, routes, lazy := BuildOutboundLazy(s, id)
+	for _, l := range lazy {
+		vhosts = append(vhosts, l.Build())
+	}
+	return listeners, routes, vhosts
+}
+
+// BuildOutboundLazy is BuildOutbound with the virtual hosts Lazy: those
+// with a Key are carried over a route change that leaves them as they
+// were (mesh.Snapshot.MemoCarryRoutes), so a server that keeps their
+// encodings under their Keys builds and encodes only the ones a change
+// touched.
+func BuildOutboundLazy(s *mesh.Snapshot, id contract.Identity) (listeners, routes []types.Resource, vhosts []Lazy) {
 	switch {
 	case id.Router():
 		// A gateway: the Gateways' listeners, no application behind it
@@ -236,7 +249,7 @@ func BuildOutbound(s *mesh.Snapshot, id contract.Identity) (listeners, routes, v
 	traceListeners(s, id, listeners) // tracing.go
 	statsListeners(s, id, listeners) // stats.go
 	if id.VHDS {
-		routes, vhosts = splitVirtualHosts(routes) // vhds.go
+		routes, vhosts = splitVirtualHosts(s, id, routes) // vhds.go
 	}
 	return listeners, routes, vhosts
 }

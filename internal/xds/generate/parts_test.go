@@ -157,6 +157,8 @@ spec:
 			type inPart struct{ listeners, clusters []types.Resource }
 			type outKey struct{ k any }
 			type inKey struct{ k any }
+			type vhostKept struct{ k any }
+			keyed, carried := 0, 0
 			var prev *mesh.Snapshot
 			for _, step := range []struct {
 				name string
@@ -207,6 +209,32 @@ spec:
 						return inPart{l, c}
 					}).(inPart)
 					want := ForProxyParts(scratch, id)
+					if id.VHDS {
+						// Virtual hosts kept by their Keys, as the server
+						// keeps their encodings (lazyDigests).
+						_, _, lazy := BuildOutboundLazy(cur, id)
+						if len(lazy) != len(want.VirtualHosts) {
+							t.Fatalf("%s: proxy %s: %d lazy virtual hosts, %d from scratch", step.name, id.ID, len(lazy), len(want.VirtualHosts))
+						}
+						for i, l := range lazy {
+							got := l.Build
+							if l.Key != nil {
+								keyed++
+								built := false
+								kept := cur.MemoCarryRoutes(vhostKept{l.Key}, nil, func() any {
+									built = true
+									return l.Build()
+								}).(types.Resource)
+								got = func() types.Resource { return kept }
+								if !built && strings.Contains(step.name, "VirtualService") {
+									carried++ // over a route change
+								}
+							}
+							if w := want.VirtualHosts[i]; !bytes.Equal(encode(t, []types.Resource{got()}), encode(t, []types.Resource{w})) {
+								t.Errorf("%s: proxy %s: virtual host %s kept by its Key differs from scratch", step.name, id.ID, l.Name)
+							}
+						}
+					}
 					listeners := append(slices.Clone(out.listeners), in.listeners...)
 					sortByName(listeners)
 					for _, c := range []struct {
@@ -219,6 +247,9 @@ spec:
 					}
 				}
 				prev = cur
+			}
+			if keyed == 0 || carried == 0 {
+				t.Errorf("%d virtual hosts with a Key, %d carried over a route change: the test checks nothing", keyed, carried)
 			}
 		})
 	}

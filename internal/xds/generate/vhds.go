@@ -2,11 +2,13 @@ package generate
 
 import (
 	"slices"
+	"strings"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"weft.dev/weft/internal/mesh"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -19,9 +21,13 @@ import (
 // configuration that holds one (at 1,000 services, 891 KiB to every
 // proxy for a change to one service's routes).
 //
-// routes may be shared: the results are new messages that share the
-// originals' fields (read only), so nothing is copied deeply.
-func splitVirtualHosts(routes []types.Resource) (rcs, vhosts []types.Resource) {
+// The virtual hosts come Lazy, sorted by name: an outbound service
+// port's has a Key that outlives a route change that leaves it as it was
+// (outboundVHostKey), so it is built and encoded again only when it
+// changed; the others have none. routes may be shared: the results are
+// new messages that share the originals' fields (read only), so nothing
+// is copied deeply.
+func splitVirtualHosts(s *mesh.Snapshot, id contract.Identity, routes []types.Resource) (rcs []types.Resource, vhosts []Lazy) {
 	rcs = make([]types.Resource, len(routes))
 	for i, r := range routes {
 		rc := r.(*route.RouteConfiguration)
@@ -39,13 +45,20 @@ func splitVirtualHosts(routes []types.Resource) (rcs, vhosts []types.Resource) {
 				bare.VirtualHosts = append(bare.VirtualHosts, vh)
 				continue
 			}
-			named := &route.VirtualHost{}
-			shallowCopy(named, vh, "")
-			named.Name = contract.VirtualHostName(rc.GetName(), vh.GetName())
-			vhosts = append(vhosts, named)
+			name := contract.VirtualHostName(rc.GetName(), vh.GetName())
+			vhosts = append(vhosts, Lazy{
+				Name: name,
+				Key:  outboundVHostKey(s, id, rc.GetName(), vh),
+				Build: func() types.Resource {
+					named := &route.VirtualHost{}
+					shallowCopy(named, vh, "")
+					named.Name = name
+					return named
+				},
+			})
 		}
 	}
-	sortByName(vhosts)
+	slices.SortFunc(vhosts, func(a, b Lazy) int { return strings.Compare(a.Name, b.Name) })
 	return rcs, vhosts
 }
 

@@ -617,6 +617,31 @@ func partDigestsOf(m *mesh.Snapshot, lists [len(typeOrder)][]types.Resource) *pa
 	return o
 }
 
+// lazyDigests encodes list, keeping the encodings of the resources
+// with a Key under it, carried over as the generator carries the Key
+// (generate.Lazy): a route change to one service re-encodes its virtual
+// hosts, not the thousands beside them. A resource without a Key is
+// built and encoded again.
+func lazyDigests(m *mesh.Snapshot, typeURL string, list []generate.Lazy) ([]*digests, error) {
+	ds := make([]*digests, len(list))
+	for i := range list {
+		it := &list[i]
+		var d *digests
+		if it.Key == nil {
+			d = resourceDigest(m, typeURL, it.Build())
+		} else {
+			d = m.MemoCarryRoutes(lazyDigestKey{typeURL, it.Key}, nil, func() any {
+				return resourceDigest(nil, typeURL, it.Build())
+			}).(*digests)
+		}
+		if d.err != nil {
+			return nil, fmt.Errorf("%s: %w", typeURL, d.err)
+		}
+		ds[i] = d
+	}
+	return ds, nil
+}
+
 var (
 	listenerIdx = typeIndex(resource.ListenerType)
 	routeIdx    = typeIndex(resource.RouteType)
@@ -635,8 +660,13 @@ func (s *Server) sidecarSnapshot(m *mesh.Snapshot, p *proxy) (*nodeSnapshot, []s
 	id, ik := p.id, p.identityKey()
 	out := m.MemoCarry(outKey{generate.OutboundKey(m, id, ik)}, nil, func() any {
 		var lists [len(typeOrder)][]types.Resource
-		lists[listenerIdx], lists[routeIdx], lists[vhostIdx] = generate.BuildOutbound(m, id)
-		return partDigestsOf(m, lists)
+		var vhosts []generate.Lazy
+		lists[listenerIdx], lists[routeIdx], vhosts = generate.BuildOutboundLazy(m, id)
+		o := partDigestsOf(m, lists)
+		if o.err == nil {
+			o.lists[vhostIdx], o.err = lazyDigests(m, resource.VirtualHostType, vhosts)
+		}
+		return o
 	}).(*partDigests)
 	if out.err != nil {
 		return nil, nil, out.err

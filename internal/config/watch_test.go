@@ -3,6 +3,7 @@ package config
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -279,5 +280,102 @@ func TestUnreadableFileKeepsItsResources(t *testing.T) {
 	}
 	if snap := load(); len(snap.WorkloadEntries) != 0 || len(snap.Diagnostics) != 0 {
 		t.Errorf("after deletion: %d WorkloadEntries, diagnostics %v", len(snap.WorkloadEntries), snap.Diagnostics)
+	}
+}
+
+// TestReadDirCache: a watch's reload takes from its cache only files stat
+// says are unchanged and that were old enough when read to be trusted,
+// and sees every change: an edit in place at the same size and with the
+// old modification time put back, a rename over the file (Kubernetes'
+// atomic writer), a link pointed elsewhere, a file rewritten within the
+// clock tick it was read in.
+func TestReadDirCache(t *testing.T) {
+	dir := t.TempDir()
+	old := time.Now().Add(-time.Hour)
+	write := func(name, content string, mtime time.Time) {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		writeFile(t, p, content)
+		if !mtime.IsZero() {
+			if err := os.Chtimes(p, mtime, mtime); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write("a.yaml", "x: 1\n", old)
+	write("b.yaml", "x: 2\n", old)
+	write("target1.yaml.txt", "x: 3\n", old)
+	write("target2.yaml.txt", "x: 4\n", old)
+	if err := os.Symlink(filepath.Join(dir, "target1.yaml.txt"), filepath.Join(dir, "c.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	// Files' change times cannot be set: the ones above are trusted
+	// once older than the cache's window, fresh.yaml is not.
+	cache := &fileCache{racy: 200 * time.Millisecond}
+	time.Sleep(300 * time.Millisecond)
+	write("fresh.yaml", "x: 5\n", time.Time{})
+	read := func() map[string]string {
+		t.Helper()
+		d, err := readDir(dir, cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for p, b := range d.Files {
+			got[filepath.Base(p)] = string(b)
+		}
+		return got
+	}
+	check := func(step string, got map[string]string, want map[string]string) {
+		t.Helper()
+		if !maps.Equal(got, want) {
+			t.Errorf("%s: read %v, want %v", step, got, want)
+		}
+	}
+	want := map[string]string{"a.yaml": "x: 1\n", "b.yaml": "x: 2\n", "c.yaml": "x: 3\n", "fresh.yaml": "x: 5\n"}
+	check("first read", read(), want)
+	if _, ok := cache.files[filepath.Join(dir, "a.yaml")]; !ok {
+		t.Fatal("an hour-old file is not in the cache: the test checks nothing")
+	}
+	if _, ok := cache.files[filepath.Join(dir, "fresh.yaml")]; ok {
+		t.Error("a file written just now is in the cache: a rewrite in the same clock tick would go unseen")
+	}
+	check("unchanged", read(), want)
+
+	write("a.yaml", "x: 9\n", old) // same size, same mtime: ctime changed
+	want["a.yaml"] = "x: 9\n"
+	check("edited in place", read(), want)
+
+	tmp := filepath.Join(dir, ".b.tmp")
+	writeFile(t, tmp, "x: 8\n")
+	if err := os.Chtimes(tmp, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "b.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	want["b.yaml"] = "x: 8\n"
+	check("renamed over", read(), want)
+
+	if err := os.Remove(filepath.Join(dir, "c.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "target2.yaml.txt"), filepath.Join(dir, "c.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	want["c.yaml"] = "x: 4\n"
+	check("link pointed elsewhere", read(), want)
+
+	write("fresh.yaml", "x: 6\n", time.Time{}) // likely within the tick of the last read
+	want["fresh.yaml"] = "x: 6\n"
+	check("fresh file rewritten", read(), want)
+
+	if err := os.Remove(filepath.Join(dir, "a.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "a.yaml")
+	check("removed", read(), want)
+	if _, ok := cache.files[filepath.Join(dir, "a.yaml")]; ok {
+		t.Error("a removed file stays in the cache")
 	}
 }

@@ -228,17 +228,21 @@ func (c *conn) finish(err error) {
 
 // linger, after a connection error, lets the peer read the GOAWAY: it
 // closes the connection's sending side and reads what the peer still
-// sends, for at most a second and 64 KiB, so that closing does not reset
-// the connection (which can discard the GOAWAY) when the peer's data is
-// left unread.
+// sends, for at most lingerTime and 64 KiB, so that closing does not
+// reset the connection (which can discard the GOAWAY) when the peer's
+// data is left unread. The rest of a frame too large to read is usually
+// still on its way; with a second, h2spec once read a reset instead of
+// the GOAWAY on a loaded machine.
 func (c *conn) linger() {
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		c.flushControl()
 		_ = cw.CloseWrite()
-		_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
+		_ = c.nc.SetReadDeadline(time.Now().Add(lingerTime))
 		_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, 64<<10))
 	}
 }
+
+const lingerTime = 3 * time.Second
 
 // kill closes the connection from any goroutine; the reader then ends
 // it.

@@ -178,12 +178,11 @@ func (f *Fleet) Start(ctx context.Context) error {
 			}
 			creds = credentials.NewTLS(conf)
 		}
-		c, err := grpc.NewClient(f.opts.Address,
+		c, err := grpc.NewClient(f.opts.Address, append(xdsclient.DialOptions(), // as weft-proxy
 			grpc.WithTransportCredentials(creds),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
-			grpc.WithWriteBufferSize(xdsclient.WriteBufferSize), // as weft-proxy
-		)
+		)...)
 		if err != nil {
 			f.close()
 			return fmt.Errorf("fleet: dialing %s: %w", f.opts.Address, err)

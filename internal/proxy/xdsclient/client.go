@@ -46,7 +46,27 @@ const (
 	// little and seldom; a subscription to thousands of names goes out in
 	// 4 KiB records instead of 16 KiB ones.
 	WriteBufferSize = 4 << 10
+	// WindowSize is the HTTP/2 receive window of the connection to the
+	// control plane and of its stream, fixed. gRPC-Go otherwise sizes the
+	// window by bandwidth-delay estimation, which answers the first DATA
+	// frame of every response with a PING: one more frame each way, and
+	// a TLS record to seal and open on both sides, at every push to every
+	// proxy. 4 MiB takes a large mesh's first configuration without
+	// waiting for window updates (as far as the estimator would grow it);
+	// a window is a credit, not a buffer.
+	WindowSize = 4 << 20
 )
+
+// DialOptions are the gRPC dial options of a connection to the control
+// plane that do not depend on the client's Options: what weft-proxy's
+// connections are, for tools that play proxies (xdsload).
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithWriteBufferSize(WriteBufferSize),
+		grpc.WithInitialWindowSize(WindowSize),
+		grpc.WithInitialConnWindowSize(WindowSize),
+	}
+}
 
 // Options configure a Client. Address, Node and Applier are required.
 type Options struct {
@@ -259,7 +279,7 @@ func (c *Client) runOnce(ctx context.Context, st session, addr string, onOpen fu
 	if creds == nil {
 		creds = insecure.NewCredentials()
 	}
-	conn, err := grpc.NewClient("passthrough:///"+addr,
+	conn, err := grpc.NewClient("passthrough:///"+addr, append(DialOptions(),
 		grpc.WithTransportCredentials(creds),
 		grpc.WithContextDialer(cpdial.Dial),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
@@ -274,8 +294,7 @@ func (c *Client) runOnce(ctx context.Context, st session, addr string, onOpen fu
 			MinConnectTimeout: connectTimeout,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize), grpc.ForceCodecV2(xdswire.Codec{})),
-		grpc.WithWriteBufferSize(WriteBufferSize),
-	)
+	)...)
 	if err != nil {
 		return false, fmt.Errorf("dialing control plane %s: %w", addr, err)
 	}

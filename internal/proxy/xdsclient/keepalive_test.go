@@ -1,6 +1,7 @@
 package xdsclient
 
 import (
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -8,26 +9,24 @@ import (
 	"time"
 )
 
-// blackhole forwards TCP to a backend until frozen; then it silently drops
-// everything both ways, like a control plane host that vanished without
-// closing its connections.
-type blackhole struct {
-	ln     net.Listener
-	frozen atomic.Bool
-	mu     sync.Mutex
-	conns  []net.Conn
-	wg     sync.WaitGroup
+// relay accepts TCP connections, dials backend for each and hands both
+// ends to serve, which runs its goroutines with r.Go. The test's cleanup
+// closes the listener and every connection and waits for them.
+type relay struct {
+	ln    net.Listener
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns []io.Closer
 }
 
-func newBlackhole(t *testing.T, backend string) *blackhole {
+func newRelay(t *testing.T, backend string, serve func(r *relay, client, upstream net.Conn)) *relay {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &blackhole{ln: ln}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	r := &relay{ln: ln}
+	r.wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -38,28 +37,50 @@ func newBlackhole(t *testing.T, backend string) *blackhole {
 				c.Close()
 				continue
 			}
-			b.mu.Lock()
-			b.conns = append(b.conns, c, u)
-			b.mu.Unlock()
-			b.wg.Add(2)
-			go b.pipe(c, u)
-			go b.pipe(u, c)
+			r.track(c, u)
+			serve(r, c, u)
 		}
-	}()
+	})
 	t.Cleanup(func() {
 		ln.Close()
-		b.mu.Lock()
-		for _, c := range b.conns {
+		r.mu.Lock()
+		for _, c := range r.conns {
 			c.Close()
 		}
-		b.mu.Unlock()
-		b.wg.Wait()
+		r.mu.Unlock()
+		r.wg.Wait()
+	})
+	return r
+}
+
+// track has cleanup close cs too.
+func (r *relay) track(cs ...io.Closer) {
+	r.mu.Lock()
+	r.conns = append(r.conns, cs...)
+	r.mu.Unlock()
+}
+
+// Go runs f as one of the relay's goroutines.
+func (r *relay) Go(f func()) { r.wg.Go(f) }
+
+// blackhole forwards TCP to a backend until frozen; then it silently drops
+// everything both ways, like a control plane host that vanished without
+// closing its connections.
+type blackhole struct {
+	*relay
+	frozen atomic.Bool
+}
+
+func newBlackhole(t *testing.T, backend string) *blackhole {
+	b := &blackhole{}
+	b.relay = newRelay(t, backend, func(r *relay, c, u net.Conn) {
+		r.Go(func() { b.pipe(c, u) })
+		r.Go(func() { b.pipe(u, c) })
 	})
 	return b
 }
 
 func (b *blackhole) pipe(dst, src net.Conn) {
-	defer b.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)

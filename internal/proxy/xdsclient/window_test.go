@@ -3,7 +3,6 @@ package xdsclient
 import (
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,57 +10,27 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// frameCounter relays one TCP connection to a backend and parses what
-// the client sends as HTTP/2 frames, counting its PINGs (not their ACKs)
-// and its SETTINGS.
+// frameCounter relays TCP connections to a backend and parses what the
+// client sends as HTTP/2 frames, counting its PINGs (not their ACKs) and
+// keeping its initial window setting.
 type frameCounter struct {
-	ln     net.Listener
+	*relay
 	pings  atomic.Int64
 	window atomic.Uint32 // the client's SETTINGS_INITIAL_WINDOW_SIZE
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  []io.Closer
 }
 
 func newFrameCounter(t *testing.T, backend string) *frameCounter {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &frameCounter{ln: ln}
-	f.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", backend)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			pr, pw := io.Pipe()
-			f.mu.Lock()
-			f.conns = append(f.conns, c, u, pr, pw)
-			f.mu.Unlock()
-			f.wg.Go(func() { _, _ = io.Copy(c, u); c.Close() })
-			f.wg.Go(func() {
-				_, _ = io.Copy(u, io.TeeReader(c, pw))
-				u.Close()
-				pw.Close()
-			})
-			f.wg.Go(func() { f.parse(pr) })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		f.mu.Lock()
-		for _, c := range f.conns {
-			c.Close()
-		}
-		f.mu.Unlock()
-		f.wg.Wait()
+	f := &frameCounter{}
+	f.relay = newRelay(t, backend, func(r *relay, c, u net.Conn) {
+		pr, pw := io.Pipe()
+		r.track(pr, pw)
+		r.Go(func() { _, _ = io.Copy(c, u); c.Close() })
+		r.Go(func() {
+			_, _ = io.Copy(u, io.TeeReader(c, pw))
+			u.Close()
+			pw.Close()
+		})
+		r.Go(func() { f.parse(pr) })
 	})
 	return f
 }

@@ -286,9 +286,9 @@ func TestUnreadableFileKeepsItsResources(t *testing.T) {
 // TestReadDirCache: a watch's reload takes from its cache only files stat
 // says are unchanged and that were old enough when read to be trusted,
 // and sees every change: an edit in place at the same size and with the
-// old modification time put back, a rename over the file (Kubernetes'
-// atomic writer), a link pointed elsewhere, a file rewritten within the
-// clock tick it was read in.
+// old modification time put back, a rename over the file, a link
+// pointed elsewhere, a ConfigMap volume's ..data swapped (Kubernetes'
+// atomic writer), a file rewritten within the clock tick it was read in.
 func TestReadDirCache(t *testing.T) {
 	dir := t.TempDir()
 	old := time.Now().Add(-time.Hour)
@@ -369,6 +369,37 @@ func TestReadDirCache(t *testing.T) {
 	write("fresh.yaml", "x: 6\n", time.Time{}) // likely within the tick of the last read
 	want["fresh.yaml"] = "x: 6\n"
 	check("fresh file rewritten", read(), want)
+
+	// A ConfigMap volume: cm.yaml -> ..data/cm.yaml, ..data -> a
+	// timestamped directory, swapped by renaming a new link over ..data.
+	version := func(name, content string) {
+		t.Helper()
+		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		write(filepath.Join(name, "cm.yaml"), content, old)
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(name, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..2026_12_06_01", "x: 7\n")
+	if err := os.Symlink(filepath.Join("..data", "cm.yaml"), filepath.Join(dir, "cm.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	want["cm.yaml"] = "x: 7\n"
+	check("ConfigMap volume", read(), want)
+	time.Sleep(300 * time.Millisecond) // older than the window: cached
+	check("ConfigMap volume again", read(), want)
+	if _, ok := cache.files[filepath.Join(dir, "cm.yaml")]; !ok {
+		t.Error("the ConfigMap's file is not in the cache: its swap checks nothing")
+	}
+	version("..2026_12_06_02", "x: 0\n")
+	want["cm.yaml"] = "x: 0\n"
+	check("ConfigMap volume swapped", read(), want)
 
 	if err := os.Remove(filepath.Join(dir, "a.yaml")); err != nil {
 		t.Fatal(err)

@@ -227,22 +227,28 @@ func (c *conn) finish(err error) {
 }
 
 // linger, after a connection error, lets the peer read the GOAWAY: it
-// closes the connection's sending side and reads what the peer still
-// sends, for at most lingerTime and 64 KiB, so that closing does not
-// reset the connection (which can discard the GOAWAY) when the peer's
-// data is left unread. The rest of a frame too large to read is usually
-// still on its way; with a second, h2spec once read a reset instead of
-// the GOAWAY on a loaded machine.
+// reads what the peer still sends, up to 64 KiB, so that closing does
+// not reset the connection (which can discard the GOAWAY) when the
+// peer's data is left unread — typically the rest of a frame too large
+// to read. Where the connection can close its sending side, it does, and
+// the peer's close ends the wait (at most lingerTime). A TLS connection
+// from gRPC's credentials cannot (its wrapper hides CloseWrite): the
+// peer, not told, may wait for the close itself, so the wait is short
+// (lingerOpen), enough for bytes already on their way.
 func (c *conn) linger() {
-	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
-		c.flushControl()
-		_ = cw.CloseWrite()
-		_ = c.nc.SetReadDeadline(time.Now().Add(lingerTime))
-		_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, 64<<10))
+	c.flushControl()
+	wait := lingerOpen
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		wait = lingerTime
 	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(wait))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, 64<<10))
 }
 
-const lingerTime = 3 * time.Second
+const (
+	lingerTime = time.Second
+	lingerOpen = 200 * time.Millisecond
+)
 
 // kill closes the connection from any goroutine; the reader then ends
 // it.
@@ -691,6 +697,13 @@ func (c *conn) goAway(code http2.ErrCode, debug string, closeIdle bool) {
 	if idle {
 		c.kill(errServerClosed)
 	}
+}
+
+// has reports whether st is one of the connection's streams still.
+func (c *conn) has(st *Stream) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.streams[st.id] == st
 }
 
 // dropStream forgets a stream; a connection going away closes when its

@@ -250,9 +250,13 @@ func (st *Stream) end(trailers, headers [][2]string) error {
 }
 
 // Reset ends the stream at once with RST_STREAM (a Send blocked on flow
-// control returns ErrStreamDone). Closed is not called for it.
+// control returns ErrStreamDone). Closed is not called for it. A stream
+// whose response has ended while the client's side has not
+// (half-closed, local: replyPlain between its last frame and forgetting
+// the stream) is reset too: the reader resets it for the client's
+// errors on it, which must be answered whatever the response's state.
 func (st *Stream) Reset(code http2.ErrCode) {
-	if !st.markDone() {
+	if !st.markDone() && !st.c.has(st) {
 		return
 	}
 	st.c.queueControl(appendRST(nil, st.id, code))

@@ -204,3 +204,40 @@ func TestMalformedRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestInitialWindowChangeAppliesToOpenStreams: a SETTINGS change of the
+// initial window moves the windows of streams already open by the
+// difference (RFC 9113 §6.9.2): an answer held by a window of 0 goes out
+// a byte at a time as the client raises it to 1, then the rest with a
+// WINDOW_UPDATE.
+func TestInitialWindowChangeAppliesToOpenStreams(t *testing.T) {
+	addr := serve(t, &Server{})
+	c := rawDial(t, addr)
+	if err := c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+		t.Fatal(err)
+	}
+	c.next(func(f http2.Frame) bool { s, ok := f.(*http2.SettingsFrame); return ok && s.IsAck() })
+	c.headers(1, true, ":method", "GET", ":path", "/a/b", ":scheme", "http")
+	c.next(func(f http2.Frame) bool { h, ok := f.(*http2.MetaHeadersFrame); return ok && h.StreamID == 1 })
+	if err := c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1}); err != nil {
+		t.Fatal(err)
+	}
+	d := c.next(func(f http2.Frame) bool { _, ok := f.(*http2.DataFrame); return ok }).(*http2.DataFrame)
+	if len(d.Data()) != 1 || d.StreamEnded() {
+		t.Fatalf("after a window of 1: DATA of %d bytes (end %v), want 1 byte", len(d.Data()), d.StreamEnded())
+	}
+	if err := c.fr.WriteWindowUpdate(1, 1<<16); err != nil {
+		t.Fatal(err)
+	}
+	body := []byte{d.Data()[0]}
+	for {
+		d := c.next(func(f http2.Frame) bool { _, ok := f.(*http2.DataFrame); return ok }).(*http2.DataFrame)
+		body = append(body, d.Data()...)
+		if d.StreamEnded() {
+			break
+		}
+	}
+	if !bytes.HasPrefix(body, []byte("gRPC requires")) {
+		t.Errorf("body %q", body)
+	}
+}

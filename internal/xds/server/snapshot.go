@@ -514,16 +514,9 @@ type lazyDigestKey struct {
 // this snapshot or the one it carries over from has not got.
 func (s *Server) setOfLazy(m *mesh.Snapshot, typeURL string, list []generate.Lazy) (*typeSet, error) {
 	so := m.Memo(lazySetKey{typeURL, &list[0], len(list)}, func() any {
-		ds := make([]*digests, len(list))
-		for i := range list {
-			it := &list[i]
-			d := m.MemoCarryRoutes(lazyDigestKey{typeURL, it.Key}, nil, func() any {
-				return resourceDigest(nil, typeURL, it.Build())
-			}).(*digests)
-			if d.err != nil {
-				return setOrErr{err: d.err}
-			}
-			ds[i] = d
+		ds, err := lazyDigests(m, typeURL, list)
+		if err != nil {
+			return setOrErr{err: err}
 		}
 		return setOrErr{set: s.setOfDigests(typeURL, ds)}
 	}).(setOrErr)
@@ -619,7 +612,8 @@ func partDigestsOf(m *mesh.Snapshot, lists [len(typeOrder)][]types.Resource) *pa
 
 // lazyDigests encodes list, keeping the encodings of the resources
 // with a Key under it, carried over as the generator carries the Key
-// (generate.Lazy): a route change to one service re-encodes its virtual
+// (generate.Lazy): an endpoint change re-encodes the load assignments
+// whose endpoints changed, a route change to one service its virtual
 // hosts, not the thousands beside them. A resource without a Key is
 // built and encoded again.
 func lazyDigests(m *mesh.Snapshot, typeURL string, list []generate.Lazy) ([]*digests, error) {
@@ -635,7 +629,7 @@ func lazyDigests(m *mesh.Snapshot, typeURL string, list []generate.Lazy) ([]*dig
 			}).(*digests)
 		}
 		if d.err != nil {
-			return nil, fmt.Errorf("%s: %w", typeURL, d.err)
+			return nil, d.err
 		}
 		ds[i] = d
 	}
@@ -664,7 +658,9 @@ func (s *Server) sidecarSnapshot(m *mesh.Snapshot, p *proxy) (*nodeSnapshot, []s
 		lists[listenerIdx], lists[routeIdx], vhosts = generate.BuildOutboundLazy(m, id)
 		o := partDigestsOf(m, lists)
 		if o.err == nil {
-			o.lists[vhostIdx], o.err = lazyDigests(m, resource.VirtualHostType, vhosts)
+			if o.lists[vhostIdx], o.err = lazyDigests(m, resource.VirtualHostType, vhosts); o.err != nil {
+				o.err = fmt.Errorf("%s: %w", resource.VirtualHostType, o.err)
+			}
 		}
 		return o
 	}).(*partDigests)

@@ -1,7 +1,12 @@
 package mesh
 
 import (
+	"fmt"
+	"reflect"
+	"slices"
 	"testing"
+
+	networking "istio.io/api/networking/v1alpha3"
 
 	"weft.dev/weft/internal/config"
 	"weft.dev/weft/internal/registry"
@@ -65,5 +70,77 @@ func TestCarryKeptWhileGenerating(t *testing.T) {
 	_ = BuildFrom(newest, cfg, reg, Options{}) // an echo, dropped: newest stays current
 	if got := newest.MemoCarry(key{2}, nil, build); got != b || built != 2 {
 		t.Errorf("building from the newest snapshot cut what it carries from (built %d times)", built)
+	}
+}
+
+// TestMemoDerive: over an endpoint change, a value is derived from the
+// one the snapshot carries over from, told exactly the service ports
+// whose endpoints changed (added, moved or gone); over a change of
+// VirtualServices it is built anew, as after ReleaseCarry; MemoDeriveRoutes
+// derives over both.
+func TestMemoDerive(t *testing.T) {
+	svcs := []*registry.Service{
+		{Hostname: "a.ns.svc.cluster.local", Namespace: "ns", Ports: []registry.Port{{Number: 80}, {Number: 81}}},
+		{Hostname: "b.ns.svc.cluster.local", Namespace: "ns", Ports: []registry.Port{{Number: 80}}},
+	}
+	ep := func(host string, port uint32, addr string) *registry.Endpoint {
+		return &registry.Endpoint{ServiceHostname: host, ServicePort: port, Address: addr, Port: 8080}
+	}
+	regOf := func(eps ...*registry.Endpoint) *registry.Snapshot { return registry.NewSnapshot(svcs, eps) }
+	cfg := &config.Snapshot{Version: 1}
+	type key struct{}
+	type derivedFrom struct {
+		prev    any
+		changed []string
+	}
+	ports := []struct {
+		host string
+		port uint32
+	}{{"a.ns.svc.cluster.local", 80}, {"a.ns.svc.cluster.local", 81}, {"b.ns.svc.cluster.local", 80}}
+	derive := func(prev any, changed func(string, uint32) bool) any {
+		d := &derivedFrom{prev: prev}
+		for _, p := range ports {
+			if changed(p.host, p.port) {
+				d.changed = append(d.changed, fmt.Sprintf("%s:%d", p.host, p.port))
+			}
+		}
+		return d
+	}
+	built := 0
+	build := func() any { built++; return &derivedFrom{} }
+
+	first := Build(cfg, regOf(ep("a.ns.svc.cluster.local", 80, "10.0.0.1"), ep("a.ns.svc.cluster.local", 81, "10.0.0.1")), Options{})
+	v1 := first.MemoDerive(key{}, derive, build)
+	// a:80 moves, a:81 goes, b:80 comes.
+	second := BuildFrom(first, cfg, regOf(ep("a.ns.svc.cluster.local", 80, "10.0.0.2"), ep("b.ns.svc.cluster.local", 80, "10.0.0.3")), Options{})
+	v2 := second.MemoDerive(key{}, derive, build).(*derivedFrom)
+	if v2.prev != v1 || built != 1 {
+		t.Fatalf("not derived from the value before (built %d times)", built)
+	}
+	if want := []string{"a.ns.svc.cluster.local:80", "a.ns.svc.cluster.local:81", "b.ns.svc.cluster.local:80"}; !slices.Equal(v2.changed, want) {
+		t.Errorf("changed %q, want %q", v2.changed, want)
+	}
+	if again := second.MemoDerive(key{}, derive, build); again != v2 {
+		t.Error("a second use in the same snapshot derived again")
+	}
+	same := BuildFrom(second, cfg, regOf(ep("a.ns.svc.cluster.local", 80, "10.0.0.2"), ep("b.ns.svc.cluster.local", 80, "10.0.0.3")), Options{})
+	if v := same.MemoDerive(key{}, derive, build).(*derivedFrom); v.prev != v2 || len(v.changed) != 0 {
+		t.Errorf("nothing changed, yet told %q changed", v.changed)
+	}
+
+	routes := &config.Snapshot{Version: 2, VirtualServices: []*config.VirtualService{{Meta: config.Meta{Name: "vs", Namespace: "ns"}, Spec: &networking.VirtualService{Hosts: []string{"a"}}}}}
+	routed := BuildFrom(same, routes, same.Registry, Options{})
+	if v := routed.MemoDerive(key{}, derive, build).(*derivedFrom); v.prev != nil || built != 2 {
+		t.Errorf("derived over a change of VirtualServices (built %d times)", built)
+	}
+	type setKey struct{}
+	base := routed.MemoDeriveRoutes(setKey{}, func(prev any) any { return prev }, func() any { return "built" })
+	next := BuildFrom(routed, &config.Snapshot{Version: 3}, routed.Registry, Options{})
+	if v := next.MemoDeriveRoutes(setKey{}, func(prev any) any { return []any{prev} }, func() any { return "built" }); !reflect.DeepEqual(v, []any{base}) {
+		t.Errorf("MemoDeriveRoutes over a change of VirtualServices gave %v", v)
+	}
+	next.ReleaseCarry()
+	if v := next.MemoDerive(key{}, derive, build).(*derivedFrom); v.prev != nil {
+		t.Error("derived after ReleaseCarry")
 	}
 }

@@ -209,6 +209,76 @@ func (s *Snapshot) memoCarry(need carryLevel, key any, keep func(prev any) bool,
 	return v
 }
 
+// MemoDerive is MemoCarry for a value that follows the endpoints in a
+// way that can be brought up to date rather than built again (a list
+// with an entry per service port, keyed by its endpoints' digest): on
+// first use in this snapshot, when only endpoints changed since the
+// snapshot it carries over from and that one has a value under key,
+// derive makes this snapshot's value from it, told which service ports'
+// endpoints changed (changed; the others' EndpointsDigest is the same
+// in both); else build runs. derive must not modify prev, nor keep a
+// reference to the snapshot prev was made in.
+func (s *Snapshot) MemoDerive(key any, derive func(prev any, changed func(host string, port uint32) bool) any, build func() any) any {
+	s.used.Store(true)
+	if v, ok := s.memo.Load(key); ok {
+		return v
+	}
+	if prev := s.carry.Load(); prev != nil && s.level >= carryEndpoints {
+		if v, ok := prev.memo.Load(key); ok {
+			changed := s.endpointsChangedSince(prev)
+			v, _ = s.memo.LoadOrStore(key, derive(v, func(host string, port uint32) bool {
+				_, ok := changed[hostPort{host, port}]
+				return ok
+			}))
+			return v
+		}
+	}
+	v, _ := s.memo.LoadOrStore(key, build())
+	return v
+}
+
+// MemoDeriveRoutes is MemoDerive for a value that does not read the
+// VirtualServices and is brought up to date by its own checks (a set of
+// encodings keyed by what they encode): derive is also given the value
+// of a snapshot that VirtualServices changed since.
+func (s *Snapshot) MemoDeriveRoutes(key any, derive func(prev any) any, build func() any) any {
+	s.used.Store(true)
+	if v, ok := s.memo.Load(key); ok {
+		return v
+	}
+	if prev := s.carry.Load(); prev != nil && s.level >= carryRoutes {
+		if v, ok := prev.memo.Load(key); ok {
+			v, _ = s.memo.LoadOrStore(key, derive(v))
+			return v
+		}
+	}
+	v, _ := s.memo.LoadOrStore(key, build())
+	return v
+}
+
+type endpointsChangedKey struct{}
+
+// endpointsChangedSince is the set of service ports whose endpoints
+// differ between s and prev, the snapshot s carries over from (there is
+// only ever that one), computed once per snapshot. The key holds no
+// pointer to prev: a memo that did would keep every snapshot before alive.
+func (s *Snapshot) endpointsChangedSince(prev *Snapshot) map[hostPort]struct{} {
+	return s.Memo(endpointsChangedKey{}, func() any {
+		changed := map[hostPort]struct{}{}
+		for k, d := range s.epDigests {
+			if prev.epDigests[k] != d {
+				changed[k] = struct{}{}
+			}
+		}
+		for k := range prev.epDigests {
+			if _, ok := s.epDigests[k]; !ok {
+				changed[k] = struct{}{}
+			}
+		}
+		return changed
+	}).(map[hostPort]struct{})
+}
+
 // ReleaseCarry lets go of the snapshot s carries values over from
 // (BuildFrom). A caller that has generated what every proxy is sent from
 // s calls it: the values of the snapshot before that s did not take

@@ -29,8 +29,8 @@ const (
 // sees (mesh.ScopeIndex) and per DestinationRule subset of the service.
 func outboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 	var out []types.Resource
-	eachOutboundCluster(s, id, func(_ string, k clusterKey, build func() *cluster.Cluster) {
-		out = append(out, sharedCluster(s, k, build))
+	eachOutboundCluster(s, id, func(_ string, k clusterKey, build func(*mesh.Snapshot) *cluster.Cluster) {
+		out = append(out, sharedCluster(s, k, func() *cluster.Cluster { return build(s) }))
 	})
 	return out
 }
@@ -39,18 +39,20 @@ func outboundClusters(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 // is what sharedCluster keys and checks the carried cluster by.
 func outboundClustersLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
 	var out []Lazy
-	eachOutboundCluster(s, id, func(name string, k clusterKey, build func() *cluster.Cluster) {
+	eachOutboundCluster(s, id, func(name string, k clusterKey, build func(*mesh.Snapshot) *cluster.Cluster) {
 		out = append(out, Lazy{Name: name, Key: lazyClusterKey{k, s.EndpointsDigest(k.host, k.port)},
-			Build: func() types.Resource { return build() }})
+			Build: func(s *mesh.Snapshot) types.Resource { return build(s) }})
 	})
 	return out
 }
 
 // eachOutboundCluster calls yield with the name, the sharing key and the
-// builder of every outbound cluster of id.
-func eachOutboundCluster(s *mesh.Snapshot, id contract.Identity, yield func(name string, k clusterKey, build func() *cluster.Cluster)) {
+// builder of every outbound cluster of id. A builder reads the snapshot
+// it is given, which may be a later one than s that only endpoints set
+// apart (Lazy.Build); what it keeps of s is the service and the subset.
+func eachOutboundCluster(s *mesh.Snapshot, id contract.Identity, yield func(name string, k clusterKey, build func(*mesh.Snapshot) *cluster.Cluster)) {
 	vis := scopeOf(s, id)
-	build := func(svc *registry.Service, p registry.Port, subset string) *cluster.Cluster {
+	build := func(s *mesh.Snapshot, svc *registry.Service, p registry.Port, subset string) *cluster.Cluster {
 		var c *cluster.Cluster
 		if svc.Resolution.ResolvedByDNS() {
 			c = dnsCluster(s, id, svc, p, subset)
@@ -67,10 +69,10 @@ func eachOutboundCluster(s *mesh.Snapshot, id contract.Identity, yield func(name
 				continue
 			}
 			yield(contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname), clusterKeyOf(s, id, svc, p, ""),
-				func() *cluster.Cluster { return build(svc, p, "") })
+				func(s *mesh.Snapshot) *cluster.Cluster { return build(s, svc, p, "") })
 			for _, sub := range s.Subsets.SubsetsOf(drView(s, id), svc.Hostname) {
 				yield(contract.ClusterName(contract.Outbound, p.Number, sub.GetName(), svc.Hostname), clusterKeyOf(s, id, svc, p, sub.GetName()),
-					func() *cluster.Cluster { return build(svc, p, sub.GetName()) })
+					func(s *mesh.Snapshot) *cluster.Cluster { return build(s, svc, p, sub.GetName()) })
 			}
 		}
 	}

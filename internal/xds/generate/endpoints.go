@@ -21,8 +21,8 @@ import (
 // clusters of services resolved by DNS carry their endpoints themselves.
 func outboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource {
 	var out []types.Resource
-	eachOutboundCLA(s, id, func(_ string, k claKey, build func() *endpoint.ClusterLoadAssignment) {
-		out = append(out, sharedCLA(s, k, build))
+	eachOutboundCLA(s, id, func(_ string, k claKey, build func(*mesh.Snapshot) *endpoint.ClusterLoadAssignment) {
+		out = append(out, sharedCLA(s, k, func() *endpoint.ClusterLoadAssignment { return build(s) }))
 	})
 	return out
 }
@@ -31,16 +31,18 @@ func outboundEndpoints(s *mesh.Snapshot, id contract.Identity) []types.Resource 
 // is what sharedCLA keys and checks the carried assignment by.
 func outboundEndpointsLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
 	var out []Lazy
-	eachOutboundCLA(s, id, func(name string, k claKey, build func() *endpoint.ClusterLoadAssignment) {
+	eachOutboundCLA(s, id, func(name string, k claKey, build func(*mesh.Snapshot) *endpoint.ClusterLoadAssignment) {
 		out = append(out, Lazy{Name: name, Key: lazyCLAKey{k, s.EndpointsDigest(k.host, k.port)},
-			Build: func() types.Resource { return build() }})
+			Build: func(s *mesh.Snapshot) types.Resource { return build(s) }})
 	})
 	return out
 }
 
 // eachOutboundCLA calls yield with the name, the sharing key and the
-// builder of every outbound ClusterLoadAssignment of id.
-func eachOutboundCLA(s *mesh.Snapshot, id contract.Identity, yield func(name string, k claKey, build func() *endpoint.ClusterLoadAssignment)) {
+// builder of every outbound ClusterLoadAssignment of id. A builder reads
+// the endpoints of the snapshot it is given, which may be a later one
+// than s (Lazy.Build).
+func eachOutboundCLA(s *mesh.Snapshot, id contract.Identity, yield func(name string, k claKey, build func(*mesh.Snapshot) *endpoint.ClusterLoadAssignment)) {
 	vis := scopeOf(s, id)
 	for _, svc := range s.Registry.Services() {
 		if svc.Resolution.ResolvedByDNS() {
@@ -50,17 +52,17 @@ func eachOutboundCLA(s *mesh.Snapshot, id contract.Identity, yield func(name str
 			if !vis.Port(svc, p.Number) {
 				continue
 			}
-			eps := s.Registry.Endpoints(svc.Hostname, p.Number)
 			name := contract.ClusterName(contract.Outbound, p.Number, "", svc.Hostname)
-			yield(name, claKeyOf(s, id, svc.Hostname, p.Number, ""), func() *endpoint.ClusterLoadAssignment {
+			yield(name, claKeyOf(s, id, svc.Hostname, p.Number, ""), func(s *mesh.Snapshot) *endpoint.ClusterLoadAssignment {
+				eps := s.Registry.Endpoints(svc.Hostname, p.Number)
 				return withLocalityLB(s, id, svc.Hostname, p.Number, "", eps,
 					loadAssignment(name, eps, mtlsCapable(s, drView(s, id), svc, p, "")))
 			})
 			for _, sub := range s.Subsets.SubsetsOf(drView(s, id), svc.Hostname) {
 				name := contract.ClusterName(contract.Outbound, p.Number, sub.GetName(), svc.Hostname)
-				yield(name, claKeyOf(s, id, svc.Hostname, p.Number, sub.GetName()), func() *endpoint.ClusterLoadAssignment {
+				yield(name, claKeyOf(s, id, svc.Hostname, p.Number, sub.GetName()), func(s *mesh.Snapshot) *endpoint.ClusterLoadAssignment {
 					var in []*registry.Endpoint
-					for _, ep := range eps {
+					for _, ep := range s.Registry.Endpoints(svc.Hostname, p.Number) {
 						if labelsInclude(ep.Labels, sub.GetLabels()) {
 							in = append(in, ep)
 						}

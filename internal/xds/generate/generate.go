@@ -50,6 +50,13 @@ type Parts struct {
 	// Shared: the same resources, sorted by name, none built yet. The
 	// list is shared like Shared.
 	Lazy []Lazy
+	// LazyKey names Lazy across mesh snapshots: the list under the same
+	// LazyKey in the snapshot this one carries over from is most likely
+	// the same but for a few entries (an endpoint change brings a list
+	// up to date rather than making it anew), so a server that kept what
+	// it made of that list need only redo the entries whose Keys
+	// differ. Comparable; nil when there is no Lazy.
+	LazyKey any
 }
 
 // Lazy is a shared resource that is built only on request. Two Lazies
@@ -60,10 +67,16 @@ type Parts struct {
 // builds only the clusters and assignments whose endpoints changed.
 // (Their Go values, kept for carrying over, were ~20 MB at 1,000
 // services.)
+//
+// Build builds the resource from the snapshot it is given: the one the
+// list was made in, or a later one that the list was brought up to date
+// for (a list carried over an endpoint change keeps the entries whose
+// endpoints did not change, and their builders). A builder keeps no
+// reference to the snapshot it was made in.
 type Lazy struct {
 	Name  string
 	Key   any
-	Build func() types.Resource
+	Build func(*mesh.Snapshot) types.Resource
 }
 
 // ByType returns the resources keyed by type URL, the form
@@ -102,14 +115,15 @@ func ForProxyParts(s *mesh.Snapshot, id contract.Identity) Resources {
 
 func forProxy(s *mesh.Snapshot, id contract.Identity, merged bool) Resources {
 	if !merged {
-		lazy := sharedOutboundClustersLazy(s, id)
+		ck, lazy := sharedOutboundClustersLazyKeyed(s, id)
 		own := buildOwn(s, id, Parts{Lazy: lazy})
+		ek, eps := sharedOutboundEndpointsLazyKeyed(s, id)
 		return Resources{
 			Listeners:     own.Listeners,
 			Routes:        own.Routes,
 			VirtualHosts:  own.VirtualHosts,
-			ClusterParts:  Parts{Lazy: lazy, Own: own.ClusterParts.Own},
-			EndpointParts: Parts{Lazy: sharedOutboundEndpointsLazy(s, id)},
+			ClusterParts:  Parts{Lazy: lazy, LazyKey: ck, Own: own.ClusterParts.Own},
+			EndpointParts: Parts{Lazy: eps, LazyKey: ek},
 		}
 	}
 	shared := sharedOutboundClusters(s, id)
@@ -133,9 +147,11 @@ func forProxy(s *mesh.Snapshot, id contract.Identity, merged bool) Resources {
 // them (BuildOutbound, BuildInbound) only when it has nothing kept for
 // the key.
 func SharedParts(s *mesh.Snapshot, id contract.Identity) Resources {
+	ck, cs := sharedOutboundClustersLazyKeyed(s, id)
+	ek, es := sharedOutboundEndpointsLazyKeyed(s, id)
 	return Resources{
-		ClusterParts:  Parts{Lazy: sharedOutboundClustersLazy(s, id)},
-		EndpointParts: Parts{Lazy: sharedOutboundEndpointsLazy(s, id)},
+		ClusterParts:  Parts{Lazy: cs, LazyKey: ck},
+		EndpointParts: Parts{Lazy: es, LazyKey: ek},
 	}
 }
 
@@ -217,7 +233,7 @@ func ownEndpoints(s *mesh.Snapshot, id contract.Identity) uint64 {
 func BuildOutbound(s *mesh.Snapshot, id contract.Identity) (listeners, routes, vhosts []types.Resource) {
 	listeners, routes, lazy := BuildOutboundLazy(s, id)
 	for _, l := range lazy {
-		vhosts = append(vhosts, l.Build())
+		vhosts = append(vhosts, l.Build(s))
 	}
 	return listeners, routes, vhosts
 }

@@ -152,7 +152,7 @@ func TestForProxyPartsMatchesForProxy(t *testing.T) {
 		}{{"clusters", full.Clusters, parts.ClusterParts}, {"endpoints", full.Endpoints, parts.EndpointParts}} {
 			shared := slices.Clone(c.p.Shared)
 			for _, l := range c.p.Lazy {
-				r := l.Build()
+				r := l.Build(s)
 				if cache.GetResourceName(r) != l.Name {
 					t.Errorf("%s %s: lazy %q built %q", tc.name, c.typ, l.Name, cache.GetResourceName(r))
 				}

@@ -1,6 +1,7 @@
 package generate
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -129,11 +130,24 @@ type clusterLazyListKey struct{ clusterListKey }
 // sharedOutboundClustersLazy is sharedOutboundClusters as Lazy
 // resources: none of them is built here.
 func sharedOutboundClustersLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
+	_, cs := sharedOutboundClustersLazyKeyed(s, id)
+	return cs
+}
+
+// sharedOutboundClustersLazyKeyed is sharedOutboundClustersLazy with the
+// list's key (Parts.LazyKey). After an endpoint change the list is the
+// one before with the Keys of the clusters whose endpoints changed
+// brought up to date (rekeyLazy), not made anew: at 1,000 services, 3,000
+// entries cost ~5 ms a change to list, sort and key.
+func sharedOutboundClustersLazyKeyed(s *mesh.Snapshot, id contract.Identity) (any, []Lazy) {
 	k := clusterListKey{mtls: id.MTLS, gateway: gatewayClusters(s, id), vis: scopeOf(s, id), view: drView(s, id).Key}
 	if hasDNSServices(s) {
 		k.dns = dnsLookupFamily(id.IPs).String() + "\x00" + id.Locality
 	}
-	return s.Memo(clusterLazyListKey{k}, func() any {
+	key := clusterLazyListKey{k}
+	return key, s.MemoDerive(key, func(prev any, changed func(string, uint32) bool) any {
+		return rekeyLazy(s, prev.([]Lazy), changed)
+	}, func() any {
 		cs := outboundClustersLazy(s, id)
 		slices.SortStableFunc(cs, func(a, b Lazy) int { return strings.Compare(a.Name, b.Name) })
 		return cs
@@ -145,15 +159,65 @@ type claLazyListKey struct{ claListKey }
 // sharedOutboundEndpointsLazy is sharedOutboundEndpoints as Lazy
 // resources: none of them is built here.
 func sharedOutboundEndpointsLazy(s *mesh.Snapshot, id contract.Identity) []Lazy {
+	_, es := sharedOutboundEndpointsLazyKeyed(s, id)
+	return es
+}
+
+// sharedOutboundEndpointsLazyKeyed is sharedOutboundEndpointsLazy with
+// the list's key, brought up to date over an endpoint change as
+// sharedOutboundClustersLazyKeyed's.
+func sharedOutboundEndpointsLazyKeyed(s *mesh.Snapshot, id contract.Identity) (any, []Lazy) {
 	k := claListKey{vis: scopeOf(s, id), locality: id.Locality, view: drView(s, id).Key}
 	if id.Locality != "" && usesFailoverPriority(s) {
 		k.labels = labelsKey(id.Labels)
 	}
-	return s.Memo(claLazyListKey{k}, func() any {
+	key := claLazyListKey{k}
+	return key, s.MemoDerive(key, func(prev any, changed func(string, uint32) bool) any {
+		return rekeyLazy(s, prev.([]Lazy), changed)
+	}, func() any {
 		es := outboundEndpointsLazy(s, id)
 		slices.SortStableFunc(es, func(a, b Lazy) int { return strings.Compare(a.Name, b.Name) })
 		return es
 	}).([]Lazy)
+}
+
+// rekeyLazy brings a list of outbound clusters or load assignments made
+// in an earlier snapshot up to date for s, which differs from it in
+// endpoints only: the same entries (the services, their ports, scopes
+// and subsets are the same), each keyed by its sharing key and the
+// digest of its service port's endpoints (lazyClusterKey, lazyCLAKey),
+// the digest taken anew where changed says the endpoints changed. The
+// builders read the snapshot they are given, so they are kept. prev is
+// returned as it is when nothing in it changed.
+func rekeyLazy(s *mesh.Snapshot, prev []Lazy, changed func(host string, port uint32) bool) []Lazy {
+	var out []Lazy
+	for i, l := range prev {
+		var key any
+		switch k := l.Key.(type) {
+		case lazyClusterKey:
+			if !changed(k.host, k.port) {
+				continue
+			}
+			k.eps = s.EndpointsDigest(k.host, k.port)
+			key = k
+		case lazyCLAKey:
+			if !changed(k.host, k.port) {
+				continue
+			}
+			k.eps = s.EndpointsDigest(k.host, k.port)
+			key = k
+		default:
+			panic(fmt.Sprintf("generate: rekeyLazy: %s has a key of type %T", l.Name, l.Key))
+		}
+		if out == nil {
+			out = slices.Clone(prev)
+		}
+		out[i].Key = key
+	}
+	if out == nil {
+		return prev
+	}
+	return out
 }
 
 // hasDNSServices reports whether some service of s is resolved by DNS.

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -158,7 +159,9 @@ spec:
 			type outKey struct{ k any }
 			type inKey struct{ k any }
 			type vhostKept struct{ k any }
-			keyed, carried := 0, 0
+			type lazyKept struct{ k any }
+			keyed, carried, derived := 0, 0, 0
+			lazyBefore := map[string][]Lazy{}
 			var prev *mesh.Snapshot
 			for _, step := range []struct {
 				name string
@@ -217,13 +220,13 @@ spec:
 							t.Fatalf("%s: proxy %s: %d lazy virtual hosts, %d from scratch", step.name, id.ID, len(lazy), len(want.VirtualHosts))
 						}
 						for i, l := range lazy {
-							got := l.Build
+							got := func() types.Resource { return l.Build(cur) }
 							if l.Key != nil {
 								keyed++
 								built := false
 								kept := cur.MemoCarryRoutes(vhostKept{l.Key}, nil, func() any {
 									built = true
-									return l.Build()
+									return l.Build(cur)
 								}).(types.Resource)
 								got = func() types.Resource { return kept }
 								if !built && strings.Contains(step.name, "VirtualService") {
@@ -234,6 +237,35 @@ spec:
 								t.Errorf("%s: proxy %s: virtual host %s kept by its Key differs from scratch", step.name, id.ID, l.Name)
 							}
 						}
+					}
+					// The shared clusters and load assignments, brought
+					// up to date over endpoint changes (MemoDerive) and
+					// kept by their Keys as the server keeps their
+					// encodings, are what a snapshot from scratch gives.
+					gotParts, wantParts := SharedParts(cur, id), SharedParts(scratch, id)
+					for _, c := range []struct {
+						typ       string
+						got, want Parts
+					}{{"shared clusters", gotParts.ClusterParts, wantParts.ClusterParts}, {"shared load assignments", gotParts.EndpointParts, wantParts.EndpointParts}} {
+						if len(c.got.Lazy) != len(c.want.Lazy) {
+							t.Fatalf("%s: proxy %s: %d %s, %d from scratch", step.name, id.ID, len(c.got.Lazy), c.typ, len(c.want.Lazy))
+						}
+						before := lazyBefore[id.ID+c.typ]
+						for i, l := range c.got.Lazy {
+							w := c.want.Lazy[i]
+							if l.Name != w.Name || l.Key != w.Key {
+								t.Errorf("%s: proxy %s: %s %d is %s %v, from scratch %s %v", step.name, id.ID, c.typ, i, l.Name, l.Key, w.Name, w.Key)
+								continue
+							}
+							kept := cur.MemoCarryRoutes(lazyKept{l.Key}, nil, func() any { return l.Build(cur) }).(types.Resource)
+							if !bytes.Equal(encode(t, []types.Resource{kept}), encode(t, []types.Resource{w.Build(scratch)})) {
+								t.Errorf("%s: proxy %s: %s %s kept by its Key differs from scratch", step.name, id.ID, c.typ, l.Name)
+							}
+							if i < len(before) && sameFunc(before[i].Build, l.Build) && strings.Contains(step.name, "endpoint") {
+								derived++ // the builder of the list before: brought up to date, not made anew
+							}
+						}
+						lazyBefore[id.ID+c.typ] = c.got.Lazy
 					}
 					listeners := append(slices.Clone(out.listeners), in.listeners...)
 					sortByName(listeners)
@@ -251,6 +283,16 @@ spec:
 			if keyed == 0 || carried == 0 {
 				t.Errorf("%d virtual hosts with a Key, %d carried over a route change: the test checks nothing", keyed, carried)
 			}
+			if derived == 0 {
+				t.Error("no shared list was brought up to date over an endpoint change: the test checks nothing")
+			}
 		})
 	}
+}
+
+// sameFunc reports whether a and b are the same func value (the same
+// closure), which Go's == does not tell: a func value is a pointer to
+// its closure.
+func sameFunc[F any](a, b F) bool {
+	return *(*unsafe.Pointer)(unsafe.Pointer(&a)) == *(*unsafe.Pointer)(unsafe.Pointer(&b))
 }

@@ -49,7 +49,7 @@ func splitVirtualHosts(s *mesh.Snapshot, id contract.Identity, routes []types.Re
 			vhosts = append(vhosts, Lazy{
 				Name: name,
 				Key:  outboundVHostKey(s, id, rc.GetName(), vh),
-				Build: func() types.Resource {
+				Build: func(*mesh.Snapshot) types.Resource {
 					named := &route.VirtualHost{}
 					shallowCopy(named, vh, "")
 					named.Name = name

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"runtime"
 	"slices"
 	"strings"
@@ -285,58 +286,71 @@ func TestInternedEncodings(t *testing.T) {
 // TestLazySharedCarriedOver: the shared clusters and load assignments
 // are built and encoded once; in the next snapshot, after an endpoint
 // change, only the changed service's are built again, and each shared
-// set equals the one made of the generator's built lists.
+// set equals the one made of the generator's built lists — whether the
+// encodings are found by Key (a list without a LazyKey) or taken by
+// position from the set made of the list under its LazyKey before.
 func TestLazySharedCarriedOver(t *testing.T) {
-	s, m, build := pushFixture(t, 6, 12)
-	ctx := context.Background()
-	s.push(ctx, time.Now())
-	var p *proxy
-	for _, q := range s.proxies {
-		p = q
-		break
-	}
-	if _, err := m.ChangeEndpoint(3, 0, nil); err != nil {
-		t.Fatal(err)
-	}
-	next := build()
-	changed := m.Host(3)
-	parts, full := generate.SharedParts(next, p.id), generate.ForProxy(next, p.id)
-	for _, c := range []struct {
-		typ         string
-		lazy        []generate.Lazy
-		fromScratch []types.Resource
-	}{
-		{resource.ClusterType, parts.ClusterParts.Lazy, full.ClusterParts.Shared},
-		{resource.EndpointType, parts.EndpointParts.Lazy, full.EndpointParts.Shared},
-	} {
-		lazy := slices.Clone(c.lazy)
-		if len(lazy) == 0 {
-			t.Fatalf("%s: SharedParts gave no lazy resources", c.typ)
-		}
-		var built []string
-		for i := range lazy {
-			l := lazy[i]
-			lazy[i].Build = func() types.Resource { built = append(built, l.Name); return l.Build() }
-		}
-		set, err := s.setOfLazy(next, c.typ, lazy)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(built) == 0 {
-			t.Errorf("%s: nothing of %s was built anew", c.typ, changed)
-		}
-		for _, n := range built {
-			if !strings.HasSuffix(n, "|"+changed) {
-				t.Errorf("%s: %s was built again, but its endpoints did not change (built: %q)", c.typ, n, built)
+	for _, byListKey := range []bool{false, true} {
+		t.Run(fmt.Sprintf("byListKey=%v", byListKey), func(t *testing.T) {
+			s, m, build := pushFixture(t, 6, 12)
+			ctx := context.Background()
+			s.push(ctx, time.Now())
+			var p *proxy
+			for _, q := range s.proxies {
+				p = q
+				break
 			}
-		}
-		want, err := s.setOf(next, c.typ, c.fromScratch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if set.version != want.version {
-			t.Errorf("%s: lazy set version %s, from built values %s", c.typ, set.version, want.version)
-		}
+			if _, err := m.ChangeEndpoint(3, 0, nil); err != nil {
+				t.Fatal(err)
+			}
+			next := build()
+			changed := m.Host(3)
+			parts, full := generate.SharedParts(next, p.id), generate.ForProxy(next, p.id)
+			for _, c := range []struct {
+				typ         string
+				parts       generate.Parts
+				fromScratch []types.Resource
+			}{
+				{resource.ClusterType, parts.ClusterParts, full.ClusterParts.Shared},
+				{resource.EndpointType, parts.EndpointParts, full.EndpointParts.Shared},
+			} {
+				lazy := slices.Clone(c.parts.Lazy)
+				if len(lazy) == 0 {
+					t.Fatalf("%s: SharedParts gave no lazy resources", c.typ)
+				}
+				if c.parts.LazyKey == nil {
+					t.Fatalf("%s: SharedParts gave no LazyKey", c.typ)
+				}
+				var built []string
+				for i := range lazy {
+					l := lazy[i]
+					lazy[i].Build = func(m *mesh.Snapshot) types.Resource { built = append(built, l.Name); return l.Build(m) }
+				}
+				var listKey any
+				if byListKey {
+					listKey = c.parts.LazyKey
+				}
+				set, err := s.setOfLazy(next, c.typ, lazy, listKey)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(built) == 0 {
+					t.Errorf("%s: nothing of %s was built anew", c.typ, changed)
+				}
+				for _, n := range built {
+					if !strings.HasSuffix(n, "|"+changed) {
+						t.Errorf("%s: %s was built again, but its endpoints did not change (built: %q)", c.typ, n, built)
+					}
+				}
+				want, err := s.setOf(next, c.typ, c.fromScratch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if set.version != want.version {
+					t.Errorf("%s: lazy set version %s, from built values %s", c.typ, set.version, want.version)
+				}
+			}
+		})
 	}
 }
 

@@ -174,6 +174,9 @@ type ControlPlane struct {
 	inject     *webhook.Server   // nil without Options.Injection
 	regMemo    registryMemo      // the last registries built (buildRegistry)
 	staticMemo staticMemo        // the last static registry built (buildRegistry)
+	// portsOf is knownHosts' port list of each service it last saw; only
+	// runConfig's goroutine uses it.
+	portsOf map[*registry.Service]string
 
 	// publishMu serializes building and pushing mesh snapshots: config
 	// changes (apply) and JWT key changes (keysChanged) both do.

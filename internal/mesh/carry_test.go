@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"testing"
@@ -142,5 +143,43 @@ func TestMemoDerive(t *testing.T) {
 	next.ReleaseCarry()
 	if v := next.MemoDerive(key{}, derive, build).(*derivedFrom); v.prev != nil {
 		t.Error("derived after ReleaseCarry")
+	}
+}
+
+// TestEndpointDigestsKept: digests taken over from the snapshot before
+// for the services whose endpoints are the same values are those of a
+// snapshot built from scratch, and a service whose endpoints changed,
+// even to equal values at other addresses in memory, is hashed anew.
+func TestEndpointDigestsKept(t *testing.T) {
+	svcs := []*registry.Service{
+		{Hostname: "a.ns.svc.cluster.local", Namespace: "ns", Ports: []registry.Port{{Number: 80}, {Number: 81}}},
+		{Hostname: "b.ns.svc.cluster.local", Namespace: "ns", Ports: []registry.Port{{Number: 80}}},
+		{Hostname: "c.ns.svc.cluster.local", Namespace: "ns", Ports: []registry.Port{{Number: 80}}},
+	}
+	a80 := &registry.Endpoint{ServiceHostname: "a.ns.svc.cluster.local", ServicePort: 80, Address: "10.0.0.1", Port: 80}
+	a81 := &registry.Endpoint{ServiceHostname: "a.ns.svc.cluster.local", ServicePort: 81, Address: "10.0.0.1", Port: 81}
+	b := &registry.Endpoint{ServiceHostname: "b.ns.svc.cluster.local", ServicePort: 80, Address: "10.0.0.2", Port: 80}
+	c := &registry.Endpoint{ServiceHostname: "c.ns.svc.cluster.local", ServicePort: 80, Address: "10.0.0.3", Port: 80, Labels: map[string]string{"v": "1"}}
+	cfg := &config.Snapshot{Version: 1}
+	first := Build(cfg, registry.NewSnapshot(svcs, []*registry.Endpoint{a80, a81, b, c}), Options{})
+
+	b2 := *b
+	b2.Address = "10.0.0.9"
+	c2 := *c // equal content, another value
+	for _, eps := range [][]*registry.Endpoint{
+		{a80, a81, b, c},   // nothing changed
+		{a80, a81, &b2, c}, // b moved
+		{a80, b, &c2},      // a:81 gone, c the same but another value
+		{a80, a81, c},      // b gone
+	} {
+		reg := registry.NewSnapshot(svcs, eps)
+		got := BuildFrom(first, cfg, reg, Options{})
+		want := Build(cfg, reg, Options{})
+		if !maps.Equal(got.epDigests, want.epDigests) {
+			t.Errorf("endpoints %v: digests kept from the snapshot before %v, from scratch %v", eps, got.epDigests, want.epDigests)
+		}
+		if got.Version != want.Version {
+			t.Errorf("endpoints %v: version %s, from scratch %s", eps, got.Version, want.Version)
+		}
 	}
 }

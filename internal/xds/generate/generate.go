@@ -299,7 +299,7 @@ func ForgetOutbound(s *mesh.Snapshot) {
 func InboundKey(s *mesh.Snapshot, id contract.Identity, identityKey string) any {
 	eps := sync.OnceValue(func() uint64 { return ownEndpoints(s, id) })
 	collectors := sync.OnceValue(func() string {
-		return collectorsNeeded(s, id, Parts{Lazy: sharedOutboundClustersLazy(s, id)})
+		return collectorsNeeded(s, id, func() Parts { return Parts{Lazy: sharedOutboundClustersLazy(s, id)} })
 	})
 	return s.MemoCarryRoutes(proxyKey{identityKey}, func(prev any) bool {
 		p := prev.(*proxyOwn)

@@ -140,14 +140,19 @@ func clientTracingKey(s *mesh.Snapshot, id contract.Identity) string {
 // collectorsNeeded names the clusters of the tracing collectors the
 // workload id needs of its own (withCollectorClusters): a side's provider
 // that is not a service of the mesh the proxy is sent (its outbound
-// clusters, built or Lazy), whose cluster would serve. "" when it needs
-// none.
-func collectorsNeeded(s *mesh.Snapshot, id contract.Identity, shared Parts) string {
+// clusters, built or Lazy, which sharedOf gives when a side traces at
+// all), whose cluster would serve. "" when it needs none.
+func collectorsNeeded(s *mesh.Snapshot, id contract.Identity, sharedOf func() Parts) string {
 	var need string
+	var shared *Parts
 	for i := range 2 {
 		t := s.TracingFor(id.Namespace, id.Labels, i == 1)
 		if t == nil {
 			continue
+		}
+		if shared == nil {
+			p := sharedOf()
+			shared = &p
 		}
 		c := contract.ClusterName(contract.Outbound, t.Provider.Port, "", t.Provider.Service)
 		if hasCluster(shared.Shared, c) || hasLazy(shared.Lazy, c) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"maps"
 	"testing"
 	"time"
 
@@ -53,6 +54,7 @@ func TestFlightBudget(t *testing.T) {
 	b.drop(a)
 	b.drop(c)
 	b.drop(d)
+	checkPerStream(t, b)
 	if b.used != 0 || len(b.held) != 0 {
 		t.Fatalf("after both streams closed: used %d, held %v", b.used, b.held)
 	}
@@ -186,11 +188,13 @@ func TestFlightBudgetLooksForExpiredOnlyWhenDue(t *testing.T) {
 
 	// Before anything can have expired a full room is only refused.
 	b.reclaimLocked(first)
+	checkPerStream(t, b)
 	if len(b.held) != 2 || b.used != 90 {
 		t.Fatalf("reclaimed before any expiry: held %d, used %d", len(b.held), b.used)
 	}
 	// Past the first expiry, that one goes and the next is noted.
 	b.reclaimLocked(first.Add(time.Nanosecond))
+	checkPerStream(t, b)
 	if _, ok := b.held[flightKey{early, resource.ClusterType}]; ok || b.used != 30 {
 		t.Fatalf("the expired response is still held: used %d", b.used)
 	}
@@ -217,3 +221,16 @@ func (b *flightBudget) expireForTest() {
 // wokenForTest reports whether st was woken since the last call (a
 // stream outside runStream starts no push goroutine).
 func (st *adsStream) wokenForTest() bool { return st.takeWake(false) }
+
+// checkPerStream fails unless the budget's count of each stream's
+// responses in flight is what its held map says.
+func checkPerStream(t *testing.T, b *flightBudget) {
+	t.Helper()
+	want := map[*adsStream]int{}
+	for k := range b.held {
+		want[k.st]++
+	}
+	if !maps.Equal(want, b.perStream) {
+		t.Fatalf("per-stream counts %v, held says %v", b.perStream, want)
+	}
+}

@@ -146,7 +146,7 @@ func TestMemoDerive(t *testing.T) {
 	}
 }
 
-// TestEndpointDigestsKept: digests taken over from the snapshot before
+// TestEndpointDigestsKept: endpoint and service digests taken over from the snapshot before
 // for the services whose endpoints are the same values are those of a
 // snapshot built from scratch, and a service whose endpoints changed,
 // even to equal values at other addresses in memory, is hashed anew.
@@ -181,5 +181,24 @@ func TestEndpointDigestsKept(t *testing.T) {
 		if got.Version != want.Version {
 			t.Errorf("endpoints %v: version %s, from scratch %s", eps, got.Version, want.Version)
 		}
+	}
+
+	// Service digests are taken over for the same service values only.
+	b2svc := *svcs[1]
+	b2svc.Ports = []registry.Port{{Number: 80}, {Number: 82}}
+	for _, ss := range [][]*registry.Service{
+		svcs,                       // the same values
+		{svcs[0], &b2svc, svcs[2]}, // b changed
+		{svcs[0], svcs[2]},         // b gone
+		{svcs[0], svcs[1], svcs[2], {Hostname: "d.ns.svc.cluster.local", Namespace: "ns"}}, // d new
+	} {
+		reg := registry.NewSnapshot(ss, []*registry.Endpoint{a80, a81, b, c})
+		got, want := BuildFrom(first, cfg, reg, Options{}), Build(cfg, reg, Options{})
+		if got.servicesHash != want.servicesHash || got.Version != want.Version {
+			t.Errorf("%d services: hash %s (version %s) kept from the snapshot before, %s (%s) from scratch", len(ss), got.servicesHash, got.Version, want.servicesHash, want.Version)
+		}
+	}
+	if other := Build(cfg, registry.NewSnapshot([]*registry.Service{svcs[0], &b2svc, svcs[2]}, nil), Options{}); other.servicesHash == first.servicesHash {
+		t.Error("a changed service left the services' hash as it was")
 	}
 }

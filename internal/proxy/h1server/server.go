@@ -35,6 +35,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"weft.dev/weft/internal/proxy/reqctx"
 )
 
 // DefaultMaxHeaderBytes is net/http's default limit of a request head.
@@ -110,6 +112,8 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, o ConnOptions) error
 	defer s.untrack(cn)
 	cn.ctx, cn.cancel = context.WithCancel(ctx)
 	defer cn.cancel()
+	stop := context.AfterFunc(cn.ctx, cn.connDone)
+	defer stop()
 	cn.serve()
 	return nil
 }
@@ -234,8 +238,8 @@ type conn struct {
 	bodyDone  bool // its body has been read to its end (or it has none)
 	bgRunning bool
 	bgDone    chan struct{}
-	reqCancel context.CancelFunc
-	gone      bool // the background read saw the client go
+	req       *reqctx.Context // the context of the request being served
+	gone      bool            // the background read saw the client go
 }
 
 var (
@@ -268,8 +272,8 @@ func (c *conn) write(p []byte) (int, error) {
 	if err != nil {
 		c.mu.Lock()
 		c.gone = true
-		if c.reqCancel != nil {
-			c.reqCancel()
+		if c.req != nil {
+			c.req.Cancel()
 		}
 		c.mu.Unlock()
 	}
@@ -436,8 +440,10 @@ func (c *replayConn) CloseWrite() error {
 // says the connection may serve another request; hijacked that the
 // handler took the connection over.
 func (c *conn) serveRequest(req *http.Request) (keep, hijacked bool) {
-	ctx, cancel := context.WithCancel(c.ctx)
-	req = req.WithContext(ctx) // the one Request allocated: req is the connection's template
+	// One allocation for the context (see reqctx) and one for the
+	// Request: req is the connection's template.
+	ctx := reqctx.New(c.ctx) // its values; connDone passes its cancellation on
+	req = req.WithContext(ctx)
 	w := &c.w
 	w.reset(req)
 	b, _ := req.Body.(*body)
@@ -448,18 +454,21 @@ func (c *conn) serveRequest(req *http.Request) (keep, hijacked bool) {
 	c.mu.Lock()
 	c.serving, c.slow, c.gone = true, false, false
 	c.bodyDone = b == nil
-	c.reqCancel = cancel
+	c.req = ctx
 	if c.timer == nil {
 		c.timer = time.AfterFunc(watchDelay, c.onSlow)
 	} else {
 		c.timer.Reset(watchDelay)
 	}
 	c.mu.Unlock()
+	if c.ctx.Err() != nil { // ended before connDone could see this request
+		ctx.CancelWith(context.Cause(c.ctx))
+	}
 
 	panicked := c.runHandler(w, req)
 
 	c.endWatch()
-	cancel()
+	ctx.Cancel()
 	if w.hijacked {
 		return false, true
 	}
@@ -538,6 +547,18 @@ func (c *conn) onSlow() {
 	}
 }
 
+// connDone cancels the request being served when the connection's
+// context ends (the server's base context was cancelled): a request's
+// context follows the connection's through this one watch per
+// connection, not one per request.
+func (c *conn) connDone() {
+	c.mu.Lock()
+	if c.req != nil {
+		c.req.CancelWith(context.Cause(c.ctx))
+	}
+	c.mu.Unlock()
+}
+
 // bodyEOF is called by the body reader when the body is read to its end.
 func (c *conn) bodyEOF() {
 	c.mu.Lock()
@@ -570,8 +591,8 @@ func (c *conn) backgroundRead(done chan struct{}) {
 	if _, err := c.br.Peek(1); err != nil && !c.bgAbort.Load() {
 		c.mu.Lock()
 		c.gone = true
-		if c.reqCancel != nil {
-			c.reqCancel()
+		if c.req != nil {
+			c.req.Cancel()
 		}
 		c.mu.Unlock()
 	}
@@ -582,7 +603,7 @@ func (c *conn) backgroundRead(done chan struct{}) {
 func (c *conn) endWatch() {
 	c.mu.Lock()
 	c.serving = false
-	c.reqCancel = nil
+	c.req = nil
 	running, done := c.bgRunning, c.bgDone
 	c.bgRunning, c.bgDone = false, nil
 	c.mu.Unlock()

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"weft.dev/weft/internal/proxy/reqctx"
 )
 
 // The synchronous HTTP/1.1 upstream path.
@@ -275,9 +277,9 @@ var errRetry = errors.New("stale pooled connection")
 // failed (the request was not delivered whole), or, for an idempotent
 // request, the connection was closed or reset before any response byte.
 func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, body []byte, reused, idempotent bool) (*http.Response, error) {
-	stop := context.AfterFunc(ctx, pc.interrupt)
+	stop := reqctx.AfterFunc(ctx, pc.interrupt) // no allocation for an HTTP/1.1 server request
 	fail := func(err error, retry bool) (*http.Response, error) {
-		stop()
+		stop.Stop()
 		pc.nc.Close()
 		if retry && reused && ctx.Err() == nil {
 			return nil, errRetry
@@ -340,7 +342,7 @@ type h1Body struct {
 	rc        io.ReadCloser
 	e         *Conns
 	pc        *h1Conn // nil once released
-	stop      func() bool
+	stop      reqctx.Stop
 	keepAlive bool
 	wrote     <-chan error // the request write's result when it had a body (h1_body.go); else nil
 }
@@ -355,7 +357,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		b.pc = nil
 		// Reuse only if the cancellation hook never ran (so no deadline is
 		// set) and nothing unsolicited follows the response.
-		if b.stop() && b.keepAlive && pc.br.Buffered() == 0 && (b.wrote == nil || writeDone(b.wrote)) {
+		if b.stop.Stop() && b.keepAlive && pc.br.Buffered() == 0 && (b.wrote == nil || writeDone(b.wrote)) {
 			b.e.put(pc)
 		} else {
 			pc.nc.Close()
@@ -367,7 +369,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 func (b *h1Body) Close() error {
 	if pc := b.pc; pc != nil {
 		b.pc = nil
-		b.stop()
+		b.stop.Stop()
 		pc.nc.Close()
 	}
 	return nil

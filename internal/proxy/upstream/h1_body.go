@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"weft.dev/weft/internal/proxy/reqctx"
 )
 
 // Requests whose body is already in memory.
@@ -113,7 +115,7 @@ func (e *Conns) roundTripBody(ctx context.Context, req *http.Request) (*http.Res
 			return nil, err
 		}
 	}
-	stop := context.AfterFunc(ctx, pc.interrupt)
+	stop := reqctx.AfterFunc(ctx, pc.interrupt) // no allocation for an HTTP/1.1 server request
 	wrote := make(chan error, 1)
 	go func() {
 		err := req.Write(pc.bw) // closes req.Body
@@ -129,7 +131,7 @@ func (e *Conns) roundTripBody(ctx context.Context, req *http.Request) (*http.Res
 		wrote <- err
 	}()
 	fail := func(err error) (*http.Response, error) {
-		stop()
+		stop.Stop()
 		pc.nc.Close() // ends a write still in progress
 		return nil, err
 	}

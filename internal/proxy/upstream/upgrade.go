@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+
+	"weft.dev/weft/internal/proxy/reqctx"
 )
 
 // Upgrade sends out, the upstream copy of an HTTP/1.1 Upgrade request
@@ -34,9 +36,9 @@ func (p *Pool) Upgrade(ctx context.Context, conns *Conns, out *http.Request) (*h
 	if err != nil {
 		return nil, nil, err
 	}
-	stop := context.AfterFunc(ctx, pc.interrupt)
+	stop := reqctx.AfterFunc(ctx, pc.interrupt) // no allocation for an HTTP/1.1 server request
 	fail := func(err error) (*http.Response, *Stream, error) {
-		stop()
+		stop.Stop()
 		pc.nc.Close()
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, nil, cerr
@@ -61,7 +63,7 @@ func (p *Pool) Upgrade(ctx context.Context, conns *Conns, out *http.Request) (*h
 			return fail(fmt.Errorf("upstream sent too many %d responses", resp.StatusCode))
 		}
 	}
-	if !stop() {
+	if !stop.Stop() {
 		// ctx ended as the head arrived: the deadline the hook set
 		// would break the connection.
 		return fail(ctx.Err())

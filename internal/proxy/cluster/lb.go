@@ -110,6 +110,9 @@ func (e *Endpoint) BeginRequest() { e.active.Add(1) }
 // EndRequest ends an attempt counted by BeginRequest.
 func (e *Endpoint) EndRequest() { e.active.Add(-1) }
 
+// InFlight is the number of attempts begun and not yet ended.
+func (e *Endpoint) InFlight() int64 { return e.active.Load() }
+
 // available reports whether the endpoint may be picked: healthy per EDS
 // and not ejected by outlier detection. Every policy asks this.
 func (e *Endpoint) available() bool { return e.healthy && !e.od.ejected() }

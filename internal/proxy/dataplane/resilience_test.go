@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -158,6 +160,25 @@ func TestRetriesEndToEnd(t *testing.T) {
 			}
 		}
 	})
+	// Every attempt's in-flight count (LEAST_REQUEST) ended with its
+	// request, retried or not.
+	rt := d.rt.Load()
+	for _, name := range []string{"mixed", "slowfast", "allbad", "refused"} {
+		cl := rt.clusters[name]
+		var seen []*cluster.Endpoint
+		for e := cl.Pick(cluster.HashKey{}); e != nil && len(seen) < 4; e = cl.PickExcept(cluster.HashKey{}, 0, seen) {
+			if slices.Contains(seen, e) {
+				break
+			}
+			seen = append(seen, e)
+			if n := e.InFlight(); n != 0 {
+				t.Errorf("cluster %s: an endpoint has %d attempts in flight after every request ended", name, n)
+			}
+		}
+		if len(seen) == 0 {
+			t.Errorf("cluster %s: no endpoint picked", name)
+		}
+	}
 	for _, tc := range []struct {
 		stat, cluster string
 		min, max      float64

@@ -672,6 +672,12 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 
 	var triedBuf [4]*cluster.Endpoint
 	tried := triedBuf[:0]
+	begun := 0 // tried[:begun] are in flight (LEAST_REQUEST) until forward returns
+	defer func() {
+		for _, e := range tried[:begun] {
+			e.EndRequest()
+		}
+	}()
 	var prio cluster.PrevPriorities      // retry_priority state
 	stats := c.Stats()                   // envoy_cluster_* counters
 	hash, hashed := re.RequestHash(r, w) // the route's lb hash policy, once for every attempt
@@ -710,8 +716,8 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 			}
 			break // ctx ended while queued
 		}
-		ep.BeginRequest() // LEAST_REQUEST: in flight until forward returns
-		defer ep.EndRequest()
+		ep.BeginRequest() // LEAST_REQUEST: in flight until forward returns (no defer in the loop: a heap-allocated one)
+		begun++
 		attemptStart = time.Now()
 		if q.upgrade != "" {
 			res = attemptUpgrade(ctx, r, re, out, c, ep) // upgrade.go

@@ -20,6 +20,7 @@ package reqctx
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,8 +33,9 @@ const slots = 2
 type Context struct {
 	parent context.Context // values and deadline, not cancellation
 
+	done atomic.Value // chan struct{}: made on first Done, or closed on cancel
+
 	mu   sync.Mutex
-	done chan struct{} // made on first Done, or closed on cancel
 	err  error
 	fns  [slots]watch
 	more []watch // beyond slots
@@ -70,18 +72,23 @@ var closed = func() chan struct{} {
 }()
 
 // Done returns a channel closed when the Context is cancelled. It is
-// made on the first call.
+// made on the first call; later calls are an atomic load.
 func (c *Context) Done() <-chan struct{} {
+	if d := c.done.Load(); d != nil {
+		return d.(chan struct{})
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.done == nil {
+	d := c.done.Load()
+	if d == nil {
 		if c.err != nil {
-			c.done = closed
+			d = closed
 		} else {
-			c.done = make(chan struct{})
+			d = make(chan struct{})
 		}
+		c.done.Store(d)
 	}
-	return c.done
+	return d.(chan struct{})
 }
 
 // Err returns nil until the Context is cancelled, then the error it was
@@ -113,10 +120,10 @@ func (c *Context) CancelWith(err error) {
 		return
 	}
 	c.err = err
-	if c.done == nil {
-		c.done = closed
+	if d, _ := c.done.Load().(chan struct{}); d == nil {
+		c.done.Store(closed)
 	} else {
-		close(c.done)
+		close(d)
 	}
 	run, more := c.fns, c.more
 	c.fns, c.more = [slots]watch{}, nil

@@ -194,7 +194,8 @@ func TestOneAllocation(t *testing.T) {
 	}
 }
 
-// TestConcurrent runs watches, stops and a cancel at once (for -race).
+// TestConcurrent runs watches, stops, a wait on Done and a cancel at once
+// (for -race).
 func TestConcurrent(t *testing.T) {
 	for range 50 {
 		c := New(context.Background())
@@ -212,7 +213,8 @@ func TestConcurrent(t *testing.T) {
 				}
 			}()
 		}
-		wg.Add(1)
+		wg.Add(2)
+		go func() { defer wg.Done(); <-c.Done() }()
 		go func() { defer wg.Done(); c.Cancel() }()
 		wg.Wait()
 		fired.Wait()

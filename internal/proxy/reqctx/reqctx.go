@@ -159,6 +159,11 @@ func (c *Context) Watch(f func()) Stop {
 			break
 		}
 	}
+	for i := 0; slot < 0 && i < len(c.more); i++ {
+		if c.more[i].f == nil { // a stopped one's place
+			c.more[i], slot = w, slots+i
+		}
+	}
 	if slot < 0 {
 		c.more = append(c.more, w)
 		slot = slots + len(c.more) - 1

@@ -125,6 +125,30 @@ func TestWatch(t *testing.T) {
 		t.Error("Stop after the function started = true, want false")
 	}
 
+	// Places beyond the slots are reused once stopped, and an old Stop of
+	// such a place does not remove its new watch.
+	c5 := New(context.Background())
+	var runs atomic.Int32
+	var w5 sync.WaitGroup
+	w5.Add(3)
+	inc := func() { runs.Add(1); w5.Done() }
+	c5.Watch(inc)
+	c5.Watch(inc)
+	old := c5.Watch(func() { t.Error("stopped watch ran") })
+	old.Stop()
+	c5.Watch(inc)
+	if old.Stop() {
+		t.Error("an old Stop removed the watch that took its place")
+	}
+	if len(c5.more) != 1 {
+		t.Errorf("%d places beyond the slots, want 1 (the stopped one's reused)", len(c5.more))
+	}
+	c5.Cancel()
+	w5.Wait()
+	if runs.Load() != 3 {
+		t.Errorf("%d watches ran, want 3", runs.Load())
+	}
+
 	// A watch of a cancelled context runs at once.
 	done := make(chan struct{})
 	if AfterFunc(c, func() { close(done) }).Stop() {

@@ -259,6 +259,50 @@ func TestClientGoneCancels(t *testing.T) {
 	}
 }
 
+// TestBaseContextCancels: the context a connection is served with reaches
+// the request being served when it ends (one watch per connection, not a
+// child context per request), and its values reach the handler.
+func TestBaseContextCancels(t *testing.T) {
+	type key struct{}
+	base, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "conn"))
+	defer cancel()
+	started, cancelled := make(chan string, 1), make(chan error, 1)
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, _ := r.Context().Value(key{}).(string)
+		started <- v
+		select {
+		case <-r.Context().Done():
+			cancelled <- context.Cause(r.Context())
+		case <-time.After(10 * time.Second):
+			cancelled <- nil
+		}
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if c, err := ln.Accept(); err == nil {
+			s.ServeConn(base, c, ConnOptions{})
+		}
+	}()
+	c, _ := dial(t, ln.Addr().String())
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if v := <-started; v != "conn" {
+		t.Errorf("the handler saw value %q of the connection's context, want conn", v)
+	}
+	cancel()
+	if err := <-cancelled; err != context.Canceled {
+		t.Errorf("request context after the base context ended: cause %v, want Canceled", err)
+	}
+	c.Close()
+	s.Close()
+	<-served
+}
+
 // TestHijack: a handler takes the connection over with what the client
 // sent after the head, and the server leaves it alone.
 func TestHijack(t *testing.T) {

@@ -11,27 +11,15 @@ import (
 	"weft.dev/weft/internal/xds/contract"
 )
 
-// h2specKnownFailures are the h2spec (v2.2.1) cases the proxy's listeners
-// fail, by "<section>/<case>" as h2spec numbers them, each with why. None
-// of them is Weft's handler: they are answered by Go's HTTP/2 server
-// (net/http's bundled golang.org/x/net/http2) before a request reaches
-// the proxy, and a plain net/http server fails the same cases (see
-// docs/proxy.md, "HTTP/2 conformance"). The test fails on any case not
-// listed here, and reports listed cases that pass (so the list shrinks
-// when Go fixes them).
-var h2specKnownFailures = map[string]string{
-	// Go's server hangs up (GOAWAY PROTOCOL_ERROR) on a SETTINGS frame
-	// that repeats a setting, deliberately ("settings_big_or_dups"); RFC
-	// 9113 §6.5.3 wants the values applied in order.
-	"http2/6.5.3/1": "a SETTINGS frame repeating SETTINGS_INITIAL_WINDOW_SIZE: Go closes the connection",
-	// Go's server answers a request carrying a connection-specific header
-	// (Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding,
-	// Upgrade) or TE other than "trailers" with its own 400 response
-	// instead of RST_STREAM(PROTOCOL_ERROR); the proxy's handler never
-	// sees the request, which is not forwarded.
-	"http2/8.1.2.2/1": "a connection-specific header: Go answers 400, not a stream error",
-	"http2/8.1.2.2/2": `TE other than "trailers": Go answers 400, not a stream error`,
-}
+// h2specKnownFailures are the h2spec (v2.2.1) cases every listener
+// fails, by "<section>/<case>" as h2spec numbers them, each with why: none
+// now. Three that Go's HTTP/2 server fails by itself — a SETTINGS frame
+// repeating a parameter (6.5.3/1) and requests with connection-specific
+// header fields (8.1.2.2/1 and /2) — pass through the read side of
+// Weft's own (h2guard; docs/proxy.md, "HTTP/2 conformance"). The test
+// fails on any case not listed, and reports listed cases that pass (so
+// the list shrinks).
+var h2specKnownFailures = map[string]string{}
 
 // h2specKnownFailuresH2C are the cases only a plaintext listener fails:
 // it serves HTTP/1.1 and h2c (prior knowledge) on one port, as Envoy's
@@ -44,9 +32,9 @@ var h2specKnownFailuresH2C = map[string]string{
 // TestH2Spec runs h2spec, the HTTP/2 conformance suite, against an
 // inbound listener speaking h2c (prior knowledge) and a TLS listener
 // offering h2 by ALPN, both forwarding to a real upstream; it logs the
-// score and fails on a failure that is not a known one of Go's HTTP/2
-// server. h2spec comes from hack/tools.sh (skipped when missing, failed
-// with WEFT_REQUIRE_TOOLS=1).
+// score and fails on a failure that is not a known one. h2spec comes
+// from hack/tools.sh (skipped when missing, failed with
+// WEFT_REQUIRE_TOOLS=1).
 func TestH2Spec(t *testing.T) {
 	ca := proxytest.NewMeshCA(t)
 	id := proxytest.SPIFFE("default", "reviews")

@@ -283,7 +283,7 @@ func (l *connListener) setupAndHand(c net.Conn) {
 		Refused: func(err error) {
 			l.bl.d.log.Debug("request refused", "listener", l.bl.name, "remote", c.RemoteAddr().String(), "err", err.Error())
 		},
-		Handoff: func(h2 net.Conn) { l.handToHTTP2(l.bl.h2Guard(h2, true)) },
+		Handoff: func(h2 net.Conn) { l.handToHTTP2(l.bl.h2Guard(h2)) },
 	})
 }
 
@@ -440,30 +440,32 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	// ServeHTTP does, from ci.
 	ci.tls = &cs
 	if cs.NegotiatedProtocol == "h2" {
-		return bl.h2Guard(tc, true), ci
+		return bl.h2Guard(tc), ci
 	}
 	return tc, ci
 }
 
-// h2Guard times the HTTP/2 header blocks c's client sends (h2guard):
-// with the listener server's request headers timeout, a connection that
-// completes no header block within it of the preface, or keeps one open
-// longer, is closed and counted. h2 says c negotiated HTTP/2 by ALPN;
-// otherwise it is HTTP/2 only if its client sends the preface. Go's
-// HTTP/2 server has no such timeout of its own.
-func (bl *boundListener) h2Guard(c net.Conn, h2 bool) net.Conn {
+// h2Guard is the read side of an HTTP/2 connection ahead of Go's HTTP/2
+// server (h2guard): header blocks timed with the listener server's
+// request headers timeout (a connection that completes no header block
+// within it of the preface, or keeps one open longer, is closed and
+// counted; Go's HTTP/2 server has no such timeout of its own), malformed
+// requests reset as stream errors and counted, repeated settings applied
+// in order.
+func (bl *boundListener) h2Guard(c net.Conn) net.Conn {
 	timeout := bl.srv.ReadHeaderTimeout
-	if timeout <= 0 {
-		return c
-	}
-	onTimeout := func() {
-		bl.stats.h2HeaderTimeout.Inc()
-		bl.d.log.Debug("HTTP/2 connection closed: request headers timeout", "listener", bl.name, "remote", c.RemoteAddr().String(), "timeout", timeout)
-	}
-	if h2 {
-		return h2guard.NewH2Conn(c, timeout, onTimeout)
-	}
-	return h2guard.NewConn(c, timeout, onTimeout)
+	return h2guard.New(c, h2guard.Options{
+		HeaderTimeout: timeout,
+		OnTimeout: func() {
+			bl.stats.h2HeaderTimeout.Inc()
+			bl.d.log.Debug("HTTP/2 connection closed: request headers timeout", "listener", bl.name, "remote", c.RemoteAddr().String(), "timeout", timeout)
+		},
+		OnMalformed: func(field string) {
+			bl.stats.h2Messaging.Inc()
+			bl.d.log.Debug("HTTP/2 stream reset: malformed request", "listener", bl.name, "remote", c.RemoteAddr().String(), "field", field)
+		},
+		MaxFrameSize: maxFrameSize,
+	})
 }
 
 // admitConn counts a newly accepted connection against the connection
@@ -661,7 +663,7 @@ func peerCertificate(cs *tls.ConnectionState) *filter.PeerCertificate {
 type listenerStats struct {
 	handshake, sslError, sessionReused, noChainMatch, cxOverflow *prometheus.CounterVec
 	globalOverflow, overloadReject, h2HeaderTimeout              *prometheus.CounterVec
-	streamIdleTimeout                                            *prometheus.CounterVec
+	streamIdleTimeout, h2Messaging                               *prometheus.CounterVec
 	cxActive                                                     *prometheus.GaugeVec
 }
 
@@ -669,7 +671,7 @@ type listenerStats struct {
 type boundStats struct {
 	handshake, sslError, sessionReused, noChainMatch, cxOverflow prometheus.Counter
 	globalOverflow, overloadReject, h2HeaderTimeout              prometheus.Counter
-	streamIdleTimeout                                            prometheus.Counter
+	streamIdleTimeout, h2Messaging                               prometheus.Counter
 	cxActive                                                     prometheus.Gauge
 }
 
@@ -693,6 +695,7 @@ func newListenerStats(reg prometheus.Registerer) (*listenerStats, error) {
 		{&s.globalOverflow, "envoy_listener_downstream_global_cx_overflow", "Connections closed at once because all listeners together held the proxy's maximum number of connections (--max-connections)."},
 		{&s.h2HeaderTimeout, "envoy_listener_http2_header_timeout", "HTTP/2 connections closed because a request's header block was not complete within request_headers_timeout (of the preface, for the first; of its first frame, for the others)."},
 		{&s.streamIdleTimeout, "envoy_listener_http2_stream_idle_timeout", "HTTP/2 streams reset because nothing moved either way for stream_idle_timeout (a client that does not read its response or send its body)."},
+		{&s.h2Messaging, "envoy_listener_http2_rx_messaging_error", "HTTP/2 streams reset with PROTOCOL_ERROR because their request was malformed (RFC 9113 §8.2.2: a connection-specific header field, or TE other than \"trailers\"); the request never reaches the upstream."},
 		{&s.overloadReject, "envoy_listener_downstream_cx_overload_reject", "Connections closed at once because the overload manager rejects new connections (memory over --overload-memory-limit's threshold)."},
 	} {
 		if *m.v, err = mk(m.name, m.help); err != nil {
@@ -717,6 +720,7 @@ func (s *listenerStats) forListener(name string) boundStats {
 		overloadReject:    s.overloadReject.WithLabelValues(name),
 		h2HeaderTimeout:   s.h2HeaderTimeout.WithLabelValues(name),
 		streamIdleTimeout: s.streamIdleTimeout.WithLabelValues(name),
+		h2Messaging:       s.h2Messaging.WithLabelValues(name),
 		cxActive:          s.cxActive.WithLabelValues(name),
 	}
 }

@@ -33,7 +33,7 @@ type served struct {
 	timeouts atomic.Int32
 }
 
-func serve(t *testing.T, timeout time.Duration, h2 bool) *served {
+func serve(t *testing.T, timeout time.Duration) *served {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -50,12 +50,7 @@ func serve(t *testing.T, timeout time.Duration, h2 bool) *served {
 	}
 	s := &served{client: client, closed: make(chan struct{})}
 	on := func() { s.timeouts.Add(1) }
-	var c net.Conn
-	if h2 {
-		c = NewH2Conn(raw, timeout, on)
-	} else {
-		c = NewConn(raw, timeout, on)
-	}
+	c := New(raw, Options{HeaderTimeout: timeout, OnTimeout: on})
 	go func() { io.Copy(io.Discard, c); close(s.closed) }()
 	t.Cleanup(func() { client.Close(); c.Close(); <-s.closed })
 	return s
@@ -102,19 +97,18 @@ const short = 50 * time.Millisecond
 func TestClosesWithoutHeaders(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		h2   bool
 		send [][]byte
 	}{
-		{"preface and SETTINGS, then nothing", false, [][]byte{[]byte(Preface), settings}},
-		{"preface in pieces, then PINGs", false, [][]byte{[]byte(Preface[:5]), []byte(Preface[5:]), settings, ping, ping}},
-		{"ALPN h2, nothing at all", true, nil},
-		{"ALPN h2, preface only", true, [][]byte{[]byte(Preface)}},
-		{"a HEADERS frame never ended", false, [][]byte{[]byte(Preface), settings, headersOpen}},
-		{"CONTINUATION frames, never the last", false, [][]byte{[]byte(Preface), settings, headersOpen, continuation, continuation}},
-		{"END_HEADERS frame's payload never all sent", false, [][]byte{[]byte(Preface), settings, headersDone[:12]}},
+		{"preface and SETTINGS, then nothing", [][]byte{[]byte(Preface), settings}},
+		{"preface in pieces, then PINGs", [][]byte{[]byte(Preface[:5]), []byte(Preface[5:]), settings, ping, ping}},
+		{"nothing at all", nil},
+		{"preface only", [][]byte{[]byte(Preface)}},
+		{"a HEADERS frame never ended", [][]byte{[]byte(Preface), settings, headersOpen}},
+		{"CONTINUATION frames, never the last", [][]byte{[]byte(Preface), settings, headersOpen, continuation, continuation}},
+		{"END_HEADERS frame's payload never all sent", [][]byte{[]byte(Preface), settings, headersDone[:12]}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := serve(t, short, tc.h2)
+			s := serve(t, short)
 			s.send(t, tc.send...)
 			s.waitClosed(t)
 		})
@@ -124,7 +118,7 @@ func TestClosesWithoutHeaders(t *testing.T) {
 // TestLaterBlocksTimed: after a complete request, the connection may be
 // idle (no clock runs), but a header block it starts must end in time.
 func TestLaterBlocksTimed(t *testing.T) {
-	s := serve(t, short, false)
+	s := serve(t, short)
 	s.send(t, []byte(Preface), settings, headersDone, headersOpen[:9])
 	s.send(t, headersOpen[9:], contDone, ping)
 	// No clock runs: the block ended. One more block that never ends.
@@ -135,20 +129,10 @@ func TestLaterBlocksTimed(t *testing.T) {
 	s.waitClosed(t)
 }
 
-// TestNotHTTP2: HTTP/1.1 bytes pass through, and no clock ever runs.
-func TestNotHTTP2(t *testing.T) {
-	s := serve(t, short, false)
-	s.send(t, []byte("GET / HTTP/1.1\r\nHost: a\r\n"))
-	time.Sleep(4 * short) // a clock, had one been started, would have fired
-	if !s.open() || s.timeouts.Load() != 0 {
-		t.Fatal("an HTTP/1.1 connection was closed by the HTTP/2 guard")
-	}
-}
-
 // TestCompleteFirstBlockStopsClock: a request's complete header block in
 // time stops the first clock; the connection stays open while idle.
 func TestCompleteFirstBlockStopsClock(t *testing.T) {
-	s := serve(t, short, true)
+	s := serve(t, short)
 	s.send(t, []byte(Preface), settings, headersOpen, contDone)
 	time.Sleep(4 * short)
 	if !s.open() || s.timeouts.Load() != 0 {
@@ -156,22 +140,12 @@ func TestCompleteFirstBlockStopsClock(t *testing.T) {
 	}
 }
 
-func TestZeroTimeoutIsNoGuard(t *testing.T) {
+// TestWithoutPreface: bytes that are not the preface end the reads, so
+// the server closes the connection instead of reading HTTP/1.1 there.
+func TestWithoutPreface(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
-	defer b.Close()
-	if NewConn(a, 0, nil) != a || NewH2Conn(a, 0, nil) != a {
-		t.Fatal("a zero timeout wrapped the connection")
-	}
-}
-
-// TestNegotiatedH2WithoutPreface: on a connection that negotiated h2,
-// bytes that are not the preface end the reads, so the server closes
-// the connection instead of reading HTTP/1.1 there.
-func TestNegotiatedH2WithoutPreface(t *testing.T) {
-	a, b := net.Pipe()
-	defer a.Close()
-	c := NewH2Conn(b, time.Minute, nil)
+	c := New(b, Options{HeaderTimeout: time.Minute})
 	defer c.Close()
 	go a.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
 	buf := make([]byte, 64)

@@ -559,6 +559,15 @@ func pickEndpoint(c *cluster.Cluster, local, socket netip.AddrPort, k cluster.Ha
 
 func noCancel() {}
 
+// outbound is forward's upstream request with what it is made of, in
+// one allocation: the request, its X-Request-Id value when the proxy
+// makes one, and the first attempt's URL.
+type outbound struct {
+	req http.Request
+	id  [1]string
+	url url.URL
+}
+
 // attemptResult is the outcome of one upstream attempt.
 type attemptResult struct {
 	resp   *http.Response   // nil on error
@@ -583,7 +592,6 @@ func (f *Forwarder) attempt(ctx context.Context, r *http.Request, re *route.Entr
 		f, stop := new(atomic.Bool), cancel
 		fired, timer = f, time.AfterFunc(perTry, func() { f.Store(true); stop() })
 	}
-	out.URL = upstreamURL(r, re, ep) // attempts run one after another
 	resp, err := c.Upstream().RoundTrip(actx, ep.Conns(), r, out)
 	if timer != nil && !timer.Stop() && err == nil {
 		// The per-try timeout fired as the headers arrived: it wins.
@@ -613,7 +621,9 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	if upgrade {
 		rp = nil // upgraded streams are never retried
 	}
-	out := &http.Request{
+	ob := new(outbound)
+	out := &ob.req
+	*out = http.Request{
 		Method:        r.Method,
 		URL:           r.URL, // per attempt: upstreamURL
 		Proto:         "HTTP/1.1",
@@ -651,7 +661,8 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		}
 	}
 	if _, ok := out.Header["X-Request-Id"]; !ok {
-		id := []string{newRequestID()}
+		ob.id[0] = newRequestID()
+		id := ob.id[:]
 		out.Header["X-Request-Id"] = id
 		if q.logging {
 			q.alog.requestID = id // the access log shows the id the upstream got, as Envoy's
@@ -672,6 +683,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 
 	var triedBuf [4]*cluster.Endpoint
 	tried := triedBuf[:0]
+	firstURL := &ob.url
 	begun := 0 // tried[:begun] are in flight (LEAST_REQUEST) until forward returns
 	defer func() {
 		for _, e := range tried[:begun] {
@@ -719,6 +731,8 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		ep.BeginRequest() // LEAST_REQUEST: in flight until forward returns (no defer in the loop: a heap-allocated one)
 		begun++
 		attemptStart = time.Now()
+		out.URL = upstreamURL(firstURL, r, re, ep) // attempts run one after another
+		firstURL = nil                             // a retry's URL is its own: the last try's may still be read
 		if q.upgrade != "" {
 			res = attemptUpgrade(ctx, r, re, out, c, ep) // upgrade.go
 		} else {
@@ -919,9 +933,13 @@ func (f *Forwarder) sourceSec(ep *cluster.Endpoint) *telemetry.SecLabels {
 	return ep.SecCache().Source(f.metrics, f.principal, conns.Peer())
 }
 
-// upstreamURL is the request target sent to the endpoint.
-func upstreamURL(r *http.Request, re *route.Entry, ep *cluster.Endpoint) *url.URL {
-	u := &url.URL{Scheme: "http", Host: ep.Addr(), Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+// upstreamURL is the request target sent to the endpoint, written to u
+// (nil: a new one).
+func upstreamURL(u *url.URL, r *http.Request, re *route.Entry, ep *cluster.Endpoint) *url.URL {
+	if u == nil {
+		u = new(url.URL)
+	}
+	*u = url.URL{Scheme: "http", Host: ep.Addr(), Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	re.RewritePath(u)
 	urlpath.Pin(u)
 	return u
@@ -971,7 +989,15 @@ func copyResponseHeaders(dst, src http.Header) {
 func removeConnectionHeaders(dst, src http.Header) {
 	for _, v := range src["Connection"] {
 		for f := range strings.SplitSeq(v, ",") {
-			if f = textproto.TrimString(f); f != "" {
+			switch f = textproto.TrimString(f); {
+			case f == "":
+			case strings.EqualFold(f, "keep-alive"):
+				// Nearly every HTTP/1.1 peer's, lower case: canonicalizing
+				// it would allocate.
+				delete(dst, "Keep-Alive")
+			case strings.EqualFold(f, "close"):
+				delete(dst, "Close")
+			default:
 				delete(dst, http.CanonicalHeaderKey(f))
 			}
 		}

@@ -3,6 +3,7 @@ package forward
 import (
 	"bytes"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -70,5 +71,25 @@ func TestReplayBody(t *testing.T) {
 	}
 	if rb.attempt() != nil {
 		t.Error("a body over the buffer limit must not be replayed")
+	}
+}
+
+// TestRemoveConnectionHeaders: the fields a Connection header names are
+// dropped whatever the case of the name, the common tokens without
+// canonicalizing them (which would allocate) and any other with it.
+func TestRemoveConnectionHeaders(t *testing.T) {
+	src := http.Header{"Connection": {"keep-alive, X-Hop", "CLOSE,,  x-other-hop "}}
+	dst := http.Header{
+		"Keep-Alive": {"timeout=5"}, "Close": {"1"}, "X-Hop": {"a"}, "X-Other-Hop": {"b"},
+		"X-Kept": {"c"}, "Content-Type": {"text/plain"},
+	}
+	removeConnectionHeaders(dst, src)
+	if len(dst) != 2 || dst["X-Kept"] == nil || dst["Content-Type"] == nil {
+		t.Fatalf("left %v, want X-Kept and Content-Type only", dst)
+	}
+	src = http.Header{"Connection": {"keep-alive"}}
+	dst = http.Header{"Keep-Alive": {"timeout=5"}, "X-Kept": {"c"}}
+	if n := testing.AllocsPerRun(100, func() { removeConnectionHeaders(dst, src) }); n != 0 {
+		t.Errorf("%v allocations for Connection: keep-alive, want 0", n)
 	}
 }

@@ -242,7 +242,7 @@ func shadowRequest(r *http.Request, re *route.Entry, out *http.Request, mp *rout
 	}
 	return &http.Request{
 		Method:        out.Method,
-		URL:           upstreamURL(r, re, ep),
+		URL:           upstreamURL(nil, r, re, ep),
 		Proto:         r.Proto, // the downstream version: use_downstream_protocol clusters follow it (upstream.Pool.TransportFor)
 		ProtoMajor:    r.ProtoMajor,
 		ProtoMinor:    r.ProtoMinor,

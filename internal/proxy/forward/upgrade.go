@@ -106,7 +106,6 @@ var connectionUpgrade = []string{"Upgrade"} // shared, never modified
 // attemptUpgrade sends the upgrade request out to ep on a connection of
 // its own; ctx (the route's timeout) bounds the wait for the answer only.
 func attemptUpgrade(ctx context.Context, r *http.Request, re *route.Entry, out *http.Request, c *cluster.Cluster, ep *cluster.Endpoint) attemptResult {
-	out.URL = upstreamURL(r, re, ep)
 	resp, st, err := c.Upstream().Upgrade(ctx, ep.Conns(), out)
 	if err != nil {
 		return attemptResult{err: err, out: classify(err, false), cancel: noCancel}

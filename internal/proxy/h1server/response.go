@@ -278,8 +278,9 @@ func (w *response) hasTrailers() bool {
 
 func writeLength(bw *bufio.Writer, n int64) {
 	bw.WriteString("Content-Length: ")
-	var b [20]byte
-	bw.Write(strconv.AppendInt(b[:0], n, 10))
+	// Digits appended to the writer's own free space: a local array
+	// would escape through Write and be allocated for every response.
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), n, 10))
 	bw.WriteString("\r\n")
 }
 

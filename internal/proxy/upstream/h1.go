@@ -303,8 +303,9 @@ func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, body []
 		return fail(err, idempotent && isStale(err))
 	}
 	var resp *http.Response
+	var wrap *h1Body
 	for n := 0; ; n++ {
-		if resp, err = readResponse(pc.br, req); err != nil { // http.ReadResponse, lighter (h1_read.go)
+		if resp, wrap, err = readResponse(pc.br, req); err != nil { // http.ReadResponse, lighter (h1_read.go)
 			return fail(err, false)
 		}
 		// Skip informational responses (100 Continue, 103 Early Hints), as
@@ -317,7 +318,11 @@ func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, body []
 			return fail(fmt.Errorf("upstream sent unexpected %d response", resp.StatusCode), false)
 		}
 	}
-	resp.Body = &h1Body{rc: resp.Body, e: e, pc: pc, stop: stop, keepAlive: !resp.Close && !req.Close}
+	if wrap == nil {
+		wrap = new(h1Body)
+	}
+	*wrap = h1Body{rc: resp.Body, e: e, pc: pc, stop: stop, keepAlive: !resp.Close && !req.Close}
+	resp.Body = wrap
 	return resp, nil
 }
 

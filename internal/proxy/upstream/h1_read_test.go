@@ -99,7 +99,7 @@ func sameAsReadResponse(t *testing.T, raw string, req *http.Request) {
 	gbr := bufio.NewReaderSize(strings.NewReader(raw), 4<<10)
 	gbr.Peek(1) // as send: at least the first byte is in
 	want, werr := http.ReadResponse(wbr, req)
-	got, gerr := readResponse(gbr, req)
+	got, _, gerr := readResponse(gbr, req)
 	if (werr == nil) != (gerr == nil) {
 		t.Fatalf("%q: error %v, http.ReadResponse's %v", raw, gerr, werr)
 	}
@@ -138,7 +138,10 @@ func BenchmarkReadResponse(b *testing.B) {
 	for _, impl := range []struct {
 		name string
 		fn   func(*bufio.Reader, *http.Request) (*http.Response, error)
-	}{{"http.ReadResponse", http.ReadResponse}, {"readResponse", readResponse}} {
+	}{{"http.ReadResponse", http.ReadResponse}, {"readResponse", func(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+		resp, _, err := readResponse(br, req)
+		return resp, err
+	}}} {
 		b.Run(impl.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

@@ -280,8 +280,9 @@ func (l *connListener) setupAndHand(c net.Conn) {
 	l.bl.h1.ServeConn(ctx, conn, h1server.ConnOptions{
 		AllowChunkedLength: ci.chain.allowChunkedLength,
 		TLS:                ci.tls,
-		Refused: func(err error) {
+		Refused: func(status int, err error) {
 			l.bl.d.log.Debug("request refused", "listener", l.bl.name, "remote", c.RemoteAddr().String(), "err", err.Error())
+			l.bl.d.fwd.Refused(&ci.chain.http, ci.ds, status) // counted with DPE, as Envoy's codec errors
 		},
 		Handoff: func(h2 net.Conn) { l.handToHTTP2(l.bl.h2Guard(h2)) },
 	})

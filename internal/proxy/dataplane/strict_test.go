@@ -99,9 +99,9 @@ type strictCase struct {
 	name string
 	raw  string // with the Host "svc"
 	code int    // the proxy's answer
-	// counted: the request got as far as the request path, so
-	// istio_requests_total and the access log record it with DPE;
-	// otherwise net/http answered before the proxy saw it.
+	// counted: istio_requests_total and the access log record one
+	// request with DPE (a refusal, whether the request path or the
+	// HTTP/1.1 server made it).
 	counted bool
 	// reaches lists what a whole request reaching the upstream looks
 	// like ("METHOD path body-bytes"); none for a refused request.
@@ -132,42 +132,42 @@ func strictCorpus() []strictCase {
 			raw:  "POST /bad HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n" + smuggled,
 			code: 400, counted: true},
 		{name: "two differing Content-Length", raw: "POST /bad HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\nContent-Length: 41\r\n\r\nhello" + smuggled,
-			code: 400},
+			code: 400, counted: true},
 		{name: "Content-Length not a number", raw: "POST /bad HTTP/1.1\r\nHost: svc\r\nContent-Length: +5\r\n\r\nhello" + smuggled,
-			code: 400},
+			code: 400, counted: true},
 		{name: "Transfer-Encoding other than chunked", raw: "POST /bad HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" + smuggled,
-			code: 501},
-		{name: "control character in a header name", raw: "GET /bad HTTP/1.1\r\nHost: svc\r\nX\x01Y: v\r\n\r\n", code: 400},
-		{name: "space in a header name", raw: "GET /bad HTTP/1.1\r\nHost: svc\r\nX Y: v\r\n\r\n", code: 400},
-		{name: "control character in a header value", raw: "GET /bad HTTP/1.1\r\nHost: svc\r\nX: a\x01b\r\n\r\n", code: 400},
-		{name: "NUL in a header value", raw: "GET /bad HTTP/1.1\r\nHost: svc\r\nX: a\x00b\r\n\r\n", code: 400},
+			code: 501, counted: true},
+		{name: "control character in a header name", raw: "GET /bad HTTP/1.1\r\nHost: svc\r\nX\x01Y: v\r\n\r\n", code: 400, counted: true},
+		{name: "space in a header name", raw: "GET /bad HTTP/1.1\r\nHost: svc\r\nX Y: v\r\n\r\n", code: 400, counted: true},
+		{name: "control character in a header value", raw: "GET /bad HTTP/1.1\r\nHost: svc\r\nX: a\x01b\r\n\r\n", code: 400, counted: true},
+		{name: "NUL in a header value", raw: "GET /bad HTTP/1.1\r\nHost: svc\r\nX: a\x00b\r\n\r\n", code: 400, counted: true},
 		{name: "a method Envoy does not know", raw: "FOO /bad HTTP/1.1\r\nHost: svc\r\n\r\n", code: 400, counted: true},
 		{name: "a byte over 0x7e in the path", raw: "GET /caf\xc3\xa9 HTTP/1.1\r\nHost: svc\r\n\r\n", code: 400, counted: true},
-		{name: "an absolute target without a scheme", raw: "GET svc/bad HTTP/1.1\r\nHost: svc\r\n\r\n", code: 400},
-		{name: "two Host headers", raw: "GET /bad HTTP/1.1\r\nHost: svc\r\nHost: other\r\n\r\n", code: 400},
-		{name: "request line over 64 KiB", raw: "GET /" + strings.Repeat("a", 70<<10) + " HTTP/1.1\r\nHost: svc\r\n\r\n", code: 431},
+		{name: "an absolute target without a scheme", raw: "GET svc/bad HTTP/1.1\r\nHost: svc\r\n\r\n", code: 400, counted: true},
+		{name: "two Host headers", raw: "GET /bad HTTP/1.1\r\nHost: svc\r\nHost: other\r\n\r\n", code: 400, counted: true},
+		{name: "request line over 64 KiB", raw: "GET /" + strings.Repeat("a", 70<<10) + " HTTP/1.1\r\nHost: svc\r\n\r\n", code: 431, counted: true},
 		{name: "headers just over 60 KiB", raw: "GET /bad HTTP/1.1\r\nHost: svc\r\nX: " + strings.Repeat("a", 60<<10) + "\r\n\r\n",
 			code: 431, counted: true},
 		{name: "headers at 60 KiB", raw: "GET /ok HTTP/1.1\r\nHost: svc\r\nX: " + strings.Repeat("a", 60<<10-len("hostsvcx")) + "\r\n\r\n",
 			code: 200, reaches: []string{"GET /ok 0"}},
-		{name: "headers over 64 KiB", raw: "GET /bad HTTP/1.1\r\nHost: svc\r\nX: " + strings.Repeat("a", 100<<10) + "\r\n\r\n", code: 431},
+		{name: "headers over 64 KiB", raw: "GET /bad HTTP/1.1\r\nHost: svc\r\nX: " + strings.Repeat("a", 100<<10) + "\r\n\r\n", code: 431, counted: true},
 		{name: "101 header fields", raw: "GET /bad HTTP/1.1\r\nHost: svc\r\n" + hdrs(100) + "\r\n", code: 431, counted: true},
 		{name: "100 header fields", raw: "GET /ok HTTP/1.1\r\nHost: svc\r\n" + hdrs(99) + "\r\n", code: 200, reaches: []string{"GET /ok 0"}},
 
 		// What net/http accepts and Envoy's codec refuses: refused by
 		// the proxy's HTTP/1.1 server (h1server) while it reads the head,
-		// before a request exists, so they are not counted.
+		// before a request exists; counted all the same.
 		{name: "Content-Length and Transfer-Encoding",
 			raw:  "POST /clte HTTP/1.1\r\nHost: svc\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
-			code: 400},
-		{name: "obsolete line folding", raw: "GET /fold HTTP/1.1\r\nHost: svc\r\nX: a\r\n b\r\n\r\n", code: 400},
-		{name: "bare LF line endings in the head", raw: "GET /lf HTTP/1.1\nHost: svc\nX: y\n\n", code: 400},
+			code: 400, counted: true},
+		{name: "obsolete line folding", raw: "GET /fold HTTP/1.1\r\nHost: svc\r\nX: a\r\n b\r\n\r\n", code: 400, counted: true},
+		{name: "bare LF line endings in the head", raw: "GET /lf HTTP/1.1\nHost: svc\nX: y\n\n", code: 400, counted: true},
 		{name: "obsolete line folding in a trailer",
 			raw:  "POST /bad HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX: 1\r\n 2\r\n\r\n" + smuggled,
 			code: 400, counted: true},
 		{name: "a refused request pipelined behind a good one",
 			raw:  "GET /ok HTTP/1.1\r\nHost: svc\r\n\r\nGET /fold HTTP/1.1\r\nHost: svc\r\nX: a\r\n b\r\n\r\n" + smuggled,
-			code: 200, reaches: []string{"GET /ok 0"}, then: 400},
+			code: 200, reaches: []string{"GET /ok 0"}, then: 400, counted: true},
 	}
 }
 

@@ -87,9 +87,10 @@ type ConnOptions struct {
 	// TLS is the connection's TLS state, set as every request's
 	// Request.TLS; nil for plaintext.
 	TLS *tls.ConnectionState
-	// Refused, if set, is called on the connection's goroutine with why
-	// a request was refused before it reached the handler.
-	Refused func(error)
+	// Refused, if set, is called on the connection's goroutine with the
+	// status and the reason of each request the server refuses itself,
+	// before answering it and closing the connection.
+	Refused func(status int, err error)
 	// Handoff, if set, takes over a connection whose first bytes are
 	// HTTP/2's preface: it gets the connection, its bytes read so far
 	// given back first. Without it such a connection gets 505.
@@ -626,7 +627,7 @@ func (c *conn) refuse(err error) {
 		return
 	}
 	if c.o.Refused != nil {
-		c.o.Refused(err)
+		c.o.Refused(re.code, err)
 	}
 	c.s.logf("request refused", "remote", c.remote, "code", re.code, "err", re.msg)
 	c.bw.WriteString(re.response())

@@ -465,7 +465,10 @@ func (bl *boundListener) h2Guard(c net.Conn) net.Conn {
 			bl.stats.h2Messaging.Inc()
 			bl.d.log.Debug("HTTP/2 stream reset: malformed request", "listener", bl.name, "remote", c.RemoteAddr().String(), "field", field)
 		},
-		MaxFrameSize: maxFrameSize,
+		// The server's own limits, so the guard's HPACK decoder stays in
+		// step with the server's and holds only frames the server takes.
+		MaxFrameSize:    uint32(bl.srv.HTTP2.MaxReadFrameSize),
+		HeaderTableSize: uint32(bl.srv.HTTP2.MaxDecoderHeaderTableSize), // 0: both use 4096
 	})
 }
 

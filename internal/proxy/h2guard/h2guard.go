@@ -37,9 +37,9 @@
 // twice adds up to the last value's), unless an earlier value is
 // invalid, which is passed on to be refused.
 //
-// Reading in blocks (4 KiB, more while a large frame is held) also
-// saves Go's server two system calls a frame: it reads a frame's 9-byte
-// header and then its payload straight from the connection.
+// Reading in blocks (2 KiB, more while a large frame is held) also
+// saves Go's server system calls: it reads a frame's 9-byte header and
+// then its payload straight from the connection, two a frame.
 package h2guard
 
 import (
@@ -77,7 +77,10 @@ const (
 	// SETTINGS_HEADER_TABLE_SIZE, Go's server's default.
 	DefaultHeaderTableSize = 4096
 
-	readSize = 4 << 10 // the first read buffer
+	// readSize is the read buffer: a request's HEADERS frame, and a
+	// small body's DATA, in one read; larger payloads are read in place.
+	// A buffer grown to hold a large frame is dropped once drained.
+	readSize = 2 << 10
 	// maxSettings is the most parameters Go's server takes in one
 	// SETTINGS frame; it refuses a larger one as it is.
 	maxSettings = 100
@@ -201,6 +204,9 @@ func (c *Conn) fill() {
 	}
 	if c.r == c.w {
 		c.r, c.ready, c.w = 0, 0, 0
+		if len(c.buf) > readSize {
+			c.buf = make([]byte, readSize) // what grew for one large frame does not stay
+		}
 	}
 	need := c.w - c.r + 1
 	if c.ready+frameHeaderLen <= c.w && c.remain == 0 {

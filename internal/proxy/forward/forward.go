@@ -358,20 +358,11 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	if ds == nil {
 		ds = plaintextDownstream
 	}
-	q := request{start: time.Now(), inbound: l.Inbound, grpc: route.IsGRPC(r), dst: f.metrics.UnknownDst(), ds: ds, r: r, w: w, stats: l.Stats}
 	tooLarge := l.Limits.exceeded(r) // as received, peer metadata included
+	q := f.newRequest(w, r, l, ds)
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		q.reqBody = &countingBody{rc: r.Body}
 		r.Body = q.reqBody
-	}
-	if l.Inbound {
-		q.src = f.peers.Take(r.Header)
-		q.sec = ds.sec
-	} else {
-		q.src = f.self
-	}
-	if len(l.AccessLogs) > 0 {
-		q.logging, q.alog = true, accessLogState{w: w, r: r, l: l}
 	}
 	var tunnel bool // counted in f.tunnels until recorded
 	defer func() {
@@ -566,6 +557,23 @@ type outbound struct {
 	req http.Request
 	id  [1]string
 	url url.URL
+}
+
+// newRequest starts the record of a request on listener l: who sent it
+// (on an inbound listener, the peer metadata headers, taken from r), over
+// what, and whether the access logs want it.
+func (f *Forwarder) newRequest(w http.ResponseWriter, r *http.Request, l *Listener, ds *Downstream) request {
+	q := request{start: time.Now(), inbound: l.Inbound, grpc: route.IsGRPC(r), dst: f.metrics.UnknownDst(), ds: ds, r: r, w: w, stats: l.Stats}
+	if l.Inbound {
+		q.src = f.peers.Take(r.Header)
+		q.sec = ds.sec
+	} else {
+		q.src = f.self
+	}
+	if len(l.AccessLogs) > 0 {
+		q.logging, q.alog = true, accessLogState{w: w, r: r, l: l}
+	}
+	return q
 }
 
 // attemptResult is the outcome of one upstream attempt.

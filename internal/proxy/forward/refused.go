@@ -3,7 +3,6 @@ package forward
 import (
 	"net/http"
 	"net/url"
-	"time"
 )
 
 // Refused records a request the listener's HTTP/1.1 server answered
@@ -20,17 +19,8 @@ func (f *Forwarder) Refused(l *Listener, ds *Downstream, status int) {
 	}
 	r := &http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, URL: &url.URL{}, Header: http.Header{}, Body: http.NoBody}
 	w := refusedWriter{h: http.Header{"Connection": connectionClose}}
-	q := request{start: time.Now(), inbound: l.Inbound, dst: f.metrics.UnknownDst(), ds: ds, r: r, w: w, stats: l.Stats,
-		code: status, flags: "DPE"}
-	if l.Inbound {
-		q.src = f.peers.Take(r.Header)
-		q.sec = ds.sec
-	} else {
-		q.src = f.self
-	}
-	if len(l.AccessLogs) > 0 {
-		q.logging, q.alog = true, accessLogState{w: w, r: r, l: l}
-	}
+	q := f.newRequest(w, r, l, ds)
+	q.code, q.flags = status, "DPE"
 	f.recordRequest(&q)
 }
 

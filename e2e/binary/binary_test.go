@@ -292,6 +292,9 @@ func TestREADMEPieces(t *testing.T) {
 	if code, body, err := get(c, "http://"+pre+"2:8080/", map[string]string{"Host": "backend"}); err == nil {
 		t.Errorf("plaintext straight to backend-v1's sidecar was answered (%d %q); examples/canary is STRICT", code, body)
 	}
+	// Malformed requests through the built frontend sidecar: refused,
+	// counted, never forwarded (strict_test.go).
+	checkMalformed(t, c, sidecars["frontend"].outbound, sidecars["frontend"].admin)
 	for name, s := range sidecars {
 		fams := scrape(t, c, s.admin)
 		if r := fams["weft_proxy_ready"].GetMetric(); len(r) != 1 || r[0].GetGauge().GetValue() != 1 {

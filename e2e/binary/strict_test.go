@@ -1,0 +1,97 @@
+package binary
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// checkMalformed sends a built sidecar's outbound listener a request its
+// HTTP/1.1 server refuses (both Content-Length and Transfer-Encoding: a
+// smuggling attempt) and, over h2c, a request with a connection-specific
+// header field between two well-formed ones. The first is answered 400
+// and counted in istio_requests_total with response_flags="DPE"; the
+// second is reset with PROTOCOL_ERROR, counted in
+// envoy_listener_http2_rx_messaging_error, and its connection serves on.
+func checkMalformed(t *testing.T, c *http.Client, outbound, admin string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+
+	h1, err := net.DialTimeout("tcp", outbound, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h1.Close()
+	h1.SetDeadline(deadline)
+	io.WriteString(h1, "POST / HTTP/1.1\r\nHost: backend\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(h1), nil); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("Content-Length with Transfer-Encoding: %v %v, want 400", resp, err)
+	}
+
+	h2, err := net.DialTimeout("tcp", outbound, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h2.Close()
+	h2.SetDeadline(deadline)
+	io.WriteString(h2, http2.ClientPreface)
+	fr := http2.NewFramer(h2, h2)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	request := func(stream uint32, extra ...string) {
+		hb.Reset()
+		fields := append([]string{":method", "GET", ":scheme", "http", ":authority", "backend", ":path", "/"}, extra...)
+		for i := 0; i < len(fields); i += 2 {
+			enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+		}
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: stream, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+	}
+	fr.WriteSettings()
+	request(1)
+	request(3, "connection", "keep-alive")
+	request(5)
+	got := map[uint32]string{}
+	for len(got) < 3 {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("h2c: after %v: %v", got, err)
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			got[f.StreamID] = f.PseudoValue("status")
+		case *http2.RSTStreamFrame:
+			got[f.StreamID] = f.ErrCode.String()
+		case *http2.GoAwayFrame:
+			t.Fatalf("h2c: GOAWAY %v after %v", f.ErrCode, got)
+		}
+	}
+	if want := map[uint32]string{1: "200", 3: "PROTOCOL_ERROR", 5: "200"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("h2c answers by stream %v, want %v", got, want)
+	}
+
+	eventually(t, 5*time.Second, "the refusals counted", func() error {
+		fams := scrape(t, c, admin)
+		var dpe, reset float64
+		for _, m := range fams["istio_requests_total"].GetMetric() {
+			if l := labels(m); l["response_flags"] == "DPE" && l["response_code"] == "400" {
+				dpe += m.GetCounter().GetValue()
+			}
+		}
+		for _, m := range fams["envoy_listener_http2_rx_messaging_error"].GetMetric() {
+			reset += m.GetCounter().GetValue()
+		}
+		if dpe != 1 || reset != 1 {
+			return fmt.Errorf("istio_requests_total{response_flags=\"DPE\",response_code=\"400\"} = %v, envoy_listener_http2_rx_messaging_error = %v; want 1 and 1", dpe, reset)
+		}
+		return nil
+	})
+}

@@ -2,7 +2,6 @@ package binary
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -10,8 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
+	"weft.dev/weft/internal/proxy/proxytest"
 )
 
 // checkMalformed sends a built sidecar's outbound listener a request its
@@ -36,45 +34,11 @@ func checkMalformed(t *testing.T, c *http.Client, outbound, admin string) {
 		t.Errorf("Content-Length with Transfer-Encoding: %v %v, want 400", resp, err)
 	}
 
-	h2, err := net.DialTimeout("tcp", outbound, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h2.Close()
-	h2.SetDeadline(deadline)
-	io.WriteString(h2, http2.ClientPreface)
-	fr := http2.NewFramer(h2, h2)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	request := func(stream uint32, extra ...string) {
-		hb.Reset()
-		fields := append([]string{":method", "GET", ":scheme", "http", ":authority", "backend", ":path", "/"}, extra...)
-		for i := 0; i < len(fields); i += 2 {
-			enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-		}
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: stream, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
-	}
-	fr.WriteSettings()
-	request(1)
-	request(3, "connection", "keep-alive")
-	request(5)
-	got := map[uint32]string{}
-	for len(got) < 3 {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("h2c: after %v: %v", got, err)
-		}
-		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			got[f.StreamID] = f.PseudoValue("status")
-		case *http2.RSTStreamFrame:
-			got[f.StreamID] = f.ErrCode.String()
-		case *http2.GoAwayFrame:
-			t.Fatalf("h2c: GOAWAY %v after %v", f.ErrCode, got)
-		}
-	}
-	if want := map[uint32]string{1: "200", 3: "PROTOCOL_ERROR", 5: "200"}; fmt.Sprint(got) != fmt.Sprint(want) {
+	h := proxytest.DialH2C(t, outbound, deadline)
+	h.Get(1, "backend", "/")
+	h.Get(3, "backend", "/", "connection", "keep-alive")
+	h.Get(5, "backend", "/")
+	if got, want := h.Answers(3), map[uint32]string{1: "200", 3: "PROTOCOL_ERROR", 5: "200"}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("h2c answers by stream %v, want %v", got, want)
 	}
 

@@ -1,17 +1,12 @@
 package dataplane
 
 import (
-	"bytes"
-	"context"
-	"net"
 	"testing"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
-	"weft.dev/weft/internal/proxy/h2guard"
+	"weft.dev/weft/internal/proxy/proxytest"
 	"weft.dev/weft/internal/xds/contract"
 )
 
@@ -33,81 +28,28 @@ func TestMalformedHTTP2Requests(t *testing.T) {
 		httpListener(t, "in", core.TrafficDirection_INBOUND, "",
 			routeConfig("inbound|8080||", vhost("inbound", []string{"*"}, toCluster("all", prefixMatch("/"), "app"))))))
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", d.ListenerAddr("in").String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	deadline, _ := ctx.Deadline()
-	c.SetDeadline(deadline)
-	if _, err := c.Write([]byte(h2guard.Preface)); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	send := func(stream uint32, fields ...string) {
-		t.Helper()
-		hb.Reset()
-		fields = append([]string{":method", "GET", ":scheme", "http", ":authority", "w", ":path"}, fields...)
-		for i := 0; i < len(fields); i += 2 {
-			enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-		}
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: stream, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-
-	type want struct {
-		stream uint32
-		reset  bool // else answered 200
-	}
+	h := proxytest.DialH2C(t, d.ListenerAddr("in").String(), time.Now().Add(20*time.Second))
 	cases := []struct {
-		fields []string
-		want   want
+		stream uint32
+		fields []string // path, then extra fields
+		want   string   // :status or the reset's code
 	}{
-		{[]string{"/ok-1", "x-a", "1"}, want{1, false}},
-		{[]string{"/connection", "x-b", "2", "connection", "keep-alive"}, want{3, true}},
-		{[]string{"/ok-2", "x-a", "1", "x-b", "2"}, want{5, false}},
-		{[]string{"/upgrade", "upgrade", "websocket"}, want{7, true}},
-		{[]string{"/te", "te", "gzip"}, want{9, true}},
-		{[]string{"/transfer-encoding", "transfer-encoding", "chunked"}, want{11, true}},
-		{[]string{"/grpc-te", "te", "trailers"}, want{13, false}},
-		{[]string{"/ok-3", "x-b", "2"}, want{15, false}},
+		{1, []string{"/ok-1", "x-a", "1"}, "200"},
+		{3, []string{"/connection", "x-b", "2", "connection", "keep-alive"}, "PROTOCOL_ERROR"},
+		{5, []string{"/ok-2", "x-a", "1", "x-b", "2"}, "200"},
+		{7, []string{"/upgrade", "upgrade", "websocket"}, "PROTOCOL_ERROR"},
+		{9, []string{"/te", "te", "gzip"}, "PROTOCOL_ERROR"},
+		{11, []string{"/transfer-encoding", "transfer-encoding", "chunked"}, "PROTOCOL_ERROR"},
+		{13, []string{"/grpc-te", "te", "trailers"}, "200"},
+		{15, []string{"/ok-3", "x-b", "2"}, "200"},
 	}
 	for _, tc := range cases {
-		send(tc.want.stream, tc.fields...)
+		h.Get(tc.stream, "w", tc.fields[0], tc.fields[1:]...)
 	}
-	got := map[uint32]bool{} // stream -> reset
-	for len(got) < len(cases) {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("after %d answers: %v", len(got), err)
-		}
-		switch f := f.(type) {
-		case *http2.RSTStreamFrame:
-			if f.ErrCode != http2.ErrCodeProtocol {
-				t.Errorf("stream %d reset with %v, want PROTOCOL_ERROR", f.StreamID, f.ErrCode)
-			}
-			got[f.StreamID] = true
-		case *http2.MetaHeadersFrame:
-			if s := f.PseudoValue("status"); s != "200" {
-				t.Errorf("stream %d answered %s, want 200", f.StreamID, s)
-			}
-			got[f.StreamID] = false
-		case *http2.GoAwayFrame:
-			t.Fatalf("GOAWAY %v: the connection ended", f.ErrCode)
-		}
-	}
+	got := h.Answers(len(cases))
 	for _, tc := range cases {
-		if r, ok := got[tc.want.stream]; !ok || r != tc.want.reset {
-			t.Errorf("stream %d %v: reset %v, want %v", tc.want.stream, tc.fields[0], r, tc.want.reset)
+		if got[tc.stream] != tc.want {
+			t.Errorf("stream %d %s: %q, want %q", tc.stream, tc.fields[0], got[tc.stream], tc.want)
 		}
 	}
 	seen := map[string]bool{}

@@ -8,13 +8,16 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/h1server"
+	"weft.dev/weft/internal/proxy/h2server"
 )
 
 // DefaultListenerDrain is how long a listener removed by an update keeps
@@ -42,8 +45,11 @@ type boundListener struct {
 	addr string       // configured address
 	ln   net.Listener // the socket
 	cl   *connListener
-	srv  *http.Server     // serves cl: the HTTP/2 connections set up (serve.go)
-	h1   *h1server.Server // serves the HTTP/1.1 connections set up, each on its setup goroutine
+	// srv runs the accept loop's shutdown (it serves cl) and, with
+	// WEFT_HTTP2_SERVER=go, the HTTP/2 connections set up (serve.go).
+	srv *http.Server
+	h1  *h1server.Server // serves the HTTP/1.1 connections set up, each on its setup goroutine
+	h2  *h2server.Server // serves the HTTP/2 connections set up, each on its setup goroutine; nil with WEFT_HTTP2_SERVER=go
 	// streamIdle is stream_idle_timeout for the HTTP/2 streams the
 	// server serves (streamidle.go); 0: none. Set when bound, as the
 	// server's other limits.
@@ -125,28 +131,45 @@ func (d *Dataplane) bind(lc *listenerConfig) (*boundListener, error) {
 		MaxHeaderBytes: sl.maxHeaderBytes,
 		Log:            d.log.With("listener", lc.name),
 	}
+	if !goHTTP2 {
+		bl.h2 = &h2server.Server{
+			Handler:              bl,
+			MaxConcurrentStreams: sl.maxStreams,
+			MaxHeaderBytes:       sl.maxHeaderBytes,
+			IdleTimeout:          sl.idleTimeout,
+			WriteTimeout:         streamWriteTimeout(sl.streamIdle),
+			Log:                  d.log.With("listener", lc.name),
+		}
+	}
 	return bl, nil
 }
+
+// goHTTP2: WEFT_HTTP2_SERVER=go serves HTTP/2 with Go's own server, as
+// Weft did before h2server; a way back while h2server is new.
+var goHTTP2 = os.Getenv("WEFT_HTTP2_SERVER") == "go"
 
 // shutdown stops bl's servers as http.Server.Shutdown: idle connections
 // close now, busy ones after their request; it returns ctx.Err() when
 // ctx ends first.
 func (bl *boundListener) shutdown(ctx context.Context) error {
-	var h1err error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h1err = bl.h1.Shutdown(ctx)
-	}()
+	var h1err, h2err error
+	var wg sync.WaitGroup
+	wg.Go(func() { h1err = bl.h1.Shutdown(ctx) })
+	if bl.h2 != nil {
+		wg.Go(func() { h2err = bl.h2.Shutdown(ctx) })
+	}
 	err := bl.srv.Shutdown(ctx)
-	<-done
-	return cmp.Or(err, h1err)
+	wg.Wait()
+	return cmp.Or(err, h1err, h2err)
 }
 
 // closeNow closes bl's servers and every connection they hold.
 func (bl *boundListener) closeNow() {
 	bl.srv.Close()
 	bl.h1.Close()
+	if bl.h2 != nil {
+		bl.h2.Close()
+	}
 }
 
 // serve accepts and serves until the server is shut down. Called once per

@@ -270,7 +270,7 @@ func (l *connListener) setupAndHand(c net.Conn) {
 		return
 	}
 	if ci.tls != nil && ci.tls.NegotiatedProtocol == "h2" {
-		l.handToHTTP2(conn)
+		l.serveHTTP2(conn, ci)
 		return
 	}
 	// HTTP/1.1 (plaintext or over TLS) is served on this goroutine; a
@@ -284,7 +284,7 @@ func (l *connListener) setupAndHand(c net.Conn) {
 			l.bl.d.log.Debug("request refused", "listener", l.bl.name, "remote", c.RemoteAddr().String(), "err", err.Error())
 			l.bl.d.fwd.Refused(&ci.chain.http, ci.ds, status) // counted with DPE, as Envoy's codec errors
 		},
-		Handoff: func(h2 net.Conn) { l.handToHTTP2(l.bl.h2Guard(h2)) },
+		Handoff: func(h2 net.Conn) { l.serveHTTP2(l.bl.h2Guard(h2), ci) },
 	})
 }
 
@@ -305,6 +305,17 @@ func (l *connListener) connAllowed(cc *chainConfig, ci *connInfo, clusters map[s
 		}
 	}
 	return true
+}
+
+// serveHTTP2 serves an HTTP/2 connection on this goroutine (counted in
+// d.wg), or with WEFT_HTTP2_SERVER=go hands it to the listener's
+// http.Server.
+func (l *connListener) serveHTTP2(conn net.Conn, ci *connInfo) {
+	if l.bl.h2 == nil {
+		l.handToHTTP2(conn)
+		return
+	}
+	l.bl.h2.ServeConn(context.WithValue(l.bl.d.baseCtx, connInfoKey{}, ci), conn)
 }
 
 // handToHTTP2 gives an HTTP/2 connection to the listener's http.Server,

@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"time"
+
+	"weft.dev/weft/internal/proxy/httpdate"
 )
 
 // bufferBeforeChunking is how many body bytes a response holds before
@@ -214,7 +214,7 @@ func (w *response) commit(final bool, next []byte) {
 	bw.Write(w.hdr)
 	if !w.hasDate {
 		bw.WriteString("Date: ")
-		bw.Write(httpDate())
+		bw.Write(httpdate.Now())
 		bw.WriteString("\r\n")
 	}
 	switch {
@@ -300,24 +300,6 @@ func statusLine(code int) string {
 		return s
 	}
 	return "HTTP/1.1 " + strconv.Itoa(code) + " status code " + strconv.Itoa(code) + "\r\n"
-}
-
-// dateCache is the Date header value, formatted once a second.
-var dateCache atomic.Pointer[dateValue]
-
-type dateValue struct {
-	sec int64
-	b   []byte
-}
-
-func httpDate() []byte {
-	now := time.Now()
-	if d := dateCache.Load(); d != nil && d.sec == now.Unix() {
-		return d.b
-	}
-	d := &dateValue{sec: now.Unix(), b: now.UTC().AppendFormat(nil, http.TimeFormat)}
-	dateCache.Store(d)
-	return d.b
 }
 
 // Flush implements http.Flusher.

@@ -17,6 +17,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+
+	"weft.dev/weft/internal/h2wire"
 )
 
 // What this server advertises and enforces.
@@ -61,8 +63,6 @@ const (
 	errCodeEnhanceYourCalm = http2.ErrCodeEnhanceYourCalm
 )
 
-const clientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
 var (
 	errServerClosed = errors.New("h2rpc: server closed the connection")
 	errConnClosed   = errors.New("h2rpc: connection closed")
@@ -92,7 +92,7 @@ type conn struct {
 	// Read side: the reader goroutine's alone.
 	hdr       [9]byte
 	hdec      *hpack.Decoder
-	fields    headerBlock
+	fields    h2wire.Fields
 	hblock    []byte // a header block being continued; nil outside one
 	hstream   uint32
 	hend      bool          // the header block's frame ended the stream
@@ -104,8 +104,7 @@ type conn struct {
 	strikes   int
 	resetPing atomic.Bool // a response went out since the last client ping
 
-	wmu  sync.Mutex
-	werr error // the first write error; the connection is over
+	w *h2wire.Writer
 
 	mu         sync.Mutex
 	cond       *sync.Cond // send windows grew, or a stream or the connection ended
@@ -113,7 +112,6 @@ type conn struct {
 	sendWindow int64
 	peerWindow int32 // SETTINGS_INITIAL_WINDOW_SIZE of the peer
 	peerFrame  int   // SETTINGS_MAX_FRAME_SIZE of the peer
-	control    []byte
 	closed     bool
 	goingAway  bool // GOAWAY sent
 	closeIdle  bool // close once no stream is left
@@ -139,7 +137,8 @@ func newConn(s *Server, nc net.Conn, auth credentials.AuthInfo) *conn {
 		peerFrame:  16 << 10,
 	}
 	c.cond = sync.NewCond(&c.mu)
-	c.hdec = hpack.NewDecoder(4096, c.fields.add)
+	c.hdec = hpack.NewDecoder(4096, c.fields.Add)
+	c.w = h2wire.NewWriter(nc, maxControlPending, c.kill)
 	c.hdec.SetMaxStringLength(maxHeaderListSize)
 	return c
 }
@@ -152,22 +151,22 @@ func (c *conn) serve() {
 
 func (c *conn) run() error {
 	_ = c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
-	var pre [len(clientPreface)]byte
+	var pre [len(h2wire.Preface)]byte
 	if _, err := io.ReadFull(c.nc, pre[:]); err != nil {
 		return err
 	}
-	if string(pre[:]) != clientPreface {
+	if string(pre[:]) != h2wire.Preface {
 		return connError{errCodeProtocol, "not an HTTP/2 client preface"}
 	}
 	_ = c.nc.SetReadDeadline(time.Time{})
 
 	var b []byte
-	b = appendSettings(b, []http2.Setting{
+	b = h2wire.AppendSettings(b, []http2.Setting{
 		{ID: http2.SettingMaxConcurrentStreams, Val: maxConcurrentStreams},
 		{ID: http2.SettingInitialWindowSize, Val: recvWindow},
 		{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderListSize},
 	})
-	b = appendWindowUpdate(b, 0, recvWindow-initialWindow)
+	b = h2wire.AppendWindowUpdate(b, 0, recvWindow-initialWindow)
 	if err := c.write(b); err != nil {
 		return err
 	}
@@ -307,7 +306,7 @@ func (c *conn) readFrame() error {
 			return connError{errCodeProtocol, "bad PRIORITY"}
 		}
 		if binary.BigEndian.Uint32(p)&(1<<31-1) == id {
-			c.queueControl(appendRST(nil, id, errCodeProtocol)) // a stream may not depend on itself
+			c.queueControl(h2wire.AppendRST(nil, id, errCodeProtocol)) // a stream may not depend on itself
 		}
 		return nil
 	case http2.FrameRSTStream:
@@ -338,17 +337,6 @@ func (c *conn) readFrame() error {
 	return nil // unknown frame types are ignored
 }
 
-// unpad strips a frame's padding.
-func unpad(flags http2.Flags, p []byte) ([]byte, error) {
-	if !flags.Has(http2.FlagDataPadded) { // the same bit for HEADERS
-		return p, nil
-	}
-	if len(p) == 0 || int(p[0]) >= len(p) {
-		return nil, connError{errCodeProtocol, "bad padding"}
-	}
-	return p[1 : len(p)-int(p[0])], nil
-}
-
 func (c *conn) onData(id uint32, flags http2.Flags, p []byte) error {
 	if id == 0 {
 		return connError{errCodeProtocol, "DATA on stream 0"}
@@ -360,13 +348,13 @@ func (c *conn) onData(id uint32, flags http2.Flags, p []byte) error {
 	c.recvLeft -= n
 	c.recvOwed += n
 	if c.recvOwed >= recvWindow/4 {
-		c.queueControl(appendWindowUpdate(nil, 0, uint32(c.recvOwed)))
+		c.queueControl(h2wire.AppendWindowUpdate(nil, 0, uint32(c.recvOwed)))
 		c.recvLeft += c.recvOwed
 		c.recvOwed = 0
 	}
-	data, err := unpad(flags, p)
-	if err != nil {
-		return err
+	data, ok := h2wire.Unpad(flags, p)
+	if !ok {
+		return connError{errCodeProtocol, "bad padding"}
 	}
 	c.mu.Lock()
 	st := c.streams[id]
@@ -375,7 +363,7 @@ func (c *conn) onData(id uint32, flags http2.Flags, p []byte) error {
 		if id > c.maxStream.Load() {
 			return connError{errCodeProtocol, "DATA on an idle stream"}
 		}
-		c.queueControl(appendRST(nil, id, errCodeStreamClosed))
+		c.queueControl(h2wire.AppendRST(nil, id, errCodeStreamClosed))
 		return nil
 	}
 	if n > st.recvLeft.Load() {
@@ -392,9 +380,9 @@ func (c *conn) onHeaders(id uint32, flags http2.Flags, p []byte) error {
 	if id == 0 {
 		return connError{errCodeProtocol, "HEADERS on stream 0"}
 	}
-	block, err := unpad(flags, p)
-	if err != nil {
-		return err
+	block, ok := h2wire.Unpad(flags, p)
+	if !ok {
+		return connError{errCodeProtocol, "bad padding"}
 	}
 	selfDependent := false
 	if flags.Has(http2.FlagHeadersPriority) {
@@ -408,7 +396,7 @@ func (c *conn) onHeaders(id uint32, flags http2.Flags, p []byte) error {
 		if id > c.maxStream.Load() {
 			c.maxStream.Store(id)
 		}
-		c.queueControl(appendRST(nil, id, errCodeProtocol))
+		c.queueControl(h2wire.AppendRST(nil, id, errCodeProtocol))
 		return nil
 	}
 	end := flags.Has(http2.FlagHeadersEndStream)
@@ -423,7 +411,7 @@ func (c *conn) onHeaders(id uint32, flags http2.Flags, p []byte) error {
 // onHeaderBlock handles a whole header block: a new stream, or a
 // client's trailers.
 func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
-	c.fields.reset()
+	c.fields.Reset(maxHeaderListSize)
 	if _, err := c.hdec.Write(block); err != nil {
 		return connError{errCodeCompression, err.Error()}
 	}
@@ -446,9 +434,7 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 		st.onData(nil, 0, true)
 		return nil
 	}
-	if f := &c.fields; f.malformed == "" && (f.method == "" || f.scheme == "" || f.path == "") {
-		f.malformed = "a request without :method, :scheme or :path"
-	}
+	c.fields.CheckRequest()
 	switch {
 	case id%2 == 0:
 		return connError{errCodeProtocol, fmt.Sprintf("HEADERS on stream %d, not a client's", id)}
@@ -457,24 +443,24 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 	}
 	c.maxStream.Store(id)
 	f := &c.fields
-	if f.tooLarge {
-		c.queueControl(appendRST(nil, id, errCodeRefusedStream))
+	if f.TooLarge {
+		c.queueControl(h2wire.AppendRST(nil, id, errCodeRefusedStream))
 		return nil
 	}
-	if f.malformed != "" {
+	if f.Malformed != "" {
 		// A malformed request (RFC 9113 §8.1.1): a stream error.
-		c.srv.Log.Debug("malformed HTTP/2 request", "remote", c.nc.RemoteAddr().String(), "why", f.malformed)
-		c.queueControl(appendRST(nil, id, errCodeProtocol))
+		c.srv.Log.Debug("malformed HTTP/2 request", "remote", c.nc.RemoteAddr().String(), "why", f.Malformed)
+		c.queueControl(h2wire.AppendRST(nil, id, errCodeProtocol))
 		return nil
 	}
 	c.mu.Lock()
 	refuse := c.goingAway || c.closed || len(c.streams) >= maxConcurrentStreams
 	c.mu.Unlock()
 	if refuse {
-		c.queueControl(appendRST(nil, id, errCodeRefusedStream))
+		c.queueControl(h2wire.AppendRST(nil, id, errCodeRefusedStream))
 		return nil
 	}
-	if code := f.check(); code != 0 {
+	if code := grpcStatus(f); code != 0 {
 		// Not a gRPC request: answered with the HTTP status and why, as
 		// gRPC-Go does, under flow control like any response.
 		st = newStream(c, id, f)
@@ -496,7 +482,7 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 	}
 	if st.h == nil {
 		st.body = newBody(st)
-		go c.srv.serveFallback(st, f.request(c, st))
+		go c.srv.serveFallback(st, request(f, c, st))
 	}
 	if end {
 		st.onData(nil, 0, true)
@@ -562,7 +548,7 @@ func (c *conn) onSettings(id uint32, flags http2.Flags, p []byte) error {
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
-	c.queueControl(appendFrameHeader(nil, 0, http2.FrameSettings, http2.FlagSettingsAck, 0))
+	c.queueControl(h2wire.AppendHeader(nil, 0, http2.FrameSettings, http2.FlagSettingsAck, 0))
 	return nil
 }
 
@@ -587,8 +573,7 @@ func (c *conn) onPing(flags http2.Flags, p []byte) error {
 		}
 		c.lastPing = now
 	}
-	b := appendFrameHeader(nil, 8, http2.FramePing, http2.FlagPingAck, 0)
-	c.queueControl(append(b, p...))
+	c.queueControl(h2wire.AppendPing(nil, true, [8]byte(p)))
 	return nil
 }
 
@@ -613,7 +598,7 @@ func (c *conn) onWindowUpdate(id, incr uint32) error {
 			return connError{errCodeProtocol, "WINDOW_UPDATE on an idle stream"}
 		case incr == 0:
 			c.mu.Unlock()
-			c.queueControl(appendRST(nil, id, errCodeProtocol))
+			c.queueControl(h2wire.AppendRST(nil, id, errCodeProtocol))
 			c.mu.Lock()
 		}
 		return nil
@@ -662,7 +647,7 @@ func (c *conn) onKeepalive() {
 	c.keepalive.Reset(max(s.KeepaliveTimeout, time.Millisecond))
 	c.mu.Unlock()
 	var payload [8]byte
-	c.queueControl(append(appendFrameHeader(nil, 8, http2.FramePing, 0, 0), payload[:]...))
+	c.queueControl(h2wire.AppendPing(nil, false, payload))
 }
 
 // onMaxAge runs when the connection has reached its maximum age.
@@ -689,10 +674,7 @@ func (c *conn) goAway(code http2.ErrCode, debug string, closeIdle bool) {
 	idle := c.closeIdle && len(c.streams) == 0
 	c.mu.Unlock()
 	if first || code != errCodeNo {
-		b := appendFrameHeader(nil, 8+len(debug), http2.FrameGoAway, 0, 0)
-		b = binary.BigEndian.AppendUint32(b, c.maxStream.Load())
-		b = binary.BigEndian.AppendUint32(b, uint32(code))
-		c.queueControl(append(b, debug...))
+		c.queueControl(h2wire.AppendGoAway(nil, c.maxStream.Load(), code, debug))
 	}
 	if idle {
 		c.kill(errServerClosed)
@@ -722,162 +704,34 @@ func (c *conn) dropStream(st *Stream) {
 	}
 }
 
-// queueControl adds control frames to be written before the next
-// write, and writes them now unless a write is under way (which writes
-// them when it ends).
-func (c *conn) queueControl(b []byte) {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
-	}
-	c.control = append(c.control, b...)
-	over := len(c.control) > maxControlPending
-	c.mu.Unlock()
-	if over {
-		c.kill(errors.New("h2rpc: the peer does not read what it is sent"))
-		return
-	}
-	c.flushControl()
-}
+// queueControl queues control frames (written before the next write,
+// or now).
+func (c *conn) queueControl(b []byte) { c.w.Queue(b) }
 
-// flushControl writes the pending control frames unless another write
-// holds the connection (it flushes them after its own).
-func (c *conn) flushControl() {
-	for {
-		if !c.wmu.TryLock() {
-			return
-		}
-		c.mu.Lock()
-		b := c.control
-		c.control = nil
-		c.mu.Unlock()
-		if len(b) > 0 && c.werr == nil {
-			if _, err := c.nc.Write(b); err != nil {
-				c.werr = err
-			}
-		}
-		c.wmu.Unlock()
-		c.mu.Lock()
-		more := len(c.control) > 0 && !c.closed
-		c.mu.Unlock()
-		if !more {
-			return
-		}
-	}
-}
+// flushControl writes the queued control frames unless a write is under
+// way (which writes them).
+func (c *conn) flushControl() { c.w.Flush() }
 
-// write writes b (whole frames) after the pending control frames.
+// write writes b (whole frames) after the queued control frames.
 func (c *conn) write(b []byte) error {
-	c.wmu.Lock()
-	err := c.werr
-	if err == nil {
-		c.mu.Lock()
-		ctl := c.control
-		c.control = nil
-		c.mu.Unlock()
-		if len(ctl) > 0 {
-			_, err = c.nc.Write(ctl)
-		}
-		if err == nil {
-			_, err = c.nc.Write(b)
-		}
-		if err != nil {
-			c.werr = err
-		}
-	}
-	c.wmu.Unlock()
-	if err != nil {
-		c.kill(err)
+	if err := c.w.Write(b); err != nil {
 		return err
 	}
 	// As gRPC-Go's server: a client's pings while responses come (its
 	// bandwidth estimates) are not held against it.
 	c.resetPing.Store(true)
-	c.flushControl()
 	return nil
 }
 
-// headerBlock collects a request's header fields.
-type headerBlock struct {
-	method, path, scheme, authority, contentType string
-	regular                                      [][2]string
-	size                                         int
-	tooLarge                                     bool
-	malformed                                    string // why the block is not a valid request
-}
-
-func (f *headerBlock) reset() { *f = headerBlock{} }
-
-func (f *headerBlock) add(hf hpack.HeaderField) {
-	f.size += int(hf.Size())
-	if f.size > maxHeaderListSize {
-		f.tooLarge = true
-		return
-	}
-	if f.malformed != "" {
-		return
-	}
-	if strings.HasPrefix(hf.Name, ":") {
-		if len(f.regular) > 0 {
-			f.malformed = "pseudo-header " + hf.Name + " after a regular one"
-			return
-		}
-		var dst *string
-		switch hf.Name {
-		case ":method":
-			dst = &f.method
-		case ":path":
-			dst = &f.path
-			if hf.Value == "" {
-				f.malformed = "empty :path"
-				return
-			}
-		case ":scheme":
-			dst = &f.scheme
-		case ":authority":
-			dst = &f.authority
-		default:
-			f.malformed = "pseudo-header " + hf.Name + " in a request"
-			return
-		}
-		if *dst != "" {
-			f.malformed = "pseudo-header " + hf.Name + " twice"
-			return
-		}
-		*dst = hf.Value
-		return
-	}
-	for i := 0; i < len(hf.Name); i++ {
-		if c := hf.Name[i]; 'A' <= c && c <= 'Z' {
-			f.malformed = "header name " + hf.Name + " not in lowercase"
-			return
-		}
-	}
-	switch hf.Name {
-	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
-		f.malformed = "connection-specific header " + hf.Name
-		return
-	case "te":
-		if hf.Value != "trailers" {
-			f.malformed = "te other than trailers"
-			return
-		}
-	case "content-type":
-		f.contentType = hf.Value
-	}
-	f.regular = append(f.regular, [2]string{hf.Name, hf.Value})
-}
-
-// check returns the HTTP status a request that is not gRPC is answered
+// grpcStatus is the HTTP status a request that is not gRPC is answered
 // with, or 0.
-func (f *headerBlock) check() int {
+func grpcStatus(f *h2wire.Fields) int {
 	switch {
-	case f.path == "" || f.method == "":
+	case f.Path == "" || f.Method == "":
 		return 400
-	case f.method != "POST":
+	case f.Method != "POST":
 		return 405
-	case !isGRPCContentType(f.contentType):
+	case !isGRPCContentType(f.Get("content-type")):
 		return 415
 	}
 	return 0
@@ -889,43 +743,6 @@ func isGRPCContentType(ct string) bool {
 	}
 	rest := ct[len("application/grpc"):]
 	return rest == "" || rest[0] == '+' || rest[0] == ';'
-}
-
-// Frame writing.
-
-func appendFrameHeader(b []byte, n int, typ http2.FrameType, flags http2.Flags, id uint32) []byte {
-	return append(b, byte(n>>16), byte(n>>8), byte(n), byte(typ), byte(flags),
-		byte(id>>24), byte(id>>16), byte(id>>8), byte(id))
-}
-
-func appendSettings(b []byte, settings []http2.Setting) []byte {
-	b = appendFrameHeader(b, 6*len(settings), http2.FrameSettings, 0, 0)
-	for _, s := range settings {
-		b = binary.BigEndian.AppendUint16(b, uint16(s.ID))
-		b = binary.BigEndian.AppendUint32(b, s.Val)
-	}
-	return b
-}
-
-func appendWindowUpdate(b []byte, id, incr uint32) []byte {
-	b = appendFrameHeader(b, 4, http2.FrameWindowUpdate, 0, id)
-	return binary.BigEndian.AppendUint32(b, incr)
-}
-
-func appendRST(b []byte, id uint32, code http2.ErrCode) []byte {
-	b = appendFrameHeader(b, 4, http2.FrameRSTStream, 0, id)
-	return binary.BigEndian.AppendUint32(b, uint32(code))
-}
-
-// appendHeaders appends a header block in one HEADERS frame (the blocks
-// this server writes are small).
-func appendHeaders(b []byte, id uint32, endStream bool, block []byte) []byte {
-	flags := http2.FlagHeadersEndHeaders
-	if endStream {
-		flags |= http2.FlagHeadersEndStream
-	}
-	b = appendFrameHeader(b, len(block), http2.FrameHeaders, flags, id)
-	return append(b, block...)
 }
 
 // encodeFields encodes header fields without HPACK's dynamic table

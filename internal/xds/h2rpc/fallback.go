@@ -10,6 +10,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+
+	"weft.dev/weft/internal/h2wire"
 )
 
 // The fallback: a stream Open does not take is served by an
@@ -20,23 +22,23 @@ import (
 // wants.
 
 // request makes the fallback's request from the stream's header block.
-func (f *headerBlock) request(c *conn, st *Stream) *http.Request {
-	h := make(http.Header, len(f.regular))
-	for _, kv := range f.regular {
-		h.Add(kv[0], kv[1])
+func request(f *h2wire.Fields, c *conn, st *Stream) *http.Request {
+	h := make(http.Header, len(f.Regular))
+	for _, kv := range f.Regular {
+		h.Add(kv.Name, kv.Value)
 	}
 	ctx := context.WithValue(st.ctx, http.LocalAddrContextKey, c.nc.LocalAddr())
 	r := (&http.Request{
-		Method:        f.method,
-		URL:           &url.URL{Path: f.path},
+		Method:        f.Method,
+		URL:           &url.URL{Path: f.Path},
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
 		Header:        h,
 		Body:          st.body,
 		ContentLength: -1,
-		Host:          f.authority,
+		Host:          f.Authority,
 		RemoteAddr:    c.nc.RemoteAddr().String(),
-		RequestURI:    f.path,
+		RequestURI:    f.Path,
 	}).WithContext(ctx)
 	if p := peerOf(c); p != nil {
 		if ti, ok := p.(credentials.TLSInfo); ok {
@@ -219,7 +221,7 @@ func (b *body) Read(p []byte) (int, error) {
 	b.mu.Unlock()
 	if give > 0 && !b.st.remoteDone.Load() {
 		b.st.recvLeft.Add(give)
-		b.st.c.queueControl(appendWindowUpdate(nil, b.st.id, uint32(give)))
+		b.st.c.queueControl(h2wire.AppendWindowUpdate(nil, b.st.id, uint32(give)))
 	}
 	return n, nil
 }

@@ -9,6 +9,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"weft.dev/weft/internal/h2wire"
 )
 
 // FuzzConn: whatever a client sends after the preface — frames of any
@@ -62,7 +64,7 @@ func FuzzConn(f *testing.F) {
 		done := make(chan struct{})
 		go func() { s.serveConn(server); close(done) }()
 		go func() { _, _ = io.Copy(io.Discard, client) }()
-		_, _ = client.Write([]byte(clientPreface))
+		_, _ = client.Write([]byte(h2wire.Preface))
 		_, _ = client.Write(in)
 		client.Close()
 		select {

@@ -8,6 +8,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"weft.dev/weft/internal/h2wire"
 )
 
 // rawClient speaks HTTP/2 frames to the server directly, for what a
@@ -26,7 +28,7 @@ func rawDial(t *testing.T, addr string) *rawClient {
 	}
 	t.Cleanup(func() { nc.Close() })
 	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := nc.Write([]byte(clientPreface)); err != nil {
+	if _, err := nc.Write([]byte(h2wire.Preface)); err != nil {
 		t.Fatal(err)
 	}
 	c := &rawClient{t: t, nc: nc, fr: http2.NewFramer(nc, nc)}

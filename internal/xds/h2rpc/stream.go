@@ -12,6 +12,8 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"weft.dev/weft/internal/h2wire"
 )
 
 // Stream is one gRPC call on a connection.
@@ -41,9 +43,9 @@ type Stream struct {
 	done        bool // finished or reset: nothing more is written
 }
 
-func newStream(c *conn, id uint32, f *headerBlock) *Stream {
+func newStream(c *conn, id uint32, f *h2wire.Fields) *Stream {
 	ctx, cancel := context.WithCancel(c.ctx)
-	st := &Stream{c: c, id: id, method: f.path, ctx: ctx, cancel: cancel, sendWindow: int64(c.peerWindowNow())}
+	st := &Stream{c: c, id: id, method: f.Path, ctx: ctx, cancel: cancel, sendWindow: int64(c.peerWindowNow())}
 	st.recvLeft.Store(recvWindow)
 	return st
 }
@@ -110,11 +112,11 @@ func (st *Stream) send(prefixed bool, pieces [][]byte) error {
 
 		b := (*bp)[:0]
 		if hdrs != nil {
-			b = appendHeaders(b, st.id, false, hdrs)
+			b = h2wire.AppendHeaders(b, st.id, false, hdrs, maxFrameSize)
 		}
 		for n > 0 {
 			k := min(n, frame)
-			b = appendFrameHeader(b, k, http2.FrameData, 0, st.id)
+			b = h2wire.AppendHeader(b, k, http2.FrameData, 0, st.id)
 			b = src.appendN(b, k)
 			n -= k
 			total -= k
@@ -142,7 +144,7 @@ func (st *Stream) writeHeaders(block []byte) error {
 	}
 	st.headersSent = true
 	c.mu.Unlock()
-	return c.write(appendHeaders(nil, st.id, false, block))
+	return c.write(h2wire.AppendHeaders(nil, st.id, false, block, maxFrameSize))
 }
 
 // replyPlain answers a request that is not gRPC with an HTTP status and
@@ -154,7 +156,7 @@ func (st *Stream) replyPlain(code int, msg string) {
 		// END_STREAM on an empty DATA frame, which flow control does not
 		// count. No RST_STREAM: a client still sending is answered
 		// STREAM_CLOSED by the reader.
-		_ = c.write(appendFrameHeader(nil, 0, http2.FrameData, http2.FlagDataEndStream, st.id))
+		_ = c.write(h2wire.AppendHeader(nil, 0, http2.FrameData, http2.FlagDataEndStream, st.id))
 	}
 	st.cancel()
 	c.dropStream(st)
@@ -236,9 +238,9 @@ func (st *Stream) end(trailers, headers [][2]string) error {
 	if !sent {
 		fields = append(slices.Clone(headers), trailers...)
 	}
-	b := appendHeaders(nil, st.id, true, encodeFields(fields))
+	b := h2wire.AppendHeaders(nil, st.id, true, encodeFields(fields), maxFrameSize)
 	if !st.remoteDone.Load() {
-		b = appendRST(b, st.id, errCodeNo)
+		b = h2wire.AppendRST(b, st.id, errCodeNo)
 	}
 	err := c.write(b)
 	st.cancel()
@@ -259,7 +261,7 @@ func (st *Stream) Reset(code http2.ErrCode) {
 	if !st.markDone() && !st.c.has(st) {
 		return
 	}
-	st.c.queueControl(appendRST(nil, st.id, code))
+	st.c.queueControl(h2wire.AppendRST(nil, st.id, code))
 	st.cancel()
 	st.c.dropStream(st)
 }
@@ -312,7 +314,7 @@ func (st *Stream) onData(data []byte, n int32, end bool) {
 		// given back at once.
 		st.recvOwed += n
 		if st.recvOwed >= recvWindow/4 {
-			st.c.queueControl(appendWindowUpdate(nil, st.id, uint32(st.recvOwed)))
+			st.c.queueControl(h2wire.AppendWindowUpdate(nil, st.id, uint32(st.recvOwed)))
 			st.recvLeft.Add(st.recvOwed)
 			st.recvOwed = 0
 		}

@@ -106,8 +106,8 @@ func TestFields(t *testing.T) {
 		{append(req, "te", "trailers", "x-a", "b"), false},
 		{[]string{":method", "CONNECT", ":authority", "a:443"}, false},
 		{[]string{":method", "CONNECT", ":authority", "a:443", ":path", "/"}, true},
-		{[]string{":method", "GET", ":path", "/"}, true},                                 // no scheme
-		{[]string{":method", "GET", ":scheme", "ftp", ":path", "/"}, true},               // not http(s)
+		{[]string{":method", "GET", ":path", "/"}, true},                                  // no scheme
+		{[]string{":method", "GET", ":scheme", "ftp", ":path", "/"}, true},                // not http(s)
 		{[]string{":method", "GET", ":scheme", "http", ":path", "/", ":path", "/"}, true}, // twice
 		{append(req, ":protocol", "websocket"), true},
 		{append(req, "x-a", "b", ":method", "GET"), true}, // pseudo after regular

@@ -17,15 +17,6 @@ import (
 	"weft.dev/weft/internal/h2wire"
 )
 
-// connError is an HTTP/2 connection error: the connection is sent GOAWAY
-// with its code and closed.
-type connError struct {
-	code http2.ErrCode
-	msg  string
-}
-
-func (e connError) Error() string { return fmt.Sprintf("http2 %v: %s", e.code, e.msg) }
-
 var errClientGone = errors.New("h2server: connection closed")
 
 // conn is one HTTP/2 connection. Its reader goroutine (serve) owns the
@@ -122,7 +113,7 @@ func (c *conn) run() error {
 		return err
 	}
 	if string(pre[:]) != h2wire.Preface {
-		return connError{http2.ErrCodeProtocol, "not an HTTP/2 client preface"}
+		return h2wire.ConnErr(http2.ErrCodeProtocol, "not an HTTP/2 client preface")
 	}
 	_ = c.nc.SetReadDeadline(time.Time{})
 
@@ -153,12 +144,12 @@ func (c *conn) headerListLimit() int { return c.maxHdr + 4096 }
 // finish ends the connection after its reader stopped: every stream
 // still open is told.
 func (c *conn) finish(err error) {
-	var ce connError
+	var ce h2wire.ConnError
 	if errors.As(err, &ce) {
 		c.mu.Lock()
 		c.goingAway = true
 		c.mu.Unlock()
-		c.queueControl(h2wire.AppendGoAway(nil, c.lastID.Load(), ce.code, ce.msg))
+		c.queueControl(h2wire.AppendGoAway(nil, c.lastID.Load(), ce.Code, ce.Msg))
 		c.srv.log().Debug("HTTP/2 connection error", "remote", c.remote, "err", err)
 		c.linger()
 	}
@@ -238,18 +229,16 @@ func (c *conn) kill(err error) {
 
 // readFrame reads and handles one frame.
 func (c *conn) readFrame() error {
-	if _, err := io.ReadFull(c.nc, c.hdr[:]); err != nil {
+	h, err := h2wire.ReadFrameHeader(c.nc, &c.hdr)
+	if err != nil {
 		return err
 	}
-	n := int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
-	typ := http2.FrameType(c.hdr[3])
-	flags := http2.Flags(c.hdr[4])
-	id := binary.BigEndian.Uint32(c.hdr[5:]) & (1<<31 - 1)
+	n, typ, flags, id := h.Length, h.Type, h.Flags, h.StreamID
 	if n > maxFrameSize {
-		return connError{http2.ErrCodeFrameSize, fmt.Sprintf("frame of %d bytes", n)}
+		return h2wire.ConnErr(http2.ErrCodeFrameSize, fmt.Sprintf("frame of %d bytes", n))
 	}
 	if c.hblock != nil && (typ != http2.FrameContinuation || id != c.hstream) {
-		return connError{http2.ErrCodeProtocol, "header block interrupted"}
+		return h2wire.ConnErr(http2.ErrCodeProtocol, "header block interrupted")
 	}
 	var p []byte
 	if n <= len(c.small) {
@@ -269,10 +258,10 @@ func (c *conn) readFrame() error {
 		return c.onHeaders(id, flags, p)
 	case http2.FrameContinuation:
 		if c.hblock == nil {
-			return connError{http2.ErrCodeProtocol, "CONTINUATION without HEADERS"}
+			return h2wire.ConnErr(http2.ErrCodeProtocol, "CONTINUATION without HEADERS")
 		}
 		if len(c.hblock)+len(p) > c.headerListLimit()+maxFrameSize {
-			return connError{http2.ErrCodeProtocol, "header block too large"}
+			return h2wire.ConnErr(http2.ErrCodeProtocol, "header block too large")
 		}
 		c.hblock = append(c.hblock, p...)
 		if flags.Has(http2.FlagContinuationEndHeaders) {
@@ -283,7 +272,7 @@ func (c *conn) readFrame() error {
 		return nil
 	case http2.FramePriority:
 		if id == 0 {
-			return connError{http2.ErrCodeProtocol, "PRIORITY on stream 0"}
+			return h2wire.ConnErr(http2.ErrCodeProtocol, "PRIORITY on stream 0")
 		}
 		if n != 5 {
 			c.queueControl(c.appendRST(nil, id, http2.ErrCodeFrameSize))
@@ -295,22 +284,22 @@ func (c *conn) readFrame() error {
 		return nil
 	case http2.FrameRSTStream:
 		if id == 0 {
-			return connError{http2.ErrCodeProtocol, "RST_STREAM on stream 0"}
+			return h2wire.ConnErr(http2.ErrCodeProtocol, "RST_STREAM on stream 0")
 		}
 		if n != 4 {
-			return connError{http2.ErrCodeFrameSize, "bad RST_STREAM"}
+			return h2wire.ConnErr(http2.ErrCodeFrameSize, "bad RST_STREAM")
 		}
 		return c.onReset(id, http2.ErrCode(binary.BigEndian.Uint32(p)))
 	case http2.FrameSettings:
 		return c.onSettings(id, flags, p)
 	case http2.FramePushPromise:
-		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE from a client"}
+		return h2wire.ConnErr(http2.ErrCodeProtocol, "PUSH_PROMISE from a client")
 	case http2.FramePing:
 		if id != 0 {
-			return connError{http2.ErrCodeProtocol, "PING on a stream"}
+			return h2wire.ConnErr(http2.ErrCodeProtocol, "PING on a stream")
 		}
 		if n != 8 {
-			return connError{http2.ErrCodeFrameSize, "bad PING"}
+			return h2wire.ConnErr(http2.ErrCodeFrameSize, "bad PING")
 		}
 		if !flags.Has(http2.FlagPingAck) {
 			c.queueControl(h2wire.AppendPing(nil, true, [8]byte(p)))
@@ -318,15 +307,15 @@ func (c *conn) readFrame() error {
 		return nil
 	case http2.FrameGoAway:
 		if id != 0 {
-			return connError{http2.ErrCodeProtocol, "GOAWAY on a stream"}
+			return h2wire.ConnErr(http2.ErrCodeProtocol, "GOAWAY on a stream")
 		}
 		if n < 8 {
-			return connError{http2.ErrCodeFrameSize, "bad GOAWAY"}
+			return h2wire.ConnErr(http2.ErrCodeFrameSize, "bad GOAWAY")
 		}
 		return nil // the client stops opening streams; the open ones go on
 	case http2.FrameWindowUpdate:
 		if n != 4 {
-			return connError{http2.ErrCodeFrameSize, "bad WINDOW_UPDATE"}
+			return h2wire.ConnErr(http2.ErrCodeFrameSize, "bad WINDOW_UPDATE")
 		}
 		return c.onWindowUpdate(id, binary.BigEndian.Uint32(p)&(1<<31-1))
 	}
@@ -338,16 +327,16 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, maxFrameSize); retu
 
 func (c *conn) onData(id uint32, flags http2.Flags, p []byte) error {
 	if id == 0 {
-		return connError{http2.ErrCodeProtocol, "DATA on stream 0"}
+		return h2wire.ConnErr(http2.ErrCodeProtocol, "DATA on stream 0")
 	}
 	n := int32(len(p))
 	if n > c.recvLeft.Load() {
-		return connError{http2.ErrCodeFlowControl, "connection receive window exceeded"}
+		return h2wire.ConnErr(http2.ErrCodeFlowControl, "connection receive window exceeded")
 	}
 	c.recvLeft.Add(-n)
 	data, ok := h2wire.Unpad(flags, p)
 	if !ok {
-		return connError{http2.ErrCodeProtocol, "bad padding"}
+		return h2wire.ConnErr(http2.ErrCodeProtocol, "bad padding")
 	}
 	c.mu.Lock()
 	st := c.streams[id]
@@ -356,7 +345,7 @@ func (c *conn) onData(id uint32, flags http2.Flags, p []byte) error {
 		c.giveBack(n) // counted against the connection, read by no one
 		switch {
 		case id > c.lastID.Load():
-			return connError{http2.ErrCodeProtocol, "DATA on an idle stream"}
+			return h2wire.ConnErr(http2.ErrCodeProtocol, "DATA on an idle stream")
 		case st == nil && c.wasReset(id, flags.Has(http2.FlagDataEndStream)):
 			// In flight when this side reset the stream: dropped.
 		case st != nil:
@@ -374,15 +363,15 @@ func (c *conn) onData(id uint32, flags http2.Flags, p []byte) error {
 
 func (c *conn) onHeaders(id uint32, flags http2.Flags, p []byte) error {
 	if id == 0 {
-		return connError{http2.ErrCodeProtocol, "HEADERS on stream 0"}
+		return h2wire.ConnErr(http2.ErrCodeProtocol, "HEADERS on stream 0")
 	}
 	block, ok := h2wire.Unpad(flags, p)
 	if !ok {
-		return connError{http2.ErrCodeProtocol, "bad padding"}
+		return h2wire.ConnErr(http2.ErrCodeProtocol, "bad padding")
 	}
 	if flags.Has(http2.FlagHeadersPriority) {
 		if len(block) < 5 {
-			return connError{http2.ErrCodeProtocol, "bad HEADERS priority"}
+			return h2wire.ConnErr(http2.ErrCodeProtocol, "bad HEADERS priority")
 		}
 		if binary.BigEndian.Uint32(block)&(1<<31-1) == id {
 			// A stream may not depend on itself: a stream error, but the
@@ -407,10 +396,10 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 	c.selfDep = false
 	c.fields.Reset(c.headerListLimit())
 	if _, err := c.hdec.Write(block); err != nil {
-		return connError{http2.ErrCodeCompression, err.Error()}
+		return h2wire.ConnErr(http2.ErrCodeCompression, err.Error())
 	}
 	if err := c.hdec.Close(); err != nil {
-		return connError{http2.ErrCodeCompression, err.Error()}
+		return h2wire.ConnErr(http2.ErrCodeCompression, err.Error())
 	}
 	f := &c.fields
 	c.mu.Lock()
@@ -420,7 +409,7 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 		return c.onTrailers(st, id, end)
 	}
 	if id%2 == 0 {
-		return connError{http2.ErrCodeProtocol, fmt.Sprintf("HEADERS on stream %d, not a client's", id)}
+		return h2wire.ConnErr(http2.ErrCodeProtocol, fmt.Sprintf("HEADERS on stream %d, not a client's", id))
 	}
 	c.lastID.Store(id)
 	if selfDependent {
@@ -481,10 +470,10 @@ func (c *conn) onTrailers(st *stream, id uint32, end bool) error {
 		return nil
 	case st == nil:
 		// A stream both sides closed, or one the client skipped.
-		return connError{http2.ErrCodeStreamClosed, fmt.Sprintf("HEADERS on stream %d, which is closed", id)}
+		return h2wire.ConnErr(http2.ErrCodeStreamClosed, fmt.Sprintf("HEADERS on stream %d, which is closed", id))
 	case st.closed():
 		// Both sides ended it; this side's last frame may be on its way.
-		return connError{http2.ErrCodeStreamClosed, fmt.Sprintf("HEADERS on stream %d, which is closed", id)}
+		return h2wire.ConnErr(http2.ErrCodeStreamClosed, fmt.Sprintf("HEADERS on stream %d, which is closed", id))
 	case st.remoteDone.Load():
 		// Half-closed by the client: a stream error.
 		st.reset(http2.ErrCodeStreamClosed, errors.New("h2server: HEADERS after END_STREAM"))
@@ -504,7 +493,7 @@ func (c *conn) onTrailers(st *stream, id uint32, end bool) error {
 
 func (c *conn) onReset(id uint32, code http2.ErrCode) error {
 	if id > c.lastID.Load() {
-		return connError{http2.ErrCodeProtocol, "RST_STREAM on an idle stream"}
+		return h2wire.ConnErr(http2.ErrCodeProtocol, "RST_STREAM on an idle stream")
 	}
 	c.mu.Lock()
 	st := c.streams[id]
@@ -529,48 +518,35 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 
 func (c *conn) onSettings(id uint32, flags http2.Flags, p []byte) error {
 	if id != 0 {
-		return connError{http2.ErrCodeProtocol, "SETTINGS on a stream"}
+		return h2wire.ConnErr(http2.ErrCodeProtocol, "SETTINGS on a stream")
 	}
 	if flags.Has(http2.FlagSettingsAck) {
 		if len(p) != 0 {
-			return connError{http2.ErrCodeFrameSize, "SETTINGS ack with a payload"}
+			return h2wire.ConnErr(http2.ErrCodeFrameSize, "SETTINGS ack with a payload")
 		}
 		return nil
 	}
-	if len(p)%6 != 0 {
-		return connError{http2.ErrCodeFrameSize, "bad SETTINGS"}
-	}
 	c.mu.Lock()
-	for ; len(p) > 0; p = p[6:] {
-		sid := http2.SettingID(binary.BigEndian.Uint16(p))
-		v := binary.BigEndian.Uint32(p[2:])
+	var overflow bool
+	err := h2wire.ParseSettings(p, func(sid http2.SettingID, v uint32) {
 		switch sid {
 		case http2.SettingInitialWindowSize:
-			if v > 1<<31-1 {
-				c.mu.Unlock()
-				return connError{http2.ErrCodeFlowControl, "initial window too large"}
-			}
 			delta := int64(v) - int64(c.peerWindow)
 			c.peerWindow = int32(v)
 			for _, st := range c.streams {
 				st.sendWindow += delta
-				if st.sendWindow > 1<<31-1 {
-					c.mu.Unlock()
-					return connError{http2.ErrCodeFlowControl, "stream window overflow"}
-				}
-			}
-		case http2.SettingEnablePush:
-			if v > 1 {
-				c.mu.Unlock()
-				return connError{http2.ErrCodeProtocol, "bad SETTINGS_ENABLE_PUSH"}
+				overflow = overflow || st.sendWindow > 1<<31-1
 			}
 		case http2.SettingMaxFrameSize:
-			if v < 16<<10 || v > 1<<24-1 {
-				c.mu.Unlock()
-				return connError{http2.ErrCodeProtocol, "bad SETTINGS_MAX_FRAME_SIZE"}
-			}
 			c.peerFrame = int(v)
 		}
+	})
+	if err == nil && overflow {
+		err = h2wire.ConnError{Code: http2.ErrCodeFlowControl, Msg: "stream window overflow"}
+	}
+	if err != nil {
+		c.mu.Unlock()
+		return err
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
@@ -583,12 +559,12 @@ func (c *conn) onWindowUpdate(id, incr uint32) error {
 	if id == 0 {
 		if incr == 0 {
 			c.mu.Unlock()
-			return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE of 0"}
+			return h2wire.ConnErr(http2.ErrCodeProtocol, "WINDOW_UPDATE of 0")
 		}
 		c.sendWindow += int64(incr)
 		if c.sendWindow > 1<<31-1 {
 			c.mu.Unlock()
-			return connError{http2.ErrCodeFlowControl, "connection window overflow"}
+			return h2wire.ConnErr(http2.ErrCodeFlowControl, "connection window overflow")
 		}
 		c.cond.Broadcast()
 		c.mu.Unlock()
@@ -599,7 +575,7 @@ func (c *conn) onWindowUpdate(id, incr uint32) error {
 		c.mu.Unlock()
 		switch {
 		case id > c.lastID.Load():
-			return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
+			return h2wire.ConnErr(http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream")
 		case incr == 0:
 			c.queueControl(c.appendRST(nil, id, http2.ErrCodeProtocol))
 		}

@@ -60,6 +60,23 @@ func (h *H2C) Get(stream uint32, authority, path string, extra ...string) {
 	}
 }
 
+// Post sends a POST for authority and path on stream, with the extra
+// fields, then body in a DATA frame that ends the stream.
+func (h *H2C) Post(stream uint32, authority, path string, body []byte, extra ...string) {
+	h.t.Helper()
+	h.hb.Reset()
+	fields := append([]string{":method", "POST", ":scheme", "http", ":authority", authority, ":path", path}, extra...)
+	for i := 0; i < len(fields); i += 2 {
+		h.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: stream, BlockFragment: h.hb.Bytes(), EndHeaders: true}); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.fr.WriteData(stream, true, body); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 // Answers reads until n streams are answered and returns, by stream,
 // the response's :status or the RST_STREAM error code ("PROTOCOL_ERROR").
 // A GOAWAY, or a read that fails first, fails the test.

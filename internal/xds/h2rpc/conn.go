@@ -71,15 +71,6 @@ var (
 	ErrStreamDone = errors.New("h2rpc: stream is over")
 )
 
-// connError is an HTTP/2 connection error: the connection is sent
-// GOAWAY with its code and closed.
-type connError struct {
-	code http2.ErrCode
-	msg  string
-}
-
-func (e connError) Error() string { return fmt.Sprintf("http2 %v: %s", e.code, e.msg) }
-
 // conn is one HTTP/2 connection. Its reader goroutine (serve) owns the
 // read side; mu guards the streams and the send windows, wmu orders
 // writes on the connection.
@@ -156,7 +147,7 @@ func (c *conn) run() error {
 		return err
 	}
 	if string(pre[:]) != h2wire.Preface {
-		return connError{errCodeProtocol, "not an HTTP/2 client preface"}
+		return h2wire.ConnErr(errCodeProtocol, "not an HTTP/2 client preface")
 	}
 	_ = c.nc.SetReadDeadline(time.Time{})
 
@@ -194,9 +185,9 @@ func (c *conn) startTimers() {
 // finish ends the connection after its reader stopped: every stream
 // still open is told, on this goroutine.
 func (c *conn) finish(err error) {
-	var ce connError
+	var ce h2wire.ConnError
 	if errors.As(err, &ce) {
-		c.goAway(ce.code, ce.msg, false)
+		c.goAway(ce.Code, ce.Msg, false)
 		c.srv.Log.Debug("HTTP/2 connection error", "remote", c.nc.RemoteAddr().String(), "error", err)
 		c.linger()
 	}
@@ -262,19 +253,17 @@ func (c *conn) kill(err error) {
 
 // readFrame reads and handles one frame.
 func (c *conn) readFrame() error {
-	if _, err := io.ReadFull(c.nc, c.hdr[:]); err != nil {
+	h, err := h2wire.ReadFrameHeader(c.nc, &c.hdr)
+	if err != nil {
 		return err
 	}
 	c.activity.Store(true)
-	n := int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
-	typ := http2.FrameType(c.hdr[3])
-	flags := http2.Flags(c.hdr[4])
-	id := binary.BigEndian.Uint32(c.hdr[5:]) & (1<<31 - 1)
+	n, typ, flags, id := h.Length, h.Type, h.Flags, h.StreamID
 	if n > maxFrameSize {
-		return connError{errCodeFrameSize, fmt.Sprintf("frame of %d bytes", n)}
+		return h2wire.ConnErr(errCodeFrameSize, fmt.Sprintf("frame of %d bytes", n))
 	}
 	if c.hblock != nil && (typ != http2.FrameContinuation || id != c.hstream) {
-		return connError{errCodeProtocol, "header block interrupted"}
+		return h2wire.ConnErr(errCodeProtocol, "header block interrupted")
 	}
 	bp := getBuf(n)
 	defer putBuf(bp)
@@ -289,10 +278,10 @@ func (c *conn) readFrame() error {
 		return c.onHeaders(id, flags, p)
 	case http2.FrameContinuation:
 		if c.hblock == nil {
-			return connError{errCodeProtocol, "CONTINUATION without HEADERS"}
+			return h2wire.ConnErr(errCodeProtocol, "CONTINUATION without HEADERS")
 		}
 		if len(c.hblock)+len(p) > maxHeaderListSize {
-			return connError{errCodeProtocol, "header block too large"}
+			return h2wire.ConnErr(errCodeProtocol, "header block too large")
 		}
 		c.hblock = append(c.hblock, p...)
 		if flags.Has(http2.FlagContinuationEndHeaders) {
@@ -303,7 +292,7 @@ func (c *conn) readFrame() error {
 		return nil
 	case http2.FramePriority:
 		if id == 0 || n != 5 {
-			return connError{errCodeProtocol, "bad PRIORITY"}
+			return h2wire.ConnErr(errCodeProtocol, "bad PRIORITY")
 		}
 		if binary.BigEndian.Uint32(p)&(1<<31-1) == id {
 			c.queueControl(h2wire.AppendRST(nil, id, errCodeProtocol)) // a stream may not depend on itself
@@ -311,26 +300,26 @@ func (c *conn) readFrame() error {
 		return nil
 	case http2.FrameRSTStream:
 		if id == 0 || n != 4 {
-			return connError{errCodeProtocol, "bad RST_STREAM"}
+			return h2wire.ConnErr(errCodeProtocol, "bad RST_STREAM")
 		}
 		return c.onReset(id, http2.ErrCode(binary.BigEndian.Uint32(p)))
 	case http2.FrameSettings:
 		return c.onSettings(id, flags, p)
 	case http2.FramePushPromise:
-		return connError{errCodeProtocol, "PUSH_PROMISE from a client"}
+		return h2wire.ConnErr(errCodeProtocol, "PUSH_PROMISE from a client")
 	case http2.FramePing:
 		if id != 0 || n != 8 {
-			return connError{errCodeProtocol, "bad PING"}
+			return h2wire.ConnErr(errCodeProtocol, "bad PING")
 		}
 		return c.onPing(flags, p)
 	case http2.FrameGoAway:
 		if id != 0 || n < 8 {
-			return connError{errCodeProtocol, "bad GOAWAY"}
+			return h2wire.ConnErr(errCodeProtocol, "bad GOAWAY")
 		}
 		return nil // the client stops opening streams; the open ones go on
 	case http2.FrameWindowUpdate:
 		if n != 4 {
-			return connError{errCodeFrameSize, "bad WINDOW_UPDATE"}
+			return h2wire.ConnErr(errCodeFrameSize, "bad WINDOW_UPDATE")
 		}
 		return c.onWindowUpdate(id, binary.BigEndian.Uint32(p)&(1<<31-1))
 	}
@@ -339,11 +328,11 @@ func (c *conn) readFrame() error {
 
 func (c *conn) onData(id uint32, flags http2.Flags, p []byte) error {
 	if id == 0 {
-		return connError{errCodeProtocol, "DATA on stream 0"}
+		return h2wire.ConnErr(errCodeProtocol, "DATA on stream 0")
 	}
 	n := int32(len(p))
 	if n > c.recvLeft {
-		return connError{errCodeFlowControl, "connection receive window exceeded"}
+		return h2wire.ConnErr(errCodeFlowControl, "connection receive window exceeded")
 	}
 	c.recvLeft -= n
 	c.recvOwed += n
@@ -354,14 +343,14 @@ func (c *conn) onData(id uint32, flags http2.Flags, p []byte) error {
 	}
 	data, ok := h2wire.Unpad(flags, p)
 	if !ok {
-		return connError{errCodeProtocol, "bad padding"}
+		return h2wire.ConnErr(errCodeProtocol, "bad padding")
 	}
 	c.mu.Lock()
 	st := c.streams[id]
 	c.mu.Unlock()
 	if st == nil || st.remoteDone.Load() {
 		if id > c.maxStream.Load() {
-			return connError{errCodeProtocol, "DATA on an idle stream"}
+			return h2wire.ConnErr(errCodeProtocol, "DATA on an idle stream")
 		}
 		c.queueControl(h2wire.AppendRST(nil, id, errCodeStreamClosed))
 		return nil
@@ -378,16 +367,16 @@ func (c *conn) onData(id uint32, flags http2.Flags, p []byte) error {
 
 func (c *conn) onHeaders(id uint32, flags http2.Flags, p []byte) error {
 	if id == 0 {
-		return connError{errCodeProtocol, "HEADERS on stream 0"}
+		return h2wire.ConnErr(errCodeProtocol, "HEADERS on stream 0")
 	}
 	block, ok := h2wire.Unpad(flags, p)
 	if !ok {
-		return connError{errCodeProtocol, "bad padding"}
+		return h2wire.ConnErr(errCodeProtocol, "bad padding")
 	}
 	selfDependent := false
 	if flags.Has(http2.FlagHeadersPriority) {
 		if len(block) < 5 {
-			return connError{errCodeProtocol, "bad HEADERS priority"}
+			return h2wire.ConnErr(errCodeProtocol, "bad HEADERS priority")
 		}
 		selfDependent = binary.BigEndian.Uint32(block)&(1<<31-1) == id
 		block = block[5:]
@@ -413,10 +402,10 @@ func (c *conn) onHeaders(id uint32, flags http2.Flags, p []byte) error {
 func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 	c.fields.Reset(maxHeaderListSize)
 	if _, err := c.hdec.Write(block); err != nil {
-		return connError{errCodeCompression, err.Error()}
+		return h2wire.ConnErr(errCodeCompression, err.Error())
 	}
 	if err := c.hdec.Close(); err != nil {
-		return connError{errCodeCompression, err.Error()}
+		return h2wire.ConnErr(errCodeCompression, err.Error())
 	}
 	c.mu.Lock()
 	st := c.streams[id]
@@ -424,7 +413,7 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 	if st != nil { // trailers: only END_STREAM matters
 		if st.remoteDone.Load() {
 			// Frames after the client's END_STREAM (RFC 9113 §5.1).
-			return connError{errCodeStreamClosed, fmt.Sprintf("HEADERS on stream %d after its END_STREAM", id)}
+			return h2wire.ConnErr(errCodeStreamClosed, fmt.Sprintf("HEADERS on stream %d after its END_STREAM", id))
 		}
 		if !end {
 			st.Reset(errCodeProtocol)
@@ -437,9 +426,9 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 	c.fields.CheckRequest()
 	switch {
 	case id%2 == 0:
-		return connError{errCodeProtocol, fmt.Sprintf("HEADERS on stream %d, not a client's", id)}
+		return h2wire.ConnErr(errCodeProtocol, fmt.Sprintf("HEADERS on stream %d, not a client's", id))
 	case id <= c.maxStream.Load():
-		return connError{errCodeStreamClosed, fmt.Sprintf("HEADERS on stream %d, which is closed", id)}
+		return h2wire.ConnErr(errCodeStreamClosed, fmt.Sprintf("HEADERS on stream %d, which is closed", id))
 	}
 	c.maxStream.Store(id)
 	f := &c.fields
@@ -492,7 +481,7 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 
 func (c *conn) onReset(id uint32, code http2.ErrCode) error {
 	if id > c.maxStream.Load() {
-		return connError{errCodeProtocol, "RST_STREAM on an idle stream"}
+		return h2wire.ConnErr(errCodeProtocol, "RST_STREAM on an idle stream")
 	}
 	c.mu.Lock()
 	st := c.streams[id]
@@ -507,48 +496,34 @@ func (c *conn) onReset(id uint32, code http2.ErrCode) error {
 
 func (c *conn) onSettings(id uint32, flags http2.Flags, p []byte) error {
 	if id != 0 {
-		return connError{errCodeProtocol, "SETTINGS on a stream"}
+		return h2wire.ConnErr(errCodeProtocol, "SETTINGS on a stream")
 	}
 	if flags.Has(http2.FlagSettingsAck) {
 		if len(p) != 0 {
-			return connError{errCodeFrameSize, "SETTINGS ack with a payload"}
+			return h2wire.ConnErr(errCodeFrameSize, "SETTINGS ack with a payload")
 		}
 		return nil
 	}
-	if len(p)%6 != 0 {
-		return connError{errCodeFrameSize, "bad SETTINGS"}
-	}
 	c.mu.Lock()
-	for ; len(p) > 0; p = p[6:] {
-		sid := http2.SettingID(binary.BigEndian.Uint16(p))
-		v := binary.BigEndian.Uint32(p[2:])
+	err := h2wire.ParseSettings(p, func(sid http2.SettingID, v uint32) {
 		switch sid {
 		case http2.SettingInitialWindowSize:
-			if v > 1<<31-1 {
-				c.mu.Unlock()
-				return connError{errCodeFlowControl, "initial window too large"}
-			}
 			delta := int64(v) - int64(c.peerWindow)
 			c.peerWindow = int32(v)
 			for _, st := range c.streams {
 				st.sendWindow += delta
 			}
-		case http2.SettingEnablePush:
-			if v > 1 {
-				c.mu.Unlock()
-				return connError{errCodeProtocol, "bad SETTINGS_ENABLE_PUSH"}
-			}
 		case http2.SettingMaxFrameSize:
-			if v < 16<<10 || v > 1<<24-1 {
-				c.mu.Unlock()
-				return connError{errCodeProtocol, "bad SETTINGS_MAX_FRAME_SIZE"}
-			}
 			c.peerFrame = int(v)
 		}
+	})
+	if err != nil {
+		c.mu.Unlock()
+		return err
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
-	c.queueControl(h2wire.AppendHeader(nil, 0, http2.FrameSettings, http2.FlagSettingsAck, 0))
+	c.queueControl(h2wire.AppendSettingsAck(nil))
 	return nil
 }
 
@@ -568,7 +543,7 @@ func (c *conn) onPing(flags http2.Flags, p []byte) error {
 		if !c.lastPing.IsZero() && now.Sub(c.lastPing) < min {
 			c.strikes++
 			if c.strikes > maxPingStrikes {
-				return connError{errCodeEnhanceYourCalm, "too_many_pings"}
+				return h2wire.ConnErr(errCodeEnhanceYourCalm, "too_many_pings")
 			}
 		}
 		c.lastPing = now
@@ -582,11 +557,11 @@ func (c *conn) onWindowUpdate(id, incr uint32) error {
 	defer c.mu.Unlock()
 	if id == 0 {
 		if incr == 0 {
-			return connError{errCodeProtocol, "WINDOW_UPDATE of 0"}
+			return h2wire.ConnErr(errCodeProtocol, "WINDOW_UPDATE of 0")
 		}
 		c.sendWindow += int64(incr)
 		if c.sendWindow > 1<<31-1 {
-			return connError{errCodeFlowControl, "connection window overflow"}
+			return h2wire.ConnErr(errCodeFlowControl, "connection window overflow")
 		}
 		c.cond.Broadcast()
 		return nil
@@ -595,7 +570,7 @@ func (c *conn) onWindowUpdate(id, incr uint32) error {
 	if st == nil {
 		switch {
 		case id > c.maxStream.Load():
-			return connError{errCodeProtocol, "WINDOW_UPDATE on an idle stream"}
+			return h2wire.ConnErr(errCodeProtocol, "WINDOW_UPDATE on an idle stream")
 		case incr == 0:
 			c.mu.Unlock()
 			c.queueControl(h2wire.AppendRST(nil, id, errCodeProtocol))

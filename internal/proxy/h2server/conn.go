@@ -51,6 +51,7 @@ type conn struct {
 	cond       *sync.Cond // send windows grew, a stream ended, or a deadline passed
 	streams    map[uint32]*stream
 	handlers   uint32 // handlers running: a stream the client reset may still have one
+	handlerWG  sync.WaitGroup
 	sendWindow int64
 	peerWindow int32 // SETTINGS_INITIAL_WINDOW_SIZE of the client
 	peerFrame  int   // SETTINGS_MAX_FRAME_SIZE of the client
@@ -101,9 +102,11 @@ const (
 	hpackTableSize = 4096  // SETTINGS_HEADER_TABLE_SIZE, HTTP/2's default
 )
 
-// serve reads the connection to its end.
+// serve reads the connection to its end, then waits for the handlers
+// it started: their requests' contexts have ended.
 func (c *conn) serve() {
 	c.finish(c.run())
+	c.handlerWG.Wait()
 }
 
 func (c *conn) run() error {
@@ -455,6 +458,7 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 		c.idle.Stop()
 	}
 	c.mu.Unlock()
+	c.handlerWG.Add(1)
 	go st.serve(r)
 	return nil
 }

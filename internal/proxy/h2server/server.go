@@ -105,8 +105,9 @@ func (s *Server) log() *slog.Logger {
 }
 
 // ServeConn serves nc, whose first bytes are the client's preface, until
-// the client or the server closes it. Each request's context derives
-// from ctx. nc is read in frame-sized pieces: a connection that buffers
+// the client or the server closes it, and returns once the handlers it
+// started have returned (their requests' contexts end with the
+// connection). Each request's context derives from ctx. nc is read in frame-sized pieces: a connection that buffers
 // its reads (TLS, the dataplane's h2guard) saves system calls.
 func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 	s.mu.Lock()

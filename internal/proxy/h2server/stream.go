@@ -88,6 +88,7 @@ func (st *stream) serve(r *http.Request) {
 		c.mu.Lock()
 		c.handlers--
 		c.mu.Unlock()
+		c.handlerWG.Done()
 	}()
 	st.c.srv.Handler.ServeHTTP(&st.w, r)
 	st.w.finish()

@@ -132,13 +132,21 @@ func (d *Dataplane) bind(lc *listenerConfig) (*boundListener, error) {
 		Log:            d.log.With("listener", lc.name),
 	}
 	if !goHTTP2 {
+		stats := bl.stats
+		log := d.log.With("listener", lc.name)
 		bl.h2 = &h2server.Server{
 			Handler:              bl,
 			MaxConcurrentStreams: sl.maxStreams,
 			MaxHeaderBytes:       sl.maxHeaderBytes,
 			IdleTimeout:          sl.idleTimeout,
 			WriteTimeout:         streamWriteTimeout(sl.streamIdle),
-			Log:                  d.log.With("listener", lc.name),
+			// Envoy's request_headers_timeout, for HTTP/2's header
+			// blocks; counted as the h2guard counts it with Go's server.
+			HeaderTimeout:   sl.headersTimeout,
+			OnHeaderTimeout: func(string) { stats.h2HeaderTimeout.Inc() },
+			// Every malformed request, as Envoy's http2.rx_messaging_error.
+			OnMalformed: func(string, string) { stats.h2Messaging.Inc() },
+			Log:         log,
 		}
 	}
 	return bl, nil

@@ -284,7 +284,7 @@ func (l *connListener) setupAndHand(c net.Conn) {
 			l.bl.d.log.Debug("request refused", "listener", l.bl.name, "remote", c.RemoteAddr().String(), "err", err.Error())
 			l.bl.d.fwd.Refused(&ci.chain.http, ci.ds, status) // counted with DPE, as Envoy's codec errors
 		},
-		Handoff: func(h2 net.Conn) { l.serveHTTP2(l.bl.h2Guard(h2), ci) },
+		Handoff: func(h2 net.Conn) { l.serveHTTP2(h2, ci) },
 	})
 }
 
@@ -312,7 +312,7 @@ func (l *connListener) connAllowed(cc *chainConfig, ci *connInfo, clusters map[s
 // http.Server.
 func (l *connListener) serveHTTP2(conn net.Conn, ci *connInfo) {
 	if l.bl.h2 == nil {
-		l.handToHTTP2(conn)
+		l.handToHTTP2(l.bl.h2Guard(conn))
 		return
 	}
 	l.bl.h2.ServeConn(context.WithValue(l.bl.d.baseCtx, connInfoKey{}, ci), conn)
@@ -445,20 +445,15 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 		return tc, ci
 	}
 	// HTTP/1.1 over TLS is served by the listener's h1server as
-	// plaintext is, Request.TLS set from ci. HTTP/2's header blocks are
-	// timed as on plaintext (h2guard): net/http sees the decrypted bytes
-	// on a connection that is not a *tls.Conn and serves HTTP/2 with
-	// prior knowledge, as on h2c. It does not set Request.TLS then:
-	// ServeHTTP does, from ci.
+	// plaintext is, and HTTP/2 (ALPN h2) by its HTTP/2 server on the
+	// decrypted bytes, as h2c; ServeHTTP sets Request.TLS from ci.
 	ci.tls = &cs
-	if cs.NegotiatedProtocol == "h2" {
-		return bl.h2Guard(tc), ci
-	}
 	return tc, ci
 }
 
 // h2Guard is the read side of an HTTP/2 connection ahead of Go's HTTP/2
-// server (h2guard): header blocks timed with the listener server's
+// server, with WEFT_HTTP2_SERVER=go (h2guard; Weft's h2server does the
+// same itself): header blocks timed with the listener server's
 // request headers timeout (a connection that completes no header block
 // within it of the preface, or keeps one open longer, is closed and
 // counted; Go's HTTP/2 server has no such timeout of its own), malformed

@@ -1,6 +1,7 @@
 package h2server
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -31,6 +32,7 @@ type conn struct {
 	local  net.Addr
 
 	// Read side: the reader goroutine's alone.
+	r        *bufio.Reader
 	hdr      [9]byte
 	small    [512]byte // payload of the frames that fit (most but DATA)
 	hdec     *hpack.Decoder
@@ -46,6 +48,14 @@ type conn struct {
 	recvLeft atomic.Int32  // connection receive window left
 
 	w *h2wire.Writer
+
+	// The header-block clock (Server.HeaderTimeout). armed and done are
+	// the reader's; hmu guards the timer against the connection's end.
+	armed  bool // the clock runs
+	done   bool // a header block has been completed
+	hmu    sync.Mutex
+	htimer *time.Timer
+	hshut  bool
 
 	mu         sync.Mutex
 	cond       *sync.Cond // send windows grew, a stream ended, or a deadline passed
@@ -90,6 +100,7 @@ func newConn(s *Server, ctx context.Context, nc net.Conn) *conn {
 		c.maxHdr = 1 << 20 // http.DefaultMaxHeaderBytes
 	}
 	c.recvLeft.Store(connWindow)
+	c.r = bufio.NewReaderSize(nc, readBuffer)
 	c.cond = sync.NewCond(&c.mu)
 	c.hdec = hpack.NewDecoder(hpackTableSize, c.fields.Add)
 	c.w = h2wire.NewWriter(nc, maxControlPending, c.kill)
@@ -100,6 +111,7 @@ func newConn(s *Server, ctx context.Context, nc net.Conn) *conn {
 const (
 	initialWindow  = 65535 // HTTP/2's initial window, both ways
 	hpackTableSize = 4096  // SETTINGS_HEADER_TABLE_SIZE, HTTP/2's default
+	readBuffer     = 2 << 10
 )
 
 // serve reads the connection to its end, then waits for the handlers
@@ -112,7 +124,7 @@ func (c *conn) serve() {
 func (c *conn) run() error {
 	_ = c.nc.SetReadDeadline(time.Now().Add(prefaceTimeout))
 	var pre [len(h2wire.Preface)]byte
-	if _, err := io.ReadFull(c.nc, pre[:]); err != nil {
+	if _, err := io.ReadFull(c.r, pre[:]); err != nil {
 		return err
 	}
 	if string(pre[:]) != h2wire.Preface {
@@ -132,6 +144,7 @@ func (c *conn) run() error {
 	c.mu.Lock()
 	c.armIdle()
 	c.mu.Unlock()
+	c.armHeaders() // the first header block runs on the preface's clock
 	for {
 		if err := c.readFrame(); err != nil {
 			return err
@@ -156,6 +169,12 @@ func (c *conn) finish(err error) {
 		c.srv.log().Debug("HTTP/2 connection error", "remote", c.remote, "err", err)
 		c.linger()
 	}
+	c.hmu.Lock()
+	c.hshut = true
+	if c.htimer != nil {
+		c.htimer.Stop()
+	}
+	c.hmu.Unlock()
 	c.mu.Lock()
 	c.closed = true
 	if c.killErr == nil {
@@ -232,11 +251,15 @@ func (c *conn) kill(err error) {
 
 // readFrame reads and handles one frame.
 func (c *conn) readFrame() error {
-	h, err := h2wire.ReadFrameHeader(c.nc, &c.hdr)
+	h, err := h2wire.ReadFrameHeader(c.r, &c.hdr)
 	if err != nil {
 		return err
 	}
 	n, typ, flags, id := h.Length, h.Type, h.Flags, h.StreamID
+	if typ == http2.FrameHeaders && c.done && !c.armed &&
+		(!flags.Has(http2.FlagHeadersEndHeaders) || c.r.Buffered() < n) {
+		c.armHeaders() // a block that may be slow to come: on its clock
+	}
 	if n > maxFrameSize {
 		return h2wire.ConnErr(http2.ErrCodeFrameSize, fmt.Sprintf("frame of %d bytes", n))
 	}
@@ -251,7 +274,7 @@ func (c *conn) readFrame() error {
 		defer readBufs.Put(bp)
 		p = (*bp)[:n]
 	}
-	if _, err := io.ReadFull(c.nc, p); err != nil {
+	if _, err := io.ReadFull(c.r, p); err != nil {
 		return err
 	}
 	switch typ {
@@ -395,6 +418,8 @@ func (c *conn) onHeaders(id uint32, flags http2.Flags, p []byte) error {
 // onHeaderBlock handles a whole header block: a new stream, or a
 // client's trailers.
 func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
+	c.done = true
+	c.stopHeaders()
 	selfDependent := c.selfDep
 	c.selfDep = false
 	c.fields.Reset(c.headerListLimit())
@@ -440,15 +465,12 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 		return nil
 	}
 	if f.CheckRequest(); f.Malformed != "" {
-		// A malformed request (RFC 9113 §8.1.1): a stream error.
-		c.srv.log().Debug("HTTP/2 stream reset: malformed request", "remote", c.remote, "why", f.Malformed)
-		c.queueControl(c.appendRST(nil, id, http2.ErrCodeProtocol))
+		c.malformed(id, f.Malformed)
 		return nil
 	}
 	st, r, err := c.newStream(id, f, end)
 	if err != "" {
-		c.srv.log().Debug("HTTP/2 stream reset: malformed request", "remote", c.remote, "why", err)
-		c.queueControl(c.appendRST(nil, id, http2.ErrCodeProtocol))
+		c.malformed(id, err)
 		return nil
 	}
 	c.mu.Lock()
@@ -461,6 +483,63 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 	c.handlerWG.Add(1)
 	go st.serve(r)
 	return nil
+}
+
+// malformed resets stream id, whose request is malformed (RFC 9113
+// §8.1.1): a stream error.
+func (c *conn) malformed(id uint32, why string) {
+	c.srv.log().Debug("HTTP/2 stream reset: malformed request", "remote", c.remote, "why", why)
+	if cb := c.srv.OnMalformed; cb != nil {
+		cb(c.remote, why)
+	}
+	c.queueControl(c.appendRST(nil, id, http2.ErrCodeProtocol))
+}
+
+// armHeaders starts (or restarts) the header-block clock.
+func (c *conn) armHeaders() {
+	d := c.srv.HeaderTimeout
+	if d <= 0 {
+		return
+	}
+	c.armed = true
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	if c.hshut {
+		return
+	}
+	if c.htimer == nil {
+		c.htimer = time.AfterFunc(d, c.headersLate)
+		return
+	}
+	c.htimer.Reset(d)
+}
+
+// stopHeaders stops the header-block clock: a block is complete.
+func (c *conn) stopHeaders() {
+	if !c.armed {
+		return
+	}
+	c.armed = false
+	c.hmu.Lock()
+	if c.htimer != nil {
+		c.htimer.Stop()
+	}
+	c.hmu.Unlock()
+}
+
+// headersLate closes the connection: its header block is late.
+func (c *conn) headersLate() {
+	c.hmu.Lock()
+	shut := c.hshut
+	c.hmu.Unlock()
+	if shut {
+		return
+	}
+	c.srv.log().Debug("HTTP/2 connection closed: request headers timeout", "remote", c.remote, "timeout", c.srv.HeaderTimeout)
+	if cb := c.srv.OnHeaderTimeout; cb != nil {
+		cb(c.remote)
+	}
+	c.kill(errors.New("h2server: request headers timeout"))
 }
 
 // onTrailers handles a header block on an open stream: the request's

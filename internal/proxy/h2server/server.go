@@ -26,9 +26,9 @@
 // and priorities are not implemented (clients' PRIORITY frames are
 // read and ignored); extended CONNECT is not offered.
 //
-// The header-block timeout and Envoy's treatment of repeated settings
-// are the dataplane's h2guard, in front of this server; with it the
-// connection is read in blocks, not frame by frame.
+// The connection is read through a 2 KiB buffer, so a frame's header
+// and its payload seldom cost two system calls. Header blocks are timed
+// (Server.HeaderTimeout), as Go's server does not.
 package h2server
 
 import (
@@ -78,6 +78,21 @@ type Server struct {
 	// handler may move it (http.ResponseController). A write that would
 	// pass it fails and the stream is reset. 0: none.
 	WriteTimeout time.Duration
+	// HeaderTimeout bounds header blocks (Envoy's
+	// request_headers_timeout, for a protocol where a stream exists only
+	// once its header block is whole): a connection that completes no
+	// header block within it of the preface, or keeps one open longer
+	// (HEADERS and CONTINUATION frames trickled), is closed — the whole
+	// connection, as a header block is one unit no other frame may
+	// interrupt. Between requests a connection may be idle as long as
+	// IdleTimeout allows. 0: no bound.
+	HeaderTimeout time.Duration
+	// OnHeaderTimeout, if set, is called before a connection is closed
+	// for HeaderTimeout.
+	OnHeaderTimeout func(remote string)
+	// OnMalformed, if set, is called for each request reset as malformed
+	// (RFC 9113 §8.1.1), with why.
+	OnMalformed func(remote, why string)
 	// Log takes the server's debug messages. nil: none.
 	Log *slog.Logger
 

@@ -210,6 +210,13 @@ func (c *conn) linger() {
 // appendRST appends a RST_STREAM for stream id and notes the reset.
 func (c *conn) appendRST(b []byte, id uint32, code http2.ErrCode) []byte {
 	c.mu.Lock()
+	c.noteReset(id)
+	c.mu.Unlock()
+	return h2wire.AppendRST(b, id, code)
+}
+
+// noteReset notes that this side resets stream id. c.mu is held.
+func (c *conn) noteReset(id uint32) {
 	if c.reset == nil {
 		c.reset = map[uint32]struct{}{}
 	}
@@ -220,8 +227,6 @@ func (c *conn) appendRST(b []byte, id uint32, code http2.ErrCode) []byte {
 		}
 	}
 	c.reset[id] = struct{}{}
-	c.mu.Unlock()
-	return h2wire.AppendRST(b, id, code)
 }
 
 const maxResetKept = 1024
@@ -580,10 +585,18 @@ func (c *conn) onReset(id uint32, code http2.ErrCode) error {
 	}
 	c.mu.Lock()
 	st := c.streams[id]
+	if st != nil {
+		st.peerReset = true // this side sends no RST_STREAM of its own now
+	}
 	c.mu.Unlock()
 	if st != nil {
 		st.abort(fmt.Errorf("h2server: the client reset the stream (%v)", code))
 	}
+	// The client has closed the stream too: what it sends on it now is
+	// an error, not frames in flight (RFC 9113 §5.1). After abort: a
+	// response ending meanwhile has noted its own reset by now, or
+	// never will (the stream is done).
+	c.wasReset(id, true)
 	return nil
 }
 
@@ -609,6 +622,13 @@ func (c *conn) onSettings(id uint32, flags http2.Flags, p []byte) error {
 		}
 		return nil
 	}
+	// Acknowledged before the new values take effect, as Go's server
+	// does: a writer a larger window wakes must not send DATA ahead of
+	// the acknowledgement (h2spec 6.9.2/1 reads them in that order).
+	if err := h2wire.ParseSettings(p, func(http2.SettingID, uint32) {}); err != nil {
+		return err
+	}
+	c.queueControl(h2wire.AppendSettingsAck(nil))
 	c.mu.Lock()
 	var overflow bool
 	err := h2wire.ParseSettings(p, func(sid http2.SettingID, v uint32) {
@@ -633,7 +653,6 @@ func (c *conn) onSettings(id uint32, flags http2.Flags, p []byte) error {
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
-	c.queueControl(h2wire.AppendSettingsAck(nil))
 	return nil
 }
 

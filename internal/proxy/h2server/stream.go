@@ -39,6 +39,7 @@ type stream struct {
 	sendWindow int64
 	done       bool      // reset, or the response ended: nothing more is written
 	rstSent    bool      // this side reset the stream
+	peerReset  bool      // the client reset the stream
 	wdeadline  time.Time // writes fail past it; zero: none
 	wtimer     *time.Timer
 }
@@ -128,21 +129,21 @@ func (st *stream) abort(err error) {
 	c := st.c
 	c.mu.Lock()
 	st.done = true
+	st.remoteDone.Store(true) // under c.mu: respond decides on its RST under it
 	c.cond.Broadcast()
 	c.mu.Unlock()
-	st.remoteDone.Store(true)
 	st.cancel()
 	st.body.drop(err)
 	c.dropStream(st)
 }
 
-// reset ends the stream with RST_STREAM code, unless this side reset
-// it before; a stream whose response has ended is reset too (the
-// client's error on it must be answered).
+// reset ends the stream with RST_STREAM code, unless this side or the
+// client reset it before; a stream whose response has ended is reset too
+// (the client's error on it must be answered).
 func (st *stream) reset(code http2.ErrCode, err error) {
 	c := st.c
 	c.mu.Lock()
-	was := st.rstSent
+	was := st.rstSent || st.peerReset
 	st.rstSent = true
 	c.mu.Unlock()
 	if was {
@@ -227,9 +228,16 @@ func (st *stream) respond(hdrs, data, trs []byte, end bool) error {
 			return errStreamDone
 		}
 		st.done = true
+		// The client still sending is told to stop; the reset is noted
+		// under c.mu, so that a client's RST_STREAM racing it (abort)
+		// comes either before (no reset) or after (the note forgotten).
+		rst := !st.remoteDone.Load()
+		if rst {
+			c.noteReset(st.id)
+		}
 		c.mu.Unlock()
-		if !st.remoteDone.Load() {
-			b = c.appendRST(b, st.id, http2.ErrCodeNo)
+		if rst {
+			b = h2wire.AppendRST(b, st.id, http2.ErrCodeNo)
 		}
 	}
 	err := c.write(b)

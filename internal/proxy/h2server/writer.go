@@ -158,6 +158,12 @@ func (w *responseWriter) headerBlock(body []byte) []byte {
 		return nil
 	}
 	w.sent = true
+	if w.close {
+		// GOAWAY ahead of the response, as Go's server sends it, so that
+		// the client takes its next request elsewhere, not to this
+		// connection between the response and the GOAWAY.
+		w.st.c.goAway(true)
+	}
 	if !w.hasType && !w.noBody && len(body) > 0 {
 		w.hblock = appendLiteral(w.hblock, "content-type", []byte(http.DetectContentType(body)))
 	}
@@ -233,9 +239,6 @@ func (w *responseWriter) finish() {
 	}
 	if w.err == nil {
 		_ = w.st.respond(w.headerBlock(held), held, trs, true)
-	}
-	if w.close {
-		w.st.c.goAway(true)
 	}
 }
 

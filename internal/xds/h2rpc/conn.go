@@ -504,6 +504,13 @@ func (c *conn) onSettings(id uint32, flags http2.Flags, p []byte) error {
 		}
 		return nil
 	}
+	// Acknowledged before the new values take effect, as Go's server
+	// does: a writer a larger window wakes must not send DATA ahead of
+	// the acknowledgement (h2spec 6.9.2/1 reads them in that order).
+	if err := h2wire.ParseSettings(p, func(http2.SettingID, uint32) {}); err != nil {
+		return err
+	}
+	c.queueControl(h2wire.AppendSettingsAck(nil))
 	c.mu.Lock()
 	err := h2wire.ParseSettings(p, func(sid http2.SettingID, v uint32) {
 		switch sid {
@@ -523,7 +530,6 @@ func (c *conn) onSettings(id uint32, flags http2.Flags, p []byte) error {
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
-	c.queueControl(h2wire.AppendSettingsAck(nil))
 	return nil
 }
 

@@ -145,6 +145,8 @@ func (st *stream) reset(code http2.ErrCode, err error) {
 	c.mu.Lock()
 	was := st.rstSent || st.peerReset
 	st.rstSent = true
+	st.done = true // the RST_STREAM is the stream's last frame: no write goes after it
+	c.cond.Broadcast()
 	c.mu.Unlock()
 	if was {
 		return
@@ -355,13 +357,12 @@ type reqBody struct {
 }
 
 // push adds a DATA frame's payload; an error when it exceeds the
-// declared length.
+// declared length (the stream must then be reset).
 func (b *reqBody) push(p []byte) error {
 	b.got += int64(len(p))
 	if b.declared >= 0 && b.got > b.declared {
-		err := fmt.Errorf("h2server: client sent more than its Content-Length of %d bytes", b.declared)
-		b.fail(err)
-		return err
+		// The caller resets the stream, which ends the body with err.
+		return fmt.Errorf("h2server: client sent more than its Content-Length of %d bytes", b.declared)
 	}
 	if len(p) == 0 {
 		return nil

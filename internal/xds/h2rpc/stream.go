@@ -252,18 +252,20 @@ func (st *Stream) end(trailers, headers [][2]string) error {
 }
 
 // Reset ends the stream at once with RST_STREAM (a Send blocked on flow
-// control returns ErrStreamDone). Closed is not called for it. A stream
-// whose response has ended while the client's side has not
-// (half-closed, local: replyPlain between its last frame and forgetting
-// the stream) is reset too: the reader resets it for the client's
-// errors on it, which must be answered whatever the response's state.
+// control returns ErrStreamDone). Closed is not called for it. The
+// RST_STREAM goes out whatever the response's state: the reader resets
+// streams for the client's errors on them, which must be answered also
+// when the response has just ended and the stream been forgotten
+// (replyPlain racing a client's second HEADERS: h2spec 8.1/1, one run
+// in many over TLS); a reset of a stream already gone costs the client
+// one frame it ignores.
 func (st *Stream) Reset(code http2.ErrCode) {
-	if !st.markDone() && !st.c.has(st) {
-		return
-	}
+	live := st.markDone() || st.c.has(st)
 	st.c.queueControl(h2wire.AppendRST(nil, st.id, code))
-	st.cancel()
-	st.c.dropStream(st)
+	if live {
+		st.cancel()
+		st.c.dropStream(st)
+	}
 }
 
 // markDone marks the stream over for writers; false if it was.

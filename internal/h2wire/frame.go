@@ -1,8 +1,10 @@
-// Package h2wire is what the HTTP/2 servers that handle frames
-// themselves (the control plane's h2rpc, the proxy's h2server) share:
-// frames appended to byte slices (frame.go), a writer that orders whole
-// frames and queued control frames on a connection (writer.go), and the
-// checks of a request's header fields as an HPACK decoder emits them
+// Package h2wire is what Weft's HTTP/2 code that handles frames itself
+// (the control plane's h2rpc, the proxy's h2server and h2client) shares:
+// frames appended to byte slices (frame.go), header fields HPACK-encoded
+// as literals (hpack.go), field names made canonical (canon.go), a writer
+// that orders whole frames and queued control frames on a connection
+// (writer.go), frame headers and settings read (read.go), and the checks
+// of a request's header fields as an HPACK decoder emits them
 // (fields.go).
 package h2wire
 

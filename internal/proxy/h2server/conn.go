@@ -41,7 +41,7 @@ type conn struct {
 	hblock   []byte // a header block being continued; nil outside one
 	hstream  uint32
 	hend     bool // the header block's frame ended the stream
-	canon    map[string]string
+	canon    h2wire.Canon
 	maxHdr   int           // the header list limit
 	maxStrm  uint32        // SETTINGS_MAX_CONCURRENT_STREAMS
 	lastID   atomic.Uint32 // the last stream the client opened

@@ -18,7 +18,7 @@ import (
 func (c *conn) request(st *stream, f *h2wire.Fields, end bool) (*http.Request, string) {
 	h := make(http.Header, len(f.Regular))
 	for _, hf := range f.Regular {
-		k := c.canonical(hf.Name)
+		k := c.canon.Key(hf.Name)
 		h[k] = append(h[k], hf.Value)
 	}
 	r := &http.Request{
@@ -82,43 +82,3 @@ func (c *conn) request(st *stream, f *h2wire.Fields, end bool) (*http.Request, s
 	ctx := context.WithValue(st.ctx, http.LocalAddrContextKey, c.local)
 	return r.WithContext(ctx), ""
 }
-
-// canonical is the canonical form of a (lower-case) header name,
-// without allocating for the common ones or for those seen on the
-// connection before.
-func (c *conn) canonical(name string) string {
-	if k, ok := commonHeaders[name]; ok {
-		return k
-	}
-	if k, ok := c.canon[name]; ok {
-		return k
-	}
-	k := textproto.CanonicalMIMEHeaderKey(name)
-	if c.canon == nil {
-		c.canon = map[string]string{}
-	}
-	if len(c.canon) < maxCachedNames {
-		c.canon[name] = k
-	}
-	return k
-}
-
-const maxCachedNames = 64
-
-var commonHeaders = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{
-		"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Accept-Ranges",
-		"Authorization", "Cache-Control", "Content-Encoding", "Content-Language",
-		"Content-Length", "Content-Type", "Cookie", "Date", "Etag", "Expect", "From",
-		"Grpc-Accept-Encoding", "Grpc-Encoding", "Grpc-Message", "Grpc-Status", "Grpc-Timeout",
-		"Host", "If-Match", "If-Modified-Since", "If-None-Match", "If-Range",
-		"If-Unmodified-Since", "Last-Modified", "Origin", "Pragma", "Range", "Referer",
-		"Te", "Trailer", "User-Agent", "Via", "X-B3-Parentspanid", "X-B3-Sampled",
-		"X-B3-Spanid", "X-B3-Traceid", "X-Envoy-Attempt-Count", "X-Forwarded-Client-Cert",
-		"X-Forwarded-For", "X-Forwarded-Proto", "X-Request-Id", "Traceparent", "Tracestate",
-	} {
-		m[strings.ToLower(k)] = k
-	}
-	return m
-}()

@@ -399,7 +399,7 @@ func (b *reqBody) end(f *h2wire.Fields) {
 	if f != nil && b.trailer != nil {
 		b.received = http.Header{}
 		for _, hf := range f.Regular {
-			k := b.st.c.canonical(hf.Name)
+			k := b.st.c.canon.Key(hf.Name)
 			b.received[k] = append(b.received[k], hf.Value)
 		}
 	}
@@ -451,15 +451,8 @@ func (b *reqBody) Read(p []byte) (int, error) {
 	}
 	if b.off == len(b.buf) {
 		err := b.err
-		if err == io.EOF && b.received != nil {
-			// The declared trailers, set on the goroutine that reads the
-			// body to its end, as net/http's server does.
-			for k, vv := range b.received {
-				if _, ok := b.trailer[k]; ok {
-					b.trailer[k] = vv
-				}
-			}
-			b.received = nil
+		if err == io.EOF {
+			b.endLocked()
 		}
 		b.mu.Unlock()
 		return 0, err
@@ -471,6 +464,13 @@ func (b *reqBody) Read(p []byte) (int, error) {
 	if b.owed >= streamWindow/4 {
 		give, b.owed = b.owed, 0
 	}
+	// The last bytes of a body that has ended come with io.EOF: a
+	// reader forwarding it ends its stream with them.
+	var eof error
+	if b.off == len(b.buf) && b.err == io.EOF {
+		eof = io.EOF
+		b.endLocked()
+	}
 	b.mu.Unlock()
 	st := b.st
 	st.c.giveBack(int32(n))
@@ -478,7 +478,18 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		st.recvLeft.Add(give)
 		st.c.queueControl(h2wire.AppendWindowUpdate(nil, st.id, uint32(give)))
 	}
-	return n, nil
+	return n, eof
+}
+
+// endLocked sets the declared trailers as the body ends, on the
+// goroutine that reads it to its end, as net/http's server does.
+func (b *reqBody) endLocked() {
+	for k, vv := range b.received {
+		if _, ok := b.trailer[k]; ok {
+			b.trailer[k] = vv
+		}
+	}
+	b.received = nil
 }
 
 // Close drops what is unread; later DATA frames are dropped as they come.

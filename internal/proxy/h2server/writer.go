@@ -78,7 +78,7 @@ func (w *responseWriter) informational(code int) {
 // encode appends the header block of status code with the handler's
 // fields; final notes what the framing and the connection depend on.
 func (w *responseWriter) encode(b []byte, code int, final bool) []byte {
-	b = appendStatus(b, code)
+	b = h2wire.AppendStatus(b, code)
 	hasDate := false
 	for k, vv := range w.header {
 		switch k {
@@ -110,10 +110,10 @@ func (w *responseWriter) encode(b []byte, code int, final bool) []byte {
 		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
 			continue
 		}
-		b = appendFields(b, k, vv)
+		b = h2wire.AppendFields(b, k, vv)
 	}
 	if final && !hasDate {
-		b = appendLiteral(b, "date", httpdate.Now())
+		b = h2wire.AppendLiteral(b, "date", httpdate.Now())
 	}
 	return b
 }
@@ -165,7 +165,7 @@ func (w *responseWriter) headerBlock(body []byte) []byte {
 		w.st.c.goAway(true)
 	}
 	if !w.hasType && !w.noBody && len(body) > 0 {
-		w.hblock = appendLiteral(w.hblock, "content-type", []byte(http.DetectContentType(body)))
+		w.hblock = h2wire.AppendLiteral(w.hblock, "content-type", []byte(http.DetectContentType(body)))
 	}
 	return w.hblock
 }
@@ -235,7 +235,7 @@ func (w *responseWriter) finish() {
 	}
 	trs := w.trailerBlock()
 	if !w.sent && !w.hasLen && trs == nil && !w.noBody && !w.headOnly {
-		w.hblock = appendLiteral(w.hblock, "content-length", strconv.AppendInt(nil, int64(len(held)), 10))
+		w.hblock = h2wire.AppendLiteral(w.hblock, "content-length", strconv.AppendInt(nil, int64(len(held)), 10))
 	}
 	if w.err == nil {
 		_ = w.st.respond(w.headerBlock(held), held, trs, true)
@@ -248,12 +248,12 @@ func (w *responseWriter) trailerBlock() []byte {
 	var b []byte
 	for _, k := range w.trailers {
 		if vv := w.header[k]; len(vv) > 0 && httpguts.ValidTrailerHeader(k) {
-			b = appendFields(b, k, vv)
+			b = h2wire.AppendFields(b, k, vv)
 		}
 	}
 	for k, vv := range w.header {
 		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && httpguts.ValidTrailerHeader(name) {
-			b = appendFields(b, name, vv)
+			b = h2wire.AppendFields(b, name, vv)
 		}
 	}
 	return b
@@ -268,85 +268,8 @@ func (w *responseWriter) release() {
 	}
 }
 
-// HPACK encoding, without the dynamic table: every field is a literal
-// never added to it (RFC 7541 §6.2.2), its strings unencoded, so writers
-// share no encoder state; :status uses the static table.
-
-// appendStatus appends :status code.
-func appendStatus(b []byte, code int) []byte {
-	switch code { // static table entries 8-14
-	case 200:
-		return append(b, 0x88)
-	case 204:
-		return append(b, 0x89)
-	case 206:
-		return append(b, 0x8a)
-	case 304:
-		return append(b, 0x8b)
-	case 400:
-		return append(b, 0x8c)
-	case 404:
-		return append(b, 0x8d)
-	case 500:
-		return append(b, 0x8e)
-	}
-	b = append(b, 0x08, 3) // literal without indexing, name :status (index 8)
-	return strconv.AppendInt(b, int64(code), 10)
-}
-
-// appendFields appends field k (canonical; sent in lower case) with
-// each value; a value's CR, LF and NUL become spaces.
-func appendFields(b []byte, k string, vv []string) []byte {
-	for _, v := range vv {
-		b = append(b, 0x00) // literal without indexing, new name
-		b = appendInt(b, 7, uint64(len(k)))
-		for i := 0; i < len(k); i++ {
-			c := k[i]
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			b = append(b, c)
-		}
-		b = appendInt(b, 7, uint64(len(v)))
-		for i := 0; i < len(v); i++ {
-			c := v[i]
-			if c == '\r' || c == '\n' || c == 0 {
-				c = ' '
-			}
-			b = append(b, c)
-		}
-	}
-	return b
-}
-
-// appendLiteral appends field name (lower case) with value.
-func appendLiteral(b []byte, name string, value []byte) []byte {
-	b = append(b, 0x00)
-	b = appendInt(b, 7, uint64(len(name)))
-	b = append(b, name...)
-	b = appendInt(b, 7, uint64(len(value)))
-	return append(b, value...)
-}
-
-// appendInt appends an HPACK integer with an n-bit prefix (RFC 7541
-// §5.1), the prefix's byte with its upper bits clear: a string length
-// without Huffman coding.
-func appendInt(b []byte, n uint, v uint64) []byte {
-	limit := uint64(1)<<n - 1
-	if v < limit {
-		return append(b, byte(v))
-	}
-	b = append(b, byte(limit))
-	v -= limit
-	for v >= 128 {
-		b = append(b, byte(v&0x7f|0x80))
-		v >>= 7
-	}
-	return append(b, byte(v))
-}
-
 // Header blocks the server answers with by itself.
 var (
-	status100 = appendStatus(nil, http.StatusContinue)
-	status431 = appendStatus(nil, http.StatusRequestHeaderFieldsTooLarge)
+	status100 = h2wire.AppendStatus(nil, http.StatusContinue)
+	status431 = h2wire.AppendStatus(nil, http.StatusRequestHeaderFieldsTooLarge)
 )

@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"weft.dev/weft/internal/proxy/h2client"
 	"weft.dev/weft/internal/proxy/reqctx"
 )
 
@@ -126,9 +128,10 @@ func (p *h1Pool) close() {
 type Conns struct {
 	addr        string
 	dialer      *dialer
-	idleTimeout time.Duration // 0: never
-	maxUses     uint32        // 0: unlimited
-	endpointTLS               // the endpoint's TLS; zero for plaintext (tls.go)
+	idleTimeout time.Duration                   // 0: never
+	maxUses     uint32                          // 0: unlimited
+	endpointTLS                                 // the endpoint's TLS; zero for plaintext (tls.go)
+	h2          atomic.Pointer[h2client.Client] // HTTP/2 requests (h2.go); nil until the first
 
 	mu     sync.Mutex
 	idle   []*h1Conn // oldest first
@@ -208,6 +211,7 @@ func (e *Conns) shutdown() {
 		c.nc.Close()
 	}
 	e.shutdownTLS()
+	e.shutdownH2()
 }
 
 func (e *Conns) dial(ctx context.Context) (*h1Conn, error) {

@@ -1,9 +1,10 @@
 // Package upstream is the proxy's side of its connections to upstream
 // endpoints: one Pool per cluster holds the cluster's transports — the
-// synchronous HTTP/1.1 path (h1.go), an http.Transport for h2c and for
-// what the synchronous path does not carry, and the h2c transport of a
-// cluster that follows the downstream protocol — and sends one attempt of
-// a request over the right one. A Pool is built from the Cluster's
+// synchronous HTTP/1.1 path (h1.go), each endpoint's HTTP/2 client
+// (h2.go, internal/proxy/h2client) for h2c and TLS h2 requests, and an
+// http.Transport for what those do not carry (HTTP/1.1 bodies that
+// stream, upgrades) — and sends one attempt of a request over the right
+// one. A Pool is built from the Cluster's
 // connection settings (protocol, connect timeout, TCP keepalive, idle
 // timeout, requests per connection) and its transport sockets: plaintext,
 // TLS (internal/proxy/tlssocket), or chosen per endpoint by the
@@ -508,7 +509,10 @@ func (p *Pool) TransportFor(r *http.Request) *http.Transport {
 // the response head. HTTP/1.1 requests without a body (and, when the
 // cluster limits requests per connection, with one) take the
 // synchronous path on the calling goroutine, in plaintext or TLS alike;
-// upgrades, HTTP/2 and other bodies go through an http.Transport: the
+// HTTP/2 requests (an HTTP/2 cluster, or an HTTP/2 downstream request to
+// a cluster following the downstream protocol) go through the endpoint's
+// h2client, upgrades excepted; upgrades and other bodies go through an
+// http.Transport: the
 // pool's for plaintext endpoints, the endpoint's own for TLS ones (out's
 // URL scheme is then set to https). ctx bounds the exchange; the
 // response body is tied to it. A failure to connect, TLS handshake
@@ -533,6 +537,9 @@ func (p *Pool) RoundTrip(ctx context.Context, conns *Conns, downstream, out *htt
 			// synchronous path counts it on its connection too.
 			return conns.roundTripBody(ctx, out)
 		}
+	}
+	if (p.h2 || downH2) && ownH2(downstream) {
+		return conns.h2Client(p).RoundTrip(ctx, out)
 	}
 	if conns.tls != nil {
 		out.URL.Scheme = "https"

@@ -1,0 +1,572 @@
+package h2client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+
+	"weft.dev/weft/internal/h2wire"
+)
+
+// stream is one request and its response. The fields under "cc.mu" are
+// guarded by the connection's mu; wmu orders what is written on the
+// stream (its HEADERS, DATA, trailers, RST_STREAM).
+type stream struct {
+	cc     *conn
+	id     uint32
+	req    *http.Request
+	isHead bool
+	notify chan struct{} // a response, data, an end or an error arrived
+	stop   func() bool   // ends the context's watch; nil: no watch
+
+	// cc.mu
+	resp       *http.Response
+	err        error // the stream failed: the response wait and body reads fail with it
+	buf        []byte
+	off        int // buf[off:] is unread
+	recvEnded  bool
+	trailer    http.Header
+	clLeft     int64 // body bytes the content-length still promises; -1: none
+	recvLeft   int32 // our receive window left
+	owed       int32 // read, credit not yet given back
+	sendWindow int32
+	sendDone   bool // the request's END_STREAM is sent (or there is nothing to send)
+	reset      bool // nothing more is sent on the stream
+	done       bool // removed from the connection
+	bodyClosed bool
+
+	headSeen bool // the reader's: the final response head arrived
+
+	wmu         sync.Mutex
+	headersSent bool // wmu
+	rstSent     bool // wmu: a RST_STREAM went out, or the stream was given up before its HEADERS
+
+	// bodyClaim hands the request body to one owner: 0 untouched, 1
+	// being sent, 2 given up so the request can be sent again.
+	bodyClaim atomic.Int32
+}
+
+// signal wakes the goroutine waiting on the stream, if any.
+func (s *stream) signal() {
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// endedLocked finishes the stream once both sides have ended.
+func (s *stream) endedLocked() {
+	if s.recvEnded && s.sendDone {
+		s.cc.finishLocked(s)
+	}
+}
+
+// frameBufs hold a DATA frame (header and payload) or a header block.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxFrame+9); return &b }}
+
+// roundTrip sends req on a stream reserved on cc and waits for the
+// response head. retry reports that the request was not processed and
+// its body is untouched: it may be sent again.
+func (cc *conn) roundTrip(ctx context.Context, req *http.Request) (resp *http.Response, retry bool, err error) {
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	s := &stream{
+		cc:       cc,
+		req:      req,
+		isHead:   req.Method == http.MethodHead,
+		notify:   make(chan struct{}, 1),
+		clLeft:   -1,
+		recvLeft: streamWindow,
+		sendDone: !hasBody,
+	}
+	bp := frameBufs.Get().(*[]byte)
+	block := appendRequestHead((*bp)[:9], req, cc.client.cfg.Scheme, hasBody)
+
+	cc.hmu.Lock()
+	cc.mu.Lock()
+	if cc.closed || cc.goAway {
+		closeNow := cc.unreserveLocked()
+		cc.mu.Unlock()
+		cc.hmu.Unlock()
+		frameBufs.Put(bp)
+		if closeNow {
+			cc.close(errIdle)
+		}
+		return nil, true, errUnprocessed
+	}
+	s.id = cc.nextID
+	cc.nextID += 2
+	s.sendWindow = cc.initWindow
+	frameMax := cc.sendFrame
+	cc.streams[s.id] = s
+	cc.mu.Unlock()
+	var frames []byte
+	if n := len(block) - 9; n <= frameMax {
+		flags := http2.FlagHeadersEndHeaders
+		if !hasBody {
+			flags |= http2.FlagHeadersEndStream
+		}
+		frames = h2wire.AppendHeader(block[:0], n, http2.FrameHeaders, flags, s.id)[:len(block)]
+	} else {
+		frames = h2wire.AppendHeaders(nil, s.id, !hasBody, block[9:], frameMax)
+	}
+	s.wmu.Lock()
+	if !s.rstSent {
+		err = cc.w.Write(frames)
+		s.headersSent = true
+	}
+	s.wmu.Unlock()
+	cc.hmu.Unlock()
+	*bp = block[:0]
+	frameBufs.Put(bp)
+	if err != nil {
+		cc.close(err)
+	}
+
+	if ctx.Done() != nil {
+		s.stop = context.AfterFunc(ctx, func() { s.cancel(ctx.Err()) })
+	}
+	if hasBody {
+		go s.sendBody()
+	}
+	for {
+		cc.mu.Lock()
+		resp, err := s.resp, s.err
+		cc.mu.Unlock()
+		if resp != nil {
+			return resp, false, nil
+		}
+		if err != nil {
+			s.stopWatch()
+			retry := errors.Is(err, errUnprocessed) || isRefused(err)
+			untouched := !hasBody || s.bodyClaim.CompareAndSwap(0, 2)
+			if retry && untouched {
+				return nil, true, err
+			}
+			if hasBody && untouched {
+				req.Body.Close() // as http.RoundTripper: the body is closed, also on errors
+			}
+			return nil, false, err
+		}
+		<-s.notify
+	}
+}
+
+// isRefused reports whether err is the peer's REFUSED_STREAM.
+func isRefused(err error) bool {
+	var se http2.StreamError
+	return errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream
+}
+
+func (s *stream) stopWatch() {
+	if s.stop != nil {
+		s.stop()
+	}
+}
+
+// cancel gives the stream up with err (the context ended): the response
+// wait and body reads fail with it, unread data is dropped, the peer is
+// sent RST_STREAM CANCEL.
+func (s *stream) cancel(err error) {
+	cc := s.cc
+	cc.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.buf, s.off = nil, 0
+	open := !s.done
+	if open {
+		s.reset = true
+		cc.finishLocked(s)
+	}
+	s.signal()
+	cc.mu.Unlock()
+	if open {
+		s.writeRST(http2.ErrCodeCancel)
+	}
+}
+
+// writeRST sends RST_STREAM; a stream whose HEADERS were not written yet
+// is never written.
+func (s *stream) writeRST(code http2.ErrCode) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.rstSent {
+		return
+	}
+	s.rstSent = true
+	if s.headersSent {
+		_ = s.cc.w.Write(h2wire.AppendRST(nil, s.id, code))
+	}
+}
+
+// sendBody sends the request body, then its trailers or END_STREAM, as
+// the stream's and the connection's send windows allow. It stops when
+// the stream is reset; a body that fails resets the stream.
+func (s *stream) sendBody() {
+	if !s.bodyClaim.CompareAndSwap(0, 1) {
+		return // given up before it began: a retry owns the body
+	}
+	req := s.req
+	defer req.Body.Close()
+	bp := frameBufs.Get().(*[]byte)
+	defer frameBufs.Put(bp)
+	buf := (*bp)[:cap(*bp)]
+	for {
+		n, rerr := req.Body.Read(buf[9:])
+		if rerr != nil && rerr != io.EOF {
+			s.cancel(fmt.Errorf("http2: reading the request body: %w", rerr))
+			return
+		}
+		eof := rerr == io.EOF
+		var trailers []byte
+		if eof {
+			trailers = appendTrailers(nil, req.Trailer)
+		}
+		for off := 0; off < n; {
+			take, ok := s.awaitWindow(n - off)
+			if !ok {
+				return
+			}
+			last := eof && trailers == nil && off+take == n
+			if !s.writeData(buf[off:off+9+take], last) {
+				return
+			}
+			off += take
+			if last {
+				s.sentEnd()
+				return
+			}
+		}
+		if !eof {
+			continue
+		}
+		var ok bool
+		if trailers != nil {
+			ok = s.writeTrailers(trailers)
+		} else {
+			ok = s.writeData(buf[:9], true)
+		}
+		if ok {
+			s.sentEnd()
+		}
+		return
+	}
+}
+
+// awaitWindow waits until the stream may send some of want bytes and
+// takes that much of the windows; false when the stream is over.
+func (s *stream) awaitWindow(want int) (int, bool) {
+	cc := s.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	for {
+		if s.reset || cc.closed {
+			return 0, false
+		}
+		take := min(int64(want), int64(s.sendWindow), cc.sendWindow, int64(cc.sendFrame))
+		if take > 0 {
+			s.sendWindow -= int32(take)
+			cc.sendWindow -= take
+			return int(take), true
+		}
+		cc.cond.Wait()
+	}
+}
+
+// writeData writes frame, a DATA frame's payload after 9 bytes kept for
+// its header.
+func (s *stream) writeData(frame []byte, end bool) bool {
+	var flags http2.Flags
+	if end {
+		flags = http2.FlagDataEndStream
+	}
+	h2wire.AppendHeader(frame[:0], len(frame)-9, http2.FrameData, flags, s.id)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.rstSent {
+		return false
+	}
+	return s.cc.w.Write(frame) == nil
+}
+
+func (s *stream) writeTrailers(block []byte) bool {
+	s.cc.mu.Lock()
+	frameMax := s.cc.sendFrame
+	s.cc.mu.Unlock()
+	frames := h2wire.AppendHeaders(nil, s.id, true, block, frameMax)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.rstSent {
+		return false
+	}
+	return s.cc.w.Write(frames) == nil
+}
+
+// sentEnd records the request's END_STREAM.
+func (s *stream) sentEnd() {
+	s.cc.mu.Lock()
+	s.sendDone = true
+	s.endedLocked()
+	s.cc.mu.Unlock()
+}
+
+// onResponse takes the header block just decoded as s's response head
+// (a 1xx one is skipped).
+func (cc *conn) onResponse(s *stream) error {
+	status := 0
+	h := make(http.Header, len(cc.fields))
+	vals := make([]string, len(cc.fields)) // every value, one allocation
+	cl := int64(-1)
+	var malformed string
+	for i, f := range cc.fields {
+		if len(f.Name) > 0 && f.Name[0] == ':' {
+			if f.Name != ":status" || status != 0 || len(h) > 0 {
+				malformed = "pseudo-header " + f.Name
+				break
+			}
+			if len(f.Value) != 3 {
+				malformed = "bad :status"
+				break
+			}
+			v, err := strconv.Atoi(f.Value)
+			if err != nil || v < 100 {
+				malformed = "bad :status"
+				break
+			}
+			status = v
+			continue
+		}
+		if why := checkField(f.Name, f.Value); why != "" {
+			malformed = why
+			break
+		}
+		k := cc.canon.Key(f.Name)
+		if k == "Content-Length" {
+			n, err := strconv.ParseUint(f.Value, 10, 63)
+			if err != nil || cl >= 0 && int64(n) != cl {
+				malformed = "bad content-length"
+				break
+			}
+			cl = int64(n)
+		}
+		vals[i] = f.Value
+		if vv := h[k]; vv == nil {
+			h[k] = vals[i : i+1 : i+1]
+		} else {
+			h[k] = append(vv, f.Value)
+		}
+	}
+	switch {
+	case malformed != "":
+	case status == 0:
+		malformed = "no :status"
+	case status == http.StatusSwitchingProtocols:
+		malformed = "101 over HTTP/2"
+	case status < 200 && cc.hend:
+		malformed = "1xx ending the stream"
+	case status < 200:
+		return nil // informational: the final head follows
+	}
+	if malformed != "" {
+		cc.resetStream(s, http2.ErrCodeProtocol, fmt.Errorf("http2: malformed response from the upstream: %s", malformed))
+		return nil
+	}
+	s.headSeen = true
+	noBody := s.isHead || status == http.StatusNoContent || status == http.StatusNotModified
+	resp := &http.Response{
+		Status:        strconv.Itoa(status) + " " + http.StatusText(status),
+		StatusCode:    status,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        h,
+		ContentLength: cl,
+		Body:          (*body)(s),
+		Request:       s.req,
+	}
+	if cc.hend && cl < 0 {
+		resp.ContentLength = 0
+	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if s.done && s.err != nil {
+		return nil // given up meanwhile
+	}
+	if !noBody {
+		s.clLeft = cl
+	}
+	if cc.hend {
+		if s.clLeft > 0 {
+			s.err = errors.New("http2: response body length differs from its content-length")
+		}
+		s.recvEnded = true
+		s.endedLocked()
+	}
+	s.resp = resp
+	s.signal()
+	return nil
+}
+
+// onTrailers takes the header block just decoded as s's trailers.
+func (cc *conn) onTrailers(s *stream) error {
+	var malformed string
+	var t http.Header
+	if !cc.hend {
+		malformed = "a second header block not ending the stream"
+	} else {
+		t = make(http.Header, len(cc.fields))
+		for _, f := range cc.fields {
+			if len(f.Name) > 0 && f.Name[0] == ':' {
+				malformed = "pseudo-header in trailers"
+				break
+			}
+			if why := checkField(f.Name, f.Value); why != "" {
+				malformed = why
+				break
+			}
+			k := cc.canon.Key(f.Name)
+			t[k] = append(t[k], f.Value)
+		}
+	}
+	if malformed != "" {
+		cc.resetStream(s, http2.ErrCodeProtocol, fmt.Errorf("http2: malformed response trailers from the upstream: %s", malformed))
+		return nil
+	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if s.done && s.err != nil || s.recvEnded {
+		return nil
+	}
+	if s.clLeft > 0 {
+		s.err = errors.New("http2: response body length differs from its content-length")
+	}
+	s.trailer = t
+	s.recvEnded = true
+	s.endedLocked()
+	s.signal()
+	return nil
+}
+
+// checkField says why a response field is malformed (RFC 9113 §8.2):
+// an invalid or upper-case name, a connection-specific field, an invalid
+// value. "" when it is fine.
+func checkField(name, value string) string {
+	if !httpguts.ValidHeaderFieldName(name) {
+		return "invalid field name " + strconv.Quote(name)
+	}
+	for i := 0; i < len(name); i++ {
+		if 'A' <= name[i] && name[i] <= 'Z' {
+			return "upper-case field name " + strconv.Quote(name)
+		}
+	}
+	switch name {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		return "connection-specific field " + name
+	}
+	if !httpguts.ValidHeaderFieldValue(value) {
+		return "invalid value of " + name
+	}
+	return ""
+}
+
+// body is a response body: a stream read by the caller.
+type body stream
+
+// Read returns the response body as it arrives, then io.EOF (with the
+// last bytes when they are already there) once the stream ended; the
+// trailers are then in the Response's Trailer. Stream credit goes back
+// to the peer as the body is read.
+func (b *body) Read(p []byte) (int, error) {
+	s := (*stream)(b)
+	cc := s.cc
+	cc.mu.Lock()
+	for s.off == len(s.buf) {
+		if err := s.err; err != nil {
+			cc.mu.Unlock()
+			return 0, err
+		}
+		if s.recvEnded {
+			s.endBodyLocked()
+			cc.mu.Unlock()
+			s.stopWatch()
+			return 0, io.EOF
+		}
+		cc.mu.Unlock()
+		<-s.notify
+		cc.mu.Lock()
+	}
+	n := copy(p, s.buf[s.off:])
+	s.off += n
+	if s.off == len(s.buf) {
+		s.off = 0
+		if cap(s.buf) > 64<<10 {
+			s.buf = nil
+		} else {
+			s.buf = s.buf[:0]
+		}
+	}
+	var give int32
+	eof := false
+	switch {
+	case !s.recvEnded:
+		if s.owed += int32(n); s.owed >= streamWindow/4 {
+			give = s.owed
+			s.recvLeft += give
+			s.owed = 0
+		}
+	case len(s.buf) == 0 && s.err == nil:
+		eof = true
+		s.endBodyLocked()
+	}
+	cc.mu.Unlock()
+	if give > 0 {
+		cc.w.Queue(h2wire.AppendWindowUpdate(nil, s.id, uint32(give)))
+	}
+	if eof {
+		s.stopWatch()
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// endBodyLocked hands the trailers to the response as the body ends.
+func (s *stream) endBodyLocked() {
+	if s.trailer != nil {
+		s.resp.Trailer = s.trailer
+		s.trailer = nil
+	}
+}
+
+// Close ends the body; a stream not over yet is reset (CANCEL).
+func (b *body) Close() error {
+	s := (*stream)(b)
+	cc := s.cc
+	cc.mu.Lock()
+	if s.bodyClosed {
+		cc.mu.Unlock()
+		return nil
+	}
+	s.bodyClosed = true
+	if s.err == nil {
+		s.err = http.ErrBodyReadAfterClose
+	}
+	s.buf, s.off = nil, 0
+	open := !s.done
+	if open {
+		s.reset = true
+		cc.finishLocked(s)
+	}
+	cc.mu.Unlock()
+	s.stopWatch()
+	if open {
+		s.writeRST(http2.ErrCodeCancel)
+	}
+	return nil
+}

@@ -29,6 +29,7 @@ import (
 	"weft.dev/weft/internal/proxy/cluster"
 	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/telemetry"
+	"weft.dev/weft/internal/proxy/upstream"
 )
 
 const (
@@ -342,6 +343,13 @@ func (t *teeReader) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// InMemory reports whether the rest of the source is in memory
+// (upstream.InMemoryBody).
+func (t *teeReader) InMemory() bool {
+	m, ok := t.src.(upstream.InMemoryBody)
+	return ok && m.InMemory()
 }
 
 func (t *teeReader) Close() error {

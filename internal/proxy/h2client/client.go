@@ -100,14 +100,24 @@ const maxRetries = 4
 // fails with an http2.StreamError (its message names the code, such as
 // REFUSED_STREAM). A request the peer refused before reading any of it
 // is sent again, on another connection if need be, when its body was not
-// read yet.
+// read yet, or when it was whole in memory (a body the caller's server
+// has received to its end, upstream.InMemoryBody, of at most one frame:
+// it goes out with the HEADERS in one write).
 func (c *Client) RoundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	var mem *memBody
+	if req.Body != nil && req.Body != http.NoBody && inMemory(req) {
+		var err error
+		if mem, err = readMem(req); err != nil {
+			req.Body.Close()
+			return nil, err
+		}
+	}
 	for try := 0; ; try++ {
 		cc, err := c.reserve(ctx)
 		if err != nil {
 			return nil, err
 		}
-		resp, retry, err := cc.roundTrip(ctx, req)
+		resp, retry, err := cc.roundTrip(ctx, req, &mem)
 		if err == nil || !retry || try == maxRetries || ctx.Err() != nil {
 			if errors.Is(err, errUnprocessed) {
 				err = http2.StreamError{Code: http2.ErrCodeRefusedStream, Cause: err}

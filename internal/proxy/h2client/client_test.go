@@ -59,6 +59,16 @@ func request(t *testing.T, method, addr, target string, body io.Reader) *http.Re
 	return r
 }
 
+// memReader is a body that says it is in memory, as the proxy's
+// servers' bodies do once the client has sent all of it.
+type memReader struct {
+	io.Reader
+	closed atomic.Bool
+}
+
+func (m *memReader) InMemory() bool { return true }
+func (m *memReader) Close() error   { m.closed.Store(true); return nil }
+
 func readAll(t *testing.T, resp *http.Response) string {
 	t.Helper()
 	defer resp.Body.Close()
@@ -135,6 +145,39 @@ func TestRequestsAgainstGoServer(t *testing.T) {
 		}
 		if resp.Header.Get("X-Got-Length") != fmt.Sprint(len(payload)) {
 			t.Errorf("server saw content-length %s", resp.Header.Get("X-Got-Length"))
+		}
+	})
+
+	t.Run("bodies in memory", func(t *testing.T) {
+		for _, size := range []int{0, 1, 1000, maxFrame, maxFrame + 1, 100_000} {
+			payload := strings.Repeat("m", size)
+			for _, trailer := range []string{"", "tv"} {
+				r := request(t, "POST", addr, "/echo", nil)
+				r.Body = &memReader{Reader: strings.NewReader(payload)}
+				r.ContentLength = int64(size)
+				if trailer != "" {
+					r.Trailer = http.Header{"X-Req-Trailer": {trailer}}
+				}
+				resp, err := c.RoundTrip(ctx, r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := readAll(t, resp); got != payload {
+					t.Errorf("%d bytes: echoed %d", size, len(got))
+				}
+				if got := resp.Trailer.Get("X-Sum"); !strings.HasSuffix(got, fmt.Sprintf("/%d/%s", size, trailer)) {
+					t.Errorf("%d bytes, trailer %q: server saw %q", size, trailer, got)
+				}
+				// Closed by the client (by the goroutine sending a body
+				// that did not fit the first write, maybe after the response).
+				deadline := time.Now().Add(5 * time.Second)
+				for !r.Body.(*memReader).closed.Load() && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+				}
+				if !r.Body.(*memReader).closed.Load() {
+					t.Errorf("%d bytes: body not closed", size)
+				}
+			}
 		}
 	})
 

@@ -115,9 +115,19 @@ func TestRefusedAndUnprocessedAreRetried(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "REFUSED_STREAM") {
 				t.Fatalf("with a body: err %v, want REFUSED_STREAM", err)
 			}
+			// So is one whose body was whole in memory.
+			r := request(t, "POST", addr, "/", nil)
+			r.Body = &memReader{Reader: strings.NewReader("body")}
+			resp, err := c.RoundTrip(context.Background(), r)
+			if how == "GOAWAY" {
+				if err != nil {
+					t.Fatalf("body in memory: %v", err)
+				}
+				resp.Body.Close()
+			}
 			// One without a body is sent again, on a new connection after
 			// a GOAWAY; a server refusing every stream is given up on.
-			resp, err := c.RoundTrip(context.Background(), request(t, "GET", addr, "/", nil))
+			resp, err = c.RoundTrip(context.Background(), request(t, "GET", addr, "/", nil))
 			if how == "REFUSED_STREAM" {
 				if err == nil || !strings.Contains(err.Error(), "REFUSED_STREAM") {
 					t.Fatalf("err %v, want REFUSED_STREAM after the retries", err)

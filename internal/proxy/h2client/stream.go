@@ -69,14 +69,62 @@ func (s *stream) endedLocked() {
 	}
 }
 
-// frameBufs hold a DATA frame (header and payload) or a header block.
-var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxFrame+9); return &b }}
+// frameBufs hold a DATA frame (header and payload), or a request's
+// first write: its HEADERS and the frames of a body in memory.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2*maxFrame+64); return &b }}
+
+// inMemoryBody is upstream.InMemoryBody: a body whose remaining bytes
+// are all in memory, so reading it to the end cannot block.
+type inMemoryBody interface{ InMemory() bool }
+
+// memBody is the start of a request body read without waiting because
+// it was in memory: the whole body (eof) when it fits a frame.
+type memBody struct {
+	data     []byte
+	eof      bool   // data is the whole body (the body is closed)
+	trailers []byte // with eof: the trailers' header block; nil: none
+}
+
+// inMemory reports whether req's body says it is in memory.
+func inMemory(req *http.Request) bool {
+	m, ok := req.Body.(inMemoryBody)
+	return ok && m.InMemory()
+}
+
+// readMem reads up to a frame of req's body, which is in memory.
+func readMem(req *http.Request) (*memBody, error) {
+	bp := frameBufs.Get().(*[]byte)
+	defer frameBufs.Put(bp)
+	buf := (*bp)[:maxFrame]
+	n, eof := 0, false
+	for i := 0; n < len(buf) && i < 64; i++ {
+		k, err := req.Body.Read(buf[n:])
+		n += k
+		if err == io.EOF {
+			eof = true
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("http2: reading the request body: %w", err)
+		}
+	}
+	m := &memBody{data: append([]byte(nil), buf[:n]...), eof: eof}
+	if eof {
+		m.trailers = appendTrailers(nil, req.Trailer)
+		req.Body.Close()
+	}
+	return m, nil
+}
 
 // roundTrip sends req on a stream reserved on cc and waits for the
-// response head. retry reports that the request was not processed and
-// its body is untouched: it may be sent again.
-func (cc *conn) roundTrip(ctx context.Context, req *http.Request) (resp *http.Response, retry bool, err error) {
+// response head. *memp (nil: none) is the start of the body, read
+// already; a body found in memory once the HEADERS are out is read and
+// left there too. retry reports that the request was not processed and
+// can be sent again: nothing of its body was read, or all of it is in
+// *memp.
+func (cc *conn) roundTrip(ctx context.Context, req *http.Request, memp **memBody) (resp *http.Response, retry bool, err error) {
 	hasBody := req.Body != nil && req.Body != http.NoBody
+	mem := *memp
 	s := &stream{
 		cc:       cc,
 		req:      req,
@@ -105,6 +153,8 @@ func (cc *conn) roundTrip(ctx context.Context, req *http.Request) (resp *http.Re
 	cc.nextID += 2
 	s.sendWindow = cc.initWindow
 	frameMax := cc.sendFrame
+	allSent := !hasBody || mem != nil && mem.eof && s.takeWindowLocked(len(mem.data))
+	s.sendDone = allSent
 	cc.streams[s.id] = s
 	cc.mu.Unlock()
 	var frames []byte
@@ -117,6 +167,9 @@ func (cc *conn) roundTrip(ctx context.Context, req *http.Request) (resp *http.Re
 	} else {
 		frames = h2wire.AppendHeaders(nil, s.id, !hasBody, block[9:], frameMax)
 	}
+	if hasBody && allSent {
+		frames = appendBody(frames, s.id, mem, frameMax)
+	}
 	s.wmu.Lock()
 	if !s.rstSent {
 		err = cc.w.Write(frames)
@@ -124,8 +177,10 @@ func (cc *conn) roundTrip(ctx context.Context, req *http.Request) (resp *http.Re
 	}
 	s.wmu.Unlock()
 	cc.hmu.Unlock()
-	*bp = block[:0]
-	frameBufs.Put(bp)
+	if cap(frames) <= 64<<10 {
+		*bp = frames[:0]
+		frameBufs.Put(bp)
+	}
 	if err != nil {
 		cc.close(err)
 	}
@@ -133,8 +188,22 @@ func (cc *conn) roundTrip(ctx context.Context, req *http.Request) (resp *http.Re
 	if ctx.Done() != nil {
 		s.stop = context.AfterFunc(ctx, func() { s.cancel(ctx.Err()) })
 	}
-	if hasBody {
-		go s.sendBody()
+	if hasBody && !allSent {
+		// A body that was not in memory before may be now (it often
+		// arrives just after the head): sent from here when it is whole
+		// and the windows take it, else by a goroutine of its own.
+		if mem == nil && err == nil && inMemory(req) && s.bodyClaim.CompareAndSwap(0, 1) {
+			if mem, err = readMem(req); err != nil {
+				req.Body.Close()
+				s.cancel(err)
+			} else {
+				*memp = mem
+				allSent = mem.eof && s.sendMem(mem)
+			}
+		}
+		if !allSent && err == nil {
+			go s.sendBody(mem)
+		}
 	}
 	for {
 		cc.mu.Lock()
@@ -146,17 +215,77 @@ func (cc *conn) roundTrip(ctx context.Context, req *http.Request) (resp *http.Re
 		if err != nil {
 			s.stopWatch()
 			retry := errors.Is(err, errUnprocessed) || isRefused(err)
-			untouched := !hasBody || s.bodyClaim.CompareAndSwap(0, 2)
+			var untouched bool
+			switch {
+			case !hasBody:
+				untouched = true
+			case mem != nil:
+				untouched = mem.eof // the whole body is in mem
+			default:
+				untouched = s.bodyClaim.CompareAndSwap(0, 2)
+			}
 			if retry && untouched {
 				return nil, true, err
 			}
-			if hasBody && untouched {
+			if hasBody && mem == nil && untouched {
 				req.Body.Close() // as http.RoundTripper: the body is closed, also on errors
 			}
 			return nil, false, err
 		}
 		<-s.notify
 	}
+}
+
+// takeWindowLocked takes n bytes of the stream's and the connection's
+// send windows if both have them and n fits a frame.
+func (s *stream) takeWindowLocked(n int) bool {
+	cc := s.cc
+	if n > cc.sendFrame || int64(n) > min(int64(s.sendWindow), cc.sendWindow) {
+		return false
+	}
+	s.sendWindow -= int32(n)
+	cc.sendWindow -= int64(n)
+	return true
+}
+
+// appendBody appends the frames of a whole body in memory: its DATA
+// (ending the stream unless trailers follow) and its trailers.
+func appendBody(b []byte, id uint32, mem *memBody, frameMax int) []byte {
+	if mem.trailers == nil {
+		b = h2wire.AppendHeader(b, len(mem.data), http2.FrameData, http2.FlagDataEndStream, id)
+		return append(b, mem.data...)
+	}
+	if len(mem.data) > 0 {
+		b = h2wire.AppendHeader(b, len(mem.data), http2.FrameData, 0, id)
+		b = append(b, mem.data...)
+	}
+	return h2wire.AppendHeaders(b, id, true, mem.trailers, frameMax)
+}
+
+// sendMem sends a whole body in memory in one write if the windows take
+// it now; false when they do not (nothing was sent).
+func (s *stream) sendMem(mem *memBody) bool {
+	cc := s.cc
+	cc.mu.Lock()
+	if s.reset || cc.closed || !s.takeWindowLocked(len(mem.data)) {
+		cc.mu.Unlock()
+		return false
+	}
+	frameMax := cc.sendFrame
+	cc.mu.Unlock()
+	bp := frameBufs.Get().(*[]byte)
+	frames := appendBody((*bp)[:0], s.id, mem, frameMax)
+	s.wmu.Lock()
+	ok := !s.rstSent && cc.w.Write(frames) == nil
+	s.wmu.Unlock()
+	if cap(frames) <= 64<<10 {
+		*bp = frames[:0]
+		frameBufs.Put(bp)
+	}
+	if ok {
+		s.sentEnd()
+	}
+	return true
 }
 
 // isRefused reports whether err is the peer's REFUSED_STREAM.
@@ -208,27 +337,38 @@ func (s *stream) writeRST(code http2.ErrCode) {
 }
 
 // sendBody sends the request body, then its trailers or END_STREAM, as
-// the stream's and the connection's send windows allow. It stops when
-// the stream is reset; a body that fails resets the stream.
-func (s *stream) sendBody() {
-	if !s.bodyClaim.CompareAndSwap(0, 1) {
+// the stream's and the connection's send windows allow: first mem (nil:
+// none), read already and not sent, then the rest of the body. It stops
+// when the stream is reset; a body that fails resets the stream.
+func (s *stream) sendBody(mem *memBody) {
+	req := s.req
+	if mem == nil && !s.bodyClaim.CompareAndSwap(0, 1) {
 		return // given up before it began: a retry owns the body
 	}
-	req := s.req
-	defer req.Body.Close()
+	if mem == nil || !mem.eof {
+		defer req.Body.Close()
+	}
 	bp := frameBufs.Get().(*[]byte)
 	defer frameBufs.Put(bp)
-	buf := (*bp)[:cap(*bp)]
+	buf := (*bp)[:9+maxFrame]
+	pending := mem != nil
 	for {
-		n, rerr := req.Body.Read(buf[9:])
-		if rerr != nil && rerr != io.EOF {
-			s.cancel(fmt.Errorf("http2: reading the request body: %w", rerr))
-			return
-		}
-		eof := rerr == io.EOF
+		var n int
+		var eof bool
 		var trailers []byte
-		if eof {
-			trailers = appendTrailers(nil, req.Trailer)
+		if pending {
+			n, eof, trailers = copy(buf[9:], mem.data), mem.eof, mem.trailers
+			pending = false
+		} else {
+			var rerr error
+			n, rerr = req.Body.Read(buf[9:])
+			if rerr != nil && rerr != io.EOF {
+				s.cancel(fmt.Errorf("http2: reading the request body: %w", rerr))
+				return
+			}
+			if eof = rerr == io.EOF; eof {
+				trailers = appendTrailers(nil, req.Trailer)
+			}
 		}
 		for off := 0; off < n; {
 			take, ok := s.awaitWindow(n - off)

@@ -492,6 +492,15 @@ func (b *reqBody) endLocked() {
 	b.received = nil
 }
 
+// InMemory reports whether the rest of the body is in memory: the client
+// ended its side, so reading to the end cannot block
+// (upstream.InMemoryBody).
+func (b *reqBody) InMemory() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err == io.EOF && !b.closed
+}
+
 // Close drops what is unread; later DATA frames are dropped as they come.
 func (b *reqBody) Close() error {
 	b.mu.Lock()

@@ -24,7 +24,7 @@
 #   PROXY_ENV=GOMAXPROCS=1 bench/run.sh    # environment of every weft-proxy
 #   PROXY_ARGS="--log-level error" bench/run.sh # more weft-proxy flags
 #   BIN_DIR=/tmp/build bench/run.sh   # weft and weft-proxy built beforehand
-#   PROFILE_DIR=bench/results/x bench/run.sh
+#   PROFILE_DIR=bench/results/x bench/run.sh  # CPU and heap profiles, smaps_rollup
 #       also takes a CPU profile of every Weft proxy on the path of each
 #       scenario, over the scenario (<scenario>-<proxy>.cpu.pprof; the
 #       profiler's own cost is in that run's CPU per request)
@@ -311,6 +311,17 @@ run() {
   "$FORTIO" load -quiet -qps "$qps" -c "$CONNS" -t "$DURATION" "${args[@]}" -H "Host: $host" -json "$work/$name.json" "$url" >/dev/null 2>&1 \
     || echo "$name: fortio failed" >&2
   for p in "${profs[@]}"; do wait "$p" || echo "$name: a profile failed" >&2; done
+  if [ -n "${PROFILE_DIR:-}" ]; then
+    # What is resident as the load ends: the heap profile (in-use and
+    # allocated) and the kernel's split of the RSS (anonymous vs file).
+    for p in "${pids[@]}"; do
+      [ -n "${admin_of[$p]:-}" ] || continue
+      read -r a role <<< "${admin_of[$p]}"
+      curl -fsS -o "$PROFILE_DIR/$name-$role.heap.pprof" "http://$a/debug/pprof/heap" || echo "$name: a heap profile failed" >&2
+      curl -fsS "http://$a/debug/pprof/heap?debug=1" | sed -n '/^# runtime.MemStats/,$p' > "$PROFILE_DIR/$name-$role.memstats" || true
+      cat "/proc/$p/smaps_rollup" > "$PROFILE_DIR/$name-$role.smaps_rollup" 2>/dev/null || true
+    done
+  fi
   local cpu="-" rss="-"
   if [ ${#pids[@]} -gt 0 ]; then
     for p in "${pids[@]}"; do t1=$((t1 + $(cpu_ticks "$p"))); done

@@ -384,6 +384,10 @@ func (cc *conn) onData(fh h2wire.FrameHeader, p []byte) error {
 	if s.clLeft >= 0 {
 		s.clLeft -= int64(len(data))
 	}
+	if s.bufp == nil && len(data) > 0 {
+		s.bufp = h2wire.DataBuf()
+		s.buf = *s.bufp
+	}
 	s.buf = append(s.buf, data...)
 	if end {
 		s.recvEnded = true

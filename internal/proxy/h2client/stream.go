@@ -20,18 +20,20 @@ import (
 // guarded by the connection's mu; wmu orders what is written on the
 // stream (its HEADERS, DATA, trailers, RST_STREAM).
 type stream struct {
-	cc     *conn
-	id     uint32
-	req    *http.Request
-	isHead bool
-	notify chan struct{} // a response, data, an end or an error arrived
-	stop   func() bool   // ends the context's watch; nil: no watch
+	cc      *conn
+	id      uint32
+	req     *http.Request
+	isHead  bool
+	notify  chan struct{}   // a response, data, an end or an error arrived
+	ctxDone <-chan struct{} // the request context's; closed: the stream is given up
+	ctx     context.Context
 
 	// cc.mu
 	resp       *http.Response
 	err        error // the stream failed: the response wait and body reads fail with it
 	buf        []byte
-	off        int // buf[off:] is unread
+	bufp       *[]byte // where buf came from (h2wire.DataBuf); nil: no buffer
+	off        int     // buf[off:] is unread
 	recvEnded  bool
 	trailer    http.Header
 	clLeft     int64 // body bytes the content-length still promises; -1: none
@@ -185,9 +187,9 @@ func (cc *conn) roundTrip(ctx context.Context, req *http.Request, memp **memBody
 		cc.close(err)
 	}
 
-	if ctx.Done() != nil {
-		s.stop = context.AfterFunc(ctx, func() { s.cancel(ctx.Err()) })
-	}
+	// The context is watched by whoever waits on the stream (the
+	// response, a body read); a body nobody reads is reset when closed.
+	s.ctx, s.ctxDone = ctx, ctx.Done()
 	if hasBody && !allSent {
 		// A body that was not in memory before may be now (it often
 		// arrives just after the head): sent from here when it is whole
@@ -213,7 +215,6 @@ func (cc *conn) roundTrip(ctx context.Context, req *http.Request, memp **memBody
 			return resp, false, nil
 		}
 		if err != nil {
-			s.stopWatch()
 			retry := errors.Is(err, errUnprocessed) || isRefused(err)
 			var untouched bool
 			switch {
@@ -232,7 +233,16 @@ func (cc *conn) roundTrip(ctx context.Context, req *http.Request, memp **memBody
 			}
 			return nil, false, err
 		}
-		<-s.notify
+		s.wait()
+	}
+}
+
+// wait waits for news on the stream; the context's end cancels it.
+func (s *stream) wait() {
+	select {
+	case <-s.notify:
+	case <-s.ctxDone:
+		s.cancel(s.ctx.Err())
 	}
 }
 
@@ -294,12 +304,6 @@ func isRefused(err error) bool {
 	return errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream
 }
 
-func (s *stream) stopWatch() {
-	if s.stop != nil {
-		s.stop()
-	}
-}
-
 // cancel gives the stream up with err (the context ended): the response
 // wait and body reads fail with it, unread data is dropped, the peer is
 // sent RST_STREAM CANCEL.
@@ -309,7 +313,7 @@ func (s *stream) cancel(err error) {
 	if s.err == nil {
 		s.err = err
 	}
-	s.buf, s.off = nil, 0
+	s.releaseBufLocked()
 	open := !s.done
 	if open {
 		s.reset = true
@@ -629,27 +633,27 @@ func (b *body) Read(p []byte) (int, error) {
 	cc.mu.Lock()
 	for s.off == len(s.buf) {
 		if err := s.err; err != nil {
+			s.releaseBufLocked()
 			cc.mu.Unlock()
 			return 0, err
 		}
 		if s.recvEnded {
+			s.releaseBufLocked()
 			s.endBodyLocked()
 			cc.mu.Unlock()
-			s.stopWatch()
 			return 0, io.EOF
 		}
 		cc.mu.Unlock()
-		<-s.notify
+		s.wait()
 		cc.mu.Lock()
 	}
 	n := copy(p, s.buf[s.off:])
 	s.off += n
 	if s.off == len(s.buf) {
 		s.off = 0
-		if cap(s.buf) > 64<<10 {
-			s.buf = nil
-		} else {
-			s.buf = s.buf[:0]
+		s.buf = s.buf[:0]
+		if s.recvEnded {
+			s.releaseBufLocked()
 		}
 	}
 	var give int32
@@ -661,7 +665,7 @@ func (b *body) Read(p []byte) (int, error) {
 			s.recvLeft += give
 			s.owed = 0
 		}
-	case len(s.buf) == 0 && s.err == nil:
+	case s.off == len(s.buf) && s.err == nil:
 		eof = true
 		s.endBodyLocked()
 	}
@@ -670,10 +674,19 @@ func (b *body) Read(p []byte) (int, error) {
 		cc.w.Queue(h2wire.AppendWindowUpdate(nil, s.id, uint32(give)))
 	}
 	if eof {
-		s.stopWatch()
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// releaseBufLocked drops what is unread and gives the buffer back.
+func (s *stream) releaseBufLocked() {
+	if s.bufp != nil {
+		*s.bufp = s.buf
+		h2wire.PutDataBuf(s.bufp)
+		s.bufp = nil
+	}
+	s.buf, s.off = nil, 0
 }
 
 // endBodyLocked hands the trailers to the response as the body ends.
@@ -697,14 +710,13 @@ func (b *body) Close() error {
 	if s.err == nil {
 		s.err = http.ErrBodyReadAfterClose
 	}
-	s.buf, s.off = nil, 0
+	s.releaseBufLocked()
 	open := !s.done
 	if open {
 		s.reset = true
 		cc.finishLocked(s)
 	}
 	cc.mu.Unlock()
-	s.stopWatch()
 	if open {
 		s.writeRST(http2.ErrCodeCancel)
 	}

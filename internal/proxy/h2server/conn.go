@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,7 +79,9 @@ type conn struct {
 }
 
 func newConn(s *Server, ctx context.Context, nc net.Conn) *conn {
-	ctx, cancel := context.WithCancel(ctx)
+	// Every request's context carries the local address, as net/http's
+	// server does: set once for the connection.
+	ctx, cancel := context.WithCancel(context.WithValue(ctx, http.LocalAddrContextKey, nc.LocalAddr()))
 	c := &conn{
 		srv:        s,
 		nc:         nc,

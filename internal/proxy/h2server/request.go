@@ -1,7 +1,6 @@
 package h2server
 
 import (
-	"context"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -21,6 +20,7 @@ func (c *conn) request(st *stream, f *h2wire.Fields, end bool) (*http.Request, s
 		k := c.canon.Key(hf.Name)
 		h[k] = append(h[k], hf.Value)
 	}
+	// Built on the stack, copied to the heap once with its context.
 	r := &http.Request{
 		Method:     f.Method,
 		Proto:      "HTTP/2.0",
@@ -79,6 +79,5 @@ func (c *conn) request(st *stream, f *h2wire.Fields, end bool) (*http.Request, s
 			st.body.declared = int64(n)
 		}
 	}
-	ctx := context.WithValue(st.ctx, http.LocalAddrContextKey, c.local)
-	return r.WithContext(ctx), ""
+	return r.WithContext(st.ctx), "" // st.ctx has http.LocalAddrContextKey from the connection's
 }

@@ -347,7 +347,8 @@ type reqBody struct {
 
 	mu      sync.Mutex
 	cond    sync.Cond
-	buf     []byte // received, not read: buf[off:]
+	buf     []byte  // received, not read: buf[off:]
+	bufp    *[]byte // where buf came from (h2wire.DataBuf); nil: no buffer
 	off     int
 	owed    int32 // stream window read, not yet given back
 	err     error // set once the client ended its side or the stream ended
@@ -372,6 +373,10 @@ func (b *reqBody) push(p []byte) error {
 		b.mu.Unlock()
 		b.st.c.giveBack(int32(len(p))) // nobody reads it
 		return nil
+	}
+	if b.bufp == nil {
+		b.bufp = h2wire.DataBuf()
+		b.buf, b.off = *b.bufp, 0
 	}
 	if b.off == len(b.buf) {
 		b.buf, b.off = b.buf[:0], 0
@@ -419,7 +424,7 @@ func (b *reqBody) drop(err error) {
 		b.err = err
 	}
 	unread := len(b.buf) - b.off
-	b.buf, b.off = nil, 0
+	b.releaseLocked()
 	b.dropped = true
 	b.cond.Broadcast()
 	b.mu.Unlock()
@@ -453,6 +458,7 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		err := b.err
 		if err == io.EOF {
 			b.endLocked()
+			b.releaseLocked()
 		}
 		b.mu.Unlock()
 		return 0, err
@@ -470,6 +476,7 @@ func (b *reqBody) Read(p []byte) (int, error) {
 	if b.off == len(b.buf) && b.err == io.EOF {
 		eof = io.EOF
 		b.endLocked()
+		b.releaseLocked()
 	}
 	b.mu.Unlock()
 	st := b.st
@@ -479,6 +486,16 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		st.c.queueControl(h2wire.AppendWindowUpdate(nil, st.id, uint32(give)))
 	}
 	return n, eof
+}
+
+// releaseLocked drops what is unread and gives the buffer back.
+func (b *reqBody) releaseLocked() {
+	if b.bufp != nil {
+		*b.bufp = b.buf
+		h2wire.PutDataBuf(b.bufp)
+		b.bufp = nil
+	}
+	b.buf, b.off = nil, 0
 }
 
 // endLocked sets the declared trailers as the body ends, on the
@@ -505,7 +522,7 @@ func (b *reqBody) InMemory() bool {
 func (b *reqBody) Close() error {
 	b.mu.Lock()
 	unread := len(b.buf) - b.off
-	b.buf, b.off = nil, 0
+	b.releaseLocked()
 	b.closed = true
 	b.cond.Broadcast()
 	b.mu.Unlock()

@@ -526,7 +526,7 @@ func (cc *conn) onResponse(s *stream) error {
 	s.headSeen = true
 	noBody := s.isHead || status == http.StatusNoContent || status == http.StatusNotModified
 	resp := &http.Response{
-		Status:        strconv.Itoa(status) + " " + http.StatusText(status),
+		Status:        statusLine(status),
 		StatusCode:    status,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
@@ -556,6 +556,23 @@ func (cc *conn) onResponse(s *stream) error {
 	s.resp = resp
 	s.signal()
 	return nil
+}
+
+// statusLines are the Response.Status of the common codes, made once.
+var statusLines = func() map[int]string {
+	m := map[int]string{}
+	for _, c := range []int{200, 201, 202, 204, 206, 301, 302, 304, 307, 308, 400, 401, 403, 404, 405, 409, 412, 413, 429, 500, 502, 503, 504} {
+		m[c] = strconv.Itoa(c) + " " + http.StatusText(c)
+	}
+	return m
+}()
+
+// statusLine is Response.Status for code ("200 OK").
+func statusLine(code int) string {
+	if s, ok := statusLines[code]; ok {
+		return s
+	}
+	return strconv.Itoa(code) + " " + http.StatusText(code)
 }
 
 // onTrailers takes the header block just decoded as s's trailers.

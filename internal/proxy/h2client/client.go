@@ -112,6 +112,7 @@ func (c *Client) RoundTrip(ctx context.Context, req *http.Request) (*http.Respon
 			return nil, err
 		}
 	}
+	defer func() { mem.release() }() // roundTrip may have read it too
 	for try := 0; ; try++ {
 		cc, err := c.reserve(ctx)
 		if err != nil {

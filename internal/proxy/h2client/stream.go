@@ -80,11 +80,14 @@ var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2*maxFrame+64);
 type inMemoryBody interface{ InMemory() bool }
 
 // memBody is the start of a request body read without waiting because
-// it was in memory: the whole body (eof) when it fits a frame.
+// it was in memory: the whole body (eof) when it fits a frame. Its data
+// is in a pooled buffer the request's RoundTrip gives back as it
+// returns; a goroutine that sends it later gets a copy (clone).
 type memBody struct {
 	data     []byte
-	eof      bool   // data is the whole body (the body is closed)
-	trailers []byte // with eof: the trailers' header block; nil: none
+	bufp     *[]byte // data's buffer (h2wire.DataBuf); nil: data is the memBody's own
+	eof      bool    // data is the whole body (the body is closed)
+	trailers []byte  // with eof: the trailers' header block; nil: none
 }
 
 // inMemory reports whether req's body says it is in memory.
@@ -95,8 +98,7 @@ func inMemory(req *http.Request) bool {
 
 // readMem reads up to a frame of req's body, which is in memory.
 func readMem(req *http.Request) (*memBody, error) {
-	bp := frameBufs.Get().(*[]byte)
-	defer frameBufs.Put(bp)
+	bp := h2wire.DataBuf()
 	buf := (*bp)[:maxFrame]
 	n, eof := 0, false
 	for i := 0; n < len(buf) && i < 64; i++ {
@@ -107,15 +109,31 @@ func readMem(req *http.Request) (*memBody, error) {
 			break
 		}
 		if err != nil {
+			h2wire.PutDataBuf(bp)
 			return nil, fmt.Errorf("http2: reading the request body: %w", err)
 		}
 	}
-	m := &memBody{data: append([]byte(nil), buf[:n]...), eof: eof}
+	m := &memBody{data: buf[:n], bufp: bp, eof: eof}
 	if eof {
 		m.trailers = appendTrailers(nil, req.Trailer)
 		req.Body.Close()
 	}
 	return m, nil
+}
+
+// release gives the pooled buffer back (nil m: nothing to do).
+func (m *memBody) release() {
+	if m != nil && m.bufp != nil {
+		h2wire.PutDataBuf(m.bufp)
+		m.bufp, m.data = nil, nil
+	}
+}
+
+// clone is a copy of m that owns its data.
+func (m *memBody) clone() *memBody {
+	c := *m
+	c.data, c.bufp = append([]byte(nil), m.data...), nil
+	return &c
 }
 
 // roundTrip sends req on a stream reserved on cc and waits for the
@@ -204,6 +222,9 @@ func (cc *conn) roundTrip(ctx context.Context, req *http.Request, memp **memBody
 			}
 		}
 		if !allSent && err == nil {
+			if mem != nil {
+				mem = mem.clone() // *memp's buffer goes back to the pool when RoundTrip returns
+			}
 			go s.sendBody(mem)
 		}
 	}
@@ -583,7 +604,8 @@ func (cc *conn) onTrailers(s *stream) error {
 		malformed = "a second header block not ending the stream"
 	} else {
 		t = make(http.Header, len(cc.fields))
-		for _, f := range cc.fields {
+		vals := make([]string, len(cc.fields)) // every value, one allocation
+		for i, f := range cc.fields {
 			if len(f.Name) > 0 && f.Name[0] == ':' {
 				malformed = "pseudo-header in trailers"
 				break
@@ -593,7 +615,12 @@ func (cc *conn) onTrailers(s *stream) error {
 				break
 			}
 			k := cc.canon.Key(f.Name)
-			t[k] = append(t[k], f.Value)
+			vals[i] = f.Value
+			if vv := t[k]; vv == nil {
+				t[k] = vals[i : i+1 : i+1]
+			} else {
+				t[k] = append(vv, f.Value)
+			}
 		}
 	}
 	if malformed != "" {

@@ -237,6 +237,7 @@ func (cc *conn) shutdown() {
 // ended keep their body). A ConnError is told to the peer in a GOAWAY
 // first.
 func (cc *conn) close(err error) {
+	cc.client.forget(cc) // first: a request failed by the close finds it gone
 	cc.mu.Lock()
 	if cc.closed {
 		cc.mu.Unlock()
@@ -259,7 +260,6 @@ func (cc *conn) close(err error) {
 		cc.pingTimer.Stop()
 	}
 	cc.mu.Unlock()
-	cc.client.forget(cc)
 	var ce h2wire.ConnError
 	if errors.As(err, &ce) {
 		cc.nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -324,7 +324,7 @@ func (cc *conn) serve() error {
 	}
 }
 
-// opened reports whether id is a stream this connection has opened (an
+// openedLocked reports whether id is a stream this connection has opened (an
 // ID it has used), as opposed to an idle one.
 func (cc *conn) openedLocked(id uint32) bool { return id%2 == 1 && id < cc.nextID }
 
@@ -636,15 +636,23 @@ func (cc *conn) resetStream(s *stream, code http2.ErrCode, err error) {
 	if s.err == nil {
 		s.err = err
 	}
-	open := !s.done
-	if open {
-		s.reset = true
-		cc.finishLocked(s)
-	}
+	open := s.abortLocked()
 	cc.mu.Unlock()
 	if open {
 		s.writeRST(code)
 	}
+}
+
+// abortLocked ends s from this side: nothing more is sent on it and it
+// leaves the connection. It reports whether s was still open, when the
+// caller sends RST_STREAM (after unlocking).
+func (s *stream) abortLocked() bool {
+	if s.done {
+		return false
+	}
+	s.reset = true
+	s.cc.finishLocked(s)
+	return true
 }
 
 // finishLocked removes s, whose both sides have ended or which was

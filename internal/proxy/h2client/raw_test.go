@@ -68,6 +68,20 @@ func nextRequest(fr *http2.Framer) (uint32, bool, error) {
 	}
 }
 
+// awaitData reads frames until a DATA frame; false when the connection
+// ends first.
+func awaitData(fr *http2.Framer) bool {
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return false
+		}
+		if _, ok := f.(*http2.DataFrame); ok {
+			return true
+		}
+	}
+}
+
 // drain reads frames until the connection ends.
 func drain(fr *http2.Framer) {
 	for {
@@ -91,9 +105,12 @@ func TestRefusedAndUnprocessedAreRetried(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			addr := rawServer(t, func(fr *http2.Framer, conn int) {
 				for {
-					id, _, err := nextRequest(fr)
+					id, ended, err := nextRequest(fr)
 					if err != nil {
 						return
+					}
+					if !ended && !awaitData(fr) {
+						return // refused once its body has been read
 					}
 					if conn == 1 {
 						// The first connection refuses every request.

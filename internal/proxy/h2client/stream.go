@@ -335,11 +335,7 @@ func (s *stream) cancel(err error) {
 		s.err = err
 	}
 	s.releaseBufLocked()
-	open := !s.done
-	if open {
-		s.reset = true
-		cc.finishLocked(s)
-	}
+	open := s.abortLocked()
 	s.signal()
 	cc.mu.Unlock()
 	if open {
@@ -755,11 +751,7 @@ func (b *body) Close() error {
 		s.err = http.ErrBodyReadAfterClose
 	}
 	s.releaseBufLocked()
-	open := !s.done
-	if open {
-		s.reset = true
-		cc.finishLocked(s)
-	}
+	open := s.abortLocked()
 	cc.mu.Unlock()
 	if open {
 		s.writeRST(http2.ErrCodeCancel)

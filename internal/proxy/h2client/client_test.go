@@ -447,3 +447,44 @@ func TestGRPCHealthCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestServerFirstStream: a request whose client sends nothing until the
+// server has answered (a server-first bidirectional stream) still gets
+// its HEADERS out, after headersWait, and then streams both ways.
+func TestServerFirstStream(t *testing.T) {
+	addr := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		buf := make([]byte, 64)
+		for {
+			n, err := r.Body.Read(buf)
+			if n > 0 {
+				w.Write(buf[:n])
+				w.(http.Flusher).Flush()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}), nil)
+	c := newClient(addr)
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.RoundTrip(ctx, request(t, "POST", addr, "/", pr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	for _, msg := range []string{"ping", "pong"} {
+		go pw.Write([]byte(msg))
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != msg {
+			t.Fatalf("echo of %q: %q %v", msg, got, err)
+		}
+	}
+	pw.Close()
+	if rest, err := io.ReadAll(resp.Body); err != nil || len(rest) != 0 {
+		t.Errorf("after the upload ended: %q %v", rest, err)
+	}
+}

@@ -187,10 +187,11 @@ func (cc *conn) pingCheck() {
 	cfg := cc.client.cfg
 	n := cc.frames.Load()
 	cc.mu.Lock()
-	defer cc.mu.Unlock()
 	if cc.closed {
+		cc.mu.Unlock()
 		return
 	}
+	var ping []byte
 	switch {
 	case n != cc.pingMark: // alive
 		cc.pingMark, cc.pingOut = n, false
@@ -201,13 +202,15 @@ func (cc *conn) pingCheck() {
 		cc.pingOut = true
 		var data [8]byte
 		binary.BigEndian.PutUint64(data[:], n)
-		cc.w.Queue(h2wire.AppendPing(nil, false, data))
+		ping = h2wire.AppendPing(nil, false, data)
 		timeout := cfg.PingTimeout
 		if timeout <= 0 {
 			timeout = cfg.PingInterval
 		}
 		cc.pingTimer.Reset(timeout)
 	}
+	cc.mu.Unlock()
+	cc.queue(ping) // not under mu: queueing may write to the socket
 }
 
 // closeIfIdle closes the connection if it carries no stream.

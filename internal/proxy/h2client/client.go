@@ -33,6 +33,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -64,6 +65,19 @@ type Client struct {
 	conns    []*conn
 	dialing  *dialCall // a dial under way that waiting requests share; nil: none
 	shutdown bool      // Shutdown ran: connections close when their streams end
+
+	// learnedStreams is the stream limit the endpoint's latest SETTINGS
+	// set (0: none seen yet), a new connection's limit until its own
+	// SETTINGS come.
+	learnedStreams atomic.Int32
+}
+
+// initialStreams is the stream limit of a new connection.
+func (c *Client) initialStreams() int {
+	if n := c.learnedStreams.Load(); n > 0 {
+		return int(n)
+	}
+	return initialMaxStreams
 }
 
 // dialCall is one dial that every request waiting for a connection waits

@@ -31,8 +31,10 @@ const (
 	// SETTINGS_MAX_HEADER_LIST_SIZE announces.
 	maxHeaderList = 1 << 20
 	// Until the peer's SETTINGS say otherwise, a connection carries at
-	// most initialMaxStreams streams; a peer whose SETTINGS set no limit
-	// gets at most defaultMaxStreams.
+	// most initialMaxStreams streams (or the limit the endpoint's last
+	// SETTINGS set: streams opened past a limit the client has
+	// acknowledged are a PROTOCOL_ERROR, not a refusal); a peer whose
+	// SETTINGS set no limit gets at most defaultMaxStreams.
 	initialMaxStreams = 100
 	defaultMaxStreams = 1000
 	// maxControl bounds the control frames queued for a peer that does
@@ -88,6 +90,7 @@ type conn struct {
 	nextID     uint32
 	reserved   int // streams reserved by requests or open
 	maxStreams int
+	settled    bool  // the peer's first SETTINGS arrived
 	sendFrame  int   // the largest DATA payload we send
 	initWindow int32 // the peer's SETTINGS_INITIAL_WINDOW_SIZE
 	sendWindow int64 // the connection's send window
@@ -111,7 +114,7 @@ func newConn(c *Client, nc net.Conn, closing bool) *conn {
 		br:         bufio.NewReaderSize(nc, maxFrame+9),
 		streams:    map[uint32]*stream{},
 		nextID:     1,
-		maxStreams: initialMaxStreams,
+		maxStreams: c.initialStreams(),
 		sendFrame:  16 << 10,
 		initWindow: 65535,
 		sendWindow: 65535,
@@ -538,9 +541,13 @@ func (cc *conn) onSettings(fh h2wire.FrameHeader, p []byte) error {
 	if err != nil {
 		return err
 	}
-	if !sawMax && cc.maxStreams == initialMaxStreams {
+	if !sawMax && !cc.settled {
 		cc.maxStreams = defaultMaxStreams
 	}
+	if sawMax || !cc.settled {
+		cc.client.learnedStreams.Store(int32(cc.maxStreams))
+	}
+	cc.settled = true
 	cc.cond.Broadcast()
 	return ferr
 }

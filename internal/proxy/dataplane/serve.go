@@ -18,6 +18,7 @@ import (
 	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/h1server"
 	"weft.dev/weft/internal/proxy/h2guard"
+	"weft.dev/weft/internal/proxy/sockio"
 	"weft.dev/weft/internal/proxy/tcpproxy"
 	"weft.dev/weft/internal/proxy/telemetry"
 	"weft.dev/weft/internal/proxy/tlssocket"
@@ -97,13 +98,15 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 // serverConn is an accepted connection: the bytes the TLS inspector read
-// are given back first.
+// are given back first; a TCP socket is then read and written with raw
+// system calls (sockio).
 type serverConn struct {
 	net.Conn
 	head     []byte
 	info     *connInfo
 	bl       *boundListener // whose connection limit it counts against; nil: none
 	released atomic.Bool
+	sio      sockio.IO // in use (Ok) for a *net.TCPConn
 }
 
 // Close closes the connection and gives its place back to the listener's
@@ -122,7 +125,17 @@ func (c *serverConn) Read(p []byte) (int, error) {
 		c.head = c.head[n:]
 		return n, nil
 	}
+	if c.sio.Ok() {
+		return c.sio.Read(p)
+	}
 	return c.Conn.Read(p)
+}
+
+func (c *serverConn) Write(p []byte) (int, error) {
+	if c.sio.Ok() {
+		return c.sio.Write(p)
+	}
+	return c.Conn.Write(p)
 }
 
 // CloseWrite half-closes the TCP connection, as net/http does before
@@ -395,6 +408,9 @@ func (bl *boundListener) setup(c net.Conn) (net.Conn, *connInfo) {
 	}
 	ci := &connInfo{dst: local, sni: sni, transport: transport, apps: apps, chain: cc}
 	sc := &serverConn{Conn: c, head: head, info: ci, bl: bl}
+	if tc, ok := c.(*net.TCPConn); ok {
+		sc.sio.Init(tc)
+	}
 	conn := filter.Connection{LocalAddr: local, RemoteAddr: addrPort(c.RemoteAddr())}
 	socket := addrPort(c.LocalAddr())
 	if cc.tls == nil {

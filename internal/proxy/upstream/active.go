@@ -4,10 +4,13 @@ import (
 	"context"
 	"net"
 	"sync/atomic"
+
+	"weft.dev/weft/internal/proxy/sockio"
 )
 
-// dialer is the pool's net.Dialer, counting the connections it
-// establishes while they are open (Options.CountActive).
+// dialer is the pool's net.Dialer. Its TCP connections are read and
+// written with raw system calls (sockio) and, when the pool counts them
+// (Options.CountActive), counted while they are open.
 type dialer struct {
 	*net.Dialer
 	active ActiveCounter // nil: not counted
@@ -17,27 +20,50 @@ type dialer struct {
 // is uncounted by its first Close.
 func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := d.Dialer.DialContext(ctx, network, addr)
-	if err != nil || d.active == nil {
+	if err != nil {
 		return c, err
 	}
-	d.active.Inc()
+	if d.active != nil {
+		d.active.Inc()
+	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		// Embedding keeps every method of *net.TCPConn (CloseWrite for
 		// half-closes, SyscallConn for the liveness peek).
-		return &countedTCPConn{TCPConn: tc, active: d.active}, nil
+		t := &tcpConn{TCPConn: tc, active: d.active}
+		t.sio.Init(tc)
+		return t, nil
+	}
+	if d.active == nil {
+		return c, nil
 	}
 	return &countedConn{Conn: c, active: d.active}, nil
 }
 
-// countedTCPConn is a TCP connection counted as active until closed.
-type countedTCPConn struct {
+// tcpConn is a dialed TCP connection, counted as active until closed
+// when active is set.
+type tcpConn struct {
 	*net.TCPConn
-	active ActiveCounter
+	active ActiveCounter // nil: not counted
 	closed atomic.Bool
+	sio    sockio.IO // in use when Ok
 }
 
-func (c *countedTCPConn) Close() error {
-	if c.closed.CompareAndSwap(false, true) {
+func (c *tcpConn) Read(p []byte) (int, error) {
+	if c.sio.Ok() {
+		return c.sio.Read(p)
+	}
+	return c.TCPConn.Read(p)
+}
+
+func (c *tcpConn) Write(p []byte) (int, error) {
+	if c.sio.Ok() {
+		return c.sio.Write(p)
+	}
+	return c.TCPConn.Write(p)
+}
+
+func (c *tcpConn) Close() error {
+	if c.active != nil && c.closed.CompareAndSwap(false, true) {
 		c.active.Dec()
 	}
 	return c.TCPConn.Close()

@@ -7,6 +7,7 @@
 #
 #   BIN_A=/tmp/old/weft-proxy BIN_B=/tmp/new/weft-proxy bench/ab.sh
 #   ENV_A="WEFT_X=off" ENV_B="" bench/ab.sh      # one build, two settings
+#   ARGS_A="--concurrency-min 2" bench/ab.sh     # or two sets of flags
 #   ROUNDS=8 DURATION=8s QPS=1000 CONNS=16 PROTO=h1 bench/ab.sh
 #
 # PROTO h1: fortio over HTTP/1.1 keep-alive; h2c: fortio -h2; each proxy
@@ -67,15 +68,15 @@ YAML
 for _ in $(seq 1 50); do curl -fsS -o /dev/null http://127.0.21.9:15014/status 2>/dev/null && break; sleep 0.1; done
 "$work/weft" echo --name ab --address $APP:18080 --log-level warn & pids+=($!)
 "$FORTIO" server -quiet -grpc-port $APP:18079 -http-port $APP:18081 -redirect-port disabled >"$work/fortio-server.log" 2>&1 & pids+=($!)
-# start_proxy BIN ENV IP VERSION: one sidecar, inbound 8080 → the echo app.
+# start_proxy BIN ENV IP VERSION ARGS: one sidecar, inbound 8080 → the echo app.
 start_proxy() {
-  # shellcheck disable=SC2086 # ENV is a word list
-  env $2 "$1" --xds-plaintext --xds-address 127.0.21.9:15010 --workload "ab-$4" --labels "app=ab,version=$4" \
+  # shellcheck disable=SC2086 # ENV and ARGS are word lists
+  env $2 "$1" $5 --xds-plaintext --xds-address 127.0.21.9:15010 --workload "ab-$4" --labels "app=ab,version=$4" \
     --ip "$3" --outbound "" --app-port 8080=$APP:18080,8079=$APP:18079 --admin-address "$3:15000" --log-level warn >"$work/proxy-$4.log" 2>&1 &
   echo $!
 }
-pa=$(start_proxy "$BIN_A" "${ENV_A:-}" $A a); pids+=("$pa")
-pb=$(start_proxy "$BIN_B" "${ENV_B:-}" $B b); pids+=("$pb")
+pa=$(start_proxy "$BIN_A" "${ENV_A:-}" $A a "${ARGS_A:-}"); pids+=("$pa")
+pb=$(start_proxy "$BIN_B" "${ENV_B:-}" $B b "${ARGS_B:-}"); pids+=("$pb")
 cat > "$work/nginx.conf" <<NGX
 worker_processes 1;
 daemon off;
@@ -132,7 +133,7 @@ one() {
   [ -n "${3:-}" ] && t1=$(cpu_ticks "$3")
   echo "$r $1 $((t1 - t0)) $work/$r-$1.json" >> "$work/rows"
 }
-echo "A/B: $ROUNDS rounds × $DURATION, $PROTO at $QPS rps over $CONNS connections; A=$BIN_A ${ENV_A:-} B=$BIN_B ${ENV_B:-}" >&2
+echo "A/B: $ROUNDS rounds × $DURATION, $PROTO at $QPS rps over $CONNS connections; A=$BIN_A ${ENV_A:-} ${ARGS_A:-} B=$BIN_B ${ENV_B:-} ${ARGS_B:-}" >&2
 for r in $(seq 1 "$ROUNDS"); do
   # Rotate the order so no contender always follows the same one.
   case $((r % 3)) in

@@ -40,6 +40,28 @@ func concurrency(n int, env string, avail int) (int, error) {
 	return n, nil
 }
 
+// concurrencyMin resolves --concurrency-min n against the resolved
+// --concurrency procs (0: the runtime's choice, avail Ps): the fewest Ps
+// package procscale may run the proxy on, or 0 when the Ps stay as they
+// are — n unset (0), GOMAXPROCS set in the environment (the operator's
+// exact choice), or a maximum no larger than n.
+func concurrencyMin(n, procs int, env string, avail int) (int, error) {
+	if n < 0 {
+		return 0, fmt.Errorf("--concurrency-min %d: want at least 1 worker thread, or 0 to keep --concurrency", n)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	most := procs
+	if most == 0 {
+		most = avail
+	}
+	if env != "" || most <= n {
+		return 0, nil
+	}
+	return n, nil
+}
+
 // applyConcurrency sets GOMAXPROCS to procs (0: unchanged). Process-wide:
 // for the command, before the proxy starts.
 func applyConcurrency(procs int) {

@@ -59,6 +59,51 @@ func TestConcurrencyFlag(t *testing.T) {
 	}
 }
 
+func TestConcurrencyMin(t *testing.T) {
+	for _, tc := range []struct {
+		n, procs int
+		env      string
+		avail    int
+		want     int // 0: no scaling
+	}{
+		{n: 1, procs: 2, avail: 64, want: 1},          // the sidecar's default: 1 to 2 Ps
+		{n: 1, procs: 0, avail: 2, want: 1},           // up to the runtime's own choice
+		{n: 1, procs: 1, avail: 8, want: 0},           // --concurrency 1: nothing to scale
+		{n: 2, procs: 2, avail: 8, want: 0},           // equal: fixed
+		{n: 1, procs: 0, avail: 1, want: 0},           // a one-CPU container
+		{n: 1, procs: 0, env: "4", avail: 4, want: 0}, // GOMAXPROCS from the environment: exactly that
+		{n: 2, procs: 0, avail: 16, want: 2},          // a gateway between 2 and every CPU
+	} {
+		got, err := concurrencyMin(tc.n, tc.procs, tc.env, tc.avail)
+		if err != nil || got != tc.want {
+			t.Errorf("concurrencyMin(%d, procs %d, GOMAXPROCS=%q, %d CPUs) = %d, %v; want %d", tc.n, tc.procs, tc.env, tc.avail, got, err, tc.want)
+		}
+	}
+	if _, err := concurrencyMin(-1, 2, "", 2); err == nil {
+		t.Error("concurrencyMin(-1): no error")
+	}
+}
+
+// TestConcurrencyMinFlag: --concurrency-min reaches the options.
+func TestConcurrencyMinFlag(t *testing.T) {
+	t.Setenv(gomaxprocsEnv, "")
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("one CPU: nothing to scale")
+	}
+	o, _ := parse(t, "--workload", "w", "--xds-plaintext")
+	if o.ConcurrencyMin != 0 {
+		t.Errorf("default: ConcurrencyMin %d, want 0 (fixed)", o.ConcurrencyMin)
+	}
+	o, _ = parse(t, "--workload", "w", "--xds-plaintext", "--concurrency-min", "1")
+	if o.ConcurrencyMin != 1 {
+		t.Errorf("--concurrency-min 1: ConcurrencyMin %d, want 1", o.ConcurrencyMin)
+	}
+	o, _ = parse(t, "--workload", "w", "--xds-plaintext", "--concurrency-min", "2")
+	if o.ConcurrencyMin != 0 {
+		t.Errorf("--concurrency-min 2 with --concurrency 2: ConcurrencyMin %d, want 0 (fixed)", o.ConcurrencyMin)
+	}
+}
+
 // TestHeapProfilerDefault: the heap profiler is off unless --heap-profiler
 // turns it on; GODEBUG's memprofilerate wins over both.
 func TestHeapProfilerDefault(t *testing.T) {

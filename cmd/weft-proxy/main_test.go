@@ -263,6 +263,8 @@ func TestBadFlagsExit2(t *testing.T) {
 		{[]string{"--gc-headroom-min", "16Mi"}, `--gc-headroom-min 16Mi is above --gc-headroom 8Mi`},
 		{[]string{"--concurrency", "-1"}, "--concurrency -1: want the number of worker threads, or 0 for every CPU"},
 		{[]string{"--concurrency", "two"}, `invalid argument "two" for "--concurrency" flag`},
+		{[]string{"--concurrency-min", "-1"}, "--concurrency-min -1: want at least 1 worker thread, or 0 to keep --concurrency"},
+		{[]string{"--concurrency", "2", "--concurrency-min", "3"}, "--concurrency-min 3 is above --concurrency 2"},
 		{[]string{"--no-such-flag"}, "unknown flag: --no-such-flag"},
 		{[]string{"--ip"}, "flag needs an argument: --ip"},
 		{[]string{"extra"}, `unexpected arguments ["extra"]`},

@@ -103,6 +103,10 @@ type Options struct {
 	// applies the GC limit of OverloadMemoryLimit); the proxy reports
 	// runtime.GOMAXPROCS in its start log line.
 	Concurrency int
+	// ConcurrencyMin is weft-proxy --concurrency-min as resolved: the
+	// fewest Ps the command's package procscale runs the process on
+	// while it is lightly loaded; 0: the Ps stay at Concurrency.
+	ConcurrencyMin int
 	// GCHeadroom is weft-proxy --gc-headroom: the bound on the Go heap's
 	// growth above its live heap between collections (package gctune);
 	// 0: off. Process-wide, so the command applies it.

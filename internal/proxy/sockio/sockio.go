@@ -53,6 +53,10 @@ type IO struct {
 	wn   int
 	werr error
 	wfn  func(fd uintptr) bool
+
+	quiet bool    // Quiet's answer, under rmu
+	qb    [1]byte // Quiet's peek buffer
+	qfn   func(fd uintptr)
 }
 
 // Init sets s up for c's socket and reports whether it is in use: false
@@ -66,7 +70,7 @@ func (s *IO) Init(c *net.TCPConn) bool {
 		return false
 	}
 	s.c, s.rc = c, rc
-	s.rfn, s.wfn = s.read, s.write // method values made once, not per call
+	s.rfn, s.wfn, s.qfn = s.read, s.write, s.peek // method values made once, not per call
 	return true
 }
 
@@ -92,6 +96,20 @@ func (s *IO) Read(p []byte) (int, error) {
 		return n, s.opError("read", rerr)
 	}
 	return n, rerr
+}
+
+// Quiet reports whether the socket is open with nothing to read: one
+// non-blocking MSG_PEEK, which neither waits nor consumes. An idle
+// upstream connection that is not quiet was closed by its peer or has
+// sent something unsolicited. It must not run beside a Read.
+func (s *IO) Quiet() bool {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	s.quiet = false
+	if err := s.rc.Control(s.qfn); err != nil {
+		return false
+	}
+	return s.quiet
 }
 
 // Write is net.Conn's Write: all of p, or the bytes written and an error.

@@ -53,3 +53,10 @@ func (s *IO) write(fd uintptr) bool {
 	}
 	return true
 }
+
+// peek is Quiet's RawConn.Control callback.
+func (s *IO) peek(fd uintptr) {
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&s.qb[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	s.quiet = errno == syscall.EAGAIN
+}

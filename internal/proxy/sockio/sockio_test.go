@@ -276,3 +276,32 @@ func BenchmarkPingPong(b *testing.B) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestQuiet: an open connection with nothing to read is quiet; one with
+// unread bytes, or closed by its peer, is not; peeking consumes nothing.
+func TestQuiet(t *testing.T) {
+	s, _, b := pair(t)
+	if !s.Quiet() {
+		t.Fatal("an idle open connection: not quiet")
+	}
+	b.Write([]byte("x"))
+	time.Sleep(20 * time.Millisecond)
+	if s.Quiet() {
+		t.Fatal("unread bytes: quiet")
+	}
+	p := make([]byte, 4)
+	if n, err := s.Read(p); n != 1 || err != nil || p[0] != 'x' {
+		t.Fatalf("Read after Quiet = %d %q, %v; the peek consumed the byte", n, p[:n], err)
+	}
+	if !s.Quiet() {
+		t.Fatal("after the read: not quiet")
+	}
+	b.Close()
+	time.Sleep(20 * time.Millisecond)
+	if s.Quiet() {
+		t.Fatal("closed by the peer: quiet")
+	}
+	if allocs := testing.AllocsPerRun(100, func() { s.Quiet() }); allocs > 0 {
+		t.Errorf("Quiet: %.1f allocations, want 0", allocs)
+	}
+}

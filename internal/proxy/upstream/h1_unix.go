@@ -11,6 +11,9 @@ import (
 // upstream has neither closed it nor sent anything unsolicited. One
 // non-blocking MSG_PEEK; it never waits.
 func connAlive(nc net.Conn) bool {
+	if t, ok := nc.(*tcpConn); ok && t.sio.Ok() {
+		return t.sio.Quiet() // raw, and nothing allocated
+	}
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return true

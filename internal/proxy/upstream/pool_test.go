@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -332,5 +333,60 @@ func TestPoolRoundTripInMemoryBody(t *testing.T) {
 	send("POST", strings.Repeat("d", 100), false)
 	if n := conns.Load(); n != 2 {
 		t.Errorf("a body not in memory: %d connections, want 2 (http.Transport's own)", n)
+	}
+}
+
+// TestPoolPostAfterUpstreamClosedIdle: a request that must not be sent
+// twice (a POST) is not sent on a pooled connection the upstream has
+// closed while it was idle: the liveness peek sees the close and the
+// request goes on a new connection.
+func TestPoolPostAfterUpstreamClosedIdle(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() { // one answer per connection, then the server closes it
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	p := NewPool(Options{})
+	defer p.CloseIdle()
+	ep := p.Endpoint(ln.Addr().String(), nil)
+	send := func(method string) {
+		t.Helper()
+		in := httptest.NewRequest(method, "http://svc/", nil)
+		out, _ := http.NewRequest(method, "http://"+ln.Addr().String()+"/", nil)
+		out.Body, out.ContentLength = &memBody{Reader: strings.NewReader("body"), inMemory: true}, 4
+		resp, err := p.RoundTrip(context.Background(), ep, in, out)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "ok" {
+			t.Fatalf("%s: body %q", method, b)
+		}
+	}
+	send("POST")
+	time.Sleep(50 * time.Millisecond) // the upstream's FIN arrives
+	send("POST")
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (the closed one not reused)", n)
 	}
 }

@@ -2,6 +2,7 @@ package binary
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -76,5 +77,73 @@ func TestConcurrencyFlag(t *testing.T) {
 				t.Errorf("output lacks %q:\n%s", tc.log, out)
 			}
 		})
+	}
+}
+
+// TestConcurrencyMinFlag: with --concurrency-min the built weft-proxy
+// drops to fewer worker threads while idle and takes them back under
+// load (here: its admin endpoint scraped from eight goroutines), as
+// go_sched_gomaxprocs_threads reports, logging each change at debug.
+func TestConcurrencyMinFlag(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("one CPU: nothing to scale between")
+	}
+	bin := filepath.Join(binaries(t), "weft-proxy")
+	t.Setenv("GOMAXPROCS", "")
+	c := &http.Client{Timeout: 5 * time.Second}
+	admin := newPrefix() + "1:15000"
+	p := start(t, bin, "--xds-plaintext", "--xds-address", "127.0.0.1:1", "--workload", "w", "--outbound", "",
+		"--admin-address", admin, "--log-level", "debug", "--concurrency", "2", "--concurrency-min", "1")
+	defer p.stop(15 * time.Second)
+	threads := func() (int, error) {
+		f, err := scrapeErr(c, admin)
+		if err != nil {
+			return 0, err
+		}
+		g := f["go_sched_gomaxprocs_threads"]
+		if g == nil || len(g.GetMetric()) != 1 {
+			return 0, fmt.Errorf("no go_sched_gomaxprocs_threads")
+		}
+		return int(g.GetMetric()[0].GetGauge().GetValue()), nil
+	}
+	// Idle: five light seconds, then one thread.
+	eventually(t, 30*time.Second, "one worker thread while idle", func() error {
+		if n, err := threads(); err != nil || n != 1 {
+			return fmt.Errorf("%d threads, %v", n, err)
+		}
+		return nil
+	})
+	// Busy: back to two within a few seconds.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	for range 8 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			deadline := time.Now().Add(30 * time.Second)
+			for time.Now().Before(deadline) {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if resp, err := c.Get("http://" + admin + "/stats/prometheus"); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	eventually(t, 30*time.Second, "two worker threads under load", func() error {
+		if n, err := threads(); err != nil || n != 2 {
+			return fmt.Errorf("%d threads, %v", n, err)
+		}
+		return nil
+	})
+	close(stop)
+	for range 8 {
+		<-done
+	}
+	if out := p.out.String(); !strings.Contains(out, "worker threads changed with the load") {
+		t.Errorf("no debug line for the changes:\n%s", out)
 	}
 }

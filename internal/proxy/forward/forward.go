@@ -896,7 +896,9 @@ func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, r
 				return
 			}
 			q.rspBody += int64(n)
-			if streaming && flusher != nil {
+			// The body's last bytes wait for the handler's return,
+			// which writes them with the trailers or the end of stream.
+			if streaming && flusher != nil && rerr != io.EOF {
 				flusher.Flush()
 			}
 		}

@@ -81,6 +81,12 @@ type conn struct {
 	hend    bool   // its HEADERS frame ended the stream
 	canon   h2wire.Canon
 	frames  atomic.Uint64 // frames read: the ping clock's sign of life
+	// woken are the streams with news (a response, data, an end) whose
+	// waiters are signalled once no whole frame is left in br: a
+	// response's DATA and the trailers behind it in the same read wake
+	// its reader once, which then sees the body's end with its last
+	// bytes (and the proxy writes them downstream together).
+	woken []*stream
 
 	hmu sync.Mutex
 
@@ -277,12 +283,17 @@ func (cc *conn) close(err error) {
 
 // readLoop reads the connection until it ends.
 func (cc *conn) readLoop() {
-	cc.close(cc.serve())
+	err := cc.serve()
+	cc.wakeAll()
+	cc.close(err)
 }
 
 // serve reads and handles frames until the connection fails.
 func (cc *conn) serve() error {
 	for {
+		if len(cc.woken) > 0 && !cc.frameBuffered() {
+			cc.wakeAll()
+		}
 		fh, err := h2wire.ReadFrameHeader(cc.br, &cc.hdr)
 		if err != nil {
 			return err
@@ -328,6 +339,42 @@ func (cc *conn) serve() error {
 			return err
 		}
 	}
+}
+
+// wake signals s's waiter once the frames already read are handled.
+func (cc *conn) wake(s *stream) {
+	for _, w := range cc.woken {
+		if w == s {
+			return
+		}
+	}
+	if len(cc.woken) == maxWoken {
+		cc.wakeAll()
+	}
+	cc.woken = append(cc.woken, s)
+}
+
+// maxWoken bounds the streams whose signal waits for the frames behind.
+const maxWoken = 16
+
+// wakeAll signals the waiters wake deferred.
+func (cc *conn) wakeAll() {
+	for i, s := range cc.woken {
+		s.signal()
+		cc.woken[i] = nil
+	}
+	cc.woken = cc.woken[:0]
+}
+
+// frameBuffered reports whether a whole frame is in br, so handling it
+// does not wait for the connection.
+func (cc *conn) frameBuffered() bool {
+	n := cc.br.Buffered()
+	if n < 9 {
+		return false
+	}
+	h, _ := cc.br.Peek(9) // buffered: no read, no error
+	return n >= 9+int(h[0])<<16|int(h[1])<<8|int(h[2])
 }
 
 // openedLocked reports whether id is a stream this connection has opened (an
@@ -399,7 +446,7 @@ func (cc *conn) onData(fh h2wire.FrameHeader, p []byte) error {
 		s.recvEnded = true
 		s.endedLocked()
 	}
-	s.signal()
+	cc.wake(s)
 	cc.mu.Unlock()
 	cc.queue(give)
 	return nil

@@ -571,7 +571,7 @@ func (cc *conn) onResponse(s *stream) error {
 		s.endedLocked()
 	}
 	s.resp = resp
-	s.signal()
+	cc.wake(s)
 	return nil
 }
 
@@ -634,7 +634,7 @@ func (cc *conn) onTrailers(s *stream) error {
 	s.trailer = t
 	s.recvEnded = true
 	s.endedLocked()
-	s.signal()
+	cc.wake(s)
 	return nil
 }
 

@@ -20,8 +20,12 @@ type Writer struct {
 
 	mu      sync.Mutex
 	control []byte
+	spare   []byte // control's other buffer, given back after a write: queueing allocates nothing
 	closed  bool
 }
+
+// maxSpare is the largest control buffer kept for reuse.
+const maxSpare = 4 << 10
 
 // ErrPeerNotReading is what a Writer fails with when more control frames
 // wait than it may hold: the peer makes them without reading.
@@ -58,15 +62,13 @@ func (w *Writer) Flush() {
 		if !w.wmu.TryLock() {
 			return
 		}
-		w.mu.Lock()
-		b := w.control
-		w.control = nil
-		w.mu.Unlock()
+		b := w.take()
 		if len(b) > 0 && w.werr == nil {
 			if _, err := w.nc.Write(b); err != nil {
 				w.werr = err
 			}
 		}
+		w.giveBack(b)
 		w.wmu.Unlock()
 		w.mu.Lock()
 		more := len(w.control) > 0 && !w.closed
@@ -83,16 +85,14 @@ func (w *Writer) Write(b []byte) error {
 	w.wmu.Lock()
 	err := w.werr
 	if err == nil {
-		w.mu.Lock()
-		ctl := w.control
-		w.control = nil
-		w.mu.Unlock()
+		ctl := w.take()
 		if len(ctl) > 0 {
 			b = append(ctl, b...)
 		}
 		if _, err = w.nc.Write(b); err != nil {
 			w.werr = err
 		}
+		w.giveBack(ctl)
 	}
 	w.wmu.Unlock()
 	if err != nil {
@@ -103,10 +103,31 @@ func (w *Writer) Write(b []byte) error {
 	return nil
 }
 
+// take takes the queued control frames; w.wmu is held.
+func (w *Writer) take() []byte {
+	w.mu.Lock()
+	b := w.control
+	w.control, w.spare = w.spare, nil
+	w.mu.Unlock()
+	return b
+}
+
+// giveBack keeps b, written, as the next spare buffer; w.wmu is held.
+func (w *Writer) giveBack(b []byte) {
+	if cap(b) == 0 || cap(b) > maxSpare {
+		return
+	}
+	w.mu.Lock()
+	if w.spare == nil && !w.closed {
+		w.spare = b[:0]
+	}
+	w.mu.Unlock()
+}
+
 // Close drops what is queued; later control frames are dropped.
 func (w *Writer) Close() {
 	w.mu.Lock()
 	w.closed = true
-	w.control = nil
+	w.control, w.spare = nil, nil
 	w.mu.Unlock()
 }

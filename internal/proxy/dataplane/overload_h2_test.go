@@ -245,3 +245,42 @@ func TestStreamIdleTimeoutKeepsMovingStreams(t *testing.T) {
 		t.Fatalf("status %d, body %q: want all %d chunks", r.code, r.body, chunks)
 	}
 }
+
+// TestStreamIdleTimeoutEndsUpstreamWait: an HTTP/2 stream whose upstream
+// never answers is idle too. The watch resets it after
+// stream_idle_timeout (1 s here), the client's request fails, and the
+// upstream request is cancelled — its context ends — rather than held
+// until the upstream gives up. Bounded: the upstream handler returns
+// when its request ends or after 30 s.
+func TestStreamIdleTimeoutEndsUpstreamWait(t *testing.T) {
+	cancelled := make(chan struct{}, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			cancelled <- struct{}{}
+		case <-time.After(30 * time.Second):
+		}
+	}))
+	t.Cleanup(up.Close)
+	reg := newRegistry()
+	d := newDataplane(t, contract.Identity{WorkloadName: "client", Namespace: "default"}, reg)
+	l := httpListener(t, "out", core.TrafficDirection_OUTBOUND, "",
+		routeConfig("80", vhost("svc", []string{"svc"}, toCluster("all", prefixMatch("/"), "app"))))
+	mustApply(t, d, resourcesAny(staticCluster(t, "app", up.Listener.Addr().String()),
+		withHCM(t, l, func(m *hcmT) { m.StreamIdleTimeout = durationpb.New(time.Second) })))
+	req, _ := http.NewRequest("GET", "http://"+d.ListenerAddr("out").String()+"/hang", nil)
+	req.Host = "svc"
+	resp, err := client(t, true).Do(req)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("status %d: want the stream reset", resp.StatusCode)
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the upstream request was not cancelled when the stream was reset")
+	}
+	if n := counterFamily(t, reg, "envoy_listener_http2_stream_idle_timeout"); n != 1 {
+		t.Errorf("envoy_listener_http2_stream_idle_timeout = %v, want 1", n)
+	}
+}

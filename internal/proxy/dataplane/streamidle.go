@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"context"
 	"io"
 	"math"
 	"net/http"
@@ -19,9 +18,9 @@ import (
 // connections hold thousands. An idle watch resets such a stream once
 // nothing has moved either way — bytes written to or read from the
 // client — for the listener's stream_idle_timeout (5 min by default):
-// the request's context is cancelled (ending the upstream request) and
-// its read and write deadlines passed (the HTTP/2 server resets the
-// stream, so a blocked read or write returns).
+// its read and write deadlines are passed, and the HTTP/2 server resets
+// the stream, which ends the request's context (and the upstream
+// request) and makes a blocked read or write return.
 //
 // What the handler wrote last may still be buffered when it returns:
 // the HTTP/2 server sends it after the handler, which blocks on flow
@@ -45,11 +44,10 @@ import (
 type idleWatch struct {
 	bl      *boundListener
 	w       http.ResponseWriter // the server's own
-	cancel  context.CancelFunc
-	moved   atomic.Uint64 // bumped by every read and write
-	last    uint64        // moved at the last check; the timer's goroutine only
-	remote  string        // for the log line, read at the start: the
-	path    string        // handler may change the request meanwhile
+	moved   atomic.Uint64       // bumped by every read and write
+	last    uint64              // moved at the last check; the timer's goroutine only
+	remote  string              // for the log line, read at the start: the
+	path    string              // handler may change the request meanwhile
 	writer  idleWriter
 	body    idleBody
 	timeout time.Duration
@@ -63,10 +61,8 @@ type idleWatch struct {
 // serves the returned writer and request and calls the watch's stop when
 // it returns.
 func (bl *boundListener) watchIdle(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *http.Request, *idleWatch) {
-	ctx, cancel := context.WithCancel(r.Context())
-	iw := &idleWatch{bl: bl, w: w, cancel: cancel, timeout: bl.streamIdle, remote: r.RemoteAddr, path: r.URL.Path}
+	iw := &idleWatch{bl: bl, w: w, timeout: bl.streamIdle, remote: r.RemoteAddr, path: r.URL.Path}
 	iw.writer = idleWriter{ResponseWriter: w, iw: iw}
-	r = r.WithContext(ctx)
 	if r.Body != nil && r.Body != http.NoBody {
 		iw.body = idleBody{ReadCloser: r.Body, iw: iw}
 		r.Body = &iw.body
@@ -92,9 +88,8 @@ func (iw *idleWatch) check() {
 	bl := iw.bl
 	bl.stats.streamIdleTimeout.Inc()
 	bl.d.log.Debug("HTTP/2 stream reset: stream idle timeout", "listener", bl.name, "remote", iw.remote, "path", iw.path, "timeout", iw.timeout)
-	iw.cancel()
 	rc.SetReadDeadline(aLongTimeAgo)
-	rc.SetWriteDeadline(aLongTimeAgo)
+	rc.SetWriteDeadline(aLongTimeAgo) // resets the stream: its context ends
 }
 
 // stop ends the watch, as the handler returns; after it the timer
@@ -105,7 +100,6 @@ func (iw *idleWatch) stop() {
 	iw.done = true
 	iw.timer.Stop()
 	iw.mu.Unlock()
-	iw.cancel()
 }
 
 // streamWriteTimeout is the write deadline of an HTTP/2 stream whose

@@ -607,7 +607,8 @@ func (cc *conn) onPing(fh h2wire.FrameHeader, p []byte) error {
 		return h2wire.ConnErr(http2.ErrCodeProtocol, "PING on a stream")
 	}
 	if !fh.Flags.Has(http2.FlagPingAck) {
-		cc.w.Queue(h2wire.AppendPing(nil, true, [8]byte(p)))
+		var fb [9 + 8]byte
+		cc.w.Queue(h2wire.AppendPing(fb[:0], true, [8]byte(p)))
 	}
 	return nil // an answer counts as any frame for the ping clock
 }

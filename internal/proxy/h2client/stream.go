@@ -711,7 +711,8 @@ func (b *body) Read(p []byte) (int, error) {
 	}
 	cc.mu.Unlock()
 	if give > 0 {
-		cc.w.Queue(h2wire.AppendWindowUpdate(nil, s.id, uint32(give)))
+		var fb [9 + 4]byte
+		cc.w.Queue(h2wire.AppendWindowUpdate(fb[:0], s.id, uint32(give)))
 	}
 	if eof {
 		return n, io.EOF

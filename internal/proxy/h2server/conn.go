@@ -336,7 +336,8 @@ func (c *conn) readFrame() error {
 			return h2wire.ConnErr(http2.ErrCodeFrameSize, "bad PING")
 		}
 		if !flags.Has(http2.FlagPingAck) {
-			c.queueControl(h2wire.AppendPing(nil, true, [8]byte(p)))
+			var fb [9 + 8]byte
+			c.queueControl(h2wire.AppendPing(fb[:0], true, [8]byte(p)))
 		}
 		return nil
 	case http2.FrameGoAway:
@@ -718,7 +719,8 @@ func (c *conn) giveBack(n int32) {
 	c.recvOwed = 0
 	c.mu.Unlock()
 	c.recvLeft.Add(owed)
-	c.queueControl(h2wire.AppendWindowUpdate(nil, 0, uint32(owed)))
+	var fb [9 + 4]byte
+	c.queueControl(h2wire.AppendWindowUpdate(fb[:0], 0, uint32(owed)))
 }
 
 // goAway sends GOAWAY (once) naming the last stream accepted; streams

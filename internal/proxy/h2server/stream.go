@@ -483,7 +483,8 @@ func (b *reqBody) Read(p []byte) (int, error) {
 	st.c.giveBack(int32(n))
 	if give > 0 && !st.remoteDone.Load() {
 		st.recvLeft.Add(give)
-		st.c.queueControl(h2wire.AppendWindowUpdate(nil, st.id, uint32(give)))
+		var fb [9 + 4]byte
+		st.c.queueControl(h2wire.AppendWindowUpdate(fb[:0], st.id, uint32(give)))
 	}
 	return n, eof
 }

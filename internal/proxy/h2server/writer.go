@@ -34,6 +34,11 @@ type responseWriter struct {
 	trailers []string
 	hold     *[]byte // body held back (from holdBufs), or nil
 	err      error   // the first write error
+
+	// Where the header block and the trailers' are encoded while they
+	// fit, so that a response's blocks cost no allocation of their own.
+	hbuf [256]byte
+	tbuf [64]byte
 }
 
 var holdBufs = sync.Pool{New: func() any { b := make([]byte, 0, holdMax); return &b }}
@@ -60,6 +65,9 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	w.status = code
 	w.noBody = code == http.StatusNoContent || code == http.StatusNotModified || code < 200
+	if w.hblock == nil {
+		w.hblock = w.hbuf[:0]
+	}
 	w.hblock = w.encode(w.hblock[:0], code, true)
 }
 
@@ -235,7 +243,8 @@ func (w *responseWriter) finish() {
 	}
 	trs := w.trailerBlock()
 	if !w.sent && !w.hasLen && trs == nil && !w.noBody && !w.headOnly {
-		w.hblock = h2wire.AppendLiteral(w.hblock, "content-length", strconv.AppendInt(nil, int64(len(held)), 10))
+		var nb [20]byte
+		w.hblock = h2wire.AppendLiteral(w.hblock, "content-length", strconv.AppendInt(nb[:0], int64(len(held)), 10))
 	}
 	if w.err == nil {
 		_ = w.st.respond(w.headerBlock(held), held, trs, true)
@@ -245,7 +254,7 @@ func (w *responseWriter) finish() {
 // trailerBlock encodes the trailers the handler declared ("Trailer")
 // and set, and those it set with http.TrailerPrefix; nil when none.
 func (w *responseWriter) trailerBlock() []byte {
-	var b []byte
+	b := w.tbuf[:0]
 	for _, k := range w.trailers {
 		if vv := w.header[k]; len(vv) > 0 && httpguts.ValidTrailerHeader(k) {
 			b = h2wire.AppendFields(b, k, vv)
@@ -255,6 +264,9 @@ func (w *responseWriter) trailerBlock() []byte {
 		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && httpguts.ValidTrailerHeader(name) {
 			b = h2wire.AppendFields(b, name, vv)
 		}
+	}
+	if len(b) == 0 {
+		return nil
 	}
 	return b
 }

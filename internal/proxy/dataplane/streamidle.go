@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"weft.dev/weft/internal/proxy/upstream"
 )
 
 // Envoy's stream_idle_timeout for HTTP/2 streams. Go's HTTP/2 server has
@@ -146,6 +148,14 @@ func (w *idleWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 type idleBody struct {
 	io.ReadCloser
 	iw *idleWatch
+}
+
+// InMemory passes on whether the rest of the body is in memory
+// (upstream.InMemoryBody): the upstream request then goes out with its
+// body in one write, from the request's goroutine.
+func (b *idleBody) InMemory() bool {
+	m, ok := b.ReadCloser.(upstream.InMemoryBody)
+	return ok && m.InMemory()
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {

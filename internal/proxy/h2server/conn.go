@@ -50,6 +50,12 @@ type conn struct {
 
 	w *h2wire.Writer
 
+	// starts are the streams with a body whose handlers wait for the
+	// frames already read: a request's DATA that came with its HEADERS
+	// is in its body when the handler starts, so a proxy sends the two
+	// upstream together. The reader's own.
+	starts []start
+
 	// The header-block clock (Server.HeaderTimeout). armed and done are
 	// the reader's; hmu guards the timer against the connection's end.
 	armed  bool // the clock runs
@@ -148,11 +154,44 @@ func (c *conn) run() error {
 	c.armIdle()
 	c.mu.Unlock()
 	c.armHeaders() // the first header block runs on the preface's clock
+	defer c.startHandlers()
 	for {
+		if len(c.starts) > 0 && !c.frameBuffered() {
+			c.startHandlers()
+		}
 		if err := c.readFrame(); err != nil {
 			return err
 		}
 	}
+}
+
+// start is a stream whose handler is to start.
+type start struct {
+	st *stream
+	r  *http.Request
+}
+
+// maxStarts bounds the handlers that wait for the frames behind them.
+const maxStarts = 16
+
+// startHandlers starts the handlers that wait.
+func (c *conn) startHandlers() {
+	for i, s := range c.starts {
+		go s.st.serve(s.r)
+		c.starts[i] = start{}
+	}
+	c.starts = c.starts[:0]
+}
+
+// frameBuffered reports whether a whole frame is in the read buffer,
+// so handling it does not wait for the connection.
+func (c *conn) frameBuffered() bool {
+	n := c.r.Buffered()
+	if n < 9 {
+		return false
+	}
+	h, _ := c.r.Peek(9) // buffered: no read, no error
+	return n >= 9+int(h[0])<<16|int(h[1])<<8|int(h[2])
 }
 
 // headerListLimit is the advertised SETTINGS_MAX_HEADER_LIST_SIZE: the
@@ -490,7 +529,14 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 	}
 	c.mu.Unlock()
 	c.handlerWG.Add(1)
-	go st.serve(r)
+	if end {
+		go st.serve(r) // nothing to wait for
+		return nil
+	}
+	if len(c.starts) == maxStarts {
+		c.startHandlers()
+	}
+	c.starts = append(c.starts, start{st, r})
 	return nil
 }
 

@@ -552,11 +552,12 @@ func noCancel() {}
 
 // outbound is forward's upstream request with what it is made of, in
 // one allocation: the request, its X-Request-Id value when the proxy
-// makes one, and the first attempt's URL.
+// makes one, the first attempt's URL, and the endpoints tried.
 type outbound struct {
-	req http.Request
-	id  [1]string
-	url url.URL
+	req   http.Request
+	id    [1]string
+	url   url.URL
+	tried [4]*cluster.Endpoint // the endpoints tried, while they fit
 }
 
 // newRequest starts the record of a request on listener l: who sent it
@@ -689,8 +690,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	// hook: mirror
 	defer f.mirror(re, r, out, clusters)() // mirror.go: shadows start now; the deferred call cuts off unfinished bodies
 
-	var triedBuf [4]*cluster.Endpoint
-	tried := triedBuf[:0]
+	tried := ob.tried[:0]
 	firstURL := &ob.url
 	begun := 0 // tried[:begun] are in flight (LEAST_REQUEST) until forward returns
 	defer func() {

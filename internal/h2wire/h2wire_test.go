@@ -1,6 +1,7 @@
 package h2wire
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"net"
@@ -171,5 +172,32 @@ func TestWriterOrdersControlFrames(t *testing.T) {
 	w.wmu.Unlock()
 	if !errors.Is(failed, ErrPeerNotReading) {
 		t.Fatalf("over the limit: %v", failed)
+	}
+}
+
+// TestFrameBuffered: true only while a frame's header and its whole
+// payload are in the reader's buffer.
+func TestFrameBuffered(t *testing.T) {
+	frames := AppendPing(nil, false, [8]byte{1})
+	frames = AppendWindowUpdate(frames, 0, 1000)
+	for cut := 0; cut <= len(frames); cut++ {
+		br := bufio.NewReaderSize(bytes.NewReader(frames[:cut]), 64)
+		if cut > 0 {
+			br.Peek(cut) // fill the buffer with what there is
+		}
+		want := cut >= 17
+		if got := FrameBuffered(br); got != want {
+			t.Errorf("%d bytes buffered: FrameBuffered = %v, want %v", cut, got, want)
+		}
+	}
+	br := bufio.NewReaderSize(bytes.NewReader(frames), 64)
+	br.Peek(len(frames))
+	br.Discard(17) // the PING read: the WINDOW_UPDATE is whole
+	if !FrameBuffered(br) {
+		t.Error("second frame whole, FrameBuffered = false")
+	}
+	br.Discard(1)
+	if FrameBuffered(br) {
+		t.Error("a frame's header cut: FrameBuffered = true")
 	}
 }

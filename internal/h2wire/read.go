@@ -1,6 +1,7 @@
 package h2wire
 
 import (
+	"bufio"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -23,6 +24,20 @@ type FrameHeader struct {
 	Type     http2.FrameType
 	Flags    http2.Flags
 	StreamID uint32
+}
+
+// FrameBuffered reports whether a whole frame is in br's buffer, so
+// reading and handling it does not wait for the connection. A reader
+// defers what it would tell other goroutines (a stream's news, a
+// handler's start) while this holds, so that frames that came together
+// are seen together.
+func FrameBuffered(br *bufio.Reader) bool {
+	n := br.Buffered()
+	if n < 9 {
+		return false
+	}
+	h, _ := br.Peek(9) // buffered: no read, no error
+	return n >= 9+int(h[0])<<16|int(h[1])<<8|int(h[2])
 }
 
 // ReadFrameHeader reads the next frame's header into buf and parses it.

@@ -291,7 +291,7 @@ func (cc *conn) readLoop() {
 // serve reads and handles frames until the connection fails.
 func (cc *conn) serve() error {
 	for {
-		if len(cc.woken) > 0 && !cc.frameBuffered() {
+		if len(cc.woken) > 0 && !h2wire.FrameBuffered(cc.br) {
 			cc.wakeAll()
 		}
 		fh, err := h2wire.ReadFrameHeader(cc.br, &cc.hdr)
@@ -364,17 +364,6 @@ func (cc *conn) wakeAll() {
 		cc.woken[i] = nil
 	}
 	cc.woken = cc.woken[:0]
-}
-
-// frameBuffered reports whether a whole frame is in br, so handling it
-// does not wait for the connection.
-func (cc *conn) frameBuffered() bool {
-	n := cc.br.Buffered()
-	if n < 9 {
-		return false
-	}
-	h, _ := cc.br.Peek(9) // buffered: no read, no error
-	return n >= 9+int(h[0])<<16|int(h[1])<<8|int(h[2])
 }
 
 // openedLocked reports whether id is a stream this connection has opened (an

@@ -156,7 +156,7 @@ func (c *conn) run() error {
 	c.armHeaders() // the first header block runs on the preface's clock
 	defer c.startHandlers()
 	for {
-		if len(c.starts) > 0 && !c.frameBuffered() {
+		if len(c.starts) > 0 && !h2wire.FrameBuffered(c.r) {
 			c.startHandlers()
 		}
 		if err := c.readFrame(); err != nil {
@@ -181,17 +181,6 @@ func (c *conn) startHandlers() {
 		c.starts[i] = start{}
 	}
 	c.starts = c.starts[:0]
-}
-
-// frameBuffered reports whether a whole frame is in the read buffer,
-// so handling it does not wait for the connection.
-func (c *conn) frameBuffered() bool {
-	n := c.r.Buffered()
-	if n < 9 {
-		return false
-	}
-	h, _ := c.r.Peek(9) // buffered: no read, no error
-	return n >= 9+int(h[0])<<16|int(h[1])<<8|int(h[2])
 }
 
 // headerListLimit is the advertised SETTINGS_MAX_HEADER_LIST_SIZE: the

@@ -37,7 +37,7 @@ func FrameBuffered(br *bufio.Reader) bool {
 		return false
 	}
 	h, _ := br.Peek(9) // buffered: no read, no error
-	return n >= 9+int(h[0])<<16|int(h[1])<<8|int(h[2])
+	return n >= 9+(int(h[0])<<16|int(h[1])<<8|int(h[2]))
 }
 
 // ReadFrameHeader reads the next frame's header into buf and parses it.

@@ -127,6 +127,7 @@ const (
 // it started: their requests' contexts have ended.
 func (c *conn) serve() {
 	c.finish(c.run())
+	c.startHandlers() // any still waiting: their streams have ended, and so do they
 	c.handlerWG.Wait()
 }
 
@@ -154,7 +155,6 @@ func (c *conn) run() error {
 	c.armIdle()
 	c.mu.Unlock()
 	c.armHeaders() // the first header block runs on the preface's clock
-	defer c.startHandlers()
 	for {
 		if len(c.starts) > 0 && !h2wire.FrameBuffered(c.r) {
 			c.startHandlers()

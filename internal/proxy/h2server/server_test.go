@@ -529,3 +529,60 @@ func TestLateTrailersResetOnlyTheirStream(t *testing.T) {
 		}
 	}
 }
+
+// A request with a body waits to start its handler for the frames read
+// with it; when one of those is a connection error, the handler still
+// runs — on a request whose context has ended — and the connection's
+// goroutine ends after it, answering with GOAWAY.
+func TestWaitingHandlerAfterConnectionError(t *testing.T) {
+	ran := make(chan error, 1)
+	addr := serve(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			ran <- nil
+		case <-time.After(10 * time.Second):
+			ran <- errors.New("the request's context did not end")
+		}
+	})})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var out bytes.Buffer
+	out.WriteString(h2wire.Preface)
+	fr := http2.NewFramer(&out, nil)
+	fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/"}, {":authority", "test"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
+	out.Write([]byte{0, 0, 8, byte(http2.FramePing), 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0}) // PING on a stream: a connection error
+	if _, err := c.Write(out.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting handler never ran")
+	}
+	cfr := http2.NewFramer(nil, c)
+	for {
+		f, err := cfr.ReadFrame()
+		if err != nil {
+			t.Fatalf("connection ended without GOAWAY: %v", err)
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeProtocol {
+				t.Errorf("GOAWAY %v, want PROTOCOL_ERROR", ga.ErrCode)
+			}
+			return
+		}
+	}
+}

@@ -9,8 +9,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -583,6 +585,109 @@ func TestWaitingHandlerAfterConnectionError(t *testing.T) {
 				t.Errorf("GOAWAY %v, want PROTOCOL_ERROR", ga.ErrCode)
 			}
 			return
+		}
+	}
+}
+
+// Handlers of a connection's streams run on goroutines the connection
+// keeps for the next stream (their stacks already grown), at most
+// maxIdleWorkers waiting, and every one of them ends with the
+// connection.
+func TestHandlerGoroutinesReused(t *testing.T) {
+	var mu sync.Mutex
+	ids := map[string]int{}
+	release := make(chan struct{})
+	var wait sync.WaitGroup
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 64)
+		id, _, _ := strings.Cut(strings.TrimPrefix(string(buf[:runtime.Stack(buf, false)]), "goroutine "), " ")
+		mu.Lock()
+		ids[id]++
+		mu.Unlock()
+		if r.URL.Path == "/hold" {
+			wait.Done()
+			<-release
+		}
+	})}
+	addr := serve(t, s)
+	c := client(t)
+	get := func(path string) {
+		resp, err := c.Get("http://" + addr + path)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	for range 20 {
+		get("/")
+	}
+	// Mostly one: a request may come before the goroutine of the one
+	// before has put itself back (its response is out by then).
+	if len(ids) > 5 {
+		t.Errorf("20 requests one after another ran on %d goroutines, want one or a few: %v", len(ids), ids)
+	}
+
+	// 2×maxIdleWorkers at once: as many goroutines, of which
+	// maxIdleWorkers stay.
+	const n = 2 * maxIdleWorkers
+	wait.Add(n)
+	var all sync.WaitGroup
+	for range n {
+		all.Go(func() { get("/hold") })
+	}
+	wait.Wait()
+	close(release)
+	all.Wait()
+	for i := 0; workers() > maxIdleWorkers; i++ { // those past the bound are on their way out
+		if i == 200 {
+			t.Fatalf("%d handler goroutines wait, want at most %d", workers(), maxIdleWorkers)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	c.CloseIdleConnections()
+	waitConns(t, s, 0)
+	for range 200 {
+		if workers() == 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("%d handler goroutines outlive their connection", workers())
+}
+
+// workers counts the goroutines in conn.work.
+func workers() int {
+	buf := make([]byte, 1<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "h2server.(*conn).work(")
+}
+
+// A handler goroutine's response header map, reused for its next
+// stream, starts empty for it.
+func TestReusedResponseHeaderStartsEmpty(t *testing.T) {
+	var n atomic.Int32
+	addr := serve(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(w.Header()) != 0 {
+			t.Errorf("request %s: the response header starts with %v", r.URL.Path, w.Header())
+		}
+		if n.Add(1)%2 == 1 {
+			w.Header().Set("X-Odd", r.URL.Path)
+			w.Header().Set(http.TrailerPrefix+"X-Trailer", "t")
+		}
+	})})
+	c := client(t)
+	for i := range 10 {
+		resp, err := c.Get(fmt.Sprintf("http://%s/%d", addr, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		odd := i%2 == 0 // the first request is the first odd one
+		if got := resp.Header.Get("X-Odd"); (got != "") != odd || resp.Trailer.Get("X-Trailer") != map[bool]string{true: "t"}[odd] {
+			t.Errorf("response %d: X-Odd %q, trailer %v", i, got, resp.Trailer)
 		}
 	}
 }

@@ -58,8 +58,7 @@ func (c *conn) newStream(id uint32, f *h2wire.Fields, end bool) (*stream, *http.
 		st.cancel()
 		return nil, nil, why
 	}
-	st.w.st = st
-	st.w.header = make(http.Header, 8)
+	st.w.st = st // st.w.header: the handler goroutine's (conn.work)
 	st.w.headOnly = r.Method == http.MethodHead
 	c.mu.Lock()
 	st.sendWindow = int64(c.peerWindow)

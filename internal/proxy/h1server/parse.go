@@ -132,6 +132,10 @@ func headEnd(b []byte, from int) (end, next int, err error) {
 	}
 }
 
+// maxReusedHeader is the most fields a request header map kept for the
+// connection's next request may have held.
+const maxReusedHeader = 32
+
 // readRequest reads and parses the next request into c.tmpl.
 func (c *conn) readRequest(first bool) (*http.Request, error) {
 	head, err := c.readHead(first)
@@ -140,8 +144,16 @@ func (c *conn) readRequest(first bool) (*http.Request, error) {
 	}
 	c.setWant(time.Time{}) // no deadline while the request is served (a stale one is put right)
 	r := &c.tmpl
-	*r = http.Request{}
-	if err := parseHead(r, head, &c.o); err != nil {
+	// The last request's header map is filled again: its handler has
+	// returned (as with the response's map, a handler does not keep the
+	// request's past that), and a map that held a head has its slots.
+	*r = http.Request{Header: c.reqHeader}
+	err = parseHead(r, head, &c.o)
+	c.reqHeader = nil
+	if len(r.Header) <= maxReusedHeader {
+		c.reqHeader = r.Header
+	}
+	if err != nil {
 		return nil, err
 	}
 	r.RemoteAddr = c.remote
@@ -150,7 +162,7 @@ func (c *conn) readRequest(first bool) (*http.Request, error) {
 }
 
 // parseHead parses a request head (CRLF line ends, checked by headEnd)
-// into r.
+// into r. r.Header, when not nil, is a map to clear and fill.
 func parseHead(r *http.Request, head string, o *ConnOptions) error {
 	i := strings.Index(head, "\r\n")
 	line := head[:i]
@@ -187,7 +199,12 @@ func parseHead(r *http.Request, head string, o *ConnOptions) error {
 
 	// Headers: one []string for all values, each key's a slice of it.
 	n := strings.Count(rest, "\n")
-	h := make(http.Header, n)
+	h := r.Header
+	if h == nil {
+		h = make(http.Header, n)
+	} else {
+		clear(h)
+	}
 	vals := make([]string, n)
 	for rest != "" {
 		j := strings.IndexByte(rest, '\n') // headEnd saw a CR before every LF

@@ -225,7 +225,9 @@ type conn struct {
 	linger bool         // unread input at the end: close lingering (lingerClose)
 	big    []byte       // a request head too long for br's buffer
 	tmpl   http.Request // the request read, before WithContext copies it
-	w      response
+	// reqHeader is the last request's header map, for the next.
+	reqHeader http.Header
+	w         response
 
 	// wmu serializes writes of the response and of "100 Continue" (which
 	// a body read on another goroutine may send).

@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -507,5 +509,34 @@ func TestBodyInMemory(t *testing.T) {
 				t.Errorf("echoed %q", b)
 			}
 		})
+	}
+}
+
+// TestRequestHeaderPerRequest: the connection's next request is parsed
+// into the map of the one before (cleared), and gets exactly its own
+// fields, whatever the handler of the one before added.
+func TestRequestHeaderPerRequest(t *testing.T) {
+	addr := serve(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		keys := slices.Sorted(maps.Keys(r.Header))
+		r.Header.Set("X-Added-By-Handler", "1")
+		fmt.Fprint(w, strings.Join(keys, ","), " ", r.Header.Get("X-N"))
+	})})
+	c, br := dial(t, addr)
+	heads := []string{
+		"GET / HTTP/1.1\r\nHost: a\r\nX-N: 1\r\nX-Only-First: y\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nX-N: 2\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nX-N: 3\r\nX-N: 4\r\nX-Third: z\r\n\r\n",
+	}
+	want := []string{"X-N,X-Only-First 1", "X-N 2", "X-N,X-Third 3"} // Host is r.Host
+	for i, h := range heads {
+		io.WriteString(c, h)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != want[i] {
+			t.Errorf("request %d saw %q, want %q", i, b, want[i])
+		}
 	}
 }

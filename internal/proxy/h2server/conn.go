@@ -83,6 +83,9 @@ type conn struct {
 	// connection has ended and they have been let go.
 	idleWorkers []chan start
 	workersDone bool
+	// freeHeaders are request header maps of streams whose handlers
+	// returned, emptied, for the next streams' requests.
+	freeHeaders []http.Header
 	// reset holds the streams this side reset (RST_STREAM) whose client
 	// may still send: what it sends on them is dropped, as RFC 9113 §5.1
 	// wants, until its END_STREAM. Bounded: the oldest are forgotten.
@@ -229,6 +232,8 @@ func (c *conn) startHandler(s start) {
 // (a handler does not touch it once it returned, as h1server's reuse of
 // its own relies on too): a map that has held a response keeps the
 // slots for the next, where a new one is allocated with the first field.
+// The request's header map goes back to the connection, cleared, for the
+// request of a stream to come (h1server keeps its connection's too).
 func (c *conn) work(s start) {
 	var next chan start
 	var header http.Header
@@ -237,13 +242,22 @@ func (c *conn) work(s start) {
 			header = make(http.Header, 8)
 		}
 		s.st.w.header = header
+		reqHeader := s.r.Header // the server's, whatever the handler sets
 		s.st.serve(s.r)
 		if len(header) > maxReusedHeader {
 			header = nil // not kept grown by a rare response
 		} else {
 			clear(header)
 		}
+		if len(reqHeader) > maxReusedHeader {
+			reqHeader = nil
+		} else {
+			clear(reqHeader)
+		}
 		c.mu.Lock()
+		if reqHeader != nil && len(c.freeHeaders) < maxIdleWorkers {
+			c.freeHeaders = append(c.freeHeaders, reqHeader)
+		}
 		if c.workersDone || len(c.idleWorkers) >= maxIdleWorkers {
 			c.mu.Unlock()
 			return

@@ -12,13 +12,22 @@ import (
 	"weft.dev/weft/internal/h2wire"
 )
 
-// request makes the stream's request from its header block; a reason
-// when the block is not a request after all.
-func (c *conn) request(st *stream, f *h2wire.Fields, end bool) (*http.Request, string) {
-	h := make(http.Header, len(f.Regular))
+// request makes the stream's request from its header block, in h when
+// not nil (empty); a reason when the block is not a request after all.
+func (c *conn) request(st *stream, f *h2wire.Fields, end bool, h http.Header) (*http.Request, string) {
+	if h == nil {
+		h = make(http.Header, len(f.Regular))
+	}
+	vals := make([]string, len(f.Regular)) // every value, one allocation
 	for _, hf := range f.Regular {
 		k := c.canon.Key(hf.Name)
-		h[k] = append(h[k], hf.Value)
+		if vv, ok := h[k]; ok {
+			h[k] = append(vv, hf.Value)
+		} else {
+			vals[0] = hf.Value
+			h[k] = vals[:1:1]
+			vals = vals[1:]
+		}
 	}
 	// Built on the stack, copied to the heap once with its context.
 	r := &http.Request{

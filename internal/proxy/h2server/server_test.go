@@ -59,7 +59,7 @@ func client(t testing.TB) *http.Client {
 func TestRequestAndResponse(t *testing.T) {
 	var got *http.Request
 	addr := serve(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got = r
+		got = r.Clone(r.Context()) // the server reuses the header map once the handler returns
 		w.Header().Set("X-Answer", "42")
 		w.Header().Add("Set-Cookie", "a=1")
 		w.Header().Add("Set-Cookie", "b=2")

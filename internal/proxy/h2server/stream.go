@@ -53,16 +53,22 @@ func (c *conn) newStream(id uint32, f *h2wire.Fields, end bool) (*stream, *http.
 	st.body.declared = -1
 	st.body.cond.L = &st.body.mu
 	st.recvLeft.Store(streamWindow)
-	r, why := c.request(st, f, end)
+	c.mu.Lock()
+	st.sendWindow = int64(c.peerWindow)
+	var h http.Header
+	if n := len(c.freeHeaders); n > 0 {
+		h = c.freeHeaders[n-1]
+		c.freeHeaders[n-1] = nil
+		c.freeHeaders = c.freeHeaders[:n-1]
+	}
+	c.mu.Unlock()
+	r, why := c.request(st, f, end, h)
 	if why != "" {
 		st.cancel()
 		return nil, nil, why
 	}
 	st.w.st = st // st.w.header: the handler goroutine's (conn.work)
 	st.w.headOnly = r.Method == http.MethodHead
-	c.mu.Lock()
-	st.sendWindow = int64(c.peerWindow)
-	c.mu.Unlock()
 	if d := c.srv.WriteTimeout; d > 0 {
 		st.wdeadline = time.Now().Add(d)
 	}

@@ -134,6 +134,8 @@ const (
 // serve reads the connection to its end, then waits for the handlers
 // it started: their requests' contexts have ended.
 func (c *conn) serve() {
+	stop := context.AfterFunc(c.ctx, c.cancelStreams)
+	defer stop()
 	c.finish(c.run())
 	c.startHandlers() // any still waiting: their streams have ended, and so do they
 	c.handlerWG.Wait()
@@ -178,6 +180,22 @@ func (c *conn) run() error {
 			return err
 		}
 	}
+}
+
+// cancelStreams ends the contexts of the open streams once the
+// connection's has ended: ServeConn's context was cancelled, or the
+// connection finished (which aborts them itself too). A stream's
+// context is a reqctx.Context, which costs one allocation and lets
+// what watches it (the upstream request) do so without any, where a
+// context.WithCancel of the connection's would cost the child, its
+// CancelFunc and an entry in the parent's map of children.
+func (c *conn) cancelStreams() {
+	err := c.ctx.Err()
+	c.mu.Lock()
+	for _, st := range c.streams {
+		st.ctx.CancelWith(err)
+	}
+	c.mu.Unlock()
 }
 
 // start is a stream whose handler is to start.
@@ -603,6 +621,9 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 	}
 	c.mu.Lock()
 	c.streams[id] = st
+	if err := c.ctx.Err(); err != nil {
+		st.ctx.CancelWith(err) // cancelStreams has run, or runs after this
+	}
 	c.handlers++
 	if c.idle != nil {
 		c.idle.Stop()

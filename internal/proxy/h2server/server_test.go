@@ -691,3 +691,54 @@ func TestReusedResponseHeaderStartsEmpty(t *testing.T) {
 		}
 	}
 }
+
+// The contexts of a connection's streams end with the context given to
+// ServeConn: those open when it ends, and those opened after.
+func TestServeConnContextEndsStreams(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{}, 2)
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		select {
+		case <-r.Context().Done():
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case <-time.After(10 * time.Second):
+		}
+	})}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		s.ServeConn(ctx, c)
+	})
+	defer func() { ln.Close(); s.Close(); wg.Wait() }()
+
+	c := client(t)
+	get := func() int {
+		resp, err := c.Get("http://" + ln.Addr().String() + "/")
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	codes := make(chan int, 2)
+	go func() { codes <- get() }()
+	<-started
+	cancel()
+	if code := <-codes; code != http.StatusServiceUnavailable {
+		t.Errorf("open stream: %d, want its context ended (503)", code)
+	}
+	go func() { codes <- get() }()
+	if code := <-codes; code != http.StatusServiceUnavailable {
+		t.Errorf("stream opened after: %d, want its context ended (503)", code)
+	}
+}

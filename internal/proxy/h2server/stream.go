@@ -1,7 +1,6 @@
 package h2server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"weft.dev/weft/internal/h2wire"
+	"weft.dev/weft/internal/proxy/reqctx"
 )
 
 // errStreamDone is what writes return on a stream that is over (its
@@ -24,12 +24,11 @@ var errStreamDone = errors.New("h2server: stream is over")
 // stream is one request: its body as the reader goroutine receives it,
 // and its response as the handler writes it.
 type stream struct {
-	c      *conn
-	id     uint32
-	ctx    context.Context
-	cancel context.CancelFunc
-	body   reqBody
-	w      responseWriter
+	c    *conn
+	id   uint32
+	ctx  *reqctx.Context // ended by the stream's end or the connection's (cancelStreams)
+	body reqBody
+	w    responseWriter
 
 	remoteDone atomic.Bool  // the client ended its side
 	headersOut atomic.Bool  // the response's final header block was written
@@ -48,7 +47,7 @@ type stream struct {
 // when the block is not a request.
 func (c *conn) newStream(id uint32, f *h2wire.Fields, end bool) (*stream, *http.Request, string) {
 	st := &stream{c: c, id: id}
-	st.ctx, st.cancel = context.WithCancel(c.ctx)
+	st.ctx = reqctx.New(c.ctx)
 	st.body.st = st
 	st.body.declared = -1
 	st.body.cond.L = &st.body.mu
@@ -64,7 +63,7 @@ func (c *conn) newStream(id uint32, f *h2wire.Fields, end bool) (*stream, *http.
 	c.mu.Unlock()
 	r, why := c.request(st, f, end, h)
 	if why != "" {
-		st.cancel()
+		st.ctx.Cancel()
 		return nil, nil, why
 	}
 	st.w.st = st // st.w.header: the handler goroutine's (conn.work)
@@ -137,7 +136,7 @@ func (st *stream) abort(err error) {
 	st.remoteDone.Store(true) // under c.mu: respond decides on its RST under it
 	c.cond.Broadcast()
 	c.mu.Unlock()
-	st.cancel()
+	st.ctx.Cancel()
 	st.body.drop(err)
 	c.dropStream(st)
 }
@@ -250,7 +249,7 @@ func (st *stream) respond(hdrs, data, trs []byte, end bool) error {
 	err := c.write(b)
 	if end {
 		st.remoteDone.Store(true)
-		st.cancel()
+		st.ctx.Cancel()
 		st.body.drop(errStreamDone)
 		c.dropStream(st)
 	}

@@ -1,6 +1,6 @@
 // Package reqctx is the context of one request served by the proxy's
-// HTTP/1.1 server: a context.Context that costs one allocation to make
-// and none to watch.
+// HTTP/1.1 and HTTP/2 servers: a context.Context that costs one
+// allocation to make and none to watch.
 //
 // A request made with context.WithCancel and watched with
 // context.AfterFunc, as the proxy's hot path did, costs seven
@@ -14,7 +14,8 @@
 // A Context takes its values and its deadline from its parent, but not
 // the parent's cancellation: whoever makes a Context cancels it, also
 // when the parent is done (the HTTP/1.1 server watches its connection's
-// context once per connection and cancels the request it serves).
+// context once per connection and cancels the request it serves; the
+// HTTP/2 server cancels its connection's open streams).
 package reqctx
 
 import (

@@ -139,7 +139,11 @@ func (d *Dataplane) bind(lc *listenerConfig) (*boundListener, error) {
 			MaxConcurrentStreams: sl.maxStreams,
 			MaxHeaderBytes:       sl.maxHeaderBytes,
 			IdleTimeout:          sl.idleTimeout,
-			WriteTimeout:         streamWriteTimeout(sl.streamIdle),
+			// stream_idle_timeout: the server's own sweep, one timer per
+			// connection (the idle watch of streamidle.go is for Go's
+			// server).
+			StreamIdleTimeout: sl.streamIdle,
+			OnStreamIdle:      func(string, string) { stats.streamIdleTimeout.Inc() },
 			// Envoy's request_headers_timeout, for HTTP/2's header
 			// blocks; counted as the h2guard counts it with Go's server.
 			HeaderTimeout:   sl.headersTimeout,
@@ -362,7 +366,7 @@ func (bl *boundListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// GOAWAY and closes once the connection is idle.
 		w.Header()["Connection"] = connectionClose
 	}
-	if r.ProtoMajor == 2 && bl.streamIdle > 0 {
+	if r.ProtoMajor == 2 && bl.streamIdle > 0 && bl.h2 == nil { // h2server watches its streams itself
 		var iw *idleWatch
 		w, r, iw = bl.watchIdle(w, r)
 		defer iw.stop()

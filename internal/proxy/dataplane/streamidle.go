@@ -11,8 +11,12 @@ import (
 	"weft.dev/weft/internal/proxy/upstream"
 )
 
-// Envoy's stream_idle_timeout for HTTP/2 streams. Go's HTTP/2 server has
-// no per-stream timeout but http.Server.WriteTimeout, which alone bounds
+// Envoy's stream_idle_timeout for HTTP/2 streams served by Go's HTTP/2
+// server (WEFT_HTTP2_SERVER=go). The proxy's own server, h2server, sweeps
+// its streams itself (h2server.Server.StreamIdleTimeout: a counter per
+// stream and one timer per connection), and none of this runs for it.
+//
+// Go's HTTP/2 server has no per-stream timeout but http.Server.WriteTimeout, which alone bounds
 // a whole response and would cut long gRPC streams. A stream whose client never
 // reads its response (never opens the flow-control window) or never sends
 // the rest of its body blocks the request's goroutine, its upstream

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,6 +78,8 @@ type conn struct {
 	goingAway  bool // GOAWAY sent
 	closeIdle  bool // close once no stream is left
 	idle       *time.Timer
+	sweep      *time.Timer // the stream idle sweep (Server.StreamIdleTimeout)
+	sweeping   bool        // sweep is armed: it runs while streams are open
 	killErr    error
 	// idleWorkers are handler goroutines that finished a stream and wait
 	// for the next (at most maxIdleWorkers); workersDone once the
@@ -324,6 +327,9 @@ func (c *conn) finish(err error) {
 	c.streams = map[uint32]*stream{}
 	if c.idle != nil {
 		c.idle.Stop()
+	}
+	if c.sweep != nil {
+		c.sweep.Stop()
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
@@ -628,6 +634,7 @@ func (c *conn) onHeaderBlock(id uint32, end bool, block []byte) error {
 	if c.idle != nil {
 		c.idle.Stop()
 	}
+	c.armSweep()
 	c.mu.Unlock()
 	c.handlerWG.Add(1)
 	if end {
@@ -924,6 +931,50 @@ func (c *conn) armIdle() {
 		return
 	}
 	c.idle.Reset(d)
+}
+
+// armSweep starts the stream idle sweep unless it runs. c.mu is held.
+func (c *conn) armSweep() {
+	d := c.srv.StreamIdleTimeout
+	if d <= 0 || c.sweeping || c.closed {
+		return
+	}
+	c.sweeping = true
+	if c.sweep == nil {
+		c.sweep = time.AfterFunc(d, c.sweepIdle)
+		return
+	}
+	c.sweep.Reset(d)
+}
+
+// sweepIdle resets the streams on which nothing moved since the sweep
+// before, and comes back in a timeout while streams are open. A stream
+// is idle once two sweeps in a row saw the same count of its moves: the
+// first that sees it only notes the count.
+func (c *conn) sweepIdle() {
+	var idle []*stream
+	c.mu.Lock()
+	for _, st := range c.streams {
+		n := st.moved.Load()
+		if st.swept && n == st.lastMoved {
+			idle = append(idle, st)
+			continue
+		}
+		st.swept, st.lastMoved = true, n
+	}
+	c.sweeping = false
+	if len(c.streams) > len(idle) {
+		c.armSweep()
+	}
+	c.mu.Unlock()
+	d := c.srv.StreamIdleTimeout
+	for _, st := range idle {
+		c.srv.log().Debug("HTTP/2 stream reset: stream idle timeout", "remote", c.remote, "path", st.path, "timeout", d)
+		if f := c.srv.OnStreamIdle; f != nil {
+			f(c.remote, st.path)
+		}
+		st.reset(http2.ErrCodeInternal, os.ErrDeadlineExceeded)
+	}
 }
 
 func (c *conn) onIdle() {

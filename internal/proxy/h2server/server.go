@@ -78,6 +78,23 @@ type Server struct {
 	// handler may move it (http.ResponseController). A write that would
 	// pass it fails and the stream is reset. 0: none.
 	WriteTimeout time.Duration
+	// StreamIdleTimeout resets a stream on which nothing has moved
+	// either way for this long (Envoy's stream_idle_timeout): no DATA
+	// from the client, no read of the request's body by the handler, no
+	// write of its response, no send window the client opened for it. A
+	// client that never reads its response or never sends the body it
+	// announced would otherwise hold the stream's handler, its upstream
+	// request and their buffers. One sweep per connection looks at its
+	// streams every StreamIdleTimeout, so an idle stream is reset
+	// (RST_STREAM INTERNAL_ERROR: its handler's context ends, reads of
+	// its body fail with os.ErrDeadlineExceeded) between one and two
+	// timeouts after it last moved — also once its handler has
+	// returned, while what it wrote waits for the client's window. A
+	// stream costs the sweep nothing but a counter. 0: none.
+	StreamIdleTimeout time.Duration
+	// OnStreamIdle, if set, is called for each stream StreamIdleTimeout
+	// resets, with its request's path.
+	OnStreamIdle func(remote, path string)
 	// HeaderTimeout bounds header blocks (Envoy's
 	// request_headers_timeout, for a protocol where a stream exists only
 	// once its header block is whole): a connection that completes no

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -741,4 +742,88 @@ func TestServeConnContextEndsStreams(t *testing.T) {
 	if code := <-codes; code != http.StatusServiceUnavailable {
 		t.Errorf("stream opened after: %d, want its context ended (503)", code)
 	}
+}
+
+// StreamIdleTimeout resets a stream on which nothing moves — a body
+// that never comes, a response the client never opens a window for,
+// also once its handler has returned — and keeps one that moves, however
+// long it lasts. 200 ms here; no timing is asserted, and every wait is
+// bounded by the raw client's deadline or the handler's own.
+func TestStreamIdleTimeout(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	type idled struct{ path string }
+	newServer := func(h http.HandlerFunc) (*Server, chan idled) {
+		ch := make(chan idled, 4)
+		return &Server{StreamIdleTimeout: timeout, Handler: h,
+			OnStreamIdle: func(_, path string) { ch <- idled{path} }}, ch
+	}
+
+	t.Run("a body that never comes", func(t *testing.T) {
+		readErr := make(chan error, 1)
+		s, ch := newServer(func(w http.ResponseWriter, r *http.Request) {
+			_, err := io.ReadAll(r.Body)
+			readErr <- err
+			<-r.Context().Done() // the reset ends the request
+		})
+		rc := dialRaw(t, serve(t, s))
+		rc.hbuf.Reset()
+		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/upload"}, {":authority", "test"}, {"content-length", "10"}} {
+			rc.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.hbuf.Bytes(), EndHeaders: true})
+		if id, status := rc.response(); id != 1 || status != "RST INTERNAL_ERROR" {
+			t.Fatalf("stream %d %s, want reset", id, status)
+		}
+		if err := <-readErr; !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("the handler's read: %v, want os.ErrDeadlineExceeded", err)
+		}
+		if got := <-ch; got.path != "/upload" {
+			t.Errorf("OnStreamIdle with path %q", got.path)
+		}
+	})
+
+	t.Run("a response nobody reads, after its handler", func(t *testing.T) {
+		s, ch := newServer(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "waits for a window that never opens")
+		})
+		rc := dialRaw(t, serve(t, s))
+		rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+		rc.headers(1, true)
+		if id, status := rc.response(); id != 1 || status != "200" {
+			t.Fatalf("stream %d %s, want its headers first", id, status)
+		}
+		if id, status := rc.response(); id != 1 || status != "RST INTERNAL_ERROR" {
+			t.Fatalf("stream %d %s, want reset", id, status)
+		}
+		<-ch
+	})
+
+	t.Run("a stream that moves lives on", func(t *testing.T) {
+		const chunks = 30 // 30 × 20 ms: three timeouts
+		s, ch := newServer(func(w http.ResponseWriter, r *http.Request) {
+			for i := range chunks {
+				fmt.Fprintf(w, "chunk %d\n", i)
+				w.(http.Flusher).Flush()
+				select {
+				case <-time.After(20 * time.Millisecond):
+				case <-r.Context().Done():
+					return
+				}
+			}
+		})
+		resp, err := client(t).Get("http://" + serve(t, s) + "/slow")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || strings.Count(string(body), "chunk ") != chunks {
+			t.Fatalf("body %q, %v: want all %d chunks", body, err, chunks)
+		}
+		select {
+		case got := <-ch:
+			t.Errorf("a moving stream was reset (%s)", got.path)
+		default:
+		}
+	})
 }

@@ -30,9 +30,11 @@ type stream struct {
 	body reqBody
 	w    responseWriter
 
-	remoteDone atomic.Bool  // the client ended its side
-	headersOut atomic.Bool  // the response's final header block was written
-	recvLeft   atomic.Int32 // stream receive window left
+	path       string        // the request's path, for StreamIdleTimeout's log line
+	moved      atomic.Uint32 // bumped by whatever moves on the stream (StreamIdleTimeout)
+	remoteDone atomic.Bool   // the client ended its side
+	headersOut atomic.Bool   // the response's final header block was written
+	recvLeft   atomic.Int32  // stream receive window left
 
 	// Guarded by c.mu.
 	sendWindow int64
@@ -41,6 +43,8 @@ type stream struct {
 	peerReset  bool      // the client reset the stream
 	wdeadline  time.Time // writes fail past it; zero: none
 	wtimer     *time.Timer
+	swept      bool   // the idle sweep has seen the stream (sweepIdle)
+	lastMoved  uint32 // moved as the sweep saw it last
 }
 
 // newStream makes stream id from its request's header block; the reason
@@ -66,6 +70,7 @@ func (c *conn) newStream(id uint32, f *h2wire.Fields, end bool) (*stream, *http.
 		st.ctx.Cancel()
 		return nil, nil, why
 	}
+	st.path = r.URL.Path
 	st.w.st = st // st.w.header: the handler goroutine's (conn.work)
 	st.w.headOnly = r.Method == http.MethodHead
 	if d := c.srv.WriteTimeout; d > 0 {
@@ -102,6 +107,7 @@ func (st *stream) serve(r *http.Request) {
 // onData takes a DATA frame's payload (n bytes of flow control) on the
 // reader goroutine.
 func (st *stream) onData(data []byte, n int32, end bool) {
+	st.moved.Add(1)
 	if n > st.recvLeft.Load() {
 		st.c.giveBack(n)
 		st.reset(http2.ErrCodeFlowControl, errors.New("h2server: stream receive window exceeded"))
@@ -306,6 +312,7 @@ func (st *stream) awaitWindow(want int, b *[]byte) (int, error) {
 	st.sendWindow -= int64(n)
 	c.sendWindow -= int64(n)
 	c.mu.Unlock()
+	st.moved.Add(1)
 	return n, nil
 }
 
@@ -468,6 +475,7 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	n := copy(p, b.buf[b.off:])
+	b.st.moved.Add(1)
 	b.off += n
 	b.owed += int32(n)
 	var give int32

@@ -63,6 +63,7 @@ func (w *responseWriter) WriteHeader(code int) {
 		w.informational(code)
 		return
 	}
+	w.st.moved.Add(1)
 	w.status = code
 	w.noBody = code == http.StatusNoContent || code == http.StatusNotModified || code < 200
 	if w.hblock == nil {
@@ -132,6 +133,7 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
+	w.st.moved.Add(1)
 	switch {
 	case w.err != nil:
 		return 0, w.err
@@ -206,6 +208,7 @@ func (w *responseWriter) FlushError() error {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
+	w.st.moved.Add(1)
 	if w.sent && (w.hold == nil || len(*w.hold) == 0) {
 		return w.err
 	}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"weft.dev/weft/internal/proxy/urlpath"
 )
 
 // requestError is a request refused before the handler: the status, and
@@ -147,7 +149,7 @@ func (c *conn) readRequest(first bool) (*http.Request, error) {
 	// The last request's header map is filled again: its handler has
 	// returned (as with the response's map, a handler does not keep the
 	// request's past that), and a map that held a head has its slots.
-	*r = http.Request{Header: c.reqHeader}
+	*r = http.Request{Header: c.reqHeader, URL: &c.url}
 	err = parseHead(r, head, &c.o)
 	c.reqHeader = nil
 	if len(r.Header) <= maxReusedHeader {
@@ -162,7 +164,8 @@ func (c *conn) readRequest(first bool) (*http.Request, error) {
 }
 
 // parseHead parses a request head (CRLF line ends, checked by headEnd)
-// into r. r.Header, when not nil, is a map to clear and fill.
+// into r. r.Header, when not nil, is a map to clear and fill; r.URL,
+// when not nil, a URL to fill.
 func parseHead(r *http.Request, head string, o *ConnOptions) error {
 	i := strings.Index(head, "\r\n")
 	line := head[:i]
@@ -188,8 +191,12 @@ func parseHead(r *http.Request, head string, o *ConnOptions) error {
 	if authority {
 		raw = "http://" + raw
 	}
-	u, err := url.ParseRequestURI(raw)
-	if err != nil {
+	u := r.URL
+	if u == nil {
+		u = new(url.URL)
+	}
+	if err := urlpath.ParseRequestURI(raw, u); err != nil {
+		r.URL = nil
 		return badRequest(err.Error())
 	}
 	if authority {

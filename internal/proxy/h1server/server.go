@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -227,7 +228,10 @@ type conn struct {
 	tmpl   http.Request // the request read, before WithContext copies it
 	// reqHeader is the last request's header map, for the next.
 	reqHeader http.Header
-	w         response
+	// url is the request's URL, filled again for each (as the header
+	// map, the handler does not keep it past its return).
+	url url.URL
+	w   response
 
 	// wmu serializes writes of the response and of "100 Continue" (which
 	// a body read on another goroutine may send).

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"weft.dev/weft/internal/h2wire"
+	"weft.dev/weft/internal/proxy/urlpath"
 )
 
 // request makes the stream's request from its header block, in h when
@@ -46,11 +47,10 @@ func (c *conn) request(st *stream, f *h2wire.Fields, end bool, h http.Header) (*
 		r.URL = &url.URL{Host: f.Authority}
 		r.RequestURI = f.Authority
 	} else {
-		u, err := url.ParseRequestURI(f.Path)
-		if err != nil {
+		if err := urlpath.ParseRequestURI(f.Path, &st.url); err != nil {
 			return nil, "bad :path"
 		}
-		r.URL = u
+		r.URL = &st.url
 	}
 	if vv := h["Expect"]; vv != nil && httpguts.HeaderValuesContainsToken(vv, "100-continue") {
 		delete(h, "Expect")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime"
 	"sync"
@@ -29,6 +30,7 @@ type stream struct {
 	ctx  *reqctx.Context // ended by the stream's end or the connection's (cancelStreams)
 	body reqBody
 	w    responseWriter
+	url  url.URL // the request's URL
 
 	path       string        // the request's path, for StreamIdleTimeout's log line
 	moved      atomic.Uint32 // bumped by whatever moves on the stream (StreamIdleTimeout)

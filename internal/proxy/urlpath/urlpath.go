@@ -40,3 +40,66 @@ func Pin(u *url.URL) {
 	}
 	u.Opaque = p
 }
+
+// ParseRequestURI parses a request target as url.ParseRequestURI does,
+// into u: the target of most requests — an absolute path of bytes Go
+// leaves unescaped in a path (letters, digits, "-._~$&+,/:;=@"), then
+// optionally '?' and a query — is split in place, with neither an
+// allocation nor a second pass over the path; any other goes through
+// url.ParseRequestURI, whose result (or error) it is.
+func ParseRequestURI(raw string, u *url.URL) error {
+	if path, query, ok := plainTarget(raw); ok {
+		*u = url.URL{Path: path, RawQuery: query}
+		return nil
+	}
+	p, err := url.ParseRequestURI(raw)
+	if err != nil {
+		return err
+	}
+	*u = *p
+	return nil
+}
+
+// plainTarget splits raw into its path and query when ParseRequestURI
+// may: the path starts with '/' and holds only pathSafe bytes, and the
+// query, if any, is not empty and holds no control byte.
+func plainTarget(raw string) (path, query string, ok bool) {
+	if raw == "" || raw[0] != '/' {
+		return "", "", false
+	}
+	i := 1
+	for ; i < len(raw) && pathSafe[raw[i]]; i++ {
+	}
+	if i == len(raw) {
+		return raw, "", true
+	}
+	if raw[i] != '?' || i == len(raw)-1 {
+		return "", "", false // a byte Go escapes, or "?" alone (ForceQuery)
+	}
+	query = raw[i+1:]
+	for j := 0; j < len(query); j++ {
+		if c := query[j]; c < 0x20 || c == 0x7f {
+			return "", "", false // url.ParseRequestURI's error
+		}
+	}
+	return raw[:i], query, true
+}
+
+// pathSafe holds the bytes url.URL keeps as they are in a path (its
+// shouldEscape in path mode): with only these, Path is the target's path
+// and RawPath is empty.
+var pathSafe = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range "-._~$&+,/:;=@" {
+		t[c] = true
+	}
+	return t
+}()

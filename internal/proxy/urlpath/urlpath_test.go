@@ -40,3 +40,68 @@ func TestEscapedAndPin(t *testing.T) {
 		t.Errorf("//x|y: Opaque %q", u.Opaque)
 	}
 }
+
+// ParseRequestURI gives what url.ParseRequestURI gives, fast path or not.
+func TestParseRequestURI(t *testing.T) {
+	for _, raw := range requestTargets {
+		checkParseRequestURI(t, raw)
+	}
+}
+
+var requestTargets = []string{
+	"/", "/a/b", "/a/b?x=1&y=2", "/a?", "/a??", "/a?b?c", "/a?#f", "/a#f", "/a%2Fb", "/a%zz",
+	"/a b", "/a\tb", "/a?x\x01", "/a?x\x7f", "/a\x7f", "/a|b", "/a!b*c(d)'", "/~user/$x&y+z,w:v;u=t@s",
+	"//double", "*", "", "a/b", "http://host/p?q", "http://[::1]:80/", "/ü", "/a?ü=1", "/a?%zz",
+	"/a/./b/../c", "/.well-known/x", "/a;b=c", "/p?q=a:b@c/d",
+}
+
+func checkParseRequestURI(t *testing.T, raw string) {
+	t.Helper()
+	want, wantErr := url.ParseRequestURI(raw)
+	var got url.URL
+	gotErr := ParseRequestURI(raw, &got)
+	if (wantErr != nil) != (gotErr != nil) {
+		t.Fatalf("%q: error %v, url.ParseRequestURI's %v", raw, gotErr, wantErr)
+	}
+	if wantErr != nil {
+		if gotErr.Error() != wantErr.Error() {
+			t.Errorf("%q: error %q, want %q", raw, gotErr, wantErr)
+		}
+		return
+	}
+	if got != *want {
+		t.Errorf("%q: %#v, want %#v", raw, got, *want)
+	}
+}
+
+func FuzzParseRequestURI(f *testing.F) {
+	for _, raw := range requestTargets {
+		f.Add(raw)
+	}
+	f.Fuzz(func(t *testing.T, raw string) { checkParseRequestURI(t, raw) })
+}
+
+// The plain target of most requests costs no allocation.
+func TestParseRequestURIAllocs(t *testing.T) {
+	var u url.URL
+	if n := testing.AllocsPerRun(100, func() { ParseRequestURI("/api/v1/items?limit=10", &u) }); n != 0 {
+		t.Errorf("%v allocations, want 0", n)
+	}
+}
+
+func BenchmarkParseRequestURI(b *testing.B) {
+	const raw = "/api/v1/items/1234?limit=10&offset=20"
+	b.Run("url", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			url.ParseRequestURI(raw)
+		}
+	})
+	b.Run("urlpath", func(b *testing.B) {
+		b.ReportAllocs()
+		var u url.URL
+		for b.Loop() {
+			ParseRequestURI(raw, &u)
+		}
+	})
+}

@@ -917,7 +917,7 @@ func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, r
 		}
 	}
 	for k, vv := range resp.Trailer {
-		h[http.TrailerPrefix+k] = vv
+		h[trailerKey(k)] = vv
 	}
 	if q.grpc {
 		if v := resp.Trailer["Grpc-Status"]; len(v) > 0 {
@@ -929,6 +929,22 @@ func (f *Forwarder) stream(w http.ResponseWriter, r *http.Request, q *request, r
 }
 
 var connectionClose = []string{"close"} // shared, never modified
+
+var teTrailers = []string{"trailers"} // shared, never modified
+
+// trailerKey is http.TrailerPrefix+k, made without an allocation for
+// gRPC's trailers, which end every gRPC response.
+func trailerKey(k string) string {
+	switch k {
+	case "Grpc-Status":
+		return http.TrailerPrefix + "Grpc-Status"
+	case "Grpc-Message":
+		return http.TrailerPrefix + "Grpc-Message"
+	case "Grpc-Status-Details-Bin":
+		return http.TrailerPrefix + "Grpc-Status-Details-Bin"
+	}
+	return http.TrailerPrefix + k
+}
 
 var schemeHTTP, schemeHTTPS = []string{"http"}, []string{"https"} // shared, never modified
 
@@ -978,7 +994,7 @@ func copyRequestHeaders(dst, src http.Header) {
 	removeConnectionHeaders(dst, src)
 	for _, v := range src["Te"] {
 		if httpTokenListContains(v, "trailers") {
-			dst["Te"] = []string{"trailers"}
+			dst["Te"] = teTrailers
 			break
 		}
 	}

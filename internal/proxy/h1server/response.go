@@ -131,11 +131,13 @@ func (w *response) appendFields(b []byte, final bool) []byte {
 // splitting) and its ends trimmed, as net/http.
 func appendValue(b []byte, v string) []byte {
 	v = trimOWS(v)
-	if strings.ContainsAny(v, "\r\n") {
-		return append(b, strings.NewReplacer("\r", " ", "\n", " ").Replace(v)...)
+	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
+		return append(b, crlfToSpace.Replace(v)...)
 	}
 	return append(b, v...)
 }
+
+var crlfToSpace = strings.NewReplacer("\r", " ", "\n", " ")
 
 // informational sends a 1xx response at once.
 func (w *response) informational(code int) {

@@ -540,3 +540,15 @@ func TestRequestHeaderPerRequest(t *testing.T) {
 		}
 	}
 }
+
+// A response header value goes out trimmed, its CR and LF as spaces: no
+// response splitting.
+func TestAppendValue(t *testing.T) {
+	for v, want := range map[string]string{
+		"a": "a", " a\t": "a", "a\r\nX-Injected: 1": "a  X-Injected: 1", "a\nb": "a b", "\r": " ", "": "",
+	} {
+		if got := string(appendValue(nil, v)); got != want {
+			t.Errorf("appendValue(%q) = %q, want %q", v, got, want)
+		}
+	}
+}

@@ -165,11 +165,20 @@ func hasCTL(s string) bool {
 // cleanValue is a header value as Request.Write sends it: CR and LF
 // replaced by spaces, surrounding whitespace trimmed.
 func cleanValue(v string) string {
-	if strings.ContainsAny(v, "\r\n") {
-		v = strings.NewReplacer("\n", " ", "\r", " ").Replace(v)
+	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
+		v = crlfToSpace.Replace(v)
 	}
-	return strings.Trim(v, " \t\n\r")
+	// Only spaces and tabs are left to trim.
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
 }
+
+var crlfToSpace = strings.NewReplacer("\n", " ", "\r", " ")
 
 // hasCloseToken reports whether the first Connection header value
 // already says close.

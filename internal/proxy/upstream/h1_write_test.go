@@ -208,3 +208,16 @@ func TestWriteHeadWithBodyMatchesRequestWrite(t *testing.T) {
 		})
 	}
 }
+
+// cleanValue is what Request.Write sends for a header value: CR and LF
+// as spaces, surrounding whitespace trimmed.
+func TestCleanValue(t *testing.T) {
+	want := func(v string) string {
+		return strings.Trim(strings.NewReplacer("\n", " ", "\r", " ").Replace(v), " \t\n\r")
+	}
+	for _, v := range []string{"", "a", " a ", "\ta\t", "a\r\nb", "\r\n", " \r\n a \r\n ", "a b", "x\ny", "\t \t", "a\rb\nc"} {
+		if got := cleanValue(v); got != want(v) {
+			t.Errorf("cleanValue(%q) = %q, want %q", v, got, want(v))
+		}
+	}
+}

@@ -213,7 +213,8 @@ sample() {
 binpages() {
   awk -v bin="$work/weft-proxy" -v bin2="$mesh_bin" '/^[0-9a-f]+-[0-9a-f]+ / {on = ($NF == bin || $NF == bin2)} on && /^Rss:/ {r += $2} on && /^Referenced:/ {f += $2} END {print r+0, f+0}' "/proc/$1/smaps"
 }
-# load NAME URL PID [ADMIN]: sample while fortio sends QPS for DURATION.
+# load NAME URL PID [ADMIN]: sample while fortio sends QPS for DURATION;
+# prints the load's rate, answers and p50/p99 (not in the table).
 # For a sidecar, the pages of its binary that the load touches are
 # counted too (clear_refs before, smaps' Referenced after: what of the
 # resident binary serving requests needs, the rest was touched by init
@@ -231,7 +232,7 @@ load() {
   local us
   us=$(awk -v d=$(( $(ticks "$3") - t0 )) -v hz="$hz" -v n="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["DurationHistogram"]["Count"])' "$work/$1.json")" 'BEGIN{printf "%.0f", 1e6*d/hz/n}')
   sed -i "\$s/ -\$/ $us/" "$work/rows"
-  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%s: %.0f rps, %d/%d 200s" % (sys.argv[2], d["ActualQPS"], d.get("RetCodes", {}).get("200", 0), d["DurationHistogram"]["Count"]))' "$work/$1.json" "$1"
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); h=d["DurationHistogram"]; p={q["Percentile"]: q["Value"]*1e3 for q in h.get("Percentiles", [])}; print("%s: %.0f rps, %d/%d 200s, p50 %.3f ms, p99 %.3f ms" % (sys.argv[2], d["ActualQPS"], d.get("RetCodes", {}).get("200", 0), h["Count"], p.get(50, float("nan")), p.get(99, float("nan"))))' "$work/$1.json" "$1"
 }
 
 : > "$work/rows"

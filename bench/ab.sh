@@ -9,6 +9,7 @@
 #   ENV_A="WEFT_X=off" ENV_B="" bench/ab.sh      # one build, two settings
 #   ARGS_A="--concurrency-min 2" bench/ab.sh     # or two sets of flags
 #   ROUNDS=8 DURATION=8s QPS=1000 CONNS=16 PROTO=h1 bench/ab.sh
+#   KEEP=/tmp/ab1 bench/ab.sh     # keep every run's fortio JSON (histograms)
 #
 # PROTO h1: fortio over HTTP/1.1 keep-alive; h2c: fortio -h2; each proxy
 # forwards to `weft echo` (1 KiB bodies) over HTTP/1.1. PROTO grpc:
@@ -24,6 +25,11 @@ ROUNDS=${ROUNDS:-6}
 DURATION=${DURATION:-8s}
 QPS=${QPS:-1000}
 CONNS=${CONNS:-16}
+# fortio's histogram: the lowest buckets are RESOLUTION seconds wide (its
+# default, 1 ms, puts every sub-millisecond answer in one bucket and reads
+# a p99 between 1 and 3 ms to the nearest bucket). 10 µs: buckets of 0.1 ms
+# up to 1 ms, 0.2 ms up to 2 ms, 0.5 ms up to 5 ms.
+RESOLUTION=${RESOLUTION:-0.00001}
 PROTO=${PROTO:-h1}
 FORTIO=${FORTIO:-$(command -v fortio || echo "$HOME/go/bin/fortio")}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
@@ -32,7 +38,11 @@ NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 
 work=$(mktemp -d /tmp/weft-ab.XXXXXX)
 pids=()
-cleanup() { for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done; wait 2>/dev/null || true
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/*.json "$KEEP"/ 2>/dev/null || true; fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 if [ -z "${BIN_A:-}" ] || [ -z "${BIN_B:-}" ]; then
@@ -128,7 +138,7 @@ one() {
   local t0=0 t1=0 url="http://$2$path"
   [ "$PROTO" = grpc ] && url=$2
   [ -n "${3:-}" ] && t0=$(cpu_ticks "$3")
-  "$FORTIO" load -quiet -qps "$QPS" -c "$CONNS" -t "$DURATION" "${args[@]}" -H "Host: ab.default.svc.cluster.local" \
+  "$FORTIO" load -quiet -r "$RESOLUTION" -qps "$QPS" -c "$CONNS" -t "$DURATION" "${args[@]}" -H "Host: ab.default.svc.cluster.local" \
     -json "$work/$r-$1.json" "$url" >/dev/null 2>&1 || echo "$1: fortio failed" >&2
   [ -n "${3:-}" ] && t1=$(cpu_ticks "$3")
   echo "$r $1 $((t1 - t0)) $work/$r-$1.json" >> "$work/rows"

@@ -9,7 +9,7 @@
 #   ENV_A="WEFT_X=off" ENV_B="" bench/ab.sh      # one build, two settings
 #   ARGS_A="--concurrency-min 2" bench/ab.sh     # or two sets of flags
 #   ROUNDS=8 DURATION=8s QPS=1000 CONNS=16 PROTO=h1 bench/ab.sh
-#   KEEP=/tmp/ab1 bench/ab.sh     # keep every run's fortio JSON (histograms)
+#   KEEP=/tmp/ab1 bench/ab.sh     # keep fortio's JSON (histograms) and the logs
 #
 # PROTO h1: fortio over HTTP/1.1 keep-alive; h2c: fortio -h2; each proxy
 # forwards to `weft echo` (1 KiB bodies) over HTTP/1.1. PROTO grpc:
@@ -40,7 +40,7 @@ work=$(mktemp -d /tmp/weft-ab.XXXXXX)
 pids=()
 cleanup() {
   for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done; wait 2>/dev/null || true
-  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/*.json "$KEEP"/ 2>/dev/null || true; fi
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/*.json "$work"/*.log "$KEEP"/ 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT

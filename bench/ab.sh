@@ -10,6 +10,9 @@
 #   ARGS_A="--concurrency-min 2" bench/ab.sh     # or two sets of flags
 #   ROUNDS=8 DURATION=8s QPS=1000 CONNS=16 PROTO=h1 bench/ab.sh
 #   KEEP=/tmp/ab1 bench/ab.sh     # keep fortio's JSON (histograms) and the logs
+#   CMD_B="/tmp/evproxy -listen {listen} -upstream {upstream}" bench/ab.sh
+#                                 # another proxy as B (or A), HTTP/1.1 only:
+#                                 # {listen} is its address, {upstream} the app's
 #
 # PROTO h1: fortio over HTTP/1.1 keep-alive; h2c: fortio -h2; each proxy
 # forwards to `weft echo` (1 KiB bodies) over HTTP/1.1. PROTO grpc:
@@ -85,8 +88,17 @@ start_proxy() {
     --ip "$3" --outbound "" --app-port 8080=$APP:18080,8079=$APP:18079 --admin-address "$3:15000" --log-level warn >"$work/proxy-$4.log" 2>&1 &
   echo $!
 }
-pa=$(start_proxy "$BIN_A" "${ENV_A:-}" $A a "${ARGS_A:-}"); pids+=("$pa")
-pb=$(start_proxy "$BIN_B" "${ENV_B:-}" $B b "${ARGS_B:-}"); pids+=("$pb")
+# start_other CMD IP VERSION: CMD_A or CMD_B, a proxy that is not weft-proxy.
+start_other() {
+  local cmd=${1//\{listen\}/$2:8080}
+  cmd=${cmd//\{upstream\}/$APP:18080}
+  # shellcheck disable=SC2086 # a command line
+  $cmd >"$work/proxy-$3.log" 2>&1 &
+  echo $!
+}
+if [ -n "${CMD_A:-}${CMD_B:-}" ] && [ "$PROTO" != h1 ]; then echo "CMD_A/CMD_B: PROTO=h1 only" >&2; exit 2; fi
+if [ -n "${CMD_A:-}" ]; then pa=$(start_other "$CMD_A" $A a); else pa=$(start_proxy "$BIN_A" "${ENV_A:-}" $A a "${ARGS_A:-}"); fi; pids+=("$pa")
+if [ -n "${CMD_B:-}" ]; then pb=$(start_other "$CMD_B" $B b); else pb=$(start_proxy "$BIN_B" "${ENV_B:-}" $B b "${ARGS_B:-}"); fi; pids+=("$pb")
 cat > "$work/nginx.conf" <<NGX
 worker_processes 1;
 daemon off;
@@ -143,7 +155,7 @@ one() {
   [ -n "${3:-}" ] && t1=$(cpu_ticks "$3")
   echo "$r $1 $((t1 - t0)) $work/$r-$1.json" >> "$work/rows"
 }
-echo "A/B: $ROUNDS rounds × $DURATION, $PROTO at $QPS rps over $CONNS connections; A=$BIN_A ${ENV_A:-} ${ARGS_A:-} B=$BIN_B ${ENV_B:-} ${ARGS_B:-}" >&2
+echo "A/B: $ROUNDS rounds × $DURATION, $PROTO at $QPS rps over $CONNS connections; A=${CMD_A:-$BIN_A ${ENV_A:-} ${ARGS_A:-}} B=${CMD_B:-$BIN_B ${ENV_B:-} ${ARGS_B:-}}" >&2
 for r in $(seq 1 "$ROUNDS"); do
   # Rotate the order so no contender always follows the same one.
   case $((r % 3)) in

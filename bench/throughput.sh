@@ -2,8 +2,10 @@
 # Maximum throughput of one proxy pinned to one core: keep-alive HTTP/1.1,
 # small responses (1 KiB) from a fast upstream (nginx serving a static
 # file), side by side in one run for a Weft sidecar (its outbound
-# listener), nginx, haproxy, Caddy (a Go peer) and bench/minproxy (the
-# least a net/http reverse proxy does: Weft's floor), each a reverse proxy
+# listener), nginx, haproxy, Caddy (a Go peer), bench/minproxy (the
+# least a net/http reverse proxy does) and bench/evproxy twice (the least
+# a Go reverse proxy does: a goroutine per connection as Weft, "lean", and
+# one epoll loop as nginx, "lean-loop"), each a reverse proxy
 # with keep-alive to the upstream. Reports requests per second per core,
 # the proxy's CPU per request and its resident memory, with ratios to
 # nginx. Everything runs on 127.0.22.0/24 and stops by itself.
@@ -58,8 +60,9 @@ echo "building weft and weft-proxy"
 go build -o "$work/weft" ./cmd/weft
 CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$work/weft-proxy" ./cmd/weft-proxy # as docs/proxy.md builds it
 go build -o "$work/minproxy" ./bench/minproxy
+go build -o "$work/evproxy" ./bench/evproxy
 
-UP=127.0.22.2 CP=127.0.22.9 SIDECAR=127.0.22.1 NGX=127.0.22.3 HAP=127.0.22.4 CAD=127.0.22.5 MIN=127.0.22.6
+UP=127.0.22.2 CP=127.0.22.9 SIDECAR=127.0.22.1 NGX=127.0.22.3 HAP=127.0.22.4 CAD=127.0.22.5 MIN=127.0.22.6 LEAN=127.0.22.7 LOOP=127.0.22.8
 # taskset execs the command: $! is the process itself (a shell function
 # in the background would be a subshell that kill does not reach).
 on_load="taskset -c $LOAD_CPU"
@@ -155,12 +158,15 @@ CAD
 fi
 
 $on_proxy "$work/minproxy" -listen $MIN:8080 -upstream $UP:8080 & min_pid=$!; pids+=($!)
+$on_proxy "$work/evproxy" -model goroutines -listen $LEAN:8080 -upstream $UP:8080 & lean_pid=$!; pids+=($!)
+$on_proxy "$work/evproxy" -model netpoll -listen $LOOP:8080 -upstream $UP:8080 & loop_pid=$!; pids+=($!)
 
 # Ready: the proxy answers with the upstream's 1 KiB body (not a page of
 # its own: Caddy answers an empty 200 for a host no site matches).
 ready() { [ "$(curl -fs -H "Host: ${2:-x}" "$1" | wc -c)" = 1024 ]; }
 for i in $(seq 1 100); do
   if ready "http://$SIDECAR:15001/" up && ready "http://$NGX:8080/" && ready "http://$HAP:8080/" && ready "http://$MIN:8080/" \
+     && ready "http://$LEAN:8080/" && ready "http://$LOOP:8080/" \
      && { [ -z "$caddy_pid" ] || ready "http://$CAD:8080/"; }; then break; fi
   sleep 0.1
   [ "$i" = 100 ] && { echo "the proxies did not come up" >&2; for f in "$work"/*.log; do echo "== $f" >&2; tail -n 5 "$f" >&2; done; exit 1; }
@@ -185,10 +191,10 @@ load() {
 
 declare -A best cpu busy rss persec
 STRACE=${STRACE-$(command -v strace || true)}
-names=(weft nginx haproxy minproxy)
+names=(weft nginx haproxy minproxy lean lean-loop)
 [ -n "$caddy_pid" ] && names+=(caddy)
-url() { case $1 in weft) echo "http://$SIDECAR:15001/";; nginx) echo "http://$NGX:8080/";; haproxy) echo "http://$HAP:8080/";; caddy) echo "http://$CAD:8080/";; minproxy) echo "http://$MIN:8080/";; esac; }
-pid() { case $1 in weft) echo $weft_pid;; nginx) echo $nginx_pid;; haproxy) echo $haproxy_pid;; caddy) echo $caddy_pid;; minproxy) echo $min_pid;; esac; }
+url() { case $1 in weft) echo "http://$SIDECAR:15001/";; nginx) echo "http://$NGX:8080/";; haproxy) echo "http://$HAP:8080/";; caddy) echo "http://$CAD:8080/";; minproxy) echo "http://$MIN:8080/";; lean) echo "http://$LEAN:8080/";; lean-loop) echo "http://$LOOP:8080/";; esac; }
+pid() { case $1 in weft) echo $weft_pid;; nginx) echo $nginx_pid;; haproxy) echo $haproxy_pid;; caddy) echo $caddy_pid;; minproxy) echo $min_pid;; lean) echo $lean_pid;; lean-loop) echo $loop_pid;; esac; }
 host() { case $1 in weft) echo up;; *) echo x;; esac; }
 
 echo "warming up"

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"time"
 
 	"weft.dev/weft/internal/proxy/sockio"
 )
@@ -69,6 +70,7 @@ func serveConn(tc *net.TCPConn, upstream string) error {
 	buf := make([]byte, bufSize)
 	ubuf := make([]byte, bufSize)
 	var out []byte
+	var fs [32]field
 	n := 0
 	for {
 		head, err := readHead(c, buf, &n)
@@ -77,7 +79,15 @@ func serveConn(tc *net.TCPConn, upstream string) error {
 		}
 		var length int64
 		var ok bool
-		out, length, ok = rebuildHead(out[:0], buf[:head])
+		var rt *route
+		var start time.Time
+		if doWork {
+			start = time.Now()
+			out, rt, length, ok = requestWork(out[:0], buf[:head], fs[:])
+		} else {
+			out, length, ok = rebuildHead(out[:0], buf[:head])
+			out = append(out, "\r\n"...)
+		}
 		total := head + int(max(length, 0))
 		if !ok || total > len(buf) {
 			return errHead
@@ -89,7 +99,6 @@ func serveConn(tc *net.TCPConn, upstream string) error {
 			}
 			n += m
 		}
-		out = append(out, "\r\n"...)
 		out = append(out, buf[head:total]...)
 		n = copy(buf, buf[total:n])
 		if u == nil {
@@ -123,6 +132,9 @@ func serveConn(tc *net.TCPConn, upstream string) error {
 		out = append(out, ubuf[rhead:rhead+int(body)]...)
 		if _, err := c.Write(out); err != nil {
 			return err
+		}
+		if rt != nil { // -work: the response counted as its head is relayed
+			rt.record(ubuf[:rhead], time.Since(start))
 		}
 		if length < 0 {
 			_, err := io.CopyBuffer(c, u, ubuf)

@@ -6,7 +6,8 @@
 // when the kernel says a socket is ready — no goroutine per connection, no
 // Go netpoller between the socket and the code, reads only when epoll has
 // said there is something and never again after a short read (nginx's
-// rule), raw system calls for reads and writes.
+// rule, unless epoll reported the peer's FIN with the data), raw system
+// calls for reads and writes.
 //
 // It answers one question for issue 12 (docs/benchmarks.md): how much of
 // the CPU a request costs Weft above nginx is Go's I/O model — a goroutine
@@ -49,6 +50,7 @@ func main() {
 	up := flag.String("upstream", "", "upstream ip:port (required)")
 	model := flag.String("model", "netpoll", `"netpoll": one loop, asleep on Go's poller; "epoll": one loop, asleep in epoll_wait; "goroutines": a goroutine per connection, as Weft`)
 	procs := flag.Int("procs", 0, "GOMAXPROCS (0: Go's default, the CPUs it may run on)")
+	flag.BoolVar(&doWork, "work", false, "with -model goroutines: route by Host, add a request id, record metrics (work.go)")
 	flag.Parse()
 	la, err := netip.ParseAddrPort(*listen)
 	if err != nil {
@@ -103,6 +105,7 @@ type conn struct {
 	inBody  bool   // upstream: between a response's head and its last byte
 	busy    bool   // client: its request is upstream, its response not yet complete
 	stalled bool   // client: its buffer filled while busy; read again after the response
+	eof     bool   // epoll reported the peer's FIN or an error: read until 0 or EAGAIN
 	closed  bool
 }
 
@@ -189,6 +192,9 @@ func (p *proxy) handle(n int) {
 			p.flush(c)
 		}
 		if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !c.closed {
+			// With the peer's FIN (or an error) reported, a short read
+			// does not mean drained: the end is still to be read.
+			c.eof = ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
 			p.readable(c)
 		}
 	}
@@ -247,7 +253,7 @@ func (p *proxy) readable(c *conn) {
 		} else {
 			p.fromClient(c)
 		}
-		if m < room {
+		if m < room && !c.eof {
 			return // drained: the next edge says when there is more
 		}
 	}

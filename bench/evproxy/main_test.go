@@ -43,6 +43,10 @@ func TestModels(t *testing.T) {
 			t.Errorf("hop-by-hop request headers reached the upstream: %v", r.Header)
 		}
 		w.Header().Set("X-Seen", r.Header.Get("X-Test"))
+		if id := r.Header.Get("X-Request-Id"); id != "" && (len(id) != 36 || r.Header.Get("X-Forwarded-Proto") != "http") {
+			t.Errorf("-work: X-Request-Id %q, X-Forwarded-Proto %q", id, r.Header.Get("X-Forwarded-Proto"))
+		}
+		w.Header().Set("X-Got-Id", fmt.Sprint(r.Header.Get("X-Request-Id") != ""))
 		w.Header().Set("Keep-Alive", "timeout=5")
 		body, _ := io.ReadAll(r.Body)
 		switch r.URL.Path {
@@ -57,9 +61,10 @@ func TestModels(t *testing.T) {
 		}
 	}))
 	defer up.Close()
-	for _, model := range []string{"netpoll", "epoll", "goroutines"} {
+	for _, model := range []string{"netpoll", "epoll", "goroutines", "goroutines -work"} {
 		t.Run(model, func(t *testing.T) {
-			addr := start(t, model, strings.TrimPrefix(up.URL, "http://"))
+			work := strings.HasSuffix(model, " -work")
+			addr := start(t, strings.TrimSuffix(model, " -work"), strings.TrimPrefix(up.URL, "http://"), work)
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}, Timeout: 5 * time.Second}
 			defer client.CloseIdleConnections()
 			for i := range 5 {
@@ -69,10 +74,16 @@ func TestModels(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				b, _ := io.ReadAll(resp.Body)
+				b, err := io.ReadAll(resp.Body)
 				resp.Body.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
 				if want := fmt.Sprintf("/get%d", i); string(b) != want || resp.Header.Get("X-Seen") != "t" || resp.Header.Get("Keep-Alive") != "" {
 					t.Fatalf("GET: %q %v; want %q with X-Seen and no Keep-Alive", b, resp.Header, want)
+				}
+				if got := resp.Header.Get("X-Got-Id"); got != fmt.Sprint(work) {
+					t.Fatalf("the upstream got a request id: %s; want %v", got, work)
 				}
 			}
 			body := bytes.Repeat([]byte("b"), 3000)
@@ -80,8 +91,11 @@ func TestModels(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, _ := io.ReadAll(resp.Body)
+			b, err := io.ReadAll(resp.Body)
 			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
 			if string(b) != "/post"+string(body) {
 				t.Fatalf("POST: %d bytes back; want the path and the body", len(b))
 			}
@@ -89,8 +103,11 @@ func TestModels(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, _ = io.ReadAll(resp.Body)
+			b, err = io.ReadAll(resp.Body)
 			resp.Body.Close()
+			if err != nil {
+				t.Fatalf("a body that ends with the connection: %v", err) // the end never came
+			}
 			if string(b) != "streamed" {
 				t.Fatalf("a body that ends with the connection: %q", b)
 			}
@@ -98,9 +115,9 @@ func TestModels(t *testing.T) {
 	}
 }
 
-// start runs the test binary as evproxy with model and returns its
+// start runs the test binary as evproxy with model (and -work) and returns its
 // address; the process is killed when the test ends.
-func start(t *testing.T, model, upstream string) string {
+func start(t *testing.T, model, upstream string, work bool) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +125,7 @@ func start(t *testing.T, model, upstream string) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$", "--", "-model", model, "-listen", addr, "-upstream", upstream)
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$", "--", "-model", model, "-listen", addr, "-upstream", upstream, fmt.Sprintf("-work=%v", work))
 	cmd.Env = append(os.Environ(), runEnv+"=1")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

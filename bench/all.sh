@@ -159,15 +159,18 @@ p = os.path.join(res, "throughput.md")
 tp = {}
 if os.path.exists(p):
     for l in open(p):
-        m = re.match(r"\| (weft|nginx|haproxy|caddy) \| (\d+) \| [^|]+ \| ([\d.]+) µs \| (\d+)% \|", l)
+        m = re.match(r"\| (weft|nginx|haproxy|caddy|minproxy|lean|lean-loop) \| (\d+) \| [^|]+ \| ([\d.]+) µs \| (\d+)% \|", l)
         if m and m.group(1) not in tp:
             tp[m.group(1)] = (float(m.group(2)), float(m.group(3)), m.group(4))
 if "weft" in tp and "nginx" in tp:
-    others = ", ".join(f"{k} {v[0]:.0f} ({v[0] / tp['nginx'][0]:.2f}×)" for k, v in tp.items() if k not in ("weft", "nginx"))
+    others = ", ".join(f"{k} {v[0]:.0f} ({v[0] / tp['nginx'][0]:.2f}×)" for k, v in tp.items() if k in ("haproxy", "caddy"))
+    # The Go floors beside it: net/http (minproxy) and the least a Go
+    # proxy does in Weft's model (bench/evproxy -model goroutines).
+    floors = ", ".join(f"{k} {v[1]:.1f} ({v[1] / tp['nginx'][1]:.2f}×)" for k, v in tp.items() if k in ("minproxy", "lean"))
     rows.append(("one proxy on one core, HTTP/1.1 keep-alive", "requests/s per core", f"{tp['weft'][0]:.0f}",
                  f"{tp['nginx'][0]:.0f}", ratio(tp["weft"][0], tp["nginx"][0]), "≥ 1× (" + others + ")" if others else "≥ 1×"))
     rows.append(("one proxy on one core, HTTP/1.1 keep-alive", "CPU µs/request", f"{tp['weft'][1]:.1f}",
-                 f"{tp['nginx'][1]:.1f}", ratio(tp["weft"][1], tp["nginx"][1]), "≤ 1×"))
+                 f"{tp['nginx'][1]:.1f}", ratio(tp["weft"][1], tp["nginx"][1]), "≤ 1×" + (" (" + floors + ")" if floors else "")))
 
 # bench/memory.sh: memory/memory.md, "| name | RSS | anon | file | ..."
 p = os.path.join(res, "memory", "memory.md")

@@ -9,10 +9,13 @@
 // rule, unless epoll reported the peer's FIN with the data), raw system
 // calls for reads and writes.
 //
-// It answers one question for issue 12 (docs/benchmarks.md): how much of
-// the CPU a request costs Weft above nginx is Go's I/O model — a goroutine
-// per connection parked on the runtime's poller — and how much is Go code
-// itself. bench/ab.sh runs it beside weft-proxy and nginx (CMD_A/CMD_B).
+// It answers one question for issue 12 (docs/benchmarks.md, "Where the
+// CPU goes"): how much of the CPU a request costs Weft above nginx is Go's
+// I/O model — a goroutine per connection parked on the runtime's poller —
+// and how much is the code a request runs. (The answer, 2026-12-07: the
+// code; in Weft's own model this proxy costs what nginx does.) bench/ab.sh
+// runs it beside weft-proxy and nginx (CMD_A/CMD_B), bench/throughput.sh
+// on one core.
 //
 //	go run ./bench/evproxy -listen 127.0.0.1:8080 -upstream 127.0.0.1:8081
 //
@@ -21,7 +24,7 @@
 // forwards Content-Length bodies, and keeps one upstream keep-alive
 // connection per client connection (nginx's keepalive pool, simplified).
 // No chunked bodies, TLS, timeouts, pipelining beyond one request at a
-// time, or routing. -model chooses how it waits: "netpoll" (the epoll
+// time, or routing (but see -work, work.go). -model chooses how it waits: "netpoll" (the epoll
 // descriptor parked on Go's own poller, so the runtime's scheduler does
 // the sleeping), "epoll" (a blocking epoll_wait, as nginx), or
 // "goroutines" — the same parsing and forwarding written as Weft's data

@@ -55,6 +55,12 @@ func main() {
 	procs := flag.Int("procs", 0, "GOMAXPROCS (0: Go's default, the CPUs it may run on)")
 	flag.BoolVar(&doWork, "work", false, "with -model goroutines: route by Host, add a request id, record metrics (work.go)")
 	flag.Parse()
+	switch {
+	case *model != "netpoll" && *model != "epoll" && *model != "goroutines":
+		log.Fatalf(`evproxy: -model %q: "netpoll", "epoll" or "goroutines"`, *model)
+	case doWork && *model != "goroutines":
+		log.Fatalf("evproxy: -work is only in -model goroutines, not %q", *model)
+	}
 	la, err := netip.ParseAddrPort(*listen)
 	if err != nil {
 		log.Fatalf("evproxy: -listen: %v", err)
@@ -74,15 +80,10 @@ func main() {
 	if err != nil {
 		log.Fatalf("evproxy: %v", err)
 	}
-	switch *model {
-	case "epoll":
-		p.runEpoll()
-	case "netpoll":
-		err = p.runNetpoll()
-	default:
-		err = errors.New(`-model: "netpoll", "epoll" or "goroutines"`)
+	if *model == "epoll" {
+		p.runEpoll() // never returns
 	}
-	log.Fatalf("evproxy: %v", err)
+	log.Fatalf("evproxy: %v", p.runNetpoll())
 }
 
 const bufSize = 16 << 10

@@ -142,3 +142,22 @@ func start(t *testing.T, model, upstream string, work bool) string {
 	t.Fatalf("evproxy -model %s did not listen on %s", model, addr)
 	return ""
 }
+
+// TestBadFlags: a model that does not exist, or -work where it is not
+// done, stops evproxy at once with what was wrong, before it listens.
+func TestBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-model", "threads"}, `-model "threads"`},
+		{[]string{"-model", "netpoll", "-work"}, `-work is only in -model goroutines, not "netpoll"`},
+	} {
+		cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--", "-listen", "127.0.0.1:1", "-upstream", "127.0.0.1:2"}, tc.args...)...)
+		cmd.Env = append(os.Environ(), runEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("evproxy %v: %v, %q; want a failure saying %q", tc.args, err, out, tc.want)
+		}
+	}
+}

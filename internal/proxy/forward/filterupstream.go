@@ -45,7 +45,7 @@ func (u filterUpstream) RoundTrip(ctx context.Context, name string, req *http.Re
 	if req.Host == "" {
 		req.Host = ep.Addr()
 	}
-	resp, err := c.Upstream().RoundTrip(ctx, ep.Conns(), req, req)
+	resp, err := c.Upstream().RoundTrip(ctx, ep.Conns(), req, req, nil)
 	c.Stats().RqTotal.Inc()
 	if err != nil {
 		ep.EndRequest()

@@ -273,6 +273,9 @@ type request struct {
 	// did (upgrade.go).
 	upgrade  string
 	tunnelIn int64
+	// ob is the upstream request's storage, given back when the request
+	// is recorded (releaseOutbound); nil: none taken.
+	ob *outbound
 }
 
 // countingBody counts the bytes read from a request body. Allocated
@@ -370,6 +373,7 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 			f.tunnels.done()
 		}
 	}()
+	defer releaseOutbound(&q) // after the record: the access logs read the upstream request's id
 	defer f.recordRequest(&q)
 	if l.Tracing != nil {
 		if q.span = l.Tracing.Start(r.Header, q.start, newRequestID); q.span != nil {
@@ -550,14 +554,56 @@ func pickEndpoint(c *cluster.Cluster, local, socket netip.AddrPort, k cluster.Ha
 
 func noCancel() {}
 
-// outbound is forward's upstream request with what it is made of, in
-// one allocation: the request, its X-Request-Id value when the proxy
-// makes one, the first attempt's URL, and the endpoints tried.
+// outbound is forward's upstream request with what it is made of: the
+// request and its header map, its X-Request-Id value when the proxy makes
+// one, the first attempt's URL, the endpoints tried, and the storage of
+// the upstream's response (upstream.Scratch). It is taken from
+// outboundPool for each request and given back by releaseOutbound once
+// the request is recorded, unless a transport may still hold it: a busy
+// proxy then allocates none of it per request.
 type outbound struct {
-	req   http.Request
-	id    [1]string
-	url   url.URL
-	tried [4]*cluster.Endpoint // the endpoints tried, while they fit
+	req    http.Request
+	header http.Header // req's, cleared for the next request
+	id     [1]string
+	url    url.URL
+	tried  [4]*cluster.Endpoint // the endpoints tried, while they fit
+	resp   upstream.Scratch
+}
+
+var outboundPool = sync.Pool{New: func() any { return new(outbound) }}
+
+// maxReusedHeader is the most fields an upstream request's header map
+// kept for the next request may have held.
+const maxReusedHeader = 32
+
+// getOutbound takes an outbound for q's upstream request.
+func getOutbound(q *request) *outbound {
+	ob := outboundPool.Get().(*outbound)
+	q.ob = ob
+	return ob
+}
+
+// releaseOutbound gives q's outbound back for another request, when
+// nothing can use it any more: the request is recorded (the access logs
+// and the span have read what they need), and its attempts went through
+// the synchronous HTTP/1.1 path only, which holds nothing of the request
+// once its round trip returns. Upgraded requests keep theirs: the tunnel
+// may outlive the handler. Deferred by Serve.
+func releaseOutbound(q *request) {
+	ob := q.ob
+	if ob == nil || ob.resp.Held() || q.upgrade != "" {
+		return
+	}
+	q.ob = nil
+	h := ob.header
+	if len(h) > maxReusedHeader {
+		h = nil
+	}
+	clear(h)
+	ob.resp.Reset()
+	ob.req = http.Request{}
+	ob.header, ob.id, ob.url, ob.tried = h, [1]string{}, url.URL{}, [4]*cluster.Endpoint{}
+	outboundPool.Put(ob)
 }
 
 // newRequest starts the record of a request on listener l: who sent it
@@ -590,7 +636,7 @@ type attemptResult struct {
 // timeout; perTry (0 = none) bounds the wait for the response headers only:
 // once they arrive the response streams under the global timeout, as
 // Envoy's per_try_timeout.
-func (f *Forwarder) attempt(ctx context.Context, r *http.Request, re *route.Entry, out *http.Request, c *cluster.Cluster, ep *cluster.Endpoint, perTry time.Duration) attemptResult {
+func (f *Forwarder) attempt(ctx context.Context, r *http.Request, re *route.Entry, out *http.Request, s *upstream.Scratch, c *cluster.Cluster, ep *cluster.Endpoint, perTry time.Duration) attemptResult {
 	// Only a per-try timeout needs a context of its own: a retried response
 	// is ended by closing its body.
 	actx, cancel := ctx, context.CancelFunc(noCancel)
@@ -601,7 +647,7 @@ func (f *Forwarder) attempt(ctx context.Context, r *http.Request, re *route.Entr
 		f, stop := new(atomic.Bool), cancel
 		fired, timer = f, time.AfterFunc(perTry, func() { f.Store(true); stop() })
 	}
-	resp, err := c.Upstream().RoundTrip(actx, ep.Conns(), r, out)
+	resp, err := c.Upstream().RoundTrip(actx, ep.Conns(), r, out, s)
 	if timer != nil && !timer.Stop() && err == nil {
 		// The per-try timeout fired as the headers arrived: it wins.
 		resp.Body.Close()
@@ -630,7 +676,10 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	if upgrade {
 		rp = nil // upgraded streams are never retried
 	}
-	ob := new(outbound)
+	ob := getOutbound(q)
+	if ob.header == nil {
+		ob.header = make(http.Header, len(r.Header)+4)
+	}
 	out := &ob.req
 	*out = http.Request{
 		Method:        r.Method,
@@ -638,7 +687,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        make(http.Header, len(r.Header)+4),
+		Header:        ob.header,
 		Body:          r.Body,
 		ContentLength: r.ContentLength,
 		Trailer:       r.Trailer,
@@ -670,12 +719,18 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		}
 	}
 	if _, ok := out.Header["X-Request-Id"]; !ok {
-		ob.id[0] = newRequestID()
-		id := ob.id[:]
-		out.Header["X-Request-Id"] = id
+		var id []string
 		if q.logging {
-			q.alog.requestID = id // the access log shows the id the upstream got, as Envoy's
+			// The access log shows the id the upstream got, as Envoy's;
+			// it puts it in the downstream request's header, which
+			// outlives ob.
+			id = []string{newRequestID()}
+			q.alog.requestID = id
+		} else {
+			ob.id[0] = newRequestID()
+			id = ob.id[:]
 		}
+		out.Header["X-Request-Id"] = id
 	}
 	if l.Outbound {
 		out.Header[telemetry.HeaderPeerMetadata] = f.peerMetadata
@@ -744,7 +799,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		if q.upgrade != "" {
 			res = attemptUpgrade(ctx, r, re, out, c, ep) // upgrade.go
 		} else {
-			res = f.attempt(ctx, r, re, out, c, ep, perTry)
+			res = f.attempt(ctx, r, re, out, &ob.resp, c, ep, perTry)
 		}
 		if !l.Inbound {
 			q.sec = f.sourceSec(ep)

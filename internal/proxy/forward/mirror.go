@@ -280,7 +280,7 @@ func (f *Forwarder) runShadow(ctx context.Context, cancel context.CancelFunc, sc
 	if sc.envoy != nil {
 		sc.envoy.RqTotal.Inc()
 	}
-	resp, err := c.Upstream().RoundTrip(ctx, ep.Conns(), sr, sr)
+	resp, err := c.Upstream().RoundTrip(ctx, ep.Conns(), sr, sr, nil)
 	if err != nil {
 		if sb != nil && sb.lagged() {
 			sc.results[shadowBodyOverflow].Inc()

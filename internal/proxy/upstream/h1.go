@@ -237,12 +237,13 @@ func (e *Conns) dial(ctx context.Context) (*h1Conn, error) {
 // fails before the first response byte (the upstream closed it while idle)
 // is replaced by a fresh one once: safe, since there is no body to replay.
 func (e *Conns) RoundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
-	return e.roundTrip(ctx, req, nil)
+	return e.roundTrip(ctx, req, nil, nil)
 }
 
 // roundTrip is RoundTrip for req and its body, all in memory (nil: none;
-// see roundTripInMemory), which a fresh connection can send again.
-func (e *Conns) roundTrip(ctx context.Context, req *http.Request, body []byte) (*http.Response, error) {
+// see roundTripInMemory), which a fresh connection can send again; s,
+// when not nil, is the storage of the response (Scratch).
+func (e *Conns) roundTrip(ctx context.Context, req *http.Request, body []byte, s *Scratch) (*http.Response, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -262,12 +263,12 @@ func (e *Conns) roundTrip(ctx context.Context, req *http.Request, body []byte) (
 		}
 		reused = false
 	}
-	resp, err := e.send(ctx, pc, req, body, reused, idempotent)
+	resp, err := e.send(ctx, pc, req, body, reused, idempotent, s)
 	if err == errRetry {
 		if pc, err = e.dial(ctx); err != nil {
 			return nil, err
 		}
-		resp, err = e.send(ctx, pc, req, body, false, idempotent)
+		resp, err = e.send(ctx, pc, req, body, false, idempotent, s)
 	}
 	return resp, err
 }
@@ -280,7 +281,7 @@ var errRetry = errors.New("stale pooled connection")
 // a way that shows the upstream never processed the request: the write
 // failed (the request was not delivered whole), or, for an idempotent
 // request, the connection was closed or reset before any response byte.
-func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, body []byte, reused, idempotent bool) (*http.Response, error) {
+func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, body []byte, reused, idempotent bool, s *Scratch) (*http.Response, error) {
 	stop := reqctx.AfterFunc(ctx, pc.interrupt) // no allocation for an HTTP/1.1 server request
 	fail := func(err error, retry bool) (*http.Response, error) {
 		stop.Stop()
@@ -309,7 +310,7 @@ func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, body []
 	var resp *http.Response
 	var wrap *h1Body
 	for n := 0; ; n++ {
-		if resp, wrap, err = readResponse(pc.br, req); err != nil { // http.ReadResponse, lighter (h1_read.go)
+		if resp, wrap, err = readResponse(pc.br, req, s); err != nil { // http.ReadResponse, lighter (h1_read.go)
 			return fail(err, false)
 		}
 		// Skip informational responses (100 Continue, 103 Early Hints), as

@@ -55,7 +55,7 @@ const bodyBufSize = 4 << 10
 // roundTripInMemory sends req, whose body inMemory accepted, on the
 // synchronous path. It reads and closes the body first; an error reading
 // it (the downstream's) is returned before anything is sent.
-func (e *Conns) roundTripInMemory(ctx context.Context, req *http.Request) (*http.Response, error) {
+func (e *Conns) roundTripInMemory(ctx context.Context, req *http.Request, s *Scratch) (*http.Response, error) {
 	n := int(req.ContentLength)
 	var body []byte
 	if n <= bodyBufSize {
@@ -70,7 +70,7 @@ func (e *Conns) roundTripInMemory(ctx context.Context, req *http.Request) (*http
 	if err != nil {
 		return nil, err
 	}
-	return e.roundTrip(ctx, req, body)
+	return e.roundTrip(ctx, req, body, s)
 }
 
 // Requests with a body on the synchronous HTTP/1.1 path.

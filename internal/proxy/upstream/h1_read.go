@@ -17,9 +17,10 @@ import (
 // Pragma, Connection: close), to a request other than HEAD. Anything
 // else — nothing has been consumed then — goes to http.ReadResponse.
 // wrap, when not nil, is room for the caller's wrapper of the body that
-// came in the response's allocation.
-func readResponse(br *bufio.Reader, req *http.Request) (resp *http.Response, wrap *h1Body, err error) {
-	if box := readSimpleResponse(br, req); box != nil {
+// came in the response's allocation. s, when not nil, lends the storage
+// of the common case (Scratch).
+func readResponse(br *bufio.Reader, req *http.Request, s *Scratch) (resp *http.Response, wrap *h1Body, err error) {
+	if box := readSimpleResponse(br, req, s); box != nil {
 		return &box.resp, &box.wrap, nil
 	}
 	resp, err = http.ReadResponse(br, req)
@@ -37,7 +38,43 @@ type responseBox struct {
 	wrap h1Body
 }
 
-func readSimpleResponse(br *bufio.Reader, req *http.Request) *responseBox {
+// Scratch is storage a caller lends the round trips of one request, and
+// takes back for its next request once nothing uses the last one's: the
+// response of the synchronous HTTP/1.1 path and its header map, which
+// would otherwise be allocated for every request. The response (and the
+// header map, which the caller may change) are valid until the Scratch
+// is lent again; a retry's response takes the place of the one before.
+// The zero value is ready; a Scratch is not safe for concurrent use.
+type Scratch struct {
+	box    responseBox
+	header http.Header
+	// held: an attempt went through a transport other than the
+	// synchronous path, which may use the request after its round trip
+	// returns (a body still being written, an HTTP/2 stream): the
+	// request must not be reused. Set by Pool.RoundTrip, cleared by
+	// Reset.
+	held bool
+}
+
+// Reset makes s ready for the next request.
+func (s *Scratch) Reset() {
+	h := s.header
+	if len(h) > maxScratchHeader {
+		h = nil // a map grown for an unusual response is let go
+	}
+	clear(h)
+	*s = Scratch{header: h}
+}
+
+// Held reports whether a round trip through another transport than the
+// synchronous path may still use the request it was given.
+func (s *Scratch) Held() bool { return s.held }
+
+// maxScratchHeader is the most fields a header map kept in a Scratch for
+// the next request may have held.
+const maxScratchHeader = 32
+
+func readSimpleResponse(br *bufio.Reader, req *http.Request, s *Scratch) *responseBox {
 	if req.Method == http.MethodHead {
 		return nil
 	}
@@ -113,10 +150,19 @@ func readSimpleResponse(br *bufio.Reader, req *http.Request) *responseBox {
 	}
 	// One string holds the whole head; the status, names and values are
 	// pieces of it.
-	s := string(head)
-	h := make(http.Header, lines)
+	hs := string(head)
+	var h http.Header
+	if s != nil && s.header != nil {
+		h = s.header
+		clear(h) // a retry's: the response before it is no longer used
+	} else {
+		h = make(http.Header, lines)
+		if s != nil {
+			s.header = h
+		}
+	}
 	vals := make([]string, lines)
-	rest := s[eol+1 : end-2]
+	rest := hs[eol+1 : end-2]
 	for i := 0; len(rest) > 0; i++ {
 		j := indexByteString(rest, '\n')
 		line := rest[:j-1]
@@ -134,9 +180,15 @@ func readSimpleResponse(br *bufio.Reader, req *http.Request) *responseBox {
 	if _, err := br.Discard(end); err != nil {
 		return nil // cannot happen: the bytes are buffered
 	}
-	box := new(responseBox)
+	var box *responseBox
+	if s != nil {
+		box = &s.box
+		*box = responseBox{}
+	} else {
+		box = new(responseBox)
+	}
 	box.resp = http.Response{
-		Status: s[9 : eol-1], StatusCode: code,
+		Status: hs[9 : eol-1], StatusCode: code,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, ContentLength: length, Request: req,
 	}

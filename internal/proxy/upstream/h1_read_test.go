@@ -17,6 +17,7 @@ func TestReadResponseMatchesReadResponse(t *testing.T) {
 	get, _ := http.NewRequest("GET", "http://up/", nil)
 	head, _ := http.NewRequest("HEAD", "http://up/", nil)
 	body := strings.Repeat("x", 1024)
+	var shared Scratch
 	for _, tc := range []struct {
 		name   string
 		raw    string
@@ -52,10 +53,16 @@ func TestReadResponseMatchesReadResponse(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			pbr := bufio.NewReaderSize(strings.NewReader(tc.raw), 4<<10)
 			pbr.Peek(1)
-			if got := readSimpleResponse(pbr, tc.req) != nil; got != tc.simple {
+			if got := readSimpleResponse(pbr, tc.req, nil) != nil; got != tc.simple {
 				t.Errorf("parsed without http.ReadResponse: %v, want %v", got, tc.simple)
 			}
-			sameAsReadResponse(t, tc.raw, tc.req)
+			sameAsReadResponse(t, tc.raw, tc.req, nil)
+			// Into storage lent for one request and reused by the next
+			// (a retry's response reuses it without a Reset).
+			sameAsReadResponse(t, tc.raw, tc.req, &shared)
+			sameAsReadResponse(t, tc.raw, tc.req, &shared)
+			shared.Reset()
+			sameAsReadResponse(t, tc.raw, tc.req, &shared)
 		})
 	}
 }
@@ -79,27 +86,31 @@ func FuzzReadResponse(f *testing.F) {
 		f.Add(s, false)
 	}
 	f.Add("HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\nNEXT", true)
+	var shared Scratch // lent to every input in turn, as to a connection's requests
 	f.Fuzz(func(t *testing.T, raw string, head bool) {
 		method := "GET"
 		if head {
 			method = "HEAD"
 		}
 		req, _ := http.NewRequest(method, "http://up/", nil)
-		sameAsReadResponse(t, raw, req)
+		sameAsReadResponse(t, raw, req, nil)
+		sameAsReadResponse(t, raw, req, &shared)
+		shared.Reset()
 	})
 }
 
 // sameAsReadResponse reads raw with readResponse, as send does (after a
 // first byte is in), and with http.ReadResponse, and fails t where they
 // differ: the error or not, status line, header, length, Close, body,
-// trailer, and the bytes left after the body.
-func sameAsReadResponse(t *testing.T, raw string, req *http.Request) {
+// trailer, and the bytes left after the body. s is the storage lent, or
+// nil.
+func sameAsReadResponse(t *testing.T, raw string, req *http.Request, s *Scratch) {
 	t.Helper()
 	wbr := bufio.NewReaderSize(strings.NewReader(raw), 4<<10)
 	gbr := bufio.NewReaderSize(strings.NewReader(raw), 4<<10)
 	gbr.Peek(1) // as send: at least the first byte is in
 	want, werr := http.ReadResponse(wbr, req)
-	got, _, gerr := readResponse(gbr, req)
+	got, _, gerr := readResponse(gbr, req, s)
 	if (werr == nil) != (gerr == nil) {
 		t.Fatalf("%q: error %v, http.ReadResponse's %v", raw, gerr, werr)
 	}
@@ -135,11 +146,15 @@ func BenchmarkReadResponse(b *testing.B) {
 	sr := strings.NewReader(raw)
 	br := bufio.NewReaderSize(sr, 4<<10)
 	buf := make([]byte, 32<<10)
+	var scratch Scratch
 	for _, impl := range []struct {
 		name string
 		fn   func(*bufio.Reader, *http.Request) (*http.Response, error)
 	}{{"http.ReadResponse", http.ReadResponse}, {"readResponse", func(br *bufio.Reader, req *http.Request) (*http.Response, error) {
-		resp, _, err := readResponse(br, req)
+		resp, _, err := readResponse(br, req, nil)
+		return resp, err
+	}}, {"readResponse-scratch", func(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+		resp, _, err := readResponse(br, req, &scratch)
 		return resp, err
 	}}} {
 		b.Run(impl.name, func(b *testing.B) {

@@ -516,8 +516,10 @@ func (p *Pool) TransportFor(r *http.Request) *http.Transport {
 // pool's for plaintext endpoints, the endpoint's own for TLS ones (out's
 // URL scheme is then set to https). ctx bounds the exchange; the
 // response body is tied to it. A failure to connect, TLS handshake
-// included, satisfies IsConnectError.
-func (p *Pool) RoundTrip(ctx context.Context, conns *Conns, downstream, out *http.Request) (*http.Response, error) {
+// included, satisfies IsConnectError. s, when not nil, lends the
+// response's storage on the synchronous path, and learns whether another
+// transport may still hold out (Scratch).
+func (p *Pool) RoundTrip(ctx context.Context, conns *Conns, downstream, out *http.Request, s *Scratch) (*http.Response, error) {
 	if conns.autoSNI {
 		conns = conns.forHost(out.Host)
 	}
@@ -525,18 +527,23 @@ func (p *Pool) RoundTrip(ctx context.Context, conns *Conns, downstream, out *htt
 	if !p.h2 && downstream.Method != http.MethodConnect && downstream.Header["Upgrade"] == nil && !downH2 {
 		if out.Body == nil && out.Trailer == nil {
 			// HTTP/1.1 upstream, no request body: the synchronous path.
-			return conns.RoundTrip(ctx, out)
+			return conns.roundTrip(ctx, out, nil, s)
 		}
 		if inMemory(out) {
 			// A small request body that arrived with the head: the
 			// synchronous path, head and body in one write.
-			return conns.roundTripInMemory(ctx, out)
+			return conns.roundTripInMemory(ctx, out, s)
+		}
+		if s != nil {
+			s.held = true
 		}
 		if conns.maxUses > 0 {
 			// max_requests_per_connection and a request body: the
 			// synchronous path counts it on its connection too.
 			return conns.roundTripBody(ctx, out)
 		}
+	} else if s != nil {
+		s.held = true
 	}
 	if (p.h2 || downH2) && ownH2(downstream) {
 		return conns.h2Client(p).RoundTrip(ctx, out)

@@ -156,7 +156,7 @@ func TestPoolRoundTrip(t *testing.T) {
 	for range 3 {
 		in := httptest.NewRequest("GET", "http://svc/", nil)
 		out, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
-		resp, err := p.RoundTrip(context.Background(), ep, in, out)
+		resp, err := p.RoundTrip(context.Background(), ep, in, out, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,7 +177,7 @@ func TestPoolRoundTrip(t *testing.T) {
 	closed := ln.Addr().String()
 	ln.Close()
 	out, _ := http.NewRequest("GET", "http://"+closed+"/", nil)
-	if _, err := p.RoundTrip(context.Background(), p.Endpoint(closed, nil), httptest.NewRequest("GET", "http://svc/", nil), out); !IsConnectError(err) {
+	if _, err := p.RoundTrip(context.Background(), p.Endpoint(closed, nil), httptest.NewRequest("GET", "http://svc/", nil), out, nil); !IsConnectError(err) {
 		t.Errorf("refused connection: err = %v, want a connect error", err)
 	}
 }
@@ -203,7 +203,7 @@ func TestPoolCountsActiveConnections(t *testing.T) {
 	ep := p.Endpoint(addr, nil)
 	in := httptest.NewRequest("GET", "http://svc/", nil)
 	out, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
-	resp, err := p.RoundTrip(context.Background(), ep, in, out)
+	resp, err := p.RoundTrip(context.Background(), ep, in, out, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func TestPoolRoundTripInMemoryBody(t *testing.T) {
 			mb = &memBody{Reader: strings.NewReader(body), inMemory: inMemory}
 			out.Body, out.ContentLength = mb, int64(len(body))
 		}
-		resp, err := p.RoundTrip(context.Background(), ep, in, out)
+		resp, err := p.RoundTrip(context.Background(), ep, in, out, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -373,7 +373,7 @@ func TestPoolPostAfterUpstreamClosedIdle(t *testing.T) {
 		in := httptest.NewRequest(method, "http://svc/", nil)
 		out, _ := http.NewRequest(method, "http://"+ln.Addr().String()+"/", nil)
 		out.Body, out.ContentLength = &memBody{Reader: strings.NewReader("body"), inMemory: true}, 4
-		resp, err := p.RoundTrip(context.Background(), ep, in, out)
+		resp, err := p.RoundTrip(context.Background(), ep, in, out, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", method, err)
 		}

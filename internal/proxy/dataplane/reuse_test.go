@@ -29,11 +29,11 @@ func TestUpstreamRequestStorageKeepsRequestsApart(t *testing.T) {
 	failed := map[string]bool{} // the X-Test values already answered 503 once
 	ids := map[string]string{}  // request id → X-Test value
 	var dupID string
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		v := r.Header.Get("X-Test")
 		mu.Lock()
-		first := strings.HasPrefix(v, "retry-") && !failed[v]
+		first := strings.Contains(v, "retry-") && !failed[v]
 		failed[v] = true
 		id := r.Header.Get("X-Request-Id")
 		if prev, ok := ids[id]; ok && prev != v {
@@ -51,26 +51,58 @@ func TestUpstreamRequestStorageKeepsRequestsApart(t *testing.T) {
 		w.Header().Set("X-Body-Len", itoa(len(b)))
 		io.WriteString(w, v)
 	}))
+	up.Config.Protocols = new(http.Protocols)
+	up.Config.Protocols.SetHTTP1(true)
+	up.Config.Protocols.SetUnencryptedHTTP2(true)
+	up.Start()
 	t.Cleanup(up.Close)
 
-	c := edsCluster(t, "up", false, "")
-	c.CircuitBreakers = thresholds(1024, 1024, 1024, 1024).CircuitBreakers // every retry goes (Envoy's default max_retries is 3)
+	// h1: the synchronous HTTP/1.1 path, whose storage is reused; h2: an
+	// HTTP/2 upstream, whose client may hold a request past its round
+	// trip (its storage is not reused).
+	var res []any
+	for _, h2 := range []bool{false, true} {
+		name := map[bool]string{false: "h1", true: "h2"}[h2]
+		c := edsCluster(t, name, h2, "")
+		c.CircuitBreakers = thresholds(1024, 1024, 1024, 1024).CircuitBreakers // every retry goes (Envoy's default max_retries is 3)
+		res = append(res, c, cla(name, ep{Addr: up.Listener.Addr().String()}))
+	}
+	retry := &route.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(2)}
+	res = append(res,
+		routeConfig("r",
+			vhost("h1", []string{"h1"}, withRetry(toCluster("", prefixMatch("/"), "h1"), retry, 0)),
+			vhost("h2", []string{"h2"}, withRetry(toCluster("", prefixMatch("/"), "h2"), retry, 0))),
+		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil))
 	d := newDataplane(t, contract.Identity{WorkloadName: "client", Namespace: "default"}, nil)
-	mustApply(t, d, resourcesAny(
-		c, cla("up", ep{Addr: up.Listener.Addr().String()}),
-		routeConfig("r", vhost("up", []string{"*"}, withRetry(toCluster("", prefixMatch("/"), "up"),
-			&route.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(2)}, 0))),
-		httpListener(t, "out", core.TrafficDirection_OUTBOUND, "r", nil)))
+	mustApply(t, d, resourcesAny(res...))
 	base := "http://" + d.ListenerAddr("out").String() + "/"
-	hc := client(t, false)
+	for _, tc := range []struct {
+		name, host string
+		h2c        bool
+	}{
+		{"http1-to-h1", "h1", false},
+		{"h2c-to-h1", "h1", true},
+		{"http1-to-h2", "h2", false},
+		{"h2c-to-h2", "h2", true},
+	} {
+		hc := client(t, tc.h2c)
+		t.Run(tc.name, func(t *testing.T) {
+			clients(t, hc, base, tc.host, tc.name+"-", &mu, ids, &dupID)
+		})
+	}
+}
 
+// clients sends the requests of TestUpstreamRequestStorageKeepsRequestsApart
+// with hc to host, each marked with tag, and checks what came back and
+// what the upstream saw.
+func clients(t *testing.T, hc *http.Client, base, host, tag string, mu *sync.Mutex, ids map[string]string, dupID *string) {
 	const workers, perWorker = 8, 60
 	errs := make(chan string, workers*perWorker)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
 			for i := range perWorker {
-				v := "w" + itoa(w) + "-" + itoa(i)
+				v := tag + "w" + itoa(w) + "-" + itoa(i)
 				var body io.Reader
 				method, size := "GET", 0
 				switch i % 4 {
@@ -84,6 +116,7 @@ func TestUpstreamRequestStorageKeepsRequestsApart(t *testing.T) {
 					body = strings.NewReader(strings.Repeat("s", size))
 				}
 				req, _ := http.NewRequest(method, base, body)
+				req.Host = host
 				req.Header.Set("X-Test", v)
 				resp, err := hc.Do(req)
 				if err != nil {
@@ -111,10 +144,11 @@ func TestUpstreamRequestStorageKeepsRequestsApart(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if dupID != "" {
-		t.Errorf("request id %s was given to two requests", dupID)
+	if *dupID != "" {
+		t.Errorf("request id %s was given to two requests", *dupID)
 	}
 	if want := workers * perWorker; len(ids) != want { // a retry keeps its request's id
 		t.Errorf("upstream saw %d request ids, want one per request, %d", len(ids), want)
 	}
+	clear(ids)
 }

@@ -273,9 +273,11 @@ type request struct {
 	// did (upgrade.go).
 	upgrade  string
 	tunnelIn int64
-	// ob is the upstream request's storage, given back when the request
-	// is recorded (releaseOutbound); nil: none taken.
-	ob *outbound
+	// ob and scratch are the upstream request's storage and its
+	// responses', given back when the request is recorded
+	// (releaseOutbound); nil: none taken.
+	ob      *outbound
+	scratch *upstream.Scratch
 }
 
 // countingBody counts the bytes read from a request body. Allocated
@@ -556,42 +558,56 @@ func noCancel() {}
 
 // outbound is forward's upstream request with what it is made of: the
 // request and its header map, its X-Request-Id value when the proxy makes
-// one, the first attempt's URL, the endpoints tried, and the storage of
-// the upstream's response (upstream.Scratch). It is taken from
+// one, the first attempt's URL and the endpoints tried. It is taken from
 // outboundPool for each request and given back by releaseOutbound once
-// the request is recorded, unless a transport may still hold it: a busy
-// proxy then allocates none of it per request.
+// the request is recorded, unless a transport may still hold the request
+// (an HTTP/2 stream still sending its body): a busy HTTP/1.1 proxy then
+// allocates none of it per request.
 type outbound struct {
 	req    http.Request
 	header http.Header // req's, cleared for the next request
 	id     [1]string
 	url    url.URL
 	tried  [4]*cluster.Endpoint // the endpoints tried, while they fit
-	resp   upstream.Scratch
 }
 
-var outboundPool = sync.Pool{New: func() any { return new(outbound) }}
+var (
+	outboundPool = sync.Pool{New: func() any { return new(outbound) }}
+	// scratchPool lends the synchronous HTTP/1.1 path the storage of the
+	// upstream's response (upstream.Scratch). No transport keeps it past
+	// its round trip: it always goes back.
+	scratchPool = sync.Pool{New: func() any { return new(upstream.Scratch) }}
+)
 
 // maxReusedHeader is the most fields an upstream request's header map
 // kept for the next request may have held.
 const maxReusedHeader = 32
 
-// getOutbound takes an outbound for q's upstream request.
-func getOutbound(q *request) *outbound {
-	ob := outboundPool.Get().(*outbound)
-	q.ob = ob
-	return ob
+// getOutbound takes an outbound, and the storage of the upstream's
+// responses, for q's upstream request.
+func getOutbound(q *request) (*outbound, *upstream.Scratch) {
+	q.ob = outboundPool.Get().(*outbound)
+	q.scratch = scratchPool.Get().(*upstream.Scratch)
+	return q.ob, q.scratch
 }
 
-// releaseOutbound gives q's outbound back for another request, when
-// nothing can use it any more: the request is recorded (the access logs
-// and the span have read what they need), and its attempts went through
-// the synchronous HTTP/1.1 path only, which holds nothing of the request
-// once its round trip returns. Upgraded requests keep theirs: the tunnel
-// may outlive the handler. Deferred by Serve.
+// releaseOutbound gives q's outbound and response storage back for
+// another request, when nothing can use them any more: the request is
+// recorded (the access logs and the span have read what they need). The
+// outbound goes back only when its attempts went through the synchronous
+// HTTP/1.1 path alone, which holds nothing of the request once its round
+// trip returns, and the request was not upgraded (the tunnel may outlive
+// the handler). Deferred by Serve.
 func releaseOutbound(q *request) {
+	held := true
+	if s := q.scratch; s != nil {
+		held = s.Held()
+		s.Reset()
+		scratchPool.Put(s)
+		q.scratch = nil
+	}
 	ob := q.ob
-	if ob == nil || ob.resp.Held() || q.upgrade != "" {
+	if ob == nil || held || q.upgrade != "" {
 		return
 	}
 	q.ob = nil
@@ -600,9 +616,7 @@ func releaseOutbound(q *request) {
 		h = nil
 	}
 	clear(h)
-	ob.resp.Reset()
-	ob.req = http.Request{}
-	ob.header, ob.id, ob.url, ob.tried = h, [1]string{}, url.URL{}, [4]*cluster.Endpoint{}
+	*ob = outbound{header: h}
 	outboundPool.Put(ob)
 }
 
@@ -676,7 +690,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	if upgrade {
 		rp = nil // upgraded streams are never retried
 	}
-	ob := getOutbound(q)
+	ob, scratch := getOutbound(q)
 	if ob.header == nil {
 		ob.header = make(http.Header, len(r.Header)+4)
 	}
@@ -799,7 +813,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		if q.upgrade != "" {
 			res = attemptUpgrade(ctx, r, re, out, c, ep) // upgrade.go
 		} else {
-			res = f.attempt(ctx, r, re, out, &ob.resp, c, ep, perTry)
+			res = f.attempt(ctx, r, re, out, scratch, c, ep, perTry)
 		}
 		if !l.Inbound {
 			q.sec = f.sourceSec(ep)

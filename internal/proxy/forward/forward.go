@@ -594,10 +594,11 @@ func getOutbound(q *request) (*outbound, *upstream.Scratch) {
 // releaseOutbound gives q's outbound and response storage back for
 // another request, when nothing can use them any more: the request is
 // recorded (the access logs and the span have read what they need). The
-// outbound goes back only when its attempts went through the synchronous
-// HTTP/1.1 path alone, which holds nothing of the request once its round
-// trip returns, and the request was not upgraded (the tunnel may outlive
-// the handler). Deferred by Serve.
+// outbound goes back only when no transport may still use the request
+// (upstream.Scratch.Held: the synchronous HTTP/1.1 path and an HTTP/2
+// stream whose body went out with its round trip hold nothing of it once
+// the round trip returns) and the request was not upgraded (the tunnel
+// may outlive the handler). Deferred by Serve.
 func releaseOutbound(q *request) {
 	held := true
 	if s := q.scratch; s != nil {

@@ -118,26 +118,37 @@ const maxRetries = 4
 // has received to its end, upstream.InMemoryBody, of at most one frame:
 // it goes out with the HEADERS in one write).
 func (c *Client) RoundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	resp, _, err := c.RoundTripHeld(ctx, req)
+	return resp, err
+}
+
+// RoundTripHeld is RoundTrip, and reports whether the client may still
+// use req once it returns: a goroutine of its own sends req's body (one
+// not whole in memory, or larger than the windows took at once) and
+// reads req.Body and req.Trailer until the body ends. Otherwise the
+// client is done with req, its header and its body.
+func (c *Client) RoundTripHeld(ctx context.Context, req *http.Request) (resp *http.Response, held bool, err error) {
 	var mem *memBody
 	if req.Body != nil && req.Body != http.NoBody && inMemory(req) {
 		var err error
 		if mem, err = readMem(req); err != nil {
 			req.Body.Close()
-			return nil, err
+			return nil, false, err
 		}
 	}
 	defer func() { mem.release() }() // roundTrip may have read it too
 	for try := 0; ; try++ {
 		cc, err := c.reserve(ctx)
 		if err != nil {
-			return nil, err
+			return nil, held, err
 		}
-		resp, retry, err := cc.roundTrip(ctx, req, &mem)
+		resp, retry, sending, err := cc.roundTrip(ctx, req, &mem)
+		held = held || sending
 		if err == nil || !retry || try == maxRetries || ctx.Err() != nil {
 			if errors.Is(err, errUnprocessed) {
 				err = http2.StreamError{Code: http2.ErrCodeRefusedStream, Cause: err}
 			}
-			return resp, err
+			return resp, held, err
 		}
 	}
 }

@@ -489,3 +489,45 @@ func TestServerFirstStream(t *testing.T) {
 		t.Errorf("after the upload ended: %q %v", rest, err)
 	}
 }
+
+// TestRoundTripHeld: the client says it may still use a request after
+// RoundTripHeld returns only when a goroutine of its own goes on sending
+// the body; without a body, or with one whole in memory, it is done with
+// the request, which its caller may then reuse.
+func TestRoundTripHeld(t *testing.T) {
+	addr := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(w, r.Body)
+	}), nil)
+	c := newClient(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pr, pw := io.Pipe()
+	for _, tc := range []struct {
+		name string
+		req  *http.Request
+		held bool
+	}{
+		{"no body", request(t, "GET", addr, "/", nil), false},
+		{"body in memory", func() *http.Request {
+			r := request(t, "POST", addr, "/", nil)
+			r.Body, r.ContentLength = &memReader{Reader: strings.NewReader("hello")}, 5
+			return r
+		}(), false},
+		{"body that streams", request(t, "POST", addr, "/", pr), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.held {
+				// The server answers once the body starts coming.
+				go func() { pw.Write([]byte("streamed")); pw.Close() }()
+			}
+			resp, held, err := c.RoundTripHeld(ctx, tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if held != tc.held {
+				t.Errorf("held = %v, want %v", held, tc.held)
+			}
+			readAll(t, resp)
+		})
+	}
+}

@@ -141,8 +141,9 @@ func (m *memBody) clone() *memBody {
 // already; a body found in memory once the HEADERS are out is read and
 // left there too. retry reports that the request was not processed and
 // can be sent again: nothing of its body was read, or all of it is in
-// *memp.
-func (cc *conn) roundTrip(ctx context.Context, req *http.Request, memp **memBody) (resp *http.Response, retry bool, err error) {
+// *memp. sending reports that a goroutine was started to send the body,
+// which holds req until the body ends.
+func (cc *conn) roundTrip(ctx context.Context, req *http.Request, memp **memBody) (resp *http.Response, retry, sending bool, err error) {
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	mem := *memp
 	s := &stream{
@@ -167,7 +168,7 @@ func (cc *conn) roundTrip(ctx context.Context, req *http.Request, memp **memBody
 		if closeNow {
 			cc.close(errIdle)
 		}
-		return nil, true, errUnprocessed
+		return nil, true, false, errUnprocessed
 	}
 	s.id = cc.nextID
 	cc.nextID += 2
@@ -226,6 +227,7 @@ func (cc *conn) roundTrip(ctx context.Context, req *http.Request, memp **memBody
 				mem = mem.clone() // *memp's buffer goes back to the pool when RoundTrip returns
 			}
 			go s.sendBody(mem)
+			sending = true
 		}
 	}
 	for {
@@ -233,7 +235,7 @@ func (cc *conn) roundTrip(ctx context.Context, req *http.Request, memp **memBody
 		resp, err := s.resp, s.err
 		cc.mu.Unlock()
 		if resp != nil {
-			return resp, false, nil
+			return resp, false, sending, nil
 		}
 		if err != nil {
 			retry := errors.Is(err, errUnprocessed) || isRefused(err)
@@ -247,12 +249,12 @@ func (cc *conn) roundTrip(ctx context.Context, req *http.Request, memp **memBody
 				untouched = s.bodyClaim.CompareAndSwap(0, 2)
 			}
 			if retry && untouched {
-				return nil, true, err
+				return nil, true, sending, err
 			}
 			if hasBody && mem == nil && untouched {
 				req.Body.Close() // as http.RoundTripper: the body is closed, also on errors
 			}
-			return nil, false, err
+			return nil, false, sending, err
 		}
 		s.wait()
 	}

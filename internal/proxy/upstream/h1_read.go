@@ -48,12 +48,19 @@ type responseBox struct {
 type Scratch struct {
 	box    responseBox
 	header http.Header
-	// held: an attempt went through a transport other than the
-	// synchronous path, which may use the request after its round trip
-	// returns (a body still being written, an HTTP/2 stream): the
-	// request must not be reused. Set by Pool.RoundTrip, cleared by
-	// Reset.
+	// held: an attempt went through a transport that may use the
+	// request after its round trip returns (a body still being written
+	// by a goroutine of its own): the request must not be reused. Set by
+	// Pool.RoundTrip, cleared by Reset.
 	held bool
+}
+
+// hold notes that a transport may still use the request (nil s: none
+// lent).
+func (s *Scratch) hold() {
+	if s != nil {
+		s.held = true
+	}
 }
 
 // Reset makes s ready for the next request.
@@ -66,8 +73,9 @@ func (s *Scratch) Reset() {
 	*s = Scratch{header: h}
 }
 
-// Held reports whether a round trip through another transport than the
-// synchronous path may still use the request it was given.
+// Held reports whether a transport may still use the request a round
+// trip was given after it returned: an HTTP/2 stream or an
+// http.Transport still sending the body.
 func (s *Scratch) Held() bool { return s.held }
 
 // maxScratchHeader is the most fields a header map kept in a Scratch for

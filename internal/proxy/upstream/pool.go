@@ -534,20 +534,21 @@ func (p *Pool) RoundTrip(ctx context.Context, conns *Conns, downstream, out *htt
 			// synchronous path, head and body in one write.
 			return conns.roundTripInMemory(ctx, out, s)
 		}
-		if s != nil {
-			s.held = true
-		}
 		if conns.maxUses > 0 {
 			// max_requests_per_connection and a request body: the
 			// synchronous path counts it on its connection too.
+			s.hold()
 			return conns.roundTripBody(ctx, out)
 		}
-	} else if s != nil {
-		s.held = true
 	}
 	if (p.h2 || downH2) && ownH2(downstream) {
-		return conns.h2Client(p).RoundTrip(ctx, out)
+		resp, held, err := conns.h2Client(p).RoundTripHeld(ctx, out)
+		if held {
+			s.hold()
+		}
+		return resp, err
 	}
+	s.hold() // an http.Transport's: it may write the request after the response has come
 	if conns.tls != nil {
 		out.URL.Scheme = "https"
 		return conns.transport(p, p.h2 || downH2).RoundTrip(out.WithContext(ctx))

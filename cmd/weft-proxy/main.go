@@ -201,7 +201,7 @@ type flags struct {
 	concurrencySet, gcHeadroomSet                bool
 	maxTotalConns, overloadMemory, gcHeadroom    string
 	gcHeadroomMin                                string
-	gateway, outboundSet                         bool
+	gateway, outboundSet, http10                 bool
 	gatewayBind, credentialDir                   string
 	ips, appPorts, labels, dnsServers            listFlag
 	xdsAddrs                                     defaultedList
@@ -242,6 +242,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.gcHeadroom, "gc-headroom", "8Mi", "the most the Go heap may grow above its live heap before the garbage collector runs, a `size`: after each collection GOGC is lowered so that the heap goal stays within it (never below GOGC=25), so a proxy holding a large mesh keeps its garbage to that instead of as much again as its live heap; a heap too small to reach it keeps GOGC=100 while lightly loaded and, busy, is given what it allocates in a second (up to this bound) so that it collects about once a second. 0: off, the default with --gateway; the GOGC environment variable turns it off")
 	fs.StringVar(&f.gcHeadroomMin, "gc-headroom-min", "", "the least the bound of --gc-headroom is, a `size` (default: half of --gc-headroom): between the two the bound is what the proxy allocated in the last second, so a lightly loaded proxy keeps a small headroom and a busy one collects about once a second, not more often the more requests come; equal to --gc-headroom: a fixed bound. A large configuration (a response of 64 KiB or more) is taken in on half of it, so what it builds is packed into the space its temporaries leave")
 	fs.BoolVar(&f.gateway, "gateway", false, "run as a gateway (Istio's router): no application behind it, listeners from the Gateways whose selector matches --labels, node id router~...; no outbound listener unless --outbound is given")
+	fs.BoolVar(&f.http10, "http10", contract.EnablesHTTP10(os.Getenv("ISTIO_META_HTTP10")), "accept HTTP/1.0 requests on this proxy's listeners (Istio's ISTIO_META_HTTP10, which sets the default: 1 or true); otherwise they are answered 426 Upgrade Required, as Envoy and Istio, unless the control plane accepts them mesh-wide (weft serve --http10)")
 	fs.StringVar(&f.gatewayBind, "gateway-bind", "", "with --gateway, the `address` its listeners bind (a Gateway server's bind wins); default every address (0.0.0.0)")
 	fs.StringVar(&f.credentialDir, "credential-dir", "", "with --gateway, the `directory` of TLS credentials Gateways name by credentialName: <dir>/<name>/tls.crt, tls.key and, for MUTUAL, ca.crt (Kubernetes Secret mounts work as is); read again every 2s, so a rotated certificate is served to new connections")
 	fs.Var(&f.dnsServers, "dns-server", "a DNS server, `host:port`, to resolve the names of DNS clusters (ServiceEntries with resolution DNS) with, asked for their records' TTLs (repeatable or a comma list, tried in order); default: the system's resolver, re-resolving every dns_refresh_rate")
@@ -428,7 +429,7 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 			ID: id, Namespace: f.namespace, WorkloadName: workload, Labels: labels,
 			IPs: ips, ServiceAccount: f.serviceAccount, OutboundAddress: outbound, AppPorts: appPorts,
 			Locality: f.locality, AutoRegisterGroup: f.autoRegisterGroup, InterceptionMode: mode,
-			GatewayBind: f.gatewayBind,
+			GatewayBind: f.gatewayBind, HTTP10: f.http10,
 		},
 		CredentialDir:             f.credentialDir,
 		XDSAddress:                strings.Join(f.xdsAddrs.list, ","),

@@ -14,10 +14,11 @@ import (
 
 // checkMalformed sends a built sidecar's outbound listener a request its
 // HTTP/1.1 server refuses (both Content-Length and Transfer-Encoding: a
-// smuggling attempt) and, over h2c, a request with a connection-specific
-// header field between two well-formed ones. The first is answered 400
-// and counted in istio_requests_total with response_flags="DPE"; the
-// second is reset with PROTOCOL_ERROR, counted in
+// smuggling attempt), an HTTP/1.0 request and, over h2c, a request with a
+// connection-specific header field between two well-formed ones. The
+// first is answered 400 and counted in istio_requests_total with
+// response_flags="DPE"; the second 426, counted without a flag; the
+// third is reset with PROTOCOL_ERROR, counted in
 // envoy_listener_http2_rx_messaging_error, and its connection serves on.
 func checkMalformed(t *testing.T, c *http.Client, outbound, admin string) {
 	t.Helper()
@@ -34,6 +35,19 @@ func checkMalformed(t *testing.T, c *http.Client, outbound, admin string) {
 		t.Errorf("Content-Length with Transfer-Encoding: %v %v, want 400", resp, err)
 	}
 
+	// HTTP/1.0, which Envoy's connection manager (and Istio) answer 426
+	// unless accept_http_10: the README's proxies run without --http10.
+	h10, err := net.DialTimeout("tcp", outbound, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h10.Close()
+	h10.SetDeadline(deadline)
+	io.WriteString(h10, "GET / HTTP/1.0\r\nHost: backend\r\nConnection: keep-alive\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(h10), nil); err != nil || resp.StatusCode != http.StatusUpgradeRequired || !resp.Close {
+		t.Errorf("HTTP/1.0: %v %v, want 426 closing the connection", resp, err)
+	}
+
 	h := proxytest.DialH2C(t, outbound, deadline)
 	h.Get(1, "backend", "/")
 	h.Get(3, "backend", "/", "connection", "keep-alive")
@@ -44,17 +58,20 @@ func checkMalformed(t *testing.T, c *http.Client, outbound, admin string) {
 
 	eventually(t, 5*time.Second, "the refusals counted", func() error {
 		fams := scrape(t, c, admin)
-		var dpe, reset float64
+		var dpe, low, reset float64
 		for _, m := range fams["istio_requests_total"].GetMetric() {
-			if l := labels(m); l["response_flags"] == "DPE" && l["response_code"] == "400" {
+			switch l := labels(m); {
+			case l["response_flags"] == "DPE" && l["response_code"] == "400":
 				dpe += m.GetCounter().GetValue()
+			case l["response_flags"] == "-" && l["response_code"] == "426":
+				low += m.GetCounter().GetValue()
 			}
 		}
 		for _, m := range fams["envoy_listener_http2_rx_messaging_error"].GetMetric() {
 			reset += m.GetCounter().GetValue()
 		}
-		if dpe != 1 || reset != 1 {
-			return fmt.Errorf("istio_requests_total{response_flags=\"DPE\",response_code=\"400\"} = %v, envoy_listener_http2_rx_messaging_error = %v; want 1 and 1", dpe, reset)
+		if dpe != 1 || low != 1 || reset != 1 {
+			return fmt.Errorf("istio_requests_total{response_flags=\"DPE\",response_code=\"400\"} = %v, {response_flags=\"-\",response_code=\"426\"} = %v, envoy_listener_http2_rx_messaging_error = %v; want 1, 1 and 1", dpe, low, reset)
 		}
 		return nil
 	})

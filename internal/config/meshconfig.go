@@ -159,26 +159,30 @@ func ParseMeshConfig(file string, data []byte) (*meshconfig.MeshConfig, []Diagno
 }
 
 // unreadDefaultConfig warns about the fields of defaultConfig (a
-// ProxyConfig) other than tracing.sampling, the one Weft reads: the
-// default of Telemetry's randomSamplingPercentage, as in Istio.
+// ProxyConfig) other than the ones Weft reads: tracing.sampling, the
+// default of Telemetry's randomSamplingPercentage, and
+// proxyMetadata.ISTIO_META_HTTP10, which makes every proxy accept
+// HTTP/1.0, as in Istio.
 func unreadDefaultConfig(file string, n *yaml.Node) []Diagnostic {
 	var out []Diagnostic
 	warn := func(key *yaml.Node, path string) {
 		out = append(out, Diagnostic{Severity: SeverityWarning, Code: CodeInvalidValue, File: file, Line: key.Line, Column: key.Column, Path: path,
-			Message: path + " is not read by Weft and has no effect (of defaultConfig, Weft reads tracing.sampling)"})
+			Message: path + " is not read by Weft and has no effect (of defaultConfig, Weft reads tracing.sampling and proxyMetadata.ISTIO_META_HTTP10)"})
 	}
 	if n.Kind != yaml.MappingNode {
 		return nil // the decoder reported it
 	}
+	read := map[string]string{"tracing": "sampling", "proxyMetadata": "ISTIO_META_HTTP10"}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		key, val := n.Content[i], n.Content[i+1]
-		if key.Value != "tracing" || val.Kind != yaml.MappingNode {
+		field, ok := read[key.Value]
+		if !ok || val.Kind != yaml.MappingNode {
 			warn(key, "defaultConfig."+key.Value)
 			continue
 		}
 		for j := 0; j+1 < len(val.Content); j += 2 {
-			if k := val.Content[j]; k.Value != "sampling" {
-				warn(k, "defaultConfig.tracing."+k.Value)
+			if k := val.Content[j]; k.Value != field {
+				warn(k, "defaultConfig."+key.Value+"."+k.Value)
 			}
 		}
 	}

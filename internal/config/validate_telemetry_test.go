@@ -261,8 +261,9 @@ defaultProviders:
 		t.Errorf("warnings = %v", warns)
 	}
 
-	// Of defaultConfig (a ProxyConfig), Weft reads tracing.sampling only.
-	mc, warns, err = ParseMeshConfig("mesh.yaml", []byte("defaultConfig:\n  tracing:\n    sampling: 5\n    zipkin: {address: z:9411}\n  concurrency: 2\n"))
+	// Of defaultConfig (a ProxyConfig), Weft reads tracing.sampling and
+	// proxyMetadata.ISTIO_META_HTTP10 only.
+	mc, warns, err = ParseMeshConfig("mesh.yaml", []byte("defaultConfig:\n  tracing:\n    sampling: 5\n    zipkin: {address: z:9411}\n  concurrency: 2\n  proxyMetadata: {ISTIO_META_HTTP10: \"1\", ISTIO_META_DNS_CAPTURE: \"true\"}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,9 +274,13 @@ defaultProviders:
 	for _, w := range warns {
 		ws = append(ws, w.Error())
 	}
-	if len(ws) != 2 || !strings.Contains(ws[0], "mesh.yaml:4:5: defaultConfig.tracing.zipkin: defaultConfig.tracing.zipkin is not read by Weft") ||
-		!strings.Contains(ws[1], "mesh.yaml:5:3: defaultConfig.concurrency:") {
+	if len(ws) != 3 || !strings.Contains(ws[0], "mesh.yaml:4:5: defaultConfig.tracing.zipkin: defaultConfig.tracing.zipkin is not read by Weft") ||
+		!strings.Contains(ws[1], "mesh.yaml:5:3: defaultConfig.concurrency:") ||
+		!strings.Contains(ws[2], "defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE: defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE is not read by Weft") {
 		t.Errorf("warnings = %q", ws)
+	}
+	if got := mc.GetDefaultConfig().GetProxyMetadata()["ISTIO_META_HTTP10"]; got != "1" {
+		t.Errorf("defaultConfig.proxyMetadata.ISTIO_META_HTTP10 = %q, want 1", got)
 	}
 
 	// A tracing provider of a type the proxy has no tracer for: a warning.

@@ -85,6 +85,10 @@ type Options struct {
 	// EgressScope is what a proxy without a Sidecar resource is sent; ""
 	// means mesh.EgressScopeMesh (every service).
 	EgressScope mesh.EgressScope
+	// HTTP10 makes every proxy accept HTTP/1.0 requests (Istio's
+	// PILOT_HTTP10); otherwise only those whose node asks, and the
+	// others answer them 426 Upgrade Required.
+	HTTP10 bool
 	// Tracing is the mesh's default tracing (mesh config
 	// defaultProviders.tracing and its opentelemetry provider); nil: the
 	// proxies trace nothing. New validates it.
@@ -452,7 +456,7 @@ func (c *ControlPlane) meshOptions() mesh.Options {
 	return mesh.Options{DomainSuffix: c.opts.DomainSuffix, RootNamespace: c.opts.RootNamespace, TrustDomain: c.ca.TrustDomain(), JWKS: c.jwks.Keys(), OIDC: c.jwks.Discovered(),
 		Credentials:           creds,
 		OutboundTrafficPolicy: c.opts.OutboundTrafficPolicy, EgressScope: c.opts.EgressScope,
-		MeshConfig: c.opts.MeshConfig, Tracing: c.opts.Tracing}
+		MeshConfig: c.opts.MeshConfig, Tracing: c.opts.Tracing, HTTP10: c.opts.HTTP10}
 }
 
 // jwtSources lists the key sources of the JWT rules in force that do not

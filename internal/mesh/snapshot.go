@@ -67,6 +67,11 @@ type Options struct {
 	// Credentials are the Secrets gateways name by credentialName (the
 	// Kubernetes API's); nil means none. Immutable.
 	Credentials *credentials.Set
+	// HTTP10 makes every proxy accept HTTP/1.0 requests (Istio's
+	// PILOT_HTTP10); without it, or the mesh config's
+	// defaultConfig.proxyMetadata ISTIO_META_HTTP10, only proxies whose
+	// node says so do (contract.MetaHTTP10), and the others answer 426.
+	HTTP10 bool
 }
 
 // OutboundTrafficPolicy is Istio's MeshConfig outboundTrafficPolicy.mode.
@@ -429,7 +434,7 @@ func (p *Snapshot) carries(s *Snapshot) carryLevel {
 	po, so := p.opts, s.opts
 	if po.DomainSuffix != so.DomainSuffix || po.RootNamespace != so.RootNamespace ||
 		po.TrustDomain != so.TrustDomain || po.OutboundTrafficPolicy != so.OutboundTrafficPolicy ||
-		po.EgressScope != so.EgressScope || po.Tracing != so.Tracing || po.MeshConfig != so.MeshConfig ||
+		po.EgressScope != so.EgressScope || po.Tracing != so.Tracing || po.MeshConfig != so.MeshConfig || po.HTTP10 != so.HTTP10 ||
 		!maps.Equal(po.JWKS, so.JWKS) || !maps.Equal(po.OIDC, so.OIDC) || p.servicesHash != s.servicesHash {
 		return carryNone
 	}
@@ -649,4 +654,16 @@ func writeU32(h hash.Hash, vs ...uint32) {
 		binary.LittleEndian.PutUint32(b[:], v)
 		h.Write(b[:])
 	}
+}
+
+// HTTP10 reports whether every proxy of the mesh accepts HTTP/1.0
+// requests: Options.HTTP10, or the mesh config's
+// defaultConfig.proxyMetadata ISTIO_META_HTTP10 ("1" or "true"), as
+// Istio reads them.
+func (s *Snapshot) HTTP10() bool {
+	if s.opts.HTTP10 {
+		return true
+	}
+	v := s.opts.MeshConfig.GetDefaultConfig().GetProxyMetadata()["ISTIO_META_HTTP10"]
+	return v == "1" || v == "true"
 }

@@ -165,6 +165,14 @@ func strictCorpus() []strictCase {
 		{name: "obsolete line folding in a trailer",
 			raw:  "POST /bad HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX: 1\r\n 2\r\n\r\n" + smuggled,
 			code: 400, counted: true},
+		{name: "Transfer-Encoding on an HTTP/1.0 request", // RFC 9112 6.1: faulty framing
+			raw:  "POST /bad HTTP/1.0\r\nHost: svc\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" + smuggled,
+			code: 400, counted: true},
+
+		// What Envoy's connection manager answers itself, without a
+		// response flag: HTTP/1.0 unless accept_http_10 (Istio's
+		// default), and the connection closes.
+		{name: "HTTP/1.0 without accept_http_10", raw: "GET /old HTTP/1.0\r\nHost: svc\r\nConnection: keep-alive\r\n\r\n" + smuggled, code: 426},
 		{name: "a refused request pipelined behind a good one",
 			raw:  "GET /ok HTTP/1.1\r\nHost: svc\r\n\r\nGET /fold HTTP/1.1\r\nHost: svc\r\nX: a\r\n b\r\n\r\n" + smuggled,
 			code: 200, reaches: []string{"GET /ok 0"}, then: 400, counted: true},

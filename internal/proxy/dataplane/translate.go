@@ -596,7 +596,9 @@ func (d *Dataplane) translateChain(fc *listener.FilterChain, field string, l *li
 	if err := connectionManagerOptions(&cc.http, &m, where); err != nil {
 		return nil, err
 	}
-	cc.allowChunkedLength = m.GetHttpProtocolOptions().GetAllowChunkedLength()
+	h1 := m.GetHttpProtocolOptions()
+	cc.allowChunkedLength = h1.GetAllowChunkedLength()
+	cc.http.AcceptHTTP10, cc.http.DefaultHostHTTP10 = h1.GetAcceptHttp_10(), h1.GetDefaultHostForHttp_10()
 	if cc.limits, err = chainLimits(&cc.http.Limits, &m, where); err != nil {
 		return nil, err
 	}

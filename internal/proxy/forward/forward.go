@@ -205,6 +205,14 @@ type Listener struct {
 	// max_headers_count); the zero value is Envoy's defaults.
 	Limits Limits
 
+	// AcceptHTTP10 and DefaultHostHTTP10 are the connection manager's
+	// http_protocol_options.accept_http_10 and default_host_for_http_10:
+	// without the first an HTTP/1.0 request is answered 426 (Envoy's
+	// and Istio's default); with it, one without a Host takes the second
+	// (none: 400). See http10.go.
+	AcceptHTTP10      bool
+	DefaultHostHTTP10 string
+
 	// Upgrades is the connection manager's upgrade_configs: per upgrade
 	// type (lower case), whether requests may switch to it (a route's
 	// upgrade_configs override it); a type not listed is refused.
@@ -393,6 +401,9 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 		w.Header()["Connection"] = connectionClose
 		localReply(w, &q, http.StatusBadRequest, bodyBadRequest, "DPE")
 		return
+	}
+	if r.ProtoMajor == 1 && r.ProtoMinor == 0 && !l.http10(w, r, &q) {
+		return // refused (http10.go)
 	}
 	f.mutateXFCC(r.Header, l, ds)
 

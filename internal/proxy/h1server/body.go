@@ -32,8 +32,13 @@ func (c *conn) setBody(r *http.Request) error {
 	if hasTE {
 		delete(h, "Transfer-Encoding")
 		if r.ProtoMinor == 0 {
-			hasTE = false // net/http ignores it on HTTP/1.0
-		} else if len(te) != 1 || !strings.EqualFold(te[0], "chunked") {
+			// net/http ignores it and reads the body by Content-Length:
+			// the bytes of a chunked body would then be read as the
+			// next request of a kept-alive connection, after a front
+			// end that honours chunked passed them on as a body.
+			return errTE10
+		}
+		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") {
 			return &requestError{code: http.StatusNotImplemented, msg: "unsupported transfer encoding"}
 		}
 	}

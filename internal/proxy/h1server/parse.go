@@ -44,6 +44,9 @@ var (
 	errBareLF = badRequest("a bare LF ends a line of the request head (want CRLF)")
 	errFold   = badRequest("obsolete line folding: a header line starts with a space or tab")
 	errCLTE   = badRequest("both Content-Length and Transfer-Encoding are set")
+	// RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding
+	// has faulty framing, whatever its Content-Length says.
+	errTE10   = badRequest("Transfer-Encoding on an HTTP/1.0 request")
 	errTooBig = &requestError{code: http.StatusRequestHeaderFieldsTooLarge}
 )
 

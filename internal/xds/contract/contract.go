@@ -68,6 +68,11 @@ const (
 	// pods have one address each, and several Weft gateways on one host
 	// (or loopback) need their own.
 	MetaGatewayBind = "WEFT_GATEWAY_BIND"
+	// MetaHTTP10 is Istio's key (ISTIO_META_HTTP10) for a proxy that
+	// accepts HTTP/1.0 requests: "1" or "true" sets its connection
+	// managers' accept_http_10; otherwise they answer HTTP/1.0 with 426,
+	// unless the control plane accepts it mesh-wide.
+	MetaHTTP10 = "HTTP10"
 )
 
 // GeneratorGRPC is the MetaGenerator value of a proxyless gRPC client.

@@ -52,6 +52,8 @@ type Identity struct {
 	// VHDS is set when the node lists FeatureVHDS in its client_features:
 	// it takes its route configurations' virtual hosts by VHDS.
 	VHDS bool
+	// HTTP10 is set when the proxy accepts HTTP/1.0 requests (MetaHTTP10).
+	HTTP10 bool
 }
 
 // Proxyless reports whether the node is a proxyless gRPC client
@@ -121,6 +123,9 @@ func (id Identity) Node() *core.Node {
 	if id.GatewayBind != "" {
 		fields[MetaGatewayBind] = id.GatewayBind
 	}
+	if id.HTTP10 {
+		fields[MetaHTTP10] = "1"
+	}
 	md, err := structpb.NewStruct(fields)
 	if err != nil { // only strings and maps of strings: cannot fail
 		panic(err)
@@ -151,6 +156,7 @@ func ParseNode(n *core.Node) (Identity, error) {
 	id.AutoRegisterGroup = str(MetaAutoRegisterGroup)
 	id.Generator = str(MetaGenerator)
 	id.GatewayBind = str(MetaGatewayBind)
+	id.HTTP10 = EnablesHTTP10(str(MetaHTTP10))
 	id.VHDS = slices.Contains(n.GetClientFeatures(), FeatureVHDS)
 	switch m := str(MetaInterceptionMode); m {
 	case "", InterceptionNone, InterceptionRedirect:
@@ -205,3 +211,7 @@ func LocalityString(l *core.Locality) string {
 	s := l.GetRegion() + "/" + l.GetZone() + "/" + l.GetSubZone()
 	return strings.TrimRight(s, "/")
 }
+
+// EnablesHTTP10 reports whether v, the value of MetaHTTP10 or of
+// ISTIO_META_HTTP10, turns HTTP/1.0 on: "1" or "true", as Istio reads it.
+func EnablesHTTP10(v string) bool { return v == "1" || v == "true" }

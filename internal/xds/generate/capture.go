@@ -155,7 +155,7 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 		fc := &listener.FilterChain{
 			Name:             name,
 			FilterChainMatch: &listener.FilterChainMatch{DestinationPort: wrapperspb.UInt32(port)},
-			Filters: []*listener.Filter{hcmFilter(s, withAccessLogs(s, &hcm.HttpConnectionManager{
+			Filters: []*listener.Filter{hcmFilter(s, id, withAccessLogs(s, &hcm.HttpConnectionManager{
 				StatPrefix: name,
 				CodecType:  hcm.HttpConnectionManager_AUTO,
 				RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
@@ -282,7 +282,7 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 		name := fmt.Sprintf("0.0.0.0_%d", wp.port)
 		mode := s.PeerAuthn.Mode(wp.w.namespace, wp.w.labels, wp.port)
 		httpChain := func() *listener.FilterChain {
-			return &listener.FilterChain{Filters: []*listener.Filter{hcmFilter(s, inboundHCM(s, wp.w, name, wp.port))}}
+			return &listener.FilterChain{Filters: []*listener.Filter{hcmFilter(s, id, inboundHCM(s, wp.w, name, wp.port))}}
 		}
 		tcpChain := func() *listener.FilterChain {
 			c := contract.ClusterName(contract.Inbound, wp.port, "", "")

@@ -154,7 +154,7 @@ func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.R
 			rcName := fmt.Sprintf("http.%d", gp.number)
 			rc := gatewayRouteConfig(s, id, rcName, gp.number, gp.servers)
 			m := withGatewaySecurity(s, id, withLogin(s, id, withGatewayRateLimit(s, id, gp.number, gatewayHCM(s, id, name, rcName), rc), rc))
-			l.FilterChains = []*listener.FilterChain{withChainCORS(&listener.FilterChain{Filters: []*listener.Filter{hcmFilter(s, m)}}, rc)}
+			l.FilterChains = []*listener.FilterChain{withChainCORS(&listener.FilterChain{Filters: []*listener.Filter{hcmFilter(s, id, m)}}, rc)}
 			rcs = append(rcs, rc)
 		case "tls":
 			l.ListenerFilters = []*listener.ListenerFilter{tlsInspector()}
@@ -176,7 +176,7 @@ func gatewayListeners(s *mesh.Snapshot, id contract.Identity) (ls, rcs []types.R
 					rcName := fmt.Sprintf("https.%d.%s.%s.%s", gp.number, gs.srv.GetPort().GetName(), gs.gw.Name, gs.gw.Namespace)
 					rc := gatewayRouteConfig(s, id, rcName, gp.number, []gatewayServer{gs})
 					m := withGatewaySecurity(s, id, withLogin(s, id, withGatewayRateLimit(s, id, gp.number, gatewayHCM(s, id, name, rcName), rc), rc))
-					fc.Filters = []*listener.Filter{hcmFilter(s, m)}
+					fc.Filters = []*listener.Filter{hcmFilter(s, id, m)}
 					withChainCORS(fc, rc)
 					rcs = append(rcs, rc)
 				} else if f := gatewayTCPFilter(s, id, gp.number, []gatewayServer{gs}); f != nil {

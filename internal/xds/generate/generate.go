@@ -180,11 +180,11 @@ func SharedParts(s *mesh.Snapshot, id contract.Identity) Resources {
 // changed). identityKey is IdentityKey(id).
 //
 // A sidecar's outbound part depends on its scope, namespace, interception
-// mode and Telemetry resources, its labels only where a VirtualService
-// matches on sourceLabels, an explicit sidecar's on its outbound address,
-// and on what tracing writes into its connection managers (its canonical
-// service and revision, when it traces); a gateway's on the gateway
-// itself.
+// mode, Telemetry resources and HTTP/1.0 setting, its labels only where
+// a VirtualService matches on sourceLabels, an explicit sidecar's on its
+// outbound address, and on what tracing writes into its connection
+// managers (its canonical service and revision, when it traces); a
+// gateway's on the gateway itself.
 func OutboundKey(s *mesh.Snapshot, id contract.Identity, identityKey string) any {
 	if id.Router() {
 		// A gateway's listeners read the endpoints at its addresses
@@ -194,7 +194,7 @@ func OutboundKey(s *mesh.Snapshot, id contract.Identity, identityKey string) any
 			return &routerOwn{eps: eps}
 		}).(*routerOwn)
 	}
-	k := outboundPartKey{outboundKey: keyOf(s, id), tracing: clientTracingKey(s, id), vhds: id.VHDS}
+	k := outboundPartKey{outboundKey: keyOf(s, id), tracing: clientTracingKey(s, id), vhds: id.VHDS, http10: id.HTTP10}
 	if !id.Captured() {
 		k.address = id.OutboundAddress
 	}
@@ -207,6 +207,7 @@ type outboundPartKey struct {
 	address string // an explicit sidecar's outbound listener address
 	tracing string // clientTracingKey
 	vhds    bool   // the virtual hosts come apart (splitVirtualHosts)
+	http10  bool   // the proxy accepts HTTP/1.0 (contract.MetaHTTP10)
 }
 
 // routerKey keys a gateway's OutboundKey in the memo: a gateway's

@@ -47,7 +47,7 @@ func outboundListener(s *mesh.Snapshot, id contract.Identity) *listener.Listener
 		HttpFilters: append(faultFilters(), routerFilters()...), // resilience.go: fault before the router
 	}
 	withAccessLogs(s, m, id.Namespace, id.Labels, mesh.ModeClient)
-	return httpListener(s, name, ip, port, core.TrafficDirection_OUTBOUND, m)
+	return httpListener(s, id, name, ip, port, core.TrafficDirection_OUTBOUND, m)
 }
 
 // inbound returns a listener per distinct endpoint address:port this proxy
@@ -127,7 +127,7 @@ func (wp *workloadPort) cluster(s *mesh.Snapshot, id contract.Identity) *cluster
 // (x-forwarded-client-cert, as Istio's sidecars do), behind the transport
 // the port's PeerAuthentication mode asks for (inboundChains).
 func inboundListener(s *mesh.Snapshot, id contract.Identity, w workload, name, ip string, port uint32) *listener.Listener {
-	l := httpListener(s, name, ip, port, core.TrafficDirection_INBOUND, inboundHCM(s, w, name, port))
+	l := httpListener(s, id, name, ip, port, core.TrafficDirection_INBOUND, inboundHCM(s, w, name, port))
 	mode := s.PeerAuthn.Mode(w.namespace, w.labels, port)
 	l.ListenerFilters, l.FilterChains = inboundChains(mode, id.MTLS, l.FilterChains[0])
 	return l
@@ -212,24 +212,30 @@ func workloadOf(ep *registry.Endpoint, id contract.Identity) workload {
 }
 
 // httpListener wraps m in a listener (see hcmFilter).
-func httpListener(s *mesh.Snapshot, name, ip string, port uint32, dir core.TrafficDirection, m *hcm.HttpConnectionManager) *listener.Listener {
+func httpListener(s *mesh.Snapshot, id contract.Identity, name, ip string, port uint32, dir core.TrafficDirection, m *hcm.HttpConnectionManager) *listener.Listener {
 	return &listener.Listener{
 		Name:             name,
 		Address:          socketAddress(ip, port),
 		TrafficDirection: dir,
-		FilterChains:     []*listener.FilterChain{{Filters: []*listener.Filter{hcmFilter(s, m)}}},
+		FilterChains:     []*listener.FilterChain{{Filters: []*listener.Filter{hcmFilter(s, id, m)}}},
 	}
 }
 
-// hcmFilter packs m as a network filter, with the path handling every
-// connection manager gets (withPathNormalization) and, as Istio's
-// buildHTTPConnectionManager gives every sidecar and gateway connection
-// manager, WebSocket upgrades allowed and the stream idle timeout off (a
-// quiet WebSocket stays open).
-func hcmFilter(s *mesh.Snapshot, m *hcm.HttpConnectionManager) *listener.Filter {
+// hcmFilter packs m, a connection manager of the proxy id, as a network
+// filter, with the path handling every connection manager gets
+// (withPathNormalization) and, as Istio's buildHTTPConnectionManager
+// gives every sidecar and gateway connection manager, WebSocket upgrades
+// allowed and the stream idle timeout off (a quiet WebSocket stays
+// open); HTTP/1.0 is accepted when the mesh or the proxy says so
+// (mesh.Snapshot.HTTP10, contract.MetaHTTP10), as Istio's PILOT_HTTP10
+// and ISTIO_META_HTTP10: otherwise it is answered 426, Envoy's default.
+func hcmFilter(s *mesh.Snapshot, id contract.Identity, m *hcm.HttpConnectionManager) *listener.Filter {
 	withPathNormalization(s, m)
 	m.UpgradeConfigs = []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: websocketUpgrade}}
 	m.StreamIdleTimeout = durationpb.New(0)
+	if id.HTTP10 || s.HTTP10() {
+		m.HttpProtocolOptions = &core.Http1ProtocolOptions{AcceptHttp_10: true}
+	}
 	return &listener.Filter{
 		Name:       wellknown.HTTPConnectionManager,
 		ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(m)},

@@ -468,3 +468,37 @@ func TestH1PoolClosedWhenEndpointOrClusterChanges(t *testing.T) {
 		t.Fatalf("GET: %d", got.code)
 	}
 }
+
+// TestH1HTTP10ResponseNotReused: a kept-alive HTTP/1.0 response whose
+// Transfer-Encoding net/http ignores (it frames the body by
+// Content-Length) leaves the rest of its bytes on the connection; the
+// connection is not used again, so those bytes never become the
+// response to another request.
+func TestH1HTTP10ResponseNotReused(t *testing.T) {
+	addr, conns := rawUpstream(t, func(i int, c net.Conn, br *bufio.Reader) {
+		if i > 0 {
+			serveOK(c, br, 10)
+			return
+		}
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nok")
+		// The rest comes after the response was read whole (bytes
+		// already buffered then close the connection anyway): what a
+		// reused connection would answer the next request with.
+		time.Sleep(100 * time.Millisecond)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled")
+		serveOK(c, br, 10)
+	})
+	base, _, _ := h1Proxy(t, addr)
+	c := client(t, false)
+	for i := range 3 {
+		if got := do(t, c, "GET", base+"/", "svc", nil); got.code != 200 || got.body != "ok" {
+			t.Fatalf("request %d: %d %q, want 200 \"ok\"", i, got.code, got.body)
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("upstream saw %d connections, want 2 (the HTTP/1.0 response's closed)", n)
+	}
+}

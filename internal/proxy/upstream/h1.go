@@ -326,7 +326,11 @@ func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, body []
 	if wrap == nil {
 		wrap = new(h1Body)
 	}
-	*wrap = h1Body{rc: resp.Body, e: e, pc: pc, stop: stop, keepAlive: !resp.Close && !req.Close}
+	// An HTTP/1.0 response never leaves its connection to another
+	// request: net/http ignores its Transfer-Encoding and frames its body
+	// by Content-Length, so the rest of a chunked body would be read as
+	// the next request's response (RFC 9112 section 6.1).
+	*wrap = h1Body{rc: resp.Body, e: e, pc: pc, stop: stop, keepAlive: !resp.Close && !req.Close && resp.ProtoAtLeast(1, 1)}
 	resp.Body = wrap
 	return resp, nil
 }

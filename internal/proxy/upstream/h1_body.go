@@ -148,7 +148,7 @@ func (e *Conns) roundTripBody(ctx context.Context, req *http.Request) (*http.Res
 			return fail(fmt.Errorf("upstream sent unexpected %d response", resp.StatusCode))
 		}
 	}
-	resp.Body = &h1Body{rc: resp.Body, e: e, pc: pc, stop: stop, keepAlive: !resp.Close && !req.Close, wrote: wrote}
+	resp.Body = &h1Body{rc: resp.Body, e: e, pc: pc, stop: stop, keepAlive: !resp.Close && !req.Close && resp.ProtoAtLeast(1, 1), wrote: wrote} // HTTP/1.0: see send
 	return resp, nil
 }
 

@@ -101,9 +101,9 @@ func runProxy(ctx context.Context, opts proxy.Options) error {
 		if log == nil {
 			log = slog.Default()
 		}
-		// A large configuration is taken in on half the least bound
+		// A large configuration is taken in on a tighter bound
 		// (xdsclient.Options.HeavyWork): 2 MiB by default.
-		tight := opts.GCHeadroomMin / 2
+		tight := opts.GCHeadroomIntake
 		if tight == 0 {
 			tight = opts.GCHeadroom / 4
 		}
@@ -240,7 +240,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.keepStartupPages, "keep-startup-pages", false, "keep mapped the pages of the executable that only start-up used; by default they are handed back (Linux madvise MADV_PAGEOUT and MADV_DONTNEED) a second after the first config is applied, about 15 MiB of RSS; a page needed again is mapped again at its next access, without read-ahead (MADV_RANDOM)")
 	fs.StringVar(&f.overloadMemory, "overload-memory-limit", "auto", "memory, a `size` (bytes, or e.g. 256Mi, 1Gi), the overload guard measures the Go heap and stacks against: past 90% new connections are closed at once, past 95% every response closes its connection. auto: the cgroup's memory limit when there is one, else off; 0: off")
 	fs.StringVar(&f.gcHeadroom, "gc-headroom", "8Mi", "the most the Go heap may grow above its live heap before the garbage collector runs, a `size`: after each collection GOGC is lowered so that the heap goal stays within it (never below GOGC=25), so a proxy holding a large mesh keeps its garbage to that instead of as much again as its live heap; a heap too small to reach it keeps GOGC=100 while lightly loaded and, busy, is given what it allocates in a second (up to this bound) so that it collects about once a second. 0: off, the default with --gateway; the GOGC environment variable turns it off")
-	fs.StringVar(&f.gcHeadroomMin, "gc-headroom-min", "", "the least the bound of --gc-headroom is, a `size` (default: half of --gc-headroom): between the two the bound is what the proxy allocated in the last second, so a lightly loaded proxy keeps a small headroom and a busy one collects about once a second, not more often the more requests come; equal to --gc-headroom: a fixed bound. A large configuration (a response of 64 KiB or more) is taken in on half of it, so what it builds is packed into the space its temporaries leave")
+	fs.StringVar(&f.gcHeadroomMin, "gc-headroom-min", "", "the least the bound of --gc-headroom is, a `size` (default: 3/8 of --gc-headroom): between the two the bound is what the proxy allocated in the last second, so a lightly loaded proxy keeps a small headroom and a busy one collects about once a second, not more often the more requests come; equal to --gc-headroom: a fixed bound. A large configuration (a response of 64 KiB or more) is taken in on a quarter of --gc-headroom (half of this flag when it is given), so what it builds is packed into the space its temporaries leave")
 	fs.BoolVar(&f.gateway, "gateway", false, "run as a gateway (Istio's router): no application behind it, listeners from the Gateways whose selector matches --labels, node id router~...; no outbound listener unless --outbound is given")
 	fs.BoolVar(&f.http10, "http10", contract.EnablesHTTP10(os.Getenv("ISTIO_META_HTTP10")), "accept HTTP/1.0 requests on this proxy's listeners (Istio's ISTIO_META_HTTP10, which sets the default: 1 or true); otherwise they are answered 426 Upgrade Required, as Envoy and Istio, unless the control plane accepts them mesh-wide (weft serve --http10)")
 	fs.StringVar(&f.gatewayBind, "gateway-bind", "", "with --gateway, the `address` its listeners bind (a Gateway server's bind wins); default every address (0.0.0.0)")
@@ -338,7 +338,10 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 		// it many times a second. Gateways are few; sidecars are many.
 		gcHeadroom = 0
 	}
-	gcHeadroomMin := gcHeadroom / 2
+	// The floor is 3/8 of the bound (3 MiB of 8), and a large
+	// configuration is taken in on a quarter of it (2 MiB); a floor given
+	// takes in on half of itself.
+	gcHeadroomMin, gcIntake := gcHeadroom*3/8, gcHeadroom/4
 	if f.gcHeadroomMin != "" {
 		if gcHeadroomMin, err = overload.ParseBytes(f.gcHeadroomMin); err != nil {
 			return proxy.Options{}, fmt.Errorf("--gc-headroom-min %q: %w", f.gcHeadroomMin, err)
@@ -346,6 +349,7 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 		if gcHeadroom > 0 && gcHeadroomMin > gcHeadroom {
 			return proxy.Options{}, fmt.Errorf("--gc-headroom-min %s is above --gc-headroom %s", f.gcHeadroomMin, f.gcHeadroom)
 		}
+		gcIntake = gcHeadroomMin / 2
 	}
 	conc := f.concurrency
 	if f.gateway && !f.concurrencySet {
@@ -441,6 +445,7 @@ func (f *flags) options(stderr io.Writer) (proxy.Options, error) {
 		OverloadMemoryLimit:       memLimit,
 		GCHeadroom:                gcHeadroom,
 		GCHeadroomMin:             gcHeadroomMin,
+		GCHeadroomIntake:          gcIntake,
 		Concurrency:               procs,
 		ConcurrencyMin:            concMin,
 		PageOutStartup:            !f.keepStartupPages,

@@ -168,23 +168,24 @@ func TestOverloadFlags(t *testing.T) {
 }
 
 // --gc-headroom: 8 MiB unless given (off for a gateway), 0 for off;
-// --gc-headroom-min: half of it unless given.
+// --gc-headroom-min: 3/8 of it unless given; a large configuration is
+// taken in on a quarter of it, or on half of a --gc-headroom-min given.
 func TestGCHeadroomFlag(t *testing.T) {
 	for _, tc := range []struct {
-		args      []string
-		want, min uint64
+		args              []string
+		want, min, intake uint64
 	}{
-		{nil, 8 << 20, 4 << 20},
-		{[]string{"--gc-headroom", "32Mi"}, 32 << 20, 16 << 20},
-		{[]string{"--gc-headroom", "0"}, 0, 0},
-		{[]string{"--gateway"}, 0, 0},
-		{[]string{"--gateway", "--gc-headroom", "16Mi"}, 16 << 20, 8 << 20},
-		{[]string{"--gc-headroom-min", "8Mi"}, 8 << 20, 8 << 20}, // a fixed bound
-		{[]string{"--gc-headroom-min", "2Mi"}, 8 << 20, 2 << 20},
+		{nil, 8 << 20, 3 << 20, 2 << 20},
+		{[]string{"--gc-headroom", "32Mi"}, 32 << 20, 12 << 20, 8 << 20},
+		{[]string{"--gc-headroom", "0"}, 0, 0, 0},
+		{[]string{"--gateway"}, 0, 0, 0},
+		{[]string{"--gateway", "--gc-headroom", "16Mi"}, 16 << 20, 6 << 20, 4 << 20},
+		{[]string{"--gc-headroom-min", "8Mi"}, 8 << 20, 8 << 20, 4 << 20}, // a fixed bound
+		{[]string{"--gc-headroom-min", "2Mi"}, 8 << 20, 2 << 20, 1 << 20},
 	} {
 		o, _ := parse(t, append([]string{"--workload", "w", "--xds-plaintext"}, tc.args...)...)
-		if o.GCHeadroom != tc.want || o.GCHeadroomMin != tc.min {
-			t.Errorf("%q: GC headroom %d, min %d, want %d, %d", tc.args, o.GCHeadroom, o.GCHeadroomMin, tc.want, tc.min)
+		if o.GCHeadroom != tc.want || o.GCHeadroomMin != tc.min || o.GCHeadroomIntake != tc.intake {
+			t.Errorf("%q: GC headroom %d, min %d, intake %d, want %d, %d, %d", tc.args, o.GCHeadroom, o.GCHeadroomMin, o.GCHeadroomIntake, tc.want, tc.min, tc.intake)
 		}
 	}
 }

@@ -115,6 +115,10 @@ type Options struct {
 	// GCHeadroom, the bound follows the allocation rate (what is
 	// allocated in a second), between the two.
 	GCHeadroomMin uint64
+	// GCHeadroomIntake is the bound while a large configuration is taken
+	// in (a quarter of GCHeadroom, or half of a --gc-headroom-min
+	// given); 0: a quarter of GCHeadroom.
+	GCHeadroomIntake uint64
 	// HeapProfiler is weft-proxy --heap-profiler: the Go heap profiler
 	// samples allocations from the start. Process-wide, so the command
 	// applies it (runtime.MemProfileRate), and the proxy's start log

@@ -41,9 +41,8 @@ func badRequest(msg string) error { return &requestError{code: http.StatusBadReq
 
 // The refusals Envoy's codec makes and net/http does not.
 var (
-	errBareLF = badRequest("a bare LF ends a line of the request head (want CRLF)")
-	errFold   = badRequest("obsolete line folding: a header line starts with a space or tab")
-	errCLTE   = badRequest("both Content-Length and Transfer-Encoding are set")
+	errFold = badRequest("obsolete line folding: a header line starts with a space or tab")
+	errCLTE = badRequest("both Content-Length and Transfer-Encoding are set")
 	// RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding
 	// has faulty framing, whatever its Content-Length says.
 	errTE10   = badRequest("Transfer-Encoding on an HTTP/1.0 request")
@@ -65,10 +64,7 @@ func (c *conn) readHead(first bool) (string, error) {
 		} else {
 			b, _ = c.br.Peek(c.br.Buffered())
 		}
-		end, next, err := headEnd(b, from)
-		if err != nil {
-			return "", err
-		}
+		end, next := headEnd(b, from)
 		if end >= 0 {
 			if end > limit {
 				return "", errTooBig
@@ -119,22 +115,30 @@ func (c *conn) readHead(first bool) (string, error) {
 
 // headEnd scans b from from, the start of a line, for the empty line
 // that ends a head. It returns the offset just past it, or -1 and the
-// start of the first incomplete line.
-func headEnd(b []byte, from int) (end, next int, err error) {
+// start of the first incomplete line. A line ends in LF, with or without
+// a CR before it (RFC 9112 section 2.2 lets a recipient take a bare LF as
+// a line's end, and net/http and Envoy do); an empty first line is not
+// the end.
+func headEnd(b []byte, from int) (end, next int) {
 	for {
 		i := bytes.IndexByte(b[from:], '\n')
 		if i < 0 {
-			return -1, from, nil
+			return -1, from
 		}
 		lf := from + i
-		if i == 0 || b[lf-1] != '\r' {
-			return -1, 0, errBareLF
-		}
-		if i == 1 && from > 0 {
-			return lf + 1, 0, nil
+		if from > 0 && (i == 0 || i == 1 && b[lf-1] == '\r') {
+			return lf + 1, 0
 		}
 		from = lf + 1
 	}
+}
+
+// trimCR is line without the CR that may end it.
+func trimCR(line string) string {
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		return line[:n-1]
+	}
+	return line
 }
 
 // maxReusedHeader is the most fields a request header map kept for the
@@ -170,13 +174,18 @@ func (c *conn) readRequest(first bool) (*http.Request, error) {
 // into r. r.Header, when not nil, is a map to clear and fill; r.URL,
 // when not nil, a URL to fill.
 func parseHead(r *http.Request, head string, o *ConnOptions) error {
-	i := strings.Index(head, "\r\n")
-	line := head[:i]
-	rest := head[i+2 : len(head)-2] // the header lines, each ending in CRLF
+	// Lines end in LF or CRLF (headEnd); the head ends in an empty one.
+	i := strings.IndexByte(head, '\n')
+	line := trimCR(head[:i])
+	end := len(head) - 1
+	if head[end-1] == '\r' {
+		end--
+	}
+	rest := head[i+1 : end] // the header lines, each ending in LF or CRLF
 	method, line, ok1 := strings.Cut(line, " ")
 	uri, proto, ok2 := strings.Cut(line, " ")
 	if !ok1 || !ok2 {
-		return badRequest("malformed HTTP request " + strconv.Quote(head[:i]))
+		return badRequest("malformed HTTP request " + strconv.Quote(trimCR(head[:i])))
 	}
 	if !validToken(method) {
 		return badRequest("invalid method " + strconv.Quote(method))
@@ -217,8 +226,8 @@ func parseHead(r *http.Request, head string, o *ConnOptions) error {
 	}
 	vals := make([]string, n)
 	for rest != "" {
-		j := strings.IndexByte(rest, '\n') // headEnd saw a CR before every LF
-		kv := rest[:j-1]
+		j := strings.IndexByte(rest, '\n')
+		kv := trimCR(rest[:j])
 		rest = rest[j+1:]
 		if kv[0] == ' ' || kv[0] == '\t' {
 			return errFold

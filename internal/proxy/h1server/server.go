@@ -16,9 +16,10 @@
 // It also refuses what Envoy's HTTP/1.1 codec refuses and net/http
 // accepts: both Content-Length and Transfer-Encoding (unless
 // ConnOptions.AllowChunkedLength), obsolete line folding, and a bare LF
-// ending a line of a head, a chunk line or a trailer; and, as RFC 9112
-// requires, Transfer-Encoding on an HTTP/1.0 request, which net/http
-// ignores (the bytes of a chunked body would become the next request).
+// ending a chunk line or a trailer line (a head's lines may end in one,
+// as net/http and Envoy take them); and, as RFC 9112 requires,
+// Transfer-Encoding on an HTTP/1.0 request, which net/http ignores (the
+// bytes of a chunked body would become the next request).
 //
 // HTTP/2 is not served here: a connection that starts with HTTP/2's
 // preface is handed to ConnOptions.Handoff with the bytes already read.

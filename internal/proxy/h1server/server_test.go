@@ -95,6 +95,10 @@ func TestParseLikeNetHTTP(t *testing.T) {
 		"GET /pragma HTTP/1.1\r\nHost: svc\r\nPragma: no-cache\r\n\r\n",
 		"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: svc\r\nX-Obs: caf\xc3\xa9\r\n\r\n",
 		"FOO /m HTTP/1.1\r\nHost: svc\r\nEmpty:\r\n\r\n",
+		// Lines ending in a bare LF (RFC 9112 section 2.2), all or some.
+		"GET /lf HTTP/1.1\nHost: svc\nX-A: 1\n\n",
+		"GET /mixed HTTP/1.1\r\nHost: svc\nX-A: 1\r\n\n",
+		"POST /lfcl HTTP/1.1\nHost: svc\nContent-Length: 2\n\r\nok",
 	}
 	for _, raw := range corpus {
 		// net/http's server.
@@ -142,7 +146,7 @@ func TestRefused(t *testing.T) {
 	}{
 		{"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		{"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400},
-		{"GET / HTTP/1.1\nHost: a\n\n", 400},
+		{"GET / HTTP/1.1\r\r\nHost: a\r\n\r\n", 400}, // a CR before the CRLF: not a version
 		{"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400},
 		{"GET / HTTP/1.1\r\nHost: a\r\nX Y: v\r\n\r\n", 400},
 		{"GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n", 400},

@@ -521,8 +521,8 @@ func TestMalformedOverMutualTLS(t *testing.T) {
 		resp.Body.Close()
 		return resp
 	}
-	if resp := exchange("GET /lf HTTP/1.1\nHost: reviews\n\n"); resp.StatusCode != 400 || !resp.Close {
-		t.Errorf("bare LF over mutual TLS: %d (close %v), want 400 and the connection closed", resp.StatusCode, resp.Close)
+	if resp := exchange("GET /fold HTTP/1.1\r\nHost: reviews\r\nX: a\r\n b\r\n\r\n"); resp.StatusCode != 400 || !resp.Close {
+		t.Errorf("obsolete line folding over mutual TLS: %d (close %v), want 400 and the connection closed", resp.StatusCode, resp.Close)
 	}
 	if resp := exchange("GET /ok HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n"); resp.StatusCode != 200 {
 		t.Errorf("a well-formed request over mutual TLS: %d", resp.StatusCode)

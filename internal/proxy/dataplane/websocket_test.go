@@ -398,7 +398,7 @@ func TestUpgradeKeepsFramingCheck(t *testing.T) {
 		}
 		return string(b)
 	}
-	bad := "GET /second HTTP/1.1\nHost: svc\n\n" // bare LFs: refused when checked
+	bad := "GET /second HTTP/1.1\r\nHost: svc\r\nX: a\r\n b\r\n\r\n" // obsolete line folding: refused when checked
 	t.Run("refused upgrade", func(t *testing.T) {
 		got := exchange(t, "GET /ws HTTP/1.1\r\nHost: svc\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"+bad)

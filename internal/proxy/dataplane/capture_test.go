@@ -188,6 +188,24 @@ func TestVirtualOutboundChains(t *testing.T) {
 		}
 	}
 
+	// HTTP/1.0 is not HTTP to Istio's sniffing (Envoy's inspector says
+	// "http/1.0", the HTTP chain wants "http/1.1" or "h2c"): the port's
+	// TCP chain relays it, as Istio's "http10 to auto" test expects
+	// (Istio's bytes: bare LFs), here in one write and in two.
+	for i, parts := range [][]string{{"GET / HTTP/1.0\n\n"}, {"GET /lo", "ng HTTP/1.0\r\nHost: x\r\n\r\n"}} {
+		src := fmt.Sprintf("127.0.0.%d", 25+i)
+		f.set(src, netip.MustParseAddrPort("10.99.0.3:8080"))
+		c := dialFrom(t, src, addr)
+		for _, p := range parts[:len(parts)-1] {
+			io.WriteString(c, p)
+			time.Sleep(20 * time.Millisecond) // the inspector reads the first part alone
+		}
+		msg := strings.Join(parts, "")
+		if got := exchange(t, c, parts[len(parts)-1]); got != "port-tcp:"+msg {
+			t.Errorf("HTTP/1.0 in %d writes: got %q, want it relayed by port-tcp", len(parts), got)
+		}
+	}
+
 	// HTTP to the VIP's own chain is still relayed as bytes (the prefix
 	// is matched before the application protocol).
 	f.set("127.0.0.30", netip.MustParseAddrPort("10.77.0.1:8080"))
@@ -360,7 +378,12 @@ func TestHTTPInspector(t *testing.T) {
 		want    string
 	}{
 		{"GET / HTTP/1.1\r\n", true, "http/1.1"},
-		{"POST ", true, "http/1.1"},
+		{"GET / HTTP/1.0\r\n", true, "http/1.0"},
+		{"GET / HTTP/1.0\n\n", true, "http/1.0"},
+		{"GET /" + strings.Repeat("a", 100) + " HTTP/1.0\r\nHost: x\r\n", true, "http/1.0"},
+		{"POST ", false, "http/1.1"}, // the version is still to come
+		{"POST /x HTTP/1.1", false, "http/1.1"},
+		{"GET /" + strings.Repeat("a", maxInspectBytes), true, "http/1.1"}, // too long to wait for
 		{"GE", false, ""},
 		{"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true, "h2c"},
 		{"PRI * HTTP", false, ""},

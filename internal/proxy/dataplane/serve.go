@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -575,21 +576,32 @@ func inspect(c net.Conn, timeout time.Duration, http bool) ([]byte, error) {
 		if m == 0 {
 			return head, io.ErrNoProgress
 		}
+		if n == len(buf) {
+			// An HTTP/1 request line longer than the preface: read on
+			// to its version (httpDecided stops at maxInspectBytes).
+			buf = append(buf, make([]byte, min(len(buf), maxInspectBytes-len(buf)))...)
+		}
 	}
 }
 
-// httpDecided reports whether head is enough for httpProtocol.
+// maxInspectBytes bounds what the HTTP inspector reads of a request line
+// to find its version; a longer line is taken as HTTP/1.1.
+const maxInspectBytes = 8 << 10
+
+// httpDecided reports whether head is enough for httpProtocol: the
+// HTTP/2 preface, bytes that cannot start an HTTP/1 request, or an
+// HTTP/1 method and the rest of the request line (its version).
 func httpDecided(head []byte) bool {
-	if len(head) >= len(h2Preface) {
+	if len(head) >= len(h2Preface) && string(head[:len(h2Preface)]) == h2Preface {
 		return true
 	}
-	if len(head) <= len(h2Preface) && string(head) == h2Preface[:len(head)] {
+	if len(head) < len(h2Preface) && string(head) == h2Preface[:len(head)] {
 		return false // maybe the preface: read on
 	}
 	for i, b := range head {
 		switch {
 		case b == ' ':
-			return true
+			return bytes.IndexByte(head[i:], '\n') >= 0 || len(head) >= maxInspectBytes
 		case !isMethodChar(b) || i >= maxMethodLen:
 			return true // not an HTTP/1 method: decided, no protocol
 		}
@@ -608,6 +620,7 @@ func isMethodChar(b byte) bool { return b >= 'A' && b <= 'Z' || b == '-' || b ==
 var (
 	protosH2C    = []string{"h2c"}
 	protosHTTP11 = []string{"http/1.1"}
+	protosHTTP10 = []string{"http/1.0"}
 )
 
 // httpProtocols is httpProtocol as the list chains match on.
@@ -617,6 +630,8 @@ func httpProtocols(head []byte) []string {
 		return protosH2C
 	case "http/1.1":
 		return protosHTTP11
+	case "http/1.0":
+		return protosHTTP10
 	}
 	return nil
 }
@@ -630,18 +645,28 @@ func deadline(timeout time.Duration) time.Time {
 }
 
 // httpProtocol is the http_inspector's verdict on a connection's first
-// bytes: "h2c" for the HTTP/2 preface, "http/1.1" for an HTTP/1 method
-// followed by a space, "" otherwise.
+// bytes: "h2c" for the HTTP/2 preface; for an HTTP/1 method followed by
+// a space, "http/1.0" when the request line ends in HTTP/1.0 and
+// "http/1.1" otherwise (a line not yet whole included); "" for anything
+// else. As Envoy's, the HTTP/1.0 verdict matches none of the chains
+// Istio sniffs HTTP with ("http/1.1", "h2c"): such a connection takes
+// the port's TCP chain, as Istio's "http10 to auto" test expects.
 func httpProtocol(head []byte) string {
 	if len(head) >= len(h2Preface) && string(head[:len(h2Preface)]) == h2Preface {
 		return "h2c"
 	}
 	for i, b := range head {
 		if b == ' ' {
-			if i > 0 && string(head[:i]) != "PRI" {
-				return "http/1.1"
+			if i == 0 || string(head[:i]) == "PRI" {
+				return ""
 			}
-			return ""
+			if nl := bytes.IndexByte(head[i:], '\n'); nl >= 0 {
+				line := bytes.TrimSuffix(head[i:i+nl], []byte{'\r'})
+				if bytes.HasSuffix(line, []byte(" HTTP/1.0")) {
+					return "http/1.0"
+				}
+			}
+			return "http/1.1"
 		}
 		if !isMethodChar(b) || i >= maxMethodLen {
 			return ""

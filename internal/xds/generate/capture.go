@@ -138,11 +138,25 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 	if len(tlsPorts) > 0 {
 		l.ListenerFilters = append(l.ListenerFilters, inspectorOnly(tlsInspector(), sortedPorts(tlsPorts)))
 	}
-	if len(sniffedPorts) > 0 {
-		slices.Sort(sniffedPorts)
-		l.ListenerFilters = append(l.ListenerFilters, httpInspectorOnly(sniffedPorts))
+	// HTTP/1.0 is HTTP to the proxy only when it accepts it (hcmFilter);
+	// otherwise, as in Istio, the inspector's "http/1.0" matches no HTTP
+	// chain, and on an HTTP port it goes where other bytes go (the
+	// default chain: to its original destination), not to a 426.
+	http10 := id.HTTP10 || s.HTTP10()
+	sniffedALPN := sniffedHTTP
+	inspected := slices.Clone(sniffedPorts)
+	if http10 {
+		sniffedALPN = sniffedHTTPAnd10
+	} else {
+		for _, p := range httpPorts {
+			inspected = appendNew(inspected, p)
+		}
 	}
-	if len(tlsPorts) > 0 || len(sniffedPorts) > 0 {
+	if len(inspected) > 0 {
+		slices.Sort(inspected)
+		l.ListenerFilters = append(l.ListenerFilters, httpInspectorOnly(inspected))
+	}
+	if len(tlsPorts) > 0 || len(inspected) > 0 {
 		l.ListenerFiltersTimeout = durationpb.New(0)
 		l.ContinueOnListenerFiltersTimeout = true
 	}
@@ -167,10 +181,19 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 		}
 		withCORSFilter(&listener.Listener{FilterChains: []*listener.FilterChain{fc}}, rc) // rewrites fc's connection manager
 		hcmChains[port] = fc
+		if slices.Contains(httpPorts, port) && !http10 {
+			l.FilterChains = append(l.FilterChains, &listener.FilterChain{
+				Name: name + "_http10",
+				FilterChainMatch: &listener.FilterChainMatch{
+					DestinationPort: wrapperspb.UInt32(port), ApplicationProtocols: protoHTTP10,
+				},
+				Filters: []*listener.Filter{tcpProxyFilter(unknown, unknown, logs)},
+			})
+		}
 		if !slices.Contains(httpPorts, port) {
 			// Only sniffed service ports here: only what the inspector
 			// found HTTP in is routed; other bytes pass through.
-			fc.FilterChainMatch.ApplicationProtocols = sniffedHTTP
+			fc.FilterChainMatch.ApplicationProtocols = sniffedALPN
 			if tlsPorts[port] {
 				// The TLS inspector runs here too: a TLS client's ALPN
 				// must not pick the plaintext HTTP chain.
@@ -186,7 +209,7 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 		fc.FilterChainMatch = &listener.FilterChainMatch{
 			DestinationPort:      wrapperspb.UInt32(v.port),
 			PrefixRanges:         v.matchIP,
-			ApplicationProtocols: sniffedHTTP,
+			ApplicationProtocols: sniffedALPN,
 		}
 		if tlsPorts[v.port] {
 			fc.FilterChainMatch.TransportProtocol = "raw_buffer"
@@ -196,8 +219,14 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 	return l, rcs
 }
 
-// sniffedHTTP are the application protocols the HTTP inspector reports.
-var sniffedHTTP = []string{"http/1.1", "h2c"}
+// sniffedHTTP are the application protocols the HTTP inspector reports
+// that the HTTP chains of sniffed ports take; sniffedHTTPAnd10 also
+// HTTP/1.0, for a proxy that accepts it (Istio's plaintextHTTPALPNs).
+var (
+	sniffedHTTP      = []string{"http/1.1", "h2c"}
+	sniffedHTTPAnd10 = []string{"http/1.0", "http/1.1", "h2c"}
+	protoHTTP10      = []string{"http/1.0"}
+)
 
 // mtlsHTTP are the ALPN protocols a sidecar offers when it carries HTTP
 // over mutual TLS (a byte stream offers neither).
@@ -278,6 +307,10 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 		cs      []types.Resource
 		sniffed []uint32
 	)
+	sniffedALPN := sniffedHTTP
+	if id.HTTP10 || s.HTTP10() {
+		sniffedALPN = sniffedHTTPAnd10
+	}
 	for _, wp := range ports {
 		name := fmt.Sprintf("0.0.0.0_%d", wp.port)
 		mode := s.PeerAuthn.Mode(wp.w.namespace, wp.w.labels, wp.port)
@@ -301,7 +334,7 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 			names := meshServerNames(s, wp)
 			_, chains = inboundChains(mode, id.MTLS, httpChain())
 			for _, fc := range chains {
-				fc.FilterChainMatch.ApplicationProtocols = sniffedHTTP
+				fc.FilterChainMatch.ApplicationProtocols = sniffedALPN
 				if fc.TransportSocket != nil {
 					fc.FilterChainMatch.ApplicationProtocols = mtlsHTTP
 					fc.FilterChainMatch.ServerNames = names
@@ -319,7 +352,7 @@ func virtualInboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.L
 				if fc.FilterChainMatch == nil {
 					fc.FilterChainMatch = &listener.FilterChainMatch{}
 				}
-				fc.FilterChainMatch.ApplicationProtocols = sniffedHTTP
+				fc.FilterChainMatch.ApplicationProtocols = sniffedALPN
 				if fc.TransportSocket != nil {
 					fc.FilterChainMatch.ApplicationProtocols = mtlsHTTP
 				}

@@ -57,6 +57,38 @@ func TestHTTP10(t *testing.T) {
 			}
 		})
 	}
+	// A captured sidecar: unless it accepts HTTP/1.0, the inspector's
+	// "http/1.0" on an HTTP port takes a tcp_proxy chain to the original
+	// destination (as Istio, whose HTTP chains want http/1.1 or h2c);
+	// accepting it, there is no such chain and the sniffed ports' HTTP
+	// chains take http/1.0 too.
+	for _, on := range []bool{false, true} {
+		id := captured
+		id.HTTP10 = on
+		var http10Chains, sniffedWith10 int
+		for _, l := range ForProxy(securityMesh(bookinfo, mesh.Options{}), id).Listeners {
+			l := l.(*listener.Listener)
+			if l.GetName() != contract.ListenerVirtualOutbound {
+				continue
+			}
+			for _, fc := range l.GetFilterChains() {
+				alpn := fc.GetFilterChainMatch().GetApplicationProtocols()
+				if len(alpn) == 1 && alpn[0] == "http/1.0" {
+					http10Chains++
+					if fc.GetFilters()[0].GetName() != "envoy.filters.network.tcp_proxy" {
+						t.Errorf("HTTP10 %v: chain %s is %s, want a tcp_proxy", on, fc.GetName(), fc.GetFilters()[0].GetName())
+					}
+				}
+				if len(alpn) > 1 && alpn[0] == "http/1.0" {
+					sniffedWith10++
+				}
+			}
+		}
+		if (http10Chains > 0) == on || (!on && sniffedWith10 > 0) {
+			t.Errorf("HTTP10 %v: %d http/1.0 chains, %d sniffed chains taking http/1.0", on, http10Chains, sniffedWith10)
+		}
+	}
+
 	// Two sidecars that differ only in HTTP10 do not share their
 	// outbound part.
 	s := securityMesh(bookinfo, mesh.Options{})

@@ -561,7 +561,13 @@ func inspect(c net.Conn, timeout time.Duration, http bool) ([]byte, error) {
 		c.SetReadDeadline(time.Now().Add(timeout))
 		defer c.SetReadDeadline(time.Time{})
 	}
-	buf := make([]byte, len(h2Preface))
+	// Room for the preface, or for a usual HTTP/1 request line whole in
+	// the first read (the HTTP inspector reads on to its version).
+	size := len(h2Preface)
+	if http {
+		size = 1 << 10
+	}
+	buf := make([]byte, size)
 	n := 0
 	for {
 		m, err := c.Read(buf[n:])

@@ -21,9 +21,10 @@ import (
 // service's VIP are routed by its VirtualService, over mutual TLS, to
 // the server's sidecar, which detects HTTP again by the ALPN its peer
 // offers; other bytes on such a port are carried as TCP, also over
-// mutual TLS. A server-first protocol on an undeclared port outside the
-// registry is not held waiting by the HTTP inspector (it runs on the
-// sniffed ports only).
+// mutual TLS, and so is HTTP/1.0, as in Istio ("http10 to auto"). A
+// server-first protocol on an undeclared port outside the registry is
+// not held waiting by the HTTP inspector (it runs on the sniffed and the
+// HTTP ports only).
 func TestCaptureSniffing(t *testing.T) {
 	m := newCaptureMesh(t)
 	bin := m.bin
@@ -161,6 +162,25 @@ spec:
 		seen[strings.TrimSuffix(got, want)] = true
 	}
 	t.Logf("TCP on the sniffed port reached %v", seen)
+
+	// HTTP/1.0, in the bytes of Istio's "http10 to auto" test (bare
+	// LFs): not HTTP to the sniffing, carried as bytes to the app, which
+	// answers it itself.
+	var status string
+	err = m.client.Do(func() error {
+		c, err := net.DialTimeout("tcp", vip+":9100", 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.0\n\n")
+		status, err = bufio.NewReader(c).ReadString('\n')
+		return err
+	})
+	if err != nil || !strings.HasPrefix(status, "HTTP/1.0 200 OK") {
+		t.Errorf("HTTP/1.0 to %s:9100: %q %v, want the app's HTTP/1.0 200 OK", vip, status, err)
+	}
 
 	// A server-first protocol outside the registry, on an undeclared
 	// port: its greeting arrives although the client says nothing.

@@ -64,14 +64,19 @@ import (
 //     HTTP service's VIP needs no chain of its own); per sniffed port
 //     that no service declares HTTP, the same chain matching only the
 //     connections the HTTP inspector found HTTP in;
+//   - per HTTP port P, unless the proxy accepts HTTP/1.0:
+//     {destination_port: P, application_protocols: http/1.0} → the
+//     default chain's tcp_proxy (Istio's HTTP chains do not take it);
 //   - the default chain: tcp_proxy → PassthroughCluster, or
 //     BlackHoleCluster under REGISTRY_ONLY (its stat prefix says which).
 //
-// The HTTP inspector runs only on the sniffed ports (filter_disabled), so
-// a server-first protocol elsewhere is never held waiting for its
-// client's first bytes; on a sniffed port it waits for them without a
-// time limit, as Istio's default protocolDetectionTimeout of 0: declare
-// a server-first protocol's port (a "tcp-" name, appProtocol: tcp).
+// The HTTP inspector runs only on the sniffed ports and, unless the
+// proxy accepts HTTP/1.0, the HTTP ports, whose HTTP/1.0 it sends on as
+// bytes (filter_disabled), so a server-first protocol elsewhere is never
+// held waiting for its client's first bytes; on a sniffed port it waits
+// for them without a time limit, as Istio's default
+// protocolDetectionTimeout of 0: declare a server-first protocol's port
+// (a "tcp-" name, appProtocol: tcp).
 //
 // It returns the listener and the route configurations its chains name.
 func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {

@@ -23,15 +23,21 @@ import (
 func checkMalformed(t *testing.T, c *http.Client, outbound, admin string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-
-	h1, err := net.DialTimeout("tcp", outbound, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
+	// send writes raw to a new connection to the outbound listener and
+	// returns a reader of what comes back.
+	send := func(raw string) *bufio.Reader {
+		conn, err := net.DialTimeout("tcp", outbound, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conn.SetDeadline(deadline)
+		io.WriteString(conn, raw)
+		return bufio.NewReader(conn)
 	}
-	defer h1.Close()
-	h1.SetDeadline(deadline)
-	io.WriteString(h1, "POST / HTTP/1.1\r\nHost: backend\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-	if resp, err := http.ReadResponse(bufio.NewReader(h1), nil); err != nil || resp.StatusCode != http.StatusBadRequest {
+
+	h1 := send("POST / HTTP/1.1\r\nHost: backend\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	if resp, err := http.ReadResponse(h1, nil); err != nil || resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("Content-Length with Transfer-Encoding: %v %v, want 400", resp, err)
 	}
 
@@ -39,14 +45,7 @@ func checkMalformed(t *testing.T, c *http.Client, outbound, admin string) {
 	// unless accept_http_10: the README's proxies run without --http10.
 	// The bytes of Istio's "http10 to http" test, bare LFs and all, and
 	// the status line it expects.
-	h10, err := net.DialTimeout("tcp", outbound, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h10.Close()
-	h10.SetDeadline(deadline)
-	io.WriteString(h10, "GET / HTTP/1.0\n\n")
-	if line, err := bufio.NewReader(h10).ReadString('\n'); err != nil || line != "HTTP/1.1 426 Upgrade Required\r\n" {
+	if line, err := send("GET / HTTP/1.0\n\n").ReadString('\n'); err != nil || line != "HTTP/1.1 426 Upgrade Required\r\n" {
 		t.Errorf("HTTP/1.0: status line %q, %v; want HTTP/1.1 426 Upgrade Required", line, err)
 	}
 

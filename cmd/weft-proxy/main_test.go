@@ -348,3 +348,27 @@ func TestStartFailureExit1(t *testing.T) {
 		t.Errorf("stderr %q", stderr.String())
 	}
 }
+
+// TestHTTP10Flag: --http10 puts HTTP10 in the proxy's node identity;
+// ISTIO_META_HTTP10 ("1" or "true", as Istio reads it) sets the flag's
+// default, and the flag wins.
+func TestHTTP10Flag(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want bool
+	}{
+		{"", nil, false},
+		{"", []string{"--http10"}, true},
+		{"1", nil, true},
+		{"true", nil, true},
+		{"0", nil, false},
+		{"1", []string{"--http10=false"}, false},
+	} {
+		t.Setenv("ISTIO_META_HTTP10", tc.env)
+		o, _ := parse(t, append([]string{"--workload", "w", "--xds-plaintext"}, tc.args...)...)
+		if o.Identity.HTTP10 != tc.want {
+			t.Errorf("ISTIO_META_HTTP10=%q %q: HTTP10 %v, want %v", tc.env, tc.args, o.Identity.HTTP10, tc.want)
+		}
+	}
+}

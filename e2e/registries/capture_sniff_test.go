@@ -24,7 +24,8 @@ import (
 // mutual TLS, and so is HTTP/1.0, as in Istio ("http10 to auto"). A
 // server-first protocol on an undeclared port outside the registry is
 // not held waiting by the HTTP inspector (it runs on the sniffed and the
-// HTTP ports only).
+// HTTP ports only), and bytes that are not HTTP on a declared HTTP port
+// pass through as well.
 func TestCaptureSniffing(t *testing.T) {
 	m := newCaptureMesh(t)
 	bin := m.bin
@@ -212,6 +213,32 @@ spec:
 	})
 	if err != nil || greeting != "220 greetings\r\n" {
 		t.Errorf("server-first TCP to %s through the sidecar: %q %v", greeter.Addr(), greeting, err)
+	}
+
+	// Bytes that are not HTTP on a port the mesh declares HTTP (8080),
+	// to an address outside the registry: as Istio's fall-through chain,
+	// carried to where they were going, not answered 400 by a connection
+	// manager.
+	outside, err := net.Listen("tcp", m.n.Gateway+":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outside.Close()
+	go tcpEcho(outside, "outside")
+	var echoed string
+	err = m.client.Do(func() error {
+		c, err := net.DialTimeout("tcp", outside.Addr().String(), 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "\x00not http\n")
+		echoed, err = bufio.NewReader(c).ReadString('\n')
+		return err
+	})
+	if err != nil || echoed != "outside:\x00not http\n" {
+		t.Errorf("TCP to %s, a declared HTTP port, through the sidecar: %q %v, want it passed through", outside.Addr(), echoed, err)
 	}
 
 	// The server side saw HTTP requests and TCP connections on the

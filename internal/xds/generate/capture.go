@@ -58,25 +58,22 @@ import (
 //     IPs: the same chain, and before it {destination_port: P,
 //     prefix_ranges: the VIPs, application_protocols: [http/1.1, h2c]}
 //     → the HTTP connection manager of P;
-//   - per HTTP port P of any service: {destination_port: P} → an HTTP
-//     connection manager with RDS "P", which routes by Host (any
-//     destination IP on an HTTP port, as Istio's 0.0.0.0_P listeners; an
-//     HTTP service's VIP needs no chain of its own); per sniffed port
-//     that no service declares HTTP, the same chain matching only the
-//     connections the HTTP inspector found HTTP in;
-//   - per HTTP port P, unless the proxy accepts HTTP/1.0:
-//     {destination_port: P, application_protocols: http/1.0} → the
-//     default chain's tcp_proxy (Istio's HTTP chains do not take it);
+//   - per HTTP or sniffed port P of any service: {destination_port: P,
+//     application_protocols: [http/1.1, h2c]} → an HTTP connection
+//     manager with RDS "P", which routes by Host (any destination IP on
+//     the port, as Istio's 0.0.0.0_P listeners; an HTTP service's VIP
+//     needs no chain of its own). As Istio's plaintextHTTPALPNs, the
+//     chains take http/1.0 too when the proxy accepts HTTP/1.0; else
+//     HTTP/1.0, like any bytes that are not HTTP, on a declared HTTP
+//     port too, takes the default chain (Istio's fall-through chain);
 //   - the default chain: tcp_proxy → PassthroughCluster, or
 //     BlackHoleCluster under REGISTRY_ONLY (its stat prefix says which).
 //
-// The HTTP inspector runs only on the sniffed ports and, unless the
-// proxy accepts HTTP/1.0, the HTTP ports, whose HTTP/1.0 it sends on as
-// bytes (filter_disabled), so a server-first protocol elsewhere is never
-// held waiting for its client's first bytes; on a sniffed port it waits
-// for them without a time limit, as Istio's default
-// protocolDetectionTimeout of 0: declare a server-first protocol's port
-// (a "tcp-" name, appProtocol: tcp).
+// The HTTP inspector runs only on the sniffed and the HTTP ports, so a
+// server-first protocol elsewhere is never held waiting for its client's
+// first bytes; there it waits for them without a time limit, as Istio's
+// default protocolDetectionTimeout of 0: declare a server-first
+// protocol's port (a "tcp-" name, appProtocol: tcp).
 //
 // It returns the listener and the route configurations its chains name.
 func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.Listener, []types.Resource) {
@@ -143,20 +140,19 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 	if len(tlsPorts) > 0 {
 		l.ListenerFilters = append(l.ListenerFilters, inspectorOnly(tlsInspector(), sortedPorts(tlsPorts)))
 	}
-	// HTTP/1.0 is HTTP to the proxy only when it accepts it (hcmFilter);
-	// otherwise, as in Istio, the inspector's "http/1.0" matches no HTTP
-	// chain, and on an HTTP port it goes where other bytes go (the
-	// default chain: to its original destination), not to a 426.
+	// As in Istio, the HTTP chains of the wildcard listener take only
+	// what the HTTP inspector found HTTP in (plaintextHTTPALPNs), on
+	// declared HTTP ports as on sniffed ones: other bytes, on any port,
+	// take the default chain to their original destination. HTTP/1.0 is
+	// HTTP to the proxy only when it accepts it (hcmFilter); otherwise
+	// the inspector's "http/1.0" matches no HTTP chain and goes there too,
+	// not to a 426.
 	http10 := id.HTTP10 || s.HTTP10()
-	sniffedALPN := sniffedHTTP
-	inspected := slices.Clone(sniffedPorts)
+	httpALPN := sniffedHTTP
 	if http10 {
-		sniffedALPN = sniffedHTTPAnd10
-	} else {
-		for _, p := range httpPorts {
-			inspected = appendNew(inspected, p)
-		}
+		httpALPN = sniffedHTTPAnd10
 	}
+	inspected := appendNew(slices.Clone(sniffedPorts), httpPorts...)
 	if len(inspected) > 0 {
 		slices.Sort(inspected)
 		l.ListenerFilters = append(l.ListenerFilters, httpInspectorOnly(inspected))
@@ -186,24 +182,11 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 		}
 		withCORSFilter(&listener.Listener{FilterChains: []*listener.FilterChain{fc}}, rc) // rewrites fc's connection manager
 		hcmChains[port] = fc
-		if slices.Contains(httpPorts, port) && !http10 {
-			l.FilterChains = append(l.FilterChains, &listener.FilterChain{
-				Name: name + "_http10",
-				FilterChainMatch: &listener.FilterChainMatch{
-					DestinationPort: wrapperspb.UInt32(port), ApplicationProtocols: protoHTTP10,
-				},
-				Filters: []*listener.Filter{tcpProxyFilter(unknown, unknown, logs)},
-			})
-		}
-		if !slices.Contains(httpPorts, port) {
-			// Only sniffed service ports here: only what the inspector
-			// found HTTP in is routed; other bytes pass through.
-			fc.FilterChainMatch.ApplicationProtocols = sniffedALPN
-			if tlsPorts[port] {
-				// The TLS inspector runs here too: a TLS client's ALPN
-				// must not pick the plaintext HTTP chain.
-				fc.FilterChainMatch.TransportProtocol = "raw_buffer"
-			}
+		fc.FilterChainMatch.ApplicationProtocols = httpALPN
+		if tlsPorts[port] {
+			// The TLS inspector runs here too: a TLS client's ALPN
+			// must not pick the plaintext HTTP chain.
+			fc.FilterChainMatch.TransportProtocol = "raw_buffer"
 		}
 		l.FilterChains = append(l.FilterChains, fc)
 		rcs = append(rcs, rc)
@@ -214,7 +197,7 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 		fc.FilterChainMatch = &listener.FilterChainMatch{
 			DestinationPort:      wrapperspb.UInt32(v.port),
 			PrefixRanges:         v.matchIP,
-			ApplicationProtocols: sniffedALPN,
+			ApplicationProtocols: httpALPN,
 		}
 		if tlsPorts[v.port] {
 			fc.FilterChainMatch.TransportProtocol = "raw_buffer"
@@ -230,7 +213,6 @@ func virtualOutboundListener(s *mesh.Snapshot, id contract.Identity) (*listener.
 var (
 	sniffedHTTP      = []string{"http/1.1", "h2c"}
 	sniffedHTTPAnd10 = []string{"http/1.0", "http/1.1", "h2c"}
-	protoHTTP10      = []string{"http/1.0"}
 )
 
 // mtlsHTTP are the ALPN protocols a sidecar offers when it carries HTTP

@@ -1,6 +1,7 @@
 package generate
 
 import (
+	"slices"
 	"testing"
 
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -57,35 +58,36 @@ func TestHTTP10(t *testing.T) {
 			}
 		})
 	}
-	// A captured sidecar: unless it accepts HTTP/1.0, the inspector's
-	// "http/1.0" on an HTTP port takes a tcp_proxy chain to the original
-	// destination (as Istio, whose HTTP chains want http/1.1 or h2c);
-	// accepting it, there is no such chain and the sniffed ports' HTTP
-	// chains take http/1.0 too.
+	// A captured sidecar: every HTTP chain of its wildcard listener, on
+	// declared HTTP and on sniffed ports, takes only what the inspector
+	// found HTTP in, as Istio's (plaintextHTTPALPNs): http/1.1 and h2c,
+	// and http/1.0 when it accepts HTTP/1.0. Other bytes, HTTP/1.0
+	// otherwise, take the default chain to their original destination.
 	for _, on := range []bool{false, true} {
 		id := captured
 		id.HTTP10 = on
-		var http10Chains, sniffedWith10 int
+		want := []string{"http/1.1", "h2c"}
+		if on {
+			want = []string{"http/1.0", "http/1.1", "h2c"}
+		}
+		n := 0
 		for _, l := range ForProxy(securityMesh(bookinfo, mesh.Options{}), id).Listeners {
 			l := l.(*listener.Listener)
 			if l.GetName() != contract.ListenerVirtualOutbound {
 				continue
 			}
 			for _, fc := range l.GetFilterChains() {
-				alpn := fc.GetFilterChainMatch().GetApplicationProtocols()
-				if len(alpn) == 1 && alpn[0] == "http/1.0" {
-					http10Chains++
-					if fc.GetFilters()[0].GetName() != "envoy.filters.network.tcp_proxy" {
-						t.Errorf("HTTP10 %v: chain %s is %s, want a tcp_proxy", on, fc.GetName(), fc.GetFilters()[0].GetName())
-					}
+				if fc.GetFilters()[0].GetName() != "envoy.filters.network.http_connection_manager" {
+					continue
 				}
-				if len(alpn) > 1 && alpn[0] == "http/1.0" {
-					sniffedWith10++
+				n++
+				if got := fc.GetFilterChainMatch().GetApplicationProtocols(); !slices.Equal(got, want) {
+					t.Errorf("HTTP10 %v: chain %s takes %v, want %v", on, fc.GetName(), got, want)
 				}
 			}
 		}
-		if (http10Chains > 0) == on || (!on && sniffedWith10 > 0) {
-			t.Errorf("HTTP10 %v: %d http/1.0 chains, %d sniffed chains taking http/1.0", on, http10Chains, sniffedWith10)
+		if n == 0 {
+			t.Errorf("HTTP10 %v: no HTTP chain in %s", on, contract.ListenerVirtualOutbound)
 		}
 	}
 

@@ -405,6 +405,9 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	if r.ProtoMajor == 1 && r.ProtoMinor == 0 && !l.http10(w, r, &q) {
 		return // refused (http10.go)
 	}
+	if !hasHost(w, r, &q) {
+		return
+	}
 	f.mutateXFCC(r.Header, l, ds)
 
 	if !normalizeRequestPath(w, r, &l.Path, &q) {

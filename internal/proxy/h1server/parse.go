@@ -259,8 +259,6 @@ func parseHead(r *http.Request, head string, o *ConnOptions) error {
 	switch {
 	case len(hosts) > 1:
 		return badRequest("too many Host headers")
-	case !haveHost && minor >= 1:
-		return badRequest("missing required Host header")
 	case haveHost && !validHost(hosts[0]):
 		return badRequest("malformed Host header")
 	}

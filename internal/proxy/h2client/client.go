@@ -128,6 +128,46 @@ func (c *Client) RoundTrip(ctx context.Context, req *http.Request) (*http.Respon
 // reads req.Body and req.Trailer until the body ends. Otherwise the
 // client is done with req, its header and its body.
 func (c *Client) RoundTripHeld(ctx context.Context, req *http.Request) (resp *http.Response, held bool, err error) {
+	return c.RoundTripInto(ctx, req, nil)
+}
+
+// Storage is what a caller may lend a round trip for its response: the
+// Response and the maps of its header and trailers, which a busy proxy
+// would otherwise allocate for every request. They stay valid until the
+// Storage is lent again (a retry's response takes the place of the one
+// before) or Reset; the header values they hold are the response's own
+// and stay valid after. Once a round trip has returned an error, or the
+// response body is closed, nothing of the stream writes to the Storage
+// any more. The zero value is ready; a Storage is not safe for
+// concurrent use.
+type Storage struct {
+	resp            http.Response
+	header, trailer http.Header
+}
+
+// maxStorageHeader is the most fields a map kept by a Storage for the
+// next request may have held.
+const maxStorageHeader = 32
+
+// Reset makes st ready for another round trip: its maps cleared (let go
+// when an unusual response grew them), the Response zeroed.
+func (st *Storage) Reset() {
+	st.header, st.trailer = reusable(st.header), reusable(st.trailer)
+	st.resp = http.Response{}
+}
+
+// reusable is h cleared, or nil when it grew past maxStorageHeader.
+func reusable(h http.Header) http.Header {
+	if len(h) > maxStorageHeader {
+		return nil
+	}
+	clear(h)
+	return h
+}
+
+// RoundTripInto is RoundTripHeld with the response's storage lent by
+// the caller (nil: allocated).
+func (c *Client) RoundTripInto(ctx context.Context, req *http.Request, store *Storage) (resp *http.Response, held bool, err error) {
 	var mem *memBody
 	if req.Body != nil && req.Body != http.NoBody && inMemory(req) {
 		var err error
@@ -142,7 +182,7 @@ func (c *Client) RoundTripHeld(ctx context.Context, req *http.Request) (resp *ht
 		if err != nil {
 			return nil, held, err
 		}
-		resp, retry, sending, err := cc.roundTrip(ctx, req, &mem)
+		resp, retry, sending, err := cc.roundTrip(ctx, req, &mem, store)
 		held = held || sending
 		if err == nil || !retry || try == maxRetries || ctx.Err() != nil {
 			if errors.Is(err, errUnprocessed) {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -281,5 +283,95 @@ func TestPingTimeoutClosesConnection(t *testing.T) {
 	}
 	if c.Conns() != 0 {
 		t.Errorf("%d connections kept", c.Conns())
+	}
+}
+
+// TestStorageReused: a lent Storage holds each response's header and
+// trailers in the same maps, round trip after round trip; a response
+// takes the place of the one before (a retry's), fields and all; and a
+// stream the caller has given up never writes to the Storage again,
+// even when the peer sends it trailers after the Storage has gone to
+// the next request.
+func TestStorageReused(t *testing.T) {
+	addr := rawServer(t, func(fr *http2.Framer, _ int) {
+		for n := 0; ; n++ {
+			id, _, err := nextRequest(fr)
+			if err != nil {
+				return
+			}
+			if n == 3 {
+				// The caller closes this body before the end: after its
+				// RST_STREAM, the trailers come all the same.
+				respond(fr, id, false, ":status", "200", "x-n", "3")
+				fr.WriteData(id, false, []byte("partial"))
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					if _, ok := f.(*http2.RSTStreamFrame); ok {
+						break
+					}
+				}
+				respond(fr, id, true, "x-late", "stale", "grpc-status", "13")
+				continue
+			}
+			fields := []string{":status", "200", "x-n", string(rune('0' + n))}
+			if n == 0 {
+				fields = append(fields, "x-first", "yes")
+			}
+			respond(fr, id, false, fields...)
+			fr.WriteData(id, false, []byte("body"))
+			respond(fr, id, true, "grpc-status", "0", "x-t", string(rune('0'+n)))
+		}
+	})
+	c := newClient(addr)
+	var st Storage
+	var first http.Header
+	for n := range 3 {
+		resp, _, err := c.RoundTripInto(context.Background(), request(t, "GET", addr, "/", nil), &st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := readAll(t, resp); b != "body" {
+			t.Fatalf("response %d: body %q", n, b)
+		}
+		if n == 0 {
+			first = resp.Header
+		} else if reflect.ValueOf(resp.Header).UnsafePointer() != reflect.ValueOf(first).UnsafePointer() {
+			t.Errorf("response %d: a header map of its own, want the Storage's", n)
+		}
+		want := string(rune('0' + n))
+		if got := resp.Header.Get("X-N"); got != want {
+			t.Errorf("response %d: X-N %q", n, got)
+		}
+		if _, ok := resp.Header["X-First"]; ok != (n == 0) {
+			t.Errorf("response %d: X-First present %v, want %v: an earlier response's field left over", n, ok, n == 0)
+		}
+		if resp.Trailer.Get("Grpc-Status") != "0" || resp.Trailer.Get("X-T") != want {
+			t.Errorf("response %d: trailers %v", n, resp.Trailer)
+		}
+		if n == 1 {
+			st.Reset() // as for the next request; n == 2 reuses the maps as a retry does
+		}
+	}
+	// Given up mid-body: the late trailers do not reach the Storage,
+	// which serves another request meanwhile.
+	resp, _, err := c.RoundTripInto(context.Background(), request(t, "GET", addr, "/", nil), &st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	st.Reset()
+	for range 20 {
+		resp, _, err := c.RoundTripInto(context.Background(), request(t, "GET", addr, "/", nil), &st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if _, ok := resp.Trailer["X-Late"]; ok || resp.Trailer.Get("Grpc-Status") != "0" {
+			t.Fatalf("trailers %v: a given-up stream's reached the Storage", resp.Trailer)
+		}
+		st.Reset()
 	}
 }

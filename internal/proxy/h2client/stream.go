@@ -24,6 +24,7 @@ type stream struct {
 	id      uint32
 	req     *http.Request
 	isHead  bool
+	store   *Storage        // lent for the response (RoundTripInto); nil: allocated
 	notify  chan struct{}   // a response, data, an end or an error arrived
 	ctxDone <-chan struct{} // the request context's; closed: the stream is given up
 	ctx     context.Context
@@ -143,12 +144,13 @@ func (m *memBody) clone() *memBody {
 // can be sent again: nothing of its body was read, or all of it is in
 // *memp. sending reports that a goroutine was started to send the body,
 // which holds req until the body ends.
-func (cc *conn) roundTrip(ctx context.Context, req *http.Request, memp **memBody) (resp *http.Response, retry, sending bool, err error) {
+func (cc *conn) roundTrip(ctx context.Context, req *http.Request, memp **memBody, store *Storage) (resp *http.Response, retry, sending bool, err error) {
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	mem := *memp
 	s := &stream{
 		cc:       cc,
 		req:      req,
+		store:    store,
 		isHead:   req.Method == http.MethodHead,
 		notify:   make(chan struct{}, 1),
 		clLeft:   -1,
@@ -485,13 +487,12 @@ func (s *stream) sentEnd() {
 // (a 1xx one is skipped).
 func (cc *conn) onResponse(s *stream) error {
 	status := 0
-	h := make(http.Header, len(cc.fields))
-	vals := make([]string, len(cc.fields)) // every value, one allocation
 	cl := int64(-1)
+	regular := false // a regular field came
 	var malformed string
-	for i, f := range cc.fields {
+	for _, f := range cc.fields {
 		if len(f.Name) > 0 && f.Name[0] == ':' {
-			if f.Name != ":status" || status != 0 || len(h) > 0 {
+			if f.Name != ":status" || status != 0 || regular {
 				malformed = "pseudo-header " + f.Name
 				break
 			}
@@ -507,24 +508,18 @@ func (cc *conn) onResponse(s *stream) error {
 			status = v
 			continue
 		}
+		regular = true
 		if why := checkField(f.Name, f.Value); why != "" {
 			malformed = why
 			break
 		}
-		k := cc.canon.Key(f.Name)
-		if k == "Content-Length" {
+		if f.Name == "content-length" { // names are lower case (checkField)
 			n, err := strconv.ParseUint(f.Value, 10, 63)
 			if err != nil || cl >= 0 && int64(n) != cl {
 				malformed = "bad content-length"
 				break
 			}
 			cl = int64(n)
-		}
-		vals[i] = f.Value
-		if vv := h[k]; vv == nil {
-			h[k] = vals[i : i+1 : i+1]
-		} else {
-			h[k] = append(vv, f.Value)
 		}
 	}
 	switch {
@@ -544,7 +539,28 @@ func (cc *conn) onResponse(s *stream) error {
 	}
 	s.headSeen = true
 	noBody := s.isHead || status == http.StatusNoContent || status == http.StatusNotModified
-	resp := &http.Response{
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if s.done && s.err != nil || s.store != nil && s.err != nil {
+		// Given up meanwhile: a lent Storage may be the caller's again.
+		return nil
+	}
+	// Built under cc.mu: once the caller has given the stream up
+	// (s.err, set under cc.mu), a lent Storage is not written to.
+	var resp *http.Response
+	var h http.Header
+	if st := s.store; st != nil {
+		resp, h = &st.resp, st.header
+		if h == nil {
+			h = make(http.Header, len(cc.fields))
+			st.header = h
+		}
+		clear(h) // an earlier attempt's response
+	} else {
+		resp, h = new(http.Response), make(http.Header, len(cc.fields))
+	}
+	cc.fill(h)
+	*resp = http.Response{
 		Status:        statusLine(status),
 		StatusCode:    status,
 		Proto:         "HTTP/2.0",
@@ -556,11 +572,6 @@ func (cc *conn) onResponse(s *stream) error {
 	}
 	if cc.hend && cl < 0 {
 		resp.ContentLength = 0
-	}
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if s.done && s.err != nil {
-		return nil // given up meanwhile
 	}
 	if !noBody {
 		s.clLeft = cl
@@ -575,6 +586,32 @@ func (cc *conn) onResponse(s *stream) error {
 	s.resp = resp
 	cc.wake(s)
 	return nil
+}
+
+// fill adds the regular fields of the header block just decoded, checked
+// already, to h: every value in one allocation, which h then holds (the
+// values outlive a lent Storage's maps, so they are never reused).
+func (cc *conn) fill(h http.Header) {
+	n := 0
+	for _, f := range cc.fields {
+		if len(f.Name) == 0 || f.Name[0] != ':' {
+			n++
+		}
+	}
+	vals := make([]string, n)
+	for _, f := range cc.fields {
+		if len(f.Name) > 0 && f.Name[0] == ':' {
+			continue
+		}
+		k := cc.canon.Key(f.Name)
+		vals[0] = f.Value
+		if vv := h[k]; vv == nil {
+			h[k] = vals[:1:1]
+		} else {
+			h[k] = append(vv, f.Value)
+		}
+		vals = vals[1:]
+	}
 }
 
 // statusLines are the Response.Status of the common codes, made once.
@@ -597,13 +634,10 @@ func statusLine(code int) string {
 // onTrailers takes the header block just decoded as s's trailers.
 func (cc *conn) onTrailers(s *stream) error {
 	var malformed string
-	var t http.Header
 	if !cc.hend {
 		malformed = "a second header block not ending the stream"
 	} else {
-		t = make(http.Header, len(cc.fields))
-		vals := make([]string, len(cc.fields)) // every value, one allocation
-		for i, f := range cc.fields {
+		for _, f := range cc.fields {
 			if len(f.Name) > 0 && f.Name[0] == ':' {
 				malformed = "pseudo-header in trailers"
 				break
@@ -611,13 +645,6 @@ func (cc *conn) onTrailers(s *stream) error {
 			if why := checkField(f.Name, f.Value); why != "" {
 				malformed = why
 				break
-			}
-			k := cc.canon.Key(f.Name)
-			vals[i] = f.Value
-			if vv := t[k]; vv == nil {
-				t[k] = vals[i : i+1 : i+1]
-			} else {
-				t[k] = append(vv, f.Value)
 			}
 		}
 	}
@@ -627,9 +654,20 @@ func (cc *conn) onTrailers(s *stream) error {
 	}
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	if s.done && s.err != nil || s.recvEnded {
+	if s.done && s.err != nil || s.recvEnded || s.store != nil && s.err != nil {
 		return nil
 	}
+	var t http.Header
+	if st := s.store; st != nil {
+		if t = st.trailer; t == nil {
+			t = make(http.Header, len(cc.fields))
+			st.trailer = t
+		}
+		clear(t) // an earlier attempt's trailers
+	} else {
+		t = make(http.Header, len(cc.fields))
+	}
+	cc.fill(t)
 	if s.clLeft > 0 {
 		s.err = errors.New("http2: response body length differs from its content-length")
 	}

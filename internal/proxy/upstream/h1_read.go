@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
+
+	"weft.dev/weft/internal/proxy/h2client"
 )
 
 // readResponse reads a response head from br as http.ReadResponse does,
@@ -40,14 +42,17 @@ type responseBox struct {
 
 // Scratch is storage a caller lends the round trips of one request, and
 // takes back for its next request once nothing uses the last one's: the
-// response of the synchronous HTTP/1.1 path and its header map, which
-// would otherwise be allocated for every request. The response (and the
+// response of the synchronous HTTP/1.1 path and its header map, and the
+// HTTP/2 client's response with the maps of its header and trailers
+// (h2client.Storage), which would otherwise be allocated for every
+// request. The response (and the
 // header map, which the caller may change) are valid until the Scratch
 // is lent again; a retry's response takes the place of the one before.
 // The zero value is ready; a Scratch is not safe for concurrent use.
 type Scratch struct {
 	box    responseBox
 	header http.Header
+	h2     h2client.Storage // the HTTP/2 client's response
 	// held: an attempt went through a transport that may use the
 	// request after its round trip returns (a body still being written
 	// by a goroutine of its own): the request must not be reused. Set by
@@ -70,7 +75,17 @@ func (s *Scratch) Reset() {
 		h = nil // a map grown for an unusual response is let go
 	}
 	clear(h)
-	*s = Scratch{header: h}
+	h2 := s.h2
+	h2.Reset()
+	*s = Scratch{header: h, h2: h2}
+}
+
+// h2Storage is s's storage for an HTTP/2 response (nil s: none lent).
+func (s *Scratch) h2Storage() *h2client.Storage {
+	if s == nil {
+		return nil
+	}
+	return &s.h2
 }
 
 // Held reports whether a transport may still use the request a round

@@ -542,7 +542,7 @@ func (p *Pool) RoundTrip(ctx context.Context, conns *Conns, downstream, out *htt
 		}
 	}
 	if (p.h2 || downH2) && ownH2(downstream) {
-		resp, held, err := conns.h2Client(p).RoundTripHeld(ctx, out)
+		resp, held, err := conns.h2Client(p).RoundTripInto(ctx, out, s.h2Storage())
 		if held {
 			s.hold()
 		}

@@ -144,19 +144,8 @@ spec:
 	// Not HTTP: carried as TCP to either version.
 	seen := map[string]bool{}
 	for i := range 20 {
-		var got string
-		err := m.client.Do(func() error {
-			c, err := net.DialTimeout("tcp", vip+":9200", 5*time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			fmt.Fprintf(c, "\x00hello %d\n", i)
-			got, err = bufio.NewReader(c).ReadString('\n')
-			return err
-		})
 		want := fmt.Sprintf("\x00hello %d\n", i)
+		got, err := lineFrom(m, vip+":9200", want)
 		if err != nil || !strings.HasSuffix(got, want) {
 			t.Fatalf("TCP to %s:9200: %q %v, want an echo of %q", vip, got, err, want)
 		}
@@ -167,18 +156,7 @@ spec:
 	// HTTP/1.0, in the bytes of Istio's "http10 to auto" test (bare
 	// LFs): not HTTP to the sniffing, carried as bytes to the app, which
 	// answers it itself.
-	var status string
-	err = m.client.Do(func() error {
-		c, err := net.DialTimeout("tcp", vip+":9100", 5*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		io.WriteString(c, "GET / HTTP/1.0\n\n")
-		status, err = bufio.NewReader(c).ReadString('\n')
-		return err
-	})
+	status, err := lineFrom(m, vip+":9100", "GET / HTTP/1.0\n\n")
 	if err != nil || !strings.HasPrefix(status, "HTTP/1.0 200 OK") {
 		t.Errorf("HTTP/1.0 to %s:9100: %q %v, want the app's HTTP/1.0 200 OK", vip, status, err)
 	}
@@ -200,17 +178,7 @@ spec:
 			c.Close()
 		}
 	}()
-	var greeting string
-	err = m.client.Do(func() error {
-		c, err := net.DialTimeout("tcp", greeter.Addr().String(), 5*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		greeting, err = bufio.NewReader(c).ReadString('\n')
-		return err
-	})
+	greeting, err := lineFrom(m, greeter.Addr().String(), "")
 	if err != nil || greeting != "220 greetings\r\n" {
 		t.Errorf("server-first TCP to %s through the sidecar: %q %v", greeter.Addr(), greeting, err)
 	}
@@ -225,18 +193,7 @@ spec:
 	}
 	defer outside.Close()
 	go tcpEcho(outside, "outside")
-	var echoed string
-	err = m.client.Do(func() error {
-		c, err := net.DialTimeout("tcp", outside.Addr().String(), 5*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		io.WriteString(c, "\x00not http\n")
-		echoed, err = bufio.NewReader(c).ReadString('\n')
-		return err
-	})
+	echoed, err := lineFrom(m, outside.Addr().String(), "\x00not http\n")
 	if err != nil || echoed != "outside:\x00not http\n" {
 		t.Errorf("TCP to %s, a declared HTTP port, through the sidecar: %q %v, want it passed through", outside.Addr(), echoed, err)
 	}
@@ -267,6 +224,26 @@ spec:
 		t.Errorf("the backends' sidecars should count HTTP requests (%v) and TCP connections (%v) to admin over mutual TLS from the client:\n%s\n%s",
 			httpMTLS, tcpMTLS, grepLines(both, "istio_requests_total{"), grepLines(both, "istio_tcp_connections_opened_total{"))
 	}
+}
+
+// lineFrom dials addr from the client pod (through its sidecar), sends
+// send (nothing when empty) and returns the first line answered.
+func lineFrom(m *captureMesh, addr, send string) (string, error) {
+	var line string
+	err := m.client.Do(func() error {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if send != "" {
+			io.WriteString(c, send)
+		}
+		line, err = bufio.NewReader(c).ReadString('\n')
+		return err
+	})
+	return line, err
 }
 
 // tcpEcho answers each line a connection sends with name and the line,

@@ -49,6 +49,18 @@ func checkMalformed(t *testing.T, c *http.Client, outbound, admin string) {
 		t.Errorf("HTTP/1.0: status line %q, %v; want HTTP/1.1 426 Upgrade Required", line, err)
 	}
 
+	// No Host: Envoy's connection manager answers 400 itself, without a
+	// flag, and the connection goes on to serve the next request.
+	noHost := send("GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nHost: backend\r\n\r\n")
+	for i, want := range []int{http.StatusBadRequest, http.StatusOK} {
+		resp, err := http.ReadResponse(noHost, nil)
+		if err != nil || resp.StatusCode != want {
+			t.Errorf("request %d on the connection after one without Host: %v %v, want %d", i, resp, err, want)
+			break
+		}
+		io.Copy(io.Discard, resp.Body)
+	}
+
 	h := proxytest.DialH2C(t, outbound, deadline)
 	h.Get(1, "backend", "/")
 	h.Get(3, "backend", "/", "connection", "keep-alive")
@@ -59,20 +71,22 @@ func checkMalformed(t *testing.T, c *http.Client, outbound, admin string) {
 
 	eventually(t, 5*time.Second, "the refusals counted", func() error {
 		fams := scrape(t, c, admin)
-		var dpe, low, reset float64
+		var dpe, low, noHost, reset float64
 		for _, m := range fams["istio_requests_total"].GetMetric() {
 			switch l := labels(m); {
 			case l["response_flags"] == "DPE" && l["response_code"] == "400":
 				dpe += m.GetCounter().GetValue()
 			case l["response_flags"] == "-" && l["response_code"] == "426":
 				low += m.GetCounter().GetValue()
+			case l["response_flags"] == "-" && l["response_code"] == "400":
+				noHost += m.GetCounter().GetValue()
 			}
 		}
 		for _, m := range fams["envoy_listener_http2_rx_messaging_error"].GetMetric() {
 			reset += m.GetCounter().GetValue()
 		}
-		if dpe != 1 || low != 1 || reset != 1 {
-			return fmt.Errorf("istio_requests_total{response_flags=\"DPE\",response_code=\"400\"} = %v, {response_flags=\"-\",response_code=\"426\"} = %v, envoy_listener_http2_rx_messaging_error = %v; want 1, 1 and 1", dpe, low, reset)
+		if dpe != 1 || low != 1 || noHost != 1 || reset != 1 {
+			return fmt.Errorf("istio_requests_total{response_flags=\"DPE\",response_code=\"400\"} = %v, {response_flags=\"-\",response_code=\"426\"} = %v, {response_flags=\"-\",response_code=\"400\"} = %v, envoy_listener_http2_rx_messaging_error = %v; want 1 each", dpe, low, noHost, reset)
 		}
 		return nil
 	})

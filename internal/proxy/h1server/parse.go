@@ -152,12 +152,17 @@ func (c *conn) readRequest(first bool) (*http.Request, error) {
 		return nil, err
 	}
 	c.setWant(time.Time{}) // no deadline while the request is served (a stale one is put right)
+	return c.parseRequest(head)
+}
+
+// parseRequest parses the request head head into c.tmpl.
+func (c *conn) parseRequest(head string) (*http.Request, error) {
 	r := &c.tmpl
 	// The last request's header map is filled again: its handler has
 	// returned (as with the response's map, a handler does not keep the
 	// request's past that), and a map that held a head has its slots.
 	*r = http.Request{Header: c.reqHeader, URL: &c.url}
-	err = parseHead(r, head, &c.o)
+	err := parseHead(r, head, &c.o)
 	c.reqHeader = nil
 	if len(r.Header) <= maxReusedHeader {
 		c.reqHeader = r.Header

@@ -297,6 +297,10 @@ var statusLines = func() map[int]string {
 	return m
 }()
 
+// StatusLine is the status line the server writes for code, CRLF
+// included.
+func StatusLine(code int) string { return statusLine(code) }
+
 func statusLine(code int) string {
 	if s, ok := statusLines[code]; ok {
 		return s

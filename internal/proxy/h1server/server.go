@@ -99,6 +99,9 @@ type ConnOptions struct {
 	// HTTP/2's preface: it gets the connection, its bytes read so far
 	// given back first. Without it such a connection gets 505.
 	Handoff func(net.Conn)
+	// Bytes, if set, is offered each request whose head is whole in the
+	// read buffer before it is parsed (bytes.go).
+	Bytes BytesHandler
 }
 
 // ErrServerClosed is returned by ServeConn after Shutdown or Close.
@@ -227,6 +230,7 @@ type conn struct {
 	bgAbort         atomic.Bool // the background read is being ended: its timeout is real
 
 	linger bool         // unread input at the end: close lingering (lingerClose)
+	head   []byte       // the head offered to o.Bytes, copied out of br (bytes.go)
 	big    []byte       // a request head too long for br's buffer
 	tmpl   http.Request // the request read, before WithContext copies it
 	// reqHeader is the last request's header map, for the next.
@@ -368,12 +372,33 @@ func (c *conn) serve() {
 				return
 			}
 		}
-		req, err := c.readRequest(first)
+		var next http.Handler // serves the request instead of s.Handler
+		var ctx *reqctx.Context
+		var req *http.Request
+		var err error
+		if end := c.bytesHead(); end > 0 {
+			var res BytesResult
+			switch res, next, ctx = c.serveBytes(end); res {
+			case BytesServed:
+				if c.bw.Flush() != nil || c.s.shutdown.Load() {
+					return
+				}
+				continue
+			case BytesAborted:
+				return
+			}
+			req, err = c.parseRequest(string(c.head))
+		} else {
+			req, err = c.readRequest(first)
+		}
 		if err != nil {
+			if ctx != nil {
+				ctx.Cancel()
+			}
 			c.refuse(err)
 			return
 		}
-		keep, hj := c.serveRequest(req)
+		keep, hj := c.serveRequest(req, next, ctx)
 		if hj {
 			hijacked = true
 			return
@@ -449,10 +474,13 @@ func (c *replayConn) CloseWrite() error {
 // serveRequest runs the handler for req and finishes its response. keep
 // says the connection may serve another request; hijacked that the
 // handler took the connection over.
-func (c *conn) serveRequest(req *http.Request) (keep, hijacked bool) {
+func (c *conn) serveRequest(req *http.Request, h http.Handler, ctx *reqctx.Context) (keep, hijacked bool) {
 	// One allocation for the context (see reqctx) and one for the
-	// Request: req is the connection's template.
-	ctx := reqctx.New(c.ctx) // its values; connDone passes its cancellation on
+	// Request: req is the connection's template. ctx, when not nil, is
+	// the context the bytes handler gave the request (bytes.go).
+	if ctx == nil {
+		ctx = reqctx.New(c.ctx) // its values; connDone passes its cancellation on
+	}
 	req = req.WithContext(ctx)
 	w := &c.w
 	w.reset(req)
@@ -461,21 +489,12 @@ func (c *conn) serveRequest(req *http.Request) (keep, hijacked bool) {
 		b.req = req // trailers go to the request the handler has, not the template
 	}
 
-	c.mu.Lock()
-	c.serving, c.slow, c.gone = true, false, false
-	c.bodyDone = b == nil
-	c.req = ctx
-	if c.timer == nil {
-		c.timer = time.AfterFunc(watchDelay, c.onSlow)
-	} else {
-		c.timer.Reset(watchDelay)
-	}
-	c.mu.Unlock()
+	c.startWatch(ctx, b == nil)
 	if c.ctx.Err() != nil { // ended before connDone could see this request
 		ctx.CancelWith(context.Cause(c.ctx))
 	}
 
-	panicked := c.runHandler(w, req)
+	panicked := c.runHandler(w, req, h)
 
 	c.endWatch()
 	ctx.Cancel()
@@ -504,9 +523,25 @@ func (c *conn) serveRequest(req *http.Request) (keep, hijacked bool) {
 	return keep, false
 }
 
-// runHandler calls the handler and reports whether it panicked (logged
-// unless it was http.ErrAbortHandler).
-func (c *conn) runHandler(w *response, req *http.Request) (panicked bool) {
+// startWatch starts the watch for the client going away while the
+// request whose context is ctx is served; bodyDone: it has no body left
+// to read.
+func (c *conn) startWatch(ctx *reqctx.Context, bodyDone bool) {
+	c.mu.Lock()
+	c.serving, c.slow, c.gone = true, false, false
+	c.bodyDone = bodyDone
+	c.req = ctx
+	if c.timer == nil {
+		c.timer = time.AfterFunc(watchDelay, c.onSlow)
+	} else {
+		c.timer.Reset(watchDelay)
+	}
+	c.mu.Unlock()
+}
+
+// runHandler calls h (nil: the server's Handler) and reports whether it
+// panicked (logged unless it was http.ErrAbortHandler).
+func (c *conn) runHandler(w *response, req *http.Request, h http.Handler) (panicked bool) {
 	defer func() {
 		if err := recover(); err != nil {
 			panicked = true
@@ -525,7 +560,9 @@ func (c *conn) runHandler(w *response, req *http.Request) (panicked bool) {
 			}
 		}
 	}()
-	h := c.s.Handler
+	if h == nil {
+		h = c.s.Handler
+	}
 	if req.RequestURI == "*" && req.Method == http.MethodOptions {
 		h = globalOptions // as net/http
 	}

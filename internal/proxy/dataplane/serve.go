@@ -1,12 +1,14 @@
 package dataplane
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -299,6 +301,7 @@ func (l *connListener) setupAndHand(c net.Conn) {
 			l.bl.d.fwd.Refused(&ci.chain.http, ci.ds, status) // counted with DPE, as Envoy's codec errors
 		},
 		Handoff: func(h2 net.Conn) { l.serveHTTP2(h2, ci) },
+		Bytes:   l.bytesHandler(ci),
 	})
 }
 
@@ -794,4 +797,45 @@ func (d *Dataplane) tcpSec(ci *connInfo) *telemetry.SecLabels {
 			SourcePrincipal: telemetry.OrUnknown(p.Principal), DestinationPrincipal: telemetry.OrUnknown(d.opts.Principal)})
 	}
 	return d.metrics.NoneSec()
+}
+
+// bytesHandler is the byte path's handler of a plaintext connection's
+// requests (forward/bytepath.go); nil over TLS or when the byte path is
+// off.
+func (l *connListener) bytesHandler(ci *connInfo) h1server.BytesHandler {
+	if !forward.BytePath || ci.tls != nil {
+		return nil
+	}
+	return &bytesConn{bl: l.bl, ci: ci}
+}
+
+// bytesConn offers one connection's requests to the byte path, with the
+// chain ServeHTTP would choose for them.
+type bytesConn struct {
+	bl *boundListener
+	ci *connInfo
+}
+
+func (b *bytesConn) ServeBytes(ctx context.Context, head []byte, w *bufio.Writer) (h1server.BytesResult, http.Handler) {
+	bl, ci := b.bl, b.ci
+	rt, lc, draining := bl.state()
+	if draining || (bl.d.opts.Overload != nil && bl.d.opts.Overload.DisableHTTPKeepalive()) {
+		return h1server.BytesDeclined, nil // the general path asks the client to go
+	}
+	cc := lc.match(ci.dst, ci.sni, ci.transport, ci.apps)
+	if cc == nil || cc.tls != nil || ci.chain.tls != nil || cc.tcp != nil {
+		return h1server.BytesDeclined, nil
+	}
+	tab, clusters := cc.table(rt), rt.clusters
+	switch res, rs := bl.d.fwd.ServeBytes(ctx, head, w, &cc.http, ci.ds, tab, clusters); res {
+	case forward.BytesServed:
+		return h1server.BytesServed, nil
+	case forward.BytesAborted:
+		return h1server.BytesAborted, nil
+	case forward.BytesResumed:
+		return h1server.BytesDeclined, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			bl.d.fwd.Resume(w, r, &cc.http, ci.ds, tab, clusters, rs)
+		})
+	}
+	return h1server.BytesDeclined, nil
 }

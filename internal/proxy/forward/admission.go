@@ -20,22 +20,29 @@ const bodyOverflow = "upstream connect error or disconnect/reset before headers.
 func admitAttempt(ctx context.Context, c *cluster.Cluster, w http.ResponseWriter, q *request, adm *cluster.Admission, res *attemptResult) (ok, answered bool) {
 	adm.Release()
 	a, err := c.Breaker().Admit(ctx)
-	switch {
-	case err == nil:
+	if err == nil {
 		*adm = a
 		return true, false
+	}
+	return false, admitFailed(err, w, q, res)
+}
+
+// admitFailed answers an attempt the circuit breaker did not admit (err,
+// from Breaker.Admit), as admitAttempt says.
+func admitFailed(err error, w http.ResponseWriter, q *request, res *attemptResult) (answered bool) {
+	switch {
 	case errors.Is(err, cluster.ErrOverflow):
 		if res.resp != nil {
 			res.resp.Body.Close()
 		}
 		w.Header()["X-Envoy-Overloaded"] = []string{"true"} // as Envoy's router
 		localReply(w, q, http.StatusServiceUnavailable, bodyOverflow, "UO")
-		return false, true
+		return true
 	}
 	cancel := res.cancel
 	if cancel == nil {
 		cancel = func() {}
 	}
 	*res = attemptResult{err: err, out: outcomeReset, cancel: cancel}
-	return false, false
+	return false
 }

@@ -368,11 +368,29 @@ func headerBytes(h http.Header) int64 {
 // whatever is applied meanwhile. Called concurrently by the listener's
 // http.Server; it returns once the response is written.
 func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, ds *Downstream, tab *route.Table, clusters map[string]*cluster.Cluster) {
+	f.serve(w, r, l, ds, tab, clusters, nil)
+}
+
+// Resume serves a request the byte path sent upstream (ServeBytes
+// returned BytesResumed and rs), from its first attempt's outcome on, as
+// Serve would have served it: r is the request parsed from the same
+// head, and everything Serve decides before the first attempt comes out
+// the same for it (bytepath.go).
+func (f *Forwarder) Resume(w http.ResponseWriter, r *http.Request, l *Listener, ds *Downstream, tab *route.Table, clusters map[string]*cluster.Cluster, rs *Resumed) {
+	f.serve(w, r, l, ds, tab, clusters, rs)
+}
+
+// serve is Serve, resuming rs when it is not nil.
+func (f *Forwarder) serve(w http.ResponseWriter, r *http.Request, l *Listener, ds *Downstream, tab *route.Table, clusters map[string]*cluster.Cluster, rs *Resumed) {
 	if ds == nil {
 		ds = plaintextDownstream
 	}
 	tooLarge := l.Limits.exceeded(r) // as received, peer metadata included
 	q := f.newRequest(w, r, l, ds)
+	if rs != nil {
+		q.start = rs.start
+		defer rs.abandon()
+	}
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		q.reqBody = &countingBody{rc: r.Body}
 		r.Body = q.reqBody
@@ -414,7 +432,10 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 		return // refused (400) or redirected (307)
 	}
 	var re *route.Entry
-	if tab != nil {
+	switch {
+	case rs != nil:
+		re = rs.re // what Route returns for r
+	case tab != nil:
 		re = tab.Route(r)
 	}
 	if re != nil {
@@ -456,7 +477,11 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	forwarded := re.Direct == nil && !re.IsRedirect()
 	var name string
 	if forwarded {
-		name = re.PickCluster(r)
+		if rs != nil {
+			name = rs.cluster // a weighted pick is not made twice
+		} else {
+			name = re.PickCluster(r)
+		}
 		q.cluster = name
 	}
 	if len(l.filters) > 0 {
@@ -487,7 +512,7 @@ func (f *Forwarder) Serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	case !q.hostDst:
 		q.dst = c.DstNoEndpoint()
 	}
-	f.forward(w, r, l, re, c, clusters, &q)
+	f.forward(w, r, l, re, c, clusters, &q, rs)
 }
 
 // passthroughDst labels an outbound request to a destination outside the
@@ -599,9 +624,13 @@ const maxReusedHeader = 32
 
 // getOutbound takes an outbound, and the storage of the upstream's
 // responses, for q's upstream request.
-func getOutbound(q *request) (*outbound, *upstream.Scratch) {
+func getOutbound(q *request, rs *Resumed) (*outbound, *upstream.Scratch) {
 	q.ob = outboundPool.Get().(*outbound)
-	q.scratch = scratchPool.Get().(*upstream.Scratch)
+	if rs != nil && rs.s != nil {
+		q.scratch, rs.s = rs.s, nil // it holds the first attempt's response
+	} else {
+		q.scratch = scratchPool.Get().(*upstream.Scratch)
+	}
 	return q.ob, q.scratch
 }
 
@@ -693,7 +722,8 @@ func (f *Forwarder) attempt(ctx context.Context, r *http.Request, re *route.Entr
 // retrying, the request body can be replayed, and nothing has been sent
 // downstream yet; each retry waits a jittered backoff and prefers an
 // endpoint not tried before.
-func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener, re *route.Entry, c *cluster.Cluster, clusters map[string]*cluster.Cluster, q *request) {
+// rs, when not nil, is the first attempt, which the byte path made.
+func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener, re *route.Entry, c *cluster.Cluster, clusters map[string]*cluster.Cluster, q *request, rs *Resumed) {
 	ctx := r.Context()
 	if re.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -705,7 +735,7 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	if upgrade {
 		rp = nil // upgraded streams are never retried
 	}
-	ob, scratch := getOutbound(q)
+	ob, scratch := getOutbound(q, rs)
 	if ob.header == nil {
 		ob.header = make(http.Header, len(r.Header)+4)
 	}
@@ -749,7 +779,10 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	}
 	if _, ok := out.Header["X-Request-Id"]; !ok {
 		var id []string
-		if q.logging {
+		if rs != nil && rs.id != "" {
+			ob.id[0] = rs.id // the one the first attempt sent
+			id = ob.id[:]
+		} else if q.logging {
 			// The access log shows the id the upstream got, as Envoy's;
 			// it puts it in the downstream request's header, which
 			// outlives ob.
@@ -794,7 +827,12 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 	var rtok cluster.RetryTokens // max_retries held by this request
 	defer adm.Release()
 	defer rtok.Release()
-	next := pickEndpoint(c, q.ds.Conn.LocalAddr, q.ds.Socket, k, rp, tried, &prio)
+	var next *cluster.Endpoint
+	if rs != nil {
+		next = rs.ep
+	} else {
+		next = pickEndpoint(c, q.ds.Conn.LocalAddr, q.ds.Socket, k, rp, tried, &prio)
+	}
 	if next == nil {
 		stats.CxNoneHealthy.Inc() // as Envoy's router
 		localReply(w, q, http.StatusServiceUnavailable, bodyNoHealthyUpstream, "UH")
@@ -813,22 +851,38 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, l *Listener,
 		if !l.Inbound && !q.hostDst {
 			q.dst = ep.Dst()
 		}
-		// hook: admission (circuit breaker), least-request accounting
-		if ok, answered := admitAttempt(ctx, c, w, q, &adm, &res); !ok {
-			if answered {
-				return // 503 UO
+		if rs != nil {
+			// The byte path's attempt: admitted, in flight, made; or
+			// refused by the circuit breaker.
+			rs.taken = true
+			if rs.admitErr != nil {
+				if admitFailed(rs.admitErr, w, q, &res) {
+					return // 503 UO
+				}
+				break // ctx ended while queued
 			}
-			break // ctx ended while queued
-		}
-		ep.BeginRequest() // LEAST_REQUEST: in flight until forward returns (no defer in the loop: a heap-allocated one)
-		begun++
-		attemptStart = time.Now()
-		out.URL = upstreamURL(firstURL, r, re, ep) // attempts run one after another
-		firstURL = nil                             // a retry's URL is its own: the last try's may still be read
-		if q.upgrade != "" {
-			res = attemptUpgrade(ctx, r, re, out, c, ep) // upgrade.go
+			adm, attemptStart, res = rs.adm, rs.attemptStart, rs.res
+			begun++
+			out.URL = upstreamURL(firstURL, r, re, ep)
+			firstURL, rs = nil, nil
 		} else {
-			res = f.attempt(ctx, r, re, out, scratch, c, ep, perTry)
+			// hook: admission (circuit breaker), least-request accounting
+			if ok, answered := admitAttempt(ctx, c, w, q, &adm, &res); !ok {
+				if answered {
+					return // 503 UO
+				}
+				break // ctx ended while queued
+			}
+			ep.BeginRequest() // LEAST_REQUEST: in flight until forward returns (no defer in the loop: a heap-allocated one)
+			begun++
+			attemptStart = time.Now()
+			out.URL = upstreamURL(firstURL, r, re, ep) // attempts run one after another
+			firstURL = nil                             // a retry's URL is its own: the last try's may still be read
+			if q.upgrade != "" {
+				res = attemptUpgrade(ctx, r, re, out, c, ep) // upgrade.go
+			} else {
+				res = f.attempt(ctx, r, re, out, scratch, c, ep, perTry)
+			}
 		}
 		if !l.Inbound {
 			q.sec = f.sourceSec(ep)

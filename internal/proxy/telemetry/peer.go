@@ -3,6 +3,7 @@ package telemetry
 import (
 	"encoding/base64"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -99,17 +100,26 @@ func (c *PeerCache) Take(h http.Header) *SrcLabels {
 	}
 	delete(h, HeaderPeerMetadata)
 	delete(h, HeaderPeerMetadataID)
+	return c.Lookup(v[0])
+}
+
+// Lookup returns the source labels of a peer whose metadata exchange
+// header is v ("": none, all Unknown). Called on the request goroutine.
+func (c *PeerCache) Lookup(v string) *SrcLabels {
+	if v == "" {
+		return c.unknown
+	}
 	m := c.m.Load()
-	if s, ok := m.Load(v[0]); ok {
+	if s, ok := m.Load(v); ok {
 		return s.(*SrcLabels)
 	}
-	s := c.decode(v[0])
+	s := c.decode(v)
 	if c.n.Add(1) > maxPeerCache {
 		c.n.Store(0)
 		m = new(sync.Map)
 		c.m.Store(m)
 	}
-	m.Store(v[0], s)
+	m.Store(strings.Clone(v), s) // v may be a view of a reused buffer (the byte path's)
 	return s
 }
 

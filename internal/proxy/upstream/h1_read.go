@@ -53,6 +53,7 @@ type Scratch struct {
 	box    responseBox
 	header http.Header
 	h2     h2client.Storage // the HTTP/2 client's response
+	head   HeadResponse     // the byte path's response (bytes.go)
 	// held: an attempt went through a transport that may use the
 	// request after its round trip returns (a body still being written
 	// by a goroutine of its own): the request must not be reused. Set by

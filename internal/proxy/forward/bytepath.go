@@ -80,6 +80,7 @@ type bytesRequest struct {
 	peerMetadata                      []byte // inbound listeners: the metadata exchange header
 	peerID                            bool   // and its id header
 	dropped                           int    // names and values of fields recorded but not sent on
+	idAt                              int    // where the X-Request-Id the proxy made starts in the upstream head
 	count                             int    // fields, Host included, as Limits counts them (as received)
 	size                              int64  // names and values, the same way
 }
@@ -193,20 +194,23 @@ func (f *Forwarder) ServeBytes(ctx context.Context, head []byte, w *bufio.Writer
 	}
 	ep.BeginRequest()
 
-	id := ""
-	if !rq.hasXRID {
-		id = newRequestID()
-	}
-	st.out = f.appendUpstreamHead(st.out[:0], rq, l, id)
+	st.out = f.appendUpstreamHead(st.out[:0], rq, l)
 	s := scratchPool.Get().(*upstream.Scratch)
 	attemptStart := time.Now()
 	hr, resp, err := ep.Conns().RoundTripHead(ctx, st.out, http.MethodGet, s)
-	if hr != nil && !relayable(hr.Status, hr.Fields, hr.Length, re.Retry) {
-		resp, err = hr.Response(s)
-		hr = nil
+	var rspHeader int64
+	if hr != nil {
+		var ok bool
+		if ok, rspHeader = relayable(hr, re.Retry); !ok {
+			resp, err = hr.Response(s)
+			hr = nil
+		}
 	}
 	if hr == nil {
-		rs := &Resumed{re: re, cluster: name, ep: ep, adm: adm, start: start, attemptStart: attemptStart, id: id, s: s}
+		rs := &Resumed{re: re, cluster: name, ep: ep, adm: adm, start: start, attemptStart: attemptStart, s: s}
+		if !rq.hasXRID {
+			rs.id = string(st.out[rq.idAt : rq.idAt+36])
+		}
 		if err != nil {
 			rs.res = attemptResult{err: err, out: classify(err, false), cancel: noCancel}
 		} else {
@@ -222,10 +226,7 @@ func (f *Forwarder) ServeBytes(ctx context.Context, head []byte, w *bufio.Writer
 	stats.RqCompleted.Inc()
 	stats.Response(status)
 	ep.ObserveResponse(status, nil) // relayable: no grpc-status
-	var hb [512]byte
-	rh := appendResponseHead(hb[:0], hr.Status, hr.Fields, hr.Length)
-	rspHeader := responseHeaderBytes(hr.Fields) // before Relay: the fields are the connection buffer's
-	_, werr := w.Write(rh)
+	_, werr := w.Write(appendResponseHead(w.AvailableBuffer(), hr))
 	var n int64
 	var rerr error
 	if werr == nil {
@@ -424,10 +425,10 @@ func (l *Limits) exceededBytes(rq *bytesRequest) bool {
 // for rq (upstream.writeHead of forward's request): the request line,
 // Host, User-Agent (Go's default when the client sent none), the
 // client's fields but the hop-by-hop ones, then X-Forwarded-Proto and
-// X-Request-Id unless the client set them (id: the new one), and on an
+// X-Request-Id unless the client set them (a new one), and on an
 // outbound listener the proxy's metadata exchange fields. Names are
 // canonical, as the general path's.
-func (f *Forwarder) appendUpstreamHead(b []byte, rq *bytesRequest, l *Listener, id string) []byte {
+func (f *Forwarder) appendUpstreamHead(b []byte, rq *bytesRequest, l *Listener) []byte {
 	b = append(b, "GET "...)
 	b = append(b, rq.target...)
 	b = append(b, " HTTP/1.1\r\nHost: "...)
@@ -445,9 +446,10 @@ func (f *Forwarder) appendUpstreamHead(b []byte, rq *bytesRequest, l *Listener, 
 	if !rq.hasXFP {
 		b = append(b, "X-Forwarded-Proto: http\r\n"...)
 	}
-	if id != "" {
+	if !rq.hasXRID {
 		b = append(b, "X-Request-Id: "...)
-		b = append(b, id...)
+		rq.idAt = len(b)
+		b = appendRequestID(b)
 		b = append(b, "\r\n"...)
 	}
 	if l.Outbound {
@@ -467,41 +469,61 @@ func (f *Forwarder) appendUpstreamHead(b []byte, rq *bytesRequest, l *Listener, 
 // one the general path would not retry (rp) and would send on as it
 // came, without hop-by-hop fields to drop by name (Connection options
 // other than close and keep-alive), gRPC status or rate-limit signals,
-// a body whose type it would sniff, and with at most maxBytesFields
-// fields.
-func relayable(status int, fields []byte, length int64, rp *route.RetryPolicy) bool {
-	if status == http.StatusNoContent || status == http.StatusNotModified {
-		return false
+// a Pragma (which net/http's reader turns into Cache-Control), or a
+// body whose type it would sniff. It also returns the size the general
+// path records for the response's header: the names and values it
+// sends on.
+func relayable(hr *upstream.HeadResponse, rp *route.RetryPolicy) (ok bool, size int64) {
+	if hr.Status == http.StatusNoContent || hr.Status == http.StatusNotModified {
+		return false, 0
 	}
-	if rp != nil && rp.RetriableResponse(status, "", false) {
-		return false
+	if rp != nil && rp.RetriableResponse(hr.Status, "", false) {
+		return false, 0
 	}
-	n, hasType := 0, false
-	for rest := fields; len(rest) > 0; n++ {
-		i := bytes.Index(rest, crlf)
-		fl := rest[:i]
-		rest = rest[i+2:]
-		c := bytes.IndexByte(fl, ':')
-		name, value := fl[:c], trimOWSBytes(fl[c+1:])
-		switch {
-		case equalFoldBytes(name, "content-type"):
-			hasType = true
-		case equalFoldBytes(name, "connection"):
-			for _, opt := range bytes.Split(value, []byte(",")) {
-				opt = trimOWSBytes(opt)
-				if len(opt) > 0 && !equalFoldBytes(opt, "close") && !equalFoldBytes(opt, "keep-alive") {
-					return false
-				}
+	hasType := false
+	for _, f := range hr.Fields() {
+		switch len(f.Name) {
+		case 6:
+			if equalFoldBytes(f.Name, "pragma") {
+				return false, 0
 			}
-		case equalFoldBytes(name, "grpc-status"), equalFoldBytes(name, "x-envoy-ratelimited"),
-			equalFoldBytes(name, "trailer"), equalFoldBytes(name, "pragma"):
-			// A gRPC status or a rate limit the retry policy and outlier
-			// detection read; Pragma, which net/http's reader turns into
-			// Cache-Control.
+		case 7:
+			if equalFoldBytes(f.Name, "trailer") {
+				return false, 0
+			}
+		case 10:
+			if equalFoldBytes(f.Name, "connection") && !plainConnection(f.Value) {
+				return false, 0
+			}
+		case 11:
+			if equalFoldBytes(f.Name, "grpc-status") {
+				return false, 0
+			}
+		case 12:
+			hasType = hasType || equalFoldBytes(f.Name, "content-type")
+		case 19:
+			if equalFoldBytes(f.Name, "x-envoy-ratelimited") {
+				return false, 0
+			}
+		}
+		if !hopByHopBytes(f.Name) {
+			size += int64(len(f.Name) + len(f.Value))
+		}
+	}
+	return hasType || hr.Length == 0, size
+}
+
+// plainConnection reports whether a Connection value lists only close
+// and keep-alive.
+func plainConnection(v []byte) bool {
+	for len(v) > 0 {
+		opt, rest, _ := bytes.Cut(v, []byte(","))
+		v = rest
+		if opt = trimOWSBytes(opt); len(opt) > 0 && !equalFoldBytes(opt, "close") && !equalFoldBytes(opt, "keep-alive") {
 			return false
 		}
 	}
-	return n <= maxBytesFields && (hasType || length == 0)
+	return true
 }
 
 // appendResponseHead appends the head the general path writes
@@ -509,24 +531,19 @@ func relayable(status int, fields []byte, length int64, rp *route.RetryPolicy) b
 // HTTP/1.1 server's WriteHeader): its status line, the fields but the
 // hop-by-hop ones and Content-Length, a Date when there was none, and
 // the Content-Length. Names are canonical, as the general path's.
-func appendResponseHead(b []byte, status int, fields []byte, length int64) []byte {
-	b = append(b, h1server.StatusLine(status)...)
+func appendResponseHead(b []byte, hr *upstream.HeadResponse) []byte {
+	b = append(b, h1server.StatusLine(hr.Status)...)
 	hasDate := false
-	for rest := fields; len(rest) > 0; {
-		i := bytes.Index(rest, crlf)
-		fl := rest[:i]
-		rest = rest[i+2:]
-		c := bytes.IndexByte(fl, ':')
-		name, value := fl[:c], trimOWSBytes(fl[c+1:])
-		if hopByHopBytes(name) || equalFoldBytes(name, "content-length") {
+	for _, f := range hr.Fields() {
+		if hopByHopBytes(f.Name) || equalFoldBytes(f.Name, "content-length") {
 			continue
 		}
-		if equalFoldBytes(name, "date") {
+		if len(f.Name) == 4 && equalFoldBytes(f.Name, "date") {
 			hasDate = true
 		}
-		b = appendCanonical(b, name)
+		b = appendCanonical(b, f.Name)
 		b = append(b, ": "...)
-		b = append(b, value...)
+		b = append(b, f.Value...)
 		b = append(b, "\r\n"...)
 	}
 	if !hasDate {
@@ -535,25 +552,8 @@ func appendResponseHead(b []byte, status int, fields []byte, length int64) []byt
 		b = append(b, "\r\n"...)
 	}
 	b = append(b, "Content-Length: "...)
-	b = strconv.AppendInt(b, length, 10)
+	b = strconv.AppendInt(b, hr.Length, 10)
 	return append(b, "\r\n\r\n"...)
-}
-
-// responseHeaderBytes is the size the general path records for a
-// relayed response's header: the names and values it sends on.
-func responseHeaderBytes(fields []byte) int64 {
-	var n int
-	for rest := fields; len(rest) > 0; {
-		i := bytes.Index(rest, crlf)
-		fl := rest[:i]
-		rest = rest[i+2:]
-		c := bytes.IndexByte(fl, ':')
-		name, value := fl[:c], trimOWSBytes(fl[c+1:])
-		if !hopByHopBytes(name) {
-			n += len(name) + len(value)
-		}
-	}
-	return int64(n)
 }
 
 // hopByHopBytes is isHopByHop for a field name as received.

@@ -1234,21 +1234,23 @@ func grpcStatusFor(code int) string {
 
 // newRequestID returns a random UUIDv4 string.
 func newRequestID() string {
+	var s [36]byte
+	return string(appendRequestID(s[:0]))
+}
+
+// appendRequestID appends a random UUIDv4.
+func appendRequestID(dst []byte) []byte {
 	var b [16]byte
 	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
 	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	const hexd = "0123456789abcdef"
-	var s [36]byte
-	j := 0
 	for i, x := range b {
 		if i == 4 || i == 6 || i == 8 || i == 10 {
-			s[j] = '-'
-			j++
+			dst = append(dst, '-')
 		}
-		s[j], s[j+1] = hexd[x>>4], hexd[x&0xf]
-		j += 2
+		dst = append(dst, hexd[x>>4], hexd[x&0xf])
 	}
-	return string(s[:])
+	return dst
 }

@@ -29,12 +29,12 @@ import (
 type HeadResponse struct {
 	// Status is the response's status code (200 or more, not 101).
 	Status int
-	// Fields are the head's field lines, each ending in CRLF, between
-	// the status line and the empty line. Valid until Relay or Response.
-	Fields []byte
 	// Length is the body's length: its Content-Length, or 0 when the
 	// response has no body (a HEAD request's, 204, 304).
 	Length int64
+
+	fields [MaxHeadFields]Field
+	n      int
 
 	method string
 	e      *Conns
@@ -47,6 +47,19 @@ type HeadResponse struct {
 // BytesOK reports whether RoundTripHead can send on e: not an endpoint
 // whose TLS server name follows each request's host.
 func (e *Conns) BytesOK() bool { return !e.autoSNI }
+
+// MaxHeadFields is the most fields a HeadResponse has; a longer head
+// comes back as an *http.Response.
+const MaxHeadFields = 32
+
+// Field is a header field of a HeadResponse: its name as received and
+// its value without the whitespace around it. Views of the connection's
+// buffer.
+type Field struct{ Name, Value []byte }
+
+// Fields are the response's header fields, in order. Valid until Relay,
+// Response or Close.
+func (hr *HeadResponse) Fields() []Field { return hr.fields[:hr.n] }
 
 // RoundTripHead sends head, the whole head of a bodyless request with
 // this method (GET or HEAD), on one of e's connections and reads the
@@ -173,6 +186,8 @@ func (s *Scratch) headResponse(br *bufio.Reader, method string) *HeadResponse {
 	fields = fields[:len(fields)-2] // the empty line
 	length := int64(-1)
 	keep := true
+	hr := &s.head
+	hr.n = 0
 	for rest := fields; len(rest) > 0; {
 		i := bytes.Index(rest, crlf)
 		if i < 0 {
@@ -190,9 +205,11 @@ func (s *Scratch) headResponse(br *bufio.Reader, method string) *HeadResponse {
 				return nil
 			}
 		}
-		if !validValue(value) {
+		if !validValue(value) || hr.n == MaxHeadFields {
 			return nil
 		}
+		hr.fields[hr.n] = Field{name, value}
+		hr.n++
 		switch {
 		case equalFold(name, "Content-Length"):
 			v := parseLength(value)
@@ -213,8 +230,8 @@ func (s *Scratch) headResponse(br *bufio.Reader, method string) *HeadResponse {
 	} else if length < 0 {
 		return nil // read to the connection's end: the general reader
 	}
-	s.head = HeadResponse{Status: status, Fields: fields[:len(fields):len(fields)], Length: length, method: method, keep: keep, head: len(b)}
-	return &s.head
+	hr.Status, hr.Length, hr.method, hr.keep, hr.head = status, length, method, keep, len(b)
+	return hr
 }
 
 var (
@@ -241,7 +258,7 @@ func (hr *HeadResponse) Relay(w *bufio.Writer) (int64, error) {
 	pc := hr.pc
 	hr.pc = nil
 	pc.br.Discard(hr.head)
-	hr.Fields = nil
+	hr.n = 0
 	var n int64
 	for n < hr.Length {
 		if pc.br.Buffered() == 0 {
@@ -273,7 +290,7 @@ func (hr *HeadResponse) Relay(w *bufio.Writer) (int64, error) {
 // have returned, its body giving the connection back as RoundTrip's.
 func (hr *HeadResponse) Response(s *Scratch) (*http.Response, error) {
 	pc, e := hr.pc, hr.e
-	hr.pc, hr.Fields = nil, nil
+	hr.pc, hr.n = nil, 0
 	req := &http.Request{Method: hr.method, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}
 	resp, err := e.readFinal(pc, req, hr.stop, s)
 	if err != nil {

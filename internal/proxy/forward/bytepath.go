@@ -292,7 +292,7 @@ func (rq *bytesRequest) parse(head []byte, inbound bool) bool {
 		if c <= 0 || !tokenBytes(fl[:c]) {
 			return false // obs-fold, an empty or invalid name
 		}
-		name, value := fl[:c], trimOWSBytes(fl[c+1:])
+		name, value := fl[:c], bytes.Trim(fl[c+1:], " \t")
 		if !plainValue(value) {
 			return false
 		}
@@ -519,7 +519,7 @@ func plainConnection(v []byte) bool {
 	for len(v) > 0 {
 		opt, rest, _ := bytes.Cut(v, []byte(","))
 		v = rest
-		if opt = trimOWSBytes(opt); len(opt) > 0 && !equalFoldBytes(opt, "close") && !equalFoldBytes(opt, "keep-alive") {
+		if opt = bytes.Trim(opt, " \t"); len(opt) > 0 && !equalFoldBytes(opt, "close") && !equalFoldBytes(opt, "keep-alive") {
 			return false
 		}
 	}
@@ -646,17 +646,6 @@ var tokenChar = func() (t [256]bool) {
 	}
 	return t
 }()
-
-// trimOWSBytes is v without the spaces and tabs around it.
-func trimOWSBytes(v []byte) []byte {
-	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-		v = v[1:]
-	}
-	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-		v = v[:len(v)-1]
-	}
-	return v
-}
 
 // equalFoldBytes reports whether b is lower, ASCII case-insensitively
 // (lower is lower case).

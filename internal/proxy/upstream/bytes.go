@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 
 	"weft.dev/weft/internal/proxy/reqctx"
@@ -103,15 +102,8 @@ func (e *Conns) sendHead(ctx context.Context, pc *h1Conn, head []byte, method st
 		return nil, nil, err
 	}
 	_, err := pc.bw.Write(head)
-	if err == nil {
-		err = pc.bw.Flush()
-	}
-	if err != nil {
-		var oe *net.OpError
-		return fail(err, errors.As(err, &oe) && oe.Op == "write")
-	}
-	if _, err := pc.br.Peek(1); err != nil {
-		return fail(err, isStale(err))
+	if retry, err := pc.awaitResponse(err, true); err != nil {
+		return fail(err, retry)
 	}
 	if hr := s.headResponse(pc.br, method); hr != nil {
 		hr.e, hr.pc, hr.stop = e, pc, stop
@@ -199,7 +191,7 @@ func (s *Scratch) headResponse(br *bufio.Reader, method string) *HeadResponse {
 		if c <= 0 {
 			return nil
 		}
-		name, value := f[:c], trimOWSBytes(f[c+1:])
+		name, value := f[:c], bytes.Trim(f[c+1:], " \t")
 		for _, ch := range name {
 			if !isTokenByte(ch) {
 				return nil
@@ -238,17 +230,6 @@ var (
 	crlf   = []byte("\r\n")
 	http11 = []byte("HTTP/1.1 ")
 )
-
-// trimOWSBytes is v without the spaces and tabs around it.
-func trimOWSBytes(v []byte) []byte {
-	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-		v = v[1:]
-	}
-	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-		v = v[:len(v)-1]
-	}
-	return v
-}
 
 // Relay writes the response's body to w (the caller has written the
 // head it made of Fields) and gives the connection back when the body

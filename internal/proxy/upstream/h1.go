@@ -297,15 +297,8 @@ func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, body []
 	} else if err = writeHead(pc.bw, req, int64(len(body))); err == nil {
 		_, err = pc.bw.Write(body) // with the head in one write when it fits the buffer
 	}
-	if err == nil {
-		err = pc.bw.Flush()
-	}
-	if err != nil {
-		var oe *net.OpError
-		return fail(err, errors.As(err, &oe) && oe.Op == "write")
-	}
-	if _, err := pc.br.Peek(1); err != nil {
-		return fail(err, idempotent && isStale(err))
+	if retry, err := pc.awaitResponse(err, idempotent); err != nil {
+		return fail(err, retry)
 	}
 	var resp *http.Response
 	var wrap *h1Body
@@ -333,6 +326,25 @@ func (e *Conns) send(ctx context.Context, pc *h1Conn, req *http.Request, body []
 	*wrap = h1Body{rc: resp.Body, e: e, pc: pc, stop: stop, keepAlive: !resp.Close && !req.Close && resp.ProtoAtLeast(1, 1)}
 	resp.Body = wrap
 	return resp, nil
+}
+
+// awaitResponse flushes the request written to pc (werr: the error
+// writing it) and waits for the response's first byte. On failure retry
+// says whether the request may go again on a fresh connection: its
+// write failed, so it was not delivered whole, or, for an idempotent
+// request, the connection was closed or reset before any response byte.
+func (pc *h1Conn) awaitResponse(werr error, idempotent bool) (retry bool, err error) {
+	if werr == nil {
+		werr = pc.bw.Flush()
+	}
+	if werr != nil {
+		var oe *net.OpError
+		return errors.As(werr, &oe) && oe.Op == "write", werr
+	}
+	if _, err := pc.br.Peek(1); err != nil {
+		return idempotent && isStale(err), err
+	}
+	return false, nil
 }
 
 // isStale reports whether err, read before any response byte, means the

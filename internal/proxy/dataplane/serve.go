@@ -21,6 +21,7 @@ import (
 	"weft.dev/weft/internal/proxy/forward"
 	"weft.dev/weft/internal/proxy/h1server"
 	"weft.dev/weft/internal/proxy/h2guard"
+	"weft.dev/weft/internal/proxy/route"
 	"weft.dev/weft/internal/proxy/sockio"
 	"weft.dev/weft/internal/proxy/tcpproxy"
 	"weft.dev/weft/internal/proxy/telemetry"
@@ -833,9 +834,26 @@ func (b *bytesConn) ServeBytes(ctx context.Context, head []byte, w *bufio.Writer
 	case forward.BytesAborted:
 		return h1server.BytesAborted, nil
 	case forward.BytesResumed:
-		return h1server.BytesDeclined, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			bl.d.fwd.Resume(w, r, &cc.http, ci.ds, tab, clusters, rs)
-		})
+		return h1server.BytesDeclined, &resumeHandler{fwd: bl.d.fwd, l: &cc.http, ds: ci.ds, tab: tab, clusters: clusters, rs: rs}
 	}
 	return h1server.BytesDeclined, nil
 }
+
+// resumeHandler serves a request the byte path handed over, with the
+// configuration it was routed on.
+type resumeHandler struct {
+	fwd      *forward.Forwarder
+	l        *forward.Listener
+	ds       *forward.Downstream
+	tab      *route.Table
+	clusters map[string]*cluster.Cluster
+	rs       *forward.Resumed
+}
+
+func (h *resumeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.fwd.Resume(w, r, h.l, h.ds, h.tab, h.clusters, h.rs)
+}
+
+// Abandon lets go of what the byte path's attempt holds when the
+// request is not served after all (h1server.Abandoner).
+func (h *resumeHandler) Abandon() { h.rs.Abandon() }

@@ -22,8 +22,9 @@ import (
 
 // The byte path: the commonest request, served from the bytes of its head.
 //
-// A plaintext HTTP/1.1 GET without a body, on a listener with no HTTP
-// filters, access logs, tracing or metric overrides, to a route that
+// A plaintext HTTP/1.1 GET without a body, on a listener with no access
+// logs, tracing, metric overrides or HTTP filters but those that act
+// only on routes configuring them, to a route that
 // only names its cluster (route.Entry.Plain) of HTTP/1.1 endpoints, is
 // served without an http.Request: its head is checked and split in
 // place, routed by Host and path (route.Table.RoutePlain), written
@@ -109,10 +110,12 @@ type Resumed struct {
 	taken        bool              // forward took the attempt over
 }
 
-// abandon ends an attempt no one took over: the general path answered
-// the request before it reached the attempt (which the byte path's
-// checks should make impossible).
-func (rs *Resumed) abandon() {
+// Abandon ends an attempt no one took over: the request could not be
+// parsed for Resume, or the general path answered it before it reached
+// the attempt (both of which the byte path's checks should make
+// impossible). It lets go of the admission, the endpoint's count and
+// the response. Safe to call after Resume: it then does nothing.
+func (rs *Resumed) Abandon() {
 	if rs.taken {
 		return
 	}

@@ -389,7 +389,7 @@ func (f *Forwarder) serve(w http.ResponseWriter, r *http.Request, l *Listener, d
 	q := f.newRequest(w, r, l, ds)
 	if rs != nil {
 		q.start = rs.start
-		defer rs.abandon()
+		defer rs.Abandon()
 	}
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		q.reqBody = &countingBody{rc: r.Body}

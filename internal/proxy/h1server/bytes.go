@@ -24,6 +24,13 @@ type BytesHandler interface {
 	ServeBytes(ctx context.Context, head []byte, w *bufio.Writer) (res BytesResult, next http.Handler)
 }
 
+// Abandoner is a handler ServeBytes returns that holds something for
+// the request (an upstream attempt): when the request cannot be parsed
+// after all, the server calls Abandon instead of ServeHTTP.
+type Abandoner interface {
+	Abandon()
+}
+
 // BytesResult is what ServeBytes did with a request.
 type BytesResult int
 

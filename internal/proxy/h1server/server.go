@@ -395,6 +395,9 @@ func (c *conn) serve() {
 			if ctx != nil {
 				ctx.Cancel()
 			}
+			if a, ok := next.(Abandoner); ok {
+				a.Abandon()
+			}
 			c.refuse(err)
 			return
 		}

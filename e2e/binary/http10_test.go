@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -31,49 +29,12 @@ func TestHTTP10Binaries(t *testing.T) {
 	go srv.Serve(app)
 	t.Cleanup(func() { srv.Close() })
 
-	cfg := t.TempDir()
-	yaml := fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: svc, namespace: default}
-spec:
-  hosts: [svc.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 8080, name: http, protocol: HTTP}]
-  workloadSelector: {labels: {app: svc}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: svc-off, namespace: default}
-spec: {address: %[1]s2, ports: {http: 8080}, labels: {app: svc, version: off}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: svc-env, namespace: default}
-spec: {address: %[1]s3, ports: {http: 8080}, labels: {app: svc, version: env}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: svc-on, namespace: default}
-spec: {address: %[1]s4, ports: {http: 8080}, labels: {app: svc, version: on}}
-`, pre)
-	if err := os.WriteFile(filepath.Join(cfg, "svc.yaml"), []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	xds := pre + "100:15010"
-	start(t, filepath.Join(bin, "weft"), "serve", "--config", cfg, "--xds-address", pre+"100:15012",
-		"--xds-plaintext-address", xds, "--status-address", pre+"100:15014", "--log-level", "warn")
-	proxy := filepath.Join(bin, "weft-proxy")
-	sidecar := func(version, ip string, extra ...string) {
-		start(t, proxy, append([]string{"--xds-plaintext", "--xds-address", xds, "--workload", "svc-" + version,
-			"--labels", "app=svc,version=" + version, "--ip", ip, "--outbound", "", "--app-port", "8080=" + pre + "5:18080",
-			"--admin-address", ip + ":15000", "--log-level", "warn"}, extra...)...)
-	}
-	sidecar("off", pre+"2")
+	sidecar := inboundMesh(t, bin, pre, [2]string{"off", "2"}, [2]string{"env", "3"}, [2]string{"on", "4"})
+	sidecar("off")
 	t.Setenv("ISTIO_META_HTTP10", "1") // for the next sidecar only: start reads the environment now
-	sidecar("env", pre+"3")
+	sidecar("env")
 	t.Setenv("ISTIO_META_HTTP10", "")
-	sidecar("on", pre+"4", "--http10")
+	sidecar("on", "--http10")
 
 	status := func(ip string) (string, error) {
 		c, err := net.DialTimeout("tcp", ip+":8080", 5*time.Second)

@@ -231,3 +231,46 @@ func runToFile(t *testing.T, bin, out string, timeout time.Duration, args ...str
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// inboundMesh configures a service svc.default.svc.cluster.local (HTTP,
+// port 8080) with one WorkloadEntry svc-<version> at pre+<suffix> for
+// each {version, suffix} of workloads, starts `weft serve` on it, and
+// returns a function that starts the inbound sidecar of a version (with
+// extra flags), its app on pre+"5:18080". A sidecar reads the
+// environment when it starts.
+func inboundMesh(t *testing.T, bin, pre string, workloads ...[2]string) (sidecar func(version string, extra ...string)) {
+	t.Helper()
+	yaml := `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc, namespace: default}
+spec:
+  hosts: [svc.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: svc}}
+`
+	ips := map[string]string{}
+	for _, w := range workloads {
+		ips[w[0]] = pre + w[1]
+		yaml += fmt.Sprintf(`---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: svc-%[1]s, namespace: default}
+spec: {address: %[2]s, ports: {http: 8080}, labels: {app: svc, version: %[1]s}}
+`, w[0], pre+w[1])
+	}
+	cfg := t.TempDir()
+	if err := os.WriteFile(filepath.Join(cfg, "svc.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	xds := pre + "100:15010"
+	start(t, filepath.Join(bin, "weft"), "serve", "--config", cfg, "--xds-address", pre+"100:15012",
+		"--xds-plaintext-address", xds, "--status-address", pre+"100:15014", "--log-level", "warn")
+	return func(version string, extra ...string) {
+		ip := ips[version]
+		start(t, filepath.Join(bin, "weft-proxy"), append([]string{"--xds-plaintext", "--xds-address", xds, "--workload", "svc-" + version,
+			"--labels", "app=svc,version=" + version, "--ip", ip, "--outbound", "", "--app-port", "8080=" + pre + "5:18080",
+			"--admin-address", ip + ":15000", "--log-level", "warn"}, extra...)...)
+	}
+}

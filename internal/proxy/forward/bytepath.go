@@ -330,12 +330,12 @@ func (rq *bytesRequest) parse(head []byte, inbound bool) bool {
 				rq.dropped += len(name) + len(value) // recorded, not sent on
 				continue
 			}
-			if equalFoldBytes(name, "keep-alive") || equalFoldBytes(name, "user-agent") && (value == nil || len(value) == 0) {
+			if equalFoldBytes(name, "keep-alive") {
 				return false
 			}
 			if equalFoldBytes(name, "user-agent") {
-				if rq.hasUA {
-					return false
+				if rq.hasUA || len(value) == 0 {
+					return false // the general path sends only the first, and an empty one not at all
 				}
 				rq.hasUA = true
 			}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -41,25 +40,9 @@ func (a *abandoning) Abandon() { a.abandoned.Add(1) }
 // keep-alive connection; a request it handed over that cannot be parsed
 // is abandoned, not served, and refused.
 func TestBytesHandler(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	next := &abandoning{}
 	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "general") })}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.ServeConn(context.Background(), c, ConnOptions{Bytes: &bytesByPath{next: next}})
-		}
-	}()
-	c, br := dial(t, ln.Addr().String())
+	c, br := dial(t, serveWith(t, s, ConnOptions{Bytes: &bytesByPath{next: next}}))
 	for _, tc := range []struct{ path, want string }{{"/bytes", "bytes"}, {"/other", "general"}, {"/next", "next"}, {"/bytes", "bytes"}} {
 		io.WriteString(c, "GET "+tc.path+" HTTP/1.1\r\nHost: x\r\n\r\n")
 		resp, err := http.ReadResponse(br, nil)
@@ -84,7 +67,4 @@ func TestBytesHandler(t *testing.T) {
 	if next.served.Load() != 1 || next.abandoned.Load() != 1 {
 		t.Errorf("next served %d, abandoned %d; want 1, 1", next.served.Load(), next.abandoned.Load())
 	}
-	s.Close()
-	ln.Close()
-	<-done
 }

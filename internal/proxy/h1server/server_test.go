@@ -20,6 +20,12 @@ import (
 // connection is served on a goroutine of its own until the test ends.
 func serve(t *testing.T, s *Server) string {
 	t.Helper()
+	return serveWith(t, s, ConnOptions{})
+}
+
+// serveWith is serve with the connections' options o.
+func serveWith(t *testing.T, s *Server, o ConnOptions) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +37,7 @@ func serve(t *testing.T, s *Server) string {
 			if err != nil {
 				return
 			}
-			wg.Go(func() { s.ServeConn(context.Background(), c, ConnOptions{}) })
+			wg.Go(func() { s.ServeConn(context.Background(), c, o) })
 		}
 	})
 	t.Cleanup(func() {
